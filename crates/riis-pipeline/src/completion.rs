@@ -1,0 +1,114 @@
+//! Completing a Pending request from anywhere: IIS's `IndicateCompletion` and
+//! `PostCompletion`.
+//!
+//! A module that returns Pending without starting a server operation takes a
+//! [`CompletionHandle`] first, hands it to its own thread or task, and that
+//! side signals once. The request holds no thread while it waits.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::notification::RequestNotificationStatus;
+
+/// How a parked request is resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// `IndicateCompletion(status)`: continue with this status; the module is
+    /// not re-entered.
+    Indicate(RequestNotificationStatus),
+    /// `PostCompletion(bytes)`: re-enter the module through OnAsyncCompletion.
+    Post(u64),
+    /// Every handle was dropped without a signal: the module can never
+    /// complete the request.
+    Abandoned,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CompletionState {
+    signal: Mutex<Option<Signal>>,
+    notify: Notify,
+    handles: AtomicUsize,
+}
+
+impl CompletionState {
+    fn set(&self, signal: Signal) {
+        let mut slot = self.signal.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() || *slot == Some(Signal::Abandoned) {
+            *slot = Some(signal);
+        }
+        drop(slot);
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn take(&self) -> Option<Signal> {
+        self.signal.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Resumes a parked request from any thread. Cloneable; the first signal
+/// wins, later ones are ignored until the request parks again.
+#[derive(Debug)]
+pub struct CompletionHandle {
+    state: Arc<CompletionState>,
+}
+
+impl CompletionHandle {
+    pub(crate) fn new(state: Arc<CompletionState>) -> Self {
+        state.handles.fetch_add(1, Ordering::AcqRel);
+        Self { state }
+    }
+
+    /// `IndicateCompletion`: the pipeline continues with `status`, without
+    /// calling the module again.
+    pub fn indicate_completion(&self, status: RequestNotificationStatus) {
+        self.state.set(Signal::Indicate(status));
+    }
+
+    /// `PostCompletion`: the module's `OnAsyncCompletion` runs with `bytes`
+    /// as the completion's byte count.
+    pub fn post_completion(&self, bytes: u64) {
+        self.state.set(Signal::Post(bytes));
+    }
+}
+
+impl Clone for CompletionHandle {
+    fn clone(&self) -> Self {
+        Self::new(self.state.clone())
+    }
+}
+
+impl Drop for CompletionHandle {
+    fn drop(&mut self) {
+        if self.state.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last handle is gone: if nothing was signalled the request
+            // would wait forever, so wake it to fail instead.
+            let mut slot = self.state.signal.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(Signal::Abandoned);
+            }
+            drop(slot);
+            self.state.notify.notify_one();
+        }
+    }
+}
+
+/// What the driver awaits when the pipeline is parked.
+#[derive(Debug)]
+pub struct CompletionWaiter {
+    pub(crate) state: Arc<CompletionState>,
+}
+
+impl CompletionWaiter {
+    /// Resolves once the request can resume.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.state.notify.notified();
+            if self.state.signal.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

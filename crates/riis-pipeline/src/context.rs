@@ -1,0 +1,597 @@
+//! The request context (IIS's `IHttpContext`): everything a module reaches
+//! while handling a notification.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::completion::{CompletionHandle, CompletionState};
+use crate::context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
+use crate::global::{TraceEvent, TracePhase};
+use crate::handler::{MappingFailure, ResourceKind};
+use crate::module::{HttpModule, ModuleError};
+use crate::notification::{RequestNotification, RequestNotificationStatus};
+use crate::pipeline::{Location, Pipeline, Site, MAX_CHILD_REQUEST_DEPTH};
+use crate::provider::{CustomNotificationProvider, MapPathProvider};
+use crate::registration::{ModuleIndex, Section};
+use crate::request::HttpRequest;
+use crate::response::HttpResponse;
+use crate::user::HttpUser;
+
+/// Flags of a child request (`EXECUTE_FLAG_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecuteFlags {
+    /// `EXECUTE_FLAG_BUFFER_RESPONSE`: the child's output stays in the shared
+    /// response buffer instead of going to the client as it is flushed.
+    pub buffer_response: bool,
+    /// `EXECUTE_FLAG_DISABLE_CUSTOM_ERROR`: custom error pages leave the
+    /// child's errors alone.
+    pub disable_custom_error: bool,
+    /// `EXECUTE_FLAG_SAME_URL`: allow the child to have the parent's URL
+    /// (refused otherwise, as it usually means endless recursion).
+    pub same_url: bool,
+}
+
+/// An asynchronous operation a module started during a call; the engine
+/// performs it when the call returns.
+pub(crate) enum AsyncOp {
+    ReadEntity { max: usize },
+    Child { child: Box<HttpContext> },
+    PostCompletion { bytes: u64 },
+}
+
+/// A module instance slot: not created yet, live, or failed (a module that
+/// panicked or whose factory failed is not called again for this request).
+pub(crate) enum Slot {
+    Empty,
+    Live(Box<dyn HttpModule>),
+    Busy,
+    Failed,
+}
+
+/// What is running now (`GetCurrentExecutionStats`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecutionStats<'a> {
+    /// The notification being handled.
+    pub notification: RequestNotification,
+    /// Whether it is the post-event.
+    pub is_post: bool,
+    /// The module being called.
+    pub module: &'a str,
+}
+
+/// The request context handed to every module call.
+pub struct HttpContext {
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) site: Arc<Site>,
+    pub(crate) location: usize,
+    pub(crate) connection: Arc<ConnectionInfo>,
+    pub(crate) request: HttpRequest,
+    pub(crate) response: HttpResponse,
+    pub(crate) user: Option<HttpUser>,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) contexts: ModuleContextContainer,
+    pub(crate) handler: Option<usize>,
+    pub(crate) mapping_failure: Option<MappingFailure>,
+    pub(crate) mapped: bool,
+    pub(crate) physical_path: Option<PathBuf>,
+    pub(crate) resource_kind: Option<Option<ResourceKind>>,
+    pub(crate) op: Option<AsyncOp>,
+    pub(crate) completion: Option<Arc<CompletionState>>,
+    pub(crate) current: Option<(ModuleIndex, RequestNotification, bool)>,
+    pub(crate) depth: u8,
+    pub(crate) execute_flags: ExecuteFlags,
+    pub(crate) skip_authentication: bool,
+    pub(crate) server_variables: Vec<(Box<str>, String)>,
+    pub(crate) request_id: u64,
+    pub(crate) started: Instant,
+}
+
+impl std::fmt::Debug for HttpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpContext")
+            .field("request", &self.request)
+            .field("status", &self.response.status)
+            .field("depth", &self.depth)
+            .finish()
+    }
+}
+
+impl HttpContext {
+    /// A context for a request that arrived on `connection` for `site`.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        site: Arc<Site>,
+        connection: Arc<ConnectionInfo>,
+        request: HttpRequest,
+        request_id: u64,
+    ) -> Self {
+        let location = site.location_index(request.url());
+        let slots = std::iter::repeat_with(|| Slot::Empty)
+            .take(pipeline.modules.len())
+            .collect();
+        Self {
+            pipeline,
+            site,
+            location,
+            connection,
+            request,
+            response: HttpResponse::new(),
+            user: None,
+            slots,
+            contexts: ModuleContextContainer::default(),
+            handler: None,
+            mapping_failure: None,
+            mapped: false,
+            physical_path: None,
+            resource_kind: None,
+            op: None,
+            completion: None,
+            current: None,
+            depth: 0,
+            execute_flags: ExecuteFlags::default(),
+            skip_authentication: false,
+            server_variables: Vec::new(),
+            request_id,
+            started: Instant::now(),
+        }
+    }
+
+    /// `GetRequest`.
+    pub fn request(&self) -> &HttpRequest {
+        &self.request
+    }
+
+    /// `GetRequest`, mutable.
+    pub fn request_mut(&mut self) -> &mut HttpRequest {
+        &mut self.request
+    }
+
+    /// `GetResponse`.
+    pub fn response(&self) -> &HttpResponse {
+        &self.response
+    }
+
+    /// `GetResponse`, mutable.
+    pub fn response_mut(&mut self) -> &mut HttpResponse {
+        &mut self.response
+    }
+
+    /// `GetUser`: the user an authentication module set, if any.
+    pub fn user(&self) -> Option<&HttpUser> {
+        self.user.as_ref()
+    }
+
+    /// Sets the request's user (authentication modules, at AuthenticateRequest).
+    pub fn set_user(&mut self, user: HttpUser) {
+        self.user = Some(user);
+    }
+
+    /// The site's id, name and physical root (`GetSite`, `GetApplication`).
+    pub fn site(&self) -> &crate::global::ApplicationInfo {
+        self.site.info()
+    }
+
+    /// The location whose configuration applies to this request.
+    pub fn location(&self) -> &Location {
+        self.site.location(self.location)
+    }
+
+    /// A module's configuration section resolved for this request's location.
+    pub fn config<T: Any + Send + Sync>(&self, section: Section<T>) -> &T {
+        self.location().sections[section.id]
+            .downcast_ref()
+            .expect("a Section<T> handle always names a section of type T")
+    }
+
+    /// A unique id for the request, for logs and traces.
+    pub fn request_id(&self) -> u64 {
+        self.request_id
+    }
+
+    /// When the request arrived (for time-taken).
+    pub fn start_time(&self) -> Instant {
+        self.started
+    }
+
+    /// Request-level module contexts (`GetModuleContextContainer`).
+    pub fn module_contexts(&self) -> &ModuleContextContainer {
+        &self.contexts
+    }
+
+    /// Request-level module contexts, mutable.
+    pub fn module_contexts_mut(&mut self) -> &mut ModuleContextContainer {
+        &mut self.contexts
+    }
+
+    /// Connection-level module contexts (`GetConnection()->GetModuleContextContainer`).
+    pub fn connection_contexts(&self) -> &SharedContextContainer {
+        &self.connection.contexts
+    }
+
+    /// Site-level module contexts (`GetSite()->GetModuleContextContainer`).
+    pub fn site_contexts(&self) -> &SharedContextContainer {
+        &self.site.contexts
+    }
+
+    /// The connection the request came on.
+    pub fn connection(&self) -> &ConnectionInfo {
+        &self.connection
+    }
+
+    /// The handler chosen at MapRequestHandler, if any (`GetScriptMap` name).
+    pub fn handler_name(&self) -> Option<&str> {
+        let h = self.handler?;
+        Some(&self.location().handlers[h].name)
+    }
+
+    /// Replaces the chosen handler by name; allowed during MapRequestHandler
+    /// and its post-event. Returns false when the location has no such handler
+    /// or it is too late.
+    pub fn set_handler(&mut self, name: &str) -> bool {
+        let in_map = matches!(
+            self.current,
+            Some((_, RequestNotification::MapRequestHandler, _))
+        );
+        if !in_map {
+            return false;
+        }
+        match self.location().handlers.iter().position(|h| h.name == name) {
+            Some(i) => {
+                self.handler = Some(i);
+                self.mapping_failure = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The physical path of the request URL (`PATH_TRANSLATED`), mapped once
+    /// and then remembered; MapPath modules may have changed it.
+    pub fn physical_path(&mut self) -> &std::path::Path {
+        if self.physical_path.is_none() {
+            let url = self.request.url().to_owned();
+            self.physical_path = Some(self.map_path(&url));
+        }
+        self.physical_path.as_deref().unwrap_or(std::path::Path::new(""))
+    }
+
+    /// Whether the request's physical path is a file or a directory, as the
+    /// engine found it while choosing the handler (probed now if it did not
+    /// need to).
+    pub fn resource_kind(&mut self) -> Option<ResourceKind> {
+        if let Some(k) = self.resource_kind {
+            return k;
+        }
+        let path = self.physical_path().to_path_buf();
+        let k = self.pipeline.fs.resource_kind(&path);
+        self.resource_kind = Some(k);
+        k
+    }
+
+    /// `MapPath`: the physical path for a URL of this site. Modules registered
+    /// for MapPath may replace it. The calling module is not re-entered for
+    /// the MapPath it raises itself.
+    pub fn map_path(&mut self, url: &str) -> PathBuf {
+        let root = &self.site.info().physical_root;
+        let relative = url.trim_start_matches('/');
+        let mut provider = MapPathProvider {
+            url: url.to_owned(),
+            physical_path: if relative.is_empty() {
+                root.clone()
+            } else {
+                root.join(relative)
+            },
+        };
+        let pipeline = self.pipeline.clone();
+        for &m in pipeline.map_path.iter() {
+            self.call_nested(m, RequestNotification::MapPath, |module, ctx| {
+                module.on_map_path(ctx, &mut provider)
+            });
+        }
+        provider.physical_path
+    }
+
+    /// `NotifyCustomNotification`: every module registered for custom
+    /// notifications receives `provider` and checks its type name. The
+    /// calling module is not re-entered.
+    pub fn raise_custom_notification(&mut self, provider: &mut dyn CustomNotificationProvider) {
+        let pipeline = self.pipeline.clone();
+        for &m in pipeline.custom.iter() {
+            self.call_nested(m, RequestNotification::CustomNotification, |module, ctx| {
+                module.on_custom_request_notification(ctx, provider)
+            });
+        }
+    }
+
+    /// `IHttpServer::NotifyCustomNotification`: the global counterpart.
+    pub fn raise_global_custom_notification(&self, provider: &mut dyn CustomNotificationProvider) {
+        self.pipeline.raise_global_custom_notification(provider);
+    }
+
+    /// `IHttpTraceContext::RaiseTraceEvent`: a module's own trace event, seen by
+    /// global modules registered for TraceEvent.
+    pub fn raise_trace_event(&self, message: &'static str) {
+        if !self.pipeline.tracing {
+            return;
+        }
+        if let Some((m, n, post)) = self.current {
+            self.pipeline.raise_trace(&TraceEvent {
+                request_id: self.request_id,
+                url: self.request.url(),
+                module: self.pipeline.module_name(m),
+                notification: n,
+                is_post: post,
+                phase: TracePhase::Custom { message },
+            });
+        }
+    }
+
+    /// Calls module `m` for a nondeterministic notification raised from inside
+    /// another call; a module that is busy (the caller) or failed is skipped.
+    pub(crate) fn call_nested(
+        &mut self,
+        m: ModuleIndex,
+        notification: RequestNotification,
+        call: impl FnOnce(&mut dyn HttpModule, &mut HttpContext) -> RequestNotificationStatus,
+    ) -> Option<RequestNotificationStatus> {
+        let saved = self.current;
+        let mut module = self.take_instance(m)?;
+        self.current = Some((m, notification, false));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            call(&mut *module, self)
+        }));
+        self.current = saved;
+        match outcome {
+            Ok(status) => {
+                self.slots[m.get()] = Slot::Live(module);
+                Some(status)
+            }
+            Err(panic) => {
+                self.module_panicked(m, notification, false, &*panic);
+                Some(RequestNotificationStatus::FinishRequest)
+            }
+        }
+    }
+
+    /// Takes module `m`'s instance out of its slot, creating it on first use.
+    /// `None` when it is busy (being called) or failed.
+    pub(crate) fn take_instance(&mut self, m: ModuleIndex) -> Option<Box<dyn HttpModule>> {
+        match std::mem::replace(&mut self.slots[m.get()], Slot::Busy) {
+            Slot::Live(module) => Some(module),
+            Slot::Empty => {
+                let factory = self.pipeline.modules[m.get()].factory.as_ref()?;
+                match factory.get_http_module() {
+                    Ok(module) => Some(module),
+                    Err(e) => {
+                        self.slots[m.get()] = Slot::Failed;
+                        let name = self.pipeline.module_name(m).to_owned();
+                        tracing::error!(module = %name, error = %e, "module factory failed");
+                        self.fail_request(Some(m), "GetHttpModule", e.hresult, &format!("module {name} could not be created: {}", e.message));
+                        None
+                    }
+                }
+            }
+            other @ (Slot::Busy | Slot::Failed) => {
+                self.slots[m.get()] = other;
+                None
+            }
+        }
+    }
+
+    pub(crate) fn module_panicked(
+        &mut self,
+        m: ModuleIndex,
+        notification: RequestNotification,
+        post: bool,
+        panic: &(dyn Any + Send),
+    ) {
+        self.slots[m.get()] = Slot::Failed;
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".to_owned());
+        let name = self.pipeline.module_name(m).to_owned();
+        let when = if post {
+            format!("Post{}", notification.name())
+        } else {
+            notification.name().to_owned()
+        };
+        tracing::error!(
+            module = %name,
+            notification = %when,
+            url = %self.request.url(),
+            panic = %message,
+            "module panicked; the request fails with 500"
+        );
+        self.fail_request(Some(m), notification.name(), ModuleError::E_FAIL, &format!("module {name} panicked in {when}: {message}"));
+    }
+
+    /// Replaces the response with a 500 naming the module, unless headers are
+    /// already out (then the connection is closed after what was sent).
+    pub(crate) fn fail_request(&mut self, module: Option<ModuleIndex>, notification: &'static str, hresult: u32, description: &str) {
+        if self.response.headers_sent {
+            self.response.need_disconnect = true;
+            return;
+        }
+        self.response.clear();
+        self.response.status = http::StatusCode::INTERNAL_SERVER_ERROR;
+        self.response.error = Some(crate::response::ResponseError {
+            hresult,
+            module,
+            notification,
+        });
+        self.response.error_description = Some(description.to_owned());
+    }
+
+    /// `CloneContext`: a context for a child request with the same method,
+    /// URL, headers and user. Change its URL with
+    /// [`HttpRequest::set_url`] before executing it.
+    pub fn clone_context(&self) -> Result<HttpContext, ModuleError> {
+        if self.depth >= MAX_CHILD_REQUEST_DEPTH {
+            return Err(ModuleError::with_hresult(
+                format!("child requests nest at most {MAX_CHILD_REQUEST_DEPTH} deep"),
+                ModuleError::E_NOT_SUPPORTED,
+            ));
+        }
+        let mut child = HttpContext::new(
+            self.pipeline.clone(),
+            self.site.clone(),
+            self.connection.clone(),
+            self.request.clone_for_child(),
+            self.request_id,
+        );
+        child.depth = self.depth + 1;
+        child.user = self.user.clone();
+        Ok(child)
+    }
+
+    /// `ExecuteRequest`: run `child` through the whole pipeline when the calling
+    /// module returns. With a Pending return, the module's OnAsyncCompletion
+    /// follows the child's end. A user already set on the child skips its
+    /// AuthenticateRequest.
+    pub fn execute_request(&mut self, mut child: HttpContext, flags: ExecuteFlags) -> Result<(), ModuleError> {
+        if child.depth == 0 || child.depth > MAX_CHILD_REQUEST_DEPTH {
+            return Err(ModuleError::with_hresult(
+                "only a context from clone_context can run as a child request",
+                ModuleError::E_INVALIDARG,
+            ));
+        }
+        if !flags.same_url && child.request.raw_url() == self.request.raw_url() {
+            return Err(ModuleError::with_hresult(
+                "a child request with the parent's URL needs ExecuteFlags::same_url",
+                ModuleError::E_INVALIDARG,
+            ));
+        }
+        if self.op.is_some() {
+            return Err(ModuleError::with_hresult(
+                "another asynchronous operation is already started in this call",
+                ModuleError::E_INVALIDARG,
+            ));
+        }
+        child.location = child.site.location_index(child.request.url());
+        child.skip_authentication = child.user.is_some() && child.user != self.user;
+        child.execute_flags = flags;
+        self.op = Some(AsyncOp::Child {
+            child: Box::new(child),
+        });
+        Ok(())
+    }
+
+    /// `ReadEntityBody` (asynchronous): read up to `max` body bytes when the
+    /// calling module returns. Return Pending; OnAsyncCompletion then gets the
+    /// byte count and [`HttpRequest::read_data`] the bytes (0 at the end of the
+    /// body). ReadEntity modules see the bytes first.
+    pub fn read_entity_body(&mut self, max: usize) -> Result<(), ModuleError> {
+        if self.op.is_some() {
+            return Err(ModuleError::with_hresult(
+                "another asynchronous operation is already started in this call",
+                ModuleError::E_INVALIDARG,
+            ));
+        }
+        self.op = Some(AsyncOp::ReadEntity { max: max.max(1) });
+        Ok(())
+    }
+
+    /// `PostCompletion`: re-enter this module through OnAsyncCompletion with
+    /// `bytes` once it returns Pending.
+    pub fn post_completion(&mut self, bytes: u64) -> Result<(), ModuleError> {
+        if self.op.is_some() {
+            return Err(ModuleError::with_hresult(
+                "another asynchronous operation is already started in this call",
+                ModuleError::E_INVALIDARG,
+            ));
+        }
+        self.op = Some(AsyncOp::PostCompletion { bytes });
+        Ok(())
+    }
+
+    /// A handle to resume this request from another thread after returning
+    /// Pending (`IndicateCompletion`, or `PostCompletion` from any thread).
+    pub fn completion_handle(&mut self) -> CompletionHandle {
+        let state = self.completion.get_or_insert_with(Default::default).clone();
+        CompletionHandle::new(state)
+    }
+
+    /// `GetCurrentExecutionStats`: the notification and module running now.
+    pub fn current_execution_stats(&self) -> Option<ExecutionStats<'_>> {
+        let (m, notification, is_post) = self.current?;
+        Some(ExecutionStats {
+            notification,
+            is_post,
+            module: self.pipeline.module_name(m),
+        })
+    }
+
+    /// The id of the module being called, for its module contexts.
+    pub fn current_module(&self) -> Option<ModuleIndex> {
+        self.current.map(|c| c.0)
+    }
+
+    /// `GetIsLastNotification`: whether, if the current module returns
+    /// `status`, no module is left to run for any later deterministic
+    /// notification of this request.
+    pub fn is_last_notification(&self, status: RequestNotificationStatus) -> bool {
+        let Some((_, n, post)) = self.current else {
+            return true;
+        };
+        let Some(stage) = n.stage() else {
+            return false;
+        };
+        let log = RequestNotification::LogRequest.stage().unwrap_or(10);
+        let next = if post { (stage + 1, false) } else { (stage, true) };
+        let from = if status == RequestNotificationStatus::FinishRequest && stage < log {
+            (log, false)
+        } else {
+            next
+        };
+        (from.0..12).all(|s| {
+            let lists = &self.pipeline.events[s];
+            let main_empty = (s, false) < from || lists[0].is_empty();
+            main_empty && lists[1].is_empty()
+        })
+    }
+
+    /// The nesting depth: 0 for a client's request, 1 for its child, ….
+    pub fn child_depth(&self) -> u8 {
+        self.depth
+    }
+
+    /// The flags the request was executed with (child requests).
+    pub fn execute_flags(&self) -> ExecuteFlags {
+        self.execute_flags
+    }
+
+    /// `GetServerVariable`, under the IIS names.
+    pub fn server_variable(&self, name: &str) -> Option<Cow<'_, str>> {
+        if let Some((_, v)) = self
+            .server_variables
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
+            return Some(Cow::Borrowed(v));
+        }
+        crate::server_variables::lookup(self, name)
+    }
+
+    /// `SetServerVariable`: set or override a variable for later modules.
+    pub fn set_server_variable(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self
+            .server_variables
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
+            Some(slot) => slot.1 = value,
+            None => self.server_variables.push((name.into(), value)),
+        }
+    }
+
+    /// The pipeline this request runs in.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+}

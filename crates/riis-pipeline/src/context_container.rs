@@ -1,0 +1,158 @@
+//! Module context containers (IIS's `IHttpModuleContextContainer`): state a
+//! module keeps per request, per connection or per site, keyed by module.
+//!
+//! A container owns what is stored. The value is dropped exactly once: when it
+//! is replaced, when it is removed, or when the container itself goes (request
+//! end, connection close, configuration unload). Drop is the cleanup hook
+//! (IIS's `CleanupStoredContext`).
+
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+
+use crate::registration::ModuleIndex;
+
+/// Request-level container: touched only by the request's own pipeline, so no
+/// locking; allocates only when a module stores something.
+#[derive(Default)]
+pub struct ModuleContextContainer {
+    slots: Vec<Option<Box<dyn Any + Send>>>,
+}
+
+impl std::fmt::Debug for ModuleContextContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleContextContainer")
+            .field("stored", &self.slots.iter().filter(|s| s.is_some()).count())
+            .finish()
+    }
+}
+
+impl ModuleContextContainer {
+    /// `GetModuleContext`: the module's value, if it stored one of type `T`.
+    pub fn get<T: Any + Send>(&self, module: ModuleIndex) -> Option<&T> {
+        self.slots.get(module.get())?.as_ref()?.downcast_ref()
+    }
+
+    /// The module's value, mutable.
+    pub fn get_mut<T: Any + Send>(&mut self, module: ModuleIndex) -> Option<&mut T> {
+        self.slots.get_mut(module.get())?.as_mut()?.downcast_mut()
+    }
+
+    /// `SetModuleContext`: store a value; a previous value is dropped.
+    pub fn set<T: Any + Send>(&mut self, module: ModuleIndex, value: T) {
+        let i = module.get();
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots[i] = Some(Box::new(value));
+    }
+
+    /// Remove and return the module's value.
+    pub fn take<T: Any + Send>(&mut self, module: ModuleIndex) -> Option<T> {
+        let slot = self.slots.get_mut(module.get())?;
+        if slot.as_ref()?.is::<T>() {
+            slot.take()?.downcast().ok().map(|b| *b)
+        } else {
+            None
+        }
+    }
+}
+
+/// Connection- and site-level container: shared by concurrent requests (HTTP/2
+/// streams, a site's requests), so values are `Arc`s behind a mutex taken only
+/// when a module reads or stores.
+#[derive(Default)]
+pub struct SharedContextContainer {
+    slots: Mutex<Vec<Option<Arc<dyn Any + Send + Sync>>>>,
+}
+
+impl std::fmt::Debug for SharedContextContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedContextContainer")
+    }
+}
+
+impl SharedContextContainer {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Option<Arc<dyn Any + Send + Sync>>>> {
+        // A module that panicked while holding the lock cannot have left the
+        // vector half-changed (every operation is a single assignment).
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The module's value, if it stored one of type `T`.
+    pub fn get<T: Any + Send + Sync>(&self, module: ModuleIndex) -> Option<Arc<T>> {
+        let value = self.slots().get(module.get())?.clone()?;
+        value.downcast().ok()
+    }
+
+    /// Store a value; a previous value is released.
+    pub fn set<T: Any + Send + Sync>(&self, module: ModuleIndex, value: Arc<T>) {
+        let i = module.get();
+        let previous = {
+            let mut slots = self.slots();
+            if slots.len() <= i {
+                slots.resize_with(i + 1, || None);
+            }
+            slots[i].replace(value)
+        };
+        // Dropped outside the lock, so a value's Drop may use the container.
+        drop(previous);
+    }
+
+    /// Store `make()` unless a value of type `T` is already there; returns the
+    /// stored value either way, atomically.
+    pub fn get_or_insert_with<T: Any + Send + Sync>(
+        &self,
+        module: ModuleIndex,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let i = module.get();
+        let mut slots = self.slots();
+        if let Some(Some(v)) = slots.get(i) {
+            if let Ok(v) = v.clone().downcast::<T>() {
+                return v;
+            }
+        }
+        if slots.len() <= i {
+            slots.resize_with(i + 1, || None);
+        }
+        let v = Arc::new(make());
+        let previous = slots[i].replace(v.clone());
+        drop(slots);
+        drop(previous);
+        v
+    }
+
+    /// Remove the module's value.
+    pub fn remove(&self, module: ModuleIndex) {
+        let previous = self.slots().get_mut(module.get()).and_then(Option::take);
+        drop(previous);
+    }
+}
+
+/// What the engine knows about a client connection.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// Unique for the life of the server.
+    pub id: u64,
+    /// Server-side address.
+    pub local_addr: std::net::SocketAddr,
+    /// Client address.
+    pub remote_addr: std::net::SocketAddr,
+    /// Whether the connection is TLS.
+    pub is_tls: bool,
+    /// Connection-level module contexts.
+    pub contexts: SharedContextContainer,
+}
+
+impl ConnectionInfo {
+    /// A connection's description.
+    pub fn new(id: u64, local_addr: std::net::SocketAddr, remote_addr: std::net::SocketAddr) -> Self {
+        Self {
+            id,
+            local_addr,
+            remote_addr,
+            is_tls: false,
+            contexts: SharedContextContainer::default(),
+        }
+    }
+}

@@ -1,0 +1,721 @@
+//! Running one request through the pipeline, without doing any I/O.
+//!
+//! [`RequestExecution`] is a resumable state machine. The server (or a test)
+//! calls [`RequestExecution::resume`] and acts on the [`Step`] it returns:
+//! send the [`Output`], read body bytes, or wait for a module's completion
+//! signal, then reports the result and resumes. Nothing here blocks, so a
+//! Pending request holds no thread, and the engine is tested without sockets.
+//!
+//! Choices the published semantics leave open (marked *inferred* in the
+//! reference), made here and tested in `tests/`:
+//! - FinishRequest ends the current event at once, skips its post-event and
+//!   every event before LogRequest; in LogRequest and EndRequest it is Continue.
+//! - The final send happens after PostEndRequest, so EndRequest modules can
+//!   still change the response; LogRequest sees the final status.
+//! - SendResponse runs in fully inverted order (priority and list order), and
+//!   FinishRequest returned there skips the remaining SendResponse modules of
+//!   that send (the send itself happens).
+//! - Operations a module starts (flush, body read, child request, posted
+//!   completion) run when its call returns. OnAsyncCompletion follows only if
+//!   the module returned Pending; otherwise its status applies once the
+//!   operation is done.
+//! - A handler whose modules all leave the response untouched answers 404.
+//! - Pending without an operation and without a completion handle, or with
+//!   every handle dropped unsignalled, fails the request with 500.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::completion::{CompletionWaiter, Signal};
+use crate::context::{AsyncOp, HttpContext, Slot};
+use crate::global::{TraceEvent, TracePhase};
+use crate::handler::{choose_handler, MappingFailure};
+use crate::module::{HttpModule, ModuleError};
+use crate::notification::{
+    GlobalNotification, RequestNotification as N, RequestNotificationStatus as Status,
+};
+use crate::pipeline::Pipeline;
+use crate::provider::{CompletionInfo, ReadEntityProvider, SendFlags, SendResponseProvider};
+use crate::registration::ModuleIndex;
+use crate::response::{EntityChunk, HttpResponse};
+
+const LOG_STAGE: u8 = 10;
+const FINAL_SEND: u8 = 12;
+const DONE: u8 = 13;
+const EXECUTE_STAGE: usize = 7;
+
+/// `HRESULT_FROM_WIN32(ERROR_CONNECTION_ABORTED)`: what a completion reports
+/// when the client went away.
+pub const E_CONNECTION_ABORTED: u32 = 0x8007_04D4;
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum Step {
+    /// Send [`RequestExecution::take_output`], then call
+    /// [`RequestExecution::complete_send`] and resume.
+    Send,
+    /// Read up to `max` request body bytes, then call
+    /// [`RequestExecution::complete_read`] and resume.
+    ReadEntity {
+        /// Most bytes wanted.
+        max: usize,
+    },
+    /// A module returned Pending; await the waiter, then resume.
+    Wait(CompletionWaiter),
+    /// The request is complete; its module instances are disposed.
+    Done,
+}
+
+/// The status line and headers of a response, when they go out.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: StatusCode,
+    /// Reason phrase a module set, if any.
+    pub reason: Option<Cow<'static, str>>,
+    /// Headers.
+    pub headers: HeaderMap,
+}
+
+/// One send: headers (first send only), entity chunks, and whether it ends
+/// the response.
+#[derive(Debug)]
+pub struct Output {
+    /// Status and headers, on the first send unless headers are suppressed.
+    pub head: Option<ResponseHead>,
+    /// Entity to send now.
+    pub chunks: Vec<EntityChunk>,
+    /// Whether this is the final send of the response.
+    pub is_final: bool,
+    /// Close the connection after this response.
+    pub disconnect: bool,
+    /// Abort the connection instead of finishing the response.
+    pub reset: bool,
+}
+
+impl Output {
+    /// Total entity bytes in this send.
+    pub fn len(&self) -> u64 {
+        self.chunks.iter().map(EntityChunk::len).sum()
+    }
+
+    /// Whether the send carries no entity.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CallSite {
+    module: ModuleIndex,
+    notification: N,
+    post: bool,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Call the next module at the cursor.
+    Run,
+    /// Output is with the driver.
+    Sending(AfterSend),
+    /// A module's call returned and its flush is done: run its operation.
+    AfterFlush(CallSite, Status),
+    /// A body read is with the driver.
+    Reading(CallSite, Status, usize),
+    /// A child request runs in the frame above.
+    Child(CallSite, Status),
+    /// Parked until the completion handle signals.
+    Waiting(CallSite),
+    /// Call the module's OnAsyncCompletion.
+    Deliver(CallSite, CompletionInfo),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum AfterSend {
+    Call { site: CallSite, status: Status, deliver: bool },
+    Final,
+}
+
+struct Frame {
+    ctx: Box<HttpContext>,
+    stage: u8,
+    post: bool,
+    pos: u16,
+    entered: bool,
+    phase: Phase,
+    /// Output of this frame stays in the response (a buffered child, or any
+    /// request nested in one).
+    buffered: bool,
+}
+
+impl Frame {
+    fn new(ctx: Box<HttpContext>, buffered: bool) -> Self {
+        Self {
+            ctx,
+            stage: 0,
+            post: false,
+            pos: 0,
+            entered: false,
+            phase: Phase::Run,
+            buffered,
+        }
+    }
+
+    fn advance(&mut self) {
+        if self.post {
+            self.stage += 1;
+            self.post = false;
+        } else {
+            self.post = true;
+        }
+        self.pos = 0;
+        self.entered = false;
+    }
+}
+
+/// One request's run through the pipeline.
+pub struct RequestExecution {
+    pipeline: Arc<Pipeline>,
+    frames: Vec<Frame>,
+    output: Option<Output>,
+}
+
+impl std::fmt::Debug for RequestExecution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestExecution")
+            .field("depth", &self.frames.len())
+            .finish()
+    }
+}
+
+impl RequestExecution {
+    /// Starts a request's execution; nothing runs until the first resume.
+    pub fn new(ctx: HttpContext) -> Self {
+        let pipeline = ctx.pipeline.clone();
+        let mut frames = Vec::with_capacity(1);
+        frames.push(Frame::new(Box::new(ctx), false));
+        Self {
+            pipeline,
+            frames,
+            output: None,
+        }
+    }
+
+    /// The client request's context (the outermost frame).
+    pub fn context(&self) -> &HttpContext {
+        &self.frames[0].ctx
+    }
+
+    /// The client request's context, mutable (for the driver, between steps).
+    pub fn context_mut(&mut self) -> &mut HttpContext {
+        &mut self.frames[0].ctx
+    }
+
+    /// The output of the last [`Step::Send`].
+    pub fn take_output(&mut self) -> Option<Output> {
+        self.output.take()
+    }
+
+    /// Reports how the last send went: bytes sent, or `Err` when the client
+    /// is gone (later sends are then dropped by the driver).
+    pub fn complete_send(&mut self, result: Result<u64, ()>) {
+        let frame = self.frames.last_mut().expect("a frame while running");
+        let Phase::Sending(after) = frame.phase else {
+            return;
+        };
+        let (bytes, status) = match result {
+            Ok(n) => (n, 0),
+            Err(()) => (0, E_CONNECTION_ABORTED),
+        };
+        frame.ctx.response.bytes_sent += bytes;
+        frame.phase = match after {
+            AfterSend::Call {
+                site,
+                status: st,
+                deliver: true,
+            } => {
+                let _ = st;
+                Phase::Deliver(site, CompletionInfo { bytes, status })
+            }
+            AfterSend::Call { site, status: st, .. } => Phase::AfterFlush(site, st),
+            AfterSend::Final => Phase::Run,
+        };
+    }
+
+    /// Reports a body read: the bytes (empty at the end of the body), or `Err`
+    /// when the client is gone.
+    pub fn complete_read(&mut self, result: Result<Bytes, ()>) {
+        let top = self.frames.len() - 1;
+        let Phase::Reading(site, status, _) = self.frames[top].phase else {
+            return;
+        };
+        let (data, hresult) = match result {
+            Ok(d) => (d, 0),
+            Err(()) => (Bytes::new(), E_CONNECTION_ABORTED),
+        };
+        self.finish_read(top, site, status, data, hresult);
+    }
+
+    fn finish_read(&mut self, top: usize, site: CallSite, status: Status, data: Bytes, hresult: u32) {
+        let pipeline = self.pipeline.clone();
+        let ctx = &mut *self.frames[top].ctx;
+        if data.is_empty() {
+            ctx.request.body_complete = true;
+        }
+        let mut provider = ReadEntityProvider { entity: data };
+        if !provider.entity.is_empty() {
+            for &m in pipeline.read_entity.iter() {
+                ctx.call_nested(m, N::ReadEntity, |module, ctx| {
+                    module.on_read_entity(ctx, &mut provider)
+                });
+            }
+        }
+        let data = provider.entity;
+        let bytes = data.len() as u64;
+        ctx.request.bytes_received += bytes;
+        ctx.request.read_data = data;
+        self.frames[top].phase = if status == Status::Pending {
+            Phase::Deliver(site, CompletionInfo { bytes, status: hresult })
+        } else {
+            self.apply(top, site, status);
+            Phase::Run
+        };
+    }
+
+    /// Runs the pipeline until it needs the driver.
+    pub fn resume(&mut self) -> Step {
+        loop {
+            let top = self.frames.len() - 1;
+            match std::mem::replace(&mut self.frames[top].phase, Phase::Run) {
+                Phase::Run => {}
+                Phase::Sending(after) => {
+                    self.frames[top].phase = Phase::Sending(after);
+                    return Step::Send;
+                }
+                Phase::Reading(site, status, max) => {
+                    self.frames[top].phase = Phase::Reading(site, status, max);
+                    return Step::ReadEntity { max };
+                }
+                Phase::AfterFlush(site, status) => {
+                    if let Some(step) = self.after_flush(top, site, status) {
+                        return step;
+                    }
+                    continue;
+                }
+                Phase::Deliver(site, info) => {
+                    let status = self.call(top, site, Some(info));
+                    if let Some(step) = self.after_call(top, site, status) {
+                        return step;
+                    }
+                    continue;
+                }
+                Phase::Waiting(site) => {
+                    let state = self.frames[top]
+                        .ctx
+                        .completion
+                        .clone()
+                        .expect("a waiting request has a completion state");
+                    match state.take() {
+                        None => {
+                            self.frames[top].phase = Phase::Waiting(site);
+                            return Step::Wait(CompletionWaiter { state });
+                        }
+                        Some(Signal::Indicate(status)) => self.apply(top, site, status),
+                        Some(Signal::Post(bytes)) => {
+                            self.frames[top].phase =
+                                Phase::Deliver(site, CompletionInfo { bytes, status: 0 });
+                        }
+                        Some(Signal::Abandoned) => {
+                            self.fail_pending(top, site, "dropped every completion handle without signalling");
+                        }
+                    }
+                    continue;
+                }
+                Phase::Child(..) => unreachable!("a frame with a running child is never on top"),
+            }
+
+            let frame = &mut self.frames[top];
+            if frame.stage == FINAL_SEND {
+                frame.stage = DONE;
+                if self.send(top, true, false) {
+                    self.frames[top].phase = Phase::Sending(AfterSend::Final);
+                    return Step::Send;
+                }
+                continue;
+            }
+            if frame.stage == DONE {
+                if top == 0 {
+                    // Dispose every module instance now: the request has ended.
+                    frame.ctx.slots.clear();
+                    return Step::Done;
+                }
+                self.finish_child();
+                continue;
+            }
+            if !frame.entered {
+                frame.entered = true;
+                self.enter(top);
+            }
+            let (stage, post, pos) = {
+                let f = &self.frames[top];
+                (f.stage as usize, f.post, f.pos as usize)
+            };
+            let notification = N::DETERMINISTIC[stage];
+            let Some(module) = self.module_at(top, stage, post, pos) else {
+                self.end_of_event(top);
+                continue;
+            };
+            self.frames[top].pos += 1;
+            let site = CallSite {
+                module,
+                notification,
+                post,
+            };
+            let status = self.call(top, site, None);
+            if let Some(step) = self.after_call(top, site, status) {
+                return step;
+            }
+        }
+    }
+
+    /// The module at `pos` of the current event's list, if any.
+    fn module_at(&self, top: usize, stage: usize, post: bool, pos: usize) -> Option<ModuleIndex> {
+        let ctx = &self.frames[top].ctx;
+        if stage == EXECUTE_STAGE && !post {
+            let h = ctx.handler?;
+            return ctx.location().handlers[h].modules.get(pos).copied();
+        }
+        if stage == 1 && ctx.skip_authentication {
+            return None;
+        }
+        self.pipeline.events[stage][post as usize].get(pos).copied()
+    }
+
+    /// Work the engine does when an event starts, before its modules.
+    fn enter(&mut self, top: usize) {
+        let frame = &mut self.frames[top];
+        let ctx = &mut *frame.ctx;
+        match (frame.stage, frame.post) {
+            (0, false) => {
+                if top == 0 && self.pipeline.has_global_listeners(GlobalNotification::PreBeginRequest) {
+                    let pipeline = self.pipeline.clone();
+                    pipeline.raise_global(GlobalNotification::PreBeginRequest, |m| {
+                        m.on_global_pre_begin_request(ctx)
+                    });
+                    // A PreBeginRequest module may have rewritten the URL.
+                    ctx.location = ctx.site.location_index(ctx.request.url());
+                }
+                ctx.request.pipeline_started = true;
+            }
+            (4, false) => {
+                ctx.mapped = true;
+                let handlers = ctx.location().handlers.clone();
+                let url = ctx.request.url().to_owned();
+                let method = ctx.request.method().clone();
+                let chosen = choose_handler(&handlers, &url, &method, || ctx.resource_kind());
+                match chosen {
+                    Ok(i) => ctx.handler = Some(i),
+                    Err(f) => ctx.mapping_failure = Some(f),
+                }
+            }
+            (7, false) => {
+                if let Some(failure) = ctx.mapping_failure {
+                    ctx.handler = None;
+                    let resp = &mut ctx.response;
+                    resp.current = (None, "MapRequestHandler");
+                    match failure {
+                        MappingFailure::NoHandler => {
+                            resp.set_error_status(StatusCode::NOT_FOUND, "Not Found", 4, ModuleError::E_NOT_SUPPORTED)
+                        }
+                        MappingFailure::VerbNotAllowed => resp.set_error_status(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "Method Not Allowed",
+                            0,
+                            ModuleError::E_NOT_SUPPORTED,
+                        ),
+                        MappingFailure::ResourceNotFound => {
+                            resp.set_error_status(StatusCode::NOT_FOUND, "Not Found", 0, 0x8007_0002)
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn end_of_event(&mut self, top: usize) {
+        let frame = &mut self.frames[top];
+        if frame.stage as usize == EXECUTE_STAGE && !frame.post && frame.ctx.handler.is_some() && !frame.ctx.response.touched {
+            // The handler's modules all passed: nothing answers this URL.
+            let resp = &mut frame.ctx.response;
+            resp.current = (None, "ExecuteRequestHandler");
+            resp.set_error_status(StatusCode::NOT_FOUND, "Not Found", 0, 0x8007_0002);
+        }
+        frame.advance();
+    }
+
+    /// Calls a module for the notification of `site`, or its OnAsyncCompletion
+    /// when `completion` is given. A module that is unavailable (failed
+    /// earlier) counts as Continue; one whose factory fails now, or that
+    /// panics, fails the request.
+    fn call(&mut self, top: usize, site: CallSite, completion: Option<CompletionInfo>) -> Status {
+        let pipeline = &self.pipeline;
+        let ctx = &mut *self.frames[top].ctx;
+        let was_empty = matches!(ctx.slots[site.module.get()], Slot::Empty);
+        let Some(mut module) = ctx.take_instance(site.module) else {
+            return if was_empty { Status::FinishRequest } else { Status::Continue };
+        };
+        ctx.current = Some((site.module, site.notification, site.post));
+        ctx.response.current = (Some(site.module), site.notification.name());
+        let started = pipeline.tracing.then(|| {
+            trace(pipeline, ctx, site, TracePhase::ModuleStart);
+            Instant::now()
+        });
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match completion {
+            Some(info) => module.on_async_completion(ctx, site.notification, site.post, &info),
+            None => dispatch(&mut *module, ctx, site.notification, site.post),
+        }));
+        ctx.current = None;
+        match outcome {
+            Ok(status) => {
+                ctx.slots[site.module.get()] = Slot::Live(module);
+                if let Some(t) = started {
+                    trace(pipeline, ctx, site, TracePhase::ModuleEnd { status, elapsed: t.elapsed() });
+                }
+                status
+            }
+            Err(panic) => {
+                drop(module);
+                ctx.op = None;
+                ctx.response.flush = None;
+                ctx.module_panicked(site.module, site.notification, site.post, &*panic);
+                Status::FinishRequest
+            }
+        }
+    }
+
+    /// Acts on what a module call left behind: a flush, then an operation,
+    /// then its status.
+    fn after_call(&mut self, top: usize, site: CallSite, status: Status) -> Option<Step> {
+        let limit = self.pipeline.settings.response_buffer_limit;
+        let frame = &mut self.frames[top];
+        let resp = &mut frame.ctx.response;
+        if resp.flush.is_none() && resp.buffered_memory > limit {
+            resp.flush = Some(crate::response::FlushOptions {
+                asynchronous: false,
+                more_data: true,
+            });
+        }
+        if let Some(flush) = resp.flush.take() {
+            let deliver = flush.asynchronous && status == Status::Pending;
+            if self.send(top, false, flush.more_data) {
+                self.frames[top].phase = Phase::Sending(AfterSend::Call { site, status, deliver });
+                return Some(Step::Send);
+            }
+            if deliver {
+                self.frames[top].phase = Phase::Deliver(site, CompletionInfo::default());
+                return None;
+            }
+        }
+        self.after_flush(top, site, status)
+    }
+
+    fn after_flush(&mut self, top: usize, site: CallSite, status: Status) -> Option<Step> {
+        let frame = &mut self.frames[top];
+        if let Some(op) = frame.ctx.op.take() {
+            match op {
+                AsyncOp::ReadEntity { max } => {
+                    let req = &mut frame.ctx.request;
+                    if !req.inserted_entity.is_empty() {
+                        let mut data = req.inserted_entity.remove(0);
+                        if data.len() > max {
+                            let rest = data.split_off(max);
+                            req.inserted_entity.insert(0, rest);
+                        }
+                        self.finish_read(top, site, status, data, 0);
+                        return None;
+                    }
+                    if req.body_complete {
+                        self.finish_read(top, site, status, Bytes::new(), 0);
+                        return None;
+                    }
+                    frame.phase = Phase::Reading(site, status, max);
+                    return Some(Step::ReadEntity { max });
+                }
+                AsyncOp::Child { mut child, .. } => {
+                    frame.phase = Phase::Child(site, status);
+                    child.response = std::mem::take(&mut frame.ctx.response);
+                    let buffered = frame.buffered || child.execute_flags.buffer_response;
+                    self.frames.push(Frame::new(child, buffered));
+                    return None;
+                }
+                AsyncOp::PostCompletion { bytes } => {
+                    if status == Status::Pending {
+                        frame.phase = Phase::Deliver(site, CompletionInfo { bytes, status: 0 });
+                        return None;
+                    }
+                    tracing::warn!(
+                        module = %self.pipeline.module_name(site.module),
+                        "post_completion without returning Pending is ignored"
+                    );
+                }
+            }
+        }
+        if status == Status::Pending {
+            let frame = &mut self.frames[top];
+            if frame.ctx.completion.is_some() {
+                frame.phase = Phase::Waiting(site);
+            } else {
+                self.fail_pending(top, site, "returned Pending without starting an asynchronous operation or taking a completion handle");
+            }
+            return None;
+        }
+        self.apply(top, site, status);
+        None
+    }
+
+    fn fail_pending(&mut self, top: usize, site: CallSite, what: &str) {
+        let name = self.pipeline.module_name(site.module).to_owned();
+        tracing::error!(module = %name, notification = %site.notification, "module {what}; the request fails with 500");
+        let ctx = &mut self.frames[top].ctx;
+        ctx.fail_request(
+            Some(site.module),
+            site.notification.name(),
+            ModuleError::E_FAIL,
+            &format!("module {name} {what} in {}", site.notification),
+        );
+        self.apply(top, site, Status::FinishRequest);
+    }
+
+    /// Applies a final status to the cursor.
+    fn apply(&mut self, top: usize, site: CallSite, status: Status) {
+        let frame = &mut self.frames[top];
+        if status == Status::FinishRequest {
+            if let Some(stage) = site.notification.stage() {
+                if (stage as u8) < LOG_STAGE {
+                    frame.stage = LOG_STAGE;
+                    frame.post = false;
+                    frame.pos = 0;
+                    frame.entered = false;
+                }
+            }
+        }
+    }
+
+    /// Raises SendResponse and moves the buffered response into the output.
+    /// Returns false when the frame's output stays buffered (child requests
+    /// executed with `buffer_response`).
+    fn send(&mut self, top: usize, is_final: bool, more_data: bool) -> bool {
+        let pipeline = self.pipeline.clone();
+        let frame = &mut self.frames[top];
+        if frame.buffered {
+            return false;
+        }
+        // A direct child's last send is not the end of the client's response.
+        let is_final = is_final && top == 0;
+        let ctx = &mut *frame.ctx;
+        let mut provider = SendResponseProvider {
+            headers_being_sent: !ctx.response.headers_sent && !ctx.response.suppress_headers,
+            final_send: is_final,
+            flags: SendFlags {
+                more_data: more_data || !is_final,
+                disconnect: ctx.response.need_disconnect,
+            },
+        };
+        for &m in pipeline.send_response.iter() {
+            let status = ctx.call_nested(m, N::SendResponse, |module, ctx| {
+                module.on_send_response(ctx, &mut provider)
+            });
+            if status == Some(Status::FinishRequest) {
+                break;
+            }
+        }
+        let resp: &mut HttpResponse = &mut ctx.response;
+        let head = (!resp.headers_sent && !resp.suppress_headers).then(|| ResponseHead {
+            status: resp.status,
+            reason: resp.reason.clone(),
+            headers: if is_final {
+                std::mem::take(&mut resp.headers)
+            } else {
+                resp.headers.clone()
+            },
+        });
+        resp.headers_sent = true;
+        resp.buffered_memory = 0;
+        self.output = Some(Output {
+            head,
+            chunks: std::mem::take(&mut resp.chunks),
+            is_final,
+            disconnect: provider.flags.disconnect || resp.need_disconnect,
+            reset: resp.reset_connection,
+        });
+        true
+    }
+
+    /// A child request reached its end: hand the shared response back and
+    /// resume the parent module that started it.
+    fn finish_child(&mut self) {
+        let mut child = self.frames.pop().expect("a child frame");
+        child.ctx.slots.clear();
+        let top = self.frames.len() - 1;
+        let parent = &mut self.frames[top];
+        let produced = child.ctx.response.buffered_len() + child.ctx.response.bytes_sent;
+        parent.ctx.response = std::mem::take(&mut child.ctx.response);
+        let Phase::Child(site, status) = std::mem::replace(&mut parent.phase, Phase::Run) else {
+            unreachable!("a child's parent waits in Phase::Child");
+        };
+        if status == Status::Pending {
+            parent.phase = Phase::Deliver(site, CompletionInfo { bytes: produced, status: 0 });
+        } else {
+            self.apply(top, site, status);
+        }
+    }
+}
+
+fn trace(pipeline: &Pipeline, ctx: &HttpContext, site: CallSite, phase: TracePhase) {
+    pipeline.raise_trace(&TraceEvent {
+        request_id: ctx.request_id,
+        url: ctx.request.url(),
+        module: pipeline.module_name(site.module),
+        notification: site.notification,
+        is_post: site.post,
+        phase,
+    });
+}
+
+/// Calls the trait method for a deterministic notification.
+fn dispatch(m: &mut dyn HttpModule, ctx: &mut HttpContext, n: N, post: bool) -> Status {
+    match (n, post) {
+        (N::BeginRequest, false) => m.on_begin_request(ctx),
+        (N::BeginRequest, true) => m.on_post_begin_request(ctx),
+        (N::AuthenticateRequest, false) => m.on_authenticate_request(ctx),
+        (N::AuthenticateRequest, true) => m.on_post_authenticate_request(ctx),
+        (N::AuthorizeRequest, false) => m.on_authorize_request(ctx),
+        (N::AuthorizeRequest, true) => m.on_post_authorize_request(ctx),
+        (N::ResolveRequestCache, false) => m.on_resolve_request_cache(ctx),
+        (N::ResolveRequestCache, true) => m.on_post_resolve_request_cache(ctx),
+        (N::MapRequestHandler, false) => m.on_map_request_handler(ctx),
+        (N::MapRequestHandler, true) => m.on_post_map_request_handler(ctx),
+        (N::AcquireRequestState, false) => m.on_acquire_request_state(ctx),
+        (N::AcquireRequestState, true) => m.on_post_acquire_request_state(ctx),
+        (N::PreExecuteRequestHandler, false) => m.on_pre_execute_request_handler(ctx),
+        (N::PreExecuteRequestHandler, true) => m.on_post_pre_execute_request_handler(ctx),
+        (N::ExecuteRequestHandler, false) => m.on_execute_request_handler(ctx),
+        (N::ExecuteRequestHandler, true) => m.on_post_execute_request_handler(ctx),
+        (N::ReleaseRequestState, false) => m.on_release_request_state(ctx),
+        (N::ReleaseRequestState, true) => m.on_post_release_request_state(ctx),
+        (N::UpdateRequestCache, false) => m.on_update_request_cache(ctx),
+        (N::UpdateRequestCache, true) => m.on_post_update_request_cache(ctx),
+        (N::LogRequest, false) => m.on_log_request(ctx),
+        (N::LogRequest, true) => m.on_post_log_request(ctx),
+        (N::EndRequest, false) => m.on_end_request(ctx),
+        (N::EndRequest, true) => m.on_post_end_request(ctx),
+        // Nondeterministic notifications are raised with their providers
+        // elsewhere, never through the deterministic cursor.
+        _ => Status::Continue,
+    }
+}

@@ -1,0 +1,55 @@
+//! What global modules receive: application information and trace events.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::notification::{RequestNotification, RequestNotificationStatus};
+
+/// A site's application, as ApplicationStart and ApplicationStop describe it
+/// (riis runs one application per site, rooted at `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationInfo {
+    /// The site id (`INSTANCE_ID`).
+    pub site_id: u32,
+    /// The site name.
+    pub site_name: String,
+    /// The physical root folder (`APPL_PHYSICAL_PATH`).
+    pub physical_root: PathBuf,
+}
+
+/// What happened, in a trace event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracePhase {
+    /// A module is about to handle a notification.
+    ModuleStart,
+    /// A module finished handling a notification, with its status and the
+    /// time it took.
+    ModuleEnd {
+        /// What the module returned.
+        status: RequestNotificationStatus,
+        /// How long the call took.
+        elapsed: Duration,
+    },
+    /// A module raised a trace event of its own.
+    Custom {
+        /// The module's message.
+        message: &'static str,
+    },
+}
+
+/// A trace event (`GL_TRACE_EVENT`): one module × notification of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceEvent<'a> {
+    /// The request's id, unique for the life of the server.
+    pub request_id: u64,
+    /// The request URL.
+    pub url: &'a str,
+    /// The module.
+    pub module: &'a str,
+    /// The notification.
+    pub notification: RequestNotification,
+    /// Whether it is the post-event.
+    pub is_post: bool,
+    /// Start, end, or a module's own event.
+    pub phase: TracePhase,
+}

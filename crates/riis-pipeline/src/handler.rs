@@ -1,0 +1,253 @@
+//! Handler mappings: which modules run at ExecuteRequestHandler for a request.
+//!
+//! At MapRequestHandler the engine walks the location's handler list in order;
+//! the first entry whose path pattern, verbs and resource type match wins.
+
+use std::path::Path;
+
+use http::Method;
+
+use crate::registration::ModuleIndex;
+
+/// What a handler requires the mapped physical path to be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResourceType {
+    /// An existing file.
+    File,
+    /// An existing directory.
+    Directory,
+    /// An existing file or directory.
+    Either,
+    /// Anything, existing or not (dynamic handlers).
+    #[default]
+    Unspecified,
+}
+
+impl ResourceType {
+    /// Parses IIS's names (`File`, `Directory`, `Either`, `Unspecified`),
+    /// case-insensitively.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ("file", Self::File),
+            ("directory", Self::Directory),
+            ("either", Self::Either),
+            ("unspecified", Self::Unspecified),
+        ]
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(s))
+        .map(|(_, t)| t)
+    }
+
+    fn accepts(self, kind: Option<ResourceKind>) -> bool {
+        match self {
+            Self::Unspecified => true,
+            Self::Either => kind.is_some(),
+            Self::File => kind == Some(ResourceKind::File),
+            Self::Directory => kind == Some(ResourceKind::Directory),
+        }
+    }
+}
+
+/// What a physical path turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// A regular file (or a link to one).
+    File,
+    /// A directory.
+    Directory,
+}
+
+/// The engine's only window on the file system: whether a physical path is a
+/// file or a directory. The server gives it the real file system; tests give
+/// it a fake, so the engine itself does no I/O.
+pub trait FileSystem: Send + Sync + 'static {
+    /// What `path` is, or `None` when it does not exist.
+    fn resource_kind(&self, path: &Path) -> Option<ResourceKind>;
+}
+
+/// A path pattern of a handler mapping.
+///
+/// Without a `/` it matches the last URL segment (`*`, `*.php`, `status.axd`),
+/// as IIS's `path` attribute does; with a `/` it matches the whole URL path.
+/// `*` matches any run of characters and `?` one character; matching ignores
+/// ASCII case, so `*.PHP` and `*.php` are the same pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathPattern {
+    pattern: Box<str>,
+    whole_path: bool,
+}
+
+impl PathPattern {
+    /// A pattern from its text.
+    pub fn new(pattern: &str) -> Self {
+        Self {
+            pattern: pattern.into(),
+            whole_path: pattern.contains('/'),
+        }
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether the decoded URL path matches.
+    pub fn matches(&self, url_path: &str) -> bool {
+        if &*self.pattern == "*" {
+            return true;
+        }
+        let subject = if self.whole_path {
+            url_path
+        } else {
+            url_path.rsplit('/').next().unwrap_or("")
+        };
+        glob(self.pattern.as_bytes(), subject.as_bytes())
+    }
+}
+
+/// `*`/`?` wildcard match, ASCII case-insensitive, without recursion blow-up
+/// (the classic two-pointer walk that backtracks only to the last `*`).
+fn glob(pattern: &[u8], subject: &[u8]) -> bool {
+    let (mut p, mut s) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while s < subject.len() {
+        if p < pattern.len()
+            && (pattern[p] == b'?' || pattern[p].eq_ignore_ascii_case(&subject[s]))
+        {
+            p += 1;
+            s += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, s));
+            p += 1;
+        } else if let Some((sp, ss)) = star {
+            p = sp + 1;
+            s = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// A handler mapping as resolved for the pipeline.
+#[derive(Clone, Debug)]
+pub struct HandlerMapping {
+    /// The handler's name (shown in traces and error pages).
+    pub name: String,
+    /// Which URLs it handles.
+    pub path: PathPattern,
+    /// Which methods it handles; `None` for all (`*`).
+    pub verbs: Option<Vec<Method>>,
+    /// What the mapped path must be.
+    pub resource_type: ResourceType,
+    /// The modules that run at ExecuteRequestHandler, in order.
+    pub modules: Vec<ModuleIndex>,
+}
+
+/// Why no handler was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingFailure {
+    /// No mapping's path matched: 404.4 (no handler).
+    NoHandler,
+    /// A mapping's path matched but not the method: 405.
+    VerbNotAllowed,
+    /// A mapping's path and method matched but the resource does not exist
+    /// (or has the wrong type): 404.0.
+    ResourceNotFound,
+}
+
+impl HandlerMapping {
+    fn verb_matches(&self, method: &Method) -> bool {
+        self.verbs
+            .as_ref()
+            .is_none_or(|verbs| verbs.iter().any(|v| v == method))
+    }
+}
+
+/// Chooses the first matching handler. `probe` is called at most once, and
+/// only when a candidate needs the resource type.
+pub(crate) fn choose_handler(
+    handlers: &[HandlerMapping],
+    url_path: &str,
+    method: &Method,
+    mut probe: impl FnMut() -> Option<ResourceKind>,
+) -> Result<usize, MappingFailure> {
+    let mut failure = MappingFailure::NoHandler;
+    let mut kind: Option<Option<ResourceKind>> = None;
+    for (i, h) in handlers.iter().enumerate() {
+        if !h.path.matches(url_path) {
+            continue;
+        }
+        if !h.verb_matches(method) {
+            if failure == MappingFailure::NoHandler {
+                failure = MappingFailure::VerbNotAllowed;
+            }
+            continue;
+        }
+        if h.resource_type != ResourceType::Unspecified {
+            let k = *kind.get_or_insert_with(&mut probe);
+            if !h.resource_type.accepts(k) {
+                failure = MappingFailure::ResourceNotFound;
+                continue;
+            }
+        }
+        return Ok(i);
+    }
+    Err(failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(path: &str, verbs: Option<Vec<Method>>, rt: ResourceType) -> HandlerMapping {
+        HandlerMapping {
+            name: path.into(),
+            path: PathPattern::new(path),
+            verbs,
+            resource_type: rt,
+            modules: vec![],
+        }
+    }
+
+    #[test]
+    fn patterns_match_last_segment_or_whole_path() {
+        assert!(PathPattern::new("*.php").matches("/a/index.PHP"));
+        assert!(!PathPattern::new("*.php").matches("/a.php/x"));
+        assert!(PathPattern::new("status.axd").matches("/x/status.axd"));
+        assert!(PathPattern::new("/api/*").matches("/api/v1/users"));
+        assert!(!PathPattern::new("/api/*").matches("/apiv1"));
+        assert!(PathPattern::new("a?c").matches("/abc"));
+        assert!(PathPattern::new("*").matches("/"));
+    }
+
+    #[test]
+    fn first_match_wins_and_failures_are_ranked() {
+        let handlers = vec![
+            mapping("*.php", Some(vec![Method::POST]), ResourceType::Unspecified),
+            mapping("*", None, ResourceType::File),
+        ];
+        assert_eq!(
+            choose_handler(&handlers, "/x.php", &Method::POST, || None),
+            Ok(0)
+        );
+        assert_eq!(
+            choose_handler(&handlers, "/x.php", &Method::GET, || Some(ResourceKind::File)),
+            Ok(1)
+        );
+        assert_eq!(
+            choose_handler(&handlers, "/x.txt", &Method::GET, || None),
+            Err(MappingFailure::ResourceNotFound)
+        );
+        let only_php = &handlers[..1];
+        assert_eq!(
+            choose_handler(only_php, "/x.php", &Method::GET, || None),
+            Err(MappingFailure::VerbNotAllowed)
+        );
+        assert_eq!(
+            choose_handler(only_php, "/x.txt", &Method::GET, || None),
+            Err(MappingFailure::NoHandler)
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! The riis integrated request pipeline.
+//!
+//! This crate is the engine of riis, the model of IIS 7+'s native pipeline:
+//! modules ([`HttpModule`], made per request by an [`HttpModuleFactory`])
+//! register through an entry point ([`RegisterModuleFn`]) for request
+//! notifications with priorities; every request runs the deterministic events
+//! BeginRequest … EndRequest with their post-events, and the nondeterministic
+//! ones (SendResponse, ReadEntity, MapPath, custom notifications) whenever they
+//! happen. [`GlobalModule`]s see server-level notifications.
+//!
+//! The engine does no I/O. [`RequestExecution`] is a state machine the network
+//! server drives: it returns a [`Step`] (send this output, read body bytes,
+//! wait for a module's completion) and is resumed with the result.
+//!
+//! ```
+//! use riis_pipeline::*;
+//!
+//! struct Hello;
+//! impl HttpModule for Hello {
+//!     fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+//!         let resp = ctx.response_mut();
+//!         resp.clear();
+//!         resp.set_header(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+//!         resp.write("Hello World!");
+//!         RequestNotificationStatus::FinishRequest
+//!     }
+//! }
+//!
+//! fn register_module(_version: u32, reg: &mut ModuleRegistration<'_>, _server: &ServerInfo)
+//!     -> Result<(), ModuleError>
+//! {
+//!     reg.set_request_notifications(|| Hello, RequestNotification::BeginRequest.into(), RequestNotifications::NONE)
+//! }
+//!
+//! let mut builder = PipelineBuilder::new();
+//! builder.register_module("Hello", register_module).unwrap();
+//! let pipeline = builder.build().unwrap();
+//! assert_eq!(pipeline.dispatch_order(RequestNotification::BeginRequest, false), ["Hello"]);
+//! ```
+
+#![warn(missing_docs)]
+
+mod completion;
+mod context;
+mod context_container;
+mod execution;
+mod global;
+mod handler;
+mod module;
+mod notification;
+mod pipeline;
+mod provider;
+mod registration;
+mod request;
+mod response;
+mod server_variables;
+mod user;
+
+pub use bytes;
+pub use http;
+
+pub use completion::{CompletionHandle, CompletionWaiter};
+pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
+pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
+pub use execution::{Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED};
+pub use global::{ApplicationInfo, TraceEvent, TracePhase};
+pub use handler::{FileSystem, HandlerMapping, MappingFailure, PathPattern, ResourceKind, ResourceType};
+pub use module::{GlobalModule, HttpModule, HttpModuleFactory, ModuleError};
+pub use notification::{
+    GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority, RequestNotification,
+    RequestNotificationStatus, RequestNotifications,
+};
+pub use pipeline::{
+    BuildError, HandlerDefinition, Location, LocationDefinition, Pipeline, PipelineBuilder,
+    PipelineSettings, RealFileSystem, SectionSource, Site, SiteDefinition, MAX_CHILD_REQUEST_DEPTH,
+};
+pub use provider::{
+    CompletionInfo, CustomNotificationProvider, MapPathProvider, ReadEntityProvider, SendFlags,
+    SendResponseProvider,
+};
+pub use registration::{ModuleIndex, ModuleRegistration, RegisterModuleFn, Section, ServerInfo, SERVER_VERSION};
+pub use request::{HttpRequest, UrlError};
+pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, ResponseError};
+pub use user::HttpUser;

@@ -1,0 +1,737 @@
+//! The built pipeline: the module list, the dispatch tables computed once per
+//! configuration, the sites with their resolved locations, and the global
+//! notifications raised at server level.
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::context_container::SharedContextContainer;
+use crate::global::{ApplicationInfo, TraceEvent};
+use crate::handler::{FileSystem, HandlerMapping, PathPattern, ResourceKind, ResourceType};
+use crate::module::ModuleError;
+use crate::notification::{
+    GlobalNotification, GlobalNotificationStatus, RequestNotification, RequestNotifications,
+};
+use crate::provider::CustomNotificationProvider;
+use crate::registration::{
+    ModuleEntry, ModuleIndex, ModuleRegistration, SectionDeclaration, ServerInfo, SERVER_VERSION,
+};
+
+/// The most nested child requests allowed (IIS's limit).
+pub const MAX_CHILD_REQUEST_DEPTH: u8 = 10;
+
+/// Engine settings that are not per location.
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    /// Bytes of in-memory entity a response buffers before it is flushed on
+    /// its own (IIS's `responseBufferLimit`, 4 MiB by default).
+    pub response_buffer_limit: usize,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            response_buffer_limit: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration error found while building the pipeline: the dotted key
+/// path it concerns (`sites[0].locations[1].static_file.max_age`), which the
+/// configuration loader turns into a file and line, and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    /// Dotted key path in the configuration, empty when the error is not about
+    /// one key.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl BuildError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// One occurrence of a module's configuration section.
+#[derive(Clone, Debug)]
+pub struct SectionSource {
+    /// The section name (a table key).
+    pub name: String,
+    /// Its value.
+    pub value: toml::Value,
+    /// The dotted key path of the table, for errors.
+    pub key: String,
+}
+
+/// A handler mapping as configured.
+#[derive(Clone, Debug)]
+pub struct HandlerDefinition {
+    /// Name shown in traces and error pages.
+    pub name: String,
+    /// Path pattern (`*`, `*.php`, `/api/*`).
+    pub path: String,
+    /// Methods, or `["*"]` for all.
+    pub verbs: Vec<String>,
+    /// `File`, `Directory`, `Either` or `Unspecified`.
+    pub resource_type: String,
+    /// Names of the modules that run at ExecuteRequestHandler, in order.
+    pub modules: Vec<String>,
+    /// The dotted key path of the entry, for errors.
+    pub key: String,
+}
+
+/// A `location` block: configuration for URLs under a path prefix.
+#[derive(Clone, Debug, Default)]
+pub struct LocationDefinition {
+    /// The prefix (`/api`); matches `/api` and `/api/…`, not `/apix`.
+    pub path: String,
+    /// Handlers replacing the inherited list, if given.
+    pub handlers: Option<Vec<HandlerDefinition>>,
+    /// Module sections set here.
+    pub sections: Vec<SectionSource>,
+    /// The dotted key path of the block, for errors.
+    pub key: String,
+}
+
+/// A site as configured.
+#[derive(Clone, Debug, Default)]
+pub struct SiteDefinition {
+    /// Site id (IIS's `INSTANCE_ID`).
+    pub id: u32,
+    /// Site name.
+    pub name: String,
+    /// Physical root folder.
+    pub physical_root: PathBuf,
+    /// Handlers replacing the server's list, if given.
+    pub handlers: Option<Vec<HandlerDefinition>>,
+    /// Module sections set for the whole site.
+    pub sections: Vec<SectionSource>,
+    /// Locations inside the site.
+    pub locations: Vec<LocationDefinition>,
+    /// The dotted key path of the site, for errors.
+    pub key: String,
+}
+
+/// Configuration resolved for one location of one site.
+pub struct Location {
+    pub(crate) path: String,
+    pub(crate) handlers: Arc<[HandlerMapping]>,
+    pub(crate) sections: Box<[Arc<dyn Any + Send + Sync>]>,
+}
+
+impl Location {
+    /// The location's path prefix (`/` for the site itself).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The handler list that applies here.
+    pub fn handlers(&self) -> &[HandlerMapping] {
+        &self.handlers
+    }
+
+    fn covers(&self, url: &str) -> bool {
+        covers(&self.path, url)
+    }
+}
+
+fn covers(prefix: &str, url: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    url.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// A site: its root, its locations (most specific first) and its module
+/// context container.
+pub struct Site {
+    pub(crate) info: ApplicationInfo,
+    /// Most specific first; the last one is the site root `/`.
+    pub(crate) locations: Vec<Location>,
+    pub(crate) contexts: SharedContextContainer,
+}
+
+impl Site {
+    /// Id, name and physical root.
+    pub fn info(&self) -> &ApplicationInfo {
+        &self.info
+    }
+
+    /// The index of the location that applies to `url`.
+    pub fn location_index(&self, url: &str) -> usize {
+        self.locations
+            .iter()
+            .position(|l| l.covers(url))
+            .unwrap_or(self.locations.len() - 1)
+    }
+
+    /// A location by index.
+    pub fn location(&self, index: usize) -> &Location {
+        &self.locations[index]
+    }
+}
+
+/// The per-configuration pipeline: modules, dispatch tables, sites.
+///
+/// Built once per configuration by [`PipelineBuilder`]; shared by every
+/// request through an `Arc`. Nothing in it changes while requests run.
+pub struct Pipeline {
+    pub(crate) modules: Box<[ModuleEntry]>,
+    /// `[stage][post]`: modules in dispatch order.
+    pub(crate) events: [[Box<[ModuleIndex]>; 2]; 12],
+    /// SendResponse order: inverted priority.
+    pub(crate) send_response: Box<[ModuleIndex]>,
+    pub(crate) read_entity: Box<[ModuleIndex]>,
+    pub(crate) map_path: Box<[ModuleIndex]>,
+    pub(crate) custom: Box<[ModuleIndex]>,
+    /// Global modules per global notification, in dispatch order.
+    pub(crate) global: [Box<[ModuleIndex]>; 15],
+    pub(crate) sections: Vec<SectionDeclaration>,
+    pub(crate) sites: Vec<Arc<Site>>,
+    pub(crate) fs: Arc<dyn FileSystem>,
+    pub(crate) settings: PipelineSettings,
+    /// Whether any global module listens for TraceEvent; timing is taken only then.
+    pub(crate) tracing: bool,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("modules", &self.module_names().collect::<Vec<_>>())
+            .field("sites", &self.sites.len())
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Module names in list order.
+    pub fn module_names(&self) -> impl Iterator<Item = &str> {
+        self.modules.iter().map(|m| &*m.name)
+    }
+
+    /// The name of a module.
+    pub fn module_name(&self, index: ModuleIndex) -> &str {
+        &self.modules[index.get()].name
+    }
+
+    /// The modules that run for a deterministic notification, in order.
+    pub fn dispatch_order(&self, notification: RequestNotification, post: bool) -> Vec<&str> {
+        let list: &[ModuleIndex] = match (notification.stage(), notification) {
+            (Some(stage), _) => &self.events[stage][post as usize],
+            (None, RequestNotification::SendResponse) => &self.send_response,
+            (None, RequestNotification::ReadEntity) => &self.read_entity,
+            (None, RequestNotification::MapPath) => &self.map_path,
+            (None, _) => &self.custom,
+        };
+        list.iter().map(|m| self.module_name(*m)).collect()
+    }
+
+    /// The configuration sections modules declared, with the declaring module.
+    pub fn sections(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.sections.iter().map(|s| (s.name.as_str(), s.module.as_str()))
+    }
+
+    /// The sites, in configuration order.
+    pub fn sites(&self) -> &[Arc<Site>] {
+        &self.sites
+    }
+
+    /// Engine settings.
+    pub fn settings(&self) -> &PipelineSettings {
+        &self.settings
+    }
+
+    fn global_modules(
+        &self,
+        n: GlobalNotification,
+    ) -> impl Iterator<Item = &Arc<dyn crate::module::GlobalModule>> {
+        self.global[n.index()]
+            .iter()
+            .filter_map(|m| self.modules[m.get()].global.as_ref())
+    }
+
+    /// Calls global modules in order until one returns Handled.
+    pub(crate) fn raise_global(
+        &self,
+        n: GlobalNotification,
+        mut call: impl FnMut(&dyn crate::module::GlobalModule) -> GlobalNotificationStatus,
+    ) {
+        for module in self.global_modules(n) {
+            if call(&**module) == GlobalNotificationStatus::Handled {
+                break;
+            }
+        }
+    }
+
+    /// Raises ApplicationStart for every site.
+    pub fn raise_application_start(&self) {
+        for site in &self.sites {
+            self.raise_global(GlobalNotification::ApplicationStart, |m| {
+                m.on_global_application_start(&site.info)
+            });
+        }
+    }
+
+    /// Raises ApplicationStop for every site.
+    pub fn raise_application_stop(&self) {
+        for site in &self.sites {
+            self.raise_global(GlobalNotification::ApplicationStop, |m| {
+                m.on_global_application_stop(&site.info)
+            });
+        }
+    }
+
+    /// Raises StopListening.
+    pub fn raise_stop_listening(&self) {
+        self.raise_global(GlobalNotification::StopListening, |m| {
+            m.on_global_stop_listening()
+        });
+    }
+
+    /// Raises HealthCheck.
+    pub fn raise_health_check(&self) {
+        self.raise_global(GlobalNotification::HealthCheck, |m| m.on_global_health_check());
+    }
+
+    /// Raises a global custom notification (`IHttpServer::NotifyCustomNotification`).
+    pub fn raise_global_custom_notification(&self, provider: &mut dyn CustomNotificationProvider) {
+        self.raise_global(GlobalNotification::CustomNotification, |m| {
+            m.on_global_custom_notification(provider)
+        });
+    }
+
+    pub(crate) fn raise_trace(&self, event: &TraceEvent<'_>) {
+        self.raise_global(GlobalNotification::TraceEvent, |m| m.on_global_trace_event(event));
+    }
+
+    /// Whether any module listens for a global notification.
+    pub fn has_global_listeners(&self, n: GlobalNotification) -> bool {
+        !self.global[n.index()].is_empty()
+    }
+
+    /// Calls every factory's and global module's `terminate`: the server is
+    /// shutting down.
+    pub fn terminate(&self) {
+        for m in self.modules.iter() {
+            if let Some(f) = &m.factory {
+                f.terminate();
+            }
+            if let Some(g) = &m.global {
+                g.terminate();
+            }
+        }
+    }
+}
+
+/// The real file system, for the server.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFileSystem;
+
+impl FileSystem for RealFileSystem {
+    fn resource_kind(&self, path: &std::path::Path) -> Option<ResourceKind> {
+        let meta = std::fs::metadata(path).ok()?;
+        if meta.is_dir() {
+            Some(ResourceKind::Directory)
+        } else {
+            Some(ResourceKind::File)
+        }
+    }
+}
+
+/// Builds a [`Pipeline`]: register modules in list order, describe the server
+/// defaults and the sites, then [`PipelineBuilder::build`].
+pub struct PipelineBuilder {
+    modules: Vec<ModuleEntry>,
+    sections: Vec<SectionDeclaration>,
+    server_handlers: Vec<HandlerDefinition>,
+    server_sections: Vec<SectionSource>,
+    sites: Vec<SiteDefinition>,
+    fs: Arc<dyn FileSystem>,
+    settings: PipelineSettings,
+    server_info: ServerInfo,
+}
+
+impl Default for PipelineBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PipelineBuilder {
+    /// An empty builder using the real file system.
+    pub fn new() -> Self {
+        Self {
+            modules: Vec::new(),
+            sections: Vec::new(),
+            server_handlers: Vec::new(),
+            server_sections: Vec::new(),
+            sites: Vec::new(),
+            fs: Arc::new(RealFileSystem),
+            settings: PipelineSettings::default(),
+            server_info: ServerInfo::default(),
+        }
+    }
+
+    /// Adds a module at the end of the module list and calls its entry point.
+    pub fn register_module<F>(&mut self, name: &str, register: F) -> Result<ModuleIndex, BuildError>
+    where
+        F: FnOnce(u32, &mut ModuleRegistration<'_>, &ServerInfo) -> Result<(), ModuleError>,
+    {
+        if self.modules.iter().any(|m| &*m.name == name) {
+            return Err(BuildError::new(
+                "modules",
+                format!("module `{name}` is listed twice"),
+            ));
+        }
+        let index = u16::try_from(self.modules.len())
+            .map(ModuleIndex)
+            .map_err(|_| BuildError::new("modules", "too many modules"))?;
+        let mut entry = ModuleEntry::new(name);
+        let mut registration = ModuleRegistration {
+            index,
+            entry: &mut entry,
+            sections: &mut self.sections,
+        };
+        register(SERVER_VERSION, &mut registration, &self.server_info).map_err(|e| {
+            BuildError::new("modules", format!("module `{name}` failed to register: {e}"))
+        })?;
+        self.modules.push(entry);
+        Ok(index)
+    }
+
+    /// The server-wide handler list (sites and locations inherit it).
+    pub fn server_handlers(&mut self, handlers: Vec<HandlerDefinition>) -> &mut Self {
+        self.server_handlers = handlers;
+        self
+    }
+
+    /// A module section set at server level.
+    pub fn server_section(&mut self, section: SectionSource) -> &mut Self {
+        self.server_sections.push(section);
+        self
+    }
+
+    /// Adds a site.
+    pub fn site(&mut self, site: SiteDefinition) -> &mut Self {
+        self.sites.push(site);
+        self
+    }
+
+    /// Replaces the file system the engine probes at MapRequestHandler.
+    pub fn file_system(&mut self, fs: Arc<dyn FileSystem>) -> &mut Self {
+        self.fs = fs;
+        self
+    }
+
+    /// Engine settings.
+    pub fn settings(&mut self, settings: PipelineSettings) -> &mut Self {
+        self.settings = settings;
+        self
+    }
+
+    fn module_index(&self, name: &str) -> Option<ModuleIndex> {
+        self.modules
+            .iter()
+            .position(|m| &*m.name == name)
+            .map(|i| ModuleIndex(i as u16))
+    }
+
+    fn resolve_handlers(&self, defs: &[HandlerDefinition]) -> Result<Arc<[HandlerMapping]>, BuildError> {
+        defs.iter()
+            .map(|d| {
+                let verbs = if d.verbs.iter().any(|v| v == "*") || d.verbs.is_empty() {
+                    None
+                } else {
+                    Some(
+                        d.verbs
+                            .iter()
+                            .map(|v| {
+                                Method::from_bytes(v.trim().as_bytes()).map_err(|_| {
+                                    BuildError::new(
+                                        format!("{}.verbs", d.key),
+                                        format!("`{v}` is not an HTTP method"),
+                                    )
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?,
+                    )
+                };
+                let resource_type = ResourceType::parse(&d.resource_type).ok_or_else(|| {
+                    BuildError::new(
+                        format!("{}.resource_type", d.key),
+                        format!(
+                            "`{}` is not one of File, Directory, Either, Unspecified",
+                            d.resource_type
+                        ),
+                    )
+                })?;
+                let modules = d
+                    .modules
+                    .iter()
+                    .map(|name| {
+                        let index = self.module_index(name).ok_or_else(|| {
+                            BuildError::new(
+                                format!("{}.modules", d.key),
+                                format!("handler `{}` names module `{name}`, which is not in the module list", d.name),
+                            )
+                        })?;
+                        if self.modules[index.get()].factory.is_none() {
+                            return Err(BuildError::new(
+                                format!("{}.modules", d.key),
+                                format!("module `{name}` registered no request notifications, so it cannot be a handler"),
+                            ));
+                        }
+                        Ok(index)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if d.path.is_empty() {
+                    return Err(BuildError::new(format!("{}.path", d.key), "the path pattern is empty"));
+                }
+                Ok(HandlerMapping {
+                    name: d.name.clone(),
+                    path: PathPattern::new(&d.path),
+                    verbs,
+                    resource_type,
+                    modules,
+                })
+            })
+            .collect()
+    }
+
+    /// Checks every section occurrence names a declared section and parses on
+    /// its own, so errors point at the occurrence that is wrong.
+    fn validate_sections(&self, sources: &[SectionSource]) -> Result<(), BuildError> {
+        for s in sources {
+            let decl = self.sections.iter().find(|d| d.name == s.name).ok_or_else(|| {
+                BuildError::new(
+                    s.key.clone(),
+                    format!("no module in the module list declares a section named `{}`", s.name),
+                )
+            })?;
+            (decl.parse)(s.value.clone()).map_err(|(path, msg)| section_error(&s.key, &path, &msg))?;
+        }
+        Ok(())
+    }
+
+    /// Builds the dispatch tables and resolves every location.
+    pub fn build(self) -> Result<Pipeline, BuildError> {
+        let dispatch = |n: RequestNotification, post: bool| -> Box<[ModuleIndex]> {
+            let mut list: Vec<ModuleIndex> = self
+                .modules
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| {
+                    let set: RequestNotifications = if post {
+                        m.post_notifications
+                    } else {
+                        m.notifications
+                    };
+                    m.factory.is_some() && set.contains(n)
+                })
+                .map(|(i, _)| ModuleIndex(i as u16))
+                .collect();
+            // Stable sort: equal priorities keep module-list order.
+            list.sort_by_key(|m| std::cmp::Reverse(self.modules[m.get()].priority(n, post)));
+            list.into_boxed_slice()
+        };
+        let events = std::array::from_fn(|stage| {
+            let n = RequestNotification::DETERMINISTIC[stage];
+            [dispatch(n, false), dispatch(n, true)]
+        });
+        // SendResponse runs in inverted order: LAST modules first, and within a
+        // priority the module list inverts too, so the outermost module (first
+        // in the list) sees the response last — an onion, as for the request.
+        let mut send_response = dispatch(RequestNotification::SendResponse, false).into_vec();
+        send_response.reverse();
+        let global = std::array::from_fn(|i| {
+            let n = GlobalNotification::ALL[i];
+            let mut list: Vec<ModuleIndex> = self
+                .modules
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.global.is_some() && m.global_notifications.contains(n))
+                .map(|(i, _)| ModuleIndex(i as u16))
+                .collect();
+            list.sort_by_key(|m| std::cmp::Reverse(self.modules[m.get()].global_priorities[i]));
+            list.into_boxed_slice()
+        });
+
+        self.validate_sections(&self.server_sections)?;
+        let server_handlers = self.resolve_handlers(&self.server_handlers)?;
+        let mut sites = Vec::with_capacity(self.sites.len());
+        for site in &self.sites {
+            sites.push(Arc::new(self.build_site(site, &server_handlers)?));
+        }
+        let tracing = self
+            .modules
+            .iter()
+            .any(|m| m.global.is_some() && m.global_notifications.contains(GlobalNotification::TraceEvent));
+        Ok(Pipeline {
+            events,
+            send_response: send_response.into_boxed_slice(),
+            read_entity: dispatch(RequestNotification::ReadEntity, false),
+            map_path: dispatch(RequestNotification::MapPath, false),
+            custom: dispatch(RequestNotification::CustomNotification, false),
+            global,
+            modules: self.modules.into_boxed_slice(),
+            sections: self.sections,
+            sites,
+            fs: self.fs,
+            settings: self.settings,
+            tracing,
+        })
+    }
+
+    fn build_site(&self, site: &SiteDefinition, server_handlers: &Arc<[HandlerMapping]>) -> Result<Site, BuildError> {
+        self.validate_sections(&site.sections)?;
+        let site_handlers = match &site.handlers {
+            Some(defs) => self.resolve_handlers(defs)?,
+            None => server_handlers.clone(),
+        };
+        // The site root is a location too; then each location, resolved by
+        // layering every enclosing location from the outermost in.
+        let mut defs: Vec<&LocationDefinition> = Vec::new();
+        for loc in &site.locations {
+            if !loc.path.starts_with('/') {
+                return Err(BuildError::new(
+                    format!("{}.path", loc.key),
+                    format!("location path `{}` must start with `/`", loc.path),
+                ));
+            }
+            if defs.iter().any(|d| d.path == loc.path) {
+                return Err(BuildError::new(
+                    format!("{}.path", loc.key),
+                    format!("location `{}` is defined twice in this site", loc.path),
+                ));
+            }
+            self.validate_sections(&loc.sections)?;
+            defs.push(loc);
+        }
+        defs.sort_by_key(|d| std::cmp::Reverse(d.path.len()));
+
+        let mut locations = Vec::with_capacity(defs.len() + 1);
+        for def in defs.iter().map(|d| Some(*d)).chain(std::iter::once(None)) {
+            let path = def.map_or("/", |d| d.path.as_str());
+            // Enclosing locations, outermost first.
+            let mut chain: Vec<&LocationDefinition> = defs
+                .iter()
+                .copied()
+                .filter(|d| covers(&d.path, path))
+                .collect();
+            chain.sort_by_key(|d| d.path.len());
+            let mut handlers = site_handlers.clone();
+            for d in &chain {
+                if let Some(h) = &d.handlers {
+                    handlers = self.resolve_handlers(h)?;
+                }
+            }
+            let mut sections = Vec::with_capacity(self.sections.len());
+            for decl in &self.sections {
+                let layers = self
+                    .server_sections
+                    .iter()
+                    .chain(site.sections.iter())
+                    .chain(chain.iter().flat_map(|d| d.sections.iter()))
+                    .filter(|s| s.name == decl.name);
+                let mut merged = toml::Value::Table(toml::Table::new());
+                let mut last_key = String::new();
+                for layer in layers {
+                    merge(&mut merged, &layer.value);
+                    last_key.clone_from(&layer.key);
+                }
+                let value = (decl.parse)(merged).map_err(|(p, m)| {
+                    let key = if last_key.is_empty() { decl.name.clone() } else { last_key.clone() };
+                    section_error(&key, &p, &m)
+                })?;
+                sections.push(value);
+            }
+            locations.push(Location {
+                path: path.to_owned(),
+                handlers,
+                sections: sections.into_boxed_slice(),
+            });
+        }
+        Ok(Site {
+            info: ApplicationInfo {
+                site_id: site.id,
+                site_name: site.name.clone(),
+                physical_root: site.physical_root.clone(),
+            },
+            locations,
+            contexts: SharedContextContainer::default(),
+        })
+    }
+}
+
+fn section_error(key: &str, path: &str, message: &str) -> BuildError {
+    let key = if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{key}.{path}")
+    };
+    BuildError::new(key, message)
+}
+
+/// Layers `over` onto `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Value, over: &toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_prefixes_respect_segments() {
+        assert!(covers("/api", "/api"));
+        assert!(covers("/api", "/api/x"));
+        assert!(covers("/api/", "/api/x"));
+        assert!(!covers("/api", "/apix"));
+        assert!(covers("/", "/anything"));
+    }
+
+    #[test]
+    fn merge_overrides_key_by_key() {
+        let mut a: toml::Value = toml::from_str("x = 1\n[t]\na = 1\nb = 2").unwrap();
+        let b: toml::Value = toml::from_str("y = 2\n[t]\nb = 3").unwrap();
+        merge(&mut a, &b);
+        assert_eq!(a["x"].as_integer(), Some(1));
+        assert_eq!(a["y"].as_integer(), Some(2));
+        assert_eq!(a["t"]["a"].as_integer(), Some(1));
+        assert_eq!(a["t"]["b"].as_integer(), Some(3));
+    }
+}

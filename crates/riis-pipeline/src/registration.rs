@@ -1,0 +1,290 @@
+//! Module registration: what a module's `register_module` entry point tells the
+//! server (IIS's `IHttpModuleRegistrationInfo`).
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::module::{GlobalModule, HttpModuleFactory, ModuleError};
+use crate::notification::{
+    GlobalNotification, GlobalNotifications, Priority, RequestNotification, RequestNotifications,
+};
+
+/// The server version handed to `register_module`: the IIS API level riis
+/// implements (IIS 10), so ported modules that check for 7 or later load.
+pub const SERVER_VERSION: u32 = 10;
+
+/// A module's position in the module list; the tie-break order of dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModuleIndex(pub(crate) u16);
+
+impl ModuleIndex {
+    /// The position in the module list.
+    pub fn get(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// What the server tells a module at registration (IIS's `IHttpServer`, the
+/// part that makes sense before the first request).
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// The server software, as in the `Server` header (`riis/0.1.0`).
+    pub software: &'static str,
+}
+
+impl Default for ServerInfo {
+    fn default() -> Self {
+        Self {
+            software: concat!("riis/", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// The entry point every module provides, compiled in or loaded from a library:
+/// IIS's `RegisterModule(dwServerVersion, pModuleInfo, pGlobalInfo)`.
+pub type RegisterModuleFn =
+    fn(u32, &mut ModuleRegistration<'_>, &ServerInfo) -> Result<(), ModuleError>;
+
+/// A typed handle to a configuration section a module declared; reading it
+/// from a context gives the value resolved for the request's location.
+pub struct Section<T> {
+    pub(crate) id: usize,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Section<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Section<T> {}
+
+impl<T> std::fmt::Debug for Section<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Section({})", self.id)
+    }
+}
+
+/// A section error: the key inside the section (dotted, may be empty) and
+/// what is wrong with it.
+pub(crate) type SectionParseError = (String, String);
+
+pub(crate) type SectionParser =
+    fn(toml::Value) -> Result<Arc<dyn Any + Send + Sync>, SectionParseError>;
+
+fn parse_section<T: DeserializeOwned + Send + Sync + 'static>(
+    value: toml::Value,
+) -> Result<Arc<dyn Any + Send + Sync>, SectionParseError> {
+    serde_path_to_error::deserialize::<_, T>(value)
+        .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            (path, e.into_inner().to_string())
+        })
+}
+
+/// A declared configuration section.
+pub(crate) struct SectionDeclaration {
+    pub(crate) name: String,
+    pub(crate) module: String,
+    pub(crate) parse: SectionParser,
+}
+
+/// Everything one module registered.
+pub(crate) struct ModuleEntry {
+    pub(crate) name: Arc<str>,
+    pub(crate) factory: Option<Box<dyn HttpModuleFactory>>,
+    pub(crate) notifications: RequestNotifications,
+    pub(crate) post_notifications: RequestNotifications,
+    /// Priority per notification, indexed by the bit's position (0..32).
+    pub(crate) priorities: [Priority; 32],
+    /// Priority per post-event, indexed by stage (0..12).
+    pub(crate) post_priorities: [Priority; 12],
+    pub(crate) global: Option<Arc<dyn GlobalModule>>,
+    pub(crate) global_notifications: GlobalNotifications,
+    pub(crate) global_priorities: [Priority; 15],
+}
+
+impl ModuleEntry {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            factory: None,
+            notifications: RequestNotifications::NONE,
+            post_notifications: RequestNotifications::NONE,
+            priorities: [Priority::Medium; 32],
+            post_priorities: [Priority::Medium; 12],
+            global: None,
+            global_notifications: GlobalNotifications::NONE,
+            global_priorities: [Priority::Medium; 15],
+        }
+    }
+
+    pub(crate) fn priority(&self, n: RequestNotification, post: bool) -> Priority {
+        match (post, n.stage()) {
+            (true, Some(stage)) => self.post_priorities[stage],
+            _ => self.priorities[n.bit().trailing_zeros() as usize],
+        }
+    }
+}
+
+/// What `register_module` receives to register its factory, notifications,
+/// priorities, global module and configuration sections.
+pub struct ModuleRegistration<'a> {
+    pub(crate) index: ModuleIndex,
+    pub(crate) entry: &'a mut ModuleEntry,
+    pub(crate) sections: &'a mut Vec<SectionDeclaration>,
+}
+
+impl ModuleRegistration<'_> {
+    /// `GetName`: the module's name from the module list.
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// `GetId`: the module's identity, the key of its module contexts.
+    pub fn id(&self) -> ModuleIndex {
+        self.index
+    }
+
+    /// `SetRequestNotifications`: the factory that makes one instance per
+    /// request, the notifications and the post-event notifications wanted.
+    /// Post-event bits of nondeterministic notifications are refused, as they
+    /// have no post-event.
+    pub fn set_request_notifications(
+        &mut self,
+        factory: impl HttpModuleFactory,
+        notifications: RequestNotifications,
+        post_notifications: RequestNotifications,
+    ) -> Result<(), ModuleError> {
+        self.set_request_notifications_boxed(Box::new(factory), notifications, post_notifications)
+    }
+
+    /// [`ModuleRegistration::set_request_notifications`] with a boxed factory.
+    pub fn set_request_notifications_boxed(
+        &mut self,
+        factory: Box<dyn HttpModuleFactory>,
+        notifications: RequestNotifications,
+        post_notifications: RequestNotifications,
+    ) -> Result<(), ModuleError> {
+        if self.entry.factory.is_some() {
+            return Err(ModuleError::with_hresult(
+                format!(
+                    "module {} set its request notifications twice",
+                    self.entry.name
+                ),
+                ModuleError::E_INVALIDARG,
+            ));
+        }
+        if post_notifications.bits() & !RequestNotifications::ALL_DETERMINISTIC.bits() != 0 {
+            return Err(ModuleError::with_hresult(
+                format!(
+                    "module {} asked for post-events of notifications that have none (mask 0x{:08X})",
+                    self.entry.name,
+                    post_notifications.bits()
+                ),
+                ModuleError::E_INVALIDARG,
+            ));
+        }
+        self.entry.factory = Some(factory);
+        self.entry.notifications = notifications;
+        self.entry.post_notifications = post_notifications;
+        Ok(())
+    }
+
+    /// `SetPriorityForRequestNotification`, for the event itself.
+    pub fn set_priority_for_request_notification(
+        &mut self,
+        notification: RequestNotification,
+        priority: Priority,
+    ) {
+        self.entry.priorities[notification.bit().trailing_zeros() as usize] = priority;
+    }
+
+    /// The priority of a post-event (IIS sets one priority for both; riis
+    /// lets them differ, and this is the post-event's).
+    pub fn set_priority_for_post_request_notification(
+        &mut self,
+        notification: RequestNotification,
+        priority: Priority,
+    ) -> Result<(), ModuleError> {
+        let stage = notification.stage().ok_or_else(|| {
+            ModuleError::with_hresult(
+                format!("{notification} has no post-event"),
+                ModuleError::E_INVALIDARG,
+            )
+        })?;
+        self.entry.post_priorities[stage] = priority;
+        Ok(())
+    }
+
+    /// `SetGlobalNotifications`: a global module and the global notifications
+    /// it wants.
+    pub fn set_global_notifications(
+        &mut self,
+        module: impl GlobalModule,
+        notifications: GlobalNotifications,
+    ) -> Result<(), ModuleError> {
+        self.set_global_notifications_arc(Arc::new(module), notifications)
+    }
+
+    /// [`ModuleRegistration::set_global_notifications`] with a shared module.
+    pub fn set_global_notifications_arc(
+        &mut self,
+        module: Arc<dyn GlobalModule>,
+        notifications: GlobalNotifications,
+    ) -> Result<(), ModuleError> {
+        if self.entry.global.is_some() {
+            return Err(ModuleError::with_hresult(
+                format!("module {} set its global notifications twice", self.entry.name),
+                ModuleError::E_INVALIDARG,
+            ));
+        }
+        self.entry.global = Some(module);
+        self.entry.global_notifications = notifications;
+        Ok(())
+    }
+
+    /// `SetPriorityForGlobalNotification`.
+    pub fn set_priority_for_global_notification(
+        &mut self,
+        notification: GlobalNotification,
+        priority: Priority,
+    ) {
+        self.entry.global_priorities[notification.index()] = priority;
+    }
+
+    /// Declares a configuration section named `name` (a TOML table at server,
+    /// site or location level). The server validates every occurrence at
+    /// start-up, merges them per location (inner locations override outer
+    /// ones key by key) and hands requests the resolved value. Missing keys
+    /// take the type's serde defaults, so `T` should derive `Default` and use
+    /// `#[serde(default)]`.
+    pub fn declare_section<T>(&mut self, name: &str) -> Result<Section<T>, ModuleError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        if let Some(other) = self.sections.iter().find(|s| s.name == name) {
+            return Err(ModuleError::with_hresult(
+                format!(
+                    "module {} declares section `{name}`, already declared by module {}",
+                    self.entry.name, other.module
+                ),
+                ModuleError::E_INVALIDARG,
+            ));
+        }
+        self.sections.push(SectionDeclaration {
+            name: name.to_owned(),
+            module: self.entry.name.to_string(),
+            parse: parse_section::<T>,
+        });
+        Ok(Section {
+            id: self.sections.len() - 1,
+            _type: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,301 @@
+//! The request a module sees (IIS's `IHttpRequest`).
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri, Version};
+
+/// Why a request URL was refused before the pipeline started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// The URL is not an absolute path (`/…`).
+    NotAbsolute,
+    /// A percent-escape decodes to bytes that are not UTF-8.
+    InvalidUtf8,
+    /// The decoded path contains a NUL, a backslash or a `..` segment.
+    Unsafe,
+    /// `set_url` was called after the pipeline started.
+    PipelineStarted,
+}
+
+impl std::fmt::Display for UrlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NotAbsolute => "the URL is not an absolute path",
+            Self::InvalidUtf8 => "the URL does not decode to UTF-8",
+            Self::Unsafe => "the URL contains a NUL, a backslash or a '..' segment",
+            Self::PipelineStarted => "the URL can be changed only before the pipeline starts",
+        })
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+/// Decodes the path of `uri` and refuses paths that could escape a site root.
+///
+/// Returns the decoded path; borrowed when there was nothing to decode, so the
+/// common request costs no allocation.
+pub(crate) fn decode_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
+    if !raw.starts_with('/') {
+        return Err(UrlError::NotAbsolute);
+    }
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| UrlError::InvalidUtf8)?;
+    if decoded.contains(['\0', '\\']) || decoded.split('/').any(|s| s == "..") {
+        return Err(UrlError::Unsafe);
+    }
+    Ok(decoded)
+}
+
+/// The request: method, URL, headers, addresses and body.
+#[derive(Debug)]
+pub struct HttpRequest {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    /// The decoded path (IIS's URL); `None` while it equals `uri.path()`.
+    pub(crate) decoded_path: Option<Box<str>>,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) remote_addr: SocketAddr,
+    pub(crate) is_tls: bool,
+    pub(crate) pipeline_started: bool,
+    /// Body bytes a module inserted, read before the client's body.
+    pub(crate) inserted_entity: Vec<Bytes>,
+    /// What the last completed body read produced.
+    pub(crate) read_data: Bytes,
+    /// Whether the client's body has been read to its end.
+    pub(crate) body_complete: bool,
+    /// Body bytes read so far (after ReadEntity replacement).
+    pub(crate) bytes_received: u64,
+}
+
+impl HttpRequest {
+    /// A request as it arrived.
+    ///
+    /// Fails when the path is not an absolute path, does not decode to UTF-8,
+    /// or contains a NUL, a backslash or a `..` segment once decoded: such a
+    /// request is answered with 400 before any module runs.
+    pub fn new(
+        method: Method,
+        uri: Uri,
+        version: Version,
+        headers: HeaderMap,
+        local_addr: SocketAddr,
+        remote_addr: SocketAddr,
+    ) -> Result<Self, UrlError> {
+        let decoded_path = match decode_path(uri.path())? {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(s) => Some(s.into_boxed_str()),
+        };
+        let body_complete = !has_body(&method, &headers);
+        Ok(Self {
+            method,
+            uri,
+            decoded_path,
+            version,
+            headers,
+            local_addr,
+            remote_addr,
+            is_tls: false,
+            pipeline_started: false,
+            inserted_entity: Vec::new(),
+            read_data: Bytes::new(),
+            body_complete,
+            bytes_received: 0,
+        })
+    }
+
+    /// Marks the request as received over TLS (the `HTTPS` server variable).
+    pub fn set_tls(&mut self, is_tls: bool) {
+        self.is_tls = is_tls;
+    }
+
+    /// `GetHttpMethod`.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// `SetHttpMethod`.
+    pub fn set_method(&mut self, method: Method) {
+        self.method = method;
+    }
+
+    /// The decoded URL path (IIS's URL, without the query string).
+    pub fn url(&self) -> &str {
+        self.decoded_path.as_deref().unwrap_or_else(|| self.uri.path())
+    }
+
+    /// The path and query exactly as the client sent them (`UNENCODED_URL`).
+    pub fn raw_url(&self) -> &str {
+        self.uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or_else(|| self.uri.path())
+    }
+
+    /// The query string without `?`, empty when there is none.
+    pub fn query_string(&self) -> &str {
+        self.uri.query().unwrap_or("")
+    }
+
+    /// The request URI as received.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// `SetUrl`: replace path and query. Allowed only before the pipeline
+    /// starts (in a PreBeginRequest global module, or on a cloned context before
+    /// it is executed as a child request).
+    pub fn set_url(&mut self, path_and_query: &str) -> Result<(), UrlError> {
+        if self.pipeline_started {
+            return Err(UrlError::PipelineStarted);
+        }
+        let uri: Uri = path_and_query.parse().map_err(|_| UrlError::NotAbsolute)?;
+        let decoded_path = match decode_path(uri.path())? {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(s) => Some(s.into_boxed_str()),
+        };
+        self.uri = uri;
+        self.decoded_path = decoded_path;
+        Ok(())
+    }
+
+    /// `GetHeader`: the first value of a header.
+    pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&HeaderValue> {
+        self.headers.get(name)
+    }
+
+    /// All headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// `SetHeader` with replace: the header gets exactly this value.
+    pub fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.headers.insert(name, value);
+    }
+
+    /// `SetHeader` without replace: one more value.
+    pub fn append_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.headers.append(name, value);
+    }
+
+    /// `DeleteHeader`.
+    pub fn delete_header(&mut self, name: impl http::header::AsHeaderName) {
+        self.headers.remove(name);
+    }
+
+    /// `GetHttpVersion`.
+    pub fn http_version(&self) -> Version {
+        self.version
+    }
+
+    /// `GetLocalAddress`.
+    pub fn local_address(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `GetRemoteAddress`.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.remote_addr
+    }
+
+    /// `InsertEntityBody`: bytes that the next body reads return before the
+    /// client's own body (for example a body a module already consumed and
+    /// wants handlers to see again).
+    pub fn insert_entity_body(&mut self, data: impl Into<Bytes>) {
+        let data = data.into();
+        if !data.is_empty() {
+            self.inserted_entity.push(data);
+        }
+    }
+
+    /// The bytes the last completed [`crate::HttpContext::read_entity_body`]
+    /// delivered (after ReadEntity modules had their say). Empty at the end of
+    /// the body.
+    pub fn read_data(&self) -> &Bytes {
+        &self.read_data
+    }
+
+    /// Takes the bytes of the last completed body read, leaving it empty.
+    pub fn take_read_data(&mut self) -> Bytes {
+        std::mem::take(&mut self.read_data)
+    }
+
+    /// Whether every body byte has been read (always true for a request
+    /// without a body).
+    pub fn is_body_complete(&self) -> bool {
+        self.body_complete && self.inserted_entity.is_empty()
+    }
+
+    /// `GetRemainingEntityBytes` as far as it is known: the declared
+    /// Content-Length minus what was read, or `None` for a chunked body.
+    pub fn remaining_entity_bytes(&self) -> Option<u64> {
+        if self.is_body_complete() {
+            return Some(0);
+        }
+        let declared: u64 = self
+            .headers
+            .get(http::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(declared.saturating_sub(self.bytes_received))
+    }
+
+    /// Body bytes read so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
+    /// A copy for a child request: same method, URL, version, headers and
+    /// addresses, no body.
+    pub(crate) fn clone_for_child(&self) -> Self {
+        Self {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            decoded_path: self.decoded_path.clone(),
+            version: self.version,
+            headers: self.headers.clone(),
+            local_addr: self.local_addr,
+            remote_addr: self.remote_addr,
+            is_tls: self.is_tls,
+            pipeline_started: false,
+            inserted_entity: Vec::new(),
+            read_data: Bytes::new(),
+            body_complete: true,
+            bytes_received: 0,
+        }
+    }
+}
+
+/// Whether a request carries a body, per RFC 9112 §6.3.
+fn has_body(_method: &Method, headers: &HeaderMap) -> bool {
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return true;
+    }
+    match headers.get(http::header::CONTENT_LENGTH) {
+        Some(v) => v.as_bytes() != b"0",
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_borrows_when_plain_and_refuses_escapes_from_the_root() {
+        assert!(matches!(decode_path("/a/b.txt"), Ok(Cow::Borrowed("/a/b.txt"))));
+        assert_eq!(decode_path("/a%20b").unwrap(), "/a b");
+        for bad in ["/../x", "/a/%2e%2e/x", "/a%5c..%5cx", "/a%00b", "/a/..", "x"] {
+            assert!(decode_path(bad).is_err(), "{bad} must be refused");
+        }
+        assert_eq!(decode_path("/%ff"), Err(UrlError::InvalidUtf8));
+    }
+}

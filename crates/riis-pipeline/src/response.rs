@@ -1,0 +1,447 @@
+//! The response a module builds (IIS's `IHttpResponse`).
+//!
+//! The response is buffered: writes append entity chunks, and nothing reaches
+//! the client until a flush (explicit, or implied by disabled buffering or an
+//! overflowing buffer) or the final send at the end of the request. Each send
+//! raises SendResponse first.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+
+/// One piece of response entity (`HTTP_DATA_CHUNK`).
+#[derive(Debug, Clone)]
+pub enum EntityChunk {
+    /// Bytes in memory (`HttpDataChunkFromMemory`).
+    Memory(Bytes),
+    /// A byte range of an open file (`HttpDataChunkFromFileHandle`); the
+    /// server reads it when it sends.
+    File {
+        /// The open file.
+        file: Arc<File>,
+        /// First byte.
+        offset: u64,
+        /// Number of bytes.
+        length: u64,
+    },
+}
+
+impl EntityChunk {
+    /// Number of bytes the chunk sends.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Memory(b) => b.len() as u64,
+            Self::File { length, .. } => *length,
+        }
+    }
+
+    /// Whether the chunk sends nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Bytes> for EntityChunk {
+    fn from(b: Bytes) -> Self {
+        Self::Memory(b)
+    }
+}
+
+impl From<&'static str> for EntityChunk {
+    fn from(s: &'static str) -> Self {
+        Self::Memory(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl From<String> for EntityChunk {
+    fn from(s: String) -> Self {
+        Self::Memory(Bytes::from(s))
+    }
+}
+
+impl From<Vec<u8>> for EntityChunk {
+    fn from(v: Vec<u8>) -> Self {
+        Self::Memory(Bytes::from(v))
+    }
+}
+
+/// How a flush should complete.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushOptions {
+    /// Complete through `OnAsyncCompletion` (when the module returns Pending).
+    pub asynchronous: bool,
+    /// More data follows (keeps the body open; it is sent chunked).
+    pub more_data: bool,
+}
+
+/// The error a module attached to the response with its status
+/// (the `hrErrorToReport` of `SetStatus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseError {
+    /// The HRESULT.
+    pub hresult: u32,
+    /// The module that set it (name it with [`crate::Pipeline::module_name`]).
+    pub module: Option<crate::ModuleIndex>,
+    /// The notification during which it was set.
+    pub notification: &'static str,
+}
+
+/// The status line, headers and buffered entity of a response, plus the
+/// send-related switches modules can set.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: Option<Cow<'static, str>>,
+    pub(crate) substatus: u16,
+    pub(crate) error: Option<ResponseError>,
+    pub(crate) error_description: Option<String>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) chunks: Vec<EntityChunk>,
+    /// Bytes held in memory chunks, for the buffer limit.
+    pub(crate) buffered_memory: usize,
+    pub(crate) buffering: bool,
+    pub(crate) headers_sent: bool,
+    pub(crate) suppress_headers: bool,
+    pub(crate) flush: Option<FlushOptions>,
+    pub(crate) need_disconnect: bool,
+    pub(crate) reset_connection: bool,
+    pub(crate) skip_custom_errors: bool,
+    /// Whether any module changed status, headers or entity.
+    pub(crate) touched: bool,
+    /// Entity bytes handed to the client so far.
+    pub(crate) bytes_sent: u64,
+    /// Set by the engine while a module runs, so errors can name it.
+    pub(crate) current: (Option<crate::ModuleIndex>, &'static str),
+}
+
+impl Default for HttpResponse {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpResponse {
+    /// An untouched 200 response with no headers and no entity.
+    pub fn new() -> Self {
+        Self {
+            status: StatusCode::OK,
+            reason: None,
+            substatus: 0,
+            error: None,
+            error_description: None,
+            headers: HeaderMap::new(),
+            chunks: Vec::new(),
+            buffered_memory: 0,
+            buffering: true,
+            headers_sent: false,
+            suppress_headers: false,
+            flush: None,
+            need_disconnect: false,
+            reset_connection: false,
+            skip_custom_errors: false,
+            touched: false,
+            bytes_sent: 0,
+            current: (None, ""),
+        }
+    }
+
+    /// `GetStatus`: the status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The reason phrase set with the status, if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// The IIS substatus (`404.3` has substatus 3).
+    pub fn substatus(&self) -> u16 {
+        self.substatus
+    }
+
+    /// The error attached with [`HttpResponse::set_error_status`], if any.
+    pub fn error(&self) -> Option<&ResponseError> {
+        self.error.as_ref()
+    }
+
+    /// Text describing the error for detailed error pages.
+    pub fn error_description(&self) -> Option<&str> {
+        self.error_description.as_deref()
+    }
+
+    /// `SetStatus(status, reason)`.
+    pub fn set_status(&mut self, status: StatusCode, reason: impl Into<Cow<'static, str>>) {
+        self.status = status;
+        self.reason = Some(reason.into());
+        self.substatus = 0;
+        self.touched = true;
+    }
+
+    /// `SetStatus(status, reason, substatus, hrError)`: a status with an IIS
+    /// substatus and the error that caused it, recorded with the module and
+    /// notification that set it.
+    pub fn set_error_status(
+        &mut self,
+        status: StatusCode,
+        reason: impl Into<Cow<'static, str>>,
+        substatus: u16,
+        hresult: u32,
+    ) {
+        self.set_status(status, reason);
+        self.substatus = substatus;
+        self.error = Some(ResponseError {
+            hresult,
+            module: self.current.0,
+            notification: self.current.1,
+        });
+    }
+
+    /// `SetErrorDescription`: text for detailed error pages.
+    pub fn set_error_description(&mut self, text: impl Into<String>) {
+        self.error_description = Some(text.into());
+    }
+
+    /// All headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// `GetHeader`: the first value of a header.
+    pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&HeaderValue> {
+        self.headers.get(name)
+    }
+
+    /// `SetHeader` with replace.
+    pub fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.headers.insert(name, value);
+        self.touched = true;
+    }
+
+    /// `SetHeader` without replace: one more value.
+    pub fn append_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.headers.append(name, value);
+        self.touched = true;
+    }
+
+    /// `DeleteHeader`.
+    pub fn delete_header(&mut self, name: impl http::header::AsHeaderName) {
+        self.headers.remove(name);
+        self.touched = true;
+    }
+
+    /// Headers, mutable, for modules that rewrite many at once.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        self.touched = true;
+        &mut self.headers
+    }
+
+    /// `Clear`: drop headers and buffered entity, back to 200.
+    pub fn clear(&mut self) {
+        self.status = StatusCode::OK;
+        self.reason = None;
+        self.substatus = 0;
+        self.error = None;
+        self.error_description = None;
+        self.headers.clear();
+        self.clear_entity();
+        self.touched = true;
+    }
+
+    /// `ClearHeaders`.
+    pub fn clear_headers(&mut self) {
+        self.headers.clear();
+        self.touched = true;
+    }
+
+    /// Drop the buffered entity, keeping status and headers.
+    pub fn clear_entity(&mut self) {
+        self.chunks.clear();
+        self.buffered_memory = 0;
+    }
+
+    /// `WriteEntityChunks` (synchronous): append to the buffered entity.
+    pub fn write(&mut self, chunk: impl Into<EntityChunk>) {
+        let chunk = chunk.into();
+        if let EntityChunk::Memory(b) = &chunk {
+            self.buffered_memory += b.len();
+        }
+        if !chunk.is_empty() {
+            self.chunks.push(chunk);
+        }
+        self.touched = true;
+        if !self.buffering {
+            self.request_flush(FlushOptions {
+                asynchronous: false,
+                more_data: true,
+            });
+        }
+    }
+
+    /// `WriteEntityChunks` for a set of chunks.
+    pub fn write_chunks(&mut self, chunks: impl IntoIterator<Item = EntityChunk>) {
+        for c in chunks {
+            self.write(c);
+        }
+    }
+
+    /// Append a byte range of an open file.
+    pub fn write_file_range(&mut self, file: Arc<File>, offset: u64, length: u64) {
+        self.write(EntityChunk::File {
+            file,
+            offset,
+            length,
+        });
+    }
+
+    /// The buffered entity chunks not yet sent.
+    pub fn entity_chunks(&self) -> &[EntityChunk] {
+        &self.chunks
+    }
+
+    /// Replace the buffered entity (compression and error pages do this in
+    /// SendResponse).
+    pub fn set_entity_chunks(&mut self, chunks: Vec<EntityChunk>) {
+        self.buffered_memory = chunks
+            .iter()
+            .map(|c| match c {
+                EntityChunk::Memory(b) => b.len(),
+                EntityChunk::File { .. } => 0,
+            })
+            .sum();
+        self.chunks = chunks;
+        self.touched = true;
+    }
+
+    /// Bytes of entity buffered and not yet sent.
+    pub fn buffered_len(&self) -> u64 {
+        self.chunks.iter().map(EntityChunk::len).sum()
+    }
+
+    /// `Flush`: send what is buffered when the calling module returns. With
+    /// `asynchronous` and a Pending return, the module's `OnAsyncCompletion`
+    /// receives the bytes sent.
+    pub fn flush(&mut self, options: FlushOptions) {
+        self.request_flush(options);
+    }
+
+    fn request_flush(&mut self, options: FlushOptions) {
+        let merged = match self.flush {
+            Some(prev) => FlushOptions {
+                asynchronous: prev.asynchronous || options.asynchronous,
+                more_data: prev.more_data || options.more_data,
+            },
+            None => options,
+        };
+        self.flush = Some(merged);
+    }
+
+    /// `DisableBuffering`: every later write is sent when the module returns.
+    pub fn disable_buffering(&mut self) {
+        self.buffering = false;
+    }
+
+    /// Whether writes are buffered.
+    pub fn is_buffering(&self) -> bool {
+        self.buffering
+    }
+
+    /// `Redirect`: 302 (or `status`) to `location`, entity replaced by a short
+    /// note, as IIS does.
+    pub fn redirect(&mut self, location: &str, status: StatusCode) -> Result<(), http::Error> {
+        let value = HeaderValue::try_from(location)?;
+        self.clear_entity();
+        self.status = status;
+        self.reason = None;
+        self.substatus = 0;
+        self.headers.insert(http::header::LOCATION, value);
+        self.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        let body = format!(
+            "<html><head><title>Object moved</title></head><body><h1>Object moved</h1>\
+             <p>This document may be found <a href=\"{}\">here</a>.</p></body></html>",
+            escape_html(location)
+        );
+        self.write(body);
+        Ok(())
+    }
+
+    /// `SuppressHeaders`: send the entity without status line and headers
+    /// (for modules that write a complete raw response themselves).
+    pub fn suppress_headers(&mut self) {
+        self.suppress_headers = true;
+    }
+
+    /// `GetHeadersSuppressed`.
+    pub fn headers_suppressed(&self) -> bool {
+        self.suppress_headers
+    }
+
+    /// Whether the status line and headers already went to the client.
+    pub fn headers_sent(&self) -> bool {
+        self.headers_sent
+    }
+
+    /// `SetNeedDisconnect`: close the connection after this response.
+    pub fn set_need_disconnect(&mut self) {
+        self.need_disconnect = true;
+    }
+
+    /// Whether the connection closes after this response.
+    pub fn need_disconnect(&self) -> bool {
+        self.need_disconnect
+    }
+
+    /// `ResetConnection`: abort the connection instead of completing the response.
+    pub fn reset_connection(&mut self) {
+        self.reset_connection = true;
+    }
+
+    /// Whether the connection is to be aborted.
+    pub fn is_connection_reset(&self) -> bool {
+        self.reset_connection
+    }
+
+    /// `GetStatus(... pfSkipCustomErrors)` / the `fTrySkipCustomErrors` flag:
+    /// ask the custom error module to leave this response's body alone.
+    pub fn set_try_skip_custom_errors(&mut self, skip: bool) {
+        self.skip_custom_errors = skip;
+    }
+
+    /// Whether custom errors should leave this response alone.
+    pub fn try_skip_custom_errors(&self) -> bool {
+        self.skip_custom_errors
+    }
+
+    /// Entity bytes sent to the client so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+
+    /// Whether any module changed the response.
+    pub fn is_touched(&self) -> bool {
+        self.touched
+    }
+}
+
+/// Escapes text for an HTML body.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}

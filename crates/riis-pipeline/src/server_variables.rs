@@ -1,0 +1,133 @@
+//! Server variables under their IIS (and CGI) names, computed on demand from
+//! the context so requests that never ask pay nothing.
+
+use std::borrow::Cow;
+
+use crate::context::HttpContext;
+
+fn owned(s: String) -> Option<Cow<'static, str>> {
+    Some(Cow::Owned(s))
+}
+
+/// The value of `name` for `ctx`, or `None` for an unknown name or a header
+/// that is absent.
+pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str>> {
+    let req = &ctx.request;
+    let upper = name.to_ascii_uppercase();
+    if let Some(header) = upper.strip_prefix("HTTP_") {
+        if let Some(v) = http_header(ctx, header) {
+            return Some(v);
+        }
+        // HTTP_URL and HTTP_VERSION are variables, not headers.
+        match header {
+            "URL" => return Some(Cow::Borrowed(req.raw_url())),
+            "VERSION" => return Some(Cow::Borrowed(version(req.http_version()))),
+            _ => return None,
+        }
+    }
+    match upper.as_str() {
+        "REQUEST_METHOD" => Some(Cow::Borrowed(req.method().as_str())),
+        "URL" | "PATH_INFO" | "SCRIPT_NAME" => Some(Cow::Borrowed(req.url())),
+        "QUERY_STRING" => Some(Cow::Borrowed(req.query_string())),
+        "UNENCODED_URL" | "REQUEST_URI" | "CACHE_URL" => Some(Cow::Borrowed(req.raw_url())),
+        "SERVER_PROTOCOL" => Some(Cow::Borrowed(version(req.http_version()))),
+        "REMOTE_ADDR" | "REMOTE_HOST" => owned(req.remote_address().ip().to_string()),
+        "REMOTE_PORT" => owned(req.remote_address().port().to_string()),
+        "LOCAL_ADDR" => owned(req.local_address().ip().to_string()),
+        "SERVER_PORT" => owned(req.local_address().port().to_string()),
+        "SERVER_NAME" => Some(match req.header(http::header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) => Cow::Borrowed(strip_port(host)),
+            None => Cow::Owned(req.local_address().ip().to_string()),
+        }),
+        "HTTPS" => Some(Cow::Borrowed(if req.is_tls { "on" } else { "off" })),
+        "SERVER_PORT_SECURE" => Some(Cow::Borrowed(if req.is_tls { "1" } else { "0" })),
+        "SERVER_SOFTWARE" => Some(Cow::Borrowed(concat!("riis/", env!("CARGO_PKG_VERSION")))),
+        "GATEWAY_INTERFACE" => Some(Cow::Borrowed("CGI/1.1")),
+        "CONTENT_LENGTH" => Some(Cow::Borrowed(
+            req.header(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("0"),
+        )),
+        "CONTENT_TYPE" => Some(Cow::Borrowed(
+            req.header(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        )),
+        "INSTANCE_ID" => owned(ctx.site.info().site_id.to_string()),
+        "INSTANCE_NAME" => Some(Cow::Borrowed(&ctx.site.info().site_name)),
+        "APPL_MD_PATH" => owned(format!("/LM/W3SVC/{}/ROOT", ctx.site.info().site_id)),
+        "APPL_PHYSICAL_PATH" => Some(ctx.site.info().physical_root.to_string_lossy()),
+        "PATH_TRANSLATED" => {
+            let p = ctx.physical_path.clone()?;
+            owned(p.to_string_lossy().into_owned())
+        }
+        "AUTH_TYPE" => Some(Cow::Borrowed(
+            ctx.user.as_ref().map_or("", |u| u.authentication_type()),
+        )),
+        "AUTH_USER" | "REMOTE_USER" | "LOGON_USER" => {
+            Some(Cow::Borrowed(ctx.user.as_ref().map_or("", |u| u.name())))
+        }
+        "ALL_HTTP" => {
+            let mut out = String::new();
+            for (k, v) in req.headers() {
+                out.push_str("HTTP_");
+                out.extend(k.as_str().chars().map(|c| match c {
+                    '-' => '_',
+                    c => c.to_ascii_uppercase(),
+                }));
+                out.push(':');
+                out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                out.push('\n');
+            }
+            owned(out)
+        }
+        "ALL_RAW" => {
+            let mut out = String::new();
+            for (k, v) in req.headers() {
+                out.push_str(k.as_str());
+                out.push_str(": ");
+                out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                out.push_str("\r\n");
+            }
+            owned(out)
+        }
+        "REQUEST_ID" => owned(ctx.request_id.to_string()),
+        _ => None,
+    }
+}
+
+/// `HTTP_ACCEPT_LANGUAGE` → the `accept-language` header; several values are
+/// joined with `, ` as a proxy would fold them.
+fn http_header<'a>(ctx: &'a HttpContext, upper_name: &str) -> Option<Cow<'a, str>> {
+    let name = upper_name.replace('_', "-").to_ascii_lowercase();
+    let mut values = ctx.request.headers().get_all(name.as_str()).iter();
+    let first = values.next()?;
+    let first = String::from_utf8_lossy(first.as_bytes());
+    let rest: Vec<_> = values.map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
+    if rest.is_empty() {
+        return Some(first);
+    }
+    let mut joined = first.into_owned();
+    for v in rest {
+        joined.push_str(", ");
+        joined.push_str(&v);
+    }
+    Some(Cow::Owned(joined))
+}
+
+fn version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split(']').next().map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
