@@ -1,1 +1,36 @@
-//! x
+//! The modules built into riis.
+//!
+//! Each module is one file, shaped the same way: a doc comment saying which
+//! notifications it registers for and why, its configuration section (if
+//! any), the module type, and a `register_module` entry point with the same
+//! signature a third-party module exports. Nothing here uses anything a
+//! third-party module could not.
+
+#![warn(missing_docs)]
+
+pub mod async_hello;
+pub mod default_document;
+pub mod event_trace;
+pub mod hello_world;
+pub mod noop;
+pub mod static_file;
+
+use riis_pipeline::RegisterModuleFn;
+
+/// The built-in modules by the name configuration uses.
+pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("StaticFile", static_file::register_module),
+    ("DefaultDocument", default_document::register_module),
+    ("HelloWorld", hello_world::register_module),
+    ("AsyncHello", async_hello::register_module),
+    ("EventTrace", event_trace::register_module),
+    ("NoOp", noop::register_module),
+];
+
+/// The entry point of a built-in module.
+pub fn builtin(name: &str) -> Option<RegisterModuleFn> {
+    BUILTIN_MODULES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| *f)
+}

@@ -42,8 +42,20 @@ impl CompletionState {
         self.notify.notify_one();
     }
 
+    /// The signal to act on, if any. Whether the request is abandoned is
+    /// decided by the live handle count, not only by the marker the last
+    /// handle leaves: one request may pend several times on the same state, so
+    /// a marker left by an earlier round's handles is stale while a new handle
+    /// is alive, and no marker is left when the last handle went away after
+    /// its signal (a later Pending with no live handle could never complete).
     pub(crate) fn take(&self) -> Option<Signal> {
-        self.signal.lock().unwrap_or_else(|e| e.into_inner()).take()
+        let mut slot = self.signal.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.take() {
+            None | Some(Signal::Abandoned) => {
+                (self.handles.load(Ordering::Acquire) == 0).then_some(Signal::Abandoned)
+            }
+            signal => signal,
+        }
     }
 }
 

@@ -618,6 +618,13 @@ impl RequestExecution {
         // A direct child's last send is not the end of the client's response.
         let is_final = is_final && top == 0;
         let ctx = &mut *frame.ctx;
+        if !ctx.response.headers_sent {
+            if let Some(server) = &pipeline.settings.server_header {
+                if !ctx.response.headers.contains_key(http::header::SERVER) {
+                    ctx.response.headers.insert(http::header::SERVER, server.clone());
+                }
+            }
+        }
         let mut provider = SendResponseProvider {
             headers_being_sent: !ctx.response.headers_sent && !ctx.response.suppress_headers,
             final_send: is_final,

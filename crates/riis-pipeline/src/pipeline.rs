@@ -29,12 +29,20 @@ pub struct PipelineSettings {
     /// Bytes of in-memory entity a response buffers before it is flushed on
     /// its own (IIS's `responseBufferLimit`, 4 MiB by default).
     pub response_buffer_limit: usize,
+    /// The `Server` header added to every response that has none when its
+    /// headers go out (before SendResponse, so modules may remove it);
+    /// `None` adds nothing.
+    pub server_header: Option<http::HeaderValue>,
 }
 
 impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
             response_buffer_limit: 4 * 1024 * 1024,
+            server_header: Some(http::HeaderValue::from_static(concat!(
+                "riis/",
+                env!("CARGO_PKG_VERSION")
+            ))),
         }
     }
 }

@@ -1,1 +1,17 @@
-//! x
+//! The riis network server.
+//!
+//! Reads `riis.toml` ([`config`]), builds the pipeline with the built-in
+//! modules, binds each site's addresses, and drives every request through the
+//! pipeline with hyper on tokio ([`driver`]). The engine itself lives in
+//! `riis-pipeline` and does no I/O; everything that touches sockets is here.
+
+#![warn(missing_docs)]
+
+pub mod body;
+pub mod config;
+pub mod defaults;
+pub mod driver;
+pub mod server;
+
+pub use config::{ConfigError, ServerConfig};
+pub use server::{build_pipeline, shutdown_signal, Server, ServerError};

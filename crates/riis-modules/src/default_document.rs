@@ -1,0 +1,120 @@
+//! `DefaultDocument`: answers a directory URL with the first default document
+//! that exists there, through a child request, as IIS does.
+//!
+//! Registers for **ExecuteRequestHandler** only (it is a module of the static
+//! handler, after StaticFile). For a URL that ends in `/` and maps to a
+//! directory, it executes the first existing file of the list as a child
+//! request whose response is buffered into this one, and returns Pending; the
+//! child's end comes back through OnAsyncCompletion. When no document exists
+//! it leaves the response alone for the handler's next module.
+//!
+//! Configuration section `default_document`:
+//! - `enabled` (default true);
+//! - `files` (default `index.html`, `index.htm`, `default.htm`,
+//!   `default.html`, `iisstart.htm`).
+
+use riis_pipeline::{
+    CompletionInfo, ExecuteFlags, HttpContext, HttpModule, ModuleError, ModuleRegistration,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, ResourceKind, Section,
+    ServerInfo,
+};
+use serde::Deserialize;
+
+/// The `default_document` configuration section.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefaultDocumentConfig {
+    /// Whether default documents are served.
+    pub enabled: bool,
+    /// File names tried in order.
+    pub files: Vec<String>,
+}
+
+impl Default for DefaultDocumentConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            files: ["index.html", "index.htm", "default.htm", "default.html", "iisstart.htm"]
+                .map(String::from)
+                .into(),
+        }
+    }
+}
+
+/// The module instance.
+pub struct DefaultDocument {
+    config: Section<DefaultDocumentConfig>,
+}
+
+impl HttpModule for DefaultDocument {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let config = ctx.config(self.config);
+        if !config.enabled
+            || !ctx.request().url().ends_with('/')
+            || ctx.resource_kind() != Some(ResourceKind::Directory)
+        {
+            return RequestNotificationStatus::Continue;
+        }
+        let dir = ctx.physical_path().to_path_buf();
+        let Some(file) = ctx
+            .config(self.config)
+            .files
+            .iter()
+            .find(|f| dir.join(f).is_file())
+            .cloned()
+        else {
+            return RequestNotificationStatus::Continue;
+        };
+        let mut url = ctx.request().uri().path().to_owned();
+        url.push_str(&file);
+        if let Some(q) = ctx.request().uri().query() {
+            url.push('?');
+            url.push_str(q);
+        }
+        let started = ctx.clone_context().and_then(|mut child| {
+            child
+                .request_mut()
+                .set_url(&url)
+                .map_err(|e| ModuleError::with_hresult(e.to_string(), ModuleError::E_INVALIDARG))?;
+            ctx.execute_request(
+                child,
+                ExecuteFlags {
+                    buffer_response: true,
+                    ..ExecuteFlags::default()
+                },
+            )
+        });
+        match started {
+            Ok(()) => RequestNotificationStatus::Pending,
+            Err(e) => {
+                tracing::warn!(error = %e, url = %url, "default document child request refused");
+                RequestNotificationStatus::Continue
+            }
+        }
+    }
+
+    fn on_async_completion(
+        &mut self,
+        _ctx: &mut HttpContext,
+        _notification: RequestNotification,
+        _is_post: bool,
+        _completion: &CompletionInfo,
+    ) -> RequestNotificationStatus {
+        // The child produced the response; the handler is done.
+        RequestNotificationStatus::FinishRequest
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<DefaultDocumentConfig>("default_document")?;
+    registration.set_request_notifications(
+        move || DefaultDocument { config },
+        RequestNotification::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}

@@ -1,0 +1,174 @@
+//! `StaticFile`: serves files from the site's physical root.
+//!
+//! Registers for **ExecuteRequestHandler** only: it runs when a handler
+//! mapping lists it (the default static handler does). For a file it answers
+//! GET and HEAD with `Content-Type` by extension, `Content-Length`,
+//! `Last-Modified` and a strong `ETag`; other methods get 405 with `Allow`.
+//! A directory URL without its trailing slash is redirected (301) to the
+//! slash form; a directory URL with it is left to the handler's next module
+//! (DefaultDocument). Like IIS, it refuses extensions it has no MIME type
+//! for with 404.3 unless the location sets `default_mime_type`.
+//!
+//! Configuration section `static_file`:
+//! - `mime_types`: extra or overriding extension → type pairs (`{ "md" = "text/markdown" }`);
+//! - `default_mime_type`: type for unknown extensions (unset: 404.3);
+//! - `max_age`: when set, `Cache-Control: max-age=N` (seconds).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
+use riis_pipeline::{
+    HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
+    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+};
+use serde::Deserialize;
+
+/// Files up to this size are read into memory in one call; larger ones are
+/// handed to the server as a file range and streamed.
+const READ_INTO_MEMORY_LIMIT: u64 = 64 * 1024;
+
+/// The `static_file` configuration section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticFileConfig {
+    /// Extension (without dot, any case) → MIME type, consulted first.
+    pub mime_types: HashMap<String, String>,
+    /// MIME type for extensions nobody knows; `None` refuses them with 404.3.
+    pub default_mime_type: Option<String>,
+    /// Seconds for `Cache-Control: max-age`.
+    pub max_age: Option<u64>,
+}
+
+/// The module instance.
+pub struct StaticFile {
+    config: Section<StaticFileConfig>,
+}
+
+fn status(ctx: &mut HttpContext, code: StatusCode, substatus: u16, hresult: u32) -> RequestNotificationStatus {
+    let resp = ctx.response_mut();
+    resp.clear();
+    resp.set_error_status(code, code.canonical_reason().unwrap_or(""), substatus, hresult);
+    RequestNotificationStatus::FinishRequest
+}
+
+impl StaticFile {
+    fn content_type(&self, ctx: &HttpContext, path: &std::path::Path) -> Option<String> {
+        let config = ctx.config(self.config);
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if let Some(t) = config
+            .mime_types
+            .iter()
+            .find(|(k, _)| k.trim_start_matches('.').eq_ignore_ascii_case(ext))
+        {
+            return Some(t.1.clone());
+        }
+        if !ext.is_empty() {
+            if let Some(t) = mime_guess::from_ext(ext).first_raw() {
+                return Some(t.to_owned());
+            }
+        }
+        config.default_mime_type.clone()
+    }
+}
+
+impl HttpModule for StaticFile {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let method = ctx.request().method().clone();
+        if method != Method::GET && method != Method::HEAD {
+            let code = status(ctx, StatusCode::METHOD_NOT_ALLOWED, 0, ModuleError::E_NOT_SUPPORTED);
+            ctx.response_mut()
+                .set_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return code;
+        }
+        let path = ctx.physical_path().to_path_buf();
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                return match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005),
+                    _ => status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
+                }
+            }
+        };
+        let Ok(meta) = file.metadata() else {
+            return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002);
+        };
+        if meta.is_dir() {
+            if ctx.request().url().ends_with('/') {
+                // Left to the handler's next module (default document, listing).
+                return RequestNotificationStatus::Continue;
+            }
+            let mut location = ctx.request().uri().path().to_owned();
+            location.push('/');
+            if let Some(q) = ctx.request().uri().query() {
+                location.push('?');
+                location.push_str(q);
+            }
+            let resp = ctx.response_mut();
+            resp.clear();
+            if resp.redirect(&location, StatusCode::MOVED_PERMANENTLY).is_err() {
+                return status(ctx, StatusCode::BAD_REQUEST, 0, ModuleError::E_INVALIDARG);
+            }
+            return RequestNotificationStatus::FinishRequest;
+        }
+        let Some(content_type) = self.content_type(ctx, &path) else {
+            return status(ctx, StatusCode::NOT_FOUND, 3, 0x8007_0032);
+        };
+        let len = meta.len();
+        let modified = meta.modified().ok();
+        let max_age = ctx.config(self.config).max_age;
+
+        let resp = ctx.response_mut();
+        resp.clear();
+        if let Ok(v) = HeaderValue::try_from(content_type) {
+            resp.set_header(header::CONTENT_TYPE, v);
+        }
+        if let Some(m) = modified {
+            if let Ok(v) = HeaderValue::try_from(httpdate::fmt_http_date(m)) {
+                resp.set_header(header::LAST_MODIFIED, v);
+            }
+            let nanos = m.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            if let Ok(v) = HeaderValue::try_from(format!("\"{nanos:x}-{len:x}\"")) {
+                resp.set_header(header::ETAG, v);
+            }
+        }
+        if let Some(age) = max_age {
+            if let Ok(v) = HeaderValue::try_from(format!("max-age={age}")) {
+                resp.set_header(header::CACHE_CONTROL, v);
+            }
+        }
+        if method == Method::HEAD {
+            resp.set_header(header::CONTENT_LENGTH, HeaderValue::from(len));
+            return RequestNotificationStatus::FinishRequest;
+        }
+        if len <= READ_INTO_MEMORY_LIMIT {
+            let mut data = Vec::with_capacity(len as usize);
+            let mut file = file;
+            if file.read_to_end(&mut data).is_err() {
+                return status(ctx, StatusCode::INTERNAL_SERVER_ERROR, 0, ModuleError::E_FAIL);
+            }
+            ctx.response_mut().write(data);
+        } else {
+            resp.write_file_range(Arc::new(file), 0, len);
+        }
+        RequestNotificationStatus::FinishRequest
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<StaticFileConfig>("static_file")?;
+    registration.set_request_notifications(
+        move || StaticFile { config },
+        RequestNotification::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}

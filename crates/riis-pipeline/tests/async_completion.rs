@@ -1,0 +1,412 @@
+//! Pending and its completions: IndicateCompletion and PostCompletion from
+//! another thread, OnAsyncCompletion after an asynchronous flush, and the
+//! failures that keep a Pending request from hanging.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{CompletionHandle, FlushOptions, RequestNotification as N, RequestNotifications};
+
+/// Signals `handle` from a new thread after a short pause, so the request is
+/// really parked when the signal arrives.
+fn signal_later(handle: CompletionHandle, signal: impl FnOnce(&CompletionHandle) + Send + 'static) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        signal(&handle);
+    });
+}
+
+#[tokio::test]
+async fn indicate_completion_from_another_thread_continues_without_reentering_the_module() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Parker",
+            Registration::events(N::AuthenticateRequest),
+            script(move |ctx, call| {
+                log.push(format!("Parker:{}", call.describe()));
+                let handle = ctx.completion_handle();
+                signal_later(handle, |h| h.indicate_completion(Status::Continue));
+                Status::Pending
+            }),
+        );
+    }
+    t.module(
+        "Recorder",
+        Registration::events(N::AuthenticateRequest | N::AuthorizeRequest | N::EndRequest),
+        recorder(&log),
+    );
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(
+        log.entries(),
+        [
+            "Parker:AuthenticateRequest",
+            "AuthenticateRequest",
+            "AuthorizeRequest",
+            "EndRequest"
+        ]
+    );
+    outcome.assert_completed();
+}
+
+#[tokio::test]
+async fn indicate_completion_with_finish_request_skips_to_log_request() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "Parker",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            write(ctx, "parked then finished");
+            let handle = ctx.completion_handle();
+            signal_later(handle, |h| h.indicate_completion(Status::FinishRequest));
+            Status::Pending
+        }),
+    )
+    .module(
+        "Recorder",
+        Registration::events(N::AuthorizeRequest | N::LogRequest),
+        recorder(&log),
+    );
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(log.entries(), ["LogRequest"]);
+    assert_eq!(outcome.body(), "parked then finished");
+}
+
+#[tokio::test]
+async fn post_completion_from_another_thread_reenters_on_async_completion_with_the_bytes() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Poster",
+            Registration::default().with_post(N::AuthorizeRequest),
+            script(move |ctx, call| match call {
+                Call::AsyncCompletion {
+                    notification,
+                    is_post,
+                    info,
+                } => {
+                    log.push(format!(
+                        "completion {} bytes={} status={}",
+                        event_name(notification, is_post),
+                        info.bytes,
+                        info.status
+                    ));
+                    write(ctx, "completed");
+                    Status::Continue
+                }
+                other => {
+                    log.push(other.describe());
+                    let handle = ctx.completion_handle();
+                    signal_later(handle, |h| h.post_completion(42));
+                    Status::Pending
+                }
+            }),
+        );
+    }
+    t.module("Recorder", Registration::events(N::ResolveRequestCache), recorder(&log));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(
+        log.entries(),
+        [
+            "PostAuthorizeRequest",
+            "completion PostAuthorizeRequest bytes=42 status=0",
+            "ResolveRequestCache"
+        ]
+    );
+    assert_eq!(outcome.body(), "completed");
+}
+
+#[tokio::test]
+async fn an_asynchronous_flush_completes_through_on_async_completion_with_the_bytes_sent() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Streamer",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, call| match call {
+                Call::AsyncCompletion {
+                    notification,
+                    is_post,
+                    info,
+                } => {
+                    log.push(format!(
+                        "completion {} bytes={}",
+                        event_name(notification, is_post),
+                        info.bytes
+                    ));
+                    write(ctx, "second");
+                    Status::Continue
+                }
+                _ => {
+                    write(ctx, "first");
+                    ctx.response_mut().flush(FlushOptions {
+                        asynchronous: true,
+                        more_data: true,
+                    });
+                    Status::Pending
+                }
+            }),
+        );
+    }
+    {
+        let log = log.clone();
+        t.module(
+            "SendWatcher",
+            Registration::events(N::SendResponse),
+            script(move |ctx, call| {
+                if let Call::SendResponse(provider) = call {
+                    log.push(format!(
+                        "send headers={} final={} more={} buffered={}",
+                        provider.headers_being_sent(),
+                        provider.is_final_send(),
+                        provider.flags().more_data,
+                        ctx.response().buffered_len()
+                    ));
+                }
+                Status::Continue
+            }),
+        );
+    }
+    t.handler(catch_all(&["Streamer"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/stream").await;
+
+    assert_eq!(
+        log.entries(),
+        [
+            "send headers=true final=false more=true buffered=5",
+            "completion ExecuteRequestHandler bytes=5",
+            "send headers=false final=true more=false buffered=6",
+        ]
+    );
+    assert_eq!(outcome.sends.len(), 2);
+    assert!(outcome.sends[0].head.is_some() && !outcome.sends[0].is_final);
+    assert_eq!(outcome.sends[0].body, b"first");
+    assert!(outcome.sends[1].head.is_none() && outcome.sends[1].is_final);
+    assert_eq!(outcome.sends[1].body, b"second");
+    assert_eq!(outcome.status(), StatusCode::OK);
+    assert_eq!(outcome.context().response().bytes_sent(), 11);
+}
+
+#[tokio::test]
+async fn an_asynchronous_flush_in_a_post_event_reports_is_post() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Streamer",
+            Registration::default().with_post(N::MapRequestHandler),
+            script(move |ctx, call| match call {
+                Call::AsyncCompletion {
+                    notification,
+                    is_post,
+                    info,
+                } => {
+                    log.push(format!("{notification} post={is_post} bytes={}", info.bytes));
+                    Status::FinishRequest
+                }
+                _ => {
+                    write(ctx, "early bytes");
+                    ctx.response_mut().flush(FlushOptions {
+                        asynchronous: true,
+                        more_data: true,
+                    });
+                    Status::Pending
+                }
+            }),
+        );
+    }
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(log.entries(), ["MapRequestHandler post=true bytes=11"]);
+    assert_eq!(outcome.body(), "early bytes");
+    outcome.assert_completed();
+}
+
+#[tokio::test]
+async fn pending_without_an_operation_or_completion_handle_fails_with_500() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "Forgetful",
+        Registration::events(N::AuthenticateRequest),
+        script(|ctx, _| {
+            write(ctx, "never sent");
+            Status::Pending
+        }),
+    )
+    .module(
+        "Recorder",
+        Registration::events(N::AuthorizeRequest | N::EndRequest),
+        recorder(&log),
+    );
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!outcome.body().contains("never sent"));
+    // The request went on to its closing events instead of hanging.
+    assert_eq!(log.entries(), ["EndRequest"]);
+    outcome.assert_completed();
+}
+
+#[tokio::test]
+async fn dropping_every_completion_handle_without_a_signal_fails_with_500() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Dropper",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            let handle = ctx.completion_handle();
+            let copy = handle.clone();
+            drop(handle);
+            // The last handle goes away on another thread, unsignalled.
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                drop(copy);
+            });
+            Status::Pending
+        }),
+    );
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    outcome.assert_completed();
+}
+
+/// A module may pend on a completion handle more than once in one request:
+/// the handles of an earlier round, dropped after their signal was consumed,
+/// must not fail a later round.
+#[tokio::test]
+async fn a_request_can_pend_on_completion_handles_twice() {
+    let stash: Arc<Mutex<Option<CompletionHandle>>> = Arc::default();
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let stash = stash.clone();
+        let log = log.clone();
+        t.module(
+            "TwicePending",
+            Registration::events(N::BeginRequest | N::AuthorizeRequest).with_post(N::BeginRequest),
+            script(move |ctx, call| {
+                log.push(call.describe());
+                if call.is_event(N::BeginRequest) {
+                    // Signal at once and keep the handle alive past the signal.
+                    let handle = ctx.completion_handle();
+                    handle.indicate_completion(Status::Continue);
+                    *stash.lock().unwrap() = Some(handle);
+                    Status::Pending
+                } else if call.is_post_event(N::BeginRequest) {
+                    // The first round's handle goes away after it completed.
+                    stash.lock().unwrap().take();
+                    Status::Continue
+                } else {
+                    let handle = ctx.completion_handle();
+                    signal_later(handle, |h| h.indicate_completion(Status::Continue));
+                    Status::Pending
+                }
+            }),
+        );
+    }
+    t.module(
+        "Handler",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            write(ctx, "ok");
+            Status::Continue
+        }),
+    )
+    .handler(catch_all(&["Handler"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(
+        log.entries(),
+        ["BeginRequest", "PostBeginRequest", "AuthorizeRequest"]
+    );
+    assert_eq!(outcome.status(), StatusCode::OK);
+    assert_eq!(outcome.body(), "ok");
+}
+
+/// Pending a second time when every handle is already gone cannot complete:
+/// it fails with 500 instead of waiting forever.
+#[tokio::test]
+async fn pending_again_after_every_handle_is_gone_fails_instead_of_hanging() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Stale",
+        Registration::events(N::BeginRequest | N::AuthenticateRequest),
+        script(|ctx, call| {
+            if call.is_event(N::BeginRequest) {
+                // Signalled and dropped before the engine even parks.
+                let handle = ctx.completion_handle();
+                handle.indicate_completion(Status::Continue);
+            }
+            // In AuthenticateRequest: Pending with no live handle and no
+            // operation.
+            Status::Pending
+        }),
+    );
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    outcome.assert_completed();
+}
+
+#[tokio::test]
+async fn post_completion_requested_inside_the_call_reenters_on_async_completion() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "SelfPost",
+            Registration::events(RequestNotifications::from(N::BeginRequest)),
+            script(move |ctx, call| match call {
+                Call::AsyncCompletion { info, .. } => {
+                    log.push(format!("completion bytes={}", info.bytes));
+                    Status::Continue
+                }
+                _ => {
+                    ctx.post_completion(7).unwrap();
+                    Status::Pending
+                }
+            }),
+        );
+    }
+    let pipeline = t.build();
+
+    get(&pipeline, "/").await.assert_completed();
+
+    assert_eq!(log.entries(), ["completion bytes=7"]);
+}

@@ -1,0 +1,547 @@
+//! `riis.toml`: the server's configuration file.
+//!
+//! The file names sites with their bindings and roots, the module list (its
+//! order is the tie-break order of dispatch), handler mappings, and module
+//! sections at server, site and location level. Every error names the file,
+//! the line and the key.
+//!
+//! ```toml
+//! [server]
+//! worker_threads = 0          # 0: one per core
+//! shutdown_timeout = 30       # seconds to drain in-flight requests
+//!
+//! [[modules]]
+//! name = "StaticFile"
+//!
+//! [[handlers]]
+//! name = "StaticFile"
+//! path = "*"
+//! verbs = ["GET", "HEAD"]
+//! resource_type = "Either"
+//! modules = ["StaticFile"]
+//!
+//! [[sites]]
+//! name = "Default Web Site"
+//! root = "site"
+//! bindings = ["127.0.0.1:8080"]
+//!
+//! [[sites.locations]]
+//! path = "/assets"
+//! static_file = { max_age = 3600 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use riis_pipeline::{BuildError, HandlerDefinition, LocationDefinition, SectionSource, SiteDefinition};
+use serde::Deserialize;
+
+/// A configuration error: file, line (when known), key (when known), message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// Dotted key path (`sites[0].bindings[1]`).
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Worker threads; 0 means one per core.
+    pub worker_threads: usize,
+    /// Seconds in-flight requests get to finish at shutdown.
+    pub shutdown_timeout: u64,
+    /// Seconds between HealthCheck notifications; 0 turns them off.
+    pub health_check_interval: u64,
+    /// Bytes a response buffers before it is flushed on its own.
+    pub response_buffer_limit: usize,
+    /// The `Server` header value; empty to send none.
+    pub server_header: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            worker_threads: 0,
+            shutdown_timeout: 30,
+            health_check_interval: 30,
+            response_buffer_limit: 4 * 1024 * 1024,
+            server_header: concat!("riis/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// `[[modules]]`: one entry of the module list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleEntry {
+    /// The module's name in this server (unique).
+    pub name: String,
+    /// The built-in module it instantiates, when it differs from `name`
+    /// (several `NoOp` modules, say).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHandler {
+    name: String,
+    #[serde(default = "star")]
+    path: String,
+    #[serde(default = "star_list")]
+    verbs: Vec<String>,
+    #[serde(default = "unspecified")]
+    resource_type: String,
+    modules: Vec<String>,
+}
+
+fn star() -> String {
+    "*".into()
+}
+fn star_list() -> Vec<String> {
+    vec!["*".into()]
+}
+fn unspecified() -> String {
+    "Unspecified".into()
+}
+
+#[derive(Debug, Deserialize)]
+struct RawLocation {
+    path: String,
+    handlers: Option<Vec<RawHandler>>,
+    #[serde(flatten)]
+    sections: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawSite {
+    name: String,
+    id: Option<u32>,
+    root: PathBuf,
+    bindings: Vec<String>,
+    handlers: Option<Vec<RawHandler>>,
+    #[serde(default)]
+    locations: Vec<RawLocation>,
+    #[serde(flatten)]
+    sections: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerSettings,
+    modules: Option<Vec<ModuleEntry>>,
+    handlers: Option<Vec<RawHandler>>,
+    #[serde(default)]
+    sites: Vec<RawSite>,
+    #[serde(flatten)]
+    sections: BTreeMap<String, toml::Value>,
+}
+
+/// Where a site listens: an address and port, and optionally the host name
+/// the site answers to there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// Address and port.
+    pub addr: SocketAddr,
+    /// Host name (lower case), or `None` to answer any host.
+    pub host: Option<String>,
+}
+
+impl Binding {
+    /// Parses IIS's binding form `address:port[:host]`, where the address is
+    /// an IPv4 address, `[IPv6]`, `*` (all IPv4 addresses) or `localhost`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let s = s.strip_prefix("http://").unwrap_or(s);
+        let (addr, rest) = if let Some(v6) = s.strip_prefix('[') {
+            let (a, rest) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{s}`: missing `]` after the IPv6 address"))?;
+            let ip: Ipv6Addr = a.parse().map_err(|_| format!("`{a}` is not an IPv6 address"))?;
+            (IpAddr::V6(ip), rest.strip_prefix(':').unwrap_or(rest))
+        } else {
+            let (a, rest) = s
+                .split_once(':')
+                .ok_or_else(|| format!("`{s}` is not `address:port[:host]`"))?;
+            let ip = match a {
+                "*" | "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                a => a.parse().map_err(|_| format!("`{a}` is not an IP address, `*` or `localhost`"))?,
+            };
+            (ip, rest)
+        };
+        let (port, host) = match rest.split_once(':') {
+            Some((p, h)) => (p, Some(h)),
+            None => (rest, None),
+        };
+        let port: u16 = port.parse().map_err(|_| format!("`{port}` is not a port number"))?;
+        let host = host.filter(|h| !h.is_empty()).map(|h| h.to_ascii_lowercase());
+        Ok(Self {
+            addr: SocketAddr::new(addr, port),
+            host,
+        })
+    }
+}
+
+/// A site's bindings, next to its definition for the pipeline.
+#[derive(Debug, Clone)]
+pub struct SiteBindings {
+    /// Index of the site in [`ServerConfig::sites`].
+    pub site: usize,
+    /// Where it listens.
+    pub bindings: Vec<Binding>,
+}
+
+/// A loaded configuration, ready to build a pipeline from.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The file it came from (for errors), or a description of where the
+    /// defaults came from.
+    pub file: PathBuf,
+    /// `[server]`.
+    pub settings: ServerSettings,
+    /// The module list, in order.
+    pub modules: Vec<ModuleEntry>,
+    /// Server-level handlers.
+    pub handlers: Vec<HandlerDefinition>,
+    /// Server-level module sections.
+    pub sections: Vec<SectionSource>,
+    /// Sites for the pipeline.
+    pub sites: Vec<SiteDefinition>,
+    /// Their bindings.
+    pub bindings: Vec<SiteBindings>,
+    /// Key path → line, to place errors found after parsing.
+    key_lines: BTreeMap<String, usize>,
+}
+
+/// The module list when the file gives none: the static file handler's modules.
+pub const DEFAULT_MODULES: &[&str] = &["StaticFile", "DefaultDocument"];
+
+fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
+    let present: Vec<String> = DEFAULT_MODULES
+        .iter()
+        .filter(|m| modules.iter().any(|e| e.name == **m))
+        .map(|m| (*m).to_owned())
+        .collect();
+    if present.is_empty() {
+        return Vec::new();
+    }
+    vec![HandlerDefinition {
+        name: "StaticFile".into(),
+        path: "*".into(),
+        verbs: vec!["*".into()],
+        resource_type: "Either".into(),
+        modules: present,
+        key: "handlers".into(),
+    }]
+}
+
+fn handlers(raw: Vec<RawHandler>, key: &str) -> Vec<HandlerDefinition> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, h)| HandlerDefinition {
+            name: h.name,
+            path: h.path,
+            verbs: h.verbs,
+            resource_type: h.resource_type,
+            modules: h.modules,
+            key: format!("{key}[{i}]"),
+        })
+        .collect()
+}
+
+fn sections(raw: BTreeMap<String, toml::Value>, prefix: &str) -> Vec<SectionSource> {
+    raw.into_iter()
+        .map(|(name, value)| SectionSource {
+            key: if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            },
+            name,
+            value,
+        })
+        .collect()
+}
+
+impl ServerConfig {
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, base)
+    }
+
+    /// Parses configuration text; relative site roots are taken from `base`.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let error = |line: Option<usize>, key: Option<String>, message: String| ConfigError {
+            file: file.to_owned(),
+            line,
+            key,
+            message,
+        };
+        let key_lines = index_keys(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            error(line, None, e.message().to_owned())
+        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            error(line, None, e.message().to_owned())
+        })?;
+
+        let modules = raw.modules.unwrap_or_else(|| {
+            DEFAULT_MODULES
+                .iter()
+                .map(|m| ModuleEntry {
+                    name: (*m).to_owned(),
+                    kind: None,
+                })
+                .collect()
+        });
+        let server_handlers = match raw.handlers {
+            Some(h) => handlers(h, "handlers"),
+            None => default_handlers(&modules),
+        };
+        let mut sites = Vec::new();
+        let mut bindings = Vec::new();
+        let mut config = Self {
+            file: file.to_owned(),
+            settings: raw.server,
+            modules,
+            handlers: server_handlers,
+            sections: sections(raw.sections, ""),
+            sites: Vec::new(),
+            bindings: Vec::new(),
+            key_lines,
+        };
+        if raw.sites.is_empty() {
+            return Err(config.error_at("sites", "the configuration defines no site (add a [[sites]] table)"));
+        }
+        for (i, site) in raw.sites.into_iter().enumerate() {
+            let key = format!("sites[{i}]");
+            if site.bindings.is_empty() {
+                return Err(config.error_at(&format!("{key}.bindings"), "a site needs at least one binding"));
+            }
+            let parsed = site
+                .bindings
+                .iter()
+                .enumerate()
+                .map(|(j, b)| {
+                    Binding::parse(b).map_err(|m| config.error_at(&format!("{key}.bindings[{j}]"), &m))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let root = if site.root.is_absolute() {
+                site.root.clone()
+            } else {
+                base.join(&site.root)
+            };
+            if !root.is_dir() {
+                return Err(config.error_at(
+                    &format!("{key}.root"),
+                    &format!("`{}` is not a directory", root.display()),
+                ));
+            }
+            let locations = site
+                .locations
+                .into_iter()
+                .enumerate()
+                .map(|(j, l)| {
+                    let lkey = format!("{key}.locations[{j}]");
+                    LocationDefinition {
+                        path: l.path,
+                        handlers: l.handlers.map(|h| handlers(h, &format!("{lkey}.handlers"))),
+                        sections: sections(l.sections, &lkey),
+                        key: lkey,
+                    }
+                })
+                .collect();
+            sites.push(SiteDefinition {
+                id: site.id.unwrap_or(i as u32 + 1),
+                name: site.name,
+                physical_root: root.canonicalize().unwrap_or(root),
+                handlers: site.handlers.map(|h| handlers(h, &format!("{key}.handlers"))),
+                sections: sections(site.sections, &key),
+                locations,
+                key,
+            });
+            bindings.push(SiteBindings {
+                site: i,
+                bindings: parsed,
+            });
+        }
+        for (i, a) in sites.iter().enumerate() {
+            if sites[..i].iter().any(|b| b.id == a.id) {
+                return Err(config.error_at(&format!("{}.id", a.key), &format!("site id {} is used twice", a.id)));
+            }
+        }
+        config.sites = sites;
+        config.bindings = bindings;
+        config.check_binding_conflicts()?;
+        Ok(config)
+    }
+
+    /// Replaces the address of every binding (`--listen`), keeping host names.
+    pub fn override_listen(&mut self, addr: SocketAddr) -> Result<(), ConfigError> {
+        for b in &mut self.bindings {
+            for binding in &mut b.bindings {
+                binding.addr = addr;
+            }
+            b.bindings.dedup();
+        }
+        self.check_binding_conflicts()
+    }
+
+    fn check_binding_conflicts(&self) -> Result<(), ConfigError> {
+        let mut seen: Vec<(&Binding, usize)> = Vec::new();
+        for sb in &self.bindings {
+            for b in &sb.bindings {
+                if let Some((_, other)) = seen.iter().find(|(o, s)| *o == b && *s != sb.site) {
+                    let what = b.host.as_deref().map_or(String::new(), |h| format!(" for host `{h}`"));
+                    return Err(self.error_at(
+                        &format!("sites[{}].bindings", sb.site),
+                        &format!(
+                            "sites `{}` and `{}` both bind {}{what}",
+                            self.sites[*other].name, self.sites[sb.site].name, b.addr
+                        ),
+                    ));
+                }
+                seen.push((b, sb.site));
+            }
+        }
+        Ok(())
+    }
+
+    /// An error about a key, placed on the key's line (or the nearest
+    /// enclosing key that has one).
+    pub fn error_at(&self, key: &str, message: &str) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: self.line_of_key(key),
+            key: (!key.is_empty()).then(|| key.to_owned()),
+            message: message.to_owned(),
+        }
+    }
+
+    /// A pipeline build error, placed in the file.
+    pub fn build_error(&self, e: &BuildError) -> ConfigError {
+        // serde reports an unknown field on the table that holds it; point at
+        // the field itself when the message names it.
+        let mut key = e.key.clone();
+        if let Some(field) = e
+            .message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            key = if key.is_empty() { field.to_owned() } else { format!("{key}.{field}") };
+        }
+        self.error_at(&key, &e.message)
+    }
+
+    fn line_of_key(&self, key: &str) -> Option<usize> {
+        let mut k = key;
+        loop {
+            if let Some(line) = self.key_lines.get(k) {
+                return Some(*line);
+            }
+            let cut = k.rfind(['.', '['])?;
+            k = &k[..cut];
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Maps every key path of the document to the line it is written on.
+fn index_keys(text: &str) -> Result<BTreeMap<String, usize>, toml::de::Error> {
+    use toml::de::{DeTable, DeValue};
+    fn walk(text: &str, prefix: &str, value: &DeValue<'_>, out: &mut BTreeMap<String, usize>) {
+        match value {
+            DeValue::Table(t) => {
+                for (k, v) in t.iter() {
+                    let key = if prefix.is_empty() {
+                        k.get_ref().to_string()
+                    } else {
+                        format!("{prefix}.{}", k.get_ref())
+                    };
+                    out.entry(key.clone()).or_insert_with(|| line_of(text, k.span().start));
+                    walk(text, &key, v.get_ref(), out);
+                }
+            }
+            DeValue::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    let key = format!("{prefix}[{i}]");
+                    out.entry(key.clone()).or_insert_with(|| line_of(text, v.span().start));
+                    walk(text, &key, v.get_ref(), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let root = DeTable::parse(text)?;
+    let mut out = BTreeMap::new();
+    walk(text, "", &DeValue::Table(root.into_inner()), &mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_parse_like_iis() {
+        let b = Binding::parse("*:8080:Example.com").unwrap();
+        assert_eq!(b.addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(b.host.as_deref(), Some("example.com"));
+        let b = Binding::parse("[::1]:80").unwrap();
+        assert_eq!(b.addr, "[::1]:80".parse().unwrap());
+        assert!(Binding::parse("127.0.0.1").is_err());
+        assert!(Binding::parse("127.0.0.1:http").is_err());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let dir = std::env::temp_dir();
+        let text = "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\", \"nope\"]\n";
+        let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert_eq!(e.key.as_deref(), Some("sites[0].bindings[1]"));
+        assert!(e.to_string().starts_with("riis.toml:4: key `sites[0].bindings[1]`"), "{e}");
+
+        let text = "[server]\nworker_threads = \"many\"\n";
+        let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+}

@@ -1,0 +1,60 @@
+//! The embedded defaults: what `riis serve` runs without a configuration
+//! file, and the configuration `riis serve --root DIR` builds.
+//!
+//! The example site is compiled into the binary, so the defaults work from any
+//! directory: when the repository's `examples/site` is not where it was at
+//! build time, the embedded copy is written to a private temporary folder.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{ConfigError, ServerConfig};
+
+const DEFAULTS: &str = include_str!("../../../examples/defaults.toml");
+
+const SITE_FILES: &[(&str, &[u8])] = &[
+    ("index.html", include_bytes!("../../../examples/site/index.html")),
+    ("style.css", include_bytes!("../../../examples/site/style.css")),
+    ("hello.txt", include_bytes!("../../../examples/site/hello.txt")),
+];
+
+/// Where the example site's folder is: the repository's copy when it is
+/// there, otherwise the embedded copy, written out once.
+fn example_base() -> Result<PathBuf, std::io::Error> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    if repo.join("site/index.html").is_file() {
+        return Ok(repo);
+    }
+    let base = std::env::temp_dir().join(format!("riis-{}-defaults-{}", env!("CARGO_PKG_VERSION"), user_name()));
+    let site = base.join("site");
+    std::fs::create_dir_all(&site)?;
+    for (name, data) in SITE_FILES {
+        let path = site.join(name);
+        if std::fs::read(&path).ok().as_deref() != Some(*data) {
+            std::fs::write(&path, data)?;
+        }
+    }
+    Ok(base)
+}
+
+/// The user's id from the environment, so two users' copies do not collide.
+fn user_name() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "user".into())
+}
+
+/// The embedded default configuration: the example site on 127.0.0.1:8080.
+pub fn default_config() -> Result<ServerConfig, ConfigError> {
+    let file = Path::new("<embedded defaults>");
+    let base = example_base().map_err(|e| ConfigError {
+        file: file.to_owned(),
+        line: None,
+        key: None,
+        message: format!("cannot write the embedded example site: {e}"),
+    })?;
+    ServerConfig::parse(DEFAULTS, file, &base)
+}
+
+/// The defaults serving `root` instead of the example site.
+pub fn root_config(root: &Path) -> Result<ServerConfig, ConfigError> {
+    let text = DEFAULTS.replace("root = \"site\"", "root = \".\"");
+    ServerConfig::parse(&text, Path::new("<--root>"), root)
+}

@@ -1,0 +1,325 @@
+//! Drives one request's [`RequestExecution`] from hyper.
+//!
+//! The common request (every module answers synchronously, one final send)
+//! runs start to end inside hyper's service call: no task is spawned and the
+//! whole response goes out with a `Content-Length`. When the pipeline has to
+//! wait (a Pending module, a body read, an early flush), the execution moves
+//! into a task of its own, so it runs to its end (LogRequest, EndRequest,
+//! module disposal) even if the client goes away, and a flushed response
+//! streams.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, HOST};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use riis_pipeline::{
+    ConnectionInfo, EntityChunk, HttpContext, HttpRequest, Output, Pipeline, RequestExecution, ResponseHead, Site,
+    Step,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::body::ResponseBody;
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Sends queued for a streaming response before the pipeline waits for the
+/// client to take them.
+const STREAM_QUEUE: usize = 8;
+
+/// Everything a connection's requests share.
+pub struct ConnectionState {
+    /// The pipeline of the configuration the connection was accepted under.
+    pub pipeline: Arc<Pipeline>,
+    /// Sites answering on this listener: `(host, site)`, hostless ones last.
+    pub routes: Arc<[(Option<String>, Arc<Site>)]>,
+    /// The connection.
+    pub connection: Arc<ConnectionInfo>,
+}
+
+impl ConnectionState {
+    fn site_for(&self, req: &Request<Incoming>) -> Option<&Arc<Site>> {
+        if let [(None, site)] = &*self.routes {
+            return Some(site);
+        }
+        let host = req
+            .uri()
+            .host()
+            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+            .map(strip_port);
+        self.routes
+            .iter()
+            .find(|(h, _)| match (h, host) {
+                (Some(h), Some(host)) => h.eq_ignore_ascii_case(host),
+                (None, _) => true,
+                _ => false,
+            })
+            .map(|(_, s)| s)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn plain_status(status: StatusCode, close: bool) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = status;
+    if close {
+        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// A module asked for the connection to be reset: hyper closes it without
+/// a response.
+#[derive(Debug)]
+pub struct ConnectionReset;
+
+impl std::fmt::Display for ConnectionReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the connection was reset by a module")
+    }
+}
+
+impl std::error::Error for ConnectionReset {}
+
+type Reply = Result<Response<ResponseBody>, ConnectionReset>;
+
+/// The hyper service function.
+pub async fn handle(state: Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
+    let Some(site) = state.site_for(&req).cloned() else {
+        // No site answers this host name: IIS's 400 (Invalid Hostname).
+        return Ok(plain_status(StatusCode::BAD_REQUEST, false));
+    };
+    let (parts, body) = req.into_parts();
+    let conn = &state.connection;
+    let is_head = parts.method == Method::HEAD;
+    let request = match HttpRequest::new(parts.method, parts.uri, parts.version, parts.headers, conn.local_addr, conn.remote_addr) {
+        Ok(mut r) => {
+            r.set_tls(conn.is_tls);
+            r
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "request refused before the pipeline");
+            return Ok(plain_status(StatusCode::BAD_REQUEST, true));
+        }
+    };
+    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    let ctx = HttpContext::new(state.pipeline.clone(), site, conn.clone(), request, id);
+    let mut exec = RequestExecution::new(ctx);
+
+    let first = match exec.resume() {
+        Step::Send => {
+            let out = exec.take_output().expect("Step::Send carries output");
+            if out.is_final {
+                // The fast path: one send, the whole response known.
+                exec.complete_send(Ok(out.len()));
+                while !matches!(exec.resume(), Step::Done) {}
+                return final_response(out, is_head);
+            }
+            Event::Send(out)
+        }
+        Step::Done => return Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, true)),
+        step => Event::Other(step),
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    tokio::spawn(drive(exec, first, body, is_head, reply_tx));
+    reply_rx.await.unwrap_or(Err(ConnectionReset))
+}
+
+enum Event {
+    Send(Output),
+    Other(Step),
+}
+
+/// Runs a request that waits or streams, in its own task.
+async fn drive(mut exec: RequestExecution, first: Event, body: Incoming, is_head: bool, reply: oneshot::Sender<Reply>) {
+    let mut reader = BodyReader {
+        body,
+        leftover: Bytes::new(),
+        ended: false,
+    };
+    let mut reply = Some(reply);
+    let mut stream: Option<mpsc::Sender<Vec<EntityChunk>>> = None;
+    let mut next = Some(first);
+    loop {
+        let event = next.take().unwrap_or_else(|| match exec.resume() {
+            Step::Send => Event::Send(exec.take_output().expect("Step::Send carries output")),
+            step => Event::Other(step),
+        });
+        match event {
+            Event::Send(out) => {
+                let len = out.len();
+                let sent = if let Some(reply) = reply.take() {
+                    if out.is_final {
+                        reply.send(final_response(out, is_head)).is_ok()
+                    } else {
+                        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                        stream = Some(tx);
+                        reply.send(streaming_response(out, rx)).is_ok()
+                    }
+                } else if let Some(tx) = &stream {
+                    let is_final = out.is_final;
+                    let ok = out.chunks.is_empty() || tx.send(out.chunks).await.is_ok();
+                    if is_final {
+                        stream = None;
+                    }
+                    ok
+                } else {
+                    false
+                };
+                exec.complete_send(if sent { Ok(len) } else { Err(()) });
+            }
+            Event::Other(Step::ReadEntity { max }) => {
+                let data = reader.read(max).await;
+                exec.complete_read(data);
+            }
+            Event::Other(Step::Wait(waiter)) => waiter.wait().await,
+            Event::Other(Step::Done) => break,
+            Event::Other(Step::Send) => unreachable!("sends are turned into Event::Send"),
+        }
+    }
+    if let Some(reply) = reply {
+        let _ = reply.send(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, true)));
+    }
+}
+
+/// Reads request body bytes for `Step::ReadEntity`.
+struct BodyReader {
+    body: Incoming,
+    leftover: Bytes,
+    ended: bool,
+}
+
+impl BodyReader {
+    async fn read(&mut self, max: usize) -> Result<Bytes, ()> {
+        while self.leftover.is_empty() && !self.ended {
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.leftover = data;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "request body read failed");
+                    self.ended = true;
+                    return Err(());
+                }
+                None => self.ended = true,
+            }
+        }
+        let n = max.min(self.leftover.len());
+        Ok(self.leftover.split_to(n))
+    }
+}
+
+/// Status line and headers for hyper; a reason phrase a module set goes out
+/// on HTTP/1 when it differs from the standard one.
+fn with_head(head: ResponseHead, body: ResponseBody, disconnect: bool) -> Response<ResponseBody> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers;
+    if let Some(reason) = head.reason {
+        if Some(&*reason) != head.status.canonical_reason() {
+            if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
+                resp.extensions_mut().insert(phrase);
+            }
+        }
+    }
+    if disconnect {
+        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// The head of an output, or the one a module wrote into the entity itself
+/// after suppressing headers (`HTTP/1.1 200 OK\r\nName: value\r\n\r\n…`).
+fn head_of(out: &mut Output) -> Result<ResponseHead, StatusCode> {
+    if let Some(head) = out.head.take() {
+        return Ok(head);
+    }
+    let mut raw = Vec::new();
+    for chunk in &out.chunks {
+        match chunk {
+            EntityChunk::Memory(b) => raw.extend_from_slice(b),
+            EntityChunk::File { .. } => break,
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let consumed = match parsed.parse(&raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => {
+            tracing::error!("headers were suppressed but the entity does not start with a complete response head");
+            return Err(StatusCode::BAD_GATEWAY);
+        }
+    };
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(StatusCode::BAD_GATEWAY)?;
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_GATEWAY)?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| StatusCode::BAD_GATEWAY)?;
+        map.append(name, value);
+    }
+    let reason = parsed.reason.map(|r| std::borrow::Cow::Owned(r.to_owned()));
+    // Drop the head bytes from the entity.
+    let mut skip = consumed;
+    out.chunks.retain_mut(|chunk| {
+        if skip == 0 {
+            return true;
+        }
+        if let EntityChunk::Memory(b) = chunk {
+            let n = skip.min(b.len());
+            skip -= n;
+            let _ = bytes::Buf::advance(b, n);
+            return !b.is_empty();
+        }
+        true
+    });
+    Ok(ResponseHead {
+        status,
+        reason,
+        headers: map,
+    })
+}
+
+fn final_response(mut out: Output, is_head: bool) -> Reply {
+    if out.reset {
+        return Err(ConnectionReset);
+    }
+    let mut head = match head_of(&mut out) {
+        Ok(h) => h,
+        Err(status) => return Ok(plain_status(status, true)),
+    };
+    if is_head {
+        // Nothing is sent for HEAD; a Content-Length a module set stays.
+        if !head.headers.contains_key(CONTENT_LENGTH) {
+            head.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
+        }
+        return Ok(with_head(head, ResponseBody::empty(), out.disconnect));
+    }
+    // hyper derives Content-Length from the body, which is exactly known.
+    head.headers.remove(CONTENT_LENGTH);
+    Ok(with_head(head, ResponseBody::from_chunks(out.chunks), out.disconnect))
+}
+
+fn streaming_response(mut out: Output, rx: mpsc::Receiver<Vec<EntityChunk>>) -> Reply {
+    if out.reset {
+        return Err(ConnectionReset);
+    }
+    let head = match head_of(&mut out) {
+        Ok(h) => h,
+        Err(status) => return Ok(plain_status(status, true)),
+    };
+    Ok(with_head(head, ResponseBody::streaming(out.chunks, rx), out.disconnect))
+}
