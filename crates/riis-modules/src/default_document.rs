@@ -95,13 +95,14 @@ impl HttpModule for DefaultDocument {
 
     fn on_async_completion(
         &mut self,
-        _ctx: &mut HttpContext,
+        ctx: &mut HttpContext,
         _notification: RequestNotification,
         _is_post: bool,
         _completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
         // The child produced the response; the handler is done.
-        RequestNotificationStatus::FinishRequest
+        ctx.set_request_handled();
+        RequestNotificationStatus::Continue
     }
 }
 

@@ -6,7 +6,9 @@
 //! `Last-Modified` and a strong `ETag`; other methods get 405 with `Allow`.
 //! A directory URL without its trailing slash is redirected (301) to the
 //! slash form; a directory URL with it is left to the handler's next module
-//! (DefaultDocument). Like IIS, it refuses extensions it has no MIME type
+//! (DefaultDocument). A served file marks the request handled and returns
+//! Continue, so ReleaseRequestState and UpdateRequestCache still run; errors
+//! finish the request. Like IIS, it refuses extensions it has no MIME type
 //! for with 404.3 unless the location sets `default_mime_type`.
 //!
 //! Configuration section `static_file`:
@@ -143,7 +145,8 @@ impl HttpModule for StaticFile {
         }
         if method == Method::HEAD {
             resp.set_header(header::CONTENT_LENGTH, HeaderValue::from(len));
-            return RequestNotificationStatus::FinishRequest;
+            ctx.set_request_handled();
+            return RequestNotificationStatus::Continue;
         }
         if len <= READ_INTO_MEMORY_LIMIT {
             let mut data = Vec::with_capacity(len as usize);
@@ -155,7 +158,10 @@ impl HttpModule for StaticFile {
         } else {
             resp.write_file_range(Arc::new(file), 0, len);
         }
-        RequestNotificationStatus::FinishRequest
+        // Handled: the static handler's next modules do not run, but the rest
+        // of the pipeline (caching, logging) does.
+        ctx.set_request_handled();
+        RequestNotificationStatus::Continue
     }
 }
 

@@ -76,6 +76,7 @@ pub struct HttpContext {
     pub(crate) handler: Option<usize>,
     pub(crate) mapping_failure: Option<MappingFailure>,
     pub(crate) mapped: bool,
+    pub(crate) request_handled: bool,
     pub(crate) physical_path: Option<PathBuf>,
     pub(crate) resource_kind: Option<Option<ResourceKind>>,
     pub(crate) op: Option<AsyncOp>,
@@ -125,6 +126,7 @@ impl HttpContext {
             handler: None,
             mapping_failure: None,
             mapped: false,
+            request_handled: false,
             physical_path: None,
             resource_kind: None,
             op: None,
@@ -246,6 +248,20 @@ impl HttpContext {
             }
             None => false,
         }
+    }
+
+    /// `SetRequestHandled`: the handler produced the response; the handler's
+    /// remaining modules are skipped at ExecuteRequestHandler, and the rest of
+    /// the pipeline (state, cache, log) runs as usual. This is how a handler
+    /// module ends handler execution without FinishRequest's skip to
+    /// LogRequest.
+    pub fn set_request_handled(&mut self) {
+        self.request_handled = true;
+    }
+
+    /// Whether a handler module called [`HttpContext::set_request_handled`].
+    pub fn is_request_handled(&self) -> bool {
+        self.request_handled
     }
 
     /// The physical path of the request URL (`PATH_TRANSLATED`), mapped once

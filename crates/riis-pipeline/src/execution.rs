@@ -19,7 +19,8 @@
 //!   completion) run when its call returns. OnAsyncCompletion follows only if
 //!   the module returned Pending; otherwise its status applies once the
 //!   operation is done.
-//! - A handler whose modules all leave the response untouched answers 404.
+//! - A handler whose modules all leave the response untouched (and none calls
+//!   `set_request_handled`) answers 404.
 //! - Pending without an operation and without a completion handle, or with
 //!   every handle dropped unsignalled, fails the request with 500.
 
@@ -126,8 +127,9 @@ enum Phase {
     AfterFlush(CallSite, Status),
     /// A body read is with the driver.
     Reading(CallSite, Status, usize),
-    /// A child request runs in the frame above.
-    Child(CallSite, Status),
+    /// A child request runs in the frame above; the entity bytes the shared
+    /// response held (buffered plus sent) when it started.
+    Child(CallSite, Status, u64),
     /// Parked until the completion handle signals.
     Waiting(CallSite),
     /// Call the module's OnAsyncCompletion.
@@ -386,6 +388,9 @@ impl RequestExecution {
     fn module_at(&self, top: usize, stage: usize, post: bool, pos: usize) -> Option<ModuleIndex> {
         let ctx = &self.frames[top].ctx;
         if stage == EXECUTE_STAGE && !post {
+            if ctx.request_handled {
+                return None;
+            }
             let h = ctx.handler?;
             return ctx.location().handlers[h].modules.get(pos).copied();
         }
@@ -449,7 +454,12 @@ impl RequestExecution {
 
     fn end_of_event(&mut self, top: usize) {
         let frame = &mut self.frames[top];
-        if frame.stage as usize == EXECUTE_STAGE && !frame.post && frame.ctx.handler.is_some() && !frame.ctx.response.touched {
+        if frame.stage as usize == EXECUTE_STAGE
+            && !frame.post
+            && frame.ctx.handler.is_some()
+            && !frame.ctx.request_handled
+            && !frame.ctx.response.touched
+        {
             // The handler's modules all passed: nothing answers this URL.
             let resp = &mut frame.ctx.response;
             resp.current = (None, "ExecuteRequestHandler");
@@ -547,7 +557,9 @@ impl RequestExecution {
                     return Some(Step::ReadEntity { max });
                 }
                 AsyncOp::Child { mut child, .. } => {
-                    frame.phase = Phase::Child(site, status);
+                    let resp = &frame.ctx.response;
+                    let before = resp.buffered_len() + resp.bytes_sent;
+                    frame.phase = Phase::Child(site, status, before);
                     child.response = std::mem::take(&mut frame.ctx.response);
                     let buffered = frame.buffered || child.execute_flags.buffer_response;
                     self.frames.push(Frame::new(child, buffered));
@@ -672,9 +684,12 @@ impl RequestExecution {
         let parent = &mut self.frames[top];
         let produced = child.ctx.response.buffered_len() + child.ctx.response.bytes_sent;
         parent.ctx.response = std::mem::take(&mut child.ctx.response);
-        let Phase::Child(site, status) = std::mem::replace(&mut parent.phase, Phase::Run) else {
+        let Phase::Child(site, status, before) = std::mem::replace(&mut parent.phase, Phase::Run) else {
             unreachable!("a child's parent waits in Phase::Child");
         };
+        // The response is shared: what the parent wrote before is not the
+        // child's output.
+        let produced = produced.saturating_sub(before);
         if status == Status::Pending {
             parent.phase = Phase::Deliver(site, CompletionInfo { bytes: produced, status: 0 });
         } else {

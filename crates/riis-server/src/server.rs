@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use riis_pipeline::{ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, Site};
+use riis_pipeline::{ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn, Site};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -51,17 +51,30 @@ impl From<ConfigError> for ServerError {
 }
 
 /// Builds the pipeline a configuration describes: resolves each module of the
-/// list, registers it, and validates handlers, locations and sections.
-pub fn build_pipeline(config: &ServerConfig) -> Result<Arc<Pipeline>, ConfigError> {
+/// list among `extra` modules (compiled in by an embedding program) and the
+/// built-in ones, registers it, and validates handlers, locations and sections.
+pub fn build_pipeline(
+    config: &ServerConfig,
+    extra: &[(&str, RegisterModuleFn)],
+) -> Result<Arc<Pipeline>, ConfigError> {
     let mut builder = PipelineBuilder::new();
     for (i, entry) in config.modules.iter().enumerate() {
         let kind = entry.kind.as_deref().unwrap_or(&entry.name);
-        let Some(register) = riis_modules::builtin(kind) else {
-            let known: Vec<&str> = riis_modules::BUILTIN_MODULES.iter().map(|(n, _)| *n).collect();
+        let found = extra
+            .iter()
+            .find(|(n, _)| *n == kind)
+            .map(|(_, f)| *f)
+            .or_else(|| riis_modules::builtin(kind));
+        let Some(register) = found else {
+            let known: Vec<&str> = extra
+                .iter()
+                .chain(riis_modules::BUILTIN_MODULES.iter())
+                .map(|(n, _)| *n)
+                .collect();
             let key = if entry.kind.is_some() { "type" } else { "name" };
             return Err(config.error_at(
                 &format!("modules[{i}].{key}"),
-                &format!("unknown module `{kind}` (built-in modules: {})", known.join(", ")),
+                &format!("unknown module `{kind}` (known modules: {})", known.join(", ")),
             ));
         };
         builder
@@ -118,9 +131,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Validates the configuration and builds its pipeline.
+    /// Validates the configuration and builds its pipeline with the built-in
+    /// modules.
     pub fn new(config: ServerConfig) -> Result<Self, ConfigError> {
-        let pipeline = build_pipeline(&config)?;
+        Self::with_modules(config, &[])
+    }
+
+    /// Like [`Server::new`], with more modules compiled into the program that
+    /// embeds riis; the configuration enables them by name like built-ins.
+    pub fn with_modules(config: ServerConfig, extra: &[(&str, RegisterModuleFn)]) -> Result<Self, ConfigError> {
+        let pipeline = build_pipeline(&config, extra)?;
         Ok(Self { config, pipeline })
     }
 
@@ -152,6 +172,13 @@ impl Server {
     /// Serves until `shutdown` resolves, then stops listening and gives
     /// in-flight requests `shutdown_timeout` seconds to finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        self.bind().await?.serve(shutdown).await
+    }
+
+    /// Binds every address of the configuration and prints one
+    /// `riis: listening on http://ADDR for SITES` line per listener (scripts
+    /// and tests read it to learn ephemeral ports).
+    pub async fn bind(self) -> Result<BoundServer, ServerError> {
         let plans = plan_listeners(&self.config, &self.pipeline);
         let mut listeners = Vec::with_capacity(plans.len());
         for plan in plans {
@@ -167,16 +194,41 @@ impl Server {
                     None => s.info().site_name.clone(),
                 })
                 .collect();
-            // Tests and scripts read this line to learn ephemeral ports.
             println!("riis: listening on http://{local} for {}", sites.join(", "));
             listeners.push((listener, plan.routes));
         }
+        Ok(BoundServer {
+            server: self,
+            listeners,
+        })
+    }
+}
+
+/// A server whose addresses are bound, not yet serving.
+pub struct BoundServer {
+    server: Server,
+    listeners: Vec<(TcpListener, Arc<[(Option<String>, Arc<Site>)]>)>,
+}
+
+impl BoundServer {
+    /// The bound addresses (with the real port for `:0` bindings).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves until `shutdown` resolves, then drains (see [`Server::serve`]).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Self { server, listeners } = self;
+        let this = &server;
         tracing::info!(
-            modules = ?self.pipeline.module_names().collect::<Vec<_>>(),
+            modules = ?this.pipeline.module_names().collect::<Vec<_>>(),
             "configuration loaded from {}",
-            self.config.file.display()
+            this.config.file.display()
         );
-        self.pipeline.raise_application_start();
+        this.pipeline.raise_application_start();
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let graceful = Arc::new(GracefulShutdown::new());
@@ -194,15 +246,15 @@ impl Server {
             accept_loops.push(tokio::spawn(accept_loop(
                 listener,
                 routes,
-                self.pipeline.clone(),
+                this.pipeline.clone(),
                 builder.clone(),
                 graceful.clone(),
                 stop_rx.clone(),
             )));
         }
         let health = tokio::spawn(health_checks(
-            self.pipeline.clone(),
-            self.config.settings.health_check_interval,
+            this.pipeline.clone(),
+            this.config.settings.health_check_interval,
             stop_rx.clone(),
         ));
 
@@ -213,20 +265,20 @@ impl Server {
             let _ = l.await;
         }
         let _ = health.await;
-        self.pipeline.raise_stop_listening();
+        this.pipeline.raise_stop_listening();
         let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| {
             // Every accept loop has ended, so no clone is left.
             unreachable!("accept loops hold the only other references")
         });
-        let deadline = Duration::from_secs(self.config.settings.shutdown_timeout);
+        let deadline = Duration::from_secs(this.config.settings.shutdown_timeout);
         if tokio::time::timeout(deadline, graceful.shutdown()).await.is_err() {
             tracing::warn!(
                 "in-flight requests did not finish within {}s; closing them",
                 deadline.as_secs()
             );
         }
-        self.pipeline.raise_application_stop();
-        self.pipeline.terminate();
+        this.pipeline.raise_application_stop();
+        this.pipeline.terminate();
         tracing::info!("stopped");
         Ok(())
     }

@@ -1,0 +1,282 @@
+//! Child requests: a module clones its context, changes the URL and executes
+//! it; the child runs its own pipeline, its output is buffered into the
+//! parent's response or sent directly, the parent resumes through
+//! OnAsyncCompletion, and nesting stops at MAX_CHILD_REQUEST_DEPTH.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{ExecuteFlags, Pipeline, RequestNotification as N, MAX_CHILD_REQUEST_DEPTH};
+
+/// A pipeline where `/child` is answered by `ChildHandler` (writes "child",
+/// sets `x-child`) and every other URL by `Parent`, which writes "pre:",
+/// executes `/child` with `flags`, and on completion writes ":post". A
+/// `Recorder` logs `depth:event` for every event of every request, a
+/// `SendWatcher` logs every send as `send depth=… headers=… final=…`.
+fn parent_and_child(flags: ExecuteFlags, log: &Log) -> Arc<Pipeline> {
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Parent",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, call| match call {
+                Call::AsyncCompletion {
+                    notification,
+                    is_post,
+                    info,
+                } => {
+                    log.push(format!(
+                        "parent completion {} bytes={} depth={}",
+                        event_name(notification, is_post),
+                        info.bytes,
+                        ctx.child_depth()
+                    ));
+                    write(ctx, ":post");
+                    Status::Continue
+                }
+                _ => {
+                    write(ctx, "pre:");
+                    let mut child = ctx.clone_context().expect("depth 0 may clone");
+                    child.request_mut().set_url("/child").unwrap();
+                    ctx.execute_request(child, flags).unwrap();
+                    Status::Pending
+                }
+            }),
+        );
+    }
+    t.module(
+        "ChildHandler",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            write(ctx, "child");
+            set_header(ctx, "x-child", &ctx.child_depth().to_string());
+            Status::Continue
+        }),
+    );
+    {
+        let log = log.clone();
+        t.module(
+            "Recorder",
+            Registration::everything(),
+            script(move |ctx, call| {
+                log.push(format!("{}:{}", ctx.child_depth(), call.describe()));
+                Status::Continue
+            }),
+        );
+    }
+    {
+        let log = log.clone();
+        t.module(
+            "SendWatcher",
+            Registration::events(N::SendResponse),
+            script(move |ctx, call| {
+                if let Call::SendResponse(p) = call {
+                    log.push(format!(
+                        "send depth={} headers={} final={}",
+                        ctx.child_depth(),
+                        p.headers_being_sent(),
+                        p.is_final_send()
+                    ));
+                }
+                Status::Continue
+            }),
+        );
+    }
+    t.handler(handler("Child", "/child", &["*"], "Unspecified", &["ChildHandler"]))
+        .handler(catch_all(&["Parent"]));
+    t.build()
+}
+
+/// The recorder's entries for one depth, without the `depth:` prefix.
+fn events_at_depth(log: &Log, depth: u8) -> Vec<String> {
+    let prefix = format!("{depth}:");
+    log.entries()
+        .iter()
+        .filter_map(|e| e.strip_prefix(&prefix).map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_buffered_child_runs_its_own_pipeline_and_the_parent_resumes_with_its_output() {
+    let log = Log::new();
+    let flags = ExecuteFlags {
+        buffer_response: true,
+        ..ExecuteFlags::default()
+    };
+    let pipeline = parent_and_child(flags, &log);
+
+    let outcome = get(&pipeline, "/parent").await;
+
+    // The child saw every event, ExecuteRequestHandler excluded (the
+    // recorder is not its handler).
+    let child: Vec<String> = events_at_depth(&log, 1);
+    let expected: Vec<String> = all_events()
+        .into_iter()
+        .filter(|&(n, post)| post || n != N::ExecuteRequestHandler)
+        .map(|(n, post)| event_name(n, post))
+        .collect();
+    assert_eq!(child, expected);
+
+    // The child ran entirely inside the parent's ExecuteRequestHandler, and
+    // the parent was resumed right after it.
+    let entries = log.entries();
+    let first_child = entries.iter().position(|e| e.starts_with("1:")).unwrap();
+    let last_child = entries.iter().rposition(|e| e.starts_with("1:")).unwrap();
+    assert_eq!(entries[first_child - 1], "0:PostPreExecuteRequestHandler");
+    assert!(entries[last_child + 1].starts_with("parent completion ExecuteRequestHandler"));
+    assert_eq!(entries[last_child + 2], "0:PostExecuteRequestHandler");
+    assert!(
+        entries[last_child + 1].ends_with("depth=0"),
+        "{}",
+        entries[last_child + 1]
+    );
+
+    // One send, by the parent only, carrying the child's body and headers.
+    assert_eq!(
+        entries.iter().filter(|e| e.starts_with("send")).collect::<Vec<_>>(),
+        ["send depth=0 headers=true final=true"]
+    );
+    assert_eq!(outcome.sends.len(), 1);
+    assert_eq!(outcome.body(), "pre:child:post");
+    assert_eq!(outcome.header("x-child"), Some("1"));
+    assert_eq!(outcome.status(), StatusCode::OK);
+    outcome.assert_completed();
+}
+
+#[tokio::test]
+async fn the_child_completion_reports_the_bytes_the_child_produced() {
+    let log = Log::new();
+    let flags = ExecuteFlags {
+        buffer_response: true,
+        ..ExecuteFlags::default()
+    };
+    let pipeline = parent_and_child(flags, &log);
+
+    get(&pipeline, "/parent").await;
+
+    // "child" is 5 bytes; the parent's own "pre:" is not the child's output.
+    assert!(
+        log.entries()
+            .contains(&"parent completion ExecuteRequestHandler bytes=5 depth=0".to_owned()),
+        "{:?}",
+        log.entries()
+    );
+}
+
+#[tokio::test]
+async fn a_direct_child_sends_its_output_before_the_parent_finishes() {
+    let log = Log::new();
+    let pipeline = parent_and_child(ExecuteFlags::default(), &log);
+
+    let outcome = get(&pipeline, "/parent").await;
+
+    let sends: Vec<String> = log
+        .entries()
+        .into_iter()
+        .filter(|e| e.starts_with("send"))
+        .collect();
+    assert_eq!(
+        sends,
+        [
+            "send depth=1 headers=true final=false",
+            "send depth=0 headers=false final=true"
+        ]
+    );
+    assert_eq!(outcome.sends.len(), 2);
+    let first = &outcome.sends[0];
+    assert!(first.head.is_some() && !first.is_final);
+    assert_eq!(first.body, b"pre:child");
+    let last = &outcome.sends[1];
+    assert!(last.head.is_none() && last.is_final);
+    assert_eq!(last.body, b":post");
+    assert_eq!(outcome.header("x-child"), Some("1"));
+    assert_eq!(outcome.body(), "pre:child:post");
+    // The parent's "pre:" went out with the child's send but is not the
+    // child's output.
+    assert!(log
+        .entries()
+        .contains(&"parent completion ExecuteRequestHandler bytes=5 depth=0".to_owned()));
+}
+
+#[tokio::test]
+async fn child_requests_nest_at_most_max_child_request_depth() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Recurse",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, call| {
+                let depth = ctx.child_depth();
+                if let Call::AsyncCompletion { .. } = call {
+                    write(ctx, format!("<{depth}"));
+                    return Status::Continue;
+                }
+                match ctx.clone_context() {
+                    Ok(mut child) => {
+                        log.push(format!("spawn at {depth}"));
+                        child.request_mut().set_url(&format!("/level{}", depth + 1)).unwrap();
+                        let flags = ExecuteFlags {
+                            buffer_response: true,
+                            ..ExecuteFlags::default()
+                        };
+                        ctx.execute_request(child, flags).unwrap();
+                        Status::Pending
+                    }
+                    Err(e) => {
+                        log.push(format!("refused at {depth}"));
+                        write(ctx, format!("deepest={depth} ({})", e.message));
+                        Status::Continue
+                    }
+                }
+            }),
+        );
+    }
+    t.handler(catch_all(&["Recurse"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/level0").await;
+
+    let mut expected: Vec<String> = (0..MAX_CHILD_REQUEST_DEPTH)
+        .map(|d| format!("spawn at {d}"))
+        .collect();
+    expected.push(format!("refused at {MAX_CHILD_REQUEST_DEPTH}"));
+    assert_eq!(log.entries(), expected);
+    assert_eq!(outcome.status(), StatusCode::OK);
+    let body = outcome.body();
+    assert!(body.starts_with("deepest=10 ("), "{body}");
+    assert!(body.ends_with("<9<8<7<6<5<4<3<2<1<0"), "{body}");
+    outcome.assert_completed();
+}
+
+#[tokio::test]
+async fn a_child_with_the_parents_url_needs_same_url() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Loop",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, _| {
+                let child = ctx.clone_context().unwrap();
+                let refused = ctx.execute_request(child, ExecuteFlags::default()).is_err();
+                log.push(format!("refused={refused}"));
+                write(ctx, "done");
+                Status::Continue
+            }),
+        );
+    }
+    t.handler(catch_all(&["Loop"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/same").await;
+
+    assert_eq!(log.entries(), ["refused=true"]);
+    assert_eq!(outcome.body(), "done");
+}

@@ -1,0 +1,176 @@
+//! Global modules: PreBeginRequest sees every request and may still rewrite
+//! its URL; Handled hides a notification from later global modules; TraceEvent
+//! reports the start and end of every module call.
+
+mod common;
+
+use common::*;
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{
+    GlobalModule, GlobalNotification as G, GlobalNotificationStatus, HttpContext, LocationDefinition, Priority,
+    RequestNotification as N, TraceEvent, TracePhase, UrlError,
+};
+
+/// A PreBeginRequest module that logs each URL and rewrites `/old…` to `/new…`.
+struct Rewriter {
+    log: Log,
+}
+
+impl GlobalModule for Rewriter {
+    fn on_global_pre_begin_request(&self, ctx: &mut HttpContext) -> GlobalNotificationStatus {
+        let url = ctx.request().url().to_owned();
+        self.log.push(format!("Rewriter saw {url}"));
+        if let Some(rest) = url.strip_prefix("/old") {
+            ctx.request_mut()
+                .set_url(&format!("/new{rest}"))
+                .expect("the URL may change before the pipeline starts");
+        }
+        GlobalNotificationStatus::Continue
+    }
+}
+
+/// Registers a handler that writes the URL, its location and whether a
+/// rewrite is still allowed.
+fn add_url_echo(t: &mut TestPipeline) {
+    t.module(
+        "UrlEcho",
+        Registration::events(N::ExecuteRequestHandler | N::BeginRequest),
+        script(|ctx, call| {
+            if call.is_event(N::BeginRequest) {
+                let late = ctx.request_mut().set_url("/too-late");
+                assert_eq!(late, Err(UrlError::PipelineStarted));
+                return Status::Continue;
+            }
+            let text = format!("{} in {}", ctx.request().url(), ctx.location().path());
+            write(ctx, text);
+            Status::Continue
+        }),
+    )
+    .handler(catch_all(&["UrlEcho"]));
+}
+
+#[tokio::test]
+async fn pre_begin_request_sees_every_request_and_may_rewrite_the_url() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.register("Rewriter", move |_, reg, _| {
+            reg.set_global_notifications(Rewriter { log }, G::PreBeginRequest.into())
+        });
+    }
+    add_url_echo(&mut t);
+    t.site_mut().locations.push(LocationDefinition {
+        path: "/new".into(),
+        key: "sites[0].locations[0]".into(),
+        ..LocationDefinition::default()
+    });
+    let pipeline = t.build();
+
+    let rewritten = get(&pipeline, "/old/page").await;
+    let plain = get(&pipeline, "/other").await;
+
+    assert_eq!(log.entries(), ["Rewriter saw /old/page", "Rewriter saw /other"]);
+    // The location is resolved again for the rewritten URL.
+    assert_eq!(rewritten.body(), "/new/page in /new");
+    assert_eq!(plain.body(), "/other in /");
+}
+
+/// A PreBeginRequest module that logs its name and returns `status`.
+struct Named {
+    name: &'static str,
+    status: GlobalNotificationStatus,
+    log: Log,
+}
+
+impl GlobalModule for Named {
+    fn on_global_pre_begin_request(&self, _: &mut HttpContext) -> GlobalNotificationStatus {
+        self.log.push(self.name);
+        self.status
+    }
+}
+
+#[tokio::test]
+async fn handled_hides_a_global_notification_from_later_global_modules() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    for (name, status, priority) in [
+        ("Third", GlobalNotificationStatus::Continue, Priority::Low),
+        ("First", GlobalNotificationStatus::Continue, Priority::High),
+        ("Second", GlobalNotificationStatus::Handled, Priority::Medium),
+    ] {
+        let log = log.clone();
+        t.register(name, move |_, reg, _| {
+            reg.set_global_notifications(Named { name, status, log }, G::PreBeginRequest.into())?;
+            reg.set_priority_for_global_notification(G::PreBeginRequest, priority);
+            Ok(())
+        });
+    }
+    t.module("Recorder", Registration::events(N::BeginRequest), recorder(&log));
+    let pipeline = t.build();
+
+    get(&pipeline, "/").await;
+
+    // Handled stops the global modules only; the request goes on.
+    assert_eq!(log.entries(), ["First", "Second", "BeginRequest"]);
+}
+
+/// A TraceEvent module that logs module start/end events.
+struct Tracer {
+    log: Log,
+}
+
+impl GlobalModule for Tracer {
+    fn on_global_trace_event(&self, event: &TraceEvent<'_>) -> GlobalNotificationStatus {
+        let phase = match event.phase {
+            TracePhase::ModuleStart => "start".to_owned(),
+            TracePhase::ModuleEnd { status, .. } => format!("end {status:?}"),
+            TracePhase::Custom { message } => format!("custom {message}"),
+        };
+        self.log.push(format!(
+            "{} {} {phase} {}",
+            event.module,
+            event_name(event.notification, event.is_post),
+            event.url
+        ));
+        GlobalNotificationStatus::Continue
+    }
+}
+
+#[tokio::test]
+async fn trace_event_reports_module_start_and_end() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.register("Tracer", move |_, reg, _| {
+            reg.set_global_notifications(Tracer { log }, G::TraceEvent.into())
+        });
+    }
+    t.module(
+        "Worker",
+        Registration::events(N::BeginRequest).with_post(N::AuthorizeRequest),
+        script(|ctx, call| {
+            if call.is_event(N::BeginRequest) {
+                ctx.raise_trace_event("working");
+                return Status::Continue;
+            }
+            Status::FinishRequest
+        }),
+    );
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/traced").await;
+
+    assert_eq!(
+        log.entries(),
+        [
+            "Worker BeginRequest start /traced",
+            "Worker BeginRequest custom working /traced",
+            "Worker BeginRequest end Continue /traced",
+            "Worker PostAuthorizeRequest start /traced",
+            "Worker PostAuthorizeRequest end FinishRequest /traced",
+        ]
+    );
+    assert_eq!(outcome.status(), StatusCode::OK);
+}

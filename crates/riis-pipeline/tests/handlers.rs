@@ -1,0 +1,197 @@
+//! Choosing and running a handler: only the chosen handler's modules run at
+//! ExecuteRequestHandler, in the handler's order; mapping failures answer
+//! 404.4 (no handler), 405 (verb) and 404 (missing resource); a handler that
+//! leaves the response untouched answers 404.
+
+mod common;
+
+use common::*;
+use riis_pipeline::http::{Method, StatusCode};
+use riis_pipeline::{Priority, RequestNotification as N};
+
+/// Registers a handler-capable module that logs its name and, if `answer` is
+/// given, writes it.
+fn add_handler_module(t: &mut TestPipeline, log: &Log, name: &'static str, answer: Option<&'static str>) {
+    let log = log.clone();
+    t.module(
+        name,
+        Registration::events(N::ExecuteRequestHandler).priority(N::ExecuteRequestHandler, Priority::Medium),
+        script(move |ctx, _| {
+            log.push(name);
+            if let Some(text) = answer {
+                write(ctx, text);
+            }
+            Status::Continue
+        }),
+    );
+}
+
+#[tokio::test]
+async fn only_the_chosen_handlers_modules_run_in_the_handlers_order() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_handler_module(&mut t, &log, "Answer", Some("answered"));
+    add_handler_module(&mut t, &log, "Passer", None);
+    add_handler_module(&mut t, &log, "Other", Some("other"));
+    // Module-list order (and FIRST priority) would put Answer first; the
+    // handler's own order wins.
+    t.module(
+        "FirstEverywhere",
+        Registration::events(N::ExecuteRequestHandler).priority(N::ExecuteRequestHandler, Priority::First),
+        recorder(&log),
+    )
+    .handler(handler("Php", "*.php", &["*"], "Unspecified", &["Other"]))
+    .handler(handler("Main", "*", &["*"], "Unspecified", &["Passer", "Answer"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/index.html").await;
+
+    assert_eq!(log.entries(), ["Passer", "Answer"]);
+    assert_eq!(outcome.status(), StatusCode::OK);
+    assert_eq!(outcome.body(), "answered");
+    assert_eq!(outcome.context().handler_name(), Some("Main"));
+
+    log.take();
+    let php = get(&pipeline, "/index.php").await;
+    assert_eq!(log.entries(), ["Other"]);
+    assert_eq!(php.body(), "other");
+}
+
+#[tokio::test]
+async fn no_handler_for_the_path_answers_404_4() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_handler_module(&mut t, &log, "Php", Some("php"));
+    t.handler(handler("Php", "*.php", &["*"], "Unspecified", &["Php"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/page.html").await;
+
+    assert_eq!(outcome.status(), StatusCode::NOT_FOUND);
+    assert_eq!(outcome.context().response().substatus(), 4);
+    assert_eq!(outcome.context().handler_name(), None);
+    assert!(log.entries().is_empty(), "no handler module ran");
+    outcome.assert_completed();
+}
+
+#[tokio::test]
+async fn a_site_without_handlers_answers_404_4() {
+    let pipeline = TestPipeline::new().build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(outcome.status(), StatusCode::NOT_FOUND);
+    assert_eq!(outcome.context().response().substatus(), 4);
+}
+
+#[tokio::test]
+async fn a_path_match_with_the_wrong_verb_answers_405() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_handler_module(&mut t, &log, "Api", Some("api"));
+    t.handler(handler("Api", "/api/*", &["GET", "HEAD"], "Unspecified", &["Api"]));
+    let pipeline = t.build();
+
+    let refused = run(&pipeline, request(Method::DELETE, "/api/items")).await;
+    assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(log.entries().is_empty());
+
+    let allowed = get(&pipeline, "/api/items").await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(allowed.body(), "api");
+}
+
+#[tokio::test]
+async fn a_missing_resource_for_a_file_handler_answers_404() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_handler_module(&mut t, &log, "Static", Some("file body"));
+    t.handler(handler("StaticFile", "*", &["GET"], "File", &["Static"]))
+        .file("/site/present.txt");
+    let fs = t.fs();
+    let pipeline = t.build();
+
+    let missing = get(&pipeline, "/absent.txt").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.context().response().substatus(), 0);
+    assert!(log.entries().is_empty());
+
+    let present = get(&pipeline, "/present.txt").await;
+    assert_eq!(present.status(), StatusCode::OK);
+    assert_eq!(present.body(), "file body");
+    assert_eq!(
+        fs.probes(),
+        [
+            std::path::PathBuf::from("/site/absent.txt"),
+            std::path::PathBuf::from("/site/present.txt")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_later_handler_catches_what_a_file_handler_refuses() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_handler_module(&mut t, &log, "Static", Some("static"));
+    add_handler_module(&mut t, &log, "Dynamic", Some("dynamic"));
+    t.handler(handler("StaticFile", "*", &["GET"], "File", &["Static"]))
+        .handler(handler("Fallback", "*", &["*"], "Unspecified", &["Dynamic"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/generated").await;
+
+    assert_eq!(outcome.body(), "dynamic");
+    assert_eq!(outcome.context().handler_name(), Some("Fallback"));
+}
+
+#[tokio::test]
+async fn a_handler_whose_modules_leave_the_response_untouched_answers_404() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_handler_module(&mut t, &log, "PassA", None);
+    add_handler_module(&mut t, &log, "PassB", None);
+    t.handler(catch_all(&["PassA", "PassB"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/nothing-here").await;
+
+    assert_eq!(log.entries(), ["PassA", "PassB"]);
+    assert_eq!(outcome.status(), StatusCode::NOT_FOUND);
+    assert_eq!(outcome.context().response().substatus(), 0);
+    outcome.assert_completed();
+}
+
+#[tokio::test]
+async fn a_module_may_replace_the_handler_during_map_request_handler() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_handler_module(&mut t, &log, "Normal", Some("normal"));
+    add_handler_module(&mut t, &log, "Special", Some("special"));
+    {
+        let log = log.clone();
+        t.module(
+            "Chooser",
+            Registration::events(N::MapRequestHandler | N::AuthorizeRequest),
+            script(move |ctx, call| {
+                let replaced = ctx.set_handler("SpecialHandler");
+                log.push(format!("{} set_handler={replaced}", call.describe()));
+                Status::Continue
+            }),
+        );
+    }
+    t.handler(handler("SpecialHandler", "/special-only", &["*"], "Unspecified", &["Special"]))
+        .handler(catch_all(&["Normal"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/page").await;
+
+    assert_eq!(
+        log.entries(),
+        [
+            "AuthorizeRequest set_handler=false",
+            "MapRequestHandler set_handler=true",
+            "Special"
+        ]
+    );
+    assert_eq!(outcome.body(), "special");
+}

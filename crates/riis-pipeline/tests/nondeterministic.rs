@@ -1,0 +1,300 @@
+//! The nondeterministic notifications a module raises or triggers: custom
+//! notifications with their own providers, MapPath (and its effect on
+//! choosing a handler), and ReadEntity replacing the request body a handler
+//! reads.
+
+mod common;
+
+use std::any::Any;
+use std::path::PathBuf;
+
+use common::*;
+use riis_pipeline::bytes::Bytes;
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{CustomNotificationProvider, RequestNotification as N};
+
+/// The payload of the `test.greeting` custom notification.
+struct Greeting {
+    words: Vec<String>,
+}
+
+impl CustomNotificationProvider for Greeting {
+    fn notification_type(&self) -> &str {
+        "test.greeting"
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// A custom notification of another type, which listeners ignore.
+struct Unrelated;
+
+impl CustomNotificationProvider for Unrelated {
+    fn notification_type(&self) -> &str {
+        "test.unrelated"
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+#[tokio::test]
+async fn a_custom_notification_reaches_listeners_who_change_its_payload() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Raiser",
+            // Also a listener: it must not be re-entered for its own notification.
+            Registration::events(N::BeginRequest | N::CustomNotification),
+            script(move |ctx, call| {
+                if let Call::Custom(_) = call {
+                    log.push("Raiser re-entered");
+                    return Status::Continue;
+                }
+                ctx.raise_custom_notification(&mut Unrelated);
+                let mut greeting = Greeting {
+                    words: vec!["hello".into()],
+                };
+                ctx.raise_custom_notification(&mut greeting);
+                write(ctx, greeting.words.join(" "));
+                Status::FinishRequest
+            }),
+        );
+    }
+    {
+        let log = log.clone();
+        t.module(
+            "Listener",
+            Registration::events(N::CustomNotification),
+            script(move |ctx, call| {
+                let Call::Custom(provider) = call else {
+                    return Status::Continue;
+                };
+                log.push(format!("Listener saw {}", provider.notification_type()));
+                if provider.notification_type() != "test.greeting" {
+                    return Status::Continue;
+                }
+                let greeting = provider
+                    .as_any_mut()
+                    .downcast_mut::<Greeting>()
+                    .expect("test.greeting carries a Greeting");
+                greeting.words.push("from".into());
+                greeting
+                    .words
+                    .push(ctx.current_execution_stats().unwrap().module.to_owned());
+                Status::Continue
+            }),
+        );
+    }
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(
+        log.entries(),
+        ["Listener saw test.unrelated", "Listener saw test.greeting"]
+    );
+    assert_eq!(outcome.body(), "hello from Listener");
+}
+
+/// Registers `Remap`, which moves `/virtual/…` to `/elsewhere/…` on disk.
+fn add_remap(t: &mut TestPipeline) {
+    t.module(
+        "Remap",
+        Registration::events(N::MapPath),
+        script(|_, call| {
+            if let Call::MapPath(provider) = call {
+                if let Some(rest) = provider.url().strip_prefix("/virtual/") {
+                    let replaced = PathBuf::from("/elsewhere").join(rest);
+                    provider.set_physical_path(replaced);
+                }
+            }
+            Status::Continue
+        }),
+    );
+}
+
+#[tokio::test]
+async fn map_path_modules_replace_the_physical_path_a_module_asks_for() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_remap(&mut t);
+    {
+        let log = log.clone();
+        t.module(
+            "Asker",
+            Registration::events(N::BeginRequest),
+            script(move |ctx, _| {
+                for url in ["/virtual/a.txt", "/plain/b.txt", "/"] {
+                    log.push(ctx.map_path(url).display().to_string());
+                }
+                Status::Continue
+            }),
+        );
+    }
+    let pipeline = t.build();
+
+    get(&pipeline, "/").await;
+
+    assert_eq!(
+        log.entries(),
+        ["/elsewhere/a.txt", "/site/plain/b.txt", "/site"]
+    );
+}
+
+#[tokio::test]
+async fn a_file_handler_is_chosen_by_the_replaced_physical_path() {
+    let mut t = TestPipeline::new();
+    add_remap(&mut t);
+    t.module(
+        "Static",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            let path = ctx.physical_path().display().to_string();
+            write(ctx, path);
+            Status::Continue
+        }),
+    )
+    .handler(handler("StaticFile", "*", &["GET"], "File", &["Static"]))
+    // Only the replaced path exists; the unreplaced one does not.
+    .file("/elsewhere/a.txt");
+    let fs = t.fs();
+    let pipeline = t.build();
+
+    let found = get(&pipeline, "/virtual/a.txt").await;
+    assert_eq!(found.status(), StatusCode::OK);
+    assert_eq!(found.body(), "/elsewhere/a.txt");
+    assert_eq!(fs.probes(), [PathBuf::from("/elsewhere/a.txt")]);
+
+    let missing = get(&pipeline, "/virtual/missing.txt").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        fs.probes().last(),
+        Some(&PathBuf::from("/elsewhere/missing.txt"))
+    );
+
+    // Without the rewrite the file would be looked for under the site root.
+    let unmapped = get(&pipeline, "/a.txt").await;
+    assert_eq!(unmapped.status(), StatusCode::NOT_FOUND);
+    assert_eq!(fs.probes().last(), Some(&PathBuf::from("/site/a.txt")));
+}
+
+/// Registers `Echo`, a handler that reads the whole body `chunk` bytes at a
+/// time through `read_entity_body` + Pending and writes back what it read,
+/// logging each completion's byte count.
+fn add_echo(t: &mut TestPipeline, chunk: usize, log: &Log) {
+    let log = log.clone();
+    t.module(
+        "Echo",
+        Registration::events(N::ExecuteRequestHandler),
+        script(move |ctx, call| {
+            if let Call::AsyncCompletion { info, .. } = call {
+                log.push(format!("read {}", info.bytes));
+                if info.bytes == 0 {
+                    assert!(ctx.request().is_body_complete());
+                    if !ctx.response().is_touched() {
+                        write(ctx, "");
+                    }
+                    return Status::Continue;
+                }
+                assert_eq!(ctx.request().read_data().len() as u64, info.bytes);
+                let data = ctx.request().read_data().clone();
+                ctx.response_mut().write(data);
+            }
+            ctx.read_entity_body(chunk).unwrap();
+            Status::Pending
+        }),
+    );
+    t.handler(catch_all(&["Echo"]));
+}
+
+/// Registers `Upper`, a ReadEntity module that uppercases every read.
+fn add_upper(t: &mut TestPipeline, log: &Log) {
+    let log = log.clone();
+    t.module(
+        "Upper",
+        Registration::events(N::ReadEntity),
+        script(move |_, call| {
+            if let Call::ReadEntity(provider) = call {
+                log.push(format!(
+                    "Upper saw {:?}",
+                    String::from_utf8_lossy(provider.entity())
+                ));
+                let upper = provider.entity().to_ascii_uppercase();
+                provider.set_entity(Bytes::from(upper));
+            }
+            Status::Continue
+        }),
+    );
+}
+
+#[tokio::test]
+async fn read_entity_modules_replace_the_body_a_handler_reads() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_upper(&mut t, &log);
+    add_echo(&mut t, 4, &log);
+    let pipeline = t.build();
+    let (req, body) = post_request("/echo", &["hello ", "world"]);
+
+    let outcome = run_with_body(&pipeline, req, body).await;
+
+    assert_eq!(outcome.body(), "HELLO WORLD");
+    assert_eq!(
+        log.entries(),
+        [
+            "Upper saw \"hell\"",
+            "read 4",
+            "Upper saw \"o \"",
+            "read 2",
+            "Upper saw \"worl\"",
+            "read 4",
+            "Upper saw \"d\"",
+            "read 1",
+            "read 0",
+        ]
+    );
+    assert_eq!(outcome.context().request().bytes_received(), 11);
+}
+
+#[tokio::test]
+async fn inserted_entity_body_is_read_before_the_clients_body() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "Inserter",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            ctx.request_mut().insert_entity_body("PREFIX:");
+            assert!(!ctx.request().is_body_complete());
+            Status::Continue
+        }),
+    );
+    add_echo(&mut t, 64, &log);
+    let pipeline = t.build();
+    let (req, body) = post_request("/echo", &["client body"]);
+
+    let outcome = run_with_body(&pipeline, req, body).await;
+
+    assert_eq!(outcome.body(), "PREFIX:client body");
+    assert_eq!(log.entries(), ["read 7", "read 11", "read 0"]);
+}
+
+#[tokio::test]
+async fn a_request_without_a_body_reads_zero_bytes_at_once() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_upper(&mut t, &log);
+    add_echo(&mut t, 16, &log);
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/echo").await;
+
+    // ReadEntity does not fire for an empty read.
+    assert_eq!(log.entries(), ["read 0"]);
+    assert_eq!(outcome.status(), StatusCode::OK);
+    assert_eq!(outcome.body(), "");
+}

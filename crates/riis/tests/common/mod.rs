@@ -1,0 +1,218 @@
+//! Shared helpers for the integration tests: start the real server (the
+//! binary, or the library with test modules) on an ephemeral loopback port,
+//! and a small HTTP/1.1 client over plain sockets.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A temporary folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty folder under the system temp dir.
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "riis-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// Writes a file (creating folders) and returns its path.
+    pub fn write(&self, rel: &str, data: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.0.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `riis` binary running as a child process; killed on drop.
+pub struct RunningBinary {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl RunningBinary {
+    /// Starts `riis serve ARGS --listen 127.0.0.1:0` and waits for its
+    /// listening line.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_riis"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env("RIIS_LOG", "warn")
+            .spawn()
+            .expect("start the riis binary");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next()
+            .expect("riis printed nothing before exiting")
+            .unwrap();
+        let addr = line
+            .strip_prefix("riis: listening on http://")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection.
+pub struct Connection {
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    pub fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Self {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Writes raw bytes.
+    pub fn send_raw(&mut self, data: &[u8]) {
+        self.reader.get_mut().write_all(data).unwrap();
+    }
+
+    /// A GET with Host and nothing else.
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send_raw(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        self.read_response(false)
+    }
+
+    /// Reads one response; `head_only` for HEAD requests.
+    pub fn read_response(&mut self, head_only: bool) -> Response {
+        let mut head = Vec::new();
+        loop {
+            let n = self.reader.read_until(b'\n', &mut head).unwrap();
+            assert!(n > 0, "connection closed before a full response head");
+            if head.ends_with(b"\r\n\r\n") {
+                break;
+            }
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut headers);
+        parsed.parse(&head).unwrap();
+        let status = parsed.code.unwrap();
+        let reason = parsed.reason.unwrap_or("").to_owned();
+        let headers: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+            .collect();
+        let mut resp = Response {
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        };
+        if head_only || status == 204 || status == 304 {
+            return resp;
+        }
+        if resp.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                let mut line = String::new();
+                self.reader.read_line(&mut line).unwrap();
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap(), 16).unwrap();
+                let mut chunk = vec![0; size + 2];
+                self.reader.read_exact(&mut chunk).unwrap();
+                if size == 0 {
+                    break;
+                }
+                resp.body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(len) = resp.header("content-length") {
+            let len: usize = len.parse().unwrap();
+            resp.body = vec![0; len];
+            self.reader.read_exact(&mut resp.body).unwrap();
+        } else {
+            self.reader.read_to_end(&mut resp.body).unwrap();
+        }
+        resp
+    }
+
+    /// Whether the server closed the connection (reads EOF).
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0))
+    }
+}
+
+/// One GET on a fresh connection.
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    Connection::open(addr).get(path)
+}
+
+/// Writes a configuration file whose site root is `root`.
+pub fn write_config(dir: &TempDir, root: &Path, body: &str) -> PathBuf {
+    let text = format!(
+        "{body}\n[[sites]]\nname = \"Test\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
+        root.display()
+    );
+    dir.write("riis.toml", text)
+}

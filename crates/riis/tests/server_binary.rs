@@ -1,0 +1,279 @@
+//! The `riis` binary over real sockets: defaults, static files, the example
+//! modules, HTTP/1.1 keep-alive and pipelining, HTTP/2, the CLI, shutdown.
+
+mod common;
+
+use std::process::Command;
+
+use common::{get, write_config, Connection, RunningBinary, TempDir};
+
+const STATIC_MODULES: &str = r#"
+[[modules]]
+name = "EventTrace"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
+"#;
+
+fn static_site() -> (TempDir, RunningBinary) {
+    let dir = TempDir::new("static");
+    let root = dir.path().join("www");
+    dir.write("www/index.html", "<h1>home</h1>");
+    dir.write("www/a.txt", "alpha");
+    dir.write("www/docs/index.html", "<h1>docs</h1>");
+    dir.write("www/data.unknownext", "x");
+    let config = write_config(&dir, &root, STATIC_MODULES);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    (dir, server)
+}
+
+#[test]
+fn with_no_configuration_the_example_site_is_served() {
+    let server = RunningBinary::start(&[]);
+    let resp = get(server.addr, "/");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("text/html"));
+    assert!(resp.text().contains("riis is running"));
+    let resp = get(server.addr, "/hello.txt");
+    assert_eq!(resp.text(), "Hello from riis.\n");
+}
+
+#[test]
+fn static_files_have_type_length_and_validators() {
+    let (_dir, server) = static_site();
+    let resp = get(server.addr, "/a.txt");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    assert_eq!(resp.header("content-length"), Some("5"));
+    assert!(resp.header("last-modified").is_some_and(|v| v.ends_with("GMT")));
+    assert!(resp.header("etag").is_some_and(|v| v.starts_with('"')));
+    assert!(resp.header("server").is_some_and(|v| v.starts_with("riis/")));
+    assert!(resp.header("date").is_some());
+    assert_eq!(resp.text(), "alpha");
+}
+
+#[test]
+fn head_sends_length_without_body() {
+    let (_dir, server) = static_site();
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"HEAD /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = conn.read_response(true);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-length"), Some("5"));
+    // The connection is still usable: no stray body bytes were sent.
+    assert_eq!(conn.get("/a.txt").text(), "alpha");
+}
+
+#[test]
+fn missing_files_directories_and_unknown_types() {
+    let (_dir, server) = static_site();
+    assert_eq!(get(server.addr, "/missing.txt").status, 404);
+    let resp = get(server.addr, "/docs");
+    assert_eq!(resp.status, 301);
+    assert_eq!(resp.header("location"), Some("/docs/"));
+    let resp = get(server.addr, "/docs/");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "<h1>docs</h1>");
+    // IIS refuses extensions without a MIME type (404.3).
+    assert_eq!(get(server.addr, "/data.unknownext").status, 404);
+    // Other methods than the handler's verbs: 405.
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"DELETE /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 405);
+}
+
+#[test]
+fn encoded_traversal_is_refused() {
+    let (_dir, server) = static_site();
+    for path in ["/%2e%2e/riis.toml", "/docs/%2E%2E/%2e%2e/riis.toml", "/..%5criis.toml", "/a%00.txt"] {
+        let resp = get(server.addr, path);
+        assert!(resp.status == 400 || resp.status == 404, "{path}: {}", resp.status);
+        assert!(!resp.text().contains("[[sites]]"), "{path} leaked the config");
+    }
+}
+
+#[test]
+fn event_trace_shows_the_pipeline_order() {
+    let (_dir, server) = static_site();
+    let resp = get(server.addr, "/a.txt");
+    let trace = resp.header("x-riis-trace").expect("EventTrace header");
+    // The server maps the URL while choosing the handler, as MapRequestHandler
+    // starts: MapPath comes right before the modules' MapRequestHandler.
+    assert!(trace.contains("PostResolveRequestCache,MapPath,MapRequestHandler"), "{trace}");
+    let events: Vec<&str> = trace.split(',').filter(|e| *e != "MapPath").collect();
+    let expected_prefix = [
+        "BeginRequest",
+        "PostBeginRequest",
+        "AuthenticateRequest",
+        "PostAuthenticateRequest",
+        "AuthorizeRequest",
+        "PostAuthorizeRequest",
+        "ResolveRequestCache",
+        "PostResolveRequestCache",
+        "MapRequestHandler",
+    ];
+    assert_eq!(&events[..9], &expected_prefix, "{trace}");
+    // EventTrace is not the handler, so ExecuteRequestHandler is not in its
+    // trace, but the post-event is.
+    assert!(!events.contains(&"ExecuteRequestHandler"), "{trace}");
+    let tail = [
+        "PostExecuteRequestHandler",
+        "ReleaseRequestState",
+        "PostReleaseRequestState",
+        "UpdateRequestCache",
+        "PostUpdateRequestCache",
+        "LogRequest",
+        "PostLogRequest",
+        "EndRequest",
+        "PostEndRequest",
+        "SendResponse",
+    ];
+    assert_eq!(&events[events.len() - tail.len()..], &tail, "{trace}");
+}
+
+#[test]
+fn hello_world_finishes_at_begin_request() {
+    let dir = TempDir::new("hello");
+    let config = write_config(
+        &dir,
+        dir.path(),
+        "[[modules]]\nname = \"EventTrace\"\n[[modules]]\nname = \"HelloWorld\"\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    for path in ["/", "/anything?x=1"] {
+        let resp = get(server.addr, path);
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("content-type"), Some("text/plain"));
+        assert_eq!(resp.text(), "Hello World!");
+        assert_eq!(
+            resp.header("x-riis-trace"),
+            Some("BeginRequest,LogRequest,PostLogRequest,EndRequest,PostEndRequest,SendResponse")
+        );
+    }
+}
+
+#[test]
+fn async_hello_completes_through_on_async_completion() {
+    let dir = TempDir::new("async");
+    let config = write_config(&dir, dir.path(), "[[modules]]\nname = \"AsyncHello\"\n");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "Hello World!");
+    assert_eq!(resp.header("x-async-completion"), Some("BeginRequest bytes=12 status=0x00000000"));
+    // Flushed before the end of the request, so the body was streamed.
+    assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
+    // And the connection stays usable.
+    assert_eq!(conn.get("/").text(), "Hello World!");
+}
+
+#[test]
+fn keep_alive_and_pipelining() {
+    let (_dir, server) = static_site();
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..3 {
+        assert_eq!(conn.get("/a.txt").text(), "alpha");
+    }
+    let batch: String = (0..16)
+        .map(|i| format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", if i % 2 == 0 { "a.txt" } else { "docs/" }))
+        .collect();
+    conn.send_raw(batch.as_bytes());
+    for i in 0..16 {
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 200);
+        let expected = if i % 2 == 0 { "alpha" } else { "<h1>docs</h1>" };
+        assert_eq!(resp.text(), expected, "response {i} out of order");
+    }
+}
+
+#[test]
+fn http2_with_prior_knowledge() {
+    let (_dir, server) = static_site();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use http_body_util::{BodyExt, Empty};
+        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut pending = Vec::new();
+        for path in ["/a.txt", "/docs/", "/missing"] {
+            let req = http::Request::get(format!("http://{}{path}", server.addr))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            pending.push(sender.send_request(req));
+        }
+        let mut results = Vec::new();
+        for p in pending {
+            let resp = p.await.unwrap();
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            results.push((status, String::from_utf8_lossy(&body).into_owned()));
+        }
+        assert_eq!(results[0], (200, "alpha".into()));
+        assert_eq!(results[1], (200, "<h1>docs</h1>".into()));
+        assert_eq!(results[2].0, 404);
+    });
+}
+
+#[test]
+fn serve_root_serves_a_folder_without_a_file() {
+    let dir = TempDir::new("root");
+    dir.write("index.html", "folder home");
+    let server = RunningBinary::start(&["--root", dir.path().to_str().unwrap()]);
+    assert_eq!(get(server.addr, "/").text(), "folder home");
+}
+
+#[test]
+fn check_config_reports_file_line_and_key() {
+    let dir = TempDir::new("check");
+    let good = write_config(&dir, dir.path(), STATIC_MODULES);
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad = dir.write(
+        "bad.toml",
+        "[[modules]]\nname = \"StaticFile\"\n\n[[sites]]\nname = \"x\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\nstatic_file = { max_age = \"soon\" }\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:8:"), "{err}");
+    assert!(err.contains("sites[0].static_file.max_age"), "{err}");
+
+    let unknown = dir.write("unknown.toml", "[[modules]]\nname = \"NoSuchModule\"\n[[sites]]\nname = \"x\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", unknown.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown.toml:2:") && err.contains("NoSuchModule"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let (_dir, server) = static_site();
+    assert_eq!(get(server.addr, "/a.txt").status, 200);
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
