@@ -198,8 +198,7 @@ impl RequestExecution {
     /// Starts a request's execution; nothing runs until the first resume.
     pub fn new(ctx: HttpContext) -> Self {
         let pipeline = ctx.pipeline.clone();
-        let mut frames = Vec::with_capacity(1);
-        frames.push(Frame::new(Box::new(ctx), false));
+        let frames = vec![Frame::new(Box::new(ctx), false)];
         Self {
             pipeline,
             frames,

@@ -181,6 +181,11 @@ pub struct ScriptedModule {
 }
 
 impl ScriptedModule {
+    /// A module running `script`, for tests that register their own factory.
+    pub fn new(script: Script) -> Self {
+        Self { script }
+    }
+
     fn event(&self, ctx: &mut HttpContext, n: RequestNotification, post: bool) -> Status {
         (self.script)(
             ctx,

@@ -1,0 +1,182 @@
+//! Module configuration sections: declared by a module, set at server, site
+//! and location level, merged per location key by key, read per request; and
+//! the build errors that point at the offending key.
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use common::*;
+use riis_pipeline::{LocationDefinition, RequestNotification as N, Section, SectionSource};
+use serde::Deserialize;
+
+/// The test module's section.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Greeting {
+    text: String,
+    punctuation: String,
+    limits: Limits,
+}
+
+/// A nested table, to see merging below the top level.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Limits {
+    low: i64,
+    high: i64,
+}
+
+/// A section occurrence from TOML text.
+fn source(name: &str, toml_text: &str, key: &str) -> SectionSource {
+    SectionSource {
+        name: name.to_owned(),
+        value: toml::Value::Table(toml::from_str(toml_text).expect("valid test TOML")),
+        key: key.to_owned(),
+    }
+}
+
+/// A location with sections.
+fn location(path: &str, index: usize, sections: Vec<SectionSource>) -> LocationDefinition {
+    LocationDefinition {
+        path: path.to_owned(),
+        sections,
+        key: format!("sites[0].locations[{index}]"),
+        ..LocationDefinition::default()
+    }
+}
+
+/// A pipeline whose `Greeter` module declares the `greeting` section and
+/// answers every request with the value resolved for it.
+fn greeter_pipeline() -> TestPipeline {
+    let mut t = TestPipeline::new();
+    let handle: Arc<OnceLock<Section<Greeting>>> = Arc::default();
+    let for_script = handle.clone();
+    t.register("Greeter", move |_, reg, _| {
+        let section = reg.declare_section::<Greeting>("greeting")?;
+        handle.set(section).unwrap();
+        let for_script = for_script.clone();
+        reg.set_request_notifications(
+            move || ScriptedModule::new(greet(for_script.clone())),
+            N::ExecuteRequestHandler.into(),
+            Default::default(),
+        )
+    });
+    t.handler(catch_all(&["Greeter"]));
+    t
+}
+
+/// The Greeter's script: writes `text punctuation low..high`.
+fn greet(section: Arc<OnceLock<Section<Greeting>>>) -> Script {
+    script(move |ctx, _| {
+        let g = ctx.config(*section.get().expect("declared at registration"));
+        let text = format!("{}{} {}..{}", g.text, g.punctuation, g.limits.low, g.limits.high);
+        write(ctx, text);
+        Status::Continue
+    })
+}
+
+#[tokio::test]
+async fn sections_merge_from_server_to_site_to_location_key_by_key() {
+    let mut t = greeter_pipeline();
+    t.builder_mut().server_section(source(
+        "greeting",
+        "text = 'server'\npunctuation = '!'\n[limits]\nlow = 1\nhigh = 10",
+        "greeting",
+    ));
+    let site = t.site_mut();
+    site.sections.push(source("greeting", "text = 'site'", "sites[0].greeting"));
+    site.locations.push(location(
+        "/loc",
+        0,
+        vec![source(
+            "greeting",
+            "punctuation = '?'\n[limits]\nhigh = 20",
+            "sites[0].locations[0].greeting",
+        )],
+    ));
+    site.locations.push(location(
+        "/loc/inner",
+        1,
+        vec![source("greeting", "text = 'inner'", "sites[0].locations[1].greeting")],
+    ));
+    let pipeline = t.build();
+
+    assert_eq!(get(&pipeline, "/").await.body(), "site! 1..10");
+    assert_eq!(get(&pipeline, "/loc").await.body(), "site? 1..20");
+    assert_eq!(get(&pipeline, "/loc/page").await.body(), "site? 1..20");
+    assert_eq!(get(&pipeline, "/loc/inner/page").await.body(), "inner? 1..20");
+    // A prefix match must end at a segment boundary.
+    assert_eq!(get(&pipeline, "/location").await.body(), "site! 1..10");
+}
+
+#[tokio::test]
+async fn an_unset_section_takes_the_types_defaults() {
+    let pipeline = greeter_pipeline().build();
+
+    assert_eq!(get(&pipeline, "/").await.body(), " 0..0");
+    assert_eq!(
+        pipeline.sections().collect::<Vec<_>>(),
+        [("greeting", "Greeter")]
+    );
+}
+
+#[test]
+fn an_unknown_field_is_a_build_error_naming_the_full_key_path() {
+    let mut t = greeter_pipeline();
+    t.site_mut().locations.push(location(
+        "/loc",
+        0,
+        vec![source(
+            "greeting",
+            "text = 'fine'\ncolour = 'red'",
+            "sites[0].locations[0].greeting",
+        )],
+    ));
+
+    let error = t.try_build().expect_err("colour is not a field");
+
+    assert_eq!(error.key, "sites[0].locations[0].greeting.colour");
+    assert!(error.message.contains("colour"), "{}", error.message);
+}
+
+#[test]
+fn a_nested_type_error_names_the_nested_key() {
+    let mut t = greeter_pipeline();
+    t.site_mut().sections.push(source(
+        "greeting",
+        "[limits]\nhigh = 'lots'",
+        "sites[0].greeting",
+    ));
+
+    let error = t.try_build().expect_err("high must be an integer");
+
+    assert_eq!(error.key, "sites[0].greeting.limits.high");
+}
+
+#[test]
+fn an_undeclared_section_is_a_build_error() {
+    let mut t = greeter_pipeline();
+    t.site_mut()
+        .sections
+        .push(source("nobody_declares_this", "x = 1", "sites[0].nobody_declares_this"));
+
+    let error = t.try_build().expect_err("no module declares the section");
+
+    assert_eq!(error.key, "sites[0].nobody_declares_this");
+    assert!(error.message.contains("nobody_declares_this"), "{}", error.message);
+}
+
+#[test]
+fn a_section_declared_twice_fails_registration() {
+    let mut builder = riis_pipeline::PipelineBuilder::new();
+    builder
+        .register_module("A", |_, reg, _| reg.declare_section::<Greeting>("greeting").map(|_| ()))
+        .unwrap();
+
+    let error = builder
+        .register_module("B", |_, reg, _| reg.declare_section::<Greeting>("greeting").map(|_| ()))
+        .expect_err("the name is taken");
+
+    assert!(error.message.contains("greeting"), "{}", error.message);
+}

@@ -1,0 +1,290 @@
+//! The server library with test modules compiled in, over real sockets:
+//! panic isolation, Pending completed from another thread, body reads through
+//! ReadEntity, host-name routing, and draining at shutdown.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Connection, TempDir};
+use riis_pipeline::http::{header, HeaderValue, StatusCode};
+use riis_pipeline::{
+    CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, ReadEntityProvider,
+    RegisterModuleFn, RequestNotification as N, RequestNotificationStatus as Status, RequestNotifications,
+    ServerInfo,
+};
+use riis_server::{Server, ServerConfig};
+use tokio::sync::oneshot;
+
+/// Panics at BeginRequest for `/boom`, passes otherwise.
+struct Boom;
+impl HttpModule for Boom {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> Status {
+        if ctx.request().url() == "/boom" {
+            panic!("boom requested");
+        }
+        Status::Continue
+    }
+}
+
+fn register_boom(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
+    r.set_request_notifications(|| Boom, N::BeginRequest.into(), RequestNotifications::NONE)
+}
+
+/// Answers every request after a background thread signals completion.
+struct Later;
+impl HttpModule for Later {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        let handle = ctx.completion_handle();
+        ctx.response_mut().write("done later");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            handle.indicate_completion(Status::Continue);
+        });
+        Status::Pending
+    }
+}
+
+fn register_later(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
+    r.set_request_notifications(|| Later, N::ExecuteRequestHandler.into(), RequestNotifications::NONE)
+}
+
+/// Reads the whole body asynchronously and echoes it.
+#[derive(Default)]
+struct Echo {
+    body: Vec<u8>,
+}
+impl Echo {
+    fn read_more(&mut self, ctx: &mut HttpContext) -> Status {
+        match ctx.read_entity_body(7) {
+            Ok(()) => Status::Pending,
+            Err(_) => Status::FinishRequest,
+        }
+    }
+}
+impl HttpModule for Echo {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        self.read_more(ctx)
+    }
+    fn on_async_completion(&mut self, ctx: &mut HttpContext, _: N, _: bool, info: &CompletionInfo) -> Status {
+        if info.bytes > 0 {
+            self.body.extend_from_slice(ctx.request().read_data());
+            return self.read_more(ctx);
+        }
+        let body = std::mem::take(&mut self.body);
+        ctx.response_mut().write(body);
+        ctx.set_request_handled();
+        Status::Continue
+    }
+}
+
+fn register_echo(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
+    r.set_request_notifications(Echo::default, N::ExecuteRequestHandler.into(), RequestNotifications::NONE)
+}
+
+/// Upper-cases every body byte read.
+struct Upper;
+impl HttpModule for Upper {
+    fn on_read_entity(&mut self, _: &mut HttpContext, p: &mut ReadEntityProvider) -> Status {
+        let upper = p.entity().to_ascii_uppercase();
+        p.set_entity(upper);
+        Status::Continue
+    }
+}
+
+fn register_upper(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
+    r.set_request_notifications(|| Upper, N::ReadEntity.into(), RequestNotifications::NONE)
+}
+
+/// Names the site in a header, to observe host routing.
+struct SiteName;
+impl HttpModule for SiteName {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> Status {
+        let name = HeaderValue::from_str(&ctx.site().site_name).unwrap();
+        let resp = ctx.response_mut();
+        resp.set_header(header::HeaderName::from_static("x-site"), name);
+        resp.set_status(StatusCode::OK, "OK");
+        Status::FinishRequest
+    }
+}
+
+fn register_site_name(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
+    r.set_request_notifications(|| SiteName, N::BeginRequest.into(), RequestNotifications::NONE)
+}
+
+/// Requests that reached [`Gate`]; only the shutdown test uses it.
+static GATE_ENTERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Like [`Later`], but records that the request reached the handler and
+/// takes long enough for a shutdown to start meanwhile.
+struct Gate;
+impl HttpModule for Gate {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        let handle = ctx.completion_handle();
+        ctx.response_mut().write("gate passed");
+        GATE_ENTERED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            handle.indicate_completion(Status::Continue);
+        });
+        Status::Pending
+    }
+}
+
+fn register_gate(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
+    r.set_request_notifications(|| Gate, N::ExecuteRequestHandler.into(), RequestNotifications::NONE)
+}
+
+const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("Gate", register_gate),
+    ("Boom", register_boom),
+    ("Later", register_later),
+    ("Echo", register_echo),
+    ("Upper", register_upper),
+    ("SiteName", register_site_name),
+];
+
+/// A server running on its own runtime thread; stops (draining) on drop of
+/// the returned sender, or when `stop` is sent.
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: TempDir,
+}
+
+impl TestServer {
+    fn start(config_text: &str) -> Self {
+        let dir = TempDir::new("lib");
+        let text = config_text.replace("ROOT", &dir.path().display().to_string());
+        let path = dir.write("riis.toml", text);
+        let config = ServerConfig::load(&path).unwrap();
+        let server = Server::with_modules(config, TEST_MODULES).unwrap();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let bound = server.bind().await.unwrap();
+                addr_tx.send(bound.local_addrs()[0]).unwrap();
+                bound
+                    .serve(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Self {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn handler_config(modules: &[&str], handler: &str) -> String {
+    let mut text = String::new();
+    for m in modules {
+        text.push_str(&format!("[[modules]]\nname = \"{m}\"\n"));
+    }
+    text.push_str(&format!(
+        "[[handlers]]\nname = \"h\"\npath = \"*\"\nmodules = [\"{handler}\"]\n\
+         [[sites]]\nname = \"s\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0\"]\n"
+    ));
+    text
+}
+
+#[test]
+fn a_panicking_module_fails_only_its_request() {
+    let server = TestServer::start(&handler_config(&["Boom", "Later"], "Later"));
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/boom");
+    assert_eq!(resp.status, 500);
+    // Same connection, same server: the next request is served normally.
+    let resp = conn.get("/fine");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "done later");
+    server.stop();
+}
+
+#[test]
+fn pending_is_completed_from_another_thread() {
+    let server = TestServer::start(&handler_config(&["Later"], "Later"));
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..3 {
+        let resp = conn.get("/x");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), "done later");
+    }
+}
+
+#[test]
+fn request_bodies_are_read_through_read_entity() {
+    let server = TestServer::start(&handler_config(&["Upper", "Echo"], "Echo"));
+    let mut conn = Connection::open(server.addr);
+    let body = "hello body, longer than one read of seven bytes";
+    conn.send_raw(
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), body.to_ascii_uppercase());
+    // Chunked request bodies too.
+    conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab cd\r\n3\r\nefg\r\n0\r\n\r\n");
+    assert_eq!(conn.read_response(false).text(), "AB CDEFG");
+    // And an empty body ends at once.
+    conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(conn.read_response(false).text(), "");
+}
+
+#[test]
+fn host_names_choose_the_site() {
+    let text = "[[modules]]\nname = \"SiteName\"\n\
+        [[sites]]\nname = \"alpha\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0:alpha.test\"]\n\
+        [[sites]]\nname = \"fallback\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0\"]\n";
+    let server = TestServer::start(text);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET / HTTP/1.1\r\nHost: Alpha.Test:1234\r\n\r\n");
+    assert_eq!(conn.read_response(false).header("x-site"), Some("alpha"));
+    conn.send_raw(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n");
+    assert_eq!(conn.read_response(false).header("x-site"), Some("fallback"));
+}
+
+#[test]
+fn shutdown_lets_in_flight_requests_finish() {
+    let server = TestServer::start(&handler_config(&["Gate"], "Gate"));
+    let addr = server.addr;
+    let client = std::thread::spawn(move || Connection::open(addr).get("/slow"));
+    while GATE_ENTERED.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The request is parked in the pipeline: stop the server now.
+    server.stop();
+    let resp = client.join().unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "gate passed");
+}
