@@ -34,9 +34,15 @@ impl Default for DefaultDocumentConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            files: ["index.html", "index.htm", "default.htm", "default.html", "iisstart.htm"]
-                .map(String::from)
-                .into(),
+            files: [
+                "index.html",
+                "index.htm",
+                "default.htm",
+                "default.html",
+                "iisstart.htm",
+            ]
+            .map(String::from)
+            .into(),
         }
     }
 }

@@ -73,11 +73,19 @@ impl HttpModule for EventTrace {
         on_post_end_request => true, EndRequest;
     }
 
-    fn on_map_path(&mut self, _ctx: &mut HttpContext, _p: &mut MapPathProvider) -> RequestNotificationStatus {
+    fn on_map_path(
+        &mut self,
+        _ctx: &mut HttpContext,
+        _p: &mut MapPathProvider,
+    ) -> RequestNotificationStatus {
         self.record(false, N::MapPath)
     }
 
-    fn on_read_entity(&mut self, _ctx: &mut HttpContext, _p: &mut ReadEntityProvider) -> RequestNotificationStatus {
+    fn on_read_entity(
+        &mut self,
+        _ctx: &mut HttpContext,
+        _p: &mut ReadEntityProvider,
+    ) -> RequestNotificationStatus {
         self.record(false, N::ReadEntity)
     }
 
@@ -89,7 +97,11 @@ impl HttpModule for EventTrace {
         self.record(false, N::CustomNotification)
     }
 
-    fn on_send_response(&mut self, ctx: &mut HttpContext, provider: &mut SendResponseProvider) -> RequestNotificationStatus {
+    fn on_send_response(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut SendResponseProvider,
+    ) -> RequestNotificationStatus {
         self.record(false, N::SendResponse);
         if provider.headers_being_sent() {
             if let Ok(value) = HeaderValue::from_str(&self.seen) {
@@ -107,7 +119,11 @@ pub fn register_module(
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let wanted = RequestNotifications::ALL;
-    registration.set_request_notifications(EventTrace::default, wanted, RequestNotifications::ALL_DETERMINISTIC)?;
+    registration.set_request_notifications(
+        EventTrace::default,
+        wanted,
+        RequestNotifications::ALL_DETERMINISTIC,
+    )?;
     for n in N::DETERMINISTIC {
         registration.set_priority_for_request_notification(n, Priority::First);
         registration.set_priority_for_post_request_notification(n, Priority::First)?;

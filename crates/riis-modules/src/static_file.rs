@@ -50,10 +50,20 @@ pub struct StaticFile {
     config: Section<StaticFileConfig>,
 }
 
-fn status(ctx: &mut HttpContext, code: StatusCode, substatus: u16, hresult: u32) -> RequestNotificationStatus {
+fn status(
+    ctx: &mut HttpContext,
+    code: StatusCode,
+    substatus: u16,
+    hresult: u32,
+) -> RequestNotificationStatus {
     let resp = ctx.response_mut();
     resp.clear();
-    resp.set_error_status(code, code.canonical_reason().unwrap_or(""), substatus, hresult);
+    resp.set_error_status(
+        code,
+        code.canonical_reason().unwrap_or(""),
+        substatus,
+        hresult,
+    );
     RequestNotificationStatus::FinishRequest
 }
 
@@ -81,7 +91,12 @@ impl HttpModule for StaticFile {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let method = ctx.request().method().clone();
         if method != Method::GET && method != Method::HEAD {
-            let code = status(ctx, StatusCode::METHOD_NOT_ALLOWED, 0, ModuleError::E_NOT_SUPPORTED);
+            let code = status(
+                ctx,
+                StatusCode::METHOD_NOT_ALLOWED,
+                0,
+                ModuleError::E_NOT_SUPPORTED,
+            );
             ctx.response_mut()
                 .set_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return code;
@@ -91,7 +106,9 @@ impl HttpModule for StaticFile {
             Ok(f) => f,
             Err(e) => {
                 return match e.kind() {
-                    std::io::ErrorKind::PermissionDenied => status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005),
+                    std::io::ErrorKind::PermissionDenied => {
+                        status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005)
+                    }
                     _ => status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
                 }
             }
@@ -112,7 +129,10 @@ impl HttpModule for StaticFile {
             }
             let resp = ctx.response_mut();
             resp.clear();
-            if resp.redirect(&location, StatusCode::MOVED_PERMANENTLY).is_err() {
+            if resp
+                .redirect(&location, StatusCode::MOVED_PERMANENTLY)
+                .is_err()
+            {
                 return status(ctx, StatusCode::BAD_REQUEST, 0, ModuleError::E_INVALIDARG);
             }
             return RequestNotificationStatus::FinishRequest;
@@ -133,7 +153,10 @@ impl HttpModule for StaticFile {
             if let Ok(v) = HeaderValue::try_from(httpdate::fmt_http_date(m)) {
                 resp.set_header(header::LAST_MODIFIED, v);
             }
-            let nanos = m.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let nanos = m
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
             if let Ok(v) = HeaderValue::try_from(format!("\"{nanos:x}-{len:x}\"")) {
                 resp.set_header(header::ETAG, v);
             }
@@ -152,7 +175,12 @@ impl HttpModule for StaticFile {
             let mut data = Vec::with_capacity(len as usize);
             let mut file = file;
             if file.read_to_end(&mut data).is_err() {
-                return status(ctx, StatusCode::INTERNAL_SERVER_ERROR, 0, ModuleError::E_FAIL);
+                return status(
+                    ctx,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    0,
+                    ModuleError::E_FAIL,
+                );
             }
             ctx.response_mut().write(data);
         } else {

@@ -117,7 +117,13 @@ impl CompletionWaiter {
     pub async fn wait(&self) {
         loop {
             let notified = self.state.notify.notified();
-            if self.state.signal.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            if self
+                .state
+                .signal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+            {
                 return;
             }
             notified.await;

@@ -271,7 +271,9 @@ impl HttpContext {
             let url = self.request.url().to_owned();
             self.physical_path = Some(self.map_path(&url));
         }
-        self.physical_path.as_deref().unwrap_or(std::path::Path::new(""))
+        self.physical_path
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""))
     }
 
     /// Whether the request's physical path is a file or a directory, as the
@@ -356,9 +358,8 @@ impl HttpContext {
         let saved = self.current;
         let mut module = self.take_instance(m)?;
         self.current = Some((m, notification, false));
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            call(&mut *module, self)
-        }));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *module, self)));
         self.current = saved;
         match outcome {
             Ok(status) => {
@@ -385,7 +386,12 @@ impl HttpContext {
                         self.slots[m.get()] = Slot::Failed;
                         let name = self.pipeline.module_name(m).to_owned();
                         tracing::error!(module = %name, error = %e, "module factory failed");
-                        self.fail_request(Some(m), "GetHttpModule", e.hresult, &format!("module {name} could not be created: {}", e.message));
+                        self.fail_request(
+                            Some(m),
+                            "GetHttpModule",
+                            e.hresult,
+                            &format!("module {name} could not be created: {}", e.message),
+                        );
                         None
                     }
                 }
@@ -423,12 +429,23 @@ impl HttpContext {
             panic = %message,
             "module panicked; the request fails with 500"
         );
-        self.fail_request(Some(m), notification.name(), ModuleError::E_FAIL, &format!("module {name} panicked in {when}: {message}"));
+        self.fail_request(
+            Some(m),
+            notification.name(),
+            ModuleError::E_FAIL,
+            &format!("module {name} panicked in {when}: {message}"),
+        );
     }
 
     /// Replaces the response with a 500 naming the module, unless headers are
     /// already out (then the connection is closed after what was sent).
-    pub(crate) fn fail_request(&mut self, module: Option<ModuleIndex>, notification: &'static str, hresult: u32, description: &str) {
+    pub(crate) fn fail_request(
+        &mut self,
+        module: Option<ModuleIndex>,
+        notification: &'static str,
+        hresult: u32,
+        description: &str,
+    ) {
         if self.response.headers_sent {
             self.response.need_disconnect = true;
             return;
@@ -469,7 +486,11 @@ impl HttpContext {
     /// module returns. With a Pending return, the module's OnAsyncCompletion
     /// follows the child's end. A user already set on the child skips its
     /// AuthenticateRequest.
-    pub fn execute_request(&mut self, mut child: HttpContext, flags: ExecuteFlags) -> Result<(), ModuleError> {
+    pub fn execute_request(
+        &mut self,
+        mut child: HttpContext,
+        flags: ExecuteFlags,
+    ) -> Result<(), ModuleError> {
         if child.depth == 0 || child.depth > MAX_CHILD_REQUEST_DEPTH {
             return Err(ModuleError::with_hresult(
                 "only a context from clone_context can run as a child request",
@@ -558,7 +579,11 @@ impl HttpContext {
             return false;
         };
         let log = RequestNotification::LogRequest.stage().unwrap_or(10);
-        let next = if post { (stage + 1, false) } else { (stage, true) };
+        let next = if post {
+            (stage + 1, false)
+        } else {
+            (stage, true)
+        };
         let from = if status == RequestNotificationStatus::FinishRequest && stage < log {
             (log, false)
         } else {

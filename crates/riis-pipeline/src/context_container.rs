@@ -146,7 +146,11 @@ pub struct ConnectionInfo {
 
 impl ConnectionInfo {
     /// A connection's description.
-    pub fn new(id: u64, local_addr: std::net::SocketAddr, remote_addr: std::net::SocketAddr) -> Self {
+    pub fn new(
+        id: u64,
+        local_addr: std::net::SocketAddr,
+        remote_addr: std::net::SocketAddr,
+    ) -> Self {
         Self {
             id,
             local_addr,

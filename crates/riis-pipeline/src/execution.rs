@@ -138,7 +138,11 @@ enum Phase {
 
 #[derive(Debug, Clone, Copy)]
 enum AfterSend {
-    Call { site: CallSite, status: Status, deliver: bool },
+    Call {
+        site: CallSite,
+        status: Status,
+        deliver: bool,
+    },
     Final,
 }
 
@@ -242,7 +246,9 @@ impl RequestExecution {
                 let _ = st;
                 Phase::Deliver(site, CompletionInfo { bytes, status })
             }
-            AfterSend::Call { site, status: st, .. } => Phase::AfterFlush(site, st),
+            AfterSend::Call {
+                site, status: st, ..
+            } => Phase::AfterFlush(site, st),
             AfterSend::Final => Phase::Run,
         };
     }
@@ -261,7 +267,14 @@ impl RequestExecution {
         self.finish_read(top, site, status, data, hresult);
     }
 
-    fn finish_read(&mut self, top: usize, site: CallSite, status: Status, data: Bytes, hresult: u32) {
+    fn finish_read(
+        &mut self,
+        top: usize,
+        site: CallSite,
+        status: Status,
+        data: Bytes,
+        hresult: u32,
+    ) {
         let pipeline = self.pipeline.clone();
         let ctx = &mut *self.frames[top].ctx;
         if data.is_empty() {
@@ -280,7 +293,13 @@ impl RequestExecution {
         ctx.request.bytes_received += bytes;
         ctx.request.read_data = data;
         self.frames[top].phase = if status == Status::Pending {
-            Phase::Deliver(site, CompletionInfo { bytes, status: hresult })
+            Phase::Deliver(
+                site,
+                CompletionInfo {
+                    bytes,
+                    status: hresult,
+                },
+            )
         } else {
             self.apply(top, site, status);
             Phase::Run
@@ -331,7 +350,11 @@ impl RequestExecution {
                                 Phase::Deliver(site, CompletionInfo { bytes, status: 0 });
                         }
                         Some(Signal::Abandoned) => {
-                            self.fail_pending(top, site, "dropped every completion handle without signalling");
+                            self.fail_pending(
+                                top,
+                                site,
+                                "dropped every completion handle without signalling",
+                            );
                         }
                     }
                     continue;
@@ -405,7 +428,11 @@ impl RequestExecution {
         let ctx = &mut *frame.ctx;
         match (frame.stage, frame.post) {
             (0, false) => {
-                if top == 0 && self.pipeline.has_global_listeners(GlobalNotification::PreBeginRequest) {
+                if top == 0
+                    && self
+                        .pipeline
+                        .has_global_listeners(GlobalNotification::PreBeginRequest)
+                {
                     let pipeline = self.pipeline.clone();
                     pipeline.raise_global(GlobalNotification::PreBeginRequest, |m| {
                         m.on_global_pre_begin_request(ctx)
@@ -432,18 +459,24 @@ impl RequestExecution {
                     let resp = &mut ctx.response;
                     resp.current = (None, "MapRequestHandler");
                     match failure {
-                        MappingFailure::NoHandler => {
-                            resp.set_error_status(StatusCode::NOT_FOUND, "Not Found", 4, ModuleError::E_NOT_SUPPORTED)
-                        }
+                        MappingFailure::NoHandler => resp.set_error_status(
+                            StatusCode::NOT_FOUND,
+                            "Not Found",
+                            4,
+                            ModuleError::E_NOT_SUPPORTED,
+                        ),
                         MappingFailure::VerbNotAllowed => resp.set_error_status(
                             StatusCode::METHOD_NOT_ALLOWED,
                             "Method Not Allowed",
                             0,
                             ModuleError::E_NOT_SUPPORTED,
                         ),
-                        MappingFailure::ResourceNotFound => {
-                            resp.set_error_status(StatusCode::NOT_FOUND, "Not Found", 0, 0x8007_0002)
-                        }
+                        MappingFailure::ResourceNotFound => resp.set_error_status(
+                            StatusCode::NOT_FOUND,
+                            "Not Found",
+                            0,
+                            0x8007_0002,
+                        ),
                     }
                 }
             }
@@ -476,7 +509,11 @@ impl RequestExecution {
         let ctx = &mut *self.frames[top].ctx;
         let was_empty = matches!(ctx.slots[site.module.get()], Slot::Empty);
         let Some(mut module) = ctx.take_instance(site.module) else {
-            return if was_empty { Status::FinishRequest } else { Status::Continue };
+            return if was_empty {
+                Status::FinishRequest
+            } else {
+                Status::Continue
+            };
         };
         ctx.current = Some((site.module, site.notification, site.post));
         ctx.response.current = (Some(site.module), site.notification.name());
@@ -493,7 +530,15 @@ impl RequestExecution {
             Ok(status) => {
                 ctx.slots[site.module.get()] = Slot::Live(module);
                 if let Some(t) = started {
-                    trace(pipeline, ctx, site, TracePhase::ModuleEnd { status, elapsed: t.elapsed() });
+                    trace(
+                        pipeline,
+                        ctx,
+                        site,
+                        TracePhase::ModuleEnd {
+                            status,
+                            elapsed: t.elapsed(),
+                        },
+                    );
                 }
                 status
             }
@@ -522,7 +567,11 @@ impl RequestExecution {
         if let Some(flush) = resp.flush.take() {
             let deliver = flush.asynchronous && status == Status::Pending;
             if self.send(top, false, flush.more_data) {
-                self.frames[top].phase = Phase::Sending(AfterSend::Call { site, status, deliver });
+                self.frames[top].phase = Phase::Sending(AfterSend::Call {
+                    site,
+                    status,
+                    deliver,
+                });
                 return Some(Step::Send);
             }
             if deliver {
@@ -632,7 +681,9 @@ impl RequestExecution {
         if !ctx.response.headers_sent {
             if let Some(server) = &pipeline.settings.server_header {
                 if !ctx.response.headers.contains_key(http::header::SERVER) {
-                    ctx.response.headers.insert(http::header::SERVER, server.clone());
+                    ctx.response
+                        .headers
+                        .insert(http::header::SERVER, server.clone());
                 }
             }
         }
@@ -683,14 +734,21 @@ impl RequestExecution {
         let parent = &mut self.frames[top];
         let produced = child.ctx.response.buffered_len() + child.ctx.response.bytes_sent;
         parent.ctx.response = std::mem::take(&mut child.ctx.response);
-        let Phase::Child(site, status, before) = std::mem::replace(&mut parent.phase, Phase::Run) else {
+        let Phase::Child(site, status, before) = std::mem::replace(&mut parent.phase, Phase::Run)
+        else {
             unreachable!("a child's parent waits in Phase::Child");
         };
         // The response is shared: what the parent wrote before is not the
         // child's output.
         let produced = produced.saturating_sub(before);
         if status == Status::Pending {
-            parent.phase = Phase::Deliver(site, CompletionInfo { bytes: produced, status: 0 });
+            parent.phase = Phase::Deliver(
+                site,
+                CompletionInfo {
+                    bytes: produced,
+                    status: 0,
+                },
+            );
         } else {
             self.apply(top, site, status);
         }

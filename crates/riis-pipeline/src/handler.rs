@@ -111,8 +111,7 @@ fn glob(pattern: &[u8], subject: &[u8]) -> bool {
     let (mut p, mut s) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while s < subject.len() {
-        if p < pattern.len()
-            && (pattern[p] == b'?' || pattern[p].eq_ignore_ascii_case(&subject[s]))
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p].eq_ignore_ascii_case(&subject[s]))
         {
             p += 1;
             s += 1;
@@ -233,7 +232,9 @@ mod tests {
             Ok(0)
         );
         assert_eq!(
-            choose_handler(&handlers, "/x.php", &Method::GET, || Some(ResourceKind::File)),
+            choose_handler(&handlers, "/x.php", &Method::GET, || Some(
+                ResourceKind::File
+            )),
             Ok(1)
         );
         assert_eq!(

@@ -64,11 +64,13 @@ pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
 pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
 pub use execution::{Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED};
 pub use global::{ApplicationInfo, TraceEvent, TracePhase};
-pub use handler::{FileSystem, HandlerMapping, MappingFailure, PathPattern, ResourceKind, ResourceType};
+pub use handler::{
+    FileSystem, HandlerMapping, MappingFailure, PathPattern, ResourceKind, ResourceType,
+};
 pub use module::{GlobalModule, HttpModule, HttpModuleFactory, ModuleError};
 pub use notification::{
-    GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority, RequestNotification,
-    RequestNotificationStatus, RequestNotifications,
+    GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority,
+    RequestNotification, RequestNotificationStatus, RequestNotifications,
 };
 pub use pipeline::{
     BuildError, HandlerDefinition, Location, LocationDefinition, Pipeline, PipelineBuilder,
@@ -78,7 +80,9 @@ pub use provider::{
     CompletionInfo, CustomNotificationProvider, MapPathProvider, ReadEntityProvider, SendFlags,
     SendResponseProvider,
 };
-pub use registration::{ModuleIndex, ModuleRegistration, RegisterModuleFn, Section, ServerInfo, SERVER_VERSION};
+pub use registration::{
+    ModuleIndex, ModuleRegistration, RegisterModuleFn, Section, ServerInfo, SERVER_VERSION,
+};
 pub use request::{HttpRequest, UrlError};
 pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, ResponseError};
 pub use user::HttpUser;

@@ -3,7 +3,9 @@
 
 use crate::context::HttpContext;
 use crate::global::{ApplicationInfo, TraceEvent};
-use crate::notification::{GlobalNotificationStatus, RequestNotification, RequestNotificationStatus};
+use crate::notification::{
+    GlobalNotificationStatus, RequestNotification, RequestNotificationStatus,
+};
 use crate::provider::{
     CompletionInfo, CustomNotificationProvider, MapPathProvider, ReadEntityProvider,
     SendResponseProvider,
@@ -55,7 +57,10 @@ pub trait HttpModule: Send + 'static {
         Continue
     }
     /// `OnPostResolveRequestCache`.
-    fn on_post_resolve_request_cache(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+    fn on_post_resolve_request_cache(
+        &mut self,
+        ctx: &mut HttpContext,
+    ) -> RequestNotificationStatus {
         Continue
     }
     /// `OnMapRequestHandler`.
@@ -71,11 +76,17 @@ pub trait HttpModule: Send + 'static {
         Continue
     }
     /// `OnPostAcquireRequestState`.
-    fn on_post_acquire_request_state(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+    fn on_post_acquire_request_state(
+        &mut self,
+        ctx: &mut HttpContext,
+    ) -> RequestNotificationStatus {
         Continue
     }
     /// `OnPreExecuteRequestHandler`.
-    fn on_pre_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+    fn on_pre_execute_request_handler(
+        &mut self,
+        ctx: &mut HttpContext,
+    ) -> RequestNotificationStatus {
         Continue
     }
     /// `OnPostPreExecuteRequestHandler`.
@@ -91,7 +102,10 @@ pub trait HttpModule: Send + 'static {
         Continue
     }
     /// `OnPostExecuteRequestHandler`.
-    fn on_post_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+    fn on_post_execute_request_handler(
+        &mut self,
+        ctx: &mut HttpContext,
+    ) -> RequestNotificationStatus {
         Continue
     }
     /// `OnReleaseRequestState`.
@@ -99,7 +113,10 @@ pub trait HttpModule: Send + 'static {
         Continue
     }
     /// `OnPostReleaseRequestState`.
-    fn on_post_release_request_state(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+    fn on_post_release_request_state(
+        &mut self,
+        ctx: &mut HttpContext,
+    ) -> RequestNotificationStatus {
         Continue
     }
     /// `OnUpdateRequestCache`.

@@ -258,7 +258,9 @@ impl Pipeline {
 
     /// The configuration sections modules declared, with the declaring module.
     pub fn sections(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.sections.iter().map(|s| (s.name.as_str(), s.module.as_str()))
+        self.sections
+            .iter()
+            .map(|s| (s.name.as_str(), s.module.as_str()))
     }
 
     /// The sites, in configuration order.
@@ -320,7 +322,9 @@ impl Pipeline {
 
     /// Raises HealthCheck.
     pub fn raise_health_check(&self) {
-        self.raise_global(GlobalNotification::HealthCheck, |m| m.on_global_health_check());
+        self.raise_global(GlobalNotification::HealthCheck, |m| {
+            m.on_global_health_check()
+        });
     }
 
     /// Raises a global custom notification (`IHttpServer::NotifyCustomNotification`).
@@ -331,7 +335,9 @@ impl Pipeline {
     }
 
     pub(crate) fn raise_trace(&self, event: &TraceEvent<'_>) {
-        self.raise_global(GlobalNotification::TraceEvent, |m| m.on_global_trace_event(event));
+        self.raise_global(GlobalNotification::TraceEvent, |m| {
+            m.on_global_trace_event(event)
+        });
     }
 
     /// Whether any module listens for a global notification.
@@ -423,7 +429,10 @@ impl PipelineBuilder {
             sections: &mut self.sections,
         };
         register(SERVER_VERSION, &mut registration, &self.server_info).map_err(|e| {
-            BuildError::new("modules", format!("module `{name}` failed to register: {e}"))
+            BuildError::new(
+                "modules",
+                format!("module `{name}` failed to register: {e}"),
+            )
         })?;
         self.modules.push(entry);
         Ok(index)
@@ -466,7 +475,10 @@ impl PipelineBuilder {
             .map(|i| ModuleIndex(i as u16))
     }
 
-    fn resolve_handlers(&self, defs: &[HandlerDefinition]) -> Result<Arc<[HandlerMapping]>, BuildError> {
+    fn resolve_handlers(
+        &self,
+        defs: &[HandlerDefinition],
+    ) -> Result<Arc<[HandlerMapping]>, BuildError> {
         defs.iter()
             .map(|d| {
                 let verbs = if d.verbs.iter().any(|v| v == "*") || d.verbs.is_empty() {
@@ -532,13 +544,21 @@ impl PipelineBuilder {
     /// its own, so errors point at the occurrence that is wrong.
     fn validate_sections(&self, sources: &[SectionSource]) -> Result<(), BuildError> {
         for s in sources {
-            let decl = self.sections.iter().find(|d| d.name == s.name).ok_or_else(|| {
-                BuildError::new(
-                    s.key.clone(),
-                    format!("no module in the module list declares a section named `{}`", s.name),
-                )
-            })?;
-            (decl.parse)(s.value.clone()).map_err(|(path, msg)| section_error(&s.key, &path, &msg))?;
+            let decl = self
+                .sections
+                .iter()
+                .find(|d| d.name == s.name)
+                .ok_or_else(|| {
+                    BuildError::new(
+                        s.key.clone(),
+                        format!(
+                            "no module in the module list declares a section named `{}`",
+                            s.name
+                        ),
+                    )
+                })?;
+            (decl.parse)(s.value.clone())
+                .map_err(|(path, msg)| section_error(&s.key, &path, &msg))?;
         }
         Ok(())
     }
@@ -592,10 +612,11 @@ impl PipelineBuilder {
         for site in &self.sites {
             sites.push(Arc::new(self.build_site(site, &server_handlers)?));
         }
-        let tracing = self
-            .modules
-            .iter()
-            .any(|m| m.global.is_some() && m.global_notifications.contains(GlobalNotification::TraceEvent));
+        let tracing = self.modules.iter().any(|m| {
+            m.global.is_some()
+                && m.global_notifications
+                    .contains(GlobalNotification::TraceEvent)
+        });
         Ok(Pipeline {
             events,
             send_response: send_response.into_boxed_slice(),
@@ -612,7 +633,11 @@ impl PipelineBuilder {
         })
     }
 
-    fn build_site(&self, site: &SiteDefinition, server_handlers: &Arc<[HandlerMapping]>) -> Result<Site, BuildError> {
+    fn build_site(
+        &self,
+        site: &SiteDefinition,
+        server_handlers: &Arc<[HandlerMapping]>,
+    ) -> Result<Site, BuildError> {
         self.validate_sections(&site.sections)?;
         let site_handlers = match &site.handlers {
             Some(defs) => self.resolve_handlers(defs)?,
@@ -670,7 +695,11 @@ impl PipelineBuilder {
                     last_key.clone_from(&layer.key);
                 }
                 let value = (decl.parse)(merged).map_err(|(p, m)| {
-                    let key = if last_key.is_empty() { decl.name.clone() } else { last_key.clone() };
+                    let key = if last_key.is_empty() {
+                        decl.name.clone()
+                    } else {
+                        last_key.clone()
+                    };
                     section_error(&key, &p, &m)
                 })?;
                 sections.push(value);

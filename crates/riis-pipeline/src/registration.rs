@@ -240,7 +240,10 @@ impl ModuleRegistration<'_> {
     ) -> Result<(), ModuleError> {
         if self.entry.global.is_some() {
             return Err(ModuleError::with_hresult(
-                format!("module {} set its global notifications twice", self.entry.name),
+                format!(
+                    "module {} set its global notifications twice",
+                    self.entry.name
+                ),
                 ModuleError::E_INVALIDARG,
             ));
         }

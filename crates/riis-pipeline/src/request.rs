@@ -126,7 +126,9 @@ impl HttpRequest {
 
     /// The decoded URL path (IIS's URL, without the query string).
     pub fn url(&self) -> &str {
-        self.decoded_path.as_deref().unwrap_or_else(|| self.uri.path())
+        self.decoded_path
+            .as_deref()
+            .unwrap_or_else(|| self.uri.path())
     }
 
     /// The path and query exactly as the client sent them (`UNENCODED_URL`).
@@ -291,9 +293,19 @@ mod tests {
 
     #[test]
     fn decoding_borrows_when_plain_and_refuses_escapes_from_the_root() {
-        assert!(matches!(decode_path("/a/b.txt"), Ok(Cow::Borrowed("/a/b.txt"))));
+        assert!(matches!(
+            decode_path("/a/b.txt"),
+            Ok(Cow::Borrowed("/a/b.txt"))
+        ));
         assert_eq!(decode_path("/a%20b").unwrap(), "/a b");
-        for bad in ["/../x", "/a/%2e%2e/x", "/a%5c..%5cx", "/a%00b", "/a/..", "x"] {
+        for bad in [
+            "/../x",
+            "/a/%2e%2e/x",
+            "/a%5c..%5cx",
+            "/a%00b",
+            "/a/..",
+            "x",
+        ] {
             assert!(decode_path(bad).is_err(), "{bad} must be refused");
         }
         assert_eq!(decode_path("/%ff"), Err(UrlError::InvalidUtf8));

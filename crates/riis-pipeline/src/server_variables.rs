@@ -35,10 +35,12 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
         "REMOTE_PORT" => owned(req.remote_address().port().to_string()),
         "LOCAL_ADDR" => owned(req.local_address().ip().to_string()),
         "SERVER_PORT" => owned(req.local_address().port().to_string()),
-        "SERVER_NAME" => Some(match req.header(http::header::HOST).and_then(|h| h.to_str().ok()) {
-            Some(host) => Cow::Borrowed(strip_port(host)),
-            None => Cow::Owned(req.local_address().ip().to_string()),
-        }),
+        "SERVER_NAME" => Some(
+            match req.header(http::header::HOST).and_then(|h| h.to_str().ok()) {
+                Some(host) => Cow::Borrowed(strip_port(host)),
+                None => Cow::Owned(req.local_address().ip().to_string()),
+            },
+        ),
         "HTTPS" => Some(Cow::Borrowed(if req.is_tls { "on" } else { "off" })),
         "SERVER_PORT_SECURE" => Some(Cow::Borrowed(if req.is_tls { "1" } else { "0" })),
         "SERVER_SOFTWARE" => Some(Cow::Borrowed(concat!("riis/", env!("CARGO_PKG_VERSION")))),
@@ -103,7 +105,9 @@ fn http_header<'a>(ctx: &'a HttpContext, upper_name: &str) -> Option<Cow<'a, str
     let mut values = ctx.request.headers().get_all(name.as_str()).iter();
     let first = values.next()?;
     let first = String::from_utf8_lossy(first.as_bytes());
-    let rest: Vec<_> = values.map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
+    let rest: Vec<_> = values
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .collect();
     if rest.is_empty() {
         return Some(first);
     }
@@ -127,7 +131,10 @@ fn version(v: http::Version) -> &'static str {
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split(']').next().map_or(host, |h| &host[..h.len() + 1]);
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }

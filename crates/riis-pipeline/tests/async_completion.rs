@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use riis_pipeline::http::StatusCode;
-use riis_pipeline::{CompletionHandle, FlushOptions, RequestNotification as N, RequestNotifications};
+use riis_pipeline::{
+    CompletionHandle, FlushOptions, RequestNotification as N, RequestNotifications,
+};
 
 /// Signals `handle` from a new thread after a short pause, so the request is
 /// really parked when the signal arrives.
@@ -118,7 +120,11 @@ async fn post_completion_from_another_thread_reenters_on_async_completion_with_t
             }),
         );
     }
-    t.module("Recorder", Registration::events(N::ResolveRequestCache), recorder(&log));
+    t.module(
+        "Recorder",
+        Registration::events(N::ResolveRequestCache),
+        recorder(&log),
+    );
     let pipeline = t.build();
 
     let outcome = get(&pipeline, "/").await;
@@ -224,7 +230,10 @@ async fn an_asynchronous_flush_in_a_post_event_reports_is_post() {
                     is_post,
                     info,
                 } => {
-                    log.push(format!("{notification} post={is_post} bytes={}", info.bytes));
+                    log.push(format!(
+                        "{notification} post={is_post} bytes={}",
+                        info.bytes
+                    ));
                     Status::FinishRequest
                 }
                 _ => {

@@ -86,8 +86,14 @@ fn parent_and_child(flags: ExecuteFlags, log: &Log) -> Arc<Pipeline> {
             }),
         );
     }
-    t.handler(handler("Child", "/child", &["*"], "Unspecified", &["ChildHandler"]))
-        .handler(catch_all(&["Parent"]));
+    t.handler(handler(
+        "Child",
+        "/child",
+        &["*"],
+        "Unspecified",
+        &["ChildHandler"],
+    ))
+    .handler(catch_all(&["Parent"]));
     t.build()
 }
 
@@ -137,7 +143,10 @@ async fn a_buffered_child_runs_its_own_pipeline_and_the_parent_resumes_with_its_
 
     // One send, by the parent only, carrying the child's body and headers.
     assert_eq!(
-        entries.iter().filter(|e| e.starts_with("send")).collect::<Vec<_>>(),
+        entries
+            .iter()
+            .filter(|e| e.starts_with("send"))
+            .collect::<Vec<_>>(),
         ["send depth=0 headers=true final=true"]
     );
     assert_eq!(outcome.sends.len(), 1);
@@ -220,7 +229,10 @@ async fn child_requests_nest_at_most_max_child_request_depth() {
                 match ctx.clone_context() {
                     Ok(mut child) => {
                         log.push(format!("spawn at {depth}"));
-                        child.request_mut().set_url(&format!("/level{}", depth + 1)).unwrap();
+                        child
+                            .request_mut()
+                            .set_url(&format!("/level{}", depth + 1))
+                            .unwrap();
                         let flags = ExecuteFlags {
                             buffer_response: true,
                             ..ExecuteFlags::default()

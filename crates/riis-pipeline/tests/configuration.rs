@@ -70,7 +70,10 @@ fn greeter_pipeline() -> TestPipeline {
 fn greet(section: Arc<OnceLock<Section<Greeting>>>) -> Script {
     script(move |ctx, _| {
         let g = ctx.config(*section.get().expect("declared at registration"));
-        let text = format!("{}{} {}..{}", g.text, g.punctuation, g.limits.low, g.limits.high);
+        let text = format!(
+            "{}{} {}..{}",
+            g.text, g.punctuation, g.limits.low, g.limits.high
+        );
         write(ctx, text);
         Status::Continue
     })
@@ -85,7 +88,8 @@ async fn sections_merge_from_server_to_site_to_location_key_by_key() {
         "greeting",
     ));
     let site = t.site_mut();
-    site.sections.push(source("greeting", "text = 'site'", "sites[0].greeting"));
+    site.sections
+        .push(source("greeting", "text = 'site'", "sites[0].greeting"));
     site.locations.push(location(
         "/loc",
         0,
@@ -98,14 +102,21 @@ async fn sections_merge_from_server_to_site_to_location_key_by_key() {
     site.locations.push(location(
         "/loc/inner",
         1,
-        vec![source("greeting", "text = 'inner'", "sites[0].locations[1].greeting")],
+        vec![source(
+            "greeting",
+            "text = 'inner'",
+            "sites[0].locations[1].greeting",
+        )],
     ));
     let pipeline = t.build();
 
     assert_eq!(get(&pipeline, "/").await.body(), "site! 1..10");
     assert_eq!(get(&pipeline, "/loc").await.body(), "site? 1..20");
     assert_eq!(get(&pipeline, "/loc/page").await.body(), "site? 1..20");
-    assert_eq!(get(&pipeline, "/loc/inner/page").await.body(), "inner? 1..20");
+    assert_eq!(
+        get(&pipeline, "/loc/inner/page").await.body(),
+        "inner? 1..20"
+    );
     // A prefix match must end at a segment boundary.
     assert_eq!(get(&pipeline, "/location").await.body(), "site! 1..10");
 }
@@ -157,25 +168,35 @@ fn a_nested_type_error_names_the_nested_key() {
 #[test]
 fn an_undeclared_section_is_a_build_error() {
     let mut t = greeter_pipeline();
-    t.site_mut()
-        .sections
-        .push(source("nobody_declares_this", "x = 1", "sites[0].nobody_declares_this"));
+    t.site_mut().sections.push(source(
+        "nobody_declares_this",
+        "x = 1",
+        "sites[0].nobody_declares_this",
+    ));
 
     let error = t.try_build().expect_err("no module declares the section");
 
     assert_eq!(error.key, "sites[0].nobody_declares_this");
-    assert!(error.message.contains("nobody_declares_this"), "{}", error.message);
+    assert!(
+        error.message.contains("nobody_declares_this"),
+        "{}",
+        error.message
+    );
 }
 
 #[test]
 fn a_section_declared_twice_fails_registration() {
     let mut builder = riis_pipeline::PipelineBuilder::new();
     builder
-        .register_module("A", |_, reg, _| reg.declare_section::<Greeting>("greeting").map(|_| ()))
+        .register_module("A", |_, reg, _| {
+            reg.declare_section::<Greeting>("greeting").map(|_| ())
+        })
         .unwrap();
 
     let error = builder
-        .register_module("B", |_, reg, _| reg.declare_section::<Greeting>("greeting").map(|_| ()))
+        .register_module("B", |_, reg, _| {
+            reg.declare_section::<Greeting>("greeting").map(|_| ())
+        })
         .expect_err("the name is taken");
 
     assert!(error.message.contains("greeting"), "{}", error.message);

@@ -13,7 +13,11 @@ use riis_pipeline::{Priority, RequestNotification as N, RequestNotifications};
 /// returns FinishRequest in `(stop, stop_post)`, `Later` is registered for the
 /// same event after it, and `Recorder` (the handler's second module) records
 /// every event and post-event.
-fn pipeline_finishing_in(stop: N, stop_post: bool, log: &Log) -> std::sync::Arc<riis_pipeline::Pipeline> {
+fn pipeline_finishing_in(
+    stop: N,
+    stop_post: bool,
+    log: &Log,
+) -> std::sync::Arc<riis_pipeline::Pipeline> {
     let mut t = TestPipeline::new();
     let set = RequestNotifications::from(stop);
     let registration = if stop_post {
@@ -77,11 +81,21 @@ async fn finish_request_before_log_request_skips_to_log_request_and_still_sends(
             .map(|(n, post)| event_name(n, post))
             .collect();
         expected.extend(
-            ["LogRequest", "PostLogRequest", "EndRequest", "PostEndRequest"].map(String::from),
+            [
+                "LogRequest",
+                "PostLogRequest",
+                "EndRequest",
+                "PostEndRequest",
+            ]
+            .map(String::from),
         );
         assert_eq!(log.entries(), expected, "FinishRequest in {what}");
 
-        assert_eq!(outcome.status(), StatusCode::CREATED, "FinishRequest in {what}");
+        assert_eq!(
+            outcome.status(),
+            StatusCode::CREATED,
+            "FinishRequest in {what}"
+        );
         assert_eq!(outcome.body(), "partial", "FinishRequest in {what}");
         outcome.assert_completed();
     }
@@ -99,7 +113,11 @@ async fn finish_request_in_log_request_and_end_request_behaves_as_continue() {
         let what = event_name(stop, stop_post);
 
         // The later module of the same event still runs.
-        assert_eq!(log.count(&format!("Later:{what}")), 1, "FinishRequest in {what}");
+        assert_eq!(
+            log.count(&format!("Later:{what}")),
+            1,
+            "FinishRequest in {what}"
+        );
         // And so does every later event.
         let recorded: Vec<String> = log
             .entries()

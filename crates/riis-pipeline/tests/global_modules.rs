@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
-    GlobalModule, GlobalNotification as G, GlobalNotificationStatus, HttpContext, LocationDefinition, Priority,
-    RequestNotification as N, TraceEvent, TracePhase, UrlError,
+    GlobalModule, GlobalNotification as G, GlobalNotificationStatus, HttpContext,
+    LocationDefinition, Priority, RequestNotification as N, TraceEvent, TracePhase, UrlError,
 };
 
 /// A PreBeginRequest module that logs each URL and rewrites `/old…` to `/new…`.
@@ -70,7 +70,10 @@ async fn pre_begin_request_sees_every_request_and_may_rewrite_the_url() {
     let rewritten = get(&pipeline, "/old/page").await;
     let plain = get(&pipeline, "/other").await;
 
-    assert_eq!(log.entries(), ["Rewriter saw /old/page", "Rewriter saw /other"]);
+    assert_eq!(
+        log.entries(),
+        ["Rewriter saw /old/page", "Rewriter saw /other"]
+    );
     // The location is resolved again for the rewritten URL.
     assert_eq!(rewritten.body(), "/new/page in /new");
     assert_eq!(plain.body(), "/other in /");
@@ -97,7 +100,11 @@ async fn handled_hides_a_global_notification_from_later_global_modules() {
     for (name, status, priority) in [
         ("Third", GlobalNotificationStatus::Continue, Priority::Low),
         ("First", GlobalNotificationStatus::Continue, Priority::High),
-        ("Second", GlobalNotificationStatus::Handled, Priority::Medium),
+        (
+            "Second",
+            GlobalNotificationStatus::Handled,
+            Priority::Medium,
+        ),
     ] {
         let log = log.clone();
         t.register(name, move |_, reg, _| {
@@ -106,7 +113,11 @@ async fn handled_hides_a_global_notification_from_later_global_modules() {
             Ok(())
         });
     }
-    t.module("Recorder", Registration::events(N::BeginRequest), recorder(&log));
+    t.module(
+        "Recorder",
+        Registration::events(N::BeginRequest),
+        recorder(&log),
+    );
     let pipeline = t.build();
 
     get(&pipeline, "/").await;

@@ -11,11 +11,17 @@ use riis_pipeline::{Priority, RequestNotification as N};
 
 /// Registers a handler-capable module that logs its name and, if `answer` is
 /// given, writes it.
-fn add_handler_module(t: &mut TestPipeline, log: &Log, name: &'static str, answer: Option<&'static str>) {
+fn add_handler_module(
+    t: &mut TestPipeline,
+    log: &Log,
+    name: &'static str,
+    answer: Option<&'static str>,
+) {
     let log = log.clone();
     t.module(
         name,
-        Registration::events(N::ExecuteRequestHandler).priority(N::ExecuteRequestHandler, Priority::Medium),
+        Registration::events(N::ExecuteRequestHandler)
+            .priority(N::ExecuteRequestHandler, Priority::Medium),
         script(move |ctx, _| {
             log.push(name);
             if let Some(text) = answer {
@@ -37,11 +43,18 @@ async fn only_the_chosen_handlers_modules_run_in_the_handlers_order() {
     // handler's own order wins.
     t.module(
         "FirstEverywhere",
-        Registration::events(N::ExecuteRequestHandler).priority(N::ExecuteRequestHandler, Priority::First),
+        Registration::events(N::ExecuteRequestHandler)
+            .priority(N::ExecuteRequestHandler, Priority::First),
         recorder(&log),
     )
     .handler(handler("Php", "*.php", &["*"], "Unspecified", &["Other"]))
-    .handler(handler("Main", "*", &["*"], "Unspecified", &["Passer", "Answer"]));
+    .handler(handler(
+        "Main",
+        "*",
+        &["*"],
+        "Unspecified",
+        &["Passer", "Answer"],
+    ));
     let pipeline = t.build();
 
     let outcome = get(&pipeline, "/index.html").await;
@@ -89,7 +102,13 @@ async fn a_path_match_with_the_wrong_verb_answers_405() {
     let log = Log::new();
     let mut t = TestPipeline::new();
     add_handler_module(&mut t, &log, "Api", Some("api"));
-    t.handler(handler("Api", "/api/*", &["GET", "HEAD"], "Unspecified", &["Api"]));
+    t.handler(handler(
+        "Api",
+        "/api/*",
+        &["GET", "HEAD"],
+        "Unspecified",
+        &["Api"],
+    ));
     let pipeline = t.build();
 
     let refused = run(&pipeline, request(Method::DELETE, "/api/items")).await;
@@ -135,7 +154,13 @@ async fn a_later_handler_catches_what_a_file_handler_refuses() {
     add_handler_module(&mut t, &log, "Static", Some("static"));
     add_handler_module(&mut t, &log, "Dynamic", Some("dynamic"));
     t.handler(handler("StaticFile", "*", &["GET"], "File", &["Static"]))
-        .handler(handler("Fallback", "*", &["*"], "Unspecified", &["Dynamic"]));
+        .handler(handler(
+            "Fallback",
+            "*",
+            &["*"],
+            "Unspecified",
+            &["Dynamic"],
+        ));
     let pipeline = t.build();
 
     let outcome = get(&pipeline, "/generated").await;
@@ -179,8 +204,14 @@ async fn a_module_may_replace_the_handler_during_map_request_handler() {
             }),
         );
     }
-    t.handler(handler("SpecialHandler", "/special-only", &["*"], "Unspecified", &["Special"]))
-        .handler(catch_all(&["Normal"]));
+    t.handler(handler(
+        "SpecialHandler",
+        "/special-only",
+        &["*"],
+        "Unspecified",
+        &["Special"],
+    ))
+    .handler(catch_all(&["Normal"]));
     let pipeline = t.build();
 
     let outcome = get(&pipeline, "/page").await;
@@ -194,4 +225,41 @@ async fn a_module_may_replace_the_handler_during_map_request_handler() {
         ]
     );
     assert_eq!(outcome.body(), "special");
+}
+
+#[tokio::test]
+async fn set_request_handled_skips_the_remaining_handler_modules_without_a_404() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Claimer",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, _| {
+                log.push("Claimer");
+                // Produces nothing, yet the request counts as handled.
+                ctx.set_request_handled();
+                Status::Continue
+            }),
+        );
+    }
+    add_handler_module(&mut t, &log, "Skipped", Some("should not run"));
+    t.module(
+        "Recorder",
+        Registration::default().with_post(N::ExecuteRequestHandler | N::LogRequest),
+        recorder(&log),
+    )
+    .handler(catch_all(&["Claimer", "Skipped"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/claimed").await;
+
+    assert_eq!(
+        log.entries(),
+        ["Claimer", "PostExecuteRequestHandler", "PostLogRequest"]
+    );
+    assert_eq!(outcome.status(), StatusCode::OK);
+    assert!(outcome.context().is_request_handled());
+    assert_eq!(outcome.body(), "");
 }

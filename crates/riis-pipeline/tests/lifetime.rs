@@ -118,7 +118,13 @@ async fn one_instance_per_module_per_request_created_lazily_and_disposed_at_the_
         N::EndRequest.into(),
         &log,
     );
-    let late = add_counted(&mut t, "Late", N::EndRequest.into(), RequestNotifications::NONE, &log);
+    let late = add_counted(
+        &mut t,
+        "Late",
+        N::EndRequest.into(),
+        RequestNotifications::NONE,
+        &log,
+    );
     let never = add_counted(
         &mut t,
         "Never",
@@ -156,7 +162,10 @@ async fn one_instance_per_module_per_request_created_lazily_and_disposed_at_the_
 
     let observed = observed.entries();
     // Before EndRequest (the Observer runs FIRST there), Late does not exist yet.
-    assert!(observed.contains(&"EndRequest: busy 1/0 late 0/0".to_owned()), "{observed:?}");
+    assert!(
+        observed.contains(&"EndRequest: busy 1/0 late 0/0".to_owned()),
+        "{observed:?}"
+    );
     // At the very end both exist and neither is disposed yet.
     assert_eq!(
         observed.last().map(String::as_str),
@@ -226,7 +235,9 @@ fn panicking_pipeline(log: &Log) -> Arc<riis_pipeline::Pipeline> {
         let log = log.clone();
         t.module(
             "Boom",
-            Registration::events(N::AuthorizeRequest | N::LogRequest | N::EndRequest | N::SendResponse),
+            Registration::events(
+                N::AuthorizeRequest | N::LogRequest | N::EndRequest | N::SendResponse,
+            ),
             script(move |ctx, call| {
                 if call.is_event(N::AuthorizeRequest) && ctx.request().url() == "/boom" {
                     panic!("boom in a test module");
@@ -266,7 +277,11 @@ async fn a_panicking_module_fails_its_request_with_500_and_is_not_called_again()
     // The handler was skipped, the closing events ran for the other module,
     // and Boom was not called again (not even for SendResponse).
     assert_eq!(log.entries(), ["Page EndRequest"]);
-    let error = outcome.context().response().error().expect("the 500 names its cause");
+    let error = outcome
+        .context()
+        .response()
+        .error()
+        .expect("the 500 names its cause");
     assert_eq!(
         error.module.map(|m| pipeline.module_name(m).to_owned()),
         Some("Boom".to_owned())

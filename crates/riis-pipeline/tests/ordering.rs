@@ -28,8 +28,14 @@ async fn events_and_post_events_run_in_pipeline_order_for_the_handler_module() {
     let outcome = get(&pipeline, "/page").await;
 
     assert_eq!(log.entries(), expected_sequence(true));
-    assert_eq!(log.entries().first().map(String::as_str), Some("BeginRequest"));
-    assert_eq!(log.entries().last().map(String::as_str), Some("PostEndRequest"));
+    assert_eq!(
+        log.entries().first().map(String::as_str),
+        Some("BeginRequest")
+    );
+    assert_eq!(
+        log.entries().last().map(String::as_str),
+        Some("PostEndRequest")
+    );
     outcome.assert_completed();
 }
 
@@ -81,7 +87,9 @@ async fn higher_priorities_run_first_and_ties_keep_module_list_order() {
     ranked(&mut t, &log, "High", Priority::High);
     ranked(&mut t, &log, "LowB", Priority::Low);
     let pipeline = t.build();
-    let expected = ["First", "High", "MediumA", "MediumB", "LowA", "LowB", "Last"];
+    let expected = [
+        "First", "High", "MediumA", "MediumB", "LowA", "LowB", "Last",
+    ];
 
     assert_eq!(pipeline.dispatch_order(N::BeginRequest, false), expected);
     get(&pipeline, "/").await;
@@ -113,8 +121,14 @@ async fn post_event_priority_is_set_separately_from_the_event_priority() {
     }
     let pipeline = t.build();
 
-    assert_eq!(pipeline.dispatch_order(N::AuthorizeRequest, false), ["A", "B", "C"]);
-    assert_eq!(pipeline.dispatch_order(N::AuthorizeRequest, true), ["C", "B", "A"]);
+    assert_eq!(
+        pipeline.dispatch_order(N::AuthorizeRequest, false),
+        ["A", "B", "C"]
+    );
+    assert_eq!(
+        pipeline.dispatch_order(N::AuthorizeRequest, true),
+        ["C", "B", "A"]
+    );
     get(&pipeline, "/").await;
     assert_eq!(
         log.entries(),
@@ -133,7 +147,8 @@ async fn post_event_priority_is_set_separately_from_the_event_priority() {
 fn a_post_event_priority_for_a_notification_without_post_event_is_refused() {
     let mut t = TestPipeline::new();
     t.register("Sender", |_, reg, _| {
-        let result = reg.set_priority_for_post_request_notification(N::SendResponse, Priority::First);
+        let result =
+            reg.set_priority_for_post_request_notification(N::SendResponse, Priority::First);
         assert!(result.is_err(), "SendResponse has no post-event");
         Ok(())
     });

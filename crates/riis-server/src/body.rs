@@ -59,7 +59,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
         loop {
             if let Some(reading) = &mut this.reading {
@@ -85,7 +88,11 @@ impl Body for ResponseBody {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
-                Some(EntityChunk::File { file, offset, length }) => {
+                Some(EntityChunk::File {
+                    file,
+                    offset,
+                    length,
+                }) => {
                     if length == 0 {
                         continue;
                     }

@@ -35,7 +35,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use riis_pipeline::{BuildError, HandlerDefinition, LocationDefinition, SectionSource, SiteDefinition};
+use riis_pipeline::{
+    BuildError, HandlerDefinition, LocationDefinition, SectionSource, SiteDefinition,
+};
 use serde::Deserialize;
 
 /// A configuration error: file, line (when known), key (when known), message.
@@ -183,7 +185,9 @@ impl Binding {
             let (a, rest) = v6
                 .split_once(']')
                 .ok_or_else(|| format!("`{s}`: missing `]` after the IPv6 address"))?;
-            let ip: Ipv6Addr = a.parse().map_err(|_| format!("`{a}` is not an IPv6 address"))?;
+            let ip: Ipv6Addr = a
+                .parse()
+                .map_err(|_| format!("`{a}` is not an IPv6 address"))?;
             (IpAddr::V6(ip), rest.strip_prefix(':').unwrap_or(rest))
         } else {
             let (a, rest) = s
@@ -192,7 +196,9 @@ impl Binding {
             let ip = match a {
                 "*" | "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                a => a.parse().map_err(|_| format!("`{a}` is not an IP address, `*` or `localhost`"))?,
+                a => a
+                    .parse()
+                    .map_err(|_| format!("`{a}` is not an IP address, `*` or `localhost`"))?,
             };
             (ip, rest)
         };
@@ -200,8 +206,12 @@ impl Binding {
             Some((p, h)) => (p, Some(h)),
             None => (rest, None),
         };
-        let port: u16 = port.parse().map_err(|_| format!("`{port}` is not a port number"))?;
-        let host = host.filter(|h| !h.is_empty()).map(|h| h.to_ascii_lowercase());
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{port}` is not a port number"))?;
+        let host = host
+            .filter(|h| !h.is_empty())
+            .map(|h| h.to_ascii_lowercase());
         Ok(Self {
             addr: SocketAddr::new(addr, port),
             host,
@@ -346,19 +356,26 @@ impl ServerConfig {
             key_lines,
         };
         if raw.sites.is_empty() {
-            return Err(config.error_at("sites", "the configuration defines no site (add a [[sites]] table)"));
+            return Err(config.error_at(
+                "sites",
+                "the configuration defines no site (add a [[sites]] table)",
+            ));
         }
         for (i, site) in raw.sites.into_iter().enumerate() {
             let key = format!("sites[{i}]");
             if site.bindings.is_empty() {
-                return Err(config.error_at(&format!("{key}.bindings"), "a site needs at least one binding"));
+                return Err(config.error_at(
+                    &format!("{key}.bindings"),
+                    "a site needs at least one binding",
+                ));
             }
             let parsed = site
                 .bindings
                 .iter()
                 .enumerate()
                 .map(|(j, b)| {
-                    Binding::parse(b).map_err(|m| config.error_at(&format!("{key}.bindings[{j}]"), &m))
+                    Binding::parse(b)
+                        .map_err(|m| config.error_at(&format!("{key}.bindings[{j}]"), &m))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let root = if site.root.is_absolute() {
@@ -390,7 +407,9 @@ impl ServerConfig {
                 id: site.id.unwrap_or(i as u32 + 1),
                 name: site.name,
                 physical_root: root.canonicalize().unwrap_or(root),
-                handlers: site.handlers.map(|h| handlers(h, &format!("{key}.handlers"))),
+                handlers: site
+                    .handlers
+                    .map(|h| handlers(h, &format!("{key}.handlers"))),
                 sections: sections(site.sections, &key),
                 locations,
                 key,
@@ -402,7 +421,10 @@ impl ServerConfig {
         }
         for (i, a) in sites.iter().enumerate() {
             if sites[..i].iter().any(|b| b.id == a.id) {
-                return Err(config.error_at(&format!("{}.id", a.key), &format!("site id {} is used twice", a.id)));
+                return Err(config.error_at(
+                    &format!("{}.id", a.key),
+                    &format!("site id {} is used twice", a.id),
+                ));
             }
         }
         config.sites = sites;
@@ -427,7 +449,10 @@ impl ServerConfig {
         for sb in &self.bindings {
             for b in &sb.bindings {
                 if let Some((_, other)) = seen.iter().find(|(o, s)| *o == b && *s != sb.site) {
-                    let what = b.host.as_deref().map_or(String::new(), |h| format!(" for host `{h}`"));
+                    let what = b
+                        .host
+                        .as_deref()
+                        .map_or(String::new(), |h| format!(" for host `{h}`"));
                     return Err(self.error_at(
                         &format!("sites[{}].bindings", sb.site),
                         &format!(
@@ -463,7 +488,11 @@ impl ServerConfig {
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
         {
-            key = if key.is_empty() { field.to_owned() } else { format!("{key}.{field}") };
+            key = if key.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{key}.{field}")
+            };
         }
         self.error_at(&key, &e.message)
     }
@@ -481,7 +510,11 @@ impl ServerConfig {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// Maps every key path of the document to the line it is written on.
@@ -496,14 +529,16 @@ fn index_keys(text: &str) -> Result<BTreeMap<String, usize>, toml::de::Error> {
                     } else {
                         format!("{prefix}.{}", k.get_ref())
                     };
-                    out.entry(key.clone()).or_insert_with(|| line_of(text, k.span().start));
+                    out.entry(key.clone())
+                        .or_insert_with(|| line_of(text, k.span().start));
                     walk(text, &key, v.get_ref(), out);
                 }
             }
             DeValue::Array(a) => {
                 for (i, v) in a.iter().enumerate() {
                     let key = format!("{prefix}[{i}]");
-                    out.entry(key.clone()).or_insert_with(|| line_of(text, v.span().start));
+                    out.entry(key.clone())
+                        .or_insert_with(|| line_of(text, v.span().start));
                     walk(text, &key, v.get_ref(), out);
                 }
             }
@@ -534,11 +569,16 @@ mod tests {
     #[test]
     fn errors_name_file_line_and_key() {
         let dir = std::env::temp_dir();
-        let text = "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\", \"nope\"]\n";
+        let text =
+            "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\", \"nope\"]\n";
         let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
         assert_eq!(e.line, Some(4));
         assert_eq!(e.key.as_deref(), Some("sites[0].bindings[1]"));
-        assert!(e.to_string().starts_with("riis.toml:4: key `sites[0].bindings[1]`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("riis.toml:4: key `sites[0].bindings[1]`"),
+            "{e}"
+        );
 
         let text = "[server]\nworker_threads = \"many\"\n";
         let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();

@@ -12,9 +12,18 @@ use crate::config::{ConfigError, ServerConfig};
 const DEFAULTS: &str = include_str!("../../../examples/defaults.toml");
 
 const SITE_FILES: &[(&str, &[u8])] = &[
-    ("index.html", include_bytes!("../../../examples/site/index.html")),
-    ("style.css", include_bytes!("../../../examples/site/style.css")),
-    ("hello.txt", include_bytes!("../../../examples/site/hello.txt")),
+    (
+        "index.html",
+        include_bytes!("../../../examples/site/index.html"),
+    ),
+    (
+        "style.css",
+        include_bytes!("../../../examples/site/style.css"),
+    ),
+    (
+        "hello.txt",
+        include_bytes!("../../../examples/site/hello.txt"),
+    ),
 ];
 
 /// Where the example site's folder is: the repository's copy when it is
@@ -24,7 +33,11 @@ fn example_base() -> Result<PathBuf, std::io::Error> {
     if repo.join("site/index.html").is_file() {
         return Ok(repo);
     }
-    let base = std::env::temp_dir().join(format!("riis-{}-defaults-{}", env!("CARGO_PKG_VERSION"), user_name()));
+    let base = std::env::temp_dir().join(format!(
+        "riis-{}-defaults-{}",
+        env!("CARGO_PKG_VERSION"),
+        user_name()
+    ));
     let site = base.join("site");
     std::fs::create_dir_all(&site)?;
     for (name, data) in SITE_FILES {

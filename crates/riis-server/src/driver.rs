@@ -17,8 +17,8 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use riis_pipeline::{
-    ConnectionInfo, EntityChunk, HttpContext, HttpRequest, Output, Pipeline, RequestExecution, ResponseHead, Site,
-    Step,
+    ConnectionInfo, EntityChunk, HttpContext, HttpRequest, Output, Pipeline, RequestExecution,
+    ResponseHead, Site, Step,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,12 +30,16 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 /// client to take them.
 const STREAM_QUEUE: usize = 8;
 
+/// The sites answering on one listener: `(host, site)`, host-specific
+/// bindings first, the hostless one (if any) last.
+pub type Routes = Arc<[(Option<String>, Arc<Site>)]>;
+
 /// Everything a connection's requests share.
 pub struct ConnectionState {
     /// The pipeline of the configuration the connection was accepted under.
     pub pipeline: Arc<Pipeline>,
     /// Sites answering on this listener: `(host, site)`, hostless ones last.
-    pub routes: Arc<[(Option<String>, Arc<Site>)]>,
+    pub routes: Routes,
     /// The connection.
     pub connection: Arc<ConnectionInfo>,
 }
@@ -72,7 +76,8 @@ fn plain_status(status: StatusCode, close: bool) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::empty());
     *resp.status_mut() = status;
     if close {
-        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
@@ -101,7 +106,14 @@ pub async fn handle(state: Arc<ConnectionState>, req: Request<Incoming>) -> Repl
     let (parts, body) = req.into_parts();
     let conn = &state.connection;
     let is_head = parts.method == Method::HEAD;
-    let request = match HttpRequest::new(parts.method, parts.uri, parts.version, parts.headers, conn.local_addr, conn.remote_addr) {
+    let request = match HttpRequest::new(
+        parts.method,
+        parts.uri,
+        parts.version,
+        parts.headers,
+        conn.local_addr,
+        conn.remote_addr,
+    ) {
         Ok(mut r) => {
             r.set_tls(conn.is_tls);
             r
@@ -140,7 +152,13 @@ enum Event {
 }
 
 /// Runs a request that waits or streams, in its own task.
-async fn drive(mut exec: RequestExecution, first: Event, body: Incoming, is_head: bool, reply: oneshot::Sender<Reply>) {
+async fn drive(
+    mut exec: RequestExecution,
+    first: Event,
+    body: Incoming,
+    is_head: bool,
+    reply: oneshot::Sender<Reply>,
+) {
     let mut reader = BodyReader {
         body,
         leftover: Bytes::new(),
@@ -234,7 +252,8 @@ fn with_head(head: ResponseHead, body: ResponseBody, disconnect: bool) -> Respon
         }
     }
     if disconnect {
-        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
@@ -267,7 +286,8 @@ fn head_of(out: &mut Output) -> Result<ResponseHead, StatusCode> {
         .ok_or(StatusCode::BAD_GATEWAY)?;
     let mut map = HeaderMap::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_GATEWAY)?;
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_GATEWAY)?;
         let value = HeaderValue::from_bytes(h.value).map_err(|_| StatusCode::BAD_GATEWAY)?;
         map.append(name, value);
     }
@@ -281,7 +301,7 @@ fn head_of(out: &mut Output) -> Result<ResponseHead, StatusCode> {
         if let EntityChunk::Memory(b) = chunk {
             let n = skip.min(b.len());
             skip -= n;
-            let _ = bytes::Buf::advance(b, n);
+            bytes::Buf::advance(b, n);
             return !b.is_empty();
         }
         true
@@ -304,13 +324,18 @@ fn final_response(mut out: Output, is_head: bool) -> Reply {
     if is_head {
         // Nothing is sent for HEAD; a Content-Length a module set stays.
         if !head.headers.contains_key(CONTENT_LENGTH) {
-            head.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
+            head.headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
         }
         return Ok(with_head(head, ResponseBody::empty(), out.disconnect));
     }
     // hyper derives Content-Length from the body, which is exactly known.
     head.headers.remove(CONTENT_LENGTH);
-    Ok(with_head(head, ResponseBody::from_chunks(out.chunks), out.disconnect))
+    Ok(with_head(
+        head,
+        ResponseBody::from_chunks(out.chunks),
+        out.disconnect,
+    ))
 }
 
 fn streaming_response(mut out: Output, rx: mpsc::Receiver<Vec<EntityChunk>>) -> Reply {
@@ -321,5 +346,9 @@ fn streaming_response(mut out: Output, rx: mpsc::Receiver<Vec<EntityChunk>>) -> 
         Ok(h) => h,
         Err(status) => return Ok(plain_status(status, true)),
     };
-    Ok(with_head(head, ResponseBody::streaming(out.chunks, rx), out.disconnect))
+    Ok(with_head(
+        head,
+        ResponseBody::streaming(out.chunks, rx),
+        out.disconnect,
+    ))
 }

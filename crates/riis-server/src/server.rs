@@ -14,12 +14,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use riis_pipeline::{ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn, Site};
+use riis_pipeline::{
+    ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{ConfigError, ServerConfig};
-use crate::driver::{handle, ConnectionState};
+use crate::driver::{handle, ConnectionState, Routes};
 
 /// Why the server could not run.
 #[derive(Debug)]
@@ -74,7 +76,10 @@ pub fn build_pipeline(
             let key = if entry.kind.is_some() { "type" } else { "name" };
             return Err(config.error_at(
                 &format!("modules[{i}].{key}"),
-                &format!("unknown module `{kind}` (known modules: {})", known.join(", ")),
+                &format!(
+                    "unknown module `{kind}` (known modules: {})",
+                    known.join(", ")
+                ),
             ));
         };
         builder
@@ -94,21 +99,27 @@ pub fn build_pipeline(
             .then(|| http::HeaderValue::try_from(config.settings.server_header.as_str()).ok())
             .flatten(),
     });
-    builder.build().map(Arc::new).map_err(|e| config.build_error(&e))
+    builder
+        .build()
+        .map(Arc::new)
+        .map_err(|e| config.build_error(&e))
 }
 
 /// One listening address and the sites answering on it.
 struct ListenerPlan {
     addr: SocketAddr,
-    routes: Arc<[(Option<String>, Arc<Site>)]>,
+    routes: Routes,
 }
 
 fn plan_listeners(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ListenerPlan> {
-    let mut by_addr: BTreeMap<SocketAddr, Vec<(Option<String>, Arc<Site>)>> = BTreeMap::new();
+    let mut by_addr: BTreeMap<SocketAddr, Vec<_>> = BTreeMap::new();
     for sb in &config.bindings {
         let site = pipeline.sites()[sb.site].clone();
         for b in &sb.bindings {
-            by_addr.entry(b.addr).or_default().push((b.host.clone(), site.clone()));
+            by_addr
+                .entry(b.addr)
+                .or_default()
+                .push((b.host.clone(), site.clone()));
         }
     }
     by_addr
@@ -139,7 +150,10 @@ impl Server {
 
     /// Like [`Server::new`], with more modules compiled into the program that
     /// embeds riis; the configuration enables them by name like built-ins.
-    pub fn with_modules(config: ServerConfig, extra: &[(&str, RegisterModuleFn)]) -> Result<Self, ConfigError> {
+    pub fn with_modules(
+        config: ServerConfig,
+        extra: &[(&str, RegisterModuleFn)],
+    ) -> Result<Self, ConfigError> {
         let pipeline = build_pipeline(&config, extra)?;
         Ok(Self { config, pipeline })
     }
@@ -185,7 +199,9 @@ impl Server {
             let listener = TcpListener::bind(plan.addr)
                 .await
                 .map_err(|e| ServerError::Bind(plan.addr, e))?;
-            let local = listener.local_addr().map_err(|e| ServerError::Bind(plan.addr, e))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| ServerError::Bind(plan.addr, e))?;
             let sites: Vec<String> = plan
                 .routes
                 .iter()
@@ -207,7 +223,7 @@ impl Server {
 /// A server whose addresses are bound, not yet serving.
 pub struct BoundServer {
     server: Server,
-    listeners: Vec<(TcpListener, Arc<[(Option<String>, Arc<Site>)]>)>,
+    listeners: Vec<(TcpListener, Routes)>,
 }
 
 impl BoundServer {
@@ -271,7 +287,10 @@ impl BoundServer {
             unreachable!("accept loops hold the only other references")
         });
         let deadline = Duration::from_secs(this.config.settings.shutdown_timeout);
-        if tokio::time::timeout(deadline, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(deadline, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "in-flight requests did not finish within {}s; closing them",
                 deadline.as_secs()
@@ -288,7 +307,7 @@ static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 async fn accept_loop(
     listener: TcpListener,
-    routes: Arc<[(Option<String>, Arc<Site>)]>,
+    routes: Routes,
     pipeline: Arc<Pipeline>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
@@ -320,7 +339,9 @@ async fn accept_loop(
             )),
         });
         let service = service_fn(move |req| handle(state.clone(), req));
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -331,7 +352,9 @@ async fn accept_loop(
 }
 
 async fn health_checks(pipeline: Arc<Pipeline>, interval: u64, mut stop: watch::Receiver<bool>) {
-    if interval == 0 || !pipeline.has_global_listeners(riis_pipeline::GlobalNotification::HealthCheck) {
+    if interval == 0
+        || !pipeline.has_global_listeners(riis_pipeline::GlobalNotification::HealthCheck)
+    {
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(interval));

@@ -49,7 +49,10 @@ fn init_logging() {
         .init();
 }
 
-fn load(config: Option<PathBuf>, root: Option<PathBuf>) -> Result<ServerConfig, riis_server::ConfigError> {
+fn load(
+    config: Option<PathBuf>,
+    root: Option<PathBuf>,
+) -> Result<ServerConfig, riis_server::ConfigError> {
     match (config, root) {
         (Some(path), _) => ServerConfig::load(&path),
         (None, Some(root)) => defaults::root_config(&root),
@@ -61,7 +64,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Serve { config, root, listen } => {
+        Command::Serve {
+            config,
+            root,
+            listen,
+        } => {
             let mut config = match load(config, root) {
                 Ok(c) => c,
                 Err(e) => {
@@ -90,20 +97,22 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => match ServerConfig::load(&config).and_then(Server::new) {
-            Ok(server) => {
-                println!(
-                    "{}: configuration is valid ({} modules, {} sites)",
-                    config.display(),
-                    server.pipeline().module_names().count(),
-                    server.pipeline().sites().len()
-                );
-                ExitCode::SUCCESS
+        Command::CheckConfig { config } => {
+            match ServerConfig::load(&config).and_then(Server::new) {
+                Ok(server) => {
+                    println!(
+                        "{}: configuration is valid ({} modules, {} sites)",
+                        config.display(),
+                        server.pipeline().module_names().count(),
+                        server.pipeline().sites().len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("riis: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("riis: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }

@@ -11,8 +11,8 @@ use common::{Connection, TempDir};
 use riis_pipeline::http::{header, HeaderValue, StatusCode};
 use riis_pipeline::{
     CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, ReadEntityProvider,
-    RegisterModuleFn, RequestNotification as N, RequestNotificationStatus as Status, RequestNotifications,
-    ServerInfo,
+    RegisterModuleFn, RequestNotification as N, RequestNotificationStatus as Status,
+    RequestNotifications, ServerInfo,
 };
 use riis_server::{Server, ServerConfig};
 use tokio::sync::oneshot;
@@ -28,7 +28,11 @@ impl HttpModule for Boom {
     }
 }
 
-fn register_boom(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
+fn register_boom(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
     r.set_request_notifications(|| Boom, N::BeginRequest.into(), RequestNotifications::NONE)
 }
 
@@ -46,8 +50,16 @@ impl HttpModule for Later {
     }
 }
 
-fn register_later(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
-    r.set_request_notifications(|| Later, N::ExecuteRequestHandler.into(), RequestNotifications::NONE)
+fn register_later(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Later,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
 }
 
 /// Reads the whole body asynchronously and echoes it.
@@ -67,7 +79,13 @@ impl HttpModule for Echo {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
         self.read_more(ctx)
     }
-    fn on_async_completion(&mut self, ctx: &mut HttpContext, _: N, _: bool, info: &CompletionInfo) -> Status {
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _: N,
+        _: bool,
+        info: &CompletionInfo,
+    ) -> Status {
         if info.bytes > 0 {
             self.body.extend_from_slice(ctx.request().read_data());
             return self.read_more(ctx);
@@ -79,8 +97,16 @@ impl HttpModule for Echo {
     }
 }
 
-fn register_echo(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
-    r.set_request_notifications(Echo::default, N::ExecuteRequestHandler.into(), RequestNotifications::NONE)
+fn register_echo(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        Echo::default,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
 }
 
 /// Upper-cases every body byte read.
@@ -93,7 +119,11 @@ impl HttpModule for Upper {
     }
 }
 
-fn register_upper(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
+fn register_upper(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
     r.set_request_notifications(|| Upper, N::ReadEntity.into(), RequestNotifications::NONE)
 }
 
@@ -109,8 +139,16 @@ impl HttpModule for SiteName {
     }
 }
 
-fn register_site_name(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
-    r.set_request_notifications(|| SiteName, N::BeginRequest.into(), RequestNotifications::NONE)
+fn register_site_name(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || SiteName,
+        N::BeginRequest.into(),
+        RequestNotifications::NONE,
+    )
 }
 
 /// Requests that reached [`Gate`]; only the shutdown test uses it.
@@ -132,8 +170,16 @@ impl HttpModule for Gate {
     }
 }
 
-fn register_gate(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
-    r.set_request_notifications(|| Gate, N::ExecuteRequestHandler.into(), RequestNotifications::NONE)
+fn register_gate(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Gate,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
 }
 
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
@@ -248,7 +294,11 @@ fn request_bodies_are_read_through_read_entity() {
     let mut conn = Connection::open(server.addr);
     let body = "hello body, longer than one read of seven bytes";
     conn.send_raw(
-        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
     );
     let resp = conn.read_response(false);
     assert_eq!(resp.status, 200);

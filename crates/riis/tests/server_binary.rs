@@ -52,9 +52,13 @@ fn static_files_have_type_length_and_validators() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-type"), Some("text/plain"));
     assert_eq!(resp.header("content-length"), Some("5"));
-    assert!(resp.header("last-modified").is_some_and(|v| v.ends_with("GMT")));
+    assert!(resp
+        .header("last-modified")
+        .is_some_and(|v| v.ends_with("GMT")));
     assert!(resp.header("etag").is_some_and(|v| v.starts_with('"')));
-    assert!(resp.header("server").is_some_and(|v| v.starts_with("riis/")));
+    assert!(resp
+        .header("server")
+        .is_some_and(|v| v.starts_with("riis/")));
     assert!(resp.header("date").is_some());
     assert_eq!(resp.text(), "alpha");
 }
@@ -92,10 +96,22 @@ fn missing_files_directories_and_unknown_types() {
 #[test]
 fn encoded_traversal_is_refused() {
     let (_dir, server) = static_site();
-    for path in ["/%2e%2e/riis.toml", "/docs/%2E%2E/%2e%2e/riis.toml", "/..%5criis.toml", "/a%00.txt"] {
+    for path in [
+        "/%2e%2e/riis.toml",
+        "/docs/%2E%2E/%2e%2e/riis.toml",
+        "/..%5criis.toml",
+        "/a%00.txt",
+    ] {
         let resp = get(server.addr, path);
-        assert!(resp.status == 400 || resp.status == 404, "{path}: {}", resp.status);
-        assert!(!resp.text().contains("[[sites]]"), "{path} leaked the config");
+        assert!(
+            resp.status == 400 || resp.status == 404,
+            "{path}: {}",
+            resp.status
+        );
+        assert!(
+            !resp.text().contains("[[sites]]"),
+            "{path} leaked the config"
+        );
     }
 }
 
@@ -106,7 +122,10 @@ fn event_trace_shows_the_pipeline_order() {
     let trace = resp.header("x-riis-trace").expect("EventTrace header");
     // The server maps the URL while choosing the handler, as MapRequestHandler
     // starts: MapPath comes right before the modules' MapRequestHandler.
-    assert!(trace.contains("PostResolveRequestCache,MapPath,MapRequestHandler"), "{trace}");
+    assert!(
+        trace.contains("PostResolveRequestCache,MapPath,MapRequestHandler"),
+        "{trace}"
+    );
     let events: Vec<&str> = trace.split(',').filter(|e| *e != "MapPath").collect();
     let expected_prefix = [
         "BeginRequest",
@@ -168,7 +187,10 @@ fn async_hello_completes_through_on_async_completion() {
     let resp = conn.get("/");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "Hello World!");
-    assert_eq!(resp.header("x-async-completion"), Some("BeginRequest bytes=12 status=0x00000000"));
+    assert_eq!(
+        resp.header("x-async-completion"),
+        Some("BeginRequest bytes=12 status=0x00000000")
+    );
     // Flushed before the end of the request, so the body was streamed.
     assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
     // And the connection stays usable.
@@ -183,7 +205,12 @@ fn keep_alive_and_pipelining() {
         assert_eq!(conn.get("/a.txt").text(), "alpha");
     }
     let batch: String = (0..16)
-        .map(|i| format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", if i % 2 == 0 { "a.txt" } else { "docs/" }))
+        .map(|i| {
+            format!(
+                "GET /{} HTTP/1.1\r\nHost: t\r\n\r\n",
+                if i % 2 == 0 { "a.txt" } else { "docs/" }
+            )
+        })
         .collect();
     conn.send_raw(batch.as_bytes());
     for i in 0..16 {
@@ -197,7 +224,10 @@ fn keep_alive_and_pipelining() {
 #[test]
 fn http2_with_prior_knowledge() {
     let (_dir, server) = static_site();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         use http_body_util::{BodyExt, Empty};
         let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -245,7 +275,11 @@ fn check_config_reports_file_line_and_key() {
         .args(["check-config", "--config", good.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let bad = dir.write(
         "bad.toml",
@@ -267,7 +301,10 @@ fn check_config_reports_file_line_and_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown.toml:2:") && err.contains("NoSuchModule"), "{err}");
+    assert!(
+        err.contains("unknown.toml:2:") && err.contains("NoSuchModule"),
+        "{err}"
+    );
 }
 
 #[test]

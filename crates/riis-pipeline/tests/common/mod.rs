@@ -67,7 +67,12 @@ impl Log {
 
     /// How many entries equal `entry`.
     pub fn count(&self, entry: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|e| *e == entry).count()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| *e == entry)
+            .count()
     }
 }
 
@@ -243,7 +248,11 @@ impl HttpModule for ScriptedModule {
         (self.script)(ctx, Call::SendResponse(provider))
     }
 
-    fn on_read_entity(&mut self, ctx: &mut HttpContext, provider: &mut ReadEntityProvider) -> Status {
+    fn on_read_entity(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut ReadEntityProvider,
+    ) -> Status {
         (self.script)(ctx, Call::ReadEntity(provider))
     }
 
@@ -634,7 +643,12 @@ impl Outcome {
     /// Asserts the usual end of a response: exactly one final send, and it is
     /// the last one.
     pub fn assert_completed(&self) {
-        assert_eq!(self.final_sends(), 1, "exactly one final send: {:?}", self.sends);
+        assert_eq!(
+            self.final_sends(),
+            1,
+            "exactly one final send: {:?}",
+            self.sends
+        );
         assert!(
             self.sends.last().is_some_and(|s| s.is_final),
             "the final send is the last one"
@@ -651,7 +665,9 @@ pub async fn drive(mut execution: RequestExecution, body: Vec<Bytes>) -> Outcome
     for _ in 0..STEP_LIMIT {
         match execution.resume() {
             Step::Send => {
-                let output = execution.take_output().expect("Step::Send comes with output");
+                let output = execution
+                    .take_output()
+                    .expect("Step::Send comes with output");
                 let mut bytes = Vec::new();
                 for chunk in &output.chunks {
                     match chunk {
@@ -693,11 +709,19 @@ pub async fn drive(mut execution: RequestExecution, body: Vec<Bytes>) -> Outcome
 
 /// Runs `request` through `pipeline` with no body.
 pub async fn run(pipeline: &Arc<Pipeline>, request: HttpRequest) -> Outcome {
-    drive(RequestExecution::new(context(pipeline, request)), Vec::new()).await
+    drive(
+        RequestExecution::new(context(pipeline, request)),
+        Vec::new(),
+    )
+    .await
 }
 
 /// Runs `request` through `pipeline`, feeding `body` to body reads.
-pub async fn run_with_body(pipeline: &Arc<Pipeline>, request: HttpRequest, body: Vec<Bytes>) -> Outcome {
+pub async fn run_with_body(
+    pipeline: &Arc<Pipeline>,
+    request: HttpRequest,
+    body: Vec<Bytes>,
+) -> Outcome {
     drive(RequestExecution::new(context(pipeline, request)), body).await
 }
 

@@ -128,7 +128,9 @@ pub struct Connection {
 impl Connection {
     pub fn open(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         Self {
             reader: BufReader::new(stream),
         }
@@ -163,7 +165,12 @@ impl Connection {
         let headers: Vec<(String, String)> = parsed
             .headers
             .iter()
-            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
             .collect();
         let mut resp = Response {
             status,
@@ -174,11 +181,15 @@ impl Connection {
         if head_only || status == 204 || status == 304 {
             return resp;
         }
-        if resp.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        if resp
+            .header("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
+        {
             loop {
                 let mut line = String::new();
                 self.reader.read_line(&mut line).unwrap();
-                let size = usize::from_str_radix(line.trim().split(';').next().unwrap(), 16).unwrap();
+                let size =
+                    usize::from_str_radix(line.trim().split(';').next().unwrap(), 16).unwrap();
                 let mut chunk = vec![0; size + 2];
                 self.reader.read_exact(&mut chunk).unwrap();
                 if size == 0 {

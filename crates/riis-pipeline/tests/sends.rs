@@ -1,0 +1,175 @@
+//! When the response goes out: the final send after PostEndRequest, sends
+//! forced by the buffer limit or by disabled buffering, and FinishRequest
+//! inside SendResponse.
+
+mod common;
+
+use common::*;
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{PipelineSettings, Priority, RequestNotification as N};
+
+/// Registers `SendWatcher`, logging each send as `send headers=… final=…`.
+fn add_send_watcher(t: &mut TestPipeline, log: &Log) {
+    let log = log.clone();
+    t.module(
+        "SendWatcher",
+        Registration::events(N::SendResponse),
+        script(move |_, call| {
+            if let Call::SendResponse(p) = call {
+                log.push(format!(
+                    "send headers={} final={}",
+                    p.headers_being_sent(),
+                    p.is_final_send()
+                ));
+            }
+            Status::Continue
+        }),
+    );
+}
+
+#[tokio::test]
+async fn the_final_send_happens_after_post_end_request() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Late",
+            Registration::events(N::LogRequest | N::EndRequest).with_post(N::EndRequest),
+            script(move |ctx, call| {
+                log.push(format!(
+                    "{} status={}",
+                    call.describe(),
+                    ctx.response().status().as_u16()
+                ));
+                if call.is_post_event(N::EndRequest) {
+                    ctx.response_mut()
+                        .set_status(StatusCode::ACCEPTED, "Accepted");
+                    write(ctx, "set at PostEndRequest");
+                }
+                Status::Continue
+            }),
+        )
+        .module(
+            "Early",
+            Registration::events(N::BeginRequest),
+            script(|ctx, _| {
+                ctx.response_mut()
+                    .set_status(StatusCode::CREATED, "Created");
+                Status::FinishRequest
+            }),
+        );
+    }
+    add_send_watcher(&mut t, &log);
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(
+        log.entries(),
+        [
+            "LogRequest status=201",
+            "EndRequest status=201",
+            "PostEndRequest status=201",
+            "send headers=true final=true",
+        ]
+    );
+    assert_eq!(outcome.status(), StatusCode::ACCEPTED);
+    assert_eq!(outcome.body(), "set at PostEndRequest");
+}
+
+#[tokio::test]
+async fn overflowing_the_response_buffer_sends_early() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.builder_mut().settings(PipelineSettings {
+        response_buffer_limit: 8,
+        ..PipelineSettings::default()
+    });
+    t.module(
+        "Writer",
+        Registration::events(N::BeginRequest | N::AuthorizeRequest),
+        script(|ctx, call| {
+            if call.is_event(N::BeginRequest) {
+                write(ctx, "more than eight bytes");
+            } else {
+                write(ctx, "; rest");
+            }
+            Status::Continue
+        }),
+    );
+    add_send_watcher(&mut t, &log);
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(
+        log.entries(),
+        [
+            "send headers=true final=false",
+            "send headers=false final=true"
+        ]
+    );
+    assert_eq!(outcome.sends[0].body, b"more than eight bytes");
+    assert_eq!(outcome.sends[1].body, b"; rest");
+    outcome.assert_completed();
+}
+
+#[tokio::test]
+async fn with_buffering_disabled_each_call_sends_its_writes() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "Streamer",
+        Registration::events(N::BeginRequest | N::AuthorizeRequest),
+        script(|ctx, call| {
+            if call.is_event(N::BeginRequest) {
+                ctx.response_mut().disable_buffering();
+                write(ctx, "a");
+                write(ctx, "b");
+            } else {
+                write(ctx, "c");
+            }
+            Status::Continue
+        }),
+    );
+    add_send_watcher(&mut t, &log);
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    let bodies: Vec<&[u8]> = outcome.sends.iter().map(|s| s.body.as_slice()).collect();
+    assert_eq!(bodies, [&b"ab"[..], b"c", b""]);
+    assert_eq!(log.entries().len(), 3);
+    outcome.assert_completed();
+}
+
+#[tokio::test]
+async fn finish_request_in_send_response_skips_the_remaining_send_response_modules_only() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    // Inverted order: Last runs first, then Medium, then First.
+    for (name, priority, status) in [
+        ("RunsLast", Priority::First, Status::Continue),
+        ("Stopper", Priority::Medium, Status::FinishRequest),
+        ("RunsFirst", Priority::Last, Status::Continue),
+    ] {
+        let log = log.clone();
+        t.module(
+            name,
+            Registration::events(N::SendResponse).priority(N::SendResponse, priority),
+            script(move |ctx, _| {
+                log.push(name);
+                write(ctx, format!("[{name}]"));
+                status
+            }),
+        );
+    }
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(log.entries(), ["RunsFirst", "Stopper"]);
+    assert_eq!(outcome.body(), "[RunsFirst][Stopper]");
+    outcome.assert_completed();
+}
