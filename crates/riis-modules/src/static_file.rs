@@ -18,14 +18,14 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
 use riis_pipeline::{
     HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
-    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+    RequestNotificationStatus, RequestNotifications, ResourceKind, Section, ServerInfo,
 };
 use serde::Deserialize;
 
@@ -102,21 +102,12 @@ impl HttpModule for StaticFile {
             return code;
         }
         let path = ctx.physical_path().to_path_buf();
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                return match e.kind() {
-                    std::io::ErrorKind::PermissionDenied => {
-                        status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005)
-                    }
-                    _ => status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
-                }
-            }
+        // The engine probed the path while choosing the handler; no second stat.
+        let info = match ctx.resource_info() {
+            Some(info) => info,
+            None => return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
         };
-        let Ok(meta) = file.metadata() else {
-            return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002);
-        };
-        if meta.is_dir() {
+        if info.kind == ResourceKind::Directory {
             if ctx.request().url().ends_with('/') {
                 // Left to the handler's next module (default document, listing).
                 return RequestNotificationStatus::Continue;
@@ -140,8 +131,7 @@ impl HttpModule for StaticFile {
         let Some(content_type) = self.content_type(ctx, &path) else {
             return status(ctx, StatusCode::NOT_FOUND, 3, 0x8007_0032);
         };
-        let len = meta.len();
-        let modified = meta.modified().ok();
+        let (len, modified) = (info.len, info.modified);
         let max_age = ctx.config(self.config).max_age;
 
         let resp = ctx.response_mut();
@@ -171,10 +161,18 @@ impl HttpModule for StaticFile {
             ctx.set_request_handled();
             return RequestNotificationStatus::Continue;
         }
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005)
+            }
+            Err(_) => return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
+        };
         if len <= READ_INTO_MEMORY_LIMIT {
-            let mut data = Vec::with_capacity(len as usize);
-            let mut file = file;
-            if file.read_to_end(&mut data).is_err() {
+            // One positioned read of the length the probe saw: no seek, no
+            // extra read to find the end.
+            let mut data = vec![0; len as usize];
+            if file.read_exact_at(&mut data, 0).is_err() {
                 return status(
                     ctx,
                     StatusCode::INTERNAL_SERVER_ERROR,

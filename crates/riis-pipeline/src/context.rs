@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::completion::{CompletionHandle, CompletionState};
 use crate::context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
 use crate::global::{TraceEvent, TracePhase};
-use crate::handler::{MappingFailure, ResourceKind};
+use crate::handler::{MappingFailure, ResourceInfo, ResourceKind};
 use crate::module::{HttpModule, ModuleError};
 use crate::notification::{RequestNotification, RequestNotificationStatus};
 use crate::pipeline::{Location, Pipeline, Site, MAX_CHILD_REQUEST_DEPTH};
@@ -78,7 +78,7 @@ pub struct HttpContext {
     pub(crate) mapped: bool,
     pub(crate) request_handled: bool,
     pub(crate) physical_path: Option<PathBuf>,
-    pub(crate) resource_kind: Option<Option<ResourceKind>>,
+    pub(crate) resource: Option<Option<ResourceInfo>>,
     pub(crate) op: Option<AsyncOp>,
     pub(crate) completion: Option<Arc<CompletionState>>,
     pub(crate) current: Option<(ModuleIndex, RequestNotification, bool)>,
@@ -128,7 +128,7 @@ impl HttpContext {
             mapped: false,
             request_handled: false,
             physical_path: None,
-            resource_kind: None,
+            resource: None,
             op: None,
             completion: None,
             current: None,
@@ -276,17 +276,23 @@ impl HttpContext {
             .unwrap_or(std::path::Path::new(""))
     }
 
-    /// Whether the request's physical path is a file or a directory, as the
-    /// engine found it while choosing the handler (probed now if it did not
-    /// need to).
-    pub fn resource_kind(&mut self) -> Option<ResourceKind> {
-        if let Some(k) = self.resource_kind {
-            return k;
+    /// What the request's physical path is (file with length and time, or
+    /// directory), as the engine found it while choosing the handler; probed
+    /// now if the handler did not need it. `None` when nothing is there.
+    pub fn resource_info(&mut self) -> Option<ResourceInfo> {
+        if let Some(info) = self.resource {
+            return info;
         }
         let path = self.physical_path().to_path_buf();
-        let k = self.pipeline.fs.resource_kind(&path);
-        self.resource_kind = Some(k);
-        k
+        let info = self.pipeline.fs.probe(&path);
+        self.resource = Some(info);
+        info
+    }
+
+    /// Whether the request's physical path is a file or a directory
+    /// (see [`HttpContext::resource_info`]).
+    pub fn resource_kind(&mut self) -> Option<ResourceKind> {
+        self.resource_info().map(|i| i.kind)
     }
 
     /// `MapPath`: the physical path for a URL of this site. Modules registered

@@ -57,12 +57,45 @@ pub enum ResourceKind {
     Directory,
 }
 
-/// The engine's only window on the file system: whether a physical path is a
-/// file or a directory. The server gives it the real file system; tests give
-/// it a fake, so the engine itself does no I/O.
+/// What the engine learned about a physical path when it probed it: enough
+/// to choose a handler, and for a file the length and modification time, so
+/// a static handler needs no second `stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// File or directory.
+    pub kind: ResourceKind,
+    /// Length in bytes (0 for a directory).
+    pub len: u64,
+    /// Last modification, when the platform reports it.
+    pub modified: Option<std::time::SystemTime>,
+}
+
+impl ResourceInfo {
+    /// A file of `len` bytes.
+    pub fn file(len: u64, modified: Option<std::time::SystemTime>) -> Self {
+        Self {
+            kind: ResourceKind::File,
+            len,
+            modified,
+        }
+    }
+
+    /// A directory.
+    pub fn directory() -> Self {
+        Self {
+            kind: ResourceKind::Directory,
+            len: 0,
+            modified: None,
+        }
+    }
+}
+
+/// The engine's only window on the file system: what a physical path is. The
+/// server gives it the real file system; tests give it a fake, so the engine
+/// itself does no I/O.
 pub trait FileSystem: Send + Sync + 'static {
     /// What `path` is, or `None` when it does not exist.
-    fn resource_kind(&self, path: &Path) -> Option<ResourceKind>;
+    fn probe(&self, path: &Path) -> Option<ResourceInfo>;
 }
 
 /// A path pattern of a handler mapping.

@@ -65,7 +65,8 @@ pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContex
 pub use execution::{Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED};
 pub use global::{ApplicationInfo, TraceEvent, TracePhase};
 pub use handler::{
-    FileSystem, HandlerMapping, MappingFailure, PathPattern, ResourceKind, ResourceType,
+    FileSystem, HandlerMapping, MappingFailure, PathPattern, ResourceInfo, ResourceKind,
+    ResourceType,
 };
 pub use module::{GlobalModule, HttpModule, HttpModuleFactory, ModuleError};
 pub use notification::{

@@ -10,7 +10,7 @@ use http::Method;
 
 use crate::context_container::SharedContextContainer;
 use crate::global::{ApplicationInfo, TraceEvent};
-use crate::handler::{FileSystem, HandlerMapping, PathPattern, ResourceKind, ResourceType};
+use crate::handler::{FileSystem, HandlerMapping, PathPattern, ResourceInfo, ResourceType};
 use crate::module::ModuleError;
 use crate::notification::{
     GlobalNotification, GlobalNotificationStatus, RequestNotification, RequestNotifications,
@@ -364,13 +364,13 @@ impl Pipeline {
 pub struct RealFileSystem;
 
 impl FileSystem for RealFileSystem {
-    fn resource_kind(&self, path: &std::path::Path) -> Option<ResourceKind> {
+    fn probe(&self, path: &std::path::Path) -> Option<ResourceInfo> {
         let meta = std::fs::metadata(path).ok()?;
-        if meta.is_dir() {
-            Some(ResourceKind::Directory)
+        Some(if meta.is_dir() {
+            ResourceInfo::directory()
         } else {
-            Some(ResourceKind::File)
-        }
+            ResourceInfo::file(meta.len(), meta.modified().ok())
+        })
     }
 }
 

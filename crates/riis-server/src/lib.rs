@@ -14,4 +14,6 @@ pub mod driver;
 pub mod server;
 
 pub use config::{ConfigError, ServerConfig};
-pub use server::{build_pipeline, shutdown_signal, BoundServer, Server, ServerError};
+pub use server::{
+    build_pipeline, shutdown_signal, BoundServer, Server, ServerError, ShutdownSignal,
+};

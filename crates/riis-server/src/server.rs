@@ -163,7 +163,8 @@ impl Server {
         &self.pipeline
     }
 
-    /// Worker threads the runtime should have.
+    /// Worker threads: `[server] worker_threads`, or one per core available
+    /// to the process (its CPU affinity counts, so `taskset -c 0` gives one).
     pub fn worker_threads(&self) -> usize {
         match self.config.settings.worker_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -171,37 +172,51 @@ impl Server {
         }
     }
 
-    /// Runs on a new multi-threaded runtime until SIGTERM or SIGINT, then
-    /// drains.
+    /// Runs until SIGTERM or SIGINT, then drains.
+    ///
+    /// Thread per core, like nginx's worker processes: each worker thread has
+    /// its own single-threaded runtime and its own listening socket per
+    /// address (`SO_REUSEPORT`, so the kernel spreads connections), and a
+    /// connection lives on one thread from accept to close. No request state
+    /// crosses threads and no scheduler work is shared.
     pub fn run(self) -> Result<(), ServerError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.worker_threads())
-            .thread_name("riis-worker")
+        let workers = self.worker_threads();
+        let control = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(ServerError::Runtime)?;
-        runtime.block_on(self.serve(shutdown_signal()))
+        control.block_on(async move {
+            // Signal handlers go in before the sockets are bound, so a
+            // SIGTERM that follows the "listening" line is never missed.
+            let shutdown = ShutdownSignal::install().map_err(ServerError::Runtime)?;
+            self.bind(workers)?.serve_threads(shutdown.recv()).await
+        })
     }
 
-    /// Serves until `shutdown` resolves, then stops listening and gives
-    /// in-flight requests `shutdown_timeout` seconds to finish.
+    /// Serves on the current tokio runtime until `shutdown` resolves, then
+    /// stops listening and gives in-flight requests `shutdown_timeout`
+    /// seconds to finish. For embedding riis in a program that has a runtime.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        self.bind().await?.serve(shutdown).await
+        self.bind(1)?.serve(shutdown).await
     }
 
-    /// Binds every address of the configuration and prints one
-    /// `riis: listening on http://ADDR for SITES` line per listener (scripts
+    /// Binds every address of the configuration with `sockets` listening
+    /// sockets each (one per worker thread) and prints one
+    /// `riis: listening on http://ADDR for SITES` line per address (scripts
     /// and tests read it to learn ephemeral ports).
-    pub async fn bind(self) -> Result<BoundServer, ServerError> {
+    pub fn bind(self, sockets: usize) -> Result<BoundServer, ServerError> {
         let plans = plan_listeners(&self.config, &self.pipeline);
         let mut listeners = Vec::with_capacity(plans.len());
         for plan in plans {
-            let listener = TcpListener::bind(plan.addr)
-                .await
-                .map_err(|e| ServerError::Bind(plan.addr, e))?;
-            let local = listener
+            let first = listen_socket(plan.addr).map_err(|e| ServerError::Bind(plan.addr, e))?;
+            // An ephemeral port is chosen by the first socket; the others join it.
+            let local = first
                 .local_addr()
                 .map_err(|e| ServerError::Bind(plan.addr, e))?;
+            let mut group = vec![first];
+            for _ in 1..sockets.max(1) {
+                group.push(listen_socket(local).map_err(|e| ServerError::Bind(local, e))?);
+            }
             let sites: Vec<String> = plan
                 .routes
                 .iter()
@@ -211,7 +226,11 @@ impl Server {
                 })
                 .collect();
             println!("riis: listening on http://{local} for {}", sites.join(", "));
-            listeners.push((listener, plan.routes));
+            listeners.push(ListenerGroup {
+                local,
+                sockets: group,
+                routes: plan.routes,
+            });
         }
         Ok(BoundServer {
             server: self,
@@ -220,86 +239,212 @@ impl Server {
     }
 }
 
+/// A listening socket with `SO_REUSEPORT`, so one per worker can share an
+/// address.
+fn listen_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// The sockets bound for one address, and the sites answering there.
+struct ListenerGroup {
+    local: SocketAddr,
+    sockets: Vec<std::net::TcpListener>,
+    routes: Routes,
+}
+
 /// A server whose addresses are bound, not yet serving.
 pub struct BoundServer {
     server: Server,
-    listeners: Vec<(TcpListener, Routes)>,
+    listeners: Vec<ListenerGroup>,
 }
 
 impl BoundServer {
     /// The bound addresses (with the real port for `:0` bindings).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect()
+        self.listeners.iter().map(|g| g.local).collect()
     }
 
-    /// Serves until `shutdown` resolves, then drains (see [`Server::serve`]).
+    /// Serves on the current runtime, every socket of each address there,
+    /// until `shutdown` resolves; then drains (see [`Server::serve`]).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Self { server, listeners } = self;
-        let this = &server;
-        tracing::info!(
-            modules = ?this.pipeline.module_names().collect::<Vec<_>>(),
-            "configuration loaded from {}",
-            this.config.file.display()
-        );
-        this.pipeline.raise_application_start();
-
+        let sockets = listeners
+            .into_iter()
+            .flat_map(|g| {
+                let routes = g.routes;
+                g.sockets.into_iter().map(move |s| (s, routes.clone()))
+            })
+            .collect();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let graceful = Arc::new(GracefulShutdown::new());
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .pipeline_flush(true);
-        builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
-
-        let mut accept_loops = Vec::new();
-        for (listener, routes) in listeners {
-            accept_loops.push(tokio::spawn(accept_loop(
-                listener,
-                routes,
-                this.pipeline.clone(),
-                builder.clone(),
-                graceful.clone(),
-                stop_rx.clone(),
-            )));
-        }
-        let health = tokio::spawn(health_checks(
-            this.pipeline.clone(),
-            this.config.settings.health_check_interval,
-            stop_rx.clone(),
+        let lifecycle = Lifecycle::start(&server, stop_rx.clone());
+        let worker = tokio::spawn(run_worker(
+            sockets,
+            server.pipeline.clone(),
+            stop_rx,
+            server.shutdown_timeout(),
         ));
-
         shutdown.await;
-        tracing::info!("shutting down: no new connections; draining in-flight requests");
-        let _ = stop_tx.send(true);
-        for l in accept_loops {
-            let _ = l.await;
-        }
-        let _ = health.await;
-        this.pipeline.raise_stop_listening();
-        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| {
-            // Every accept loop has ended, so no clone is left.
-            unreachable!("accept loops hold the only other references")
-        });
-        let deadline = Duration::from_secs(this.config.settings.shutdown_timeout);
-        if tokio::time::timeout(deadline, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "in-flight requests did not finish within {}s; closing them",
-                deadline.as_secs()
-            );
-        }
-        this.pipeline.raise_application_stop();
-        this.pipeline.terminate();
-        tracing::info!("stopped");
+        lifecycle.stop(&stop_tx);
+        let _ = worker.await;
+        lifecycle.finish().await;
         Ok(())
+    }
+
+    /// Serves with one thread per socket of each address (see
+    /// [`Server::run`]) until `shutdown` resolves; then drains.
+    pub async fn serve_threads(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let Self { server, listeners } = self;
+        let workers = listeners.iter().map(|g| g.sockets.len()).max().unwrap_or(1);
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, Routes)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for group in listeners {
+            for (i, socket) in group.sockets.into_iter().enumerate() {
+                per_worker[i].push((socket, group.routes.clone()));
+            }
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let lifecycle = Lifecycle::start(&server, stop_rx.clone());
+        let mut threads = Vec::with_capacity(workers);
+        for (i, sockets) in per_worker.into_iter().enumerate() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(ServerError::Runtime)?;
+            let pipeline = server.pipeline.clone();
+            let stop = stop_rx.clone();
+            let deadline = server.shutdown_timeout();
+            let thread = std::thread::Builder::new()
+                .name(format!("riis-worker-{i}"))
+                .spawn(move || runtime.block_on(run_worker(sockets, pipeline, stop, deadline)))
+                .map_err(ServerError::Runtime)?;
+            threads.push(thread);
+        }
+        shutdown.await;
+        lifecycle.stop(&stop_tx);
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        let _ = joined.await;
+        lifecycle.finish().await;
+        Ok(())
+    }
+}
+
+impl Server {
+    fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.settings.shutdown_timeout)
+    }
+}
+
+/// The server-level notifications around serving: ApplicationStart, the
+/// periodic HealthCheck, StopListening, ApplicationStop and Terminate.
+struct Lifecycle {
+    pipeline: Arc<Pipeline>,
+    health: tokio::task::JoinHandle<()>,
+}
+
+impl Lifecycle {
+    fn start(server: &Server, stop: watch::Receiver<bool>) -> Self {
+        tracing::info!(
+            modules = ?server.pipeline.module_names().collect::<Vec<_>>(),
+            "configuration loaded from {}",
+            server.config.file.display()
+        );
+        server.pipeline.raise_application_start();
+        let health = tokio::spawn(health_checks(
+            server.pipeline.clone(),
+            server.config.settings.health_check_interval,
+            stop,
+        ));
+        Self {
+            pipeline: server.pipeline.clone(),
+            health,
+        }
+    }
+
+    fn stop(&self, stop: &watch::Sender<bool>) {
+        tracing::info!("shutting down: no new connections; draining in-flight requests");
+        let _ = stop.send(true);
+        self.pipeline.raise_stop_listening();
+    }
+
+    async fn finish(self) {
+        let _ = self.health.await;
+        self.pipeline.raise_application_stop();
+        self.pipeline.terminate();
+        tracing::info!("stopped");
+    }
+}
+
+/// One worker: accepts on its sockets and serves their connections until
+/// `stop`, then gives in-flight requests `deadline` to finish.
+async fn run_worker(
+    sockets: Vec<(std::net::TcpListener, Routes)>,
+    pipeline: Arc<Pipeline>,
+    stop: watch::Receiver<bool>,
+    deadline: Duration,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // hyper's header timer is armed on every request and costs about 7%
+        // of a small static request; header and idle timeouts belong to the
+        // transport hardening work and will be enforced more cheaply there.
+        .header_read_timeout(None)
+        .pipeline_flush(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+
+    let mut accept_loops = Vec::with_capacity(sockets.len());
+    for (socket, routes) in sockets {
+        let listener = match TcpListener::from_std(socket) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register a listening socket");
+                continue;
+            }
+        };
+        accept_loops.push(tokio::spawn(accept_loop(
+            listener,
+            routes,
+            pipeline.clone(),
+            builder.clone(),
+            graceful.clone(),
+            stop.clone(),
+        )));
+    }
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| {
+        unreachable!("the accept loops held the only other references and have ended")
+    });
+    if tokio::time::timeout(deadline, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight requests did not finish within {}s; closing them",
+            deadline.as_secs()
+        );
     }
 }
 
@@ -367,19 +512,38 @@ async fn health_checks(pipeline: Arc<Pipeline>, interval: u64, mut stop: watch::
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            std::future::pending::<()>().await;
-            return;
+/// SIGTERM and SIGINT, watched from the moment of [`ShutdownSignal::install`].
+pub struct ShutdownSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    /// Starts watching; must run inside a tokio runtime.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    pub async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (watching starts at the first poll).
+pub async fn shutdown_signal() {
+    match ShutdownSignal::install() {
+        Ok(signal) => signal.recv().await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM/SIGINT");
+            std::future::pending::<()>().await
+        }
     }
 }

@@ -216,7 +216,7 @@ impl TestServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let bound = server.bind().await.unwrap();
+                let bound = server.bind(2).unwrap();
                 addr_tx.send(bound.local_addrs()[0]).unwrap();
                 bound
                     .serve(async move {

@@ -373,9 +373,16 @@ impl FakeFs {
 }
 
 impl FileSystem for FakeFs {
-    fn resource_kind(&self, path: &Path) -> Option<ResourceKind> {
+    fn probe(&self, path: &Path) -> Option<ResourceInfo> {
         self.probes.lock().unwrap().push(path.to_owned());
-        self.entries.lock().unwrap().get(path).copied()
+        self.entries
+            .lock()
+            .unwrap()
+            .get(path)
+            .map(|kind| match kind {
+                ResourceKind::File => ResourceInfo::file(0, None),
+                ResourceKind::Directory => ResourceInfo::directory(),
+            })
     }
 }
 
