@@ -10,6 +10,8 @@
 #     one wrk thread saturates near the server's rate;
 #   - pipelined: requests per second with 16 requests per write (pipeline.lua),
 #     where the server is the bottleneck.
+# The machine is shared and noisy, so each scenario runs ROUNDS times with the
+# two servers alternating, and the median of each column is reported.
 # Results go to bench/results/<timestamp>.md and stdout.
 #
 # Needs: nginx, wrk, taskset (apt-get install nginx-light wrk util-linux).
@@ -18,6 +20,7 @@ cd "$(dirname "$0")/.."
 here=$(pwd)
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -107,9 +110,9 @@ NGX
 
 stop_nginx() { kill "$nginx_master"; wait "$nginx_master" 2>/dev/null || true; rm -f "$work/nginx.pid"; }
 
-riis_config() {
-  local modules=$1 handler=$2
-  cat >"$work/riis.toml" <<TOML
+riis_config() { # MODULES HANDLERS NAME -> path of the file
+  local modules=$1 handler=$2 name=$3
+  cat >"$work/$name.toml" <<TOML
 [server]
 worker_threads = 1
 $modules
@@ -119,7 +122,7 @@ name = "bench"
 root = "$work/www"
 bindings = ["127.0.0.1:$RIIS_PORT"]
 TOML
-  echo "$work/riis.toml"
+  echo "$work/$name.toml"
 }
 
 static_modules='[[modules]]
@@ -141,7 +144,7 @@ report="bench/results/$stamp.md"
   echo "# riis vs nginx, $stamp"
   echo
   echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); $(nginx -v 2>&1); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')."
-  echo "Server on core $SERVER_CPU, wrk on core $CLIENT_CPU, $CONNECTIONS connections, ${DURATION}s per run."
+  echo "Server on core $SERVER_CPU, wrk on core $CLIENT_CPU, $CONNECTIONS connections, ${DURATION}s per run, median of $ROUNDS alternating rounds."
   echo
   echo "| scenario | measure | riis | baseline | ratio |"
   echo "|---|---|---|---|---|"
@@ -157,43 +160,49 @@ per_cpu_second() { # "requests ticks" -> requests per CPU-second
   awk -v t="$tick" '{ if ($2 > 0) printf "%.0f", $1 / ($2 / t); else print 0 }' <<<"$1"
 }
 
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# run_pair NAME RIIS_CONFIG RIIS_PATH BASELINE(nginx-location|riis:CONFIG) BASE_PATH
+run_pair() {
+  local name=$1 rconf=$2 rpath=$3 base=$4 bpath=$5
+  local r_ka="" r_pl="" b_ka="" b_pl="" round
+  for round in $(seq "$ROUNDS"); do
+    start_riis "$rconf"
+    r_ka+=" $(per_cpu_second "$(measure keepalive "http://127.0.0.1:$RIIS_PORT$rpath" "$riis_pid")")"
+    r_pl+=" $(measure pipelined "http://127.0.0.1:$RIIS_PORT$rpath")"
+    stop_riis
+    if [[ $base == riis:* ]]; then
+      start_riis "${base#riis:}"
+      b_ka+=" $(per_cpu_second "$(measure keepalive "http://127.0.0.1:$RIIS_PORT$bpath" "$riis_pid")")"
+      b_pl+=" $(measure pipelined "http://127.0.0.1:$RIIS_PORT$bpath")"
+      stop_riis
+    else
+      start_nginx "$base"
+      # shellcheck disable=SC2086
+      b_ka+=" $(per_cpu_second "$(measure keepalive "http://127.0.0.1:$NGINX_PORT$bpath" $nginx_pids)")"
+      b_pl+=" $(measure pipelined "http://127.0.0.1:$NGINX_PORT$bpath")"
+      stop_nginx
+    fi
+  done
+  row "$name" "keep-alive req/CPU-s" "$(median <<<"$r_ka")" "$(median <<<"$b_ka")"
+  row "$name" "pipelined x16 req/s" "$(median <<<"$r_pl")" "$(median <<<"$b_pl")"
+}
+
 for s in "${scenarios[@]}"; do
   case $s in
     hello)
-      start_riis "$(riis_config $'[[modules]]\nname = "HelloWorld"' "")"
-      r_ka=$(measure keepalive "http://127.0.0.1:$RIIS_PORT/" "$riis_pid")
-      r_pl=$(measure pipelined "http://127.0.0.1:$RIIS_PORT/")
-      stop_riis
-      start_nginx 'location / { default_type text/plain; return 200 "Hello World!"; }'
-      n_ka=$(measure keepalive "http://127.0.0.1:$NGINX_PORT/" $nginx_pids)
-      n_pl=$(measure pipelined "http://127.0.0.1:$NGINX_PORT/")
-      stop_nginx
-      row "hello (HelloWorld vs return 200)" "keep-alive req/CPU-s" "$(per_cpu_second "$r_ka")" "$(per_cpu_second "$n_ka")"
-      row "hello (HelloWorld vs return 200)" "pipelined x16 req/s" "$r_pl" "$n_pl"
+      hello_conf=$(riis_config $'[[modules]]\nname = "HelloWorld"' "" hello)
+      run_pair "hello: HelloWorld vs nginx return 200" "$hello_conf" / \
+        'location / { default_type text/plain; return 200 "Hello World!"; }' /
       ;;
     static)
-      start_riis "$(riis_config "$static_modules" "$static_handler")"
-      r_ka=$(measure keepalive "http://127.0.0.1:$RIIS_PORT/1k.txt" "$riis_pid")
-      r_pl=$(measure pipelined "http://127.0.0.1:$RIIS_PORT/1k.txt")
-      stop_riis
-      start_nginx ''
-      n_ka=$(measure keepalive "http://127.0.0.1:$NGINX_PORT/1k.txt" $nginx_pids)
-      n_pl=$(measure pipelined "http://127.0.0.1:$NGINX_PORT/1k.txt")
-      stop_nginx
-      row "static 1 KiB" "keep-alive req/CPU-s" "$(per_cpu_second "$r_ka")" "$(per_cpu_second "$n_ka")"
-      row "static 1 KiB" "pipelined x16 req/s" "$r_pl" "$n_pl"
+      static_conf=$(riis_config "$static_modules" "$static_handler" static)
+      run_pair "static 1 KiB file vs nginx" "$static_conf" /1k.txt '' /1k.txt
       ;;
     noop)
-      start_riis "$(riis_config "$noop_modules$static_modules" "$static_handler")"
-      m_ka=$(measure keepalive "http://127.0.0.1:$RIIS_PORT/1k.txt" "$riis_pid")
-      m_pl=$(measure pipelined "http://127.0.0.1:$RIIS_PORT/1k.txt")
-      stop_riis
-      start_riis "$(riis_config "$static_modules" "$static_handler")"
-      b_ka=$(measure keepalive "http://127.0.0.1:$RIIS_PORT/1k.txt" "$riis_pid")
-      b_pl=$(measure pipelined "http://127.0.0.1:$RIIS_PORT/1k.txt")
-      stop_riis
-      row "20 NoOp modules vs none (static 1 KiB, riis only)" "keep-alive req/CPU-s" "$(per_cpu_second "$m_ka")" "$(per_cpu_second "$b_ka")"
-      row "20 NoOp modules vs none (static 1 KiB, riis only)" "pipelined x16 req/s" "$m_pl" "$b_pl"
+      noop_conf=$(riis_config "$noop_modules$static_modules" "$static_handler" noop)
+      static_conf=$(riis_config "$static_modules" "$static_handler" static)
+      run_pair "static 1 KiB, 20 NoOp modules vs none (riis only)" "$noop_conf" /1k.txt "riis:$static_conf" /1k.txt
       ;;
     *) echo "bench: unknown scenario $s" >&2; exit 2 ;;
   esac

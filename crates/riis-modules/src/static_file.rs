@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::UNIX_EPOCH;
 
 use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
@@ -67,23 +67,84 @@ fn status(
     RequestNotificationStatus::FinishRequest
 }
 
+/// Content types of the extensions sites serve most, ready as header values,
+/// so the common request needs neither a lookup in the full table nor an
+/// allocation.
+static COMMON_TYPES: LazyLock<HashMap<&'static str, HeaderValue>> = LazyLock::new(|| {
+    [
+        ("html", "text/html"),
+        ("htm", "text/html"),
+        ("css", "text/css"),
+        ("js", "text/javascript"),
+        ("mjs", "text/javascript"),
+        ("json", "application/json"),
+        ("map", "application/json"),
+        ("txt", "text/plain"),
+        ("xml", "text/xml"),
+        ("csv", "text/csv"),
+        ("md", "text/markdown"),
+        ("svg", "image/svg+xml"),
+        ("png", "image/png"),
+        ("jpg", "image/jpeg"),
+        ("jpeg", "image/jpeg"),
+        ("gif", "image/gif"),
+        ("webp", "image/webp"),
+        ("avif", "image/avif"),
+        ("ico", "image/x-icon"),
+        ("woff", "font/woff"),
+        ("woff2", "font/woff2"),
+        ("ttf", "font/ttf"),
+        ("otf", "font/otf"),
+        ("wasm", "application/wasm"),
+        ("pdf", "application/pdf"),
+        ("zip", "application/zip"),
+        ("gz", "application/gzip"),
+        ("mp4", "video/mp4"),
+        ("webm", "video/webm"),
+        ("mp3", "audio/mpeg"),
+        ("ogg", "audio/ogg"),
+    ]
+    .into_iter()
+    .map(|(ext, t)| (ext, HeaderValue::from_static(t)))
+    .collect()
+});
+
 impl StaticFile {
-    fn content_type(&self, ctx: &HttpContext, path: &std::path::Path) -> Option<String> {
+    /// The Content-Type for `path`: the location's own map, the common
+    /// table, the full table, then the location's default.
+    fn content_type(&self, ctx: &HttpContext, path: &std::path::Path) -> Option<HeaderValue> {
         let config = ctx.config(self.config);
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if let Some(t) = config
-            .mime_types
-            .iter()
-            .find(|(k, _)| k.trim_start_matches('.').eq_ignore_ascii_case(ext))
-        {
-            return Some(t.1.clone());
-        }
-        if !ext.is_empty() {
-            if let Some(t) = mime_guess::from_ext(ext).first_raw() {
-                return Some(t.to_owned());
+        if !config.mime_types.is_empty() {
+            if let Some((_, t)) = config
+                .mime_types
+                .iter()
+                .find(|(k, _)| k.trim_start_matches('.').eq_ignore_ascii_case(ext))
+            {
+                return HeaderValue::try_from(t.as_str()).ok();
             }
         }
-        config.default_mime_type.clone()
+        if ext.is_empty() {
+            return config
+                .default_mime_type
+                .as_deref()
+                .and_then(|t| HeaderValue::try_from(t).ok());
+        }
+        if let Some(t) = COMMON_TYPES.get(ext) {
+            return Some(t.clone());
+        }
+        if let Some(t) = COMMON_TYPES.get(ext.to_ascii_lowercase().as_str()) {
+            return Some(t.clone());
+        }
+        mime_guess::from_ext(ext)
+            .first_raw()
+            .map(HeaderValue::from_static)
+            .or_else(|| {
+                config
+                    .default_mime_type
+                    .as_deref()
+                    .and_then(|t| HeaderValue::try_from(t).ok())
+            })
     }
 }
 
@@ -136,9 +197,7 @@ impl HttpModule for StaticFile {
 
         let resp = ctx.response_mut();
         resp.clear();
-        if let Ok(v) = HeaderValue::try_from(content_type) {
-            resp.set_header(header::CONTENT_TYPE, v);
-        }
+        resp.set_header(header::CONTENT_TYPE, content_type);
         if let Some(m) = modified {
             if let Ok(v) = HeaderValue::try_from(httpdate::fmt_http_date(m)) {
                 resp.set_header(header::LAST_MODIFIED, v);
@@ -161,7 +220,8 @@ impl HttpModule for StaticFile {
             ctx.set_request_handled();
             return RequestNotificationStatus::Continue;
         }
-        let file = match File::open(&path) {
+        let opened = ctx.take_opened_file().map(Ok);
+        let file = match opened.unwrap_or_else(|| File::open(&path)) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005)
@@ -182,7 +242,8 @@ impl HttpModule for StaticFile {
             }
             ctx.response_mut().write(data);
         } else {
-            resp.write_file_range(Arc::new(file), 0, len);
+            ctx.response_mut()
+                .write_file_range(Arc::new(file), 0, len);
         }
         // Handled: the static handler's next modules do not run, but the rest
         // of the pipeline (caching, logging) does.

@@ -79,6 +79,7 @@ pub struct HttpContext {
     pub(crate) request_handled: bool,
     pub(crate) physical_path: Option<PathBuf>,
     pub(crate) resource: Option<Option<ResourceInfo>>,
+    pub(crate) opened_file: Option<std::fs::File>,
     pub(crate) op: Option<AsyncOp>,
     pub(crate) completion: Option<Arc<CompletionState>>,
     pub(crate) current: Option<(ModuleIndex, RequestNotification, bool)>,
@@ -129,6 +130,7 @@ impl HttpContext {
             request_handled: false,
             physical_path: None,
             resource: None,
+            opened_file: None,
             op: None,
             completion: None,
             current: None,
@@ -284,9 +286,18 @@ impl HttpContext {
             return info;
         }
         let path = self.physical_path().to_path_buf();
-        let info = self.pipeline.fs.probe(&path);
+        let probe = self.pipeline.fs.probe(&path);
+        let info = probe.as_ref().map(|p| p.info);
+        self.opened_file = probe.and_then(|p| p.file);
         self.resource = Some(info);
         info
+    }
+
+    /// The file the engine opened while probing the request's physical path,
+    /// if no module took it yet: a static handler reads it without resolving
+    /// the path a second time.
+    pub fn take_opened_file(&mut self) -> Option<std::fs::File> {
+        self.opened_file.take()
     }
 
     /// Whether the request's physical path is a file or a directory

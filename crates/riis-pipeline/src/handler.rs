@@ -90,12 +90,34 @@ impl ResourceInfo {
     }
 }
 
+/// The result of probing a physical path.
+#[derive(Debug)]
+pub struct Probe {
+    /// What the path is.
+    pub info: ResourceInfo,
+    /// The file, when the probe opened it to learn what it is; a handler
+    /// takes it with [`crate::HttpContext::take_opened_file`] instead of
+    /// resolving the path again.
+    pub file: Option<std::fs::File>,
+}
+
 /// The engine's only window on the file system: what a physical path is. The
 /// server gives it the real file system; tests give it a fake, so the engine
 /// itself does no I/O.
 pub trait FileSystem: Send + Sync + 'static {
-    /// What `path` is, or `None` when it does not exist.
-    fn probe(&self, path: &Path) -> Option<ResourceInfo>;
+    /// What `path` is, or `None` when nothing servable is there.
+    fn probe(&self, path: &Path) -> Option<Probe>;
+}
+
+/// The file system of a pipeline built without one: nothing exists, so
+/// handlers that need a file or directory never match.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct NoFileSystem;
+
+impl FileSystem for NoFileSystem {
+    fn probe(&self, _path: &Path) -> Option<Probe> {
+        None
+    }
 }
 
 /// A path pattern of a handler mapping.

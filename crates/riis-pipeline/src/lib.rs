@@ -65,7 +65,7 @@ pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContex
 pub use execution::{Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED};
 pub use global::{ApplicationInfo, TraceEvent, TracePhase};
 pub use handler::{
-    FileSystem, HandlerMapping, MappingFailure, PathPattern, ResourceInfo, ResourceKind,
+    FileSystem, HandlerMapping, MappingFailure, PathPattern, Probe, ResourceInfo, ResourceKind,
     ResourceType,
 };
 pub use module::{GlobalModule, HttpModule, HttpModuleFactory, ModuleError};
@@ -75,7 +75,7 @@ pub use notification::{
 };
 pub use pipeline::{
     BuildError, HandlerDefinition, Location, LocationDefinition, Pipeline, PipelineBuilder,
-    PipelineSettings, RealFileSystem, SectionSource, Site, SiteDefinition, MAX_CHILD_REQUEST_DEPTH,
+    PipelineSettings, SectionSource, Site, SiteDefinition, MAX_CHILD_REQUEST_DEPTH,
 };
 pub use provider::{
     CompletionInfo, CustomNotificationProvider, MapPathProvider, ReadEntityProvider, SendFlags,

@@ -10,7 +10,7 @@ use http::Method;
 
 use crate::context_container::SharedContextContainer;
 use crate::global::{ApplicationInfo, TraceEvent};
-use crate::handler::{FileSystem, HandlerMapping, PathPattern, ResourceInfo, ResourceType};
+use crate::handler::{FileSystem, HandlerMapping, NoFileSystem, PathPattern, ResourceType};
 use crate::module::ModuleError;
 use crate::notification::{
     GlobalNotification, GlobalNotificationStatus, RequestNotification, RequestNotifications,
@@ -359,21 +359,6 @@ impl Pipeline {
     }
 }
 
-/// The real file system, for the server.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RealFileSystem;
-
-impl FileSystem for RealFileSystem {
-    fn probe(&self, path: &std::path::Path) -> Option<ResourceInfo> {
-        let meta = std::fs::metadata(path).ok()?;
-        Some(if meta.is_dir() {
-            ResourceInfo::directory()
-        } else {
-            ResourceInfo::file(meta.len(), meta.modified().ok())
-        })
-    }
-}
-
 /// Builds a [`Pipeline`]: register modules in list order, describe the server
 /// defaults and the sites, then [`PipelineBuilder::build`].
 pub struct PipelineBuilder {
@@ -394,7 +379,9 @@ impl Default for PipelineBuilder {
 }
 
 impl PipelineBuilder {
-    /// An empty builder using the real file system.
+    /// An empty builder. Give it the file system the engine probes at
+    /// MapRequestHandler with [`PipelineBuilder::file_system`]; without one,
+    /// nothing exists.
     pub fn new() -> Self {
         Self {
             modules: Vec::new(),
@@ -402,7 +389,7 @@ impl PipelineBuilder {
             server_handlers: Vec::new(),
             server_sections: Vec::new(),
             sites: Vec::new(),
-            fs: Arc::new(RealFileSystem),
+            fs: Arc::new(NoFileSystem),
             settings: PipelineSettings::default(),
             server_info: ServerInfo::default(),
         }

@@ -11,6 +11,7 @@ pub mod body;
 pub mod config;
 pub mod defaults;
 pub mod driver;
+pub mod fs;
 pub mod server;
 
 pub use config::{ConfigError, ServerConfig};

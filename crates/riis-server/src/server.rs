@@ -86,6 +86,7 @@ pub fn build_pipeline(
             .register_module(&entry.name, register)
             .map_err(|e| config.error_at(&format!("modules[{i}]"), &e.message))?;
     }
+    builder.file_system(Arc::new(crate::fs::RealFileSystem));
     builder.server_handlers(config.handlers.clone());
     for s in &config.sections {
         builder.server_section(s.clone());

@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use riis_server::{defaults, Server, ServerConfig};
 
+/// mimalloc's thread-local free lists suit a server that allocates and frees
+/// small objects per request on every worker thread; glibc's allocator costs
+/// about 3% of a small static request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// riis: the IIS integrated pipeline, as a web server for Linux.
 #[derive(Debug, Parser)]
 #[command(name = "riis", version, about)]

@@ -373,15 +373,18 @@ impl FakeFs {
 }
 
 impl FileSystem for FakeFs {
-    fn probe(&self, path: &Path) -> Option<ResourceInfo> {
+    fn probe(&self, path: &Path) -> Option<Probe> {
         self.probes.lock().unwrap().push(path.to_owned());
         self.entries
             .lock()
             .unwrap()
             .get(path)
-            .map(|kind| match kind {
-                ResourceKind::File => ResourceInfo::file(0, None),
-                ResourceKind::Directory => ResourceInfo::directory(),
+            .map(|kind| Probe {
+                info: match kind {
+                    ResourceKind::File => ResourceInfo::file(0, None),
+                    ResourceKind::Directory => ResourceInfo::directory(),
+                },
+                file: None,
             })
     }
 }
