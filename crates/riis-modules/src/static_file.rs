@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::{Arc, LazyLock};
 use std::time::UNIX_EPOCH;
 
@@ -112,7 +113,7 @@ static COMMON_TYPES: LazyLock<HashMap<&'static str, HeaderValue>> = LazyLock::ne
 impl StaticFile {
     /// The Content-Type for `path`: the location's own map, the common
     /// table, the full table, then the location's default.
-    fn content_type(&self, ctx: &HttpContext, path: &std::path::Path) -> Option<HeaderValue> {
+    fn content_type(&self, ctx: &HttpContext, path: &Path) -> Option<HeaderValue> {
         let config = ctx.config(self.config);
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if !config.mime_types.is_empty() {
@@ -162,7 +163,6 @@ impl HttpModule for StaticFile {
                 .set_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return code;
         }
-        let path = ctx.physical_path().to_path_buf();
         // The engine probed the path while choosing the handler; no second stat.
         let info = match ctx.resource_info() {
             Some(info) => info,
@@ -189,7 +189,8 @@ impl HttpModule for StaticFile {
             }
             return RequestNotificationStatus::FinishRequest;
         }
-        let Some(content_type) = self.content_type(ctx, &path) else {
+        let path = ctx.mapped_path().unwrap_or(Path::new(""));
+        let Some(content_type) = self.content_type(ctx, path) else {
             return status(ctx, StatusCode::NOT_FOUND, 3, 0x8007_0032);
         };
         let (len, modified) = (info.len, info.modified);
@@ -220,8 +221,12 @@ impl HttpModule for StaticFile {
             ctx.set_request_handled();
             return RequestNotificationStatus::Continue;
         }
-        let opened = ctx.take_opened_file().map(Ok);
-        let file = match opened.unwrap_or_else(|| File::open(&path)) {
+        let opened = match ctx.take_opened_file() {
+            Some(f) => Ok(f),
+            // Another module took the probe's descriptor: open the path again.
+            None => File::open(ctx.physical_path()),
+        };
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005)
@@ -242,8 +247,7 @@ impl HttpModule for StaticFile {
             }
             ctx.response_mut().write(data);
         } else {
-            ctx.response_mut()
-                .write_file_range(Arc::new(file), 0, len);
+            ctx.response_mut().write_file_range(Arc::new(file), 0, len);
         }
         // Handled: the static handler's next modules do not run, but the rest
         // of the pipeline (caching, logging) does.

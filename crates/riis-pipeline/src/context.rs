@@ -270,12 +270,25 @@ impl HttpContext {
     /// and then remembered; MapPath modules may have changed it.
     pub fn physical_path(&mut self) -> &std::path::Path {
         if self.physical_path.is_none() {
-            let url = self.request.url().to_owned();
-            self.physical_path = Some(self.map_path(&url));
+            let path = if self.pipeline.map_path.is_empty() {
+                // Nobody rewrites paths: no provider, no copy of the URL.
+                join_root(&self.site.info().physical_root, self.request.url())
+            } else {
+                let url = self.request.url().to_owned();
+                self.map_path(&url)
+            };
+            self.physical_path = Some(path);
         }
         self.physical_path
             .as_deref()
             .unwrap_or(std::path::Path::new(""))
+    }
+
+    /// The physical path of the request URL if it was mapped already (by
+    /// [`HttpContext::physical_path`], or by the engine while choosing the
+    /// handler); readable without a mutable borrow.
+    pub fn mapped_path(&self) -> Option<&std::path::Path> {
+        self.physical_path.as_deref()
     }
 
     /// What the request's physical path is (file with length and time, or
@@ -285,8 +298,12 @@ impl HttpContext {
         if let Some(info) = self.resource {
             return info;
         }
-        let path = self.physical_path().to_path_buf();
-        let probe = self.pipeline.fs.probe(&path);
+        self.physical_path();
+        let path = self
+            .physical_path
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""));
+        let probe = self.pipeline.fs.probe(path);
         let info = probe.as_ref().map(|p| p.info);
         self.opened_file = probe.and_then(|p| p.file);
         self.resource = Some(info);
@@ -310,15 +327,9 @@ impl HttpContext {
     /// for MapPath may replace it. The calling module is not re-entered for
     /// the MapPath it raises itself.
     pub fn map_path(&mut self, url: &str) -> PathBuf {
-        let root = &self.site.info().physical_root;
-        let relative = url.trim_start_matches('/');
         let mut provider = MapPathProvider {
             url: url.to_owned(),
-            physical_path: if relative.is_empty() {
-                root.clone()
-            } else {
-                root.join(relative)
-            },
+            physical_path: join_root(&self.site.info().physical_root, url),
         };
         let pipeline = self.pipeline.clone();
         for &m in pipeline.map_path.iter() {
@@ -651,5 +662,15 @@ impl HttpContext {
     /// The pipeline this request runs in.
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
+    }
+}
+
+/// The physical path of a decoded URL path under a site root.
+fn join_root(root: &std::path::Path, url: &str) -> PathBuf {
+    let relative = url.trim_start_matches('/');
+    if relative.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(relative)
     }
 }

@@ -34,7 +34,7 @@ use http::{HeaderMap, StatusCode};
 use crate::completion::{CompletionWaiter, Signal};
 use crate::context::{AsyncOp, HttpContext, Slot};
 use crate::global::{TraceEvent, TracePhase};
-use crate::handler::{choose_handler, MappingFailure};
+use crate::handler::{choose_handler, needs_probe, MappingFailure};
 use crate::module::{HttpModule, ModuleError};
 use crate::notification::{
     GlobalNotification, RequestNotification as N, RequestNotificationStatus as Status,
@@ -147,7 +147,7 @@ enum AfterSend {
 }
 
 struct Frame {
-    ctx: Box<HttpContext>,
+    ctx: HttpContext,
     stage: u8,
     post: bool,
     pos: u16,
@@ -159,7 +159,7 @@ struct Frame {
 }
 
 impl Frame {
-    fn new(ctx: Box<HttpContext>, buffered: bool) -> Self {
+    fn new(ctx: HttpContext, buffered: bool) -> Self {
         Self {
             ctx,
             stage: 0,
@@ -186,8 +186,54 @@ impl Frame {
 /// One request's run through the pipeline.
 pub struct RequestExecution {
     pipeline: Arc<Pipeline>,
-    frames: Vec<Frame>,
+    /// The client's request, then its child requests, innermost last; child
+    /// frames are rare, so the root lives inline and costs no allocation.
+    frames: Frames,
     output: Option<Output>,
+}
+
+struct Frames {
+    root: Frame,
+    children: Vec<Frame>,
+}
+
+impl Frames {
+    fn len(&self) -> usize {
+        1 + self.children.len()
+    }
+
+    fn push(&mut self, frame: Frame) {
+        self.children.push(frame);
+    }
+
+    fn pop(&mut self) -> Option<Frame> {
+        self.children.pop()
+    }
+
+    fn last_mut(&mut self) -> &mut Frame {
+        self.children.last_mut().unwrap_or(&mut self.root)
+    }
+}
+
+impl std::ops::Index<usize> for Frames {
+    type Output = Frame;
+    fn index(&self, i: usize) -> &Frame {
+        if i == 0 {
+            &self.root
+        } else {
+            &self.children[i - 1]
+        }
+    }
+}
+
+impl std::ops::IndexMut<usize> for Frames {
+    fn index_mut(&mut self, i: usize) -> &mut Frame {
+        if i == 0 {
+            &mut self.root
+        } else {
+            &mut self.children[i - 1]
+        }
+    }
 }
 
 impl std::fmt::Debug for RequestExecution {
@@ -202,10 +248,12 @@ impl RequestExecution {
     /// Starts a request's execution; nothing runs until the first resume.
     pub fn new(ctx: HttpContext) -> Self {
         let pipeline = ctx.pipeline.clone();
-        let frames = vec![Frame::new(Box::new(ctx), false)];
         Self {
             pipeline,
-            frames,
+            frames: Frames {
+                root: Frame::new(ctx, false),
+                children: Vec::new(),
+            },
             output: None,
         }
     }
@@ -228,7 +276,7 @@ impl RequestExecution {
     /// Reports how the last send went: bytes sent, or `Err` when the client
     /// is gone (later sends are then dropped by the driver).
     pub fn complete_send(&mut self, result: Result<u64, ()>) {
-        let frame = self.frames.last_mut().expect("a frame while running");
+        let frame = self.frames.last_mut();
         let Phase::Sending(after) = frame.phase else {
             return;
         };
@@ -276,7 +324,7 @@ impl RequestExecution {
         hresult: u32,
     ) {
         let pipeline = self.pipeline.clone();
-        let ctx = &mut *self.frames[top].ctx;
+        let ctx = &mut self.frames[top].ctx;
         if data.is_empty() {
             ctx.request.body_complete = true;
         }
@@ -425,7 +473,7 @@ impl RequestExecution {
     /// Work the engine does when an event starts, before its modules.
     fn enter(&mut self, top: usize) {
         let frame = &mut self.frames[top];
-        let ctx = &mut *frame.ctx;
+        let ctx = &mut frame.ctx;
         match (frame.stage, frame.post) {
             (0, false) => {
                 if top == 0
@@ -445,9 +493,13 @@ impl RequestExecution {
             (4, false) => {
                 ctx.mapped = true;
                 let handlers = ctx.location().handlers.clone();
-                let url = ctx.request.url().to_owned();
-                let method = ctx.request.method().clone();
-                let chosen = choose_handler(&handlers, &url, &method, || ctx.resource_kind());
+                // Probe the path first if a candidate will need it, so the
+                // choice itself only borrows the request.
+                let kind = needs_probe(&handlers, ctx.request.url(), ctx.request.method())
+                    .then(|| ctx.resource_kind())
+                    .flatten();
+                let chosen =
+                    choose_handler(&handlers, ctx.request.url(), ctx.request.method(), || kind);
                 match chosen {
                     Ok(i) => ctx.handler = Some(i),
                     Err(f) => ctx.mapping_failure = Some(f),
@@ -506,7 +558,7 @@ impl RequestExecution {
     /// panics, fails the request.
     fn call(&mut self, top: usize, site: CallSite, completion: Option<CompletionInfo>) -> Status {
         let pipeline = &self.pipeline;
-        let ctx = &mut *self.frames[top].ctx;
+        let ctx = &mut self.frames[top].ctx;
         let was_empty = matches!(ctx.slots[site.module.get()], Slot::Empty);
         let Some(mut module) = ctx.take_instance(site.module) else {
             return if was_empty {
@@ -610,7 +662,7 @@ impl RequestExecution {
                     frame.phase = Phase::Child(site, status, before);
                     child.response = std::mem::take(&mut frame.ctx.response);
                     let buffered = frame.buffered || child.execute_flags.buffer_response;
-                    self.frames.push(Frame::new(child, buffered));
+                    self.frames.push(Frame::new(*child, buffered));
                     return None;
                 }
                 AsyncOp::PostCompletion { bytes } => {
@@ -677,7 +729,7 @@ impl RequestExecution {
         }
         // A direct child's last send is not the end of the client's response.
         let is_final = is_final && top == 0;
-        let ctx = &mut *frame.ctx;
+        let ctx = &mut frame.ctx;
         if !ctx.response.headers_sent {
             if let Some(server) = &pipeline.settings.server_header {
                 if !ctx.response.headers.contains_key(http::header::SERVER) {

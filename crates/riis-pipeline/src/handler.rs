@@ -219,6 +219,16 @@ impl HandlerMapping {
     }
 }
 
+/// Whether choosing among `handlers` may need to know what the path is: some
+/// handler whose path and verb match requires a resource type.
+pub(crate) fn needs_probe(handlers: &[HandlerMapping], url_path: &str, method: &Method) -> bool {
+    handlers.iter().any(|h| {
+        h.resource_type != ResourceType::Unspecified
+            && h.path.matches(url_path)
+            && h.verb_matches(method)
+    })
+}
+
 /// Chooses the first matching handler. `probe` is called at most once, and
 /// only when a candidate needs the resource type.
 pub(crate) fn choose_handler(

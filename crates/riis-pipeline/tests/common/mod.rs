@@ -375,17 +375,13 @@ impl FakeFs {
 impl FileSystem for FakeFs {
     fn probe(&self, path: &Path) -> Option<Probe> {
         self.probes.lock().unwrap().push(path.to_owned());
-        self.entries
-            .lock()
-            .unwrap()
-            .get(path)
-            .map(|kind| Probe {
-                info: match kind {
-                    ResourceKind::File => ResourceInfo::file(0, None),
-                    ResourceKind::Directory => ResourceInfo::directory(),
-                },
-                file: None,
-            })
+        self.entries.lock().unwrap().get(path).map(|kind| Probe {
+            info: match kind {
+                ResourceKind::File => ResourceInfo::file(0, None),
+                ResourceKind::Directory => ResourceInfo::directory(),
+            },
+            file: None,
+        })
     }
 }
 
