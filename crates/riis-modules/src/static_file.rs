@@ -221,6 +221,12 @@ impl HttpModule for StaticFile {
             ctx.set_request_handled();
             return RequestNotificationStatus::Continue;
         }
+        if let Some(content) = ctx.take_cached_content() {
+            // The server's file cache already holds this version of the file.
+            ctx.response_mut().write(content);
+            ctx.set_request_handled();
+            return RequestNotificationStatus::Continue;
+        }
         let opened = match ctx.take_opened_file() {
             Some(f) => Ok(f),
             // Another module took the probe's descriptor: open the path again.

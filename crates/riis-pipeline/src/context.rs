@@ -80,6 +80,7 @@ pub struct HttpContext {
     pub(crate) physical_path: Option<PathBuf>,
     pub(crate) resource: Option<Option<ResourceInfo>>,
     pub(crate) opened_file: Option<std::fs::File>,
+    pub(crate) cached_content: Option<bytes::Bytes>,
     pub(crate) op: Option<AsyncOp>,
     pub(crate) completion: Option<Arc<CompletionState>>,
     pub(crate) current: Option<(ModuleIndex, RequestNotification, bool)>,
@@ -131,6 +132,7 @@ impl HttpContext {
             physical_path: None,
             resource: None,
             opened_file: None,
+            cached_content: None,
             op: None,
             completion: None,
             current: None,
@@ -305,7 +307,10 @@ impl HttpContext {
             .unwrap_or(std::path::Path::new(""));
         let probe = self.pipeline.fs.probe(path);
         let info = probe.as_ref().map(|p| p.info);
-        self.opened_file = probe.and_then(|p| p.file);
+        if let Some(p) = probe {
+            self.opened_file = p.file;
+            self.cached_content = p.content;
+        }
         self.resource = Some(info);
         info
     }
@@ -315,6 +320,12 @@ impl HttpContext {
     /// the path a second time.
     pub fn take_opened_file(&mut self) -> Option<std::fs::File> {
         self.opened_file.take()
+    }
+
+    /// The content of the request's file from the file system's cache, if
+    /// the probe found it there and no module took it yet.
+    pub fn take_cached_content(&mut self) -> Option<bytes::Bytes> {
+        self.cached_content.take()
     }
 
     /// Whether the request's physical path is a file or a directory

@@ -53,3 +53,21 @@ pub struct TraceEvent<'a> {
     /// Start, end, or a module's own event.
     pub phase: TracePhase,
 }
+
+/// What happened in a server cache (`GL_CACHE_OPERATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOperation<'a> {
+    /// An entry was added: the key (a physical path for the file cache) and
+    /// its size.
+    Add {
+        /// The entry's key.
+        key: &'a str,
+        /// Bytes it holds.
+        bytes: u64,
+    },
+    /// An entry was removed (changed on disk, unused, or over budget).
+    Remove {
+        /// The entry's key.
+        key: &'a str,
+    },
+}

@@ -99,6 +99,10 @@ pub struct Probe {
     /// takes it with [`crate::HttpContext::take_opened_file`] instead of
     /// resolving the path again.
     pub file: Option<std::fs::File>,
+    /// The whole content, when the file system holds it in its cache
+    /// (validated against the file's current metadata); a handler takes it
+    /// with [`crate::HttpContext::take_cached_content`] and reads nothing.
+    pub content: Option<bytes::Bytes>,
 }
 
 /// The engine's only window on the file system: what a physical path is. The

@@ -2,7 +2,7 @@
 //! [`GlobalModule`] (IIS's `CGlobalModule`).
 
 use crate::context::HttpContext;
-use crate::global::{ApplicationInfo, TraceEvent};
+use crate::global::{ApplicationInfo, CacheOperation, TraceEvent};
 use crate::notification::{
     GlobalNotificationStatus, RequestNotification, RequestNotificationStatus,
 };
@@ -301,6 +301,23 @@ pub trait GlobalModule: Send + Sync + 'static {
         &self,
         provider: &mut dyn CustomNotificationProvider,
     ) -> GlobalNotificationStatus {
+        GlobalNotificationStatus::Continue
+    }
+    /// `OnGlobalFileChange`: a file the server had cached changed or
+    /// disappeared.
+    fn on_global_file_change(&self, path: &std::path::Path) -> GlobalNotificationStatus {
+        GlobalNotificationStatus::Continue
+    }
+    /// `OnGlobalCacheOperation`: an entry was added to or removed from a
+    /// server cache.
+    fn on_global_cache_operation(
+        &self,
+        operation: &CacheOperation<'_>,
+    ) -> GlobalNotificationStatus {
+        GlobalNotificationStatus::Continue
+    }
+    /// `OnGlobalCacheCleanup`: a cache is dropping entries nobody used lately.
+    fn on_global_cache_cleanup(&self) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
     /// `Terminate`: the server is shutting down.

@@ -334,6 +334,27 @@ impl Pipeline {
         });
     }
 
+    /// Raises FileChange for a path.
+    pub fn raise_file_change(&self, path: &std::path::Path) {
+        self.raise_global(GlobalNotification::FileChange, |m| {
+            m.on_global_file_change(path)
+        });
+    }
+
+    /// Raises CacheOperation.
+    pub fn raise_cache_operation(&self, operation: &crate::global::CacheOperation<'_>) {
+        self.raise_global(GlobalNotification::CacheOperation, |m| {
+            m.on_global_cache_operation(operation)
+        });
+    }
+
+    /// Raises CacheCleanup.
+    pub fn raise_cache_cleanup(&self) {
+        self.raise_global(GlobalNotification::CacheCleanup, |m| {
+            m.on_global_cache_cleanup()
+        });
+    }
+
     pub(crate) fn raise_trace(&self, event: &TraceEvent<'_>) {
         self.raise_global(GlobalNotification::TraceEvent, |m| {
             m.on_global_trace_event(event)

@@ -83,6 +83,13 @@ pub struct ServerSettings {
     pub response_buffer_limit: usize,
     /// The `Server` header value; empty to send none.
     pub server_header: String,
+    /// Bytes of small-file content the file cache holds; 0 turns it off.
+    pub file_cache_size: u64,
+    /// Largest file the file cache holds (IIS's `maxResponseSize`).
+    pub file_cache_max_file_size: u64,
+    /// Seconds between file cache sweeps, which drop entries unused since the
+    /// previous sweep.
+    pub file_cache_cleanup_interval: u64,
 }
 
 impl Default for ServerSettings {
@@ -93,6 +100,9 @@ impl Default for ServerSettings {
             health_check_interval: 30,
             response_buffer_limit: 4 * 1024 * 1024,
             server_header: concat!("riis/", env!("CARGO_PKG_VERSION")).to_owned(),
+            file_cache_size: 64 * 1024 * 1024,
+            file_cache_max_file_size: 256 * 1024,
+            file_cache_cleanup_interval: 60,
         }
     }
 }

@@ -1,42 +1,341 @@
-//! The real file system the engine probes when it chooses a handler.
+//! The real file system the engine probes when it chooses a handler, with
+//! the server's file cache (IIS's static file cache).
 //!
-//! A probe opens the path and asks the open file what it is (`open` +
-//! `fstat`), so the static handler can read the same descriptor: the path is
-//! resolved once per request, as nginx does. The open never blocks (a FIFO in
-//! a site root would otherwise hang a worker), and anything but a regular
-//! file or a directory counts as absent, so devices and pipes are never
-//! served.
+//! A probe of a small regular file answers from the cache when the file's
+//! current metadata (`stat`: device, inode, size, modification and change
+//! times) still matches the cached copy: one system call, no open, read or
+//! close. A changed file is read again and raises FileChange; additions and
+//! removals raise CacheOperation; a periodic sweep drops entries nobody used
+//! since the last sweep and raises CacheCleanup.
+//!
+//! Without a cache hit, a probe opens the path and asks the open file what it
+//! is (`open` + `fstat`), so the static handler reads that descriptor: the
+//! path is resolved once per request. Opens never block (a FIFO in a site
+//! root would otherwise hang a worker), and anything but a regular file or a
+//! directory counts as absent, so devices and pipes are never served.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::collections::HashMap;
+use std::fs::{File, Metadata, OpenOptions};
+use std::hash::BuildHasher;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use riis_pipeline::{FileSystem, Probe, ResourceInfo};
+use bytes::Bytes;
+use riis_pipeline::{
+    CacheOperation, FileSystem, GlobalNotification, Pipeline, Probe, ResourceInfo,
+};
 
-/// The operating system's file system.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RealFileSystem;
+/// Limits of the file cache (`[server] file_cache_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct FileCacheLimits {
+    /// Total bytes of file content held; 0 turns the cache off.
+    pub max_size: u64,
+    /// Largest file cached (IIS's `maxResponseSize`, 256 KiB by default).
+    pub max_file_size: u64,
+}
+
+/// What identifies a version of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Version {
+    fn of(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+struct Entry {
+    version: Version,
+    info: ResourceInfo,
+    content: Bytes,
+    used: AtomicBool,
+}
+
+const SHARDS: usize = 16;
+
+/// One shard of the cache: path → entry.
+type Shard = Mutex<HashMap<PathBuf, Arc<Entry>>>;
+
+/// The operating system's file system with a content cache for small files.
+pub struct RealFileSystem {
+    limits: FileCacheLimits,
+    shards: Box<[Shard]>,
+    hasher: std::collections::hash_map::RandomState,
+    used_bytes: AtomicU64,
+    /// Where to raise FileChange, CacheOperation and CacheCleanup; set once
+    /// the pipeline exists (the pipeline owns this file system).
+    pipeline: OnceLock<Weak<Pipeline>>,
+}
+
+impl std::fmt::Debug for RealFileSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealFileSystem")
+            .field("limits", &self.limits)
+            .field("used_bytes", &self.used_bytes.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl RealFileSystem {
+    /// A file system with a cache of the given limits.
+    pub fn new(limits: FileCacheLimits) -> Self {
+        Self {
+            limits,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            used_bytes: AtomicU64::new(0),
+            pipeline: OnceLock::new(),
+        }
+    }
+
+    /// Connects the cache to the pipeline whose global modules hear about it.
+    pub fn attach(&self, pipeline: &Arc<Pipeline>) {
+        let _ = self.pipeline.set(Arc::downgrade(pipeline));
+    }
+
+    fn notify(&self, n: GlobalNotification, raise: impl FnOnce(&Pipeline)) {
+        if let Some(p) = self.pipeline.get().and_then(Weak::upgrade) {
+            if p.has_global_listeners(n) {
+                raise(&p);
+            }
+        }
+    }
+
+    fn shard(&self, path: &Path) -> &Shard {
+        &self.shards[self.hasher.hash_one(path) as usize % SHARDS]
+    }
+
+    fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Entry>>> {
+        // Entries are replaced whole; a poisoned shard holds nothing torn.
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes of content held now.
+    pub fn cached_bytes(&self) -> u64 {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+
+    fn remove(&self, path: &Path, changed: bool) {
+        let removed = Self::lock(self.shard(path)).remove(path);
+        if let Some(entry) = removed {
+            self.used_bytes
+                .fetch_sub(entry.content.len() as u64, Ordering::Relaxed);
+            let key = path.to_string_lossy();
+            self.notify(GlobalNotification::CacheOperation, |p| {
+                p.raise_cache_operation(&CacheOperation::Remove { key: &key })
+            });
+            if changed {
+                self.notify(GlobalNotification::FileChange, |p| {
+                    p.raise_file_change(path)
+                });
+            }
+        }
+    }
+
+    /// Drops entries not used since the previous sweep and raises
+    /// CacheCleanup. The server calls it periodically.
+    pub fn cleanup(&self) {
+        if self.limits.max_size == 0 {
+            return;
+        }
+        let mut stale = Vec::new();
+        for shard in self.shards.iter() {
+            for (path, entry) in Self::lock(shard).iter() {
+                if !entry.used.swap(false, Ordering::Relaxed) {
+                    stale.push(path.clone());
+                }
+            }
+        }
+        for path in stale {
+            self.remove(&path, false);
+        }
+        self.notify(GlobalNotification::CacheCleanup, |p| {
+            p.raise_cache_cleanup()
+        });
+    }
+
+    /// Reads a small file whole and keeps it, if the budget allows.
+    fn fill(&self, path: &Path, version: Version, info: ResourceInfo) -> Option<Probe> {
+        let file = open_nonblocking(path)?;
+        let meta = file.metadata().ok()?;
+        if Version::of(&meta) != version {
+            // Changed between stat and open: serve what is open now, uncached.
+            return probe_open(file, &meta);
+        }
+        let mut data = vec![0; version.len as usize];
+        if file.read_exact_at(&mut data, 0).is_err() {
+            return probe_open(file, &meta);
+        }
+        let content = Bytes::from(data);
+        let bytes = content.len() as u64;
+        if self.used_bytes.load(Ordering::Relaxed) + bytes <= self.limits.max_size {
+            let entry = Arc::new(Entry {
+                version,
+                info,
+                content: content.clone(),
+                used: AtomicBool::new(true),
+            });
+            let previous = Self::lock(self.shard(path)).insert(path.to_owned(), entry);
+            self.used_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if let Some(previous) = previous {
+                self.used_bytes
+                    .fetch_sub(previous.content.len() as u64, Ordering::Relaxed);
+            }
+            let key = path.to_string_lossy();
+            self.notify(GlobalNotification::CacheOperation, |p| {
+                p.raise_cache_operation(&CacheOperation::Add { key: &key, bytes })
+            });
+        }
+        Some(Probe {
+            info,
+            file: None,
+            content: Some(content),
+        })
+    }
+}
+
+fn open_nonblocking(path: &Path) -> Option<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()
+}
+
+fn info_of(meta: &Metadata) -> Option<ResourceInfo> {
+    if meta.is_dir() {
+        Some(ResourceInfo::directory())
+    } else if meta.is_file() {
+        Some(ResourceInfo::file(meta.len(), meta.modified().ok()))
+    } else {
+        None
+    }
+}
+
+fn probe_open(file: File, meta: &Metadata) -> Option<Probe> {
+    let info = info_of(meta)?;
+    Some(Probe {
+        info,
+        file: meta.is_file().then_some(file),
+        content: None,
+    })
+}
 
 impl FileSystem for RealFileSystem {
     fn probe(&self, path: &Path) -> Option<Probe> {
-        let file: File = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .ok()?;
-        let meta = file.metadata().ok()?;
+        if self.limits.max_size == 0 {
+            let file = open_nonblocking(path)?;
+            let meta = file.metadata().ok()?;
+            return probe_open(file, &meta);
+        }
+        let meta = std::fs::metadata(path).ok()?;
+        let info = info_of(&meta)?;
         if meta.is_dir() {
             return Some(Probe {
-                info: ResourceInfo::directory(),
+                info,
                 file: None,
+                content: None,
             });
         }
-        if !meta.is_file() {
-            return None;
+        let version = Version::of(&meta);
+        let cached = Self::lock(self.shard(path)).get(path).cloned();
+        if let Some(entry) = cached {
+            if entry.version == version {
+                entry.used.store(true, Ordering::Relaxed);
+                return Some(Probe {
+                    info: entry.info,
+                    file: None,
+                    content: Some(entry.content.clone()),
+                });
+            }
+            self.remove(path, true);
         }
-        Some(Probe {
-            info: ResourceInfo::file(meta.len(), meta.modified().ok()),
-            file: Some(file),
-        })
+        if version.len > self.limits.max_file_size {
+            let file = open_nonblocking(path)?;
+            let meta = file.metadata().ok()?;
+            return probe_open(file, &meta);
+        }
+        self.fill(path, version, info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str, data: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("riis-fs-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f.txt");
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    fn limits() -> FileCacheLimits {
+        FileCacheLimits {
+            max_size: 1 << 20,
+            max_file_size: 1 << 10,
+        }
+    }
+
+    #[test]
+    fn small_files_are_cached_and_revalidated() {
+        let fs = RealFileSystem::new(limits());
+        let p = temp_file("cache", b"one");
+        let first = fs.probe(&p).unwrap();
+        assert_eq!(first.content.as_deref(), Some(&b"one"[..]));
+        assert_eq!(fs.cached_bytes(), 3);
+        assert_eq!(fs.probe(&p).unwrap().content.as_deref(), Some(&b"one"[..]));
+        // A different length is a different version, whatever the clock says.
+        std::fs::write(&p, b"second").unwrap();
+        assert_eq!(
+            fs.probe(&p).unwrap().content.as_deref(),
+            Some(&b"second"[..])
+        );
+        assert_eq!(fs.cached_bytes(), 6);
+        std::fs::remove_file(&p).unwrap();
+        assert!(fs.probe(&p).is_none());
+    }
+
+    #[test]
+    fn large_files_are_opened_not_cached_and_sweeps_drop_unused_entries() {
+        let fs = RealFileSystem::new(limits());
+        let big = temp_file("big", &vec![b'x'; 4096]);
+        let probe = fs.probe(&big).unwrap();
+        assert!(probe.content.is_none());
+        assert!(probe.file.is_some());
+        assert_eq!(fs.cached_bytes(), 0);
+
+        let small = temp_file("sweep", b"abc");
+        fs.probe(&small).unwrap();
+        fs.cleanup(); // used since the last sweep: kept
+        assert_eq!(fs.cached_bytes(), 3);
+        fs.cleanup(); // unused since: dropped
+        assert_eq!(fs.cached_bytes(), 0);
+    }
+
+    #[test]
+    fn special_files_are_absent() {
+        let fs = RealFileSystem::new(limits());
+        assert!(fs.probe(Path::new("/dev/null")).is_none());
+        let off = RealFileSystem::new(FileCacheLimits {
+            max_size: 0,
+            max_file_size: 0,
+        });
+        assert!(off.probe(Path::new("/dev/null")).is_none());
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::driver::{handle, ConnectionState, Routes};
+use crate::fs::{FileCacheLimits, RealFileSystem};
 
 /// Why the server could not run.
 #[derive(Debug)]
@@ -54,10 +55,12 @@ impl From<ConfigError> for ServerError {
 
 /// Builds the pipeline a configuration describes: resolves each module of the
 /// list among `extra` modules (compiled in by an embedding program) and the
-/// built-in ones, registers it, and validates handlers, locations and sections.
+/// built-in ones, registers it, and validates handlers, locations and
+/// sections. The pipeline probes paths through `fs`.
 pub fn build_pipeline(
     config: &ServerConfig,
     extra: &[(&str, RegisterModuleFn)],
+    fs: Arc<RealFileSystem>,
 ) -> Result<Arc<Pipeline>, ConfigError> {
     let mut builder = PipelineBuilder::new();
     for (i, entry) in config.modules.iter().enumerate() {
@@ -86,7 +89,7 @@ pub fn build_pipeline(
             .register_module(&entry.name, register)
             .map_err(|e| config.error_at(&format!("modules[{i}]"), &e.message))?;
     }
-    builder.file_system(Arc::new(crate::fs::RealFileSystem));
+    builder.file_system(fs.clone());
     builder.server_handlers(config.handlers.clone());
     for s in &config.sections {
         builder.server_section(s.clone());
@@ -140,6 +143,7 @@ fn plan_listeners(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ListenerPla
 pub struct Server {
     config: ServerConfig,
     pipeline: Arc<Pipeline>,
+    fs: Arc<RealFileSystem>,
 }
 
 impl Server {
@@ -155,8 +159,17 @@ impl Server {
         config: ServerConfig,
         extra: &[(&str, RegisterModuleFn)],
     ) -> Result<Self, ConfigError> {
-        let pipeline = build_pipeline(&config, extra)?;
-        Ok(Self { config, pipeline })
+        let settings = &config.settings;
+        let fs = Arc::new(RealFileSystem::new(FileCacheLimits {
+            max_size: settings.file_cache_size,
+            max_file_size: settings.file_cache_max_file_size,
+        }));
+        let pipeline = build_pipeline(&config, extra, fs.clone())?;
+        Ok(Self {
+            config,
+            pipeline,
+            fs,
+        })
     }
 
     /// The pipeline (for inspection).
@@ -367,9 +380,10 @@ impl Lifecycle {
             server.config.file.display()
         );
         server.pipeline.raise_application_start();
-        let health = tokio::spawn(health_checks(
+        let health = tokio::spawn(periodic_work(
             server.pipeline.clone(),
-            server.config.settings.health_check_interval,
+            server.fs.clone(),
+            server.config.settings.clone(),
             stop,
         ));
         Self {
@@ -497,17 +511,28 @@ async fn accept_loop(
     }
 }
 
-async fn health_checks(pipeline: Arc<Pipeline>, interval: u64, mut stop: watch::Receiver<bool>) {
-    if interval == 0
-        || !pipeline.has_global_listeners(riis_pipeline::GlobalNotification::HealthCheck)
-    {
-        return;
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs(interval));
-    tick.tick().await;
+/// HealthCheck notifications and file cache sweeps, until `stop`.
+async fn periodic_work(
+    pipeline: Arc<Pipeline>,
+    fs: Arc<RealFileSystem>,
+    settings: crate::config::ServerSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = |secs: u64| {
+        let period = Duration::from_secs(secs.max(1));
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    };
+    let health_on = settings.health_check_interval > 0
+        && pipeline.has_global_listeners(riis_pipeline::GlobalNotification::HealthCheck);
+    let sweep_on = settings.file_cache_size > 0 && settings.file_cache_cleanup_interval > 0;
+    let mut health = every(settings.health_check_interval);
+    let mut sweep = every(settings.file_cache_cleanup_interval);
     loop {
         tokio::select! {
-            _ = tick.tick() => pipeline.raise_health_check(),
+            _ = health.tick(), if health_on => pipeline.raise_health_check(),
+            _ = sweep.tick(), if sweep_on => fs.cleanup(),
             _ = stop.changed() => return,
         }
     }

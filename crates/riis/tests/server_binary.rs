@@ -64,6 +64,23 @@ fn static_files_have_type_length_and_validators() {
 }
 
 #[test]
+fn changed_files_are_served_fresh_from_the_cache() {
+    let (dir, server) = static_site();
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/a.txt").text(), "alpha");
+    assert_eq!(conn.get("/a.txt").text(), "alpha");
+    // Same length, new content: the file's change time tells them apart.
+    dir.write("www/a.txt", "omega");
+    assert_eq!(conn.get("/a.txt").text(), "omega");
+    dir.write("www/a.txt", "a longer text");
+    let resp = conn.get("/a.txt");
+    assert_eq!(resp.header("content-length"), Some("13"));
+    assert_eq!(resp.text(), "a longer text");
+    std::fs::remove_file(dir.path().join("www/a.txt")).unwrap();
+    assert_eq!(conn.get("/a.txt").status, 404);
+}
+
+#[test]
 fn head_sends_length_without_body() {
     let (_dir, server) = static_site();
     let mut conn = Connection::open(server.addr);

@@ -381,6 +381,7 @@ impl FileSystem for FakeFs {
                 ResourceKind::Directory => ResourceInfo::directory(),
             },
             file: None,
+            content: None,
         })
     }
 }
