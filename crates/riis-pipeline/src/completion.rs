@@ -42,6 +42,15 @@ impl CompletionState {
         self.notify.notify_one();
     }
 
+    /// Forgets a signal nobody waited for (given while the request was not
+    /// parked), so it cannot end a later Pending early.
+    pub(crate) fn discard_stale(&self) {
+        let mut slot = self.signal.lock().unwrap_or_else(|e| e.into_inner());
+        if *slot != Some(Signal::Abandoned) {
+            *slot = None;
+        }
+    }
+
     /// The signal to act on, if any. Whether the request is abandoned is
     /// decided by the live handle count, not only by the marker the last
     /// handle leaves: one request may pend several times on the same state, so

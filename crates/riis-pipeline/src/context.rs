@@ -628,9 +628,21 @@ impl HttpContext {
         } else {
             next
         };
+        let execute = RequestNotification::ExecuteRequestHandler
+            .stage()
+            .unwrap_or(7);
         (from.0..12).all(|s| {
             let lists = &self.pipeline.events[s];
-            let main_empty = (s, false) < from || lists[0].is_empty();
+            // At ExecuteRequestHandler only the chosen handler's modules run.
+            let main_list_empty = if s == execute {
+                self.request_handled
+                    || self
+                        .handler
+                        .is_none_or(|h| self.location().handlers[h].modules.is_empty())
+            } else {
+                lists[0].is_empty()
+            };
+            let main_empty = (s, false) < from || main_list_empty;
             main_empty && lists[1].is_empty()
         })
     }

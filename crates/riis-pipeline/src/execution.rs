@@ -567,6 +567,13 @@ impl RequestExecution {
                 Status::Continue
             };
         };
+        if completion.is_none() {
+            if let Some(state) = &ctx.completion {
+                // A signal from an earlier round that nobody waited for must
+                // not complete whatever this call starts.
+                state.discard_stale();
+            }
+        }
         ctx.current = Some((site.module, site.notification, site.post));
         ctx.response.current = (Some(site.module), site.notification.name());
         let started = pipeline.tracing.then(|| {

@@ -525,10 +525,15 @@ impl PipelineBuilder {
                                 format!("handler `{}` names module `{name}`, which is not in the module list", d.name),
                             )
                         })?;
-                        if self.modules[index.get()].factory.is_none() {
+                        let module = &self.modules[index.get()];
+                        if module.factory.is_none()
+                            || !module.notifications.contains(RequestNotification::ExecuteRequestHandler)
+                        {
+                            // IIS refuses such a handler at run time (500.21);
+                            // riis refuses the configuration.
                             return Err(BuildError::new(
                                 format!("{}.modules", d.key),
-                                format!("module `{name}` registered no request notifications, so it cannot be a handler"),
+                                format!("module `{name}` did not register for ExecuteRequestHandler, so it cannot be a handler module"),
                             ));
                         }
                         Ok(index)

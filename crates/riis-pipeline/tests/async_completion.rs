@@ -419,3 +419,40 @@ async fn post_completion_requested_inside_the_call_reenters_on_async_completion(
 
     assert_eq!(log.entries(), ["completion bytes=7"]);
 }
+
+#[tokio::test]
+async fn a_signal_nobody_waited_for_does_not_complete_a_later_pending() {
+    let log = Log::new();
+    let kept: Arc<Mutex<Option<CompletionHandle>>> = Arc::default();
+    let mut t = TestPipeline::new();
+    {
+        let kept = kept.clone();
+        t.module(
+            "Early",
+            Registration::events(N::BeginRequest | N::AuthorizeRequest),
+            script(move |ctx, call| {
+                if call.is_event(N::BeginRequest) {
+                    // Signalled while not pending: a stale signal.
+                    let handle = ctx.completion_handle();
+                    handle.indicate_completion(Status::Continue);
+                    *kept.lock().unwrap() = Some(handle);
+                    return Status::Continue;
+                }
+                let handle = ctx.completion_handle();
+                signal_later(handle, |h| h.indicate_completion(Status::FinishRequest));
+                Status::Pending
+            }),
+        );
+    }
+    t.module(
+        "Recorder",
+        Registration::events(N::ResolveRequestCache | N::LogRequest),
+        recorder(&log),
+    );
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    // The thread's FinishRequest decided, not the stale Continue.
+    assert_eq!(log.entries(), ["LogRequest"]);
+    drop(kept);
+}

@@ -263,3 +263,20 @@ async fn set_request_handled_skips_the_remaining_handler_modules_without_a_404()
     assert!(outcome.context().is_request_handled());
     assert_eq!(outcome.body(), "");
 }
+
+#[test]
+fn a_handler_module_must_register_for_execute_request_handler() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "OnlyBegin",
+        Registration::events(N::BeginRequest),
+        recorder(&log),
+    )
+    .handler(handler("Main", "*", &["*"], "Unspecified", &["OnlyBegin"]));
+    let err = t
+        .try_build()
+        .expect_err("a handler module without ExecuteRequestHandler");
+    assert!(err.key.ends_with(".modules"), "{err}");
+    assert!(err.message.contains("ExecuteRequestHandler"), "{err}");
+}
