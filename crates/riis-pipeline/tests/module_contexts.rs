@@ -77,7 +77,7 @@ async fn connection_and_site_contexts_are_shared_between_requests() {
                 .get_or_insert_with(me, || AtomicUsize::new(0));
             let c = per_conn.fetch_add(1, Ordering::SeqCst) + 1;
             let s = per_site.fetch_add(1, Ordering::SeqCst) + 1;
-            write(ctx, &format!("{c}/{s}"));
+            write(ctx, format!("{c}/{s}"));
             Status::FinishRequest
         }),
     );
