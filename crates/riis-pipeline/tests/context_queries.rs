@@ -1,5 +1,5 @@
 //! What a module can ask the context about the running pipeline:
-//! `is_last_notification` and `current_execution_stats`.
+//! `is_last_notification`, `current_execution_stats` and server variables.
 
 mod common;
 
@@ -142,4 +142,91 @@ async fn current_execution_stats_names_the_running_module_and_notification() {
     );
     // Between calls nothing is running.
     assert!(outcome.context().current_execution_stats().is_none());
+}
+
+#[tokio::test]
+async fn server_variables_use_the_iis_names() {
+    use riis_pipeline::http::{HeaderMap, HeaderValue, Method, Uri, Version};
+    use riis_pipeline::HttpRequest;
+    use std::sync::{Arc, Mutex};
+
+    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let mut t = TestPipeline::new();
+    {
+        let seen = seen.clone();
+        t.module(
+            "Vars",
+            Registration::events(N::BeginRequest),
+            script(move |ctx, _| {
+                ctx.set_server_variable("MY_VAR", "set by a module");
+                let mut seen = seen.lock().unwrap();
+                for name in [
+                    "REQUEST_METHOD",
+                    "URL",
+                    "QUERY_STRING",
+                    "UNENCODED_URL",
+                    "REMOTE_ADDR",
+                    "REMOTE_PORT",
+                    "SERVER_PORT",
+                    "SERVER_NAME",
+                    "SERVER_PROTOCOL",
+                    "HTTPS",
+                    "HTTP_ACCEPT_LANGUAGE",
+                    "HTTP_X_MISSING",
+                    "INSTANCE_ID",
+                    "my_var",
+                    "NO_SUCH_VARIABLE",
+                ] {
+                    seen.push((
+                        name.to_owned(),
+                        ctx.server_variable(name).map(|v| v.into_owned()),
+                    ));
+                }
+                Status::FinishRequest
+            }),
+        );
+    }
+    let pipeline = t.build();
+    let mut headers = HeaderMap::new();
+    headers.insert("host", HeaderValue::from_static("example.test:8080"));
+    headers.append("accept-language", HeaderValue::from_static("en"));
+    headers.append("accept-language", HeaderValue::from_static("fr;q=0.5"));
+    let uri: Uri = "/a%20b/page?x=1&y=2".parse().unwrap();
+    let req = HttpRequest::new(
+        Method::POST,
+        uri,
+        Version::HTTP_11,
+        headers,
+        "127.0.0.1:8080".parse().unwrap(),
+        "192.0.2.9:40000".parse().unwrap(),
+    )
+    .unwrap();
+    run(&pipeline, req).await.assert_completed();
+    let seen = seen.lock().unwrap();
+    let value = |name: &str| {
+        seen.iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.clone())
+    };
+    assert_eq!(value("REQUEST_METHOD").as_deref(), Some("POST"));
+    assert_eq!(value("URL").as_deref(), Some("/a b/page"));
+    assert_eq!(value("QUERY_STRING").as_deref(), Some("x=1&y=2"));
+    assert_eq!(
+        value("UNENCODED_URL").as_deref(),
+        Some("/a%20b/page?x=1&y=2")
+    );
+    assert_eq!(value("REMOTE_ADDR").as_deref(), Some("192.0.2.9"));
+    assert_eq!(value("REMOTE_PORT").as_deref(), Some("40000"));
+    assert_eq!(value("SERVER_PORT").as_deref(), Some("8080"));
+    assert_eq!(value("SERVER_NAME").as_deref(), Some("example.test"));
+    assert_eq!(value("SERVER_PROTOCOL").as_deref(), Some("HTTP/1.1"));
+    assert_eq!(value("HTTPS").as_deref(), Some("off"));
+    assert_eq!(
+        value("HTTP_ACCEPT_LANGUAGE").as_deref(),
+        Some("en, fr;q=0.5")
+    );
+    assert_eq!(value("HTTP_X_MISSING"), None);
+    assert_eq!(value("INSTANCE_ID").as_deref(), Some("1"));
+    assert_eq!(value("my_var").as_deref(), Some("set by a module"));
+    assert_eq!(value("NO_SUCH_VARIABLE"), None);
 }
