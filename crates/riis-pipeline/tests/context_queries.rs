@@ -150,7 +150,8 @@ async fn server_variables_use_the_iis_names() {
     use riis_pipeline::HttpRequest;
     use std::sync::{Arc, Mutex};
 
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    type Seen = Vec<(String, Option<String>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let mut t = TestPipeline::new();
     {
         let seen = seen.clone();
