@@ -42,13 +42,29 @@ pub(crate) enum AsyncOp {
     PostCompletion { bytes: u64 },
 }
 
-/// A module instance slot: not created yet, live, or failed (a module that
-/// panicked or whose factory failed is not called again for this request).
-pub(crate) enum Slot {
-    Empty,
-    Live(Box<dyn HttpModule>),
-    Busy,
+/// A module instance slot. The instance is taken out while the module is
+/// being called (so a notification it raises does not re-enter it) and put
+/// back after; the state says whether it was ever created, and whether it
+/// failed (a module that panicked or whose factory failed is not called
+/// again for this request). Instance and state are separate fields so the
+/// per-call take and put are plain pointer moves.
+pub(crate) struct Slot {
+    pub(crate) instance: Option<Box<dyn HttpModule>>,
+    pub(crate) state: SlotState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    NotCreated,
+    Created,
     Failed,
+}
+
+impl Slot {
+    const NEW: Slot = Slot {
+        instance: None,
+        state: SlotState::NotCreated,
+    };
 }
 
 /// What is running now (`GetCurrentExecutionStats`).
@@ -112,7 +128,7 @@ impl HttpContext {
         request_id: u64,
     ) -> Self {
         let location = site.location_index(request.url());
-        let slots = std::iter::repeat_with(|| Slot::Empty)
+        let slots = std::iter::repeat_with(|| Slot::NEW)
             .take(pipeline.modules.len())
             .collect();
         Self {
@@ -402,7 +418,7 @@ impl HttpContext {
         self.current = saved;
         match outcome {
             Ok(status) => {
-                self.slots[m.get()] = Slot::Live(module);
+                self.slots[m.get()].instance = Some(module);
                 Some(status)
             }
             Err(panic) => {
@@ -414,29 +430,32 @@ impl HttpContext {
 
     /// Takes module `m`'s instance out of its slot, creating it on first use.
     /// `None` when it is busy (being called) or failed.
+    #[inline]
     pub(crate) fn take_instance(&mut self, m: ModuleIndex) -> Option<Box<dyn HttpModule>> {
-        match std::mem::replace(&mut self.slots[m.get()], Slot::Busy) {
-            Slot::Live(module) => Some(module),
-            Slot::Empty => {
-                let factory = self.pipeline.modules[m.get()].factory.as_ref()?;
-                match factory.get_http_module() {
-                    Ok(module) => Some(module),
-                    Err(e) => {
-                        self.slots[m.get()] = Slot::Failed;
-                        let name = self.pipeline.module_name(m).to_owned();
-                        tracing::error!(module = %name, error = %e, "module factory failed");
-                        self.fail_request(
-                            Some(m),
-                            "GetHttpModule",
-                            e.hresult,
-                            &format!("module {name} could not be created: {}", e.message),
-                        );
-                        None
-                    }
-                }
+        let slot = &mut self.slots[m.get()];
+        if let Some(module) = slot.instance.take() {
+            return Some(module);
+        }
+        if slot.state != SlotState::NotCreated {
+            // Busy (being called) or failed.
+            return None;
+        }
+        let factory = self.pipeline.modules[m.get()].factory.as_ref()?;
+        match factory.get_http_module() {
+            Ok(module) => {
+                self.slots[m.get()].state = SlotState::Created;
+                Some(module)
             }
-            other @ (Slot::Busy | Slot::Failed) => {
-                self.slots[m.get()] = other;
+            Err(e) => {
+                self.slots[m.get()].state = SlotState::Failed;
+                let name = self.pipeline.module_name(m).to_owned();
+                tracing::error!(module = %name, error = %e, "module factory failed");
+                self.fail_request(
+                    Some(m),
+                    "GetHttpModule",
+                    e.hresult,
+                    &format!("module {name} could not be created: {}", e.message),
+                );
                 None
             }
         }
@@ -449,7 +468,10 @@ impl HttpContext {
         post: bool,
         panic: &(dyn Any + Send),
     ) {
-        self.slots[m.get()] = Slot::Failed;
+        self.slots[m.get()] = Slot {
+            instance: None,
+            state: SlotState::Failed,
+        };
         let message = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())

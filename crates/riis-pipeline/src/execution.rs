@@ -32,7 +32,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::completion::{CompletionWaiter, Signal};
-use crate::context::{AsyncOp, HttpContext, Slot};
+use crate::context::{AsyncOp, HttpContext, SlotState};
 use crate::global::{TraceEvent, TracePhase};
 use crate::handler::{choose_handler, needs_probe, MappingFailure};
 use crate::module::{HttpModule, ModuleError};
@@ -437,6 +437,12 @@ impl RequestExecution {
                 (f.stage as usize, f.post, f.pos as usize)
             };
             let notification = N::DETERMINISTIC[stage];
+            if (stage != EXECUTE_STAGE || post) && !self.pipeline.tracing {
+                if let Some(step) = self.run_event_list(top, stage, post) {
+                    return step;
+                }
+                continue;
+            }
             let Some(module) = self.module_at(top, stage, post, pos) else {
                 self.end_of_event(top);
                 continue;
@@ -450,6 +456,91 @@ impl RequestExecution {
             let status = self.call(top, site, None);
             if let Some(step) = self.after_call(top, site, status) {
                 return step;
+            }
+        }
+    }
+
+    /// The hot loop: calls the modules of a deterministic event's list, from
+    /// the cursor on, while they return Continue and start nothing. One
+    /// panic guard covers the whole walk (a panic costs nothing until it
+    /// happens, and the module that panicked is the one at the cursor), and
+    /// the trait method is chosen once per event, not per call. Anything but
+    /// a plain Continue leaves the loop for [`RequestExecution::after_call`].
+    fn run_event_list(&mut self, top: usize, stage: usize, post: bool) -> Option<Step> {
+        let pipeline = &*self.pipeline;
+        let list = &pipeline.events[stage][post as usize];
+        let limit = pipeline.settings.response_buffer_limit;
+        let notification = N::DETERMINISTIC[stage];
+        let invoke = EVENT_METHODS[stage][post as usize];
+        let frame = &mut self.frames[top];
+        if stage == 1 && frame.ctx.skip_authentication {
+            self.end_of_event(top);
+            return None;
+        }
+        let name = notification.name();
+        let walk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while let Some(&module) = list.get(frame.pos as usize) {
+                frame.pos += 1;
+                let ctx = &mut frame.ctx;
+                let site = CallSite {
+                    module,
+                    notification,
+                    post,
+                };
+                let mut instance = match ctx.slots[module.get()].instance.take() {
+                    Some(instance) => instance,
+                    None => {
+                        // First call of this module in the request, or it failed.
+                        let created = ctx.slots[module.get()].state != SlotState::NotCreated;
+                        match ctx.take_instance(module) {
+                            Some(instance) => instance,
+                            None if created => continue, // failed earlier: skipped
+                            None => return Some((site, Status::FinishRequest)), // factory failed
+                        }
+                    }
+                };
+                if let Some(state) = &ctx.completion {
+                    state.discard_stale();
+                }
+                ctx.current = Some((module, notification, post));
+                ctx.response.current = (Some(module), name);
+                let status = invoke(&mut *instance, ctx);
+                ctx.current = None;
+                ctx.slots[module.get()].instance = Some(instance);
+                if status != Status::Continue
+                    || ctx.op.is_some()
+                    || ctx.response.flush.is_some()
+                    || ctx.response.buffered_memory > limit
+                {
+                    return Some((site, status));
+                }
+            }
+            None
+        }));
+        let stopped = match walk {
+            Ok(stopped) => stopped,
+            Err(panic) => {
+                // The instance was dropped while unwinding; the module at the
+                // cursor is the one that panicked.
+                let module = list[frame.pos as usize - 1];
+                let ctx = &mut frame.ctx;
+                ctx.current = None;
+                ctx.op = None;
+                ctx.response.flush = None;
+                ctx.module_panicked(module, notification, post, &*panic);
+                let site = CallSite {
+                    module,
+                    notification,
+                    post,
+                };
+                Some((site, Status::FinishRequest))
+            }
+        };
+        match stopped {
+            Some((site, status)) => self.after_call(top, site, status),
+            None => {
+                self.end_of_event(top);
+                None
             }
         }
     }
@@ -552,63 +643,9 @@ impl RequestExecution {
         frame.advance();
     }
 
-    /// Calls a module for the notification of `site`, or its OnAsyncCompletion
-    /// when `completion` is given. A module that is unavailable (failed
-    /// earlier) counts as Continue; one whose factory fails now, or that
-    /// panics, fails the request.
+    /// [`call_module`] for the frame `top`.
     fn call(&mut self, top: usize, site: CallSite, completion: Option<CompletionInfo>) -> Status {
-        let pipeline = &self.pipeline;
-        let ctx = &mut self.frames[top].ctx;
-        let was_empty = matches!(ctx.slots[site.module.get()], Slot::Empty);
-        let Some(mut module) = ctx.take_instance(site.module) else {
-            return if was_empty {
-                Status::FinishRequest
-            } else {
-                Status::Continue
-            };
-        };
-        if completion.is_none() {
-            if let Some(state) = &ctx.completion {
-                // A signal from an earlier round that nobody waited for must
-                // not complete whatever this call starts.
-                state.discard_stale();
-            }
-        }
-        ctx.current = Some((site.module, site.notification, site.post));
-        ctx.response.current = (Some(site.module), site.notification.name());
-        let started = pipeline.tracing.then(|| {
-            trace(pipeline, ctx, site, TracePhase::ModuleStart);
-            Instant::now()
-        });
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match completion {
-            Some(info) => module.on_async_completion(ctx, site.notification, site.post, &info),
-            None => dispatch(&mut *module, ctx, site.notification, site.post),
-        }));
-        ctx.current = None;
-        match outcome {
-            Ok(status) => {
-                ctx.slots[site.module.get()] = Slot::Live(module);
-                if let Some(t) = started {
-                    trace(
-                        pipeline,
-                        ctx,
-                        site,
-                        TracePhase::ModuleEnd {
-                            status,
-                            elapsed: t.elapsed(),
-                        },
-                    );
-                }
-                status
-            }
-            Err(panic) => {
-                drop(module);
-                ctx.op = None;
-                ctx.response.flush = None;
-                ctx.module_panicked(site.module, site.notification, site.post, &*panic);
-                Status::FinishRequest
-            }
-        }
+        call_module(&self.pipeline, &mut self.frames[top].ctx, site, completion)
     }
 
     /// Acts on what a module call left behind: a flush, then an operation,
@@ -814,6 +851,69 @@ impl RequestExecution {
     }
 }
 
+/// Calls a module for the notification of `site`, or its OnAsyncCompletion
+/// when `completion` is given. A module that is unavailable (failed
+/// earlier) counts as Continue; one whose factory fails now, or that
+/// panics, fails the request.
+#[inline]
+fn call_module(
+    pipeline: &Pipeline,
+    ctx: &mut HttpContext,
+    site: CallSite,
+    completion: Option<CompletionInfo>,
+) -> Status {
+    let was_empty = ctx.slots[site.module.get()].state == SlotState::NotCreated;
+    let Some(mut module) = ctx.take_instance(site.module) else {
+        return if was_empty {
+            Status::FinishRequest
+        } else {
+            Status::Continue
+        };
+    };
+    if completion.is_none() {
+        if let Some(state) = &ctx.completion {
+            // A signal from an earlier round that nobody waited for must
+            // not complete whatever this call starts.
+            state.discard_stale();
+        }
+    }
+    ctx.current = Some((site.module, site.notification, site.post));
+    ctx.response.current = (Some(site.module), site.notification.name());
+    let started = pipeline.tracing.then(|| {
+        trace(pipeline, ctx, site, TracePhase::ModuleStart);
+        Instant::now()
+    });
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match completion {
+        Some(info) => module.on_async_completion(ctx, site.notification, site.post, &info),
+        None => dispatch(&mut *module, ctx, site.notification, site.post),
+    }));
+    ctx.current = None;
+    match outcome {
+        Ok(status) => {
+            ctx.slots[site.module.get()].instance = Some(module);
+            if let Some(t) = started {
+                trace(
+                    pipeline,
+                    ctx,
+                    site,
+                    TracePhase::ModuleEnd {
+                        status,
+                        elapsed: t.elapsed(),
+                    },
+                );
+            }
+            status
+        }
+        Err(panic) => {
+            drop(module);
+            ctx.op = None;
+            ctx.response.flush = None;
+            ctx.module_panicked(site.module, site.notification, site.post, &*panic);
+            Status::FinishRequest
+        }
+    }
+}
+
 fn trace(pipeline: &Pipeline, ctx: &HttpContext, site: CallSite, phase: TracePhase) {
     pipeline.raise_trace(&TraceEvent {
         request_id: ctx.request_id,
@@ -825,35 +925,61 @@ fn trace(pipeline: &Pipeline, ctx: &HttpContext, site: CallSite, phase: TracePha
     });
 }
 
+/// The trait method of each deterministic event and post-event, indexed
+/// `[stage][post]`, so the hot loop picks it once per event.
+type EventMethod = fn(&mut dyn HttpModule, &mut HttpContext) -> Status;
+
+const EVENT_METHODS: [[EventMethod; 2]; 12] = [
+    [
+        |m, c| m.on_begin_request(c),
+        |m, c| m.on_post_begin_request(c),
+    ],
+    [
+        |m, c| m.on_authenticate_request(c),
+        |m, c| m.on_post_authenticate_request(c),
+    ],
+    [
+        |m, c| m.on_authorize_request(c),
+        |m, c| m.on_post_authorize_request(c),
+    ],
+    [
+        |m, c| m.on_resolve_request_cache(c),
+        |m, c| m.on_post_resolve_request_cache(c),
+    ],
+    [
+        |m, c| m.on_map_request_handler(c),
+        |m, c| m.on_post_map_request_handler(c),
+    ],
+    [
+        |m, c| m.on_acquire_request_state(c),
+        |m, c| m.on_post_acquire_request_state(c),
+    ],
+    [
+        |m, c| m.on_pre_execute_request_handler(c),
+        |m, c| m.on_post_pre_execute_request_handler(c),
+    ],
+    [
+        |m, c| m.on_execute_request_handler(c),
+        |m, c| m.on_post_execute_request_handler(c),
+    ],
+    [
+        |m, c| m.on_release_request_state(c),
+        |m, c| m.on_post_release_request_state(c),
+    ],
+    [
+        |m, c| m.on_update_request_cache(c),
+        |m, c| m.on_post_update_request_cache(c),
+    ],
+    [|m, c| m.on_log_request(c), |m, c| m.on_post_log_request(c)],
+    [|m, c| m.on_end_request(c), |m, c| m.on_post_end_request(c)],
+];
+
 /// Calls the trait method for a deterministic notification.
 fn dispatch(m: &mut dyn HttpModule, ctx: &mut HttpContext, n: N, post: bool) -> Status {
-    match (n, post) {
-        (N::BeginRequest, false) => m.on_begin_request(ctx),
-        (N::BeginRequest, true) => m.on_post_begin_request(ctx),
-        (N::AuthenticateRequest, false) => m.on_authenticate_request(ctx),
-        (N::AuthenticateRequest, true) => m.on_post_authenticate_request(ctx),
-        (N::AuthorizeRequest, false) => m.on_authorize_request(ctx),
-        (N::AuthorizeRequest, true) => m.on_post_authorize_request(ctx),
-        (N::ResolveRequestCache, false) => m.on_resolve_request_cache(ctx),
-        (N::ResolveRequestCache, true) => m.on_post_resolve_request_cache(ctx),
-        (N::MapRequestHandler, false) => m.on_map_request_handler(ctx),
-        (N::MapRequestHandler, true) => m.on_post_map_request_handler(ctx),
-        (N::AcquireRequestState, false) => m.on_acquire_request_state(ctx),
-        (N::AcquireRequestState, true) => m.on_post_acquire_request_state(ctx),
-        (N::PreExecuteRequestHandler, false) => m.on_pre_execute_request_handler(ctx),
-        (N::PreExecuteRequestHandler, true) => m.on_post_pre_execute_request_handler(ctx),
-        (N::ExecuteRequestHandler, false) => m.on_execute_request_handler(ctx),
-        (N::ExecuteRequestHandler, true) => m.on_post_execute_request_handler(ctx),
-        (N::ReleaseRequestState, false) => m.on_release_request_state(ctx),
-        (N::ReleaseRequestState, true) => m.on_post_release_request_state(ctx),
-        (N::UpdateRequestCache, false) => m.on_update_request_cache(ctx),
-        (N::UpdateRequestCache, true) => m.on_post_update_request_cache(ctx),
-        (N::LogRequest, false) => m.on_log_request(ctx),
-        (N::LogRequest, true) => m.on_post_log_request(ctx),
-        (N::EndRequest, false) => m.on_end_request(ctx),
-        (N::EndRequest, true) => m.on_post_end_request(ctx),
+    match n.stage() {
+        Some(stage) => EVENT_METHODS[stage][post as usize](m, ctx),
         // Nondeterministic notifications are raised with their providers
         // elsewhere, never through the deterministic cursor.
-        _ => Status::Continue,
+        None => Status::Continue,
     }
 }
