@@ -49,6 +49,139 @@ const FINAL_SEND: u8 = 12;
 const DONE: u8 = 13;
 const EXECUTE_STAGE: usize = 7;
 
+/// Runs `$walk` with the trait method of event `$stage` / post-event
+/// `$post` as a closure, so each of the 24 walks is compiled with a direct
+/// vtable call instead of a function pointer.
+macro_rules! walk_event {
+    ($stage:expr, $post:expr, |$invoke:ident| $walk:expr) => {
+        match ($stage, $post) {
+            (0, false) => {
+                let $invoke = |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_begin_request(c);
+                $walk
+            }
+            (0, true) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_post_begin_request(c);
+                $walk
+            }
+            (1, false) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_authenticate_request(c);
+                $walk
+            }
+            (1, true) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_post_authenticate_request(c);
+                $walk
+            }
+            (2, false) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_authorize_request(c);
+                $walk
+            }
+            (2, true) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_post_authorize_request(c);
+                $walk
+            }
+            (3, false) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_resolve_request_cache(c);
+                $walk
+            }
+            (3, true) => {
+                let $invoke = |m: &mut dyn HttpModule, c: &mut HttpContext| {
+                    m.on_post_resolve_request_cache(c)
+                };
+                $walk
+            }
+            (4, false) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_map_request_handler(c);
+                $walk
+            }
+            (4, true) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_post_map_request_handler(c);
+                $walk
+            }
+            (5, false) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_acquire_request_state(c);
+                $walk
+            }
+            (5, true) => {
+                let $invoke = |m: &mut dyn HttpModule, c: &mut HttpContext| {
+                    m.on_post_acquire_request_state(c)
+                };
+                $walk
+            }
+            (6, false) => {
+                let $invoke = |m: &mut dyn HttpModule, c: &mut HttpContext| {
+                    m.on_pre_execute_request_handler(c)
+                };
+                $walk
+            }
+            (6, true) => {
+                let $invoke = |m: &mut dyn HttpModule, c: &mut HttpContext| {
+                    m.on_post_pre_execute_request_handler(c)
+                };
+                $walk
+            }
+            (7, false) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_execute_request_handler(c);
+                $walk
+            }
+            (7, true) => {
+                let $invoke = |m: &mut dyn HttpModule, c: &mut HttpContext| {
+                    m.on_post_execute_request_handler(c)
+                };
+                $walk
+            }
+            (8, false) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_release_request_state(c);
+                $walk
+            }
+            (8, true) => {
+                let $invoke = |m: &mut dyn HttpModule, c: &mut HttpContext| {
+                    m.on_post_release_request_state(c)
+                };
+                $walk
+            }
+            (9, false) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_update_request_cache(c);
+                $walk
+            }
+            (9, true) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_post_update_request_cache(c);
+                $walk
+            }
+            (10, false) => {
+                let $invoke = |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_log_request(c);
+                $walk
+            }
+            (10, true) => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_post_log_request(c);
+                $walk
+            }
+            (11, false) => {
+                let $invoke = |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_end_request(c);
+                $walk
+            }
+            _ => {
+                let $invoke =
+                    |m: &mut dyn HttpModule, c: &mut HttpContext| m.on_post_end_request(c);
+                $walk
+            }
+        }
+    };
+}
+
 /// `HRESULT_FROM_WIN32(ERROR_CONNECTION_ABORTED)`: what a completion reports
 /// when the client went away.
 pub const E_CONNECTION_ABORTED: u32 = 0x8007_04D4;
@@ -471,52 +604,19 @@ impl RequestExecution {
         let list = &pipeline.events[stage][post as usize];
         let limit = pipeline.settings.response_buffer_limit;
         let notification = N::DETERMINISTIC[stage];
-        let invoke = EVENT_METHODS[stage][post as usize];
         let frame = &mut self.frames[top];
         if stage == 1 && frame.ctx.skip_authentication {
             self.end_of_event(top);
             return None;
         }
-        let name = notification.name();
-        let walk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            while let Some(&module) = list.get(frame.pos as usize) {
-                frame.pos += 1;
-                let ctx = &mut frame.ctx;
-                let site = CallSite {
-                    module,
-                    notification,
-                    post,
-                };
-                let mut instance = match ctx.slots[module.get()].instance.take() {
-                    Some(instance) => instance,
-                    None => {
-                        // First call of this module in the request, or it failed.
-                        let created = ctx.slots[module.get()].state != SlotState::NotCreated;
-                        match ctx.take_instance(module) {
-                            Some(instance) => instance,
-                            None if created => continue, // failed earlier: skipped
-                            None => return Some((site, Status::FinishRequest)), // factory failed
-                        }
-                    }
-                };
-                if let Some(state) = &ctx.completion {
-                    state.discard_stale();
-                }
-                ctx.current = Some((module, notification, post));
-                ctx.response.current = (Some(module), name);
-                let status = invoke(&mut *instance, ctx);
-                ctx.current = None;
-                ctx.slots[module.get()].instance = Some(instance);
-                if status != Status::Continue
-                    || ctx.op.is_some()
-                    || ctx.response.flush.is_some()
-                    || ctx.response.buffered_memory > limit
-                {
-                    return Some((site, status));
-                }
-            }
-            None
-        }));
+        let walk = walk_event!(stage, post, |invoke| walk_list(
+            frame,
+            list,
+            notification,
+            post,
+            limit,
+            invoke
+        ));
         let stopped = match walk {
             Ok(stopped) => stopped,
             Err(panic) => {
@@ -912,6 +1012,66 @@ fn call_module(
             Status::FinishRequest
         }
     }
+}
+
+/// What one walk of an event's list ended with: the call that stopped it
+/// (with its status), or `None` when every module returned Continue.
+type WalkResult = std::thread::Result<Option<(CallSite, Status)>>;
+
+/// Walks an event's list from the frame's cursor, calling each module through
+/// `invoke` (one trait method, statically chosen by [`walk_event!`]).
+#[inline(always)]
+fn walk_list<F>(
+    frame: &mut Frame,
+    list: &[ModuleIndex],
+    notification: N,
+    post: bool,
+    limit: usize,
+    invoke: F,
+) -> WalkResult
+where
+    F: Fn(&mut dyn HttpModule, &mut HttpContext) -> Status,
+{
+    let name = notification.name();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while let Some(&module) = list.get(frame.pos as usize) {
+            frame.pos += 1;
+            let ctx = &mut frame.ctx;
+            let site = CallSite {
+                module,
+                notification,
+                post,
+            };
+            let mut instance = match ctx.slots[module.get()].instance.take() {
+                Some(instance) => instance,
+                None => {
+                    // First call of this module in the request, or it failed.
+                    let created = ctx.slots[module.get()].state != SlotState::NotCreated;
+                    match ctx.take_instance(module) {
+                        Some(instance) => instance,
+                        None if created => continue, // failed earlier: skipped
+                        None => return Some((site, Status::FinishRequest)), // factory failed
+                    }
+                }
+            };
+            if let Some(state) = &ctx.completion {
+                state.discard_stale();
+            }
+            ctx.current = Some((module, notification, post));
+            ctx.response.current = (Some(module), name);
+            let status = invoke(&mut *instance, ctx);
+            ctx.current = None;
+            ctx.slots[module.get()].instance = Some(instance);
+            if status != Status::Continue
+                || ctx.op.is_some()
+                || ctx.response.flush.is_some()
+                || ctx.response.buffered_memory > limit
+            {
+                return Some((site, status));
+            }
+        }
+        None
+    }))
 }
 
 fn trace(pipeline: &Pipeline, ctx: &HttpContext, site: CallSite, phase: TracePhase) {
