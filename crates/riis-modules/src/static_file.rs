@@ -57,8 +57,9 @@ fn status(
     substatus: u16,
     hresult: u32,
 ) -> RequestNotificationStatus {
+    // Headers earlier modules set are kept; the entity is replaced.
     let resp = ctx.response_mut();
-    resp.clear();
+    resp.clear_entity();
     resp.set_error_status(
         code,
         code.canonical_reason().unwrap_or(""),
@@ -180,7 +181,6 @@ impl HttpModule for StaticFile {
                 location.push_str(q);
             }
             let resp = ctx.response_mut();
-            resp.clear();
             if resp
                 .redirect(&location, StatusCode::MOVED_PERMANENTLY)
                 .is_err()
@@ -197,7 +197,8 @@ impl HttpModule for StaticFile {
         let max_age = ctx.config(self.config).max_age;
 
         let resp = ctx.response_mut();
-        resp.clear();
+        resp.clear_entity();
+        resp.set_status(StatusCode::OK, "OK");
         resp.set_header(header::CONTENT_TYPE, content_type);
         if let Some(m) = modified {
             if let Ok(v) = HeaderValue::try_from(httpdate::fmt_http_date(m)) {

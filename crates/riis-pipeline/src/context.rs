@@ -93,6 +93,10 @@ pub struct HttpContext {
     pub(crate) mapping_failure: Option<MappingFailure>,
     pub(crate) mapped: bool,
     pub(crate) request_handled: bool,
+    /// A module failed in a nested notification (MapPath, ReadEntity,
+    /// SendResponse, a custom notification): the request finishes when the
+    /// current call returns.
+    pub(crate) finish_requested: bool,
     pub(crate) physical_path: Option<PathBuf>,
     pub(crate) resource: Option<Option<ResourceInfo>>,
     pub(crate) opened_file: Option<std::fs::File>,
@@ -145,6 +149,7 @@ impl HttpContext {
             mapping_failure: None,
             mapped: false,
             request_handled: false,
+            finish_requested: false,
             physical_path: None,
             resource: None,
             opened_file: None,
@@ -411,11 +416,27 @@ impl HttpContext {
         call: impl FnOnce(&mut dyn HttpModule, &mut HttpContext) -> RequestNotificationStatus,
     ) -> Option<RequestNotificationStatus> {
         let saved = self.current;
+        let saved_error_site = self.response.current;
         let mut module = self.take_instance(m)?;
+        // Operations belong to deterministic calls: what a nested call starts
+        // is refused, and what the outer call started is kept for it.
+        let outer_op = self.op.take();
+        let outer_flush = self.response.flush.take();
         self.current = Some((m, notification, false));
+        self.response.current = (Some(m), notification.name());
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *module, self)));
         self.current = saved;
+        self.response.current = saved_error_site;
+        if self.op.is_some() || self.response.flush.is_some() {
+            tracing::warn!(
+                module = %self.pipeline.module_name(m),
+                notification = %notification,
+                "an operation started during a nested notification is ignored"
+            );
+        }
+        self.op = outer_op;
+        self.response.flush = outer_flush;
         match outcome {
             Ok(status) => {
                 self.slots[m.get()].instance = Some(module);
@@ -423,6 +444,7 @@ impl HttpContext {
             }
             Err(panic) => {
                 self.module_panicked(m, notification, false, &*panic);
+                self.finish_requested = true;
                 Some(RequestNotificationStatus::FinishRequest)
             }
         }

@@ -34,7 +34,7 @@ use http::{HeaderMap, StatusCode};
 use crate::completion::{CompletionWaiter, Signal};
 use crate::context::{AsyncOp, HttpContext, SlotState};
 use crate::global::{TraceEvent, TracePhase};
-use crate::handler::{choose_handler, needs_probe, MappingFailure};
+use crate::handler::{allowed_methods, choose_handler, needs_probe, MappingFailure};
 use crate::module::{HttpModule, ModuleError};
 use crate::notification::{
     GlobalNotification, RequestNotification as N, RequestNotificationStatus as Status,
@@ -473,6 +473,12 @@ impl RequestExecution {
         let bytes = data.len() as u64;
         ctx.request.bytes_received += bytes;
         ctx.request.read_data = data;
+        if std::mem::take(&mut ctx.finish_requested) {
+            // A ReadEntity module failed: the reader is not resumed.
+            self.frames[top].phase = Phase::Run;
+            self.apply(top, site, Status::FinishRequest);
+            return;
+        }
         self.frames[top].phase = if status == Status::Pending {
             Phase::Deliver(
                 site,
@@ -673,9 +679,27 @@ impl RequestExecution {
                         .has_global_listeners(GlobalNotification::PreBeginRequest)
                 {
                     let pipeline = self.pipeline.clone();
-                    pipeline.raise_global(GlobalNotification::PreBeginRequest, |m| {
-                        m.on_global_pre_begin_request(ctx)
-                    });
+                    let panicked = pipeline
+                        .raise_global(GlobalNotification::PreBeginRequest, |m| {
+                            m.on_global_pre_begin_request(ctx)
+                        });
+                    if let Some(module) = panicked {
+                        ctx.fail_request(
+                            Some(module),
+                            "PreBeginRequest",
+                            crate::module::ModuleError::E_FAIL,
+                            &format!(
+                                "global module {} panicked in PreBeginRequest",
+                                pipeline.module_name(module)
+                            ),
+                        );
+                        ctx.request.pipeline_started = true;
+                        frame.stage = LOG_STAGE;
+                        frame.post = false;
+                        frame.pos = 0;
+                        frame.entered = false;
+                        return;
+                    }
                     // A PreBeginRequest module may have rewritten the URL.
                     ctx.location = ctx.site.location_index(ctx.request.url());
                 }
@@ -695,8 +719,17 @@ impl RequestExecution {
                     Ok(i) => ctx.handler = Some(i),
                     Err(f) => ctx.mapping_failure = Some(f),
                 }
+                if std::mem::take(&mut ctx.finish_requested) {
+                    // A MapPath module failed while the handler was chosen.
+                    frame.stage = LOG_STAGE;
+                    frame.post = false;
+                    frame.pos = 0;
+                    frame.entered = false;
+                }
             }
             (7, false) => {
+                // Only what the handler does counts for "answered nothing".
+                ctx.response.touched = false;
                 if let Some(failure) = ctx.mapping_failure {
                     ctx.handler = None;
                     let resp = &mut ctx.response;
@@ -708,12 +741,20 @@ impl RequestExecution {
                             4,
                             ModuleError::E_NOT_SUPPORTED,
                         ),
-                        MappingFailure::VerbNotAllowed => resp.set_error_status(
-                            StatusCode::METHOD_NOT_ALLOWED,
-                            "Method Not Allowed",
-                            0,
-                            ModuleError::E_NOT_SUPPORTED,
-                        ),
+                        MappingFailure::VerbNotAllowed => {
+                            resp.set_error_status(
+                                StatusCode::METHOD_NOT_ALLOWED,
+                                "Method Not Allowed",
+                                0,
+                                ModuleError::E_NOT_SUPPORTED,
+                            );
+                            let handlers = &ctx.site.location(ctx.location).handlers;
+                            if let Some(allow) = allowed_methods(handlers, ctx.request.url()) {
+                                if let Ok(v) = http::HeaderValue::try_from(allow) {
+                                    ctx.response.headers.insert(http::header::ALLOW, v);
+                                }
+                            }
+                        }
                         MappingFailure::ResourceNotFound => resp.set_error_status(
                             StatusCode::NOT_FOUND,
                             "Not Found",
@@ -753,6 +794,14 @@ impl RequestExecution {
     fn after_call(&mut self, top: usize, site: CallSite, status: Status) -> Option<Step> {
         let limit = self.pipeline.settings.response_buffer_limit;
         let frame = &mut self.frames[top];
+        if std::mem::take(&mut frame.ctx.finish_requested) {
+            // A module failed in a notification this call raised: the
+            // response is already the 500; nothing the call started runs.
+            frame.ctx.op = None;
+            frame.ctx.response.flush = None;
+            self.apply(top, site, Status::FinishRequest);
+            return None;
+        }
         let resp = &mut frame.ctx.response;
         if resp.flush.is_none() && resp.buffered_memory > limit {
             resp.flush = Some(crate::response::FlushOptions {
@@ -850,6 +899,11 @@ impl RequestExecution {
     /// Applies a final status to the cursor.
     fn apply(&mut self, top: usize, site: CallSite, status: Status) {
         let frame = &mut self.frames[top];
+        let status = if std::mem::take(&mut frame.ctx.finish_requested) {
+            Status::FinishRequest
+        } else {
+            status
+        };
         if status == Status::FinishRequest {
             if let Some(stage) = site.notification.stage() {
                 if (stage as u8) < LOG_STAGE {
@@ -1066,6 +1120,7 @@ where
                 || ctx.op.is_some()
                 || ctx.response.flush.is_some()
                 || ctx.response.buffered_memory > limit
+                || ctx.finish_requested
             {
                 return Some((site, status));
             }

@@ -65,7 +65,8 @@ pub enum CacheOperation<'a> {
         /// Bytes it holds.
         bytes: u64,
     },
-    /// An entry was removed (changed on disk, unused, or over budget).
+    /// An entry was removed (its file changed or disappeared, or a sweep
+    /// found it unused).
     Remove {
         /// The entry's key.
         key: &'a str,

@@ -233,6 +233,20 @@ pub(crate) fn needs_probe(handlers: &[HandlerMapping], url_path: &str, method: &
     })
 }
 
+/// The methods the handlers for `url_path` accept, for the `Allow` header of
+/// a 405 (RFC 9110 §15.5.6); `None` when one of them accepts every method.
+pub(crate) fn allowed_methods(handlers: &[HandlerMapping], url_path: &str) -> Option<String> {
+    let mut allowed: Vec<&str> = Vec::new();
+    for h in handlers.iter().filter(|h| h.path.matches(url_path)) {
+        for v in h.verbs.as_ref()? {
+            if !allowed.contains(&v.as_str()) {
+                allowed.push(v.as_str());
+            }
+        }
+    }
+    Some(allowed.join(", "))
+}
+
 /// Chooses the first matching handler. `probe` is called at most once, and
 /// only when a candidate needs the resource type.
 pub(crate) fn choose_handler(

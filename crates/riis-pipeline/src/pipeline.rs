@@ -273,26 +273,41 @@ impl Pipeline {
         &self.settings
     }
 
-    fn global_modules(
-        &self,
-        n: GlobalNotification,
-    ) -> impl Iterator<Item = &Arc<dyn crate::module::GlobalModule>> {
-        self.global[n.index()]
-            .iter()
-            .filter_map(|m| self.modules[m.get()].global.as_ref())
-    }
-
-    /// Calls global modules in order until one returns Handled.
+    /// Calls global modules in order until one returns Handled. A module
+    /// that panics is logged and skipped (the next one still runs); the
+    /// first one that panicked is returned.
     pub(crate) fn raise_global(
         &self,
         n: GlobalNotification,
         mut call: impl FnMut(&dyn crate::module::GlobalModule) -> GlobalNotificationStatus,
-    ) {
-        for module in self.global_modules(n) {
-            if call(&**module) == GlobalNotificationStatus::Handled {
-                break;
+    ) -> Option<ModuleIndex> {
+        let mut panicked = None;
+        for &index in self.global[n.index()].iter() {
+            let Some(module) = self.modules[index.get()].global.as_ref() else {
+                continue;
+            };
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&**module)));
+            match outcome {
+                Ok(GlobalNotificationStatus::Handled) => break,
+                Ok(GlobalNotificationStatus::Continue) => {}
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(
+                        module = %self.module_name(index),
+                        notification = n.name(),
+                        panic = %message,
+                        "global module panicked"
+                    );
+                    panicked.get_or_insert(index);
+                }
             }
         }
+        panicked
     }
 
     /// Raises ApplicationStart for every site.
@@ -496,7 +511,19 @@ impl PipelineBuilder {
                         d.verbs
                             .iter()
                             .map(|v| {
-                                Method::from_bytes(v.trim().as_bytes()).map_err(|_| {
+                                let v = v.trim();
+                                let upper = v.to_ascii_uppercase();
+                                const STANDARD: [&str; 9] = [
+                                    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
+                                    "CONNECT",
+                                ];
+                                if upper != v && STANDARD.contains(&upper.as_str()) {
+                                    return Err(BuildError::new(
+                                        format!("{}.verbs", d.key),
+                                        format!("`{v}` is not `{upper}`: HTTP methods are case-sensitive"),
+                                    ));
+                                }
+                                Method::from_bytes(v.as_bytes()).map_err(|_| {
                                     BuildError::new(
                                         format!("{}.verbs", d.key),
                                         format!("`{v}` is not an HTTP method"),

@@ -83,7 +83,8 @@ fn parse_section<T: DeserializeOwned + Send + Sync + 'static>(
         .map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            (path, e.into_inner().to_string())
+            // The bare message: the path already says where.
+            (path, e.into_inner().message().trim().to_owned())
         })
 }
 

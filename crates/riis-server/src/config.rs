@@ -498,11 +498,14 @@ impl ServerConfig {
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
         {
-            key = if key.is_empty() {
-                field.to_owned()
-            } else {
-                format!("{key}.{field}")
-            };
+            let already = key == field || key.ends_with(&format!(".{field}"));
+            if !already {
+                key = if key.is_empty() {
+                    field.to_owned()
+                } else {
+                    format!("{key}.{field}")
+                };
+            }
         }
         self.error_at(&key, &e.message)
     }

@@ -242,7 +242,11 @@ impl FileSystem for RealFileSystem {
             let meta = file.metadata().ok()?;
             return probe_open(file, &meta);
         }
-        let meta = std::fs::metadata(path).ok()?;
+        let Ok(meta) = std::fs::metadata(path) else {
+            // Gone: if it was cached, that is a change to report.
+            self.remove(path, true);
+            return None;
+        };
         let info = info_of(&meta)?;
         if meta.is_dir() {
             return Some(Probe {

@@ -97,11 +97,18 @@ pub fn build_pipeline(
     for site in &config.sites {
         builder.site(site.clone());
     }
+    let server_header = match config.settings.server_header.as_str() {
+        "" => None,
+        text => Some(http::HeaderValue::try_from(text).map_err(|_| {
+            config.error_at(
+                "server.server_header",
+                "not a valid header value (visible ASCII and spaces only)",
+            )
+        })?),
+    };
     builder.settings(PipelineSettings {
         response_buffer_limit: config.settings.response_buffer_limit,
-        server_header: (!config.settings.server_header.is_empty())
-            .then(|| http::HeaderValue::try_from(config.settings.server_header.as_str()).ok())
-            .flatten(),
+        server_header,
     });
     builder
         .build()
@@ -189,10 +196,9 @@ impl Server {
     /// Runs until SIGTERM or SIGINT, then drains.
     ///
     /// Thread per core, like nginx's worker processes: each worker thread has
-    /// its own single-threaded runtime and its own listening socket per
-    /// address (`SO_REUSEPORT`, so the kernel spreads connections), and a
-    /// connection lives on one thread from accept to close. No request state
-    /// crosses threads and no scheduler work is shared.
+    /// its own single-threaded runtime and accepts on the shared listening
+    /// sockets, and a connection lives on one thread from accept to close. No
+    /// request state crosses threads and no scheduler work is shared.
     pub fn run(self) -> Result<(), ServerError> {
         let workers = self.worker_threads();
         let control = tokio::runtime::Builder::new_current_thread()
@@ -214,8 +220,8 @@ impl Server {
         self.bind(1)?.serve(shutdown).await
     }
 
-    /// Binds every address of the configuration with `sockets` listening
-    /// sockets each (one per worker thread) and prints one
+    /// Binds every address of the configuration, with one handle on each
+    /// listening socket per worker (`sockets`), and prints one
     /// `riis: listening on http://ADDR for SITES` line per address (scripts
     /// and tests read it to learn ephemeral ports).
     pub fn bind(self, sockets: usize) -> Result<BoundServer, ServerError> {
@@ -223,14 +229,18 @@ impl Server {
         let mut listeners = Vec::with_capacity(plans.len());
         for plan in plans {
             let first = listen_socket(plan.addr).map_err(|e| ServerError::Bind(plan.addr, e))?;
-            // An ephemeral port is chosen by the first socket; the others join it.
             let local = first
                 .local_addr()
                 .map_err(|e| ServerError::Bind(plan.addr, e))?;
-            let mut group = vec![first];
+            // Every worker accepts on the same socket: the kernel hands each
+            // connection to whichever worker is ready first, and no other
+            // process can bind the address beside us (as SO_REUSEPORT would
+            // allow).
+            let mut group = Vec::with_capacity(sockets.max(1));
             for _ in 1..sockets.max(1) {
-                group.push(listen_socket(local).map_err(|e| ServerError::Bind(local, e))?);
+                group.push(first.try_clone().map_err(|e| ServerError::Bind(local, e))?);
             }
+            group.push(first);
             let sites: Vec<String> = plan
                 .routes
                 .iter()
@@ -253,13 +263,12 @@ impl Server {
     }
 }
 
-/// A listening socket with `SO_REUSEPORT`, so one per worker can share an
-/// address.
+/// A non-blocking listening socket with a backlog of 1024 (`SO_REUSEADDR`,
+/// so a restart does not wait for old connections in TIME_WAIT).
 fn listen_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }

@@ -182,7 +182,32 @@ fn register_gate(
     )
 }
 
+/// Sets `X-Tag` at BeginRequest and lets the request go on.
+struct Tagger;
+impl HttpModule for Tagger {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> Status {
+        ctx.response_mut().set_header(
+            header::HeaderName::from_static("x-tag"),
+            HeaderValue::from_static("early"),
+        );
+        Status::Continue
+    }
+}
+
+fn register_tagger(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Tagger,
+        N::BeginRequest.into(),
+        RequestNotifications::NONE,
+    )
+}
+
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("Tagger", register_tagger),
     ("Gate", register_gate),
     ("Boom", register_boom),
     ("Later", register_later),
@@ -337,4 +362,23 @@ fn shutdown_lets_in_flight_requests_finish() {
     let resp = client.join().unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "gate passed");
+}
+
+#[test]
+fn static_files_keep_headers_earlier_modules_set() {
+    let text = "[[modules]]\nname = \"Tagger\"\n[[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"DefaultDocument\"\n\
+        [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nverbs = [\"GET\", \"HEAD\"]\nresource_type = \"Either\"\nmodules = [\"StaticFile\", \"DefaultDocument\"]\n\
+        [[sites]]\nname = \"s\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0\"]\n";
+    let server = TestServer::start(text);
+    std::fs::write(server._dir.path().join("index.html"), "home").unwrap();
+    std::fs::write(server._dir.path().join("a.txt"), "alpha").unwrap();
+    let mut conn = Connection::open(server.addr);
+    for path in ["/a.txt", "/"] {
+        let resp = conn.get(path);
+        assert_eq!(resp.status, 200, "{path}");
+        assert_eq!(resp.header("x-tag"), Some("early"), "{path}");
+    }
+    let resp = conn.get("/missing.txt");
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.header("x-tag"), Some("early"));
 }

@@ -311,6 +311,36 @@ fn check_config_reports_file_line_and_key() {
     assert!(err.contains("bad.toml:8:"), "{err}");
     assert!(err.contains("sites[0].static_file.max_age"), "{err}");
 
+    let typo = dir.write(
+        "typo.toml",
+        "[[modules]]\nname = \"StaticFile\"\n[[sites]]\nname = \"x\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\n[sites.static_file]\nmax_agee = 5\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", typo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("typo.toml:8: key `sites[0].static_file.max_agee`: unknown field"),
+        "{err}"
+    );
+
+    let header = dir.write(
+        "header.toml",
+        "[server]\nserver_header = \"bad\\u0001\"\n[[sites]]\nname = \"x\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", header.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("header.toml:2: key `server.server_header`"),
+        "{err}"
+    );
+
     let unknown = dir.write("unknown.toml", "[[modules]]\nname = \"NoSuchModule\"\n[[sites]]\nname = \"x\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\n");
     let out = Command::new(env!("CARGO_BIN_EXE_riis"))
         .args(["check-config", "--config", unknown.to_str().unwrap()])

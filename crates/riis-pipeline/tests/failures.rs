@@ -1,0 +1,174 @@
+//! Module misbehaviour in the less common places: panics in nested
+//! notifications and global modules, operations started where none may run,
+//! and the configuration mistakes the builder refuses.
+
+mod common;
+
+use common::*;
+use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
+use riis_pipeline::{
+    GlobalModule, GlobalNotification, GlobalNotificationStatus, HttpContext, ModuleError,
+    ModuleRegistration, RequestNotification as N, ServerInfo,
+};
+
+#[tokio::test]
+async fn a_panic_in_map_path_fails_the_request() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "BadMapper",
+        Registration::events(N::MapPath),
+        script(|_, _| panic!("cannot map")),
+    );
+    {
+        let log = log.clone();
+        t.module(
+            "Handler",
+            Registration::events(N::ExecuteRequestHandler | N::LogRequest),
+            script(move |ctx, call| {
+                log.push(call.describe());
+                if call.is_event(N::ExecuteRequestHandler) {
+                    write(ctx, "should not be sent");
+                }
+                Status::Continue
+            }),
+        );
+    }
+    t.handler(handler("Main", "*", &["*"], "File", &["Handler"]))
+        .file("/site/a.txt");
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/a.txt").await;
+    assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(log.entries(), ["LogRequest"], "the handler never ran");
+    // The server keeps serving: the next request fails the same way, cleanly.
+    assert_eq!(
+        get(&pipeline, "/a.txt").await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
+
+#[tokio::test]
+async fn operations_started_in_nested_notifications_are_ignored() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Mapper",
+        Registration::events(N::MapPath),
+        script(|ctx, _| {
+            // Not allowed here: it must neither run nor leak into the caller.
+            let _ = ctx.read_entity_body(10);
+            ctx.response_mut().flush(Default::default());
+            Status::Continue
+        }),
+    );
+    t.module(
+        "Handler",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            let path = ctx.map_path("/elsewhere");
+            write(ctx, path.display().to_string());
+            ctx.set_request_handled();
+            Status::Continue
+        }),
+    );
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["Handler"]));
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    assert_eq!(outcome.status(), StatusCode::OK);
+    assert_eq!(outcome.body(), "/site/elsewhere");
+    assert_eq!(outcome.final_sends(), 1);
+}
+
+#[tokio::test]
+async fn a_header_set_early_does_not_hide_an_unanswered_handler() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Tagger",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            ctx.response_mut().set_header(
+                header::HeaderName::from_static("x-tag"),
+                HeaderValue::from_static("1"),
+            );
+            Status::Continue
+        }),
+    );
+    t.module(
+        "Passer",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|_, _| Status::Continue),
+    );
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["Passer"]));
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    assert_eq!(outcome.status(), StatusCode::NOT_FOUND);
+    assert_eq!(outcome.header("x-tag"), Some("1"));
+}
+
+#[tokio::test]
+async fn method_not_allowed_lists_the_allowed_methods() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Static",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|_, _| Status::Continue),
+    );
+    t.handler(handler(
+        "Main",
+        "*",
+        &["GET", "HEAD"],
+        "Unspecified",
+        &["Static"],
+    ));
+    let pipeline = t.build();
+    let outcome = run(&pipeline, request(Method::DELETE, "/x")).await;
+    assert_eq!(outcome.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(outcome.header("allow"), Some("GET, HEAD"));
+}
+
+struct PanickyGlobal;
+
+impl GlobalModule for PanickyGlobal {
+    fn on_global_pre_begin_request(&self, _ctx: &mut HttpContext) -> GlobalNotificationStatus {
+        panic!("global trouble")
+    }
+}
+
+fn register_panicky(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_global_notifications(PanickyGlobal, GlobalNotification::PreBeginRequest.into())
+}
+
+#[tokio::test]
+async fn a_panic_in_a_global_module_fails_only_that_request() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.register("Panicky", register_panicky);
+    t.module(
+        "Recorder",
+        Registration::events(N::BeginRequest | N::EndRequest),
+        recorder(&log),
+    );
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(log.entries(), ["EndRequest"]);
+}
+
+#[test]
+fn lower_case_standard_methods_are_refused() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Static",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|_, _| Status::Continue),
+    );
+    t.handler(handler("Main", "*", &["get"], "Unspecified", &["Static"]));
+    let err = t.try_build().expect_err("`get` is refused");
+    assert!(err.key.ends_with(".verbs"), "{err}");
+    assert!(err.message.contains("case-sensitive"), "{err}");
+}
