@@ -132,6 +132,7 @@ impl HttpContext {
         request_id: u64,
     ) -> Self {
         let location = site.location_index(request.url());
+        let buffer_limit = pipeline.settings.response_buffer_limit;
         let slots = std::iter::repeat_with(|| Slot::NEW)
             .take(pipeline.modules.len())
             .collect();
@@ -141,7 +142,7 @@ impl HttpContext {
             location,
             connection,
             request,
-            response: HttpResponse::new(),
+            response: HttpResponse::with_buffer_limit(buffer_limit),
             user: None,
             slots,
             contexts: ModuleContextContainer::default(),

@@ -608,7 +608,6 @@ impl RequestExecution {
     fn run_event_list(&mut self, top: usize, stage: usize, post: bool) -> Option<Step> {
         let pipeline = &*self.pipeline;
         let list = &pipeline.events[stage][post as usize];
-        let limit = pipeline.settings.response_buffer_limit;
         let notification = N::DETERMINISTIC[stage];
         let frame = &mut self.frames[top];
         if stage == 1 && frame.ctx.skip_authentication {
@@ -620,7 +619,6 @@ impl RequestExecution {
             list,
             notification,
             post,
-            limit,
             invoke
         ));
         let stopped = match walk {
@@ -1080,13 +1078,12 @@ fn walk_list<F>(
     list: &[ModuleIndex],
     notification: N,
     post: bool,
-    limit: usize,
     invoke: F,
 ) -> WalkResult
 where
     F: Fn(&mut dyn HttpModule, &mut HttpContext) -> Status,
 {
-    let name = notification.name();
+    frame.ctx.response.current.1 = notification.name();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while let Some(&module) = list.get(frame.pos as usize) {
             frame.pos += 1;
@@ -1112,19 +1109,21 @@ where
                 state.discard_stale();
             }
             ctx.current = Some((module, notification, post));
-            ctx.response.current = (Some(module), name);
+            ctx.response.current.0 = Some(module);
             let status = invoke(&mut *instance, ctx);
-            ctx.current = None;
             ctx.slots[module.get()].instance = Some(instance);
+            // An overflowing buffer asked for its own flush when it was
+            // written to (see `HttpResponse::write`).
             if status != Status::Continue
                 || ctx.op.is_some()
                 || ctx.response.flush.is_some()
-                || ctx.response.buffered_memory > limit
                 || ctx.finish_requested
             {
+                ctx.current = None;
                 return Some((site, status));
             }
         }
+        frame.ctx.current = None;
         None
     }))
 }

@@ -103,6 +103,9 @@ pub struct HttpResponse {
     pub(crate) chunks: Vec<EntityChunk>,
     /// Bytes held in memory chunks, for the buffer limit.
     pub(crate) buffered_memory: usize,
+    /// Past this many buffered bytes a write asks for a flush by itself
+    /// (the pipeline's `response_buffer_limit`).
+    pub(crate) buffer_limit: usize,
     pub(crate) buffering: bool,
     pub(crate) headers_sent: bool,
     pub(crate) suppress_headers: bool,
@@ -125,6 +128,15 @@ impl Default for HttpResponse {
 }
 
 impl HttpResponse {
+    /// An untouched response that flushes by itself once more than `limit`
+    /// bytes of memory entity are buffered.
+    pub(crate) fn with_buffer_limit(limit: usize) -> Self {
+        Self {
+            buffer_limit: limit,
+            ..Self::new()
+        }
+    }
+
     /// An untouched 200 response with no headers and no entity.
     pub fn new() -> Self {
         Self {
@@ -136,6 +148,7 @@ impl HttpResponse {
             headers: HeaderMap::new(),
             chunks: Vec::new(),
             buffered_memory: 0,
+            buffer_limit: usize::MAX,
             buffering: true,
             headers_sent: false,
             suppress_headers: false,
@@ -274,7 +287,7 @@ impl HttpResponse {
             self.chunks.push(chunk);
         }
         self.touched = true;
-        if !self.buffering {
+        if !self.buffering || self.buffered_memory > self.buffer_limit {
             self.request_flush(FlushOptions {
                 asynchronous: false,
                 more_data: true,
