@@ -9,10 +9,13 @@
 #![warn(missing_docs)]
 
 pub mod async_hello;
+pub mod content_encoding;
 pub mod default_document;
+pub mod dynamic_compression;
 pub mod event_trace;
 pub mod hello_world;
 pub mod noop;
+pub mod static_compression;
 pub mod static_file;
 
 use riis_pipeline::RegisterModuleFn;
@@ -25,6 +28,8 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("AsyncHello", async_hello::register_module),
     ("EventTrace", event_trace::register_module),
     ("NoOp", noop::register_module),
+    ("StaticCompression", static_compression::register_module),
+    ("DynamicCompression", dynamic_compression::register_module),
 ];
 
 /// The entry point of a built-in module.

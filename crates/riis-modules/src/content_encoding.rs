@@ -1,0 +1,290 @@
+//! What the compression modules share: choosing a content coding from
+//! `Accept-Encoding` (RFC 9110 §12.5.3), deciding whether a response may be
+//! compressed, and the encoders.
+
+use std::io::Write;
+
+use riis_pipeline::http::header::{self, HeaderValue};
+use riis_pipeline::http::{HeaderMap, StatusCode};
+
+/// A content coding riis produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Coding {
+    /// `br` (RFC 7932).
+    Brotli,
+    /// `gzip` (RFC 1952).
+    Gzip,
+}
+
+impl Coding {
+    /// Server preference when the client weighs codings equally.
+    const PREFERENCE: [Coding; 2] = [Coding::Brotli, Coding::Gzip];
+
+    /// The token in `Content-Encoding`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Self::Brotli => "br",
+            Self::Gzip => "gzip",
+        }
+    }
+
+    /// File name suffix for cached copies.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Brotli => "br",
+            Self::Gzip => "gz",
+        }
+    }
+
+    /// Compresses a whole body.
+    pub fn compress(self, data: &[u8], level: u32) -> Vec<u8> {
+        let mut encoder = Encoder::new(self, level);
+        encoder.write(data);
+        encoder.finish()
+    }
+}
+
+/// The weight a client gives a coding: `q` from `Accept-Encoding`, 0 when
+/// it is refused or not named (and no `*` covers it).
+fn weight(accept: &str, coding: &str) -> f32 {
+    let mut star = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .or_else(|| p.trim().strip_prefix("Q="))
+            })
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        if name.eq_ignore_ascii_case(coding) {
+            return q;
+        }
+        if name == "*" {
+            star = Some(q);
+        }
+    }
+    star.unwrap_or(0.0)
+}
+
+/// The coding to answer with, or `None` for the body as it is: the client's
+/// highest-weighted coding among those riis produces (server preference
+/// breaks ties); none when `Accept-Encoding` is absent or refuses them all.
+pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
+    let mut accept = String::new();
+    for v in headers.get_all(header::ACCEPT_ENCODING) {
+        if let Ok(v) = v.to_str() {
+            if !accept.is_empty() {
+                accept.push(',');
+            }
+            accept.push_str(v);
+        }
+    }
+    if accept.is_empty() {
+        return None;
+    }
+    let mut best: Option<(Coding, f32)> = None;
+    for coding in Coding::PREFERENCE {
+        let q = weight(&accept, coding.token());
+        if q > 0.0 && best.is_none_or(|(_, b)| q > b) {
+            best = Some((coding, q));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+/// Whether a MIME type (parameters ignored) is in `list`; an entry ending in
+/// `/*` matches a whole type (`text/*`).
+pub fn type_listed(content_type: Option<&HeaderValue>, list: &[String]) -> bool {
+    let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    list.iter().any(|entry| match entry.strip_suffix("/*") {
+        Some(prefix) => essence
+            .split_once('/')
+            .is_some_and(|(t, _)| t.eq_ignore_ascii_case(prefix)),
+        None => entry.eq_ignore_ascii_case(essence),
+    })
+}
+
+/// Whether a response may be given another content coding at all: a full
+/// success, not already encoded, not a range, with a body.
+pub fn compressible_response(status: StatusCode, headers: &HeaderMap) -> bool {
+    status.is_success()
+        && status != StatusCode::PARTIAL_CONTENT
+        && status != StatusCode::NO_CONTENT
+        && !headers.contains_key(header::CONTENT_ENCODING)
+        && !headers.contains_key(header::CONTENT_RANGE)
+        && !headers
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("no-transform"))
+}
+
+/// Adds `Accept-Encoding` to `Vary` unless it is there (or `Vary: *`).
+pub fn add_vary(headers: &mut HeaderMap) {
+    let present = headers.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case("accept-encoding"))
+        })
+    });
+    if !present {
+        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
+/// Marks the response as encoded: `Content-Encoding`, `Vary`, no
+/// `Content-Length` (the server computes it), and a weak ETag, since the
+/// bytes differ from the identity representation's (RFC 9110 §8.8.1).
+pub fn mark_encoded(headers: &mut HeaderMap, coding: Coding) {
+    headers.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static(coding.token()),
+    );
+    headers.remove(header::CONTENT_LENGTH);
+    add_vary(headers);
+    if let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
+        if etag.starts_with('"') {
+            let weak = format!("W/{etag}");
+            if let Ok(v) = HeaderValue::try_from(weak) {
+                headers.insert(header::ETAG, v);
+            }
+        }
+    }
+}
+
+/// A streaming encoder: write input, take what is ready, finish at the end.
+pub enum Encoder {
+    /// gzip.
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    /// brotli.
+    Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
+}
+
+impl Encoder {
+    /// An encoder for `coding`; `level` is gzip's 0–9 or brotli's 0–11
+    /// quality (clamped).
+    pub fn new(coding: Coding, level: u32) -> Self {
+        match coding {
+            Coding::Gzip => Self::Gzip(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::new(level.min(9)),
+            )),
+            Coding::Brotli => Self::Brotli(Box::new(brotli::CompressorWriter::new(
+                Vec::new(),
+                64 * 1024,
+                level.min(11),
+                22,
+            ))),
+        }
+    }
+
+    /// Feeds input. Writing into memory cannot fail.
+    pub fn write(&mut self, data: &[u8]) {
+        let _ = match self {
+            Self::Gzip(e) => e.write_all(data),
+            Self::Brotli(e) => e.write_all(data),
+        };
+    }
+
+    /// Flushes what was written so far and takes the encoded bytes, so a
+    /// streamed response reaches the client as it is produced.
+    pub fn take_flushed(&mut self) -> Vec<u8> {
+        match self {
+            Self::Gzip(e) => {
+                let _ = e.flush();
+                std::mem::take(e.get_mut())
+            }
+            Self::Brotli(e) => {
+                let _ = e.flush();
+                std::mem::take(e.get_mut())
+            }
+        }
+    }
+
+    /// Ends the stream and returns the remaining bytes.
+    pub fn finish(self) -> Vec<u8> {
+        match self {
+            Self::Gzip(e) => e.finish().unwrap_or_default(),
+            Self::Brotli(e) => e.into_inner(),
+        }
+    }
+}
+
+/// The MIME types compressed by default (IIS's lists, plus the types the web
+/// uses since).
+pub fn default_types() -> Vec<String> {
+    [
+        "text/*",
+        "application/javascript",
+        "application/json",
+        "application/xml",
+        "application/atom+xml",
+        "application/rss+xml",
+        "application/xhtml+xml",
+        "application/wasm",
+        "image/svg+xml",
+    ]
+    .map(String::from)
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn negotiation_follows_q_values() {
+        assert_eq!(negotiate(&HeaderMap::new()), None);
+        assert_eq!(negotiate(&accept("gzip")), Some(Coding::Gzip));
+        assert_eq!(negotiate(&accept("gzip, br")), Some(Coding::Brotli));
+        assert_eq!(
+            negotiate(&accept("br;q=0.5, gzip;q=0.8")),
+            Some(Coding::Gzip)
+        );
+        assert_eq!(negotiate(&accept("br;q=0, gzip;q=0")), None);
+        assert_eq!(negotiate(&accept("identity")), None);
+        assert_eq!(negotiate(&accept("*")), Some(Coding::Brotli));
+        assert_eq!(negotiate(&accept("*;q=0.1, br;q=0")), Some(Coding::Gzip));
+        assert_eq!(negotiate(&accept("GZIP;Q=0.5")), Some(Coding::Gzip));
+    }
+
+    #[test]
+    fn types_match_by_essence_and_wildcard() {
+        let list = default_types();
+        let v = |s: &'static str| Some(HeaderValue::from_static(s));
+        assert!(type_listed(v("text/html; charset=utf-8").as_ref(), &list));
+        assert!(type_listed(v("application/json").as_ref(), &list));
+        assert!(!type_listed(v("image/png").as_ref(), &list));
+        assert!(!type_listed(None, &list));
+    }
+
+    #[test]
+    fn encoders_round_trip() {
+        use std::io::Read;
+        let data = b"hello hello hello hello hello".repeat(100);
+        let gz = Coding::Gzip.compress(&data, 6);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        let br = Coding::Brotli.compress(&data, 5);
+        let mut out = Vec::new();
+        brotli::Decompressor::new(&br[..], 4096)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+    }
+}

@@ -1,0 +1,177 @@
+//! `DynamicCompression`: compresses generated responses as they are sent.
+//!
+//! Registers for **SendResponse** only (MEDIUM priority; StaticCompression,
+//! at LOW, runs before it in SendResponse's inverted order, so a static file
+//! it already encoded is left alone). On the send that carries the headers
+//! it decides, from the client's `Accept-Encoding` (q-values honoured), the
+//! response's type and, for a response sent in one piece, its size, whether
+//! to encode with brotli or gzip; every later send of the same response goes
+//! through the same encoder, and the final send closes the stream, so a
+//! flushed response is compressed while it streams.
+//!
+//! Never encoded: errors and other non-2xx statuses, 206 ranges, 204, HEAD,
+//! bodies that already have a `Content-Encoding`, `Cache-Control:
+//! no-transform`, and bodies known to be smaller than `min_size` (2,700
+//! bytes, IIS's threshold). A compressible response gets `Vary:
+//! Accept-Encoding` whether or not this client is sent an encoded body, and
+//! an encoded one gets a weak ETag.
+//!
+//! Configuration section `dynamic_compression`:
+//! - `enabled` (default true);
+//! - `mime_types` (default: `text/*`, JSON, JavaScript, XML, SVG, WASM …);
+//! - `min_size` (default 2700);
+//! - `gzip_level` (default 4) and `brotli_quality` (default 4): fast levels,
+//!   since this work is done for every response.
+
+use bytes::Bytes;
+use riis_pipeline::http::{header, Method};
+use riis_pipeline::{
+    EntityChunk, HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
+    SendResponseProvider, ServerInfo,
+};
+use serde::Deserialize;
+
+use crate::content_encoding::{self, Coding, Encoder};
+
+/// The `dynamic_compression` configuration section.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DynamicCompressionConfig {
+    /// Whether generated responses are compressed here.
+    pub enabled: bool,
+    /// MIME types to compress (`type/*` matches a whole type).
+    pub mime_types: Vec<String>,
+    /// Smallest body compressed, when its size is known.
+    pub min_size: u64,
+    /// gzip level, 0–9.
+    pub gzip_level: u32,
+    /// brotli quality, 0–11.
+    pub brotli_quality: u32,
+}
+
+impl Default for DynamicCompressionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mime_types: content_encoding::default_types(),
+            min_size: 2700,
+            gzip_level: 4,
+            brotli_quality: 4,
+        }
+    }
+}
+
+/// The module instance: the encoder of this response, once chosen.
+pub struct DynamicCompression {
+    config: Section<DynamicCompressionConfig>,
+    encoder: Option<Encoder>,
+}
+
+/// The body bytes of the buffered entity; file ranges are read (rare for
+/// generated responses; static files are StaticCompression's).
+fn entity_bytes(chunks: &[EntityChunk]) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    for chunk in chunks {
+        match chunk {
+            EntityChunk::Memory(b) => out.extend_from_slice(b),
+            EntityChunk::File {
+                file,
+                offset,
+                length,
+            } => {
+                let start = out.len();
+                out.resize(start + *length as usize, 0);
+                if file.read_exact_at(&mut out[start..], *offset).is_err() {
+                    out.truncate(start);
+                }
+            }
+        }
+    }
+    out
+}
+
+impl DynamicCompression {
+    /// Chooses the coding on the first send, or `None` to leave the
+    /// response alone.
+    fn choose(&self, ctx: &mut HttpContext, provider: &SendResponseProvider) -> Option<Coding> {
+        let config = ctx.config(self.config);
+        if !config.enabled || ctx.request().method() == Method::HEAD {
+            return None;
+        }
+        let response = ctx.response();
+        if !content_encoding::compressible_response(response.status(), response.headers())
+            || !content_encoding::type_listed(
+                response.header(header::CONTENT_TYPE),
+                &config.mime_types,
+            )
+        {
+            return None;
+        }
+        let known_small = provider.is_final_send() && response.buffered_len() < config.min_size;
+        if known_small {
+            return None;
+        }
+        let coding = content_encoding::negotiate(ctx.request().headers());
+        content_encoding::add_vary(ctx.response_mut().headers_mut());
+        coding
+    }
+}
+
+impl HttpModule for DynamicCompression {
+    fn on_send_response(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut SendResponseProvider,
+    ) -> RequestNotificationStatus {
+        if provider.headers_being_sent() {
+            if let Some(coding) = self.choose(ctx, provider) {
+                let config = ctx.config(self.config);
+                let level = match coding {
+                    Coding::Gzip => config.gzip_level,
+                    Coding::Brotli => config.brotli_quality,
+                };
+                self.encoder = Some(Encoder::new(coding, level));
+                content_encoding::mark_encoded(ctx.response_mut().headers_mut(), coding);
+            }
+        }
+        let Some(encoder) = self.encoder.as_mut() else {
+            return RequestNotificationStatus::Continue;
+        };
+        let input = entity_bytes(ctx.response().entity_chunks());
+        encoder.write(&input);
+        let output = if provider.is_final_send() {
+            self.encoder.take().map(Encoder::finish).unwrap_or_default()
+        } else {
+            encoder.take_flushed()
+        };
+        let chunks = if output.is_empty() {
+            Vec::new()
+        } else {
+            vec![EntityChunk::Memory(Bytes::from(output))]
+        };
+        ctx.response_mut().set_entity_chunks(chunks);
+        RequestNotificationStatus::Continue
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<DynamicCompressionConfig>("dynamic_compression")?;
+    registration.set_request_notifications(
+        move || DynamicCompression {
+            config,
+            encoder: None,
+        },
+        RequestNotification::SendResponse.into(),
+        RequestNotifications::NONE,
+    )?;
+    registration
+        .set_priority_for_request_notification(RequestNotification::SendResponse, Priority::Medium);
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! StaticCompression and DynamicCompression over real sockets: negotiation
+//! with q-values, Vary, weak ETags, the size and type thresholds, cached
+//! copies that follow file changes, and compression of a streamed response.
+
+mod common;
+
+use std::io::Read;
+
+use common::{write_config, Connection, Response, RunningBinary, TempDir};
+
+const MODULES: &str = r#"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"
+[[modules]]
+name = "StaticCompression"
+[[modules]]
+name = "DynamicCompression"
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
+"#;
+
+fn text(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("line {i} of a compressible text\n"))
+        .collect()
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn unbrotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    brotli::Decompressor::new(data, 4096)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn fetch(conn: &mut Connection, path: &str, accept: Option<&str>) -> Response {
+    let accept = accept.map_or(String::new(), |a| format!("Accept-Encoding: {a}\r\n"));
+    conn.send_raw(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{accept}\r\n").as_bytes());
+    conn.read_response(false)
+}
+
+struct Site {
+    dir: TempDir,
+    server: RunningBinary,
+    big: String,
+}
+
+fn site(extra: &str) -> Site {
+    let dir = TempDir::new("compress");
+    let big = text(400);
+    dir.write("www/big.txt", &big);
+    dir.write("www/small.txt", "too small to bother");
+    dir.write("www/image.png", vec![7u8; 10_000]);
+    let cache = dir.path().join("cache");
+    let body = format!(
+        "{MODULES}\n[static_compression]\ndirectory = '{}'\n{extra}",
+        cache.display()
+    );
+    let config = write_config(&dir, &dir.path().join("www"), &body);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    Site { dir, server, big }
+}
+
+#[test]
+fn static_files_are_negotiated_by_q_value() {
+    let s = site("");
+    let mut conn = Connection::open(s.server.addr);
+    let cases: &[(Option<&str>, Option<&str>)] = &[
+        (None, None),
+        (Some("identity"), None),
+        (Some("gzip"), Some("gzip")),
+        (Some("gzip, br"), Some("br")),
+        (Some("br;q=0.1, gzip;q=0.9"), Some("gzip")),
+        (Some("br;q=0, gzip"), Some("gzip")),
+        (Some("*"), Some("br")),
+        (Some("gzip;q=0, br;q=0"), None),
+        (Some("compress, deflate"), None),
+    ];
+    for (accept, expected) in cases {
+        let resp = fetch(&mut conn, "/big.txt", *accept);
+        assert_eq!(resp.status, 200, "{accept:?}");
+        assert_eq!(resp.header("content-encoding"), *expected, "{accept:?}");
+        assert_eq!(resp.header("vary"), Some("Accept-Encoding"), "{accept:?}");
+        let body = match expected {
+            Some("gzip") => gunzip(&resp.body),
+            Some("br") => unbrotli(&resp.body),
+            _ => resp.body.clone(),
+        };
+        assert_eq!(String::from_utf8(body).unwrap(), s.big, "{accept:?}");
+        let etag = resp.header("etag").unwrap();
+        assert_eq!(
+            etag.starts_with("W/"),
+            expected.is_some(),
+            "{accept:?}: {etag}"
+        );
+        if expected.is_some() {
+            assert!(
+                resp.body.len() < s.big.len() / 2,
+                "{accept:?} did not shrink"
+            );
+        }
+    }
+}
+
+#[test]
+fn small_files_and_other_types_are_not_compressed() {
+    let s = site("");
+    let mut conn = Connection::open(s.server.addr);
+    let resp = fetch(&mut conn, "/small.txt", Some("gzip"));
+    assert_eq!(resp.header("content-encoding"), None);
+    assert_eq!(resp.text(), "too small to bother");
+    let resp = fetch(&mut conn, "/image.png", Some("gzip"));
+    assert_eq!(resp.header("content-encoding"), None);
+    assert_eq!(resp.header("vary"), None);
+    assert_eq!(resp.body.len(), 10_000);
+    // HEAD is never given a coding.
+    conn.send_raw(b"HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    let resp = conn.read_response(true);
+    assert_eq!(resp.header("content-encoding"), None);
+}
+
+#[test]
+fn compressed_copies_are_kept_on_disk_and_follow_changes() {
+    let s = site("");
+    let mut conn = Connection::open(s.server.addr);
+    let first = fetch(&mut conn, "/big.txt", Some("gzip"));
+    assert_eq!(gunzip(&first.body), s.big.as_bytes());
+    let copies: Vec<_> = std::fs::read_dir(s.dir.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(copies.iter().any(|n| n.ends_with(".gz")), "{copies:?}");
+
+    let changed = text(500);
+    s.dir.write("www/big.txt", &changed);
+    let second = fetch(&mut conn, "/big.txt", Some("gzip"));
+    assert_eq!(gunzip(&second.body), changed.as_bytes());
+    assert_ne!(first.header("etag"), second.header("etag"));
+}
+
+#[test]
+fn dynamic_compression_takes_over_when_static_is_off() {
+    let dir = TempDir::new("dynamic");
+    let big = text(300);
+    dir.write("www/page.txt", &big);
+    let body = format!("{MODULES}\n[static_compression]\nenabled = false\n");
+    let config = write_config(&dir, &dir.path().join("www"), &body);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let resp = fetch(&mut conn, "/page.txt", Some("gzip"));
+    assert_eq!(resp.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&resp.body), big.as_bytes());
+}
+
+#[test]
+fn a_streamed_response_is_compressed_as_it_goes() {
+    let dir = TempDir::new("stream");
+    let config = write_config(
+        &dir,
+        dir.path(),
+        "[[modules]]\nname = \"AsyncHello\"\n[[modules]]\nname = \"DynamicCompression\"\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let resp = fetch(&mut conn, "/", Some("br"));
+    assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(resp.header("content-encoding"), Some("br"));
+    assert_eq!(unbrotli(&resp.body), b"Hello World!");
+    // Without Accept-Encoding the same response is sent as it is.
+    let resp = fetch(&mut conn, "/", None);
+    assert_eq!(resp.header("content-encoding"), None);
+    assert_eq!(resp.text(), "Hello World!");
+}
