@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks riis against nginx on this machine, in one run.
 #
-#   bench/run.sh [SCENARIO ...]      scenarios: hello static noop (default: all)
+#   bench/run.sh [SCENARIO ...]      scenarios: hello static noop static100k
+#                                    static10m defaultdoc gzip100k
+#                                    (default: hello static noop)
 #
 # Each server is pinned to core 0 (nginx with one worker, riis with one worker
 # thread), wrk to core 1. Two measures per scenario:
@@ -39,6 +41,13 @@ work=$(mktemp -d /tmp/riis-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/www"
 head -c 1024 /dev/urandom | base64 -w 0 | head -c 1024 > "$work/www/1k.txt"
+# Text that compresses like real pages do (repeated words, some variety).
+for i in $(seq 1 3000); do echo "line $i: the quick brown fox jumps over the lazy dog"; done | head -c 102400 > "$work/www/100k.txt"
+gzip -9 -k "$work/www/100k.txt"
+head -c 10485760 /dev/urandom > "$work/www/10m.bin"
+mkdir -p "$work/www/docs"
+head -c 1024 /dev/urandom | base64 -w 0 | head -c 1024 > "$work/www/docs/index.html"
+WRK_ARGS=()
 tick=$(getconf CLK_TCK)
 
 # CPU seconds used so far by the given pids (utime + stime, all threads).
@@ -57,11 +66,11 @@ measure() {
   local mode=$1 url=$2; shift 2
   local pids=("$@") before after out
   if [ "$mode" = pipelined ]; then
-    out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s bench/pipeline.lua "$url")
+    out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "${WRK_ARGS[@]}" -s bench/pipeline.lua "$url")
     echo "$out" | awk '/^Requests\/sec/ {print $2}'
   else
     before=$(cpu_of "${pids[@]}")
-    out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "$url")
+    out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "${WRK_ARGS[@]}" "$url")
     after=$(cpu_of "${pids[@]}")
     local reqs
     reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -92,11 +101,12 @@ http {
   sendfile on;
   tcp_nopush on;
   keepalive_requests 1000000;
-  types { text/plain txt; }
+  types { text/plain txt; text/html html; application/octet-stream bin; }
   default_type application/octet-stream;
   server {
     listen 127.0.0.1:$NGINX_PORT;
     root $work/www;
+    index index.html;
     $location
   }
 }
@@ -133,6 +143,16 @@ path = "*"
 verbs = ["GET", "HEAD"]
 resource_type = "Either"
 modules = ["StaticFile"]'
+static_dd_modules='[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"'
+static_dd_handler='[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]'
 
 noop_modules=""
 for i in $(seq 1 20); do noop_modules+=$'[[modules]]\nname = "NoOp'$i$'"\ntype = "NoOp"\n'; done
@@ -203,6 +223,24 @@ for s in "${scenarios[@]}"; do
       noop_conf=$(riis_config "$noop_modules$static_modules" "$static_handler" noop)
       static_conf=$(riis_config "$static_modules" "$static_handler" static)
       run_pair "static 1 KiB, 20 NoOp modules vs none (riis only)" "$noop_conf" /1k.txt "riis:$static_conf" /1k.txt
+      ;;
+    static100k)
+      static_conf=$(riis_config "$static_modules" "$static_handler" static)
+      run_pair "static 100 KiB file vs nginx" "$static_conf" /100k.txt '' /100k.txt
+      ;;
+    static10m)
+      static_conf=$(riis_config "$static_modules" "$static_handler" static)
+      run_pair "static 10 MiB file vs nginx (ratio = bytes ratio)" "$static_conf" /10m.bin '' /10m.bin
+      ;;
+    defaultdoc)
+      dd_conf=$(riis_config "$static_dd_modules" "$static_dd_handler" defaultdoc)
+      run_pair "default document (1 KiB index.html) vs nginx index" "$dd_conf" /docs/ '' /docs/
+      ;;
+    gzip100k)
+      gz_conf=$(riis_config "$static_modules"$'\n[[modules]]\nname = "StaticCompression"\n[static_compression]\ndirectory = "'"$work"'/gz"' "$static_handler" gzip)
+      WRK_ARGS=(-H "Accept-Encoding: gzip")
+      run_pair "gzip 100 KiB text: StaticCompression vs nginx gzip_static" "$gz_conf" /100k.txt 'gzip_static on;' /100k.txt
+      WRK_ARGS=()
       ;;
     *) echo "bench: unknown scenario $s" >&2; exit 2 ;;
   esac
