@@ -10,11 +10,16 @@
 
 pub mod async_hello;
 pub mod content_encoding;
+pub mod custom_error;
 pub mod default_document;
+pub mod directory_listing;
 pub mod dynamic_compression;
 pub mod event_trace;
 pub mod hello_world;
+pub mod http_redirection;
 pub mod noop;
+pub mod protocol_support;
+pub mod request_filtering;
 pub mod static_compression;
 pub mod static_file;
 
@@ -28,6 +33,11 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("AsyncHello", async_hello::register_module),
     ("EventTrace", event_trace::register_module),
     ("NoOp", noop::register_module),
+    ("RequestFiltering", request_filtering::register_module),
+    ("CustomError", custom_error::register_module),
+    ("DirectoryListing", directory_listing::register_module),
+    ("HttpRedirection", http_redirection::register_module),
+    ("ProtocolSupport", protocol_support::register_module),
     ("StaticCompression", static_compression::register_module),
     ("DynamicCompression", dynamic_compression::register_module),
 ];

@@ -3,47 +3,182 @@
 //! Registers for **ExecuteRequestHandler** only: it runs when a handler
 //! mapping lists it (the default static handler does). For a file it answers
 //! GET and HEAD with `Content-Type` by extension, `Content-Length`,
-//! `Last-Modified` and a strong `ETag`; other methods get 405 with `Allow`.
-//! A directory URL without its trailing slash is redirected (301) to the
-//! slash form; a directory URL with it is left to the handler's next module
-//! (DefaultDocument). A served file marks the request handled and returns
-//! Continue, so ReleaseRequestState and UpdateRequestCache still run; errors
-//! finish the request. Like IIS, it refuses extensions it has no MIME type
-//! for with 404.3 unless the location sets `default_mime_type`.
+//! `Last-Modified`, a strong `ETag` and `Accept-Ranges: bytes`; other methods
+//! get 405 with `Allow`. A directory URL without its trailing slash is
+//! redirected (301) to the slash form; a directory URL with it is left to the
+//! handler's next module (DefaultDocument). A served file marks the request
+//! handled and returns Continue, so ReleaseRequestState and
+//! UpdateRequestCache still run; errors finish the request. Like IIS, it
+//! refuses extensions it has no MIME type for with 404.3 unless the location
+//! sets `default_mime_type`.
+//!
+//! HTTP semantics (RFC 9110):
+//! - conditional requests (§13) in the order of §13.2.2: `If-Match`, then
+//!   `If-Unmodified-Since` (only without `If-Match`), then `If-None-Match`
+//!   (304 for GET and HEAD, 412 otherwise), then `If-Modified-Since` (only
+//!   without `If-None-Match`), then `If-Range`. 304 carries the validators
+//!   and the cache headers, 412 nothing;
+//! - byte ranges (§14): one range gives a 206 with `Content-Range`, several a
+//!   `multipart/byteranges` 206, none satisfiable a 416 with
+//!   `Content-Range: bytes */len`. Another unit or an invalid header is
+//!   ignored (the whole file is sent). Abuse guard: more than
+//!   [`MAX_RANGES`] ranges get the whole file (200); when any two
+//!   satisfiable ranges overlap, all ranges are sorted and overlapping or
+//!   adjacent ones coalesced (RFC 9110 §15.3.7.2 allows both). HEAD answers
+//!   as GET would, without the body.
+//!
+//! Data is never copied for a range: a file in the server's file cache is
+//! sliced, a large file is sent as file ranges the server reads when it
+//! sends.
 //!
 //! Configuration section `static_file`:
 //! - `mime_types`: extra or overriding extension → type pairs (`{ "md" = "text/markdown" }`);
 //! - `default_mime_type`: type for unknown extensions (unset: 404.3);
-//! - `max_age`: when set, `Cache-Control: max-age=N` (seconds).
+//! - `cache_control_mode`: IIS's `clientCache` modes, `NoControl` (default),
+//!   `DisableCache` (`Cache-Control: no-cache`), `UseMaxAge`
+//!   (`Cache-Control: max-age=<max_age>`), `UseExpires` (`Expires: <expires>`);
+//! - `max_age`: seconds for `UseMaxAge`; set without a mode, it means
+//!   `UseMaxAge` (the key predates the modes);
+//! - `expires`: an HTTP date for `UseExpires`;
+//! - `allow_hidden` (default false): when false, a URL with a segment
+//!   starting with `.` (file or directory) answers 404.8;
+//! - `follow_symlinks` (default true): when false, a path with a symbolic
+//!   link below the site root answers 404.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Component, Path};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
+use bytes::Bytes;
+use riis_pipeline::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use riis_pipeline::{
-    HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
+    EntityChunk, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
     RequestNotificationStatus, RequestNotifications, ResourceKind, Section, ServerInfo,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// Files up to this size are read into memory in one call; larger ones are
 /// handed to the server as a file range and streamed.
 const READ_INTO_MEMORY_LIMIT: u64 = 64 * 1024;
 
+/// Most ranges one `Range` header may ask for; more and the whole file is
+/// sent (200).
+pub const MAX_RANGES: usize = 100;
+
+/// IIS's `clientCache/@cacheControlMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheControlMode {
+    /// No cache header.
+    NoControl,
+    /// `Cache-Control: no-cache`.
+    DisableCache,
+    /// `Cache-Control: max-age=<max_age>`.
+    UseMaxAge,
+    /// `Expires: <expires>`.
+    UseExpires,
+}
+
+impl<'de> Deserialize<'de> for CacheControlMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        [
+            ("NoControl", Self::NoControl),
+            ("DisableCache", Self::DisableCache),
+            ("UseMaxAge", Self::UseMaxAge),
+            ("UseExpires", Self::UseExpires),
+        ]
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(&s))
+        .map(|(_, m)| m)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a cache control mode (NoControl, DisableCache, UseMaxAge, UseExpires)"
+            ))
+        })
+    }
+}
+
+/// An HTTP date from the configuration, checked and kept in its canonical
+/// form.
+fn http_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HeaderValue>, D::Error> {
+    let s = String::deserialize(d)?;
+    let date = httpdate::parse_http_date(&s).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not an HTTP date (like `Fri, 01 Jan 2100 00:00:00 GMT`)"
+        ))
+    })?;
+    HeaderValue::try_from(httpdate::fmt_http_date(date))
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 /// The `static_file` configuration section.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StaticFileConfig {
     /// Extension (without dot, any case) → MIME type, consulted first.
     pub mime_types: HashMap<String, String>,
     /// MIME type for extensions nobody knows; `None` refuses them with 404.3.
     pub default_mime_type: Option<String>,
+    /// Which cache header to send; `None` is `UseMaxAge` when `max_age` is
+    /// set and `NoControl` otherwise.
+    pub cache_control_mode: Option<CacheControlMode>,
     /// Seconds for `Cache-Control: max-age`.
     pub max_age: Option<u64>,
+    /// The `Expires` date for `UseExpires`.
+    #[serde(deserialize_with = "http_date")]
+    pub expires: Option<HeaderValue>,
+    /// Whether URLs with a segment starting with `.` are served.
+    pub allow_hidden: bool,
+    /// Whether paths through symbolic links under the site root are served.
+    pub follow_symlinks: bool,
+}
+
+impl Default for StaticFileConfig {
+    fn default() -> Self {
+        Self {
+            mime_types: HashMap::new(),
+            default_mime_type: None,
+            cache_control_mode: None,
+            max_age: None,
+            expires: None,
+            allow_hidden: false,
+            follow_symlinks: true,
+        }
+    }
+}
+
+impl StaticFileConfig {
+    /// The mode in effect.
+    pub fn mode(&self) -> CacheControlMode {
+        match (self.cache_control_mode, self.max_age) {
+            (Some(m), _) => m,
+            (None, Some(_)) => CacheControlMode::UseMaxAge,
+            (None, None) => CacheControlMode::NoControl,
+        }
+    }
+
+    /// The cache header the mode asks for, if any.
+    fn cache_header(&self) -> Option<(header::HeaderName, HeaderValue)> {
+        match self.mode() {
+            CacheControlMode::NoControl => None,
+            CacheControlMode::DisableCache => {
+                Some((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+            }
+            CacheControlMode::UseMaxAge => {
+                let age = self.max_age?;
+                HeaderValue::try_from(format!("max-age={age}"))
+                    .ok()
+                    .map(|v| (header::CACHE_CONTROL, v))
+            }
+            CacheControlMode::UseExpires => self.expires.clone().map(|v| (header::EXPIRES, v)),
+        }
+    }
 }
 
 /// The module instance.
@@ -150,8 +285,476 @@ impl StaticFile {
     }
 }
 
+/// The validators of the file being served.
+#[derive(Debug, Clone, Default)]
+struct Validators {
+    /// The strong ETag, quotes included.
+    etag: Option<String>,
+    /// Last modification, in whole seconds since the epoch (the precision
+    /// of `Last-Modified`).
+    modified: Option<u64>,
+}
+
+impl Validators {
+    fn new(len: u64, modified: Option<SystemTime>) -> Self {
+        let Some(m) = modified else {
+            return Self::default();
+        };
+        let since = m.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let nanos = since.as_nanos();
+        // httpdate formats years 1970 to 9999 only.
+        let secs = since.as_secs();
+        Self {
+            etag: Some(format!("\"{nanos:x}-{len:x}\"")),
+            modified: (m >= UNIX_EPOCH && secs < 253_402_300_800).then_some(secs),
+        }
+    }
+}
+
+/// An entity tag from a request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tag<'a> {
+    weak: bool,
+    /// The opaque tag, quotes included.
+    opaque: &'a str,
+}
+
+impl Tag<'_> {
+    /// RFC 9110 §8.8.3.2 strong comparison against our (strong) tag.
+    fn strong_eq(&self, ours: &str) -> bool {
+        !self.weak && self.opaque == ours
+    }
+
+    /// Weak comparison: the opaque tags match, weak or not.
+    fn weak_eq(&self, ours: &str) -> bool {
+        self.opaque == ours
+    }
+}
+
+/// The value of `If-Match` or `If-None-Match`.
+#[derive(Debug, PartialEq, Eq)]
+enum TagList<'a> {
+    /// `*`.
+    Any,
+    /// The tags that parsed; malformed members are dropped (they can match
+    /// nothing).
+    Tags(Vec<Tag<'a>>),
+}
+
+/// Parses one entity tag at the start of `s`; returns it and the rest.
+fn parse_tag(s: &str) -> Option<(Tag<'_>, &str)> {
+    let (weak, rest) = match s.strip_prefix("W/") {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let body = rest.strip_prefix('"')?;
+    let end = body.find('"')?;
+    let opaque = &rest[..end + 2];
+    // etagc: %x21 / %x23-7E / obs-text.
+    if !body[..end].bytes().all(|b| b == 0x21 || b >= 0x23) || body[..end].contains('\x7f') {
+        return None;
+    }
+    Some((Tag { weak, opaque }, &rest[end + 2..]))
+}
+
+/// Parses `*` or `1#entity-tag` from every line of a header.
+fn parse_tag_list<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> TagList<'a> {
+    let mut tags = Vec::new();
+    for value in values {
+        let Ok(mut s) = value.to_str() else { continue };
+        loop {
+            s = s.trim_start_matches([' ', '\t', ',']);
+            if s.is_empty() {
+                break;
+            }
+            if let Some(rest) = s.strip_prefix('*') {
+                if rest.trim_start_matches([' ', '\t']).is_empty()
+                    || rest.trim_start_matches([' ', '\t']).starts_with(',')
+                {
+                    return TagList::Any;
+                }
+            }
+            if let Some((tag, rest)) = parse_tag(s) {
+                tags.push(tag);
+                s = rest;
+            }
+            // Skip to the next member (after a malformed one, or junk
+            // after a tag).
+            let rest = s.trim_start_matches([' ', '\t']);
+            if rest.starts_with(',') || rest.is_empty() {
+                s = rest;
+            } else {
+                // Skip the malformed member up to the next comma outside quotes.
+                let mut quoted = false;
+                let mut cut = rest.len();
+                for (i, c) in rest.char_indices() {
+                    match c {
+                        '"' => quoted = !quoted,
+                        ',' if !quoted => {
+                            cut = i;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                s = &rest[cut..];
+            }
+        }
+    }
+    TagList::Tags(tags)
+}
+
+/// The single HTTP date of a header, or `None` when it is missing, repeated
+/// or not a valid date (RFC 9110 §13.1.3, §13.1.4: such a header is
+/// ignored).
+fn header_date(headers: &HeaderMap, name: header::HeaderName) -> Option<u64> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let date = httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()?;
+    date.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+/// What the preconditions decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precondition {
+    /// Go on; `range` says whether a `Range` header may be honoured (false
+    /// when `If-Range` failed).
+    Proceed { range: bool },
+    /// 304.
+    NotModified,
+    /// 412.
+    Failed,
+}
+
+/// RFC 9110 §13.2.2, steps 1 to 5.
+fn evaluate_preconditions(headers: &HeaderMap, method: &Method, v: &Validators) -> Precondition {
+    let get_or_head = method == Method::GET || method == Method::HEAD;
+    // 1. If-Match.
+    if headers.contains_key(header::IF_MATCH) {
+        let ok = match parse_tag_list(headers.get_all(header::IF_MATCH).iter()) {
+            TagList::Any => true,
+            TagList::Tags(tags) => v
+                .etag
+                .as_deref()
+                .is_some_and(|ours| tags.iter().any(|t| t.strong_eq(ours))),
+        };
+        if !ok {
+            return Precondition::Failed;
+        }
+    } else if let (Some(date), Some(modified)) =
+        // 2. If-Unmodified-Since, only without If-Match.
+        (
+            header_date(headers, header::IF_UNMODIFIED_SINCE),
+            v.modified,
+        )
+    {
+        if modified > date {
+            return Precondition::Failed;
+        }
+    }
+    // 3. If-None-Match.
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        let matched = match parse_tag_list(headers.get_all(header::IF_NONE_MATCH).iter()) {
+            TagList::Any => true,
+            TagList::Tags(tags) => v
+                .etag
+                .as_deref()
+                .is_some_and(|ours| tags.iter().any(|t| t.weak_eq(ours))),
+        };
+        if matched {
+            return if get_or_head {
+                Precondition::NotModified
+            } else {
+                Precondition::Failed
+            };
+        }
+    } else if get_or_head {
+        // 4. If-Modified-Since, only for GET/HEAD without If-None-Match.
+        if let (Some(date), Some(modified)) =
+            (header_date(headers, header::IF_MODIFIED_SINCE), v.modified)
+        {
+            if modified <= date {
+                return Precondition::NotModified;
+            }
+        }
+    }
+    // 5. If-Range, when there is a Range to condition.
+    let range = if get_or_head && headers.contains_key(header::RANGE) {
+        match headers.get(header::IF_RANGE) {
+            None => true,
+            Some(value) => if_range_holds(value, v),
+        }
+    } else {
+        true
+    };
+    Precondition::Proceed { range }
+}
+
+/// RFC 9110 §13.1.5: a strong ETag match, or a date equal to Last-Modified.
+fn if_range_holds(value: &HeaderValue, v: &Validators) -> bool {
+    let Ok(s) = value.to_str() else { return false };
+    let s = s.trim_matches([' ', '\t']);
+    if s.starts_with('"') || s.starts_with("W/") {
+        return match (parse_tag(s), v.etag.as_deref()) {
+            (Some((tag, rest)), Some(ours)) => rest.trim().is_empty() && tag.strong_eq(ours),
+            _ => false,
+        };
+    }
+    match (httpdate::parse_http_date(s), v.modified) {
+        (Ok(date), Some(modified)) => date
+            .duration_since(UNIX_EPOCH)
+            .is_ok_and(|d| d.as_secs() == modified),
+        _ => false,
+    }
+}
+
+/// What a `Range` header asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    /// No usable `Range`: send the whole representation (200).
+    Ignore,
+    /// No range is satisfiable (416).
+    Unsatisfiable,
+    /// Satisfiable ranges as inclusive `(first, last)` byte positions.
+    Ranges(Vec<(u64, u64)>),
+}
+
+fn parse_pos(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Too many digits for u64: as large as it gets (beyond any file).
+    Some(s.parse().unwrap_or(u64::MAX))
+}
+
+/// RFC 9110 §14.1: parses `bytes=…` against a representation of `len`
+/// bytes and applies the abuse guard described in the module docs.
+fn parse_range(headers: &HeaderMap, len: u64) -> RangeRequest {
+    let mut values = headers.get_all(header::RANGE).iter();
+    let Some(value) = values.next() else {
+        return RangeRequest::Ignore;
+    };
+    if values.next().is_some() {
+        return RangeRequest::Ignore;
+    }
+    let Ok(value) = value.to_str() else {
+        return RangeRequest::Ignore;
+    };
+    let Some((unit, set)) = value.split_once('=') else {
+        return RangeRequest::Ignore;
+    };
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return RangeRequest::Ignore;
+    }
+    let mut specs = 0usize;
+    let mut ranges = Vec::new();
+    for spec in set.split(',') {
+        let spec = spec.trim_matches([' ', '\t']);
+        if spec.is_empty() {
+            continue;
+        }
+        specs += 1;
+        if specs > MAX_RANGES {
+            return RangeRequest::Ignore;
+        }
+        let Some((first, last)) = spec.split_once('-') else {
+            return RangeRequest::Ignore;
+        };
+        if first.is_empty() {
+            // suffix-range
+            let Some(n) = parse_pos(last) else {
+                return RangeRequest::Ignore;
+            };
+            if n > 0 && len > 0 {
+                ranges.push((len - n.min(len), len - 1));
+            }
+            continue;
+        }
+        let Some(first) = parse_pos(first) else {
+            return RangeRequest::Ignore;
+        };
+        let last = if last.is_empty() {
+            None
+        } else {
+            match parse_pos(last) {
+                Some(l) if l >= first => Some(l),
+                _ => return RangeRequest::Ignore,
+            }
+        };
+        if first < len {
+            ranges.push((first, last.map_or(len - 1, |l| l.min(len - 1))));
+        }
+    }
+    if specs == 0 {
+        return RangeRequest::Ignore;
+    }
+    if ranges.is_empty() {
+        return RangeRequest::Unsatisfiable;
+    }
+    let mut sorted = ranges.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[1].0 <= w[0].1) {
+        // Overlap: sort and coalesce overlapping and adjacent ranges, so the
+        // response is never larger than the file plus part headers.
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+        for (a, b) in sorted {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        ranges = merged;
+    }
+    RangeRequest::Ranges(ranges)
+}
+
+/// A random multipart boundary.
+fn boundary() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let random = std::collections::hash_map::RandomState::new().hash_one(n);
+    format!("riis-{random:016x}{n:x}")
+}
+
+/// A piece of a range response body.
+enum Piece {
+    Bytes(Bytes),
+    /// `(offset, length)` of the file.
+    Data(u64, u64),
+}
+
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(b) => b.len() as u64,
+            Self::Data(_, l) => *l,
+        }
+    }
+}
+
+/// The body of a `multipart/byteranges` response (RFC 9110 §14.6).
+fn multipart(boundary: &str, content_type: &[u8], ranges: &[(u64, u64)], len: u64) -> Vec<Piece> {
+    let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
+    for (i, &(a, b)) in ranges.iter().enumerate() {
+        let mut head = Vec::with_capacity(96 + boundary.len() + content_type.len());
+        if i > 0 {
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"--");
+        head.extend_from_slice(boundary.as_bytes());
+        head.extend_from_slice(b"\r\nContent-Type: ");
+        head.extend_from_slice(content_type);
+        head.extend_from_slice(
+            format!("\r\nContent-Range: bytes {a}-{b}/{len}\r\n\r\n").as_bytes(),
+        );
+        pieces.push(Piece::Bytes(Bytes::from(head)));
+        pieces.push(Piece::Data(a, b - a + 1));
+    }
+    pieces.push(Piece::Bytes(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
+    pieces
+}
+
+/// Whether `path` goes through a symbolic link below `root`. A path outside
+/// the root (a MapPath module put it there) has only its last component
+/// checked. A component that cannot be examined counts as a link.
+fn has_symlink(root: &Path, path: &Path) -> bool {
+    let is_link = |p: &Path| std::fs::symlink_metadata(p).map_or(true, |m| m.is_symlink());
+    let Ok(relative) = path.strip_prefix(root) else {
+        return is_link(path);
+    };
+    let mut current = root.to_path_buf();
+    for component in relative.components() {
+        match component {
+            Component::Normal(name) => {
+                current.push(name);
+                if is_link(&current) {
+                    return true;
+                }
+            }
+            Component::CurDir => {}
+            _ => return true,
+        }
+    }
+    false
+}
+
+/// Where a file's bytes come from.
+enum Source {
+    Memory(Bytes),
+    File(Arc<File>),
+}
+
+impl Source {
+    fn chunk(&self, offset: u64, length: u64) -> EntityChunk {
+        match self {
+            Self::Memory(b) => {
+                EntityChunk::Memory(b.slice(offset as usize..(offset + length) as usize))
+            }
+            Self::File(f) => EntityChunk::File {
+                file: f.clone(),
+                offset,
+                length,
+            },
+        }
+    }
+}
+
+impl StaticFile {
+    /// The file's bytes: the server's cached copy, a read of a small file,
+    /// or the open file.
+    fn source(ctx: &mut HttpContext, len: u64) -> Result<Source, RequestNotificationStatus> {
+        if let Some(content) = ctx.take_cached_content() {
+            // The server's file cache already holds this version of the file.
+            if content.len() as u64 == len {
+                return Ok(Source::Memory(content));
+            }
+        }
+        let opened = match ctx.take_opened_file() {
+            Some(f) => Ok(f),
+            // Another module took the probe's descriptor: open the path again.
+            None => File::open(ctx.physical_path()),
+        };
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005))
+            }
+            Err(_) => return Err(status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002)),
+        };
+        if len <= READ_INTO_MEMORY_LIMIT {
+            // One positioned read of the length the probe saw: no seek, no
+            // extra read to find the end.
+            let mut data = vec![0; len as usize];
+            if file.read_exact_at(&mut data, 0).is_err() {
+                return Err(status(
+                    ctx,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    0,
+                    ModuleError::E_FAIL,
+                ));
+            }
+            return Ok(Source::Memory(Bytes::from(data)));
+        }
+        Ok(Source::File(Arc::new(file)))
+    }
+}
+
+/// Whether a decoded URL path has a segment starting with `.`.
+fn is_hidden(url: &str) -> bool {
+    url.split('/').any(|s| s.starts_with('.'))
+}
+
 impl HttpModule for StaticFile {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let config = ctx.config(self.config);
+        let (allow_hidden, follow_symlinks) = (config.allow_hidden, config.follow_symlinks);
+        if !allow_hidden && is_hidden(ctx.request().url()) {
+            // IIS's hidden namespace substatus.
+            return status(ctx, StatusCode::NOT_FOUND, 8, 0x8007_0002);
+        }
         let method = ctx.request().method().clone();
         if method != Method::GET && method != Method::HEAD {
             let code = status(
@@ -169,6 +772,12 @@ impl HttpModule for StaticFile {
             Some(info) => info,
             None => return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
         };
+        if !follow_symlinks {
+            let root = ctx.site().physical_root.clone();
+            if has_symlink(&root, ctx.physical_path()) {
+                return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002);
+            }
+        }
         if info.kind == ResourceKind::Directory {
             if ctx.request().url().ends_with('/') {
                 // Left to the handler's next module (default document, listing).
@@ -193,68 +802,101 @@ impl HttpModule for StaticFile {
         let Some(content_type) = self.content_type(ctx, path) else {
             return status(ctx, StatusCode::NOT_FOUND, 3, 0x8007_0032);
         };
-        let (len, modified) = (info.len, info.modified);
-        let max_age = ctx.config(self.config).max_age;
+        let len = info.len;
+        let validators = Validators::new(len, info.modified);
+        let cache_header = ctx.config(self.config).cache_header();
+        let precondition = evaluate_preconditions(ctx.request().headers(), &method, &validators);
+        if precondition == Precondition::Failed {
+            return status(ctx, StatusCode::PRECONDITION_FAILED, 0, ModuleError::E_FAIL);
+        }
+        let ranges = match precondition {
+            Precondition::Proceed { range: true } => parse_range(ctx.request().headers(), len),
+            _ => RangeRequest::Ignore,
+        };
+        if ranges == RangeRequest::Unsatisfiable {
+            let code = status(
+                ctx,
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                0,
+                ModuleError::E_INVALIDARG,
+            );
+            if let Ok(v) = HeaderValue::try_from(format!("bytes */{len}")) {
+                ctx.response_mut().set_header(header::CONTENT_RANGE, v);
+            }
+            return code;
+        }
 
         let resp = ctx.response_mut();
         resp.clear_entity();
-        resp.set_status(StatusCode::OK, "OK");
-        resp.set_header(header::CONTENT_TYPE, content_type);
-        if let Some(m) = modified {
-            if let Ok(v) = HeaderValue::try_from(httpdate::fmt_http_date(m)) {
+        if let Some(m) = validators.modified {
+            let date = UNIX_EPOCH + Duration::from_secs(m);
+            if let Ok(v) = HeaderValue::try_from(httpdate::fmt_http_date(date)) {
                 resp.set_header(header::LAST_MODIFIED, v);
             }
-            let nanos = m
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            if let Ok(v) = HeaderValue::try_from(format!("\"{nanos:x}-{len:x}\"")) {
+        }
+        if let Some(etag) = &validators.etag {
+            if let Ok(v) = HeaderValue::try_from(etag.as_str()) {
                 resp.set_header(header::ETAG, v);
             }
         }
-        if let Some(age) = max_age {
-            if let Ok(v) = HeaderValue::try_from(format!("max-age={age}")) {
-                resp.set_header(header::CACHE_CONTROL, v);
-            }
+        if let Some((name, value)) = cache_header {
+            resp.set_header(name, value);
         }
+        if precondition == Precondition::NotModified {
+            resp.set_status(StatusCode::NOT_MODIFIED, "Not Modified");
+            if method == Method::HEAD {
+                // What a 200 would have carried (RFC 9110 §8.6), rather than
+                // the 0 the server would put on an empty HEAD response.
+                resp.set_header(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+            ctx.set_request_handled();
+            return RequestNotificationStatus::Continue;
+        }
+        resp.set_header(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+
+        // The body as pieces, so HEAD can count it without reading anything.
+        let pieces = match ranges {
+            RangeRequest::Ranges(r) if r.len() == 1 => {
+                let (a, b) = r[0];
+                resp.set_status(StatusCode::PARTIAL_CONTENT, "Partial Content");
+                resp.set_header(header::CONTENT_TYPE, content_type);
+                if let Ok(v) = HeaderValue::try_from(format!("bytes {a}-{b}/{len}")) {
+                    resp.set_header(header::CONTENT_RANGE, v);
+                }
+                vec![Piece::Data(a, b - a + 1)]
+            }
+            RangeRequest::Ranges(r) => {
+                let boundary = boundary();
+                resp.set_status(StatusCode::PARTIAL_CONTENT, "Partial Content");
+                if let Ok(v) =
+                    HeaderValue::try_from(format!("multipart/byteranges; boundary={boundary}"))
+                {
+                    resp.set_header(header::CONTENT_TYPE, v);
+                }
+                multipart(&boundary, content_type.as_bytes(), &r, len)
+            }
+            _ => {
+                resp.set_status(StatusCode::OK, "OK");
+                resp.set_header(header::CONTENT_TYPE, content_type);
+                vec![Piece::Data(0, len)]
+            }
+        };
         if method == Method::HEAD {
-            resp.set_header(header::CONTENT_LENGTH, HeaderValue::from(len));
+            let total: u64 = pieces.iter().map(Piece::len).sum();
+            resp.set_header(header::CONTENT_LENGTH, HeaderValue::from(total));
             ctx.set_request_handled();
             return RequestNotificationStatus::Continue;
         }
-        if let Some(content) = ctx.take_cached_content() {
-            // The server's file cache already holds this version of the file.
-            ctx.response_mut().write(content);
-            ctx.set_request_handled();
-            return RequestNotificationStatus::Continue;
-        }
-        let opened = match ctx.take_opened_file() {
-            Some(f) => Ok(f),
-            // Another module took the probe's descriptor: open the path again.
-            None => File::open(ctx.physical_path()),
+        let source = match Self::source(ctx, len) {
+            Ok(s) => s,
+            Err(code) => return code,
         };
-        let file = match opened {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005)
+        let resp = ctx.response_mut();
+        for piece in pieces {
+            match piece {
+                Piece::Bytes(b) => resp.write(b),
+                Piece::Data(offset, length) => resp.write(source.chunk(offset, length)),
             }
-            Err(_) => return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
-        };
-        if len <= READ_INTO_MEMORY_LIMIT {
-            // One positioned read of the length the probe saw: no seek, no
-            // extra read to find the end.
-            let mut data = vec![0; len as usize];
-            if file.read_exact_at(&mut data, 0).is_err() {
-                return status(
-                    ctx,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    0,
-                    ModuleError::E_FAIL,
-                );
-            }
-            ctx.response_mut().write(data);
-        } else {
-            ctx.response_mut().write_file_range(Arc::new(file), 0, len);
         }
         // Handled: the static handler's next modules do not run, but the rest
         // of the pipeline (caching, logging) does.
@@ -275,4 +917,266 @@ pub fn register_module(
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn range(value: &str, len: u64) -> RangeRequest {
+        parse_range(&headers(&[("range", value)]), len)
+    }
+
+    #[test]
+    fn range_headers_parse_per_rfc_9110() {
+        use RangeRequest::*;
+        let cases: &[(&str, u64, RangeRequest)] = &[
+            ("bytes=0-4", 10, Ranges(vec![(0, 4)])),
+            ("bytes=5-", 10, Ranges(vec![(5, 9)])),
+            ("bytes=-3", 10, Ranges(vec![(7, 9)])),
+            ("bytes=-30", 10, Ranges(vec![(0, 9)])),
+            ("bytes=8-100", 10, Ranges(vec![(8, 9)])),
+            ("BYTES=0-0", 10, Ranges(vec![(0, 0)])),
+            ("bytes=0-0, -1", 10, Ranges(vec![(0, 0), (9, 9)])),
+            ("bytes=5-6,0-1", 10, Ranges(vec![(5, 6), (0, 1)])),
+            ("bytes=0-4,3-6,8-", 10, Ranges(vec![(0, 6), (8, 9)])),
+            ("bytes=0-4,5-6,2-2", 10, Ranges(vec![(0, 6)])),
+            ("bytes=, 0-1 ,", 10, Ranges(vec![(0, 1)])),
+            ("bytes=0-1,20-30", 10, Ranges(vec![(0, 1)])),
+            ("bytes=99999999999999999999999-", 10, Unsatisfiable),
+            ("bytes=10-", 10, Unsatisfiable),
+            ("bytes=-0", 10, Unsatisfiable),
+            ("bytes=0-", 0, Unsatisfiable),
+            ("bytes=5-4", 10, Ignore),
+            ("bytes=a-b", 10, Ignore),
+            ("bytes=1", 10, Ignore),
+            ("bytes=", 10, Ignore),
+            ("bytes=--1", 10, Ignore),
+            ("bytes=0x1-2", 10, Ignore),
+            ("items=0-1", 10, Ignore),
+            ("bytes 0-1", 10, Ignore),
+        ];
+        for (value, len, expected) in cases {
+            assert_eq!(&range(value, *len), expected, "{value} of {len}");
+        }
+        let many = format!(
+            "bytes={}",
+            (0..101)
+                .map(|i| format!("{i}-{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(range(&many, 1000), Ignore);
+        let hundred = format!(
+            "bytes={}",
+            (0..100)
+                .map(|i| format!("{}-{}", i * 2, i * 2))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(matches!(range(&hundred, 1000), Ranges(r) if r.len() == 100));
+    }
+
+    #[test]
+    fn tag_lists_keep_quoted_commas_and_skip_junk() {
+        let h = headers(&[
+            ("if-match", "W/\"a,b\", junk, \"c\""),
+            ("if-match", "\"d\""),
+        ]);
+        let tags = parse_tag_list(h.get_all("if-match").iter());
+        assert_eq!(
+            tags,
+            TagList::Tags(vec![
+                Tag {
+                    weak: true,
+                    opaque: "\"a,b\""
+                },
+                Tag {
+                    weak: false,
+                    opaque: "\"c\""
+                },
+                Tag {
+                    weak: false,
+                    opaque: "\"d\""
+                },
+            ])
+        );
+        let h = headers(&[("if-none-match", " * ")]);
+        assert_eq!(
+            parse_tag_list(h.get_all("if-none-match").iter()),
+            TagList::Any
+        );
+    }
+
+    #[test]
+    fn preconditions_follow_the_rfc_order() {
+        let v = Validators {
+            etag: Some("\"x\"".into()),
+            modified: Some(1_000_000),
+        };
+        let date = |s: u64| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(s));
+        let (old, now, new) = (date(999_999), date(1_000_000), date(1_000_001));
+        use Precondition::*;
+        type Row<'a> = (Vec<(&'a str, &'a str)>, Method, Precondition);
+        let cases: Vec<Row> = vec![
+            (
+                vec![("if-match", "\"y\""), ("if-none-match", "\"x\"")],
+                Method::GET,
+                Failed,
+            ),
+            (vec![("if-match", "W/\"x\"")], Method::GET, Failed),
+            (
+                vec![("if-match", "\"x\""), ("if-unmodified-since", &old)],
+                Method::GET,
+                Proceed { range: true },
+            ),
+            (vec![("if-unmodified-since", &old)], Method::GET, Failed),
+            (
+                vec![("if-unmodified-since", &now)],
+                Method::GET,
+                Proceed { range: true },
+            ),
+            (
+                vec![("if-none-match", "W/\"x\"")],
+                Method::HEAD,
+                NotModified,
+            ),
+            (vec![("if-none-match", "*")], Method::POST, Failed),
+            (
+                vec![("if-none-match", "\"y\""), ("if-modified-since", &new)],
+                Method::GET,
+                Proceed { range: true },
+            ),
+            (vec![("if-modified-since", &now)], Method::GET, NotModified),
+            (
+                vec![("if-modified-since", &old)],
+                Method::GET,
+                Proceed { range: true },
+            ),
+            (
+                vec![("if-modified-since", "garbage")],
+                Method::GET,
+                Proceed { range: true },
+            ),
+            (
+                vec![("range", "bytes=0-1"), ("if-range", "\"x\"")],
+                Method::GET,
+                Proceed { range: true },
+            ),
+            (
+                vec![("range", "bytes=0-1"), ("if-range", "W/\"x\"")],
+                Method::GET,
+                Proceed { range: false },
+            ),
+            (
+                vec![("range", "bytes=0-1"), ("if-range", &now)],
+                Method::GET,
+                Proceed { range: true },
+            ),
+            (
+                vec![("range", "bytes=0-1"), ("if-range", &new)],
+                Method::GET,
+                Proceed { range: false },
+            ),
+        ];
+        for (h, method, expected) in cases {
+            assert_eq!(
+                evaluate_preconditions(&headers(&h), &method, &v),
+                expected,
+                "{h:?} {method}"
+            );
+        }
+    }
+
+    #[test]
+    fn cache_modes_pick_their_header() {
+        use serde::de::value::{Error, StrDeserializer};
+        use serde::de::IntoDeserializer;
+        let de = |s: &'static str| -> StrDeserializer<'static, Error> { s.into_deserializer() };
+        let config = |mode: Option<&'static str>, max_age, expires: Option<&'static str>| {
+            StaticFileConfig {
+                cache_control_mode: mode.map(|m| CacheControlMode::deserialize(de(m)).unwrap()),
+                max_age,
+                expires: expires.and_then(|e| http_date(de(e)).unwrap()),
+                ..StaticFileConfig::default()
+            }
+            .cache_header()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+        };
+        assert_eq!(config(None, None, None), None);
+        assert_eq!(
+            config(None, Some(60), None).unwrap(),
+            "cache-control: max-age=60"
+        );
+        assert_eq!(config(Some("NoControl"), Some(60), None), None);
+        assert_eq!(
+            config(Some("usemaxage"), Some(5), None).unwrap(),
+            "cache-control: max-age=5"
+        );
+        assert_eq!(config(Some("UseMaxAge"), None, None), None);
+        assert_eq!(
+            config(Some("DisableCache"), Some(60), None).unwrap(),
+            "cache-control: no-cache"
+        );
+        assert_eq!(
+            config(
+                Some("UseExpires"),
+                None,
+                Some("Fri, 01 Jan 2100 00:00:00 GMT")
+            )
+            .unwrap(),
+            "expires: Fri, 01 Jan 2100 00:00:00 GMT"
+        );
+        assert!(http_date(de("soon")).is_err());
+        assert!(CacheControlMode::deserialize(de("Sometimes")).is_err());
+        assert!(StaticFileConfig::default().follow_symlinks);
+        assert!(!StaticFileConfig::default().allow_hidden);
+    }
+
+    #[test]
+    fn hidden_segments_and_symlinks() {
+        assert!(is_hidden("/.git/config"));
+        assert!(is_hidden("/a/.env"));
+        assert!(is_hidden("/a/./b"));
+        assert!(!is_hidden("/a.b/c.d"));
+        let dir = std::env::temp_dir().join(format!("riis-sf-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        std::fs::write(dir.join("real/f.txt"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        assert!(!has_symlink(&dir, &dir.join("real/f.txt")));
+        assert!(has_symlink(&dir, &dir.join("link/f.txt")));
+        assert!(has_symlink(&dir, &dir.join("missing")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn multipart_bodies_are_laid_out_per_rfc() {
+        let pieces = multipart("B", b"text/plain", &[(0, 1), (5, 5)], 10);
+        let mut body = Vec::new();
+        for p in &pieces {
+            match p {
+                Piece::Bytes(b) => body.extend_from_slice(b),
+                Piece::Data(o, l) => body.extend_from_slice(format!("<{o}+{l}>").as_bytes()),
+            }
+        }
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "--B\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-1/10\r\n\r\n<0+2>\
+             \r\n--B\r\nContent-Type: text/plain\r\nContent-Range: bytes 5-5/10\r\n\r\n<5+1>\
+             \r\n--B--\r\n"
+        );
+        assert_ne!(boundary(), boundary());
+    }
 }

@@ -260,26 +260,54 @@ pub struct ServerConfig {
     key_lines: BTreeMap<String, usize>,
 }
 
-/// The module list when the file gives none: the static file handler's modules.
-pub const DEFAULT_MODULES: &[&str] = &["StaticFile", "DefaultDocument"];
+/// The module list when the file gives none: IIS's standard set for a
+/// static site, in the order that breaks ties between them.
+pub const DEFAULT_MODULES: &[&str] = &[
+    "RequestFiltering",
+    "HttpRedirection",
+    "ProtocolSupport",
+    "CustomError",
+    "StaticCompression",
+    "StaticFile",
+    "DefaultDocument",
+    "DirectoryListing",
+];
 
+/// The handlers when the file gives none: OPTIONS and TRACE to
+/// ProtocolSupport, then the static handler catching everything, each with
+/// those of its modules that are in the list.
 fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
-    let present: Vec<String> = DEFAULT_MODULES
-        .iter()
-        .filter(|m| modules.iter().any(|e| e.name == **m))
-        .map(|m| (*m).to_owned())
-        .collect();
-    if present.is_empty() {
-        return Vec::new();
+    let listed = |names: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|m| modules.iter().any(|e| e.name == **m))
+            .map(|m| (*m).to_owned())
+            .collect()
+    };
+    let mut handlers = Vec::new();
+    let protocol = listed(&["ProtocolSupport"]);
+    if !protocol.is_empty() {
+        handlers.push(HandlerDefinition {
+            name: "OPTIONSVerbHandler".into(),
+            path: "*".into(),
+            verbs: vec!["OPTIONS".into(), "TRACE".into()],
+            resource_type: "Unspecified".into(),
+            modules: protocol,
+            key: "handlers".into(),
+        });
     }
-    vec![HandlerDefinition {
-        name: "StaticFile".into(),
-        path: "*".into(),
-        verbs: vec!["*".into()],
-        resource_type: "Either".into(),
-        modules: present,
-        key: "handlers".into(),
-    }]
+    let static_modules = listed(&["StaticFile", "DefaultDocument", "DirectoryListing"]);
+    if !static_modules.is_empty() {
+        handlers.push(HandlerDefinition {
+            name: "StaticFile".into(),
+            path: "*".into(),
+            verbs: vec!["*".into()],
+            resource_type: "Either".into(),
+            modules: static_modules,
+            key: "handlers".into(),
+        });
+    }
+    handlers
 }
 
 fn handlers(raw: Vec<RawHandler>, key: &str) -> Vec<HandlerDefinition> {

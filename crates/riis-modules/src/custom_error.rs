@@ -1,0 +1,553 @@
+//! `CustomError`: IIS's custom error pages (`httpErrors`).
+//!
+//! Registers for:
+//! - **SendResponse** at HIGH priority, as IIS does: SendResponse runs in
+//!   inverted order, so it runs after the modules of lower priority have had
+//!   their say and before the FIRST ones (which see the final headers). On
+//!   the final send that carries the headers of an error response (status
+//!   400 or above) it replaces the body with a detailed page, a short generic
+//!   page, a file, or a redirect;
+//! - **EndRequest**, for rules with `response_mode = "ExecuteURL"`: a child
+//!   request cannot be started from SendResponse (operations started in
+//!   nested notifications are ignored), so the error URL runs at EndRequest,
+//!   before the final send, as a buffered child request with custom errors
+//!   disabled. Its OnAsyncCompletion puts the original status back; the
+//!   child's body and headers stay. When the child fails (its status is not
+//!   2xx) the body is dropped and the send falls back to the generic page.
+//!
+//! Only the top-level request is handled: a buffered child's output becomes
+//! the parent's, and the parent decides. Requests executed with
+//! `ExecuteFlags::disable_custom_error` are left alone, as are responses
+//! whose headers went out with an earlier flush (the body is streaming).
+//!
+//! Which page (`error_mode`): `Detailed` always gives the detailed page
+//! (status and substatus, reason, the module and notification that set the
+//! error, handler, physical path, method and URL, error code and
+//! description, all HTML-escaped); `Custom` gives the rule for the status
+//! (or the generic page when none matches); `DetailedLocalOnly` (the default)
+//! gives the detailed page to loopback clients and the custom one to others.
+//!
+//! Whether to replace (`existing_response`): `Replace` always, `PassThrough`
+//! never, `Auto` (the default) when the body is empty or the module that set
+//! the status did not call `set_try_skip_custom_errors(true)`.
+//!
+//! Configuration section `http_errors`; see `docs/modules/custom-errors.md`.
+
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+
+use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
+use riis_pipeline::{
+    escape_html, CompletionInfo, ExecuteFlags, HttpContext, HttpModule, ModuleError,
+    ModuleRegistration, Priority, RequestNotification, RequestNotificationStatus,
+    RequestNotifications, Section, SendResponseProvider, ServerInfo,
+};
+use serde::Deserialize;
+
+/// Which error page a client gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ErrorMode {
+    /// Detailed for loopback clients, custom for the others.
+    #[default]
+    DetailedLocalOnly,
+    /// The configured page (or the generic one) for everybody.
+    Custom,
+    /// The detailed page for everybody.
+    Detailed,
+}
+
+/// What to do with a body the response already has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ExistingResponse {
+    /// Replace it unless it is not empty and its module asked to skip
+    /// custom errors.
+    #[default]
+    Auto,
+    /// Always replace it.
+    Replace,
+    /// Never replace: error responses go out as their modules made them.
+    PassThrough,
+}
+
+/// How a rule answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ResponseMode {
+    /// Serve a file relative to the site root, keeping the error status.
+    #[default]
+    File,
+    /// Run a URL of the site as a child request, keeping the error status.
+    #[serde(rename = "ExecuteURL")]
+    ExecuteUrl,
+    /// Answer 302 to the path.
+    Redirect,
+}
+
+/// One `errors` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRule {
+    /// The status it applies to.
+    pub status: u16,
+    /// The substatus it applies to; `-1` for any.
+    #[serde(default = "any_substatus")]
+    pub substatus: i32,
+    /// A file (relative to the site root), a URL of the site, or a redirect
+    /// target.
+    pub path: String,
+    /// How the path is used.
+    #[serde(default)]
+    pub response_mode: ResponseMode,
+}
+
+fn any_substatus() -> i32 {
+    -1
+}
+
+/// The `http_errors` configuration section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpErrorsConfig {
+    /// Which page a client gets.
+    pub error_mode: ErrorMode,
+    /// What to do with a body the response already has.
+    pub existing_response: ExistingResponse,
+    /// Custom pages by status.
+    pub errors: Vec<ErrorRule>,
+}
+
+impl HttpErrorsConfig {
+    /// The rule for `status.substatus`: an exact substatus first, then `-1`.
+    pub fn rule_for(&self, status: u16, substatus: u16) -> Option<&ErrorRule> {
+        let of_status = || self.errors.iter().filter(move |r| r.status == status);
+        of_status()
+            .find(|r| r.substatus == i32::from(substatus))
+            .or_else(|| of_status().find(|r| r.substatus == -1))
+    }
+}
+
+/// What the module does for one error response.
+enum Action<'a> {
+    Detailed,
+    Generic,
+    Rule(&'a ErrorRule),
+}
+
+/// The status an ExecuteURL child request replaced, to put back.
+struct Saved {
+    status: StatusCode,
+    reason: String,
+    substatus: u16,
+    hresult: Option<u32>,
+}
+
+/// The module instance.
+pub struct CustomError {
+    config: Section<HttpErrorsConfig>,
+    /// The status under an ExecuteURL child request running now.
+    saved: Option<Saved>,
+    /// An ExecuteURL child produced the body: the send leaves it alone.
+    executed: bool,
+}
+
+fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+fn decide<'a>(ctx: &HttpContext, config: &'a HttpErrorsConfig) -> Option<Action<'a>> {
+    if ctx.execute_flags().disable_custom_error {
+        return None;
+    }
+    let resp = ctx.response();
+    if resp.status().as_u16() < 400 {
+        return None;
+    }
+    let empty = resp.buffered_len() == 0 && resp.bytes_sent() == 0;
+    let replace = match config.existing_response {
+        ExistingResponse::Replace => true,
+        ExistingResponse::PassThrough => false,
+        ExistingResponse::Auto => empty || !resp.try_skip_custom_errors(),
+    };
+    if !replace {
+        return None;
+    }
+    let detailed = match config.error_mode {
+        ErrorMode::Detailed => true,
+        ErrorMode::Custom => false,
+        ErrorMode::DetailedLocalOnly => is_local(ctx.request().remote_address().ip()),
+    };
+    if detailed {
+        return Some(Action::Detailed);
+    }
+    Some(
+        config
+            .rule_for(resp.status().as_u16(), resp.substatus())
+            .map_or(Action::Generic, Action::Rule),
+    )
+}
+
+fn status_text(status: StatusCode, substatus: u16) -> String {
+    if substatus == 0 {
+        status.as_u16().to_string()
+    } else {
+        format!("{}.{}", status.as_u16(), substatus)
+    }
+}
+
+/// A few words on the common errors, for pages without a description.
+fn explanation(status: u16, substatus: u16) -> &'static str {
+    match (status, substatus) {
+        (404, 3) => "The page cannot be served because its file extension has no MIME type configured.",
+        (404, 4) => "No handler is configured for this URL and method.",
+        (404, 5) => "Request filtering denies a sequence found in the URL.",
+        (404, 6) => "Request filtering denies this HTTP method.",
+        (404, 7) => "Request filtering denies this file extension.",
+        (404, 8) => "Request filtering hides a segment of this URL.",
+        (404, 10) => "Request filtering found a request header too long.",
+        (404, 11) => "Request filtering denies double-escaped URLs.",
+        (404, 12) => "Request filtering denies non-ASCII characters in URLs.",
+        (404, 14) => "Request filtering found the URL too long.",
+        (404, 15) => "Request filtering found the query string too long.",
+        (404, _) => "The resource you are looking for has been removed, had its name changed, or is temporarily unavailable.",
+        (405, _) => "The HTTP method used is not allowed for this resource.",
+        (413, _) => "The request body is larger than the server accepts.",
+        (431, _) => "A request header is larger than the server accepts.",
+        (401, _) | (403, _) => "You do not have permission to view this resource.",
+        (500..=599, _) => "The server met an error while processing the request.",
+        _ => "The request could not be completed.",
+    }
+}
+
+fn reason_of(ctx: &HttpContext) -> String {
+    let resp = ctx.response();
+    resp.reason()
+        .map(str::to_owned)
+        .or_else(|| resp.status().canonical_reason().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+const PAGE_STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
+h1{font-size:1.4em;color:#a00}th{text-align:left;padding-right:1em;vertical-align:top}\
+td,th{padding:.2em .5em .2em 0}";
+
+/// The detailed error page.
+pub fn detailed_page(ctx: &HttpContext) -> String {
+    let resp = ctx.response();
+    let title = format!(
+        "HTTP Error {} - {}",
+        status_text(resp.status(), resp.substatus()),
+        reason_of(ctx)
+    );
+    let description = resp
+        .error_description()
+        .unwrap_or_else(|| explanation(resp.status().as_u16(), resp.substatus()));
+    let (module, notification, code) = match resp.error() {
+        Some(e) => (
+            e.module
+                .map_or("(the server)", |m| ctx.pipeline().module_name(m))
+                .to_owned(),
+            e.notification.to_owned(),
+            format!("0x{:08x}", e.hresult),
+        ),
+        None => (
+            "(unknown)".to_owned(),
+            "(unknown)".to_owned(),
+            "0x00000000".to_owned(),
+        ),
+    };
+    let handler = ctx.handler_name().unwrap_or("(none)").to_owned();
+    let physical = ctx
+        .mapped_path()
+        .map_or_else(|| "(not mapped)".to_owned(), |p| p.display().to_string());
+    let req = ctx.request();
+    let rows = [
+        ("Module", module),
+        ("Notification", notification),
+        ("Handler", handler),
+        ("Error Code", code),
+        ("Requested URL", req.raw_url().to_owned()),
+        ("Method", req.method().to_string()),
+        ("Physical Path", physical),
+    ];
+    let mut table = String::new();
+    for (name, value) in rows {
+        table.push_str(&format!(
+            "<tr><th>{name}</th><td>{}</td></tr>\n",
+            escape_html(&value)
+        ));
+    }
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>{PAGE_STYLE}</style></head>\n<body><h1>{title}</h1>\n<p>{description}</p>\n\
+         <h2>Detailed Error Information</h2>\n<table>\n{table}</table>\n\
+         <p>This page is shown to local clients (<code>http_errors.error_mode</code>).</p>\n\
+         </body></html>\n",
+        title = escape_html(&title),
+        description = escape_html(description),
+    )
+}
+
+/// The short page for clients that get no details.
+pub fn generic_page(status: StatusCode) -> String {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{code} - {reason}</title>\
+         <style>{PAGE_STYLE}</style></head>\n<body><h1>{code} - {reason}</h1>\n<p>{text}</p>\n\
+         </body></html>\n",
+        code = status.as_u16(),
+        reason = escape_html(reason),
+        text = escape_html(explanation(status.as_u16(), 0)),
+    )
+}
+
+fn replace_body(ctx: &mut HttpContext, content_type: HeaderValue, body: Vec<u8>) {
+    let resp = ctx.response_mut();
+    resp.clear_entity();
+    resp.delete_header(header::CONTENT_LENGTH);
+    resp.delete_header(header::CONTENT_ENCODING);
+    resp.set_header(header::CONTENT_TYPE, content_type);
+    resp.write(body);
+}
+
+const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+
+/// `path` below the site root, or `None` when it climbs out of it.
+fn file_under_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let rel = Path::new(path.trim_start_matches('/'));
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return None;
+    }
+    Some(root.join(rel))
+}
+
+fn content_type_of(path: &Path) -> HeaderValue {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm") => HTML,
+        Some(e) => mime_guess::from_ext(e)
+            .first_raw()
+            .map_or(HeaderValue::from_static("application/octet-stream"), |t| {
+                HeaderValue::from_static(t)
+            }),
+        None => HeaderValue::from_static("application/octet-stream"),
+    }
+}
+
+impl CustomError {
+    fn serve_rule(&self, ctx: &mut HttpContext, rule: &ErrorRule) {
+        let status = ctx.response().status();
+        match rule.response_mode {
+            ResponseMode::File => {
+                let root = ctx.site().physical_root.clone();
+                let read = file_under_root(&root, &rule.path)
+                    .ok_or_else(|| std::io::Error::other("the path leaves the site root"))
+                    .and_then(|p| std::fs::read(&p).map(|data| (p, data)));
+                match read {
+                    Ok((p, data)) => replace_body(ctx, content_type_of(&p), data),
+                    Err(e) => {
+                        tracing::warn!(path = %rule.path, error = %e, "custom error file unreadable; sending the generic page");
+                        replace_body(ctx, HTML, generic_page(status).into_bytes());
+                    }
+                }
+            }
+            ResponseMode::Redirect => {
+                let resp = ctx.response_mut();
+                resp.delete_header(header::CONTENT_LENGTH);
+                resp.delete_header(header::CONTENT_ENCODING);
+                if let Err(e) = resp.redirect(&rule.path, StatusCode::FOUND) {
+                    tracing::warn!(path = %rule.path, error = %e, "custom error redirect refused; sending the generic page");
+                    replace_body(ctx, HTML, generic_page(status).into_bytes());
+                }
+            }
+            // The child request did not run or failed (see on_end_request).
+            ResponseMode::ExecuteUrl => replace_body(ctx, HTML, generic_page(status).into_bytes()),
+        }
+    }
+
+    fn restore(ctx: &mut HttpContext, saved: Saved) {
+        let resp = ctx.response_mut();
+        match saved.hresult {
+            Some(hresult) => {
+                resp.set_error_status(saved.status, saved.reason, saved.substatus, hresult)
+            }
+            None => resp.set_status(saved.status, saved.reason),
+        }
+    }
+}
+
+impl HttpModule for CustomError {
+    fn on_end_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        if ctx.child_depth() != 0 || ctx.response().headers_sent() {
+            return RequestNotificationStatus::Continue;
+        }
+        let config = ctx.config(self.config);
+        let Some(Action::Rule(rule)) = decide(ctx, config) else {
+            return RequestNotificationStatus::Continue;
+        };
+        if rule.response_mode != ResponseMode::ExecuteUrl {
+            return RequestNotificationStatus::Continue;
+        }
+        let url = rule.path.clone();
+        let resp = ctx.response();
+        let saved = Saved {
+            status: resp.status(),
+            reason: reason_of(ctx),
+            substatus: resp.substatus(),
+            hresult: resp.error().map(|e| e.hresult),
+        };
+        let started = ctx.clone_context().and_then(|mut child| {
+            // The error page is fetched, whatever the request's method was.
+            if child.request().method() != Method::HEAD {
+                child.request_mut().set_method(Method::GET);
+            }
+            child
+                .request_mut()
+                .set_url(&url)
+                .map_err(|e| ModuleError::with_hresult(e.to_string(), ModuleError::E_INVALIDARG))?;
+            ctx.execute_request(
+                child,
+                ExecuteFlags {
+                    buffer_response: true,
+                    disable_custom_error: true,
+                    ..ExecuteFlags::default()
+                },
+            )
+        });
+        match started {
+            Ok(()) => {
+                ctx.response_mut().clear_entity();
+                self.saved = Some(saved);
+                RequestNotificationStatus::Pending
+            }
+            Err(e) => {
+                tracing::warn!(url = %url, error = %e, "custom error URL not executed; sending the generic page");
+                RequestNotificationStatus::Continue
+            }
+        }
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _notification: RequestNotification,
+        _is_post: bool,
+        _completion: &CompletionInfo,
+    ) -> RequestNotificationStatus {
+        let Some(saved) = self.saved.take() else {
+            return RequestNotificationStatus::Continue;
+        };
+        let child_status = ctx.response().status();
+        if child_status.is_success() {
+            self.executed = true;
+        } else {
+            tracing::warn!(
+                status = child_status.as_u16(),
+                "custom error URL failed; sending the generic page"
+            );
+            ctx.response_mut().clear_entity();
+        }
+        Self::restore(ctx, saved);
+        RequestNotificationStatus::Continue
+    }
+
+    fn on_send_response(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut SendResponseProvider,
+    ) -> RequestNotificationStatus {
+        if self.executed || !provider.headers_being_sent() || !provider.is_final_send() {
+            return RequestNotificationStatus::Continue;
+        }
+        let config = ctx.config(self.config);
+        match decide(ctx, config) {
+            None => {}
+            Some(Action::Detailed) => {
+                let page = detailed_page(ctx);
+                replace_body(ctx, HTML, page.into_bytes());
+            }
+            Some(Action::Generic) => {
+                let page = generic_page(ctx.response().status());
+                replace_body(ctx, HTML, page.into_bytes());
+            }
+            Some(Action::Rule(rule)) => {
+                let rule = rule.clone();
+                self.serve_rule(ctx, &rule);
+            }
+        }
+        RequestNotificationStatus::Continue
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<HttpErrorsConfig>("http_errors")?;
+    registration.set_request_notifications(
+        move || CustomError {
+            config,
+            saved: None,
+            executed: false,
+        },
+        RequestNotification::SendResponse | RequestNotification::EndRequest,
+        RequestNotifications::NONE,
+    )?;
+    registration
+        .set_priority_for_request_notification(RequestNotification::SendResponse, Priority::High);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_prefer_the_exact_substatus() {
+        let config: HttpErrorsConfig = HttpErrorsConfig {
+            errors: vec![
+                ErrorRule {
+                    status: 404,
+                    substatus: -1,
+                    path: "/any".into(),
+                    response_mode: ResponseMode::File,
+                },
+                ErrorRule {
+                    status: 404,
+                    substatus: 3,
+                    path: "/three".into(),
+                    response_mode: ResponseMode::File,
+                },
+            ],
+            ..HttpErrorsConfig::default()
+        };
+        assert_eq!(config.rule_for(404, 3).unwrap().path, "/three");
+        assert_eq!(config.rule_for(404, 0).unwrap().path, "/any");
+        assert!(config.rule_for(500, 0).is_none());
+    }
+
+    #[test]
+    fn files_stay_under_the_root() {
+        let root = Path::new("/srv/site");
+        assert_eq!(
+            file_under_root(root, "/errors/404.html"),
+            Some(PathBuf::from("/srv/site/errors/404.html"))
+        );
+        assert_eq!(file_under_root(root, "/../etc/passwd"), None);
+    }
+
+    #[test]
+    fn loopback_includes_mapped_addresses() {
+        assert!(is_local("127.0.0.1".parse().unwrap()));
+        assert!(is_local("::1".parse().unwrap()));
+        assert!(is_local("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_local("192.0.2.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,367 @@
+//! `DirectoryListing`: lists the contents of a directory URL, or refuses with
+//! 403.14 when listing is off, as IIS's directory browsing does.
+//!
+//! Registers for **ExecuteRequestHandler** only: it is a module of the static
+//! handler, listed after `StaticFile` and `DefaultDocument`, so it sees only
+//! the directory URLs ending in `/` that have no default document (StaticFile
+//! redirects the slash-less form, DefaultDocument answers when a document
+//! exists). Anything else (a file, a missing path, a URL without the trailing
+//! slash) is passed on with Continue.
+//!
+//! With the section's `enabled = false` (the default) it answers
+//! `403.14 Forbidden` (directory listing denied) and finishes the request.
+//! Enabled, it answers with a listing, directories first and then files,
+//! each group by name (ASCII case ignored, then byte order), with sizes and
+//! modification times, as HTML (names HTML-escaped, links percent-encoded)
+//! or JSON (names JSON-escaped). Entries whose names start with `.` are
+//! left out unless `show_hidden`. Symbolic links are listed as what they
+//! point to; entries that cannot be examined are left out.
+//!
+//! Configuration section `directory_listing`:
+//! - `enabled` (default false);
+//! - `format`: `"html"` (default) or `"json"`;
+//! - `show_hidden` (default false).
+
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
+use riis_pipeline::{
+    escape_html, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
+    RequestNotificationStatus, RequestNotifications, ResourceKind, Section, ServerInfo,
+};
+use serde::Deserialize;
+
+/// The output format of a listing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListingFormat {
+    /// An HTML page with a table.
+    #[default]
+    Html,
+    /// A JSON document: `{ "path": …, "entries": [ … ] }`.
+    Json,
+}
+
+/// The `directory_listing` configuration section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryListingConfig {
+    /// Whether directories are listed; when false they get 403.14.
+    pub enabled: bool,
+    /// HTML or JSON.
+    pub format: ListingFormat,
+    /// Whether names starting with `.` are listed.
+    pub show_hidden: bool,
+}
+
+/// The module instance.
+pub struct DirectoryListing {
+    config: Section<DirectoryListingConfig>,
+}
+
+/// One listed entry.
+struct Entry {
+    /// The name as bytes (for the link) and as text (for display).
+    raw: Vec<u8>,
+    name: String,
+    is_dir: bool,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+fn compare(a: &Entry, b: &Entry) -> Ordering {
+    b.is_dir
+        .cmp(&a.is_dir)
+        .then_with(|| {
+            a.name
+                .to_ascii_lowercase()
+                .cmp(&b.name.to_ascii_lowercase())
+        })
+        .then_with(|| a.raw.cmp(&b.raw))
+}
+
+fn read_entries(dir: &Path, show_hidden: bool) -> std::io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for item in std::fs::read_dir(dir)? {
+        let Ok(item) = item else { continue };
+        let file_name = item.file_name();
+        let raw = file_name.as_bytes().to_vec();
+        if !show_hidden && raw.first() == Some(&b'.') {
+            continue;
+        }
+        // Follow symbolic links; skip what cannot be examined (dangling links).
+        let Ok(meta) = std::fs::metadata(item.path()) else {
+            continue;
+        };
+        if !meta.is_dir() && !meta.is_file() {
+            continue;
+        }
+        entries.push(Entry {
+            name: file_name.to_string_lossy().into_owned(),
+            raw,
+            is_dir: meta.is_dir(),
+            len: if meta.is_dir() { 0 } else { meta.len() },
+            modified: meta.modified().ok(),
+        });
+    }
+    entries.sort_by(compare);
+    Ok(entries)
+}
+
+/// Percent-encodes every byte but RFC 3986's unreserved characters, so the
+/// result is a safe relative reference (no `:` to read as a scheme, no `?`,
+/// `#` or `/`).
+fn encode_segment(raw: &[u8], out: &mut String) {
+    for &b in raw {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// Escapes text for a JSON string literal (RFC 8259 §7).
+fn json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `2024-03-05T07:08:09Z` (RFC 3339, UTC, whole seconds).
+fn iso8601(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_else(|e| -(e.duration().as_secs() as i64));
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Days since 1970-01-01 to a proleptic Gregorian date, by 400-year eras
+    // that start on March 1st (so the leap day ends the year).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn html_listing(url: &str, entries: &[Entry]) -> String {
+    let title = escape_html(url);
+    let mut out = String::with_capacity(512 + entries.len() * 160);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+         <body><h1>{title}</h1>\n<table>\n\
+         <tr><th>Name</th><th>Size</th><th>Last modified</th></tr>\n"
+    );
+    if url != "/" {
+        out.push_str(
+            "<tr><td><a href=\"../\">[To Parent Directory]</a></td><td></td><td></td></tr>\n",
+        );
+    }
+    for e in entries {
+        let mut href = String::new();
+        encode_segment(&e.raw, &mut href);
+        if e.is_dir {
+            href.push('/');
+        }
+        let size = if e.is_dir {
+            "&lt;dir&gt;".to_owned()
+        } else {
+            e.len.to_string()
+        };
+        let date = e.modified.map(httpdate::fmt_http_date).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "<tr><td><a href=\"{}\">{}{}</a></td><td>{size}</td><td>{date}</td></tr>",
+            escape_html(&href),
+            escape_html(&e.name),
+            if e.is_dir { "/" } else { "" },
+        );
+    }
+    out.push_str("</table>\n</body></html>\n");
+    out
+}
+
+fn json_listing(url: &str, base: &str, entries: &[Entry]) -> String {
+    let mut out = String::with_capacity(64 + entries.len() * 128);
+    out.push_str("{\"path\":");
+    json_string(url, &mut out);
+    out.push_str(",\"entries\":[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let mut href = base.to_owned();
+        encode_segment(&e.raw, &mut href);
+        if e.is_dir {
+            href.push('/');
+        }
+        out.push_str("{\"name\":");
+        json_string(&e.name, &mut out);
+        out.push_str(",\"type\":");
+        out.push_str(if e.is_dir {
+            "\"directory\""
+        } else {
+            "\"file\""
+        });
+        if !e.is_dir {
+            let _ = write!(out, ",\"size\":{}", e.len);
+        }
+        out.push_str(",\"modified\":");
+        match e.modified {
+            Some(m) => json_string(&iso8601(m), &mut out),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"url\":");
+        json_string(&href, &mut out);
+        out.push('}');
+    }
+    out.push_str("]}\n");
+    out
+}
+
+fn fail(
+    ctx: &mut HttpContext,
+    code: StatusCode,
+    substatus: u16,
+    hresult: u32,
+) -> RequestNotificationStatus {
+    let resp = ctx.response_mut();
+    resp.clear_entity();
+    resp.set_error_status(
+        code,
+        code.canonical_reason().unwrap_or(""),
+        substatus,
+        hresult,
+    );
+    ctx.set_request_handled();
+    RequestNotificationStatus::FinishRequest
+}
+
+impl HttpModule for DirectoryListing {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let method = ctx.request().method();
+        if (method != Method::GET && method != Method::HEAD)
+            || !ctx.request().url().ends_with('/')
+            || ctx.resource_kind() != Some(ResourceKind::Directory)
+        {
+            return RequestNotificationStatus::Continue;
+        }
+        let config = ctx.config(self.config);
+        let (enabled, format, show_hidden) = (config.enabled, config.format, config.show_hidden);
+        if !enabled {
+            // IIS 403.14: directory listing denied.
+            return fail(ctx, StatusCode::FORBIDDEN, 14, 0x8007_0005);
+        }
+        let dir = ctx.physical_path().to_path_buf();
+        let entries = match read_entries(&dir, show_hidden) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "directory listing failed");
+                return if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    fail(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005)
+                } else {
+                    fail(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002)
+                };
+            }
+        };
+        let url = ctx.request().url().to_owned();
+        let (body, content_type) = match format {
+            ListingFormat::Html => (html_listing(&url, &entries), "text/html; charset=utf-8"),
+            ListingFormat::Json => {
+                let base = ctx.request().uri().path().to_owned();
+                (json_listing(&url, &base, &entries), "application/json")
+            }
+        };
+        let resp = ctx.response_mut();
+        resp.clear_entity();
+        resp.set_status(StatusCode::OK, "OK");
+        resp.set_header(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        // A listing changes whenever the folder does: never reuse it unchecked.
+        resp.set_header(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        resp.write(body);
+        ctx.set_request_handled();
+        RequestNotificationStatus::Continue
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<DirectoryListingConfig>("directory_listing")?;
+    registration.set_request_notifications(
+        move || DirectoryListing { config },
+        RequestNotification::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3_723); // 2000-02-29
+        assert_eq!(iso8601(t), "2000-02-29T01:02:03Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_735_689_599); // last second of 2024
+        assert_eq!(iso8601(t), "2024-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn escaping() {
+        let mut s = String::new();
+        encode_segment("a b:c/é%".as_bytes(), &mut s);
+        assert_eq!(s, "a%20b%3Ac%2F%C3%A9%25");
+        let mut j = String::new();
+        json_string("<\"\\\n\u{1}>", &mut j);
+        assert_eq!(j, "\"<\\\"\\\\\\n\\u0001>\"");
+    }
+
+    #[test]
+    fn directories_sort_first() {
+        let e = |name: &str, is_dir| Entry {
+            raw: name.as_bytes().to_vec(),
+            name: name.into(),
+            is_dir,
+            len: 0,
+            modified: None,
+        };
+        let mut v = [e("b", false), e("Z", true), e("a", false), e("c", true)];
+        v.sort_by(compare);
+        let names: Vec<&str> = v.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["c", "Z", "a", "b"]);
+    }
+}

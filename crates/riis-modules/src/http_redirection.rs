@@ -1,0 +1,335 @@
+//! `HttpRedirection`: redirects the requests of a location to another URL,
+//! as IIS's `httpRedirect` section does.
+//!
+//! Registers for **MapRequestHandler** only: the redirect is decided once the
+//! URL and its location are final (after PreBeginRequest rewrites and
+//! authentication), before a handler is chosen, so it applies to every URL of
+//! the location whether or not a file is there. A redirect answers with
+//! `HttpResponse::redirect` and returns FinishRequest, which skips the handler
+//! and goes straight to LogRequest. Child requests (a default document, for
+//! instance) are never redirected: their parent already was, or was not.
+//!
+//! The location prefix is the path of the location that applies to the
+//! request (`ctx.location().path()`, `/` for the site). Without
+//! `exact_destination`, the part of the request path below that prefix is
+//! appended to the destination (percent-encoded) and the query string is kept
+//! (joined with `&` to a query the destination has). With `exact_destination`
+//! the destination is used as is; the request's query string is added only
+//! when the destination has none. With `child_only`, the location's own URL
+//! (`/old` and `/old/`) is not redirected, only the URLs below it.
+//!
+//! A local destination (a path starting with `/`) that lies inside the
+//! location would redirect its own requests again; requests already at or
+//! below such a destination are left alone, so the rule cannot loop.
+//!
+//! Configuration section `http_redirect`:
+//! - `enabled` (default false);
+//! - `destination`: an absolute URL (`https://example.com/new`) or a path
+//!   (`/new`); empty (the default) redirects nothing;
+//! - `exact_destination` (default false);
+//! - `child_only` (default false);
+//! - `status`: 301, 302 (default), 307 or 308, or IIS's names `Permanent`,
+//!   `Found`, `Temporary`, `PermRedirect`; anything else is a configuration
+//!   error.
+
+use std::fmt;
+use std::fmt::Write as _;
+
+use riis_pipeline::http::{HeaderValue, StatusCode};
+use riis_pipeline::{
+    HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
+    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// A redirect status: one of 301, 302, 307 and 308.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedirectStatus(StatusCode);
+
+impl RedirectStatus {
+    /// The status code.
+    pub fn code(self) -> StatusCode {
+        self.0
+    }
+
+    fn from_u64(n: u64) -> Option<Self> {
+        match n {
+            301 => Some(Self(StatusCode::MOVED_PERMANENTLY)),
+            302 => Some(Self(StatusCode::FOUND)),
+            307 => Some(Self(StatusCode::TEMPORARY_REDIRECT)),
+            308 => Some(Self(StatusCode::PERMANENT_REDIRECT)),
+            _ => None,
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Self> {
+        if let Ok(n) = s.parse::<u64>() {
+            return Self::from_u64(n);
+        }
+        let n = match s.to_ascii_lowercase().as_str() {
+            "permanent" => 301,
+            "found" => 302,
+            "temporary" => 307,
+            "permredirect" => 308,
+            _ => return None,
+        };
+        Self::from_u64(n)
+    }
+}
+
+impl Default for RedirectStatus {
+    fn default() -> Self {
+        Self(StatusCode::FOUND)
+    }
+}
+
+const STATUS_HELP: &str = "use 301, 302, 307 or 308 (or Permanent, Found, Temporary, PermRedirect)";
+
+impl<'de> Deserialize<'de> for RedirectStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StatusVisitor;
+
+        impl Visitor<'_> for StatusVisitor {
+            type Value = RedirectStatus;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a redirect status: {STATUS_HELP}")
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<RedirectStatus, E> {
+                RedirectStatus::from_u64(n).ok_or_else(|| {
+                    E::custom(format!("`{n}` is not a redirect status; {STATUS_HELP}"))
+                })
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<RedirectStatus, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!(
+                        "`{n}` is not a redirect status; {STATUS_HELP}"
+                    ))),
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RedirectStatus, E> {
+                RedirectStatus::from_name(s).ok_or_else(|| {
+                    E::custom(format!("`{s}` is not a redirect status; {STATUS_HELP}"))
+                })
+            }
+        }
+
+        deserializer.deserialize_any(StatusVisitor)
+    }
+}
+
+/// A destination that can go in a `Location` header.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Destination(String);
+
+impl TryFrom<String> for Destination {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if HeaderValue::try_from(s.as_str()).is_err() || s.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "`{}` is not a usable destination (control characters or spaces)",
+                s.escape_debug()
+            ));
+        }
+        if !s.is_empty() && !s.starts_with('/') && !s.contains("://") {
+            return Err(format!(
+                "`{s}` is not an absolute URL (`https://host/path`) or a path starting with `/`"
+            ));
+        }
+        Ok(Self(s))
+    }
+}
+
+/// The `http_redirect` configuration section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpRedirectConfig {
+    /// Whether requests of the location are redirected.
+    pub enabled: bool,
+    /// Where to: an absolute URL or a path.
+    pub destination: Destination,
+    /// Use the destination as is, without the request's path.
+    pub exact_destination: bool,
+    /// Redirect only the URLs below the location, not the location itself.
+    pub child_only: bool,
+    /// 301, 302, 307 or 308.
+    pub status: RedirectStatus,
+}
+
+/// The module instance.
+pub struct HttpRedirection {
+    config: Section<HttpRedirectConfig>,
+}
+
+/// Whether `url` is `prefix` or below it, at a segment boundary.
+fn covers(prefix: &str, url: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    url.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Percent-encodes a decoded path for a URL: everything but unreserved
+/// characters, sub-delimiters, `:`, `@` and `/` (RFC 3986 `pchar` and `/`).
+fn encode_path(path: &str, out: &mut String) {
+    for &b in path.as_bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'/'
+            )
+        {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// The redirect target for a request whose path below the location is
+/// `rest` and whose query string is `query`.
+fn target(destination: &str, exact: bool, rest: &str, query: &str) -> String {
+    let (dest_path, dest_query) = match destination.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (destination, None),
+    };
+    let mut out = String::with_capacity(destination.len() + rest.len() + query.len() + 2);
+    if exact {
+        out.push_str(destination);
+        if dest_query.is_none() && !query.is_empty() {
+            out.push('?');
+            out.push_str(query);
+        }
+        return out;
+    }
+    out.push_str(dest_path);
+    let rest = if out.ends_with('/') {
+        rest.strip_prefix('/').unwrap_or(rest)
+    } else {
+        rest
+    };
+    encode_path(rest, &mut out);
+    let queries: Vec<&str> = dest_query
+        .into_iter()
+        .chain(Some(query))
+        .filter(|q| !q.is_empty())
+        .collect();
+    if !queries.is_empty() {
+        out.push('?');
+        out.push_str(&queries.join("&"));
+    }
+    out
+}
+
+impl HttpModule for HttpRedirection {
+    fn on_map_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        if ctx.child_depth() > 0 {
+            return RequestNotificationStatus::Continue;
+        }
+        let config = ctx.config(self.config);
+        let destination = config.destination.0.as_str();
+        if !config.enabled || destination.is_empty() {
+            return RequestNotificationStatus::Continue;
+        }
+        let prefix = ctx.location().path().trim_end_matches('/');
+        let url = ctx.request().url();
+        // The location covers the URL, so the prefix is there.
+        let rest = url.strip_prefix(prefix).unwrap_or(url);
+        if config.child_only && (rest.is_empty() || rest == "/") {
+            return RequestNotificationStatus::Continue;
+        }
+        if destination.starts_with('/') && !destination.starts_with("//") {
+            let dest_path = destination.split(['?', '#']).next().unwrap_or("");
+            let dest_in_location = prefix.is_empty() || covers(prefix, dest_path);
+            if dest_in_location && covers(dest_path, url) {
+                // Already there: redirecting again would loop.
+                return RequestNotificationStatus::Continue;
+            }
+        }
+        let location = target(
+            destination,
+            config.exact_destination,
+            rest,
+            ctx.request().query_string(),
+        );
+        let status = config.status.code();
+        if let Err(e) = ctx.response_mut().redirect(&location, status) {
+            tracing::error!(error = %e, location = %location, "http_redirect: invalid redirect target");
+            ctx.response_mut().set_error_status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                0,
+                ModuleError::E_INVALIDARG,
+            );
+        }
+        RequestNotificationStatus::FinishRequest
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<HttpRedirectConfig>("http_redirect")?;
+    registration.set_request_notifications(
+        move || HttpRedirection { config },
+        RequestNotification::MapRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(target("/new", false, "/a/b", "x=1"), "/new/a/b?x=1");
+        assert_eq!(target("/new/", false, "/a", ""), "/new/a");
+        assert_eq!(
+            target("https://h/n?k=v", false, "/a b", "x=1"),
+            "https://h/n/a%20b?k=v&x=1"
+        );
+        assert_eq!(target("/n", false, "", ""), "/n");
+        assert_eq!(target("/n", true, "/a", "x=1"), "/n?x=1");
+        assert_eq!(target("/n?k=v", true, "/a", "x=1"), "/n?k=v");
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(RedirectStatus::from_u64(308).unwrap().code().as_u16(), 308);
+        assert_eq!(
+            RedirectStatus::from_name("Permanent")
+                .unwrap()
+                .code()
+                .as_u16(),
+            301
+        );
+        assert!(RedirectStatus::from_u64(303).is_none());
+        assert!(RedirectStatus::from_name("See Other").is_none());
+    }
+}

@@ -1,0 +1,482 @@
+//! `RequestFiltering`: IIS's request filtering, refusing requests by their
+//! shape before anything else looks at them.
+//!
+//! Registers for:
+//! - **BeginRequest** at FIRST priority, so it runs before every other module:
+//!   each rule below is checked in turn and the first one that trips sets the
+//!   error status, logs the rule, the URL and the offending value, and returns
+//!   FinishRequest;
+//! - **ReadEntity** at FIRST priority: a body without `Content-Length`
+//!   (chunked) is counted as modules read it; once the running total passes
+//!   `max_allowed_content_length` the request gets 413, the reader receives no
+//!   more bytes (an empty read, which it takes for the end of the body) and
+//!   the connection closes after the response;
+//! - **SendResponse** (MEDIUM, so inverted it runs before CustomError at
+//!   HIGH): keeps that 413 on the response. A ReadEntity module cannot end the
+//!   request, so the reader runs on after the empty read and may set a status
+//!   of its own; the headers send puts the 413 back and drops its body. When
+//!   the headers already went out, the connection is reset instead.
+//!
+//! Rules, in the order they are checked (IIS substatus in brackets):
+//!
+//! | rule | status |
+//! |---|---|
+//! | `verbs` / `allow_unlisted_verbs` | 404.6 |
+//! | `max_allowed_content_length` (`Content-Length`) | 413 |
+//! | `max_url` (decoded path, bytes) | 404.14 |
+//! | `max_query_string` (raw query, bytes) | 404.15 |
+//! | `max_header_size` (name + value, bytes) | 431 |
+//! | `header_limits` (value bytes of one named header) | 404.10 |
+//! | `allow_double_escaping = false` | 404.11 |
+//! | `allow_high_bit_characters = false` | 404.12 |
+//! | `denied_url_sequences` | 404.5 |
+//! | `hidden_segments` | 404.8 |
+//! | `file_extensions` | 404.7 |
+//!
+//! IIS answers an over-long `Content-Length` with 404.13; riis uses 413, the
+//! status HTTP has for it. The size checks on bodies do not apply to child
+//! requests (they have no body of their own).
+//!
+//! Configuration section `request_filtering`; see
+//! `docs/modules/request-filtering.md` for every key and its default.
+
+use std::collections::HashMap;
+
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{
+    HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, ReadEntityProvider,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
+    SendResponseProvider, ServerInfo,
+};
+use serde::Deserialize;
+
+/// The HRESULT recorded with a request filtering rejection
+/// (`ERROR_ACCESS_DENIED`, as IIS reports it).
+const E_ACCESS_DENIED: u32 = 0x8007_0005;
+
+/// The `file_extensions` table of the section.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileExtensionsConfig {
+    /// Whether extensions listed in neither list are allowed.
+    pub allow_unlisted: bool,
+    /// Extensions refused (`.exe`; the dot is optional, case is ignored).
+    /// Deny wins over allow.
+    pub deny: Vec<String>,
+    /// Extensions allowed when `allow_unlisted` is false; `.` stands for
+    /// URLs whose last segment has no extension.
+    pub allow: Vec<String>,
+}
+
+impl Default for FileExtensionsConfig {
+    fn default() -> Self {
+        Self {
+            allow_unlisted: true,
+            deny: Vec::new(),
+            allow: Vec::new(),
+        }
+    }
+}
+
+/// The `request_filtering` configuration section.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestFilteringConfig {
+    /// Largest `Content-Length` (and chunked body) accepted, in bytes.
+    pub max_allowed_content_length: u64,
+    /// Longest decoded URL path, in bytes.
+    pub max_url: usize,
+    /// Longest query string (as sent, without `?`), in bytes.
+    pub max_query_string: usize,
+    /// Whether methods not in `verbs` are allowed.
+    pub allow_unlisted_verbs: bool,
+    /// Method → allowed. Methods are compared case-sensitively.
+    pub verbs: HashMap<String, bool>,
+    /// Extension rules for the last segment of the URL path.
+    pub file_extensions: FileExtensionsConfig,
+    /// Path segments that make a URL invisible (compared ignoring ASCII case).
+    pub hidden_segments: Vec<String>,
+    /// Substrings refused in the URL path (raw and decoded) and the query
+    /// string, ignoring ASCII case.
+    pub denied_url_sequences: Vec<String>,
+    /// Whether the decoded path may still hold a `%XX` escape.
+    pub allow_double_escaping: bool,
+    /// Whether the decoded path may hold non-ASCII characters.
+    pub allow_high_bit_characters: bool,
+    /// Largest request header, name plus value, in bytes; `0` turns the check off.
+    pub max_header_size: usize,
+    /// Header name (any case) → largest value, in bytes (all values of the
+    /// header together).
+    pub header_limits: HashMap<String, usize>,
+}
+
+impl Default for RequestFilteringConfig {
+    fn default() -> Self {
+        Self {
+            max_allowed_content_length: 30_000_000,
+            max_url: 4096,
+            max_query_string: 2048,
+            allow_unlisted_verbs: true,
+            verbs: HashMap::new(),
+            file_extensions: FileExtensionsConfig::default(),
+            hidden_segments: DEFAULT_HIDDEN_SEGMENTS.map(String::from).into(),
+            denied_url_sequences: Vec::new(),
+            allow_double_escaping: false,
+            allow_high_bit_characters: true,
+            max_header_size: 8192,
+            header_limits: HashMap::new(),
+        }
+    }
+}
+
+/// The default hidden segments: riis's own configuration files and the
+/// metadata folders and files of version control and common deployment
+/// tools.
+pub const DEFAULT_HIDDEN_SEGMENTS: [&str; 9] = [
+    "riis.toml",
+    "defaults.toml",
+    ".git",
+    ".svn",
+    ".hg",
+    ".bzr",
+    ".env",
+    ".htaccess",
+    ".htpasswd",
+];
+
+/// A tripped rule: what to answer and what to log.
+struct Rejection {
+    rule: &'static str,
+    status: StatusCode,
+    substatus: u16,
+    value: String,
+}
+
+impl Rejection {
+    fn new(
+        rule: &'static str,
+        status: StatusCode,
+        substatus: u16,
+        value: impl Into<String>,
+    ) -> Self {
+        Self {
+            rule,
+            status,
+            substatus,
+            value: value.into(),
+        }
+    }
+}
+
+/// The module instance.
+pub struct RequestFiltering {
+    config: Section<RequestFilteringConfig>,
+    /// Body bytes seen through ReadEntity.
+    received: u64,
+    /// The body went past the limit while being read.
+    body_too_large: bool,
+}
+
+fn has_escape(s: &str) -> bool {
+    s.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    !needle.is_empty()
+        && haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// `.ext` of the last path segment, lower-cased; `.` when it has none.
+fn extension_of(path: &str) -> String {
+    let last = path.rsplit('/').next().unwrap_or("");
+    match last.rfind('.') {
+        Some(i) if i + 1 < last.len() => last[i..].to_ascii_lowercase(),
+        _ => ".".to_owned(),
+    }
+}
+
+fn same_extension(listed: &str, ext: &str) -> bool {
+    let listed = listed.trim();
+    if listed == "." {
+        return ext == ".";
+    }
+    listed
+        .trim_start_matches('.')
+        .eq_ignore_ascii_case(&ext[1..])
+        && ext != "."
+}
+
+fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection> {
+    let req = ctx.request();
+    let method = req.method().as_str();
+    let allowed = config
+        .verbs
+        .get(method)
+        .copied()
+        .unwrap_or(config.allow_unlisted_verbs);
+    if !allowed {
+        return Some(Rejection::new("verbs", StatusCode::NOT_FOUND, 6, method));
+    }
+
+    if ctx.child_depth() == 0 {
+        if let Some(len) = req.header(riis_pipeline::http::header::CONTENT_LENGTH) {
+            let n = len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
+            if n.is_none_or(|n| n > config.max_allowed_content_length) {
+                return Some(Rejection::new(
+                    "max_allowed_content_length",
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    0,
+                    String::from_utf8_lossy(len.as_bytes()),
+                ));
+            }
+        }
+    }
+
+    let url = req.url();
+    if url.len() > config.max_url {
+        return Some(Rejection::new(
+            "max_url",
+            StatusCode::NOT_FOUND,
+            14,
+            format!("{} bytes", url.len()),
+        ));
+    }
+    let query = req.query_string();
+    if query.len() > config.max_query_string {
+        return Some(Rejection::new(
+            "max_query_string",
+            StatusCode::NOT_FOUND,
+            15,
+            format!("{} bytes", query.len()),
+        ));
+    }
+
+    for (name, value) in req.headers() {
+        let size = name.as_str().len() + value.len();
+        if config.max_header_size != 0 && size > config.max_header_size {
+            return Some(Rejection::new(
+                "max_header_size",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                0,
+                format!("{name}: {size} bytes"),
+            ));
+        }
+    }
+    for (name, limit) in &config.header_limits {
+        let values = req.headers().get_all(name.to_ascii_lowercase().as_str());
+        let size: usize = values.iter().map(|v| v.len()).sum();
+        if size > *limit {
+            return Some(Rejection::new(
+                "header_limits",
+                StatusCode::NOT_FOUND,
+                10,
+                format!("{name}: {size} bytes"),
+            ));
+        }
+    }
+
+    if !config.allow_double_escaping && has_escape(url) {
+        return Some(Rejection::new(
+            "allow_double_escaping",
+            StatusCode::NOT_FOUND,
+            11,
+            url,
+        ));
+    }
+    if !config.allow_high_bit_characters && !url.is_ascii() {
+        return Some(Rejection::new(
+            "allow_high_bit_characters",
+            StatusCode::NOT_FOUND,
+            12,
+            url,
+        ));
+    }
+
+    let raw_path = req.uri().path();
+    if let Some(seq) = config.denied_url_sequences.iter().find(|s| {
+        contains_ignore_case(url, s)
+            || contains_ignore_case(raw_path, s)
+            || contains_ignore_case(query, s)
+    }) {
+        return Some(Rejection::new(
+            "denied_url_sequences",
+            StatusCode::NOT_FOUND,
+            5,
+            seq.as_str(),
+        ));
+    }
+
+    if let Some(segment) = url.split('/').find(|seg| {
+        !seg.is_empty()
+            && config
+                .hidden_segments
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(seg))
+    }) {
+        return Some(Rejection::new(
+            "hidden_segments",
+            StatusCode::NOT_FOUND,
+            8,
+            segment,
+        ));
+    }
+
+    let rules = &config.file_extensions;
+    if !rules.deny.is_empty() || !rules.allow_unlisted {
+        let ext = extension_of(url);
+        let denied = rules.deny.iter().any(|d| same_extension(d, &ext));
+        let allowed = rules.allow_unlisted || rules.allow.iter().any(|a| same_extension(a, &ext));
+        if denied || !allowed {
+            return Some(Rejection::new(
+                "file_extensions",
+                StatusCode::NOT_FOUND,
+                7,
+                ext,
+            ));
+        }
+    }
+    None
+}
+
+fn body_too_large_status(ctx: &mut HttpContext) {
+    let resp = ctx.response_mut();
+    resp.clear_entity();
+    resp.set_error_status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Payload Too Large",
+        0,
+        E_ACCESS_DENIED,
+    );
+    resp.set_need_disconnect();
+}
+
+impl HttpModule for RequestFiltering {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let config = ctx.config(self.config);
+        let Some(rejection) = check(ctx, config) else {
+            return RequestNotificationStatus::Continue;
+        };
+        tracing::info!(
+            rule = rejection.rule,
+            url = %ctx.request().raw_url(),
+            value = %rejection.value,
+            status = rejection.status.as_u16(),
+            substatus = rejection.substatus,
+            "request filtering refused the request"
+        );
+        let status = rejection.status;
+        let resp = ctx.response_mut();
+        resp.clear_entity();
+        resp.set_error_status(
+            status,
+            status.canonical_reason().unwrap_or(""),
+            rejection.substatus,
+            E_ACCESS_DENIED,
+        );
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The body is not read; do not try to reuse the connection.
+            resp.set_need_disconnect();
+        }
+        RequestNotificationStatus::FinishRequest
+    }
+
+    fn on_read_entity(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut ReadEntityProvider,
+    ) -> RequestNotificationStatus {
+        if self.body_too_large {
+            provider.set_entity(riis_pipeline::bytes::Bytes::new());
+            return RequestNotificationStatus::Continue;
+        }
+        self.received += provider.entity().len() as u64;
+        let limit = ctx.config(self.config).max_allowed_content_length;
+        if self.received > limit {
+            self.body_too_large = true;
+            tracing::info!(
+                rule = "max_allowed_content_length",
+                url = %ctx.request().raw_url(),
+                value = %format!("more than {limit} bytes read"),
+                status = 413,
+                "request filtering refused the request body"
+            );
+            provider.set_entity(riis_pipeline::bytes::Bytes::new());
+            if ctx.response().headers_sent() {
+                ctx.response_mut().reset_connection();
+            } else {
+                body_too_large_status(ctx);
+            }
+        }
+        RequestNotificationStatus::Continue
+    }
+
+    fn on_send_response(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut SendResponseProvider,
+    ) -> RequestNotificationStatus {
+        if self.body_too_large && provider.headers_being_sent() {
+            let resp = ctx.response();
+            if resp.status() != StatusCode::PAYLOAD_TOO_LARGE || resp.buffered_len() != 0 {
+                body_too_large_status(ctx);
+            }
+        }
+        RequestNotificationStatus::Continue
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<RequestFilteringConfig>("request_filtering")?;
+    registration.set_request_notifications(
+        move || RequestFiltering {
+            config,
+            received: 0,
+            body_too_large: false,
+        },
+        RequestNotification::BeginRequest
+            | RequestNotification::ReadEntity
+            | RequestNotification::SendResponse,
+        RequestNotifications::NONE,
+    )?;
+    registration
+        .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);
+    registration
+        .set_priority_for_request_notification(RequestNotification::ReadEntity, Priority::First);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions() {
+        assert_eq!(extension_of("/a/b.EXE"), ".exe");
+        assert_eq!(extension_of("/a.d/b"), ".");
+        assert_eq!(extension_of("/"), ".");
+        assert_eq!(extension_of("/x."), ".");
+        assert!(same_extension(".exe", ".exe"));
+        assert!(same_extension("EXE", ".exe"));
+        assert!(same_extension(".", "."));
+        assert!(!same_extension("exe", "."));
+    }
+
+    #[test]
+    fn escapes_and_sequences() {
+        assert!(has_escape("/a%2e"));
+        assert!(!has_escape("/100%"));
+        assert!(!has_escape("/%zz"));
+        assert!(contains_ignore_case("/A/.GIT", ".git"));
+        assert!(!contains_ignore_case("/a", ""));
+    }
+}

@@ -1,0 +1,391 @@
+//! `CustomError` over real sockets: the detailed page local clients get by
+//! default, Custom mode with File, Redirect and ExecuteURL rules, and
+//! `existing_response` with a module that writes its own error body.
+//!
+//! The tests connect from 127.0.0.1, a local client; the remote view is
+//! what `error_mode = "Custom"` gives everybody.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{Connection, Response, RunningBinary, TempDir};
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{
+    HttpContext, HttpModule, ModuleError, ModuleRegistration, RegisterModuleFn,
+    RequestNotification as N, RequestNotificationStatus as Status, RequestNotifications,
+    ServerInfo,
+};
+use riis_server::{Server, ServerConfig};
+use tokio::sync::oneshot;
+
+const MODULES: &str = r#"
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticHandler"
+path = "*"
+resource_type = "Either"
+modules = ["StaticFile"]
+
+[[sites]]
+name = "Test"
+root = 'ROOT'
+bindings = ["127.0.0.1:0"]
+"#;
+
+const CUSTOM: &str = r#"
+[sites.http_errors]
+error_mode = "Custom"
+errors = [
+    { status = 404, path = "/errors/404.html" },
+    { status = 404, substatus = 3, path = "/moved", response_mode = "Redirect" },
+]
+
+[[sites.locations]]
+path = "/exec"
+http_errors = { errors = [
+    { status = 404, path = "/errors/404.html", response_mode = "ExecuteURL" },
+    { status = 404, substatus = 3, path = "/errors/none.html", response_mode = "ExecuteURL" },
+] }
+
+[[sites.locations]]
+path = "/generic"
+http_errors = { errors = [] }
+
+[[sites.locations]]
+path = "/detailed"
+http_errors = { error_mode = "Detailed" }
+"#;
+
+const PAGE_404: &str = "<h1>custom 404</h1>";
+
+fn start(sections: &str) -> (TempDir, RunningBinary) {
+    let dir = TempDir::new("customerr");
+    let root = dir.path().join("www");
+    dir.write("www/a.txt", "alpha");
+    dir.write("www/errors/404.html", PAGE_404);
+    for d in ["", "exec/", "generic/", "detailed/"] {
+        dir.write(&format!("www/{d}data.unknownext"), "x");
+    }
+    let text = format!("{MODULES}{sections}").replace("ROOT", &root.display().to_string());
+    let config = dir.write("riis.toml", text);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    (dir, server)
+}
+
+fn send(addr: SocketAddr, method: &str, target: &str) -> Response {
+    let mut conn = Connection::open(addr);
+    conn.send_raw(
+        format!("{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    );
+    conn.read_response(method == "HEAD")
+}
+
+#[test]
+fn local_clients_get_the_detailed_page_by_default() {
+    let (_dir, server) = start("");
+    let resp = send(server.addr, "GET", "/data.unknownext");
+    assert_eq!(resp.status, 404);
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let body = resp.text();
+    for expected in [
+        "HTTP Error 404.3 - Not Found",
+        "<th>Module</th><td>StaticFile</td>",
+        "<th>Notification</th><td>ExecuteRequestHandler</td>",
+        "<th>Handler</th><td>StaticHandler</td>",
+        "<th>Error Code</th><td>0x80070032</td>",
+        "<th>Method</th><td>GET</td>",
+        "<th>Requested URL</th><td>/data.unknownext</td>",
+        "data.unknownext</td>",
+        "MIME type",
+    ] {
+        assert!(body.contains(expected), "missing {expected:?} in {body}");
+    }
+    let physical = body
+        .lines()
+        .find(|l| l.contains("<th>Physical Path</th>"))
+        .unwrap();
+    assert!(physical.contains("www/data.unknownext"), "{physical}");
+    // Success passes untouched.
+    let resp = send(server.addr, "GET", "/a.txt");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "alpha"));
+    // A HEAD gets the status and no body.
+    let resp = send(server.addr, "HEAD", "/data.unknownext");
+    assert_eq!(resp.status, 404);
+}
+
+#[test]
+fn the_detailed_page_escapes_what_the_client_sent() {
+    let (_dir, server) = start(CUSTOM);
+    let resp = send(server.addr, "GET", "/detailed/%3Cb%3Ex%3C%2Fb%3E.txt");
+    assert_eq!(resp.status, 404);
+    let body = resp.text();
+    assert!(body.contains("HTTP Error 404 - Not Found"), "{body}");
+    assert!(body.contains("&lt;b&gt;x&lt;/b&gt;.txt"), "{body}");
+    assert!(!body.contains("<b>"), "{body}");
+    // Handler mapping found no file: the server set the error, not a module.
+    assert!(
+        body.contains("<th>Module</th><td>(the server)</td>"),
+        "{body}"
+    );
+}
+
+#[test]
+fn custom_mode_serves_files_redirects_and_urls() {
+    let (_dir, server) = start(CUSTOM);
+    // (method, URL, status, Location, body check)
+    enum Body {
+        Exact(&'static str),
+        Generic(&'static str),
+        Any,
+    }
+    let cases = [
+        ("GET", "/a.txt", 200, None, Body::Exact("alpha")),
+        // File: the page, the original status.
+        ("GET", "/missing.txt", 404, None, Body::Exact(PAGE_404)),
+        // Redirect for 404.3 only.
+        ("GET", "/data.unknownext", 302, Some("/moved"), Body::Any),
+        // No rule: the short generic page, no details.
+        (
+            "GET",
+            "/generic/missing.txt",
+            404,
+            None,
+            Body::Generic("404 - Not Found"),
+        ),
+        (
+            "GET",
+            "/generic/data.unknownext",
+            404,
+            None,
+            Body::Generic("404 - Not Found"),
+        ),
+        // ExecuteURL: the page through a child request, status kept; the
+        // child fetches it with GET whatever the method was.
+        ("GET", "/exec/missing.txt", 404, None, Body::Exact(PAGE_404)),
+        (
+            "POST",
+            "/exec/missing.txt",
+            404,
+            None,
+            Body::Exact(PAGE_404),
+        ),
+        // ExecuteURL to a page that does not exist: the generic page.
+        (
+            "GET",
+            "/exec/data.unknownext",
+            404,
+            None,
+            Body::Generic("404 - Not Found"),
+        ),
+    ];
+    for (method, url, status, location, body) in cases {
+        let resp = send(server.addr, method, url);
+        let text = resp.text();
+        assert_eq!(resp.status, status, "{method} {url}: {text}");
+        assert_eq!(resp.header("location"), location, "{method} {url}");
+        match body {
+            Body::Exact(b) => assert_eq!(text, b, "{method} {url}"),
+            Body::Generic(title) => {
+                assert!(text.contains(title), "{method} {url}: {text}");
+                assert!(!text.contains("Detailed"), "{method} {url}: {text}");
+                assert!(!text.contains("StaticFile"), "{method} {url}: {text}");
+            }
+            Body::Any => {}
+        }
+        if status == 404 {
+            assert!(
+                resp.header("content-type")
+                    .is_some_and(|t| t.starts_with("text/html")),
+                "{method} {url}"
+            );
+        }
+    }
+    // The ExecuteURL page came through StaticFile (its Content-Type and
+    // validators), the File page from the module itself.
+    let resp = send(server.addr, "GET", "/exec/missing.txt");
+    assert_eq!(resp.header("content-type"), Some("text/html"));
+    assert!(resp.header("etag").is_some());
+    let resp = send(server.addr, "GET", "/missing.txt");
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(resp.header("etag").is_none());
+}
+
+/// Answers with an error status and, depending on the last URL segment, a
+/// body of its own and a request to skip custom errors.
+struct Oops;
+
+impl HttpModule for Oops {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        let kind = ctx
+            .request()
+            .url()
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let resp = ctx.response_mut();
+        resp.set_error_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            0,
+            ModuleError::E_FAIL,
+        );
+        if kind != "emptyskip" {
+            resp.write("module body");
+        }
+        if kind != "noskip" {
+            resp.set_try_skip_custom_errors(true);
+        }
+        Status::FinishRequest
+    }
+}
+
+fn register_oops(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Oops,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
+const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[("Oops", register_oops)];
+
+/// The server library with `Oops` compiled in, on its own runtime thread.
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: TempDir,
+}
+
+impl TestServer {
+    fn start(config_text: &str) -> Self {
+        let dir = TempDir::new("customerr-lib");
+        let text = config_text.replace("ROOT", &dir.path().display().to_string());
+        let path = dir.write("riis.toml", text);
+        let config = ServerConfig::load(&path).unwrap();
+        let server = Server::with_modules(config, TEST_MODULES).unwrap();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let bound = server.bind(1).unwrap();
+                addr_tx.send(bound.local_addrs()[0]).unwrap();
+                bound
+                    .serve(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Self {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const OOPS_CONFIG: &str = r#"
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "Oops"
+[[handlers]]
+name = "h"
+path = "*"
+modules = ["Oops"]
+[http_errors]
+error_mode = "Custom"
+[[sites]]
+name = "s"
+root = 'ROOT'
+bindings = ["127.0.0.1:0"]
+[[sites.locations]]
+path = "/replace"
+http_errors = { existing_response = "Replace" }
+[[sites.locations]]
+path = "/pass"
+http_errors = { existing_response = "PassThrough" }
+[[sites.locations]]
+path = "/detailed"
+http_errors = { error_mode = "Detailed" }
+"#;
+
+#[test]
+fn existing_response_decides_about_module_bodies() {
+    let server = TestServer::start(OOPS_CONFIG);
+    const GENERIC: &str = "500 - Internal Server Error";
+    // (URL, body: Some(exact) or None for the generic page)
+    let cases = [
+        // Auto: the module's body stays only when it asked to skip.
+        ("/auto/skip", Some("module body")),
+        ("/auto/noskip", None),
+        ("/auto/emptyskip", None),
+        // Replace: always the custom page.
+        ("/replace/skip", None),
+        ("/replace/noskip", None),
+        // PassThrough: never.
+        ("/pass/skip", Some("module body")),
+        ("/pass/noskip", Some("module body")),
+        ("/pass/emptyskip", Some("")),
+    ];
+    for (url, body) in cases {
+        let resp = send(server.addr, "GET", url);
+        assert_eq!(resp.status, 500, "{url}");
+        let text = resp.text();
+        match body {
+            Some(b) => assert_eq!(text, b, "{url}"),
+            None => {
+                assert!(text.contains(GENERIC), "{url}: {text}");
+                assert!(!text.contains("module body"), "{url}: {text}");
+            }
+        }
+    }
+    // A module's error shows on the detailed page with its module name.
+    let text = send(server.addr, "GET", "/detailed/noskip").text();
+    assert!(
+        text.contains("HTTP Error 500 - Internal Server Error"),
+        "{text}"
+    );
+    assert!(text.contains("<th>Module</th><td>Oops</td>"), "{text}");
+    assert!(text.contains("<th>Handler</th><td>h</td>"), "{text}");
+    assert!(
+        text.contains("<th>Error Code</th><td>0x80004005</td>"),
+        "{text}"
+    );
+}

@@ -1,0 +1,208 @@
+//! `HttpRedirection` over real sockets: path and query carried over, exact
+//! destinations, child_only, each status, location scoping, loop guard, and
+//! invalid statuses refused by `riis check-config`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Connection, RunningBinary, TempDir};
+
+const MODULES: &str = r#"
+[[modules]]
+name = "HttpRedirection"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
+"#;
+
+const LOCATIONS: &str = r#"
+[[sites.locations]]
+path = "/old"
+http_redirect = { enabled = true, destination = "https://new.example/new" }
+
+[[sites.locations]]
+path = "/old/keep"
+http_redirect = { enabled = false }
+
+[[sites.locations]]
+path = "/perm/"
+http_redirect = { enabled = true, destination = "/target", status = 301 }
+
+[[sites.locations]]
+path = "/temp"
+http_redirect = { enabled = true, destination = "/target/", status = 307 }
+
+[[sites.locations]]
+path = "/pr"
+http_redirect = { enabled = true, destination = "/target", status = 308 }
+
+[[sites.locations]]
+path = "/named"
+http_redirect = { enabled = true, destination = "/target", status = "Permanent" }
+
+[[sites.locations]]
+path = "/exact"
+http_redirect = { enabled = true, destination = "/landing", exact_destination = true }
+
+[[sites.locations]]
+path = "/exactq"
+http_redirect = { enabled = true, destination = "/landing?from=exact", exact_destination = true }
+
+[[sites.locations]]
+path = "/withq"
+http_redirect = { enabled = true, destination = "/target?k=v" }
+
+[[sites.locations]]
+path = "/child"
+http_redirect = { enabled = true, destination = "/elsewhere", child_only = true }
+
+[[sites.locations]]
+path = "/app"
+http_redirect = { enabled = true, destination = "/app/v2" }
+"#;
+
+fn config_text(root: &std::path::Path, locations: &str) -> String {
+    format!(
+        "{MODULES}\n[[sites]]\nname = \"Test\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n{locations}",
+        root.display()
+    )
+}
+
+#[test]
+fn redirect_rules() {
+    let dir = TempDir::new("redirect");
+    let root = dir.path().join("www");
+    dir.write("www/a.txt", "alpha");
+    dir.write("www/child/index.html", "child home");
+    dir.write("www/old/keep/k.txt", "kept");
+    let config = dir.write("riis.toml", config_text(&root, LOCATIONS));
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    // (request, status, Location, or the body when not redirected)
+    let cases: &[(&str, u16, &str)] = &[
+        // The path below the location and the query string are carried over.
+        (
+            "/old/a/b.html?x=1&y=2",
+            302,
+            "https://new.example/new/a/b.html?x=1&y=2",
+        ),
+        ("/old", 302, "https://new.example/new"),
+        ("/old/", 302, "https://new.example/new/"),
+        ("/old/a%20b.txt", 302, "https://new.example/new/a%20b.txt"),
+        // Locations match at segment boundaries.
+        ("/oldish/x", 404, ""),
+        // A nested location turns the rule off.
+        ("/old/keep/k.txt", 200, "kept"),
+        // Each status; a trailing `/` on a location or destination is no matter.
+        ("/perm/p?q", 301, "/target/p?q"),
+        ("/temp/p", 307, "/target/p"),
+        ("/pr/p", 308, "/target/p"),
+        ("/named/p", 301, "/target/p"),
+        // Exact destinations drop the path; the query is kept unless the
+        // destination has its own.
+        ("/exact/deep/x?q=1", 302, "/landing?q=1"),
+        ("/exact", 302, "/landing"),
+        ("/exactq/deep?q=1", 302, "/landing?from=exact"),
+        // A destination query is joined with the request's.
+        ("/withq/p?x=1", 302, "/target/p?k=v&x=1"),
+        ("/withq/p", 302, "/target/p?k=v"),
+        // child_only: the location itself is served (its default document,
+        // through a child request that is not redirected either), only the
+        // URLs below it move.
+        ("/child/", 200, "child home"),
+        ("/child", 301, "/child/"),
+        ("/child/x?z=9", 302, "/elsewhere/x?z=9"),
+        // A destination inside the location does not redirect itself.
+        ("/app/x", 302, "/app/v2/x"),
+        ("/app/v2/x", 404, ""),
+        // Outside every rule.
+        ("/a.txt", 200, "alpha"),
+    ];
+    for &(path, status, expected) in cases {
+        let resp = conn.get(path);
+        assert_eq!(resp.status, status, "{path}");
+        if (301..=308).contains(&status) {
+            assert_eq!(resp.header("location"), Some(expected), "{path}");
+            if status != 301 || path != "/child" {
+                assert!(resp.text().contains("Object moved"), "{path}");
+            }
+        } else if status == 200 {
+            assert_eq!(resp.text(), expected, "{path}");
+        }
+    }
+
+    // Other methods are redirected too; 307 and 308 keep them.
+    conn.send_raw(b"POST /temp/form HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 307);
+    assert_eq!(resp.header("location"), Some("/target/form"));
+}
+
+fn check_config(dir: &TempDir, name: &str, text: &str) -> (bool, String) {
+    let path = dir.write(name, text);
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_refuses_bad_statuses_and_destinations() {
+    let dir = TempDir::new("redirect-check");
+    let (ok, err) = check_config(&dir, "good.toml", &config_text(dir.path(), LOCATIONS));
+    assert!(ok, "{err}");
+
+    // The location block starts on the line after the site; the section is
+    // its second line.
+    let site_lines = config_text(dir.path(), "").lines().count();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "http_redirect = { enabled = true, destination = \"/x\", status = 303 }",
+            "http_redirect.status",
+            "`303` is not a redirect status",
+        ),
+        (
+            "http_redirect = { destination = \"/x\", status = \"SeeOther\" }",
+            "http_redirect.status",
+            "`SeeOther` is not a redirect status",
+        ),
+        (
+            "http_redirect = { destination = \"relative/x\" }",
+            "http_redirect.destination",
+            "not an absolute URL",
+        ),
+        (
+            "http_redirect = { destinaton = \"/x\" }",
+            "http_redirect.destinaton",
+            "unknown field",
+        ),
+    ];
+    for (i, &(section, key, message)) in cases.iter().enumerate() {
+        let name = format!("bad{i}.toml");
+        let text = config_text(
+            dir.path(),
+            &format!("[[sites.locations]]\npath = \"/r\"\n{section}\n"),
+        );
+        let (ok, err) = check_config(&dir, &name, &text);
+        assert!(!ok, "{section} was accepted");
+        let line = site_lines + 3;
+        assert!(
+            err.contains(&format!("{name}:{line}: key `sites[0].locations[0].{key}`")),
+            "{section}: {err}"
+        );
+        assert!(err.contains(message), "{section}: {err}");
+    }
+}
