@@ -15,6 +15,9 @@
 //! - SendResponse runs in fully inverted order (priority and list order), and
 //!   FinishRequest returned there skips the remaining SendResponse modules of
 //!   that send (the send itself happens).
+//! - FinishRequest returned from ReadEntity ends the body read: the module
+//!   that asked for the bytes is not resumed, and the request goes on to
+//!   LogRequest.
 //! - Operations a module starts (flush, body read, child request, posted
 //!   completion) run when its call returns. OnAsyncCompletion follows only if
 //!   the module returned Pending; otherwise its status applies once the
@@ -464,9 +467,16 @@ impl RequestExecution {
         let mut provider = ReadEntityProvider { entity: data };
         if !provider.entity.is_empty() {
             for &m in pipeline.read_entity.iter() {
-                ctx.call_nested(m, N::ReadEntity, |module, ctx| {
+                let status = ctx.call_nested(m, N::ReadEntity, |module, ctx| {
                     module.on_read_entity(ctx, &mut provider)
                 });
+                if status == Some(Status::FinishRequest) {
+                    // A ReadEntity module refused the body (a size limit, a
+                    // filter): the reader is not resumed and the request
+                    // goes on to LogRequest with the status that module set.
+                    ctx.finish_requested = true;
+                    break;
+                }
             }
         }
         let data = provider.entity;

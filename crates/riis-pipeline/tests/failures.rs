@@ -172,3 +172,59 @@ fn lower_case_standard_methods_are_refused() {
     assert!(err.key.ends_with(".verbs"), "{err}");
     assert!(err.message.contains("case-sensitive"), "{err}");
 }
+
+#[tokio::test]
+async fn finish_request_from_read_entity_ends_the_read() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Limiter",
+            Registration::events(N::ReadEntity | N::LogRequest),
+            script(move |ctx, call| {
+                log.push(format!("Limiter:{}", call.describe()));
+                if call.describe() == "ReadEntity" {
+                    ctx.response_mut().set_error_status(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Payload Too Large",
+                        0,
+                        ModuleError::E_INVALIDARG,
+                    );
+                    return Status::FinishRequest;
+                }
+                Status::Continue
+            }),
+        );
+    }
+    {
+        let log = log.clone();
+        t.module(
+            "Reader",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, call| {
+                log.push(format!("Reader:{}", call.describe()));
+                if ctx.read_entity_body(1024).is_ok() {
+                    Status::Pending
+                } else {
+                    Status::FinishRequest
+                }
+            }),
+        );
+    }
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["Reader"]));
+    let pipeline = t.build();
+    let (req, body) = post_request("/upload", &["0123456789"]);
+    let outcome = run_with_body(&pipeline, req, body).await;
+    outcome.assert_completed();
+    assert_eq!(outcome.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        log.entries(),
+        [
+            "Reader:ExecuteRequestHandler",
+            "Limiter:ReadEntity",
+            "Limiter:LogRequest"
+        ],
+        "the reader is not resumed"
+    );
+}

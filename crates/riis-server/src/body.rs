@@ -17,6 +17,11 @@ use tokio::task::JoinHandle;
 /// How much of a file range is read per step.
 const FILE_READ_SIZE: u64 = 256 * 1024;
 
+/// Where a request's body waits until its response is sent: hyper closes a
+/// connection whose half-read request body goes away, and would lose a
+/// response that is not on its way yet.
+pub type RequestBodyHold = std::sync::Arc<std::sync::Mutex<Option<hyper::body::Incoming>>>;
+
 /// A response body.
 pub struct ResponseBody {
     chunks: VecDeque<EntityChunk>,
@@ -24,6 +29,8 @@ pub struct ResponseBody {
     remaining: Option<u64>,
     reading: Option<JoinHandle<io::Result<Bytes>>>,
     stream: Option<mpsc::Receiver<Vec<EntityChunk>>>,
+    /// The request body, dropped with this body (see [`RequestBodyHold`]).
+    _request_body: Option<RequestBodyHold>,
 }
 
 impl ResponseBody {
@@ -40,6 +47,7 @@ impl ResponseBody {
             remaining: Some(remaining),
             reading: None,
             stream: None,
+            _request_body: None,
         }
     }
 
@@ -51,7 +59,14 @@ impl ResponseBody {
             remaining: None,
             reading: None,
             stream: Some(rx),
+            _request_body: None,
         }
+    }
+
+    /// Keeps the request body alive until this body is dropped.
+    pub fn holding(mut self, hold: RequestBodyHold) -> Self {
+        self._request_body = Some(hold);
+        self
     }
 }
 

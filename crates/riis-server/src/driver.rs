@@ -22,7 +22,7 @@ use riis_pipeline::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::body::ResponseBody;
+use crate::body::{RequestBodyHold, ResponseBody};
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -165,6 +165,7 @@ async fn drive(
         ended: false,
     };
     let mut reply = Some(reply);
+    let hold = RequestBodyHold::default();
     let mut stream: Option<mpsc::Sender<Vec<EntityChunk>>> = None;
     let mut next = Some(first);
     loop {
@@ -176,13 +177,15 @@ async fn drive(
             Event::Send(out) => {
                 let len = out.len();
                 let sent = if let Some(reply) = reply.take() {
-                    if out.is_final {
-                        reply.send(final_response(out, is_head)).is_ok()
+                    let response = if out.is_final {
+                        final_response(out, is_head)
                     } else {
                         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
                         stream = Some(tx);
-                        reply.send(streaming_response(out, rx)).is_ok()
-                    }
+                        streaming_response(out, rx)
+                    };
+                    let response = response.map(|r| r.map(|b| b.holding(hold.clone())));
+                    reply.send(response).is_ok()
                 } else if let Some(tx) = &stream {
                     let is_final = out.is_final;
                     let ok = out.chunks.is_empty() || tx.send(out.chunks).await.is_ok();
@@ -207,6 +210,9 @@ async fn drive(
     if let Some(reply) = reply {
         let _ = reply.send(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, true)));
     }
+    // What is left of the request body goes with the response (see
+    // `RequestBodyHold`).
+    *hold.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader.body);
 }
 
 /// Reads request body bytes for `Step::ReadEntity`.
@@ -323,7 +329,10 @@ fn final_response(mut out: Output, is_head: bool) -> Reply {
     };
     if is_head {
         // Nothing is sent for HEAD; a Content-Length a module set stays.
-        if !head.headers.contains_key(CONTENT_LENGTH) {
+        let bodiless = head.status == StatusCode::NOT_MODIFIED
+            || head.status == StatusCode::NO_CONTENT
+            || head.status.is_informational();
+        if !bodiless && !head.headers.contains_key(CONTENT_LENGTH) {
             head.headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
         }

@@ -206,7 +206,42 @@ fn register_tagger(
     )
 }
 
+/// Reads one piece of the body, then answers without reading the rest.
+struct ReadOnce;
+impl HttpModule for ReadOnce {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        match ctx.read_entity_body(20) {
+            Ok(()) => Status::Pending,
+            Err(_) => Status::FinishRequest,
+        }
+    }
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _: N,
+        _: bool,
+        info: &CompletionInfo,
+    ) -> Status {
+        ctx.response_mut().write(format!("got {}", info.bytes));
+        ctx.set_request_handled();
+        Status::Continue
+    }
+}
+
+fn register_read_once(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || ReadOnce,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("ReadOnce", register_read_once),
     ("Tagger", register_tagger),
     ("Gate", register_gate),
     ("Boom", register_boom),
@@ -381,4 +416,19 @@ fn static_files_keep_headers_earlier_modules_set() {
     let resp = conn.get("/missing.txt");
     assert_eq!(resp.status, 404);
     assert_eq!(resp.header("x-tag"), Some("early"));
+}
+
+#[test]
+fn an_answer_before_the_body_is_read_still_reaches_the_client() {
+    let server = TestServer::start(&handler_config(&["ReadOnce"], "ReadOnce"));
+    for request in [
+        &b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n14\r\n01234567890123456789\r\n4\r\nmore\r\n0\r\n\r\n"[..],
+        &b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n0123456789012345678901234567890123456789"[..],
+    ] {
+        let mut conn = Connection::open(server.addr);
+        conn.send_raw(request);
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), "got 20");
+    }
 }
