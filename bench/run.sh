@@ -38,16 +38,22 @@ done
 cargo build --release -p riis >/dev/null
 riis="$here/target/release/riis"
 work=$(mktemp -d /tmp/riis-bench.XXXXXX)
+# nginx's workers run as an unprivileged user: they must be able to enter it.
+chmod 755 "$work"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/www"
-head -c 1024 /dev/urandom | base64 -w 0 | head -c 1024 > "$work/www/1k.txt"
+# 768 random bytes are exactly 1,024 base64 characters (no pipe cut short,
+# which pipefail would turn into a silent exit).
+head -c 768 /dev/urandom | base64 -w 0 > "$work/www/1k.txt"
 # Text that compresses like real pages do (repeated words, some variety).
-for i in $(seq 1 3000); do echo "line $i: the quick brown fox jumps over the lazy dog"; done | head -c 102400 > "$work/www/100k.txt"
+awk 'BEGIN { for (i = 1; i <= 3000; i++) print "line " i ": the quick brown fox jumps over the lazy dog" }' > "$work/www/100k.txt"
+truncate -s 102400 "$work/www/100k.txt"
 gzip -9 -k "$work/www/100k.txt"
 head -c 10485760 /dev/urandom > "$work/www/10m.bin"
 mkdir -p "$work/www/docs"
-head -c 1024 /dev/urandom | base64 -w 0 | head -c 1024 > "$work/www/docs/index.html"
+head -c 768 /dev/urandom | base64 -w 0 > "$work/www/docs/index.html"
 WRK_ARGS=()
+CURL_ARGS=()
 tick=$(getconf CLK_TCK)
 
 # CPU seconds used so far by the given pids (utime + stime, all threads).
@@ -99,7 +105,6 @@ events { worker_connections 4096; }
 http {
   access_log off;
   sendfile on;
-  tcp_nopush on;
   keepalive_requests 1000000;
   types { text/plain txt; text/html html; application/octet-stream bin; }
   default_type application/octet-stream;
@@ -182,12 +187,24 @@ per_cpu_second() { # "requests ticks" -> requests per CPU-second
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# Fails the run unless URL answers 200 with the same body size as the other
+# server did: a benchmark of error pages measures nothing.
+check() { # URL -> "status size"
+  local got
+  got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "${CURL_ARGS[@]}" "$1")
+  case $got in
+    200\ *) echo "${got#* }" ;;
+    *) echo "bench: $1 answered $got, not 200" >&2; exit 1 ;;
+  esac
+}
+
 # run_pair NAME RIIS_CONFIG RIIS_PATH BASELINE(nginx-location|riis:CONFIG) BASE_PATH
 run_pair() {
   local name=$1 rconf=$2 rpath=$3 base=$4 bpath=$5
   local r_ka="" r_pl="" b_ka="" b_pl="" round
   for round in $(seq "$ROUNDS"); do
     start_riis "$rconf"
+    r_size=$(check "http://127.0.0.1:$RIIS_PORT$rpath")
     r_ka+=" $(per_cpu_second "$(measure keepalive "http://127.0.0.1:$RIIS_PORT$rpath" "$riis_pid")")"
     r_pl+=" $(measure pipelined "http://127.0.0.1:$RIIS_PORT$rpath")"
     stop_riis
@@ -198,6 +215,12 @@ run_pair() {
       stop_riis
     else
       start_nginx "$base"
+      n_size=$(check "http://127.0.0.1:$NGINX_PORT$bpath")
+      [ -n "$n_size" ] || exit 1
+      # Encoded bodies may differ by a few bytes; plain ones must not.
+      if [ ${#CURL_ARGS[@]} -eq 0 ] && [ "$n_size" != "$r_size" ]; then
+        echo "bench: riis sent $r_size bytes, nginx $n_size" >&2; exit 1
+      fi
       # shellcheck disable=SC2086
       b_ka+=" $(per_cpu_second "$(measure keepalive "http://127.0.0.1:$NGINX_PORT$bpath" $nginx_pids)")"
       b_pl+=" $(measure pipelined "http://127.0.0.1:$NGINX_PORT$bpath")"
@@ -239,8 +262,10 @@ for s in "${scenarios[@]}"; do
     gzip100k)
       gz_conf=$(riis_config "$static_modules"$'\n[[modules]]\nname = "StaticCompression"\n[static_compression]\ndirectory = "'"$work"'/gz"' "$static_handler" gzip)
       WRK_ARGS=(-H "Accept-Encoding: gzip")
+      CURL_ARGS=(-H "Accept-Encoding: gzip")
       run_pair "gzip 100 KiB text: StaticCompression vs nginx gzip_static" "$gz_conf" /100k.txt 'gzip_static on;' /100k.txt
       WRK_ARGS=()
+      CURL_ARGS=()
       ;;
     *) echo "bench: unknown scenario $s" >&2; exit 2 ;;
   esac
