@@ -9,15 +9,13 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{Connection, Response, RunningBinary, TempDir};
+use common::{Connection, InProcessServer, Response, RunningBinary, TempDir};
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
     HttpContext, HttpModule, ModuleError, ModuleRegistration, RegisterModuleFn,
     RequestNotification as N, RequestNotificationStatus as Status, RequestNotifications,
     ServerInfo,
 };
-use riis_server::{Server, ServerConfig};
-use tokio::sync::oneshot;
 
 const MODULES: &str = r#"
 [[modules]]
@@ -265,61 +263,6 @@ fn register_oops(
 
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[("Oops", register_oops)];
 
-/// The server library with `Oops` compiled in, on its own runtime thread.
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: TempDir,
-}
-
-impl TestServer {
-    fn start(config_text: &str) -> Self {
-        let dir = TempDir::new("customerr-lib");
-        let text = config_text.replace("ROOT", &dir.path().display().to_string());
-        let path = dir.write("riis.toml", text);
-        let config = ServerConfig::load(&path).unwrap();
-        let server = Server::with_modules(config, TEST_MODULES).unwrap();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let bound = server.bind(1).unwrap();
-                addr_tx.send(bound.local_addrs()[0]).unwrap();
-                bound
-                    .serve(async move {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-        });
-        let addr = addr_rx.recv().unwrap();
-        Self {
-            addr,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 const OOPS_CONFIG: &str = r#"
 [[modules]]
 name = "CustomError"
@@ -348,7 +291,7 @@ http_errors = { error_mode = "Detailed" }
 
 #[test]
 fn existing_response_decides_about_module_bodies() {
-    let server = TestServer::start(OOPS_CONFIG);
+    let server = InProcessServer::start(OOPS_CONFIG, TEST_MODULES);
     const GENERIC: &str = "500 - Internal Server Error";
     // (URL, body: Some(exact) or None for the generic page)
     let cases = [

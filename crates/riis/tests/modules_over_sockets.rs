@@ -4,18 +4,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Connection, TempDir};
+use common::{Connection, InProcessServer};
 use riis_pipeline::http::{header, HeaderValue, StatusCode};
 use riis_pipeline::{
     CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, ReadEntityProvider,
     RegisterModuleFn, RequestNotification as N, RequestNotificationStatus as Status,
     RequestNotifications, ServerInfo,
 };
-use riis_server::{Server, ServerConfig};
-use tokio::sync::oneshot;
 
 /// Panics at BeginRequest for `/boom`, passes otherwise.
 struct Boom;
@@ -251,67 +248,6 @@ const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("SiteName", register_site_name),
 ];
 
-/// A server running on its own runtime thread; stops (draining) on drop of
-/// the returned sender, or when `stop` is sent.
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: TempDir,
-}
-
-impl TestServer {
-    fn start(config_text: &str) -> Self {
-        let dir = TempDir::new("lib");
-        let text = config_text.replace("ROOT", &dir.path().display().to_string());
-        let path = dir.write("riis.toml", text);
-        let config = ServerConfig::load(&path).unwrap();
-        let server = Server::with_modules(config, TEST_MODULES).unwrap();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let bound = server.bind(2).unwrap();
-                addr_tx.send(bound.local_addrs()[0]).unwrap();
-                bound
-                    .serve(async move {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-        });
-        let addr = addr_rx.recv().unwrap();
-        Self {
-            addr,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-            _dir: dir,
-        }
-    }
-
-    fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap();
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn handler_config(modules: &[&str], handler: &str) -> String {
     let mut text = String::new();
     for m in modules {
@@ -326,7 +262,7 @@ fn handler_config(modules: &[&str], handler: &str) -> String {
 
 #[test]
 fn a_panicking_module_fails_only_its_request() {
-    let server = TestServer::start(&handler_config(&["Boom", "Later"], "Later"));
+    let server = InProcessServer::start(&handler_config(&["Boom", "Later"], "Later"), TEST_MODULES);
     let mut conn = Connection::open(server.addr);
     let resp = conn.get("/boom");
     assert_eq!(resp.status, 500);
@@ -339,7 +275,7 @@ fn a_panicking_module_fails_only_its_request() {
 
 #[test]
 fn pending_is_completed_from_another_thread() {
-    let server = TestServer::start(&handler_config(&["Later"], "Later"));
+    let server = InProcessServer::start(&handler_config(&["Later"], "Later"), TEST_MODULES);
     let mut conn = Connection::open(server.addr);
     for _ in 0..3 {
         let resp = conn.get("/x");
@@ -350,7 +286,7 @@ fn pending_is_completed_from_another_thread() {
 
 #[test]
 fn request_bodies_are_read_through_read_entity() {
-    let server = TestServer::start(&handler_config(&["Upper", "Echo"], "Echo"));
+    let server = InProcessServer::start(&handler_config(&["Upper", "Echo"], "Echo"), TEST_MODULES);
     let mut conn = Connection::open(server.addr);
     let body = "hello body, longer than one read of seven bytes";
     conn.send_raw(
@@ -376,7 +312,7 @@ fn host_names_choose_the_site() {
     let text = "[[modules]]\nname = \"SiteName\"\n\
         [[sites]]\nname = \"alpha\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0:alpha.test\"]\n\
         [[sites]]\nname = \"fallback\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0\"]\n";
-    let server = TestServer::start(text);
+    let server = InProcessServer::start(text, TEST_MODULES);
     let mut conn = Connection::open(server.addr);
     conn.send_raw(b"GET / HTTP/1.1\r\nHost: Alpha.Test:1234\r\n\r\n");
     assert_eq!(conn.read_response(false).header("x-site"), Some("alpha"));
@@ -386,7 +322,7 @@ fn host_names_choose_the_site() {
 
 #[test]
 fn shutdown_lets_in_flight_requests_finish() {
-    let server = TestServer::start(&handler_config(&["Gate"], "Gate"));
+    let server = InProcessServer::start(&handler_config(&["Gate"], "Gate"), TEST_MODULES);
     let addr = server.addr;
     let client = std::thread::spawn(move || Connection::open(addr).get("/slow"));
     while GATE_ENTERED.load(std::sync::atomic::Ordering::SeqCst) == 0 {
@@ -404,9 +340,9 @@ fn static_files_keep_headers_earlier_modules_set() {
     let text = "[[modules]]\nname = \"Tagger\"\n[[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"DefaultDocument\"\n\
         [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nverbs = [\"GET\", \"HEAD\"]\nresource_type = \"Either\"\nmodules = [\"StaticFile\", \"DefaultDocument\"]\n\
         [[sites]]\nname = \"s\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0\"]\n";
-    let server = TestServer::start(text);
-    std::fs::write(server._dir.path().join("index.html"), "home").unwrap();
-    std::fs::write(server._dir.path().join("a.txt"), "alpha").unwrap();
+    let server = InProcessServer::start(text, TEST_MODULES);
+    std::fs::write(server.dir().join("index.html"), "home").unwrap();
+    std::fs::write(server.dir().join("a.txt"), "alpha").unwrap();
     let mut conn = Connection::open(server.addr);
     for path in ["/a.txt", "/"] {
         let resp = conn.get(path);
@@ -420,7 +356,7 @@ fn static_files_keep_headers_earlier_modules_set() {
 
 #[test]
 fn an_answer_before_the_body_is_read_still_reaches_the_client() {
-    let server = TestServer::start(&handler_config(&["ReadOnce"], "ReadOnce"));
+    let server = InProcessServer::start(&handler_config(&["ReadOnce"], "ReadOnce"), TEST_MODULES);
     for request in [
         &b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n14\r\n01234567890123456789\r\n4\r\nmore\r\n0\r\n\r\n"[..],
         &b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n0123456789012345678901234567890123456789"[..],

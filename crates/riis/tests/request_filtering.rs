@@ -6,15 +6,13 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{Connection, Response, RunningBinary, TempDir};
+use common::{Connection, InProcessServer, Response, RunningBinary, TempDir};
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
     CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, RegisterModuleFn,
     RequestNotification as N, RequestNotificationStatus as Status, RequestNotifications,
     ServerInfo,
 };
-use riis_server::{Server, ServerConfig};
-use tokio::sync::oneshot;
 
 const CONFIG: &str = r#"
 [[modules]]
@@ -222,62 +220,6 @@ fn register_echo(
 
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[("Echo", register_echo)];
 
-/// The server library with `Echo` compiled in (the binary has no module
-/// that reads bodies), on its own runtime thread.
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: TempDir,
-}
-
-impl TestServer {
-    fn start(config_text: &str) -> Self {
-        let dir = TempDir::new("reqfilter-lib");
-        let text = config_text.replace("ROOT", &dir.path().display().to_string());
-        let path = dir.write("riis.toml", text);
-        let config = ServerConfig::load(&path).unwrap();
-        let server = Server::with_modules(config, TEST_MODULES).unwrap();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let bound = server.bind(1).unwrap();
-                addr_tx.send(bound.local_addrs()[0]).unwrap();
-                bound
-                    .serve(async move {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-        });
-        let addr = addr_rx.recv().unwrap();
-        Self {
-            addr,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 const ECHO_CONFIG: &str = r#"
 [[modules]]
 name = "RequestFiltering"
@@ -307,7 +249,7 @@ fn chunked(parts: &[&str]) -> String {
 
 #[test]
 fn bodies_are_limited_while_they_are_read() {
-    let server = TestServer::start(ECHO_CONFIG);
+    let server = InProcessServer::start(ECHO_CONFIG, TEST_MODULES);
     // (request, status, body) — each on a connection of its own. The
     // overflow is always in the body's last data chunk: today a response
     // sent while more chunks of the body are still unread never reaches the

@@ -227,3 +227,78 @@ pub fn write_config(dir: &TempDir, root: &Path, body: &str) -> PathBuf {
     );
     dir.write("riis.toml", text)
 }
+
+/// The server library on its own runtime thread, with test modules compiled
+/// in (for behaviour no built-in module shows). `ROOT` in the configuration
+/// text is replaced by a fresh temporary folder. Stops, draining, on
+/// [`InProcessServer::stop`] or drop.
+pub struct InProcessServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dir: TempDir,
+}
+
+impl InProcessServer {
+    pub fn start(
+        config_text: &str,
+        modules: &'static [(&'static str, riis_pipeline::RegisterModuleFn)],
+    ) -> Self {
+        let dir = TempDir::new("lib");
+        let text = config_text.replace("ROOT", &dir.path().display().to_string());
+        let path = dir.write("riis.toml", text);
+        let config = riis_server::ServerConfig::load(&path).unwrap();
+        let server = riis_server::Server::with_modules(config, modules).unwrap();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let bound = server.bind(2).unwrap();
+                addr_tx.send(bound.local_addrs()[0]).unwrap();
+                bound
+                    .serve(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Self {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            dir,
+        }
+    }
+
+    /// The folder `ROOT` stood for.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for InProcessServer {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
