@@ -401,15 +401,11 @@ impl HttpModule for CustomError {
             substatus: resp.substatus(),
             hresult: resp.error().map(|e| e.hresult),
         };
-        let started = ctx.clone_context().and_then(|mut child| {
+        let started = ctx.clone_context_with_url(&url).and_then(|mut child| {
             // The error page is fetched, whatever the request's method was.
             if child.request().method() != Method::HEAD {
                 child.request_mut().set_method(Method::GET);
             }
-            child
-                .request_mut()
-                .set_url(&url)
-                .map_err(|e| ModuleError::with_hresult(e.to_string(), ModuleError::E_INVALIDARG))?;
             ctx.execute_request(
                 child,
                 ExecuteFlags {

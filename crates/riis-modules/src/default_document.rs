@@ -77,11 +77,7 @@ impl HttpModule for DefaultDocument {
             url.push('?');
             url.push_str(q);
         }
-        let started = ctx.clone_context().and_then(|mut child| {
-            child
-                .request_mut()
-                .set_url(&url)
-                .map_err(|e| ModuleError::with_hresult(e.to_string(), ModuleError::E_INVALIDARG))?;
+        let started = ctx.clone_context_with_url(&url).and_then(|child| {
             ctx.execute_request(
                 child,
                 ExecuteFlags {

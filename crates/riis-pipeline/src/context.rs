@@ -566,6 +566,19 @@ impl HttpContext {
         Ok(child)
     }
 
+    /// [`HttpContext::clone_context`] with the child's URL (path and query)
+    /// set: the usual start of a child request for another URL.
+    pub fn clone_context_with_url(&self, path_and_query: &str) -> Result<HttpContext, ModuleError> {
+        let mut child = self.clone_context()?;
+        child.request.set_url(path_and_query).map_err(|e| {
+            ModuleError::with_hresult(
+                format!("`{path_and_query}`: {e}"),
+                ModuleError::E_INVALIDARG,
+            )
+        })?;
+        Ok(child)
+    }
+
     /// `ExecuteRequest`: run `child` through the whole pipeline when the calling
     /// module returns. With a Pending return, the module's OnAsyncCompletion
     /// follows the child's end. A user already set on the child skips its
