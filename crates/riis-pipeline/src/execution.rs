@@ -810,6 +810,8 @@ impl RequestExecution {
             self.apply(top, site, Status::FinishRequest);
             return None;
         }
+        // `write` asks for this itself; an entity replaced whole with
+        // `set_entity_chunks` is caught here.
         let resp = &mut frame.ctx.response;
         if resp.flush.is_none() && resp.buffered_memory > limit {
             resp.flush = Some(crate::response::FlushOptions {
@@ -1149,59 +1151,10 @@ fn trace(pipeline: &Pipeline, ctx: &HttpContext, site: CallSite, phase: TracePha
     });
 }
 
-/// The trait method of each deterministic event and post-event, indexed
-/// `[stage][post]`, so the hot loop picks it once per event.
-type EventMethod = fn(&mut dyn HttpModule, &mut HttpContext) -> Status;
-
-const EVENT_METHODS: [[EventMethod; 2]; 12] = [
-    [
-        |m, c| m.on_begin_request(c),
-        |m, c| m.on_post_begin_request(c),
-    ],
-    [
-        |m, c| m.on_authenticate_request(c),
-        |m, c| m.on_post_authenticate_request(c),
-    ],
-    [
-        |m, c| m.on_authorize_request(c),
-        |m, c| m.on_post_authorize_request(c),
-    ],
-    [
-        |m, c| m.on_resolve_request_cache(c),
-        |m, c| m.on_post_resolve_request_cache(c),
-    ],
-    [
-        |m, c| m.on_map_request_handler(c),
-        |m, c| m.on_post_map_request_handler(c),
-    ],
-    [
-        |m, c| m.on_acquire_request_state(c),
-        |m, c| m.on_post_acquire_request_state(c),
-    ],
-    [
-        |m, c| m.on_pre_execute_request_handler(c),
-        |m, c| m.on_post_pre_execute_request_handler(c),
-    ],
-    [
-        |m, c| m.on_execute_request_handler(c),
-        |m, c| m.on_post_execute_request_handler(c),
-    ],
-    [
-        |m, c| m.on_release_request_state(c),
-        |m, c| m.on_post_release_request_state(c),
-    ],
-    [
-        |m, c| m.on_update_request_cache(c),
-        |m, c| m.on_post_update_request_cache(c),
-    ],
-    [|m, c| m.on_log_request(c), |m, c| m.on_post_log_request(c)],
-    [|m, c| m.on_end_request(c), |m, c| m.on_post_end_request(c)],
-];
-
 /// Calls the trait method for a deterministic notification.
 fn dispatch(m: &mut dyn HttpModule, ctx: &mut HttpContext, n: N, post: bool) -> Status {
     match n.stage() {
-        Some(stage) => EVENT_METHODS[stage][post as usize](m, ctx),
+        Some(stage) => walk_event!(stage, post, |invoke| invoke(m, ctx)),
         // Nondeterministic notifications are raised with their providers
         // elsewhere, never through the deterministic cursor.
         None => Status::Continue,
