@@ -495,11 +495,7 @@ impl HttpContext {
             instance: None,
             state: SlotState::Failed,
         };
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a non-string panic payload".to_owned());
+        let message = panic_message(panic);
         let name = self.pipeline.module_name(m).to_owned();
         let when = if post {
             format!("Post{}", notification.name())
@@ -754,4 +750,13 @@ fn join_root(root: &std::path::Path, url: &str) -> PathBuf {
     } else {
         root.join(relative)
     }
+}
+
+/// The text a panic carried, for logs and error pages.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_owned())
 }

@@ -292,11 +292,7 @@ impl Pipeline {
                 Ok(GlobalNotificationStatus::Handled) => break,
                 Ok(GlobalNotificationStatus::Continue) => {}
                 Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let message = crate::context::panic_message(&*panic);
                     tracing::error!(
                         module = %self.module_name(index),
                         notification = n.name(),
