@@ -119,6 +119,20 @@ pub struct ModuleEntry {
     pub kind: Option<String>,
 }
 
+/// `[[global_modules]]`: a native module library, as IIS's
+/// `<globalModules>` lists DLLs. Enabling it in `[[modules]]` loads it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalModuleEntry {
+    /// The module's name; `[[modules]]` refers to it.
+    pub name: String,
+    /// The shared library, relative to the configuration file's folder.
+    pub image: PathBuf,
+    /// `bitness64`, `bitness32`, `integratedMode` (comma-separated, all must
+    /// hold); the module is skipped when the precondition does not hold.
+    pub precondition: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHandler {
@@ -168,6 +182,8 @@ struct RawConfig {
     #[serde(default)]
     server: ServerSettings,
     modules: Option<Vec<ModuleEntry>>,
+    #[serde(default)]
+    global_modules: Vec<GlobalModuleEntry>,
     handlers: Option<Vec<RawHandler>>,
     #[serde(default)]
     sites: Vec<RawSite>,
@@ -248,6 +264,8 @@ pub struct ServerConfig {
     pub settings: ServerSettings,
     /// The module list, in order.
     pub modules: Vec<ModuleEntry>,
+    /// Native module libraries, images resolved against the file's folder.
+    pub global_modules: Vec<GlobalModuleEntry>,
     /// Server-level handlers.
     pub handlers: Vec<HandlerDefinition>,
     /// Server-level module sections.
@@ -387,6 +405,18 @@ impl ServerConfig {
             file: file.to_owned(),
             settings: raw.server,
             modules,
+            global_modules: raw
+                .global_modules
+                .into_iter()
+                .map(|g| GlobalModuleEntry {
+                    image: if g.image.is_absolute() {
+                        g.image
+                    } else {
+                        base.join(g.image)
+                    },
+                    ..g
+                })
+                .collect(),
             handlers: server_handlers,
             sections: sections(raw.sections, ""),
             sites: Vec::new(),

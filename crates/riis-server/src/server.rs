@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use riis_native::{precondition_holds, NativeLibrary};
 use riis_pipeline::{
     ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn,
 };
@@ -63,8 +64,30 @@ pub fn build_pipeline(
     fs: Arc<RealFileSystem>,
 ) -> Result<Arc<Pipeline>, ConfigError> {
     let mut builder = PipelineBuilder::new();
+    let libraries = load_native_modules(config)?;
     for (i, entry) in config.modules.iter().enumerate() {
         let kind = entry.kind.as_deref().unwrap_or(&entry.name);
+        if let Some((g, loaded)) = libraries
+            .iter()
+            .find(|(g, _)| config.global_modules[*g].name == kind)
+        {
+            let Some(library) = loaded else {
+                // Its precondition does not hold here: IIS skips such a module.
+                tracing::info!(module = %entry.name, "native module skipped: its precondition does not hold");
+                continue;
+            };
+            builder
+                .register_module(&entry.name, |_, registration, server| {
+                    library.register(registration, server)
+                })
+                .map_err(|e| {
+                    config.error_at(
+                        &format!("global_modules[{g}]"),
+                        &format!("native module `{}`: {}", entry.name, e.message),
+                    )
+                })?;
+            continue;
+        }
         let found = extra
             .iter()
             .find(|(n, _)| *n == kind)
@@ -114,6 +137,43 @@ pub fn build_pipeline(
         .build()
         .map(Arc::new)
         .map_err(|e| config.build_error(&e))
+}
+
+/// Opens every `[[global_modules]]` library whose precondition holds (so a
+/// bad image is reported even when it is not enabled), in file order.
+fn load_native_modules(
+    config: &ServerConfig,
+) -> Result<Vec<(usize, Option<NativeLibrary>)>, ConfigError> {
+    let mut loaded = Vec::with_capacity(config.global_modules.len());
+    for (i, g) in config.global_modules.iter().enumerate() {
+        if config.global_modules[..i].iter().any(|o| o.name == g.name) {
+            return Err(config.error_at(
+                &format!("global_modules[{i}].name"),
+                &format!("native module `{}` is listed twice", g.name),
+            ));
+        }
+        let holds = match &g.precondition {
+            Some(p) => precondition_holds(p).map_err(|e| {
+                config.error_at(
+                    &format!("global_modules[{i}].precondition"),
+                    &format!("native module `{}`: {e}", g.name),
+                )
+            })?,
+            None => true,
+        };
+        let library = if holds {
+            Some(NativeLibrary::open(&g.image).map_err(|e| {
+                config.error_at(
+                    &format!("global_modules[{i}].image"),
+                    &format!("native module `{}`: {e}", g.name),
+                )
+            })?)
+        } else {
+            None
+        };
+        loaded.push((i, library));
+    }
+    Ok(loaded)
 }
 
 /// One listening address and the sites answering on it.

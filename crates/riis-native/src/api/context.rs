@@ -1,0 +1,460 @@
+//! Context functions: the request as a whole, module contexts, custom
+//! notifications, child requests, completion, configuration and logging.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr;
+use std::sync::Arc;
+
+use riis_abi::{hr, riis_allocator, riis_context, riis_execution_stats, riis_hresult, riis_status};
+use riis_pipeline::{ExecuteFlags, HttpContext, RequestNotificationStatus};
+
+use super::{context_hr, no_unwind, text, with_context};
+use crate::frame::{frame_of, is_running, Arena, ContextHandle, EarlySignal, Target};
+use crate::provider::NativeNotification;
+
+pub(super) unsafe extern "C" fn allocator_allocate(
+    allocator: *mut riis_allocator,
+    bytes: usize,
+) -> *mut c_void {
+    no_unwind("allocator_allocate", ptr::null_mut(), || {
+        if allocator.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: an allocator pointer is the arena of a live frame (the
+        // module got it from get_http_module, for its own request).
+        let arena = unsafe { &*allocator.cast::<Arena>() };
+        arena.allocate(bytes).cast()
+    })
+}
+
+pub(super) unsafe extern "C" fn context_allocate(
+    ctx: *mut riis_context,
+    bytes: usize,
+) -> *mut c_void {
+    // SAFETY: the handle is checked by with_context.
+    unsafe {
+        with_context("context_allocate", ctx, ptr::null_mut(), |frame, _| {
+            Ok(frame.arena.allocate(bytes).cast())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn site_name(ctx: *mut riis_context) -> *const c_char {
+    // SAFETY: the handle is checked by with_context.
+    unsafe {
+        with_context("context_site_name", ctx, ptr::null(), |frame, ctx| {
+            Ok(frame.arena.string(&ctx.site().site_name))
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn site_id(ctx: *mut riis_context) -> u32 {
+    // SAFETY: the handle is checked by with_context.
+    unsafe { with_context("context_site_id", ctx, 0, |_, ctx| Ok(ctx.site().site_id)) }
+}
+
+pub(super) unsafe extern "C" fn request_id(ctx: *mut riis_context) -> u64 {
+    // SAFETY: the handle is checked by with_context.
+    unsafe { with_context("context_request_id", ctx, 0, |_, ctx| Ok(ctx.request_id())) }
+}
+
+pub(super) unsafe extern "C" fn physical_path(ctx: *mut riis_context) -> *const c_char {
+    // SAFETY: the handle is checked by with_context.
+    unsafe {
+        with_context("context_physical_path", ctx, ptr::null(), |frame, ctx| {
+            let path = ctx.physical_path().to_str().ok_or(hr::E_FAIL)?;
+            Ok(frame.arena.string(path))
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn map_path(
+    ctx: *mut riis_context,
+    url: *const c_char,
+) -> *const c_char {
+    // SAFETY: the handle is checked by with_context; `url` is a C string.
+    unsafe {
+        with_context("context_map_path", ctx, ptr::null(), |frame, ctx| {
+            let url = text(url)?;
+            let path = ctx.map_path(url);
+            Ok(frame.arena.string(path.to_str().ok_or(hr::E_FAIL)?))
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn handler_name(ctx: *mut riis_context) -> *const c_char {
+    // SAFETY: the handle is checked by with_context.
+    unsafe {
+        with_context("context_handler_name", ctx, ptr::null(), |frame, ctx| {
+            Ok(ctx
+                .handler_name()
+                .map_or(ptr::null(), |name| frame.arena.string(name)))
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn set_request_handled(ctx: *mut riis_context) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr.
+    unsafe {
+        context_hr("context_set_request_handled", ctx, |_, ctx| {
+            ctx.set_request_handled();
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn is_last_notification(
+    ctx: *mut riis_context,
+    status: riis_status,
+) -> c_int {
+    // SAFETY: the handle is checked by with_context.
+    unsafe {
+        with_context("context_is_last_notification", ctx, 0, |_, ctx| {
+            let status = RequestNotificationStatus::from_raw(status).ok_or(hr::E_INVALIDARG)?;
+            Ok(c_int::from(ctx.is_last_notification(status)))
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn execution_stats(
+    ctx: *mut riis_context,
+    stats: *mut riis_execution_stats,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `stats` is writable for
+    // the size it declares.
+    unsafe {
+        context_hr("context_execution_stats", ctx, |frame, ctx| {
+            if stats.is_null()
+                || ((*stats).size as usize) < std::mem::size_of::<riis_execution_stats>()
+            {
+                return Err(hr::E_INVALIDARG);
+            }
+            let current = ctx.current_execution_stats().ok_or(hr::E_INVALID_STATE)?;
+            let out = &mut *stats;
+            out.notification = current.notification.bit();
+            out.is_post = c_int::from(current.is_post);
+            out.module = frame.arena.string(current.module);
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn server_variable(
+    ctx: *mut riis_context,
+    name: *const c_char,
+    length: *mut usize,
+) -> *const c_char {
+    // SAFETY: the handle is checked by with_context; `name` is a C string and
+    // `length` NULL or writable.
+    unsafe {
+        with_context("server_variable", ctx, ptr::null(), |frame, ctx| {
+            let name = text(name)?;
+            let Some(value) = ctx.server_variable(name) else {
+                return Ok(ptr::null());
+            };
+            if !length.is_null() {
+                *length = value.len();
+            }
+            Ok(frame.arena.string(&value))
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn set_server_variable(
+    ctx: *mut riis_context,
+    name: *const c_char,
+    value: *const c_char,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; both are C strings.
+    unsafe {
+        context_hr("set_server_variable", ctx, |_, ctx| {
+            let name = text(name)?;
+            let value = text(value)?;
+            ctx.set_server_variable(name, value.to_owned());
+            Ok(())
+        })
+    }
+}
+
+/// A pointer a native module stored as a module context, released through
+/// its cleanup callback exactly once (when dropped).
+struct StoredContext {
+    data: *mut c_void,
+    cleanup: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
+// SAFETY: the server never dereferences `data`; the ABI makes the module
+// responsible for the thread safety of what it stores at connection and site
+// scope, which concurrent requests share.
+unsafe impl Send for StoredContext {}
+// SAFETY: as above.
+unsafe impl Sync for StoredContext {}
+
+impl Drop for StoredContext {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.cleanup {
+            // SAFETY: the module's own cleanup for its own pointer, once.
+            unsafe { cleanup(self.data) }
+        }
+    }
+}
+
+pub(super) unsafe extern "C" fn module_context(ctx: *mut riis_context, scope: u32) -> *mut c_void {
+    // SAFETY: the handle is checked by with_context.
+    unsafe {
+        with_context("module_context", ctx, ptr::null_mut(), |frame, ctx| {
+            let m = frame.module_index();
+            Ok(match scope {
+                riis_abi::SCOPE_REQUEST => ctx
+                    .module_contexts()
+                    .get::<StoredContext>(m)
+                    .map_or(ptr::null_mut(), |s| s.data),
+                riis_abi::SCOPE_CONNECTION => ctx
+                    .connection_contexts()
+                    .get::<StoredContext>(m)
+                    .map_or(ptr::null_mut(), |s| s.data),
+                riis_abi::SCOPE_SITE => ctx
+                    .site_contexts()
+                    .get::<StoredContext>(m)
+                    .map_or(ptr::null_mut(), |s| s.data),
+                _ => return Err(hr::E_INVALIDARG),
+            })
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn set_module_context(
+    ctx: *mut riis_context,
+    scope: u32,
+    data: *mut c_void,
+    cleanup: Option<unsafe extern "C" fn(*mut c_void)>,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr.
+    unsafe {
+        context_hr("set_module_context", ctx, |frame, ctx| {
+            let m = frame.module_index();
+            let stored = StoredContext { data, cleanup };
+            match scope {
+                riis_abi::SCOPE_REQUEST => ctx.module_contexts_mut().set(m, stored),
+                riis_abi::SCOPE_CONNECTION => ctx.connection_contexts().set(m, Arc::new(stored)),
+                riis_abi::SCOPE_SITE => ctx.site_contexts().set(m, Arc::new(stored)),
+                _ => {
+                    // Not stored: the module keeps ownership, so no cleanup.
+                    std::mem::forget(stored);
+                    return Err(hr::E_INVALIDARG);
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn raise_custom_notification(
+    ctx: *mut riis_context,
+    type_name: *const c_char,
+    data: *mut c_void,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `type_name` is a C string.
+    unsafe {
+        context_hr("raise_custom_notification", ctx, |_, ctx| {
+            let mut provider = NativeNotification::new(text(type_name)?.to_owned(), data);
+            ctx.raise_custom_notification(&mut provider);
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn raise_global_custom_notification(
+    ctx: *mut riis_context,
+    type_name: *const c_char,
+    data: *mut c_void,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `type_name` is a C string.
+    unsafe {
+        context_hr("raise_global_custom_notification", ctx, |_, ctx| {
+            let mut provider = NativeNotification::new(text(type_name)?.to_owned(), data);
+            ctx.raise_global_custom_notification(&mut provider);
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn clone(ctx: *mut riis_context) -> *mut riis_context {
+    // SAFETY: the handle is checked by with_context.
+    unsafe {
+        with_context("context_clone", ctx, ptr::null_mut(), |frame, ctx| {
+            let child = ctx.clone_context().map_err(|e| e.hresult as i32)?;
+            let mut handle = Box::new(ContextHandle {
+                frame,
+                target: Target::Clone(RefCell::new(Some(Box::new(child)))),
+            });
+            let p = (&mut *handle as *mut ContextHandle).cast::<riis_context>();
+            frame.clones.borrow_mut().push(handle);
+            Ok(p)
+        })
+    }
+}
+
+/// Finds `child` among the frame's clones.
+fn clone_index(frame: &crate::frame::Frame, child: *mut riis_context) -> Option<usize> {
+    frame
+        .clones
+        .borrow()
+        .iter()
+        .position(|c| ptr::eq(&**c, child.cast::<ContextHandle>()))
+}
+
+pub(super) unsafe extern "C" fn release_clone(ctx: *mut riis_context, child: *mut riis_context) {
+    // SAFETY: the handle is checked by with_context; `child` is only compared
+    // with the frame's own clones.
+    unsafe {
+        with_context("context_release_clone", ctx, (), |frame, _| {
+            let i = clone_index(frame, child).ok_or(hr::E_INVALIDARG)?;
+            frame.clones.borrow_mut().remove(i);
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn execute_request(
+    ctx: *mut riis_context,
+    child: *mut riis_context,
+    flags: u32,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `child` is only used once
+    // found among the frame's own clones.
+    unsafe {
+        context_hr("context_execute_request", ctx, |frame, ctx| {
+            let i = clone_index(frame, child).ok_or(hr::E_INVALIDARG)?;
+            let taken = {
+                let clones = frame.clones.borrow();
+                match &clones[i].target {
+                    Target::Clone(c) => c.borrow_mut().take(),
+                    Target::Request => None,
+                }
+            };
+            let child: Box<HttpContext> = taken.ok_or(hr::E_INVALID_STATE)?;
+            let flags = ExecuteFlags {
+                buffer_response: flags & riis_abi::EXECUTE_FLAG_BUFFER_RESPONSE != 0,
+                disable_custom_error: flags & riis_abi::EXECUTE_FLAG_DISABLE_CUSTOM_ERROR != 0,
+                same_url: flags & riis_abi::EXECUTE_FLAG_SAME_URL != 0,
+            };
+            ctx.execute_request(*child, flags)
+                .map_err(|e| e.hresult as i32)?;
+            frame.op_started.set(true);
+            Ok(())
+        })
+    }
+}
+
+/// Signals the frame's completion from any thread: through the handle of the
+/// current Pending round, or kept until the call returns Pending.
+fn signal(frame: &crate::frame::Frame, signal: EarlySignal) {
+    let mut slot = frame.lock_completion();
+    match slot.handle.take() {
+        Some(handle) => match signal {
+            EarlySignal::Indicate(status) => handle.indicate_completion(status),
+            EarlySignal::Post(bytes) => handle.post_completion(bytes),
+        },
+        None => slot.early = Some(signal),
+    }
+}
+
+pub(super) unsafe extern "C" fn indicate_completion(
+    ctx: *mut riis_context,
+    status: riis_status,
+) -> riis_hresult {
+    no_unwind("indicate_completion", hr::E_FAIL, || {
+        // SAFETY: the ABI allows this from any thread while the request
+        // lives; only the frame's completion slot (a Mutex) is touched.
+        let Some(frame) = (unsafe { frame_of(ctx) }) else {
+            return hr::E_INVALIDARG;
+        };
+        let Some(status) = RequestNotificationStatus::from_raw(status) else {
+            return hr::E_INVALIDARG;
+        };
+        if status == RequestNotificationStatus::Pending {
+            return hr::E_INVALIDARG;
+        }
+        signal(frame, EarlySignal::Indicate(status));
+        hr::S_OK
+    })
+}
+
+pub(super) unsafe extern "C" fn post_completion(
+    ctx: *mut riis_context,
+    bytes: u64,
+) -> riis_hresult {
+    no_unwind("post_completion", hr::E_FAIL, || {
+        // SAFETY: as for indicate_completion.
+        let Some(frame) = (unsafe { frame_of(ctx) }) else {
+            return hr::E_INVALIDARG;
+        };
+        if is_running(frame) && !frame.ctx.get().is_null() {
+            // During the module's own call: an operation the engine runs
+            // when the call returns.
+            // SAFETY: the handle is checked by context_hr.
+            return unsafe {
+                context_hr("post_completion", ctx, |frame, ctx| {
+                    ctx.post_completion(bytes).map_err(|e| e.hresult as i32)?;
+                    frame.op_started.set(true);
+                    Ok(())
+                })
+            };
+        }
+        signal(frame, EarlySignal::Post(bytes));
+        hr::S_OK
+    })
+}
+
+pub(super) unsafe extern "C" fn config_value(
+    ctx: *mut riis_context,
+    section: u32,
+    key: *const c_char,
+) -> *const c_char {
+    // SAFETY: the handle is checked by with_context; `key` is a C string.
+    unsafe {
+        with_context("config_value", ctx, ptr::null(), |frame, ctx| {
+            let key = text(key)?;
+            let sections = frame.module.sections.get().ok_or(hr::E_INVALID_STATE)?;
+            let section = *sections.get(section as usize).ok_or(hr::E_INVALIDARG)?;
+            let table = ctx.config(section);
+            let mut parts = key.split('.');
+            let first = parts.next().ok_or(hr::E_INVALIDARG)?;
+            let mut value = match table.get(first) {
+                Some(v) => v,
+                None => return Ok(ptr::null()),
+            };
+            for part in parts {
+                value = match value.get(part) {
+                    Some(v) => v,
+                    None => return Ok(ptr::null()),
+                };
+            }
+            Ok(match value {
+                toml::Value::String(s) => frame.arena.string(s),
+                other => frame.arena.string(&other.to_string()),
+            })
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn log(ctx: *mut riis_context, level: u32, message: *const c_char) {
+    no_unwind("log", (), || {
+        // SAFETY: `message` is a C string per the ABI.
+        let Ok(message) = (unsafe { text(message) }) else {
+            return;
+        };
+        // Logging is allowed from any thread: only the module's name (fixed
+        // for the life of the pipeline) is read from the frame.
+        // SAFETY: NULL or a live handle, per the ABI.
+        let module = unsafe { frame_of(ctx) }.map_or("native module", |f| f.module.name.as_str());
+        match level {
+            riis_abi::LOG_ERROR => tracing::error!(module, "{message}"),
+            riis_abi::LOG_WARN => tracing::warn!(module, "{message}"),
+            riis_abi::LOG_INFO => tracing::info!(module, "{message}"),
+            _ => tracing::debug!(module, "{message}"),
+        }
+    })
+}

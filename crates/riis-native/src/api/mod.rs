@@ -1,0 +1,215 @@
+//! The server's side of `riis_api`: every function a native module calls.
+//!
+//! Each function resolves its handle (refusing one used off its call's
+//! thread), converts C strings (UTF-8, NUL-terminated), calls the engine, and
+//! turns failures into HRESULTs logged with the module's name. No panic
+//! crosses the boundary: each body runs under `catch_unwind`.
+
+mod context;
+mod global;
+mod provider;
+mod registration;
+mod request;
+mod response;
+mod user;
+
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use riis_abi::{hr, riis_api, riis_context, riis_hresult};
+use riis_pipeline::HttpContext;
+
+use crate::frame::{resolve, Frame};
+
+/// The function table handed to every module (`riis_server.api`).
+pub(crate) static API: riis_api = riis_api {
+    size: std::mem::size_of::<riis_api>() as u32,
+
+    set_request_notifications: registration::set_request_notifications,
+    set_priority_for_request_notification: registration::set_priority_for_request_notification,
+    set_priority_for_post_request_notification:
+        registration::set_priority_for_post_request_notification,
+    set_global_notifications: registration::set_global_notifications,
+    set_priority_for_global_notification: registration::set_priority_for_global_notification,
+    registration_name: registration::registration_name,
+    registration_id: registration::registration_id,
+
+    allocator_allocate: context::allocator_allocate,
+    context_allocate: context::context_allocate,
+
+    context_site_name: context::site_name,
+    context_site_id: context::site_id,
+    context_request_id: context::request_id,
+    context_physical_path: context::physical_path,
+    context_map_path: context::map_path,
+    context_handler_name: context::handler_name,
+    context_set_request_handled: context::set_request_handled,
+    context_is_last_notification: context::is_last_notification,
+    context_execution_stats: context::execution_stats,
+    server_variable: context::server_variable,
+    set_server_variable: context::set_server_variable,
+    module_context: context::module_context,
+    set_module_context: context::set_module_context,
+    raise_custom_notification: context::raise_custom_notification,
+    raise_global_custom_notification: context::raise_global_custom_notification,
+    context_clone: context::clone,
+    context_release_clone: context::release_clone,
+    context_execute_request: context::execute_request,
+    indicate_completion: context::indicate_completion,
+    post_completion: context::post_completion,
+    config_value: context::config_value,
+    declare_section: registration::declare_section,
+    log: context::log,
+
+    request_method: request::method,
+    request_set_method: request::set_method,
+    request_url: request::url,
+    request_query: request::query,
+    request_set_url: request::set_url,
+    request_header: request::header,
+    request_set_header: request::set_header,
+    request_delete_header: request::delete_header,
+    request_header_names: request::header_names,
+    request_http_version: request::http_version,
+    request_address: request::address,
+    request_read_entity_body: request::read_entity_body,
+    request_insert_entity_body: request::insert_entity_body,
+    request_remaining_entity_bytes: request::remaining_entity_bytes,
+
+    response_status: response::status,
+    response_set_status: response::set_status,
+    response_set_error_description: response::set_error_description,
+    response_header: response::header,
+    response_set_header: response::set_header,
+    response_delete_header: response::delete_header,
+    response_clear: response::clear,
+    response_clear_headers: response::clear_headers,
+    response_write_entity_chunks: response::write_entity_chunks,
+    response_flush: response::flush,
+    response_disable_buffering: response::disable_buffering,
+    response_redirect: response::redirect,
+    response_suppress_headers: response::suppress_headers,
+    response_set_need_disconnect: response::set_need_disconnect,
+    response_reset_connection: response::reset_connection,
+    response_set_try_skip_custom_errors: response::set_try_skip_custom_errors,
+    response_headers_sent: response::headers_sent,
+
+    user_present: user::present,
+    user_name: user::name,
+    user_authentication_type: user::authentication_type,
+    user_is_in_role: user::is_in_role,
+    set_user: user::set_user,
+
+    provider_kind: provider::kind,
+    send_headers_being_sent: provider::send_headers_being_sent,
+    send_is_final: provider::send_is_final,
+    send_flags: provider::send_flags,
+    send_set_flags: provider::send_set_flags,
+    read_entity: provider::read_entity,
+    read_set_entity: provider::read_set_entity,
+    map_path_url: provider::map_path_url,
+    map_path_physical_path: provider::map_path_physical_path,
+    map_path_set_physical_path: provider::map_path_set_physical_path,
+    custom_type: provider::custom_type,
+    custom_data: provider::custom_data,
+
+    global_context: global::context,
+    global_application: global::application,
+    global_file_path: global::file_path,
+    global_cache_operation: global::cache_operation,
+    global_trace_event: global::trace_event,
+    global_custom_type: global::custom_type,
+    global_custom_data: global::custom_data,
+};
+
+/// A C string argument as `&str`: NULL and invalid UTF-8 are refused.
+///
+/// # Safety
+/// `p` must be NULL or point at a NUL-terminated string that outlives `'a`.
+pub(crate) unsafe fn text<'a>(p: *const c_char) -> Result<&'a str, riis_hresult> {
+    if p.is_null() {
+        return Err(hr::E_INVALIDARG);
+    }
+    // SAFETY: non-null and NUL-terminated per the contract.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| hr::E_INVALIDARG)
+}
+
+/// Runs `body` without letting a panic cross the boundary.
+pub(crate) fn no_unwind<R>(function: &'static str, fail: R, body: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(function, "riis_api function panicked; the call fails");
+            fail
+        }
+    }
+}
+
+/// Runs `body` with the frame and context behind `handle`; a refused handle,
+/// a failure or a panic becomes an HRESULT, logged with the module's name
+/// when the handle is usable.
+///
+/// # Safety
+/// `handle` must be NULL or a context pointer the server gave a module.
+pub(crate) unsafe fn try_context<R>(
+    function: &'static str,
+    handle: *mut riis_context,
+    body: impl FnOnce(&Frame, &mut HttpContext) -> Result<R, riis_hresult>,
+) -> Result<R, riis_hresult> {
+    // SAFETY: forwarded from this function's contract.
+    let (frame, ctx) = unsafe { resolve(handle) }.inspect_err(|code| {
+        tracing::warn!(
+            function,
+            hresult = format_args!("0x{:08X}", *code as u32),
+            "riis_api call refused: the context is NULL, used off its call's thread, or used after the call"
+        );
+    })?;
+    match catch_unwind(AssertUnwindSafe(|| body(frame, ctx))) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(code)) => {
+            tracing::debug!(
+                module = %frame.module.name,
+                function,
+                hresult = format_args!("0x{:08X}", code as u32),
+                "riis_api call failed"
+            );
+            Err(code)
+        }
+        Err(_) => {
+            tracing::error!(module = %frame.module.name, function, "riis_api function panicked; the call fails");
+            Err(hr::E_FAIL)
+        }
+    }
+}
+
+/// [`try_context`] for functions returning a value: `fail` on failure.
+///
+/// # Safety
+/// As for [`try_context`].
+pub(crate) unsafe fn with_context<R>(
+    function: &'static str,
+    handle: *mut riis_context,
+    fail: R,
+    body: impl FnOnce(&Frame, &mut HttpContext) -> Result<R, riis_hresult>,
+) -> R {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { try_context(function, handle, body) }.unwrap_or(fail)
+}
+
+/// [`try_context`] for functions returning an HRESULT.
+///
+/// # Safety
+/// As for [`try_context`].
+pub(crate) unsafe fn context_hr(
+    function: &'static str,
+    handle: *mut riis_context,
+    body: impl FnOnce(&Frame, &mut HttpContext) -> Result<(), riis_hresult>,
+) -> riis_hresult {
+    // SAFETY: forwarded from this function's contract.
+    match unsafe { try_context(function, handle, body) } {
+        Ok(()) => hr::S_OK,
+        Err(code) => code,
+    }
+}

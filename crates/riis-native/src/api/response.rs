@@ -1,0 +1,303 @@
+//! Response functions.
+
+use std::ffi::{c_char, c_int};
+use std::fs::File;
+use std::os::fd::BorrowedFd;
+use std::ptr;
+use std::sync::Arc;
+
+use riis_abi::{hr, riis_context, riis_data_chunk, riis_hresult};
+use riis_pipeline::bytes::Bytes;
+use riis_pipeline::http::{HeaderName, StatusCode};
+use riis_pipeline::{EntityChunk, FlushOptions};
+
+use super::request::{header_pair, joined_header};
+use super::{context_hr, text, with_context};
+
+pub(super) unsafe extern "C" fn status(
+    ctx: *mut riis_context,
+    status: *mut u16,
+    substatus: *mut u16,
+) {
+    // SAFETY: the handle is checked by with_context; outputs are NULL or
+    // writable.
+    unsafe {
+        with_context("response_status", ctx, (), |_, ctx| {
+            if !status.is_null() {
+                *status = ctx.response().status().as_u16();
+            }
+            if !substatus.is_null() {
+                *substatus = ctx.response().substatus();
+            }
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn set_status(
+    ctx: *mut riis_context,
+    status: u16,
+    reason: *const c_char,
+    substatus: u16,
+    error: riis_hresult,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `reason` is NULL or a C
+    // string.
+    unsafe {
+        context_hr("response_set_status", ctx, |_, ctx| {
+            let code = StatusCode::from_u16(status).map_err(|_| hr::E_INVALIDARG)?;
+            let reason = if reason.is_null() {
+                code.canonical_reason().unwrap_or("").to_owned()
+            } else {
+                let r = text(reason)?;
+                if r.bytes().any(|b| b.is_ascii_control()) {
+                    return Err(hr::E_INVALIDARG);
+                }
+                r.to_owned()
+            };
+            let response = ctx.response_mut();
+            if substatus != 0 || error != 0 {
+                response.set_error_status(code, reason, substatus, error as u32);
+            } else {
+                response.set_status(code, reason);
+            }
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn set_error_description(
+    ctx: *mut riis_context,
+    description: *const c_char,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; the text is a C string.
+    unsafe {
+        context_hr("response_set_error_description", ctx, |_, ctx| {
+            ctx.response_mut().set_error_description(text(description)?);
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn header(
+    ctx: *mut riis_context,
+    name: *const c_char,
+    length: *mut usize,
+) -> *const c_char {
+    // SAFETY: the handle is checked by with_context; `name` is a C string.
+    unsafe {
+        with_context("response_header", ctx, ptr::null(), |frame, ctx| {
+            let name = text(name)?;
+            Ok(joined_header(frame, ctx.response().headers(), name, length))
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn set_header(
+    ctx: *mut riis_context,
+    name: *const c_char,
+    value: *const c_char,
+    replace: c_int,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; name and value are C
+    // strings.
+    unsafe {
+        context_hr("response_set_header", ctx, |_, ctx| {
+            let (name, value) = header_pair(name, value)?;
+            if replace != 0 {
+                ctx.response_mut().set_header(name, value);
+            } else {
+                ctx.response_mut().append_header(name, value);
+            }
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn delete_header(
+    ctx: *mut riis_context,
+    name: *const c_char,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `name` is a C string.
+    unsafe {
+        context_hr("response_delete_header", ctx, |_, ctx| {
+            let name =
+                HeaderName::from_bytes(text(name)?.as_bytes()).map_err(|_| hr::E_INVALIDARG)?;
+            ctx.response_mut().delete_header(name);
+            Ok(())
+        })
+    }
+}
+
+/// Declares a response function that takes no argument but the context.
+macro_rules! simple {
+    ($($name:ident => $function:literal, |$ctx:ident| $body:expr;)*) => {$(
+        pub(super) unsafe extern "C" fn $name(ctx: *mut riis_context) -> riis_hresult {
+            // SAFETY: the handle is checked by context_hr.
+            unsafe {
+                context_hr($function, ctx, |_, $ctx| {
+                    $body;
+                    Ok(())
+                })
+            }
+        }
+    )*};
+}
+
+simple! {
+    clear => "response_clear", |ctx| ctx.response_mut().clear();
+    clear_headers => "response_clear_headers", |ctx| ctx.response_mut().clear_headers();
+    disable_buffering => "response_disable_buffering", |ctx| ctx.response_mut().disable_buffering();
+    suppress_headers => "response_suppress_headers", |ctx| ctx.response_mut().suppress_headers();
+    set_need_disconnect => "response_set_need_disconnect", |ctx| ctx.response_mut().set_need_disconnect();
+    reset_connection => "response_reset_connection", |ctx| ctx.response_mut().reset_connection();
+}
+
+/// One chunk as the engine's entity chunk.
+///
+/// # Safety
+/// The chunk's pointers must be valid as the ABI describes.
+unsafe fn entity_chunk(chunk: &riis_data_chunk) -> Result<EntityChunk, riis_hresult> {
+    match chunk.r#type {
+        riis_abi::CHUNK_FROM_MEMORY => {
+            let len = usize::try_from(chunk.buffer_length).map_err(|_| hr::E_INVALIDARG)?;
+            if len == 0 {
+                return Ok(EntityChunk::Memory(Bytes::new()));
+            }
+            if chunk.buffer.is_null() {
+                return Err(hr::E_INVALIDARG);
+            }
+            // SAFETY: the module passed `len` readable bytes; they are
+            // copied before the call returns.
+            let bytes = unsafe { std::slice::from_raw_parts(chunk.buffer.cast::<u8>(), len) };
+            Ok(EntityChunk::Memory(Bytes::copy_from_slice(bytes)))
+        }
+        riis_abi::CHUNK_FROM_FILE_HANDLE | riis_abi::CHUNK_FROM_FILE_NAME => {
+            let file = if chunk.r#type == riis_abi::CHUNK_FROM_FILE_HANDLE {
+                if chunk.file_descriptor < 0 {
+                    return Err(hr::E_INVALIDARG);
+                }
+                // SAFETY: the module passed an open descriptor, valid for the
+                // call; it is duplicated, so the module may close its own.
+                let fd = unsafe { BorrowedFd::borrow_raw(chunk.file_descriptor) };
+                File::from(fd.try_clone_to_owned().map_err(|_| hr::E_INVALIDARG)?)
+            } else {
+                // SAFETY: a C string per the ABI.
+                let path = unsafe { text(chunk.file_name) }?;
+                File::open(path).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => hr::E_NOT_FOUND,
+                    _ => hr::E_FAIL,
+                })?
+            };
+            let size = file.metadata().map_err(|_| hr::E_FAIL)?.len();
+            if chunk.offset > size {
+                return Err(hr::E_INVALIDARG);
+            }
+            let length = if chunk.length == u64::MAX {
+                size - chunk.offset
+            } else if chunk.length > size - chunk.offset {
+                return Err(hr::E_INVALIDARG);
+            } else {
+                chunk.length
+            };
+            Ok(EntityChunk::File {
+                file: Arc::new(file),
+                offset: chunk.offset,
+                length,
+            })
+        }
+        _ => Err(hr::E_INVALIDARG),
+    }
+}
+
+pub(super) unsafe extern "C" fn write_entity_chunks(
+    ctx: *mut riis_context,
+    chunks: *const riis_data_chunk,
+    count: u32,
+    bytes: *mut u64,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `chunks` holds `count`
+    // chunks; `bytes` is NULL or writable.
+    unsafe {
+        context_hr("response_write_entity_chunks", ctx, |_, ctx| {
+            if chunks.is_null() && count > 0 {
+                return Err(hr::E_INVALIDARG);
+            }
+            // Convert all first: a bad chunk leaves the response untouched.
+            let mut converted = Vec::with_capacity(count as usize);
+            for i in 0..count as usize {
+                converted.push(entity_chunk(&*chunks.add(i))?);
+            }
+            let total: u64 = converted.iter().map(EntityChunk::len).sum();
+            ctx.response_mut().write_chunks(converted);
+            if !bytes.is_null() {
+                *bytes = total;
+            }
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn flush(
+    ctx: *mut riis_context,
+    asynchronous: c_int,
+    more_data: c_int,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr.
+    unsafe {
+        context_hr("response_flush", ctx, |frame, ctx| {
+            ctx.response_mut().flush(FlushOptions {
+                asynchronous: asynchronous != 0,
+                more_data: more_data != 0,
+            });
+            if asynchronous != 0 {
+                frame.op_started.set(true);
+            }
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn redirect(
+    ctx: *mut riis_context,
+    url: *const c_char,
+    status: u16,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `url` is a C string.
+    unsafe {
+        context_hr("response_redirect", ctx, |_, ctx| {
+            let code = match status {
+                0 => StatusCode::FOUND,
+                301 | 302 | 303 | 307 | 308 => {
+                    StatusCode::from_u16(status).map_err(|_| hr::E_INVALIDARG)?
+                }
+                _ => return Err(hr::E_INVALIDARG),
+            };
+            ctx.response_mut()
+                .redirect(text(url)?, code)
+                .map_err(|_| hr::E_INVALIDARG)
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn set_try_skip_custom_errors(
+    ctx: *mut riis_context,
+    skip: c_int,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr.
+    unsafe {
+        context_hr("response_set_try_skip_custom_errors", ctx, |_, ctx| {
+            ctx.response_mut().set_try_skip_custom_errors(skip != 0);
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn headers_sent(ctx: *mut riis_context) -> c_int {
+    // SAFETY: the handle is checked by with_context.
+    unsafe {
+        with_context("response_headers_sent", ctx, 0, |_, ctx| {
+            Ok(c_int::from(ctx.response().headers_sent()))
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! What a `riis_context*` points at, and how the API finds the request behind
+//! it.
+//!
+//! Each native module instance owns one [`Frame`] for its request. The frame
+//! holds the per-request arena (strings the server returns and
+//! `IModuleAllocator` memory), the context handle the module receives (the
+//! same pointer for every call, as IIS modules expect), cloned child contexts,
+//! and the completion slot another thread may signal.
+//!
+//! The engine's `HttpContext` is reachable only while the server is calling
+//! the instance: the frame records it for the call and a thread-local marks
+//! the frame as the one running on this thread. An API call through a handle
+//! whose frame is not the running one (another thread, or after the call
+//! returned) fails with `RIIS_E_WRONG_THREAD` instead of touching freed or
+//! shared state.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_char, CString};
+use std::ptr;
+use std::sync::{Arc, Mutex};
+
+use riis_abi::{hr, riis_hresult};
+use riis_pipeline::{CompletionHandle, HttpContext, ModuleIndex, RequestNotificationStatus};
+
+use crate::module::ModuleShared;
+
+thread_local! {
+    /// The frame whose module is being called on this thread.
+    static RUNNING: Cell<*const Frame> = const { Cell::new(ptr::null()) };
+}
+
+/// Marks `frame` as running on this thread until dropped; restores the
+/// previous one (nested notifications run other modules' frames inside).
+pub(crate) struct RunningGuard {
+    previous: *const Frame,
+}
+
+impl RunningGuard {
+    pub(crate) fn enter(frame: &Frame) -> Self {
+        let previous = RUNNING.with(|r| r.replace(frame as *const Frame));
+        Self { previous }
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.set(self.previous));
+    }
+}
+
+/// Whether `frame` is the one being called on this thread.
+pub(crate) fn is_running(frame: *const Frame) -> bool {
+    RUNNING.with(|r| r.get() == frame)
+}
+
+/// Memory that lives until the request ends: strings handed to the module and
+/// `IModuleAllocator` blocks. Blocks never move once allocated.
+#[derive(Default)]
+pub(crate) struct Arena {
+    blocks: RefCell<Vec<Box<[u128]>>>,
+    strings: RefCell<Vec<CString>>,
+}
+
+impl Arena {
+    /// A zeroed, 16-byte aligned block of at least `bytes` bytes.
+    pub(crate) fn allocate(&self, bytes: usize) -> *mut u8 {
+        let words = bytes.div_ceil(16).max(1);
+        let mut block = vec![0u128; words].into_boxed_slice();
+        let p = block.as_mut_ptr().cast::<u8>();
+        self.blocks.borrow_mut().push(block);
+        p
+    }
+
+    /// A NUL-terminated copy of `s`; NULL when `s` holds a NUL byte (nothing
+    /// the server returns does: header values, paths and names cannot).
+    pub(crate) fn string(&self, s: &str) -> *const c_char {
+        match CString::new(s) {
+            Ok(c) => {
+                let p = c.as_ptr();
+                self.strings.borrow_mut().push(c);
+                p
+            }
+            Err(_) => ptr::null(),
+        }
+    }
+}
+
+/// A signal that arrived before the module's call returned Pending (another
+/// thread was quicker than the worker).
+#[derive(Clone, Copy)]
+pub(crate) enum EarlySignal {
+    Indicate(RequestNotificationStatus),
+    Post(u64),
+}
+
+/// What another thread may touch: the completion handle of the current
+/// Pending round, or the signal that came before it existed.
+#[derive(Default)]
+pub(crate) struct CompletionSlot {
+    pub(crate) handle: Option<CompletionHandle>,
+    pub(crate) early: Option<EarlySignal>,
+}
+
+/// What a context handle designates.
+pub(crate) enum Target {
+    /// The request the frame's module is running for.
+    Request,
+    /// A clone made with `context_clone`; `None` once executed.
+    Clone(RefCell<Option<Box<HttpContext>>>),
+}
+
+/// The object behind a `riis_context*`.
+pub(crate) struct ContextHandle {
+    pub(crate) frame: *const Frame,
+    pub(crate) target: Target,
+}
+
+/// One native module instance's view of its request.
+pub(crate) struct Frame {
+    pub(crate) module: Arc<ModuleShared>,
+    /// The request's context, set for the duration of each call.
+    pub(crate) ctx: Cell<*mut HttpContext>,
+    pub(crate) arena: Arena,
+    /// The handle passed to the module; points back at this frame.
+    pub(crate) handle: ContextHandle,
+    /// Boxed: each clone's address is the module's handle to it and must
+    /// not move when the list grows.
+    #[allow(clippy::vec_box)]
+    pub(crate) clones: RefCell<Vec<Box<ContextHandle>>>,
+    /// An asynchronous operation (flush, read, child request, post) was
+    /// started during the current call.
+    pub(crate) op_started: Cell<bool>,
+    /// The module's buffer for the body read in flight.
+    pub(crate) read_buffer: Cell<Option<(*mut u8, usize)>>,
+    pub(crate) completion: Mutex<CompletionSlot>,
+}
+
+impl Frame {
+    /// A boxed frame (its address is the module's context handle, so it must
+    /// not move).
+    pub(crate) fn new(module: Arc<ModuleShared>) -> Box<Self> {
+        let mut frame = Box::new(Frame {
+            module,
+            ctx: Cell::new(ptr::null_mut()),
+            arena: Arena::default(),
+            handle: ContextHandle {
+                frame: ptr::null(),
+                target: Target::Request,
+            },
+            clones: RefCell::new(Vec::new()),
+            op_started: Cell::new(false),
+            read_buffer: Cell::new(None),
+            completion: Mutex::new(CompletionSlot::default()),
+        });
+        let at: *const Frame = &*frame;
+        frame.handle.frame = at;
+        frame
+    }
+
+    /// The module's id, for module contexts.
+    pub(crate) fn module_index(&self) -> ModuleIndex {
+        self.module.index
+    }
+
+    /// The `riis_context*` of this frame.
+    pub(crate) fn context_pointer(&self) -> *mut riis_abi::riis_context {
+        (&self.handle as *const ContextHandle)
+            .cast_mut()
+            .cast::<riis_abi::riis_context>()
+    }
+
+    pub(crate) fn lock_completion(&self) -> std::sync::MutexGuard<'_, CompletionSlot> {
+        self.completion.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Resolves a handle for an API call on the calling thread.
+///
+/// Returns the frame and the context the handle designates, or the HRESULT
+/// that explains why it cannot be used now.
+///
+/// # Safety
+/// `handle` must be NULL or a pointer the server gave the module (a frame's
+/// handle or a clone) that has not been disposed.
+pub(crate) unsafe fn resolve<'a>(
+    handle: *mut riis_abi::riis_context,
+) -> Result<(&'a Frame, &'a mut HttpContext), riis_hresult> {
+    if handle.is_null() {
+        return Err(hr::E_INVALIDARG);
+    }
+    // SAFETY: per this function's contract the handle points at a live
+    // ContextHandle; it is only read here.
+    let h = unsafe { &*handle.cast::<ContextHandle>() };
+    if !is_running(h.frame) {
+        return Err(hr::E_WRONG_THREAD);
+    }
+    // SAFETY: the frame is running on this thread, so it is alive (the
+    // instance owning it is inside a call) and its context pointer is the
+    // engine's exclusive borrow for that call.
+    let frame = unsafe { &*h.frame };
+    let ctx = match &h.target {
+        Target::Request => frame.ctx.get(),
+        Target::Clone(child) => match child.borrow_mut().as_mut() {
+            Some(c) => &mut **c as *mut HttpContext,
+            None => return Err(hr::E_INVALID_STATE),
+        },
+    };
+    if ctx.is_null() {
+        return Err(hr::E_INVALID_STATE);
+    }
+    // SAFETY: non-null, and valid for the call as explained above; the
+    // module is single-threaded within a call, so no other reference to the
+    // context is used while this one lives.
+    Ok((frame, unsafe { &mut *ctx }))
+}
+
+/// The frame of a handle, from any thread: only for what is safe across
+/// threads (the completion slot).
+///
+/// # Safety
+/// As for [`resolve`], and the frame's request must not have ended.
+pub(crate) unsafe fn frame_of<'a>(handle: *mut riis_abi::riis_context) -> Option<&'a Frame> {
+    if handle.is_null() {
+        return None;
+    }
+    // SAFETY: the caller guarantees the handle and its frame are alive.
+    let h = unsafe { &*handle.cast::<ContextHandle>() };
+    // SAFETY: as above.
+    Some(unsafe { &*h.frame })
+}

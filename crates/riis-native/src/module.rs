@@ -1,0 +1,432 @@
+//! Native request modules: a C factory and its instances, adapted to the
+//! engine's [`HttpModuleFactory`] and [`HttpModule`].
+//!
+//! Every notification goes to the module's single `on_notification` callback
+//! with the RQ_* bit, the post flag and, for the nondeterministic events, a
+//! provider. A status other than the three the ABI defines fails the request
+//! with 500, logged with module and notification.
+
+use std::ffi::{c_int, c_void, CString};
+use std::ptr;
+use std::sync::{Arc, OnceLock};
+
+use riis_abi::{
+    hr, riis_completion_info, riis_module_callbacks, riis_module_factory, riis_module_instance,
+    riis_provider,
+};
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{
+    CompletionInfo, CustomNotificationProvider, HttpContext, HttpModule, HttpModuleFactory,
+    MapPathProvider, ModuleError, ModuleIndex, ReadEntityProvider, RequestNotification,
+    RequestNotificationStatus, Section, SendResponseProvider,
+};
+
+use crate::frame::{EarlySignal, Frame, RunningGuard};
+use crate::provider::{Provider, ProviderHandle};
+
+/// What every instance and the global module of one native module share.
+pub(crate) struct ModuleShared {
+    pub(crate) index: ModuleIndex,
+    pub(crate) name: String,
+    pub(crate) name_c: CString,
+    /// Sections the module declared, by the number `declare_section` gave.
+    pub(crate) sections: OnceLock<Vec<Section<toml::Table>>>,
+}
+
+/// The module's factory, copied from what `set_request_notifications` got.
+pub(crate) struct NativeFactory {
+    pub(crate) shared: Arc<ModuleShared>,
+    pub(crate) user_data: *mut c_void,
+    pub(crate) get_http_module: unsafe extern "C" fn(
+        *mut c_void,
+        *mut riis_abi::riis_allocator,
+        *mut riis_module_instance,
+    ) -> riis_abi::riis_hresult,
+    pub(crate) terminate: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
+// SAFETY: the ABI requires factories to be thread-safe (riis_module.h,
+// THREADS); the server only passes the user data back to the module.
+unsafe impl Send for NativeFactory {}
+// SAFETY: as above.
+unsafe impl Sync for NativeFactory {}
+
+impl NativeFactory {
+    /// Copies a factory the module handed over, reading only the fields its
+    /// `size` covers.
+    ///
+    /// # Safety
+    /// `factory` must point at a readable `riis_module_factory` of at least
+    /// `size` bytes.
+    pub(crate) unsafe fn from_raw(
+        shared: Arc<ModuleShared>,
+        factory: *const riis_module_factory,
+    ) -> Result<Self, &'static str> {
+        if factory.is_null() {
+            return Err("the factory is NULL");
+        }
+        // SAFETY: non-null and readable per the contract; fields past `size`
+        // are not read.
+        let f = unsafe { &*factory };
+        let needed = std::mem::offset_of!(riis_module_factory, get_http_module)
+            + std::mem::size_of::<usize>();
+        if (f.size as usize) < needed {
+            return Err("the factory's size field is too small");
+        }
+        let Some(get_http_module) = f.get_http_module else {
+            return Err("the factory has no get_http_module");
+        };
+        let terminate = if f.size as usize >= std::mem::size_of::<riis_module_factory>() {
+            f.terminate
+        } else {
+            None
+        };
+        Ok(Self {
+            shared,
+            user_data: f.user_data,
+            get_http_module,
+            terminate,
+        })
+    }
+}
+
+impl HttpModuleFactory for NativeFactory {
+    fn get_http_module(&self) -> Result<Box<dyn HttpModule>, ModuleError> {
+        let frame = Frame::new(self.shared.clone());
+        let mut instance = riis_module_instance {
+            callbacks: ptr::null(),
+            module: ptr::null_mut(),
+        };
+        let allocator = (&frame.arena as *const crate::frame::Arena)
+            .cast_mut()
+            .cast::<riis_abi::riis_allocator>();
+        // SAFETY: the function and user data come from the module's
+        // registration; the allocator and instance pointers are valid for the
+        // call.
+        let result = unsafe { (self.get_http_module)(self.user_data, allocator, &mut instance) };
+        if result < 0 {
+            return Err(ModuleError::with_hresult(
+                format!("get_http_module failed with 0x{:08X}", result as u32),
+                result as u32,
+            ));
+        }
+        if instance.callbacks.is_null() {
+            return Err(ModuleError::new("get_http_module returned no callbacks"));
+        }
+        // SAFETY: non-null; the ABI requires the table to outlive the instance.
+        let callbacks = unsafe { &*instance.callbacks };
+        let size = callbacks.size as usize;
+        let field_end = |offset: usize| offset + std::mem::size_of::<usize>();
+        let Some(on_notification) = callbacks.on_notification else {
+            return Err(ModuleError::new(
+                "the module has no on_notification callback",
+            ));
+        };
+        let on_async_completion = if size
+            >= field_end(std::mem::offset_of!(
+                riis_module_callbacks,
+                on_async_completion
+            )) {
+            callbacks.on_async_completion
+        } else {
+            None
+        };
+        let dispose = if size >= field_end(std::mem::offset_of!(riis_module_callbacks, dispose)) {
+            callbacks.dispose
+        } else {
+            None
+        };
+        Ok(Box::new(NativeModule {
+            frame,
+            module: instance.module,
+            on_notification,
+            on_async_completion,
+            dispose,
+        }))
+    }
+
+    fn terminate(&self) {
+        if let Some(terminate) = self.terminate {
+            // SAFETY: the module's own terminate callback with its user data,
+            // called once at shutdown.
+            unsafe { terminate(self.user_data) }
+        }
+    }
+}
+
+type NotificationFn = unsafe extern "C" fn(
+    *mut c_void,
+    *mut riis_abi::riis_context,
+    u32,
+    c_int,
+    *mut riis_provider,
+) -> riis_abi::riis_status;
+type CompletionFn = unsafe extern "C" fn(
+    *mut c_void,
+    *mut riis_abi::riis_context,
+    u32,
+    c_int,
+    *mut riis_provider,
+    *const riis_completion_info,
+) -> riis_abi::riis_status;
+
+/// One instance of a native module, for one request.
+pub(crate) struct NativeModule {
+    frame: Box<Frame>,
+    module: *mut c_void,
+    on_notification: NotificationFn,
+    on_async_completion: Option<CompletionFn>,
+    dispose: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
+// SAFETY: the engine moves an instance between threads only between calls;
+// the frame's raw pointers are set and used only during a call, on the
+// calling thread, and the one cross-thread part (the completion slot) is a
+// Mutex.
+unsafe impl Send for NativeModule {}
+
+impl Drop for NativeModule {
+    fn drop(&mut self) {
+        if let Some(dispose) = self.dispose {
+            let _running = RunningGuard::enter(&self.frame);
+            // SAFETY: the module's dispose callback with its own instance,
+            // called exactly once, when the request ends.
+            unsafe { dispose(self.module) }
+        }
+    }
+}
+
+impl NativeModule {
+    /// Calls the module for `notification` and turns its answer into a status.
+    fn call(
+        &mut self,
+        ctx: &mut HttpContext,
+        notification: RequestNotification,
+        is_post: bool,
+        provider: Provider<'_>,
+        completion: Option<&CompletionInfo>,
+    ) -> RequestNotificationStatus {
+        let frame = &*self.frame;
+        if completion.is_some() {
+            deliver_read(frame, ctx);
+        }
+        frame.ctx.set(ctx);
+        frame.op_started.set(false);
+        // A signal left from an earlier call (sent when the module had not
+        // returned Pending) must not end this call's Pending early.
+        frame.lock_completion().early = None;
+        let mut provider = ProviderHandle::new(frame, provider);
+        let provider_ptr = if provider.is_event() {
+            ptr::null_mut()
+        } else {
+            provider.as_raw()
+        };
+        let raw = {
+            let _running = RunningGuard::enter(frame);
+            match completion {
+                None => {
+                    // SAFETY: the module's callback with its own instance, a
+                    // context handle valid for the whole request, and a
+                    // provider valid for this call.
+                    unsafe {
+                        (self.on_notification)(
+                            self.module,
+                            frame.context_pointer(),
+                            notification.bit(),
+                            c_int::from(is_post),
+                            provider_ptr,
+                        )
+                    }
+                }
+                Some(info) => match self.on_async_completion {
+                    Some(on_async_completion) => {
+                        let info = riis_completion_info {
+                            size: std::mem::size_of::<riis_completion_info>() as u32,
+                            status: info.status as i32,
+                            bytes: info.bytes,
+                        };
+                        // SAFETY: as above, with completion info valid for
+                        // the call.
+                        unsafe {
+                            on_async_completion(
+                                self.module,
+                                frame.context_pointer(),
+                                notification.bit(),
+                                c_int::from(is_post),
+                                provider_ptr,
+                                &info,
+                            )
+                        }
+                    }
+                    None => riis_abi::STATUS_CONTINUE,
+                },
+            }
+        };
+        frame.ctx.set(ptr::null_mut());
+        let Some(status) = RequestNotificationStatus::from_raw(raw) else {
+            let when = if is_post {
+                format!("Post{}", notification.name())
+            } else {
+                notification.name().to_owned()
+            };
+            tracing::error!(
+                module = %frame.module.name,
+                notification = %when,
+                status = raw,
+                "native module returned an invalid status; the request fails with 500"
+            );
+            fail(
+                ctx,
+                &format!(
+                    "module {} returned the invalid status {raw} from {when}",
+                    frame.module.name
+                ),
+            );
+            return RequestNotificationStatus::FinishRequest;
+        };
+        if status == RequestNotificationStatus::Pending && !frame.op_started.get() {
+            // Pending without an operation: the module completes from its own
+            // thread. Take a handle now, and apply a signal that beat us here.
+            let mut slot = frame.lock_completion();
+            let early = slot.early.take();
+            let handle = slot.handle.get_or_insert_with(|| ctx.completion_handle());
+            match early {
+                Some(EarlySignal::Indicate(s)) => handle.indicate_completion(s),
+                Some(EarlySignal::Post(bytes)) => handle.post_completion(bytes),
+                None => {}
+            }
+        }
+        status
+    }
+}
+
+/// Copies the bytes of a finished body read into the module's buffer.
+fn deliver_read(frame: &Frame, ctx: &mut HttpContext) {
+    let Some((buffer, capacity)) = frame.read_buffer.take() else {
+        return;
+    };
+    let data = ctx.request_mut().take_read_data();
+    let n = data.len().min(capacity);
+    // SAFETY: the module passed `buffer` with room for `capacity` bytes and
+    // must keep it valid until this completion (riis_module.h,
+    // request_read_entity_body).
+    unsafe { ptr::copy_nonoverlapping(data.as_ptr(), buffer, n) };
+    if n < data.len() {
+        // A ReadEntity module grew the bytes past the buffer: the rest is
+        // read next.
+        ctx.request_mut().insert_entity_body(data.slice(n..));
+    }
+}
+
+/// Fails the request with 500 from inside the adapter.
+pub(crate) fn fail(ctx: &mut HttpContext, description: &str) {
+    let response = ctx.response_mut();
+    if response.headers_sent() {
+        response.set_need_disconnect();
+        return;
+    }
+    response.clear();
+    response.set_error_status(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal Server Error",
+        0,
+        hr::E_FAIL as u32,
+    );
+    response.set_error_description(description);
+}
+
+macro_rules! deterministic {
+    ($($method:ident => $notification:ident, $post:expr;)*) => {
+        $(
+            fn $method(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+                let provider = if matches!(RequestNotification::$notification, RequestNotification::AuthenticateRequest) && !$post {
+                    Provider::Authentication
+                } else {
+                    Provider::Event
+                };
+                self.call(ctx, RequestNotification::$notification, $post, provider, None)
+            }
+        )*
+    };
+}
+
+impl HttpModule for NativeModule {
+    deterministic! {
+        on_begin_request => BeginRequest, false;
+        on_post_begin_request => BeginRequest, true;
+        on_authenticate_request => AuthenticateRequest, false;
+        on_post_authenticate_request => AuthenticateRequest, true;
+        on_authorize_request => AuthorizeRequest, false;
+        on_post_authorize_request => AuthorizeRequest, true;
+        on_resolve_request_cache => ResolveRequestCache, false;
+        on_post_resolve_request_cache => ResolveRequestCache, true;
+        on_map_request_handler => MapRequestHandler, false;
+        on_post_map_request_handler => MapRequestHandler, true;
+        on_acquire_request_state => AcquireRequestState, false;
+        on_post_acquire_request_state => AcquireRequestState, true;
+        on_pre_execute_request_handler => PreExecuteRequestHandler, false;
+        on_post_pre_execute_request_handler => PreExecuteRequestHandler, true;
+        on_execute_request_handler => ExecuteRequestHandler, false;
+        on_post_execute_request_handler => ExecuteRequestHandler, true;
+        on_release_request_state => ReleaseRequestState, false;
+        on_post_release_request_state => ReleaseRequestState, true;
+        on_update_request_cache => UpdateRequestCache, false;
+        on_post_update_request_cache => UpdateRequestCache, true;
+        on_log_request => LogRequest, false;
+        on_post_log_request => LogRequest, true;
+        on_end_request => EndRequest, false;
+        on_post_end_request => EndRequest, true;
+    }
+
+    fn on_send_response(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut SendResponseProvider,
+    ) -> RequestNotificationStatus {
+        let p = Provider::SendResponse(provider);
+        self.call(ctx, RequestNotification::SendResponse, false, p, None)
+    }
+
+    fn on_read_entity(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut ReadEntityProvider,
+    ) -> RequestNotificationStatus {
+        let p = Provider::ReadEntity(provider);
+        self.call(ctx, RequestNotification::ReadEntity, false, p, None)
+    }
+
+    fn on_map_path(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut MapPathProvider,
+    ) -> RequestNotificationStatus {
+        let p = Provider::MapPath(provider);
+        self.call(ctx, RequestNotification::MapPath, false, p, None)
+    }
+
+    fn on_custom_request_notification(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut dyn CustomNotificationProvider,
+    ) -> RequestNotificationStatus {
+        let p = Provider::Custom(provider);
+        self.call(ctx, RequestNotification::CustomNotification, false, p, None)
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        notification: RequestNotification,
+        is_post: bool,
+        completion: &CompletionInfo,
+    ) -> RequestNotificationStatus {
+        self.call(
+            ctx,
+            notification,
+            is_post,
+            Provider::Event,
+            Some(completion),
+        )
+    }
+}

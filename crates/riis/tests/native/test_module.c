@@ -1,0 +1,295 @@
+/*
+ * A native module in plain C for the integration tests: it exercises the
+ * riis C ABI end to end. Routes (all under /c/, answered at BeginRequest):
+ *
+ *   /c/hello        200 "hello from C\n"; echoes the method, REMOTE_ADDR, the
+ *                   X-Pre-Begin request header (set by this module's global
+ *                   part at PreBeginRequest) and the `greeting` of its
+ *                   [c_module] section; counts requests at site scope.
+ *   /c/echo         reads the whole body asynchronously and answers it.
+ *   /c/thread       returns Pending; another thread indicates completion.
+ *   /c/post-thread  returns Pending; another thread posts completion with 42
+ *                   bytes, and on_async_completion answers "completed 42".
+ *   /c/bad-status   returns 7, which is not a status.
+ *   /c/wrong-thread another thread uses the context during the call; the
+ *                   body is the HRESULT it got.
+ *   /c/custom       raises a custom notification the second instance of this
+ *                   library (registered under another name) counts.
+ *   /c/child        runs /c/hello as a buffered child request.
+ *   /c/stats        request-context cleanups seen so far.
+ *
+ * Every response gets X-Send-Seen at SendResponse.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "riis_module.h"
+
+static const riis_api *api;
+static uint32_t section;
+static int cleanups; /* request contexts released; touched under a lock */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct instance {
+    char *buffer; /* body read buffer (request memory) */
+    int reading;
+} instance;
+
+static void text(riis_context *ctx, const char *body) {
+    riis_data_chunk chunk;
+    memset(&chunk, 0, sizeof chunk);
+    chunk.type = RIIS_CHUNK_FROM_MEMORY;
+    chunk.buffer = body;
+    chunk.buffer_length = strlen(body);
+    api->response_write_entity_chunks(ctx, &chunk, 1, NULL);
+}
+
+static void release_request_context(void *data) {
+    pthread_mutex_lock(&lock);
+    cleanups++;
+    pthread_mutex_unlock(&lock);
+    free(data);
+}
+
+static void release_counter(void *data) { free(data); }
+
+static void pause_briefly(void) {
+    struct timespec t = {0, 20 * 1000 * 1000};
+    nanosleep(&t, NULL);
+}
+
+static void *indicate_later(void *arg) {
+    pause_briefly();
+    api->indicate_completion((riis_context *)arg, RIIS_STATUS_FINISH_REQUEST);
+    return NULL;
+}
+
+static void *post_later(void *arg) {
+    pause_briefly();
+    api->post_completion((riis_context *)arg, 42);
+    return NULL;
+}
+
+typedef struct misuse {
+    riis_context *ctx;
+    riis_hresult result;
+} misuse;
+
+static void *use_from_another_thread(void *arg) {
+    misuse *m = (misuse *)arg;
+    m->result = api->response_set_header(m->ctx, "X-Bad", "1", 1);
+    return NULL;
+}
+
+static riis_status begin_request(instance *self, riis_context *ctx) {
+    const char *url = api->request_url(ctx);
+    char line[256];
+
+    /* A request-scope context whose cleanup the tests count. */
+    api->set_module_context(ctx, RIIS_SCOPE_REQUEST, malloc(16), release_request_context);
+
+    if (strncmp(url, "/c/", 3) != 0) {
+        return RIIS_STATUS_CONTINUE;
+    }
+    api->response_set_header(ctx, "Content-Type", "text/plain", 1);
+
+    if (strcmp(url, "/c/hello") == 0) {
+        int *count = (int *)api->module_context(ctx, RIIS_SCOPE_SITE);
+        const char *remote = api->server_variable(ctx, "REMOTE_ADDR", NULL);
+        const char *pre = api->request_header(ctx, "X-Pre-Begin", NULL);
+        const char *greeting = api->config_value(ctx, section, "greeting");
+        if (count == NULL) {
+            count = (int *)calloc(1, sizeof *count);
+            api->set_module_context(ctx, RIIS_SCOPE_SITE, count, release_counter);
+        }
+        pthread_mutex_lock(&lock);
+        snprintf(line, sizeof line, "%d", ++*count);
+        pthread_mutex_unlock(&lock);
+        api->response_set_header(ctx, "X-Site-Count", line, 1);
+        api->response_set_header(ctx, "X-Method", api->request_method(ctx), 1);
+        api->response_set_header(ctx, "X-Remote", remote ? remote : "none", 1);
+        api->response_set_header(ctx, "X-Pre", pre ? pre : "none", 1);
+        api->response_set_header(ctx, "X-Greeting", greeting ? greeting : "none", 1);
+        text(ctx, "hello from C\n");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    if (strcmp(url, "/c/echo") == 0) {
+        self->buffer = (char *)api->context_allocate(ctx, 7);
+        self->reading = 1;
+        /* A small buffer, so a body takes several reads. */
+        if (api->request_read_entity_body(ctx, self->buffer, 7) != RIIS_S_OK) {
+            api->response_set_status(ctx, 500, NULL, 0, RIIS_E_FAIL);
+            return RIIS_STATUS_FINISH_REQUEST;
+        }
+        return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/thread") == 0) {
+        pthread_t t;
+        text(ctx, "finished by another thread\n");
+        pthread_create(&t, NULL, indicate_later, ctx);
+        pthread_detach(t);
+        return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/post-thread") == 0) {
+        pthread_t t;
+        pthread_create(&t, NULL, post_later, ctx);
+        pthread_detach(t);
+        return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/bad-status") == 0) {
+        return 7;
+    }
+    if (strcmp(url, "/c/wrong-thread") == 0) {
+        pthread_t t;
+        misuse m;
+        m.ctx = ctx;
+        m.result = 0;
+        pthread_create(&t, NULL, use_from_another_thread, &m);
+        pthread_join(t, NULL);
+        snprintf(line, sizeof line, "0x%08X\n", (unsigned)m.result);
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    if (strcmp(url, "/c/custom") == 0) {
+        int pings = 0;
+        api->raise_custom_notification(ctx, "riis-test/ping", &pings);
+        snprintf(line, sizeof line, "pings=%d\n", pings);
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    if (strcmp(url, "/c/child") == 0) {
+        riis_context *child = api->context_clone(ctx);
+        if (child == NULL || api->request_set_url(child, "/c/hello") != RIIS_S_OK) {
+            api->response_set_status(ctx, 500, NULL, 0, RIIS_E_FAIL);
+            return RIIS_STATUS_FINISH_REQUEST;
+        }
+        text(ctx, "parent before\n");
+        if (api->context_execute_request(ctx, child, RIIS_EXECUTE_FLAG_BUFFER_RESPONSE) != RIIS_S_OK) {
+            api->response_set_status(ctx, 500, NULL, 0, RIIS_E_FAIL);
+            return RIIS_STATUS_FINISH_REQUEST;
+        }
+        return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/stats") == 0) {
+        pthread_mutex_lock(&lock);
+        snprintf(line, sizeof line, "cleanups=%d\n", cleanups);
+        pthread_mutex_unlock(&lock);
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    api->response_set_status(ctx, 404, NULL, 0, 0);
+    text(ctx, "no such C route\n");
+    return RIIS_STATUS_FINISH_REQUEST;
+}
+
+static riis_status on_notification(void *module, riis_context *ctx, uint32_t notification,
+                                   int is_post, riis_provider *provider) {
+    instance *self = (instance *)module;
+    (void)is_post;
+    switch (notification) {
+    case RIIS_RQ_BEGIN_REQUEST:
+        return begin_request(self, ctx);
+    case RIIS_RQ_SEND_RESPONSE:
+        if (api->send_headers_being_sent(provider)) {
+            api->response_set_header(ctx, "X-Send-Seen", "yes", 1);
+        }
+        return RIIS_STATUS_CONTINUE;
+    case RIIS_RQ_CUSTOM_NOTIFICATION:
+        if (strcmp(api->custom_type(provider), "riis-test/ping") == 0) {
+            int *pings = (int *)api->custom_data(provider);
+            if (pings != NULL) {
+                ++*pings;
+            }
+        }
+        return RIIS_STATUS_CONTINUE;
+    default:
+        return RIIS_STATUS_CONTINUE;
+    }
+}
+
+static riis_status on_async_completion(void *module, riis_context *ctx, uint32_t notification,
+                                       int is_post, riis_provider *provider,
+                                       const riis_completion_info *completion) {
+    instance *self = (instance *)module;
+    char line[64];
+    (void)notification;
+    (void)is_post;
+    (void)provider;
+    if (self->reading) {
+        if (completion->bytes == 0) {
+            self->reading = 0;
+            return RIIS_STATUS_FINISH_REQUEST;
+        }
+        riis_data_chunk chunk;
+        memset(&chunk, 0, sizeof chunk);
+        chunk.type = RIIS_CHUNK_FROM_MEMORY;
+        chunk.buffer = self->buffer;
+        chunk.buffer_length = completion->bytes;
+        api->response_write_entity_chunks(ctx, &chunk, 1, NULL);
+        api->request_read_entity_body(ctx, self->buffer, 7);
+        return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(api->request_url(ctx), "/c/child") == 0) {
+        text(ctx, "parent after\n");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    snprintf(line, sizeof line, "completed %llu, status %d\n",
+             (unsigned long long)completion->bytes, (int)completion->status);
+    text(ctx, line);
+    return RIIS_STATUS_FINISH_REQUEST;
+}
+
+static void dispose(void *module) { free(module); }
+
+static const riis_module_callbacks callbacks = {
+    sizeof(riis_module_callbacks), on_notification, on_async_completion, dispose};
+
+static riis_hresult get_http_module(void *user_data, riis_allocator *allocator,
+                                    riis_module_instance *out) {
+    (void)user_data;
+    (void)allocator;
+    out->callbacks = &callbacks;
+    out->module = calloc(1, sizeof(instance));
+    return out->module ? RIIS_S_OK : RIIS_E_OUTOFMEMORY;
+}
+
+static const riis_module_factory factory = {sizeof(riis_module_factory), NULL, get_http_module,
+                                            NULL};
+
+static riis_global_status on_global(void *user_data, uint32_t notification,
+                                    riis_global_provider *provider) {
+    (void)user_data;
+    if (notification == RIIS_GL_PRE_BEGIN_REQUEST) {
+        riis_context *ctx = api->global_context(provider);
+        api->request_set_header(ctx, "X-Pre-Begin", "seen", 1);
+    }
+    return RIIS_GLOBAL_CONTINUE;
+}
+
+static const riis_global_module global = {sizeof(riis_global_module), NULL, on_global, NULL};
+
+RIIS_EXPORT riis_hresult RegisterModule(uint32_t server_version, riis_registration *registration,
+                                        const riis_server *server) {
+    riis_hresult hr;
+    (void)server_version;
+    api = server->api;
+    hr = api->set_request_notifications(registration, &factory,
+                                        RIIS_RQ_BEGIN_REQUEST | RIIS_RQ_SEND_RESPONSE |
+                                            RIIS_RQ_CUSTOM_NOTIFICATION,
+                                        0);
+    if (hr < 0) {
+        return hr;
+    }
+    /* The library is registered twice in the tests (the second instance
+     * counts custom notifications); the section belongs to the first. */
+    if (strcmp(api->registration_name(registration), "CModule") == 0) {
+        hr = api->declare_section(registration, "c_module", &section);
+        if (hr < 0) {
+            return hr;
+        }
+    }
+    return api->set_global_notifications(registration, &global, RIIS_GL_PRE_BEGIN_REQUEST);
+}

@@ -1,0 +1,305 @@
+//! Native modules over real sockets: a C module compiled by the test with the
+//! system C compiler, loaded from `[[global_modules]]`, and every loader
+//! error `riis check-config` must report.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{get, write_config, Connection, RunningBinary, TempDir};
+
+/// The repository's `include/` folder.
+fn include_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include")
+}
+
+/// Compiles C or C++ `sources` into the shared library `out` with extra
+/// flags. `None` when no compiler exists outside CI (in CI it must).
+fn compile(compiler: &str, sources: &[&Path], out: &Path, flags: &[&str]) -> Option<()> {
+    let status = Command::new(compiler)
+        .args([
+            "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread",
+        ])
+        .arg("-I")
+        .arg(include_dir())
+        .args(flags)
+        .args(sources)
+        .arg("-o")
+        .arg(out)
+        .status();
+    match status {
+        Ok(s) => {
+            assert!(s.success(), "{compiler} failed on {sources:?}");
+            Some(())
+        }
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: {compiler} is not available ({e})");
+            None
+        }
+        Err(e) => panic!("{compiler} is required in CI: {e}"),
+    }
+}
+
+fn test_module_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/test_module.c")
+}
+
+const C_MODULE_CONFIG: &str = r#"
+[[global_modules]]
+name = "CModule"
+image = "libtest_module.so"
+precondition = "bitness64,integratedMode"
+
+[[global_modules]]
+name = "CModule2"
+image = "libtest_module.so"
+
+[[modules]]
+name = "CModule"
+[[modules]]
+name = "CModule2"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+resource_type = "Either"
+modules = ["StaticFile"]
+
+[c_module]
+greeting = "good day"
+"#;
+
+fn c_module_server() -> Option<(TempDir, RunningBinary)> {
+    let dir = TempDir::new("native-c");
+    compile(
+        "cc",
+        &[&test_module_source()],
+        &dir.path().join("libtest_module.so"),
+        &["-std=c99", "-D_POSIX_C_SOURCE=200809L"],
+    )?;
+    dir.write("www/plain.txt", "plain");
+    let config = write_config(&dir, &dir.path().join("www"), C_MODULE_CONFIG);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    Some((dir, server))
+}
+
+#[test]
+fn a_c_module_answers_with_headers_server_variables_config_and_global_help() {
+    let Some((_dir, server)) = c_module_server() else {
+        return;
+    };
+    let resp = get(server.addr, "/c/hello");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "hello from C\n");
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    assert_eq!(resp.header("x-method"), Some("GET"));
+    assert_eq!(resp.header("x-remote"), Some("127.0.0.1"));
+    assert_eq!(resp.header("x-pre"), Some("seen"), "PreBeginRequest set it");
+    assert_eq!(resp.header("x-greeting"), Some("good day"));
+    assert_eq!(resp.header("x-send-seen"), Some("yes"));
+    // The site-scope counter survives across requests and connections.
+    let first: u32 = resp.header("x-site-count").unwrap().parse().unwrap();
+    let again = get(server.addr, "/c/hello");
+    let second: u32 = again.header("x-site-count").unwrap().parse().unwrap();
+    assert!(second > first);
+    // Other URLs pass through to the static handler.
+    let plain = get(server.addr, "/plain.txt");
+    assert_eq!(plain.text(), "plain");
+    assert_eq!(plain.header("x-send-seen"), Some("yes"));
+}
+
+#[test]
+fn a_c_module_reads_the_body_asynchronously() {
+    let Some((_dir, server)) = c_module_server() else {
+        return;
+    };
+    let body = "the quick brown fox jumps over the lazy dog";
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        format!(
+            "POST /c/echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), body);
+}
+
+#[test]
+fn a_c_module_completes_from_its_own_thread() {
+    let Some((_dir, server)) = c_module_server() else {
+        return;
+    };
+    let resp = get(server.addr, "/c/thread");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "finished by another thread\n");
+    let resp = get(server.addr, "/c/post-thread");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "completed 42, status 0\n");
+}
+
+#[test]
+fn a_c_module_misbehaving_fails_only_its_request() {
+    let Some((_dir, server)) = c_module_server() else {
+        return;
+    };
+    let resp = get(server.addr, "/c/bad-status");
+    assert_eq!(resp.status, 500);
+    // The context refuses another thread during the call.
+    let resp = get(server.addr, "/c/wrong-thread");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "0x800705A4\n");
+    assert_eq!(resp.header("x-bad"), None);
+    // The server keeps serving.
+    assert_eq!(get(server.addr, "/c/hello").status, 200);
+}
+
+#[test]
+fn a_c_module_raises_custom_notifications_and_runs_child_requests() {
+    let Some((_dir, server)) = c_module_server() else {
+        return;
+    };
+    let resp = get(server.addr, "/c/custom");
+    assert_eq!(
+        resp.text(),
+        "pings=1\n",
+        "the second module counted it once"
+    );
+    let resp = get(server.addr, "/c/child");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "parent before\nhello from C\nparent after\n");
+}
+
+#[test]
+fn request_contexts_of_a_c_module_are_cleaned_up() {
+    let Some((_dir, server)) = c_module_server() else {
+        return;
+    };
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..5 {
+        assert_eq!(conn.get("/plain.txt").status, 200);
+    }
+    // Each request stored a context in both module instances; all released.
+    let text = conn.get("/c/stats").text();
+    let n: u32 = text
+        .trim()
+        .strip_prefix("cleanups=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n >= 10, "{text}");
+}
+
+/// Runs `riis check-config` on a configuration naming `image`.
+fn check_config_with_image(dir: &TempDir, image: &str, precondition: &str) -> (bool, String) {
+    dir.write("www/index.html", "x");
+    let config = write_config(
+        dir,
+        &dir.path().join("www"),
+        &format!(
+            "[[global_modules]]\nname = \"Broken\"\nimage = \"{image}\"\n{precondition}\n\n[[modules]]\nname = \"Broken\"\n"
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn loader_errors_name_the_module_and_the_reason() {
+    let dir = TempDir::new("native-errors");
+    let Some(()) = compile(
+        "cc",
+        &[&dir.write("no_entry.c", "int unrelated(void) { return 1; }\n")],
+        &dir.path().join("no_entry.so"),
+        &[],
+    ) else {
+        return;
+    };
+    let unstamped = dir.write(
+        "unstamped.c",
+        "#include <stdint.h>\nint RegisterModule(uint32_t v, void *r, const void *s) { (void)v; (void)r; (void)s; return 0; }\n",
+    );
+    compile("cc", &[&unstamped], &dir.path().join("unstamped.so"), &[]).unwrap();
+    let future = dir.write(
+        "future.c",
+        "#include <stdint.h>\n__attribute__((visibility(\"default\"))) const uint32_t riis_module_abi = (2u << 16);\nint RegisterModule(uint32_t v, void *r, const void *s) { (void)v; (void)r; (void)s; return 0; }\n",
+    );
+    compile("cc", &[&future], &dir.path().join("future.so"), &[]).unwrap();
+    let newer_minor = dir.write(
+        "newer_minor.c",
+        "#include <stdint.h>\n__attribute__((visibility(\"default\"))) const uint32_t riis_module_abi = (1u << 16) | 99u;\nint RegisterModule(uint32_t v, void *r, const void *s) { (void)v; (void)r; (void)s; return 0; }\n",
+    );
+    compile(
+        "cc",
+        &[&newer_minor],
+        &dir.path().join("newer_minor.so"),
+        &[],
+    )
+    .unwrap();
+    let failing = dir.write(
+        "failing.c",
+        "#include \"riis_module.h\"\nRIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) { (void)v; (void)r; (void)s; return RIIS_E_OUTOFMEMORY; }\n",
+    );
+    compile("cc", &[&failing], &dir.path().join("failing.so"), &[]).unwrap();
+    let bad_registration = dir.write(
+        "bad_registration.c",
+        "#include \"riis_module.h\"\nRIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) { (void)v; return s->api->set_request_notifications(r, NULL, RIIS_RQ_BEGIN_REQUEST, 0); }\n",
+    );
+    compile(
+        "cc",
+        &[&bad_registration],
+        &dir.path().join("bad_registration.so"),
+        &[],
+    )
+    .unwrap();
+    dir.write("not_a_library.so", "this is text, not ELF\n");
+
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("missing.so", "", &["does not exist"]),
+        ("not_a_library.so", "", &["not a loadable shared library"]),
+        ("no_entry.so", "", &["does not export `RegisterModule`"]),
+        ("unstamped.so", "", &["no `riis_module_abi` symbol"]),
+        ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.0"]),
+        ("newer_minor.so", "", &["ABI 1.99"]),
+        ("failing.so", "", &["RegisterModule returned 0x8007000E"]),
+        (
+            "bad_registration.so",
+            "",
+            &["set_request_notifications", "factory is NULL"],
+        ),
+        (
+            "failing.so",
+            "precondition = \"bitness128\"",
+            &["unknown precondition `bitness128`"],
+        ),
+    ];
+    for (image, precondition, expected) in cases {
+        let (ok, stderr) = check_config_with_image(&dir, image, precondition);
+        assert!(!ok, "{image}: check-config accepted it");
+        assert!(
+            stderr.contains("native module `Broken`"),
+            "{image}: {stderr}"
+        );
+        assert!(
+            stderr.contains("riis.toml:"),
+            "{image}: no file:line in {stderr}"
+        );
+        for e in *expected {
+            assert!(stderr.contains(e), "{image}: expected `{e}` in {stderr}");
+        }
+    }
+    // A precondition that does not hold skips the module: the config is fine.
+    let (ok, stderr) = check_config_with_image(&dir, "failing.so", "precondition = \"bitness32\"");
+    assert!(ok, "{stderr}");
+}

@@ -1,0 +1,588 @@
+/*
+ * riis_module.h - the native module interface of riis (C99).
+ *
+ * A native module is a shared library that exports
+ *
+ *     riis_hresult RegisterModule(uint32_t server_version,
+ *                                 riis_registration *registration,
+ *                                 const riis_server *server);
+ *
+ * (A C++ module written against httpserv.h defines RegisterModule with the
+ * IIS signature instead; that header then exports `riis_cxx_register_module`
+ * with the signature above, and the loader calls it in place of
+ * RegisterModule.)
+ *
+ * The server loads it from configuration (`[[global_modules]]` in riis.toml),
+ * checks the ABI version this header stamps into the library (the exported
+ * symbol `riis_module_abi`), and calls RegisterModule once at startup. The
+ * module registers a factory for request notifications, a global module for
+ * global notifications, or both, exactly as an IIS module does with
+ * IHttpModuleRegistrationInfo.
+ *
+ * VERSIONING
+ *   RIIS_ABI_MAJOR changes only when an existing declaration changes meaning
+ *   or layout; the server refuses a module built for another major version.
+ *   RIIS_ABI_MINOR grows when something is appended; the server loads modules
+ *   built for its own or an older minor version. Structures that may grow
+ *   start with a `size` field: the side that fills a structure sets `size` to
+ *   sizeof as it knows it, and the other side reads only the fields that size
+ *   covers (RIIS_HAS_FIELD). New functions are appended to riis_api; check
+ *   RIIS_API_HAS(api, function) before calling one newer than 1.0.
+ *
+ * THREADS
+ *   The server calls a module instance for one notification at a time. During
+ *   a call, the module may use the riis_context it received, from the calling
+ *   thread only. After it returned RIIS_STATUS_PENDING, another thread may call
+ *   indicate_completion or post_completion on that context, once. Every other
+ *   context function called from another thread, or outside a call, fails
+ *   with RIIS_E_WRONG_THREAD. Factories and global modules must be
+ *   thread-safe: several requests run at once on different threads.
+ *
+ * LIFETIMES AND OWNERSHIP
+ *   - A module instance gets the same riis_context pointer for every call of
+ *     its request; it stays valid until the instance's dispose callback.
+ *   - Providers (riis_provider, riis_global_provider) and completion info are
+ *     valid during the call that received them only.
+ *   - Strings the server returns are UTF-8, NUL-terminated, owned by the
+ *     server and valid until the request ends (or, in a global notification,
+ *     until it returns). Strings a module passes in are copied before the call
+ *     returns. Bytes passed to write_entity_chunks are copied too.
+ *   - Memory from riis_allocator / context_allocate lives until the request
+ *     ends and is freed by the server; never free() it.
+ *   - A riis_module_factory and riis_global_module passed at registration
+ *     must stay valid until their terminate callback.
+ *
+ * ERRORS
+ *   Functions return riis_hresult (0 = RIIS_S_OK, negative = failure) or
+ *   NULL / 0 on failure; the reason is logged with the module's name.
+ *   A notification callback that returns a value other than the three
+ *   statuses fails its request with 500, logged with module and notification.
+ */
+#ifndef RIIS_MODULE_H
+#define RIIS_MODULE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define RIIS_ABI_MAJOR 1
+#define RIIS_ABI_MINOR 0
+/** The ABI as one number: major in the high 16 bits, minor in the low 16. */
+#define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
+
+/** The `server_version` RegisterModule receives (IIS 10 compatible). */
+#define RIIS_SERVER_VERSION 10
+
+/*
+ * Every library that includes this header exports the ABI it was built for.
+ * The definition is weak so that several translation units may include the
+ * header; the loader reads it before calling RegisterModule.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define RIIS_EXPORT __attribute__((visibility("default")))
+#ifdef __cplusplus
+__attribute__((weak, visibility("default"))) extern const uint32_t riis_module_abi = RIIS_ABI_VERSION;
+#else
+__attribute__((weak, visibility("default"))) const uint32_t riis_module_abi = RIIS_ABI_VERSION;
+#endif
+#else
+#error "riis modules are built with GCC or Clang"
+#endif
+
+/* ------------------------------------------------------- results, statuses */
+
+/** An HRESULT: 0 on success, negative on failure. */
+typedef int32_t riis_hresult;
+
+#define RIIS_S_OK ((riis_hresult)0)
+#define RIIS_S_FALSE ((riis_hresult)1)
+#define RIIS_E_FAIL ((riis_hresult)0x80004005)
+#define RIIS_E_OUTOFMEMORY ((riis_hresult)0x8007000E)
+#define RIIS_E_INVALIDARG ((riis_hresult)0x80070057)
+#define RIIS_E_NOTIMPL ((riis_hresult)0x80004001)
+/** HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED) */
+#define RIIS_E_NOT_SUPPORTED ((riis_hresult)0x80070032)
+/** HRESULT_FROM_WIN32(ERROR_NOT_FOUND) */
+#define RIIS_E_NOT_FOUND ((riis_hresult)0x80070490)
+/** HRESULT_FROM_WIN32(ERROR_INVALID_STATE): called outside its moment. */
+#define RIIS_E_INVALID_STATE ((riis_hresult)0x8007139F)
+/** HRESULT_FROM_WIN32(ERROR_INVALID_THREAD_ID): context used off its call. */
+#define RIIS_E_WRONG_THREAD ((riis_hresult)0x800705A4)
+/** HRESULT_FROM_WIN32(ERROR_REVISION_MISMATCH): ABI versions differ. */
+#define RIIS_E_REVISION_MISMATCH ((riis_hresult)0x80070522)
+
+/** REQUEST_NOTIFICATION_STATUS */
+typedef uint32_t riis_status;
+#define RIIS_STATUS_CONTINUE ((riis_status)0)
+#define RIIS_STATUS_PENDING ((riis_status)1)
+#define RIIS_STATUS_FINISH_REQUEST ((riis_status)2)
+
+/** GLOBAL_NOTIFICATION_STATUS */
+typedef uint32_t riis_global_status;
+#define RIIS_GLOBAL_CONTINUE ((riis_global_status)0)
+#define RIIS_GLOBAL_HANDLED ((riis_global_status)1)
+
+/* ------------------------------------------------------------- notifications */
+
+/* Request notifications (the RQ_* bits of IIS). The twelve deterministic ones
+ * have post-events, registered in the separate post mask. */
+#define RIIS_RQ_BEGIN_REQUEST 0x00000001u
+#define RIIS_RQ_AUTHENTICATE_REQUEST 0x00000002u
+#define RIIS_RQ_AUTHORIZE_REQUEST 0x00000004u
+#define RIIS_RQ_RESOLVE_REQUEST_CACHE 0x00000008u
+#define RIIS_RQ_MAP_REQUEST_HANDLER 0x00000010u
+#define RIIS_RQ_ACQUIRE_REQUEST_STATE 0x00000020u
+#define RIIS_RQ_PRE_EXECUTE_REQUEST_HANDLER 0x00000040u
+#define RIIS_RQ_EXECUTE_REQUEST_HANDLER 0x00000080u
+#define RIIS_RQ_RELEASE_REQUEST_STATE 0x00000100u
+#define RIIS_RQ_UPDATE_REQUEST_CACHE 0x00000200u
+#define RIIS_RQ_LOG_REQUEST 0x00000400u
+#define RIIS_RQ_END_REQUEST 0x00000800u
+#define RIIS_RQ_CUSTOM_NOTIFICATION 0x10000000u
+#define RIIS_RQ_SEND_RESPONSE 0x20000000u
+#define RIIS_RQ_READ_ENTITY 0x40000000u
+#define RIIS_RQ_MAP_PATH 0x80000000u
+
+/* Global notifications (the GL_* bits of IIS). */
+#define RIIS_GL_STOP_LISTENING 0x00000002u
+#define RIIS_GL_CACHE_CLEANUP 0x00000004u
+#define RIIS_GL_CACHE_OPERATION 0x00000010u
+#define RIIS_GL_HEALTH_CHECK 0x00000020u
+#define RIIS_GL_CONFIGURATION_CHANGE 0x00000040u
+#define RIIS_GL_FILE_CHANGE 0x00000080u
+#define RIIS_GL_PRE_BEGIN_REQUEST 0x00000100u
+#define RIIS_GL_APPLICATION_START 0x00000200u
+#define RIIS_GL_APPLICATION_RESOLVE_MODULES 0x00000400u
+#define RIIS_GL_APPLICATION_STOP 0x00000800u
+#define RIIS_GL_RSCA_QUERY 0x00001000u
+#define RIIS_GL_TRACE_EVENT 0x00002000u
+#define RIIS_GL_CUSTOM_NOTIFICATION 0x00004000u
+#define RIIS_GL_THREAD_CLEANUP 0x00008000u
+#define RIIS_GL_APPLICATION_PRELOAD 0x00010000u
+
+/* Priority aliases, as IIS spells them. */
+#define RIIS_PRIORITY_FIRST "FIRST"
+#define RIIS_PRIORITY_HIGH "HIGH"
+#define RIIS_PRIORITY_MEDIUM "MEDIUM"
+#define RIIS_PRIORITY_LOW "LOW"
+#define RIIS_PRIORITY_LAST "LAST"
+
+/* ------------------------------------------------------------------- handles */
+
+/** The registration of one module (IHttpModuleRegistrationInfo). */
+typedef struct riis_registration riis_registration;
+/** A request context (IHttpContext); request, response and user functions
+ *  take it too. */
+typedef struct riis_context riis_context;
+/** The event provider of the current notification (IHttpEventProvider and
+ *  its SendResponse / ReadEntity / MapPath / custom kinds). */
+typedef struct riis_provider riis_provider;
+/** The provider of a global notification. */
+typedef struct riis_global_provider riis_global_provider;
+/** The allocator a factory receives (IModuleAllocator). */
+typedef struct riis_allocator riis_allocator;
+
+/** What the server hands RegisterModule (IHttpServer). */
+typedef struct riis_server {
+    uint32_t size;
+    /** RIIS_ABI_VERSION of the server. */
+    uint32_t abi_version;
+    /** The server software, e.g. "riis/0.1.0". */
+    const char *software;
+    /** Every function of the server. Valid for the life of the process. */
+    const struct riis_api *api;
+} riis_server;
+
+/** IHttpCompletionInfo */
+typedef struct riis_completion_info {
+    uint32_t size;
+    /** GetCompletionStatus: 0 on success, an HRESULT otherwise. */
+    riis_hresult status;
+    /** GetCompletionBytes: bytes written, read, or produced by a child. */
+    uint64_t bytes;
+} riis_completion_info;
+
+/* --------------------------------------------------------------- the module */
+
+/** A module instance's callbacks: one table per module type, shared by all
+ *  its instances. */
+typedef struct riis_module_callbacks {
+    uint32_t size;
+    /**
+     * Every notification the module registered for. `notification` is one
+     * RIIS_RQ_* bit; `is_post` is non-zero for a post-event. `provider` is
+     * NULL for the deterministic notifications and the event's provider for
+     * RIIS_RQ_SEND_RESPONSE, RIIS_RQ_READ_ENTITY, RIIS_RQ_MAP_PATH and
+     * RIIS_RQ_CUSTOM_NOTIFICATION (and for RIIS_RQ_AUTHENTICATE_REQUEST, where
+     * it sets the user).
+     */
+    riis_status (*on_notification)(void *module, riis_context *context, uint32_t notification,
+                                   int is_post, riis_provider *provider);
+    /** OnAsyncCompletion: an operation the module started, then returned
+     *  RIIS_STATUS_PENDING, finished. May be NULL when the module never
+     *  starts one. */
+    riis_status (*on_async_completion)(void *module, riis_context *context,
+                                       uint32_t notification, int is_post,
+                                       riis_provider *provider,
+                                       const riis_completion_info *completion);
+    /** The request ended: release the instance. May be NULL. */
+    void (*dispose)(void *module);
+} riis_module_callbacks;
+
+/** What a factory's get_http_module fills in. */
+typedef struct riis_module_instance {
+    const riis_module_callbacks *callbacks;
+    void *module;
+} riis_module_instance;
+
+/** IHttpModuleFactory: makes one instance per request, on the first
+ *  notification the module registered for. */
+typedef struct riis_module_factory {
+    uint32_t size;
+    void *user_data;
+    riis_hresult (*get_http_module)(void *user_data, riis_allocator *allocator,
+                                    riis_module_instance *instance);
+    /** The server stops. May be NULL. */
+    void (*terminate)(void *user_data);
+} riis_module_factory;
+
+/** CGlobalModule */
+typedef struct riis_global_module {
+    uint32_t size;
+    void *user_data;
+    /** `notification` is one RIIS_GL_* bit. */
+    riis_global_status (*on_global_notification)(void *user_data, uint32_t notification,
+                                                 riis_global_provider *provider);
+    /** The server stops. May be NULL. */
+    void (*terminate)(void *user_data);
+} riis_global_module;
+
+/* ------------------------------------------------------------ data records */
+
+/** HTTP_DATA_CHUNK_TYPE */
+#define RIIS_CHUNK_FROM_MEMORY 0u
+#define RIIS_CHUNK_FROM_FILE_HANDLE 1u
+#define RIIS_CHUNK_FROM_FILE_NAME 2u
+
+/** HTTP_DATA_CHUNK: entity data from memory, an open file or a named file. */
+typedef struct riis_data_chunk {
+    uint32_t type;
+    /** RIIS_CHUNK_FROM_MEMORY */
+    const void *buffer;
+    uint64_t buffer_length;
+    /** RIIS_CHUNK_FROM_FILE_HANDLE: a file descriptor the server duplicates. */
+    int file_descriptor;
+    /** RIIS_CHUNK_FROM_FILE_NAME: a path, absolute or relative to the
+     *  server's working directory. */
+    const char *file_name;
+    /** File chunks: the range. A length of UINT64_MAX means to the end. */
+    uint64_t offset;
+    uint64_t length;
+} riis_data_chunk;
+
+/** Send flags of a SendResponse provider (HTTP_SEND_RESPONSE_FLAG_*). */
+#define RIIS_SEND_FLAG_DISCONNECT 0x00000001u
+#define RIIS_SEND_FLAG_MORE_DATA 0x00000002u
+
+/** Child request flags (EXECUTE_FLAG_*). */
+#define RIIS_EXECUTE_FLAG_DISABLE_CUSTOM_ERROR 0x00000008u
+#define RIIS_EXECUTE_FLAG_SAME_URL 0x00000010u
+#define RIIS_EXECUTE_FLAG_BUFFER_RESPONSE 0x00000040u
+
+/** Module context scopes (IHttpModuleContextContainer owners). */
+#define RIIS_SCOPE_REQUEST 0u
+#define RIIS_SCOPE_CONNECTION 1u
+#define RIIS_SCOPE_SITE 2u
+
+/** Log levels for riis_api.log. */
+#define RIIS_LOG_ERROR 1u
+#define RIIS_LOG_WARN 2u
+#define RIIS_LOG_INFO 3u
+#define RIIS_LOG_DEBUG 4u
+
+/** GetCurrentExecutionStats */
+typedef struct riis_execution_stats {
+    uint32_t size;
+    uint32_t notification;
+    int is_post;
+    const char *module;
+} riis_execution_stats;
+
+/** The kind of a riis_provider (riis_api.provider_kind). */
+#define RIIS_PROVIDER_SEND_RESPONSE 1u
+#define RIIS_PROVIDER_READ_ENTITY 2u
+#define RIIS_PROVIDER_MAP_PATH 3u
+#define RIIS_PROVIDER_CUSTOM 4u
+#define RIIS_PROVIDER_AUTHENTICATION 5u
+
+/** Cache operations (riis_api.global_cache_operation). */
+#define RIIS_CACHE_ADD 1u
+#define RIIS_CACHE_REMOVE 2u
+
+#define RIIS_HAS_FIELD(ptr, field) \
+    ((ptr)->size >= offsetof(__typeof__(*(ptr)), field) + sizeof((ptr)->field))
+#define RIIS_API_HAS(api, function) RIIS_HAS_FIELD(api, function)
+
+/* ------------------------------------------------------ the server's functions */
+
+/**
+ * Every function the server offers, in one table (`server->api`). Functions
+ * taking a riis_context cover the context, its request, response and user.
+ */
+typedef struct riis_api {
+    uint32_t size;
+
+    /* -- registration (during RegisterModule only) ----------------------- */
+
+    /** SetRequestNotifications: the factory, the RQ_* bits, and the bits
+     *  whose post-events the module wants. */
+    riis_hresult (*set_request_notifications)(riis_registration *registration,
+                                              const riis_module_factory *factory,
+                                              uint32_t notifications,
+                                              uint32_t post_notifications);
+    /** SetPriorityForRequestNotification, with a RIIS_PRIORITY_* alias. */
+    riis_hresult (*set_priority_for_request_notification)(riis_registration *registration,
+                                                          uint32_t notification,
+                                                          const char *priority);
+    /** The same for the post-event of a deterministic notification. */
+    riis_hresult (*set_priority_for_post_request_notification)(
+        riis_registration *registration, uint32_t notification, const char *priority);
+    /** SetGlobalNotifications */
+    riis_hresult (*set_global_notifications)(riis_registration *registration,
+                                             const riis_global_module *module,
+                                             uint32_t notifications);
+    /** SetPriorityForGlobalNotification */
+    riis_hresult (*set_priority_for_global_notification)(riis_registration *registration,
+                                                         uint32_t notification,
+                                                         const char *priority);
+    /** GetName: the module's name in the configuration. */
+    const char *(*registration_name)(riis_registration *registration);
+    /** GetId: the module's position in the module list. */
+    uint32_t (*registration_id)(riis_registration *registration);
+
+    /* -- memory ------------------------------------------------------------ */
+
+    /** IModuleAllocator::AllocateMemory: zeroed, 16-byte aligned, freed when
+     *  the request ends. */
+    void *(*allocator_allocate)(riis_allocator *allocator, size_t bytes);
+    /** The same, from a context. */
+    void *(*context_allocate)(riis_context *context, size_t bytes);
+
+    /* -- context ----------------------------------------------------------- */
+
+    /** The site's name and id. */
+    const char *(*context_site_name)(riis_context *context);
+    uint32_t (*context_site_id)(riis_context *context);
+    /** The request's id, unique for the life of the server. */
+    uint64_t (*context_request_id)(riis_context *context);
+    /** The physical path of the request URL (after MapPath modules). */
+    const char *(*context_physical_path)(riis_context *context);
+    /** MapPath: the physical path of any URL of the site. */
+    const char *(*context_map_path)(riis_context *context, const char *url);
+    /** The handler mapped to the request (NULL before MapRequestHandler or
+     *  when none matched). */
+    const char *(*context_handler_name)(riis_context *context);
+    /** SetRequestHandled */
+    riis_hresult (*context_set_request_handled)(riis_context *context);
+    /** GetIsLastNotification for `status`. */
+    int (*context_is_last_notification)(riis_context *context, riis_status status);
+    /** GetCurrentExecutionStats */
+    riis_hresult (*context_execution_stats)(riis_context *context, riis_execution_stats *stats);
+    /** GetServerVariable under the IIS names (REMOTE_ADDR, URL, HTTP_HOST…).
+     *  NULL when it does not exist; `length` may be NULL. */
+    const char *(*server_variable)(riis_context *context, const char *name, size_t *length);
+    /** SetServerVariable */
+    riis_hresult (*set_server_variable)(riis_context *context, const char *name,
+                                        const char *value);
+    /** GetModuleContextContainer()->GetModuleContext: this module's stored
+     *  pointer at a RIIS_SCOPE_*, or NULL. */
+    void *(*module_context)(riis_context *context, uint32_t scope);
+    /** SetModuleContext: stores `data`; `cleanup` (may be NULL) runs exactly
+     *  once when the scope ends or the value is replaced. */
+    riis_hresult (*set_module_context)(riis_context *context, uint32_t scope, void *data,
+                                       void (*cleanup)(void *data));
+    /** NotifyCustomNotification: every module registered for
+     *  RIIS_RQ_CUSTOM_NOTIFICATION sees `type_name` and `data`. */
+    riis_hresult (*raise_custom_notification)(riis_context *context, const char *type_name,
+                                              void *data);
+    /** A global custom notification (GL_CUSTOM_NOTIFICATION). */
+    riis_hresult (*raise_global_custom_notification)(riis_context *context,
+                                                     const char *type_name, void *data);
+    /** CloneContext: a child context for ExecuteRequest, with the parent's
+     *  method, URL, headers and user. NULL on failure (nesting is capped). */
+    riis_context *(*context_clone)(riis_context *context);
+    /** ReleaseClonedContext: drop a clone that was not executed. */
+    void (*context_release_clone)(riis_context *context, riis_context *child);
+    /** ExecuteRequest: the child runs through the pipeline when the calling
+     *  module returns; return RIIS_STATUS_PENDING to get on_async_completion
+     *  when it ends. The child handle is consumed. */
+    riis_hresult (*context_execute_request)(riis_context *context, riis_context *child,
+                                            uint32_t execute_flags);
+    /** IndicateCompletion: after returning RIIS_STATUS_PENDING, continue with
+     *  `status` without calling the module again. Any thread. */
+    riis_hresult (*indicate_completion)(riis_context *context, riis_status status);
+    /** PostCompletion: re-enter on_async_completion with `bytes`. During a
+     *  call (then return RIIS_STATUS_PENDING) or, after it, from any thread. */
+    riis_hresult (*post_completion)(riis_context *context, uint64_t bytes);
+    /** A section of riis.toml this module declared (riis_api.declare_section):
+     *  the value at `key` (dotted path) for the request's location, as text
+     *  (strings unquoted, other values in TOML form). NULL when absent. */
+    const char *(*config_value)(riis_context *context, uint32_t section, const char *key);
+    /** Declares a configuration section (during RegisterModule): riis.toml
+     *  may then hold `[name]` at server, site and location level. */
+    riis_hresult (*declare_section)(riis_registration *registration, const char *name,
+                                    uint32_t *section);
+    /** Writes a line to the server log, tagged with the module's name.
+     *  `context` may be NULL. */
+    void (*log)(riis_context *context, uint32_t level, const char *message);
+
+    /* -- request ------------------------------------------------------------ */
+
+    const char *(*request_method)(riis_context *context);
+    /** SetHttpMethod */
+    riis_hresult (*request_set_method)(riis_context *context, const char *method);
+    /** The URL path, percent-decoded as the server routes it. */
+    const char *(*request_url)(riis_context *context);
+    /** The query string without `?` ("" when none). */
+    const char *(*request_query)(riis_context *context);
+    /** SetUrl: a path and optional query; before the pipeline starts (a
+     *  PreBeginRequest global module) or on a cloned context. */
+    riis_hresult (*request_set_url)(riis_context *context, const char *path_and_query);
+    /** GetHeader: all values joined with ", "; NULL when absent. */
+    const char *(*request_header)(riis_context *context, const char *name, size_t *length);
+    /** SetHeader (replace non-zero) or append. */
+    riis_hresult (*request_set_header)(riis_context *context, const char *name,
+                                       const char *value, int replace);
+    riis_hresult (*request_delete_header)(riis_context *context, const char *name);
+    /** The names of all headers, for enumeration: fills up to `capacity`
+     *  names and returns how many there are. */
+    size_t (*request_header_names)(riis_context *context, const char **names, size_t capacity);
+    /** GetHttpVersion */
+    void (*request_http_version)(riis_context *context, uint16_t *major, uint16_t *minor);
+    /** The local (`remote` zero) or remote address as text and port. */
+    riis_hresult (*request_address)(riis_context *context, int remote, const char **address,
+                                    uint16_t *port);
+    /** ReadEntityBody, asynchronous: reads up to `capacity` bytes into
+     *  `buffer` when the calling module returns RIIS_STATUS_PENDING; the
+     *  byte count (0 at the end of the body) arrives in on_async_completion,
+     *  by which time the bytes are in `buffer`. `buffer` must stay valid
+     *  until then (allocate it with context_allocate). */
+    riis_hresult (*request_read_entity_body)(riis_context *context, void *buffer,
+                                             size_t capacity);
+    /** InsertEntityBody: bytes handed to readers before the rest of the body. */
+    riis_hresult (*request_insert_entity_body)(riis_context *context, const void *data,
+                                               size_t length);
+    /** GetRemainingEntityBytes: -1 when unknown (chunked). */
+    int64_t (*request_remaining_entity_bytes)(riis_context *context);
+
+    /* -- response ----------------------------------------------------------- */
+
+    /** GetStatus */
+    void (*response_status)(riis_context *context, uint16_t *status, uint16_t *substatus);
+    /** SetStatus(status, reason, substatus, hrErrorToReport); `reason` may be
+     *  NULL for the standard phrase; `error` 0 for none. */
+    riis_hresult (*response_set_status)(riis_context *context, uint16_t status,
+                                        const char *reason, uint16_t substatus,
+                                        riis_hresult error);
+    /** SetErrorDescription: text for detailed error pages. */
+    riis_hresult (*response_set_error_description)(riis_context *context,
+                                                   const char *description);
+    const char *(*response_header)(riis_context *context, const char *name, size_t *length);
+    riis_hresult (*response_set_header)(riis_context *context, const char *name,
+                                        const char *value, int replace);
+    riis_hresult (*response_delete_header)(riis_context *context, const char *name);
+    /** Clear: status, headers and entity. */
+    riis_hresult (*response_clear)(riis_context *context);
+    riis_hresult (*response_clear_headers)(riis_context *context);
+    /** WriteEntityChunks: appends to the response (copying memory chunks).
+     *  Sent at the next flush, when buffering is off, or at the end. */
+    riis_hresult (*response_write_entity_chunks)(riis_context *context,
+                                                 const riis_data_chunk *chunks,
+                                                 uint32_t count, uint64_t *bytes);
+    /** Flush when the calling module returns. With `async` and a
+     *  RIIS_STATUS_PENDING return, on_async_completion receives the bytes
+     *  sent. `more_data` keeps the body open (sent chunked). */
+    riis_hresult (*response_flush)(riis_context *context, int async, int more_data);
+    riis_hresult (*response_disable_buffering)(riis_context *context);
+    /** Redirect with 302 (or `status` 301/303/307/308). */
+    riis_hresult (*response_redirect)(riis_context *context, const char *url,
+                                      uint16_t status);
+    riis_hresult (*response_suppress_headers)(riis_context *context);
+    riis_hresult (*response_set_need_disconnect)(riis_context *context);
+    riis_hresult (*response_reset_connection)(riis_context *context);
+    riis_hresult (*response_set_try_skip_custom_errors)(riis_context *context, int skip);
+    /** Whether the status line and headers are already sent. */
+    int (*response_headers_sent)(riis_context *context);
+
+    /* -- user --------------------------------------------------------------- */
+
+    /** Non-zero when an authentication module set a user. */
+    int (*user_present)(riis_context *context);
+    const char *(*user_name)(riis_context *context);
+    const char *(*user_authentication_type)(riis_context *context);
+    int (*user_is_in_role)(riis_context *context, const char *role);
+    /** Sets the request's user (what an authentication module does). */
+    riis_hresult (*set_user)(riis_context *context, const char *name,
+                             const char *authentication_type, const char *const *roles,
+                             size_t role_count);
+
+    /* -- providers ------------------------------------------------------------ */
+
+    /** A RIIS_PROVIDER_* value. */
+    uint32_t (*provider_kind)(riis_provider *provider);
+    /** SendResponse: GetHeadersBeingSent, final send, GetFlags / SetFlags. */
+    int (*send_headers_being_sent)(riis_provider *provider);
+    int (*send_is_final)(riis_provider *provider);
+    uint32_t (*send_flags)(riis_provider *provider);
+    riis_hresult (*send_set_flags)(riis_provider *provider, uint32_t flags);
+    /** ReadEntity: GetEntity / SetEntity (the bytes are copied). */
+    riis_hresult (*read_entity)(riis_provider *provider, const void **data, size_t *length);
+    riis_hresult (*read_set_entity)(riis_provider *provider, const void *data, size_t length);
+    /** MapPath: GetUrl, GetPhysicalPath, SetPhysicalPath. */
+    const char *(*map_path_url)(riis_provider *provider);
+    const char *(*map_path_physical_path)(riis_provider *provider);
+    riis_hresult (*map_path_set_physical_path)(riis_provider *provider, const char *path);
+    /** Custom notification: QueryNotificationType and the raiser's data
+     *  (NULL when a Rust module raised it). */
+    const char *(*custom_type)(riis_provider *provider);
+    void *(*custom_data)(riis_provider *provider);
+
+    /* -- global providers ------------------------------------------------- */
+
+    /** PreBeginRequest: the request's context. */
+    riis_context *(*global_context)(riis_global_provider *provider);
+    /** ApplicationStart / ApplicationStop: the site's name, id and root. */
+    riis_hresult (*global_application)(riis_global_provider *provider, const char **site_name,
+                                       uint32_t *site_id, const char **physical_root);
+    /** FileChange: the path that changed. */
+    const char *(*global_file_path)(riis_global_provider *provider);
+    /** CacheOperation: RIIS_CACHE_ADD or RIIS_CACHE_REMOVE, the key, the
+     *  size (adds). */
+    riis_hresult (*global_cache_operation)(riis_global_provider *provider, uint32_t *operation,
+                                           const char **key, uint64_t *bytes);
+    /** TraceEvent: the module, notification and URL of the event, its phase
+     *  (0 start, 1 end, 2 a module's own message) and, at the end, the
+     *  microseconds the call took. */
+    riis_hresult (*global_trace_event)(riis_global_provider *provider, const char **module,
+                                       uint32_t *notification, int *is_post, const char **url,
+                                       uint32_t *phase, uint64_t *elapsed_us);
+    /** CustomNotification: the type name and data. */
+    const char *(*global_custom_type)(riis_global_provider *provider);
+    void *(*global_custom_data)(riis_global_provider *provider);
+} riis_api;
+
+/** The entry point every module library exports. */
+typedef riis_hresult (*riis_register_module_fn)(uint32_t server_version,
+                                                riis_registration *registration,
+                                                const riis_server *server);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RIIS_MODULE_H */
