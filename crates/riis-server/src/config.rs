@@ -107,6 +107,46 @@ impl Default for ServerSettings {
     }
 }
 
+/// `[limits]`: what one client may ask of the server. The defaults follow
+/// nginx where IIS has no single equivalent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Longest request target (path and query) in bytes; longer gets 414.
+    pub max_url_length: usize,
+    /// Most header fields in a request; more gets 431.
+    pub max_header_count: usize,
+    /// Most bytes of header fields (each counted as name, value and 4); more
+    /// gets 431.
+    pub max_header_bytes: usize,
+    /// Open connections the server accepts at once (0: no limit); over it a
+    /// new connection gets 503 and is closed.
+    pub max_connections: usize,
+    /// Open connections one client address may hold (0: no limit); over it
+    /// 503 and close.
+    pub max_connections_per_client: usize,
+    /// Requests served on one HTTP/1.1 keep-alive connection before it is
+    /// closed (0: no limit); nginx's `keepalive_requests`.
+    pub max_requests_per_connection: u64,
+    /// Streams one HTTP/2 connection may have open at once (nginx's
+    /// `http2_max_concurrent_streams`).
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_url_length: 8192,
+            max_header_count: 100,
+            max_header_bytes: 32 * 1024,
+            max_connections: 0,
+            max_connections_per_client: 0,
+            max_requests_per_connection: 1000,
+            http2_max_concurrent_streams: 128,
+        }
+    }
+}
+
 /// `[[modules]]`: one entry of the module list.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,6 +221,8 @@ struct RawSite {
 struct RawConfig {
     #[serde(default)]
     server: ServerSettings,
+    #[serde(default)]
+    limits: Limits,
     modules: Option<Vec<ModuleEntry>>,
     #[serde(default)]
     global_modules: Vec<GlobalModuleEntry>,
@@ -262,6 +304,8 @@ pub struct ServerConfig {
     pub file: PathBuf,
     /// `[server]`.
     pub settings: ServerSettings,
+    /// `[limits]`.
+    pub limits: Limits,
     /// The module list, in order.
     pub modules: Vec<ModuleEntry>,
     /// Native module libraries, images resolved against the file's folder.
@@ -404,6 +448,7 @@ impl ServerConfig {
         let mut config = Self {
             file: file.to_owned(),
             settings: raw.server,
+            limits: raw.limits,
             modules,
             global_modules: raw
                 .global_modules

@@ -23,6 +23,8 @@ use riis_pipeline::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{RequestBodyHold, ResponseBody};
+use crate::connection::{Transport, WriteMark};
+use crate::strict::{check_head, Refusal};
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -42,9 +44,41 @@ pub struct ConnectionState {
     pub routes: Routes,
     /// The connection.
     pub connection: Arc<ConnectionInfo>,
+    /// Limits and connection counts.
+    pub transport: Arc<Transport>,
+    /// Requests started on the connection.
+    requests: AtomicU64,
+    /// Bytes written, to know whether a failed request's response started.
+    written: Arc<WriteMark>,
 }
 
 impl ConnectionState {
+    /// The state of a new connection.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        routes: Routes,
+        connection: Arc<ConnectionInfo>,
+        transport: Arc<Transport>,
+        written: Arc<WriteMark>,
+    ) -> Self {
+        Self {
+            pipeline,
+            routes,
+            connection,
+            transport,
+            requests: AtomicU64::new(0),
+            written,
+        }
+    }
+
+    /// Whether the request being started is the last this connection serves
+    /// (`limits.max_requests_per_connection`).
+    fn is_last_request(&self) -> bool {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let max = self.transport.limits.max_requests_per_connection;
+        max > 0 && n >= max
+    }
+
     fn site_for(&self, req: &Request<Incoming>) -> Option<&Arc<Site>> {
         if let [(None, site)] = &*self.routes {
             return Some(site);
@@ -99,6 +133,43 @@ type Reply = Result<Response<ResponseBody>, ConnectionReset>;
 
 /// The hyper service function.
 pub async fn handle(state: Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
+    state.written.request_started();
+    if let Err(refusal) = check_head(&req, &state.transport.limits) {
+        tracing::debug!(
+            remote = %state.connection.remote_addr,
+            status = %refusal.status,
+            reason = refusal.reason,
+            "request refused"
+        );
+        return Ok(refusal_response(refusal));
+    }
+    let last = state.is_last_request();
+    let reply = serve(&state, req).await;
+    if last {
+        return reply.map(|mut r| {
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            r
+        });
+    }
+    reply
+}
+
+/// A refusal as a response that closes the connection.
+fn refusal_response(refusal: Refusal) -> Response<ResponseBody> {
+    let mut resp = plain_status(refusal.status, true);
+    *resp.body_mut() = ResponseBody::from_chunks(vec![EntityChunk::Memory(Bytes::from(format!(
+        "{}\n",
+        refusal.reason
+    )))]);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+async fn serve(state: &Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
     let Some(site) = state.site_for(&req).cloned() else {
         // No site answers this host name: IIS's 400 (Invalid Hostname).
         return Ok(plain_status(StatusCode::BAD_REQUEST, false));

@@ -9,10 +9,12 @@
 
 pub mod body;
 pub mod config;
+pub mod connection;
 pub mod defaults;
 pub mod driver;
 pub mod fs;
 pub mod server;
+pub mod strict;
 
 pub use config::{ConfigError, ServerConfig};
 pub use server::{

@@ -15,6 +15,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use riis_native::{precondition_holds, NativeLibrary};
+
+use crate::connection::{answer_and_close, finish_connection, SharedIo, Transport, WriteMark};
+use crate::strict::parse_error_response;
 use riis_pipeline::{
     ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn,
 };
@@ -211,6 +214,7 @@ pub struct Server {
     config: ServerConfig,
     pipeline: Arc<Pipeline>,
     fs: Arc<RealFileSystem>,
+    transport: Arc<Transport>,
 }
 
 impl Server {
@@ -233,6 +237,7 @@ impl Server {
         }));
         let pipeline = build_pipeline(&config, extra, fs.clone())?;
         Ok(Self {
+            transport: Arc::new(Transport::new(config.limits.clone())),
             config,
             pipeline,
             fs,
@@ -373,6 +378,7 @@ impl BoundServer {
         let worker = tokio::spawn(run_worker(
             sockets,
             server.pipeline.clone(),
+            server.transport.clone(),
             stop_rx,
             server.shutdown_timeout(),
         ));
@@ -407,11 +413,14 @@ impl BoundServer {
                 .build()
                 .map_err(ServerError::Runtime)?;
             let pipeline = server.pipeline.clone();
+            let transport = server.transport.clone();
             let stop = stop_rx.clone();
             let deadline = server.shutdown_timeout();
             let thread = std::thread::Builder::new()
                 .name(format!("riis-worker-{i}"))
-                .spawn(move || runtime.block_on(run_worker(sockets, pipeline, stop, deadline)))
+                .spawn(move || {
+                    runtime.block_on(run_worker(sockets, pipeline, transport, stop, deadline))
+                })
                 .map_err(ServerError::Runtime)?;
             threads.push(thread);
         }
@@ -480,6 +489,7 @@ impl Lifecycle {
 async fn run_worker(
     sockets: Vec<(std::net::TcpListener, Routes)>,
     pipeline: Arc<Pipeline>,
+    transport: Arc<Transport>,
     stop: watch::Receiver<bool>,
     deadline: Duration,
 ) {
@@ -493,8 +503,20 @@ async fn run_worker(
         // of a small static request; header and idle timeouts belong to the
         // transport hardening work and will be enforced more cheaply there.
         .header_read_timeout(None)
-        .pipeline_flush(true);
-    builder.http2().timer(TokioTimer::new());
+        .max_headers(transport.limits.max_header_count)
+        .max_buf_size(
+            (transport.limits.max_header_bytes + transport.limits.max_url_length + 1024).max(8192),
+        )
+        // Not `pipeline_flush`: with it hyper 1.12 keeps a response in its
+        // buffer while unread request bytes remain, and loses it when the
+        // connection then ends (every automatic 400, and responses to
+        // requests whose body it could not drain).
+        .pipeline_flush(false);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(transport.limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(transport.limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
 
     let mut accept_loops = Vec::with_capacity(sockets.len());
@@ -512,6 +534,7 @@ async fn run_worker(
             pipeline.clone(),
             builder.clone(),
             graceful.clone(),
+            transport.clone(),
             stop.clone(),
         )));
     }
@@ -540,6 +563,7 @@ async fn accept_loop(
     pipeline: Arc<Pipeline>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
+    transport: Arc<Transport>,
     mut stop: watch::Receiver<bool>,
 ) {
     let local = listener.local_addr().ok();
@@ -556,26 +580,52 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
+        let admission = match transport.counter.admit(remote.ip(), &transport.limits) {
+            Ok(a) => a,
+            Err(refusal) => {
+                tracing::warn!(%remote, reason = refusal.reason, "connection refused");
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    answer_and_close(&mut stream, refusal).await;
+                });
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let local_addr = stream.local_addr().ok().or(local).unwrap_or(remote);
-        let state = Arc::new(ConnectionState {
-            pipeline: pipeline.clone(),
-            routes: routes.clone(),
-            connection: Arc::new(ConnectionInfo::new(
+        let written = Arc::new(WriteMark::default());
+        let state = Arc::new(ConnectionState::new(
+            pipeline.clone(),
+            routes.clone(),
+            Arc::new(ConnectionInfo::new(
                 CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
                 local_addr,
                 remote,
             )),
-        });
+            transport.clone(),
+            written.clone(),
+        ));
         let service = service_fn(move |req| handle(state.clone(), req));
+        let (io, shared) = SharedIo::new(stream, written.clone());
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %remote, "connection ended with an error");
-            }
+            let result = conn.await;
+            // The connection no longer counts once hyper is done with it,
+            // even while it lingers below.
+            drop(admission);
+            let refusal = match result {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::debug!(error = %e, %remote, "connection ended with an error");
+                    // hyper answers most parse errors itself; what it gave up
+                    // on without a byte of response is answered here.
+                    parse_error_response(&*e).filter(|_| written.nothing_sent_for_request())
+                }
+            };
+            finish_connection(shared, refusal).await;
         });
     }
 }

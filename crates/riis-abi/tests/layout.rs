@@ -1,0 +1,183 @@
+//! The Rust declarations match `include/riis_module.h`: the test compiles a
+//! C program that prints the header's sizes and offsets, and compares them
+//! with the Rust layout field by field.
+
+use std::path::Path;
+use std::process::Command;
+
+use riis_abi::*;
+
+/// `(name, size or offset)` for every checked item, in Rust.
+macro_rules! layout {
+    ($($ty:ident { $($field:ident),* $(,)? })*) => {{
+        let mut v: Vec<(String, usize)> = Vec::new();
+        $(
+            v.push((format!("sizeof({})", stringify!($ty)), std::mem::size_of::<$ty>()));
+            $(v.push((
+                format!("offsetof({}, {})", stringify!($ty), stringify!($field)),
+                std::mem::offset_of!($ty, $field),
+            ));)*
+        )*
+        v
+    }};
+}
+
+fn rust_layout() -> Vec<(String, usize)> {
+    layout! {
+        riis_server { size, abi_version, software, api }
+        riis_completion_info { size, status, bytes }
+        riis_module_callbacks { size, on_notification, on_async_completion, dispose }
+        riis_module_instance { callbacks, module }
+        riis_module_factory { size, user_data, get_http_module, terminate }
+        riis_global_module { size, user_data, on_global_notification, terminate }
+        riis_data_chunk { r#type, buffer, buffer_length, file_descriptor, file_name, offset, length }
+        riis_execution_stats { size, notification, is_post, module }
+        riis_api {
+        size,
+        set_request_notifications,
+        set_priority_for_request_notification,
+        set_priority_for_post_request_notification,
+        set_global_notifications,
+        set_priority_for_global_notification,
+        registration_name,
+        registration_id,
+        allocator_allocate,
+        context_allocate,
+        context_site_name,
+        context_site_id,
+        context_request_id,
+        context_physical_path,
+        context_map_path,
+        context_handler_name,
+        context_set_request_handled,
+        context_is_last_notification,
+        context_execution_stats,
+        server_variable,
+        set_server_variable,
+        module_context,
+        set_module_context,
+        raise_custom_notification,
+        raise_global_custom_notification,
+        context_clone,
+        context_release_clone,
+        context_execute_request,
+        indicate_completion,
+        post_completion,
+        config_value,
+        declare_section,
+        log,
+        request_method,
+        request_set_method,
+        request_url,
+        request_query,
+        request_set_url,
+        request_header,
+        request_set_header,
+        request_delete_header,
+        request_header_names,
+        request_http_version,
+        request_address,
+        request_read_entity_body,
+        request_insert_entity_body,
+        request_remaining_entity_bytes,
+        response_status,
+        response_set_status,
+        response_set_error_description,
+        response_header,
+        response_set_header,
+        response_delete_header,
+        response_clear,
+        response_clear_headers,
+        response_write_entity_chunks,
+        response_flush,
+        response_disable_buffering,
+        response_redirect,
+        response_suppress_headers,
+        response_set_need_disconnect,
+        response_reset_connection,
+        response_set_try_skip_custom_errors,
+        response_headers_sent,
+        user_present,
+        user_name,
+        user_authentication_type,
+        user_is_in_role,
+        set_user,
+        provider_kind,
+        send_headers_being_sent,
+        send_is_final,
+        send_flags,
+        send_set_flags,
+        read_entity,
+        read_set_entity,
+        map_path_url,
+        map_path_physical_path,
+        map_path_set_physical_path,
+        custom_type,
+        custom_data,
+        global_context,
+        global_application,
+        global_file_path,
+        global_cache_operation,
+        global_trace_event,
+        global_custom_type,
+        global_custom_data
+        }
+    }
+}
+
+#[test]
+fn the_rust_mirror_matches_the_c_header() {
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include");
+    let dir = std::env::temp_dir().join(format!("riis-abi-layout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let expected = rust_layout();
+    let mut program =
+        String::from("#include <stdio.h>\n#include \"riis_module.h\"\nint main(void) {\n");
+    for (name, _) in &expected {
+        let c_name = name.replace("r#type", "type");
+        program.push_str(&format!("    printf(\"%zu\\n\", (size_t){c_name});\n"));
+    }
+    program.push_str("    printf(\"%u\\n\", (unsigned)RIIS_ABI_VERSION);\n    return 0;\n}\n");
+    let source = dir.join("layout.c");
+    std::fs::write(&source, program).unwrap();
+    let binary = dir.join("layout");
+    let status = Command::new("cc")
+        .arg("-std=c99")
+        .arg("-I")
+        .arg(&include)
+        .arg(&source)
+        .arg("-o")
+        .arg(&binary)
+        .status();
+    let status = match status {
+        Ok(s) => s,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: no C compiler ({e})");
+            return;
+        }
+        Err(e) => panic!("cc is required in CI: {e}"),
+    };
+    assert!(status.success(), "the layout program did not compile");
+    let out = Command::new(&binary).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let values: Vec<usize> = text.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(values.len(), expected.len() + 1);
+    for ((name, rust), c) in expected.iter().zip(&values) {
+        assert_eq!(rust, c, "{name}: Rust {rust}, C {c}");
+    }
+    assert_eq!(
+        values[expected.len()],
+        ABI_VERSION as usize,
+        "RIIS_ABI_VERSION"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn constants_match_the_iis_values() {
+    assert_eq!(STATUS_CONTINUE, 0);
+    assert_eq!(STATUS_PENDING, 1);
+    assert_eq!(STATUS_FINISH_REQUEST, 2);
+    assert_eq!(hr::E_FAIL as u32, 0x8000_4005);
+    assert_eq!(ABI_VERSION, 0x0001_0000);
+}

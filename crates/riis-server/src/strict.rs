@@ -1,0 +1,191 @@
+//! HTTP/1.1 as strictly as RFC 9112 asks, where hyper is lenient, and the
+//! request limits of `[limits]`.
+//!
+//! hyper already refuses malformed request lines, invalid bytes in header
+//! names and values, obs-fold, invalid chunk sizes, differing duplicate
+//! Content-Length values and Transfer-Encoding on HTTP/1.0; riis answers those
+//! parse errors with 400, 414 or 431 and closes ([`parse_error_response`]).
+//! What hyper lets through is checked on the parsed head ([`check_head`]):
+//! a missing, duplicated or malformed Host, Content-Length together with
+//! Transfer-Encoding (a request-smuggling shape), and the configured URL and
+//! header limits. Every refusal closes the connection: after a framing error
+//! the server cannot know where the next request starts.
+
+use std::str::FromStr;
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::Authority;
+use http::{Request, StatusCode, Version};
+
+use crate::config::Limits;
+
+/// Why a request is refused before the pipeline sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status to answer with.
+    pub status: StatusCode,
+    /// What was wrong, for the log and the response body.
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    const fn new(status: StatusCode, reason: &'static str) -> Self {
+        Self { status, reason }
+    }
+}
+
+/// Checks a parsed request head against RFC 9112 and `limits`.
+pub fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<(), Refusal> {
+    let uri = req.uri();
+    let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if target_len > limits.max_url_length {
+        return Err(Refusal::new(
+            StatusCode::URI_TOO_LONG,
+            "the request target is longer than limits.max_url_length",
+        ));
+    }
+    let headers = req.headers();
+    if headers.len() > limits.max_header_count {
+        return Err(Refusal::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "more header fields than limits.max_header_count",
+        ));
+    }
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(Refusal::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "the header fields are larger than limits.max_header_bytes",
+        ));
+    }
+    if req.version() == Version::HTTP_2 || req.version() == Version::HTTP_3 {
+        // Framing and :authority are the HTTP/2 layer's business.
+        return Ok(());
+    }
+    let mut hosts = headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() == Version::HTTP_11 => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "an HTTP/1.1 request without a Host header",
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "more than one Host header",
+            ))
+        }
+        (Some(host), None) if !host.is_empty() && !valid_host(host.as_bytes()) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "the Host header is not a host[:port]",
+            ))
+        }
+        _ => {}
+    }
+    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    Ok(())
+}
+
+/// `uri-host [ ":" port ]` without user information.
+fn valid_host(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    !text.contains('@')
+        && Authority::from_str(text).is_ok_and(|a| {
+            !a.host().is_empty()
+                && a.as_str().rsplit_once(':').is_none_or(|(h, port)| {
+                    // `[v6]` alone, or any host with a numeric port.
+                    h.is_empty() && port.is_empty() || a.port().is_some() || text.ends_with(']')
+                })
+        })
+}
+
+/// The response riis owes a client whose request hyper could not parse:
+/// status and reason, from hyper's error. `None` for errors that are not the
+/// client's malformed request (I/O errors, the client going away).
+pub fn parse_error_response(error: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
+    let mut source = Some(error);
+    let mut hyper_error = None;
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            hyper_error = Some(h);
+        } else if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // hyper reports a malformed chunked body (bad chunk size, bad
+            // line ending) as invalid input while reading the body.
+            if hyper_error.is_some()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                )
+            {
+                return Some(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "the request body is not valid chunked encoding",
+                ));
+            }
+        }
+        source = e.source();
+    }
+    let h = hyper_error?;
+    if !h.is_parse() && !h.is_parse_too_large() {
+        return None;
+    }
+    // hyper names the two kinds of "too large" only in its message.
+    Some(if h.to_string().contains("URI too long") {
+        Refusal::new(StatusCode::URI_TOO_LONG, "the request target is too long")
+    } else if h.is_parse_too_large() {
+        Refusal::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "the request head is too large",
+        )
+    } else {
+        Refusal::new(StatusCode::BAD_REQUEST, "the request is not valid HTTP/1.1")
+    })
+}
+
+/// The bytes of a refusal sent on a raw connection (parse errors, connection
+/// limits), closing it.
+pub fn raw_response(refusal: Refusal) -> Vec<u8> {
+    let body = format!("{}\n", refusal.reason);
+    format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        refusal.status.as_str(),
+        refusal.status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "a",
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:80",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["a b", "u@a", "a/b", "a:b", "a:", "[::1", "a\"b", ":80"] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
+}

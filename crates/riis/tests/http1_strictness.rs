@@ -1,0 +1,169 @@
+//! Malformed and smuggling-shaped HTTP/1.1 requests over real sockets: each
+//! gets its status and a closed connection (RFC 9112 §2.2, §3, §5, §6), and
+//! the limits of `[limits]` answer 414 and 431.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{write_config, RunningBinary, TempDir};
+
+const CONFIG: &str = r#"
+[limits]
+max_url_length = 2048
+max_header_count = 50
+max_header_bytes = 8192
+"#;
+
+/// Sends `raw` on a new connection; returns the status of the first
+/// response and whether the server closed the connection after it.
+fn exchange(addr: std::net::SocketAddr, raw: &[u8]) -> (u16, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = s.write_all(raw);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                break false
+            }
+            Err(_) => break true,
+        }
+    };
+    let text = String::from_utf8_lossy(&got);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, closed)
+}
+
+fn headers(n: usize, value_len: usize) -> String {
+    (0..n)
+        .map(|i| format!("X-H{i}: {}\r\n", "v".repeat(value_len)))
+        .collect()
+}
+
+#[test]
+fn malformed_requests_get_their_status_and_a_closed_connection() {
+    let dir = TempDir::new("strict");
+    dir.write("www/index.html", "home");
+    dir.write("www/a.txt", "alpha");
+    let config = write_config(&dir, &dir.path().join("www"), CONFIG);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+
+    let long_url = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(3000));
+    let many = format!("GET /a.txt HTTP/1.1\r\nHost: a\r\n{}\r\n", headers(60, 1));
+    let big = format!("GET /a.txt HTTP/1.1\r\nHost: a\r\n{}\r\n", headers(20, 600));
+    let huge = format!(
+        "GET /a.txt HTTP/1.1\r\nHost: a\r\n{}\r\n",
+        headers(40, 2000)
+    );
+    let very_long_url = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(100_000));
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        // Request line.
+        ("no version", b"GET /a.txt\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("HTTP/1.2", b"GET /a.txt HTTP/1.2\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("HTTP/2.0 on h1", b"GET /a.txt HTTP/2.0\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("lower-case version", b"GET /a.txt http/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("two spaces", b"GET  /a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("tab separator", b"GET\t/a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("bad method token", b"G(T /a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("NUL in target", b"GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("space in target", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("DEL in target", b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("empty target", b"GET  HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), 400),
+        // Header fields.
+        ("obs-fold", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n".to_vec(), 400),
+        ("space before colon", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n".to_vec(), 400),
+        ("space in name", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nX A: b\r\n\r\n".to_vec(), 400),
+        ("no colon", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nX-A\r\n\r\n".to_vec(), 400),
+        ("empty name", b"GET /a.txt HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n".to_vec(), 400),
+        ("control byte in value", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n".to_vec(), 400),
+        ("NUL in value", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nX-A: b\x00c\r\n\r\n".to_vec(), 400),
+        ("bare CR in value", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n".to_vec(), 400),
+        ("non-token in name", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nX{A}: b\r\n\r\n".to_vec(), 400),
+        // Host.
+        ("missing Host", b"GET /a.txt HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("two Hosts", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), 400),
+        ("two equal Hosts", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("Host with userinfo", b"GET /a.txt HTTP/1.1\r\nHost: u@a\r\n\r\n".to_vec(), 400),
+        ("Host with space", b"GET /a.txt HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(), 400),
+        ("Host with path", b"GET /a.txt HTTP/1.1\r\nHost: a/b\r\n\r\n".to_vec(), 400),
+        ("Host with bad port", b"GET /a.txt HTTP/1.1\r\nHost: a:x\r\n\r\n".to_vec(), 400),
+        ("HTTP/1.0 with two Hosts", b"GET /a.txt HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), 400),
+        // Framing (smuggling shapes).
+        ("two different Content-Lengths", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(), 400),
+        ("Content-Length list", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!".to_vec(), 400),
+        ("negative Content-Length", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n".to_vec(), 400),
+        ("signed Content-Length", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello".to_vec(), 400),
+        ("hex Content-Length", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\nhello".to_vec(), 400),
+        ("huge Content-Length", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(), 400),
+        ("Transfer-Encoding not chunked", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 400),
+        ("chunked not last", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(), 400),
+        ("Transfer-Encoding on HTTP/1.0", b"POST /a.txt HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), 400),
+        ("unknown coding", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo\r\n\r\n".to_vec(), 400),
+        // Limits.
+        ("target over max_url_length", long_url.into_bytes(), 414),
+        ("more than max_header_count", many.into_bytes(), 431),
+        ("over max_header_bytes", big.into_bytes(), 431),
+        ("head over the read buffer", huge.into_bytes(), 431),
+        ("request line over the read buffer", very_long_url.into_bytes(), 431),
+    ];
+    assert!(cases.len() >= 40);
+    let mut failures = Vec::new();
+    for (name, raw, want) in &cases {
+        let (status, closed) = exchange(server.addr, raw);
+        if status != *want || !closed {
+            failures.push(format!(
+                "{name}: got {status} (closed: {closed}), want {want} and close"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // A well-formed request on the same server is served and kept alive.
+    let (status, closed) = exchange(server.addr, b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((status, closed), (200, false));
+}
+
+#[test]
+fn requests_per_connection_are_capped_and_connections_limited() {
+    let dir = TempDir::new("limits");
+    dir.write("www/a.txt", "alpha");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[limits]\nmax_requests_per_connection = 3\nmax_connections_per_client = 2\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut c = common::Connection::open(server.addr);
+    assert_eq!(c.get("/a.txt").header("connection"), None);
+    assert_eq!(c.get("/a.txt").header("connection"), None);
+    let third = c.get("/a.txt");
+    assert_eq!(third.status, 200);
+    assert_eq!(third.header("connection"), Some("close"));
+    assert!(c.is_closed());
+
+    // Two connections are allowed from 127.0.0.1; a third gets 503.
+    let _a = common::Connection::open(server.addr);
+    let _b = common::Connection::open(server.addr);
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, closed) = exchange(server.addr, b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((status, closed), (503, true));
+    drop(_a);
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, _) = exchange(server.addr, b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(status, 200);
+}
