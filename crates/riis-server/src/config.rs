@@ -147,6 +147,36 @@ impl Default for Limits {
     }
 }
 
+/// `[timeouts]`, in seconds; 0 turns one off. The defaults are nginx's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// From the first byte of a request head to its end (slowloris); then
+    /// 408 and close. nginx's `client_header_timeout`.
+    pub header_read: u64,
+    /// An idle keep-alive connection is closed after this. nginx's
+    /// `keepalive_timeout`.
+    pub keep_alive: u64,
+    /// A client that takes no response bytes for this long is disconnected.
+    /// nginx's `send_timeout`.
+    pub send: u64,
+    /// Longest wait between two reads of a request body a module asked for;
+    /// then the read fails and the connection closes. nginx's
+    /// `client_body_timeout`.
+    pub body_read: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header_read: 60,
+            keep_alive: 75,
+            send: 60,
+            body_read: 60,
+        }
+    }
+}
+
 /// `[[modules]]`: one entry of the module list.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +253,8 @@ struct RawConfig {
     server: ServerSettings,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    timeouts: Timeouts,
     modules: Option<Vec<ModuleEntry>>,
     #[serde(default)]
     global_modules: Vec<GlobalModuleEntry>,
@@ -306,6 +338,8 @@ pub struct ServerConfig {
     pub settings: ServerSettings,
     /// `[limits]`.
     pub limits: Limits,
+    /// `[timeouts]`.
+    pub timeouts: Timeouts,
     /// The module list, in order.
     pub modules: Vec<ModuleEntry>,
     /// Native module libraries, images resolved against the file's folder.
@@ -449,6 +483,7 @@ impl ServerConfig {
             file: file.to_owned(),
             settings: raw.server,
             limits: raw.limits,
+            timeouts: raw.timeouts,
             modules,
             global_modules: raw
                 .global_modules

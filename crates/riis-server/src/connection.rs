@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::config::Limits;
+use crate::config::{Limits, Timeouts};
 use crate::strict::{raw_response, Refusal};
 
 /// Counts open connections, server-wide and per client address.
@@ -91,47 +91,209 @@ impl ConnectionCounter {
 /// done).
 pub struct SharedIo<T> {
     inner: Arc<Mutex<T>>,
-    written: Arc<WriteMark>,
+    activity: Arc<Activity>,
 }
 
-/// Bytes written on a connection, and how many had been when the current
-/// request started: when both are equal at a failure, nothing of that
-/// request's response went out and riis may still answer it.
+/// The server's coarse clock: whole seconds since it started, advanced by
+/// the connection sweepers (reading it costs one relaxed load).
+static CLOCK: AtomicU32 = AtomicU32::new(0);
+static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn now() -> u32 {
+    CLOCK.load(Ordering::Relaxed)
+}
+
+fn advance_clock() -> u32 {
+    let secs = EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
+    let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+    CLOCK.store(secs, Ordering::Relaxed);
+    secs
+}
+
+/// Why the sweeper closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// A request head did not arrive in full within `timeouts.header_read`
+    /// (slowloris): 408.
+    HeaderRead,
+    /// Nothing happened on a kept-alive connection for `timeouts.keep_alive`.
+    KeepAlive,
+    /// The client did not take response bytes for `timeouts.send`.
+    Send,
+}
+
+/// What one connection did, read by the sweeper to enforce the timeouts
+/// without a timer per request. Updated with relaxed atomics on the I/O
+/// path.
 #[derive(Debug, Default)]
-pub struct WriteMark {
-    total: AtomicU64,
-    at_request_start: AtomicU64,
+pub struct Activity {
+    /// Requests being handled (several at once on HTTP/2).
+    in_service: AtomicU32,
+    /// When the connection last became idle (no request in service).
+    idle_since: AtomicU32,
+    read_total: AtomicU64,
+    /// `read_total` when it became idle: more means a head is arriving.
+    read_at_idle: AtomicU64,
+    written_total: AtomicU64,
+    written_at_request_start: AtomicU64,
+    last_write: AtomicU32,
+    /// The last write found the socket full.
+    write_blocked: AtomicBool,
+    expiry: Mutex<Option<Expiry>>,
+    kill: tokio::sync::Notify,
 }
 
-impl WriteMark {
-    /// A request starts.
-    pub fn request_started(&self) {
-        self.at_request_start
-            .store(self.total.load(Ordering::Relaxed), Ordering::Relaxed);
+impl Activity {
+    /// A new connection: idle from now.
+    pub fn new() -> Arc<Self> {
+        let a = Arc::new(Self::default());
+        let t = now();
+        a.idle_since.store(t, Ordering::Relaxed);
+        a.last_write.store(t, Ordering::Relaxed);
+        a
     }
 
-    /// Whether no byte was written since the current request started.
+    /// A request reached the service; the returned guard marks its end.
+    pub fn request_started(self: &Arc<Self>) -> InService {
+        self.in_service.fetch_add(1, Ordering::Relaxed);
+        self.written_at_request_start.store(
+            self.written_total.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        InService(self.clone())
+    }
+
+    /// Whether no byte was written since the current request started: a
+    /// failure then may still be answered.
     pub fn nothing_sent_for_request(&self) -> bool {
-        self.total.load(Ordering::Relaxed) == self.at_request_start.load(Ordering::Relaxed)
+        self.written_total.load(Ordering::Relaxed)
+            == self.written_at_request_start.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the sweeper expires the connection, with the reason.
+    pub async fn expired(&self) -> Expiry {
+        loop {
+            self.kill.notified().await;
+            if let Some(e) = *self.expiry.lock().unwrap_or_else(|e| e.into_inner()) {
+                return e;
+            }
+        }
+    }
+
+    /// The sweeper's verdict at time `t`.
+    fn check(&self, t: u32, timeouts: &Timeouts) -> Option<Expiry> {
+        let after =
+            |since: u32, limit: u64| limit > 0 && u64::from(t.saturating_sub(since)) >= limit;
+        if self.write_blocked.load(Ordering::Relaxed)
+            && after(self.last_write.load(Ordering::Relaxed), timeouts.send)
+        {
+            return Some(Expiry::Send);
+        }
+        if self.in_service.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let idle_since = self
+            .idle_since
+            .load(Ordering::Relaxed)
+            .max(self.last_write.load(Ordering::Relaxed));
+        let head_arriving =
+            self.read_total.load(Ordering::Relaxed) > self.read_at_idle.load(Ordering::Relaxed);
+        if head_arriving && after(idle_since, timeouts.header_read) {
+            Some(Expiry::HeaderRead)
+        } else if !head_arriving && after(idle_since, timeouts.keep_alive) {
+            Some(Expiry::KeepAlive)
+        } else {
+            None
+        }
+    }
+}
+
+/// A request in service; dropping it ends it.
+#[derive(Debug)]
+pub struct InService(Arc<Activity>);
+
+impl Drop for InService {
+    fn drop(&mut self) {
+        let a = &self.0;
+        if a.in_service.fetch_sub(1, Ordering::Relaxed) == 1 {
+            a.read_at_idle
+                .store(a.read_total.load(Ordering::Relaxed), Ordering::Relaxed);
+            a.idle_since.store(now(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The connections of one worker, swept once a second.
+#[derive(Debug, Default)]
+pub struct Sweeper {
+    connections: Mutex<Vec<Arc<Activity>>>,
+}
+
+impl Sweeper {
+    /// Tracks a new connection.
+    pub fn track(&self, activity: Arc<Activity>) {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(activity);
+    }
+
+    /// Expires what overran its timeout, until `stop`.
+    pub async fn run(&self, timeouts: Timeouts, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let t = advance_clock();
+            let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            // A connection whose task ended holds the only other reference.
+            list.retain(|a| Arc::strong_count(a) > 1);
+            for a in list.iter() {
+                if let Some(e) = a.check(t, &timeouts) {
+                    let mut expiry = a.expiry.lock().unwrap_or_else(|e| e.into_inner());
+                    if expiry.is_none() {
+                        *expiry = Some(e);
+                        a.kill.notify_one();
+                    }
+                }
+            }
+        }
     }
 }
 
 impl<T> SharedIo<T> {
     /// Wraps `io`; the returned handle reaches it after hyper is done.
-    pub fn new(io: T, written: Arc<WriteMark>) -> (Self, Arc<Mutex<T>>) {
+    pub fn new(io: T, activity: Arc<Activity>) -> (Self, Arc<Mutex<T>>) {
         let inner = Arc::new(Mutex::new(io));
         (
             Self {
                 inner: inner.clone(),
-                written,
+                activity,
             },
             inner,
         )
     }
 
-    fn count(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-        if let Poll::Ready(Ok(n)) = r {
-            self.written.total.fetch_add(n as u64, Ordering::Relaxed);
+    fn count_write(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        let a = &self.activity;
+        match r {
+            Poll::Ready(Ok(n)) => {
+                a.written_total.fetch_add(n as u64, Ordering::Relaxed);
+                a.last_write.store(now(), Ordering::Relaxed);
+                a.write_blocked.store(false, Ordering::Relaxed);
+            }
+            Poll::Pending => {
+                if !a.write_blocked.swap(true, Ordering::Relaxed) {
+                    a.last_write.store(now(), Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
         r
     }
@@ -151,7 +313,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.with(|io| io.poll_read(cx, buf))
+        let before = buf.filled().len();
+        let r = self.with(|io| io.poll_read(cx, buf));
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.activity
+                .read_total
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
 }
 
@@ -162,7 +332,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SharedIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = self.with(|io| io.poll_write(cx, buf));
-        self.count(r)
+        self.count_write(r)
     }
 
     fn poll_write_vectored(
@@ -171,7 +341,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SharedIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = self.with(|io| io.poll_write_vectored(cx, bufs));
-        self.count(r)
+        self.count_write(r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -234,21 +404,25 @@ pub async fn finish_connection<T: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// What every connection of a server shares: the limits and the count of
-/// open connections.
+/// What every connection of a server shares: the limits, the timeouts and
+/// the count of open connections.
 #[derive(Debug)]
 pub struct Transport {
     /// `[limits]`.
     pub limits: Limits,
+    /// `[timeouts]`.
+    pub timeouts: Timeouts,
     /// Open connections.
     pub counter: Arc<ConnectionCounter>,
 }
 
 impl Transport {
-    /// The transport state for `limits`.
-    pub fn new(limits: Limits) -> Self {
+    /// The transport state for `limits` and `timeouts`.
+    pub fn new(limits: Limits, timeouts: Timeouts) -> Self {
+        advance_clock();
         Self {
             limits,
+            timeouts,
             counter: Arc::default(),
         }
     }

@@ -23,7 +23,7 @@ use riis_pipeline::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{RequestBodyHold, ResponseBody};
-use crate::connection::{Transport, WriteMark};
+use crate::connection::{Activity, Transport};
 use crate::strict::{check_head, Refusal};
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
@@ -48,8 +48,8 @@ pub struct ConnectionState {
     pub transport: Arc<Transport>,
     /// Requests started on the connection.
     requests: AtomicU64,
-    /// Bytes written, to know whether a failed request's response started.
-    written: Arc<WriteMark>,
+    /// What the connection did, for the timeouts.
+    activity: Arc<Activity>,
 }
 
 impl ConnectionState {
@@ -59,7 +59,7 @@ impl ConnectionState {
         routes: Routes,
         connection: Arc<ConnectionInfo>,
         transport: Arc<Transport>,
-        written: Arc<WriteMark>,
+        activity: Arc<Activity>,
     ) -> Self {
         Self {
             pipeline,
@@ -67,7 +67,7 @@ impl ConnectionState {
             connection,
             transport,
             requests: AtomicU64::new(0),
-            written,
+            activity,
         }
     }
 
@@ -133,7 +133,7 @@ type Reply = Result<Response<ResponseBody>, ConnectionReset>;
 
 /// The hyper service function.
 pub async fn handle(state: Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
-    state.written.request_started();
+    let _in_service = state.activity.request_started();
     if let Err(refusal) = check_head(&req, &state.transport.limits) {
         tracing::debug!(
             remote = %state.connection.remote_addr,
@@ -213,7 +213,8 @@ async fn serve(state: &Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
         step => Event::Other(step),
     };
     let (reply_tx, reply_rx) = oneshot::channel();
-    tokio::spawn(drive(exec, first, body, is_head, reply_tx));
+    let body_timeout = state.transport.timeouts.body_read;
+    tokio::spawn(drive(exec, first, body, body_timeout, is_head, reply_tx));
     reply_rx.await.unwrap_or(Err(ConnectionReset))
 }
 
@@ -227,6 +228,7 @@ async fn drive(
     mut exec: RequestExecution,
     first: Event,
     body: Incoming,
+    body_timeout: u64,
     is_head: bool,
     reply: oneshot::Sender<Reply>,
 ) {
@@ -234,6 +236,7 @@ async fn drive(
         body,
         leftover: Bytes::new(),
         ended: false,
+        timeout: (body_timeout > 0).then(|| std::time::Duration::from_secs(body_timeout)),
     };
     let mut reply = Some(reply);
     let hold = RequestBodyHold::default();
@@ -291,12 +294,25 @@ struct BodyReader {
     body: Incoming,
     leftover: Bytes,
     ended: bool,
+    /// `timeouts.body_read`: the longest wait for the next body bytes.
+    timeout: Option<std::time::Duration>,
 }
 
 impl BodyReader {
     async fn read(&mut self, max: usize) -> Result<Bytes, ()> {
         while self.leftover.is_empty() && !self.ended {
-            match self.body.frame().await {
+            let next = match self.timeout {
+                Some(limit) => match tokio::time::timeout(limit, self.body.frame()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        tracing::debug!("request body read timed out (timeouts.body_read)");
+                        self.ended = true;
+                        return Err(());
+                    }
+                },
+                None => self.body.frame().await,
+            };
+            match next {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         self.leftover = data;

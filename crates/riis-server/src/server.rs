@@ -16,8 +16,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use riis_native::{precondition_holds, NativeLibrary};
 
-use crate::connection::{answer_and_close, finish_connection, SharedIo, Transport, WriteMark};
+use crate::connection::{
+    answer_and_close, finish_connection, Activity, Expiry, SharedIo, Sweeper, Transport,
+};
 use crate::strict::parse_error_response;
+use crate::strict::Refusal;
 use riis_pipeline::{
     ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn,
 };
@@ -237,7 +240,10 @@ impl Server {
         }));
         let pipeline = build_pipeline(&config, extra, fs.clone())?;
         Ok(Self {
-            transport: Arc::new(Transport::new(config.limits.clone())),
+            transport: Arc::new(Transport::new(
+                config.limits.clone(),
+                config.timeouts.clone(),
+            )),
             config,
             pipeline,
             fs,
@@ -518,6 +524,19 @@ async fn run_worker(
         .max_concurrent_streams(transport.limits.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(transport.limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
+    let sweeper = Arc::new(Sweeper::default());
+    let sweeping = {
+        let sweeper = sweeper.clone();
+        let timeouts = transport.timeouts.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { sweeper.run(timeouts, stop).await })
+    };
+    let serving = Arc::new(Serving {
+        pipeline,
+        builder,
+        transport,
+        sweeper,
+    });
 
     let mut accept_loops = Vec::with_capacity(sockets.len());
     for (socket, routes) in sockets {
@@ -531,10 +550,8 @@ async fn run_worker(
         accept_loops.push(tokio::spawn(accept_loop(
             listener,
             routes,
-            pipeline.clone(),
-            builder.clone(),
+            serving.clone(),
             graceful.clone(),
-            transport.clone(),
             stop.clone(),
         )));
     }
@@ -553,19 +570,32 @@ async fn run_worker(
             deadline.as_secs()
         );
     }
+    let _ = sweeping.await;
 }
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// What a worker's accept loops share.
+struct Serving {
+    pipeline: Arc<Pipeline>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    transport: Arc<Transport>,
+    sweeper: Arc<Sweeper>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     routes: Routes,
-    pipeline: Arc<Pipeline>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    serving: Arc<Serving>,
     graceful: Arc<GracefulShutdown>,
-    transport: Arc<Transport>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Serving {
+        pipeline,
+        builder,
+        transport,
+        sweeper,
+    } = &*serving;
     let local = listener.local_addr().ok();
     loop {
         let (stream, remote) = tokio::select! {
@@ -593,7 +623,8 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let local_addr = stream.local_addr().ok().or(local).unwrap_or(remote);
-        let written = Arc::new(WriteMark::default());
+        let activity = Activity::new();
+        sweeper.track(activity.clone());
         let state = Arc::new(ConnectionState::new(
             pipeline.clone(),
             routes.clone(),
@@ -603,16 +634,30 @@ async fn accept_loop(
                 remote,
             )),
             transport.clone(),
-            written.clone(),
+            activity.clone(),
         ));
         let service = service_fn(move |req| handle(state.clone(), req));
-        let (io, shared) = SharedIo::new(stream, written.clone());
+        let (io, shared) = SharedIo::new(stream, activity.clone());
         let conn = builder
             .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let result = conn.await;
+            let result = tokio::select! {
+                r = conn => r,
+                expiry = activity.expired() => {
+                    tracing::debug!(%remote, ?expiry, "connection timed out");
+                    drop(admission);
+                    // The connection future is gone, and hyper's handle with it.
+                    let refusal = (expiry == Expiry::HeaderRead && activity.nothing_sent_for_request())
+                        .then_some(Refusal {
+                            status: http::StatusCode::REQUEST_TIMEOUT,
+                            reason: "the request head did not arrive within timeouts.header_read",
+                        });
+                    finish_connection(shared, refusal).await;
+                    return;
+                }
+            };
             // The connection no longer counts once hyper is done with it,
             // even while it lingers below.
             drop(admission);
@@ -622,7 +667,7 @@ async fn accept_loop(
                     tracing::debug!(error = %e, %remote, "connection ended with an error");
                     // hyper answers most parse errors itself; what it gave up
                     // on without a byte of response is answered here.
-                    parse_error_response(&*e).filter(|_| written.nothing_sent_for_request())
+                    parse_error_response(&*e).filter(|_| activity.nothing_sent_for_request())
                 }
             };
             finish_connection(shared, refusal).await;
