@@ -90,6 +90,9 @@ pub struct ServerSettings {
     /// Seconds between file cache sweeps, which drop entries unused since the
     /// previous sweep.
     pub file_cache_cleanup_interval: u64,
+    /// Seconds between checks of the TLS certificate files; a changed file
+    /// is loaded without a restart. 0: only on SIGHUP.
+    pub certificate_check_interval: u64,
 }
 
 impl Default for ServerSettings {
@@ -103,6 +106,7 @@ impl Default for ServerSettings {
             file_cache_size: 64 * 1024 * 1024,
             file_cache_max_file_size: 256 * 1024,
             file_cache_cleanup_interval: 60,
+            certificate_check_interval: 10,
         }
     }
 }
@@ -240,6 +244,8 @@ struct RawSite {
     id: Option<u32>,
     root: PathBuf,
     bindings: Vec<String>,
+    certificate: Option<PathBuf>,
+    certificate_key: Option<PathBuf>,
     handlers: Option<Vec<RawHandler>>,
     #[serde(default)]
     locations: Vec<RawLocation>,
@@ -273,6 +279,8 @@ pub struct Binding {
     pub addr: SocketAddr,
     /// Host name (lower case), or `None` to answer any host.
     pub host: Option<String>,
+    /// An `https://` binding: TLS, the certificate chosen by host name.
+    pub tls: bool,
 }
 
 impl Binding {
@@ -280,7 +288,10 @@ impl Binding {
     /// an IPv4 address, `[IPv6]`, `*` (all IPv4 addresses) or `localhost`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let s = s.strip_prefix("http://").unwrap_or(s);
+        let (s, tls) = match s.strip_prefix("https://") {
+            Some(rest) => (rest, true),
+            None => (s.strip_prefix("http://").unwrap_or(s), false),
+        };
         let (addr, rest) = if let Some(v6) = s.strip_prefix('[') {
             let (a, rest) = v6
                 .split_once(']')
@@ -315,6 +326,7 @@ impl Binding {
         Ok(Self {
             addr: SocketAddr::new(addr, port),
             host,
+            tls,
         })
     }
 }
@@ -326,6 +338,18 @@ pub struct SiteBindings {
     pub site: usize,
     /// Where it listens.
     pub bindings: Vec<Binding>,
+    /// Its certificate for `https://` bindings.
+    pub tls: Option<SiteCertificate>,
+}
+
+/// A site's certificate: PEM files, resolved against the configuration's
+/// folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteCertificate {
+    /// The certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// A loaded configuration, ready to build a pipeline from.
@@ -560,11 +584,40 @@ impl ServerConfig {
                     .map(|h| handlers(h, &format!("{key}.handlers"))),
                 sections: sections(site.sections, &key),
                 locations,
-                key,
+                key: key.clone(),
             });
+            let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+            let tls = match (site.certificate, site.certificate_key) {
+                (Some(c), Some(k)) => Some(SiteCertificate {
+                    certificate: resolve(c),
+                    key: resolve(k),
+                }),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(config.error_at(
+                        &format!("{key}.certificate"),
+                        "a certificate needs its `certificate_key`",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(config.error_at(
+                        &format!("{key}.certificate_key"),
+                        "a `certificate_key` needs its `certificate`",
+                    ))
+                }
+            };
+            if let Some(j) = parsed.iter().position(|b| b.tls) {
+                if tls.is_none() {
+                    return Err(config.error_at(
+                        &format!("{key}.bindings[{j}]"),
+                        "an https binding needs the site's `certificate` and `certificate_key`",
+                    ));
+                }
+            }
             bindings.push(SiteBindings {
                 site: i,
                 bindings: parsed,
+                tls,
             });
         }
         for (i, a) in sites.iter().enumerate() {
@@ -595,8 +648,17 @@ impl ServerConfig {
     fn check_binding_conflicts(&self) -> Result<(), ConfigError> {
         let mut seen: Vec<(&Binding, usize)> = Vec::new();
         for sb in &self.bindings {
-            for b in &sb.bindings {
-                if let Some((_, other)) = seen.iter().find(|(o, s)| *o == b && *s != sb.site) {
+            for (j, b) in sb.bindings.iter().enumerate() {
+                if seen.iter().any(|(o, _)| o.addr == b.addr && o.tls != b.tls) {
+                    return Err(self.error_at(
+                        &format!("sites[{}].bindings[{j}]", sb.site),
+                        &format!("{} is bound both with and without TLS", b.addr),
+                    ));
+                }
+                if let Some((_, other)) = seen
+                    .iter()
+                    .find(|(o, s)| o.addr == b.addr && o.host == b.host && *s != sb.site)
+                {
                     let what = b
                         .host
                         .as_deref()

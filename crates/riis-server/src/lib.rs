@@ -15,6 +15,7 @@ pub mod driver;
 pub mod fs;
 pub mod server;
 pub mod strict;
+pub mod tls;
 
 pub use config::{ConfigError, ServerConfig};
 pub use server::{

@@ -17,15 +17,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use riis_native::{precondition_holds, NativeLibrary};
 
 use crate::connection::{
-    answer_and_close, finish_connection, Activity, Expiry, SharedIo, Sweeper, Transport,
+    answer_and_close, finish_connection, Activity, Admission, Expiry, SharedIo, Sweeper, Transport,
 };
 use crate::strict::parse_error_response;
 use crate::strict::Refusal;
+use crate::tls::{CertificateBinding, SniResolver};
 use riis_pipeline::{
     ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::driver::{handle, ConnectionState, Routes};
@@ -40,6 +42,8 @@ pub enum ServerError {
     Bind(SocketAddr, std::io::Error),
     /// The runtime could not start.
     Runtime(std::io::Error),
+    /// TLS could not be set up.
+    Tls(String),
 }
 
 impl std::fmt::Display for ServerError {
@@ -48,6 +52,7 @@ impl std::fmt::Display for ServerError {
             Self::Config(e) => write!(f, "{e}"),
             Self::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             Self::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            Self::Tls(e) => write!(f, "cannot set up TLS: {e}"),
         }
     }
 }
@@ -186,9 +191,45 @@ fn load_native_modules(
 struct ListenerPlan {
     addr: SocketAddr,
     routes: Routes,
+    tls: Option<Arc<SniResolver>>,
 }
 
-fn plan_listeners(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ListenerPlan> {
+/// The certificates of every `https://` address, loaded (so a bad file is a
+/// configuration error, reported by `riis check-config` too).
+fn load_certificates(
+    config: &ServerConfig,
+) -> Result<BTreeMap<SocketAddr, Arc<SniResolver>>, ConfigError> {
+    let mut by_addr: BTreeMap<SocketAddr, Vec<CertificateBinding>> = BTreeMap::new();
+    for sb in &config.bindings {
+        for b in sb.bindings.iter().filter(|b| b.tls) {
+            if let Some(source) = &sb.tls {
+                by_addr.entry(b.addr).or_default().push(CertificateBinding {
+                    host: b.host.clone(),
+                    source: source.clone(),
+                });
+            }
+        }
+    }
+    by_addr
+        .into_iter()
+        .map(|(addr, bindings)| {
+            let site = config
+                .bindings
+                .iter()
+                .find(|sb| sb.bindings.iter().any(|b| b.tls && b.addr == addr))
+                .map_or(0, |sb| sb.site);
+            SniResolver::load(bindings)
+                .map(|r| (addr, Arc::new(r)))
+                .map_err(|e| config.error_at(&format!("sites[{site}].certificate"), &e))
+        })
+        .collect()
+}
+
+fn plan_listeners(
+    config: &ServerConfig,
+    pipeline: &Pipeline,
+    certificates: &BTreeMap<SocketAddr, Arc<SniResolver>>,
+) -> Vec<ListenerPlan> {
     let mut by_addr: BTreeMap<SocketAddr, Vec<_>> = BTreeMap::new();
     for sb in &config.bindings {
         let site = pipeline.sites()[sb.site].clone();
@@ -207,6 +248,7 @@ fn plan_listeners(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ListenerPla
             ListenerPlan {
                 addr,
                 routes: routes.into(),
+                tls: certificates.get(&addr).cloned(),
             }
         })
         .collect()
@@ -218,6 +260,7 @@ pub struct Server {
     pipeline: Arc<Pipeline>,
     fs: Arc<RealFileSystem>,
     transport: Arc<Transport>,
+    certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
 }
 
 impl Server {
@@ -239,7 +282,9 @@ impl Server {
             max_file_size: settings.file_cache_max_file_size,
         }));
         let pipeline = build_pipeline(&config, extra, fs.clone())?;
+        let certificates = load_certificates(&config)?;
         Ok(Self {
+            certificates,
             transport: Arc::new(Transport::new(
                 config.limits.clone(),
                 config.timeouts.clone(),
@@ -296,7 +341,7 @@ impl Server {
     /// `riis: listening on http://ADDR for SITES` line per address (scripts
     /// and tests read it to learn ephemeral ports).
     pub fn bind(self, sockets: usize) -> Result<BoundServer, ServerError> {
-        let plans = plan_listeners(&self.config, &self.pipeline);
+        let plans = plan_listeners(&self.config, &self.pipeline, &self.certificates);
         let mut listeners = Vec::with_capacity(plans.len());
         for plan in plans {
             let first = listen_socket(plan.addr).map_err(|e| ServerError::Bind(plan.addr, e))?;
@@ -320,11 +365,24 @@ impl Server {
                     None => s.info().site_name.clone(),
                 })
                 .collect();
-            println!("riis: listening on http://{local} for {}", sites.join(", "));
+            let tls = match &plan.tls {
+                Some(resolver) => {
+                    Some(crate::tls::acceptor(resolver.clone()).map_err(ServerError::Tls)?)
+                }
+                None => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            println!(
+                "riis: listening on {scheme}://{local} for {}",
+                sites.join(", ")
+            );
             listeners.push(ListenerGroup {
                 local,
                 sockets: group,
-                routes: plan.routes,
+                listening: Listening {
+                    routes: plan.routes,
+                    tls,
+                },
             });
         }
         Ok(BoundServer {
@@ -353,7 +411,14 @@ fn listen_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 struct ListenerGroup {
     local: SocketAddr,
     sockets: Vec<std::net::TcpListener>,
+    listening: Listening,
+}
+
+/// What one listening address serves: its sites, and TLS for `https://`.
+#[derive(Clone)]
+struct Listening {
     routes: Routes,
+    tls: Option<TlsAcceptor>,
 }
 
 /// A server whose addresses are bound, not yet serving.
@@ -375,8 +440,8 @@ impl BoundServer {
         let sockets = listeners
             .into_iter()
             .flat_map(|g| {
-                let routes = g.routes;
-                g.sockets.into_iter().map(move |s| (s, routes.clone()))
+                let listening = g.listening;
+                g.sockets.into_iter().map(move |s| (s, listening.clone()))
             })
             .collect();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -403,11 +468,11 @@ impl BoundServer {
     ) -> Result<(), ServerError> {
         let Self { server, listeners } = self;
         let workers = listeners.iter().map(|g| g.sockets.len()).max().unwrap_or(1);
-        let mut per_worker: Vec<Vec<(std::net::TcpListener, Routes)>> =
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, Listening)>> =
             (0..workers).map(|_| Vec::new()).collect();
         for group in listeners {
             for (i, socket) in group.sockets.into_iter().enumerate() {
-                per_worker[i].push((socket, group.routes.clone()));
+                per_worker[i].push((socket, group.listening.clone()));
             }
         }
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -464,6 +529,25 @@ impl Lifecycle {
             server.config.file.display()
         );
         server.pipeline.raise_application_start();
+        let certificates: Vec<Arc<SniResolver>> = server.certificates.values().cloned().collect();
+        let interval = server.config.settings.certificate_check_interval;
+        if !certificates.is_empty() && interval > 0 {
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(interval));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {
+                            for c in &certificates {
+                                c.reload_if_changed();
+                            }
+                        }
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+        }
         let health = tokio::spawn(periodic_work(
             server.pipeline.clone(),
             server.fs.clone(),
@@ -493,13 +577,13 @@ impl Lifecycle {
 /// One worker: accepts on its sockets and serves their connections until
 /// `stop`, then gives in-flight requests `deadline` to finish.
 async fn run_worker(
-    sockets: Vec<(std::net::TcpListener, Routes)>,
+    sockets: Vec<(std::net::TcpListener, Listening)>,
     pipeline: Arc<Pipeline>,
     transport: Arc<Transport>,
     stop: watch::Receiver<bool>,
     deadline: Duration,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
+    let mut graceful = Arc::new(GracefulShutdown::new());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -539,7 +623,7 @@ async fn run_worker(
     });
 
     let mut accept_loops = Vec::with_capacity(sockets.len());
-    for (socket, routes) in sockets {
+    for (socket, listening) in sockets {
         let listener = match TcpListener::from_std(socket) {
             Ok(l) => l,
             Err(e) => {
@@ -549,7 +633,7 @@ async fn run_worker(
         };
         accept_loops.push(tokio::spawn(accept_loop(
             listener,
-            routes,
+            listening,
             serving.clone(),
             graceful.clone(),
             stop.clone(),
@@ -558,9 +642,16 @@ async fn run_worker(
     for l in accept_loops {
         let _ = l.await;
     }
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| {
-        unreachable!("the accept loops held the only other references and have ended")
-    });
+    // TLS handshakes still finishing hold a reference for a moment.
+    let graceful = loop {
+        match Arc::try_unwrap(graceful) {
+            Ok(g) => break g,
+            Err(shared) => {
+                graceful = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     if tokio::time::timeout(deadline, graceful.shutdown())
         .await
         .is_err()
@@ -585,18 +676,13 @@ struct Serving {
 
 async fn accept_loop(
     listener: TcpListener,
-    routes: Routes,
+    listening: Listening,
     serving: Arc<Serving>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Serving {
-        pipeline,
-        builder,
-        transport,
-        sweeper,
-    } = &*serving;
     let local = listener.local_addr().ok();
+    let transport = &serving.transport;
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -614,65 +700,117 @@ async fn accept_loop(
             Ok(a) => a,
             Err(refusal) => {
                 tracing::warn!(%remote, reason = refusal.reason, "connection refused");
-                tokio::spawn(async move {
-                    let mut stream = stream;
-                    answer_and_close(&mut stream, refusal).await;
-                });
+                if listening.tls.is_none() {
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        answer_and_close(&mut stream, refusal).await;
+                    });
+                }
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         let local_addr = stream.local_addr().ok().or(local).unwrap_or(remote);
-        let activity = Activity::new();
-        sweeper.track(activity.clone());
-        let state = Arc::new(ConnectionState::new(
-            pipeline.clone(),
-            routes.clone(),
-            Arc::new(ConnectionInfo::new(
-                CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
-                local_addr,
-                remote,
-            )),
-            transport.clone(),
-            activity.clone(),
-        ));
-        let service = service_fn(move |req| handle(state.clone(), req));
-        let (io, shared) = SharedIo::new(stream, activity.clone());
-        let conn = builder
-            .serve_connection(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let result = tokio::select! {
-                r = conn => r,
-                expiry = activity.expired() => {
-                    tracing::debug!(%remote, ?expiry, "connection timed out");
-                    drop(admission);
-                    // The connection future is gone, and hyper's handle with it.
-                    let refusal = (expiry == Expiry::HeaderRead && activity.nothing_sent_for_request())
-                        .then_some(Refusal {
-                            status: http::StatusCode::REQUEST_TIMEOUT,
-                            reason: "the request head did not arrive within timeouts.header_read",
-                        });
-                    finish_connection(shared, refusal).await;
-                    return;
-                }
-            };
-            // The connection no longer counts once hyper is done with it,
-            // even while it lingers below.
-            drop(admission);
-            let refusal = match result {
-                Ok(()) => None,
-                Err(e) => {
-                    tracing::debug!(error = %e, %remote, "connection ended with an error");
-                    // hyper answers most parse errors itself; what it gave up
-                    // on without a byte of response is answered here.
-                    parse_error_response(&*e).filter(|_| activity.nothing_sent_for_request())
-                }
-            };
-            finish_connection(shared, refusal).await;
-        });
+        let mut info = ConnectionInfo::new(
+            CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
+            local_addr,
+            remote,
+        );
+        let routes = listening.routes.clone();
+        match &listening.tls {
+            None => serve_connection(stream, info, routes, admission, &serving, &graceful),
+            Some(acceptor) => {
+                info.is_tls = true;
+                let acceptor = acceptor.clone();
+                let serving = serving.clone();
+                let graceful = Arc::downgrade(&graceful);
+                let limit = match serving.transport.timeouts.header_read {
+                    0 => Duration::from_secs(60),
+                    secs => Duration::from_secs(secs),
+                };
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::info!(%remote, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%remote, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    // Shutdown began during the handshake: nothing to serve.
+                    let Some(graceful) = graceful.upgrade() else {
+                        return;
+                    };
+                    serve_connection(tls, info, routes, admission, &serving, &graceful);
+                });
+            }
+        }
     }
+}
+
+/// Serves one connection (plain or TLS) with hyper until it ends, a timeout
+/// expires it, or shutdown drains it; then answers what hyper could not and
+/// closes gracefully.
+fn serve_connection<I>(
+    io: I,
+    info: ConnectionInfo,
+    routes: Routes,
+    admission: Admission,
+    serving: &Serving,
+    graceful: &GracefulShutdown,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let remote = info.remote_addr;
+    let activity = Activity::new();
+    serving.sweeper.track(activity.clone());
+    let state = Arc::new(ConnectionState::new(
+        serving.pipeline.clone(),
+        routes,
+        Arc::new(info),
+        serving.transport.clone(),
+        activity.clone(),
+    ));
+    let service = service_fn(move |req| handle(state.clone(), req));
+    let (io, shared) = SharedIo::new(io, activity.clone());
+    let conn = serving
+        .builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        let result = tokio::select! {
+            r = conn => r,
+            expiry = activity.expired() => {
+                tracing::debug!(%remote, ?expiry, "connection timed out");
+                drop(admission);
+                // The connection future is gone, and hyper's handle with it.
+                let refusal = (expiry == Expiry::HeaderRead && activity.nothing_sent_for_request())
+                    .then_some(Refusal {
+                        status: http::StatusCode::REQUEST_TIMEOUT,
+                        reason: "the request head did not arrive within timeouts.header_read",
+                    });
+                finish_connection(shared, refusal).await;
+                return;
+            }
+        };
+        // The connection no longer counts once hyper is done with it, even
+        // while it lingers below.
+        drop(admission);
+        let refusal = match result {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, %remote, "connection ended with an error");
+                // hyper answers most parse errors itself; what it gave up on
+                // without a byte of response is answered here.
+                parse_error_response(&*e).filter(|_| activity.nothing_sent_for_request())
+            }
+        };
+        finish_connection(shared, refusal).await;
+    });
 }
 
 /// HealthCheck notifications and file cache sweeps, until `stop`.

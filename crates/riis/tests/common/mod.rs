@@ -74,6 +74,7 @@ impl RunningBinary {
             .unwrap();
         let addr = line
             .strip_prefix("riis: listening on http://")
+            .or_else(|| line.strip_prefix("riis: listening on https://"))
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .parse()

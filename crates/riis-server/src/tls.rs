@@ -1,0 +1,177 @@
+//! TLS on `https://` bindings, with rustls: a certificate per host name
+//! (SNI), a default for clients that name none or an unknown one, TLS 1.2
+//! and 1.3, ALPN offering `h2` and `http/1.1`, and certificates reloaded
+//! without a restart when their files change or on SIGHUP.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::SiteCertificate;
+
+/// The crypto provider riis uses (ring).
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads a certificate chain and its key from PEM files, checking that they
+/// belong together.
+pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&source.certificate)
+        .map_err(|e| format!("cannot read `{}`: {e}", source.certificate.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("`{}`: {e}", source.certificate.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "`{}` holds no PEM certificate",
+            source.certificate.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&source.key).map_err(|e| {
+        format!(
+            "cannot read a private key from `{}`: {e}",
+            source.key.display()
+        )
+    })?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+        format!(
+            "`{}` and `{}` do not make a usable certificate: {e}",
+            source.certificate.display(),
+            source.key.display()
+        )
+    })
+}
+
+/// One certificate of a listener and the host names it answers for
+/// (`None`: the default).
+#[derive(Debug, Clone)]
+pub struct CertificateBinding {
+    /// The host name (lower case), or `None` for the default certificate.
+    pub host: Option<String>,
+    /// The files.
+    pub source: SiteCertificate,
+}
+
+#[derive(Debug, Default)]
+struct CertTable {
+    by_host: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+/// Chooses the certificate of a handshake by the name the client sent.
+#[derive(Debug)]
+pub struct SniResolver {
+    bindings: Vec<CertificateBinding>,
+    table: ArcSwap<CertTable>,
+    /// Modification times of every file, to notice changes.
+    stamps: Mutex<Vec<Option<SystemTime>>>,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl SniResolver {
+    /// Loads every certificate of a listener. The first host-less binding's
+    /// certificate is the default; without one, the first certificate is.
+    pub fn load(bindings: Vec<CertificateBinding>) -> Result<Self, String> {
+        let table = Self::build(&bindings)?;
+        let stamps = Self::stamps_of(&bindings);
+        Ok(Self {
+            bindings,
+            table: ArcSwap::from_pointee(table),
+            stamps: Mutex::new(stamps),
+        })
+    }
+
+    fn stamps_of(bindings: &[CertificateBinding]) -> Vec<Option<SystemTime>> {
+        bindings
+            .iter()
+            .flat_map(|b| [modified(&b.source.certificate), modified(&b.source.key)])
+            .collect()
+    }
+
+    fn build(bindings: &[CertificateBinding]) -> Result<CertTable, String> {
+        let mut loaded: HashMap<(PathBuf, PathBuf), Arc<CertifiedKey>> = HashMap::new();
+        let mut table = CertTable::default();
+        for b in bindings {
+            let k = (b.source.certificate.clone(), b.source.key.clone());
+            let key = match loaded.get(&k) {
+                Some(key) => key.clone(),
+                None => {
+                    let key = Arc::new(load_certified_key(&b.source)?);
+                    loaded.insert(k, key.clone());
+                    key
+                }
+            };
+            match &b.host {
+                Some(h) => {
+                    table.by_host.entry(h.clone()).or_insert(key.clone());
+                }
+                None => {
+                    table.default.get_or_insert(key.clone());
+                }
+            }
+            if table.default.is_none() && bindings.iter().all(|b| b.host.is_some()) {
+                table.default = Some(key);
+            }
+        }
+        Ok(table)
+    }
+
+    /// Reloads every certificate; on failure the current ones stay.
+    pub fn reload(&self) -> Result<(), String> {
+        let table = Self::build(&self.bindings)?;
+        self.table.store(Arc::new(table));
+        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = Self::stamps_of(&self.bindings);
+        Ok(())
+    }
+
+    /// Reloads when a file changed since the last load.
+    pub fn reload_if_changed(&self) {
+        let now = Self::stamps_of(&self.bindings);
+        let changed = *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) != now;
+        if changed {
+            match self.reload() {
+                Ok(()) => tracing::info!("certificates reloaded after a file changed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate files changed but do not load; the previous certificates stay");
+                    // Do not retry the same broken files every sweep.
+                    *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = now;
+                }
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let table = self.table.load();
+        hello
+            .server_name()
+            .and_then(|name| {
+                // SNI names are ASCII (A-labels); compare case-insensitively.
+                table.by_host.get(&name.to_ascii_lowercase()).cloned()
+            })
+            .or_else(|| table.default.clone())
+    }
+}
+
+/// The acceptor of a TLS listener.
+pub fn acceptor(resolver: Arc<SniResolver>) -> Result<TlsAcceptor, String> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

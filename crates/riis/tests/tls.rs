@@ -1,0 +1,343 @@
+//! TLS over real sockets: SNI picks each site's certificate (generated here),
+//! ALPN negotiates h2 or http/1.1, a failed handshake harms nobody, and a
+//! replaced certificate file is served without a restart.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{RunningBinary, TempDir};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// Accepts any certificate and remembers the one the server presented: the
+/// tests check *which* certificate came, not a chain of trust.
+#[derive(Debug, Default)]
+struct Capture {
+    seen: Mutex<Option<Vec<u8>>>,
+}
+
+impl ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A self-signed certificate for `name`: (certificate PEM, key PEM, DER).
+fn certificate(name: &str) -> (String, String, Vec<u8>) {
+    let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    (
+        c.cert.pem(),
+        c.signing_key.serialize_pem(),
+        c.cert.der().to_vec(),
+    )
+}
+
+struct TlsSite {
+    _dir: TempDir,
+    server: RunningBinary,
+    a_der: Vec<u8>,
+    b_der: Vec<u8>,
+    dir_path: std::path::PathBuf,
+}
+
+fn two_sites() -> TlsSite {
+    let dir = TempDir::new("tls");
+    let (a_cert, a_key, a_der) = certificate("a.test");
+    let (b_cert, b_key, b_der) = certificate("b.test");
+    dir.write("a.crt", a_cert);
+    dir.write("a.key", a_key);
+    dir.write("b.crt", b_cert);
+    dir.write("b.key", b_key);
+    dir.write("a/index.txt", "site a");
+    dir.write("b/index.txt", "site b");
+    let config = dir.write(
+        "riis.toml",
+        r#"
+[server]
+certificate_check_interval = 1
+
+[[sites]]
+name = "A"
+root = "a"
+bindings = ["https://127.0.0.1:8443:a.test"]
+certificate = "a.crt"
+certificate_key = "a.key"
+
+[[sites]]
+name = "B"
+root = "b"
+bindings = ["https://127.0.0.1:8443:b.test"]
+certificate = "b.crt"
+certificate_key = "b.key"
+"#,
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    TlsSite {
+        dir_path: dir.path().to_owned(),
+        _dir: dir,
+        server,
+        a_der,
+        b_der,
+    }
+}
+
+/// Handshakes as `name` offering `alpn`; returns the certificate seen, the
+/// protocol chosen and the connection.
+fn connect(
+    addr: SocketAddr,
+    name: &str,
+    alpn: &[&[u8]],
+) -> (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) {
+    let capture = Arc::new(Capture::default());
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(capture.clone())
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let conn = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from(name.to_owned()).unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    let seen = capture.seen.lock().unwrap().clone().unwrap();
+    let alpn = tls.conn.alpn_protocol().map(|p| p.to_vec());
+    (seen, alpn, tls)
+}
+
+fn get_over(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    host: &str,
+    path: &str,
+) -> String {
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn sni_chooses_each_sites_certificate_and_site() {
+    let t = two_sites();
+    let (seen, alpn, mut tls) = connect(t.server.addr, "a.test", &[b"http/1.1"]);
+    assert_eq!(seen, t.a_der, "a.test got another certificate");
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let text = get_over(&mut tls, "a.test", "/index.txt");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.ends_with("site a"), "{text}");
+
+    let (seen, _, mut tls) = connect(t.server.addr, "b.test", &[b"http/1.1"]);
+    assert_eq!(seen, t.b_der, "b.test got another certificate");
+    assert!(get_over(&mut tls, "b.test", "/index.txt").ends_with("site b"));
+
+    // An unknown name gets the default (the first certificate).
+    let (seen, _, _) = connect(t.server.addr, "other.test", &[]);
+    assert_eq!(seen, t.a_der);
+}
+
+#[test]
+fn alpn_negotiates_http2() {
+    let t = two_sites();
+    let (_, alpn, tls) = connect(t.server.addr, "b.test", &[b"h2", b"http/1.1"]);
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    // Speak HTTP/2 on the negotiated connection.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    drop(tls);
+    let addr = t.server.addr;
+    let body = runtime.block_on(async move {
+        use http_body_util::BodyExt;
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Capture::default()))
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = connector
+            .connect(ServerName::try_from("b.test").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("https://b.test/index.txt")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        resp.into_body().collect().await.unwrap().to_bytes()
+    });
+    assert_eq!(&body[..], b"site b");
+}
+
+#[test]
+fn a_failed_handshake_is_logged_and_harmless() {
+    let t = two_sites();
+    let mut garbage = TcpStream::connect(t.server.addr).unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .unwrap();
+    let mut sink = Vec::new();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = garbage.read_to_end(&mut sink);
+    // The server still completes handshakes and serves.
+    let (_, _, mut tls) = connect(t.server.addr, "a.test", &[b"http/1.1"]);
+    assert!(get_over(&mut tls, "a.test", "/index.txt").ends_with("site a"));
+}
+
+#[test]
+fn a_replaced_certificate_is_served_without_a_restart() {
+    let t = two_sites();
+    let (cert, key, der) = certificate("a.test");
+    assert_ne!(der, t.a_der);
+    // Write the key first, then the certificate: a check between the two
+    // finds a mismatched pair, keeps the old one, and tries again later.
+    std::fs::write(t.dir_path.join("a.key"), key).unwrap();
+    std::fs::write(t.dir_path.join("a.crt"), cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (seen, _, _) = connect(t.server.addr, "a.test", &[]);
+        if seen == der {
+            break;
+        }
+        assert_eq!(seen, t.a_der, "neither the old nor the new certificate");
+        assert!(Instant::now() < deadline, "the new certificate never came");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // B is untouched.
+    let (seen, _, _) = connect(t.server.addr, "b.test", &[]);
+    assert_eq!(seen, t.b_der);
+}
+
+#[test]
+fn certificate_problems_are_configuration_errors() {
+    let dir = TempDir::new("tls-config");
+    dir.write("www/index.txt", "x");
+    let (cert, _, _) = certificate("a.test");
+    let (_, other_key, _) = certificate("a.test");
+    dir.write("a.crt", cert);
+    dir.write("wrong.key", other_key);
+    dir.write("empty.crt", "not a certificate\n");
+    let cases = [
+        (
+            "certificate = \"missing.crt\"\ncertificate_key = \"wrong.key\"",
+            "cannot read",
+        ),
+        (
+            "certificate = \"empty.crt\"\ncertificate_key = \"wrong.key\"",
+            "holds no PEM certificate",
+        ),
+        (
+            "certificate = \"a.crt\"\ncertificate_key = \"wrong.key\"",
+            "do not make a usable certificate",
+        ),
+        ("", "an https binding needs the site's `certificate`"),
+        ("certificate = \"a.crt\"", "needs its `certificate_key`"),
+    ];
+    for (keys, expected) in cases {
+        let config = dir.write(
+            "riis.toml",
+            format!(
+                "[[sites]]\nname = \"A\"\nroot = \"www\"\nbindings = [\"https://127.0.0.1:0\"]\n{keys}\n"
+            ),
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{keys}: accepted");
+        assert!(stderr.contains("riis.toml:"), "{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{keys}: expected `{expected}` in {stderr}"
+        );
+    }
+    // Mixing TLS and plain HTTP on one address is refused.
+    let config = dir.write(
+        "riis.toml",
+        "[[sites]]\nname = \"A\"\nroot = \"www\"\nbindings = [\"https://127.0.0.1:9443\", \"127.0.0.1:9443\"]\ncertificate = \"a.crt\"\ncertificate_key = \"wrong.key\"\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("both with and without TLS"));
+}
