@@ -559,7 +559,8 @@ typedef struct riis_api {
     /** ApplicationStart / ApplicationStop: the site's name, id and root. */
     riis_hresult (*global_application)(riis_global_provider *provider, const char **site_name,
                                        uint32_t *site_id, const char **physical_root);
-    /** FileChange: the path that changed. */
+    /** FileChange: the path that changed; ConfigurationChange: the
+     *  configuration file that was reloaded. */
     const char *(*global_file_path)(riis_global_provider *provider);
     /** CacheOperation: RIIS_CACHE_ADD or RIIS_CACHE_REMOVE, the key, the
      *  size (adds). */

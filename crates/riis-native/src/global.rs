@@ -211,6 +211,13 @@ impl GlobalModule for NativeGlobal {
         self.raise(GlobalNotification::CacheCleanup, GlobalEvent::Plain)
     }
 
+    fn on_global_configuration_change(&self, path: &Path) -> GlobalNotificationStatus {
+        self.raise(
+            GlobalNotification::ConfigurationChange,
+            GlobalEvent::FileChange(path),
+        )
+    }
+
     fn terminate(&self) {
         if let Some(terminate) = self.terminate {
             // SAFETY: the module's terminate callback, once, at shutdown.

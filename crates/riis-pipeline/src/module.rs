@@ -320,6 +320,12 @@ pub trait GlobalModule: Send + Sync + 'static {
     fn on_global_cache_cleanup(&self) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
+
+    /// `OnGlobalConfigurationChange`: the server loaded a new configuration
+    /// from `path`; raised on the new pipeline before its first request.
+    fn on_global_configuration_change(&self, path: &std::path::Path) -> GlobalNotificationStatus {
+        GlobalNotificationStatus::Continue
+    }
     /// `Terminate`: the server is shutting down.
     fn terminate(&self) {}
 }

@@ -324,6 +324,14 @@ impl Pipeline {
         }
     }
 
+    /// Raises ConfigurationChange: this pipeline was built from a reloaded
+    /// configuration file.
+    pub fn raise_configuration_change(&self, path: &std::path::Path) {
+        self.raise_global(GlobalNotification::ConfigurationChange, |m| {
+            m.on_global_configuration_change(path)
+        });
+    }
+
     /// Raises StopListening.
     pub fn raise_stop_listening(&self) {
         self.raise_global(GlobalNotification::StopListening, |m| {

@@ -93,6 +93,9 @@ pub struct ServerSettings {
     /// Seconds between checks of the TLS certificate files; a changed file
     /// is loaded without a restart. 0: only on SIGHUP.
     pub certificate_check_interval: u64,
+    /// Where `riis serve` writes its process id (for `riis reload`); empty
+    /// for none.
+    pub pid_file: PathBuf,
 }
 
 impl Default for ServerSettings {
@@ -107,6 +110,7 @@ impl Default for ServerSettings {
             file_cache_max_file_size: 256 * 1024,
             file_cache_cleanup_interval: 60,
             certificate_check_interval: 10,
+            pid_file: PathBuf::new(),
         }
     }
 }

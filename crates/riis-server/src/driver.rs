@@ -8,7 +8,11 @@
 //! module disposal) even if the client goes away, and a flushed response
 //! streams.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,12 +40,26 @@ const STREAM_QUEUE: usize = 8;
 /// bindings first, the hostless one (if any) last.
 pub type Routes = Arc<[(Option<String>, Arc<Site>)]>;
 
+/// One loaded configuration: its pipeline, and the sites answering on each
+/// listening address. A reload replaces it; requests already running keep
+/// the one they started with.
+pub struct Generation {
+    /// The pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// Sites by listening address (as configured, before port 0 is bound).
+    pub routes: BTreeMap<SocketAddr, Routes>,
+}
+
+/// The configuration new requests use.
+pub type CurrentGeneration = Arc<ArcSwap<Generation>>;
+
 /// Everything a connection's requests share.
 pub struct ConnectionState {
-    /// The pipeline of the configuration the connection was accepted under.
-    pub pipeline: Arc<Pipeline>,
-    /// Sites answering on this listener: `(host, site)`, hostless ones last.
-    pub routes: Routes,
+    /// The configuration, read afresh by every request (so a reload applies
+    /// to kept-alive connections too).
+    current: CurrentGeneration,
+    /// The configured address of the listener the connection came on.
+    listener: SocketAddr,
     /// The connection.
     pub connection: Arc<ConnectionInfo>,
     /// Limits and connection counts.
@@ -55,15 +73,15 @@ pub struct ConnectionState {
 impl ConnectionState {
     /// The state of a new connection.
     pub fn new(
-        pipeline: Arc<Pipeline>,
-        routes: Routes,
+        current: CurrentGeneration,
+        listener: SocketAddr,
         connection: Arc<ConnectionInfo>,
         transport: Arc<Transport>,
         activity: Arc<Activity>,
     ) -> Self {
         Self {
-            pipeline,
-            routes,
+            current,
+            listener,
             connection,
             transport,
             requests: AtomicU64::new(0),
@@ -78,25 +96,26 @@ impl ConnectionState {
         let max = self.transport.limits.max_requests_per_connection;
         max > 0 && n >= max
     }
+}
 
-    fn site_for(&self, req: &Request<Incoming>) -> Option<&Arc<Site>> {
-        if let [(None, site)] = &*self.routes {
-            return Some(site);
-        }
-        let host = req
-            .uri()
-            .host()
-            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
-            .map(strip_port);
-        self.routes
-            .iter()
-            .find(|(h, _)| match (h, host) {
-                (Some(h), Some(host)) => h.eq_ignore_ascii_case(host),
-                (None, _) => true,
-                _ => false,
-            })
-            .map(|(_, s)| s)
+/// The site of `routes` that answers `req`'s host.
+fn site_for<'r>(routes: &'r Routes, req: &Request<Incoming>) -> Option<&'r Arc<Site>> {
+    if let [(None, site)] = &**routes {
+        return Some(site);
     }
+    let host = req
+        .uri()
+        .host()
+        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+        .map(strip_port);
+    routes
+        .iter()
+        .find(|(h, _)| match (h, host) {
+            (Some(h), Some(host)) => h.eq_ignore_ascii_case(host),
+            (None, _) => true,
+            _ => false,
+        })
+        .map(|(_, s)| s)
 }
 
 fn strip_port(host: &str) -> &str {
@@ -170,7 +189,13 @@ fn refusal_response(refusal: Refusal) -> Response<ResponseBody> {
 }
 
 async fn serve(state: &Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
-    let Some(site) = state.site_for(&req).cloned() else {
+    let generation = state.current.load_full();
+    let site = generation
+        .routes
+        .get(&state.listener)
+        .and_then(|routes| site_for(routes, &req))
+        .cloned();
+    let Some(site) = site else {
         // No site answers this host name: IIS's 400 (Invalid Hostname).
         return Ok(plain_status(StatusCode::BAD_REQUEST, false));
     };
@@ -195,7 +220,7 @@ async fn serve(state: &Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
         }
     };
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-    let ctx = HttpContext::new(state.pipeline.clone(), site, conn.clone(), request, id);
+    let ctx = HttpContext::new(generation.pipeline.clone(), site, conn.clone(), request, id);
     let mut exec = RequestExecution::new(ctx);
 
     let first = match exec.resume() {

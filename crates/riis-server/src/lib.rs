@@ -13,6 +13,7 @@ pub mod connection;
 pub mod defaults;
 pub mod driver;
 pub mod fs;
+pub mod reload;
 pub mod server;
 pub mod strict;
 pub mod tls;

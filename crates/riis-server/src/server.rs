@@ -19,9 +19,12 @@ use riis_native::{precondition_holds, NativeLibrary};
 use crate::connection::{
     answer_and_close, finish_connection, Activity, Admission, Expiry, SharedIo, Sweeper, Transport,
 };
+use crate::driver::{CurrentGeneration, Generation};
+use crate::reload::{ConfigSource, Reloader};
 use crate::strict::parse_error_response;
 use crate::strict::Refusal;
 use crate::tls::{CertificateBinding, SniResolver};
+use arc_swap::ArcSwap;
 use riis_pipeline::{
     ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn,
 };
@@ -188,7 +191,7 @@ fn load_native_modules(
 }
 
 /// One listening address and the sites answering on it.
-struct ListenerPlan {
+pub(crate) struct ListenerPlan {
     addr: SocketAddr,
     routes: Routes,
     tls: Option<Arc<SniResolver>>,
@@ -196,7 +199,7 @@ struct ListenerPlan {
 
 /// The certificates of every `https://` address, loaded (so a bad file is a
 /// configuration error, reported by `riis check-config` too).
-fn load_certificates(
+pub(crate) fn load_certificates(
     config: &ServerConfig,
 ) -> Result<BTreeMap<SocketAddr, Arc<SniResolver>>, ConfigError> {
     let mut by_addr: BTreeMap<SocketAddr, Vec<CertificateBinding>> = BTreeMap::new();
@@ -225,7 +228,7 @@ fn load_certificates(
         .collect()
 }
 
-fn plan_listeners(
+pub(crate) fn plan_listeners(
     config: &ServerConfig,
     pipeline: &Pipeline,
     certificates: &BTreeMap<SocketAddr, Arc<SniResolver>>,
@@ -254,13 +257,21 @@ fn plan_listeners(
         .collect()
 }
 
+/// Which sites answer on each listening address, from the plans.
+pub(crate) fn routes_of(plans: &[ListenerPlan]) -> BTreeMap<SocketAddr, Routes> {
+    plans.iter().map(|p| (p.addr, p.routes.clone())).collect()
+}
+
 /// A configured server, ready to run.
 pub struct Server {
     config: ServerConfig,
     pipeline: Arc<Pipeline>,
+    current: CurrentGeneration,
     fs: Arc<RealFileSystem>,
     transport: Arc<Transport>,
     certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
+    extra: Vec<(String, RegisterModuleFn)>,
+    source: Option<ConfigSource>,
 }
 
 impl Server {
@@ -283,7 +294,14 @@ impl Server {
         }));
         let pipeline = build_pipeline(&config, extra, fs.clone())?;
         let certificates = load_certificates(&config)?;
+        let routes = routes_of(&plan_listeners(&config, &pipeline, &certificates));
         Ok(Self {
+            current: Arc::new(ArcSwap::from_pointee(Generation {
+                pipeline: pipeline.clone(),
+                routes,
+            })),
+            extra: extra.iter().map(|(n, f)| ((*n).to_owned(), *f)).collect(),
+            source: None,
             certificates,
             transport: Arc::new(Transport::new(
                 config.limits.clone(),
@@ -295,7 +313,26 @@ impl Server {
         })
     }
 
-    /// The pipeline (for inspection).
+    /// Where a reload (SIGHUP) reads the configuration again: usually the
+    /// same file, with the same command-line overrides. Without a source,
+    /// SIGHUP only reloads the TLS certificates.
+    pub fn set_config_source(&mut self, source: ConfigSource) {
+        self.source = Some(source);
+    }
+
+    /// What reloads this server's configuration.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::new(Reloader::new(
+            self.source.clone(),
+            self.extra.clone(),
+            self.fs.clone(),
+            self.current.clone(),
+            self.certificates.clone(),
+            &self.config,
+        ))
+    }
+
+    /// The pipeline the server started with (for inspection).
     pub fn pipeline(&self) -> &Arc<Pipeline> {
         &self.pipeline
     }
@@ -380,7 +417,7 @@ impl Server {
                 local,
                 sockets: group,
                 listening: Listening {
-                    routes: plan.routes,
+                    key: plan.addr,
                     tls,
                 },
             });
@@ -414,10 +451,11 @@ struct ListenerGroup {
     listening: Listening,
 }
 
-/// What one listening address serves: its sites, and TLS for `https://`.
+/// One listening address: its configured form (the key of its sites in the
+/// current generation), and TLS for `https://`.
 #[derive(Clone)]
 struct Listening {
-    routes: Routes,
+    key: SocketAddr,
     tls: Option<TlsAcceptor>,
 }
 
@@ -448,7 +486,7 @@ impl BoundServer {
         let lifecycle = Lifecycle::start(&server, stop_rx.clone());
         let worker = tokio::spawn(run_worker(
             sockets,
-            server.pipeline.clone(),
+            server.current.clone(),
             server.transport.clone(),
             stop_rx,
             server.shutdown_timeout(),
@@ -483,14 +521,14 @@ impl BoundServer {
                 .enable_all()
                 .build()
                 .map_err(ServerError::Runtime)?;
-            let pipeline = server.pipeline.clone();
+            let current = server.current.clone();
             let transport = server.transport.clone();
             let stop = stop_rx.clone();
             let deadline = server.shutdown_timeout();
             let thread = std::thread::Builder::new()
                 .name(format!("riis-worker-{i}"))
                 .spawn(move || {
-                    runtime.block_on(run_worker(sockets, pipeline, transport, stop, deadline))
+                    runtime.block_on(run_worker(sockets, current, transport, stop, deadline))
                 })
                 .map_err(ServerError::Runtime)?;
             threads.push(thread);
@@ -515,9 +553,10 @@ impl Server {
 }
 
 /// The server-level notifications around serving: ApplicationStart, the
-/// periodic HealthCheck, StopListening, ApplicationStop and Terminate.
+/// periodic HealthCheck, reloads on SIGHUP, StopListening, ApplicationStop
+/// and Terminate.
 struct Lifecycle {
-    pipeline: Arc<Pipeline>,
+    current: CurrentGeneration,
     health: tokio::task::JoinHandle<()>,
 }
 
@@ -548,14 +587,29 @@ impl Lifecycle {
                 }
             });
         }
+        let reloader = server.reloader();
+        let mut reload_stop = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot watch SIGHUP; reload by signal is off");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hangup.recv() => reloader.reload_and_log(),
+                    _ = reload_stop.changed() => return,
+                }
+            }
+        });
         let health = tokio::spawn(periodic_work(
-            server.pipeline.clone(),
+            server.current.clone(),
             server.fs.clone(),
             server.config.settings.clone(),
             stop,
         ));
         Self {
-            pipeline: server.pipeline.clone(),
+            current: server.current.clone(),
             health,
         }
     }
@@ -563,13 +617,14 @@ impl Lifecycle {
     fn stop(&self, stop: &watch::Sender<bool>) {
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         let _ = stop.send(true);
-        self.pipeline.raise_stop_listening();
+        self.current.load().pipeline.raise_stop_listening();
     }
 
     async fn finish(self) {
         let _ = self.health.await;
-        self.pipeline.raise_application_stop();
-        self.pipeline.terminate();
+        let pipeline = self.current.load().pipeline.clone();
+        pipeline.raise_application_stop();
+        pipeline.terminate();
         tracing::info!("stopped");
     }
 }
@@ -578,7 +633,7 @@ impl Lifecycle {
 /// `stop`, then gives in-flight requests `deadline` to finish.
 async fn run_worker(
     sockets: Vec<(std::net::TcpListener, Listening)>,
-    pipeline: Arc<Pipeline>,
+    current: CurrentGeneration,
     transport: Arc<Transport>,
     stop: watch::Receiver<bool>,
     deadline: Duration,
@@ -616,7 +671,7 @@ async fn run_worker(
         tokio::spawn(async move { sweeper.run(timeouts, stop).await })
     };
     let serving = Arc::new(Serving {
-        pipeline,
+        current,
         builder,
         transport,
         sweeper,
@@ -668,7 +723,7 @@ static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// What a worker's accept loops share.
 struct Serving {
-    pipeline: Arc<Pipeline>,
+    current: CurrentGeneration,
     builder: Arc<auto::Builder<TokioExecutor>>,
     transport: Arc<Transport>,
     sweeper: Arc<Sweeper>,
@@ -716,9 +771,9 @@ async fn accept_loop(
             local_addr,
             remote,
         );
-        let routes = listening.routes.clone();
+        let key = listening.key;
         match &listening.tls {
-            None => serve_connection(stream, info, routes, admission, &serving, &graceful),
+            None => serve_connection(stream, info, key, admission, &serving, &graceful),
             Some(acceptor) => {
                 info.is_tls = true;
                 let acceptor = acceptor.clone();
@@ -744,7 +799,7 @@ async fn accept_loop(
                     let Some(graceful) = graceful.upgrade() else {
                         return;
                     };
-                    serve_connection(tls, info, routes, admission, &serving, &graceful);
+                    serve_connection(tls, info, key, admission, &serving, &graceful);
                 });
             }
         }
@@ -757,7 +812,7 @@ async fn accept_loop(
 fn serve_connection<I>(
     io: I,
     info: ConnectionInfo,
-    routes: Routes,
+    listener: SocketAddr,
     admission: Admission,
     serving: &Serving,
     graceful: &GracefulShutdown,
@@ -768,8 +823,8 @@ fn serve_connection<I>(
     let activity = Activity::new();
     serving.sweeper.track(activity.clone());
     let state = Arc::new(ConnectionState::new(
-        serving.pipeline.clone(),
-        routes,
+        serving.current.clone(),
+        listener,
         Arc::new(info),
         serving.transport.clone(),
         activity.clone(),
@@ -815,7 +870,7 @@ fn serve_connection<I>(
 
 /// HealthCheck notifications and file cache sweeps, until `stop`.
 async fn periodic_work(
-    pipeline: Arc<Pipeline>,
+    current: CurrentGeneration,
     fs: Arc<RealFileSystem>,
     settings: crate::config::ServerSettings,
     mut stop: watch::Receiver<bool>,
@@ -826,14 +881,18 @@ async fn periodic_work(
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     };
-    let health_on = settings.health_check_interval > 0
-        && pipeline.has_global_listeners(riis_pipeline::GlobalNotification::HealthCheck);
+    let health_on = settings.health_check_interval > 0;
     let sweep_on = settings.file_cache_size > 0 && settings.file_cache_cleanup_interval > 0;
     let mut health = every(settings.health_check_interval);
     let mut sweep = every(settings.file_cache_cleanup_interval);
     loop {
         tokio::select! {
-            _ = health.tick(), if health_on => pipeline.raise_health_check(),
+            _ = health.tick(), if health_on => {
+                let pipeline = current.load().pipeline.clone();
+                if pipeline.has_global_listeners(riis_pipeline::GlobalNotification::HealthCheck) {
+                    pipeline.raise_health_check();
+                }
+            }
             _ = sweep.tick(), if sweep_on => fs.cleanup(),
             _ = stop.changed() => return,
         }

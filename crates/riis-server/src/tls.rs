@@ -69,7 +69,7 @@ struct CertTable {
 /// Chooses the certificate of a handshake by the name the client sent.
 #[derive(Debug)]
 pub struct SniResolver {
-    bindings: Vec<CertificateBinding>,
+    bindings: ArcSwap<Vec<CertificateBinding>>,
     table: ArcSwap<CertTable>,
     /// Modification times of every file, to notice changes.
     stamps: Mutex<Vec<Option<SystemTime>>>,
@@ -86,7 +86,7 @@ impl SniResolver {
         let table = Self::build(&bindings)?;
         let stamps = Self::stamps_of(&bindings);
         Ok(Self {
-            bindings,
+            bindings: ArcSwap::from_pointee(bindings),
             table: ArcSwap::from_pointee(table),
             stamps: Mutex::new(stamps),
         })
@@ -129,15 +129,29 @@ impl SniResolver {
 
     /// Reloads every certificate; on failure the current ones stay.
     pub fn reload(&self) -> Result<(), String> {
-        let table = Self::build(&self.bindings)?;
+        let bindings = self.bindings.load();
+        let table = Self::build(&bindings)?;
         self.table.store(Arc::new(table));
-        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = Self::stamps_of(&self.bindings);
+        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = Self::stamps_of(&bindings);
         Ok(())
+    }
+
+    /// Takes over another resolver's certificates (a reloaded configuration
+    /// for the same address, already loaded).
+    pub fn replace_with(&self, other: &SniResolver) {
+        self.bindings.store(other.bindings.load_full());
+        self.table.store(other.table.load_full());
+        let stamps = other
+            .stamps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = stamps;
     }
 
     /// Reloads when a file changed since the last load.
     pub fn reload_if_changed(&self) {
-        let now = Self::stamps_of(&self.bindings);
+        let now = Self::stamps_of(&self.bindings.load());
         let changed = *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) != now;
         if changed {
             match self.reload() {

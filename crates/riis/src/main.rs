@@ -1,8 +1,9 @@
 //! The `riis` command: serve sites, or check a configuration.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use riis_server::{defaults, Server, ServerConfig};
@@ -43,6 +44,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Check a configuration file, then ask the server running it (found
+    /// through `[server] pid_file`) to reload it: SIGHUP.
+    Reload {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn init_logging() {
@@ -55,14 +63,82 @@ fn init_logging() {
         .init();
 }
 
+/// Loads the configuration the way `serve` was asked to: a file, a folder
+/// with the defaults, or the embedded defaults, with `--listen` applied. A
+/// reload runs the same steps again.
 fn load(
-    config: Option<PathBuf>,
-    root: Option<PathBuf>,
+    config: Option<&Path>,
+    root: Option<&Path>,
+    listen: Option<SocketAddr>,
 ) -> Result<ServerConfig, riis_server::ConfigError> {
-    match (config, root) {
-        (Some(path), _) => ServerConfig::load(&path),
-        (None, Some(root)) => defaults::root_config(&root),
+    let mut loaded = match (config, root) {
+        (Some(path), _) => ServerConfig::load(path),
+        (None, Some(root)) => defaults::root_config(root),
         (None, None) => defaults::default_config(),
+    }?;
+    if let Some(addr) = listen {
+        loaded.override_listen(addr)?;
+    }
+    Ok(loaded)
+}
+
+/// `riis reload`: validate, then signal the running server.
+fn reload(config: &Path) -> Result<String, String> {
+    let loaded = ServerConfig::load(config).map_err(|e| e.to_string())?;
+    let pid_file = loaded.settings.pid_file.clone();
+    Server::new(loaded).map_err(|e| e.to_string())?;
+    if pid_file.as_os_str().is_empty() {
+        return Err(format!(
+            "{}: set [server] pid_file so riis reload can find the running server",
+            config.display()
+        ));
+    }
+    let pid_file = if pid_file.is_absolute() {
+        pid_file
+    } else {
+        config.parent().unwrap_or(Path::new(".")).join(pid_file)
+    };
+    let text = std::fs::read_to_string(&pid_file)
+        .map_err(|e| format!("cannot read {}: {e} (is riis running?)", pid_file.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{} does not hold a process id", pid_file.display()))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| format!("cannot signal process {pid}: {e}"))?;
+    Ok(format!(
+        "asked riis (process {pid}) to reload {}",
+        config.display()
+    ))
+}
+
+/// Writes the process id where `[server] pid_file` says; removed on drop.
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn write(config: &ServerConfig) -> std::io::Result<Self> {
+        let path = &config.settings.pid_file;
+        if path.as_os_str().is_empty() {
+            return Ok(Self(None));
+        }
+        let path = if path.is_absolute() {
+            path.clone()
+        } else {
+            config.file.parent().unwrap_or(Path::new(".")).join(path)
+        };
+        std::fs::write(&path, format!("{}\n", std::process::id()))?;
+        Ok(Self(Some(path)))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -75,27 +151,33 @@ fn main() -> ExitCode {
             root,
             listen,
         } => {
-            let mut config = match load(config, root) {
+            let loaded = match load(config.as_deref(), root.as_deref(), listen) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("riis: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            if let Some(addr) = listen {
-                if let Err(e) = config.override_listen(addr) {
-                    eprintln!("riis: {e}");
+            let pid_file = match PidFile::write(&loaded) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("riis: cannot write the pid file: {e}");
                     return ExitCode::FAILURE;
                 }
-            }
-            let server = match Server::new(config) {
+            };
+            let mut server = match Server::new(loaded) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("riis: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            match server.run() {
+            server.set_config_source(Arc::new(move || {
+                load(config.as_deref(), root.as_deref(), listen)
+            }));
+            let result = server.run();
+            drop(pid_file);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("riis: {e}");
@@ -120,5 +202,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Reload { config } => match reload(&config) {
+            Ok(done) => {
+                println!("riis: {done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("riis: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

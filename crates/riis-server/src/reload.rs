@@ -1,0 +1,195 @@
+//! Live reload: SIGHUP (or `riis reload`) reads the configuration again,
+//! validates it, and hands it to new requests (on new and kept-alive
+//! connections alike) while requests in flight finish with the one they
+//! started with. A file that does not validate is reported and the running
+//! configuration stays.
+//!
+//! What a reload cannot change without a restart, and refuses or reports:
+//! the set of listening addresses (refused), and `[server]`, `[limits]` and
+//! `[timeouts]` (kept as they were, with a warning).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use riis_pipeline::RegisterModuleFn;
+
+use crate::config::{ConfigError, ServerConfig};
+use crate::driver::{CurrentGeneration, Generation};
+use crate::fs::RealFileSystem;
+use crate::server::{build_pipeline, load_certificates, plan_listeners, routes_of};
+use crate::tls::SniResolver;
+
+/// Reads the configuration again, the way the server first read it (the
+/// same file and command-line overrides).
+pub type ConfigSource = Arc<dyn Fn() -> Result<ServerConfig, ConfigError> + Send + Sync>;
+
+/// Why a reload was refused.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The server has no file to read again (embedded defaults).
+    NoSource,
+    /// The new file does not validate.
+    Config(ConfigError),
+    /// It changes what only a restart can.
+    NeedsRestart(String),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoSource => f.write_str("the server runs without a configuration file to reload"),
+            Self::Config(e) => write!(f, "{e}"),
+            Self::NeedsRestart(why) => write!(f, "{why}; restart riis to apply it"),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+/// The settings a reload keeps, to tell the operator when the file changed
+/// them.
+#[derive(Debug, Clone, PartialEq)]
+struct Fixed {
+    server: String,
+    limits: String,
+    timeouts: String,
+}
+
+impl Fixed {
+    fn of(config: &ServerConfig) -> Self {
+        Self {
+            server: format!("{:?}", config.settings),
+            limits: format!("{:?}", config.limits),
+            timeouts: format!("{:?}", config.timeouts),
+        }
+    }
+}
+
+/// Reloads one server's configuration.
+pub struct Reloader {
+    source: Option<ConfigSource>,
+    extra: Vec<(String, RegisterModuleFn)>,
+    fs: Arc<RealFileSystem>,
+    current: CurrentGeneration,
+    certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
+    listeners: BTreeSet<(SocketAddr, bool)>,
+    fixed: Fixed,
+    /// One reload at a time.
+    busy: Mutex<()>,
+}
+
+fn listeners_of(config: &ServerConfig) -> BTreeSet<(SocketAddr, bool)> {
+    config
+        .bindings
+        .iter()
+        .flat_map(|sb| sb.bindings.iter().map(|b| (b.addr, b.tls)))
+        .collect()
+}
+
+impl Reloader {
+    pub(crate) fn new(
+        source: Option<ConfigSource>,
+        extra: Vec<(String, RegisterModuleFn)>,
+        fs: Arc<RealFileSystem>,
+        current: CurrentGeneration,
+        certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
+        running: &ServerConfig,
+    ) -> Self {
+        Self {
+            source,
+            extra,
+            fs,
+            current,
+            certificates,
+            listeners: listeners_of(running),
+            fixed: Fixed::of(running),
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// Reloads; returns the file read. New requests use the new
+    /// configuration once this returns; modules of the new pipeline got
+    /// ApplicationStart and ConfigurationChange first. The old pipeline gets
+    /// ApplicationStop and Terminate once its last request is done.
+    pub fn reload(&self) -> Result<PathBuf, ReloadError> {
+        let _one = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        // The certificates' files are read again in any case.
+        for c in self.certificates.values() {
+            if let Err(e) = c.reload() {
+                tracing::error!(error = %e, "certificates do not load; the previous ones stay");
+            }
+        }
+        let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
+        let config = source().map_err(ReloadError::Config)?;
+        let listeners = listeners_of(&config);
+        if listeners != self.listeners {
+            let added: Vec<String> = listeners
+                .difference(&self.listeners)
+                .map(|(a, tls)| format!("{}{a}", if *tls { "https://" } else { "" }))
+                .collect();
+            let removed: Vec<String> = self
+                .listeners
+                .difference(&listeners)
+                .map(|(a, tls)| format!("{}{a}", if *tls { "https://" } else { "" }))
+                .collect();
+            return Err(ReloadError::NeedsRestart(format!(
+                "the listening addresses changed (added: [{}], removed: [{}])",
+                added.join(", "),
+                removed.join(", ")
+            )));
+        }
+        let extra: Vec<(&str, RegisterModuleFn)> =
+            self.extra.iter().map(|(n, f)| (n.as_str(), *f)).collect();
+        let pipeline =
+            build_pipeline(&config, &extra, self.fs.clone()).map_err(ReloadError::Config)?;
+        let certificates = load_certificates(&config).map_err(ReloadError::Config)?;
+        // Hand the new certificate lists to the running listeners.
+        for (addr, resolver) in &certificates {
+            if let Some(running) = self.certificates.get(addr) {
+                running.replace_with(resolver);
+            }
+        }
+        if Fixed::of(&config) != self.fixed {
+            tracing::warn!(
+                "[server], [limits] and [timeouts] changes need a restart; the running values stay"
+            );
+        }
+        let routes = routes_of(&plan_listeners(&config, &pipeline, &certificates));
+        pipeline.raise_application_start();
+        pipeline.raise_configuration_change(&config.file);
+        let old = self.current.swap(Arc::new(Generation {
+            pipeline: pipeline.clone(),
+            routes,
+        }));
+        retire(old);
+        Ok(config.file)
+    }
+
+    /// [`Reloader::reload`], logging the outcome (for the SIGHUP handler).
+    pub fn reload_and_log(&self) {
+        match self.reload() {
+            Ok(file) => tracing::info!("configuration reloaded from {}", file.display()),
+            Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
+        }
+    }
+}
+
+/// Stops the modules of a replaced configuration once no request uses it.
+fn retire(old: Arc<Generation>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        // Requests hold the generation (and their contexts the pipeline)
+        // until they end.
+        while Arc::strong_count(&old) > 1 || Arc::strong_count(&old.pipeline) > 1 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        old.pipeline.raise_application_stop();
+        old.pipeline.terminate();
+        tracing::debug!("the previous configuration's modules are stopped");
+    });
+}

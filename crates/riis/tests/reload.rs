@@ -1,0 +1,134 @@
+//! Live reload over real sockets, under continuous load: `riis reload`
+//! (SIGHUP) applies a new configuration to new and kept-alive connections
+//! with zero failed requests; a broken file is refused and the running
+//! configuration stays.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Connection, RunningBinary, TempDir};
+
+fn config_text(root: &std::path::Path, generation: u32) -> String {
+    format!(
+        r#"
+[server]
+pid_file = "riis.pid"
+
+# The kept-alive connection of the test lives through every reload.
+[limits]
+max_requests_per_connection = 0
+
+[protocol]
+custom_headers = {{ "X-Generation" = "{generation}" }}
+
+[[sites]]
+name = "Test"
+root = '{}'
+bindings = ["127.0.0.1:0"]
+"#,
+        root.display()
+    )
+}
+
+fn riis_reload(config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["reload", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn reload_under_load_fails_no_request() {
+    let dir = TempDir::new("reload");
+    let root = dir.path().join("www");
+    dir.write("www/a.txt", "alpha");
+    let config = dir.write("riis.toml", config_text(&root, 1));
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    // The generation the kept-alive connection saw last.
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut load = Vec::new();
+    // One kept-alive connection, and clients opening a connection each time.
+    for kind in 0..3 {
+        let (stop, served, failures, seen) =
+            (stop.clone(), served.clone(), failures.clone(), seen.clone());
+        load.push(std::thread::spawn(move || {
+            let mut keep = Connection::open(addr);
+            while !stop.load(Ordering::Relaxed) {
+                let resp = if kind == 0 {
+                    keep.get("/a.txt")
+                } else {
+                    Connection::open(addr).get("/a.txt")
+                };
+                if resp.status != 200 || resp.text() != "alpha" {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} {}", resp.status, resp.text()));
+                }
+                if kind == 0 {
+                    *seen.lock().unwrap() = resp.header("x-generation").unwrap_or("").to_owned();
+                }
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let wait_for = |generation: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while *seen.lock().unwrap() != generation {
+            assert!(
+                Instant::now() < deadline,
+                "generation {generation} never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("1");
+
+    // A new configuration, through `riis reload`.
+    std::fs::write(&config, config_text(&root, 2)).unwrap();
+    let out = riis_reload(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("2");
+
+    // A broken file: `riis reload` refuses it before signalling...
+    std::fs::write(&config, "[[sites]\nname = ").unwrap();
+    let out = riis_reload(&config);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("riis.toml:"));
+    // ...and a SIGHUP with it leaves the running configuration in place.
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Once more, to generation 3.
+    std::fs::write(&config, config_text(&root, 3)).unwrap();
+    assert!(riis_reload(&config).status.success());
+    wait_for("3");
+
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(served.load(Ordering::Relaxed) > 50);
+    // The server is still up, on generation 3.
+    let resp = common::get(addr, "/a.txt");
+    assert_eq!(resp.header("x-generation"), Some("3"));
+}

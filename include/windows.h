@@ -1,0 +1,253 @@
+/*
+ * windows.h - the few Windows names that IIS native modules use, for
+ * building them on Linux against riis (see httpserv.h).
+ *
+ * This is not the Windows SDK header: it declares only the base types,
+ * HRESULT helpers, Win32 error codes and calling-convention/annotation
+ * keywords that IIS module sources rely on, with the sizes Windows gives
+ * them (DWORD, ULONG and LONG are 32 bits, as on Windows, not `long`).
+ *
+ * Strings: riis is UTF-8 throughout. The "wide" types (WCHAR, PCWSTR, ...)
+ * are wchar_t, so L"..." literals, wcslen and wcscmp keep working; on Linux
+ * wchar_t is 32 bits and holds UTF-32. httpserv.h converts between UTF-8 and
+ * wchar_t where an IIS method takes or returns a wide string.
+ *
+ * `#define _WINSOCKAPI_` before this header (as IIS samples do) is harmless:
+ * nothing here depends on it.
+ */
+#ifndef RIIS_WINDOWS_H
+#define RIIS_WINDOWS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+#include <wchar.h>
+
+/* ------------------------------------------------------------ base types */
+
+typedef uint32_t DWORD;
+typedef uint32_t ULONG;
+typedef uint16_t USHORT;
+typedef uint16_t WORD;
+typedef uint8_t BYTE;
+typedef uint8_t UCHAR;
+typedef unsigned int UINT;
+typedef int INT;
+typedef int16_t SHORT;
+typedef int32_t LONG;
+typedef int64_t LONGLONG;
+typedef uint64_t ULONGLONG;
+typedef uint64_t DWORD64;
+typedef uintptr_t ULONG_PTR;
+typedef uintptr_t DWORD_PTR;
+typedef intptr_t LONG_PTR;
+typedef size_t SIZE_T;
+typedef int BOOL;
+typedef BYTE BOOLEAN;
+typedef char CHAR;
+typedef wchar_t WCHAR;
+typedef float FLOAT;
+
+/** HRESULT is 32 bits, as on Windows (and as riis_hresult). */
+typedef int32_t HRESULT;
+
+typedef void *PVOID;
+typedef void *LPVOID;
+typedef const void *LPCVOID;
+typedef void *HANDLE;
+typedef HANDLE *PHANDLE;
+typedef void *HMODULE;
+typedef void *HINSTANCE;
+
+typedef BYTE *PBYTE;
+typedef BYTE *LPBYTE;
+typedef DWORD *PDWORD;
+typedef DWORD *LPDWORD;
+typedef ULONG *PULONG;
+typedef USHORT *PUSHORT;
+typedef LONG *PLONG;
+typedef BOOL *PBOOL;
+typedef BOOL *LPBOOL;
+typedef ULONGLONG *PULONGLONG;
+
+typedef CHAR *PSTR;
+typedef CHAR *LPSTR;
+typedef const CHAR *PCSTR;
+typedef const CHAR *LPCSTR;
+typedef WCHAR *PWSTR;
+typedef WCHAR *LPWSTR;
+typedef const WCHAR *PCWSTR;
+typedef const WCHAR *LPCWSTR;
+
+/** LARGE_INTEGER / ULARGE_INTEGER: a 64-bit value with 32-bit halves. */
+typedef union _LARGE_INTEGER {
+    __extension__ struct {
+        DWORD LowPart;
+        LONG HighPart;
+    };
+    struct {
+        DWORD LowPart;
+        LONG HighPart;
+    } u;
+    LONGLONG QuadPart;
+} LARGE_INTEGER, *PLARGE_INTEGER;
+
+typedef union _ULARGE_INTEGER {
+    __extension__ struct {
+        DWORD LowPart;
+        DWORD HighPart;
+    };
+    struct {
+        DWORD LowPart;
+        DWORD HighPart;
+    } u;
+    ULONGLONG QuadPart;
+} ULARGE_INTEGER, *PULARGE_INTEGER;
+
+#ifndef VOID
+#define VOID void
+#endif
+#ifndef CONST
+#define CONST const
+#endif
+#ifndef TRUE
+#define TRUE 1
+#endif
+#ifndef FALSE
+#define FALSE 0
+#endif
+#ifndef NULL
+#define NULL 0
+#endif
+
+#define INVALID_HANDLE_VALUE ((HANDLE)(LONG_PTR)-1)
+#define INFINITE 0xFFFFFFFFu
+#define MAXDWORD 0xFFFFFFFFu
+#define MAXUSHORT 0xFFFFu
+#define MAX_PATH 260
+
+/* ------------------------------------- calling conventions, annotations */
+
+#ifndef __stdcall
+#define __stdcall
+#endif
+#ifndef __cdecl
+#define __cdecl
+#endif
+#ifndef WINAPI
+#define WINAPI
+#endif
+#ifndef CALLBACK
+#define CALLBACK
+#endif
+#ifndef STDMETHODCALLTYPE
+#define STDMETHODCALLTYPE
+#endif
+#ifndef IN
+#define IN
+#endif
+#ifndef OUT
+#define OUT
+#endif
+#ifndef OPTIONAL
+#define OPTIONAL
+#endif
+
+/*
+ * __declspec(x): dllexport gives default visibility (the symbol is exported
+ * even under -fvisibility=hidden); the other common specifiers vanish.
+ */
+#ifndef __declspec
+#define __declspec(x) RIIS_DECLSPEC_##x
+#define RIIS_DECLSPEC_dllexport __attribute__((visibility("default")))
+#define RIIS_DECLSPEC_dllimport
+#define RIIS_DECLSPEC_novtable
+#define RIIS_DECLSPEC_noinline __attribute__((noinline))
+#define RIIS_DECLSPEC_noreturn __attribute__((noreturn))
+#define RIIS_DECLSPEC_selectany __attribute__((weak))
+#define RIIS_DECLSPEC_thread __thread
+#define RIIS_DECLSPEC_uuid(x)
+#endif
+
+#define UNREFERENCED_PARAMETER(P) ((void)(P))
+#define DBG_UNREFERENCED_PARAMETER(P) ((void)(P))
+#define DBG_UNREFERENCED_LOCAL_VARIABLE(V) ((void)(V))
+
+#define ZeroMemory(Destination, Length) memset((Destination), 0, (Length))
+#define SecureZeroMemory(Destination, Length) memset((Destination), 0, (Length))
+#define FillMemory(Destination, Length, Fill) memset((Destination), (Fill), (Length))
+#define CopyMemory(Destination, Source, Length) memcpy((Destination), (Source), (Length))
+#define MoveMemory(Destination, Source, Length) memmove((Destination), (Source), (Length))
+
+#ifndef _countof
+#define _countof(a) (sizeof(a) / sizeof((a)[0]))
+#endif
+
+/* -------------------------------------------------------------- HRESULTs */
+
+#define SEVERITY_SUCCESS 0
+#define SEVERITY_ERROR 1
+#define FACILITY_NULL 0
+#define FACILITY_WIN32 7
+
+#define SUCCEEDED(hr) (((HRESULT)(hr)) >= 0)
+#define FAILED(hr) (((HRESULT)(hr)) < 0)
+#define IS_ERROR(hr) (((HRESULT)(hr)) < 0)
+
+#define HRESULT_CODE(hr) ((DWORD)(hr) & 0xFFFFu)
+#define HRESULT_FACILITY(hr) (((DWORD)(hr) >> 16) & 0x1FFFu)
+#define HRESULT_SEVERITY(hr) (((DWORD)(hr) >> 31) & 0x1u)
+#define MAKE_HRESULT(sev, fac, code) \
+    ((HRESULT)(((DWORD)(sev) << 31) | ((DWORD)(fac) << 16) | (DWORD)(code)))
+
+/** A Win32 error code as an HRESULT (0 stays 0; negative values pass). */
+#define HRESULT_FROM_WIN32(x)                                                  \
+    ((HRESULT)(x) <= 0 ? (HRESULT)(x)                                          \
+                       : (HRESULT)(((DWORD)(x) & 0x0000FFFFu) |                \
+                                   ((DWORD)FACILITY_WIN32 << 16) | 0x80000000u))
+
+#define S_OK ((HRESULT)0)
+#define S_FALSE ((HRESULT)1)
+#define NO_ERROR 0L
+#define E_NOTIMPL ((HRESULT)0x80004001u)
+#define E_NOINTERFACE ((HRESULT)0x80004002u)
+#define E_POINTER ((HRESULT)0x80004003u)
+#define E_ABORT ((HRESULT)0x80004004u)
+#define E_FAIL ((HRESULT)0x80004005u)
+#define E_UNEXPECTED ((HRESULT)0x8000FFFFu)
+#define E_ACCESSDENIED ((HRESULT)0x80070005u)
+#define E_HANDLE ((HRESULT)0x80070006u)
+#define E_OUTOFMEMORY ((HRESULT)0x8007000Eu)
+#define E_INVALIDARG ((HRESULT)0x80070057u)
+
+/* ------------------------------------------------------ Win32 error codes */
+
+#define ERROR_SUCCESS 0L
+#define ERROR_INVALID_FUNCTION 1L
+#define ERROR_FILE_NOT_FOUND 2L
+#define ERROR_PATH_NOT_FOUND 3L
+#define ERROR_ACCESS_DENIED 5L
+#define ERROR_INVALID_HANDLE 6L
+#define ERROR_NOT_ENOUGH_MEMORY 8L
+#define ERROR_INVALID_DATA 13L
+#define ERROR_OUTOFMEMORY 14L
+#define ERROR_HANDLE_EOF 38L
+#define ERROR_NOT_SUPPORTED 50L
+#define ERROR_FILE_EXISTS 80L
+#define ERROR_ALREADY_ASSIGNED 85L
+#define ERROR_INVALID_PARAMETER 87L
+#define ERROR_INSUFFICIENT_BUFFER 122L
+#define ERROR_INVALID_NAME 123L
+#define ERROR_ALREADY_EXISTS 183L
+#define ERROR_MORE_DATA 234L
+#define ERROR_NO_MORE_ITEMS 259L
+#define ERROR_IO_PENDING 997L
+#define ERROR_NOT_FOUND 1168L
+#define ERROR_INVALID_INDEX 1413L
+#define ERROR_TIMEOUT 1460L
+#define ERROR_ARITHMETIC_OVERFLOW 534L
+#define ERROR_REVISION_MISMATCH 1306L
+#define ERROR_INVALID_STATE 5023L
+
+#endif /* RIIS_WINDOWS_H */
