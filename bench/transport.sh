@@ -3,8 +3,10 @@
 #
 #   h2       HTTP/2 over TLS (ALPN): requests/s for a 1 KiB file, h2load with
 #            32 connections x 16 concurrent streams
-#   tls      new TLS connections per second: every request on a fresh
-#            connection (wrk, Connection: close), full handshakes
+#   tls      new TLS connections: every request on a fresh connection (wrk,
+#            Connection: close), full TLS 1.3 handshakes; reported per second
+#            and per server CPU-second (wrk's own handshake work saturates
+#            the load core first, so the second measure is the server's)
 #   idle     memory per idle keep-alive connection: the server's RSS growth
 #            with 10,000 connections open after one request each
 #
@@ -81,7 +83,7 @@ TOML
 start_nginx() { # SCHEME
   local scheme=$1 listen="listen 127.0.0.1:$NGINX_PORT;"
   # nginx 1.22 spells HTTP/2 on the listen line.
-  [ "$scheme" = https ] && listen="listen 127.0.0.1:$NGINX_PORT ssl http2; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;"
+  [ "$scheme" = https ] && listen="listen 127.0.0.1:$NGINX_PORT ssl http2; ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;"
   cat >"$work/nginx.conf" <<NGX
 worker_processes 1;
 worker_rlimit_nofile 30000;
@@ -146,9 +148,22 @@ h2_rate() { # PORT -> requests/s
     | awk '/^finished in/ {gsub(",", "", $4); print $4}'
 }
 
-tls_rate() { # PORT -> new connections/s (one request each)
-  taskset -c "$CLIENT_CPU" wrk -t1 -c 32 -d"${DURATION}s" -H "Connection: close" "https://127.0.0.1:$1/1k.txt" \
-    | awk '/^Requests\/sec/ {print $2}'
+cpu_of() { # pids -> CPU ticks used so far
+  local total=0 p f
+  for p in "$@"; do
+    f=$(cut -d' ' -f14,15 "/proc/$p/stat")
+    total=$((total + ${f% *} + ${f#* }))
+  done
+  echo "$total"
+}
+
+tls_rate() { # PORT -> "new connections/s  connections per server CPU-second"
+  local before after out
+  before=$(cpu_of $server_pids)
+  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c 32 -d"${DURATION}s" -H "Connection: close" "https://127.0.0.1:$1/1k.txt")
+  after=$(cpu_of $server_pids)
+  echo "$out" | awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" \
+    '/requests in/ {n = $1} /^Requests\/sec/ {r = $2} END {printf "%s %.0f\n", r, (ticks > 0 ? n / (ticks / hz) : 0)}'
 }
 
 idle_per_connection() { # PORT -> bytes of RSS per idle connection
@@ -180,15 +195,15 @@ PY
 }
 
 for s in "${scenarios[@]}"; do
-  r="" n=""
+  r="" n="" rc="" nc=""
   for _ in $(seq "$ROUNDS"); do
     case $s in
       h2)
         start_riis https; r+=" $(h2_rate $RIIS_PORT)"; stop_server
         start_nginx https; n+=" $(h2_rate $NGINX_PORT)"; stop_server ;;
       tls)
-        start_riis https; r+=" $(tls_rate $RIIS_PORT)"; stop_server
-        start_nginx https; n+=" $(tls_rate $NGINX_PORT)"; stop_server ;;
+        start_riis https; read -r a b <<<"$(tls_rate $RIIS_PORT)"; r+=" $a"; rc+=" $b"; stop_server
+        start_nginx https; read -r a b <<<"$(tls_rate $NGINX_PORT)"; n+=" $a"; nc+=" $b"; stop_server ;;
       idle)
         start_riis http; r+=" $(idle_per_connection $RIIS_PORT)"; stop_server
         start_nginx http; n+=" $(idle_per_connection $NGINX_PORT)"; stop_server ;;
@@ -197,7 +212,9 @@ for s in "${scenarios[@]}"; do
   done
   case $s in
     h2) row "HTTP/2 over TLS, 1 KiB, 32 conns x 16 streams (req/s)" "$(median <<<"$r")" "$(median <<<"$n")" ;;
-    tls) row "new TLS connections/s (one request each)" "$(median <<<"$r")" "$(median <<<"$n")" ;;
+    tls)
+      row "new TLS connections/s (one request each)" "$(median <<<"$r")" "$(median <<<"$n")"
+      row "new TLS connections per server CPU-second" "$(median <<<"$rc")" "$(median <<<"$nc")" ;;
     idle) row "RSS bytes per idle keep-alive connection ($IDLE open)" "$(median <<<"$r")" "$(median <<<"$n")" ;;
   esac
 done
