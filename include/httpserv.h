@@ -123,10 +123,12 @@
  *   cleared and gets 500 "Internal Server Error" (or, when the headers are
  *   already sent, the connection closes), and the notification returns
  *   RQ_NOTIFICATION_FINISH_REQUEST. One escaping a global notification is
- *   logged and the notification continues (GL_NOTIFICATION_CONTINUE; in
- *   PreBeginRequest the response also gets 500). GetHttpModule throwing
- *   std::bad_alloc counts as E_OUTOFMEMORY, RegisterModule throwing as E_FAIL.
- *   The header also builds with -fno-exceptions.
+ *   logged and the notification returns GL_NOTIFICATION_CONTINUE; in
+ *   PreBeginRequest the response is also cleared and set to 500, but the
+ *   pipeline goes on (riis_module.h has no way to end a request from a
+ *   global notification), so a later module may still answer. GetHttpModule
+ *   throwing std::bad_alloc counts as E_OUTOFMEMORY, RegisterModule throwing
+ *   as E_FAIL. The header also builds with -fno-exceptions.
  *
  * NOT AVAILABLE
  *   riis has no HTTP Server API structures, kernel cache, Windows tokens,
@@ -137,8 +139,13 @@
  *   GetExtendedInterface and IHttpServer's cache, file and worker-process
  *   methods are not declared, or return NULL / E_NOTIMPL where noted.
  *   IMapHandlerProvider's setters return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED)
- *   (use handler mappings in riis.toml). DisableNotifications works (the
- *   adapter stops calling the instance for those notifications).
+ *   (use handler mappings in riis.toml). CGlobalModule has no
+ *   OnGlobalRSCAQuery, OnGlobalApplicationResolveModules or
+ *   OnGlobalApplicationPreload (riis raises none of them).
+ *   IAuthenticationProvider::SetUser(pUser) copies the name and type only:
+ *   IHttpUser cannot list roles, so the request's user is in no role unless
+ *   the module uses the riis overload that takes them. DisableNotifications
+ *   works (the adapter stops calling the instance for those notifications).
  *
  * RIIS ADDITIONS (not in IIS)
  *   IHttpContext::GetRiisContext() and RiisApi() give the C ABI for what
@@ -164,6 +171,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <new>
 #include <string>
 #include <vector>
@@ -253,10 +261,9 @@ typedef VOID *HTTP_MODULE_ID;
 #define CLONE_FLAG_NO_PRECONDITION 0x08
 #define CLONE_FLAG_NO_DAV 0x10
 
-/* ExecuteRequest flags, with the IIS values. The header translates
- * DISABLE_CUSTOM_ERROR, SAME_URL and BUFFER_RESPONSE to riis's
- * RIIS_EXECUTE_FLAG_* (whose BUFFER_RESPONSE value differs); the others
- * are ignored. */
+/* ExecuteRequest flags, with the IIS values (riis's RIIS_EXECUTE_FLAG_* use
+ * the same bits). DISABLE_CUSTOM_ERROR, SAME_URL and BUFFER_RESPONSE are
+ * honoured; the others are ignored. */
 #define EXECUTE_FLAG_NONE 0x00
 #define EXECUTE_FLAG_NO_HEADERS 0x01
 #define EXECUTE_FLAG_IGNORE_CURRENT_INTERCEPTOR 0x02
@@ -458,11 +465,12 @@ private:
     CurrentContextScope &operator=(const CurrentContextScope &);
 };
 
-/** A line in the server log, tagged with the module's name. */
+/** A line in the server log, tagged with the module's name (through the
+ *  context of the call running on this thread when `ctx` is NULL). */
 inline void log(riis_context *ctx, uint32_t level, const char *message) {
     const riis_api *a = api();
     if (a != NULL && a->log != NULL && message != NULL) {
-        a->log(ctx, level, message);
+        a->log(ctx != NULL ? ctx : current_context(), level, message);
     }
 }
 
@@ -1241,9 +1249,12 @@ public:
     virtual ULONGLONG GetCacheEntrySize(VOID) const = 0;
 };
 
-/** GL_CONFIGURATION_CHANGE (riis does not raise it). */
+/** GL_CONFIGURATION_CHANGE: riis reloaded its configuration (SIGHUP,
+ *  `riis reload`). */
 class IGlobalConfigurationChangeProvider : public IHttpEventProvider {
 public:
+    /** The configuration file that was reloaded (UTF-8; IIS gives a
+     *  configuration path). */
     virtual PCSTR GetChangePath(VOID) const = 0;
 };
 
@@ -1284,9 +1295,26 @@ public:
 
 namespace riis_cxx {
 
-/** Logs that a module subscribed to a notification without overriding its
- *  method (usually a signature that does not match). */
+/** Logs, once per method, that a module subscribed to a notification
+ *  without overriding its method (usually a signature that does not
+ *  match). */
 inline void not_overridden(const char *method) {
+    static std::atomic<const char *> seen[64];
+    for (size_t i = 0; i < sizeof seen / sizeof seen[0]; i++) {
+        const char *slot = seen[i].load();
+        if (slot != NULL && strcmp(slot, method) == 0) {
+            return;
+        }
+        if (slot == NULL) {
+            const char *expected = NULL;
+            if (seen[i].compare_exchange_strong(expected, method)) {
+                break;
+            }
+            if (strcmp(expected, method) == 0) {
+                return;
+            }
+        }
+    }
     char line[256];
     snprintf(line, sizeof line,
              "the module subscribed to %s but does not override it; check the "
@@ -1910,15 +1938,25 @@ public:
             return pDataChunks == NULL ? E_INVALIDARG
                                        : HRESULT_FROM_WIN32(ERROR_ARITHMETIC_OVERFLOW);
         }
-        std::vector<riis_data_chunk> chunks(nChunks);
-        for (DWORD i = 0; i < nChunks; i++) {
-            HRESULT hr = to_riis_chunk(pDataChunks[i], &chunks[i]);
-            if (FAILED(hr)) {
-                return hr;
+        riis_data_chunk local[8];
+        riis_data_chunk *chunks = local;
+        if (nChunks > sizeof local / sizeof local[0]) {
+            chunks = new (std::nothrow) riis_data_chunk[nChunks];
+            if (chunks == NULL) {
+                return E_OUTOFMEMORY;
             }
         }
+        HRESULT hr = S_OK;
+        for (DWORD i = 0; i < nChunks && SUCCEEDED(hr); i++) {
+            hr = to_riis_chunk(pDataChunks[i], &chunks[i]);
+        }
         uint64_t bytes = 0;
-        HRESULT hr = api()->response_write_entity_chunks(core_->ctx, &chunks[0], nChunks, &bytes);
+        if (SUCCEEDED(hr)) {
+            hr = api()->response_write_entity_chunks(core_->ctx, chunks, nChunks, &bytes);
+        }
+        if (chunks != local) {
+            delete[] chunks;
+        }
         if (SUCCEEDED(hr) && pcbSent != NULL) {
             *pcbSent = clamp_dword(bytes);
         }
@@ -2897,8 +2935,12 @@ private:
 
 class ConfigurationChangeProvider : public Provider<IGlobalConfigurationChangeProvider> {
 public:
-    ConfigurationChangeProvider() : Provider<IGlobalConfigurationChangeProvider>(NULL) {}
-    PCSTR GetChangePath(VOID) const override { return ""; }
+    explicit ConfigurationChangeProvider(const char *path)
+        : Provider<IGlobalConfigurationChangeProvider>(NULL), path_(path != NULL ? path : "") {}
+    PCSTR GetChangePath(VOID) const override { return path_; }
+
+private:
+    const char *path_;
 };
 
 class FileChangeProvider : public Provider<IGlobalFileChangeProvider> {
@@ -3071,7 +3113,7 @@ private:
             return m->OnGlobalCustomNotification(&foreign);
         }
         case GL_CONFIGURATION_CHANGE: {
-            ConfigurationChangeProvider provider;
+            ConfigurationChangeProvider provider(api()->global_file_path(p));
             return m->OnGlobalConfigurationChange(&provider);
         }
         case GL_THREAD_CLEANUP: {

@@ -289,10 +289,10 @@ typedef struct riis_data_chunk {
 #define RIIS_SEND_FLAG_DISCONNECT 0x00000001u
 #define RIIS_SEND_FLAG_MORE_DATA 0x00000002u
 
-/** Child request flags (EXECUTE_FLAG_*). */
+/** Child request flags, with IIS's EXECUTE_FLAG_* values. */
 #define RIIS_EXECUTE_FLAG_DISABLE_CUSTOM_ERROR 0x00000008u
 #define RIIS_EXECUTE_FLAG_SAME_URL 0x00000010u
-#define RIIS_EXECUTE_FLAG_BUFFER_RESPONSE 0x00000040u
+#define RIIS_EXECUTE_FLAG_BUFFER_RESPONSE 0x00000020u
 
 /** Module context scopes (IHttpModuleContextContainer owners). */
 #define RIIS_SCOPE_REQUEST 0u

@@ -9,8 +9,9 @@
  *
  * Strings: riis is UTF-8 throughout. The "wide" types (WCHAR, PCWSTR, ...)
  * are wchar_t, so L"..." literals, wcslen and wcscmp keep working; on Linux
- * wchar_t is 32 bits and holds UTF-32. httpserv.h converts between UTF-8 and
- * wchar_t where an IIS method takes or returns a wide string.
+ * wchar_t is 32 bits and holds UTF-32. httpserv.h returns UTF-8 (PCSTR)
+ * where an IIS method returns a wide string, and accepts both UTF-8 and
+ * wide strings where an IIS method takes one (see its STRINGS section).
  *
  * `#define _WINSOCKAPI_` before this header (as IIS samples do) is harmless:
  * nothing here depends on it.

@@ -66,10 +66,10 @@ pub const CHUNK_FROM_FILE_NAME: u32 = 2;
 pub const SEND_FLAG_DISCONNECT: u32 = 0x1;
 pub const SEND_FLAG_MORE_DATA: u32 = 0x2;
 
-/// Child request flags.
+/// Child request flags (IIS's `EXECUTE_FLAG_*` values).
 pub const EXECUTE_FLAG_DISABLE_CUSTOM_ERROR: u32 = 0x08;
 pub const EXECUTE_FLAG_SAME_URL: u32 = 0x10;
-pub const EXECUTE_FLAG_BUFFER_RESPONSE: u32 = 0x40;
+pub const EXECUTE_FLAG_BUFFER_RESPONSE: u32 = 0x20;
 
 /// Module context scopes.
 pub const SCOPE_REQUEST: u32 = 0;

@@ -180,4 +180,8 @@ fn constants_match_the_iis_values() {
     assert_eq!(STATUS_FINISH_REQUEST, 2);
     assert_eq!(hr::E_FAIL as u32, 0x8000_4005);
     assert_eq!(ABI_VERSION, 0x0001_0000);
+    // EXECUTE_FLAG_* as IIS defines them.
+    assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
+    assert_eq!(EXECUTE_FLAG_SAME_URL, 0x10);
+    assert_eq!(EXECUTE_FLAG_BUFFER_RESPONSE, 0x20);
 }

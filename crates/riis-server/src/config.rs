@@ -517,11 +517,9 @@ impl ServerConfig {
                 .global_modules
                 .into_iter()
                 .map(|g| GlobalModuleEntry {
-                    image: if g.image.is_absolute() {
-                        g.image
-                    } else {
-                        base.join(g.image)
-                    },
+                    // Absolute, so the dynamic loader never searches its
+                    // library path for a bare file name.
+                    image: std::path::absolute(base.join(&g.image)).unwrap_or(g.image),
                     ..g
                 })
                 .collect(),

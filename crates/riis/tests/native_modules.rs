@@ -303,3 +303,30 @@ fn loader_errors_name_the_module_and_the_reason() {
     let (ok, stderr) = check_config_with_image(&dir, "failing.so", "precondition = \"bitness32\"");
     assert!(ok, "{stderr}");
 }
+
+#[test]
+fn an_image_is_found_next_to_a_configuration_named_without_a_folder() {
+    let dir = TempDir::new("native-relative");
+    let Some(()) = compile(
+        "cc",
+        &[&test_module_source()],
+        &dir.path().join("libtest_module.so"),
+        &["-std=c99", "-D_POSIX_C_SOURCE=200809L"],
+    ) else {
+        return;
+    };
+    dir.write("www/a.txt", "a");
+    write_config(&dir, &dir.path().join("www"), C_MODULE_CONFIG);
+    // `--config riis.toml` from inside the folder: the image path must not
+    // become a bare file name that the dynamic loader looks up elsewhere.
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", "riis.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,172 @@
+//! C++ modules written in the IIS style (`examples/native/cpp`), compiled by
+//! the test with `g++ -shared -fPIC` unchanged against `include/httpserv.h`,
+//! loaded from `[[global_modules]]`, and checked over real sockets.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{get, write_config, Connection, RunningBinary, TempDir};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `g++ -shared -fPIC -I include` on `sources`; `None` without g++ outside
+/// CI (in CI it must exist).
+fn gxx(sources: &[PathBuf], out: &Path) -> Option<()> {
+    let status = Command::new("g++")
+        .args([
+            "-std=c++11",
+            "-shared",
+            "-fPIC",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pthread",
+        ])
+        .arg("-I")
+        .arg(repo().join("include"))
+        .args(sources)
+        .arg("-o")
+        .arg(out)
+        .status();
+    match status {
+        Ok(s) => {
+            assert!(s.success(), "g++ failed on {sources:?}");
+            Some(())
+        }
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: g++ is not available ({e})");
+            None
+        }
+        Err(e) => panic!("g++ is required in CI: {e}"),
+    }
+}
+
+fn example(name: &str) -> PathBuf {
+    repo().join("examples/native/cpp").join(name)
+}
+
+/// A server with one C++ example module (and StaticFile after it).
+fn serve(source: &str) -> Option<(TempDir, RunningBinary)> {
+    let dir = TempDir::new("cpp");
+    gxx(&[example(source)], &dir.path().join("libmodule.so"))?;
+    dir.write("www/hello.txt", "static hello\n");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        r#"
+[[global_modules]]
+name = "CppModule"
+image = "libmodule.so"
+
+[[modules]]
+name = "CppModule"
+[[modules]]
+name = "StaticFile"
+[[handlers]]
+name = "StaticFile"
+path = "*"
+resource_type = "Either"
+modules = ["StaticFile"]
+"#,
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    Some((dir, server))
+}
+
+#[test]
+fn the_iis_style_hello_world_compiles_unchanged_and_answers() {
+    let Some((_dir, server)) = serve("hello_world.cpp") else {
+        return;
+    };
+    for path in ["/", "/anything", "/hello.txt"] {
+        let resp = get(server.addr, path);
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("content-type"), Some("text/plain"));
+        assert_eq!(resp.text(), "Hello from a C++ module!\n");
+    }
+}
+
+#[test]
+fn pending_and_on_async_completion_as_iis_documents_them() {
+    let Some((_dir, server)) = serve("async_completion.cpp") else {
+        return;
+    };
+    let resp = get(server.addr, "/any");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    assert_eq!(
+        resp.text(),
+        "first line, written at once\nasync completion: 28 bytes, status 0x00000000\n"
+    );
+}
+
+#[test]
+fn global_module_module_contexts_and_server_variables() {
+    let Some((_dir, server)) = serve("global_and_context.cpp") else {
+        return;
+    };
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/cpp/page");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-cpp-pre-begin"), Some("seen"));
+    assert_eq!(resp.header("x-cpp-remote-addr"), Some("127.0.0.1"));
+    assert_eq!(
+        resp.text(),
+        "url: /cpp/page\nmethod: GET\nnote: stored at BeginRequest\n"
+    );
+    let n1: u32 = resp.header("x-cpp-site-requests").unwrap().parse().unwrap();
+    let n2: u32 = conn
+        .get("/cpp/other")
+        .header("x-cpp-site-requests")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n2 > n1);
+    // Other URLs go on to StaticFile.
+    assert_eq!(conn.get("/hello.txt").text(), "static hello\n");
+    // Each answered request's context was cleaned up once.
+    let stats = conn.get("/cpp/stats").text();
+    let cleaned: u32 = stats
+        .trim()
+        .strip_prefix("cleanups: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cleaned >= 2, "{stats}");
+}
+
+#[test]
+fn the_header_links_into_a_module_of_several_translation_units() {
+    let dir = TempDir::new("cpp-two-units");
+    let second = dir.write(
+        "second.cpp",
+        "#include <windows.h>\n#include <sal.h>\n#include <httpserv.h>\n\
+         DWORD SecondUnitValue() { return RQ_BEGIN_REQUEST; }\n",
+    );
+    let Some(()) = gxx(
+        &[example("hello_world.cpp"), second],
+        &dir.path().join("libtwo.so"),
+    ) else {
+        return;
+    };
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(dir.path().join("libtwo.so"))
+        .output()
+        .expect("nm");
+    let symbols = String::from_utf8_lossy(&nm.stdout);
+    for s in [
+        "RegisterModule",
+        "riis_cxx_register_module",
+        "riis_module_abi",
+    ] {
+        assert!(
+            symbols.lines().any(|l| l.ends_with(&format!(" {s}"))),
+            "{s} is not exported:\n{symbols}"
+        );
+    }
+}
