@@ -575,6 +575,25 @@ typedef struct riis_api {
     /** CustomNotification: the type name and data. */
     const char *(*global_custom_type)(riis_global_provider *provider);
     void *(*global_custom_data)(riis_global_provider *provider);
+
+    /* -- response headers and entity --------------------------------------- */
+
+    /** The names of all response headers, for enumeration: fills up to
+     *  `capacity` names and returns how many there are. */
+    size_t (*response_header_names)(riis_context *context, const char **names,
+                                    size_t capacity);
+    /** How many chunks the buffered response entity (not yet sent) has. */
+    uint32_t (*response_entity_chunk_count)(riis_context *context);
+    /** Chunk `index` of the buffered entity: RIIS_CHUNK_FROM_MEMORY, whose
+     *  buffer stays valid until the entity changes or the call returns, or
+     *  RIIS_CHUNK_FROM_FILE_HANDLE with a descriptor the server owns (do not
+     *  close it), offset and length. */
+    riis_hresult (*response_entity_chunk)(riis_context *context, uint32_t index,
+                                          riis_data_chunk *chunk);
+    /** Replaces the buffered entity (copied as by write_entity_chunks): what
+     *  a SendResponse module that transforms the body does. */
+    riis_hresult (*response_set_entity_chunks)(riis_context *context,
+                                               const riis_data_chunk *chunks, uint32_t count);
 } riis_api;
 
 /** The entry point every module library exports. */

@@ -354,4 +354,10 @@ pub struct riis_api {
     ) -> riis_hresult,
     pub global_custom_type: unsafe extern "C" fn(GProv) -> Str,
     pub global_custom_data: unsafe extern "C" fn(GProv) -> *mut c_void,
+
+    pub response_header_names: unsafe extern "C" fn(Ctx, *mut Str, usize) -> usize,
+    pub response_entity_chunk_count: unsafe extern "C" fn(Ctx) -> u32,
+    pub response_entity_chunk: unsafe extern "C" fn(Ctx, u32, *mut riis_data_chunk) -> riis_hresult,
+    pub response_set_entity_chunks:
+        unsafe extern "C" fn(Ctx, *const riis_data_chunk, u32) -> riis_hresult,
 }

@@ -120,7 +120,11 @@ fn rust_layout() -> Vec<(String, usize)> {
         global_cache_operation,
         global_trace_event,
         global_custom_type,
-        global_custom_data
+        global_custom_data,
+        response_header_names,
+        response_entity_chunk_count,
+        response_entity_chunk,
+        response_set_entity_chunks
         }
     }
 }

@@ -2,6 +2,7 @@
 //! I/O handle hyper drives, and the answer to a request hyper cannot parse.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -83,15 +84,6 @@ impl ConnectionCounter {
     pub fn open(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }
-}
-
-/// The connection's I/O, shared between hyper and riis: after hyper gives
-/// up on a request it cannot parse, riis still answers on it. The lock is
-/// never contended (hyper polls from one task; riis writes after hyper is
-/// done).
-pub struct SharedIo<T> {
-    inner: Arc<Mutex<T>>,
-    activity: Arc<Activity>,
 }
 
 /// The server's coarse clock: whole seconds since it started, advanced by
@@ -267,10 +259,73 @@ impl Sweeper {
     }
 }
 
+/// Response bytes smaller than this are gathered and sent together at the
+/// end of the connection task's turn; larger writes go straight out.
+const COALESCE: usize = 64 * 1024;
+
+/// The socket (plain or TLS) and the response bytes gathered during the
+/// current turn of the connection task.
+pub struct IoState<T> {
+    io: T,
+    pending: Vec<u8>,
+}
+
+impl<T: AsyncWrite + Unpin> IoState<T> {
+    /// Writes out the gathered bytes.
+    fn poll_send_pending(
+        &mut self,
+        cx: &mut Context<'_>,
+        activity: &Activity,
+    ) -> Poll<io::Result<()>> {
+        let mut sent = 0;
+        let result = loop {
+            if sent == self.pending.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &self.pending[sent..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    sent += n;
+                    activity.wrote(n);
+                }
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    activity.write_would_block();
+                    break Poll::Pending;
+                }
+            }
+        };
+        self.pending.drain(..sent);
+        if result.is_ready() {
+            // Written, or the connection failed: either way nothing is left
+            // to send (hyper sees the failure on its own next write).
+            self.pending.clear();
+            if self.pending.capacity() > COALESCE {
+                self.pending = Vec::new();
+            }
+        }
+        result
+    }
+}
+
+/// The connection's I/O as hyper drives it, shared with riis: riis still
+/// answers on it after hyper gave up on a request it cannot parse, and
+/// gathers hyper's small writes of one task turn into one send (pipelined
+/// responses go out together, as nginx sends them; see [`Flushing`]). The
+/// lock is never contended: hyper and the flushing wrapper run in the same
+/// task, and riis writes only after hyper is done.
+pub struct SharedIo<T> {
+    inner: Arc<Mutex<IoState<T>>>,
+    activity: Arc<Activity>,
+}
+
 impl<T> SharedIo<T> {
     /// Wraps `io`; the returned handle reaches it after hyper is done.
-    pub fn new(io: T, activity: Arc<Activity>) -> (Self, Arc<Mutex<T>>) {
-        let inner = Arc::new(Mutex::new(io));
+    pub fn new(io: T, activity: Arc<Activity>) -> (Self, Arc<Mutex<IoState<T>>>) {
+        let inner = Arc::new(Mutex::new(IoState {
+            io,
+            pending: Vec::new(),
+        }));
         (
             Self {
                 inner: inner.clone(),
@@ -280,30 +335,22 @@ impl<T> SharedIo<T> {
         )
     }
 
-    fn count_write(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-        let a = &self.activity;
-        match r {
-            Poll::Ready(Ok(n)) => {
-                a.written_total.fetch_add(n as u64, Ordering::Relaxed);
-                a.last_write.store(now(), Ordering::Relaxed);
-                a.write_blocked.store(false, Ordering::Relaxed);
-            }
-            Poll::Pending => {
-                if !a.write_blocked.swap(true, Ordering::Relaxed) {
-                    a.last_write.store(now(), Ordering::Relaxed);
-                }
-            }
-            Poll::Ready(Err(_)) => {}
-        }
-        r
+    fn state(&self) -> std::sync::MutexGuard<'_, IoState<T>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Activity {
+    fn wrote(&self, n: usize) {
+        self.written_total.fetch_add(n as u64, Ordering::Relaxed);
+        self.last_write.store(now(), Ordering::Relaxed);
+        self.write_blocked.store(false, Ordering::Relaxed);
     }
 
-    fn with<R>(&self, f: impl FnOnce(Pin<&mut T>) -> R) -> R
-    where
-        T: Unpin,
-    {
-        let mut io = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        f(Pin::new(&mut *io))
+    fn write_would_block(&self) {
+        if !self.write_blocked.swap(true, Ordering::Relaxed) {
+            self.last_write.store(now(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -314,7 +361,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let r = self.with(|io| io.poll_read(cx, buf));
+        let r = Pin::new(&mut self.state().io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
             self.activity
@@ -325,14 +372,52 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> SharedIo<T> {
+    /// Gathers `len` bytes (copied by `fill`) when they are small, or sends
+    /// what is gathered and then writes them directly.
+    fn write_with(
+        &self,
+        cx: &mut Context<'_>,
+        len: usize,
+        fill: impl FnOnce(&mut Vec<u8>),
+        direct: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.state();
+        if state.pending.len() + len <= COALESCE {
+            fill(&mut state.pending);
+            return Poll::Ready(Ok(len));
+        }
+        std::task::ready!(state.poll_send_pending(cx, &self.activity))?;
+        if len <= COALESCE {
+            fill(&mut state.pending);
+            return Poll::Ready(Ok(len));
+        }
+        match direct(Pin::new(&mut state.io), cx) {
+            Poll::Ready(Ok(n)) => {
+                self.activity.wrote(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                self.activity.write_would_block();
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for SharedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = self.with(|io| io.poll_write(cx, buf));
-        self.count_write(r)
+        self.write_with(
+            cx,
+            buf.len(),
+            |pending| pending.extend_from_slice(buf),
+            |io, cx| io.poll_write(cx, buf),
+        )
     }
 
     fn poll_write_vectored(
@@ -340,23 +425,85 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SharedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = self.with(|io| io.poll_write_vectored(cx, bufs));
-        self.count_write(r)
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.write_with(
+            cx,
+            len,
+            |pending| {
+                for b in bufs {
+                    pending.extend_from_slice(b);
+                }
+            },
+            |io, cx| io.poll_write_vectored(cx, bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.with(|io| io.is_write_vectored())
+        true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.with(|io| io.poll_flush(cx))
+    /// Deferred: [`Flushing`] sends the gathered bytes when the task's turn
+    /// ends, so responses written in one turn leave in one send.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    /// Flushes only: riis closes the socket itself once hyper is done (see
-    /// [`finish_connection`]), after it had the chance to answer a request
-    /// hyper gave up on.
+    /// Sends what is gathered only: riis closes the socket itself once hyper
+    /// is done (see [`finish_connection`]), after it had the chance to
+    /// answer a request hyper gave up on.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.with(|io| io.poll_flush(cx))
+        let activity = self.activity.clone();
+        self.state().poll_send_pending(cx, &activity)
+    }
+}
+
+/// Drives a connection future, then sends what it wrote during the turn
+/// before the task goes to sleep (or finishes).
+pub struct Flushing<F: Future, T> {
+    inner: Pin<Box<F>>,
+    io: Arc<Mutex<IoState<T>>>,
+    activity: Arc<Activity>,
+    done: Option<F::Output>,
+}
+
+impl<F: Future, T> Flushing<F, T> {
+    /// Wraps `inner`, whose writes go through the [`SharedIo`] of `io`.
+    pub fn new(inner: F, io: Arc<Mutex<IoState<T>>>, activity: Arc<Activity>) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            io,
+            activity,
+            done: None,
+        }
+    }
+}
+
+impl<F: Future, T: AsyncWrite + Unpin> Future for Flushing<F, T>
+where
+    F::Output: Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if self.done.is_none() {
+            if let Poll::Ready(out) = self.inner.as_mut().poll(cx) {
+                self.done = Some(out);
+            }
+        }
+        let activity = self.activity.clone();
+        let sent = self
+            .io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .poll_send_pending(cx, &activity);
+        if sent.is_pending() {
+            // Woken when the socket can take more.
+            return Poll::Pending;
+        }
+        match self.done.take() {
+            Some(out) => Poll::Ready(out),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -390,14 +537,18 @@ pub async fn linger_close<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) {
 /// Ends a connection hyper is done with: answers `refusal` when hyper gave up
 /// on a request without answering it, and closes gracefully.
 pub async fn finish_connection<T: AsyncRead + AsyncWrite + Unpin>(
-    io: Arc<Mutex<T>>,
+    io: Arc<Mutex<IoState<T>>>,
     refusal: Option<Refusal>,
 ) {
     // hyper dropped its handle when the connection future ended.
-    let Ok(io) = Arc::try_unwrap(io) else {
+    let Ok(state) = Arc::try_unwrap(io) else {
         return;
     };
-    let mut io = io.into_inner().unwrap_or_else(|e| e.into_inner());
+    let state = state.into_inner().unwrap_or_else(|e| e.into_inner());
+    let (mut io, pending) = (state.io, state.pending);
+    if !pending.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), io.write_all(&pending)).await;
+    }
     match refusal {
         Some(r) => answer_and_close(&mut io, r).await,
         None => linger_close(&mut io).await,

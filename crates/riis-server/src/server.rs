@@ -17,7 +17,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use riis_native::{precondition_holds, NativeLibrary};
 
 use crate::connection::{
-    answer_and_close, finish_connection, Activity, Admission, Expiry, SharedIo, Sweeper, Transport,
+    answer_and_close, finish_connection, Activity, Admission, Expiry, Flushing, SharedIo, Sweeper,
+    Transport,
 };
 use crate::driver::{CurrentGeneration, Generation};
 use crate::reload::{ConfigSource, Reloader};
@@ -652,10 +653,12 @@ async fn run_worker(
         .max_buf_size(
             (transport.limits.max_header_bytes + transport.limits.max_url_length + 1024).max(8192),
         )
-        // Not `pipeline_flush`: with it hyper 1.12 keeps a response in its
-        // buffer while unread request bytes remain, and loses it when the
-        // connection then ends (every automatic 400, and responses to
-        // requests whose body it could not drain).
+        // Not hyper's `pipeline_flush`: with it hyper 1.12 keeps a response
+        // in its buffer while unread request bytes remain, and loses it when
+        // the connection then ends (every automatic 400, and responses to
+        // requests whose body it could not drain). riis gathers the writes
+        // of one task turn itself (`connection::Flushing`), which batches
+        // pipelined responses the same way and never strands bytes.
         .pipeline_flush(false);
     builder
         .http2()
@@ -835,7 +838,7 @@ fn serve_connection<I>(
         .builder
         .serve_connection(TokioIo::new(io), service)
         .into_owned();
-    let conn = graceful.watch(conn);
+    let conn = Flushing::new(graceful.watch(conn), shared.clone(), activity.clone());
     tokio::spawn(async move {
         let result = tokio::select! {
             r = conn => r,

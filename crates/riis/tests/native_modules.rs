@@ -176,6 +176,20 @@ fn a_c_module_raises_custom_notifications_and_runs_child_requests() {
 }
 
 #[test]
+fn a_c_module_rewrites_the_entity_at_send_response() {
+    let Some((_dir, server)) = c_module_server() else {
+        return;
+    };
+    let resp = get(server.addr, "/c/upper");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "MAKE ME LOUD");
+    assert_eq!(resp.header("content-length"), Some("12"));
+    // Content-Type and X-Send-Seen at least.
+    let count: u32 = resp.header("x-header-count").unwrap().parse().unwrap();
+    assert!(count >= 2);
+}
+
+#[test]
 fn request_contexts_of_a_c_module_are_cleaned_up() {
     let Some((_dir, server)) = c_module_server() else {
         return;

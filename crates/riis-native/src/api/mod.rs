@@ -120,6 +120,11 @@ pub(crate) static API: riis_api = riis_api {
     global_trace_event: global::trace_event,
     global_custom_type: global::custom_type,
     global_custom_data: global::custom_data,
+
+    response_header_names: response::header_names,
+    response_entity_chunk_count: response::entity_chunk_count,
+    response_entity_chunk: response::entity_chunk_at,
+    response_set_entity_chunks: response::set_entity_chunks,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.

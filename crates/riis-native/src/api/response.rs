@@ -157,7 +157,7 @@ simple! {
 ///
 /// # Safety
 /// The chunk's pointers must be valid as the ABI describes.
-unsafe fn entity_chunk(chunk: &riis_data_chunk) -> Result<EntityChunk, riis_hresult> {
+unsafe fn to_entity_chunk(chunk: &riis_data_chunk) -> Result<EntityChunk, riis_hresult> {
     match chunk.r#type {
         riis_abi::CHUNK_FROM_MEMORY => {
             let len = usize::try_from(chunk.buffer_length).map_err(|_| hr::E_INVALIDARG)?;
@@ -210,6 +210,118 @@ unsafe fn entity_chunk(chunk: &riis_data_chunk) -> Result<EntityChunk, riis_hres
     }
 }
 
+/// Converts `count` chunks from the module, all or none.
+///
+/// # Safety
+/// `chunks` must hold `count` chunks valid as the ABI describes.
+unsafe fn entity_chunks(
+    chunks: *const riis_data_chunk,
+    count: u32,
+) -> Result<Vec<EntityChunk>, riis_hresult> {
+    if chunks.is_null() && count > 0 {
+        return Err(hr::E_INVALIDARG);
+    }
+    let mut converted = Vec::with_capacity(count as usize);
+    for i in 0..count as usize {
+        // SAFETY: `chunks` holds `count` chunks per the contract.
+        converted.push(unsafe { to_entity_chunk(&*chunks.add(i)) }?);
+    }
+    Ok(converted)
+}
+
+pub(super) unsafe extern "C" fn header_names(
+    ctx: *mut riis_context,
+    names: *mut *const c_char,
+    capacity: usize,
+) -> usize {
+    // SAFETY: the handle is checked by with_context; `names` has room for
+    // `capacity` pointers (or is NULL).
+    unsafe {
+        with_context("response_header_names", ctx, 0, |frame, ctx| {
+            let headers = ctx.response().headers();
+            if !names.is_null() {
+                for (i, name) in headers.keys().take(capacity).enumerate() {
+                    *names.add(i) = frame.arena.string(name.as_str());
+                }
+            }
+            Ok(headers.keys_len())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn entity_chunk_count(ctx: *mut riis_context) -> u32 {
+    // SAFETY: the handle is checked by with_context.
+    unsafe {
+        with_context("response_entity_chunk_count", ctx, 0, |_, ctx| {
+            Ok(u32::try_from(ctx.response().entity_chunks().len()).unwrap_or(u32::MAX))
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn entity_chunk_at(
+    ctx: *mut riis_context,
+    index: u32,
+    out: *mut riis_data_chunk,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `out` is writable.
+    unsafe {
+        context_hr("response_entity_chunk", ctx, |_, ctx| {
+            if out.is_null() {
+                return Err(hr::E_INVALIDARG);
+            }
+            let chunk = ctx
+                .response()
+                .entity_chunks()
+                .get(index as usize)
+                .ok_or(hr::E_INVALIDARG)?;
+            let mut c = riis_data_chunk {
+                r#type: riis_abi::CHUNK_FROM_MEMORY,
+                buffer: ptr::null(),
+                buffer_length: 0,
+                file_descriptor: -1,
+                file_name: ptr::null(),
+                offset: 0,
+                length: 0,
+            };
+            match chunk {
+                EntityChunk::Memory(b) => {
+                    c.buffer = b.as_ptr().cast();
+                    c.buffer_length = b.len() as u64;
+                }
+                EntityChunk::File {
+                    file,
+                    offset,
+                    length,
+                } => {
+                    use std::os::fd::AsRawFd;
+                    c.r#type = riis_abi::CHUNK_FROM_FILE_HANDLE;
+                    c.file_descriptor = file.as_raw_fd();
+                    c.offset = *offset;
+                    c.length = *length;
+                }
+            }
+            *out = c;
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn set_entity_chunks(
+    ctx: *mut riis_context,
+    chunks: *const riis_data_chunk,
+    count: u32,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `chunks` holds `count`
+    // chunks.
+    unsafe {
+        context_hr("response_set_entity_chunks", ctx, |_, ctx| {
+            let converted = entity_chunks(chunks, count)?;
+            ctx.response_mut().set_entity_chunks(converted);
+            Ok(())
+        })
+    }
+}
+
 pub(super) unsafe extern "C" fn write_entity_chunks(
     ctx: *mut riis_context,
     chunks: *const riis_data_chunk,
@@ -220,14 +332,8 @@ pub(super) unsafe extern "C" fn write_entity_chunks(
     // chunks; `bytes` is NULL or writable.
     unsafe {
         context_hr("response_write_entity_chunks", ctx, |_, ctx| {
-            if chunks.is_null() && count > 0 {
-                return Err(hr::E_INVALIDARG);
-            }
             // Convert all first: a bad chunk leaves the response untouched.
-            let mut converted = Vec::with_capacity(count as usize);
-            for i in 0..count as usize {
-                converted.push(entity_chunk(&*chunks.add(i))?);
-            }
+            let converted = entity_chunks(chunks, count)?;
             let total: u64 = converted.iter().map(EntityChunk::len).sum();
             ctx.response_mut().write_chunks(converted);
             if !bytes.is_null() {

@@ -17,6 +17,9 @@
  *                   library (registered under another name) counts.
  *   /c/child        runs /c/hello as a buffered child request.
  *   /c/stats        request-context cleanups seen so far.
+ *   /c/upper        writes "make me loud"; at SendResponse the module reads
+ *                   the buffered entity and replaces it in upper case, and
+ *                   counts the response headers in X-Header-Count.
  *
  * Every response gets X-Send-Seen at SendResponse.
  */
@@ -173,6 +176,11 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         }
         return RIIS_STATUS_PENDING;
     }
+    if (strcmp(url, "/c/upper") == 0) {
+        text(ctx, "make me ");
+        text(ctx, "loud");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
     if (strcmp(url, "/c/stats") == 0) {
         pthread_mutex_lock(&lock);
         snprintf(line, sizeof line, "cleanups=%d\n", cleanups);
@@ -185,6 +193,34 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
     return RIIS_STATUS_FINISH_REQUEST;
 }
 
+/* Replaces the buffered entity with its upper-case copy. */
+static void upper_case_entity(riis_context *ctx) {
+    uint32_t n = api->response_entity_chunk_count(ctx), i;
+    size_t total = 0, at = 0;
+    char *copy, line[32];
+    riis_data_chunk chunk;
+    for (i = 0; i < n; i++) {
+        api->response_entity_chunk(ctx, i, &chunk);
+        total += (size_t)chunk.buffer_length;
+    }
+    copy = (char *)api->context_allocate(ctx, total + 1);
+    for (i = 0; i < n; i++) {
+        size_t k;
+        api->response_entity_chunk(ctx, i, &chunk);
+        for (k = 0; k < chunk.buffer_length; k++) {
+            char c = ((const char *)chunk.buffer)[k];
+            copy[at++] = (c >= 'a' && c <= 'z') ? (char)(c - 'a' + 'A') : c;
+        }
+    }
+    memset(&chunk, 0, sizeof chunk);
+    chunk.type = RIIS_CHUNK_FROM_MEMORY;
+    chunk.buffer = copy;
+    chunk.buffer_length = at;
+    api->response_set_entity_chunks(ctx, &chunk, 1);
+    snprintf(line, sizeof line, "%u", (unsigned)api->response_header_names(ctx, NULL, 0));
+    api->response_set_header(ctx, "X-Header-Count", line, 1);
+}
+
 static riis_status on_notification(void *module, riis_context *ctx, uint32_t notification,
                                    int is_post, riis_provider *provider) {
     instance *self = (instance *)module;
@@ -195,6 +231,9 @@ static riis_status on_notification(void *module, riis_context *ctx, uint32_t not
     case RIIS_RQ_SEND_RESPONSE:
         if (api->send_headers_being_sent(provider)) {
             api->response_set_header(ctx, "X-Send-Seen", "yes", 1);
+        }
+        if (strcmp(api->request_url(ctx), "/c/upper") == 0) {
+            upper_case_entity(ctx);
         }
         return RIIS_STATUS_CONTINUE;
     case RIIS_RQ_CUSTOM_NOTIFICATION:
