@@ -693,6 +693,26 @@ unsafe extern "C" fn global_custom_type(_: GProv) -> Str {
 unsafe extern "C" fn global_custom_data(_: GProv) -> *mut c_void {
     std::ptr::null_mut()
 }
+unsafe extern "C" fn response_header_names(_: Ctx, _: *mut Str, _: usize) -> usize {
+    0
+}
+unsafe extern "C" fn response_entity_chunk_count(_: Ctx) -> u32 {
+    0
+}
+unsafe extern "C" fn response_entity_chunk(
+    _: Ctx,
+    _: u32,
+    _: *mut riis_data_chunk,
+) -> riis_hresult {
+    abi::hr::E_INVALIDARG
+}
+unsafe extern "C" fn response_set_entity_chunks(
+    _: Ctx,
+    _: *const riis_data_chunk,
+    _: u32,
+) -> riis_hresult {
+    abi::hr::S_OK
+}
 
 static API: riis_api = riis_api {
     size: std::mem::size_of::<riis_api>() as u32,
@@ -783,6 +803,10 @@ static API: riis_api = riis_api {
     global_trace_event: global_trace,
     global_custom_type,
     global_custom_data,
+    response_header_names,
+    response_entity_chunk_count,
+    response_entity_chunk,
+    response_set_entity_chunks,
 };
 
 struct SyncServer(riis_server);
