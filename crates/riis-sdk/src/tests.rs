@@ -1014,7 +1014,7 @@ fn statuses_and_constants_match_the_abi() {
         disable_custom_error: true,
         same_url: true,
     };
-    assert_eq!(execute.bits(), 0x58);
+    assert_eq!(execute.bits(), 0x38);
     for p in [
         Priority::First,
         Priority::High,
