@@ -373,35 +373,54 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> SharedIo<T> {
-    /// Gathers `len` bytes (copied by `fill`) when they are small, or sends
-    /// what is gathered and then writes them directly.
-    fn write_with(
+    /// Gathers small writes; sends a large one at once, together with what
+    /// is gathered (headers and body in one `writev`).
+    fn write_bufs(
         &self,
         cx: &mut Context<'_>,
-        len: usize,
-        fill: impl FnOnce(&mut Vec<u8>),
-        direct: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+        bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
         let mut state = self.state();
+        if state.pending.len() + len > COALESCE && len <= COALESCE {
+            std::task::ready!(state.poll_send_pending(cx, &self.activity))?;
+        }
         if state.pending.len() + len <= COALESCE {
-            fill(&mut state.pending);
+            for b in bufs {
+                state.pending.extend_from_slice(b);
+            }
             return Poll::Ready(Ok(len));
         }
-        std::task::ready!(state.poll_send_pending(cx, &self.activity))?;
-        if len <= COALESCE {
-            fill(&mut state.pending);
-            return Poll::Ready(Ok(len));
-        }
-        match direct(Pin::new(&mut state.io), cx) {
-            Poll::Ready(Ok(n)) => {
-                self.activity.wrote(n);
-                Poll::Ready(Ok(n))
+        loop {
+            let IoState { io, pending } = &mut *state;
+            let gathered = pending.len();
+            let result = if gathered == 0 {
+                Pin::new(io).poll_write_vectored(cx, bufs)
+            } else {
+                let mut all = Vec::with_capacity(bufs.len() + 1);
+                all.push(io::IoSlice::new(pending));
+                all.extend_from_slice(bufs);
+                Pin::new(io).poll_write_vectored(cx, &all)
+            };
+            match result {
+                Poll::Ready(Ok(0)) if len > 0 => {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.activity.wrote(n);
+                    if n > gathered || (n == gathered && len == 0) {
+                        pending.clear();
+                        return Poll::Ready(Ok(n - gathered));
+                    }
+                    // Only gathered bytes went out: try again for the new ones.
+                    pending.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.activity.write_would_block();
+                    return Poll::Pending;
+                }
             }
-            Poll::Pending => {
-                self.activity.write_would_block();
-                Poll::Pending
-            }
-            other => other,
         }
     }
 }
@@ -412,12 +431,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SharedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.write_with(
-            cx,
-            buf.len(),
-            |pending| pending.extend_from_slice(buf),
-            |io, cx| io.poll_write(cx, buf),
-        )
+        self.write_bufs(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -425,17 +439,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SharedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.write_with(
-            cx,
-            len,
-            |pending| {
-                for b in bufs {
-                    pending.extend_from_slice(b);
-                }
-            },
-            |io, cx| io.poll_write_vectored(cx, bufs),
-        )
+        self.write_bufs(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
