@@ -300,7 +300,8 @@ impl<T: AsyncWrite + Unpin> IoState<T> {
             // Written, or the connection failed: either way nothing is left
             // to send (hyper sees the failure on its own next write).
             self.pending.clear();
-            if self.pending.capacity() > COALESCE {
+            // A connection that goes idle keeps no large buffer.
+            if self.pending.capacity() > 8 * 1024 {
                 self.pending = Vec::new();
             }
         }

@@ -11,10 +11,7 @@
 //! header limits. Every refusal closes the connection: after a framing error
 //! the server cannot know where the next request starts.
 
-use std::str::FromStr;
-
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::uri::Authority;
 use http::{Request, StatusCode, Version};
 
 use crate::config::Limits;
@@ -97,19 +94,56 @@ pub fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// `uri-host [ ":" port ]` without user information.
+/// `uri-host [ ":" port ]` without user information (RFC 9110 §7.2): a
+/// bracketed IPv6 address, or a reg-name / IPv4 address of unreserved,
+/// sub-delim and percent-encoded characters; an optional numeric port.
+/// Checked in place, without allocating (it runs on every request).
 fn valid_host(value: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(value) else {
-        return false;
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inside = &rest[..end];
+        let ok = std::str::from_utf8(inside).is_ok_and(|t| t.parse::<std::net::Ipv6Addr>().is_ok());
+        if !ok {
+            return false;
+        }
+        match &rest[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&b""[..], port),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(at) => (&value[..at], &value[at + 1..]),
+            None => (value, &b"0"[..]),
+        }
     };
-    !text.contains('@')
-        && Authority::from_str(text).is_ok_and(|a| {
-            !a.host().is_empty()
-                && a.as_str().rsplit_once(':').is_none_or(|(h, port)| {
-                    // `[v6]` alone, or any host with a numeric port.
-                    h.is_empty() && port.is_empty() || a.port().is_some() || text.ends_with(']')
-                })
-        })
+    let port_ok = !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    let host_ok = value.starts_with(b"[") || (!host.is_empty() && reg_name(host));
+    port_ok && host_ok
+}
+
+/// unreserved / pct-encoded / sub-delims.
+fn reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                let hex = |k: usize| host.get(k).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 /// The response riis owes a client whose request hyper could not parse:
@@ -184,7 +218,9 @@ mod tests {
         ] {
             assert!(valid_host(ok.as_bytes()), "{ok}");
         }
-        for bad in ["a b", "u@a", "a/b", "a:b", "a:", "[::1", "a\"b", ":80"] {
+        for bad in [
+            "a b", "u@a", "a/b", "a:b", "a:", "[::1", "a\"b", ":80", "[zz]", "a%zz", "a:123456",
+        ] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
         }
     }
