@@ -9,36 +9,9 @@ use std::process::Command;
 
 use common::{get, write_config, Connection, RunningBinary, TempDir};
 
-/// The repository's `include/` folder.
-fn include_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include")
-}
-
-/// Compiles C or C++ `sources` into the shared library `out` with extra
-/// flags. `None` when no compiler exists outside CI (in CI it must).
+/// Compiles C or C++ `sources` into the shared library `out`.
 fn compile(compiler: &str, sources: &[&Path], out: &Path, flags: &[&str]) -> Option<()> {
-    let status = Command::new(compiler)
-        .args([
-            "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread",
-        ])
-        .arg("-I")
-        .arg(include_dir())
-        .args(flags)
-        .args(sources)
-        .arg("-o")
-        .arg(out)
-        .status();
-    match status {
-        Ok(s) => {
-            assert!(s.success(), "{compiler} failed on {sources:?}");
-            Some(())
-        }
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping: {compiler} is not available ({e})");
-            None
-        }
-        Err(e) => panic!("{compiler} is required in CI: {e}"),
-    }
+    common::compile_shared(compiler, sources, out, flags)
 }
 
 fn test_module_source() -> PathBuf {

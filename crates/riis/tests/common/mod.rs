@@ -306,3 +306,37 @@ impl Drop for InProcessServer {
         self.shut_down();
     }
 }
+
+/// The repository's `include/` folder (the native module headers).
+pub fn include_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include")
+}
+
+/// Builds a shared library from C or C++ `sources` with `compiler` (`cc`,
+/// `g++`), warnings as errors, against `include/`. `None` when the compiler
+/// is missing outside CI; in CI (`CI=true`) a missing compiler fails the
+/// test.
+pub fn compile_shared(compiler: &str, sources: &[&Path], out: &Path, flags: &[&str]) -> Option<()> {
+    let status = Command::new(compiler)
+        .args([
+            "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread",
+        ])
+        .arg("-I")
+        .arg(include_dir())
+        .args(flags)
+        .args(sources)
+        .arg("-o")
+        .arg(out)
+        .status();
+    match status {
+        Ok(s) => {
+            assert!(s.success(), "{compiler} failed on {sources:?}");
+            Some(())
+        }
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: {compiler} is not available ({e})");
+            None
+        }
+        Err(e) => panic!("{compiler} is required in CI: {e}"),
+    }
+}
