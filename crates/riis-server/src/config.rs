@@ -250,6 +250,7 @@ struct RawSite {
     bindings: Vec<String>,
     certificate: Option<PathBuf>,
     certificate_key: Option<PathBuf>,
+    hsts: Option<Hsts>,
     handlers: Option<Vec<RawHandler>>,
     #[serde(default)]
     locations: Vec<RawLocation>,
@@ -344,6 +345,37 @@ pub struct SiteBindings {
     pub bindings: Vec<Binding>,
     /// Its certificate for `https://` bindings.
     pub tls: Option<SiteCertificate>,
+    /// Its `hsts` setting.
+    pub hsts: Option<Hsts>,
+}
+
+/// A site's `hsts`: the `Strict-Transport-Security` header its responses
+/// carry on TLS connections (RFC 6797).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hsts {
+    /// `max-age`, seconds.
+    pub max_age: u64,
+    /// `includeSubDomains`.
+    #[serde(default)]
+    pub include_subdomains: bool,
+    /// `preload`.
+    #[serde(default)]
+    pub preload: bool,
+}
+
+impl Hsts {
+    /// The header value.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
 }
 
 /// A site's certificate: PEM files, resolved against the configuration's
@@ -616,10 +648,17 @@ impl ServerConfig {
                     ));
                 }
             }
+            if site.hsts.is_some() && tls.is_none() {
+                return Err(config.error_at(
+                    &format!("{key}.hsts"),
+                    "hsts needs an https binding (and the site's certificate)",
+                ));
+            }
             bindings.push(SiteBindings {
                 site: i,
                 bindings: parsed,
                 tls,
+                hsts: site.hsts,
             });
         }
         for (i, a) in sites.iter().enumerate() {

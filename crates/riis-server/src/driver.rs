@@ -48,6 +48,8 @@ pub struct Generation {
     pub pipeline: Arc<Pipeline>,
     /// Sites by listening address (as configured, before port 0 is bound).
     pub routes: BTreeMap<SocketAddr, Routes>,
+    /// `Strict-Transport-Security` by site id, for sites that set `hsts`.
+    pub hsts: BTreeMap<u32, HeaderValue>,
 }
 
 /// The configuration new requests use.
@@ -199,6 +201,30 @@ async fn serve(state: &Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
         // No site answers this host name: IIS's 400 (Invalid Hostname).
         return Ok(plain_status(StatusCode::BAD_REQUEST, false));
     };
+    // HSTS goes out on TLS connections only (RFC 6797 §7.2).
+    let hsts = if state.connection.is_tls {
+        generation.hsts.get(&site.info().site_id).cloned()
+    } else {
+        None
+    };
+    let reply = serve_site(state, &generation, site, req).await;
+    match hsts {
+        Some(value) => reply.map(|mut r| {
+            r.headers_mut()
+                .entry(http::header::STRICT_TRANSPORT_SECURITY)
+                .or_insert(value);
+            r
+        }),
+        None => reply,
+    }
+}
+
+async fn serve_site(
+    state: &Arc<ConnectionState>,
+    generation: &Generation,
+    site: Arc<Site>,
+    req: Request<Incoming>,
+) -> Reply {
     let (parts, body) = req.into_parts();
     let conn = &state.connection;
     let is_head = parts.method == Method::HEAD;

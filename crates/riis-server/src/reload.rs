@@ -19,7 +19,7 @@ use riis_pipeline::RegisterModuleFn;
 use crate::config::{ConfigError, ServerConfig};
 use crate::driver::{CurrentGeneration, Generation};
 use crate::fs::RealFileSystem;
-use crate::server::{build_pipeline, load_certificates, plan_listeners, routes_of};
+use crate::server::{build_pipeline, hsts_of, load_certificates, plan_listeners, routes_of};
 use crate::tls::SniResolver;
 
 /// Reads the configuration again, the way the server first read it (the
@@ -161,6 +161,7 @@ impl Reloader {
         pipeline.raise_application_start();
         pipeline.raise_configuration_change(&config.file);
         let old = self.current.swap(Arc::new(Generation {
+            hsts: hsts_of(&config, &pipeline),
             pipeline: pipeline.clone(),
             routes,
         }));

@@ -263,6 +263,21 @@ pub(crate) fn routes_of(plans: &[ListenerPlan]) -> BTreeMap<SocketAddr, Routes> 
     plans.iter().map(|p| (p.addr, p.routes.clone())).collect()
 }
 
+/// The `Strict-Transport-Security` value of each site that sets `hsts`.
+pub(crate) fn hsts_of(
+    config: &ServerConfig,
+    pipeline: &Pipeline,
+) -> BTreeMap<u32, http::HeaderValue> {
+    config
+        .bindings
+        .iter()
+        .filter_map(|sb| {
+            let value = http::HeaderValue::try_from(sb.hsts.as_ref()?.header_value()).ok()?;
+            Some((pipeline.sites()[sb.site].info().site_id, value))
+        })
+        .collect()
+}
+
 /// A configured server, ready to run.
 pub struct Server {
     config: ServerConfig,
@@ -300,6 +315,7 @@ impl Server {
             current: Arc::new(ArcSwap::from_pointee(Generation {
                 pipeline: pipeline.clone(),
                 routes,
+                hsts: hsts_of(&config, &pipeline),
             })),
             extra: extra.iter().map(|(n, f)| ((*n).to_owned(), *f)).collect(),
             source: None,

@@ -109,6 +109,7 @@ root = "a"
 bindings = ["https://127.0.0.1:8443:a.test"]
 certificate = "a.crt"
 certificate_key = "a.key"
+hsts = { max_age = 31536000, include_subdomains = true }
 
 [[sites]]
 name = "B"
@@ -188,10 +189,20 @@ fn sni_chooses_each_sites_certificate_and_site() {
     let text = get_over(&mut tls, "a.test", "/index.txt");
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(text.ends_with("site a"), "{text}");
+    // Site A sets hsts; B does not.
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000; includesubdomains\r\n"),
+        "{text}"
+    );
 
     let (seen, _, mut tls) = connect(t.server.addr, "b.test", &[b"http/1.1"]);
     assert_eq!(seen, t.b_der, "b.test got another certificate");
-    assert!(get_over(&mut tls, "b.test", "/index.txt").ends_with("site b"));
+    let text = get_over(&mut tls, "b.test", "/index.txt");
+    assert!(text.ends_with("site b"));
+    assert!(!text
+        .to_ascii_lowercase()
+        .contains("strict-transport-security"));
 
     // An unknown name gets the default (the first certificate).
     let (seen, _, _) = connect(t.server.addr, "other.test", &[]);
@@ -310,6 +321,7 @@ fn certificate_problems_are_configuration_errors() {
         ),
         ("", "an https binding needs the site's `certificate`"),
         ("certificate = \"a.crt\"", "needs its `certificate_key`"),
+        ("hsts = { max_age = \"soon\" }\ncertificate = \"a.crt\"\ncertificate_key = \"wrong.key\"", "expected u64"),
     ];
     for (keys, expected) in cases {
         let config = dir.write(
