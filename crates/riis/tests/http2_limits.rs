@@ -1,0 +1,239 @@
+//! HTTP/2 defences over raw frames (cleartext, prior knowledge): a header
+//! block over `limits.max_header_bytes` is refused, a CONTINUATION flood is
+//! cut off long before it costs memory, and the server keeps serving.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{write_config, RunningBinary, TempDir};
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const HEADERS: u8 = 0x1;
+const SETTINGS: u8 = 0x4;
+const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const ACK: u8 = 0x1;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK integer with an `n`-bit prefix whose high bits are `first`.
+fn hpack_int(first: u8, n: u8, mut value: usize, out: &mut Vec<u8>) {
+    let max = (1usize << n) - 1;
+    if value < max {
+        out.push(first | value as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    value -= max;
+    while value >= 128 {
+        out.push((value % 128 + 128) as u8);
+        value /= 128;
+    }
+    out.push(value as u8);
+}
+
+/// `GET /a.txt` (indexed :method, :scheme, literal :path) plus one literal
+/// header `x-big` whose value has `declared` bytes, of which `present` are
+/// in the block.
+fn request_block(declared: usize, present: usize) -> Vec<u8> {
+    let mut b = vec![0x82, 0x86]; // :method GET, :scheme http
+    b.push(0x04); // :path, literal without indexing, indexed name 4
+    hpack_int(0, 7, 6, &mut b);
+    b.extend_from_slice(b"/a.txt");
+    b.push(0x01); // :authority, literal without indexing, indexed name 1
+    hpack_int(0, 7, 1, &mut b);
+    b.push(b't');
+    if declared > 0 {
+        b.push(0x00); // literal without indexing, new name
+        hpack_int(0, 7, 5, &mut b);
+        b.extend_from_slice(b"x-big");
+        hpack_int(0, 7, declared, &mut b);
+        b.extend(std::iter::repeat_n(b'v', present));
+    }
+    b
+}
+
+struct H2 {
+    sock: TcpStream,
+}
+
+impl H2 {
+    fn open(addr: SocketAddr) -> Self {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        sock.write_all(PREFACE).unwrap();
+        sock.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+        Self { sock }
+    }
+
+    /// The next frame: (type, flags, stream, payload); `None` at the end.
+    fn read_frame(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
+        let mut head = [0u8; 9];
+        self.sock.read_exact(&mut head).ok()?;
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7FFF_FFFF;
+        let mut payload = vec![0u8; len];
+        self.sock.read_exact(&mut payload).ok()?;
+        if head[3] == SETTINGS && head[4] & ACK == 0 {
+            let _ = self.sock.write_all(&frame(SETTINGS, ACK, 0, &[]));
+        }
+        Some((head[3], head[4], stream, payload))
+    }
+
+    /// Reads until a response HEADERS on `stream`, a RST_STREAM for it, a
+    /// GOAWAY or the end; returns what ended it.
+    fn outcome(&mut self, stream: u32) -> &'static str {
+        while let Some((kind, _, s, payload)) = self.read_frame() {
+            match kind {
+                HEADERS if s == stream => {
+                    // :status 200 is the static table's index 8.
+                    return if payload.first() == Some(&0x88) {
+                        "200"
+                    } else {
+                        "refused status"
+                    };
+                }
+                0x3 if s == stream => return "reset",
+                GOAWAY => return "goaway",
+                _ => {}
+            }
+        }
+        "closed"
+    }
+}
+
+fn server() -> (TempDir, RunningBinary) {
+    let dir = TempDir::new("h2");
+    dir.write("www/a.txt", "alpha");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[limits]\nmax_header_bytes = 8192\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    (dir, server)
+}
+
+#[test]
+fn a_normal_request_is_served_over_raw_frames() {
+    let (_dir, server) = server();
+    let mut h2 = H2::open(server.addr);
+    h2.sock
+        .write_all(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &request_block(0, 0),
+        ))
+        .unwrap();
+    assert_eq!(h2.outcome(1), "200");
+}
+
+#[test]
+fn a_header_block_over_the_limit_is_refused() {
+    let (_dir, server) = server();
+    let mut h2 = H2::open(server.addr);
+    // 40 KiB of header value in 16 KiB frames: HEADERS, CONTINUATION, ...
+    let block = request_block(40 * 1024, 40 * 1024);
+    let mut chunks = block.chunks(16 * 1024).peekable();
+    let first = chunks.next().unwrap();
+    let flags = if chunks.peek().is_none() {
+        END_HEADERS
+    } else {
+        0
+    };
+    h2.sock
+        .write_all(&frame(HEADERS, END_STREAM | flags, 1, first))
+        .unwrap();
+    while let Some(c) = chunks.next() {
+        let flags = if chunks.peek().is_none() {
+            END_HEADERS
+        } else {
+            0
+        };
+        if h2
+            .sock
+            .write_all(&frame(CONTINUATION, flags, 1, c))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let outcome = h2.outcome(1);
+    eprintln!("oversized header block: {outcome}");
+    assert_ne!(outcome, "200", "an oversized header block was served");
+    // The server goes on serving.
+    let mut again = H2::open(server.addr);
+    again
+        .sock
+        .write_all(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &request_block(0, 0),
+        ))
+        .unwrap();
+    assert_eq!(again.outcome(1), "200");
+}
+
+#[test]
+fn a_continuation_flood_is_cut_off() {
+    let (_dir, server) = server();
+    let mut h2 = H2::open(server.addr);
+    h2.sock
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // A header value announced as 1 GiB, sent 16 KiB per CONTINUATION and
+    // never finished.
+    let start = request_block(1 << 30, 0);
+    h2.sock
+        .write_all(&frame(HEADERS, END_STREAM, 1, &start))
+        .unwrap();
+    let piece = vec![b'v'; 16 * 1024];
+    let mut sent = 0usize;
+    let mut cut_off = false;
+    while sent < 16 * 1024 * 1024 {
+        if h2
+            .sock
+            .write_all(&frame(CONTINUATION, 0, 1, &piece))
+            .is_err()
+        {
+            cut_off = true;
+            break;
+        }
+        sent += piece.len();
+    }
+    eprintln!("CONTINUATION flood: cut off after {sent} bytes: {cut_off}");
+    if !cut_off {
+        // Every write was accepted by the kernel's buffers: the server must
+        // have ended the connection by now.
+        let outcome = h2.outcome(1);
+        assert!(
+            outcome == "goaway" || outcome == "closed" || outcome == "reset",
+            "after {sent} bytes of CONTINUATION the connection is still open ({outcome})"
+        );
+    }
+    // The server goes on serving.
+    let mut again = H2::open(server.addr);
+    again
+        .sock
+        .write_all(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &request_block(0, 0),
+        ))
+        .unwrap();
+    assert_eq!(again.outcome(1), "200");
+}
