@@ -137,7 +137,7 @@ impl HttpModuleFactory for NativeFactory {
             None
         };
         Ok(Box::new(NativeModule {
-            frame,
+            frame: std::mem::ManuallyDrop::new(frame),
             module: instance.module,
             on_notification,
             on_async_completion,
@@ -172,7 +172,9 @@ type CompletionFn = unsafe extern "C" fn(
 
 /// One instance of a native module, for one request.
 pub(crate) struct NativeModule {
-    frame: Box<Frame>,
+    /// Dropped with the instance, unless a completion is still outstanding
+    /// (see `Drop`).
+    frame: std::mem::ManuallyDrop<Box<Frame>>,
     module: *mut c_void,
     on_notification: NotificationFn,
     on_async_completion: Option<CompletionFn>,
@@ -193,6 +195,16 @@ impl Drop for NativeModule {
             // called exactly once, when the request ends.
             unsafe { dispose(self.module) }
         }
+        // A request that ended while the module was Pending (the execution
+        // limit, a vanished client) may still be signalled by the module's
+        // own thread through its context: keep the frame (its completion
+        // slot) valid for that, at the cost of leaking it.
+        if self.frame.lock_completion().handle.is_some() {
+            return;
+        }
+        // SAFETY: the frame is dropped once, here, and nothing uses it after
+        // the instance is gone (no completion is outstanding).
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.frame) }
     }
 }
 

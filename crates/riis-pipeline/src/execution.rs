@@ -893,6 +893,41 @@ impl RequestExecution {
         None
     }
 
+    /// Gives up waiting for the module whose Pending parked the request
+    /// (the server's execution limit): the response becomes 503 (or, if its
+    /// headers are out, the connection closes after it), and the request
+    /// goes on to LogRequest and EndRequest as after FinishRequest. The
+    /// module is not called again for this wait; a completion it signals
+    /// later is ignored. Returns false when the request is not waiting on a
+    /// module (then nothing changes).
+    pub fn expire_wait(&mut self, description: &str) -> bool {
+        let top = self.frames.len() - 1;
+        let Phase::Waiting(site) = self.frames[top].phase else {
+            return false;
+        };
+        self.frames[top].phase = Phase::Run;
+        let name = self.pipeline.module_name(site.module).to_owned();
+        tracing::warn!(module = %name, notification = %site.notification, "{description}; the request ends with 503");
+        let response = &mut self.frames[top].ctx.response;
+        if response.headers_sent {
+            response.need_disconnect = true;
+        } else {
+            response.clear();
+            response.set_error_status(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                0,
+                ModuleError::E_FAIL,
+            );
+            response.set_error_description(format!(
+                "{description} (module {name} returned Pending in {})",
+                site.notification
+            ));
+        }
+        self.apply(top, site, Status::FinishRequest);
+        true
+    }
+
     fn fail_pending(&mut self, top: usize, site: CallSite, what: &str) {
         let name = self.pipeline.module_name(site.module).to_owned();
         tracing::error!(module = %name, notification = %site.notification, "module {what}; the request fails with 500");

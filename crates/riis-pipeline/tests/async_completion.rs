@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use riis_pipeline::http::StatusCode;
+use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{
-    CompletionHandle, FlushOptions, RequestNotification as N, RequestNotifications,
+    CompletionHandle, FlushOptions, RequestExecution, RequestNotification as N,
+    RequestNotifications, Step,
 };
 
 /// Signals `handle` from a new thread after a short pause, so the request is
@@ -455,4 +456,48 @@ async fn a_signal_nobody_waited_for_does_not_complete_a_later_pending() {
     // The thread's FinishRequest decided, not the stale Continue.
     assert_eq!(log.entries(), ["LogRequest"]);
     drop(kept);
+}
+
+#[tokio::test]
+async fn an_expired_wait_ends_the_request_with_503_and_still_runs_its_end() {
+    let log = Log::new();
+    let held = Arc::new(Mutex::new(None));
+    let mut t = TestPipeline::new();
+    {
+        let held = held.clone();
+        t.module(
+            "Forgetful",
+            Registration::events(N::BeginRequest),
+            script(move |ctx, _| {
+                write(ctx, "never sent");
+                // Keeps the handle and never signals.
+                *held.lock().unwrap() = Some(ctx.completion_handle());
+                Status::Pending
+            }),
+        );
+    }
+    t.module(
+        "Recorder",
+        Registration::events(N::AuthorizeRequest | N::LogRequest | N::EndRequest),
+        recorder(&log),
+    );
+    let pipeline = t.build();
+    let mut execution = RequestExecution::new(context(&pipeline, request(Method::GET, "/")));
+    // Driven by hand up to the wait, then expired as the server's execution
+    // limit does.
+    assert!(!execution.expire_wait("too early"), "not waiting yet");
+    let Step::Wait(_waiter) = execution.resume() else {
+        panic!("the request should wait for Forgetful");
+    };
+    assert!(execution.expire_wait("a module did not complete within the limit"));
+    let outcome = drive(execution, Vec::new()).await;
+    assert_eq!(outcome.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!outcome.body().contains("never sent"));
+    assert_eq!(log.entries(), ["LogRequest", "EndRequest"]);
+    // A signal after the end changes nothing.
+    held.lock()
+        .unwrap()
+        .take()
+        .unwrap()
+        .indicate_completion(Status::Continue);
 }

@@ -172,6 +172,10 @@ pub struct Timeouts {
     /// then the read fails and the connection closes. nginx's
     /// `client_body_timeout`.
     pub body_read: u64,
+    /// Longest a request waits for a module that returned Pending to
+    /// complete; then 503 and the request ends (LogRequest, EndRequest still
+    /// run). IIS's ASP.NET `executionTimeout`.
+    pub execution: u64,
 }
 
 impl Default for Timeouts {
@@ -181,6 +185,7 @@ impl Default for Timeouts {
             keep_alive: 75,
             send: 60,
             body_read: 60,
+            execution: 110,
         }
     }
 }

@@ -264,8 +264,11 @@ async fn serve_site(
         step => Event::Other(step),
     };
     let (reply_tx, reply_rx) = oneshot::channel();
-    let body_timeout = state.transport.timeouts.body_read;
-    tokio::spawn(drive(exec, first, body, body_timeout, is_head, reply_tx));
+    let timeouts = Limits {
+        body_read: state.transport.timeouts.body_read,
+        execution: state.transport.timeouts.execution,
+    };
+    tokio::spawn(drive(exec, first, body, timeouts, is_head, reply_tx));
     reply_rx.await.unwrap_or(Err(ConnectionReset))
 }
 
@@ -274,21 +277,30 @@ enum Event {
     Other(Step),
 }
 
+/// The timeouts a spawned request enforces itself, in seconds (0: none).
+#[derive(Clone, Copy)]
+struct Limits {
+    body_read: u64,
+    execution: u64,
+}
+
 /// Runs a request that waits or streams, in its own task.
 async fn drive(
     mut exec: RequestExecution,
     first: Event,
     body: Incoming,
-    body_timeout: u64,
+    timeouts: Limits,
     is_head: bool,
     reply: oneshot::Sender<Reply>,
 ) {
+    let seconds = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
     let mut reader = BodyReader {
         body,
         leftover: Bytes::new(),
         ended: false,
-        timeout: (body_timeout > 0).then(|| std::time::Duration::from_secs(body_timeout)),
+        timeout: seconds(timeouts.body_read),
     };
+    let execution = seconds(timeouts.execution);
     let mut reply = Some(reply);
     let hold = RequestBodyHold::default();
     let mut stream: Option<mpsc::Sender<Vec<EntityChunk>>> = None;
@@ -327,7 +339,14 @@ async fn drive(
                 let data = reader.read(max).await;
                 exec.complete_read(data);
             }
-            Event::Other(Step::Wait(waiter)) => waiter.wait().await,
+            Event::Other(Step::Wait(waiter)) => match execution {
+                Some(limit) => {
+                    if tokio::time::timeout(limit, waiter.wait()).await.is_err() {
+                        exec.expire_wait("a module did not complete within timeouts.execution");
+                    }
+                }
+                None => waiter.wait().await,
+            },
             Event::Other(Step::Done) => break,
             Event::Other(Step::Send) => unreachable!("sends are turned into Event::Send"),
         }

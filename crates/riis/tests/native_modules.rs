@@ -317,3 +317,29 @@ fn an_image_is_found_next_to_a_configuration_named_without_a_folder() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_module_that_never_completes_meets_the_execution_limit() {
+    let dir = TempDir::new("native-never");
+    let Some(()) = compile(
+        "cc",
+        &[&test_module_source()],
+        &dir.path().join("libtest_module.so"),
+        &["-std=c99", "-D_POSIX_C_SOURCE=200809L"],
+    ) else {
+        return;
+    };
+    dir.write("www/plain.txt", "plain");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        &format!("[timeouts]\nexecution = 1\n{C_MODULE_CONFIG}"),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = get(server.addr, "/c/never");
+    assert_eq!(resp.status, 503);
+    assert!(!resp.text().contains("never sent"));
+    // The request ran to its end (its request context was cleaned up), and
+    // the server goes on.
+    assert_eq!(get(server.addr, "/c/hello").status, 200);
+}

@@ -17,6 +17,8 @@
  *                   library (registered under another name) counts.
  *   /c/child        runs /c/hello as a buffered child request.
  *   /c/stats        request-context cleanups seen so far.
+ *   /c/never        returns Pending and never completes (the server's
+ *                   execution limit ends it).
  *   /c/upper        writes "make me loud"; at SendResponse the module reads
  *                   the buffered entity and replaces it in upper case, and
  *                   counts the response headers in X-Header-Count.
@@ -174,6 +176,10 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
             api->response_set_status(ctx, 500, NULL, 0, RIIS_E_FAIL);
             return RIIS_STATUS_FINISH_REQUEST;
         }
+        return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/never") == 0) {
+        text(ctx, "this is never sent\n");
         return RIIS_STATUS_PENDING;
     }
     if (strcmp(url, "/c/upper") == 0) {
