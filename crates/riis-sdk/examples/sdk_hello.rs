@@ -17,6 +17,8 @@
 //! - `GET /sdk/async` returns Pending, and a thread completes the request
 //!   through a `CompletionHandle` (`post_completion(7)`);
 //!   `on_async_completion` answers "completed on another thread: 7 bytes\n".
+//! - `GET /sdk/shout` writes "quiet words\n" at BeginRequest; SendResponse
+//!   reads the buffered entity back and replaces it in upper case.
 //! - A query string of exactly `panic=1` (any URL) makes BeginRequest panic,
 //!   to show containment: the request fails with 500.
 
@@ -110,6 +112,10 @@ impl HttpModule for SdkHello {
                 let result = respond(ctx, "text/plain", b"hello from a Rust module library\n");
                 finish(ctx, result)
             }
+            "/sdk/shout" => {
+                let result = respond(ctx, "text/plain", b"quiet words\n");
+                finish(ctx, result)
+            }
             "/sdk/echo" => {
                 self.work = Work::Echo(Vec::new());
                 self.read_more(ctx)
@@ -179,6 +185,11 @@ impl HttpModule for SdkHello {
             if let Some(RequestNumber(n)) = ctx.request_context::<RequestNumber>() {
                 let n = n.to_string();
                 let _ = ctx.response_mut().set_header("X-Site-Requests", &n);
+            }
+        }
+        if ctx.request().url() == "/sdk/shout" {
+            if let Ok(body) = ctx.response().entity() {
+                let _ = ctx.response_mut().set_entity(body.to_ascii_uppercase());
             }
         }
         RequestNotificationStatus::Continue

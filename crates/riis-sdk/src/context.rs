@@ -623,6 +623,104 @@ impl HttpResponse {
         // SAFETY: the context is live.
         unsafe { (self.raw.api.response_headers_sent)(self.raw.ctx) != 0 }
     }
+
+    /// The names of all response headers.
+    pub fn header_names(&self) -> Vec<String> {
+        // SAFETY: the context is live; a NULL array with capacity 0 asks
+        // for the count only.
+        let count =
+            unsafe { (self.raw.api.response_header_names)(self.raw.ctx, std::ptr::null_mut(), 0) };
+        let mut names: Vec<*const c_char> = vec![std::ptr::null(); count];
+        // SAFETY: `names` has room for `count` pointers.
+        let total = unsafe {
+            (self.raw.api.response_header_names)(self.raw.ctx, names.as_mut_ptr(), count)
+        };
+        names.truncate(total.min(count));
+        names
+            .into_iter()
+            // SAFETY: each is NULL or a server string valid until the
+            // request ends.
+            .filter_map(|p| unsafe { ffi::str_from(p) })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The buffered entity, not yet sent, as bytes: what a SendResponse
+    /// module transforms. File ranges are read from their files.
+    pub fn entity(&self) -> Result<Vec<u8>, ModuleError> {
+        // SAFETY: the context is live.
+        let count = unsafe { (self.raw.api.response_entity_chunk_count)(self.raw.ctx) };
+        let mut out = Vec::new();
+        for index in 0..count {
+            let mut chunk = riis_data_chunk {
+                r#type: abi::CHUNK_FROM_MEMORY,
+                buffer: std::ptr::null(),
+                buffer_length: 0,
+                file_descriptor: -1,
+                file_name: std::ptr::null(),
+                offset: 0,
+                length: 0,
+            };
+            // SAFETY: the context is live; `chunk` is a valid local.
+            let code =
+                unsafe { (self.raw.api.response_entity_chunk)(self.raw.ctx, index, &mut chunk) };
+            ModuleError::check(code, "response_entity_chunk")?;
+            match chunk.r#type {
+                abi::CHUNK_FROM_MEMORY if chunk.buffer_length > 0 => {
+                    // SAFETY: the server's buffer holds `buffer_length` bytes
+                    // and stays valid until the entity changes or the call
+                    // returns; it is copied at once.
+                    let bytes = unsafe {
+                        std::slice::from_raw_parts(
+                            chunk.buffer.cast::<u8>(),
+                            chunk.buffer_length as usize,
+                        )
+                    };
+                    out.extend_from_slice(bytes);
+                }
+                abi::CHUNK_FROM_MEMORY => {}
+                #[cfg(unix)]
+                abi::CHUNK_FROM_FILE_HANDLE => {
+                    use std::os::unix::fs::FileExt;
+                    // SAFETY: the server owns this open descriptor for the
+                    // call; it is duplicated, never closed here.
+                    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(chunk.file_descriptor) };
+                    let file =
+                        std::fs::File::from(fd.try_clone_to_owned().map_err(|e| {
+                            ModuleError::new(format!("response_entity_chunk: {e}"))
+                        })?);
+                    let start = out.len();
+                    out.resize(start + chunk.length as usize, 0);
+                    file.read_exact_at(&mut out[start..], chunk.offset)
+                        .map_err(|e| ModuleError::new(format!("response_entity_chunk: {e}")))?;
+                }
+                other => {
+                    return Err(ModuleError::new(format!(
+                        "response_entity_chunk: unknown chunk type {other}"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the buffered entity with `data` (copied).
+    pub fn set_entity(&mut self, data: impl AsRef<[u8]>) -> Result<(), ModuleError> {
+        let data = data.as_ref();
+        let chunk = riis_data_chunk {
+            r#type: abi::CHUNK_FROM_MEMORY,
+            buffer: data.as_ptr().cast(),
+            buffer_length: data.len() as u64,
+            file_descriptor: -1,
+            file_name: std::ptr::null(),
+            offset: 0,
+            length: 0,
+        };
+        // SAFETY: the context is live; the chunk points at `data`, which
+        // the server copies before returning.
+        let code = unsafe { (self.raw.api.response_set_entity_chunks)(self.raw.ctx, &chunk, 1) };
+        ModuleError::check(code, "response_set_entity_chunks")
+    }
 }
 
 // ------------------------------------------------------------------- user

@@ -39,6 +39,9 @@ fn check(addr: SocketAddr) {
     let resp = get(addr, "/sdk/async");
     assert_eq!(resp.text(), "completed on another thread: 7 bytes\n");
 
+    // SendResponse rewrites the buffered entity.
+    assert_eq!(get(addr, "/sdk/shout").text(), "QUIET WORDS\n");
+
     let mut conn = Connection::open(addr);
     conn.send_raw(b"POST /sdk/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello there");
     let resp = conn.read_response(false);
