@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -13,8 +14,10 @@ use http_body::{Body, Frame, SizeHint};
 use riis_pipeline::EntityChunk;
 use tokio::sync::mpsc;
 
-/// How much of a file range is read per step.
-const FILE_READ_SIZE: u64 = 256 * 1024;
+use crate::connection::SendfileQueue;
+
+/// How much of a file range is read (or queued for sendfile) per step.
+const FILE_READ_SIZE: u64 = crate::connection::FILE_STEP as u64;
 
 // File ranges are read on the worker thread, in the body's poll: for files
 // in the page cache (the common case for a busy site) a 256 KiB `pread` costs
@@ -35,6 +38,9 @@ pub struct ResponseBody {
     stream: Option<mpsc::Receiver<Vec<EntityChunk>>>,
     /// The request body, dropped with this body (see [`RequestBodyHold`]).
     _request_body: Option<RequestBodyHold>,
+    /// File ranges go to the connection's sendfile queue instead of being
+    /// read (see [`crate::connection::FILE_PLACEHOLDER`]).
+    files: Option<Arc<SendfileQueue>>,
 }
 
 impl ResponseBody {
@@ -51,7 +57,14 @@ impl ResponseBody {
             remaining: Some(remaining),
             stream: None,
             _request_body: None,
+            files: None,
         }
+    }
+
+    /// Sends file ranges through `queue` (sendfile) rather than reading them.
+    pub fn with_files(mut self, queue: Option<Arc<SendfileQueue>>) -> Self {
+        self.files = queue;
+        self
     }
 
     /// A body that starts with `first` and continues with what arrives on
@@ -62,6 +75,7 @@ impl ResponseBody {
             remaining: None,
             stream: Some(rx),
             _request_body: None,
+            files: None,
         }
     }
 
@@ -108,12 +122,16 @@ impl Body for ResponseBody {
                             length: length - step,
                         });
                     }
+                    if let Some(r) = &mut this.remaining {
+                        *r = r.saturating_sub(step);
+                    }
+                    if let Some(queue) = &this.files {
+                        let placeholder = queue.push(file, offset, step as usize);
+                        return Poll::Ready(Some(Ok(Frame::data(placeholder))));
+                    }
                     let mut buf = vec![0u8; step as usize];
                     if let Err(e) = file.read_exact_at(&mut buf, offset) {
                         return Poll::Ready(Some(Err(e)));
-                    }
-                    if let Some(r) = &mut this.remaining {
-                        *r = r.saturating_sub(step);
                     }
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))));
                 }

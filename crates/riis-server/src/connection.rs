@@ -1,7 +1,7 @@
 //! One accepted connection: admission against the connection limits, the
 //! I/O handle hyper drives, and the answer to a request hyper cannot parse.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
@@ -259,6 +259,90 @@ impl Sweeper {
     }
 }
 
+/// Stands in for file bytes in the body hyper sends on a plain HTTP/1.x
+/// connection: hyper moves these (never read) slices to the connection's
+/// I/O, which sends the file range queued for them with `sendfile` instead,
+/// so large files go from the page cache to the socket without a copy in
+/// riis (nginx's `sendfile on`). hyper passes body slices through unchanged
+/// with its vectored (queue) write strategy, which riis sets.
+pub static FILE_PLACEHOLDER: [u8; FILE_STEP] = [0; FILE_STEP];
+
+/// The largest file range one placeholder stands for.
+pub const FILE_STEP: usize = 256 * 1024;
+
+fn is_placeholder(slice: &[u8]) -> bool {
+    let start = FILE_PLACEHOLDER.as_ptr() as usize;
+    let p = slice.as_ptr() as usize;
+    !slice.is_empty() && p >= start && p + slice.len() <= start + FILE_STEP
+}
+
+/// The file ranges a connection's placeholders stand for, in body order.
+#[derive(Debug, Default)]
+pub struct SendfileQueue {
+    ranges: Mutex<VecDeque<(Arc<std::fs::File>, u64, u64)>>,
+}
+
+impl SendfileQueue {
+    /// Queues `length` bytes of `file` from `offset`; returns the
+    /// placeholder hyper sends in their place (`length <= FILE_STEP`).
+    pub fn push(&self, file: Arc<std::fs::File>, offset: u64, length: usize) -> bytes::Bytes {
+        self.ranges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((file, offset, length as u64));
+        bytes::Bytes::from_static(&FILE_PLACEHOLDER[..length])
+    }
+}
+
+/// Sending a file range straight to the socket.
+pub trait Sendfile {
+    /// `sendfile` of up to `len` bytes of `file` from `offset`.
+    fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>>;
+}
+
+impl Sendfile for tokio::net::TcpStream {
+    fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        use std::os::fd::AsFd;
+        loop {
+            std::task::ready!(self.poll_write_ready(cx))?;
+            let sent = self.try_io(tokio::io::Interest::WRITABLE, || {
+                let mut at = i64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+                nix::sys::sendfile::sendfile64(self.as_fd(), file.as_fd(), Some(&mut at), len)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+}
+
+impl<S> Sendfile for tokio_rustls::server::TlsStream<S> {
+    /// TLS encrypts in user space: riis never queues placeholders on TLS.
+    fn poll_sendfile(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _file: &std::fs::File,
+        _offset: u64,
+        _len: usize,
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
+}
+
 /// Response bytes smaller than this are gathered and sent together at the
 /// end of the connection task's turn; larger writes go straight out.
 const COALESCE: usize = 64 * 1024;
@@ -318,11 +402,16 @@ impl<T: AsyncWrite + Unpin> IoState<T> {
 pub struct SharedIo<T> {
     inner: Arc<Mutex<IoState<T>>>,
     activity: Arc<Activity>,
+    sendfile: Arc<SendfileQueue>,
 }
 
 impl<T> SharedIo<T> {
     /// Wraps `io`; the returned handle reaches it after hyper is done.
-    pub fn new(io: T, activity: Arc<Activity>) -> (Self, Arc<Mutex<IoState<T>>>) {
+    pub fn new(
+        io: T,
+        activity: Arc<Activity>,
+        sendfile: Arc<SendfileQueue>,
+    ) -> (Self, Arc<Mutex<IoState<T>>>) {
         let inner = Arc::new(Mutex::new(IoState {
             io,
             pending: Vec::new(),
@@ -331,6 +420,7 @@ impl<T> SharedIo<T> {
             Self {
                 inner: inner.clone(),
                 activity,
+                sendfile,
             },
             inner,
         )
@@ -373,14 +463,87 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> SharedIo<T> {
+impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
+    /// Writes slices that include file placeholders: what comes before a
+    /// placeholder goes out first, then the placeholder's file range with
+    /// `sendfile`. Returns the bytes consumed, stopping at the first partial
+    /// write.
+    fn write_with_files(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.state();
+        std::task::ready!(state.poll_send_pending(cx, &self.activity))?;
+        let mut consumed = 0usize;
+        for slice in bufs {
+            let slice: &[u8] = slice;
+            if slice.is_empty() {
+                continue;
+            }
+            let result = if is_placeholder(slice) {
+                let mut ranges = self
+                    .sendfile
+                    .ranges
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let Some((file, offset, left)) = ranges.front_mut() else {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a file placeholder without its file range",
+                    )));
+                };
+                let len = slice
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let r = state.io.poll_sendfile(cx, file, *offset, len);
+                if let Poll::Ready(Ok(n)) = r {
+                    *offset += n as u64;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        ranges.pop_front();
+                    }
+                }
+                r
+            } else {
+                Pin::new(&mut state.io).poll_write(cx, slice)
+            };
+            match result {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.activity.wrote(n);
+                    consumed += n;
+                    if n < slice.len() {
+                        return Poll::Ready(Ok(consumed));
+                    }
+                }
+                Poll::Ready(Err(e)) if consumed == 0 => return Poll::Ready(Err(e)),
+                // What went out counts; the error comes back on the next write.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(consumed)),
+                Poll::Pending => {
+                    self.activity.write_would_block();
+                    return if consumed > 0 {
+                        Poll::Ready(Ok(consumed))
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+        }
+        Poll::Ready(Ok(consumed))
+    }
+
     /// Gathers small writes; sends a large one at once, together with what
-    /// is gathered (headers and body in one `writev`).
+    /// is gathered (headers and body in one `writev`); hands file
+    /// placeholders to [`SharedIo::write_with_files`].
     fn write_bufs(
         &self,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if bufs.iter().any(|b| is_placeholder(b)) {
+            return self.write_with_files(cx, bufs);
+        }
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         let mut state = self.state();
         if state.pending.len() + len > COALESCE && len <= COALESCE {
@@ -426,7 +589,7 @@ impl<T: AsyncWrite + Unpin> SharedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for SharedIo<T> {
+impl<T: AsyncWrite + Sendfile + Unpin> AsyncWrite for SharedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -27,7 +27,7 @@ use riis_pipeline::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{RequestBodyHold, ResponseBody};
-use crate::connection::{Activity, Transport};
+use crate::connection::{Activity, SendfileQueue, Transport};
 use crate::strict::{check_head, Refusal};
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
@@ -70,6 +70,8 @@ pub struct ConnectionState {
     requests: AtomicU64,
     /// What the connection did, for the timeouts.
     activity: Arc<Activity>,
+    /// Where file ranges queue for `sendfile` (plain connections only).
+    sendfile: Option<Arc<SendfileQueue>>,
 }
 
 impl ConnectionState {
@@ -80,6 +82,7 @@ impl ConnectionState {
         connection: Arc<ConnectionInfo>,
         transport: Arc<Transport>,
         activity: Arc<Activity>,
+        sendfile: Option<Arc<SendfileQueue>>,
     ) -> Self {
         Self {
             current,
@@ -88,6 +91,7 @@ impl ConnectionState {
             transport,
             requests: AtomicU64::new(0),
             activity,
+            sendfile,
         }
     }
 
@@ -227,7 +231,14 @@ async fn serve_site(
 ) -> Reply {
     let (parts, body) = req.into_parts();
     let conn = &state.connection;
-    let is_head = parts.method == Method::HEAD;
+    let shape = ResponseShape {
+        is_head: parts.method == Method::HEAD,
+        // File bytes go out with sendfile on plain HTTP/1.x connections
+        // (HTTP/2 frames and TLS records are built in user space).
+        files: (parts.version != http::Version::HTTP_2)
+            .then(|| state.sendfile.clone())
+            .flatten(),
+    };
     let request = match HttpRequest::new(
         parts.method,
         parts.uri,
@@ -256,7 +267,7 @@ async fn serve_site(
                 // The fast path: one send, the whole response known.
                 exec.complete_send(Ok(out.len()));
                 while !matches!(exec.resume(), Step::Done) {}
-                return final_response(out, is_head);
+                return final_response(out, &shape);
             }
             Event::Send(out)
         }
@@ -268,7 +279,7 @@ async fn serve_site(
         body_read: state.transport.timeouts.body_read,
         execution: state.transport.timeouts.execution,
     };
-    tokio::spawn(drive(exec, first, body, timeouts, is_head, reply_tx));
+    tokio::spawn(drive(exec, first, body, timeouts, shape, reply_tx));
     reply_rx.await.unwrap_or(Err(ConnectionReset))
 }
 
@@ -290,7 +301,7 @@ async fn drive(
     first: Event,
     body: Incoming,
     timeouts: Limits,
-    is_head: bool,
+    shape: ResponseShape,
     reply: oneshot::Sender<Reply>,
 ) {
     let seconds = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
@@ -315,11 +326,11 @@ async fn drive(
                 let len = out.len();
                 let sent = if let Some(reply) = reply.take() {
                     let response = if out.is_final {
-                        final_response(out, is_head)
+                        final_response(out, &shape)
                     } else {
                         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
                         stream = Some(tx);
-                        streaming_response(out, rx)
+                        streaming_response(out, rx, &shape)
                     };
                     let response = response.map(|r| r.map(|b| b.holding(hold.clone())));
                     reply.send(response).is_ok()
@@ -476,7 +487,14 @@ fn head_of(out: &mut Output) -> Result<ResponseHead, StatusCode> {
     })
 }
 
-fn final_response(mut out: Output, is_head: bool) -> Reply {
+/// How a response's body goes out.
+struct ResponseShape {
+    is_head: bool,
+    /// The connection's sendfile queue, when file ranges may use it.
+    files: Option<Arc<SendfileQueue>>,
+}
+
+fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
     if out.reset {
         return Err(ConnectionReset);
     }
@@ -484,7 +502,7 @@ fn final_response(mut out: Output, is_head: bool) -> Reply {
         Ok(h) => h,
         Err(status) => return Ok(plain_status(status, true)),
     };
-    if is_head {
+    if shape.is_head {
         // Nothing is sent for HEAD; a Content-Length a module set stays.
         let bodiless = head.status == StatusCode::NOT_MODIFIED
             || head.status == StatusCode::NO_CONTENT
@@ -499,12 +517,16 @@ fn final_response(mut out: Output, is_head: bool) -> Reply {
     head.headers.remove(CONTENT_LENGTH);
     Ok(with_head(
         head,
-        ResponseBody::from_chunks(out.chunks),
+        ResponseBody::from_chunks(out.chunks).with_files(shape.files.clone()),
         out.disconnect,
     ))
 }
 
-fn streaming_response(mut out: Output, rx: mpsc::Receiver<Vec<EntityChunk>>) -> Reply {
+fn streaming_response(
+    mut out: Output,
+    rx: mpsc::Receiver<Vec<EntityChunk>>,
+    shape: &ResponseShape,
+) -> Reply {
     if out.reset {
         return Err(ConnectionReset);
     }
@@ -514,7 +536,7 @@ fn streaming_response(mut out: Output, rx: mpsc::Receiver<Vec<EntityChunk>>) -> 
     };
     Ok(with_head(
         head,
-        ResponseBody::streaming(out.chunks, rx),
+        ResponseBody::streaming(out.chunks, rx).with_files(shape.files.clone()),
         out.disconnect,
     ))
 }

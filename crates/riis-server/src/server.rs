@@ -17,8 +17,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use riis_native::{precondition_holds, NativeLibrary};
 
 use crate::connection::{
-    answer_and_close, finish_connection, Activity, Admission, Expiry, Flushing, SharedIo, Sweeper,
-    Transport,
+    answer_and_close, finish_connection, Activity, Admission, Expiry, Flushing, Sendfile,
+    SendfileQueue, SharedIo, Sweeper, Transport,
 };
 use crate::driver::{CurrentGeneration, Generation};
 use crate::reload::{ConfigSource, Reloader};
@@ -665,6 +665,9 @@ async fn run_worker(
         // of a small static request; header and idle timeouts belong to the
         // transport hardening work and will be enforced more cheaply there.
         .header_read_timeout(None)
+        // The queue write strategy passes body slices through unchanged,
+        // which the sendfile placeholders rely on.
+        .writev(true)
         .max_headers(transport.limits.max_header_count)
         .max_buf_size(
             (transport.limits.max_header_bytes + transport.limits.max_url_length + 1024).max(8192),
@@ -836,20 +839,23 @@ fn serve_connection<I>(
     serving: &Serving,
     graceful: &GracefulShutdown,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Sendfile + Unpin + Send + 'static,
 {
     let remote = info.remote_addr;
     let activity = Activity::new();
     serving.sweeper.track(activity.clone());
+    let sendfile = Arc::new(SendfileQueue::default());
+    let plain = !info.is_tls;
     let state = Arc::new(ConnectionState::new(
         serving.current.clone(),
         listener,
         Arc::new(info),
         serving.transport.clone(),
         activity.clone(),
+        plain.then(|| sendfile.clone()),
     ));
     let service = service_fn(move |req| handle(state.clone(), req));
-    let (io, shared) = SharedIo::new(io, activity.clone());
+    let (io, shared) = SharedIo::new(io, activity.clone(), sendfile);
     let conn = serving
         .builder
         .serve_connection(TokioIo::new(io), service)
