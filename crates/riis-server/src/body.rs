@@ -16,8 +16,11 @@ use tokio::sync::mpsc;
 
 use crate::connection::SendfileQueue;
 
-/// How much of a file range is read (or queued for sendfile) per step.
-const FILE_READ_SIZE: u64 = crate::connection::FILE_STEP as u64;
+/// How much of a file range is read per step.
+const FILE_READ_SIZE: u64 = 256 * 1024;
+
+/// How much of a file range one sendfile placeholder stands for.
+const FILE_SEND_SIZE: u64 = crate::connection::FILE_STEP as u64;
 
 // File ranges are read on the worker thread, in the body's poll: for files
 // in the page cache (the common case for a busy site) a 256 KiB `pread` costs
@@ -114,7 +117,11 @@ impl Body for ResponseBody {
                     if length == 0 {
                         continue;
                     }
-                    let step = length.min(FILE_READ_SIZE);
+                    let step = length.min(if this.files.is_some() {
+                        FILE_SEND_SIZE
+                    } else {
+                        FILE_READ_SIZE
+                    });
                     if length > step {
                         this.chunks.push_front(EntityChunk::File {
                             file: file.clone(),

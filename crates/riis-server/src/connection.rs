@@ -267,8 +267,10 @@ impl Sweeper {
 /// with its vectored (queue) write strategy, which riis sets.
 pub static FILE_PLACEHOLDER: [u8; FILE_STEP] = [0; FILE_STEP];
 
-/// The largest file range one placeholder stands for.
-pub const FILE_STEP: usize = 256 * 1024;
+/// The largest file range one placeholder stands for: one `sendfile` call
+/// may move this much (the placeholder is never touched, so its size costs
+/// no memory).
+pub const FILE_STEP: usize = 4 * 1024 * 1024;
 
 fn is_placeholder(slice: &[u8]) -> bool {
     let start = FILE_PLACEHOLDER.as_ptr() as usize;
