@@ -149,13 +149,13 @@ impl Activity {
     }
 
     /// A request reached the service; the returned guard marks its end.
-    pub fn request_started(self: &Arc<Self>) -> InService {
+    pub fn request_started(&self) -> InService<'_> {
         self.in_service.fetch_add(1, Ordering::Relaxed);
         self.written_at_request_start.store(
             self.written_total.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        InService(self.clone())
+        InService(self)
     }
 
     /// Whether no byte was written since the current request started: a
@@ -205,11 +205,11 @@ impl Activity {
 
 /// A request in service; dropping it ends it.
 #[derive(Debug)]
-pub struct InService(Arc<Activity>);
+pub struct InService<'a>(&'a Activity);
 
-impl Drop for InService {
+impl Drop for InService<'_> {
     fn drop(&mut self) {
-        let a = &self.0;
+        let a = self.0;
         if a.in_service.fetch_sub(1, Ordering::Relaxed) == 1 {
             a.read_at_idle
                 .store(a.read_total.load(Ordering::Relaxed), Ordering::Relaxed);
