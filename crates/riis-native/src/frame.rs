@@ -53,6 +53,43 @@ pub(crate) fn is_running(frame: *const Frame) -> bool {
     RUNNING.with(|r| r.get() == frame)
 }
 
+thread_local! {
+    /// The module whose code runs on this thread outside a request frame:
+    /// during RegisterModule and global notifications (for log lines).
+    static RUNNING_MODULE: RefCell<Option<Arc<ModuleShared>>> = const { RefCell::new(None) };
+}
+
+/// Names `module` as running on this thread until dropped.
+pub(crate) struct ModuleGuard {
+    previous: Option<Arc<ModuleShared>>,
+}
+
+impl ModuleGuard {
+    pub(crate) fn enter(module: &Arc<ModuleShared>) -> Self {
+        let previous = RUNNING_MODULE.with(|m| m.replace(Some(module.clone())));
+        Self { previous }
+    }
+}
+
+impl Drop for ModuleGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        RUNNING_MODULE.with(|m| *m.borrow_mut() = previous);
+    }
+}
+
+/// The name of the native module running on this thread, if any: the frame
+/// being called, or the module in RegisterModule or a global notification.
+pub(crate) fn running_module_name() -> Option<String> {
+    let frame = RUNNING.with(|r| r.get());
+    if !frame.is_null() {
+        // SAFETY: a frame is marked running only while its module is being
+        // called on this thread, so it is alive.
+        return Some(unsafe { &*frame }.module.name.clone());
+    }
+    RUNNING_MODULE.with(|m| m.borrow().as_ref().map(|s| s.name.clone()))
+}
+
 /// Memory that lives until the request ends: strings handed to the module and
 /// `IModuleAllocator` blocks. Blocks never move once allocated.
 #[derive(Default)]

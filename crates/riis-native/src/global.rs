@@ -123,10 +123,12 @@ impl NativeGlobal {
         };
         let p: *mut riis_global_provider = (&mut handle as *mut GlobalProviderHandle<'_>).cast();
         let previous = RUNNING_GLOBAL.with(|r| r.replace(p.cast_const().cast()));
+        let named = crate::frame::ModuleGuard::enter(&self.shared);
         // SAFETY: the module's callback with its user data and a provider
         // valid for the call.
         let raw = unsafe { (self.on_global_notification)(self.user_data, notification.bit(), p) };
         RUNNING_GLOBAL.with(|r| r.set(previous));
+        drop(named);
         drop(running_frame);
         match raw {
             riis_abi::GLOBAL_CONTINUE => GlobalNotificationStatus::Continue,
@@ -220,6 +222,7 @@ impl GlobalModule for NativeGlobal {
 
     fn terminate(&self) {
         if let Some(terminate) = self.terminate {
+            let _named = crate::frame::ModuleGuard::enter(&self.shared);
             // SAFETY: the module's terminate callback, once, at shutdown.
             unsafe { terminate(self.user_data) }
         }

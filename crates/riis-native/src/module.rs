@@ -147,6 +147,7 @@ impl HttpModuleFactory for NativeFactory {
 
     fn terminate(&self) {
         if let Some(terminate) = self.terminate {
+            let _named = crate::frame::ModuleGuard::enter(&self.shared);
             // SAFETY: the module's own terminate callback with its user data,
             // called once at shutdown.
             unsafe { terminate(self.user_data) }

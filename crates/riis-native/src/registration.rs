@@ -87,6 +87,7 @@ pub fn register_entry_point(
     };
     let p: *mut riis_registration = (&mut handle as *mut RegistrationHandle<'_, '_>).cast();
     let previous = RUNNING_REGISTRATION.with(|r| r.replace(p.cast_const().cast()));
+    let _named = crate::frame::ModuleGuard::enter(&shared);
     // SAFETY: the entry point has the riis_register_module_fn signature (the
     // loader checked the library's ABI stamp); the registration handle and
     // the server description are valid for the call.

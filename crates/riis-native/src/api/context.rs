@@ -10,7 +10,9 @@ use riis_abi::{hr, riis_allocator, riis_context, riis_execution_stats, riis_hres
 use riis_pipeline::{ExecuteFlags, HttpContext, RequestNotificationStatus};
 
 use super::{context_hr, no_unwind, text, with_context};
-use crate::frame::{frame_of, is_running, Arena, ContextHandle, EarlySignal, Target};
+use crate::frame::{
+    frame_of, is_running, running_module_name, Arena, ContextHandle, EarlySignal, Target,
+};
 use crate::provider::NativeNotification;
 
 pub(super) unsafe extern "C" fn allocator_allocate(
@@ -449,7 +451,11 @@ pub(super) unsafe extern "C" fn log(ctx: *mut riis_context, level: u32, message:
         // Logging is allowed from any thread: only the module's name (fixed
         // for the life of the pipeline) is read from the frame.
         // SAFETY: NULL or a live handle, per the ABI.
-        let module = unsafe { frame_of(ctx) }.map_or("native module", |f| f.module.name.as_str());
+        let named = match unsafe { frame_of(ctx) } {
+            Some(f) => Some(f.module.name.clone()),
+            None => running_module_name(),
+        };
+        let module = named.as_deref().unwrap_or("native module");
         match level {
             riis_abi::LOG_ERROR => tracing::error!(module, "{message}"),
             riis_abi::LOG_WARN => tracing::warn!(module, "{message}"),
