@@ -254,21 +254,7 @@ impl HttpRequest {
 
     /// The names of all headers.
     pub fn header_names(&self) -> Vec<&str> {
-        // SAFETY: the context is live; a NULL array with capacity 0 asks
-        // for the count only.
-        let count =
-            unsafe { (self.raw.api.request_header_names)(self.raw.ctx, std::ptr::null_mut(), 0) };
-        let mut names: Vec<*const c_char> = vec![std::ptr::null(); count];
-        // SAFETY: `names` has room for `count` pointers.
-        let total =
-            unsafe { (self.raw.api.request_header_names)(self.raw.ctx, names.as_mut_ptr(), count) };
-        names.truncate(total.min(count));
-        names
-            .into_iter()
-            // SAFETY: each is NULL or a server string valid until the
-            // request ends.
-            .filter_map(|p| unsafe { ffi::str_from(p) })
-            .collect()
+        self.raw.names(self.raw.api.request_header_names)
     }
 
     /// `GetHttpVersion`: (major, minor).
@@ -625,24 +611,8 @@ impl HttpResponse {
     }
 
     /// The names of all response headers.
-    pub fn header_names(&self) -> Vec<String> {
-        // SAFETY: the context is live; a NULL array with capacity 0 asks
-        // for the count only.
-        let count =
-            unsafe { (self.raw.api.response_header_names)(self.raw.ctx, std::ptr::null_mut(), 0) };
-        let mut names: Vec<*const c_char> = vec![std::ptr::null(); count];
-        // SAFETY: `names` has room for `count` pointers.
-        let total = unsafe {
-            (self.raw.api.response_header_names)(self.raw.ctx, names.as_mut_ptr(), count)
-        };
-        names.truncate(total.min(count));
-        names
-            .into_iter()
-            // SAFETY: each is NULL or a server string valid until the
-            // request ends.
-            .filter_map(|p| unsafe { ffi::str_from(p) })
-            .map(str::to_owned)
-            .collect()
+    pub fn header_names(&self) -> Vec<&str> {
+        self.raw.names(self.raw.api.response_header_names)
     }
 
     /// The buffered entity, not yet sent, as bytes: what a SendResponse
@@ -757,6 +727,27 @@ impl<'a> HttpUser<'a> {
 }
 
 impl Raw {
+    /// A list of names from a `*_header_names` function: the count first,
+    /// then the names.
+    fn names<'a>(
+        &self,
+        f: unsafe extern "C" fn(*mut riis_context, *mut *const c_char, usize) -> usize,
+    ) -> Vec<&'a str> {
+        // SAFETY: the context is live; a NULL array with capacity 0 asks
+        // for the count only.
+        let count = unsafe { f(self.ctx, std::ptr::null_mut(), 0) };
+        let mut names: Vec<*const c_char> = vec![std::ptr::null(); count];
+        // SAFETY: `names` has room for `count` pointers.
+        let total = unsafe { f(self.ctx, names.as_mut_ptr(), count) };
+        names.truncate(total.min(count));
+        names
+            .into_iter()
+            // SAFETY: each is NULL or a server string valid until the
+            // request ends, which outlives the proxy's borrow 'a.
+            .filter_map(|p| unsafe { ffi::str_from(p) })
+            .collect()
+    }
+
     /// [`Raw::string`] with the lifetime of a proxy that borrows the context
     /// for `'a`.
     fn string_for<'a>(&self, f: ffi::CtxStrFn) -> Option<&'a str> {

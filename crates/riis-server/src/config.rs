@@ -70,7 +70,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Worker threads; 0 means one per core.
@@ -117,7 +117,7 @@ impl Default for ServerSettings {
 
 /// `[limits]`: what one client may ask of the server. The defaults follow
 /// nginx where IIS has no single equivalent.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Longest request target (path and query) in bytes; longer gets 414.
@@ -156,7 +156,7 @@ impl Default for Limits {
 }
 
 /// `[timeouts]`, in seconds; 0 turns one off. The defaults are nginx's.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Timeouts {
     /// From the first byte of a request head to its end (slowloris); then

@@ -79,11 +79,6 @@ impl ConnectionCounter {
         }
         Ok(admission)
     }
-
-    /// Open connections now.
-    pub fn open(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
 }
 
 /// The server's coarse clock: whole seconds since it started, advanced by
@@ -156,6 +151,20 @@ impl Activity {
             Ordering::Relaxed,
         );
         InService(self)
+    }
+
+    /// `n` response bytes went out.
+    fn wrote(&self, n: usize) {
+        self.written_total.fetch_add(n as u64, Ordering::Relaxed);
+        self.last_write.store(now(), Ordering::Relaxed);
+        self.write_blocked.store(false, Ordering::Relaxed);
+    }
+
+    /// The socket took no more bytes.
+    fn write_would_block(&self) {
+        if !self.write_blocked.swap(true, Ordering::Relaxed) {
+            self.last_write.store(now(), Ordering::Relaxed);
+        }
     }
 
     /// Whether no byte was written since the current request started: a
@@ -430,20 +439,6 @@ impl<T> SharedIo<T> {
 
     fn state(&self) -> std::sync::MutexGuard<'_, IoState<T>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Activity {
-    fn wrote(&self, n: usize) {
-        self.written_total.fetch_add(n as u64, Ordering::Relaxed);
-        self.last_write.store(now(), Ordering::Relaxed);
-        self.write_blocked.store(false, Ordering::Relaxed);
-    }
-
-    fn write_would_block(&self) {
-        if !self.write_blocked.swap(true, Ordering::Relaxed) {
-            self.last_write.store(now(), Ordering::Relaxed);
-        }
     }
 }
 

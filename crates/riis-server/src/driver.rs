@@ -183,10 +183,8 @@ pub async fn handle(state: Arc<ConnectionState>, req: Request<Incoming>) -> Repl
 /// A refusal as a response that closes the connection.
 fn refusal_response(refusal: Refusal) -> Response<ResponseBody> {
     let mut resp = plain_status(refusal.status, true);
-    *resp.body_mut() = ResponseBody::from_chunks(vec![EntityChunk::Memory(Bytes::from(format!(
-        "{}\n",
-        refusal.reason
-    )))]);
+    *resp.body_mut() =
+        ResponseBody::from_chunks(vec![EntityChunk::Memory(Bytes::from(refusal.body()))]);
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain"),

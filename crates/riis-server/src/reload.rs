@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use riis_pipeline::RegisterModuleFn;
 
-use crate::config::{ConfigError, ServerConfig};
+use crate::config::{ConfigError, Limits, ServerConfig, ServerSettings, Timeouts};
 use crate::driver::{CurrentGeneration, Generation};
 use crate::fs::RealFileSystem;
 use crate::server::{build_pipeline, hsts_of, load_certificates, plan_listeners, routes_of};
@@ -53,17 +53,17 @@ impl std::error::Error for ReloadError {}
 /// them.
 #[derive(Debug, Clone, PartialEq)]
 struct Fixed {
-    server: String,
-    limits: String,
-    timeouts: String,
+    server: ServerSettings,
+    limits: Limits,
+    timeouts: Timeouts,
 }
 
 impl Fixed {
     fn of(config: &ServerConfig) -> Self {
         Self {
-            server: format!("{:?}", config.settings),
-            limits: format!("{:?}", config.limits),
-            timeouts: format!("{:?}", config.timeouts),
+            server: config.settings.clone(),
+            limits: config.limits.clone(),
+            timeouts: config.timeouts.clone(),
         }
     }
 }

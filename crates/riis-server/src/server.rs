@@ -82,9 +82,11 @@ pub fn build_pipeline(
     let libraries = load_native_modules(config)?;
     for (i, entry) in config.modules.iter().enumerate() {
         let kind = entry.kind.as_deref().unwrap_or(&entry.name);
-        if let Some((g, loaded)) = libraries
+        if let Some((g, loaded)) = config
+            .global_modules
             .iter()
-            .find(|(g, _)| config.global_modules[*g].name == kind)
+            .position(|m| m.name == kind)
+            .map(|g| (g, &libraries[g]))
         {
             let Some(library) = loaded else {
                 // Its precondition does not hold here: IIS skips such a module.
@@ -155,10 +157,9 @@ pub fn build_pipeline(
 }
 
 /// Opens every `[[global_modules]]` library whose precondition holds (so a
-/// bad image is reported even when it is not enabled), in file order.
-fn load_native_modules(
-    config: &ServerConfig,
-) -> Result<Vec<(usize, Option<NativeLibrary>)>, ConfigError> {
+/// bad image is reported even when it is not enabled): one entry per
+/// `global_modules` entry, `None` where the precondition does not hold.
+fn load_native_modules(config: &ServerConfig) -> Result<Vec<Option<NativeLibrary>>, ConfigError> {
     let mut loaded = Vec::with_capacity(config.global_modules.len());
     for (i, g) in config.global_modules.iter().enumerate() {
         if config.global_modules[..i].iter().any(|o| o.name == g.name) {
@@ -186,7 +187,7 @@ fn load_native_modules(
         } else {
             None
         };
-        loaded.push((i, library));
+        loaded.push(library);
     }
     Ok(loaded)
 }

@@ -29,6 +29,11 @@ impl Refusal {
     const fn new(status: StatusCode, reason: &'static str) -> Self {
         Self { status, reason }
     }
+
+    /// The `text/plain` body that explains it.
+    pub fn body(&self) -> String {
+        format!("{}\n", self.reason)
+    }
 }
 
 /// Checks a parsed request head against RFC 9112 and `limits`.
@@ -192,7 +197,7 @@ pub fn parse_error_response(error: &(dyn std::error::Error + 'static)) -> Option
 /// The bytes of a refusal sent on a raw connection (parse errors, connection
 /// limits), closing it.
 pub fn raw_response(refusal: Refusal) -> Vec<u8> {
-    let body = format!("{}\n", refusal.reason);
+    let body = refusal.body();
     format!(
         "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         refusal.status.as_str(),

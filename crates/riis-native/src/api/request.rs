@@ -51,6 +51,26 @@ pub(super) fn joined_header(
     frame.arena.string(&joined)
 }
 
+/// Fills `names` (room for `capacity`, or NULL) with the header names, as
+/// strings of the frame's arena; returns how many names there are.
+///
+/// # Safety
+/// `names` must be NULL or have room for `capacity` pointers.
+pub(super) unsafe fn names_into(
+    frame: &Frame,
+    headers: &riis_pipeline::http::HeaderMap,
+    names: *mut *const c_char,
+    capacity: usize,
+) -> usize {
+    if !names.is_null() {
+        for (i, name) in headers.keys().take(capacity).enumerate() {
+            // SAFETY: `i < capacity`, within the caller's array.
+            unsafe { *names.add(i) = frame.arena.string(name.as_str()) };
+        }
+    }
+    headers.keys_len()
+}
+
 pub(super) unsafe extern "C" fn method(ctx: *mut riis_context) -> *const c_char {
     // SAFETY: the handle is checked by with_context.
     unsafe {
@@ -168,14 +188,7 @@ pub(super) unsafe extern "C" fn header_names(
     // `capacity` pointers (or is NULL with capacity 0).
     unsafe {
         with_context("request_header_names", ctx, 0, |frame, ctx| {
-            let headers = ctx.request().headers();
-            let count = headers.keys_len();
-            if !names.is_null() {
-                for (i, name) in headers.keys().take(capacity).enumerate() {
-                    *names.add(i) = frame.arena.string(name.as_str());
-                }
-            }
-            Ok(count)
+            Ok(names_into(frame, ctx.request().headers(), names, capacity))
         })
     }
 }

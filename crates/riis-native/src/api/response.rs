@@ -11,7 +11,7 @@ use riis_pipeline::bytes::Bytes;
 use riis_pipeline::http::{HeaderName, StatusCode};
 use riis_pipeline::{EntityChunk, FlushOptions};
 
-use super::request::{header_pair, joined_header};
+use super::request::{header_pair, joined_header, names_into};
 use super::{context_hr, text, with_context};
 
 pub(super) unsafe extern "C" fn status(
@@ -238,13 +238,7 @@ pub(super) unsafe extern "C" fn header_names(
     // `capacity` pointers (or is NULL).
     unsafe {
         with_context("response_header_names", ctx, 0, |frame, ctx| {
-            let headers = ctx.response().headers();
-            if !names.is_null() {
-                for (i, name) in headers.keys().take(capacity).enumerate() {
-                    *names.add(i) = frame.arena.string(name.as_str());
-                }
-            }
-            Ok(headers.keys_len())
+            Ok(names_into(frame, ctx.response().headers(), names, capacity))
         })
     }
 }
