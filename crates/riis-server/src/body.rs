@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use riis_pipeline::EntityChunk;
 use tokio::sync::mpsc;
 
-use crate::connection::SendfileQueue;
+use crate::connection::{InService, SendfileQueue};
 
 /// How much of a file range is read per step.
 const FILE_READ_SIZE: u64 = 256 * 1024;
@@ -44,6 +44,8 @@ pub struct ResponseBody {
     /// File ranges go to the connection's sendfile queue instead of being
     /// read (see [`crate::connection::FILE_PLACEHOLDER`]).
     files: Option<Arc<SendfileQueue>>,
+    /// The request stays in service until hyper is done with its body.
+    _in_service: Option<InService>,
 }
 
 impl ResponseBody {
@@ -61,6 +63,7 @@ impl ResponseBody {
             stream: None,
             _request_body: None,
             files: None,
+            _in_service: None,
         }
     }
 
@@ -79,7 +82,15 @@ impl ResponseBody {
             stream: Some(rx),
             _request_body: None,
             files: None,
+            _in_service: None,
         }
+    }
+
+    /// Keeps the request in service until this body is dropped: a
+    /// connection is idle (and may give up its buffers) only once hyper has
+    /// sent the whole response.
+    pub fn in_service(&mut self, guard: InService) {
+        self._in_service = Some(guard);
     }
 
     /// Keeps the request body alive until this body is dropped.

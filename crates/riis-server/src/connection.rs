@@ -6,13 +6,15 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use atomic_waker::AtomicWaker;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::StatusCode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::config::{Limits, Timeouts};
 use crate::strict::{raw_response, Refusal};
@@ -102,6 +104,7 @@ fn advance_clock() -> u32 {
 
 /// Why the sweeper closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Expiry {
     /// A request head did not arrive in full within `timeouts.header_read`
     /// (slowloris): 408.
@@ -112,13 +115,42 @@ pub enum Expiry {
     Send,
 }
 
+impl Expiry {
+    const ALL: [Expiry; 3] = [Expiry::HeaderRead, Expiry::KeepAlive, Expiry::Send];
+
+    /// The value stored for it (0 is "none").
+    fn code(self) -> u8 {
+        self as u8 + 1
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code).checked_sub(1)?).copied()
+    }
+}
+
+/// What the sweeper told a connection, read by the connection's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal {
+    /// A timeout expired: close now.
+    pub expired: Option<Expiry>,
+    /// The worker is shutting down: finish the exchange under way, then
+    /// close.
+    pub draining: bool,
+}
+
 /// What one connection did, read by the sweeper to enforce the timeouts
 /// without a timer per request. Updated with relaxed atomics on the I/O
 /// path.
 #[derive(Debug, Default)]
 pub struct Activity {
-    /// Requests being handled (several at once on HTTP/2).
+    /// Requests being handled, from hyper's call of the service until their
+    /// response body is done (several at once on HTTP/2).
     in_service: AtomicU32,
+    /// Requests started on the connection.
+    requests_started: AtomicU64,
+    /// The current request has a body not yet read to its end: hyper then
+    /// drains or closes the connection after the response, on its own.
+    body_unread: AtomicBool,
     /// When the connection last became idle (no request in service).
     idle_since: AtomicU32,
     read_total: AtomicU64,
@@ -127,10 +159,16 @@ pub struct Activity {
     written_total: AtomicU64,
     written_at_request_start: AtomicU64,
     last_write: AtomicU32,
-    /// The last write found the socket full.
+    /// hyper's last write was refused: it holds response bytes.
     write_blocked: AtomicBool,
-    expiry: Mutex<Option<Expiry>>,
-    kill: tokio::sync::Notify,
+    /// Gathered response bytes (or TLS records) wait for the socket.
+    flush_blocked: AtomicBool,
+    /// [`Expiry::code`] of the sweeper's verdict, 0 while none.
+    expiry: AtomicU8,
+    /// The worker drains.
+    draining: AtomicBool,
+    /// The connection's task, woken by the sweeper.
+    task: AtomicWaker,
 }
 
 impl Activity {
@@ -143,26 +181,52 @@ impl Activity {
         a
     }
 
-    /// A request reached the service; the returned guard marks its end.
-    pub fn request_started(&self) -> InService<'_> {
+    /// A request reached the service; the returned guard, dropped with the
+    /// response body, marks its end. `has_body`: the request has a body.
+    pub fn request_started(self: &Arc<Self>, has_body: bool) -> InService {
         self.in_service.fetch_add(1, Ordering::Relaxed);
+        self.body_unread.store(has_body, Ordering::Relaxed);
+        self.requests_started.fetch_add(1, Ordering::Relaxed);
         self.written_at_request_start.store(
             self.written_total.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        InService(self)
+        InService(self.clone())
+    }
+
+    /// The current request's body was read to its end.
+    pub fn request_body_read(&self) {
+        self.body_unread.store(false, Ordering::Relaxed);
+    }
+
+    /// Requests started on the connection so far.
+    pub fn requests_started(&self) -> u64 {
+        self.requests_started.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection waits for its next request with nothing under
+    /// way: no request in service (response bodies included), no request
+    /// body left unread, no response byte stuck behind a full socket, no
+    /// byte read since the last response ended.
+    pub fn is_idle(&self) -> bool {
+        self.in_service.load(Ordering::Relaxed) == 0
+            && !self.body_unread.load(Ordering::Relaxed)
+            && !self.write_blocked.load(Ordering::Relaxed)
+            && !self.flush_blocked.load(Ordering::Relaxed)
+            && self.read_total.load(Ordering::Relaxed) == self.read_at_idle.load(Ordering::Relaxed)
     }
 
     /// `n` response bytes went out.
-    fn wrote(&self, n: usize) {
+    fn sent(&self, n: usize) {
         self.written_total.fetch_add(n as u64, Ordering::Relaxed);
         self.last_write.store(now(), Ordering::Relaxed);
-        self.write_blocked.store(false, Ordering::Relaxed);
     }
 
-    /// The socket took no more bytes.
-    fn write_would_block(&self) {
-        if !self.write_blocked.swap(true, Ordering::Relaxed) {
+    /// Records whether hyper's last write (`flag` = `write_blocked`) or the
+    /// last send of gathered bytes (`flush_blocked`) found the socket full.
+    fn set_blocked(&self, flag: &AtomicBool, blocked: bool) {
+        if flag.load(Ordering::Relaxed) != blocked {
+            flag.store(blocked, Ordering::Relaxed);
             self.last_write.store(now(), Ordering::Relaxed);
         }
     }
@@ -174,23 +238,39 @@ impl Activity {
             == self.written_at_request_start.load(Ordering::Relaxed)
     }
 
-    /// Resolves when the sweeper expires the connection, with the reason.
-    pub async fn expired(&self) -> Expiry {
-        loop {
-            self.kill.notified().await;
-            if let Some(e) = *self.expiry.lock().unwrap_or_else(|e| e.into_inner()) {
-                return e;
-            }
+    /// What the sweeper said; the task is woken when that changes.
+    pub fn poll_signal(&self, cx: &mut Context<'_>) -> Signal {
+        self.task.register(cx.waker());
+        Signal {
+            expired: Expiry::from_code(self.expiry.load(Ordering::Acquire)),
+            draining: self.draining.load(Ordering::Acquire),
         }
+    }
+
+    /// Expires the connection (the first verdict stands).
+    fn expire(&self, e: Expiry) {
+        if self
+            .expiry
+            .compare_exchange(0, e.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.task.wake();
+        }
+    }
+
+    /// Asks the connection to finish and close.
+    fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.task.wake();
     }
 
     /// The sweeper's verdict at time `t`.
     fn check(&self, t: u32, timeouts: &Timeouts) -> Option<Expiry> {
         let after =
             |since: u32, limit: u64| limit > 0 && u64::from(t.saturating_sub(since)) >= limit;
-        if self.write_blocked.load(Ordering::Relaxed)
-            && after(self.last_write.load(Ordering::Relaxed), timeouts.send)
-        {
+        let blocked = self.write_blocked.load(Ordering::Relaxed)
+            || self.flush_blocked.load(Ordering::Relaxed);
+        if blocked && after(self.last_write.load(Ordering::Relaxed), timeouts.send) {
             return Some(Expiry::Send);
         }
         if self.in_service.load(Ordering::Relaxed) > 0 {
@@ -214,11 +294,11 @@ impl Activity {
 
 /// A request in service; dropping it ends it.
 #[derive(Debug)]
-pub struct InService<'a>(&'a Activity);
+pub struct InService(Arc<Activity>);
 
-impl Drop for InService<'_> {
+impl Drop for InService {
     fn drop(&mut self) {
-        let a = self.0;
+        let a = &*self.0;
         if a.in_service.fetch_sub(1, Ordering::Relaxed) == 1 {
             a.read_at_idle
                 .store(a.read_total.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -231,15 +311,17 @@ impl Drop for InService<'_> {
 #[derive(Debug, Default)]
 pub struct Sweeper {
     connections: Mutex<Vec<Arc<Activity>>>,
+    draining: AtomicBool,
 }
 
 impl Sweeper {
-    /// Tracks a new connection.
+    /// Tracks a new connection (told to drain at once if the worker does).
     pub fn track(&self, activity: Arc<Activity>) {
-        self.connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(activity);
+        let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        if self.draining.load(Ordering::Acquire) {
+            activity.drain();
+        }
+        list.push(activity);
     }
 
     /// Expires what overran its timeout, until `stop`.
@@ -257,13 +339,31 @@ impl Sweeper {
             list.retain(|a| Arc::strong_count(a) > 1);
             for a in list.iter() {
                 if let Some(e) = a.check(t, &timeouts) {
-                    let mut expiry = a.expiry.lock().unwrap_or_else(|e| e.into_inner());
-                    if expiry.is_none() {
-                        *expiry = Some(e);
-                        a.kill.notify_one();
-                    }
+                    a.expire(e);
                 }
             }
+        }
+    }
+
+    /// Tells every connection to finish (an idle one closes at once, a busy
+    /// one after its response) and resolves when all have closed.
+    pub async fn drain(&self) {
+        {
+            let list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            self.draining.store(true, Ordering::Release);
+            for a in list.iter() {
+                a.drain();
+            }
+        }
+        loop {
+            {
+                let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+                list.retain(|a| Arc::strong_count(a) > 1);
+                if list.is_empty() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -354,6 +454,29 @@ impl<S> Sendfile for tokio_rustls::server::TlsStream<S> {
     }
 }
 
+/// Waiting for a parked connection's next request without reading it: only
+/// readiness is awaited, so the bytes stay in the kernel until hyper reads
+/// them, and the wait costs no buffer.
+pub trait WaitReadable {
+    /// Ready when the client sent something (or closed).
+    fn poll_wait_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl WaitReadable for tokio::net::TcpStream {
+    fn poll_wait_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl WaitReadable for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    /// hyper's last read drained rustls's plaintext before the connection
+    /// parked (it parks only after a read found nothing), so readiness of
+    /// the socket underneath is the signal.
+    fn poll_wait_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
 /// Response bytes smaller than this are gathered and sent together at the
 /// end of the connection task's turn; larger writes go straight out.
 const COALESCE: usize = 64 * 1024;
@@ -365,9 +488,18 @@ pub struct IoState<T> {
     pending: Vec<u8>,
 }
 
+impl<T> IoState<T> {
+    /// Gives back the gathering buffer of a connection that goes idle.
+    pub fn release_buffers(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
+    }
+}
+
 impl<T: AsyncWrite + Unpin> IoState<T> {
     /// Writes out the gathered bytes.
-    fn poll_send_pending(
+    pub fn poll_send_pending(
         &mut self,
         cx: &mut Context<'_>,
         activity: &Activity,
@@ -375,21 +507,23 @@ impl<T: AsyncWrite + Unpin> IoState<T> {
         let mut sent = 0;
         let result = loop {
             if sent == self.pending.len() {
-                break Poll::Ready(Ok(()));
+                // TLS keeps records its socket did not take; they go now.
+                match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Pending => break Poll::Pending,
+                    done => break done,
+                }
             }
             match Pin::new(&mut self.io).poll_write(cx, &self.pending[sent..]) {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     sent += n;
-                    activity.wrote(n);
+                    activity.sent(n);
                 }
                 Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    activity.write_would_block();
-                    break Poll::Pending;
-                }
+                Poll::Pending => break Poll::Pending,
             }
         };
+        activity.set_blocked(&activity.flush_blocked, result.is_pending());
         self.pending.drain(..sent);
         if result.is_ready() {
             // Written, or the connection failed: either way nothing is left
@@ -439,6 +573,28 @@ impl<T> SharedIo<T> {
 
     fn state(&self) -> std::sync::MutexGuard<'_, IoState<T>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T> SharedIo<T> {
+    /// Gives back the buffers of a connection that goes idle.
+    pub fn release_buffers(&self) {
+        self.state().release_buffers();
+        let mut ranges = self
+            .sendfile
+            .ranges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if ranges.is_empty() {
+            *ranges = VecDeque::new();
+        }
+    }
+}
+
+impl<T: WaitReadable> SharedIo<T> {
+    /// Ready when the client sent something (see [`WaitReadable`]).
+    pub fn poll_wait_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.state().io.poll_wait_readable(cx)
     }
 }
 
@@ -508,7 +664,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
             match result {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
-                    self.activity.wrote(n);
+                    self.activity.sent(n);
                     consumed += n;
                     if n < slice.len() {
                         return Poll::Ready(Ok(consumed));
@@ -518,7 +674,6 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
                 // What went out counts; the error comes back on the next write.
                 Poll::Ready(Err(_)) => return Poll::Ready(Ok(consumed)),
                 Poll::Pending => {
-                    self.activity.write_would_block();
                     return if consumed > 0 {
                         Poll::Ready(Ok(consumed))
                     } else {
@@ -568,7 +723,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
                 }
                 Poll::Ready(Ok(n)) => {
-                    self.activity.wrote(n);
+                    self.activity.sent(n);
                     if n > gathered || (n == gathered && len == 0) {
                         pending.clear();
                         return Poll::Ready(Ok(n - gathered));
@@ -577,10 +732,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
                     pending.drain(..n);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    self.activity.write_would_block();
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -592,7 +744,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> AsyncWrite for SharedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.write_bufs(cx, &[io::IoSlice::new(buf)])
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -600,7 +752,10 @@ impl<T: AsyncWrite + Sendfile + Unpin> AsyncWrite for SharedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.write_bufs(cx, bufs)
+        let written = self.write_bufs(cx, bufs);
+        self.activity
+            .set_blocked(&self.activity.write_blocked, written.is_pending());
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -632,6 +787,11 @@ pub struct Flushing<F: Future, T> {
 }
 
 impl<F: Future, T> Flushing<F, T> {
+    /// The wrapped future.
+    pub fn inner_mut(&mut self) -> Pin<&mut F> {
+        self.inner.as_mut()
+    }
+
     /// Wraps `inner`, whose writes go through the [`SharedIo`] of `io`.
     pub fn new(inner: F, io: Arc<Mutex<IoState<T>>>, activity: Arc<Activity>) -> Self {
         Self {
@@ -686,13 +846,20 @@ pub async fn answer_and_close<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T, ref
 pub async fn linger_close<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) {
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         io.shutdown().await?;
-        let mut sink = [0u8; 4096];
         let mut drained = 0usize;
         while drained < 256 * 1024 {
-            match io.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
+            // The buffer lives in the poll, not in every connection's future.
+            let n = std::future::poll_fn(|cx| {
+                let mut sink = [0u8; 4096];
+                let mut buf = ReadBuf::new(&mut sink);
+                std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
+                Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+            })
+            .await?;
+            if n == 0 {
+                break;
             }
+            drained += n;
         }
         Ok::<(), io::Error>(())
     })

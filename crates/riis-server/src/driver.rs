@@ -95,6 +95,11 @@ impl ConnectionState {
         }
     }
 
+    /// What the connection did, for the timeouts.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
     /// Whether the request being started is the last this connection serves
     /// (`limits.max_requests_per_connection`).
     fn is_last_request(&self) -> bool {
@@ -156,9 +161,25 @@ impl std::error::Error for ConnectionReset {}
 
 type Reply = Result<Response<ResponseBody>, ConnectionReset>;
 
-/// The hyper service function.
-pub async fn handle(state: Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
-    let _in_service = state.activity.request_started();
+/// The hyper service: one request on `state`'s connection. The request
+/// counts as in service from this call (made by hyper as soon as the head is
+/// parsed) until hyper drops the response body.
+pub fn handle(
+    state: Arc<ConnectionState>,
+    req: Request<Incoming>,
+) -> impl std::future::Future<Output = Reply> + Send {
+    let has_body = !http_body::Body::is_end_stream(req.body());
+    let in_service = state.activity.request_started(has_body);
+    async move {
+        let mut reply = respond(&state, req).await;
+        if let Ok(r) = &mut reply {
+            r.body_mut().in_service(in_service);
+        }
+        reply
+    }
+}
+
+async fn respond(state: &Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
     if let Err(refusal) = check_head(&req, &state.transport.limits) {
         tracing::debug!(
             remote = %state.connection.remote_addr,
@@ -169,7 +190,7 @@ pub async fn handle(state: Arc<ConnectionState>, req: Request<Incoming>) -> Repl
         return Ok(refusal_response(refusal));
     }
     let last = state.is_last_request();
-    let reply = serve(&state, req).await;
+    let reply = serve(state, req).await;
     if last {
         return reply.map(|mut r| {
             r.headers_mut()
@@ -277,6 +298,14 @@ async fn serve_site(
         body_read: state.transport.timeouts.body_read,
         execution: state.transport.timeouts.execution,
     };
+    let body = BodyReader {
+        body,
+        leftover: Bytes::new(),
+        ended: false,
+        timeout: (timeouts.body_read > 0)
+            .then(|| std::time::Duration::from_secs(timeouts.body_read)),
+        activity: state.activity.clone(),
+    };
     tokio::spawn(drive(exec, first, body, timeouts, shape, reply_tx));
     reply_rx.await.unwrap_or(Err(ConnectionReset))
 }
@@ -297,19 +326,13 @@ struct Limits {
 async fn drive(
     mut exec: RequestExecution,
     first: Event,
-    body: Incoming,
+    mut reader: BodyReader,
     timeouts: Limits,
     shape: ResponseShape,
     reply: oneshot::Sender<Reply>,
 ) {
-    let seconds = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
-    let mut reader = BodyReader {
-        body,
-        leftover: Bytes::new(),
-        ended: false,
-        timeout: seconds(timeouts.body_read),
-    };
-    let execution = seconds(timeouts.execution);
+    let execution =
+        (timeouts.execution > 0).then(|| std::time::Duration::from_secs(timeouts.execution));
     let mut reply = Some(reply);
     let hold = RequestBodyHold::default();
     let mut stream: Option<mpsc::Sender<Vec<EntityChunk>>> = None;
@@ -375,6 +398,8 @@ struct BodyReader {
     ended: bool,
     /// `timeouts.body_read`: the longest wait for the next body bytes.
     timeout: Option<std::time::Duration>,
+    /// Told when the body was read to its end.
+    activity: Arc<Activity>,
 }
 
 impl BodyReader {
@@ -402,7 +427,10 @@ impl BodyReader {
                     self.ended = true;
                     return Err(());
                 }
-                None => self.ended = true,
+                None => {
+                    self.ended = true;
+                    self.activity.request_body_read();
+                }
             }
         }
         let n = max.min(self.leftover.len());

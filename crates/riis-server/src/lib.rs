@@ -13,6 +13,7 @@ pub mod connection;
 pub mod defaults;
 pub mod driver;
 pub mod fs;
+mod protocol;
 pub mod reload;
 pub mod server;
 pub mod strict;

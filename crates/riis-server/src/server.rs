@@ -10,20 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use riis_native::{precondition_holds, NativeLibrary};
 
-use crate::connection::{
-    answer_and_close, finish_connection, Activity, Admission, Expiry, Flushing, Sendfile,
-    SendfileQueue, SharedIo, Sweeper, Transport,
-};
+use crate::connection::{answer_and_close, Sweeper, Transport};
 use crate::driver::{CurrentGeneration, Generation};
+use crate::protocol::{serve_connection, Builders, Negotiated, Serving};
 use crate::reload::{ConfigSource, Reloader};
-use crate::strict::parse_error_response;
-use crate::strict::Refusal;
 use crate::tls::{CertificateBinding, SniResolver};
 use arc_swap::ArcSwap;
 use riis_pipeline::{
@@ -34,7 +26,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, ServerConfig};
-use crate::driver::{handle, ConnectionState, Routes};
+use crate::driver::Routes;
 use crate::fs::{FileCacheLimits, RealFileSystem};
 
 /// Why the server could not run.
@@ -656,36 +648,6 @@ async fn run_worker(
     stop: watch::Receiver<bool>,
     deadline: Duration,
 ) {
-    let mut graceful = Arc::new(GracefulShutdown::new());
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // hyper's header timer is armed on every request and costs about 7%
-        // of a small static request; header and idle timeouts belong to the
-        // transport hardening work and will be enforced more cheaply there.
-        .header_read_timeout(None)
-        // The queue write strategy passes body slices through unchanged,
-        // which the sendfile placeholders rely on.
-        .writev(true)
-        .max_headers(transport.limits.max_header_count)
-        .max_buf_size(
-            (transport.limits.max_header_bytes + transport.limits.max_url_length + 1024).max(8192),
-        )
-        // Not hyper's `pipeline_flush`: with it hyper 1.12 keeps a response
-        // in its buffer while unread request bytes remain, and loses it when
-        // the connection then ends (every automatic 400, and responses to
-        // requests whose body it could not drain). riis gathers the writes
-        // of one task turn itself (`connection::Flushing`), which batches
-        // pipelined responses the same way and never strands bytes.
-        .pipeline_flush(false);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(transport.limits.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(transport.limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
     let sweeper = Arc::new(Sweeper::default());
     let sweeping = {
         let sweeper = sweeper.clone();
@@ -695,7 +657,7 @@ async fn run_worker(
     };
     let serving = Arc::new(Serving {
         current,
-        builder,
+        builders: Builders::new(&transport.limits),
         transport,
         sweeper,
     });
@@ -713,24 +675,13 @@ async fn run_worker(
             listener,
             listening,
             serving.clone(),
-            graceful.clone(),
             stop.clone(),
         )));
     }
     for l in accept_loops {
         let _ = l.await;
     }
-    // TLS handshakes still finishing hold a reference for a moment.
-    let graceful = loop {
-        match Arc::try_unwrap(graceful) {
-            Ok(g) => break g,
-            Err(shared) => {
-                graceful = shared;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    };
-    if tokio::time::timeout(deadline, graceful.shutdown())
+    if tokio::time::timeout(deadline, serving.sweeper.drain())
         .await
         .is_err()
     {
@@ -744,19 +695,10 @@ async fn run_worker(
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// What a worker's accept loops share.
-struct Serving {
-    current: CurrentGeneration,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    transport: Arc<Transport>,
-    sweeper: Arc<Sweeper>,
-}
-
 async fn accept_loop(
     listener: TcpListener,
     listening: Listening,
     serving: Arc<Serving>,
-    graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
     let local = listener.local_addr().ok();
@@ -796,12 +738,11 @@ async fn accept_loop(
         );
         let key = listening.key;
         match &listening.tls {
-            None => serve_connection(stream, info, key, admission, &serving, &graceful),
+            None => serve_connection(stream, info, key, admission, Negotiated::Unknown, &serving),
             Some(acceptor) => {
                 info.is_tls = true;
                 let acceptor = acceptor.clone();
                 let serving = serving.clone();
-                let graceful = Arc::downgrade(&graceful);
                 let limit = match serving.transport.timeouts.header_read {
                     0 => Duration::from_secs(60),
                     secs => Duration::from_secs(secs),
@@ -818,80 +759,18 @@ async fn accept_loop(
                             return;
                         }
                     };
-                    // Shutdown began during the handshake: nothing to serve.
-                    let Some(graceful) = graceful.upgrade() else {
-                        return;
+                    let negotiated = match tls.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Negotiated::Http2,
+                        Some(_) => Negotiated::Http1,
+                        None => Negotiated::Unknown,
                     };
-                    serve_connection(tls, info, key, admission, &serving, &graceful);
+                    // A connection that completes its handshake during a
+                    // drain is told to close at once (see `Sweeper::track`).
+                    serve_connection(tls, info, key, admission, negotiated, &serving);
                 });
             }
         }
     }
-}
-
-/// Serves one connection (plain or TLS) with hyper until it ends, a timeout
-/// expires it, or shutdown drains it; then answers what hyper could not and
-/// closes gracefully.
-fn serve_connection<I>(
-    io: I,
-    info: ConnectionInfo,
-    listener: SocketAddr,
-    admission: Admission,
-    serving: &Serving,
-    graceful: &GracefulShutdown,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Sendfile + Unpin + Send + 'static,
-{
-    let remote = info.remote_addr;
-    let activity = Activity::new();
-    serving.sweeper.track(activity.clone());
-    let sendfile = Arc::new(SendfileQueue::default());
-    let plain = !info.is_tls;
-    let state = Arc::new(ConnectionState::new(
-        serving.current.clone(),
-        listener,
-        Arc::new(info),
-        serving.transport.clone(),
-        activity.clone(),
-        plain.then(|| sendfile.clone()),
-    ));
-    let service = service_fn(move |req| handle(state.clone(), req));
-    let (io, shared) = SharedIo::new(io, activity.clone(), sendfile);
-    let conn = serving
-        .builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
-    let conn = Flushing::new(graceful.watch(conn), shared.clone(), activity.clone());
-    tokio::spawn(async move {
-        let result = tokio::select! {
-            r = conn => r,
-            expiry = activity.expired() => {
-                tracing::debug!(%remote, ?expiry, "connection timed out");
-                drop(admission);
-                // The connection future is gone, and hyper's handle with it.
-                let refusal = (expiry == Expiry::HeaderRead && activity.nothing_sent_for_request())
-                    .then_some(Refusal {
-                        status: http::StatusCode::REQUEST_TIMEOUT,
-                        reason: "the request head did not arrive within timeouts.header_read",
-                    });
-                finish_connection(shared, refusal).await;
-                return;
-            }
-        };
-        // The connection no longer counts once hyper is done with it, even
-        // while it lingers below.
-        drop(admission);
-        let refusal = match result {
-            Ok(()) => None,
-            Err(e) => {
-                tracing::debug!(error = %e, %remote, "connection ended with an error");
-                // hyper answers most parse errors itself; what it gave up on
-                // without a byte of response is answered here.
-                parse_error_response(&*e).filter(|_| activity.nothing_sent_for_request())
-            }
-        };
-        finish_connection(shared, refusal).await;
-    });
 }
 
 /// HealthCheck notifications and file cache sweeps, until `stop`.

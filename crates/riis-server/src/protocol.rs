@@ -1,0 +1,568 @@
+//! One accepted connection from its first byte to its close: which HTTP
+//! version it speaks (ALPN on TLS, the HTTP/2 preface on cleartext), hyper
+//! driving it, and the timeouts and drain that end it.
+//!
+//! **Parking.** An HTTP/1.x connection that waits for its next request keeps
+//! no hyper state. A hyper connection holds a read buffer, a header write
+//! buffer and its dispatcher (about 20 KiB) for as long as it lives; with
+//! thousands of idle keep-alive clients that would be most of the server's
+//! memory. So once a connection has answered everything it was sent (no
+//! request in service, every response byte taken by the socket, nothing
+//! read since), riis ends hyper's connection, takes back the socket and any
+//! bytes hyper had read ahead, and waits for the socket to become readable
+//! holding nothing else; the next request gets a fresh hyper connection.
+//! nginx gives back its request buffers on keep-alive the same way. HTTP/2
+//! connections stay with hyper throughout (their state is per connection
+//! anyway, and they multiplex).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use riis_pipeline::ConnectionInfo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::body::ResponseBody;
+use crate::config::Limits;
+use crate::connection::{
+    finish_connection, Activity, Admission, Expiry, Flushing, IoState, Sendfile, SendfileQueue,
+    SharedIo, Sweeper, Transport, WaitReadable,
+};
+use crate::driver::{handle, ConnectionReset, ConnectionState, CurrentGeneration};
+use crate::strict::{parse_error_response, Refusal};
+
+/// What a worker's accept loops share.
+pub(crate) struct Serving {
+    /// The configuration new requests use.
+    pub current: CurrentGeneration,
+    /// hyper's settings for each HTTP version.
+    pub builders: Builders,
+    /// Limits, timeouts, connection counts.
+    pub transport: Arc<Transport>,
+    /// The worker's connection sweeper.
+    pub sweeper: Arc<Sweeper>,
+}
+
+/// hyper's connection settings, made once per worker from `[limits]`.
+pub(crate) struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    /// The settings for `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            // Header and idle timeouts are the sweeper's (one pass a second
+            // for all connections), not a hyper timer armed per request.
+            .header_read_timeout(None)
+            // The queue write strategy passes body slices through unchanged,
+            // which the sendfile placeholders rely on.
+            .writev(true)
+            .max_headers(limits.max_header_count)
+            .max_buf_size((limits.max_header_bytes + limits.max_url_length + 1024).max(8192))
+            // Not hyper's `pipeline_flush`: with it hyper 1.12 keeps a
+            // response in its buffer while unread request bytes remain, and
+            // loses it when the connection then ends (every automatic 400,
+            // and responses to requests whose body it could not drain). riis
+            // gathers the writes of one task turn itself (`IoState`), which
+            // batches pipelined responses the same way and never strands
+            // bytes.
+            .pipeline_flush(false);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Self { http1, http2 }
+    }
+}
+
+/// Which HTTP version a connection speaks, when the transport already says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Negotiated {
+    /// Cleartext, or TLS without ALPN: the first bytes decide.
+    Unknown,
+    /// ALPN chose `http/1.1`.
+    Http1,
+    /// ALPN chose `h2`.
+    Http2,
+}
+
+/// The connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The hyper service of one connection. The request future is boxed: hyper
+/// polls a connection without shutting it down (which parking needs) only
+/// with an `Unpin` service future, and the box also keeps hyper's
+/// per-connection slot for it small.
+#[derive(Clone)]
+struct Service(Arc<ConnectionState>);
+
+type ReplyFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, ConnectionReset>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<ResponseBody>;
+    type Error = ConnectionReset;
+    type Future = ReplyFuture;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(handle(self.0.clone(), req))
+    }
+}
+
+/// The socket with bytes already read from it put back in front.
+struct Rewind<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T> Rewind<T> {
+    fn into_parts(self) -> (Bytes, T) {
+        (self.prefix, self.inner)
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The transports riis serves: plain TCP and TLS over it.
+pub(crate) trait Socket:
+    AsyncRead + AsyncWrite + Sendfile + WaitReadable + Unpin + Send + 'static
+{
+}
+
+impl<T: AsyncRead + AsyncWrite + Sendfile + WaitReadable + Unpin + Send + 'static> Socket for T {}
+
+type Http1Connection<I> = http1::Connection<TokioIo<Rewind<SharedIo<I>>>, Service>;
+type Http2Connection<I> =
+    Flushing<http2::Connection<TokioIo<Rewind<SharedIo<I>>>, Service, TokioExecutor>, I>;
+
+/// Why a connection's serving ended.
+enum End {
+    /// hyper finished the connection (the client closed, `Connection:
+    /// close`, an error).
+    Hyper(Result<(), hyper::Error>),
+    /// The sweeper expired it.
+    Expired(Expiry),
+    /// The worker drained while the connection was idle.
+    Drained,
+    /// The client closed, or reading failed, while no request was under way.
+    Closed,
+}
+
+/// Serves one accepted connection in a task of its own until it ends, a
+/// timeout expires it, or the worker drains; then answers what hyper could
+/// not and closes gracefully.
+pub(crate) fn serve_connection<I: Socket>(
+    io: I,
+    info: ConnectionInfo,
+    listener: SocketAddr,
+    admission: Admission,
+    negotiated: Negotiated,
+    serving: &Arc<Serving>,
+) {
+    let activity = Activity::new();
+    serving.sweeper.track(activity.clone());
+    let sendfile = Arc::new(SendfileQueue::default());
+    let plain = !info.is_tls;
+    let state = Arc::new(ConnectionState::new(
+        serving.current.clone(),
+        listener,
+        Arc::new(info),
+        serving.transport.clone(),
+        activity.clone(),
+        plain.then(|| sendfile.clone()),
+    ));
+    let (io, shared) = SharedIo::new(io, activity.clone(), sendfile);
+    let service = Service(state);
+    let phase = match negotiated {
+        Negotiated::Unknown => Phase::Sniff(io, service, BytesMut::new()),
+        // A new TLS connection is served at once: rustls may already hold
+        // the first request, read together with the handshake.
+        Negotiated::Http1 => Phase::Http1(Http1Session::start(
+            &serving.builders.http1,
+            io,
+            service,
+            Bytes::new(),
+        )),
+        Negotiated::Http2 => Phase::Http2(
+            start_http2(serving, io, service, Bytes::new(), &shared),
+            false,
+        ),
+    };
+    tokio::spawn(ConnectionTask::Open(Open {
+        serving: serving.clone(),
+        shared,
+        activity,
+        admission,
+        phase,
+    }));
+}
+
+/// A connection's task. Written out by hand rather than as an `async` block
+/// so that what every idle connection keeps is exactly the fields below
+/// (an `async` block would reserve room for its largest await point).
+enum ConnectionTask<I: Socket> {
+    /// Serving.
+    Open(Open<I>),
+    /// Answering what hyper could not, and closing.
+    Closing(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
+/// A connection being served.
+struct Open<I: Socket> {
+    serving: Arc<Serving>,
+    shared: Arc<Mutex<IoState<I>>>,
+    activity: Arc<Activity>,
+    admission: Admission,
+    phase: Phase<I>,
+}
+
+/// Where a connection is in its life.
+enum Phase<I: Socket> {
+    /// A cleartext connection's first bytes decide its HTTP version.
+    Sniff(SharedIo<I>, Service, BytesMut),
+    /// HTTP/1.x, with hyper or parked.
+    Http1(Http1Session<I>),
+    /// HTTP/2 with hyper; the flag is set once the drain began.
+    Http2(Pin<Box<Http2Connection<I>>>, bool),
+    /// Between phases.
+    Moving,
+}
+
+impl<I: Socket> Future for ConnectionTask<I> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let end = match this {
+            ConnectionTask::Closing(closing) => return closing.as_mut().poll(cx),
+            ConnectionTask::Open(open) => ready!(open.poll(cx)),
+        };
+        let ConnectionTask::Open(open) = std::mem::replace(
+            this,
+            ConnectionTask::Closing(Box::pin(std::future::ready(()))),
+        ) else {
+            return Poll::Ready(());
+        };
+        *this = ConnectionTask::Closing(Box::pin(open.close(end)));
+        Pin::new(this).poll(cx)
+    }
+}
+
+impl<I: Socket> Open<I> {
+    /// Serves until the connection ends.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        let signal = self.activity.poll_signal(cx);
+        if let Some(e) = signal.expired {
+            return Poll::Ready(End::Expired(e));
+        }
+        loop {
+            match &mut self.phase {
+                Phase::Sniff(io, _, got) => {
+                    if signal.draining {
+                        return Poll::Ready(End::Drained);
+                    }
+                    let http2 = match ready!(poll_sniff(io, got, cx)) {
+                        Ok(Some(http2)) => http2,
+                        Ok(None) | Err(_) => return Poll::Ready(End::Closed),
+                    };
+                    let Phase::Sniff(io, service, got) =
+                        std::mem::replace(&mut self.phase, Phase::Moving)
+                    else {
+                        return Poll::Ready(End::Closed);
+                    };
+                    self.phase = if http2 {
+                        Phase::Http2(
+                            start_http2(&self.serving, io, service, got.freeze(), &self.shared),
+                            false,
+                        )
+                    } else {
+                        let builder = &self.serving.builders.http1;
+                        Phase::Http1(Http1Session::start(builder, io, service, got.freeze()))
+                    };
+                }
+                Phase::Http1(session) => {
+                    if signal.draining && !session.closing && !session.drain() {
+                        return Poll::Ready(End::Drained);
+                    }
+                    let builder = &self.serving.builders.http1;
+                    return session.poll(cx, builder, &self.shared, &self.activity);
+                }
+                Phase::Http2(conn, drained) => {
+                    if signal.draining && !*drained {
+                        // GOAWAY; the streams under way finish.
+                        *drained = true;
+                        conn.as_mut().get_mut().inner_mut().graceful_shutdown();
+                    }
+                    return conn.as_mut().poll(cx).map(End::Hyper);
+                }
+                Phase::Moving => return Poll::Ready(End::Closed),
+            }
+        }
+    }
+
+    /// Answers what hyper could not, then closes gracefully.
+    async fn close(self, end: End) {
+        let Open {
+            shared,
+            activity,
+            admission,
+            phase,
+            ..
+        } = self;
+        // hyper's handle on the socket goes first, and the connection no
+        // longer counts, even while it lingers below.
+        drop(phase);
+        drop(admission);
+        let refusal = match end {
+            End::Expired(expiry) => {
+                tracing::debug!(?expiry, "connection timed out");
+                (expiry == Expiry::HeaderRead && activity.nothing_sent_for_request()).then_some(
+                    Refusal {
+                        status: http::StatusCode::REQUEST_TIMEOUT,
+                        reason: "the request head did not arrive within timeouts.header_read",
+                    },
+                )
+            }
+            End::Hyper(Err(e)) => {
+                tracing::debug!(error = %e, "connection ended with an error");
+                // hyper answers most parse errors itself; what it gave up on
+                // without a byte of response is answered here.
+                parse_error_response(&e).filter(|_| activity.nothing_sent_for_request())
+            }
+            End::Hyper(Ok(())) | End::Drained | End::Closed => None,
+        };
+        finish_connection(shared, refusal).await;
+    }
+}
+
+/// Reads a new cleartext connection's first bytes into `got`: the HTTP/2
+/// preface selects HTTP/2, anything else HTTP/1.x. `None`: the client
+/// closed before sending a byte.
+fn poll_sniff<I: Socket>(
+    io: &mut SharedIo<I>,
+    got: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Option<bool>>> {
+    loop {
+        let mut buf = [0u8; 2048];
+        let mut rb = ReadBuf::new(&mut buf);
+        ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+        if rb.filled().is_empty() {
+            return Poll::Ready(Ok((!got.is_empty()).then_some(false)));
+        }
+        got.extend_from_slice(rb.filled());
+        let n = got.len().min(HTTP2_PREFACE.len());
+        if got[..n] != HTTP2_PREFACE[..n] {
+            return Poll::Ready(Ok(Some(false)));
+        }
+        if n == HTTP2_PREFACE.len() {
+            return Poll::Ready(Ok(Some(true)));
+        }
+    }
+}
+
+/// hyper's HTTP/2 connection on `io`, after the bytes of `prefix`.
+fn start_http2<I: Socket>(
+    serving: &Serving,
+    io: SharedIo<I>,
+    service: Service,
+    prefix: Bytes,
+    shared: &Arc<Mutex<IoState<I>>>,
+) -> Pin<Box<Http2Connection<I>>> {
+    let activity = service.0.activity().clone();
+    let conn = serving
+        .builders
+        .http2
+        .serve_connection(TokioIo::new(Rewind { prefix, inner: io }), service);
+    Box::pin(Flushing::new(conn, shared.clone(), activity))
+}
+
+/// An HTTP/1.x connection: hyper serving it, or parked between requests.
+struct Http1Session<I: Socket> {
+    stage: Stage<I>,
+    /// Bytes read from the socket that hyper has not seen yet.
+    prefix: Bytes,
+    /// No parking until a request starts after this count: hyper was handed
+    /// read-ahead bytes (a partial request head) it has to finish first.
+    hold: Option<u64>,
+    /// hyper ends the connection after the exchange under way.
+    closing: bool,
+}
+
+enum Stage<I: Socket> {
+    /// Waiting for the next request with the socket and the service only.
+    Parked(SharedIo<I>, Service),
+    /// hyper serves the connection.
+    Serving(Box<Http1Connection<I>>),
+    /// Between stages.
+    Moving,
+}
+
+impl<I: Socket> Http1Session<I> {
+    /// hyper serving `io`, after the bytes of `prefix`.
+    fn start(builder: &http1::Builder, io: SharedIo<I>, service: Service, prefix: Bytes) -> Self {
+        let mut session = Self {
+            stage: Stage::Parked(io, service),
+            prefix,
+            hold: None,
+            closing: false,
+        };
+        session.resume(builder);
+        session
+    }
+
+    /// The worker drains: `false` if the connection is parked (it can close
+    /// at once); otherwise hyper closes after the exchange under way.
+    fn drain(&mut self) -> bool {
+        match &mut self.stage {
+            Stage::Serving(conn) => {
+                Pin::new(&mut **conn).graceful_shutdown();
+                self.closing = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Serves until the connection ends.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        builder: &http1::Builder,
+        shared: &Arc<Mutex<IoState<I>>>,
+        activity: &Activity,
+    ) -> Poll<End> {
+        loop {
+            let conn = match &mut self.stage {
+                Stage::Serving(conn) => conn,
+                Stage::Parked(io, _) => {
+                    if self.prefix.is_empty() && ready!(io.poll_wait_readable(cx)).is_err() {
+                        return Poll::Ready(End::Closed);
+                    }
+                    self.resume(builder);
+                    continue;
+                }
+                Stage::Moving => return Poll::Ready(End::Closed),
+            };
+            let served = conn.poll_without_shutdown(cx);
+            // The responses of this turn leave in one send.
+            let sent = shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .poll_send_pending(cx, activity);
+            if let Poll::Ready(r) = served {
+                return Poll::Ready(End::Hyper(r));
+            }
+            // hyper may be let go once the connection is idle, unless it was
+            // handed a partial request head it still has to complete.
+            let may_park =
+                activity.is_idle() && self.hold.is_none_or(|h| activity.requests_started() > h);
+            if sent.is_pending() || self.closing || !may_park {
+                return Poll::Pending;
+            }
+            // hyper is idle: it closes at once, handing back the socket.
+            Pin::new(&mut **conn).graceful_shutdown();
+            match conn.poll_without_shutdown(cx) {
+                Poll::Ready(Ok(())) => self.park(activity),
+                Poll::Ready(Err(e)) => return Poll::Ready(End::Hyper(Err(e))),
+                Poll::Pending => {
+                    // Not idle after all: hyper finishes the exchange under
+                    // way and closes.
+                    tracing::debug!("connection could not park; closing after its response");
+                    self.closing = true;
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Gives the socket (and any bytes read ahead) to a new hyper connection.
+    fn resume(&mut self, builder: &http1::Builder) {
+        if let Stage::Parked(io, service) = std::mem::replace(&mut self.stage, Stage::Moving) {
+            let prefix = std::mem::take(&mut self.prefix);
+            let io = TokioIo::new(Rewind { prefix, inner: io });
+            self.stage = Stage::Serving(Box::new(builder.serve_connection(io, service)));
+        }
+    }
+
+    /// Ends hyper's connection and keeps only the socket.
+    fn park(&mut self, activity: &Activity) {
+        let Stage::Serving(conn) = std::mem::replace(&mut self.stage, Stage::Moving) else {
+            return;
+        };
+        let parts = conn.into_parts();
+        let (rest, io) = parts.io.into_inner().into_parts();
+        // What hyper read ahead comes before what it never took.
+        self.prefix = match (parts.read_buf.is_empty(), rest.is_empty()) {
+            (true, _) => rest,
+            (false, true) => parts.read_buf,
+            (false, false) => {
+                let mut joined = BytesMut::from(&parts.read_buf[..]);
+                joined.extend_from_slice(&rest);
+                joined.freeze()
+            }
+        };
+        if !self.prefix.is_empty() {
+            self.hold = Some(activity.requests_started());
+        }
+        io.release_buffers();
+        self.stage = Stage::Parked(io, parts.service);
+    }
+}
