@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use riis_pipeline::EntityChunk;
 use tokio::sync::mpsc;
 
-use crate::connection::{InService, SendfileQueue};
+use crate::connection::{ConnectionState, InService};
 
 /// How much of a file range is read per step.
 const FILE_READ_SIZE: u64 = 256 * 1024;
@@ -43,7 +43,7 @@ pub struct ResponseBody {
     _request_body: Option<RequestBodyHold>,
     /// File ranges go to the connection's sendfile queue instead of being
     /// read (see [`crate::connection::FILE_PLACEHOLDER`]).
-    files: Option<Arc<SendfileQueue>>,
+    files: Option<Arc<ConnectionState>>,
     /// The request stays in service until hyper is done with its body.
     _in_service: Option<InService>,
 }
@@ -67,9 +67,10 @@ impl ResponseBody {
         }
     }
 
-    /// Sends file ranges through `queue` (sendfile) rather than reading them.
-    pub fn with_files(mut self, queue: Option<Arc<SendfileQueue>>) -> Self {
-        self.files = queue;
+    /// Sends file ranges through the sendfile queue of `conn` rather than
+    /// reading them (when it has one).
+    pub fn with_files(mut self, conn: Option<Arc<ConnectionState>>) -> Self {
+        self.files = conn.filter(|c| c.sendfile().is_some());
         self
     }
 
@@ -143,7 +144,7 @@ impl Body for ResponseBody {
                     if let Some(r) = &mut this.remaining {
                         *r = r.saturating_sub(step);
                     }
-                    if let Some(queue) = &this.files {
+                    if let Some(queue) = this.files.as_ref().and_then(|c| c.sendfile()) {
                         let placeholder = queue.push(file, offset, step as usize);
                         return Poll::Ready(Some(Ok(Frame::data(placeholder))));
                     }

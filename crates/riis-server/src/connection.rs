@@ -17,7 +17,10 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::config::{Limits, Timeouts};
+use crate::driver::CurrentGeneration;
 use crate::strict::{raw_response, Refusal};
+use riis_pipeline::ConnectionInfo;
+use std::net::SocketAddr;
 
 /// Counts open connections, server-wide and per client address.
 #[derive(Debug, Default)]
@@ -173,17 +176,17 @@ pub struct Activity {
 
 impl Activity {
     /// A new connection: idle from now.
-    pub fn new() -> Arc<Self> {
-        let a = Arc::new(Self::default());
+    pub fn new() -> Self {
         let t = now();
-        a.idle_since.store(t, Ordering::Relaxed);
-        a.last_write.store(t, Ordering::Relaxed);
-        a
+        Self {
+            idle_since: AtomicU32::new(t),
+            last_write: AtomicU32::new(t),
+            ..Self::default()
+        }
     }
 
-    /// A request reached the service; the returned guard, dropped with the
-    /// response body, marks its end. `has_body`: the request has a body.
-    pub fn request_started(self: &Arc<Self>, has_body: bool) -> InService {
+    /// A request reached the service. `has_body`: the request has a body.
+    fn started(&self, has_body: bool) {
         self.in_service.fetch_add(1, Ordering::Relaxed);
         self.body_unread.store(has_body, Ordering::Relaxed);
         self.requests_started.fetch_add(1, Ordering::Relaxed);
@@ -191,7 +194,15 @@ impl Activity {
             self.written_total.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        InService(self.clone())
+    }
+
+    /// A request's response went out (or was abandoned).
+    fn ended(&self) {
+        if self.in_service.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.read_at_idle
+                .store(self.read_total.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.idle_since.store(now(), Ordering::Relaxed);
+        }
     }
 
     /// The current request's body was read to its end.
@@ -293,35 +304,91 @@ impl Activity {
 }
 
 /// A request in service; dropping it ends it.
-#[derive(Debug)]
-pub struct InService(Arc<Activity>);
+pub struct InService(Arc<ConnectionState>);
 
 impl Drop for InService {
     fn drop(&mut self) {
-        let a = &*self.0;
-        if a.in_service.fetch_sub(1, Ordering::Relaxed) == 1 {
-            a.read_at_idle
-                .store(a.read_total.load(Ordering::Relaxed), Ordering::Relaxed);
-            a.idle_since.store(now(), Ordering::Relaxed);
+        self.0.activity.ended();
+    }
+}
+
+/// Everything a connection's requests and its I/O share, in one allocation
+/// per connection.
+pub struct ConnectionState {
+    /// The configuration, read afresh by every request (so a reload applies
+    /// to kept-alive connections too).
+    pub current: CurrentGeneration,
+    /// The configured address of the listener the connection came on.
+    pub listener: SocketAddr,
+    /// The connection.
+    pub connection: Arc<ConnectionInfo>,
+    /// Limits and connection counts.
+    pub transport: Arc<Transport>,
+    /// Requests started on the connection.
+    requests: AtomicU64,
+    /// What the connection did, for the timeouts.
+    pub activity: Activity,
+    /// Where file ranges queue for `sendfile` (plain connections only).
+    sendfile: Option<SendfileQueue>,
+}
+
+impl ConnectionState {
+    /// The state of a new connection; `sendfile`: file ranges may go out
+    /// with `sendfile`.
+    pub fn new(
+        current: CurrentGeneration,
+        listener: SocketAddr,
+        connection: Arc<ConnectionInfo>,
+        transport: Arc<Transport>,
+        sendfile: bool,
+    ) -> Self {
+        Self {
+            current,
+            listener,
+            connection,
+            transport,
+            requests: AtomicU64::new(0),
+            activity: Activity::new(),
+            sendfile: sendfile.then(SendfileQueue::default),
         }
+    }
+
+    /// A request reached the service; the returned guard, dropped with the
+    /// response body, marks its end. `has_body`: the request has a body.
+    pub fn request_started(self: &Arc<Self>, has_body: bool) -> InService {
+        self.activity.started(has_body);
+        InService(self.clone())
+    }
+
+    /// Whether the request being started is the last this connection serves
+    /// (`limits.max_requests_per_connection`).
+    pub fn is_last_request(&self) -> bool {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let max = self.transport.limits.max_requests_per_connection;
+        max > 0 && n >= max
+    }
+
+    /// The queue of file ranges for `sendfile`, on connections that use it.
+    pub fn sendfile(&self) -> Option<&SendfileQueue> {
+        self.sendfile.as_ref()
     }
 }
 
 /// The connections of one worker, swept once a second.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Sweeper {
-    connections: Mutex<Vec<Arc<Activity>>>,
+    connections: Mutex<Vec<Arc<ConnectionState>>>,
     draining: AtomicBool,
 }
 
 impl Sweeper {
     /// Tracks a new connection (told to drain at once if the worker does).
-    pub fn track(&self, activity: Arc<Activity>) {
+    pub fn track(&self, connection: Arc<ConnectionState>) {
         let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         if self.draining.load(Ordering::Acquire) {
-            activity.drain();
+            connection.activity.drain();
         }
-        list.push(activity);
+        list.push(connection);
     }
 
     /// Expires what overran its timeout, until `stop`.
@@ -337,9 +404,9 @@ impl Sweeper {
             let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
             // A connection whose task ended holds the only other reference.
             list.retain(|a| Arc::strong_count(a) > 1);
-            for a in list.iter() {
-                if let Some(e) = a.check(t, &timeouts) {
-                    a.expire(e);
+            for c in list.iter() {
+                if let Some(e) = c.activity.check(t, &timeouts) {
+                    c.activity.expire(e);
                 }
             }
         }
@@ -351,8 +418,8 @@ impl Sweeper {
         {
             let list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
             self.draining.store(true, Ordering::Release);
-            for a in list.iter() {
-                a.drain();
+            for c in list.iter() {
+                c.activity.drain();
             }
         }
         loop {
@@ -546,17 +613,12 @@ impl<T: AsyncWrite + Unpin> IoState<T> {
 /// task, and riis writes only after hyper is done.
 pub struct SharedIo<T> {
     inner: Arc<Mutex<IoState<T>>>,
-    activity: Arc<Activity>,
-    sendfile: Arc<SendfileQueue>,
+    conn: Arc<ConnectionState>,
 }
 
 impl<T> SharedIo<T> {
     /// Wraps `io`; the returned handle reaches it after hyper is done.
-    pub fn new(
-        io: T,
-        activity: Arc<Activity>,
-        sendfile: Arc<SendfileQueue>,
-    ) -> (Self, Arc<Mutex<IoState<T>>>) {
+    pub fn new(io: T, conn: Arc<ConnectionState>) -> (Self, Arc<Mutex<IoState<T>>>) {
         let inner = Arc::new(Mutex::new(IoState {
             io,
             pending: Vec::new(),
@@ -564,8 +626,7 @@ impl<T> SharedIo<T> {
         (
             Self {
                 inner: inner.clone(),
-                activity,
-                sendfile,
+                conn,
             },
             inner,
         )
@@ -580,13 +641,11 @@ impl<T> SharedIo<T> {
     /// Gives back the buffers of a connection that goes idle.
     pub fn release_buffers(&self) {
         self.state().release_buffers();
-        let mut ranges = self
-            .sendfile
-            .ranges
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if ranges.is_empty() {
-            *ranges = VecDeque::new();
+        if let Some(queue) = self.conn.sendfile() {
+            let mut ranges = queue.ranges.lock().unwrap_or_else(|e| e.into_inner());
+            if ranges.is_empty() {
+                *ranges = VecDeque::new();
+            }
         }
     }
 }
@@ -608,7 +667,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
         let r = Pin::new(&mut self.state().io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.activity
+            self.conn
+                .activity
                 .read_total
                 .fetch_add(n as u64, Ordering::Relaxed);
         }
@@ -627,7 +687,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let mut state = self.state();
-        std::task::ready!(state.poll_send_pending(cx, &self.activity))?;
+        std::task::ready!(state.poll_send_pending(cx, &self.conn.activity))?;
         let mut consumed = 0usize;
         for slice in bufs {
             let slice: &[u8] = slice;
@@ -635,11 +695,13 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
                 continue;
             }
             let result = if is_placeholder(slice) {
-                let mut ranges = self
-                    .sendfile
-                    .ranges
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let Some(queue) = self.conn.sendfile() else {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a file placeholder on a connection without sendfile",
+                    )));
+                };
+                let mut ranges = queue.ranges.lock().unwrap_or_else(|e| e.into_inner());
                 let Some((file, offset, left)) = ranges.front_mut() else {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -664,7 +726,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
             match result {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
-                    self.activity.sent(n);
+                    self.conn.activity.sent(n);
                     consumed += n;
                     if n < slice.len() {
                         return Poll::Ready(Ok(consumed));
@@ -699,7 +761,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         let mut state = self.state();
         if state.pending.len() + len > COALESCE && len <= COALESCE {
-            std::task::ready!(state.poll_send_pending(cx, &self.activity))?;
+            std::task::ready!(state.poll_send_pending(cx, &self.conn.activity))?;
         }
         if state.pending.len() + len <= COALESCE {
             for b in bufs {
@@ -723,7 +785,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
                 }
                 Poll::Ready(Ok(n)) => {
-                    self.activity.sent(n);
+                    self.conn.activity.sent(n);
                     if n > gathered || (n == gathered && len == 0) {
                         pending.clear();
                         return Poll::Ready(Ok(n - gathered));
@@ -753,8 +815,8 @@ impl<T: AsyncWrite + Sendfile + Unpin> AsyncWrite for SharedIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let written = self.write_bufs(cx, bufs);
-        self.activity
-            .set_blocked(&self.activity.write_blocked, written.is_pending());
+        let activity = &self.conn.activity;
+        activity.set_blocked(&activity.write_blocked, written.is_pending());
         written
     }
 
@@ -772,8 +834,8 @@ impl<T: AsyncWrite + Sendfile + Unpin> AsyncWrite for SharedIo<T> {
     /// is done (see [`finish_connection`]), after it had the chance to
     /// answer a request hyper gave up on.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let activity = self.activity.clone();
-        self.state().poll_send_pending(cx, &activity)
+        let conn = self.conn.clone();
+        self.state().poll_send_pending(cx, &conn.activity)
     }
 }
 
@@ -782,7 +844,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> AsyncWrite for SharedIo<T> {
 pub struct Flushing<F: Future, T> {
     inner: Pin<Box<F>>,
     io: Arc<Mutex<IoState<T>>>,
-    activity: Arc<Activity>,
+    conn: Arc<ConnectionState>,
     done: Option<F::Output>,
 }
 
@@ -793,11 +855,11 @@ impl<F: Future, T> Flushing<F, T> {
     }
 
     /// Wraps `inner`, whose writes go through the [`SharedIo`] of `io`.
-    pub fn new(inner: F, io: Arc<Mutex<IoState<T>>>, activity: Arc<Activity>) -> Self {
+    pub fn new(inner: F, io: Arc<Mutex<IoState<T>>>, conn: Arc<ConnectionState>) -> Self {
         Self {
             inner: Box::pin(inner),
             io,
-            activity,
+            conn,
             done: None,
         }
     }
@@ -810,17 +872,17 @@ where
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if self.done.is_none() {
-            if let Poll::Ready(out) = self.inner.as_mut().poll(cx) {
-                self.done = Some(out);
+        let this = self.as_mut().get_mut();
+        if this.done.is_none() {
+            if let Poll::Ready(out) = this.inner.as_mut().poll(cx) {
+                this.done = Some(out);
             }
         }
-        let activity = self.activity.clone();
-        let sent = self
+        let sent = this
             .io
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .poll_send_pending(cx, &activity);
+            .poll_send_pending(cx, &this.conn.activity);
         if sent.is_pending() {
             // Woken when the socket can take more.
             return Poll::Pending;

@@ -21,13 +21,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use riis_pipeline::{
-    ConnectionInfo, EntityChunk, HttpContext, HttpRequest, Output, Pipeline, RequestExecution,
-    ResponseHead, Site, Step,
+    EntityChunk, HttpContext, HttpRequest, Output, Pipeline, RequestExecution, ResponseHead, Site,
+    Step,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{RequestBodyHold, ResponseBody};
-use crate::connection::{Activity, SendfileQueue, Transport};
+use crate::connection::ConnectionState;
 use crate::strict::{check_head, Refusal};
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
@@ -54,60 +54,6 @@ pub struct Generation {
 
 /// The configuration new requests use.
 pub type CurrentGeneration = Arc<ArcSwap<Generation>>;
-
-/// Everything a connection's requests share.
-pub struct ConnectionState {
-    /// The configuration, read afresh by every request (so a reload applies
-    /// to kept-alive connections too).
-    current: CurrentGeneration,
-    /// The configured address of the listener the connection came on.
-    listener: SocketAddr,
-    /// The connection.
-    pub connection: Arc<ConnectionInfo>,
-    /// Limits and connection counts.
-    pub transport: Arc<Transport>,
-    /// Requests started on the connection.
-    requests: AtomicU64,
-    /// What the connection did, for the timeouts.
-    activity: Arc<Activity>,
-    /// Where file ranges queue for `sendfile` (plain connections only).
-    sendfile: Option<Arc<SendfileQueue>>,
-}
-
-impl ConnectionState {
-    /// The state of a new connection.
-    pub fn new(
-        current: CurrentGeneration,
-        listener: SocketAddr,
-        connection: Arc<ConnectionInfo>,
-        transport: Arc<Transport>,
-        activity: Arc<Activity>,
-        sendfile: Option<Arc<SendfileQueue>>,
-    ) -> Self {
-        Self {
-            current,
-            listener,
-            connection,
-            transport,
-            requests: AtomicU64::new(0),
-            activity,
-            sendfile,
-        }
-    }
-
-    /// What the connection did, for the timeouts.
-    pub fn activity(&self) -> &Arc<Activity> {
-        &self.activity
-    }
-
-    /// Whether the request being started is the last this connection serves
-    /// (`limits.max_requests_per_connection`).
-    fn is_last_request(&self) -> bool {
-        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        let max = self.transport.limits.max_requests_per_connection;
-        max > 0 && n >= max
-    }
-}
 
 /// The site of `routes` that answers `req`'s host.
 fn site_for<'r>(routes: &'r Routes, req: &Request<Incoming>) -> Option<&'r Arc<Site>> {
@@ -169,7 +115,7 @@ pub fn handle(
     req: Request<Incoming>,
 ) -> impl std::future::Future<Output = Reply> + Send {
     let has_body = !http_body::Body::is_end_stream(req.body());
-    let in_service = state.activity.request_started(has_body);
+    let in_service = state.request_started(has_body);
     async move {
         let mut reply = respond(&state, req).await;
         if let Ok(r) = &mut reply {
@@ -254,9 +200,8 @@ async fn serve_site(
         is_head: parts.method == Method::HEAD,
         // File bytes go out with sendfile on plain HTTP/1.x connections
         // (HTTP/2 frames and TLS records are built in user space).
-        files: (parts.version != http::Version::HTTP_2)
-            .then(|| state.sendfile.clone())
-            .flatten(),
+        files: (parts.version != http::Version::HTTP_2 && state.sendfile().is_some())
+            .then(|| state.clone()),
     };
     let request = match HttpRequest::new(
         parts.method,
@@ -304,7 +249,7 @@ async fn serve_site(
         ended: false,
         timeout: (timeouts.body_read > 0)
             .then(|| std::time::Duration::from_secs(timeouts.body_read)),
-        activity: state.activity.clone(),
+        state: state.clone(),
     };
     tokio::spawn(drive(exec, first, body, timeouts, shape, reply_tx));
     reply_rx.await.unwrap_or(Err(ConnectionReset))
@@ -399,7 +344,7 @@ struct BodyReader {
     /// `timeouts.body_read`: the longest wait for the next body bytes.
     timeout: Option<std::time::Duration>,
     /// Told when the body was read to its end.
-    activity: Arc<Activity>,
+    state: Arc<ConnectionState>,
 }
 
 impl BodyReader {
@@ -429,7 +374,7 @@ impl BodyReader {
                 }
                 None => {
                     self.ended = true;
-                    self.activity.request_body_read();
+                    self.state.activity.request_body_read();
                 }
             }
         }
@@ -516,8 +461,8 @@ fn head_of(out: &mut Output) -> Result<ResponseHead, StatusCode> {
 /// How a response's body goes out.
 struct ResponseShape {
     is_head: bool,
-    /// The connection's sendfile queue, when file ranges may use it.
-    files: Option<Arc<SendfileQueue>>,
+    /// The connection, when file ranges may use its sendfile queue.
+    files: Option<Arc<ConnectionState>>,
 }
 
 fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {

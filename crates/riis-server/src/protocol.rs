@@ -33,10 +33,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::connection::{
-    finish_connection, Activity, Admission, Expiry, Flushing, IoState, Sendfile, SendfileQueue,
+    finish_connection, Activity, Admission, ConnectionState, Expiry, Flushing, IoState, Sendfile,
     SharedIo, Sweeper, Transport, WaitReadable,
 };
-use crate::driver::{handle, ConnectionReset, ConnectionState, CurrentGeneration};
+use crate::driver::{handle, ConnectionReset, CurrentGeneration};
 use crate::strict::{parse_error_response, Refusal};
 
 /// What a worker's accept loops share.
@@ -146,6 +146,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
         }
         let n = self.prefix.len().min(buf.remaining());
         buf.put_slice(&self.prefix.split_to(n));
+        if self.prefix.is_empty() {
+            // Let go of the buffer the bytes came in.
+            self.prefix = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -216,20 +220,19 @@ pub(crate) fn serve_connection<I: Socket>(
     negotiated: Negotiated,
     serving: &Arc<Serving>,
 ) {
-    let activity = Activity::new();
-    serving.sweeper.track(activity.clone());
-    let sendfile = Arc::new(SendfileQueue::default());
+    // File bytes go out with sendfile on plain connections (TLS records
+    // are built in user space).
     let plain = !info.is_tls;
     let state = Arc::new(ConnectionState::new(
         serving.current.clone(),
         listener,
         Arc::new(info),
         serving.transport.clone(),
-        activity.clone(),
-        plain.then(|| sendfile.clone()),
+        plain,
     ));
-    let (io, shared) = SharedIo::new(io, activity.clone(), sendfile);
-    let service = Service(state);
+    serving.sweeper.track(state.clone());
+    let (io, shared) = SharedIo::new(io, state.clone());
+    let service = Service(state.clone());
     let phase = match negotiated {
         Negotiated::Unknown => Phase::Sniff(io, service, BytesMut::new()),
         // A new TLS connection is served at once: rustls may already hold
@@ -248,7 +251,7 @@ pub(crate) fn serve_connection<I: Socket>(
     tokio::spawn(ConnectionTask::Open(Open {
         serving: serving.clone(),
         shared,
-        activity,
+        state,
         admission,
         phase,
     }));
@@ -268,7 +271,7 @@ enum ConnectionTask<I: Socket> {
 struct Open<I: Socket> {
     serving: Arc<Serving>,
     shared: Arc<Mutex<IoState<I>>>,
-    activity: Arc<Activity>,
+    state: Arc<ConnectionState>,
     admission: Admission,
     phase: Phase<I>,
 }
@@ -308,7 +311,7 @@ impl<I: Socket> Future for ConnectionTask<I> {
 impl<I: Socket> Open<I> {
     /// Serves until the connection ends.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        let signal = self.activity.poll_signal(cx);
+        let signal = self.state.activity.poll_signal(cx);
         if let Some(e) = signal.expired {
             return Poll::Ready(End::Expired(e));
         }
@@ -342,7 +345,7 @@ impl<I: Socket> Open<I> {
                         return Poll::Ready(End::Drained);
                     }
                     let builder = &self.serving.builders.http1;
-                    return session.poll(cx, builder, &self.shared, &self.activity);
+                    return session.poll(cx, builder, &self.shared, &self.state.activity);
                 }
                 Phase::Http2(conn, drained) => {
                     if signal.draining && !*drained {
@@ -361,11 +364,12 @@ impl<I: Socket> Open<I> {
     async fn close(self, end: End) {
         let Open {
             shared,
-            activity,
+            state,
             admission,
             phase,
             ..
         } = self;
+        let activity = &state.activity;
         // hyper's handle on the socket goes first, and the connection no
         // longer counts, even while it lingers below.
         drop(phase);
@@ -426,12 +430,12 @@ fn start_http2<I: Socket>(
     prefix: Bytes,
     shared: &Arc<Mutex<IoState<I>>>,
 ) -> Pin<Box<Http2Connection<I>>> {
-    let activity = service.0.activity().clone();
+    let state = service.0.clone();
     let conn = serving
         .builders
         .http2
         .serve_connection(TokioIo::new(Rewind { prefix, inner: io }), service);
-    Box::pin(Flushing::new(conn, shared.clone(), activity))
+    Box::pin(Flushing::new(conn, shared.clone(), state))
 }
 
 /// An HTTP/1.x connection: hyper serving it, or parked between requests.

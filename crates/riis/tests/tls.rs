@@ -353,3 +353,49 @@ fn certificate_problems_are_configuration_errors() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("both with and without TLS"));
 }
+
+/// Reads one response with a `Content-Length` body from `tls`.
+fn read_sized_response(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .expect("a Content-Length");
+    let mut body = vec![0u8; length];
+    tls.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+#[test]
+fn a_large_response_reaches_a_slow_reader_whole_and_the_connection_goes_on() {
+    let t = two_sites();
+    let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(t.dir_path.join("a/big.bin"), &big).unwrap();
+    let (_, _, mut tls) = connect(t.server.addr, "a.test", &[b"http/1.1"]);
+    tls.write_all(b"GET /big.bin HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .unwrap();
+    // The server fills the socket and waits; the end of the response must
+    // still come once the client reads.
+    std::thread::sleep(Duration::from_millis(500));
+    let (head, body) = read_sized_response(&mut tls);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body == big, "the body differs from the file");
+    std::thread::sleep(Duration::from_millis(100));
+    tls.write_all(b"GET /index.txt HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .unwrap();
+    let (head, body) = read_sized_response(&mut tls);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"site a");
+}

@@ -1,0 +1,125 @@
+//! Keep-alive connections over real sockets, across the moments the server
+//! parks them (gives hyper's buffers back while a connection waits for its
+//! next request): pauses between requests, request heads that arrive in
+//! pieces, pipelined bytes read ahead, request bodies left unread, and
+//! shutdown while connections wait.
+
+mod common;
+
+use std::io::Read;
+use std::thread::sleep;
+use std::time::Duration;
+
+use common::{write_config, Connection, RunningBinary, TempDir};
+
+fn server() -> (TempDir, RunningBinary) {
+    let dir = TempDir::new("keepalive");
+    dir.write("www/a.txt", "alpha");
+    dir.write("www/b.txt", "beta");
+    let config = write_config(&dir, &dir.path().join("www"), "");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    (dir, server)
+}
+
+const PAUSE: Duration = Duration::from_millis(60);
+
+#[test]
+fn one_connection_serves_requests_with_pauses_between() {
+    let (_dir, server) = server();
+    let mut conn = Connection::open(server.addr);
+    for i in 0..12 {
+        let path = if i % 2 == 0 { "/a.txt" } else { "/b.txt" };
+        let resp = conn.get(path);
+        assert_eq!(resp.status, 200, "request {i}");
+        assert_eq!(resp.text(), if i % 2 == 0 { "alpha" } else { "beta" });
+        sleep(PAUSE);
+    }
+}
+
+#[test]
+fn a_request_head_arriving_in_pieces_is_served() {
+    let (_dir, server) = server();
+    let mut conn = Connection::open(server.addr);
+    // On a new connection, and again after a response (when it is parked).
+    for round in 0..3 {
+        conn.send_raw(b"GET /a.txt HT");
+        sleep(PAUSE);
+        conn.send_raw(b"TP/1.1\r\nHo");
+        sleep(PAUSE);
+        conn.send_raw(b"st: t\r\n\r\n");
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 200, "round {round}");
+        assert_eq!(resp.text(), "alpha");
+        sleep(PAUSE);
+    }
+}
+
+#[test]
+fn a_pipelined_request_cut_short_is_completed_later() {
+    let (_dir, server) = server();
+    let mut conn = Connection::open(server.addr);
+    // The second head's first half comes with the first request: the server
+    // holds it while it waits for the rest.
+    conn.send_raw(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /b.txt HTTP/1.1\r\nHo");
+    let first = conn.read_response(false);
+    assert_eq!((first.status, first.text().as_str()), (200, "alpha"));
+    sleep(PAUSE * 3);
+    conn.send_raw(b"st: t\r\n\r\n");
+    let second = conn.read_response(false);
+    assert_eq!((second.status, second.text().as_str()), (200, "beta"));
+    // And the connection goes on.
+    sleep(PAUSE);
+    assert_eq!(conn.get("/a.txt").text(), "alpha");
+}
+
+#[test]
+fn a_request_body_the_handler_did_not_read_is_skipped() {
+    let (_dir, server) = server();
+    let mut conn = Connection::open(server.addr);
+    // Static files refuse POST without reading the body; the whole body is
+    // already here, so the connection stays usable.
+    conn.send_raw(b"POST /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    let refused = conn.read_response(false);
+    assert_eq!(refused.status, 405);
+    sleep(PAUSE);
+    let resp = conn.get("/b.txt");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "beta"));
+}
+
+#[test]
+fn a_request_body_that_never_comes_gets_the_answer_then_a_close() {
+    let (_dir, server) = server();
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"POST /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nhe");
+    let refused = conn.read_response(false);
+    assert_eq!(refused.status, 405);
+    // The unread body makes the connection unusable: it is closed, not left
+    // waiting (the read would time out after 20 s and fail the test).
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn shutdown_closes_waiting_connections_and_exits() {
+    let (_dir, server) = server();
+    let addr = server.addr;
+    let mut waiting: Vec<Connection> = (0..20)
+        .map(|_| {
+            let mut c = Connection::open(addr);
+            assert_eq!(c.get("/a.txt").status, 200);
+            c
+        })
+        .collect();
+    // One connection that never sent a byte.
+    let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    sleep(PAUSE);
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    for c in waiting.iter_mut() {
+        assert!(c.is_closed());
+    }
+    let mut buf = [0u8; 16];
+    assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
+}
