@@ -27,7 +27,7 @@ use riis_pipeline::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{RequestBodyHold, ResponseBody};
-use crate::connection::ConnectionState;
+use crate::connection::{ConnectionState, InService};
 use crate::strict::{check_head, Refusal};
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
@@ -110,22 +110,17 @@ type Reply = Result<Response<ResponseBody>, ConnectionReset>;
 /// The hyper service: one request on `state`'s connection. The request
 /// counts as in service from this call (made by hyper as soon as the head is
 /// parsed) until hyper drops the response body.
-pub fn handle(
-    state: Arc<ConnectionState>,
-    req: Request<Incoming>,
-) -> impl std::future::Future<Output = Reply> + Send {
+///
+/// The common request (every module answers synchronously, one final send)
+/// is answered within this call: the returned future is ready at once, and
+/// nothing is boxed or spawned for it.
+pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFuture {
     let has_body = !http_body::Body::is_end_stream(req.body());
-    let in_service = state.request_started(has_body);
-    async move {
-        let mut reply = respond(&state, req).await;
-        if let Ok(r) = &mut reply {
-            r.body_mut().in_service(in_service);
-        }
-        reply
-    }
-}
-
-async fn respond(state: &Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
+    let mut finish = Finish {
+        in_service: Some(state.request_started(has_body)),
+        last: false,
+        hsts: None,
+    };
     if let Err(refusal) = check_head(&req, &state.transport.limits) {
         tracing::debug!(
             remote = %state.connection.remote_addr,
@@ -133,18 +128,85 @@ async fn respond(state: &Arc<ConnectionState>, req: Request<Incoming>) -> Reply 
             reason = refusal.reason,
             "request refused"
         );
-        return Ok(refusal_response(refusal));
+        return ReplyFuture::ready(finish.apply(Ok(refusal_response(refusal))));
     }
-    let last = state.is_last_request();
-    let reply = serve(state, req).await;
-    if last {
-        return reply.map(|mut r| {
+    finish.last = state.is_last_request();
+    match serve(state, req, &mut finish) {
+        Answer::Now(reply) => ReplyFuture::ready(finish.apply(reply)),
+        Answer::Later(rx) => ReplyFuture(ReplyState::Waiting(rx, finish)),
+    }
+}
+
+/// A reply, or where it will come from.
+enum Answer {
+    /// Known now.
+    Now(Reply),
+    /// Sent by the request's own task.
+    Later(oneshot::Receiver<Reply>),
+}
+
+/// What every reply gets on its way out.
+struct Finish {
+    /// Moved into the response body (see [`handle`]).
+    in_service: Option<InService>,
+    /// The connection's last request: `Connection: close`.
+    last: bool,
+    /// The site's `Strict-Transport-Security`, on TLS.
+    hsts: Option<HeaderValue>,
+}
+
+impl Finish {
+    fn apply(&mut self, reply: Reply) -> Reply {
+        let mut r = reply?;
+        if let Some(value) = self.hsts.take() {
+            r.headers_mut()
+                .entry(http::header::STRICT_TRANSPORT_SECURITY)
+                .or_insert(value);
+        }
+        if self.last {
             r.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
-            r
-        });
+        }
+        if let Some(guard) = self.in_service.take() {
+            r.body_mut().in_service(guard);
+        }
+        Ok(r)
     }
-    reply
+}
+
+/// The future of one request's reply: ready at once for the common request,
+/// else waiting for the request's task. `Unpin`, so hyper can be driven
+/// without shutting the connection down (parking needs that).
+pub struct ReplyFuture(ReplyState);
+
+enum ReplyState {
+    Ready(Option<Reply>),
+    Waiting(oneshot::Receiver<Reply>, Finish),
+}
+
+impl ReplyFuture {
+    fn ready(reply: Reply) -> Self {
+        Self(ReplyState::Ready(Some(reply)))
+    }
+}
+
+impl std::future::Future for ReplyFuture {
+    type Output = Reply;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Reply> {
+        match &mut self.0 {
+            ReplyState::Ready(reply) => {
+                std::task::Poll::Ready(reply.take().unwrap_or(Err(ConnectionReset)))
+            }
+            ReplyState::Waiting(rx, finish) => {
+                let reply = std::task::ready!(std::pin::Pin::new(rx).poll(cx));
+                std::task::Poll::Ready(finish.apply(reply.unwrap_or(Err(ConnectionReset))))
+            }
+        }
+    }
 }
 
 /// A refusal as a response that closes the connection.
@@ -159,7 +221,7 @@ fn refusal_response(refusal: Refusal) -> Response<ResponseBody> {
     resp
 }
 
-async fn serve(state: &Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
+fn serve(state: &Arc<ConnectionState>, req: Request<Incoming>, finish: &mut Finish) -> Answer {
     let generation = state.current.load_full();
     let site = generation
         .routes
@@ -168,32 +230,21 @@ async fn serve(state: &Arc<ConnectionState>, req: Request<Incoming>) -> Reply {
         .cloned();
     let Some(site) = site else {
         // No site answers this host name: IIS's 400 (Invalid Hostname).
-        return Ok(plain_status(StatusCode::BAD_REQUEST, false));
+        return Answer::Now(Ok(plain_status(StatusCode::BAD_REQUEST, false)));
     };
     // HSTS goes out on TLS connections only (RFC 6797 §7.2).
-    let hsts = if state.connection.is_tls {
-        generation.hsts.get(&site.info().site_id).cloned()
-    } else {
-        None
-    };
-    let reply = serve_site(state, &generation, site, req).await;
-    match hsts {
-        Some(value) => reply.map(|mut r| {
-            r.headers_mut()
-                .entry(http::header::STRICT_TRANSPORT_SECURITY)
-                .or_insert(value);
-            r
-        }),
-        None => reply,
+    if state.connection.is_tls {
+        finish.hsts = generation.hsts.get(&site.info().site_id).cloned();
     }
+    serve_site(state, &generation, site, req)
 }
 
-async fn serve_site(
+fn serve_site(
     state: &Arc<ConnectionState>,
     generation: &Generation,
     site: Arc<Site>,
     req: Request<Incoming>,
-) -> Reply {
+) -> Answer {
     let (parts, body) = req.into_parts();
     let conn = &state.connection;
     let shape = ResponseShape {
@@ -217,7 +268,7 @@ async fn serve_site(
         }
         Err(e) => {
             tracing::debug!(error = %e, "request refused before the pipeline");
-            return Ok(plain_status(StatusCode::BAD_REQUEST, true));
+            return Answer::Now(Ok(plain_status(StatusCode::BAD_REQUEST, true)));
         }
     };
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
@@ -231,11 +282,13 @@ async fn serve_site(
                 // The fast path: one send, the whole response known.
                 exec.complete_send(Ok(out.len()));
                 while !matches!(exec.resume(), Step::Done) {}
-                return final_response(out, &shape);
+                return Answer::Now(final_response(out, &shape));
             }
             Event::Send(out)
         }
-        Step::Done => return Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, true)),
+        Step::Done => {
+            return Answer::Now(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, true)))
+        }
         step => Event::Other(step),
     };
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -252,7 +305,7 @@ async fn serve_site(
         state: state.clone(),
     };
     tokio::spawn(drive(exec, first, body, timeouts, shape, reply_tx));
-    reply_rx.await.unwrap_or(Err(ConnectionReset))
+    Answer::Later(reply_rx)
 }
 
 enum Event {

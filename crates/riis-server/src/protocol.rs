@@ -36,7 +36,7 @@ use crate::connection::{
     finish_connection, Activity, Admission, ConnectionState, Expiry, Flushing, IoState, Sendfile,
     SharedIo, Sweeper, Transport, WaitReadable,
 };
-use crate::driver::{handle, ConnectionReset, CurrentGeneration};
+use crate::driver::{handle, ConnectionReset, CurrentGeneration, ReplyFuture};
 use crate::strict::{parse_error_response, Refusal};
 
 /// What a worker's accept loops share.
@@ -103,23 +103,17 @@ pub(crate) enum Negotiated {
 /// The connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The hyper service of one connection. The request future is boxed: hyper
-/// polls a connection without shutting it down (which parking needs) only
-/// with an `Unpin` service future, and the box also keeps hyper's
-/// per-connection slot for it small.
+/// The hyper service of one connection.
 #[derive(Clone)]
 struct Service(Arc<ConnectionState>);
-
-type ReplyFuture =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, ConnectionReset>> + Send>>;
 
 impl hyper::service::Service<Request<Incoming>> for Service {
     type Response = Response<ResponseBody>;
     type Error = ConnectionReset;
     type Future = ReplyFuture;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(handle(self.0.clone(), req))
+    fn call(&self, req: Request<Incoming>) -> ReplyFuture {
+        handle(&self.0, req)
     }
 }
 
