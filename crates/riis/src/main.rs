@@ -143,6 +143,11 @@ impl Drop for PidFile {
 }
 
 fn main() -> ExitCode {
+    // No transparent huge pages: with them, the allocator's arenas are
+    // backed 2 MiB at a time, and a server holding many small per-connection
+    // objects pays for whole huge pages it barely uses. Failure (an old
+    // kernel) changes nothing else.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     init_logging();
     match cli.command {
