@@ -189,6 +189,11 @@ macro_rules! walk_event {
 /// when the client went away.
 pub const E_CONNECTION_ABORTED: u32 = 0x8007_04D4;
 
+/// `HRESULT_FROM_WIN32(ERROR_TIMEOUT)`: what a body read's completion reports
+/// when the client sent the body too slowly (see
+/// [`RequestExecution::expire_read`]).
+pub const E_TIMEOUT: u32 = 0x8007_05B4;
+
 /// What the driver must do next.
 #[derive(Debug)]
 pub enum Step {
@@ -449,6 +454,36 @@ impl RequestExecution {
             Err(()) => (Bytes::new(), E_CONNECTION_ABORTED),
         };
         self.finish_read(top, site, status, data, hresult);
+    }
+
+    /// Ends a body read the client is too slow to feed (the server's body
+    /// timeouts): the response becomes 408 Request Timeout unless its
+    /// headers are out, the connection closes after it either way (the rest
+    /// of the body is never read), and the module that asked for the bytes
+    /// gets its completion with no bytes and [`E_TIMEOUT`], as a failed
+    /// asynchronous read completes in IIS. Returns false when no read is in
+    /// progress (then nothing changes).
+    pub fn expire_read(&mut self, description: &str) -> bool {
+        let top = self.frames.len() - 1;
+        let Phase::Reading(site, status, _) = self.frames[top].phase else {
+            return false;
+        };
+        let name = self.pipeline.module_name(site.module);
+        tracing::info!(module = %name, notification = %site.notification, "{description}; the request ends with 408");
+        let response = &mut self.frames[top].ctx.response;
+        response.need_disconnect = true;
+        if !response.headers_sent {
+            response.clear();
+            response.set_error_status(
+                http::StatusCode::REQUEST_TIMEOUT,
+                "Request Timeout",
+                0,
+                E_TIMEOUT,
+            );
+            response.set_error_description(description.to_owned());
+        }
+        self.finish_read(top, site, status, Bytes::new(), E_TIMEOUT);
+        true
     }
 
     fn finish_read(

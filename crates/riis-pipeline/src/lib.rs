@@ -62,7 +62,9 @@ pub use http;
 pub use completion::{CompletionHandle, CompletionWaiter};
 pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
 pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
-pub use execution::{Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED};
+pub use execution::{
+    Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED, E_TIMEOUT,
+};
 pub use global::{ApplicationInfo, CacheOperation, TraceEvent, TracePhase};
 pub use handler::{
     FileSystem, HandlerMapping, MappingFailure, PathPattern, Probe, ResourceInfo, ResourceKind,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use common::*;
 use riis_pipeline::bytes::Bytes;
 use riis_pipeline::http::StatusCode;
-use riis_pipeline::{CustomNotificationProvider, RequestNotification as N};
+use riis_pipeline::{CustomNotificationProvider, RequestExecution, RequestNotification as N, Step};
 
 /// The payload of the `test.greeting` custom notification.
 struct Greeting {
@@ -258,6 +258,47 @@ async fn read_entity_modules_replace_the_body_a_handler_reads() {
         ]
     );
     assert_eq!(outcome.context().request().bytes_received(), 11);
+}
+
+#[tokio::test]
+async fn a_body_read_the_server_gives_up_on_completes_with_a_timeout_and_408() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    let seen = log.clone();
+    t.module(
+        "Reader",
+        Registration::events(N::ExecuteRequestHandler),
+        script(move |ctx, call| {
+            if let Call::AsyncCompletion { info, .. } = call {
+                seen.push(format!("read {} status {:#x}", info.bytes, info.status));
+                if info.status != 0 {
+                    return Status::FinishRequest;
+                }
+            }
+            ctx.read_entity_body(64).unwrap();
+            Status::Pending
+        }),
+    );
+    t.handler(catch_all(&["Reader"]));
+    let pipeline = t.build();
+    let (req, _) = post_request("/upload", &["0123456789"]);
+    let mut execution = RequestExecution::new(context(&pipeline, req));
+
+    // The first read gets bytes; the second waits on a client that stalls.
+    assert!(matches!(execution.resume(), Step::ReadEntity { max: 64 }));
+    execution.complete_read(Ok(Bytes::from_static(b"01234")));
+    assert!(matches!(execution.resume(), Step::ReadEntity { .. }));
+    assert!(execution.expire_read("test: body too slow"));
+    assert!(!execution.expire_read("no read in progress any more"));
+    let outcome = drive(execution, Vec::new()).await;
+
+    assert_eq!(
+        log.entries(),
+        ["read 5 status 0x0", "read 0 status 0x800705b4"]
+    );
+    assert_eq!(outcome.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(outcome.context().response().need_disconnect());
+    outcome.assert_completed();
 }
 
 #[tokio::test]

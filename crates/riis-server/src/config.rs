@@ -139,6 +139,14 @@ pub struct Limits {
     /// Streams one HTTP/2 connection may have open at once (nginx's
     /// `http2_max_concurrent_streams`).
     pub http2_max_concurrent_streams: u32,
+    /// Bytes of request body one HTTP/2 stream may send before the server
+    /// reads them (the stream's initial flow-control window, advertised in
+    /// SETTINGS). Between 65,535 (the protocol's default) and 2^31 - 1.
+    pub http2_initial_stream_window_size: u32,
+    /// Bytes of request body all streams of one HTTP/2 connection together
+    /// may send before the server reads them (the connection window).
+    /// Between 65,535 and 2^31 - 1.
+    pub http2_initial_connection_window_size: u32,
 }
 
 impl Default for Limits {
@@ -151,6 +159,10 @@ impl Default for Limits {
             max_connections_per_client: 0,
             max_requests_per_connection: 1000,
             http2_max_concurrent_streams: 128,
+            // hyper's defaults: a stream can fill a 1 MiB upload without
+            // waiting a round trip for WINDOW_UPDATE.
+            http2_initial_stream_window_size: 1024 * 1024,
+            http2_initial_connection_window_size: 1024 * 1024,
         }
     }
 }
@@ -172,6 +184,14 @@ pub struct Timeouts {
     /// then the read fails and the connection closes. nginx's
     /// `client_body_timeout`.
     pub body_read: u64,
+    /// The slowest a request body may arrive while a module waits for it,
+    /// in bytes per second averaged over the waits (0: no floor). A client
+    /// trickling a byte just often enough to beat `body_read` is cut off by
+    /// this one. Kestrel's `MinRequestBodyDataRate` (240 bytes/s).
+    pub body_min_rate: u64,
+    /// Seconds of waiting on a request body before `body_min_rate` applies,
+    /// so a slow start (TCP slow start, a client's think time) is forgiven.
+    pub body_min_rate_grace: u64,
     /// Longest a request waits for a module that returned Pending to
     /// complete; then 503 and the request ends (LogRequest, EndRequest still
     /// run). IIS's ASP.NET `executionTimeout`.
@@ -185,6 +205,8 @@ impl Default for Timeouts {
             keep_alive: 75,
             send: 60,
             body_read: 60,
+            body_min_rate: 240,
+            body_min_rate_grace: 5,
             execution: 110,
         }
     }
@@ -676,6 +698,7 @@ impl ServerConfig {
         }
         config.sites = sites;
         config.bindings = bindings;
+        config.check_limits()?;
         config.check_binding_conflicts()?;
         Ok(config)
     }
@@ -689,6 +712,37 @@ impl ServerConfig {
             b.bindings.dedup();
         }
         self.check_binding_conflicts()
+    }
+
+    /// Values serde accepts but the protocols do not.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        // RFC 9113 §6.9.2: a window is at least the initial 65,535 here (a
+        // smaller one would stall uploads) and at most 2^31 - 1.
+        const WINDOW: std::ops::RangeInclusive<u32> = 65_535..=0x7fff_ffff;
+        for (key, value) in [
+            (
+                "limits.http2_initial_stream_window_size",
+                self.limits.http2_initial_stream_window_size,
+            ),
+            (
+                "limits.http2_initial_connection_window_size",
+                self.limits.http2_initial_connection_window_size,
+            ),
+        ] {
+            if !WINDOW.contains(&value) {
+                return Err(self.error_at(
+                    key,
+                    &format!("{value} is not a flow-control window (65535 to 2147483647)"),
+                ));
+            }
+        }
+        if self.limits.http2_max_concurrent_streams == 0 {
+            return Err(self.error_at(
+                "limits.http2_max_concurrent_streams",
+                "0 would refuse every HTTP/2 request",
+            ));
+        }
+        Ok(())
     }
 
     fn check_binding_conflicts(&self) -> Result<(), ConfigError> {
@@ -842,5 +896,33 @@ mod tests {
         let text = "[server]\nworker_threads = \"many\"\n";
         let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn protocol_limits_are_checked_where_they_are_written() {
+        let dir = std::env::temp_dir();
+        let site = "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\n";
+        for (limit, key) in [
+            (
+                "http2_initial_stream_window_size = 1024",
+                "limits.http2_initial_stream_window_size",
+            ),
+            (
+                "http2_initial_connection_window_size = 2147483648",
+                "limits.http2_initial_connection_window_size",
+            ),
+            (
+                "http2_max_concurrent_streams = 0",
+                "limits.http2_max_concurrent_streams",
+            ),
+        ] {
+            let text = format!("[limits]\n{limit}\n{site}");
+            let e = ServerConfig::parse(&text, Path::new("riis.toml"), &dir).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(2), "{e}");
+        }
+        let text = format!("[limits]\nhttp2_initial_stream_window_size = 65535\n{site}");
+        let config = ServerConfig::parse(&text, Path::new("riis.toml"), &dir).unwrap();
+        assert_eq!(config.limits.http2_initial_stream_window_size, 65_535);
     }
 }

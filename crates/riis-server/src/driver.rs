@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use riis_pipeline::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{RequestBodyHold, ResponseBody};
+use crate::config::Timeouts;
 use crate::connection::{ConnectionState, InService};
 use crate::strict::{check_head, Refusal};
 
@@ -292,19 +294,10 @@ fn serve_site(
         step => Event::Other(step),
     };
     let (reply_tx, reply_rx) = oneshot::channel();
-    let timeouts = Limits {
-        body_read: state.transport.timeouts.body_read,
-        execution: state.transport.timeouts.execution,
-    };
-    let body = BodyReader {
-        body,
-        leftover: Bytes::new(),
-        ended: false,
-        timeout: (timeouts.body_read > 0)
-            .then(|| std::time::Duration::from_secs(timeouts.body_read)),
-        state: state.clone(),
-    };
-    tokio::spawn(drive(exec, first, body, timeouts, shape, reply_tx));
+    let timeouts = &state.transport.timeouts;
+    let execution = (timeouts.execution > 0).then(|| Duration::from_secs(timeouts.execution));
+    let body = BodyReader::new(body, timeouts, state.clone());
+    tokio::spawn(drive(exec, first, body, execution, shape, reply_tx));
     Answer::Later(reply_rx)
 }
 
@@ -313,24 +306,15 @@ enum Event {
     Other(Step),
 }
 
-/// The timeouts a spawned request enforces itself, in seconds (0: none).
-#[derive(Clone, Copy)]
-struct Limits {
-    body_read: u64,
-    execution: u64,
-}
-
 /// Runs a request that waits or streams, in its own task.
 async fn drive(
     mut exec: RequestExecution,
     first: Event,
     mut reader: BodyReader,
-    timeouts: Limits,
+    execution: Option<Duration>,
     shape: ResponseShape,
     reply: oneshot::Sender<Reply>,
 ) {
-    let execution =
-        (timeouts.execution > 0).then(|| std::time::Duration::from_secs(timeouts.execution));
     let mut reply = Some(reply);
     let hold = RequestBodyHold::default();
     let mut stream: Option<mpsc::Sender<Vec<EntityChunk>>> = None;
@@ -365,10 +349,13 @@ async fn drive(
                 };
                 exec.complete_send(if sent { Ok(len) } else { Err(()) });
             }
-            Event::Other(Step::ReadEntity { max }) => {
-                let data = reader.read(max).await;
-                exec.complete_read(data);
-            }
+            Event::Other(Step::ReadEntity { max }) => match reader.read(max).await {
+                Ok(data) => exec.complete_read(Ok(data)),
+                Err(BodyError::Failed) => exec.complete_read(Err(())),
+                Err(BodyError::TooSlow(why)) => {
+                    exec.expire_read(why);
+                }
+            },
             Event::Other(Step::Wait(waiter)) => match execution {
                 Some(limit) => {
                     if tokio::time::timeout(limit, waiter.wait()).await.is_err() {
@@ -389,41 +376,100 @@ async fn drive(
     *hold.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader.body);
 }
 
-/// Reads request body bytes for `Step::ReadEntity`.
+/// Reads request body bytes for `Step::ReadEntity`, holding the client to
+/// the body timeouts while a module waits.
 struct BodyReader {
     body: Incoming,
     leftover: Bytes,
     ended: bool,
     /// `timeouts.body_read`: the longest wait for the next body bytes.
-    timeout: Option<std::time::Duration>,
+    between_reads: Option<Duration>,
+    /// `timeouts.body_min_rate` in bytes per second (0: no floor).
+    min_rate: u64,
+    /// `timeouts.body_min_rate_grace`.
+    grace: Duration,
+    /// Time spent waiting for body bytes so far. Only waits count: while
+    /// the module works on what it read, a slow client is not its fault.
+    waited: Duration,
+    /// Body bytes received so far.
+    received: u64,
     /// Told when the body was read to its end.
     state: Arc<ConnectionState>,
 }
 
+/// Why a body read ended without bytes.
+enum BodyError {
+    /// The client went away or sent a malformed body.
+    Failed,
+    /// The client is too slow: which timeout ran out.
+    TooSlow(&'static str),
+}
+
 impl BodyReader {
-    async fn read(&mut self, max: usize) -> Result<Bytes, ()> {
+    fn new(body: Incoming, timeouts: &Timeouts, state: Arc<ConnectionState>) -> Self {
+        Self {
+            body,
+            leftover: Bytes::new(),
+            ended: false,
+            between_reads: (timeouts.body_read > 0)
+                .then(|| Duration::from_secs(timeouts.body_read)),
+            min_rate: timeouts.body_min_rate,
+            grace: Duration::from_secs(timeouts.body_min_rate_grace),
+            waited: Duration::ZERO,
+            received: 0,
+            state,
+        }
+    }
+
+    /// When a wait that starts at `start` gives up, and which timeout that
+    /// is. The rate floor is met as long as the bytes received cover the
+    /// time waited (after the grace), so the wait may last until
+    /// `max(grace, received / rate)` of waiting in all.
+    fn deadline(&self, start: Instant) -> Option<(Instant, &'static str)> {
+        let between = self
+            .between_reads
+            .map(|d| (start + d, "no request body bytes within timeouts.body_read"));
+        let rate = (self.min_rate > 0).then(|| {
+            let earned = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+            let allowed = earned.max(self.grace).saturating_sub(self.waited);
+            (
+                start + allowed,
+                "the request body arrived slower than timeouts.body_min_rate",
+            )
+        });
+        match (between, rate) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    async fn read(&mut self, max: usize) -> Result<Bytes, BodyError> {
         while self.leftover.is_empty() && !self.ended {
-            let next = match self.timeout {
-                Some(limit) => match tokio::time::timeout(limit, self.body.frame()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        tracing::debug!("request body read timed out (timeouts.body_read)");
-                        self.ended = true;
-                        return Err(());
+            let start = Instant::now();
+            let next = match self.deadline(start) {
+                Some((at, why)) => {
+                    match tokio::time::timeout_at(at.into(), self.body.frame()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.ended = true;
+                            return Err(BodyError::TooSlow(why));
+                        }
                     }
-                },
+                }
                 None => self.body.frame().await,
             };
+            self.waited += start.elapsed();
             match next {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        self.received += data.len() as u64;
                         self.leftover = data;
                     }
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "request body read failed");
                     self.ended = true;
-                    return Err(());
+                    return Err(BodyError::Failed);
                 }
                 None => {
                     self.ended = true;

@@ -51,6 +51,14 @@ pub(crate) struct Serving {
     pub sweeper: Arc<Sweeper>,
 }
 
+/// Streams a client may open and cancel before the server has taken them
+/// up, on one HTTP/2 connection, before it gets GOAWAY (h2's default).
+const RAPID_RESET_LIMIT: usize = 20;
+
+/// Streams the server may reset for a client's protocol errors on one
+/// HTTP/2 connection before it ends the connection (h2's default).
+const LOCAL_RESET_LIMIT: usize = 1024;
+
 /// hyper's connection settings, made once per worker from `[limits]`.
 pub(crate) struct Builders {
     http1: http1::Builder,
@@ -84,7 +92,15 @@ impl Builders {
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.http2_max_concurrent_streams)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+            .initial_stream_window_size(limits.http2_initial_stream_window_size)
+            .initial_connection_window_size(limits.http2_initial_connection_window_size)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            // Rapid reset (CVE-2023-44487): a client that opens streams and
+            // cancels them before they are answered gets GOAWAY
+            // (ENHANCE_YOUR_CALM); set here so the defence does not depend
+            // on a dependency's default.
+            .max_pending_accept_reset_streams(RAPID_RESET_LIMIT)
+            .max_local_error_reset_streams(LOCAL_RESET_LIMIT);
         Self { http1, http2 }
     }
 }

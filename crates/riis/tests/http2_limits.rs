@@ -1,6 +1,8 @@
-//! HTTP/2 defences over raw frames (cleartext, prior knowledge): a header
-//! block over `limits.max_header_bytes` is refused, a CONTINUATION flood is
-//! cut off long before it costs memory, and the server keeps serving.
+//! HTTP/2 defences and settings over raw frames (cleartext, prior
+//! knowledge): a header block over `limits.max_header_bytes` is refused, a
+//! CONTINUATION flood is cut off long before it costs memory, a rapid-reset
+//! client gets GOAWAY, the configured flow-control windows are advertised,
+//! and the server keeps serving.
 
 mod common;
 
@@ -12,8 +14,10 @@ use common::{write_config, RunningBinary, TempDir};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -104,7 +108,7 @@ impl H2 {
                         "refused status"
                     };
                 }
-                0x3 if s == stream => return "reset",
+                RST_STREAM if s == stream => return "reset",
                 GOAWAY => return "goaway",
                 _ => {}
             }
@@ -114,21 +118,24 @@ impl H2 {
 }
 
 fn server() -> (TempDir, RunningBinary) {
+    server_with("max_header_bytes = 8192")
+}
+
+fn server_with(limits: &str) -> (TempDir, RunningBinary) {
     let dir = TempDir::new("h2");
     dir.write("www/a.txt", "alpha");
     let config = write_config(
         &dir,
         &dir.path().join("www"),
-        "[limits]\nmax_header_bytes = 8192\n",
+        &format!("[limits]\n{limits}\n"),
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     (dir, server)
 }
 
-#[test]
-fn a_normal_request_is_served_over_raw_frames() {
-    let (_dir, server) = server();
-    let mut h2 = H2::open(server.addr);
+/// Asks for `/a.txt` on a new connection and expects a 200.
+fn assert_served(addr: SocketAddr) {
+    let mut h2 = H2::open(addr);
     h2.sock
         .write_all(&frame(
             HEADERS,
@@ -138,6 +145,12 @@ fn a_normal_request_is_served_over_raw_frames() {
         ))
         .unwrap();
     assert_eq!(h2.outcome(1), "200");
+}
+
+#[test]
+fn a_normal_request_is_served_over_raw_frames() {
+    let (_dir, server) = server();
+    assert_served(server.addr);
 }
 
 #[test]
@@ -174,17 +187,7 @@ fn a_header_block_over_the_limit_is_refused() {
     eprintln!("oversized header block: {outcome}");
     assert_ne!(outcome, "200", "an oversized header block was served");
     // The server goes on serving.
-    let mut again = H2::open(server.addr);
-    again
-        .sock
-        .write_all(&frame(
-            HEADERS,
-            END_STREAM | END_HEADERS,
-            1,
-            &request_block(0, 0),
-        ))
-        .unwrap();
-    assert_eq!(again.outcome(1), "200");
+    assert_served(server.addr);
 }
 
 #[test]
@@ -225,15 +228,79 @@ fn a_continuation_flood_is_cut_off() {
         );
     }
     // The server goes on serving.
-    let mut again = H2::open(server.addr);
-    again
-        .sock
-        .write_all(&frame(
+    assert_served(server.addr);
+}
+
+#[test]
+fn a_rapid_reset_client_gets_goaway() {
+    let (_dir, server) = server();
+    let mut h2 = H2::open(server.addr);
+    // CVE-2023-44487: open a stream and cancel it at once, a thousand
+    // times, in one write, so no stream is answered before its reset.
+    let cancel = 0x8u32.to_be_bytes();
+    let mut flood = Vec::new();
+    for i in 0..1000u32 {
+        let stream = 2 * i + 1;
+        flood.extend(frame(
             HEADERS,
             END_STREAM | END_HEADERS,
-            1,
+            stream,
             &request_block(0, 0),
-        ))
-        .unwrap();
-    assert_eq!(again.outcome(1), "200");
+        ));
+        flood.extend(frame(RST_STREAM, 0, stream, &cancel));
+    }
+    // The server may close while the flood is still being written.
+    let _ = h2.sock.write_all(&flood);
+    let mut goaway = None;
+    while let Some((kind, _, _, payload)) = h2.read_frame() {
+        if kind == GOAWAY {
+            goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+            break;
+        }
+    }
+    // ENHANCE_YOUR_CALM.
+    assert_eq!(
+        goaway,
+        Some(0xb),
+        "no GOAWAY(ENHANCE_YOUR_CALM) for a rapid reset"
+    );
+    assert_served(server.addr);
+}
+
+#[test]
+fn the_configured_flow_control_windows_are_advertised() {
+    let (_dir, server) = server_with(
+        "http2_initial_stream_window_size = 100000\nhttp2_initial_connection_window_size = 300000",
+    );
+    let mut h2 = H2::open(server.addr);
+    let mut stream_window = None;
+    let mut connection_increment = None;
+    while stream_window.is_none() || connection_increment.is_none() {
+        let Some((kind, flags, stream, payload)) = h2.read_frame() else {
+            panic!("the connection ended before the server's settings and window update");
+        };
+        match kind {
+            SETTINGS if flags & ACK == 0 => {
+                for setting in payload.chunks(6) {
+                    // SETTINGS_INITIAL_WINDOW_SIZE
+                    if setting[..2] == [0, 4] {
+                        stream_window = Some(u32::from_be_bytes(setting[2..6].try_into().unwrap()));
+                    }
+                }
+                assert!(
+                    stream_window.is_some(),
+                    "the settings carry no initial window"
+                );
+            }
+            WINDOW_UPDATE if stream == 0 => {
+                connection_increment = Some(u32::from_be_bytes(payload[..4].try_into().unwrap()));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(stream_window, Some(100_000));
+    // The connection window starts at the protocol's 65,535 and is raised
+    // by WINDOW_UPDATE to the configured size.
+    assert_eq!(connection_increment, Some(300_000 - 65_535));
+    assert_served(server.addr);
 }

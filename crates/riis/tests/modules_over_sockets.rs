@@ -1,9 +1,11 @@
 //! The server library with test modules compiled in, over real sockets:
 //! panic isolation, Pending completed from another thread, body reads through
-//! ReadEntity, host-name routing, and draining at shutdown.
+//! ReadEntity, the request body timeouts, host-name routing, and draining
+//! at shutdown.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{Connection, InProcessServer};
@@ -305,6 +307,81 @@ fn request_bodies_are_read_through_read_entity() {
     // And an empty body ends at once.
     conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(conn.read_response(false).text(), "");
+}
+
+/// `handler_config` for `Echo` with `[timeouts]` set to `timeouts`.
+fn echo_with_timeouts(timeouts: &str) -> InProcessServer {
+    let text = format!(
+        "[timeouts]\n{timeouts}\n{}",
+        handler_config(&["Echo"], "Echo")
+    );
+    InProcessServer::start(&text, TEST_MODULES)
+}
+
+#[test]
+fn a_request_body_that_stops_coming_gets_408_and_a_close() {
+    let server = echo_with_timeouts("body_read = 1\nbody_min_rate = 0");
+    let mut conn = Connection::open(server.addr);
+    // Ten bytes of twenty, then nothing.
+    conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n0123456789");
+    let started = std::time::Instant::now();
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 408);
+    assert!(conn.is_closed(), "the connection stayed open after 408");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // Others are served meanwhile and after.
+    let mut other = Connection::open(server.addr);
+    other.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok");
+    assert_eq!(other.read_response(false).text(), "ok");
+}
+
+#[test]
+fn a_request_body_trickled_below_the_minimum_rate_gets_408() {
+    // A byte every 300 ms beats `body_read` (5 s) forever, but is about 3
+    // bytes a second against a floor of 100 after a 1 s grace.
+    let server = echo_with_timeouts("body_read = 5\nbody_min_rate = 100\nbody_min_rate_grace = 1");
+    let mut client = std::net::TcpStream::connect(server.addr).unwrap();
+    client
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+        .unwrap();
+    // Whatever the server answers, read to the close on another thread.
+    let mut reader = client.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let answer = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let _ = reader.read_to_end(&mut got);
+        got
+    });
+    let mut sent = 0;
+    while !answer.is_finished() && sent < 50 {
+        if client.write_all(b"x").is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let got = String::from_utf8_lossy(&answer.join().unwrap()).into_owned();
+    assert!(
+        got.starts_with("HTTP/1.1 408 "),
+        "after {sent} bytes: {got}"
+    );
+    // Cut off after the grace, long before `body_read` could have.
+    assert!(sent < 30, "{sent} bytes were accepted at ~3 bytes/s");
+
+    // A body whose bytes cover its pauses is read whole: 300 bytes earn 3 s
+    // of waiting at 100 bytes/s, and the pause is 1.5 s.
+    let mut fair = Connection::open(server.addr);
+    let first = "a".repeat(300);
+    fair.send_raw(
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 303\r\n\r\n{first}").as_bytes(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    fair.send_raw(b"def");
+    let resp = fair.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), format!("{first}def"));
 }
 
 #[test]
