@@ -95,6 +95,11 @@ fn now() -> u32 {
     CLOCK.load(Ordering::Relaxed)
 }
 
+/// Starts the coarse clock, before the first connection reads it.
+pub(crate) fn start_clock() {
+    advance_clock();
+}
+
 fn advance_clock() -> u32 {
     let secs = EPOCH
         .get_or_init(std::time::Instant::now)
@@ -322,8 +327,6 @@ pub struct ConnectionState {
     pub listener: SocketAddr,
     /// The connection.
     pub connection: Arc<ConnectionInfo>,
-    /// Limits and connection counts.
-    pub transport: Arc<Transport>,
     /// Requests started on the connection.
     requests: AtomicU64,
     /// What the connection did, for the timeouts.
@@ -339,14 +342,12 @@ impl ConnectionState {
         current: CurrentGeneration,
         listener: SocketAddr,
         connection: Arc<ConnectionInfo>,
-        transport: Arc<Transport>,
         sendfile: bool,
     ) -> Self {
         Self {
             current,
             listener,
             connection,
-            transport,
             requests: AtomicU64::new(0),
             activity: Activity::new(),
             sendfile: sendfile.then(SendfileQueue::default),
@@ -361,10 +362,10 @@ impl ConnectionState {
     }
 
     /// Whether the request being started is the last this connection serves
-    /// (`limits.max_requests_per_connection`).
-    pub fn is_last_request(&self) -> bool {
+    /// (`limits.max_requests_per_connection` of the request's configuration).
+    pub fn is_last_request(&self, limits: &Limits) -> bool {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        let max = self.transport.limits.max_requests_per_connection;
+        let max = limits.max_requests_per_connection;
         max > 0 && n >= max
     }
 
@@ -391,8 +392,14 @@ impl Sweeper {
         list.push(connection);
     }
 
-    /// Expires what overran its timeout, until `stop`.
-    pub async fn run(&self, timeouts: Timeouts, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Expires what overran its timeout, until `stop`. The timeouts are
+    /// those of the current configuration at each sweep, so a reload
+    /// applies to open connections too.
+    pub async fn run(
+        &self,
+        current: CurrentGeneration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -401,11 +408,13 @@ impl Sweeper {
                 _ = stop.changed() => return,
             }
             let t = advance_clock();
+            let generation = current.load();
+            let timeouts = &generation.timeouts;
             let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
             // A connection whose task ended holds the only other reference.
             list.retain(|a| Arc::strong_count(a) > 1);
             for c in list.iter() {
-                if let Some(e) = c.activity.check(t, &timeouts) {
+                if let Some(e) = c.activity.check(t, timeouts) {
                     c.activity.expire(e);
                 }
             }
@@ -946,29 +955,5 @@ pub async fn finish_connection<T: AsyncRead + AsyncWrite + Unpin>(
     match refusal {
         Some(r) => answer_and_close(&mut io, r).await,
         None => linger_close(&mut io).await,
-    }
-}
-
-/// What every connection of a server shares: the limits, the timeouts and
-/// the count of open connections.
-#[derive(Debug)]
-pub struct Transport {
-    /// `[limits]`.
-    pub limits: Limits,
-    /// `[timeouts]`.
-    pub timeouts: Timeouts,
-    /// Open connections.
-    pub counter: Arc<ConnectionCounter>,
-}
-
-impl Transport {
-    /// The transport state for `limits` and `timeouts`.
-    pub fn new(limits: Limits, timeouts: Timeouts) -> Self {
-        advance_clock();
-        Self {
-            limits,
-            timeouts,
-            counter: Arc::default(),
-        }
     }
 }

@@ -28,8 +28,10 @@ use riis_pipeline::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{RequestBodyHold, ResponseBody};
-use crate::config::Timeouts;
+use crate::config::{Limits, ServerConfig, Timeouts};
 use crate::connection::{ConnectionState, InService};
+use crate::protocol::Builders;
+use crate::server::hsts_of;
 use crate::strict::{check_head, Refusal};
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
@@ -42,9 +44,9 @@ const STREAM_QUEUE: usize = 8;
 /// bindings first, the hostless one (if any) last.
 pub type Routes = Arc<[(Option<String>, Arc<Site>)]>;
 
-/// One loaded configuration: its pipeline, and the sites answering on each
-/// listening address. A reload replaces it; requests already running keep
-/// the one they started with.
+/// One loaded configuration: its pipeline, the sites answering on each
+/// listening address, and the limits and timeouts. A reload replaces it;
+/// requests already running keep the one they started with.
 pub struct Generation {
     /// The pipeline.
     pub pipeline: Arc<Pipeline>,
@@ -52,6 +54,32 @@ pub struct Generation {
     pub routes: BTreeMap<SocketAddr, Routes>,
     /// `Strict-Transport-Security` by site id, for sites that set `hsts`.
     pub hsts: BTreeMap<u32, HeaderValue>,
+    /// `[limits]`.
+    pub limits: Limits,
+    /// `[timeouts]`.
+    pub timeouts: Timeouts,
+    /// hyper's settings from `limits`, for connections started (or resumed
+    /// after parking) under this configuration.
+    pub(crate) builders: Builders,
+}
+
+impl Generation {
+    /// The generation of `config`, whose pipeline is `pipeline` and whose
+    /// listeners answer with `routes`.
+    pub(crate) fn new(
+        config: &ServerConfig,
+        pipeline: Arc<Pipeline>,
+        routes: BTreeMap<SocketAddr, Routes>,
+    ) -> Self {
+        Self {
+            hsts: hsts_of(config, &pipeline),
+            pipeline,
+            routes,
+            builders: Builders::new(&config.limits),
+            limits: config.limits.clone(),
+            timeouts: config.timeouts.clone(),
+        }
+    }
 }
 
 /// The configuration new requests use.
@@ -123,7 +151,8 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         last: false,
         hsts: None,
     };
-    if let Err(refusal) = check_head(&req, &state.transport.limits) {
+    let generation = state.current.load_full();
+    if let Err(refusal) = check_head(&req, &generation.limits) {
         tracing::debug!(
             remote = %state.connection.remote_addr,
             status = %refusal.status,
@@ -132,8 +161,8 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         );
         return ReplyFuture::ready(finish.apply(Ok(refusal_response(refusal))));
     }
-    finish.last = state.is_last_request();
-    match serve(state, req, &mut finish) {
+    finish.last = state.is_last_request(&generation.limits);
+    match serve(state, &generation, req, &mut finish) {
         Answer::Now(reply) => ReplyFuture::ready(finish.apply(reply)),
         Answer::Later(rx) => ReplyFuture(ReplyState::Waiting(rx, finish)),
     }
@@ -223,8 +252,12 @@ fn refusal_response(refusal: Refusal) -> Response<ResponseBody> {
     resp
 }
 
-fn serve(state: &Arc<ConnectionState>, req: Request<Incoming>, finish: &mut Finish) -> Answer {
-    let generation = state.current.load_full();
+fn serve(
+    state: &Arc<ConnectionState>,
+    generation: &Generation,
+    req: Request<Incoming>,
+    finish: &mut Finish,
+) -> Answer {
     let site = generation
         .routes
         .get(&state.listener)
@@ -238,7 +271,7 @@ fn serve(state: &Arc<ConnectionState>, req: Request<Incoming>, finish: &mut Fini
     if state.connection.is_tls {
         finish.hsts = generation.hsts.get(&site.info().site_id).cloned();
     }
-    serve_site(state, &generation, site, req)
+    serve_site(state, generation, site, req)
 }
 
 fn serve_site(
@@ -294,7 +327,7 @@ fn serve_site(
         step => Event::Other(step),
     };
     let (reply_tx, reply_rx) = oneshot::channel();
-    let timeouts = &state.transport.timeouts;
+    let timeouts = &generation.timeouts;
     let execution = (timeouts.execution > 0).then(|| Duration::from_secs(timeouts.execution));
     let body = BodyReader::new(body, timeouts, state.clone());
     tokio::spawn(drive(exec, first, body, execution, shape, reply_tx));

@@ -33,8 +33,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::connection::{
-    finish_connection, Activity, Admission, ConnectionState, Expiry, Flushing, IoState, Sendfile,
-    SharedIo, Sweeper, Transport, WaitReadable,
+    finish_connection, Activity, Admission, ConnectionCounter, ConnectionState, Expiry, Flushing,
+    IoState, Sendfile, SharedIo, Sweeper, WaitReadable,
 };
 use crate::driver::{handle, ConnectionReset, CurrentGeneration, ReplyFuture};
 use crate::strict::{parse_error_response, Refusal};
@@ -43,10 +43,8 @@ use crate::strict::{parse_error_response, Refusal};
 pub(crate) struct Serving {
     /// The configuration new requests use.
     pub current: CurrentGeneration,
-    /// hyper's settings for each HTTP version.
-    pub builders: Builders,
-    /// Limits, timeouts, connection counts.
-    pub transport: Arc<Transport>,
+    /// Open connections, server-wide.
+    pub counter: Arc<ConnectionCounter>,
     /// The worker's connection sweeper.
     pub sweeper: Arc<Sweeper>,
 }
@@ -237,24 +235,24 @@ pub(crate) fn serve_connection<I: Socket>(
         serving.current.clone(),
         listener,
         Arc::new(info),
-        serving.transport.clone(),
         plain,
     ));
     serving.sweeper.track(state.clone());
     let (io, shared) = SharedIo::new(io, state.clone());
     let service = Service(state.clone());
+    let generation = serving.current.load();
     let phase = match negotiated {
         Negotiated::Unknown => Phase::Sniff(io, service, BytesMut::new()),
         // A new TLS connection is served at once: rustls may already hold
         // the first request, read together with the handshake.
         Negotiated::Http1 => Phase::Http1(Http1Session::start(
-            &serving.builders.http1,
+            &generation.builders.http1,
             io,
             service,
             Bytes::new(),
         )),
         Negotiated::Http2 => Phase::Http2(
-            start_http2(serving, io, service, Bytes::new(), &shared),
+            start_http2(&generation.builders, io, service, Bytes::new(), &shared),
             false,
         ),
     };
@@ -340,13 +338,15 @@ impl<I: Socket> Open<I> {
                     else {
                         return Poll::Ready(End::Closed);
                     };
+                    let generation = self.serving.current.load();
+                    let builders = &generation.builders;
                     self.phase = if http2 {
                         Phase::Http2(
-                            start_http2(&self.serving, io, service, got.freeze(), &self.shared),
+                            start_http2(builders, io, service, got.freeze(), &self.shared),
                             false,
                         )
                     } else {
-                        let builder = &self.serving.builders.http1;
+                        let builder = &builders.http1;
                         Phase::Http1(Http1Session::start(builder, io, service, got.freeze()))
                     };
                 }
@@ -354,8 +354,8 @@ impl<I: Socket> Open<I> {
                     if signal.draining && !session.closing && !session.drain() {
                         return Poll::Ready(End::Drained);
                     }
-                    let builder = &self.serving.builders.http1;
-                    return session.poll(cx, builder, &self.shared, &self.state.activity);
+                    let current = &self.serving.current;
+                    return session.poll(cx, current, &self.shared, &self.state.activity);
                 }
                 Phase::Http2(conn, drained) => {
                     if signal.draining && !*drained {
@@ -434,15 +434,14 @@ fn poll_sniff<I: Socket>(
 
 /// hyper's HTTP/2 connection on `io`, after the bytes of `prefix`.
 fn start_http2<I: Socket>(
-    serving: &Serving,
+    builders: &Builders,
     io: SharedIo<I>,
     service: Service,
     prefix: Bytes,
     shared: &Arc<Mutex<IoState<I>>>,
 ) -> Pin<Box<Http2Connection<I>>> {
     let state = service.0.clone();
-    let conn = serving
-        .builders
+    let conn = builders
         .http2
         .serve_connection(TokioIo::new(Rewind { prefix, inner: io }), service);
     Box::pin(Flushing::new(conn, shared.clone(), state))
@@ -499,7 +498,7 @@ impl<I: Socket> Http1Session<I> {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        builder: &http1::Builder,
+        current: &CurrentGeneration,
         shared: &Arc<Mutex<IoState<I>>>,
         activity: &Activity,
     ) -> Poll<End> {
@@ -510,7 +509,10 @@ impl<I: Socket> Http1Session<I> {
                     if self.prefix.is_empty() && ready!(io.poll_wait_readable(cx)).is_err() {
                         return Poll::Ready(End::Closed);
                     }
-                    self.resume(builder);
+                    // The configuration of the moment: a reload's limits
+                    // apply to kept-alive connections from their next
+                    // request.
+                    self.resume(&current.load().builders.http1);
                     continue;
                 }
                 Stage::Moving => return Poll::Ready(End::Closed),

@@ -4,9 +4,15 @@
 //! started with. A file that does not validate is reported and the running
 //! configuration stays.
 //!
-//! What a reload cannot change without a restart, and refuses or reports:
-//! the set of listening addresses (refused), and `[server]`, `[limits]` and
-//! `[timeouts]` (kept as they were, with a warning).
+//! `[limits]` and `[timeouts]` travel with the configuration: new
+//! connections are admitted, and every request is checked, under the limits
+//! of the moment, the sweeper applies the current timeouts to open
+//! connections, and a kept-alive HTTP/1.1 connection takes up new hyper
+//! settings at its next request (an HTTP/2 connection keeps the settings it
+//! announced). What a reload cannot change without a restart, and refuses
+//! or reports: the set of listening addresses (refused), and `[server]`
+//! (worker threads, the file cache, the shutdown deadline: kept as they
+//! were, with a warning).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -16,10 +22,10 @@ use std::time::Duration;
 
 use riis_pipeline::RegisterModuleFn;
 
-use crate::config::{ConfigError, Limits, ServerConfig, ServerSettings, Timeouts};
+use crate::config::{ConfigError, ServerConfig, ServerSettings};
 use crate::driver::{CurrentGeneration, Generation};
 use crate::fs::RealFileSystem;
-use crate::server::{build_pipeline, hsts_of, load_certificates, plan_listeners, routes_of};
+use crate::server::{build_pipeline, load_certificates, plan_listeners, routes_of};
 use crate::tls::SniResolver;
 
 /// Reads the configuration again, the way the server first read it (the
@@ -49,25 +55,6 @@ impl std::fmt::Display for ReloadError {
 
 impl std::error::Error for ReloadError {}
 
-/// The settings a reload keeps, to tell the operator when the file changed
-/// them.
-#[derive(Debug, Clone, PartialEq)]
-struct Fixed {
-    server: ServerSettings,
-    limits: Limits,
-    timeouts: Timeouts,
-}
-
-impl Fixed {
-    fn of(config: &ServerConfig) -> Self {
-        Self {
-            server: config.settings.clone(),
-            limits: config.limits.clone(),
-            timeouts: config.timeouts.clone(),
-        }
-    }
-}
-
 /// Reloads one server's configuration.
 pub struct Reloader {
     source: Option<ConfigSource>,
@@ -76,7 +63,9 @@ pub struct Reloader {
     current: CurrentGeneration,
     certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
     listeners: BTreeSet<(SocketAddr, bool)>,
-    fixed: Fixed,
+    /// `[server]`, which a reload keeps; to tell the operator when the file
+    /// changed it.
+    fixed: ServerSettings,
     /// One reload at a time.
     busy: Mutex<()>,
 }
@@ -105,7 +94,7 @@ impl Reloader {
             current,
             certificates,
             listeners: listeners_of(running),
-            fixed: Fixed::of(running),
+            fixed: running.settings.clone(),
             busy: Mutex::new(()),
         }
     }
@@ -152,19 +141,15 @@ impl Reloader {
                 running.replace_with(resolver);
             }
         }
-        if Fixed::of(&config) != self.fixed {
-            tracing::warn!(
-                "[server], [limits] and [timeouts] changes need a restart; the running values stay"
-            );
+        if config.settings != self.fixed {
+            tracing::warn!("[server] changes need a restart; the running values stay");
         }
         let routes = routes_of(&plan_listeners(&config, &pipeline, &certificates));
         pipeline.raise_application_start();
         pipeline.raise_configuration_change(&config.file);
-        let old = self.current.swap(Arc::new(Generation {
-            hsts: hsts_of(&config, &pipeline),
-            pipeline: pipeline.clone(),
-            routes,
-        }));
+        let old = self
+            .current
+            .swap(Arc::new(Generation::new(&config, pipeline.clone(), routes)));
         retire(old);
         Ok(config.file)
     }

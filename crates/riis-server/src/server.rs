@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use riis_native::{precondition_holds, NativeLibrary};
 
-use crate::connection::{answer_and_close, Sweeper, Transport};
+use crate::connection::{answer_and_close, start_clock, ConnectionCounter, Sweeper};
 use crate::driver::{CurrentGeneration, Generation};
-use crate::protocol::{serve_connection, Builders, Negotiated, Serving};
+use crate::protocol::{serve_connection, Negotiated, Serving};
 use crate::reload::{ConfigSource, Reloader};
 use crate::tls::{CertificateBinding, SniResolver};
 use arc_swap::ArcSwap;
@@ -277,7 +277,7 @@ pub struct Server {
     pipeline: Arc<Pipeline>,
     current: CurrentGeneration,
     fs: Arc<RealFileSystem>,
-    transport: Arc<Transport>,
+    counter: Arc<ConnectionCounter>,
     certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
     extra: Vec<(String, RegisterModuleFn)>,
     source: Option<ConfigSource>,
@@ -305,18 +305,15 @@ impl Server {
         let certificates = load_certificates(&config)?;
         let routes = routes_of(&plan_listeners(&config, &pipeline, &certificates));
         Ok(Self {
-            current: Arc::new(ArcSwap::from_pointee(Generation {
-                pipeline: pipeline.clone(),
+            current: Arc::new(ArcSwap::from_pointee(Generation::new(
+                &config,
+                pipeline.clone(),
                 routes,
-                hsts: hsts_of(&config, &pipeline),
-            })),
+            ))),
             extra: extra.iter().map(|(n, f)| ((*n).to_owned(), *f)).collect(),
             source: None,
             certificates,
-            transport: Arc::new(Transport::new(
-                config.limits.clone(),
-                config.timeouts.clone(),
-            )),
+            counter: Arc::default(),
             config,
             pipeline,
             fs,
@@ -497,7 +494,7 @@ impl BoundServer {
         let worker = tokio::spawn(run_worker(
             sockets,
             server.current.clone(),
-            server.transport.clone(),
+            server.counter.clone(),
             stop_rx,
             server.shutdown_timeout(),
         ));
@@ -532,13 +529,13 @@ impl BoundServer {
                 .build()
                 .map_err(ServerError::Runtime)?;
             let current = server.current.clone();
-            let transport = server.transport.clone();
+            let counter = server.counter.clone();
             let stop = stop_rx.clone();
             let deadline = server.shutdown_timeout();
             let thread = std::thread::Builder::new()
                 .name(format!("riis-worker-{i}"))
                 .spawn(move || {
-                    runtime.block_on(run_worker(sockets, current, transport, stop, deadline))
+                    runtime.block_on(run_worker(sockets, current, counter, stop, deadline))
                 })
                 .map_err(ServerError::Runtime)?;
             threads.push(thread);
@@ -644,21 +641,21 @@ impl Lifecycle {
 async fn run_worker(
     sockets: Vec<(std::net::TcpListener, Listening)>,
     current: CurrentGeneration,
-    transport: Arc<Transport>,
+    counter: Arc<ConnectionCounter>,
     stop: watch::Receiver<bool>,
     deadline: Duration,
 ) {
+    start_clock();
     let sweeper = Arc::new(Sweeper::default());
     let sweeping = {
         let sweeper = sweeper.clone();
-        let timeouts = transport.timeouts.clone();
+        let current = current.clone();
         let stop = stop.clone();
-        tokio::spawn(async move { sweeper.run(timeouts, stop).await })
+        tokio::spawn(async move { sweeper.run(current, stop).await })
     };
     let serving = Arc::new(Serving {
         current,
-        builders: Builders::new(&transport.limits),
-        transport,
+        counter,
         sweeper,
     });
 
@@ -702,7 +699,6 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let local = listener.local_addr().ok();
-    let transport = &serving.transport;
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -716,7 +712,9 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        let admission = match transport.counter.admit(remote.ip(), &transport.limits) {
+        // The limits and timeouts of the moment (a reload changes them).
+        let generation = serving.current.load();
+        let admission = match serving.counter.admit(remote.ip(), &generation.limits) {
             Ok(a) => a,
             Err(refusal) => {
                 tracing::warn!(%remote, reason = refusal.reason, "connection refused");
@@ -743,7 +741,7 @@ async fn accept_loop(
                 info.is_tls = true;
                 let acceptor = acceptor.clone();
                 let serving = serving.clone();
-                let limit = match serving.transport.timeouts.header_read {
+                let limit = match generation.timeouts.header_read {
                     0 => Duration::from_secs(60),
                     secs => Duration::from_secs(secs),
                 };

@@ -1,7 +1,7 @@
 //! Live reload over real sockets, under continuous load: `riis reload`
 //! (SIGHUP) applies a new configuration to new and kept-alive connections
 //! with zero failed requests; a broken file is refused and the running
-//! configuration stays.
+//! configuration stays; `[limits]` and `[timeouts]` change with a reload.
 
 mod common;
 
@@ -131,4 +131,54 @@ fn reload_under_load_fails_no_request() {
     // The server is still up, on generation 3.
     let resp = common::get(addr, "/a.txt");
     assert_eq!(resp.header("x-generation"), Some("3"));
+}
+
+#[test]
+fn limits_and_timeouts_follow_a_reload() {
+    let dir = TempDir::new("reload-limits");
+    let root = dir.path().join("www");
+    dir.write("www/a.txt", "alpha");
+    let text = |limits: &str| {
+        format!(
+            "[server]\npid_file = \"riis.pid\"\n{limits}\n\
+             [[sites]]\nname = \"Test\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
+            root.display()
+        )
+    };
+    let config = dir.write("riis.toml", text(""));
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let long = format!("/a.txt?{}", "q".repeat(300));
+
+    // Under the defaults a 307-byte target is fine, on a connection that
+    // stays open through the reload.
+    let mut kept = Connection::open(server.addr);
+    assert_eq!(kept.get(&long).status, 200);
+    let mut idle = Connection::open(server.addr);
+    assert_eq!(idle.get("/a.txt").status, 200);
+
+    std::fs::write(
+        &config,
+        text("[limits]\nmax_url_length = 100\n[timeouts]\nkeep_alive = 1"),
+    )
+    .unwrap();
+    let out = riis_reload(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The kept-alive connection's next request meets the new limit.
+    let resp = kept.get(&long);
+    assert_eq!(resp.status, 414);
+    assert!(kept.is_closed());
+    // So does a new connection; short targets still pass.
+    assert_eq!(Connection::open(server.addr).get(&long).status, 414);
+    assert_eq!(Connection::open(server.addr).get("/a.txt").status, 200);
+    // The idle connection opened before the reload is closed by the new
+    // keep-alive timeout (1 s, swept once a second).
+    let started = Instant::now();
+    assert!(idle.is_closed(), "the idle connection was not closed");
+    assert!(started.elapsed() < Duration::from_secs(15));
 }
