@@ -5,7 +5,7 @@
 //! it already encoded is left alone). On the send that carries the headers
 //! it decides, from the client's `Accept-Encoding` (q-values honoured), the
 //! response's type and, for a response sent in one piece, its size, whether
-//! to encode with brotli or gzip; every later send of the same response goes
+//! to encode with brotli, zstd or gzip; every later send of the same response goes
 //! through the same encoder, and the final send closes the stream, so a
 //! flushed response is compressed while it streams.
 //!
@@ -20,8 +20,8 @@
 //! - `enabled` (default true);
 //! - `mime_types` (default: `text/*`, JSON, JavaScript, XML, SVG, WASM …);
 //! - `min_size` (default 2700);
-//! - `gzip_level` (default 4) and `brotli_quality` (default 4): fast levels,
-//!   since this work is done for every response.
+//! - `gzip_level` (default 4), `brotli_quality` (default 4) and `zstd_level`
+//!   (default 3): fast levels, since this work is done for every response.
 
 use bytes::Bytes;
 use riis_pipeline::http::{header, Method};
@@ -48,6 +48,8 @@ pub struct DynamicCompressionConfig {
     pub gzip_level: u32,
     /// brotli quality, 0–11.
     pub brotli_quality: u32,
+    /// zstd level, 1–19.
+    pub zstd_level: u32,
 }
 
 impl Default for DynamicCompressionConfig {
@@ -58,6 +60,7 @@ impl Default for DynamicCompressionConfig {
             min_size: 2700,
             gzip_level: 4,
             brotli_quality: 4,
+            zstd_level: 3,
         }
     }
 }
@@ -131,6 +134,7 @@ impl HttpModule for DynamicCompression {
                 let level = match coding {
                     Coding::Gzip => config.gzip_level,
                     Coding::Brotli => config.brotli_quality,
+                    Coding::Zstd => config.zstd_level,
                 };
                 self.encoder = Some(Encoder::new(coding, level));
                 content_encoding::mark_encoded(ctx.response_mut().headers_mut(), coding);

@@ -4,8 +4,8 @@
 //! Registers for **SendResponse** (LOW priority, so in SendResponse's
 //! inverted order it runs before DynamicCompression and leaves it nothing to
 //! do). On the final send of a whole static file (a 200 for a file the
-//! engine probed, sent in one piece, with the file's ETag), it picks brotli
-//! or gzip from `Accept-Encoding` and replaces the body with the compressed
+//! engine probed, sent in one piece, with the file's ETag), it picks brotli,
+//! zstd or gzip from `Accept-Encoding` and replaces the body with the compressed
 //! copy. Copies live in `directory`, named by a hash of the file's path,
 //! length and modification time and the coding, so a changed file gets
 //! a new copy and the old one is never served again; they are written once
@@ -23,7 +23,8 @@
 //! - `mime_types` (default: `text/*`, JSON, JavaScript, XML, SVG, WASM …);
 //! - `min_size` (2700) and `max_size` (4194304);
 //! - `directory` (default: `riis-compressed` under the system temp dir);
-//! - `gzip_level` (9) and `brotli_quality` (9): paid once per file.
+//! - `gzip_level` (9), `brotli_quality` (9) and `zstd_level` (19, the
+//!   highest whose window browsers accept): paid once per file.
 
 use std::collections::HashMap;
 use std::hash::Hasher;
@@ -60,6 +61,8 @@ pub struct StaticCompressionConfig {
     pub gzip_level: u32,
     /// brotli quality, 0–11.
     pub brotli_quality: u32,
+    /// zstd level, 1–19.
+    pub zstd_level: u32,
 }
 
 impl Default for StaticCompressionConfig {
@@ -72,6 +75,7 @@ impl Default for StaticCompressionConfig {
             directory: PathBuf::new(),
             gzip_level: 9,
             brotli_quality: 9,
+            zstd_level: content_encoding::ZSTD_MAX_LEVEL,
         }
     }
 }
@@ -215,6 +219,7 @@ impl HttpModule for StaticCompression {
         let level = match coding {
             Coding::Gzip => config.gzip_level,
             Coding::Brotli => config.brotli_quality,
+            Coding::Zstd => config.zstd_level,
         };
         let dir = if config.directory.as_os_str().is_empty() {
             default_directory()

@@ -47,6 +47,10 @@ fn unbrotli(data: &[u8]) -> Vec<u8> {
     out
 }
 
+fn unzstd(data: &[u8]) -> Vec<u8> {
+    zstd::stream::decode_all(data).unwrap()
+}
+
 fn fetch(conn: &mut Connection, path: &str, accept: Option<&str>) -> Response {
     let accept = accept.map_or(String::new(), |a| format!("Accept-Encoding: {a}\r\n"));
     conn.send_raw(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{accept}\r\n").as_bytes());
@@ -89,6 +93,11 @@ fn static_files_are_negotiated_by_q_value() {
         (Some("*"), Some("br")),
         (Some("gzip;q=0, br;q=0"), None),
         (Some("compress, deflate"), None),
+        (Some("zstd"), Some("zstd")),
+        (Some("gzip, zstd"), Some("zstd")),
+        (Some("gzip, deflate, br, zstd"), Some("br")),
+        (Some("br;q=0.5, zstd;q=0.8, gzip;q=0.8"), Some("zstd")),
+        (Some("zstd;q=0, gzip"), Some("gzip")),
     ];
     for (accept, expected) in cases {
         let resp = fetch(&mut conn, "/big.txt", *accept);
@@ -98,6 +107,7 @@ fn static_files_are_negotiated_by_q_value() {
         let body = match expected {
             Some("gzip") => gunzip(&resp.body),
             Some("br") => unbrotli(&resp.body),
+            Some("zstd") => unzstd(&resp.body),
             _ => resp.body.clone(),
         };
         assert_eq!(String::from_utf8(body).unwrap(), s.big, "{accept:?}");
@@ -164,6 +174,9 @@ fn dynamic_compression_takes_over_when_static_is_off() {
     let resp = fetch(&mut conn, "/page.txt", Some("gzip"));
     assert_eq!(resp.header("content-encoding"), Some("gzip"));
     assert_eq!(gunzip(&resp.body), big.as_bytes());
+    let resp = fetch(&mut conn, "/page.txt", Some("zstd"));
+    assert_eq!(resp.header("content-encoding"), Some("zstd"));
+    assert_eq!(unzstd(&resp.body), big.as_bytes());
 }
 
 #[test]
@@ -180,6 +193,9 @@ fn a_streamed_response_is_compressed_as_it_goes() {
     assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
     assert_eq!(resp.header("content-encoding"), Some("br"));
     assert_eq!(unbrotli(&resp.body), b"Hello World!");
+    let resp = fetch(&mut conn, "/", Some("zstd"));
+    assert_eq!(resp.header("content-encoding"), Some("zstd"));
+    assert_eq!(unzstd(&resp.body), b"Hello World!");
     // Without Accept-Encoding the same response is sent as it is.
     let resp = fetch(&mut conn, "/", None);
     assert_eq!(resp.header("content-encoding"), None);
