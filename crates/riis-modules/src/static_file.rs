@@ -58,7 +58,8 @@ use bytes::Bytes;
 use riis_pipeline::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use riis_pipeline::{
     EntityChunk, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
-    RequestNotificationStatus, RequestNotifications, ResourceKind, Section, ServerInfo,
+    RequestNotificationStatus, RequestNotifications, ResourceInfo, ResourceKind, Section,
+    ServerInfo,
 };
 use serde::{Deserialize, Deserializer};
 
@@ -657,28 +658,45 @@ fn multipart(boundary: &str, content_type: &[u8], ranges: &[(u64, u64)], len: u6
     pieces
 }
 
-/// Whether `path` goes through a symbolic link below `root`. A path outside
-/// the root (a MapPath module put it there) has only its last component
-/// checked. A component that cannot be examined counts as a link.
-fn has_symlink(root: &Path, path: &Path) -> bool {
-    let is_link = |p: &Path| std::fs::symlink_metadata(p).map_or(true, |m| m.is_symlink());
-    let Ok(relative) = path.strip_prefix(root) else {
-        return is_link(path);
-    };
-    let mut current = root.to_path_buf();
-    for component in relative.components() {
-        match component {
-            Component::Normal(name) => {
-                current.push(name);
-                if is_link(&current) {
-                    return true;
-                }
-            }
-            Component::CurDir => {}
-            _ => return true,
+/// Opens `path` without following a symbolic link anywhere below `root`:
+/// each component is opened relative to the directory before it with
+/// `O_NOFOLLOW`, so a link swapped in while the walk runs is refused as well
+/// (there is no window between a check and the open). A path outside the
+/// root (a MapPath module put it there) has only its last component held to
+/// this. The last component is opened non-blocking, so a FIFO cannot stall
+/// the worker.
+fn open_without_symlinks(root: &Path, path: &Path) -> std::io::Result<File> {
+    use nix::fcntl::{open, openat, OFlag};
+    use nix::sys::stat::Mode;
+    let through = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let last = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let (start, relative) = match path.strip_prefix(root) {
+        Ok(relative) => (root, relative),
+        Err(_) => {
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            let name = path.file_name().map(Path::new).unwrap_or(Path::new(""));
+            (parent, name)
         }
+    };
+    let names = relative
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .map(|c| match c {
+            Component::Normal(name) => Ok(name),
+            _ => Err(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some((final_name, dirs)) = names.split_last() else {
+        // The root itself.
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        return Ok(File::from(open(start, flags, Mode::empty())?));
+    };
+    // Where the walk starts is trusted as configured (or as MapPath chose).
+    let mut dir = open(start, through - OFlag::O_NOFOLLOW, Mode::empty())?;
+    for name in dirs {
+        dir = openat(&dir, *name, through, Mode::empty())?;
     }
-    false
+    Ok(File::from(openat(&dir, *final_name, last, Mode::empty())?))
 }
 
 /// Where a file's bytes come from.
@@ -705,14 +723,20 @@ impl Source {
 impl StaticFile {
     /// The file's bytes: the server's cached copy, a read of a small file,
     /// or the open file.
-    fn source(ctx: &mut HttpContext, len: u64) -> Result<Source, RequestNotificationStatus> {
-        if let Some(content) = ctx.take_cached_content() {
+    /// `own`: a file this module opened itself, used instead.
+    fn source(
+        ctx: &mut HttpContext,
+        len: u64,
+        own: Option<File>,
+    ) -> Result<Source, RequestNotificationStatus> {
+        let own_file = own.is_some();
+        if let Some(content) = ctx.take_cached_content().filter(|_| !own_file) {
             // The server's file cache already holds this version of the file.
             if content.len() as u64 == len {
                 return Ok(Source::Memory(content));
             }
         }
-        let opened = match ctx.take_opened_file() {
+        let opened = match own.or_else(|| ctx.take_opened_file()) {
             Some(f) => Ok(f),
             // Another module took the probe's descriptor: open the path again.
             None => File::open(ctx.physical_path()),
@@ -772,10 +796,29 @@ impl HttpModule for StaticFile {
             Some(info) => info,
             None => return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
         };
+        let mut info = info;
+        let mut own_file = None;
         if !follow_symlinks {
+            // What is served is what this walk opens: the probe's
+            // descriptor and the cached copy may have come through a link.
             let root = ctx.site().physical_root.clone();
-            if has_symlink(&root, ctx.physical_path()) {
-                return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002);
+            let opened = open_without_symlinks(&root, ctx.physical_path())
+                .and_then(|file| file.metadata().map(|meta| (file, meta)));
+            match opened {
+                Ok((file, meta)) if meta.is_file() || meta.is_dir() => {
+                    drop(ctx.take_opened_file());
+                    drop(ctx.take_cached_content());
+                    info = if meta.is_dir() {
+                        ResourceInfo::directory()
+                    } else {
+                        ResourceInfo::file(meta.len(), meta.modified().ok())
+                    };
+                    own_file = Some(file);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005);
+                }
+                _ => return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
             }
         }
         if info.kind == ResourceKind::Directory {
@@ -887,7 +930,7 @@ impl HttpModule for StaticFile {
             ctx.set_request_handled();
             return RequestNotificationStatus::Continue;
         }
-        let source = match Self::source(ctx, len) {
+        let source = match Self::source(ctx, len, own_file) {
             Ok(s) => s,
             Err(code) => return code,
         };
@@ -1155,9 +1198,26 @@ mod tests {
         std::fs::create_dir_all(dir.join("real")).unwrap();
         std::fs::write(dir.join("real/f.txt"), "x").unwrap();
         std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
-        assert!(!has_symlink(&dir, &dir.join("real/f.txt")));
-        assert!(has_symlink(&dir, &dir.join("link/f.txt")));
-        assert!(has_symlink(&dir, &dir.join("missing")));
+        std::os::unix::fs::symlink(dir.join("real/f.txt"), dir.join("real/g.txt")).unwrap();
+        let opened = |p: &str| open_without_symlinks(&dir, &dir.join(p));
+        assert!(opened("real/f.txt").is_ok());
+        assert!(opened("./real/f.txt").is_ok());
+        assert!(opened("").unwrap().metadata().unwrap().is_dir());
+        assert!(opened("real").unwrap().metadata().unwrap().is_dir());
+        // A link as a directory on the way, or as the file itself.
+        assert!(opened("link/f.txt").is_err());
+        assert!(opened("real/g.txt").is_err());
+        assert!(opened("link").is_err());
+        assert!(opened("real/../real/f.txt").is_err());
+        assert_eq!(
+            opened("missing").unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        // Outside the root only the last component is held to the rule.
+        let other = std::env::temp_dir().join(format!("riis-sf-other-{}", std::process::id()));
+        assert!(open_without_symlinks(&other, &dir.join("real/f.txt")).is_ok());
+        assert!(open_without_symlinks(&other, &dir.join("link/f.txt")).is_ok());
+        assert!(open_without_symlinks(&other, &dir.join("real/g.txt")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
