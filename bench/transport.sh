@@ -187,7 +187,10 @@ time.sleep(600)
 PY
   local client=$!
   for _ in $(seq 600); do [ -e "$work/idle.ready" ] && break; sleep 0.1; done
-  sleep 1
+  # riis parks a keep-alive connection (gives its parser's buffers back)
+  # once it has been idle for one to two seconds; measure both servers
+  # after that.
+  sleep 3
   after=$(rss_kib $server_pids)
   kill "$client"; wait "$client" 2>/dev/null || true
   rm -f "$work/idle.ready"

@@ -110,6 +110,22 @@ fn advance_clock() -> u32 {
     secs
 }
 
+/// Ticks of the coarse clock an HTTP/1.1 connection that keeps its parser
+/// stays idle before it gives the parser's buffers back (between one and
+/// two seconds). Parking at once would rebuild hyper's connection for every
+/// request of a busy keep-alive client (about a quarter of the user-space
+/// work of a small request); a connection that waits longer than this is
+/// idle in earnest.
+pub const PARK_AFTER: u32 = 1;
+
+/// HTTP/1.1 connections per worker that may keep hyper's parser (about
+/// 16 KB of buffers) while idle, for up to [`PARK_AFTER`]. Beyond this many,
+/// an idle connection parks at once, as nginx frees its buffers: buffers
+/// freed at once are reused by the next connection, where buffers freed
+/// later would stay resident (the allocator keeps freed memory), so memory
+/// under thousands of connections stays what the parked ones need.
+pub const PARSERS_KEPT: usize = 64;
+
 /// Why the sweeper closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -171,6 +187,11 @@ pub struct Activity {
     write_blocked: AtomicBool,
     /// Gathered response bytes (or TLS records) wait for the socket.
     flush_blocked: AtomicBool,
+    /// The sweeper found the connection idle for a while: it may give its
+    /// parser's buffers back (HTTP/1.1; see [`PARK_AFTER`]).
+    park_requested: AtomicBool,
+    /// The connection holds no parser and waits for the socket.
+    parked: AtomicBool,
     /// [`Expiry::code`] of the sweeper's verdict, 0 while none.
     expiry: AtomicU8,
     /// The worker drains.
@@ -260,6 +281,37 @@ impl Activity {
         Signal {
             expired: Expiry::from_code(self.expiry.load(Ordering::Acquire)),
             draining: self.draining.load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether the sweeper asked the connection to park.
+    pub fn park_requested(&self) -> bool {
+        self.park_requested.load(Ordering::Acquire)
+    }
+
+    /// The connection parked (`true`) or took up a parser again.
+    pub fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::Relaxed);
+        if parked {
+            self.park_requested.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks a connection idle since before `t - PARK_AFTER` to park, once.
+    fn ask_to_park(&self, t: u32) {
+        if self.parked.load(Ordering::Relaxed)
+            || self.park_requested.load(Ordering::Relaxed)
+            || !self.is_idle()
+        {
+            return;
+        }
+        let idle_since = self
+            .idle_since
+            .load(Ordering::Relaxed)
+            .max(self.last_write.load(Ordering::Relaxed));
+        if t.saturating_sub(idle_since) >= PARK_AFTER {
+            self.park_requested.store(true, Ordering::Release);
+            self.task.wake();
         }
     }
 
@@ -380,9 +432,31 @@ impl ConnectionState {
 pub struct Sweeper {
     connections: Mutex<Vec<Arc<ConnectionState>>>,
     draining: AtomicBool,
+    /// HTTP/1.1 connections of the worker holding hyper's parser.
+    parsers: AtomicUsize,
+}
+
+/// A connection's hold on a parser, counted until it drops.
+pub struct ParserHold(Arc<Sweeper>);
+
+impl Drop for ParserHold {
+    fn drop(&mut self) {
+        self.0.parsers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Sweeper {
+    /// Counts a connection holding hyper's parser until the hold drops.
+    pub fn hold_parser(self: &Arc<Self>) -> ParserHold {
+        self.parsers.fetch_add(1, Ordering::Relaxed);
+        ParserHold(self.clone())
+    }
+
+    /// Whether more connections hold a parser than [`PARSERS_KEPT`].
+    pub fn parsers_crowded(&self) -> bool {
+        self.parsers.load(Ordering::Relaxed) > PARSERS_KEPT
+    }
+
     /// Tracks a new connection (told to drain at once if the worker does).
     pub fn track(&self, connection: Arc<ConnectionState>) {
         let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
@@ -414,8 +488,9 @@ impl Sweeper {
             // A connection whose task ended holds the only other reference.
             list.retain(|a| Arc::strong_count(a) > 1);
             for c in list.iter() {
-                if let Some(e) = c.activity.check(t, timeouts) {
-                    c.activity.expire(e);
+                match c.activity.check(t, timeouts) {
+                    Some(e) => c.activity.expire(e),
+                    None => c.activity.ask_to_park(t),
                 }
             }
         }

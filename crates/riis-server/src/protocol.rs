@@ -34,7 +34,7 @@ use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::connection::{
     finish_connection, Activity, Admission, ConnectionCounter, ConnectionState, Expiry, Flushing,
-    IoState, Sendfile, SharedIo, Sweeper, WaitReadable,
+    IoState, ParserHold, Sendfile, SharedIo, Sweeper, WaitReadable,
 };
 use crate::driver::{handle, ConnectionReset, CurrentGeneration, ReplyFuture};
 use crate::strict::{parse_error_response, Refusal};
@@ -247,6 +247,7 @@ pub(crate) fn serve_connection<I: Socket>(
         // the first request, read together with the handshake.
         Negotiated::Http1 => Phase::Http1(Http1Session::start(
             &generation.builders.http1,
+            &serving.sweeper,
             io,
             service,
             Bytes::new(),
@@ -346,16 +347,21 @@ impl<I: Socket> Open<I> {
                             false,
                         )
                     } else {
-                        let builder = &builders.http1;
-                        Phase::Http1(Http1Session::start(builder, io, service, got.freeze()))
+                        Phase::Http1(Http1Session::start(
+                            &builders.http1,
+                            &self.serving.sweeper,
+                            io,
+                            service,
+                            got.freeze(),
+                        ))
                     };
                 }
                 Phase::Http1(session) => {
                     if signal.draining && !session.closing && !session.drain() {
                         return Poll::Ready(End::Drained);
                     }
-                    let current = &self.serving.current;
-                    return session.poll(cx, current, &self.shared, &self.state.activity);
+                    let serving = &self.serving;
+                    return session.poll(cx, serving, &self.shared, &self.state.activity);
                 }
                 Phase::Http2(conn, drained) => {
                     if signal.draining && !*drained {
@@ -462,22 +468,32 @@ struct Http1Session<I: Socket> {
 enum Stage<I: Socket> {
     /// Waiting for the next request with the socket and the service only.
     Parked(SharedIo<I>, Service),
-    /// hyper serves the connection.
-    Serving(Box<Http1Connection<I>>),
+    /// hyper serves the connection (counted among the worker's parsers).
+    Serving {
+        conn: Box<Http1Connection<I>>,
+        /// Given back when the stage ends.
+        _parser: ParserHold,
+    },
     /// Between stages.
     Moving,
 }
 
 impl<I: Socket> Http1Session<I> {
     /// hyper serving `io`, after the bytes of `prefix`.
-    fn start(builder: &http1::Builder, io: SharedIo<I>, service: Service, prefix: Bytes) -> Self {
+    fn start(
+        builder: &http1::Builder,
+        sweeper: &Arc<Sweeper>,
+        io: SharedIo<I>,
+        service: Service,
+        prefix: Bytes,
+    ) -> Self {
         let mut session = Self {
             stage: Stage::Parked(io, service),
             prefix,
             hold: None,
             closing: false,
         };
-        session.resume(builder);
+        session.resume(builder, sweeper);
         session
     }
 
@@ -485,7 +501,7 @@ impl<I: Socket> Http1Session<I> {
     /// at once); otherwise hyper closes after the exchange under way.
     fn drain(&mut self) -> bool {
         match &mut self.stage {
-            Stage::Serving(conn) => {
+            Stage::Serving { conn, .. } => {
                 Pin::new(&mut **conn).graceful_shutdown();
                 self.closing = true;
                 true
@@ -498,21 +514,22 @@ impl<I: Socket> Http1Session<I> {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        current: &CurrentGeneration,
+        serving: &Serving,
         shared: &Arc<Mutex<IoState<I>>>,
         activity: &Activity,
     ) -> Poll<End> {
         loop {
             let conn = match &mut self.stage {
-                Stage::Serving(conn) => conn,
+                Stage::Serving { conn, .. } => conn,
                 Stage::Parked(io, _) => {
                     if self.prefix.is_empty() && ready!(io.poll_wait_readable(cx)).is_err() {
                         return Poll::Ready(End::Closed);
                     }
+                    activity.set_parked(false);
                     // The configuration of the moment: a reload's limits
                     // apply to kept-alive connections from their next
                     // request.
-                    self.resume(&current.load().builders.http1);
+                    self.resume(&serving.current.load().builders.http1, &serving.sweeper);
                     continue;
                 }
                 Stage::Moving => return Poll::Ready(End::Closed),
@@ -526,10 +543,13 @@ impl<I: Socket> Http1Session<I> {
             if let Poll::Ready(r) = served {
                 return Poll::Ready(End::Hyper(r));
             }
-            // hyper may be let go once the connection is idle, unless it was
-            // handed a partial request head it still has to complete.
-            let may_park =
-                activity.is_idle() && self.hold.is_none_or(|h| activity.requests_started() > h);
+            // hyper may be let go once the connection is idle (at once when
+            // many connections hold a parser, else when the sweeper found
+            // it idle for a while), unless it was handed a partial request
+            // head it still has to complete.
+            let may_park = activity.is_idle()
+                && self.hold.is_none_or(|h| activity.requests_started() > h)
+                && (activity.park_requested() || serving.sweeper.parsers_crowded());
             if sent.is_pending() || self.closing || !may_park {
                 return Poll::Pending;
             }
@@ -550,17 +570,21 @@ impl<I: Socket> Http1Session<I> {
     }
 
     /// Gives the socket (and any bytes read ahead) to a new hyper connection.
-    fn resume(&mut self, builder: &http1::Builder) {
+    fn resume(&mut self, builder: &http1::Builder, sweeper: &Arc<Sweeper>) {
         if let Stage::Parked(io, service) = std::mem::replace(&mut self.stage, Stage::Moving) {
             let prefix = std::mem::take(&mut self.prefix);
             let io = TokioIo::new(Rewind { prefix, inner: io });
-            self.stage = Stage::Serving(Box::new(builder.serve_connection(io, service)));
+            let conn = Box::new(builder.serve_connection(io, service));
+            self.stage = Stage::Serving {
+                conn,
+                _parser: sweeper.hold_parser(),
+            };
         }
     }
 
     /// Ends hyper's connection and keeps only the socket.
     fn park(&mut self, activity: &Activity) {
-        let Stage::Serving(conn) = std::mem::replace(&mut self.stage, Stage::Moving) else {
+        let Stage::Serving { conn, .. } = std::mem::replace(&mut self.stage, Stage::Moving) else {
             return;
         };
         let parts = conn.into_parts();
@@ -579,6 +603,7 @@ impl<I: Socket> Http1Session<I> {
             self.hold = Some(activity.requests_started());
         }
         io.release_buffers();
+        activity.set_parked(true);
         self.stage = Stage::Parked(io, parts.service);
     }
 }
