@@ -119,12 +119,13 @@ fn advance_clock() -> u32 {
 pub const PARK_AFTER: u32 = 1;
 
 /// HTTP/1.1 connections per worker that may keep hyper's parser (about
-/// 16 KB of buffers) while idle, for up to [`PARK_AFTER`]. Beyond this many,
-/// an idle connection parks at once, as nginx frees its buffers: buffers
-/// freed at once are reused by the next connection, where buffers freed
-/// later would stay resident (the allocator keeps freed memory), so memory
-/// under thousands of connections stays what the parked ones need.
-pub const PARSERS_KEPT: usize = 64;
+/// 16 KB of buffers) while idle, for up to [`PARK_AFTER`]: at most 512 KB
+/// per worker. Beyond this many, an idle connection parks at once, as nginx
+/// frees its buffers: buffers freed at once are reused by the next
+/// connection, where buffers freed later would stay resident (the allocator
+/// keeps freed memory), so memory under thousands of connections stays what
+/// the parked ones need.
+pub const PARSERS_KEPT: usize = 32;
 
 /// Why the sweeper closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
