@@ -622,6 +622,12 @@ impl RequestExecution {
             };
             let notification = N::DETERMINISTIC[stage];
             if (stage != EXECUTE_STAGE || post) && !self.pipeline.tracing {
+                // Most events of most requests have no module (left) to
+                // call: end them without setting up a walk.
+                if pos >= self.pipeline.events[stage][post as usize].len() {
+                    self.end_of_event(top);
+                    continue;
+                }
                 if let Some(step) = self.run_event_list(top, stage, post) {
                     return step;
                 }
