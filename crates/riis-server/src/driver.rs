@@ -462,14 +462,20 @@ impl BodyReader {
         let between = self
             .between_reads
             .map(|d| (start + d, "no request body bytes within timeouts.body_read"));
-        let rate = (self.min_rate > 0).then(|| {
-            let earned = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
-            let allowed = earned.max(self.grace).saturating_sub(self.waited);
-            (
-                start + allowed,
-                "the request body arrived slower than timeouts.body_min_rate",
-            )
-        });
+        // No deadline from the rate when it lies beyond what `Instant` can
+        // hold (an enormous body at a tiny rate).
+        let rate = (self.min_rate > 0)
+            .then(|| {
+                let earned =
+                    Duration::try_from_secs_f64(self.received as f64 / self.min_rate as f64)
+                        .ok()?;
+                let allowed = earned.max(self.grace).saturating_sub(self.waited);
+                Some((
+                    start.checked_add(allowed)?,
+                    "the request body arrived slower than timeouts.body_min_rate",
+                ))
+            })
+            .flatten();
         match (between, rate) {
             (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
             (a, b) => a.or(b),
