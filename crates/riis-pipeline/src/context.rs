@@ -184,6 +184,12 @@ impl HttpContext {
 
     /// `GetResponse`, mutable.
     pub fn response_mut(&mut self) -> &mut HttpResponse {
+        // An error status records the module and notification that set it;
+        // they are noted here, when a module takes the response, rather
+        // than before every module call.
+        if let Some((module, notification, _)) = self.current {
+            self.response.current = (Some(module), notification.name());
+        }
         &mut self.response
     }
 

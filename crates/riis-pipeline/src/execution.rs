@@ -472,6 +472,7 @@ impl RequestExecution {
         tracing::info!(module = %name, notification = %site.notification, "{description}; the request ends with 408");
         let response = &mut self.frames[top].ctx.response;
         response.need_disconnect = true;
+        response.current = (Some(site.module), site.notification.name());
         if !response.headers_sent {
             response.clear();
             response.set_error_status(
@@ -950,6 +951,7 @@ impl RequestExecution {
         let name = self.pipeline.module_name(site.module).to_owned();
         tracing::warn!(module = %name, notification = %site.notification, "{description}; the request ends with 503");
         let response = &mut self.frames[top].ctx.response;
+        response.current = (Some(site.module), site.notification.name());
         if response.headers_sent {
             response.need_disconnect = true;
         } else {
@@ -1171,7 +1173,6 @@ fn walk_list<F>(
 where
     F: Fn(&mut dyn HttpModule, &mut HttpContext) -> Status,
 {
-    frame.ctx.response.current.1 = notification.name();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while let Some(&module) = list.get(frame.pos as usize) {
             frame.pos += 1;
@@ -1197,7 +1198,6 @@ where
                 state.discard_stale();
             }
             ctx.current = Some((module, notification, post));
-            ctx.response.current.0 = Some(module);
             let status = invoke(&mut *instance, ctx);
             ctx.slots[module.get()].instance = Some(instance);
             // An overflowing buffer asked for its own flush when it was
