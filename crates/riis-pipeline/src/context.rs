@@ -53,6 +53,42 @@ pub(crate) struct Slot {
     pub(crate) state: SlotState,
 }
 
+/// The module call under way: the event is noted once per walk of an
+/// event's list, the module before each call (the engine's hot loop writes
+/// two bytes per call instead of the whole triple).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Running {
+    /// The module being called; `None` between calls.
+    pub(crate) module: Option<ModuleIndex>,
+    /// The notification being raised (meaningful while `module` is set).
+    pub(crate) notification: RequestNotification,
+    /// Whether it is the post-event.
+    pub(crate) post: bool,
+}
+
+impl Running {
+    /// No call under way.
+    pub(crate) const NONE: Running = Running {
+        module: None,
+        notification: RequestNotification::BeginRequest,
+        post: false,
+    };
+
+    /// A call of `module` for `notification`.
+    pub(crate) fn call(module: ModuleIndex, notification: RequestNotification, post: bool) -> Self {
+        Running {
+            module: Some(module),
+            notification,
+            post,
+        }
+    }
+
+    /// The call under way, if any.
+    pub(crate) fn get(self) -> Option<(ModuleIndex, RequestNotification, bool)> {
+        Some((self.module?, self.notification, self.post))
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotState {
     NotCreated,
@@ -103,7 +139,8 @@ pub struct HttpContext {
     pub(crate) cached_content: Option<bytes::Bytes>,
     pub(crate) op: Option<AsyncOp>,
     pub(crate) completion: Option<Arc<CompletionState>>,
-    pub(crate) current: Option<(ModuleIndex, RequestNotification, bool)>,
+    /// The module call under way, if any.
+    pub(crate) current: Running,
     pub(crate) depth: u8,
     pub(crate) execute_flags: ExecuteFlags,
     pub(crate) skip_authentication: bool,
@@ -157,7 +194,7 @@ impl HttpContext {
             cached_content: None,
             op: None,
             completion: None,
-            current: None,
+            current: Running::NONE,
             depth: 0,
             execute_flags: ExecuteFlags::default(),
             skip_authentication: false,
@@ -187,7 +224,7 @@ impl HttpContext {
         // An error status records the module and notification that set it;
         // they are noted here, when a module takes the response, rather
         // than before every module call.
-        if let Some((module, notification, _)) = self.current {
+        if let Some((module, notification, _)) = self.current.get() {
             self.response.current = (Some(module), notification.name());
         }
         &mut self.response
@@ -266,7 +303,7 @@ impl HttpContext {
     /// or it is too late.
     pub fn set_handler(&mut self, name: &str) -> bool {
         let in_map = matches!(
-            self.current,
+            self.current.get(),
             Some((_, RequestNotification::MapRequestHandler, _))
         );
         if !in_map {
@@ -402,7 +439,7 @@ impl HttpContext {
         if !self.pipeline.tracing {
             return;
         }
-        if let Some((m, n, post)) = self.current {
+        if let Some((m, n, post)) = self.current.get() {
             self.pipeline.raise_trace(&TraceEvent {
                 request_id: self.request_id,
                 url: self.request.url(),
@@ -429,7 +466,7 @@ impl HttpContext {
         // is refused, and what the outer call started is kept for it.
         let outer_op = self.op.take();
         let outer_flush = self.response.flush.take();
-        self.current = Some((m, notification, false));
+        self.current = Running::call(m, notification, false);
         self.response.current = (Some(m), notification.name());
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *module, self)));
@@ -654,7 +691,7 @@ impl HttpContext {
 
     /// `GetCurrentExecutionStats`: the notification and module running now.
     pub fn current_execution_stats(&self) -> Option<ExecutionStats<'_>> {
-        let (m, notification, is_post) = self.current?;
+        let (m, notification, is_post) = self.current.get()?;
         Some(ExecutionStats {
             notification,
             is_post,
@@ -664,14 +701,14 @@ impl HttpContext {
 
     /// The id of the module being called, for its module contexts.
     pub fn current_module(&self) -> Option<ModuleIndex> {
-        self.current.map(|c| c.0)
+        self.current.module
     }
 
     /// `GetIsLastNotification`: whether, if the current module returns
     /// `status`, no module is left to run for any later deterministic
     /// notification of this request.
     pub fn is_last_notification(&self, status: RequestNotificationStatus) -> bool {
-        let Some((_, n, post)) = self.current else {
+        let Some((_, n, post)) = self.current.get() else {
             return true;
         };
         let Some(stage) = n.stage() else {

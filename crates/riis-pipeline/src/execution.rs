@@ -35,7 +35,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::completion::{CompletionWaiter, Signal};
-use crate::context::{AsyncOp, HttpContext, SlotState};
+use crate::context::{AsyncOp, HttpContext, Running, SlotState};
 use crate::global::{TraceEvent, TracePhase};
 use crate::handler::{allowed_methods, choose_handler, needs_probe, MappingFailure};
 use crate::module::{HttpModule, ModuleError};
@@ -680,7 +680,7 @@ impl RequestExecution {
                 // cursor is the one that panicked.
                 let module = list[frame.pos as usize - 1];
                 let ctx = &mut frame.ctx;
-                ctx.current = None;
+                ctx.current.module = None;
                 ctx.op = None;
                 ctx.response.flush = None;
                 ctx.module_panicked(module, notification, post, &*panic);
@@ -1119,7 +1119,7 @@ fn call_module(
             state.discard_stale();
         }
     }
-    ctx.current = Some((site.module, site.notification, site.post));
+    ctx.current = Running::call(site.module, site.notification, site.post);
     ctx.response.current = (Some(site.module), site.notification.name());
     let started = pipeline.tracing.then(|| {
         trace(pipeline, ctx, site, TracePhase::ModuleStart);
@@ -1129,7 +1129,7 @@ fn call_module(
         Some(info) => module.on_async_completion(ctx, site.notification, site.post, &info),
         None => dispatch(&mut *module, ctx, site.notification, site.post),
     }));
-    ctx.current = None;
+    ctx.current.module = None;
     match outcome {
         Ok(status) => {
             ctx.slots[site.module.get()].instance = Some(module);
@@ -1173,6 +1173,8 @@ fn walk_list<F>(
 where
     F: Fn(&mut dyn HttpModule, &mut HttpContext) -> Status,
 {
+    frame.ctx.current.notification = notification;
+    frame.ctx.current.post = post;
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while let Some(&module) = list.get(frame.pos as usize) {
             frame.pos += 1;
@@ -1197,7 +1199,7 @@ where
             if let Some(state) = &ctx.completion {
                 state.discard_stale();
             }
-            ctx.current = Some((module, notification, post));
+            ctx.current.module = Some(module);
             let status = invoke(&mut *instance, ctx);
             ctx.slots[module.get()].instance = Some(instance);
             // An overflowing buffer asked for its own flush when it was
@@ -1207,11 +1209,11 @@ where
                 || ctx.response.flush.is_some()
                 || ctx.finish_requested
             {
-                ctx.current = None;
+                ctx.current.module = None;
                 return Some((site, status));
             }
         }
-        frame.ctx.current = None;
+        frame.ctx.current.module = None;
         None
     }))
 }
