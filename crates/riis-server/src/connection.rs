@@ -1033,3 +1033,43 @@ pub async fn finish_connection<T: AsyncRead + AsyncWrite + Unpin>(
         None => linger_close(&mut io).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_is_asked_to_park_once_after_a_while() {
+        let activity = Activity::new();
+        let t = now();
+        // Just idle: not yet.
+        activity.ask_to_park(t);
+        assert!(!activity.park_requested());
+        // Idle for PARK_AFTER ticks: asked, once.
+        activity.ask_to_park(t + PARK_AFTER);
+        assert!(activity.park_requested());
+        // Parking clears the request; a parked connection is not asked again.
+        activity.set_parked(true);
+        assert!(!activity.park_requested());
+        activity.ask_to_park(t + 10);
+        assert!(!activity.park_requested());
+        // Back at work, a request in service is never asked.
+        activity.set_parked(false);
+        activity.started(false);
+        activity.ask_to_park(t + 20);
+        assert!(!activity.park_requested());
+    }
+
+    #[test]
+    fn parser_holds_are_counted_until_dropped() {
+        let sweeper = Arc::new(Sweeper::default());
+        let holds: Vec<ParserHold> = (0..PARSERS_KEPT).map(|_| sweeper.hold_parser()).collect();
+        assert!(!sweeper.parsers_crowded());
+        let one_more = sweeper.hold_parser();
+        assert!(sweeper.parsers_crowded());
+        drop(one_more);
+        assert!(!sweeper.parsers_crowded());
+        drop(holds);
+        assert_eq!(sweeper.parsers.load(Ordering::Relaxed), 0);
+    }
+}
