@@ -1018,11 +1018,11 @@ impl RequestExecution {
         let ctx = &mut frame.ctx;
         if !ctx.response.headers_sent {
             if let Some(server) = &pipeline.settings.server_header {
-                if !ctx.response.headers.contains_key(http::header::SERVER) {
-                    ctx.response
-                        .headers
-                        .insert(http::header::SERVER, server.clone());
-                }
+                // One lookup: a module's own Server header stays.
+                ctx.response
+                    .headers
+                    .entry(http::header::SERVER)
+                    .or_insert_with(|| server.clone());
             }
         }
         let mut provider = SendResponseProvider {
