@@ -548,7 +548,16 @@ impl ServerConfig {
         })?;
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            error(line, None, e.message().to_owned())
+            // The key written on that line (the deepest, for inline tables).
+            let key = line.and_then(|line| {
+                key_lines
+                    .iter()
+                    .filter(|(_, at)| **at == line)
+                    .map(|(key, _)| key)
+                    .max_by_key(|key| key.len())
+                    .cloned()
+            });
+            error(line, key, e.message().to_owned())
         })?;
 
         let modules = raw.modules.unwrap_or_else(|| {
@@ -896,6 +905,7 @@ mod tests {
         let text = "[server]\nworker_threads = \"many\"\n";
         let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
+        assert_eq!(e.key.as_deref(), Some("server.worker_threads"), "{e}");
     }
 
     #[test]
