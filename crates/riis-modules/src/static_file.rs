@@ -723,14 +723,14 @@ impl Source {
 impl StaticFile {
     /// The file's bytes: the server's cached copy, a read of a small file,
     /// or the open file.
-    /// `own`: a file this module opened itself, used instead.
+    /// `own`: a file this module opened itself (the probe's descriptor and
+    /// cached copy were then set aside), used instead.
     fn source(
         ctx: &mut HttpContext,
         len: u64,
         own: Option<File>,
     ) -> Result<Source, RequestNotificationStatus> {
-        let own_file = own.is_some();
-        if let Some(content) = ctx.take_cached_content().filter(|_| !own_file) {
+        if let Some(content) = ctx.take_cached_content() {
             // The server's file cache already holds this version of the file.
             if content.len() as u64 == len {
                 return Ok(Source::Memory(content));
@@ -792,11 +792,10 @@ impl HttpModule for StaticFile {
             return code;
         }
         // The engine probed the path while choosing the handler; no second stat.
-        let info = match ctx.resource_info() {
+        let mut info = match ctx.resource_info() {
             Some(info) => info,
             None => return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
         };
-        let mut info = info;
         let mut own_file = None;
         if !follow_symlinks {
             // What is served is what this walk opens: the probe's

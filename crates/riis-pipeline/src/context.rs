@@ -460,18 +460,15 @@ impl HttpContext {
         call: impl FnOnce(&mut dyn HttpModule, &mut HttpContext) -> RequestNotificationStatus,
     ) -> Option<RequestNotificationStatus> {
         let saved = self.current;
-        let saved_error_site = self.response.current;
         let mut module = self.take_instance(m)?;
         // Operations belong to deterministic calls: what a nested call starts
         // is refused, and what the outer call started is kept for it.
         let outer_op = self.op.take();
         let outer_flush = self.response.flush.take();
         self.current = Running::call(m, notification, false);
-        self.response.current = (Some(m), notification.name());
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *module, self)));
         self.current = saved;
-        self.response.current = saved_error_site;
         if self.op.is_some() || self.response.flush.is_some() {
             tracing::warn!(
                 module = %self.pipeline.module_name(m),

@@ -1120,7 +1120,6 @@ fn call_module(
         }
     }
     ctx.current = Running::call(site.module, site.notification, site.post);
-    ctx.response.current = (Some(site.module), site.notification.name());
     let started = pipeline.tracing.then(|| {
         trace(pipeline, ctx, site, TracePhase::ModuleStart);
         Instant::now()

@@ -117,7 +117,9 @@ pub struct HttpResponse {
     pub(crate) touched: bool,
     /// Entity bytes handed to the client so far.
     pub(crate) bytes_sent: u64,
-    /// Set by the engine while a module runs, so errors can name it.
+    /// The module and notification an error status is recorded with: noted
+    /// when a module takes the response (`HttpContext::response_mut`), and
+    /// by the engine before it sets an error status itself.
     pub(crate) current: (Option<crate::ModuleIndex>, &'static str),
 }
 

@@ -462,24 +462,26 @@ impl BodyReader {
         let between = self
             .between_reads
             .map(|d| (start + d, "no request body bytes within timeouts.body_read"));
-        // No deadline from the rate when it lies beyond what `Instant` can
-        // hold (an enormous body at a tiny rate).
-        let rate = (self.min_rate > 0)
-            .then(|| {
-                let earned =
-                    Duration::try_from_secs_f64(self.received as f64 / self.min_rate as f64)
-                        .ok()?;
-                let allowed = earned.max(self.grace).saturating_sub(self.waited);
-                Some((
-                    start.checked_add(allowed)?,
-                    "the request body arrived slower than timeouts.body_min_rate",
-                ))
-            })
-            .flatten();
-        match (between, rate) {
-            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
-            (a, b) => a.or(b),
+        [between, self.rate_deadline(start)]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+    }
+
+    /// The `body_min_rate` part of [`BodyReader::deadline`]; none without a
+    /// floor, or when it lies beyond what `Instant` can hold (an enormous
+    /// body at a tiny rate).
+    fn rate_deadline(&self, start: Instant) -> Option<(Instant, &'static str)> {
+        if self.min_rate == 0 {
+            return None;
         }
+        let earned =
+            Duration::try_from_secs_f64(self.received as f64 / self.min_rate as f64).ok()?;
+        let allowed = earned.max(self.grace).saturating_sub(self.waited);
+        Some((
+            start.checked_add(allowed)?,
+            "the request body arrived slower than timeouts.body_min_rate",
+        ))
     }
 
     async fn read(&mut self, max: usize) -> Result<Bytes, BodyError> {
