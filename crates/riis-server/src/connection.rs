@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::config::{Limits, Timeouts};
 use crate::driver::CurrentGeneration;
+use crate::framing::FramingWatch;
 use crate::strict::{raw_response, Refusal};
 use riis_pipeline::ConnectionInfo;
 use std::net::SocketAddr;
@@ -199,6 +200,9 @@ pub struct Activity {
     draining: AtomicBool,
     /// The connection's task, woken by the sweeper.
     task: AtomicWaker,
+    /// The number of the request whose head had both Content-Length and
+    /// Transfer-Encoding ([`FramingWatch`]), 0 while none had.
+    framing_conflict: AtomicU64,
 }
 
 impl Activity {
@@ -240,6 +244,13 @@ impl Activity {
     /// Requests started on the connection so far.
     pub fn requests_started(&self) -> u64 {
         self.requests_started.load(Ordering::Relaxed)
+    }
+
+    /// Whether the request started last had both Content-Length and
+    /// Transfer-Encoding in its head (hyper does not say; see
+    /// [`FramingWatch`]).
+    pub fn framing_conflict(&self) -> bool {
+        self.framing_conflict.load(Ordering::Relaxed) == self.requests_started()
     }
 
     /// Whether the connection waits for its next request with nothing under
@@ -638,9 +649,16 @@ const COALESCE: usize = 64 * 1024;
 pub struct IoState<T> {
     io: T,
     pending: Vec<u8>,
+    /// Follows the HTTP/1.x request stream for what hyper does not report.
+    framing: FramingWatch,
 }
 
 impl<T> IoState<T> {
+    /// The connection speaks HTTP/2: its bytes are not HTTP/1.x requests.
+    pub fn stop_framing_watch(&mut self) {
+        self.framing.stop();
+    }
+
     /// Gives back the gathering buffer of a connection that goes idle.
     pub fn release_buffers(&mut self) {
         if self.pending.is_empty() {
@@ -707,6 +725,7 @@ impl<T> SharedIo<T> {
         let inner = Arc::new(Mutex::new(IoState {
             io,
             pending: Vec::new(),
+            framing: FramingWatch::default(),
         }));
         (
             Self {
@@ -749,13 +768,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.state().io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.conn
-                .activity
+        let mut state = self.state();
+        let r = Pin::new(&mut state.io).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let activity = &self.conn.activity;
+            activity
                 .read_total
-                .fetch_add(n as u64, Ordering::Relaxed);
+                .fetch_add(read.len() as u64, Ordering::Relaxed);
+            if let Some(head) = state.framing.feed(read) {
+                activity.framing_conflict.store(head, Ordering::Relaxed);
+            }
         }
         r
     }
@@ -855,7 +878,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
             return Poll::Ready(Ok(len));
         }
         loop {
-            let IoState { io, pending } = &mut *state;
+            let IoState { io, pending, .. } = &mut *state;
             let gathered = pending.len();
             let result = if gathered == 0 {
                 Pin::new(io).poll_write_vectored(cx, bufs)

@@ -152,7 +152,7 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         hsts: None,
     };
     let generation = state.current.load_full();
-    if let Err(refusal) = check_head(&req, &generation.limits) {
+    if let Err(refusal) = check_head(&req, &generation.limits, state.activity.framing_conflict()) {
         tracing::debug!(
             remote = %state.connection.remote_addr,
             status = %refusal.status,

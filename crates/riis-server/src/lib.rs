@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod defaults;
 pub mod driver;
+mod framing;
 pub mod fs;
 mod protocol;
 pub mod reload;

@@ -447,6 +447,10 @@ fn start_http2<I: Socket>(
     shared: &Arc<Mutex<IoState<I>>>,
 ) -> Pin<Box<Http2Connection<I>>> {
     let state = service.0.clone();
+    shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .stop_framing_watch();
     let conn = builders
         .http2
         .serve_connection(TokioIo::new(Rewind { prefix, inner: io }), service);

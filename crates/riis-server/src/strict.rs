@@ -7,11 +7,12 @@
 //! parse errors with 400, 414 or 431 and closes ([`parse_error_response`]).
 //! What hyper lets through is checked on the parsed head ([`check_head`]):
 //! a missing, duplicated or malformed Host, Content-Length together with
-//! Transfer-Encoding (a request-smuggling shape), and the configured URL and
-//! header limits. Every refusal closes the connection: after a framing error
+//! Transfer-Encoding (a request-smuggling shape, seen in the raw bytes since
+//! hyper drops the Content-Length), and the configured URL and header
+//! limits. Every refusal closes the connection: after a framing error
 //! the server cannot know where the next request starts.
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::HOST;
 use http::{Request, StatusCode, Version};
 
 use crate::config::Limits;
@@ -37,7 +38,14 @@ impl Refusal {
 }
 
 /// Checks a parsed request head against RFC 9112 and `limits`.
-pub fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<(), Refusal> {
+/// `framing_conflict`: the raw head had both Content-Length and
+/// Transfer-Encoding, which the parsed head no longer shows (see
+/// `framing.rs`).
+pub fn check_head<B>(
+    req: &Request<B>,
+    limits: &Limits,
+    framing_conflict: bool,
+) -> Result<(), Refusal> {
     let uri = req.uri();
     let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len());
@@ -90,7 +98,7 @@ pub fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<(), Refusal> {
         }
         _ => {}
     }
-    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+    if framing_conflict {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "both Content-Length and Transfer-Encoding",

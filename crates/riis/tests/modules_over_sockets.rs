@@ -309,6 +309,47 @@ fn request_bodies_are_read_through_read_entity() {
     assert_eq!(conn.read_response(false).text(), "");
 }
 
+#[test]
+fn a_head_with_content_length_and_transfer_encoding_is_refused_after_bodies_that_name_them() {
+    let server = InProcessServer::start(&handler_config(&["Echo"], "Echo"), TEST_MODULES);
+    // Bodies that contain both field names are data: their requests and
+    // the ones after them are served. A head with both fields then gets
+    // 400 and the connection closes, however many requests came before it
+    // in the same read.
+    let data = "\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let stream = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n{data}\
+         POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {len:x};ext=1\r\n{data}\r\n0\r\nX-Trailer: 1\r\n\r\n\
+         POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok\
+         POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n\
+         3\r\nabc\r\n0\r\n\r\n\
+         POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nno",
+        len = data.len()
+    );
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(stream.as_bytes());
+    for want in [data, data, "ok"] {
+        let resp = conn.read_response(false);
+        assert_eq!((resp.status, resp.text()), (200, want.to_string()));
+    }
+    let refused = conn.read_response(false);
+    assert_eq!(refused.status, 400);
+    assert!(refused
+        .text()
+        .contains("Content-Length and Transfer-Encoding"));
+    assert!(conn.is_closed());
+
+    // One request at a time on a kept-alive connection, fields in the
+    // other order.
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
+    assert_eq!(conn.read_response(false).text(), "x");
+    conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 400);
+    assert!(conn.is_closed());
+}
+
 /// `handler_config` for `Echo` with `[timeouts]` set to `timeouts`.
 fn echo_with_timeouts(timeouts: &str) -> InProcessServer {
     let text = format!(

@@ -1,0 +1,343 @@
+//! A watch over the raw bytes of an HTTP/1.x connection for the one
+//! smuggling shape a parsed request no longer shows: a head with both
+//! Content-Length and Transfer-Encoding.
+//!
+//! hyper frames such a request by Transfer-Encoding, drops the
+//! Content-Length from the parsed head and closes the connection after the
+//! response (RFC 9112 §6.3 allows that). RFC 9112 §6.1 also lets a server
+//! refuse the request outright, which is what riis promises (400 and a
+//! closed connection, as nginx answers). So riis follows the request stream
+//! as it is read: heads line by line (only the two field names and the
+//! length's digits are looked at), bodies skipped by their framing (a
+//! length, or chunk sizes), and it notes the number of the first head that
+//! had both fields. The request service then refuses the request with that
+//! number ([`crate::strict::check_head`]).
+//!
+//! The watch costs a search for line ends per read and one byte comparison
+//! per header line. It never decides anything else: bytes it cannot follow
+//! (a malformed chunk line, say) are hyper's to refuse, and the watch stops
+//! following a connection it has lost track of rather than guess.
+
+/// Where the watch is in the request stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Before a request line; empty lines there are skipped (RFC 9112 §2.2).
+    Idle,
+    /// Inside a line whose bytes do not matter (the request line, other
+    /// fields, chunk extensions); the next line is a field line.
+    SkipLine,
+    /// At the start of a field line, or of the empty line that ends a head.
+    FieldStart,
+    /// Matching a field name (with its colon): which, and bytes matched.
+    Name(Field, u8),
+    /// In Content-Length's value.
+    Length,
+    /// In a body of known length: bytes left.
+    Body(u64),
+    /// In a chunk-size (hex digits so far in `length`).
+    ChunkSize,
+    /// After a chunk-size, to the end of its line.
+    ChunkLine,
+    /// In chunk data: bytes left.
+    ChunkData(u64),
+    /// After chunk data, to the end of its line (the CRLF).
+    ChunkEnd,
+    /// At the start of a trailer line, or of the empty line that ends the
+    /// message.
+    TrailerStart,
+    /// Inside a trailer line.
+    TrailerLine,
+    /// Not following the connection (HTTP/2, or after a refused head).
+    Off,
+}
+
+/// The fields the watch looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+}
+
+impl Field {
+    /// The field name in lower case, with the colon that ends it (no space
+    /// may come before the colon; hyper refuses that).
+    fn pattern(self) -> &'static [u8] {
+        match self {
+            Field::ContentLength => b"content-length:",
+            Field::TransferEncoding => b"transfer-encoding:",
+        }
+    }
+}
+
+/// The watch of one connection.
+#[derive(Debug, Clone)]
+pub struct FramingWatch {
+    step: Step,
+    /// Heads completed on the connection.
+    heads: u64,
+    /// The current head has a Content-Length field.
+    has_length: bool,
+    /// The current head has a Transfer-Encoding field.
+    has_coding: bool,
+    /// Content-Length's value, or the chunk-size being read.
+    length: u64,
+}
+
+impl Default for FramingWatch {
+    fn default() -> Self {
+        Self {
+            step: Step::Idle,
+            heads: 0,
+            has_length: false,
+            has_coding: false,
+            length: 0,
+        }
+    }
+}
+
+impl FramingWatch {
+    /// Stops following the connection (it speaks HTTP/2).
+    pub fn stop(&mut self) {
+        self.step = Step::Off;
+    }
+
+    /// Follows `bytes`, the next bytes read from the connection. Returns
+    /// the number (from 1) of a head that had both Content-Length and
+    /// Transfer-Encoding, when `bytes` completed one; the watch then stops,
+    /// since the connection ends with that request.
+    pub fn feed(&mut self, bytes: &[u8]) -> Option<u64> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.step {
+                Step::Off => return None,
+                Step::Idle => {
+                    if b != b'\r' && b != b'\n' {
+                        self.step = Step::SkipLine;
+                        continue;
+                    }
+                }
+                Step::SkipLine => {
+                    // The hot path: from line end to line end while the
+                    // next line starts with neither field name nor ends
+                    // the head.
+                    loop {
+                        // No line end in this read: the next one goes on.
+                        let at = memchr::memchr(b'\n', &bytes[i..])?;
+                        i += at + 1;
+                        match bytes.get(i) {
+                            Some(b'\r' | b'\n' | b'c' | b'C' | b't' | b'T') => break,
+                            Some(_) => {}
+                            None => {
+                                self.step = Step::FieldStart;
+                                return None;
+                            }
+                        }
+                    }
+                    self.step = Step::FieldStart;
+                    continue;
+                }
+                Step::ChunkLine | Step::ChunkEnd | Step::TrailerLine => {
+                    let at = memchr::memchr(b'\n', &bytes[i..])?;
+                    i += at;
+                    self.step = match self.step {
+                        Step::ChunkLine if self.length == 0 => Step::TrailerStart,
+                        Step::ChunkLine => Step::ChunkData(self.length),
+                        Step::ChunkEnd => {
+                            self.length = 0;
+                            Step::ChunkSize
+                        }
+                        _ => Step::TrailerStart,
+                    };
+                }
+                Step::FieldStart => match b {
+                    // hyper refuses a CR that does not end a line.
+                    b'\r' => {}
+                    b'\n' => {
+                        if let Some(head) = self.end_head() {
+                            return Some(head);
+                        }
+                    }
+                    _ => {
+                        self.step = match b.to_ascii_lowercase() {
+                            b'c' => Step::Name(Field::ContentLength, 1),
+                            b't' => Step::Name(Field::TransferEncoding, 1),
+                            _ => Step::SkipLine,
+                        };
+                    }
+                },
+                Step::Name(field, matched) => {
+                    let pattern = field.pattern();
+                    if b.to_ascii_lowercase() != pattern[usize::from(matched)] {
+                        // Another field: this byte may end the line.
+                        self.step = Step::SkipLine;
+                        continue;
+                    }
+                    let matched = matched + 1;
+                    self.step = if usize::from(matched) < pattern.len() {
+                        Step::Name(field, matched)
+                    } else if field == Field::ContentLength {
+                        self.has_length = true;
+                        self.length = 0;
+                        Step::Length
+                    } else {
+                        self.has_coding = true;
+                        Step::SkipLine
+                    };
+                }
+                Step::Length => match b {
+                    b' ' | b'\t' => {}
+                    b'0'..=b'9' => {
+                        // hyper refuses lengths that overflow; the watch
+                        // only has to stay in step with valid ones.
+                        self.length = self
+                            .length
+                            .saturating_mul(10)
+                            .saturating_add(u64::from(b - b'0'));
+                    }
+                    _ => {
+                        self.step = Step::SkipLine;
+                        continue;
+                    }
+                },
+                Step::Body(left) | Step::ChunkData(left) => {
+                    let take = left.min((bytes.len() - i) as u64);
+                    let left = left - take;
+                    // `take` is at most what is left of `bytes`.
+                    i += take as usize;
+                    self.step = match (self.step, left) {
+                        (Step::Body(_), 0) => Step::Idle,
+                        (Step::Body(_), _) => Step::Body(left),
+                        (_, 0) => Step::ChunkEnd,
+                        _ => Step::ChunkData(left),
+                    };
+                    continue;
+                }
+                Step::ChunkSize => match (b as char).to_digit(16) {
+                    Some(digit) => {
+                        let Some(length) = self
+                            .length
+                            .checked_mul(16)
+                            .and_then(|l| l.checked_add(u64::from(digit)))
+                        else {
+                            // hyper refuses it and closes.
+                            self.step = Step::Off;
+                            return None;
+                        };
+                        self.length = length;
+                    }
+                    None => {
+                        self.step = Step::ChunkLine;
+                        continue;
+                    }
+                },
+                Step::TrailerStart => match b {
+                    b'\r' => {}
+                    b'\n' => self.step = Step::Idle,
+                    _ => self.step = Step::TrailerLine,
+                },
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The empty line after a head: notes a conflict, else moves on to the
+    /// body its framing announces.
+    fn end_head(&mut self) -> Option<u64> {
+        self.heads += 1;
+        let (length, coding) = (self.has_length, self.has_coding);
+        self.has_length = false;
+        self.has_coding = false;
+        if length && coding {
+            self.step = Step::Off;
+            return Some(self.heads);
+        }
+        self.step = if coding {
+            self.length = 0;
+            Step::ChunkSize
+        } else if length && self.length > 0 {
+            Step::Body(self.length)
+        } else {
+            Step::Idle
+        };
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` whole and in every split into two reads, and one byte
+    /// at a time; all must agree.
+    fn watch(stream: &[u8]) -> Option<u64> {
+        let whole = FramingWatch::default().feed(stream);
+        for cut in 0..=stream.len() {
+            let mut w = FramingWatch::default();
+            let got = w.feed(&stream[..cut]).or_else(|| w.feed(&stream[cut..]));
+            assert_eq!(got, whole, "split at {cut}");
+        }
+        let mut w = FramingWatch::default();
+        let bytewise = stream.iter().find_map(|b| w.feed(std::slice::from_ref(b)));
+        assert_eq!(bytewise, whole, "byte by byte");
+        whole
+    }
+
+    #[test]
+    fn both_fields_in_either_order_and_case() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHOST: a\r\ntransfer-ENCODING: chunked\r\ncontent-length:5\r\n\r\n",
+            b"POST / HTTP/1.1\nHost: a\nContent-Length: 0\nTransfer-Encoding: chunked\n\n",
+        ] {
+            assert_eq!(watch(head), Some(1), "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn one_field_or_lookalikes_are_fine() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Lengthy: 1\r\nTransfer-Encodings: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET /content-length:1/transfer-encoding: HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(watch(head), None, "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn bodies_are_skipped_by_their_framing() {
+        // The fields inside bodies are data, not heads.
+        let data = "\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let stream = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n{data}\
+             POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {len:x};ext=1\r\n{data}\r\n0\r\nX-Trailer: 1\r\n\r\n\
+             GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            len = data.len()
+        );
+        let stream = stream.as_bytes();
+        assert_eq!(watch(stream), None);
+        // And the heads after them are still read.
+        let mut smuggled = stream.to_vec();
+        smuggled.extend_from_slice(
+            b"\r\nPOST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(watch(&smuggled), Some(4));
+    }
+
+    #[test]
+    fn a_stopped_watch_reports_nothing() {
+        let mut w = FramingWatch::default();
+        w.stop();
+        assert_eq!(
+            w.feed(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            None
+        );
+    }
+}
