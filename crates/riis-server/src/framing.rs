@@ -32,14 +32,14 @@ enum Step {
     Name(Field, u8),
     /// In Content-Length's value.
     Length,
-    /// In a body of known length: bytes left.
-    Body(u64),
+    /// In a body of known length (bytes left in `length`).
+    Body,
     /// In a chunk-size (hex digits so far in `length`).
     ChunkSize,
     /// After a chunk-size, to the end of its line.
     ChunkLine,
-    /// In chunk data: bytes left.
-    ChunkData(u64),
+    /// In chunk data (bytes left in `length`).
+    ChunkData,
     /// After chunk data, to the end of its line (the CRLF).
     ChunkEnd,
     /// At the start of a trailer line, or of the empty line that ends the
@@ -79,7 +79,8 @@ pub struct FramingWatch {
     has_length: bool,
     /// The current head has a Transfer-Encoding field.
     has_coding: bool,
-    /// Content-Length's value, or the chunk-size being read.
+    /// Content-Length's value, the chunk-size being read, or the bytes
+    /// left of a body or chunk.
     length: u64,
 }
 
@@ -142,7 +143,7 @@ impl FramingWatch {
                     i += at;
                     self.step = match self.step {
                         Step::ChunkLine if self.length == 0 => Step::TrailerStart,
-                        Step::ChunkLine => Step::ChunkData(self.length),
+                        Step::ChunkLine => Step::ChunkData,
                         Step::ChunkEnd => {
                             self.length = 0;
                             Step::ChunkSize
@@ -200,17 +201,18 @@ impl FramingWatch {
                         continue;
                     }
                 },
-                Step::Body(left) | Step::ChunkData(left) => {
-                    let take = left.min((bytes.len() - i) as u64);
-                    let left = left - take;
+                Step::Body | Step::ChunkData => {
+                    let take = self.length.min((bytes.len() - i) as u64);
+                    self.length -= take;
                     // `take` is at most what is left of `bytes`.
                     i += take as usize;
-                    self.step = match (self.step, left) {
-                        (Step::Body(_), 0) => Step::Idle,
-                        (Step::Body(_), _) => Step::Body(left),
-                        (_, 0) => Step::ChunkEnd,
-                        _ => Step::ChunkData(left),
-                    };
+                    if self.length == 0 {
+                        self.step = if self.step == Step::Body {
+                            Step::Idle
+                        } else {
+                            Step::ChunkEnd
+                        };
+                    }
                     continue;
                 }
                 Step::ChunkSize => match (b as char).to_digit(16) {
@@ -257,7 +259,7 @@ impl FramingWatch {
             self.length = 0;
             Step::ChunkSize
         } else if length && self.length > 0 {
-            Step::Body(self.length)
+            Step::Body
         } else {
             Step::Idle
         };
