@@ -171,3 +171,30 @@ fn requests_per_connection_are_capped_and_connections_limited() {
     let (status, _) = exchange(server.addr, b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(status, 200);
 }
+
+#[test]
+fn the_server_wide_connection_limit_answers_503_and_frees_up() {
+    let dir = TempDir::new("max-conns");
+    dir.write("www/a.txt", "alpha");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[limits]\nmax_connections = 3\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut open: Vec<_> = (0..3)
+        .map(|_| common::Connection::open(server.addr))
+        .collect();
+    for c in &mut open {
+        assert_eq!(c.get("/a.txt").status, 200);
+    }
+    let (status, closed) = exchange(server.addr, b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((status, closed), (503, true));
+    // The connections already open are still served.
+    assert_eq!(open[0].get("/a.txt").status, 200);
+    // One closes: a new connection is admitted again.
+    open.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, _) = exchange(server.addr, b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(status, 200);
+}
