@@ -733,13 +733,20 @@ impl StaticFile {
         if let Some(content) = ctx.take_cached_content() {
             // The server's file cache already holds this version of the file.
             if content.len() as u64 == len {
+                // It may hold it open too: where file chunks are sent
+                // without a copy (sendfile), a large one goes from there.
+                if len > READ_INTO_MEMORY_LIMIT && ctx.request().sends_files_without_copy() {
+                    if let Some(file) = ctx.take_opened_file() {
+                        return Ok(Source::File(file));
+                    }
+                }
                 return Ok(Source::Memory(content));
             }
         }
-        let opened = match own.or_else(|| ctx.take_opened_file()) {
+        let opened = match own.map(Arc::new).or_else(|| ctx.take_opened_file()) {
             Some(f) => Ok(f),
             // Another module took the probe's descriptor: open the path again.
-            None => File::open(ctx.physical_path()),
+            None => File::open(ctx.physical_path()).map(Arc::new),
         };
         let file = match opened {
             Ok(f) => f,
@@ -762,7 +769,7 @@ impl StaticFile {
             }
             return Ok(Source::Memory(Bytes::from(data)));
         }
-        Ok(Source::File(Arc::new(file)))
+        Ok(Source::File(file))
     }
 }
 

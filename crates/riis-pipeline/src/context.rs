@@ -135,7 +135,7 @@ pub struct HttpContext {
     pub(crate) finish_requested: bool,
     pub(crate) physical_path: Option<PathBuf>,
     pub(crate) resource: Option<Option<ResourceInfo>>,
-    pub(crate) opened_file: Option<std::fs::File>,
+    pub(crate) opened_file: Option<Arc<std::fs::File>>,
     pub(crate) cached_content: Option<bytes::Bytes>,
     pub(crate) op: Option<AsyncOp>,
     pub(crate) completion: Option<Arc<CompletionState>>,
@@ -383,7 +383,7 @@ impl HttpContext {
     /// The file the engine opened while probing the request's physical path,
     /// if no module took it yet: a static handler reads it without resolving
     /// the path a second time.
-    pub fn take_opened_file(&mut self) -> Option<std::fs::File> {
+    pub fn take_opened_file(&mut self) -> Option<Arc<std::fs::File>> {
         self.opened_file.take()
     }
 

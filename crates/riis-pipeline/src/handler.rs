@@ -95,10 +95,12 @@ impl ResourceInfo {
 pub struct Probe {
     /// What the path is.
     pub info: ResourceInfo,
-    /// The file, when the probe opened it to learn what it is; a handler
-    /// takes it with [`crate::HttpContext::take_opened_file`] instead of
-    /// resolving the path again.
-    pub file: Option<std::fs::File>,
+    /// The file, open: when the probe opened it to learn what it is, or
+    /// when the file system's cache keeps it open (shared by the requests
+    /// that send it). A handler takes it with
+    /// [`crate::HttpContext::take_opened_file`] instead of resolving the
+    /// path again.
+    pub file: Option<std::sync::Arc<std::fs::File>>,
     /// The whole content, when the file system holds it in its cache
     /// (validated against the file's current metadata); a handler takes it
     /// with [`crate::HttpContext::take_cached_content`] and reads nothing.

@@ -70,6 +70,7 @@ pub struct HttpRequest {
     pub(crate) local_addr: SocketAddr,
     pub(crate) remote_addr: SocketAddr,
     pub(crate) is_tls: bool,
+    pub(crate) sends_files_without_copy: bool,
     pub(crate) pipeline_started: bool,
     /// Body bytes a module inserted, read before the client's body.
     pub(crate) inserted_entity: Vec<Bytes>,
@@ -109,6 +110,7 @@ impl HttpRequest {
             local_addr,
             remote_addr,
             is_tls: false,
+            sends_files_without_copy: false,
             pipeline_started: false,
             inserted_entity: Vec::new(),
             read_data: Bytes::new(),
@@ -120,6 +122,20 @@ impl HttpRequest {
     /// Marks the request as received over TLS (the `HTTPS` server variable).
     pub fn set_tls(&mut self, is_tls: bool) {
         self.is_tls = is_tls;
+    }
+
+    /// Set by the server before the pipeline starts: whether file chunks of
+    /// this request's response go from the page cache to the socket without
+    /// passing through the server's memory (`sendfile` on plain HTTP/1.x).
+    pub fn set_sends_files_without_copy(&mut self, yes: bool) {
+        self.sends_files_without_copy = yes;
+    }
+
+    /// Whether a file chunk of the response is sent without a copy (see
+    /// [`Self::set_sends_files_without_copy`]): a module that holds the same
+    /// bytes in memory and in an open file can prefer the file then.
+    pub fn sends_files_without_copy(&self) -> bool {
+        self.sends_files_without_copy
     }
 
     /// `GetHttpMethod`.
@@ -275,6 +291,7 @@ impl HttpRequest {
             local_addr: self.local_addr,
             remote_addr: self.remote_addr,
             is_tls: self.is_tls,
+            sends_files_without_copy: self.sends_files_without_copy,
             pipeline_started: false,
             inserted_entity: Vec::new(),
             read_data: Bytes::new(),

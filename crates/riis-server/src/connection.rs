@@ -570,6 +570,13 @@ impl SendfileQueue {
 
 /// Sending a file range straight to the socket.
 pub trait Sendfile {
+    /// Writes `buf`, a response head or body bytes that a file range
+    /// follows at once: the kernel is told more is coming (`MSG_MORE`), so
+    /// the bytes leave in the same segments as the file's instead of a small
+    /// segment of their own (which cost a quarter of the server's CPU time on
+    /// 100 KiB files: a transmit, and a wakeup of the client, per response).
+    fn poll_write_more(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+
     /// `sendfile` of up to `len` bytes of `file` from `offset`.
     fn poll_sendfile(
         &mut self,
@@ -581,6 +588,19 @@ pub trait Sendfile {
 }
 
 impl Sendfile for tokio::net::TcpStream {
+    fn poll_write_more(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.poll_write_ready(cx))?;
+            let sent = self.try_io(tokio::io::Interest::WRITABLE, || {
+                socket2::SockRef::from(&*self).send_with_flags(buf, libc::MSG_MORE)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
     fn poll_sendfile(
         &mut self,
         cx: &mut Context<'_>,
@@ -604,7 +624,12 @@ impl Sendfile for tokio::net::TcpStream {
     }
 }
 
-impl<S> Sendfile for tokio_rustls::server::TlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Sendfile for tokio_rustls::server::TlsStream<S> {
+    /// TLS never sends file ranges (below): a plain write.
+    fn poll_write_more(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, buf)
+    }
+
     /// TLS encrypts in user space: riis never queues placeholders on TLS.
     fn poll_sendfile(
         &mut self,
@@ -674,6 +699,16 @@ impl<T: AsyncWrite + Unpin> IoState<T> {
         cx: &mut Context<'_>,
         activity: &Activity,
     ) -> Poll<io::Result<()>> {
+        self.poll_send_pending_with(cx, activity, |io, cx, buf| Pin::new(io).poll_write(cx, buf))
+    }
+
+    /// [`Self::poll_send_pending`] with `write` for each send.
+    fn poll_send_pending_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        activity: &Activity,
+        mut write: impl FnMut(&mut T, &mut Context<'_>, &[u8]) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<()>> {
         let mut sent = 0;
         let result = loop {
             if sent == self.pending.len() {
@@ -683,7 +718,7 @@ impl<T: AsyncWrite + Unpin> IoState<T> {
                     done => break done,
                 }
             }
-            match Pin::new(&mut self.io).poll_write(cx, &self.pending[sent..]) {
+            match write(&mut self.io, cx, &self.pending[sent..]) {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     sent += n;
@@ -795,9 +830,15 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let mut state = self.state();
-        std::task::ready!(state.poll_send_pending(cx, &self.conn.activity))?;
+        // Gathered bytes (a response head) go ahead of the file's, in the
+        // same segments.
+        std::task::ready!(
+            state.poll_send_pending_with(cx, &self.conn.activity, |io, cx, buf| {
+                io.poll_write_more(cx, buf)
+            })
+        )?;
         let mut consumed = 0usize;
-        for slice in bufs {
+        for (i, slice) in bufs.iter().enumerate() {
             let slice: &[u8] = slice;
             if slice.is_empty() {
                 continue;
@@ -828,6 +869,8 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
                     }
                 }
                 r
+            } else if bufs[i + 1..].iter().any(|b| is_placeholder(b)) {
+                state.io.poll_write_more(cx, slice)
             } else {
                 Pin::new(&mut state.io).poll_write(cx, slice)
             };

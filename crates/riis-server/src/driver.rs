@@ -299,6 +299,7 @@ fn serve_site(
     ) {
         Ok(mut r) => {
             r.set_tls(conn.is_tls);
+            r.set_sends_files_without_copy(shape.files.is_some());
             r
         }
         Err(e) => {

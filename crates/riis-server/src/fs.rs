@@ -8,6 +8,13 @@
 //! removals raise CacheOperation; a periodic sweep drops entries nobody used
 //! since the last sweep and raises CacheCleanup.
 //!
+//! Cached files larger than [`KEEP_OPEN_FROM`] are also kept open (at most
+//! [`OPEN_FILES_KEPT`] of them), so a plain HTTP/1.x response can send them
+//! with `sendfile` from the page cache: no copy into the socket from the
+//! server's memory and no open or close per request. Measured on a 100 KiB
+//! file, that copy was a fifth of the server's CPU time; smaller files go
+//! out faster from memory in one `writev`.
+//!
 //! Without a cache hit, a probe opens the path and asks the open file what it
 //! is (`open` + `fstat`), so the static handler reads that descriptor: the
 //! path is resolved once per request. Opens never block (a FIFO in a site
@@ -19,7 +26,7 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::hash::BuildHasher;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
@@ -58,10 +65,19 @@ impl Version {
     }
 }
 
+/// Cached files at least this large are also kept open.
+pub const KEEP_OPEN_FROM: u64 = 64 * 1024;
+
+/// Most cached files kept open at once: a bound on the descriptors the cache
+/// holds, well under the usual limit of open files.
+pub const OPEN_FILES_KEPT: usize = 256;
+
 struct Entry {
     version: Version,
     info: ResourceInfo,
     content: Bytes,
+    /// The file, open, for files of [`KEEP_OPEN_FROM`] bytes or more.
+    file: Option<Arc<File>>,
     used: AtomicBool,
 }
 
@@ -76,6 +92,8 @@ pub struct RealFileSystem {
     shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
     used_bytes: AtomicU64,
+    /// Entries holding their file open.
+    open_files: AtomicUsize,
     /// Where to raise FileChange, CacheOperation and CacheCleanup; set once
     /// the pipeline exists (the pipeline owns this file system).
     pipeline: OnceLock<Weak<Pipeline>>,
@@ -98,6 +116,7 @@ impl RealFileSystem {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
             used_bytes: AtomicU64::new(0),
+            open_files: AtomicUsize::new(0),
             pipeline: OnceLock::new(),
         }
     }
@@ -129,11 +148,24 @@ impl RealFileSystem {
         self.used_bytes.load(Ordering::Relaxed)
     }
 
+    /// Cached files held open now.
+    pub fn open_files(&self) -> usize {
+        self.open_files.load(Ordering::Relaxed)
+    }
+
+    /// Accounts for an entry leaving the cache.
+    fn forget(&self, entry: &Entry) {
+        self.used_bytes
+            .fetch_sub(entry.content.len() as u64, Ordering::Relaxed);
+        if entry.file.is_some() {
+            self.open_files.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     fn remove(&self, path: &Path, changed: bool) {
         let removed = Self::lock(self.shard(path)).remove(path);
         if let Some(entry) = removed {
-            self.used_bytes
-                .fetch_sub(entry.content.len() as u64, Ordering::Relaxed);
+            self.forget(&entry);
             let key = path.to_string_lossy();
             self.notify(GlobalNotification::CacheOperation, |p| {
                 p.raise_cache_operation(&CacheOperation::Remove { key: &key })
@@ -182,18 +214,28 @@ impl RealFileSystem {
         }
         let content = Bytes::from(data);
         let bytes = content.len() as u64;
+        let mut file = Some(Arc::new(file));
         if self.used_bytes.load(Ordering::Relaxed) + bytes <= self.limits.max_size {
+            // Kept open while the budget of descriptors allows (a race past
+            // it by a few concurrent fills is harmless).
+            let keep_open = bytes >= KEEP_OPEN_FROM
+                && self.open_files.load(Ordering::Relaxed) < OPEN_FILES_KEPT;
             let entry = Arc::new(Entry {
                 version,
                 info,
                 content: content.clone(),
+                file: if keep_open { file.clone() } else { None },
                 used: AtomicBool::new(true),
             });
+            if keep_open {
+                self.open_files.fetch_add(1, Ordering::Relaxed);
+            } else {
+                file = None;
+            }
             let previous = Self::lock(self.shard(path)).insert(path.to_owned(), entry);
             self.used_bytes.fetch_add(bytes, Ordering::Relaxed);
             if let Some(previous) = previous {
-                self.used_bytes
-                    .fetch_sub(previous.content.len() as u64, Ordering::Relaxed);
+                self.forget(&previous);
             }
             let key = path.to_string_lossy();
             self.notify(GlobalNotification::CacheOperation, |p| {
@@ -202,7 +244,7 @@ impl RealFileSystem {
         }
         Some(Probe {
             info,
-            file: None,
+            file,
             content: Some(content),
         })
     }
@@ -230,7 +272,7 @@ fn probe_open(file: File, meta: &Metadata) -> Option<Probe> {
     let info = info_of(meta)?;
     Some(Probe {
         info,
-        file: meta.is_file().then_some(file),
+        file: meta.is_file().then(|| Arc::new(file)),
         content: None,
     })
 }
@@ -262,7 +304,7 @@ impl FileSystem for RealFileSystem {
                 entry.used.store(true, Ordering::Relaxed);
                 return Some(Probe {
                     info: entry.info,
-                    file: None,
+                    file: entry.file.clone(),
                     content: Some(entry.content.clone()),
                 });
             }
@@ -330,6 +372,33 @@ mod tests {
         assert_eq!(fs.cached_bytes(), 3);
         fs.cleanup(); // unused since: dropped
         assert_eq!(fs.cached_bytes(), 0);
+    }
+
+    #[test]
+    fn large_cached_files_are_kept_open_within_the_budget() {
+        let fs = RealFileSystem::new(FileCacheLimits {
+            max_size: 1 << 20,
+            max_file_size: 256 << 10,
+        });
+        let small = temp_file("open-small", &[b's'; 1000]);
+        assert!(fs.probe(&small).unwrap().file.is_none());
+        assert!(fs.probe(&small).unwrap().file.is_none());
+        let len = KEEP_OPEN_FROM as usize;
+        let big = temp_file("open-big", &vec![b'b'; len]);
+        let filled = fs.probe(&big).unwrap();
+        let hit = fs.probe(&big).unwrap();
+        assert_eq!(hit.content.as_ref().map(|c| c.len()), Some(len));
+        let (a, b) = (filled.file.unwrap(), hit.file.unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "the same descriptor is shared");
+        assert_eq!(fs.open_files(), 1);
+        // A change replaces the entry and its descriptor.
+        std::fs::write(&big, vec![b'c'; len + 1]).unwrap();
+        let changed = fs.probe(&big).unwrap();
+        assert!(!Arc::ptr_eq(&a, changed.file.as_ref().unwrap()));
+        assert_eq!(fs.open_files(), 1);
+        fs.cleanup();
+        fs.cleanup();
+        assert_eq!(fs.open_files(), 0);
     }
 
     #[test]

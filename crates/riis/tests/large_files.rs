@@ -115,3 +115,41 @@ fn http10_and_pipelined_requests_get_the_exact_bytes() {
     assert!(conn.read_response(false).body == file);
     assert!(conn.read_response(false).body == file[file.len() - 1000..]);
 }
+
+#[test]
+fn a_cached_file_kept_open_is_sent_whole_and_follows_changes() {
+    // 100 KiB: within the default file cache, large enough to be kept open
+    // and sent with sendfile from the cached descriptor.
+    let dir = TempDir::new("cached-open");
+    let first = content(100 * 1024);
+    dir.write("www/mid.bin", &first);
+    let config = write_config(&dir, &dir.path().join("www"), "");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..3 {
+        let resp = conn.get("/mid.bin");
+        assert_eq!(resp.status, 200);
+        assert!(resp.body == first, "the body differs from the file");
+    }
+    // Pipelined, with a range between two whole responses.
+    conn.send_raw(
+        b"GET /mid.bin HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /mid.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=5000-70000\r\n\r\n\
+          GET /mid.bin HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert!(conn.read_response(false).body == first);
+    let ranged = conn.read_response(false);
+    assert_eq!(ranged.status, 206);
+    assert!(ranged.body == first[5000..=70000]);
+    assert!(conn.read_response(false).body == first);
+    // Replaced with other bytes of another length: the new file is sent,
+    // not the descriptor the cache held.
+    let second = content(120 * 1024 + 7)
+        .into_iter()
+        .rev()
+        .collect::<Vec<u8>>();
+    std::fs::write(dir.path().join("www/mid.bin"), &second).unwrap();
+    let resp = conn.get("/mid.bin");
+    assert_eq!(resp.body.len(), second.len());
+    assert!(resp.body == second, "the changed file was not served");
+}
