@@ -118,15 +118,23 @@ impl StaticCompression {
         Some(dir.join(format!("{:016x}.{}", h.finish(), coding.suffix())))
     }
 
-    /// The compressed copy, made now if there is none.
-    fn copy(&self, name: &Path, source: &[u8], coding: Coding, level: u32) -> Option<Bytes> {
+    /// The compressed copy, made now from `source()` if there is none (the
+    /// file's bytes are gathered only then: a request served from a copy
+    /// reads nothing of the file).
+    fn copy(
+        &self,
+        name: &Path,
+        source: impl FnOnce() -> Option<Vec<u8>>,
+        coding: Coding,
+        level: u32,
+    ) -> Option<Bytes> {
         if let Some(b) = self.copies.memory.lock().ok()?.0.get(name) {
             return Some(b.clone());
         }
         let data = match std::fs::read(name) {
             Ok(d) => d,
             Err(_) => {
-                let data = coding.compress(source, level);
+                let data = coding.compress(&source()?, level);
                 let dir = name.parent()?;
                 std::fs::create_dir_all(dir).ok()?;
                 let tmp = dir.join(format!(
@@ -232,10 +240,12 @@ impl HttpModule for StaticCompression {
         let Some(name) = Self::copy_name(&dir, &path, &info, coding) else {
             return RequestNotificationStatus::Continue;
         };
-        let Some(body) = Self::file_body(ctx, info.len) else {
+        if ctx.response().buffered_len() != info.len {
+            // Not exactly the probed file (a range, a rewritten body).
             return RequestNotificationStatus::Continue;
-        };
-        match self.copy(&name, &body, coding, level) {
+        }
+        let source = || Self::file_body(ctx, info.len);
+        match self.copy(&name, source, coding, level) {
             Some(compressed) => {
                 let response = ctx.response_mut();
                 content_encoding::mark_encoded(response.headers_mut(), coding);
@@ -243,7 +253,7 @@ impl HttpModule for StaticCompression {
             }
             None => tracing::warn!(
                 copy = %name.display(),
-                "StaticCompression: cannot write the compressed copy; sending the file as it is"
+                "StaticCompression: no compressed copy (the file or the copy could not be read or written); sending the file as it is"
             ),
         }
         RequestNotificationStatus::Continue
