@@ -142,6 +142,24 @@ impl Drop for PidFile {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit. Every connection,
+/// and every file the file cache keeps open, is a descriptor; the usual soft
+/// limit (1,024) would cap a server far below what it can hold. Go servers
+/// such as Caddy do the same at start; the hard limit (systemd's
+/// `LimitNOFILE`) stays the operator's.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
+    }
+}
+
 fn main() -> ExitCode {
     // No transparent huge pages: with them, the allocator's arenas are
     // backed 2 MiB at a time, and a server holding many small per-connection
@@ -156,6 +174,7 @@ fn main() -> ExitCode {
             root,
             listen,
         } => {
+            raise_open_files_limit();
             let loaded = match load(config.as_deref(), root.as_deref(), listen) {
                 Ok(c) => c,
                 Err(e) => {

@@ -361,3 +361,28 @@ fn sigterm_stops_the_server_cleanly() {
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn serve_raises_the_soft_open_files_limit_to_the_hard_one() {
+    // Start the server with a low soft limit, as a login shell often has.
+    let dir = TempDir::new("nofile");
+    dir.write("www/a.txt", "a");
+    let config = write_config(&dir, &dir.path().join("www"), "");
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        .unwrap();
+    let soft_limit = hard.parse::<u64>().map_or(256, |h| h.min(256));
+    let server =
+        RunningBinary::start_with_soft_nofile(&["--config", config.to_str().unwrap()], soft_limit);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "soft and hard differ: {line}");
+    assert_eq!(fields[4], hard);
+}

@@ -57,10 +57,31 @@ impl RunningBinary {
     /// Starts `riis serve ARGS --listen 127.0.0.1:0` and waits for its
     /// listening line.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_riis"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_riis"));
+        command
             .arg("serve")
             .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"]);
+        Self::spawn(command)
+    }
+
+    /// [`Self::start`] with the soft limit of open files lowered to `soft`
+    /// (through `sh`'s `ulimit`, which then execs the server).
+    #[allow(dead_code)]
+    pub fn start_with_soft_nofile(args: &[&str], soft: u64) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -S -n {soft} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_riis"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"]);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .env("RIIS_LOG", "warn")
