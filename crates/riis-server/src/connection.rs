@@ -837,6 +837,8 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
                 io.poll_write_more(cx, buf)
             })
         )?;
+        // Slices before the last file range go with MSG_MORE too.
+        let last_file = bufs.iter().rposition(|b| is_placeholder(b));
         let mut consumed = 0usize;
         for (i, slice) in bufs.iter().enumerate() {
             let slice: &[u8] = slice;
@@ -869,7 +871,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
                     }
                 }
                 r
-            } else if bufs[i + 1..].iter().any(|b| is_placeholder(b)) {
+            } else if last_file.is_some_and(|last| i < last) {
                 state.io.poll_write_more(cx, slice)
             } else {
                 Pin::new(&mut state.io).poll_write(cx, slice)

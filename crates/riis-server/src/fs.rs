@@ -218,20 +218,19 @@ impl RealFileSystem {
         if self.used_bytes.load(Ordering::Relaxed) + bytes <= self.limits.max_size {
             // Kept open while the budget of descriptors allows (a race past
             // it by a few concurrent fills is harmless).
-            let keep_open = bytes >= KEEP_OPEN_FROM
-                && self.open_files.load(Ordering::Relaxed) < OPEN_FILES_KEPT;
-            let entry = Arc::new(Entry {
-                version,
-                info,
-                content: content.clone(),
-                file: if keep_open { file.clone() } else { None },
-                used: AtomicBool::new(true),
-            });
-            if keep_open {
+            if bytes >= KEEP_OPEN_FROM && self.open_files.load(Ordering::Relaxed) < OPEN_FILES_KEPT
+            {
                 self.open_files.fetch_add(1, Ordering::Relaxed);
             } else {
                 file = None;
             }
+            let entry = Arc::new(Entry {
+                version,
+                info,
+                content: content.clone(),
+                file: file.clone(),
+                used: AtomicBool::new(true),
+            });
             let previous = Self::lock(self.shard(path)).insert(path.to_owned(), entry);
             self.used_bytes.fetch_add(bytes, Ordering::Relaxed);
             if let Some(previous) = previous {
