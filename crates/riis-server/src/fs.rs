@@ -322,12 +322,30 @@ impl FileSystem for RealFileSystem {
 mod tests {
     use super::*;
 
-    fn temp_file(name: &str, data: &[u8]) -> PathBuf {
+    /// A file in a folder of its own, both removed when the guard drops
+    /// (also when an assertion fails).
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn temp_file(name: &str, data: &[u8]) -> TempFile {
         let dir = std::env::temp_dir().join(format!("riis-fs-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("f.txt");
         std::fs::write(&p, data).unwrap();
-        p
+        TempFile(p)
     }
 
     fn limits() -> FileCacheLimits {
@@ -340,33 +358,36 @@ mod tests {
     #[test]
     fn small_files_are_cached_and_revalidated() {
         let fs = RealFileSystem::new(limits());
-        let p = temp_file("cache", b"one");
-        let first = fs.probe(&p).unwrap();
+        let p_file = temp_file("cache", b"one");
+        let p = p_file.path();
+        let first = fs.probe(p).unwrap();
         assert_eq!(first.content.as_deref(), Some(&b"one"[..]));
         assert_eq!(fs.cached_bytes(), 3);
-        assert_eq!(fs.probe(&p).unwrap().content.as_deref(), Some(&b"one"[..]));
+        assert_eq!(fs.probe(p).unwrap().content.as_deref(), Some(&b"one"[..]));
         // A different length is a different version, whatever the clock says.
-        std::fs::write(&p, b"second").unwrap();
+        std::fs::write(p, b"second").unwrap();
         assert_eq!(
-            fs.probe(&p).unwrap().content.as_deref(),
+            fs.probe(p).unwrap().content.as_deref(),
             Some(&b"second"[..])
         );
         assert_eq!(fs.cached_bytes(), 6);
-        std::fs::remove_file(&p).unwrap();
-        assert!(fs.probe(&p).is_none());
+        std::fs::remove_file(p).unwrap();
+        assert!(fs.probe(p).is_none());
     }
 
     #[test]
     fn large_files_are_opened_not_cached_and_sweeps_drop_unused_entries() {
         let fs = RealFileSystem::new(limits());
-        let big = temp_file("big", &vec![b'x'; 4096]);
-        let probe = fs.probe(&big).unwrap();
+        let big_file = temp_file("big", &vec![b'x'; 4096]);
+        let big = big_file.path();
+        let probe = fs.probe(big).unwrap();
         assert!(probe.content.is_none());
         assert!(probe.file.is_some());
         assert_eq!(fs.cached_bytes(), 0);
 
-        let small = temp_file("sweep", b"abc");
-        fs.probe(&small).unwrap();
+        let small_file = temp_file("sweep", b"abc");
+        let small = small_file.path();
+        fs.probe(small).unwrap();
         fs.cleanup(); // used since the last sweep: kept
         assert_eq!(fs.cached_bytes(), 3);
         fs.cleanup(); // unused since: dropped
@@ -379,20 +400,22 @@ mod tests {
             max_size: 1 << 20,
             max_file_size: 256 << 10,
         });
-        let small = temp_file("open-small", &[b's'; 1000]);
-        assert!(fs.probe(&small).unwrap().file.is_none());
-        assert!(fs.probe(&small).unwrap().file.is_none());
+        let small_file = temp_file("open-small", &[b's'; 1000]);
+        let small = small_file.path();
+        assert!(fs.probe(small).unwrap().file.is_none());
+        assert!(fs.probe(small).unwrap().file.is_none());
         let len = KEEP_OPEN_FROM as usize;
-        let big = temp_file("open-big", &vec![b'b'; len]);
-        let filled = fs.probe(&big).unwrap();
-        let hit = fs.probe(&big).unwrap();
+        let big_file = temp_file("open-big", &vec![b'b'; len]);
+        let big = big_file.path();
+        let filled = fs.probe(big).unwrap();
+        let hit = fs.probe(big).unwrap();
         assert_eq!(hit.content.as_ref().map(|c| c.len()), Some(len));
         let (a, b) = (filled.file.unwrap(), hit.file.unwrap());
         assert!(Arc::ptr_eq(&a, &b), "the same descriptor is shared");
         assert_eq!(fs.open_files(), 1);
         // A change replaces the entry and its descriptor.
-        std::fs::write(&big, vec![b'c'; len + 1]).unwrap();
-        let changed = fs.probe(&big).unwrap();
+        std::fs::write(big, vec![b'c'; len + 1]).unwrap();
+        let changed = fs.probe(big).unwrap();
         assert!(!Arc::ptr_eq(&a, changed.file.as_ref().unwrap()));
         assert_eq!(fs.open_files(), 1);
         fs.cleanup();
