@@ -1008,7 +1008,7 @@ impl RequestExecution {
     /// Returns false when the frame's output stays buffered (child requests
     /// executed with `buffer_response`).
     fn send(&mut self, top: usize, is_final: bool, more_data: bool) -> bool {
-        let pipeline = self.pipeline.clone();
+        let pipeline = &*self.pipeline;
         let frame = &mut self.frames[top];
         if frame.buffered {
             return false;

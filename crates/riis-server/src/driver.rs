@@ -151,7 +151,7 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         last: false,
         hsts: None,
     };
-    let generation = state.current.load_full();
+    let generation = state.current.load();
     if let Err(refusal) = check_head(&req, &generation.limits, state.activity.framing_conflict()) {
         tracing::debug!(
             remote = %state.connection.remote_addr,
