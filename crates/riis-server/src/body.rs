@@ -7,10 +7,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use riis_pipeline::EntityChunk;
 use tokio::sync::mpsc;
 
@@ -28,10 +32,112 @@ const FILE_SEND_SIZE: u64 = crate::connection::FILE_STEP as u64;
 // throughput of large files. A cold file can make the worker wait on the disk
 // for one step, as nginx's workers do without `aio threads`.
 
+/// The most request body bytes read and dropped after a response whose
+/// modules left them unread, so that the connection can serve its next
+/// request (Go's net/http reads the same 256 KiB). A longer body closes the
+/// connection after the response instead: reading it would cost more than
+/// a new connection.
+pub const DISCARD_LIMIT: u64 = 256 * 1024;
+
+/// The longest wait for more of a body being discarded (nginx's
+/// `lingering_timeout`): a client that stops sending loses the connection.
+pub const DISCARD_WAIT: Duration = Duration::from_secs(5);
+
 /// Where a request's body waits until its response is sent: hyper closes a
 /// connection whose half-read request body goes away, and would lose a
-/// response that is not on its way yet.
-pub type RequestBodyHold = std::sync::Arc<std::sync::Mutex<Option<hyper::body::Incoming>>>;
+/// response that is not on its way yet. Once both the pipeline is done with
+/// the body and the response is sent, what is left of the body is read and
+/// dropped when the hold was made to discard it (HTTP/1.x; see
+/// [`discard_rest`]), and let go otherwise (hyper then closes the
+/// connection after the response).
+#[derive(Clone, Default)]
+pub struct RequestBodyHold(Arc<Mutex<HeldBody>>);
+
+#[derive(Default)]
+struct HeldBody {
+    body: Option<Incoming>,
+    /// The connection, when the rest of the body is to be discarded.
+    discard: Option<Arc<ConnectionState>>,
+    /// The response body was dropped: hyper is done with it.
+    response_done: bool,
+}
+
+impl RequestBodyHold {
+    /// Makes the hold discard what is left of the body on `state`'s
+    /// connection (`None`: let it go).
+    pub fn discard_on(&self, state: Option<Arc<ConnectionState>>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).discard = state;
+    }
+
+    /// The pipeline is done with the request body: it waits for the
+    /// response, or is discarded now if the response was sent already.
+    pub fn put(&self, body: Incoming) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.response_done {
+            if let Some(state) = held.discard.take() {
+                discard_rest(body, state);
+            }
+        } else {
+            held.body = Some(body);
+        }
+    }
+
+    /// The response was sent (its body dropped).
+    fn response_done(&self) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.response_done = true;
+        if let (Some(body), Some(state)) = (held.body.take(), held.discard.take()) {
+            discard_rest(body, state);
+        }
+    }
+}
+
+/// Reads what is left of a request body nobody read and drops it, in a task
+/// of its own, so that hyper can go on to the connection's next request (as
+/// nginx discards request bodies). Gives up, letting hyper close the
+/// connection, past [`DISCARD_LIMIT`] bytes, after [`DISCARD_WAIT`] without
+/// a byte, or when the body fails.
+fn discard_rest(mut body: Incoming, state: Arc<ConnectionState>) {
+    if body.is_end_stream() {
+        return;
+    }
+    // Responses are dropped on the worker's runtime; at shutdown the
+    // connection closes anyway.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut read = 0u64;
+        loop {
+            if body
+                .size_hint()
+                .exact()
+                .is_some_and(|left| read + left > DISCARD_LIMIT)
+            {
+                return;
+            }
+            match tokio::time::timeout(DISCARD_WAIT, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        read += data.len() as u64;
+                        if read > DISCARD_LIMIT {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    state.activity.request_body_read();
+                    return;
+                }
+                Ok(Some(Err(_))) | Err(_) => return,
+            }
+            if body.is_end_stream() {
+                state.activity.request_body_read();
+                return;
+            }
+        }
+    });
+}
 
 /// A response body.
 pub struct ResponseBody {
@@ -39,8 +145,9 @@ pub struct ResponseBody {
     /// Exact bytes left when every chunk is known; `None` while streaming.
     remaining: Option<u64>,
     stream: Option<mpsc::Receiver<Vec<EntityChunk>>>,
-    /// The request body, dropped with this body (see [`RequestBodyHold`]).
-    _request_body: Option<RequestBodyHold>,
+    /// The request body, held until this body is dropped (see
+    /// [`RequestBodyHold`]).
+    request_body: Option<RequestBodyHold>,
     /// File ranges go to the connection's sendfile queue instead of being
     /// read (see [`crate::connection::FILE_PLACEHOLDER`]).
     files: Option<Arc<ConnectionState>>,
@@ -61,7 +168,7 @@ impl ResponseBody {
             chunks: chunks.into(),
             remaining: Some(remaining),
             stream: None,
-            _request_body: None,
+            request_body: None,
             files: None,
             _in_service: None,
         }
@@ -81,7 +188,7 @@ impl ResponseBody {
             chunks: first.into(),
             remaining: None,
             stream: Some(rx),
-            _request_body: None,
+            request_body: None,
             files: None,
             _in_service: None,
         }
@@ -96,8 +203,16 @@ impl ResponseBody {
 
     /// Keeps the request body alive until this body is dropped.
     pub fn holding(mut self, hold: RequestBodyHold) -> Self {
-        self._request_body = Some(hold);
+        self.request_body = Some(hold);
         self
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(hold) = &self.request_body {
+            hold.response_done();
+        }
     }
 }
 

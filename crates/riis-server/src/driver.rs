@@ -112,6 +112,23 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
+/// Whether an HTTP/1.x client asked to keep its connection after this
+/// request (RFC 9112 §9.3: 1.1 unless it says `close`, 1.0 only if it says
+/// `keep-alive`).
+fn client_keeps_alive<B>(req: &Request<B>) -> bool {
+    let says = |token: &str| {
+        req.headers().get_all(CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    match req.version() {
+        http::Version::HTTP_11 => !says("close"),
+        http::Version::HTTP_10 => says("keep-alive"),
+        _ => false,
+    }
+}
+
 fn plain_status(status: StatusCode, close: bool) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::empty());
     *resp.status_mut() = status;
@@ -162,7 +179,17 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         return ReplyFuture::ready(finish.apply(Ok(refusal_response(refusal))));
     }
     finish.last = state.is_last_request(&generation.limits);
-    match serve(state, &generation, req, &mut finish) {
+    // A request body no module reads to its end is read and dropped after
+    // the response, so the connection serves the next request (HTTP/1.x).
+    // Not after `Expect: 100-continue`: the client waits for a 100 before
+    // it sends the body, and reading would make hyper send that 100 after
+    // the final response. The connection then closes, as it does when the
+    // body is too long to discard.
+    let discard_body = has_body
+        && !finish.last
+        && client_keeps_alive(&req)
+        && !req.headers().contains_key(http::header::EXPECT);
+    match serve(state, &generation, req, discard_body, &mut finish) {
         Answer::Now(reply) => ReplyFuture::ready(finish.apply(reply)),
         Answer::Later(rx) => ReplyFuture(ReplyState::Waiting(rx, finish)),
     }
@@ -256,6 +283,7 @@ fn serve(
     state: &Arc<ConnectionState>,
     generation: &Generation,
     req: Request<Incoming>,
+    discard_body: bool,
     finish: &mut Finish,
 ) -> Answer {
     let site = generation
@@ -271,7 +299,7 @@ fn serve(
     if state.connection.is_tls {
         finish.hsts = generation.hsts.get(&site.info().site_id).cloned();
     }
-    serve_site(state, generation, site, req)
+    serve_site(state, generation, site, req, discard_body)
 }
 
 fn serve_site(
@@ -279,6 +307,7 @@ fn serve_site(
     generation: &Generation,
     site: Arc<Site>,
     req: Request<Incoming>,
+    discard_body: bool,
 ) -> Answer {
     let (parts, body) = req.into_parts();
     let conn = &state.connection;
@@ -288,6 +317,7 @@ fn serve_site(
         // (HTTP/2 frames and TLS records are built in user space).
         files: (parts.version != http::Version::HTTP_2 && state.sendfile().is_some())
             .then(|| state.clone()),
+        discard_request_body: discard_body.then(|| state.clone()),
     };
     let request = match HttpRequest::new(
         parts.method,
@@ -318,7 +348,14 @@ fn serve_site(
                 // The fast path: one send, the whole response known.
                 exec.complete_send(Ok(out.len()));
                 while !matches!(exec.resume(), Step::Done) {}
-                return Answer::Now(final_response(out, &shape));
+                let reply = final_response(out, &shape);
+                if shape.discard_request_body.is_none() {
+                    return Answer::Now(reply);
+                }
+                let hold = RequestBodyHold::default();
+                let reply = hold_request_body(reply, &hold, &shape);
+                hold.put(body);
+                return Answer::Now(reply);
             }
             Event::Send(out)
         }
@@ -369,7 +406,7 @@ async fn drive(
                         stream = Some(tx);
                         streaming_response(out, rx, &shape)
                     };
-                    let response = response.map(|r| r.map(|b| b.holding(hold.clone())));
+                    let response = hold_request_body(response, &hold, &shape);
                     reply.send(response).is_ok()
                 } else if let Some(tx) = &stream {
                     let is_final = out.is_final;
@@ -407,7 +444,7 @@ async fn drive(
     }
     // What is left of the request body goes with the response (see
     // `RequestBodyHold`).
-    *hold.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader.body);
+    hold.put(reader.body);
 }
 
 /// Reads request body bytes for `Step::ReadEntity`, holding the client to
@@ -604,6 +641,25 @@ struct ResponseShape {
     is_head: bool,
     /// The connection, when file ranges may use its sendfile queue.
     files: Option<Arc<ConnectionState>>,
+    /// The connection, when what is left of the request body is to be
+    /// discarded after the response (see `handle`).
+    discard_request_body: Option<Arc<ConnectionState>>,
+}
+
+/// Gives a response the request body to hold until the response is sent;
+/// the hold discards the rest of it when `shape` says so and the response
+/// keeps the connection open.
+fn hold_request_body(reply: Reply, hold: &RequestBodyHold, shape: &ResponseShape) -> Reply {
+    reply.map(|resp| {
+        let closes = resp
+            .headers()
+            .get(CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if !closes {
+            hold.discard_on(shape.discard_request_body.clone());
+        }
+        resp.map(|body| body.holding(hold.clone()))
+    })
 }
 
 fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
@@ -651,4 +707,34 @@ fn streaming_response(
         ResponseBody::streaming(out.chunks, rx).with_files(shape.files.clone()),
         out.disconnect,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: http::Version, connection: &[&str]) -> Request<()> {
+        let mut b = Request::builder().version(version);
+        for v in connection {
+            b = b.header(CONNECTION, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_the_connection_tokens() {
+        use http::Version;
+        const HTTP_10: Version = Version::HTTP_10;
+        const HTTP_11: Version = Version::HTTP_11;
+        const HTTP_2: Version = Version::HTTP_2;
+        assert!(client_keeps_alive(&request(HTTP_11, &[])));
+        assert!(client_keeps_alive(&request(HTTP_11, &["keep-alive"])));
+        assert!(!client_keeps_alive(&request(HTTP_11, &["Close"])));
+        assert!(!client_keeps_alive(&request(HTTP_11, &["te, close"])));
+        assert!(!client_keeps_alive(&request(HTTP_11, &["te", "close"])));
+        assert!(!client_keeps_alive(&request(HTTP_10, &[])));
+        assert!(client_keeps_alive(&request(HTTP_10, &["Keep-Alive"])));
+        // HTTP/2 streams end on their own; nothing to keep alive.
+        assert!(!client_keeps_alive(&request(HTTP_2, &[])));
+    }
 }

@@ -486,3 +486,20 @@ fn an_answer_before_the_body_is_read_still_reaches_the_client() {
         assert_eq!(resp.text(), "got 20");
     }
 }
+
+#[test]
+fn the_rest_of_a_body_a_module_did_not_read_is_discarded() {
+    let server = InProcessServer::start(&handler_config(&["ReadOnce"], "ReadOnce"), TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 50020\r\n\r\n01234567890123456789",
+    );
+    assert_eq!(conn.read_response(false).text(), "got 20");
+    // The module answered after 20 bytes; the rest, sent after the answer,
+    // is read and dropped, and the connection serves the next request.
+    for _ in 0..5 {
+        conn.send_raw(&[b'z'; 10_000]);
+    }
+    conn.send_raw(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\nabcdefghijabcdefghij");
+    assert_eq!(conn.read_response(false).text(), "got 20");
+}

@@ -232,10 +232,26 @@ impl Connection {
         resp
     }
 
+    /// Writes raw bytes, reporting a connection the server closed.
+    pub fn try_send_raw(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(data)
+    }
+
     /// Whether the server closed the connection (reads EOF).
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
         matches!(self.reader.read(&mut buf), Ok(0))
+    }
+
+    /// Whether the server closed the connection, with or without a reset
+    /// (a close with unread bytes in the server's buffer resets), and sent
+    /// nothing more before it.
+    pub fn is_closed_or_reset(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        match self.reader.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
     }
 }
 
