@@ -12,6 +12,7 @@
 #     one wrk thread saturates near the server's rate;
 #   - pipelined: requests per second with 16 requests per write (pipeline.lua),
 #     where the server is the bottleneck.
+# Each measured run follows WARMUP seconds (default 2) of the same load.
 # The machine is shared and noisy, so each scenario runs ROUNDS times with the
 # two servers alternating, and the median of each column is reported.
 # Results go to bench/results/<timestamp>.md and stdout.
@@ -22,6 +23,7 @@ cd "$(dirname "$0")/.."
 here=$(pwd)
 
 DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -71,6 +73,9 @@ cpu_of() {
 measure() {
   local mode=$1 url=$2; shift 2
   local pids=("$@") before after out
+  # Connections opened, caches and allocator pools filled: only the steady
+  # state is measured.
+  [ "$WARMUP" -gt 0 ] && taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${WRK_ARGS[@]}" "$url" >/dev/null
   if [ "$mode" = pipelined ]; then
     out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "${WRK_ARGS[@]}" -s bench/pipeline.lua "$url")
     echo "$out" | awk '/^Requests\/sec/ {print $2}'
@@ -169,7 +174,7 @@ report="bench/results/$stamp.md"
   echo "# riis vs nginx, $stamp"
   echo
   echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); $(nginx -v 2>&1); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')."
-  echo "Server on core $SERVER_CPU, wrk on core $CLIENT_CPU, $CONNECTIONS connections, ${DURATION}s per run, median of $ROUNDS alternating rounds."
+  echo "Server on core $SERVER_CPU, wrk on core $CLIENT_CPU, $CONNECTIONS connections, ${DURATION}s per run after ${WARMUP}s of warm-up, median of $ROUNDS alternating rounds."
   echo
   echo "| scenario | measure | riis | baseline | ratio |"
   echo "|---|---|---|---|---|"
