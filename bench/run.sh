@@ -2,8 +2,11 @@
 # Benchmarks riis against nginx on this machine, in one run.
 #
 #   bench/run.sh [SCENARIO ...]      scenarios: hello static noop static100k
-#                                    static10m defaultdoc gzip100k
+#                                    static10m defaultdoc gzip100k hyper
 #                                    (default: hello static noop)
+#
+# `hyper` runs the bare hyper server of crates/riis/examples/bare_hyper.rs
+# (no riis) against nginx's `return 200`: the floor under `hello`.
 #
 # Each server is pinned to core 0 (nginx with one worker, riis with one worker
 # thread), wrk to core 1. Two measures per scenario:
@@ -39,6 +42,10 @@ done
 
 cargo build --release -p riis >/dev/null
 riis="$here/target/release/riis"
+bare_hyper="$here/target/release/examples/bare_hyper"
+if [[ " ${scenarios[*]} " == *" hyper "* ]]; then
+  cargo build --release -p riis --example bare_hyper >/dev/null
+fi
 work=$(mktemp -d /tmp/riis-bench.XXXXXX)
 # nginx's workers run as an unprivileged user: they must be able to enter it.
 chmod 755 "$work"
@@ -89,9 +96,13 @@ measure() {
   fi
 }
 
-start_riis() {
+start_riis() { # CONFIG, or bare-hyper for the example server
   local config=$1
-  taskset -c "$SERVER_CPU" "$riis" serve --config "$config" --listen "127.0.0.1:$RIIS_PORT" >"$work/riis.out" 2>"$work/riis.err" &
+  if [ "$config" = bare-hyper ]; then
+    taskset -c "$SERVER_CPU" "$bare_hyper" "127.0.0.1:$RIIS_PORT" >"$work/riis.out" 2>"$work/riis.err" &
+  else
+    taskset -c "$SERVER_CPU" "$riis" serve --config "$config" --listen "127.0.0.1:$RIIS_PORT" >"$work/riis.out" 2>"$work/riis.err" &
+  fi
   riis_pid=$!
   for _ in $(seq 100); do grep -q "listening" "$work/riis.out" 2>/dev/null && return; sleep 0.05; done
   echo "bench: riis did not start:" >&2; cat "$work/riis.err" >&2; exit 1
@@ -271,6 +282,10 @@ for s in "${scenarios[@]}"; do
       run_pair "gzip 100 KiB text: StaticCompression vs nginx gzip_static" "$gz_conf" /100k.txt 'gzip_static on;' /100k.txt
       WRK_ARGS=()
       CURL_ARGS=()
+      ;;
+    hyper)
+      run_pair "bare hyper, no riis (the floor under hello) vs nginx return 200" bare-hyper / \
+        'location / { default_type text/plain; return 200 "Hello World!"; }' /
       ;;
     *) echo "bench: unknown scenario $s" >&2; exit 2 ;;
   esac
