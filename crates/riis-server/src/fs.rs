@@ -84,13 +84,20 @@ struct Entry {
 const SHARDS: usize = 16;
 
 /// One shard of the cache: path → entry.
-type Shard = Mutex<HashMap<PathBuf, Arc<Entry>>>;
+type Shard = Mutex<HashMap<PathBuf, Arc<Entry>, PathHasher>>;
+
+/// The hasher of the cache's paths, for choosing a shard and within it.
+/// Every static file request looks its path up, and std's SipHash spent
+/// about 600 instructions on the two hashes of a short path. foldhash is
+/// seeded at random per process too (with weaker guarantees than SipHash),
+/// and the cache only holds files that exist, which clients cannot add.
+type PathHasher = foldhash::quality::RandomState;
 
 /// The operating system's file system with a content cache for small files.
 pub struct RealFileSystem {
     limits: FileCacheLimits,
     shards: Box<[Shard]>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: PathHasher,
     used_bytes: AtomicU64,
     /// Entries holding their file open.
     open_files: AtomicUsize,
@@ -113,7 +120,9 @@ impl RealFileSystem {
     pub fn new(limits: FileCacheLimits) -> Self {
         Self {
             limits,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(PathHasher::default())))
+                .collect(),
             hasher: Default::default(),
             used_bytes: AtomicU64::new(0),
             open_files: AtomicUsize::new(0),
@@ -138,7 +147,7 @@ impl RealFileSystem {
         &self.shards[self.hasher.hash_one(path) as usize % SHARDS]
     }
 
-    fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Entry>>> {
+    fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Entry>, PathHasher>> {
         // Entries are replaced whole; a poisoned shard holds nothing torn.
         shard.lock().unwrap_or_else(|e| e.into_inner())
     }
