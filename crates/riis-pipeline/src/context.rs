@@ -55,21 +55,26 @@ pub(crate) struct Slot {
 
 /// The module call under way: the event is noted once per walk of an
 /// event's list, the module before each call (the engine's hot loop writes
-/// two bytes per call instead of the whole triple).
+/// one `u16` per call instead of the whole triple).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Running {
-    /// The module being called; `None` between calls.
-    pub(crate) module: Option<ModuleIndex>,
-    /// The notification being raised (meaningful while `module` is set).
+    /// The index of the module being called, or [`NO_MODULE`] between
+    /// calls (a sentinel rather than an `Option`: one store, not two).
+    module: u16,
+    /// The notification being raised (meaningful while a module is set).
     pub(crate) notification: RequestNotification,
     /// Whether it is the post-event.
     pub(crate) post: bool,
 }
 
+/// [`Running::module`] between calls. The pipeline refuses a module list
+/// long enough for an index to reach it.
+pub(crate) const NO_MODULE: u16 = u16::MAX;
+
 impl Running {
     /// No call under way.
     pub(crate) const NONE: Running = Running {
-        module: None,
+        module: NO_MODULE,
         notification: RequestNotification::BeginRequest,
         post: false,
     };
@@ -77,15 +82,33 @@ impl Running {
     /// A call of `module` for `notification`.
     pub(crate) fn call(module: ModuleIndex, notification: RequestNotification, post: bool) -> Self {
         Running {
-            module: Some(module),
+            module: module.0,
             notification,
             post,
         }
     }
 
+    /// The module being called, if any.
+    #[inline]
+    pub(crate) fn module(self) -> Option<ModuleIndex> {
+        (self.module != NO_MODULE).then_some(ModuleIndex(self.module))
+    }
+
+    /// Notes that `module` is being called for the current notification.
+    #[inline]
+    pub(crate) fn set_module(&mut self, module: ModuleIndex) {
+        self.module = module.0;
+    }
+
+    /// Notes that no module is being called.
+    #[inline]
+    pub(crate) fn clear_module(&mut self) {
+        self.module = NO_MODULE;
+    }
+
     /// The call under way, if any.
     pub(crate) fn get(self) -> Option<(ModuleIndex, RequestNotification, bool)> {
-        Some((self.module?, self.notification, self.post))
+        Some((self.module()?, self.notification, self.post))
     }
 }
 
@@ -698,7 +721,7 @@ impl HttpContext {
 
     /// The id of the module being called, for its module contexts.
     pub fn current_module(&self) -> Option<ModuleIndex> {
-        self.current.module
+        self.current.module()
     }
 
     /// `GetIsLastNotification`: whether, if the current module returns

@@ -680,7 +680,7 @@ impl RequestExecution {
                 // cursor is the one that panicked.
                 let module = list[frame.pos as usize - 1];
                 let ctx = &mut frame.ctx;
-                ctx.current.module = None;
+                ctx.current.clear_module();
                 ctx.op = None;
                 ctx.response.flush = None;
                 ctx.module_panicked(module, notification, post, &*panic);
@@ -1128,7 +1128,7 @@ fn call_module(
         Some(info) => module.on_async_completion(ctx, site.notification, site.post, &info),
         None => dispatch(&mut *module, ctx, site.notification, site.post),
     }));
-    ctx.current.module = None;
+    ctx.current.clear_module();
     match outcome {
         Ok(status) => {
             ctx.slots[site.module.get()].instance = Some(module);
@@ -1172,12 +1172,15 @@ fn walk_list<F>(
 where
     F: Fn(&mut dyn HttpModule, &mut HttpContext) -> Status,
 {
-    frame.ctx.current.notification = notification;
-    frame.ctx.current.post = post;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        while let Some(&module) = list.get(frame.pos as usize) {
-            frame.pos += 1;
-            let ctx = &mut frame.ctx;
+    // The cursor is counted in a local and written back once: the frame
+    // would otherwise be reloaded and stored around every module call.
+    let mut cursor = frame.pos as usize;
+    let ctx = &mut frame.ctx;
+    ctx.current.notification = notification;
+    ctx.current.post = post;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while let Some(&module) = list.get(cursor) {
+            cursor += 1;
             let site = CallSite {
                 module,
                 notification,
@@ -1198,7 +1201,7 @@ where
             if let Some(state) = &ctx.completion {
                 state.discard_stale();
             }
-            ctx.current.module = Some(module);
+            ctx.current.set_module(module);
             let status = invoke(&mut *instance, ctx);
             ctx.slots[module.get()].instance = Some(instance);
             // An overflowing buffer asked for its own flush when it was
@@ -1208,13 +1211,16 @@ where
                 || ctx.response.flush.is_some()
                 || ctx.finish_requested
             {
-                ctx.current.module = None;
+                ctx.current.clear_module();
                 return Some((site, status));
             }
         }
-        frame.ctx.current.module = None;
+        ctx.current.clear_module();
         None
-    }))
+    }));
+    // On a panic too: the cursor then names the module that panicked.
+    frame.pos = cursor as u16;
+    outcome
 }
 
 fn trace(pipeline: &Pipeline, ctx: &HttpContext, site: CallSite, phase: TracePhase) {

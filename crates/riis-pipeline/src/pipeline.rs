@@ -446,9 +446,12 @@ impl PipelineBuilder {
                 format!("module `{name}` is listed twice"),
             ));
         }
+        // u16::MAX stays free: it marks "no module" in the running-call note.
         let index = u16::try_from(self.modules.len())
+            .ok()
+            .filter(|&i| i != crate::context::NO_MODULE)
             .map(ModuleIndex)
-            .map_err(|_| BuildError::new("modules", "too many modules"))?;
+            .ok_or_else(|| BuildError::new("modules", "too many modules"))?;
         let mut entry = ModuleEntry::new(name);
         let mut registration = ModuleRegistration {
             index,
