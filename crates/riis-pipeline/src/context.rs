@@ -430,8 +430,10 @@ impl HttpContext {
             url: url.to_owned(),
             physical_path: join_root(&self.site.info().physical_root, url),
         };
-        let pipeline = self.pipeline.clone();
-        for &m in pipeline.map_path.iter() {
+        // By index: the list is read again after each call rather than the
+        // pipeline's Arc cloned to hold it across them.
+        for i in 0..self.pipeline.map_path.len() {
+            let m = self.pipeline.map_path[i];
             self.call_nested(m, RequestNotification::MapPath, |module, ctx| {
                 module.on_map_path(ctx, &mut provider)
             });
@@ -485,9 +487,10 @@ impl HttpContext {
         let saved = self.current;
         let mut module = self.take_instance(m)?;
         // Operations belong to deterministic calls: what a nested call starts
-        // is refused, and what the outer call started is kept for it.
-        let outer_op = self.op.take();
-        let outer_flush = self.response.flush.take();
+        // is refused, and what the outer call started is kept for it. Set
+        // aside only when there is one (the common case has none).
+        let outer = (self.op.is_some() || self.response.flush.is_some())
+            .then(|| (self.op.take(), self.response.flush.take()));
         self.current = Running::call(m, notification, false);
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *module, self)));
@@ -498,9 +501,13 @@ impl HttpContext {
                 notification = %notification,
                 "an operation started during a nested notification is ignored"
             );
+            self.op = None;
+            self.response.flush = None;
         }
-        self.op = outer_op;
-        self.response.flush = outer_flush;
+        if let Some((op, flush)) = outer {
+            self.op = op;
+            self.response.flush = flush;
+        }
         match outcome {
             Ok(status) => {
                 self.slots[m.get()].instance = Some(module);

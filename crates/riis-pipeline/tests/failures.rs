@@ -80,6 +80,40 @@ async fn operations_started_in_nested_notifications_are_ignored() {
 }
 
 #[tokio::test]
+async fn an_operation_the_caller_started_survives_a_nested_notification() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Mapper",
+        Registration::events(N::MapPath),
+        script(|ctx, _| {
+            let _ = ctx.read_entity_body(10);
+            Status::Continue
+        }),
+    );
+    t.module(
+        "Handler",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            write(ctx, "first;");
+            // The flush is asked for before MapPath runs and must still
+            // happen when this call returns.
+            ctx.response_mut().flush(Default::default());
+            let path = ctx.map_path("/x");
+            write(ctx, path.display().to_string());
+            ctx.set_request_handled();
+            Status::Continue
+        }),
+    );
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["Handler"]));
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    assert_eq!(outcome.sends.len(), 2, "the flush, then the final send");
+    assert!(!outcome.sends[0].is_final);
+    assert_eq!(outcome.body(), "first;/site/x");
+}
+
+#[tokio::test]
 async fn a_header_set_early_does_not_hide_an_unanswered_handler() {
     let mut t = TestPipeline::new();
     t.module(
