@@ -598,6 +598,7 @@ impl HttpContext {
     ) {
         if self.response.headers_sent {
             self.response.need_disconnect = true;
+            self.response.truncated = true;
             return;
         }
         self.response.clear();

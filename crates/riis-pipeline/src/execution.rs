@@ -237,6 +237,12 @@ pub struct Output {
     pub disconnect: bool,
     /// Abort the connection instead of finishing the response.
     pub reset: bool,
+    /// The request failed after its headers went out (a module panicked or
+    /// failed, a wait or a body read timed out): the entity ends here,
+    /// short, and the server ends the message so that the client can tell
+    /// (an HTTP/1.1 chunked body without its last chunk, an HTTP/2 stream
+    /// reset) rather than finishing it as if it were whole.
+    pub truncated: bool,
 }
 
 impl Output {
@@ -472,6 +478,7 @@ impl RequestExecution {
         tracing::info!(module = %name, notification = %site.notification, "{description}; the request ends with 408");
         let response = &mut self.frames[top].ctx.response;
         response.need_disconnect = true;
+        response.truncated = response.headers_sent;
         response.current = (Some(site.module), site.notification.name());
         if !response.headers_sent {
             response.clear();
@@ -954,6 +961,7 @@ impl RequestExecution {
         response.current = (Some(site.module), site.notification.name());
         if response.headers_sent {
             response.need_disconnect = true;
+            response.truncated = true;
         } else {
             response.clear();
             response.set_error_status(
@@ -1059,6 +1067,7 @@ impl RequestExecution {
             is_final,
             disconnect: provider.flags.disconnect || resp.need_disconnect,
             reset: resp.reset_connection,
+            truncated: resp.truncated,
         });
         true
     }

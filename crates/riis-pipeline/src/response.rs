@@ -112,6 +112,9 @@ pub struct HttpResponse {
     pub(crate) flush: Option<FlushOptions>,
     pub(crate) need_disconnect: bool,
     pub(crate) reset_connection: bool,
+    /// The request failed after the headers went out: what was sent is all
+    /// the client gets, and it must be able to tell the entity is cut short.
+    pub(crate) truncated: bool,
     pub(crate) skip_custom_errors: bool,
     /// Whether any module changed status, headers or entity.
     pub(crate) touched: bool,
@@ -157,6 +160,7 @@ impl HttpResponse {
             flush: None,
             need_disconnect: false,
             reset_connection: false,
+            truncated: false,
             skip_custom_errors: false,
             touched: false,
             bytes_sent: 0,

@@ -113,6 +113,52 @@ async fn an_operation_the_caller_started_survives_a_nested_notification() {
     assert_eq!(outcome.body(), "first;/site/x");
 }
 
+/// Flushes part of the entity in ExecuteRequestHandler; in
+/// ReleaseRequestState panics for `/panic` and asks for a disconnect for
+/// `/close`.
+fn flush_then(t: &mut TestPipeline) {
+    t.module(
+        "FlushThen",
+        Registration::events(N::ExecuteRequestHandler | N::ReleaseRequestState),
+        script(|ctx, call| {
+            if call.is_event(N::ExecuteRequestHandler) {
+                write(ctx, "part;");
+                ctx.response_mut().flush(Default::default());
+                ctx.set_request_handled();
+            } else if ctx.request().url() == "/panic" {
+                panic!("after the headers");
+            } else if ctx.request().url() == "/close" {
+                ctx.response_mut().set_need_disconnect();
+            }
+            Status::Continue
+        }),
+    );
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["FlushThen"]));
+}
+
+#[tokio::test]
+async fn a_failure_after_the_headers_marks_the_response_truncated() {
+    let mut t = TestPipeline::new();
+    flush_then(&mut t);
+    let pipeline = t.build();
+
+    let failed = get(&pipeline, "/panic").await;
+    failed.assert_completed();
+    assert_eq!(failed.status(), StatusCode::OK, "the head went out before");
+    let last = failed.sends.last().unwrap();
+    assert!(last.truncated && last.disconnect, "{:?}", failed.sends);
+    assert!(!failed.sends[0].truncated);
+
+    // A disconnect the module asks for ends a whole response.
+    let closing = get(&pipeline, "/close").await;
+    let last = closing.sends.last().unwrap();
+    assert!(last.disconnect && !last.truncated, "{:?}", closing.sends);
+
+    let fine = get(&pipeline, "/fine").await;
+    assert!(fine.sends.iter().all(|s| !s.disconnect && !s.truncated));
+    assert_eq!(fine.body(), "part;");
+}
+
 #[tokio::test]
 async fn a_header_set_early_does_not_hide_an_unanswered_handler() {
     let mut t = TestPipeline::new();

@@ -139,12 +139,17 @@ fn discard_rest(mut body: Incoming, state: Arc<ConnectionState>) {
     });
 }
 
+/// What a streamed response's channel carries: more entity, or the failure
+/// that cuts the message short (the body then ends in an error, so hyper
+/// does not finish the message as if it were whole).
+pub type StreamItem = io::Result<Vec<EntityChunk>>;
+
 /// A response body.
 pub struct ResponseBody {
     chunks: VecDeque<EntityChunk>,
     /// Exact bytes left when every chunk is known; `None` while streaming.
     remaining: Option<u64>,
-    stream: Option<mpsc::Receiver<Vec<EntityChunk>>>,
+    stream: Option<mpsc::Receiver<StreamItem>>,
     /// The request body, held until this body is dropped (see
     /// [`RequestBodyHold`]).
     request_body: Option<RequestBodyHold>,
@@ -183,7 +188,7 @@ impl ResponseBody {
 
     /// A body that starts with `first` and continues with what arrives on
     /// `rx` until its sender is dropped.
-    pub fn streaming(first: Vec<EntityChunk>, rx: mpsc::Receiver<Vec<EntityChunk>>) -> Self {
+    pub fn streaming(first: Vec<EntityChunk>, rx: mpsc::Receiver<StreamItem>) -> Self {
         Self {
             chunks: first.into(),
             remaining: None,
@@ -274,7 +279,11 @@ impl Body for ResponseBody {
                         return Poll::Ready(None);
                     };
                     match ready!(rx.poll_recv(cx)) {
-                        Some(more) => this.chunks.extend(more),
+                        Some(Ok(more)) => this.chunks.extend(more),
+                        Some(Err(e)) => {
+                            this.stream = None;
+                            return Poll::Ready(Some(Err(e)));
+                        }
                         None => {
                             this.stream = None;
                             return Poll::Ready(None);

@@ -340,6 +340,14 @@ impl Activity {
 
     /// Asks the connection to finish and close.
     fn drain(&self) {
+        self.close_after_exchange();
+    }
+
+    /// Asks the connection to close once the exchange under way is done
+    /// (hyper's graceful shutdown: HTTP/1.x after the current response,
+    /// HTTP/2 with GOAWAY after its open streams). For a response that must
+    /// close but whose head went out without `Connection: close`.
+    pub fn close_after_exchange(&self) {
         self.draining.store(true, Ordering::Release);
         self.task.wake();
     }

@@ -27,7 +27,7 @@ use riis_pipeline::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::body::{RequestBodyHold, ResponseBody};
+use crate::body::{RequestBodyHold, ResponseBody, StreamItem};
 use crate::config::{Limits, ServerConfig, Timeouts};
 use crate::connection::{ConnectionState, InService};
 use crate::protocol::Builders;
@@ -388,7 +388,7 @@ async fn drive(
 ) {
     let mut reply = Some(reply);
     let hold = RequestBodyHold::default();
-    let mut stream: Option<mpsc::Sender<Vec<EntityChunk>>> = None;
+    let mut stream: Option<mpsc::Sender<StreamItem>> = None;
     let mut next = Some(first);
     loop {
         let event = next.take().unwrap_or_else(|| match exec.resume() {
@@ -410,9 +410,32 @@ async fn drive(
                     reply.send(response).is_ok()
                 } else if let Some(tx) = &stream {
                     let is_final = out.is_final;
-                    let ok = out.chunks.is_empty() || tx.send(out.chunks).await.is_ok();
-                    if is_final {
+                    let ok =
+                        out.reset || out.chunks.is_empty() || tx.send(Ok(out.chunks)).await.is_ok();
+                    if out.reset || out.truncated {
+                        // The message must not end as if it were whole: the
+                        // body fails, and hyper drops the connection without
+                        // the last chunk (HTTP/1.1) or resets the stream
+                        // (HTTP/2).
+                        let why = if out.reset {
+                            "a module reset the connection"
+                        } else {
+                            "the request failed after the response headers were sent"
+                        };
+                        let _ = tx.send(Err(std::io::Error::other(why))).await;
+                        hold.discard_on(None);
                         stream = None;
+                    } else {
+                        if out.disconnect {
+                            // Asked for after the head went out without
+                            // `Connection: close`: the connection ends once
+                            // this exchange is done.
+                            hold.discard_on(None);
+                            reader.state.activity.close_after_exchange();
+                        }
+                        if is_final {
+                            stream = None;
+                        }
                     }
                     ok
                 } else {
@@ -692,7 +715,7 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
 
 fn streaming_response(
     mut out: Output,
-    rx: mpsc::Receiver<Vec<EntityChunk>>,
+    rx: mpsc::Receiver<StreamItem>,
     shape: &ResponseShape,
 ) -> Reply {
     if out.reset {

@@ -239,7 +239,42 @@ fn register_read_once(
     )
 }
 
+/// Flushes part of the entity in ExecuteRequestHandler, then in
+/// ReleaseRequestState panics (`/panic`), asks for a disconnect (`/close`)
+/// or resets the connection (`/reset`).
+struct FlushThen;
+impl HttpModule for FlushThen {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        ctx.response_mut().write("part;");
+        ctx.response_mut().flush(Default::default());
+        ctx.set_request_handled();
+        Status::Continue
+    }
+    fn on_release_request_state(&mut self, ctx: &mut HttpContext) -> Status {
+        match ctx.request().url() {
+            "/panic" => panic!("failing after the headers went out"),
+            "/close" => ctx.response_mut().set_need_disconnect(),
+            "/reset" => ctx.response_mut().reset_connection(),
+            _ => ctx.response_mut().write("rest"),
+        }
+        Status::Continue
+    }
+}
+
+fn register_flush_then(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || FlushThen,
+        N::ExecuteRequestHandler | N::ReleaseRequestState,
+        RequestNotifications::NONE,
+    )
+}
+
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("FlushThen", register_flush_then),
     ("ReadOnce", register_read_once),
     ("Tagger", register_tagger),
     ("Gate", register_gate),
@@ -502,4 +537,64 @@ fn the_rest_of_a_body_a_module_did_not_read_is_discarded() {
     }
     conn.send_raw(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\nabcdefghijabcdefghij");
     assert_eq!(conn.read_response(false).text(), "got 20");
+}
+
+/// Sends `request` on a new connection and reads until the server closes it
+/// (or 5 s pass): everything the server sent, and whether it closed.
+fn exchange_until_close(addr: std::net::SocketAddr, request: &[u8]) -> (String, bool) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[test]
+fn a_streamed_response_that_fails_after_its_headers_is_cut_short_not_finished() {
+    let server = InProcessServer::start(&handler_config(&["FlushThen"], "FlushThen"), TEST_MODULES);
+    // A whole streamed response: chunked, finished, the connection kept.
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..2 {
+        let resp = conn.get("/fine");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), "part;rest");
+    }
+
+    for path in ["/panic", "/reset"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let (got, closed) = exchange_until_close(server.addr, request.as_bytes());
+        assert!(closed, "{path}: the connection closes");
+        // hyper may drop what it had not written yet when the body fails:
+        // the client sees the start of the response, or nothing.
+        assert!(
+            got.is_empty() || got.starts_with("HTTP/1.1 200"),
+            "{path}: {got:?}"
+        );
+        assert!(
+            !got.ends_with("0\r\n\r\n"),
+            "{path}: the chunked body must not end as if it were whole: {got:?}"
+        );
+    }
+
+    // A disconnect the module asks for after the head went out: the
+    // response ends whole, then the connection closes.
+    let (got, closed) =
+        exchange_until_close(server.addr, b"GET /close HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(closed, "the connection closes after the response");
+    assert!(got.contains("part;"), "{got:?}");
+    assert!(
+        got.ends_with("0\r\n\r\n"),
+        "the response is finished: {got:?}"
+    );
 }

@@ -598,6 +598,10 @@ pub struct Sent {
     pub body: Vec<u8>,
     /// Whether the engine marked it as the final send.
     pub is_final: bool,
+    /// The connection is to close after the response.
+    pub disconnect: bool,
+    /// The request failed after its headers went out (see `Output`).
+    pub truncated: bool,
 }
 
 /// Everything a request produced, and its finished execution (whose context
@@ -687,6 +691,8 @@ pub async fn drive(mut execution: RequestExecution, body: Vec<Bytes>) -> Outcome
                     head: output.head,
                     body: bytes,
                     is_final: output.is_final,
+                    disconnect: output.disconnect,
+                    truncated: output.truncated,
                 });
                 execution.complete_send(Ok(len));
             }
