@@ -150,6 +150,11 @@ pub struct ResponseBody {
     /// Exact bytes left when every chunk is known; `None` while streaming.
     remaining: Option<u64>,
     stream: Option<mpsc::Receiver<StreamItem>>,
+    /// Bytes the body may still send, when a streamed response declared its
+    /// `Content-Length`: frames are cut to it here, so that hyper never cuts
+    /// one (a cut file placeholder would leave its range in the sendfile
+    /// queue for the connection's next response).
+    declared_left: Option<u64>,
     /// The request body, held until this body is dropped (see
     /// [`RequestBodyHold`]).
     request_body: Option<RequestBodyHold>,
@@ -173,6 +178,7 @@ impl ResponseBody {
             chunks: chunks.into(),
             remaining: Some(remaining),
             stream: None,
+            declared_left: None,
             request_body: None,
             files: None,
             _in_service: None,
@@ -193,10 +199,26 @@ impl ResponseBody {
             chunks: first.into(),
             remaining: None,
             stream: Some(rx),
+            declared_left: None,
             request_body: None,
             files: None,
             _in_service: None,
         }
+    }
+
+    /// Ends the body after `length` bytes (a streamed response's declared
+    /// `Content-Length`); what a module writes beyond it is dropped.
+    pub fn declared_length(mut self, length: Option<u64>) -> Self {
+        self.declared_left = length;
+        self
+    }
+
+    /// The declared length is sent: the body ends, and whatever else comes
+    /// is dropped.
+    fn end_at_declared_length(&mut self) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.chunks.clear();
+        self.stream = None;
+        Poll::Ready(None)
     }
 
     /// Keeps the request in service until this body is dropped: a
@@ -232,9 +254,16 @@ impl Body for ResponseBody {
         let this = &mut *self;
         loop {
             match this.chunks.pop_front() {
-                Some(EntityChunk::Memory(b)) => {
+                Some(EntityChunk::Memory(mut b)) => {
                     if b.is_empty() {
                         continue;
+                    }
+                    if let Some(left) = &mut this.declared_left {
+                        if *left == 0 {
+                            return this.end_at_declared_length();
+                        }
+                        b.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+                        *left -= b.len() as u64;
                     }
                     if let Some(r) = &mut this.remaining {
                         *r = r.saturating_sub(b.len() as u64);
@@ -249,11 +278,18 @@ impl Body for ResponseBody {
                     if length == 0 {
                         continue;
                     }
-                    let step = length.min(if this.files.is_some() {
+                    let mut step = length.min(if this.files.is_some() {
                         FILE_SEND_SIZE
                     } else {
                         FILE_READ_SIZE
                     });
+                    if let Some(left) = &mut this.declared_left {
+                        if *left == 0 {
+                            return this.end_at_declared_length();
+                        }
+                        step = step.min(*left);
+                        *left -= step;
+                    }
                     if length > step {
                         this.chunks.push_front(EntityChunk::File {
                             file: file.clone(),

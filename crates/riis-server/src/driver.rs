@@ -725,9 +725,17 @@ fn streaming_response(
         Ok(h) => h,
         Err(status) => return Ok(plain_status(status, true)),
     };
+    // A length the module declared is kept (the entity is not known yet),
+    // and the body ends there.
+    let declared = head
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     Ok(with_head(
         head,
-        ResponseBody::streaming(out.chunks, rx).with_files(shape.files.clone()),
+        ResponseBody::streaming(out.chunks, rx)
+            .with_files(shape.files.clone())
+            .declared_length(declared),
         out.disconnect,
     ))
 }

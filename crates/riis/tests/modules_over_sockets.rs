@@ -273,7 +273,43 @@ fn register_flush_then(
     )
 }
 
+/// Streams `a.bin` (100 bytes) for `/short` after declaring a
+/// `Content-Length` of 10, and all of `b.bin` otherwise, both as file ranges
+/// behind an early flush.
+struct Declares;
+impl HttpModule for Declares {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        let short = ctx.request().url() == "/short";
+        let name = if short { "a.bin" } else { "b.bin" };
+        let path = ctx.map_path(&format!("/{name}"));
+        let file = std::sync::Arc::new(std::fs::File::open(path).unwrap());
+        let len = file.metadata().unwrap().len();
+        let resp = ctx.response_mut();
+        if short {
+            resp.set_header(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        }
+        resp.write("<");
+        resp.flush(Default::default());
+        resp.write_file_range(file, 0, len);
+        ctx.set_request_handled();
+        Status::Continue
+    }
+}
+
+fn register_declares(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Declares,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("Declares", register_declares),
     ("FlushThen", register_flush_then),
     ("ReadOnce", register_read_once),
     ("Tagger", register_tagger),
@@ -597,4 +633,20 @@ fn a_streamed_response_that_fails_after_its_headers_is_cut_short_not_finished() 
         got.ends_with("0\r\n\r\n"),
         "the response is finished: {got:?}"
     );
+}
+
+#[test]
+fn a_declared_length_ends_a_streamed_file_without_leaking_into_the_next_response() {
+    let server = InProcessServer::start(&handler_config(&["Declares"], "Declares"), TEST_MODULES);
+    std::fs::write(server.dir().join("a.bin"), [b'a'; 100]).unwrap();
+    std::fs::write(server.dir().join("b.bin"), [b'b'; 50]).unwrap();
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..3 {
+        let short = conn.get("/short");
+        assert_eq!(short.status, 200);
+        assert_eq!(short.text(), "<aaaaaaaaa", "the declared 10 bytes");
+        let whole = conn.get("/whole");
+        assert_eq!(whole.status, 200);
+        assert_eq!(whole.text(), format!("<{}", "b".repeat(50)), "b.bin, whole");
+    }
 }
