@@ -99,6 +99,9 @@ impl RequestBodyHold {
 /// a byte, or when the body fails.
 fn discard_rest(mut body: Incoming, state: Arc<ConnectionState>) {
     if body.is_end_stream() {
+        // A module read exactly the body's length and never saw its end:
+        // the body is read all the same (the connection may park).
+        state.activity.request_body_read();
         return;
     }
     // Responses are dropped on the worker's runtime; at shutdown the
