@@ -368,7 +368,7 @@ typedef struct riis_api {
     /* -- memory ------------------------------------------------------------ */
 
     /** IModuleAllocator::AllocateMemory: zeroed, 16-byte aligned, freed when
-     *  the request ends. */
+     *  the request ends; NULL when the memory cannot be had. */
     void *(*allocator_allocate)(riis_allocator *allocator, size_t bytes);
     /** The same, from a context. */
     void *(*context_allocate)(riis_context *context, size_t bytes);

@@ -99,10 +99,17 @@ pub(crate) struct Arena {
 }
 
 impl Arena {
-    /// A zeroed, 16-byte aligned block of at least `bytes` bytes.
+    /// A zeroed, 16-byte aligned block of at least `bytes` bytes; NULL when
+    /// the memory cannot be had (a module asking for too much must get
+    /// NULL, as from `malloc`, not abort the server).
     pub(crate) fn allocate(&self, bytes: usize) -> *mut u8 {
         let words = bytes.div_ceil(16).max(1);
-        let mut block = vec![0u128; words].into_boxed_slice();
+        let mut block: Vec<u128> = Vec::new();
+        if block.try_reserve_exact(words).is_err() {
+            return ptr::null_mut();
+        }
+        block.resize(words, 0);
+        let mut block = block.into_boxed_slice();
         let p = block.as_mut_ptr().cast::<u8>();
         self.blocks.borrow_mut().push(block);
         p

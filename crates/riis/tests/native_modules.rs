@@ -128,6 +128,10 @@ fn a_c_module_misbehaving_fails_only_its_request() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "0x800705A4\n");
     assert_eq!(resp.header("x-bad"), None);
+    // An allocation no machine can satisfy is refused, not fatal.
+    let resp = get(server.addr, "/c/huge-alloc");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "null\n");
     // The server keeps serving.
     assert_eq!(get(server.addr, "/c/hello").status, 200);
 }

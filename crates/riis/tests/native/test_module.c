@@ -121,6 +121,12 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         text(ctx, "hello from C\n");
         return RIIS_STATUS_FINISH_REQUEST;
     }
+    if (strcmp(url, "/c/huge-alloc") == 0) {
+        /* More than any machine has: NULL, not the end of the server. */
+        void *huge = api->context_allocate(ctx, (size_t)1 << 62);
+        text(ctx, huge == NULL ? "null\n" : "memory\n");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
     if (strcmp(url, "/c/echo") == 0) {
         self->buffer = (char *)api->context_allocate(ctx, 7);
         self->reading = 1;
