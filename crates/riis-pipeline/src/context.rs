@@ -170,6 +170,8 @@ pub struct HttpContext {
     pub(crate) server_variables: Vec<(Box<str>, String)>,
     pub(crate) request_id: u64,
     pub(crate) started: Instant,
+    /// Values that live until the request ends ([`HttpContext::keep_until_request_end`]).
+    pub(crate) kept: Vec<Box<dyn Any + Send>>,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -224,6 +226,7 @@ impl HttpContext {
             server_variables: Vec::new(),
             request_id,
             started: Instant::now(),
+            kept: Vec::new(),
         }
     }
 
@@ -534,24 +537,36 @@ impl HttpContext {
             return None;
         }
         let factory = self.pipeline.modules[m.get()].factory.as_ref()?;
-        match factory.get_http_module() {
-            Ok(module) => {
+        // A factory that panics fails the request like one that returns an
+        // error, wherever the module is first called (a nested notification
+        // included), instead of unwinding out of the engine.
+        let created =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory.get_http_module()));
+        let (hresult, why) = match created {
+            Ok(Ok(module)) => {
                 self.slots[m.get()].state = SlotState::Created;
-                Some(module)
+                return Some(module);
             }
-            Err(e) => {
-                self.slots[m.get()].state = SlotState::Failed;
-                let name = self.pipeline.module_name(m).to_owned();
-                tracing::error!(module = %name, error = %e, "module factory failed");
-                self.fail_request(
-                    Some(m),
-                    "GetHttpModule",
-                    e.hresult,
-                    &format!("module {name} could not be created: {}", e.message),
-                );
-                None
-            }
-        }
+            Ok(Err(e)) => (e.hresult, e.message),
+            Err(panic) => (
+                ModuleError::E_FAIL,
+                format!("its factory panicked: {}", panic_message(&*panic)),
+            ),
+        };
+        self.slots[m.get()].state = SlotState::Failed;
+        let name = self.pipeline.module_name(m).to_owned();
+        tracing::error!(module = %name, error = %why, "module factory failed");
+        self.fail_request(
+            Some(m),
+            "GetHttpModule",
+            hresult,
+            &format!("module {name} could not be created: {why}"),
+        );
+        // Also when the first call is a nested notification (MapPath,
+        // ReadEntity, SendResponse, custom): the request finishes when the
+        // current call returns.
+        self.finish_requested = true;
+        None
     }
 
     pub(crate) fn module_panicked(
@@ -611,6 +626,24 @@ impl HttpContext {
         self.response.error_description = Some(description.to_owned());
     }
 
+    /// Keeps `value` until the request ends (the lifetime of IIS's
+    /// `IModuleAllocator` memory, for any owned value). It is dropped after
+    /// the request's module contexts are cleaned up and its module instances
+    /// disposed, so a stored context may point into it.
+    pub fn keep_until_request_end(&mut self, value: impl Any + Send) {
+        self.kept.push(Box::new(value));
+    }
+
+    /// The request ended. Request-scope module contexts are cleaned up
+    /// first, while what they may point into still exists (memory a native
+    /// module's instance allocated, values kept until the request end);
+    /// then the module instances are disposed; then the kept values go.
+    pub(crate) fn end_request(&mut self) {
+        self.contexts.clear();
+        self.slots.clear();
+        self.kept.clear();
+    }
+
     /// `CloneContext`: a context for a child request with the same method,
     /// URL, headers and user. Change its URL with
     /// [`HttpRequest::set_url`] before executing it.
@@ -655,12 +688,21 @@ impl HttpContext {
         mut child: HttpContext,
         flags: ExecuteFlags,
     ) -> Result<(), ModuleError> {
-        if child.depth == 0 || child.depth > MAX_CHILD_REQUEST_DEPTH {
+        if child.depth == 0 {
             return Err(ModuleError::with_hresult(
                 "only a context from clone_context can run as a child request",
                 ModuleError::E_INVALIDARG,
             ));
         }
+        // The depth is this request's, not the one the clone was made at: a
+        // clone kept from a shallower request must not reset the count.
+        if self.depth >= MAX_CHILD_REQUEST_DEPTH {
+            return Err(ModuleError::with_hresult(
+                format!("child requests nest at most {MAX_CHILD_REQUEST_DEPTH} deep"),
+                ModuleError::E_NOT_SUPPORTED,
+            ));
+        }
+        child.depth = self.depth + 1;
         if !flags.same_url && child.request.raw_url() == self.request.raw_url() {
             return Err(ModuleError::with_hresult(
                 "a child request with the parent's URL needs ExecuteFlags::same_url",

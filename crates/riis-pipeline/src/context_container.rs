@@ -46,6 +46,11 @@ impl ModuleContextContainer {
         self.slots[i] = Some(Box::new(value));
     }
 
+    /// Drops every stored value (the request ended).
+    pub(crate) fn clear(&mut self) {
+        self.slots.clear();
+    }
+
     /// Remove and return the module's value.
     pub fn take<T: Any + Send>(&mut self, module: ModuleIndex) -> Option<T> {
         let slot = self.slots.get_mut(module.get())?;

@@ -613,8 +613,8 @@ impl RequestExecution {
             }
             if frame.stage == DONE {
                 if top == 0 {
-                    // Dispose every module instance now: the request has ended.
-                    frame.ctx.slots.clear();
+                    // Clean up and dispose now: the request has ended.
+                    frame.ctx.end_request();
                     return Step::Done;
                 }
                 self.finish_child();
@@ -1076,7 +1076,7 @@ impl RequestExecution {
     /// resume the parent module that started it.
     fn finish_child(&mut self) {
         let mut child = self.frames.pop().expect("a child frame");
-        child.ctx.slots.clear();
+        child.ctx.end_request();
         let top = self.frames.len() - 1;
         let parent = &mut self.frames[top];
         let produced = child.ctx.response.buffered_len() + child.ctx.response.bytes_sent;

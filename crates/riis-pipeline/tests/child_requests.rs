@@ -267,6 +267,61 @@ async fn child_requests_nest_at_most_max_child_request_depth() {
 }
 
 #[tokio::test]
+async fn a_clone_kept_from_a_shallower_request_does_not_reset_the_depth() {
+    let log = Log::new();
+    let stored: Arc<std::sync::Mutex<Vec<riis_pipeline::HttpContext>>> = Arc::default();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Hoarder",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, call| {
+                let depth = ctx.child_depth();
+                if let Call::AsyncCompletion { .. } = call {
+                    return Status::Continue;
+                }
+                let mut kept = stored.lock().unwrap();
+                if depth == 0 {
+                    // Every clone is made here, at depth 0.
+                    for i in 0..(MAX_CHILD_REQUEST_DEPTH as usize + 2) {
+                        let mut child = ctx.clone_context().unwrap();
+                        child.request_mut().set_url(&format!("/kept{i}")).unwrap();
+                        kept.push(child);
+                    }
+                }
+                let child = kept.pop().expect("a kept clone");
+                drop(kept);
+                let flags = ExecuteFlags {
+                    buffer_response: true,
+                    ..ExecuteFlags::default()
+                };
+                match ctx.execute_request(child, flags) {
+                    Ok(()) => {
+                        log.push(format!("ran a child from {depth}"));
+                        Status::Pending
+                    }
+                    Err(_) => {
+                        log.push(format!("refused at {depth}"));
+                        ctx.set_request_handled();
+                        Status::Continue
+                    }
+                }
+            }),
+        );
+    }
+    t.handler(catch_all(&["Hoarder"]));
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    let mut expected: Vec<String> = (0..MAX_CHILD_REQUEST_DEPTH)
+        .map(|d| format!("ran a child from {d}"))
+        .collect();
+    expected.push(format!("refused at {MAX_CHILD_REQUEST_DEPTH}"));
+    assert_eq!(log.entries(), expected);
+}
+
+#[tokio::test]
 async fn a_child_with_the_parents_url_needs_same_url() {
     let log = Log::new();
     let mut t = TestPipeline::new();

@@ -218,6 +218,72 @@ async fn a_factory_error_fails_the_request_with_500() {
     assert_eq!(log.entries(), ["LogRequest"]);
 }
 
+#[tokio::test]
+async fn a_factory_error_in_a_nested_notification_fails_the_request() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.register("BrokenMapper", |_, reg, _| {
+        reg.set_request_notifications(BrokenFactory, N::MapPath.into(), RequestNotifications::NONE)
+    });
+    {
+        let log = log.clone();
+        t.module(
+            "Handler",
+            Registration::events(N::ExecuteRequestHandler | N::LogRequest),
+            script(move |ctx, call| {
+                log.push(call.describe());
+                if call.is_event(N::ExecuteRequestHandler) {
+                    write(ctx, "should not be sent");
+                }
+                Status::Continue
+            }),
+        );
+    }
+    t.handler(handler("Main", "*", &["*"], "File", &["Handler"]))
+        .file("/site/a.txt");
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/a.txt").await;
+    assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(log.entries(), ["LogRequest"], "the handler never ran");
+}
+
+#[tokio::test]
+async fn a_factory_that_panics_fails_only_its_request() {
+    let mut t = TestPipeline::new();
+    t.register("PanickingSender", |_, reg, _| {
+        reg.set_request_notifications(
+            PanickingFactory,
+            N::SendResponse.into(),
+            RequestNotifications::NONE,
+        )
+    })
+    .module(
+        "Page",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            write(ctx, "page");
+            ctx.set_request_handled();
+            Status::Continue
+        }),
+    );
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["Page"]));
+    let pipeline = t.build();
+    for _ in 0..2 {
+        let outcome = get(&pipeline, "/").await;
+        outcome.assert_completed();
+        assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
+
+/// A factory that panics instead of making its module.
+struct PanickingFactory;
+
+impl HttpModuleFactory for PanickingFactory {
+    fn get_http_module(&self) -> Result<Box<dyn HttpModule>, ModuleError> {
+        panic!("no module today")
+    }
+}
+
 /// A factory that cannot make its module.
 struct BrokenFactory;
 

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use common::*;
 use riis_pipeline::http::Method;
-use riis_pipeline::{ConnectionInfo, HttpContext, RequestExecution, RequestNotification as N};
+use riis_pipeline::{
+    ConnectionInfo, HttpContext, HttpModule, RequestExecution, RequestNotification as N,
+    RequestNotificationStatus, RequestNotifications,
+};
 
 /// Counts its drops: the cleanup of a stored context.
 struct Tracked(Arc<AtomicUsize>);
@@ -106,4 +109,58 @@ async fn connection_and_site_contexts_are_shared_between_requests() {
         "192.0.2.2:2".parse().unwrap(),
     ));
     assert_eq!(on(other).await.body(), "1/3");
+}
+
+/// Notes in `log` when it is dropped.
+struct NotesDrop(Log, &'static str);
+
+impl Drop for NotesDrop {
+    fn drop(&mut self) {
+        self.0.push(self.1);
+    }
+}
+
+/// Stores a request context at BeginRequest; its instance notes its own
+/// disposal.
+struct Storer(NotesDrop);
+
+impl HttpModule for Storer {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let me = ctx.current_module().expect("called as a module");
+        let log = self.0 .0.clone();
+        ctx.module_contexts_mut()
+            .set(me, NotesDrop(log.clone(), "context cleaned up"));
+        ctx.keep_until_request_end(NotesDrop(log, "kept value dropped"));
+        RequestNotificationStatus::Continue
+    }
+}
+
+#[tokio::test]
+async fn request_contexts_are_cleaned_up_before_instances_are_disposed() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.register("Storer", move |_, reg, _| {
+            let log = log.clone();
+            reg.set_request_notifications(
+                move || Storer(NotesDrop(log.clone(), "instance disposed")),
+                N::BeginRequest.into(),
+                RequestNotifications::NONE,
+            )
+        });
+    }
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    // A stored context may point into what its instance or a kept value
+    // owns (a native module's allocator memory): it goes first.
+    assert_eq!(
+        log.entries(),
+        [
+            "context cleaned up",
+            "instance disposed",
+            "kept value dropped"
+        ]
+    );
+    drop(outcome);
 }
