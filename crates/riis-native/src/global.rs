@@ -24,7 +24,7 @@ thread_local! {
 /// What a global notification hands over.
 pub(crate) enum GlobalEvent<'a> {
     Plain,
-    PreBeginRequest(Box<Frame>),
+    PreBeginRequest(&'a Frame),
     Application(&'a ApplicationInfo),
     Trace(&'a TraceEvent<'a>),
     Custom(&'a mut dyn CustomNotificationProvider),
@@ -148,12 +148,18 @@ impl NativeGlobal {
 
 impl GlobalModule for NativeGlobal {
     fn on_global_pre_begin_request(&self, ctx: &mut HttpContext) -> GlobalNotificationStatus {
-        let frame = Frame::new(self.shared.clone());
+        let mut frame = Frame::new(self.shared.clone());
         frame.ctx.set(ctx);
-        self.raise(
+        let status = self.raise(
             GlobalNotification::PreBeginRequest,
-            GlobalEvent::PreBeginRequest(frame),
-        )
+            GlobalEvent::PreBeginRequest(&frame),
+        );
+        frame.ctx.set(std::ptr::null_mut());
+        // What the module allocated or was handed lives until the request
+        // ends, as riis_module.h promises (it may have stored a pointer to
+        // it as a request context).
+        ctx.keep_until_request_end(std::mem::take(&mut frame.arena));
+        status
     }
 
     fn on_global_application_start(&self, app: &ApplicationInfo) -> GlobalNotificationStatus {

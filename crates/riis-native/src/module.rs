@@ -301,12 +301,24 @@ impl NativeModule {
             // Pending without an operation: the module completes from its own
             // thread. Take a handle now, and apply a signal that beat us here.
             let mut slot = frame.lock_completion();
-            let early = slot.early.take();
-            let handle = slot.handle.get_or_insert_with(|| ctx.completion_handle());
-            match early {
-                Some(EarlySignal::Indicate(s)) => handle.indicate_completion(s),
-                Some(EarlySignal::Post(bytes)) => handle.post_completion(bytes),
-                None => {}
+            match slot.early.take() {
+                // The signal beat us here: it completes this round now, and
+                // no handle stays behind (a kept handle means a completion
+                // still outstanding when the request ends, and the frame is
+                // then leaked for it).
+                Some(early) => {
+                    let handle = slot
+                        .handle
+                        .take()
+                        .unwrap_or_else(|| ctx.completion_handle());
+                    match early {
+                        EarlySignal::Indicate(s) => handle.indicate_completion(s),
+                        EarlySignal::Post(bytes) => handle.post_completion(bytes),
+                    }
+                }
+                None => {
+                    slot.handle.get_or_insert_with(|| ctx.completion_handle());
+                }
             }
         }
         status
