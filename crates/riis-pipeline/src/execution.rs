@@ -888,6 +888,13 @@ impl RequestExecution {
 
     fn after_flush(&mut self, top: usize, site: CallSite, status: Status) -> Option<Step> {
         let frame = &mut self.frames[top];
+        if std::mem::take(&mut frame.ctx.finish_requested) {
+            // The flush's SendResponse failed the request: as after a failed
+            // nested notification, nothing the call started runs.
+            frame.ctx.op = None;
+            self.apply(top, site, Status::FinishRequest);
+            return None;
+        }
         if let Some(op) = frame.ctx.op.take() {
             match op {
                 AsyncOp::ReadEntity { max } => {

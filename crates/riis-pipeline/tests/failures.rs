@@ -160,6 +160,55 @@ async fn a_failure_after_the_headers_marks_the_response_truncated() {
 }
 
 #[tokio::test]
+async fn an_operation_started_with_a_flush_whose_send_response_fails_does_not_run() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "BadSender",
+        Registration::events(N::SendResponse),
+        script(|_, _| panic!("cannot send")),
+    );
+    {
+        let log = log.clone();
+        t.module(
+            "Parent",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, call| {
+                log.push(format!("{} {}", ctx.request().url(), call.describe()));
+                if ctx.request().url() == "/child" {
+                    write(ctx, "child");
+                    ctx.set_request_handled();
+                    return Status::Continue;
+                }
+                if !call.is_event(N::ExecuteRequestHandler) {
+                    return Status::Continue;
+                }
+                write(ctx, "parent;");
+                ctx.response_mut().flush(Default::default());
+                let child = ctx.clone_context_with_url("/child").unwrap();
+                let flags = riis_pipeline::ExecuteFlags {
+                    buffer_response: true,
+                    ..Default::default()
+                };
+                ctx.execute_request(child, flags).unwrap();
+                Status::Pending
+            }),
+        );
+    }
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["Parent"]));
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!outcome.body().contains("child"), "{}", outcome.body());
+    assert_eq!(
+        log.entries(),
+        ["/ ExecuteRequestHandler"],
+        "neither the child nor the parent's completion ran"
+    );
+}
+
+#[tokio::test]
 async fn a_header_set_early_does_not_hide_an_unanswered_handler() {
     let mut t = TestPipeline::new();
     t.module(
