@@ -276,6 +276,12 @@ impl NativeModule {
             }
         };
         frame.ctx.set(ptr::null_mut());
+        if raw != riis_abi::STATUS_PENDING {
+            // A read started in a call that did not return Pending completes
+            // without the module: its buffer must not be written later, at
+            // some other operation's completion.
+            frame.read_buffer.set(None);
+        }
         let Some(status) = RequestNotificationStatus::from_raw(raw) else {
             let when = if is_post {
                 format!("Post{}", notification.name())

@@ -128,6 +128,9 @@ fn a_c_module_misbehaving_fails_only_its_request() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "0x800705A4\n");
     assert_eq!(resp.header("x-bad"), None);
+    // A clone handed to itself is refused, and stays usable.
+    let resp = get(server.addr, "/c/self-clone");
+    assert_eq!(resp.text(), "refused usable\n");
     // An allocation no machine can satisfy is refused, not fatal.
     let resp = get(server.addr, "/c/huge-alloc");
     assert_eq!(resp.status, 200);

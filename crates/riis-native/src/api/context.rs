@@ -308,6 +308,11 @@ fn clone_index(frame: &crate::frame::Frame, child: *mut riis_context) -> Option<
 }
 
 pub(super) unsafe extern "C" fn release_clone(ctx: *mut riis_context, child: *mut riis_context) {
+    // A clone cannot release itself: its context would be freed while the
+    // call borrows it.
+    if ptr::eq(ctx, child) {
+        return;
+    }
     // SAFETY: the handle is checked by with_context; `child` is only compared
     // with the frame's own clones.
     unsafe {
@@ -324,6 +329,11 @@ pub(super) unsafe extern "C" fn execute_request(
     child: *mut riis_context,
     flags: u32,
 ) -> riis_hresult {
+    // A clone cannot run itself: it would be moved out while the call
+    // borrows it.
+    if ptr::eq(ctx, child) {
+        return hr::E_INVALIDARG;
+    }
     // SAFETY: the handle is checked by context_hr; `child` is only used once
     // found among the frame's own clones.
     unsafe {

@@ -184,6 +184,21 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         }
         return RIIS_STATUS_PENDING;
     }
+    if (strcmp(url, "/c/self-clone") == 0) {
+        /* A clone handed to itself is refused and stays usable. */
+        riis_context *child = api->context_clone(ctx);
+        riis_hresult run;
+        if (child == NULL) {
+            api->response_set_status(ctx, 500, NULL, 0, RIIS_E_FAIL);
+            return RIIS_STATUS_FINISH_REQUEST;
+        }
+        run = api->context_execute_request(child, child, RIIS_EXECUTE_FLAG_SAME_URL);
+        api->context_release_clone(child, child);
+        text(ctx, run == RIIS_E_INVALIDARG ? "refused " : "accepted ");
+        text(ctx, api->request_url(child) != NULL ? "usable\n" : "gone\n");
+        api->context_release_clone(ctx, child);
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
     if (strcmp(url, "/c/never") == 0) {
         text(ctx, "this is never sent\n");
         return RIIS_STATUS_PENDING;
