@@ -962,6 +962,11 @@ impl RequestExecution {
             return false;
         };
         self.frames[top].phase = Phase::Run;
+        // The expired wait's handles stay with its module. Detached from the
+        // request, what they signal later cannot resume another module's
+        // wait, and their being alive does not let a later Pending without
+        // a handle of its own park instead of failing.
+        self.frames[top].ctx.completion = None;
         let name = self.pipeline.module_name(site.module).to_owned();
         tracing::warn!(module = %name, notification = %site.notification, "{description}; the request ends with 503");
         let response = &mut self.frames[top].ctx.response;

@@ -501,3 +501,37 @@ async fn an_expired_wait_ends_the_request_with_503_and_still_runs_its_end() {
         .unwrap()
         .indicate_completion(Status::Continue);
 }
+
+#[tokio::test]
+async fn handles_of_an_expired_wait_do_not_reach_later_waits() {
+    let held = Arc::new(Mutex::new(None));
+    let mut t = TestPipeline::new();
+    {
+        let held = held.clone();
+        t.module(
+            "Forgetful",
+            Registration::events(N::BeginRequest),
+            script(move |ctx, _| {
+                *held.lock().unwrap() = Some(ctx.completion_handle());
+                Status::Pending
+            }),
+        );
+    }
+    t.module(
+        "Handleless",
+        Registration::events(N::EndRequest),
+        // Pending with no operation and no handle of its own: a failure,
+        // however many handles other modules still hold.
+        script(|_, _| Status::Pending),
+    );
+    let pipeline = t.build();
+    let mut execution = RequestExecution::new(context(&pipeline, request(Method::GET, "/")));
+    let Step::Wait(_waiter) = execution.resume() else {
+        panic!("the request should wait for Forgetful");
+    };
+    assert!(execution.expire_wait("a module did not complete within the limit"));
+    let outcome = drive(execution, Vec::new()).await;
+    outcome.assert_completed();
+    assert!(outcome.status().is_server_error(), "{}", outcome.status());
+    drop(held);
+}
