@@ -236,6 +236,7 @@ impl NativeModule {
         };
         let raw = {
             let _running = RunningGuard::enter(frame);
+            let _provider = crate::provider::ProviderGuard::enter(provider_ptr);
             match completion {
                 None => {
                     // SAFETY: the module's callback with its own instance, a

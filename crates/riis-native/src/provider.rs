@@ -1,7 +1,9 @@
 //! What a `riis_provider*` points at: the event provider of one call.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::ffi::c_void;
+use std::ptr;
 
 use riis_pipeline::{
     CustomNotificationProvider, MapPathProvider, ReadEntityProvider, SendResponseProvider,
@@ -42,6 +44,30 @@ impl<'a> ProviderHandle<'a> {
     }
 }
 
+thread_local! {
+    /// The provider of the module call running on this thread.
+    static RUNNING_PROVIDER: Cell<*const ()> = const { Cell::new(ptr::null()) };
+}
+
+/// Marks `p` as the provider of the call running on this thread until
+/// dropped; restores the previous one (nested notifications pass their own).
+pub(crate) struct ProviderGuard {
+    previous: *const (),
+}
+
+impl ProviderGuard {
+    pub(crate) fn enter(p: *mut riis_abi::riis_provider) -> Self {
+        let previous = RUNNING_PROVIDER.with(|r| r.replace(p.cast_const().cast()));
+        Self { previous }
+    }
+}
+
+impl Drop for ProviderGuard {
+    fn drop(&mut self) {
+        RUNNING_PROVIDER.with(|r| r.set(self.previous));
+    }
+}
+
 /// Resolves a provider pointer during its call.
 ///
 /// # Safety
@@ -49,12 +75,11 @@ impl<'a> ProviderHandle<'a> {
 pub(crate) unsafe fn resolve_provider<'a>(
     p: *mut riis_abi::riis_provider,
 ) -> Option<(&'a Frame, &'a mut Provider<'a>)> {
-    if p.is_null() {
+    if p.is_null() || RUNNING_PROVIDER.with(|r| r.get()) != p.cast_const().cast() {
         return None;
     }
-    // SAFETY: a provider pointer is a ProviderHandle on the stack of the call
-    // that passed it; the frame check below refuses it once that call is
-    // over (another frame, or none, is running then).
+    // SAFETY: `p` is the provider of the call running on this thread
+    // (checked above): a ProviderHandle alive on that call's stack.
     let handle = unsafe { &mut *p.cast::<ProviderHandle<'a>>() };
     if !is_running(handle.frame) {
         return None;
