@@ -40,6 +40,14 @@ impl RunningGuard {
         let previous = RUNNING.with(|r| r.replace(frame as *const Frame));
         Self { previous }
     }
+
+    /// Marks no frame as running until dropped: a global notification raised
+    /// from inside a module call must not reach that call's request context
+    /// (the engine holds it borrowed while the notification runs).
+    pub(crate) fn none() -> Self {
+        let previous = RUNNING.with(|r| r.replace(ptr::null()));
+        Self { previous }
+    }
 }
 
 impl Drop for RunningGuard {

@@ -118,8 +118,8 @@ impl NativeGlobal {
             arena: Arena::default(),
         };
         let running_frame = match &handle.event {
-            GlobalEvent::PreBeginRequest(frame) => Some(RunningGuard::enter(frame)),
-            _ => None,
+            GlobalEvent::PreBeginRequest(frame) => RunningGuard::enter(frame),
+            _ => RunningGuard::none(),
         };
         let p: *mut riis_global_provider = (&mut handle as *mut GlobalProviderHandle<'_>).cast();
         let previous = RUNNING_GLOBAL.with(|r| r.replace(p.cast_const().cast()));

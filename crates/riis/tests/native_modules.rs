@@ -128,6 +128,11 @@ fn a_c_module_misbehaving_fails_only_its_request() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "0x800705A4\n");
     assert_eq!(resp.header("x-bad"), None);
+    // A global notification raised from a module call cannot reach that
+    // call's request context.
+    let resp = get(server.addr, "/c/global-reach");
+    assert_eq!(resp.text(), "0x800705A4\n");
+    assert_eq!(resp.header("x-reached"), None);
     // A clone handed to itself is refused, and stays usable.
     let resp = get(server.addr, "/c/self-clone");
     assert_eq!(resp.text(), "refused usable\n");

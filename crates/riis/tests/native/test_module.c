@@ -89,6 +89,12 @@ static void *use_from_another_thread(void *arg) {
     return NULL;
 }
 
+/* What /c/global-reach hands to its global custom notification. */
+typedef struct {
+    riis_context *ctx;
+    riis_hresult result;
+} reach;
+
 static riis_status begin_request(instance *self, riis_context *ctx) {
     const char *url = api->request_url(ctx);
     char line[256];
@@ -161,6 +167,13 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         pthread_create(&t, NULL, use_from_another_thread, &m);
         pthread_join(t, NULL);
         snprintf(line, sizeof line, "0x%08X\n", (unsigned)m.result);
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    if (strcmp(url, "/c/global-reach") == 0) {
+        reach r = {ctx, 0};
+        api->raise_global_custom_notification(ctx, "riis-test/reach", &r);
+        snprintf(line, sizeof line, "0x%08X\n", (unsigned)r.result);
         text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
     }
@@ -332,6 +345,13 @@ static riis_global_status on_global(void *user_data, uint32_t notification,
         riis_context *ctx = api->global_context(provider);
         api->request_set_header(ctx, "X-Pre-Begin", "seen", 1);
     }
+    if (notification == RIIS_GL_CUSTOM_NOTIFICATION &&
+        strcmp(api->global_custom_type(provider), "riis-test/reach") == 0) {
+        /* The request context of the call that raised this is not this
+         * callback's to use. */
+        reach *r = (reach *)api->global_custom_data(provider);
+        r->result = api->response_set_header(r->ctx, "X-Reached", "1", 1);
+    }
     return RIIS_GLOBAL_CONTINUE;
 }
 
@@ -357,5 +377,6 @@ RIIS_EXPORT riis_hresult RegisterModule(uint32_t server_version, riis_registrati
             return hr;
         }
     }
-    return api->set_global_notifications(registration, &global, RIIS_GL_PRE_BEGIN_REQUEST);
+    return api->set_global_notifications(registration, &global,
+                                         RIIS_GL_PRE_BEGIN_REQUEST | RIIS_GL_CUSTOM_NOTIFICATION);
 }
