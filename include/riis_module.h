@@ -368,7 +368,9 @@ typedef struct riis_api {
     /* -- memory ------------------------------------------------------------ */
 
     /** IModuleAllocator::AllocateMemory: zeroed, 16-byte aligned, freed when
-     *  the request ends; NULL when the memory cannot be had. */
+     *  the request ends; NULL when the memory cannot be had, and when called
+     *  outside get_http_module and the instance's calls or from another
+     *  thread (the allocator is not thread-safe). */
     void *(*allocator_allocate)(riis_allocator *allocator, size_t bytes);
     /** The same, from a context. */
     void *(*context_allocate)(riis_context *context, size_t bytes);

@@ -56,6 +56,20 @@ impl Drop for RunningGuard {
     }
 }
 
+/// The arena behind `allocator` if it is that of the frame being called on
+/// this thread (an allocator used from another thread, or after its request
+/// ended, is refused rather than read).
+pub(crate) fn running_arena<'a>(allocator: *const Arena) -> Option<&'a Arena> {
+    let frame = RUNNING.with(|r| r.get());
+    if frame.is_null() {
+        return None;
+    }
+    // SAFETY: a frame is marked running only while it is being called on
+    // this thread, so it is alive.
+    let arena = unsafe { &(*frame).arena };
+    ptr::eq(arena, allocator).then_some(arena)
+}
+
 /// Whether `frame` is the one being called on this thread.
 pub(crate) fn is_running(frame: *const Frame) -> bool {
     RUNNING.with(|r| r.get() == frame)

@@ -100,10 +100,14 @@ impl HttpModuleFactory for NativeFactory {
         let allocator = (&frame.arena as *const crate::frame::Arena)
             .cast_mut()
             .cast::<riis_abi::riis_allocator>();
+        // The allocator may be used during this call, as during the
+        // instance's own calls.
+        let running = RunningGuard::enter(&frame);
         // SAFETY: the function and user data come from the module's
         // registration; the allocator and instance pointers are valid for the
         // call.
         let result = unsafe { (self.get_http_module)(self.user_data, allocator, &mut instance) };
+        drop(running);
         if result < 0 {
             return Err(ModuleError::with_hresult(
                 format!("get_http_module failed with 0x{:08X}", result as u32),

@@ -133,6 +133,9 @@ fn a_c_module_misbehaving_fails_only_its_request() {
     let resp = get(server.addr, "/c/global-reach");
     assert_eq!(resp.text(), "0x800705A4\n");
     assert_eq!(resp.header("x-reached"), None);
+    // The allocator serves the instance's calls, and refuses other threads.
+    let resp = get(server.addr, "/c/alloc-thread");
+    assert_eq!(resp.text(), "here refused\n");
     // A clone handed to itself is refused, and stays usable.
     let resp = get(server.addr, "/c/self-clone");
     assert_eq!(resp.text(), "refused usable\n");

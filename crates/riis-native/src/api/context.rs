@@ -20,13 +20,12 @@ pub(super) unsafe extern "C" fn allocator_allocate(
     bytes: usize,
 ) -> *mut c_void {
     no_unwind("allocator_allocate", ptr::null_mut(), || {
-        if allocator.is_null() {
-            return ptr::null_mut();
+        // Only during a call of the allocator's own request, on its thread:
+        // the arena is neither thread-safe nor alive after the request.
+        match crate::frame::running_arena(allocator.cast_const().cast::<Arena>()) {
+            Some(arena) => arena.allocate(bytes).cast(),
+            None => ptr::null_mut(),
         }
-        // SAFETY: an allocator pointer is the arena of a live frame (the
-        // module got it from get_http_module, for its own request).
-        let arena = unsafe { &*allocator.cast::<Arena>() };
-        arena.allocate(bytes).cast()
     })
 }
 

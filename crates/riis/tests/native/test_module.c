@@ -41,6 +41,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 typedef struct instance {
     char *buffer; /* body read buffer (request memory) */
     int reading;
+    riis_allocator *allocator; /* from get_http_module */
 } instance;
 
 static void text(riis_context *ctx, const char *body) {
@@ -82,6 +83,10 @@ typedef struct misuse {
     riis_context *ctx;
     riis_hresult result;
 } misuse;
+
+static void *allocate_from_another_thread(void *arg) {
+    return api->allocator_allocate((riis_allocator *)arg, 16);
+}
 
 static void *use_from_another_thread(void *arg) {
     misuse *m = (misuse *)arg;
@@ -168,6 +173,17 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         pthread_join(t, NULL);
         snprintf(line, sizeof line, "0x%08X\n", (unsigned)m.result);
         text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    if (strcmp(url, "/c/alloc-thread") == 0) {
+        /* The allocator serves the instance's own calls, not other threads. */
+        pthread_t t;
+        void *elsewhere = NULL;
+        void *here = api->allocator_allocate(self->allocator, 16);
+        pthread_create(&t, NULL, allocate_from_another_thread, self->allocator);
+        pthread_join(t, &elsewhere);
+        text(ctx, here != NULL ? "here " : "none-here ");
+        text(ctx, elsewhere == NULL ? "refused\n" : "served\n");
         return RIIS_STATUS_FINISH_REQUEST;
     }
     if (strcmp(url, "/c/global-reach") == 0) {
@@ -328,11 +344,17 @@ static const riis_module_callbacks callbacks = {
 
 static riis_hresult get_http_module(void *user_data, riis_allocator *allocator,
                                     riis_module_instance *out) {
+    instance *self;
     (void)user_data;
-    (void)allocator;
     out->callbacks = &callbacks;
     out->module = calloc(1, sizeof(instance));
-    return out->module ? RIIS_S_OK : RIIS_E_OUTOFMEMORY;
+    if (out->module == NULL) {
+        return RIIS_E_OUTOFMEMORY;
+    }
+    self = (instance *)out->module;
+    self->allocator = allocator;
+    /* The allocator works during get_http_module itself. */
+    return api->allocator_allocate(allocator, 8) != NULL ? RIIS_S_OK : RIIS_E_FAIL;
 }
 
 static const riis_module_factory factory = {sizeof(riis_module_factory), NULL, get_http_module,
