@@ -650,3 +650,42 @@ fn a_declared_length_ends_a_streamed_file_without_leaking_into_the_next_response
         assert_eq!(whole.text(), format!("<{}", "b".repeat(50)), "b.bin, whole");
     }
 }
+
+#[test]
+fn over_http2_a_failure_after_the_headers_resets_the_stream() {
+    use http_body_util::{BodyExt, Empty};
+    let server = InProcessServer::start(&handler_config(&["FlushThen"], "FlushThen"), TEST_MODULES);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let request = |path: &str| {
+            http::Request::get(format!("http://{}{path}", server.addr))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap()
+        };
+        // Whole.
+        let resp = sender.send_request(request("/fine")).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"part;rest");
+        // Cut short: the stream is reset, before or after its head.
+        if let Ok(resp) = sender.send_request(request("/panic")).await {
+            assert!(
+                resp.into_body().collect().await.is_err(),
+                "the body must not end as if it were whole"
+            );
+        }
+        // The connection serves the next stream.
+        let resp = sender.send_request(request("/fine")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    });
+}
