@@ -196,7 +196,15 @@ fn html_listing(url: &str, entries: &[Entry]) -> String {
         } else {
             e.len.to_string()
         };
-        let date = e.modified.map(httpdate::fmt_http_date).unwrap_or_default();
+        // httpdate formats years 1970 to 9999 only (and panics outside).
+        let date = e
+            .modified
+            .filter(|&m| {
+                m.duration_since(std::time::UNIX_EPOCH)
+                    .is_ok_and(|d| d.as_secs() < 253_402_300_800)
+            })
+            .map(httpdate::fmt_http_date)
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "<tr><td><a href=\"{}\">{}{}</a></td><td>{size}</td><td>{date}</td></tr>",
@@ -296,7 +304,9 @@ impl HttpModule for DirectoryListing {
         let (body, content_type) = match format {
             ListingFormat::Html => (html_listing(&url, &entries), "text/html; charset=utf-8"),
             ListingFormat::Json => {
-                let base = ctx.request().uri().path().to_owned();
+                // As sent (escapes kept), with one leading slash: `//host/`
+                // would make every link protocol-relative.
+                let base = format!("/{}", ctx.request().uri().path().trim_start_matches('/'));
                 (json_listing(&url, &base, &entries), "application/json")
             }
         };

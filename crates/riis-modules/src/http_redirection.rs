@@ -225,8 +225,10 @@ fn target(destination: &str, exact: bool, rest: &str, query: &str) -> String {
         return out;
     }
     out.push_str(dest_path);
+    // Every leading slash goes: `/` + `//evil.example` would be a
+    // protocol-relative URL to another host.
     let rest = if out.ends_with('/') {
-        rest.strip_prefix('/').unwrap_or(rest)
+        rest.trim_start_matches('/')
     } else {
         rest
     };
@@ -310,6 +312,8 @@ mod tests {
     fn targets() {
         assert_eq!(target("/new", false, "/a/b", "x=1"), "/new/a/b?x=1");
         assert_eq!(target("/new/", false, "/a", ""), "/new/a");
+        // Never a protocol-relative URL to another host.
+        assert_eq!(target("/", false, "//evil.example", ""), "/evil.example");
         assert_eq!(
             target("https://h/n?k=v", false, "/a b", "x=1"),
             "https://h/n/a%20b?k=v&x=1"

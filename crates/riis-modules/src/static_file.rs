@@ -863,7 +863,12 @@ impl HttpModule for StaticFile {
                 // Left to the handler's next module (default document, listing).
                 return RequestNotificationStatus::Continue;
             }
-            let mut location = ctx.request().uri().path().to_owned();
+            // The path as sent (its escapes kept), with one leading slash:
+            // `//host` would be a protocol-relative URL to another host.
+            let sent = ctx.request().uri().path().trim_start_matches('/');
+            let mut location = String::with_capacity(sent.len() + 2);
+            location.push('/');
+            location.push_str(sent);
             location.push('/');
             if let Some(q) = ctx.request().uri().query() {
                 location.push('?');

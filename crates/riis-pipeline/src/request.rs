@@ -33,21 +33,26 @@ impl std::fmt::Display for UrlError {
 
 impl std::error::Error for UrlError {}
 
-/// Decodes the path of `uri` and refuses paths that could escape a site root.
+/// Decodes the path of `uri`, refuses paths that could escape a site root,
+/// and normalizes the rest (see [`normalize`]).
 ///
-/// Returns the decoded path; borrowed when there was nothing to decode, so the
-/// common request costs no allocation.
+/// Returns the decoded path; borrowed when there was nothing to decode or
+/// normalize, so the common request costs no allocation.
 pub(crate) fn decode_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
     if !raw.starts_with('/') {
         return Err(UrlError::NotAbsolute);
     }
     // The common path has nothing to decode: one pass over its bytes, and
-    // the segment check only when two dots appear after a slash.
+    // the segment checks only when a slash is followed by a dot or another
+    // slash.
     if !raw.bytes().any(|b| matches!(b, b'%' | b'\\' | b'\0')) {
-        if raw.contains("/..") && raw.split('/').any(|s| s == "..") {
+        if !raw.contains("//") && !raw.contains("/.") {
+            return Ok(Cow::Borrowed(raw));
+        }
+        if raw.split('/').any(|s| s == "..") {
             return Err(UrlError::Unsafe);
         }
-        return Ok(Cow::Borrowed(raw));
+        return Ok(normalize(raw).map_or(Cow::Borrowed(raw), Cow::Owned));
     }
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
@@ -55,7 +60,32 @@ pub(crate) fn decode_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
     if decoded.contains(['\0', '\\']) || decoded.split('/').any(|s| s == "..") {
         return Err(UrlError::Unsafe);
     }
-    Ok(decoded)
+    Ok(match normalize(&decoded) {
+        Some(n) => Cow::Owned(n),
+        None => decoded,
+    })
+}
+
+/// Collapses runs of `/` and drops `.` segments, keeping a trailing slash;
+/// `None` when there is nothing to change. One path then names one location
+/// and one file: `//uploads/x` is `/uploads/x` for the location match (its
+/// configuration, filters and redirects) as it already was for the file
+/// mapping, which joins the path to the root without leading slashes.
+fn normalize(path: &str) -> Option<String> {
+    if !(path.contains("//") || path.contains("/./") || path.ends_with("/.")) {
+        return None;
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in path.split('/') {
+        if !segment.is_empty() && segment != "." {
+            out.push('/');
+            out.push_str(segment);
+        }
+    }
+    if out.is_empty() || path.ends_with('/') || path.ends_with("/.") {
+        out.push('/');
+    }
+    Some(out)
 }
 
 /// The request: method, URL, headers, addresses and body.
@@ -334,5 +364,28 @@ mod tests {
             assert!(decode_path(bad).is_err(), "{bad} must be refused");
         }
         assert_eq!(decode_path("/%ff"), Err(UrlError::InvalidUtf8));
+    }
+
+    #[test]
+    fn repeated_slashes_and_dot_segments_are_normalized() {
+        for (raw, want) in [
+            ("//uploads/x.html", "/uploads/x.html"),
+            ("/a//b/", "/a/b/"),
+            ("/a/./b", "/a/b"),
+            ("/a/.", "/a/"),
+            ("//", "/"),
+            ("/.", "/"),
+            ("/%2f%2fuploads/x", "/uploads/x"),
+            ("/a/%2e/b", "/a/b"),
+        ] {
+            assert_eq!(decode_path(raw).unwrap(), want, "{raw}");
+        }
+        for plain in ["/", "/a/b/", "/.well-known/x", "/a.b/c."] {
+            assert!(
+                matches!(decode_path(plain), Ok(Cow::Borrowed(p)) if p == plain),
+                "{plain} is left as it is"
+            );
+        }
+        assert!(decode_path("//..//x").is_err());
     }
 }

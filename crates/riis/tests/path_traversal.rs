@@ -110,6 +110,10 @@ fn payloads() -> Vec<String> {
         "/%2f%2e%2e%2fsecret.txt",
         "/%2F..%2F..%2Fsecret.txt",
         "//etc/passwd",
+        // A folder named with a doubled slash: its redirect must not be a
+        // protocol-relative URL.
+        "//sub",
+        "///sub",
         "/%2fetc%2fpasswd",
         "/%2Fetc/passwd",
         "/etc/passwd",

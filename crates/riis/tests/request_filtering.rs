@@ -143,6 +143,10 @@ fn every_filter_answers_with_its_status() {
         ("GET", "/setup.exe", String::new(), 404, "404.7"),
         ("GET", "/SETUP.EXE", String::new(), 404, "404.7"),
         ("GET", "/strict/page.html", String::new(), 404, "404.7"),
+        // Doubled slashes and dot segments name the same location.
+        ("GET", "//strict/page.html", String::new(), 404, "404.7"),
+        ("GET", "/./strict//page.html", String::new(), 404, "404.7"),
+        ("GET", "/%2fstrict/page.html", String::new(), 404, "404.7"),
     ];
     for (method, target, headers, status, shown) in &cases {
         let resp = request(server.addr, method, target, headers);

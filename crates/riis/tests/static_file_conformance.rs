@@ -1000,7 +1000,16 @@ fn cache_headers_hidden_files_and_symlinks() {
             "/dir/%2Esecret.txt",
             &[],
         )),
-        gone(case("dot segment", "GET", "/./small.txt", &[])),
+        // Dot segments and doubled slashes are removed before anything else
+        // (RFC 3986 §5.2.4; nginx and IIS do the same): the file itself.
+        ok(case("dot segment", "GET", "/./small.txt", &[]), &small),
+        ok(case("doubled slash", "GET", "//small.txt", &[]), &small),
+        gone(case(
+            "dot segment to a hidden file",
+            "GET",
+            "/./.hidden.txt",
+            &[],
+        )),
         gone(case("hidden missing file", "GET", "/.nothing", &[])),
         ok(
             case("allow_hidden location", "GET", "/hidden-ok/.well.txt", &[]),
