@@ -27,7 +27,7 @@ use std::hash::BuildHasher;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use riis_pipeline::{
@@ -101,9 +101,11 @@ pub struct RealFileSystem {
     used_bytes: AtomicU64,
     /// Entries holding their file open.
     open_files: AtomicUsize,
-    /// Where to raise FileChange, CacheOperation and CacheCleanup; set once
-    /// the pipeline exists (the pipeline owns this file system).
-    pipeline: OnceLock<Weak<Pipeline>>,
+    /// Where to raise FileChange, CacheOperation and CacheCleanup: the
+    /// pipeline of the configuration in force (the pipeline owns this file
+    /// system, hence the weak reference). Replaced on every reload; read
+    /// only on cache events, never on a cache hit.
+    pipeline: Mutex<Weak<Pipeline>>,
 }
 
 impl std::fmt::Debug for RealFileSystem {
@@ -126,17 +128,23 @@ impl RealFileSystem {
             hasher: Default::default(),
             used_bytes: AtomicU64::new(0),
             open_files: AtomicUsize::new(0),
-            pipeline: OnceLock::new(),
+            pipeline: Mutex::new(Weak::new()),
         }
     }
 
-    /// Connects the cache to the pipeline whose global modules hear about it.
+    /// Connects the cache to the pipeline whose global modules hear about
+    /// it: the server's first, then each reload's.
     pub fn attach(&self, pipeline: &Arc<Pipeline>) {
-        let _ = self.pipeline.set(Arc::downgrade(pipeline));
+        *self.pipeline.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(pipeline);
     }
 
     fn notify(&self, n: GlobalNotification, raise: impl FnOnce(&Pipeline)) {
-        if let Some(p) = self.pipeline.get().and_then(Weak::upgrade) {
+        let pipeline = self
+            .pipeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade();
+        if let Some(p) = pipeline {
             if p.has_global_listeners(n) {
                 raise(&p);
             }
@@ -240,8 +248,12 @@ impl RealFileSystem {
                 file: file.clone(),
                 used: AtomicBool::new(true),
             });
-            let previous = Self::lock(self.shard(path)).insert(path.to_owned(), entry);
+            let mut shard = Self::lock(self.shard(path));
+            // Counted before the entry is visible: a removal of it (which
+            // takes the same lock) then never subtracts first and wraps.
             self.used_bytes.fetch_add(bytes, Ordering::Relaxed);
+            let previous = shard.insert(path.to_owned(), entry);
+            drop(shard);
             if let Some(previous) = previous {
                 self.forget(&previous);
             }

@@ -150,6 +150,8 @@ impl Reloader {
         let old = self
             .current
             .swap(Arc::new(Generation::new(&config, pipeline.clone(), routes)));
+        // The cache's events go to the configuration in force.
+        self.fs.attach(&pipeline);
         retire(old);
         Ok(config.file)
     }

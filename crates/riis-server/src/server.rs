@@ -302,6 +302,7 @@ impl Server {
             max_file_size: settings.file_cache_max_file_size,
         }));
         let pipeline = build_pipeline(&config, extra, fs.clone())?;
+        fs.attach(&pipeline);
         let certificates = load_certificates(&config)?;
         let routes = routes_of(&plan_listeners(&config, &pipeline, &certificates));
         Ok(Self {

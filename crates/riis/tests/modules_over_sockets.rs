@@ -308,7 +308,41 @@ fn register_declares(
     )
 }
 
+/// Counts the file cache's events (only the test that lists it does).
+static CACHE_ADDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static FILE_CHANGES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct CacheWatch;
+impl riis_pipeline::GlobalModule for CacheWatch {
+    fn on_global_cache_operation(
+        &self,
+        operation: &riis_pipeline::CacheOperation<'_>,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        if matches!(operation, riis_pipeline::CacheOperation::Add { .. }) {
+            CACHE_ADDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+    fn on_global_file_change(
+        &self,
+        _: &std::path::Path,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        FILE_CHANGES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+}
+
+fn register_cache_watch(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    use riis_pipeline::GlobalNotification as G;
+    r.set_global_notifications(CacheWatch, G::CacheOperation | G::FileChange)
+}
+
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("CacheWatch", register_cache_watch),
     ("Declares", register_declares),
     ("FlushThen", register_flush_then),
     ("ReadOnce", register_read_once),
@@ -688,4 +722,27 @@ fn over_http2_a_failure_after_the_headers_resets_the_stream() {
         let resp = sender.send_request(request("/fine")).await.unwrap();
         assert_eq!(resp.status(), 200);
     });
+}
+
+#[test]
+fn the_file_cache_raises_its_global_notifications() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let server = InProcessServer::start(
+        &handler_config(&["CacheWatch", "StaticFile"], "StaticFile"),
+        TEST_MODULES,
+    );
+    let file = server.dir().join("a.txt");
+    std::fs::write(&file, "one").unwrap();
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/a.txt").text(), "one");
+    assert!(
+        CACHE_ADDS.load(SeqCst) >= 1,
+        "CacheOperation (add) on the fill"
+    );
+    std::fs::write(&file, "three").unwrap();
+    assert_eq!(conn.get("/a.txt").text(), "three");
+    assert!(
+        FILE_CHANGES.load(SeqCst) >= 1,
+        "FileChange when the file changed"
+    );
 }
