@@ -274,7 +274,9 @@ pub(crate) fn hsts_of(
 /// A configured server, ready to run.
 pub struct Server {
     config: ServerConfig,
-    pipeline: Arc<Pipeline>,
+    // No pipeline of its own: `current` holds the one in force, and a
+    // second reference would keep the first configuration's modules from
+    // ever being stopped after a reload.
     current: CurrentGeneration,
     fs: Arc<RealFileSystem>,
     counter: Arc<ConnectionCounter>,
@@ -316,7 +318,6 @@ impl Server {
             certificates,
             counter: Arc::default(),
             config,
-            pipeline,
             fs,
         })
     }
@@ -340,9 +341,9 @@ impl Server {
         ))
     }
 
-    /// The pipeline the server started with (for inspection).
-    pub fn pipeline(&self) -> &Arc<Pipeline> {
-        &self.pipeline
+    /// The pipeline in force (for inspection).
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.current.load().pipeline.clone()
     }
 
     /// Worker threads: `[server] worker_threads`, or one per core available
@@ -386,7 +387,7 @@ impl Server {
     /// `riis: listening on http://ADDR for SITES` line per address (scripts
     /// and tests read it to learn ephemeral ports).
     pub fn bind(self, sockets: usize) -> Result<BoundServer, ServerError> {
-        let plans = plan_listeners(&self.config, &self.pipeline, &self.certificates);
+        let plans = plan_listeners(&self.config, &self.pipeline(), &self.certificates);
         let mut listeners = Vec::with_capacity(plans.len());
         for plan in plans {
             let first = listen_socket(plan.addr).map_err(|e| ServerError::Bind(plan.addr, e))?;
@@ -570,12 +571,13 @@ struct Lifecycle {
 
 impl Lifecycle {
     fn start(server: &Server, stop: watch::Receiver<bool>) -> Self {
+        let pipeline = server.pipeline();
         tracing::info!(
-            modules = ?server.pipeline.module_names().collect::<Vec<_>>(),
+            modules = ?pipeline.module_names().collect::<Vec<_>>(),
             "configuration loaded from {}",
             server.config.file.display()
         );
-        server.pipeline.raise_application_start();
+        pipeline.raise_application_start();
         let certificates: Vec<Arc<SniResolver>> = server.certificates.values().cloned().collect();
         let interval = server.config.settings.certificate_check_interval;
         if !certificates.is_empty() && interval > 0 {

@@ -341,7 +341,37 @@ fn register_cache_watch(
     r.set_global_notifications(CacheWatch, G::CacheOperation | G::FileChange)
 }
 
+/// Counts ApplicationStop and Terminate (only the test that lists it does).
+static STOPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static TERMINATES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct Lifetimes;
+impl riis_pipeline::GlobalModule for Lifetimes {
+    fn on_global_application_stop(
+        &self,
+        _: &riis_pipeline::ApplicationInfo,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        STOPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+    fn terminate(&self) {
+        TERMINATES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn register_lifetimes(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_global_notifications(
+        Lifetimes,
+        riis_pipeline::GlobalNotification::ApplicationStop.into(),
+    )
+}
+
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("Lifetimes", register_lifetimes),
     ("CacheWatch", register_cache_watch),
     ("Declares", register_declares),
     ("FlushThen", register_flush_then),
@@ -745,4 +775,61 @@ fn the_file_cache_raises_its_global_notifications() {
         FILE_CHANGES.load(SeqCst) >= 1,
         "FileChange when the file changed"
     );
+}
+
+#[test]
+fn a_reload_stops_the_modules_of_the_configuration_it_replaces() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = common::TempDir::new("lifetimes");
+    let text = handler_config(&["Lifetimes", "Echo"], "Echo")
+        .replace("ROOT", &dir.path().display().to_string());
+    let path = dir.write("riis.toml", text);
+    let config = riis_server::ServerConfig::load(&path).unwrap();
+    let mut server = riis_server::Server::with_modules(config, TEST_MODULES).unwrap();
+    let source_path = path.clone();
+    server.set_config_source(std::sync::Arc::new(move || {
+        riis_server::ServerConfig::load(&source_path)
+    }));
+    let reloader = server.reloader();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let bound = server.bind(1).unwrap();
+            addr_tx
+                .send((bound.local_addrs()[0], tokio::runtime::Handle::current()))
+                .unwrap();
+            bound
+                .serve(async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+        });
+    });
+    let (addr, runtime) = addr_rx.recv().unwrap();
+    assert_eq!(common::get(addr, "/x").status, 200);
+    // The reload runs on the server's runtime, as SIGHUP's handler does.
+    runtime.block_on(async { reloader.reload() }).unwrap();
+    assert_eq!(common::get(addr, "/x").status, 200);
+    // The first configuration's modules stop once no request uses them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while STOPS.load(SeqCst) < 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        STOPS.load(SeqCst),
+        1,
+        "the replaced configuration got ApplicationStop"
+    );
+    assert_eq!(TERMINATES.load(SeqCst), 1, "and Terminate");
+    stop_tx.send(()).unwrap();
+    thread.join().unwrap();
+    assert_eq!(STOPS.load(SeqCst), 2, "the one in force stops at shutdown");
+    assert_eq!(TERMINATES.load(SeqCst), 2);
 }
