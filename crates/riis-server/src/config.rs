@@ -751,6 +751,15 @@ impl ServerConfig {
                 "0 would refuse every HTTP/2 request",
             ));
         }
+        for (key, value) in [
+            ("limits.max_url_length", self.limits.max_url_length),
+            ("limits.max_header_count", self.limits.max_header_count),
+            ("limits.max_header_bytes", self.limits.max_header_bytes),
+        ] {
+            if value == 0 {
+                return Err(self.error_at(key, "0 would refuse every request"));
+            }
+        }
         Ok(())
     }
 
@@ -925,6 +934,9 @@ mod tests {
                 "http2_max_concurrent_streams = 0",
                 "limits.http2_max_concurrent_streams",
             ),
+            ("max_url_length = 0", "limits.max_url_length"),
+            ("max_header_count = 0", "limits.max_header_count"),
+            ("max_header_bytes = 0", "limits.max_header_bytes"),
         ] {
             let text = format!("[limits]\n{limit}\n{site}");
             let e = ServerConfig::parse(&text, Path::new("riis.toml"), &dir).unwrap_err();
