@@ -402,9 +402,22 @@ impl HttpModule for CustomError {
             hresult: resp.error().map(|e| e.hresult),
         };
         let started = ctx.clone_context_with_url(&url).and_then(|mut child| {
-            // The error page is fetched, whatever the request's method was.
+            // The error page is fetched, whatever the request's method was,
+            // and whole: the client's range and validators were about the
+            // resource that failed, not about the page (a 404 must not come
+            // as a 206 slice or an empty 304 of it).
             if child.request().method() != Method::HEAD {
                 child.request_mut().set_method(Method::GET);
+            }
+            for name in [
+                header::RANGE,
+                header::IF_RANGE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                header::IF_MODIFIED_SINCE,
+                header::IF_UNMODIFIED_SINCE,
+            ] {
+                child.request_mut().delete_header(name);
             }
             ctx.execute_request(
                 child,

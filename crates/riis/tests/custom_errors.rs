@@ -206,6 +206,22 @@ fn custom_mode_serves_files_redirects_and_urls() {
             );
         }
     }
+    // The client's range and validators were about the missing resource:
+    // the page comes whole, with the error's status.
+    for extra in [
+        "Range: bytes=0-4\r\n",
+        "If-None-Match: *\r\n",
+        "If-Modified-Since: Thu, 01 Jan 2099 00:00:00 GMT\r\n",
+    ] {
+        let mut conn = Connection::open(server.addr);
+        conn.send_raw(
+            format!("GET /exec/missing.txt HTTP/1.1\r\nHost: test\r\n{extra}\r\n").as_bytes(),
+        );
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 404, "{extra}");
+        assert_eq!(resp.text(), PAGE_404, "{extra}");
+        assert_eq!(resp.header("content-range"), None, "{extra}");
+    }
     // The ExecuteURL page came through StaticFile (its Content-Type and
     // validators), the File page from the module itself.
     let resp = send(server.addr, "GET", "/exec/missing.txt");
