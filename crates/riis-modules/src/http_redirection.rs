@@ -264,8 +264,11 @@ impl HttpModule for HttpRedirection {
         }
         if destination.starts_with('/') && !destination.starts_with("//") {
             let dest_path = destination.split(['?', '#']).next().unwrap_or("");
-            let dest_in_location = prefix.is_empty() || covers(prefix, dest_path);
-            if dest_in_location && covers(dest_path, url) {
+            // Compared as the request's URL is: decoded (`/a%20b` is the
+            // request `/a b`, which would otherwise be redirected forever).
+            let dest_path = percent_encoding::percent_decode_str(dest_path).decode_utf8_lossy();
+            let dest_in_location = prefix.is_empty() || covers(prefix, &dest_path);
+            if dest_in_location && covers(&dest_path, url) {
                 // Already there: redirecting again would loop.
                 return RequestNotificationStatus::Continue;
             }

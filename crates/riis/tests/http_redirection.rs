@@ -67,6 +67,14 @@ http_redirect = { enabled = true, destination = "/elsewhere", child_only = true 
 [[sites.locations]]
 path = "/app"
 http_redirect = { enabled = true, destination = "/app/v2" }
+
+[[sites.locations]]
+path = "/spaced"
+http_redirect = { enabled = true, destination = "/spaced/new%20home", exact_destination = true }
+
+[[sites.locations]]
+path = "/home"
+http_redirect = { enabled = true, destination = "/" }
 "#;
 
 fn config_text(root: &std::path::Path, locations: &str) -> String {
@@ -124,6 +132,13 @@ fn redirect_rules() {
         // A destination inside the location does not redirect itself.
         ("/app/x", 302, "/app/v2/x"),
         ("/app/v2/x", 404, ""),
+        // ... also when it is written with escapes (the request's URL is
+        // compared decoded).
+        ("/spaced/x", 302, "/spaced/new%20home"),
+        ("/spaced/new%20home", 404, ""),
+        // Never a protocol-relative Location, whatever the path holds.
+        ("/home/a", 302, "/a"),
+        ("/home//evil.example", 302, "/evil.example"),
         // Outside every rule.
         ("/a.txt", 200, "alpha"),
     ];
