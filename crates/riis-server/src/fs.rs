@@ -65,6 +65,22 @@ impl Version {
     }
 }
 
+/// A file modified less than this long before it is read is served but not
+/// cached (git's "racy clean" rule): a rewrite within the same timestamp
+/// tick, with the same length, would otherwise look unchanged and be served
+/// stale from the cache. Two seconds cover coarse file-system clocks.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a file last modified at `meta`'s mtime may still change without
+/// its timestamps showing it.
+fn unsettled(meta: &Metadata) -> bool {
+    meta.modified().map_or(true, |m| {
+        std::time::SystemTime::now()
+            .duration_since(m)
+            .map_or(true, |age| age < SETTLE)
+    })
+}
+
 /// Cached files at least this large are also kept open.
 pub const KEEP_OPEN_FROM: u64 = 64 * 1024;
 
@@ -229,7 +245,21 @@ impl RealFileSystem {
         if file.read_exact_at(&mut data, 0).is_err() {
             return probe_open(file, &meta);
         }
+        let after = file.metadata().ok()?;
+        if Version::of(&after) != version {
+            // Written while it was read: what was read may be torn.
+            return probe_open(file, &after);
+        }
         let content = Bytes::from(data);
+        if unsettled(&after) {
+            // Served as read, not kept (see SETTLE); shaped like an entry.
+            let large = content.len() as u64 >= KEEP_OPEN_FROM;
+            return Some(Probe {
+                info,
+                file: large.then(|| Arc::new(file)),
+                content: Some(content),
+            });
+        }
         let bytes = content.len() as u64;
         let mut file = Some(Arc::new(file));
         if self.used_bytes.load(Ordering::Relaxed) + bytes <= self.limits.max_size {
@@ -365,8 +395,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("riis-fs-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("f.txt");
-        std::fs::write(&p, data).unwrap();
+        write_settled(&p, data);
         TempFile(p)
+    }
+
+    /// Writes `data` and dates it a minute back, past SETTLE, so that the
+    /// cache keeps it.
+    fn write_settled(p: &Path, data: &[u8]) {
+        std::fs::write(p, data).unwrap();
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
     }
 
     fn limits() -> FileCacheLimits {
@@ -386,7 +429,7 @@ mod tests {
         assert_eq!(fs.cached_bytes(), 3);
         assert_eq!(fs.probe(p).unwrap().content.as_deref(), Some(&b"one"[..]));
         // A different length is a different version, whatever the clock says.
-        std::fs::write(p, b"second").unwrap();
+        write_settled(p, b"second");
         assert_eq!(
             fs.probe(p).unwrap().content.as_deref(),
             Some(&b"second"[..])
@@ -435,13 +478,33 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b), "the same descriptor is shared");
         assert_eq!(fs.open_files(), 1);
         // A change replaces the entry and its descriptor.
-        std::fs::write(big, vec![b'c'; len + 1]).unwrap();
+        write_settled(big, &vec![b'c'; len + 1]);
         let changed = fs.probe(big).unwrap();
         assert!(!Arc::ptr_eq(&a, changed.file.as_ref().unwrap()));
         assert_eq!(fs.open_files(), 1);
         fs.cleanup();
         fs.cleanup();
         assert_eq!(fs.open_files(), 0);
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_within_a_tick_is_not_served_stale() {
+        let fs = RealFileSystem::new(limits());
+        let file = temp_file("racy", b"AAAA");
+        let p = file.path();
+        for round in 0..20 {
+            // Same length, timestamps as close as the clock makes them.
+            std::fs::write(p, b"AAAA").unwrap();
+            assert_eq!(fs.probe(p).unwrap().content.as_deref(), Some(&b"AAAA"[..]));
+            std::fs::write(p, b"BBBB").unwrap();
+            assert_eq!(
+                fs.probe(p).unwrap().content.as_deref(),
+                Some(&b"BBBB"[..]),
+                "round {round}"
+            );
+        }
+        // Just written: served, not kept until it settles.
+        assert_eq!(fs.cached_bytes(), 0);
     }
 
     #[test]

@@ -763,6 +763,13 @@ fn the_file_cache_raises_its_global_notifications() {
     );
     let file = server.dir().join("a.txt");
     std::fs::write(&file, "one").unwrap();
+    // Dated back: the cache keeps only files that have settled.
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
     let mut conn = Connection::open(server.addr);
     assert_eq!(conn.get("/a.txt").text(), "one");
     assert!(
