@@ -105,11 +105,15 @@ fn site_for<'r>(routes: &'r Routes, req: &Request<Incoming>) -> Option<&'r Arc<S
         .map(|(_, s)| s)
 }
 
+/// The host name of a `Host` value: without its port, and without the one
+/// trailing dot of a fully qualified name (`example.com.` is `example.com`,
+/// as TLS's SNI already has it).
 fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 /// Whether an HTTP/1.x client asked to keep its connection after this

@@ -569,6 +569,11 @@ fn host_names_choose_the_site() {
     let mut conn = Connection::open(server.addr);
     conn.send_raw(b"GET / HTTP/1.1\r\nHost: Alpha.Test:1234\r\n\r\n");
     assert_eq!(conn.read_response(false).header("x-site"), Some("alpha"));
+    // A fully qualified name (trailing dot) is the same host.
+    conn.send_raw(b"GET / HTTP/1.1\r\nHost: alpha.test.\r\n\r\n");
+    assert_eq!(conn.read_response(false).header("x-site"), Some("alpha"));
+    conn.send_raw(b"GET / HTTP/1.1\r\nHost: alpha.test.:80\r\n\r\n");
+    assert_eq!(conn.read_response(false).header("x-site"), Some("alpha"));
     conn.send_raw(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n");
     assert_eq!(conn.read_response(false).header("x-site"), Some("fallback"));
 }
