@@ -196,28 +196,37 @@ pub(crate) struct ListenerPlan {
 pub(crate) fn load_certificates(
     config: &ServerConfig,
 ) -> Result<BTreeMap<SocketAddr, Arc<SniResolver>>, ConfigError> {
-    let mut by_addr: BTreeMap<SocketAddr, Vec<CertificateBinding>> = BTreeMap::new();
+    // Each address's certificates, with the site each comes from.
+    let mut by_addr: BTreeMap<SocketAddr, Vec<(usize, CertificateBinding)>> = BTreeMap::new();
     for sb in &config.bindings {
         for b in sb.bindings.iter().filter(|b| b.tls) {
             if let Some(source) = &sb.tls {
-                by_addr.entry(b.addr).or_default().push(CertificateBinding {
-                    host: b.host.clone(),
-                    source: source.clone(),
-                });
+                by_addr.entry(b.addr).or_default().push((
+                    sb.site,
+                    CertificateBinding {
+                        host: b.host.clone(),
+                        source: source.clone(),
+                    },
+                ));
             }
         }
     }
     by_addr
         .into_iter()
-        .map(|(addr, bindings)| {
-            let site = config
-                .bindings
-                .iter()
-                .find(|sb| sb.bindings.iter().any(|b| b.tls && b.addr == addr))
-                .map_or(0, |sb| sb.site);
+        .map(|(addr, sited)| {
+            let bindings: Vec<CertificateBinding> = sited.iter().map(|(_, b)| b.clone()).collect();
             SniResolver::load(bindings)
                 .map(|r| (addr, Arc::new(r)))
-                .map_err(|e| config.error_at(&format!("sites[{site}].certificate"), &e))
+                .map_err(|e| {
+                    // The error names the site whose files fail on their
+                    // own (each is loaded again, on this error path only).
+                    let site = sited
+                        .iter()
+                        .find(|(_, b)| crate::tls::load_certified_key(&b.source).is_err())
+                        .or(sited.first())
+                        .map_or(0, |(s, _)| *s);
+                    config.error_at(&format!("sites[{site}].certificate"), &e)
+                })
         })
         .collect()
 }

@@ -342,6 +342,23 @@ fn certificate_problems_are_configuration_errors() {
             "{keys}: expected `{expected}` in {stderr}"
         );
     }
+    // Two sites on one address: the error names the one whose files fail.
+    let (b_cert, b_key, _) = certificate("b.test");
+    dir.write("b.crt", b_cert);
+    dir.write("b.key", b_key);
+    let config = dir.write(
+        "riis.toml",
+        "[[sites]]\nname = \"B\"\nroot = \"www\"\nbindings = [\"https://127.0.0.1:9444:b.test\"]\n\
+         certificate = \"b.crt\"\ncertificate_key = \"b.key\"\n\
+         [[sites]]\nname = \"A\"\nroot = \"www\"\nbindings = [\"https://127.0.0.1:9444:a.test\"]\n\
+         certificate = \"a.crt\"\ncertificate_key = \"wrong.key\"\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sites[1].certificate"), "{stderr}");
     // Mixing TLS and plain HTTP on one address is refused.
     let config = dir.write(
         "riis.toml",
