@@ -352,9 +352,27 @@ impl Binding {
         let port: u16 = port
             .parse()
             .map_err(|_| format!("`{port}` is not a port number"))?;
-        let host = host
-            .filter(|h| !h.is_empty())
-            .map(|h| h.to_ascii_lowercase());
+        let host = match host.filter(|h| !h.is_empty()) {
+            None => None,
+            // Compared with the request's host, which loses its port and a
+            // trailing dot the same way: anything else could never match.
+            Some(h) => {
+                let name = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
+                let valid = !name.is_empty()
+                    && !name.starts_with('.')
+                    && !name.contains("..")
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+                if !valid {
+                    return Err(format!(
+                        "`{h}` is not a host name (letters, digits, `-` and `.`; \
+                         no port, wildcard or IPv6 literal)"
+                    ));
+                }
+                Some(name)
+            }
+        };
         Ok(Self {
             addr: SocketAddr::new(addr, port),
             host,
@@ -895,6 +913,17 @@ mod tests {
         assert_eq!(b.addr, "[::1]:80".parse().unwrap());
         assert!(Binding::parse("127.0.0.1").is_err());
         assert!(Binding::parse("127.0.0.1:http").is_err());
+        // Host names as requests carry them: lower case, no trailing dot.
+        let b = Binding::parse("*:80:Example.COM.").unwrap();
+        assert_eq!(b.host.as_deref(), Some("example.com"));
+        for never_matches in [
+            "*:443:example.com:443",
+            "*:80:*.example.com",
+            "*:80:a..b",
+            "*:80:.",
+        ] {
+            assert!(Binding::parse(never_matches).is_err(), "{never_matches}");
+        }
     }
 
     #[test]
