@@ -196,13 +196,9 @@ fn html_listing(url: &str, entries: &[Entry]) -> String {
         } else {
             e.len.to_string()
         };
-        // httpdate formats years 1970 to 9999 only (and panics outside).
         let date = e
             .modified
-            .filter(|&m| {
-                m.duration_since(std::time::UNIX_EPOCH)
-                    .is_ok_and(|d| d.as_secs() < 253_402_300_800)
-            })
+            .filter(|&m| crate::static_file::http_date_secs(m).is_some())
             .map(httpdate::fmt_http_date)
             .unwrap_or_default();
         let _ = writeln!(

@@ -301,15 +301,22 @@ impl Validators {
         let Some(m) = modified else {
             return Self::default();
         };
-        let since = m.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-        let nanos = since.as_nanos();
-        // httpdate formats years 1970 to 9999 only.
-        let secs = since.as_secs();
+        let nanos = m
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_nanos();
         Self {
             etag: Some(strong_etag(nanos, len)),
-            modified: (m >= UNIX_EPOCH && secs < 253_402_300_800).then_some(secs),
+            modified: http_date_secs(m),
         }
     }
+}
+
+/// `t` in whole seconds since the epoch, when an HTTP date can express it:
+/// httpdate formats the years 1970 to 9999 only (and panics outside them).
+pub(crate) fn http_date_secs(t: SystemTime) -> Option<u64> {
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    (secs < 253_402_300_800).then_some(secs)
 }
 
 /// `"<modified nanoseconds>-<length>"` in lowercase hex, quotes included.

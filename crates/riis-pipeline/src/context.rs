@@ -612,8 +612,7 @@ impl HttpContext {
         description: &str,
     ) {
         if self.response.headers_sent {
-            self.response.need_disconnect = true;
-            self.response.truncated = true;
+            self.response.cut_short();
             return;
         }
         self.response.clear();

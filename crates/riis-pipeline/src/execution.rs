@@ -477,10 +477,11 @@ impl RequestExecution {
         let name = self.pipeline.module_name(site.module);
         tracing::info!(module = %name, notification = %site.notification, "{description}; the request ends with 408");
         let response = &mut self.frames[top].ctx.response;
-        response.need_disconnect = true;
-        response.truncated = response.headers_sent;
         response.current = (Some(site.module), site.notification.name());
-        if !response.headers_sent {
+        if response.headers_sent {
+            response.cut_short();
+        } else {
+            response.need_disconnect = true;
             response.clear();
             response.set_error_status(
                 http::StatusCode::REQUEST_TIMEOUT,
@@ -972,8 +973,7 @@ impl RequestExecution {
         let response = &mut self.frames[top].ctx.response;
         response.current = (Some(site.module), site.notification.name());
         if response.headers_sent {
-            response.need_disconnect = true;
-            response.truncated = true;
+            response.cut_short();
         } else {
             response.clear();
             response.set_error_status(

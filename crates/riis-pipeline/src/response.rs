@@ -407,6 +407,13 @@ impl HttpResponse {
         self.headers_sent
     }
 
+    /// The request failed after the headers went out: what was sent is all
+    /// the client gets, the message ends short, and the connection closes.
+    pub(crate) fn cut_short(&mut self) {
+        self.need_disconnect = true;
+        self.truncated = true;
+    }
+
     /// `SetNeedDisconnect`: close the connection after this response.
     pub fn set_need_disconnect(&mut self) {
         self.need_disconnect = true;

@@ -416,6 +416,11 @@ async fn drive(
                     let is_final = out.is_final;
                     let ok =
                         out.reset || out.chunks.is_empty() || tx.send(Ok(out.chunks)).await.is_ok();
+                    if out.reset || out.truncated || out.disconnect {
+                        // The connection ends: the rest of the request body
+                        // is not worth reading.
+                        hold.discard_on(None);
+                    }
                     if out.reset || out.truncated {
                         // The message must not end as if it were whole: the
                         // body fails, and hyper drops the connection without
@@ -427,14 +432,12 @@ async fn drive(
                             "the request failed after the response headers were sent"
                         };
                         let _ = tx.send(Err(std::io::Error::other(why))).await;
-                        hold.discard_on(None);
                         stream = None;
                     } else {
                         if out.disconnect {
                             // Asked for after the head went out without
                             // `Connection: close`: the connection ends once
                             // this exchange is done.
-                            hold.discard_on(None);
                             reader.state.activity.close_after_exchange();
                         }
                         if is_final {
