@@ -458,24 +458,31 @@ async fn a_signal_nobody_waited_for_does_not_complete_a_later_pending() {
     drop(kept);
 }
 
+/// A completion handle a test module kept.
+type Held = Arc<Mutex<Option<riis_pipeline::CompletionHandle>>>;
+
+/// `Forgetful`: at BeginRequest writes, keeps a completion handle in the
+/// returned slot, never signals, and returns Pending.
+fn forgetful(t: &mut TestPipeline) -> Held {
+    let held = Held::default();
+    let kept = held.clone();
+    t.module(
+        "Forgetful",
+        Registration::events(N::BeginRequest),
+        script(move |ctx, _| {
+            write(ctx, "never sent");
+            *kept.lock().unwrap() = Some(ctx.completion_handle());
+            Status::Pending
+        }),
+    );
+    held
+}
+
 #[tokio::test]
 async fn an_expired_wait_ends_the_request_with_503_and_still_runs_its_end() {
     let log = Log::new();
-    let held = Arc::new(Mutex::new(None));
     let mut t = TestPipeline::new();
-    {
-        let held = held.clone();
-        t.module(
-            "Forgetful",
-            Registration::events(N::BeginRequest),
-            script(move |ctx, _| {
-                write(ctx, "never sent");
-                // Keeps the handle and never signals.
-                *held.lock().unwrap() = Some(ctx.completion_handle());
-                Status::Pending
-            }),
-        );
-    }
+    let held = forgetful(&mut t);
     t.module(
         "Recorder",
         Registration::events(N::AuthorizeRequest | N::LogRequest | N::EndRequest),
@@ -504,19 +511,8 @@ async fn an_expired_wait_ends_the_request_with_503_and_still_runs_its_end() {
 
 #[tokio::test]
 async fn handles_of_an_expired_wait_do_not_reach_later_waits() {
-    let held = Arc::new(Mutex::new(None));
     let mut t = TestPipeline::new();
-    {
-        let held = held.clone();
-        t.module(
-            "Forgetful",
-            Registration::events(N::BeginRequest),
-            script(move |ctx, _| {
-                *held.lock().unwrap() = Some(ctx.completion_handle());
-                Status::Pending
-            }),
-        );
-    }
+    let held = forgetful(&mut t);
     t.module(
         "Handleless",
         Registration::events(N::EndRequest),

@@ -20,22 +20,7 @@ async fn a_panic_in_map_path_fails_the_request() {
         Registration::events(N::MapPath),
         script(|_, _| panic!("cannot map")),
     );
-    {
-        let log = log.clone();
-        t.module(
-            "Handler",
-            Registration::events(N::ExecuteRequestHandler | N::LogRequest),
-            script(move |ctx, call| {
-                log.push(call.describe());
-                if call.is_event(N::ExecuteRequestHandler) {
-                    write(ctx, "should not be sent");
-                }
-                Status::Continue
-            }),
-        );
-    }
-    t.handler(handler("Main", "*", &["*"], "File", &["Handler"]))
-        .file("/site/a.txt");
+    file_handler_that_must_not_run(&mut t, &log);
     let pipeline = t.build();
     let outcome = get(&pipeline, "/a.txt").await;
     assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -225,22 +225,7 @@ async fn a_factory_error_in_a_nested_notification_fails_the_request() {
     t.register("BrokenMapper", |_, reg, _| {
         reg.set_request_notifications(BrokenFactory, N::MapPath.into(), RequestNotifications::NONE)
     });
-    {
-        let log = log.clone();
-        t.module(
-            "Handler",
-            Registration::events(N::ExecuteRequestHandler | N::LogRequest),
-            script(move |ctx, call| {
-                log.push(call.describe());
-                if call.is_event(N::ExecuteRequestHandler) {
-                    write(ctx, "should not be sent");
-                }
-                Status::Continue
-            }),
-        );
-    }
-    t.handler(handler("Main", "*", &["*"], "File", &["Handler"]))
-        .file("/site/a.txt");
+    file_handler_that_must_not_run(&mut t, &log);
     let pipeline = t.build();
     let outcome = get(&pipeline, "/a.txt").await;
     assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -729,14 +729,7 @@ fn over_http2_a_failure_after_the_headers_resets_the_stream() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut sender = common::http2_client(server.addr).await;
         let request = |path: &str| {
             http::Request::get(format!("http://{}{path}", server.addr))
                 .body(Empty::<bytes::Bytes>::new())
@@ -798,36 +791,19 @@ fn a_reload_stops_the_modules_of_the_configuration_it_replaces() {
     let path = dir.write("riis.toml", text);
     let config = riis_server::ServerConfig::load(&path).unwrap();
     let mut server = riis_server::Server::with_modules(config, TEST_MODULES).unwrap();
-    let source_path = path.clone();
+    let source_path = path;
     server.set_config_source(std::sync::Arc::new(move || {
         riis_server::ServerConfig::load(&source_path)
     }));
     let reloader = server.reloader();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let bound = server.bind(1).unwrap();
-            addr_tx
-                .send((bound.local_addrs()[0], tokio::runtime::Handle::current()))
-                .unwrap();
-            bound
-                .serve(async move {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-        });
-    });
-    let (addr, runtime) = addr_rx.recv().unwrap();
+    let running = InProcessServer::run(server, dir);
+    let addr = running.addr;
     assert_eq!(common::get(addr, "/x").status, 200);
     // The reload runs on the server's runtime, as SIGHUP's handler does.
-    runtime.block_on(async { reloader.reload() }).unwrap();
+    running
+        .runtime
+        .block_on(async { reloader.reload() })
+        .unwrap();
     assert_eq!(common::get(addr, "/x").status, 200);
     // The first configuration's modules stop once no request uses them.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -840,8 +816,7 @@ fn a_reload_stops_the_modules_of_the_configuration_it_replaces() {
         "the replaced configuration got ApplicationStop"
     );
     assert_eq!(TERMINATES.load(SeqCst), 1, "and Terminate");
-    stop_tx.send(()).unwrap();
-    thread.join().unwrap();
+    running.stop();
     assert_eq!(STOPS.load(SeqCst), 2, "the one in force stops at shutdown");
     assert_eq!(TERMINATES.load(SeqCst), 2);
 }

@@ -247,14 +247,7 @@ fn http2_with_prior_knowledge() {
         .unwrap();
     rt.block_on(async {
         use http_body_util::{BodyExt, Empty};
-        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut sender = common::http2_client(server.addr).await;
         let mut pending = Vec::new();
         for path in ["/a.txt", "/docs/", "/missing"] {
             let req = http::Request::get(format!("http://{}{path}", server.addr))

@@ -408,6 +408,29 @@ pub fn handler(
     }
 }
 
+/// `Handler`, the handler of every path for the existing file
+/// `/site/a.txt`: records its ExecuteRequestHandler and LogRequest calls in
+/// `log`, and writes "should not be sent" when it handles (for tests where
+/// the request must fail before it does).
+pub fn file_handler_that_must_not_run(t: &mut TestPipeline, log: &Log) {
+    let log = log.clone();
+    t.module(
+        "Handler",
+        Registration::events(
+            RequestNotification::ExecuteRequestHandler | RequestNotification::LogRequest,
+        ),
+        script(move |ctx, call| {
+            log.push(call.describe());
+            if call.is_event(RequestNotification::ExecuteRequestHandler) {
+                write(ctx, "should not be sent");
+            }
+            RequestNotificationStatus::Continue
+        }),
+    );
+    t.handler(handler("Main", "*", &["*"], "File", &["Handler"]))
+        .file("/site/a.txt");
+}
+
 /// A handler for every path and verb, with no resource requirement, that runs
 /// `modules`.
 pub fn catch_all(modules: &[&str]) -> HandlerDefinition {

@@ -275,6 +275,9 @@ pub fn write_config(dir: &TempDir, root: &Path, body: &str) -> PathBuf {
 /// [`InProcessServer::stop`] or drop.
 pub struct InProcessServer {
     pub addr: SocketAddr,
+    /// The runtime the server runs on (for work that must run there, as a
+    /// reload does).
+    pub runtime: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     dir: TempDir,
@@ -290,6 +293,11 @@ impl InProcessServer {
         let path = dir.write("riis.toml", text);
         let config = riis_server::ServerConfig::load(&path).unwrap();
         let server = riis_server::Server::with_modules(config, modules).unwrap();
+        Self::run(server, dir)
+    }
+
+    /// Runs `server`, made from a configuration in `dir`, which goes with it.
+    pub fn run(server: riis_server::Server, dir: TempDir) -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -300,7 +308,9 @@ impl InProcessServer {
                 .unwrap();
             rt.block_on(async move {
                 let bound = server.bind(2).unwrap();
-                addr_tx.send(bound.local_addrs()[0]).unwrap();
+                addr_tx
+                    .send((bound.local_addrs()[0], tokio::runtime::Handle::current()))
+                    .unwrap();
                 bound
                     .serve(async move {
                         let _ = stop_rx.await;
@@ -309,9 +319,10 @@ impl InProcessServer {
                     .unwrap();
             });
         });
-        let addr = addr_rx.recv().unwrap();
+        let (addr, runtime) = addr_rx.recv().unwrap();
         Self {
             addr,
+            runtime,
             stop: Some(stop_tx),
             thread: Some(thread),
             dir,
@@ -342,6 +353,22 @@ impl Drop for InProcessServer {
     fn drop(&mut self) {
         self.shut_down();
     }
+}
+
+/// An HTTP/2 client connection to `addr` with prior knowledge (cleartext);
+/// its connection task runs on the current runtime.
+pub async fn http2_client(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
 }
 
 /// The repository's `include/` folder (the native module headers).
