@@ -51,6 +51,11 @@ pub(crate) enum AsyncOp {
 pub(crate) struct Slot {
     pub(crate) instance: Option<Box<dyn HttpModule>>,
     pub(crate) state: SlotState,
+    /// The completion state behind this module's completion handles, made
+    /// on its first `completion_handle`. One per module, not per request:
+    /// a handle a module keeps can only resume that module's own waits,
+    /// never the Pending of another module that parks the request later.
+    pub(crate) completion: Option<Arc<CompletionState>>,
 }
 
 /// The module call under way: the event is noted once per walk of an
@@ -123,6 +128,7 @@ impl Slot {
     const NEW: Slot = Slot {
         instance: None,
         state: SlotState::NotCreated,
+        completion: None,
     };
 }
 
@@ -161,7 +167,6 @@ pub struct HttpContext {
     pub(crate) opened_file: Option<Arc<std::fs::File>>,
     pub(crate) cached_content: Option<bytes::Bytes>,
     pub(crate) op: Option<AsyncOp>,
-    pub(crate) completion: Option<Arc<CompletionState>>,
     /// The module call under way, if any.
     pub(crate) current: Running,
     pub(crate) depth: u8,
@@ -218,7 +223,6 @@ impl HttpContext {
             opened_file: None,
             cached_content: None,
             op: None,
-            completion: None,
             current: Running::NONE,
             depth: 0,
             execute_flags: ExecuteFlags::default(),
@@ -579,6 +583,7 @@ impl HttpContext {
         self.slots[m.get()] = Slot {
             instance: None,
             state: SlotState::Failed,
+            completion: None,
         };
         let message = panic_message(panic);
         let name = self.pipeline.module_name(m).to_owned();
@@ -753,8 +758,18 @@ impl HttpContext {
 
     /// A handle to resume this request from another thread after returning
     /// Pending (`IndicateCompletion`, or `PostCompletion` from any thread).
+    ///
+    /// The handle belongs to the module being called: it resumes only a
+    /// wait of that module. A handle taken outside a module's call (in a
+    /// global notification) belongs to no module and resumes nothing.
     pub fn completion_handle(&mut self) -> CompletionHandle {
-        let state = self.completion.get_or_insert_with(Default::default).clone();
+        let state = match self.current.module() {
+            Some(m) => self.slots[m.get()]
+                .completion
+                .get_or_insert_with(Default::default)
+                .clone(),
+            None => Arc::default(),
+        };
         CompletionHandle::new(state)
     }
 

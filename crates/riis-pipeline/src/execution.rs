@@ -575,11 +575,10 @@ impl RequestExecution {
                     continue;
                 }
                 Phase::Waiting(site) => {
-                    let state = self.frames[top]
-                        .ctx
+                    let state = self.frames[top].ctx.slots[site.module.get()]
                         .completion
                         .clone()
-                        .expect("a waiting request has a completion state");
+                        .expect("a waiting module has a completion state");
                     match state.take() {
                         None => {
                             self.frames[top].phase = Phase::Waiting(site);
@@ -939,7 +938,7 @@ impl RequestExecution {
         }
         if status == Status::Pending {
             let frame = &mut self.frames[top];
-            if frame.ctx.completion.is_some() {
+            if frame.ctx.slots[site.module.get()].completion.is_some() {
                 frame.phase = Phase::Waiting(site);
             } else {
                 self.fail_pending(top, site, "returned Pending without starting an asynchronous operation or taking a completion handle");
@@ -964,10 +963,10 @@ impl RequestExecution {
         };
         self.frames[top].phase = Phase::Run;
         // The expired wait's handles stay with its module. Detached from the
-        // request, what they signal later cannot resume another module's
-        // wait, and their being alive does not let a later Pending without
-        // a handle of its own park instead of failing.
-        self.frames[top].ctx.completion = None;
+        // request, what they signal later cannot resume a later wait of the
+        // same module, and their being alive does not let its next Pending
+        // without a handle of its own park instead of failing.
+        self.frames[top].ctx.slots[site.module.get()].completion = None;
         let name = self.pipeline.module_name(site.module).to_owned();
         tracing::warn!(module = %name, notification = %site.notification, "{description}; the request ends with 503");
         let response = &mut self.frames[top].ctx.response;
@@ -1134,7 +1133,7 @@ fn call_module(
         };
     };
     if completion.is_none() {
-        if let Some(state) = &ctx.completion {
+        if let Some(state) = &ctx.slots[site.module.get()].completion {
             // A signal from an earlier round that nobody waited for must
             // not complete whatever this call starts.
             state.discard_stale();
@@ -1219,7 +1218,7 @@ where
                     }
                 }
             };
-            if let Some(state) = &ctx.completion {
+            if let Some(state) = &ctx.slots[module.get()].completion {
                 state.discard_stale();
             }
             ctx.current.set_module(module);

@@ -531,3 +531,67 @@ async fn handles_of_an_expired_wait_do_not_reach_later_waits() {
     assert!(outcome.status().is_server_error(), "{}", outcome.status());
     drop(held);
 }
+
+/// A completion handle belongs to the module that took it: a module that
+/// kept its handle past its own call and signals during another module's
+/// wait does not resume that wait.
+#[tokio::test]
+async fn a_kept_handle_of_one_module_does_not_resume_another_modules_wait() {
+    let log = Log::new();
+    let kept: Arc<Mutex<Option<CompletionHandle>>> = Arc::default();
+    let waiter: Arc<Mutex<Option<CompletionHandle>>> = Arc::default();
+    let mut t = TestPipeline::new();
+    {
+        let kept = kept.clone();
+        t.module(
+            "Keeper",
+            Registration::events(N::BeginRequest),
+            script(move |ctx, _| {
+                *kept.lock().unwrap() = Some(ctx.completion_handle());
+                Status::Continue
+            }),
+        );
+    }
+    {
+        let waiter = waiter.clone();
+        t.module(
+            "Waiter",
+            Registration::events(N::AuthorizeRequest),
+            script(move |ctx, _| {
+                *waiter.lock().unwrap() = Some(ctx.completion_handle());
+                Status::Pending
+            }),
+        );
+    }
+    t.module(
+        "Recorder",
+        Registration::events(N::ResolveRequestCache | N::LogRequest),
+        recorder(&log),
+    );
+    let pipeline = t.build();
+    let mut execution = RequestExecution::new(context(&pipeline, request(Method::GET, "/")));
+
+    let Step::Wait(_) = execution.resume() else {
+        panic!("the request should wait for Waiter");
+    };
+    // Keeper's signal is not for this wait: the request stays parked.
+    let keeper = kept.lock().unwrap().take().unwrap();
+    keeper.indicate_completion(Status::FinishRequest);
+    let Step::Wait(_) = execution.resume() else {
+        panic!("Keeper's handle resumed Waiter's wait");
+    };
+    drop(keeper);
+    let Step::Wait(_) = execution.resume() else {
+        panic!("dropping Keeper's last handle abandoned Waiter's wait");
+    };
+    waiter
+        .lock()
+        .unwrap()
+        .take()
+        .unwrap()
+        .indicate_completion(Status::Continue);
+    let outcome = drive(execution, Vec::new()).await;
+
+    outcome.assert_completed();
+    assert_eq!(log.entries(), ["ResolveRequestCache", "LogRequest"]);
+}
