@@ -810,7 +810,60 @@ impl ServerConfig {
                 seen.push((b, sb.site));
             }
         }
+        // An address-specific binding on a wildcard's port is served from
+        // the wildcard's socket, so both must speak the same protocol.
+        let shared = self.wildcard_sharing();
+        for sb in &self.bindings {
+            for (j, b) in sb.bindings.iter().enumerate() {
+                let Some(wildcard) = shared.get(&b.addr) else {
+                    continue;
+                };
+                let mismatch = self
+                    .bindings
+                    .iter()
+                    .flat_map(|o| &o.bindings)
+                    .any(|o| o.addr == *wildcard && o.tls != b.tls);
+                if mismatch {
+                    return Err(self.error_at(
+                        &format!("sites[{}].bindings[{j}]", sb.site),
+                        &format!(
+                            "{} shares port {} with the wildcard binding {wildcard}, which is \
+                             bound {} TLS; both must be `https://` or neither",
+                            b.addr,
+                            b.addr.port(),
+                            if b.tls { "without" } else { "with" }
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Address-specific binding addresses that share a socket with a
+    /// wildcard binding (`*:80` beside `10.0.0.1:80`), mapped to that
+    /// wildcard address. As with IIS and nginx, riis then listens on the
+    /// wildcard address only and tells the two apart by the address each
+    /// connection arrived at. Port 0 (an ephemeral port for each binding)
+    /// shares nothing.
+    pub(crate) fn wildcard_sharing(&self) -> BTreeMap<SocketAddr, SocketAddr> {
+        let addrs: std::collections::BTreeSet<SocketAddr> = self
+            .bindings
+            .iter()
+            .flat_map(|sb| sb.bindings.iter().map(|b| b.addr))
+            .collect();
+        addrs
+            .iter()
+            .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+            .filter_map(|a| {
+                let unspecified = match a.ip() {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                };
+                let wildcard = SocketAddr::new(unspecified, a.port());
+                addrs.contains(&wildcard).then_some((*a, wildcard))
+            })
+            .collect()
     }
 
     /// An error about a key, placed on the key's line (or the nearest
@@ -924,6 +977,32 @@ mod tests {
         ] {
             assert!(Binding::parse(never_matches).is_err(), "{never_matches}");
         }
+    }
+
+    #[test]
+    fn an_address_on_a_wildcards_port_shares_its_socket_and_protocol() {
+        let dir = std::env::temp_dir();
+        let text = "[[sites]]\nname = \"any\"\nroot = \".\"\nbindings = [\"*:8080\", \"[::]:8080\"]\n\
+            [[sites]]\nname = \"one\"\nroot = \".\"\nbindings = [\"127.0.0.1:8080\", \"[::1]:8080\", \"127.0.0.1:9090\", \"127.0.0.1:0\"]\n";
+        let config = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap();
+        let shared: Vec<(String, String)> = config
+            .wildcard_sharing()
+            .into_iter()
+            .map(|(a, w)| (a.to_string(), w.to_string()))
+            .collect();
+        assert_eq!(
+            shared,
+            [
+                ("127.0.0.1:8080".to_owned(), "0.0.0.0:8080".to_owned()),
+                ("[::1]:8080".to_owned(), "[::]:8080".to_owned()),
+            ]
+        );
+
+        let text = "[[sites]]\nname = \"any\"\nroot = \".\"\nbindings = [\"*:8443\"]\n\
+            [[sites]]\nname = \"one\"\nroot = \".\"\nbindings = [\"https://127.0.0.1:8443\"]\ncertificate = \"a.crt\"\ncertificate_key = \"a.key\"\n";
+        let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sites[1].bindings[0]"), "{e}");
+        assert!(e.message.contains("wildcard binding 0.0.0.0:8443"), "{e}");
     }
 
     #[test]

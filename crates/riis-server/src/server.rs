@@ -19,7 +19,7 @@ use crate::reload::{ConfigSource, Reloader};
 use crate::tls::{CertificateBinding, SniResolver};
 use arc_swap::ArcSwap;
 use riis_pipeline::{
-    ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn,
+    ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn, Site,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -189,6 +189,20 @@ pub(crate) struct ListenerPlan {
     addr: SocketAddr,
     routes: Routes,
     tls: Option<Arc<SniResolver>>,
+    /// Address-specific bindings served from this (wildcard) socket.
+    shared: Vec<SharedAddress>,
+}
+
+/// An address-specific binding on a wildcard binding's port (see
+/// [`ServerConfig::wildcard_sharing`]): connections that arrive at its
+/// address are routed, and offered certificates, as its own.
+pub(crate) struct SharedAddress {
+    addr: SocketAddr,
+    /// Its sites and the wildcard's, in http.sys's order: host names bound
+    /// to this address, host names bound to the wildcard, then this
+    /// address's catch-all, then the wildcard's.
+    routes: Routes,
+    tls: Option<Arc<SniResolver>>,
 }
 
 /// The certificates of every `https://` address, loaded (so a bad file is a
@@ -209,6 +223,13 @@ pub(crate) fn load_certificates(
                     },
                 ));
             }
+        }
+    }
+    // A shared address also offers the wildcard's certificates (after its
+    // own), since the wildcard's host names answer there too.
+    for (specific, wildcard) in config.wildcard_sharing() {
+        if let Some(more) = by_addr.get(&wildcard).cloned() {
+            by_addr.entry(specific).or_default().extend(more);
         }
     }
     by_addr
@@ -246,23 +267,57 @@ pub(crate) fn plan_listeners(
                 .push((b.host.clone(), site.clone()));
         }
     }
-    by_addr
-        .into_iter()
-        .map(|(addr, mut routes)| {
-            // Host-specific bindings first; the hostless one catches the rest.
-            routes.sort_by_key(|(h, _)| h.is_none());
-            ListenerPlan {
-                addr,
-                routes: routes.into(),
-                tls: certificates.get(&addr).cloned(),
-            }
+    for routes in by_addr.values_mut() {
+        // Host-specific bindings first; the hostless one catches the rest.
+        routes.sort_by_key(|(h, _)| h.is_none());
+    }
+    let sharing = config.wildcard_sharing();
+    let mut plans: BTreeMap<SocketAddr, ListenerPlan> = by_addr
+        .iter()
+        .filter(|(addr, _)| !sharing.contains_key(addr))
+        .map(|(addr, routes)| {
+            let plan = ListenerPlan {
+                addr: *addr,
+                routes: routes.as_slice().into(),
+                tls: certificates.get(addr).cloned(),
+                shared: Vec::new(),
+            };
+            (*addr, plan)
         })
-        .collect()
+        .collect();
+    for (specific, wildcard) in sharing {
+        let own = &by_addr[&specific];
+        let theirs = &by_addr[&wildcard];
+        let hosted = |r: &&(Option<String>, Arc<Site>)| r.0.is_some();
+        let merged: Vec<_> = own
+            .iter()
+            .filter(hosted)
+            .chain(theirs.iter().filter(hosted))
+            .chain(own.iter().filter(|r| r.0.is_none()))
+            .chain(theirs.iter().filter(|r| r.0.is_none()))
+            .cloned()
+            .collect();
+        if let Some(plan) = plans.get_mut(&wildcard) {
+            plan.shared.push(SharedAddress {
+                addr: specific,
+                routes: merged.into(),
+                tls: certificates.get(&specific).cloned(),
+            });
+        }
+    }
+    plans.into_values().collect()
 }
 
-/// Which sites answer on each listening address, from the plans.
+/// Which sites answer on each listening address, from the plans: bound
+/// addresses and the addresses that share a wildcard's socket.
 pub(crate) fn routes_of(plans: &[ListenerPlan]) -> BTreeMap<SocketAddr, Routes> {
-    plans.iter().map(|p| (p.addr, p.routes.clone())).collect()
+    plans
+        .iter()
+        .flat_map(|p| {
+            std::iter::once((p.addr, p.routes.clone()))
+                .chain(p.shared.iter().map(|a| (a.addr, a.routes.clone())))
+        })
+        .collect()
 }
 
 /// The `Strict-Transport-Security` value of each site that sets `hsts`.
@@ -412,20 +467,34 @@ impl Server {
                 group.push(first.try_clone().map_err(|e| ServerError::Bind(local, e))?);
             }
             group.push(first);
-            let sites: Vec<String> = plan
-                .routes
-                .iter()
-                .map(|(h, s)| match h {
-                    Some(h) => format!("{} ({h})", s.info().site_name),
-                    None => s.info().site_name.clone(),
-                })
-                .collect();
-            let tls = match &plan.tls {
-                Some(resolver) => {
-                    Some(crate::tls::acceptor(resolver.clone()).map_err(ServerError::Tls)?)
-                }
-                None => None,
+            let name = |(h, s): &(Option<String>, Arc<Site>)| match h {
+                Some(h) => format!("{} ({h})", s.info().site_name),
+                None => s.info().site_name.clone(),
             };
+            let mut sites: Vec<String> = plan.routes.iter().map(name).collect();
+            for shared in &plan.shared {
+                // The shared address's own sites (its routes end with the
+                // wildcard's, already listed).
+                let own = shared.routes.iter().filter(|r| {
+                    !plan
+                        .routes
+                        .iter()
+                        .any(|w| Arc::ptr_eq(&w.1, &r.1) && w.0 == r.0)
+                });
+                sites.extend(own.map(|r| format!("{} on {}", name(r), shared.addr.ip())));
+            }
+            let acceptor = |resolver: &Option<Arc<SniResolver>>| match resolver {
+                Some(resolver) => crate::tls::acceptor(resolver.clone())
+                    .map(Some)
+                    .map_err(ServerError::Tls),
+                None => Ok(None),
+            };
+            let tls = acceptor(&plan.tls)?;
+            let shared = plan
+                .shared
+                .iter()
+                .map(|a| Ok((a.addr, acceptor(&a.tls)?)))
+                .collect::<Result<Vec<_>, ServerError>>()?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             println!(
                 "riis: listening on {scheme}://{local} for {}",
@@ -437,6 +506,7 @@ impl Server {
                 listening: Listening {
                     key: plan.addr,
                     tls,
+                    shared: shared.into(),
                 },
             });
         }
@@ -475,6 +545,20 @@ struct ListenerGroup {
 struct Listening {
     key: SocketAddr,
     tls: Option<TlsAcceptor>,
+    /// Address-specific bindings served from this wildcard socket: their
+    /// addresses (routing keys) and TLS acceptors.
+    shared: Arc<[(SocketAddr, Option<TlsAcceptor>)]>,
+}
+
+impl Listening {
+    /// The routing key and TLS acceptor for a connection that arrived at
+    /// `local`: a shared address's own when it names that address.
+    fn arrived_at(&self, local: SocketAddr) -> (SocketAddr, Option<&TlsAcceptor>) {
+        match self.shared.iter().find(|(a, _)| a.ip() == local.ip()) {
+            Some((addr, tls)) => (*addr, tls.as_ref()),
+            None => (self.key, self.tls.as_ref()),
+        }
+    }
 }
 
 /// A server whose addresses are bound, not yet serving.
@@ -746,8 +830,8 @@ async fn accept_loop(
             local_addr,
             remote,
         );
-        let key = listening.key;
-        match &listening.tls {
+        let (key, tls) = listening.arrived_at(local_addr);
+        match tls {
             None => serve_connection(stream, info, key, admission, Negotiated::Unknown, &serving),
             Some(acceptor) => {
                 info.is_tls = true;

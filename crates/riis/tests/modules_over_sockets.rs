@@ -578,6 +578,53 @@ fn host_names_choose_the_site() {
     assert_eq!(conn.read_response(false).header("x-site"), Some("fallback"));
 }
 
+/// A port free on every address at the moment (bound and let go), for a
+/// test that needs the same port on two addresses.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `*:P` and `127.0.0.1:P` together (IIS's "All Unassigned" beside an
+/// address of its own): one socket on the wildcard, and each connection
+/// routed by the address it arrived at. Host names bound to the wildcard
+/// still win over the address's catch-all, as in http.sys.
+#[test]
+fn an_address_binding_beside_a_wildcard_on_the_same_port_gets_its_own_connections() {
+    let port = free_port();
+    let text = format!(
+        "[[modules]]\nname = \"SiteName\"\n\
+        [[sites]]\nname = \"any\"\nroot = 'ROOT'\nbindings = [\"*:{port}\"]\n\
+        [[sites]]\nname = \"local\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:{port}\"]\n\
+        [[sites]]\nname = \"named\"\nroot = 'ROOT'\nbindings = [\"*:{port}:named.test\"]\n"
+    );
+    let server = InProcessServer::start(&text, TEST_MODULES);
+    assert_eq!(
+        server.addr,
+        std::net::SocketAddr::from(([0, 0, 0, 0], port))
+    );
+    let site_at = |ip: [u8; 4], host: &str| {
+        let mut conn = Connection::open(std::net::SocketAddr::from((ip, port)));
+        conn.send_raw(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        conn.read_response(false)
+            .header("x-site")
+            .map(str::to_owned)
+    };
+    assert_eq!(site_at([127, 0, 0, 1], "x.test").as_deref(), Some("local"));
+    assert_eq!(site_at([127, 0, 0, 2], "x.test").as_deref(), Some("any"));
+    assert_eq!(
+        site_at([127, 0, 0, 1], "named.test").as_deref(),
+        Some("named")
+    );
+    assert_eq!(
+        site_at([127, 0, 0, 2], "named.test").as_deref(),
+        Some("named")
+    );
+}
+
 #[test]
 fn shutdown_lets_in_flight_requests_finish() {
     let server = InProcessServer::start(&handler_config(&["Gate"], "Gate"), TEST_MODULES);

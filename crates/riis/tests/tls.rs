@@ -209,6 +209,57 @@ fn sni_chooses_each_sites_certificate_and_site() {
     assert_eq!(seen, t.a_der);
 }
 
+/// `https://*:P` and `https://127.0.0.1:P` share one socket: a connection
+/// to 127.0.0.1 is offered that binding's certificate and reaches its site;
+/// one to any other address gets the wildcard's.
+#[test]
+fn an_address_binding_beside_a_tls_wildcard_offers_its_own_certificate() {
+    let dir = TempDir::new("tls-shared");
+    let (any_cert, any_key, any_der) = certificate("any.test");
+    let (one_cert, one_key, one_der) = certificate("one.test");
+    dir.write("any.crt", any_cert);
+    dir.write("any.key", any_key);
+    dir.write("one.crt", one_cert);
+    dir.write("one.key", one_key);
+    dir.write("any/index.txt", "site any");
+    dir.write("one/index.txt", "site one");
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"
+[[sites]]
+name = "any"
+root = "any"
+bindings = ["https://*:{port}"]
+certificate = "any.crt"
+certificate_key = "any.key"
+
+[[sites]]
+name = "one"
+root = "one"
+bindings = ["https://127.0.0.1:{port}"]
+certificate = "one.crt"
+certificate_key = "one.key"
+"#
+        ),
+    );
+    let server = RunningBinary::start_as_configured(&["--config", config.to_str().unwrap()]);
+    assert_eq!(server.addr, SocketAddr::from(([0, 0, 0, 0], port)));
+
+    let (seen, _, mut tls) = connect(SocketAddr::from(([127, 0, 0, 1], port)), "x.test", &[]);
+    assert_eq!(seen, one_der, "127.0.0.1 got another certificate");
+    assert!(get_over(&mut tls, "x.test", "/index.txt").ends_with("site one"));
+
+    let (seen, _, mut tls) = connect(SocketAddr::from(([127, 0, 0, 2], port)), "x.test", &[]);
+    assert_eq!(seen, any_der, "127.0.0.2 got another certificate");
+    assert!(get_over(&mut tls, "x.test", "/index.txt").ends_with("site any"));
+}
+
 #[test]
 fn alpn_negotiates_http2() {
     let t = two_sites();

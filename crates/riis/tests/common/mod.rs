@@ -65,6 +65,15 @@ impl RunningBinary {
         Self::spawn(command)
     }
 
+    /// `riis serve ARGS` on the configuration's own addresses (no
+    /// `--listen`); the address is the first one it prints.
+    #[allow(dead_code)]
+    pub fn start_as_configured(args: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_riis"));
+        command.arg("serve").args(args);
+        Self::spawn(command)
+    }
+
     /// [`Self::start`] with the soft limit of open files lowered to `soft`
     /// (through `sh`'s `ulimit`, which then execs the server).
     #[allow(dead_code)]
