@@ -56,21 +56,28 @@ impl Coding {
 }
 
 /// The weight a client gives a coding: `q` from `Accept-Encoding`, 0 when
-/// it is refused or not named (and no `*` covers it).
+/// it is refused or not named (and no `*` covers it). `x-gzip` is `gzip`
+/// (RFC 9110 §8.4.1.3); an item whose `q` is not a number is ignored.
 fn weight(accept: &str, coding: &str) -> f32 {
     let mut star = None;
     for item in accept.split(',') {
         let mut parts = item.split(';');
         let name = parts.next().unwrap_or("").trim();
-        let q = parts
-            .filter_map(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .or_else(|| p.trim().strip_prefix("Q="))
-            })
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0)
-            .clamp(0.0, 1.0);
+        let q = match parts.find_map(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
+        }) {
+            None => 1.0,
+            Some(q) => match q.trim().parse::<f32>() {
+                Ok(q) if q.is_finite() => q.clamp(0.0, 1.0),
+                _ => continue,
+            },
+        };
+        let name = if name.eq_ignore_ascii_case("x-gzip") {
+            "gzip"
+        } else {
+            name
+        };
         if name.eq_ignore_ascii_case(coding) {
             return q;
         }
@@ -130,10 +137,12 @@ pub fn compressible_response(status: StatusCode, headers: &HeaderMap) -> bool {
         && status != StatusCode::NO_CONTENT
         && !headers.contains_key(header::CONTENT_ENCODING)
         && !headers.contains_key(header::CONTENT_RANGE)
-        && !headers
-            .get(header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("no-transform"))
+        && !headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+            })
+        })
 }
 
 /// Adds `Accept-Encoding` to `Vary` unless it is there (or `Vary: *`).
@@ -289,6 +298,14 @@ mod tests {
             Some(Coding::Gzip)
         );
         assert_eq!(negotiate(&accept("GZIP;Q=0.5")), Some(Coding::Gzip));
+        assert_eq!(negotiate(&accept("x-gzip")), Some(Coding::Gzip));
+        assert_eq!(
+            negotiate(&accept("X-GZIP;q=0.3, br;q=0")),
+            Some(Coding::Gzip)
+        );
+        // A q that is not a number drops its item, not the header.
+        assert_eq!(negotiate(&accept("br;q=abc, gzip")), Some(Coding::Gzip));
+        assert_eq!(negotiate(&accept("br;q=NaN")), None);
         assert_eq!(negotiate(&accept("gzip, zstd")), Some(Coding::Zstd));
         assert_eq!(
             negotiate(&accept("gzip, deflate, br, zstd")),
@@ -298,6 +315,18 @@ mod tests {
             negotiate(&accept("br;q=0.5, zstd;q=0.9, gzip;q=0.9")),
             Some(Coding::Zstd)
         );
+    }
+
+    #[test]
+    fn no_transform_counts_on_any_cache_control_line() {
+        let mut h = HeaderMap::new();
+        h.append(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+        assert!(compressible_response(StatusCode::OK, &h));
+        h.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60, No-Transform"),
+        );
+        assert!(!compressible_response(StatusCode::OK, &h));
     }
 
     #[test]

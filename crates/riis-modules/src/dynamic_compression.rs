@@ -11,10 +11,17 @@
 //!
 //! Never encoded: errors and other non-2xx statuses, 206 ranges, 204, HEAD,
 //! bodies that already have a `Content-Encoding`, `Cache-Control:
-//! no-transform`, and bodies known to be smaller than `min_size` (2,700
-//! bytes, IIS's threshold). A compressible response gets `Vary:
+//! no-transform`, bodies known to be smaller than `min_size` (2,700
+//! bytes, IIS's threshold), responses whose first send carries more than
+//! 4 MiB of file ranges (a large file is StaticCompression's business, or
+//! none: encoding it here would hold its compressed bytes in memory), and
+//! the sends of child requests (a child buffered
+//! into its parent is encoded with the parent's response; one that sends
+//! for itself goes as it is). A compressible response gets `Vary:
 //! Accept-Encoding` whether or not this client is sent an encoded body, and
-//! an encoded one gets a weak ETag.
+//! an encoded one gets a weak ETag. File ranges written after the encoding
+//! started are read in 64 KiB blocks; if one cannot be read, the response
+//! is cut short rather than sent with a hole.
 //!
 //! Configuration section `dynamic_compression`:
 //! - `enabled` (default true);
@@ -71,28 +78,37 @@ pub struct DynamicCompression {
     encoder: Option<Encoder>,
 }
 
-/// The body bytes of the buffered entity; file ranges are read (rare for
-/// generated responses; static files are StaticCompression's).
-fn entity_bytes(chunks: &[EntityChunk]) -> Vec<u8> {
+/// The most file-range bytes a response may start with and be encoded.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How much of a file range is read at a time into the encoder.
+const FILE_BLOCK: usize = 64 * 1024;
+
+/// Feeds the buffered entity to `encoder`: memory as it is, file ranges a
+/// block at a time (so a large range never sits in memory whole).
+fn encode_entity(encoder: &mut Encoder, chunks: &[EntityChunk]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let mut out = Vec::new();
+    let mut block = Vec::new();
     for chunk in chunks {
         match chunk {
-            EntityChunk::Memory(b) => out.extend_from_slice(b),
+            EntityChunk::Memory(b) => encoder.write(b),
             EntityChunk::File {
                 file,
                 offset,
                 length,
             } => {
-                let start = out.len();
-                out.resize(start + *length as usize, 0);
-                if file.read_exact_at(&mut out[start..], *offset).is_err() {
-                    out.truncate(start);
+                let mut done = 0;
+                while done < *length {
+                    let n = (*length - done).min(FILE_BLOCK as u64) as usize;
+                    block.resize(n, 0);
+                    file.read_exact_at(&mut block, offset + done)?;
+                    encoder.write(&block);
+                    done += n as u64;
                 }
             }
         }
     }
-    out
+    Ok(())
 }
 
 impl DynamicCompression {
@@ -100,10 +116,21 @@ impl DynamicCompression {
     /// response alone.
     fn choose(&self, ctx: &mut HttpContext, provider: &SendResponseProvider) -> Option<Coding> {
         let config = ctx.config(self.config);
-        if !config.enabled || ctx.request().method() == Method::HEAD {
+        if !config.enabled || ctx.request().method() == Method::HEAD || ctx.child_depth() > 0 {
             return None;
         }
         let response = ctx.response();
+        let file_bytes: u64 = response
+            .entity_chunks()
+            .iter()
+            .map(|c| match c {
+                EntityChunk::File { length, .. } => *length,
+                EntityChunk::Memory(_) => 0,
+            })
+            .sum();
+        if file_bytes > MAX_FILE_BYTES {
+            return None;
+        }
         if !content_encoding::compressible_response(response.status(), response.headers())
             || !content_encoding::type_listed(
                 response.header(header::CONTENT_TYPE),
@@ -143,8 +170,14 @@ impl HttpModule for DynamicCompression {
         let Some(encoder) = self.encoder.as_mut() else {
             return RequestNotificationStatus::Continue;
         };
-        let input = entity_bytes(ctx.response().entity_chunks());
-        encoder.write(&input);
+        if let Err(e) = encode_entity(encoder, ctx.response().entity_chunks()) {
+            tracing::error!(error = %e, url = %ctx.request().url(), "DynamicCompression: a file range could not be read; the response is cut short");
+            self.encoder = None;
+            let response = ctx.response_mut();
+            response.set_entity_chunks(Vec::new());
+            response.reset_connection();
+            return RequestNotificationStatus::Continue;
+        }
         let output = if provider.is_final_send() {
             self.encoder.take().map(Encoder::finish).unwrap_or_default()
         } else {

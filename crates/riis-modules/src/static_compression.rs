@@ -7,16 +7,26 @@
 //! engine probed, sent in one piece, with the file's ETag), it picks brotli,
 //! zstd or gzip from `Accept-Encoding` and replaces the body with the compressed
 //! copy. Copies live in `directory`, named by a hash of the file's path,
-//! length and modification time and the coding, so a changed file gets
-//! a new copy and the old one is never served again; they are written once
-//! (to a temporary name, then renamed) and kept in memory for files that fit
-//! the server's file cache size limit.
+//! length and modification time, the coding and its level, so a changed
+//! file (or level) gets a new copy and the old one is never served again.
+//! A copy is made by one request at a time (others meanwhile get the file
+//! as it is), written to a temporary file of its own, synced, then renamed
+//! into place; an empty copy is never trusted. Copies of up to 256 KiB are
+//! also kept in memory, 64 MiB in all. Names come from Rust's default
+//! hasher with fixed keys: the same across restarts of one build; a new
+//! build may name copies anew (old ones are left for the operator to
+//! remove).
+//!
+//! The directory is made owner-only (0700). One that belongs to another
+//! user, or that others may write to, is refused (logged once; files then
+//! go uncompressed until it is fixed): in a shared `/tmp`, another user
+//! could otherwise plant the bytes served.
 //!
 //! Never encoded: files under `min_size` (2,700 bytes) or over `max_size`
 //! (4 MiB: a copy is made while the first request waits), types not listed,
 //! ranges, HEAD, and responses that already have a `Content-Encoding`.
-//! Compressible files always get `Vary: Accept-Encoding`; encoded ones a
-//! weak ETag.
+//! Compressible files always get `Vary: Accept-Encoding` (on HEAD too);
+//! encoded ones a weak ETag.
 //!
 //! Configuration section `static_compression`:
 //! - `enabled` (default true);
@@ -26,9 +36,10 @@
 //! - `gzip_level` (9), `brotli_quality` (9) and `zstd_level` (19, the
 //!   highest whose window browsers accept): paid once per file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
@@ -81,10 +92,111 @@ impl Default for StaticCompressionConfig {
 }
 
 /// Copies held in memory, by the name of their file on disk, and their total
-/// size; shared by every request (the module's factory holds it).
+/// size, and the copies being made now; shared by every request (the
+/// module's factory holds it).
 #[derive(Default)]
 struct Copies {
     memory: Mutex<(HashMap<PathBuf, Bytes>, usize)>,
+    making: Mutex<HashSet<PathBuf>>,
+    /// Directories checked: `true` once found private (not checked again),
+    /// `false` once refused and logged (checked again, logged no more).
+    directories: Mutex<HashMap<PathBuf, bool>>,
+}
+
+impl Copies {
+    /// [`private_directory`], remembered: a private directory is checked
+    /// once, a refused one is logged once.
+    fn directory_usable(&self, dir: &Path) -> bool {
+        let mut seen = self.directories.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get(dir) == Some(&true) {
+            return true;
+        }
+        match private_directory(dir) {
+            Ok(()) => {
+                seen.insert(dir.to_owned(), true);
+                true
+            }
+            Err(why) => {
+                if seen.insert(dir.to_owned(), false).is_none() {
+                    tracing::error!(
+                        "StaticCompression: {why}; static files go uncompressed until it is fixed"
+                    );
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Takes a copy's name out of [`Copies::making`] when its maker is done,
+/// however it ends.
+struct Making<'a> {
+    copies: &'a Copies,
+    name: &'a Path,
+}
+
+impl Drop for Making<'_> {
+    fn drop(&mut self) {
+        self.copies
+            .making
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.name);
+    }
+}
+
+/// Unique temporary names within the process (with the process id, across
+/// processes sharing the directory).
+static TEMPORARY: AtomicU64 = AtomicU64::new(0);
+
+/// Creates `dir` owner-only if it is missing, and checks that it is ours and
+/// that nobody else may write to it.
+fn private_directory(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        return Err(format!("cannot create {}: {e}", dir.display()));
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} belongs to another user or others may write to it",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `data` as `name`: to a temporary file of this call's own, synced,
+/// then renamed into place, so a reader sees a whole copy or none.
+fn write_copy(name: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = name.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        name.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id(),
+        TEMPORARY.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, name)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Compressed copies larger than this are read from disk per request rather
@@ -108,43 +220,72 @@ fn default_directory() -> PathBuf {
 impl StaticCompression {
     /// The file name of the copy of `path` as the engine saw it (length and
     /// modification time) in `coding`.
-    fn copy_name(dir: &Path, path: &Path, info: &ResourceInfo, coding: Coding) -> Option<PathBuf> {
+    fn copy_name(
+        dir: &Path,
+        path: &Path,
+        info: &ResourceInfo,
+        coding: Coding,
+        level: u32,
+    ) -> Option<PathBuf> {
         let mtime = info.modified?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
         // SipHash with fixed keys: names stay the same across restarts.
         let mut h = std::collections::hash_map::DefaultHasher::new();
         h.write(path.as_os_str().as_encoded_bytes());
         h.write_u64(info.len);
         h.write_u128(mtime);
+        h.write_u32(level);
         Some(dir.join(format!("{:016x}.{}", h.finish(), coding.suffix())))
     }
 
     /// The compressed copy, made now from `source()` if there is none (the
     /// file's bytes are gathered only then: a request served from a copy
-    /// reads nothing of the file).
+    /// reads nothing of the file). `Err` says why there is none; `Ok(None)`
+    /// that another request is making it.
     fn copy(
         &self,
         name: &Path,
         source: impl FnOnce() -> Option<Vec<u8>>,
         coding: Coding,
         level: u32,
-    ) -> Option<Bytes> {
-        if let Some(b) = self.copies.memory.lock().ok()?.0.get(name) {
-            return Some(b.clone());
+    ) -> Result<Option<Bytes>, String> {
+        let memory = self.copies.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = memory.0.get(name) {
+            return Ok(Some(b.clone()));
+        }
+        drop(memory);
+        if !self
+            .copies
+            .directory_usable(name.parent().unwrap_or(Path::new(".")))
+        {
+            return Ok(None);
         }
         let data = match std::fs::read(name) {
-            Ok(d) => d,
-            Err(_) => {
-                let data = coding.compress(&source()?, level);
-                let dir = name.parent()?;
-                std::fs::create_dir_all(dir).ok()?;
-                let tmp = dir.join(format!(
-                    ".{}.{}.tmp",
-                    name.file_name()?.to_string_lossy(),
-                    std::process::id()
-                ));
-                std::fs::write(&tmp, &data).ok()?;
-                std::fs::rename(&tmp, name).ok()?;
-                data
+            Ok(d) if !d.is_empty() => d,
+            _ => {
+                // One request makes each copy; the others meanwhile send
+                // the file as it is rather than compress it too.
+                if !self
+                    .copies
+                    .making
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_owned())
+                {
+                    return Ok(None);
+                }
+                let _making = Making {
+                    copies: &self.copies,
+                    name,
+                };
+                let made = source()
+                    .ok_or_else(|| "the file could not be read whole".to_owned())
+                    .map(|body| coding.compress(&body, level))
+                    .and_then(|data| {
+                        write_copy(name, &data)
+                            .map(|()| data)
+                            .map_err(|e| format!("the copy could not be written: {e}"))
+                    });
+                made?
             }
         };
         let data = Bytes::from(data);
@@ -157,7 +298,7 @@ impl StaticCompression {
                 }
             }
         }
-        Some(data)
+        Ok(Some(data))
     }
 
     /// The whole file body, if the response is exactly the probed file.
@@ -193,10 +334,11 @@ impl HttpModule for StaticCompression {
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
         let config = ctx.config(self.config);
+        let method = ctx.request().method();
         if !config.enabled
             || !provider.headers_being_sent()
             || !provider.is_final_send()
-            || ctx.request().method() != Method::GET
+            || (method != Method::GET && method != Method::HEAD)
             || ctx.response().status() != StatusCode::OK
             || !ctx.response().headers().contains_key(header::ETAG)
         {
@@ -220,7 +362,7 @@ impl HttpModule for StaticCompression {
         }
         let coding = content_encoding::negotiate(ctx.request().headers());
         content_encoding::add_vary(ctx.response_mut().headers_mut());
-        let Some(coding) = coding else {
+        let Some(coding) = coding.filter(|_| ctx.request().method() == Method::GET) else {
             return RequestNotificationStatus::Continue;
         };
         let config = ctx.config(self.config);
@@ -237,7 +379,7 @@ impl HttpModule for StaticCompression {
         let Some(path) = ctx.mapped_path().map(Path::to_path_buf) else {
             return RequestNotificationStatus::Continue;
         };
-        let Some(name) = Self::copy_name(&dir, &path, &info, coding) else {
+        let Some(name) = Self::copy_name(&dir, &path, &info, coding, level) else {
             return RequestNotificationStatus::Continue;
         };
         if ctx.response().buffered_len() != info.len {
@@ -246,14 +388,15 @@ impl HttpModule for StaticCompression {
         }
         let source = || Self::file_body(ctx, info.len);
         match self.copy(&name, source, coding, level) {
-            Some(compressed) => {
+            Ok(Some(compressed)) => {
                 let response = ctx.response_mut();
                 content_encoding::mark_encoded(response.headers_mut(), coding);
                 response.set_entity_chunks(vec![EntityChunk::Memory(compressed)]);
             }
-            None => tracing::warn!(
+            Ok(None) => {}
+            Err(why) => tracing::warn!(
                 copy = %name.display(),
-                "StaticCompression: no compressed copy (the file or the copy could not be read or written); sending the file as it is"
+                "StaticCompression: no compressed copy ({why}); sending the file as it is"
             ),
         }
         RequestNotificationStatus::Continue

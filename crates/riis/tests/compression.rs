@@ -137,10 +137,48 @@ fn small_files_and_other_types_are_not_compressed() {
     assert_eq!(resp.header("content-encoding"), None);
     assert_eq!(resp.header("vary"), None);
     assert_eq!(resp.body.len(), 10_000);
-    // HEAD is never given a coding.
+    // HEAD is never given a coding, but says that GET's varies.
     conn.send_raw(b"HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
     let resp = conn.read_response(true);
     assert_eq!(resp.header("content-encoding"), None);
+    assert_eq!(resp.header("vary"), Some("Accept-Encoding"));
+}
+
+/// A copy directory others may write to could hold planted bytes: it is
+/// refused, and the file goes as it is.
+#[test]
+fn a_copy_directory_others_may_write_to_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("compress-open");
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let big = text(400);
+    dir.write("www/big.txt", &big);
+    let body = format!(
+        "{MODULES}\n[static_compression]\ndirectory = '{}'\n[dynamic_compression]\nenabled = false\n",
+        cache.display()
+    );
+    let config = write_config(&dir, &dir.path().join("www"), &body);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..2 {
+        let resp = fetch(&mut conn, "/big.txt", Some("gzip"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("content-encoding"), None);
+        assert_eq!(resp.text(), big);
+    }
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "a copy was written"
+    );
+
+    // Made private, it is used (the check is repeated until it passes).
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let resp = fetch(&mut conn, "/big.txt", Some("gzip"));
+    assert_eq!(resp.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&resp.body), big.as_bytes());
 }
 
 #[test]
@@ -177,6 +215,24 @@ fn dynamic_compression_takes_over_when_static_is_off() {
     let resp = fetch(&mut conn, "/page.txt", Some("zstd"));
     assert_eq!(resp.header("content-encoding"), Some("zstd"));
     assert_eq!(unzstd(&resp.body), big.as_bytes());
+}
+
+/// DynamicCompression does not take on a large file: its compressed bytes
+/// would sit in memory. Up to 4 MiB of file it does (above).
+#[test]
+fn dynamic_compression_leaves_a_large_file_alone() {
+    let dir = TempDir::new("dynamic-large");
+    let big = text(150_000);
+    assert!(big.len() > 4 * 1024 * 1024);
+    dir.write("www/large.txt", &big);
+    let body = format!("{MODULES}\n[static_compression]\nenabled = false\n");
+    let config = write_config(&dir, &dir.path().join("www"), &body);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let resp = fetch(&mut conn, "/large.txt", Some("gzip"));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-encoding"), None);
+    assert_eq!(resp.body.len(), big.len());
 }
 
 #[test]
