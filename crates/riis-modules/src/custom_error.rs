@@ -36,7 +36,7 @@
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
-use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
+use riis_pipeline::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use riis_pipeline::{
     escape_html, CompletionInfo, ExecuteFlags, HttpContext, HttpModule, ModuleError,
     ModuleRegistration, Priority, RequestNotification, RequestNotificationStatus,
@@ -138,6 +138,10 @@ struct Saved {
     reason: String,
     substatus: u16,
     hresult: Option<u32>,
+    /// The failed response's headers: the page's child request must not
+    /// leave its own (validators, caching, a redirect's `Location`) on the
+    /// error response.
+    headers: HeaderMap,
 }
 
 /// The module instance.
@@ -400,6 +404,7 @@ impl HttpModule for CustomError {
             reason: reason_of(ctx),
             substatus: resp.substatus(),
             hresult: resp.error().map(|e| e.hresult),
+            headers: resp.headers().clone(),
         };
         let started = ctx.clone_context_with_url(&url).and_then(|mut child| {
             // The error page is fetched, whatever the request's method was,
@@ -448,12 +453,28 @@ impl HttpModule for CustomError {
         _is_post: bool,
         _completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
-        let Some(saved) = self.saved.take() else {
+        let Some(mut saved) = self.saved.take() else {
             return RequestNotificationStatus::Continue;
         };
         let child_status = ctx.response().status();
+        let mut headers = std::mem::take(&mut saved.headers);
         if child_status.is_success() {
             self.executed = true;
+            // The error response's own headers, with the page's type and
+            // language; its length is the server's to count.
+            let page = ctx.response().headers();
+            for name in [
+                header::CONTENT_TYPE,
+                header::CONTENT_LANGUAGE,
+                header::CONTENT_LENGTH,
+            ] {
+                headers.remove(&name);
+                if name != header::CONTENT_LENGTH {
+                    if let Some(v) = page.get(&name) {
+                        headers.insert(name, v.clone());
+                    }
+                }
+            }
         } else {
             tracing::warn!(
                 status = child_status.as_u16(),
@@ -461,6 +482,7 @@ impl HttpModule for CustomError {
             );
             ctx.response_mut().clear_entity();
         }
+        *ctx.response_mut().headers_mut() = headers;
         Self::restore(ctx, saved);
         RequestNotificationStatus::Continue
     }

@@ -20,6 +20,15 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
+/// What a default document's name has escaped in the child request's URL:
+/// all but RFC 3986's unreserved characters and `/`.
+const FILE_NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 /// The `default_document` configuration section.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -72,7 +81,9 @@ impl HttpModule for DefaultDocument {
             return RequestNotificationStatus::Continue;
         };
         let mut url = ctx.request().uri().path().to_owned();
-        url.push_str(&file);
+        // The name is a file name; the URL wants it escaped (`100%.html`,
+        // `home page.html`).
+        url.extend(percent_encoding::utf8_percent_encode(&file, FILE_NAME));
         if let Some(q) = ctx.request().uri().query() {
             url.push('?');
             url.push_str(q);

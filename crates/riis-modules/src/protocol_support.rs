@@ -45,7 +45,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use riis_pipeline::http::header::{self, HeaderName};
-use riis_pipeline::http::{HeaderValue, Method, StatusCode};
+use riis_pipeline::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use riis_pipeline::{
     HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, RequestNotification,
     RequestNotificationStatus, RequestNotifications, Section, SendResponseProvider, ServerInfo,
@@ -280,12 +280,51 @@ impl HttpModule for ProtocolSupport {
             resp.delete_header(name);
         }
         for (name, value) in add.iter() {
-            resp.set_header(name.clone(), value.clone());
+            if name == header::VARY {
+                // `Vary` lists what the response depends on: the module's
+                // tokens join those already there (a compression module's
+                // `Accept-Encoding`), which replacing would hide from
+                // caches.
+                add_vary_tokens(resp.headers_mut(), value);
+            } else {
+                resp.set_header(name.clone(), value.clone());
+            }
         }
         if !keep_alive {
             resp.set_need_disconnect();
         }
         RequestNotificationStatus::Continue
+    }
+}
+
+/// Appends to `Vary` each token of `value` not already listed (any case);
+/// `Vary: *` already covers everything.
+fn add_vary_tokens(headers: &mut HeaderMap, value: &HeaderValue) {
+    let listed: Vec<String> = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if listed.iter().any(|t| t == "*") {
+        return;
+    }
+    let Ok(value) = value.to_str() else {
+        headers.append(header::VARY, value.clone());
+        return;
+    };
+    let missing: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !listed.contains(&t.to_ascii_lowercase()))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(&missing.join(", ")) {
+        headers.append(header::VARY, v);
     }
 }
 

@@ -222,11 +222,15 @@ fn custom_mode_serves_files_redirects_and_urls() {
         assert_eq!(resp.text(), PAGE_404, "{extra}");
         assert_eq!(resp.header("content-range"), None, "{extra}");
     }
-    // The ExecuteURL page came through StaticFile (its Content-Type and
-    // validators), the File page from the module itself.
+    // The ExecuteURL page came through StaticFile (its Content-Type), the
+    // File page from the module itself. The page's validators and range
+    // support are the page's, not the error's: a cache must not keep the
+    // 404 as if it were the page.
     let resp = send(server.addr, "GET", "/exec/missing.txt");
     assert_eq!(resp.header("content-type"), Some("text/html"));
-    assert!(resp.header("etag").is_some());
+    for name in ["etag", "last-modified", "accept-ranges"] {
+        assert_eq!(resp.header(name), None, "{name}");
+    }
     let resp = send(server.addr, "GET", "/missing.txt");
     assert_eq!(
         resp.header("content-type"),

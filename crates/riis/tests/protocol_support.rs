@@ -243,3 +243,40 @@ fn check_config_refuses_bad_header_names() {
         assert!(err.contains(message), "{section}: {err}");
     }
 }
+
+/// A `Vary` in `custom_headers` joins the response's own (here
+/// StaticCompression's `Accept-Encoding`) instead of replacing it, which
+/// would let caches hand a compressed body to any client.
+#[test]
+fn a_custom_vary_adds_to_the_responses_own() {
+    let dir = TempDir::new("protocol-vary");
+    let root = dir.path().join("www");
+    let text: String = (0..400).map(|i| format!("line {i} of text\n")).collect();
+    dir.write("www/big.txt", &text);
+    let site = format!(
+        "[sites.protocol]\ncustom_headers = {{ Vary = \"Origin, accept-encoding\" }}\n\
+         [sites.static_compression]\ndirectory = '{}'\n",
+        dir.path().join("copies").display()
+    );
+    let config = config_text(&root, &site).replace(
+        "[[modules]]\nname = \"StaticFile\"",
+        "[[modules]]\nname = \"StaticCompression\"\n[[modules]]\nname = \"StaticFile\"",
+    );
+    let config = dir.write("riis.toml", config);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    for accept in ["gzip", "identity"] {
+        let resp = request(
+            &mut conn,
+            &format!("GET /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: {accept}\r\n\r\n"),
+        );
+        assert_eq!(resp.status, 200);
+        let vary: Vec<String> = resp
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("vary"))
+            .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+            .collect();
+        assert_eq!(vary, ["accept-encoding", "origin"], "{accept}");
+    }
+}

@@ -43,6 +43,7 @@ fn site() -> Site {
     dir.write("www/data.unknownext", "x");
     dir.write("www/dir/index.html", "<h1>dir</h1>");
     dir.write("www/dir/inner.txt", "inner");
+    dir.write("www/odd/home page 100%.html", "<h1>odd</h1>");
     dir.write("www/dir/.secret.txt", "SECRET-IN-DIR");
     dir.write("www/.hidden.txt", "SECRET-HIDDEN");
     dir.write("www/.git/config.txt", "SECRET-GIT");
@@ -102,6 +103,10 @@ static_file = {{ allow_hidden = true }}
 [[sites.locations]]
 path = "/strict"
 static_file = {{ follow_symlinks = false }}
+
+[[sites.locations]]
+path = "/odd"
+default_document = {{ files = ["home page 100%.html"] }}
 "#,
             root = root.display()
         );
@@ -1087,6 +1092,15 @@ fn cache_headers_hidden_files_and_symlinks() {
         ok(
             case("default document kept", "GET", "/dir/", &[]),
             b"<h1>dir</h1>",
+        ),
+        ok(
+            case(
+                "default document named with a space and %",
+                "GET",
+                "/odd/",
+                &[],
+            ),
+            b"<h1>odd</h1>",
         ),
         case("405 kept", "POST", "/small.txt", &[])
             .status(405)
