@@ -179,6 +179,7 @@
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
 #define RIIS_CXX_EXCEPTIONS 1
 #include <exception>
+#include <mutex>
 #else
 #define RIIS_CXX_EXCEPTIONS 0
 #endif
@@ -429,6 +430,7 @@ class IHttpContext;
 class ICustomNotificationProvider;
 
 /** The helpers behind the IIS classes; not part of the IIS interface. */
+#pragma GCC visibility push(hidden)
 namespace riis_cxx {
 
 /** The server's function table, recorded at registration. */
@@ -437,9 +439,11 @@ inline const riis_api *&api_slot() {
     return api;
 }
 
-inline const riis_server *&server_slot() {
-    static const riis_server *server = NULL;
-    return server;
+/** The server software's name, copied at registration (the server's
+ *  string is only promised for the length of that call). */
+inline char (&software_slot())[128] {
+    static char software[128] = "riis";
+    return software;
 }
 
 inline const riis_api *api() { return api_slot(); }
@@ -686,6 +690,7 @@ inline ICustomNotificationProvider *envelope_provider(void *data) {
 }
 
 } /* namespace riis_cxx */
+#pragma GCC visibility pop
 
 /** The riis C ABI's function table (a riis addition): for what IIS has no
  *  method for. NULL before RegisterModule. */
@@ -1293,6 +1298,7 @@ public:
     virtual IHttpApplication *GetApplication(VOID) = 0;
 };
 
+#pragma GCC visibility push(hidden)
 namespace riis_cxx {
 
 /** Logs, once per method, that a module subscribed to a notification
@@ -1324,6 +1330,7 @@ inline void not_overridden(const char *method) {
 }
 
 } /* namespace riis_cxx */
+#pragma GCC visibility pop
 
 /* ================================================================ modules */
 
@@ -1550,6 +1557,7 @@ extern "C" __attribute__((visibility("default"))) HRESULT RegisterModule(
 
 /* ======================================================= implementation */
 
+#pragma GCC visibility push(hidden)
 namespace riis_cxx {
 
 /** What the objects of one context share. */
@@ -1582,6 +1590,14 @@ public:
         if (pStoredContext == NULL) {
             return E_INVALIDARG;
         }
+        /* Site and connection containers are shared by concurrent requests:
+         * the check and the store are one step, or two first requests would
+         * both succeed and the second store would clean up the first
+         * context while its request still uses it. */
+        std::unique_lock<std::mutex> shared;
+        if (scope_ != RIIS_SCOPE_REQUEST) {
+            shared = std::unique_lock<std::mutex>(shared_context_lock());
+        }
         if (api()->module_context(core_->ctx, scope_) != NULL) {
             return HRESULT_FROM_WIN32(ERROR_ALREADY_ASSIGNED);
         }
@@ -1589,8 +1605,15 @@ public:
                                          &Container::cleanup);
     }
 
+    /** One lock per module library (this header's names are hidden), which
+     *  is enough: a library's modules reach only their own slots. */
+    static std::mutex &shared_context_lock() {
+        static std::mutex lock;
+        return lock;
+    }
+
     /** The server's cleanup: CleanupStoredContext, exactly once. */
-    static void cleanup(void *data) {
+    static void cleanup(void *data) noexcept {
         IHttpStoredContext *stored = static_cast<IHttpStoredContext *>(data);
         guarded([&]() { stored->CleanupStoredContext(); },
                 [&](const char *why) {
@@ -2609,7 +2632,9 @@ private:
 };
 
 /** "CHttpModule::On[Post]<Event>" for log lines. */
-inline std::string notification_method(uint32_t notification, bool post) {
+/** "CHttpModule::On[Post]<Name>" in `out`: no allocation, since it is
+ *  used on the path that reports a failure (perhaps an allocation's). */
+inline const char *notification_method(char (&out)[64], uint32_t notification, bool post) {
     const char *name;
     switch (notification) {
     case RQ_BEGIN_REQUEST: name = "BeginRequest"; break;
@@ -2630,7 +2655,8 @@ inline std::string notification_method(uint32_t notification, bool post) {
     case RQ_CUSTOM_NOTIFICATION: name = "CustomRequestNotification"; break;
     default: name = "Notification"; break;
     }
-    return std::string("CHttpModule::On") + (post ? "Post" : "") + name;
+    snprintf(out, sizeof out, "CHttpModule::On%s%s", post ? "Post" : "", name);
+    return out;
 }
 
 /** Fails the request after a module threw: 500, or a disconnect when the
@@ -2655,8 +2681,9 @@ public:
     explicit Instance(CHttpModule *module) : module_(module), context_(NULL, NULL) {}
 
     static riis_status on_notification(void *self, riis_context *ctx, uint32_t notification,
-                                       int is_post, riis_provider *provider) {
+                                       int is_post, riis_provider *provider) noexcept {
         Instance *instance = static_cast<Instance *>(self);
+        instance->pending_ = false;
         instance->context_.bind(ctx);
         CurrentContextScope scope(ctx);
         bool post = is_post != 0;
@@ -2666,16 +2693,19 @@ public:
                 result = static_cast<riis_status>(instance->dispatch(notification, post, provider));
             },
             [&](const char *why) {
-                result = fail_request(ctx, notification_method(notification, post).c_str(), why);
+                char method[64];
+                result = fail_request(ctx, notification_method(method, notification, post), why);
             });
+        instance->returned(result);
         return result;
     }
 
     static riis_status on_async_completion(void *self, riis_context *ctx, uint32_t notification,
                                            int is_post, riis_provider *provider,
-                                           const riis_completion_info *completion) {
+                                           const riis_completion_info *completion) noexcept {
         UNREFERENCED_PARAMETER(provider);
         Instance *instance = static_cast<Instance *>(self);
+        instance->pending_ = false;
         instance->context_.bind(ctx);
         CurrentContextScope scope(ctx);
         HRESULT status = completion != NULL ? completion->status : S_OK;
@@ -2699,11 +2729,23 @@ public:
             [&](const char *why) {
                 result = fail_request(ctx, "CHttpModule::OnAsyncCompletion", why);
             });
+        instance->returned(result);
         return result;
     }
 
-    static void dispose(void *self) {
+    static void dispose(void *self) noexcept {
         Instance *instance = static_cast<Instance *>(self);
+        if (instance->pending_) {
+            /* The request ended while this module was pending (the server's
+             * execution limit, a client gone). IIS never does that, so a
+             * ported module's own thread may still call IndicateCompletion
+             * through its IHttpContext: keep the module and the context
+             * alive (the server keeps its side too), at the cost of a leak. */
+            log(NULL, RIIS_LOG_WARN,
+                "a request ended while a C++ module was pending; its CHttpModule is kept, "
+                "not disposed, in case its own thread still completes it");
+            return;
+        }
         guarded([&]() { instance->module_->Dispose(); },
                 [&](const char *why) { log_exception(NULL, "CHttpModule::Dispose", why); });
         for (size_t i = 0; i < instance->users_.size(); i++) {
@@ -2795,10 +2837,22 @@ private:
         }
     }
 
+    /** What a call returned: whether the module is now pending, and a
+     *  body read it asked for that no Pending follows is forgotten (or a
+     *  later completion would read as the end of the body). */
+    void returned(riis_status result) {
+        pending_ = result == RIIS_STATUS_PENDING;
+        if (!pending_) {
+            context_.core().read_pending = false;
+        }
+    }
+
     CHttpModule *module_;
     Context context_;
     /** Users handed to IAuthenticationProvider::SetUser, released at the end. */
     std::vector<IHttpUser *> users_;
+    /** The last call returned Pending and nothing has called it since. */
+    bool pending_ = false;
 };
 
 /** An IHttpModuleFactory as a riis_module_factory. */
@@ -2816,7 +2870,7 @@ public:
 
 private:
     static riis_hresult get_http_module(void *user_data, riis_allocator *allocator,
-                                        riis_module_instance *out) {
+                                        riis_module_instance *out) noexcept {
         FactoryAdapter *self = static_cast<FactoryAdapter *>(user_data);
         if (out == NULL) {
             return RIIS_E_INVALIDARG;
@@ -2846,7 +2900,7 @@ private:
         return S_OK;
     }
 
-    static void terminate(void *user_data) {
+    static void terminate(void *user_data) noexcept {
         FactoryAdapter *self = static_cast<FactoryAdapter *>(user_data);
         guarded([&]() { self->factory_->Terminate(); },
                 [&](const char *why) { log_exception(NULL, "IHttpModuleFactory::Terminate", why); });
@@ -3032,7 +3086,7 @@ public:
 
 private:
     static riis_global_status on_global_notification(void *user_data, uint32_t notification,
-                                                     riis_global_provider *p) {
+                                                     riis_global_provider *p) noexcept {
         GlobalAdapter *self = static_cast<GlobalAdapter *>(user_data);
         GLOBAL_NOTIFICATION_STATUS result = GL_NOTIFICATION_CONTINUE;
         guarded([&]() { result = self->dispatch(notification, p); },
@@ -3051,7 +3105,7 @@ private:
         return static_cast<riis_global_status>(result);
     }
 
-    static void terminate(void *user_data) {
+    static void terminate(void *user_data) noexcept {
         GlobalAdapter *self = static_cast<GlobalAdapter *>(user_data);
         guarded([&]() { self->module_->Terminate(); },
                 [&](const char *why) { log_exception(NULL, "CGlobalModule::Terminate", why); });
@@ -3243,8 +3297,7 @@ public:
     }
 
     PCSTR GetServerSoftware(VOID) const override {
-        const riis_server *server = server_slot();
-        return server != NULL && server->software != NULL ? server->software : "riis";
+        return software_slot();
     }
 
     VOID Log(DWORD dwLevel, PCSTR pszMessage) override { log(current_context(), dwLevel, pszMessage); }
@@ -3256,6 +3309,7 @@ inline IHttpServer *http_server() {
 }
 
 } /* namespace riis_cxx */
+#pragma GCC visibility pop
 
 /* ============================================================ entry point */
 
@@ -3266,14 +3320,21 @@ inline IHttpServer *http_server() {
  */
 extern "C" __attribute__((weak, visibility("default"))) riis_hresult riis_cxx_register_module(
     uint32_t server_version, riis_registration *registration, const riis_server *server) {
-    if (server == NULL || server->api == NULL) {
+    if (server == NULL || server->size < sizeof(riis_server) || server->api == NULL) {
         return RIIS_E_INVALIDARG;
     }
     if ((server->abi_version >> 16) != RIIS_ABI_MAJOR) {
         return RIIS_E_REVISION_MISMATCH;
     }
+    if (server->api->size < sizeof(riis_api)) {
+        /* An older table lacks functions this header calls. */
+        return RIIS_E_REVISION_MISMATCH;
+    }
     riis_cxx::api_slot() = server->api;
-    riis_cxx::server_slot() = server;
+    if (server->software != NULL) {
+        snprintf(riis_cxx::software_slot(), sizeof riis_cxx::software_slot(), "%s",
+                 server->software);
+    }
     riis_cxx::Registration info(registration);
     HRESULT hr = E_FAIL;
     riis_cxx::guarded(

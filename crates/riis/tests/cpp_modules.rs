@@ -143,4 +143,17 @@ fn the_header_links_into_a_module_of_several_translation_units() {
             "{s} is not exported:\n{symbols}"
         );
     }
+    // The header's own machinery stays inside the library: exported (and
+    // process-wide unique, as GCC makes inline functions' statics), two
+    // modules' libraries would share one callback table and server slot.
+    let demangled = Command::new("nm")
+        .args(["-D", "--defined-only", "-C"])
+        .arg(dir.path().join("libtwo.so"))
+        .output()
+        .expect("nm");
+    let demangled = String::from_utf8_lossy(&demangled.stdout);
+    assert!(
+        !demangled.contains("riis_cxx::"),
+        "header internals are exported:\n{demangled}"
+    );
 }
