@@ -660,7 +660,16 @@ impl HttpResponse {
                             ModuleError::new(format!("response_entity_chunk: {e}"))
                         })?);
                     let start = out.len();
-                    out.resize(start + chunk.length as usize, 0);
+                    // A range too large for memory fails this call, not the
+                    // process.
+                    let length = usize::try_from(chunk.length).unwrap_or(usize::MAX);
+                    out.try_reserve_exact(length).map_err(|_| {
+                        ModuleError::with_hresult(
+                            format!("response_entity_chunk: {length} bytes do not fit in memory"),
+                            abi::hr::E_OUTOFMEMORY as u32,
+                        )
+                    })?;
+                    out.resize(start + length, 0);
                     file.read_exact_at(&mut out[start..], chunk.offset)
                         .map_err(|e| ModuleError::new(format!("response_entity_chunk: {e}")))?;
                 }

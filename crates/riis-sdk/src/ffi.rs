@@ -131,11 +131,18 @@ pub(crate) fn log_cstring(message: &str) -> CString {
     CString::new(message.replace('\0', " ")).unwrap_or_default()
 }
 
-/// The text a panic carried.
-pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
-    panic
+/// The text a panic carried; the payload is dropped here, under a guard.
+pub(crate) fn panic_message(panic: Box<dyn Any + Send>) -> String {
+    let message = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_owned())
+        .unwrap_or_else(|| "a non-string panic payload".to_owned());
+    // A payload's own drop may panic too; outside a guard that would
+    // unwind into the server through the callback that caught the first.
+    if let Err(again) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)))
+    {
+        std::mem::forget(again);
+    }
+    message
 }

@@ -97,7 +97,7 @@ unsafe extern "C" fn get_http_module(
                 &format!(
                     "module {} panicked in its factory: {}",
                     holder.info.name,
-                    ffi::panic_message(&*panic)
+                    ffi::panic_message(panic)
                 ),
             );
             return abi::hr::E_FAIL;
@@ -140,7 +140,7 @@ unsafe extern "C" fn terminate_factory(user_data: *mut c_void) {
             abi::LOG_ERROR,
             &format!(
                 "module {name} panicked in its factory's terminate: {}",
-                ffi::panic_message(&*panic)
+                ffi::panic_message(panic)
             ),
         );
     }
@@ -268,7 +268,7 @@ unsafe extern "C" fn dispose(module: *mut c_void) {
             &format!(
                 "module {} panicked while being dropped: {}",
                 info.name,
-                ffi::panic_message(&*panic)
+                ffi::panic_message(panic)
             ),
         );
     }
@@ -368,7 +368,7 @@ impl InstanceInner {
                 let description = format!(
                     "module {} panicked in {when}: {}",
                     info.name,
-                    ffi::panic_message(&*panic)
+                    ffi::panic_message(panic)
                 );
                 fail_request(info, context, &description);
                 return abi::STATUS_FINISH_REQUEST;

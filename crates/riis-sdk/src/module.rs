@@ -359,8 +359,9 @@ pub trait GlobalModule: Send + Sync + 'static {
     fn on_global_cache_cleanup(&self) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
-    /// `OnGlobalConfigurationChange`: the configuration was reloaded.
-    fn on_global_configuration_change(&self) -> GlobalNotificationStatus {
+    /// `OnGlobalConfigurationChange`: the configuration was reloaded from
+    /// `path`.
+    fn on_global_configuration_change(&self, path: &Path) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
     /// `Terminate`: the server is shutting down.

@@ -305,7 +305,7 @@ pub unsafe fn register_module(
                 &format!(
                     "module {} panicked while registering: {}",
                     info.name,
-                    ffi::panic_message(&*panic)
+                    ffi::panic_message(panic)
                 ),
             );
             abi::hr::E_FAIL
@@ -369,7 +369,7 @@ unsafe extern "C" fn on_global_notification(
                 &format!(
                     "global module {} panicked in {notification}: {}",
                     holder.info.name,
-                    ffi::panic_message(&*panic)
+                    ffi::panic_message(panic)
                 ),
             );
             abi::GLOBAL_CONTINUE
@@ -395,7 +395,7 @@ unsafe extern "C" fn terminate_global(user_data: *mut c_void) {
             &format!(
                 "global module {} panicked in terminate: {}",
                 info.name,
-                ffi::panic_message(&*panic)
+                ffi::panic_message(panic)
             ),
         );
     }
@@ -471,7 +471,11 @@ fn dispatch_global(
         G::StopListening => m.on_global_stop_listening(),
         G::HealthCheck => m.on_global_health_check(),
         G::CacheCleanup => m.on_global_cache_cleanup(),
-        G::ConfigurationChange => m.on_global_configuration_change(),
+        G::ConfigurationChange => {
+            // SAFETY: see above.
+            let path = unsafe { ffi::path_from((api.global_file_path)(provider)) };
+            m.on_global_configuration_change(path.unwrap_or(std::path::Path::new("")))
+        }
         G::TraceEvent => {
             let (mut module, mut bit, mut post, mut url) =
                 (std::ptr::null(), 0u32, 0, std::ptr::null());

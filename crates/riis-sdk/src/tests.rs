@@ -1617,6 +1617,11 @@ impl GlobalModule for Global {
         );
         GlobalNotificationStatus::Handled
     }
+    fn on_global_configuration_change(&self, path: &std::path::Path) -> GlobalNotificationStatus {
+        // The mock's provider answers every file path with this one.
+        assert_eq!(path, std::path::Path::new("/srv/www/a.txt"));
+        GlobalNotificationStatus::Handled
+    }
     fn on_global_custom_notification(
         &self,
         provider: &mut CustomNotification,
@@ -1636,13 +1641,14 @@ fn global_modules_are_dispatched_and_contained() {
                 | GlobalNotification::ApplicationStart
                 | GlobalNotification::TraceEvent
                 | GlobalNotification::CacheOperation
+                | GlobalNotification::ConfigurationChange
                 | GlobalNotification::CustomNotification,
         )?;
         r.set_priority_for_global_notification(GlobalNotification::PreBeginRequest, Priority::First)
     }
     let (code, registration) = register_with(register);
     assert_eq!(code, 0);
-    assert_eq!(registration.global_notifications, 0x6300 | 0x10);
+    assert_eq!(registration.global_notifications, 0x6300 | 0x10 | 0x40);
     let global = registration.global.unwrap();
     let call = |bit: u32, provider: *mut c_void| {
         // SAFETY: the global record the SDK registered.
@@ -1659,6 +1665,7 @@ fn global_modules_are_dispatched_and_contained() {
     assert_eq!(call(0x2000, dummy), abi::GLOBAL_HANDLED);
     assert_eq!(call(0x10, dummy), abi::GLOBAL_HANDLED);
     assert_eq!(call(0x4000, dummy), abi::GLOBAL_HANDLED);
+    assert_eq!(call(0x40, dummy), abi::GLOBAL_HANDLED);
     // Not registered in the trait: the default.
     assert_eq!(call(0x20, std::ptr::null_mut()), abi::GLOBAL_CONTINUE);
     // A panic: logged, Continue.
