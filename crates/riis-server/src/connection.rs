@@ -139,10 +139,18 @@ pub enum Expiry {
     KeepAlive,
     /// The client did not take response bytes for `timeouts.send`.
     Send,
+    /// The server is stopping and `shutdown_timeout` ran out before the
+    /// connection's exchange finished.
+    Shutdown,
 }
 
 impl Expiry {
-    const ALL: [Expiry; 3] = [Expiry::HeaderRead, Expiry::KeepAlive, Expiry::Send];
+    const ALL: [Expiry; 4] = [
+        Expiry::HeaderRead,
+        Expiry::KeepAlive,
+        Expiry::Send,
+        Expiry::Shutdown,
+    ];
 
     /// The value stored for it (0 is "none").
     fn code(self) -> u8 {
@@ -513,6 +521,32 @@ impl Sweeper {
                     None => c.activity.ask_to_park(t),
                 }
             }
+        }
+    }
+
+    /// Closes every connection of the worker now: the drain's deadline
+    /// passed. Their tasks end at their next poll (they are woken), which
+    /// drops what they were serving, so a program that embeds riis keeps
+    /// no connection of it once `serve` returns.
+    pub async fn close_all(&self) {
+        {
+            let list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            for c in list.iter() {
+                c.activity.expire(Expiry::Shutdown);
+            }
+        }
+        // A connection ends within a turn or two of being woken; do not
+        // wait on one that cannot (its task is already gone with its
+        // runtime, or stuck in a module's own code).
+        for _ in 0..50 {
+            {
+                let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+                list.retain(|a| Arc::strong_count(a) > 1);
+                if list.is_empty() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -457,14 +457,27 @@ async fn drive(
                     exec.expire_read(why);
                 }
             },
-            Event::Other(Step::Wait(waiter)) => match execution {
-                Some(limit) => {
-                    if tokio::time::timeout(limit, waiter.wait()).await.is_err() {
+            Event::Other(Step::Wait(waiter)) => {
+                let limit = async {
+                    match execution {
+                        Some(limit) => tokio::time::sleep(limit).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = waiter.wait() => {}
+                    () = limit => {
                         exec.expire_wait("a module did not complete within timeouts.execution");
                     }
+                    () = client_gone(&mut reply, &stream) => {
+                        // Nobody will read the answer (the client left, or
+                        // the server closed the connection at its drain
+                        // deadline): end the request rather than keep its
+                        // modules until they complete.
+                        exec.expire_wait("the client's connection closed while a module was pending");
+                    }
                 }
-                None => waiter.wait().await,
-            },
+            }
             Event::Other(Step::Done) => break,
             Event::Other(Step::Send) => unreachable!("sends are turned into Event::Send"),
         }
@@ -475,6 +488,21 @@ async fn drive(
     // What is left of the request body goes with the response (see
     // `RequestBodyHold`).
     hold.put(reader.body);
+}
+
+/// Resolves once the connection can no longer take this request's
+/// response: hyper dropped the request (the connection closed) before the
+/// response went out, or the receiver of a streamed body went away. Never
+/// resolves when neither is held.
+async fn client_gone(
+    reply: &mut Option<oneshot::Sender<Reply>>,
+    stream: &Option<mpsc::Sender<StreamItem>>,
+) {
+    match (reply, stream) {
+        (Some(reply), _) => reply.closed().await,
+        (None, Some(stream)) => stream.closed().await,
+        (None, None) => std::future::pending().await,
+    }
 }
 
 /// Reads request body bytes for `Step::ReadEntity`, holding the client to

@@ -782,6 +782,7 @@ async fn run_worker(
             "in-flight requests did not finish within {}s; closing them",
             deadline.as_secs()
         );
+        serving.sweeper.close_all().await;
     }
     let _ = sweeping.await;
 }

@@ -61,6 +61,42 @@ fn register_later(
     )
 }
 
+/// Requests that reached [`Forever`], and those of them that ended.
+static FOREVER_ENTERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static FOREVER_ENDED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// [`Forever`]'s handles, kept so that its waits are never abandoned.
+static FOREVER_HANDLES: std::sync::Mutex<Vec<riis_pipeline::CompletionHandle>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Pends in its handler and never completes; counts its requests' ends.
+struct Forever;
+impl HttpModule for Forever {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        FOREVER_HANDLES
+            .lock()
+            .unwrap()
+            .push(ctx.completion_handle());
+        FOREVER_ENTERED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Status::Pending
+    }
+    fn on_end_request(&mut self, _: &mut HttpContext) -> Status {
+        FOREVER_ENDED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Status::Continue
+    }
+}
+
+fn register_forever(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Forever,
+        N::ExecuteRequestHandler | N::EndRequest,
+        RequestNotifications::NONE,
+    )
+}
+
 /// Reads the whole body asynchronously and echoes it.
 #[derive(Default)]
 struct Echo {
@@ -380,6 +416,7 @@ const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("Gate", register_gate),
     ("Boom", register_boom),
     ("Later", register_later),
+    ("Forever", register_forever),
     ("Echo", register_echo),
     ("Upper", register_upper),
     ("SiteName", register_site_name),
@@ -407,6 +444,32 @@ fn a_panicking_module_fails_only_its_request() {
     let resp = conn.get("/fine");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "done later");
+    server.stop();
+}
+
+/// A client that leaves while a module is pending ends the request (its
+/// LogRequest and EndRequest run, its modules are disposed) instead of
+/// keeping it until the module completes or `timeouts.execution` runs out.
+#[test]
+fn a_pending_request_ends_when_its_client_leaves() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let server = InProcessServer::start(&handler_config(&["Forever"], "Forever"), TEST_MODULES);
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    conn.write_all(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    while FOREVER_ENTERED.load(SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(FOREVER_ENDED.load(SeqCst), 0);
+    drop(conn);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while FOREVER_ENDED.load(SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request still waits for its module after the client left"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     server.stop();
 }
 
