@@ -68,6 +68,8 @@ pub struct Reloader {
     fixed: ServerSettings,
     /// One reload at a time.
     busy: Mutex<()>,
+    /// Replaced configurations, stopped when their last request ends.
+    retiring: Arc<Retiring>,
 }
 
 fn listeners_of(config: &ServerConfig) -> BTreeSet<(SocketAddr, bool)> {
@@ -86,6 +88,7 @@ impl Reloader {
         current: CurrentGeneration,
         certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
         running: &ServerConfig,
+        retiring: Arc<Retiring>,
     ) -> Self {
         Self {
             source,
@@ -96,6 +99,7 @@ impl Reloader {
             listeners: listeners_of(running),
             fixed: running.settings.clone(),
             busy: Mutex::new(()),
+            retiring,
         }
     }
 
@@ -152,7 +156,7 @@ impl Reloader {
             .swap(Arc::new(Generation::new(&config, pipeline.clone(), routes)));
         // The cache's events go to the configuration in force.
         self.fs.attach(&pipeline);
-        retire(old);
+        self.retiring.retire(old);
         Ok(config.file)
     }
 
@@ -165,19 +169,65 @@ impl Reloader {
     }
 }
 
-/// Stops the modules of a replaced configuration once no request uses it.
-fn retire(old: Arc<Generation>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        // Requests hold the generation (and their contexts the pipeline)
-        // until they end.
-        while Arc::strong_count(&old) > 1 || Arc::strong_count(&old.pipeline) > 1 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// Configurations a reload replaced whose modules are not stopped yet.
+/// Each is stopped (ApplicationStop, then Terminate) once no request uses
+/// it, or when the server stops, whichever comes first, and only once:
+/// whoever takes it out of the list stops it.
+#[derive(Default)]
+pub(crate) struct Retiring(Mutex<Vec<Arc<Generation>>>);
+
+impl Retiring {
+    /// Adds `old` and watches it on the current runtime (without one, it
+    /// waits for [`Retiring::stop_all`]).
+    fn retire(self: &Arc<Self>, old: Arc<Generation>) {
+        let watched = Arc::downgrade(&old);
+        self.lock().push(old);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let retiring = self.clone();
+        runtime.spawn(async move {
+            loop {
+                let Some(old) = watched.upgrade() else {
+                    return; // stopped at shutdown
+                };
+                // Requests hold the generation (and their contexts the
+                // pipeline) until they end; the list holds one more, and so
+                // does `old` here.
+                if Arc::strong_count(&old) <= 2 && Arc::strong_count(&old.pipeline) <= 1 {
+                    if let Some(old) = retiring.take(&old) {
+                        stop(&old);
+                        tracing::debug!("the previous configuration's modules are stopped");
+                    }
+                    return;
+                }
+                drop(old);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
+    /// Stops every configuration still retiring (the server is stopping:
+    /// its requests are done, or were closed at the drain deadline).
+    pub(crate) fn stop_all(&self) {
+        let all = std::mem::take(&mut *self.lock());
+        for old in all {
+            stop(&old);
         }
-        old.pipeline.raise_application_stop();
-        old.pipeline.terminate();
-        tracing::debug!("the previous configuration's modules are stopped");
-    });
+    }
+
+    fn take(&self, g: &Arc<Generation>) -> Option<Arc<Generation>> {
+        let mut list = self.lock();
+        let i = list.iter().position(|o| Arc::ptr_eq(o, g))?;
+        Some(list.swap_remove(i))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Generation>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn stop(g: &Generation) {
+    g.pipeline.raise_application_stop();
+    g.pipeline.terminate();
 }

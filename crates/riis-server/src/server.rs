@@ -15,7 +15,7 @@ use riis_native::{precondition_holds, NativeLibrary};
 use crate::connection::{answer_and_close, start_clock, ConnectionCounter, Sweeper};
 use crate::driver::{CurrentGeneration, Generation};
 use crate::protocol::{serve_connection, Negotiated, Serving};
-use crate::reload::{ConfigSource, Reloader};
+use crate::reload::{ConfigSource, Reloader, Retiring};
 use crate::tls::{CertificateBinding, SniResolver};
 use arc_swap::ArcSwap;
 use riis_pipeline::{
@@ -347,6 +347,8 @@ pub struct Server {
     certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
     extra: Vec<(String, RegisterModuleFn)>,
     source: Option<ConfigSource>,
+    /// Configurations replaced by reloads, not stopped yet.
+    retiring: Arc<Retiring>,
 }
 
 impl Server {
@@ -379,6 +381,7 @@ impl Server {
             ))),
             extra: extra.iter().map(|(n, f)| ((*n).to_owned(), *f)).collect(),
             source: None,
+            retiring: Arc::default(),
             certificates,
             counter: Arc::default(),
             config,
@@ -402,6 +405,7 @@ impl Server {
             self.current.clone(),
             self.certificates.clone(),
             &self.config,
+            self.retiring.clone(),
         ))
     }
 
@@ -659,6 +663,7 @@ impl Server {
 /// and Terminate.
 struct Lifecycle {
     current: CurrentGeneration,
+    retiring: Arc<Retiring>,
     health: tokio::task::JoinHandle<()>,
 }
 
@@ -713,6 +718,7 @@ impl Lifecycle {
         ));
         Self {
             current: server.current.clone(),
+            retiring: server.retiring.clone(),
             health,
         }
     }
@@ -725,6 +731,9 @@ impl Lifecycle {
 
     async fn finish(self) {
         let _ = self.health.await;
+        // Configurations a reload replaced and whose last requests ended
+        // only now (or never will) are stopped too, before the one in force.
+        self.retiring.stop_all();
         let pipeline = self.current.load().pipeline.clone();
         pipeline.raise_application_stop();
         pipeline.terminate();

@@ -926,7 +926,17 @@ fn a_reload_stops_the_modules_of_the_configuration_it_replaces() {
         "the replaced configuration got ApplicationStop"
     );
     assert_eq!(TERMINATES.load(SeqCst), 1, "and Terminate");
+    // A reload outside any runtime cannot watch the configuration it
+    // replaces; that one is still retiring when the server stops, and is
+    // stopped then, with the one in force.
+    reloader.reload().unwrap();
+    assert_eq!(common::get(addr, "/x").status, 200);
+    assert_eq!(STOPS.load(SeqCst), 1);
     running.stop();
-    assert_eq!(STOPS.load(SeqCst), 2, "the one in force stops at shutdown");
-    assert_eq!(TERMINATES.load(SeqCst), 2);
+    assert_eq!(
+        STOPS.load(SeqCst),
+        3,
+        "the retiring configuration and the one in force stop at shutdown"
+    );
+    assert_eq!(TERMINATES.load(SeqCst), 3);
 }
