@@ -331,6 +331,18 @@ impl HttpRequest {
     }
 }
 
+impl HttpRequest {
+    /// Whether a body follows, as the transport says, for a server to set
+    /// before the pipeline starts. The headers alone cannot tell on HTTP/2,
+    /// where a body may come without `Content-Length` (the stream simply
+    /// stays open after HEADERS).
+    pub fn set_body_expected(&mut self, expected: bool) {
+        if !self.pipeline_started && self.bytes_received == 0 {
+            self.body_complete = !expected;
+        }
+    }
+}
+
 /// Whether a request carries a body, per RFC 9112 §6.3.
 fn has_body(_method: &Method, headers: &HeaderMap) -> bool {
     if headers.contains_key(http::header::TRANSFER_ENCODING) {

@@ -332,6 +332,7 @@ fn serve_site(
         conn.remote_addr,
     ) {
         Ok(mut r) => {
+            r.set_body_expected(!http_body::Body::is_end_stream(&body));
             r.set_tls(conn.is_tls);
             r.set_sends_files_without_copy(shape.files.is_some());
             r

@@ -830,6 +830,46 @@ fn a_declared_length_ends_a_streamed_file_without_leaking_into_the_next_response
     }
 }
 
+/// A request body of unknown length: one frame, no size hint, so the
+/// client sends no `Content-Length`.
+struct UnsizedBody(Option<bytes::Bytes>);
+
+impl hyper::body::Body for UnsizedBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// HTTP/2 needs no `Content-Length` for a body; the module still reads it.
+#[test]
+fn over_http2_a_body_without_content_length_is_read() {
+    use http_body_util::BodyExt;
+    let server = InProcessServer::start(&handler_config(&["Echo"], "Echo"), TEST_MODULES);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sender = common::http2_client(server.addr).await;
+        let request = http::Request::post(format!("http://{}/echo", server.addr))
+            .body(UnsizedBody(Some(bytes::Bytes::from_static(
+                b"streamed body",
+            ))))
+            .unwrap();
+        assert!(request.headers().get("content-length").is_none());
+        let resp = sender.send_request(request).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"streamed body");
+    });
+}
+
 #[test]
 fn over_http2_a_failure_after_the_headers_resets_the_stream() {
     use http_body_util::{BodyExt, Empty};

@@ -366,9 +366,12 @@ impl Drop for InProcessServer {
 
 /// An HTTP/2 client connection to `addr` with prior knowledge (cleartext);
 /// its connection task runs on the current runtime.
-pub async fn http2_client(
-    addr: SocketAddr,
-) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+pub async fn http2_client<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
