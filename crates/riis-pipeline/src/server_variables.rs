@@ -15,32 +15,39 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
     let req = &ctx.request;
     let upper = name.to_ascii_uppercase();
     if let Some(header) = upper.strip_prefix("HTTP_") {
-        if let Some(v) = http_header(ctx, header) {
-            return Some(v);
-        }
-        // HTTP_URL and HTTP_VERSION are variables, not headers.
-        match header {
-            "URL" => return Some(Cow::Borrowed(req.raw_url())),
-            "VERSION" => return Some(Cow::Borrowed(version(req.http_version()))),
-            _ => return None,
-        }
+        // HTTP_URL and HTTP_VERSION are variables, not headers: a client's
+        // `Url:` or `Version:` header must not stand in for them.
+        return match header {
+            "URL" => Some(Cow::Borrowed(req.raw_url())),
+            "VERSION" => Some(Cow::Borrowed(version(req.http_version()))),
+            // HTTP/2 carries the host as `:authority`, and an absolute-form
+            // request target overrides `Host` (RFC 9112 §3.2.2).
+            "HOST" => match req.uri().authority() {
+                Some(authority) => Some(Cow::Borrowed(authority.as_str())),
+                None => http_header(ctx, header),
+            },
+            _ => http_header(ctx, header),
+        };
     }
     match upper.as_str() {
         "REQUEST_METHOD" => Some(Cow::Borrowed(req.method().as_str())),
         "URL" | "PATH_INFO" | "SCRIPT_NAME" => Some(Cow::Borrowed(req.url())),
         "QUERY_STRING" => Some(Cow::Borrowed(req.query_string())),
-        "UNENCODED_URL" | "REQUEST_URI" | "CACHE_URL" => Some(Cow::Borrowed(req.raw_url())),
+        "UNENCODED_URL" | "REQUEST_URI" => Some(Cow::Borrowed(req.raw_url())),
+        // IIS's form: `http://host:port/path?query`.
+        "CACHE_URL" => owned(format!(
+            "{}://{}:{}{}",
+            if req.is_tls { "https" } else { "http" },
+            server_name(ctx),
+            req.local_address().port(),
+            req.raw_url()
+        )),
         "SERVER_PROTOCOL" => Some(Cow::Borrowed(version(req.http_version()))),
         "REMOTE_ADDR" | "REMOTE_HOST" => owned(req.remote_address().ip().to_string()),
         "REMOTE_PORT" => owned(req.remote_address().port().to_string()),
         "LOCAL_ADDR" => owned(req.local_address().ip().to_string()),
         "SERVER_PORT" => owned(req.local_address().port().to_string()),
-        "SERVER_NAME" => Some(
-            match req.header(http::header::HOST).and_then(|h| h.to_str().ok()) {
-                Some(host) => Cow::Borrowed(strip_port(host)),
-                None => Cow::Owned(req.local_address().ip().to_string()),
-            },
-        ),
+        "SERVER_NAME" => Some(server_name(ctx)),
         "HTTPS" => Some(Cow::Borrowed(if req.is_tls { "on" } else { "off" })),
         "SERVER_PORT_SECURE" => Some(Cow::Borrowed(if req.is_tls { "1" } else { "0" })),
         "SERVER_SOFTWARE" => Some(Cow::Borrowed(concat!("riis/", env!("CARGO_PKG_VERSION")))),
@@ -58,7 +65,15 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
         "INSTANCE_ID" => owned(ctx.site.info().site_id.to_string()),
         "INSTANCE_NAME" => Some(Cow::Borrowed(&ctx.site.info().site_name)),
         "APPL_MD_PATH" => owned(format!("/LM/W3SVC/{}/ROOT", ctx.site.info().site_id)),
-        "APPL_PHYSICAL_PATH" => Some(ctx.site.info().physical_root.to_string_lossy()),
+        // With the trailing separator, as IIS gives it.
+        "APPL_PHYSICAL_PATH" => {
+            let root = ctx.site.info().physical_root.to_string_lossy();
+            if root.ends_with('/') {
+                Some(root)
+            } else {
+                owned(format!("{root}/"))
+            }
+        }
         "PATH_TRANSLATED" => {
             let p = ctx.physical_path.clone()?;
             owned(p.to_string_lossy().into_owned())
@@ -98,10 +113,28 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
     }
 }
 
+/// The host the client asked for, without its port: the request target's
+/// authority (HTTP/2's `:authority`, an absolute-form target), else `Host`,
+/// else the local address.
+fn server_name<'a>(ctx: &'a HttpContext) -> Cow<'a, str> {
+    let req = &ctx.request;
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.header(http::header::HOST).and_then(|h| h.to_str().ok()));
+    match host {
+        Some(host) => Cow::Borrowed(strip_port(host)),
+        None => Cow::Owned(req.local_address().ip().to_string()),
+    }
+}
+
 /// `HTTP_ACCEPT_LANGUAGE` → the `accept-language` header; several values are
-/// joined with `, ` as a proxy would fold them.
+/// joined with `, ` as a proxy would fold them (`Cookie` lines with `; `, as
+/// HTTP/2 requires of split cookies, RFC 9113 §8.2.3).
 fn http_header<'a>(ctx: &'a HttpContext, upper_name: &str) -> Option<Cow<'a, str>> {
     let name = upper_name.replace('_', "-").to_ascii_lowercase();
+    let separator = if name == "cookie" { "; " } else { ", " };
     let mut values = ctx.request.headers().get_all(name.as_str()).iter();
     let first = values.next()?;
     let first = String::from_utf8_lossy(first.as_bytes());
@@ -113,7 +146,7 @@ fn http_header<'a>(ctx: &'a HttpContext, upper_name: &str) -> Option<Cow<'a, str
     }
     let mut joined = first.into_owned();
     for v in rest {
-        joined.push_str(", ");
+        joined.push_str(separator);
         joined.push_str(&v);
     }
     Some(Cow::Owned(joined))
@@ -131,10 +164,8 @@ fn version(v: http::Version) -> &'static str {
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1]);
+        // `[v6]:port` → `[v6]`; a bracket never closed stays as it is.
+        return host.find(']').map_or(host, |i| &host[..=i]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }

@@ -144,8 +144,13 @@ async fn current_execution_stats_names_the_running_module_and_notification() {
     assert!(outcome.context().current_execution_stats().is_none());
 }
 
-#[tokio::test]
-async fn server_variables_use_the_iis_names() {
+/// The server variables `names` as a module sees them for `uri` with
+/// `headers` (after it set `MY_VAR`).
+async fn variables(
+    uri: &str,
+    headers: &[(&'static str, &'static str)],
+    names: &[&'static str],
+) -> Vec<(String, Option<String>)> {
     use riis_pipeline::http::{HeaderMap, HeaderValue, Method, Uri, Version};
     use riis_pipeline::HttpRequest;
     use std::sync::{Arc, Mutex};
@@ -155,31 +160,16 @@ async fn server_variables_use_the_iis_names() {
     let mut t = TestPipeline::new();
     {
         let seen = seen.clone();
+        let names = names.to_vec();
         t.module(
             "Vars",
             Registration::events(N::BeginRequest),
             script(move |ctx, _| {
                 ctx.set_server_variable("MY_VAR", "set by a module");
                 let mut seen = seen.lock().unwrap();
-                for name in [
-                    "REQUEST_METHOD",
-                    "URL",
-                    "QUERY_STRING",
-                    "UNENCODED_URL",
-                    "REMOTE_ADDR",
-                    "REMOTE_PORT",
-                    "SERVER_PORT",
-                    "SERVER_NAME",
-                    "SERVER_PROTOCOL",
-                    "HTTPS",
-                    "HTTP_ACCEPT_LANGUAGE",
-                    "HTTP_X_MISSING",
-                    "INSTANCE_ID",
-                    "my_var",
-                    "NO_SUCH_VARIABLE",
-                ] {
+                for name in &names {
                     seen.push((
-                        name.to_owned(),
+                        (*name).to_owned(),
                         ctx.server_variable(name).map(|v| v.into_owned()),
                     ));
                 }
@@ -188,22 +178,64 @@ async fn server_variables_use_the_iis_names() {
         );
     }
     let pipeline = t.build();
-    let mut headers = HeaderMap::new();
-    headers.insert("host", HeaderValue::from_static("example.test:8080"));
-    headers.append("accept-language", HeaderValue::from_static("en"));
-    headers.append("accept-language", HeaderValue::from_static("fr;q=0.5"));
-    let uri: Uri = "/a%20b/page?x=1&y=2".parse().unwrap();
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.append(*k, HeaderValue::from_static(v));
+    }
+    let uri: Uri = uri.parse().unwrap();
     let req = HttpRequest::new(
         Method::POST,
         uri,
         Version::HTTP_11,
-        headers,
+        map,
         "127.0.0.1:8080".parse().unwrap(),
         "192.0.2.9:40000".parse().unwrap(),
     )
     .unwrap();
     run(&pipeline, req).await.assert_completed();
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    seen
+}
+
+#[tokio::test]
+async fn server_variables_use_the_iis_names() {
+    let seen = variables(
+        "/a%20b/page?x=1&y=2",
+        &[
+            ("host", "example.test:8080"),
+            ("accept-language", "en"),
+            ("accept-language", "fr;q=0.5"),
+            // Headers named like variables do not stand in for them.
+            ("url", "/spoofed"),
+            ("version", "HTTP/9"),
+            // Cookies split over lines (as HTTP/2 sends them) join with `; `.
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+        ],
+        &[
+            "REQUEST_METHOD",
+            "URL",
+            "QUERY_STRING",
+            "UNENCODED_URL",
+            "REMOTE_ADDR",
+            "REMOTE_PORT",
+            "SERVER_PORT",
+            "SERVER_NAME",
+            "SERVER_PROTOCOL",
+            "HTTPS",
+            "HTTP_ACCEPT_LANGUAGE",
+            "HTTP_X_MISSING",
+            "HTTP_URL",
+            "HTTP_VERSION",
+            "HTTP_COOKIE",
+            "HTTP_HOST",
+            "CACHE_URL",
+            "INSTANCE_ID",
+            "my_var",
+            "NO_SUCH_VARIABLE",
+        ],
+    )
+    .await;
     let value = |name: &str| {
         seen.iter()
             .find(|(n, _)| n == name)
@@ -227,7 +259,30 @@ async fn server_variables_use_the_iis_names() {
         Some("en, fr;q=0.5")
     );
     assert_eq!(value("HTTP_X_MISSING"), None);
+    assert_eq!(value("HTTP_URL").as_deref(), Some("/a%20b/page?x=1&y=2"));
+    assert_eq!(value("HTTP_VERSION").as_deref(), Some("HTTP/1.1"));
+    assert_eq!(value("HTTP_COOKIE").as_deref(), Some("a=1; b=2"));
+    assert_eq!(value("HTTP_HOST").as_deref(), Some("example.test:8080"));
+    assert_eq!(
+        value("CACHE_URL").as_deref(),
+        Some("http://example.test:8080/a%20b/page?x=1&y=2")
+    );
     assert_eq!(value("INSTANCE_ID").as_deref(), Some("1"));
     assert_eq!(value("my_var").as_deref(), Some("set by a module"));
     assert_eq!(value("NO_SUCH_VARIABLE"), None);
+}
+
+/// The host comes from the request target's authority when it has one
+/// (HTTP/2's `:authority`, an absolute-form target), over `Host`; a
+/// malformed `Host` is passed along, not a panic.
+#[tokio::test]
+async fn the_host_variables_prefer_the_authority() {
+    let names = &["SERVER_NAME", "HTTP_HOST"];
+    let seen = variables("http://auth.test:9000/p", &[("host", "other.test")], names).await;
+    assert_eq!(seen[0].1.as_deref(), Some("auth.test"));
+    assert_eq!(seen[1].1.as_deref(), Some("auth.test:9000"));
+    let seen = variables("/p", &[("host", "[")], names).await;
+    assert_eq!(seen[0].1.as_deref(), Some("["));
+    let seen = variables("/p", &[("host", "[::1]:80")], names).await;
+    assert_eq!(seen[0].1.as_deref(), Some("[::1]"));
 }
