@@ -162,6 +162,12 @@ impl PathPattern {
         } else {
             url_path.rsplit('/').next().unwrap_or("")
         };
+        if &*self.pattern == "*." {
+            // IIS's extensionless pattern (ExtensionlessUrlHandler): a last
+            // segment with no `.` in it (`/`, `/about`), not one ending in
+            // a dot.
+            return !subject.contains('.');
+        }
         glob(self.pattern.as_bytes(), subject.as_bytes())
     }
 }
@@ -172,13 +178,16 @@ fn glob(pattern: &[u8], subject: &[u8]) -> bool {
     let (mut p, mut s) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while s < subject.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p].eq_ignore_ascii_case(&subject[s]))
+        // A `*` in the pattern is a wildcard even where the subject has a
+        // literal `*`: tested first, it keeps its backtrack point.
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, s));
+            p += 1;
+        } else if p < pattern.len()
+            && (pattern[p] == b'?' || pattern[p].eq_ignore_ascii_case(&subject[s]))
         {
             p += 1;
             s += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, s));
-            p += 1;
         } else if let Some((sp, ss)) = star {
             p = sp + 1;
             s = ss + 1;
@@ -225,14 +234,15 @@ impl HandlerMapping {
     }
 }
 
-/// Whether choosing among `handlers` may need to know what the path is: some
-/// handler whose path and verb match requires a resource type.
+/// Whether choosing among `handlers` will need to know what the path is:
+/// the first handler whose path and verb match requires a resource type
+/// (one that requires none wins without a look at the disk, and so does
+/// every request it takes).
 pub(crate) fn needs_probe(handlers: &[HandlerMapping], url_path: &str, method: &Method) -> bool {
-    handlers.iter().any(|h| {
-        h.resource_type != ResourceType::Unspecified
-            && h.path.matches(url_path)
-            && h.verb_matches(method)
-    })
+    handlers
+        .iter()
+        .find(|h| h.path.matches(url_path) && h.verb_matches(method))
+        .is_some_and(|h| h.resource_type != ResourceType::Unspecified)
 }
 
 /// The methods the handlers for `url_path` accept, for the `Allow` header of
@@ -304,6 +314,30 @@ mod tests {
         assert!(!PathPattern::new("/api/*").matches("/apiv1"));
         assert!(PathPattern::new("a?c").matches("/abc"));
         assert!(PathPattern::new("*").matches("/"));
+        // A literal `*` in the URL does not eat the pattern's wildcard.
+        assert!(PathPattern::new("*.php").matches("/x/*a.php"));
+        assert!(PathPattern::new("a*b").matches("/a*xb"));
+        // IIS's extensionless pattern.
+        assert!(PathPattern::new("*.").matches("/about"));
+        assert!(PathPattern::new("*.").matches("/"));
+        assert!(PathPattern::new("*.").matches("/a.b/about"));
+        assert!(!PathPattern::new("*.").matches("/about.html"));
+    }
+
+    #[test]
+    fn the_disk_is_probed_only_when_the_winning_handler_needs_it() {
+        let handlers = vec![
+            mapping("*.php", None, ResourceType::Unspecified),
+            mapping("*", None, ResourceType::Either),
+        ];
+        assert!(!needs_probe(&handlers, "/x.php", &Method::GET));
+        assert!(needs_probe(&handlers, "/x.txt", &Method::GET));
+        let handlers = vec![
+            mapping("*.php", Some(vec![Method::POST]), ResourceType::Unspecified),
+            mapping("*", None, ResourceType::Either),
+        ];
+        // The first one's verb does not match: the second decides.
+        assert!(needs_probe(&handlers, "/x.php", &Method::GET));
     }
 
     #[test]
