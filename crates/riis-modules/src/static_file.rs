@@ -247,9 +247,80 @@ static COMMON_TYPES: LazyLock<HashMap<&'static str, HeaderValue>> = LazyLock::ne
     .collect()
 });
 
+/// Extensions of server-side code, configuration, keys and data files.
+/// The full type table knows many of them (`php`, `config`, `sql` …), and
+/// serving one would hand out source or secrets where the handler meant to
+/// run it is missing or misconfigured; IIS answers them 404.3, and so does
+/// StaticFile unless the location's `mime_types` names them.
+const SERVER_SIDE_EXTENSIONS: &[&str] = &[
+    "asa",
+    "asax",
+    "ascx",
+    "ashx",
+    "asmx",
+    "asp",
+    "aspx",
+    "bak",
+    "bash",
+    "browser",
+    "cgi",
+    "config",
+    "cs",
+    "csproj",
+    "db",
+    "env",
+    "inc",
+    "ini",
+    "java",
+    "jsp",
+    "key",
+    "ldb",
+    "ldf",
+    "licx",
+    "log",
+    "master",
+    "mdb",
+    "mdf",
+    "old",
+    "orig",
+    "p12",
+    "pem",
+    "pfx",
+    "phar",
+    "php",
+    "php3",
+    "php4",
+    "php5",
+    "php7",
+    "php8",
+    "phps",
+    "phtml",
+    "pl",
+    "pm",
+    "py",
+    "pyc",
+    "pyo",
+    "rb",
+    "resources",
+    "resx",
+    "sh",
+    "sitemap",
+    "skin",
+    "sql",
+    "sqlite",
+    "swp",
+    "toml",
+    "vb",
+    "vbproj",
+    "webinfo",
+    "yaml",
+    "yml",
+];
+
 impl StaticFile {
     /// The Content-Type for `path`: the location's own map, the common
-    /// table, the full table, then the location's default.
+    /// table, the full table (never for [`SERVER_SIDE_EXTENSIONS`]), then
+    /// the location's default.
     fn content_type(&self, ctx: &HttpContext, path: &Path) -> Option<HeaderValue> {
         let config = ctx.config(self.config);
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -271,8 +342,12 @@ impl StaticFile {
         if let Some(t) = COMMON_TYPES.get(ext) {
             return Some(t.clone());
         }
-        if let Some(t) = COMMON_TYPES.get(ext.to_ascii_lowercase().as_str()) {
+        let lower = ext.to_ascii_lowercase();
+        if let Some(t) = COMMON_TYPES.get(lower.as_str()) {
             return Some(t.clone());
+        }
+        if SERVER_SIDE_EXTENSIONS.contains(&lower.as_str()) {
+            return None;
         }
         mime_guess::from_ext(ext)
             .first_raw()

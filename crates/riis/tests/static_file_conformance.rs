@@ -41,6 +41,9 @@ fn site() -> Site {
     dir.write("www/big.bin", big_content());
     dir.write("www/empty.txt", "");
     dir.write("www/data.unknownext", "x");
+    dir.write("www/app.php", "<?php $secret = 1;");
+    dir.write("www/web.config", "<configuration/>");
+    dir.write("www/dump.SQL", "drop table x;");
     dir.write("www/dir/index.html", "<h1>dir</h1>");
     dir.write("www/dir/inner.txt", "inner");
     dir.write("www/odd/home page 100%.html", "<h1>odd</h1>");
@@ -1106,6 +1109,11 @@ fn cache_headers_hidden_files_and_symlinks() {
             .status(405)
             .header("allow", "GET, HEAD"),
         gone(case("404.3 kept", "GET", "/data.unknownext", &[])),
+        // Source, configuration and data the type table knows are not
+        // served as files (IIS's 404.3).
+        gone(case("php source", "GET", "/app.php", &[])),
+        gone(case("web.config", "GET", "/web.config", &[])),
+        gone(case("sql dump, any case", "GET", "/dump.SQL", &[])),
         gone(case("missing file", "GET", "/missing.txt", &[])),
         ok(case("empty file", "GET", "/empty.txt", &[]), b"").header("content-length", "0"),
     ];
