@@ -210,18 +210,32 @@ fn encode_path(path: &str, out: &mut String) {
 
 /// The redirect target for a request whose path below the location is
 /// `rest` and whose query string is `query`.
-fn target(destination: &str, exact: bool, rest: &str, query: &str) -> String {
+/// `rest` is either decoded (then escaped here) or, when `rest_is_raw`,
+/// the request's own escaped text (kept, so `%3B` stays `%3B`). A
+/// `#fragment` of the destination stays at the end.
+fn target(destination: &str, exact: bool, rest: &str, rest_is_raw: bool, query: &str) -> String {
+    let (destination, fragment) = match destination.split_once('#') {
+        Some((d, f)) => (d, Some(f)),
+        None => (destination, None),
+    };
     let (dest_path, dest_query) = match destination.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (destination, None),
     };
     let mut out = String::with_capacity(destination.len() + rest.len() + query.len() + 2);
+    let end = |out: &mut String| {
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+    };
     if exact {
         out.push_str(destination);
         if dest_query.is_none() && !query.is_empty() {
             out.push('?');
             out.push_str(query);
         }
+        end(&mut out);
         return out;
     }
     out.push_str(dest_path);
@@ -232,7 +246,11 @@ fn target(destination: &str, exact: bool, rest: &str, query: &str) -> String {
     } else {
         rest
     };
-    encode_path(rest, &mut out);
+    if rest_is_raw {
+        out.push_str(rest);
+    } else {
+        encode_path(rest, &mut out);
+    }
     let queries: Vec<&str> = dest_query
         .into_iter()
         .chain(Some(query))
@@ -242,6 +260,7 @@ fn target(destination: &str, exact: bool, rest: &str, query: &str) -> String {
         out.push('?');
         out.push_str(&queries.join("&"));
     }
+    end(&mut out);
     out
 }
 
@@ -264,19 +283,36 @@ impl HttpModule for HttpRedirection {
         }
         if destination.starts_with('/') && !destination.starts_with("//") {
             let dest_path = destination.split(['?', '#']).next().unwrap_or("");
-            // Compared as the request's URL is: decoded (`/a%20b` is the
-            // request `/a b`, which would otherwise be redirected forever).
-            let dest_path = percent_encoding::percent_decode_str(dest_path).decode_utf8_lossy();
+            // Compared as the request's URL is: decoded and normalized
+            // (`/a%20b` is the request `/a b`, `/app//v2` the request
+            // `/app/v2`; either would otherwise be redirected forever).
+            let dest_path = riis_pipeline::prepare_url_path(dest_path).unwrap_or_else(|_| {
+                percent_encoding::percent_decode_str(dest_path).decode_utf8_lossy()
+            });
             let dest_in_location = prefix.is_empty() || covers(prefix, &dest_path);
-            if dest_in_location && covers(&dest_path, url) {
-                // Already there: redirecting again would loop.
+            // Appending the path, any URL below the destination would be
+            // sent further below; to an exact destination, only the
+            // destination itself would be sent to itself.
+            let already_there = if config.exact_destination {
+                url.trim_end_matches('/') == dest_path.trim_end_matches('/')
+            } else {
+                covers(&dest_path, url)
+            };
+            if dest_in_location && already_there {
                 return RequestNotificationStatus::Continue;
             }
         }
+        // The request's own escaping of the carried path, when it is the
+        // same path (`%3B` must not become a `;` path parameter).
+        let raw_path = ctx.request().uri().path();
+        let raw_rest = raw_path
+            .strip_prefix(prefix)
+            .filter(|r| percent_encoding::percent_decode_str(r).decode_utf8_lossy() == rest);
         let location = target(
             destination,
             config.exact_destination,
-            rest,
+            raw_rest.unwrap_or(rest),
+            raw_rest.is_some(),
             ctx.request().query_string(),
         );
         let status = config.status.code();
@@ -313,17 +349,28 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(target("/new", false, "/a/b", "x=1"), "/new/a/b?x=1");
-        assert_eq!(target("/new/", false, "/a", ""), "/new/a");
+        assert_eq!(target("/new", false, "/a/b", false, "x=1"), "/new/a/b?x=1");
+        assert_eq!(target("/new/", false, "/a", false, ""), "/new/a");
         // Never a protocol-relative URL to another host.
-        assert_eq!(target("/", false, "//evil.example", ""), "/evil.example");
         assert_eq!(
-            target("https://h/n?k=v", false, "/a b", "x=1"),
+            target("/", false, "//evil.example", false, ""),
+            "/evil.example"
+        );
+        assert_eq!(
+            target("https://h/n?k=v", false, "/a b", false, "x=1"),
             "https://h/n/a%20b?k=v&x=1"
         );
-        assert_eq!(target("/n", false, "", ""), "/n");
-        assert_eq!(target("/n", true, "/a", "x=1"), "/n?x=1");
-        assert_eq!(target("/n?k=v", true, "/a", "x=1"), "/n?k=v");
+        assert_eq!(target("/n", false, "", false, ""), "/n");
+        assert_eq!(target("/n", true, "/a", false, "x=1"), "/n?x=1");
+        assert_eq!(target("/n?k=v", true, "/a", false, "x=1"), "/n?k=v");
+        // A fragment stays at the end.
+        assert_eq!(
+            target("https://h/doc#top", false, "/a", false, "x=1"),
+            "https://h/doc/a?x=1#top"
+        );
+        assert_eq!(target("/doc#top", true, "/a", false, "x=1"), "/doc?x=1#top");
+        // The request's own escaping is kept when given raw.
+        assert_eq!(target("/new", false, "/a%3Bb", true, ""), "/new/a%3Bb");
     }
 
     #[test]

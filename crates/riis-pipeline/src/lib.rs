@@ -86,6 +86,6 @@ pub use provider::{
 pub use registration::{
     ModuleIndex, ModuleRegistration, RegisterModuleFn, Section, ServerInfo, SERVER_VERSION,
 };
-pub use request::{HttpRequest, UrlError};
+pub use request::{prepare_url_path, HttpRequest, UrlError};
 pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, ResponseError};
 pub use user::HttpUser;

@@ -66,6 +66,15 @@ pub(crate) fn decode_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
     })
 }
 
+/// A URL path as the engine prepares the request's URL before choosing a
+/// location: percent-decoded, with runs of `/` collapsed and `.` segments
+/// dropped; an error for what a request would be refused for (`..`, NUL,
+/// backslash, invalid UTF-8, no leading `/`). For modules that compare
+/// a configured path with [`HttpRequest::url`].
+pub fn prepare_url_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
+    decode_path(raw)
+}
+
 /// Collapses runs of `/` and drops `.` segments, keeping a trailing slash;
 /// `None` when there is nothing to change. One path then names one location
 /// and one file: `//uploads/x` is `/uploads/x` for the location match (its

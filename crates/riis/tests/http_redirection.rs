@@ -75,6 +75,18 @@ http_redirect = { enabled = true, destination = "/spaced/new%20home", exact_dest
 [[sites.locations]]
 path = "/home"
 http_redirect = { enabled = true, destination = "/" }
+
+[[sites.locations]]
+path = "/shop"
+http_redirect = { enabled = true, destination = "/shop/", exact_destination = true, child_only = true }
+
+[[sites.locations]]
+path = "/twice"
+http_redirect = { enabled = true, destination = "/twice//v2" }
+
+[[sites.locations]]
+path = "/frag"
+http_redirect = { enabled = true, destination = "/doc#top" }
 "#;
 
 fn config_text(root: &std::path::Path, locations: &str) -> String {
@@ -139,6 +151,18 @@ fn redirect_rules() {
         // Never a protocol-relative Location, whatever the path holds.
         ("/home/a", 302, "/a"),
         ("/home//evil.example", 302, "/evil.example"),
+        // An exact destination inside the location: every page below it
+        // goes to it, only the destination itself is left alone.
+        ("/shop/item/42", 302, "/shop/"),
+        ("/shop/", 404, ""),
+        // A destination written with `//` is compared normalized, as the
+        // request is: no endless redirect.
+        ("/twice/x", 302, "/twice//v2/x"),
+        ("/twice/v2/x", 404, ""),
+        // The destination's fragment stays last; the request's escaping of
+        // the carried path is kept (`%3B` is not a `;` parameter).
+        ("/frag/a?x=1", 302, "/doc/a?x=1#top"),
+        ("/old/a%3Bb%2Bc", 302, "https://new.example/new/a%3Bb%2Bc"),
         // Outside every rule.
         ("/a.txt", 200, "alpha"),
     ];
