@@ -216,6 +216,7 @@ fn explanation(status: u16, substatus: u16) -> &'static str {
         (404, 12) => "Request filtering denies non-ASCII characters in URLs.",
         (404, 14) => "Request filtering found the URL too long.",
         (404, 15) => "Request filtering found the query string too long.",
+        (404, 18) => "Request filtering denies a sequence found in the query string.",
         (404, _) => "The resource you are looking for has been removed, had its name changed, or is temporarily unavailable.",
         (405, _) => "The HTTP method used is not allowed for this resource.",
         (413, _) => "The request body is larger than the server accepts.",

@@ -298,17 +298,36 @@ fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection
     }
 
     let raw_path = req.uri().path();
-    if let Some(seq) = config.denied_url_sequences.iter().find(|s| {
-        contains_ignore_case(url, s)
-            || contains_ignore_case(raw_path, s)
-            || contains_ignore_case(query, s)
-    }) {
+    if let Some(seq) = config
+        .denied_url_sequences
+        .iter()
+        .find(|s| contains_ignore_case(url, s) || contains_ignore_case(raw_path, s))
+    {
         return Some(Rejection::new(
             "denied_url_sequences",
             StatusCode::NOT_FOUND,
             5,
             seq.as_str(),
         ));
+    }
+    if !config.denied_url_sequences.is_empty() && !query.is_empty() {
+        // The query as sent and as an application reads it (escapes
+        // decoded, `+` a space): `%2e%2e` must not pass for `..`. IIS's
+        // substatus for a query string sequence is 404.18.
+        let plus_as_space = query.replace('+', " ");
+        let decoded = percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy();
+        if let Some(seq) = config
+            .denied_url_sequences
+            .iter()
+            .find(|s| contains_ignore_case(query, s) || contains_ignore_case(&decoded, s))
+        {
+            return Some(Rejection::new(
+                "denied_url_sequences",
+                StatusCode::NOT_FOUND,
+                18,
+                seq.as_str(),
+            ));
+        }
     }
 
     if let Some(segment) = url.split('/').find(|seg| {

@@ -134,7 +134,10 @@ fn every_filter_answers_with_its_status() {
         ("GET", "/strict/caf%C3%A9.txt", String::new(), 404, "404.12"),
         // Denied sequences, in the path and in the query.
         ("GET", "/strict/x~y.txt", String::new(), 404, "404.5"),
-        ("GET", "/strict/a.txt?x=1&y=2", String::new(), 404, "404.5"),
+        ("GET", "/strict/a.txt?x=1&y=2", String::new(), 404, "404.18"),
+        // ... also escaped in the query.
+        ("GET", "/strict/a.txt?x=1%26y", String::new(), 404, "404.18"),
+        ("GET", "/strict/a.txt?x=%7E", String::new(), 404, "404.18"),
         // Hidden segments, any case, anywhere in the path.
         ("GET", "/riis.toml", String::new(), 404, "404.8"),
         ("GET", "/.git/config", String::new(), 404, "404.8"),
