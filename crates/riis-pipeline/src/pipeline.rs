@@ -509,9 +509,17 @@ impl PipelineBuilder {
         &self,
         defs: &[HandlerDefinition],
     ) -> Result<Arc<[HandlerMapping]>, BuildError> {
+        for (i, d) in defs.iter().enumerate() {
+            if defs[..i].iter().any(|o| o.name == d.name) {
+                return Err(BuildError::new(
+                    format!("{}.name", d.key),
+                    format!("handler `{}` is listed twice", d.name),
+                ));
+            }
+        }
         defs.iter()
             .map(|d| {
-                let verbs = if d.verbs.iter().any(|v| v == "*") || d.verbs.is_empty() {
+                let verbs = if d.verbs.iter().any(|v| v.trim() == "*") || d.verbs.is_empty() {
                     None
                 } else {
                     Some(
@@ -700,7 +708,28 @@ impl PipelineBuilder {
                     format!("location path `{}` must start with `/`", loc.path),
                 ));
             }
-            if defs.iter().any(|d| d.path == loc.path) {
+            // Requests are matched decoded and normalized: a path that is
+            // not in that form could never match one.
+            match crate::request::prepare_url_path(&loc.path) {
+                Ok(prepared) if prepared.trim_end_matches('/') == loc.path.trim_end_matches('/') => {}
+                Ok(prepared) => {
+                    return Err(BuildError::new(
+                        format!("{}.path", loc.key),
+                        format!(
+                            "location path `{}` never matches a request: requests are matched decoded and normalized; write `{prepared}`",
+                            loc.path
+                        ),
+                    ))
+                }
+                Err(e) => {
+                    return Err(BuildError::new(
+                        format!("{}.path", loc.key),
+                        format!("location path `{}` never matches a request: {e}", loc.path),
+                    ))
+                }
+            }
+            let trimmed = |p: &str| p.trim_end_matches('/').to_owned();
+            if defs.iter().any(|d| trimmed(&d.path) == trimmed(&loc.path)) {
                 return Err(BuildError::new(
                     format!("{}.path", loc.key),
                     format!("location `{}` is defined twice in this site", loc.path),

@@ -345,6 +345,36 @@ fn check_config_reports_file_line_and_key() {
         err.contains("unknown.toml:2:") && err.contains("NoSuchModule"),
         "{err}"
     );
+
+    // Location paths are matched against decoded, normalized URLs: one
+    // that could never match is an error, and so is a second `/api/`.
+    let site = "[[sites]]\nname = \"x\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\n";
+    for (name, locations, expected) in [
+        (
+            "slashes.toml",
+            "[[sites.locations]]\npath = \"/a//b\"\n",
+            "slashes.toml:6: key `sites[0].locations[0].path`: location path `/a//b` never matches a request",
+        ),
+        (
+            "escaped.toml",
+            "[[sites.locations]]\npath = \"/a%20b\"\n",
+            "write `/a b`",
+        ),
+        (
+            "twice.toml",
+            "[[sites.locations]]\npath = \"/api\"\n[[sites.locations]]\npath = \"/api/\"\n",
+            "location `/api/` is defined twice",
+        ),
+    ] {
+        let path = dir.write(name, format!("{site}{locations}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{name}: {err}");
+    }
 }
 
 #[test]
