@@ -277,7 +277,27 @@ impl HttpContext {
 
     /// The location whose configuration applies to this request.
     pub fn location(&self) -> &Location {
+        if self.request.url_changed {
+            // A BeginRequest module rewrote the URL during this event: the
+            // new URL's location, before the engine records it.
+            return self
+                .site
+                .location(self.site.location_index(self.request.url()));
+        }
         self.site.location(self.location)
+    }
+
+    /// Takes in a URL changed with `set_url`: the location is chosen again
+    /// and what was found for the old URL (physical path, probe, open file)
+    /// is forgotten.
+    pub(crate) fn sync_url(&mut self) {
+        if std::mem::take(&mut self.request.url_changed) {
+            self.location = self.site.location_index(self.request.url());
+            self.physical_path = None;
+            self.resource = None;
+            self.opened_file = None;
+            self.cached_content = None;
+        }
     }
 
     /// A module's configuration section resolved for this request's location.
@@ -366,6 +386,7 @@ impl HttpContext {
     /// The physical path of the request URL (`PATH_TRANSLATED`), mapped once
     /// and then remembered; MapPath modules may have changed it.
     pub fn physical_path(&mut self) -> &std::path::Path {
+        self.sync_url();
         if self.physical_path.is_none() {
             let path = if self.pipeline.map_path.is_empty() {
                 // Nobody rewrites paths: no provider, no copy of the URL.
@@ -392,6 +413,7 @@ impl HttpContext {
     /// directory), as the engine found it while choosing the handler; probed
     /// now if the handler did not need it. `None` when nothing is there.
     pub fn resource_info(&mut self) -> Option<ResourceInfo> {
+        self.sync_url();
         if let Some(info) = self.resource {
             return info;
         }

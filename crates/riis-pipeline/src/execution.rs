@@ -728,6 +728,12 @@ impl RequestExecution {
     fn enter(&mut self, top: usize) {
         let frame = &mut self.frames[top];
         let ctx = &mut frame.ctx;
+        // A URL rewritten in PreBeginRequest or BeginRequest is taken in
+        // before the next event; after BeginRequest's modules, it is fixed.
+        ctx.sync_url();
+        if (frame.stage, frame.post) != (0, false) {
+            ctx.request.pipeline_started = true;
+        }
         match (frame.stage, frame.post) {
             (0, false) => {
                 if top == 0
@@ -758,9 +764,8 @@ impl RequestExecution {
                         return;
                     }
                     // A PreBeginRequest module may have rewritten the URL.
-                    ctx.location = ctx.site.location_index(ctx.request.url());
+                    ctx.sync_url();
                 }
-                ctx.request.pipeline_started = true;
             }
             (4, false) => {
                 ctx.mapped = true;

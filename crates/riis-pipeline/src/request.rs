@@ -111,6 +111,9 @@ pub struct HttpRequest {
     pub(crate) is_tls: bool,
     pub(crate) sends_files_without_copy: bool,
     pub(crate) pipeline_started: bool,
+    /// `set_url` changed the URL since the engine last chose the location
+    /// (see `HttpContext::sync_url`).
+    pub(crate) url_changed: bool,
     /// Body bytes a module inserted, read before the client's body.
     pub(crate) inserted_entity: Vec<Bytes>,
     /// What the last completed body read produced.
@@ -151,6 +154,7 @@ impl HttpRequest {
             is_tls: false,
             sends_files_without_copy: false,
             pipeline_started: false,
+            url_changed: false,
             inserted_entity: Vec::new(),
             read_data: Bytes::new(),
             body_complete,
@@ -212,9 +216,12 @@ impl HttpRequest {
         &self.uri
     }
 
-    /// `SetUrl`: replace path and query. Allowed only before the pipeline
-    /// starts (in a PreBeginRequest global module, or on a cloned context before
-    /// it is executed as a child request).
+    /// `SetUrl`: replace path and query. Allowed until BeginRequest's
+    /// modules are done: in a PreBeginRequest global module, in BeginRequest
+    /// (a rewriting module registers there at FIRST priority, so the
+    /// modules after it see the new URL), or on a cloned context before it
+    /// is executed as a child request. The request's location, and with it
+    /// every module's configuration, follows the new URL at once.
     pub fn set_url(&mut self, path_and_query: &str) -> Result<(), UrlError> {
         if self.pipeline_started {
             return Err(UrlError::PipelineStarted);
@@ -226,6 +233,7 @@ impl HttpRequest {
         };
         self.uri = uri;
         self.decoded_path = decoded_path;
+        self.url_changed = true;
         Ok(())
     }
 
@@ -332,6 +340,7 @@ impl HttpRequest {
             is_tls: self.is_tls,
             sends_files_without_copy: self.sends_files_without_copy,
             pipeline_started: false,
+            url_changed: false,
             inserted_entity: Vec::new(),
             read_data: Bytes::new(),
             body_complete: true,

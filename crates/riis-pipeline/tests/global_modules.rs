@@ -29,14 +29,14 @@ impl GlobalModule for Rewriter {
     }
 }
 
-/// Registers a handler that writes the URL, its location and whether a
-/// rewrite is still allowed.
+/// Registers a handler that writes the URL and its location, and checks
+/// that a rewrite after BeginRequest is refused.
 fn add_url_echo(t: &mut TestPipeline) {
     t.module(
         "UrlEcho",
-        Registration::events(N::ExecuteRequestHandler | N::BeginRequest),
+        Registration::events(N::ExecuteRequestHandler).with_post(N::BeginRequest),
         script(|ctx, call| {
-            if call.is_event(N::BeginRequest) {
+            if call.is_post_event(N::BeginRequest) {
                 let late = ctx.request_mut().set_url("/too-late");
                 assert_eq!(late, Err(UrlError::PipelineStarted));
                 return Status::Continue;
@@ -77,6 +77,53 @@ async fn pre_begin_request_sees_every_request_and_may_rewrite_the_url() {
     // The location is resolved again for the rewritten URL.
     assert_eq!(rewritten.body(), "/new/page in /new");
     assert_eq!(plain.body(), "/other in /");
+}
+
+/// A BeginRequest module (at FIRST priority, as a rewriter registers) may
+/// rewrite the URL too: the modules after it, in BeginRequest already, see
+/// the new URL's location.
+#[tokio::test]
+async fn begin_request_may_rewrite_the_url_for_the_modules_after_it() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "ShopRewriter",
+        Registration::events(N::BeginRequest).priority(N::BeginRequest, Priority::First),
+        script(|ctx, _| {
+            let url = ctx.request().url().to_owned();
+            if let Some(rest) = url.strip_prefix("/shop") {
+                ctx.request_mut().set_url(&format!("/store{rest}")).unwrap();
+            }
+            Status::Continue
+        }),
+    );
+    {
+        let log = log.clone();
+        t.module(
+            "Observer",
+            Registration::events(N::BeginRequest),
+            script(move |ctx, _| {
+                log.push(format!(
+                    "{} in {}",
+                    ctx.request().url(),
+                    ctx.location().path()
+                ));
+                Status::Continue
+            }),
+        );
+    }
+    add_url_echo(&mut t);
+    t.site_mut().locations.push(LocationDefinition {
+        path: "/store".into(),
+        key: "sites[0].locations[0]".into(),
+        ..LocationDefinition::default()
+    });
+    let pipeline = t.build();
+
+    let rewritten = get(&pipeline, "/shop/item").await;
+
+    assert_eq!(log.entries(), ["/store/item in /store"]);
+    assert_eq!(rewritten.body(), "/store/item in /store");
 }
 
 /// A PreBeginRequest module that logs its name and returns `status`.
