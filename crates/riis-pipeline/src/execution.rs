@@ -735,37 +735,35 @@ impl RequestExecution {
             ctx.request.pipeline_started = true;
         }
         match (frame.stage, frame.post) {
-            (0, false) => {
+            (0, false)
                 if top == 0
                     && self
                         .pipeline
-                        .has_global_listeners(GlobalNotification::PreBeginRequest)
-                {
-                    let pipeline = self.pipeline.clone();
-                    let panicked = pipeline
-                        .raise_global(GlobalNotification::PreBeginRequest, |m| {
-                            m.on_global_pre_begin_request(ctx)
-                        });
-                    if let Some(module) = panicked {
-                        ctx.fail_request(
-                            Some(module),
-                            "PreBeginRequest",
-                            crate::module::ModuleError::E_FAIL,
-                            &format!(
-                                "global module {} panicked in PreBeginRequest",
-                                pipeline.module_name(module)
-                            ),
-                        );
-                        ctx.request.pipeline_started = true;
-                        frame.stage = LOG_STAGE;
-                        frame.post = false;
-                        frame.pos = 0;
-                        frame.entered = false;
-                        return;
-                    }
-                    // A PreBeginRequest module may have rewritten the URL.
-                    ctx.sync_url();
+                        .has_global_listeners(GlobalNotification::PreBeginRequest) =>
+            {
+                let pipeline = self.pipeline.clone();
+                let panicked = pipeline.raise_global(GlobalNotification::PreBeginRequest, |m| {
+                    m.on_global_pre_begin_request(ctx)
+                });
+                if let Some(module) = panicked {
+                    ctx.fail_request(
+                        Some(module),
+                        "PreBeginRequest",
+                        crate::module::ModuleError::E_FAIL,
+                        &format!(
+                            "global module {} panicked in PreBeginRequest",
+                            pipeline.module_name(module)
+                        ),
+                    );
+                    ctx.request.pipeline_started = true;
+                    frame.stage = LOG_STAGE;
+                    frame.post = false;
+                    frame.pos = 0;
+                    frame.entered = false;
+                    return;
                 }
+                // A PreBeginRequest module may have rewritten the URL.
+                ctx.sync_url();
             }
             (4, false) => {
                 ctx.mapped = true;
