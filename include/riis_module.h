@@ -405,7 +405,8 @@ typedef struct riis_api {
      *  pointer at a RIIS_SCOPE_*, or NULL. */
     void *(*module_context)(riis_context *context, uint32_t scope);
     /** SetModuleContext: stores `data`; `cleanup` (may be NULL) runs exactly
-     *  once when the scope ends or the value is replaced. */
+     *  once when the scope ends or the value is replaced. On failure nothing
+     *  is stored and `cleanup` never runs: `data` stays the caller's. */
     riis_hresult (*set_module_context)(riis_context *context, uint32_t scope, void *data,
                                        void (*cleanup)(void *data));
     /** NotifyCustomNotification: every module registered for

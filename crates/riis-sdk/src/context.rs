@@ -1271,7 +1271,9 @@ impl HttpContext {
     /// # Safety
     ///
     /// `data` must be what the receivers of `type_name` expect (valid for
-    /// the reads and writes they make, for the duration of this call).
+    /// the reads and writes they make, for the duration of this call), and
+    /// NULL or at least 8 readable bytes: C++ receivers (`httpserv.h`)
+    /// compare the first 8 bytes with their own marker.
     pub unsafe fn raise_custom_notification_raw(
         &mut self,
         type_name: &str,
