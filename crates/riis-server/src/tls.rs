@@ -73,6 +73,10 @@ pub struct SniResolver {
     table: ArcSwap<CertTable>,
     /// Modification times of every file, to notice changes.
     stamps: Mutex<Vec<Option<SystemTime>>>,
+    /// One update at a time: a periodic check that read the old bindings
+    /// must not store its table over the one a configuration reload just
+    /// handed over.
+    updating: Mutex<()>,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -89,6 +93,7 @@ impl SniResolver {
             bindings: ArcSwap::from_pointee(bindings),
             table: ArcSwap::from_pointee(table),
             stamps: Mutex::new(stamps),
+            updating: Mutex::new(()),
         })
     }
 
@@ -129,16 +134,27 @@ impl SniResolver {
 
     /// Reloads every certificate; on failure the current ones stay.
     pub fn reload(&self) -> Result<(), String> {
-        let bindings = self.bindings.load();
+        let _one = self.updating.lock().unwrap_or_else(|e| e.into_inner());
+        self.reload_now()
+    }
+
+    /// [`SniResolver::reload`] under the update lock. The files' times are
+    /// taken before the files are read: a file replaced while it is being
+    /// read then differs at the next check and is read again, instead of
+    /// its new time being recorded for its old contents.
+    fn reload_now(&self) -> Result<(), String> {
+        let bindings = self.bindings.load_full();
+        let stamps = Self::stamps_of(&bindings);
         let table = Self::build(&bindings)?;
         self.table.store(Arc::new(table));
-        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = Self::stamps_of(&bindings);
+        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = stamps;
         Ok(())
     }
 
     /// Takes over another resolver's certificates (a reloaded configuration
     /// for the same address, already loaded).
     pub fn replace_with(&self, other: &SniResolver) {
+        let _one = self.updating.lock().unwrap_or_else(|e| e.into_inner());
         self.bindings.store(other.bindings.load_full());
         self.table.store(other.table.load_full());
         let stamps = other
@@ -151,10 +167,11 @@ impl SniResolver {
 
     /// Reloads when a file changed since the last load.
     pub fn reload_if_changed(&self) {
+        let _one = self.updating.lock().unwrap_or_else(|e| e.into_inner());
         let now = Self::stamps_of(&self.bindings.load());
         let changed = *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) != now;
         if changed {
-            match self.reload() {
+            match self.reload_now() {
                 Ok(()) => tracing::info!("certificates reloaded after a file changed"),
                 Err(e) => {
                     tracing::error!(error = %e, "certificate files changed but do not load; the previous certificates stay");
