@@ -3,12 +3,14 @@
 //!
 //! Registers for **SendResponse** (LOW priority, so in SendResponse's
 //! inverted order it runs before DynamicCompression and leaves it nothing to
-//! do). On the final send of a whole static file (a 200 for a file the
-//! engine probed, sent in one piece, with the file's ETag), it picks brotli,
-//! zstd or gzip from `Accept-Encoding` and replaces the body with the compressed
-//! copy. Copies live in `directory`, named by a hash of the file's path,
-//! length and modification time, the coding and its level, so a changed
-//! file (or level) gets a new copy and the old one is never served again.
+//! do). On the final send of a whole response with a strong ETag (a 200
+//! sent in one piece for a URL with a physical path: a static file, also
+//! a folder's default document, which a child request produced), it picks
+//! brotli, zstd or gzip from `Accept-Encoding` and replaces the body with
+//! the compressed copy. Copies live in `directory`, named by a hash of the
+//! physical path, the strong ETag (which changes whenever the bytes do,
+//! RFC 9110 §8.8.3), the coding and its level, so a changed file (or
+//! level) gets a new copy and the old one is never served again.
 //! A copy is made by one request at a time (others meanwhile get the file
 //! as it is), written to a temporary file of its own, synced, then renamed
 //! into place; an empty copy is never trusted. Copies of up to 256 KiB are
@@ -41,14 +43,13 @@ use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use riis_pipeline::http::{header, Method, StatusCode};
 use riis_pipeline::{
     EntityChunk, HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority,
-    RequestNotification, RequestNotificationStatus, RequestNotifications, ResourceInfo,
-    ResourceKind, Section, SendResponseProvider, ServerInfo,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
+    SendResponseProvider, ServerInfo,
 };
 use serde::Deserialize;
 
@@ -218,23 +219,15 @@ fn default_directory() -> PathBuf {
 }
 
 impl StaticCompression {
-    /// The file name of the copy of `path` as the engine saw it (length and
-    /// modification time) in `coding`.
-    fn copy_name(
-        dir: &Path,
-        path: &Path,
-        info: &ResourceInfo,
-        coding: Coding,
-        level: u32,
-    ) -> Option<PathBuf> {
-        let mtime = info.modified?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    /// The file name of the copy of what `path` answered with, in the
+    /// version its strong `etag` names, in `coding` at `level`.
+    fn copy_name(dir: &Path, path: &Path, etag: &str, coding: Coding, level: u32) -> PathBuf {
         // SipHash with fixed keys: names stay the same across restarts.
         let mut h = std::collections::hash_map::DefaultHasher::new();
         h.write(path.as_os_str().as_encoded_bytes());
-        h.write_u64(info.len);
-        h.write_u128(mtime);
+        h.write(etag.as_bytes());
         h.write_u32(level);
-        Some(dir.join(format!("{:016x}.{}", h.finish(), coding.suffix())))
+        dir.join(format!("{:016x}.{}", h.finish(), coding.suffix()))
     }
 
     /// The compressed copy, made now from `source()` if there is none (the
@@ -344,14 +337,35 @@ impl HttpModule for StaticCompression {
         {
             return RequestNotificationStatus::Continue;
         }
-        let Some(info) = ctx.resource_info() else {
+        // The version of what is sent: a strong ETag changes whenever its
+        // bytes do (RFC 9110 §8.8.3), so with the physical path it names
+        // the copy. It need not be the request's own file: a default
+        // document comes from a child request, under the folder's path.
+        let Some(etag) = ctx
+            .response()
+            .header(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| t.starts_with('"'))
+            .map(str::to_owned)
+        else {
+            return RequestNotificationStatus::Continue;
+        };
+        let Some(path) = ctx.mapped_path().map(Path::to_path_buf) else {
             return RequestNotificationStatus::Continue;
         };
         let config = ctx.config(self.config);
         let response = ctx.response();
-        if info.kind != ResourceKind::File
-            || info.len < config.min_size
-            || info.len > config.max_size
+        // HEAD has no body, only the length GET's would have.
+        let len = if ctx.request().method() == Method::HEAD {
+            response
+                .header(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0)
+        } else {
+            response.buffered_len()
+        };
+        if len < config.min_size
+            || len > config.max_size
             || !content_encoding::compressible_response(response.status(), response.headers())
             || !content_encoding::type_listed(
                 response.header(header::CONTENT_TYPE),
@@ -376,17 +390,8 @@ impl HttpModule for StaticCompression {
         } else {
             config.directory.clone()
         };
-        let Some(path) = ctx.mapped_path().map(Path::to_path_buf) else {
-            return RequestNotificationStatus::Continue;
-        };
-        let Some(name) = Self::copy_name(&dir, &path, &info, coding, level) else {
-            return RequestNotificationStatus::Continue;
-        };
-        if ctx.response().buffered_len() != info.len {
-            // Not exactly the probed file (a range, a rewritten body).
-            return RequestNotificationStatus::Continue;
-        }
-        let source = || Self::file_body(ctx, info.len);
+        let name = Self::copy_name(&dir, &path, &etag, coding, level);
+        let source = || Self::file_body(ctx, len);
         match self.copy(&name, source, coding, level) {
             Ok(Some(compressed)) => {
                 let response = ctx.response_mut();

@@ -144,6 +144,28 @@ fn small_files_and_other_types_are_not_compressed() {
     assert_eq!(resp.header("vary"), Some("Accept-Encoding"));
 }
 
+/// A folder's default document (served through a child request, under the
+/// folder's URL) is compressed like the file itself: `/` is the URL asked
+/// for most.
+#[test]
+fn the_default_document_is_compressed_too() {
+    let s = site("[dynamic_compression]\nenabled = false\n");
+    s.dir.write("www/home/index.html", &s.big);
+    let mut conn = Connection::open(s.server.addr);
+    let direct = fetch(&mut conn, "/home/index.html", Some("br"));
+    assert_eq!(direct.header("content-encoding"), Some("br"));
+    let home = fetch(&mut conn, "/home/", Some("br"));
+    assert_eq!(home.status, 200);
+    assert_eq!(home.header("content-encoding"), Some("br"));
+    assert_eq!(home.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(unbrotli(&home.body), s.big.as_bytes());
+    // Changed, it gets a new copy.
+    let changed = text(450);
+    s.dir.write("www/home/index.html", &changed);
+    let home = fetch(&mut conn, "/home/", Some("br"));
+    assert_eq!(unbrotli(&home.body), changed.as_bytes());
+}
+
 /// A copy directory others may write to could hold planted bytes: it is
 /// refused, and the file goes as it is.
 #[test]
