@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use riis_pipeline::http::{header, Method, StatusCode};
+use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
 use riis_pipeline::{
     EntityChunk, HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority,
     RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
@@ -294,6 +294,40 @@ impl StaticCompression {
         Ok(Some(data))
     }
 
+    /// A 304 that validates a compressed copy (the client sent the weak
+    /// ETag the copy went out with) says so as the 200 did: the same weak
+    /// ETag and `Vary`, so a cache refreshes the variant it holds (RFC 9110
+    /// §15.4.5, RFC 9111 §4.3.4) instead of finding no match for a strong
+    /// one.
+    fn not_modified(ctx: &mut HttpContext) {
+        let Some(etag) = ctx
+            .response()
+            .header(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| t.starts_with('"'))
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        let weak = format!("W/{etag}");
+        let asked_for_copy = ctx
+            .request()
+            .headers()
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim() == weak);
+        if !asked_for_copy {
+            return;
+        }
+        let headers = ctx.response_mut().headers_mut();
+        if let Ok(v) = HeaderValue::try_from(weak) {
+            headers.insert(header::ETAG, v);
+        }
+        content_encoding::add_vary(headers);
+    }
+
     /// The whole file body, if the response is exactly the probed file.
     fn file_body(ctx: &HttpContext, len: u64) -> Option<Vec<u8>> {
         use std::os::unix::fs::FileExt;
@@ -328,6 +362,13 @@ impl HttpModule for StaticCompression {
     ) -> RequestNotificationStatus {
         let config = ctx.config(self.config);
         let method = ctx.request().method();
+        if config.enabled
+            && provider.headers_being_sent()
+            && ctx.response().status() == StatusCode::NOT_MODIFIED
+        {
+            Self::not_modified(ctx);
+            return RequestNotificationStatus::Continue;
+        }
         if !config.enabled
             || !provider.headers_being_sent()
             || !provider.is_final_send()

@@ -144,6 +144,35 @@ fn small_files_and_other_types_are_not_compressed() {
     assert_eq!(resp.header("vary"), Some("Accept-Encoding"));
 }
 
+/// Revalidating a compressed copy (with the weak ETag it came with) gets a
+/// 304 that names the same variant: the weak ETag and `Vary`.
+#[test]
+fn a_304_for_a_compressed_copy_keeps_its_etag_and_vary() {
+    let s = site("");
+    let mut conn = Connection::open(s.server.addr);
+    let first = fetch(&mut conn, "/big.txt", Some("gzip"));
+    let etag = first.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with("W/"), "{etag}");
+    conn.send_raw(
+        format!(
+            "GET /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let revalidated = conn.read_response(true);
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
+    assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
+    // The identity copy's own validator stays strong.
+    let strong = etag.trim_start_matches("W/");
+    conn.send_raw(
+        format!("GET /big.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: {strong}\r\n\r\n").as_bytes(),
+    );
+    let revalidated = conn.read_response(true);
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("etag"), Some(strong));
+}
+
 /// A folder's default document (served through a child request, under the
 /// folder's URL) is compressed like the file itself: `/` is the URL asked
 /// for most.
