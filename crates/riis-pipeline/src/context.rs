@@ -545,6 +545,7 @@ impl HttpContext {
             Err(panic) => {
                 self.module_panicked(m, notification, false, &*panic);
                 self.finish_requested = true;
+                self.response.attention = true;
                 Some(RequestNotificationStatus::FinishRequest)
             }
         }
@@ -592,6 +593,7 @@ impl HttpContext {
         // ReadEntity, SendResponse, custom): the request finishes when the
         // current call returns.
         self.finish_requested = true;
+        self.response.attention = true;
         None
     }
 
@@ -747,6 +749,7 @@ impl HttpContext {
         self.op = Some(AsyncOp::Child {
             child: Box::new(child),
         });
+        self.response.attention = true;
         Ok(())
     }
 
@@ -762,6 +765,7 @@ impl HttpContext {
             ));
         }
         self.op = Some(AsyncOp::ReadEntity { max: max.max(1) });
+        self.response.attention = true;
         Ok(())
     }
 
@@ -775,6 +779,7 @@ impl HttpContext {
             ));
         }
         self.op = Some(AsyncOp::PostCompletion { bytes });
+        self.response.attention = true;
         Ok(())
     }
 

@@ -519,6 +519,7 @@ impl RequestExecution {
                     // filter): the reader is not resumed and the request
                     // goes on to LogRequest with the status that module set.
                     ctx.finish_requested = true;
+                    ctx.response.attention = true;
                     break;
                 }
             }
@@ -854,6 +855,8 @@ impl RequestExecution {
     fn after_call(&mut self, top: usize, site: CallSite, status: Status) -> Option<Step> {
         let limit = self.pipeline.settings.response_buffer_limit;
         let frame = &mut self.frames[top];
+        // Each field the flag stands for is looked at below.
+        frame.ctx.response.attention = false;
         if std::mem::take(&mut frame.ctx.finish_requested) {
             // A module failed in a notification this call raised: the
             // response is already the 500; nothing the call started runs.
@@ -1209,11 +1212,16 @@ where
                 notification,
                 post,
             };
-            let mut instance = match ctx.slots[module.get()].instance.take() {
+            // One look at the slot for the instance and its completion
+            // state (a module that never took a completion handle has none).
+            let slot = &mut ctx.slots[module.get()];
+            let taken = slot.instance.take();
+            let has_completion = slot.completion.is_some();
+            let mut instance = match taken {
                 Some(instance) => instance,
                 None => {
                     // First call of this module in the request, or it failed.
-                    let created = ctx.slots[module.get()].state != SlotState::NotCreated;
+                    let created = slot.state != SlotState::NotCreated;
                     match ctx.take_instance(module) {
                         Some(instance) => instance,
                         None if created => continue, // failed earlier: skipped
@@ -1221,22 +1229,30 @@ where
                     }
                 }
             };
-            if let Some(state) = &ctx.slots[module.get()].completion {
-                state.discard_stale();
+            if has_completion {
+                if let Some(state) = &ctx.slots[module.get()].completion {
+                    state.discard_stale();
+                }
             }
             ctx.current.set_module(module);
             let status = invoke(&mut *instance, ctx);
-            ctx.slots[module.get()].instance = Some(instance);
-            // An overflowing buffer asked for its own flush when it was
-            // written to (see `HttpResponse::write`).
-            if status != Status::Continue
-                || ctx.op.is_some()
-                || ctx.response.flush.is_some()
-                || ctx.finish_requested
-            {
+            // The slot is empty while its module runs (nothing else fills
+            // it: a nested notification skips a busy module), so the put-back
+            // has no old instance to drop.
+            let previous = ctx.slots[module.get()].instance.replace(instance);
+            debug_assert!(previous.is_none(), "a running module's slot was filled");
+            std::mem::forget(previous);
+            // A flush (an overflowing buffer asks for its own when it is
+            // written to, see `HttpResponse::write`), an operation or a
+            // failure in a nested notification raised the one flag.
+            if status != Status::Continue || ctx.response.attention {
                 ctx.current.clear_module();
                 return Some((site, status));
             }
+            debug_assert!(
+                ctx.op.is_none() && ctx.response.flush.is_none() && !ctx.finish_requested,
+                "a flush, an operation or a failure did not raise the attention flag"
+            );
         }
         ctx.current.clear_module();
         None

@@ -118,6 +118,11 @@ pub struct HttpResponse {
     pub(crate) skip_custom_errors: bool,
     /// Whether any module changed status, headers or entity.
     pub(crate) touched: bool,
+    /// Set with every flush, operation or failure a module call leaves for
+    /// the engine (see `HttpContext::needs_engine`), so the module walk
+    /// tests one flag after a call instead of each of them. Cleared when
+    /// the engine looks.
+    pub(crate) attention: bool,
     /// Entity bytes handed to the client so far.
     pub(crate) bytes_sent: u64,
     /// The module and notification an error status is recorded with: noted
@@ -163,6 +168,7 @@ impl HttpResponse {
             truncated: false,
             skip_custom_errors: false,
             touched: false,
+            attention: false,
             bytes_sent: 0,
             current: (None, ""),
         }
@@ -357,6 +363,7 @@ impl HttpResponse {
             None => options,
         };
         self.flush = Some(merged);
+        self.attention = true;
     }
 
     /// `DisableBuffering`: every later write is sent when the module returns.
