@@ -276,6 +276,7 @@ impl HttpContext {
     }
 
     /// The location whose configuration applies to this request.
+    #[inline]
     pub fn location(&self) -> &Location {
         if self.request.url_changed {
             // A BeginRequest module rewrote the URL during this event: the
@@ -290,17 +291,25 @@ impl HttpContext {
     /// Takes in a URL changed with `set_url`: the location is chosen again
     /// and what was found for the old URL (physical path, probe, open file)
     /// is forgotten.
+    #[inline]
     pub(crate) fn sync_url(&mut self) {
-        if std::mem::take(&mut self.request.url_changed) {
-            self.location = self.site.location_index(self.request.url());
-            self.physical_path = None;
-            self.resource = None;
-            self.opened_file = None;
-            self.cached_content = None;
+        if self.request.url_changed {
+            self.take_new_url();
         }
     }
 
+    #[cold]
+    fn take_new_url(&mut self) {
+        self.request.url_changed = false;
+        self.location = self.site.location_index(self.request.url());
+        self.physical_path = None;
+        self.resource = None;
+        self.opened_file = None;
+        self.cached_content = None;
+    }
+
     /// A module's configuration section resolved for this request's location.
+    #[inline]
     pub fn config<T: Any + Send + Sync>(&self, section: Section<T>) -> &T {
         self.location().sections[section.id]
             .downcast_ref()

@@ -729,10 +729,11 @@ impl RequestExecution {
     fn enter(&mut self, top: usize) {
         let frame = &mut self.frames[top];
         let ctx = &mut frame.ctx;
-        // A URL rewritten in PreBeginRequest or BeginRequest is taken in
-        // before the next event; after BeginRequest's modules, it is fixed.
-        ctx.sync_url();
-        if (frame.stage, frame.post) != (0, false) {
+        // After BeginRequest's modules the URL is fixed: one rewritten in
+        // BeginRequest is taken in here, once (during BeginRequest the
+        // location follows it on the fly, see `HttpContext::location`).
+        if !ctx.request.pipeline_started && (frame.stage, frame.post) != (0, false) {
+            ctx.sync_url();
             ctx.request.pipeline_started = true;
         }
         match (frame.stage, frame.post) {
