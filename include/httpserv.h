@@ -172,6 +172,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -179,7 +180,6 @@
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
 #define RIIS_CXX_EXCEPTIONS 1
 #include <exception>
-#include <mutex>
 #else
 #define RIIS_CXX_EXCEPTIONS 0
 #endif

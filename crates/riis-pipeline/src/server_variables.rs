@@ -22,9 +22,12 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
             "VERSION" => Some(Cow::Borrowed(version(req.http_version()))),
             // HTTP/2 carries the host as `:authority`, and an absolute-form
             // request target overrides `Host` (RFC 9112 §3.2.2).
-            "HOST" => match req.uri().authority() {
-                Some(authority) => Some(Cow::Borrowed(authority.as_str())),
-                None => http_header(ctx, header),
+            // Host and port only: an absolute-form target's userinfo
+            // (`http://evil@good/`) is not the host the request reached.
+            "HOST" => match (req.uri().host(), req.uri().port_u16()) {
+                (Some(host), Some(port)) => owned(format!("{host}:{port}")),
+                (Some(host), None) => Some(Cow::Borrowed(host)),
+                (None, _) => http_header(ctx, header),
             },
             _ => http_header(ctx, header),
         };
@@ -118,12 +121,11 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
 /// else the local address.
 fn server_name<'a>(ctx: &'a HttpContext) -> Cow<'a, str> {
     let req = &ctx.request;
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.header(http::header::HOST).and_then(|h| h.to_str().ok()));
-    match host {
+    if let Some(host) = req.uri().host() {
+        // The routed host, as the site was chosen (no userinfo, no port).
+        return Cow::Borrowed(host);
+    }
+    match req.header(http::header::HOST).and_then(|h| h.to_str().ok()) {
         Some(host) => Cow::Borrowed(strip_port(host)),
         None => Cow::Owned(req.local_address().ip().to_string()),
     }

@@ -281,6 +281,10 @@ async fn the_host_variables_prefer_the_authority() {
     let seen = variables("http://auth.test:9000/p", &[("host", "other.test")], names).await;
     assert_eq!(seen[0].1.as_deref(), Some("auth.test"));
     assert_eq!(seen[1].1.as_deref(), Some("auth.test:9000"));
+    // Userinfo in an absolute-form target is not the host.
+    let seen = variables("http://evil.test:1@good.test/p", &[], names).await;
+    assert_eq!(seen[0].1.as_deref(), Some("good.test"));
+    assert_eq!(seen[1].1.as_deref(), Some("good.test"));
     let seen = variables("/p", &[("host", "[")], names).await;
     assert_eq!(seen[0].1.as_deref(), Some("["));
     let seen = variables("/p", &[("host", "[::1]:80")], names).await;

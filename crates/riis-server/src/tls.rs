@@ -87,8 +87,10 @@ impl SniResolver {
     /// Loads every certificate of a listener. The first host-less binding's
     /// certificate is the default; without one, the first certificate is.
     pub fn load(bindings: Vec<CertificateBinding>) -> Result<Self, String> {
-        let table = Self::build(&bindings)?;
+        // Times first, as in `reload_now`: a file replaced while it is read
+        // then shows a newer time at the next check.
         let stamps = Self::stamps_of(&bindings);
+        let table = Self::build(&bindings)?;
         Ok(Self {
             bindings: ArcSwap::from_pointee(bindings),
             table: ArcSwap::from_pointee(table),

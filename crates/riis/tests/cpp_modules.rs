@@ -157,3 +157,24 @@ fn the_header_links_into_a_module_of_several_translation_units() {
         "header internals are exported:\n{demangled}"
     );
 }
+
+/// The header promises to build without C++ exceptions too (embedded and
+/// game-style code bases turn them off): every example compiles so.
+#[test]
+fn the_examples_build_with_exceptions_turned_off() {
+    let dir = TempDir::new("cpp-no-exceptions");
+    for name in [
+        "hello_world.cpp",
+        "async_completion.cpp",
+        "global_and_context.cpp",
+    ] {
+        let source = example(name);
+        let out = dir.path().join(format!("lib{name}.so"));
+        let Some(()) =
+            common::compile_shared("g++", &[&source], &out, &["-std=c++11", "-fno-exceptions"])
+        else {
+            return;
+        };
+        assert!(out.exists(), "{name}");
+    }
+}
