@@ -4,8 +4,9 @@
 //! Registers for **SendResponse** (LOW priority, so in SendResponse's
 //! inverted order it runs before DynamicCompression and leaves it nothing to
 //! do). On the final send of a whole response with a strong ETag (a 200
-//! sent in one piece for a URL with a physical path: a static file, also
-//! a folder's default document, which a child request produced), it picks
+//! sent in one piece: the URL's own file, whole, or for a folder URL
+//! without a query its default document, which a child request produced),
+//! it picks
 //! brotli, zstd or gzip from `Accept-Encoding` and replaces the body with
 //! the compressed copy. Copies live in `directory`, named by a hash of the
 //! physical path, the strong ETag (which changes whenever the bytes do,
@@ -48,7 +49,7 @@ use bytes::Bytes;
 use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
 use riis_pipeline::{
     EntityChunk, HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority,
-    RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, ResourceKind, Section,
     SendResponseProvider, ServerInfo,
 };
 use serde::Deserialize;
@@ -394,7 +395,9 @@ impl HttpModule for StaticCompression {
         let Some(path) = ctx.mapped_path().map(Path::to_path_buf) else {
             return RequestNotificationStatus::Continue;
         };
-        let config = ctx.config(self.config);
+        let Some(info) = ctx.resource_info() else {
+            return RequestNotificationStatus::Continue;
+        };
         let response = ctx.response();
         // HEAD has no body, only the length GET's would have.
         let len = if ctx.request().method() == Method::HEAD {
@@ -405,6 +408,20 @@ impl HttpModule for StaticCompression {
         } else {
             response.buffered_len()
         };
+        // Only what is a file's bytes as they are: the URL's own file, sent
+        // whole; or a folder's default document, for the folder URL without
+        // a query (a handler whose answer could depend on one shares no
+        // copy). A body produced for a path that is no file or folder is
+        // DynamicCompression's.
+        let whole_file = match info.kind {
+            ResourceKind::File => len == info.len,
+            ResourceKind::Directory => ctx.request().query_string().is_empty(),
+        };
+        if !whole_file {
+            return RequestNotificationStatus::Continue;
+        }
+        let config = ctx.config(self.config);
+        let response = ctx.response();
         if len < config.min_size
             || len > config.max_size
             || !content_encoding::compressible_response(response.status(), response.headers())

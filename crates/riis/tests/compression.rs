@@ -188,6 +188,11 @@ fn the_default_document_is_compressed_too() {
     assert_eq!(home.header("content-encoding"), Some("br"));
     assert_eq!(home.header("vary"), Some("Accept-Encoding"));
     assert_eq!(unbrotli(&home.body), s.big.as_bytes());
+    // With a query the answer for the folder could be anything's (a handler
+    // may read it): no shared copy.
+    let queried = fetch(&mut conn, "/home/?from=mail", Some("br"));
+    assert_eq!(queried.status, 200);
+    assert_eq!(queried.header("content-encoding"), None);
     // Changed, it gets a new copy.
     let changed = text(450);
     s.dir.write("www/home/index.html", &changed);
