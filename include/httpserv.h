@@ -813,8 +813,9 @@ public:
     /**
      * Rewrites the URL (path, optionally "?query"); cchUrl 0 means up to the
      * NUL. Without fResetQueryString a URL without "?" keeps the current
-     * query. riis allows it in a PreBeginRequest global module and on a
-     * cloned context.
+     * query. riis allows it in a PreBeginRequest global module, in
+     * OnBeginRequest (register it at PRIORITY_ALIAS_FIRST so the modules
+     * after yours see the new URL) and on a cloned context.
      */
     virtual HRESULT SetUrl(IN PCSTR pszUrl, IN DWORD cchUrl, IN BOOL fResetQueryString) = 0;
     /** Whether this module changed the URL with SetUrl. */

@@ -453,8 +453,8 @@ typedef struct riis_api {
     const char *(*request_url)(riis_context *context);
     /** The query string without `?` ("" when none). */
     const char *(*request_query)(riis_context *context);
-    /** SetUrl: a path and optional query; before the pipeline starts (a
-     *  PreBeginRequest global module) or on a cloned context. */
+    /** SetUrl: a path and optional query; until BeginRequest's modules are
+     *  done (PreBeginRequest, BeginRequest) or on a cloned context. */
     riis_hresult (*request_set_url)(riis_context *context, const char *path_and_query);
     /** GetHeader: all values joined with ", "; NULL when absent. */
     const char *(*request_header)(riis_context *context, const char *name, size_t *length);

@@ -6,6 +6,9 @@
 //!   each rule below is checked in turn and the first one that trips sets the
 //!   error status, logs the rule, the URL and the offending value, and returns
 //!   FinishRequest;
+//! - **PostBeginRequest**: when a BeginRequest module that ran after it
+//!   rewrote the URL (`set_url`), the new URL is checked too, in its own
+//!   location, so a rewrite cannot lead a request past the rules;
 //! - **ReadEntity** at FIRST priority: a body without `Content-Length`
 //!   (chunked) is counted as modules read it; once the running total passes
 //!   `max_allowed_content_length` the request gets 413, the reader receives no
@@ -45,8 +48,7 @@ use std::collections::HashMap;
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
     HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, ReadEntityProvider,
-    RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
-    SendResponseProvider, ServerInfo,
+    RequestNotification, RequestNotificationStatus, Section, SendResponseProvider, ServerInfo,
 };
 use serde::Deserialize;
 
@@ -175,6 +177,8 @@ pub struct RequestFiltering {
     received: u64,
     /// The body went past the limit while being read.
     body_too_large: bool,
+    /// `url_changes()` when the URL was last checked.
+    checked_url: u32,
 }
 
 fn has_escape(s: &str) -> bool {
@@ -374,8 +378,9 @@ fn body_too_large_status(ctx: &mut HttpContext) {
     resp.set_need_disconnect();
 }
 
-impl HttpModule for RequestFiltering {
-    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+impl RequestFiltering {
+    /// Checks the request against the rules; the first that trips answers.
+    fn filter(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let config = ctx.config(self.config);
         let Some(rejection) = check(ctx, config) else {
             return RequestNotificationStatus::Continue;
@@ -402,6 +407,24 @@ impl HttpModule for RequestFiltering {
             resp.set_need_disconnect();
         }
         RequestNotificationStatus::FinishRequest
+    }
+}
+
+impl HttpModule for RequestFiltering {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        self.checked_url = ctx.request().url_changes();
+        self.filter(ctx)
+    }
+
+    fn on_post_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        // A BeginRequest module after this one rewrote the URL: the new one
+        // is checked too (in the new URL's location), so a rewrite cannot
+        // lead past the rules.
+        if ctx.request().url_changes() == self.checked_url {
+            return RequestNotificationStatus::Continue;
+        }
+        self.checked_url = ctx.request().url_changes();
+        self.filter(ctx)
     }
 
     fn on_read_entity(
@@ -461,11 +484,12 @@ pub fn register_module(
             config,
             received: 0,
             body_too_large: false,
+            checked_url: 0,
         },
         RequestNotification::BeginRequest
             | RequestNotification::ReadEntity
             | RequestNotification::SendResponse,
-        RequestNotifications::NONE,
+        RequestNotification::BeginRequest.into(),
     )?;
     registration
         .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);

@@ -114,6 +114,8 @@ pub struct HttpRequest {
     /// `set_url` changed the URL since the engine last chose the location
     /// (see `HttpContext::sync_url`).
     pub(crate) url_changed: bool,
+    /// How many times `set_url` changed the URL.
+    pub(crate) url_changes: u32,
     /// Body bytes a module inserted, read before the client's body.
     pub(crate) inserted_entity: Vec<Bytes>,
     /// What the last completed body read produced.
@@ -155,6 +157,7 @@ impl HttpRequest {
             sends_files_without_copy: false,
             pipeline_started: false,
             url_changed: false,
+            url_changes: 0,
             inserted_entity: Vec::new(),
             read_data: Bytes::new(),
             body_complete,
@@ -234,7 +237,15 @@ impl HttpRequest {
         self.uri = uri;
         self.decoded_path = decoded_path;
         self.url_changed = true;
+        self.url_changes += 1;
         Ok(())
+    }
+
+    /// How many times `set_url` changed this request's URL (IIS's
+    /// `GetUrlChanged`, as a count: a module that noted it can tell whether
+    /// another module rewrote the URL since).
+    pub fn url_changes(&self) -> u32 {
+        self.url_changes
     }
 
     /// `GetHeader`: the first value of a header.
@@ -341,6 +352,7 @@ impl HttpRequest {
             sends_files_without_copy: self.sends_files_without_copy,
             pipeline_started: false,
             url_changed: false,
+            url_changes: 0,
             inserted_entity: Vec::new(),
             read_data: Bytes::new(),
             body_complete: true,

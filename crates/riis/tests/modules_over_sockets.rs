@@ -61,6 +61,35 @@ fn register_later(
     )
 }
 
+/// Rewrites `/rewrite/...` to `/secret/...` in BeginRequest (FIRST), as a
+/// URL rewriting module does.
+struct Rewriter;
+impl HttpModule for Rewriter {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> Status {
+        let url = ctx.request().url().to_owned();
+        if let Some(rest) = url.strip_prefix("/rewrite/") {
+            ctx.request_mut()
+                .set_url(&format!("/secret/{rest}"))
+                .unwrap();
+        }
+        Status::Continue
+    }
+}
+
+fn register_rewriter(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Rewriter,
+        N::BeginRequest.into(),
+        RequestNotifications::NONE,
+    )?;
+    r.set_priority_for_request_notification(N::BeginRequest, riis_pipeline::Priority::First);
+    Ok(())
+}
+
 /// Requests that reached [`Forever`], and those of them that ended.
 static FOREVER_ENTERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static FOREVER_ENDED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -417,6 +446,7 @@ const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("Boom", register_boom),
     ("Later", register_later),
     ("Forever", register_forever),
+    ("Rewriter", register_rewriter),
     ("Echo", register_echo),
     ("Upper", register_upper),
     ("SiteName", register_site_name),
@@ -471,6 +501,28 @@ fn a_pending_request_ends_when_its_client_leaves() {
         std::thread::sleep(Duration::from_millis(5));
     }
     server.stop();
+}
+
+/// A URL rewritten in BeginRequest after RequestFiltering looked at it is
+/// filtered again, or a rewrite would lead past the rules.
+#[test]
+fn a_url_rewritten_in_begin_request_is_filtered_too() {
+    let text = "[[modules]]\nname = \"RequestFiltering\"\n[[modules]]\nname = \"Rewriter\"\n\
+        [[modules]]\nname = \"StaticFile\"\n\
+        [[handlers]]\nname = \"h\"\npath = \"*\"\nresource_type = \"File\"\nmodules = [\"StaticFile\"]\n\
+        [[sites]]\nname = \"s\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0\"]\n\
+        request_filtering = { hidden_segments = [\"secret\"] }\n";
+    let server = InProcessServer::start(text, TEST_MODULES);
+    std::fs::create_dir_all(server.dir().join("secret")).unwrap();
+    std::fs::write(server.dir().join("secret/a.txt"), "s3cret").unwrap();
+    let resp = Connection::open(server.addr).get("/rewrite/a.txt");
+    assert_eq!(resp.status, 404, "{}", resp.text());
+    assert!(!resp.text().contains("s3cret"));
+    // Not rewritten, the same rule answers in BeginRequest.
+    assert_eq!(
+        Connection::open(server.addr).get("/secret/a.txt").status,
+        404
+    );
 }
 
 #[test]
