@@ -41,6 +41,8 @@ pub enum ReloadError {
     Config(ConfigError),
     /// It changes what only a restart can.
     NeedsRestart(String),
+    /// The server is stopping.
+    Stopping,
 }
 
 impl std::fmt::Display for ReloadError {
@@ -49,6 +51,7 @@ impl std::fmt::Display for ReloadError {
             Self::NoSource => f.write_str("the server runs without a configuration file to reload"),
             Self::Config(e) => write!(f, "{e}"),
             Self::NeedsRestart(why) => write!(f, "{why}; restart riis to apply it"),
+            Self::Stopping => f.write_str("the server is stopping"),
         }
     }
 }
@@ -109,6 +112,9 @@ impl Reloader {
     /// ApplicationStop and Terminate once its last request is done.
     pub fn reload(&self) -> Result<PathBuf, ReloadError> {
         let _one = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if self.retiring.closed() {
+            return Err(ReloadError::Stopping);
+        }
         // The certificates' files are read again in any case.
         for c in self.certificates.values() {
             if let Err(e) = c.reload() {
@@ -151,12 +157,16 @@ impl Reloader {
         let routes = routes_of(&plan_listeners(&config, &pipeline, &certificates));
         pipeline.raise_application_start();
         pipeline.raise_configuration_change(&config.file);
-        let old = self
-            .current
-            .swap(Arc::new(Generation::new(&config, pipeline.clone(), routes)));
+        let generation = Arc::new(Generation::new(&config, pipeline.clone(), routes));
+        let Some(old) = self.retiring.replace(&self.current, generation) else {
+            // The server stopped meanwhile: this configuration never serves.
+            pipeline.raise_application_stop();
+            pipeline.terminate();
+            return Err(ReloadError::Stopping);
+        };
         // The cache's events go to the configuration in force.
         self.fs.attach(&pipeline);
-        self.retiring.retire(old);
+        self.retiring.watch(old);
         Ok(config.file)
     }
 
@@ -172,16 +182,41 @@ impl Reloader {
 /// Configurations a reload replaced whose modules are not stopped yet.
 /// Each is stopped (ApplicationStop, then Terminate) once no request uses
 /// it, or when the server stops, whichever comes first, and only once:
-/// whoever takes it out of the list stops it.
+/// whoever takes it out of the list stops it. Once the server stops, no
+/// reload replaces the configuration any more (the swap and the stop hold
+/// the same lock), so the one in force is stopped exactly once too.
 #[derive(Default)]
-pub(crate) struct Retiring(Mutex<Vec<Arc<Generation>>>);
+pub(crate) struct Retiring(Mutex<RetiringState>);
+
+#[derive(Default)]
+struct RetiringState {
+    list: Vec<Arc<Generation>>,
+    /// The server stopped its modules: reloads are refused.
+    closed: bool,
+}
 
 impl Retiring {
-    /// Adds `old` and watches it on the current runtime (without one, it
-    /// waits for [`Retiring::stop_all`]).
-    fn retire(self: &Arc<Self>, old: Arc<Generation>) {
+    /// Puts `new` in force and lists the one it replaces, which is
+    /// returned; `None` (and nothing changes) once the server is stopping.
+    fn replace(
+        &self,
+        current: &CurrentGeneration,
+        new: Arc<Generation>,
+    ) -> Option<Arc<Generation>> {
+        let mut state = self.lock();
+        if state.closed {
+            return None;
+        }
+        let old = current.swap(new);
+        state.list.push(old.clone());
+        Some(old)
+    }
+
+    /// Watches `old` on the current runtime and stops it once no request
+    /// uses it (without a runtime, it waits for the server's stop).
+    fn watch(self: &Arc<Self>, old: Arc<Generation>) {
         let watched = Arc::downgrade(&old);
-        self.lock().push(old);
+        drop(old);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -207,22 +242,33 @@ impl Retiring {
         });
     }
 
-    /// Stops every configuration still retiring (the server is stopping:
-    /// its requests are done, or were closed at the drain deadline).
-    pub(crate) fn stop_all(&self) {
-        let all = std::mem::take(&mut *self.lock());
-        for old in all {
+    /// The server is stopping (its requests are done, or were closed at the
+    /// drain deadline): refuses later reloads, then stops every
+    /// configuration still retiring, and last the one in force.
+    pub(crate) fn close_and_stop_all(&self, current: &CurrentGeneration) {
+        let (retiring, in_force) = {
+            let mut state = self.lock();
+            state.closed = true;
+            (std::mem::take(&mut state.list), current.load_full())
+        };
+        for old in retiring {
             stop(&old);
         }
+        stop(&in_force);
+    }
+
+    /// Whether the server stopped its modules (reloads are refused).
+    fn closed(&self) -> bool {
+        self.lock().closed
     }
 
     fn take(&self, g: &Arc<Generation>) -> Option<Arc<Generation>> {
-        let mut list = self.lock();
-        let i = list.iter().position(|o| Arc::ptr_eq(o, g))?;
-        Some(list.swap_remove(i))
+        let mut state = self.lock();
+        let i = state.list.iter().position(|o| Arc::ptr_eq(o, g))?;
+        Some(state.list.swap_remove(i))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Generation>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RetiringState> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -732,11 +732,9 @@ impl Lifecycle {
     async fn finish(self) {
         let _ = self.health.await;
         // Configurations a reload replaced and whose last requests ended
-        // only now (or never will) are stopped too, before the one in force.
-        self.retiring.stop_all();
-        let pipeline = self.current.load().pipeline.clone();
-        pipeline.raise_application_stop();
-        pipeline.terminate();
+        // only now (or never will) are stopped too, before the one in force;
+        // a reload from now on is refused.
+        self.retiring.close_and_stop_all(&self.current);
         tracing::info!("stopped");
     }
 }

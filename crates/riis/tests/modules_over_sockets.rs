@@ -1031,4 +1031,12 @@ fn a_reload_stops_the_modules_of_the_configuration_it_replaces() {
         "the retiring configuration and the one in force stop at shutdown"
     );
     assert_eq!(TERMINATES.load(SeqCst), 3);
+    // Once stopped, a late reload (a SIGHUP racing the shutdown) is refused
+    // and stops nothing a second time.
+    assert!(matches!(
+        reloader.reload(),
+        Err(riis_server::reload::ReloadError::Stopping)
+    ));
+    assert_eq!(STOPS.load(SeqCst), 3);
+    assert_eq!(TERMINATES.load(SeqCst), 3);
 }
