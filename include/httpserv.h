@@ -2210,15 +2210,30 @@ public:
 
     VOID IndicateCompletion(REQUEST_NOTIFICATION_STATUS notificationStatus) override {
         HRESULT hr = api()->indicate_completion(core_.ctx, static_cast<riis_status>(notificationStatus));
-        if (FAILED(hr)) {
+        if (FAILED(hr) && completion_.load() != COMPLETION_ORPHANED) {
             char line[96];
             snprintf(line, sizeof line, "IndicateCompletion failed with 0x%08X", (unsigned)hr);
             log(NULL, RIIS_LOG_ERROR, line);
         }
+        completed();
     }
 
     HRESULT PostCompletion(DWORD cbBytes) override {
-        return api()->post_completion(core_.ctx, cbBytes);
+        HRESULT hr = api()->post_completion(core_.ctx, cbBytes);
+        completed();
+        return hr;
+    }
+
+    /* Where the module stands with its completion, for a request that ends
+     * while it is pending (see Instance::dispose). */
+    enum { COMPLETION_NONE = 0, COMPLETION_PENDING = 1, COMPLETION_SIGNALLED = 2,
+           COMPLETION_ORPHANED = 3 };
+    std::atomic<int> &completion() { return completion_; }
+
+    /** Who frees the module once an orphaned completion arrives. */
+    void on_orphan_completed(void (*destroy)(void *), void *owner) {
+        destroy_ = destroy;
+        owner_ = owner;
     }
 
     VOID DisableNotifications(DWORD dwNotifications, DWORD dwPostNotifications) override {
@@ -2466,6 +2481,20 @@ private:
     Context *next_clone_;
     DWORD disabled_;
     DWORD disabled_post_;
+    std::atomic<int> completion_{COMPLETION_NONE};
+    void (*destroy_)(void *) = NULL;
+    void *owner_ = NULL;
+
+    /** A completion was signalled. If the request had already ended (the
+     *  module was orphaned), nothing else will free the module: free it now,
+     *  as the last thing done here (this object goes with it). */
+    void completed() {
+        if (completion_.exchange(COMPLETION_SIGNALLED) == COMPLETION_ORPHANED && destroy_ != NULL) {
+            void (*destroy)(void *) = destroy_;
+            void *owner = owner_;
+            destroy(owner);
+        }
+    }
 
     Context(const Context &);
     Context &operator=(const Context &);
@@ -2679,12 +2708,14 @@ inline riis_status fail_request(riis_context *ctx, const char *where, const char
 /** One CHttpModule and the IHttpContext of its request. */
 class Instance {
 public:
-    explicit Instance(CHttpModule *module) : module_(module), context_(NULL, NULL) {}
+    explicit Instance(CHttpModule *module) : module_(module), context_(NULL, NULL) {
+        context_.on_orphan_completed(&Instance::destroy, this);
+    }
 
     static riis_status on_notification(void *self, riis_context *ctx, uint32_t notification,
                                        int is_post, riis_provider *provider) noexcept {
         Instance *instance = static_cast<Instance *>(self);
-        instance->pending_ = false;
+        instance->context_.completion().store(Context::COMPLETION_NONE);
         instance->context_.bind(ctx);
         CurrentContextScope scope(ctx);
         bool post = is_post != 0;
@@ -2706,7 +2737,7 @@ public:
                                            const riis_completion_info *completion) noexcept {
         UNREFERENCED_PARAMETER(provider);
         Instance *instance = static_cast<Instance *>(self);
-        instance->pending_ = false;
+        instance->context_.completion().store(Context::COMPLETION_NONE);
         instance->context_.bind(ctx);
         CurrentContextScope scope(ctx);
         HRESULT status = completion != NULL ? completion->status : S_OK;
@@ -2736,17 +2767,26 @@ public:
 
     static void dispose(void *self) noexcept {
         Instance *instance = static_cast<Instance *>(self);
-        if (instance->pending_) {
+        int pending = Context::COMPLETION_PENDING;
+        if (instance->context_.completion().compare_exchange_strong(
+                pending, Context::COMPLETION_ORPHANED)) {
             /* The request ended while this module was pending (the server's
              * execution limit, a client gone). IIS never does that, so a
              * ported module's own thread may still call IndicateCompletion
-             * through its IHttpContext: keep the module and the context
-             * alive (the server keeps its side too), at the cost of a leak. */
+             * through its IHttpContext: the module and the context stay
+             * alive until it does (the server keeps its side too), and that
+             * call frees them. A module that never completes is leaked. */
             log(NULL, RIIS_LOG_WARN,
-                "a request ended while a C++ module was pending; its CHttpModule is kept, "
-                "not disposed, in case its own thread still completes it");
+                "a request ended while a C++ module was pending; its CHttpModule is "
+                "disposed when its own thread signals the completion");
             return;
         }
+        destroy(instance);
+    }
+
+    /** Disposes the module and frees the instance. */
+    static void destroy(void *self) noexcept {
+        Instance *instance = static_cast<Instance *>(self);
         guarded([&]() { instance->module_->Dispose(); },
                 [&](const char *why) { log_exception(NULL, "CHttpModule::Dispose", why); });
         for (size_t i = 0; i < instance->users_.size(); i++) {
@@ -2842,8 +2882,12 @@ private:
      *  body read it asked for that no Pending follows is forgotten (or a
      *  later completion would read as the end of the body). */
     void returned(riis_status result) {
-        pending_ = result == RIIS_STATUS_PENDING;
-        if (!pending_) {
+        if (result == RIIS_STATUS_PENDING) {
+            /* Unless the module's thread already signalled (an early
+             * completion leaves COMPLETION_SIGNALLED in place). */
+            int none = Context::COMPLETION_NONE;
+            context_.completion().compare_exchange_strong(none, Context::COMPLETION_PENDING);
+        } else {
             context_.core().read_pending = false;
         }
     }
@@ -2852,8 +2896,6 @@ private:
     Context context_;
     /** Users handed to IAuthenticationProvider::SetUser, released at the end. */
     std::vector<IHttpUser *> users_;
-    /** The last call returned Pending and nothing has called it since. */
-    bool pending_ = false;
 };
 
 /** An IHttpModuleFactory as a riis_module_factory. */
