@@ -427,7 +427,10 @@ typedef struct riis_api {
     riis_hresult (*context_execute_request)(riis_context *context, riis_context *child,
                                             uint32_t execute_flags);
     /** IndicateCompletion: after returning RIIS_STATUS_PENDING, continue with
-     *  `status` without calling the module again. Any thread. */
+     *  `status` without calling the module again. Any thread. Signal once
+     *  per Pending (this or post_completion), and use the context no more
+     *  after that signal: when the request already ended (the execution
+     *  limit, a client gone), the signal is what frees the context. */
     riis_hresult (*indicate_completion)(riis_context *context, riis_status status);
     /** PostCompletion: re-enter on_async_completion with `bytes`. During a
      *  call (then return RIIS_STATUS_PENDING) or, after it, from any thread. */

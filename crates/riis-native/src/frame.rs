@@ -165,6 +165,10 @@ pub(crate) enum EarlySignal {
 pub(crate) struct CompletionSlot {
     pub(crate) handle: Option<CompletionHandle>,
     pub(crate) early: Option<EarlySignal>,
+    /// The request ended while the module was pending: the instance is
+    /// gone and nobody owns the frame but the module's own signal, which
+    /// frees it (see `NativeModule::drop`).
+    pub(crate) orphaned: bool,
 }
 
 /// What a context handle designates.

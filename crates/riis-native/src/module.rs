@@ -202,10 +202,15 @@ impl Drop for NativeModule {
         }
         // A request that ended while the module was Pending (the execution
         // limit, a vanished client) may still be signalled by the module's
-        // own thread through its context: keep the frame (its completion
-        // slot) valid for that, at the cost of leaking it.
-        if self.frame.lock_completion().handle.is_some() {
-            return;
+        // own thread through its context: the frame (its completion slot)
+        // stays valid for that, and that signal frees it (see
+        // `api::context::signal`). A module that never signals leaks it.
+        {
+            let mut slot = self.frame.lock_completion();
+            if slot.handle.is_some() {
+                slot.orphaned = true;
+                return;
+            }
         }
         // SAFETY: the frame is dropped once, here, and nothing uses it after
         // the instance is gone (no completion is outstanding).

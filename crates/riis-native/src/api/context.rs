@@ -361,14 +361,33 @@ pub(super) unsafe extern "C" fn execute_request(
 
 /// Signals the frame's completion from any thread: through the handle of the
 /// current Pending round, or kept until the call returns Pending.
-fn signal(frame: &crate::frame::Frame, signal: EarlySignal) {
-    let mut slot = frame.lock_completion();
-    match slot.handle.take() {
-        Some(handle) => match signal {
-            EarlySignal::Indicate(status) => handle.indicate_completion(status),
-            EarlySignal::Post(bytes) => handle.post_completion(bytes),
-        },
-        None => slot.early = Some(signal),
+/// Hands `signal` to the module's completion handle (or keeps it for the
+/// Pending it comes before). Takes the frame as a pointer, not a reference:
+/// it may free the frame (an orphaned module's last signal).
+///
+/// # Safety
+/// `frame` points at a live frame.
+unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) {
+    let orphaned = {
+        // SAFETY: live, as the caller promises; the reference ends with
+        // this block, before the frame may be freed.
+        let mut slot = unsafe { &*frame }.lock_completion();
+        match slot.handle.take() {
+            Some(handle) => match signal {
+                EarlySignal::Indicate(status) => handle.indicate_completion(status),
+                EarlySignal::Post(bytes) => handle.post_completion(bytes),
+            },
+            None => slot.early = Some(signal),
+        }
+        slot.orphaned
+    };
+    if orphaned {
+        // SAFETY: the frame was allocated as a `Box<Frame>` (`Frame::new`)
+        // and left unfreed by `NativeModule::drop` because a completion was
+        // outstanding; `orphaned` says the instance is gone, so this signal
+        // was the last use of the frame (the module makes no call with this
+        // context after its completion signal, one per Pending as in IIS).
+        drop(unsafe { Box::from_raw(frame.cast_mut()) });
     }
 }
 
@@ -388,7 +407,8 @@ pub(super) unsafe extern "C" fn indicate_completion(
         if status == RequestNotificationStatus::Pending {
             return hr::E_INVALIDARG;
         }
-        signal(frame, EarlySignal::Indicate(status));
+        // SAFETY: `frame` is live (frame_of); not used after this call.
+        unsafe { signal(frame, EarlySignal::Indicate(status)) };
         hr::S_OK
     })
 }
@@ -414,7 +434,8 @@ pub(super) unsafe extern "C" fn post_completion(
                 })
             };
         }
-        signal(frame, EarlySignal::Post(bytes));
+        // SAFETY: as above.
+        unsafe { signal(frame, EarlySignal::Post(bytes)) };
         hr::S_OK
     })
 }
