@@ -264,6 +264,35 @@ fn target(destination: &str, exact: bool, rest: &str, rest_is_raw: bool, query: 
     out
 }
 
+/// What follows `prefix` (a decoded, normalized location path) in the raw
+/// request path: its segments are skipped as the request's URL was made,
+/// decoded and with empty and `.` segments dropped, so `/my%20docs/a` and
+/// `//old/a` give `/a` for `/my docs` and `/old`.
+fn raw_suffix<'a>(raw: &'a str, prefix: &str) -> Option<&'a str> {
+    let mut at = 0;
+    for wanted in prefix.split('/').filter(|s| !s.is_empty()) {
+        loop {
+            let rest = &raw[at..];
+            let rest_trimmed = rest.trim_start_matches('/');
+            let start = at + (rest.len() - rest_trimmed.len());
+            let end = rest_trimmed.find('/').map_or(raw.len(), |i| start + i);
+            let segment = &raw[start..end];
+            at = end;
+            if segment.is_empty() {
+                return None;
+            }
+            if segment == "." {
+                continue;
+            }
+            if percent_encoding::percent_decode_str(segment).decode_utf8_lossy() != wanted {
+                return None;
+            }
+            break;
+        }
+    }
+    Some(&raw[at..])
+}
+
 impl HttpModule for HttpRedirection {
     fn on_map_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         if ctx.child_depth() > 0 {
@@ -304,9 +333,7 @@ impl HttpModule for HttpRedirection {
         }
         // The request's own escaping of the carried path, when it is the
         // same path (`%3B` must not become a `;` path parameter).
-        let raw_path = ctx.request().uri().path();
-        let raw_rest = raw_path
-            .strip_prefix(prefix)
+        let raw_rest = raw_suffix(ctx.request().uri().path(), prefix)
             .filter(|r| percent_encoding::percent_decode_str(r).decode_utf8_lossy() == rest);
         let location = target(
             destination,
@@ -371,6 +398,12 @@ mod tests {
         assert_eq!(target("/doc#top", true, "/a", false, "x=1"), "/doc?x=1#top");
         // The request's own escaping is kept when given raw.
         assert_eq!(target("/new", false, "/a%3Bb", true, ""), "/new/a%3Bb");
+        assert_eq!(raw_suffix("/old/a%3Bb", "/old"), Some("/a%3Bb"));
+        assert_eq!(raw_suffix("/my%20docs/a%3Bb", "/my docs"), Some("/a%3Bb"));
+        assert_eq!(raw_suffix("//old/./a", "/old"), Some("/./a"));
+        assert_eq!(raw_suffix("/old", "/old"), Some(""));
+        assert_eq!(raw_suffix("/other/a", "/old"), None);
+        assert_eq!(raw_suffix("/anything", ""), Some("/anything"));
     }
 
     #[test]

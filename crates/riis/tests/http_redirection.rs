@@ -87,6 +87,10 @@ http_redirect = { enabled = true, destination = "/twice//v2" }
 [[sites.locations]]
 path = "/frag"
 http_redirect = { enabled = true, destination = "/doc#top" }
+
+[[sites.locations]]
+path = "/my docs"
+http_redirect = { enabled = true, destination = "/docs" }
 "#;
 
 fn config_text(root: &std::path::Path, locations: &str) -> String {
@@ -163,6 +167,7 @@ fn redirect_rules() {
         // the carried path is kept (`%3B` is not a `;` parameter).
         ("/frag/a?x=1", 302, "/doc/a?x=1#top"),
         ("/old/a%3Bb%2Bc", 302, "https://new.example/new/a%3Bb%2Bc"),
+        ("/my%20docs/a%3Bb", 302, "/docs/a%3Bb"),
         // Outside every rule.
         ("/a.txt", 200, "alpha"),
     ];
