@@ -468,14 +468,12 @@ impl HttpContext {
             url: url.to_owned(),
             physical_path: join_root(&self.site.info().physical_root, url),
         };
-        // By index: the list is read again after each call rather than the
-        // pipeline's Arc cloned to hold it across them.
-        for i in 0..self.pipeline.map_path.len() {
-            let m = self.pipeline.map_path[i];
-            self.call_nested(m, RequestNotification::MapPath, |module, ctx| {
-                module.on_map_path(ctx, &mut provider)
-            });
-        }
+        self.call_nested_list(
+            |p| &p.map_path,
+            RequestNotification::MapPath,
+            false,
+            |module, ctx| module.on_map_path(ctx, &mut provider),
+        );
         provider.physical_path
     }
 
@@ -558,6 +556,84 @@ impl HttpContext {
                 Some(RequestNotificationStatus::FinishRequest)
             }
         }
+    }
+
+    /// Calls every module of a nondeterministic notification's list, as
+    /// [`HttpContext::call_nested`] calls one, with one panic guard and one
+    /// save of the caller's state for the whole list. `list` picks the list
+    /// from the pipeline (read again at each step, so no `Arc` is cloned to
+    /// hold it). With `stop_at_finish`, a FinishRequest ends the walk.
+    /// Returns the last module's status, if any module ran.
+    pub(crate) fn call_nested_list(
+        &mut self,
+        list: impl Fn(&Pipeline) -> &[ModuleIndex],
+        notification: RequestNotification,
+        stop_at_finish: bool,
+        mut call: impl FnMut(&mut dyn HttpModule, &mut HttpContext) -> RequestNotificationStatus,
+    ) -> Option<RequestNotificationStatus> {
+        if list(&self.pipeline).is_empty() {
+            return None;
+        }
+        let saved = self.current;
+        let outer = (self.op.is_some() || self.response.flush.is_some())
+            .then(|| (self.op.take(), self.response.flush.take()));
+        let mut running: Option<ModuleIndex> = None;
+        let mut last = None;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut i = 0;
+            while let Some(&m) = list(&self.pipeline).get(i) {
+                i += 1;
+                let Some(mut module) = self.take_instance(m) else {
+                    continue;
+                };
+                running = Some(m);
+                self.current = Running::call(m, notification, false);
+                let status = call(&mut *module, self);
+                // Empty while its module ran (see `walk_list`).
+                std::mem::forget(self.slots[m.get()].instance.replace(module));
+                running = None;
+                if self.op.is_some() || self.response.flush.is_some() {
+                    self.refuse_nested_operation(m, notification);
+                }
+                last = Some(status);
+                if stop_at_finish && status == RequestNotificationStatus::FinishRequest {
+                    break;
+                }
+            }
+        }));
+        self.current = saved;
+        if let (Err(_), Some(m)) = (&outcome, running) {
+            if self.op.is_some() || self.response.flush.is_some() {
+                self.refuse_nested_operation(m, notification);
+            }
+        }
+        if let Some((op, flush)) = outer {
+            self.op = op;
+            self.response.flush = flush;
+        }
+        match outcome {
+            Ok(()) => last,
+            Err(panic) => {
+                let m = running.expect("a panic in a nested walk comes from a module call");
+                self.module_panicked(m, notification, false, &*panic);
+                self.finish_requested = true;
+                self.response.attention = true;
+                Some(RequestNotificationStatus::FinishRequest)
+            }
+        }
+    }
+
+    /// What a nested call started is not run: operations belong to the
+    /// deterministic calls.
+    #[cold]
+    fn refuse_nested_operation(&mut self, m: ModuleIndex, notification: RequestNotification) {
+        tracing::warn!(
+            module = %self.pipeline.module_name(m),
+            notification = %notification,
+            "an operation started during a nested notification is ignored"
+        );
+        self.op = None;
+        self.response.flush = None;
     }
 
     /// Takes module `m`'s instance out of its slot, creating it on first use.

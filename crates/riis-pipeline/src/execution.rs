@@ -1059,14 +1059,12 @@ impl RequestExecution {
                 disconnect: ctx.response.need_disconnect,
             },
         };
-        for &m in pipeline.send_response.iter() {
-            let status = ctx.call_nested(m, N::SendResponse, |module, ctx| {
-                module.on_send_response(ctx, &mut provider)
-            });
-            if status == Some(Status::FinishRequest) {
-                break;
-            }
-        }
+        ctx.call_nested_list(
+            |p| &p.send_response,
+            N::SendResponse,
+            true,
+            |module, ctx| module.on_send_response(ctx, &mut provider),
+        );
         let resp: &mut HttpResponse = &mut ctx.response;
         let head = (!resp.headers_sent && !resp.suppress_headers).then(|| ResponseHead {
             status: resp.status,

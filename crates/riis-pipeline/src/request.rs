@@ -42,11 +42,24 @@ pub(crate) fn decode_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
     if !raw.starts_with('/') {
         return Err(UrlError::NotAbsolute);
     }
-    // The common path has nothing to decode: one pass over its bytes, and
-    // the segment checks only when a slash is followed by a dot or another
-    // slash.
-    if !raw.bytes().any(|b| matches!(b, b'%' | b'\\' | b'\0')) {
-        if !raw.contains("//") && !raw.contains("/.") {
+    // The common path has nothing to decode: one pass over its bytes finds
+    // both what needs decoding and a slash followed by a dot or another
+    // slash (the segment checks run only then).
+    let bytes = raw.as_bytes();
+    let mut escaped = false;
+    let mut segments = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'%' | b'\\' | b'\0' => {
+                escaped = true;
+                break;
+            }
+            b'/' => segments |= matches!(bytes.get(i + 1), Some(b'/' | b'.')),
+            _ => {}
+        }
+    }
+    if !escaped {
+        if !segments {
             return Ok(Cow::Borrowed(raw));
         }
         if raw.split('/').any(|s| s == "..") {
