@@ -2208,32 +2208,21 @@ public:
 
     IHttpModuleContextContainer *GetModuleContextContainer(VOID) override { return &container_; }
 
+    /* The completion signals touch nothing of this object after the server
+     * call: when the request already ended (the execution limit, a client
+     * gone), that call is the module's last and the server then disposes
+     * the module, this context with it. */
     VOID IndicateCompletion(REQUEST_NOTIFICATION_STATUS notificationStatus) override {
         HRESULT hr = api()->indicate_completion(core_.ctx, static_cast<riis_status>(notificationStatus));
-        if (FAILED(hr) && completion_.load() != COMPLETION_ORPHANED) {
+        if (FAILED(hr)) {
             char line[96];
             snprintf(line, sizeof line, "IndicateCompletion failed with 0x%08X", (unsigned)hr);
             log(NULL, RIIS_LOG_ERROR, line);
         }
-        completed();
     }
 
     HRESULT PostCompletion(DWORD cbBytes) override {
-        HRESULT hr = api()->post_completion(core_.ctx, cbBytes);
-        completed();
-        return hr;
-    }
-
-    /* Where the module stands with its completion, for a request that ends
-     * while it is pending (see Instance::dispose). */
-    enum { COMPLETION_NONE = 0, COMPLETION_PENDING = 1, COMPLETION_SIGNALLED = 2,
-           COMPLETION_ORPHANED = 3 };
-    std::atomic<int> &completion() { return completion_; }
-
-    /** Who frees the module once an orphaned completion arrives. */
-    void on_orphan_completed(void (*destroy)(void *), void *owner) {
-        destroy_ = destroy;
-        owner_ = owner;
+        return api()->post_completion(core_.ctx, cbBytes);
     }
 
     VOID DisableNotifications(DWORD dwNotifications, DWORD dwPostNotifications) override {
@@ -2481,20 +2470,6 @@ private:
     Context *next_clone_;
     DWORD disabled_;
     DWORD disabled_post_;
-    std::atomic<int> completion_{COMPLETION_NONE};
-    void (*destroy_)(void *) = NULL;
-    void *owner_ = NULL;
-
-    /** A completion was signalled. If the request had already ended (the
-     *  module was orphaned), nothing else will free the module: free it now,
-     *  as the last thing done here (this object goes with it). */
-    void completed() {
-        if (completion_.exchange(COMPLETION_SIGNALLED) == COMPLETION_ORPHANED && destroy_ != NULL) {
-            void (*destroy)(void *) = destroy_;
-            void *owner = owner_;
-            destroy(owner);
-        }
-    }
 
     Context(const Context &);
     Context &operator=(const Context &);
@@ -2708,14 +2683,12 @@ inline riis_status fail_request(riis_context *ctx, const char *where, const char
 /** One CHttpModule and the IHttpContext of its request. */
 class Instance {
 public:
-    explicit Instance(CHttpModule *module) : module_(module), context_(NULL, NULL) {
-        context_.on_orphan_completed(&Instance::destroy, this);
-    }
+    explicit Instance(CHttpModule *module) : module_(module), context_(NULL, NULL) {}
 
     static riis_status on_notification(void *self, riis_context *ctx, uint32_t notification,
                                        int is_post, riis_provider *provider) noexcept {
         Instance *instance = static_cast<Instance *>(self);
-        instance->context_.completion().store(Context::COMPLETION_NONE);
+
         instance->context_.bind(ctx);
         CurrentContextScope scope(ctx);
         bool post = is_post != 0;
@@ -2737,7 +2710,7 @@ public:
                                            const riis_completion_info *completion) noexcept {
         UNREFERENCED_PARAMETER(provider);
         Instance *instance = static_cast<Instance *>(self);
-        instance->context_.completion().store(Context::COMPLETION_NONE);
+
         instance->context_.bind(ctx);
         CurrentContextScope scope(ctx);
         HRESULT status = completion != NULL ? completion->status : S_OK;
@@ -2766,26 +2739,10 @@ public:
     }
 
     static void dispose(void *self) noexcept {
-        Instance *instance = static_cast<Instance *>(self);
-        int pending = Context::COMPLETION_PENDING;
-        if (instance->context_.completion().compare_exchange_strong(
-                pending, Context::COMPLETION_ORPHANED)) {
-            /* The request ended while this module was pending (the server's
-             * execution limit, a client gone). IIS never does that, so a
-             * ported module's own thread may still call IndicateCompletion
-             * through its IHttpContext: the module and the context stay
-             * alive until it does (the server keeps its side too), and that
-             * call frees them. A module that never completes is leaked. */
-            log(NULL, RIIS_LOG_WARN,
-                "a request ended while a C++ module was pending; its CHttpModule is "
-                "disposed when its own thread signals the completion");
-            return;
-        }
-        destroy(instance);
-    }
-
-    /** Disposes the module and frees the instance. */
-    static void destroy(void *self) noexcept {
+        /* When the request ended while the module was pending, the server
+         * calls this once the module's own thread signalled (IIS never ends
+         * a request under a pending module; riis does, and waits for the
+         * signal before disposing). */
         Instance *instance = static_cast<Instance *>(self);
         guarded([&]() { instance->module_->Dispose(); },
                 [&](const char *why) { log_exception(NULL, "CHttpModule::Dispose", why); });
@@ -2882,12 +2839,7 @@ private:
      *  body read it asked for that no Pending follows is forgotten (or a
      *  later completion would read as the end of the body). */
     void returned(riis_status result) {
-        if (result == RIIS_STATUS_PENDING) {
-            /* Unless the module's thread already signalled (an early
-             * completion leaves COMPLETION_SIGNALLED in place). */
-            int none = Context::COMPLETION_NONE;
-            context_.completion().compare_exchange_strong(none, Context::COMPLETION_PENDING);
-        } else {
+        if (result != RIIS_STATUS_PENDING) {
             context_.core().read_pending = false;
         }
     }

@@ -430,7 +430,8 @@ typedef struct riis_api {
      *  `status` without calling the module again. Any thread. Signal once
      *  per Pending (this or post_completion), and use the context no more
      *  after that signal: when the request already ended (the execution
-     *  limit, a client gone), the signal is what frees the context. */
+     *  limit, a client gone), the server then calls the module's dispose
+     *  (on a thread of its own) and frees the context. */
     riis_hresult (*indicate_completion)(riis_context *context, riis_status status);
     /** PostCompletion: re-enter on_async_completion with `bytes`. During a
      *  call (then return RIIS_STATUS_PENDING) or, after it, from any thread. */

@@ -165,11 +165,27 @@ pub(crate) enum EarlySignal {
 pub(crate) struct CompletionSlot {
     pub(crate) handle: Option<CompletionHandle>,
     pub(crate) early: Option<EarlySignal>,
-    /// The request ended while the module was pending: the instance is
-    /// gone and nobody owns the frame but the module's own signal, which
-    /// frees it (see `NativeModule::drop`).
-    pub(crate) orphaned: bool,
+    /// The request ended while the module was pending: the module's own
+    /// signal disposes the instance and frees the frame (see
+    /// `NativeModule::drop` and `api::context::signal`).
+    pub(crate) orphan: Option<Orphan>,
 }
+
+/// What an instance left when its request ended while it was pending.
+pub(crate) struct Orphan {
+    /// The frame, as `Box::into_raw` gave it up.
+    pub(crate) frame: *mut Frame,
+    /// The module's dispose callback and its instance, not called yet.
+    pub(crate) dispose: Option<(
+        unsafe extern "C" fn(*mut std::ffi::c_void),
+        *mut std::ffi::c_void,
+    )>,
+}
+
+// SAFETY: an orphan is handed from the engine's thread to the thread of the
+// module's completion signal, which alone uses it (under the slot's lock,
+// then by value); the module's dispose may run on any thread.
+unsafe impl Send for Orphan {}
 
 /// What a context handle designates.
 pub(crate) enum Target {

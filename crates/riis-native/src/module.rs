@@ -194,28 +194,60 @@ unsafe impl Send for NativeModule {}
 
 impl Drop for NativeModule {
     fn drop(&mut self) {
+        if self.frame.lock_completion().handle.is_some() {
+            // The request ended while the module was Pending (the execution
+            // limit, a vanished client). IIS never does that, so the
+            // module's own thread may still signal through its context: the
+            // instance and the frame stay until it does, and that signal
+            // disposes and frees them (`api::context::signal`). Clones are
+            // dropped now, on the engine's thread.
+            self.frame.clones.borrow_mut().clear();
+            // SAFETY: taken once; `self.frame` is not used after this.
+            let frame = Box::into_raw(unsafe { std::mem::ManuallyDrop::take(&mut self.frame) });
+            let orphan = crate::frame::Orphan {
+                frame,
+                dispose: self.dispose.map(|d| (d, self.module)),
+            };
+            // SAFETY: `frame` is live until an orphan's signal frees it, and
+            // none can run before the orphan is stored below.
+            let mut slot = unsafe { &*frame }.lock_completion();
+            if slot.handle.is_some() {
+                slot.orphan = Some(orphan);
+                return;
+            }
+            // The signal came meanwhile: finish here after all.
+            drop(slot);
+            // SAFETY: no completion is outstanding: nothing else uses the
+            // frame, which `Box::into_raw` gave up above.
+            unsafe { release(orphan) };
+            return;
+        }
         if let Some(dispose) = self.dispose {
             let _running = RunningGuard::enter(&self.frame);
             // SAFETY: the module's dispose callback with its own instance,
             // called exactly once, when the request ends.
             unsafe { dispose(self.module) }
         }
-        // A request that ended while the module was Pending (the execution
-        // limit, a vanished client) may still be signalled by the module's
-        // own thread through its context: the frame (its completion slot)
-        // stays valid for that, and that signal frees it (see
-        // `api::context::signal`). A module that never signals leaks it.
-        {
-            let mut slot = self.frame.lock_completion();
-            if slot.handle.is_some() {
-                slot.orphaned = true;
-                return;
-            }
-        }
         // SAFETY: the frame is dropped once, here, and nothing uses it after
         // the instance is gone (no completion is outstanding).
         unsafe { std::mem::ManuallyDrop::drop(&mut self.frame) }
     }
+}
+
+/// Disposes an orphaned instance and frees its frame.
+///
+/// # Safety
+/// `orphan` came from `NativeModule::drop` and nothing else uses its frame.
+pub(crate) unsafe fn release(orphan: crate::frame::Orphan) {
+    if let Some((dispose, module)) = orphan.dispose {
+        // SAFETY: live until freed below.
+        let _running = RunningGuard::enter(unsafe { &*orphan.frame });
+        // SAFETY: the module's dispose callback with its own instance,
+        // called exactly once.
+        unsafe { dispose(module) }
+    }
+    // SAFETY: the pointer `Box::into_raw` gave; freed once, here.
+    drop(unsafe { Box::from_raw(orphan.frame) });
 }
 
 impl NativeModule {

@@ -357,4 +357,22 @@ fn a_module_that_never_completes_meets_the_execution_limit() {
     // The request ran to its end (its request context was cleaned up), and
     // the server goes on.
     assert_eq!(get(server.addr, "/c/hello").status, 200);
+
+    // A module whose request ended while it was pending is disposed only
+    // once its own thread signalled (it may use its context until then),
+    // and then it is disposed rather than leaked.
+    assert_eq!(get(server.addr, "/c/orphan").status, 503);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = get(server.addr, "/c/orphans").text();
+        if text.trim() == "disposed=1,0" {
+            break;
+        }
+        assert_eq!(text.trim(), "disposed=0,0", "disposed before its signal");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphaned module was never disposed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

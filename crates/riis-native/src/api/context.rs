@@ -368,9 +368,9 @@ pub(super) unsafe extern "C" fn execute_request(
 /// # Safety
 /// `frame` points at a live frame.
 unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) {
-    let orphaned = {
+    let orphan = {
         // SAFETY: live, as the caller promises; the reference ends with
-        // this block, before the frame may be freed.
+        // this block.
         let mut slot = unsafe { &*frame }.lock_completion();
         match slot.handle.take() {
             Some(handle) => match signal {
@@ -379,15 +379,20 @@ unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) {
             },
             None => slot.early = Some(signal),
         }
-        slot.orphaned
+        slot.orphan.take()
     };
-    if orphaned {
-        // SAFETY: the frame was allocated as a `Box<Frame>` (`Frame::new`)
-        // and left unfreed by `NativeModule::drop` because a completion was
-        // outstanding; `orphaned` says the instance is gone, so this signal
-        // was the last use of the frame (the module makes no call with this
-        // context after its completion signal, one per Pending as in IIS).
-        drop(unsafe { Box::from_raw(frame.cast_mut()) });
+    if let Some(orphan) = orphan {
+        // The request ended while the module was pending, and this was the
+        // signal it still owed: dispose it and free its frame, on a thread
+        // of their own, since the module is inside its own API call now
+        // (holding its locks, returning into the context being freed).
+        std::thread::spawn(move || {
+            // SAFETY: the orphan's frame is used by nothing else: the
+            // instance is gone from the engine, and the module makes no
+            // call with this context after its completion signal (one per
+            // Pending, as in IIS).
+            unsafe { crate::module::release(orphan) }
+        });
     }
 }
 

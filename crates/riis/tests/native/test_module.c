@@ -19,6 +19,10 @@
  *   /c/stats        request-context cleanups seen so far.
  *   /c/never        returns Pending and never completes (the server's
  *                   execution limit ends it).
+ *   /c/orphan       returns Pending; another thread completes it 1.5 s
+ *                   later, after a 1 s execution limit ended the request.
+ *   /c/orphans      "disposed=A,B": orphan instances disposed after / before
+ *                   their thread signalled.
  *   /c/upper        writes "make me loud"; at SendResponse the module reads
  *                   the buffered entity and replaces it in upper case, and
  *                   counts the response headers in X-Header-Count.
@@ -36,11 +40,15 @@
 static const riis_api *api;
 static uint32_t section;
 static int cleanups; /* request contexts released; touched under a lock */
+static int orphan_signalled;       /* /c/orphan's thread signalled (lock) */
+static int orphans_disposed_after; /* ... and its instance was disposed */
+static int orphans_disposed_before;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 typedef struct instance {
     char *buffer; /* body read buffer (request memory) */
     int reading;
+    int orphan; /* serving /c/orphan */
     riis_allocator *allocator; /* from get_http_module */
 } instance;
 
@@ -70,6 +78,16 @@ static void pause_briefly(void) {
 static void *indicate_later(void *arg) {
     pause_briefly();
     api->indicate_completion((riis_context *)arg, RIIS_STATUS_FINISH_REQUEST);
+    return NULL;
+}
+
+static void *indicate_much_later(void *arg) {
+    struct timespec t = {1, 500 * 1000 * 1000};
+    nanosleep(&t, NULL);
+    pthread_mutex_lock(&lock);
+    orphan_signalled = 1;
+    pthread_mutex_unlock(&lock);
+    api->indicate_completion((riis_context *)arg, RIIS_STATUS_CONTINUE);
     return NULL;
 }
 
@@ -154,6 +172,21 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         pthread_create(&t, NULL, indicate_later, ctx);
         pthread_detach(t);
         return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/orphan") == 0) {
+        pthread_t t;
+        self->orphan = 1;
+        pthread_create(&t, NULL, indicate_much_later, ctx);
+        pthread_detach(t);
+        return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/orphans") == 0) {
+        pthread_mutex_lock(&lock);
+        snprintf(line, sizeof line, "disposed=%d,%d\n", orphans_disposed_after,
+                 orphans_disposed_before);
+        pthread_mutex_unlock(&lock);
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
     }
     if (strcmp(url, "/c/post-thread") == 0) {
         pthread_t t;
@@ -337,7 +370,19 @@ static riis_status on_async_completion(void *module, riis_context *ctx, uint32_t
     return RIIS_STATUS_FINISH_REQUEST;
 }
 
-static void dispose(void *module) { free(module); }
+static void dispose(void *module) {
+    instance *self = (instance *)module;
+    if (self->orphan) {
+        pthread_mutex_lock(&lock);
+        if (orphan_signalled) {
+            orphans_disposed_after++;
+        } else {
+            orphans_disposed_before++;
+        }
+        pthread_mutex_unlock(&lock);
+    }
+    free(module);
+}
 
 static const riis_module_callbacks callbacks = {
     sizeof(riis_module_callbacks), on_notification, on_async_completion, dispose};
