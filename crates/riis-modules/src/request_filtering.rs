@@ -493,6 +493,12 @@ pub fn register_module(
     )?;
     registration
         .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);
+    // The re-check of a rewritten URL comes before other PostBeginRequest
+    // modules act on it.
+    registration.set_priority_for_post_request_notification(
+        RequestNotification::BeginRequest,
+        Priority::First,
+    )?;
     registration
         .set_priority_for_request_notification(RequestNotification::ReadEntity, Priority::First);
     Ok(())

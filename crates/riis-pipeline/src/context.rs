@@ -807,6 +807,15 @@ impl HttpContext {
                 ModuleError::E_INVALIDARG,
             ));
         }
+        if child.op.is_some() || child.finish_requested || child.response.flush.is_some() {
+            // Started on the clone before it ran (a body read, a flush, a
+            // failed MapPath): nothing of the child's own pipeline could own
+            // it.
+            return Err(ModuleError::with_hresult(
+                "an operation was started on the clone before it was executed",
+                ModuleError::E_INVALIDARG,
+            ));
+        }
         // The depth is this request's, not the one the clone was made at: a
         // clone kept from a shallower request must not reset the count.
         if self.depth >= MAX_CHILD_REQUEST_DEPTH {

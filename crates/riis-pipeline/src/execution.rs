@@ -757,6 +757,7 @@ impl RequestExecution {
                             pipeline.module_name(module)
                         ),
                     );
+                    ctx.sync_url();
                     ctx.request.pipeline_started = true;
                     frame.stage = LOG_STAGE;
                     frame.post = false;

@@ -119,7 +119,7 @@ pub struct HttpResponse {
     /// Whether any module changed status, headers or entity.
     pub(crate) touched: bool,
     /// Set with every flush, operation or failure a module call leaves for
-    /// the engine (see `HttpContext::needs_engine`), so the module walk
+    /// the engine (see `RequestExecution::after_call`), so the module walk
     /// tests one flag after a call instead of each of them. Cleared when
     /// the engine looks.
     pub(crate) attention: bool,

@@ -347,3 +347,28 @@ async fn a_child_with_the_parents_url_needs_same_url() {
     assert_eq!(log.entries(), ["refused=true"]);
     assert_eq!(outcome.body(), "done");
 }
+
+/// An operation started on a clone before it runs belongs to nobody in the
+/// child's pipeline: executing such a clone is refused.
+#[tokio::test]
+async fn a_clone_with_an_operation_started_on_it_is_not_executed() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Parent",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            let mut child = ctx.clone_context().unwrap();
+            child.read_entity_body(8).unwrap();
+            let refused = ctx.execute_request(child, ExecuteFlags::default()).is_err();
+            write(ctx, if refused { "refused" } else { "ran" });
+            Status::Continue
+        }),
+    )
+    .handler(catch_all(&["Parent"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    outcome.assert_completed();
+    assert_eq!(outcome.body(), "refused");
+}
