@@ -100,9 +100,9 @@ impl Default for StaticCompressionConfig {
 struct Copies {
     memory: Mutex<(HashMap<PathBuf, Bytes>, usize)>,
     making: Mutex<HashSet<PathBuf>>,
-    /// Directories checked: `true` once found private (not checked again),
-    /// `false` once refused and logged (checked again, logged no more).
-    directories: Mutex<HashMap<PathBuf, bool>>,
+    /// Copy directories looked at: a private one is not looked at again, a
+    /// refused one is logged once and looked at again now and then.
+    directories: Mutex<HashMap<PathBuf, DirectoryCheck>>,
 }
 
 impl Copies {
@@ -110,16 +110,21 @@ impl Copies {
     /// once, a refused one is logged once.
     fn directory_usable(&self, dir: &Path) -> bool {
         let mut seen = self.directories.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.get(dir) == Some(&true) {
-            return true;
+        match seen.get(dir) {
+            Some(DirectoryCheck::Private) => return true,
+            // Not every request pays a `mkdir` and a `stat` for a directory
+            // that was wrong a moment ago.
+            Some(DirectoryCheck::Refused(at)) if at.elapsed() < RECHECK_REFUSED => return false,
+            _ => {}
         }
         match private_directory(dir) {
             Ok(()) => {
-                seen.insert(dir.to_owned(), true);
+                seen.insert(dir.to_owned(), DirectoryCheck::Private);
                 true
             }
             Err(why) => {
-                if seen.insert(dir.to_owned(), false).is_none() {
+                let refused = DirectoryCheck::Refused(std::time::Instant::now());
+                if seen.insert(dir.to_owned(), refused).is_none() {
                     tracing::error!(
                         "StaticCompression: {why}; static files go uncompressed until it is fixed"
                     );
@@ -129,6 +134,18 @@ impl Copies {
         }
     }
 }
+
+/// What the last look at a copy directory found.
+enum DirectoryCheck {
+    /// Ours and private: not looked at again.
+    Private,
+    /// Refused then; looked at again after [`RECHECK_REFUSED`].
+    Refused(std::time::Instant),
+}
+
+/// How long a refused copy directory is taken as refused before it is
+/// looked at again (the operator may have fixed it).
+const RECHECK_REFUSED: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Takes a copy's name out of [`Copies::making`] when its maker is done,
 /// however it ends.
