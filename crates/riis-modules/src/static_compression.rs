@@ -27,9 +27,10 @@
 //!
 //! Never encoded: files under `min_size` (2,700 bytes) or over `max_size`
 //! (4 MiB: a copy is made while the first request waits), types not listed,
-//! ranges, HEAD, and responses that already have a `Content-Encoding`.
-//! Compressible files always get `Vary: Accept-Encoding` (on HEAD too);
-//! encoded ones a weak ETag.
+//! ranges and responses that already have a `Content-Encoding`. A HEAD of
+//! a file gets what its GET would (the coding, the copy's length, the weak
+//! ETag). Compressible files always get `Vary: Accept-Encoding`; encoded
+//! ones a weak ETag.
 //!
 //! Configuration section `static_compression`:
 //! - `enabled` (default true);
@@ -451,7 +452,12 @@ impl HttpModule for StaticCompression {
         }
         let coding = content_encoding::negotiate(ctx.request().headers());
         content_encoding::add_vary(ctx.response_mut().headers_mut());
-        let Some(coding) = coding.filter(|_| ctx.request().method() == Method::GET) else {
+        // HEAD gets the headers GET would (RFC 9110 §9.3.2), the copy's
+        // length included, so a cache can freshen the variant it holds; a
+        // folder's default document is not at the folder's path, so its
+        // HEAD gets only the Vary.
+        let head = ctx.request().method() == Method::HEAD;
+        let Some(coding) = coding.filter(|_| !head || info.kind == ResourceKind::File) else {
             return RequestNotificationStatus::Continue;
         };
         let config = ctx.config(self.config);
@@ -466,12 +472,23 @@ impl HttpModule for StaticCompression {
             config.directory.clone()
         };
         let name = Self::copy_name(&dir, &path, &etag, coding, level);
-        let source = || Self::file_body(ctx, len);
+        let source = || {
+            if head {
+                std::fs::read(&path).ok().filter(|d| d.len() as u64 == len)
+            } else {
+                Self::file_body(ctx, len)
+            }
+        };
         match self.copy(&name, source, coding, level) {
             Ok(Some(compressed)) => {
                 let response = ctx.response_mut();
                 content_encoding::mark_encoded(response.headers_mut(), coding);
-                response.set_entity_chunks(vec![EntityChunk::Memory(compressed)]);
+                if head {
+                    response
+                        .set_header(header::CONTENT_LENGTH, HeaderValue::from(compressed.len()));
+                } else {
+                    response.set_entity_chunks(vec![EntityChunk::Memory(compressed)]);
+                }
             }
             Ok(None) => {}
             Err(why) => tracing::warn!(

@@ -137,11 +137,29 @@ fn small_files_and_other_types_are_not_compressed() {
     assert_eq!(resp.header("content-encoding"), None);
     assert_eq!(resp.header("vary"), None);
     assert_eq!(resp.body.len(), 10_000);
-    // HEAD is never given a coding, but says that GET's varies.
+    // HEAD gets the headers GET would: the coding, the copy's length, the
+    // weak ETag and Vary.
+    let get = fetch(&mut conn, "/big.txt", Some("gzip"));
     conn.send_raw(b"HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
-    let resp = conn.read_response(true);
-    assert_eq!(resp.header("content-encoding"), None);
-    assert_eq!(resp.header("vary"), Some("Accept-Encoding"));
+    let head = conn.read_response(true);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
+    assert_eq!(head.header("etag"), get.header("etag"));
+    assert_eq!(head.header("vary"), Some("Accept-Encoding"));
+    // A HEAD before any GET makes the copy itself.
+    conn.send_raw(b"HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: br\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(head.header("content-encoding"), Some("br"));
+    let get = fetch(&mut conn, "/big.txt", Some("br"));
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
 }
 
 /// Revalidating a compressed copy (with the weak ETag it came with) gets a
