@@ -69,8 +69,6 @@ pub struct Reloader {
     /// `[server]`, which a reload keeps; to tell the operator when the file
     /// changed it.
     fixed: ServerSettings,
-    /// One reload at a time.
-    busy: Mutex<()>,
     /// Replaced configurations, stopped when their last request ends.
     retiring: Arc<Retiring>,
 }
@@ -101,7 +99,6 @@ impl Reloader {
             certificates,
             listeners: listeners_of(running),
             fixed: running.settings.clone(),
-            busy: Mutex::new(()),
             retiring,
         }
     }
@@ -111,7 +108,9 @@ impl Reloader {
     /// ApplicationStart and ConfigurationChange first. The old pipeline gets
     /// ApplicationStop and Terminate once its last request is done.
     pub fn reload(&self) -> Result<PathBuf, ReloadError> {
-        let _one = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        // One reload at a time, for every reloader of the server, and none
+        // while the server's final stop runs.
+        let _one = self.retiring.busy.lock().unwrap_or_else(|e| e.into_inner());
         if self.retiring.closed() {
             return Err(ReloadError::Stopping);
         }
@@ -186,7 +185,13 @@ impl Reloader {
 /// reload replaces the configuration any more (the swap and the stop hold
 /// the same lock), so the one in force is stopped exactly once too.
 #[derive(Default)]
-pub(crate) struct Retiring(Mutex<RetiringState>);
+pub(crate) struct Retiring {
+    state: Mutex<RetiringState>,
+    /// Held by a reload from start to end, and by the final stop: a reload
+    /// under way when the server stops finishes first, so its configuration
+    /// is the one the stop stops.
+    busy: Mutex<()>,
+}
 
 #[derive(Default)]
 struct RetiringState {
@@ -246,6 +251,7 @@ impl Retiring {
     /// drain deadline): refuses later reloads, then stops every
     /// configuration still retiring, and last the one in force.
     pub(crate) fn close_and_stop_all(&self, current: &CurrentGeneration) {
+        let _no_reload = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let (retiring, in_force) = {
             let mut state = self.lock();
             state.closed = true;
@@ -269,7 +275,7 @@ impl Retiring {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RetiringState> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
