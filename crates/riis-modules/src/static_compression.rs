@@ -319,13 +319,7 @@ impl StaticCompression {
     /// §15.4.5, RFC 9111 §4.3.4) instead of finding no match for a strong
     /// one.
     fn not_modified(ctx: &mut HttpContext) {
-        let Some(etag) = ctx
-            .response()
-            .header(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .filter(|t| t.starts_with('"'))
-            .map(str::to_owned)
-        else {
+        let Some(etag) = strong_etag(ctx) else {
             return;
         };
         let weak = format!("W/{etag}");
@@ -401,13 +395,7 @@ impl HttpModule for StaticCompression {
         // bytes do (RFC 9110 §8.8.3), so with the physical path it names
         // the copy. It need not be the request's own file: a default
         // document comes from a child request, under the folder's path.
-        let Some(etag) = ctx
-            .response()
-            .header(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .filter(|t| t.starts_with('"'))
-            .map(str::to_owned)
-        else {
+        let Some(etag) = strong_etag(ctx) else {
             return RequestNotificationStatus::Continue;
         };
         let Some(path) = ctx.mapped_path().map(Path::to_path_buf) else {
@@ -498,6 +486,15 @@ impl HttpModule for StaticCompression {
         }
         RequestNotificationStatus::Continue
     }
+}
+
+/// The response's ETag when it is a strong one.
+fn strong_etag(ctx: &HttpContext) -> Option<String> {
+    ctx.response()
+        .header(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| t.starts_with('"'))
+        .map(str::to_owned)
 }
 
 /// Entry point.

@@ -481,12 +481,12 @@ impl HttpContext {
     /// notifications receives `provider` and checks its type name. The
     /// calling module is not re-entered.
     pub fn raise_custom_notification(&mut self, provider: &mut dyn CustomNotificationProvider) {
-        let pipeline = self.pipeline.clone();
-        for &m in pipeline.custom.iter() {
-            self.call_nested(m, RequestNotification::CustomNotification, |module, ctx| {
-                module.on_custom_request_notification(ctx, provider)
-            });
-        }
+        self.call_nested_list(
+            |p| &p.custom,
+            RequestNotification::CustomNotification,
+            false,
+            |module, ctx| module.on_custom_request_notification(ctx, provider),
+        );
     }
 
     /// `IHttpServer::NotifyCustomNotification`: the global counterpart.
@@ -512,55 +512,11 @@ impl HttpContext {
         }
     }
 
-    /// Calls module `m` for a nondeterministic notification raised from inside
-    /// another call; a module that is busy (the caller) or failed is skipped.
-    pub(crate) fn call_nested(
-        &mut self,
-        m: ModuleIndex,
-        notification: RequestNotification,
-        call: impl FnOnce(&mut dyn HttpModule, &mut HttpContext) -> RequestNotificationStatus,
-    ) -> Option<RequestNotificationStatus> {
-        let saved = self.current;
-        let mut module = self.take_instance(m)?;
-        // Operations belong to deterministic calls: what a nested call starts
-        // is refused, and what the outer call started is kept for it. Set
-        // aside only when there is one (the common case has none).
-        let outer = (self.op.is_some() || self.response.flush.is_some())
-            .then(|| (self.op.take(), self.response.flush.take()));
-        self.current = Running::call(m, notification, false);
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *module, self)));
-        self.current = saved;
-        if self.op.is_some() || self.response.flush.is_some() {
-            tracing::warn!(
-                module = %self.pipeline.module_name(m),
-                notification = %notification,
-                "an operation started during a nested notification is ignored"
-            );
-            self.op = None;
-            self.response.flush = None;
-        }
-        if let Some((op, flush)) = outer {
-            self.op = op;
-            self.response.flush = flush;
-        }
-        match outcome {
-            Ok(status) => {
-                self.slots[m.get()].instance = Some(module);
-                Some(status)
-            }
-            Err(panic) => {
-                self.module_panicked(m, notification, false, &*panic);
-                self.finish_requested = true;
-                self.response.attention = true;
-                Some(RequestNotificationStatus::FinishRequest)
-            }
-        }
-    }
-
-    /// Calls every module of a nondeterministic notification's list, as
-    /// [`HttpContext::call_nested`] calls one, with one panic guard and one
-    /// save of the caller's state for the whole list. `list` picks the list
+    /// Calls every module of a nondeterministic notification's list, raised
+    /// from inside another call (a module that is busy, the caller, or
+    /// failed is skipped), with one panic guard and one save of the
+    /// caller's state for the whole list. What a nested call starts is
+    /// refused; what the outer call started is kept for it. `list` picks the list
     /// from the pipeline (read again at each step, so no `Arc` is cloned to
     /// hold it). With `stop_at_finish`, a FinishRequest ends the walk.
     /// Returns the last module's status, if any module ran.

@@ -503,25 +503,24 @@ impl RequestExecution {
         data: Bytes,
         hresult: u32,
     ) {
-        let pipeline = self.pipeline.clone();
         let ctx = &mut self.frames[top].ctx;
         if data.is_empty() {
             ctx.request.body_complete = true;
         }
         let mut provider = ReadEntityProvider { entity: data };
         if !provider.entity.is_empty() {
-            for &m in pipeline.read_entity.iter() {
-                let status = ctx.call_nested(m, N::ReadEntity, |module, ctx| {
-                    module.on_read_entity(ctx, &mut provider)
-                });
-                if status == Some(Status::FinishRequest) {
-                    // A ReadEntity module refused the body (a size limit, a
-                    // filter): the reader is not resumed and the request
-                    // goes on to LogRequest with the status that module set.
-                    ctx.finish_requested = true;
-                    ctx.response.attention = true;
-                    break;
-                }
+            let status = ctx.call_nested_list(
+                |p| &p.read_entity,
+                N::ReadEntity,
+                true,
+                |module, ctx| module.on_read_entity(ctx, &mut provider),
+            );
+            if status == Some(Status::FinishRequest) {
+                // A ReadEntity module refused the body (a size limit, a
+                // filter): the reader is not resumed and the request goes on
+                // to LogRequest with the status that module set.
+                ctx.finish_requested = true;
+                ctx.response.attention = true;
             }
         }
         let data = provider.entity;

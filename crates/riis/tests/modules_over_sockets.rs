@@ -693,23 +693,13 @@ fn host_names_choose_the_site() {
     assert_eq!(conn.read_response(false).header("x-site"), Some("fallback"));
 }
 
-/// A port free on every address at the moment (bound and let go), for a
-/// test that needs the same port on two addresses.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `*:P` and `127.0.0.1:P` together (IIS's "All Unassigned" beside an
 /// address of its own): one socket on the wildcard, and each connection
 /// routed by the address it arrived at. Host names bound to the wildcard
 /// still win over the address's catch-all, as in http.sys.
 #[test]
 fn an_address_binding_beside_a_wildcard_on_the_same_port_gets_its_own_connections() {
-    let port = free_port();
+    let port = common::free_port();
     let text = format!(
         "[[modules]]\nname = \"SiteName\"\n\
         [[sites]]\nname = \"any\"\nroot = 'ROOT'\nbindings = [\"*:{port}\"]\n\

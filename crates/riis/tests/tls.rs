@@ -223,11 +223,7 @@ fn an_address_binding_beside_a_tls_wildcard_offers_its_own_certificate() {
     dir.write("one.key", one_key);
     dir.write("any/index.txt", "site any");
     dir.write("one/index.txt", "site one");
-    let port = std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let config = dir.write(
         "riis.toml",
         format!(

@@ -264,6 +264,17 @@ impl Connection {
     }
 }
 
+/// A port free on every address at the moment (bound and let go), for a
+/// test that needs the same port on two addresses.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// One GET on a fresh connection.
 pub fn get(addr: SocketAddr, path: &str) -> Response {
     Connection::open(addr).get(path)
