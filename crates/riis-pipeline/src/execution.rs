@@ -48,6 +48,8 @@ use crate::registration::ModuleIndex;
 use crate::response::{EntityChunk, HttpResponse};
 
 const LOG_STAGE: u8 = 10;
+/// LogRequest's event position (`stage * 2 + post`).
+const LOG_POSITION: usize = LOG_STAGE as usize * 2;
 const FINAL_SEND: u8 = 12;
 const DONE: u8 = 13;
 const EXECUTE_STAGE: usize = 7;
@@ -318,15 +320,20 @@ impl Frame {
         }
     }
 
-    fn advance(&mut self) {
-        if self.post {
-            self.stage += 1;
-            self.post = false;
-        } else {
-            self.post = true;
-        }
+    /// Moves the cursor to the first event with work at or after
+    /// `position` (`stage * 2 + post`; see [`Pipeline::next_busy`]).
+    fn go_to(&mut self, position: usize, next_busy: &[u8; 25]) {
+        let to = next_busy[position];
+        self.stage = to / 2;
+        self.post = to % 2 == 1;
         self.pos = 0;
         self.entered = false;
+    }
+
+    /// Moves past the current event.
+    fn advance(&mut self, next_busy: &[u8; 25]) {
+        let here = self.stage as usize * 2 + self.post as usize;
+        self.go_to(here + 1, next_busy);
     }
 }
 
@@ -758,10 +765,7 @@ impl RequestExecution {
                     );
                     ctx.sync_url();
                     ctx.request.pipeline_started = true;
-                    frame.stage = LOG_STAGE;
-                    frame.post = false;
-                    frame.pos = 0;
-                    frame.entered = false;
+                    frame.go_to(LOG_POSITION, &self.pipeline.next_busy);
                     return;
                 }
                 // A PreBeginRequest module may have rewritten the URL.
@@ -783,10 +787,7 @@ impl RequestExecution {
                 }
                 if std::mem::take(&mut ctx.finish_requested) {
                     // A MapPath module failed while the handler was chosen.
-                    frame.stage = LOG_STAGE;
-                    frame.post = false;
-                    frame.pos = 0;
-                    frame.entered = false;
+                    frame.go_to(LOG_POSITION, &self.pipeline.next_busy);
                 }
             }
             (7, false) => {
@@ -843,7 +844,7 @@ impl RequestExecution {
             resp.current = (None, "ExecuteRequestHandler");
             resp.set_error_status(StatusCode::NOT_FOUND, "Not Found", 0, 0x8007_0002);
         }
-        frame.advance();
+        frame.advance(&self.pipeline.next_busy);
     }
 
     /// [`call_module`] for the frame `top`.
@@ -1021,10 +1022,7 @@ impl RequestExecution {
         if status == Status::FinishRequest {
             if let Some(stage) = site.notification.stage() {
                 if (stage as u8) < LOG_STAGE {
-                    frame.stage = LOG_STAGE;
-                    frame.post = false;
-                    frame.pos = 0;
-                    frame.entered = false;
+                    frame.go_to(LOG_POSITION, &self.pipeline.next_busy);
                 }
             }
         }

@@ -209,6 +209,12 @@ pub struct Pipeline {
     pub(crate) modules: Box<[ModuleEntry]>,
     /// `[stage][post]`: modules in dispatch order.
     pub(crate) events: [[Box<[ModuleIndex]>; 2]; 12],
+    /// For each event position (`stage * 2 + post`, 24 is the final send),
+    /// the first position at or after it with work: modules to call, or
+    /// the engine's own work at MapRequestHandler (choosing the handler)
+    /// and ExecuteRequestHandler (the handler's modules). The engine jumps
+    /// over the events in between instead of entering each.
+    pub(crate) next_busy: [u8; 25],
     /// SendResponse order: inverted priority.
     pub(crate) send_response: Box<[ModuleIndex]>,
     pub(crate) read_entity: Box<[ModuleIndex]>,
@@ -672,8 +678,10 @@ impl PipelineBuilder {
                 && m.global_notifications
                     .contains(GlobalNotification::TraceEvent)
         });
+        let next_busy = next_busy_events(&events);
         Ok(Pipeline {
             events,
+            next_busy,
             send_response: send_response.into_boxed_slice(),
             read_entity: dispatch(RequestNotification::ReadEntity, false),
             map_path: dispatch(RequestNotification::MapPath, false),
@@ -824,6 +832,27 @@ fn merge(base: &mut toml::Value, over: &toml::Value) {
     }
 }
 
+/// [`Pipeline::next_busy`] for a configuration's event lists.
+fn next_busy_events(events: &[[Box<[ModuleIndex]>; 2]; 12]) -> [u8; 25] {
+    let map_handler = RequestNotification::MapRequestHandler.stage().unwrap_or(4) * 2;
+    let execute = RequestNotification::ExecuteRequestHandler
+        .stage()
+        .unwrap_or(7)
+        * 2;
+    let mut next = [24u8; 25];
+    for position in (0..24).rev() {
+        let busy = !events[position / 2][position % 2].is_empty()
+            || position == map_handler
+            || position == execute;
+        next[position] = if busy {
+            position as u8
+        } else {
+            next[position + 1]
+        };
+    }
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -846,5 +875,29 @@ mod tests {
         assert_eq!(a["y"].as_integer(), Some(2));
         assert_eq!(a["t"]["a"].as_integer(), Some(1));
         assert_eq!(a["t"]["b"].as_integer(), Some(3));
+    }
+
+    #[test]
+    fn next_busy_skips_events_without_work() {
+        let one = || -> Box<[ModuleIndex]> { vec![ModuleIndex(0)].into_boxed_slice() };
+        let mut events: [[Box<[ModuleIndex]>; 2]; 12] = Default::default();
+        events[0][0] = one(); // BeginRequest
+        events[2][1] = one(); // PostAuthorizeRequest
+        events[11][0] = one(); // EndRequest
+        let next = next_busy_events(&events);
+        assert_eq!(next[0], 0);
+        assert_eq!(
+            next[1], 5,
+            "PostBeginRequest goes on to PostAuthorizeRequest"
+        );
+        assert_eq!(
+            next[6], 8,
+            "MapRequestHandler always has the handler to choose"
+        );
+        assert_eq!(next[9], 14, "ExecuteRequestHandler always runs the handler");
+        assert_eq!(next[15], 22, "on to EndRequest");
+        assert_eq!(next[20], 22, "LogRequest is empty");
+        assert_eq!(next[23], 24, "then the final send");
+        assert_eq!(next[24], 24);
     }
 }
