@@ -563,6 +563,15 @@ impl PipelineBuilder {
                         ),
                     )
                 })?;
+                if d.modules.is_empty() {
+                    return Err(BuildError::new(
+                        format!("{}.modules", d.key),
+                        format!(
+                            "handler `{}` names no module, so it could answer nothing",
+                            d.name
+                        ),
+                    ));
+                }
                 let modules = d
                     .modules
                     .iter()

@@ -280,3 +280,12 @@ fn a_handler_module_must_register_for_execute_request_handler() {
     assert!(err.key.ends_with(".modules"), "{err}");
     assert!(err.message.contains("ExecuteRequestHandler"), "{err}");
 }
+
+#[test]
+fn a_handler_must_name_a_module() {
+    let mut t = TestPipeline::new();
+    t.handler(handler("Empty", "*", &["*"], "Unspecified", &[]));
+    let err = t.try_build().expect_err("a handler without modules");
+    assert!(err.key.ends_with(".modules"), "{err}");
+    assert!(err.message.contains("names no module"), "{err}");
+}

@@ -69,6 +69,18 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The most worker threads `server.worker_threads` may ask for.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
+/// The longest time, in seconds, a timeout or interval may be (a year).
+pub const MAX_SECONDS: u64 = 365 * 24 * 60 * 60;
+
+/// The largest `max_url_length` or `max_header_bytes`.
+pub const MAX_HEAD_LIMIT: usize = 1 << 30;
+
+/// The largest `max_header_count`.
+pub const MAX_HEADER_COUNT: usize = 10_000;
+
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -331,7 +343,10 @@ impl Binding {
             let ip: Ipv6Addr = a
                 .parse()
                 .map_err(|_| format!("`{a}` is not an IPv6 address"))?;
-            (IpAddr::V6(ip), rest.strip_prefix(':').unwrap_or(rest))
+            let rest = rest
+                .strip_prefix(':')
+                .ok_or_else(|| format!("`{s}` is not `[address]:port[:host]`"))?;
+            (IpAddr::V6(ip), rest)
         } else {
             let (a, rest) = s
                 .split_once(':')
@@ -694,18 +709,40 @@ impl ServerConfig {
                     ))
                 }
             };
-            if let Some(j) = parsed.iter().position(|b| b.tls) {
-                if tls.is_none() {
+            let https = parsed.iter().position(|b| b.tls);
+            match (https, &tls) {
+                (Some(j), None) => {
                     return Err(config.error_at(
                         &format!("{key}.bindings[{j}]"),
                         "an https binding needs the site's `certificate` and `certificate_key`",
-                    ));
+                    ))
                 }
+                (None, Some(_)) => {
+                    return Err(config.error_at(
+                        &format!("{key}.certificate"),
+                        "the site has no https binding to use the certificate with",
+                    ))
+                }
+                _ => {}
             }
-            if site.hsts.is_some() && tls.is_none() {
+            if site.hsts.is_some() && https.is_none() {
                 return Err(config.error_at(
                     &format!("{key}.hsts"),
                     "hsts needs an https binding (and the site's certificate)",
+                ));
+            }
+            for (j, b) in parsed.iter().enumerate() {
+                if parsed[..j].contains(b) {
+                    return Err(config.error_at(
+                        &format!("{key}.bindings[{j}]"),
+                        &format!("`{}` is listed twice", site.bindings[j]),
+                    ));
+                }
+            }
+            if site.id == Some(0) {
+                return Err(config.error_at(
+                    &format!("{key}.id"),
+                    "site ids start at 1 (IIS's Default Web Site is 1)",
                 ));
             }
             bindings.push(SiteBindings {
@@ -720,6 +757,12 @@ impl ServerConfig {
                 return Err(config.error_at(
                     &format!("{}.id", a.key),
                     &format!("site id {} is used twice", a.id),
+                ));
+            }
+            if sites[..i].iter().any(|b| b.name == a.name) {
+                return Err(config.error_at(
+                    &format!("{}.name", a.key),
+                    &format!("site name `{}` is used twice", a.name),
                 ));
             }
         }
@@ -776,6 +819,63 @@ impl ServerConfig {
         ] {
             if value == 0 {
                 return Err(self.error_at(key, "0 would refuse every request"));
+            }
+            // The head buffer is sized from these; a value near usize::MAX
+            // would wrap around when they are added up.
+            if value > MAX_HEAD_LIMIT {
+                return Err(self.error_at(
+                    key,
+                    &format!("{value} is more than {MAX_HEAD_LIMIT} (1 GiB)"),
+                ));
+            }
+        }
+        // The parser sets aside room for this many fields on every read of
+        // a head.
+        if self.limits.max_header_count > MAX_HEADER_COUNT {
+            return Err(self.error_at(
+                "limits.max_header_count",
+                &format!(
+                    "{} is more than {MAX_HEADER_COUNT} header fields",
+                    self.limits.max_header_count
+                ),
+            ));
+        }
+        if self.settings.worker_threads > MAX_WORKER_THREADS {
+            return Err(self.error_at(
+                "server.worker_threads",
+                &format!(
+                    "{} is more than {MAX_WORKER_THREADS} worker threads (0: one per core)",
+                    self.settings.worker_threads
+                ),
+            ));
+        }
+        let t = &self.timeouts;
+        let s = &self.settings;
+        for (key, value) in [
+            ("server.shutdown_timeout", s.shutdown_timeout),
+            ("server.health_check_interval", s.health_check_interval),
+            (
+                "server.file_cache_cleanup_interval",
+                s.file_cache_cleanup_interval,
+            ),
+            (
+                "server.certificate_check_interval",
+                s.certificate_check_interval,
+            ),
+            ("timeouts.header_read", t.header_read),
+            ("timeouts.keep_alive", t.keep_alive),
+            ("timeouts.send", t.send),
+            ("timeouts.body_read", t.body_read),
+            ("timeouts.body_min_rate_grace", t.body_min_rate_grace),
+            ("timeouts.execution", t.execution),
+        ] {
+            // Deadlines are instants from now: a number of seconds near
+            // u64::MAX cannot be added to one.
+            if value > MAX_SECONDS {
+                return Err(self.error_at(
+                    key,
+                    &format!("{value} seconds is more than a year ({MAX_SECONDS})"),
+                ));
             }
         }
         Ok(())
@@ -1054,5 +1154,64 @@ mod tests {
         let text = format!("[limits]\nhttp2_initial_stream_window_size = 65535\n{site}");
         let config = ServerConfig::parse(&text, Path::new("riis.toml"), &dir).unwrap();
         assert_eq!(config.limits.http2_initial_stream_window_size, 65_535);
+    }
+
+    #[test]
+    fn values_the_server_cannot_run_with_are_errors() {
+        let dir = std::env::temp_dir();
+        let site = "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\n";
+        for (text, key, line) in [
+            (
+                "[server]\nworker_threads = 9223372036854775807\n".to_owned() + site,
+                "server.worker_threads",
+                2,
+            ),
+            (
+                "[timeouts]\nbody_read = 9223372036854775807\n".to_owned() + site,
+                "timeouts.body_read",
+                2,
+            ),
+            (
+                "[server]\nhealth_check_interval = 9223372036854775807\n".to_owned() + site,
+                "server.health_check_interval",
+                2,
+            ),
+            (
+                "[limits]\nmax_header_bytes = 18446744073709551615\n".to_owned() + site,
+                "limits.max_header_bytes",
+                2,
+            ),
+            (format!("{site}id = 0\n"), "sites[0].id", 5),
+            (
+                format!("{site}[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"127.0.0.1:81\"]\n"),
+                "sites[1].name",
+                6,
+            ),
+            (
+                "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\", \"127.0.0.1:80\"]\n"
+                    .to_owned(),
+                "sites[0].bindings[1]",
+                4,
+            ),
+            (
+                format!("{site}certificate = \"a.crt\"\ncertificate_key = \"a.key\"\n"),
+                "sites[0].certificate",
+                5,
+            ),
+            (
+                "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"[::1]8080\"]\n".to_owned(),
+                "sites[0].bindings[0]",
+                4,
+            ),
+        ] {
+            let e = ServerConfig::parse(&text, Path::new("riis.toml"), &dir).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+        }
+        // The ceilings themselves are fine.
+        let text = format!(
+            "[server]\nworker_threads = {MAX_WORKER_THREADS}\n[timeouts]\nexecution = {MAX_SECONDS}\n{site}"
+        );
+        ServerConfig::parse(&text, Path::new("riis.toml"), &dir).unwrap();
     }
 }

@@ -33,11 +33,13 @@ fn example_base() -> Result<PathBuf, std::io::Error> {
     if repo.join("site/index.html").is_file() {
         return Ok(repo);
     }
-    let base = std::env::temp_dir().join(format!(
-        "riis-{}-defaults-{}",
-        env!("CARGO_PKG_VERSION"),
-        user_name()
-    ));
+    // One folder per user id (not per $USER, which may be unset), made
+    // owner-only: in a shared /tmp another user could otherwise create it
+    // first and plant files, or links that the writes below would follow.
+    let uid = nix::unistd::geteuid().as_raw();
+    let base =
+        std::env::temp_dir().join(format!("riis-{}-defaults-{uid}", env!("CARGO_PKG_VERSION")));
+    owner_only_directory(&base, uid)?;
     let site = base.join("site");
     std::fs::create_dir_all(&site)?;
     for (name, data) in SITE_FILES {
@@ -49,9 +51,23 @@ fn example_base() -> Result<PathBuf, std::io::Error> {
     Ok(base)
 }
 
-/// The user's id from the environment, so two users' copies do not collide.
-fn user_name() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "user".into())
+/// Creates `dir` readable by its owner only, or checks that the one there
+/// is a directory of `uid` that nobody else may write to.
+fn owner_only_directory(dir: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory of this user that only it may write to",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The embedded default configuration: the example site on 127.0.0.1:8080.

@@ -467,6 +467,10 @@ struct Http1Session<I: Socket> {
     hold: Option<u64>,
     /// hyper ends the connection after the exchange under way.
     closing: bool,
+    /// hyper is done, with this result, and the bytes it wrote last are
+    /// still going out: the session ends once they are sent (the sweeper's
+    /// `timeouts.send` watches a client that does not take them).
+    ended: Option<Result<(), hyper::Error>>,
 }
 
 enum Stage<I: Socket> {
@@ -496,6 +500,7 @@ impl<I: Socket> Http1Session<I> {
             prefix,
             hold: None,
             closing: false,
+            ended: None,
         };
         session.resume(builder, sweeper);
         session
@@ -523,6 +528,14 @@ impl<I: Socket> Http1Session<I> {
         activity: &Activity,
     ) -> Poll<End> {
         loop {
+            if self.ended.is_some() {
+                // Sent, or the client is gone: either way the session ends.
+                let _ = ready!(shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .poll_send_pending(cx, activity));
+                return Poll::Ready(End::Hyper(self.ended.take().unwrap_or(Ok(()))));
+            }
             let conn = match &mut self.stage {
                 Stage::Serving { conn, .. } => conn,
                 Stage::Parked(io, _) => {
@@ -545,6 +558,12 @@ impl<I: Socket> Http1Session<I> {
                 .unwrap_or_else(|e| e.into_inner())
                 .poll_send_pending(cx, activity);
             if let Poll::Ready(r) = served {
+                if sent.is_pending() {
+                    // A closing response's last bytes: not cut short by the
+                    // moment finish_connection gives what is left.
+                    self.ended = Some(r);
+                    return Poll::Pending;
+                }
                 return Poll::Ready(End::Hyper(r));
             }
             // hyper may be let go once the connection is idle (at once when

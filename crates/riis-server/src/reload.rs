@@ -121,7 +121,7 @@ impl Reloader {
             }
         }
         let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
-        let config = source().map_err(ReloadError::Config)?;
+        let mut config = source().map_err(ReloadError::Config)?;
         let listeners = listeners_of(&config);
         if listeners != self.listeners {
             let added: Vec<String> = listeners
@@ -139,6 +139,12 @@ impl Reloader {
                 removed.join(", ")
             )));
         }
+        if config.settings != self.fixed {
+            // All of `[server]` stays, the pipeline's part of it (the Server
+            // header, the response buffer) too, as the warning says.
+            tracing::warn!("[server] changes need a restart; the running values stay");
+            config.settings = self.fixed.clone();
+        }
         let extra: Vec<(&str, RegisterModuleFn)> =
             self.extra.iter().map(|(n, f)| (n.as_str(), *f)).collect();
         let pipeline =
@@ -149,9 +155,6 @@ impl Reloader {
             if let Some(running) = self.certificates.get(addr) {
                 running.replace_with(resolver);
             }
-        }
-        if config.settings != self.fixed {
-            tracing::warn!("[server] changes need a restart; the running values stay");
         }
         let routes = routes_of(&plan_listeners(&config, &pipeline, &certificates));
         pipeline.raise_application_start();

@@ -40,6 +40,9 @@ pub enum ServerError {
     Runtime(std::io::Error),
     /// TLS could not be set up.
     Tls(String),
+    /// The work [`Server::run_with`] was given to do once the addresses are
+    /// bound failed (the message says what).
+    Startup(String),
 }
 
 impl std::fmt::Display for ServerError {
@@ -49,6 +52,7 @@ impl std::fmt::Display for ServerError {
             Self::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             Self::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
             Self::Tls(e) => write!(f, "cannot set up TLS: {e}"),
+            Self::Startup(e) => f.write_str(e),
         }
     }
 }
@@ -430,6 +434,18 @@ impl Server {
     /// sockets, and a connection lives on one thread from accept to close. No
     /// request state crosses threads and no scheduler work is shared.
     pub fn run(self) -> Result<(), ServerError> {
+        self.run_with(|| Ok(()))
+    }
+
+    /// [`Server::run`], calling `listening` once every address is bound and
+    /// before the first connection is accepted: the moment to announce the
+    /// server (a pid file, a readiness notice). Nothing of it happens when
+    /// binding fails (another server holds the address), and an error from
+    /// it stops the server before it serves.
+    pub fn run_with(
+        self,
+        listening: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), ServerError> {
         let workers = self.worker_threads();
         let control = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -439,7 +455,9 @@ impl Server {
             // Signal handlers go in before the sockets are bound, so a
             // SIGTERM that follows the "listening" line is never missed.
             let shutdown = ShutdownSignal::install().map_err(ServerError::Runtime)?;
-            self.bind(workers)?.serve_threads(shutdown.recv()).await
+            let bound = self.bind(workers)?;
+            listening().map_err(ServerError::Startup)?;
+            bound.serve_threads(shutdown.recv()).await
         })
     }
 
@@ -451,9 +469,11 @@ impl Server {
     }
 
     /// Binds every address of the configuration, with one handle on each
-    /// listening socket per worker (`sockets`), and prints one
-    /// `riis: listening on http://ADDR for SITES` line per address (scripts
-    /// and tests read it to learn ephemeral ports).
+    /// listening socket per worker (`sockets`). Serving starts by printing
+    /// one `riis: listening on http://ADDR for SITES` line per address
+    /// (scripts and tests read it to learn ephemeral ports), so what a
+    /// caller does between binding and serving (a pid file) is done before
+    /// anyone reads that the server listens.
     pub fn bind(self, sockets: usize) -> Result<BoundServer, ServerError> {
         let plans = plan_listeners(&self.config, &self.pipeline(), &self.certificates);
         let mut listeners = Vec::with_capacity(plans.len());
@@ -500,11 +520,11 @@ impl Server {
                 .map(|a| Ok((a.addr, acceptor(&a.tls)?)))
                 .collect::<Result<Vec<_>, ServerError>>()?;
             let scheme = if tls.is_some() { "https" } else { "http" };
-            println!(
-                "riis: listening on {scheme}://{local} for {}",
-                sites.join(", ")
-            );
             listeners.push(ListenerGroup {
+                announcement: format!(
+                    "riis: listening on {scheme}://{local} for {}",
+                    sites.join(", ")
+                ),
                 local,
                 sockets: group,
                 listening: Listening {
@@ -538,6 +558,8 @@ fn listen_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// The sockets bound for one address, and the sites answering there.
 struct ListenerGroup {
+    /// The line printed for it when serving starts.
+    announcement: String,
     local: SocketAddr,
     sockets: Vec<std::net::TcpListener>,
     listening: Listening,
@@ -572,6 +594,13 @@ pub struct BoundServer {
 }
 
 impl BoundServer {
+    /// Prints the `listening on` lines.
+    fn announce(&self) {
+        for group in &self.listeners {
+            println!("{}", group.announcement);
+        }
+    }
+
     /// The bound addresses (with the real port for `:0` bindings).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|g| g.local).collect()
@@ -580,6 +609,7 @@ impl BoundServer {
     /// Serves on the current runtime, every socket of each address there,
     /// until `shutdown` resolves; then drains (see [`Server::serve`]).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        self.announce();
         let Self { server, listeners } = self;
         let sockets = listeners
             .into_iter()
@@ -610,6 +640,7 @@ impl BoundServer {
         self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
+        self.announce();
         let Self { server, listeners } = self;
         let workers = listeners.iter().map(|g| g.sockets.len()).max().unwrap_or(1);
         let mut per_worker: Vec<Vec<(std::net::TcpListener, Listening)>> =

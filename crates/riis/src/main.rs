@@ -110,35 +110,39 @@ fn reload(config: &Path) -> Result<String, String> {
     )
     .map_err(|e| format!("cannot signal process {pid}: {e}"))?;
     Ok(format!(
-        "asked riis (process {pid}) to reload {}",
+        "asked riis (process {pid}) to reload {}; its log says whether the new configuration is in force",
         config.display()
     ))
 }
 
-/// Writes the process id where `[server] pid_file` says; removed on drop.
-struct PidFile(Option<PathBuf>);
-
-impl PidFile {
-    fn write(config: &ServerConfig) -> std::io::Result<Self> {
-        let path = &config.settings.pid_file;
-        if path.as_os_str().is_empty() {
-            return Ok(Self(None));
-        }
-        let path = if path.is_absolute() {
-            path.clone()
-        } else {
-            config.file.parent().unwrap_or(Path::new(".")).join(path)
-        };
-        std::fs::write(&path, format!("{}\n", std::process::id()))?;
-        Ok(Self(Some(path)))
+/// Where `[server] pid_file` says the process id goes, if anywhere.
+fn pid_file_path(config: &ServerConfig) -> Option<PathBuf> {
+    let path = &config.settings.pid_file;
+    if path.as_os_str().is_empty() {
+        return None;
     }
+    Some(if path.is_absolute() {
+        path.clone()
+    } else {
+        config.file.parent().unwrap_or(Path::new(".")).join(path)
+    })
 }
 
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
+/// Writes this process's id to `path`. Called once the addresses are bound,
+/// so a second `riis serve` that cannot bind (the first one holds the
+/// address) never replaces the running server's pid file.
+fn write_pid_file(path: &Path) -> Result<(), String> {
+    std::fs::write(path, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("cannot write the pid file {}: {e}", path.display()))
+}
+
+/// Removes the pid file at exit, if it still names this process (another
+/// server may have taken it over since).
+fn remove_pid_file(path: &Path) {
+    let ours = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -182,13 +186,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let pid_file = match PidFile::write(&loaded) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("riis: cannot write the pid file: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let pid_file = pid_file_path(&loaded);
             let mut server = match Server::new(loaded) {
                 Ok(s) => s,
                 Err(e) => {
@@ -199,8 +197,13 @@ fn main() -> ExitCode {
             server.set_config_source(Arc::new(move || {
                 load(config.as_deref(), root.as_deref(), listen)
             }));
-            let result = server.run();
-            drop(pid_file);
+            let result = server.run_with(|| match &pid_file {
+                Some(path) => write_pid_file(path),
+                None => Ok(()),
+            });
+            if let Some(path) = &pid_file {
+                remove_pid_file(path);
+            }
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -435,7 +435,33 @@ fn register_lifetimes(
     )
 }
 
+/// The body size [`Sized`] answers with (set by the test that uses it).
+static SIZED_BODY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Answers with `SIZED_BODY` bytes from memory (no file, so no sendfile).
+struct Sized;
+impl HttpModule for Sized {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        let len = SIZED_BODY.load(std::sync::atomic::Ordering::SeqCst);
+        ctx.response_mut().write(vec![b's'; len]);
+        Status::Continue
+    }
+}
+
+fn register_sized(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Sized,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("Sized", register_sized),
     ("Lifetimes", register_lifetimes),
     ("CacheWatch", register_cache_watch),
     ("Declares", register_declares),
@@ -1029,4 +1055,51 @@ fn a_reload_stops_the_modules_of_the_configuration_it_replaces() {
     ));
     assert_eq!(STOPS.load(SeqCst), 3);
     assert_eq!(TERMINATES.load(SeqCst), 3);
+}
+
+/// The last response of a connection (`Connection: close`) reaches a client
+/// that does not read for a while (a stalled link) whole: the bytes the
+/// server wrote last wait for the socket as long as `timeouts.send` allows.
+/// They were given one second once the response had ended, and a body just
+/// larger than the kernel's buffers ended while they were full.
+#[test]
+fn a_closing_response_reaches_a_stalled_reader_whole() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // What a loopback connection's kernel buffers hold while the reader
+    // does not read: the body is that and 32 KiB more, so the response ends
+    // with its last bytes gathered in the server, the socket full.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _reader = std::net::TcpStream::connect(probe.local_addr().unwrap()).unwrap();
+    let (mut writer, _) = probe.accept().unwrap();
+    writer.set_nonblocking(true).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let mut capacity = 0;
+    loop {
+        match writer.write(&chunk) {
+            Ok(n) => capacity += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let len = capacity + 32 * 1024;
+    SIZED_BODY.store(len, SeqCst);
+
+    let server = InProcessServer::start(&handler_config(&["Sized"], "Sized"), TEST_MODULES);
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    conn.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    let at = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head");
+    assert!(got.starts_with(b"HTTP/1.1 200 OK"));
+    assert_eq!(got.len() - at - 4, len, "the body was cut short");
+    // Closed, so the server's lingering close ends at once.
+    drop(conn);
+    server.stop();
 }

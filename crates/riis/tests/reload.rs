@@ -1,7 +1,8 @@
 //! Live reload over real sockets, under continuous load: `riis reload`
 //! (SIGHUP) applies a new configuration to new and kept-alive connections
 //! with zero failed requests; a broken file is refused and the running
-//! configuration stays; `[limits]` and `[timeouts]` change with a reload.
+//! configuration stays; `[limits]` and `[timeouts]` change with a reload,
+//! `[server]` does not.
 
 mod common;
 
@@ -156,9 +157,14 @@ fn limits_and_timeouts_follow_a_reload() {
     let mut idle = Connection::open(server.addr);
     assert_eq!(idle.get("/a.txt").status, 200);
 
+    // `[server]` changes too; it needs a restart, so the running values,
+    // the Server header included, stay.
     std::fs::write(
         &config,
-        text("[limits]\nmax_url_length = 100\n[timeouts]\nkeep_alive = 1"),
+        text("[limits]\nmax_url_length = 100\n[timeouts]\nkeep_alive = 1").replace(
+            "pid_file = \"riis.pid\"\n",
+            "pid_file = \"riis.pid\"\nserver_header = \"changed\"\n",
+        ),
     )
     .unwrap();
     let out = riis_reload(&config);
@@ -175,7 +181,14 @@ fn limits_and_timeouts_follow_a_reload() {
     assert!(kept.is_closed());
     // So does a new connection; short targets still pass.
     assert_eq!(Connection::open(server.addr).get(&long).status, 414);
-    assert_eq!(Connection::open(server.addr).get("/a.txt").status, 200);
+    let resp = Connection::open(server.addr).get("/a.txt");
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.header("server")
+            .is_some_and(|s| s.starts_with("riis/")),
+        "{:?}",
+        resp.header("server")
+    );
     // The idle connection opened before the reload is closed by the new
     // keep-alive timeout (1 s, swept once a second).
     let started = Instant::now();

@@ -409,3 +409,47 @@ fn serve_raises_the_soft_open_files_limit_to_the_hard_one() {
     assert_eq!(fields[3], fields[4], "soft and hard differ: {line}");
     assert_eq!(fields[4], hard);
 }
+
+#[test]
+fn a_second_server_that_cannot_bind_leaves_the_pid_file_alone() {
+    let dir = TempDir::new("pidfile");
+    dir.write("www/a.txt", "a");
+    let port = common::free_port();
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[server]\npid_file = \"riis.pid\"\n[[sites]]\nname = \"Test\"\nroot = '{}'\n\
+             bindings = [\"127.0.0.1:{port}\"]\n",
+            dir.path().join("www").display()
+        ),
+    );
+    let first = RunningBinary::start_as_configured(&["--config", config.to_str().unwrap()]);
+    let pid_file = dir.path().join("riis.pid");
+    let first_pid = first.child.id().to_string();
+    // Written before the listening line.
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        first_pid
+    );
+
+    let second = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RIIS_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("cannot listen on"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    // The running server can still be found (and reloaded).
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        first_pid
+    );
+    assert_eq!(get(first.addr, "/a.txt").status, 200);
+    // It removes its own file when it stops.
+    assert!(first.terminate().success());
+    assert!(!pid_file.exists());
+}
