@@ -144,6 +144,15 @@ pub enum Expiry {
     Shutdown,
 }
 
+/// What the sweeper decides for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Close it now.
+    Expire(Expiry),
+    /// Ask it to finish and close (HTTP/2's GOAWAY).
+    Drain,
+}
+
 impl Expiry {
     const ALL: [Expiry; 4] = [
         Expiry::HeaderRead,
@@ -190,6 +199,12 @@ pub struct Activity {
     read_total: AtomicU64,
     /// `read_total` when it became idle: more means a head is arriving.
     read_at_idle: AtomicU64,
+    /// When the first byte after the connection became idle was read: the
+    /// start of the head `timeouts.header_read` limits.
+    head_started: AtomicU32,
+    /// The connection speaks HTTP/2: its reads between requests are
+    /// frames (PING, WINDOW_UPDATE), not a request head arriving.
+    http2: AtomicBool,
     written_total: AtomicU64,
     written_at_request_start: AtomicU64,
     last_write: AtomicU32,
@@ -360,17 +375,43 @@ impl Activity {
         self.task.wake();
     }
 
+    /// `n` bytes were read from the connection.
+    fn received(&self, n: usize) {
+        let before = self.read_total.fetch_add(n as u64, Ordering::Relaxed);
+        if before == self.read_at_idle.load(Ordering::Relaxed) {
+            self.head_started.store(now(), Ordering::Relaxed);
+        }
+    }
+
+    /// The connection speaks HTTP/2 from now on.
+    pub fn set_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
     /// The sweeper's verdict at time `t`.
-    fn check(&self, t: u32, timeouts: &Timeouts) -> Option<Expiry> {
+    fn check(&self, t: u32, timeouts: &Timeouts) -> Option<Verdict> {
         let after =
             |since: u32, limit: u64| limit > 0 && u64::from(t.saturating_sub(since)) >= limit;
         let blocked = self.write_blocked.load(Ordering::Relaxed)
             || self.flush_blocked.load(Ordering::Relaxed);
         if blocked && after(self.last_write.load(Ordering::Relaxed), timeouts.send) {
-            return Some(Expiry::Send);
+            return Some(Verdict::Expire(Expiry::Send));
         }
         if self.in_service.load(Ordering::Relaxed) > 0 {
             return None;
+        }
+        if self.http2.load(Ordering::Relaxed) {
+            // Idle since its last stream ended, whatever frames come and go
+            // meanwhile (a client's PINGs do not keep it open). GOAWAY
+            // first; a connection still open a tick later is closed.
+            if !after(self.idle_since.load(Ordering::Relaxed), timeouts.keep_alive) {
+                return None;
+            }
+            return Some(if self.draining.load(Ordering::Relaxed) {
+                Verdict::Expire(Expiry::KeepAlive)
+            } else {
+                Verdict::Drain
+            });
         }
         let idle_since = self
             .idle_since
@@ -378,10 +419,14 @@ impl Activity {
             .max(self.last_write.load(Ordering::Relaxed));
         let head_arriving =
             self.read_total.load(Ordering::Relaxed) > self.read_at_idle.load(Ordering::Relaxed);
-        if head_arriving && after(idle_since, timeouts.header_read) {
-            Some(Expiry::HeaderRead)
+        // A head is timed from its first byte, not from when the connection
+        // went idle: a client that sends its next request after a long
+        // pause gets the whole `header_read` for it.
+        let head_started = self.head_started.load(Ordering::Relaxed).max(idle_since);
+        if head_arriving && after(head_started, timeouts.header_read) {
+            Some(Verdict::Expire(Expiry::HeaderRead))
         } else if !head_arriving && after(idle_since, timeouts.keep_alive) {
-            Some(Expiry::KeepAlive)
+            Some(Verdict::Expire(Expiry::KeepAlive))
         } else {
             None
         }
@@ -517,7 +562,8 @@ impl Sweeper {
             list.retain(|a| Arc::strong_count(a) > 1);
             for c in list.iter() {
                 match c.activity.check(t, timeouts) {
-                    Some(e) => c.activity.expire(e),
+                    Some(Verdict::Expire(e)) => c.activity.expire(e),
+                    Some(Verdict::Drain) => c.activity.drain(),
                     None => c.activity.ask_to_park(t),
                 }
             }
@@ -716,6 +762,10 @@ const COALESCE: usize = 64 * 1024;
 pub struct IoState<T> {
     io: T,
     pending: Vec<u8>,
+    /// A send of gathered bytes failed: every later write fails the same
+    /// way (they would be gathered and dropped, and a streaming response
+    /// would go on to a peer that is gone).
+    failed: Option<io::ErrorKind>,
     /// Follows the HTTP/1.x request stream for what hyper does not report.
     framing: FramingWatch,
 }
@@ -751,6 +801,9 @@ impl<T: AsyncWrite + Unpin> IoState<T> {
         activity: &Activity,
         mut write: impl FnMut(&mut T, &mut Context<'_>, &[u8]) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<()>> {
+        if let Some(kind) = self.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
         let mut sent = 0;
         let result = loop {
             if sent == self.pending.len() {
@@ -772,9 +825,12 @@ impl<T: AsyncWrite + Unpin> IoState<T> {
         };
         activity.set_blocked(&activity.flush_blocked, result.is_pending());
         self.pending.drain(..sent);
+        if let Poll::Ready(Err(e)) = &result {
+            self.failed = Some(e.kind());
+        }
         if result.is_ready() {
             // Written, or the connection failed: either way nothing is left
-            // to send (hyper sees the failure on its own next write).
+            // to send (hyper meets the failure at its next write).
             self.pending.clear();
             // A connection that goes idle keeps no large buffer.
             if self.pending.capacity() > 8 * 1024 {
@@ -802,6 +858,7 @@ impl<T> SharedIo<T> {
         let inner = Arc::new(Mutex::new(IoState {
             io,
             pending: Vec::new(),
+            failed: None,
             framing: FramingWatch::default(),
         }));
         (
@@ -850,9 +907,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
         let read = &buf.filled()[before..];
         if !read.is_empty() {
             let activity = &self.conn.activity;
-            activity
-                .read_total
-                .fetch_add(read.len() as u64, Ordering::Relaxed);
+            activity.received(read.len());
             if let Some(head) = state.framing.feed(read) {
                 activity.framing_conflict.store(head, Ordering::Relaxed);
             }
@@ -955,6 +1010,9 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
         }
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         let mut state = self.state();
+        if let Some(kind) = state.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
         if state.pending.len() + len > COALESCE && len <= COALESCE {
             std::task::ready!(state.poll_send_pending(cx, &self.conn.activity))?;
         }
@@ -1147,6 +1205,85 @@ pub async fn finish_connection<T: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn timeouts(header_read: u64, keep_alive: u64) -> Timeouts {
+        Timeouts {
+            header_read,
+            keep_alive,
+            ..Timeouts::default()
+        }
+    }
+
+    /// A socket whose peer is gone.
+    struct Broken;
+    impl AsyncWrite for Broken {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_failed_send_fails_every_later_one() {
+        let mut state = IoState {
+            io: Broken,
+            pending: b"HTTP/1.1 200 OK\r\n".to_vec(),
+            failed: None,
+            framing: FramingWatch::default(),
+        };
+        let activity = Activity::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let first = state.poll_send_pending(&mut cx, &activity);
+        assert!(matches!(first, Poll::Ready(Err(_))));
+        // Nothing gathered since, and still a failure: the gathered bytes
+        // of a later write would be dropped, not sent.
+        let later = state.poll_send_pending(&mut cx, &activity);
+        assert!(
+            matches!(&later, Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn a_request_head_is_timed_from_its_first_byte() {
+        let activity = Activity::new();
+        let t = now();
+        let limits = timeouts(10, 75);
+        // Idle for 60 seconds, then the next head starts to arrive.
+        activity.read_total.store(40, Ordering::Relaxed);
+        activity.head_started.store(t + 60, Ordering::Relaxed);
+        assert_eq!(activity.check(t + 61, &limits), None);
+        assert_eq!(
+            activity.check(t + 70, &limits),
+            Some(Verdict::Expire(Expiry::HeaderRead))
+        );
+    }
+
+    #[test]
+    fn an_idle_http2_connection_gets_goaway_then_closes() {
+        let activity = Activity::new();
+        activity.set_http2();
+        let t = now();
+        let limits = timeouts(10, 75);
+        // Frames read while idle (a client's PINGs) are no request head.
+        activity.received(17);
+        assert_eq!(activity.check(t + 30, &limits), None);
+        assert_eq!(activity.check(t + 75, &limits), Some(Verdict::Drain));
+        activity.drain();
+        assert_eq!(
+            activity.check(t + 76, &limits),
+            Some(Verdict::Expire(Expiry::KeepAlive))
+        );
+    }
 
     #[test]
     fn an_idle_connection_is_asked_to_park_once_after_a_while() {

@@ -386,6 +386,8 @@ impl<I: Socket> Open<I> {
             ..
         } = self;
         let activity = &state.activity;
+        // A refusal below is HTTP/1.1 text: never written into HTTP/2.
+        let http1 = !matches!(phase, Phase::Http2(..));
         // hyper's handle on the socket goes first, and the connection no
         // longer counts, even while it lingers below.
         drop(phase);
@@ -408,7 +410,7 @@ impl<I: Socket> Open<I> {
             }
             End::Hyper(Ok(())) | End::Drained | End::Closed => None,
         };
-        finish_connection(shared, refusal).await;
+        finish_connection(shared, refusal.filter(|_| http1)).await;
     }
 }
 
@@ -447,6 +449,7 @@ fn start_http2<I: Socket>(
     shared: &Arc<Mutex<IoState<I>>>,
 ) -> Pin<Box<Http2Connection<I>>> {
     let state = service.0.clone();
+    state.activity.set_http2();
     shared
         .lock()
         .unwrap_or_else(|e| e.into_inner())

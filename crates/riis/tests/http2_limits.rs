@@ -304,3 +304,54 @@ fn the_configured_flow_control_windows_are_advertised() {
     assert_eq!(connection_increment, Some(300_000 - 65_535));
     assert_served(server.addr);
 }
+
+/// An HTTP/2 connection with no stream open for `timeouts.keep_alive` gets
+/// GOAWAY and is closed, even while its client sends PINGs (frames between
+/// requests are no request head arriving).
+#[test]
+fn an_idle_connection_gets_goaway_despite_pings() {
+    const PING: u8 = 0x6;
+    let (_dir, server) = server_with("max_header_bytes = 8192\n[timeouts]\nkeep_alive = 1");
+    let mut h2 = H2::open(server.addr);
+    h2.sock
+        .write_all(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &request_block(0, 0),
+        ))
+        .unwrap();
+    assert_eq!(h2.outcome(1), "200");
+    h2.sock
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut goaway = false;
+    while started.elapsed() < Duration::from_secs(15) {
+        if h2.sock.write_all(&frame(PING, 0, 0, &[0; 8])).is_err() {
+            break;
+        }
+        let mut head = [0u8; 9];
+        match h2.sock.read(&mut head[..1]) {
+            Ok(0) => break,
+            Ok(_) => {
+                let _ = h2.sock.read_exact(&mut head[1..]);
+                let len = (usize::from(head[0]) << 16)
+                    | (usize::from(head[1]) << 8)
+                    | usize::from(head[2]);
+                let mut payload = vec![0u8; len];
+                let _ = h2.sock.read_exact(&mut payload);
+                goaway |= head[3] == GOAWAY;
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    assert!(goaway, "no GOAWAY before the close");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the idle connection stayed open"
+    );
+}
