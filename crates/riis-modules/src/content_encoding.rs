@@ -23,6 +23,43 @@ pub enum Coding {
 /// zstd` insist on (browsers refuse larger windows).
 pub const ZSTD_MAX_LEVEL: u32 = 19;
 
+/// Reads a level and refuses one outside `range` (a configuration error
+/// that names the key, rather than a level silently clamped).
+fn level_in<'de, D>(
+    deserializer: D,
+    range: std::ops::RangeInclusive<u32>,
+    what: &str,
+) -> Result<u32, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let level = <u32 as serde::Deserialize>::deserialize(deserializer)?;
+    if range.contains(&level) {
+        Ok(level)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{level} is not a {what} ({} to {})",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+/// `gzip_level`: 0 to 9.
+pub fn gzip_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    level_in(d, 0..=9, "gzip level")
+}
+
+/// `brotli_quality`: 0 to 11.
+pub fn brotli_quality<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    level_in(d, 0..=11, "brotli quality")
+}
+
+/// `zstd_level`: 1 to [`ZSTD_MAX_LEVEL`].
+pub fn zstd_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    level_in(d, 1..=ZSTD_MAX_LEVEL, "zstd level")
+}
+
 impl Coding {
     /// Server preference when the client weighs codings equally: brotli
     /// compresses text best, zstd comes close at a fraction of the CPU time,

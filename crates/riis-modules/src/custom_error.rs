@@ -82,11 +82,24 @@ pub enum ResponseMode {
     Redirect,
 }
 
+/// An error status, 400 to 999.
+fn error_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let status = u16::deserialize(d)?;
+    if !(400..=999).contains(&status) {
+        return Err(serde::de::Error::custom(format!(
+            "{status} is not an error status (400 to 999)"
+        )));
+    }
+    Ok(status)
+}
+
 /// One `errors` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorRule {
-    /// The status it applies to.
+    /// The status it applies to: 400 to 999, as in IIS (only errors get
+    /// custom pages).
+    #[serde(deserialize_with = "error_status")]
     pub status: u16,
     /// The substatus it applies to; `-1` for any.
     #[serde(default = "any_substatus")]

@@ -52,10 +52,13 @@ pub struct DynamicCompressionConfig {
     /// Smallest body compressed, when its size is known.
     pub min_size: u64,
     /// gzip level, 0–9.
+    #[serde(deserialize_with = "content_encoding::gzip_level")]
     pub gzip_level: u32,
     /// brotli quality, 0–11.
+    #[serde(deserialize_with = "content_encoding::brotli_quality")]
     pub brotli_quality: u32,
     /// zstd level, 1–19.
+    #[serde(deserialize_with = "content_encoding::zstd_level")]
     pub zstd_level: u32,
 }
 

@@ -80,13 +80,26 @@ impl Default for FileExtensionsConfig {
     }
 }
 
+/// A length limit that 0 would turn into "refuse everything".
+fn positive_length<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n == 0 {
+        return Err(serde::de::Error::custom(
+            "0 would refuse every URL (every path has at least its `/`)",
+        ));
+    }
+    Ok(n)
+}
+
 /// The `request_filtering` configuration section.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RequestFilteringConfig {
     /// Largest `Content-Length` (and chunked body) accepted, in bytes.
     pub max_allowed_content_length: u64,
-    /// Longest decoded URL path, in bytes.
+    /// Longest decoded URL path, in bytes (at least 1: every path has its
+    /// `/`).
+    #[serde(deserialize_with = "positive_length")]
     pub max_url: usize,
     /// Longest query string (as sent, without `?`), in bytes.
     pub max_query_string: usize,

@@ -72,10 +72,13 @@ pub struct StaticCompressionConfig {
     /// Where compressed copies are kept; empty for the default.
     pub directory: PathBuf,
     /// gzip level, 0–9.
+    #[serde(deserialize_with = "content_encoding::gzip_level")]
     pub gzip_level: u32,
     /// brotli quality, 0–11.
+    #[serde(deserialize_with = "content_encoding::brotli_quality")]
     pub brotli_quality: u32,
     /// zstd level, 1–19.
+    #[serde(deserialize_with = "content_encoding::zstd_level")]
     pub zstd_level: u32,
 }
 

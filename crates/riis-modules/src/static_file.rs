@@ -118,13 +118,47 @@ fn http_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HeaderValue>, D::
         .map_err(serde::de::Error::custom)
 }
 
+/// Whether `t` can go out as a Content-Type: `type/subtype`, and a valid
+/// header value (a control character would be refused at every request).
+fn is_media_type(t: &str) -> bool {
+    HeaderValue::from_str(t).is_ok()
+        && t.split_once('/')
+            .is_some_and(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+}
+
+/// `mime_types`, each type checked.
+fn media_type_map<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
+    let map = HashMap::<String, String>::deserialize(d)?;
+    if let Some((ext, t)) = map.iter().find(|(_, t)| !is_media_type(t)) {
+        return Err(serde::de::Error::custom(format!(
+            "`{}` (for `{ext}`) is not a media type like `text/plain`",
+            t.escape_debug()
+        )));
+    }
+    Ok(map)
+}
+
+/// `default_mime_type`, checked.
+fn media_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let t = String::deserialize(d)?;
+    if !is_media_type(&t) {
+        return Err(serde::de::Error::custom(format!(
+            "`{}` is not a media type like `application/octet-stream`",
+            t.escape_debug()
+        )));
+    }
+    Ok(Some(t))
+}
+
 /// The `static_file` configuration section.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StaticFileConfig {
     /// Extension (without dot, any case) → MIME type, consulted first.
+    #[serde(deserialize_with = "media_type_map")]
     pub mime_types: HashMap<String, String>,
     /// MIME type for extensions nobody knows; `None` refuses them with 404.3.
+    #[serde(deserialize_with = "media_type")]
     pub default_mime_type: Option<String>,
     /// Which cache header to send; `None` is `UseMaxAge` when `max_age` is
     /// set and `NoControl` otherwise.

@@ -375,6 +375,41 @@ fn check_config_reports_file_line_and_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{name}: {err}");
     }
+
+    // Module sections refuse values they could only clamp or ignore.
+    let modules = "[[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"StaticCompression\"\n\
+                   [[modules]]\nname = \"RequestFiltering\"\n[[modules]]\nname = \"CustomError\"\n";
+    for (name, section, expected) in [
+        (
+            "mime.toml",
+            "static_file = { mime_types = { md = \"text/plain\\nX: 1\" } }",
+            "key `sites[0].static_file.mime_types`: `text/plain\\nX: 1` (for `md`) is not a media type",
+        ),
+        (
+            "gzip.toml",
+            "static_compression = { gzip_level = 99 }",
+            "key `sites[0].static_compression.gzip_level`: 99 is not a gzip level (0 to 9)",
+        ),
+        (
+            "max_url.toml",
+            "request_filtering = { max_url = 0 }",
+            "key `sites[0].request_filtering.max_url`: 0 would refuse every URL",
+        ),
+        (
+            "status.toml",
+            "http_errors = { errors = [{ status = 200, path = \"/x\" }] }",
+            "key `sites[0].http_errors.errors[0].status`: 200 is not an error status",
+        ),
+    ] {
+        let path = dir.write(name, format!("{modules}{site}{section}\n"));
+        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{name}: {err}");
+    }
 }
 
 #[test]
