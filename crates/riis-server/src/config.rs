@@ -575,14 +575,25 @@ impl ServerConfig {
             key,
             message,
         };
-        let key_lines = index_keys(text).map_err(|e| {
+        let (key_lines, value_spans) = index_keys(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             error(line, None, e.message().to_owned())
         })?;
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            // The key written on that line (the deepest, for inline tables).
-            let key = line.and_then(|line| {
+            let span = e.span();
+            let line = span.as_ref().map(|s| line_of(text, s.start));
+            // The innermost key whose value holds the error (a value inside
+            // an inline table names its own key, not the table's last one).
+            let innermost = span.and_then(|span| {
+                value_spans
+                    .iter()
+                    .filter(|(_, v)| v.start <= span.start && span.end <= v.end)
+                    .min_by_key(|(_, v)| v.len())
+                    .map(|(key, _)| key.clone())
+            });
+            // Else the key written on that line (the deepest).
+            let key = innermost.or_else(|| {
+                let line = line?;
                 key_lines
                     .iter()
                     .filter(|(_, at)| **at == line)
@@ -1019,10 +1030,14 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Maps every key path of the document to the line it is written on.
-fn index_keys(text: &str) -> Result<BTreeMap<String, usize>, toml::de::Error> {
+/// Every key path of a document: the line it is written on, and where
+/// its value lies in the text.
+type KeyIndex = (BTreeMap<String, usize>, Vec<(String, std::ops::Range<usize>)>);
+
+/// Indexes every key path of the document (see [`KeyIndex`]).
+fn index_keys(text: &str) -> Result<KeyIndex, toml::de::Error> {
     use toml::de::{DeTable, DeValue};
-    fn walk(text: &str, prefix: &str, value: &DeValue<'_>, out: &mut BTreeMap<String, usize>) {
+    fn walk(text: &str, prefix: &str, value: &DeValue<'_>, out: &mut KeyIndex) {
         match value {
             DeValue::Table(t) => {
                 for (k, v) in t.iter() {
@@ -1031,16 +1046,20 @@ fn index_keys(text: &str) -> Result<BTreeMap<String, usize>, toml::de::Error> {
                     } else {
                         format!("{prefix}.{}", k.get_ref())
                     };
-                    out.entry(key.clone())
+                    out.0
+                        .entry(key.clone())
                         .or_insert_with(|| line_of(text, k.span().start));
+                    out.1.push((key.clone(), v.span()));
                     walk(text, &key, v.get_ref(), out);
                 }
             }
             DeValue::Array(a) => {
                 for (i, v) in a.iter().enumerate() {
                     let key = format!("{prefix}[{i}]");
-                    out.entry(key.clone())
+                    out.0
+                        .entry(key.clone())
                         .or_insert_with(|| line_of(text, v.span().start));
+                    out.1.push((key.clone(), v.span()));
                     walk(text, &key, v.get_ref(), out);
                 }
             }
@@ -1048,7 +1067,7 @@ fn index_keys(text: &str) -> Result<BTreeMap<String, usize>, toml::de::Error> {
         }
     }
     let root = DeTable::parse(text)?;
-    let mut out = BTreeMap::new();
+    let mut out = (BTreeMap::new(), Vec::new());
     walk(text, "", &DeValue::Table(root.into_inner()), &mut out);
     Ok(out)
 }
@@ -1213,5 +1232,27 @@ mod tests {
             "[server]\nworker_threads = {MAX_WORKER_THREADS}\n[timeouts]\nexecution = {MAX_SECONDS}\n{site}"
         );
         ServerConfig::parse(&text, Path::new("riis.toml"), &dir).unwrap();
+    }
+
+    #[test]
+    fn an_error_inside_an_inline_table_names_its_own_key() {
+        let dir = std::env::temp_dir();
+        let site = "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"https://127.0.0.1:443\"]\n\
+                    certificate = \"a.crt\"\ncertificate_key = \"a.key\"\n";
+        for (hsts, key) in [
+            (
+                "hsts = { max_age = \"x\", include_subdomains = true }",
+                "sites[0].hsts.max_age",
+            ),
+            (
+                "hsts = { max_age = 5, include_subdomains = true, preload = \"yes\" }",
+                "sites[0].hsts.preload",
+            ),
+        ] {
+            let text = format!("{site}{hsts}\n");
+            let e = ServerConfig::parse(&text, Path::new("riis.toml"), &dir).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(7), "{e}");
+        }
     }
 }
