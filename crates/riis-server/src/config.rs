@@ -792,7 +792,18 @@ impl ServerConfig {
             }
             b.bindings.dedup();
         }
-        self.check_binding_conflicts()
+        // A conflict now is the option's doing, not the file's: say so
+        // (every binding shares the one address).
+        self.check_binding_conflicts().map_err(|e| ConfigError {
+            file: PathBuf::from(format!("--listen {addr}")),
+            line: None,
+            key: None,
+            message: format!(
+                "{} (every binding of {} moves to this one address)",
+                e.message,
+                self.file.display()
+            ),
+        })
     }
 
     /// Values serde accepts but the protocols do not.
@@ -1032,7 +1043,10 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// Every key path of a document: the line it is written on, and where
 /// its value lies in the text.
-type KeyIndex = (BTreeMap<String, usize>, Vec<(String, std::ops::Range<usize>)>);
+type KeyIndex = (
+    BTreeMap<String, usize>,
+    Vec<(String, std::ops::Range<usize>)>,
+);
 
 /// Indexes every key path of the document (see [`KeyIndex`]).
 fn index_keys(text: &str) -> Result<KeyIndex, toml::de::Error> {
@@ -1237,7 +1251,8 @@ mod tests {
     #[test]
     fn an_error_inside_an_inline_table_names_its_own_key() {
         let dir = std::env::temp_dir();
-        let site = "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"https://127.0.0.1:443\"]\n\
+        let site =
+            "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"https://127.0.0.1:443\"]\n\
                     certificate = \"a.crt\"\ncertificate_key = \"a.key\"\n";
         for (hsts, key) in [
             (

@@ -84,6 +84,15 @@ pub fn default_config() -> Result<ServerConfig, ConfigError> {
 
 /// The defaults serving `root` instead of the example site.
 pub fn root_config(root: &Path) -> Result<ServerConfig, ConfigError> {
+    // Said of the option, not of a line of the embedded text.
+    if !root.is_dir() {
+        return Err(ConfigError {
+            file: Path::new("--root").to_owned(),
+            line: None,
+            key: None,
+            message: format!("`{}` is not a directory", root.display()),
+        });
+    }
     let text = DEFAULTS.replace("root = \"site\"", "root = \".\"");
     ServerConfig::parse(&text, Path::new("<--root>"), root)
 }

@@ -488,3 +488,39 @@ fn a_second_server_that_cannot_bind_leaves_the_pid_file_alone() {
     assert!(first.terminate().success());
     assert!(!pid_file.exists());
 }
+
+#[test]
+fn command_line_errors_name_the_option() {
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--root", "/nonexistent/riis-root"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("riis: --root: `/nonexistent/riis-root` is not a directory"),
+        "{err}"
+    );
+
+    // Two sites without host names cannot share the one --listen address.
+    let dir = TempDir::new("listen");
+    let root = dir.path().display().to_string();
+    let config = dir.write(
+        "two.toml",
+        format!(
+            "[[sites]]\nname = \"a\"\nroot = '{root}'\nbindings = [\"127.0.0.1:80\"]\n\
+             [[sites]]\nname = \"b\"\nroot = '{root}'\nbindings = [\"127.0.0.1:81\"]\n"
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("riis: --listen 127.0.0.1:0: sites `a` and `b` both bind 127.0.0.1:0"),
+        "{err}"
+    );
+}
