@@ -165,7 +165,11 @@ pub struct ResponseBody {
     /// read (see [`crate::connection::FILE_PLACEHOLDER`]).
     files: Option<Arc<ConnectionState>>,
     /// The request stays in service until hyper is done with its body.
-    _in_service: Option<InService>,
+    in_service: Option<InService>,
+    /// HTTP/2: data is ready for hyper and hyper has not asked for it since
+    /// (it waits for the client's flow-control window). Counted on the
+    /// connection, whose send timeout ends a client that never opens it.
+    awaiting_window: bool,
 }
 
 impl ResponseBody {
@@ -184,7 +188,8 @@ impl ResponseBody {
             declared_left: None,
             request_body: None,
             files: None,
-            _in_service: None,
+            in_service: None,
+            awaiting_window: false,
         }
     }
 
@@ -205,7 +210,8 @@ impl ResponseBody {
             declared_left: None,
             request_body: None,
             files: None,
-            _in_service: None,
+            in_service: None,
+            awaiting_window: false,
         }
     }
 
@@ -228,7 +234,24 @@ impl ResponseBody {
     /// connection is idle (and may give up its buffers) only once hyper has
     /// sent the whole response.
     pub fn in_service(&mut self, guard: InService) {
-        self._in_service = Some(guard);
+        self.in_service = Some(guard);
+        if !self.chunks.is_empty() {
+            self.set_awaiting_window(true);
+        }
+    }
+
+    /// Notes (HTTP/2 only) whether this body holds data hyper has not asked
+    /// for yet.
+    fn set_awaiting_window(&mut self, awaiting: bool) {
+        if self.awaiting_window == awaiting {
+            return;
+        }
+        if let Some(guard) = &self.in_service {
+            if guard.is_http2() {
+                guard.awaiting_window(awaiting);
+                self.awaiting_window = awaiting;
+            }
+        }
     }
 
     /// Keeps the request body alive until this body is dropped.
@@ -240,21 +263,20 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        self.set_awaiting_window(false);
         if let Some(hold) = &self.request_body {
             hold.response_done();
         }
     }
 }
 
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
+impl ResponseBody {
+    /// The next frame (see [`Body::poll_frame`]).
+    fn next_frame(
+        &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = &mut *self;
+        let this = self;
         loop {
             match this.chunks.pop_front() {
                 Some(EntityChunk::Memory(mut b)) => {
@@ -331,6 +353,27 @@ impl Body for ResponseBody {
                 }
             }
         }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if this.awaiting_window {
+            this.set_awaiting_window(false);
+        }
+        let frame = this.next_frame(cx);
+        if matches!(frame, Poll::Ready(Some(Ok(_)))) && this.in_service.is_some() {
+            // hyper asks again once the stream has window for more.
+            this.set_awaiting_window(true);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -205,6 +205,11 @@ pub struct Activity {
     /// The connection speaks HTTP/2: its reads between requests are
     /// frames (PING, WINDOW_UPDATE), not a request head arriving.
     http2: AtomicBool,
+    /// HTTP/2 response bodies holding data hyper has not asked for: their
+    /// streams wait for the client's flow-control window.
+    bodies_awaiting_window: AtomicU32,
+    /// When hyper last took data from a response body (HTTP/2).
+    body_taken_at: AtomicU32,
     written_total: AtomicU64,
     written_at_request_start: AtomicU64,
     last_write: AtomicU32,
@@ -398,7 +403,17 @@ impl Activity {
             return Some(Verdict::Expire(Expiry::Send));
         }
         if self.in_service.load(Ordering::Relaxed) > 0 {
-            return None;
+            // A client that reads the socket but never opens its streams'
+            // flow-control windows holds their bodies for ever: it gets
+            // the send timeout too, as one that does not read at all.
+            let stalled = self.bodies_awaiting_window.load(Ordering::Relaxed) > 0
+                && after(
+                    self.body_taken_at
+                        .load(Ordering::Relaxed)
+                        .max(self.last_write.load(Ordering::Relaxed)),
+                    timeouts.send,
+                );
+            return stalled.then_some(Verdict::Expire(Expiry::Send));
         }
         if self.http2.load(Ordering::Relaxed) {
             // Idle since its last stream ended, whatever frames come and go
@@ -435,6 +450,29 @@ impl Activity {
 
 /// A request in service; dropping it ends it.
 pub struct InService(Arc<ConnectionState>);
+
+impl InService {
+    /// Whether the request came on an HTTP/2 connection.
+    pub fn is_http2(&self) -> bool {
+        self.0.activity.http2.load(Ordering::Relaxed)
+    }
+
+    /// The response body holds data hyper has not asked for (`true`), or
+    /// hyper just asked (`false`): see [`Activity::check`].
+    pub fn awaiting_window(&self, awaiting: bool) {
+        let activity = &self.0.activity;
+        if awaiting {
+            activity
+                .bodies_awaiting_window
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            activity
+                .bodies_awaiting_window
+                .fetch_sub(1, Ordering::Relaxed);
+            activity.body_taken_at.store(now(), Ordering::Relaxed);
+        }
+    }
+}
 
 impl Drop for InService {
     fn drop(&mut self) {
