@@ -196,6 +196,11 @@ pub const E_CONNECTION_ABORTED: u32 = 0x8007_04D4;
 /// [`RequestExecution::expire_read`]).
 pub const E_TIMEOUT: u32 = 0x8007_05B4;
 
+/// `HRESULT_FROM_WIN32(ERROR_INVALID_DATA)`: what a body read's completion
+/// reports when the client sent a body that is not valid HTTP (see
+/// [`RequestExecution::reject_read`]).
+pub const E_INVALID_DATA: u32 = 0x8007_000D;
+
 /// What the driver must do next.
 #[derive(Debug)]
 pub enum Step {
@@ -477,12 +482,39 @@ impl RequestExecution {
     /// asynchronous read completes in IIS. Returns false when no read is in
     /// progress (then nothing changes).
     pub fn expire_read(&mut self, description: &str) -> bool {
+        self.fail_read(
+            http::StatusCode::REQUEST_TIMEOUT,
+            "Request Timeout",
+            E_TIMEOUT,
+            description,
+        )
+    }
+
+    /// Ends a body read whose bytes are not valid HTTP (a malformed chunked
+    /// body): as [`RequestExecution::expire_read`], with 400 Bad Request and
+    /// [`E_INVALID_DATA`].
+    pub fn reject_read(&mut self, description: &str) -> bool {
+        self.fail_read(
+            http::StatusCode::BAD_REQUEST,
+            "Bad Request",
+            E_INVALID_DATA,
+            description,
+        )
+    }
+
+    fn fail_read(
+        &mut self,
+        status_code: http::StatusCode,
+        reason: &'static str,
+        hresult: u32,
+        description: &str,
+    ) -> bool {
         let top = self.frames.len() - 1;
         let Phase::Reading(site, status, _) = self.frames[top].phase else {
             return false;
         };
         let name = self.pipeline.module_name(site.module);
-        tracing::info!(module = %name, notification = %site.notification, "{description}; the request ends with 408");
+        tracing::info!(module = %name, notification = %site.notification, "{description}; the request ends with {}", status_code.as_u16());
         let response = &mut self.frames[top].ctx.response;
         response.current = (Some(site.module), site.notification.name());
         if response.headers_sent {
@@ -490,15 +522,10 @@ impl RequestExecution {
         } else {
             response.need_disconnect = true;
             response.clear();
-            response.set_error_status(
-                http::StatusCode::REQUEST_TIMEOUT,
-                "Request Timeout",
-                0,
-                E_TIMEOUT,
-            );
+            response.set_error_status(status_code, reason, 0, hresult);
             response.set_error_description(description.to_owned());
         }
-        self.finish_read(top, site, status, Bytes::new(), E_TIMEOUT);
+        self.finish_read(top, site, status, Bytes::new(), hresult);
         true
     }
 

@@ -63,7 +63,7 @@ pub use completion::{CompletionHandle, CompletionWaiter};
 pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
 pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
 pub use execution::{
-    Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED, E_TIMEOUT,
+    Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED, E_INVALID_DATA, E_TIMEOUT,
 };
 pub use global::{ApplicationInfo, CacheOperation, TraceEvent, TracePhase};
 pub use handler::{

@@ -460,6 +460,9 @@ async fn drive(
                 Err(BodyError::TooSlow(why)) => {
                     exec.expire_read(why);
                 }
+                Err(BodyError::Malformed) => {
+                    exec.reject_read("the request body is not valid chunked encoding");
+                }
             },
             Event::Other(Step::Wait(waiter)) => {
                 let limit = async {
@@ -531,9 +534,27 @@ struct BodyReader {
 }
 
 /// Why a body read ended without bytes.
+/// Whether a body error is hyper's refusal of the bytes (it reports a
+/// malformed chunk as invalid data) rather than the client going away.
+fn is_malformed_body(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            );
+        }
+        source = e.source();
+    }
+    false
+}
+
 enum BodyError {
-    /// The client went away or sent a malformed body.
+    /// The client went away.
     Failed,
+    /// The client sent a body that is not valid HTTP (a malformed chunk).
+    Malformed,
     /// The client is too slow: which timeout ran out.
     TooSlow(&'static str),
 }
@@ -610,7 +631,11 @@ impl BodyReader {
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "request body read failed");
                     self.ended = true;
-                    return Err(BodyError::Failed);
+                    return Err(if is_malformed_body(&e) {
+                        BodyError::Malformed
+                    } else {
+                        BodyError::Failed
+                    });
                 }
                 None => {
                     self.ended = true;

@@ -1103,3 +1103,24 @@ fn a_closing_response_reaches_a_stalled_reader_whole() {
     drop(conn);
     server.stop();
 }
+
+/// A chunked body hyper cannot decode, met while a module reads it, ends
+/// the request with 400 and a closed connection (as a malformed head does),
+/// not as if the client had gone away.
+#[test]
+fn a_malformed_chunked_body_gets_400() {
+    let server = InProcessServer::start(&handler_config(&["Echo"], "Echo"), TEST_MODULES);
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    conn.write_all(
+        b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = conn.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    drop(conn);
+    server.stop();
+}
