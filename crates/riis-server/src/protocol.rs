@@ -47,7 +47,15 @@ pub(crate) struct Serving {
     pub counter: Arc<ConnectionCounter>,
     /// The worker's connection sweeper.
     pub sweeper: Arc<Sweeper>,
+    /// Connections over the limits being answered 503 now (each for up to
+    /// a few seconds): past [`MAX_REFUSALS_IN_FLIGHT`], more are closed
+    /// without an answer, so a flood cannot hold descriptors the limits
+    /// were set to protect.
+    pub refusals: std::sync::atomic::AtomicUsize,
 }
+
+/// See [`Serving::refusals`].
+pub(crate) const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 /// Streams a client may open and cancel before the server has taken them
 /// up, on one HTTP/2 connection, before it gets GOAWAY (h2's default).
@@ -388,10 +396,10 @@ impl<I: Socket> Open<I> {
         let activity = &state.activity;
         // A refusal below is HTTP/1.1 text: never written into HTTP/2.
         let http1 = !matches!(phase, Phase::Http2(..));
-        // hyper's handle on the socket goes first, and the connection no
-        // longer counts, even while it lingers below.
+        // hyper's handle on the socket goes first. The connection counts
+        // against the limits until it is closed, lingering included, so
+        // connections closed in a flood cannot pile up beyond them.
         drop(phase);
-        drop(admission);
         let refusal = match end {
             End::Expired(expiry) => {
                 tracing::debug!(?expiry, "connection timed out");
@@ -411,6 +419,7 @@ impl<I: Socket> Open<I> {
             End::Hyper(Ok(())) | End::Drained | End::Closed => None,
         };
         finish_connection(shared, refusal.filter(|_| http1)).await;
+        drop(admission);
     }
 }
 

@@ -14,7 +14,7 @@ use riis_native::{precondition_holds, NativeLibrary};
 
 use crate::connection::{answer_and_close, start_clock, ConnectionCounter, Sweeper};
 use crate::driver::{CurrentGeneration, Generation};
-use crate::protocol::{serve_connection, Negotiated, Serving};
+use crate::protocol::{serve_connection, Negotiated, Serving, MAX_REFUSALS_IN_FLIGHT};
 use crate::reload::{ConfigSource, Reloader, Retiring};
 use crate::tls::{CertificateBinding, SniResolver};
 use arc_swap::ArcSwap;
@@ -799,6 +799,7 @@ async fn run_worker(
         current,
         counter,
         sweeper,
+        refusals: std::sync::atomic::AtomicUsize::new(0),
     });
 
     let mut accept_loops = Vec::with_capacity(sockets.len());
@@ -860,12 +861,24 @@ async fn accept_loop(
         let admission = match serving.counter.admit(remote.ip(), &generation.limits) {
             Ok(a) => a,
             Err(refusal) => {
-                tracing::warn!(%remote, reason = refusal.reason, "connection refused");
-                if listening.tls.is_none() {
+                use std::sync::atomic::Ordering::Relaxed;
+                let answering = serving.refusals.fetch_add(1, Relaxed);
+                // One warning as a burst of refusals starts, not one per
+                // connection of a flood.
+                if answering == 0 {
+                    tracing::warn!(%remote, reason = refusal.reason, "connection refused");
+                } else {
+                    tracing::debug!(%remote, reason = refusal.reason, "connection refused");
+                }
+                if listening.tls.is_none() && answering < MAX_REFUSALS_IN_FLIGHT {
+                    let serving = serving.clone();
                     tokio::spawn(async move {
                         let mut stream = stream;
                         answer_and_close(&mut stream, refusal).await;
+                        serving.refusals.fetch_sub(1, Relaxed);
                     });
+                } else {
+                    serving.refusals.fetch_sub(1, Relaxed);
                 }
                 continue;
             }

@@ -198,3 +198,45 @@ fn the_server_wide_connection_limit_answers_503_and_frees_up() {
     let (status, _) = exchange(server.addr, b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(status, 200);
 }
+
+/// A flood of connections over `max_connections` is answered 503 only up
+/// to a bound of refusals in progress; the rest are closed at once, so the
+/// refusals themselves cannot hold the descriptors the limit protects.
+#[test]
+fn a_flood_over_the_connection_limit_is_refused_within_bounds() {
+    let dir = TempDir::new("flood");
+    dir.write("www/a.txt", "alpha");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[limits]\nmax_connections = 1\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut held = common::Connection::open(server.addr);
+    assert_eq!(held.get("/a.txt").status, 200);
+    // Clients that neither read nor close keep each refusal lingering.
+    let flood: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    let (mut answered, mut unanswered) = (0, 0);
+    for mut s in flood {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => {
+                assert!(buf.starts_with(b"HTTP/1.1 503"), "{:?}", &buf[..n]);
+                answered += 1;
+            }
+            Ok(_) => unanswered += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => unanswered += 1,
+            Err(e) => panic!("a refused connection was left open: {e}"),
+        }
+    }
+    assert!(answered > 0, "no refusal was answered");
+    assert!(
+        unanswered > 0,
+        "all {answered} refusals were answered at once"
+    );
+    // The connection within the limit is still served.
+    assert_eq!(held.get("/a.txt").status, 200);
+}
