@@ -115,6 +115,8 @@ typedef int32_t riis_hresult;
 #define RIIS_E_WRONG_THREAD ((riis_hresult)0x800705A4)
 /** HRESULT_FROM_WIN32(ERROR_REVISION_MISMATCH): ABI versions differ. */
 #define RIIS_E_REVISION_MISMATCH ((riis_hresult)0x80070522)
+/** HRESULT_FROM_WIN32(ERROR_ALREADY_ASSIGNED): a shared value is set. */
+#define RIIS_E_ALREADY_ASSIGNED ((riis_hresult)0x80070055)
 
 /** REQUEST_NOTIFICATION_STATUS */
 typedef uint32_t riis_status;
@@ -405,8 +407,15 @@ typedef struct riis_api {
      *  pointer at a RIIS_SCOPE_*, or NULL. */
     void *(*module_context)(riis_context *context, uint32_t scope);
     /** SetModuleContext: stores `data`; `cleanup` (may be NULL) runs exactly
-     *  once when the scope ends or the value is replaced. On failure nothing
-     *  is stored and `cleanup` never runs: `data` stays the caller's. */
+     *  once when the scope ends (or, at request scope, when the value is
+     *  replaced). Connection and site values are shared by concurrent
+     *  requests, so one stored there stays: a second store fails with
+     *  RIIS_E_ALREADY_ASSIGNED, as in IIS, and a pointer read there is
+     *  valid until the connection or the configuration ends. A connection
+     *  value belongs to the configuration whose request stored it: after a
+     *  reload the module reads NULL on that connection (and cannot store).
+     *  On failure nothing is stored and `cleanup` never runs: `data` stays
+     *  the caller's. */
     riis_hresult (*set_module_context)(riis_context *context, uint32_t scope, void *data,
                                        void (*cleanup)(void *data));
     /** NotifyCustomNotification: every module registered for

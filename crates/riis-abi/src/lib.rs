@@ -48,6 +48,7 @@ pub mod hr {
     pub const E_INVALID_STATE: riis_hresult = 0x8007_139F_u32 as i32;
     pub const E_WRONG_THREAD: riis_hresult = 0x8007_05A4_u32 as i32;
     pub const E_REVISION_MISMATCH: riis_hresult = 0x8007_0522_u32 as i32;
+    pub const E_ALREADY_ASSIGNED: riis_hresult = 0x8007_0055_u32 as i32;
 }
 
 /// Notification statuses.

@@ -944,6 +944,13 @@ impl HttpContext {
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
+
+    /// The pipeline this request runs in, shared: a value that holds it
+    /// keeps the configuration's modules from being stopped (a reload stops
+    /// a replaced configuration once nothing holds its pipeline).
+    pub fn pipeline_handle(&self) -> Arc<Pipeline> {
+        self.pipeline.clone()
+    }
 }
 
 /// The physical path of a decoded URL path under a site root.

@@ -103,6 +103,27 @@ impl SharedContextContainer {
         drop(previous);
     }
 
+    /// Stores `value` only if the module has none stored (of any type);
+    /// `false` leaves the stored one in place. A value that is never
+    /// replaced stays valid for whoever read it, however many requests
+    /// share the container.
+    pub fn insert_if_absent<T: Any + Send + Sync>(
+        &self,
+        module: ModuleIndex,
+        value: Arc<T>,
+    ) -> bool {
+        let i = module.get();
+        let mut slots = self.slots();
+        if slots.len() <= i {
+            slots.resize_with(i + 1, || None);
+        }
+        if slots[i].is_some() {
+            return false;
+        }
+        slots[i] = Some(value);
+        true
+    }
+
     /// Store `make()` unless a value of type `T` is already there; returns the
     /// stored value either way, atomically.
     pub fn get_or_insert_with<T: Any + Send + Sync>(

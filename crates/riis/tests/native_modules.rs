@@ -85,6 +85,15 @@ fn a_c_module_answers_with_headers_server_variables_config_and_global_help() {
 }
 
 #[test]
+fn a_shared_scope_keeps_its_first_context() {
+    let Some((_dir, server)) = c_module_server() else {
+        return;
+    };
+    let resp = get(server.addr, "/c/assign-twice");
+    assert_eq!(resp.text(), "stored already-assigned first\n");
+}
+
+#[test]
 fn a_c_module_reads_the_body_asynchronously() {
     let Some((_dir, server)) = c_module_server() else {
         return;

@@ -183,6 +183,11 @@ pub(super) unsafe extern "C" fn set_server_variable(
 struct StoredContext {
     data: *mut c_void,
     cleanup: Option<unsafe extern "C" fn(*mut c_void)>,
+    /// At connection scope, the configuration whose request stored it: the
+    /// connection outlives configurations, and module indexes mean another
+    /// module in the next one. Held, so that configuration's modules are
+    /// not stopped before the cleanup runs (a field drops after `drop`).
+    owner: Option<Arc<riis_pipeline::Pipeline>>,
 }
 
 // SAFETY: the server never dereferences `data`; the ABI makes the module
@@ -214,6 +219,11 @@ pub(super) unsafe extern "C" fn module_context(ctx: *mut riis_context, scope: u3
                 riis_abi::SCOPE_CONNECTION => ctx
                     .connection_contexts()
                     .get::<StoredContext>(m)
+                    .filter(|s| {
+                        s.owner
+                            .as_ref()
+                            .is_some_and(|o| std::ptr::eq(&**o, ctx.pipeline()))
+                    })
                     .map_or(ptr::null_mut(), |s| s.data),
                 riis_abi::SCOPE_SITE => ctx
                     .site_contexts()
@@ -235,18 +245,38 @@ pub(super) unsafe extern "C" fn set_module_context(
     unsafe {
         context_hr("set_module_context", ctx, |frame, ctx| {
             let m = frame.module_index();
-            let stored = StoredContext { data, cleanup };
-            match scope {
-                riis_abi::SCOPE_REQUEST => ctx.module_contexts_mut().set(m, stored),
-                riis_abi::SCOPE_CONNECTION => ctx.connection_contexts().set(m, Arc::new(stored)),
-                riis_abi::SCOPE_SITE => ctx.site_contexts().set(m, Arc::new(stored)),
+            let mut stored = StoredContext {
+                data,
+                cleanup,
+                owner: None,
+            };
+            // Shared scopes never replace a value: another request may be
+            // using the pointer it read (IIS answers ERROR_ALREADY_ASSIGNED).
+            let shared = match scope {
+                riis_abi::SCOPE_REQUEST => {
+                    ctx.module_contexts_mut().set(m, stored);
+                    return Ok(());
+                }
+                riis_abi::SCOPE_CONNECTION => {
+                    stored.owner = Some(ctx.pipeline_handle());
+                    ctx.connection_contexts()
+                }
+                riis_abi::SCOPE_SITE => ctx.site_contexts(),
                 _ => {
                     // Not stored: the module keeps ownership, so no cleanup.
-                    std::mem::forget(stored);
+                    stored.cleanup = None;
                     return Err(hr::E_INVALIDARG);
                 }
+            };
+            let stored = Arc::new(stored);
+            if shared.insert_if_absent(m, stored.clone()) {
+                return Ok(());
             }
-            Ok(())
+            // Not stored: the module keeps ownership, so no cleanup.
+            if let Ok(mut refused) = Arc::try_unwrap(stored) {
+                refused.cleanup = None;
+            }
+            Err(hr::E_ALREADY_ASSIGNED)
         })
     }
 }

@@ -150,6 +150,22 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         text(ctx, "hello from C\n");
         return RIIS_STATUS_FINISH_REQUEST;
     }
+    if (strcmp(url, "/c/assign-twice") == 0) {
+        /* A shared scope keeps its first value: the second store is
+         * refused (and its pointer stays this module's to free). */
+        int *first = (int *)calloc(1, sizeof *first);
+        int *second = (int *)calloc(1, sizeof *second);
+        riis_hresult a = api->set_module_context(ctx, RIIS_SCOPE_CONNECTION, first, release_counter);
+        riis_hresult b = api->set_module_context(ctx, RIIS_SCOPE_CONNECTION, second, release_counter);
+        if (b != RIIS_S_OK) {
+            free(second);
+        }
+        snprintf(line, sizeof line, "%s %s %s\n", a == RIIS_S_OK ? "stored" : "refused",
+                 b == RIIS_E_ALREADY_ASSIGNED ? "already-assigned" : "replaced",
+                 api->module_context(ctx, RIIS_SCOPE_CONNECTION) == (void *)first ? "first" : "other");
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
     if (strcmp(url, "/c/huge-alloc") == 0) {
         /* More than any machine has: NULL, not the end of the server. */
         void *huge = api->context_allocate(ctx, (size_t)1 << 62);
