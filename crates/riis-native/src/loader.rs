@@ -123,12 +123,21 @@ impl NativeLibrary {
         if !image.exists() {
             return Err(LoadError::MissingFile(image.to_owned()));
         }
+        // RTLD_NOW: a symbol the library needs and nothing provides is a
+        // load error now, not the process's death at the first call that
+        // reaches it (the lazy binding's "symbol lookup error").
         // SAFETY: loading a library runs its initialisers; which libraries to
         // trust is the operator's decision, made in the configuration.
-        let library = unsafe { libloading::Library::new(image) }
-            .map_err(|e| LoadError::NotSharedLibrary(image.to_owned(), e.to_string()))?;
+        let library = unsafe {
+            libloading::os::unix::Library::open(
+                Some(image),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        }
+        .map_err(|e| LoadError::NotSharedLibrary(image.to_owned(), e.to_string()))?;
         // Kept loaded for the process's life (see the module docs).
-        let library: &'static libloading::Library = Box::leak(Box::new(library));
+        let library: &'static libloading::Library =
+            Box::leak(Box::new(libloading::Library::from(library)));
 
         // The C++ layer's entry point wins: the library's RegisterModule then
         // has the C++ (IIS) signature and must not be called directly.

@@ -274,11 +274,22 @@ fn loader_errors_name_the_module_and_the_reason() {
         &[],
     )
     .unwrap();
+    let unresolved = dir.write(
+        "unresolved.c",
+        "#include \"riis_module.h\"\nextern int riis_test_nowhere(void);\nRIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) { (void)v; (void)r; (void)s; return riis_test_nowhere(); }\n",
+    );
+    compile("cc", &[&unresolved], &dir.path().join("unresolved.so"), &[]).unwrap();
     dir.write("not_a_library.so", "this is text, not ELF\n");
 
     let cases: &[(&str, &str, &[&str])] = &[
         ("missing.so", "", &["does not exist"]),
         ("not_a_library.so", "", &["not a loadable shared library"]),
+        // Refused when loaded, not the server's death at the first call.
+        (
+            "unresolved.so",
+            "",
+            &["not a loadable shared library", "riis_test_nowhere"],
+        ),
         ("no_entry.so", "", &["does not export `RegisterModule`"]),
         ("unstamped.so", "", &["no `riis_module_abi` symbol"]),
         ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.0"]),
