@@ -261,6 +261,13 @@ impl NativeModule {
         completion: Option<&CompletionInfo>,
     ) -> RequestNotificationStatus {
         let frame = &*self.frame;
+        if completion.is_none() && frame.lock_completion().handle.is_some() {
+            // The request stopped waiting for this module (the execution
+            // limit, a vanished client) while its operation still runs on
+            // a thread of its own: it is not called again (IIS never calls
+            // a pending module), as its members may be in use there.
+            return RequestNotificationStatus::Continue;
+        }
         if completion.is_some() {
             deliver_read(frame, ctx);
         }

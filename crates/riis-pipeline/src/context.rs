@@ -152,8 +152,11 @@ pub struct HttpContext {
     pub(crate) request: HttpRequest,
     pub(crate) response: HttpResponse,
     pub(crate) user: Option<HttpUser>,
-    pub(crate) slots: Vec<Slot>,
+    /// Before `slots`: a context dropped without `end_request` (a runtime
+    /// shut down under it) cleans up its stored values before the modules
+    /// that stored them are disposed, as `end_request` does.
     pub(crate) contexts: ModuleContextContainer,
+    pub(crate) slots: Vec<Slot>,
     pub(crate) handler: Option<usize>,
     pub(crate) mapping_failure: Option<MappingFailure>,
     pub(crate) mapped: bool,

@@ -385,10 +385,16 @@ fn a_module_that_never_completes_meets_the_execution_limit() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let text = get(server.addr, "/c/orphans").text();
-        if text.trim() == "disposed=1,0" {
+        // Not called again while pending either (SendResponse of the 503,
+        // LogRequest, EndRequest).
+        if text.trim() == "disposed=1,0 called=0" {
             break;
         }
-        assert_eq!(text.trim(), "disposed=0,0", "disposed before its signal");
+        assert_eq!(
+            text.trim(),
+            "disposed=0,0 called=0",
+            "disposed before its signal, or called while pending"
+        );
         assert!(
             std::time::Instant::now() < deadline,
             "the orphaned module was never disposed"

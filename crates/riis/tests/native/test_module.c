@@ -21,8 +21,9 @@
  *                   execution limit ends it).
  *   /c/orphan       returns Pending; another thread completes it 1.5 s
  *                   later, after a 1 s execution limit ended the request.
- *   /c/orphans      "disposed=A,B": orphan instances disposed after / before
- *                   their thread signalled.
+ *   /c/orphans      "disposed=A,B called=C": orphan instances disposed after
+ *                   / before their thread signalled, and calls they got while
+ *                   still pending.
  *   /c/upper        writes "make me loud"; at SendResponse the module reads
  *                   the buffered entity and replaces it in upper case, and
  *                   counts the response headers in X-Header-Count.
@@ -43,6 +44,7 @@ static int cleanups; /* request contexts released; touched under a lock */
 static int orphan_signalled;       /* /c/orphan's thread signalled (lock) */
 static int orphans_disposed_after; /* ... and its instance was disposed */
 static int orphans_disposed_before;
+static int orphans_called_pending;  /* ... called again before it signalled */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 typedef struct instance {
@@ -198,8 +200,8 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
     }
     if (strcmp(url, "/c/orphans") == 0) {
         pthread_mutex_lock(&lock);
-        snprintf(line, sizeof line, "disposed=%d,%d\n", orphans_disposed_after,
-                 orphans_disposed_before);
+        snprintf(line, sizeof line, "disposed=%d,%d called=%d\n", orphans_disposed_after,
+                 orphans_disposed_before, orphans_called_pending);
         pthread_mutex_unlock(&lock);
         text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
@@ -330,6 +332,13 @@ static riis_status on_notification(void *module, riis_context *ctx, uint32_t not
                                    int is_post, riis_provider *provider) {
     instance *self = (instance *)module;
     (void)is_post;
+    if (self->orphan) {
+        pthread_mutex_lock(&lock);
+        if (!orphan_signalled) {
+            orphans_called_pending++;
+        }
+        pthread_mutex_unlock(&lock);
+    }
     switch (notification) {
     case RIIS_RQ_BEGIN_REQUEST:
         return begin_request(self, ctx);
