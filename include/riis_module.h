@@ -214,6 +214,8 @@ typedef struct riis_completion_info {
 /** A module instance's callbacks: one table per module type, shared by all
  *  its instances. */
 typedef struct riis_module_callbacks {
+    /** sizeof(riis_module_callbacks); a table too small to hold
+     *  `on_notification` is refused (the instance is not created). */
     uint32_t size;
     /**
      * Every notification the module registered for. `notification` is one

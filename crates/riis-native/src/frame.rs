@@ -126,12 +126,21 @@ impl Arena {
     /// NULL, as from `malloc`, not abort the server).
     pub(crate) fn allocate(&self, bytes: usize) -> *mut u8 {
         let words = bytes.div_ceil(16).max(1);
-        let mut block: Vec<u128> = Vec::new();
-        if block.try_reserve_exact(words).is_err() {
+        let Ok(layout) = std::alloc::Layout::array::<u128>(words) else {
+            return ptr::null_mut();
+        };
+        // Zeroed by the allocator (fresh pages of a large block are zero
+        // already), not by writing every byte: a huge request the system
+        // overcommits must not touch, and so commit, all of it.
+        // SAFETY: the layout has a non-zero size (`words` is at least 1).
+        let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<u128>();
+        if p.is_null() {
             return ptr::null_mut();
         }
-        block.resize(words, 0);
-        let mut block = block.into_boxed_slice();
+        // SAFETY: `p` is a fresh, zeroed allocation of `words` u128s made
+        // with the layout `Box<[u128]>` frees it with.
+        let mut block: Box<[u128]> =
+            unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, words)) };
         let p = block.as_mut_ptr().cast::<u8>();
         self.blocks.borrow_mut().push(block);
         p

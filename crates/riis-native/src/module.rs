@@ -117,11 +117,25 @@ impl HttpModuleFactory for NativeFactory {
         if instance.callbacks.is_null() {
             return Err(ModuleError::new("get_http_module returned no callbacks"));
         }
-        // SAFETY: non-null; the ABI requires the table to outlive the instance.
-        let callbacks = unsafe { &*instance.callbacks };
-        let size = callbacks.size as usize;
+        let table = instance.callbacks;
         let field_end = |offset: usize| offset + std::mem::size_of::<usize>();
-        let Some(on_notification) = callbacks.on_notification else {
+        // Each field is read on its own once `size` says the module's table
+        // has it: a table from an older header may be shorter than ours.
+        // SAFETY: non-null, and the ABI requires the table to outlive the
+        // instance; `size` is its first field, which every version has.
+        let size = unsafe { ptr::addr_of!((*table).size).read() } as usize;
+        let on_notification_end =
+            field_end(std::mem::offset_of!(riis_module_callbacks, on_notification));
+        if size < on_notification_end {
+            // Without a size, dispose and on_async_completion would be
+            // silently lost: refused, as an undersized factory is.
+            return Err(ModuleError::new(
+                "the callbacks table's size field is too small (set it to sizeof(riis_module_callbacks))",
+            ));
+        }
+        // SAFETY: within the `size` bytes checked above.
+        let Some(on_notification) = (unsafe { ptr::addr_of!((*table).on_notification).read() })
+        else {
             return Err(ModuleError::new(
                 "the module has no on_notification callback",
             ));
@@ -131,12 +145,14 @@ impl HttpModuleFactory for NativeFactory {
                 riis_module_callbacks,
                 on_async_completion
             )) {
-            callbacks.on_async_completion
+            // SAFETY: within the module's table, per `size`.
+            unsafe { ptr::addr_of!((*table).on_async_completion).read() }
         } else {
             None
         };
         let dispose = if size >= field_end(std::mem::offset_of!(riis_module_callbacks, dispose)) {
-            callbacks.dispose
+            // SAFETY: within the module's table, per `size`.
+            unsafe { ptr::addr_of!((*table).dispose).read() }
         } else {
             None
         };

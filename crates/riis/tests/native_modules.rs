@@ -149,6 +149,7 @@ fn a_c_module_misbehaving_fails_only_its_request() {
     let resp = get(server.addr, "/c/self-clone");
     assert_eq!(resp.text(), "refused usable\n");
     // An allocation no machine can satisfy is refused, not fatal.
+    assert_eq!(get(server.addr, "/c/huge-insert").text(), "refused\n");
     let resp = get(server.addr, "/c/huge-alloc");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "null\n");

@@ -17,6 +17,7 @@ use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use riis_abi::{hr, riis_api, riis_context, riis_hresult};
+use riis_pipeline::bytes::Bytes;
 use riis_pipeline::HttpContext;
 
 use crate::frame::{resolve, Frame};
@@ -139,6 +140,27 @@ pub(crate) unsafe fn text<'a>(p: *const c_char) -> Result<&'a str, riis_hresult>
     unsafe { CStr::from_ptr(p) }
         .to_str()
         .map_err(|_| hr::E_INVALIDARG)
+}
+
+/// A copy of `len` bytes a module passed at `data` (NULL allowed when `len`
+/// is 0). A length no buffer can have is refused, and a copy too large for
+/// memory fails the call instead of aborting the server.
+///
+/// # Safety
+/// `data` must point at `len` readable bytes when `len` is not 0.
+pub(crate) unsafe fn copy_bytes(data: *const u8, len: usize) -> Result<Bytes, riis_hresult> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    if data.is_null() || len > isize::MAX as usize {
+        return Err(hr::E_INVALIDARG);
+    }
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(len).map_err(|_| hr::E_OUTOFMEMORY)?;
+    // SAFETY: non-null, `len` readable bytes per the contract, and `len`
+    // is within what a slice may span.
+    copy.extend_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
+    Ok(Bytes::from(copy))
 }
 
 /// Runs `body` without letting a panic cross the boundary.

@@ -5,7 +5,6 @@ use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
 use riis_abi::{hr, riis_hresult, riis_provider};
-use riis_pipeline::bytes::Bytes;
 use riis_pipeline::SendFlags;
 
 use super::{no_unwind, text};
@@ -160,18 +159,13 @@ pub(super) unsafe extern "C" fn read_set_entity(
             p,
             hr::E_INVALIDARG,
             |_, provider| match provider {
-                Provider::ReadEntity(r) if !data.is_null() || length == 0 => {
-                    let bytes = if length == 0 {
-                        Bytes::new()
-                    } else {
-                        Bytes::copy_from_slice(std::slice::from_raw_parts(
-                            data.cast::<u8>(),
-                            length,
-                        ))
-                    };
-                    r.set_entity(bytes);
-                    Some(hr::S_OK)
-                }
+                Provider::ReadEntity(r) => match super::copy_bytes(data.cast::<u8>(), length) {
+                    Ok(bytes) => {
+                        r.set_entity(bytes);
+                        Some(hr::S_OK)
+                    }
+                    Err(e) => Some(e),
+                },
                 _ => None,
             },
         )

@@ -4,7 +4,6 @@ use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
 use riis_abi::{hr, riis_context, riis_hresult};
-use riis_pipeline::bytes::Bytes;
 use riis_pipeline::http::{HeaderName, HeaderValue, Method, Version};
 
 use super::{context_hr, text, with_context};
@@ -276,13 +275,9 @@ pub(super) unsafe extern "C" fn insert_entity_body(
     // readable bytes.
     unsafe {
         context_hr("request_insert_entity_body", ctx, |_, ctx| {
-            if data.is_null() && length > 0 {
-                return Err(hr::E_INVALIDARG);
-            }
-            if length > 0 {
-                let bytes = std::slice::from_raw_parts(data.cast::<u8>(), length);
-                ctx.request_mut()
-                    .insert_entity_body(Bytes::copy_from_slice(bytes));
+            let bytes = super::copy_bytes(data.cast::<u8>(), length)?;
+            if !bytes.is_empty() {
+                ctx.request_mut().insert_entity_body(bytes);
             }
             Ok(())
         })

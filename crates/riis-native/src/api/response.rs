@@ -7,7 +7,6 @@ use std::ptr;
 use std::sync::Arc;
 
 use riis_abi::{hr, riis_context, riis_data_chunk, riis_hresult};
-use riis_pipeline::bytes::Bytes;
 use riis_pipeline::http::{HeaderName, StatusCode};
 use riis_pipeline::{EntityChunk, FlushOptions};
 
@@ -161,16 +160,11 @@ unsafe fn to_entity_chunk(chunk: &riis_data_chunk) -> Result<EntityChunk, riis_h
     match chunk.r#type {
         riis_abi::CHUNK_FROM_MEMORY => {
             let len = usize::try_from(chunk.buffer_length).map_err(|_| hr::E_INVALIDARG)?;
-            if len == 0 {
-                return Ok(EntityChunk::Memory(Bytes::new()));
-            }
-            if chunk.buffer.is_null() {
-                return Err(hr::E_INVALIDARG);
-            }
             // SAFETY: the module passed `len` readable bytes; they are
             // copied before the call returns.
-            let bytes = unsafe { std::slice::from_raw_parts(chunk.buffer.cast::<u8>(), len) };
-            Ok(EntityChunk::Memory(Bytes::copy_from_slice(bytes)))
+            Ok(EntityChunk::Memory(unsafe {
+                super::copy_bytes(chunk.buffer.cast::<u8>(), len)
+            }?))
         }
         riis_abi::CHUNK_FROM_FILE_HANDLE | riis_abi::CHUNK_FROM_FILE_NAME => {
             let file = if chunk.r#type == riis_abi::CHUNK_FROM_FILE_HANDLE {
@@ -221,7 +215,10 @@ unsafe fn entity_chunks(
     if chunks.is_null() && count > 0 {
         return Err(hr::E_INVALIDARG);
     }
-    let mut converted = Vec::with_capacity(count as usize);
+    let mut converted = Vec::new();
+    converted
+        .try_reserve_exact(count as usize)
+        .map_err(|_| hr::E_OUTOFMEMORY)?;
     for i in 0..count as usize {
         // SAFETY: `chunks` holds `count` chunks per the contract.
         converted.push(unsafe { to_entity_chunk(&*chunks.add(i)) }?);

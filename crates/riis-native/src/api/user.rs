@@ -70,7 +70,9 @@ pub(super) unsafe extern "C" fn set_user(
             if roles.is_null() && role_count > 0 {
                 return Err(hr::E_INVALIDARG);
             }
-            let mut list = Vec::with_capacity(role_count);
+            let mut list = Vec::new();
+            list.try_reserve_exact(role_count)
+                .map_err(|_| hr::E_OUTOFMEMORY)?;
             for i in 0..role_count {
                 list.push(text(*roles.add(i))?.to_owned());
             }

@@ -168,6 +168,13 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
     }
+    if (strcmp(url, "/c/huge-insert") == 0) {
+        /* A length no buffer can have: refused, not copied. */
+        static const char some[] = "x";
+        riis_hresult hr = api->request_insert_entity_body(ctx, some, SIZE_MAX);
+        text(ctx, hr == RIIS_E_INVALIDARG ? "refused\n" : "accepted\n");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
     if (strcmp(url, "/c/huge-alloc") == 0) {
         /* More than any machine has: NULL, not the end of the server. */
         void *huge = api->context_allocate(ctx, (size_t)1 << 62);
