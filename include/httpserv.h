@@ -1408,9 +1408,11 @@ protected:
 };
 
 /**
- * A global module: one object for the server's life, called for the GL_*
- * notifications it registered, from any thread (it must be thread-safe).
- * Terminate() is called when the server stops.
+ * A global module: one object for the life of a configuration, called for
+ * the GL_* notifications it registered, from any thread (it must be
+ * thread-safe). RegisterModule runs again at each reload and registers a
+ * new one; Terminate() is called when its configuration is retired (after
+ * a reload, once its requests are done) or the server stops.
  */
 class CGlobalModule {
 public:

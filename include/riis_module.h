@@ -14,10 +14,17 @@
  *
  * The server loads it from configuration (`[[global_modules]]` in riis.toml),
  * checks the ABI version this header stamps into the library (the exported
- * symbol `riis_module_abi`), and calls RegisterModule once at startup. The
- * module registers a factory for request notifications, a global module for
- * global notifications, or both, exactly as an IIS module does with
- * IHttpModuleRegistrationInfo.
+ * symbol `riis_module_abi`), and calls RegisterModule for each
+ * configuration that lists the module: at startup, and again at every
+ * reload (the library stays loaded). Each call's factory and global module
+ * serve that configuration only: the previous configuration's are
+ * terminated once its last request is done, after the new RegisterModule
+ * ran, so state a module keeps across calls must not be torn down by one
+ * configuration's Terminate while another uses it. If the configuration
+ * fails to build after RegisterModule succeeded, what it registered is
+ * terminated at once. The module registers a factory for request
+ * notifications, a global module for global notifications, or both,
+ * exactly as an IIS module does with IHttpModuleRegistrationInfo.
  *
  * VERSIONING
  *   RIIS_ABI_MAJOR changes only when an existing declaration changes meaning

@@ -394,19 +394,26 @@ impl Pipeline {
     /// Calls every factory's and global module's `terminate`: the server is
     /// shutting down.
     pub fn terminate(&self) {
-        for m in self.modules.iter() {
-            if let Some(f) = &m.factory {
-                f.terminate();
-            }
-            if let Some(g) = &m.global {
-                g.terminate();
-            }
+        terminate_modules(&self.modules);
+    }
+}
+
+/// Terminates every factory and global module of `modules`.
+fn terminate_modules(modules: &[ModuleEntry]) {
+    for m in modules {
+        if let Some(f) = &m.factory {
+            f.terminate();
+        }
+        if let Some(g) = &m.global {
+            g.terminate();
         }
     }
 }
 
 /// Builds a [`Pipeline`]: register modules in list order, describe the server
-/// defaults and the sites, then [`PipelineBuilder::build`].
+/// defaults and the sites, then [`PipelineBuilder::build`]. Modules that
+/// registered are terminated if no pipeline is built after all (a later
+/// module or the build failed), as a pipeline terminates them at its end.
 pub struct PipelineBuilder {
     modules: Vec<ModuleEntry>,
     sections: Vec<SectionDeclaration>,
@@ -416,6 +423,12 @@ pub struct PipelineBuilder {
     fs: Arc<dyn FileSystem>,
     settings: PipelineSettings,
     server_info: ServerInfo,
+}
+
+impl Drop for PipelineBuilder {
+    fn drop(&mut self) {
+        terminate_modules(&self.modules);
+    }
 }
 
 impl Default for PipelineBuilder {
@@ -634,7 +647,7 @@ impl PipelineBuilder {
     }
 
     /// Builds the dispatch tables and resolves every location.
-    pub fn build(self) -> Result<Pipeline, BuildError> {
+    pub fn build(mut self) -> Result<Pipeline, BuildError> {
         let dispatch = |n: RequestNotification, post: bool| -> Box<[ModuleIndex]> {
             let mut list: Vec<ModuleIndex> = self
                 .modules
@@ -688,19 +701,24 @@ impl PipelineBuilder {
                     .contains(GlobalNotification::TraceEvent)
         });
         let next_busy = next_busy_events(&events);
+        let read_entity = dispatch(RequestNotification::ReadEntity, false);
+        let map_path = dispatch(RequestNotification::MapPath, false);
+        let custom = dispatch(RequestNotification::CustomNotification, false);
+        // The modules move to the pipeline, which terminates them; an error
+        // above left them here, for `Drop` to terminate.
         Ok(Pipeline {
             events,
             next_busy,
             send_response: send_response.into_boxed_slice(),
-            read_entity: dispatch(RequestNotification::ReadEntity, false),
-            map_path: dispatch(RequestNotification::MapPath, false),
-            custom: dispatch(RequestNotification::CustomNotification, false),
+            read_entity,
+            map_path,
+            custom,
             global,
-            modules: self.modules.into_boxed_slice(),
-            sections: self.sections,
+            modules: std::mem::take(&mut self.modules).into_boxed_slice(),
+            sections: std::mem::take(&mut self.sections),
             sites,
-            fs: self.fs,
-            settings: self.settings,
+            fs: self.fs.clone(),
+            settings: self.settings.clone(),
             tracing,
         })
     }

@@ -201,3 +201,64 @@ fn a_section_declared_twice_fails_registration() {
 
     assert!(error.message.contains("greeting"), "{}", error.message);
 }
+
+/// Counts its terminations.
+struct CountingFactory(Arc<std::sync::atomic::AtomicUsize>);
+
+impl riis_pipeline::HttpModuleFactory for CountingFactory {
+    fn get_http_module(
+        &self,
+    ) -> Result<Box<dyn riis_pipeline::HttpModule>, riis_pipeline::ModuleError> {
+        Err(riis_pipeline::ModuleError::new("not used"))
+    }
+    fn terminate(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A module that registered is terminated when no pipeline comes of its
+/// registration (a later module or the build failed), exactly once, and not
+/// before a built pipeline's own end.
+#[test]
+fn registered_modules_are_terminated_when_the_build_fails() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let build = |handler_module: &str| {
+        let terminated = Arc::new(AtomicUsize::new(0));
+        let counter = terminated.clone();
+        let mut builder = riis_pipeline::PipelineBuilder::new();
+        builder
+            .register_module("Counted", move |_, r, _| {
+                r.set_request_notifications(
+                    CountingFactory(counter.clone()),
+                    N::ExecuteRequestHandler.into(),
+                    riis_pipeline::RequestNotifications::NONE,
+                )
+            })
+            .unwrap();
+        builder.site(riis_pipeline::SiteDefinition {
+            id: 1,
+            name: "s".to_owned(),
+            physical_root: std::env::temp_dir(),
+            key: "sites[0]".to_owned(),
+            handlers: Some(vec![riis_pipeline::HandlerDefinition {
+                name: "h".to_owned(),
+                path: "*".to_owned(),
+                verbs: vec!["*".to_owned()],
+                resource_type: "Unspecified".to_owned(),
+                modules: vec![handler_module.to_owned()],
+                key: "handlers[0]".to_owned(),
+            }]),
+            ..riis_pipeline::SiteDefinition::default()
+        });
+        (builder.build(), terminated)
+    };
+    let (failed, terminated) = build("NoSuchModule");
+    assert!(failed.is_err());
+    assert_eq!(terminated.load(SeqCst), 1);
+
+    let (built, terminated) = build("Counted");
+    let pipeline = built.unwrap();
+    assert_eq!(terminated.load(SeqCst), 0);
+    pipeline.terminate();
+    assert_eq!(terminated.load(SeqCst), 1);
+}
