@@ -11,8 +11,8 @@
 //!   request cannot be started from SendResponse (operations started in
 //!   nested notifications are ignored), so the error URL runs at EndRequest,
 //!   before the final send, as a buffered child request with custom errors
-//!   disabled. Its OnAsyncCompletion puts the original status back; the
-//!   child's body and headers stay. When the child fails (its status is not
+//!   disabled. Its OnAsyncCompletion puts the original status and headers
+//!   back, with the child's body, type and language. When the child fails (its status is not
 //!   2xx) the body is dropped and the send falls back to the generic page.
 //!
 //! Only the top-level request is handled: a buffered child's output becomes
@@ -475,7 +475,10 @@ impl HttpModule for CustomError {
         if child_status.is_success() {
             self.executed = true;
             // The error response's own headers, with the page's type and
-            // language; its length is the server's to count.
+            // language; its length is the server's to count, except for
+            // HEAD, whose page came without a body to count (the page's
+            // own Content-Length says what a GET would get).
+            let is_head = ctx.request().method() == riis_pipeline::http::Method::HEAD;
             let page = ctx.response().headers();
             for name in [
                 header::CONTENT_TYPE,
@@ -483,7 +486,7 @@ impl HttpModule for CustomError {
                 header::CONTENT_LENGTH,
             ] {
                 headers.remove(&name);
-                if name != header::CONTENT_LENGTH {
+                if name != header::CONTENT_LENGTH || is_head {
                     if let Some(v) = page.get(&name) {
                         headers.insert(name, v.clone());
                     }

@@ -206,6 +206,19 @@ fn custom_mode_serves_files_redirects_and_urls() {
             );
         }
     }
+    // HEAD gets the length its GET would: the page's, not 0.
+    let get = send(server.addr, "GET", "/exec/missing.txt");
+    let head = send(server.addr, "HEAD", "/exec/missing.txt");
+    assert_eq!(head.status, 404);
+    assert_eq!(
+        head.header("content-length"),
+        get.header("content-length"),
+        "HEAD /exec/missing.txt"
+    );
+    assert_eq!(
+        get.header("content-length"),
+        Some(PAGE_404.len().to_string().as_str())
+    );
     // The client's range and validators were about the missing resource:
     // the page comes whole, with the error's status.
     for extra in [
