@@ -6,7 +6,11 @@
 //! SendResponse being inverted — each send after them). It records the name of
 //! each notification it sees (`PostBeginRequest` for a post-event) and, on the
 //! send that carries the headers, returns the list in an `X-Riis-Trace`
-//! header, comma-separated.
+//! header, comma-separated. A notification that comes several times in a row
+//! (a body read in pieces) is one entry, `ReadEntity*12`, and the header is
+//! cut at 4 KiB with a last `...`.
+
+use std::fmt::Write as _;
 
 use riis_pipeline::http::header::{HeaderName, HeaderValue};
 use riis_pipeline::{
@@ -18,22 +22,50 @@ use riis_pipeline::{
 /// The response header that carries the trace.
 pub const TRACE_HEADER: HeaderName = HeaderName::from_static("x-riis-trace");
 
-/// The module instance: the notifications seen so far in this request.
+/// The longest `X-Riis-Trace` value: proxies and clients refuse response
+/// heads much larger (nginx's `proxy_buffer_size` is 4 or 8 KiB).
+const MAX_TRACE_LEN: usize = 4096;
+
+/// The module instance: the notifications seen so far in this request,
+/// each with how many times in a row it came.
 #[derive(Debug, Default)]
 pub struct EventTrace {
-    seen: String,
+    seen: Vec<(bool, N, u32)>,
 }
 
 impl EventTrace {
     fn record(&mut self, post: bool, n: N) -> RequestNotificationStatus {
-        if !self.seen.is_empty() {
-            self.seen.push(',');
+        match self.seen.last_mut() {
+            // A body read in many pieces, a path mapped again: one entry.
+            Some((p, last, count)) if *p == post && *last == n => *count += 1,
+            _ => self.seen.push((post, n, 1)),
         }
-        if post {
-            self.seen.push_str("Post");
-        }
-        self.seen.push_str(n.name());
         RequestNotificationStatus::Continue
+    }
+
+    /// `BeginRequest,PostBeginRequest,ReadEntity*12,...`, cut at
+    /// [`MAX_TRACE_LEN`] with a last `...`.
+    fn header_value(&self) -> String {
+        let mut text = String::new();
+        for (post, n, count) in &self.seen {
+            let mark = text.len();
+            if !text.is_empty() {
+                text.push(',');
+            }
+            if *post {
+                text.push_str("Post");
+            }
+            text.push_str(n.name());
+            if *count > 1 {
+                let _ = write!(text, "*{count}");
+            }
+            if text.len() > MAX_TRACE_LEN - 4 {
+                text.truncate(mark);
+                text.push_str(",...");
+                break;
+            }
+        }
+        text
     }
 }
 
@@ -104,7 +136,7 @@ impl HttpModule for EventTrace {
     ) -> RequestNotificationStatus {
         self.record(false, N::SendResponse);
         if provider.headers_being_sent() {
-            if let Ok(value) = HeaderValue::from_str(&self.seen) {
+            if let Ok(value) = HeaderValue::from_str(&self.header_value()) {
                 ctx.response_mut().set_header(TRACE_HEADER, value);
             }
         }
@@ -132,4 +164,32 @@ pub fn register_module(
         registration.set_priority_for_request_notification(n, Priority::First);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_collapse_and_the_header_is_capped() {
+        let mut t = EventTrace::default();
+        t.record(false, N::BeginRequest);
+        t.record(true, N::BeginRequest);
+        for _ in 0..12 {
+            t.record(false, N::ReadEntity);
+        }
+        t.record(false, N::SendResponse);
+        assert_eq!(
+            t.header_value(),
+            "BeginRequest,PostBeginRequest,ReadEntity*12,SendResponse"
+        );
+        // Alternating notifications cannot be collapsed: the cap holds.
+        for _ in 0..1000 {
+            t.record(false, N::MapPath);
+            t.record(false, N::ReadEntity);
+        }
+        let value = t.header_value();
+        assert!(value.len() <= MAX_TRACE_LEN, "{}", value.len());
+        assert!(value.ends_with(",..."), "{value}");
+    }
 }
