@@ -517,7 +517,8 @@ fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
         handlers.push(HandlerDefinition {
             name: "StaticFile".into(),
             path: "*".into(),
-            verbs: vec!["*".into()],
+            // What its modules answer: OPTIONS then lists only these.
+            verbs: vec!["GET".into(), "HEAD".into()],
             resource_type: "Either".into(),
             modules: static_modules,
             key: "handlers".into(),

@@ -275,6 +275,14 @@ fn serve_root_serves_a_folder_without_a_file() {
     dir.write("index.html", "folder home");
     let server = RunningBinary::start(&["--root", dir.path().to_str().unwrap()]);
     assert_eq!(get(server.addr, "/").text(), "folder home");
+    // OPTIONS lists what the static handler answers, nothing more.
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"OPTIONS /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.header("allow"), Some("GET, HEAD, OPTIONS"));
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"PUT /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 405);
 }
 
 #[test]

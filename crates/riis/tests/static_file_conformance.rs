@@ -986,7 +986,9 @@ fn cache_headers_hidden_files_and_symlinks() {
         .header("cache-control", "max-age=30"),
         gone(case("hidden file", "GET", "/.hidden.txt", &[])),
         gone(case("hidden file HEAD", "HEAD", "/.hidden.txt", &[])),
-        gone(case("hidden file with POST", "POST", "/.hidden.txt", &[])),
+        // The static handler takes GET and HEAD only: a POST is refused at
+        // handler mapping, for any path, so nothing about the file shows.
+        case("hidden file with POST", "POST", "/.hidden.txt", &[]).status(405),
         gone(case(
             "file in hidden directory",
             "GET",
