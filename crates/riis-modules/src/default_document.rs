@@ -22,12 +22,6 @@ use serde::Deserialize;
 
 /// What a default document's name has escaped in the child request's URL:
 /// all but RFC 3986's unreserved characters and `/`.
-const FILE_NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
 
 /// The `default_document` configuration section.
 #[derive(Debug, Deserialize)]
@@ -80,10 +74,13 @@ impl HttpModule for DefaultDocument {
         else {
             return RequestNotificationStatus::Continue;
         };
-        let mut url = ctx.request().uri().path().to_owned();
-        // The name is a file name; the URL wants it escaped (`100%.html`,
-        // `home page.html`).
-        url.extend(percent_encoding::utf8_percent_encode(&file, FILE_NAME));
+        // From the decoded path (`/dir/.` is `/dir/`), with the file name
+        // escaped as a URL wants it (`100%.html`, `home page.html`).
+        let mut url = crate::canonical_url_path(ctx.request().url());
+        url.extend(percent_encoding::utf8_percent_encode(
+            &file,
+            crate::URL_PATH,
+        ));
         if let Some(q) = ctx.request().uri().query() {
             url.push('?');
             url.push_str(q);

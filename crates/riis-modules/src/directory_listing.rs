@@ -15,14 +15,17 @@
 //! modification times, as HTML (names HTML-escaped, links percent-encoded)
 //! or JSON (names JSON-escaped). Entries whose names start with `.` are
 //! left out unless `show_hidden`. Symbolic links are listed as what they
-//! point to; entries that cannot be examined are left out.
+//! point to, and only when that lies in the site's folder (a folder reached
+//! through a link to outside it is not listed at all: 404); entries that
+//! cannot be examined are left out. Links are absolute, built from the
+//! decoded path. At most [`MAX_ENTRIES`] entries are listed; the page (or
+//! the JSON's `more`) says how many more there are.
 //!
 //! Configuration section `directory_listing`:
 //! - `enabled` (default false);
 //! - `format`: `"html"` (default) or `"json"`;
 //! - `show_hidden` (default false).
 
-use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -73,19 +76,19 @@ struct Entry {
     modified: Option<SystemTime>,
 }
 
-fn compare(a: &Entry, b: &Entry) -> Ordering {
-    b.is_dir
-        .cmp(&a.is_dir)
-        .then_with(|| {
-            a.name
-                .to_ascii_lowercase()
-                .cmp(&b.name.to_ascii_lowercase())
-        })
-        .then_with(|| a.raw.cmp(&b.raw))
+/// The most entries a listing shows: a folder of hundreds of thousands of
+/// files would take the worker for seconds and megabytes of page.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// A folder's entries, and how many were left out past [`MAX_ENTRIES`].
+struct Listing {
+    entries: Vec<Entry>,
+    more: usize,
 }
 
-fn read_entries(dir: &Path, show_hidden: bool) -> std::io::Result<Vec<Entry>> {
+fn read_entries(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<Listing> {
     let mut entries = Vec::new();
+    let mut more = 0;
     for item in std::fs::read_dir(dir)? {
         let Ok(item) = item else { continue };
         let file_name = item.file_name();
@@ -93,7 +96,20 @@ fn read_entries(dir: &Path, show_hidden: bool) -> std::io::Result<Vec<Entry>> {
         if !show_hidden && raw.first() == Some(&b'.') {
             continue;
         }
-        // Follow symbolic links; skip what cannot be examined (dangling links).
+        if entries.len() == MAX_ENTRIES {
+            more += 1;
+            continue;
+        }
+        // A symbolic link is listed as what it points to, and only when
+        // that lies in the site's folder: a listing shows nothing outside
+        // it (names, sizes, dates), whatever links were planted.
+        if item.file_type().is_ok_and(|t| t.is_symlink()) {
+            let inside = std::fs::canonicalize(item.path()).is_ok_and(|p| p.starts_with(root));
+            if !inside {
+                continue;
+            }
+        }
+        // Skip what cannot be examined (dangling links).
         let Ok(meta) = std::fs::metadata(item.path()) else {
             continue;
         };
@@ -108,8 +124,10 @@ fn read_entries(dir: &Path, show_hidden: bool) -> std::io::Result<Vec<Entry>> {
             modified: meta.modified().ok(),
         });
     }
-    entries.sort_by(compare);
-    Ok(entries)
+    // Directories first, then by name ignoring ASCII case, then bytes; the
+    // keys are made once per entry, not per comparison.
+    entries.sort_by_cached_key(|e| (!e.is_dir, e.name.to_ascii_lowercase(), e.raw.clone()));
+    Ok(Listing { entries, more })
 }
 
 /// Percent-encodes every byte but RFC 3986's unreserved characters, so the
@@ -171,7 +189,8 @@ fn iso8601(t: SystemTime) -> String {
     )
 }
 
-fn html_listing(url: &str, entries: &[Entry]) -> String {
+fn html_listing(url: &str, base: &str, listing: &Listing) -> String {
+    let entries = &listing.entries;
     let title = escape_html(url);
     let mut out = String::with_capacity(512 + entries.len() * 160);
     let _ = write!(
@@ -181,12 +200,17 @@ fn html_listing(url: &str, entries: &[Entry]) -> String {
          <tr><th>Name</th><th>Size</th><th>Last modified</th></tr>\n"
     );
     if url != "/" {
-        out.push_str(
-            "<tr><td><a href=\"../\">[To Parent Directory]</a></td><td></td><td></td></tr>\n",
+        // Absolute links, from the canonical path: relative ones would
+        // follow the URL as sent (`/list%2F` has no `list/` to be under).
+        let parent = &base[..base.trim_end_matches('/').rfind('/').map_or(0, |i| i) + 1];
+        let _ = writeln!(
+            out,
+            "<tr><td><a href=\"{}\">[To Parent Directory]</a></td><td></td><td></td></tr>",
+            escape_html(parent)
         );
     }
     for e in entries {
-        let mut href = String::new();
+        let mut href = base.to_owned();
         encode_segment(&e.raw, &mut href);
         if e.is_dir {
             href.push('/');
@@ -209,11 +233,20 @@ fn html_listing(url: &str, entries: &[Entry]) -> String {
             if e.is_dir { "/" } else { "" },
         );
     }
-    out.push_str("</table>\n</body></html>\n");
+    out.push_str("</table>\n");
+    if listing.more > 0 {
+        let _ = writeln!(
+            out,
+            "<p>{} more entries are not listed (at most {MAX_ENTRIES}).</p>",
+            listing.more
+        );
+    }
+    out.push_str("</body></html>\n");
     out
 }
 
-fn json_listing(url: &str, base: &str, entries: &[Entry]) -> String {
+fn json_listing(url: &str, base: &str, listing: &Listing) -> String {
+    let entries = &listing.entries;
     let mut out = String::with_capacity(64 + entries.len() * 128);
     out.push_str("{\"path\":");
     json_string(url, &mut out);
@@ -247,7 +280,12 @@ fn json_listing(url: &str, base: &str, entries: &[Entry]) -> String {
         json_string(&href, &mut out);
         out.push('}');
     }
-    out.push_str("]}\n");
+    out.push(']');
+    if listing.more > 0 {
+        // Entries past MAX_ENTRIES that are not in the list.
+        let _ = write!(out, ",\"more\":{}", listing.more);
+    }
+    out.push_str("}\n");
     out
 }
 
@@ -285,8 +323,15 @@ impl HttpModule for DirectoryListing {
             return fail(ctx, StatusCode::FORBIDDEN, 14, 0x8007_0005);
         }
         let dir = ctx.physical_path().to_path_buf();
-        let entries = match read_entries(&dir, show_hidden) {
-            Ok(entries) => entries,
+        // Never a folder outside the site's (reached through a link): its
+        // contents are not the site's to show.
+        let root = std::fs::canonicalize(&ctx.site().physical_root)
+            .unwrap_or_else(|_| ctx.site().physical_root.clone());
+        if !std::fs::canonicalize(&dir).is_ok_and(|d| d.starts_with(&root)) {
+            return fail(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002);
+        }
+        let listing = match read_entries(&dir, &root, show_hidden) {
+            Ok(listing) => listing,
             Err(e) => {
                 tracing::warn!(error = %e, dir = %dir.display(), "directory listing failed");
                 return if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -297,14 +342,13 @@ impl HttpModule for DirectoryListing {
             }
         };
         let url = ctx.request().url().to_owned();
+        let base = crate::canonical_url_path(&url);
         let (body, content_type) = match format {
-            ListingFormat::Html => (html_listing(&url, &entries), "text/html; charset=utf-8"),
-            ListingFormat::Json => {
-                // As sent (escapes kept), with one leading slash: `//host/`
-                // would make every link protocol-relative.
-                let base = format!("/{}", ctx.request().uri().path().trim_start_matches('/'));
-                (json_listing(&url, &base, &entries), "application/json")
-            }
+            ListingFormat::Html => (
+                html_listing(&url, &base, &listing),
+                "text/html; charset=utf-8",
+            ),
+            ListingFormat::Json => (json_listing(&url, &base, &listing), "application/json"),
         };
         let resp = ctx.response_mut();
         resp.clear_entity();

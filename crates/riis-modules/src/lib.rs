@@ -25,6 +25,28 @@ pub mod static_file;
 
 use riis_pipeline::RegisterModuleFn;
 
+/// What a URL built from a decoded path escapes: every byte but RFC 3986's
+/// unreserved characters and `/` (`100%.html`, `home page.html`).
+pub(crate) const URL_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// The request's decoded, normalized path escaped again, with one leading
+/// slash: the form to build URLs under it from (the path as sent may hold
+/// `/.`, `%2e` or `%2F`, which a name appended to it would go wrong with;
+/// `//host` would make a link protocol-relative).
+pub(crate) fn canonical_url_path(decoded: &str) -> String {
+    let mut out = String::from("/");
+    out.extend(percent_encoding::utf8_percent_encode(
+        decoded.trim_start_matches('/'),
+        URL_PATH,
+    ));
+    out
+}
+
 /// The built-in modules by the name configuration uses.
 pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("StaticFile", static_file::register_module),

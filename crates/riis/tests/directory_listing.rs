@@ -76,6 +76,10 @@ fn statuses_by_url() {
         ("/", 403, None),
         // A default document wins over the listing.
         ("/sub/", 200, Some("sub home")),
+        // The same folder written with a dot segment: the document found
+        // by its decoded path.
+        ("/sub/.", 200, Some("sub home")),
+        ("/sub/%2e", 200, Some("sub home")),
         // StaticFile redirects the slash-less directory URL first.
         ("/files", 301, None),
         ("/files/", 200, Some("a.txt")),
@@ -111,18 +115,18 @@ fn html_listing_escapes_sorts_and_hides() {
     let html = resp.text();
     // The name is escaped in text and percent-encoded in the link.
     assert!(
-        html.contains("<a href=\"%3Cb%3E%26%22%27.txt\">&lt;b&gt;&amp;&quot;&#39;.txt</a>"),
+        html.contains("<a href=\"/files/%3Cb%3E%26%22%27.txt\">&lt;b&gt;&amp;&quot;&#39;.txt</a>"),
         "{html}"
     );
     assert!(!html.contains("<b>"), "unescaped name: {html}");
     // Directories first, then files, by name without regard to case.
     let order = [
-        "href=\"b%20dir/\"",
-        "href=\"c/\"",
-        "href=\"%3Cb%3E%26%22%27.txt\"",
-        "href=\"a.txt\"",
-        "href=\"Zeta.txt\"",
-        "href=\"%C3%BCn%C3%AF.txt\"",
+        "href=\"/files/b%20dir/\"",
+        "href=\"/files/c/\"",
+        "href=\"/files/%3Cb%3E%26%22%27.txt\"",
+        "href=\"/files/a.txt\"",
+        "href=\"/files/Zeta.txt\"",
+        "href=\"/files/%C3%BCn%C3%AF.txt\"",
     ];
     let positions: Vec<usize> = order
         .iter()
@@ -200,4 +204,25 @@ fn json_listing_parses_and_shows_hidden_entries() {
         assert_eq!(&modified[10..11], "T");
         assert!(modified.ends_with('Z'), "{modified}");
     }
+}
+
+/// A listing shows nothing from outside the site's folder: links that lead
+/// out are left out, and a folder reached through one is not listed; links
+/// that stay inside are listed as what they point to.
+#[test]
+fn links_out_of_the_site_are_not_listed() {
+    let (dir, server) = site();
+    let outside = TempDir::new("listing-outside");
+    outside.write("secret.txt", "secret");
+    let files = dir.path().join("www/files");
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), files.join("out.txt")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), files.join("outdir")).unwrap();
+    std::os::unix::fs::symlink(files.join("a.txt"), files.join("in.txt")).unwrap();
+    let html = Connection::open(server.addr).get("/files/").text();
+    assert!(!html.contains("out.txt"), "{html}");
+    assert!(!html.contains("outdir"), "{html}");
+    assert!(html.contains("href=\"/files/in.txt\""), "{html}");
+    let resp = Connection::open(server.addr).get("/files/outdir/");
+    assert_eq!(resp.status, 404);
+    assert!(!resp.text().contains("secret"));
 }
