@@ -20,9 +20,6 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
-/// What a default document's name has escaped in the child request's URL:
-/// all but RFC 3986's unreserved characters and `/`.
-
 /// The `default_document` configuration section.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -124,10 +124,14 @@ fn read_entries(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<L
             modified: meta.modified().ok(),
         });
     }
-    // Directories first, then by name ignoring ASCII case, then bytes; the
-    // keys are made once per entry, not per comparison.
-    entries.sort_by_cached_key(|e| (!e.is_dir, e.name.to_ascii_lowercase(), e.raw.clone()));
+    sort_entries(&mut entries);
     Ok(Listing { entries, more })
+}
+
+/// Directories first, then by name ignoring ASCII case, then bytes; the
+/// keys are made once per entry, not per comparison.
+fn sort_entries(entries: &mut [Entry]) {
+    entries.sort_by_cached_key(|e| (!e.is_dir, e.name.to_ascii_lowercase(), e.raw.clone()));
 }
 
 /// Percent-encodes every byte but RFC 3986's unreserved characters, so the
@@ -410,7 +414,7 @@ mod tests {
             modified: None,
         };
         let mut v = [e("b", false), e("Z", true), e("a", false), e("c", true)];
-        v.sort_by(compare);
+        sort_entries(&mut v);
         let names: Vec<&str> = v.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["c", "Z", "a", "b"]);
     }
