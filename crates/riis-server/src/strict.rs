@@ -143,23 +143,12 @@ const REG_NAME_BYTES: [bool; 256] = {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
+        // unreserved: ALPHA DIGIT - . _ ~; sub-delims: ! $ & ' ( ) * + , ; =
+        // (`&` to `,` are one run of ASCII).
         table[b] = c.is_ascii_alphanumeric()
             || matches!(
                 c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&'..=b',' | b';' | b'='
             );
         b += 1;
     }

@@ -374,14 +374,7 @@ fn check_config_reports_file_line_and_key() {
             "location `/api/` is defined twice",
         ),
     ] {
-        let path = dir.write(name, format!("{site}{locations}"));
-        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
-            .args(["check-config", "--config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{name}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(expected), "{name}: {err}");
+        refused(&dir, name, format!("{site}{locations}"), expected);
     }
 
     // Module sections refuse values they could only clamp or ignore.
@@ -409,15 +402,21 @@ fn check_config_reports_file_line_and_key() {
             "key `sites[0].http_errors.errors[0].status`: 200 is not an error status",
         ),
     ] {
-        let path = dir.write(name, format!("{modules}{site}{section}\n"));
-        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
-            .args(["check-config", "--config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{name}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(expected), "{name}: {err}");
+        refused(&dir, name, format!("{modules}{site}{section}\n"), expected);
     }
+}
+
+/// Writes `text` as `name` and expects `riis check-config` to refuse it
+/// with `expected` in its message.
+fn refused(dir: &TempDir, name: &str, text: String, expected: &str) {
+    let path = dir.write(name, text);
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{name}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(expected), "{name}: {err}");
 }
 
 #[test]
