@@ -135,7 +135,11 @@ fn server_with(limits: &str) -> (TempDir, RunningBinary) {
 
 /// Asks for `/a.txt` on a new connection and expects a 200.
 fn assert_served(addr: SocketAddr) {
-    let mut h2 = H2::open(addr);
+    assert_served_on(&mut H2::open(addr));
+}
+
+/// Asks for `/a.txt` on stream 1 of `h2` and expects a 200.
+fn assert_served_on(h2: &mut H2) {
     h2.sock
         .write_all(&frame(
             HEADERS,
@@ -313,15 +317,7 @@ fn an_idle_connection_gets_goaway_despite_pings() {
     const PING: u8 = 0x6;
     let (_dir, server) = server_with("max_header_bytes = 8192\n[timeouts]\nkeep_alive = 1");
     let mut h2 = H2::open(server.addr);
-    h2.sock
-        .write_all(&frame(
-            HEADERS,
-            END_STREAM | END_HEADERS,
-            1,
-            &request_block(0, 0),
-        ))
-        .unwrap();
-    assert_eq!(h2.outcome(1), "200");
+    assert_served_on(&mut h2);
     h2.sock
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
