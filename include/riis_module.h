@@ -579,7 +579,9 @@ typedef struct riis_api {
 
     /* -- global providers ------------------------------------------------- */
 
-    /** PreBeginRequest: the request's context. */
+    /** PreBeginRequest: the request's context, valid during this call only;
+     *  an asynchronous operation or flush started on it is ignored (a
+     *  global module gets no completion). */
     riis_context *(*global_context)(riis_global_provider *provider);
     /** ApplicationStart / ApplicationStop: the site's name, id and root. */
     riis_hresult (*global_application)(riis_global_provider *provider, const char **site_name,

@@ -795,6 +795,14 @@ impl RequestExecution {
                     frame.go_to(LOG_POSITION, &self.pipeline.next_busy);
                     return;
                 }
+                // A global module gets no completion: an operation it
+                // started would complete into the first BeginRequest
+                // module's call instead.
+                if ctx.op.take().is_some() || ctx.response.flush.take().is_some() {
+                    tracing::warn!(
+                        "an asynchronous operation or flush started in PreBeginRequest is ignored"
+                    );
+                }
                 // A PreBeginRequest module may have rewritten the URL.
                 ctx.sync_url();
             }

@@ -232,3 +232,51 @@ async fn trace_event_reports_module_start_and_end() {
     );
     assert_eq!(outcome.status(), StatusCode::OK);
 }
+
+/// A PreBeginRequest module that starts a body read (a global module gets
+/// no completion).
+struct EagerReader;
+
+impl GlobalModule for EagerReader {
+    fn on_global_pre_begin_request(&self, ctx: &mut HttpContext) -> GlobalNotificationStatus {
+        let _ = ctx.read_entity_body(16);
+        GlobalNotificationStatus::Continue
+    }
+}
+
+/// An operation started in PreBeginRequest is ignored: it does not complete
+/// into the first BeginRequest module's call.
+#[tokio::test]
+async fn an_operation_started_in_pre_begin_request_is_ignored() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.register("EagerReader", |_, reg, _| {
+        reg.set_global_notifications(EagerReader, G::PreBeginRequest.into())
+    });
+    {
+        // Starts its own read, and must get that read's completion.
+        let log = log.clone();
+        t.module(
+            "Begin",
+            Registration::events(N::BeginRequest),
+            script(move |ctx, call| match call {
+                Call::AsyncCompletion { info, .. } => {
+                    log.push(format!("own read completed, {} bytes", info.bytes));
+                    Status::Continue
+                }
+                _ => match ctx.read_entity_body(8) {
+                    Ok(()) => Status::Pending,
+                    Err(e) => {
+                        log.push(format!("own read refused: {e}"));
+                        Status::Continue
+                    }
+                },
+            }),
+        );
+    }
+    add_url_echo(&mut t);
+    let pipeline = t.build();
+    let resp = get(&pipeline, "/page").await;
+    assert_eq!(resp.body(), "/page in /");
+    assert_eq!(log.entries(), ["own read completed, 0 bytes"]);
+}
