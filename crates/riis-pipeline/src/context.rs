@@ -790,12 +790,7 @@ impl HttpContext {
                 ModuleError::E_INVALIDARG,
             ));
         }
-        if self.op.is_some() {
-            return Err(ModuleError::with_hresult(
-                "another asynchronous operation is already started in this call",
-                ModuleError::E_INVALIDARG,
-            ));
-        }
+        self.no_operation_started()?;
         child.location = child.site.location_index(child.request.url());
         child.skip_authentication = child.user.is_some() && child.user != self.user;
         child.execute_flags = flags;
@@ -806,17 +801,25 @@ impl HttpContext {
         Ok(())
     }
 
-    /// `ReadEntityBody` (asynchronous): read up to `max` body bytes when the
-    /// calling module returns. Return Pending; OnAsyncCompletion then gets the
-    /// byte count and [`HttpRequest::read_data`] the bytes (0 at the end of the
-    /// body). ReadEntity modules see the bytes first.
-    pub fn read_entity_body(&mut self, max: usize) -> Result<(), ModuleError> {
-        if self.op.is_some() {
+    /// One asynchronous operation per call: a second one (or one after an
+    /// asynchronous flush, whose completion would be taken for it) is
+    /// refused.
+    fn no_operation_started(&self) -> Result<(), ModuleError> {
+        if self.op.is_some() || self.response.flush.is_some_and(|f| f.asynchronous) {
             return Err(ModuleError::with_hresult(
                 "another asynchronous operation is already started in this call",
                 ModuleError::E_INVALIDARG,
             ));
         }
+        Ok(())
+    }
+
+    /// `ReadEntityBody` (asynchronous): read up to `max` body bytes when the
+    /// calling module returns. Return Pending; OnAsyncCompletion then gets the
+    /// byte count and [`HttpRequest::read_data`] the bytes (0 at the end of the
+    /// body). ReadEntity modules see the bytes first.
+    pub fn read_entity_body(&mut self, max: usize) -> Result<(), ModuleError> {
+        self.no_operation_started()?;
         self.op = Some(AsyncOp::ReadEntity { max: max.max(1) });
         self.response.attention = true;
         Ok(())
@@ -825,12 +828,7 @@ impl HttpContext {
     /// `PostCompletion`: re-enter this module through OnAsyncCompletion with
     /// `bytes` once it returns Pending.
     pub fn post_completion(&mut self, bytes: u64) -> Result<(), ModuleError> {
-        if self.op.is_some() {
-            return Err(ModuleError::with_hresult(
-                "another asynchronous operation is already started in this call",
-                ModuleError::E_INVALIDARG,
-            ));
-        }
+        self.no_operation_started()?;
         self.op = Some(AsyncOp::PostCompletion { bytes });
         self.response.attention = true;
         Ok(())

@@ -912,7 +912,10 @@ impl RequestExecution {
             });
         }
         if let Some(flush) = resp.flush.take() {
-            let deliver = flush.asynchronous && status == Status::Pending;
+            // An operation started after an asynchronous flush (the flush
+            // cannot refuse) has the completion: the flush is then done
+            // synchronously, first.
+            let deliver = flush.asynchronous && status == Status::Pending && frame.ctx.op.is_none();
             if self.send(top, false, flush.more_data) {
                 self.frames[top].phase = Phase::Sending(AfterSend::Call {
                     site,

@@ -595,3 +595,62 @@ async fn a_kept_handle_of_one_module_does_not_resume_another_modules_wait() {
     outcome.assert_completed();
     assert_eq!(log.entries(), ["ResolveRequestCache", "LogRequest"]);
 }
+
+/// One asynchronous operation per call: after an asynchronous flush a body
+/// read is refused, and a read started before an asynchronous flush keeps
+/// the completion (the flush is then done synchronously, first).
+#[tokio::test]
+async fn an_asynchronous_flush_and_a_read_never_share_a_completion() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Both",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, call| match call {
+                Call::AsyncCompletion { info, .. } => {
+                    log.push(format!(
+                        "completion bytes={} read={}",
+                        info.bytes,
+                        ctx.request().read_data().len()
+                    ));
+                    Status::Continue
+                }
+                _ => {
+                    let flush = FlushOptions {
+                        asynchronous: true,
+                        more_data: true,
+                    };
+                    write(ctx, "head");
+                    if ctx.request().url() == "/flush-first" {
+                        ctx.response_mut().flush(flush);
+                        let refused = ctx.read_entity_body(4).is_err();
+                        log.push(format!("read after flush refused={refused}"));
+                    } else {
+                        ctx.read_entity_body(4).unwrap();
+                        ctx.response_mut().flush(flush);
+                    }
+                    Status::Pending
+                }
+            }),
+        );
+    }
+    t.handler(catch_all(&["Both"]));
+    let pipeline = t.build();
+
+    let flushed = get(&pipeline, "/flush-first").await;
+    assert_eq!(flushed.status(), StatusCode::OK);
+    // The read is the completion (0 bytes: the end of an empty body), not
+    // the flush's 4 bytes.
+    let read = get(&pipeline, "/read-first").await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(
+        log.entries(),
+        [
+            "read after flush refused=true",
+            "completion bytes=4 read=0",
+            "completion bytes=0 read=0",
+        ]
+    );
+}
