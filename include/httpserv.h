@@ -29,7 +29,10 @@
  * HOW IT CONNECTS
  *   The header defines (weak, so any number of translation units may include
  *   it) the exported function `riis_cxx_register_module`. The riis loader
- *   calls it instead of RegisterModule when it is present; it records the
+ *   calls it instead of RegisterModule when it is present (a version script
+ *   that limits exports must keep it, with RegisterModule and
+ *   riis_module_abi: without it the loader takes RegisterModule for the C
+ *   entry point); it records the
  *   server's function table, wraps the registration in an
  *   IHttpModuleRegistrationInfo and calls the module's RegisterModule, which
  *   the header declares extern "C" so the IIS-style definition gets an
