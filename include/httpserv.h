@@ -143,8 +143,9 @@
  *   methods are not declared, or return NULL / E_NOTIMPL where noted.
  *   IMapHandlerProvider's setters return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED)
  *   (use handler mappings in riis.toml). CGlobalModule has no
- *   OnGlobalRSCAQuery, OnGlobalApplicationResolveModules or
- *   OnGlobalApplicationPreload (riis raises none of them).
+ *   OnGlobalRSCAQuery (riis raises the runtime status query to Rust global
+ *   modules only), OnGlobalApplicationResolveModules or
+ *   OnGlobalApplicationPreload (riis raises neither).
  *   IAuthenticationProvider::SetUser(pUser) copies the name and type only:
  *   IHttpUser cannot list roles, so the request's user is in no role unless
  *   the module uses the riis overload that takes them. DisableNotifications

@@ -1,4 +1,5 @@
-//! What global modules receive: application information and trace events.
+//! What global modules receive: application information, trace events,
+//! cache operations and runtime status queries.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,4 +72,51 @@ pub enum CacheOperation<'a> {
         /// The entry's key.
         key: &'a str,
     },
+}
+
+/// `GL_RSCA_QUERY`'s provider (IIS's `IGlobalRSCAQueryProvider`): a runtime
+/// status query, by function name with its parameters, that modules answer
+/// by appending to the output. riis raises it for `riis status` with the
+/// function `status`, after its own report.
+#[derive(Debug)]
+pub struct RscaQuery<'a> {
+    function: &'a str,
+    parameters: &'a str,
+    output: String,
+}
+
+impl<'a> RscaQuery<'a> {
+    /// A query of `function` with `parameters`.
+    pub fn new(function: &'a str, parameters: &'a str) -> Self {
+        Self {
+            function,
+            parameters,
+            output: String::new(),
+        }
+    }
+
+    /// `GetFunctionName`.
+    pub fn function(&self) -> &str {
+        self.function
+    }
+
+    /// `GetFunctionParameters`.
+    pub fn parameters(&self) -> &str {
+        self.parameters
+    }
+
+    /// Appends text to the answer (`GetOutputBuffer`, `ResizeOutputBuffer`).
+    pub fn write(&mut self, text: &str) {
+        self.output.push_str(text);
+    }
+
+    /// The answer so far.
+    pub fn output(&self) -> &str {
+        &self.output
+    }
+
+    /// The answer.
+    pub fn into_output(self) -> String {
+        self.output
+    }
 }

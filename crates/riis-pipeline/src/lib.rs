@@ -65,7 +65,7 @@ pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContex
 pub use execution::{
     Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED, E_INVALID_DATA, E_TIMEOUT,
 };
-pub use global::{ApplicationInfo, CacheOperation, TraceEvent, TracePhase};
+pub use global::{ApplicationInfo, CacheOperation, RscaQuery, TraceEvent, TracePhase};
 pub use handler::{
     FileSystem, HandlerMapping, MappingFailure, PathPattern, Probe, ResourceInfo, ResourceKind,
     ResourceType,

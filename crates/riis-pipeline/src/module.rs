@@ -321,6 +321,14 @@ pub trait GlobalModule: Send + Sync + 'static {
         GlobalNotificationStatus::Continue
     }
 
+    /// `OnGlobalRSCAQuery`: a runtime status query (`riis status` asks for
+    /// the function `status`); answer by writing to `query`.
+    fn on_global_rsca_query(
+        &self,
+        query: &mut crate::global::RscaQuery<'_>,
+    ) -> GlobalNotificationStatus {
+        GlobalNotificationStatus::Continue
+    }
     /// `OnGlobalConfigurationChange`: the server loaded a new configuration
     /// from `path`; raised on the new pipeline before its first request.
     fn on_global_configuration_change(&self, path: &std::path::Path) -> GlobalNotificationStatus {

@@ -345,6 +345,13 @@ impl Pipeline {
         });
     }
 
+    /// Raises RscaQuery (a runtime status query) with `query`.
+    pub fn raise_rsca_query(&self, query: &mut crate::global::RscaQuery<'_>) {
+        self.raise_global(GlobalNotification::RscaQuery, |m| {
+            m.on_global_rsca_query(query)
+        });
+    }
+
     /// Raises HealthCheck.
     pub fn raise_health_check(&self) {
         self.raise_global(GlobalNotification::HealthCheck, |m| {

@@ -280,3 +280,33 @@ async fn an_operation_started_in_pre_begin_request_is_ignored() {
     assert_eq!(resp.body(), "/page in /");
     assert_eq!(log.entries(), ["own read completed, 0 bytes"]);
 }
+
+/// Answers the runtime status query `status`.
+struct StatusAnswer;
+
+impl GlobalModule for StatusAnswer {
+    fn on_global_rsca_query(
+        &self,
+        query: &mut riis_pipeline::RscaQuery<'_>,
+    ) -> GlobalNotificationStatus {
+        if query.function() == "status" {
+            query.write("cache_entries: 3\n");
+        }
+        GlobalNotificationStatus::Continue
+    }
+}
+
+#[test]
+fn global_modules_answer_runtime_status_queries() {
+    let mut t = TestPipeline::new();
+    t.register("StatusAnswer", |_, reg, _| {
+        reg.set_global_notifications(StatusAnswer, G::RscaQuery.into())
+    });
+    let pipeline = t.build();
+    let mut query = riis_pipeline::RscaQuery::new("status", "");
+    pipeline.raise_rsca_query(&mut query);
+    assert_eq!(query.output(), "cache_entries: 3\n");
+    let mut other = riis_pipeline::RscaQuery::new("something-else", "x");
+    pipeline.raise_rsca_query(&mut other);
+    assert_eq!(other.output(), "");
+}

@@ -57,6 +57,11 @@ impl Drop for Admission {
 }
 
 impl ConnectionCounter {
+    /// Connections open now, server-wide.
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
     /// Admits a connection from `client` under `limits`, or says why not.
     pub fn admit(self: &Arc<Self>, client: IpAddr, limits: &Limits) -> Result<Admission, Refusal> {
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;

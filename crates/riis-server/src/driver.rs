@@ -36,6 +36,11 @@ use crate::strict::{check_head, Refusal};
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// Requests the server has started since it began (for `riis status`).
+pub fn requests_started() -> u64 {
+    REQUEST_IDS.load(Ordering::Relaxed) - 1
+}
+
 /// Sends queued for a streaming response before the pipeline waits for the
 /// client to take them.
 const STREAM_QUEUE: usize = 8;

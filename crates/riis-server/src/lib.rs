@@ -22,5 +22,5 @@ pub mod tls;
 
 pub use config::{ConfigError, ServerConfig};
 pub use server::{
-    build_pipeline, shutdown_signal, BoundServer, Server, ServerError, ShutdownSignal,
+    build_pipeline, shutdown_signal, status_file, BoundServer, Server, ServerError, ShutdownSignal,
 };

@@ -697,6 +697,68 @@ impl Server {
     }
 }
 
+/// Where `riis status` finds the server's report: `[server] pid_file` with
+/// `.status` added (none without a pid file).
+pub fn status_file(config: &ServerConfig) -> Option<std::path::PathBuf> {
+    let pid = &config.settings.pid_file;
+    if pid.as_os_str().is_empty() {
+        return None;
+    }
+    let pid = if pid.is_absolute() {
+        pid.clone()
+    } else {
+        config
+            .file
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(pid)
+    };
+    let mut name = pid.into_os_string();
+    name.push(".status");
+    Some(name.into())
+}
+
+/// The runtime status `riis status` shows: the server's own figures, then
+/// what global modules answer to the RscaQuery `status` (IIS's runtime
+/// status query).
+fn status_report(
+    pipeline: &riis_pipeline::Pipeline,
+    counter: &ConnectionCounter,
+    file: &std::path::Path,
+    started: std::time::Instant,
+) -> String {
+    let mut query = riis_pipeline::RscaQuery::new("status", "");
+    pipeline.raise_rsca_query(&mut query);
+    let mut report = format!(
+        "process: {}
+configuration: {}
+uptime_seconds: {}
+connections_open: {}
+requests_started: {}
+modules: {}
+",
+        std::process::id(),
+        file.display(),
+        started.elapsed().as_secs(),
+        counter.open(),
+        crate::driver::requests_started(),
+        pipeline.module_names().collect::<Vec<_>>().join(", "),
+    );
+    report.push_str(query.output());
+    if !report.ends_with('\n') {
+        report.push('\n');
+    }
+    report
+}
+
+/// Writes `report` to `path` whole: to a file of its own first, renamed.
+fn write_status(path: &std::path::Path, report: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, report)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The server-level notifications around serving: ApplicationStart, the
 /// periodic HealthCheck, reloads on SIGHUP, StopListening, ApplicationStop
 /// and Terminate.
@@ -749,6 +811,31 @@ impl Lifecycle {
                 }
             }
         });
+        if let Some(path) = status_file(&server.config) {
+            let current = server.current.clone();
+            let counter = server.counter.clone();
+            let file = server.config.file.clone();
+            let mut status_stop = stop.clone();
+            let started = std::time::Instant::now();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut asked) = signal(SignalKind::user_defined1()) else {
+                    tracing::warn!("cannot watch SIGUSR1; riis status is off");
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = asked.recv() => {
+                            let report = status_report(&current.load().pipeline, &counter, &file, started);
+                            if let Err(e) = write_status(&path, &report) {
+                                tracing::warn!(error = %e, path = %path.display(), "cannot write the status");
+                            }
+                        }
+                        _ = status_stop.changed() => return,
+                    }
+                }
+            });
+        }
         let health = tokio::spawn(periodic_work(
             server.current.clone(),
             server.fs.clone(),

@@ -1,4 +1,5 @@
-//! The `riis` command: serve sites, or check a configuration.
+//! The `riis` command: serve sites, check a configuration, reload or ask
+//! the status of a running server.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show the runtime status of the server running a configuration (found
+    /// through `[server] pid_file`): its connections, requests and modules,
+    /// and what global modules answer to the RscaQuery `status`.
+    Status {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn init_logging() {
@@ -85,34 +94,59 @@ fn load(
 /// `riis reload`: validate, then signal the running server.
 fn reload(config: &Path) -> Result<String, String> {
     let loaded = ServerConfig::load(config).map_err(|e| e.to_string())?;
-    let pid_file = loaded.settings.pid_file.clone();
+    let pid_file = pid_file_path(&loaded);
     Server::new(loaded).map_err(|e| e.to_string())?;
-    if pid_file.as_os_str().is_empty() {
-        return Err(format!(
-            "{}: set [server] pid_file so riis reload can find the running server",
-            config.display()
-        ));
-    }
-    let pid_file = if pid_file.is_absolute() {
-        pid_file
-    } else {
-        config.parent().unwrap_or(Path::new(".")).join(pid_file)
-    };
-    let text = std::fs::read_to_string(&pid_file)
-        .map_err(|e| format!("cannot read {}: {e} (is riis running?)", pid_file.display()))?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{} does not hold a process id", pid_file.display()))?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .map_err(|e| format!("cannot signal process {pid}: {e}"))?;
+    let pid = running_pid(config, pid_file)?;
+    signal(pid, nix::sys::signal::Signal::SIGHUP)?;
     Ok(format!(
         "asked riis (process {pid}) to reload {}; its log says whether the new configuration is in force",
         config.display()
     ))
+}
+
+/// `riis status`: ask the running server for its report (SIGUSR1) and
+/// show it.
+fn status(config: &Path) -> Result<String, String> {
+    let loaded = ServerConfig::load(config).map_err(|e| e.to_string())?;
+    let report = riis_server::status_file(&loaded);
+    let pid = running_pid(config, pid_file_path(&loaded))?;
+    let report = report.ok_or("riis status needs [server] pid_file")?;
+    // A report from before this request does not count.
+    let _ = std::fs::remove_file(&report);
+    signal(pid, nix::sys::signal::Signal::SIGUSR1)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&report) {
+            return Ok(text.trim_end().to_owned());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "process {pid} wrote no status to {} within 5 seconds",
+                report.display()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The process id in the pid file of `config`'s server.
+fn running_pid(config: &Path, pid_file: Option<PathBuf>) -> Result<i32, String> {
+    let Some(pid_file) = pid_file else {
+        return Err(format!(
+            "{}: set [server] pid_file so riis can find the running server",
+            config.display()
+        ));
+    };
+    let text = std::fs::read_to_string(&pid_file)
+        .map_err(|e| format!("cannot read {}: {e} (is riis running?)", pid_file.display()))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{} does not hold a process id", pid_file.display()))
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) -> Result<(), String> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .map_err(|e| format!("cannot signal process {pid}: {e}"))
 }
 
 /// Where `[server] pid_file` says the process id goes, if anywhere.
@@ -232,6 +266,16 @@ fn main() -> ExitCode {
         Command::Reload { config } => match reload(&config) {
             Ok(done) => {
                 println!("riis: {done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("riis: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status { config } => match status(&config) {
+            Ok(report) => {
+                println!("{report}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -195,3 +195,39 @@ fn limits_and_timeouts_follow_a_reload() {
     assert!(idle.is_closed(), "the idle connection was not closed");
     assert!(started.elapsed() < Duration::from_secs(15));
 }
+
+/// `riis status` asks the running server (SIGUSR1) for its report.
+#[test]
+fn status_reports_connections_requests_and_modules() {
+    let dir = TempDir::new("status");
+    let root = dir.path().join("www");
+    dir.write("www/a.txt", "alpha");
+    let config = dir.write("riis.toml", config_text(&root, 1));
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut kept = Connection::open(server.addr);
+    assert_eq!(kept.get("/a.txt").status, 200);
+    assert_eq!(kept.get("/a.txt").status, 200);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["status", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("process: {}", server.child.id())),
+        "{text}"
+    );
+    assert!(text.contains("connections_open: 1"), "{text}");
+    let started: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("requests_started: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count: {text}"));
+    assert!(started >= 2, "{text}");
+    assert!(text.contains("modules: "), "{text}");
+}
