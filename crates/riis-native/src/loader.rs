@@ -75,7 +75,7 @@ impl fmt::Display for LoadError {
             ),
             Self::UnknownPrecondition(p) => write!(
                 f,
-                "unknown precondition `{p}` (known: bitness32, bitness64, integratedMode)"
+                "unknown precondition `{p}` (known: bitness32, bitness64, integratedMode, classicMode)"
             ),
         }
     }

@@ -76,6 +76,7 @@ pub fn build_pipeline(
 ) -> Result<Arc<Pipeline>, ConfigError> {
     let mut builder = PipelineBuilder::new();
     let libraries = load_native_modules(config)?;
+    let mut skipped: Vec<&str> = Vec::new();
     for (i, entry) in config.modules.iter().enumerate() {
         let kind = entry.kind.as_deref().unwrap_or(&entry.name);
         if let Some((g, loaded)) = config
@@ -87,6 +88,7 @@ pub fn build_pipeline(
             let Some(library) = loaded else {
                 // Its precondition does not hold here: IIS skips such a module.
                 tracing::info!(module = %entry.name, "native module skipped: its precondition does not hold");
+                skipped.push(entry.name.as_str());
                 continue;
             };
             builder
@@ -154,10 +156,19 @@ pub fn build_pipeline(
         response_buffer_limit: config.settings.response_buffer_limit,
         server_header,
     });
-    builder
-        .build()
-        .map(Arc::new)
-        .map_err(|e| config.build_error(&e))
+    builder.build().map(Arc::new).map_err(|mut e| {
+        // A handler naming a module its precondition left out: say why it
+        // is not in the list.
+        if let Some(name) = skipped
+            .iter()
+            .find(|n| e.message.contains(&format!("module `{n}`")))
+        {
+            e.message.push_str(&format!(
+                " (native module `{name}` is skipped: its precondition does not hold)"
+            ));
+        }
+        config.build_error(&e)
+    })
 }
 
 /// Opens every `[[global_modules]]` library whose precondition holds (so a

@@ -325,6 +325,17 @@ fn loader_errors_name_the_module_and_the_reason() {
     // A precondition that does not hold skips the module: the config is fine.
     let (ok, stderr) = check_config_with_image(&dir, "failing.so", "precondition = \"bitness32\"");
     assert!(ok, "{stderr}");
+    // A handler naming it then says why it is missing.
+    let (ok, stderr) = check_config_with_image(
+        &dir,
+        "failing.so",
+        "precondition = \"bitness32\"\n[[handlers]]\nname = \"h\"\nmodules = [\"Broken\"]",
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("native module `Broken` is skipped: its precondition does not hold"),
+        "{stderr}"
+    );
 }
 
 #[test]
