@@ -17,6 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CString};
 use std::ptr;
+use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
 use riis_abi::{hr, riis_hresult};
@@ -230,11 +231,55 @@ pub(crate) struct Frame {
     pub(crate) completion: Mutex<CompletionSlot>,
 }
 
+/// Owns a [`Frame`] through the raw pointer its allocation was made with,
+/// never through a `Box`: the frame points to itself (its handle is what the
+/// module holds), and a `Box` or `&mut Frame` taken later would, under
+/// Rust's aliasing rules, invalidate that pointer. Reads go through `&Frame`
+/// (its mutable parts are cells); the arena is taken out through a pointer
+/// to that field only.
+pub(crate) struct FrameBox(NonNull<Frame>);
+
+impl FrameBox {
+    /// A new frame for a module (see [`Frame`]).
+    pub(crate) fn new(module: Arc<ModuleShared>) -> Self {
+        Frame::allocate(module)
+    }
+
+    /// Gives up ownership: the pointer is to be freed with `Box::from_raw`.
+    pub(crate) fn into_raw(self) -> *mut Frame {
+        let raw = self.0.as_ptr();
+        std::mem::forget(self);
+        raw
+    }
+
+    /// Takes the frame's arena, leaving an empty one.
+    pub(crate) fn take_arena(&mut self) -> Arena {
+        // SAFETY: the frame is live and owned here; the `&mut` covers the
+        // arena field only, which nothing else borrows now.
+        unsafe { std::mem::take(&mut (*self.0.as_ptr()).arena) }
+    }
+}
+
+impl std::ops::Deref for FrameBox {
+    type Target = Frame;
+    fn deref(&self) -> &Frame {
+        // SAFETY: live until this owner drops it.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for FrameBox {
+    fn drop(&mut self) {
+        // SAFETY: from `Box::into_raw` in `Frame::new`, freed once, here.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
 impl Frame {
-    /// A boxed frame (its address is the module's context handle, so it must
-    /// not move).
-    pub(crate) fn new(module: Arc<ModuleShared>) -> Box<Self> {
-        let mut frame = Box::new(Frame {
+    /// A frame on the heap (its address is the module's context handle, so
+    /// it must not move).
+    fn allocate(module: Arc<ModuleShared>) -> FrameBox {
+        let raw = Box::into_raw(Box::new(Frame {
             module,
             ctx: Cell::new(ptr::null_mut()),
             arena: Arena::default(),
@@ -246,10 +291,14 @@ impl Frame {
             op_started: Cell::new(false),
             read_buffer: Cell::new(None),
             completion: Mutex::new(CompletionSlot::default()),
-        });
-        let at: *const Frame = &*frame;
-        frame.handle.frame = at;
-        frame
+        }));
+        // SAFETY: `raw` is the live allocation just made; the pointer the
+        // handle keeps to its frame comes from it, and nothing takes a
+        // `Box` or `&mut Frame` of the whole frame again (see `FrameBox`),
+        // so it stays valid for the frame's life.
+        unsafe { (*raw).handle.frame = raw };
+        // SAFETY: non-null, from `Box::into_raw`.
+        FrameBox(unsafe { NonNull::new_unchecked(raw) })
     }
 
     /// The module's id, for module contexts.

@@ -148,7 +148,7 @@ impl NativeGlobal {
 
 impl GlobalModule for NativeGlobal {
     fn on_global_pre_begin_request(&self, ctx: &mut HttpContext) -> GlobalNotificationStatus {
-        let mut frame = Frame::new(self.shared.clone());
+        let mut frame = crate::frame::FrameBox::new(self.shared.clone());
         frame.ctx.set(ctx);
         let status = self.raise(
             GlobalNotification::PreBeginRequest,
@@ -158,7 +158,7 @@ impl GlobalModule for NativeGlobal {
         // What the module allocated or was handed lives until the request
         // ends, as riis_module.h promises (it may have stored a pointer to
         // it as a request context).
-        ctx.keep_until_request_end(std::mem::take(&mut frame.arena));
+        ctx.keep_until_request_end(frame.take_arena());
         status
     }
 

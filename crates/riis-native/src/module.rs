@@ -92,7 +92,7 @@ impl NativeFactory {
 
 impl HttpModuleFactory for NativeFactory {
     fn get_http_module(&self) -> Result<Box<dyn HttpModule>, ModuleError> {
-        let frame = Frame::new(self.shared.clone());
+        let frame = crate::frame::FrameBox::new(self.shared.clone());
         let mut instance = riis_module_instance {
             callbacks: ptr::null(),
             module: ptr::null_mut(),
@@ -195,7 +195,7 @@ type CompletionFn = unsafe extern "C" fn(
 pub(crate) struct NativeModule {
     /// Dropped with the instance, unless a completion is still outstanding
     /// (see `Drop`).
-    frame: std::mem::ManuallyDrop<Box<Frame>>,
+    frame: std::mem::ManuallyDrop<crate::frame::FrameBox>,
     module: *mut c_void,
     on_notification: NotificationFn,
     on_async_completion: Option<CompletionFn>,
@@ -219,7 +219,7 @@ impl Drop for NativeModule {
             // dropped now, on the engine's thread.
             self.frame.clones.borrow_mut().clear();
             // SAFETY: taken once; `self.frame` is not used after this.
-            let frame = Box::into_raw(unsafe { std::mem::ManuallyDrop::take(&mut self.frame) });
+            let frame = unsafe { std::mem::ManuallyDrop::take(&mut self.frame) }.into_raw();
             let orphan = crate::frame::Orphan {
                 frame,
                 dispose: self.dispose.map(|d| (d, self.module)),
