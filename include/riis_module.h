@@ -418,7 +418,8 @@ typedef struct riis_api {
     /** SetModuleContext: stores `data`; `cleanup` (may be NULL) runs exactly
      *  once when the scope ends (or, at request scope, when the value is
      *  replaced). Connection and site values are shared by concurrent
-     *  requests, so one stored there stays: a second store fails with
+     *  requests, so one stored there stays (and NULL cannot be stored
+     *  there): a second store fails with
      *  RIIS_E_ALREADY_ASSIGNED, as in IIS, and a pointer read there is
      *  valid until the connection or the configuration ends. A connection
      *  value belongs to the configuration whose request stored it: after a

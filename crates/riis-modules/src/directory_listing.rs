@@ -16,10 +16,12 @@
 //! or JSON (names JSON-escaped). Entries whose names start with `.` are
 //! left out unless `show_hidden`. Symbolic links are listed as what they
 //! point to, and only when that lies in the site's folder (a folder reached
-//! through a link to outside it is not listed at all: 404); entries that
-//! cannot be examined are left out. Links are absolute, built from the
-//! decoded path. At most [`MAX_ENTRIES`] entries are listed; the page (or
-//! the JSON's `more`) says how many more there are.
+//! through a link to outside it is not listed at all: 404; a folder a
+//! MapPath module mapped elsewhere is listed, its links held to it);
+//! entries that cannot be examined are left out. Links are absolute, built
+//! from the decoded path. At most [`MAX_ENTRIES`] entries are listed, the
+//! first in the listing's order; the page (or the JSON's `more`) says how
+//! many more there are.
 //!
 //! Configuration section `directory_listing`:
 //! - `enabled` (default false);
@@ -87,8 +89,10 @@ struct Listing {
 }
 
 fn read_entries(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<Listing> {
-    let mut entries = Vec::new();
-    let mut more = 0;
+    // Names and types first (no `stat`): the first MAX_ENTRIES in the
+    // listing's order are the ones examined, so a huge folder costs a sort
+    // of names, not a `stat` of every entry.
+    let mut found: Vec<(Entry, std::path::PathBuf, bool)> = Vec::new();
     for item in std::fs::read_dir(dir)? {
         let Ok(item) = item else { continue };
         let file_name = item.file_name();
@@ -96,42 +100,54 @@ fn read_entries(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<L
         if !show_hidden && raw.first() == Some(&b'.') {
             continue;
         }
-        if entries.len() == MAX_ENTRIES {
-            more += 1;
-            continue;
-        }
+        let kind = item.file_type().ok();
+        let entry = Entry {
+            name: file_name.to_string_lossy().into_owned(),
+            raw,
+            is_dir: kind.is_some_and(|t| t.is_dir()),
+            len: 0,
+            modified: None,
+        };
+        found.push((entry, item.path(), kind.is_some_and(|t| t.is_symlink())));
+    }
+    found.sort_by_cached_key(|(e, _, _)| sort_key(e));
+    let more = found.len().saturating_sub(MAX_ENTRIES);
+    found.truncate(MAX_ENTRIES);
+    let mut entries = Vec::with_capacity(found.len());
+    for (mut entry, path, is_link) in found {
         // A symbolic link is listed as what it points to, and only when
         // that lies in the site's folder: a listing shows nothing outside
         // it (names, sizes, dates), whatever links were planted.
-        if item.file_type().is_ok_and(|t| t.is_symlink()) {
-            let inside = std::fs::canonicalize(item.path()).is_ok_and(|p| p.starts_with(root));
-            if !inside {
-                continue;
-            }
+        if is_link && !std::fs::canonicalize(&path).is_ok_and(|p| p.starts_with(root)) {
+            continue;
         }
         // Skip what cannot be examined (dangling links).
-        let Ok(meta) = std::fs::metadata(item.path()) else {
+        let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
         if !meta.is_dir() && !meta.is_file() {
             continue;
         }
-        entries.push(Entry {
-            name: file_name.to_string_lossy().into_owned(),
-            raw,
-            is_dir: meta.is_dir(),
-            len: if meta.is_dir() { 0 } else { meta.len() },
-            modified: meta.modified().ok(),
-        });
+        entry.is_dir = meta.is_dir();
+        entry.len = if meta.is_dir() { 0 } else { meta.len() };
+        entry.modified = meta.modified().ok();
+        entries.push(entry);
     }
+    // Again: a link to a directory sorts with the directories.
     sort_entries(&mut entries);
     Ok(Listing { entries, more })
+}
+
+/// The listing's order: directories first, then by name ignoring ASCII
+/// case, then bytes.
+fn sort_key(e: &Entry) -> (bool, String, Vec<u8>) {
+    (!e.is_dir, e.name.to_ascii_lowercase(), e.raw.clone())
 }
 
 /// Directories first, then by name ignoring ASCII case, then bytes; the
 /// keys are made once per entry, not per comparison.
 fn sort_entries(entries: &mut [Entry]) {
-    entries.sort_by_cached_key(|e| (!e.is_dir, e.name.to_ascii_lowercase(), e.raw.clone()));
+    entries.sort_by_cached_key(sort_key);
 }
 
 /// Percent-encodes every byte but RFC 3986's unreserved characters, so the
@@ -327,13 +343,20 @@ impl HttpModule for DirectoryListing {
             return fail(ctx, StatusCode::FORBIDDEN, 14, 0x8007_0005);
         }
         let dir = ctx.physical_path().to_path_buf();
-        // Never a folder outside the site's (reached through a link): its
-        // contents are not the site's to show.
-        let root = std::fs::canonicalize(&ctx.site().physical_root)
-            .unwrap_or_else(|_| ctx.site().physical_root.clone());
-        if !std::fs::canonicalize(&dir).is_ok_and(|d| d.starts_with(&root)) {
-            return fail(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002);
-        }
+        // Never a folder outside the site's reached through a link: its
+        // contents are not the site's to show. A folder a MapPath module
+        // put elsewhere (a virtual directory) is trusted as configured, and
+        // then bounds what its links may show.
+        let site_root = &ctx.site().physical_root;
+        let root = if dir.starts_with(site_root) {
+            let root = std::fs::canonicalize(site_root).unwrap_or_else(|_| site_root.clone());
+            if !std::fs::canonicalize(&dir).is_ok_and(|d| d.starts_with(&root)) {
+                return fail(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002);
+            }
+            root
+        } else {
+            std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone())
+        };
         let listing = match read_entries(&dir, &root, show_hidden) {
             Ok(listing) => listing,
             Err(e) => {

@@ -368,7 +368,14 @@ impl NativeModule {
             );
             return RequestNotificationStatus::FinishRequest;
         };
-        if status == RequestNotificationStatus::Pending && !frame.op_started.get() {
+        // Pending from a nested notification (SendResponse, ReadEntity,
+        // MapPath, a custom one) counts as Continue in the engine: no handle
+        // is kept for it, or nothing would ever take it and the module would
+        // be skipped for the rest of the request as if still pending.
+        if status == RequestNotificationStatus::Pending
+            && !frame.op_started.get()
+            && provider_ptr.is_null()
+        {
             // Pending without an operation: the module completes from its own
             // thread. Take a handle now, and apply a signal that beat us here.
             let mut slot = frame.lock_completion();

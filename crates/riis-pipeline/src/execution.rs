@@ -638,6 +638,12 @@ impl RequestExecution {
 
             let frame = &mut self.frames[top];
             if frame.stage == FINAL_SEND {
+                // Reached straight from BeginRequest (FinishRequest, no later
+                // event with work): the URL is fixed from here on too.
+                if !frame.ctx.request.pipeline_started {
+                    frame.ctx.sync_url();
+                    frame.ctx.request.pipeline_started = true;
+                }
                 frame.stage = DONE;
                 if self.send(top, true, false) {
                     self.frames[top].phase = Phase::Sending(AfterSend::Final);
@@ -798,7 +804,9 @@ impl RequestExecution {
                 // A global module gets no completion: an operation it
                 // started would complete into the first BeginRequest
                 // module's call instead.
-                if ctx.op.take().is_some() || ctx.response.flush.take().is_some() {
+                let op = ctx.op.take();
+                let flush = ctx.response.flush.take();
+                if op.is_some() || flush.is_some() {
                     tracing::warn!(
                         "an asynchronous operation or flush started in PreBeginRequest is ignored"
                     );

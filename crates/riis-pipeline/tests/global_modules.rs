@@ -233,13 +233,18 @@ async fn trace_event_reports_module_start_and_end() {
     assert_eq!(outcome.status(), StatusCode::OK);
 }
 
-/// A PreBeginRequest module that starts a body read (a global module gets
-/// no completion).
+/// A PreBeginRequest module that starts a body read and an asynchronous
+/// flush (a global module gets no completion).
 struct EagerReader;
 
 impl GlobalModule for EagerReader {
     fn on_global_pre_begin_request(&self, ctx: &mut HttpContext) -> GlobalNotificationStatus {
         let _ = ctx.read_entity_body(16);
+        // And an asynchronous flush: both are ignored, not one.
+        ctx.response_mut().flush(riis_pipeline::FlushOptions {
+            asynchronous: true,
+            more_data: true,
+        });
         GlobalNotificationStatus::Continue
     }
 }

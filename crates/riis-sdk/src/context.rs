@@ -1106,8 +1106,11 @@ impl HttpContext {
     }
 
     /// `SetModuleContext`: stores `value` as this module's context at
-    /// `scope`, replacing (and dropping) what was there. Returns the stored
-    /// value. Values are shared (`Arc`): use interior mutability (atomics,
+    /// `scope`. At request scope it replaces (and drops) what was there; at
+    /// connection and site scope, shared by concurrent requests, a value
+    /// already stored stays and this fails with `ERROR_ALREADY_ASSIGNED`, as
+    /// in IIS (use [`HttpContext::module_context_or_insert_with`]). Returns
+    /// the stored value. Values are shared (`Arc`): use interior mutability (atomics,
     /// `Mutex`) to change them; for a plain mutable per-request value see
     /// [`HttpContext::set_request_context`].
     pub fn set_module_context<T: Any + Send + Sync>(
@@ -1174,8 +1177,16 @@ impl HttpContext {
         }
     }
 
-    /// Removes this module's context at `scope` (dropping it).
+    /// Removes this module's request-scope context (dropping it). A
+    /// connection or site value stays until its scope ends (another request
+    /// may be using it): clearing one is refused.
     pub fn clear_module_context(&mut self, scope: ContextScope) -> Result<(), ModuleError> {
+        if scope != ContextScope::Request {
+            return Err(ModuleError::with_hresult(
+                "connection and site contexts stay until their scope ends",
+                ModuleError::E_NOT_SUPPORTED,
+            ));
+        }
         self.store(scope, None)
     }
 

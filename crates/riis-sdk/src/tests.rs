@@ -291,6 +291,20 @@ unsafe extern "C" fn set_module_context(
     if scope > 2 {
         return abi::hr::E_INVALIDARG;
     }
+    // As the server: shared scopes keep their first value.
+    if scope != abi::SCOPE_REQUEST {
+        let taken = if scope == abi::SCOPE_SITE {
+            SITE_SLOT.with(|s| !s.borrow().data.is_null())
+        } else {
+            !m(c).slots[scope as usize].data.is_null()
+        };
+        if data.is_null() {
+            return abi::hr::E_INVALIDARG;
+        }
+        if taken {
+            return abi::hr::E_ALREADY_ASSIGNED;
+        }
+    }
     let old = if scope == abi::SCOPE_SITE {
         SITE_SLOT.with(|s| std::mem::replace(&mut *s.borrow_mut(), Slot { data, cleanup }))
     } else {

@@ -52,6 +52,8 @@ pub(crate) struct Serving {
     /// without an answer, so a flood cannot hold descriptors the limits
     /// were set to protect.
     pub refusals: std::sync::atomic::AtomicUsize,
+    /// The second (since the epoch) of the last refusal warning.
+    pub refusal_warned: std::sync::atomic::AtomicU64,
 }
 
 /// See [`Serving::refusals`].

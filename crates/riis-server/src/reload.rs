@@ -149,7 +149,15 @@ impl Reloader {
             self.extra.iter().map(|(n, f)| (n.as_str(), *f)).collect();
         let pipeline =
             build_pipeline(&config, &extra, self.fs.clone()).map_err(ReloadError::Config)?;
-        let certificates = load_certificates(&config).map_err(ReloadError::Config)?;
+        let certificates = match load_certificates(&config) {
+            Ok(c) => c,
+            Err(e) => {
+                // Its modules registered: they are terminated, as for a
+                // configuration that fails to build.
+                pipeline.terminate();
+                return Err(ReloadError::Config(e));
+            }
+        };
         // Hand the new certificate lists to the running listeners.
         for (addr, resolver) in &certificates {
             if let Some(running) = self.certificates.get(addr) {

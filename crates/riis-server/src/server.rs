@@ -898,6 +898,7 @@ async fn run_worker(
         counter,
         sweeper,
         refusals: std::sync::atomic::AtomicUsize::new(0),
+        refusal_warned: std::sync::atomic::AtomicU64::new(0),
     });
 
     let mut accept_loops = Vec::with_capacity(sockets.len());
@@ -961,9 +962,12 @@ async fn accept_loop(
             Err(refusal) => {
                 use std::sync::atomic::Ordering::Relaxed;
                 let answering = serving.refusals.fetch_add(1, Relaxed);
-                // One warning as a burst of refusals starts, not one per
-                // connection of a flood.
-                if answering == 0 {
+                // At most one warning a second, not one per connection of a
+                // flood (plain or TLS).
+                let second = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                if serving.refusal_warned.swap(second, Relaxed) != second {
                     tracing::warn!(%remote, reason = refusal.reason, "connection refused");
                 } else {
                     tracing::debug!(%remote, reason = refusal.reason, "connection refused");
@@ -1066,6 +1070,13 @@ impl ShutdownSignal {
     /// Starts watching; must run inside a tokio runtime.
     pub fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
+        // SIGHUP (reload) and SIGUSR1 (status) are watched by tasks that
+        // start with serving; their handlers go in now, before the pid file
+        // and the listening line, so a signal sent as soon as those appear
+        // is not the default action (the process's end). The handler stays
+        // for the process's life.
+        drop(signal(SignalKind::hangup())?);
+        drop(signal(SignalKind::user_defined1())?);
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,

@@ -257,6 +257,12 @@ pub(super) unsafe extern "C" fn set_module_context(
                     ctx.module_contexts_mut().set(m, stored);
                     return Ok(());
                 }
+                // A shared value is never removed (another request may use
+                // it), so storing NULL there could only block the slot.
+                riis_abi::SCOPE_CONNECTION | riis_abi::SCOPE_SITE if data.is_null() => {
+                    stored.cleanup = None;
+                    return Err(hr::E_INVALIDARG);
+                }
                 riis_abi::SCOPE_CONNECTION => {
                     stored.owner = Some(ctx.pipeline_handle());
                     ctx.connection_contexts()
