@@ -22,7 +22,8 @@
 //!   with 405 unless `allow_trace`, in which case it echoes the request head
 //!   as `message/http`, without `Cookie`, `Authorization` and
 //!   `Proxy-Authorization`. `TRACE` is in `Allow` only when `allow_trace`
-//!   is set. Other methods are passed on with Continue.
+//!   is set, in its OPTIONS answers and (at SendResponse) in the server's
+//!   405s. Other methods are passed on with Continue.
 //!
 //! OPTIONS and TRACE reach it through a handler listed before the static
 //! handler:
@@ -142,6 +143,24 @@ const COMMON_METHODS: [Method; 7] = [
 
 /// The `Allow` value for the request's URL: the methods of the location's
 /// handlers whose path matches, OPTIONS always, TRACE only if allowed.
+/// Takes `TRACE` out of an `Allow` header.
+fn without_trace(headers: &mut HeaderMap) {
+    let Some(allow) = headers.get(header::ALLOW).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if !allow.split(',').any(|m| m.trim() == "TRACE") {
+        return;
+    }
+    let kept: Vec<&str> = allow
+        .split(',')
+        .map(str::trim)
+        .filter(|m| *m != "TRACE" && !m.is_empty())
+        .collect();
+    if let Ok(value) = HeaderValue::try_from(kept.join(", ")) {
+        headers.insert(header::ALLOW, value);
+    }
+}
+
 fn allowed_methods(ctx: &HttpContext, allow_trace: bool) -> String {
     let url = ctx.request().url();
     let mut methods: Vec<Method> = Vec::new();
@@ -263,6 +282,13 @@ impl HttpModule for ProtocolSupport {
     ) -> RequestNotificationStatus {
         if !provider.headers_being_sent() {
             return RequestNotificationStatus::Continue;
+        }
+        let config = ctx.config(self.config);
+        if !config.allow_trace && ctx.response().status() == StatusCode::METHOD_NOT_ALLOWED {
+            // The server's 405 lists what the URL's handlers accept, TRACE
+            // among them when this module's handler takes it; refused here,
+            // it is not allowed.
+            without_trace(ctx.response_mut().headers_mut());
         }
         let config = ctx.config(self.config);
         if config.remove_headers.0.is_empty()

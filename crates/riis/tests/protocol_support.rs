@@ -154,6 +154,15 @@ fn options_lists_the_handler_verbs() {
     }
     // The connection is still in step.
     assert_eq!(conn.get("/a.txt").text(), "alpha");
+    // The server's 405 lists the same: no TRACE where it is refused.
+    let resp = request(
+        &mut conn,
+        "PUT /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 405);
+    let allow = resp.header("allow").unwrap_or_default();
+    assert!(allow.contains("GET"), "{allow}");
+    assert!(!allow.contains("TRACE"), "{allow}");
 }
 
 #[test]
