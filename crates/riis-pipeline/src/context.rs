@@ -301,6 +301,17 @@ impl HttpContext {
         }
     }
 
+    /// The pipeline starts (BeginRequest's modules are done, or the request
+    /// skipped past them): a URL rewritten until now is taken in, and the
+    /// URL is fixed from here on.
+    #[inline]
+    pub(crate) fn start_pipeline(&mut self) {
+        if !self.request.pipeline_started {
+            self.sync_url();
+            self.request.pipeline_started = true;
+        }
+    }
+
     #[cold]
     fn take_new_url(&mut self) {
         self.request.url_changed = false;

@@ -640,10 +640,7 @@ impl RequestExecution {
             if frame.stage == FINAL_SEND {
                 // Reached straight from BeginRequest (FinishRequest, no later
                 // event with work): the URL is fixed from here on too.
-                if !frame.ctx.request.pipeline_started {
-                    frame.ctx.sync_url();
-                    frame.ctx.request.pipeline_started = true;
-                }
+                frame.ctx.start_pipeline();
                 frame.stage = DONE;
                 if self.send(top, true, false) {
                     self.frames[top].phase = Phase::Sending(AfterSend::Final);
@@ -771,9 +768,8 @@ impl RequestExecution {
         // After BeginRequest's modules the URL is fixed: one rewritten in
         // BeginRequest is taken in here, once (during BeginRequest the
         // location follows it on the fly, see `HttpContext::location`).
-        if !ctx.request.pipeline_started && (frame.stage, frame.post) != (0, false) {
-            ctx.sync_url();
-            ctx.request.pipeline_started = true;
+        if (frame.stage, frame.post) != (0, false) {
+            ctx.start_pipeline();
         }
         match (frame.stage, frame.post) {
             (0, false)
@@ -796,8 +792,7 @@ impl RequestExecution {
                             pipeline.module_name(module)
                         ),
                     );
-                    ctx.sync_url();
-                    ctx.request.pipeline_started = true;
+                    ctx.start_pipeline();
                     frame.go_to(LOG_POSITION, &self.pipeline.next_busy);
                     return;
                 }

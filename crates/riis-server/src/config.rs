@@ -785,6 +785,20 @@ impl ServerConfig {
         Ok(config)
     }
 
+    /// Where `[server] pid_file` puts the process id (relative to this
+    /// file's folder), if anywhere.
+    pub fn pid_file(&self) -> Option<PathBuf> {
+        let path = &self.settings.pid_file;
+        if path.as_os_str().is_empty() {
+            return None;
+        }
+        Some(if path.is_absolute() {
+            path.clone()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(path)
+        })
+    }
+
     /// Replaces the address of every binding (`--listen`), keeping host names.
     pub fn override_listen(&mut self, addr: SocketAddr) -> Result<(), ConfigError> {
         for b in &mut self.bindings {

@@ -711,20 +711,7 @@ impl Server {
 /// Where `riis status` finds the server's report: `[server] pid_file` with
 /// `.status` added (none without a pid file).
 pub fn status_file(config: &ServerConfig) -> Option<std::path::PathBuf> {
-    let pid = &config.settings.pid_file;
-    if pid.as_os_str().is_empty() {
-        return None;
-    }
-    let pid = if pid.is_absolute() {
-        pid.clone()
-    } else {
-        config
-            .file
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(pid)
-    };
-    let mut name = pid.into_os_string();
+    let mut name = config.pid_file()?.into_os_string();
     name.push(".status");
     Some(name.into())
 }

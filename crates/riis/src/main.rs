@@ -94,7 +94,7 @@ fn load(
 /// `riis reload`: validate, then signal the running server.
 fn reload(config: &Path) -> Result<String, String> {
     let loaded = ServerConfig::load(config).map_err(|e| e.to_string())?;
-    let pid_file = pid_file_path(&loaded);
+    let pid_file = loaded.pid_file();
     Server::new(loaded).map_err(|e| e.to_string())?;
     let pid = running_pid(config, pid_file)?;
     signal(pid, nix::sys::signal::Signal::SIGHUP)?;
@@ -109,7 +109,7 @@ fn reload(config: &Path) -> Result<String, String> {
 fn status(config: &Path) -> Result<String, String> {
     let loaded = ServerConfig::load(config).map_err(|e| e.to_string())?;
     let report = riis_server::status_file(&loaded);
-    let pid = running_pid(config, pid_file_path(&loaded))?;
+    let pid = running_pid(config, loaded.pid_file())?;
     let report = report.ok_or("riis status needs [server] pid_file")?;
     // A report from before this request does not count.
     let _ = std::fs::remove_file(&report);
@@ -147,19 +147,6 @@ fn running_pid(config: &Path, pid_file: Option<PathBuf>) -> Result<i32, String> 
 fn signal(pid: i32, signal: nix::sys::signal::Signal) -> Result<(), String> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
         .map_err(|e| format!("cannot signal process {pid}: {e}"))
-}
-
-/// Where `[server] pid_file` says the process id goes, if anywhere.
-fn pid_file_path(config: &ServerConfig) -> Option<PathBuf> {
-    let path = &config.settings.pid_file;
-    if path.as_os_str().is_empty() {
-        return None;
-    }
-    Some(if path.is_absolute() {
-        path.clone()
-    } else {
-        config.file.parent().unwrap_or(Path::new(".")).join(path)
-    })
 }
 
 /// Writes this process's id to `path`. Called once the addresses are bound,
@@ -220,7 +207,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let pid_file = pid_file_path(&loaded);
+            let pid_file = loaded.pid_file();
             let mut server = match Server::new(loaded) {
                 Ok(s) => s,
                 Err(e) => {
