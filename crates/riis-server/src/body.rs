@@ -166,8 +166,11 @@ pub struct ResponseBody {
     files: Option<Arc<ConnectionState>>,
     /// The request stays in service until hyper is done with its body.
     in_service: Option<InService>,
-    /// HTTP/2: data is ready for hyper and hyper has not asked for it since
-    /// (it waits for the client's flow-control window). Counted on the
+    /// HTTP/2 only (decided once, when the body joins its request): whether
+    /// hyper holding back is watched for.
+    watch_window: bool,
+    /// Data is ready for hyper and hyper has not asked for it since (it
+    /// waits for the client's flow-control window). Counted on the
     /// connection, whose send timeout ends a client that never opens it.
     awaiting_window: bool,
 }
@@ -189,6 +192,7 @@ impl ResponseBody {
             request_body: None,
             files: None,
             in_service: None,
+            watch_window: false,
             awaiting_window: false,
         }
     }
@@ -211,6 +215,7 @@ impl ResponseBody {
             request_body: None,
             files: None,
             in_service: None,
+            watch_window: false,
             awaiting_window: false,
         }
     }
@@ -234,6 +239,7 @@ impl ResponseBody {
     /// connection is idle (and may give up its buffers) only once hyper has
     /// sent the whole response.
     pub fn in_service(&mut self, guard: InService) {
+        self.watch_window = guard.is_http2();
         self.in_service = Some(guard);
         if !self.chunks.is_empty() {
             self.set_awaiting_window(true);
@@ -243,14 +249,12 @@ impl ResponseBody {
     /// Notes (HTTP/2 only) whether this body holds data hyper has not asked
     /// for yet.
     fn set_awaiting_window(&mut self, awaiting: bool) {
-        if self.awaiting_window == awaiting {
+        if !self.watch_window || self.awaiting_window == awaiting {
             return;
         }
         if let Some(guard) = &self.in_service {
-            if guard.is_http2() {
-                guard.awaiting_window(awaiting);
-                self.awaiting_window = awaiting;
-            }
+            guard.awaiting_window(awaiting);
+            self.awaiting_window = awaiting;
         }
     }
 
@@ -365,12 +369,14 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        if this.awaiting_window {
-            this.set_awaiting_window(false);
+        if !this.watch_window {
+            return this.next_frame(cx);
         }
+        // Asked now (the connection notes when); once data is handed out,
+        // hyper asks again only when the stream has window for more.
+        this.set_awaiting_window(false);
         let frame = this.next_frame(cx);
-        if matches!(frame, Poll::Ready(Some(Ok(_)))) && this.in_service.is_some() {
-            // hyper asks again once the stream has window for more.
+        if matches!(frame, Poll::Ready(Some(Ok(_)))) {
             this.set_awaiting_window(true);
         }
         frame
