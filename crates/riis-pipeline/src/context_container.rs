@@ -104,24 +104,24 @@ impl SharedContextContainer {
     }
 
     /// Stores `value` only if the module has none stored (of any type);
-    /// `false` leaves the stored one in place. A value that is never
-    /// replaced stays valid for whoever read it, however many requests
-    /// share the container.
+    /// otherwise hands it back and leaves the stored one in place. A value
+    /// that is never replaced stays valid for whoever read it, however many
+    /// requests share the container.
     pub fn insert_if_absent<T: Any + Send + Sync>(
         &self,
         module: ModuleIndex,
         value: Arc<T>,
-    ) -> bool {
+    ) -> Result<(), Arc<T>> {
         let i = module.get();
         let mut slots = self.slots();
         if slots.len() <= i {
             slots.resize_with(i + 1, || None);
         }
         if slots[i].is_some() {
-            return false;
+            return Err(value);
         }
         slots[i] = Some(value);
-        true
+        Ok(())
     }
 
     /// Store `make()` unless a value of type `T` is already there; returns the

@@ -274,12 +274,12 @@ pub(super) unsafe extern "C" fn set_module_context(
                     return Err(hr::E_INVALIDARG);
                 }
             };
-            let stored = Arc::new(stored);
-            if shared.insert_if_absent(m, stored.clone()) {
+            let Err(refused) = shared.insert_if_absent(m, Arc::new(stored)) else {
                 return Ok(());
-            }
-            // Not stored: the module keeps ownership, so no cleanup.
-            if let Ok(mut refused) = Arc::try_unwrap(stored) {
+            };
+            // Not stored: the module keeps ownership, so no cleanup (the
+            // value came back whole: nothing else ever held it).
+            if let Ok(mut refused) = Arc::try_unwrap(refused) {
                 refused.cleanup = None;
             }
             Err(hr::E_ALREADY_ASSIGNED)
