@@ -38,7 +38,14 @@
 //! - `min_size` (2700) and `max_size` (4194304);
 //! - `directory` (default: `riis-compressed` under the system temp dir);
 //! - `gzip_level` (9), `brotli_quality` (9) and `zstd_level` (19, the
-//!   highest whose window browsers accept): paid once per file.
+//!   highest whose window browsers accept): paid once per file;
+//! - `do_disk_space_limiting` (true) and `max_disk_space_usage` (100, in
+//!   MB, as IIS's `httpCompression` has them): when the copies in a
+//!   directory pass the limit, the oldest are deleted until they take at
+//!   most nine tenths of it. The directory's usage is counted by one scan
+//!   the first time this process writes a copy into it, then kept up to
+//!   date by the copies it writes; the scan that prunes counts anew, so
+//!   copies other processes wrote are taken into account there.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
@@ -80,7 +87,30 @@ pub struct StaticCompressionConfig {
     /// zstd level, 1–19.
     #[serde(deserialize_with = "content_encoding::zstd_level")]
     pub zstd_level: u32,
+    /// Whether the copies in `directory` are held to `max_disk_space_usage`.
+    pub do_disk_space_limiting: bool,
+    /// Megabytes the copies in `directory` may take (at least 1).
+    #[serde(deserialize_with = "megabytes")]
+    pub max_disk_space_usage: u64,
 }
+
+/// `max_disk_space_usage`: at least one megabyte (no limit at all is
+/// `do_disk_space_limiting = false`, as in IIS).
+fn megabytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let mb = u64::deserialize(d)?;
+    if (1..=MAX_DISK_SPACE_MB).contains(&mb) {
+        Ok(mb)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{mb} is not a size in megabytes (1 to {MAX_DISK_SPACE_MB}; \
+             do_disk_space_limiting = false sets no limit)"
+        )))
+    }
+}
+
+/// The largest `max_disk_space_usage`: 1 PiB, far past any disk, and small
+/// enough that counting it in bytes cannot overflow.
+const MAX_DISK_SPACE_MB: u64 = 1 << 30;
 
 impl Default for StaticCompressionConfig {
     fn default() -> Self {
@@ -93,6 +123,8 @@ impl Default for StaticCompressionConfig {
             gzip_level: 9,
             brotli_quality: 9,
             zstd_level: content_encoding::ZSTD_MAX_LEVEL,
+            do_disk_space_limiting: true,
+            max_disk_space_usage: 100,
         }
     }
 }
@@ -107,6 +139,9 @@ struct Copies {
     /// Copy directories looked at: a private one is not looked at again, a
     /// refused one is logged once and looked at again now and then.
     directories: Mutex<HashMap<PathBuf, DirectoryCheck>>,
+    /// Bytes the files in each copy directory take, as far as this process
+    /// knows (see [`Copies::wrote`]).
+    disk_usage: Mutex<HashMap<PathBuf, u64>>,
 }
 
 impl Copies {
@@ -137,6 +172,112 @@ impl Copies {
             }
         }
     }
+}
+
+impl Copies {
+    /// Counts a copy of `bytes` just written into `dir` and, past `limit`
+    /// bytes, deletes the oldest files there until they take at most nine
+    /// tenths of it (so the next copies do not each start a scan). Only
+    /// requests that made a copy come here, so waiting for another one's
+    /// scan is rare.
+    fn wrote(&self, dir: &Path, bytes: u64, limit: Option<u64>) {
+        let Some(limit) = limit else {
+            return;
+        };
+        let mut usage = self.disk_usage.lock().unwrap_or_else(|e| e.into_inner());
+        let used = match usage.get_mut(dir) {
+            Some(used) => {
+                *used += bytes;
+                *used
+            }
+            // The scan finds the new copy too.
+            None => *usage
+                .entry(dir.to_owned())
+                .or_insert_with(|| copy_files(dir).iter().map(|f| f.len).sum()),
+        };
+        if used > limit {
+            let left = prune(dir, limit / 10 * 9);
+            usage.insert(dir.to_owned(), left);
+        }
+    }
+}
+
+/// A file in a copy directory.
+struct CopyFile {
+    path: PathBuf,
+    len: u64,
+    modified: std::time::SystemTime,
+    /// A temporary file a copy is being written to (or was, by a process
+    /// that died before renaming it).
+    temporary: bool,
+}
+
+/// The regular files in a copy directory (what is not a regular file was
+/// not put there by riis and is left alone).
+fn copy_files(dir: &Path) -> Vec<CopyFile> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let meta = entry.metadata().ok().filter(|m| m.is_file())?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            Some(CopyFile {
+                temporary: name.starts_with('.') && name.ends_with(".tmp"),
+                path: entry.path(),
+                len: meta.len(),
+                modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+            })
+        })
+        .collect()
+}
+
+/// A temporary file younger than this may still be being written; older,
+/// its writer died and it is deleted with the oldest copies.
+const TEMPORARY_FILE_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes the oldest files of `dir` (by when the copy was made) until the
+/// rest take at most `target` bytes; returns what they take.
+fn prune(dir: &Path, target: u64) -> u64 {
+    let now = std::time::SystemTime::now();
+    let mut files: Vec<CopyFile> = copy_files(dir)
+        .into_iter()
+        .filter(|f| {
+            !f.temporary
+                || now
+                    .duration_since(f.modified)
+                    .is_ok_and(|age| age >= TEMPORARY_FILE_AGE)
+        })
+        .collect();
+    files.sort_by_key(|f| f.modified);
+    let mut used: u64 = files.iter().map(|f| f.len).sum();
+    let mut deleted = 0usize;
+    for file in &files {
+        if used <= target {
+            break;
+        }
+        match std::fs::remove_file(&file.path) {
+            Ok(()) => {
+                used -= file.len;
+                deleted += 1;
+            }
+            // Gone already (another process pruned it): not counted.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => used -= file.len,
+            Err(e) => tracing::warn!(
+                file = %file.path.display(),
+                "StaticCompression: cannot delete an old copy: {e}"
+            ),
+        }
+    }
+    tracing::info!(
+        directory = %dir.display(),
+        deleted,
+        bytes_left = used,
+        "StaticCompression: copies passed max_disk_space_usage; the oldest were deleted"
+    );
+    used
 }
 
 /// What the last look at a copy directory found.
@@ -262,6 +403,7 @@ impl StaticCompression {
         source: impl FnOnce() -> Option<Vec<u8>>,
         coding: Coding,
         level: u32,
+        disk_limit: Option<u64>,
     ) -> Result<Option<Bytes>, String> {
         let memory = self.copies.memory.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = memory.0.get(name) {
@@ -300,7 +442,10 @@ impl StaticCompression {
                             .map(|()| data)
                             .map_err(|e| format!("the copy could not be written: {e}"))
                     });
-                made?
+                let made = made?;
+                let dir = name.parent().unwrap_or(Path::new("."));
+                self.copies.wrote(dir, made.len() as u64, disk_limit);
+                made
             }
         };
         let data = Bytes::from(data);
@@ -470,7 +615,10 @@ impl HttpModule for StaticCompression {
                 Self::file_body(ctx, len)
             }
         };
-        match self.copy(&name, source, coding, level) {
+        let disk_limit = config
+            .do_disk_space_limiting
+            .then(|| config.max_disk_space_usage * 1024 * 1024);
+        match self.copy(&name, source, coding, level, disk_limit) {
             Ok(Some(compressed)) => {
                 let response = ctx.response_mut();
                 content_encoding::mark_encoded(response.headers_mut(), coding);

@@ -283,6 +283,83 @@ fn compressed_copies_are_kept_on_disk_and_follow_changes() {
     assert_ne!(first.header("etag"), second.header("etag"));
 }
 
+/// Bytes no coding shrinks, so a copy is as large as its file.
+fn incompressible(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The files in the copy directory and the bytes they take.
+fn copy_directory(dir: &std::path::Path) -> (Vec<String>, u64) {
+    let mut names = Vec::new();
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        total += entry.metadata().unwrap().len();
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    (names, total)
+}
+
+#[test]
+fn copies_past_max_disk_space_usage_are_pruned_oldest_first() {
+    const MB: u64 = 1024 * 1024;
+    let s = site("max_disk_space_usage = 1\nmax_size = 1048576\n");
+    let files: Vec<Vec<u8>> = (0..3u64).map(|i| incompressible(600_000, i + 7)).collect();
+    for (i, data) in files.iter().enumerate() {
+        s.dir.write(&format!("www/r{i}.txt"), data);
+    }
+    let cache = s.dir.path().join("cache");
+    let mut conn = Connection::open(s.server.addr);
+    let mut copies_after = Vec::new();
+    for (i, data) in files.iter().enumerate() {
+        let r = fetch(&mut conn, &format!("/r{i}.txt"), Some("gzip"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        assert_eq!(gunzip(&r.body), *data);
+        copies_after.push(copy_directory(&cache));
+        // Copies are ordered by their files' modification times, which
+        // the kernel keeps to a clock tick.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    // One copy fits; the second passes the limit, and the oldest goes.
+    assert_eq!(copies_after[0].0.len(), 1, "{:?}", copies_after[0]);
+    let first_copy = copies_after[0].0[0].clone();
+    for (names, total) in &copies_after[1..] {
+        assert!(*total <= MB, "{names:?} take {total} bytes");
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(!names.contains(&first_copy), "{names:?}");
+    }
+    // The newest copy stays and is the one served; a pruned one is made again.
+    assert_ne!(copies_after[1].0, copies_after[2].0);
+    let again = fetch(&mut conn, "/r0.txt", Some("gzip"));
+    assert_eq!(gunzip(&again.body), files[0]);
+    assert!(copy_directory(&cache).1 <= MB);
+}
+
+#[test]
+fn without_disk_space_limiting_copies_stay() {
+    let s = site("max_disk_space_usage = 1\ndo_disk_space_limiting = false\nmax_size = 1048576\n");
+    let mut conn = Connection::open(s.server.addr);
+    for i in 0..3u64 {
+        s.dir
+            .write(&format!("www/r{i}.txt"), incompressible(600_000, i + 7));
+        let r = fetch(&mut conn, &format!("/r{i}.txt"), Some("gzip"));
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+    }
+    let (names, total) = copy_directory(&s.dir.path().join("cache"));
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(total > 1024 * 1024);
+}
+
 #[test]
 fn dynamic_compression_takes_over_when_static_is_off() {
     let dir = TempDir::new("dynamic");

@@ -392,6 +392,11 @@ fn check_config_reports_file_line_and_key() {
             "key `sites[0].static_compression.gzip_level`: 99 is not a gzip level (0 to 9)",
         ),
         (
+            "disk.toml",
+            "static_compression = { max_disk_space_usage = 0 }",
+            "key `sites[0].static_compression.max_disk_space_usage`: 0 is not a size in megabytes",
+        ),
+        (
             "max_url.toml",
             "request_filtering = { max_url = 0 }",
             "key `sites[0].request_filtering.max_url`: 0 would refuse every URL",
