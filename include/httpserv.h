@@ -143,9 +143,8 @@
  *   methods are not declared, or return NULL / E_NOTIMPL where noted.
  *   IMapHandlerProvider's setters return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED)
  *   (use handler mappings in riis.toml). CGlobalModule has no
- *   OnGlobalRSCAQuery (riis raises the runtime status query to Rust global
- *   modules only), OnGlobalApplicationResolveModules or
- *   OnGlobalApplicationPreload (riis raises neither).
+ *   OnGlobalApplicationResolveModules or OnGlobalApplicationPreload (riis
+ *   raises neither).
  *   IAuthenticationProvider::SetUser(pUser) copies the name and type only:
  *   IHttpUser cannot list roles, so the request's user is in no role unless
  *   the module uses the riis overload that takes them. DisableNotifications
@@ -178,6 +177,7 @@
 #include <atomic>
 #include <mutex>
 #include <new>
+#include <vector>
 #include <string>
 #include <vector>
 
@@ -1297,6 +1297,31 @@ public:
                                  OUT DWORD *pdwPhase, OUT ULONGLONG *pullElapsedMicroseconds) = 0;
 };
 
+/**
+ * GL_RSCA_QUERY: a runtime status query (`riis status` asks for the
+ * function "status" with empty parameters). The module fills a buffer from
+ * GetOutputBuffer / ResizeOutputBuffer and says with SetResult how many of
+ * its bytes (UTF-8 text) are the answer; when the method returns, that
+ * answer follows the server's own report. Without SetResult, or with a
+ * failure HRESULT, the module answers nothing. Needs a riis with ABI 1.1.
+ */
+class IGlobalRSCAQueryProvider : public IHttpEventProvider {
+public:
+    /** The function asked for (UTF-8; IIS gives PCWSTR). */
+    virtual PCSTR GetFunctionName(VOID) const = 0;
+    /** Its parameters (UTF-8). */
+    virtual PCSTR GetFunctionParameters(VOID) const = 0;
+    /** A buffer of cbBuffer bytes for the answer, valid until the
+     *  notification returns or the buffer is resized. */
+    virtual HRESULT GetOutputBuffer(IN DWORD cbBuffer, OUT BYTE **ppbBuffer) = 0;
+    /** A buffer of cbNewBuffer bytes holding the first cbBytesToCopy bytes
+     *  of the previous one. */
+    virtual HRESULT ResizeOutputBuffer(IN DWORD cbNewBuffer, IN DWORD cbBytesToCopy,
+                                       OUT BYTE **ppbBuffer) = 0;
+    /** The answer is the buffer's first cbData bytes (when hr succeeded). */
+    virtual VOID SetResult(IN DWORD cbData, IN HRESULT hr) = 0;
+};
+
 /** GL_THREAD_CLEANUP (riis does not raise it). */
 class IGlobalThreadCleanupProvider : public IHttpEventProvider {
 public:
@@ -1437,6 +1462,7 @@ public:
     RIIS_CXX_DEFAULT_GLOBAL(OnGlobalTraceEvent, IGlobalTraceEventProvider)
     RIIS_CXX_DEFAULT_GLOBAL(OnGlobalCustomNotification, ICustomNotificationProvider)
     RIIS_CXX_DEFAULT_GLOBAL(OnGlobalThreadCleanup, IGlobalThreadCleanupProvider)
+    RIIS_CXX_DEFAULT_GLOBAL(OnGlobalRSCAQuery, IGlobalRSCAQueryProvider)
 #undef RIIS_CXX_DEFAULT_GLOBAL
 
     virtual GLOBAL_NOTIFICATION_STATUS OnGlobalCacheCleanup(VOID) {
@@ -2998,6 +3024,47 @@ private:
     const char *path_;
 };
 
+class RscaQueryProvider : public Provider<IGlobalRSCAQueryProvider> {
+public:
+    RscaQueryProvider(const char *function, const char *parameters)
+        : Provider<IGlobalRSCAQueryProvider>(NULL), function_(function != NULL ? function : ""),
+          parameters_(parameters != NULL ? parameters : ""), length_(0), result_(E_FAIL) {}
+    PCSTR GetFunctionName(VOID) const override { return function_; }
+    PCSTR GetFunctionParameters(VOID) const override { return parameters_; }
+    HRESULT GetOutputBuffer(DWORD cbBuffer, BYTE **ppbBuffer) override {
+        return ResizeOutputBuffer(cbBuffer, 0, ppbBuffer);
+    }
+    HRESULT ResizeOutputBuffer(DWORD cbNewBuffer, DWORD cbBytesToCopy, BYTE **ppbBuffer) override {
+        if (ppbBuffer == NULL || cbBytesToCopy > cbNewBuffer) {
+            return E_INVALIDARG;
+        }
+        /* resize keeps the first bytes; what is past cbBytesToCopy is the
+           module's to fill. */
+        buffer_.resize(cbNewBuffer == 0 ? 1 : cbNewBuffer);
+        *ppbBuffer = &buffer_[0];
+        return S_OK;
+    }
+    VOID SetResult(DWORD cbData, HRESULT hr) override {
+        length_ = cbData;
+        result_ = hr;
+    }
+
+    /** Hands the answer the module set to the server. */
+    void answer(riis_global_provider *p) const {
+        if (SUCCEEDED(result_) && length_ > 0 && length_ <= buffer_.size()) {
+            (void)api()->global_rsca_write(p, reinterpret_cast<const char *>(&buffer_[0]),
+                                           length_);
+        }
+    }
+
+private:
+    const char *function_;
+    const char *parameters_;
+    std::vector<BYTE> buffer_;
+    DWORD length_;
+    HRESULT result_;
+};
+
 class FileChangeProvider : public Provider<IGlobalFileChangeProvider> {
 public:
     explicit FileChangeProvider(const char *path)
@@ -3174,6 +3241,16 @@ private:
         case GL_THREAD_CLEANUP: {
             ThreadCleanupProvider provider;
             return m->OnGlobalThreadCleanup(&provider);
+        }
+        case GL_RSCA_QUERY: {
+            const char *function = NULL, *parameters = NULL;
+            if (FAILED(api()->global_rsca_query(p, &function, &parameters))) {
+                return GL_NOTIFICATION_CONTINUE;
+            }
+            RscaQueryProvider provider(function, parameters);
+            GLOBAL_NOTIFICATION_STATUS status = m->OnGlobalRSCAQuery(&provider);
+            provider.answer(p);
+            return status;
         }
         default:
             return GL_NOTIFICATION_CONTINUE;

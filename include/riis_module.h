@@ -78,7 +78,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 0
+#define RIIS_ABI_MINOR 1
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -622,6 +622,19 @@ typedef struct riis_api {
      *  a SendResponse module that transforms the body does. */
     riis_hresult (*response_set_entity_chunks)(riis_context *context,
                                                const riis_data_chunk *chunks, uint32_t count);
+
+    /* -- since 1.1: the runtime status query ------------------------------ */
+
+    /** RscaQuery (IGlobalRSCAQueryProvider; `riis status` asks for the
+     *  function "status" with empty parameters): the function and its
+     *  parameters. */
+    riis_hresult (*global_rsca_query)(riis_global_provider *provider, const char **function,
+                                      const char **parameters);
+    /** RscaQuery: appends `length` bytes of UTF-8 text to the answer (not
+     *  UTF-8: RIIS_E_INVALIDARG, nothing appended). The answers of all
+     *  global modules follow the server's own report, in module order. */
+    riis_hresult (*global_rsca_write)(riis_global_provider *provider, const char *text,
+                                      size_t length);
 } riis_api;
 
 /** The entry point every module library exports. */

@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, c_void};
 /// ABI major version: a module built for another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: modules built for this or an older minor load.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// Major in the high 16 bits, minor in the low 16 (`RIIS_ABI_VERSION`).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 /// The `server_version` RegisterModule receives.
@@ -361,4 +361,8 @@ pub struct riis_api {
     pub response_entity_chunk: unsafe extern "C" fn(Ctx, u32, *mut riis_data_chunk) -> riis_hresult,
     pub response_set_entity_chunks:
         unsafe extern "C" fn(Ctx, *const riis_data_chunk, u32) -> riis_hresult,
+
+    // Since 1.1.
+    pub global_rsca_query: unsafe extern "C" fn(GProv, *mut Str, *mut Str) -> riis_hresult,
+    pub global_rsca_write: unsafe extern "C" fn(GProv, *const c_char, usize) -> riis_hresult,
 }

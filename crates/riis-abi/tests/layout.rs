@@ -124,7 +124,9 @@ fn rust_layout() -> Vec<(String, usize)> {
         response_header_names,
         response_entity_chunk_count,
         response_entity_chunk,
-        response_set_entity_chunks
+        response_set_entity_chunks,
+        global_rsca_query,
+        global_rsca_write
         }
     }
 }
@@ -183,7 +185,7 @@ fn constants_match_the_iis_values() {
     assert_eq!(STATUS_PENDING, 1);
     assert_eq!(STATUS_FINISH_REQUEST, 2);
     assert_eq!(hr::E_FAIL as u32, 0x8000_4005);
-    assert_eq!(ABI_VERSION, 0x0001_0000);
+    assert_eq!(ABI_VERSION, 0x0001_0001);
     // EXECUTE_FLAG_* as IIS defines them.
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
     assert_eq!(EXECUTE_FLAG_SAME_URL, 0x10);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use riis_abi::{riis_global_module, riis_global_provider};
 use riis_pipeline::{
     ApplicationInfo, CacheOperation, CustomNotificationProvider, GlobalModule, GlobalNotification,
-    GlobalNotificationStatus, HttpContext, TraceEvent,
+    GlobalNotificationStatus, HttpContext, RscaQuery, TraceEvent,
 };
 
 use crate::frame::{Arena, Frame, RunningGuard};
@@ -30,6 +30,12 @@ pub(crate) enum GlobalEvent<'a> {
     Custom(&'a mut dyn CustomNotificationProvider),
     FileChange(&'a Path),
     Cache(&'a CacheOperation<'a>),
+    /// RscaQuery: the function, its parameters, and what the module wrote.
+    Rsca {
+        function: &'a str,
+        parameters: &'a str,
+        output: &'a mut String,
+    },
 }
 
 /// The object behind a `riis_global_provider*`, valid for one call.
@@ -217,6 +223,23 @@ impl GlobalModule for NativeGlobal {
 
     fn on_global_cache_cleanup(&self) -> GlobalNotificationStatus {
         self.raise(GlobalNotification::CacheCleanup, GlobalEvent::Plain)
+    }
+
+    fn on_global_rsca_query(&self, query: &mut RscaQuery<'_>) -> GlobalNotificationStatus {
+        // The module writes into a string of its own, appended when it
+        // returns: the query's function and parameters stay borrowed
+        // meanwhile.
+        let mut output = String::new();
+        let status = self.raise(
+            GlobalNotification::RscaQuery,
+            GlobalEvent::Rsca {
+                function: query.function(),
+                parameters: query.parameters(),
+                output: &mut output,
+            },
+        );
+        query.write(&output);
+        status
     }
 
     fn on_global_configuration_change(&self, path: &Path) -> GlobalNotificationStatus {

@@ -154,7 +154,8 @@ pub use notification::{
     RequestNotification, RequestNotificationStatus, RequestNotifications,
 };
 pub use provider::{
-    CustomNotification, MapPathProvider, ReadEntityProvider, SendFlags, SendResponseProvider,
+    CustomNotification, MapPathProvider, ReadEntityProvider, RscaQuery, SendFlags,
+    SendResponseProvider,
 };
 pub use registration::{register_module, Logger, ModuleRegistration, RegisterModuleFn, ServerInfo};
 

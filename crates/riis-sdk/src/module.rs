@@ -11,7 +11,7 @@ use crate::notification::{
     GlobalNotificationStatus, RequestNotification, RequestNotificationStatus,
 };
 use crate::provider::{
-    CustomNotification, MapPathProvider, ReadEntityProvider, SendResponseProvider,
+    CustomNotification, MapPathProvider, ReadEntityProvider, RscaQuery, SendResponseProvider,
 };
 
 use RequestNotificationStatus::Continue;
@@ -357,6 +357,11 @@ pub trait GlobalModule: Send + Sync + 'static {
     }
     /// `OnGlobalCacheCleanup`: a cache is dropping entries nobody used lately.
     fn on_global_cache_cleanup(&self) -> GlobalNotificationStatus {
+        GlobalNotificationStatus::Continue
+    }
+    /// `OnGlobalRSCAQuery`: a runtime status query (`riis status`); what the
+    /// module writes to `query` goes into the status report.
+    fn on_global_rsca_query(&self, query: &mut RscaQuery<'_>) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
     /// `OnGlobalConfigurationChange`: the configuration was reloaded from

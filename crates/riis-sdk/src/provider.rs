@@ -307,3 +307,50 @@ impl Drop for CustomNotification<'_> {
         }
     }
 }
+
+/// A runtime status query (`RIIS_GL_RSCA_QUERY`, IIS's
+/// `IGlobalRSCAQueryProvider`): `riis status` asks for the function
+/// `status` with empty parameters, and what the module writes follows the
+/// server's own report.
+pub struct RscaQuery<'a> {
+    function: &'a str,
+    parameters: &'a str,
+    api: &'static riis_api,
+    provider: *mut abi::riis_global_provider,
+}
+
+impl<'a> RscaQuery<'a> {
+    pub(crate) fn new(
+        function: &'a str,
+        parameters: &'a str,
+        api: &'static riis_api,
+        provider: *mut abi::riis_global_provider,
+    ) -> Self {
+        Self {
+            function,
+            parameters,
+            api,
+            provider,
+        }
+    }
+
+    /// `GetFunctionName`.
+    pub fn function(&self) -> &str {
+        self.function
+    }
+
+    /// `GetFunctionParameters`.
+    pub fn parameters(&self) -> &str {
+        self.parameters
+    }
+
+    /// Appends `text` to the answer (`GetOutputBuffer` and `SetResult`).
+    pub fn write(&mut self, text: &str) -> Result<(), ModuleError> {
+        // SAFETY: the provider of the RscaQuery notification running now
+        // (this value lives only during it); the text is copied.
+        let code = unsafe {
+            (self.api.global_rsca_write)(self.provider, text.as_ptr().cast(), text.len())
+        };
+        ModuleError::check(code, "global_rsca_write")
+    }
+}

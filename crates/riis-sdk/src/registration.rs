@@ -24,6 +24,7 @@ use crate::notification::{
     RequestNotification, RequestNotifications,
 };
 use crate::provider::CustomNotification;
+use crate::provider::RscaQuery;
 
 /// The entry point a module provides: IIS's `RegisterModule(dwServerVersion,
 /// pModuleInfo, pGlobalInfo)`, in Rust. Hand it to
@@ -429,6 +430,7 @@ fn dispatch_global(
             | G::CustomNotification
             | G::FileChange
             | G::CacheOperation
+            | G::RscaQuery
     );
     if needs_provider && provider.is_null() {
         return CONTINUE;
@@ -543,8 +545,17 @@ fn dispatch_global(
                 _ => CONTINUE,
             }
         }
-        G::ApplicationResolveModules | G::RscaQuery | G::ThreadCleanup | G::ApplicationPreload => {
-            CONTINUE
+        G::RscaQuery => {
+            let (mut function, mut parameters) = (std::ptr::null(), std::ptr::null());
+            // SAFETY: see above; the out-pointers are valid locals.
+            let code = unsafe { (api.global_rsca_query)(provider, &mut function, &mut parameters) };
+            if code < 0 {
+                return CONTINUE;
+            }
+            // SAFETY: strings of this notification.
+            let (function, parameters) = unsafe { (global_str(function), global_str(parameters)) };
+            m.on_global_rsca_query(&mut RscaQuery::new(function, parameters, api, provider))
         }
+        G::ApplicationResolveModules | G::ThreadCleanup | G::ApplicationPreload => CONTINUE,
     }
 }

@@ -707,6 +707,32 @@ unsafe extern "C" fn global_custom_type(_: GProv) -> Str {
 unsafe extern "C" fn global_custom_data(_: GProv) -> *mut c_void {
     std::ptr::null_mut()
 }
+/// What global modules wrote to the mock's RscaQuery.
+static RSCA_ANSWER: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+unsafe extern "C" fn global_rsca_query(
+    _: GProv,
+    function: *mut Str,
+    parameters: *mut Str,
+) -> riis_hresult {
+    // SAFETY: valid out-pointers.
+    unsafe {
+        *function = c"status".as_ptr();
+        *parameters = c"verbose".as_ptr();
+    }
+    OK
+}
+unsafe extern "C" fn global_rsca_write(_: GProv, text: Str, length: usize) -> riis_hresult {
+    // SAFETY: the SDK passes `length` readable bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), length) };
+    if bytes == b"refuse me" {
+        return abi::hr::E_INVALIDARG;
+    }
+    RSCA_ANSWER
+        .lock()
+        .unwrap()
+        .push_str(std::str::from_utf8(bytes).unwrap());
+    OK
+}
 unsafe extern "C" fn response_header_names(_: Ctx, _: *mut Str, _: usize) -> usize {
     0
 }
@@ -821,6 +847,8 @@ static API: riis_api = riis_api {
     response_entity_chunk_count,
     response_entity_chunk,
     response_set_entity_chunks,
+    global_rsca_query,
+    global_rsca_write,
 };
 
 struct SyncServer(riis_server);
@@ -1636,6 +1664,16 @@ impl GlobalModule for Global {
         assert_eq!(path, std::path::Path::new("/srv/www/a.txt"));
         GlobalNotificationStatus::Handled
     }
+    fn on_global_rsca_query(&self, query: &mut RscaQuery<'_>) -> GlobalNotificationStatus {
+        assert_eq!(
+            (query.function(), query.parameters()),
+            ("status", "verbose")
+        );
+        query.write("cache entries: 3\n").unwrap();
+        let refused = query.write("refuse me").unwrap_err();
+        assert_eq!(refused.hresult, ModuleError::E_INVALIDARG);
+        GlobalNotificationStatus::Handled
+    }
     fn on_global_custom_notification(
         &self,
         provider: &mut CustomNotification,
@@ -1656,13 +1694,14 @@ fn global_modules_are_dispatched_and_contained() {
                 | GlobalNotification::TraceEvent
                 | GlobalNotification::CacheOperation
                 | GlobalNotification::ConfigurationChange
-                | GlobalNotification::CustomNotification,
+                | GlobalNotification::CustomNotification
+                | GlobalNotification::RscaQuery,
         )?;
         r.set_priority_for_global_notification(GlobalNotification::PreBeginRequest, Priority::First)
     }
     let (code, registration) = register_with(register);
     assert_eq!(code, 0);
-    assert_eq!(registration.global_notifications, 0x6300 | 0x10 | 0x40);
+    assert_eq!(registration.global_notifications, 0x7300 | 0x10 | 0x40);
     let global = registration.global.unwrap();
     let call = |bit: u32, provider: *mut c_void| {
         // SAFETY: the global record the SDK registered.
@@ -1680,6 +1719,8 @@ fn global_modules_are_dispatched_and_contained() {
     assert_eq!(call(0x10, dummy), abi::GLOBAL_HANDLED);
     assert_eq!(call(0x4000, dummy), abi::GLOBAL_HANDLED);
     assert_eq!(call(0x40, dummy), abi::GLOBAL_HANDLED);
+    assert_eq!(call(0x1000, dummy), abi::GLOBAL_HANDLED);
+    assert_eq!(*RSCA_ANSWER.lock().unwrap(), "cache entries: 3\n");
     // Not registered in the trait: the default.
     assert_eq!(call(0x20, std::ptr::null_mut()), abi::GLOBAL_CONTINUE);
     // A panic: logged, Continue.

@@ -32,6 +32,9 @@ fn serve(source: &str) -> Option<(TempDir, RunningBinary)> {
         &dir,
         &dir.path().join("www"),
         r#"
+[server]
+pid_file = "riis.pid"
+
 [[global_modules]]
 name = "CppModule"
 image = "libmodule.so"
@@ -80,7 +83,7 @@ fn pending_and_on_async_completion_as_iis_documents_them() {
 
 #[test]
 fn global_module_module_contexts_and_server_variables() {
-    let Some((_dir, server)) = serve("global_and_context.cpp") else {
+    let Some((dir, server)) = serve("global_and_context.cpp") else {
         return;
     };
     let mut conn = Connection::open(server.addr);
@@ -111,6 +114,27 @@ fn global_module_module_contexts_and_server_variables() {
         .parse()
         .unwrap();
     assert!(cleaned >= 2, "{stats}");
+
+    // `riis status` raises GL_RSCA_QUERY; the module's answer follows the
+    // server's report.
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["status", "--config"])
+        .arg(dir.path().join("riis.toml"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answered: u32 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("CppModule cleanups: "))
+        .unwrap_or_else(|| panic!("no answer from the module: {report}"))
+        .parse()
+        .unwrap();
+    assert!(answered >= cleaned, "{report}");
 }
 
 #[test]

@@ -6,7 +6,9 @@
  *     g++ -shared -fPIC -I include -o libcontext.so examples/native/cpp/global_and_context.cpp
  *
  * The global part (GL_PRE_BEGIN_REQUEST) adds the request header
- * "X-Cpp-Pre-Begin: seen" to every request before the pipeline starts.
+ * "X-Cpp-Pre-Begin: seen" to every request before the pipeline starts, and
+ * answers the runtime status query (GL_RSCA_QUERY, `riis status`) with the
+ * line "CppModule cleanups: N".
  *
  * The request part (RQ_BEGIN_REQUEST, priority HIGH) answers the URLs under
  * /cpp/ and lets every other request continue to the next module (with
@@ -64,6 +66,37 @@ public:
         IHttpRequest * pRequest = pProvider->GetHttpContext()->GetRequest();
         const char * pszValue = "seen";
         pRequest->SetHeader("X-Cpp-Pre-Begin", pszValue, (USHORT)strlen(pszValue), TRUE);
+        return GL_NOTIFICATION_CONTINUE;
+    }
+
+    GLOBAL_NOTIFICATION_STATUS
+    OnGlobalRSCAQuery(
+        IN IGlobalRSCAQueryProvider * pProvider
+    )
+    {
+        if (strcmp(pProvider->GetFunctionName(), "status") != 0)
+        {
+            return GL_NOTIFICATION_CONTINUE;
+        }
+        /* Start small and grow, as an answer of unknown length would. */
+        BYTE * pbBuffer = NULL;
+        HRESULT hr = pProvider->GetOutputBuffer(8, &pbBuffer);
+        if (FAILED(hr))
+        {
+            pProvider->SetResult(0, hr);
+            return GL_NOTIFICATION_CONTINUE;
+        }
+        char szLine[64];
+        int cchLine = snprintf(szLine, sizeof szLine, "CppModule cleanups: %lu\n",
+                               g_cleanups.load());
+        hr = pProvider->ResizeOutputBuffer((DWORD)cchLine, 0, &pbBuffer);
+        if (FAILED(hr))
+        {
+            pProvider->SetResult(0, hr);
+            return GL_NOTIFICATION_CONTINUE;
+        }
+        memcpy(pbBuffer, szLine, (size_t)cchLine);
+        pProvider->SetResult((DWORD)cchLine, S_OK);
         return GL_NOTIFICATION_CONTINUE;
     }
 
@@ -278,5 +311,6 @@ RegisterModule(
     {
         return hr;
     }
-    return pModuleInfo->SetGlobalNotifications(new CPreBeginModule, GL_PRE_BEGIN_REQUEST);
+    return pModuleInfo->SetGlobalNotifications(new CPreBeginModule,
+                                               GL_PRE_BEGIN_REQUEST | GL_RSCA_QUERY);
 }

@@ -193,3 +193,56 @@ pub(super) unsafe extern "C" fn custom_data(p: *mut riis_global_provider) -> *mu
         })
     }
 }
+
+pub(super) unsafe extern "C" fn rsca_query(
+    p: *mut riis_global_provider,
+    function: *mut *const c_char,
+    parameters: *mut *const c_char,
+) -> riis_hresult {
+    // SAFETY: checked by with_global; outputs are NULL or writable.
+    unsafe {
+        with_global("global_rsca_query", p, hr::E_INVALIDARG, |h| {
+            let GlobalProviderHandle { event, arena } = h;
+            match event {
+                GlobalEvent::Rsca {
+                    function: f,
+                    parameters: params,
+                    ..
+                } => {
+                    put(function, arena.string(f));
+                    put(parameters, arena.string(params));
+                    Some(hr::S_OK)
+                }
+                _ => None,
+            }
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn rsca_write(
+    p: *mut riis_global_provider,
+    text: *const c_char,
+    length: usize,
+) -> riis_hresult {
+    // SAFETY: checked by with_global; `text` holds `length` readable bytes
+    // (the caller's promise), copied before the call returns.
+    unsafe {
+        with_global("global_rsca_write", p, hr::E_INVALIDARG, |h| {
+            let GlobalEvent::Rsca { output, .. } = &mut h.event else {
+                return None;
+            };
+            let bytes = match super::copy_bytes(text.cast(), length) {
+                Ok(bytes) => bytes,
+                Err(code) => return Some(code),
+            };
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                return Some(hr::E_INVALIDARG);
+            };
+            if output.try_reserve(text.len()).is_err() {
+                return Some(hr::E_OUTOFMEMORY);
+            }
+            output.push_str(text);
+            Some(hr::S_OK)
+        })
+    }
+}

@@ -126,6 +126,9 @@ pub(crate) static API: riis_api = riis_api {
     response_entity_chunk_count: response::entity_chunk_count,
     response_entity_chunk: response::entity_chunk_at,
     response_set_entity_chunks: response::set_entity_chunks,
+
+    global_rsca_query: global::rsca_query,
+    global_rsca_write: global::rsca_write,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.
