@@ -179,6 +179,15 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The longest HTTP/1.x request line: a target of `max_url_length`
+    /// with 1 KiB for the method, the version and the spaces between.
+    /// Longer is answered with 414 as soon as it is seen.
+    pub fn max_request_line(&self) -> usize {
+        self.max_url_length.saturating_add(1024)
+    }
+}
+
 /// `[timeouts]`, in seconds; 0 turns one off. The defaults are nginx's.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -811,12 +811,21 @@ pub struct IoState<T> {
     failed: Option<io::ErrorKind>,
     /// Follows the HTTP/1.x request stream for what hyper does not report.
     framing: FramingWatch,
+    /// Reading stopped at a request line over the limit.
+    request_line_refused: bool,
 }
 
 impl<T> IoState<T> {
     /// The connection speaks HTTP/2: its bytes are not HTTP/1.x requests.
     pub fn stop_framing_watch(&mut self) {
         self.framing.stop();
+    }
+
+    /// Whether reading stopped at a request line longer than the
+    /// connection's limit ([`FramingWatch::request_line_too_long`]), with
+    /// no response under way: 414 is owed.
+    pub fn request_line_refused(&self) -> bool {
+        self.request_line_refused
     }
 
     /// Gives back the gathering buffer of a connection that goes idle.
@@ -898,11 +907,15 @@ pub struct SharedIo<T> {
 impl<T> SharedIo<T> {
     /// Wraps `io`; the returned handle reaches it after hyper is done.
     pub fn new(io: T, conn: Arc<ConnectionState>) -> (Self, Arc<Mutex<IoState<T>>>) {
+        // The limit of the configuration the connection started under, as
+        // hyper's buffer for a head is.
+        let request_line_limit = conn.current.load().limits.max_request_line();
         let inner = Arc::new(Mutex::new(IoState {
             io,
             pending: Vec::new(),
             failed: None,
-            framing: FramingWatch::default(),
+            framing: FramingWatch::new(request_line_limit),
+            request_line_refused: false,
         }));
         (
             Self {
@@ -954,6 +967,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
             if let Some(head) = state.framing.feed(read) {
                 activity.framing_conflict.store(head, Ordering::Relaxed);
             }
+        }
+        // Only once every request before the line was served: a response
+        // still going out is not cut short. Checked on every read, with
+        // bytes or without: a line that arrived pipelined behind requests
+        // is refused when hyper next reads, after their responses.
+        if state.framing.request_line_too_long() && {
+            let activity = &self.conn.activity;
+            activity.in_service.load(Ordering::Relaxed) == 0
+                && activity.requests_started() == state.framing.heads()
+        } {
+            // hyper would read on until its buffer is full and answer 431
+            // (or wait for the rest of a line shorter than its buffer); the
+            // connection ends here, answered with 414 when it closes
+            // (`Open::close`).
+            state.request_line_refused = true;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the request line is longer than limits.max_url_length",
+            )));
         }
         r
     }
@@ -1282,6 +1314,7 @@ mod tests {
             pending: b"HTTP/1.1 200 OK\r\n".to_vec(),
             failed: None,
             framing: FramingWatch::default(),
+            request_line_refused: false,
         };
         let activity = Activity::new();
         let mut cx = Context::from_waker(std::task::Waker::noop());

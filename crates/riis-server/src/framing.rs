@@ -82,24 +82,56 @@ pub struct FramingWatch {
     /// Content-Length's value, the chunk-size being read, or the bytes
     /// left of a body or chunk.
     length: u64,
+    /// The bytes read so far end inside a request line (no line end yet).
+    in_request_line: bool,
+    /// Bytes of that request line read so far.
+    request_line_len: usize,
+    /// The longest request line the connection may send (see
+    /// [`FramingWatch::request_line_too_long`]).
+    request_line_limit: usize,
 }
 
 impl Default for FramingWatch {
     fn default() -> Self {
+        Self::new(usize::MAX)
+    }
+}
+
+impl FramingWatch {
+    /// A watch for a new connection whose request lines may be up to
+    /// `request_line_limit` bytes long.
+    pub fn new(request_line_limit: usize) -> Self {
         Self {
             step: Step::Idle,
             heads: 0,
             has_length: false,
             has_coding: false,
             length: 0,
+            in_request_line: false,
+            request_line_len: 0,
+            request_line_limit,
         }
     }
-}
 
-impl FramingWatch {
+    /// Heads completed on the connection so far.
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
     /// Stops following the connection (it speaks HTTP/2).
     pub fn stop(&mut self) {
         self.step = Step::Off;
+    }
+
+    /// Whether the bytes read so far end inside a request line longer than
+    /// the limit. hyper would read on until its buffer for a head is full
+    /// and answer 431 (header fields too large); the line is a request
+    /// target too long, which riis answers with 414 as nginx and IIS do.
+    pub fn request_line_too_long(&self) -> bool {
+        // (Cheapest test first: it runs on every read.)
+        self.in_request_line
+            && self.step == Step::SkipLine
+            && self.request_line_len > self.request_line_limit
     }
 
     /// Follows `bytes`, the next bytes read from the connection. Returns
@@ -115,6 +147,8 @@ impl FramingWatch {
                 Step::Idle => {
                     if b != b'\r' && b != b'\n' {
                         self.step = Step::SkipLine;
+                        self.in_request_line = true;
+                        self.request_line_len = 0;
                         continue;
                     }
                 }
@@ -123,8 +157,16 @@ impl FramingWatch {
                     // next line starts with neither field name, and the
                     // head's end (CRLF CRLF) handled here too.
                     loop {
-                        // No line end in this read: the next one goes on.
-                        i = line_end(bytes, i)? + 1;
+                        let Some(end) = line_end(bytes, i) else {
+                            // No line end in this read: the next one goes on.
+                            if self.in_request_line {
+                                self.request_line_len =
+                                    self.request_line_len.saturating_add(bytes.len() - i);
+                            }
+                            return None;
+                        };
+                        i = end + 1;
+                        self.in_request_line = false;
                         match bytes.get(i..).unwrap_or_default() {
                             [b'\r', b'\n', ..] | [b'\n', ..] => {
                                 i += if bytes[i] == b'\r' { 2 } else { 1 };
@@ -316,6 +358,24 @@ mod tests {
         let bytewise = stream.iter().find_map(|b| w.feed(std::slice::from_ref(b)));
         assert_eq!(bytewise, whole, "byte by byte");
         whole
+    }
+
+    #[test]
+    fn a_request_line_over_the_limit_is_told() {
+        let mut w = FramingWatch::new(10);
+        w.feed(b"\r\nGET /aaaa");
+        assert!(!w.request_line_too_long());
+        w.feed(b"aaaa");
+        assert!(w.request_line_too_long());
+        // Its end came: not too long for this watch's purpose (hyper
+        // parses it, and the limits are checked on the parsed head).
+        w.feed(b" HTTP/1.1\r\nUser-Agent: a-field-longer-than-the-limit");
+        assert!(!w.request_line_too_long());
+        w.feed(b"\r\n\r\nGET /b");
+        assert!(!w.request_line_too_long());
+        // The next request's line is counted from its own start.
+        w.feed(b"bbbbbbbbb");
+        assert!(w.request_line_too_long());
     }
 
     #[test]

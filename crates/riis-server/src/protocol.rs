@@ -87,7 +87,7 @@ impl Builders {
             // which the sendfile placeholders rely on.
             .writev(true)
             .max_headers(limits.max_header_count)
-            .max_buf_size((limits.max_header_bytes + limits.max_url_length + 1024).max(8192))
+            .max_buf_size((limits.max_header_bytes + limits.max_request_line()).max(8192))
             // Not hyper's `pipeline_flush`: with it hyper 1.12 keeps a
             // response in its buffer while unread request bytes remain, and
             // loses it when the connection then ends (every automatic 400,
@@ -402,7 +402,14 @@ impl<I: Socket> Open<I> {
         // against the limits until it is closed, lingering included, so
         // connections closed in a flood cannot pile up beyond them.
         drop(phase);
+        // The read that saw a request line over the limit ended the
+        // connection (in hyper, or while sniffing the protocol).
+        let line_too_long = shared.lock().is_ok_and(|io| io.request_line_refused());
         let refusal = match end {
+            _ if line_too_long => Some(Refusal {
+                status: http::StatusCode::URI_TOO_LONG,
+                reason: "the request target is longer than limits.max_url_length",
+            }),
             End::Expired(expiry) => {
                 tracing::debug!(?expiry, "connection timed out");
                 (expiry == Expiry::HeaderRead && activity.nothing_sent_for_request()).then_some(

@@ -123,7 +123,7 @@ fn malformed_requests_get_their_status_and_a_closed_connection() {
         ("more than max_header_count", many.into_bytes(), 431),
         ("over max_header_bytes", big.into_bytes(), 431),
         ("head over the read buffer", huge.into_bytes(), 431),
-        ("request line over the read buffer", very_long_url.into_bytes(), 431),
+        ("request line over the read buffer", very_long_url.into_bytes(), 414),
     ];
     assert!(cases.len() >= 40);
     let mut failures = Vec::new();
@@ -239,4 +239,51 @@ fn a_flood_over_the_connection_limit_is_refused_within_bounds() {
     );
     // The connection within the limit is still served.
     assert_eq!(held.get("/a.txt").status, 200);
+}
+
+/// A request line longer than `max_url_length` allows is answered with 414
+/// as soon as it is seen, whether or not it fits the read buffer, and on a
+/// kept-alive connection after the requests before it were answered.
+#[test]
+fn an_endless_request_line_gets_414_not_431() {
+    let dir = TempDir::new("long-line");
+    dir.write("www/a.txt", "alpha");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[limits]\nmax_url_length = 100\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    // In the first read (while the protocol is sniffed), and beyond the
+    // read buffer (max_header_bytes + max_url_length + 1 KiB).
+    for len in [2_000, 200_000] {
+        let line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(len));
+        assert_eq!(exchange(server.addr, line.as_bytes()), (414, true), "{len}");
+    }
+    // A target over the limit whose line still fits: the parsed head's check.
+    let short = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(300));
+    assert_eq!(exchange(server.addr, short.as_bytes()), (414, true));
+
+    let mut conn = common::Connection::open(server.addr);
+    conn.send_raw(b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+    let first = conn.read_response(false);
+    assert_eq!((first.status, first.text().as_str()), (200, "alpha"));
+    conn.send_raw(format!("GET /{} HTTP/1.1\r\n", "b".repeat(50_000)).as_bytes());
+    assert_eq!(conn.read_response(false).status, 414);
+    assert!(conn.is_closed());
+
+    // Pipelined behind a request, in the same write, shorter than hyper's
+    // buffer: the request is answered, then the line.
+    let mut conn = common::Connection::open(server.addr);
+    conn.send_raw(
+        format!(
+            "GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\nGET /{}",
+            "c".repeat(5_000)
+        )
+        .as_bytes(),
+    );
+    let first = conn.read_response(false);
+    assert_eq!((first.status, first.text().as_str()), (200, "alpha"));
+    assert_eq!(conn.read_response(false).status, 414);
+    assert!(conn.is_closed());
 }
