@@ -416,8 +416,24 @@ impl Validators {
             .as_nanos();
         Self {
             etag: Some(strong_etag(nanos, len)),
-            modified: http_date_secs(m),
+            // A modification time in the future (a clock set wrong where
+            // the file was made, an archive's dates) goes out as now: RFC
+            // 9110 §8.8.2.1 forbids a Last-Modified later than the Date.
+            modified: http_date_secs(m).map(|secs| secs.min(now_secs())),
         }
+    }
+}
+
+/// The time now, in whole seconds since the epoch, from the coarse clock
+/// (a second is all a Last-Modified holds, and it runs on every static
+/// response).
+fn now_secs() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {
+        Ok(t) => u64::try_from(t.tv_sec()).unwrap_or(0),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     }
 }
 

@@ -1122,3 +1122,41 @@ fn cache_headers_hidden_files_and_symlinks() {
     assert!(cases.len() >= 30);
     run(&cases, &site);
 }
+
+/// A file modified "in the future" (a clock set wrong where it was made)
+/// goes out with a Last-Modified no later than the response's Date (RFC
+/// 9110 §8.8.2.1), and validates against it.
+#[test]
+fn a_future_modification_time_is_sent_as_now() {
+    let dir = TempDir::new("future-mtime");
+    let file = dir.write("www/future.txt", "from tomorrow");
+    let tomorrow = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(tomorrow)
+        .unwrap();
+    let config = common::write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[[modules]]\nname = \"StaticFile\"\n[[handlers]]\nname = \"StaticFile\"\npath = \"*\"\n\
+         modules = [\"StaticFile\"]\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/future.txt");
+    assert_eq!(resp.text(), "from tomorrow");
+    let parse = |name: &str| {
+        httpdate::parse_http_date(resp.header(name).unwrap_or_else(|| panic!("no {name}"))).unwrap()
+    };
+    let (modified, date) = (parse("last-modified"), parse("date"));
+    assert!(modified <= date, "{modified:?} after {date:?}");
+    // The date sent validates: not modified since then.
+    let since = resp.header("last-modified").unwrap().to_owned();
+    conn.send_raw(
+        format!("GET /future.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: {since}\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(conn.read_response(true).status, 304);
+}
