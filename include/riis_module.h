@@ -252,7 +252,9 @@ typedef struct riis_module_instance {
 } riis_module_instance;
 
 /** IHttpModuleFactory: makes one instance per request, on the first
- *  notification the module registered for. */
+ *  notification the module registered for. An instance whose callbacks
+ *  have no on_notification fails the request and goes to the table's
+ *  dispose at once (when the table's size covers it). */
 typedef struct riis_module_factory {
     uint32_t size;
     void *user_data;

@@ -133,9 +133,24 @@ impl HttpModuleFactory for NativeFactory {
                 "the callbacks table's size field is too small (set it to sizeof(riis_module_callbacks))",
             ));
         }
+        let dispose = if size >= field_end(std::mem::offset_of!(riis_module_callbacks, dispose)) {
+            // SAFETY: within the module's table, per `size`.
+            unsafe { ptr::addr_of!((*table).dispose).read() }
+        } else {
+            None
+        };
         // SAFETY: within the `size` bytes checked above.
         let Some(on_notification) = (unsafe { ptr::addr_of!((*table).on_notification).read() })
         else {
+            // The module made an instance the server cannot use: handed
+            // back to its own dispose, so it is not leaked.
+            if let Some(dispose) = dispose {
+                let running = RunningGuard::enter(&frame);
+                // SAFETY: the instance the factory just returned, disposed
+                // once, never called again.
+                unsafe { dispose(instance.module) };
+                drop(running);
+            }
             return Err(ModuleError::new(
                 "the module has no on_notification callback",
             ));
@@ -147,12 +162,6 @@ impl HttpModuleFactory for NativeFactory {
             )) {
             // SAFETY: within the module's table, per `size`.
             unsafe { ptr::addr_of!((*table).on_async_completion).read() }
-        } else {
-            None
-        };
-        let dispose = if size >= field_end(std::mem::offset_of!(riis_module_callbacks, dispose)) {
-            // SAFETY: within the module's table, per `size`.
-            unsafe { ptr::addr_of!((*table).dispose).read() }
         } else {
             None
         };

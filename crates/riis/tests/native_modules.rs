@@ -414,3 +414,41 @@ fn a_module_that_never_completes_meets_the_execution_limit() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A factory that returns an instance without `on_notification` fails the
+/// request, and the instance goes back to the module's dispose.
+#[test]
+fn an_unusable_instance_is_disposed_not_leaked() {
+    let dir = TempDir::new("native-unusable");
+    let Some(()) = compile(
+        "cc",
+        &[&test_module_source()],
+        &dir.path().join("libtest_module.so"),
+        &["-std=c99", "-D_POSIX_C_SOURCE=200809L"],
+    ) else {
+        return;
+    };
+    dir.write("www/plain.txt", "plain");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        r#"
+[[global_modules]]
+name = "CModule"
+image = "libtest_module.so"
+[[global_modules]]
+name = "CUnusable"
+image = "libtest_module.so"
+[[modules]]
+name = "CModule"
+[[modules]]
+name = "CUnusable"
+"#,
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    assert_eq!(get(server.addr, "/c/unusable-disposed").text(), "0");
+    // CModule lets this URL through; CUnusable's instance is refused.
+    assert_eq!(get(server.addr, "/elsewhere").status, 500);
+    assert_eq!(get(server.addr, "/elsewhere").status, 500);
+    assert_eq!(get(server.addr, "/c/unusable-disposed").text(), "2");
+}

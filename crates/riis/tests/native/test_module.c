@@ -41,6 +41,7 @@
 static const riis_api *api;
 static uint32_t section;
 static int cleanups; /* request contexts released; touched under a lock */
+static int unusable_disposed; /* instances of CUnusable the server handed back */
 static int orphan_signalled;       /* /c/orphan's thread signalled (lock) */
 static int orphans_disposed_after; /* ... and its instance was disposed */
 static int orphans_disposed_before;
@@ -295,6 +296,13 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         text(ctx, "loud");
         return RIIS_STATUS_FINISH_REQUEST;
     }
+    if (strcmp(url, "/c/unusable-disposed") == 0) {
+        pthread_mutex_lock(&lock);
+        snprintf(line, sizeof line, "%d", unusable_disposed);
+        pthread_mutex_unlock(&lock);
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
     if (strcmp(url, "/c/stats") == 0) {
         pthread_mutex_lock(&lock);
         snprintf(line, sizeof line, "cleanups=%d\n", cleanups);
@@ -437,6 +445,30 @@ static riis_hresult get_http_module(void *user_data, riis_allocator *allocator,
 static const riis_module_factory factory = {sizeof(riis_module_factory), NULL, get_http_module,
                                             NULL};
 
+/* CUnusable: a factory whose instances have no on_notification. The server
+ * refuses them (the request fails) and must hand each back to dispose. */
+static void dispose_unusable(void *module) {
+    pthread_mutex_lock(&lock);
+    unusable_disposed++;
+    pthread_mutex_unlock(&lock);
+    free(module);
+}
+
+static const riis_module_callbacks unusable_callbacks = {sizeof(riis_module_callbacks), NULL,
+                                                         NULL, dispose_unusable};
+
+static riis_hresult get_unusable_module(void *user_data, riis_allocator *allocator,
+                                        riis_module_instance *out) {
+    (void)user_data;
+    (void)allocator;
+    out->callbacks = &unusable_callbacks;
+    out->module = malloc(8);
+    return out->module != NULL ? RIIS_S_OK : RIIS_E_OUTOFMEMORY;
+}
+
+static const riis_module_factory unusable_factory = {sizeof(riis_module_factory), NULL,
+                                                     get_unusable_module, NULL};
+
 static riis_global_status on_global(void *user_data, uint32_t notification,
                                     riis_global_provider *provider) {
     (void)user_data;
@@ -461,6 +493,10 @@ RIIS_EXPORT riis_hresult RegisterModule(uint32_t server_version, riis_registrati
     riis_hresult hr;
     (void)server_version;
     api = server->api;
+    if (strcmp(api->registration_name(registration), "CUnusable") == 0) {
+        return api->set_request_notifications(registration, &unusable_factory,
+                                              RIIS_RQ_BEGIN_REQUEST, 0);
+    }
     hr = api->set_request_notifications(registration, &factory,
                                         RIIS_RQ_BEGIN_REQUEST | RIIS_RQ_SEND_RESPONSE |
                                             RIIS_RQ_CUSTOM_NOTIFICATION,
