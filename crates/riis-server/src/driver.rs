@@ -331,6 +331,14 @@ fn serve_site(
             .then(|| state.clone()),
         discard_request_body: discard_body.then(|| state.clone()),
     };
+    if parts.method == Method::OPTIONS && parts.uri.path() == "*" && parts.uri.authority().is_none()
+    {
+        // `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7, the
+        // asterisk form of RFC 9112 §3.2.4): there is no resource for the
+        // pipeline to map, and the answer is a plain 200, as Apache and
+        // Go's server give. Any other method with `*` is refused below.
+        return Answer::Now(Ok(plain_status(StatusCode::OK, false)));
+    }
     let request = match HttpRequest::new(
         parts.method,
         parts.uri,

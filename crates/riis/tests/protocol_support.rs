@@ -154,6 +154,17 @@ fn options_lists_the_handler_verbs() {
     }
     // The connection is still in step.
     assert_eq!(conn.get("/a.txt").text(), "alpha");
+    // `OPTIONS *` asks about the server: 200, no body, kept alive; `*`
+    // with another method is not a request target.
+    let resp = request(&mut conn, "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-length"), Some("0"));
+    assert_eq!(conn.get("/a.txt").text(), "alpha");
+    let mut other = Connection::open(server.addr);
+    assert_eq!(
+        request(&mut other, "GET * HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        400
+    );
     // The server's 405 lists the same: no TRACE where it is refused.
     let resp = request(
         &mut conn,
