@@ -821,8 +821,8 @@ impl<T> IoState<T> {
         self.framing.stop();
     }
 
-    /// Whether reading stopped at a request line longer than the
-    /// connection's limit ([`FramingWatch::request_line_too_long`]), with
+    /// Whether reading stopped at a request line longer than the limit
+    /// ([`FramingWatch::unfinished_request_line`]), with
     /// no response under way: 414 is owed.
     pub fn request_line_refused(&self) -> bool {
         self.request_line_refused
@@ -907,14 +907,11 @@ pub struct SharedIo<T> {
 impl<T> SharedIo<T> {
     /// Wraps `io`; the returned handle reaches it after hyper is done.
     pub fn new(io: T, conn: Arc<ConnectionState>) -> (Self, Arc<Mutex<IoState<T>>>) {
-        // The limit of the configuration the connection started under, as
-        // hyper's buffer for a head is.
-        let request_line_limit = conn.current.load().limits.max_request_line();
         let inner = Arc::new(Mutex::new(IoState {
             io,
             pending: Vec::new(),
             failed: None,
-            framing: FramingWatch::new(request_line_limit),
+            framing: FramingWatch::default(),
             request_line_refused: false,
         }));
         (
@@ -968,15 +965,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
                 activity.framing_conflict.store(head, Ordering::Relaxed);
             }
         }
-        // Only once every request before the line was served: a response
-        // still going out is not cut short. Checked on every read, with
-        // bytes or without: a line that arrived pipelined behind requests
-        // is refused when hyper next reads, after their responses.
-        if state.framing.request_line_too_long() && {
+        // Only once every request before the line was served and its
+        // response left hyper (nothing held behind a full socket): a
+        // response still going out is not cut short. Checked on every read,
+        // with bytes or without: a line that arrived pipelined behind
+        // requests is refused when hyper next reads, after their responses.
+        // The limit is the current configuration's, as the parsed head's is.
+        if state.framing.unfinished_request_line().is_some_and(|len| {
             let activity = &self.conn.activity;
             activity.in_service.load(Ordering::Relaxed) == 0
+                && !activity.write_blocked.load(Ordering::Relaxed)
+                && !activity.flush_blocked.load(Ordering::Relaxed)
                 && activity.requests_started() == state.framing.heads()
-        } {
+                && len > self.conn.current.load().limits.max_request_line()
+        }) {
             // hyper would read on until its buffer is full and answer 431
             // (or wait for the rest of a line shorter than its buffer); the
             // connection ends here, answered with 414 when it closes

@@ -86,21 +86,10 @@ pub struct FramingWatch {
     in_request_line: bool,
     /// Bytes of that request line read so far.
     request_line_len: usize,
-    /// The longest request line the connection may send (see
-    /// [`FramingWatch::request_line_too_long`]).
-    request_line_limit: usize,
 }
 
 impl Default for FramingWatch {
     fn default() -> Self {
-        Self::new(usize::MAX)
-    }
-}
-
-impl FramingWatch {
-    /// A watch for a new connection whose request lines may be up to
-    /// `request_line_limit` bytes long.
-    pub fn new(request_line_limit: usize) -> Self {
         Self {
             step: Step::Idle,
             heads: 0,
@@ -109,10 +98,11 @@ impl FramingWatch {
             length: 0,
             in_request_line: false,
             request_line_len: 0,
-            request_line_limit,
         }
     }
+}
 
+impl FramingWatch {
     /// Heads completed on the connection so far.
     pub fn heads(&self) -> u64 {
         self.heads
@@ -123,15 +113,14 @@ impl FramingWatch {
         self.step = Step::Off;
     }
 
-    /// Whether the bytes read so far end inside a request line longer than
-    /// the limit. hyper would read on until its buffer for a head is full
-    /// and answer 431 (header fields too large); the line is a request
-    /// target too long, which riis answers with 414 as nginx and IIS do.
-    pub fn request_line_too_long(&self) -> bool {
+    /// The bytes of the request line read so far, when the bytes read end
+    /// inside one. Past the limit, hyper would read on until its buffer for
+    /// a head is full and answer 431 (header fields too large); the line is
+    /// a request target too long, which riis answers with 414 as nginx and
+    /// IIS do.
+    pub fn unfinished_request_line(&self) -> Option<usize> {
         // (Cheapest test first: it runs on every read.)
-        self.in_request_line
-            && self.step == Step::SkipLine
-            && self.request_line_len > self.request_line_limit
+        (self.in_request_line && self.step == Step::SkipLine).then_some(self.request_line_len)
     }
 
     /// Follows `bytes`, the next bytes read from the connection. Returns
@@ -361,21 +350,22 @@ mod tests {
     }
 
     #[test]
-    fn a_request_line_over_the_limit_is_told() {
-        let mut w = FramingWatch::new(10);
+    fn an_unfinished_request_line_is_measured() {
+        let mut w = FramingWatch::default();
+        assert_eq!(w.unfinished_request_line(), None);
         w.feed(b"\r\nGET /aaaa");
-        assert!(!w.request_line_too_long());
+        assert_eq!(w.unfinished_request_line(), Some(9));
         w.feed(b"aaaa");
-        assert!(w.request_line_too_long());
-        // Its end came: not too long for this watch's purpose (hyper
-        // parses it, and the limits are checked on the parsed head).
-        w.feed(b" HTTP/1.1\r\nUser-Agent: a-field-longer-than-the-limit");
-        assert!(!w.request_line_too_long());
+        assert_eq!(w.unfinished_request_line(), Some(13));
+        // Its end came (hyper parses it, and the limits are checked on the
+        // parsed head); a long field line is not a request line.
+        w.feed(b" HTTP/1.1\r\nUser-Agent: a-field-longer-than-the-line");
+        assert_eq!(w.unfinished_request_line(), None);
         w.feed(b"\r\n\r\nGET /b");
-        assert!(!w.request_line_too_long());
+        assert_eq!(w.unfinished_request_line(), Some(6));
         // The next request's line is counted from its own start.
-        w.feed(b"bbbbbbbbb");
-        assert!(w.request_line_too_long());
+        w.feed(b"bbb");
+        assert_eq!(w.unfinished_request_line(), Some(9));
     }
 
     #[test]
