@@ -175,12 +175,12 @@ impl Copies {
 }
 
 impl Copies {
-    /// Counts a copy of `bytes` just written into `dir` and, past `limit`
-    /// bytes, deletes the oldest files there until they take at most nine
-    /// tenths of it (so the next copies do not each start a scan). Only
-    /// requests that made a copy come here, so waiting for another one's
-    /// scan is rare.
-    fn wrote(&self, dir: &Path, bytes: u64, limit: Option<u64>) {
+    /// Counts the copy `name` of `bytes` just written into `dir` and, past
+    /// `limit` bytes, deletes the oldest copies there (never `name`, which
+    /// would only be made again) until they take at most nine tenths of it
+    /// (so the next copies do not each start a scan). Only requests that
+    /// made a copy come here, so waiting for another one's scan is rare.
+    fn wrote(&self, dir: &Path, name: &Path, bytes: u64, limit: Option<u64>) {
         let Some(limit) = limit else {
             return;
         };
@@ -196,7 +196,7 @@ impl Copies {
                 .or_insert_with(|| copy_files(dir).iter().map(|f| f.len).sum()),
         };
         if used > limit {
-            let left = prune(dir, limit / 10 * 9);
+            let left = prune(dir, limit / 10 * 9, name);
             usage.insert(dir.to_owned(), left);
         }
     }
@@ -212,8 +212,30 @@ struct CopyFile {
     temporary: bool,
 }
 
-/// The regular files in a copy directory (what is not a regular file was
-/// not put there by riis and is left alone).
+/// What a file name in a copy directory is: a copy riis made
+/// (`<16 hex digits>.<gz|br|zst>`, `Some(false)`), the temporary file of
+/// one (`.<copy name>.<pid>.<n>.tmp`, `Some(true)`), or something riis did
+/// not make (`None`), which it neither counts nor deletes.
+fn copy_name_kind(name: &str) -> Option<bool> {
+    let is_copy = |n: &str| {
+        n.split_once('.').is_some_and(|(hash, suffix)| {
+            hash.len() == 16
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                && matches!(suffix, "gz" | "br" | "zst")
+        })
+    };
+    if is_copy(name) {
+        return Some(false);
+    }
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    let (n, pid, copy) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(n) && digits(pid) && is_copy(copy)).then_some(true)
+}
+
+/// The copies in a copy directory and their temporary files: regular files
+/// named as riis names them (see [`copy_name_kind`]).
 fn copy_files(dir: &Path) -> Vec<CopyFile> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -221,11 +243,10 @@ fn copy_files(dir: &Path) -> Vec<CopyFile> {
     entries
         .filter_map(|entry| {
             let entry = entry.ok()?;
+            let temporary = copy_name_kind(entry.file_name().to_str()?)?;
             let meta = entry.metadata().ok().filter(|m| m.is_file())?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
             Some(CopyFile {
-                temporary: name.starts_with('.') && name.ends_with(".tmp"),
+                temporary,
                 path: entry.path(),
                 len: meta.len(),
                 modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
@@ -238,9 +259,10 @@ fn copy_files(dir: &Path) -> Vec<CopyFile> {
 /// its writer died and it is deleted with the oldest copies.
 const TEMPORARY_FILE_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Deletes the oldest files of `dir` (by when the copy was made) until the
-/// rest take at most `target` bytes; returns what they take.
-fn prune(dir: &Path, target: u64) -> u64 {
+/// Deletes the oldest copies in `dir` (by when the copy was made), but not
+/// `keep`, until the rest take at most `target` bytes; returns what they
+/// take.
+fn prune(dir: &Path, target: u64, keep: &Path) -> u64 {
     let now = std::time::SystemTime::now();
     let mut files: Vec<CopyFile> = copy_files(dir)
         .into_iter()
@@ -257,6 +279,9 @@ fn prune(dir: &Path, target: u64) -> u64 {
     for file in &files {
         if used <= target {
             break;
+        }
+        if file.path == keep {
+            continue;
         }
         match std::fs::remove_file(&file.path) {
             Ok(()) => {
@@ -444,7 +469,7 @@ impl StaticCompression {
                     });
                 let made = made?;
                 let dir = name.parent().unwrap_or(Path::new("."));
-                self.copies.wrote(dir, made.len() as u64, disk_limit);
+                self.copies.wrote(dir, name, made.len() as u64, disk_limit);
                 made
             }
         };
@@ -667,4 +692,30 @@ pub fn register_module(
     registration
         .set_priority_for_request_notification(RequestNotification::SendResponse, Priority::Low);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_name_kind;
+
+    #[test]
+    fn only_names_riis_gives_are_copies() {
+        assert_eq!(copy_name_kind("0123456789abcdef.gz"), Some(false));
+        assert_eq!(copy_name_kind("0123456789abcdef.zst"), Some(false));
+        assert_eq!(
+            copy_name_kind(".0123456789abcdef.br.4242.7.tmp"),
+            Some(true)
+        );
+        for other in [
+            ".keep",
+            "notes.txt",
+            "0123456789abcdef.gz.bak",
+            "0123456789abcdeg.gz",
+            "0123456789abcdef.deflate",
+            ".0123456789abcdef.br.x.7.tmp",
+            ".notes.txt.1.2.tmp",
+        ] {
+            assert_eq!(copy_name_kind(other), None, "{other}");
+        }
+    }
 }
