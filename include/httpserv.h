@@ -172,12 +172,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include <atomic>
 #include <mutex>
 #include <new>
-#include <vector>
 #include <string>
 #include <vector>
 
@@ -1314,8 +1315,9 @@ public:
     /** A buffer of cbBuffer bytes for the answer, valid until the
      *  notification returns or the buffer is resized. */
     virtual HRESULT GetOutputBuffer(IN DWORD cbBuffer, OUT BYTE **ppbBuffer) = 0;
-    /** A buffer of cbNewBuffer bytes holding the first cbBytesToCopy bytes
-     *  of the previous one. */
+    /** A buffer of cbNewBuffer bytes that starts with the first
+     *  cbBytesToCopy bytes of *ppbBuffer (the buffer the module has now);
+     *  E_OUTOFMEMORY when it cannot be had. */
     virtual HRESULT ResizeOutputBuffer(IN DWORD cbNewBuffer, IN DWORD cbBytesToCopy,
                                        OUT BYTE **ppbBuffer) = 0;
     /** The answer is the buffer's first cbData bytes (when hr succeeded). */
@@ -3028,20 +3030,37 @@ class RscaQueryProvider : public Provider<IGlobalRSCAQueryProvider> {
 public:
     RscaQueryProvider(const char *function, const char *parameters)
         : Provider<IGlobalRSCAQueryProvider>(NULL), function_(function != NULL ? function : ""),
-          parameters_(parameters != NULL ? parameters : ""), length_(0), result_(E_FAIL) {}
+          parameters_(parameters != NULL ? parameters : ""), buffer_(NULL), size_(0), length_(0),
+          result_(E_FAIL) {}
+    ~RscaQueryProvider() { free(buffer_); }
     PCSTR GetFunctionName(VOID) const override { return function_; }
     PCSTR GetFunctionParameters(VOID) const override { return parameters_; }
     HRESULT GetOutputBuffer(DWORD cbBuffer, BYTE **ppbBuffer) override {
-        return ResizeOutputBuffer(cbBuffer, 0, ppbBuffer);
-    }
-    HRESULT ResizeOutputBuffer(DWORD cbNewBuffer, DWORD cbBytesToCopy, BYTE **ppbBuffer) override {
-        if (ppbBuffer == NULL || cbBytesToCopy > cbNewBuffer) {
+        if (ppbBuffer == NULL) {
             return E_INVALIDARG;
         }
-        /* resize keeps the first bytes; what is past cbBytesToCopy is the
-           module's to fill. */
-        buffer_.resize(cbNewBuffer == 0 ? 1 : cbNewBuffer);
-        *ppbBuffer = &buffer_[0];
+        *ppbBuffer = NULL;
+        return ResizeOutputBuffer(cbBuffer, 0, ppbBuffer);
+    }
+    /* As IIS: a new buffer of cbNewBuffer bytes that starts with the first
+       cbBytesToCopy bytes of *ppbBuffer (the module's current buffer, ours
+       or its own); the old buffer of ours stays valid until this returns. */
+    HRESULT ResizeOutputBuffer(DWORD cbNewBuffer, DWORD cbBytesToCopy, BYTE **ppbBuffer) override {
+        if (ppbBuffer == NULL || cbBytesToCopy > cbNewBuffer ||
+            (cbBytesToCopy > 0 && *ppbBuffer == NULL)) {
+            return E_INVALIDARG;
+        }
+        BYTE *fresh = static_cast<BYTE *>(malloc(cbNewBuffer == 0 ? 1 : cbNewBuffer));
+        if (fresh == NULL) {
+            return E_OUTOFMEMORY;
+        }
+        if (cbBytesToCopy > 0) {
+            memcpy(fresh, *ppbBuffer, cbBytesToCopy);
+        }
+        free(buffer_);
+        buffer_ = fresh;
+        size_ = cbNewBuffer;
+        *ppbBuffer = fresh;
         return S_OK;
     }
     VOID SetResult(DWORD cbData, HRESULT hr) override {
@@ -3051,16 +3070,19 @@ public:
 
     /** Hands the answer the module set to the server. */
     void answer(riis_global_provider *p) const {
-        if (SUCCEEDED(result_) && length_ > 0 && length_ <= buffer_.size()) {
-            (void)api()->global_rsca_write(p, reinterpret_cast<const char *>(&buffer_[0]),
-                                           length_);
+        if (SUCCEEDED(result_) && length_ > 0 && buffer_ != NULL && length_ <= size_) {
+            (void)api()->global_rsca_write(p, reinterpret_cast<const char *>(buffer_), length_);
         }
     }
 
 private:
+    RscaQueryProvider(const RscaQueryProvider &);
+    RscaQueryProvider &operator=(const RscaQueryProvider &);
+
     const char *function_;
     const char *parameters_;
-    std::vector<BYTE> buffer_;
+    BYTE *buffer_;
+    DWORD size_;
     DWORD length_;
     HRESULT result_;
 };

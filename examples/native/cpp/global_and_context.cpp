@@ -86,16 +86,19 @@ public:
             pProvider->SetResult(0, hr);
             return GL_NOTIFICATION_CONTINUE;
         }
+        /* The first bytes go in the small buffer; the resize keeps them. */
+        const char szPrefix[] = "CppModule";
+        memcpy(pbBuffer, szPrefix, 8);
         char szLine[64];
         int cchLine = snprintf(szLine, sizeof szLine, "CppModule cleanups: %lu\n",
                                g_cleanups.load());
-        hr = pProvider->ResizeOutputBuffer((DWORD)cchLine, 0, &pbBuffer);
+        hr = pProvider->ResizeOutputBuffer((DWORD)cchLine, 8, &pbBuffer);
         if (FAILED(hr))
         {
             pProvider->SetResult(0, hr);
             return GL_NOTIFICATION_CONTINUE;
         }
-        memcpy(pbBuffer, szLine, (size_t)cchLine);
+        memcpy(pbBuffer + 8, szLine + 8, (size_t)cchLine - 8);
         pProvider->SetResult((DWORD)cchLine, S_OK);
         return GL_NOTIFICATION_CONTINUE;
     }
