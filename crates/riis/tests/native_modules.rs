@@ -416,9 +416,10 @@ fn a_module_that_never_completes_meets_the_execution_limit() {
 }
 
 /// A factory that returns an instance without `on_notification` fails the
-/// request, and the instance goes back to the module's dispose.
+/// request, and the instance goes back to the module's dispose. The same
+/// server answers `riis status` with the C module's RscaQuery answer.
 #[test]
-fn an_unusable_instance_is_disposed_not_leaked() {
+fn an_unusable_instance_is_disposed_and_a_c_module_answers_status() {
     let dir = TempDir::new("native-unusable");
     let Some(()) = compile(
         "cc",
@@ -433,6 +434,8 @@ fn an_unusable_instance_is_disposed_not_leaked() {
         &dir,
         &dir.path().join("www"),
         r#"
+[server]
+pid_file = "riis.pid"
 [[global_modules]]
 name = "CModule"
 image = "libtest_module.so"
@@ -447,6 +450,22 @@ name = "CUnusable"
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     assert_eq!(get(server.addr, "/c/unusable-disposed").text(), "0");
+    // `riis status` (RscaQuery): the C module answers through
+    // global_rsca_write; bytes that are not UTF-8 are refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["status", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("c-module: function=status parameters=[] non-utf8=0x80070057\n"),
+        "{report}"
+    );
     // CModule lets this URL through; CUnusable's instance is refused.
     assert_eq!(get(server.addr, "/elsewhere").status, 500);
     assert_eq!(get(server.addr, "/elsewhere").status, 500);

@@ -476,6 +476,18 @@ static riis_global_status on_global(void *user_data, uint32_t notification,
         riis_context *ctx = api->global_context(provider);
         api->request_set_header(ctx, "X-Pre-Begin", "seen", 1);
     }
+    if (notification == RIIS_GL_RSCA_QUERY) {
+        /* Answers `riis status`: text that is not UTF-8 is refused, and
+         * the refusal is reported in the answer itself. */
+        const char *function = NULL, *parameters = NULL;
+        char line[96];
+        riis_hresult refused;
+        api->global_rsca_query(provider, &function, &parameters);
+        refused = api->global_rsca_write(provider, "\xff\xfe", 2);
+        snprintf(line, sizeof line, "c-module: function=%s parameters=[%s] non-utf8=0x%08X\n",
+                 function, parameters, (unsigned)refused);
+        api->global_rsca_write(provider, line, strlen(line));
+    }
     if (notification == RIIS_GL_CUSTOM_NOTIFICATION &&
         strcmp(api->global_custom_type(provider), "riis-test/reach") == 0) {
         /* The request context of the call that raised this is not this
@@ -513,5 +525,6 @@ RIIS_EXPORT riis_hresult RegisterModule(uint32_t server_version, riis_registrati
         }
     }
     return api->set_global_notifications(registration, &global,
-                                         RIIS_GL_PRE_BEGIN_REQUEST | RIIS_GL_CUSTOM_NOTIFICATION);
+                                         RIIS_GL_PRE_BEGIN_REQUEST | RIIS_GL_CUSTOM_NOTIFICATION |
+                                             RIIS_GL_RSCA_QUERY);
 }
