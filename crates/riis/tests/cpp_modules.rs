@@ -117,17 +117,7 @@ fn global_module_module_contexts_and_server_variables() {
 
     // `riis status` raises GL_RSCA_QUERY; the module's answer follows the
     // server's report.
-    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
-        .args(["status", "--config"])
-        .arg(dir.path().join("riis.toml"))
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = common::riis_status(&dir.path().join("riis.toml"));
     let answered: u32 = report
         .lines()
         .find_map(|l| l.strip_prefix("CppModule cleanups: "))

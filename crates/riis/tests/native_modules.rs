@@ -45,8 +45,9 @@ modules = ["StaticFile"]
 greeting = "good day"
 "#;
 
-fn c_module_server() -> Option<(TempDir, RunningBinary)> {
-    let dir = TempDir::new("native-c");
+/// Compiles the C test module into `dir` as `libtest_module.so`, with a
+/// site folder holding `plain.txt`.
+fn build_test_module(dir: &TempDir) -> Option<()> {
     compile(
         "cc",
         &[&test_module_source()],
@@ -54,6 +55,12 @@ fn c_module_server() -> Option<(TempDir, RunningBinary)> {
         &["-std=c99", "-D_POSIX_C_SOURCE=200809L"],
     )?;
     dir.write("www/plain.txt", "plain");
+    Some(())
+}
+
+fn c_module_server() -> Option<(TempDir, RunningBinary)> {
+    let dir = TempDir::new("native-c");
+    build_test_module(&dir)?;
     let config = write_config(&dir, &dir.path().join("www"), C_MODULE_CONFIG);
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     Some((dir, server))
@@ -368,15 +375,9 @@ fn an_image_is_found_next_to_a_configuration_named_without_a_folder() {
 #[test]
 fn a_module_that_never_completes_meets_the_execution_limit() {
     let dir = TempDir::new("native-never");
-    let Some(()) = compile(
-        "cc",
-        &[&test_module_source()],
-        &dir.path().join("libtest_module.so"),
-        &["-std=c99", "-D_POSIX_C_SOURCE=200809L"],
-    ) else {
+    let Some(()) = build_test_module(&dir) else {
         return;
     };
-    dir.write("www/plain.txt", "plain");
     let config = write_config(
         &dir,
         &dir.path().join("www"),
@@ -421,15 +422,9 @@ fn a_module_that_never_completes_meets_the_execution_limit() {
 #[test]
 fn an_unusable_instance_is_disposed_and_a_c_module_answers_status() {
     let dir = TempDir::new("native-unusable");
-    let Some(()) = compile(
-        "cc",
-        &[&test_module_source()],
-        &dir.path().join("libtest_module.so"),
-        &["-std=c99", "-D_POSIX_C_SOURCE=200809L"],
-    ) else {
+    let Some(()) = build_test_module(&dir) else {
         return;
     };
-    dir.write("www/plain.txt", "plain");
     let config = write_config(
         &dir,
         &dir.path().join("www"),
@@ -452,16 +447,7 @@ name = "CUnusable"
     assert_eq!(get(server.addr, "/c/unusable-disposed").text(), "0");
     // `riis status` (RscaQuery): the C module answers through
     // global_rsca_write; bytes that are not UTF-8 are refused.
-    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
-        .args(["status", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = common::riis_status(&config);
     assert!(
         report.contains("c-module: function=status parameters=[] non-utf8=0x80070057\n"),
         "{report}"

@@ -208,16 +208,7 @@ fn status_reports_connections_requests_and_modules() {
     assert_eq!(kept.get("/a.txt").status, 200);
     assert_eq!(kept.get("/a.txt").status, 200);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
-        .args(["status", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::riis_status(&config);
     assert!(
         text.contains(&format!("process: {}", server.child.id())),
         "{text}"

@@ -403,6 +403,23 @@ pub fn include_dir() -> PathBuf {
 /// `g++`), warnings as errors, against `include/`. `None` when the compiler
 /// is missing outside CI; in CI (`CI=true`) a missing compiler fails the
 /// test.
+/// `riis status --config CONFIG`: the running server's report (the command
+/// must succeed).
+pub fn riis_status(config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .arg("status")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run riis status");
+    assert!(
+        out.status.success(),
+        "riis status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn compile_shared(compiler: &str, sources: &[&Path], out: &Path, flags: &[&str]) -> Option<()> {
     let status = Command::new(compiler)
         .args([
