@@ -172,9 +172,7 @@ impl Copies {
             }
         }
     }
-}
 
-impl Copies {
     /// Counts the copy `name` of `bytes` just written into `dir` and, past
     /// `limit` bytes, deletes the oldest copies there (never `name`, which
     /// would only be made again) until they take at most nine tenths of it

@@ -23,8 +23,7 @@ use crate::notification::{
     GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority,
     RequestNotification, RequestNotifications,
 };
-use crate::provider::CustomNotification;
-use crate::provider::RscaQuery;
+use crate::provider::{CustomNotification, RscaQuery};
 
 /// The entry point a module provides: IIS's `RegisterModule(dwServerVersion,
 /// pModuleInfo, pGlobalInfo)`, in Rust. Hand it to
