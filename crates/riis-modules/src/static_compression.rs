@@ -12,10 +12,16 @@
 //! physical path, the strong ETag (which changes whenever the bytes do,
 //! RFC 9110 §8.8.3), the coding and its level, so a changed file (or
 //! level) gets a new copy and the old one is never served again.
-//! A copy is made by one request at a time (others meanwhile get the file
-//! as it is), written to a temporary file of its own, synced, then renamed
+//! A missing copy is made in the background, as IIS does: the request that
+//! finds it missing queues it for the module's compression thread and is
+//! sent the file as it is (DynamicCompression, when enabled, encodes that
+//! response at its fast level), so no request waits for gzip 9 or zstd 19
+//! and no runtime worker is taken from the others. Each copy is queued once
+//! (at most 64 wait; past that, files go as they are until the queue
+//! drains), written to a temporary file of its own, synced, then renamed
 //! into place; an empty copy is never trusted. Copies of up to 256 KiB are
-//! also kept in memory, 64 MiB in all. Names come from Rust's default
+//! also kept in memory, 64 MiB in all; larger ones are sent from their
+//! files. Names come from Rust's default
 //! hasher with fixed keys: the same across restarts of one build; a new
 //! build may name copies anew (old ones are left for the operator to
 //! remove).
@@ -26,7 +32,7 @@
 //! could otherwise plant the bytes served.
 //!
 //! Never encoded: files under `min_size` (2,700 bytes) or over `max_size`
-//! (4 MiB: a copy is made while the first request waits), types not listed,
+//! (4 MiB: a copy is made from the file read whole into memory), types not listed,
 //! ranges and responses that already have a `Content-Encoding`. A HEAD of
 //! a file gets what its GET would (the coding, the copy's length, the weak
 //! ETag). Compressible files always get `Vary: Accept-Encoding`; encoded
@@ -173,11 +179,34 @@ impl Copies {
         }
     }
 
+    /// Takes `name` out of the copies being made: made, failed or not
+    /// queued after all.
+    fn finished(&self, name: &Path) {
+        self.making
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// Keeps `data`, the copy `name`, in memory if it is small and there is
+    /// room.
+    fn remember(&self, name: &Path, data: &Bytes) {
+        if data.len() > MEMORY_COPY_LIMIT {
+            return;
+        }
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if memory.1 + data.len() <= MEMORY_TOTAL_LIMIT
+            && memory.0.insert(name.to_owned(), data.clone()).is_none()
+        {
+            memory.1 += data.len();
+        }
+    }
+
     /// Counts the copy `name` of `bytes` just written into `dir` and, past
     /// `limit` bytes, deletes the oldest copies there (never `name`, which
     /// would only be made again) until they take at most nine tenths of it
-    /// (so the next copies do not each start a scan). Only requests that
-    /// made a copy come here, so waiting for another one's scan is rare.
+    /// (so the next copies do not each start a scan). Only the compression
+    /// thread comes here, so no request waits for a scan.
     fn wrote(&self, dir: &Path, name: &Path, bytes: u64, limit: Option<u64>) {
         let Some(limit) = limit else {
             return;
@@ -324,11 +353,127 @@ struct Making<'a> {
 
 impl Drop for Making<'_> {
     fn drop(&mut self) {
-        self.copies
-            .making
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(self.name);
+        self.copies.finished(self.name);
+    }
+}
+
+/// A copy to be made on the compression thread.
+struct Job {
+    name: PathBuf,
+    source: Source,
+    coding: Coding,
+    level: u32,
+    disk_limit: Option<u64>,
+}
+
+/// Where a job finds the bytes to compress.
+enum Source {
+    /// The response's body: the file (or a folder's default document) as
+    /// StaticFile sent it, `len` bytes in all.
+    Body(Vec<EntityChunk>, u64),
+    /// The file at a path, which must be `len` bytes long (a HEAD has no
+    /// body to take them from).
+    File(PathBuf, u64),
+}
+
+impl Source {
+    /// The bytes, whole, or `None` if they cannot all be read.
+    fn read(&self) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        match self {
+            Self::File(path, len) => std::fs::read(path).ok().filter(|d| d.len() as u64 == *len),
+            Self::Body(chunks, len) => {
+                let mut out = Vec::with_capacity(*len as usize);
+                for chunk in chunks {
+                    match chunk {
+                        EntityChunk::Memory(b) => out.extend_from_slice(b),
+                        EntityChunk::File {
+                            file,
+                            offset,
+                            length,
+                        } => {
+                            let start = out.len();
+                            out.resize(start + *length as usize, 0);
+                            file.read_exact_at(&mut out[start..], *offset).ok()?;
+                        }
+                    }
+                }
+                (out.len() as u64 == *len).then_some(out)
+            }
+        }
+    }
+}
+
+/// Copies that may wait for the compression thread; past this, files go as
+/// they are until it catches up.
+const QUEUED_COPIES: usize = 64;
+
+/// The sending end of the compression thread's queue, which starts the
+/// thread with the first copy. Held by the module's factory only: when a
+/// configuration reload (or shutdown) drops the factory, the thread makes
+/// the copies already queued and ends.
+#[derive(Default)]
+struct Maker {
+    queue: Mutex<Option<std::sync::mpsc::SyncSender<Job>>>,
+}
+
+impl Maker {
+    /// Queues `job`; `false` if it cannot be (the queue is full, or the
+    /// thread could not start).
+    fn queue(&self, copies: &Arc<Copies>, job: Job) -> bool {
+        use std::sync::mpsc::TrySendError;
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.is_none() {
+            let (sender, jobs) = std::sync::mpsc::sync_channel(QUEUED_COPIES);
+            let copies = copies.clone();
+            let started = std::thread::Builder::new()
+                .name("riis-compress".into())
+                .spawn(move || jobs.into_iter().for_each(|job| make(&copies, job)));
+            if let Err(e) = started {
+                tracing::error!("StaticCompression: cannot start the compression thread: {e}");
+                return false;
+            }
+            *queue = Some(sender);
+        }
+        match queue.as_ref().map(|q| q.try_send(job)) {
+            Some(Ok(())) => true,
+            Some(Err(TrySendError::Full(_))) => false,
+            // The thread is gone (it panicked): the next copy starts another.
+            Some(Err(TrySendError::Disconnected(_))) | None => {
+                *queue = None;
+                false
+            }
+        }
+    }
+}
+
+/// Makes one copy, on the compression thread: compresses, writes, counts
+/// it against the directory's limit, and keeps it in memory if small.
+fn make(copies: &Copies, job: Job) {
+    let _making = Making {
+        copies,
+        name: &job.name,
+    };
+    let made = job
+        .source
+        .read()
+        .ok_or_else(|| "the file could not be read whole".to_owned())
+        .map(|body| job.coding.compress(&body, job.level))
+        .and_then(|data| {
+            write_copy(&job.name, &data)
+                .map(|()| data)
+                .map_err(|e| format!("the copy could not be written: {e}"))
+        });
+    match made {
+        Ok(data) => {
+            let dir = job.name.parent().unwrap_or(Path::new("."));
+            copies.wrote(dir, &job.name, data.len() as u64, job.disk_limit);
+            copies.remember(&job.name, &Bytes::from(data));
+        }
+        Err(why) => tracing::warn!(
+            copy = %job.name.display(),
+            "StaticCompression: no compressed copy ({why}); the file goes as it is"
+        ),
     }
 }
 
@@ -386,18 +531,19 @@ fn write_copy(name: &Path, data: &[u8]) -> std::io::Result<()> {
     written
 }
 
-/// Compressed copies larger than this are read from disk per request rather
+/// Compressed copies larger than this are sent from their files rather
 /// than kept in memory.
 const MEMORY_COPY_LIMIT: usize = 256 * 1024;
 
-/// Memory all in-memory copies may take together; past it, copies are read
-/// from disk.
+/// Memory all in-memory copies may take together; past it, copies are sent
+/// from their files.
 const MEMORY_TOTAL_LIMIT: usize = 64 * 1024 * 1024;
 
 /// The module instance.
 pub struct StaticCompression {
     config: Section<StaticCompressionConfig>,
     copies: Arc<Copies>,
+    maker: Arc<Maker>,
 }
 
 fn default_directory() -> PathBuf {
@@ -416,72 +562,40 @@ impl StaticCompression {
         dir.join(format!("{:016x}.{}", h.finish(), coding.suffix()))
     }
 
-    /// The compressed copy, made now from `source()` if there is none (the
-    /// file's bytes are gathered only then: a request served from a copy
-    /// reads nothing of the file). `Err` says why there is none; `Ok(None)`
-    /// that another request is making it.
-    fn copy(
-        &self,
-        name: &Path,
-        source: impl FnOnce() -> Option<Vec<u8>>,
-        coding: Coding,
-        level: u32,
-        disk_limit: Option<u64>,
-    ) -> Result<Option<Bytes>, String> {
+    /// The copy `name`, from memory or from its file; `None` when there is
+    /// none yet (or the directory is refused).
+    fn find_copy(&self, name: &Path) -> Option<EntityChunk> {
         let memory = self.copies.memory.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = memory.0.get(name) {
-            return Ok(Some(b.clone()));
+            return Some(EntityChunk::Memory(b.clone()));
         }
         drop(memory);
         if !self
             .copies
             .directory_usable(name.parent().unwrap_or(Path::new(".")))
         {
-            return Ok(None);
+            return None;
         }
-        let data = match std::fs::read(name) {
-            Ok(d) if !d.is_empty() => d,
-            _ => {
-                // One request makes each copy; the others meanwhile send
-                // the file as it is rather than compress it too.
-                if !self
-                    .copies
-                    .making
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(name.to_owned())
-                {
-                    return Ok(None);
-                }
-                let _making = Making {
-                    copies: &self.copies,
-                    name,
-                };
-                let made = source()
-                    .ok_or_else(|| "the file could not be read whole".to_owned())
-                    .map(|body| coding.compress(&body, level))
-                    .and_then(|data| {
-                        write_copy(name, &data)
-                            .map(|()| data)
-                            .map_err(|e| format!("the copy could not be written: {e}"))
-                    });
-                let made = made?;
-                let dir = name.parent().unwrap_or(Path::new("."));
-                self.copies.wrote(dir, name, made.len() as u64, disk_limit);
-                made
-            }
-        };
-        let data = Bytes::from(data);
-        if data.len() <= MEMORY_COPY_LIMIT {
-            if let Ok(mut memory) = self.copies.memory.lock() {
-                if memory.1 + data.len() <= MEMORY_TOTAL_LIMIT
-                    && memory.0.insert(name.to_owned(), data.clone()).is_none()
-                {
-                    memory.1 += data.len();
-                }
-            }
+        let file = std::fs::File::open(name).ok()?;
+        let length = file.metadata().ok().filter(|m| m.is_file())?.len();
+        if length == 0 {
+            return None;
         }
-        Ok(Some(data))
+        if length as usize <= MEMORY_COPY_LIMIT {
+            // Read once (a copy made by an earlier run of the server, or
+            // one the memory had no room for then).
+            use std::io::Read;
+            let mut data = Vec::with_capacity(length as usize);
+            (&file).take(length).read_to_end(&mut data).ok()?;
+            let data = Bytes::from(data);
+            self.copies.remember(name, &data);
+            return Some(EntityChunk::Memory(data));
+        }
+        Some(EntityChunk::File {
+            file: Arc::new(file),
+            offset: 0,
+            length,
+        })
     }
 
     /// A 304 that validates a compressed copy (the client sent the weak
@@ -510,31 +624,6 @@ impl StaticCompression {
             headers.insert(header::ETAG, v);
         }
         content_encoding::add_vary(headers);
-    }
-
-    /// The whole file body, if the response is exactly the probed file.
-    fn file_body(ctx: &HttpContext, len: u64) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let chunks = ctx.response().entity_chunks();
-        if ctx.response().buffered_len() != len {
-            return None;
-        }
-        let mut out = Vec::with_capacity(len as usize);
-        for chunk in chunks {
-            match chunk {
-                EntityChunk::Memory(b) => out.extend_from_slice(b),
-                EntityChunk::File {
-                    file,
-                    offset,
-                    length,
-                } => {
-                    let start = out.len();
-                    out.resize(start + *length as usize, 0);
-                    file.read_exact_at(&mut out[start..], *offset).ok()?;
-                }
-            }
-        }
-        Some(out)
     }
 }
 
@@ -631,32 +720,47 @@ impl HttpModule for StaticCompression {
             config.directory.clone()
         };
         let name = Self::copy_name(&dir, &path, &etag, coding, level);
-        let source = || {
+        if let Some(copy) = self.find_copy(&name) {
+            let response = ctx.response_mut();
+            content_encoding::mark_encoded(response.headers_mut(), coding);
             if head {
-                std::fs::read(&path).ok().filter(|d| d.len() as u64 == len)
+                response.set_header(header::CONTENT_LENGTH, HeaderValue::from(copy.len()));
             } else {
-                Self::file_body(ctx, len)
+                response.set_entity_chunks(vec![copy]);
             }
+            return RequestNotificationStatus::Continue;
+        }
+        if !self.copies.directory_usable(&dir) {
+            return RequestNotificationStatus::Continue;
+        }
+        // One request queues each copy; this one and those that come
+        // before it is made are sent the file as it is.
+        if !self
+            .copies
+            .making
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone())
+        {
+            return RequestNotificationStatus::Continue;
+        }
+        let source = if head {
+            Source::File(path, len)
+        } else {
+            Source::Body(ctx.response().entity_chunks().to_vec(), len)
         };
-        let disk_limit = config
-            .do_disk_space_limiting
-            .then(|| config.max_disk_space_usage * 1024 * 1024);
-        match self.copy(&name, source, coding, level, disk_limit) {
-            Ok(Some(compressed)) => {
-                let response = ctx.response_mut();
-                content_encoding::mark_encoded(response.headers_mut(), coding);
-                if head {
-                    response
-                        .set_header(header::CONTENT_LENGTH, HeaderValue::from(compressed.len()));
-                } else {
-                    response.set_entity_chunks(vec![EntityChunk::Memory(compressed)]);
-                }
-            }
-            Ok(None) => {}
-            Err(why) => tracing::warn!(
-                copy = %name.display(),
-                "StaticCompression: no compressed copy ({why}); sending the file as it is"
-            ),
+        let job = Job {
+            name,
+            source,
+            coding,
+            level,
+            disk_limit: config
+                .do_disk_space_limiting
+                .then(|| config.max_disk_space_usage * 1024 * 1024),
+        };
+        let name = job.name.clone();
+        if !self.maker.queue(&self.copies, job) {
+            self.copies.finished(&name);
         }
         RequestNotificationStatus::Continue
     }
@@ -679,10 +783,12 @@ pub fn register_module(
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<StaticCompressionConfig>("static_compression")?;
     let copies = Arc::new(Copies::default());
+    let maker = Arc::new(Maker::default());
     registration.set_request_notifications(
         move || StaticCompression {
             config,
             copies: copies.clone(),
+            maker: maker.clone(),
         },
         RequestNotification::SendResponse.into(),
         RequestNotifications::NONE,

@@ -57,6 +57,38 @@ fn fetch(conn: &mut Connection, path: &str, accept: Option<&str>) -> Response {
     conn.read_response(false)
 }
 
+/// Sends `request` until its response comes encoded: a copy is made on
+/// StaticCompression's thread after the first request for it, and the
+/// responses before that go as they are (these tests turn
+/// DynamicCompression off so that they do).
+fn until_encoded(conn: &mut Connection, request: &str, head: bool) -> Response {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        conn.send_raw(request.as_bytes());
+        let resp = conn.read_response(head);
+        if resp.header("content-encoding").is_some() {
+            return resp;
+        }
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("vary"), Some("Accept-Encoding"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no copy was made for {request:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// GETs `path` until StaticCompression sends its copy.
+fn fetch_copy(conn: &mut Connection, path: &str, accept: &str) -> Response {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: {accept}\r\n\r\n");
+    until_encoded(conn, &request, false)
+}
+
+/// Turns DynamicCompression off, so a response not encoded from a copy goes
+/// as it is.
+const STATIC_ONLY: &str = "[dynamic_compression]\nenabled = false\n";
+
 struct Site {
     dir: TempDir,
     server: RunningBinary,
@@ -137,9 +169,38 @@ fn small_files_and_other_types_are_not_compressed() {
     assert_eq!(resp.header("content-encoding"), None);
     assert_eq!(resp.header("vary"), None);
     assert_eq!(resp.body.len(), 10_000);
-    // HEAD gets the headers GET would: the coding, the copy's length, the
-    // weak ETag and Vary.
-    let get = fetch(&mut conn, "/big.txt", Some("gzip"));
+}
+
+/// The first request for a file is sent it as it is, with `Vary`, and
+/// queues its copy, made in the background; later ones get the copy, which
+/// is then on disk.
+#[test]
+fn a_copy_is_made_in_the_background_after_the_first_request() {
+    let s = site(STATIC_ONLY);
+    let mut conn = Connection::open(s.server.addr);
+    let first = fetch(&mut conn, "/big.txt", Some("zstd"));
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("content-encoding"), None);
+    assert_eq!(first.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(first.text(), s.big);
+    let later = fetch_copy(&mut conn, "/big.txt", "zstd");
+    assert_eq!(later.header("content-encoding"), Some("zstd"));
+    assert!(later.header("etag").unwrap().starts_with("W/\""));
+    assert_eq!(unzstd(&later.body), s.big.as_bytes());
+    let (names, _) = copy_directory(&s.dir.path().join("cache"));
+    assert!(names.iter().any(|n| n.ends_with(".zst")), "{names:?}");
+    // Served from the copy again, byte for byte.
+    let again = fetch(&mut conn, "/big.txt", Some("zstd"));
+    assert_eq!(again.body, later.body);
+}
+
+/// A HEAD gets the headers its GET would: the coding, the copy's length,
+/// the weak ETag and `Vary`.
+#[test]
+fn a_head_gets_what_its_get_would() {
+    let s = site(STATIC_ONLY);
+    let mut conn = Connection::open(s.server.addr);
+    let get = fetch_copy(&mut conn, "/big.txt", "gzip");
     conn.send_raw(b"HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
     let head = conn.read_response(true);
     assert_eq!(head.status, 200);
@@ -151,11 +212,15 @@ fn small_files_and_other_types_are_not_compressed() {
     );
     assert_eq!(head.header("etag"), get.header("etag"));
     assert_eq!(head.header("vary"), Some("Accept-Encoding"));
-    // A HEAD before any GET makes the copy itself.
-    conn.send_raw(b"HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: br\r\n\r\n");
-    let head = conn.read_response(true);
+    // A HEAD before any GET queues the copy itself.
+    let head = until_encoded(
+        &mut conn,
+        "HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: br\r\n\r\n",
+        true,
+    );
     assert_eq!(head.header("content-encoding"), Some("br"));
     let get = fetch(&mut conn, "/big.txt", Some("br"));
+    assert_eq!(get.header("content-encoding"), Some("br"));
     assert_eq!(
         head.header("content-length"),
         Some(get.body.len().to_string().as_str())
@@ -196,12 +261,12 @@ fn a_304_for_a_compressed_copy_keeps_its_etag_and_vary() {
 /// for most.
 #[test]
 fn the_default_document_is_compressed_too() {
-    let s = site("[dynamic_compression]\nenabled = false\n");
+    let s = site(STATIC_ONLY);
     s.dir.write("www/home/index.html", &s.big);
     let mut conn = Connection::open(s.server.addr);
-    let direct = fetch(&mut conn, "/home/index.html", Some("br"));
+    let direct = fetch_copy(&mut conn, "/home/index.html", "br");
     assert_eq!(direct.header("content-encoding"), Some("br"));
-    let home = fetch(&mut conn, "/home/", Some("br"));
+    let home = fetch_copy(&mut conn, "/home/", "br");
     assert_eq!(home.status, 200);
     assert_eq!(home.header("content-encoding"), Some("br"));
     assert_eq!(home.header("vary"), Some("Accept-Encoding"));
@@ -214,7 +279,7 @@ fn the_default_document_is_compressed_too() {
     // Changed, it gets a new copy.
     let changed = text(450);
     s.dir.write("www/home/index.html", &changed);
-    let home = fetch(&mut conn, "/home/", Some("br"));
+    let home = fetch_copy(&mut conn, "/home/", "br");
     assert_eq!(unbrotli(&home.body), changed.as_bytes());
 }
 
@@ -266,9 +331,9 @@ fn a_copy_directory_others_may_write_to_is_not_used() {
 
 #[test]
 fn compressed_copies_are_kept_on_disk_and_follow_changes() {
-    let s = site("");
+    let s = site(STATIC_ONLY);
     let mut conn = Connection::open(s.server.addr);
-    let first = fetch(&mut conn, "/big.txt", Some("gzip"));
+    let first = fetch_copy(&mut conn, "/big.txt", "gzip");
     assert_eq!(gunzip(&first.body), s.big.as_bytes());
     let copies: Vec<_> = std::fs::read_dir(s.dir.path().join("cache"))
         .unwrap()
@@ -278,7 +343,7 @@ fn compressed_copies_are_kept_on_disk_and_follow_changes() {
 
     let changed = text(500);
     s.dir.write("www/big.txt", &changed);
-    let second = fetch(&mut conn, "/big.txt", Some("gzip"));
+    let second = fetch_copy(&mut conn, "/big.txt", "gzip");
     assert_eq!(gunzip(&second.body), changed.as_bytes());
     assert_ne!(first.header("etag"), second.header("etag"));
 }
@@ -312,7 +377,9 @@ fn copy_directory(dir: &std::path::Path) -> (Vec<String>, u64) {
 #[test]
 fn copies_past_max_disk_space_usage_are_pruned_oldest_first() {
     const MB: u64 = 1024 * 1024;
-    let s = site("max_disk_space_usage = 1\nmax_size = 1048576\n");
+    let s = site(&format!(
+        "max_disk_space_usage = 1\nmax_size = 1048576\n{STATIC_ONLY}"
+    ));
     let files: Vec<Vec<u8>> = (0..3u64).map(|i| incompressible(600_000, i + 7)).collect();
     for (i, data) in files.iter().enumerate() {
         s.dir.write(&format!("www/r{i}.txt"), data);
@@ -321,7 +388,7 @@ fn copies_past_max_disk_space_usage_are_pruned_oldest_first() {
     let mut conn = Connection::open(s.server.addr);
     // The first request makes the directory; a file riis did not make is
     // put there, old and large, and must survive every prune.
-    let warm = fetch(&mut conn, "/big.txt", Some("gzip"));
+    let warm = fetch_copy(&mut conn, "/big.txt", "gzip");
     assert_eq!(warm.header("content-encoding"), Some("gzip"));
     let foreign = cache.join("operator-notes.txt");
     std::fs::write(&foreign, vec![b'n'; 700_000]).unwrap();
@@ -344,7 +411,7 @@ fn copies_past_max_disk_space_usage_are_pruned_oldest_first() {
     };
     let mut copies_after = Vec::new();
     for (i, data) in files.iter().enumerate() {
-        let r = fetch(&mut conn, &format!("/r{i}.txt"), Some("gzip"));
+        let r = fetch_copy(&mut conn, &format!("/r{i}.txt"), "gzip");
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-encoding"), Some("gzip"));
         assert_eq!(gunzip(&r.body), *data);
@@ -369,7 +436,7 @@ fn copies_past_max_disk_space_usage_are_pruned_oldest_first() {
     }
     // The newest copy stays and is the one served; a pruned one is made again.
     assert_ne!(copies_after[1].0, copies_after[2].0);
-    let again = fetch(&mut conn, "/r0.txt", Some("gzip"));
+    let again = fetch_copy(&mut conn, "/r0.txt", "gzip");
     assert_eq!(gunzip(&again.body), files[0]);
     assert!(copies(&cache).1 <= MB);
     assert!(foreign.exists());
@@ -377,12 +444,14 @@ fn copies_past_max_disk_space_usage_are_pruned_oldest_first() {
 
 #[test]
 fn without_disk_space_limiting_copies_stay() {
-    let s = site("max_disk_space_usage = 1\ndo_disk_space_limiting = false\nmax_size = 1048576\n");
+    let s = site(&format!(
+        "max_disk_space_usage = 1\ndo_disk_space_limiting = false\nmax_size = 1048576\n{STATIC_ONLY}"
+    ));
     let mut conn = Connection::open(s.server.addr);
     for i in 0..3u64 {
         s.dir
             .write(&format!("www/r{i}.txt"), incompressible(600_000, i + 7));
-        let r = fetch(&mut conn, &format!("/r{i}.txt"), Some("gzip"));
+        let r = fetch_copy(&mut conn, &format!("/r{i}.txt"), "gzip");
         assert_eq!(r.header("content-encoding"), Some("gzip"));
     }
     let (names, total) = copy_directory(&s.dir.path().join("cache"));
