@@ -8,6 +8,12 @@
 //! child's end comes back through OnAsyncCompletion. When no document exists
 //! it leaves the response alone for the handler's next module.
 //!
+//! StaticFile serves the document it picks, so it reads StaticFile's
+//! section too (the section is shared, see `declare_section`): with
+//! `static_file.follow_symlinks = false` a default document that is a
+//! symbolic link is passed over, as nginx's `index` does under
+//! `disable_symlinks`, instead of being chosen and then refused with 404.
+//!
 //! Configuration section `default_document`:
 //! - `enabled` (default true);
 //! - `files` (default `index.html`, `index.htm`, `default.htm`,
@@ -19,6 +25,8 @@ use riis_pipeline::{
     ServerInfo,
 };
 use serde::Deserialize;
+
+use crate::static_file::StaticFileConfig;
 
 /// The `default_document` configuration section.
 #[derive(Debug, Deserialize)]
@@ -50,6 +58,7 @@ impl Default for DefaultDocumentConfig {
 /// The module instance.
 pub struct DefaultDocument {
     config: Section<DefaultDocumentConfig>,
+    static_file: Section<StaticFileConfig>,
 }
 
 impl HttpModule for DefaultDocument {
@@ -62,11 +71,21 @@ impl HttpModule for DefaultDocument {
             return RequestNotificationStatus::Continue;
         }
         let dir = ctx.physical_path().to_path_buf();
+        // StaticFile has walked the folder itself without links already.
+        let follow_symlinks = ctx.config(self.static_file).follow_symlinks;
+        let is_document = |name: &String| {
+            let path = dir.join(name);
+            if follow_symlinks {
+                path.is_file()
+            } else {
+                std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+            }
+        };
         let Some(file) = ctx
             .config(self.config)
             .files
             .iter()
-            .find(|f| dir.join(f).is_file())
+            .find(|f| is_document(f))
             .cloned()
         else {
             return RequestNotificationStatus::Continue;
@@ -120,8 +139,12 @@ pub fn register_module(
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<DefaultDocumentConfig>("default_document")?;
+    let static_file = registration.declare_section::<StaticFileConfig>("static_file")?;
     registration.set_request_notifications(
-        move || DefaultDocument { config },
+        move || DefaultDocument {
+            config,
+            static_file,
+        },
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,
     )

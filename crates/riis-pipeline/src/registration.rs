@@ -93,6 +93,9 @@ pub(crate) struct SectionDeclaration {
     pub(crate) name: String,
     pub(crate) module: String,
     pub(crate) parse: SectionParser,
+    /// The type the section parses into: a second module may declare the
+    /// same section only with the same type.
+    pub(crate) type_id: std::any::TypeId,
 }
 
 /// Everything one module registered.
@@ -268,14 +271,33 @@ impl ModuleRegistration<'_> {
     /// ones key by key) and hands requests the resolved value. Missing keys
     /// take the type's serde defaults, so `T` should derive `Default` and use
     /// `#[serde(default)]`.
+    ///
+    /// Modules that share settings (as DefaultDocument follows StaticFile's
+    /// `follow_symlinks`, since StaticFile serves the documents it picks)
+    /// may each declare the same section with the same `T`: they get the
+    /// same section, whichever of them is loaded. Declaring a name another
+    /// module declared with a different type is an error.
     pub fn declare_section<T>(&mut self, name: &str) -> Result<Section<T>, ModuleError>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        if let Some(other) = self.sections.iter().find(|s| s.name == name) {
+        let type_id = std::any::TypeId::of::<T>();
+        if let Some((id, other)) = self
+            .sections
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.name == name)
+        {
+            if other.type_id == type_id {
+                return Ok(Section {
+                    id,
+                    _type: PhantomData,
+                });
+            }
             return Err(ModuleError::with_hresult(
                 format!(
-                    "module {} declares section `{name}`, already declared by module {}",
+                    "module {} declares section `{name}`, already declared by module {} \
+                     with another type",
                     self.entry.name, other.module
                 ),
                 ModuleError::E_INVALIDARG,
@@ -285,6 +307,7 @@ impl ModuleRegistration<'_> {
             name: name.to_owned(),
             module: self.entry.name.to_string(),
             parse: parse_section::<T>,
+            type_id,
         });
         Ok(Section {
             id: self.sections.len() - 1,

@@ -185,7 +185,9 @@ fn an_undeclared_section_is_a_build_error() {
 }
 
 #[test]
-fn a_section_declared_twice_fails_registration() {
+fn a_section_declared_again_with_another_type_fails_registration() {
+    #[derive(Deserialize)]
+    struct Other {}
     let mut builder = riis_pipeline::PipelineBuilder::new();
     builder
         .register_module("A", |_, reg, _| {
@@ -195,11 +197,43 @@ fn a_section_declared_twice_fails_registration() {
 
     let error = builder
         .register_module("B", |_, reg, _| {
-            reg.declare_section::<Greeting>("greeting").map(|_| ())
+            reg.declare_section::<Other>("greeting").map(|_| ())
         })
-        .expect_err("the name is taken");
+        .expect_err("the name is taken by another type");
 
     assert!(error.message.contains("greeting"), "{}", error.message);
+    assert!(error.message.contains("module A"), "{}", error.message);
+}
+
+/// Two modules that declare one section with one type share it: both read
+/// the same resolved value.
+#[tokio::test]
+async fn modules_declaring_a_section_with_the_same_type_share_it() {
+    let mut t = greeter_pipeline();
+    t.register("Sharer", |_, reg, _| {
+        let section = reg.declare_section::<Greeting>("greeting")?;
+        reg.set_request_notifications(
+            move || {
+                ScriptedModule::new(script(move |ctx, _| {
+                    let text = format!("shared {};", ctx.config(section).text);
+                    write(ctx, text);
+                    Status::Continue
+                }))
+            },
+            N::BeginRequest.into(),
+            Default::default(),
+        )
+    });
+    t.site_mut()
+        .sections
+        .push(source("greeting", "text = 'site'", "sites[0].greeting"));
+    let pipeline = t.build();
+
+    assert_eq!(get(&pipeline, "/").await.body(), "shared site;site 0..0");
+    assert_eq!(
+        pipeline.sections().collect::<Vec<_>>(),
+        [("greeting", "Greeter")]
+    );
 }
 
 /// Counts its terminations.

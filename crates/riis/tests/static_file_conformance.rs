@@ -57,6 +57,7 @@ fn site() -> Site {
     }
     dir.write("www/strict/real.txt", "real");
     dir.write("www/strict/sub/f.txt", "sub");
+    dir.write("www/strict/docs/index.htm", "strict index");
     let link = |target: &str, name: &str| {
         std::os::unix::fs::symlink(root.join(target), root.join(name)).unwrap();
     };
@@ -64,6 +65,7 @@ fn site() -> Site {
     link("dir", "linkdir");
     link("strict/real.txt", "strict/link.txt");
     link("strict/sub", "strict/ldir");
+    link("strict/real.txt", "strict/docs/index.html");
 
     let mut servers = Vec::new();
     for server in ["", "[server]\nfile_cache_size = 0\n"] {
@@ -1050,6 +1052,16 @@ fn cache_headers_hidden_files_and_symlinks() {
         ok(
             case("no symlink under strict", "GET", "/strict/real.txt", &[]),
             b"real",
+        ),
+        // The first default document is a link: passed over for the next.
+        ok(
+            case(
+                "linked default document passed over",
+                "GET",
+                "/strict/docs/",
+                &[],
+            ),
+            b"strict index",
         ),
         ok(
             case(
