@@ -421,7 +421,8 @@ impl HttpResponse {
         self.truncated = true;
     }
 
-    /// `SetNeedDisconnect`: close the connection after this response.
+    /// `SetNeedDisconnect`: close the connection after this response (on
+    /// HTTP/2, GOAWAY: the connection ends once its open streams are done).
     pub fn set_need_disconnect(&mut self) {
         self.need_disconnect = true;
     }

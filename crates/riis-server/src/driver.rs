@@ -330,6 +330,7 @@ fn serve_site(
         files: (parts.version != http::Version::HTTP_2 && state.sendfile().is_some())
             .then(|| state.clone()),
         discard_request_body: discard_body.then(|| state.clone()),
+        http2: (parts.version == http::Version::HTTP_2).then(|| state.clone()),
     };
     if parts.method == Method::OPTIONS && parts.uri.path() == "*" && parts.uri.authority().is_none()
     {
@@ -744,6 +745,26 @@ struct ResponseShape {
     /// The connection, when what is left of the request body is to be
     /// discarded after the response (see `handle`).
     discard_request_body: Option<Arc<ConnectionState>>,
+    /// The connection, when it speaks HTTP/2 (see [`Self::connection_close`]).
+    http2: Option<Arc<ConnectionState>>,
+}
+
+impl ResponseShape {
+    /// Whether the response carries `Connection: close`: on HTTP/1.x when a
+    /// module asked for a disconnect. HTTP/2 has no such header (RFC 9113
+    /// §8.2.2), and one stream cannot close the connection under the
+    /// others: there the connection gets GOAWAY and ends once its open
+    /// streams are done, this one included, as Go's server does for a
+    /// handler's `Connection: close`.
+    fn connection_close(&self, disconnect: bool) -> bool {
+        match &self.http2 {
+            Some(state) if disconnect => {
+                state.activity.close_after_exchange();
+                false
+            }
+            _ => disconnect,
+        }
+    }
 }
 
 /// Gives a response the request body to hold until the response is sent;
@@ -779,14 +800,15 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
             head.headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
         }
-        return Ok(with_head(head, ResponseBody::empty(), out.disconnect));
+        let close = shape.connection_close(out.disconnect);
+        return Ok(with_head(head, ResponseBody::empty(), close));
     }
     // hyper derives Content-Length from the body, which is exactly known.
     head.headers.remove(CONTENT_LENGTH);
     Ok(with_head(
         head,
         ResponseBody::from_chunks(out.chunks).with_files(shape.files.clone()),
-        out.disconnect,
+        shape.connection_close(out.disconnect),
     ))
 }
 
@@ -813,7 +835,7 @@ fn streaming_response(
         ResponseBody::streaming(out.chunks, rx)
             .with_files(shape.files.clone())
             .declared_length(declared),
-        out.disconnect,
+        shape.connection_close(out.disconnect),
     ))
 }
 

@@ -304,14 +304,19 @@ fn register_read_once(
     )
 }
 
-/// Flushes part of the entity in ExecuteRequestHandler, then in
+/// Flushes part of the entity in ExecuteRequestHandler (except for
+/// `/close-early`, which asks for a disconnect there instead), then in
 /// ReleaseRequestState panics (`/panic`), asks for a disconnect (`/close`)
 /// or resets the connection (`/reset`).
 struct FlushThen;
 impl HttpModule for FlushThen {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
         ctx.response_mut().write("part;");
-        ctx.response_mut().flush(Default::default());
+        if ctx.request().url() == "/close-early" {
+            ctx.response_mut().set_need_disconnect();
+        } else {
+            ctx.response_mut().flush(Default::default());
+        }
         ctx.set_request_handled();
         Status::Continue
     }
@@ -968,6 +973,44 @@ fn over_http2_a_failure_after_the_headers_resets_the_stream() {
         let resp = sender.send_request(request("/fine")).await.unwrap();
         assert_eq!(resp.status(), 200);
     });
+}
+
+/// HTTP/2 has no `Connection: close`: a disconnect a module asks for,
+/// before the head went out or after, ends the connection with GOAWAY once
+/// its streams are done.
+#[test]
+fn over_http2_a_disconnect_ends_the_connection_with_goaway() {
+    use http_body_util::{BodyExt, Empty};
+    let server = InProcessServer::start(&handler_config(&["FlushThen"], "FlushThen"), TEST_MODULES);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (path, whole) in [("/close-early", "part;rest"), ("/close", "part;")] {
+        rt.block_on(async {
+            let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            let conn = tokio::spawn(conn);
+            let request = http::Request::get(format!("http://{}{path}", server.addr))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let resp = sender.send_request(request).await.unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            assert!(resp.headers().get("connection").is_none(), "{path}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], whole.as_bytes(), "{path}: the response is whole");
+            tokio::time::timeout(std::time::Duration::from_secs(20), conn)
+                .await
+                .unwrap_or_else(|_| panic!("{path}: the connection stays open"))
+                .unwrap()
+                .ok();
+        });
+    }
 }
 
 #[test]
