@@ -12,6 +12,9 @@ use http::{HeaderMap, Method, Uri, Version};
 pub enum UrlError {
     /// The URL is not an absolute path (`/…`).
     NotAbsolute,
+    /// A `%` is not followed by two hexadecimal digits (nginx and IIS
+    /// refuse such a URL with 400 rather than guess what was meant).
+    InvalidEscape,
     /// A percent-escape decodes to bytes that are not UTF-8.
     InvalidUtf8,
     /// The decoded path contains a NUL, a backslash or a `..` segment.
@@ -24,6 +27,7 @@ impl std::fmt::Display for UrlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::NotAbsolute => "the URL is not an absolute path",
+            Self::InvalidEscape => "the URL has a '%' not followed by two hexadecimal digits",
             Self::InvalidUtf8 => "the URL does not decode to UTF-8",
             Self::Unsafe => "the URL contains a NUL, a backslash or a '..' segment",
             Self::PipelineStarted => "the URL can be changed only before the pipeline starts",
@@ -66,6 +70,15 @@ pub(crate) fn decode_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
             return Err(UrlError::Unsafe);
         }
         return Ok(normalize(raw).map_or(Cow::Borrowed(raw), Cow::Owned));
+    }
+    let mut rest = bytes;
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        match rest.get(at + 1..at + 3) {
+            Some([h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                rest = &rest[at + 3..]
+            }
+            _ => return Err(UrlError::InvalidEscape),
+        }
     }
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
@@ -419,6 +432,11 @@ mod tests {
             assert!(decode_path(bad).is_err(), "{bad} must be refused");
         }
         assert_eq!(decode_path("/%ff"), Err(UrlError::InvalidUtf8));
+        for bad in ["/%zz", "/a%", "/a%2", "/a%2g/b", "/%%41", "/%e9%"] {
+            assert_eq!(decode_path(bad), Err(UrlError::InvalidEscape), "{bad}");
+        }
+        assert_eq!(decode_path("/100%25.html").unwrap(), "/100%.html");
+        assert_eq!(decode_path("/%41%42").unwrap(), "/AB");
     }
 
     #[test]

@@ -83,6 +83,8 @@ fn malformed_requests_get_their_status_and_a_closed_connection() {
         ("space in target", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
         ("DEL in target", b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
         ("empty target", b"GET  HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("bad percent-escape", b"GET /a%zz.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("cut percent-escape", b"GET /a.txt%2 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
         ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), 400),
         // Header fields.
         ("obs-fold", b"GET /a.txt HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n".to_vec(), 400),
