@@ -18,7 +18,9 @@
 //! response at its fast level), so no request waits for gzip 9 or zstd 19
 //! and no runtime worker is taken from the others. Each copy is queued once
 //! (at most 64 wait; past that, files go as they are until the queue
-//! drains), written to a temporary file of its own, synced, then renamed
+//! drains), made only if the file is still as the request found it (its
+//! length and modification time, which its ETag is made of), written to a
+//! temporary file of its own, synced, then renamed
 //! into place; an empty copy is never trusted. Copies of up to 256 KiB are
 //! also kept in memory, 64 MiB in all; larger ones are sent from their
 //! files. Names come from Rust's default
@@ -369,20 +371,66 @@ struct Job {
 /// Where a job finds the bytes to compress.
 enum Source {
     /// The response's body: the file (or a folder's default document) as
-    /// StaticFile sent it, `len` bytes in all.
-    Body(Vec<EntityChunk>, u64),
-    /// The file at a path, which must be `len` bytes long (a HEAD has no
-    /// body to take them from).
-    File(PathBuf, u64),
+    /// StaticFile sent it, `len` bytes in all, with the [`Stamp`] of each
+    /// file it reads from when it was queued.
+    Body(Vec<EntityChunk>, u64, Vec<Stamp>),
+    /// The file at a path, as the request found it (a HEAD has no body to
+    /// take the bytes from).
+    File(PathBuf, Stamp),
+}
+
+/// A file's length and modification time: what its strong ETag is made
+/// of. A file whose stamp changed between the request and the copy (or
+/// while the copy read it) may hold other bytes than the ETag names, and
+/// is not copied under that name.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Stamp {
+    fn of(file: &std::fs::File) -> Option<Self> {
+        let meta = file.metadata().ok()?;
+        Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+
+    /// The stamps of the files a body reads from.
+    fn of_body(chunks: &[EntityChunk]) -> Option<Vec<Self>> {
+        chunks
+            .iter()
+            .filter_map(|chunk| match chunk {
+                EntityChunk::File { file, .. } => Some(Self::of(file)),
+                EntityChunk::Memory(_) => None,
+            })
+            .collect()
+    }
 }
 
 impl Source {
-    /// The bytes, whole, or `None` if they cannot all be read.
+    /// The bytes, whole, or `None` if they cannot all be read or their
+    /// files changed since the request.
     fn read(&self) -> Option<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         match self {
-            Self::File(path, len) => std::fs::read(path).ok().filter(|d| d.len() as u64 == *len),
-            Self::Body(chunks, len) => {
+            Self::File(path, stamp) => {
+                use std::io::Read;
+                let file = std::fs::File::open(path).ok()?;
+                let unchanged = |file: &std::fs::File| Stamp::of(file).as_ref() == Some(stamp);
+                if !unchanged(&file) {
+                    return None;
+                }
+                let mut out = Vec::with_capacity(stamp.len as usize);
+                (&file).read_to_end(&mut out).ok()?;
+                (out.len() as u64 == stamp.len && unchanged(&file)).then_some(out)
+            }
+            Self::Body(chunks, len, stamps) => {
+                if Stamp::of_body(chunks).as_ref() != Some(stamps) {
+                    return None;
+                }
                 let mut out = Vec::with_capacity(*len as usize);
                 for chunk in chunks {
                     match chunk {
@@ -398,7 +446,8 @@ impl Source {
                         }
                     }
                 }
-                (out.len() as u64 == *len).then_some(out)
+                let unchanged = Stamp::of_body(chunks).as_ref() == Some(stamps);
+                (out.len() as u64 == *len && unchanged).then_some(out)
             }
         }
     }
@@ -410,11 +459,20 @@ const QUEUED_COPIES: usize = 64;
 
 /// The sending end of the compression thread's queue, which starts the
 /// thread with the first copy. Held by the module's factory only: when a
-/// configuration reload (or shutdown) drops the factory, the thread makes
-/// the copies already queued and ends.
+/// configuration reload drops the factory, the thread makes the copies
+/// already queued and ends. At process exit it simply stops; a copy it was
+/// writing leaves a temporary file, deleted with the oldest copies later.
 #[derive(Default)]
 struct Maker {
-    queue: Mutex<Option<std::sync::mpsc::SyncSender<Job>>>,
+    queue: Mutex<MakerQueue>,
+}
+
+#[derive(Default)]
+struct MakerQueue {
+    sender: Option<std::sync::mpsc::SyncSender<Job>>,
+    /// The thread could not be started last time (logged once until it
+    /// starts).
+    spawn_failed: bool,
 }
 
 impl Maker {
@@ -423,24 +481,46 @@ impl Maker {
     fn queue(&self, copies: &Arc<Copies>, job: Job) -> bool {
         use std::sync::mpsc::TrySendError;
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.is_none() {
-            let (sender, jobs) = std::sync::mpsc::sync_channel(QUEUED_COPIES);
+        if queue.sender.is_none() {
+            let (sender, jobs) = std::sync::mpsc::sync_channel::<Job>(QUEUED_COPIES);
             let copies = copies.clone();
             let started = std::thread::Builder::new()
                 .name("riis-compress".into())
-                .spawn(move || jobs.into_iter().for_each(|job| make(&copies, job)));
-            if let Err(e) = started {
-                tracing::error!("StaticCompression: cannot start the compression thread: {e}");
-                return false;
+                .spawn(move || {
+                    for job in jobs {
+                        // A panic (in a compressor) loses that copy only:
+                        // its guard clears its name, and the thread goes on
+                        // with the jobs queued behind it.
+                        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            make(&copies, job)
+                        }));
+                        if made.is_err() {
+                            tracing::error!("StaticCompression: making a copy panicked");
+                        }
+                    }
+                });
+            match started {
+                Ok(_) => {
+                    queue.sender = Some(sender);
+                    queue.spawn_failed = false;
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut queue.spawn_failed, true) {
+                        tracing::error!(
+                            "StaticCompression: cannot start the compression thread ({e}); \
+                             files go as they are until it starts"
+                        );
+                    }
+                    return false;
+                }
             }
-            *queue = Some(sender);
         }
-        match queue.as_ref().map(|q| q.try_send(job)) {
+        match queue.sender.as_ref().map(|q| q.try_send(job)) {
             Some(Ok(())) => true,
             Some(Err(TrySendError::Full(_))) => false,
-            // The thread is gone (it panicked): the next copy starts another.
+            // The thread is gone: the next copy starts another.
             Some(Err(TrySendError::Disconnected(_))) | None => {
-                *queue = None;
+                queue.sender = None;
                 false
             }
         }
@@ -745,9 +825,22 @@ impl HttpModule for StaticCompression {
             return RequestNotificationStatus::Continue;
         }
         let source = if head {
-            Source::File(path, len)
+            Source::File(
+                path,
+                Stamp {
+                    len,
+                    modified: info.modified,
+                },
+            )
         } else {
-            Source::Body(ctx.response().entity_chunks().to_vec(), len)
+            let chunks = ctx.response().entity_chunks().to_vec();
+            match Stamp::of_body(&chunks) {
+                Some(stamps) => Source::Body(chunks, len, stamps),
+                None => {
+                    self.copies.finished(&name);
+                    return RequestNotificationStatus::Continue;
+                }
+            }
         };
         let job = Job {
             name,
@@ -800,7 +893,69 @@ pub fn register_module(
 
 #[cfg(test)]
 mod tests {
-    use super::copy_name_kind;
+    use super::{copy_name_kind, EntityChunk, Source, Stamp};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    /// A file of its own for one test, removed when the test ends.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(name: &str, bytes: &[u8]) -> Self {
+            let path = std::env::temp_dir()
+                .join(format!("riis-compression-{name}-{}", std::process::id()));
+            std::fs::write(&path, bytes).unwrap();
+            Self(path)
+        }
+
+        /// Rewrites the file in place with `bytes`, dated `secs` after the
+        /// epoch (so the change shows even within one clock tick).
+        fn rewrite(&self, bytes: &[u8], secs: u64) {
+            std::fs::write(&self.0, bytes).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&self.0)
+                .unwrap()
+                .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+                .unwrap();
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A copy is made only from the bytes the request's ETag names: a file
+    /// changed after the request was queued (even in place, to the same
+    /// length) is not copied.
+    #[test]
+    fn a_file_changed_after_the_request_is_not_copied() {
+        let scratch = Scratch::new("by-path", b"first version");
+        scratch.rewrite(b"first version", 1_000);
+        let file = std::fs::File::open(&scratch.0).unwrap();
+        let stamp = Stamp::of(&file).unwrap();
+        let by_path = Source::File(scratch.0.clone(), stamp);
+        assert_eq!(by_path.read().as_deref(), Some(&b"first version"[..]));
+
+        let file = Arc::new(file);
+        let chunks = vec![
+            EntityChunk::Memory(bytes::Bytes::from_static(b"<")),
+            EntityChunk::File {
+                file,
+                offset: 6,
+                length: 7,
+            },
+        ];
+        let stamps = Stamp::of_body(&chunks).unwrap();
+        let body = Source::Body(chunks, 8, stamps);
+        assert_eq!(body.read().as_deref(), Some(&b"<version"[..]));
+
+        scratch.rewrite(b"other version", 2_000);
+        assert_eq!(by_path.read(), None);
+        assert_eq!(body.read(), None);
+    }
 
     #[test]
     fn only_names_riis_gives_are_copies() {
