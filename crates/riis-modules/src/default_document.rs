@@ -9,7 +9,7 @@
 //! it leaves the response alone for the handler's next module.
 //!
 //! StaticFile serves the document it picks, so it reads StaticFile's
-//! section too (the section is shared, see `declare_section`): with
+//! section too (`share_section`): with
 //! `static_file.follow_symlinks = false` a default document that is a
 //! symbolic link is passed over, as nginx's `index` does under
 //! `disable_symlinks`, instead of being chosen and then refused with 404.
@@ -139,7 +139,7 @@ pub fn register_module(
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<DefaultDocumentConfig>("default_document")?;
-    let static_file = registration.declare_section::<StaticFileConfig>("static_file")?;
+    let static_file = registration.share_section::<StaticFileConfig>("static_file")?;
     registration.set_request_notifications(
         move || DefaultDocument {
             config,

@@ -93,9 +93,12 @@ pub(crate) struct SectionDeclaration {
     pub(crate) name: String,
     pub(crate) module: String,
     pub(crate) parse: SectionParser,
-    /// The type the section parses into: a second module may declare the
-    /// same section only with the same type.
+    /// The type the section parses into: a module may share the section
+    /// only with the same type.
     pub(crate) type_id: std::any::TypeId,
+    /// Declared by its owner (`module`), not only shared so far (`module`
+    /// is then the first module that shares it).
+    pub(crate) owned: bool,
 }
 
 /// Everything one module registered.
@@ -272,42 +275,80 @@ impl ModuleRegistration<'_> {
     /// take the type's serde defaults, so `T` should derive `Default` and use
     /// `#[serde(default)]`.
     ///
-    /// Modules that share settings (as DefaultDocument follows StaticFile's
-    /// `follow_symlinks`, since StaticFile serves the documents it picks)
-    /// may each declare the same section with the same `T`: they get the
-    /// same section, whichever of them is loaded. Declaring a name another
-    /// module declared with a different type is an error.
+    /// The name belongs to one module: declaring one another module
+    /// declared fails registration, naming both. A module that reads
+    /// another's section uses [`ModuleRegistration::share_section`].
     pub fn declare_section<T>(&mut self, name: &str) -> Result<Section<T>, ModuleError>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let type_id = std::any::TypeId::of::<T>();
-        if let Some((id, other)) = self
-            .sections
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s.name == name)
-        {
-            if other.type_id == type_id {
-                return Ok(Section {
-                    id,
-                    _type: PhantomData,
-                });
+        if let Some(id) = self.sections.iter().position(|s| s.name == name) {
+            let other = &mut self.sections[id];
+            if other.owned || other.type_id != type_id {
+                return Err(ModuleError::with_hresult(
+                    format!(
+                        "module {} declares section `{name}`, already declared by module {}",
+                        self.entry.name, other.module
+                    ),
+                    ModuleError::E_INVALIDARG,
+                ));
             }
-            return Err(ModuleError::with_hresult(
-                format!(
-                    "module {} declares section `{name}`, already declared by module {} \
-                     with another type",
-                    self.entry.name, other.module
-                ),
-                ModuleError::E_INVALIDARG,
-            ));
+            // Shared by a module listed earlier: this one owns it.
+            other.owned = true;
+            other.module = self.entry.name.to_string();
+            return Ok(Section {
+                id,
+                _type: PhantomData,
+            });
         }
         self.sections.push(SectionDeclaration {
             name: name.to_owned(),
             module: self.entry.name.to_string(),
             parse: parse_section::<T>,
             type_id,
+            owned: true,
+        });
+        Ok(Section {
+            id: self.sections.len() - 1,
+            _type: PhantomData,
+        })
+    }
+
+    /// Reads the section `name` that another module declares with the same
+    /// `T` (as DefaultDocument reads StaticFile's `static_file`, to pass
+    /// over the documents StaticFile would refuse): both get the same
+    /// resolved value, whichever of them is listed first, and the section
+    /// is valid even when its owner is not listed at all. A section of
+    /// another type under that name fails registration.
+    pub fn share_section<T>(&mut self, name: &str) -> Result<Section<T>, ModuleError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let type_id = std::any::TypeId::of::<T>();
+        if let Some(id) = self.sections.iter().position(|s| s.name == name) {
+            let other = &self.sections[id];
+            if other.type_id != type_id {
+                return Err(ModuleError::with_hresult(
+                    format!(
+                        "module {} shares section `{name}`, which module {} declares \
+                         with another type",
+                        self.entry.name, other.module
+                    ),
+                    ModuleError::E_INVALIDARG,
+                ));
+            }
+            return Ok(Section {
+                id,
+                _type: PhantomData,
+            });
+        }
+        self.sections.push(SectionDeclaration {
+            name: name.to_owned(),
+            module: self.entry.name.to_string(),
+            parse: parse_section::<T>,
+            type_id,
+            owned: false,
         });
         Ok(Section {
             id: self.sections.len() - 1,

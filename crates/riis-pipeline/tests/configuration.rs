@@ -49,7 +49,13 @@ fn location(path: &str, index: usize, sections: Vec<SectionSource>) -> LocationD
 /// A pipeline whose `Greeter` module declares the `greeting` section and
 /// answers every request with the value resolved for it.
 fn greeter_pipeline() -> TestPipeline {
+    greeter_pipeline_after(|_| {})
+}
+
+/// [`greeter_pipeline`], with the modules `before` registers listed first.
+fn greeter_pipeline_after(before: impl FnOnce(&mut TestPipeline)) -> TestPipeline {
     let mut t = TestPipeline::new();
+    before(&mut t);
     let handle: Arc<OnceLock<Section<Greeting>>> = Arc::default();
     let for_script = handle.clone();
     t.register("Greeter", move |_, reg, _| {
@@ -185,9 +191,7 @@ fn an_undeclared_section_is_a_build_error() {
 }
 
 #[test]
-fn a_section_declared_again_with_another_type_fails_registration() {
-    #[derive(Deserialize)]
-    struct Other {}
+fn a_section_declared_twice_fails_registration() {
     let mut builder = riis_pipeline::PipelineBuilder::new();
     builder
         .register_module("A", |_, reg, _| {
@@ -197,43 +201,83 @@ fn a_section_declared_again_with_another_type_fails_registration() {
 
     let error = builder
         .register_module("B", |_, reg, _| {
-            reg.declare_section::<Other>("greeting").map(|_| ())
+            reg.declare_section::<Greeting>("greeting").map(|_| ())
         })
-        .expect_err("the name is taken by another type");
+        .expect_err("the name is taken");
 
     assert!(error.message.contains("greeting"), "{}", error.message);
     assert!(error.message.contains("module A"), "{}", error.message);
 }
 
-/// Two modules that declare one section with one type share it: both read
-/// the same resolved value.
-#[tokio::test]
-async fn modules_declaring_a_section_with_the_same_type_share_it() {
-    let mut t = greeter_pipeline();
-    t.register("Sharer", |_, reg, _| {
-        let section = reg.declare_section::<Greeting>("greeting")?;
-        reg.set_request_notifications(
-            move || {
-                ScriptedModule::new(script(move |ctx, _| {
-                    let text = format!("shared {};", ctx.config(section).text);
-                    write(ctx, text);
-                    Status::Continue
-                }))
-            },
-            N::BeginRequest.into(),
-            Default::default(),
-        )
-    });
-    t.site_mut()
-        .sections
-        .push(source("greeting", "text = 'site'", "sites[0].greeting"));
-    let pipeline = t.build();
+#[test]
+fn a_section_shared_with_another_type_fails_registration() {
+    #[derive(Deserialize)]
+    struct Other {}
+    for share_first in [false, true] {
+        let mut builder = riis_pipeline::PipelineBuilder::new();
+        let share = |reg: &mut riis_pipeline::ModuleRegistration<'_>| {
+            reg.share_section::<Other>("greeting").map(|_| ())
+        };
+        let declare = |reg: &mut riis_pipeline::ModuleRegistration<'_>| {
+            reg.declare_section::<Greeting>("greeting").map(|_| ())
+        };
+        let error = if share_first {
+            builder
+                .register_module("A", |_, reg, _| share(reg))
+                .unwrap();
+            builder.register_module("B", |_, reg, _| declare(reg))
+        } else {
+            builder
+                .register_module("A", |_, reg, _| declare(reg))
+                .unwrap();
+            builder.register_module("B", |_, reg, _| share(reg))
+        }
+        .expect_err("another type");
+        assert!(error.message.contains("greeting"), "{}", error.message);
+        assert!(error.message.contains("module A"), "{}", error.message);
+    }
+}
 
-    assert_eq!(get(&pipeline, "/").await.body(), "shared site;site 0..0");
-    assert_eq!(
-        pipeline.sections().collect::<Vec<_>>(),
-        [("greeting", "Greeter")]
-    );
+/// A module that shares another's section reads the same resolved value,
+/// whether it is listed before the owner or after it; the owner is the one
+/// named for the section.
+#[tokio::test]
+async fn a_shared_section_reads_as_its_owners() {
+    for sharer_first in [false, true] {
+        let sharer = |_: u32, reg: &mut riis_pipeline::ModuleRegistration<'_>, _: &_| {
+            let section = reg.share_section::<Greeting>("greeting")?;
+            reg.set_request_notifications(
+                move || {
+                    ScriptedModule::new(script(move |ctx, _| {
+                        let text = format!("shared {};", ctx.config(section).text);
+                        write(ctx, text);
+                        Status::Continue
+                    }))
+                },
+                N::BeginRequest.into(),
+                Default::default(),
+            )
+        };
+        let mut t = if sharer_first {
+            greeter_pipeline_after(|t| {
+                t.register("Sharer", sharer);
+            })
+        } else {
+            let mut t = greeter_pipeline();
+            t.register("Sharer", sharer);
+            t
+        };
+        t.site_mut()
+            .sections
+            .push(source("greeting", "text = 'site'", "sites[0].greeting"));
+        let pipeline = t.build();
+
+        assert_eq!(get(&pipeline, "/").await.body(), "shared site;site 0..0");
+        assert_eq!(
+            pipeline.sections().collect::<Vec<_>>(),
+            [("greeting", "Greeter")]
+        );
+    }
 }
 
 /// Counts its terminations.
