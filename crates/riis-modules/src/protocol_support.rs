@@ -8,8 +8,10 @@
 //!   headers (`headers_being_sent`), it removes the headers listed in
 //!   `remove_headers` (any case; `Server` drops riis's `Server` header), then
 //!   sets each of `custom_headers`, replacing a header of the same name. With
-//!   `keep_alive = false` it asks for the connection to be closed after the
-//!   response (`set_need_disconnect`; the response says `Connection: close`).
+//!   `keep_alive = false` it asks for an HTTP/1.x connection to be closed
+//!   after the response (`set_need_disconnect`; the response says
+//!   `Connection: close`); HTTP/2 connections are left to their idle
+//!   timeout, as keep-alive is an HTTP/1.x mechanism.
 //!   It runs at First priority, which SendResponse's inverted order makes
 //!   late: after the modules of lower priority, and after the First modules
 //!   listed after it in the module list, so it sees the headers they add.
@@ -46,7 +48,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use riis_pipeline::http::header::{self, HeaderName};
-use riis_pipeline::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use riis_pipeline::http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use riis_pipeline::{
     HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, RequestNotification,
     RequestNotificationStatus, RequestNotifications, Section, SendResponseProvider, ServerInfo,
@@ -300,7 +302,9 @@ impl HttpModule for ProtocolSupport {
         // Shared lists: cloning the `Arc`s frees the borrow of the context.
         let remove = config.remove_headers.0.clone();
         let add = config.custom_headers.0.clone();
-        let keep_alive = config.keep_alive;
+        // Keep-alive is HTTP/1.x's: an HTTP/2 connection carries many
+        // streams at once and ends by its idle timeout, not per response.
+        let keep_alive = config.keep_alive || ctx.request().http_version() >= Version::HTTP_2;
         let resp = ctx.response_mut();
         for name in remove.iter() {
             resp.delete_header(name);

@@ -188,6 +188,12 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         return ReplyFuture::ready(finish.apply(Ok(refusal_response(refusal))));
     }
     finish.last = state.is_last_request(&generation.limits);
+    if finish.last && req.version() == http::Version::HTTP_2 {
+        // HTTP/2 has no `Connection: close` (RFC 9113 §8.2.2): GOAWAY, and
+        // the connection ends once its open streams are done.
+        state.activity.close_after_exchange();
+        finish.last = false;
+    }
     // A request body no module reads to its end is read and dropped after
     // the response, so the connection serves the next request (HTTP/1.x).
     // Not after `Expect: 100-continue`: the client waits for a 100 before

@@ -309,6 +309,34 @@ fn the_configured_flow_control_windows_are_advertised() {
     assert_served(server.addr);
 }
 
+/// `limits.max_requests_per_connection` holds on HTTP/2 too (nginx's
+/// `keepalive_requests`): the last request is answered, and the connection
+/// gets GOAWAY (there is no `Connection: close` in HTTP/2).
+#[test]
+fn the_last_request_of_an_http2_connection_gets_goaway() {
+    let (_dir, server) = server_with("max_header_bytes = 8192\nmax_requests_per_connection = 2");
+    let mut h2 = H2::open(server.addr);
+    assert_served_on(&mut h2);
+    h2.sock
+        .write_all(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            3,
+            &request_block(0, 0),
+        ))
+        .unwrap();
+    let (mut answered, mut goaway) = (false, false);
+    while let Some((kind, _, stream, payload)) = h2.read_frame() {
+        answered |= kind == HEADERS && stream == 3 && payload.first() == Some(&0x88);
+        goaway |= kind == GOAWAY;
+        if answered && goaway {
+            break;
+        }
+    }
+    assert!(answered, "the last request was not answered");
+    assert!(goaway, "no GOAWAY after the last request");
+}
+
 /// An HTTP/2 connection with no stream open for `timeouts.keep_alive` gets
 /// GOAWAY and is closed, even while its client sends PINGs (frames between
 /// requests are no request head arriving).

@@ -231,6 +231,31 @@ fn keep_alive_false_closes_the_connection() {
     assert!(conn.is_closed(), "the connection stayed open after a 404");
 }
 
+/// Keep-alive is HTTP/1.x's: under `keep_alive = false` an HTTP/2
+/// connection goes on serving its streams.
+#[test]
+fn keep_alive_false_leaves_http2_connections_open() {
+    use http_body_util::{BodyExt, Empty};
+    let (_dir, server) = site();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sender = common::http2_client(server.addr).await;
+        for _ in 0..3 {
+            sender.ready().await.expect("the connection is open");
+            let request = http::Request::get(format!("http://{}/close/c.txt", server.addr))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let resp = sender.send_request(request).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"bye");
+        }
+    });
+}
+
 #[test]
 fn check_config_refuses_bad_header_names() {
     let dir = TempDir::new("protocol-check");
