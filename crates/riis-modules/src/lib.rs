@@ -9,12 +9,14 @@
 #![warn(missing_docs)]
 
 pub mod async_hello;
+mod background;
 pub mod content_encoding;
 pub mod custom_error;
 pub mod default_document;
 pub mod directory_listing;
 pub mod dynamic_compression;
 pub mod event_trace;
+pub mod failed_requests_tracing;
 pub mod hello_world;
 pub mod http_redirection;
 pub mod noop;
@@ -22,6 +24,8 @@ pub mod protocol_support;
 pub mod request_filtering;
 pub mod static_compression;
 pub mod static_file;
+
+use std::path::Path;
 
 use riis_pipeline::RegisterModuleFn;
 
@@ -47,6 +51,30 @@ pub(crate) fn canonical_url_path(decoded: &str) -> String {
     out
 }
 
+/// Creates `dir` owner-only if it is missing, and checks that it is ours and
+/// that nobody else may write to it.
+pub(crate) fn private_directory(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        return Err(format!("cannot create {}: {e}", dir.display()));
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} belongs to another user or others may write to it",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The built-in modules by the name configuration uses.
 pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("StaticFile", static_file::register_module),
@@ -62,6 +90,10 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("ProtocolSupport", protocol_support::register_module),
     ("StaticCompression", static_compression::register_module),
     ("DynamicCompression", dynamic_compression::register_module),
+    (
+        "FailedRequestsTracing",
+        failed_requests_tracing::register_module,
+    ),
 ];
 
 /// The entry point of a built-in module.

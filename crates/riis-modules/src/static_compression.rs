@@ -70,6 +70,7 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
+use crate::background::Background;
 use crate::content_encoding::{self, Coding};
 
 /// The `static_compression` configuration section.
@@ -164,7 +165,7 @@ impl Copies {
             Some(DirectoryCheck::Refused(at)) if at.elapsed() < RECHECK_REFUSED => return false,
             _ => {}
         }
-        match private_directory(dir) {
+        match crate::private_directory(dir) {
             Ok(()) => {
                 seen.insert(dir.to_owned(), DirectoryCheck::Private);
                 true
@@ -457,76 +458,6 @@ impl Source {
 /// they are until it catches up.
 const QUEUED_COPIES: usize = 64;
 
-/// The sending end of the compression thread's queue, which starts the
-/// thread with the first copy. Held by the module's factory only: when a
-/// configuration reload drops the factory, the thread makes the copies
-/// already queued and ends. At process exit it simply stops; a copy it was
-/// writing leaves a temporary file, deleted with the oldest copies later.
-#[derive(Default)]
-struct Maker {
-    queue: Mutex<MakerQueue>,
-}
-
-#[derive(Default)]
-struct MakerQueue {
-    sender: Option<std::sync::mpsc::SyncSender<Job>>,
-    /// The thread could not be started last time (logged once until it
-    /// starts).
-    spawn_failed: bool,
-}
-
-impl Maker {
-    /// Queues `job`; `false` if it cannot be (the queue is full, or the
-    /// thread could not start).
-    fn queue(&self, copies: &Arc<Copies>, job: Job) -> bool {
-        use std::sync::mpsc::TrySendError;
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.sender.is_none() {
-            let (sender, jobs) = std::sync::mpsc::sync_channel::<Job>(QUEUED_COPIES);
-            let copies = copies.clone();
-            let started = std::thread::Builder::new()
-                .name("riis-compress".into())
-                .spawn(move || {
-                    for job in jobs {
-                        // A panic (in a compressor) loses that copy only:
-                        // its guard clears its name, and the thread goes on
-                        // with the jobs queued behind it.
-                        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            make(&copies, job)
-                        }));
-                        if made.is_err() {
-                            tracing::error!("StaticCompression: making a copy panicked");
-                        }
-                    }
-                });
-            match started {
-                Ok(_) => {
-                    queue.sender = Some(sender);
-                    queue.spawn_failed = false;
-                }
-                Err(e) => {
-                    if !std::mem::replace(&mut queue.spawn_failed, true) {
-                        tracing::error!(
-                            "StaticCompression: cannot start the compression thread ({e}); \
-                             files go as they are until it starts"
-                        );
-                    }
-                    return false;
-                }
-            }
-        }
-        match queue.sender.as_ref().map(|q| q.try_send(job)) {
-            Some(Ok(())) => true,
-            Some(Err(TrySendError::Full(_))) => false,
-            // The thread is gone: the next copy starts another.
-            Some(Err(TrySendError::Disconnected(_))) | None => {
-                queue.sender = None;
-                false
-            }
-        }
-    }
-}
-
 /// Makes one copy, on the compression thread: compresses, writes, counts
 /// it against the directory's limit, and keeps it in memory if small.
 fn make(copies: &Copies, job: Job) {
@@ -560,30 +491,6 @@ fn make(copies: &Copies, job: Job) {
 /// Unique temporary names within the process (with the process id, across
 /// processes sharing the directory).
 static TEMPORARY: AtomicU64 = AtomicU64::new(0);
-
-/// Creates `dir` owner-only if it is missing, and checks that it is ours and
-/// that nobody else may write to it.
-fn private_directory(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        return Err(format!("cannot create {}: {e}", dir.display()));
-    }
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
-    if !meta.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
-    }
-    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} belongs to another user or others may write to it",
-            dir.display()
-        ));
-    }
-    Ok(())
-}
 
 /// Writes `data` as `name`: to a temporary file of this call's own, synced,
 /// then renamed into place, so a reader sees a whole copy or none.
@@ -623,7 +530,7 @@ const MEMORY_TOTAL_LIMIT: usize = 64 * 1024 * 1024;
 pub struct StaticCompression {
     config: Section<StaticCompressionConfig>,
     copies: Arc<Copies>,
-    maker: Arc<Maker>,
+    maker: Arc<Background<Job>>,
 }
 
 fn default_directory() -> PathBuf {
@@ -851,9 +758,8 @@ impl HttpModule for StaticCompression {
                 .do_disk_space_limiting
                 .then(|| config.max_disk_space_usage * 1024 * 1024),
         };
-        let name = job.name.clone();
-        if !self.maker.queue(&self.copies, job) {
-            self.copies.finished(&name);
+        if let Err(job) = self.maker.queue(job) {
+            self.copies.finished(&job.name);
         }
         RequestNotificationStatus::Continue
     }
@@ -876,7 +782,14 @@ pub fn register_module(
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<StaticCompressionConfig>("static_compression")?;
     let copies = Arc::new(Copies::default());
-    let maker = Arc::new(Maker::default());
+    let maker = {
+        let copies = copies.clone();
+        Arc::new(Background::new(
+            "riis-compress",
+            QUEUED_COPIES,
+            move |job| make(&copies, job),
+        ))
+    };
     registration.set_request_notifications(
         move || StaticCompression {
             config,

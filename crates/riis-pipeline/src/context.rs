@@ -549,6 +549,7 @@ impl HttpContext {
             .then(|| (self.op.take(), self.response.flush.take()));
         let mut running: Option<ModuleIndex> = None;
         let mut last = None;
+        let tracing = self.pipeline.tracing;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut i = 0;
             while let Some(&m) = list(&self.pipeline).get(i) {
@@ -558,7 +559,15 @@ impl HttpContext {
                 };
                 running = Some(m);
                 self.current = Running::call(m, notification, false);
+                let started = tracing.then(|| {
+                    self.trace_call(m, notification, TracePhase::ModuleStart);
+                    Instant::now()
+                });
                 let status = call(&mut *module, self);
+                if let Some(started) = started {
+                    let elapsed = started.elapsed();
+                    self.trace_call(m, notification, TracePhase::ModuleEnd { status, elapsed });
+                }
                 // Empty while its module ran (see `walk_list`).
                 std::mem::forget(self.slots[m.get()].instance.replace(module));
                 running = None;
@@ -591,6 +600,20 @@ impl HttpContext {
                 Some(RequestNotificationStatus::FinishRequest)
             }
         }
+    }
+
+    /// A trace event for module `m`'s call in a nondeterministic
+    /// notification (the deterministic ones are traced in `execution`).
+    #[cold]
+    fn trace_call(&self, m: ModuleIndex, notification: RequestNotification, phase: TracePhase) {
+        self.pipeline.raise_trace(&TraceEvent {
+            request_id: self.request_id,
+            url: self.request.url(),
+            module: self.pipeline.module_name(m),
+            notification,
+            is_post: false,
+            phase,
+        });
     }
 
     /// What a nested call started is not run: operations belong to the

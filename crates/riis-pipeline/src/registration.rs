@@ -282,37 +282,7 @@ impl ModuleRegistration<'_> {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let type_id = std::any::TypeId::of::<T>();
-        if let Some(id) = self.sections.iter().position(|s| s.name == name) {
-            let other = &mut self.sections[id];
-            if other.owned || other.type_id != type_id {
-                return Err(ModuleError::with_hresult(
-                    format!(
-                        "module {} declares section `{name}`, already declared by module {}",
-                        self.entry.name, other.module
-                    ),
-                    ModuleError::E_INVALIDARG,
-                ));
-            }
-            // Shared by a module listed earlier: this one owns it.
-            other.owned = true;
-            other.module = self.entry.name.to_string();
-            return Ok(Section {
-                id,
-                _type: PhantomData,
-            });
-        }
-        self.sections.push(SectionDeclaration {
-            name: name.to_owned(),
-            module: self.entry.name.to_string(),
-            parse: parse_section::<T>,
-            type_id,
-            owned: true,
-        });
-        Ok(Section {
-            id: self.sections.len() - 1,
-            _type: PhantomData,
-        })
+        self.add_section::<T>(name, true)
     }
 
     /// Reads the section `name` that another module declares with the same
@@ -325,33 +295,53 @@ impl ModuleRegistration<'_> {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
+        self.add_section::<T>(name, false)
+    }
+
+    /// [`Self::declare_section`] (`owner`) or [`Self::share_section`].
+    fn add_section<T>(&mut self, name: &str, owner: bool) -> Result<Section<T>, ModuleError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
         let type_id = std::any::TypeId::of::<T>();
-        if let Some(id) = self.sections.iter().position(|s| s.name == name) {
-            let other = &self.sections[id];
-            if other.type_id != type_id {
-                return Err(ModuleError::with_hresult(
-                    format!(
-                        "module {} shares section `{name}`, which module {} declares \
-                         with another type",
-                        self.entry.name, other.module
-                    ),
-                    ModuleError::E_INVALIDARG,
-                ));
-            }
+        let Some(id) = self.sections.iter().position(|s| s.name == name) else {
+            self.sections.push(SectionDeclaration {
+                name: name.to_owned(),
+                module: self.entry.name.to_string(),
+                parse: parse_section::<T>,
+                type_id,
+                owned: owner,
+            });
             return Ok(Section {
-                id,
+                id: self.sections.len() - 1,
                 _type: PhantomData,
             });
+        };
+        let other = &mut self.sections[id];
+        let conflict = if other.type_id != type_id {
+            Some("with another type")
+        } else if owner && other.owned {
+            Some("already")
+        } else {
+            None
+        };
+        if let Some(why) = conflict {
+            let verb = if owner { "declares" } else { "shares" };
+            return Err(ModuleError::with_hresult(
+                format!(
+                    "module {} {verb} section `{name}`, which module {} declared {why}",
+                    self.entry.name, other.module
+                ),
+                ModuleError::E_INVALIDARG,
+            ));
         }
-        self.sections.push(SectionDeclaration {
-            name: name.to_owned(),
-            module: self.entry.name.to_string(),
-            parse: parse_section::<T>,
-            type_id,
-            owned: false,
-        });
+        if owner {
+            // Shared by a module listed earlier: this one owns it.
+            other.owned = true;
+            other.module = self.entry.name.to_string();
+        }
         Ok(Section {
-            id: self.sections.len() - 1,
+            id,
             _type: PhantomData,
         })
     }

@@ -207,10 +207,13 @@ async fn trace_event_reports_module_start_and_end() {
     }
     t.module(
         "Worker",
-        Registration::events(N::BeginRequest).with_post(N::AuthorizeRequest),
+        Registration::events(N::BeginRequest | N::SendResponse).with_post(N::AuthorizeRequest),
         script(|ctx, call| {
             if call.is_event(N::BeginRequest) {
                 ctx.raise_trace_event("working");
+                return Status::Continue;
+            }
+            if let Call::SendResponse(_) = call {
                 return Status::Continue;
             }
             Status::FinishRequest
@@ -220,6 +223,7 @@ async fn trace_event_reports_module_start_and_end() {
 
     let outcome = get(&pipeline, "/traced").await;
 
+    // The nondeterministic SendResponse of the final send is traced too.
     assert_eq!(
         log.entries(),
         [
@@ -228,6 +232,8 @@ async fn trace_event_reports_module_start_and_end() {
             "Worker BeginRequest end Continue /traced",
             "Worker PostAuthorizeRequest start /traced",
             "Worker PostAuthorizeRequest end FinishRequest /traced",
+            "Worker SendResponse start /traced",
+            "Worker SendResponse end Continue /traced",
         ]
     );
     assert_eq!(outcome.status(), StatusCode::OK);

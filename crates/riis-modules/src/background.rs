@@ -1,0 +1,130 @@
+//! A thread of a module's own for work no request should wait for (making
+//! a compressed copy, writing a trace file), fed through a bounded queue.
+
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+/// A named thread that runs `work` on each job queued, started with the
+/// first job. Held by a module's factory: when a configuration reload drops
+/// it, the thread finishes the jobs already queued and ends (at process exit
+/// it simply stops).
+pub(crate) struct Background<J> {
+    name: &'static str,
+    capacity: usize,
+    work: Arc<dyn Fn(J) + Send + Sync>,
+    state: Mutex<State<J>>,
+}
+
+struct State<J> {
+    sender: Option<SyncSender<J>>,
+    /// The thread could not be started last time (logged once until it
+    /// starts).
+    spawn_failed: bool,
+}
+
+impl<J: Send + 'static> Background<J> {
+    /// A thread called `name` (started later) that holds at most `capacity`
+    /// jobs waiting.
+    pub(crate) fn new(
+        name: &'static str,
+        capacity: usize,
+        work: impl Fn(J) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            capacity,
+            work: Arc::new(work),
+            state: Mutex::new(State {
+                sender: None,
+                spawn_failed: false,
+            }),
+        }
+    }
+
+    /// Queues `job`, starting the thread if it is not running; gives the job
+    /// back when the queue is full or the thread cannot start. Never blocks.
+    pub(crate) fn queue(&self, job: J) -> Result<(), J> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.sender.is_none() {
+            let (sender, jobs) = sync_channel::<J>(self.capacity);
+            let work = self.work.clone();
+            let name = self.name;
+            let started = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    for job in jobs {
+                        // A panic loses that job only: the thread goes on
+                        // with the ones queued behind it.
+                        let done =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job)));
+                        if done.is_err() {
+                            tracing::error!(thread = name, "a background job panicked");
+                        }
+                    }
+                });
+            match started {
+                Ok(_) => {
+                    state.sender = Some(sender);
+                    state.spawn_failed = false;
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut state.spawn_failed, true) {
+                        tracing::error!(thread = name, "cannot start a background thread: {e}");
+                    }
+                    return Err(job);
+                }
+            }
+        }
+        let sent = match &state.sender {
+            Some(sender) => sender.try_send(job),
+            None => return Err(job),
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job)) => Err(job),
+            // The thread is gone: the next job starts another.
+            Err(TrySendError::Disconnected(job)) => {
+                state.sender = None;
+                Err(job)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Background;
+    use std::sync::mpsc::channel;
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    #[test]
+    fn a_full_queue_gives_the_job_back_and_a_panic_loses_only_its_job() {
+        let (started, runs) = channel();
+        let started = std::sync::Mutex::new(started);
+        let gate = Arc::new(Barrier::new(2));
+        let hold = gate.clone();
+        let worker = Background::new("riis-test", 1, move |n: u32| {
+            started.lock().unwrap().send(n).unwrap();
+            match n {
+                0 => {
+                    // Holds the thread while the test fills the queue.
+                    hold.wait();
+                }
+                1 => panic!("job 1 fails"),
+                _ => {}
+            }
+        });
+        let next = || runs.recv_timeout(Duration::from_secs(10)).unwrap();
+        worker.queue(0).unwrap();
+        assert_eq!(next(), 0);
+        // Job 0 runs; the queue has room for one.
+        worker.queue(1).unwrap();
+        assert_eq!(worker.queue(2), Err(2));
+        gate.wait();
+        assert_eq!(next(), 1);
+        // Job 1 panicked; the thread goes on.
+        worker.queue(3).unwrap();
+        assert_eq!(next(), 3);
+    }
+}

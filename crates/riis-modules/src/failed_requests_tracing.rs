@@ -1,0 +1,595 @@
+//! `FailedRequestsTracing`: writes a trace of every module call of a request
+//! that failed (by status code, or by taking too long) to a file of its own,
+//! as IIS's failed request tracing does, so an operator sees which module
+//! did what, in which notification, and how long each took.
+//!
+//! Registers for:
+//!
+//! - the global **TraceEvent** notification: listening to it turns the
+//!   engine's per-call trace events on (for every request, so listing this
+//!   module costs each module call two events). Events of requests the
+//!   module follows are kept in memory, by request id, until the request
+//!   ends;
+//! - **BeginRequest** (FIRST priority, so its own call is the first traced):
+//!   where the location's section has `enabled`, it starts following the
+//!   request;
+//! - **EndRequest** (LAST priority, so every other module's EndRequest is in
+//!   the trace): it checks the failure definitions. When the request ends
+//!   (the instance is disposed, after the final send, whose SendResponse
+//!   calls are in the trace too), a failed request's trace is handed to the
+//!   module's writer thread; the events are dropped either way.
+//!
+//! A trace is a JSON document, `fr000001.json`, `fr000002.json`, … in
+//! `directory` (numbering goes on from the highest file there, so it
+//! survives restarts); at most `max_log_files` are kept, the oldest numbers
+//! deleted first. It holds the request (method, URL, query string, client
+//! address, site, headers with `Authorization`, `Cookie` and
+//! `Proxy-Authorization` hidden), the response status, substatus and error
+//! code, the time taken, the rule that matched, and each event: time since
+//! the request arrived, module, notification, post-event or not, start or
+//! end, the status the module returned and the time its call took, or the
+//! message of a module's own trace event. The directory is made
+//! owner-only (0700), since traces show URLs and headers. Files are written
+//! on a thread of the module's own (`riis-trace`), so no response waits
+//! for one; at most 256 traces wait there, and past that a trace is
+//! dropped with a warning.
+//!
+//! Configuration section `failed_requests_tracing` (IIS's
+//! `traceFailedRequests` failure definitions and `traceFailedRequestsLogging`):
+//! - `enabled` (default true);
+//! - `status_codes` (default `["500-599"]`): codes (`404`), ranges
+//!   (`400-499`) or a code with its substatus (`404.2`);
+//! - `time_taken` (seconds, default 0: off): a request that took at least
+//!   this long is traced whatever its status;
+//! - `directory` (default: `riis-failed-requests` under the system temp dir);
+//! - `max_log_files` (default 50, at least 1).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use riis_pipeline::http::header;
+use riis_pipeline::{
+    GlobalModule, GlobalNotification, GlobalNotificationStatus, HttpContext, HttpModule,
+    ModuleError, ModuleRegistration, Priority, RequestNotification, RequestNotificationStatus,
+    RequestNotifications, Section, ServerInfo, TraceEvent, TracePhase,
+};
+use serde::Deserialize;
+
+use crate::background::Background;
+
+/// The `failed_requests_tracing` configuration section.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailedRequestsTracingConfig {
+    /// Whether requests under this location are traced.
+    pub enabled: bool,
+    /// The statuses that make a request a failure.
+    pub status_codes: Vec<StatusRule>,
+    /// Seconds after which a request is a failure whatever its status (0:
+    /// never).
+    pub time_taken: u64,
+    /// Where traces are written; empty for the default.
+    pub directory: PathBuf,
+    /// How many trace files are kept.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_log_files: u32,
+}
+
+impl Default for FailedRequestsTracingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            status_codes: vec![StatusRule {
+                from: 500,
+                to: 599,
+                substatus: None,
+            }],
+            time_taken: 0,
+            directory: PathBuf::new(),
+            max_log_files: 50,
+        }
+    }
+}
+
+impl FailedRequestsTracingConfig {
+    /// The failure definition that a request ending with
+    /// `status`.`substatus` after `taken` matches, described for the
+    /// trace; `None` when the request did not fail.
+    fn failure(&self, status: u16, substatus: u16, taken: Duration) -> Option<String> {
+        if let Some(rule) = self
+            .status_codes
+            .iter()
+            .find(|r| r.matches(status, substatus))
+        {
+            return Some(describe_rule(rule));
+        }
+        (self.time_taken > 0 && taken >= Duration::from_secs(self.time_taken))
+            .then(|| format!("time taken at least {} s", self.time_taken))
+    }
+}
+
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// One entry of `status_codes`: `404`, `400-499` or `404.2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRule {
+    /// First status of the range.
+    pub from: u16,
+    /// Last status of the range (`from` for one code).
+    pub to: u16,
+    /// The substatus it must also have, if given.
+    pub substatus: Option<u16>,
+}
+
+impl StatusRule {
+    fn matches(&self, status: u16, substatus: u16) -> bool {
+        (self.from..=self.to).contains(&status) && self.substatus.is_none_or(|s| s == substatus)
+    }
+}
+
+impl std::str::FromStr for StatusRule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let code = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=999).contains(c))
+                .ok_or_else(|| format!("`{text}` is not a status code (100 to 999)"))
+        };
+        if let Some((from, to)) = text.split_once('-') {
+            let (from, to) = (code(from)?, code(to)?);
+            if from > to {
+                return Err(format!("`{text}`: the range ends before it starts"));
+            }
+            return Ok(Self {
+                from,
+                to,
+                substatus: None,
+            });
+        }
+        if let Some((status, sub)) = text.split_once('.') {
+            let substatus = sub
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| format!("`{text}`: `{sub}` is not a substatus"))?;
+            let status = code(status)?;
+            return Ok(Self {
+                from: status,
+                to: status,
+                substatus: Some(substatus),
+            });
+        }
+        let status = code(text)?;
+        Ok(Self {
+            from: status,
+            to: status,
+            substatus: None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One trace event, as kept until the request ends.
+struct Event {
+    /// Since the request arrived.
+    at: Duration,
+    module: Box<str>,
+    notification: RequestNotification,
+    post: bool,
+    phase: TracePhase,
+}
+
+/// What the module shares between its global and request parts: the
+/// events of each request followed, by request id, with when it arrived.
+#[derive(Default)]
+struct Traces {
+    open: Mutex<HashMap<u64, (Instant, Vec<Event>)>>,
+}
+
+/// A failed request's trace, on its way to the writer thread.
+struct Report {
+    dir: PathBuf,
+    max_files: u32,
+    trace: serde_json::Value,
+}
+
+/// Traces that may wait for the writer thread.
+const QUEUED_TRACES: usize = 256;
+
+/// The trace files of one directory.
+struct Numbering {
+    next: u64,
+    kept: VecDeque<u64>,
+}
+
+impl Traces {
+    fn events(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, Vec<Event>)>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The writer thread's state: for each trace directory written to, the
+/// next file number and the numbers of the files kept there.
+#[derive(Default)]
+struct Writer {
+    directories: HashMap<PathBuf, Numbering>,
+}
+
+impl Writer {
+    fn write_report(&mut self, report: Report) {
+        match self.write(&report.dir, &report.trace, report.max_files) {
+            Ok(path) => tracing::info!(
+                request_id = report.trace["request_id"].as_u64(),
+                status = report.trace["status"].as_u64(),
+                trace = %path.display(),
+                "FailedRequestsTracing: request traced"
+            ),
+            Err(why) => tracing::warn!("FailedRequestsTracing: {why}"),
+        }
+    }
+
+    /// Writes `trace` as the next file of `dir` and deletes the oldest past
+    /// `max_files`; returns the file written.
+    fn write(
+        &mut self,
+        dir: &Path,
+        trace: &serde_json::Value,
+        max_files: u32,
+    ) -> Result<PathBuf, String> {
+        crate::private_directory(dir)?;
+        let numbering = self
+            .directories
+            .entry(dir.to_owned())
+            .or_insert_with(|| scan(dir));
+        let number = numbering.next;
+        let path = dir.join(file_name(number));
+        let text = serde_json::to_vec_pretty(trace).map_err(|e| e.to_string())?;
+        // Whole or not at all: a reader never sees half a trace.
+        let temporary = dir.join(format!(".{}.tmp", file_name(number)));
+        std::fs::write(&temporary, text)
+            .and_then(|()| std::fs::rename(&temporary, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&temporary);
+                format!("cannot write {}: {e}", path.display())
+            })?;
+        numbering.next += 1;
+        numbering.kept.push_back(number);
+        while numbering.kept.len() > max_files as usize {
+            if let Some(old) = numbering.kept.pop_front() {
+                let _ = std::fs::remove_file(dir.join(file_name(old)));
+            }
+        }
+        Ok(path)
+    }
+}
+
+fn file_name(number: u64) -> String {
+    format!("fr{number:06}.json")
+}
+
+/// The trace files already in `dir`, oldest number first.
+fn scan(dir: &Path) -> Numbering {
+    let mut kept: Vec<u64> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name();
+            let digits = name.to_str()?.strip_prefix("fr")?.strip_suffix(".json")?;
+            (digits.len() >= 6 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse().ok())
+                .flatten()
+        })
+        .collect();
+    kept.sort_unstable();
+    Numbering {
+        next: kept.last().map_or(1, |n| n + 1),
+        kept: kept.into(),
+    }
+}
+
+/// The global part: collects the events of the requests followed.
+struct Collector {
+    traces: Arc<Traces>,
+}
+
+impl GlobalModule for Collector {
+    fn on_global_trace_event(&self, event: &TraceEvent<'_>) -> GlobalNotificationStatus {
+        let mut open = self.traces.events();
+        if let Some((arrived, events)) = open.get_mut(&event.request_id) {
+            events.push(Event {
+                at: arrived.elapsed(),
+                module: event.module.into(),
+                notification: event.notification,
+                post: event.is_post,
+                phase: event.phase,
+            });
+        }
+        GlobalNotificationStatus::Continue
+    }
+}
+
+/// The module instance: one per request.
+pub struct FailedRequestsTracing {
+    config: Section<FailedRequestsTracingConfig>,
+    traces: Arc<Traces>,
+    writer: Arc<Background<Report>>,
+    /// The request followed, until its events are taken.
+    following: Option<u64>,
+    /// The trace of a failed request, without its events, from EndRequest.
+    report: Option<Report>,
+}
+
+impl HttpModule for FailedRequestsTracing {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        if ctx.config(self.config).enabled {
+            let id = ctx.request_id();
+            self.traces
+                .events()
+                .insert(id, (ctx.start_time(), Vec::new()));
+            self.following = Some(id);
+        }
+        RequestNotificationStatus::Continue
+    }
+
+    fn on_end_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        if self.following.is_none() {
+            return RequestNotificationStatus::Continue;
+        }
+        let config = ctx.config(self.config);
+        let taken = ctx.start_time().elapsed();
+        let (status, substatus) = (ctx.response().status().as_u16(), ctx.response().substatus());
+        let Some(failure) = config.failure(status, substatus, taken) else {
+            return RequestNotificationStatus::Continue;
+        };
+        let dir = if config.directory.as_os_str().is_empty() {
+            std::env::temp_dir().join("riis-failed-requests")
+        } else {
+            config.directory.clone()
+        };
+        let max_files = config.max_log_files;
+        self.report = Some(Report {
+            dir,
+            max_files,
+            trace: trace_document(ctx, &failure, taken),
+        });
+        RequestNotificationStatus::Continue
+    }
+}
+
+impl Drop for FailedRequestsTracing {
+    /// The request has ended (its final send included): its events are
+    /// dropped, or, if it failed, added to its trace for the writer thread.
+    fn drop(&mut self) {
+        let Some(id) = self.following.take() else {
+            return;
+        };
+        let events = self.traces.events().remove(&id);
+        let (Some(mut report), Some((_, events))) = (self.report.take(), events) else {
+            return;
+        };
+        report.trace["events"] = events.iter().map(event_document).collect();
+        if self.writer.queue(report).is_err() {
+            tracing::warn!(
+                request_id = id,
+                "FailedRequestsTracing: too many traces waiting to be written; one was dropped"
+            );
+        }
+    }
+}
+
+fn describe_rule(rule: &StatusRule) -> String {
+    match (rule.from == rule.to, rule.substatus) {
+        (true, Some(sub)) => format!("status {}.{sub}", rule.from),
+        (true, None) => format!("status {}", rule.from),
+        (false, _) => format!("status {}-{}", rule.from, rule.to),
+    }
+}
+
+/// Headers whose values a trace does not show.
+const HIDDEN_HEADERS: [header::HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::PROXY_AUTHORIZATION,
+];
+
+fn milliseconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// The trace file's document.
+fn trace_document(ctx: &HttpContext, failure: &str, taken: Duration) -> serde_json::Value {
+    use serde_json::json;
+    let request = ctx.request();
+    let headers: Vec<serde_json::Value> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let shown = if HIDDEN_HEADERS.contains(name) {
+                "(hidden)".into()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            json!([name.as_str(), shown])
+        })
+        .collect();
+    let response = ctx.response();
+    // What IIS's trace shows as the error: the code, which module set it
+    // and in which notification, and its description.
+    let error = response.error().map(|e| {
+        json!({
+            "code": format!("0x{:08X}", e.hresult),
+            "module": e.module.map(|m| ctx.pipeline().module_name(m)),
+            "notification": e.notification,
+            "description": response.error_description(),
+        })
+    });
+    json!({
+        "request_id": ctx.request_id(),
+        "site": ctx.site().site_name,
+        "method": request.method().as_str(),
+        "url": request.url(),
+        "query": request.query_string(),
+        "client": request.remote_address().to_string(),
+        "headers": headers,
+        "status": response.status().as_u16(),
+        "substatus": response.substatus(),
+        "error": error,
+        "time_taken_ms": milliseconds(taken),
+        "failure": failure,
+        "events": [],
+    })
+}
+
+/// One event, as the trace file shows it.
+fn event_document(e: &Event) -> serde_json::Value {
+    let mut event = serde_json::json!({
+        "at_ms": milliseconds(e.at),
+        "module": &*e.module,
+        "notification": format!("{:?}", e.notification),
+        "post": e.post,
+    });
+    match e.phase {
+        TracePhase::ModuleStart => event["phase"] = "start".into(),
+        TracePhase::ModuleEnd { status, elapsed } => {
+            event["phase"] = "end".into();
+            event["status"] = format!("{status:?}").into();
+            event["elapsed_ms"] = milliseconds(elapsed).into();
+        }
+        TracePhase::Custom { message } => {
+            event["phase"] = "message".into();
+            event["message"] = message.into();
+        }
+    }
+    event
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config =
+        registration.declare_section::<FailedRequestsTracingConfig>("failed_requests_tracing")?;
+    let traces = Arc::new(Traces::default());
+    let writer = {
+        // The writer thread is the state's only user: the lock is never
+        // contended.
+        let state = Mutex::new(Writer::default());
+        Arc::new(Background::new(
+            "riis-trace",
+            QUEUED_TRACES,
+            move |report| {
+                state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .write_report(report)
+            },
+        ))
+    };
+    registration.set_global_notifications(
+        Collector {
+            traces: traces.clone(),
+        },
+        GlobalNotification::TraceEvent.into(),
+    )?;
+    registration.set_request_notifications(
+        move || FailedRequestsTracing {
+            config,
+            traces: traces.clone(),
+            writer: writer.clone(),
+            following: None,
+            report: None,
+        },
+        RequestNotification::BeginRequest | RequestNotification::EndRequest,
+        RequestNotifications::NONE,
+    )?;
+    registration
+        .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);
+    registration
+        .set_priority_for_request_notification(RequestNotification::EndRequest, Priority::Last);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FailedRequestsTracingConfig, StatusRule};
+    use std::time::Duration;
+
+    #[test]
+    fn a_request_fails_by_its_status_or_by_the_time_it_took() {
+        let config = FailedRequestsTracingConfig {
+            status_codes: vec!["404.2".parse().unwrap(), "500-599".parse().unwrap()],
+            time_taken: 5,
+            ..FailedRequestsTracingConfig::default()
+        };
+        let quick = Duration::from_millis(3);
+        assert_eq!(config.failure(200, 0, quick), None);
+        assert_eq!(config.failure(404, 0, quick), None);
+        assert_eq!(
+            config.failure(404, 2, quick).as_deref(),
+            Some("status 404.2")
+        );
+        assert_eq!(
+            config.failure(502, 3, quick).as_deref(),
+            Some("status 500-599")
+        );
+        assert_eq!(
+            config.failure(200, 0, Duration::from_secs(5)).as_deref(),
+            Some("time taken at least 5 s")
+        );
+        let no_time_rule = FailedRequestsTracingConfig::default();
+        assert_eq!(
+            no_time_rule.failure(200, 0, Duration::from_secs(3600)),
+            None
+        );
+        assert_eq!(
+            no_time_rule.failure(500, 0, quick).as_deref(),
+            Some("status 500-599")
+        );
+    }
+
+    #[test]
+    fn status_rules_parse_as_iis_writes_them() {
+        let rule = |s: &str| s.parse::<StatusRule>();
+        assert_eq!(
+            rule("404"),
+            Ok(StatusRule {
+                from: 404,
+                to: 404,
+                substatus: None
+            })
+        );
+        assert_eq!(
+            rule("400-499"),
+            Ok(StatusRule {
+                from: 400,
+                to: 499,
+                substatus: None
+            })
+        );
+        let sub = rule("404.2").unwrap();
+        assert!(sub.matches(404, 2));
+        assert!(!sub.matches(404, 0));
+        assert!(rule("500-599").unwrap().matches(503, 7));
+        for bad in ["", "abc", "99", "1000", "500-400", "404.x", "4o4"] {
+            assert!(rule(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! FailedRequestsTracing over real sockets: a request that fails by its
+//! status leaves a trace file of its module calls (the final send's
+//! included), one that succeeds none;
+//! the location's section turns it off; old files go past `max_log_files`;
+//! numbering goes on after a restart; bad rules are configuration errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Connection, RunningBinary, TempDir};
+
+/// The configuration: tracing first, then StaticFile as the handler and
+/// ProtocolSupport (for a SendResponse call), with
+/// `section` as the server-level `failed_requests_tracing` keys.
+fn config(dir: &TempDir, section: &str) -> PathBuf {
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let traces = dir.path().join("traces");
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "FailedRequestsTracing"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "ProtocolSupport"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+modules = ["StaticFile"]
+
+[failed_requests_tracing]
+directory = '{traces}'
+{section}
+
+[[sites]]
+name = "Traced"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/quiet"
+failed_requests_tracing = {{ enabled = false }}
+"#,
+            traces = traces.display(),
+            root = root.display(),
+        ),
+    )
+}
+
+/// The trace files in `dir`, by name.
+fn traces(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Waits until `dir` holds `n` trace files (a trace is written at
+/// EndRequest, which may run after the client has its response).
+fn wait_for_traces(dir: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let names = traces(dir);
+        if names.len() == n && names.iter().all(|f| f.ends_with(".json")) {
+            return names;
+        }
+        assert!(Instant::now() < deadline, "traces: {names:?}, want {n}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_failed_request_leaves_a_trace_of_its_module_calls() {
+    let dir = TempDir::new("fr-trace");
+    dir.write("www/a.txt", "alpha");
+    dir.write("www/quiet/q.txt", "quiet");
+    let config = config(&dir, "status_codes = [\"404\", \"500-599\"]");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let trace_dir = dir.path().join("traces");
+    let mut conn = Connection::open(server.addr);
+
+    // A success, and a failure where tracing is off: nothing.
+    assert_eq!(conn.get("/a.txt").status, 200);
+    assert_eq!(conn.get("/quiet/missing.txt").status, 404);
+    // A failure: one trace.
+    conn.send_raw(
+        b"GET /missing.txt?x=1 HTTP/1.1\r\nHost: t\r\nAuthorization: Basic c2VjcmV0\r\n\r\n",
+    );
+    assert_eq!(conn.read_response(false).status, 404);
+    assert_eq!(wait_for_traces(&trace_dir, 1), ["fr000001.json"]);
+
+    let text = std::fs::read_to_string(trace_dir.join("fr000001.json")).unwrap();
+    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(trace["url"], "/missing.txt");
+    assert_eq!(trace["query"], "x=1");
+    assert_eq!(trace["method"], "GET");
+    assert_eq!(trace["site"], "Traced");
+    assert_eq!(trace["status"], 404);
+    assert_eq!(trace["failure"], "status 404");
+    assert_eq!(trace["error"]["code"], "0x80070002");
+    assert_eq!(trace["error"]["module"], "StaticFile");
+    assert_eq!(trace["error"]["notification"], "ExecuteRequestHandler");
+    assert!(
+        !text.contains("c2VjcmV0"),
+        "the credentials are in the trace"
+    );
+    assert!(text.contains("(hidden)"), "{text}");
+    let events = trace["events"].as_array().unwrap();
+    let handler_end = events
+        .iter()
+        .find(|e| {
+            e["module"] == "StaticFile"
+                && e["notification"] == "ExecuteRequestHandler"
+                && e["phase"] == "end"
+        })
+        .unwrap_or_else(|| panic!("no StaticFile call in {events:?}"));
+    // A 404 finishes the request.
+    assert_eq!(handler_end["status"], "FinishRequest");
+    assert!(handler_end["elapsed_ms"].as_f64().unwrap() >= 0.0);
+    // Calls start and end in pairs, but for the module's own BeginRequest,
+    // which had started before it followed the request.
+    let starts = events.iter().filter(|e| e["phase"] == "start").count();
+    let ends = events.iter().filter(|e| e["phase"] == "end").count();
+    assert_eq!(starts + 1, ends, "{events:#?}");
+    let first = &events[0];
+    assert_eq!(first["module"], "FailedRequestsTracing");
+    assert_eq!(first["notification"], "BeginRequest");
+    // The final send comes after EndRequest: its SendResponse calls are
+    // traced too.
+    let end_request = events
+        .iter()
+        .position(|e| e["notification"] == "EndRequest")
+        .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last["module"], "ProtocolSupport", "{events:#?}");
+    assert_eq!(last["notification"], "SendResponse");
+    assert_eq!(last["phase"], "end");
+    assert!(end_request < events.len() - 1);
+    let times: Vec<f64> = events
+        .iter()
+        .map(|e| e["at_ms"].as_f64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+}
+
+#[test]
+fn old_traces_go_and_numbering_survives_a_restart() {
+    let dir = TempDir::new("fr-keep");
+    let config = config(&dir, "status_codes = [\"404\"]\nmax_log_files = 2");
+    let trace_dir = dir.path().join("traces");
+    for round in 0..2 {
+        let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+        let mut conn = Connection::open(server.addr);
+        for i in 0..3 {
+            assert_eq!(conn.get(&format!("/gone{i}")).status, 404);
+            // One at a time, so the numbers follow the requests.
+            let written = round * 3 + i + 1;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !trace_dir.join(format!("fr{written:06}.json")).exists() {
+                assert!(Instant::now() < deadline, "trace {written} never written");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let last = round * 3 + 3;
+        assert_eq!(
+            wait_for_traces(&trace_dir, 2),
+            [
+                format!("fr{:06}.json", last - 1),
+                format!("fr{last:06}.json")
+            ]
+        );
+    }
+}
+
+#[test]
+fn status_rules_that_are_not_status_codes_are_refused() {
+    let dir = TempDir::new("fr-bad");
+    for (rules, message) in [
+        ("status_codes = [\"4o4\"]", "`4o4` is not a status code"),
+        ("status_codes = [\"500-400\"]", "ends before it starts"),
+        ("max_log_files = 0", "must be at least 1"),
+    ] {
+        let config = config(&dir, rules);
+        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{rules} accepted");
+        assert!(err.contains(message), "{rules}: {err}");
+        assert!(err.contains("failed_requests_tracing."), "{rules}: {err}");
+        assert!(err.contains("riis.toml:"), "{rules}: no line in {err}");
+    }
+}
