@@ -302,6 +302,7 @@ impl NativeModule {
         // returned Pending) must not end this call's Pending early.
         frame.lock_completion().early = None;
         let mut provider = ProviderHandle::new(frame, provider);
+        let nested = provider.is_nested();
         let provider_ptr = if provider.is_event() {
             ptr::null_mut()
         } else {
@@ -381,10 +382,7 @@ impl NativeModule {
         // MapPath, a custom one) counts as Continue in the engine: no handle
         // is kept for it, or nothing would ever take it and the module would
         // be skipped for the rest of the request as if still pending.
-        if status == RequestNotificationStatus::Pending
-            && !frame.op_started.get()
-            && provider_ptr.is_null()
-        {
+        if status == RequestNotificationStatus::Pending && !frame.op_started.get() && !nested {
             // Pending without an operation: the module completes from its own
             // thread. Take a handle now, and apply a signal that beat us here.
             let mut slot = frame.lock_completion();

@@ -39,6 +39,20 @@ impl<'a> ProviderHandle<'a> {
         matches!(self.provider, Provider::Event)
     }
 
+    /// Whether the call is a nondeterministic notification raised inside
+    /// another call (SendResponse, ReadEntity, MapPath, a custom one), as
+    /// opposed to a step of the pipeline (AuthenticateRequest, with its
+    /// provider, included).
+    pub(crate) fn is_nested(&self) -> bool {
+        matches!(
+            self.provider,
+            Provider::SendResponse(_)
+                | Provider::ReadEntity(_)
+                | Provider::MapPath(_)
+                | Provider::Custom(_)
+        )
+    }
+
     pub(crate) fn as_raw(&mut self) -> *mut riis_abi::riis_provider {
         (self as *mut Self).cast()
     }

@@ -130,6 +130,11 @@ fn a_c_module_completes_from_its_own_thread() {
     let resp = get(server.addr, "/c/post-thread");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "completed 42, status 0\n");
+    // Pending from AuthenticateRequest (which has a provider, unlike the
+    // other deterministic events) waits for the thread too.
+    let resp = get(server.addr, "/c/auth-thread");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "authenticated by another thread\n");
 }
 
 #[test]

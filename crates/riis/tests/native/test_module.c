@@ -128,7 +128,7 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
     /* A request-scope context whose cleanup the tests count. */
     api->set_module_context(ctx, RIIS_SCOPE_REQUEST, malloc(16), release_request_context);
 
-    if (strncmp(url, "/c/", 3) != 0) {
+    if (strncmp(url, "/c/", 3) != 0 || strcmp(url, "/c/auth-thread") == 0) {
         return RIIS_STATUS_CONTINUE;
     }
     api->response_set_header(ctx, "Content-Type", "text/plain", 1);
@@ -357,6 +357,18 @@ static riis_status on_notification(void *module, riis_context *ctx, uint32_t not
     switch (notification) {
     case RIIS_RQ_BEGIN_REQUEST:
         return begin_request(self, ctx);
+    case RIIS_RQ_AUTHENTICATE_REQUEST:
+        /* An authentication that asks another thread (a directory, a
+         * token service), as IIS modules do: Pending, then a completion
+         * signalled from there. */
+        if (strcmp(api->request_url(ctx), "/c/auth-thread") == 0) {
+            pthread_t t;
+            text(ctx, "authenticated by another thread\n");
+            pthread_create(&t, NULL, indicate_later, ctx);
+            pthread_detach(t);
+            return RIIS_STATUS_PENDING;
+        }
+        return RIIS_STATUS_CONTINUE;
     case RIIS_RQ_SEND_RESPONSE:
         if (api->send_headers_being_sent(provider)) {
             api->response_set_header(ctx, "X-Send-Seen", "yes", 1);
@@ -510,8 +522,8 @@ RIIS_EXPORT riis_hresult RegisterModule(uint32_t server_version, riis_registrati
                                               RIIS_RQ_BEGIN_REQUEST, 0);
     }
     hr = api->set_request_notifications(registration, &factory,
-                                        RIIS_RQ_BEGIN_REQUEST | RIIS_RQ_SEND_RESPONSE |
-                                            RIIS_RQ_CUSTOM_NOTIFICATION,
+                                        RIIS_RQ_BEGIN_REQUEST | RIIS_RQ_AUTHENTICATE_REQUEST |
+                                            RIIS_RQ_SEND_RESPONSE | RIIS_RQ_CUSTOM_NOTIFICATION,
                                         0);
     if (hr < 0) {
         return hr;
