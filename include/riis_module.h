@@ -121,7 +121,7 @@ typedef int32_t riis_hresult;
 /** HRESULT_FROM_WIN32(ERROR_INVALID_THREAD_ID): context used off its call. */
 #define RIIS_E_WRONG_THREAD ((riis_hresult)0x800705A4)
 /** HRESULT_FROM_WIN32(ERROR_REVISION_MISMATCH): ABI versions differ. */
-#define RIIS_E_REVISION_MISMATCH ((riis_hresult)0x80070522)
+#define RIIS_E_REVISION_MISMATCH ((riis_hresult)0x8007051A)
 /** HRESULT_FROM_WIN32(ERROR_ALREADY_ASSIGNED): a shared value is set. */
 #define RIIS_E_ALREADY_ASSIGNED ((riis_hresult)0x80070055)
 

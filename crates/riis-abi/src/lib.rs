@@ -47,7 +47,7 @@ pub mod hr {
     pub const E_NOT_FOUND: riis_hresult = 0x8007_0490_u32 as i32;
     pub const E_INVALID_STATE: riis_hresult = 0x8007_139F_u32 as i32;
     pub const E_WRONG_THREAD: riis_hresult = 0x8007_05A4_u32 as i32;
-    pub const E_REVISION_MISMATCH: riis_hresult = 0x8007_0522_u32 as i32;
+    pub const E_REVISION_MISMATCH: riis_hresult = 0x8007_051A_u32 as i32;
     pub const E_ALREADY_ASSIGNED: riis_hresult = 0x8007_0055_u32 as i32;
 }
 

@@ -131,6 +131,22 @@ fn rust_layout() -> Vec<(String, usize)> {
     }
 }
 
+/// The result codes, by their C names without `RIIS_`.
+const HRESULTS: &[(&str, i32)] = &[
+    ("S_OK", hr::S_OK),
+    ("S_FALSE", hr::S_FALSE),
+    ("E_FAIL", hr::E_FAIL),
+    ("E_OUTOFMEMORY", hr::E_OUTOFMEMORY),
+    ("E_INVALIDARG", hr::E_INVALIDARG),
+    ("E_NOTIMPL", hr::E_NOTIMPL),
+    ("E_NOT_SUPPORTED", hr::E_NOT_SUPPORTED),
+    ("E_NOT_FOUND", hr::E_NOT_FOUND),
+    ("E_INVALID_STATE", hr::E_INVALID_STATE),
+    ("E_WRONG_THREAD", hr::E_WRONG_THREAD),
+    ("E_REVISION_MISMATCH", hr::E_REVISION_MISMATCH),
+    ("E_ALREADY_ASSIGNED", hr::E_ALREADY_ASSIGNED),
+];
+
 #[test]
 fn the_rust_mirror_matches_the_c_header() {
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include");
@@ -143,7 +159,11 @@ fn the_rust_mirror_matches_the_c_header() {
         let c_name = name.replace("r#type", "type");
         program.push_str(&format!("    printf(\"%zu\\n\", (size_t){c_name});\n"));
     }
-    program.push_str("    printf(\"%u\\n\", (unsigned)RIIS_ABI_VERSION);\n    return 0;\n}\n");
+    program.push_str("    printf(\"%u\\n\", (unsigned)RIIS_ABI_VERSION);\n");
+    for (name, _) in HRESULTS {
+        program.push_str(&format!("    printf(\"%d\\n\", (int)RIIS_{name});\n"));
+    }
+    program.push_str("    return 0;\n}\n");
     let source = dir.join("layout.c");
     std::fs::write(&source, program).unwrap();
     let binary = dir.join("layout");
@@ -166,7 +186,12 @@ fn the_rust_mirror_matches_the_c_header() {
     assert!(status.success(), "the layout program did not compile");
     let out = Command::new(&binary).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let values: Vec<usize> = text.lines().map(|l| l.parse().unwrap()).collect();
+    let lines: Vec<&str> = text.lines().collect();
+    let (sizes, codes) = lines.split_at(lines.len() - HRESULTS.len());
+    for ((name, rust), c) in HRESULTS.iter().zip(codes) {
+        assert_eq!(c.parse::<i32>().unwrap(), *rust, "RIIS_{name}");
+    }
+    let values: Vec<usize> = sizes.iter().map(|l| l.parse().unwrap()).collect();
     assert_eq!(values.len(), expected.len() + 1);
     for ((name, rust), c) in expected.iter().zip(&values) {
         assert_eq!(rust, c, "{name}: Rust {rust}, C {c}");
@@ -185,6 +210,16 @@ fn constants_match_the_iis_values() {
     assert_eq!(STATUS_PENDING, 1);
     assert_eq!(STATUS_FINISH_REQUEST, 2);
     assert_eq!(hr::E_FAIL as u32, 0x8000_4005);
+    // The HRESULT_FROM_WIN32 codes, from their Win32 error numbers.
+    let from_win32 = |code: u32| (0x8007_0000 | code) as i32;
+    assert_eq!(hr::E_OUTOFMEMORY, from_win32(14)); // ERROR_OUTOFMEMORY
+    assert_eq!(hr::E_INVALIDARG, from_win32(87)); // ERROR_INVALID_PARAMETER
+    assert_eq!(hr::E_NOT_SUPPORTED, from_win32(50)); // ERROR_NOT_SUPPORTED
+    assert_eq!(hr::E_ALREADY_ASSIGNED, from_win32(85)); // ERROR_ALREADY_ASSIGNED
+    assert_eq!(hr::E_NOT_FOUND, from_win32(1168)); // ERROR_NOT_FOUND
+    assert_eq!(hr::E_REVISION_MISMATCH, from_win32(1306)); // ERROR_REVISION_MISMATCH
+    assert_eq!(hr::E_WRONG_THREAD, from_win32(1444)); // ERROR_INVALID_THREAD_ID
+    assert_eq!(hr::E_INVALID_STATE, from_win32(5023)); // ERROR_INVALID_STATE
     assert_eq!(ABI_VERSION, 0x0001_0001);
     // EXECUTE_FLAG_* as IIS defines them.
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
