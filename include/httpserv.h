@@ -2904,10 +2904,18 @@ private:
         if (out == NULL) {
             return RIIS_E_INVALIDARG;
         }
-        Allocator alloc(allocator);
+        /* The module may keep the allocator for its instance's calls, as
+         * IIS's is the request's pool: it lives in request memory, not on
+         * this stack (request memory is freed without destructors; this
+         * one has nothing to release). */
+        void *memory = api()->allocator_allocate(allocator, sizeof(Allocator));
+        if (memory == NULL) {
+            return E_OUTOFMEMORY;
+        }
+        Allocator *alloc = new (memory) Allocator(allocator);
         CHttpModule *module = NULL;
         HRESULT hr = E_FAIL;
-        guarded([&]() { hr = self->factory_->GetHttpModule(&module, &alloc); },
+        guarded([&]() { hr = self->factory_->GetHttpModule(&module, alloc); },
                 [&](const char *why) {
                     log_exception(NULL, "IHttpModuleFactory::GetHttpModule", why);
                     hr = strstr(why, "bad_alloc") != NULL ? E_OUTOFMEMORY : E_FAIL;

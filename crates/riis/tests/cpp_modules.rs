@@ -91,6 +91,9 @@ fn global_module_module_contexts_and_server_variables() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("x-cpp-pre-begin"), Some("seen"));
     assert_eq!(resp.header("x-cpp-remote-addr"), Some("127.0.0.1"));
+    // Memory from the allocator GetHttpModule was given, kept by the
+    // instance and used in OnBeginRequest.
+    assert_eq!(resp.header("x-cpp-allocated"), Some("/cpp/page"));
     assert_eq!(
         resp.text(),
         "url: /cpp/page\nmethod: GET\nnote: stored at BeginRequest\n"

@@ -154,6 +154,13 @@ private:
 class CContextModule : public CHttpModule
 {
 public:
+    /* The factory's allocator: the request's memory, kept for the
+       instance's own calls. */
+    explicit CContextModule(IModuleAllocator * pAllocator)
+        : m_pAllocator(pAllocator)
+    {
+    }
+
     REQUEST_NOTIFICATION_STATUS
     OnBeginRequest(
         IN IHttpContext * pHttpContext,
@@ -175,6 +182,14 @@ public:
         pResponse->Clear();
         SetText(pResponse, HttpHeaderContentType, "text/plain");
         SetText(pResponse, HttpHeaderCacheControl, "no-store");
+
+        /* Request memory: freed with the request, never by the module. */
+        char * pszCopy = static_cast<char *>(m_pAllocator->AllocateMemory(cchUrl + 1));
+        if (pszCopy != NULL)
+        {
+            memcpy(pszCopy, pszUrl, cchUrl);
+            SetText(pResponse, "X-Cpp-Allocated", pszCopy);
+        }
 
         char szLine[256];
         if (strcmp(pszUrl, "/cpp/stats") == 0)
@@ -239,6 +254,8 @@ public:
     }
 
 private:
+    IModuleAllocator * m_pAllocator;
+
     static void SetText(IHttpResponse * pResponse, HTTP_HEADER_ID id, const char * pszValue)
     {
         pResponse->SetHeader(id, pszValue, (USHORT)strlen(pszValue), TRUE);
@@ -273,9 +290,7 @@ public:
         IN IModuleAllocator * pAllocator
     )
     {
-        UNREFERENCED_PARAMETER(pAllocator);
-
-        CContextModule * pModule = new CContextModule;
+        CContextModule * pModule = new CContextModule(pAllocator);
         if (pModule == NULL)
         {
             return HRESULT_FROM_WIN32(ERROR_NOT_ENOUGH_MEMORY);
