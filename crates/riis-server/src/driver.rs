@@ -417,6 +417,8 @@ async fn drive(
     let mut reply = Some(reply);
     let hold = RequestBodyHold::default();
     let mut stream: Option<mpsc::Sender<StreamItem>> = None;
+    // The response has no body (HEAD, 1xx, 204, 304) and went out whole.
+    let mut discarding = false;
     let mut next = Some(first);
     loop {
         let event = next.take().unwrap_or_else(|| match exec.resume() {
@@ -431,11 +433,24 @@ async fn drive(
                         final_response(out, &shape)
                     } else {
                         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-                        stream = Some(tx);
-                        streaming_response(out, rx, &shape)
+                        let (response, bodiless) = streaming_response(out, rx, &shape);
+                        if bodiless {
+                            // The head went out with no body: what the
+                            // module sends later is dropped here, as
+                            // sent (it must not fail the module's sends).
+                            discarding = true;
+                        } else {
+                            stream = Some(tx);
+                        }
+                        response
                     };
                     let response = hold_request_body(response, &hold, &shape);
                     reply.send(response).is_ok()
+                } else if discarding {
+                    if out.disconnect || out.reset {
+                        reader.state.activity.close_after_exchange();
+                    }
+                    true
                 } else if let Some(tx) = &stream {
                     let is_final = out.is_final;
                     let ok =
@@ -798,11 +813,13 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
         Err(status) => return Ok(plain_status(status, true)),
     };
     if shape.is_head {
-        // Nothing is sent for HEAD; a Content-Length a module set stays.
-        let bodiless = head.status == StatusCode::NOT_MODIFIED
-            || head.status == StatusCode::NO_CONTENT
-            || head.status.is_informational();
-        if !bodiless && !head.headers.contains_key(CONTENT_LENGTH) {
+        // Nothing is sent for HEAD; a Content-Length a module set stays,
+        // but for a status that has none (RFC 9110 §8.6).
+        if head.status.is_informational() || head.status == StatusCode::NO_CONTENT {
+            head.headers.remove(CONTENT_LENGTH);
+        } else if head.status != StatusCode::NOT_MODIFIED
+            && !head.headers.contains_key(CONTENT_LENGTH)
+        {
             head.headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
         }
@@ -811,38 +828,68 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
     }
     // hyper derives Content-Length from the body, which is exactly known.
     head.headers.remove(CONTENT_LENGTH);
+    let body = if has_no_content(head.status) {
+        // A body a module left in a 204 or 304 is not sent: hyper drops it
+        // on HTTP/1 but would frame it on HTTP/2 (RFC 9110 §15.3.5,
+        // §15.4.5).
+        ResponseBody::empty()
+    } else {
+        ResponseBody::from_chunks(out.chunks).with_files(shape.files.clone())
+    };
     Ok(with_head(
         head,
-        ResponseBody::from_chunks(out.chunks).with_files(shape.files.clone()),
+        body,
         shape.connection_close(out.disconnect),
     ))
 }
 
+/// Statuses whose responses have no content (RFC 9110 §6.4.1).
+fn has_no_content(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// The head of a response whose body follows in later sends, and whether
+/// it has no body at all (HEAD, or a status without content): then it goes
+/// out whole now, and the later sends are the caller's to drop.
 fn streaming_response(
     mut out: Output,
     rx: mpsc::Receiver<StreamItem>,
     shape: &ResponseShape,
-) -> Reply {
+) -> (Reply, bool) {
     if out.reset {
-        return Err(ConnectionReset);
+        return (Err(ConnectionReset), false);
     }
-    let head = match head_of(&mut out) {
+    let mut head = match head_of(&mut out) {
         Ok(h) => h,
-        Err(status) => return Ok(plain_status(status, true)),
+        Err(status) => return (Ok(plain_status(status, true)), false),
     };
+    if shape.is_head || has_no_content(head.status) {
+        // No body: hyper would drop it on HTTP/1 (and the module's next
+        // send would then fail as if the client had left) and frame it on
+        // HTTP/2. A HEAD keeps a length the module declared; a status
+        // without content has none (RFC 9110 §8.6).
+        if has_no_content(head.status) {
+            head.headers.remove(CONTENT_LENGTH);
+        }
+        let close = shape.connection_close(out.disconnect);
+        return (Ok(with_head(head, ResponseBody::empty(), close)), true);
+    }
     // A length the module declared is kept (the entity is not known yet),
     // and the body ends there.
     let declared = head
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-    Ok(with_head(
+    let response = with_head(
         head,
         ResponseBody::streaming(out.chunks, rx)
             .with_files(shape.files.clone())
             .declared_length(declared),
         shape.connection_close(out.disconnect),
-    ))
+    );
+    (Ok(response), false)
 }
 
 #[cfg(test)]

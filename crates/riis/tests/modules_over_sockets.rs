@@ -305,15 +305,25 @@ fn register_read_once(
 }
 
 /// Flushes part of the entity in ExecuteRequestHandler (except for
-/// `/close-early`, which asks for a disconnect there instead), then in
+/// `/close-early`, which asks for a disconnect there instead, and
+/// `/no-content`, a 204 with a body; `/no-content-streamed` flushes its
+/// 204), then in
 /// ReleaseRequestState panics (`/panic`), asks for a disconnect (`/close`)
 /// or resets the connection (`/reset`).
 struct FlushThen;
 impl HttpModule for FlushThen {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        let url = ctx.request().url().to_owned();
+        if url.starts_with("/no-content") {
+            // A 204 whose module left a body in it.
+            ctx.response_mut()
+                .set_status(http::StatusCode::NO_CONTENT, "No Content");
+        }
         ctx.response_mut().write("part;");
-        if ctx.request().url() == "/close-early" {
-            ctx.response_mut().set_need_disconnect();
+        if url == "/close-early" || url == "/no-content" {
+            if url == "/close-early" {
+                ctx.response_mut().set_need_disconnect();
+            }
         } else {
             ctx.response_mut().flush(Default::default());
         }
@@ -1011,6 +1021,73 @@ fn over_http2_a_disconnect_ends_the_connection_with_goaway() {
                 .ok();
         });
     }
+}
+
+/// Responses without content (HEAD, 204) carry none, on HTTP/1.1 and
+/// HTTP/2, whether the module flushed early or left bytes in a 204; the
+/// module's later sends still succeed (the connection goes on).
+#[test]
+fn responses_without_content_send_none_on_either_protocol() {
+    use http_body_util::{BodyExt, Empty};
+    let server = InProcessServer::start(&handler_config(&["FlushThen"], "FlushThen"), TEST_MODULES);
+    // HTTP/1.1, one connection throughout.
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..2 {
+        conn.send_raw(b"HEAD /fine HTTP/1.1\r\nHost: t\r\n\r\n");
+        let head = conn.read_response(true);
+        assert_eq!(head.status, 200);
+        assert!(head.body.is_empty());
+        for path in ["/no-content", "/no-content-streamed"] {
+            let resp = conn.get(path);
+            assert_eq!(resp.status, 204, "{path}");
+            assert!(resp.body.is_empty(), "{path}");
+            assert_eq!(resp.header("content-length"), None, "{path}");
+            assert_eq!(resp.header("transfer-encoding"), None, "{path}");
+        }
+        assert_eq!(conn.get("/fine").text(), "part;rest");
+    }
+    // HTTP/2.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sender = common::http2_client(server.addr).await;
+        let request = |method: http::Method, path: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri(format!("http://{}{path}", server.addr))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap()
+        };
+        for (method, path, status) in [
+            (http::Method::HEAD, "/fine", 200),
+            (http::Method::GET, "/no-content", 204),
+            (http::Method::GET, "/no-content-streamed", 204),
+        ] {
+            sender.ready().await.unwrap();
+            let resp = sender
+                .send_request(request(method.clone(), path))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), status, "{method} {path}");
+            if status == 204 {
+                assert!(resp.headers().get("content-length").is_none(), "{path}");
+            }
+            let body = resp.into_body().collect().await;
+            let body = body
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+                .to_bytes();
+            assert!(body.is_empty(), "{method} {path}: {body:?}");
+        }
+        sender.ready().await.unwrap();
+        let resp = sender
+            .send_request(request(http::Method::GET, "/fine"))
+            .await
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"part;rest");
+    });
 }
 
 #[test]
