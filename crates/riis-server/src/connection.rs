@@ -274,6 +274,12 @@ impl Activity {
         self.body_unread.store(false, Ordering::Relaxed);
     }
 
+    /// Whether the current request's body was not read to its end yet (it
+    /// may be being discarded after the response).
+    pub fn request_body_unread(&self) -> bool {
+        self.body_unread.load(Ordering::Relaxed)
+    }
+
     /// Requests started on the connection so far.
     pub fn requests_started(&self) -> u64 {
         self.requests_started.load(Ordering::Relaxed)
@@ -313,8 +319,9 @@ impl Activity {
         }
     }
 
-    /// Whether no byte was written since the current request started: a
-    /// failure then may still be answered.
+    /// Whether no byte was written since the current request started (or,
+    /// between requests, since the next head began to arrive): a failure
+    /// then may still be answered.
     pub fn nothing_sent_for_request(&self) -> bool {
         self.written_total.load(Ordering::Relaxed)
             == self.written_at_request_start.load(Ordering::Relaxed)
@@ -389,7 +396,15 @@ impl Activity {
     fn received(&self, n: usize) {
         let before = self.read_total.fetch_add(n as u64, Ordering::Relaxed);
         if before == self.read_at_idle.load(Ordering::Relaxed) {
+            // The first bytes since the connection went idle: the next
+            // request's head. What was written before them answered
+            // earlier requests, so a 408 for this head is still ours to
+            // send while nothing more goes out.
             self.head_started.store(now(), Ordering::Relaxed);
+            self.written_at_request_start.store(
+                self.written_total.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
         }
     }
 

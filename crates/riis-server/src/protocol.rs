@@ -412,12 +412,15 @@ impl<I: Socket> Open<I> {
             }),
             End::Expired(expiry) => {
                 tracing::debug!(?expiry, "connection timed out");
-                (expiry == Expiry::HeaderRead && activity.nothing_sent_for_request()).then_some(
-                    Refusal {
-                        status: http::StatusCode::REQUEST_TIMEOUT,
-                        reason: "the request head did not arrive within timeouts.header_read",
-                    },
-                )
+                // Not while the bytes that timed out may be the rest of a
+                // request body being discarded rather than a head.
+                (expiry == Expiry::HeaderRead
+                    && activity.nothing_sent_for_request()
+                    && !activity.request_body_unread())
+                .then_some(Refusal {
+                    status: http::StatusCode::REQUEST_TIMEOUT,
+                    reason: "the request head did not arrive within timeouts.header_read",
+                })
             }
             End::Hyper(Err(e)) => {
                 tracing::debug!(error = %e, "connection ended with an error");

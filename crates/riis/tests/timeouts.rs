@@ -69,6 +69,28 @@ fn a_slow_request_head_gets_408_and_a_close_while_others_are_served() {
     }
 }
 
+/// A kept-alive connection's second head, arriving too slowly, gets its
+/// 408 too (not only a connection's first request).
+#[test]
+fn a_slow_second_request_head_gets_408() {
+    let (_dir, server) = server("header_read = 1\nkeep_alive = 30");
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.write_all(b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut first = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&first).ends_with("alpha") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early");
+        first.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(b"GET /a.txt HTTP/1.1\r\nHost: a\r\n").unwrap();
+    let (got, closed) = read_until_close(&mut s, Duration::from_secs(20));
+    assert!(closed, "the slow connection stayed open");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
+}
+
 #[test]
 fn an_idle_keep_alive_connection_is_closed() {
     let (_dir, server) = server("keep_alive = 1");
