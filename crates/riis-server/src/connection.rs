@@ -218,6 +218,9 @@ pub struct Activity {
     written_total: AtomicU64,
     written_at_request_start: AtomicU64,
     last_write: AtomicU32,
+    /// When a write of at least [`PROGRESS_BYTES`] last went out: response
+    /// data moving, not only control frames (a PING's answer).
+    last_progress: AtomicU32,
     /// hyper's last write was refused: it holds response bytes.
     write_blocked: AtomicBool,
     /// Gathered response bytes (or TLS records) wait for the socket.
@@ -238,6 +241,11 @@ pub struct Activity {
     framing_conflict: AtomicU64,
 }
 
+/// A write at least this large carries response data (HTTP/2 control
+/// frames are a few dozen bytes): it counts as progress for a stream
+/// waiting for its flow-control window.
+const PROGRESS_BYTES: usize = 1024;
+
 impl Activity {
     /// A new connection: idle from now.
     pub fn new() -> Self {
@@ -245,6 +253,7 @@ impl Activity {
         Self {
             idle_since: AtomicU32::new(t),
             last_write: AtomicU32::new(t),
+            last_progress: AtomicU32::new(t),
             ..Self::default()
         }
     }
@@ -307,7 +316,11 @@ impl Activity {
     /// `n` response bytes went out.
     fn sent(&self, n: usize) {
         self.written_total.fetch_add(n as u64, Ordering::Relaxed);
-        self.last_write.store(now(), Ordering::Relaxed);
+        let t = now();
+        self.last_write.store(t, Ordering::Relaxed);
+        if n >= PROGRESS_BYTES {
+            self.last_progress.store(t, Ordering::Relaxed);
+        }
     }
 
     /// Records whether hyper's last write (`flag` = `write_blocked`) or the
@@ -426,11 +439,14 @@ impl Activity {
             // A client that reads the socket but never opens its streams'
             // flow-control windows holds their bodies for ever: it gets
             // the send timeout too, as one that does not read at all.
+            // Progress is hyper taking more data, or a write large enough
+            // to carry some: the answers to a client's PINGs or SETTINGS
+            // do not keep a stalled stream alive.
             let stalled = self.bodies_awaiting_window.load(Ordering::Relaxed) > 0
                 && after(
                     self.body_taken_at
                         .load(Ordering::Relaxed)
-                        .max(self.last_write.load(Ordering::Relaxed)),
+                        .max(self.last_progress.load(Ordering::Relaxed)),
                     timeouts.send,
                 );
             return stalled.then_some(Verdict::Expire(Expiry::Send));

@@ -386,37 +386,49 @@ fn an_idle_connection_gets_goaway_despite_pings() {
 /// response would otherwise be held for ever.
 #[test]
 fn a_stream_never_given_a_window_times_out() {
-    let (_dir, server) = server_with("max_header_bytes = 8192\n[timeouts]\nsend = 1");
-    let mut sock = TcpStream::connect(server.addr).unwrap();
-    sock.write_all(PREFACE).unwrap();
-    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0.
-    sock.write_all(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]))
+    const PING: u8 = 0x6;
+    // Two seconds: PINGs every 300 ms would keep a stalled stream alive if
+    // their answers counted as progress.
+    let (_dir, server) = server_with("max_header_bytes = 8192\n[timeouts]\nsend = 2");
+    // PINGs (whose answers the server writes) do not count as progress.
+    for pings in [false, true] {
+        let mut sock = TcpStream::connect(server.addr).unwrap();
+        sock.write_all(PREFACE).unwrap();
+        // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0.
+        sock.write_all(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]))
+            .unwrap();
+        sock.write_all(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &request_block(0, 0),
+        ))
         .unwrap();
-    sock.write_all(&frame(
-        HEADERS,
-        END_STREAM | END_HEADERS,
-        1,
-        &request_block(0, 0),
-    ))
-    .unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let started = std::time::Instant::now();
-    let mut buf = [0u8; 4096];
-    let closed = loop {
-        if started.elapsed() > Duration::from_secs(20) {
-            break false;
-        }
-        match sock.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(_) => {}
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => break true,
-        }
-    };
-    assert!(closed, "the stalled stream's connection stayed open");
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            if started.elapsed() > Duration::from_secs(20) {
+                break false;
+            }
+            if pings && sock.write_all(&frame(PING, 0, 0, &[1; 8])).is_err() {
+                break true;
+            }
+            match sock.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break true,
+            }
+        };
+        assert!(
+            closed,
+            "the stalled stream's connection stayed open (pings: {pings})"
+        );
+    }
     // The server still serves others.
     assert_served(server.addr);
 }
