@@ -52,7 +52,9 @@
  *     valid during the call that received them only.
  *   - Strings the server returns are UTF-8, NUL-terminated, owned by the
  *     server and valid until the request ends (or, in a global notification,
- *     until it returns). Strings a module passes in are copied before the call
+ *     until it returns). Header values are the exception: they are the bytes
+ *     as received (obs-text such as Latin-1 included), as IIS returns them,
+ *     and a header value a module sets may hold such bytes too. Strings a module passes in are copied before the call
  *     returns. Bytes passed to write_entity_chunks are copied too.
  *   - Memory from riis_allocator / context_allocate lives until the request
  *     ends and is freed by the server; never free() it.

@@ -147,10 +147,10 @@ impl Arena {
         p
     }
 
-    /// A NUL-terminated copy of `s`; NULL when `s` holds a NUL byte (nothing
-    /// the server returns does: header values, paths and names cannot).
-    pub(crate) fn string(&self, s: &str) -> *const c_char {
-        match CString::new(s) {
+    /// A NUL-terminated copy of `bytes` (of any encoding); NULL when they
+    /// hold a NUL byte.
+    pub(crate) fn bytes(&self, bytes: Vec<u8>) -> *const c_char {
+        match CString::new(bytes) {
             Ok(c) => {
                 let p = c.as_ptr();
                 self.strings.borrow_mut().push(c);
@@ -158,6 +158,12 @@ impl Arena {
             }
             Err(_) => ptr::null(),
         }
+    }
+
+    /// A NUL-terminated copy of `s`; NULL when `s` holds a NUL byte (nothing
+    /// the server returns does: header values, paths and names cannot).
+    pub(crate) fn string(&self, s: &str) -> *const c_char {
+        self.bytes(s.into())
     }
 }
 

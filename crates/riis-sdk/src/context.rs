@@ -207,8 +207,15 @@ impl HttpRequest {
         )
     }
 
-    /// `GetHeader`: all values joined with `", "`; `None` when absent.
+    /// `GetHeader`: all values joined with `", "`; `None` when absent, or
+    /// when the value is not UTF-8 (see [`Self::header_bytes`]).
     pub fn header(&self, name: &str) -> Option<&str> {
+        std::str::from_utf8(self.header_bytes(name)?).ok()
+    }
+
+    /// `GetHeader` as bytes, as the client sent them (obs-text, such as
+    /// Latin-1, included); `None` when absent.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
         let name = ffi::cstring(name, "request_header").ok()?;
         // SAFETY: the context is live during the call (see `Raw`); the name
         // is NUL-terminated; `length` may be NULL.
@@ -216,7 +223,7 @@ impl HttpRequest {
             (self.raw.api.request_header)(self.raw.ctx, name.as_ptr(), std::ptr::null_mut())
         };
         // SAFETY: NULL or a server string valid until the request ends.
-        unsafe { ffi::str_from(ptr) }
+        unsafe { ffi::bytes_from(ptr) }
     }
 
     /// `SetHeader`: replaces every value of `name`.
@@ -416,8 +423,14 @@ impl HttpResponse {
         )
     }
 
-    /// A response header; `None` when absent.
+    /// A response header; `None` when absent, or when the value is not
+    /// UTF-8 (see [`Self::header_bytes`]).
     pub fn header(&self, name: &str) -> Option<&str> {
+        std::str::from_utf8(self.header_bytes(name)?).ok()
+    }
+
+    /// A response header as bytes; `None` when absent.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
         let name = ffi::cstring(name, "response_header").ok()?;
         // SAFETY: the context is live; the name is NUL-terminated; `length`
         // may be NULL.
@@ -425,7 +438,7 @@ impl HttpResponse {
             (self.raw.api.response_header)(self.raw.ctx, name.as_ptr(), std::ptr::null_mut())
         };
         // SAFETY: NULL or a server string valid until the request ends.
-        unsafe { ffi::str_from(ptr) }
+        unsafe { ffi::bytes_from(ptr) }
     }
 
     /// Sets a header, replacing its values.

@@ -68,12 +68,21 @@ impl Raw {
 ///
 /// `ptr` is NULL or points to a NUL-terminated string valid for `'a`.
 pub(crate) unsafe fn str_from<'a>(ptr: *const c_char) -> Option<&'a str> {
+    // SAFETY: forwarded from this function's contract.
+    std::str::from_utf8(unsafe { bytes_from(ptr) }?).ok()
+}
+
+/// The bytes of a server string, whatever their encoding (header values).
+///
+/// # Safety
+///
+/// As [`str_from`].
+pub(crate) unsafe fn bytes_from<'a>(ptr: *const c_char) -> Option<&'a [u8]> {
     if ptr.is_null() {
         return None;
     }
     // SAFETY: non-null, NUL-terminated and valid for 'a (the caller's promise).
-    let text = unsafe { CStr::from_ptr(ptr) };
-    text.to_str().ok()
+    Some(unsafe { CStr::from_ptr(ptr) }.to_bytes())
 }
 
 /// A server path as `&Path` (any bytes on Unix).

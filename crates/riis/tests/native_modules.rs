@@ -119,6 +119,22 @@ fn a_c_module_reads_the_body_asynchronously() {
     assert_eq!(resp.text(), body);
 }
 
+/// Header values reach a native module as the bytes the client sent
+/// (Latin-1 obs-text included), with their length, as IIS hands them
+/// over; a module may set such a value too.
+#[test]
+fn header_values_are_the_bytes_as_received() {
+    let Some((_dir, server)) = c_module_server() else {
+        return;
+    };
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /c/raw-header HTTP/1.1\r\nHost: t\r\nX-Latin: caf\xe9\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "63 61 66 e9 (4) set:ok\n");
+    assert_eq!(resp.header("x-latin-back"), Some("\u{fffd}t\u{fffd}"));
+}
+
 #[test]
 fn a_c_module_completes_from_its_own_thread() {
     let Some((_dir, server)) = c_module_server() else {

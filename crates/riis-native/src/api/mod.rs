@@ -145,6 +145,19 @@ pub(crate) unsafe fn text<'a>(p: *const c_char) -> Result<&'a str, riis_hresult>
         .map_err(|_| hr::E_INVALIDARG)
 }
 
+/// A C string argument as its bytes, whatever their encoding (header
+/// values may carry Latin-1 obs-text); NULL is refused.
+///
+/// # Safety
+/// `p` must be NULL or point at a NUL-terminated string that outlives `'a`.
+pub(crate) unsafe fn bytes<'a>(p: *const c_char) -> Result<&'a [u8], riis_hresult> {
+    if p.is_null() {
+        return Err(hr::E_INVALIDARG);
+    }
+    // SAFETY: non-null and NUL-terminated per the contract.
+    Ok(unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
 /// A copy of `len` bytes a module passed at `data` (NULL allowed when `len`
 /// is 0). A length no buffer can have is refused, and a copy too large for
 /// memory fails the call instead of aborting the server.

@@ -6,7 +6,7 @@ use std::ptr;
 use riis_abi::{hr, riis_context, riis_hresult};
 use riis_pipeline::http::{HeaderName, HeaderValue, Method, Version};
 
-use super::{context_hr, text, with_context};
+use super::{bytes, context_hr, text, with_context};
 use crate::frame::Frame;
 
 /// A header name and value from C strings.
@@ -20,8 +20,9 @@ pub(super) unsafe fn header_pair(
     // SAFETY: forwarded from this function's contract.
     let name =
         HeaderName::from_bytes(unsafe { text(name) }?.as_bytes()).map_err(|_| hr::E_INVALIDARG)?;
-    // SAFETY: as above.
-    let value = HeaderValue::from_str(unsafe { text(value) }?).map_err(|_| hr::E_INVALIDARG)?;
+    // SAFETY: as above. The value's bytes as they are: IIS takes Latin-1
+    // obs-text too.
+    let value = HeaderValue::from_bytes(unsafe { bytes(value) }?).map_err(|_| hr::E_INVALIDARG)?;
     Ok((name, value))
 }
 
@@ -32,13 +33,14 @@ pub(super) fn joined_header(
     name: &str,
     length: *mut usize,
 ) -> *const c_char {
-    let mut joined = String::new();
+    let mut joined = Vec::new();
     for (i, v) in headers.get_all(name).iter().enumerate() {
         if i > 0 {
-            joined.push_str(", ");
+            joined.extend_from_slice(b", ");
         }
-        // Header values may carry obs-text; hand over what is valid UTF-8.
-        joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        // The bytes as received, obs-text (Latin-1) included, as IIS
+        // hands them over; a value never holds a NUL.
+        joined.extend_from_slice(v.as_bytes());
     }
     if joined.is_empty() && headers.get(name).is_none() {
         return ptr::null();
@@ -47,7 +49,7 @@ pub(super) fn joined_header(
         // SAFETY: the module passed NULL or a writable size_t.
         unsafe { *length = joined.len() };
     }
-    frame.arena.string(&joined)
+    frame.arena.bytes(joined)
 }
 
 /// Fills `names` (room for `capacity`, or NULL) with the header names, as

@@ -169,6 +169,23 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
     }
+    if (strcmp(url, "/c/raw-header") == 0) {
+        /* Header bytes as the client sent them (Latin-1 here), with their
+         * length; and a Latin-1 value set on the response. */
+        size_t length = 0;
+        const char *value = api->request_header(ctx, "X-Latin", &length);
+        size_t at = 0;
+        size_t i;
+        for (i = 0; value != NULL && i < length && at + 4 < sizeof line; i++) {
+            at += (size_t)snprintf(line + at, sizeof line - at, "%02x ", (unsigned char)value[i]);
+        }
+        snprintf(line + at, sizeof line - at, "(%u) set:%s\n", (unsigned)length,
+                 api->response_set_header(ctx, "X-Latin-Back", "\xe9t\xe9", 1) == RIIS_S_OK
+                     ? "ok"
+                     : "refused");
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
     if (strcmp(url, "/c/huge-insert") == 0) {
         /* A length no buffer can have: refused, not copied. */
         static const char some[] = "x";
