@@ -924,14 +924,19 @@ impl HttpContext {
         let execute = RequestNotification::ExecuteRequestHandler
             .stage()
             .unwrap_or(7);
+        let map = RequestNotification::MapRequestHandler.stage().unwrap_or(4);
         (from.0..12).all(|s| {
             let lists = &self.pipeline.events[s];
-            // At ExecuteRequestHandler only the chosen handler's modules run.
+            // At ExecuteRequestHandler only the chosen handler's modules run;
+            // before MapRequestHandler chose one, any of the location's may.
             let main_list_empty = if s == execute {
+                let handlers = &self.location().handlers;
                 self.request_handled
-                    || self
-                        .handler
-                        .is_none_or(|h| self.location().handlers[h].modules.is_empty())
+                    || match self.handler {
+                        Some(h) => handlers[h].modules.is_empty(),
+                        None if stage < map => handlers.iter().all(|h| h.modules.is_empty()),
+                        None => true,
+                    }
             } else {
                 lists[0].is_empty()
             };

@@ -45,6 +45,37 @@ async fn is_last_notification_looks_at_the_events_still_to_come() {
     );
 }
 
+/// Before MapRequestHandler has chosen the handler, its modules are still to
+/// come at ExecuteRequestHandler.
+#[tokio::test]
+async fn is_last_notification_counts_the_handler_before_it_is_chosen() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "Probe",
+        Registration::events(N::BeginRequest),
+        last_probe(&log),
+    )
+    .module(
+        "Handler",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            ctx.set_request_handled();
+            Status::Continue
+        }),
+    );
+    t.handler(catch_all(&["Handler"]));
+    let pipeline = t.build();
+
+    get(&pipeline, "/").await;
+
+    assert_eq!(
+        log.entries(),
+        // Only the handler's module is left.
+        ["BeginRequest: continue=false finish=true"]
+    );
+}
+
 #[tokio::test]
 async fn is_last_notification_knows_finish_request_skips_to_log_request() {
     let log = Log::new();
