@@ -166,6 +166,8 @@ pub struct HttpContext {
     /// current call returns.
     pub(crate) finish_requested: bool,
     pub(crate) physical_path: Option<PathBuf>,
+    /// `physical_path` was mapped for a MapPath module, without its rewrite.
+    pub(crate) physical_path_partial: bool,
     pub(crate) resource: Option<Option<ResourceInfo>>,
     pub(crate) opened_file: Option<Arc<std::fs::File>>,
     pub(crate) cached_content: Option<bytes::Bytes>,
@@ -222,6 +224,7 @@ impl HttpContext {
             request_handled: false,
             finish_requested: false,
             physical_path: None,
+            physical_path_partial: false,
             resource: None,
             opened_file: None,
             cached_content: None,
@@ -317,6 +320,7 @@ impl HttpContext {
         self.request.url_changed = false;
         self.location = self.site.location_index(self.request.url());
         self.physical_path = None;
+        self.physical_path_partial = false;
         self.resource = None;
         self.opened_file = None;
         self.cached_content = None;
@@ -410,7 +414,16 @@ impl HttpContext {
     /// and then remembered; MapPath modules may have changed it.
     pub fn physical_path(&mut self) -> &std::path::Path {
         self.sync_url();
-        if self.physical_path.is_none() {
+        // A MapPath module that asks for the path itself is not re-entered
+        // for it: what it gets lacks its own rewrite, and is mapped again
+        // for everyone else (the handler's probe included).
+        let partial = self.physical_path_partial && !self.caller_maps_paths();
+        if self.physical_path.is_none() || partial {
+            if partial {
+                self.resource = None;
+                self.opened_file = None;
+                self.cached_content = None;
+            }
             let path = if self.pipeline.map_path.is_empty() {
                 // Nobody rewrites paths: no provider, no copy of the URL.
                 join_root(&self.site.info().physical_root, self.request.url())
@@ -419,10 +432,19 @@ impl HttpContext {
                 self.map_path(&url)
             };
             self.physical_path = Some(path);
+            self.physical_path_partial = self.caller_maps_paths();
         }
         self.physical_path
             .as_deref()
             .unwrap_or(std::path::Path::new(""))
+    }
+
+    /// Whether the module being called is one of MapPath's (and so skipped
+    /// by the MapPath it raises).
+    fn caller_maps_paths(&self) -> bool {
+        self.current
+            .module()
+            .is_some_and(|m| self.pipeline.map_path.contains(&m))
     }
 
     /// The physical path of the request URL if it was mapped already (by
@@ -436,11 +458,12 @@ impl HttpContext {
     /// directory), as the engine found it while choosing the handler; probed
     /// now if the handler did not need it. `None` when nothing is there.
     pub fn resource_info(&mut self) -> Option<ResourceInfo> {
-        self.sync_url();
+        // Maps the path first: one mapped for a MapPath module alone is
+        // mapped again here, and its probe forgotten.
+        self.physical_path();
         if let Some(info) = self.resource {
             return info;
         }
-        self.physical_path();
         let path = self
             .physical_path
             .as_deref()

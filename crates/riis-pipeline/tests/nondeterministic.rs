@@ -182,6 +182,51 @@ async fn a_file_handler_is_chosen_by_the_replaced_physical_path() {
     assert_eq!(fs.probes().last(), Some(&PathBuf::from("/site/a.txt")));
 }
 
+/// A MapPath module is not re-entered for the path it asks for itself, but
+/// the path it got that way (without its rewrite) is not what the handler
+/// is chosen by, nor what later modules see.
+#[tokio::test]
+async fn a_map_path_module_asking_for_the_path_does_not_fix_it_unmapped() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Remap",
+            Registration::events(N::MapPath | N::AuthorizeRequest),
+            script(move |ctx, call| {
+                match call {
+                    Call::MapPath(provider) => {
+                        if let Some(rest) = provider.url().strip_prefix("/virtual/") {
+                            let replaced = PathBuf::from("/elsewhere").join(rest);
+                            provider.set_physical_path(replaced);
+                        }
+                    }
+                    _ => log.push(format!("own call: {}", ctx.physical_path().display())),
+                }
+                Status::Continue
+            }),
+        );
+    }
+    t.module(
+        "Static",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            let path = ctx.physical_path().display().to_string();
+            write(ctx, path);
+            Status::Continue
+        }),
+    )
+    .handler(handler("StaticFile", "*", &["GET"], "File", &["Static"]))
+    .file("/elsewhere/a.txt");
+    let pipeline = t.build();
+
+    let found = get(&pipeline, "/virtual/a.txt").await;
+    assert_eq!(log.entries(), ["own call: /site/virtual/a.txt"]);
+    assert_eq!(found.status(), StatusCode::OK);
+    assert_eq!(found.body(), "/elsewhere/a.txt");
+}
+
 /// Registers `Echo`, a handler that reads the whole body `chunk` bytes at a
 /// time through `read_entity_body` + Pending and writes back what it read,
 /// logging each completion's byte count.
