@@ -810,12 +810,34 @@ impl HttpContext {
 
     /// `ExecuteRequest`: run `child` through the whole pipeline when the calling
     /// module returns. With a Pending return, the module's OnAsyncCompletion
-    /// follows the child's end. A user already set on the child skips its
-    /// AuthenticateRequest.
+    /// follows the child's end. The child runs its AuthenticateRequest
+    /// (starting from the user the clone copied); see
+    /// [`HttpContext::execute_request_as`] to skip it.
     pub fn execute_request(
+        &mut self,
+        child: HttpContext,
+        flags: ExecuteFlags,
+    ) -> Result<(), ModuleError> {
+        self.start_child(child, flags, None)
+    }
+
+    /// `ExecuteRequest` with `pHttpUser`: the child runs as `user`, and its
+    /// AuthenticateRequest and PostAuthenticateRequest are skipped, as IIS
+    /// skips authentication for a child given a user.
+    pub fn execute_request_as(
+        &mut self,
+        child: HttpContext,
+        flags: ExecuteFlags,
+        user: HttpUser,
+    ) -> Result<(), ModuleError> {
+        self.start_child(child, flags, Some(user))
+    }
+
+    fn start_child(
         &mut self,
         mut child: HttpContext,
         flags: ExecuteFlags,
+        user: Option<HttpUser>,
     ) -> Result<(), ModuleError> {
         if child.depth == 0 {
             return Err(ModuleError::with_hresult(
@@ -849,7 +871,10 @@ impl HttpContext {
         }
         self.no_operation_started()?;
         child.location = child.site.location_index(child.request.url());
-        child.skip_authentication = child.user.is_some() && child.user != self.user;
+        if let Some(user) = user {
+            child.user = Some(user);
+            child.skip_authentication = true;
+        }
         child.execute_flags = flags;
         self.op = Some(AsyncOp::Child {
             child: Box::new(child),

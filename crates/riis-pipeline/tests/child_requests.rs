@@ -372,3 +372,67 @@ async fn a_clone_with_an_operation_started_on_it_is_not_executed() {
     outcome.assert_completed();
     assert_eq!(outcome.body(), "refused");
 }
+
+/// A child given a user (IIS's `pHttpUser`) runs as that user and skips
+/// AuthenticateRequest; one executed without runs it, even when it carries
+/// the parent's user (which the clone copies) or one set on it.
+#[tokio::test]
+async fn a_child_skips_authentication_only_when_given_a_user() {
+    use riis_pipeline::HttpUser;
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Auth",
+            Registration::events(N::AuthenticateRequest | N::ExecuteRequestHandler),
+            script(move |ctx, call| {
+                let user = ctx.user().map_or("none", |u| u.name()).to_owned();
+                if call.is_event(N::AuthenticateRequest) {
+                    log.push(format!("{} authenticates {user}", ctx.request().url()));
+                    if ctx.child_depth() == 0 {
+                        ctx.set_user(HttpUser::new("alice", "Basic"));
+                    }
+                    return Status::Continue;
+                }
+                if ctx.child_depth() > 0 {
+                    log.push(format!("{} runs as {user}", ctx.request().url()));
+                    ctx.set_request_handled();
+                    return Status::Continue;
+                }
+                if let Call::AsyncCompletion { .. } = call {
+                    return Status::Continue;
+                }
+                let mut plain = ctx.clone_context_with_url("/plain").unwrap();
+                plain.set_user(HttpUser::new("carol", "Basic"));
+                let given = ctx.clone_context_with_url("/given").unwrap();
+                let child = match ctx.request().url() {
+                    "/go-plain" => ctx.execute_request(plain, ExecuteFlags::default()),
+                    _ => ctx.execute_request_as(
+                        given,
+                        ExecuteFlags::default(),
+                        HttpUser::new("bob", "Forms"),
+                    ),
+                };
+                child.unwrap();
+                Status::Pending
+            }),
+        );
+    }
+    t.handler(catch_all(&["Auth"]));
+    let pipeline = t.build();
+
+    get(&pipeline, "/go-plain").await;
+    get(&pipeline, "/as-bob").await;
+
+    assert_eq!(
+        log.entries(),
+        [
+            "/go-plain authenticates none",
+            "/plain authenticates carol",
+            "/plain runs as carol",
+            "/as-bob authenticates none",
+            "/given runs as bob",
+        ]
+    );
+}
