@@ -390,7 +390,7 @@ impl Binding {
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
                 if !valid {
                     return Err(format!(
-                        "`{h}` is not a host name (letters, digits, `-` and `.`; \
+                        "`{h}` is not a host name (letters, digits, `-`, `_` and `.`; \
                          no port, wildcard or IPv6 literal)"
                     ));
                 }
