@@ -186,8 +186,10 @@ fn a_request_body_held_back_for_100_continue_is_not_asked_for_after_the_answer()
     );
     // The final answer, never a late 100 (which the client would take for
     // the answer to its next request); the body was never sent, so the
-    // connection closes.
-    assert_eq!(conn.read_response(false).status, 405);
+    // connection closes, and the answer says so (RFC 9110 §9.6).
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.header("connection"), Some("close"));
     assert!(conn.is_closed());
 }
 
