@@ -18,6 +18,9 @@
 //! - FinishRequest returned from ReadEntity ends the body read: the module
 //!   that asked for the bytes is not resumed, and the request goes on to
 //!   LogRequest.
+//! - A ReadEntity module that empties a read of body bytes (holding them
+//!   back) does not end the body for the reader: the next bytes are read
+//!   for it, and it sees an empty read only at the body's real end.
 //! - Operations a module starts (flush, body read, child request, posted
 //!   completion) run when its call returns. OnAsyncCompletion follows only if
 //!   the module returned Pending; otherwise its status applies once the
@@ -464,14 +467,19 @@ impl RequestExecution {
     /// when the client is gone.
     pub fn complete_read(&mut self, result: Result<Bytes, ()>) {
         let top = self.frames.len() - 1;
-        let Phase::Reading(site, status, _) = self.frames[top].phase else {
+        let Phase::Reading(site, status, max) = self.frames[top].phase else {
             return;
         };
         let (data, hresult) = match result {
             Ok(d) => (d, 0),
             Err(()) => (Bytes::new(), E_CONNECTION_ABORTED),
         };
-        self.finish_read(top, site, status, data, hresult);
+        if self.finish_read(top, site, status, data, hresult) {
+            // A ReadEntity module took every byte of this read (a filter
+            // holding them back): the reader would take an empty read for
+            // the end of the body, so the next bytes are read for it.
+            self.frames[top].phase = Phase::Reading(site, status, max);
+        }
     }
 
     /// Ends a body read the client is too slow to feed (the server's body
@@ -529,6 +537,10 @@ impl RequestExecution {
         true
     }
 
+    /// Delivers a read's `data` through the ReadEntity modules to the
+    /// reader; returns true, delivering nothing, when the modules emptied
+    /// bytes that were not the end of the body (the read is to be made
+    /// again).
     fn finish_read(
         &mut self,
         top: usize,
@@ -536,8 +548,9 @@ impl RequestExecution {
         status: Status,
         data: Bytes,
         hresult: u32,
-    ) {
+    ) -> bool {
         let ctx = &mut self.frames[top].ctx;
+        let read_something = !data.is_empty();
         if data.is_empty() {
             ctx.request.body_complete = true;
         }
@@ -558,6 +571,9 @@ impl RequestExecution {
             }
         }
         let data = provider.entity;
+        if read_something && data.is_empty() && !ctx.finish_requested {
+            return true;
+        }
         let bytes = data.len() as u64;
         ctx.request.bytes_received += bytes;
         ctx.request.read_data = data;
@@ -565,7 +581,7 @@ impl RequestExecution {
             // A ReadEntity module failed: the reader is not resumed.
             self.frames[top].phase = Phase::Run;
             self.apply(top, site, Status::FinishRequest);
-            return;
+            return false;
         }
         self.frames[top].phase = if status == Status::Pending {
             Phase::Deliver(
@@ -579,6 +595,7 @@ impl RequestExecution {
             self.apply(top, site, status);
             Phase::Run
         };
+        false
     }
 
     /// Runs the pipeline until it needs the driver.
@@ -954,7 +971,11 @@ impl RequestExecution {
                             let rest = data.split_off(max);
                             req.inserted_entity.insert(0, rest);
                         }
-                        self.finish_read(top, site, status, data, 0);
+                        if self.finish_read(top, site, status, data, 0) {
+                            // Emptied by a ReadEntity module: read on.
+                            self.frames[top].ctx.op = Some(AsyncOp::ReadEntity { max });
+                            return self.after_flush(top, site, status);
+                        }
                         return None;
                     }
                     if req.body_complete {

@@ -276,6 +276,44 @@ fn add_upper(t: &mut TestPipeline, log: &Log) {
     );
 }
 
+/// A ReadEntity module that takes every byte of a read (here: the chunks
+/// that are all digits) does not end the body for the reader: the next
+/// bytes are read for it, and an empty read comes only at the real end.
+#[tokio::test]
+async fn a_read_emptied_by_a_read_entity_module_is_read_on() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "DropDigits",
+        Registration::events(N::ReadEntity),
+        script(|_, call| {
+            if let Call::ReadEntity(provider) = call {
+                if provider.entity().iter().all(u8::is_ascii_digit) {
+                    provider.set_entity(Bytes::new());
+                }
+            }
+            Status::Continue
+        }),
+    );
+    // Inserted bytes go through ReadEntity too, and may be taken as well.
+    t.module(
+        "Prefix",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            ctx.request_mut().insert_entity_body("0000");
+            Status::Continue
+        }),
+    );
+    add_echo(&mut t, 4, &log);
+    let pipeline = t.build();
+    let (req, body) = post_request("/echo", &["abcd", "1234", "5678", "efgh"]);
+
+    let outcome = run_with_body(&pipeline, req, body).await;
+
+    assert_eq!(outcome.body(), "abcdefgh");
+    assert_eq!(log.entries(), ["read 4", "read 4", "read 0"]);
+}
+
 #[tokio::test]
 async fn read_entity_modules_replace_the_body_a_handler_reads() {
     let log = Log::new();
