@@ -473,10 +473,11 @@ impl Server {
         control.block_on(async move {
             // Signal handlers go in before the sockets are bound, so a
             // SIGTERM that follows the "listening" line is never missed.
-            let shutdown = ShutdownSignal::install().map_err(ServerError::Runtime)?;
+            let mut shutdown = ShutdownSignal::install().map_err(ServerError::Runtime)?;
+            let control = shutdown.take_control();
             let bound = self.bind(workers)?;
             listening().map_err(ServerError::Startup)?;
-            bound.serve_threads(shutdown.recv()).await
+            bound.serve_threads_with(shutdown.recv(), control).await
         })
     }
 
@@ -638,7 +639,7 @@ impl BoundServer {
             })
             .collect();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let lifecycle = Lifecycle::start(&server, stop_rx.clone());
+        let lifecycle = Lifecycle::start(&server, stop_rx.clone(), None);
         let worker = tokio::spawn(run_worker(
             sockets,
             server.current.clone(),
@@ -659,6 +660,16 @@ impl BoundServer {
         self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
+        self.serve_threads_with(shutdown, None).await
+    }
+
+    /// [`BoundServer::serve_threads`] with the SIGHUP and SIGUSR1 watches
+    /// made earlier (see [`ShutdownSignal::install`]).
+    pub(crate) async fn serve_threads_with(
+        self,
+        shutdown: impl Future<Output = ()>,
+        control: Option<ControlSignals>,
+    ) -> Result<(), ServerError> {
         self.announce();
         let Self { server, listeners } = self;
         let workers = listeners.iter().map(|g| g.sockets.len()).max().unwrap_or(1);
@@ -670,7 +681,7 @@ impl BoundServer {
             }
         }
         let (stop_tx, stop_rx) = watch::channel(false);
-        let lifecycle = Lifecycle::start(&server, stop_rx.clone());
+        let lifecycle = Lifecycle::start(&server, stop_rx.clone(), control);
         let mut threads = Vec::with_capacity(workers);
         for (i, sockets) in per_worker.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -767,7 +778,14 @@ struct Lifecycle {
 }
 
 impl Lifecycle {
-    fn start(server: &Server, stop: watch::Receiver<bool>) -> Self {
+    fn start(
+        server: &Server,
+        stop: watch::Receiver<bool>,
+        control: Option<ControlSignals>,
+    ) -> Self {
+        // Watched from here at the latest (before any task runs), so no
+        // signal sent once serving starts is lost.
+        let control = control.unwrap_or_else(ControlSignals::watch);
         let pipeline = server.pipeline();
         tracing::info!(
             modules = ?pipeline.module_names().collect::<Vec<_>>(),
@@ -796,9 +814,9 @@ impl Lifecycle {
         }
         let reloader = server.reloader();
         let mut reload_stop = stop.clone();
+        let hangup = control.hangup;
         tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            let Some(mut hangup) = hangup else {
                 tracing::warn!("cannot watch SIGHUP; reload by signal is off");
                 return;
             };
@@ -815,9 +833,9 @@ impl Lifecycle {
             let file = server.config.file.clone();
             let mut status_stop = stop.clone();
             let started = std::time::Instant::now();
+            let asked = control.status;
             tokio::spawn(async move {
-                use tokio::signal::unix::{signal, SignalKind};
-                let Ok(mut asked) = signal(SignalKind::user_defined1()) else {
+                let Some(mut asked) = asked else {
                     tracing::warn!("cannot watch SIGUSR1; riis status is off");
                     return;
                 };
@@ -1047,27 +1065,51 @@ async fn periodic_work(
     }
 }
 
-/// SIGTERM and SIGINT, watched from the moment of [`ShutdownSignal::install`].
+/// SIGHUP (reload) and SIGUSR1 (status), watched from the moment they were
+/// made: a signal that comes before the task reading it runs is kept for
+/// it (tokio delivers a signal only to the listeners that exist).
+pub(crate) struct ControlSignals {
+    hangup: Option<tokio::signal::unix::Signal>,
+    status: Option<tokio::signal::unix::Signal>,
+}
+
+impl ControlSignals {
+    fn watch() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            hangup: signal(SignalKind::hangup()).ok(),
+            status: signal(SignalKind::user_defined1()).ok(),
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, watched from the moment of [`ShutdownSignal::install`]
+/// (with SIGHUP and SIGUSR1, for the server this process runs).
 pub struct ShutdownSignal {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    control: Option<ControlSignals>,
 }
 
 impl ShutdownSignal {
     /// Starts watching; must run inside a tokio runtime.
     pub fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        // SIGHUP (reload) and SIGUSR1 (status) are watched by tasks that
-        // start with serving; their handlers go in now, before the pid file
-        // and the listening line, so a signal sent as soon as those appear
-        // is not the default action (the process's end). The handler stays
-        // for the process's life.
-        drop(signal(SignalKind::hangup())?);
-        drop(signal(SignalKind::user_defined1())?);
+        // SIGHUP (reload) and SIGUSR1 (status) are watched from now, before
+        // the pid file and the listening line: one sent as soon as those
+        // appear is neither the default action (the process's end) nor
+        // lost before serving starts to read them.
+        let control = ControlSignals::watch();
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            control: Some(control),
         })
+    }
+
+    /// The SIGHUP and SIGUSR1 watches, for the server's own tasks.
+    pub(crate) fn take_control(&mut self) -> Option<ControlSignals> {
+        self.control.take()
     }
 
     /// Resolves on the first SIGTERM or SIGINT.

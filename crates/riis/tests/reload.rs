@@ -222,3 +222,60 @@ fn status_reports_connections_requests_and_modules() {
     assert!(started >= 2, "{text}");
     assert!(text.contains("modules: "), "{text}");
 }
+
+/// A reload asked for as soon as the pid file appears (as `systemctl start`
+/// then `systemctl reload` do) is not lost: SIGHUP is watched from before
+/// the pid file is written.
+#[test]
+fn a_reload_right_after_start_is_applied() {
+    use std::io::BufRead;
+    let dir = TempDir::new("reload-early");
+    let root = dir.path().join("www");
+    dir.write("www/a.txt", "alpha");
+    let pid_file = dir.path().join("riis.pid");
+    for _ in 0..5 {
+        let _ = std::fs::remove_file(&pid_file);
+        let config = dir.write("riis.toml", config_text(&root, 1));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .env("RIIS_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !pid_file.exists() {
+            assert!(Instant::now() < deadline, "no pid file");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        dir.write("riis.toml", config_text(&root, 2));
+        let hup = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().unwrap().unwrap();
+        let addr: std::net::SocketAddr = line
+            .strip_prefix("riis: listening on http://")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{line}"))
+            .parse()
+            .unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let applied = loop {
+            let resp = common::get(addr, "/a.txt");
+            if resp.header("x-generation") == Some("2") {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(applied, "the reload was lost");
+    }
+}
