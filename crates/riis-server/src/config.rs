@@ -702,7 +702,10 @@ impl ServerConfig {
             sites.push(SiteDefinition {
                 id: site.id.unwrap_or(i as u32 + 1),
                 name: site.name,
-                physical_root: root.canonicalize().unwrap_or(root),
+                // Not canonicalized: a root that is a symbolic link is
+                // followed at each request, as nginx and IIS do, so
+                // switching the link (an atomic deploy) takes effect at once.
+                physical_root: std::path::absolute(&root).unwrap_or(root),
                 handlers: site
                     .handlers
                     .map(|h| handlers(h, &format!("{key}.handlers"))),

@@ -80,6 +80,32 @@ fn changed_files_are_served_fresh_from_the_cache() {
     assert_eq!(conn.get("/a.txt").status, 404);
 }
 
+/// A site root that is a symbolic link is followed at each request: an
+/// atomic deploy (switching `current` to a new release) takes effect at
+/// once, and the old release may be removed.
+#[test]
+fn a_symlinked_root_follows_the_link_when_it_is_switched() {
+    let dir = TempDir::new("symlinked-root");
+    dir.write("rel/v1/a.txt", "version one");
+    dir.write("rel/v1/index.html", "home one");
+    dir.write("rel/v2/a.txt", "version two");
+    dir.write("rel/v2/index.html", "home two");
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink(dir.path().join("rel/v1"), &current).unwrap();
+    let config = write_config(&dir, &current, "");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/a.txt").text(), "version one");
+    assert_eq!(conn.get("/").text(), "home one");
+    // `ln -sfn` then `mv -T`: the link is replaced in one rename.
+    let next = dir.path().join("current.next");
+    std::os::unix::fs::symlink(dir.path().join("rel/v2"), &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    std::fs::remove_dir_all(dir.path().join("rel/v1")).unwrap();
+    assert_eq!(conn.get("/a.txt").text(), "version two");
+    assert_eq!(conn.get("/").text(), "home two");
+}
+
 #[test]
 fn head_sends_length_without_body() {
     let (_dir, server) = static_site();
