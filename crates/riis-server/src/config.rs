@@ -927,6 +927,22 @@ impl ServerConfig {
                 ));
             }
         }
+        // Checked here, so `check-config` catches what `serve` would fail
+        // on only after binding its addresses.
+        if let Some(pid_file) = self.pid_file() {
+            let folder = pid_file.parent().unwrap_or(Path::new("/"));
+            let usable = folder.is_dir()
+                && nix::unistd::access(folder, nix::unistd::AccessFlags::W_OK).is_ok();
+            if !usable {
+                return Err(self.error_at(
+                    "server.pid_file",
+                    &format!(
+                        "the folder of {} does not exist or cannot be written to",
+                        pid_file.display()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 

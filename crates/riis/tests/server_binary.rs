@@ -435,6 +435,14 @@ fn check_config_reports_file_line_and_key() {
     ] {
         refused(&dir, name, format!("{modules}{site}{section}\n"), expected);
     }
+
+    // What `serve` would fail on only after binding.
+    refused(
+        &dir,
+        "pid.toml",
+        format!("[server]\npid_file = \"nowhere/riis.pid\"\n{site}"),
+        "pid.toml:2: key `server.pid_file`: the folder of",
+    );
 }
 
 /// Writes `text` as `name` and expects `riis check-config` to refuse it
