@@ -13,6 +13,7 @@
 //! `static_file.follow_symlinks = false` a default document that is a
 //! symbolic link is passed over, as nginx's `index` does under
 //! `disable_symlinks`, instead of being chosen and then refused with 404.
+//! A document the server may not read is passed over the same way.
 //!
 //! Configuration section `default_document`:
 //! - `enabled` (default true);
@@ -75,11 +76,14 @@ impl HttpModule for DefaultDocument {
         let follow_symlinks = ctx.config(self.static_file).follow_symlinks;
         let is_document = |name: &String| {
             let path = dir.join(name);
-            if follow_symlinks {
+            let is_file = if follow_symlinks {
                 path.is_file()
             } else {
-                std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
-            }
+                std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
+            };
+            // One the server may not read is passed over for the next, as
+            // nginx's `index` does, rather than chosen and refused.
+            is_file && readable(&path)
         };
         let Some(file) = ctx
             .config(self.config)
@@ -130,6 +134,17 @@ impl HttpModule for DefaultDocument {
         ctx.set_request_handled();
         RequestNotificationStatus::Continue
     }
+}
+
+/// Whether the server may open `path` for reading (non-blocking: a FIFO
+/// swapped in must not stall the worker).
+fn readable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .is_ok()
 }
 
 /// Entry point.

@@ -964,6 +964,10 @@ impl HttpModule for StaticFile {
         // The engine probed the path while choosing the handler; no second stat.
         let mut info = match ctx.resource_info() {
             Some(info) => info,
+            // There but not ours to read: 403, as nginx answers.
+            None if ctx.is_resource_denied() => {
+                return status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005)
+            }
             None => return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
         };
         let mut own_file = None;

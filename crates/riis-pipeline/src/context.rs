@@ -478,6 +478,18 @@ impl HttpContext {
         info
     }
 
+    /// Whether the request's physical path is there but the server may not
+    /// open it (a permission error): a handler that found no resource then
+    /// answers 403 rather than 404. Asks the file system each time.
+    pub fn is_resource_denied(&mut self) -> bool {
+        self.physical_path();
+        let path = self
+            .physical_path
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""));
+        self.pipeline.fs.is_denied(path)
+    }
+
     /// The file the engine opened while probing the request's physical path,
     /// if no module took it yet: a static handler reads it without resolving
     /// the path a second time.

@@ -850,6 +850,12 @@ impl RequestExecution {
                 ctx.response.touched = false;
                 if let Some(failure) = ctx.mapping_failure {
                     ctx.handler = None;
+                    // Not found, or there but not ours to read.
+                    let denied = failure == MappingFailure::ResourceNotFound
+                        && ctx
+                            .physical_path
+                            .as_deref()
+                            .is_some_and(|path| ctx.pipeline.fs.is_denied(path));
                     let resp = &mut ctx.response;
                     resp.current = (None, "MapRequestHandler");
                     match failure {
@@ -873,6 +879,12 @@ impl RequestExecution {
                                 }
                             }
                         }
+                        MappingFailure::ResourceNotFound if denied => resp.set_error_status(
+                            StatusCode::FORBIDDEN,
+                            "Forbidden",
+                            0,
+                            0x8007_0005,
+                        ),
                         MappingFailure::ResourceNotFound => resp.set_error_status(
                             StatusCode::NOT_FOUND,
                             "Not Found",

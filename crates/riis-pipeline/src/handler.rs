@@ -113,6 +113,14 @@ pub struct Probe {
 pub trait FileSystem: Send + Sync + 'static {
     /// What `path` is, or `None` when nothing servable is there.
     fn probe(&self, path: &Path) -> Option<Probe>;
+
+    /// Whether `path` is there but the server may not open it (a permission
+    /// error). Asked only after [`FileSystem::probe`] found nothing and no
+    /// handler took the request, to answer 403 rather than 404, as nginx
+    /// does. The default: never.
+    fn is_denied(&self, _path: &Path) -> bool {
+        false
+    }
 }
 
 /// The file system of a pipeline built without one: nothing exists, so

@@ -289,3 +289,27 @@ fn a_handler_must_name_a_module() {
     assert!(err.key.ends_with(".modules"), "{err}");
     assert!(err.message.contains("names no module"), "{err}");
 }
+
+/// A file that is there but may not be read answers 403 (E_ACCESSDENIED),
+/// not 404, when no handler can take it.
+#[tokio::test]
+async fn a_file_the_server_may_not_read_is_forbidden_not_missing() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Static",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            write(ctx, "served");
+            Status::Continue
+        }),
+    )
+    .handler(handler("StaticFile", "*", &["GET"], "File", &["Static"]));
+    let fs = t.fs();
+    fs.add_denied("/site/secret.txt");
+    let pipeline = t.build();
+
+    let denied = get(&pipeline, "/secret.txt").await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let missing = get(&pipeline, "/missing.txt").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}

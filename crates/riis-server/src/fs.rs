@@ -328,6 +328,15 @@ fn probe_open(file: File, meta: &Metadata) -> Option<Probe> {
 }
 
 impl FileSystem for RealFileSystem {
+    fn is_denied(&self, path: &Path) -> bool {
+        // Non-blocking, as the probe opens: a FIFO must not stall the worker.
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+        matches!(opened, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+    }
+
     fn probe(&self, path: &Path) -> Option<Probe> {
         if self.limits.max_size == 0 {
             let file = open_nonblocking(path)?;

@@ -106,6 +106,77 @@ fn a_symlinked_root_follows_the_link_when_it_is_switched() {
     assert_eq!(conn.get("/").text(), "home two");
 }
 
+/// Files and folders the server may not open answer 403, as nginx does,
+/// not 404; a default document it may not read is passed over. As root
+/// (where nothing is denied) the server runs as `nobody` through setpriv.
+#[test]
+fn files_the_server_may_not_read_are_forbidden() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("denied");
+    dir.write("www/open.txt", "open");
+    dir.write("www/secret.txt", "secret");
+    dir.write("www/locked/a.txt", "locked");
+    dir.write("www/dd/index.html", "unreadable index");
+    dir.write("www/dd/default.htm", "readable default");
+    let mode = |rel: &str, m: u32| {
+        std::fs::set_permissions(dir.path().join(rel), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode("www/secret.txt", 0o600);
+    mode("www/locked", 0o700);
+    mode("www/dd/index.html", 0o600);
+    let config = write_config(&dir, &dir.path().join("www"), "");
+    let root = nix::unistd::geteuid().is_root();
+    let mut command = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_riis"));
+        c
+    } else {
+        mode("www/secret.txt", 0o000);
+        mode("www/locked", 0o000);
+        mode("www/dd/index.html", 0o000);
+        Command::new(env!("CARGO_BIN_EXE_riis"))
+    };
+    command
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped());
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: cannot start the server as another user ({e})");
+            return;
+        }
+        Err(e) => panic!("setpriv is required in CI: {e}"),
+    };
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("riis printed nothing").unwrap();
+    let addr: std::net::SocketAddr = line
+        .strip_prefix("riis: listening on http://")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    let mut conn = Connection::open(addr);
+    let results: Vec<(u16, String)> = ["/open.txt", "/secret.txt", "/locked/a.txt", "/dd/"]
+        .iter()
+        .map(|path| {
+            let resp = conn.get(path);
+            (resp.status, resp.text())
+        })
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    // Open again, so the folder can be removed.
+    mode("www/locked", 0o755);
+    assert_eq!(results[0], (200, "open".to_owned()));
+    assert_eq!(results[1].0, 403, "{:?}", results[1]);
+    assert_eq!(results[2].0, 403, "{:?}", results[2]);
+    assert_eq!(results[3], (200, "readable default".to_owned()));
+}
+
 #[test]
 fn head_sends_length_without_body() {
     let (_dir, server) = static_site();

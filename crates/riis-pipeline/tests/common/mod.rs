@@ -347,6 +347,8 @@ impl Registration {
 pub struct FakeFs {
     entries: Mutex<HashMap<PathBuf, ResourceKind>>,
     probes: Mutex<Vec<PathBuf>>,
+    /// Paths that are there but may not be opened.
+    denied: Mutex<Vec<PathBuf>>,
 }
 
 impl FakeFs {
@@ -366,6 +368,12 @@ impl FakeFs {
             .insert(path.into(), ResourceKind::Directory);
     }
 
+    /// Adds a file the server may not open (the probe finds nothing).
+    #[allow(dead_code)]
+    pub fn add_denied(&self, path: impl Into<PathBuf>) {
+        self.denied.lock().unwrap().push(path.into());
+    }
+
     /// Every path probed so far, in order.
     pub fn probes(&self) -> Vec<PathBuf> {
         self.probes.lock().unwrap().clone()
@@ -383,6 +391,10 @@ impl FileSystem for FakeFs {
             file: None,
             content: None,
         })
+    }
+
+    fn is_denied(&self, path: &Path) -> bool {
+        self.denied.lock().unwrap().iter().any(|p| p == path)
     }
 }
 
