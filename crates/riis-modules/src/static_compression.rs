@@ -585,14 +585,34 @@ impl StaticCompression {
         })
     }
 
-    /// A 304 that validates a compressed copy (the client sent the weak
-    /// ETag the copy went out with) says so as the 200 did: the same weak
-    /// ETag and `Vary`, so a cache refreshes the variant it holds (RFC 9110
-    /// §15.4.5, RFC 9111 §4.3.4) instead of finding no match for a strong
-    /// one.
-    fn not_modified(ctx: &mut HttpContext) {
+    /// A 304 says what the 200 would (RFC 9110 §15.4.5, RFC 9111 §4.3.4):
+    /// for a file with a compressed copy, `Vary: Accept-Encoding`; when the
+    /// client would be sent a copy (its `Accept-Encoding` picks one that
+    /// exists) or revalidates one (it sent the weak ETag a copy went out
+    /// with), the weak ETag, and on HEAD the copy's length. A cache then
+    /// refreshes the variant it holds instead of finding no match, or
+    /// taking the file's strong validator for a compressed body.
+    fn not_modified(&self, ctx: &mut HttpContext) {
         let Some(etag) = strong_etag(ctx) else {
             return;
+        };
+        let Some(path) = ctx.mapped_path().map(Path::to_path_buf) else {
+            return;
+        };
+        let config = ctx.config(self.config);
+        let dir = if config.directory.as_os_str().is_empty() {
+            default_directory()
+        } else {
+            config.directory.clone()
+        };
+        let level = |coding| match coding {
+            Coding::Gzip => config.gzip_level,
+            Coding::Brotli => config.brotli_quality,
+            Coding::Zstd => config.zstd_level,
+        };
+        let copy_len = |coding| {
+            let name = Self::copy_name(&dir, &path, &etag, coding, level(coding));
+            self.copy_len(&name)
         };
         let weak = format!("W/{etag}");
         let asked_for_copy = ctx
@@ -603,14 +623,47 @@ impl StaticCompression {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim() == weak);
-        if !asked_for_copy {
+        let served = content_encoding::negotiate(ctx.request().headers())
+            .and_then(|coding| copy_len(coding));
+        let compressible = asked_for_copy
+            || served.is_some()
+            || [Coding::Brotli, Coding::Zstd, Coding::Gzip]
+                .into_iter()
+                .any(|coding| copy_len(coding).is_some());
+        if !compressible {
             return;
         }
+        let head = ctx.request().method() == Method::HEAD;
         let headers = ctx.response_mut().headers_mut();
-        if let Ok(v) = HeaderValue::try_from(weak) {
-            headers.insert(header::ETAG, v);
-        }
         content_encoding::add_vary(headers);
+        if asked_for_copy || served.is_some() {
+            if let Ok(v) = HeaderValue::try_from(weak) {
+                headers.insert(header::ETAG, v);
+            }
+        }
+        if let (true, Some(len)) = (head, served) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
+
+    /// The length of the copy `name`, if there is one (in memory, or on disk
+    /// in a directory that is not refused).
+    fn copy_len(&self, name: &Path) -> Option<u64> {
+        let memory = self.copies.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = memory.0.get(name) {
+            return Some(b.len() as u64);
+        }
+        drop(memory);
+        if !self
+            .copies
+            .directory_usable(name.parent().unwrap_or(Path::new(".")))
+        {
+            return None;
+        }
+        std::fs::metadata(name)
+            .ok()
+            .filter(|m| m.is_file() && m.len() > 0)
+            .map(|m| m.len())
     }
 }
 
@@ -626,7 +679,7 @@ impl HttpModule for StaticCompression {
             && provider.headers_being_sent()
             && ctx.response().status() == StatusCode::NOT_MODIFIED
         {
-            Self::not_modified(ctx);
+            self.not_modified(ctx);
             return RequestNotificationStatus::Continue;
         }
         if !config.enabled

@@ -227,13 +227,14 @@ fn a_head_gets_what_its_get_would() {
     );
 }
 
-/// Revalidating a compressed copy (with the weak ETag it came with) gets a
-/// 304 that names the same variant: the weak ETag and `Vary`.
+/// Revalidating a compressed copy (with the weak ETag it came with, or by
+/// date) gets a 304 that names the same variant: the weak ETag, `Vary`, and
+/// on HEAD the copy's length.
 #[test]
 fn a_304_for_a_compressed_copy_keeps_its_etag_and_vary() {
-    let s = site("");
+    let s = site(STATIC_ONLY);
     let mut conn = Connection::open(s.server.addr);
-    let first = fetch(&mut conn, "/big.txt", Some("gzip"));
+    let first = fetch_copy(&mut conn, "/big.txt", "gzip");
     let etag = first.header("etag").unwrap().to_owned();
     assert!(etag.starts_with("W/"), "{etag}");
     conn.send_raw(
@@ -254,6 +255,33 @@ fn a_304_for_a_compressed_copy_keeps_its_etag_and_vary() {
     let revalidated = conn.read_response(true);
     assert_eq!(revalidated.status, 304);
     assert_eq!(revalidated.header("etag"), Some(strong));
+    // The file has a copy, so the 200 varies: the 304 says so too.
+    assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
+    // By date alone, a client that would get the copy gets its validator.
+    let date = first.header("last-modified").unwrap().to_owned();
+    conn.send_raw(
+        format!(
+            "GET /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-Modified-Since: {date}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let revalidated = conn.read_response(true);
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
+    assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
+    // A HEAD's 304 has the length its 200 would: the copy's.
+    conn.send_raw(
+        format!(
+            "HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let revalidated = conn.read_response(true);
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(
+        revalidated.header("content-length"),
+        Some(first.body.len().to_string().as_str())
+    );
 }
 
 /// A folder's default document (served through a child request, under the
