@@ -623,8 +623,7 @@ impl StaticCompression {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim() == weak);
-        let served = content_encoding::negotiate(ctx.request().headers())
-            .and_then(|coding| copy_len(coding));
+        let served = content_encoding::negotiate(ctx.request().headers()).and_then(&copy_len);
         let compressible = asked_for_copy
             || served.is_some()
             || [Coding::Brotli, Coding::Zstd, Coding::Gzip]
