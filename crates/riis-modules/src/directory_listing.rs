@@ -89,10 +89,10 @@ struct Listing {
 }
 
 fn read_entries(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<Listing> {
-    // Names and types first (no `stat`): the first MAX_ENTRIES in the
-    // listing's order are the ones examined, so a huge folder costs a sort
-    // of names, not a `stat` of every entry.
-    let mut found: Vec<(Entry, std::path::PathBuf, bool)> = Vec::new();
+    // Names and types first (no `stat` but for symbolic links): the first
+    // MAX_ENTRIES in the listing's order are the ones examined, so a huge
+    // folder costs a sort of names, not a `stat` of every entry.
+    let mut found: Vec<(Entry, std::path::PathBuf)> = Vec::new();
     for item in std::fs::read_dir(dir)? {
         let Ok(item) = item else { continue };
         let file_name = item.file_name();
@@ -101,27 +101,43 @@ fn read_entries(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<L
             continue;
         }
         let kind = item.file_type().ok();
+        let path = item.path();
+        let is_dir = if kind.is_some_and(|t| t.is_symlink()) {
+            // A symbolic link is listed as what it points to, and only
+            // when that lies in the site's folder: a listing shows nothing
+            // outside it (names, sizes, dates), whatever links were
+            // planted. Resolved now, so a link to a folder sorts with the
+            // folders and one left out is not counted.
+            if !std::fs::canonicalize(&path).is_ok_and(|p| p.starts_with(root)) {
+                continue;
+            }
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() || meta.is_file() => meta.is_dir(),
+                _ => continue,
+            }
+        } else {
+            kind.is_some_and(|t| t.is_dir())
+        };
         let entry = Entry {
             name: file_name.to_string_lossy().into_owned(),
             raw,
-            is_dir: kind.is_some_and(|t| t.is_dir()),
+            is_dir,
             len: 0,
             modified: None,
         };
-        found.push((entry, item.path(), kind.is_some_and(|t| t.is_symlink())));
+        found.push((entry, path));
     }
-    found.sort_by_cached_key(|(e, _, _)| sort_key(e));
-    let more = found.len().saturating_sub(MAX_ENTRIES);
-    found.truncate(MAX_ENTRIES);
-    let mut entries = Vec::with_capacity(found.len());
-    for (mut entry, path, is_link) in found {
-        // A symbolic link is listed as what it points to, and only when
-        // that lies in the site's folder: a listing shows nothing outside
-        // it (names, sizes, dates), whatever links were planted.
-        if is_link && !std::fs::canonicalize(&path).is_ok_and(|p| p.starts_with(root)) {
-            continue;
+    found.sort_by_cached_key(|(e, _)| sort_key(e));
+    let mut entries = Vec::with_capacity(found.len().min(MAX_ENTRIES));
+    let total = found.len();
+    let mut examined = 0;
+    for (mut entry, path) in found {
+        if entries.len() == MAX_ENTRIES {
+            break;
         }
-        // Skip what cannot be examined (dangling links).
+        examined += 1;
+        // Skip what cannot be examined, and what is neither a file nor a
+        // folder (a FIFO, a socket).
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
@@ -133,8 +149,7 @@ fn read_entries(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<L
         entry.modified = meta.modified().ok();
         entries.push(entry);
     }
-    // Again: a link to a directory sorts with the directories.
-    sort_entries(&mut entries);
+    let more = total - examined;
     Ok(Listing { entries, more })
 }
 
@@ -142,12 +157,6 @@ fn read_entries(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<L
 /// case, then bytes.
 fn sort_key(e: &Entry) -> (bool, String, Vec<u8>) {
     (!e.is_dir, e.name.to_ascii_lowercase(), e.raw.clone())
-}
-
-/// Directories first, then by name ignoring ASCII case, then bytes; the
-/// keys are made once per entry, not per comparison.
-fn sort_entries(entries: &mut [Entry]) {
-    entries.sort_by_cached_key(sort_key);
 }
 
 /// Percent-encodes every byte but RFC 3986's unreserved characters, so the
@@ -427,6 +436,57 @@ mod tests {
         assert_eq!(j, "\"<\\\"\\\\\\n\\u0001>\"");
     }
 
+    /// A link to a folder inside the site sorts with the folders; links
+    /// leading outside, dangling links and FIFOs are left out.
+    #[test]
+    fn links_are_listed_as_what_they_point_to() {
+        let base = std::env::temp_dir().join(format!("riis-listing-{}", std::process::id()));
+        let root = base.join("site");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(root.join("b_dir")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        std::os::unix::fs::symlink(root.join("b_dir"), root.join("c_link")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("d_out")).unwrap();
+        std::os::unix::fs::symlink(root.join("gone"), root.join("e_dangling")).unwrap();
+        nix::unistd::mkfifo(&root.join("f_fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let root = std::fs::canonicalize(&root).unwrap();
+        let listing = read_entries(&root, &root, false).unwrap();
+        let names: Vec<(&str, bool)> = listing
+            .entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.is_dir))
+            .collect();
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(names, [("b_dir", true), ("c_link", true), ("a.txt", false)]);
+        assert_eq!(listing.more, 0);
+    }
+
+    /// Past MAX_ENTRIES, the listing holds the first MAX_ENTRIES entries
+    /// that are shown, in the listing's order (a link to a folder among the
+    /// folders), and counts the rest.
+    #[test]
+    fn a_long_listing_is_cut_after_leaving_out_what_is_not_shown() {
+        let base = std::env::temp_dir().join(format!("riis-long-listing-{}", std::process::id()));
+        let root = base.join("site");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        for i in 0..MAX_ENTRIES {
+            std::fs::write(root.join(format!("f{i:05}")), "").unwrap();
+        }
+        std::os::unix::fs::symlink(root.join("sub"), root.join("zz_link")).unwrap();
+        std::os::unix::fs::symlink(root.join("gone"), root.join("aa_dangling")).unwrap();
+        let root = std::fs::canonicalize(&root).unwrap();
+        let listing = read_entries(&root, &root, false).unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(listing.entries.len(), MAX_ENTRIES);
+        assert_eq!(listing.entries[0].name, "sub");
+        assert_eq!(listing.entries[1].name, "zz_link");
+        assert_eq!(listing.entries[2].name, "f00000");
+        // Two folders and 9,998 files are shown; f09998 and f09999 are not.
+        assert_eq!(listing.entries[MAX_ENTRIES - 1].name, "f09997");
+        assert_eq!(listing.more, 2);
+    }
+
     #[test]
     fn directories_sort_first() {
         let e = |name: &str, is_dir| Entry {
@@ -437,7 +497,7 @@ mod tests {
             modified: None,
         };
         let mut v = [e("b", false), e("Z", true), e("a", false), e("c", true)];
-        sort_entries(&mut v);
+        v.sort_by_cached_key(sort_key);
         let names: Vec<&str> = v.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["c", "Z", "a", "b"]);
     }
