@@ -228,7 +228,6 @@ fn status_reports_connections_requests_and_modules() {
 /// the pid file is written.
 #[test]
 fn a_reload_right_after_start_is_applied() {
-    use std::io::BufRead;
     let dir = TempDir::new("reload-early");
     let root = dir.path().join("www");
     dir.write("www/a.txt", "alpha");
@@ -254,15 +253,7 @@ fn a_reload_right_after_start_is_applied() {
             .status()
             .unwrap();
         assert!(hup.success());
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().unwrap().unwrap();
-        let addr: std::net::SocketAddr = line
-            .strip_prefix("riis: listening on http://")
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{line}"))
-            .parse()
-            .unwrap();
-        std::thread::spawn(move || for _ in lines {});
+        let addr = common::listening_addr(&mut child);
         let deadline = Instant::now() + Duration::from_secs(10);
         let applied = loop {
             let resp = common::get(addr, "/a.txt");

@@ -111,7 +111,6 @@ fn a_symlinked_root_follows_the_link_when_it_is_switched() {
 /// (where nothing is denied) the server runs as `nobody` through setpriv.
 #[test]
 fn files_the_server_may_not_read_are_forbidden() {
-    use std::io::BufRead;
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("denied");
     dir.write("www/open.txt", "open");
@@ -140,25 +139,16 @@ fn files_the_server_may_not_read_are_forbidden() {
     };
     command
         .args(["serve", "--config", config.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped());
-    let mut child = match command.spawn() {
-        Ok(c) => c,
+        .args(["--listen", "127.0.0.1:0"]);
+    let server = match RunningBinary::from_command(command) {
+        Ok(server) => server,
         Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
             eprintln!("skipping: cannot start the server as another user ({e})");
             return;
         }
         Err(e) => panic!("setpriv is required in CI: {e}"),
     };
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("riis printed nothing").unwrap();
-    let addr: std::net::SocketAddr = line
-        .strip_prefix("riis: listening on http://")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line}"))
-        .parse()
-        .unwrap();
-    std::thread::spawn(move || for _ in lines {});
+    let addr = server.addr;
     let mut conn = Connection::open(addr);
     let results: Vec<(u16, String)> = ["/open.txt", "/secret.txt", "/locked/a.txt", "/dd/"]
         .iter()
@@ -167,8 +157,7 @@ fn files_the_server_may_not_read_are_forbidden() {
             (resp.status, resp.text())
         })
         .collect();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     // Open again, so the folder can be removed.
     mode("www/locked", 0o755);
     assert_eq!(results[0], (200, "open".to_owned()));

@@ -96,22 +96,21 @@ impl RunningBinary {
             .env("RIIS_LOG", "warn")
             .spawn()
             .expect("start the riis binary");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines
-            .next()
-            .expect("riis printed nothing before exiting")
-            .unwrap();
-        let addr = line
-            .strip_prefix("riis: listening on http://")
-            .or_else(|| line.strip_prefix("riis: listening on https://"))
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .parse()
-            .unwrap();
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let addr = listening_addr(&mut child);
         Self { child, addr }
+    }
+
+    /// A server started by the caller's own `command` (stdout piped), once
+    /// it listens; `Err` if it could not be started.
+    #[allow(dead_code)]
+    pub fn from_command(mut command: Command) -> std::io::Result<Self> {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env("RIIS_LOG", "warn")
+            .spawn()?;
+        let addr = listening_addr(&mut child);
+        Ok(Self { child, addr })
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -130,6 +129,27 @@ impl Drop for RunningBinary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address of the first `riis: listening on …` line `child` prints on
+/// its piped stdout; the rest of its output is drained from then on, so it
+/// never blocks on a full pipe.
+pub fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines
+        .next()
+        .expect("riis printed nothing before exiting")
+        .unwrap();
+    let addr = line
+        .strip_prefix("riis: listening on http://")
+        .or_else(|| line.strip_prefix("riis: listening on https://"))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .parse()
+        .unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    addr
 }
 
 /// A parsed HTTP/1.1 response.
