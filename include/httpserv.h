@@ -83,8 +83,11 @@
  *   - ExecuteRequest runs the child when the module returns: fAsync must be
  *     TRUE (FALSE gives HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED)),
  *     *pfCompletionExpected is TRUE, return RQ_NOTIFICATION_PENDING and
- *     OnAsyncCompletion follows when the child ends. The child inherits the
- *     parent's user; pHttpUser is ignored. Of the EXECUTE_FLAG_* values,
+ *     OnAsyncCompletion follows when the child ends. Without pHttpUser the
+ *     child runs its AuthenticateRequest, starting from the parent's user;
+ *     with one it runs as that user (its name and authentication type) and
+ *     skips authentication, as in IIS (needs a riis with ABI 1.2). Of the
+ *     EXECUTE_FLAG_* values,
  *     BUFFER_RESPONSE, DISABLE_CUSTOM_ERROR and SAME_URL are honoured.
  *     CloneContext copies method, URL, headers and user whatever the
  *     CLONE_FLAG_* values.
@@ -2272,7 +2275,6 @@ public:
 
     HRESULT ExecuteRequest(BOOL fAsync, IHttpContext *pHttpContext, DWORD dwExecuteFlags,
                            IHttpUser *pHttpUser, BOOL *pfCompletionExpected) override {
-        UNREFERENCED_PARAMETER(pHttpUser);
         if (pfCompletionExpected != NULL) {
             *pfCompletionExpected = FALSE;
         }
@@ -2292,6 +2294,17 @@ public:
         }
         if (dwExecuteFlags & EXECUTE_FLAG_SAME_URL) {
             flags |= RIIS_EXECUTE_FLAG_SAME_URL;
+        }
+        if (pHttpUser != NULL) {
+            /* The child runs as this user, without authentication. */
+            PCSTR name = pHttpUser->GetUserName();
+            PCSTR type = pHttpUser->GetAuthenticationType();
+            HRESULT set = api()->set_user(child->core_.ctx, name != NULL ? name : "",
+                                          type != NULL ? type : "", NULL, 0);
+            if (FAILED(set)) {
+                return set;
+            }
+            flags |= RIIS_EXECUTE_FLAG_AS_USER;
         }
         HRESULT hr = api()->context_execute_request(core_.ctx, child->core_.ctx, flags);
         if (SUCCEEDED(hr) && pfCompletionExpected != NULL) {

@@ -80,7 +80,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 1
+#define RIIS_ABI_MINOR 2
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -308,6 +308,11 @@ typedef struct riis_data_chunk {
 #define RIIS_EXECUTE_FLAG_DISABLE_CUSTOM_ERROR 0x00000008u
 #define RIIS_EXECUTE_FLAG_SAME_URL 0x00000010u
 #define RIIS_EXECUTE_FLAG_BUFFER_RESPONSE 0x00000020u
+/** Since 1.2, riis's own: the child runs as the user set on the clone with
+ *  set_user, and its AuthenticateRequest (and PostAuthenticateRequest) are
+ *  skipped, as IIS does for ExecuteRequest given pHttpUser. Without a user
+ *  on the clone: RIIS_E_INVALIDARG. */
+#define RIIS_EXECUTE_FLAG_AS_USER 0x00010000u
 
 /** Module context scopes (IHttpModuleContextContainer owners). */
 #define RIIS_SCOPE_REQUEST 0u

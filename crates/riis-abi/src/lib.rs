@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, c_void};
 /// ABI major version: a module built for another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: modules built for this or an older minor load.
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 2;
 /// Major in the high 16 bits, minor in the low 16 (`RIIS_ABI_VERSION`).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 /// The `server_version` RegisterModule receives.
@@ -71,6 +71,9 @@ pub const SEND_FLAG_MORE_DATA: u32 = 0x2;
 pub const EXECUTE_FLAG_DISABLE_CUSTOM_ERROR: u32 = 0x08;
 pub const EXECUTE_FLAG_SAME_URL: u32 = 0x10;
 pub const EXECUTE_FLAG_BUFFER_RESPONSE: u32 = 0x20;
+/// Since 1.2, riis's own: the child runs as the user set on the clone and
+/// skips authentication (IIS's `pHttpUser`).
+pub const EXECUTE_FLAG_AS_USER: u32 = 0x1_0000;
 
 /// Module context scopes.
 pub const SCOPE_REQUEST: u32 = 0;

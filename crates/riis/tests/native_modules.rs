@@ -199,6 +199,13 @@ fn a_c_module_raises_custom_notifications_and_runs_child_requests() {
     let resp = get(server.addr, "/c/child");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "parent before\nhello from C\nparent after\n");
+    // A child given a user (RIIS_EXECUTE_FLAG_AS_USER) skips its
+    // AuthenticateRequest; one without runs it (in both module instances).
+    let resp = get(server.addr, "/c/child-as");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "plain authentications=0\n");
+    let resp = get(server.addr, "/c/child-plain");
+    assert_eq!(resp.text(), "plain authentications=2\n");
 }
 
 #[test]
@@ -321,7 +328,7 @@ fn loader_errors_name_the_module_and_the_reason() {
         ),
         ("no_entry.so", "", &["does not export `RegisterModule`"]),
         ("unstamped.so", "", &["no `riis_module_abi` symbol"]),
-        ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.1"]),
+        ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.2"]),
         ("newer_minor.so", "", &["ABI 1.99"]),
         ("failing.so", "", &["RegisterModule returned 0x8007000E"]),
         (

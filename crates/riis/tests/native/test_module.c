@@ -64,6 +64,10 @@ static void text(riis_context *ctx, const char *body) {
     api->response_write_entity_chunks(ctx, &chunk, 1, NULL);
 }
 
+/* AuthenticateRequest calls for /plain.txt, counted for /c/child-as and
+ * /c/child-plain (under `lock`). */
+static int plain_authentications = 0;
+
 static void release_request_context(void *data) {
     pthread_mutex_lock(&lock);
     cleanups++;
@@ -289,6 +293,29 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         }
         return RIIS_STATUS_PENDING;
     }
+    if (strcmp(url, "/c/child-as") == 0 || strcmp(url, "/c/child-plain") == 0) {
+        /* A child for /plain.txt, given a user (AS_USER: no
+         * authentication) or not. */
+        int as_user = strcmp(url, "/c/child-as") == 0;
+        riis_context *child = api->context_clone(ctx);
+        uint32_t flags = RIIS_EXECUTE_FLAG_BUFFER_RESPONSE;
+        if (child == NULL || api->request_set_url(child, "/plain.txt") != RIIS_S_OK) {
+            api->response_set_status(ctx, 500, NULL, 0, RIIS_E_FAIL);
+            return RIIS_STATUS_FINISH_REQUEST;
+        }
+        if (as_user) {
+            api->set_user(child, "bob", "Forms", NULL, 0);
+            flags |= RIIS_EXECUTE_FLAG_AS_USER;
+        }
+        pthread_mutex_lock(&lock);
+        plain_authentications = 0;
+        pthread_mutex_unlock(&lock);
+        if (api->context_execute_request(ctx, child, flags) != RIIS_S_OK) {
+            api->response_set_status(ctx, 500, NULL, 0, RIIS_E_FAIL);
+            return RIIS_STATUS_FINISH_REQUEST;
+        }
+        return RIIS_STATUS_PENDING;
+    }
     if (strcmp(url, "/c/self-clone") == 0) {
         /* A clone handed to itself is refused and stays usable. */
         riis_context *child = api->context_clone(ctx);
@@ -378,6 +405,11 @@ static riis_status on_notification(void *module, riis_context *ctx, uint32_t not
         /* An authentication that asks another thread (a directory, a
          * token service), as IIS modules do: Pending, then a completion
          * signalled from there. */
+        if (strcmp(api->request_url(ctx), "/plain.txt") == 0) {
+            pthread_mutex_lock(&lock);
+            plain_authentications++;
+            pthread_mutex_unlock(&lock);
+        }
         if (strcmp(api->request_url(ctx), "/c/auth-thread") == 0) {
             pthread_t t;
             text(ctx, "authenticated by another thread\n");
@@ -431,6 +463,13 @@ static riis_status on_async_completion(void *module, riis_context *ctx, uint32_t
     }
     if (strcmp(api->request_url(ctx), "/c/child") == 0) {
         text(ctx, "parent after\n");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    if (strncmp(api->request_url(ctx), "/c/child-", 9) == 0) {
+        pthread_mutex_lock(&lock);
+        snprintf(line, sizeof line, " authentications=%d\n", plain_authentications);
+        pthread_mutex_unlock(&lock);
+        text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
     }
     snprintf(line, sizeof line, "completed %llu, status %d\n",
