@@ -175,6 +175,25 @@ fn the_header_links_into_a_module_of_several_translation_units() {
     );
 }
 
+/// CloneContext and ExecuteRequest as IIS documents them: the child's
+/// output is buffered into the parent's response; given a user
+/// (`pHttpUser`), the child skips its AuthenticateRequest.
+#[test]
+fn a_child_request_runs_as_the_user_it_is_given() {
+    let Some((_dir, server)) = serve("child_request.cpp") else {
+        return;
+    };
+    let mut conn = Connection::open(server.addr);
+    let plain = conn.get("/cpp/wrap/hello.txt");
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.text(), "static hello\n-- wrapped by a C++ module\n");
+    assert_eq!(plain.header("x-cpp-authenticated"), Some("/hello.txt"));
+    let guest = conn.get("/cpp/wrap/hello.txt?as=guest");
+    assert_eq!(guest.status, 200);
+    assert_eq!(guest.text(), "static hello\n-- wrapped by a C++ module\n");
+    assert_eq!(guest.header("x-cpp-authenticated"), None);
+}
+
 /// The header promises to build without C++ exceptions too (embedded and
 /// game-style code bases turn them off): every example compiles so.
 #[test]
@@ -184,6 +203,7 @@ fn the_examples_build_with_exceptions_turned_off() {
         "hello_world.cpp",
         "async_completion.cpp",
         "global_and_context.cpp",
+        "child_request.cpp",
     ] {
         let source = example(name);
         let out = dir.path().join(format!("lib{name}.so"));
