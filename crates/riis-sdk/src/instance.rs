@@ -418,9 +418,11 @@ impl InstanceInner {
     }
 }
 
-/// Fails the request with 500, naming what happened; closes the connection
-/// instead when the headers are already out.
-fn fail_request(info: &ModuleInfo, context: *mut riis_context, description: &str) {
+/// Fails the request with an empty 500 (what the module wrote, headers
+/// included, is dropped, as the in-process engine does), naming what
+/// happened; closes the connection instead when the headers are already
+/// out.
+pub(crate) fn fail_request(info: &ModuleInfo, context: *mut riis_context, description: &str) {
     info.log(context, abi::LOG_ERROR, description);
     let api = info.api;
     let text = ffi::log_cstring(description);
@@ -430,6 +432,7 @@ fn fail_request(info: &ModuleInfo, context: *mut riis_context, description: &str
         if (api.response_headers_sent)(context) != 0 {
             (api.response_set_need_disconnect)(context);
         } else {
+            (api.response_clear)(context);
             (api.response_set_status)(
                 context,
                 500,

@@ -930,7 +930,11 @@ impl ServerConfig {
         // Checked here, so `check-config` catches what `serve` would fail
         // on only after binding its addresses.
         if let Some(pid_file) = self.pid_file() {
-            let folder = pid_file.parent().unwrap_or(Path::new("/"));
+            // `riis.pid` beside a `riis.toml` named without a folder: here.
+            let folder = pid_file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let usable = folder.is_dir()
                 && nix::unistd::access(folder, nix::unistd::AccessFlags::W_OK).is_ok();
             if !usable {

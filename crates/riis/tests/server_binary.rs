@@ -496,6 +496,22 @@ fn check_config_reports_file_line_and_key() {
         refused(&dir, name, format!("{modules}{site}{section}\n"), expected);
     }
 
+    // A pid file beside a configuration named without a folder is fine.
+    let bare = dir.write(
+        "bare/riis.toml",
+        format!("[server]\npid_file = \"riis.pid\"\n{site}"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .current_dir(bare.parent().unwrap())
+        .args(["check-config", "--config", "riis.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // What `serve` would fail on only after binding.
     refused(
         &dir,
