@@ -90,6 +90,9 @@ impl SdkHello {
 impl HttpModule for SdkHello {
     fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         if ctx.request().query_string() == "panic=1" {
+            // What a failed request wrote (this header) is not sent: it
+            // gets an empty 500.
+            let _ = ctx.response_mut().set_header("X-Sdk-Partial", "written");
             panic!("sdk_hello: panic requested by the query string");
         }
 

@@ -49,7 +49,9 @@ fn check(addr: SocketAddr) {
     assert_eq!(resp.text(), "hello there");
 
     // A panic in the module fails only its request.
-    assert_eq!(get(addr, "/sdk?panic=1").status, 500);
+    let failed = get(addr, "/sdk?panic=1");
+    assert_eq!(failed.status, 500);
+    assert_eq!(failed.header("x-sdk-partial"), None);
     let resp = get(addr, "/sdk");
     assert_eq!(resp.status, 200);
     let later: u64 = resp.header("x-site-requests").unwrap().parse().unwrap();
