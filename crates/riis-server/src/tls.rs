@@ -35,6 +35,18 @@ pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, Stri
             source.certificate.display()
         ));
     }
+    // Every certificate of the chain must parse, not only the first (the
+    // key check reads that one): a broken intermediate would otherwise be
+    // sent to every client, and fail every handshake.
+    for (i, der) in chain.iter().enumerate() {
+        if let Err(e) = webpki::EndEntityCert::try_from(der) {
+            return Err(format!(
+                "`{}`: certificate #{} does not parse ({e})",
+                source.certificate.display(),
+                i + 1
+            ));
+        }
+    }
     let key = PrivateKeyDer::from_pem_file(&source.key).map_err(|e| {
         format!(
             "cannot read a private key from `{}`: {e}",
@@ -60,6 +72,9 @@ pub struct CertificateBinding {
     pub source: SiteCertificate,
 }
 
+/// Loaded certificates by (certificate file, key file).
+type Pairs = HashMap<(PathBuf, PathBuf), Arc<CertifiedKey>>;
+
 #[derive(Debug, Default)]
 struct CertTable {
     by_host: HashMap<String, Arc<CertifiedKey>>,
@@ -71,6 +86,10 @@ struct CertTable {
 pub struct SniResolver {
     bindings: ArcSwap<Vec<CertificateBinding>>,
     table: ArcSwap<CertTable>,
+    /// The pairs loaded last, by their files: a pair that fails to load at
+    /// a periodic check keeps its previous certificate without holding
+    /// back the others.
+    pairs: Mutex<Pairs>,
     /// Modification times of every file, to notice changes.
     stamps: Mutex<Vec<Option<SystemTime>>>,
     /// One update at a time: a periodic check that read the old bindings
@@ -90,10 +109,11 @@ impl SniResolver {
         // Times first, as in `reload_now`: a file replaced while it is read
         // then shows a newer time at the next check.
         let stamps = Self::stamps_of(&bindings);
-        let table = Self::build(&bindings)?;
+        let (table, pairs) = Self::build(&bindings, None)?;
         Ok(Self {
             bindings: ArcSwap::from_pointee(bindings),
             table: ArcSwap::from_pointee(table),
+            pairs: Mutex::new(pairs),
             stamps: Mutex::new(stamps),
             updating: Mutex::new(()),
         })
@@ -106,15 +126,34 @@ impl SniResolver {
             .collect()
     }
 
-    fn build(bindings: &[CertificateBinding]) -> Result<CertTable, String> {
-        let mut loaded: HashMap<(PathBuf, PathBuf), Arc<CertifiedKey>> = HashMap::new();
+    /// The certificate table of `bindings`. With `previous` (a periodic
+    /// check), a pair that does not load keeps its previous certificate,
+    /// and the failure is logged for that pair alone; without (start, a
+    /// configuration reload), any failure fails the whole, as nginx's
+    /// reload does.
+    fn build(
+        bindings: &[CertificateBinding],
+        previous: Option<&Pairs>,
+    ) -> Result<(CertTable, Pairs), String> {
+        let mut loaded: Pairs = HashMap::new();
         let mut table = CertTable::default();
         for b in bindings {
             let k = (b.source.certificate.clone(), b.source.key.clone());
             let key = match loaded.get(&k) {
                 Some(key) => key.clone(),
                 None => {
-                    let key = Arc::new(load_certified_key(&b.source)?);
+                    let key = match (load_certified_key(&b.source), previous) {
+                        (Ok(key), _) => Arc::new(key),
+                        (Err(e), Some(previous)) if previous.contains_key(&k) => {
+                            tracing::error!(
+                                error = %e,
+                                host = b.host.as_deref().unwrap_or("(default)"),
+                                "certificate files changed but do not load; this certificate stays as it was"
+                            );
+                            previous[&k].clone()
+                        }
+                        (Err(e), _) => return Err(e),
+                    };
                     loaded.insert(k, key.clone());
                     key
                 }
@@ -131,7 +170,7 @@ impl SniResolver {
                 table.default = Some(key);
             }
         }
-        Ok(table)
+        Ok((table, loaded))
     }
 
     /// Reloads every certificate; on failure the current ones stay.
@@ -147,7 +186,10 @@ impl SniResolver {
     fn reload_now(&self) -> Result<(), String> {
         let bindings = self.bindings.load_full();
         let stamps = Self::stamps_of(&bindings);
-        let table = Self::build(&bindings)?;
+        let mut pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
+        let (table, loaded) = Self::build(&bindings, Some(&pairs))?;
+        *pairs = loaded;
+        drop(pairs);
         self.table.store(Arc::new(table));
         *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = stamps;
         Ok(())
@@ -159,6 +201,12 @@ impl SniResolver {
         let _one = self.updating.lock().unwrap_or_else(|e| e.into_inner());
         self.bindings.store(other.bindings.load_full());
         self.table.store(other.table.load_full());
+        let pairs = other
+            .pairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        *self.pairs.lock().unwrap_or_else(|e| e.into_inner()) = pairs;
         let stamps = other
             .stamps
             .lock()
@@ -187,14 +235,21 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let table = self.table.load();
-        hello
-            .server_name()
-            .and_then(|name| {
-                // SNI names are ASCII (A-labels); compare case-insensitively.
-                table.by_host.get(&name.to_ascii_lowercase()).cloned()
-            })
-            .or_else(|| table.default.clone())
+        self.table.load().lookup(hello.server_name())
+    }
+}
+
+impl CertTable {
+    /// The certificate for an SNI name (or its absence).
+    fn lookup(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        name.and_then(|name| {
+            // SNI names are ASCII (A-labels); compared case-insensitively,
+            // and without a trailing dot, as host names are everywhere else
+            // (a client may send `example.com.`).
+            let name = name.strip_suffix('.').unwrap_or(name);
+            self.by_host.get(&name.to_ascii_lowercase()).cloned()
+        })
+        .or_else(|| self.default.clone())
     }
 }
 
@@ -207,4 +262,35 @@ pub fn acceptor(resolver: Arc<SniResolver>) -> Result<TlsAcceptor, String> {
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_for(name: &str) -> Arc<CertifiedKey> {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let key = PrivateKeyDer::try_from(c.signing_key.serialize_der()).unwrap();
+        Arc::new(CertifiedKey::from_der(vec![c.cert.der().clone()], key, &provider()).unwrap())
+    }
+
+    /// SNI names are matched as host names are: any case, and without a
+    /// trailing dot; an unknown or missing name gets the default.
+    #[test]
+    fn sni_names_match_without_case_or_a_trailing_dot() {
+        let (a, b) = (key_for("a.test"), key_for("b.test"));
+        let table = CertTable {
+            by_host: HashMap::from([("b.test".to_owned(), b.clone())]),
+            default: Some(a.clone()),
+        };
+        for name in ["b.test", "B.Test", "b.test."] {
+            assert!(
+                Arc::ptr_eq(&table.lookup(Some(name)).unwrap(), &b),
+                "{name}"
+            );
+        }
+        for name in [Some("c.test"), Some("b.test.."), None] {
+            assert!(Arc::ptr_eq(&table.lookup(name).unwrap(), &a), "{name:?}");
+        }
+    }
 }

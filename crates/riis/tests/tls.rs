@@ -344,6 +344,31 @@ fn a_replaced_certificate_is_served_without_a_restart() {
     assert_eq!(seen, t.b_der);
 }
 
+/// One site's broken pair (its key replaced by another's) keeps that
+/// site's certificate as it was without holding back another site's
+/// renewal on the same address.
+#[test]
+fn a_broken_pair_does_not_hold_back_another_sites_renewal() {
+    let t = two_sites();
+    let b_key = std::fs::read(t.dir_path.join("b.key")).unwrap();
+    std::fs::write(t.dir_path.join("a.key"), b_key).unwrap();
+    let (cert, key, der) = certificate("b.test");
+    std::fs::write(t.dir_path.join("b.key"), key).unwrap();
+    std::fs::write(t.dir_path.join("b.crt"), cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (seen, _, _) = connect(t.server.addr, "b.test", &[]);
+        if seen == der {
+            break;
+        }
+        assert_eq!(seen, t.b_der, "neither the old nor the new certificate");
+        assert!(Instant::now() < deadline, "b's new certificate never came");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (seen, _, _) = connect(t.server.addr, "a.test", &[]);
+    assert_eq!(seen, t.a_der, "a keeps its certificate");
+}
+
 #[test]
 fn certificate_problems_are_configuration_errors() {
     let dir = TempDir::new("tls-config");
@@ -353,7 +378,18 @@ fn certificate_problems_are_configuration_errors() {
     dir.write("a.crt", cert);
     dir.write("wrong.key", other_key);
     dir.write("empty.crt", "not a certificate\n");
+    // A chain whose second certificate is not one.
+    let (chain_cert, chain_key, _) = certificate("a.test");
+    dir.write(
+        "chain.crt",
+        format!("{chain_cert}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+    );
+    dir.write("chain.key", chain_key);
     let cases = [
+        (
+            "certificate = \"chain.crt\"\ncertificate_key = \"chain.key\"",
+            "certificate #2 does not parse",
+        ),
         (
             "certificate = \"missing.crt\"\ncertificate_key = \"wrong.key\"",
             "cannot read",
