@@ -121,15 +121,47 @@ fn files_the_server_may_not_read_are_forbidden() {
     let mode = |rel: &str, m: u32| {
         std::fs::set_permissions(dir.path().join(rel), std::fs::Permissions::from_mode(m)).unwrap()
     };
-    mode("www/secret.txt", 0o600);
-    mode("www/locked", 0o700);
-    mode("www/dd/index.html", 0o600);
     let config = write_config(&dir, &dir.path().join("www"), "");
+    // What the server must reach is open to others whatever the umask;
+    // then three things are closed to it.
+    for (rel, m) in [
+        ("", 0o755),
+        ("riis.toml", 0o644),
+        ("www", 0o755),
+        ("www/open.txt", 0o644),
+        ("www/dd", 0o755),
+        ("www/dd/default.htm", 0o644),
+        ("www/secret.txt", 0o600),
+        ("www/locked", 0o700),
+        ("www/dd/index.html", 0o600),
+    ] {
+        mode(rel, m);
+    }
     let root = nix::unistd::geteuid().is_root();
     let mut command = if root {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_riis"));
+        let as_nobody = || {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
+            c
+        };
+        // The built binary may sit where `nobody` cannot reach it (a
+        // target folder under /root): then a copy in the test's folder.
+        let mut binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_riis"));
+        let reachable = as_nobody()
+            .arg(&binary)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !reachable {
+            let copy = dir.path().join("riis");
+            std::fs::copy(&binary, &copy).unwrap();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+            binary = copy;
+        }
+        let mut c = as_nobody();
+        c.arg(binary);
         c
     } else {
         mode("www/secret.txt", 0o000);
