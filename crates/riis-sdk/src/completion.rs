@@ -24,6 +24,27 @@ struct CallState {
     in_call: bool,
     /// A signal given during the call.
     deferred: Option<Signal>,
+    /// The module started an operation (a body read, an asynchronous
+    /// flush, a child request, a posted completion) during the call.
+    operation: bool,
+    /// Live [`CompletionHandle`]s.
+    handles: usize,
+    /// The module returned Pending with no operation: a handle's signal is
+    /// what resumes the request.
+    waiting: bool,
+    /// The last handle was dropped while waiting: the completion posted
+    /// then fails the request instead of reaching the module.
+    abandoned: bool,
+}
+
+/// What a module's call left behind, for the trampoline.
+pub(crate) struct CallEnd {
+    /// The signal given during the call.
+    pub(crate) deferred: Option<Signal>,
+    /// An operation was started during the call.
+    pub(crate) operation: bool,
+    /// Completion handles alive when the call returned.
+    pub(crate) handles: usize,
 }
 
 /// What the handles of one module instance share with the instance.
@@ -60,6 +81,10 @@ impl CallShared {
                 alive: true,
                 in_call: false,
                 deferred: None,
+                operation: false,
+                handles: 0,
+                waiting: false,
+                abandoned: false,
             }),
         })
     }
@@ -86,13 +111,43 @@ impl CallShared {
         let mut state = self.lock();
         state.in_call = true;
         state.deferred = None;
+        state.operation = false;
+        state.waiting = false;
     }
 
-    /// The module's call returned: the signal given during it, if any.
-    pub(crate) fn leave_call(&self) -> Option<Signal> {
+    /// The module's call returned (`pending`: with Pending): the signal
+    /// given during it, whether it started an operation, and how many
+    /// handles are alive. Pending with no operation and no signal leaves
+    /// the request waiting for the live handles, decided under the lock a
+    /// handle's drop takes, so a drop on another thread cannot slip between.
+    pub(crate) fn leave_call(&self, pending: bool) -> CallEnd {
         let mut state = self.lock();
         state.in_call = false;
-        state.deferred.take()
+        let end = CallEnd {
+            deferred: state.deferred.take(),
+            operation: state.operation,
+            handles: state.handles,
+        };
+        state.waiting = pending && end.deferred.is_none() && !end.operation && end.handles > 0;
+        end
+    }
+
+    /// The module started an operation in this call.
+    pub(crate) fn note_operation(&self) {
+        self.lock().operation = true;
+    }
+
+    /// Whether this completion is the one posted for abandoned handles
+    /// (taken once).
+    pub(crate) fn take_abandoned(&self) -> bool {
+        std::mem::take(&mut self.lock().abandoned)
+    }
+
+    fn handle(self: &Arc<Self>) -> CompletionHandle {
+        self.lock().handles += 1;
+        CompletionHandle {
+            shared: self.clone(),
+        }
     }
 
     /// The instance is being disposed: handles fail from now on. Waits for a
@@ -121,6 +176,7 @@ impl CallShared {
             state.deferred = Some(signal);
             return Ok(());
         }
+        state.waiting = false;
         // The lock stays held across the call so that dispose (which takes
         // it) cannot end the context meanwhile.
         let code = match signal {
@@ -156,9 +212,49 @@ impl CallShared {
 ///
 /// The SDK holds a lock of the instance while it calls the server, so the
 /// server must not run the module synchronously inside these calls.
-#[derive(Clone, Debug)]
+///
+/// If every handle is dropped without a signal while the request waits for
+/// one, the request fails with 500 (the module is not called again), as in
+/// the in-process API; a module that returns `Pending` with no operation
+/// and no handle fails its request at once.
+#[derive(Debug)]
 pub struct CompletionHandle {
-    pub(crate) shared: Arc<CallShared>,
+    shared: Arc<CallShared>,
+}
+
+impl CompletionHandle {
+    /// A new handle on `shared`, counted.
+    pub(crate) fn new(shared: &Arc<CallShared>) -> Self {
+        shared.handle()
+    }
+}
+
+impl Clone for CompletionHandle {
+    fn clone(&self) -> Self {
+        self.shared.handle()
+    }
+}
+
+impl Drop for CompletionHandle {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.handles -= 1;
+        if state.handles > 0 || !state.waiting || !state.alive || state.in_call {
+            return;
+        }
+        // The last handle went without a signal: nothing will resume the
+        // request. A posted completion brings it back to its thread, where
+        // the trampoline fails it (see `take_abandoned`).
+        state.waiting = false;
+        state.abandoned = true;
+        // SAFETY: the context is valid while `alive` (checked under the
+        // lock, held until the call returns); post_completion is allowed
+        // from any thread after the module returned Pending.
+        let code = unsafe { (self.shared.api.post_completion)(self.shared.ctx, 0) };
+        if code < 0 {
+            state.abandoned = false;
+        }
+    }
 }
 
 impl CompletionHandle {

@@ -363,6 +363,8 @@ fn set_header(
 /// [`HttpContext::response`] and [`HttpContext::response_mut`].
 pub struct HttpResponse {
     raw: Raw,
+    /// The instance's call state (an asynchronous flush is an operation).
+    shared: Arc<CallShared>,
 }
 
 impl HttpResponse {
@@ -565,7 +567,11 @@ impl HttpResponse {
                 options.more_data as i32,
             )
         };
-        ModuleError::check(code, "response_flush")
+        ModuleError::check(code, "response_flush")?;
+        if options.asynchronous {
+            self.shared.note_operation();
+        }
+        Ok(())
     }
 
     /// `DisableBuffering`: every write is sent when the module returns.
@@ -866,7 +872,10 @@ impl HttpContext {
         Self {
             raw,
             request: HttpRequest { raw, read },
-            response: HttpResponse { raw },
+            response: HttpResponse {
+                raw,
+                shared: shared.clone(),
+            },
             kind,
             shared,
         }
@@ -1392,6 +1401,7 @@ impl HttpContext {
         };
         ModuleError::check(code, "request_read_entity_body")?;
         read.pending = Some(max);
+        self.shared.note_operation();
         Ok(())
     }
 
@@ -1406,16 +1416,16 @@ impl HttpContext {
         self.request_only("post_completion")?;
         // SAFETY: the context is live; this is the calling thread.
         let code = unsafe { (self.raw.api.post_completion)(self.raw.ctx, bytes) };
-        ModuleError::check(code, "post_completion")
+        ModuleError::check(code, "post_completion")?;
+        self.shared.note_operation();
+        Ok(())
     }
 
     /// A handle to resume this request from another thread after returning
     /// `Pending` (see [`CompletionHandle`]). In a global notification the
     /// handle's functions fail.
     pub fn completion_handle(&self) -> CompletionHandle {
-        CompletionHandle {
-            shared: self.shared.clone(),
-        }
+        CompletionHandle::new(&self.shared)
     }
 
     /// `CloneContext`: a child context with the parent's method, URL,
@@ -1474,7 +1484,9 @@ impl HttpContext {
         // handle, which `child` no longer releases.
         let code =
             unsafe { (self.raw.api.context_execute_request)(self.raw.ctx, handle, flags.bits()) };
-        ModuleError::check(code, "context_execute_request")
+        ModuleError::check(code, "context_execute_request")?;
+        self.shared.note_operation();
+        Ok(())
     }
 }
 

@@ -340,6 +340,20 @@ impl InstanceInner {
                 self.shared.insert(CallShared::new(context, api)).clone()
             }
         };
+        if matches!(call, Call::Completion(_)) && shared.take_abandoned() {
+            // Posted when the last completion handle went without a signal.
+            self.failed = true;
+            self.read.pending = None;
+            fail_request(
+                info,
+                context,
+                &format!(
+                    "module {} dropped every completion handle without signalling",
+                    info.name
+                ),
+            );
+            return abi::STATUS_FINISH_REQUEST;
+        }
         let mut read = self.read;
         if let Call::Completion(c) = &call {
             if let Some(asked) = read.pending.take() {
@@ -352,7 +366,9 @@ impl InstanceInner {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             dispatch(module, &mut ctx, api, notification, is_post, call)
         }));
-        let deferred = shared.leave_call();
+        let pending = matches!(outcome, Ok(RequestNotificationStatus::Pending));
+        let end = shared.leave_call(pending);
+        let deferred = end.deferred;
         self.read = ctx.read_state();
         drop(ctx);
         let status = match outcome {
@@ -390,6 +406,22 @@ impl InstanceInner {
             return status.raw();
         }
         match deferred {
+            None if end.operation => abi::STATUS_PENDING,
+            None if end.handles == 0 => {
+                // Nothing can resume the request: no operation, no handle.
+                self.failed = true;
+                self.read.pending = None;
+                fail_request(
+                    info,
+                    context,
+                    &format!(
+                        "module {} returned Pending from {notification} without starting an operation or keeping a completion handle",
+                        info.name
+                    ),
+                );
+                abi::STATUS_FINISH_REQUEST
+            }
+            // Waiting for a handle's signal (see `leave_call`).
             None => abi::STATUS_PENDING,
             // Completed before the module even returned: the same as
             // returning that status.

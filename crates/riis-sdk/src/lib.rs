@@ -101,7 +101,9 @@
 //!   [`HttpContext::post_completion`]) or take a [`CompletionHandle`] and
 //!   return [`RequestNotificationStatus::Pending`]; the completion arrives in
 //!   [`HttpModule::on_async_completion`]. A `CompletionHandle` is the only
-//!   thing that may be used from another thread.
+//!   thing that may be used from another thread. As in the in-process API,
+//!   `Pending` with no operation and no handle fails the request with 500,
+//!   and so does dropping every handle without a signal.
 //! - A panic in a module method is caught: the request fails with 500 and an
 //!   error description naming the module and notification, and the instance
 //!   is not called again. A panic in a factory fails the request (the

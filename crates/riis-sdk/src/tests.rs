@@ -1144,6 +1144,10 @@ impl HttpModule for Probe {
                 HANDLE.with(|h| *h.borrow_mut() = Some(ctx.completion_handle()));
                 RequestNotificationStatus::Pending
             }
+            "/pending-nothing" => {
+                ctx.response_mut().write("partial").unwrap();
+                RequestNotificationStatus::Pending
+            }
             "/contexts" => {
                 let site = ctx
                     .module_context_or_insert_with(ContextScope::Site, Counter::default)
@@ -1550,6 +1554,43 @@ fn completion_handles_deliver_early_signals_and_fail_after_the_request() {
     let err = handle.post_completion(1).unwrap_err();
     assert_eq!(err.hresult, ModuleError::E_INVALID_STATE);
     assert!(req.mock().posted.is_empty());
+}
+
+/// As in the in-process API: Pending with no operation and no completion
+/// handle fails the request with an empty 500 at once; Pending whose last
+/// handle is dropped without a signal fails it when the completion posted
+/// for that comes back, without calling the module.
+#[test]
+fn a_request_nothing_can_resume_fails_with_500() {
+    let registration = probe_registration();
+
+    let instance = Instance::new(&registration).unwrap();
+    let req = Request::new("/pending-nothing", "");
+    assert_eq!(
+        instance.notify(&req, BEGIN, false, std::ptr::null_mut()),
+        abi::STATUS_FINISH_REQUEST
+    );
+    assert_eq!(req.mock().status, 500);
+    assert!(req.mock().body.is_empty(), "the partial body is dropped");
+
+    let instance = Instance::new(&registration).unwrap();
+    let req = Request::new("/later", "");
+    assert_eq!(
+        instance.notify(&req, BEGIN, false, std::ptr::null_mut()),
+        abi::STATUS_PENDING
+    );
+    let handle = HANDLE.with(|h| h.borrow_mut().take()).unwrap();
+    let copy = handle.clone();
+    drop(handle);
+    assert!(req.mock().posted.is_empty(), "a copy is still alive");
+    std::thread::spawn(move || drop(copy)).join().unwrap();
+    assert_eq!(req.mock().posted, vec![0]);
+    assert_eq!(req.mock().status, 200);
+    assert_eq!(
+        instance.complete(&req, BEGIN, 0),
+        abi::STATUS_FINISH_REQUEST
+    );
+    assert_eq!(req.mock().status, 500);
 }
 
 #[test]
