@@ -12,7 +12,8 @@
 //!   ends;
 //! - **BeginRequest** (FIRST priority, so its own call is the first traced):
 //!   where the location's section has `enabled`, it starts following the
-//!   request;
+//!   request (a client's request: a child request's calls, under the same
+//!   request id, go into its parent's trace);
 //! - **EndRequest** (LAST priority, so every other module's EndRequest is in
 //!   the trace): it checks the failure definitions. When the request ends
 //!   (the instance is disposed, after the final send, whose SendResponse
@@ -337,7 +338,10 @@ pub struct FailedRequestsTracing {
 
 impl HttpModule for FailedRequestsTracing {
     fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        if ctx.config(self.config).enabled {
+        // A child request (a default document, a custom error page) has its
+        // parent's id: its calls go into the parent's trace, which the
+        // parent's instance alone opens and writes.
+        if ctx.child_depth() == 0 && ctx.config(self.config).enabled {
             let id = ctx.request_id();
             self.traces
                 .events()

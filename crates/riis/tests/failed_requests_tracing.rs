@@ -27,13 +27,15 @@ name = "FailedRequestsTracing"
 [[modules]]
 name = "StaticFile"
 [[modules]]
+name = "DefaultDocument"
+[[modules]]
 name = "ProtocolSupport"
 
 [[handlers]]
 name = "StaticFile"
 path = "*"
 verbs = ["GET", "HEAD"]
-modules = ["StaticFile"]
+modules = ["StaticFile", "DefaultDocument"]
 
 [failed_requests_tracing]
 directory = '{traces}'
@@ -153,6 +155,36 @@ fn a_failed_request_leaves_a_trace_of_its_module_calls() {
         .map(|e| e["at_ms"].as_f64().unwrap())
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+}
+
+/// A child request (DefaultDocument's, for a folder URL) shares its
+/// parent's request id: its calls go into the parent's one trace.
+#[test]
+fn a_child_requests_calls_are_in_its_parents_trace() {
+    let dir = TempDir::new("fr-child");
+    dir.write("www/docs/index.html", "<p>docs</p>");
+    let config = config(&dir, "status_codes = [\"200\"]");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let trace_dir = dir.path().join("traces");
+    let resp = common::get(server.addr, "/docs/");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "<p>docs</p>");
+    assert_eq!(wait_for_traces(&trace_dir, 1), ["fr000001.json"]);
+    let text = std::fs::read_to_string(trace_dir.join("fr000001.json")).unwrap();
+    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(trace["url"], "/docs/");
+    let events = trace["events"].as_array().unwrap();
+    let handler_ends = events
+        .iter()
+        .filter(|e| {
+            e["module"] == "StaticFile"
+                && e["notification"] == "ExecuteRequestHandler"
+                && e["phase"] == "end"
+        })
+        .count();
+    // The folder's (passed on to DefaultDocument) and the child's (the file).
+    assert_eq!(handler_ends, 2, "{events:#?}");
+    assert!(events.iter().any(|e| e["module"] == "DefaultDocument"));
 }
 
 #[test]
