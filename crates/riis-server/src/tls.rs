@@ -37,9 +37,11 @@ pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, Stri
     }
     // Every certificate of the chain must parse, not only the first (the
     // key check reads that one): a broken intermediate would otherwise be
-    // sent to every client, and fail every handshake.
+    // sent to every client, and fail every handshake. The lenient parse a
+    // trust anchor gets: critical extensions webpki does not know
+    // (policyConstraints on enterprise intermediates) and v1 roots pass.
     for (i, der) in chain.iter().enumerate() {
-        if let Err(e) = webpki::EndEntityCert::try_from(der) {
+        if let Err(e) = webpki::anchor_from_trusted_cert(der) {
             return Err(format!(
                 "`{}`: certificate #{} does not parse ({e})",
                 source.certificate.display(),
@@ -292,5 +294,41 @@ mod tests {
         for name in [Some("c.test"), Some("b.test.."), None] {
             assert!(Arc::ptr_eq(&table.lookup(name).unwrap(), &a), "{name:?}");
         }
+    }
+
+    /// A chain whose intermediate carries a critical extension webpki does
+    /// not know (as policyConstraints intermediates do) loads; one holding
+    /// something that is no certificate does not.
+    #[test]
+    fn chains_with_unknown_critical_extensions_load_and_garbage_does_not() {
+        let dir = std::env::temp_dir().join(format!("riis-tls-chain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let leaf = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["ca.test".to_owned()]).unwrap();
+        let mut extension =
+            rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![5, 0]);
+        extension.set_criticality(true);
+        params.custom_extensions.push(extension);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let intermediate = params.self_signed(&ca_key).unwrap();
+        let key = dir.join("a.key");
+        std::fs::write(&key, leaf.signing_key.serialize_pem()).unwrap();
+        let load = |chain: String| {
+            let certificate = dir.join("chain.pem");
+            std::fs::write(&certificate, chain).unwrap();
+            load_certified_key(&SiteCertificate {
+                certificate,
+                key: key.clone(),
+            })
+        };
+        let good = load(format!("{}{}", leaf.cert.pem(), intermediate.pem()));
+        let bad = load(format!(
+            "{}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            leaf.cert.pem()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(good.is_ok(), "{:?}", good.err());
+        let err = bad.err().unwrap();
+        assert!(err.contains("certificate #2 does not parse"), "{err}");
     }
 }
