@@ -29,8 +29,10 @@
 //! code, the time taken, the rule that matched, and each event: time since
 //! the request arrived, module, notification, post-event or not, start or
 //! end, the status the module returned and the time its call took, or the
-//! message of a module's own trace event. The directory is made
-//! owner-only (0700), since traces show URLs and headers. Files are written
+//! message of a module's own trace event (at most 10,000 events per
+//! request; more are counted). The directory is made owner-only (0700) and
+//! the files are written owner-only (0600), since traces show URLs and
+//! headers; a file is never replaced, even by another process's writer. Files are written
 //! on a thread of the module's own (`riis-trace`), so no response waits
 //! for one; at most 256 traces wait there, and past that a trace is
 //! dropped with a warning.
@@ -197,11 +199,25 @@ struct Event {
 }
 
 /// What the module shares between its global and request parts: the
-/// events of each request followed, by request id, with when it arrived.
+/// events of each request followed, by request id.
 #[derive(Default)]
 struct Traces {
-    open: Mutex<HashMap<u64, (Instant, Vec<Event>)>>,
+    open: Mutex<HashMap<u64, Followed>>,
 }
+
+/// The events of one request followed.
+struct Followed {
+    /// When the request arrived.
+    arrived: Instant,
+    /// At most [`MAX_EVENTS`].
+    events: Vec<Event>,
+    /// Events past [`MAX_EVENTS`], counted only: a request that reads a
+    /// long body or streams for hours must not grow without bound.
+    dropped: u64,
+}
+
+/// Events kept per request.
+const MAX_EVENTS: usize = 10_000;
 
 /// A failed request's trace, on its way to the writer thread.
 struct Report {
@@ -220,64 +236,81 @@ struct Numbering {
 }
 
 impl Traces {
-    fn events(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, Vec<Event>)>> {
+    fn events(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Followed>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// The writer thread's state: for each trace directory written to, the
-/// next file number and the numbers of the files kept there.
-#[derive(Default)]
-struct Writer {
-    directories: HashMap<PathBuf, Numbering>,
+/// For each trace directory written to, the next file number and the
+/// numbers of the files kept there: one table for the process, so the
+/// writers of a configuration and of the one a reload replaced (both alive
+/// while old requests finish) never take the same number.
+fn numbering() -> &'static Mutex<HashMap<PathBuf, Numbering>> {
+    static TABLE: std::sync::OnceLock<Mutex<HashMap<PathBuf, Numbering>>> =
+        std::sync::OnceLock::new();
+    TABLE.get_or_init(Mutex::default)
 }
 
-impl Writer {
-    fn write_report(&mut self, report: Report) {
-        match self.write(&report.dir, &report.trace, report.max_files) {
-            Ok(path) => tracing::info!(
-                request_id = report.trace["request_id"].as_u64(),
-                status = report.trace["status"].as_u64(),
-                trace = %path.display(),
-                "FailedRequestsTracing: request traced"
-            ),
-            Err(why) => tracing::warn!("FailedRequestsTracing: {why}"),
-        }
+/// Writes a report as the next trace file of its directory, logging what
+/// happened.
+fn write_report(report: Report) {
+    match write_trace(&report.dir, &report.trace, report.max_files) {
+        Ok(path) => tracing::info!(
+            request_id = report.trace["request_id"].as_u64(),
+            status = report.trace["status"].as_u64(),
+            trace = %path.display(),
+            "FailedRequestsTracing: request traced"
+        ),
+        Err(why) => tracing::warn!("FailedRequestsTracing: {why}"),
     }
+}
 
-    /// Writes `trace` as the next file of `dir` and deletes the oldest past
-    /// `max_files`; returns the file written.
-    fn write(
-        &mut self,
-        dir: &Path,
-        trace: &serde_json::Value,
-        max_files: u32,
-    ) -> Result<PathBuf, String> {
-        crate::private_directory(dir)?;
-        let numbering = self
-            .directories
-            .entry(dir.to_owned())
-            .or_insert_with(|| scan(dir));
+/// Writes `trace` as the next file of `dir` (owner-only) and deletes the
+/// oldest past `max_files`; returns the file written. A file is never
+/// replaced: when the number is taken (another process writes traces
+/// there too), the directory is counted again and the next one is used.
+fn write_trace(dir: &Path, trace: &serde_json::Value, max_files: u32) -> Result<PathBuf, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    crate::private_directory(dir)?;
+    let text = serde_json::to_vec_pretty(trace).map_err(|e| e.to_string())?;
+    let mut table = numbering().lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..3 {
+        let numbering = table.entry(dir.to_owned()).or_insert_with(|| scan(dir));
         let number = numbering.next;
         let path = dir.join(file_name(number));
-        let text = serde_json::to_vec_pretty(trace).map_err(|e| e.to_string())?;
         // Whole or not at all: a reader never sees half a trace.
-        let temporary = dir.join(format!(".{}.tmp", file_name(number)));
-        std::fs::write(&temporary, text)
-            .and_then(|()| std::fs::rename(&temporary, &path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&temporary);
-                format!("cannot write {}: {e}", path.display())
-            })?;
-        numbering.next += 1;
-        numbering.kept.push_back(number);
-        while numbering.kept.len() > max_files as usize {
-            if let Some(old) = numbering.kept.pop_front() {
-                let _ = std::fs::remove_file(dir.join(file_name(old)));
+        let temporary = dir.join(format!(".{}.{}.tmp", file_name(number), std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .and_then(|mut f| f.write_all(&text))
+            // A link does not replace an existing file, as a rename would.
+            .and_then(|()| std::fs::hard_link(&temporary, &path));
+        let _ = std::fs::remove_file(&temporary);
+        match written {
+            Ok(()) => {
+                numbering.next += 1;
+                numbering.kept.push_back(number);
+                while numbering.kept.len() > max_files as usize {
+                    if let Some(old) = numbering.kept.pop_front() {
+                        let _ = std::fs::remove_file(dir.join(file_name(old)));
+                    }
+                }
+                return Ok(path);
             }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                table.remove(dir);
+            }
+            Err(e) => return Err(format!("cannot write {}: {e}", path.display())),
         }
-        Ok(path)
     }
+    Err(format!(
+        "cannot find a free trace file name in {}",
+        dir.display()
+    ))
 }
 
 fn file_name(number: u64) -> String {
@@ -312,14 +345,18 @@ struct Collector {
 impl GlobalModule for Collector {
     fn on_global_trace_event(&self, event: &TraceEvent<'_>) -> GlobalNotificationStatus {
         let mut open = self.traces.events();
-        if let Some((arrived, events)) = open.get_mut(&event.request_id) {
-            events.push(Event {
-                at: arrived.elapsed(),
-                module: event.module.into(),
-                notification: event.notification,
-                post: event.is_post,
-                phase: event.phase,
-            });
+        if let Some(followed) = open.get_mut(&event.request_id) {
+            if followed.events.len() == MAX_EVENTS {
+                followed.dropped += 1;
+            } else {
+                followed.events.push(Event {
+                    at: followed.arrived.elapsed(),
+                    module: event.module.into(),
+                    notification: event.notification,
+                    post: event.is_post,
+                    phase: event.phase,
+                });
+            }
         }
         GlobalNotificationStatus::Continue
     }
@@ -343,9 +380,14 @@ impl HttpModule for FailedRequestsTracing {
         // parent's instance alone opens and writes.
         if ctx.child_depth() == 0 && ctx.config(self.config).enabled {
             let id = ctx.request_id();
-            self.traces
-                .events()
-                .insert(id, (ctx.start_time(), Vec::new()));
+            self.traces.events().insert(
+                id,
+                Followed {
+                    arrived: ctx.start_time(),
+                    events: Vec::new(),
+                    dropped: 0,
+                },
+            );
             self.following = Some(id);
         }
         RequestNotificationStatus::Continue
@@ -384,10 +426,11 @@ impl Drop for FailedRequestsTracing {
             return;
         };
         let events = self.traces.events().remove(&id);
-        let (Some(mut report), Some((_, events))) = (self.report.take(), events) else {
+        let (Some(mut report), Some(followed)) = (self.report.take(), events) else {
             return;
         };
-        report.trace["events"] = events.iter().map(event_document).collect();
+        report.trace["events"] = followed.events.iter().map(event_document).collect();
+        report.trace["events_dropped"] = followed.dropped.into();
         if self.writer.queue(report).is_err() {
             tracing::warn!(
                 request_id = id,
@@ -492,21 +535,7 @@ pub fn register_module(
     let config =
         registration.declare_section::<FailedRequestsTracingConfig>("failed_requests_tracing")?;
     let traces = Arc::new(Traces::default());
-    let writer = {
-        // The writer thread is the state's only user: the lock is never
-        // contended.
-        let state = Mutex::new(Writer::default());
-        Arc::new(Background::new(
-            "riis-trace",
-            QUEUED_TRACES,
-            move |report| {
-                state
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .write_report(report)
-            },
-        ))
-    };
+    let writer = Arc::new(Background::new("riis-trace", QUEUED_TRACES, write_report));
     registration.set_global_notifications(
         Collector {
             traces: traces.clone(),
@@ -533,7 +562,27 @@ pub fn register_module(
 
 #[cfg(test)]
 mod tests {
-    use super::{FailedRequestsTracingConfig, StatusRule};
+    use super::{write_trace, FailedRequestsTracingConfig, StatusRule};
+
+    /// Numbers go on from the files there, and a number another writer
+    /// took meanwhile is not overwritten: the next free one is used.
+    #[test]
+    fn trace_files_are_numbered_on_and_never_replaced() {
+        let dir = std::env::temp_dir().join(format!("riis-fr-numbers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("fr000004.json"), "old").unwrap();
+        let trace = serde_json::json!({ "n": 1 });
+        let first = write_trace(&dir, &trace, 10).unwrap();
+        // Another process takes the next number.
+        std::fs::write(dir.join("fr000006.json"), "theirs").unwrap();
+        let second = write_trace(&dir, &trace, 10).unwrap();
+        let theirs = std::fs::read_to_string(dir.join("fr000006.json")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(first.file_name().unwrap(), "fr000005.json");
+        assert_eq!(second.file_name().unwrap(), "fr000007.json");
+        assert_eq!(theirs, "theirs");
+    }
+
     use std::time::Duration;
 
     #[test]

@@ -113,6 +113,7 @@ impl CallShared {
         state.deferred = None;
         state.operation = false;
         state.waiting = false;
+        state.abandoned = false;
     }
 
     /// The module's call returned (`pending`: with Pending): the signal

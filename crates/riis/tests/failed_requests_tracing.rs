@@ -111,6 +111,14 @@ fn a_failed_request_leaves_a_trace_of_its_module_calls() {
     assert_eq!(trace["site"], "Traced");
     assert_eq!(trace["status"], 404);
     assert_eq!(trace["failure"], "status 404");
+    assert_eq!(trace["events_dropped"], 0);
+    // Traces show URLs and headers: for the owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(trace_dir.join("fr000001.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
     assert_eq!(trace["error"]["code"], "0x80070002");
     assert_eq!(trace["error"]["module"], "StaticFile");
     assert_eq!(trace["error"]["notification"], "ExecuteRequestHandler");
