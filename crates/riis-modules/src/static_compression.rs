@@ -533,8 +533,25 @@ pub struct StaticCompression {
     maker: Arc<Background<Job>>,
 }
 
-fn default_directory() -> PathBuf {
-    std::env::temp_dir().join("riis-compressed")
+impl StaticCompressionConfig {
+    /// Where copies are kept: `directory`, or the default under the system
+    /// temp dir.
+    fn copy_directory(&self) -> PathBuf {
+        if self.directory.as_os_str().is_empty() {
+            std::env::temp_dir().join("riis-compressed")
+        } else {
+            self.directory.clone()
+        }
+    }
+
+    /// The level configured for `coding`.
+    fn level(&self, coding: Coding) -> u32 {
+        match coding {
+            Coding::Gzip => self.gzip_level,
+            Coding::Brotli => self.brotli_quality,
+            Coding::Zstd => self.zstd_level,
+        }
+    }
 }
 
 impl StaticCompression {
@@ -600,19 +617,10 @@ impl StaticCompression {
             return;
         };
         let config = ctx.config(self.config);
-        let dir = if config.directory.as_os_str().is_empty() {
-            default_directory()
-        } else {
-            config.directory.clone()
-        };
-        let level = |coding| match coding {
-            Coding::Gzip => config.gzip_level,
-            Coding::Brotli => config.brotli_quality,
-            Coding::Zstd => config.zstd_level,
-        };
+        let dir = config.copy_directory();
         let copy_len = |coding| {
-            let name = Self::copy_name(&dir, &path, &etag, coding, level(coding));
-            self.copy_len(&name)
+            let name = Self::copy_name(&dir, &path, &etag, coding, config.level(coding));
+            self.find_copy(&name).map(|copy| copy.len())
         };
         let weak = format!("W/{etag}");
         let asked_for_copy = ctx
@@ -643,26 +651,6 @@ impl StaticCompression {
         if let (true, Some(len)) = (head, served) {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
-    }
-
-    /// The length of the copy `name`, if there is one (in memory, or on disk
-    /// in a directory that is not refused).
-    fn copy_len(&self, name: &Path) -> Option<u64> {
-        let memory = self.copies.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = memory.0.get(name) {
-            return Some(b.len() as u64);
-        }
-        drop(memory);
-        if !self
-            .copies
-            .directory_usable(name.parent().unwrap_or(Path::new(".")))
-        {
-            return None;
-        }
-        std::fs::metadata(name)
-            .ok()
-            .filter(|m| m.is_file() && m.len() > 0)
-            .map(|m| m.len())
     }
 }
 
@@ -748,16 +736,8 @@ impl HttpModule for StaticCompression {
             return RequestNotificationStatus::Continue;
         };
         let config = ctx.config(self.config);
-        let level = match coding {
-            Coding::Gzip => config.gzip_level,
-            Coding::Brotli => config.brotli_quality,
-            Coding::Zstd => config.zstd_level,
-        };
-        let dir = if config.directory.as_os_str().is_empty() {
-            default_directory()
-        } else {
-            config.directory.clone()
-        };
+        let level = config.level(coding);
+        let dir = config.copy_directory();
         let name = Self::copy_name(&dir, &path, &etag, coding, level);
         if let Some(copy) = self.find_copy(&name) {
             let response = ctx.response_mut();
