@@ -851,11 +851,8 @@ impl RequestExecution {
                 if let Some(failure) = ctx.mapping_failure {
                     ctx.handler = None;
                     // Not found, or there but not ours to read.
-                    let denied = failure == MappingFailure::ResourceNotFound
-                        && ctx
-                            .physical_path
-                            .as_deref()
-                            .is_some_and(|path| ctx.pipeline.fs.is_denied(path));
+                    let denied =
+                        failure == MappingFailure::ResourceNotFound && ctx.is_resource_denied();
                     let resp = &mut ctx.response;
                     resp.current = (None, "MapRequestHandler");
                     match failure {

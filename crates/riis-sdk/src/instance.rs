@@ -317,6 +317,20 @@ impl Instance {
 }
 
 impl InstanceInner {
+    /// Fails the request (see [`fail_request`]); the instance is not called
+    /// again and reads nothing more.
+    fn fail(
+        &mut self,
+        info: &ModuleInfo,
+        context: *mut riis_context,
+        description: &str,
+    ) -> riis_status {
+        self.failed = true;
+        self.read.pending = None;
+        fail_request(info, context, description);
+        abi::STATUS_FINISH_REQUEST
+    }
+
     fn call(
         &mut self,
         info: &ModuleInfo,
@@ -342,9 +356,7 @@ impl InstanceInner {
         };
         if matches!(call, Call::Completion(_)) && shared.take_abandoned() {
             // Posted when the last completion handle went without a signal.
-            self.failed = true;
-            self.read.pending = None;
-            fail_request(
+            return self.fail(
                 info,
                 context,
                 &format!(
@@ -352,7 +364,6 @@ impl InstanceInner {
                     info.name
                 ),
             );
-            return abi::STATUS_FINISH_REQUEST;
         }
         let mut read = self.read;
         if let Call::Completion(c) = &call {
@@ -374,8 +385,6 @@ impl InstanceInner {
         let status = match outcome {
             Ok(status) => status,
             Err(panic) => {
-                self.failed = true;
-                self.read.pending = None;
                 let when = if is_post {
                     format!("Post{}", notification.name())
                 } else {
@@ -386,8 +395,7 @@ impl InstanceInner {
                     info.name,
                     ffi::panic_message(panic)
                 );
-                fail_request(info, context, &description);
-                return abi::STATUS_FINISH_REQUEST;
+                return self.fail(info, context, &description);
             }
         };
         if status != RequestNotificationStatus::Pending {
@@ -409,17 +417,14 @@ impl InstanceInner {
             None if end.operation => abi::STATUS_PENDING,
             None if end.handles == 0 => {
                 // Nothing can resume the request: no operation, no handle.
-                self.failed = true;
-                self.read.pending = None;
-                fail_request(
+                self.fail(
                     info,
                     context,
                     &format!(
                         "module {} returned Pending from {notification} without starting an operation or keeping a completion handle",
                         info.name
                     ),
-                );
-                abi::STATUS_FINISH_REQUEST
+                )
             }
             // Waiting for a handle's signal (see `leave_call`).
             None => abi::STATUS_PENDING,

@@ -382,18 +382,17 @@ pub(super) unsafe extern "C" fn execute_request(
                 }
             };
             let child: Box<HttpContext> = taken.ok_or(hr::E_INVALID_STATE)?;
-            let raw_flags = flags;
-            let flags = ExecuteFlags {
+            let execute = ExecuteFlags {
                 buffer_response: flags & riis_abi::EXECUTE_FLAG_BUFFER_RESPONSE != 0,
                 disable_custom_error: flags & riis_abi::EXECUTE_FLAG_DISABLE_CUSTOM_ERROR != 0,
                 same_url: flags & riis_abi::EXECUTE_FLAG_SAME_URL != 0,
             };
-            let started = if raw_flags & riis_abi::EXECUTE_FLAG_AS_USER != 0 {
+            let started = if flags & riis_abi::EXECUTE_FLAG_AS_USER != 0 {
                 // The user set on the clone (set_user), as IIS's pHttpUser.
                 let user = child.user().cloned().ok_or(hr::E_INVALIDARG)?;
-                ctx.execute_request_as(*child, flags, user)
+                ctx.execute_request_as(*child, execute, user)
             } else {
-                ctx.execute_request(*child, flags)
+                ctx.execute_request(*child, execute)
             };
             started.map_err(|e| e.hresult as i32)?;
             frame.op_started.set(true);
