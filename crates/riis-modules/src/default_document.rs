@@ -74,17 +74,7 @@ impl HttpModule for DefaultDocument {
         let dir = ctx.physical_path().to_path_buf();
         // StaticFile has walked the folder itself without links already.
         let follow_symlinks = ctx.config(self.static_file).follow_symlinks;
-        let is_document = |name: &String| {
-            let path = dir.join(name);
-            let is_file = if follow_symlinks {
-                path.is_file()
-            } else {
-                std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
-            };
-            // One the server may not read is passed over for the next, as
-            // nginx's `index` does, rather than chosen and refused.
-            is_file && readable(&path)
-        };
+        let is_document = |name: &String| openable_file(&dir.join(name), follow_symlinks);
         let Some(file) = ctx
             .config(self.config)
             .files
@@ -136,15 +126,24 @@ impl HttpModule for DefaultDocument {
     }
 }
 
-/// Whether the server may open `path` for reading (non-blocking: a FIFO
-/// swapped in must not stall the worker).
-fn readable(path: &std::path::Path) -> bool {
+/// Whether `path` is a regular file the server may open for reading (one
+/// it may not read, or a link where links are not followed, is passed over
+/// for the next name, as nginx's `index` does, rather than chosen and
+/// refused). Opened non-blocking: a FIFO swapped in must not stall the
+/// worker.
+fn openable_file(path: &std::path::Path, follow_symlinks: bool) -> bool {
+    use nix::fcntl::OFlag;
     use std::os::unix::fs::OpenOptionsExt;
+    let mut flags = OFlag::O_NONBLOCK;
+    if !follow_symlinks {
+        flags |= OFlag::O_NOFOLLOW;
+    }
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .custom_flags(flags.bits())
         .open(path)
-        .is_ok()
+        .and_then(|file| file.metadata())
+        .is_ok_and(|meta| meta.is_file())
 }
 
 /// Entry point.
