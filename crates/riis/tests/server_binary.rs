@@ -141,7 +141,8 @@ fn files_the_server_may_not_read_are_forbidden() {
     let mut command = if root {
         let as_nobody = || {
             let mut c = Command::new("setpriv");
-            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
+            // By number: the group is `nogroup` on Debian, `nobody` elsewhere.
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
             c
         };
         // The built binary may sit where `nobody` cannot reach it (a
