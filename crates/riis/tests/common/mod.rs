@@ -403,6 +403,22 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    http2_connection(addr).await.0
+}
+
+/// [`http2_client`], with the connection's task, which ends when the
+/// connection closes.
+pub async fn http2_connection<B>(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+)
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -410,8 +426,7 @@ where
     )
     .await
     .unwrap();
-    tokio::spawn(conn);
-    sender
+    (sender, tokio::spawn(conn))
 }
 
 /// The repository's `include/` folder (the native module headers).
