@@ -998,14 +998,7 @@ fn over_http2_a_disconnect_ends_the_connection_with_goaway() {
         .unwrap();
     for (path, whole) in [("/close-early", "part;rest"), ("/close", "part;")] {
         rt.block_on(async {
-            let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(stream),
-            )
-            .await
-            .unwrap();
-            let conn = tokio::spawn(conn);
+            let (mut sender, conn) = common::http2_connection(server.addr).await;
             let request = http::Request::get(format!("http://{}{path}", server.addr))
                 .body(Empty::<bytes::Bytes>::new())
                 .unwrap();
@@ -1204,7 +1197,15 @@ fn a_closing_response_reaches_a_stalled_reader_whole() {
     let len = capacity + 32 * 1024;
     SIZED_BODY.store(len, SeqCst);
 
-    let server = InProcessServer::start(&handler_config(&["Sized"], "Sized"), TEST_MODULES);
+    // The body goes out in one piece with its length, however large the
+    // kernel's buffers make it (past the 4 MiB default limit the response
+    // would stream, chunked).
+    let config = format!(
+        "[server]\nresponse_buffer_limit = {}\n{}",
+        len.max(4 << 20) * 2,
+        handler_config(&["Sized"], "Sized")
+    );
+    let server = InProcessServer::start(&config, TEST_MODULES);
     let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
     conn.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
