@@ -146,6 +146,10 @@ riis_config() { # MODULES HANDLERS NAME -> path of the file
   cat >"$work/$name.toml" <<TOML
 [server]
 worker_threads = 1
+# nginx runs with keepalive_requests 1000000: neither server may end
+# connections every 1,000 requests, or reconnects would be measured.
+[limits]
+max_requests_per_connection = 0
 $modules
 $handler
 [[sites]]
