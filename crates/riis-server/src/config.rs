@@ -946,6 +946,16 @@ impl ServerConfig {
                     ),
                 ));
             }
+            // A pid file is replaced whole; a folder (or a device) there
+            // cannot be.
+            let occupied =
+                std::fs::symlink_metadata(&pid_file).is_ok_and(|m| !m.file_type().is_file());
+            if occupied {
+                return Err(self.error_at(
+                    "server.pid_file",
+                    &format!("{} exists and is not a file", pid_file.display()),
+                ));
+            }
         }
         Ok(())
     }

@@ -614,11 +614,16 @@ pub struct BoundServer {
 }
 
 impl BoundServer {
-    /// Prints the `listening on` lines.
+    /// Prints the `listening on` lines. A closed or broken stdout (a
+    /// script that read the first line and went away) does not stop the
+    /// server: the lines are only news.
     fn announce(&self) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
         for group in &self.listeners {
-            println!("{}", group.announcement);
+            let _ = writeln!(out, "{}", group.announcement);
         }
+        let _ = out.flush();
     }
 
     /// The bound addresses (with the real port for `:0` bindings).

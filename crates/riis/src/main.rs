@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use riis_server::{defaults, Server, ServerConfig};
 
 /// mimalloc's thread-local free lists suit a server that allocates and frees
@@ -129,7 +131,11 @@ fn status(config: &Path) -> Result<String, String> {
     }
 }
 
-/// The process id in the pid file of `config`'s server.
+/// The process id in the pid file of `config`'s server, if a running riis
+/// holds that file. A server keeps its pid file locked for as long as it
+/// runs, so a file nobody holds is stale (the server was killed, or the
+/// machine restarted) and its number may now belong to another program:
+/// signalling it would be wrong.
 fn running_pid(config: &Path, pid_file: Option<PathBuf>) -> Result<i32, String> {
     let Some(pid_file) = pid_file else {
         return Err(format!(
@@ -137,11 +143,30 @@ fn running_pid(config: &Path, pid_file: Option<PathBuf>) -> Result<i32, String> 
             config.display()
         ));
     };
-    let text = std::fs::read_to_string(&pid_file)
-        .map_err(|e| format!("cannot read {}: {e} (is riis running?)", pid_file.display()))?;
-    text.trim()
-        .parse()
-        .map_err(|_| format!("{} does not hold a process id", pid_file.display()))
+    let cannot_read =
+        |e: std::io::Error| format!("cannot read {}: {e} (is riis running?)", pid_file.display());
+    let file = std::fs::File::open(&pid_file).map_err(cannot_read)?;
+    let text = std::io::read_to_string(&file).map_err(cannot_read)?;
+    // 0 and negative numbers would signal process groups (kill(2)).
+    let pid = text
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|pid| *pid > 0)
+        .ok_or_else(|| format!("{} does not hold a process id", pid_file.display()))?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        // Nobody holds it: no server is running under this pid file.
+        Ok(_unlocked_on_drop) => Err(format!(
+            "{} names process {pid}, but no riis holds it: the pid file is stale (is riis running?)",
+            pid_file.display()
+        )),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(pid),
+        // A file system without locks: the file is all there is to go by.
+        Err((_, e)) => {
+            tracing::debug!(error = %e, "cannot test the pid file's lock");
+            Ok(pid)
+        }
+    }
 }
 
 fn signal(pid: i32, signal: nix::sys::signal::Signal) -> Result<(), String> {
@@ -149,21 +174,63 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) -> Result<(), String> {
         .map_err(|e| format!("cannot signal process {pid}: {e}"))
 }
 
-/// Writes this process's id to `path`. Called once the addresses are bound,
-/// so a second `riis serve` that cannot bind (the first one holds the
-/// address) never replaces the running server's pid file.
-fn write_pid_file(path: &Path) -> Result<(), String> {
-    std::fs::write(path, format!("{}\n", std::process::id()))
-        .map_err(|e| format!("cannot write the pid file {}: {e}", path.display()))
+/// Writes this process's id to `path` and holds the file locked until the
+/// process ends (`riis reload` and `riis status` refuse a file that no
+/// process holds). Called once the addresses are bound, so a second
+/// `riis serve` that cannot bind (the first one holds the address) never
+/// replaces the running server's pid file; one that can bind (other
+/// addresses, same pid file) stops here instead of taking the file over.
+///
+/// The file is written and locked under a temporary name, then renamed into
+/// place: whoever sees the pid file sees it whole and held.
+fn write_pid_file(path: &Path) -> Result<PidFile, String> {
+    if let Ok(existing) = std::fs::File::open(path) {
+        let pid = std::io::read_to_string(&existing).unwrap_or_default();
+        if let Err((_, Errno::EWOULDBLOCK)) = Flock::lock(existing, FlockArg::LockSharedNonblock) {
+            return Err(format!(
+                "the pid file {} is held by another riis (process {})",
+                path.display(),
+                pid.trim()
+            ));
+        }
+    }
+    let cannot =
+        |e: &dyn std::fmt::Display| format!("cannot write the pid file {}: {e}", path.display());
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(format!(".{}", std::process::id()));
+    let staged = PathBuf::from(staged);
+    let file = std::fs::File::create(&staged).map_err(|e| cannot(&e))?;
+    let written = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| cannot(&e))
+        .and_then(|mut held| {
+            use std::io::Write;
+            writeln!(held, "{}", std::process::id()).map_err(|e| cannot(&e))?;
+            std::fs::rename(&staged, path).map_err(|e| cannot(&e))?;
+            Ok(PidFile {
+                path: path.to_owned(),
+                _held: held,
+            })
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    written
 }
 
-/// Removes the pid file at exit, if it still names this process (another
-/// server may have taken it over since).
-fn remove_pid_file(path: &Path) {
-    let ours = std::fs::read_to_string(path)
-        .is_ok_and(|text| text.trim() == std::process::id().to_string());
-    if ours {
-        let _ = std::fs::remove_file(path);
+/// This process's pid file, held locked. Dropping it (at exit, or while a
+/// panic unwinds) removes the file if it still names this process.
+struct PidFile {
+    path: PathBuf,
+    _held: Flock<std::fs::File>,
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.path)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -218,13 +285,14 @@ fn main() -> ExitCode {
             server.set_config_source(Arc::new(move || {
                 load(config.as_deref(), root.as_deref(), listen)
             }));
-            let result = server.run_with(|| match &pid_file {
-                Some(path) => write_pid_file(path),
-                None => Ok(()),
+            let mut written = None;
+            let result = server.run_with(|| {
+                if let Some(path) = &pid_file {
+                    written = Some(write_pid_file(path)?);
+                }
+                Ok(())
             });
-            if let Some(path) = &pid_file {
-                remove_pid_file(path);
-            }
+            drop(written);
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -552,6 +552,19 @@ fn check_config_reports_file_line_and_key() {
         format!("[server]\npid_file = \"nowhere/riis.pid\"\n{site}"),
         "pid.toml:2: key `server.pid_file`: the folder of",
     );
+    dir.write("occupied/keep.txt", "a folder where the pid file would go");
+    refused(
+        &dir,
+        "pid-folder.toml",
+        format!("[server]\npid_file = \"occupied\"\n{site}"),
+        "pid-folder.toml:2: key `server.pid_file`: ",
+    );
+    refused(
+        &dir,
+        "pid-folder.toml",
+        format!("[server]\npid_file = \"occupied\"\n{site}"),
+        "occupied exists and is not a file",
+    );
 }
 
 /// Writes `text` as `name` and expects `riis check-config` to refuse it
@@ -642,6 +655,149 @@ fn a_second_server_that_cannot_bind_leaves_the_pid_file_alone() {
     // It removes its own file when it stops.
     assert!(first.terminate().success());
     assert!(!pid_file.exists());
+}
+
+/// A pid file that no running riis holds is stale: its number may belong to
+/// another program by now, so `riis reload` and `riis status` refuse it
+/// instead of signalling that program.
+#[test]
+fn reload_and_status_refuse_a_stale_pid_file() {
+    let dir = TempDir::new("stale-pid");
+    dir.write("www/a.txt", "a");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[server]\npid_file = \"riis.pid\"\n[[sites]]\nname = \"Test\"\nroot = '{}'\n\
+             bindings = [\"127.0.0.1:0\"]\n",
+            dir.path().join("www").display()
+        ),
+    );
+    // A process that is not riis, under the stale pid file's number: the
+    // signals would end it.
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    dir.write("riis.pid", format!("{}\n", bystander.id()));
+    for command in ["reload", "status"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args([command, "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("no riis holds it: the pid file is stale"),
+            "{command}: {stderr}"
+        );
+    }
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the process named by the stale pid file was signalled"
+    );
+    // 0 would signal the command's own process group, -1 every process.
+    for number in ["0", "-1"] {
+        dir.write("riis.pid", format!("{number}\n"));
+        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["reload", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("does not hold a process id"), "{stderr}");
+    }
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+
+    // A server started over the stale file takes it over and can be found.
+    let server = RunningBinary::start_as_configured(&["--config", config.to_str().unwrap()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["reload", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(server.addr, "/a.txt").status, 200);
+    assert!(server.terminate().success());
+}
+
+/// Two servers that share a pid file (different addresses): the second
+/// stops with an error naming the first, which stays findable.
+#[test]
+fn a_second_server_does_not_take_a_held_pid_file() {
+    let dir = TempDir::new("held-pid");
+    dir.write("www/a.txt", "a");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[server]\npid_file = \"riis.pid\"\n[[sites]]\nname = \"Test\"\nroot = '{}'\n\
+             bindings = [\"127.0.0.1:0\"]\n",
+            dir.path().join("www").display()
+        ),
+    );
+    let first = RunningBinary::start_as_configured(&["--config", config.to_str().unwrap()]);
+    let first_pid = first.child.id().to_string();
+    // Port 0: the second server binds, then finds the pid file held.
+    let second = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RIIS_LOG", "off")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("is held by another riis (process {first_pid})")),
+        "{stderr}"
+    );
+    let pid_file = dir.path().join("riis.pid");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        first_pid
+    );
+    // No staged file is left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("riis.pid."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(first.terminate().success());
+    assert!(!pid_file.exists());
+}
+
+/// A script that reads nothing of the server's stdout (or reads the first
+/// line and goes away) does not stop the server.
+#[test]
+fn a_closed_stdout_does_not_stop_the_server() {
+    let dir = TempDir::new("closed-stdout");
+    dir.write("www/a.txt", "a");
+    let port = common::free_port();
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[server]\npid_file = \"riis.pid\"\n[[sites]]\nname = \"Test\"\nroot = '{}'\n\
+             bindings = [\"127.0.0.1:{port}\"]\n",
+            dir.path().join("www").display()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RIIS_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "the server stopped");
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(get(addr, "/a.txt").status, 200);
+    assert!(child.try_wait().unwrap().is_none(), "the server stopped");
+    let server = RunningBinary { child, addr };
+    assert!(server.terminate().success());
+    assert!(!dir.path().join("riis.pid").exists());
 }
 
 #[test]
