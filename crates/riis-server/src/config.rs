@@ -585,13 +585,14 @@ impl ServerConfig {
             key,
             message,
         };
-        let (key_lines, value_spans) = index_keys(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
+        let lines = Lines::new(text);
+        let (key_lines, value_spans) = index_keys(text, &lines).map_err(|e| {
+            let line = e.span().map(|s| lines.of(s.start));
             error(line, None, e.message().to_owned())
         })?;
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span();
-            let line = span.as_ref().map(|s| line_of(text, s.start));
+            let line = span.as_ref().map(|s| lines.of(s.start));
             // The innermost key whose value holds the error (a value inside
             // an inline table names its own key, not the table's last one).
             let innermost = span.and_then(|span| {
@@ -611,6 +612,12 @@ impl ServerConfig {
                     .max_by_key(|key| key.len())
                     .cloned()
             });
+            // An unknown field holding an array or a table: the key found
+            // is inside its value; name the field itself.
+            let key = match unknown_field(e.message()) {
+                Some(field) => key.map(|key| cut_after_field(&key, field)),
+                None => key,
+            };
             error(line, key, e.message().to_owned())
         })?;
 
@@ -817,7 +824,16 @@ impl ServerConfig {
             for binding in &mut b.bindings {
                 binding.addr = addr;
             }
-            b.bindings.dedup();
+            // Bindings that differed only in their address are one now,
+            // wherever they stood in the list.
+            let mut seen = Vec::with_capacity(b.bindings.len());
+            b.bindings.retain(|binding| {
+                let first = !seen.contains(binding);
+                if first {
+                    seen.push(binding.clone());
+                }
+                first
+            });
         }
         // A conflict now is the option's doing, not the file's: say so
         // (every binding shares the one address).
@@ -833,8 +849,30 @@ impl ServerConfig {
         })
     }
 
+    /// `[server] server_header` as a header value; `None` for no `Server`
+    /// header. Checked at load, so a reload (which keeps the running
+    /// `[server]`) refuses a value a restart would refuse.
+    pub fn server_header(&self) -> Result<Option<http::HeaderValue>, ConfigError> {
+        let invalid = || {
+            self.error_at(
+                "server.server_header",
+                "not a valid header value (visible ASCII and spaces only)",
+            )
+        };
+        match self.settings.server_header.as_str() {
+            "" => Ok(None),
+            // http accepts obs-text (bytes over 0x7F) in values, which RFC
+            // 9110 keeps only for old senders; a product name has no need.
+            text if !text.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) => Err(invalid()),
+            text => http::HeaderValue::try_from(text)
+                .map(Some)
+                .map_err(|_| invalid()),
+        }
+    }
+
     /// Values serde accepts but the protocols do not.
     fn check_limits(&self) -> Result<(), ConfigError> {
+        self.server_header()?;
         // RFC 9113 §6.9.2: a window is at least the initial 65,535 here (a
         // smaller one would stall uploads) and at most 2^31 - 1.
         const WINDOW: std::ops::RangeInclusive<u32> = 65_535..=0x7fff_ffff;
@@ -1061,11 +1099,7 @@ impl ServerConfig {
         // serde reports an unknown field on the table that holds it; point at
         // the field itself when the message names it.
         let mut key = e.key.clone();
-        if let Some(field) = e
-            .message
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split('`').next())
-        {
+        if let Some(field) = unknown_field(&e.message) {
             let already = key == field || key.ends_with(&format!(".{field}"));
             if !already {
                 key = if key.is_empty() {
@@ -1090,12 +1124,42 @@ impl ServerConfig {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
+/// The field an "unknown field `x`" message names.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+}
+
+/// `key` up to its last component named `field` (`limits.bogus[2]` with
+/// `bogus` is `limits.bogus`); `key` as it is if no component is.
+fn cut_after_field(key: &str, field: &str) -> String {
+    let ends = key.match_indices(field).filter_map(|(at, _)| {
+        let end = at + field.len();
+        let starts_component = at == 0 || key[..at].ends_with('.');
+        let ends_component = matches!(key.as_bytes().get(end), None | Some(b'.' | b'['));
+        (starts_component && ends_component).then_some(end)
+    });
+    match ends.last() {
+        Some(end) => key[..end].to_owned(),
+        None => key.to_owned(),
+    }
+}
+
+/// Where a document's lines start, so the line of an offset is a binary
+/// search: a large file (thousands of sites) has a key every few bytes, and
+/// counting newlines from the start for each key made loading quadratic.
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Self {
+        Self(memchr::memchr_iter(b'\n', text.as_bytes()).collect())
+    }
+
+    /// The 1-based line that holds byte `offset`.
+    fn of(&self, offset: usize) -> usize {
+        self.0.partition_point(|newline| *newline < offset) + 1
+    }
 }
 
 /// Every key path of a document: the line it is written on, and where
@@ -1106,9 +1170,9 @@ type KeyIndex = (
 );
 
 /// Indexes every key path of the document (see [`KeyIndex`]).
-fn index_keys(text: &str) -> Result<KeyIndex, toml::de::Error> {
+fn index_keys(text: &str, lines: &Lines) -> Result<KeyIndex, toml::de::Error> {
     use toml::de::{DeTable, DeValue};
-    fn walk(text: &str, prefix: &str, value: &DeValue<'_>, out: &mut KeyIndex) {
+    fn walk(lines: &Lines, prefix: &str, value: &DeValue<'_>, out: &mut KeyIndex) {
         match value {
             DeValue::Table(t) => {
                 for (k, v) in t.iter() {
@@ -1119,9 +1183,9 @@ fn index_keys(text: &str) -> Result<KeyIndex, toml::de::Error> {
                     };
                     out.0
                         .entry(key.clone())
-                        .or_insert_with(|| line_of(text, k.span().start));
+                        .or_insert_with(|| lines.of(k.span().start));
                     out.1.push((key.clone(), v.span()));
-                    walk(text, &key, v.get_ref(), out);
+                    walk(lines, &key, v.get_ref(), out);
                 }
             }
             DeValue::Array(a) => {
@@ -1129,9 +1193,9 @@ fn index_keys(text: &str) -> Result<KeyIndex, toml::de::Error> {
                     let key = format!("{prefix}[{i}]");
                     out.0
                         .entry(key.clone())
-                        .or_insert_with(|| line_of(text, v.span().start));
+                        .or_insert_with(|| lines.of(v.span().start));
                     out.1.push((key.clone(), v.span()));
-                    walk(text, &key, v.get_ref(), out);
+                    walk(lines, &key, v.get_ref(), out);
                 }
             }
             _ => {}
@@ -1139,7 +1203,7 @@ fn index_keys(text: &str) -> Result<KeyIndex, toml::de::Error> {
     }
     let root = DeTable::parse(text)?;
     let mut out = (BTreeMap::new(), Vec::new());
-    walk(text, "", &DeValue::Table(root.into_inner()), &mut out);
+    walk(lines, "", &DeValue::Table(root.into_inner()), &mut out);
     Ok(out)
 }
 
@@ -1193,6 +1257,50 @@ mod tests {
         let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("sites[1].bindings[0]"), "{e}");
         assert!(e.message.contains("wildcard binding 0.0.0.0:8443"), "{e}");
+    }
+
+    #[test]
+    fn listen_leaves_one_binding_per_host() {
+        let dir = std::env::temp_dir();
+        let text = "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = \
+            [\"127.0.0.1:8001:x.test\", \"127.0.0.1:8002\", \"127.0.0.1:8003:x.test\"]\n";
+        let mut config = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap();
+        config
+            .override_listen("127.0.0.1:0".parse().unwrap())
+            .unwrap();
+        let hosts: Vec<Option<&str>> = config.bindings[0]
+            .bindings
+            .iter()
+            .map(|b| b.host.as_deref())
+            .collect();
+        assert_eq!(hosts, [Some("x.test"), None]);
+    }
+
+    #[test]
+    fn an_unknown_field_with_an_array_or_table_value_is_named_itself() {
+        let dir = std::env::temp_dir();
+        for (text, key) in [
+            ("[limits]\nbogus = [1, 2, 3]\n", "limits.bogus"),
+            ("[timeouts]\nextra = { a = 1 }\n", "timeouts.extra"),
+            ("[[handlers]]\nverb = [\"GET\"]\n", "handlers[0].verb"),
+            ("[limits]\nbogus = \"abc\"\n", "limits.bogus"),
+        ] {
+            let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(2), "{e}");
+        }
+        assert_eq!(
+            cut_after_field("a.bogusx.bogus[1].c", "bogus"),
+            "a.bogusx.bogus"
+        );
+        assert_eq!(cut_after_field("a.b", "bogus"), "a.b");
+    }
+
+    #[test]
+    fn lines_of_offsets() {
+        let lines = Lines::new("a\nbc\n\nd");
+        let found: Vec<usize> = (0..8).map(|offset| lines.of(offset)).collect();
+        assert_eq!(found, [1, 1, 2, 2, 2, 3, 4, 4]);
     }
 
     #[test]
@@ -1272,6 +1380,13 @@ mod tests {
                 2,
             ),
             (format!("{site}id = 0\n"), "sites[0].id", 5),
+            // Refused by the file's own check, so a reload refuses it too
+            // (it keeps the running `[server]` and builds without it).
+            (
+                "[server]\nserver_header = \"bad\\u0001\"\n".to_owned() + site,
+                "server.server_header",
+                2,
+            ),
             (
                 format!("{site}[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"127.0.0.1:81\"]\n"),
                 "sites[1].name",

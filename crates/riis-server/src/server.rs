@@ -135,23 +135,7 @@ pub fn build_pipeline(
     for site in &config.sites {
         builder.site(site.clone());
     }
-    let server_header = match config.settings.server_header.as_str() {
-        "" => None,
-        // http accepts obs-text (bytes over 0x7F) in values, which RFC 9110
-        // keeps only for old senders; a product name has no need of it.
-        text if !text.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) => {
-            return Err(config.error_at(
-                "server.server_header",
-                "not a valid header value (visible ASCII and spaces only)",
-            ))
-        }
-        text => Some(http::HeaderValue::try_from(text).map_err(|_| {
-            config.error_at(
-                "server.server_header",
-                "not a valid header value (visible ASCII and spaces only)",
-            )
-        })?),
-    };
+    let server_header = config.server_header()?;
     builder.settings(PipelineSettings {
         response_buffer_limit: config.settings.response_buffer_limit,
         server_header,
