@@ -15,8 +15,17 @@
 //! appended to the destination (percent-encoded) and the query string is kept
 //! (joined with `&` to a query the destination has). With `exact_destination`
 //! the destination is used as is; the request's query string is added only
-//! when the destination has none. With `child_only`, the location's own URL
-//! (`/old` and `/old/`) is not redirected, only the URLs below it.
+//! when the destination has none. With `child_only` (IIS's "only redirect
+//! requests to content in this directory, not subdirectories"), only URLs
+//! one segment below the location are redirected: not the location's own
+//! URL, nor anything in its subfolders.
+//!
+//! The destination may hold IIS's redirect variables: `$S` (the path below
+//! the location), `$V` (the request's path), `$Q` (`?` and the query
+//! string, or nothing) and `$P` (the query string without `?`). A
+//! destination that places the path (`$S`, `$V`) or the query (`$Q`, `$P`)
+//! itself does not get it appended as well, so `https://new.example$S$Q`
+//! works with and without `exact_destination`.
 //!
 //! A local destination (a path starting with `/`) that lies inside the
 //! location would redirect its own requests again; requests already at or
@@ -157,7 +166,8 @@ pub struct HttpRedirectConfig {
     pub destination: Destination,
     /// Use the destination as is, without the request's path.
     pub exact_destination: bool,
-    /// Redirect only the URLs below the location, not the location itself.
+    /// Redirect only the URLs directly in the location (one segment below
+    /// it), not the location itself nor its subfolders.
     pub child_only: bool,
     /// 301, 302, 307 or 308.
     pub status: RedirectStatus,
@@ -208,12 +218,66 @@ fn encode_path(path: &str, out: &mut String) {
     }
 }
 
-/// The redirect target for a request whose path below the location is
-/// `rest` and whose query string is `query`.
-/// `rest` is either decoded (then escaped here) or, when `rest_is_raw`,
-/// the request's own escaped text (kept, so `%3B` stays `%3B`). A
+/// The parts of the request a redirect can carry to its destination.
+struct Carried<'a> {
+    /// The path below the location: decoded (escaped when written out) or,
+    /// when `rest_is_raw`, the request's own escaped text (kept, so `%3B`
+    /// stays `%3B`).
+    rest: &'a str,
+    rest_is_raw: bool,
+    /// The request's path as sent (`$V`).
+    path: &'a str,
+    /// The query string as sent, without `?`.
+    query: &'a str,
+}
+
+impl Carried<'_> {
+    fn push_rest(&self, rest: &str, out: &mut String) {
+        if self.rest_is_raw {
+            out.push_str(rest);
+        } else {
+            encode_path(rest, out);
+        }
+    }
+}
+
+/// Whether `text` holds one of the redirect variables named by `letters`
+/// (`$S`, `$V`, `$Q`, `$P`; either case).
+fn uses_variable(text: &str, letters: &[u8]) -> bool {
+    text.as_bytes()
+        .windows(2)
+        .any(|w| w[0] == b'$' && letters.contains(&w[1].to_ascii_uppercase()))
+}
+
+/// `text` with its redirect variables replaced; any other `$` is kept.
+fn substitute(text: &str, carried: &Carried<'_>, out: &mut String) {
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        match after.as_bytes().first().map(u8::to_ascii_uppercase) {
+            Some(b'S') => carried.push_rest(carried.rest, out),
+            Some(b'V') => out.push_str(carried.path),
+            Some(b'Q') if !carried.query.is_empty() => {
+                out.push('?');
+                out.push_str(carried.query);
+            }
+            Some(b'Q') => {}
+            Some(b'P') => out.push_str(carried.query),
+            _ => {
+                out.push('$');
+                rest = after;
+                continue;
+            }
+        }
+        rest = &after[1..];
+    }
+    out.push_str(rest);
+}
+
+/// The redirect target for a request (see the module's documentation). A
 /// `#fragment` of the destination stays at the end.
-fn target(destination: &str, exact: bool, rest: &str, rest_is_raw: bool, query: &str) -> String {
+fn target(destination: &str, exact: bool, carried: &Carried<'_>) -> String {
     let (destination, fragment) = match destination.split_once('#') {
         Some((d, f)) => (d, Some(f)),
         None => (destination, None),
@@ -222,45 +286,52 @@ fn target(destination: &str, exact: bool, rest: &str, rest_is_raw: bool, query: 
         Some((p, q)) => (p, Some(q)),
         None => (destination, None),
     };
-    let mut out = String::with_capacity(destination.len() + rest.len() + query.len() + 2);
-    let end = |out: &mut String| {
-        if let Some(f) = fragment {
-            out.push('#');
-            out.push_str(f);
+    let places_path = exact || uses_variable(destination, b"SV");
+    let places_query = uses_variable(destination, b"QP");
+    let mut out = String::with_capacity(
+        destination.len() + carried.rest.len() + carried.path.len() + carried.query.len() + 2,
+    );
+    substitute(dest_path, carried, &mut out);
+    if !places_path {
+        // Every leading slash goes: `/` + `//evil.example` would be a
+        // protocol-relative URL to another host.
+        let rest = if out.ends_with('/') {
+            carried.rest.trim_start_matches('/')
+        } else {
+            carried.rest
+        };
+        carried.push_rest(rest, &mut out);
+    }
+    let mut query = String::new();
+    if let Some(q) = dest_query {
+        substitute(q, carried, &mut query);
+    }
+    // An exact destination keeps its own query, or else takes the
+    // request's; a path-carrying one joins the two.
+    let add_request_query =
+        !places_query && !carried.query.is_empty() && (!exact || dest_query.is_none());
+    if add_request_query {
+        if !query.is_empty() {
+            query.push('&');
         }
-    };
-    if exact {
-        out.push_str(destination);
-        if dest_query.is_none() && !query.is_empty() {
+        query.push_str(carried.query);
+    }
+    if !query.is_empty() {
+        if !query.starts_with('?') {
             out.push('?');
-            out.push_str(query);
         }
-        end(&mut out);
-        return out;
+        out.push_str(&query);
     }
-    out.push_str(dest_path);
-    // Every leading slash goes: `/` + `//evil.example` would be a
-    // protocol-relative URL to another host.
-    let rest = if out.ends_with('/') {
-        rest.trim_start_matches('/')
-    } else {
-        rest
-    };
-    if rest_is_raw {
-        out.push_str(rest);
-    } else {
-        encode_path(rest, &mut out);
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
     }
-    let queries: Vec<&str> = dest_query
-        .into_iter()
-        .chain(Some(query))
-        .filter(|q| !q.is_empty())
-        .collect();
-    if !queries.is_empty() {
-        out.push('?');
-        out.push_str(&queries.join("&"));
+    // A local destination never becomes protocol-relative (`//host`),
+    // whatever a variable put at its start.
+    if destination.starts_with('/') && out.starts_with("//") {
+        let path = out.trim_start_matches('/');
+        out = format!("/{path}");
     }
-    end(&mut out);
     out
 }
 
@@ -307,11 +378,18 @@ impl HttpModule for HttpRedirection {
         let url = ctx.request().url();
         // The location covers the URL, so the prefix is there.
         let rest = url.strip_prefix(prefix).unwrap_or(url);
-        if config.child_only && (rest.is_empty() || rest == "/") {
+        // `child_only`: content directly in the location only (`/old/a`),
+        // not the location itself nor its subfolders.
+        let directly_in = rest
+            .strip_prefix('/')
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'));
+        if config.child_only && !directly_in {
             return RequestNotificationStatus::Continue;
         }
         if destination.starts_with('/') && !destination.starts_with("//") {
-            let dest_path = destination.split(['?', '#']).next().unwrap_or("");
+            // The fixed part of the destination: up to its first variable.
+            let dest_path = destination.split(['?', '#', '$']).next().unwrap_or("");
+            let places_path = uses_variable(destination, b"SV");
             // Compared as the request's URL is: decoded and normalized
             // (`/a%20b` is the request `/a b`, `/app//v2` the request
             // `/app/v2`; either would otherwise be redirected forever).
@@ -322,7 +400,7 @@ impl HttpModule for HttpRedirection {
             // Appending the path, any URL below the destination would be
             // sent further below; to an exact destination, only the
             // destination itself would be sent to itself.
-            let already_there = if config.exact_destination {
+            let already_there = if config.exact_destination && !places_path {
                 url.trim_end_matches('/') == dest_path.trim_end_matches('/')
             } else {
                 covers(&dest_path, url)
@@ -335,13 +413,13 @@ impl HttpModule for HttpRedirection {
         // same path (`%3B` must not become a `;` path parameter).
         let raw_rest = raw_suffix(ctx.request().uri().path(), prefix)
             .filter(|r| percent_encoding::percent_decode_str(r).decode_utf8_lossy() == rest);
-        let location = target(
-            destination,
-            config.exact_destination,
-            raw_rest.unwrap_or(rest),
-            raw_rest.is_some(),
-            ctx.request().query_string(),
-        );
+        let carried = Carried {
+            rest: raw_rest.unwrap_or(rest),
+            rest_is_raw: raw_rest.is_some(),
+            path: ctx.request().uri().path(),
+            query: ctx.request().query_string(),
+        };
+        let location = target(destination, config.exact_destination, &carried);
         let status = config.status.code();
         if let Err(e) = ctx.response_mut().redirect(&location, status) {
             tracing::error!(error = %e, location = %location, "http_redirect: invalid redirect target");
@@ -374,36 +452,69 @@ pub fn register_module(
 mod tests {
     use super::*;
 
+    fn carried<'a>(rest: &'a str, rest_is_raw: bool, query: &'a str) -> Carried<'a> {
+        Carried {
+            rest,
+            rest_is_raw,
+            path: "/old/a/b",
+            query,
+        }
+    }
+
     #[test]
     fn targets() {
-        assert_eq!(target("/new", false, "/a/b", false, "x=1"), "/new/a/b?x=1");
-        assert_eq!(target("/new/", false, "/a", false, ""), "/new/a");
+        let t = |dest: &str, exact: bool, rest: &str, raw: bool, query: &str| {
+            target(dest, exact, &carried(rest, raw, query))
+        };
+        assert_eq!(t("/new", false, "/a/b", false, "x=1"), "/new/a/b?x=1");
+        assert_eq!(t("/new/", false, "/a", false, ""), "/new/a");
         // Never a protocol-relative URL to another host.
+        assert_eq!(t("/", false, "//evil.example", false, ""), "/evil.example");
         assert_eq!(
-            target("/", false, "//evil.example", false, ""),
-            "/evil.example"
-        );
-        assert_eq!(
-            target("https://h/n?k=v", false, "/a b", false, "x=1"),
+            t("https://h/n?k=v", false, "/a b", false, "x=1"),
             "https://h/n/a%20b?k=v&x=1"
         );
-        assert_eq!(target("/n", false, "", false, ""), "/n");
-        assert_eq!(target("/n", true, "/a", false, "x=1"), "/n?x=1");
-        assert_eq!(target("/n?k=v", true, "/a", false, "x=1"), "/n?k=v");
+        assert_eq!(t("/n", false, "", false, ""), "/n");
+        assert_eq!(t("/n", true, "/a", false, "x=1"), "/n?x=1");
+        assert_eq!(t("/n?k=v", true, "/a", false, "x=1"), "/n?k=v");
         // A fragment stays at the end.
         assert_eq!(
-            target("https://h/doc#top", false, "/a", false, "x=1"),
+            t("https://h/doc#top", false, "/a", false, "x=1"),
             "https://h/doc/a?x=1#top"
         );
-        assert_eq!(target("/doc#top", true, "/a", false, "x=1"), "/doc?x=1#top");
+        assert_eq!(t("/doc#top", true, "/a", false, "x=1"), "/doc?x=1#top");
         // The request's own escaping is kept when given raw.
-        assert_eq!(target("/new", false, "/a%3Bb", true, ""), "/new/a%3Bb");
+        assert_eq!(t("/new", false, "/a%3Bb", true, ""), "/new/a%3Bb");
         assert_eq!(raw_suffix("/old/a%3Bb", "/old"), Some("/a%3Bb"));
         assert_eq!(raw_suffix("/my%20docs/a%3Bb", "/my docs"), Some("/a%3Bb"));
         assert_eq!(raw_suffix("//old/./a", "/old"), Some("/./a"));
         assert_eq!(raw_suffix("/old", "/old"), Some(""));
         assert_eq!(raw_suffix("/other/a", "/old"), None);
         assert_eq!(raw_suffix("/anything", ""), Some("/anything"));
+    }
+
+    #[test]
+    fn redirect_variables() {
+        let t = |dest: &str, exact: bool, rest: &str, query: &str| {
+            target(dest, exact, &carried(rest, false, query))
+        };
+        // IIS's recipe, with and without exact_destination: nothing twice.
+        for exact in [true, false] {
+            assert_eq!(
+                t("https://n$S$Q", exact, "/a b", "q=1"),
+                "https://n/a%20b?q=1"
+            );
+            assert_eq!(t("https://n$S$Q", exact, "/a", ""), "https://n/a");
+        }
+        assert_eq!(t("https://n$V", true, "/b", "q=1"), "https://n/old/a/b?q=1");
+        assert_eq!(t("/new?from=$P", true, "/a", "q=1"), "/new?from=q=1");
+        assert_eq!(t("/new$s$q", false, "/a", "q=1"), "/new/a?q=1");
+        // Other dollars are kept; a variable cannot make a local
+        // destination protocol-relative.
+        assert_eq!(t("/pay$5$S", true, "/a", ""), "/pay$5/a");
+        assert_eq!(t("/$S", true, "//evil.example", ""), "/evil.example");
+        assert!(uses_variable("x$q", b"QP"));
+        assert!(!uses_variable("x$", b"QP"));
     }
 
     #[test]

@@ -33,6 +33,7 @@
 //! | `allow_double_escaping = false` | 404.11 |
 //! | `allow_high_bit_characters = false` | 404.12 |
 //! | `denied_url_sequences` | 404.5 |
+//! | `denied_query_string_sequences` | 404.18 |
 //! | `hidden_segments` | 404.8 |
 //! | `file_extensions` | 404.7 |
 //!
@@ -111,9 +112,12 @@ pub struct RequestFilteringConfig {
     pub file_extensions: FileExtensionsConfig,
     /// Path segments that make a URL invisible (compared ignoring ASCII case).
     pub hidden_segments: Vec<String>,
-    /// Substrings refused in the URL path (raw and decoded) and the query
-    /// string, ignoring ASCII case.
+    /// Substrings refused in the URL path (as sent, decoded, and decoded and
+    /// normalized), ignoring ASCII case.
     pub denied_url_sequences: Vec<String>,
+    /// Substrings refused in the query string (as sent, and decoded),
+    /// ignoring ASCII case: IIS's `denyQueryStringSequences`.
+    pub denied_query_string_sequences: Vec<String>,
     /// Whether the decoded path may still hold a `%XX` escape.
     pub allow_double_escaping: bool,
     /// Whether the decoded path may hold non-ASCII characters.
@@ -136,6 +140,7 @@ impl Default for RequestFilteringConfig {
             file_extensions: FileExtensionsConfig::default(),
             hidden_segments: DEFAULT_HIDDEN_SEGMENTS.map(String::from).into(),
             denied_url_sequences: Vec::new(),
+            denied_query_string_sequences: Vec::new(),
             allow_double_escaping: false,
             allow_high_bit_characters: true,
             max_header_size: 8192,
@@ -314,32 +319,36 @@ fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection
         ));
     }
 
-    let raw_path = req.uri().path();
-    if let Some(seq) = config
-        .denied_url_sequences
-        .iter()
-        .find(|s| contains_ignore_case(url, s) || contains_ignore_case(raw_path, s))
-    {
-        return Some(Rejection::new(
-            "denied_url_sequences",
-            StatusCode::NOT_FOUND,
-            5,
-            seq.as_str(),
-        ));
+    if !config.denied_url_sequences.is_empty() {
+        // The path as sent, decoded, and decoded and normalized: `%2e/`
+        // must not pass for `./`, nor `/./` (gone once normalized) either.
+        let raw_path = req.uri().path();
+        let decoded = percent_encoding::percent_decode_str(raw_path).decode_utf8_lossy();
+        if let Some(seq) = config.denied_url_sequences.iter().find(|s| {
+            contains_ignore_case(url, s)
+                || contains_ignore_case(raw_path, s)
+                || contains_ignore_case(&decoded, s)
+        }) {
+            return Some(Rejection::new(
+                "denied_url_sequences",
+                StatusCode::NOT_FOUND,
+                5,
+                seq.as_str(),
+            ));
+        }
     }
-    if !config.denied_url_sequences.is_empty() && !query.is_empty() {
+    if !config.denied_query_string_sequences.is_empty() && !query.is_empty() {
         // The query as sent and as an application reads it (escapes
-        // decoded, `+` a space): `%2e%2e` must not pass for `..`. IIS's
-        // substatus for a query string sequence is 404.18.
+        // decoded, `+` a space): `%2e%2e` must not pass for `..`.
         let plus_as_space = query.replace('+', " ");
         let decoded = percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy();
         if let Some(seq) = config
-            .denied_url_sequences
+            .denied_query_string_sequences
             .iter()
             .find(|s| contains_ignore_case(query, s) || contains_ignore_case(&decoded, s))
         {
             return Some(Rejection::new(
-                "denied_url_sequences",
+                "denied_query_string_sequences",
                 StatusCode::NOT_FOUND,
                 18,
                 seq.as_str(),
@@ -401,7 +410,9 @@ impl RequestFiltering {
         tracing::info!(
             rule = rejection.rule,
             url = %ctx.request().raw_url(),
-            value = %rejection.value,
+            // Quoted and escaped: the value comes from the request, and a
+            // decoded CR or LF must not start a line of its own in the log.
+            value = ?rejection.value,
             status = rejection.status.as_u16(),
             substatus = rejection.substatus,
             "request filtering refused the request"

@@ -85,6 +85,10 @@ path = "/twice"
 http_redirect = { enabled = true, destination = "/twice//v2" }
 
 [[sites.locations]]
+path = "/moved"
+http_redirect = { enabled = true, destination = "https://new.example$S$Q", exact_destination = true }
+
+[[sites.locations]]
 path = "/frag"
 http_redirect = { enabled = true, destination = "/doc#top" }
 
@@ -140,11 +144,16 @@ fn redirect_rules() {
         ("/withq/p?x=1", 302, "/target/p?k=v&x=1"),
         ("/withq/p", 302, "/target/p?k=v"),
         // child_only: the location itself is served (its default document,
-        // through a child request that is not redirected either), only the
-        // URLs below it move.
+        // through a child request that is not redirected either), and so
+        // are its subfolders; only the content directly in it moves.
         ("/child/", 200, "child home"),
         ("/child", 301, "/child/"),
         ("/child/x?z=9", 302, "/elsewhere/x?z=9"),
+        ("/child/sub/x", 404, ""),
+        // IIS's variables: the path below the location and the query,
+        // each once.
+        ("/moved/a/b%20c?q=1", 302, "https://new.example/a/b%20c?q=1"),
+        ("/moved/a", 302, "https://new.example/a"),
         // A destination inside the location does not redirect itself.
         ("/app/x", 302, "/app/v2/x"),
         ("/app/v2/x", 404, ""),
@@ -155,9 +164,10 @@ fn redirect_rules() {
         // Never a protocol-relative Location, whatever the path holds.
         ("/home/a", 302, "/a"),
         ("/home//evil.example", 302, "/evil.example"),
-        // An exact destination inside the location: every page below it
-        // goes to it, only the destination itself is left alone.
-        ("/shop/item/42", 302, "/shop/"),
+        // An exact destination inside the location: every page directly in
+        // it goes to it; the destination itself and subfolders stay.
+        ("/shop/item", 302, "/shop/"),
+        ("/shop/item/42", 404, ""),
         ("/shop/", 404, ""),
         // A destination written with `//` is compared normalized, as the
         // request is: no endless redirect.

@@ -47,8 +47,14 @@ path = "/strict"
 allow_unlisted_verbs = false
 verbs = { "GET" = true }
 allow_high_bit_characters = false
-denied_url_sequences = ["&", "~"]
+denied_url_sequences = ["~"]
+denied_query_string_sequences = ["&", "~"]
 file_extensions = { allow_unlisted = false, allow = [".txt"] }
+
+[[sites.locations]]
+path = "/nodots"
+[sites.locations.request_filtering]
+denied_url_sequences = ["./"]
 "#;
 
 fn start() -> (TempDir, RunningBinary) {
@@ -64,6 +70,7 @@ fn start() -> (TempDir, RunningBinary) {
         "strict/a.txt",
         "strict/page.html",
         "strict/x~y.txt",
+        "nodots/a.txt",
         "strict/café.txt",
         "café.txt",
         "a%2e.txt",
@@ -138,6 +145,12 @@ fn every_filter_answers_with_its_status() {
         // ... also escaped in the query.
         ("GET", "/strict/a.txt?x=1%26y", String::new(), 404, "404.18"),
         ("GET", "/strict/a.txt?x=%7E", String::new(), 404, "404.18"),
+        // ... escaped in the path, and gone once the path is normalized.
+        ("GET", "/strict/x%7ey.txt", String::new(), 404, "404.5"),
+        ("GET", "/nodots/%2e/a.txt", String::new(), 404, "404.5"),
+        ("GET", "/nodots/./a.txt", String::new(), 404, "404.5"),
+        // The URL list does not apply to the query.
+        ("GET", "/nodots/a.txt?p=./x", String::new(), 200, ""),
         // Hidden segments, any case, anywhere in the path.
         ("GET", "/riis.toml", String::new(), 404, "404.8"),
         ("GET", "/.git/config", String::new(), 404, "404.8"),
