@@ -95,7 +95,7 @@ fn error_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error>
 
 /// One `errors` entry.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "RuleFields")]
 pub struct ErrorRule {
     /// The status it applies to: 400 to 999, as in IIS (only errors get
     /// custom pages).
@@ -114,6 +114,59 @@ pub struct ErrorRule {
 
 fn any_substatus() -> i32 {
     -1
+}
+
+/// An `errors` entry as written, before its path is checked against its
+/// mode.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFields {
+    #[serde(deserialize_with = "error_status")]
+    status: u16,
+    #[serde(default = "any_substatus")]
+    substatus: i32,
+    path: String,
+    #[serde(default)]
+    response_mode: ResponseMode,
+}
+
+impl TryFrom<RuleFields> for ErrorRule {
+    type Error = String;
+
+    /// Refuses at load what could only ever give the generic page.
+    fn try_from(f: RuleFields) -> Result<Self, String> {
+        let path = &f.path;
+        let climbs = path.split(['/', '\\']).any(|segment| segment == "..");
+        match f.response_mode {
+            ResponseMode::File if path.is_empty() || climbs => {
+                return Err(format!(
+                    "`{path}` is not a file below the site root (no `..`)"
+                ))
+            }
+            ResponseMode::ExecuteUrl if !path.starts_with('/') || path.starts_with("//") || climbs => {
+                return Err(format!(
+                    "`{path}` is not a URL of the site for ExecuteURL (a path starting with `/`, without `..`)"
+                ))
+            }
+            ResponseMode::Redirect
+                if HeaderValue::try_from(path.as_str()).is_err()
+                    || path.is_empty()
+                    || path.chars().any(char::is_whitespace) =>
+            {
+                return Err(format!(
+                    "`{}` is not a usable redirect target (empty, control characters or spaces)",
+                    path.escape_debug()
+                ))
+            }
+            _ => {}
+        }
+        Ok(Self {
+            status: f.status,
+            substatus: f.substatus,
+            path: f.path,
+            response_mode: f.response_mode,
+        })
+    }
 }
 
 /// The `http_errors` configuration section.
@@ -333,6 +386,18 @@ fn replace_body(ctx: &mut HttpContext, content_type: HeaderValue, body: Vec<u8>)
 
 const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 
+/// Whether the local redirect target `path` is the request's own URL
+/// (compared as requests are: decoded and normalized).
+fn redirects_to_itself(ctx: &HttpContext, path: &str) -> bool {
+    if !path.starts_with('/') || path.starts_with("//") {
+        return false;
+    }
+    let target = path.split(['?', '#']).next().unwrap_or("");
+    riis_pipeline::prepare_url_path(target).is_ok_and(|target| {
+        target.trim_end_matches('/') == ctx.request().url().trim_end_matches('/')
+    })
+}
+
 /// `path` below the site root, or `None` when it climbs out of it.
 fn file_under_root(root: &Path, path: &str) -> Option<PathBuf> {
     let rel = Path::new(path.trim_start_matches('/'));
@@ -373,6 +438,12 @@ impl CustomError {
                         replace_body(ctx, HTML, generic_page(status).into_bytes());
                     }
                 }
+            }
+            // The page's own URL failing too would send the client back to
+            // it forever.
+            ResponseMode::Redirect if redirects_to_itself(ctx, &rule.path) => {
+                tracing::warn!(path = %rule.path, "custom error redirect to the failing URL itself; sending the generic page");
+                replace_body(ctx, HTML, generic_page(status).into_bytes());
             }
             ResponseMode::Redirect => {
                 let resp = ctx.response_mut();
@@ -556,6 +627,29 @@ pub fn register_module(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_that_cannot_work_in_their_mode_are_refused() {
+        let parse = |rule: &str| {
+            serde_json::from_str::<HttpErrorsConfig>(&format!("{{\"errors\": [{rule}]}}"))
+        };
+        for bad in [
+            r#"{"status": 405, "path": "errors/404.html", "response_mode": "ExecuteURL"}"#,
+            r#"{"status": 404, "path": "/errors/../x.html", "response_mode": "ExecuteURL"}"#,
+            r#"{"status": 404, "path": "/errors/../index.html"}"#,
+            r#"{"status": 404, "path": ""}"#,
+            r#"{"status": 404, "path": "/a b", "response_mode": "Redirect"}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        for good in [
+            r#"{"status": 404, "path": "errors/404.html"}"#,
+            r#"{"status": 404, "path": "/errors/404.html", "response_mode": "ExecuteURL"}"#,
+            r#"{"status": 404, "path": "https://x.example/e", "response_mode": "Redirect"}"#,
+        ] {
+            assert!(parse(good).is_ok(), "{good}");
+        }
+    }
 
     #[test]
     fn rules_prefer_the_exact_substatus() {

@@ -14,11 +14,14 @@
 //!   `max_allowed_content_length` the request gets 413, the reader receives no
 //!   more bytes (an empty read, which it takes for the end of the body) and
 //!   the connection closes after the response;
+//! - **EndRequest** at FIRST priority: keeps that 413 on the response. A
+//!   ReadEntity module cannot end the request, so the reader runs on after
+//!   the empty read and may set a status of its own; the 413 goes back, and
+//!   its body goes, before CustomError (EndRequest, MEDIUM) chooses a page
+//!   for it. When the headers already went out, the connection was reset
+//!   instead.
 //! - **SendResponse** (MEDIUM, so inverted it runs before CustomError at
-//!   HIGH): keeps that 413 on the response. A ReadEntity module cannot end the
-//!   request, so the reader runs on after the empty read and may set a status
-//!   of its own; the headers send puts the 413 back and drops its body. When
-//!   the headers already went out, the connection is reset instead.
+//!   HIGH): the same for a flush before EndRequest that sends the headers.
 //!
 //! Rules, in the order they are checked (IIS substatus in brackets):
 //!
@@ -195,6 +198,9 @@ pub struct RequestFiltering {
     received: u64,
     /// The body went past the limit while being read.
     body_too_large: bool,
+    /// The 413 was put back at EndRequest; later sends carry the page
+    /// CustomError chose for it.
+    too_large_restored: bool,
     /// `url_changes()` when the URL was last checked.
     checked_url: u32,
 }
@@ -388,6 +394,15 @@ fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection
     None
 }
 
+/// The 413 of a body that went past the limit, over whatever the module
+/// that was reading it answered.
+fn restore_too_large(ctx: &mut HttpContext) {
+    let resp = ctx.response();
+    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE || resp.buffered_len() != 0 {
+        body_too_large_status(ctx);
+    }
+}
+
 fn body_too_large_status(ctx: &mut HttpContext) {
     let resp = ctx.response_mut();
     resp.clear_entity();
@@ -481,16 +496,25 @@ impl HttpModule for RequestFiltering {
         RequestNotificationStatus::Continue
     }
 
+    fn on_end_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        // The reader ran on after the 413 and may have answered in its own
+        // way: the 413 goes back now, before CustomError (EndRequest,
+        // Medium) picks the page for it, so that page is kept.
+        if self.body_too_large && !ctx.response().headers_sent() {
+            restore_too_large(ctx);
+            self.too_large_restored = true;
+        }
+        RequestNotificationStatus::Continue
+    }
+
     fn on_send_response(
         &mut self,
         ctx: &mut HttpContext,
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
-        if self.body_too_large && provider.headers_being_sent() {
-            let resp = ctx.response();
-            if resp.status() != StatusCode::PAYLOAD_TOO_LARGE || resp.buffered_len() != 0 {
-                body_too_large_status(ctx);
-            }
+        // A send before EndRequest (a flush) that carries the headers.
+        if self.body_too_large && !self.too_large_restored && provider.headers_being_sent() {
+            restore_too_large(ctx);
         }
         RequestNotificationStatus::Continue
     }
@@ -508,15 +532,19 @@ pub fn register_module(
             config,
             received: 0,
             body_too_large: false,
+            too_large_restored: false,
             checked_url: 0,
         },
         RequestNotification::BeginRequest
             | RequestNotification::ReadEntity
+            | RequestNotification::EndRequest
             | RequestNotification::SendResponse,
         RequestNotification::BeginRequest.into(),
     )?;
     registration
         .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);
+    registration
+        .set_priority_for_request_notification(RequestNotification::EndRequest, Priority::First);
     // The re-check of a rewritten URL comes before other PostBeginRequest
     // modules act on it.
     registration.set_priority_for_post_request_notification(

@@ -55,6 +55,12 @@ path = "/generic"
 http_errors = { errors = [] }
 
 [[sites.locations]]
+path = "/loop"
+http_errors = { errors = [
+    { status = 404, path = "/loop/gone.html", response_mode = "Redirect" },
+] }
+
+[[sites.locations]]
 path = "/detailed"
 http_errors = { error_mode = "Detailed" }
 "#;
@@ -174,6 +180,22 @@ fn custom_mode_serves_files_redirects_and_urls() {
             404,
             None,
             Body::Exact(PAGE_404),
+        ),
+        // A redirect to the failing URL itself would loop: the generic
+        // page instead.
+        (
+            "GET",
+            "/loop/other.txt",
+            302,
+            Some("/loop/gone.html"),
+            Body::Any,
+        ),
+        (
+            "GET",
+            "/loop/gone.html",
+            404,
+            None,
+            Body::Generic("404 - Not Found"),
         ),
         // ExecuteURL to a page that does not exist: the generic page.
         (

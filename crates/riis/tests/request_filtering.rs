@@ -302,3 +302,30 @@ fn bodies_are_limited_while_they_are_read() {
         }
     }
 }
+
+/// A custom error page for the 413 of a body read past the limit: the
+/// page CustomError runs (ExecuteURL) is what the client gets, not an
+/// empty body under the page's headers.
+#[test]
+fn a_body_read_past_the_limit_gets_its_custom_error_page() {
+    let config = ECHO_CONFIG.replace(
+        "[[modules]]\nname = \"Echo\"\n",
+        "[[modules]]\nname = \"Echo\"\n[[modules]]\nname = \"CustomError\"\n\
+         [[modules]]\nname = \"StaticFile\"\n",
+    )
+    .replace(
+        "[[handlers]]\nname = \"h\"\npath = \"*\"\n",
+        "[[handlers]]\nname = \"pages\"\npath = \"*.html\"\nmodules = [\"StaticFile\"]\n\
+         [[handlers]]\nname = \"h\"\npath = \"*\"\n",
+    ) + "[http_errors]\nerror_mode = \"Custom\"\n\
+         errors = [{ status = 413, path = \"/errors/413.html\", response_mode = \"ExecuteURL\" }]\n";
+    let server = InProcessServer::start(&config, TEST_MODULES);
+    std::fs::create_dir_all(server.dir().join("errors")).unwrap();
+    std::fs::write(server.dir().join("errors/413.html"), "too much").unwrap();
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(chunked(&["01234", "56789", "a"]).as_bytes());
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    assert_eq!(resp.text(), "too much");
+    assert_eq!(resp.header("content-length"), Some("8"));
+}
