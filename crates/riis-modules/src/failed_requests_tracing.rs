@@ -5,15 +5,18 @@
 //!
 //! Registers for:
 //!
+//! - the global **PreBeginRequest** notification: where the location's
+//!   section has `enabled`, the module starts following the request before
+//!   any module of it runs, so a request that RequestFiltering (or any
+//!   BeginRequest module) ends at once is traced too. Only a client's
+//!   request is followed: a child request's calls, under the same request
+//!   id, go into its parent's trace;
 //! - the global **TraceEvent** notification: listening to it turns the
 //!   engine's per-call trace events on (for every request, so listing this
 //!   module costs each module call two events). Events of requests the
 //!   module follows are kept in memory, by request id, until the request
-//!   ends;
-//! - **BeginRequest** (FIRST priority, so its own call is the first traced):
-//!   where the location's section has `enabled`, it starts following the
-//!   request (a client's request: a child request's calls, under the same
-//!   request id, go into its parent's trace);
+//!   ends; while no request is followed (every location `enabled = false`)
+//!   an event costs one atomic load;
 //! - **EndRequest** (LAST priority, so every other module's EndRequest is in
 //!   the trace): it checks the failure definitions. When the request ends
 //!   (the instance is disposed, after the final send, whose SendResponse
@@ -30,9 +33,12 @@
 //! the request arrived, module, notification, post-event or not, start or
 //! end, the status the module returned and the time its call took, or the
 //! message of a module's own trace event (at most 10,000 events per
-//! request; more are counted). The directory is made owner-only (0700) and
-//! the files are written owner-only (0600), since traces show URLs and
-//! headers; a file is never replaced, even by another process's writer. Files are written
+//! request; more are counted). A directory the module creates is
+//! owner-only (0700), an existing one must belong to the server's user and
+//! be writable by it alone, and the files are written owner-only (0600),
+//! since traces show URLs and headers; a file is never replaced, even by
+//! another process's writer (a number another process took is skipped).
+//! Files are written
 //! on a thread of the module's own (`riis-trace`), so no response waits
 //! for one; at most 256 traces wait there, and past that a trace is
 //! dropped with a warning.
@@ -49,6 +55,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -203,6 +210,9 @@ struct Event {
 #[derive(Default)]
 struct Traces {
     open: Mutex<HashMap<u64, Followed>>,
+    /// How many requests `open` holds, read without the lock: events of
+    /// requests nobody follows cost no lock.
+    followed: AtomicUsize,
 }
 
 /// The events of one request followed.
@@ -239,6 +249,26 @@ impl Traces {
     fn events(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Followed>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn follow(&self, id: u64, arrived: Instant) {
+        let mut open = self.events();
+        let fresh = Followed {
+            arrived,
+            events: Vec::new(),
+            dropped: 0,
+        };
+        if open.insert(id, fresh).is_none() {
+            self.followed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn take(&self, id: u64) -> Option<Followed> {
+        let taken = self.events().remove(&id);
+        if taken.is_some() {
+            self.followed.fetch_sub(1, Ordering::Relaxed);
+        }
+        taken
+    }
 }
 
 /// For each trace directory written to, the next file number and the
@@ -268,29 +298,48 @@ fn write_report(report: Report) {
 /// Writes `trace` as the next file of `dir` (owner-only) and deletes the
 /// oldest past `max_files`; returns the file written. A file is never
 /// replaced: when the number is taken (another process writes traces
-/// there too), the directory is counted again and the next one is used.
+/// there too), the directory is counted again and a later number is used.
 fn write_trace(dir: &Path, trace: &serde_json::Value, max_files: u32) -> Result<PathBuf, String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    /// Numbers tried before giving up: each one another writer took first.
+    const ATTEMPTS: usize = 100;
+    /// Temporary names of this process's writers.
+    static STAGED: AtomicU64 = AtomicU64::new(0);
     crate::private_directory(dir)?;
     let text = serde_json::to_vec_pretty(trace).map_err(|e| e.to_string())?;
+    // Whole or not at all: a reader never sees half a trace. The name is
+    // this process's and this write's alone (two containers' servers may
+    // both be process 1).
+    let temporary = dir.join(format!(
+        ".fr.{}.{}.{}.tmp",
+        std::process::id(),
+        STAGED.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut f| f.write_all(&text))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
+            format!("cannot write {}: {e}", temporary.display())
+        })?;
     let mut table = numbering().lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..3 {
+    let mut result = Err(format!(
+        "cannot find a free trace file name in {}",
+        dir.display()
+    ));
+    for _ in 0..ATTEMPTS {
         let numbering = table.entry(dir.to_owned()).or_insert_with(|| scan(dir));
         let number = numbering.next;
         let path = dir.join(file_name(number));
-        // Whole or not at all: a reader never sees half a trace.
-        let temporary = dir.join(format!(".{}.{}.tmp", file_name(number), std::process::id()));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)
-            .and_then(|mut f| f.write_all(&text))
-            // A link does not replace an existing file, as a rename would.
-            .and_then(|()| std::fs::hard_link(&temporary, &path));
-        let _ = std::fs::remove_file(&temporary);
-        match written {
+        // A link does not replace an existing file, as a rename would.
+        match std::fs::hard_link(&temporary, &path) {
             Ok(()) => {
                 numbering.next += 1;
                 numbering.kept.push_back(number);
@@ -299,18 +348,25 @@ fn write_trace(dir: &Path, trace: &serde_json::Value, max_files: u32) -> Result<
                         let _ = std::fs::remove_file(dir.join(file_name(old)));
                     }
                 }
-                return Ok(path);
+                result = Ok(path);
+                break;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                table.remove(dir);
+                // Count the directory again (the other writer's files are
+                // kept and pruned too), and never retry the number taken.
+                let mut fresh = scan(dir);
+                fresh.next = fresh.next.max(number + 1);
+                table.insert(dir.to_owned(), fresh);
             }
-            Err(e) => return Err(format!("cannot write {}: {e}", path.display())),
+            Err(e) => {
+                result = Err(format!("cannot write {}: {e}", path.display()));
+                break;
+            }
         }
     }
-    Err(format!(
-        "cannot find a free trace file name in {}",
-        dir.display()
-    ))
+    drop(table);
+    let _ = std::fs::remove_file(&temporary);
+    result
 }
 
 fn file_name(number: u64) -> String {
@@ -337,13 +393,24 @@ fn scan(dir: &Path) -> Numbering {
     }
 }
 
-/// The global part: collects the events of the requests followed.
+/// The global part: starts following requests and collects their events.
 struct Collector {
+    config: Section<FailedRequestsTracingConfig>,
     traces: Arc<Traces>,
 }
 
 impl GlobalModule for Collector {
+    fn on_global_pre_begin_request(&self, ctx: &mut HttpContext) -> GlobalNotificationStatus {
+        if ctx.child_depth() == 0 && ctx.config(self.config).enabled {
+            self.traces.follow(ctx.request_id(), ctx.start_time());
+        }
+        GlobalNotificationStatus::Continue
+    }
+
     fn on_global_trace_event(&self, event: &TraceEvent<'_>) -> GlobalNotificationStatus {
+        if self.traces.followed.load(Ordering::Relaxed) == 0 {
+            return GlobalNotificationStatus::Continue;
+        }
         let mut open = self.traces.events();
         if let Some(followed) = open.get_mut(&event.request_id) {
             if followed.events.len() == MAX_EVENTS {
@@ -374,29 +441,15 @@ pub struct FailedRequestsTracing {
 }
 
 impl HttpModule for FailedRequestsTracing {
-    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        // A child request (a default document, a custom error page) has its
-        // parent's id: its calls go into the parent's trace, which the
-        // parent's instance alone opens and writes.
-        if ctx.child_depth() == 0 && ctx.config(self.config).enabled {
-            let id = ctx.request_id();
-            self.traces.events().insert(
-                id,
-                Followed {
-                    arrived: ctx.start_time(),
-                    events: Vec::new(),
-                    dropped: 0,
-                },
-            );
-            self.following = Some(id);
-        }
-        RequestNotificationStatus::Continue
-    }
-
     fn on_end_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        if self.following.is_none() {
+        // A child request's calls belong to its parent's trace, which the
+        // parent's instance alone writes.
+        if ctx.child_depth() != 0 {
             return RequestNotificationStatus::Continue;
         }
+        // Every client request ends here, followed or not: the instance
+        // takes its events (if any) away when it is disposed.
+        self.following = Some(ctx.request_id());
         let config = ctx.config(self.config);
         let taken = ctx.start_time().elapsed();
         let (status, substatus) = (ctx.response().status().as_u16(), ctx.response().substatus());
@@ -425,7 +478,7 @@ impl Drop for FailedRequestsTracing {
         let Some(id) = self.following.take() else {
             return;
         };
-        let events = self.traces.events().remove(&id);
+        let events = self.traces.take(id);
         let (Some(mut report), Some(followed)) = (self.report.take(), events) else {
             return;
         };
@@ -538,9 +591,10 @@ pub fn register_module(
     let writer = Arc::new(Background::new("riis-trace", QUEUED_TRACES, write_report));
     registration.set_global_notifications(
         Collector {
+            config,
             traces: traces.clone(),
         },
-        GlobalNotification::TraceEvent.into(),
+        GlobalNotification::PreBeginRequest | GlobalNotification::TraceEvent,
     )?;
     registration.set_request_notifications(
         move || FailedRequestsTracing {
@@ -550,11 +604,9 @@ pub fn register_module(
             following: None,
             report: None,
         },
-        RequestNotification::BeginRequest | RequestNotification::EndRequest,
+        RequestNotification::EndRequest.into(),
         RequestNotifications::NONE,
     )?;
-    registration
-        .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);
     registration
         .set_priority_for_request_notification(RequestNotification::EndRequest, Priority::Last);
     Ok(())

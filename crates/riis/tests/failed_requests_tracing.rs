@@ -139,14 +139,12 @@ fn a_failed_request_leaves_a_trace_of_its_module_calls() {
     // A 404 finishes the request.
     assert_eq!(handler_end["status"], "FinishRequest");
     assert!(handler_end["elapsed_ms"].as_f64().unwrap() >= 0.0);
-    // Calls start and end in pairs, but for the module's own BeginRequest,
-    // which had started before it followed the request.
+    // Calls start and end in pairs: the request is followed from before
+    // its first module call.
     let starts = events.iter().filter(|e| e["phase"] == "start").count();
     let ends = events.iter().filter(|e| e["phase"] == "end").count();
-    assert_eq!(starts + 1, ends, "{events:#?}");
-    let first = &events[0];
-    assert_eq!(first["module"], "FailedRequestsTracing");
-    assert_eq!(first["notification"], "BeginRequest");
+    assert_eq!(starts, ends, "{events:#?}");
+    assert_eq!(events[0]["phase"], "start");
     // The final send comes after EndRequest: its SendResponse calls are
     // traced too.
     let end_request = events
@@ -193,6 +191,42 @@ fn a_child_requests_calls_are_in_its_parents_trace() {
     // The folder's (passed on to DefaultDocument) and the child's (the file).
     assert_eq!(handler_ends, 2, "{events:#?}");
     assert!(events.iter().any(|e| e["module"] == "DefaultDocument"));
+}
+
+/// A request that a module listed before FailedRequestsTracing ends in its
+/// BeginRequest (RequestFiltering's rejections, IIS's 404.x) is traced
+/// too: the module follows requests from before their first module call.
+#[test]
+fn a_request_refused_before_tracing_is_listed_is_traced() {
+    let dir = TempDir::new("fr-refused");
+    let config = config(&dir, "status_codes = [\"404.7\"]");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[[modules]]\nname = \"RequestFiltering\"\n{text}\n[request_filtering]\nfile_extensions = {{ deny = [\".exe\"] }}\n"),
+    )
+    .unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let trace_dir = dir.path().join("traces");
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/setup.exe").status, 404);
+    assert_eq!(wait_for_traces(&trace_dir, 1), ["fr000001.json"]);
+    let text = std::fs::read_to_string(trace_dir.join("fr000001.json")).unwrap();
+    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(trace["status"], 404);
+    assert_eq!(trace["substatus"], 7);
+    assert_eq!(trace["failure"], "status 404.7");
+    let events = trace["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["module"] == "RequestFiltering" && e["notification"] == "BeginRequest"),
+        "{text}"
+    );
+    // A refusal where tracing is off leaves nothing.
+    assert_eq!(conn.get("/quiet/setup.exe").status, 404);
+    assert_eq!(conn.get("/setup.exe?again").status, 404);
+    assert_eq!(wait_for_traces(&trace_dir, 2).len(), 2);
 }
 
 #[test]
