@@ -96,6 +96,12 @@ impl Coding {
 /// it is refused or not named (and no `*` covers it). `x-gzip` is `gzip`
 /// (RFC 9110 §8.4.1.3); an item whose `q` is not a number is ignored.
 fn weight(accept: &str, coding: &str) -> f32 {
+    let (named, star) = weights(accept, coding);
+    named.or(star).unwrap_or(0.0)
+}
+
+/// The `q` of the item naming `coding`, and that of `*`, if present.
+fn weights(accept: &str, coding: &str) -> (Option<f32>, Option<f32>) {
     let mut star = None;
     for item in accept.split(',') {
         let mut parts = item.split(';');
@@ -116,18 +122,19 @@ fn weight(accept: &str, coding: &str) -> f32 {
             name
         };
         if name.eq_ignore_ascii_case(coding) {
-            return q;
+            return (Some(q), star);
         }
         if name == "*" {
             star = Some(q);
         }
     }
-    star.unwrap_or(0.0)
+    (None, star)
 }
 
 /// The coding to answer with, or `None` for the body as it is: the client's
 /// highest-weighted coding among those riis produces (server preference
-/// breaks ties); none when `Accept-Encoding` is absent or refuses them all.
+/// breaks ties); none when `Accept-Encoding` is absent or refuses them all,
+/// or names `identity` with a higher weight than the best of them.
 pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
     let mut accept = String::new();
     for v in headers.get_all(header::ACCEPT_ENCODING) {
@@ -148,7 +155,14 @@ pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
             best = Some((coding, q));
         }
     }
-    best.map(|(c, _)| c)
+    // The body as it is is acceptable unless refused (RFC 9110 §12.5.3);
+    // only a weight the client gives `identity` by name can outrank a
+    // coding (a bare `gzip;q=0.5` still asks for gzip).
+    let (identity, _) = weights(&accept, "identity");
+    match (best, identity) {
+        (Some((_, q)), Some(identity)) if identity > q => None,
+        (best, _) => best.map(|(c, _)| c),
+    }
 }
 
 /// Whether a MIME type (parameters ignored) is in `list`; an entry ending in
@@ -205,6 +219,11 @@ pub fn mark_encoded(headers: &mut HeaderMap, coding: Coding) {
     );
     headers.remove(header::CONTENT_LENGTH);
     add_vary(headers);
+    weaken_etag(headers);
+}
+
+/// Makes a strong `ETag` weak (`"x"` to `W/"x"`).
+pub fn weaken_etag(headers: &mut HeaderMap) {
     if let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
         if etag.starts_with('"') {
             let weak = format!("W/{etag}");
@@ -352,6 +371,15 @@ mod tests {
             negotiate(&accept("br;q=0.5, zstd;q=0.9, gzip;q=0.9")),
             Some(Coding::Zstd)
         );
+        // `identity` outranks the codings only with a higher weight of its
+        // own.
+        assert_eq!(negotiate(&accept("identity;q=1, gzip;q=0.1")), None);
+        assert_eq!(
+            negotiate(&accept("identity;q=0.5, gzip")),
+            Some(Coding::Gzip)
+        );
+        assert_eq!(negotiate(&accept("identity, gzip")), Some(Coding::Gzip));
+        assert_eq!(negotiate(&accept("gzip;q=0.5")), Some(Coding::Gzip));
     }
 
     #[test]

@@ -18,8 +18,10 @@
 //! the sends of child requests (a child buffered
 //! into its parent is encoded with the parent's response; one that sends
 //! for itself goes as it is). A compressible response gets `Vary:
-//! Accept-Encoding` whether or not this client is sent an encoded body, and
-//! an encoded one gets a weak ETag. File ranges written after the encoding
+//! Accept-Encoding` whether or not this client is sent an encoded body (a
+//! HEAD too), and an encoded one gets a weak ETag. A 304 for a URL of a
+//! listed type (by extension) gets `Vary`, and the weak ETag when the
+//! client would have been sent an encoding, as its 200 would. File ranges written after the encoding
 //! started are read in 64 KiB blocks; if one cannot be read, the response
 //! is cut short rather than sent with a hole.
 //!
@@ -31,7 +33,7 @@
 //!   (default 3): fast levels, since this work is done for every response.
 
 use bytes::Bytes;
-use riis_pipeline::http::{header, Method};
+use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
 use riis_pipeline::{
     EntityChunk, HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority,
     RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
@@ -119,7 +121,7 @@ impl DynamicCompression {
     /// response alone.
     fn choose(&self, ctx: &mut HttpContext, provider: &SendResponseProvider) -> Option<Coding> {
         let config = ctx.config(self.config);
-        if !config.enabled || ctx.request().method() == Method::HEAD || ctx.child_depth() > 0 {
+        if !config.enabled || ctx.child_depth() > 0 {
             return None;
         }
         let response = ctx.response();
@@ -142,6 +144,13 @@ impl DynamicCompression {
         {
             return None;
         }
+        if ctx.request().method() == Method::HEAD {
+            // No body to encode, and its length unknown without one: the
+            // headers stay as they are (as nginx's gzip leaves HEAD), but a
+            // cache learns that the GET answer varies.
+            content_encoding::add_vary(ctx.response_mut().headers_mut());
+            return None;
+        }
         let known_small = provider.is_final_send() && response.buffered_len() < config.min_size;
         if known_small {
             return None;
@@ -152,12 +161,45 @@ impl DynamicCompression {
     }
 }
 
+impl DynamicCompression {
+    /// A 304 carries what its 200 would have (RFC 9110 §15.4.5). For a URL
+    /// of a type this module encodes (by its extension: a 304 has no
+    /// `Content-Type`), that is `Vary`, and, when the client would have
+    /// got an encoding, the weak ETag; else a cache would give the encoded
+    /// body it holds the strong ETag of the identity one, which `If-Range`
+    /// would then splice identity bytes onto.
+    fn not_modified(&self, ctx: &mut HttpContext) {
+        let config = ctx.config(self.config);
+        if !config.enabled || ctx.child_depth() > 0 {
+            return;
+        }
+        let guessed = std::path::Path::new(ctx.request().url())
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(|e| mime_guess::from_ext(e).first_raw())
+            .map(HeaderValue::from_static);
+        if !content_encoding::type_listed(guessed.as_ref(), &config.mime_types) {
+            return;
+        }
+        let encoded = content_encoding::negotiate(ctx.request().headers()).is_some();
+        let headers = ctx.response_mut().headers_mut();
+        content_encoding::add_vary(headers);
+        if encoded {
+            content_encoding::weaken_etag(headers);
+        }
+    }
+}
+
 impl HttpModule for DynamicCompression {
     fn on_send_response(
         &mut self,
         ctx: &mut HttpContext,
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
+        if provider.headers_being_sent() && ctx.response().status() == StatusCode::NOT_MODIFIED {
+            self.not_modified(ctx);
+            return RequestNotificationStatus::Continue;
+        }
         if provider.headers_being_sent() {
             if let Some(coding) = self.choose(ctx, provider) {
                 let config = ctx.config(self.config);

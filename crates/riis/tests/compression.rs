@@ -527,6 +527,59 @@ fn dynamic_compression_takes_over_when_static_is_off() {
     assert_eq!(unzstd(&resp.body), big.as_bytes());
 }
 
+/// DynamicCompression's 304 and HEAD say what the GET's 200 would: `Vary`,
+/// and on a 304 the weak ETag of the encoded body; a client that weighs
+/// `identity` above the codings gets the body as it is.
+#[test]
+fn dynamic_compression_304_head_and_identity() {
+    let dir = TempDir::new("dynamic-304");
+    let big = text(300);
+    dir.write("www/page.txt", &big);
+    dir.write("www/image.png", vec![7u8; 10_000]);
+    let body = format!("{MODULES}\n[static_compression]\nenabled = false\n");
+    let config = write_config(&dir, &dir.path().join("www"), &body);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    let full = fetch(&mut conn, "/page.txt", Some("gzip"));
+    assert_eq!(full.header("content-encoding"), Some("gzip"));
+    let weak = full.header("etag").unwrap().to_owned();
+    assert!(weak.starts_with("W/\""), "{weak}");
+    conn.send_raw(
+        format!(
+            "GET /page.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {weak}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let not_modified = conn.read_response(true);
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("etag"), Some(weak.as_str()));
+    assert_eq!(not_modified.header("vary"), Some("Accept-Encoding"));
+
+    // A type this module leaves alone keeps its strong ETag and no Vary.
+    let image = fetch(&mut conn, "/image.png", Some("gzip"));
+    let strong = image.header("etag").unwrap().to_owned();
+    conn.send_raw(
+        format!(
+            "GET /image.png HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {strong}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let not_modified = conn.read_response(true);
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("etag"), Some(strong.as_str()));
+    assert_eq!(not_modified.header("vary"), None);
+
+    conn.send_raw(b"HEAD /page.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("vary"), Some("Accept-Encoding"));
+
+    let identity = fetch(&mut conn, "/page.txt", Some("identity;q=1, gzip;q=0.1"));
+    assert_eq!(identity.header("content-encoding"), None);
+    assert_eq!(identity.body, big.as_bytes());
+}
+
 /// DynamicCompression does not take on a large file: its compressed bytes
 /// would sit in memory. Up to 4 MiB of file it does (above).
 #[test]
