@@ -270,14 +270,15 @@ fn chunked(parts: &[&str]) -> String {
 #[test]
 fn bodies_are_limited_while_they_are_read() {
     let server = InProcessServer::start(ECHO_CONFIG, TEST_MODULES);
-    // (request, status, body) — each on a connection of its own. The
-    // overflow is always in the body's last data chunk: today a response
-    // sent while more chunks of the body are still unread never reaches the
-    // client (the server closes the connection without it, whatever module
-    // answers early), which is a server issue, not a filtering one.
+    // (request, status, body) — each on a connection of its own. Where
+    // more of the body follows the overflow, unread, the response still
+    // reaches the client: the connection closes after it without a reset.
+    let more = "m".repeat(100_000);
     let cases = [
         (chunked(&["01234", "56789"]), 200, "echo:0123456789"),
         (chunked(&["01234", "56789", "a"]), 413, ""),
+        (chunked(&["0123456789abc", "more", "andmore"]), 413, ""),
+        (chunked(&["0123456789abc", &more]), 413, ""),
         (chunked(&["0123456789abcdefghij"]), 413, ""),
         (
             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd".to_owned(),
