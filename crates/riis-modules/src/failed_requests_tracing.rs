@@ -213,6 +213,8 @@ struct Traces {
     /// How many requests `open` holds, read without the lock: events of
     /// requests nobody follows cost no lock.
     followed: AtomicUsize,
+    /// The configuration's folder: a relative `directory` is taken from it.
+    folder: PathBuf,
 }
 
 /// The events of one request followed.
@@ -459,7 +461,8 @@ impl HttpModule for FailedRequestsTracing {
         let dir = if config.directory.as_os_str().is_empty() {
             std::env::temp_dir().join("riis-failed-requests")
         } else {
-            config.directory.clone()
+            // Relative to the configuration's folder.
+            self.traces.folder.join(&config.directory)
         };
         let max_files = config.max_log_files;
         self.report = Some(Report {
@@ -583,11 +586,14 @@ fn event_document(e: &Event) -> serde_json::Value {
 pub fn register_module(
     _server_version: u32,
     registration: &mut ModuleRegistration<'_>,
-    _server: &ServerInfo,
+    server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config =
         registration.declare_section::<FailedRequestsTracingConfig>("failed_requests_tracing")?;
-    let traces = Arc::new(Traces::default());
+    let traces = Arc::new(Traces {
+        folder: server.configuration_folder.clone(),
+        ..Traces::default()
+    });
     let writer = Arc::new(Background::new("riis-trace", QUEUED_TRACES, write_report));
     registration.set_global_notifications(
         Collector {

@@ -151,6 +151,8 @@ struct Copies {
     /// Bytes the files in each copy directory take, as far as this process
     /// knows (see [`Copies::wrote`]).
     disk_usage: Mutex<HashMap<PathBuf, u64>>,
+    /// The configuration's folder: a relative `directory` is taken from it.
+    folder: PathBuf,
 }
 
 impl Copies {
@@ -534,13 +536,13 @@ pub struct StaticCompression {
 }
 
 impl StaticCompressionConfig {
-    /// Where copies are kept: `directory`, or the default under the system
-    /// temp dir.
-    fn copy_directory(&self) -> PathBuf {
+    /// Where copies are kept: `directory` (relative to the configuration's
+    /// folder, `folder`), or the default under the system temp dir.
+    fn copy_directory(&self, folder: &Path) -> PathBuf {
         if self.directory.as_os_str().is_empty() {
             std::env::temp_dir().join("riis-compressed")
         } else {
-            self.directory.clone()
+            folder.join(&self.directory)
         }
     }
 
@@ -617,7 +619,7 @@ impl StaticCompression {
             return;
         };
         let config = ctx.config(self.config);
-        let dir = config.copy_directory();
+        let dir = config.copy_directory(&self.copies.folder);
         let copy_len = |coding| {
             let name = Self::copy_name(&dir, &path, &etag, coding, config.level(coding));
             self.find_copy(&name).map(|copy| copy.len())
@@ -737,7 +739,7 @@ impl HttpModule for StaticCompression {
         };
         let config = ctx.config(self.config);
         let level = config.level(coding);
-        let dir = config.copy_directory();
+        let dir = config.copy_directory(&self.copies.folder);
         let name = Self::copy_name(&dir, &path, &etag, coding, level);
         if let Some(copy) = self.find_copy(&name) {
             let response = ctx.response_mut();
@@ -810,10 +812,13 @@ fn strong_etag(ctx: &HttpContext) -> Option<String> {
 pub fn register_module(
     _server_version: u32,
     registration: &mut ModuleRegistration<'_>,
-    _server: &ServerInfo,
+    server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<StaticCompressionConfig>("static_compression")?;
-    let copies = Arc::new(Copies::default());
+    let copies = Arc::new(Copies {
+        folder: server.configuration_folder.clone(),
+        ..Copies::default()
+    });
     let maker = {
         let copies = copies.clone();
         Arc::new(Background::new(

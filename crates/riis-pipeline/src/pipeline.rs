@@ -461,6 +461,14 @@ impl PipelineBuilder {
         }
     }
 
+    /// The folder relative paths of the configuration are taken from
+    /// ([`ServerInfo::configuration_folder`]), for the modules registered
+    /// after this call.
+    pub fn configuration_folder(&mut self, folder: std::path::PathBuf) -> &mut Self {
+        self.server_info.configuration_folder = folder;
+        self
+    }
+
     /// Adds a module at the end of the module list and calls its entry point.
     pub fn register_module<F>(&mut self, name: &str, register: F) -> Result<ModuleIndex, BuildError>
     where

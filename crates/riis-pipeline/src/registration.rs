@@ -33,12 +33,18 @@ impl ModuleIndex {
 pub struct ServerInfo {
     /// The server software, as in the `Server` header (`riis/0.1.0`).
     pub software: &'static str,
+    /// The folder a relative path in the configuration is taken from: the
+    /// configuration file's own. Empty (the current folder) when there is
+    /// no file. A module takes the relative paths of its sections from it
+    /// (`configuration_folder.join(path)`), as the server does site roots.
+    pub configuration_folder: std::path::PathBuf,
 }
 
 impl Default for ServerInfo {
     fn default() -> Self {
         Self {
             software: concat!("riis/", env!("CARGO_PKG_VERSION")),
+            configuration_folder: std::path::PathBuf::new(),
         }
     }
 }

@@ -463,6 +463,9 @@ pub struct ServerConfig {
     /// The file it came from (for errors), or a description of where the
     /// defaults came from.
     pub file: PathBuf,
+    /// The folder relative paths are taken from: the file's own (for
+    /// modules, [`riis_pipeline::ServerInfo::configuration_folder`]).
+    pub folder: PathBuf,
     /// `[server]`.
     pub settings: ServerSettings,
     /// `[limits]`.
@@ -638,6 +641,7 @@ impl ServerConfig {
         let mut bindings = Vec::new();
         let mut config = Self {
             file: file.to_owned(),
+            folder: std::path::absolute(base).unwrap_or_else(|_| base.to_owned()),
             settings: raw.server,
             limits: raw.limits,
             timeouts: raw.timeouts,

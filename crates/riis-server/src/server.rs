@@ -75,6 +75,7 @@ pub fn build_pipeline(
     fs: Arc<RealFileSystem>,
 ) -> Result<Arc<Pipeline>, ConfigError> {
     let mut builder = PipelineBuilder::new();
+    builder.configuration_folder(config.folder.clone());
     let libraries = load_native_modules(config)?;
     let mut skipped: Vec<&str> = Vec::new();
     for (i, entry) in config.modules.iter().enumerate() {

@@ -229,6 +229,34 @@ fn a_request_refused_before_tracing_is_listed_is_traced() {
     assert_eq!(wait_for_traces(&trace_dir, 2).len(), 2);
 }
 
+/// A relative `directory` is taken from the configuration file's folder,
+/// as site roots are, not from wherever the server was started.
+#[test]
+fn a_relative_directory_is_beside_the_configuration() {
+    let dir = TempDir::new("fr-relative");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let config = dir.write(
+        "riis.toml",
+        "[[modules]]\nname = \"FailedRequestsTracing\"\n[[modules]]\nname = \"StaticFile\"\n\
+         [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n\
+         [failed_requests_tracing]\nstatus_codes = [\"404\"]\ndirectory = \"relative-traces\"\n\
+         [[sites]]\nname = \"S\"\nroot = \"www\"\nbindings = [\"127.0.0.1:0\"]\n",
+    );
+    let elsewhere = TempDir::new("fr-cwd");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_riis"));
+    command
+        .current_dir(elsewhere.path())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"]);
+    let server = RunningBinary::from_command(command).unwrap();
+    assert_eq!(common::get(server.addr, "/missing").status, 404);
+    assert_eq!(
+        wait_for_traces(&dir.path().join("relative-traces"), 1),
+        ["fr000001.json"]
+    );
+    assert!(!elsewhere.path().join("relative-traces").exists());
+}
+
 #[test]
 fn old_traces_go_and_numbering_survives_a_restart() {
     let dir = TempDir::new("fr-keep");
