@@ -366,6 +366,14 @@ impl Server {
         Self::with_modules(config, &[])
     }
 
+    /// Ends a server that was built but will not serve (`check-config`, the
+    /// validation `riis reload` does before signalling): its modules'
+    /// `terminate` hooks run, as they would at shutdown, so a module
+    /// library that started something at registration can stop it.
+    pub fn discard(self) {
+        self.current.load().pipeline.terminate();
+    }
+
     /// Like [`Server::new`], with more modules compiled into the program that
     /// embeds riis; the configuration enables them by name like built-ins.
     pub fn with_modules(
@@ -1119,5 +1127,55 @@ pub async fn shutdown_signal() {
             tracing::error!(error = %e, "cannot watch SIGTERM/SIGINT");
             std::future::pending::<()>().await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riis_pipeline::{HttpModule, HttpModuleFactory, ModuleError, ModuleRegistration};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static TERMINATED: AtomicUsize = AtomicUsize::new(0);
+
+    struct Counted;
+    impl HttpModule for Counted {}
+
+    struct Factory;
+    impl HttpModuleFactory for Factory {
+        fn get_http_module(&self) -> Result<Box<dyn HttpModule>, ModuleError> {
+            Ok(Box::new(Counted))
+        }
+        fn terminate(&self) {
+            TERMINATED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn register(
+        _: u32,
+        r: &mut ModuleRegistration<'_>,
+        _: &riis_pipeline::ServerInfo,
+    ) -> Result<(), ModuleError> {
+        r.set_request_notifications(
+            Factory,
+            riis_pipeline::RequestNotification::BeginRequest.into(),
+            riis_pipeline::RequestNotifications::NONE,
+        )
+    }
+
+    #[test]
+    fn a_discarded_server_terminates_its_modules() {
+        let text = "[[modules]]\nname = \"Counted\"\n[[sites]]\nname = \"s\"\nroot = \".\"\n\
+                    bindings = [\"127.0.0.1:0\"]\n";
+        let config = ServerConfig::parse(
+            text,
+            std::path::Path::new("riis.toml"),
+            &std::env::temp_dir(),
+        )
+        .unwrap();
+        let server = Server::with_modules(config, &[("Counted", register)]).unwrap();
+        assert_eq!(TERMINATED.load(Ordering::SeqCst), 0);
+        server.discard();
+        assert_eq!(TERMINATED.load(Ordering::SeqCst), 1);
     }
 }

@@ -97,7 +97,7 @@ fn load(
 fn reload(config: &Path) -> Result<String, String> {
     let loaded = ServerConfig::load(config).map_err(|e| e.to_string())?;
     let pid_file = loaded.pid_file();
-    Server::new(loaded).map_err(|e| e.to_string())?;
+    Server::new(loaded).map_err(|e| e.to_string())?.discard();
     let pid = running_pid(config, pid_file)?;
     signal(pid, nix::sys::signal::Signal::SIGHUP)?;
     Ok(format!(
@@ -310,6 +310,7 @@ fn main() -> ExitCode {
                         server.pipeline().module_names().count(),
                         server.pipeline().sites().len()
                     );
+                    server.discard();
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
