@@ -611,6 +611,33 @@ impl StaticCompression {
     /// with), the weak ETag, and on HEAD the copy's length. A cache then
     /// refreshes the variant it holds instead of finding no match, or
     /// taking the file's strong validator for a compressed body.
+    /// A range of a file this module would send a copy of carries the
+    /// `Vary` its 200 would (RFC 9110 §15.3.7). Ranges come from the file
+    /// as it is; only the whole file is negotiated. A multipart answer's
+    /// type is `multipart/byteranges`, so the file's is taken from the
+    /// URL's extension.
+    fn partial_content(&self, ctx: &mut HttpContext) {
+        let Some((kind, len)) = ctx.resource_info().map(|info| (info.kind, info.len)) else {
+            return;
+        };
+        let config = ctx.config(self.config);
+        if kind != ResourceKind::File || len < config.min_size || len > config.max_size {
+            return;
+        }
+        let guessed = Path::new(ctx.request().url())
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(|e| mime_guess::from_ext(e).first_raw())
+            .map(HeaderValue::from_static);
+        let listed = content_encoding::type_listed(
+            ctx.response().header(header::CONTENT_TYPE),
+            &config.mime_types,
+        ) || content_encoding::type_listed(guessed.as_ref(), &config.mime_types);
+        if listed {
+            content_encoding::add_vary(ctx.response_mut().headers_mut());
+        }
+    }
+
     fn not_modified(&self, ctx: &mut HttpContext) {
         let Some(etag) = strong_etag(ctx) else {
             return;
@@ -669,6 +696,13 @@ impl HttpModule for StaticCompression {
             && ctx.response().status() == StatusCode::NOT_MODIFIED
         {
             self.not_modified(ctx);
+            return RequestNotificationStatus::Continue;
+        }
+        if config.enabled
+            && provider.headers_being_sent()
+            && ctx.response().status() == StatusCode::PARTIAL_CONTENT
+        {
+            self.partial_content(ctx);
             return RequestNotificationStatus::Continue;
         }
         if !config.enabled

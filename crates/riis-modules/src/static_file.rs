@@ -403,10 +403,16 @@ struct Validators {
     /// Last modification, in whole seconds since the epoch (the precision
     /// of `Last-Modified`).
     modified: Option<u64>,
+    /// `modified` is a strong validator (RFC 9110 §8.8.2.2): at least a
+    /// second before now, so a later write in the same second cannot share
+    /// it. Only then may an `If-Range` date match.
+    modified_is_strong: bool,
 }
 
 impl Validators {
-    fn new(len: u64, modified: Option<SystemTime>) -> Self {
+    /// From the file's length, modification time and status change time
+    /// (0 when unknown).
+    fn new(len: u64, modified: Option<SystemTime>, changed: u128) -> Self {
         let Some(m) = modified else {
             return Self::default();
         };
@@ -414,12 +420,15 @@ impl Validators {
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_nanos();
+        let now = now_secs();
+        let secs = http_date_secs(m);
         Self {
-            etag: Some(strong_etag(nanos, len)),
+            etag: Some(strong_etag(nanos, len, changed)),
             // A modification time in the future (a clock set wrong where
             // the file was made, an archive's dates) goes out as now: RFC
             // 9110 §8.8.2.1 forbids a Last-Modified later than the Date.
-            modified: http_date_secs(m).map(|secs| secs.min(now_secs())),
+            modified: secs.map(|secs| secs.min(now)),
+            modified_is_strong: secs.is_some_and(|secs| secs < now),
         }
     }
 }
@@ -444,15 +453,22 @@ pub(crate) fn http_date_secs(t: SystemTime) -> Option<u64> {
     (secs < 253_402_300_800).then_some(secs)
 }
 
-/// `"<modified nanoseconds>-<length>"` in lowercase hex, quotes included.
-/// Written digit by digit: it runs for every static response, and `format!`
-/// cost about 300 instructions for it.
-fn strong_etag(nanos: u128, len: u64) -> String {
-    let mut tag = String::with_capacity(2 + 32 + 1 + 16);
+/// `"<modified nanoseconds>-<length>"` in lowercase hex, quotes included,
+/// with `-<changed nanoseconds>` when the status change time is known: a
+/// strong ETag must change whenever the bytes do (RFC 9110 §8.8.3), and a
+/// file rewritten with its old length and modification time keeps those
+/// two. Written digit by digit: it runs for every static response, and
+/// `format!` cost about 300 instructions for it.
+fn strong_etag(nanos: u128, len: u64, changed: u128) -> String {
+    let mut tag = String::with_capacity(2 + 32 + 1 + 16 + 1 + 32);
     tag.push('"');
     push_hex(&mut tag, nanos);
     tag.push('-');
     push_hex(&mut tag, u128::from(len));
+    if changed != 0 {
+        tag.push('-');
+        push_hex(&mut tag, changed);
+    }
     tag.push('"');
     tag
 }
@@ -667,8 +683,11 @@ fn if_range_holds(value: &HeaderValue, v: &Validators) -> bool {
             _ => false,
         };
     }
+    // A date is a validator only when it is a strong one (RFC 9110
+    // §13.1.5): a file written in the second it was sent in may have been
+    // written again within that second.
     match (httpdate::parse_http_date(s), v.modified) {
-        (Ok(date), Some(modified)) => date
+        (Ok(date), Some(modified)) if v.modified_is_strong => date
             .duration_since(UNIX_EPOCH)
             .is_ok_and(|d| d.as_secs() == modified),
         _ => false,
@@ -780,7 +799,9 @@ fn boundary() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let random = std::collections::hash_map::RandomState::new().hash_one(n);
-    format!("riis-{random:016x}{n:x}")
+    // Fixed width: a HEAD must announce the length its GET will have, and
+    // the two get different boundaries.
+    format!("riis-{random:016x}{n:016x}")
 }
 
 /// A piece of a range response body.
@@ -984,7 +1005,7 @@ impl HttpModule for StaticFile {
                     info = if meta.is_dir() {
                         ResourceInfo::directory()
                     } else {
-                        ResourceInfo::file(meta.len(), meta.modified().ok())
+                        ResourceInfo::of_file(&meta)
                     };
                     own_file = Some(file);
                 }
@@ -1024,7 +1045,7 @@ impl HttpModule for StaticFile {
             return status(ctx, StatusCode::NOT_FOUND, 3, 0x8007_0032);
         };
         let len = info.len;
-        let validators = Validators::new(len, info.modified);
+        let validators = Validators::new(len, info.modified, info.changed);
         let cache_header = ctx.config(self.config).cache_header();
         let precondition = evaluate_preconditions(ctx.request().headers(), &method, &validators);
         if precondition == Precondition::Failed {
@@ -1402,7 +1423,7 @@ mod tests {
     }
 
     #[test]
-    fn strong_etags_are_the_hex_of_time_and_length() {
+    fn strong_etags_are_the_hex_of_times_and_length() {
         for (nanos, len) in [
             (0u128, 0u64),
             (1, 15),
@@ -1410,7 +1431,11 @@ mod tests {
             (1_764_769_431_123_456_789, 1024),
             (u128::MAX, u64::MAX),
         ] {
-            assert_eq!(strong_etag(nanos, len), format!("\"{nanos:x}-{len:x}\""));
+            assert_eq!(strong_etag(nanos, len, 0), format!("\"{nanos:x}-{len:x}\""));
+            assert_eq!(
+                strong_etag(nanos, len, 255),
+                format!("\"{nanos:x}-{len:x}-ff\"")
+            );
         }
     }
 

@@ -68,6 +68,13 @@ pub struct ResourceInfo {
     pub len: u64,
     /// Last modification, when the platform reports it.
     pub modified: Option<std::time::SystemTime>,
+    /// The file's last status change (`ctime`), in nanoseconds since the
+    /// epoch; 0 when unknown. Unlike the modification time, no program can
+    /// set it: every write, and the rename that puts a new file in place,
+    /// moves it on, so a validator that includes it changes whenever the
+    /// bytes may have (a copy made with `cp -p`, an archive, a build with
+    /// fixed dates keep the modification time and the length).
+    pub changed: u128,
 }
 
 impl ResourceInfo {
@@ -77,6 +84,19 @@ impl ResourceInfo {
             kind: ResourceKind::File,
             len,
             modified,
+            changed: 0,
+        }
+    }
+
+    /// A file of `len` bytes, with its status change time (see
+    /// [`ResourceInfo::changed`]) from `meta`.
+    pub fn of_file(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let changed = u128::try_from(meta.ctime()).unwrap_or(0) * 1_000_000_000
+            + u128::try_from(meta.ctime_nsec()).unwrap_or(0);
+        Self {
+            changed,
+            ..Self::file(meta.len(), meta.modified().ok())
         }
     }
 
@@ -86,6 +106,7 @@ impl ResourceInfo {
             kind: ResourceKind::Directory,
             len: 0,
             modified: None,
+            changed: 0,
         }
     }
 }

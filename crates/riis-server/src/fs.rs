@@ -312,7 +312,7 @@ fn info_of(meta: &Metadata) -> Option<ResourceInfo> {
     if meta.is_dir() {
         Some(ResourceInfo::directory())
     } else if meta.is_file() {
-        Some(ResourceInfo::file(meta.len(), meta.modified().ok()))
+        Some(ResourceInfo::of_file(meta))
     } else {
         None
     }
@@ -348,7 +348,15 @@ impl FileSystem for RealFileSystem {
             self.remove(path, true);
             return None;
         };
-        let info = info_of(&meta)?;
+        let Some(info) = info_of(&meta) else {
+            // No file any more (a FIFO, a device): a cached entry goes now,
+            // its memory and descriptor with it.
+            self.remove(path, true);
+            return None;
+        };
+        // A file replaced by a folder is left to the sweep: folders are
+        // probed on every request for them, and a lookup here would cost
+        // each of them a lock for a case that rarely happens.
         if meta.is_dir() {
             return Some(Probe {
                 info,

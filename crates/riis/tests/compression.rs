@@ -527,6 +527,70 @@ fn dynamic_compression_takes_over_when_static_is_off() {
     assert_eq!(unzstd(&resp.body), big.as_bytes());
 }
 
+/// A range of a file StaticCompression would encode carries the `Vary`
+/// its 200 would (RFC 9110 §15.3.7), single or multipart.
+#[test]
+fn a_range_of_a_compressible_file_varies_as_its_200() {
+    let site = site(STATIC_ONLY);
+    let mut conn = Connection::open(site.server.addr);
+    for range in ["bytes=0-1", "bytes=0-1,4-5"] {
+        conn.send_raw(
+            format!("GET /big.txt HTTP/1.1\r\nHost: t\r\nRange: {range}\r\n\r\n").as_bytes(),
+        );
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 206, "{range}");
+        assert_eq!(resp.header("vary"), Some("Accept-Encoding"), "{range}");
+    }
+    // An image is not encoded: no Vary on its ranges either.
+    conn.send_raw(b"GET /image.png HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 206);
+    assert_eq!(resp.header("vary"), None);
+}
+
+/// A file replaced by another of the same length and modification time
+/// (`cp -p`, an archive, a build with fixed dates) gets a new ETag, so
+/// neither conditional requests nor StaticCompression's copies (named by
+/// the ETag) keep the old version.
+#[test]
+fn a_file_replaced_with_the_same_length_and_time_is_not_served_stale() {
+    let site = site(STATIC_ONLY);
+    let path = site.dir.path().join("www/big.txt");
+    let mut conn = Connection::open(site.server.addr);
+    let first = fetch_copy(&mut conn, "/big.txt", "gzip");
+    assert_eq!(gunzip(&first.body), site.big.as_bytes());
+    let old_etag = fetch(&mut conn, "/big.txt", None)
+        .header("etag")
+        .unwrap()
+        .to_owned();
+
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let replacement = site.big.replace("line", "LINE");
+    assert_eq!(replacement.len(), site.big.len());
+    let staged = site.dir.path().join("www/big.txt.new");
+    std::fs::write(&staged, &replacement).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&staged)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+
+    let plain = fetch(&mut conn, "/big.txt", None);
+    assert_eq!(plain.body, replacement.as_bytes());
+    let new_etag = plain.header("etag").unwrap().to_owned();
+    assert_ne!(new_etag, old_etag);
+    // The old validator no longer matches.
+    conn.send_raw(
+        format!("GET /big.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: {old_etag}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(conn.read_response(false).status, 200);
+    // Gzip clients get the new text (as it is, then from a new copy).
+    let copy = fetch_copy(&mut conn, "/big.txt", "gzip");
+    assert_eq!(gunzip(&copy.body), replacement.as_bytes());
+}
+
 /// DynamicCompression's 304 and HEAD say what the GET's 200 would: `Vary`,
 /// and on a 304 the weak ETag of the encoded body; a client that weighs
 /// `identity` above the codings gets the body as it is.

@@ -37,8 +37,18 @@ struct Site {
 fn site() -> Site {
     let dir = TempDir::new("sfconf");
     let root = dir.path().join("www");
-    dir.write("www/small.txt", small_content());
-    dir.write("www/big.bin", big_content());
+    // Written an hour "ago": a Last-Modified in the second of the response
+    // is no strong validator, and If-Range dates would never match.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for (name, content) in [("small.txt", small_content()), ("big.bin", big_content())] {
+        let file = dir.write(&format!("www/{name}"), content);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    }
     dir.write("www/empty.txt", "");
     dir.write("www/data.unknownext", "x");
     dir.write("www/app.php", "<?php $secret = 1;");
@@ -1135,6 +1145,28 @@ fn cache_headers_hidden_files_and_symlinks() {
     run(&cases, &site);
 }
 
+/// HEAD announces the length its GET sends, also for multipart ranges
+/// (each response has a boundary of its own).
+#[test]
+fn a_multipart_head_announces_its_gets_length() {
+    let site = site();
+    let mut conn = Connection::open(site.servers[0].addr);
+    for _ in 0..20 {
+        let request = |method: &str| {
+            format!("{method} /small.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1,4-5\r\n\r\n")
+        };
+        conn.send_raw(request("HEAD").as_bytes());
+        let head = conn.read_response(true);
+        conn.send_raw(request("GET").as_bytes());
+        let get = conn.read_response(false);
+        assert_eq!(get.status, 206);
+        assert_eq!(
+            head.header("content-length"),
+            Some(get.body.len().to_string().as_str())
+        );
+    }
+}
+
 /// A file modified "in the future" (a clock set wrong where it was made)
 /// goes out with a Last-Modified no later than the response's Date (RFC
 /// 9110 §8.8.2.1), and validates against it.
@@ -1171,4 +1203,17 @@ fn a_future_modification_time_is_sent_as_now() {
             .as_bytes(),
     );
     assert_eq!(conn.read_response(true).status, 304);
+    // But that date is no strong validator (RFC 9110 §8.8.2.2): it says
+    // nothing of a write later in the same second, so an If-Range with it
+    // gets the whole file, never a range that might not fit what the
+    // client holds.
+    conn.send_raw(
+        format!(
+            "GET /future.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-3\r\nIf-Range: {since}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "from tomorrow");
 }
