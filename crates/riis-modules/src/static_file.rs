@@ -1268,6 +1268,7 @@ mod tests {
         let v = Validators {
             etag: Some("\"x\"".into()),
             modified: Some(1_000_000),
+            modified_is_strong: true,
         };
         let date = |s: u64| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(s));
         let (old, now, new) = (date(999_999), date(1_000_000), date(1_000_001));
