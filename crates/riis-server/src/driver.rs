@@ -178,7 +178,12 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         hsts: None,
     };
     let generation = state.current.load();
-    if let Err(refusal) = check_head(&req, &generation.limits, state.activity.framing_conflict()) {
+    if let Err(refusal) = check_head(
+        &req,
+        &generation.limits,
+        state.activity.framing_conflict(),
+        has_body,
+    ) {
         tracing::debug!(
             remote = %state.connection.remote_addr,
             status = %refusal.status,
@@ -381,7 +386,7 @@ fn serve_site(
                     return Answer::Now(reply);
                 }
                 let hold = RequestBodyHold::default();
-                let reply = hold_request_body(reply, &hold, &shape);
+                let reply = hold_request_body(reply, &hold, &shape, &body);
                 hold.put(body);
                 return Answer::Now(reply);
             }
@@ -444,7 +449,7 @@ async fn drive(
                         }
                         response
                     };
-                    let response = hold_request_body(response, &hold, &shape);
+                    let response = hold_request_body(response, &hold, &shape, &reader.body);
                     reply.send(response).is_ok()
                 } else if discarding {
                     if out.disconnect || out.reset {
@@ -791,8 +796,27 @@ impl ResponseShape {
 /// Gives a response the request body to hold until the response is sent;
 /// the hold discards the rest of it when `shape` says so and the response
 /// keeps the connection open.
-fn hold_request_body(reply: Reply, hold: &RequestBodyHold, shape: &ResponseShape) -> Reply {
-    reply.map(|resp| {
+///
+/// `body` is what is left of the request body. When more of it is
+/// announced than the server discards ([`crate::body::DISCARD_LIMIT`]), the
+/// connection cannot be kept, and the response says so (`Connection:
+/// close`, RFC 9112 §9.6), so that a proxy in front does not send its next
+/// request down a connection about to close.
+fn hold_request_body(
+    reply: Reply,
+    hold: &RequestBodyHold,
+    shape: &ResponseShape,
+    body: &Incoming,
+) -> Reply {
+    reply.map(|mut resp| {
+        let too_long = shape.discard_request_body.is_some()
+            && http_body::Body::size_hint(body)
+                .exact()
+                .is_some_and(|left| left > crate::body::DISCARD_LIMIT);
+        if too_long {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         let closes = resp
             .headers()
             .get(CONNECTION)

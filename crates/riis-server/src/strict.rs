@@ -8,8 +8,8 @@
 //! What hyper lets through is checked on the parsed head ([`check_head`]):
 //! a missing, duplicated or malformed Host, Content-Length together with
 //! Transfer-Encoding (a request-smuggling shape, seen in the raw bytes since
-//! hyper drops the Content-Length), and the configured URL and header
-//! limits. Every refusal closes the connection: after a framing error
+//! hyper drops the Content-Length), a Transfer-Encoding other than one
+//! `chunked`, and the configured URL and header limits. Every refusal closes the connection: after a framing error
 //! the server cannot know where the next request starts.
 
 use http::header::HOST;
@@ -45,6 +45,7 @@ pub fn check_head<B>(
     req: &Request<B>,
     limits: &Limits,
     framing_conflict: bool,
+    has_body: bool,
 ) -> Result<(), Refusal> {
     let uri = req.uri();
     let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
@@ -102,6 +103,47 @@ pub fn check_head<B>(
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    // A Transfer-Encoding means a body, so requests without one skip the
+    // lookup.
+    if has_body {
+        transfer_coding(headers)?;
+    }
+    Ok(())
+}
+
+/// The request's Transfer-Encoding, if any, is one `chunked` and nothing
+/// else, the only transfer coding riis decodes (as nginx: 501 for another,
+/// RFC 9112 §6.1). hyper checks only that the last coding is chunked and
+/// removes that one: with `gzip, chunked` modules would read gzip, and with
+/// `chunked, chunked` chunk framing (which RFC 9112 §7 forbids).
+fn transfer_coding(headers: &http::HeaderMap) -> Result<(), Refusal> {
+    let mut chunked = 0;
+    for value in headers.get_all(http::header::TRANSFER_ENCODING) {
+        let value = value.to_str().map_err(|_| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "a Transfer-Encoding that is not text",
+            )
+        })?;
+        for coding in value.split(',').map(|c| c.trim_matches([' ', '\t'])) {
+            if coding.is_empty() {
+                continue;
+            }
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(Refusal::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "a transfer coding other than chunked",
+                ));
+            }
+            chunked += 1;
+        }
+    }
+    if chunked > 1 {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "chunked applied more than once",
         ));
     }
     Ok(())

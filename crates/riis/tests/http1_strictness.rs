@@ -120,6 +120,11 @@ fn malformed_requests_get_their_status_and_a_closed_connection() {
         ("chunked not last", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(), 400),
         ("Transfer-Encoding on HTTP/1.0", b"POST /a.txt HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), 400),
         ("unknown coding", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo\r\n\r\n".to_vec(), 400),
+        // hyper takes these (the last coding is chunked); modules would read
+        // a body still gzip-coded or chunk-framed.
+        ("a coding before chunked", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".to_vec(), 501),
+        ("chunked twice", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n".to_vec(), 400),
+        ("chunked on two lines", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), 400),
         // Limits.
         ("target over max_url_length", long_url.into_bytes(), 414),
         ("more than max_header_count", many.into_bytes(), 431),
@@ -318,5 +323,30 @@ fn an_endless_request_line_gets_414_not_431() {
     assert_eq!(first.status, 200);
     assert!(first.body == big, "the large response was cut short");
     assert_eq!(conn.read_response(false).status, 414);
+    assert!(conn.is_closed());
+}
+
+/// A body too long to discard (more than 256 KiB announced, unread): the
+/// response says the connection closes (RFC 9112 §9.6), so a proxy does not
+/// send its next request down it; a short unread body is discarded and the
+/// connection kept.
+#[test]
+fn an_undiscardable_body_gets_connection_close() {
+    let dir = TempDir::new("strict-discard");
+    dir.write("www/a.txt", "alpha");
+    let config = write_config(&dir, &dir.path().join("www"), CONFIG);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = common::Connection::open(server.addr);
+    conn.send_raw(b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.header("connection"), None);
+    assert_eq!(conn.get("/a.txt").status, 200);
+
+    let mut conn = common::Connection::open(server.addr);
+    conn.send_raw(b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.header("connection"), Some("close"));
     assert!(conn.is_closed());
 }
