@@ -91,7 +91,10 @@ pub fn check_head<B>(
                 "more than one Host header",
             ))
         }
-        (Some(host), None) if !host.is_empty() && !valid_host(host.as_bytes()) => {
+        // An empty Host names no host: the target URI would be an `http`
+        // URI with an empty host, which RFC 9110 §4.2.1 says to reject (as
+        // nginx does).
+        (Some(host), None) if !valid_host(host.as_bytes()) => {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "the Host header is not a host[:port]",

@@ -122,6 +122,7 @@ fn malformed_requests_get_their_status_and_a_closed_connection() {
         ("unknown coding", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo\r\n\r\n".to_vec(), 400),
         // hyper takes these (the last coding is chunked); modules would read
         // a body still gzip-coded or chunk-framed.
+        ("empty Host", b"GET /a.txt HTTP/1.1\r\nHost: \r\n\r\n".to_vec(), 400),
         ("a coding before chunked", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".to_vec(), 501),
         ("chunked twice", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n".to_vec(), 400),
         ("chunked on two lines", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), 400),
