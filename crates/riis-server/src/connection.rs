@@ -204,6 +204,13 @@ pub struct Activity {
     read_total: AtomicU64,
     /// `read_total` when it became idle: more means a head is arriving.
     read_at_idle: AtomicU64,
+    /// Bytes of a request head begun but not finished, as the framing
+    /// watch last saw (see [`FramingWatch::unfinished_head`]).
+    partial_head: AtomicU64,
+    /// A head began before the connection went idle: the previous
+    /// response's bytes may still be on their way out, so each send until
+    /// the next request starts moves `written_at_request_start` along.
+    head_behind_response: AtomicBool,
     /// When the first byte after the connection became idle was read: the
     /// start of the head `timeouts.header_read` limits.
     head_started: AtomicU32,
@@ -261,6 +268,7 @@ impl Activity {
     /// A request reached the service. `has_body`: the request has a body.
     fn started(&self, has_body: bool) {
         self.in_service.fetch_add(1, Ordering::Relaxed);
+        self.head_behind_response.store(false, Ordering::Relaxed);
         self.body_unread.store(has_body, Ordering::Relaxed);
         self.requests_started.fetch_add(1, Ordering::Relaxed);
         self.written_at_request_start.store(
@@ -272,9 +280,23 @@ impl Activity {
     /// A request's response went out (or was abandoned).
     fn ended(&self) {
         if self.in_service.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.read_at_idle
-                .store(self.read_total.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.idle_since.store(now(), Ordering::Relaxed);
+            // Part of the next head may have come with (or behind) this
+            // request: the connection is then not idle, and that head's
+            // header-read time starts now, as for one whose first bytes
+            // arrive now.
+            let read = self.read_total.load(Ordering::Relaxed);
+            let partial = self.partial_head.load(Ordering::Relaxed).min(read);
+            let t = now();
+            self.read_at_idle.store(read - partial, Ordering::Relaxed);
+            self.idle_since.store(t, Ordering::Relaxed);
+            if partial > 0 {
+                self.head_started.store(t, Ordering::Relaxed);
+                self.written_at_request_start.store(
+                    self.written_total.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                self.head_behind_response.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -315,7 +337,13 @@ impl Activity {
 
     /// `n` response bytes went out.
     fn sent(&self, n: usize) {
-        self.written_total.fetch_add(n as u64, Ordering::Relaxed);
+        let written = self.written_total.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if self.head_behind_response.load(Ordering::Relaxed) {
+            // The end of the previous response, gathered before it was
+            // done: still not a byte of an answer to the head behind it.
+            self.written_at_request_start
+                .store(written, Ordering::Relaxed);
+        }
         let t = now();
         self.last_write.store(t, Ordering::Relaxed);
         if n >= PROGRESS_BYTES {
@@ -995,6 +1023,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
             if let Some(head) = state.framing.feed(read) {
                 activity.framing_conflict.store(head, Ordering::Relaxed);
             }
+            activity
+                .partial_head
+                .store(state.framing.unfinished_head(), Ordering::Relaxed);
         }
         // Only once every request before the line was served and its
         // response left hyper (nothing held behind a full socket): a

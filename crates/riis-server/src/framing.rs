@@ -86,6 +86,11 @@ pub struct FramingWatch {
     in_request_line: bool,
     /// Bytes of that request line read so far.
     request_line_len: usize,
+    /// Bytes followed so far.
+    fed: u64,
+    /// Where (in bytes followed) the head being read began; `None` between
+    /// heads.
+    head_from: Option<u64>,
 }
 
 impl Default for FramingWatch {
@@ -98,6 +103,8 @@ impl Default for FramingWatch {
             length: 0,
             in_request_line: false,
             request_line_len: 0,
+            fed: 0,
+            head_from: None,
         }
     }
 }
@@ -111,6 +118,14 @@ impl FramingWatch {
     /// Stops following the connection (it speaks HTTP/2).
     pub fn stop(&mut self) {
         self.step = Step::Off;
+        self.head_from = None;
+    }
+
+    /// The bytes of a head begun but not finished yet (0 between heads): a
+    /// request arriving behind the one being served, whose head still
+    /// owes the header-read timeout.
+    pub fn unfinished_head(&self) -> u64 {
+        self.head_from.map_or(0, |from| self.fed - from)
     }
 
     /// The bytes of the request line read so far, when the bytes read end
@@ -128,6 +143,8 @@ impl FramingWatch {
     /// Transfer-Encoding, when `bytes` completed one; the watch then stops,
     /// since the connection ends with that request.
     pub fn feed(&mut self, bytes: &[u8]) -> Option<u64> {
+        let base = self.fed;
+        self.fed += bytes.len() as u64;
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -138,6 +155,7 @@ impl FramingWatch {
                         self.step = Step::SkipLine;
                         self.in_request_line = true;
                         self.request_line_len = 0;
+                        self.head_from = Some(base + i as u64);
                         continue;
                     }
                 }
@@ -282,6 +300,7 @@ impl FramingWatch {
     /// body its framing announces.
     fn end_head(&mut self) -> Option<u64> {
         self.heads += 1;
+        self.head_from = None;
         let (length, coding) = (self.has_length, self.has_coding);
         self.has_length = false;
         self.has_coding = false;
@@ -366,6 +385,23 @@ mod tests {
         // The next request's line is counted from its own start.
         w.feed(b"bbb");
         assert_eq!(w.unfinished_request_line(), Some(9));
+    }
+
+    #[test]
+    fn an_unfinished_head_is_measured_across_reads() {
+        let mut w = FramingWatch::default();
+        w.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\n");
+        assert_eq!(w.unfinished_head(), 17);
+        w.feed(b"Host: a\r\n");
+        assert_eq!(w.unfinished_head(), 26);
+        w.feed(b"\r\n");
+        assert_eq!(w.unfinished_head(), 0);
+        // A body is no head.
+        w.feed(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab");
+        assert_eq!(w.unfinished_head(), 0);
+        // Empty lines before a request line are not part of its head.
+        w.feed(b"cde\r\nGE");
+        assert_eq!(w.unfinished_head(), 2);
     }
 
     #[test]

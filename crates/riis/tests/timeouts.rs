@@ -91,6 +91,25 @@ fn a_slow_second_request_head_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
 }
 
+/// Part of a second head sent with the first request, in one write: that
+/// head gets `header_read` from when the connection goes idle, and its 408,
+/// not the (longer) keep-alive timeout and a silent close.
+#[test]
+fn a_partial_head_behind_a_request_gets_408() {
+    let (_dir, server) = server("header_read = 1\nkeep_alive = 30");
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.write_all(b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (got, closed) = read_until_close(&mut s, Duration::from_secs(20));
+    assert!(closed, "the connection stayed open");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert!(text.contains("alphaHTTP/1.1 408 "), "{text:?}");
+    // Not the keep-alive timeout (30 s).
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
 #[test]
 fn an_idle_keep_alive_connection_is_closed() {
     let (_dir, server) = server("keep_alive = 1");
