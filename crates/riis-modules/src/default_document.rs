@@ -13,7 +13,10 @@
 //! `static_file.follow_symlinks = false` a default document that is a
 //! symbolic link is passed over, as nginx's `index` does under
 //! `disable_symlinks`, instead of being chosen and then refused with 404.
-//! A document the server may not read is passed over the same way.
+//! A document the server may not read is passed over the same way, and so
+//! is a name starting with `.` while `static_file.allow_hidden` is false
+//! (StaticFile would answer 404.8). Entries of `files` are file names:
+//! one with a `/`, or `.` / `..`, is a configuration error.
 //!
 //! Configuration section `default_document`:
 //! - `enabled` (default true);
@@ -35,8 +38,25 @@ use crate::static_file::StaticFileConfig;
 pub struct DefaultDocumentConfig {
     /// Whether default documents are served.
     pub enabled: bool,
-    /// File names tried in order.
+    /// File names tried in order: names in the folder, not paths.
+    #[serde(deserialize_with = "document_names")]
     pub files: Vec<String>,
+}
+
+/// `files`: each a file name in the folder; an empty name, a path (`/`)
+/// or `.` / `..` could only ever fail, or name a file elsewhere.
+fn document_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.is_empty() || n.contains('/') || *n == "." || *n == ".." || n.contains('\0'))
+    {
+        return Err(serde::de::Error::custom(format!(
+            "`{}` is not a file name (default documents are names in the folder, without `/`)",
+            bad.escape_debug()
+        )));
+    }
+    Ok(names)
 }
 
 impl Default for DefaultDocumentConfig {
@@ -73,8 +93,15 @@ impl HttpModule for DefaultDocument {
         }
         let dir = ctx.physical_path().to_path_buf();
         // StaticFile has walked the folder itself without links already.
-        let follow_symlinks = ctx.config(self.static_file).follow_symlinks;
-        let is_document = |name: &String| openable_file(&dir.join(name), follow_symlinks);
+        // A name StaticFile would refuse as hidden (`.index.html` while
+        // `allow_hidden = false`) is passed over for the next one.
+        let static_file = ctx.config(self.static_file);
+        let (follow_symlinks, allow_hidden) =
+            (static_file.follow_symlinks, static_file.allow_hidden);
+        let is_document = |name: &String| {
+            (allow_hidden || !name.starts_with('.'))
+                && openable_file(&dir.join(name), follow_symlinks)
+        };
         let Some(file) = ctx
             .config(self.config)
             .files

@@ -14,7 +14,12 @@
 //! each group by name (ASCII case ignored, then byte order), with sizes and
 //! modification times, as HTML (names HTML-escaped, links percent-encoded)
 //! or JSON (names JSON-escaped). Entries whose names start with `.` are
-//! left out unless `show_hidden`. Symbolic links are listed as what they
+//! left out unless `show_hidden`; names RequestFiltering hides
+//! (`request_filtering.hidden_segments`, shared with `share_section`) are
+//! left out always, since a request for them would get 404.8. Symbolic
+//! links are left out where StaticFile does not follow them
+//! (`static_file.follow_symlinks = false`, shared too: the link would lead
+//! to a 404); else they are listed as what they
 //! point to, and only when that lies in the site's folder (a folder reached
 //! through a link to outside it is not listed at all: 404; a folder a
 //! MapPath module mapped elsewhere is listed, its links held to it);
@@ -39,6 +44,9 @@ use riis_pipeline::{
     RequestNotificationStatus, RequestNotifications, ResourceKind, Section, ServerInfo,
 };
 use serde::Deserialize;
+
+use crate::request_filtering::RequestFilteringConfig;
+use crate::static_file::StaticFileConfig;
 
 /// The output format of a listing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -66,6 +74,18 @@ pub struct DirectoryListingConfig {
 /// The module instance.
 pub struct DirectoryListing {
     config: Section<DirectoryListingConfig>,
+    request_filtering: Section<RequestFilteringConfig>,
+    static_file: Section<StaticFileConfig>,
+}
+
+/// Which entries a listing leaves out, besides what cannot be examined.
+struct Shown<'a> {
+    /// Names starting with `.`.
+    dot_names: bool,
+    /// Symbolic links (StaticFile would not follow them).
+    symlinks: bool,
+    /// Names RequestFiltering hides, compared ignoring ASCII case.
+    hidden_segments: &'a [String],
 }
 
 /// One listed entry.
@@ -88,7 +108,7 @@ struct Listing {
     more: usize,
 }
 
-fn read_entries(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<Listing> {
+fn read_entries(dir: &Path, root: &Path, shown: &Shown<'_>) -> std::io::Result<Listing> {
     // Names and types first (no `stat` but for symbolic links): the first
     // MAX_ENTRIES in the listing's order are the ones examined, so a huge
     // folder costs a sort of names, not a `stat` of every entry.
@@ -97,12 +117,23 @@ fn read_entries(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<L
         let Ok(item) = item else { continue };
         let file_name = item.file_name();
         let raw = file_name.as_bytes().to_vec();
-        if !show_hidden && raw.first() == Some(&b'.') {
+        if !shown.dot_names && raw.first() == Some(&b'.') {
+            continue;
+        }
+        if shown
+            .hidden_segments
+            .iter()
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(&raw))
+        {
             continue;
         }
         let kind = item.file_type().ok();
         let path = item.path();
-        let is_dir = if kind.is_some_and(|t| t.is_symlink()) {
+        let is_link = kind.is_some_and(|t| t.is_symlink());
+        if is_link && !shown.symlinks {
+            continue;
+        }
+        let is_dir = if is_link {
             // A symbolic link is listed as what it points to, and only
             // when that lies in the site's folder: a listing shows nothing
             // outside it (names, sizes, dates), whatever links were
@@ -366,7 +397,12 @@ impl HttpModule for DirectoryListing {
         } else {
             std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone())
         };
-        let listing = match read_entries(&dir, &root, show_hidden) {
+        let shown = Shown {
+            dot_names: show_hidden,
+            symlinks: ctx.config(self.static_file).follow_symlinks,
+            hidden_segments: &ctx.config(self.request_filtering).hidden_segments,
+        };
+        let listing = match read_entries(&dir, &root, &shown) {
             Ok(listing) => listing,
             Err(e) => {
                 tracing::warn!(error = %e, dir = %dir.display(), "directory listing failed");
@@ -405,8 +441,15 @@ pub fn register_module(
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<DirectoryListingConfig>("directory_listing")?;
+    let request_filtering =
+        registration.share_section::<RequestFilteringConfig>("request_filtering")?;
+    let static_file = registration.share_section::<StaticFileConfig>("static_file")?;
     registration.set_request_notifications(
-        move || DirectoryListing { config },
+        move || DirectoryListing {
+            config,
+            request_filtering,
+            static_file,
+        },
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,
     )
@@ -436,6 +479,50 @@ mod tests {
         assert_eq!(j, "\"<\\\"\\\\\\n\\u0001>\"");
     }
 
+    /// What a listing shows with the sections' defaults: no dot names,
+    /// links followed, and `hidden`.
+    fn shown(hidden: &[String]) -> Shown<'_> {
+        Shown {
+            dot_names: false,
+            symlinks: true,
+            hidden_segments: hidden,
+        }
+    }
+
+    #[test]
+    fn names_request_filtering_hides_and_unfollowed_links_are_left_out() {
+        let base = std::env::temp_dir().join(format!("riis-listing-hide-{}", std::process::id()));
+        let root = base.join("site");
+        std::fs::create_dir_all(&root).unwrap();
+        for name in ["a.txt", "riis.toml", "Web.Config", ".env"] {
+            std::fs::write(root.join(name), "x").unwrap();
+        }
+        std::os::unix::fs::symlink(root.join("a.txt"), root.join("b_link")).unwrap();
+        let root = std::fs::canonicalize(&root).unwrap();
+        let hidden = vec![
+            "riis.toml".to_owned(),
+            "web.config".to_owned(),
+            ".env".to_owned(),
+        ];
+        let names = |shown: &Shown<'_>| -> Vec<String> {
+            let listing = read_entries(&root, &root, shown).unwrap();
+            listing.entries.into_iter().map(|e| e.name).collect()
+        };
+        assert_eq!(names(&shown(&hidden)), ["a.txt", "b_link"]);
+        // Shown hidden dot names still leave out what filtering refuses.
+        let all_dots = Shown {
+            dot_names: true,
+            ..shown(&hidden)
+        };
+        assert_eq!(names(&all_dots), ["a.txt", "b_link"]);
+        let no_links = Shown {
+            symlinks: false,
+            ..shown(&hidden)
+        };
+        assert_eq!(names(&no_links), ["a.txt"]);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
     /// A link to a folder inside the site sorts with the folders; links
     /// leading outside, dangling links and FIFOs are left out.
     #[test]
@@ -451,7 +538,7 @@ mod tests {
         std::os::unix::fs::symlink(root.join("gone"), root.join("e_dangling")).unwrap();
         nix::unistd::mkfifo(&root.join("f_fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         let root = std::fs::canonicalize(&root).unwrap();
-        let listing = read_entries(&root, &root, false).unwrap();
+        let listing = read_entries(&root, &root, &shown(&[])).unwrap();
         let names: Vec<(&str, bool)> = listing
             .entries
             .iter()
@@ -476,7 +563,7 @@ mod tests {
         std::os::unix::fs::symlink(root.join("sub"), root.join("zz_link")).unwrap();
         std::os::unix::fs::symlink(root.join("gone"), root.join("aa_dangling")).unwrap();
         let root = std::fs::canonicalize(&root).unwrap();
-        let listing = read_entries(&root, &root, false).unwrap();
+        let listing = read_entries(&root, &root, &shown(&[])).unwrap();
         let _ = std::fs::remove_dir_all(&base);
         assert_eq!(listing.entries.len(), MAX_ENTRIES);
         assert_eq!(listing.entries[0].name, "sub");

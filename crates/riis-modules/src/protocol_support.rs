@@ -7,7 +7,10 @@
 //! - **SendResponse**, for every request: on the send that carries the
 //!   headers (`headers_being_sent`), it removes the headers listed in
 //!   `remove_headers` (any case; `Server` drops riis's `Server` header), then
-//!   sets each of `custom_headers`, replacing a header of the same name. With
+//!   sets each of `custom_headers` (and, on a 3xx, `redirect_headers`) that
+//!   `remove_headers` does not name, replacing a header of the same name.
+//!   Headers the HTTP layer writes (`Content-Length`, `Transfer-Encoding`,
+//!   `Connection`, `Date`, …) are configuration errors there. With
 //!   `keep_alive = false` it asks for an HTTP/1.x connection to be closed
 //!   after the response (`set_need_disconnect`; the response says
 //!   `Connection: close`); HTTP/2 connections are left to their idle
@@ -40,6 +43,8 @@
 //!
 //! Configuration section `protocol`:
 //! - `custom_headers`: table of name → value (default empty);
+//! - `redirect_headers`: table of name → value, for 3xx responses (default
+//!   empty);
 //! - `remove_headers`: array of names (default empty);
 //! - `allow_trace` (default false);
 //! - `keep_alive` (default true).
@@ -68,6 +73,11 @@ impl TryFrom<BTreeMap<String, String>> for CustomHeaders {
             .map(|(name, value)| {
                 let n = HeaderName::try_from(name.as_str())
                     .map_err(|_| format!("`{name}` is not a valid header name"))?;
+                if HTTP_LAYER_HEADERS.contains(&n.as_str()) {
+                    return Err(format!(
+                        "`{name}` is the HTTP layer's (framing, connection or date) and cannot be set here"
+                    ));
+                }
                 let v = HeaderValue::try_from(value.as_str()).map_err(|_| {
                     format!(
                         "`{}` is not a valid value for `{name}`",
@@ -80,6 +90,21 @@ impl TryFrom<BTreeMap<String, String>> for CustomHeaders {
             .map(|v| Self(v.into()))
     }
 }
+
+/// Headers the HTTP layer writes from what it does (framing, the
+/// connection, the date): set by a module they would contradict it
+/// (`Transfer-Encoding: gzip` on a body that is not).
+const HTTP_LAYER_HEADERS: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "date",
+];
 
 /// Header names to remove from every response.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -107,6 +132,8 @@ impl TryFrom<Vec<String>> for HeaderNames {
 pub struct ProtocolConfig {
     /// Name → value, set on every response.
     pub custom_headers: CustomHeaders,
+    /// Name → value, set on redirects (3xx) only: IIS's `redirectHeaders`.
+    pub redirect_headers: CustomHeaders,
     /// Names removed from every response.
     pub remove_headers: HeaderNames,
     /// Whether TRACE is echoed (405 otherwise).
@@ -119,6 +146,7 @@ impl Default for ProtocolConfig {
     fn default() -> Self {
         Self {
             custom_headers: CustomHeaders::default(),
+            redirect_headers: CustomHeaders::default(),
             remove_headers: HeaderNames::default(),
             allow_trace: false,
             keep_alive: true,
@@ -295,6 +323,7 @@ impl HttpModule for ProtocolSupport {
         let config = ctx.config(self.config);
         if config.remove_headers.0.is_empty()
             && config.custom_headers.0.is_empty()
+            && config.redirect_headers.0.is_empty()
             && config.keep_alive
         {
             return RequestNotificationStatus::Continue;
@@ -302,6 +331,8 @@ impl HttpModule for ProtocolSupport {
         // Shared lists: cloning the `Arc`s frees the borrow of the context.
         let remove = config.remove_headers.0.clone();
         let add = config.custom_headers.0.clone();
+        let redirect = config.redirect_headers.0.clone();
+        let is_redirect = ctx.response().status().is_redirection();
         // Keep-alive is HTTP/1.x's: an HTTP/2 connection carries many
         // streams at once and ends by its idle timeout, not per response.
         let keep_alive = config.keep_alive || ctx.request().http_version() >= Version::HTTP_2;
@@ -309,7 +340,13 @@ impl HttpModule for ProtocolSupport {
         for name in remove.iter() {
             resp.delete_header(name);
         }
-        for (name, value) in add.iter() {
+        let added = add
+            .iter()
+            .chain(redirect.iter().filter(|_| is_redirect))
+            // Removal wins: a location drops a custom header it inherits
+            // by listing it in `remove_headers` (IIS's `<remove>`).
+            .filter(|(name, _)| !remove.contains(name));
+        for (name, value) in added {
             if name == header::VARY {
                 // `Vary` lists what the response depends on: the module's
                 // tokens join those already there (a compression module's

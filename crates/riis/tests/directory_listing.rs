@@ -32,6 +32,10 @@ directory_listing = { enabled = false }
 [[sites.locations]]
 path = "/json"
 directory_listing = { enabled = true, format = "json", show_hidden = true }
+
+[[sites.locations]]
+path = "/docs"
+default_document = { files = [".index.html", "index.htm"] }
 "#;
 
 /// The awkward name: HTML specials and both quotes.
@@ -44,6 +48,7 @@ fn populate(dir: &TempDir, base: &str) {
     dir.write(&format!("{base}/ünï.txt"), "u");
     dir.write(&format!("{base}/.hidden"), "h");
     dir.write(&format!("{base}/.git/config"), "g");
+    dir.write(&format!("{base}/riis.toml"), "# not for listing");
     dir.write(&format!("{base}/b dir/x.txt"), "x");
     std::fs::create_dir_all(dir.path().join(base).join("c")).unwrap();
 }
@@ -53,6 +58,8 @@ fn site() -> (TempDir, RunningBinary) {
     let root = dir.path().join("www");
     dir.write("www/top.txt", "top");
     dir.write("www/sub/index.html", "sub home");
+    dir.write("www/docs/.index.html", "hidden home");
+    dir.write("www/docs/index.htm", "docs home");
     populate(&dir, "www/files");
     populate(&dir, "www/json");
     let config = dir.write(
@@ -144,6 +151,8 @@ fn html_listing_escapes_sorts_and_hides() {
     // Hidden entries are not listed by default.
     assert!(!html.contains(".hidden"), "{html}");
     assert!(!html.contains(".git"), "{html}");
+    // Nor what request filtering hides (its default hidden segments).
+    assert!(!html.contains("riis.toml"), "{html}");
 }
 
 #[test]
@@ -172,10 +181,11 @@ fn json_listing_parses_and_shows_hidden_entries() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
+    // `show_hidden` lists dot names, but not those request filtering
+    // answers 404.8 for (`.git`, `riis.toml`).
     assert_eq!(
         names,
         [
-            ".git",
             "b dir",
             "c",
             ".hidden",
@@ -186,7 +196,6 @@ fn json_listing_parses_and_shows_hidden_entries() {
         ]
     );
     let expected: &[(&str, &str, Option<u64>, &str)] = &[
-        (".git", "directory", None, "/json/.git/"),
         ("b dir", "directory", None, "/json/b%20dir/"),
         (WEIRD, "file", Some(1), "/json/%3Cb%3E%26%22%27.txt"),
         ("a.txt", "file", Some(5), "/json/a.txt"),
@@ -225,4 +234,36 @@ fn links_out_of_the_site_are_not_listed() {
     let resp = Connection::open(server.addr).get("/files/outdir/");
     assert_eq!(resp.status, 404);
     assert!(!resp.text().contains("secret"));
+}
+
+/// A default document StaticFile would refuse as hidden is passed over for
+/// the next name; names that are paths are configuration errors.
+#[test]
+fn default_documents_pass_over_hidden_names_and_must_be_names() {
+    let (dir, server) = site();
+    let resp = Connection::open(server.addr).get("/docs/");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "docs home");
+
+    for bad in ["/etc/hostname", "../secret.txt", ""] {
+        let config = dir.write(
+            "bad.toml",
+            format!(
+                "{MODULES}\n[default_document]\nfiles = [\"{bad}\"]\n[[sites]]\nname = \"T\"\n\
+                 root = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
+                dir.path().join("www").display()
+            ),
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(
+            err.contains("key `default_document.files`"),
+            "{bad:?}: {err}"
+        );
+        assert!(err.contains("is not a file name"), "{bad:?}: {err}");
+    }
 }

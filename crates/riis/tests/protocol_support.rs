@@ -58,6 +58,10 @@ modules = ["StaticFile"]
 [[sites.locations]]
 path = "/close"
 protocol = { keep_alive = false }
+
+[[sites.locations]]
+path = "/frameable"
+protocol = { remove_headers = ["X-Frame-Options"], redirect_headers = { "X-Moved" = "yes" } }
 "#;
 
 fn config_text(root: &std::path::Path, site: &str) -> String {
@@ -74,6 +78,8 @@ fn site() -> (TempDir, RunningBinary) {
     dir.write("www/plain/p.txt", "plain");
     dir.write("www/api/x.txt", "api");
     dir.write("www/close/c.txt", "bye");
+    dir.write("www/frameable/f.txt", "frame me");
+    dir.write("www/frameable/sub/index.html", "sub");
     let config = dir.write("riis.toml", config_text(&root, SITE));
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     (dir, server)
@@ -109,6 +115,12 @@ fn headers_are_added_and_removed() {
         // Tables merge: one header replaced, the other inherited.
         ("/api/x.txt", 200, "x-frame-options", Some("SAMEORIGIN")),
         ("/api/x.txt", 200, "x-custom", Some("yes")),
+        // A location drops an inherited custom header by removing it.
+        ("/frameable/f.txt", 200, "x-frame-options", None),
+        ("/frameable/f.txt", 200, "x-custom", Some("yes")),
+        // Redirect headers go on redirects only (the folder's 301).
+        ("/frameable/f.txt", 200, "x-moved", None),
+        ("/frameable/sub", 301, "x-moved", Some("yes")),
     ];
     for &(path, status, name, expected) in cases {
         let resp = conn.get(path);
@@ -269,6 +281,14 @@ fn check_config_refuses_bad_header_names() {
             "`no:colon` is not a valid header name",
         ),
         ("protocol = { keep_alive = \"no\" }", "invalid type"),
+        (
+            "protocol = { custom_headers = { \"Transfer-Encoding\" = \"gzip\" } }",
+            "`Transfer-Encoding` is the HTTP layer's",
+        ),
+        (
+            "protocol = { redirect_headers = { \"Date\" = \"x\" } }",
+            "`Date` is the HTTP layer's",
+        ),
     ];
     let site_lines = config_text(dir.path(), "").lines().count();
     for (i, &(section, message)) in cases.iter().enumerate() {
