@@ -79,6 +79,18 @@ fn until_encoded(conn: &mut Connection, request: &str, head: bool) -> Response {
     }
 }
 
+/// Sends `METHOD path` with `Accept-Encoding: gzip` and `If-None-Match:
+/// etag`; the response's head (a 304 has no body).
+fn revalidate(conn: &mut Connection, method: &str, path: &str, etag: &str) -> Response {
+    conn.send_raw(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    conn.read_response(true)
+}
+
 /// GETs `path` until StaticCompression sends its copy.
 fn fetch_copy(conn: &mut Connection, path: &str, accept: &str) -> Response {
     let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: {accept}\r\n\r\n");
@@ -237,13 +249,7 @@ fn a_304_for_a_compressed_copy_keeps_its_etag_and_vary() {
     let first = fetch_copy(&mut conn, "/big.txt", "gzip");
     let etag = first.header("etag").unwrap().to_owned();
     assert!(etag.starts_with("W/"), "{etag}");
-    conn.send_raw(
-        format!(
-            "GET /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    let revalidated = conn.read_response(true);
+    let revalidated = revalidate(&mut conn, "GET", "/big.txt", &etag);
     assert_eq!(revalidated.status, 304);
     assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
     assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
@@ -270,13 +276,7 @@ fn a_304_for_a_compressed_copy_keeps_its_etag_and_vary() {
     assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
     assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
     // A HEAD's 304 has the length its 200 would: the copy's.
-    conn.send_raw(
-        format!(
-            "HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    let revalidated = conn.read_response(true);
+    let revalidated = revalidate(&mut conn, "HEAD", "/big.txt", &etag);
     assert_eq!(revalidated.status, 304);
     assert_eq!(
         revalidated.header("content-length"),
@@ -609,13 +609,7 @@ fn dynamic_compression_304_head_and_identity() {
     assert_eq!(full.header("content-encoding"), Some("gzip"));
     let weak = full.header("etag").unwrap().to_owned();
     assert!(weak.starts_with("W/\""), "{weak}");
-    conn.send_raw(
-        format!(
-            "GET /page.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {weak}\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    let not_modified = conn.read_response(true);
+    let not_modified = revalidate(&mut conn, "GET", "/page.txt", &weak);
     assert_eq!(not_modified.status, 304);
     assert_eq!(not_modified.header("etag"), Some(weak.as_str()));
     assert_eq!(not_modified.header("vary"), Some("Accept-Encoding"));
@@ -623,13 +617,7 @@ fn dynamic_compression_304_head_and_identity() {
     // A type this module leaves alone keeps its strong ETag and no Vary.
     let image = fetch(&mut conn, "/image.png", Some("gzip"));
     let strong = image.header("etag").unwrap().to_owned();
-    conn.send_raw(
-        format!(
-            "GET /image.png HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {strong}\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    let not_modified = conn.read_response(true);
+    let not_modified = revalidate(&mut conn, "GET", "/image.png", &strong);
     assert_eq!(not_modified.status, 304);
     assert_eq!(not_modified.header("etag"), Some(strong.as_str()));
     assert_eq!(not_modified.header("vary"), None);

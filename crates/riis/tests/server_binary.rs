@@ -613,19 +613,26 @@ fn serve_raises_the_soft_open_files_limit_to_the_hard_one() {
     assert_eq!(fields[4], hard);
 }
 
-#[test]
-fn a_second_server_that_cannot_bind_leaves_the_pid_file_alone() {
-    let dir = TempDir::new("pidfile");
+/// A site with `www/a.txt` and `pid_file = "riis.pid"`, bound to `binding`:
+/// its folder and its configuration file.
+fn pid_file_site(tag: &str, binding: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(tag);
     dir.write("www/a.txt", "a");
-    let port = common::free_port();
     let config = dir.write(
         "riis.toml",
         format!(
             "[server]\npid_file = \"riis.pid\"\n[[sites]]\nname = \"Test\"\nroot = '{}'\n\
-             bindings = [\"127.0.0.1:{port}\"]\n",
+             bindings = [\"{binding}\"]\n",
             dir.path().join("www").display()
         ),
     );
+    (dir, config)
+}
+
+#[test]
+fn a_second_server_that_cannot_bind_leaves_the_pid_file_alone() {
+    let port = common::free_port();
+    let (dir, config) = pid_file_site("pidfile", &format!("127.0.0.1:{port}"));
     let first = RunningBinary::start_as_configured(&["--config", config.to_str().unwrap()]);
     let pid_file = dir.path().join("riis.pid");
     let first_pid = first.child.id().to_string();
@@ -662,16 +669,7 @@ fn a_second_server_that_cannot_bind_leaves_the_pid_file_alone() {
 /// instead of signalling that program.
 #[test]
 fn reload_and_status_refuse_a_stale_pid_file() {
-    let dir = TempDir::new("stale-pid");
-    dir.write("www/a.txt", "a");
-    let config = dir.write(
-        "riis.toml",
-        format!(
-            "[server]\npid_file = \"riis.pid\"\n[[sites]]\nname = \"Test\"\nroot = '{}'\n\
-             bindings = [\"127.0.0.1:0\"]\n",
-            dir.path().join("www").display()
-        ),
-    );
+    let (dir, config) = pid_file_site("stale-pid", "127.0.0.1:0");
     // A process that is not riis, under the stale pid file's number: the
     // signals would end it.
     let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
@@ -724,16 +722,7 @@ fn reload_and_status_refuse_a_stale_pid_file() {
 /// stops with an error naming the first, which stays findable.
 #[test]
 fn a_second_server_does_not_take_a_held_pid_file() {
-    let dir = TempDir::new("held-pid");
-    dir.write("www/a.txt", "a");
-    let config = dir.write(
-        "riis.toml",
-        format!(
-            "[server]\npid_file = \"riis.pid\"\n[[sites]]\nname = \"Test\"\nroot = '{}'\n\
-             bindings = [\"127.0.0.1:0\"]\n",
-            dir.path().join("www").display()
-        ),
-    );
+    let (dir, config) = pid_file_site("held-pid", "127.0.0.1:0");
     let first = RunningBinary::start_as_configured(&["--config", config.to_str().unwrap()]);
     let first_pid = first.child.id().to_string();
     // Port 0: the second server binds, then finds the pid file held.
@@ -768,17 +757,8 @@ fn a_second_server_does_not_take_a_held_pid_file() {
 /// line and goes away) does not stop the server.
 #[test]
 fn a_closed_stdout_does_not_stop_the_server() {
-    let dir = TempDir::new("closed-stdout");
-    dir.write("www/a.txt", "a");
     let port = common::free_port();
-    let config = dir.write(
-        "riis.toml",
-        format!(
-            "[server]\npid_file = \"riis.pid\"\n[[sites]]\nname = \"Test\"\nroot = '{}'\n\
-             bindings = [\"127.0.0.1:{port}\"]\n",
-            dir.path().join("www").display()
-        ),
-    );
+    let (dir, config) = pid_file_site("closed-stdout", &format!("127.0.0.1:{port}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_riis"))
         .args(["serve", "--config", config.to_str().unwrap()])
         .env("RIIS_LOG", "off")
