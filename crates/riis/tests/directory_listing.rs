@@ -254,10 +254,7 @@ fn default_documents_pass_over_hidden_names_and_must_be_names() {
                 dir.path().join("www").display()
             ),
         );
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
-            .args(["check-config", "--config", config.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let out = common::riis_command("check-config", &config);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{bad:?}");
         assert!(

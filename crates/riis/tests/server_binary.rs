@@ -675,10 +675,7 @@ fn reload_and_status_refuse_a_stale_pid_file() {
     let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
     dir.write("riis.pid", format!("{}\n", bystander.id()));
     for command in ["reload", "status"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
-            .args([command, "--config", config.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let out = common::riis_command(command, &config);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{command}: {stderr}");
         assert!(
@@ -693,10 +690,7 @@ fn reload_and_status_refuse_a_stale_pid_file() {
     // 0 would signal the command's own process group, -1 every process.
     for number in ["0", "-1"] {
         dir.write("riis.pid", format!("{number}\n"));
-        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
-            .args(["reload", "--config", config.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let out = common::riis_command("reload", &config);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("does not hold a process id"), "{stderr}");
     }
@@ -705,10 +699,7 @@ fn reload_and_status_refuse_a_stale_pid_file() {
 
     // A server started over the stale file takes it over and can be found.
     let server = RunningBinary::start_as_configured(&["--config", config.to_str().unwrap()]);
-    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
-        .args(["reload", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = common::riis_command("reload", &config);
     assert!(
         out.status.success(),
         "{}",

@@ -438,15 +438,23 @@ pub fn include_dir() -> PathBuf {
 /// `g++`), warnings as errors, against `include/`. `None` when the compiler
 /// is missing outside CI; in CI (`CI=true`) a missing compiler fails the
 /// test.
-/// `riis status --config CONFIG`: the running server's report (the command
-/// must succeed).
-pub fn riis_status(config: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
-        .arg("status")
+/// `riis COMMAND --config CONFIG` (check-config, reload, status), run to
+/// its end.
+#[allow(dead_code)]
+pub fn riis_command(command: &str, config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_riis"))
+        .arg(command)
         .arg("--config")
         .arg(config)
         .output()
-        .expect("run riis status");
+        .unwrap_or_else(|e| panic!("run riis {command}: {e}"))
+}
+
+/// `riis status --config CONFIG`: the running server's report (the command
+/// must succeed).
+#[allow(dead_code)]
+pub fn riis_status(config: &Path) -> String {
+    let out = riis_command("status", config);
     assert!(
         out.status.success(),
         "riis status failed: {}",
