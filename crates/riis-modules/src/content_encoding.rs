@@ -188,12 +188,18 @@ pub fn compressible_response(status: StatusCode, headers: &HeaderMap) -> bool {
         && status != StatusCode::NO_CONTENT
         && !headers.contains_key(header::CONTENT_ENCODING)
         && !headers.contains_key(header::CONTENT_RANGE)
-        && !headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
-            })
+        && !forbids_transform(headers)
+}
+
+/// Whether `Cache-Control: no-transform` is on any of the response's
+/// `Cache-Control` lines.
+pub fn forbids_transform(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
         })
+    })
 }
 
 /// Adds `Accept-Encoding` to `Vary` unless it is there (or `Vary: *`).

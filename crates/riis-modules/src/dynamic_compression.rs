@@ -36,7 +36,7 @@ use bytes::Bytes;
 use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
 use riis_pipeline::{
     EntityChunk, HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority,
-    RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, ResourceKind, Section,
     SendResponseProvider, ServerInfo,
 };
 use serde::Deserialize;
@@ -147,8 +147,14 @@ impl DynamicCompression {
         if ctx.request().method() == Method::HEAD {
             // No body to encode, and its length unknown without one: the
             // headers stay as they are (as nginx's gzip leaves HEAD), but a
-            // cache learns that the GET answer varies.
-            content_encoding::add_vary(ctx.response_mut().headers_mut());
+            // cache learns that the GET answer varies, when it does (the
+            // length its GET would have is not under `min_size`).
+            let announced = response
+                .header(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if announced.is_none_or(|len| len >= config.min_size) {
+                content_encoding::add_vary(ctx.response_mut().headers_mut());
+            }
             return None;
         }
         let known_small = provider.is_final_send() && response.buffered_len() < config.min_size;
@@ -169,8 +175,16 @@ impl DynamicCompression {
     /// body it holds the strong ETag of the identity one, which `If-Range`
     /// would then splice identity bytes onto.
     fn not_modified(&self, ctx: &mut HttpContext) {
+        // A file's 304: its 200 was encoded only at `min_size` or more.
+        let Some(len) = ctx
+            .resource_info()
+            .filter(|info| info.kind == ResourceKind::File)
+            .map(|info| info.len)
+        else {
+            return;
+        };
         let config = ctx.config(self.config);
-        if !config.enabled || ctx.child_depth() > 0 {
+        if !config.enabled || ctx.child_depth() > 0 || len < config.min_size {
             return;
         }
         let guessed = std::path::Path::new(ctx.request().url())

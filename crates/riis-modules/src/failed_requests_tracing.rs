@@ -264,6 +264,10 @@ impl Traces {
         }
     }
 
+    fn is_followed(&self, id: u64) -> bool {
+        self.events().contains_key(&id)
+    }
+
     fn take(&self, id: u64) -> Option<Followed> {
         let taken = self.events().remove(&id);
         if taken.is_some() {
@@ -449,15 +453,28 @@ impl HttpModule for FailedRequestsTracing {
         if ctx.child_depth() != 0 {
             return RequestNotificationStatus::Continue;
         }
-        // Every client request ends here, followed or not: the instance
-        // takes its events (if any) away when it is disposed.
-        self.following = Some(ctx.request_id());
+        // Nothing followed anywhere (tracing off in every location): no
+        // lock, no work.
+        if self.traces.followed.load(Ordering::Relaxed) == 0 {
+            return RequestNotificationStatus::Continue;
+        }
+        let id = ctx.request_id();
         let config = ctx.config(self.config);
         let taken = ctx.start_time().elapsed();
         let (status, substatus) = (ctx.response().status().as_u16(), ctx.response().substatus());
-        let Some(failure) = config.failure(status, substatus, taken) else {
+        let failure = config.failure(status, substatus, taken);
+        // One lock: a request that did not fail has its events (if any)
+        // dropped now, its final send's are not wanted; a failed one that
+        // is followed keeps them for its final send, and the instance takes
+        // them when it is disposed.
+        let Some(failure) = failure else {
+            self.traces.take(id);
             return RequestNotificationStatus::Continue;
         };
+        if !self.traces.is_followed(id) {
+            return RequestNotificationStatus::Continue;
+        }
+        self.following = Some(id);
         let dir = if config.directory.as_os_str().is_empty() {
             std::env::temp_dir().join("riis-failed-requests")
         } else {

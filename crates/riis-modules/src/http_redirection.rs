@@ -23,9 +23,11 @@
 //! The destination may hold IIS's redirect variables: `$S` (the path below
 //! the location), `$V` (the request's path), `$Q` (`?` and the query
 //! string, or nothing) and `$P` (the query string without `?`). A
-//! destination that places the path (`$S`, `$V`) or the query (`$Q`, `$P`)
-//! itself does not get it appended as well, so `https://new.example$S$Q`
-//! works with and without `exact_destination`.
+//! destination that places the path (`$S`, `$V`, before its own `?`) or the
+//! query (`$Q`, `$P`) itself does not get it appended as well, so
+//! `https://new.example$S$Q` works with and without `exact_destination`.
+//! Variables are upper case; `$P` outside the destination's query is
+//! percent-encoded, so a query cannot add a user-info `@host`.
 //!
 //! A local destination (a path starting with `/`) that lies inside the
 //! location would redirect its own requests again; requests already at or
@@ -246,23 +248,46 @@ impl Carried<'_> {
 fn uses_variable(text: &str, letters: &[u8]) -> bool {
     text.as_bytes()
         .windows(2)
-        .any(|w| w[0] == b'$' && letters.contains(&w[1].to_ascii_uppercase()))
+        .any(|w| w[0] == b'$' && letters.contains(&w[1]))
 }
 
-/// `text` with its redirect variables replaced; any other `$` is kept.
-fn substitute(text: &str, carried: &Carried<'_>, out: &mut String) {
+/// The part of a destination before its query and fragment: where `$S` or
+/// `$V` places the request's path.
+fn path_part(destination: &str) -> &str {
+    destination.split(['?', '#']).next().unwrap_or("")
+}
+
+/// Where in the destination a variable is replaced.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Scheme, host and path: the query string without its `?` (`$P`) is
+    /// escaped there, so it can add neither a user-info `@host` nor a path
+    /// a browser reads as another host (`/\evil.example`).
+    Path,
+    /// The destination's own query: the request's goes in as sent.
+    Query,
+}
+
+/// `text` with its redirect variables (upper case, as IIS writes them)
+/// replaced; any other `$` is kept.
+fn substitute(text: &str, part: Part, carried: &Carried<'_>, out: &mut String) {
     let mut rest = text;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
-        match after.as_bytes().first().map(u8::to_ascii_uppercase) {
+        match after.as_bytes().first() {
             Some(b'S') => carried.push_rest(carried.rest, out),
             Some(b'V') => out.push_str(carried.path),
+            // `?` first: the query starts here, whatever it holds.
             Some(b'Q') if !carried.query.is_empty() => {
                 out.push('?');
                 out.push_str(carried.query);
             }
             Some(b'Q') => {}
+            Some(b'P') if part == Part::Path => out.extend(percent_encoding::utf8_percent_encode(
+                carried.query,
+                percent_encoding::NON_ALPHANUMERIC,
+            )),
             Some(b'P') => out.push_str(carried.query),
             _ => {
                 out.push('$');
@@ -286,12 +311,12 @@ fn target(destination: &str, exact: bool, carried: &Carried<'_>) -> String {
         Some((p, q)) => (p, Some(q)),
         None => (destination, None),
     };
-    let places_path = exact || uses_variable(destination, b"SV");
+    let places_path = exact || uses_variable(path_part(destination), b"SV");
     let places_query = uses_variable(destination, b"QP");
     let mut out = String::with_capacity(
         destination.len() + carried.rest.len() + carried.path.len() + carried.query.len() + 2,
     );
-    substitute(dest_path, carried, &mut out);
+    substitute(dest_path, Part::Path, carried, &mut out);
     if !places_path {
         // Every leading slash goes: `/` + `//evil.example` would be a
         // protocol-relative URL to another host.
@@ -304,7 +329,7 @@ fn target(destination: &str, exact: bool, carried: &Carried<'_>) -> String {
     }
     let mut query = String::new();
     if let Some(q) = dest_query {
-        substitute(q, carried, &mut query);
+        substitute(q, Part::Query, carried, &mut query);
     }
     // An exact destination keeps its own query, or else takes the
     // request's; a path-carrying one joins the two.
@@ -326,10 +351,11 @@ fn target(destination: &str, exact: bool, carried: &Carried<'_>) -> String {
         out.push('#');
         out.push_str(f);
     }
-    // A local destination never becomes protocol-relative (`//host`),
-    // whatever a variable put at its start.
-    if destination.starts_with('/') && out.starts_with("//") {
-        let path = out.trim_start_matches('/');
+    // A local destination never becomes protocol-relative (`//host`, or
+    // `/\host`, which browsers read the same), whatever a variable put at
+    // its start.
+    if destination.starts_with('/') && (out.starts_with("//") || out.starts_with("/\\")) {
+        let path = out.trim_start_matches(['/', '\\']);
         out = format!("/{path}");
     }
     out
@@ -388,8 +414,8 @@ impl HttpModule for HttpRedirection {
         }
         if destination.starts_with('/') && !destination.starts_with("//") {
             // The fixed part of the destination: up to its first variable.
-            let dest_path = destination.split(['?', '#', '$']).next().unwrap_or("");
-            let places_path = uses_variable(destination, b"SV");
+            let dest_path = path_part(destination).split('$').next().unwrap_or("");
+            let places_path = uses_variable(path_part(destination), b"SV");
             // Compared as the request's URL is: decoded and normalized
             // (`/a%20b` is the request `/a b`, `/app//v2` the request
             // `/app/v2`; either would otherwise be redirected forever).
@@ -508,12 +534,25 @@ mod tests {
         }
         assert_eq!(t("https://n$V", true, "/b", "q=1"), "https://n/old/a/b?q=1");
         assert_eq!(t("/new?from=$P", true, "/a", "q=1"), "/new?from=q=1");
-        assert_eq!(t("/new$s$q", false, "/a", "q=1"), "/new/a?q=1");
+        // Upper case only, as documented: `$p` is text.
+        assert_eq!(t("/x/$pricing", true, "/a", "q=1"), "/x/$pricing?q=1");
+        // `$P` outside the query is escaped: no user-info host, no `/\`.
+        assert_eq!(
+            t("https://n.example$P", true, "/a", "@evil.example"),
+            "https://n.example%40evil%2Eexample"
+        );
+        assert_eq!(
+            t("/$P", true, "/a", "/\\evil.example"),
+            "/%2F%5Cevil%2Eexample"
+        );
+        // `$S`/`$V` in the destination's query do not make it path-placing.
+        assert_eq!(t("/shop/?from=$V", true, "/a", ""), "/shop/?from=/old/a/b");
         // Other dollars are kept; a variable cannot make a local
         // destination protocol-relative.
         assert_eq!(t("/pay$5$S", true, "/a", ""), "/pay$5/a");
         assert_eq!(t("/$S", true, "//evil.example", ""), "/evil.example");
-        assert!(uses_variable("x$q", b"QP"));
+        assert!(uses_variable("x$Q", b"QP"));
+        assert!(!uses_variable("x$q", b"QP"));
         assert!(!uses_variable("x$", b"QP"));
     }
 

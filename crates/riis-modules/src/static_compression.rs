@@ -621,7 +621,11 @@ impl StaticCompression {
             return;
         };
         let config = ctx.config(self.config);
-        if kind != ResourceKind::File || len < config.min_size || len > config.max_size {
+        if kind != ResourceKind::File
+            || len < config.min_size
+            || len > config.max_size
+            || content_encoding::forbids_transform(ctx.response().headers())
+        {
             return;
         }
         let guessed = Path::new(ctx.request().url())

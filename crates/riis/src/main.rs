@@ -199,7 +199,15 @@ fn write_pid_file(path: &Path) -> Result<PidFile, String> {
     let mut staged = path.as_os_str().to_owned();
     staged.push(format!(".{}", std::process::id()));
     let staged = PathBuf::from(staged);
-    let file = std::fs::File::create(&staged).map_err(|e| cannot(&e))?;
+    // Made new, never opened through whatever sits at the name (a link
+    // planted in a shared folder would have the server truncate its
+    // target); one left by an earlier process with this number goes first.
+    let _ = std::fs::remove_file(&staged);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&staged)
+        .map_err(|e| cannot(&e))?;
     let written = Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| cannot(&e))
         .and_then(|mut held| {

@@ -599,6 +599,7 @@ fn dynamic_compression_304_head_and_identity() {
     let dir = TempDir::new("dynamic-304");
     let big = text(300);
     dir.write("www/page.txt", &big);
+    dir.write("www/small.txt", "too small to bother");
     dir.write("www/image.png", vec![7u8; 10_000]);
     let body = format!("{MODULES}\n[static_compression]\nenabled = false\n");
     let config = write_config(&dir, &dir.path().join("www"), &body);
@@ -626,6 +627,17 @@ fn dynamic_compression_304_head_and_identity() {
     let head = conn.read_response(true);
     assert_eq!(head.status, 200);
     assert_eq!(head.header("vary"), Some("Accept-Encoding"));
+
+    // A file under `min_size` is never encoded: its 304 and HEAD say so too.
+    let small = fetch(&mut conn, "/small.txt", Some("gzip"));
+    assert_eq!(small.header("vary"), None);
+    let strong = small.header("etag").unwrap().to_owned();
+    let not_modified = revalidate(&mut conn, "GET", "/small.txt", &strong);
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("etag"), Some(strong.as_str()));
+    assert_eq!(not_modified.header("vary"), None);
+    conn.send_raw(b"HEAD /small.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    assert_eq!(conn.read_response(true).header("vary"), None);
 
     let identity = fetch(&mut conn, "/page.txt", Some("identity;q=1, gzip;q=0.1"));
     assert_eq!(identity.header("content-encoding"), None);

@@ -223,10 +223,16 @@ fn a_request_refused_before_tracing_is_listed_is_traced() {
             .any(|e| e["module"] == "RequestFiltering" && e["notification"] == "BeginRequest"),
         "{text}"
     );
-    // A refusal where tracing is off leaves nothing.
+    // A refusal where tracing is off leaves nothing: the next trace is
+    // the next followed request's.
     assert_eq!(conn.get("/quiet/setup.exe").status, 404);
     assert_eq!(conn.get("/setup.exe?again").status, 404);
     assert_eq!(wait_for_traces(&trace_dir, 2).len(), 2);
+    let second = std::fs::read_to_string(trace_dir.join("fr000002.json")).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(second["query"], "again");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(traces(&trace_dir).len(), 2);
 }
 
 /// A relative `directory` is taken from the configuration file's folder,
