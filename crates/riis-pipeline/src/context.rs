@@ -583,28 +583,36 @@ impl HttpContext {
         let outer = (self.op.is_some() || self.response.flush.is_some())
             .then(|| (self.op.take(), self.response.flush.take()));
         let mut running: Option<ModuleIndex> = None;
+        // The running instance lives out here, so a panic does not drop it
+        // while unwinding (a second panic in its Drop would abort).
+        let mut held: Option<Box<dyn HttpModule>> = None;
         let mut last = None;
         let tracing = self.pipeline.tracing;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut i = 0;
             while let Some(&m) = list(&self.pipeline).get(i) {
                 i += 1;
-                let Some(mut module) = self.take_instance(m) else {
+                let Some(module) = self.take_instance(m) else {
                     continue;
                 };
+                let module = held.insert(module);
                 running = Some(m);
                 self.current = Running::call(m, notification, false);
                 let started = tracing.then(|| {
                     self.trace_call(m, notification, TracePhase::ModuleStart);
                     Instant::now()
                 });
-                let status = call(&mut *module, self);
+                let status = call(&mut **module, self);
                 if let Some(started) = started {
                     let elapsed = started.elapsed();
                     self.trace_call(m, notification, TracePhase::ModuleEnd { status, elapsed });
                 }
                 // Empty while its module ran (see `walk_list`).
-                std::mem::forget(self.slots[m.get()].instance.replace(module));
+                std::mem::forget(
+                    self.slots[m.get()]
+                        .instance
+                        .replace(held.take().expect("held")),
+                );
                 running = None;
                 if self.op.is_some() || self.response.flush.is_some() {
                     self.refuse_nested_operation(m, notification);
@@ -629,6 +637,10 @@ impl HttpContext {
             Ok(()) => last,
             Err(panic) => {
                 let m = running.expect("a panic in a nested walk comes from a module call");
+                if let Some(instance) = held.take() {
+                    let name = self.pipeline.module_name(m).to_owned();
+                    drop_guarded(instance, || format!("module {name}'s instance"));
+                }
                 self.module_panicked(m, notification, false, &*panic);
                 self.finish_requested = true;
                 self.response.attention = true;
@@ -780,9 +792,23 @@ impl HttpContext {
     /// module's instance allocated, values kept until the request end);
     /// then the module instances are disposed; then the kept values go.
     pub(crate) fn end_request(&mut self) {
-        self.contexts.clear();
-        self.slots.clear();
-        self.kept.clear();
+        let pipeline = &self.pipeline;
+        let name = |i: usize| {
+            u16::try_from(i)
+                .map_or("?", |i| pipeline.module_name(ModuleIndex(i)))
+                .to_owned()
+        };
+        for (i, value) in self.contexts.drain() {
+            drop_guarded(value, || format!("module {}'s request context", name(i)));
+        }
+        for (i, slot) in std::mem::take(&mut self.slots).into_iter().enumerate() {
+            if slot.instance.is_some() {
+                drop_guarded(slot, || format!("module {}'s instance", name(i)));
+            }
+        }
+        for value in std::mem::take(&mut self.kept) {
+            drop_guarded(value, || "a value kept until the request end".to_owned());
+        }
     }
 
     /// `CloneContext`: a context for a child request with the same method,
@@ -1060,6 +1086,23 @@ fn join_root(root: &std::path::Path, url: &str) -> PathBuf {
         root.to_path_buf()
     } else {
         root.join(relative)
+    }
+}
+
+/// Drops `value` (a module's instance, one of its stored contexts, a value
+/// it kept until the request end), catching a panic in its `Drop`: one
+/// module's bad `Drop` must not end the connection, nor, while another
+/// panic unwinds, the process. The panic is logged with `what` names.
+pub(crate) fn drop_guarded<T>(value: T, what: impl FnOnce() -> String) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))
+    {
+        tracing::error!(
+            what = %what(),
+            panic = %panic_message(&*panic),
+            "a module's value panicked while it was dropped"
+        );
+        // A payload may panic when dropped too: it is let go of unread.
+        std::mem::forget(panic);
     }
 }
 

@@ -46,9 +46,13 @@ impl ModuleContextContainer {
         self.slots[i] = Some(Box::new(value));
     }
 
-    /// Drops every stored value (the request ended).
-    pub(crate) fn clear(&mut self) {
-        self.slots.clear();
+    /// Takes every stored value out, with its module's index (the request
+    /// ended; the caller drops them one by one).
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (usize, Box<dyn Any + Send>)> {
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, value)| Some((i, value?)))
     }
 
     /// Remove and return the module's value.

@@ -1240,7 +1240,8 @@ fn call_module(
             status
         }
         Err(panic) => {
-            drop(module);
+            let name = pipeline.module_name(site.module);
+            crate::context::drop_guarded(module, || format!("module {name}'s instance"));
             ctx.op = None;
             ctx.response.flush = None;
             ctx.module_panicked(site.module, site.notification, site.post, &*panic);
@@ -1272,6 +1273,10 @@ where
     let ctx = &mut frame.ctx;
     ctx.current.notification = notification;
     ctx.current.post = post;
+    // The running instance lives out here, so a panic does not drop it
+    // while unwinding (a second panic, in its Drop, would abort the
+    // process); it is dropped, guarded, below.
+    let mut running: Option<Box<dyn HttpModule>> = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while let Some(&module) = list.get(cursor) {
             cursor += 1;
@@ -1285,7 +1290,7 @@ where
             let slot = &mut ctx.slots[module.get()];
             let taken = slot.instance.take();
             let has_completion = slot.completion.is_some();
-            let mut instance = match taken {
+            let instance = match taken {
                 Some(instance) => instance,
                 None => {
                     // First call of this module in the request, or it failed.
@@ -1303,11 +1308,11 @@ where
                 }
             }
             ctx.current.set_module(module);
-            let status = invoke(&mut *instance, ctx);
+            let status = invoke(&mut **running.insert(instance), ctx);
             // The slot is empty while its module runs (nothing else fills
             // it: a nested notification skips a busy module), so the put-back
             // has no old instance to drop.
-            let previous = ctx.slots[module.get()].instance.replace(instance);
+            let previous = std::mem::replace(&mut ctx.slots[module.get()].instance, running.take());
             debug_assert!(previous.is_none(), "a running module's slot was filled");
             std::mem::forget(previous);
             // A flush (an overflowing buffer asks for its own when it is
@@ -1327,6 +1332,13 @@ where
     }));
     // On a panic too: the cursor then names the module that panicked.
     frame.pos = cursor as u16;
+    if let Some(instance) = running {
+        let ctx = &frame.ctx;
+        let name = list
+            .get(cursor.wrapping_sub(1))
+            .map_or("?", |&m| ctx.pipeline().module_name(m));
+        crate::context::drop_guarded(instance, || format!("module {name}'s instance"));
+    }
     outcome
 }
 

@@ -407,12 +407,24 @@ impl Pipeline {
 
 /// Terminates every factory and global module of `modules`.
 fn terminate_modules(modules: &[ModuleEntry]) {
+    // Each module's `terminate` on its own: one that panics is logged and
+    // the others still run (at a reload or at shutdown).
+    let guarded = |name: &str, terminate: &dyn Fn()| {
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(terminate)) {
+            tracing::error!(
+                module = %name,
+                panic = %crate::context::panic_message(&*panic),
+                "module panicked in Terminate"
+            );
+            std::mem::forget(panic);
+        }
+    };
     for m in modules {
         if let Some(f) = &m.factory {
-            f.terminate();
+            guarded(&m.name, &|| f.terminate());
         }
         if let Some(g) = &m.global {
-            g.terminate();
+            guarded(&m.name, &|| g.terminate());
         }
     }
 }
@@ -492,12 +504,28 @@ impl PipelineBuilder {
             entry: &mut entry,
             sections: &mut self.sections,
         };
-        register(SERVER_VERSION, &mut registration, &self.server_info).map_err(|e| {
-            BuildError::new(
-                "modules",
-                format!("module `{name}` failed to register: {e}"),
-            )
-        })?;
+        let server_info = &self.server_info;
+        let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            register(SERVER_VERSION, &mut registration, server_info)
+        }));
+        match registered {
+            Ok(result) => result.map_err(|e| {
+                BuildError::new(
+                    "modules",
+                    format!("module `{name}` failed to register: {e}"),
+                )
+            })?,
+            Err(panic) => {
+                let message = crate::context::panic_message(&*panic);
+                std::mem::forget(panic);
+                // What it registered before the panic is let go of with it.
+                crate::context::drop_guarded(entry, || format!("module {name}'s registration"));
+                return Err(BuildError::new(
+                    "modules",
+                    format!("module `{name}` panicked while registering: {message}"),
+                ));
+            }
+        }
         self.modules.push(entry);
         Ok(index)
     }

@@ -342,3 +342,163 @@ async fn finish_request_from_read_entity_ends_the_read() {
         "the reader is not resumed"
     );
 }
+
+/// A module whose `Drop` panics: on its own, and while its handler's panic
+/// unwinds (which would abort the process if the instance were dropped
+/// during the unwind).
+struct DropsBadly {
+    panic_in_handler: bool,
+}
+
+impl riis_pipeline::HttpModule for DropsBadly {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        if self.panic_in_handler {
+            panic!("handler trouble");
+        }
+        write(ctx, "served");
+        ctx.set_request_handled();
+        Status::Continue
+    }
+}
+
+impl Drop for DropsBadly {
+    fn drop(&mut self) {
+        panic!("drop trouble");
+    }
+}
+
+fn register_drops_badly(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || DropsBadly {
+            panic_in_handler: false,
+        },
+        N::ExecuteRequestHandler.into(),
+        riis_pipeline::RequestNotifications::NONE,
+    )
+}
+
+fn register_drops_badly_after_panic(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || DropsBadly {
+            panic_in_handler: true,
+        },
+        N::ExecuteRequestHandler.into(),
+        riis_pipeline::RequestNotifications::NONE,
+    )
+}
+
+#[tokio::test]
+async fn a_panicking_drop_fails_nothing_but_is_contained() {
+    let mut t = TestPipeline::new();
+    t.register("DropsBadly", register_drops_badly);
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["DropsBadly"]));
+    let pipeline = t.build();
+    // Disposed at the request end: the response stands.
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    assert_eq!(outcome.status(), StatusCode::OK);
+    assert_eq!(outcome.body(), "served");
+}
+
+#[tokio::test]
+async fn a_drop_that_panics_after_its_handler_panicked_does_not_abort() {
+    let mut t = TestPipeline::new();
+    t.register("DropsBadly", register_drops_badly_after_panic);
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["DropsBadly"]));
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // And the next request too.
+    assert_eq!(
+        get(&pipeline, "/").await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
+
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("context trouble");
+    }
+}
+
+#[tokio::test]
+async fn a_stored_context_or_kept_value_that_panics_when_dropped_is_contained() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Keeper",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            let me = ctx.current_module().expect("a module call");
+            ctx.module_contexts_mut().set(me, PanicsOnDrop);
+            ctx.keep_until_request_end(PanicsOnDrop);
+            Status::Continue
+        }),
+    );
+    t.module(
+        "Handler",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            write(ctx, "fine");
+            ctx.set_request_handled();
+            Status::Continue
+        }),
+    );
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["Handler"]));
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    assert_eq!(outcome.body(), "fine");
+}
+
+struct TerminatesBadly(Log);
+
+impl riis_pipeline::HttpModuleFactory for TerminatesBadly {
+    fn get_http_module(&self) -> Result<Box<dyn riis_pipeline::HttpModule>, ModuleError> {
+        Err(ModuleError::new("never asked"))
+    }
+
+    fn terminate(&self) {
+        self.0.push("terminate");
+        panic!("terminate trouble");
+    }
+}
+
+#[test]
+fn a_panic_in_terminate_or_register_is_contained() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    for name in ["First", "Second"] {
+        let log = log.clone();
+        t.register(name, move |_, r, _| {
+            r.set_request_notifications(
+                TerminatesBadly(log),
+                N::LogRequest.into(),
+                riis_pipeline::RequestNotifications::NONE,
+            )
+        });
+    }
+    let err = t
+        .builder_mut()
+        .register_module("Broken", |_, _, _| panic!("register trouble"))
+        .expect_err("a panicking entry point is an error");
+    assert!(
+        err.message
+            .contains("panicked while registering: register trouble"),
+        "{err}"
+    );
+    let pipeline = t.build();
+    pipeline.terminate();
+    // Both terminated, though the first panicked.
+    assert_eq!(log.entries(), ["terminate", "terminate"]);
+}
