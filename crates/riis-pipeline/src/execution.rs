@@ -972,20 +972,30 @@ impl RequestExecution {
         }
         if let Some(op) = frame.ctx.op.take() {
             match op {
-                AsyncOp::ReadEntity { max } => {
+                // A loop, not a call of this function again: a ReadEntity
+                // module that holds every piece back would otherwise nest
+                // one call per piece of an inserted body, and a large one
+                // would overflow the stack.
+                AsyncOp::ReadEntity { max } => loop {
+                    let frame = &mut self.frames[top];
                     let req = &mut frame.ctx.request;
-                    if !req.inserted_entity.is_empty() {
-                        let mut data = req.inserted_entity.remove(0);
+                    if let Some(mut data) = req.inserted_entity.pop_front() {
                         if data.len() > max {
                             let rest = data.split_off(max);
-                            req.inserted_entity.insert(0, rest);
+                            req.inserted_entity.push_front(rest);
                         }
-                        if self.finish_read(top, site, status, data, 0) {
-                            // Emptied by a ReadEntity module: read on.
-                            self.frames[top].ctx.op = Some(AsyncOp::ReadEntity { max });
-                            return self.after_flush(top, site, status);
+                        if !self.finish_read(top, site, status, data, 0) {
+                            return None;
                         }
-                        return None;
+                        // Emptied by a ReadEntity module: read on, unless
+                        // that module failed the request.
+                        let ctx = &mut self.frames[top].ctx;
+                        if std::mem::take(&mut ctx.finish_requested) {
+                            ctx.op = None;
+                            self.apply(top, site, Status::FinishRequest);
+                            return None;
+                        }
+                        continue;
                     }
                     if req.body_complete {
                         self.finish_read(top, site, status, Bytes::new(), 0);
@@ -993,7 +1003,7 @@ impl RequestExecution {
                     }
                     frame.phase = Phase::Reading(site, status, max);
                     return Some(Step::ReadEntity { max });
-                }
+                },
                 AsyncOp::Child { mut child, .. } => {
                     let resp = &frame.ctx.response;
                     let before = resp.buffered_len() + resp.bytes_sent;

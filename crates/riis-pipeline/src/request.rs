@@ -143,7 +143,7 @@ pub struct HttpRequest {
     /// How many times `set_url` changed the URL.
     pub(crate) url_changes: u32,
     /// Body bytes a module inserted, read before the client's body.
-    pub(crate) inserted_entity: Vec<Bytes>,
+    pub(crate) inserted_entity: std::collections::VecDeque<Bytes>,
     /// What the last completed body read produced.
     pub(crate) read_data: Bytes,
     /// Whether the client's body has been read to its end.
@@ -184,7 +184,7 @@ impl HttpRequest {
             pipeline_started: false,
             url_changed: false,
             url_changes: 0,
-            inserted_entity: Vec::new(),
+            inserted_entity: std::collections::VecDeque::new(),
             read_data: Bytes::new(),
             body_complete,
             bytes_received: 0,
@@ -320,7 +320,7 @@ impl HttpRequest {
     pub fn insert_entity_body(&mut self, data: impl Into<Bytes>) {
         let data = data.into();
         if !data.is_empty() {
-            self.inserted_entity.push(data);
+            self.inserted_entity.push_back(data);
         }
     }
 
@@ -379,7 +379,7 @@ impl HttpRequest {
             pipeline_started: false,
             url_changed: false,
             url_changes: 0,
-            inserted_entity: Vec::new(),
+            inserted_entity: std::collections::VecDeque::new(),
             read_data: Bytes::new(),
             body_complete: true,
             bytes_received: 0,
