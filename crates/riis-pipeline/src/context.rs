@@ -607,6 +607,15 @@ impl HttpContext {
                     let elapsed = started.elapsed();
                     self.trace_call(m, notification, TracePhase::ModuleEnd { status, elapsed });
                 }
+                if status == RequestNotificationStatus::Pending {
+                    // Nothing waits in a nested notification (IIS's
+                    // SendResponse, ReadEntity and MapPath never pend).
+                    tracing::warn!(
+                        module = %self.pipeline.module_name(m),
+                        notification = notification.name(),
+                        "Pending is not an answer this notification takes; taken as Continue"
+                    );
+                }
                 // Empty while its module ran (see `walk_list`).
                 std::mem::forget(
                     self.slots[m.get()]
@@ -880,6 +889,15 @@ impl HttpContext {
         if child.depth == 0 {
             return Err(ModuleError::with_hresult(
                 "only a context from clone_context can run as a child request",
+                ModuleError::E_INVALIDARG,
+            ));
+        }
+        if !Arc::ptr_eq(&child.pipeline, &self.pipeline) || child.request_id != self.request_id {
+            // A clone of another request (kept by a module from an earlier
+            // one, or from before a reload): its module slots and site are
+            // not this request's.
+            return Err(ModuleError::with_hresult(
+                "only a clone of this request's context can run as its child request",
                 ModuleError::E_INVALIDARG,
             ));
         }

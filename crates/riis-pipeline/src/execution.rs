@@ -1123,11 +1123,11 @@ impl RequestExecution {
         let ctx = &mut frame.ctx;
         if !ctx.response.headers_sent {
             if let Some(server) = &pipeline.settings.server_header {
-                // One lookup: a module's own Server header stays.
-                ctx.response
-                    .headers
-                    .entry(http::header::SERVER)
-                    .or_insert_with(|| server.clone());
+                // One lookup: a module's own Server header stays. A map a
+                // module filled to its limit gets none (and no panic).
+                if let Ok(entry) = ctx.response.headers.try_entry(http::header::SERVER) {
+                    entry.or_insert_with(|| server.clone());
+                }
             }
         }
         let mut provider = SendResponseProvider {

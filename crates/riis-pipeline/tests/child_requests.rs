@@ -436,3 +436,39 @@ async fn a_child_skips_authentication_only_when_given_a_user() {
         ]
     );
 }
+
+/// A clone kept from an earlier request cannot run as a later request's
+/// child: its module slots and site are the earlier request's.
+#[tokio::test]
+async fn a_clone_of_another_request_is_refused() {
+    use std::sync::Mutex;
+    static KEPT: Mutex<Option<riis_pipeline::HttpContext>> = Mutex::new(None);
+    let mut t = TestPipeline::new();
+    t.module(
+        "Keeper",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            let kept = KEPT.lock().unwrap().take();
+            match kept {
+                None => {
+                    *KEPT.lock().unwrap() = Some(ctx.clone_context().unwrap());
+                    write(ctx, "kept");
+                }
+                Some(earlier) => {
+                    let refused = ctx
+                        .execute_request(earlier, ExecuteFlags::default())
+                        .expect_err("another request's clone");
+                    write(ctx, format!("0x{:08X}", refused.hresult));
+                }
+            }
+            ctx.set_request_handled();
+            Status::Continue
+        }),
+    );
+    t.handler(catch_all(&["Keeper"]));
+    let pipeline = t.build();
+    assert_eq!(get(&pipeline, "/").await.body(), "kept");
+    let second = get(&pipeline, "/").await;
+    second.assert_completed();
+    assert_eq!(second.body(), "0x80070057");
+}

@@ -502,3 +502,33 @@ fn a_panic_in_terminate_or_register_is_contained() {
     // Both terminated, though the first panicked.
     assert_eq!(log.entries(), ["terminate", "terminate"]);
 }
+
+/// A module that fills the response's header map to its limit gets no
+/// `Server` header, not a panic in the engine's send.
+#[tokio::test]
+async fn a_full_header_map_does_not_panic_the_send() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Filler",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            let headers = ctx.response_mut().headers_mut();
+            for i in 0.. {
+                let name = riis_pipeline::http::HeaderName::try_from(format!("x-h{i}")).unwrap();
+                if headers
+                    .try_insert(name, HeaderValue::from_static("v"))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            ctx.set_request_handled();
+            Status::Continue
+        }),
+    );
+    t.handler(catch_all(&["Filler"]));
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    assert_eq!(outcome.status(), StatusCode::OK);
+}
