@@ -218,9 +218,19 @@ pub enum Step {
     },
     /// A module returned Pending; await the waiter, then resume.
     Wait(CompletionWaiter),
+    /// The pipeline has delivered [`YIELD_AFTER`] completions in a row
+    /// without waiting for anything (a module completing its own operations
+    /// over and over, or starting a child from each child's completion):
+    /// let other work run, then resume. The request goes on; it just does
+    /// not hold its thread.
+    Yield,
     /// The request is complete; its module instances are disposed.
     Done,
 }
+
+/// Completions [`RequestExecution::resume`] delivers before it returns
+/// [`Step::Yield`].
+pub const YIELD_AFTER: usize = 1024;
 
 /// The status line and headers of a response, when they go out.
 #[derive(Debug)]
@@ -600,6 +610,7 @@ impl RequestExecution {
 
     /// Runs the pipeline until it needs the driver.
     pub fn resume(&mut self) -> Step {
+        let mut deliveries = 0usize;
         loop {
             let top = self.frames.len() - 1;
             match std::mem::replace(&mut self.frames[top].phase, Phase::Run) {
@@ -619,6 +630,11 @@ impl RequestExecution {
                     continue;
                 }
                 Phase::Deliver(site, info) => {
+                    deliveries += 1;
+                    if deliveries > YIELD_AFTER {
+                        self.frames[top].phase = Phase::Deliver(site, info);
+                        return Step::Yield;
+                    }
                     let status = self.call(top, site, Some(info));
                     if let Some(step) = self.after_call(top, site, status) {
                         return step;

@@ -64,6 +64,7 @@ pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
 pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
 pub use execution::{
     Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED, E_INVALID_DATA, E_TIMEOUT,
+    YIELD_AFTER,
 };
 pub use global::{ApplicationInfo, CacheOperation, RscaQuery, TraceEvent, TracePhase};
 pub use handler::{

@@ -421,6 +421,48 @@ async fn post_completion_requested_inside_the_call_reenters_on_async_completion(
     assert_eq!(log.entries(), ["completion bytes=7"]);
 }
 
+/// A module that completes its own operation over and over does not keep
+/// its thread: after YIELD_AFTER completions in a row the execution yields
+/// to the driver, and goes on where it was when resumed.
+#[tokio::test]
+async fn a_long_run_of_completions_yields_the_thread() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static ROUNDS: AtomicUsize = AtomicUsize::new(0);
+    let mut t = TestPipeline::new();
+    t.module(
+        "Busy",
+        Registration::events(RequestNotifications::from(N::BeginRequest)),
+        script(|ctx, _| {
+            if ROUNDS.fetch_add(1, Ordering::SeqCst) == 3 * riis_pipeline::YIELD_AFTER {
+                return Status::Continue;
+            }
+            ctx.post_completion(1).unwrap();
+            Status::Pending
+        }),
+    );
+    let pipeline = t.build();
+    let mut execution = RequestExecution::new(context(&pipeline, request(Method::GET, "/")));
+    let mut yields = 0;
+    loop {
+        match execution.resume() {
+            Step::Yield => yields += 1,
+            Step::Send => {
+                let out = execution.take_output().unwrap();
+                execution.complete_send(Ok(out.len()));
+            }
+            Step::Done => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // 3 × YIELD_AFTER completions run in three stretches: two yields
+    // between them.
+    assert_eq!(yields, 2);
+    assert_eq!(
+        ROUNDS.load(Ordering::SeqCst),
+        3 * riis_pipeline::YIELD_AFTER + 1
+    );
+}
+
 #[tokio::test]
 async fn a_signal_nobody_waited_for_does_not_complete_a_later_pending() {
     let log = Log::new();

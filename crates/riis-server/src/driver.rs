@@ -380,6 +380,8 @@ fn serve_site(
             if out.is_final {
                 // The fast path: one send, the whole response known.
                 exec.complete_send(Ok(out.len()));
+                // Only the disposal is left after the final send (it comes
+                // after EndRequest): nothing there waits.
                 while !matches!(exec.resume(), Step::Done) {}
                 let reply = final_response(out, &shape);
                 if shape.discard_request_body.is_none() {
@@ -525,6 +527,8 @@ async fn drive(
                     }
                 }
             }
+            // Long enough on this thread: other connections' turn.
+            Event::Other(Step::Yield) => tokio::task::yield_now().await,
             Event::Other(Step::Done) => break,
             Event::Other(Step::Send) => unreachable!("sends are turned into Event::Send"),
         }

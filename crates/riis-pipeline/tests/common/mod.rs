@@ -749,6 +749,7 @@ pub async fn drive(mut execution: RequestExecution, body: Vec<Bytes>) -> Outcome
                     .await
                     .expect("the request hung waiting for a completion that never came");
             }
+            Step::Yield => tokio::task::yield_now().await,
             Step::Done => return Outcome { sends, execution },
         }
     }
