@@ -268,7 +268,11 @@ pub struct Output {
 impl Output {
     /// Total entity bytes in this send.
     pub fn len(&self) -> u64 {
-        self.chunks.iter().map(EntityChunk::len).sum()
+        // Saturating: a module's absurd file-range lengths must not wrap
+        // into a small Content-Length.
+        self.chunks
+            .iter()
+            .fold(0u64, |sum, c| sum.saturating_add(c.len()))
     }
 
     /// Whether the send carries no entity.
@@ -1386,5 +1390,35 @@ fn dispatch(m: &mut dyn HttpModule, ctx: &mut HttpContext, n: N, post: bool) -> 
         // Nondeterministic notifications are raised with their providers
         // elsewhere, never through the deterministic cursor.
         None => Status::Continue,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module's absurd file-range lengths do not wrap into a small
+    /// length (and so a small `Content-Length`).
+    #[test]
+    fn an_output_length_saturates() {
+        let file = Arc::new(std::fs::File::open("/dev/null").unwrap());
+        let huge = |offset| EntityChunk::File {
+            file: file.clone(),
+            offset,
+            length: u64::MAX / 2 + 1,
+        };
+        let out = Output {
+            head: None,
+            chunks: vec![
+                huge(0),
+                huge(1),
+                EntityChunk::Memory(Bytes::from_static(b"x")),
+            ],
+            is_final: true,
+            disconnect: false,
+            reset: false,
+            truncated: false,
+        };
+        assert_eq!(out.len(), u64::MAX);
     }
 }

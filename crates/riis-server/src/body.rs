@@ -183,7 +183,9 @@ impl ResponseBody {
 
     /// A body of fully known chunks.
     pub fn from_chunks(chunks: Vec<EntityChunk>) -> Self {
-        let remaining = chunks.iter().map(EntityChunk::len).sum();
+        let remaining = chunks
+            .iter()
+            .fold(0u64, |sum, c| sum.saturating_add(c.len()));
         Self {
             chunks: chunks.into(),
             remaining: Some(remaining),
