@@ -802,11 +802,9 @@ impl HttpContext {
     /// then the module instances are disposed; then the kept values go.
     pub(crate) fn end_request(&mut self) {
         let pipeline = &self.pipeline;
-        let name = |i: usize| {
-            u16::try_from(i)
-                .map_or("?", |i| pipeline.module_name(ModuleIndex(i)))
-                .to_owned()
-        };
+        // Only asked for when a drop panicked; an index of another
+        // pipeline's (a context moved between requests) must not panic here.
+        let name = |i: usize| pipeline.module_names().nth(i).unwrap_or("?").to_owned();
         for (i, value) in self.contexts.drain() {
             drop_guarded(value, || format!("module {}'s request context", name(i)));
         }

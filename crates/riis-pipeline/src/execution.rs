@@ -460,7 +460,7 @@ impl RequestExecution {
             Ok(n) => (n, 0),
             Err(()) => (0, E_CONNECTION_ABORTED),
         };
-        frame.ctx.response.bytes_sent += bytes;
+        frame.ctx.response.bytes_sent = frame.ctx.response.bytes_sent.saturating_add(bytes);
         frame.phase = match after {
             AfterSend::Call {
                 site,
@@ -996,34 +996,47 @@ impl RequestExecution {
                 // module that holds every piece back would otherwise nest
                 // one call per piece of an inserted body, and a large one
                 // would overflow the stack.
-                AsyncOp::ReadEntity { max } => loop {
-                    let frame = &mut self.frames[top];
-                    let req = &mut frame.ctx.request;
-                    if let Some(mut data) = req.inserted_entity.pop_front() {
-                        if data.len() > max {
-                            let rest = data.split_off(max);
-                            req.inserted_entity.push_front(rest);
+                AsyncOp::ReadEntity { max } => {
+                    let mut pieces = 0usize;
+                    loop {
+                        pieces += 1;
+                        if pieces > YIELD_AFTER {
+                            // A module that holds pieces back by inserting them
+                            // again would keep this loop going for ever: the
+                            // driver gets its turn, and the read goes on after.
+                            let frame = &mut self.frames[top];
+                            frame.ctx.op = Some(AsyncOp::ReadEntity { max });
+                            frame.phase = Phase::AfterFlush(site, status);
+                            return Some(Step::Yield);
                         }
-                        if !self.finish_read(top, site, status, data, 0) {
+                        let frame = &mut self.frames[top];
+                        let req = &mut frame.ctx.request;
+                        if let Some(mut data) = req.inserted_entity.pop_front() {
+                            if data.len() > max {
+                                let rest = data.split_off(max);
+                                req.inserted_entity.push_front(rest);
+                            }
+                            if !self.finish_read(top, site, status, data, 0) {
+                                return None;
+                            }
+                            // Emptied by a ReadEntity module: read on, unless
+                            // that module failed the request.
+                            let ctx = &mut self.frames[top].ctx;
+                            if std::mem::take(&mut ctx.finish_requested) {
+                                ctx.op = None;
+                                self.apply(top, site, Status::FinishRequest);
+                                return None;
+                            }
+                            continue;
+                        }
+                        if req.body_complete {
+                            self.finish_read(top, site, status, Bytes::new(), 0);
                             return None;
                         }
-                        // Emptied by a ReadEntity module: read on, unless
-                        // that module failed the request.
-                        let ctx = &mut self.frames[top].ctx;
-                        if std::mem::take(&mut ctx.finish_requested) {
-                            ctx.op = None;
-                            self.apply(top, site, Status::FinishRequest);
-                            return None;
-                        }
-                        continue;
+                        frame.phase = Phase::Reading(site, status, max);
+                        return Some(Step::ReadEntity { max });
                     }
-                    if req.body_complete {
-                        self.finish_read(top, site, status, Bytes::new(), 0);
-                        return None;
-                    }
-                    frame.phase = Phase::Reading(site, status, max);
-                    return Some(Step::ReadEntity { max });
-                },
+                }
                 AsyncOp::Child { mut child, .. } => {
                     let resp = &frame.ctx.response;
                     let before = resp.buffered_len() + resp.bytes_sent;

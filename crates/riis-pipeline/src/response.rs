@@ -344,7 +344,9 @@ impl HttpResponse {
 
     /// Bytes of entity buffered and not yet sent.
     pub fn buffered_len(&self) -> u64 {
-        self.chunks.iter().map(EntityChunk::len).sum()
+        self.chunks
+            .iter()
+            .fold(0u64, |sum, c| sum.saturating_add(c.len()))
     }
 
     /// `Flush`: send what is buffered when the calling module returns. With

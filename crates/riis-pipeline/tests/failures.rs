@@ -532,3 +532,52 @@ async fn a_full_header_map_does_not_panic_the_send() {
     outcome.assert_completed();
     assert_eq!(outcome.status(), StatusCode::OK);
 }
+
+/// The same in a deterministic event's walk (BeginRequest) and in a nested
+/// notification (SendResponse): the paths that held the instance inside the
+/// unwind.
+struct PanicsTwice;
+
+impl riis_pipeline::HttpModule for PanicsTwice {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> Status {
+        if ctx.request().url() == "/begin" {
+            panic!("begin trouble");
+        }
+        Status::Continue
+    }
+
+    fn on_send_response(
+        &mut self,
+        ctx: &mut HttpContext,
+        _: &mut riis_pipeline::SendResponseProvider,
+    ) -> Status {
+        if ctx.request().url() == "/send" {
+            panic!("send trouble");
+        }
+        Status::Continue
+    }
+}
+
+impl Drop for PanicsTwice {
+    fn drop(&mut self) {
+        panic!("drop trouble");
+    }
+}
+
+#[tokio::test]
+async fn drops_that_panic_after_a_walk_or_nested_panic_do_not_abort() {
+    let mut t = TestPipeline::new();
+    t.register("PanicsTwice", |_, r, _| {
+        r.set_request_notifications(
+            || PanicsTwice,
+            N::BeginRequest | N::SendResponse,
+            riis_pipeline::RequestNotifications::NONE,
+        )
+    });
+    let pipeline = t.build();
+    for url in ["/begin", "/send"] {
+        let outcome = get(&pipeline, url).await;
+        outcome.assert_completed();
+        assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR, "{url}");
+    }
+}

@@ -457,3 +457,41 @@ async fn a_request_without_a_body_reads_zero_bytes_at_once() {
     assert_eq!(outcome.status(), StatusCode::OK);
     assert_eq!(outcome.body(), "");
 }
+
+/// A ReadEntity module that holds a piece back by inserting it again makes
+/// an endless read; the execution still yields to its driver instead of
+/// holding the thread.
+#[tokio::test]
+async fn a_piece_inserted_again_for_ever_still_yields() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Inserter",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            ctx.request_mut().insert_entity_body("piece");
+            Status::Continue
+        }),
+    );
+    t.module(
+        "Reinserter",
+        Registration::events(N::ReadEntity),
+        script(|ctx, call| {
+            if let Call::ReadEntity(provider) = call {
+                let piece = provider.entity().clone();
+                ctx.request_mut().insert_entity_body(piece);
+                provider.set_entity(Bytes::new());
+            }
+            Status::Continue
+        }),
+    );
+    let log = Log::new();
+    add_echo(&mut t, 64, &log);
+    let pipeline = t.build();
+    let mut execution = RequestExecution::new(context(
+        &pipeline,
+        request(riis_pipeline::http::Method::GET, "/echo"),
+    ));
+    for _ in 0..3 {
+        assert!(matches!(execution.resume(), Step::Yield));
+    }
+}

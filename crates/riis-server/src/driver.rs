@@ -239,14 +239,20 @@ struct Finish {
 impl Finish {
     fn apply(&mut self, reply: Reply) -> Reply {
         let mut r = reply?;
+        // `try_`: a module may have filled the header map to its limit; the
+        // response then goes without these rather than panic.
         if let Some(value) = self.hsts.take() {
-            r.headers_mut()
-                .entry(http::header::STRICT_TRANSPORT_SECURITY)
-                .or_insert(value);
+            if let Ok(entry) = r
+                .headers_mut()
+                .try_entry(http::header::STRICT_TRANSPORT_SECURITY)
+            {
+                entry.or_insert(value);
+            }
         }
         if self.last {
-            r.headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
+            let _ = r
+                .headers_mut()
+                .try_insert(CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(guard) = self.in_service.take() {
             r.body_mut().in_service(guard);
@@ -706,8 +712,9 @@ fn with_head(head: ResponseHead, body: ResponseBody, disconnect: bool) -> Respon
         }
     }
     if disconnect {
-        resp.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+        let _ = resp
+            .headers_mut()
+            .try_insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
@@ -818,8 +825,9 @@ fn hold_request_body(
                 .exact()
                 .is_some_and(|left| left > crate::body::DISCARD_LIMIT);
         if too_long {
-            resp.headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
+            let _ = resp
+                .headers_mut()
+                .try_insert(CONNECTION, HeaderValue::from_static("close"));
         }
         let closes = resp
             .headers()
