@@ -165,6 +165,16 @@ pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
     }
 }
 
+/// The MIME type a URL's extension names, for a response that carries none
+/// of its own (a 304, a multipart range).
+pub fn type_of_url(url: &str) -> Option<HeaderValue> {
+    std::path::Path::new(url)
+        .extension()
+        .and_then(|e| e.to_str())
+        .and_then(|e| mime_guess::from_ext(e).first_raw())
+        .map(HeaderValue::from_static)
+}
+
 /// Whether a MIME type (parameters ignored) is in `list`; an entry ending in
 /// `/*` matches a whole type (`text/*`).
 pub fn type_listed(content_type: Option<&HeaderValue>, list: &[String]) -> bool {

@@ -33,7 +33,7 @@
 //!   (default 3): fast levels, since this work is done for every response.
 
 use bytes::Bytes;
-use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
+use riis_pipeline::http::{header, Method, StatusCode};
 use riis_pipeline::{
     EntityChunk, HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority,
     RequestNotification, RequestNotificationStatus, RequestNotifications, ResourceKind, Section,
@@ -187,11 +187,7 @@ impl DynamicCompression {
         if !config.enabled || ctx.child_depth() > 0 || len < config.min_size {
             return;
         }
-        let guessed = std::path::Path::new(ctx.request().url())
-            .extension()
-            .and_then(|e| e.to_str())
-            .and_then(|e| mime_guess::from_ext(e).first_raw())
-            .map(HeaderValue::from_static);
+        let guessed = content_encoding::type_of_url(ctx.request().url());
         if !content_encoding::type_listed(guessed.as_ref(), &config.mime_types) {
             return;
         }

@@ -628,11 +628,7 @@ impl StaticCompression {
         {
             return;
         }
-        let guessed = Path::new(ctx.request().url())
-            .extension()
-            .and_then(|e| e.to_str())
-            .and_then(|e| mime_guess::from_ext(e).first_raw())
-            .map(HeaderValue::from_static);
+        let guessed = content_encoding::type_of_url(ctx.request().url());
         let listed = content_encoding::type_listed(
             ctx.response().header(header::CONTENT_TYPE),
             &config.mime_types,

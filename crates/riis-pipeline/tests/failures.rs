@@ -367,40 +367,23 @@ impl Drop for DropsBadly {
     }
 }
 
-fn register_drops_badly(
-    _: u32,
-    r: &mut ModuleRegistration<'_>,
-    _: &ServerInfo,
-) -> Result<(), ModuleError> {
-    r.set_request_notifications(
-        || DropsBadly {
-            panic_in_handler: false,
-        },
-        N::ExecuteRequestHandler.into(),
-        riis_pipeline::RequestNotifications::NONE,
-    )
-}
-
-fn register_drops_badly_after_panic(
-    _: u32,
-    r: &mut ModuleRegistration<'_>,
-    _: &ServerInfo,
-) -> Result<(), ModuleError> {
-    r.set_request_notifications(
-        || DropsBadly {
-            panic_in_handler: true,
-        },
-        N::ExecuteRequestHandler.into(),
-        riis_pipeline::RequestNotifications::NONE,
-    )
+/// A pipeline whose handler is `DropsBadly`.
+fn drops_badly_pipeline(panic_in_handler: bool) -> std::sync::Arc<riis_pipeline::Pipeline> {
+    let mut t = TestPipeline::new();
+    t.register("DropsBadly", move |_, r, _| {
+        r.set_request_notifications(
+            move || DropsBadly { panic_in_handler },
+            N::ExecuteRequestHandler.into(),
+            riis_pipeline::RequestNotifications::NONE,
+        )
+    });
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["DropsBadly"]));
+    t.build()
 }
 
 #[tokio::test]
 async fn a_panicking_drop_fails_nothing_but_is_contained() {
-    let mut t = TestPipeline::new();
-    t.register("DropsBadly", register_drops_badly);
-    t.handler(handler("Main", "*", &["*"], "Unspecified", &["DropsBadly"]));
-    let pipeline = t.build();
+    let pipeline = drops_badly_pipeline(false);
     // Disposed at the request end: the response stands.
     let outcome = get(&pipeline, "/").await;
     outcome.assert_completed();
@@ -410,10 +393,7 @@ async fn a_panicking_drop_fails_nothing_but_is_contained() {
 
 #[tokio::test]
 async fn a_drop_that_panics_after_its_handler_panicked_does_not_abort() {
-    let mut t = TestPipeline::new();
-    t.register("DropsBadly", register_drops_badly_after_panic);
-    t.handler(handler("Main", "*", &["*"], "Unspecified", &["DropsBadly"]));
-    let pipeline = t.build();
+    let pipeline = drops_badly_pipeline(true);
     let outcome = get(&pipeline, "/").await;
     outcome.assert_completed();
     assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
