@@ -256,6 +256,20 @@ fn add_echo(t: &mut TestPipeline, chunk: usize, log: &Log) {
     t.handler(catch_all(&["Echo"]));
 }
 
+/// Registers `Inserter`, which inserts `body` ahead of the request's own at
+/// BeginRequest.
+fn add_inserter(t: &mut TestPipeline, body: impl Into<Bytes>) {
+    let body: Bytes = body.into();
+    t.module(
+        "Inserter",
+        Registration::events(N::BeginRequest),
+        script(move |ctx, _| {
+            ctx.request_mut().insert_entity_body(body.clone());
+            Status::Continue
+        }),
+    );
+}
+
 /// Registers `Upper`, a ReadEntity module that uppercases every read.
 fn add_upper(t: &mut TestPipeline, log: &Log) {
     let log = log.clone();
@@ -415,15 +429,7 @@ async fn inserted_entity_body_is_read_before_the_clients_body() {
 async fn an_inserted_body_held_back_piece_by_piece_does_not_grow_the_stack() {
     let log = Log::new();
     let mut t = TestPipeline::new();
-    t.module(
-        "Inserter",
-        Registration::events(N::BeginRequest),
-        script(|ctx, _| {
-            ctx.request_mut()
-                .insert_entity_body(vec![b'x'; 16 * 1024 * 1024]);
-            Status::Continue
-        }),
-    );
+    add_inserter(&mut t, vec![b'x'; 16 * 1024 * 1024]);
     t.module(
         "HoldBack",
         Registration::events(N::ReadEntity),
@@ -464,14 +470,7 @@ async fn a_request_without_a_body_reads_zero_bytes_at_once() {
 #[tokio::test]
 async fn a_piece_inserted_again_for_ever_still_yields() {
     let mut t = TestPipeline::new();
-    t.module(
-        "Inserter",
-        Registration::events(N::BeginRequest),
-        script(|ctx, _| {
-            ctx.request_mut().insert_entity_body("piece");
-            Status::Continue
-        }),
-    );
+    add_inserter(&mut t, "piece");
     t.module(
         "Reinserter",
         Registration::events(N::ReadEntity),
