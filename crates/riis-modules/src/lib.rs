@@ -18,6 +18,7 @@ pub mod dynamic_compression;
 pub mod event_trace;
 pub mod failed_requests_tracing;
 pub mod hello_world;
+pub mod http_logging;
 pub mod http_redirection;
 pub mod noop;
 pub mod protocol_support;
@@ -94,6 +95,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
         "FailedRequestsTracing",
         failed_requests_tracing::register_module,
     ),
+    ("HttpLogging", http_logging::register_module),
 ];
 
 /// The entry point of a built-in module.

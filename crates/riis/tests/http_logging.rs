@@ -1,0 +1,332 @@
+//! HttpLogging over real sockets: one W3C line per request, with IIS's
+//! default fields and the header block; values that cannot break a line;
+//! a location that turns logging off; a child request logged once, as its
+//! parent; `sc-bytes` and `cs-bytes` against the bytes on the wire; lines
+//! written once a second and at shutdown; a renamed file followed by a
+//! new one; bad fields as configuration errors.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Connection, RunningBinary, TempDir};
+
+/// HttpLogging first (so its SendResponse runs last), then the static
+/// handler's modules and ProtocolSupport for a custom header; `section`
+/// holds the server-level `http_logging` keys.
+fn config(dir: &TempDir, section: &str) -> PathBuf {
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "HttpLogging"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"
+[[modules]]
+name = "ProtocolSupport"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
+
+[protocol]
+custom_headers = {{ "X-Frame-Options" = "DENY" }}
+
+[http_logging]
+{section}
+
+[[sites]]
+name = "Logged"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/quiet"
+http_logging = {{ enabled = false }}
+"#,
+            root = root.display(),
+        ),
+    )
+}
+
+/// Every log file of site 1 under `logs`, concatenated in name order (a
+/// run that crosses midnight UTC writes two).
+fn log_text(logs: &Path) -> String {
+    let folder = logs.join("W3SVC1");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+/// The log's request lines (not directives).
+fn lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.starts_with('#')).collect()
+}
+
+/// Waits until the log holds `n` request lines.
+fn wait_for_lines(logs: &Path, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = log_text(logs);
+        if lines(&text).len() >= n {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "log so far:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn each_request_gets_a_line_with_the_default_fields() {
+    let dir = TempDir::new("httplog");
+    dir.write("www/a.txt", "alpha");
+    dir.write("www/index.html", "<p>home</p>");
+    dir.write("www/quiet/q.txt", "quiet");
+    let config = config(&dir, "");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let logs = dir.path().join("logs");
+    let mut conn = Connection::open(server.addr);
+
+    conn.send_raw(
+        b"GET /a.txt HTTP/1.1\r\nHost: t\r\nUser-Agent: Test Agent/1.0 (tab\there)\r\nReferer: http://t/from\r\n\r\n",
+    );
+    assert_eq!(conn.read_response(false).status, 200);
+    assert_eq!(conn.get("/missing.txt?x=1&y=%0D%0A").status, 404);
+    // Not logged: the location says so.
+    assert_eq!(conn.get("/quiet/q.txt").status, 200);
+    // A default document is a child request: one line, the client's URL.
+    assert_eq!(conn.get("/").status, 200);
+
+    // Written by the writer thread within a second or so, while the server
+    // runs.
+    let text = wait_for_lines(&logs, 3);
+    let all = lines(&text);
+    assert_eq!(all.len(), 3, "{text}");
+    assert!(text.starts_with("#Software: riis/"), "{text}");
+    assert!(text.contains("\n#Version: 1.0\n#Date: "), "{text}");
+    assert!(
+        text.contains(
+            "\n#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port \
+             cs-username c-ip cs(User-Agent) cs(Referer) sc-status sc-substatus \
+             sc-win32-status time-taken\n"
+        ),
+        "{text}"
+    );
+    let port = server.addr.port().to_string();
+    let fields = |line: &str| line.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let first = fields(all[0]);
+    assert_eq!(first.len(), 15, "{}", all[0]);
+    assert_eq!(first[0].len(), 10, "date: {}", first[0]);
+    assert_eq!(first[1].len(), 8, "time: {}", first[1]);
+    assert_eq!(
+        first[2..14],
+        [
+            "127.0.0.1",
+            "GET",
+            "/a.txt",
+            "-",
+            &port,
+            "-",
+            "127.0.0.1",
+            "Test+Agent/1.0+(tab%09here)",
+            "http://t/from",
+            "200",
+            "0",
+            "0"
+        ]
+    );
+    assert!(
+        first[14].parse::<u64>().is_ok(),
+        "time-taken: {}",
+        first[14]
+    );
+
+    let missing = fields(all[1]);
+    assert_eq!(missing[4..6], ["/missing.txt", "x=1&y=%0D%0A"]);
+    assert_eq!(missing[9..12], ["-", "-", "404"]);
+    // StaticFile's 404 carries ERROR_FILE_NOT_FOUND.
+    assert_eq!(missing[12..14], ["0", "2"]);
+
+    let home = fields(all[2]);
+    assert_eq!(home[4], "/");
+    assert_eq!(home[11], "200");
+
+    // More lines, then shutdown: they are written before the exit.
+    assert_eq!(conn.get("/a.txt?after=1").status, 200);
+    drop(conn);
+    assert!(server.terminate().success());
+    let text = log_text(&logs);
+    let all = lines(&text);
+    assert_eq!(all.len(), 4, "{text}");
+    assert!(all[3].contains(" /a.txt after=1 "), "{}", all[3]);
+    // The writer thread's lines and the shutdown's share one header block.
+    assert_eq!(text.matches("#Fields:").count(), 1, "{text}");
+}
+
+/// Sends `request` on a fresh connection and reads one response with a
+/// `Content-Length`: the bytes on the wire.
+fn exchange(addr: SocketAddr, request: &[u8]) -> (usize, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            let is_head = request.starts_with(b"HEAD");
+            let total = end + 4 + if is_head { 0 } else { length };
+            while got.len() < total {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            return (total, head);
+        }
+    }
+}
+
+#[test]
+fn byte_counts_match_the_wire_and_fields_are_chosen() {
+    let dir = TempDir::new("httplog-bytes");
+    dir.write("www/a.txt", "alpha beta gamma");
+    let config = config(
+        &dir,
+        r#"fields = ["cs-method", "cs-uri-stem", "sc-status", "sc-bytes", "cs-bytes",
+          "cs-version", "cs-host", "sc(Content-Type)", "s-sitename", "cs(X-Request-Id)"]
+period = "hourly""#,
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let logs = dir.path().join("logs");
+
+    let get = b"GET /a.txt HTTP/1.1\r\nHost: example.test\r\nX-Request-Id: r-1\r\n\r\n";
+    let (get_bytes, head) = exchange(server.addr, get);
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    let head_request = b"HEAD /a.txt HTTP/1.1\r\nHost: example.test\r\n\r\n";
+    let (head_bytes, _) = exchange(server.addr, head_request);
+    let missing = b"GET /nope HTTP/1.1\r\nHost: example.test\r\n\r\n";
+    let (missing_bytes, _) = exchange(server.addr, missing);
+
+    let text = wait_for_lines(&logs, 3);
+    assert!(
+        text.contains(
+            "#Fields: cs-method cs-uri-stem sc-status sc-bytes cs-bytes cs-version \
+             cs-host sc(Content-Type) s-sitename cs(X-Request-Id)\n"
+        ),
+        "{text}"
+    );
+    let all = lines(&text);
+    assert_eq!(
+        all,
+        [
+            format!(
+                "GET /a.txt 200 {get_bytes} {} HTTP/1.1 example.test text/plain W3SVC1 r-1",
+                get.len()
+            ),
+            format!(
+                "HEAD /a.txt 200 {head_bytes} {} HTTP/1.1 example.test text/plain W3SVC1 -",
+                head_request.len()
+            ),
+            format!(
+                "GET /nope 404 {missing_bytes} {} HTTP/1.1 example.test - W3SVC1 -",
+                missing.len()
+            ),
+        ],
+        "{text}"
+    );
+    // Hourly files: u_exYYMMDDHH.log.
+    let names: Vec<String> = std::fs::read_dir(logs.join("W3SVC1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.len() == "u_ex26120418.log".len() && n.starts_with("u_ex")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_renamed_log_file_is_followed_by_a_new_one_with_its_header() {
+    let dir = TempDir::new("httplog-rotate");
+    dir.write("www/a.txt", "alpha");
+    let config = config(&dir, "period = \"monthly\"");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let logs = dir.path().join("logs");
+    let folder = logs.join("W3SVC1");
+
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/a.txt?n=1").status, 200);
+    wait_for_lines(&logs, 1);
+    // What a log rotator does: rename the file, signal nobody.
+    let name = std::fs::read_dir(&folder)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rotated = dir.path().join("rotated.log");
+    std::fs::rename(&name, &rotated).unwrap();
+
+    assert_eq!(conn.get("/a.txt?n=2").status, 200);
+    let text = wait_for_lines(&logs, 1);
+    assert!(text.starts_with("#Software: "), "{text}");
+    assert_eq!(lines(&text).len(), 1, "{text}");
+    assert!(text.contains(" /a.txt n=2 "), "{text}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(lines(&old).len(), 1, "{old}");
+    assert!(old.contains(" /a.txt n=1 "), "{old}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&name).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640, "{mode:o}");
+}
+
+#[test]
+fn unknown_fields_are_configuration_errors() {
+    let dir = TempDir::new("httplog-config");
+    let bad_field = config(&dir, "fields = [\"date\", \"sc-bytez\"]");
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", bad_field.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("riis.toml"), "{err}");
+    assert!(err.contains("http_logging.fields"), "{err}");
+    assert!(err.contains("`sc-bytez` is not a log field"), "{err}");
+
+    let bad_period = config(&dir, "period = \"weekly\"");
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", bad_period.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http_logging.period"), "{err}");
+}
