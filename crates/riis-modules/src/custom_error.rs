@@ -271,6 +271,9 @@ fn status_text(status: StatusCode, substatus: u16) -> String {
 /// A few words on the common errors, for pages without a description.
 fn explanation(status: u16, substatus: u16) -> &'static str {
     match (status, substatus) {
+        (401 | 403 | 404, 501) => "Dynamic IP restriction: too many concurrent requests from this client address.",
+        (401 | 403 | 404, 502) => "Dynamic IP restriction: too many requests from this client address in a short time.",
+        (401 | 403 | 404, 503) => "IP restriction: requests from this client address are denied.",
         (404, 3) => "The page cannot be served because its file extension has no MIME type configured.",
         (404, 4) => "No handler is configured for this URL and method.",
         (404, 5) => "Request filtering denies a sequence found in the URL.",

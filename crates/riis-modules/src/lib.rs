@@ -20,6 +20,7 @@ pub mod failed_requests_tracing;
 pub mod hello_world;
 pub mod http_logging;
 pub mod http_redirection;
+pub mod ip_restriction;
 pub mod noop;
 pub mod protocol_support;
 pub mod request_filtering;
@@ -85,6 +86,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("EventTrace", event_trace::register_module),
     ("NoOp", noop::register_module),
     ("RequestFiltering", request_filtering::register_module),
+    ("IpRestriction", ip_restriction::register_module),
     ("CustomError", custom_error::register_module),
     ("DirectoryListing", directory_listing::register_module),
     ("HttpRedirection", http_redirection::register_module),
