@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 /// it simply stops).
 pub(crate) struct Background<J> {
     name: &'static str,
+    /// Threads taking jobs from the queue.
+    threads: usize,
     capacity: usize,
     work: Arc<dyn Fn(J) + Send + Sync>,
     state: Mutex<State<J>>,
@@ -30,8 +32,19 @@ impl<J: Send + 'static> Background<J> {
         capacity: usize,
         work: impl Fn(J) + Send + Sync + 'static,
     ) -> Self {
+        Self::with_threads(name, 1, capacity, work)
+    }
+
+    /// [`Background::new`] with `threads` threads taking jobs (at least one).
+    pub(crate) fn with_threads(
+        name: &'static str,
+        threads: usize,
+        capacity: usize,
+        work: impl Fn(J) + Send + Sync + 'static,
+    ) -> Self {
         Self {
             name,
+            threads: threads.max(1),
             capacity,
             work: Arc::new(work),
             state: Mutex::new(State {
@@ -47,12 +60,20 @@ impl<J: Send + 'static> Background<J> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.sender.is_none() {
             let (sender, jobs) = sync_channel::<J>(self.capacity);
-            let work = self.work.clone();
-            let name = self.name;
-            let started = std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || {
-                    for job in jobs {
+            let jobs = Arc::new(Mutex::new(jobs));
+            let mut started = 0;
+            let mut failure = None;
+            for _ in 0..self.threads {
+                let work = self.work.clone();
+                let jobs = jobs.clone();
+                let name = self.name;
+                let spawned = std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || loop {
+                        // One thread waits on the queue at a time; the lock
+                        // is let go before the job runs.
+                        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(job) = next else { break };
                         // A panic loses that job only: the thread goes on
                         // with the ones queued behind it.
                         let done =
@@ -60,19 +81,32 @@ impl<J: Send + 'static> Background<J> {
                         if done.is_err() {
                             tracing::error!(thread = name, "a background job panicked");
                         }
+                    });
+                match spawned {
+                    Ok(_) => started += 1,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
                     }
-                });
-            match started {
-                Ok(_) => {
-                    state.sender = Some(sender);
-                    state.spawn_failed = false;
                 }
-                Err(e) => {
-                    if !std::mem::replace(&mut state.spawn_failed, true) {
-                        tracing::error!(thread = name, "cannot start a background thread: {e}");
-                    }
-                    return Err(job);
+            }
+            if let Some(e) = failure {
+                if !std::mem::replace(&mut state.spawn_failed, true) {
+                    tracing::error!(
+                        thread = self.name,
+                        started,
+                        "cannot start a background thread: {e}"
+                    );
                 }
+            }
+            // The threads that started serve the queue; with none there is
+            // no queue.
+            if started == 0 {
+                return Err(job);
+            }
+            state.sender = Some(sender);
+            if started == self.threads {
+                state.spawn_failed = false;
             }
         }
         let sent = match &state.sender {

@@ -271,6 +271,8 @@ fn status_text(status: StatusCode, substatus: u16) -> String {
 /// A few words on the common errors, for pages without a description.
 fn explanation(status: u16, substatus: u16) -> &'static str {
     match (status, substatus) {
+        (401, 1) => "Logon failed: the user name or password is not valid.",
+        (401, 2) => "Logon failed due to server configuration: this resource needs a logon, or a user allowed to see it.",
         (401 | 403 | 404, 501) => "Dynamic IP restriction: too many concurrent requests from this client address.",
         (401 | 403 | 404, 502) => "Dynamic IP restriction: too many requests from this client address in a short time.",
         (401 | 403 | 404, 503) => "IP restriction: requests from this client address are denied.",

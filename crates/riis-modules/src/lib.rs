@@ -8,8 +8,10 @@
 
 #![warn(missing_docs)]
 
+pub mod anonymous_authentication;
 pub mod async_hello;
 mod background;
+pub mod basic_authentication;
 pub mod content_encoding;
 pub mod custom_error;
 pub mod default_document;
@@ -26,6 +28,7 @@ pub mod protocol_support;
 pub mod request_filtering;
 pub mod static_compression;
 pub mod static_file;
+pub mod url_authorization;
 
 use std::path::Path;
 
@@ -87,6 +90,12 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("NoOp", noop::register_module),
     ("RequestFiltering", request_filtering::register_module),
     ("IpRestriction", ip_restriction::register_module),
+    ("BasicAuthentication", basic_authentication::register_module),
+    (
+        "AnonymousAuthentication",
+        anonymous_authentication::register_module,
+    ),
+    ("UrlAuthorization", url_authorization::register_module),
     ("CustomError", custom_error::register_module),
     ("DirectoryListing", directory_listing::register_module),
     ("HttpRedirection", http_redirection::register_module),

@@ -1,0 +1,86 @@
+//! `AnonymousAuthentication`: lets requests without credentials in as the
+//! anonymous user, or, where it is turned off, refuses them with 401.2, as
+//! IIS's anonymous authentication module and server do.
+//!
+//! Registers for **AuthenticateRequest** at Low priority, so the modules
+//! that check credentials (BasicAuthentication, Medium) have gone first: a
+//! request that still has no user is the anonymous user's
+//! (`HttpUser::new("", "Anonymous")`: an empty name, as IIS's
+//! `GetUserName`), or, with `enabled = false`, ends with 401.2 ("logon
+//! failed due to server configuration"), to which BasicAuthentication adds
+//! its challenge. A child request keeps its parent's user.
+//!
+//! Configuration section `anonymous_authentication` (IIS's
+//! `anonymousAuthentication`), per location:
+//! - `enabled` (default true). Turning it off in a location is how a
+//!   location requires a logon.
+
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{
+    HttpContext, HttpModule, HttpUser, ModuleError, ModuleRegistration, Priority,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+};
+use serde::Deserialize;
+
+/// `E_ACCESSDENIED` as a Win32 HRESULT.
+const E_ACCESS_DENIED: u32 = 0x8007_0005;
+
+/// The `anonymous_authentication` configuration section.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnonymousAuthenticationConfig {
+    /// Whether requests without credentials are let in.
+    pub enabled: bool,
+}
+
+impl Default for AnonymousAuthenticationConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// The module instance: one per request.
+pub struct AnonymousAuthentication {
+    config: Section<AnonymousAuthenticationConfig>,
+}
+
+impl HttpModule for AnonymousAuthentication {
+    fn on_authenticate_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        if ctx.user().is_some() {
+            return RequestNotificationStatus::Continue;
+        }
+        if ctx.config(self.config).enabled {
+            ctx.set_user(HttpUser::new("", "Anonymous"));
+            return RequestNotificationStatus::Continue;
+        }
+        tracing::info!(
+            url = %ctx.request().raw_url(),
+            "AnonymousAuthentication: a request without credentials where anonymous access is off"
+        );
+        let resp = ctx.response_mut();
+        resp.clear_entity();
+        resp.set_error_status(StatusCode::UNAUTHORIZED, "Unauthorized", 2, E_ACCESS_DENIED);
+        RequestNotificationStatus::FinishRequest
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration
+        .declare_section::<AnonymousAuthenticationConfig>("anonymous_authentication")?;
+    registration.set_request_notifications(
+        move || AnonymousAuthentication { config },
+        RequestNotification::AuthenticateRequest.into(),
+        RequestNotifications::NONE,
+    )?;
+    // After the modules that check credentials.
+    registration.set_priority_for_request_notification(
+        RequestNotification::AuthenticateRequest,
+        Priority::Low,
+    );
+    Ok(())
+}

@@ -1,0 +1,613 @@
+//! `BasicAuthentication`: HTTP Basic authentication (RFC 7617) against an
+//! htpasswd file, as IIS's basic authentication module does against
+//! Windows accounts and nginx's `auth_basic_user_file` against the same
+//! kind of file.
+//!
+//! Registers for:
+//!
+//! - **AuthenticateRequest** (Medium): where the location's section is
+//!   `enabled`, a request with `Authorization: Basic …` and no user yet
+//!   (another module, or the parent of a child request, may have set one)
+//!   has its user name and password checked against `user_file`. A
+//!   password hash takes milliseconds to check (bcrypt tens of them), so
+//!   it is checked on the module's own threads (`riis-auth`, one per core)
+//!   while the request waits (Pending) without holding its worker; the
+//!   request resumes through **OnAsyncCompletion**. A user name and
+//!   password that passed are remembered for 15 minutes (IIS's token
+//!   cache), by a keyed digest, never in clear: later requests with them
+//!   cost a hash lookup. A request with wrong credentials ends with 401.1;
+//!   one without credentials goes on as it is (AnonymousAuthentication or
+//!   UrlAuthorization decide what it may see).
+//! - **SendResponse**: a 401 response of a location where the module is
+//!   enabled gets the challenge, `WWW-Authenticate: Basic realm="…",
+//!   charset="UTF-8"`, whichever module refused the request.
+//!
+//! The user gets the roles `group_file` gives it (`IsInRole`, for
+//! UrlAuthorization). Both files are read when first needed and again
+//! when they change (checked at most once a second), so a new user or
+//! password needs no reload.
+//!
+//! Configuration section `basic_authentication` (IIS's
+//! `basicAuthentication`), per location:
+//! - `enabled` (default false, as in IIS);
+//! - `realm` (default: the request's host name);
+//! - `user_file`: `name:hash` lines, as `htpasswd -B` (bcrypt, `$2y$`),
+//!   `mkpasswd -m sha-512` or `openssl passwd -6` (`$6$`, and `$5$`)
+//!   write them; `#` starts a comment. Lines with other hashes (`$apr1$`,
+//!   `{SHA}`, DES crypt, plain text) are skipped with a warning naming the
+//!   line: those schemes are too weak to accept. Relative to the
+//!   configuration file's folder;
+//! - `group_file` (optional): `group: user user …` lines (Apache's
+//!   `AuthGroupFile` format).
+//!
+//! A location with `enabled` and no readable `user_file` answers 500 (the
+//! error is logged and shown on the detailed error page): refusing every
+//! request is safer than letting them through. Basic authentication sends
+//! the password with every request, readable to anyone on the way: use it
+//! over TLS.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use riis_pipeline::http::header::{self, HeaderValue};
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{
+    CompletionInfo, HttpContext, HttpModule, HttpUser, ModuleError, ModuleRegistration,
+    RequestNotification, RequestNotificationStatus, Section, SendResponseProvider, ServerInfo,
+};
+use serde::Deserialize;
+use sha2::Digest as _;
+
+use crate::background::Background;
+
+/// `E_ACCESSDENIED` as a Win32 HRESULT.
+const E_ACCESS_DENIED: u32 = 0x8007_0005;
+/// How long a user name and password that passed are remembered.
+const REMEMBER_FOR: Duration = Duration::from_secs(15 * 60);
+/// Logons remembered at most.
+const REMEMBERED: usize = 10_000;
+/// Checks that may wait for a thread; past that a request gets 503.
+const QUEUED_CHECKS: usize = 1024;
+/// How often the files are looked at for changes.
+const RECHECK_FILES: Duration = Duration::from_secs(1);
+
+/// The `basic_authentication` configuration section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BasicAuthenticationConfig {
+    /// Whether Basic credentials are checked (and 401s challenged).
+    pub enabled: bool,
+    /// The realm of the challenge; empty for the request's host name.
+    pub realm: String,
+    /// The htpasswd file.
+    pub user_file: PathBuf,
+    /// The group file (optional).
+    pub group_file: PathBuf,
+}
+
+/// A password hash of the user file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PasswordHash {
+    /// `$2a$`, `$2b$`, `$2y$`.
+    Bcrypt(String),
+    /// `$5$`, `$6$`.
+    ShaCrypt(String),
+}
+
+impl PasswordHash {
+    fn parse(text: &str) -> Option<Self> {
+        if ["$2a$", "$2b$", "$2y$"].iter().any(|p| text.starts_with(p)) {
+            Some(Self::Bcrypt(text.to_owned()))
+        } else if text.starts_with("$5$") || text.starts_with("$6$") {
+            Some(Self::ShaCrypt(text.to_owned()))
+        } else {
+            None
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            Self::Bcrypt(t) | Self::ShaCrypt(t) => t,
+        }
+    }
+
+    /// Whether `password` matches (slow, by design).
+    fn verify(&self, password: &[u8]) -> bool {
+        match self {
+            Self::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            Self::ShaCrypt(hash) => {
+                use sha_crypt::PasswordVerifier as _;
+                sha_crypt::ShaCrypt::default()
+                    .verify_password(password, hash.as_str())
+                    .is_ok()
+            }
+        }
+    }
+}
+
+/// The users and groups of one `user_file` and `group_file`.
+#[derive(Debug, Default)]
+struct Users {
+    hashes: HashMap<String, PasswordHash>,
+    roles: HashMap<String, Vec<String>>,
+}
+
+/// Reads an htpasswd file: `name:hash` lines.
+fn read_users(path: &Path) -> Result<HashMap<String, PasswordHash>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read user_file {}: {e}", path.display()))?;
+    let mut users = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, hash)) = line.split_once(':') else {
+            tracing::warn!(
+                "BasicAuthentication: {}:{}: not a `name:hash` line; skipped",
+                path.display(),
+                number + 1
+            );
+            continue;
+        };
+        match PasswordHash::parse(hash.trim()) {
+            Some(hash) => {
+                users.insert(name.to_owned(), hash);
+            }
+            None => tracing::warn!(
+                "BasicAuthentication: {}:{}: user `{}` has a hash riis does not accept (use bcrypt, \
+                 `htpasswd -B`, or SHA-crypt, `openssl passwd -6`); skipped",
+                path.display(),
+                number + 1,
+                name.escape_debug()
+            ),
+        }
+    }
+    Ok(users)
+}
+
+/// Reads a group file: `group: user user …` lines; gives each user's
+/// groups.
+fn read_groups(path: &Path) -> Result<HashMap<String, Vec<String>>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read group_file {}: {e}", path.display()))?;
+    let mut roles: HashMap<String, Vec<String>> = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((group, members)) = line.split_once(':') else {
+            tracing::warn!(
+                "BasicAuthentication: {}:{}: not a `group: user …` line; skipped",
+                path.display(),
+                number + 1
+            );
+            continue;
+        };
+        for member in members.split_whitespace() {
+            roles
+                .entry(member.to_owned())
+                .or_default()
+                .push(group.trim().to_owned());
+        }
+    }
+    Ok(roles)
+}
+
+/// What identifies a version of a file: it is read again when this changes.
+type FileStamp = Option<(SystemTime, u64, u64)>;
+
+fn stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+/// One pair of files as last read.
+struct Loaded {
+    looked: Instant,
+    stamps: (FileStamp, FileStamp),
+    users: Result<Arc<Users>, String>,
+}
+
+/// What the factory and the instances share.
+struct Shared {
+    /// Relative file names are taken from here.
+    folder: PathBuf,
+    files: Mutex<HashMap<(PathBuf, PathBuf), Loaded>>,
+    /// Digests of the logons that passed, and until when they count.
+    remembered: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Keys the digests, so a memory dump does not give passwords away to a
+    /// dictionary.
+    secret: [u8; 32],
+    checks: Background<Check>,
+}
+
+/// A password to check on the module's threads.
+struct Check {
+    hash: PasswordHash,
+    password: Vec<u8>,
+    /// False for an unknown user: the password is checked against another
+    /// user's hash, so that unknown names take as long as known ones (no
+    /// telling them apart by time), and fails whatever the result.
+    counts: bool,
+    done: riis_pipeline::CompletionHandle,
+}
+
+impl Shared {
+    /// The users of `config`'s files, read again when they changed.
+    fn users(&self, config: &BasicAuthenticationConfig) -> Result<Arc<Users>, String> {
+        if config.user_file.as_os_str().is_empty() {
+            return Err("basic_authentication.user_file is not set".into());
+        }
+        let user_file = self.folder.join(&config.user_file);
+        let group_file = (!config.group_file.as_os_str().is_empty())
+            .then(|| self.folder.join(&config.group_file));
+        let key = (user_file, group_file.clone().unwrap_or_default());
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some(loaded) = files.get_mut(&key) {
+            if now.duration_since(loaded.looked) < RECHECK_FILES {
+                return loaded.users.clone();
+            }
+            loaded.looked = now;
+            let stamps = (stamp(&key.0), group_file.as_deref().and_then(stamp));
+            if stamps == loaded.stamps && stamps.0.is_some() {
+                return loaded.users.clone();
+            }
+        }
+        let stamps = (stamp(&key.0), group_file.as_deref().and_then(stamp));
+        let users = read_users(&key.0).and_then(|hashes| {
+            let roles = match &group_file {
+                Some(path) => read_groups(path)?,
+                None => HashMap::new(),
+            };
+            Ok(Arc::new(Users { hashes, roles }))
+        });
+        if let Err(why) = &users {
+            tracing::error!("BasicAuthentication: {why}");
+        }
+        files.insert(
+            key,
+            Loaded {
+                looked: now,
+                stamps,
+                users: users.clone(),
+            },
+        );
+        users
+    }
+
+    /// The digest a logon is remembered by: the user, the password and the
+    /// hash it passed against (a changed password forgets it).
+    fn digest(&self, name: &str, password: &[u8], hash: &PasswordHash) -> [u8; 32] {
+        let mut d = sha2::Sha256::new();
+        d.update(self.secret);
+        for part in [name.as_bytes(), password, hash.text().as_bytes()] {
+            d.update((part.len() as u64).to_le_bytes());
+            d.update(part);
+        }
+        d.finalize().into()
+    }
+
+    fn is_remembered(&self, digest: &[u8; 32]) -> bool {
+        let remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        remembered
+            .get(digest)
+            .is_some_and(|&until| Instant::now() < until)
+    }
+
+    fn remember(&self, digest: [u8; 32]) {
+        let now = Instant::now();
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if remembered.len() >= REMEMBERED {
+            remembered.retain(|_, until| now < *until);
+            if remembered.len() >= REMEMBERED {
+                remembered.clear();
+            }
+        }
+        remembered.insert(digest, now + REMEMBER_FOR);
+    }
+}
+
+/// A process-wide secret from the standard library's random hasher keys
+/// (seeded from the operating system's randomness).
+fn random_secret() -> [u8; 32] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x5eed);
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out
+}
+
+/// The credentials of an `Authorization: Basic` header: `None` without
+/// one (or with another scheme), `Some(Err)` when it is malformed.
+fn credentials(ctx: &HttpContext) -> Option<Result<(String, Vec<u8>), &'static str>> {
+    let value = ctx.request().header(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+        Some(at) => (&value[..at], &value[at + 1..]),
+        None => (value, &[][..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    let decoded = match base64::engine::general_purpose::STANDARD.decode(token) {
+        Ok(d) => d,
+        Err(_) => return Some(Err("the credentials are not base64")),
+    };
+    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+        return Some(Err("the credentials have no `:`"));
+    };
+    let Ok(name) = std::str::from_utf8(&decoded[..colon]) else {
+        return Some(Err("the user name is not UTF-8"));
+    };
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Some(Err("the user name is empty or has control characters"));
+    }
+    Some(Ok((name.to_owned(), decoded[colon + 1..].to_vec())))
+}
+
+/// The module instance: one per request.
+pub struct BasicAuthentication {
+    config: Section<BasicAuthenticationConfig>,
+    shared: Arc<Shared>,
+    /// The logon being checked: the user, its roles, and the digest to
+    /// remember it by (`None` for an unknown user, who cannot pass).
+    checking: Option<(String, Vec<String>, Option<[u8; 32]>)>,
+}
+
+impl BasicAuthentication {
+    fn refuse(ctx: &mut HttpContext, why: &str, name: Option<&str>) -> RequestNotificationStatus {
+        tracing::info!(
+            user = ?name.unwrap_or(""),
+            url = %ctx.request().raw_url(),
+            "BasicAuthentication: logon failed: {why}"
+        );
+        let resp = ctx.response_mut();
+        resp.clear_entity();
+        resp.set_error_status(StatusCode::UNAUTHORIZED, "Unauthorized", 1, E_ACCESS_DENIED);
+        RequestNotificationStatus::FinishRequest
+    }
+
+    fn log_on(ctx: &mut HttpContext, name: String, roles: Vec<String>) {
+        ctx.set_user(HttpUser::new(name, "Basic").with_roles(roles));
+    }
+}
+
+impl HttpModule for BasicAuthentication {
+    fn on_authenticate_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let config = ctx.config(self.config);
+        if !config.enabled || ctx.user().is_some() {
+            return RequestNotificationStatus::Continue;
+        }
+        let (name, password) = match credentials(ctx) {
+            None => return RequestNotificationStatus::Continue,
+            Some(Err(why)) => return Self::refuse(ctx, why, None),
+            Some(Ok(c)) => c,
+        };
+        let users = match self.shared.users(config) {
+            Ok(users) => users,
+            Err(why) => {
+                let resp = ctx.response_mut();
+                resp.clear_entity();
+                resp.set_error_status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                    0,
+                    0x8007_0002,
+                );
+                resp.set_error_description(format!("BasicAuthentication: {why}"));
+                return RequestNotificationStatus::FinishRequest;
+            }
+        };
+        let known = users.hashes.get(&name).cloned();
+        let digest = known
+            .as_ref()
+            .map(|hash| self.shared.digest(&name, &password, hash));
+        let roles = users.roles.get(&name).cloned().unwrap_or_default();
+        if digest.is_some_and(|d| self.shared.is_remembered(&d)) {
+            Self::log_on(ctx, name, roles);
+            return RequestNotificationStatus::Continue;
+        }
+        let counts = known.is_some();
+        let Some(hash) = known.or_else(|| users.hashes.values().next().cloned()) else {
+            // No users at all: nothing to take time over.
+            return Self::refuse(ctx, "unknown user", Some(&name));
+        };
+        let check = Check {
+            hash,
+            password,
+            counts,
+            done: ctx.completion_handle(),
+        };
+        if self.shared.checks.queue(check).is_err() {
+            tracing::warn!("BasicAuthentication: too many logons waiting to be checked");
+            let resp = ctx.response_mut();
+            resp.clear_entity();
+            resp.set_error_status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                0,
+                0x8007_05AA, // ERROR_NO_SYSTEM_RESOURCES
+            );
+            return RequestNotificationStatus::FinishRequest;
+        }
+        self.checking = Some((name, roles, digest));
+        RequestNotificationStatus::Pending
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _notification: RequestNotification,
+        _is_post: bool,
+        completion: &CompletionInfo,
+    ) -> RequestNotificationStatus {
+        let Some((name, roles, digest)) = self.checking.take() else {
+            return RequestNotificationStatus::Continue;
+        };
+        match digest {
+            Some(digest) if completion.bytes == 1 => {
+                self.shared.remember(digest);
+                Self::log_on(ctx, name, roles);
+                RequestNotificationStatus::Continue
+            }
+            Some(_) => Self::refuse(ctx, "wrong password", Some(&name)),
+            None => Self::refuse(ctx, "unknown user", Some(&name)),
+        }
+    }
+
+    fn on_send_response(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut SendResponseProvider,
+    ) -> RequestNotificationStatus {
+        if !provider.headers_being_sent() || ctx.response().status() != StatusCode::UNAUTHORIZED {
+            return RequestNotificationStatus::Continue;
+        }
+        let config = ctx.config(self.config);
+        if !config.enabled {
+            return RequestNotificationStatus::Continue;
+        }
+        let realm = if config.realm.is_empty() {
+            host_name(ctx).unwrap_or_else(|| ctx.site().site_name.clone())
+        } else {
+            config.realm.clone()
+        };
+        let quoted = realm.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(value) =
+            HeaderValue::from_str(&format!("Basic realm=\"{quoted}\", charset=\"UTF-8\""))
+        {
+            ctx.response_mut()
+                .append_header(header::WWW_AUTHENTICATE, value);
+        }
+        RequestNotificationStatus::Continue
+    }
+}
+
+/// The request's host name without its port, if it is a plain one.
+fn host_name(ctx: &HttpContext) -> Option<String> {
+    let host = ctx
+        .request()
+        .header(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| ctx.request().uri().host())?;
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }
+        _ => host,
+    };
+    (!name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)))
+    .then(|| name.to_owned())
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config =
+        registration.declare_section::<BasicAuthenticationConfig>("basic_authentication")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shared = Arc::new(Shared {
+        folder: server.configuration_folder.clone(),
+        files: Mutex::new(HashMap::new()),
+        remembered: Mutex::new(HashMap::new()),
+        secret: random_secret(),
+        checks: Background::with_threads("riis-auth", threads, QUEUED_CHECKS, |check: Check| {
+            let passed = check.hash.verify(&check.password) && check.counts;
+            check.done.post_completion(u64::from(passed));
+        }),
+    });
+    registration.set_request_notifications(
+        move || BasicAuthentication {
+            config,
+            shared: shared.clone(),
+            checking: None,
+        },
+        RequestNotification::AuthenticateRequest | RequestNotification::SendResponse,
+        riis_pipeline::RequestNotifications::NONE,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bcrypt_and_sha_crypt_hashes_verify() {
+        let bcrypt = PasswordHash::parse(&bcrypt::hash("secret", 4).unwrap()).unwrap();
+        assert!(bcrypt.verify(b"secret"));
+        assert!(!bcrypt.verify(b"Secret"));
+        // `openssl passwd -6 -salt saltsalt secret`
+        let sha512 = PasswordHash::parse(
+            "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1",
+        )
+        .unwrap();
+        assert!(matches!(sha512, PasswordHash::ShaCrypt(_)));
+        assert!(sha512.verify(b"secret"));
+        assert!(!sha512.verify(b"secret2"));
+        // `openssl passwd -5 -salt saltsalt secret`
+        let sha256 =
+            PasswordHash::parse("$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA").unwrap();
+        assert!(sha256.verify(b"secret"));
+        assert!(!sha256.verify(b""));
+        // A malformed hash never passes.
+        assert!(!PasswordHash::Bcrypt("$2y$10$short".into()).verify(b""));
+    }
+
+    #[test]
+    fn weak_hashes_are_not_accepted() {
+        for weak in [
+            "$apr1$abc$def",
+            "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",
+            "abJnggxhB/yWI",
+            "plain",
+        ] {
+            assert_eq!(PasswordHash::parse(weak), None, "{weak}");
+        }
+    }
+
+    #[test]
+    fn the_files_give_users_and_roles() {
+        let dir = std::env::temp_dir().join(format!("riis-basic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let users = dir.join("users");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(
+            &users,
+            format!("# comment\nalice:{hash}\nbob:$apr1$weak$hash\nnot a line\n\ncarol:{hash}\n"),
+        )
+        .unwrap();
+        let groups = dir.join("groups");
+        std::fs::write(&groups, "admins: alice carol\nstaff:alice\n").unwrap();
+        let read = read_users(&users).unwrap();
+        let mut names: Vec<_> = read.keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, ["alice", "carol"]);
+        let roles = read_groups(&groups).unwrap();
+        assert_eq!(roles["alice"], ["admins", "staff"]);
+        assert_eq!(roles["carol"], ["admins"]);
+        assert!(read_users(&dir.join("missing"))
+            .unwrap_err()
+            .contains("cannot read user_file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

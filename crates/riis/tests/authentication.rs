@@ -1,0 +1,241 @@
+//! BasicAuthentication, AnonymousAuthentication and UrlAuthorization over
+//! real sockets: the challenge, 401.1 for wrong credentials and 401.2 for
+//! none where anonymous access is off, bcrypt and SHA-crypt users, roles
+//! from the group file, a changed user file taking effect without a
+//! reload, a child request keeping its parent's user, and a missing user
+//! file refusing everything (500).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{Connection, Response, RunningBinary, TempDir};
+
+/// `openssl passwd -6 -salt saltsalt secret`
+const BOB_HASH: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
+
+fn config(dir: &TempDir) -> PathBuf {
+    // Cost 4: the lowest bcrypt takes, so the tests stay quick.
+    let alice = bcrypt::hash("wonderland", 4).unwrap();
+    dir.write("users", format!("alice:{alice}\nbob:{BOB_HASH}\n"));
+    dir.write("groups", "admins: alice\n");
+    for file in [
+        "www/a.txt",
+        "www/members/a.txt",
+        "www/members/index.html",
+        "www/admin/a.txt",
+        "www/broken/a.txt",
+    ] {
+        dir.write(file, "alpha");
+    }
+    let root = dir.path().join("www");
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "BasicAuthentication"
+[[modules]]
+name = "AnonymousAuthentication"
+[[modules]]
+name = "UrlAuthorization"
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
+
+[basic_authentication]
+user_file = "users"          # beside this file
+group_file = "groups"
+
+[[sites]]
+name = "Auth"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/members"
+basic_authentication = {{ enabled = true, realm = "Members \"only\"" }}
+anonymous_authentication = {{ enabled = false }}
+
+[[sites.locations]]
+path = "/admin"
+basic_authentication = {{ enabled = true }}
+authorization = {{ rules = [
+    {{ access = "Allow", roles = "admins" }},
+    {{ access = "Deny", users = "?" }},
+] }}
+
+[[sites.locations]]
+path = "/broken"
+basic_authentication = {{ enabled = true, user_file = "missing-users" }}
+"#,
+            root = root.display()
+        ),
+    )
+}
+
+fn get_as(conn: &mut Connection, path: &str, credentials: Option<&str>) -> Response {
+    let authorization = credentials.map_or(String::new(), |c| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(c)
+        )
+    });
+    conn.send_raw(
+        format!("GET {path} HTTP/1.1\r\nHost: auth.test:8080\r\n{authorization}\r\n").as_bytes(),
+    );
+    conn.read_response(false)
+}
+
+/// The status with its substatus, from CustomError's detailed page
+/// (the test client is local).
+fn status(resp: &Response) -> String {
+    if resp.status == 200 {
+        return "200".into();
+    }
+    let text = resp.text();
+    let code = resp.status.to_string();
+    let at = text.find(&format!("HTTP Error {code}")).expect(&text) + 11;
+    text[at..].split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn basic_logons_anonymous_access_and_url_rules() {
+    let dir = TempDir::new("auth");
+    let config = config(&dir);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    // Public: no credentials needed, no challenge.
+    let public = get_as(&mut conn, "/a.txt", None);
+    assert_eq!(public.status, 200);
+    assert_eq!(public.header("www-authenticate"), None);
+
+    // /members: anonymous access off.
+    let none = get_as(&mut conn, "/members/a.txt", None);
+    assert_eq!(status(&none), "401.2");
+    assert_eq!(
+        none.header("www-authenticate"),
+        Some(r#"Basic realm="Members \"only\"", charset="UTF-8""#)
+    );
+    for wrong in [
+        "alice:Wonderland",
+        "alice:",
+        "mallory:wonderland",
+        "bob:wonderland",
+    ] {
+        let resp = get_as(&mut conn, "/members/a.txt", Some(wrong));
+        assert_eq!(status(&resp), "401.1", "{wrong}");
+        assert!(resp.header("www-authenticate").is_some());
+    }
+    // Malformed credentials.
+    conn.send_raw(b"GET /members/a.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Basic !!!\r\n\r\n");
+    assert_eq!(status(&conn.read_response(false)), "401.1");
+    // bcrypt and SHA-512-crypt users; the scheme in any case.
+    assert_eq!(
+        get_as(&mut conn, "/members/a.txt", Some("alice:wonderland")).status,
+        200
+    );
+    assert_eq!(
+        get_as(&mut conn, "/members/a.txt", Some("bob:secret")).status,
+        200
+    );
+    conn.send_raw(
+        format!(
+            "GET /members/a.txt HTTP/1.1\r\nHost: t\r\nAuthorization: bAsIc {}\r\n\r\n",
+            base64::engine::general_purpose::STANDARD.encode("bob:secret")
+        )
+        .as_bytes(),
+    );
+    assert_eq!(conn.read_response(false).status, 200);
+    // Again: remembered, same answer.
+    assert_eq!(
+        get_as(&mut conn, "/members/a.txt", Some("alice:wonderland")).status,
+        200
+    );
+    // The default document's child request keeps the user.
+    let home = get_as(&mut conn, "/members/", Some("bob:secret"));
+    assert_eq!(home.status, 200);
+    assert_eq!(home.text(), "alpha");
+
+    // /admin: anonymous allowed in, but the rules want an admin.
+    let anonymous = get_as(&mut conn, "/admin/a.txt", None);
+    assert_eq!(status(&anonymous), "401.2");
+    // The realm defaults to the host name.
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some(r#"Basic realm="auth.test", charset="UTF-8""#)
+    );
+    assert_eq!(
+        status(&get_as(&mut conn, "/admin/a.txt", Some("bob:secret"))),
+        "401.2"
+    );
+    assert_eq!(
+        get_as(&mut conn, "/admin/a.txt", Some("alice:wonderland")).status,
+        200
+    );
+
+    // A user file that cannot be read refuses everything with credentials.
+    let broken = get_as(&mut conn, "/broken/a.txt", Some("alice:wonderland"));
+    assert_eq!(broken.status, 500);
+    assert!(broken.text().contains("missing-users"), "{}", broken.text());
+
+    // A new user, and a removed one, without a reload.
+    let carol = bcrypt::hash("c4rol", 4).unwrap();
+    std::fs::write(
+        dir.path().join("users"),
+        format!("carol:{carol}\nbob:{BOB_HASH}\n"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get_as(&mut conn, "/members/a.txt", Some("carol:c4rol")).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the new user file was never read"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // alice is gone, remembered logon or not.
+    assert_eq!(
+        status(&get_as(
+            &mut conn,
+            "/members/a.txt",
+            Some("alice:wonderland")
+        )),
+        "401.1"
+    );
+}
+
+#[test]
+fn bad_rules_are_configuration_errors() {
+    let dir = TempDir::new("auth-config");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[[modules]]\nname = \"UrlAuthorization\"\n\n[authorization]\nrules = [{{ access = \"Allow\" }}]\n\n\
+             [[sites]]\nname = \"s\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
+            root.display()
+        ),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("riis.toml:5"), "{err}");
+    assert!(err.contains("names `users`, `roles` or both"), "{err}");
+}
