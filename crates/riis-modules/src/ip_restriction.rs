@@ -6,22 +6,22 @@
 //!
 //! - **BeginRequest** at First priority: a request refused by address or
 //!   by rate ends before any module of lower priority sees it (a denied
-//!   client costs one lookup). Only the client's request is checked: a
-//!   child request comes from the server itself.
+//!   client costs one lookup). Child requests are checked against the
+//!   address rules too (a default document or an executed error page may
+//!   lie in another location); they are not counted again.
 //! - **PostBeginRequest**, First: when a BeginRequest module after this one
-//!   rewrote the URL, the rules of the new URL's location are checked too,
-//!   so a rewrite cannot lead a client past them. The request counters are
-//!   not counted twice.
-//!
-//! A request this module counts as in flight stops counting when its
-//! instance is disposed, at the end of the request.
+//!   rewrote the URL, the address rules of the new URL's location are
+//!   checked too, so a rewrite cannot lead a client past them. The request
+//!   was counted once already, under the limits of the location it
+//!   arrived in.
 //!
 //! Configuration section `ip_security` (IIS's `ipSecurity`), per location:
 //! - `rules`: an ordered list of `{ address = "192.0.2.0/24", allowed =
 //!   false }` (an address alone, or with a prefix length, IPv4 or IPv6;
-//!   IIS's dotted `subnet_mask = "255.255.255.0"` also works for IPv4).
-//!   The first rule that contains the address decides. A location's
-//!   `rules` replace the list it inherits;
+//!   IIS's dotted `subnet_mask = "255.255.255.0"` also works for IPv4; an
+//!   IPv4-mapped IPv6 network is an IPv4 one). The first rule that
+//!   contains the address decides. A location's `rules` replace the list
+//!   it inherits;
 //! - `allow_unlisted` (default true): what happens to an address no rule
 //!   contains;
 //! - `deny_action`: `"Forbidden"` (default: 403), `"Unauthorized"` (401),
@@ -30,35 +30,45 @@
 //!   address, .501 for too many concurrent requests, .502 for too many
 //!   requests in the interval;
 //! - `proxy_mode` (default false; IIS's `enableProxyMode`): the addresses
-//!   in `X-Forwarded-For` are checked too, and a request is denied when any
-//!   of them is (with `allow_unlisted = false`, list the proxies as
-//!   allowed). Turn it on only behind a proxy that sets the header.
+//!   in `X-Forwarded-For` are checked too, each entry on its own, and a
+//!   request is denied when any of them is (with `allow_unlisted = false`,
+//!   list the proxies as allowed). Turn it on only behind a proxy that
+//!   sets the header.
 //!
 //! Configuration section `dynamic_ip_security` (IIS's `dynamicIpSecurity`),
-//! per location, counted per site and client address:
+//! per location, counted per site and client (an IPv6 client by its /64):
 //! - `deny_by_concurrent_requests = { enabled = false,
 //!   max_concurrent_requests = 5 }`: a client with this many requests in
-//!   flight is refused another;
+//!   the pipeline is refused another. A request leaves the count when it
+//!   ends, which is when its response is handed to the connection (as IIS
+//!   hands it to HTTP.sys): a slow download does not count while it is
+//!   sent;
 //! - `deny_by_request_rate = { enabled = false, max_requests = 20,
 //!   request_interval_ms = 200 }`: a client's requests are counted in
 //!   windows of `request_interval_ms` that start with its first request;
 //!   past `max_requests` in one window the rest of that window is refused;
 //! - `logging_only` (default false; IIS's `enableLoggingOnlyMode`): what
-//!   would be refused is logged and let through.
+//!   would be refused is logged and let through;
+//! - `deny_action`, `proxy_mode`: as in `ip_security`, for the limits;
+//!   `ip_security`'s when not set. With `proxy_mode` a client is the last
+//!   address of `X-Forwarded-For` (the one the nearest proxy saw).
 //!
-//! With `proxy_mode`, the dynamic counters go by the last address in
-//! `X-Forwarded-For` (the one the nearest proxy saw), the client's own
-//! address otherwise. At most 100,000 clients are counted per server; past
-//! that, a client not yet counted is let through uncounted (and a warning
-//! logged), so the table cannot grow without bound under addresses an
-//! attacker chooses.
+//! The counts belong to the process: a reload keeps them. They are kept
+//! in 16 shards, each behind its own lock, for at most 100,000 clients;
+//! clients with nothing in flight and no open window are forgotten (a full
+//! shard is swept at most once a second). While a shard is still full, new
+//! clients are counted together, as one client per site, so an attacker
+//! cycling through addresses is limited instead of going uncounted.
 //!
-//! Refusals are logged (info) with the rule and the address. IIS's domain
-//! name restrictions (reverse DNS lookups per request) are not done.
+//! Refusals are logged at info with the rule and the address, at most one
+//! line a second for address refusals and one for the limits (each line
+//! says how many were held back), so a flood of refused requests is not a
+//! flood of log lines. IIS's domain name restrictions (reverse DNS lookups
+//! per request) are not done.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use riis_pipeline::http::StatusCode;
@@ -154,6 +164,23 @@ impl TryFrom<RuleFields> for IpRule {
                 .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {width}"))?,
             None => width,
         };
+        // Clients are compared as IPv4 when they arrive IPv4-mapped
+        // (`::ffff:192.0.2.7` on a dual-stack socket): so are rules.
+        let address = match address {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) if length >= 96 => {
+                    length -= 96;
+                    IpAddr::V4(v4)
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "`{text}`: an IPv4-mapped network needs a prefix length of at least 96"
+                    ))
+                }
+                None => address,
+            },
+            v4 => v4,
+        };
         if let Some(mask) = &fields.subnet_mask {
             if prefix.is_some() {
                 return Err(format!("`{text}` has a prefix length and a subnet_mask"));
@@ -234,6 +261,12 @@ pub struct DynamicIpSecurityConfig {
     pub deny_by_request_rate: RateLimit,
     /// Log what would be refused, and let it through.
     pub logging_only: bool,
+    /// How a refused request is answered; `ip_security.deny_action` when
+    /// not set.
+    pub deny_action: Option<DenyAction>,
+    /// Whether clients are told apart by `X-Forwarded-For`;
+    /// `ip_security.proxy_mode` when not set.
+    pub proxy_mode: Option<bool>,
 }
 
 /// `deny_by_concurrent_requests`.
@@ -330,46 +363,102 @@ struct Client {
     in_window: u32,
 }
 
-/// The clients counted, by site and address.
-#[derive(Default)]
+/// The key clients are counted by: the site and the address, an IPv6
+/// address by its /64 (one host gets a whole /64, and picks addresses in it
+/// at will).
+type ClientKey = (u32, IpAddr);
+
+fn client_key(site: u32, address: IpAddr) -> ClientKey {
+    match address {
+        IpAddr::V6(_) => (site, masked(address, 64)),
+        v4 => (site, v4),
+    }
+}
+
+/// Shards of the client table, each behind its own lock, so requests of
+/// different clients rarely wait for each other.
+const SHARDS: usize = 16;
+
+/// The clients counted, for the whole process: a reload keeps the counts
+/// (the requests of the replaced configuration still count), as nginx's
+/// limit zones do.
 struct Clients {
-    table: Mutex<ClientTable>,
+    shards: [Mutex<Shard>; SHARDS],
 }
 
 #[derive(Default)]
-struct ClientTable {
-    clients: HashMap<(u32, IpAddr), Client>,
-    /// The table was full and a client went uncounted (warned once until
-    /// there is room again).
+struct Shard {
+    clients: HashMap<ClientKey, Client>,
+    /// When the shard was last swept of clients with nothing counted.
+    swept: Option<Instant>,
+    /// The shard was full and new clients shared the overflow count
+    /// (warned once until there is room again).
     full_warned: bool,
 }
 
+/// Where new clients are counted while their shard is full: together, per
+/// site, so that an attacker cycling through addresses is limited as one
+/// client instead of going uncounted.
+const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+fn clients() -> &'static Clients {
+    static CLIENTS: std::sync::OnceLock<Clients> = std::sync::OnceLock::new();
+    CLIENTS.get_or_init(|| Clients {
+        shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+    })
+}
+
 impl Clients {
+    fn shard(&self, key: &ClientKey) -> std::sync::MutexGuard<'_, Shard> {
+        let bits = match key.1 {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a) >> 64,
+        };
+        // Fold the address and mix it, so neighbouring addresses spread.
+        let folded = (bits as u64 ^ (bits >> 64) as u64 ^ u64::from(key.0))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let index = (folded >> 60) as usize % SHARDS;
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Counts a request of `key` under `limits`; says whether it is to be
-    /// refused, and whether it now counts as in flight.
+    /// refused, and the key it now counts as in flight under, if any.
     fn arrive(
         &self,
-        key: (u32, IpAddr),
+        key: ClientKey,
         limits: &DynamicIpSecurityConfig,
-    ) -> (Option<Refusal>, bool) {
+    ) -> (Option<Refusal>, Option<ClientKey>) {
         let now = Instant::now();
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if !table.clients.contains_key(&key) && table.clients.len() >= MAX_CLIENTS {
-            // Forget clients with nothing in flight and no open window.
-            table
-                .clients
-                .retain(|_, c| c.in_flight > 0 || c.window_end > now);
-            if table.clients.len() >= MAX_CLIENTS {
-                if !std::mem::replace(&mut table.full_warned, true) {
+        let mut shard = self.shard(&key);
+        let mut key = key;
+        if !shard.clients.contains_key(&key) && shard.clients.len() >= MAX_CLIENTS / SHARDS {
+            // Forget clients with nothing in flight and no open window, at
+            // most once a second (a sweep walks the whole shard).
+            if shard
+                .swept
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                shard.swept = Some(now);
+                shard
+                    .clients
+                    .retain(|_, c| c.in_flight > 0 || c.window_end > now);
+            }
+            if shard.clients.len() >= MAX_CLIENTS / SHARDS {
+                if !std::mem::replace(&mut shard.full_warned, true) {
                     tracing::warn!(
-                        "IpRestriction: {MAX_CLIENTS} clients are counted; new ones go uncounted"
+                        "IpRestriction: {MAX_CLIENTS} clients are counted; new ones are counted together"
                     );
                 }
-                return (None, false);
+                // The overflow count lives in its own key's shard (where
+                // `leave` finds it), which takes it even when full.
+                key = (key.0, OVERFLOW);
+                drop(shard);
+                shard = self.shard(&key);
+            } else {
+                shard.full_warned = false;
             }
-            table.full_warned = false;
         }
-        let client = table.clients.entry(key).or_insert(Client {
+        let client = shard.clients.entry(key).or_insert(Client {
             in_flight: 0,
             window_start: now,
             window_end: now,
@@ -402,124 +491,195 @@ impl Clients {
         if counted {
             client.in_flight += 1;
         }
-        (refusal, counted)
+        (refusal, counted.then_some(key))
     }
 
     /// A request counted by [`Clients::arrive`] ended.
-    fn leave(&self, key: (u32, IpAddr)) {
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = table.clients.get_mut(&key) {
+    fn leave(&self, key: ClientKey) {
+        let mut shard = self.shard(&key);
+        if let Some(client) = shard.clients.get_mut(&key) {
             client.in_flight = client.in_flight.saturating_sub(1);
             if client.in_flight == 0 && client.window_end <= Instant::now() {
-                table.clients.remove(&key);
+                shard.clients.remove(&key);
             }
         }
     }
 }
+
+/// Lets one line a second through for each kind of refusal, counting the
+/// ones held back: a flood of refused requests must not become a flood of
+/// log lines.
+struct LogGate {
+    second: std::sync::atomic::AtomicU64,
+    held_back: std::sync::atomic::AtomicU64,
+}
+
+impl LogGate {
+    const fn new() -> Self {
+        Self {
+            second: std::sync::atomic::AtomicU64::new(0),
+            held_back: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may go out.
+    fn pass(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let now = START.get_or_init(Instant::now).elapsed().as_secs() + 1;
+        let last = self.second.load(Relaxed);
+        if last != now
+            && self
+                .second
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.held_back.swap(0, Relaxed))
+        } else {
+            self.held_back.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+static ADDRESS_LOG: LogGate = LogGate::new();
+static LIMIT_LOG: LogGate = LogGate::new();
 
 /// The module instance: one per request.
 pub struct IpRestriction {
     config: Section<IpSecurityConfig>,
     dynamic: Section<DynamicIpSecurityConfig>,
-    clients: Arc<Clients>,
     /// The client whose in-flight count this request holds.
-    in_flight: Option<(u32, IpAddr)>,
+    in_flight: Option<ClientKey>,
     /// `url_changes` when the rules were last checked.
     checked_url: u32,
 }
 
 impl IpRestriction {
+    /// Checks the location's address rules and, with `count`, counts the
+    /// request against its dynamic limits.
     fn check(&mut self, ctx: &mut HttpContext, count: bool) -> RequestNotificationStatus {
-        if ctx.child_depth() != 0 {
-            return RequestNotificationStatus::Continue;
-        }
         self.checked_url = ctx.request().url_changes();
         let config = ctx.config(self.config);
         let dynamic = ctx.config(self.dynamic);
         let active = config.is_active();
-        let counting = count && dynamic.is_active();
+        // A child request comes from the server: its URL is checked (it may
+        // lead into another location), its client was counted already.
+        let counting = count && ctx.child_depth() == 0 && dynamic.is_active();
         if !active && !counting {
             return RequestNotificationStatus::Continue;
         }
         let remote = ctx.request().remote_address().ip().to_canonical();
-        let forwarded = if config.proxy_mode {
+        let dynamic_proxy = dynamic.proxy_mode.unwrap_or(config.proxy_mode);
+        let forwarded = if (active && config.proxy_mode) || (counting && dynamic_proxy) {
             forwarded_addresses(ctx)
         } else {
             Vec::new()
         };
-        let mut refused: Option<(Refusal, IpAddr)> = None;
         if active {
-            refused = std::iter::once(remote)
-                .chain(forwarded.iter().copied())
+            let checked = if config.proxy_mode {
+                &forwarded[..]
+            } else {
+                &[]
+            };
+            if let Some(denied) = std::iter::once(remote)
+                .chain(checked.iter().copied())
                 .find(|&a| !config.allows(a))
-                .map(|a| (Refusal::Address, a));
-        }
-        if counting && refused.is_none() {
-            let client = forwarded.last().copied().unwrap_or(remote);
-            let key = (ctx.site().site_id, client);
-            let (refusal, counted) = self.clients.arrive(key, dynamic);
-            if counted {
-                self.in_flight = Some(key);
-            }
-            if let Some(refusal) = refusal {
-                if dynamic.logging_only {
+            {
+                if let Some(held_back) = ADDRESS_LOG.pass() {
                     tracing::info!(
-                        rule = refusal.rule(),
-                        address = %client,
+                        rule = Refusal::Address.rule(),
+                        address = %denied,
                         url = %ctx.request().raw_url(),
-                        "IpRestriction would refuse the request (logging_only)"
+                        held_back,
+                        "IpRestriction refused the request"
                     );
-                } else {
-                    refused = Some((refusal, client));
                 }
+                return refuse(ctx, config.deny_action, Refusal::Address);
             }
         }
-        let Some((refusal, address)) = refused else {
+        if !counting {
+            return RequestNotificationStatus::Continue;
+        }
+        let client = match forwarded.last() {
+            Some(&last) if dynamic_proxy => last,
+            _ => remote,
+        };
+        let (refusal, counted) = clients().arrive(client_key(ctx.site().site_id, client), dynamic);
+        self.in_flight = counted;
+        let Some(refusal) = refusal else {
             return RequestNotificationStatus::Continue;
         };
-        tracing::info!(
-            rule = refusal.rule(),
-            address = %address,
-            url = %ctx.request().raw_url(),
-            "IpRestriction refused the request"
-        );
-        let action = config.deny_action;
-        let resp = ctx.response_mut();
-        resp.clear_entity();
-        let status = match action {
-            DenyAction::Unauthorized => StatusCode::UNAUTHORIZED,
-            DenyAction::Forbidden => StatusCode::FORBIDDEN,
-            DenyAction::NotFound => StatusCode::NOT_FOUND,
-            DenyAction::AbortRequest => {
-                resp.reset_connection();
-                StatusCode::FORBIDDEN
-            }
-        };
-        resp.set_error_status(
-            status,
-            status.canonical_reason().unwrap_or(""),
-            refusal.substatus(),
-            E_ACCESS_DENIED,
-        );
-        RequestNotificationStatus::FinishRequest
+        if let Some(held_back) = LIMIT_LOG.pass() {
+            tracing::info!(
+                rule = refusal.rule(),
+                address = %client,
+                url = %ctx.request().raw_url(),
+                held_back,
+                logging_only = dynamic.logging_only,
+                "IpRestriction refused the request"
+            );
+        }
+        if dynamic.logging_only {
+            return RequestNotificationStatus::Continue;
+        }
+        refuse(
+            ctx,
+            dynamic.deny_action.unwrap_or(config.deny_action),
+            refusal,
+        )
     }
 }
 
-/// The addresses of `X-Forwarded-For`, in order; entries that are not
-/// addresses (`unknown`, obfuscated names) are skipped. An address may
-/// carry a port (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+/// Ends the request as `action` says.
+fn refuse(
+    ctx: &mut HttpContext,
+    action: DenyAction,
+    refusal: Refusal,
+) -> RequestNotificationStatus {
+    let resp = ctx.response_mut();
+    resp.clear_entity();
+    let status = match action {
+        DenyAction::Unauthorized => StatusCode::UNAUTHORIZED,
+        DenyAction::Forbidden => StatusCode::FORBIDDEN,
+        DenyAction::NotFound => StatusCode::NOT_FOUND,
+        DenyAction::AbortRequest => {
+            resp.reset_connection();
+            StatusCode::FORBIDDEN
+        }
+    };
+    resp.set_error_status(
+        status,
+        status.canonical_reason().unwrap_or(""),
+        refusal.substatus(),
+        E_ACCESS_DENIED,
+    );
+    RequestNotificationStatus::FinishRequest
+}
+
+/// The addresses of `X-Forwarded-For`, in order. Each entry is read on its
+/// own, so one that is not an address (`unknown`, an obfuscated name,
+/// bytes that are not text) hides no other; an address may carry a port
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`) or brackets
+/// (`[2001:db8::1]`).
 fn forwarded_addresses(ctx: &HttpContext) -> Vec<IpAddr> {
     ctx.request()
         .headers()
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .filter_map(|item| {
-            let item = item.trim();
+            let item = std::str::from_utf8(item).ok()?.trim();
             item.parse::<IpAddr>()
                 .ok()
                 .or_else(|| item.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+                .or_else(|| {
+                    item.strip_prefix('[')?
+                        .strip_suffix(']')?
+                        .parse::<std::net::Ipv6Addr>()
+                        .ok()
+                        .map(IpAddr::V6)
+                })
                 .map(|a| a.to_canonical())
         })
         .collect()
@@ -531,11 +691,12 @@ impl HttpModule for IpRestriction {
     }
 
     fn on_post_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        if ctx.child_depth() != 0 || ctx.request().url_changes() == self.checked_url {
+        if ctx.request().url_changes() == self.checked_url {
             return RequestNotificationStatus::Continue;
         }
-        // Counted once, in BeginRequest: the new location's address rules
-        // only.
+        // Counted once, in BeginRequest (with the limits of the location
+        // the request arrived in): the new location's address rules, and
+        // its limits only if the first location had none.
         self.check(ctx, self.in_flight.is_none())
     }
 }
@@ -543,7 +704,7 @@ impl HttpModule for IpRestriction {
 impl Drop for IpRestriction {
     fn drop(&mut self) {
         if let Some(key) = self.in_flight.take() {
-            self.clients.leave(key);
+            clients().leave(key);
         }
     }
 }
@@ -556,12 +717,10 @@ pub fn register_module(
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<IpSecurityConfig>("ip_security")?;
     let dynamic = registration.declare_section::<DynamicIpSecurityConfig>("dynamic_ip_security")?;
-    let clients = Arc::new(Clients::default());
     registration.set_request_notifications(
         move || IpRestriction {
             config,
             dynamic,
-            clients: clients.clone(),
             in_flight: None,
             checked_url: 0,
         },
@@ -614,6 +773,75 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_rules_are_ipv4_rules() {
+        let mapped = rule("::ffff:127.0.0.0/104", None, false).unwrap();
+        assert_eq!((mapped.network, mapped.prefix), (ip("127.0.0.0"), 8));
+        assert!(mapped.contains(ip("127.0.0.1")));
+        let host = rule("::ffff:192.0.2.7", None, false).unwrap();
+        assert_eq!((host.network, host.prefix), (ip("192.0.2.7"), 32));
+        assert!(rule("::ffff:0.0.0.0/64", None, false)
+            .unwrap_err()
+            .contains("at least 96"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        assert_eq!(
+            client_key(1, ip("2001:db8:1:2:aaaa::1")),
+            client_key(1, ip("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            client_key(1, ip("2001:db8:1:2::1")),
+            client_key(1, ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(client_key(1, ip("192.0.2.1")), (1, ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn a_full_table_counts_new_clients_together() {
+        let clients = Clients {
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+        };
+        let limits = DynamicIpSecurityConfig {
+            deny_by_request_rate: RateLimit {
+                enabled: true,
+                max_requests: 2,
+                request_interval_ms: 60_000,
+            },
+            ..DynamicIpSecurityConfig::default()
+        };
+        // Fill every shard with clients whose windows are open.
+        let open = Instant::now() + Duration::from_secs(600);
+        let mut n: u32 = 0;
+        for shard in &clients.shards {
+            let mut shard = shard.lock().unwrap();
+            while shard.clients.len() < MAX_CLIENTS / SHARDS {
+                n += 1;
+                let client = Client {
+                    in_flight: 0,
+                    window_start: Instant::now(),
+                    window_end: open,
+                    in_window: 1,
+                };
+                shard
+                    .clients
+                    .insert((1, IpAddr::V4(Ipv4Addr::from(n))), client);
+            }
+        }
+        // New clients now share one count: the third of them is refused.
+        let fresh = |i: u32| (1, IpAddr::V4(Ipv4Addr::from(u32::MAX - i)));
+        let overflow = Some((1, OVERFLOW));
+        assert_eq!(clients.arrive(fresh(0), &limits), (None, overflow));
+        assert_eq!(clients.arrive(fresh(1), &limits), (None, overflow));
+        assert_eq!(clients.arrive(fresh(2), &limits).0, Some(Refusal::Rate));
+        // The shared count is found again when its requests end.
+        clients.leave((1, OVERFLOW));
+        clients.leave((1, OVERFLOW));
+        let shard = clients.shard(&(1, OVERFLOW));
+        assert_eq!(shard.clients[&(1, OVERFLOW)].in_flight, 0);
+    }
+
+    #[test]
     fn bad_rules_say_what_is_wrong() {
         let err = |a: &str, m: Option<&str>| rule(a, m, false).unwrap_err();
         assert!(err("192.0.2", None).contains("not an IP address"));
@@ -641,7 +869,9 @@ mod tests {
 
     #[test]
     fn rate_windows_and_concurrency_are_counted_per_client() {
-        let clients = Clients::default();
+        let clients = Clients {
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+        };
         let limits = DynamicIpSecurityConfig {
             deny_by_concurrent_requests: ConcurrentLimit {
                 enabled: true,
@@ -653,21 +883,22 @@ mod tests {
                 request_interval_ms: 60_000,
             },
             logging_only: false,
+            ..DynamicIpSecurityConfig::default()
         };
         let a = (1, ip("192.0.2.1"));
         let b = (1, ip("192.0.2.2"));
-        assert_eq!(clients.arrive(a, &limits), (None, true));
-        assert_eq!(clients.arrive(a, &limits), (None, true));
+        assert_eq!(clients.arrive(a, &limits), (None, Some(a)));
+        assert_eq!(clients.arrive(a, &limits), (None, Some(a)));
         // Two in flight: the third is refused and not counted in flight.
         assert_eq!(
             clients.arrive(a, &limits),
-            (Some(Refusal::Concurrent), false)
+            (Some(Refusal::Concurrent), None)
         );
         clients.leave(a);
         // The fourth in the window is over the rate.
-        assert_eq!(clients.arrive(a, &limits), (Some(Refusal::Rate), false));
+        assert_eq!(clients.arrive(a, &limits), (Some(Refusal::Rate), None));
         // Another client, another count; another site, another count.
-        assert_eq!(clients.arrive(b, &limits), (None, true));
-        assert_eq!(clients.arrive((2, a.1), &limits), (None, true));
+        assert_eq!(clients.arrive(b, &limits), (None, Some(b)));
+        assert_eq!(clients.arrive((2, a.1), &limits), (None, Some((2, a.1))));
     }
 }

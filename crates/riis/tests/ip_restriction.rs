@@ -84,6 +84,8 @@ name = "CustomError"
 [[modules]]
 name = "StaticFile"
 [[modules]]
+name = "DefaultDocument"
+[[modules]]
 name = "Hold"
 
 [[handlers]]
@@ -95,7 +97,8 @@ modules = ["Hold"]
 name = "StaticFile"
 path = "*"
 verbs = ["GET", "HEAD"]
-modules = ["StaticFile"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
 "#;
 
 fn start(site: &str) -> InProcessServer {
@@ -109,6 +112,7 @@ fn start(site: &str) -> InProcessServer {
         "listed/a.txt",
         "proxied/a.txt",
         "gone/a.txt",
+        "secret/index.html",
     ] {
         let file = server.dir().join(path);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -137,6 +141,10 @@ path = "/gone"
 ip_security = { deny_action = "NotFound", rules = [{ address = "::/0" }, { address = "0.0.0.0/0" }] }
 
 [[sites.locations]]
+path = "/secret/index.html"
+ip_security = { rules = [{ address = "::ffff:127.0.0.0/104" }] }
+
+[[sites.locations]]
 path = "/proxied"
 ip_security = { proxy_mode = true, rules = [{ address = "203.0.113.0/24", allowed = false }] }
 "#,
@@ -153,6 +161,11 @@ ip_security = { proxy_mode = true, rules = [{ address = "203.0.113.0/24", allowe
     let gone = conn.get("/gone/a.txt");
     assert_eq!(gone.status, 404);
     assert!(gone.text().contains("404.503"), "{}", gone.text());
+
+    // The default document's child request is checked in its own
+    // location; the rule written IPv4-mapped matches the IPv4 client.
+    assert_eq!(conn.get("/secret/index.html").status, 403);
+    assert_eq!(conn.get("/secret/").status, 403);
 
     // A rewrite into /private is checked against /private's rules.
     assert_eq!(conn.get("/rewrite/a.txt").status, 403);
@@ -173,8 +186,14 @@ ip_security = { proxy_mode = true, rules = [{ address = "203.0.113.0/24", allowe
         );
         assert_eq!(conn.read_response(false).status, 403, "{forwarded}");
     }
+    // An entry that is not text hides no other (a proxy appends the real
+    // address to the client's own header).
     conn.send_raw(
-        b"GET /proxied/a.txt HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 198.51.100.1, unknown\r\n\r\n",
+        b"GET /proxied/a.txt HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: \xff, 203.0.113.9\r\n\r\n",
+    );
+    assert_eq!(conn.read_response(false).status, 403);
+    conn.send_raw(
+        b"GET /proxied/a.txt HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 198.51.100.1, unknown, [2001:db8::1]\r\n\r\n",
     );
     assert_eq!(conn.read_response(false).status, 200);
     // Outside proxy mode the header is not looked at.
