@@ -20,14 +20,17 @@
 //! does not include the time the client takes to receive the rest of a
 //! large response.
 //!
-//! Lines are gathered in memory per log folder and written by a thread of
-//! the module's own (`riis-log`) once a second, or by the request that
-//! fills 64 KiB (when no write is under way), so no request waits for the
-//! disk. Past 8 MiB waiting (the disk does not keep up, or writes fail) a
-//! request waits for the write; lines are dropped only when a write fails
-//! and 8 MiB are already waiting, and then counted in an error. What is
-//! gathered is written at reload (the replaced configuration's lines) and
-//! at shutdown; a server that is killed loses up to a second of lines.
+//! Lines are formatted on the request's thread outside any lock and
+//! gathered in memory per log folder; one thread for the process
+//! (`riis-log`) writes them once a second, or when a folder has 64 KiB
+//! waiting, so no request waits for the disk. A folder has one sink for
+//! the process, whichever configuration writes to it, so a reload's old
+//! and new lines stay in order. Past 8 MiB waiting (the disk does not keep
+//! up, or writes fail) new lines are dropped and counted in an error; a
+//! failed write keeps what it did not write, whole lines, for the next
+//! second. What is gathered is written at reload (once the replaced
+//! configuration's last request ended) and at shutdown; a server that is
+//! killed loses up to a second of lines.
 //!
 //! Each write opens the file by name (`O_APPEND`), so a log rotator that
 //! renames the file needs no signal: the next second's lines go to a new
@@ -51,9 +54,10 @@
 //!   and any request header as `cs(Name)` or response header as
 //!   `sc(Name)`.
 //!
-//! Values follow IIS's conventions: an empty value is `-`, a space is `+`,
-//! and control characters (and the bytes of a value that is not UTF-8) are
-//! percent-escaped, so no value can end a line or forge one.
+//! Values follow IIS's conventions: an empty value is `-`, a space is `+`;
+//! control characters, Unicode spaces and separators, invisible
+//! characters (and the bytes of a value that is not UTF-8) are
+//! percent-escaped, so no value can end a line or a field or forge one.
 //! `cs-uri-stem` is the decoded path (after any rewrite), `time-taken` is
 //! in milliseconds, `sc-win32-status` is the Win32 code of the error a
 //! module set (0 when none). `sc-bytes` counts the response head as
@@ -62,17 +66,17 @@
 //! `cs-bytes` counts the request line and headers as received and the body
 //! bytes read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use riis_pipeline::http::header::{self, HeaderName};
 use riis_pipeline::http::{Method, StatusCode, Version};
 use riis_pipeline::{
-    HttpContext, HttpModule, HttpModuleFactory, HttpResponse, ModuleError, ModuleRegistration,
-    Priority, RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
+    HttpContext, HttpModule, HttpModuleFactory, ModuleError, ModuleRegistration, Priority,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
     SendResponseProvider, ServerInfo,
 };
 use serde::Deserialize;
@@ -283,15 +287,91 @@ impl Default for LogFields {
     }
 }
 
-/// Bytes waiting for the disk, past which the request that adds a line
-/// writes them itself when no write is under way.
+/// Bytes waiting for the disk past which the writer thread is woken
+/// before its second is up.
 const WRITE_AT: usize = 64 * 1024;
-/// Bytes waiting past which a request waits for the write.
+/// Bytes waiting per log folder past which new lines are dropped (and
+/// counted): the disk does not keep up, or writes fail. A request never
+/// waits for the disk.
 const WAIT_AT: usize = 8 * 1024 * 1024;
 /// How often the writer thread writes what is waiting.
 const WRITE_EVERY: Duration = Duration::from_secs(1);
+/// The largest batch: a write failure keeps what is unwritten of one.
+const BATCH_BYTES: usize = 64 * 1024;
 
-/// What the module's factory, its instances and its writer thread share.
+/// The log folders of the process, shared by every configuration (a
+/// reload's old and new configurations write one folder through one
+/// sink, in order), and the thread that writes them.
+struct Registry {
+    sinks: Mutex<HashMap<PathBuf, Weak<Sink>>>,
+    /// Set to wake the writer thread early.
+    wake: Mutex<bool>,
+    wakeup: Condvar,
+    writer: std::sync::Once,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| Registry {
+        sinks: Mutex::new(HashMap::new()),
+        wake: Mutex::new(false),
+        wakeup: Condvar::new(),
+        writer: std::sync::Once::new(),
+    })
+}
+
+impl Registry {
+    /// The sink of `folder`, made if no configuration has it.
+    fn sink(&'static self, folder: PathBuf, software: &'static str) -> Arc<Sink> {
+        let mut sinks = lock(&self.sinks);
+        if let Some(sink) = sinks.get(&folder).and_then(Weak::upgrade) {
+            return sink;
+        }
+        let sink = Arc::new(Sink::new(folder.clone(), software));
+        sinks.insert(folder, Arc::downgrade(&sink));
+        drop(sinks);
+        self.start_writer();
+        sink
+    }
+
+    /// Starts the thread that writes every folder once a second, or when
+    /// one has [`WRITE_AT`] waiting.
+    fn start_writer(&'static self) {
+        self.writer.call_once(|| {
+            let started = std::thread::Builder::new()
+                .name("riis-log".into())
+                .spawn(move || loop {
+                    {
+                        let woken = lock(&self.wake);
+                        let (mut woken, _) = self
+                            .wakeup
+                            .wait_timeout_while(woken, WRITE_EVERY, |w| !*w)
+                            .unwrap_or_else(|e| e.into_inner());
+                        *woken = false;
+                    }
+                    let live: Vec<Arc<Sink>> = {
+                        let mut sinks = lock(&self.sinks);
+                        sinks.retain(|_, s| s.strong_count() > 0);
+                        sinks.values().filter_map(Weak::upgrade).collect()
+                    };
+                    for sink in live {
+                        sink.write();
+                    }
+                });
+            if let Err(e) = started {
+                // Lines are then written at reload and shutdown only.
+                tracing::error!("HttpLogging: cannot start the log writer thread: {e}");
+            }
+        });
+    }
+
+    fn wake(&self) {
+        *lock(&self.wake) = true;
+        self.wakeup.notify_one();
+    }
+}
+
+/// What one configuration's factory and instances share.
 struct Shared {
     /// A relative `directory` is taken from here.
     folder: PathBuf,
@@ -299,79 +379,49 @@ struct Shared {
     computer: Box<str>,
     /// `#Software`.
     software: &'static str,
-    sinks: Mutex<Sinks>,
-    writer: std::sync::Once,
-}
-
-/// The log folders written to, found by (site, section) without building
-/// a path for each request.
-#[derive(Default)]
-struct Sinks {
-    by_section: HashMap<(u32, usize), Arc<Sink>>,
-    by_folder: HashMap<PathBuf, Arc<Sink>>,
+    /// The sinks of this configuration, by (site, section): found without
+    /// building a path per request, and kept alive while it lives.
+    sinks: RwLock<HashMap<(u32, usize), Arc<Sink>>>,
 }
 
 impl Shared {
     /// The folder a site's lines go to under `config`.
-    fn sink(self: &Arc<Self>, site_id: u32, config: &HttpLoggingConfig) -> Arc<Sink> {
+    fn sink(&self, site_id: u32, config: &HttpLoggingConfig) -> Arc<Sink> {
         // The section's address is stable while this configuration (and so
         // this `Shared`) lives.
         let key = (site_id, config as *const HttpLoggingConfig as usize);
-        let mut sinks = lock(&self.sinks);
-        if let Some(sink) = sinks.by_section.get(&key) {
+        if let Some(sink) = self
+            .sinks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return sink.clone();
         }
         let folder = self
             .folder
             .join(&config.directory)
             .join(format!("W3SVC{site_id}"));
-        let sink = sinks
-            .by_folder
-            .entry(folder.clone())
-            .or_insert_with(|| Arc::new(Sink::new(folder, self.software)))
-            .clone();
-        sinks.by_section.insert(key, sink.clone());
-        drop(sinks);
-        self.start_writer();
+        let sink = registry().sink(folder, self.software);
+        self.sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, sink.clone());
         sink
     }
 
-    /// Starts the thread that writes once a second; it ends when the
-    /// configuration that owns `self` is gone.
-    fn start_writer(self: &Arc<Self>) {
-        self.writer.call_once(|| {
-            let shared: Weak<Self> = Arc::downgrade(self);
-            let started = std::thread::Builder::new()
-                .name("riis-log".into())
-                .spawn(move || loop {
-                    std::thread::sleep(WRITE_EVERY);
-                    match shared.upgrade() {
-                        Some(shared) => shared.write_all(),
-                        None => break,
-                    }
-                });
-            if let Err(e) = started {
-                // Requests then write once 64 KiB wait, and shutdown writes
-                // the rest.
-                tracing::error!("HttpLogging: cannot start the log writer thread: {e}");
-            }
-        });
-    }
-
-    /// Writes every folder's waiting lines.
+    /// Writes what this configuration's folders have waiting.
     fn write_all(&self) {
-        let sinks: Vec<Arc<Sink>> = lock(&self.sinks).by_folder.values().cloned().collect();
+        let sinks: Vec<Arc<Sink>> = self
+            .sinks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for sink in sinks {
-            sink.write(lock(&sink.file));
+            sink.write();
         }
-    }
-}
-
-impl Drop for Shared {
-    /// A reload replaced the configuration and its last request is done:
-    /// what it logged goes to disk.
-    fn drop(&mut self) {
-        self.write_all();
     }
 }
 
@@ -389,19 +439,21 @@ struct Sink {
 }
 
 /// Lines not yet written, in batches of one file and one field list.
+#[derive(Default)]
 struct Waiting {
-    batches: Vec<Batch>,
+    batches: VecDeque<Batch>,
     bytes: usize,
-    /// The UTC second `stamp` shows.
-    second: u64,
-    /// `YYYY-MM-DD HH:MM:SS`.
-    stamp: [u8; 19],
+    /// Lines dropped since the last report.
+    dropped: u64,
 }
 
 struct Batch {
     file: Box<str>,
     fields: Arc<[LogField]>,
     lines: Vec<u8>,
+    /// The batch begins with the rest of a line a failed write left
+    /// unfinished: it goes on without a header block.
+    continues: bool,
 }
 
 /// What the writer knows of the files.
@@ -410,6 +462,8 @@ struct Written {
     /// The file and fields of the last batch written: the next batch needs
     /// no header block when it has the same.
     last: Option<(Box<str>, Arc<[LogField]>)>,
+    /// A failed write left a line unfinished in `last`'s file.
+    torn: bool,
     /// The last failure reported, so a failing disk is not reported once a
     /// second.
     failure: Option<String>,
@@ -420,83 +474,68 @@ impl Sink {
         Self {
             folder,
             software,
-            waiting: Mutex::new(Waiting {
-                batches: Vec::new(),
-                bytes: 0,
-                second: u64::MAX,
-                stamp: [b'0'; 19],
-            }),
+            waiting: Mutex::new(Waiting::default()),
             file: Mutex::new(Written::default()),
         }
     }
 
-    /// Adds one line, written by `line` after the line's time stamp.
-    fn append(
-        &self,
-        period: LogPeriod,
-        fields: &Arc<[LogField]>,
-        line: impl FnOnce(&mut Vec<u8>, &[u8; 19]),
-    ) {
+    /// Adds one line (with its `\n`) for `file`.
+    fn append(&self, file: &str, fields: &Arc<[LogField]>, line: &[u8]) {
         let mut waiting = lock(&self.waiting);
-        let second = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if second != waiting.second {
-            waiting.second = second;
-            waiting.stamp = stamp(second);
+        if waiting.bytes + line.len() > WAIT_AT {
+            waiting.dropped += 1;
+            return;
         }
-        let stamp = waiting.stamp;
-        let mut name = [0u8; 20];
-        let file = file_name(period, &stamp, &mut name);
         let same = |b: &Batch| {
-            &*b.file == file && (Arc::ptr_eq(&b.fields, fields) || *b.fields == **fields)
+            &*b.file == file
+                && b.lines.len() + line.len() <= BATCH_BYTES
+                && (Arc::ptr_eq(&b.fields, fields) || *b.fields == **fields)
         };
-        let batch = match waiting.batches.last() {
-            Some(b) if same(b) => waiting.batches.last_mut().expect("just seen"),
-            _ => {
-                waiting.batches.push(Batch {
-                    file: file.into(),
-                    fields: fields.clone(),
-                    lines: Vec::with_capacity(4096),
-                });
-                waiting.batches.last_mut().expect("just pushed")
-            }
-        };
-        let before = batch.lines.len();
-        line(&mut batch.lines, &stamp);
-        // A line must not start like a directive.
-        if batch.lines.get(before) == Some(&b'#') {
-            batch.lines.splice(before..before + 1, *b"%23");
+        match waiting.batches.back_mut() {
+            Some(b) if same(b) => b.lines.extend_from_slice(line),
+            _ => waiting.batches.push_back(Batch {
+                file: file.into(),
+                fields: fields.clone(),
+                lines: line.to_vec(),
+                continues: false,
+            }),
         }
-        batch.lines.push(b'\n');
-        let added = batch.lines.len() - before;
-        waiting.bytes += added;
-        let total = waiting.bytes;
+        let before = waiting.bytes;
+        waiting.bytes += line.len();
+        let crossed = before < WRITE_AT && waiting.bytes >= WRITE_AT;
         drop(waiting);
-        if total >= WAIT_AT {
-            self.write(lock(&self.file));
-        } else if total >= WRITE_AT {
-            if let Ok(file) = self.file.try_lock() {
-                self.write(file);
-            }
+        if crossed {
+            registry().wake();
         }
     }
 
-    /// Writes what is waiting, in order (the caller holds the file lock).
-    fn write(&self, mut written: MutexGuard<'_, Written>) {
-        let batches = {
+    /// Writes what is waiting, in order.
+    fn write(&self) {
+        let mut written = lock(&self.file);
+        let (batches, dropped) = {
             let mut waiting = lock(&self.waiting);
             waiting.bytes = 0;
-            std::mem::take(&mut waiting.batches)
+            (
+                std::mem::take(&mut waiting.batches),
+                std::mem::take(&mut waiting.dropped),
+            )
         };
-        if batches.is_empty() {
-            return;
+        if dropped > 0 {
+            tracing::error!(
+                folder = %self.folder.display(),
+                lines = dropped,
+                "HttpLogging: log lines dropped: {WAIT_AT} bytes were waiting for the disk"
+            );
         }
         let mut batches = batches.into_iter();
-        while let Some(batch) = batches.next() {
-            if let Err(why) = self.write_batch(&mut written, &batch) {
-                let mut unwritten: Vec<Batch> = std::iter::once(batch).chain(batches).collect();
-                self.keep(&mut written, &mut unwritten, why);
+        while let Some(mut batch) = batches.next() {
+            if let Err((done, why)) = self.write_batch(&mut written, &batch) {
+                if done > 0 {
+                    batch.lines.drain(..done);
+                    batch.continues = true;
+                }
+                let unwritten: VecDeque<Batch> = std::iter::once(batch).chain(batches).collect();
+                self.keep(&mut written, unwritten, why);
                 return;
             }
         }
@@ -506,21 +545,32 @@ impl Sink {
     }
 
     /// Puts batches that could not be written back in front of the waiting
-    /// ones, dropping the oldest past [`WAIT_AT`].
-    fn keep(&self, written: &mut Written, unwritten: &mut Vec<Batch>, why: String) {
+    /// ones, dropping the oldest lines past [`WAIT_AT`].
+    fn keep(&self, written: &mut Written, mut unwritten: VecDeque<Batch>, why: String) {
         let mut waiting = lock(&self.waiting);
         unwritten.append(&mut waiting.batches);
         let mut bytes: usize = unwritten.iter().map(|b| b.lines.len()).sum();
         let mut dropped = 0usize;
-        let mut keep_from = 0;
-        while bytes > WAIT_AT && keep_from < unwritten.len() {
-            let b = &unwritten[keep_from];
-            bytes -= b.lines.len();
-            dropped += b.lines.iter().filter(|&&c| c == b'\n').count();
-            keep_from += 1;
+        while bytes > WAIT_AT {
+            let Some(oldest) = unwritten.front_mut() else {
+                break;
+            };
+            let excess = bytes - WAIT_AT;
+            // Whole lines only: up to the end of the line holding the last
+            // byte to go.
+            let cut = oldest.lines[excess - 1..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(oldest.lines.len(), |at| excess + at);
+            dropped += oldest.lines[..cut].iter().filter(|&&b| b == b'\n').count();
+            oldest.lines.drain(..cut);
+            oldest.continues = false;
+            bytes -= cut;
+            if oldest.lines.is_empty() {
+                unwritten.pop_front();
+            }
         }
-        unwritten.drain(..keep_from);
-        waiting.batches = std::mem::take(unwritten);
+        waiting.batches = unwritten;
         waiting.bytes = bytes;
         drop(waiting);
         if dropped > 0 {
@@ -536,34 +586,67 @@ impl Sink {
         }
     }
 
-    fn write_batch(&self, written: &mut Written, batch: &Batch) -> Result<(), String> {
+    /// Writes one batch; on failure, how many of its bytes reached the file.
+    fn write_batch(&self, written: &mut Written, batch: &Batch) -> Result<(), (usize, String)> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&self.folder)
-            .map_err(|e| format!("cannot create {}: {e}", self.folder.display()))?;
         let path = self.folder.join(&*batch.file);
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let open = || {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o640)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        let mut file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o750)
+                    .create(&self.folder)
+                    .map_err(|e| (0, format!("cannot create {}: {e}", self.folder.display())))?;
+                open()
+            }
+            opened => opened,
+        }
+        .map_err(|e| (0, format!("cannot open {}: {e}", path.display())))?;
         let empty = file.metadata().map(|m| m.len() == 0).unwrap_or(true);
-        let known = written
+        let same = written
             .last
             .as_ref()
             .is_some_and(|(f, fields)| *f == batch.file && **fields == *batch.fields);
-        let mut out = Vec::with_capacity(batch.lines.len() + 256);
-        if empty || !known {
-            self.header(&mut out, &batch.fields);
+        let mut head = Vec::new();
+        if written.torn && !(batch.continues && same) {
+            // End the line a failed write left unfinished.
+            head.push(b'\n');
         }
-        out.extend_from_slice(&batch.lines);
-        file.write_all(&out)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if empty || !same {
+            self.header(&mut head, &batch.fields);
+        }
+        // The head goes whole or not at all (retried with the batch); of
+        // the lines, what went is kept.
+        if !head.is_empty() {
+            if let Err(e) = file.write_all(&head) {
+                return Err((0, format!("cannot write {}: {e}", path.display())));
+            }
+        }
         written.last = Some((batch.file.clone(), batch.fields.clone()));
+        written.torn = false;
+        let mut done = 0;
+        while done < batch.lines.len() {
+            match file.write(&batch.lines[done..]) {
+                Ok(0) => {
+                    written.torn = batch.lines[..done].last().is_some_and(|&b| b != b'\n');
+                    return Err((done, format!("cannot write {}: no space", path.display())));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    written.torn = done > 0 && batch.lines[done - 1] != b'\n';
+                    return Err((done, format!("cannot write {}: {e}", path.display())));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -583,6 +666,14 @@ impl Sink {
             out.extend_from_slice(field.name().as_bytes());
         }
         out.push(b'\n');
+    }
+}
+
+impl Drop for Sink {
+    /// The last configuration writing to this folder is gone (a reload
+    /// replaced it and its last request ended, or the server stops).
+    fn drop(&mut self) {
+        self.write();
     }
 }
 
@@ -668,7 +759,7 @@ fn put_value(out: &mut Vec<u8>, value: &[u8]) {
             let control = std::str::from_utf8(ch)
                 .ok()
                 .and_then(|s| s.chars().next())
-                .is_some_and(char::is_control);
+                .is_some_and(is_hidden);
             if control {
                 for c in ch {
                     let _ = write!(out, "%{c:02X}");
@@ -684,6 +775,17 @@ fn put_value(out: &mut Vec<u8>, value: &[u8]) {
     }
 }
 
+/// Characters escaped in values besides ASCII controls: C1 controls,
+/// Unicode spaces and line and paragraph separators (a reader may take
+/// them for field or line ends), and the invisible ones that reorder or
+/// hide text (bidirectional controls, zero-width characters), so a log
+/// shows what was sent.
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || c.is_whitespace()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 fn utf8_len(first: u8) -> usize {
     match first {
         0xF0.. => 4,
@@ -692,8 +794,11 @@ fn utf8_len(first: u8) -> usize {
     }
 }
 
-/// The length of a response head as HTTP/1.1 writes it, for `sc-bytes`.
-fn head_length(resp: &HttpResponse, final_length: Option<u64>) -> u64 {
+/// The length of a response head as HTTP/1.1 writes it, for `sc-bytes`:
+/// with the `Date`, framing and `Connection` headers the HTTP layer adds
+/// after SendResponse.
+fn head_length(ctx: &HttpContext, final_length: Option<u64>) -> u64 {
+    let resp = ctx.response();
     let status = resp.status();
     let reason = resp
         .reason()
@@ -716,6 +821,25 @@ fn head_length(resp: &HttpResponse, final_length: Option<u64>) -> u64 {
             None => 28,
         };
     }
+    if !resp.headers().contains_key(header::CONNECTION) {
+        let asks = |token: &str| {
+            ctx.request()
+                .headers()
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        let closing = resp.need_disconnect() || asks("close");
+        n += match ctx.request().http_version() {
+            // `connection: close\r\n`
+            Version::HTTP_11 if closing => 19,
+            // `connection: keep-alive\r\n`
+            Version::HTTP_10 if !closing && asks("keep-alive") => 24,
+            _ => 0,
+        };
+    }
     n as u64
 }
 
@@ -734,8 +858,17 @@ fn bodiless(status: StatusCode) -> bool {
 pub struct HttpLogging {
     config: Section<HttpLoggingConfig>,
     shared: Arc<Shared>,
-    /// The length of the head, noted on the send that carries it.
-    head_bytes: u64,
+    /// The length of the head, noted on the send that carries it (`None`
+    /// until then, or when a child request's send carried it).
+    head_bytes: Option<u64>,
+}
+
+thread_local! {
+    /// The line being made, and the time stamp of the second it was last
+    /// made in: a line is formatted outside any lock, into a buffer each
+    /// worker thread keeps.
+    static LINE: std::cell::RefCell<(Vec<u8>, u64, [u8; 19])> =
+        const { std::cell::RefCell::new((Vec::new(), u64::MAX, [b'0'; 19])) };
 }
 
 impl HttpModule for HttpLogging {
@@ -744,15 +877,17 @@ impl HttpModule for HttpLogging {
         ctx: &mut HttpContext,
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
+        // A child request's instance sees its own sends only; the parent
+        // writes the line, for the client's request.
         if ctx.child_depth() != 0 {
             return RequestNotificationStatus::Continue;
         }
-        let resp = ctx.response();
         if provider.headers_being_sent() {
+            let resp = ctx.response();
             let whole = provider
                 .is_final_send()
                 .then(|| resp.bytes_sent() + resp.buffered_len());
-            self.head_bytes = head_length(resp, whole);
+            self.head_bytes = Some(head_length(ctx, whole));
         }
         if !provider.is_final_send() {
             return RequestNotificationStatus::Continue;
@@ -761,11 +896,40 @@ impl HttpModule for HttpLogging {
         if !config.enabled {
             return RequestNotificationStatus::Continue;
         }
+        // The head went out with a child request's send: as it is now, and
+        // streamed.
+        let head_bytes = match self.head_bytes {
+            Some(n) => n,
+            None if ctx.response().headers_suppressed() => 0,
+            None => head_length(ctx, None),
+        };
         let sink = self.shared.sink(ctx.site().site_id, config);
-        let head_bytes = self.head_bytes;
-        let computer = &*self.shared.computer;
-        sink.append(config.period, &config.fields.0, |out, stamp| {
-            write_line(out, &config.fields.0, ctx, stamp, computer, head_bytes);
+        let fields = &config.fields.0;
+        LINE.with_borrow_mut(|(line, second, stamp_of_second)| {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if now != *second {
+                *second = now;
+                *stamp_of_second = stamp(now);
+            }
+            line.clear();
+            write_line(
+                line,
+                fields,
+                ctx,
+                stamp_of_second,
+                &self.shared.computer,
+                head_bytes,
+            );
+            // A line must not start like a directive.
+            if line.first() == Some(&b'#') {
+                line.splice(0..1, *b"%23");
+            }
+            line.push(b'\n');
+            let mut name = [0u8; 20];
+            let file = file_name(config.period, stamp_of_second, &mut name);
+            sink.append(file, fields, line);
         });
         RequestNotificationStatus::Continue
     }
@@ -913,7 +1077,7 @@ impl HttpModuleFactory for Factory {
         Ok(Box::new(HttpLogging {
             config: self.config,
             shared: self.shared.clone(),
-            head_bytes: 0,
+            head_bytes: None,
         }))
     }
 
@@ -942,8 +1106,7 @@ pub fn register_module(
         folder: server.configuration_folder.clone(),
         computer: computer_name(),
         software: server.software,
-        sinks: Mutex::new(Sinks::default()),
-        writer: std::sync::Once::new(),
+        sinks: RwLock::new(HashMap::new()),
     });
     registration.set_request_notifications(
         Factory { config, shared },
@@ -996,8 +1159,13 @@ mod tests {
         assert_eq!(put(b"Mozilla/5.0 (X11)"), "Mozilla/5.0+(X11)");
         assert_eq!(put(b"a\r\nb\tc\x7f"), "a%0D%0Ab%09c%7F");
         assert_eq!(put("/caf\u{e9}".as_bytes()), "/caf\u{e9}");
-        // C1 controls, as UTF-8.
+        // C1 controls, Unicode separators and spaces, invisible
+        // characters, as UTF-8.
         assert_eq!(put("x\u{85}y".as_bytes()), "x%C2%85y");
+        assert_eq!(
+            put("x\u{2028}#Fields:\u{a0}y\u{202e}".as_bytes()),
+            "x%E2%80%A8#Fields:%C2%A0y%E2%80%AE"
+        );
         // Not UTF-8: every high byte escaped.
         assert_eq!(put(b"\xff\xfe/"), "%FF%FE/");
     }
@@ -1025,6 +1193,48 @@ mod tests {
             "date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip \
              cs(User-Agent) cs(Referer) sc-status sc-substatus sc-win32-status time-taken"
         );
+    }
+
+    /// A folder that cannot be made keeps the lines waiting; past the
+    /// limit the oldest whole lines go; once the folder can be made, what
+    /// was kept is written, in order, under one header block.
+    #[test]
+    fn a_failing_folder_keeps_the_newest_lines() {
+        let base = std::env::temp_dir().join(format!("riis-log-fail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        // A file where the folder's parent should be: creating it fails.
+        std::fs::write(base.join("blocked"), "").unwrap();
+        let folder = base.join("blocked").join("W3SVC1");
+        let sink = Sink::new(folder.clone(), "riis/test");
+        let fields = LogFields::default().0;
+        let line = |i: usize| format!("{i:08} {}\n", "x".repeat(1000));
+        let count = WAIT_AT / 1010 + 500;
+        for i in 0..count / 2 {
+            sink.append("u_ex.log", &fields, line(i).as_bytes());
+        }
+        sink.write(); // fails: everything is kept
+        assert!(lock(&sink.file).failure.is_some());
+        for i in count / 2..count {
+            sink.append("u_ex.log", &fields, line(i).as_bytes());
+        }
+        // Over the limit: later appends were dropped and counted.
+        let dropped = lock(&sink.waiting).dropped;
+        assert!(dropped > 0);
+        std::fs::remove_file(base.join("blocked")).unwrap();
+        sink.write();
+        let text = std::fs::read_to_string(folder.join("u_ex.log")).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(text.matches("#Fields:").count(), 1);
+        assert!(lines.iter().all(|l| l.len() == 1009), "whole lines only");
+        let numbers: Vec<usize> = lines.iter().map(|l| l[..8].parse().unwrap()).collect();
+        assert!(
+            numbers.windows(2).all(|w| w[1] == w[0] + 1),
+            "in order, none lost between"
+        );
+        assert_eq!(*numbers.last().unwrap() as u64, count as u64 - 1 - dropped);
+        assert!(lock(&sink.file).failure.is_none());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

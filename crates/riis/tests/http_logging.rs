@@ -231,8 +231,15 @@ period = "hourly""#,
     let (head_bytes, _) = exchange(server.addr, head_request);
     let missing = b"GET /nope HTTP/1.1\r\nHost: example.test\r\n\r\n";
     let (missing_bytes, _) = exchange(server.addr, missing);
+    // The HTTP layer's `Connection` header is counted too.
+    let closing = b"GET /a.txt HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n";
+    let (closing_bytes, head) = exchange(server.addr, closing);
+    assert!(head.contains("connection: close"), "{head}");
+    let old = b"GET /a.txt HTTP/1.0\r\nHost: example.test\r\nConnection: keep-alive\r\n\r\n";
+    let (old_bytes, head) = exchange(server.addr, old);
+    assert!(head.contains("connection: keep-alive"), "{head}");
 
-    let text = wait_for_lines(&logs, 3);
+    let text = wait_for_lines(&logs, 5);
     assert!(
         text.contains(
             "#Fields: cs-method cs-uri-stem sc-status sc-bytes cs-bytes cs-version \
@@ -255,6 +262,14 @@ period = "hourly""#,
             format!(
                 "GET /nope 404 {missing_bytes} {} HTTP/1.1 example.test - W3SVC1 -",
                 missing.len()
+            ),
+            format!(
+                "GET /a.txt 200 {closing_bytes} {} HTTP/1.1 example.test text/plain W3SVC1 -",
+                closing.len()
+            ),
+            format!(
+                "GET /a.txt 200 {old_bytes} {} HTTP/1.0 example.test text/plain W3SVC1 -",
+                old.len()
             ),
         ],
         "{text}"
