@@ -8,7 +8,12 @@
 //! (`HttpUser::new("", "Anonymous")`: an empty name, as IIS's
 //! `GetUserName`), or, with `enabled = false`, ends with 401.2 ("logon
 //! failed due to server configuration"), to which BasicAuthentication adds
-//! its challenge. A child request keeps its parent's user.
+//! its challenge. A child request keeps its parent's user; when that is
+//! the anonymous user, the child's location decides again, so a default
+//! document or error page in a location that requires a logon is not
+//! served to an anonymous parent. Turning anonymous access off where no
+//! module sends a challenge (BasicAuthentication not enabled there) leaves
+//! clients no way to log on: 401.2 is all they get.
 //!
 //! Configuration section `anonymous_authentication` (IIS's
 //! `anonymousAuthentication`), per location:
@@ -46,11 +51,19 @@ pub struct AnonymousAuthentication {
 
 impl HttpModule for AnonymousAuthentication {
     fn on_authenticate_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        if ctx.user().is_some() {
-            return RequestNotificationStatus::Continue;
-        }
+        // A user with a name logged on. One without is the anonymous user,
+        // which a child request may have from its parent: where anonymous
+        // access is off, a child request needs a logon as much as its
+        // parent would.
+        let anonymous = match ctx.user() {
+            Some(user) if !user.name().is_empty() => return RequestNotificationStatus::Continue,
+            Some(_) => true,
+            None => false,
+        };
         if ctx.config(self.config).enabled {
-            ctx.set_user(HttpUser::new("", "Anonymous"));
+            if !anonymous {
+                ctx.set_user(HttpUser::new("", "Anonymous"));
+            }
             return RequestNotificationStatus::Continue;
         }
         tracing::info!(

@@ -8,7 +8,9 @@
 //! - **AuthenticateRequest** (Medium): where the location's section is
 //!   `enabled`, a request with `Authorization: Basic …` and no user yet
 //!   (another module, or the parent of a child request, may have set one)
-//!   has its user name and password checked against `user_file`. A
+//!   has its user name and password checked against `user_file` (a
+//!   child request whose parent came in anonymously, from a location
+//!   without Basic, is checked in its own). A
 //!   password hash takes milliseconds to check (bcrypt tens of them), so
 //!   it is checked on the module's own threads (`riis-auth`, one per core)
 //!   while the request waits (Pending) without holding its worker; the
@@ -40,9 +42,15 @@
 //! - `group_file` (optional): `group: user user …` lines (Apache's
 //!   `AuthGroupFile` format).
 //!
-//! A location with `enabled` and no readable `user_file` answers 500 (the
-//! error is logged and shown on the detailed error page): refusing every
-//! request is safer than letting them through. Basic authentication sends
+//! A location with `enabled` and no readable `user_file` answers requests
+//! with credentials 500 (the error is logged and shown on the detailed
+//! error page) rather than letting them in unchecked; requests without
+//! credentials go on to AnonymousAuthentication and UrlAuthorization as
+//! anywhere else. Passwords over 512 bytes are refused (SHA-crypt's work
+//! grows with the password), at most 4 logons of one client address are
+//! checked at once (503 past that), and an unknown user's password is
+//! checked against the file's slowest hash, so that an unknown name takes
+//! at least as long as a known one. Basic authentication sends
 //! the password with every request, readable to anyone on the way: use it
 //! over TLS.
 
@@ -73,6 +81,10 @@ const REMEMBERED: usize = 10_000;
 const QUEUED_CHECKS: usize = 1024;
 /// How often the files are looked at for changes.
 const RECHECK_FILES: Duration = Duration::from_secs(1);
+/// The longest password checked (bcrypt reads 72 bytes of it).
+const MAX_PASSWORD: usize = 512;
+/// Logons of one client address checked at once; past that, 503.
+const CHECKS_PER_CLIENT: u32 = 4;
 
 /// The `basic_authentication` configuration section.
 #[derive(Debug, Default, Deserialize)]
@@ -81,11 +93,23 @@ pub struct BasicAuthenticationConfig {
     /// Whether Basic credentials are checked (and 401s challenged).
     pub enabled: bool,
     /// The realm of the challenge; empty for the request's host name.
+    #[serde(deserialize_with = "realm")]
     pub realm: String,
     /// The htpasswd file.
     pub user_file: PathBuf,
     /// The group file (optional).
     pub group_file: PathBuf,
+}
+
+/// A realm goes into a header: printable characters only.
+fn realm<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let realm = String::deserialize(d)?;
+    if realm.chars().any(char::is_control) {
+        return Err(serde::de::Error::custom(
+            "a realm cannot hold control characters",
+        ));
+    }
+    Ok(realm)
 }
 
 /// A password hash of the user file.
@@ -105,6 +129,27 @@ impl PasswordHash {
             Some(Self::ShaCrypt(text.to_owned()))
         } else {
             None
+        }
+    }
+
+    /// Roughly how long a check takes, in bcrypt cost-0 units: bcrypt
+    /// doubles with each cost step, SHA-crypt grows with its rounds (5,000
+    /// by default, about as slow as bcrypt's cost 6 or 7).
+    fn work(&self) -> f64 {
+        match self {
+            Self::Bcrypt(hash) => {
+                let cost: i32 = hash.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(10);
+                2f64.powi(cost)
+            }
+            Self::ShaCrypt(hash) => {
+                let rounds: f64 = hash
+                    .get(3..)
+                    .and_then(|rest| rest.strip_prefix("rounds="))
+                    .and_then(|rest| rest.split('$').next())
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(5000.0);
+                rounds * 0.017
+            }
         }
     }
 
@@ -133,6 +178,24 @@ impl PasswordHash {
 struct Users {
     hashes: HashMap<String, PasswordHash>,
     roles: HashMap<String, Vec<String>>,
+    /// The hash an unknown user's password is checked against: the file's
+    /// slowest, so an unknown name takes at least as long as any known
+    /// one.
+    decoy: Option<PasswordHash>,
+}
+
+impl Users {
+    fn new(hashes: HashMap<String, PasswordHash>, roles: HashMap<String, Vec<String>>) -> Self {
+        let decoy = hashes
+            .values()
+            .max_by(|a, b| a.work().total_cmp(&b.work()))
+            .cloned();
+        Self {
+            hashes,
+            roles,
+            decoy,
+        }
+    }
 }
 
 /// Reads an htpasswd file: `name:hash` lines.
@@ -212,6 +275,8 @@ struct Loaded {
     looked: Instant,
     stamps: (FileStamp, FileStamp),
     users: Result<Arc<Users>, String>,
+    /// A request is reading the files again.
+    reading: bool,
 }
 
 /// What the factory and the instances share.
@@ -225,6 +290,7 @@ struct Shared {
     /// dictionary.
     secret: [u8; 32],
     checks: Background<Check>,
+    checking: Checking,
 }
 
 /// A password to check on the module's threads.
@@ -236,10 +302,14 @@ struct Check {
     /// telling them apart by time), and fails whatever the result.
     counts: bool,
     done: riis_pipeline::CompletionHandle,
+    /// Held until the check is done.
+    _slot: CheckSlot,
 }
 
 impl Shared {
-    /// The users of `config`'s files, read again when they changed.
+    /// The users of `config`'s files, read again when they changed. The
+    /// files are read outside the lock, and while one request reads them
+    /// the others go on with the users read before.
     fn users(&self, config: &BasicAuthenticationConfig) -> Result<Arc<Users>, String> {
         if config.user_file.as_os_str().is_empty() {
             return Err("basic_authentication.user_file is not set".into());
@@ -248,35 +318,44 @@ impl Shared {
         let group_file = (!config.group_file.as_os_str().is_empty())
             .then(|| self.folder.join(&config.group_file));
         let key = (user_file, group_file.clone().unwrap_or_default());
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if let Some(loaded) = files.get_mut(&key) {
-            if now.duration_since(loaded.looked) < RECHECK_FILES {
-                return loaded.users.clone();
-            }
-            loaded.looked = now;
-            let stamps = (stamp(&key.0), group_file.as_deref().and_then(stamp));
-            if stamps == loaded.stamps && stamps.0.is_some() {
-                return loaded.users.clone();
+        {
+            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(loaded) = files.get_mut(&key) {
+                if loaded.reading || now.duration_since(loaded.looked) < RECHECK_FILES {
+                    return loaded.users.clone();
+                }
+                loaded.looked = now;
+                loaded.reading = true;
             }
         }
         let stamps = (stamp(&key.0), group_file.as_deref().and_then(stamp));
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(loaded) = files.get_mut(&key) {
+            if stamps == loaded.stamps && stamps.0.is_some() {
+                loaded.reading = false;
+                return loaded.users.clone();
+            }
+        }
+        drop(files);
         let users = read_users(&key.0).and_then(|hashes| {
             let roles = match &group_file {
                 Some(path) => read_groups(path)?,
                 None => HashMap::new(),
             };
-            Ok(Arc::new(Users { hashes, roles }))
+            Ok(Arc::new(Users::new(hashes, roles)))
         });
         if let Err(why) = &users {
             tracing::error!("BasicAuthentication: {why}");
         }
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         files.insert(
             key,
             Loaded {
                 looked: now,
                 stamps,
                 users: users.clone(),
+                reading: false,
             },
         );
         users
@@ -355,6 +434,56 @@ fn credentials(ctx: &HttpContext) -> Option<Result<(String, Vec<u8>), &'static s
     Some(Ok((name.to_owned(), decoded[colon + 1..].to_vec())))
 }
 
+/// 503: too many logons are being checked.
+fn too_busy(ctx: &mut HttpContext) -> RequestNotificationStatus {
+    let resp = ctx.response_mut();
+    resp.clear_entity();
+    resp.set_error_status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service Unavailable",
+        0,
+        0x8007_05AA, // ERROR_NO_SYSTEM_RESOURCES
+    );
+    RequestNotificationStatus::FinishRequest
+}
+
+/// Logons being checked per client address.
+type Checking = Arc<Mutex<HashMap<std::net::IpAddr, u32>>>;
+
+/// One of a client's [`CHECKS_PER_CLIENT`] checks, given back when the
+/// check is done (or dropped unrun).
+struct CheckSlot {
+    checking: Checking,
+    client: std::net::IpAddr,
+}
+
+impl CheckSlot {
+    fn take(checking: &Checking, client: std::net::IpAddr) -> Option<Self> {
+        let mut counts = checking.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(client).or_insert(0);
+        if *n >= CHECKS_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            checking: checking.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for CheckSlot {
+    fn drop(&mut self) {
+        let mut counts = self.checking.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// The module instance: one per request.
 pub struct BasicAuthentication {
     config: Section<BasicAuthenticationConfig>,
@@ -385,7 +514,10 @@ impl BasicAuthentication {
 impl HttpModule for BasicAuthentication {
     fn on_authenticate_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let config = ctx.config(self.config);
-        if !config.enabled || ctx.user().is_some() {
+        // A user with a name logged on already (the parent of a child
+        // request, or another module). The anonymous user, a child request
+        // may have from a parent in a location without Basic, logs on here.
+        if !config.enabled || ctx.user().is_some_and(|u| !u.name().is_empty()) {
             return RequestNotificationStatus::Continue;
         }
         let (name, password) = match credentials(ctx) {
@@ -408,6 +540,11 @@ impl HttpModule for BasicAuthentication {
                 return RequestNotificationStatus::FinishRequest;
             }
         };
+        if password.len() > MAX_PASSWORD {
+            // SHA-crypt's work grows with the password's length: a long one
+            // would hold a checking thread for seconds.
+            return Self::refuse(ctx, "password too long", Some(&name));
+        }
         let known = users.hashes.get(&name).cloned();
         let digest = known
             .as_ref()
@@ -418,27 +555,28 @@ impl HttpModule for BasicAuthentication {
             return RequestNotificationStatus::Continue;
         }
         let counts = known.is_some();
-        let Some(hash) = known.or_else(|| users.hashes.values().next().cloned()) else {
+        let Some(hash) = known.or_else(|| users.decoy.clone()) else {
             // No users at all: nothing to take time over.
             return Self::refuse(ctx, "unknown user", Some(&name));
+        };
+        let client = ctx.request().remote_address().ip().to_canonical();
+        let Some(slot) = CheckSlot::take(&self.shared.checking, client) else {
+            tracing::warn!(
+                address = %client,
+                "BasicAuthentication: {CHECKS_PER_CLIENT} logons of one client are being checked already"
+            );
+            return too_busy(ctx);
         };
         let check = Check {
             hash,
             password,
             counts,
             done: ctx.completion_handle(),
+            _slot: slot,
         };
         if self.shared.checks.queue(check).is_err() {
             tracing::warn!("BasicAuthentication: too many logons waiting to be checked");
-            let resp = ctx.response_mut();
-            resp.clear_entity();
-            resp.set_error_status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service Unavailable",
-                0,
-                0x8007_05AA, // ERROR_NO_SYSTEM_RESOURCES
-            );
-            return RequestNotificationStatus::FinishRequest;
+            return too_busy(ctx);
         }
         self.checking = Some((name, roles, digest));
         RequestNotificationStatus::Pending
@@ -535,6 +673,7 @@ pub fn register_module(
             let passed = check.hash.verify(&check.password) && check.counts;
             check.done.post_completion(u64::from(passed));
         }),
+        checking: Arc::default(),
     });
     registration.set_request_notifications(
         move || BasicAuthentication {

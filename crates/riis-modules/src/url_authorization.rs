@@ -16,8 +16,9 @@
 //!   names, `*` (everyone, anonymous included) or `?` (the anonymous
 //!   user); `roles` a comma-separated list of roles (BasicAuthentication's
 //!   groups); `verbs` a comma-separated list of methods (empty: every
-//!   method). A rule names users, roles or both. Names and roles compare
-//!   ASCII case-insensitively, as Windows accounts do.
+//!   method, compared in any case). A rule names users, roles or both.
+//!   User names compare exactly, as the user file tells `admin` and
+//!   `Admin` apart; roles compare ASCII case-insensitively (`IsInRole`).
 //!
 //!   As in IIS, the Deny rules are looked at before the Allow rules, each
 //!   kind in order; the first rule that matches decides, and a request no
@@ -130,7 +131,7 @@ impl TryFrom<RuleFields> for AuthorizationRule {
                 if v.bytes()
                     .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
                 {
-                    Ok(v.to_ascii_uppercase())
+                    Ok(v.to_owned())
                 } else {
                     Err(format!("`{v}` is not a method"))
                 }
@@ -147,16 +148,17 @@ impl TryFrom<RuleFields> for AuthorizationRule {
 
 impl AuthorizationRule {
     fn matches(&self, user: Option<&HttpUser>, method: &str) -> bool {
-        if !self.verbs.is_empty() && !self.verbs.iter().any(|v| v == method) {
+        // Methods compare in any case: a handler that takes `delete` for
+        // DELETE must not get it past a rule about DELETE.
+        if !self.verbs.is_empty() && !self.verbs.iter().any(|v| v.eq_ignore_ascii_case(method)) {
             return false;
         }
         let anonymous = user.is_none_or(|u| u.name().is_empty());
         let named = self.users.iter().any(|spec| match spec {
             UserSpec::Everyone => true,
             UserSpec::Anonymous => anonymous,
-            UserSpec::Name(n) => {
-                !anonymous && user.is_some_and(|u| u.name().eq_ignore_ascii_case(n))
-            }
+            // Exactly, as the user file tells `admin` and `Admin` apart.
+            UserSpec::Name(n) => !anonymous && user.is_some_and(|u| u.name() == n),
         });
         named || user.is_some_and(|u| self.roles.iter().any(|r| u.is_in_role(r)))
     }
@@ -251,10 +253,20 @@ mod tests {
         let named = AuthorizationConfig {
             rules: vec![rule(Access::Allow, "bob, carol", "", "")],
         };
+        assert!(!named.allows(Some(&bob), "DELETE"), "names compare exactly");
+        let exact = HttpUser::new("bob", "Basic");
+        assert!(named.allows(Some(&exact), "DELETE"));
+        let deny_delete = AuthorizationConfig {
+            rules: vec![
+                rule(Access::Deny, "*", "", "DELETE"),
+                rule(Access::Allow, "*", "", ""),
+            ],
+        };
         assert!(
-            named.allows(Some(&bob), "DELETE"),
-            "names compare in any case"
+            !deny_delete.allows(Some(&exact), "delete"),
+            "methods in any case"
         );
+        assert!(deny_delete.allows(Some(&exact), "GET"));
         assert!(!named.allows(Some(&alice), "GET"));
         assert!(!named.allows(Some(&anonymous), "GET"));
         assert!(AuthorizationConfig::default().allows(None, "GET"));

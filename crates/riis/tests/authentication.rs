@@ -27,6 +27,7 @@ fn config(dir: &TempDir) -> PathBuf {
         "www/members/index.html",
         "www/admin/a.txt",
         "www/broken/a.txt",
+        "www/pub/index.html",
     ] {
         dir.write(file, "alpha");
     }
@@ -75,6 +76,12 @@ authorization = {{ rules = [
     {{ access = "Allow", roles = "admins" }},
     {{ access = "Deny", users = "?" }},
 ] }}
+
+# Only the default document of /pub needs a logon.
+[[sites.locations]]
+path = "/pub/index.html"
+basic_authentication = {{ enabled = true }}
+anonymous_authentication = {{ enabled = false }}
 
 [[sites.locations]]
 path = "/broken"
@@ -169,6 +176,23 @@ fn basic_logons_anonymous_access_and_url_rules() {
     assert_eq!(home.status, 200);
     assert_eq!(home.text(), "alpha");
 
+    // A password too long to check; a name in another case is another
+    // (unknown) user.
+    let long = format!("bob:{}", "x".repeat(513));
+    assert_eq!(
+        status(&get_as(&mut conn, "/members/a.txt", Some(&long))),
+        "401.1"
+    );
+    assert_eq!(
+        status(&get_as(&mut conn, "/members/a.txt", Some("Bob:secret"))),
+        "401.1"
+    );
+
+    // An anonymous request's child request into a location that needs a
+    // logon needs one too.
+    assert_eq!(status(&get_as(&mut conn, "/pub/", None)), "401.2");
+    assert_eq!(get_as(&mut conn, "/pub/", Some("bob:secret")).status, 200);
+
     // /admin: anonymous allowed in, but the rules want an admin.
     let anonymous = get_as(&mut conn, "/admin/a.txt", None);
     assert_eq!(status(&anonymous), "401.2");
@@ -238,4 +262,21 @@ fn bad_rules_are_configuration_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("riis.toml:5"), "{err}");
     assert!(err.contains("names `users`, `roles` or both"), "{err}");
+
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[[modules]]\nname = \"BasicAuthentication\"\n\n[basic_authentication]\nrealm = \"a\\nb\"\n\n\
+             [[sites]]\nname = \"s\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
+            root.display()
+        ),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("basic_authentication.realm"), "{err}");
+    assert!(err.contains("control characters"), "{err}");
 }
