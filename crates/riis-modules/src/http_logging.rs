@@ -381,7 +381,9 @@ struct Shared {
     software: &'static str,
     /// The sinks of this configuration, by (site, section): found without
     /// building a path per request, and kept alive while it lives.
-    sinks: RwLock<HashMap<(u32, usize), Arc<Sink>>>,
+    /// A list: a configuration has a handful, and a look along it costs
+    /// less than hashing the key.
+    sinks: RwLock<Vec<((u32, usize), Arc<Sink>)>>,
 }
 
 impl Shared {
@@ -390,11 +392,12 @@ impl Shared {
         // The section's address is stable while this configuration (and so
         // this `Shared`) lives.
         let key = (site_id, config as *const HttpLoggingConfig as usize);
-        if let Some(sink) = self
+        if let Some((_, sink)) = self
             .sinks
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+            .iter()
+            .find(|(k, _)| *k == key)
         {
             return sink.clone();
         }
@@ -403,10 +406,10 @@ impl Shared {
             .join(&config.directory)
             .join(format!("W3SVC{site_id}"));
         let sink = registry().sink(folder, self.software);
-        self.sinks
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, sink.clone());
+        let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
+        if !sinks.iter().any(|(k, _)| *k == key) {
+            sinks.push((key, sink.clone()));
+        }
         sink
     }
 
@@ -416,8 +419,8 @@ impl Shared {
             .sinks
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
+            .iter()
+            .map(|(_, sink)| sink.clone())
             .collect();
         for sink in sinks {
             sink.write();
@@ -742,37 +745,51 @@ fn put_value(out: &mut Vec<u8>, value: &[u8]) {
         out.push(b'-');
         return;
     }
-    let utf8 = std::str::from_utf8(value).is_ok();
+    // Most values need nothing done: printable ASCII without spaces.
+    if value.iter().all(|&b| b > b' ' && b < 0x7f) {
+        out.extend_from_slice(value);
+        return;
+    }
+    let utf8 = value.is_ascii() || std::str::from_utf8(value).is_ok();
     let mut rest = value;
-    while let Some((&b, tail)) = rest.split_first() {
+    while !rest.is_empty() {
+        // Copy the run of plain bytes at once.
+        let plain = rest
+            .iter()
+            .position(|&b| b <= b' ' || b >= 0x7f)
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..plain]);
+        rest = &rest[plain..];
+        let Some(&b) = rest.first() else { break };
         if b == b' ' {
             out.push(b'+');
-            rest = tail;
-        } else if b < 0x20 || b == 0x7f || (b >= 0x80 && !utf8) {
-            let _ = write!(out, "%{b:02X}");
-            rest = tail;
-        } else if b >= 0x80 {
-            // A whole UTF-8 character: C1 controls (U+0080 to U+009F) are
-            // escaped too.
-            let len = utf8_len(b);
+            rest = &rest[1..];
+        } else if b < 0x80 || !utf8 {
+            put_escaped(out, b);
+            rest = &rest[1..];
+        } else {
+            // A whole UTF-8 character: C1 controls (U+0080 to U+009F),
+            // Unicode spaces and invisible characters are escaped too.
+            let len = utf8_len(b).min(rest.len());
             let ch = &rest[..len];
-            let control = std::str::from_utf8(ch)
+            let hidden = std::str::from_utf8(ch)
                 .ok()
                 .and_then(|s| s.chars().next())
                 .is_some_and(is_hidden);
-            if control {
-                for c in ch {
-                    let _ = write!(out, "%{c:02X}");
-                }
+            if hidden {
+                ch.iter().for_each(|&c| put_escaped(out, c));
             } else {
                 out.extend_from_slice(ch);
             }
             rest = &rest[len..];
-        } else {
-            out.push(b);
-            rest = tail;
         }
     }
+}
+
+/// `%XX`.
+fn put_escaped(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
 }
 
 /// Characters escaped in values besides ASCII controls: C1 controls,
@@ -806,13 +823,14 @@ fn head_length(ctx: &HttpContext, final_length: Option<u64>) -> u64 {
         .map_or(0, str::len);
     // `HTTP/1.1 200 OK\r\n` … `\r\n`
     let mut n = 9 + 3 + 1 + reason + 2 + 2;
+    let (mut framed, mut connection) = (false, false);
     for (name, value) in resp.headers() {
         n += name.as_str().len() + 2 + value.len() + 2;
+        framed |= name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+        connection |= name == header::CONNECTION;
     }
     // `date: Fri, 04 Dec 2026 18:00:00 GMT\r\n`
     n += 37;
-    let framed = resp.headers().contains_key(header::CONTENT_LENGTH)
-        || resp.headers().contains_key(header::TRANSFER_ENCODING);
     if !bodiless(status) && !framed {
         n += match final_length {
             // `content-length: N\r\n`
@@ -821,7 +839,7 @@ fn head_length(ctx: &HttpContext, final_length: Option<u64>) -> u64 {
             None => 28,
         };
     }
-    if !resp.headers().contains_key(header::CONNECTION) {
+    if !connection {
         let asks = |token: &str| {
             ctx.request()
                 .headers()
@@ -953,14 +971,27 @@ fn write_line(
         let _ = match field {
             LogField::Date => out.write_all(&stamp[..10]),
             LogField::Time => out.write_all(&stamp[11..]),
-            LogField::SiteName => write!(out, "W3SVC{}", ctx.site().site_id),
+            LogField::SiteName => {
+                out.extend_from_slice(b"W3SVC");
+                put_number(out, ctx.site().site_id);
+                Ok(())
+            }
             LogField::ComputerName => {
                 put_value(out, computer.as_bytes());
                 Ok(())
             }
-            LogField::ServerIp => write!(out, "{}", req.local_address().ip().to_canonical()),
-            LogField::ServerPort => write!(out, "{}", req.local_address().port()),
-            LogField::ClientIp => write!(out, "{}", req.remote_address().ip().to_canonical()),
+            LogField::ServerIp => {
+                put_address(out, req.local_address().ip());
+                Ok(())
+            }
+            LogField::ServerPort => {
+                put_number(out, req.local_address().port());
+                Ok(())
+            }
+            LogField::ClientIp => {
+                put_address(out, req.remote_address().ip());
+                Ok(())
+            }
             LogField::Method => {
                 put_value(out, req.method().as_str().as_bytes());
                 Ok(())
@@ -995,10 +1026,17 @@ fn write_line(
                 put_value(out, header_bytes(resp.headers().get_all(name)).as_ref());
                 Ok(())
             }
-            LogField::Status => write!(out, "{}", resp.status().as_u16()),
-            LogField::Substatus => write!(out, "{}", resp.substatus()),
+            LogField::Status => {
+                put_number(out, resp.status().as_u16());
+                Ok(())
+            }
+            LogField::Substatus => {
+                put_number(out, resp.substatus());
+                Ok(())
+            }
             LogField::Win32Status => {
-                write!(out, "{}", resp.error().map_or(0, |e| win32(e.hresult)))
+                put_number(out, resp.error().map_or(0, |e| win32(e.hresult)));
+                Ok(())
             }
             LogField::BytesSent => {
                 let entity = if *req.method() == Method::HEAD || bodiless(resp.status()) {
@@ -1006,10 +1044,17 @@ fn write_line(
                 } else {
                     resp.bytes_sent().saturating_add(resp.buffered_len())
                 };
-                write!(out, "{}", head_bytes.saturating_add(entity))
+                put_number(out, head_bytes.saturating_add(entity));
+                Ok(())
             }
-            LogField::BytesReceived => write!(out, "{}", request_length(ctx)),
-            LogField::TimeTaken => write!(out, "{}", ctx.start_time().elapsed().as_millis()),
+            LogField::BytesReceived => {
+                put_number(out, request_length(ctx));
+                Ok(())
+            }
+            LogField::TimeTaken => {
+                put_number(out, ctx.start_time().elapsed().as_millis());
+                Ok(())
+            }
         };
     }
 }
@@ -1041,6 +1086,29 @@ fn version_name(version: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2",
         Version::HTTP_3 => "HTTP/3",
         _ => "HTTP/1.1",
+    }
+}
+
+/// Writes a number (faster than `core::fmt`, which a line would call a
+/// dozen times).
+fn put_number(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Writes an address as `192.0.2.7` or `2001:db8::1`.
+fn put_address(out: &mut Vec<u8>, address: std::net::IpAddr) {
+    match address.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            put_number(out, a);
+            for octet in [b, c, d] {
+                out.push(b'.');
+                put_number(out, octet);
+            }
+        }
+        v6 => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -1106,7 +1174,7 @@ pub fn register_module(
         folder: server.configuration_folder.clone(),
         computer: computer_name(),
         software: server.software,
-        sinks: RwLock::new(HashMap::new()),
+        sinks: RwLock::new(Vec::new()),
     });
     registration.set_request_notifications(
         Factory { config, shared },
