@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks riis against nginx on this machine, in one run.
 #
-#   bench/run.sh [SCENARIO ...]      scenarios: hello static noop static100k
+#   bench/run.sh [SCENARIO ...]      scenarios: hello static noop logged static100k
 #                                    static10m defaultdoc gzip100k hyper
 #                                    (default: hello static noop)
 #
@@ -278,6 +278,11 @@ for s in "${scenarios[@]}"; do
     defaultdoc)
       dd_conf=$(riis_config "$static_dd_modules" "$static_dd_handler" defaultdoc)
       run_pair "default document (1 KiB index.html) vs nginx index" "$dd_conf" /docs/ '' /docs/
+      ;;
+    logged)
+      log_conf=$(riis_config $'[[modules]]\nname = "HttpLogging"\n'"$static_modules"$'\n[http_logging]\ndirectory = "'"$work"'/logs"' "$static_handler" logged)
+      run_pair "static 1 KiB, access log: HttpLogging vs nginx access_log buffer=64k flush=1s" "$log_conf" /1k.txt \
+        "access_log $work/access.log combined buffer=64k flush=1s;" /1k.txt
       ;;
     gzip100k)
       gz_conf=$(riis_config "$static_modules"$'\n[[modules]]\nname = "StaticCompression"\n[static_compression]\ndirectory = "'"$work"'/gz"' "$static_handler" gzip)

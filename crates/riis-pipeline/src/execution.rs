@@ -1041,7 +1041,8 @@ impl RequestExecution {
                     let resp = &frame.ctx.response;
                     let before = resp.buffered_len() + resp.bytes_sent;
                     frame.phase = Phase::Child(site, status, before);
-                    child.response = std::mem::take(&mut frame.ctx.response);
+                    child.response =
+                        std::mem::replace(&mut frame.ctx.response, HttpResponse::new());
                     let buffered = frame.buffered || child.execute_flags.buffer_response;
                     self.frames.push(Frame::new(*child, buffered));
                     return None;
@@ -1208,7 +1209,7 @@ impl RequestExecution {
         let top = self.frames.len() - 1;
         let parent = &mut self.frames[top];
         let produced = child.ctx.response.buffered_len() + child.ctx.response.bytes_sent;
-        parent.ctx.response = std::mem::take(&mut child.ctx.response);
+        parent.ctx.response = std::mem::replace(&mut child.ctx.response, HttpResponse::new());
         let Phase::Child(site, status, before) = std::mem::replace(&mut parent.phase, Phase::Run)
         else {
             unreachable!("a child's parent waits in Phase::Child");

@@ -92,6 +92,17 @@ pub struct ResponseError {
 
 /// The status line, headers and buffered entity of a response, plus the
 /// send-related switches modules can set.
+///
+/// Modules get the request's response from the context and cannot make one
+/// to put in its place (the engine's own state about it would be lost):
+///
+/// ```compile_fail
+/// let _ = riis_pipeline::HttpResponse::new();
+/// ```
+///
+/// ```compile_fail
+/// let _ = <riis_pipeline::HttpResponse as Default>::default();
+/// ```
 #[derive(Debug)]
 pub struct HttpResponse {
     pub(crate) status: StatusCode,
@@ -131,12 +142,6 @@ pub struct HttpResponse {
     pub(crate) current: (Option<crate::ModuleIndex>, &'static str),
 }
 
-impl Default for HttpResponse {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl HttpResponse {
     /// An untouched response that flushes by itself once more than `limit`
     /// bytes of memory entity are buffered.
@@ -147,8 +152,13 @@ impl HttpResponse {
         }
     }
 
-    /// An untouched 200 response with no headers and no entity.
-    pub fn new() -> Self {
+    /// An untouched 200 response with no headers and no entity. Only the
+    /// engine makes responses: one a module could make and put in place of
+    /// the request's (`*ctx.response_mut() = …`) would drop what the engine
+    /// keeps there (whether the head went out, whether the entity was cut
+    /// short) and let a failed response end as if whole. A module starts
+    /// over with [`HttpResponse::clear`].
+    pub(crate) fn new() -> Self {
         Self {
             status: StatusCode::OK,
             reason: None,
