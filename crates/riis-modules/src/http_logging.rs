@@ -371,6 +371,9 @@ impl Registry {
     }
 }
 
+/// A site and the address of one of its locations' sections.
+type SinkKey = (u32, usize);
+
 /// What one configuration's factory and instances share.
 struct Shared {
     /// A relative `directory` is taken from here.
@@ -383,7 +386,7 @@ struct Shared {
     /// building a path per request, and kept alive while it lives.
     /// A list: a configuration has a handful, and a look along it costs
     /// less than hashing the key.
-    sinks: RwLock<Vec<((u32, usize), Arc<Sink>)>>,
+    sinks: RwLock<Vec<(SinkKey, Arc<Sink>)>>,
 }
 
 impl Shared {

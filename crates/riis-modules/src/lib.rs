@@ -24,6 +24,7 @@ pub mod http_logging;
 pub mod http_redirection;
 pub mod ip_restriction;
 pub mod noop;
+pub mod output_cache;
 pub mod protocol_support;
 pub mod request_filtering;
 pub mod static_compression;
@@ -107,6 +108,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
         failed_requests_tracing::register_module,
     ),
     ("HttpLogging", http_logging::register_module),
+    ("OutputCache", output_cache::register_module),
 ];
 
 /// The entry point of a built-in module.

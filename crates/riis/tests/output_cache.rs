@@ -1,0 +1,167 @@
+//! OutputCache over real sockets: a URL asked for twice within the period
+//! is kept and answered without its handler; the key varies by query
+//! string and named headers; responses with cookies, private ones and
+//! conditional requests pass by; a file's change ends its entry; a time
+//! period ends one.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Connection, InProcessServer};
+use riis_pipeline::http::{header, HeaderValue};
+use riis_pipeline::{
+    HttpContext, HttpModule, ModuleError, ModuleRegistration, RegisterModuleFn,
+    RequestNotification as N, RequestNotificationStatus as Status, RequestNotifications,
+    ServerInfo,
+};
+
+/// How many times `Counter` ran.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// A handler that answers `run N`, counting its runs; `?cookie` adds a
+/// cookie, `?private` a `Cache-Control: private`.
+struct Counter;
+impl HttpModule for Counter {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        let n = RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+        let query = ctx.request().query_string().to_owned();
+        let resp = ctx.response_mut();
+        resp.set_header(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        if query.contains("cookie") {
+            resp.set_header(header::SET_COOKIE, HeaderValue::from_static("a=b"));
+        }
+        if query.contains("private") {
+            resp.set_header(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        }
+        resp.write(format!("run {n}"));
+        // Continue, not FinishRequest: that would skip UpdateRequestCache.
+        Status::Continue
+    }
+}
+
+fn register_counter(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Counter,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
+const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[("Counter", register_counter)];
+
+const CONFIG: &str = r#"
+[[modules]]
+name = "OutputCache"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "Counter"
+
+[[handlers]]
+name = "Counter"
+path = "/dyn/*"
+modules = ["Counter"]
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+modules = ["StaticFile"]
+
+[[sites]]
+name = "s"
+root = 'ROOT'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/dyn"
+output_cache = { policy = "CacheForTimePeriod", duration = 600, vary_by_headers = ["Accept-Language"] }
+
+[[sites.locations]]
+path = "/short"
+output_cache = { policy = "CacheForTimePeriod", duration = 1 }
+
+[[sites.locations]]
+path = "/files"
+output_cache = { policy = "CacheUntilChange" }
+"#;
+
+fn get(conn: &mut Connection, path: &str, extra: &str) -> String {
+    conn.send_raw(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes());
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{path}");
+    resp.text()
+}
+
+/// The run number in a `Counter` answer.
+fn run(text: &str) -> u64 {
+    text.strip_prefix("run ").unwrap().parse().unwrap()
+}
+
+#[test]
+fn frequent_urls_are_answered_from_the_cache() {
+    let server = InProcessServer::start(CONFIG, TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+
+    // Asked for once: not kept. Twice: kept. Then answered from the cache.
+    let first = run(&get(&mut conn, "/dyn/a", ""));
+    let second = run(&get(&mut conn, "/dyn/a", ""));
+    assert_eq!(second, first + 1);
+    for _ in 0..3 {
+        assert_eq!(run(&get(&mut conn, "/dyn/a", "")), second, "from the cache");
+    }
+    // Another query string is another entry.
+    let other = run(&get(&mut conn, "/dyn/a?x=1", ""));
+    assert!(other > second);
+    // So is another value of a header the location varies by.
+    let french = run(&get(&mut conn, "/dyn/a", "Accept-Language: fr\r\n"));
+    assert!(french > other);
+    // Conditional requests go to the handler.
+    let conditional = run(&get(&mut conn, "/dyn/a", "If-None-Match: \"x\"\r\n"));
+    assert!(conditional > french);
+    // Responses with a cookie or marked private are never kept.
+    for path in ["/dyn/a?cookie", "/dyn/a?private"] {
+        let mut last = 0;
+        for _ in 0..3 {
+            let n = run(&get(&mut conn, path, ""));
+            assert!(n > last, "{path} was served from the cache");
+            last = n;
+        }
+    }
+    server.stop();
+}
+
+#[test]
+fn a_changed_file_and_a_time_period_end_an_entry() {
+    let server = InProcessServer::start(CONFIG, TEST_MODULES);
+    let dir = server.dir().to_owned();
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(dir.join("files/a.txt"), "one").unwrap();
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..3 {
+        assert_eq!(get(&mut conn, "/files/a.txt", ""), "one");
+    }
+    // Replaced: the cached copy is not served.
+    std::fs::write(dir.join("files/a.txt"), "two, longer").unwrap();
+    assert_eq!(get(&mut conn, "/files/a.txt", ""), "two, longer");
+
+    // /short keeps responses for a second.
+    std::fs::create_dir_all(dir.join("short")).unwrap();
+    std::fs::write(dir.join("short/b.txt"), "old").unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(&mut conn, "/short/b.txt", ""), "old");
+    }
+    std::fs::write(dir.join("short/b.txt"), "new").unwrap();
+    // Within the second, the kept copy is served (CacheForTimePeriod
+    // does not look at the file).
+    assert_eq!(get(&mut conn, "/short/b.txt", ""), "old");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&mut conn, "/short/b.txt", ""), "new");
+    server.stop();
+}
