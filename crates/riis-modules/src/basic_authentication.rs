@@ -71,8 +71,6 @@ use sha2::Digest as _;
 
 use crate::background::Background;
 
-/// `E_ACCESSDENIED` as a Win32 HRESULT.
-const E_ACCESS_DENIED: u32 = 0x8007_0005;
 /// How long a user name and password that passed are remembered.
 const REMEMBER_FOR: Duration = Duration::from_secs(15 * 60);
 /// Logons remembered at most.
@@ -436,15 +434,8 @@ fn credentials(ctx: &HttpContext) -> Option<Result<(String, Vec<u8>), &'static s
 
 /// 503: too many logons are being checked.
 fn too_busy(ctx: &mut HttpContext) -> RequestNotificationStatus {
-    let resp = ctx.response_mut();
-    resp.clear_entity();
-    resp.set_error_status(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Service Unavailable",
-        0,
-        0x8007_05AA, // ERROR_NO_SYSTEM_RESOURCES
-    );
-    RequestNotificationStatus::FinishRequest
+    // ERROR_NO_SYSTEM_RESOURCES
+    crate::end_with_error(ctx, StatusCode::SERVICE_UNAVAILABLE, 0, 0x8007_05AA)
 }
 
 /// Logons being checked per client address.
@@ -500,10 +491,7 @@ impl BasicAuthentication {
             url = %ctx.request().raw_url(),
             "BasicAuthentication: logon failed: {why}"
         );
-        let resp = ctx.response_mut();
-        resp.clear_entity();
-        resp.set_error_status(StatusCode::UNAUTHORIZED, "Unauthorized", 1, E_ACCESS_DENIED);
-        RequestNotificationStatus::FinishRequest
+        crate::end_with_error(ctx, StatusCode::UNAUTHORIZED, 1, crate::E_ACCESS_DENIED)
     }
 
     fn log_on(ctx: &mut HttpContext, name: String, roles: Vec<String>) {

@@ -83,7 +83,7 @@ pub struct FailedRequestsTracingConfig {
     /// Where traces are written; empty for the default.
     pub directory: PathBuf,
     /// How many trace files are kept.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::at_least_one")]
     pub max_log_files: u32,
 }
 
@@ -117,13 +117,6 @@ impl FailedRequestsTracingConfig {
         }
         (self.time_taken > 0 && taken >= Duration::from_secs(self.time_taken))
             .then(|| format!("time taken at least {} s", self.time_taken))
-    }
-}
-
-fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    match u32::deserialize(d)? {
-        0 => Err(serde::de::Error::custom("must be at least 1")),
-        n => Ok(n),
     }
 }
 

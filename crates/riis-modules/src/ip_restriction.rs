@@ -78,8 +78,6 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
-/// `E_ACCESSDENIED` as a Win32 HRESULT.
-const E_ACCESS_DENIED: u32 = 0x8007_0005;
 /// Clients counted at most.
 const MAX_CLIENTS: usize = 100_000;
 
@@ -276,7 +274,7 @@ pub struct ConcurrentLimit {
     /// Whether the limit applies.
     pub enabled: bool,
     /// Requests one client may have in flight.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::at_least_one")]
     pub max_concurrent_requests: u32,
 }
 
@@ -296,10 +294,10 @@ pub struct RateLimit {
     /// Whether the limit applies.
     pub enabled: bool,
     /// Requests one client may send in one interval.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::at_least_one")]
     pub max_requests: u32,
     /// The interval, in milliseconds.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::at_least_one")]
     pub request_interval_ms: u32,
 }
 
@@ -310,13 +308,6 @@ impl Default for RateLimit {
             max_requests: 20,
             request_interval_ms: 200,
         }
-    }
-}
-
-fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    match u32::deserialize(d)? {
-        0 => Err(serde::de::Error::custom("must be at least 1")),
-        n => Ok(n),
     }
 }
 
@@ -637,24 +628,16 @@ fn refuse(
     action: DenyAction,
     refusal: Refusal,
 ) -> RequestNotificationStatus {
-    let resp = ctx.response_mut();
-    resp.clear_entity();
     let status = match action {
         DenyAction::Unauthorized => StatusCode::UNAUTHORIZED,
         DenyAction::Forbidden => StatusCode::FORBIDDEN,
         DenyAction::NotFound => StatusCode::NOT_FOUND,
         DenyAction::AbortRequest => {
-            resp.reset_connection();
+            ctx.response_mut().reset_connection();
             StatusCode::FORBIDDEN
         }
     };
-    resp.set_error_status(
-        status,
-        status.canonical_reason().unwrap_or(""),
-        refusal.substatus(),
-        E_ACCESS_DENIED,
-    );
-    RequestNotificationStatus::FinishRequest
+    crate::end_with_error(ctx, status, refusal.substatus(), crate::E_ACCESS_DENIED)
 }
 
 /// The addresses of `X-Forwarded-For`, in order. Each entry is read on its

@@ -81,6 +81,44 @@ pub(crate) fn private_directory(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `E_ACCESSDENIED` as a Win32 HRESULT (`HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)`),
+/// the error code of the modules that refuse requests.
+pub(crate) const E_ACCESS_DENIED: u32 = 0x8007_0005;
+
+/// Ends the request with an error status: the entity so far dropped, the
+/// status with its standard reason, `substatus` and `hresult` recorded
+/// (for CustomError's pages and the logs), FinishRequest returned.
+pub(crate) fn end_with_error(
+    ctx: &mut riis_pipeline::HttpContext,
+    status: riis_pipeline::http::StatusCode,
+    substatus: u16,
+    hresult: u32,
+) -> riis_pipeline::RequestNotificationStatus {
+    let resp = ctx.response_mut();
+    resp.clear_entity();
+    resp.set_error_status(
+        status,
+        status.canonical_reason().unwrap_or(""),
+        substatus,
+        hresult,
+    );
+    riis_pipeline::RequestNotificationStatus::FinishRequest
+}
+
+/// A configuration number that must be at least 1 (`#[serde(deserialize_with
+/// = "crate::at_least_one")]`).
+pub(crate) fn at_least_one<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default + PartialEq,
+{
+    let n = T::deserialize(d)?;
+    if n == T::default() {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(n)
+}
+
 /// The built-in modules by the name configuration uses.
 pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("StaticFile", static_file::register_module),

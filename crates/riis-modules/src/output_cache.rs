@@ -74,7 +74,7 @@ pub struct OutputCacheConfig {
     pub policy: CachePolicy,
     /// Seconds a response is kept (`CacheForTimePeriod`, or a URL that is
     /// not a file under `CacheUntilChange`).
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::at_least_one")]
     pub duration: u64,
     /// Query string parameters that key the response; `*` for all.
     pub vary_by_query_string: Vec<String>,
@@ -87,10 +87,10 @@ pub struct OutputCacheConfig {
     /// Whether responses to logged-on users are kept and served.
     pub cache_authenticated: bool,
     /// Requests within `frequent_hit_period` before a URL is kept.
-    #[serde(deserialize_with = "at_least_one_u32")]
+    #[serde(deserialize_with = "crate::at_least_one")]
     pub frequent_hit_threshold: u32,
     /// Seconds the requests are counted over.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::at_least_one")]
     pub frequent_hit_period: u64,
 }
 
@@ -107,20 +107,6 @@ impl Default for OutputCacheConfig {
             frequent_hit_threshold: 2,
             frequent_hit_period: 10,
         }
-    }
-}
-
-fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    match u64::deserialize(d)? {
-        0 => Err(serde::de::Error::custom("must be at least 1")),
-        n => Ok(n),
-    }
-}
-
-fn at_least_one_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    match u32::deserialize(d)? {
-        0 => Err(serde::de::Error::custom("must be at least 1")),
-        n => Ok(n),
     }
 }
 

@@ -56,10 +56,6 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
-/// The HRESULT recorded with a request filtering rejection
-/// (`ERROR_ACCESS_DENIED`, as IIS reports it).
-const E_ACCESS_DENIED: u32 = 0x8007_0005;
-
 /// The `file_extensions` table of the section.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -410,7 +406,7 @@ fn body_too_large_status(ctx: &mut HttpContext) {
         StatusCode::PAYLOAD_TOO_LARGE,
         "Payload Too Large",
         0,
-        E_ACCESS_DENIED,
+        crate::E_ACCESS_DENIED,
     );
     resp.set_need_disconnect();
 }
@@ -439,7 +435,7 @@ impl RequestFiltering {
             status,
             status.canonical_reason().unwrap_or(""),
             rejection.substatus,
-            E_ACCESS_DENIED,
+            crate::E_ACCESS_DENIED,
         );
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The body is not read; do not try to reuse the connection.

@@ -34,9 +34,6 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
-/// `E_ACCESSDENIED` as a Win32 HRESULT.
-const E_ACCESS_DENIED: u32 = 0x8007_0005;
-
 /// The `authorization` configuration section.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -195,10 +192,7 @@ impl HttpModule for UrlAuthorization {
             url = %ctx.request().raw_url(),
             "UrlAuthorization refused the request"
         );
-        let resp = ctx.response_mut();
-        resp.clear_entity();
-        resp.set_error_status(StatusCode::UNAUTHORIZED, "Unauthorized", 2, E_ACCESS_DENIED);
-        RequestNotificationStatus::FinishRequest
+        crate::end_with_error(ctx, StatusCode::UNAUTHORIZED, 2, crate::E_ACCESS_DENIED)
     }
 }
 
