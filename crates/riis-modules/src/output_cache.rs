@@ -6,8 +6,10 @@
 //!
 //! - **ResolveRequestCache**: a GET whose location caches (`policy` other
 //!   than `DontCache`) is looked up by its key: the site, the path, the
-//!   query string (or the parameters `vary_by_query_string` names) and the
-//!   request headers `vary_by_headers` names. A hit still valid (not
+//!   query string (or the parameters `vary_by_query_string` names,
+//!   decoded and in any case) and the request headers `vary_by_headers`
+//!   names, with the local port, the host and (with `cache_authenticated`)
+//!   the user. A hit still valid (not
 //!   expired; under `CacheUntilChange`, its file unchanged, checked with
 //!   one `stat`) becomes the response, and the request finishes
 //!   (FinishRequest): the handler does not run, the SendResponse modules
@@ -17,7 +19,9 @@
 //! - **UpdateRequestCache**: the response of a request that missed is
 //!   stored when the URL is asked for often enough (IIS's frequent-hit
 //!   rule: `frequent_hit_threshold` requests within
-//!   `frequent_hit_period` seconds) and the response may be shared: a 200
+//!   `frequent_hit_period` seconds) and the response may be shared: not a
+//!   folder URL's (a default document or listing comes from another URL,
+//!   through a child request whose location's rules a hit would skip); a 200
 //!   to a GET of the client's request (not a child request), whole in
 //!   memory or small file ranges, at most `max_response_size` bytes, not
 //!   flushed early, without `Set-Cookie`, without `Cache-Control`
@@ -144,6 +148,8 @@ struct Entry {
     expires: Instant,
     /// The URL's file as it was, under `CacheUntilChange`.
     file: Option<FileStamp>,
+    /// When it was stored, in the store's count.
+    generation: u64,
 }
 
 /// What tells a file changed.
@@ -165,34 +171,54 @@ impl FileStamp {
 }
 
 /// The responses kept, and how often URLs are asked for.
-#[derive(Default)]
 struct Store {
     entries: HashMap<Box<str>, Arc<Entry>>,
-    /// Keys in the order they were stored, for eviction (a key may be here
-    /// after its entry went).
-    order: VecDeque<Box<str>>,
+    /// Keys with the generation they were stored under, oldest first, for
+    /// eviction: an item whose entry was stored again since is skipped.
+    order: VecDeque<(Box<str>, u64)>,
+    next_generation: u64,
     bytes: u64,
-    /// Requests per key in the current period: (period start, count).
-    hits: HashMap<Box<str>, (Instant, u32)>,
+    /// Requests per key in the current period, by a keyed digest of the
+    /// key (fixed size, whatever URLs and headers clients make up):
+    /// (period start, count).
+    hits: HashMap<u64, (Instant, u32)>,
+    digests: std::hash::RandomState,
 }
 
-/// Keys whose requests are counted at most, so counting cannot grow
-/// without bound under URLs an attacker makes up.
-const COUNTED_KEYS: usize = 10_000;
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            next_generation: 0,
+            bytes: 0,
+            hits: HashMap::new(),
+            digests: std::hash::RandomState::new(),
+        }
+    }
+}
+
+/// Keys whose requests are counted at most.
+const COUNTED_KEYS: usize = 100_000;
 
 impl Store {
     /// Counts a request of `key`; says whether the URL is now asked for
     /// often enough to be kept.
     fn count(&mut self, key: &str, threshold: u32, period_secs: u64, now: Instant) -> bool {
+        use std::hash::BuildHasher;
         let period = Duration::from_secs(period_secs);
-        if !self.hits.contains_key(key) && self.hits.len() >= COUNTED_KEYS {
+        let digest = self.digests.hash_one(key);
+        if !self.hits.contains_key(&digest) && self.hits.len() >= COUNTED_KEYS {
             self.hits
                 .retain(|_, (start, _)| now.duration_since(*start) < period);
             if self.hits.len() >= COUNTED_KEYS {
-                self.hits.clear();
+                // Full of keys counted this period: a new one is not
+                // counted (and so not kept), the ones counted keep their
+                // counts.
+                return false;
             }
         }
-        let (start, count) = self.hits.entry(key.into()).or_insert((now, 0));
+        let (start, count) = self.hits.entry(digest).or_insert((now, 0));
         if now.duration_since(*start) >= period {
             *start = now;
             *count = 0;
@@ -201,36 +227,49 @@ impl Store {
         *count >= threshold
     }
 
-    fn insert(&mut self, key: Box<str>, entry: Entry, max_bytes: u64) {
+    fn insert(&mut self, key: Box<str>, mut entry: Entry, max_bytes: u64) {
+        use std::hash::BuildHasher;
         let size = entry_size(&key, &entry);
-        if let Some(old) = self.entries.remove(&key) {
-            self.bytes -= entry_size(&key, &old);
-        }
-        self.hits.remove(&key);
+        self.remove(&key);
+        let digest = self.digests.hash_one(&*key);
+        self.hits.remove(&digest);
+        self.next_generation += 1;
+        entry.generation = self.next_generation;
         self.bytes += size;
         self.entries.insert(key.clone(), Arc::new(entry));
-        self.order.push_back(key);
+        self.order.push_back((key, self.next_generation));
         while self.bytes > max_bytes {
-            let Some(oldest) = self.order.pop_front() else {
+            let Some((oldest, generation)) = self.order.pop_front() else {
                 break;
             };
-            if let Some(gone) = self.entries.remove(&oldest) {
-                self.bytes -= entry_size(&oldest, &gone);
+            if self
+                .entries
+                .get(&oldest)
+                .is_some_and(|e| e.generation == generation)
+            {
+                self.remove(&oldest);
             }
         }
-        // Keys of entries replaced or gone pile up in `order`: drop them
-        // when they outnumber the entries.
+        // Items of entries stored again or gone pile up in `order`: drop
+        // them when they outnumber the entries.
         if self.order.len() > 2 * self.entries.len() + 64 {
             let entries = &self.entries;
-            let mut seen = std::collections::HashSet::new();
             self.order
-                .retain(|k| entries.contains_key(k) && seen.insert(k.clone()));
+                .retain(|(k, g)| entries.get(k).is_some_and(|e| e.generation == *g));
         }
     }
 
     fn remove(&mut self, key: &str) {
         if let Some(gone) = self.entries.remove(key) {
             self.bytes -= entry_size(key, &gone);
+        }
+    }
+
+    /// Removes `key`'s entry if it is still `stale` (another request may
+    /// have stored a fresh one since it was looked up).
+    fn remove_if_same(&mut self, key: &str, stale: &Arc<Entry>) {
+        if self.entries.get(key).is_some_and(|e| Arc::ptr_eq(e, stale)) {
+            self.remove(key);
         }
     }
 }
@@ -276,11 +315,26 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     {
         return None;
     }
-    if !config.cache_authenticated && ctx.user().is_some_and(|u| !u.name().is_empty()) {
+    let user = ctx.user().map_or("", |u| u.name());
+    if !config.cache_authenticated && !user.is_empty() {
         return None;
     }
     let mut key = String::with_capacity(64);
     key.push_str(itoa::Buffer::new().format(ctx.site().site_id));
+    key.push('\0');
+    // The port (an https binding's answer is not an http one's) and the
+    // host (a handler may write absolute URLs).
+    key.push_str(itoa::Buffer::new().format(req.local_address().port()));
+    key.push('\0');
+    let host = req
+        .header(header::HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default();
+    key.push_str(&String::from_utf8_lossy(host).to_ascii_lowercase());
+    key.push('\0');
+    // Each user's own (with `cache_authenticated`; anonymous is empty).
+    key.push_str(user);
     key.push('\0');
     key.push_str(req.url());
     key.push('\0');
@@ -288,14 +342,27 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     if config.vary_by_query_string.iter().any(|p| p == "*") {
         key.push_str(query);
     } else {
-        // The named parameters, in the configuration's order.
+        // The named parameters, decoded and named in any case (as the
+        // handlers that read them take them), in the configuration's
+        // order: `?%69d=x` or `?ID=x` is the `id` a handler sees.
+        let decode = |text: &str| {
+            let spaced = text.replace('+', " ");
+            percent_encoding::percent_decode_str(&spaced)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
         for name in &config.vary_by_query_string {
             for pair in query.split('&') {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                if k == name {
-                    key.push_str(k);
+                if decode(k).eq_ignore_ascii_case(name) {
+                    key.push_str(name);
                     key.push('=');
-                    key.push_str(v);
+                    // Escaped again: a decoded `&` or NUL must not run into
+                    // the next parameter.
+                    key.extend(percent_encoding::utf8_percent_encode(
+                        &decode(v),
+                        percent_encoding::NON_ALPHANUMERIC,
+                    ));
                     key.push('&');
                 }
             }
@@ -304,7 +371,10 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     for name in &config.vary_by_headers {
         key.push('\0');
         for value in req.headers().get_all(&name.0) {
-            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            key.extend(percent_encoding::percent_encode(
+                value.as_bytes(),
+                percent_encoding::CONTROLS,
+            ));
             key.push(',');
         }
     }
@@ -342,7 +412,18 @@ impl HttpModule for OutputCache {
         };
         let (threshold, period) = (config.frequent_hit_threshold, config.frequent_hit_period);
         let now = Instant::now();
-        let found = self.shared.store().entries.get(key.as_str()).cloned();
+        let found = {
+            let mut store = self.shared.store();
+            let found = store.entries.get(key.as_str()).cloned();
+            if found.is_none() {
+                if store.count(&key, threshold, period, now) {
+                    drop(store);
+                    self.candidate = Some(key);
+                }
+                return RequestNotificationStatus::Continue;
+            }
+            found
+        };
         if let Some(entry) = found {
             let fresh = now < entry.expires
                 && match entry.file {
@@ -363,10 +444,12 @@ impl HttpModule for OutputCache {
                 resp.write(EntityChunk::Memory(entry.body.clone()));
                 return RequestNotificationStatus::FinishRequest;
             }
-            self.shared.store().remove(&key);
-        }
-        if self.shared.store().count(&key, threshold, period, now) {
-            self.candidate = Some(key);
+            let mut store = self.shared.store();
+            store.remove_if_same(&key, &entry);
+            if store.count(&key, threshold, period, now) {
+                drop(store);
+                self.candidate = Some(key);
+            }
         }
         RequestNotificationStatus::Continue
     }
@@ -381,8 +464,19 @@ impl HttpModule for OutputCache {
         if policy == CachePolicy::DontCache {
             return RequestNotificationStatus::Continue;
         }
+        // A folder's answer comes from another URL (a default document, a
+        // listing), through a child request whose location's rules a hit
+        // would skip, and from files this URL's stamp does not cover: such
+        // answers are not kept.
+        let info = ctx.resource_info();
+        if info
+            .as_ref()
+            .is_some_and(|i| i.kind == ResourceKind::Directory)
+        {
+            return RequestNotificationStatus::Continue;
+        }
         let file = match policy {
-            CachePolicy::CacheUntilChange => ctx.resource_info().as_ref().and_then(FileStamp::of),
+            CachePolicy::CacheUntilChange => info.as_ref().and_then(FileStamp::of),
             _ => None,
         };
         let config = ctx.config(self.config);
@@ -413,22 +507,26 @@ fn storable(
     if headers.contains_key(header::SET_COOKIE) {
         return None;
     }
-    let shared = headers
+    // A value that is not text cannot be read, so it is not kept.
+    let cache_control: Vec<&str> = headers
         .get_all(header::CACHE_CONTROL)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .all(|d| {
-            let d = d.trim();
-            let name = d.split('=').next().unwrap_or("").trim();
-            !["private", "no-store", "no-cache"]
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n))
-        });
-    let varies_by_known = headers
+        .map(|v| v.to_str().ok())
+        .collect::<Option<_>>()?;
+    let vary: Vec<&str> = headers
         .get_all(header::VARY)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().ok())
+        .collect::<Option<_>>()?;
+    let shared = cache_control.iter().flat_map(|v| v.split(',')).all(|d| {
+        let d = d.trim();
+        let name = d.split('=').next().unwrap_or("").trim();
+        !["private", "no-store", "no-cache"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+    });
+    let varies_by_known = vary
+        .iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|h| !h.is_empty())
@@ -469,10 +567,13 @@ fn storable(
     let status = resp.status();
     let now = Instant::now();
     // Until the file changes; a URL that is not a file for `duration`.
+    let year = Duration::from_secs(365 * 24 * 3600);
     let expires = if file.is_some() {
-        now + Duration::from_secs(365 * 24 * 3600)
+        now + year
     } else {
-        now + Duration::from_secs(config.duration)
+        // A `duration` past what an Instant holds is a long time.
+        now.checked_add(Duration::from_secs(config.duration))
+            .unwrap_or(now + year)
     };
     Some(Entry {
         status,
@@ -480,6 +581,7 @@ fn storable(
         body: body.freeze(),
         expires,
         file,
+        generation: 0,
     })
 }
 
@@ -513,6 +615,7 @@ mod tests {
             body: Bytes::from_static(body.as_bytes()),
             expires: Instant::now() + Duration::from_secs(60),
             file: None,
+            generation: 0,
         }
     }
 
@@ -546,5 +649,26 @@ mod tests {
         assert_eq!(store.entries.len(), 2);
         store.remove("k2");
         assert_eq!(store.bytes, size);
+        // Stored again, an entry is the newest: k3 (older) goes first.
+        store.insert("k2".into(), entry("x"), 2 * size);
+        store.insert("k3".into(), entry("x"), 2 * size);
+        store.insert("k4".into(), entry("x"), 2 * size);
+        assert!(store.entries.contains_key("k3"));
+        assert!(store.entries.contains_key("k4"));
+        assert!(!store.entries.contains_key("k2"));
+    }
+
+    #[test]
+    fn counting_takes_no_new_keys_when_full() {
+        let mut store = Store::default();
+        let now = Instant::now();
+        assert!(!store.count("real", 2, 10, now));
+        for i in 0..COUNTED_KEYS {
+            store.count(&format!("made-up-{i}"), 2, 10, now);
+        }
+        // The table is full of this period's keys: a new key goes
+        // uncounted, the real URL keeps its count.
+        assert!(!store.count("another", 1, 10, now));
+        assert!(store.count("real", 2, 10, now));
     }
 }

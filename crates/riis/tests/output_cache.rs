@@ -61,6 +61,8 @@ name = "OutputCache"
 [[modules]]
 name = "StaticFile"
 [[modules]]
+name = "DefaultDocument"
+[[modules]]
 name = "Counter"
 
 [[handlers]]
@@ -72,7 +74,8 @@ modules = ["Counter"]
 name = "StaticFile"
 path = "*"
 verbs = ["GET", "HEAD"]
-modules = ["StaticFile"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
 
 [[sites]]
 name = "s"
@@ -82,6 +85,10 @@ bindings = ["127.0.0.1:0"]
 [[sites.locations]]
 path = "/dyn"
 output_cache = { policy = "CacheForTimePeriod", duration = 600, vary_by_headers = ["Accept-Language"] }
+
+[[sites.locations]]
+path = "/dyn/named"
+output_cache = { policy = "CacheForTimePeriod", duration = 600, vary_by_query_string = ["id"] }
 
 [[sites.locations]]
 path = "/short"
@@ -134,6 +141,16 @@ fn frequent_urls_are_answered_from_the_cache() {
             last = n;
         }
     }
+
+    // Named parameters: the others are ignored; names are matched as a
+    // handler reads them, decoded and in any case.
+    let named = run(&get(&mut conn, "/dyn/named?id=1", ""));
+    assert_eq!(run(&get(&mut conn, "/dyn/named?id=1", "")), named + 1);
+    let kept = named + 1;
+    assert_eq!(run(&get(&mut conn, "/dyn/named?id=1&x=y", "")), kept);
+    assert_eq!(run(&get(&mut conn, "/dyn/named?ID=1", "")), kept);
+    assert!(run(&get(&mut conn, "/dyn/named?%69d=2", "")) > kept);
+    assert!(run(&get(&mut conn, "/dyn/named", "")) > kept);
     server.stop();
 }
 
@@ -150,6 +167,14 @@ fn a_changed_file_and_a_time_period_end_an_entry() {
     // Replaced: the cached copy is not served.
     std::fs::write(dir.join("files/a.txt"), "two, longer").unwrap();
     assert_eq!(get(&mut conn, "/files/a.txt", ""), "two, longer");
+
+    // A folder's default document is not kept: it comes from another URL.
+    std::fs::write(dir.join("files/index.html"), "index one").unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(&mut conn, "/files/", ""), "index one");
+    }
+    std::fs::write(dir.join("files/index.html"), "index two").unwrap();
+    assert_eq!(get(&mut conn, "/files/", ""), "index two");
 
     // /short keeps responses for a second.
     std::fs::create_dir_all(dir.join("short")).unwrap();
