@@ -502,7 +502,12 @@ impl Sink {
             _ => waiting.batches.push_back(Batch {
                 file: file.into(),
                 fields: fields.clone(),
-                lines: line.to_vec(),
+                lines: {
+                    // Room for a batch: no reallocation while it fills.
+                    let mut lines = Vec::with_capacity(BATCH_BYTES);
+                    lines.extend_from_slice(line);
+                    lines
+                },
                 continues: false,
             }),
         }
@@ -888,8 +893,25 @@ thread_local! {
     /// The line being made, and the time stamp of the second it was last
     /// made in: a line is formatted outside any lock, into a buffer each
     /// worker thread keeps.
-    static LINE: std::cell::RefCell<(Vec<u8>, u64, [u8; 19])> =
-        const { std::cell::RefCell::new((Vec::new(), u64::MAX, [b'0'; 19])) };
+    static LINE: std::cell::RefCell<LineBuffer> = const {
+        std::cell::RefCell::new(LineBuffer {
+            line: Vec::new(),
+            second: u64::MAX,
+            stamp: [b'0'; 19],
+            file: None,
+        })
+    };
+}
+
+/// A worker thread's line buffer, with what it last worked out of the clock.
+struct LineBuffer {
+    line: Vec<u8>,
+    /// The UTC second `stamp` shows.
+    second: u64,
+    /// `YYYY-MM-DD HH:MM:SS`.
+    stamp: [u8; 19],
+    /// The file name for `stamp` under a period.
+    file: Option<(LogPeriod, String)>,
 }
 
 impl HttpModule for HttpLogging {
@@ -903,7 +925,14 @@ impl HttpModule for HttpLogging {
         if ctx.child_depth() != 0 {
             return RequestNotificationStatus::Continue;
         }
-        if provider.headers_being_sent() {
+        // The head's length is worked out only for `sc-bytes`.
+        if provider.headers_being_sent()
+            && ctx
+                .config(self.config)
+                .fields
+                .0
+                .contains(&LogField::BytesSent)
+        {
             let resp = ctx.response();
             let whole = provider
                 .is_final_send()
@@ -922,24 +951,27 @@ impl HttpModule for HttpLogging {
         let head_bytes = match self.head_bytes {
             Some(n) => n,
             None if ctx.response().headers_suppressed() => 0,
+            None if !config.fields.0.contains(&LogField::BytesSent) => 0,
             None => head_length(ctx, None),
         };
         let sink = self.shared.sink(ctx.site().site_id, config);
         let fields = &config.fields.0;
-        LINE.with_borrow_mut(|(line, second, stamp_of_second)| {
+        LINE.with_borrow_mut(|buffer| {
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            if now != *second {
-                *second = now;
-                *stamp_of_second = stamp(now);
+            if now != buffer.second {
+                buffer.second = now;
+                buffer.stamp = stamp(now);
+                buffer.file = None;
             }
+            let line = &mut buffer.line;
             line.clear();
             write_line(
                 line,
                 fields,
                 ctx,
-                stamp_of_second,
+                &buffer.stamp,
                 &self.shared.computer,
                 head_bytes,
             );
@@ -948,9 +980,15 @@ impl HttpModule for HttpLogging {
                 line.splice(0..1, *b"%23");
             }
             line.push(b'\n');
-            let mut name = [0u8; 20];
-            let file = file_name(config.period, stamp_of_second, &mut name);
-            sink.append(file, fields, line);
+            let file = match &buffer.file {
+                Some((period, name)) if *period == config.period => name,
+                _ => {
+                    let mut name = [0u8; 20];
+                    let name = file_name(config.period, &buffer.stamp, &mut name).to_owned();
+                    &buffer.file.insert((config.period, name)).1
+                }
+            };
+            sink.append(file, fields, &buffer.line);
         });
         RequestNotificationStatus::Continue
     }
