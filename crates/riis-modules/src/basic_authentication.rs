@@ -596,7 +596,13 @@ impl HttpModule for BasicAuthentication {
         ctx: &mut HttpContext,
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
-        if !provider.headers_being_sent() || ctx.response().status() != StatusCode::UNAUTHORIZED {
+        // IpRestriction's 401.501–503 refuse the address or its rate: a
+        // logon cannot change that, so no challenge asks for one.
+        let resp = ctx.response();
+        if !provider.headers_being_sent()
+            || resp.status() != StatusCode::UNAUTHORIZED
+            || (501..=503).contains(&resp.substatus())
+        {
             return RequestNotificationStatus::Continue;
         }
         let config = ctx.config(self.config);

@@ -233,7 +233,8 @@ fn decide<'a>(ctx: &HttpContext, config: &'a HttpErrorsConfig) -> Option<Action<
         return None;
     }
     let resp = ctx.response();
-    if resp.status().as_u16() < 400 {
+    // A connection being reset gets no page (nothing is sent at all).
+    if resp.status().as_u16() < 400 || resp.is_connection_reset() {
         return None;
     }
     let empty = resp.buffered_len() == 0 && resp.bytes_sent() == 0;

@@ -355,7 +355,16 @@ impl Registry {
                         sinks.values().filter_map(Weak::upgrade).collect()
                     };
                     for sink in live {
-                        sink.write();
+                        // A panic loses that folder's round, not the thread:
+                        // the thread is the only writer.
+                        let written =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write()));
+                        if written.is_err() {
+                            tracing::error!(
+                                folder = %sink.folder.display(),
+                                "HttpLogging: writing the log panicked"
+                            );
+                        }
                     }
                 });
             if let Err(e) = started {
@@ -568,11 +577,14 @@ impl Sink {
             };
             let excess = bytes - WAIT_AT;
             // Whole lines only: up to the end of the line holding the last
-            // byte to go.
-            let cut = oldest.lines[excess - 1..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(oldest.lines.len(), |at| excess + at);
+            // byte to go, or the whole batch when the excess is more.
+            let cut = match oldest.lines.get(excess - 1..) {
+                Some(rest) => rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(oldest.lines.len(), |at| excess + at),
+                None => oldest.lines.len(),
+            };
             dropped += oldest.lines[..cut].iter().filter(|&&b| b == b'\n').count();
             oldest.lines.drain(..cut);
             oldest.continues = false;
@@ -1076,7 +1088,18 @@ fn write_line(
                 Ok(())
             }
             LogField::Win32Status => {
-                put_number(out, resp.error().map_or(0, |e| win32(e.hresult)));
+                // A reset connection got nothing: ERROR_CONNECTION_ABORTED,
+                // as IIS logs it.
+                let code = if resp.is_connection_reset() {
+                    1236
+                } else {
+                    resp.error().map_or(0, |e| win32(e.hresult))
+                };
+                put_number(out, code);
+                Ok(())
+            }
+            LogField::BytesSent if resp.is_connection_reset() => {
+                out.push(b'0');
                 Ok(())
             }
             LogField::BytesSent => {
@@ -1344,6 +1367,35 @@ mod tests {
         assert_eq!(*numbers.last().unwrap() as u64, count as u64 - 1 - dropped);
         assert!(lock(&sink.file).failure.is_none());
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// Lines kept after a failed write and lines gathered meanwhile may be
+    /// far more than a batch over the limit: whole batches go.
+    #[test]
+    fn keeping_drops_whole_batches_when_far_over() {
+        let sink = Sink::new(std::env::temp_dir().join("riis-log-unused"), "riis/test");
+        let fields = LogFields::default().0;
+        let batch = |n: usize| Batch {
+            file: "u_ex.log".into(),
+            fields: fields.clone(),
+            lines: b"x\n".repeat(n),
+            continues: false,
+        };
+        // 12 MiB that failed, in batches of 64 KiB, and 8 MiB waiting.
+        let unwritten: VecDeque<Batch> = (0..192).map(|_| batch(BATCH_BYTES / 2)).collect();
+        lock(&sink.waiting)
+            .batches
+            .extend((0..128).map(|_| batch(BATCH_BYTES / 2)));
+        let mut written = Written::default();
+        sink.keep(&mut written, unwritten, "disk full".into());
+        let waiting = lock(&sink.waiting);
+        assert!(waiting.bytes <= WAIT_AT);
+        assert_eq!(
+            waiting.bytes,
+            waiting.batches.iter().map(|b| b.lines.len()).sum::<usize>()
+        );
+        assert!(waiting.bytes > WAIT_AT - BATCH_BYTES);
+        assert_eq!(written.failure.as_deref(), Some("disk full"));
     }
 
     #[test]

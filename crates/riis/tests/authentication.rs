@@ -36,6 +36,8 @@ fn config(dir: &TempDir) -> PathBuf {
         "riis.toml",
         format!(
             r#"[[modules]]
+name = "IpRestriction"
+[[modules]]
 name = "BasicAuthentication"
 [[modules]]
 name = "AnonymousAuthentication"
@@ -82,6 +84,11 @@ authorization = {{ rules = [
 path = "/pub/index.html"
 basic_authentication = {{ enabled = true }}
 anonymous_authentication = {{ enabled = false }}
+
+# Refused by address, as 401: no challenge, a logon cannot help.
+[[sites.locations]]
+path = "/members/blocked"
+ip_security = {{ deny_action = "Unauthorized", rules = [{{ address = "127.0.0.0/8" }}] }}
 
 [[sites.locations]]
 path = "/broken"
@@ -175,6 +182,10 @@ fn basic_logons_anonymous_access_and_url_rules() {
     let home = get_as(&mut conn, "/members/", Some("bob:secret"));
     assert_eq!(home.status, 200);
     assert_eq!(home.text(), "alpha");
+
+    let blocked = get_as(&mut conn, "/members/blocked/a.txt", Some("bob:secret"));
+    assert_eq!(status(&blocked), "401.503");
+    assert_eq!(blocked.header("www-authenticate"), None);
 
     // A password too long to check; a name in another case is another
     // (unknown) user.

@@ -322,6 +322,55 @@ fn a_renamed_log_file_is_followed_by_a_new_one_with_its_header() {
     assert_eq!(mode & 0o777, 0o640, "{mode:o}");
 }
 
+/// A request whose connection a module reset sent nothing: 0 bytes and
+/// ERROR_CONNECTION_ABORTED, whatever page it would have had.
+#[test]
+fn a_reset_connection_is_logged_as_aborted() {
+    let dir = TempDir::new("httplog-reset");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    dir.write("www/a.txt", "alpha");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "HttpLogging"
+[[modules]]
+name = "IpRestriction"
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+modules = ["StaticFile"]
+
+[http_logging]
+fields = ["cs-uri-stem", "sc-status", "sc-substatus", "sc-win32-status", "sc-bytes"]
+
+[[sites]]
+name = "Reset"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/gone"
+ip_security = {{ deny_action = "AbortRequest", rules = [{{ address = "127.0.0.1" }}] }}
+"#,
+            root = root.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /gone/a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(conn.is_closed_or_reset());
+    let text = wait_for_lines(&dir.path().join("logs"), 1);
+    assert_eq!(lines(&text), ["/gone/a.txt 403 503 1236 0"], "{text}");
+}
+
 #[test]
 fn unknown_fields_are_configuration_errors() {
     let dir = TempDir::new("httplog-config");
