@@ -12,6 +12,7 @@ pub mod anonymous_authentication;
 pub mod async_hello;
 mod background;
 pub mod basic_authentication;
+pub mod cgi;
 pub mod content_encoding;
 pub mod custom_error;
 pub mod default_document;
@@ -147,6 +148,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ),
     ("HttpLogging", http_logging::register_module),
     ("OutputCache", output_cache::register_module),
+    ("Cgi", cgi::register_module),
 ];
 
 /// The entry point of a built-in module.

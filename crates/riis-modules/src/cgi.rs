@@ -1,0 +1,685 @@
+//! `Cgi`: runs a CGI program (RFC 3875) for each request its handler
+//! mapping sends to it, as IIS's CGI module does.
+//!
+//! Registers for **ExecuteRequestHandler**, as a handler module (map it
+//! with `resource_type = "File"`, so the program exists):
+//!
+//! 1. The request body is read through the pipeline (ReadEntity modules
+//!    see it, RequestFiltering's limit applies), one asynchronous read at a
+//!    time, up to `max_request_body` bytes (413 past it).
+//! 2. The program runs on one of the module's threads (`riis-cgi`), not on
+//!    the request's worker: the request waits (Pending) and resumes
+//!    through **OnAsyncCompletion**. The program gets the body on its
+//!    standard input and the RFC 3875 variables in a clean environment
+//!    (below); its standard error goes to the server's log; it runs in a
+//!    process group of its own, in its folder.
+//! 3. Its output is read whole (at most `max_response_size` bytes; past
+//!    that it is killed, 502), its header lines (`Status`, `Location`,
+//!    `Content-Type`, others) become the response's status and headers,
+//!    the rest the entity.
+//!
+//! A program that runs past `timeout` seconds is killed with its process
+//! group and the request gets 502.1, as IIS's CGI timeout; output without a
+//! valid header block gets 502.2; a program that cannot start (or is not
+//! executable: 403.1) is logged. At most `max_instances` programs run at
+//! once per configuration, and 1,024 more wait; past that, 503.
+//!
+//! The environment: `GATEWAY_INTERFACE`, `SERVER_SOFTWARE`, `SERVER_NAME`,
+//! `SERVER_PORT`, `SERVER_PROTOCOL`, `REQUEST_METHOD`, `REQUEST_URI`,
+//! `SCRIPT_NAME`, `SCRIPT_FILENAME`, `DOCUMENT_ROOT`, `PATH_INFO` (empty),
+//! `QUERY_STRING`, `REMOTE_ADDR`, `REMOTE_PORT`, `HTTPS`, `AUTH_TYPE`,
+//! `REMOTE_USER`, `CONTENT_TYPE`, `CONTENT_LENGTH`, `REDIRECT_STATUS` (200,
+//! which php-cgi wants), `PATH` (`/usr/local/bin:/usr/bin:/bin`), and an
+//! `HTTP_*` variable per request header, except `Proxy` (its `HTTP_PROXY`
+//! would set the program's outbound proxy: "httpoxy") and `Authorization`
+//! (the password, unless `pass_authorization`).
+//!
+//! Configuration section `cgi` (IIS's `cgi` section), per location:
+//! - `timeout` (seconds, default 90; the pipeline's `timeouts.execution`
+//!   also bounds the wait);
+//! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's
+//!   default);
+//! - `max_response_size` (bytes, default 64 MiB);
+//! - `max_instances` (default: 4 per core; read from the server level when
+//!   the module starts its threads);
+//! - `pass_authorization` (default false).
+//!
+//! Not done: `PATH_INFO` after the program's name (the URL must name the
+//! program itself), local redirects (a `Location` that is a path is sent
+//! to the client as a 302), non-parsed-header programs, and streaming: the
+//! program's output goes out once it has ended.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use riis_pipeline::bytes::Bytes;
+use riis_pipeline::http::header::{self, HeaderName, HeaderValue};
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{
+    CompletionHandle, CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+};
+use serde::Deserialize;
+
+use crate::background::Background;
+
+/// The `cgi` configuration section.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CgiConfig {
+    /// Seconds a program may run.
+    #[serde(deserialize_with = "crate::at_least_one")]
+    pub timeout: u64,
+    /// The longest request body passed on.
+    pub max_request_body: u64,
+    /// The longest output read.
+    pub max_response_size: u64,
+    /// Programs running at once (0: 4 per core).
+    pub max_instances: usize,
+    /// Whether `Authorization` is passed as `HTTP_AUTHORIZATION`.
+    pub pass_authorization: bool,
+}
+
+impl Default for CgiConfig {
+    fn default() -> Self {
+        Self {
+            timeout: 90,
+            max_request_body: 30_000_000,
+            max_response_size: 64 * 1024 * 1024,
+            max_instances: 0,
+            pass_authorization: false,
+        }
+    }
+}
+
+/// How much of the body one read asks for.
+const READ_SIZE: usize = 64 * 1024;
+/// Programs that may wait for a thread.
+const QUEUED_RUNS: usize = 1024;
+/// Standard error lines logged per run.
+const STDERR_LINES: usize = 100;
+
+/// What a run came to.
+enum Outcome {
+    /// The program's output, whole.
+    Output(Vec<u8>),
+    /// It ran past its time (502.1).
+    TimedOut,
+    /// It wrote more than it may (502).
+    TooLarge,
+    /// It could not start.
+    Failed(String),
+}
+
+/// One program to run on the module's threads.
+struct Run {
+    command: Command,
+    program: PathBuf,
+    body: Vec<u8>,
+    timeout: Duration,
+    max_output: u64,
+    result: Arc<Mutex<Option<Outcome>>>,
+    done: CompletionHandle,
+}
+
+/// Runs a program to its end (or its deadline) and reads its output.
+fn run(mut job: Run) {
+    let outcome = execute(&mut job);
+    *job.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    job.done.post_completion(0);
+}
+
+fn execute(job: &mut Run) -> Outcome {
+    let mut child = match job
+        .command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return Outcome::Failed(format!("cannot start {}: {e}", job.program.display())),
+    };
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    // The body goes in on a thread of its own: a program that writes
+    // before it reads must not block on a full pipe while we write.
+    let body = std::mem::take(&mut job.body);
+    let stdin = child.stdin.take();
+    let feeder = std::thread::Builder::new()
+        .name("riis-cgi-in".into())
+        .spawn(move || {
+            if let Some(mut stdin) = stdin {
+                let _ = stdin.write_all(&body);
+            }
+        });
+    let program = job.program.display().to_string();
+    let stderr = child.stderr.take();
+    let logger = std::thread::Builder::new()
+        .name("riis-cgi-err".into())
+        .spawn(move || {
+            let Some(stderr) = stderr else { return };
+            let reader = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+            for (n, line) in reader.enumerate() {
+                let Ok(line) = line else { break };
+                if n < STDERR_LINES {
+                    tracing::warn!(program = %program, "CGI: {}", line.escape_debug());
+                }
+            }
+        });
+    // The watchdog ends the program's whole group at its deadline.
+    let finished = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let finished = finished.clone();
+        let timed_out = timed_out.clone();
+        let timeout = job.timeout;
+        std::thread::Builder::new()
+            .name("riis-cgi-watch".into())
+            .spawn(move || {
+                let (done, wake) = &*finished;
+                let deadline = Instant::now() + timeout;
+                let mut over = done.lock().unwrap_or_else(|e| e.into_inner());
+                while !*over {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                        let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+                        break;
+                    }
+                    over = wake
+                        .wait_timeout(over, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            })
+    };
+    let mut output = Vec::new();
+    let mut too_large = false;
+    if let Some(stdout) = child.stdout.take() {
+        let mut limited = stdout.take(job.max_output.saturating_add(1));
+        let _ = limited.read_to_end(&mut output);
+        if output.len() as u64 > job.max_output {
+            too_large = true;
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+        }
+    }
+    let _ = child.wait();
+    {
+        let (done, wake) = &*finished;
+        *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+    }
+    // Whatever the program left running in its group goes with it.
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+    for handle in [feeder, logger, watchdog].into_iter().flatten() {
+        let _ = handle.join();
+    }
+    if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+        Outcome::TimedOut
+    } else if too_large {
+        Outcome::TooLarge
+    } else {
+        Outcome::Output(output)
+    }
+}
+
+/// A program's response, parsed.
+struct CgiResponse {
+    status: StatusCode,
+    reason: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+/// Headers the HTTP layer writes itself: a program's are dropped.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "transfer-encoding",
+    "content-length",
+    "keep-alive",
+    "upgrade",
+    "date",
+];
+
+/// Splits a program's output into its header block and body (RFC 3875
+/// §6): lines ending with LF or CRLF, up to an empty line.
+fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
+    let mut output = Bytes::from(output);
+    let mut status = None;
+    let mut reason = None;
+    let mut headers = Vec::new();
+    let mut location = false;
+    let mut content_type = false;
+    loop {
+        let Some(end) = output.iter().position(|&b| b == b'\n') else {
+            return Err("the output has no complete header block".into());
+        };
+        let line = output.split_to(end + 1);
+        let line = line.strip_suffix(b"\n").unwrap_or(&line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(format!(
+                "`{}` is not a header line",
+                String::from_utf8_lossy(line).escape_debug()
+            ));
+        };
+        let name = &line[..colon];
+        let value = line[colon + 1..].trim_ascii();
+        if name.eq_ignore_ascii_case(b"status") {
+            let text = std::str::from_utf8(value).map_err(|_| "the Status line is not text")?;
+            let (code, phrase) = text.split_once(' ').unwrap_or((text, ""));
+            let code = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .filter(|c| c.as_u16() >= 200)
+                .ok_or_else(|| format!("`Status: {text}` has no valid status code"))?;
+            status = Some(code);
+            reason = (!phrase.trim().is_empty()).then(|| phrase.trim().to_owned());
+            continue;
+        }
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            format!(
+                "`{}` is not a header name",
+                String::from_utf8_lossy(name).escape_debug()
+            )
+        })?;
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|_| format!("the value of {name} is not a valid header value"))?;
+        location |= name == header::LOCATION;
+        content_type |= name == header::CONTENT_TYPE;
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            headers.push((name, value));
+        }
+    }
+    if !location && !content_type && status.is_none() {
+        return Err("the output has none of Content-Type, Location and Status".into());
+    }
+    // A `Location` without a status redirects (RFC 3875 §6.2.3/§6.2.4; a
+    // local path is sent to the client as well).
+    let status = status.unwrap_or(if location {
+        StatusCode::FOUND
+    } else {
+        StatusCode::OK
+    });
+    Ok(CgiResponse {
+        status,
+        reason,
+        headers,
+        body: output,
+    })
+}
+
+/// The module's threads, made with the first run.
+struct Shared {
+    runs: OnceLock<Background<Run>>,
+    /// `DOCUMENT_ROOT`, `SERVER_SOFTWARE`.
+    software: &'static str,
+}
+
+impl Shared {
+    fn runs(&self, max_instances: usize) -> &Background<Run> {
+        self.runs.get_or_init(|| {
+            let threads = if max_instances == 0 {
+                4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                max_instances
+            };
+            Background::with_threads("riis-cgi", threads, QUEUED_RUNS, run)
+        })
+    }
+}
+
+/// Where the instance is.
+enum State {
+    Idle,
+    /// Reading the request body.
+    Reading(Vec<u8>),
+    /// The program runs; its outcome arrives here.
+    Running(Arc<Mutex<Option<Outcome>>>),
+}
+
+/// The module instance: one per request.
+pub struct Cgi {
+    config: Section<CgiConfig>,
+    shared: Arc<Shared>,
+    state: State,
+}
+
+impl Cgi {
+    /// Reads the next piece of the body, or starts the program once it is
+    /// all here.
+    fn go_on(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
+        if !ctx.request().is_body_complete() {
+            if let Err(e) = ctx.read_entity_body(READ_SIZE) {
+                return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, 0, &e.to_string());
+            }
+            self.state = State::Reading(body);
+            return RequestNotificationStatus::Pending;
+        }
+        self.start(ctx, body)
+    }
+
+    fn start(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
+        let config = ctx.config(self.config);
+        let (timeout, max_output, max_instances, pass_authorization) = (
+            Duration::from_secs(config.timeout),
+            config.max_response_size,
+            config.max_instances,
+            config.pass_authorization,
+        );
+        let program = ctx.physical_path().to_path_buf();
+        let command = command(
+            ctx,
+            &program,
+            body.len(),
+            pass_authorization,
+            self.shared.software,
+        );
+        let result = Arc::new(Mutex::new(None));
+        let job = Run {
+            command,
+            program,
+            body,
+            timeout,
+            max_output,
+            result: result.clone(),
+            done: ctx.completion_handle(),
+        };
+        if self.shared.runs(max_instances).queue(job).is_err() {
+            return fail(
+                ctx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                0,
+                "too many CGI programs running and waiting",
+            );
+        }
+        self.state = State::Running(result);
+        RequestNotificationStatus::Pending
+    }
+}
+
+/// Ends the request with an error, logged and described for the detailed
+/// error page.
+fn fail(
+    ctx: &mut HttpContext,
+    status: StatusCode,
+    substatus: u16,
+    why: &str,
+) -> RequestNotificationStatus {
+    tracing::warn!(url = %ctx.request().raw_url(), "CGI: {why}");
+    let finished = crate::end_with_error(ctx, status, substatus, 0x8000_4005);
+    ctx.response_mut()
+        .set_error_description(format!("CGI: {why}"));
+    finished
+}
+
+/// The program's command: its path, folder and RFC 3875 environment.
+fn command(
+    ctx: &HttpContext,
+    program: &std::path::Path,
+    body_len: usize,
+    pass_authorization: bool,
+    software: &str,
+) -> Command {
+    let req = ctx.request();
+    let mut command = Command::new(program);
+    if let Some(folder) = program.parent() {
+        command.current_dir(folder);
+    }
+    command.env_clear();
+    let mut set = |name: &str, value: &str| {
+        command.env(name, value);
+    };
+    set("GATEWAY_INTERFACE", "CGI/1.1");
+    set("SERVER_SOFTWARE", software);
+    let host = req
+        .header(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            h.rsplit_once(':').map_or(h, |(name, port)| {
+                if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() {
+                    name
+                } else {
+                    h
+                }
+            })
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| req.local_address().ip().to_string());
+    set("SERVER_NAME", &host);
+    set("SERVER_PORT", &req.local_address().port().to_string());
+    let protocol = match req.http_version() {
+        riis_pipeline::http::Version::HTTP_10 => "HTTP/1.0",
+        riis_pipeline::http::Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    };
+    set("SERVER_PROTOCOL", protocol);
+    set("REQUEST_METHOD", req.method().as_str());
+    set("REQUEST_URI", req.raw_url());
+    set("SCRIPT_NAME", req.url());
+    set("SCRIPT_FILENAME", &program.to_string_lossy());
+    set("DOCUMENT_ROOT", &ctx.site().physical_root.to_string_lossy());
+    set("PATH_INFO", "");
+    set("QUERY_STRING", req.query_string());
+    set(
+        "REMOTE_ADDR",
+        &req.remote_address().ip().to_canonical().to_string(),
+    );
+    set("REMOTE_PORT", &req.remote_address().port().to_string());
+    let https = ctx.server_variable("HTTPS").is_some_and(|v| v == "on");
+    set("HTTPS", if https { "on" } else { "off" });
+    set("REDIRECT_STATUS", "200");
+    set("PATH", "/usr/local/bin:/usr/bin:/bin");
+    if let Some(user) = ctx.user().filter(|u| !u.name().is_empty()) {
+        set("AUTH_TYPE", user.authentication_type());
+        set("REMOTE_USER", user.name());
+    }
+    if body_len > 0 || req.header(header::CONTENT_LENGTH).is_some() {
+        set("CONTENT_LENGTH", &body_len.to_string());
+    }
+    // Each header as HTTP_NAME; several values of one name joined.
+    let mut seen: Vec<&HeaderName> = Vec::new();
+    for name in req.headers().keys() {
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name);
+        if *name == header::CONTENT_LENGTH
+            || name.as_str() == "proxy"
+            || (*name == header::AUTHORIZATION && !pass_authorization)
+        {
+            continue;
+        }
+        let mut value: Vec<u8> = Vec::new();
+        for (i, v) in req.headers().get_all(name).iter().enumerate() {
+            if i > 0 {
+                value.extend_from_slice(b", ");
+            }
+            value.extend_from_slice(v.as_bytes());
+        }
+        let variable = if *name == header::CONTENT_TYPE {
+            "CONTENT_TYPE".to_owned()
+        } else {
+            format!(
+                "HTTP_{}",
+                name.as_str().to_ascii_uppercase().replace('-', "_")
+            )
+        };
+        command.env(variable, OsString::from_vec(value));
+    }
+    command
+}
+
+impl HttpModule for Cgi {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        use std::os::unix::fs::PermissionsExt;
+        let program = ctx.physical_path().to_path_buf();
+        let executable = std::fs::metadata(&program)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !executable {
+            // IIS's 403.1: execute access forbidden.
+            return fail(
+                ctx,
+                StatusCode::FORBIDDEN,
+                1,
+                &format!("{} is not an executable file", program.display()),
+            );
+        }
+        self.go_on(ctx, Vec::new())
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _notification: RequestNotification,
+        _is_post: bool,
+        _completion: &CompletionInfo,
+    ) -> RequestNotificationStatus {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Idle => RequestNotificationStatus::Continue,
+            State::Reading(mut body) => {
+                let data = ctx.request_mut().take_read_data();
+                let limit = ctx.config(self.config).max_request_body;
+                if (body.len() + data.len()) as u64 > limit {
+                    ctx.response_mut().set_need_disconnect();
+                    return fail(
+                        ctx,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        0,
+                        &format!(
+                            "the request body is longer than cgi.max_request_body ({limit} bytes)"
+                        ),
+                    );
+                }
+                body.extend_from_slice(&data);
+                if data.is_empty() && !ctx.request().is_body_complete() {
+                    // An empty read before the end: the client went away
+                    // or a ReadEntity module ended the body.
+                    return fail(
+                        ctx,
+                        StatusCode::BAD_REQUEST,
+                        0,
+                        "the request body ended early",
+                    );
+                }
+                self.go_on(ctx, body)
+            }
+            State::Running(result) => {
+                let outcome = result.lock().unwrap_or_else(|e| e.into_inner()).take();
+                match outcome {
+                    Some(Outcome::Output(output)) => match parse_output(output) {
+                        Ok(parsed) => {
+                            let resp = ctx.response_mut();
+                            resp.clear();
+                            let reason = parsed.reason.unwrap_or_else(|| {
+                                parsed.status.canonical_reason().unwrap_or("").to_owned()
+                            });
+                            resp.set_status(parsed.status, reason);
+                            for (name, value) in parsed.headers {
+                                resp.append_header(name, value);
+                            }
+                            resp.write(parsed.body);
+                            RequestNotificationStatus::Continue
+                        }
+                        Err(why) => fail(ctx, StatusCode::BAD_GATEWAY, 2, &why),
+                    },
+                    Some(Outcome::TimedOut) => {
+                        let timeout = ctx.config(self.config).timeout;
+                        fail(
+                            ctx,
+                            StatusCode::BAD_GATEWAY,
+                            1,
+                            &format!("the program ran longer than cgi.timeout ({timeout} s) and was ended"),
+                        )
+                    }
+                    Some(Outcome::TooLarge) => {
+                        let max = ctx.config(self.config).max_response_size;
+                        fail(
+                            ctx,
+                            StatusCode::BAD_GATEWAY,
+                            0,
+                            &format!("the program wrote more than cgi.max_response_size ({max} bytes) and was ended"),
+                        )
+                    }
+                    Some(Outcome::Failed(why)) => fail(ctx, StatusCode::BAD_GATEWAY, 0, &why),
+                    None => fail(
+                        ctx,
+                        StatusCode::BAD_GATEWAY,
+                        0,
+                        "the program's outcome was lost",
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<CgiConfig>("cgi")?;
+    let shared = Arc::new(Shared {
+        runs: OnceLock::new(),
+        software: server.software,
+    });
+    registration.set_request_notifications(
+        move || Cgi {
+            config,
+            shared: shared.clone(),
+            state: State::Idle,
+        },
+        RequestNotification::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_split_into_status_headers_and_body() {
+        let parsed = parse_output(
+            b"Content-Type: text/plain\r\nX-A: 1\nStatus: 404 Gone Away\n\nbody\n".to_vec(),
+        )
+        .unwrap();
+        assert_eq!(parsed.status, StatusCode::NOT_FOUND);
+        assert_eq!(parsed.reason.as_deref(), Some("Gone Away"));
+        assert_eq!(parsed.headers.len(), 2);
+        assert_eq!(&parsed.body[..], b"body\n");
+        let redirect = parse_output(b"Location: /elsewhere\n\n".to_vec()).unwrap();
+        assert_eq!(redirect.status, StatusCode::FOUND);
+        // The HTTP layer's own headers are dropped.
+        let framed = parse_output(
+            b"Content-Type: text/plain\nContent-Length: 99\nTransfer-Encoding: chunked\n\nx"
+                .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(framed.headers.len(), 1);
+    }
+
+    #[test]
+    fn bad_output_says_what_is_wrong() {
+        let err = |o: &[u8]| parse_output(o.to_vec()).err().unwrap();
+        assert!(err(b"Content-Type: text/plain").contains("no complete header block"));
+        assert!(err(b"hello world\n\n").contains("not a header line"));
+        assert!(err(b"X-A: 1\n\n").contains("none of Content-Type"));
+        assert!(err(b"Status: abc\n\n").contains("no valid status code"));
+        assert!(err(b"Status: 100 Continue\n\n").contains("no valid status code"));
+        assert!(err(b"Bad Name: x\n\n").contains("not a header name"));
+    }
+}

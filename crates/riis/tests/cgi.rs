@@ -1,0 +1,160 @@
+//! Cgi over real sockets, with `/bin/sh` programs: the RFC 3875
+//! environment (without `HTTP_PROXY` or the password), the request body on
+//! standard input, `Status` and other header lines, a program that is not
+//! executable (403.1), one that runs too long (502.1, its process group
+//! ended), bad output (502.2) and output over the limit (502).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Connection, RunningBinary, TempDir};
+
+fn program(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.write(&format!("www/cgi/{name}"), text);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn config(dir: &TempDir) -> PathBuf {
+    let root = dir.path().join("www");
+    program(
+        dir,
+        "env.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nX-Program: env\\r\\n\\r\\n'\n\
+         echo \"method=$REQUEST_METHOD query=$QUERY_STRING script=$SCRIPT_NAME\"\n\
+         echo \"agent=$HTTP_USER_AGENT proxy=${HTTP_PROXY-unset} auth=${HTTP_AUTHORIZATION-unset}\"\n\
+         echo \"type=$CONTENT_TYPE length=$CONTENT_LENGTH gateway=$GATEWAY_INTERFACE\"\n\
+         echo \"remote=$REMOTE_ADDR server=$SERVER_NAME https=$HTTPS pwd=$(pwd)\"\n\
+         echo \"home=${HOME-unset}\"\n\
+         cat\n",
+    );
+    program(
+        dir,
+        "status.cgi",
+        "#!/bin/sh\nprintf 'Status: 203 Not Quite Mine\\nContent-Type: text/plain\\n\\nmirrored'\n",
+    );
+    program(
+        dir,
+        "redirect.cgi",
+        "#!/bin/sh\nprintf 'Location: https://example.test/\\n\\n'\n",
+    );
+    program(dir, "bad.cgi", "#!/bin/sh\necho 'no headers here'\n");
+    program(
+        dir,
+        "slow.cgi",
+        "#!/bin/sh\n(sleep 30; touch \"$DOCUMENT_ROOT/../child-survived\") &\nsleep 30\n",
+    );
+    program(
+        dir,
+        "big.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 200000 /dev/zero\n",
+    );
+    dir.write("www/cgi/plain.cgi", "#!/bin/sh\necho hi\n");
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "CustomError"
+[[modules]]
+name = "Cgi"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[cgi]
+timeout = 1
+max_response_size = 100000
+
+[[sites]]
+name = "Cgi"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display()
+        ),
+    )
+}
+
+/// The status with its substatus, from CustomError's detailed page.
+fn status_of(resp: &common::Response) -> String {
+    if resp.status < 400 {
+        return resp.status.to_string();
+    }
+    let text = resp.text();
+    let code = resp.status.to_string();
+    let at = text.find(&format!("HTTP Error {code}")).expect(&text) + 11;
+    text[at..].split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn programs_get_the_request_and_make_the_response() {
+    let dir = TempDir::new("cgi");
+    let config = config(&dir);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    conn.send_raw(
+        b"POST /cgi/env.cgi?a=1&b=2 HTTP/1.1\r\nHost: cgi.test:8080\r\nUser-Agent: tester\r\n\
+          Proxy: http://evil.test/\r\nAuthorization: Basic c2VjcmV0\r\n\
+          Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-program"), Some("env"));
+    let text = resp.text();
+    let folder = dir.path().join("www/cgi").canonicalize().unwrap();
+    for expected in [
+        "method=POST query=a=1&b=2 script=/cgi/env.cgi".to_owned(),
+        "agent=tester proxy=unset auth=unset".to_owned(),
+        "type=text/plain length=11 gateway=CGI/1.1".to_owned(),
+        format!(
+            "remote=127.0.0.1 server=cgi.test https=off pwd={}",
+            folder.display()
+        ),
+        "home=unset".to_owned(),
+        "hello world".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "{expected} in:\n{text}");
+    }
+
+    let mirrored = conn.get("/cgi/status.cgi");
+    assert_eq!(
+        (mirrored.status, mirrored.reason.as_str()),
+        (203, "Not Quite Mine")
+    );
+    assert_eq!(mirrored.text(), "mirrored");
+    let redirect = conn.get("/cgi/redirect.cgi");
+    assert_eq!(redirect.status, 302);
+    assert_eq!(redirect.header("location"), Some("https://example.test/"));
+
+    assert_eq!(status_of(&conn.get("/cgi/plain.cgi")), "403.1");
+    assert_eq!(status_of(&conn.get("/cgi/bad.cgi")), "502.2");
+    assert_eq!(status_of(&conn.get("/cgi/big.cgi")), "502");
+}
+
+#[test]
+fn a_program_past_its_time_is_ended_with_its_children() {
+    let dir = TempDir::new("cgi-slow");
+    let config = config(&dir);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let started = Instant::now();
+    let resp = Connection::open(server.addr).get("/cgi/slow.cgi");
+    assert_eq!(status_of(&resp), "502.1");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The program's background child was ended too: it never touches its
+    // file, even after the time it would have.
+    let marker: &Path = &dir.path().join("child-survived");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!marker.exists());
+    // The server goes on.
+    assert_eq!(
+        Connection::open(server.addr).get("/cgi/status.cgi").status,
+        203
+    );
+}
