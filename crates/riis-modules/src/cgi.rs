@@ -173,61 +173,73 @@ fn execute(job: &mut Run) -> Outcome {
                 }
             }
         });
-    // The watchdog ends the program's whole group at its deadline.
-    let finished = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watchdog = {
-        let finished = finished.clone();
-        let timed_out = timed_out.clone();
-        let timeout = job.timeout;
-        std::thread::Builder::new()
-            .name("riis-cgi-watch".into())
-            .spawn(move || {
-                let (done, wake) = &*finished;
-                let deadline = Instant::now() + timeout;
-                let mut over = done.lock().unwrap_or_else(|e| e.into_inner());
-                while !*over {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
-                        let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+    let deadline = Instant::now() + job.timeout;
+    let kill = || {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+    };
+    // Read the output until its end or the deadline, waiting with poll(2)
+    // so that a descendant that left the group and holds the pipe open
+    // cannot keep this thread past the deadline.
+    let mut output = Vec::new();
+    let mut ending = None;
+    if let Some(mut stdout) = child.stdout.take() {
+        use std::os::fd::AsFd;
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                ending = Some(Outcome::TimedOut);
+                break;
+            }
+            let wait = nix::poll::PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                .unwrap_or(nix::poll::PollTimeout::MAX);
+            let mut fds = [nix::poll::PollFd::new(
+                stdout.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, wait) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            match stdout.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    output.extend_from_slice(&buffer[..n]);
+                    if output.len() as u64 > job.max_output {
+                        ending = Some(Outcome::TooLarge);
                         break;
                     }
-                    over = wake
-                        .wait_timeout(over, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
                 }
-            })
-    };
-    let mut output = Vec::new();
-    let mut too_large = false;
-    if let Some(stdout) = child.stdout.take() {
-        let mut limited = stdout.take(job.max_output.saturating_add(1));
-        let _ = limited.read_to_end(&mut output);
-        if output.len() as u64 > job.max_output {
-            too_large = true;
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
         }
     }
-    let _ = child.wait();
-    {
-        let (done, wake) = &*finished;
-        *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        wake.notify_all();
+    if ending.is_some() {
+        kill();
+    }
+    // The output ended; the program may still run (it closed its output
+    // early): it has until the deadline to exit.
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() >= deadline => {
+                ending.get_or_insert(Outcome::TimedOut);
+                kill();
+                let _ = child.wait();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+        }
     }
     // Whatever the program left running in its group goes with it.
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
-    for handle in [feeder, logger, watchdog].into_iter().flatten() {
-        let _ = handle.join();
-    }
-    if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
-        Outcome::TimedOut
-    } else if too_large {
-        Outcome::TooLarge
-    } else {
-        Outcome::Output(output)
-    }
+    kill();
+    // The input and error threads end when their pipes close; a
+    // descendant that left the group may hold them open, so they are not
+    // waited for.
+    drop((feeder, logger));
+    ending.unwrap_or(Outcome::Output(output))
 }
 
 /// A program's response, parsed.

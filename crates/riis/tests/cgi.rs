@@ -52,6 +52,13 @@ fn config(dir: &TempDir) -> PathBuf {
         "big.cgi",
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 200000 /dev/zero\n",
     );
+    // Exits at once, but leaves a descendant outside its process group
+    // holding its output open.
+    program(
+        dir,
+        "daemon.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nbye'\nsetsid sleep 3 &\n",
+    );
     dir.write("www/cgi/plain.cgi", "#!/bin/sh\necho hi\n");
     dir.write(
         "riis.toml",
@@ -152,6 +159,12 @@ fn a_program_past_its_time_is_ended_with_its_children() {
     let marker: &Path = &dir.path().join("child-survived");
     std::thread::sleep(Duration::from_millis(200));
     assert!(!marker.exists());
+    // A descendant that left the group and holds the output open cannot
+    // hold the request (or the module's thread) past the timeout.
+    let started = Instant::now();
+    let resp = Connection::open(server.addr).get("/cgi/daemon.cgi");
+    assert_eq!(status_of(&resp), "502.1");
+    assert!(started.elapsed() < Duration::from_secs(3));
     // The server goes on.
     assert_eq!(
         Connection::open(server.addr).get("/cgi/status.cgi").status,
