@@ -18,11 +18,16 @@
 //!    `Content-Type`, others) become the response's status and headers,
 //!    the rest the entity.
 //!
-//! A program that runs past `timeout` seconds is killed with its process
-//! group and the request gets 502.1, as IIS's CGI timeout; output without a
-//! valid header block gets 502.2; a program that cannot start (or is not
-//! executable: 403.1) is logged. At most `max_instances` programs run at
-//! once per configuration, and 1,024 more wait; past that, 503.
+//! A program that runs past `timeout` seconds (from the request asking) is
+//! killed with its process group and the request gets 502.1, as IIS's CGI
+//! timeout; output without a valid header block (at most 100 lines, 64 KiB)
+//! gets 502.2; a program that cannot start (or is not executable: 403.1;
+//! outside the root, a symbolic link or under a hidden segment: 404) is
+//! logged. At most `max_instances` programs run at once per
+//! configuration, and 1,024 more wait; past that, 503. A request that ends
+//! without waiting (the client left, `timeouts.execution`) cancels its
+//! program (the instance's `Drop`); the factory's Terminate (shutdown, a
+//! reload's retired configuration) ends the programs still running.
 //!
 //! The environment: `GATEWAY_INTERFACE`, `SERVER_SOFTWARE`, `SERVER_NAME`,
 //! `SERVER_PORT`, `SERVER_PROTOCOL`, `REQUEST_METHOD`, `REQUEST_URI`,
@@ -31,8 +36,9 @@
 //! `REMOTE_USER`, `CONTENT_TYPE`, `CONTENT_LENGTH`, `REDIRECT_STATUS` (200,
 //! which php-cgi wants), `PATH` (`/usr/local/bin:/usr/bin:/bin`), and an
 //! `HTTP_*` variable per request header, except `Proxy` (its `HTTP_PROXY`
-//! would set the program's outbound proxy: "httpoxy") and `Authorization`
-//! (the password, unless `pass_authorization`).
+//! would set the program's outbound proxy: "httpoxy"), names holding `_`
+//! (they would pass for the `-` names) and `Authorization` (the password,
+//! unless `pass_authorization`); cookies join with `; `.
 //!
 //! Configuration section `cgi` (IIS's `cgi` section), per location:
 //! - `timeout` (seconds, default 90; the pipeline's `timeouts.execution`
@@ -40,8 +46,8 @@
 //! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's
 //!   default);
 //! - `max_response_size` (bytes, default 64 MiB);
-//! - `max_instances` (default: 4 per core; read from the server level when
-//!   the module starts its threads);
+//! - `max_instances` (default: 4 per core; read from the location of the
+//!   first request that runs a program, so set it at server level);
 //! - `pass_authorization` (default false).
 //!
 //! Not done: `PATH_INFO` after the program's name (the URL must name the
@@ -98,6 +104,10 @@ impl Default for CgiConfig {
     }
 }
 
+/// The most header lines and bytes a program's header block may have.
+const MAX_HEADER_LINES: usize = 100;
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// How much of the body one read asks for.
 const READ_SIZE: usize = 64 * 1024;
 /// Programs that may wait for a thread.
@@ -117,15 +127,43 @@ enum Outcome {
     Failed(String),
 }
 
+/// The process groups of the programs running now, so that shutdown (the
+/// factory's Terminate) ends them: each runs in a group of its own, which
+/// the server's exit would not end.
+#[derive(Default)]
+struct Running {
+    groups: Mutex<std::collections::HashSet<i32>>,
+    /// Terminate ran: no program starts any more.
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Running {
+    fn end_all(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for &group in self.groups.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(group),
+                nix::sys::signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// One program to run on the module's threads.
 struct Run {
     command: Command,
     program: PathBuf,
     body: Vec<u8>,
-    timeout: Duration,
+    /// From when the request asked: time spent waiting for a thread counts.
+    deadline: Instant,
     max_output: u64,
     result: Arc<Mutex<Option<Outcome>>>,
     done: CompletionHandle,
+    /// Set when the request ended without waiting for the program (the
+    /// client went away, `timeouts.execution`, shutdown).
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
+    running: Arc<Running>,
 }
 
 /// Runs a program to its end (or its deadline) and reads its output.
@@ -135,7 +173,20 @@ fn run(mut job: Run) {
     job.done.post_completion(0);
 }
 
+/// How long a program that ended its output may take to exit before its
+/// group is ended and its output served.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// How often a running program's request is looked at for cancellation.
+const CANCEL_CHECK: Duration = Duration::from_millis(100);
+
 fn execute(job: &mut Run) -> Outcome {
+    use std::sync::atomic::Ordering::SeqCst;
+    if job.cancelled.load(SeqCst) || job.running.stopped.load(SeqCst) {
+        return Outcome::Failed("the request ended before the program started".into());
+    }
+    if Instant::now() >= job.deadline {
+        return Outcome::TimedOut;
+    }
     let mut child = match job
         .command
         .stdin(Stdio::piped())
@@ -147,7 +198,13 @@ fn execute(job: &mut Run) -> Outcome {
         Ok(child) => child,
         Err(e) => return Outcome::Failed(format!("cannot start {}: {e}", job.program.display())),
     };
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = child.id() as i32;
+    let group = nix::unistd::Pid::from_raw(pid);
+    job.running
+        .groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pid);
     // The body goes in on a thread of its own: a program that writes
     // before it reads must not block on a full pipe while we write.
     let body = std::mem::take(&mut job.body);
@@ -164,35 +221,35 @@ fn execute(job: &mut Run) -> Outcome {
     let logger = std::thread::Builder::new()
         .name("riis-cgi-err".into())
         .spawn(move || {
-            let Some(stderr) = stderr else { return };
-            let reader = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-            for (n, line) in reader.enumerate() {
-                let Ok(line) = line else { break };
-                if n < STDERR_LINES {
-                    tracing::warn!(program = %program, "CGI: {}", line.escape_debug());
-                }
+            if let Some(stderr) = stderr {
+                log_stderr(stderr, &program);
             }
         });
-    let deadline = Instant::now() + job.timeout;
     let kill = || {
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
     };
-    // Read the output until its end or the deadline, waiting with poll(2)
-    // so that a descendant that left the group and holds the pipe open
-    // cannot keep this thread past the deadline.
+    // Read the output until its end, the deadline or the request's end,
+    // waiting with poll(2) so that a descendant that left the group and
+    // holds the pipe open cannot keep this thread.
     let mut output = Vec::new();
     let mut ending = None;
     if let Some(mut stdout) = child.stdout.take() {
         use std::os::fd::AsFd;
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            if job.cancelled.load(SeqCst) {
+                ending = Some(Outcome::Failed(
+                    "the request ended while the program ran".into(),
+                ));
+                break;
+            }
+            let left = job.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 ending = Some(Outcome::TimedOut);
                 break;
             }
-            let wait = nix::poll::PollTimeout::try_from(left.as_millis().min(60_000) as i32)
-                .unwrap_or(nix::poll::PollTimeout::MAX);
+            let wait = nix::poll::PollTimeout::try_from(left.min(CANCEL_CHECK).as_millis() as i32)
+                .unwrap_or(nix::poll::PollTimeout::ZERO);
             let mut fds = [nix::poll::PollFd::new(
                 stdout.as_fd(),
                 nix::poll::PollFlags::POLLIN,
@@ -216,30 +273,77 @@ fn execute(job: &mut Run) -> Outcome {
             }
         }
     }
-    if ending.is_some() {
-        kill();
+    if ending.is_none() {
+        // The output ended: the program has a moment to exit, then its
+        // group goes and what it wrote is served.
+        wait_for_exit(group, (Instant::now() + EXIT_GRACE).min(job.deadline));
     }
-    // The output ended; the program may still run (it closed its output
-    // early): it has until the deadline to exit.
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => break,
-            Ok(None) if Instant::now() >= deadline => {
-                ending.get_or_insert(Outcome::TimedOut);
-                kill();
-                let _ = child.wait();
-                break;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
-        }
-    }
-    // Whatever the program left running in its group goes with it.
+    // The group ends while its leader is unreaped, so its id cannot belong
+    // to anyone else yet; then the leader is reaped.
     kill();
+    job.running
+        .groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&pid);
+    let _ = child.wait();
     // The input and error threads end when their pipes close; a
     // descendant that left the group may hold them open, so they are not
     // waited for.
     drop((feeder, logger));
     ending.unwrap_or(Outcome::Output(output))
+}
+
+/// Waits (without reaping) until the process `pid` has exited or `until`.
+fn wait_for_exit(pid: nix::unistd::Pid, until: Instant) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
+        if Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Logs a program's standard error: at most [`STDERR_LINES`] lines of at
+/// most 1 KiB each, the rest read and dropped, so the program never blocks
+/// on (or dies of) a pipe nobody reads.
+fn log_stderr(mut stderr: impl Read, program: &str) {
+    let mut line = Vec::new();
+    let mut logged = 0;
+    let mut chunk = [0u8; 8192];
+    let emit = |line: &mut Vec<u8>, logged: &mut usize| {
+        if *logged < STDERR_LINES && !line.is_empty() {
+            let text = String::from_utf8_lossy(&line[..line.len().min(1024)]);
+            tracing::warn!(program = %program, "CGI: {}", text.escape_debug());
+            *logged += 1;
+        }
+        line.clear();
+    };
+    loop {
+        let n = match stderr.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        for &b in &chunk[..n] {
+            if b == b'\n' {
+                emit(&mut line, &mut logged);
+            } else if line.len() < 1024 {
+                line.push(b);
+            }
+        }
+    }
+    emit(&mut line, &mut logged);
 }
 
 /// A program's response, parsed.
@@ -269,7 +373,15 @@ fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
     let mut headers = Vec::new();
     let mut location = false;
     let mut content_type = false;
+    let mut lines = 0;
+    let whole = output.len();
     loop {
+        lines += 1;
+        if lines > MAX_HEADER_LINES || whole - output.len() > MAX_HEADER_BYTES {
+            return Err(format!(
+                "the header block is longer than {MAX_HEADER_LINES} lines or {MAX_HEADER_BYTES} bytes"
+            ));
+        }
         let Some(end) = output.iter().position(|&b| b == b'\n') else {
             return Err("the output has no complete header block".into());
         };
@@ -294,7 +406,7 @@ fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
                 .parse::<u16>()
                 .ok()
                 .and_then(|c| StatusCode::from_u16(c).ok())
-                .filter(|c| c.as_u16() >= 200)
+                .filter(|c| (200..=599).contains(&c.as_u16()))
                 .ok_or_else(|| format!("`Status: {text}` has no valid status code"))?;
             status = Some(code);
             reason = (!phrase.trim().is_empty()).then(|| phrase.trim().to_owned());
@@ -335,8 +447,9 @@ fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
 /// The module's threads, made with the first run.
 struct Shared {
     runs: OnceLock<Background<Run>>,
-    /// `DOCUMENT_ROOT`, `SERVER_SOFTWARE`.
+    /// `SERVER_SOFTWARE`.
     software: &'static str,
+    running: Arc<Running>,
 }
 
 impl Shared {
@@ -366,6 +479,17 @@ pub struct Cgi {
     config: Section<CgiConfig>,
     shared: Arc<Shared>,
     state: State,
+    /// Tells the program's thread the request is gone.
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Cgi {
+    /// The request ended: a program still queued does not start, one still
+    /// running is ended.
+    fn drop(&mut self) {
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Cgi {
@@ -399,14 +523,19 @@ impl Cgi {
             self.shared.software,
         );
         let result = Arc::new(Mutex::new(None));
+        let now = Instant::now();
         let job = Run {
             command,
             program,
             body,
-            timeout,
+            deadline: now
+                .checked_add(timeout)
+                .unwrap_or(now + Duration::from_secs(86_400)),
             max_output,
             result: result.clone(),
             done: ctx.completion_handle(),
+            cancelled: self.cancelled.clone(),
+            running: self.shared.running.clone(),
         };
         if self.shared.runs(max_instances).queue(job).is_err() {
             return fail(
@@ -419,6 +548,26 @@ impl Cgi {
         self.state = State::Running(result);
         RequestNotificationStatus::Pending
     }
+}
+
+/// Why a program path is not run: it lies outside the site's root (through
+/// a symbolic link), is a link itself, or has a hidden segment.
+fn refused_path(root: &std::path::Path, program: &std::path::Path) -> Option<String> {
+    let relative = program.strip_prefix(root).ok()?;
+    if relative
+        .components()
+        .any(|c| c.as_os_str().as_encoded_bytes().first() == Some(&b'.'))
+    {
+        return Some(format!("{} has a hidden segment", program.display()));
+    }
+    if std::fs::symlink_metadata(program).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Some(format!("{} is a symbolic link", program.display()));
+    }
+    let inside = match (program.canonicalize(), root.canonicalize()) {
+        (Ok(real), Ok(root)) => real.starts_with(root),
+        _ => false,
+    };
+    (!inside).then(|| format!("{} lies outside the site's root", program.display()))
 }
 
 /// Ends the request with an error, logged and described for the detailed
@@ -507,16 +656,25 @@ fn command(
             continue;
         }
         seen.push(name);
+        // A name with `_` would pass for the `-` one (`X_Forwarded_For`
+        // as HTTP_X_FORWARDED_FOR): dropped, as nginx and Apache do.
         if *name == header::CONTENT_LENGTH
             || name.as_str() == "proxy"
+            || name.as_str().contains('_')
             || (*name == header::AUTHORIZATION && !pass_authorization)
         {
             continue;
         }
+        // Cookies join with `; ` (RFC 9113 §8.2.3), others with `, `.
+        let separator: &[u8] = if *name == header::COOKIE {
+            b"; "
+        } else {
+            b", "
+        };
         let mut value: Vec<u8> = Vec::new();
         for (i, v) in req.headers().get_all(name).iter().enumerate() {
             if i > 0 {
-                value.extend_from_slice(b", ");
+                value.extend_from_slice(separator);
             }
             value.extend_from_slice(v.as_bytes());
         }
@@ -537,6 +695,10 @@ impl HttpModule for Cgi {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         use std::os::unix::fs::PermissionsExt;
         let program = ctx.physical_path().to_path_buf();
+        let root = ctx.site().physical_root.clone();
+        if let Some(why) = refused_path(&root, &program) {
+            return fail(ctx, StatusCode::NOT_FOUND, 0, &why);
+        }
         let executable = std::fs::metadata(&program)
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if !executable {
@@ -647,16 +809,35 @@ pub fn register_module(
     let shared = Arc::new(Shared {
         runs: OnceLock::new(),
         software: server.software,
+        running: Arc::default(),
     });
     registration.set_request_notifications(
-        move || Cgi {
-            config,
-            shared: shared.clone(),
-            state: State::Idle,
-        },
+        Factory { config, shared },
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,
     )
+}
+
+/// Makes the instances; at shutdown (and once a reload's replaced
+/// configuration has no requests left) ends the programs still running.
+struct Factory {
+    config: Section<CgiConfig>,
+    shared: Arc<Shared>,
+}
+
+impl riis_pipeline::HttpModuleFactory for Factory {
+    fn get_http_module(&self) -> Result<Box<dyn HttpModule>, ModuleError> {
+        Ok(Box::new(Cgi {
+            config: self.config,
+            shared: self.shared.clone(),
+            state: State::Idle,
+            cancelled: Arc::default(),
+        }))
+    }
+
+    fn terminate(&self) {
+        self.shared.running.end_all();
+    }
 }
 
 #[cfg(test)]
@@ -693,5 +874,10 @@ mod tests {
         assert!(err(b"Status: abc\n\n").contains("no valid status code"));
         assert!(err(b"Status: 100 Continue\n\n").contains("no valid status code"));
         assert!(err(b"Bad Name: x\n\n").contains("not a header name"));
+        assert!(err(b"Status: 999 Odd\n\n").contains("no valid status code"));
+        let many: Vec<u8> = (0..200)
+            .flat_map(|i| format!("X-H{i}: 1\n").into_bytes())
+            .collect();
+        assert!(err(&many).contains("longer than 100 lines"));
     }
 }

@@ -28,7 +28,7 @@ fn config(dir: &TempDir) -> PathBuf {
          echo \"agent=$HTTP_USER_AGENT proxy=${HTTP_PROXY-unset} auth=${HTTP_AUTHORIZATION-unset}\"\n\
          echo \"type=$CONTENT_TYPE length=$CONTENT_LENGTH gateway=$GATEWAY_INTERFACE\"\n\
          echo \"remote=$REMOTE_ADDR server=$SERVER_NAME https=$HTTPS pwd=$(pwd)\"\n\
-         echo \"home=${HOME-unset}\"\n\
+         echo \"home=${HOME-unset} xff=$HTTP_X_FORWARDED_FOR cookie=$HTTP_COOKIE\"\n\
          cat\n",
     );
     program(
@@ -59,6 +59,19 @@ fn config(dir: &TempDir) -> PathBuf {
         "daemon.cgi",
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nbye'\nsetsid sleep 3 &\n",
     );
+    // Ends its output, then goes on running.
+    program(
+        dir,
+        "lingers.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\ndone'\nexec >&-\nsleep 10\n",
+    );
+    // A link to a program outside the site.
+    let outside = program(
+        dir,
+        "../../outside.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nout'\n",
+    );
+    std::os::unix::fs::symlink(&outside, dir.path().join("www/cgi/link.cgi")).unwrap();
     dir.write("www/cgi/plain.cgi", "#!/bin/sh\necho hi\n");
     dir.write(
         "riis.toml",
@@ -109,6 +122,7 @@ fn programs_get_the_request_and_make_the_response() {
     conn.send_raw(
         b"POST /cgi/env.cgi?a=1&b=2 HTTP/1.1\r\nHost: cgi.test:8080\r\nUser-Agent: tester\r\n\
           Proxy: http://evil.test/\r\nAuthorization: Basic c2VjcmV0\r\n\
+          X-Forwarded-For: good\r\nX_Forwarded_For: evil\r\nCookie: a=1\r\nCookie: b=2\r\n\
           Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
     );
     let resp = conn.read_response(false);
@@ -124,7 +138,7 @@ fn programs_get_the_request_and_make_the_response() {
             "remote=127.0.0.1 server=cgi.test https=off pwd={}",
             folder.display()
         ),
-        "home=unset".to_owned(),
+        "home=unset xff=good cookie=a=1; b=2".to_owned(),
         "hello world".to_owned(),
     ] {
         assert!(text.contains(&expected), "{expected} in:\n{text}");
@@ -141,6 +155,10 @@ fn programs_get_the_request_and_make_the_response() {
     assert_eq!(redirect.header("location"), Some("https://example.test/"));
 
     assert_eq!(status_of(&conn.get("/cgi/plain.cgi")), "403.1");
+    assert_eq!(conn.get("/cgi/link.cgi").status, 404);
+    // Output that ended is served, the program that lingers ended.
+    let lingers = conn.get("/cgi/lingers.cgi");
+    assert_eq!((lingers.status, lingers.text().as_str()), (200, "done"));
     assert_eq!(status_of(&conn.get("/cgi/bad.cgi")), "502.2");
     assert_eq!(status_of(&conn.get("/cgi/big.cgi")), "502");
 }
@@ -169,5 +187,58 @@ fn a_program_past_its_time_is_ended_with_its_children() {
     assert_eq!(
         Connection::open(server.addr).get("/cgi/status.cgi").status,
         203
+    );
+}
+
+/// At shutdown the programs still running are ended with their groups,
+/// though they run in groups of their own.
+#[test]
+fn shutdown_ends_the_programs_still_running() {
+    let dir = TempDir::new("cgi-stop");
+    let root = dir.path().join("www");
+    program(
+        &dir,
+        "long.cgi",
+        "#!/bin/sh\ntouch \"$DOCUMENT_ROOT/../started\"\nsleep 3\ntouch \"$DOCUMENT_ROOT/../survived\"\n",
+    );
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+shutdown_timeout = 1
+
+[[modules]]
+name = "Cgi"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[cgi]
+timeout = 30
+
+[[sites]]
+name = "Cgi"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /cgi/long.cgi HTTP/1.1\r\nHost: t\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.path().join("started").exists() {
+        assert!(Instant::now() < deadline, "the program never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.terminate();
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        !dir.path().join("survived").exists(),
+        "the program outlived the server"
     );
 }
