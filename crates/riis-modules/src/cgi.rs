@@ -180,6 +180,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(1);
 const CANCEL_CHECK: Duration = Duration::from_millis(100);
 
 fn execute(job: &mut Run) -> Outcome {
+    use std::os::fd::AsFd;
     use std::sync::atomic::Ordering::SeqCst;
     if job.cancelled.load(SeqCst) || job.running.stopped.load(SeqCst) {
         return Outcome::Failed("the request ended before the program started".into());
@@ -198,152 +199,255 @@ fn execute(job: &mut Run) -> Outcome {
         Ok(child) => child,
         Err(e) => return Outcome::Failed(format!("cannot start {}: {e}", job.program.display())),
     };
-    let pid = child.id() as i32;
-    let group = nix::unistd::Pid::from_raw(pid);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     job.running
         .groups
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(pid);
-    // The body goes in on a thread of its own: a program that writes
-    // before it reads must not block on a full pipe while we write.
-    let body = std::mem::take(&mut job.body);
-    let stdin = child.stdin.take();
-    let feeder = std::thread::Builder::new()
-        .name("riis-cgi-in".into())
-        .spawn(move || {
-            if let Some(mut stdin) = stdin {
-                let _ = stdin.write_all(&body);
-            }
-        });
-    let program = job.program.display().to_string();
-    let stderr = child.stderr.take();
-    let logger = std::thread::Builder::new()
-        .name("riis-cgi-err".into())
-        .spawn(move || {
-            if let Some(stderr) = stderr {
-                log_stderr(stderr, &program);
-            }
-        });
+        .insert(pid.as_raw());
+    // The group and the leader itself (it may have left the group): sent
+    // while the leader is unreaped, so neither id can be anyone else's.
     let kill = || {
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::SIGKILL);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
     };
-    // Read the output until its end, the deadline or the request's end,
-    // waiting with poll(2) so that a descendant that left the group and
-    // holds the pipe open cannot keep this thread.
+    // Terminate may have run between the check above and the registration.
+    if job.running.stopped.load(SeqCst) {
+        kill();
+    }
+    // All three pipes are served from this thread with poll(2), none
+    // blocking: no thread outlives the run, whatever a descendant holds.
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    for fd in [
+        stdin.as_ref().map(|p| p.as_fd()),
+        stdout.as_ref().map(|p| p.as_fd()),
+        stderr.as_ref().map(|p| p.as_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        set_nonblocking(fd);
+    }
+    let body = std::mem::take(&mut job.body);
+    let mut fed = 0;
+    if body.is_empty() {
+        stdin = None;
+    }
+    let mut errors = StderrLog::new(job.program.display().to_string());
     let mut output = Vec::new();
     let mut ending = None;
-    if let Some(mut stdout) = child.stdout.take() {
-        use std::os::fd::AsFd;
-        let mut buffer = vec![0u8; 64 * 1024];
-        loop {
-            if job.cancelled.load(SeqCst) {
-                ending = Some(Outcome::Failed(
-                    "the request ended while the program ran".into(),
+    let mut buffer = vec![0u8; 64 * 1024];
+    // Set once the leader has exited: what it wrote is served after this,
+    // even if a descendant holds the output open.
+    let mut grace_until: Option<Instant> = None;
+    while stdout.is_some() {
+        if job.cancelled.load(SeqCst) {
+            ending = Some(Outcome::Failed(
+                "the request ended while the program ran".into(),
+            ));
+            break;
+        }
+        let now = Instant::now();
+        if now >= job.deadline {
+            ending = Some(Outcome::TimedOut);
+            break;
+        }
+        if grace_until.is_none() && has_exited(pid) {
+            grace_until = Some(now + EXIT_GRACE);
+        }
+        if grace_until.is_some_and(|t| now >= t) {
+            break;
+        }
+        let limit = grace_until.map_or(job.deadline, |t| t.min(job.deadline));
+        let wait = nix::poll::PollTimeout::try_from(
+            limit
+                .saturating_duration_since(now)
+                .min(CANCEL_CHECK)
+                .as_millis() as i32,
+        )
+        .unwrap_or(nix::poll::PollTimeout::ZERO);
+        let (ready_out, ready_err, ready_in) = {
+            let mut fds = Vec::with_capacity(3);
+            if let Some(p) = &stdout {
+                fds.push(nix::poll::PollFd::new(
+                    p.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
                 ));
-                break;
             }
-            let left = job.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                ending = Some(Outcome::TimedOut);
-                break;
+            if let Some(p) = &stderr {
+                fds.push(nix::poll::PollFd::new(
+                    p.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                ));
             }
-            let wait = nix::poll::PollTimeout::try_from(left.min(CANCEL_CHECK).as_millis() as i32)
-                .unwrap_or(nix::poll::PollTimeout::ZERO);
-            let mut fds = [nix::poll::PollFd::new(
-                stdout.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
+            if let Some(p) = &stdin {
+                fds.push(nix::poll::PollFd::new(
+                    p.as_fd(),
+                    nix::poll::PollFlags::POLLOUT,
+                ));
+            }
             match nix::poll::poll(&mut fds, wait) {
                 Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
                 Ok(_) => {}
                 Err(_) => break,
             }
-            match stdout.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => {
-                    output.extend_from_slice(&buffer[..n]);
-                    if output.len() as u64 > job.max_output {
-                        ending = Some(Outcome::TooLarge);
-                        break;
-                    }
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let err_at = 1;
+            let in_at = 1 + usize::from(stderr.is_some());
+            (
+                ready(0),
+                stderr.is_some() && ready(err_at),
+                stdin.is_some() && ready(in_at),
+            )
+        };
+        if ready_in {
+            if let Some(pipe) = &mut stdin {
+                match pipe.write(&body[fed..]) {
+                    Ok(n) => fed += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // The program closed its input: the rest is not wanted.
+                    Err(_) => fed = body.len(),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+            }
+            if fed >= body.len() {
+                stdin = None; // end of input
+            }
+        }
+        if ready_err {
+            if let Some(pipe) = &mut stderr {
+                match pipe.read(&mut buffer) {
+                    Ok(0) => stderr = None,
+                    Ok(n) => errors.take(&buffer[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(_) => stderr = None,
+                }
+            }
+        }
+        if ready_out {
+            if let Some(pipe) = &mut stdout {
+                match pipe.read(&mut buffer) {
+                    Ok(0) => stdout = None,
+                    Ok(n) => {
+                        output.extend_from_slice(&buffer[..n]);
+                        if output.len() as u64 > job.max_output {
+                            ending = Some(Outcome::TooLarge);
+                            break;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(_) => stdout = None,
+                }
             }
         }
     }
-    if ending.is_none() {
+    if ending.is_none() && grace_until.is_none() {
         // The output ended: the program has a moment to exit, then its
         // group goes and what it wrote is served.
-        wait_for_exit(group, (Instant::now() + EXIT_GRACE).min(job.deadline));
+        wait_for_exit(
+            pid,
+            (Instant::now() + EXIT_GRACE).min(job.deadline),
+            &job.cancelled,
+        );
     }
-    // The group ends while its leader is unreaped, so its id cannot belong
-    // to anyone else yet; then the leader is reaped.
+    // Our ends of the pipes close here: nothing is left to block on them.
+    drop((stdin, stdout, stderr));
+    errors.finish();
     kill();
     job.running
         .groups
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&pid);
+        .remove(&pid.as_raw());
     let _ = child.wait();
-    // The input and error threads end when their pipes close; a
-    // descendant that left the group may hold them open, so they are not
-    // waited for.
-    drop((feeder, logger));
     ending.unwrap_or(Outcome::Output(output))
 }
 
-/// Waits (without reaping) until the process `pid` has exited or `until`.
-fn wait_for_exit(pid: nix::unistd::Pid, until: Instant) {
+/// Makes a pipe end non-blocking, for the poll loop.
+fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+        let _ = fcntl(
+            fd,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        );
+    }
+}
+
+/// Whether the process `pid` has exited (without reaping it).
+fn has_exited(pid: nix::unistd::Pid) -> bool {
     use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+    !matches!(waitid(Id::Pid(pid), flags), Ok(WaitStatus::StillAlive))
+}
+
+/// Waits (without reaping) until the process `pid` has exited, `until`,
+/// or the request is cancelled.
+fn wait_for_exit(pid: nix::unistd::Pid, until: Instant, cancelled: &std::sync::atomic::AtomicBool) {
     let mut pause = Duration::from_micros(200);
-    loop {
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
-        match waitid(Id::Pid(pid), flags) {
-            Ok(WaitStatus::StillAlive) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => return,
-        }
-        if Instant::now() >= until {
-            return;
-        }
+    while !has_exited(pid)
+        && Instant::now() < until
+        && !cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
-/// Logs a program's standard error: at most [`STDERR_LINES`] lines of at
-/// most 1 KiB each, the rest read and dropped, so the program never blocks
-/// on (or dies of) a pipe nobody reads.
-fn log_stderr(mut stderr: impl Read, program: &str) {
-    let mut line = Vec::new();
-    let mut logged = 0;
-    let mut chunk = [0u8; 8192];
-    let emit = |line: &mut Vec<u8>, logged: &mut usize| {
-        if *logged < STDERR_LINES && !line.is_empty() {
-            let text = String::from_utf8_lossy(&line[..line.len().min(1024)]);
-            tracing::warn!(program = %program, "CGI: {}", text.escape_debug());
-            *logged += 1;
+/// A program's standard error, logged as it comes: at most
+/// [`STDERR_LINES`] lines of at most 1 KiB each, the rest read and dropped,
+/// so the program never blocks on (or dies of) a pipe nobody reads.
+struct StderrLog {
+    program: String,
+    line: Vec<u8>,
+    logged: usize,
+}
+
+impl StderrLog {
+    fn new(program: String) -> Self {
+        Self {
+            program,
+            line: Vec::new(),
+            logged: 0,
         }
-        line.clear();
-    };
-    loop {
-        let n = match stderr.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        for &b in &chunk[..n] {
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        for &b in bytes {
             if b == b'\n' {
-                emit(&mut line, &mut logged);
-            } else if line.len() < 1024 {
-                line.push(b);
+                self.emit();
+            } else if self.line.len() < 1024 {
+                self.line.push(b);
             }
         }
     }
-    emit(&mut line, &mut logged);
+
+    fn emit(&mut self) {
+        if self.logged < STDERR_LINES && !self.line.is_empty() {
+            let text = String::from_utf8_lossy(&self.line);
+            tracing::warn!(program = %self.program, "CGI: {}", text.escape_debug());
+            self.logged += 1;
+        }
+        self.line.clear();
+    }
+
+    fn finish(&mut self) {
+        self.emit();
+    }
 }
 
 /// A program's response, parsed.
@@ -376,7 +480,6 @@ fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
     let mut lines = 0;
     let whole = output.len();
     loop {
-        lines += 1;
         if lines > MAX_HEADER_LINES || whole - output.len() > MAX_HEADER_BYTES {
             return Err(format!(
                 "the header block is longer than {MAX_HEADER_LINES} lines or {MAX_HEADER_BYTES} bytes"
@@ -391,6 +494,7 @@ fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
         if line.is_empty() {
             break;
         }
+        lines += 1;
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             return Err(format!(
                 "`{}` is not a header line",
@@ -553,7 +657,12 @@ impl Cgi {
 /// Why a program path is not run: it lies outside the site's root (through
 /// a symbolic link), is a link itself, or has a hidden segment.
 fn refused_path(root: &std::path::Path, program: &std::path::Path) -> Option<String> {
-    let relative = program.strip_prefix(root).ok()?;
+    let Ok(relative) = program.strip_prefix(root) else {
+        return Some(format!(
+            "{} lies outside the site's root",
+            program.display()
+        ));
+    };
     if relative
         .components()
         .any(|c| c.as_os_str().as_encoded_bytes().first() == Some(&b'.'))
