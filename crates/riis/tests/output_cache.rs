@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Connection, InProcessServer};
@@ -17,15 +16,25 @@ use riis_pipeline::{
     ServerInfo,
 };
 
-/// How many times `Counter` ran.
-static RUNS: AtomicU64 = AtomicU64::new(0);
+/// How many times `Counter` ran, per path (the tests run in parallel, each
+/// on paths of its own).
+static RUNS: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>> =
+    std::sync::Mutex::new(None);
 
-/// A handler that answers `run N`, counting its runs; `?cookie` adds a
+/// A handler that answers `run N`, counting its runs per path; `?cookie` adds a
 /// cookie, `?private` a `Cache-Control: private`.
 struct Counter;
 impl HttpModule for Counter {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
-        let n = RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+        let n = {
+            let mut runs = RUNS.lock().unwrap();
+            let count = runs
+                .get_or_insert_with(Default::default)
+                .entry(ctx.request().url().to_owned())
+                .or_insert(0);
+            *count += 1;
+            *count
+        };
         let query = ctx.request().query_string().to_owned();
         let resp = ctx.response_mut();
         resp.set_header(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -56,6 +65,10 @@ fn register_counter(
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[("Counter", register_counter)];
 
 const CONFIG: &str = r#"
+[[modules]]
+name = "BasicAuthentication"
+[[modules]]
+name = "AnonymousAuthentication"
 [[modules]]
 name = "OutputCache"
 [[modules]]
@@ -89,6 +102,12 @@ output_cache = { policy = "CacheForTimePeriod", duration = 600, vary_by_headers 
 [[sites.locations]]
 path = "/dyn/named"
 output_cache = { policy = "CacheForTimePeriod", duration = 600, vary_by_query_string = ["id"] }
+
+[[sites.locations]]
+path = "/dyn/members"
+basic_authentication = { enabled = true, user_file = "users" }
+anonymous_authentication = { enabled = false }
+output_cache = { policy = "CacheForTimePeriod", duration = 600, cache_authenticated = true }
 
 [[sites.locations]]
 path = "/short"
@@ -188,5 +207,49 @@ fn a_changed_file_and_a_time_period_end_an_entry() {
     assert_eq!(get(&mut conn, "/short/b.txt", ""), "old");
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(get(&mut conn, "/short/b.txt", ""), "new");
+    server.stop();
+}
+
+/// With `cache_authenticated`, each user's responses are their own, and a
+/// client refused by authentication never gets one; another host name is
+/// another entry.
+#[test]
+fn kept_responses_are_each_users_own_and_each_hosts() {
+    use base64::Engine as _;
+    let server = InProcessServer::start(CONFIG, TEST_MODULES);
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(
+        server.dir().join("users"),
+        format!("alice:{hash}\nbob:{hash}\n"),
+    )
+    .unwrap();
+    let mut conn = Connection::open(server.addr);
+    let as_user = |conn: &mut Connection, user: &str| {
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
+        run(&get(
+            conn,
+            "/dyn/members/page",
+            &format!("Authorization: Basic {credentials}\r\n"),
+        ))
+    };
+    let first = as_user(&mut conn, "alice");
+    let kept = as_user(&mut conn, "alice");
+    assert_eq!(kept, first + 1);
+    assert_eq!(as_user(&mut conn, "alice"), kept, "alice's from the cache");
+    // bob gets his own, never alice's.
+    let bobs = as_user(&mut conn, "bob");
+    assert!(bobs > kept);
+    // Without credentials: refused, not served from anyone's entry.
+    conn.send_raw(b"GET /dyn/members/page HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 401);
+
+    // Another host name, another entry.
+    let here = run(&get(&mut conn, "/dyn/hosts", ""));
+    let kept = run(&get(&mut conn, "/dyn/hosts", ""));
+    assert_eq!(kept, here + 1);
+    assert_eq!(run(&get(&mut conn, "/dyn/hosts", "")), kept);
+    conn.send_raw(b"GET /dyn/hosts HTTP/1.1\r\nHost: elsewhere\r\n\r\n");
+    let elsewhere = run(&conn.read_response(false).text());
+    assert!(elsewhere > kept, "another host's entry was served");
     server.stop();
 }
