@@ -299,6 +299,9 @@ const WRITE_EVERY: Duration = Duration::from_secs(1);
 /// The largest batch: a write failure keeps what is unwritten of one.
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// Lines dropped since the process started (disk too slow, or failing).
+static LINES_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The log folders of the process, shared by every configuration (a
 /// reload's old and new configurations write one folder through one
 /// sink, in order), and the thread that writes them.
@@ -499,6 +502,7 @@ impl Sink {
         let mut waiting = lock(&self.waiting);
         if waiting.bytes + line.len() > WAIT_AT {
             waiting.dropped += 1;
+            LINES_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         let same = |b: &Batch| {
@@ -597,6 +601,7 @@ impl Sink {
         waiting.bytes = bytes;
         drop(waiting);
         if dropped > 0 {
+            LINES_DROPPED.fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(
                 folder = %self.folder.display(),
                 lines = dropped,
@@ -1218,6 +1223,31 @@ impl HttpModuleFactory for Factory {
     }
 }
 
+/// Answers `riis status` (RscaQuery `status`): the folders written to,
+/// the bytes waiting for the disk, the lines dropped.
+struct Status;
+
+impl riis_pipeline::GlobalModule for Status {
+    fn on_global_rsca_query(
+        &self,
+        query: &mut riis_pipeline::RscaQuery<'_>,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        if query.function() == "status" {
+            let live: Vec<Arc<Sink>> = lock(&registry().sinks)
+                .values()
+                .filter_map(Weak::upgrade)
+                .collect();
+            let waiting: usize = live.iter().map(|s| lock(&s.waiting).bytes).sum();
+            query.write(&format!(
+                "http_logging_folders: {}\nhttp_logging_bytes_waiting: {waiting}\nhttp_logging_lines_dropped: {}\n",
+                live.len(),
+                LINES_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+            ));
+        }
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+}
+
 /// The host's name, for `s-computername`.
 fn computer_name() -> Box<str> {
     nix::unistd::gethostname()
@@ -1240,6 +1270,8 @@ pub fn register_module(
         software: server.software,
         sinks: RwLock::new(Vec::new()),
     });
+    registration
+        .set_global_notifications(Status, riis_pipeline::GlobalNotification::RscaQuery.into())?;
     registration.set_request_notifications(
         Factory { config, shared },
         RequestNotification::SendResponse.into(),

@@ -394,3 +394,67 @@ fn unknown_fields_are_configuration_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("http_logging.period"), "{err}");
 }
+
+/// `riis status` shows what the operators' modules hold: log folders and
+/// lines waiting, cache entries, clients counted, programs running.
+#[test]
+fn riis_status_reports_the_modules_state() {
+    let dir = TempDir::new("httplog-status");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    dir.write("www/a.txt", "alpha");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+pid_file = "riis.pid"
+
+[[modules]]
+name = "HttpLogging"
+[[modules]]
+name = "IpRestriction"
+[[modules]]
+name = "OutputCache"
+[[modules]]
+name = "Cgi"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+modules = ["StaticFile"]
+
+[output_cache]
+policy = "CacheUntilChange"
+
+[dynamic_ip_security]
+deny_by_request_rate = {{ enabled = true, max_requests = 100, request_interval_ms = 60000 }}
+
+[[sites]]
+name = "Status"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..3 {
+        assert_eq!(conn.get("/a.txt").status, 200);
+    }
+    let report = common::riis_status(&config);
+    for line in [
+        "http_logging_folders: 1",
+        "http_logging_lines_dropped: 0",
+        "output_cache_entries: 1",
+        "ip_restriction_clients: 1",
+        "cgi_programs_running: 0",
+    ] {
+        assert!(report.contains(line), "{line} in:\n{report}");
+    }
+    assert!(report.contains("http_logging_bytes_waiting: "), "{report}");
+    drop(server);
+}
