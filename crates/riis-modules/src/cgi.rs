@@ -920,10 +920,16 @@ pub fn register_module(
         software: server.software,
         running: Arc::default(),
     });
+    let running = shared.running.clone();
     registration.set_global_notifications(
-        Status {
-            running: shared.running.clone(),
-        },
+        crate::StatusLines(move || {
+            let count = running
+                .groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len();
+            format!("cgi_programs_running: {count}\n")
+        }),
         riis_pipeline::GlobalNotification::RscaQuery.into(),
     )?;
     registration.set_request_notifications(
@@ -931,29 +937,6 @@ pub fn register_module(
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,
     )
-}
-
-/// Answers `riis status` (RscaQuery `status`) with the programs running.
-struct Status {
-    running: Arc<Running>,
-}
-
-impl riis_pipeline::GlobalModule for Status {
-    fn on_global_rsca_query(
-        &self,
-        query: &mut riis_pipeline::RscaQuery<'_>,
-    ) -> riis_pipeline::GlobalNotificationStatus {
-        if query.function() == "status" {
-            let running = self
-                .running
-                .groups
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .len();
-            query.write(&format!("cgi_programs_running: {running}\n"));
-        }
-        riis_pipeline::GlobalNotificationStatus::Continue
-    }
 }
 
 /// Makes the instances; at shutdown (and once a reload's replaced

@@ -1223,29 +1223,19 @@ impl HttpModuleFactory for Factory {
     }
 }
 
-/// Answers `riis status` (RscaQuery `status`): the folders written to,
-/// the bytes waiting for the disk, the lines dropped.
-struct Status;
-
-impl riis_pipeline::GlobalModule for Status {
-    fn on_global_rsca_query(
-        &self,
-        query: &mut riis_pipeline::RscaQuery<'_>,
-    ) -> riis_pipeline::GlobalNotificationStatus {
-        if query.function() == "status" {
-            let live: Vec<Arc<Sink>> = lock(&registry().sinks)
-                .values()
-                .filter_map(Weak::upgrade)
-                .collect();
-            let waiting: usize = live.iter().map(|s| lock(&s.waiting).bytes).sum();
-            query.write(&format!(
-                "http_logging_folders: {}\nhttp_logging_bytes_waiting: {waiting}\nhttp_logging_lines_dropped: {}\n",
-                live.len(),
-                LINES_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
-            ));
-        }
-        riis_pipeline::GlobalNotificationStatus::Continue
-    }
+/// `riis status` lines: the folders written to, the bytes waiting for the
+/// disk, the lines dropped.
+fn status_lines() -> String {
+    let live: Vec<Arc<Sink>> = lock(&registry().sinks)
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let waiting: usize = live.iter().map(|s| lock(&s.waiting).bytes).sum();
+    format!(
+        "http_logging_folders: {}\nhttp_logging_bytes_waiting: {waiting}\nhttp_logging_lines_dropped: {}\n",
+        live.len(),
+        LINES_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 /// The host's name, for `s-computername`.
@@ -1270,8 +1260,10 @@ pub fn register_module(
         software: server.software,
         sinks: RwLock::new(Vec::new()),
     });
-    registration
-        .set_global_notifications(Status, riis_pipeline::GlobalNotification::RscaQuery.into())?;
+    registration.set_global_notifications(
+        crate::StatusLines(status_lines),
+        riis_pipeline::GlobalNotification::RscaQuery.into(),
+    )?;
     registration.set_request_notifications(
         Factory { config, shared },
         RequestNotification::SendResponse.into(),

@@ -700,8 +700,17 @@ pub fn register_module(
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<IpSecurityConfig>("ip_security")?;
     let dynamic = registration.declare_section::<DynamicIpSecurityConfig>("dynamic_ip_security")?;
-    registration
-        .set_global_notifications(Status, riis_pipeline::GlobalNotification::RscaQuery.into())?;
+    registration.set_global_notifications(
+        crate::StatusLines(|| {
+            let counted: usize = clients()
+                .shards
+                .iter()
+                .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clients.len())
+                .sum();
+            format!("ip_restriction_clients: {counted}\n")
+        }),
+        riis_pipeline::GlobalNotification::RscaQuery.into(),
+    )?;
     registration.set_request_notifications(
         move || IpRestriction {
             config,
@@ -719,27 +728,6 @@ pub fn register_module(
         Priority::First,
     )?;
     Ok(())
-}
-
-/// Answers `riis status` (RscaQuery `status`) with how many clients the
-/// dynamic limits count.
-struct Status;
-
-impl riis_pipeline::GlobalModule for Status {
-    fn on_global_rsca_query(
-        &self,
-        query: &mut riis_pipeline::RscaQuery<'_>,
-    ) -> riis_pipeline::GlobalNotificationStatus {
-        if query.function() == "status" {
-            let counted: usize = clients()
-                .shards
-                .iter()
-                .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clients.len())
-                .sum();
-            query.write(&format!("ip_restriction_clients: {counted}\n"));
-        }
-        riis_pipeline::GlobalNotificationStatus::Continue
-    }
 }
 
 #[cfg(test)]

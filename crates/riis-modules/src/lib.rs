@@ -120,6 +120,23 @@ where
     Ok(n)
 }
 
+/// A global module that answers `riis status` (RscaQuery `status`) with
+/// the `name: value` lines its function makes: how the modules that hold
+/// state report it.
+pub(crate) struct StatusLines<F>(pub(crate) F);
+
+impl<F: Fn() -> String + Send + Sync + 'static> riis_pipeline::GlobalModule for StatusLines<F> {
+    fn on_global_rsca_query(
+        &self,
+        query: &mut riis_pipeline::RscaQuery<'_>,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        if query.function() == "status" {
+            query.write(&(self.0)());
+        }
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+}
+
 /// The built-in modules by the name configuration uses.
 pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("StaticFile", static_file::register_module),

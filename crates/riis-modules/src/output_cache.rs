@@ -593,10 +593,16 @@ pub fn register_module(
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<OutputCacheConfig>("output_cache")?;
     let shared = Arc::new(Shared::default());
+    let report = shared.clone();
     registration.set_global_notifications(
-        Status {
-            shared: shared.clone(),
-        },
+        crate::StatusLines(move || {
+            let store = report.store();
+            format!(
+                "output_cache_entries: {}\noutput_cache_bytes: {}\n",
+                store.entries.len(),
+                store.bytes
+            )
+        }),
         riis_pipeline::GlobalNotification::RscaQuery.into(),
     )?;
     registration.set_request_notifications(
@@ -608,30 +614,6 @@ pub fn register_module(
         RequestNotification::ResolveRequestCache | RequestNotification::UpdateRequestCache,
         RequestNotifications::NONE,
     )
-}
-
-/// Answers `riis status` (RscaQuery `status`) with the cache's size.
-struct Status {
-    shared: Arc<Shared>,
-}
-
-impl riis_pipeline::GlobalModule for Status {
-    fn on_global_rsca_query(
-        &self,
-        query: &mut riis_pipeline::RscaQuery<'_>,
-    ) -> riis_pipeline::GlobalNotificationStatus {
-        if query.function() == "status" {
-            let store = self.shared.store();
-            let text = format!(
-                "output_cache_entries: {}\noutput_cache_bytes: {}\n",
-                store.entries.len(),
-                store.bytes
-            );
-            drop(store);
-            query.write(&text);
-        }
-        riis_pipeline::GlobalNotificationStatus::Continue
-    }
 }
 
 #[cfg(test)]
