@@ -942,33 +942,24 @@ impl HttpModule for HttpLogging {
         if ctx.child_depth() != 0 {
             return RequestNotificationStatus::Continue;
         }
+        let config = ctx.config(self.config);
         // The head's length is worked out only for `sc-bytes`.
-        if provider.headers_being_sent()
-            && ctx
-                .config(self.config)
-                .fields
-                .0
-                .contains(&LogField::BytesSent)
-        {
+        let counts_bytes = config.fields.0.contains(&LogField::BytesSent);
+        if provider.headers_being_sent() && counts_bytes {
             let resp = ctx.response();
             let whole = provider
                 .is_final_send()
                 .then(|| resp.bytes_sent() + resp.buffered_len());
             self.head_bytes = Some(head_length(ctx, whole));
         }
-        if !provider.is_final_send() {
-            return RequestNotificationStatus::Continue;
-        }
-        let config = ctx.config(self.config);
-        if !config.enabled {
+        if !provider.is_final_send() || !config.enabled {
             return RequestNotificationStatus::Continue;
         }
         // The head went out with a child request's send: as it is now, and
         // streamed.
         let head_bytes = match self.head_bytes {
             Some(n) => n,
-            None if ctx.response().headers_suppressed() => 0,
-            None if !config.fields.0.contains(&LogField::BytesSent) => 0,
+            None if !counts_bytes || ctx.response().headers_suppressed() => 0,
             None => head_length(ctx, None),
         };
         let sink = self.shared.sink(ctx.site().site_id, config);
