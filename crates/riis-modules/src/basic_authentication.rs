@@ -625,28 +625,15 @@ impl HttpModule for BasicAuthentication {
     }
 }
 
-/// The request's host name without its port, if it is a plain one.
+/// The request's host name without its port (the `SERVER_NAME` server
+/// variable), if it is a plain one.
 fn host_name(ctx: &HttpContext) -> Option<String> {
-    let host = ctx
-        .request()
-        .header(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| ctx.request().uri().host())?;
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        }
-        _ => host,
-    };
+    let name = ctx.server_variable("SERVER_NAME")?;
     (!name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)))
-    .then(|| name.to_owned())
+    .then(|| name.into_owned())
 }
 
 /// Entry point.

@@ -551,8 +551,6 @@ fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
 /// The module's threads, made with the first run.
 struct Shared {
     runs: OnceLock<Background<Run>>,
-    /// `SERVER_SOFTWARE`.
-    software: &'static str,
     running: Arc<Running>,
 }
 
@@ -619,13 +617,7 @@ impl Cgi {
             config.pass_authorization,
         );
         let program = ctx.physical_path().to_path_buf();
-        let command = command(
-            ctx,
-            &program,
-            body.len(),
-            pass_authorization,
-            self.shared.software,
-        );
+        let command = command(ctx, &program, body.len(), pass_authorization);
         let result = Arc::new(Mutex::new(None));
         let now = Instant::now();
         let job = Run {
@@ -688,7 +680,7 @@ fn fail(
     why: &str,
 ) -> RequestNotificationStatus {
     tracing::warn!(url = %ctx.request().raw_url(), "CGI: {why}");
-    let finished = crate::end_with_error(ctx, status, substatus, 0x8000_4005);
+    let finished = crate::end_with_error(ctx, status, substatus, ModuleError::E_FAIL);
     ctx.response_mut()
         .set_error_description(format!("CGI: {why}"));
     finished
@@ -700,7 +692,6 @@ fn command(
     program: &std::path::Path,
     body_len: usize,
     pass_authorization: bool,
-    software: &str,
 ) -> Command {
     let req = ctx.request();
     let mut command = Command::new(program);
@@ -708,47 +699,36 @@ fn command(
         command.current_dir(folder);
     }
     command.env_clear();
+    // The variables RFC 3875 shares with IIS's server variables come from
+    // them (`SERVER_NAME`: the routed host without its port).
+    for name in [
+        "GATEWAY_INTERFACE",
+        "SERVER_SOFTWARE",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "REQUEST_METHOD",
+        "QUERY_STRING",
+        "REMOTE_PORT",
+        "HTTPS",
+    ] {
+        if let Some(value) = ctx.server_variable(name) {
+            command.env(name, &*value);
+        }
+    }
     let mut set = |name: &str, value: &str| {
         command.env(name, value);
     };
-    set("GATEWAY_INTERFACE", "CGI/1.1");
-    set("SERVER_SOFTWARE", software);
-    let host = req
-        .header(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| {
-            h.rsplit_once(':').map_or(h, |(name, port)| {
-                if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() {
-                    name
-                } else {
-                    h
-                }
-            })
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| req.local_address().ip().to_string());
-    set("SERVER_NAME", &host);
-    set("SERVER_PORT", &req.local_address().port().to_string());
-    let protocol = match req.http_version() {
-        riis_pipeline::http::Version::HTTP_10 => "HTTP/1.0",
-        riis_pipeline::http::Version::HTTP_2 => "HTTP/2",
-        _ => "HTTP/1.1",
-    };
-    set("SERVER_PROTOCOL", protocol);
-    set("REQUEST_METHOD", req.method().as_str());
     set("REQUEST_URI", req.raw_url());
     set("SCRIPT_NAME", req.url());
     set("SCRIPT_FILENAME", &program.to_string_lossy());
     set("DOCUMENT_ROOT", &ctx.site().physical_root.to_string_lossy());
+    // IIS's PATH_INFO is the whole URL; CGI's is what follows the program.
     set("PATH_INFO", "");
-    set("QUERY_STRING", req.query_string());
     set(
         "REMOTE_ADDR",
         &req.remote_address().ip().to_canonical().to_string(),
     );
-    set("REMOTE_PORT", &req.remote_address().port().to_string());
-    let https = ctx.server_variable("HTTPS").is_some_and(|v| v == "on");
-    set("HTTPS", if https { "on" } else { "off" });
     set("REDIRECT_STATUS", "200");
     set("PATH", "/usr/local/bin:/usr/bin:/bin");
     if let Some(user) = ctx.user().filter(|u| !u.name().is_empty()) {
@@ -758,13 +738,9 @@ fn command(
     if body_len > 0 || req.header(header::CONTENT_LENGTH).is_some() {
         set("CONTENT_LENGTH", &body_len.to_string());
     }
-    // Each header as HTTP_NAME; several values of one name joined.
-    let mut seen: Vec<&HeaderName> = Vec::new();
+    // Each header as HTTP_NAME (`keys` gives each name once); several
+    // values of one name joined, raw bytes kept.
     for name in req.headers().keys() {
-        if seen.contains(&name) {
-            continue;
-        }
-        seen.push(name);
         // A name with `_` would pass for the `-` one (`X_Forwarded_For`
         // as HTTP_X_FORWARDED_FOR): dropped, as nginx and Apache do.
         if *name == header::CONTENT_LENGTH
@@ -912,12 +888,11 @@ impl HttpModule for Cgi {
 pub fn register_module(
     _server_version: u32,
     registration: &mut ModuleRegistration<'_>,
-    server: &ServerInfo,
+    _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<CgiConfig>("cgi")?;
     let shared = Arc::new(Shared {
         runs: OnceLock::new(),
-        software: server.software,
         running: Arc::default(),
     });
     let running = shared.running.clone();
