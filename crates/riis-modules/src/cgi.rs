@@ -64,8 +64,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use riis_pipeline::bytes::Bytes;
-use riis_pipeline::http::header::{self, HeaderName, HeaderValue};
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
     CompletionHandle, CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration,
@@ -74,6 +72,7 @@ use riis_pipeline::{
 use serde::Deserialize;
 
 use crate::background::Background;
+use crate::gateway::{parse_output, ErrorLog};
 
 /// The `cgi` configuration section.
 #[derive(Debug, Deserialize)]
@@ -104,16 +103,10 @@ impl Default for CgiConfig {
     }
 }
 
-/// The most header lines and bytes a program's header block may have.
-const MAX_HEADER_LINES: usize = 100;
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-
 /// How much of the body one read asks for.
 const READ_SIZE: usize = 64 * 1024;
 /// Programs that may wait for a thread.
 const QUEUED_RUNS: usize = 1024;
-/// Standard error lines logged per run.
-const STDERR_LINES: usize = 100;
 
 /// What a run came to.
 enum Outcome {
@@ -235,7 +228,7 @@ fn execute(job: &mut Run) -> Outcome {
     if body.is_empty() {
         stdin = None;
     }
-    let mut errors = StderrLog::new(job.program.display().to_string());
+    let mut errors = ErrorLog::new("CGI", job.program.display().to_string());
     let mut output = Vec::new();
     let mut ending = None;
     let mut buffer = vec![0u8; 64 * 1024];
@@ -408,146 +401,6 @@ fn wait_for_exit(pid: nix::unistd::Pid, until: Instant, cancelled: &std::sync::a
     }
 }
 
-/// A program's standard error, logged as it comes: at most
-/// [`STDERR_LINES`] lines of at most 1 KiB each, the rest read and dropped,
-/// so the program never blocks on (or dies of) a pipe nobody reads.
-struct StderrLog {
-    program: String,
-    line: Vec<u8>,
-    logged: usize,
-}
-
-impl StderrLog {
-    fn new(program: String) -> Self {
-        Self {
-            program,
-            line: Vec::new(),
-            logged: 0,
-        }
-    }
-
-    fn take(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' {
-                self.emit();
-            } else if self.line.len() < 1024 {
-                self.line.push(b);
-            }
-        }
-    }
-
-    fn emit(&mut self) {
-        if self.logged < STDERR_LINES && !self.line.is_empty() {
-            let text = String::from_utf8_lossy(&self.line);
-            tracing::warn!(program = %self.program, "CGI: {}", text.escape_debug());
-            self.logged += 1;
-        }
-        self.line.clear();
-    }
-
-    fn finish(&mut self) {
-        self.emit();
-    }
-}
-
-/// A program's response, parsed.
-struct CgiResponse {
-    status: StatusCode,
-    reason: Option<String>,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    body: Bytes,
-}
-
-/// Headers the HTTP layer writes itself: a program's are dropped.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "transfer-encoding",
-    "content-length",
-    "keep-alive",
-    "upgrade",
-    "date",
-];
-
-/// Splits a program's output into its header block and body (RFC 3875
-/// §6): lines ending with LF or CRLF, up to an empty line.
-fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
-    let mut output = Bytes::from(output);
-    let mut status = None;
-    let mut reason = None;
-    let mut headers = Vec::new();
-    let mut location = false;
-    let mut content_type = false;
-    let mut lines = 0;
-    let whole = output.len();
-    loop {
-        if lines > MAX_HEADER_LINES || whole - output.len() > MAX_HEADER_BYTES {
-            return Err(format!(
-                "the header block is longer than {MAX_HEADER_LINES} lines or {MAX_HEADER_BYTES} bytes"
-            ));
-        }
-        let Some(end) = output.iter().position(|&b| b == b'\n') else {
-            return Err("the output has no complete header block".into());
-        };
-        let line = output.split_to(end + 1);
-        let line = line.strip_suffix(b"\n").unwrap_or(&line);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        lines += 1;
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Err(format!(
-                "`{}` is not a header line",
-                String::from_utf8_lossy(line).escape_debug()
-            ));
-        };
-        let name = &line[..colon];
-        let value = line[colon + 1..].trim_ascii();
-        if name.eq_ignore_ascii_case(b"status") {
-            let text = std::str::from_utf8(value).map_err(|_| "the Status line is not text")?;
-            let (code, phrase) = text.split_once(' ').unwrap_or((text, ""));
-            let code = code
-                .parse::<u16>()
-                .ok()
-                .and_then(|c| StatusCode::from_u16(c).ok())
-                .filter(|c| (200..=599).contains(&c.as_u16()))
-                .ok_or_else(|| format!("`Status: {text}` has no valid status code"))?;
-            status = Some(code);
-            reason = (!phrase.trim().is_empty()).then(|| phrase.trim().to_owned());
-            continue;
-        }
-        let name = HeaderName::from_bytes(name).map_err(|_| {
-            format!(
-                "`{}` is not a header name",
-                String::from_utf8_lossy(name).escape_debug()
-            )
-        })?;
-        let value = HeaderValue::from_bytes(value)
-            .map_err(|_| format!("the value of {name} is not a valid header value"))?;
-        location |= name == header::LOCATION;
-        content_type |= name == header::CONTENT_TYPE;
-        if !HOP_BY_HOP.contains(&name.as_str()) {
-            headers.push((name, value));
-        }
-    }
-    if !location && !content_type && status.is_none() {
-        return Err("the output has none of Content-Type, Location and Status".into());
-    }
-    // A `Location` without a status redirects (RFC 3875 §6.2.3/§6.2.4; a
-    // local path is sent to the client as well).
-    let status = status.unwrap_or(if location {
-        StatusCode::FOUND
-    } else {
-        StatusCode::OK
-    });
-    Ok(CgiResponse {
-        status,
-        reason,
-        headers,
-        body: output,
-    })
-}
-
 /// The module's threads, made with the first run.
 struct Shared {
     runs: OnceLock<Background<Run>>,
@@ -693,85 +546,14 @@ fn command(
     body_len: usize,
     pass_authorization: bool,
 ) -> Command {
-    let req = ctx.request();
     let mut command = Command::new(program);
     if let Some(folder) = program.parent() {
         command.current_dir(folder);
     }
     command.env_clear();
-    // The variables RFC 3875 shares with IIS's server variables come from
-    // them (`SERVER_NAME`: the routed host without its port).
-    for name in [
-        "GATEWAY_INTERFACE",
-        "SERVER_SOFTWARE",
-        "SERVER_NAME",
-        "SERVER_PORT",
-        "SERVER_PROTOCOL",
-        "REQUEST_METHOD",
-        "QUERY_STRING",
-        "REMOTE_PORT",
-        "HTTPS",
-    ] {
-        if let Some(value) = ctx.server_variable(name) {
-            command.env(name, &*value);
-        }
-    }
-    let mut set = |name: &str, value: &str| {
-        command.env(name, value);
-    };
-    set("REQUEST_URI", req.raw_url());
-    set("SCRIPT_NAME", req.url());
-    set("SCRIPT_FILENAME", &program.to_string_lossy());
-    set("DOCUMENT_ROOT", &ctx.site().physical_root.to_string_lossy());
-    // IIS's PATH_INFO is the whole URL; CGI's is what follows the program.
-    set("PATH_INFO", "");
-    set(
-        "REMOTE_ADDR",
-        &req.remote_address().ip().to_canonical().to_string(),
-    );
-    set("REDIRECT_STATUS", "200");
-    set("PATH", "/usr/local/bin:/usr/bin:/bin");
-    if let Some(user) = ctx.user().filter(|u| !u.name().is_empty()) {
-        set("AUTH_TYPE", user.authentication_type());
-        set("REMOTE_USER", user.name());
-    }
-    if body_len > 0 || req.header(header::CONTENT_LENGTH).is_some() {
-        set("CONTENT_LENGTH", &body_len.to_string());
-    }
-    // Each header as HTTP_NAME (`keys` gives each name once); several
-    // values of one name joined, raw bytes kept.
-    for name in req.headers().keys() {
-        // A name with `_` would pass for the `-` one (`X_Forwarded_For`
-        // as HTTP_X_FORWARDED_FOR): dropped, as nginx and Apache do.
-        if *name == header::CONTENT_LENGTH
-            || name.as_str() == "proxy"
-            || name.as_str().contains('_')
-            || (*name == header::AUTHORIZATION && !pass_authorization)
-        {
-            continue;
-        }
-        // Cookies join with `; ` (RFC 9113 §8.2.3), others with `, `.
-        let separator: &[u8] = if *name == header::COOKIE {
-            b"; "
-        } else {
-            b", "
-        };
-        let mut value: Vec<u8> = Vec::new();
-        for (i, v) in req.headers().get_all(name).iter().enumerate() {
-            if i > 0 {
-                value.extend_from_slice(separator);
-            }
-            value.extend_from_slice(v.as_bytes());
-        }
-        let variable = if *name == header::CONTENT_TYPE {
-            "CONTENT_TYPE".to_owned()
-        } else {
-            format!(
-                "HTTP_{}",
-                name.as_str().to_ascii_uppercase().replace('-', "_")
-            )
-        };
-        command.env(variable, OsString::from_vec(value));
+    command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    for (name, value) in crate::gateway::meta_variables(ctx, program, body_len, pass_authorization) {
+        command.env(name, OsString::from_vec(value));
     }
     command
 }
@@ -838,17 +620,9 @@ impl HttpModule for Cgi {
                 let outcome = result.lock().unwrap_or_else(|e| e.into_inner()).take();
                 match outcome {
                     Some(Outcome::Output(output)) => match parse_output(output) {
-                        Ok(parsed) => {
-                            let resp = ctx.response_mut();
-                            resp.clear();
-                            let reason = parsed.reason.unwrap_or_else(|| {
-                                parsed.status.canonical_reason().unwrap_or("").to_owned()
-                            });
-                            resp.set_status(parsed.status, reason);
-                            for (name, value) in parsed.headers {
-                                resp.append_header(name, value);
-                            }
-                            resp.write(parsed.body);
+                        Ok((head, body)) => {
+                            head.apply(ctx);
+                            ctx.response_mut().write(body);
                             RequestNotificationStatus::Continue
                         }
                         Err(why) => fail(ctx, StatusCode::BAD_GATEWAY, 2, &why),
@@ -933,47 +707,5 @@ impl riis_pipeline::HttpModuleFactory for Factory {
 
     fn terminate(&self) {
         self.shared.running.end_all();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_is_split_into_status_headers_and_body() {
-        let parsed = parse_output(
-            b"Content-Type: text/plain\r\nX-A: 1\nStatus: 404 Gone Away\n\nbody\n".to_vec(),
-        )
-        .unwrap();
-        assert_eq!(parsed.status, StatusCode::NOT_FOUND);
-        assert_eq!(parsed.reason.as_deref(), Some("Gone Away"));
-        assert_eq!(parsed.headers.len(), 2);
-        assert_eq!(&parsed.body[..], b"body\n");
-        let redirect = parse_output(b"Location: /elsewhere\n\n".to_vec()).unwrap();
-        assert_eq!(redirect.status, StatusCode::FOUND);
-        // The HTTP layer's own headers are dropped.
-        let framed = parse_output(
-            b"Content-Type: text/plain\nContent-Length: 99\nTransfer-Encoding: chunked\n\nx"
-                .to_vec(),
-        )
-        .unwrap();
-        assert_eq!(framed.headers.len(), 1);
-    }
-
-    #[test]
-    fn bad_output_says_what_is_wrong() {
-        let err = |o: &[u8]| parse_output(o.to_vec()).err().unwrap();
-        assert!(err(b"Content-Type: text/plain").contains("no complete header block"));
-        assert!(err(b"hello world\n\n").contains("not a header line"));
-        assert!(err(b"X-A: 1\n\n").contains("none of Content-Type"));
-        assert!(err(b"Status: abc\n\n").contains("no valid status code"));
-        assert!(err(b"Status: 100 Continue\n\n").contains("no valid status code"));
-        assert!(err(b"Bad Name: x\n\n").contains("not a header name"));
-        assert!(err(b"Status: 999 Odd\n\n").contains("no valid status code"));
-        let many: Vec<u8> = (0..200)
-            .flat_map(|i| format!("X-H{i}: 1\n").into_bytes())
-            .collect();
-        assert!(err(&many).contains("longer than 100 lines"));
     }
 }

@@ -11,6 +11,7 @@
 pub mod anonymous_authentication;
 pub mod async_hello;
 mod background;
+mod gateway;
 pub mod basic_authentication;
 pub mod cgi;
 pub mod content_encoding;
@@ -20,6 +21,7 @@ pub mod directory_listing;
 pub mod dynamic_compression;
 pub mod event_trace;
 pub mod failed_requests_tracing;
+pub mod fastcgi;
 pub mod hello_world;
 pub mod http_logging;
 pub mod http_redirection;
@@ -166,6 +168,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("HttpLogging", http_logging::register_module),
     ("OutputCache", output_cache::register_module),
     ("Cgi", cgi::register_module),
+    ("FastCgi", fastcgi::register_module),
 ];
 
 /// The entry point of a built-in module.

@@ -1,0 +1,538 @@
+//! One request's conversation with a FastCGI application, run as a task on
+//! the module's own runtime, and what it shares with the request: the
+//! [`Mailbox`] the output arrives in.
+//!
+//! The task writes the request while it reads the answer (an application
+//! may answer before it has read the whole body), parses the header block,
+//! and passes the body on in pieces. It stops reading while the request
+//! has [`MAILBOX_LIMIT`] bytes it has not taken yet, so a slow client slows
+//! the application down instead of filling the server's memory.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use riis_pipeline::bytes::{Bytes, BytesMut};
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::CompletionHandle;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Notify;
+
+use super::protocol::{self, protocol_status, Record};
+use crate::gateway::{parse_head, ErrorLog, ResponseHead};
+
+/// Output bytes the request may leave untaken before the task stops
+/// reading from the application.
+pub(super) const MAILBOX_LIMIT: usize = 256 * 1024;
+/// Idle connections kept per application address.
+const IDLE_PER_ADDRESS: usize = 32;
+/// How long an idle connection is kept.
+const IDLE_TIME: Duration = Duration::from_secs(60);
+/// How much one read from the application asks for.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Where a FastCGI application listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// `host:port` (a name is resolved at each connection).
+    Tcp(String),
+    /// `unix:/path/to/socket`.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Address {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "`{text}`: a socket path after `unix:` must be absolute"
+                ));
+            }
+            return Ok(Address::Unix(PathBuf::from(path)));
+        }
+        let port = text
+            .rsplit_once(':')
+            .and_then(|(host, port)| (!host.is_empty()).then_some(port))
+            .and_then(|port| port.parse::<u16>().ok())
+            .filter(|&port| port != 0);
+        if port.is_none() || text.contains('/') {
+            return Err(format!(
+                "`{text}` is neither `host:port` nor `unix:/path/to/socket`"
+            ));
+        }
+        Ok(Address::Tcp(text.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(host_port) => f.write_str(host_port),
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A connection to an application.
+enum Connection {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Connection {
+    async fn open(address: &Address) -> std::io::Result<Self> {
+        Ok(match address {
+            Address::Tcp(host_port) => {
+                let stream = TcpStream::connect(host_port.as_str()).await?;
+                // Records are written whole; waiting to fill a segment only
+                // delays the request.
+                let _ = stream.set_nodelay(true);
+                Connection::Tcp(stream)
+            }
+            Address::Unix(path) => Connection::Unix(UnixStream::connect(path).await?),
+        })
+    }
+}
+
+/// The idle connections, per application address, for `keep_connections`.
+#[derive(Default)]
+pub(super) struct Pools {
+    idle: Mutex<HashMap<Address, Vec<(Connection, Instant)>>>,
+    /// Idle connections, for `riis status`.
+    count: AtomicUsize,
+}
+
+impl Pools {
+    /// The most recently used idle connection to `address` that is not too
+    /// old.
+    fn take(&self, address: &Address) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(address)?;
+        while let Some((connection, since)) = list.pop() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            if since.elapsed() < IDLE_TIME {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn put(&self, address: &Address, connection: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(address.clone()).or_default();
+        if list.len() >= IDLE_PER_ADDRESS {
+            // The oldest goes: it is the likeliest to be closed by now.
+            list.remove(0);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        list.push((connection, Instant::now()));
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Idle connections now.
+    pub(super) fn idle_count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Closes every idle connection (before the runtime they belong to
+    /// goes).
+    pub(super) fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.count.store(0, Ordering::Relaxed);
+    }
+}
+
+/// How a request's exchange ended.
+pub(super) enum End {
+    /// The application answered whole.
+    Complete,
+    /// It did not: the status the request gets (when no head went out yet)
+    /// and why, for the log and the detailed error page.
+    Failed(StatusCode, String),
+}
+
+/// What the task has for the request and has not been taken yet.
+#[derive(Default)]
+pub(super) struct Inbox {
+    /// The response head, once parsed.
+    pub(super) head: Option<ResponseHead>,
+    /// Body pieces.
+    pub(super) chunks: Vec<Bytes>,
+    /// Their bytes.
+    pub(super) queued: usize,
+    /// The exchange is over.
+    pub(super) end: Option<End>,
+    /// The request waits (Pending) for news: the next one posts its
+    /// completion.
+    pub(super) parked: bool,
+}
+
+/// Shared by the request (its module instance) and its task.
+pub(super) struct Mailbox {
+    pub(super) inbox: Mutex<Inbox>,
+    /// The request took output: the task may read on.
+    pub(super) space: Notify,
+    cancelled: AtomicBool,
+    cancel: Notify,
+}
+
+impl Mailbox {
+    /// A mailbox whose request waits from the start.
+    pub(super) fn new() -> Self {
+        Self {
+            inbox: Mutex::new(Inbox {
+                parked: true,
+                ..Inbox::default()
+            }),
+            space: Notify::new(),
+            cancelled: AtomicBool::new(false),
+            cancel: Notify::new(),
+        }
+    }
+
+    /// The request ended: the task stops and drops its connection.
+    pub(super) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.cancel.notify_one();
+    }
+
+    async fn cancelled(&self) {
+        while !self.cancelled.load(Ordering::SeqCst) {
+            self.cancel.notified().await;
+        }
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One request for the task.
+pub(super) struct Job {
+    pub(super) address: Address,
+    /// `FCGI_BEGIN_REQUEST` and the parameters, encoded.
+    pub(super) head: Bytes,
+    /// The request body.
+    pub(super) body: Bytes,
+    pub(super) keep_connection: bool,
+    /// When the whole exchange must be over.
+    pub(super) deadline: Instant,
+    /// The longest wait for the application.
+    pub(super) activity_timeout: Duration,
+    /// The script, for log lines.
+    pub(super) script: String,
+    pub(super) mailbox: Arc<Mailbox>,
+    pub(super) done: CompletionHandle,
+    pub(super) pools: Arc<Pools>,
+}
+
+impl Job {
+    /// Leaves news for the request, waking it if it waits.
+    fn deliver(&self, fill: impl FnOnce(&mut Inbox)) {
+        let mut inbox = self.mailbox.lock();
+        fill(&mut inbox);
+        if std::mem::take(&mut inbox.parked) {
+            drop(inbox);
+            self.done.post_completion(0);
+        }
+    }
+
+    /// Passes a body piece on, then waits while the request has too much
+    /// untaken.
+    async fn deliver_body(&self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        self.deliver(|inbox| {
+            inbox.queued += piece.len();
+            inbox.chunks.push(piece);
+        });
+        while self.mailbox.lock().queued >= MAILBOX_LIMIT {
+            self.mailbox.space.notified().await;
+        }
+    }
+}
+
+/// Runs a request's exchange to its end and tells the request.
+pub(super) async fn run(job: Job) {
+    let end = tokio::select! {
+        end = tokio::time::timeout_at(job.deadline.into(), exchange_with_retry(&job)) => match end {
+            Ok(Ok(())) => End::Complete,
+            Ok(Err(failure)) => failure.into_end(&job),
+            Err(_) => End::Failed(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{} took longer than fastcgi.request_timeout", job.address),
+            ),
+        },
+        // The request is gone: nobody reads the end.
+        _ = job.mailbox.cancelled() => return,
+    };
+    job.deliver(|inbox| inbox.end = Some(end));
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// The connection gave nothing back at all: for a reused one, the
+    /// application closed it while it was idle, and a new one is tried.
+    Nothing(std::io::Error),
+    /// Connecting failed.
+    Connect(std::io::Error),
+    /// The application went quiet for `activity_timeout`.
+    Quiet,
+    /// The application is overloaded (`FCGI_OVERLOADED`).
+    Overloaded,
+    /// The application broke the protocol or the connection.
+    Broken(String),
+}
+
+impl Failure {
+    fn into_end(self, job: &Job) -> End {
+        let address = &job.address;
+        match self {
+            Failure::Connect(e) => End::Failed(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot connect to {address}: {e}"),
+            ),
+            Failure::Nothing(e) => End::Failed(
+                StatusCode::BAD_GATEWAY,
+                format!("{address} closed the connection without answering: {e}"),
+            ),
+            Failure::Quiet => End::Failed(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "{address} sent nothing for fastcgi.activity_timeout ({} s)",
+                    job.activity_timeout.as_secs()
+                ),
+            ),
+            Failure::Overloaded => End::Failed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{address} is overloaded (FCGI_OVERLOADED)"),
+            ),
+            Failure::Broken(why) => End::Failed(StatusCode::BAD_GATEWAY, format!("{address}: {why}")),
+        }
+    }
+}
+
+/// Runs the exchange on an idle connection if there is one, and once more
+/// on a new one if the idle one turns out closed.
+async fn exchange_with_retry(job: &Job) -> Result<(), Failure> {
+    if job.keep_connection {
+        if let Some(mut connection) = job.pools.take(&job.address) {
+            match exchange(&mut connection, job).await {
+                Ok(reusable) => {
+                    if reusable {
+                        job.pools.put(&job.address, connection);
+                    }
+                    return Ok(());
+                }
+                // Nothing came back: the application cannot have acted on
+                // a request it never answered a byte of... unless it did and
+                // then died; the same risk an HTTP client takes retrying an
+                // idle connection once.
+                Err(Failure::Nothing(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
+    }
+    let mut connection = tokio::time::timeout(job.activity_timeout, Connection::open(&job.address))
+        .await
+        .map_err(|_| Failure::Quiet)?
+        .map_err(Failure::Connect)?;
+    let reusable = exchange(&mut connection, job).await?;
+    if reusable && job.keep_connection {
+        job.pools.put(&job.address, connection);
+    }
+    Ok(())
+}
+
+/// One exchange on `connection`: whether the connection may be used again.
+async fn exchange(connection: &mut Connection, job: &Job) -> Result<bool, Failure> {
+    match connection {
+        Connection::Tcp(stream) => {
+            let (read, write) = stream.split();
+            converse(read, write, job).await
+        }
+        Connection::Unix(stream) => {
+            let (read, write) = stream.split();
+            converse(read, write, job).await
+        }
+    }
+}
+
+async fn converse(
+    mut read: impl AsyncRead + Unpin,
+    mut write: impl AsyncWrite + Unpin,
+    job: &Job,
+) -> Result<bool, Failure> {
+    let sending = send(&mut write, job);
+    tokio::pin!(sending);
+    let receiving = receive(&mut read, job);
+    tokio::pin!(receiving);
+    let mut sent = None;
+    loop {
+        tokio::select! {
+            result = &mut sending, if sent.is_none() => sent = Some(result.is_ok()),
+            result = &mut receiving => {
+                // An application may answer without reading the whole body
+                // (and close): the answer counts, the connection does not.
+                let clean = result?;
+                return Ok(clean && sent == Some(true));
+            }
+        }
+    }
+}
+
+/// Writes the request: begin, parameters, body, end of body.
+async fn send(write: &mut (impl AsyncWrite + Unpin), job: &Job) -> std::io::Result<()> {
+    write.write_all(&job.head).await?;
+    let mut record = BytesMut::with_capacity(READ_SIZE + 16);
+    for piece in job.body.chunks(READ_SIZE) {
+        record.clear();
+        protocol::input(&mut record, piece);
+        write.write_all(&record).await?;
+    }
+    record.clear();
+    protocol::end_of_input(&mut record);
+    write.write_all(&record).await?;
+    write.flush().await
+}
+
+/// Reads the answer to its `FCGI_END_REQUEST`: whether the connection
+/// ended clean (nothing more on it).
+async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool, Failure> {
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    // The head as it comes, until it is whole.
+    let mut head: Option<BytesMut> = Some(BytesMut::new());
+    let mut errors = ErrorLog::new("FastCGI", job.script.clone());
+    let mut received = false;
+    loop {
+        while let Some(record) = protocol::next_record(&mut buf).map_err(Failure::Broken)? {
+            match record {
+                Record::Output(data) => match head.as_mut() {
+                    Some(pending) => {
+                        pending.extend_from_slice(&data);
+                        match parse_head(pending) {
+                            Ok(Some((parsed, used))) => {
+                                let rest = pending.split_off(used).freeze();
+                                head = None;
+                                job.deliver(|inbox| inbox.head = Some(parsed));
+                                job.deliver_body(rest).await;
+                            }
+                            Ok(None) if data.is_empty() => {
+                                return Err(Failure::Broken(
+                                    "the output ended inside the response header block".into(),
+                                ))
+                            }
+                            Ok(None) => {}
+                            Err(why) => return Err(Failure::Broken(why)),
+                        }
+                    }
+                    None => job.deliver_body(data).await,
+                },
+                Record::ErrorOutput(data) => errors.take(&data),
+                Record::End {
+                    app_status,
+                    protocol_status,
+                } => {
+                    errors.finish();
+                    match protocol_status {
+                        protocol_status::REQUEST_COMPLETE => {}
+                        protocol_status::OVERLOADED => return Err(Failure::Overloaded),
+                        protocol_status::CANT_MPX_CONN => {
+                            return Err(Failure::Broken(
+                                "the application refused the request (FCGI_CANT_MPX_CONN)".into(),
+                            ))
+                        }
+                        protocol_status::UNKNOWN_ROLE => {
+                            return Err(Failure::Broken(
+                                "the application is not a Responder (FCGI_UNKNOWN_ROLE)".into(),
+                            ))
+                        }
+                        other => {
+                            return Err(Failure::Broken(format!(
+                                "the application ended the request with protocol status {other}"
+                            )))
+                        }
+                    }
+                    if head.is_some() {
+                        return Err(Failure::Broken(
+                            "the application ended the request without a response header block"
+                                .into(),
+                        ));
+                    }
+                    if app_status != 0 {
+                        tracing::debug!(script = %job.script, app_status, "FastCGI: request ended");
+                    }
+                    return Ok(buf.is_empty());
+                }
+                Record::Other => {}
+            }
+        }
+        buf.reserve(READ_SIZE);
+        let read_once = tokio::time::timeout(job.activity_timeout, read.read_buf(&mut buf));
+        match read_once.await {
+            Err(_) => return Err(Failure::Quiet),
+            Ok(Ok(0)) if !received => {
+                return Err(Failure::Nothing(std::io::ErrorKind::UnexpectedEof.into()))
+            }
+            Ok(Ok(0)) => {
+                return Err(Failure::Broken(
+                    "the application closed the connection before FCGI_END_REQUEST".into(),
+                ))
+            }
+            Ok(Ok(_)) => received = true,
+            Ok(Err(e)) if !received => return Err(Failure::Nothing(e)),
+            Ok(Err(e)) => return Err(Failure::Broken(format!("reading the answer failed: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_host_port_or_unix_paths() {
+        assert_eq!(
+            "127.0.0.1:9000".parse::<Address>(),
+            Ok(Address::Tcp("127.0.0.1:9000".into()))
+        );
+        assert_eq!(
+            "[::1]:9000".parse::<Address>(),
+            Ok(Address::Tcp("[::1]:9000".into()))
+        );
+        assert_eq!(
+            "php:9000".parse::<Address>(),
+            Ok(Address::Tcp("php:9000".into()))
+        );
+        assert_eq!(
+            "unix:/run/php/php-fpm.sock".parse::<Address>(),
+            Ok(Address::Unix("/run/php/php-fpm.sock".into()))
+        );
+        for bad in [
+            "",
+            "9000",
+            ":9000",
+            "host:",
+            "host:0",
+            "host:99999",
+            "unix:relative.sock",
+            "/run/php.sock",
+            "http://host:9000",
+        ] {
+            assert!(bad.parse::<Address>().is_err(), "{bad}");
+        }
+    }
+}

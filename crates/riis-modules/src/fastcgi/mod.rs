@@ -1,0 +1,421 @@
+//! `FastCgi`: hands requests to a FastCGI application (PHP's `php-fpm`,
+//! or any FastCGI Responder) listening on a socket, as IIS's FastCGI
+//! module and nginx's `fastcgi_pass` do.
+//!
+//! Registers for **ExecuteRequestHandler**, as a handler module (map it
+//! with a path such as `*.php` and `resource_type = "File"`, so the script
+//! exists), and for **OnAsyncCompletion**, where the rest of the request
+//! happens:
+//!
+//! 1. The request body is read through the pipeline (ReadEntity modules
+//!    see it, RequestFiltering's limit applies), up to `max_request_body`
+//!    bytes (413 past it).
+//! 2. The exchange with the application runs as a task on the module's own
+//!    runtime (one thread, `riis-fastcgi`), not on the request's worker:
+//!    the request waits (Pending) and resumes through OnAsyncCompletion
+//!    each time the task has output for it.
+//! 3. The application's header block (`Status`, `Location`, other headers)
+//!    becomes the response's head, and its output the entity. Output is
+//!    kept in the response until `response_buffer_limit` bytes wait, then
+//!    flushed (IIS's `responseBufferLimit`; 0 sends each piece as it comes,
+//!    for applications that stream). A response that ends below the limit
+//!    goes out whole, with `Content-Length`.
+//!
+//! The request gets **502** when the application cannot be reached, breaks
+//! the protocol or sends no valid header block, **503** when it answers
+//! `FCGI_OVERLOADED`, and **504** when it sends nothing for
+//! `activity_timeout` seconds or the exchange outlasts `request_timeout`
+//! (nginx's statuses; IIS answers 500 to all of them). After part of the
+//! response went out, the connection is reset instead, so the client sees
+//! the response is cut short. The application's own error responses pass
+//! through untouched (CustomError leaves them, as nginx's
+//! `fastcgi_intercept_errors off`). Its error output (`FCGI_STDERR`) goes to
+//! the server's log. A request that ends early (the client left,
+//! `timeouts.execution`) drops its connection to the application.
+//!
+//! With `keep_connections` (the default), a connection is asked to stay
+//! open (`FCGI_KEEP_CONN`) and kept for the next request to the same
+//! address, up to 32 idle per address for a minute; a kept connection that
+//! turns out closed before any answer is replaced once by a new one.
+//!
+//! The parameters are the RFC 3875 meta-variables Cgi passes as its
+//! environment (without `HTTP_PROXY`, and without `HTTP_AUTHORIZATION`
+//! unless `pass_authorization`), plus the section's `params`, which add to
+//! or replace them (as nginx's `fastcgi_param`).
+//!
+//! Configuration section `fastcgi`, per location:
+//! - `address`: `host:port` or `unix:/path/to/socket` (required where the
+//!   handler is mapped);
+//! - `request_timeout` (seconds, default 90, IIS's `requestTimeout`);
+//! - `activity_timeout` (seconds, default 30, IIS's `activityTimeout`);
+//! - `response_buffer_limit` (bytes, default 4,194,304, IIS's);
+//! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's);
+//! - `keep_connections` (default true);
+//! - `pass_authorization` (default false);
+//! - `params` (a table of names and values).
+//!
+//! Not done: starting the application's processes (IIS's `fastCgi`
+//! application pool; run `php-fpm` or another process manager), several
+//! requests over one connection at once (multiplexing, which `php-fpm`
+//! does not do), `PATH_INFO` after the script's name, and the Authorizer
+//! and Filter roles.
+
+mod exchange;
+mod protocol;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use riis_pipeline::bytes::BytesMut;
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{
+    CompletionInfo, FlushOptions, HttpContext, HttpModule, ModuleError, ModuleRegistration,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+};
+use serde::Deserialize;
+
+pub use exchange::Address;
+use exchange::{End, Job, Mailbox, Pools};
+
+/// The `fastcgi` configuration section.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FastCgiConfig {
+    /// Where the application listens.
+    pub address: Option<Address>,
+    /// Seconds the whole exchange may take.
+    #[serde(deserialize_with = "crate::at_least_one")]
+    pub request_timeout: u64,
+    /// Seconds the application may stay silent.
+    #[serde(deserialize_with = "crate::at_least_one")]
+    pub activity_timeout: u64,
+    /// Output kept before the response is flushed.
+    pub response_buffer_limit: u64,
+    /// The longest request body passed on.
+    pub max_request_body: u64,
+    /// Whether connections are kept for later requests.
+    pub keep_connections: bool,
+    /// Whether `Authorization` is passed as `HTTP_AUTHORIZATION`.
+    pub pass_authorization: bool,
+    /// Parameters added to (or replacing) the meta-variables.
+    pub params: BTreeMap<String, String>,
+}
+
+impl Default for FastCgiConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            request_timeout: 90,
+            activity_timeout: 30,
+            response_buffer_limit: 4_194_304,
+            max_request_body: 30_000_000,
+            keep_connections: true,
+            pass_authorization: false,
+            params: BTreeMap::new(),
+        }
+    }
+}
+
+/// How much of the body one read asks for.
+const READ_SIZE: usize = 64 * 1024;
+
+/// What the module's instances share: the runtime the exchanges run on
+/// (made with the first request) and the idle connections.
+struct Shared {
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: OnceLock<Result<tokio::runtime::Handle, String>>,
+    pools: Arc<Pools>,
+    /// Exchanges running, for `riis status`.
+    running: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Shared {
+    fn handle(&self) -> Result<&tokio::runtime::Handle, &String> {
+        self.handle
+            .get_or_init(|| {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("riis-fastcgi")
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                    .map_err(|e| format!("cannot start the FastCGI thread: {e}"))?;
+                let handle = runtime.handle().clone();
+                *self.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(runtime);
+                Ok(handle)
+            })
+            .as_ref()
+    }
+
+    /// Closes the idle connections and stops the runtime without waiting
+    /// (this may run on one of the server's own async threads).
+    fn stop(&self) {
+        self.pools.clear();
+        if let Some(runtime) = self.runtime.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Where the instance is.
+enum State {
+    Idle,
+    /// Reading the request body.
+    Reading(Vec<u8>),
+    /// The exchange runs; its output arrives in the mailbox.
+    Answering(Arc<Mailbox>),
+}
+
+/// The module instance: one per request.
+pub struct FastCgi {
+    config: Section<FastCgiConfig>,
+    shared: Arc<Shared>,
+    state: State,
+}
+
+impl Drop for FastCgi {
+    /// The request ended: its exchange, if still running, is dropped with
+    /// its connection.
+    fn drop(&mut self) {
+        if let State::Answering(mailbox) = &self.state {
+            mailbox.cancel();
+        }
+    }
+}
+
+impl FastCgi {
+    /// Reads the next piece of the body, or starts the exchange once it is
+    /// all here.
+    fn go_on(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
+        if !ctx.request().is_body_complete() {
+            if let Err(e) = ctx.read_entity_body(READ_SIZE) {
+                return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+            }
+            self.state = State::Reading(body);
+            return RequestNotificationStatus::Pending;
+        }
+        self.start(ctx, body)
+    }
+
+    fn start(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
+        let handle = match self.shared.handle() {
+            Ok(handle) => handle.clone(),
+            Err(why) => return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, why),
+        };
+        let config = ctx.config(self.config);
+        let Some(address) = config.address.clone() else {
+            return fail(
+                ctx,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "fastcgi.address is not set for this location",
+            );
+        };
+        let keep_connection = config.keep_connections;
+        let activity_timeout = Duration::from_secs(config.activity_timeout);
+        let request_timeout = Duration::from_secs(config.request_timeout);
+        let script_path = ctx.physical_path().to_path_buf();
+        let config = ctx.config(self.config);
+        let mut vars =
+            crate::gateway::meta_variables(ctx, &script_path, body.len(), config.pass_authorization);
+        for (name, value) in &config.params {
+            match vars.iter_mut().find(|(n, _)| n == name) {
+                Some(var) => var.1 = value.as_bytes().to_vec(),
+                None => vars.push((name.clone(), value.as_bytes().to_vec())),
+            }
+        }
+        let mut head = BytesMut::with_capacity(2048);
+        protocol::begin_request(&mut head, keep_connection);
+        protocol::params(
+            &mut head,
+            vars.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())),
+        );
+        let mailbox = Arc::new(Mailbox::new());
+        let now = Instant::now();
+        let job = Job {
+            address,
+            head: head.freeze(),
+            body: body.into(),
+            keep_connection,
+            deadline: now
+                .checked_add(request_timeout)
+                .unwrap_or(now + Duration::from_secs(86_400)),
+            activity_timeout,
+            script: script_path.display().to_string(),
+            mailbox: mailbox.clone(),
+            done: ctx.completion_handle(),
+            pools: self.shared.pools.clone(),
+        };
+        let running = self.shared.running.clone();
+        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        handle.spawn(async move {
+            exchange::run(job).await;
+            running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        self.state = State::Answering(mailbox);
+        RequestNotificationStatus::Pending
+    }
+
+    /// Takes what the exchange left in the mailbox into the response: ends
+    /// the handler when the exchange is over, flushes past the buffer
+    /// limit, waits for more otherwise.
+    fn answer(&mut self, ctx: &mut HttpContext, mailbox: Arc<Mailbox>) -> RequestNotificationStatus {
+        let limit = ctx.config(self.config).response_buffer_limit;
+        loop {
+            let (head, chunks, end) = {
+                let mut inbox = mailbox.lock();
+                if inbox.head.is_none() && inbox.chunks.is_empty() && inbox.end.is_none() {
+                    inbox.parked = true;
+                    drop(inbox);
+                    self.state = State::Answering(mailbox);
+                    return RequestNotificationStatus::Pending;
+                }
+                inbox.queued = 0;
+                (
+                    inbox.head.take(),
+                    std::mem::take(&mut inbox.chunks),
+                    inbox.end.take(),
+                )
+            };
+            if !chunks.is_empty() {
+                mailbox.space.notify_one();
+            }
+            if let Some(head) = head {
+                head.apply(ctx);
+                // The application's own error pages are its answer.
+                ctx.response_mut().set_try_skip_custom_errors(true);
+            }
+            ctx.response_mut().write_chunks(chunks.into_iter().map(Into::into));
+            match end {
+                Some(End::Complete) => return RequestNotificationStatus::Continue,
+                Some(End::Failed(status, why)) => return fail(ctx, status, &why),
+                None => {}
+            }
+            let buffered = ctx.response().buffered_len();
+            if buffered > 0 && buffered >= limit {
+                ctx.response_mut().flush(FlushOptions {
+                    asynchronous: true,
+                    more_data: true,
+                });
+                self.state = State::Answering(mailbox);
+                return RequestNotificationStatus::Pending;
+            }
+        }
+    }
+}
+
+/// Ends the request with an error, logged and described for the detailed
+/// error page; once part of the response went out, resets the connection
+/// instead, so the client sees it cut short.
+fn fail(ctx: &mut HttpContext, status: StatusCode, why: &str) -> RequestNotificationStatus {
+    tracing::warn!(url = %ctx.request().raw_url(), "FastCGI: {why}");
+    if ctx.response().headers_sent() {
+        ctx.response_mut().reset_connection();
+        return RequestNotificationStatus::FinishRequest;
+    }
+    // The application's head, if it came, goes with its entity.
+    ctx.response_mut().clear();
+    let finished = crate::end_with_error(ctx, status, 0, ModuleError::E_FAIL);
+    ctx.response_mut()
+        .set_error_description(format!("FastCGI: {why}"));
+    finished
+}
+
+impl HttpModule for FastCgi {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        self.go_on(ctx, Vec::new())
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _notification: RequestNotification,
+        _is_post: bool,
+        _completion: &CompletionInfo,
+    ) -> RequestNotificationStatus {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Idle => RequestNotificationStatus::Continue,
+            State::Reading(mut body) => {
+                let data = ctx.request_mut().take_read_data();
+                let limit = ctx.config(self.config).max_request_body;
+                if (body.len() + data.len()) as u64 > limit {
+                    ctx.response_mut().set_need_disconnect();
+                    return fail(
+                        ctx,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
+                            "the request body is longer than fastcgi.max_request_body ({limit} bytes)"
+                        ),
+                    );
+                }
+                body.extend_from_slice(&data);
+                if data.is_empty() && !ctx.request().is_body_complete() {
+                    // An empty read before the end: the client went away
+                    // or a ReadEntity module ended the body.
+                    return fail(ctx, StatusCode::BAD_REQUEST, "the request body ended early");
+                }
+                self.go_on(ctx, body)
+            }
+            State::Answering(mailbox) => self.answer(ctx, mailbox),
+        }
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<FastCgiConfig>("fastcgi")?;
+    let shared = Arc::new(Shared {
+        runtime: Mutex::new(None),
+        handle: OnceLock::new(),
+        pools: Arc::default(),
+        running: Arc::default(),
+    });
+    let (pools, running) = (shared.pools.clone(), shared.running.clone());
+    registration.set_global_notifications(
+        crate::StatusLines(move || {
+            format!(
+                "fastcgi_requests_running: {}\nfastcgi_connections_idle: {}\n",
+                running.load(std::sync::atomic::Ordering::Relaxed),
+                pools.idle_count()
+            )
+        }),
+        riis_pipeline::GlobalNotification::RscaQuery.into(),
+    )?;
+    registration.set_request_notifications(
+        Factory { config, shared },
+        RequestNotification::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
+/// Makes the instances; at shutdown (and once a reload's replaced
+/// configuration has no requests left) closes the idle connections and
+/// stops the runtime.
+struct Factory {
+    config: Section<FastCgiConfig>,
+    shared: Arc<Shared>,
+}
+
+impl riis_pipeline::HttpModuleFactory for Factory {
+    fn get_http_module(&self) -> Result<Box<dyn HttpModule>, ModuleError> {
+        Ok(Box::new(FastCgi {
+            config: self.config,
+            shared: self.shared.clone(),
+            state: State::Idle,
+        }))
+    }
+
+    fn terminate(&self) {
+        self.shared.stop();
+    }
+}

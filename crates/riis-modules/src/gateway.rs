@@ -1,0 +1,345 @@
+//! What the modules that hand a request to an application (Cgi, FastCgi)
+//! share: the RFC 3875 request meta-variables, the parsing of the header
+//! block the application answers with, and the logging of its error
+//! output.
+
+use riis_pipeline::bytes::Bytes;
+use riis_pipeline::http::header::{self, HeaderName, HeaderValue};
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::HttpContext;
+
+/// The most header lines and bytes an application's header block may have.
+pub(crate) const MAX_HEADER_LINES: usize = 100;
+/// See [`MAX_HEADER_LINES`].
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Error output lines logged per request.
+const ERROR_LINES: usize = 100;
+
+/// The request's meta-variables (RFC 3875 §4.1), name and raw value, for
+/// `script` (the physical path of the program or script), with a body of
+/// `body_len` bytes. `Authorization` is passed only with
+/// `pass_authorization`.
+pub(crate) fn meta_variables(
+    ctx: &HttpContext,
+    script: &std::path::Path,
+    body_len: usize,
+    pass_authorization: bool,
+) -> Vec<(String, Vec<u8>)> {
+    let req = ctx.request();
+    let mut vars: Vec<(String, Vec<u8>)> = Vec::with_capacity(32 + req.headers().len());
+    // The variables RFC 3875 shares with IIS's server variables come from
+    // them (`SERVER_NAME`: the routed host without its port).
+    for name in [
+        "GATEWAY_INTERFACE",
+        "SERVER_SOFTWARE",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "REQUEST_METHOD",
+        "QUERY_STRING",
+        "REMOTE_PORT",
+        "HTTPS",
+    ] {
+        if let Some(value) = ctx.server_variable(name) {
+            vars.push((name.to_owned(), value.as_bytes().to_vec()));
+        }
+    }
+    let mut set = |name: &str, value: &[u8]| vars.push((name.to_owned(), value.to_vec()));
+    set("REQUEST_URI", req.raw_url().as_bytes());
+    set("SCRIPT_NAME", req.url().as_bytes());
+    set("SCRIPT_FILENAME", script.as_os_str().as_encoded_bytes());
+    set(
+        "DOCUMENT_ROOT",
+        ctx.site().physical_root.as_os_str().as_encoded_bytes(),
+    );
+    // IIS's PATH_INFO is the whole URL; CGI's is what follows the script.
+    set("PATH_INFO", b"");
+    set(
+        "REMOTE_ADDR",
+        req.remote_address()
+            .ip()
+            .to_canonical()
+            .to_string()
+            .as_bytes(),
+    );
+    // php-cgi (`cgi.force_redirect`) refuses to run without it.
+    set("REDIRECT_STATUS", b"200");
+    if let Some(user) = ctx.user().filter(|u| !u.name().is_empty()) {
+        set("AUTH_TYPE", user.authentication_type().as_bytes());
+        set("REMOTE_USER", user.name().as_bytes());
+    }
+    if body_len > 0 || req.header(header::CONTENT_LENGTH).is_some() {
+        set("CONTENT_LENGTH", body_len.to_string().as_bytes());
+    }
+    // Each header as HTTP_NAME (`keys` gives each name once); several
+    // values of one name joined, raw bytes kept.
+    for name in req.headers().keys() {
+        // A name with `_` would pass for the `-` one (`X_Forwarded_For`
+        // as HTTP_X_FORWARDED_FOR): dropped, as nginx and Apache do.
+        // `Proxy` as HTTP_PROXY would set the application's outbound
+        // proxy ("httpoxy").
+        if *name == header::CONTENT_LENGTH
+            || name.as_str() == "proxy"
+            || name.as_str().contains('_')
+            || (*name == header::AUTHORIZATION && !pass_authorization)
+        {
+            continue;
+        }
+        // Cookies join with `; ` (RFC 9113 §8.2.3), others with `, `.
+        let separator: &[u8] = if *name == header::COOKIE {
+            b"; "
+        } else {
+            b", "
+        };
+        let mut value: Vec<u8> = Vec::new();
+        for (i, v) in req.headers().get_all(name).iter().enumerate() {
+            if i > 0 {
+                value.extend_from_slice(separator);
+            }
+            value.extend_from_slice(v.as_bytes());
+        }
+        let variable = if *name == header::CONTENT_TYPE {
+            "CONTENT_TYPE".to_owned()
+        } else {
+            format!(
+                "HTTP_{}",
+                name.as_str().to_ascii_uppercase().replace('-', "_")
+            )
+        };
+        vars.push((variable, value));
+    }
+    vars
+}
+
+/// An application's response head, parsed.
+pub(crate) struct ResponseHead {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: Option<String>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ResponseHead {
+    /// Puts the head on the response: what was there (status, headers,
+    /// entity) is replaced.
+    pub(crate) fn apply(self, ctx: &mut HttpContext) {
+        let resp = ctx.response_mut();
+        resp.clear();
+        let reason = self
+            .reason
+            .unwrap_or_else(|| self.status.canonical_reason().unwrap_or("").to_owned());
+        resp.set_status(self.status, reason);
+        for (name, value) in self.headers {
+            resp.append_header(name, value);
+        }
+    }
+}
+
+/// Headers the HTTP layer writes itself: an application's are dropped.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "transfer-encoding",
+    "content-length",
+    "keep-alive",
+    "upgrade",
+    "date",
+];
+
+/// Parses the header block at the start of `output` (RFC 3875 §6): lines
+/// ending with LF or CRLF, up to an empty line. `Ok(None)` while the block
+/// is incomplete; otherwise the head and how many bytes it took.
+pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>, String> {
+    let mut status = None;
+    let mut reason = None;
+    let mut headers = Vec::new();
+    let mut location = false;
+    let mut content_type = false;
+    let mut lines = 0;
+    let mut at = 0;
+    loop {
+        if lines > MAX_HEADER_LINES || at > MAX_HEADER_BYTES {
+            return Err(format!(
+                "the header block is longer than {MAX_HEADER_LINES} lines or {MAX_HEADER_BYTES} bytes"
+            ));
+        }
+        let Some(end) = output[at..].iter().position(|&b| b == b'\n') else {
+            if output.len() - at > MAX_HEADER_BYTES {
+                return Err(format!(
+                    "the header block is longer than {MAX_HEADER_LINES} lines or {MAX_HEADER_BYTES} bytes"
+                ));
+            }
+            return Ok(None);
+        };
+        let line = &output[at..at + end];
+        at += end + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        lines += 1;
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(format!(
+                "`{}` is not a header line",
+                String::from_utf8_lossy(line).escape_debug()
+            ));
+        };
+        let name = &line[..colon];
+        let value = line[colon + 1..].trim_ascii();
+        if name.eq_ignore_ascii_case(b"status") {
+            let text = std::str::from_utf8(value).map_err(|_| "the Status line is not text")?;
+            let (code, phrase) = text.split_once(' ').unwrap_or((text, ""));
+            let code = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .filter(|c| (200..=599).contains(&c.as_u16()))
+                .ok_or_else(|| format!("`Status: {text}` has no valid status code"))?;
+            status = Some(code);
+            reason = (!phrase.trim().is_empty()).then(|| phrase.trim().to_owned());
+            continue;
+        }
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            format!(
+                "`{}` is not a header name",
+                String::from_utf8_lossy(name).escape_debug()
+            )
+        })?;
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|_| format!("the value of {name} is not a valid header value"))?;
+        location |= name == header::LOCATION;
+        content_type |= name == header::CONTENT_TYPE;
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            headers.push((name, value));
+        }
+    }
+    if !location && !content_type && status.is_none() {
+        return Err("the output has none of Content-Type, Location and Status".into());
+    }
+    // A `Location` without a status redirects (RFC 3875 §6.2.3/§6.2.4; a
+    // local path is sent to the client as well).
+    let status = status.unwrap_or(if location {
+        StatusCode::FOUND
+    } else {
+        StatusCode::OK
+    });
+    Ok(Some((
+        ResponseHead {
+            status,
+            reason,
+            headers,
+        },
+        at,
+    )))
+}
+
+/// Splits an application's whole output into its head and body.
+pub(crate) fn parse_output(output: Vec<u8>) -> Result<(ResponseHead, Bytes), String> {
+    match parse_head(&output)? {
+        Some((head, used)) => {
+            let mut body = Bytes::from(output);
+            Ok((head, body.split_off(used)))
+        }
+        None => Err("the output has no complete header block".into()),
+    }
+}
+
+/// An application's error output (standard error, FastCGI's `FCGI_STDERR`),
+/// logged as it comes: at most 100 lines of at most 1 KiB each, the rest
+/// dropped, so a chatty application cannot flood the server's log.
+pub(crate) struct ErrorLog {
+    source: &'static str,
+    program: String,
+    line: Vec<u8>,
+    logged: usize,
+}
+
+impl ErrorLog {
+    /// A log for `program`, its lines prefixed with `source` (`CGI`).
+    pub(crate) fn new(source: &'static str, program: String) -> Self {
+        Self {
+            source,
+            program,
+            line: Vec::new(),
+            logged: 0,
+        }
+    }
+
+    /// Takes more of the error output.
+    pub(crate) fn take(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                self.emit();
+            } else if self.line.len() < 1024 {
+                self.line.push(b);
+            }
+        }
+    }
+
+    fn emit(&mut self) {
+        if self.logged < ERROR_LINES && !self.line.is_empty() {
+            let text = String::from_utf8_lossy(&self.line);
+            tracing::warn!(program = %self.program, "{}: {}", self.source, text.escape_debug());
+            self.logged += 1;
+        }
+        self.line.clear();
+    }
+
+    /// Logs what is left of the last line.
+    pub(crate) fn finish(&mut self) {
+        self.emit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_split_into_status_headers_and_body() {
+        let (head, body) = parse_output(
+            b"Content-Type: text/plain\r\nX-A: 1\nStatus: 404 Gone Away\n\nbody\n".to_vec(),
+        )
+        .unwrap();
+        assert_eq!(head.status, StatusCode::NOT_FOUND);
+        assert_eq!(head.reason.as_deref(), Some("Gone Away"));
+        assert_eq!(head.headers.len(), 2);
+        assert_eq!(&body[..], b"body\n");
+        let (redirect, _) = parse_output(b"Location: /elsewhere\n\n".to_vec()).unwrap();
+        assert_eq!(redirect.status, StatusCode::FOUND);
+        // The HTTP layer's own headers are dropped.
+        let (framed, _) = parse_output(
+            b"Content-Type: text/plain\nContent-Length: 99\nTransfer-Encoding: chunked\n\nx"
+                .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(framed.headers.len(), 1);
+    }
+
+    #[test]
+    fn a_head_in_pieces_is_incomplete_until_its_empty_line() {
+        let whole = b"Content-Type: text/plain\r\n\r\nbody";
+        for cut in 0..whole.len() - 4 {
+            assert!(parse_head(&whole[..cut]).unwrap().is_none(), "cut at {cut}");
+        }
+        let (_, used) = parse_head(whole).unwrap().unwrap();
+        assert_eq!(&whole[used..], b"body");
+        // An endless first line is refused rather than waited for.
+        assert!(parse_head(&vec![b'a'; MAX_HEADER_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn bad_output_says_what_is_wrong() {
+        let err = |o: &[u8]| parse_output(o.to_vec()).err().unwrap();
+        assert!(err(b"Content-Type: text/plain").contains("no complete header block"));
+        assert!(err(b"hello world\n\n").contains("not a header line"));
+        assert!(err(b"X-A: 1\n\n").contains("none of Content-Type"));
+        assert!(err(b"Status: abc\n\n").contains("no valid status code"));
+        assert!(err(b"Status: 100 Continue\n\n").contains("no valid status code"));
+        assert!(err(b"Bad Name: x\n\n").contains("not a header name"));
+        assert!(err(b"Status: 999 Odd\n\n").contains("no valid status code"));
+        let many: Vec<u8> = (0..200)
+            .flat_map(|i| format!("X-H{i}: 1\n").into_bytes())
+            .collect();
+        assert!(err(&many).contains("longer than 100 lines"));
+    }
+}
