@@ -552,7 +552,8 @@ fn command(
     }
     command.env_clear();
     command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    for (name, value) in crate::gateway::meta_variables(ctx, program, body_len, pass_authorization) {
+    for (name, value) in crate::gateway::meta_variables(ctx, program, body_len, pass_authorization)
+    {
         command.env(name, OsString::from_vec(value));
     }
     command

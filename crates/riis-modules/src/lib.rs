@@ -11,7 +11,6 @@
 pub mod anonymous_authentication;
 pub mod async_hello;
 mod background;
-mod gateway;
 pub mod basic_authentication;
 pub mod cgi;
 pub mod content_encoding;
@@ -22,6 +21,7 @@ pub mod dynamic_compression;
 pub mod event_trace;
 pub mod failed_requests_tracing;
 pub mod fastcgi;
+mod gateway;
 pub mod hello_world;
 pub mod http_logging;
 pub mod http_redirection;

@@ -320,7 +320,9 @@ impl Failure {
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("{address} is overloaded (FCGI_OVERLOADED)"),
             ),
-            Failure::Broken(why) => End::Failed(StatusCode::BAD_GATEWAY, format!("{address}: {why}")),
+            Failure::Broken(why) => {
+                End::Failed(StatusCode::BAD_GATEWAY, format!("{address}: {why}"))
+            }
         }
     }
 }

@@ -152,7 +152,12 @@ impl Shared {
     /// (this may run on one of the server's own async threads).
     fn stop(&self) {
         self.pools.clear();
-        if let Some(runtime) = self.runtime.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(runtime) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             runtime.shutdown_background();
         }
     }
@@ -222,8 +227,12 @@ impl FastCgi {
         let request_timeout = Duration::from_secs(config.request_timeout);
         let script_path = ctx.physical_path().to_path_buf();
         let config = ctx.config(self.config);
-        let mut vars =
-            crate::gateway::meta_variables(ctx, &script_path, body.len(), config.pass_authorization);
+        let mut vars = crate::gateway::meta_variables(
+            ctx,
+            &script_path,
+            body.len(),
+            config.pass_authorization,
+        );
         for (name, value) in &config.params {
             match vars.iter_mut().find(|(n, _)| n == name) {
                 Some(var) => var.1 = value.as_bytes().to_vec(),
@@ -265,7 +274,11 @@ impl FastCgi {
     /// Takes what the exchange left in the mailbox into the response: ends
     /// the handler when the exchange is over, flushes past the buffer
     /// limit, waits for more otherwise.
-    fn answer(&mut self, ctx: &mut HttpContext, mailbox: Arc<Mailbox>) -> RequestNotificationStatus {
+    fn answer(
+        &mut self,
+        ctx: &mut HttpContext,
+        mailbox: Arc<Mailbox>,
+    ) -> RequestNotificationStatus {
         let limit = ctx.config(self.config).response_buffer_limit;
         loop {
             let (head, chunks, end) = {
@@ -291,7 +304,8 @@ impl FastCgi {
                 // The application's own error pages are its answer.
                 ctx.response_mut().set_try_skip_custom_errors(true);
             }
-            ctx.response_mut().write_chunks(chunks.into_iter().map(Into::into));
+            ctx.response_mut()
+                .write_chunks(chunks.into_iter().map(Into::into));
             match end {
                 Some(End::Complete) => return RequestNotificationStatus::Continue,
                 Some(End::Failed(status, why)) => return fail(ctx, status, &why),

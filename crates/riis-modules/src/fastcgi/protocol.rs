@@ -54,7 +54,10 @@ pub(super) fn begin_request(out: &mut BytesMut, keep_connection: bool) {
 /// Appends the name-value pairs as `FCGI_PARAMS` records (a pair may span
 /// records, as the specification allows), then the empty record that ends
 /// the stream.
-pub(super) fn params<'a>(out: &mut BytesMut, pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
+pub(super) fn params<'a>(
+    out: &mut BytesMut,
+    pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) {
     let mut encoded = BytesMut::new();
     for (name, value) in pairs {
         length(&mut encoded, name.len());
@@ -103,7 +106,10 @@ pub(super) enum Record {
     ErrorOutput(Bytes),
     /// `FCGI_END_REQUEST`: the application's exit status and the
     /// protocol status.
-    End { app_status: u32, protocol_status: u8 },
+    End {
+        app_status: u32,
+        protocol_status: u8,
+    },
     /// A record for another request id or of a type a Responder's web
     /// server does not act on (management records): skipped.
     Other,
@@ -181,7 +187,7 @@ mod tests {
     fn a_request_is_begin_params_and_input() {
         let mut out = BytesMut::new();
         begin_request(&mut out, true);
-        let long = vec![b'v'; 200];
+        let long = [b'v'; 200];
         params(
             &mut out,
             [(&b"SCRIPT_NAME"[..], &b"/a.php"[..]), (b"LONG", &long[..])],
@@ -207,7 +213,9 @@ mod tests {
         input(&mut out, &vec![7u8; 200_000]);
         let recs = records(out);
         assert_eq!(recs.len(), 4);
-        assert!(recs.iter().all(|(k, c)| *k == kind::STDIN && c.len() <= INPUT_CONTENT));
+        assert!(recs
+            .iter()
+            .all(|(k, c)| *k == kind::STDIN && c.len() <= INPUT_CONTENT));
         assert_eq!(recs.iter().map(|(_, c)| c.len()).sum::<usize>(), 200_000);
     }
 
@@ -215,8 +223,42 @@ mod tests {
     fn records_in_are_taken_whole_with_their_padding() {
         let mut buf = BytesMut::new();
         // STDOUT "hi" with 6 bytes of padding, then END_REQUEST.
-        buf.put_slice(&[1, kind::STDOUT, 0, 1, 0, 2, 6, 0, b'h', b'i', 0, 0, 0, 0, 0, 0]);
-        buf.put_slice(&[1, kind::END_REQUEST, 0, 1, 0, 8, 0, 0, 0, 0, 0, 3, 2, 0, 0, 0]);
+        buf.put_slice(&[
+            1,
+            kind::STDOUT,
+            0,
+            1,
+            0,
+            2,
+            6,
+            0,
+            b'h',
+            b'i',
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
+        buf.put_slice(&[
+            1,
+            kind::END_REQUEST,
+            0,
+            1,
+            0,
+            8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            3,
+            2,
+            0,
+            0,
+            0,
+        ]);
         let mut partial = buf.split_to(5);
         assert_eq!(next_record(&mut partial).unwrap(), None);
         partial.unsplit(buf);

@@ -1,0 +1,601 @@
+//! FastCgi over real sockets, against a FastCGI application written here
+//! (each script name a behaviour: the parameters echoed, its own 404,
+//! overloaded, not FastCGI, silent, streaming, cut short, closing its kept
+//! connection), so each protocol case is exact and repeatable. `php-fpm`,
+//! the application most users run, has its own file: `fastcgi_php.rs`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use common::{Connection, RunningBinary, TempDir};
+
+/// One request as the application got it.
+struct Request {
+    params: HashMap<String, String>,
+    body: Vec<u8>,
+    keep_connection: bool,
+}
+
+/// What the application saw, for the tests to check.
+#[derive(Default)]
+struct Seen {
+    connections: AtomicUsize,
+    /// The connection of a `/hang.fcgi` request was closed by the server.
+    hang_closed: AtomicBool,
+    /// `/stream.fcgi` may send its second part.
+    go: (Mutex<bool>, Condvar),
+    last: Mutex<Option<Request>>,
+}
+
+/// A FastCGI Responder on a loopback port, one thread per connection.
+struct FakeApp {
+    addr: SocketAddr,
+    seen: Arc<Seen>,
+}
+
+impl FakeApp {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let shared = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                let seen = shared.clone();
+                std::thread::spawn(move || serve(stream, &seen));
+            }
+        });
+        Self { addr, seen }
+    }
+}
+
+fn record(kind: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![1, kind, 0, 1];
+    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
+    // Some padding, as applications may add.
+    let padding = (8 - content.len() % 8) % 8;
+    out.extend_from_slice(&[padding as u8, 0]);
+    out.extend_from_slice(content);
+    out.extend(std::iter::repeat_n(0, padding));
+    out
+}
+
+const STDOUT: u8 = 6;
+const STDERR: u8 = 7;
+const END_REQUEST: u8 = 3;
+
+fn end(protocol_status: u8) -> Vec<u8> {
+    record(END_REQUEST, &[0, 0, 0, 0, protocol_status, 0, 0, 0])
+}
+
+fn read_record(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).ok()?;
+    let len = usize::from(u16::from_be_bytes([header[4], header[5]]));
+    let mut content = vec![0; len + usize::from(header[6])];
+    stream.read_exact(&mut content).ok()?;
+    content.truncate(len);
+    Some((header[1], content))
+}
+
+fn pair_length(data: &[u8], at: &mut usize) -> usize {
+    if data[*at] < 128 {
+        *at += 1;
+        usize::from(data[*at - 1])
+    } else {
+        let n = u32::from_be_bytes([data[*at], data[*at + 1], data[*at + 2], data[*at + 3]]);
+        *at += 4;
+        (n & 0x7fff_ffff) as usize
+    }
+}
+
+/// Reads one request off the connection: `None` when it closed.
+fn read_request(stream: &mut TcpStream) -> Option<Request> {
+    let (kind, begin) = read_record(stream)?;
+    assert_eq!(kind, 1, "a request starts with FCGI_BEGIN_REQUEST");
+    assert_eq!(&begin[..2], &[0, 1], "the Responder role");
+    let mut params = Vec::new();
+    let mut body = Vec::new();
+    loop {
+        let (kind, content) = read_record(stream)?;
+        match kind {
+            4 => params.extend_from_slice(&content),
+            5 if content.is_empty() => break,
+            5 => body.extend_from_slice(&content),
+            other => panic!("unexpected record type {other}"),
+        }
+    }
+    let mut map = HashMap::new();
+    let mut at = 0;
+    while at < params.len() {
+        let name_len = pair_length(&params, &mut at);
+        let value_len = pair_length(&params, &mut at);
+        let name = String::from_utf8_lossy(&params[at..at + name_len]).into_owned();
+        at += name_len;
+        let value = String::from_utf8_lossy(&params[at..at + value_len]).into_owned();
+        at += value_len;
+        map.insert(name, value);
+    }
+    Some(Request {
+        params: map,
+        body,
+        keep_connection: begin[2] & 1 == 1,
+    })
+}
+
+fn serve(mut stream: TcpStream, seen: &Seen) {
+    while let Some(request) = read_request(&mut stream) {
+        // The behaviour is the script's file name, in any location.
+        let script = request
+            .params
+            .get("SCRIPT_NAME")
+            .cloned()
+            .unwrap_or_default();
+        let script = format!("/{}", script.rsplit('/').next().unwrap_or(""));
+        let keep = request.keep_connection;
+        let mut out = Vec::new();
+        match script.as_str() {
+            "/echo.fcgi" => {
+                let mut text = String::new();
+                for name in [
+                    "GATEWAY_INTERFACE",
+                    "REQUEST_METHOD",
+                    "REQUEST_URI",
+                    "QUERY_STRING",
+                    "SCRIPT_FILENAME",
+                    "CONTENT_TYPE",
+                    "CONTENT_LENGTH",
+                    "HTTP_USER_AGENT",
+                    "HTTP_PROXY",
+                    "HTTP_AUTHORIZATION",
+                    "APP_ENV",
+                    "SERVER_SOFTWARE",
+                ] {
+                    let value = request.params.get(name).map_or("unset", |v| v.as_str());
+                    text.push_str(&format!("{name}={value}\n"));
+                }
+                text.push_str(&format!(
+                    "keep={keep}\nbody={}",
+                    String::from_utf8_lossy(&request.body)
+                ));
+                // The head is cut across two records.
+                out.extend(record(STDOUT, b"Content-Type: text/pl"));
+                out.extend(record(STDOUT, b"ain\r\nX-App: fake\r\n\r\n"));
+                out.extend(record(STDERR, b"a warning from the application\n"));
+                out.extend(record(STDOUT, text.as_bytes()));
+                out.extend(record(STDOUT, b""));
+                out.extend(end(0));
+            }
+            "/status.fcgi" => {
+                out.extend(record(
+                    STDOUT,
+                    b"Status: 404 Not Here\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\n\r\nthe application's own 404",
+                ));
+                out.extend(end(0));
+            }
+            "/overloaded.fcgi" => out.extend(end(2)),
+            "/garbage.fcgi" => out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\nhello"),
+            "/nohead.fcgi" => {
+                out.extend(record(STDOUT, b"just some text\n\n"));
+                out.extend(end(0));
+            }
+            "/silent.fcgi" => {
+                std::thread::sleep(Duration::from_secs(3));
+                return;
+            }
+            "/big.fcgi" => {
+                out.extend(record(
+                    STDOUT,
+                    b"Content-Type: application/octet-stream\r\n\r\n",
+                ));
+                let size: usize = request.params["QUERY_STRING"].parse().unwrap();
+                let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+                for piece in data.chunks(65_535) {
+                    out.extend(record(STDOUT, piece));
+                }
+                out.extend(end(0));
+            }
+            "/stream.fcgi" => {
+                stream
+                    .write_all(&record(STDOUT, b"Content-Type: text/plain\r\n\r\nfirst\n"))
+                    .unwrap();
+                let (lock, cv) = &seen.go;
+                let go = cv
+                    .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(10), |go| !*go)
+                    .unwrap()
+                    .0;
+                assert!(*go, "the client never saw the first part");
+                out.extend(record(STDOUT, b"second\n"));
+                out.extend(end(0));
+            }
+            "/cut.fcgi" => {
+                let _ =
+                    stream.write_all(&record(STDOUT, b"Content-Type: text/plain\r\n\r\npartial"));
+                std::thread::sleep(Duration::from_millis(300));
+                return;
+            }
+            "/hang.fcgi" => {
+                let _ =
+                    stream.write_all(&record(STDOUT, b"Content-Type: text/plain\r\n\r\nwaiting"));
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut byte = [0u8; 1];
+                if matches!(stream.read(&mut byte), Ok(0)) {
+                    seen.hang_closed.store(true, Ordering::SeqCst);
+                }
+                return;
+            }
+            "/closes.fcgi" => {
+                // Answers, then closes the connection it was asked to keep.
+                out.extend(record(STDOUT, b"Content-Type: text/plain\r\n\r\nbye"));
+                out.extend(end(0));
+                let _ = stream.write_all(&out);
+                *seen.last.lock().unwrap() = Some(request);
+                return;
+            }
+            other => panic!("no behaviour for {other}"),
+        }
+        *seen.last.lock().unwrap() = Some(request);
+        if stream.write_all(&out).is_err() || !keep {
+            return;
+        }
+    }
+}
+
+fn config(dir: &TempDir, app: SocketAddr, unreachable: SocketAddr) -> PathBuf {
+    let root = dir.path().join("www");
+    for name in [
+        "echo",
+        "status",
+        "overloaded",
+        "garbage",
+        "nohead",
+        "silent",
+        "big",
+        "closes",
+        "stream/stream",
+        "stream/cut",
+        "stream/hang",
+        "nokeep/echo",
+        "down/echo",
+        "small/big",
+    ] {
+        dir.write(&format!("www/{name}.fcgi"), "");
+    }
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+pid_file = "riis.pid"
+
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "FastCgi"
+
+[[handlers]]
+name = "FastCGI"
+path = "*.fcgi"
+resource_type = "File"
+modules = ["FastCgi"]
+
+[fastcgi]
+address = "{app}"
+activity_timeout = 1
+max_request_body = 1000
+params = {{ APP_ENV = "testing", SERVER_SOFTWARE = "replaced" }}
+
+[[sites]]
+name = "FastCGI"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/stream"
+fastcgi = {{ address = "{app}", response_buffer_limit = 0 }}
+
+[[sites.locations]]
+path = "/small"
+fastcgi = {{ address = "{app}", response_buffer_limit = 65536 }}
+
+[[sites.locations]]
+path = "/nokeep"
+fastcgi = {{ address = "{app}", keep_connections = false }}
+
+[[sites.locations]]
+path = "/down"
+fastcgi = {{ address = "{unreachable}" }}
+"#,
+            root = root.display()
+        ),
+    )
+}
+
+/// An address nothing listens on.
+fn unreachable() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn start() -> (TempDir, FakeApp, RunningBinary) {
+    let dir = TempDir::new("fastcgi");
+    let app = FakeApp::start();
+    let config = config(&dir, app.addr, unreachable());
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    (dir, app, server)
+}
+
+#[test]
+fn the_application_gets_the_request_and_makes_the_response() {
+    let (_dir, app, server) = start();
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"POST /echo.fcgi?a=1 HTTP/1.1\r\nHost: fcgi.test\r\nUser-Agent: tester\r\n\
+          Proxy: http://evil.test/\r\nAuthorization: Basic c2VjcmV0\r\n\
+          Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-app"), Some("fake"));
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    let text = resp.text();
+    for line in [
+        "GATEWAY_INTERFACE=CGI/1.1",
+        "REQUEST_METHOD=POST",
+        "REQUEST_URI=/echo.fcgi?a=1",
+        "QUERY_STRING=a=1",
+        "CONTENT_TYPE=text/plain",
+        "CONTENT_LENGTH=11",
+        "HTTP_USER_AGENT=tester",
+        // httpoxy and the password stay out; `params` add and replace.
+        "HTTP_PROXY=unset",
+        "HTTP_AUTHORIZATION=unset",
+        "APP_ENV=testing",
+        "SERVER_SOFTWARE=replaced",
+        "keep=true",
+        "body=hello world",
+    ] {
+        assert!(
+            text.contains(&format!("{line}\n")) || text.ends_with(line),
+            "{line} in {text}"
+        );
+    }
+    assert!(
+        text.contains("SCRIPT_FILENAME=/") && text.contains("/www/echo.fcgi\n"),
+        "{text}"
+    );
+
+    // The connection was kept: a second request reuses it.
+    let again = conn.get("/echo.fcgi");
+    assert_eq!(again.status, 200);
+    assert!(again.text().contains("REQUEST_METHOD=GET\n"));
+    assert_eq!(app.seen.connections.load(Ordering::SeqCst), 1);
+
+    // Without keep_connections, each request has a connection of its own
+    // and does not ask to keep it.
+    let first = conn.get("/nokeep/echo.fcgi");
+    assert!(first.text().contains("keep=false"), "{}", first.text());
+    conn.get("/nokeep/echo.fcgi");
+    assert_eq!(app.seen.connections.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_kept_connection_the_application_closed_is_replaced() {
+    let (_dir, app, server) = start();
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/closes.fcgi").text(), "bye");
+    // The kept connection is closed now: the next request finds that out
+    // and goes again on a new one.
+    std::thread::sleep(Duration::from_millis(100));
+    let resp = conn.get("/echo.fcgi");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(app.seen.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn failures_get_the_gateway_statuses() {
+    let (_dir, _app, server) = start();
+    let mut conn = Connection::open(server.addr);
+    // The application's own error passes through, with its headers.
+    let own = conn.get("/status.fcgi");
+    assert_eq!((own.status, own.reason.as_str()), (404, "Not Here"));
+    assert_eq!(own.text(), "the application's own 404");
+    assert_eq!(own.header("set-cookie"), Some("a=1"));
+
+    for (path, status, says) in [
+        ("/overloaded.fcgi", 503, "FCGI_OVERLOADED"),
+        ("/garbage.fcgi", 502, "not FastCGI"),
+        ("/nohead.fcgi", 502, "not a header line"),
+        ("/silent.fcgi", 504, "fastcgi.activity_timeout (1 s)"),
+        ("/down/echo.fcgi", 502, "cannot connect to"),
+    ] {
+        let resp = conn.get(path);
+        assert_eq!(resp.status, status, "{path}: {}", resp.text());
+        assert!(resp.text().contains(says), "{path}: {}", resp.text());
+        assert!(resp.header("set-cookie").is_none());
+    }
+
+    // A body over max_request_body: 413, and the connection closes.
+    conn.send_raw(b"POST /echo.fcgi HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n");
+    conn.send_raw(&[b'x'; 2000]);
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 413);
+    assert!(resp.text().contains("fastcgi.max_request_body"));
+}
+
+#[test]
+fn output_streams_past_the_buffer_limit() {
+    let (_dir, app, server) = start();
+    // With response_buffer_limit = 0, the first part reaches the client
+    // while the application still holds back the second.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /stream/stream.fcgi HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("first\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    {
+        let (lock, cv) = &app.seen.go;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    while !got.ends_with(b"0\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("second\n"));
+
+    // Large answers arrive whole: below the default limit with a length,
+    // past a small limit in chunks.
+    let mut conn = Connection::open(server.addr);
+    for (path, size, chunked) in [
+        ("/big.fcgi", 3_000_000usize, false),
+        ("/small/big.fcgi", 1_000_000, true),
+    ] {
+        let resp = conn.get(&format!("{path}?{size}"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            resp.header("transfer-encoding").is_some(),
+            chunked,
+            "{path}"
+        );
+        assert_eq!(resp.body.len(), size);
+        assert!(resp
+            .body
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i % 251) as u8));
+    }
+}
+
+#[test]
+fn a_response_cut_short_is_not_passed_off_as_whole() {
+    let (_dir, app, server) = start();
+    // The application dies after part of a streamed answer: the client's
+    // chunked body never gets its last chunk.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /stream/cut.fcgi HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("partial"), "{text}");
+    assert!(!text.ends_with("0\r\n\r\n"), "{text}");
+
+    // A client that leaves: the application's connection is dropped.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"GET /stream/hang.fcgi HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("waiting") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+    let start = std::time::Instant::now();
+    while !app.seen.hang_closed.load(Ordering::SeqCst) {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "the application's connection stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn http2_requests_go_through_too() {
+    let (_dir, _app, server) = start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let mut client = common::http2_client(server.addr).await;
+        let request = hyper::Request::post(format!("http://{}/echo.fcgi?h2", server.addr))
+            .header("content-type", "text/plain")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from_static(
+                b"over h2",
+            )))
+            .unwrap();
+        let resp = client.send_request(request).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("QUERY_STRING=h2\n"), "{text}");
+        assert!(text.contains("body=over h2"), "{text}");
+    });
+}
+
+#[test]
+fn riis_status_and_configuration_errors() {
+    let (dir, _app, server) = start();
+    let config = dir.path().join("riis.toml");
+    common::get(server.addr, "/echo.fcgi");
+    let status = common::riis_status(&config);
+    assert!(status.contains("fastcgi_requests_running: 0"), "{status}");
+    assert!(status.contains("fastcgi_connections_idle: 1"), "{status}");
+
+    let site = format!(
+        "[[sites]]\nname = \"S\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
+        dir.path().join("www").display()
+    );
+    let bad = dir.write(
+        "bad.toml",
+        format!(
+            "[[modules]]\nname = \"FastCgi\"\n\n[fastcgi]\naddress = \"/run/php.sock\"\n\n{site}"
+        ),
+    );
+    let out = common::riis_command("check-config", &bad);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("address") && err.contains("unix:/path"),
+        "{err}"
+    );
+
+    // A location where the handler is mapped but no address is set.
+    let unset = dir.write(
+        "unset.toml",
+        format!(
+            "[[modules]]\nname = \"CustomError\"\n[[modules]]\nname = \"FastCgi\"\n\n\
+             [[handlers]]\nname = \"F\"\npath = \"*.fcgi\"\nmodules = [\"FastCgi\"]\n\n{site}"
+        ),
+    );
+    let server = RunningBinary::start(&["--config", unset.to_str().unwrap()]);
+    let resp = common::get(server.addr, "/echo.fcgi");
+    assert_eq!(resp.status, 500);
+    assert!(
+        resp.text().contains("fastcgi.address is not set"),
+        "{}",
+        resp.text()
+    );
+}

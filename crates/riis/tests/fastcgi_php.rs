@@ -1,0 +1,306 @@
+//! FastCgi with `php-fpm`, started by the test on a Unix socket of its own:
+//! PHP sees the request (`$_SERVER`, `$_GET`, `$_POST`), sets status and
+//! headers, streams with `flush()`, and fails the way PHP fails. Outside CI
+//! a machine without `php-fpm` skips these tests; in CI (`CI=true`) that
+//! is a failure (`.ci/run` installs it).
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Connection, RunningBinary, TempDir};
+
+/// The `php-fpm` program: `php-fpm` or a versioned `php-fpm8.2`, on the
+/// `PATH` or in the `sbin` folders Debian puts it in.
+fn php_fpm() -> Option<PathBuf> {
+    let mut folders: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    folders.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n == "php-fpm"
+                        || n.strip_prefix("php-fpm")
+                            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+                })
+            })
+            .collect();
+        found.sort();
+        if let Some(program) = found.pop() {
+            return Some(program);
+        }
+    }
+    None
+}
+
+/// `php-fpm` in the foreground, killed on drop.
+struct PhpFpm {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl PhpFpm {
+    fn start(dir: &TempDir) -> Option<Self> {
+        let Some(program) = php_fpm() else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "php-fpm is missing (CI installs it: apt-get install php-fpm)"
+            );
+            eprintln!("skipped: php-fpm is not installed");
+            return None;
+        };
+        let socket = dir.path().join("php.sock");
+        let config = dir.write(
+            "php-fpm.conf",
+            format!(
+                "[global]\nerror_log = {log}\ndaemonize = no\n\n[www]\nlisten = {socket}\n\
+                 pm = static\npm.max_children = 2\ncatch_workers_output = yes\n\
+                 php_admin_value[output_buffering] = 0\n",
+                log = dir.path().join("php-fpm.log").display(),
+                socket = socket.display()
+            ),
+        );
+        let mut command = Command::new(&program);
+        command
+            .arg("--nodaemonize")
+            .arg("--fpm-config")
+            .arg(&config)
+            .arg("--prefix")
+            .arg(dir.path())
+            // Its own log file has what it says; its workers must not hold
+            // the test's output open.
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // A group of its own, so that the workers go with the master.
+            .process_group(0);
+        // As root, php-fpm wants to be told that running as root is meant.
+        if nix_is_root() {
+            command.arg("--allow-to-run-as-root");
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        let fpm = Self { child, socket };
+        let start = Instant::now();
+        while !fpm.socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "php-fpm did not listen: {}",
+                std::fs::read_to_string(dir.path().join("php-fpm.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(fpm)
+    }
+}
+
+impl Drop for PhpFpm {
+    /// SIGTERM to the whole group (the master ends its workers), then
+    /// SIGKILL to whatever is left of it.
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn nix_is_root() -> bool {
+    // The effective uid, from /proc.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn site(dir: &TempDir, socket: &Path) -> PathBuf {
+    let root = dir.path().join("www");
+    dir.write(
+        "www/info.php",
+        r#"<?php
+header('X-Powered-By: riis-test');
+echo "method=", $_SERVER['REQUEST_METHOD'], "\n";
+echo "uri=", $_SERVER['REQUEST_URI'], "\n";
+echo "script=", $_SERVER['SCRIPT_NAME'], "\n";
+echo "file=", basename($_SERVER['SCRIPT_FILENAME']), "\n";
+echo "https=", $_SERVER['HTTPS'] ?? 'unset', "\n";
+echo "agent=", $_SERVER['HTTP_USER_AGENT'] ?? 'unset', "\n";
+echo "get=", json_encode($_GET), "\n";
+echo "post=", json_encode($_POST), "\n";
+echo "cookie=", json_encode($_COOKIE), "\n";
+echo "raw=", file_get_contents('php://input'), "\n";
+"#,
+    );
+    dir.write(
+        "www/created.php",
+        "<?php http_response_code(201); header('Location: /things/7'); \
+         setcookie('made', 'yes'); echo 'made';",
+    );
+    dir.write(
+        "www/fatal.php",
+        "<?php ini_set('display_errors', '0'); undefined_function();",
+    );
+    dir.write(
+        "www/live/stream.php",
+        // The second part waits until the test has seen the first.
+        "<?php echo \"part 0\\n\"; flush();\n\
+         $go = __DIR__ . '/../go'; $until = microtime(true) + 10;\n\
+         while (!file_exists($go) && microtime(true) < $until) { usleep(10000); }\n\
+         echo \"part 1\\n\"; flush(); echo \"part 2\\n\";",
+    );
+    dir.write("www/index.php", "<?php echo 'the default document';");
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "CustomError"
+[[modules]]
+name = "DefaultDocument"
+[[modules]]
+name = "FastCgi"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "PHP"
+path = "*.php"
+resource_type = "File"
+modules = ["FastCgi"]
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+modules = ["StaticFile", "DefaultDocument"]
+
+[default_document]
+files = ["index.php"]
+
+[fastcgi]
+address = "unix:{socket}"
+
+[[sites]]
+name = "PHP"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/live"
+fastcgi = {{ response_buffer_limit = 0 }}
+"#,
+            socket = socket.display(),
+            root = root.display()
+        ),
+    )
+}
+
+#[test]
+fn php_runs_behind_riis() {
+    let dir = TempDir::new("php");
+    let Some(fpm) = PhpFpm::start(&dir) else {
+        return;
+    };
+    let config = site(&dir, &fpm.socket);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    conn.send_raw(
+        b"POST /info.php?x=1&y=two HTTP/1.1\r\nHost: php.test\r\nUser-Agent: tester\r\n\
+          Cookie: a=1\r\nCookie: b=2\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 13\r\n\r\nname=riis&n=3",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-powered-by"), Some("riis-test"));
+    assert!(resp
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let text = resp.text();
+    for line in [
+        "method=POST",
+        "uri=/info.php?x=1&y=two",
+        "script=/info.php",
+        "file=info.php",
+        "https=off",
+        "agent=tester",
+        r#"get={"x":"1","y":"two"}"#,
+        r#"post={"name":"riis","n":"3"}"#,
+        r#"cookie={"a":"1","b":"2"}"#,
+        "raw=name=riis&n=3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+
+    // Status, Location and cookies set by PHP.
+    let created = conn.get("/created.php");
+    assert_eq!(created.status, 201);
+    assert_eq!(created.header("location"), Some("/things/7"));
+    assert!(created
+        .header("set-cookie")
+        .unwrap()
+        .starts_with("made=yes"));
+    assert_eq!(created.text(), "made");
+
+    // A fatal error is PHP's 500, passed through.
+    let fatal = conn.get("/fatal.php");
+    assert_eq!(fatal.status, 500);
+
+    // A script that is not there is riis's 404: php-fpm is not asked.
+    assert_eq!(conn.get("/missing.php").status, 404);
+
+    // DefaultDocument's index.php runs through the PHP handler.
+    let index = conn.get("/");
+    assert_eq!(index.status, 200);
+    assert_eq!(index.text(), "the default document");
+
+    // With response_buffer_limit = 0, each flush() goes out as it comes.
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /live/stream.php HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("part 0") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The script holds the rest back until the first part was seen.
+    assert!(!String::from_utf8_lossy(&got).contains("part 1"));
+    dir.write("www/go", "");
+    let _ = stream.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked"));
+    assert!(
+        text.contains("part 1\n") && text.contains("part 2\n"),
+        "{text}"
+    );
+}
