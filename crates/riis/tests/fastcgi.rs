@@ -582,6 +582,16 @@ fn riis_status_and_configuration_errors() {
         "{err}"
     );
 
+    // The PHP example's configuration is valid.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/php/riis.toml");
+    let out = common::riis_command("check-config", &example);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A location where the handler is mapped but no address is set.
     let unset = dir.write(
         "unset.toml",
