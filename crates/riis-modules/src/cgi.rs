@@ -552,10 +552,9 @@ fn command(
     }
     command.env_clear();
     command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    for (name, value) in crate::gateway::meta_variables(ctx, program, body_len, pass_authorization)
-    {
-        command.env(name, OsString::from_vec(value));
-    }
+    crate::gateway::meta_variables(ctx, program, body_len, pass_authorization, |name, value| {
+        command.env(name, OsString::from_vec(value.to_vec()));
+    });
     command
 }
 

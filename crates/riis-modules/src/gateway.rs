@@ -16,18 +16,18 @@ pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Error output lines logged per request.
 const ERROR_LINES: usize = 100;
 
-/// The request's meta-variables (RFC 3875 §4.1), name and raw value, for
-/// `script` (the physical path of the program or script), with a body of
-/// `body_len` bytes. `Authorization` is passed only with
+/// Gives the request's meta-variables (RFC 3875 §4.1) to `emit`, name and
+/// raw value, for `script` (the physical path of the program or script),
+/// with a body of `body_len` bytes. `Authorization` is passed only with
 /// `pass_authorization`.
 pub(crate) fn meta_variables(
     ctx: &HttpContext,
     script: &std::path::Path,
     body_len: usize,
     pass_authorization: bool,
-) -> Vec<(String, Vec<u8>)> {
+    mut emit: impl FnMut(&str, &[u8]),
+) {
     let req = ctx.request();
-    let mut vars: Vec<(String, Vec<u8>)> = Vec::with_capacity(32 + req.headers().len());
     // The variables RFC 3875 shares with IIS's server variables come from
     // them (`SERVER_NAME`: the routed host without its port).
     for name in [
@@ -42,20 +42,19 @@ pub(crate) fn meta_variables(
         "HTTPS",
     ] {
         if let Some(value) = ctx.server_variable(name) {
-            vars.push((name.to_owned(), value.as_bytes().to_vec()));
+            emit(name, value.as_bytes());
         }
     }
-    let mut set = |name: &str, value: &[u8]| vars.push((name.to_owned(), value.to_vec()));
-    set("REQUEST_URI", req.raw_url().as_bytes());
-    set("SCRIPT_NAME", req.url().as_bytes());
-    set("SCRIPT_FILENAME", script.as_os_str().as_encoded_bytes());
-    set(
+    emit("REQUEST_URI", req.raw_url().as_bytes());
+    emit("SCRIPT_NAME", req.url().as_bytes());
+    emit("SCRIPT_FILENAME", script.as_os_str().as_encoded_bytes());
+    emit(
         "DOCUMENT_ROOT",
         ctx.site().physical_root.as_os_str().as_encoded_bytes(),
     );
     // IIS's PATH_INFO is the whole URL; CGI's is what follows the script.
-    set("PATH_INFO", b"");
-    set(
+    emit("PATH_INFO", b"");
+    emit(
         "REMOTE_ADDR",
         req.remote_address()
             .ip()
@@ -64,16 +63,21 @@ pub(crate) fn meta_variables(
             .as_bytes(),
     );
     // php-cgi (`cgi.force_redirect`) refuses to run without it.
-    set("REDIRECT_STATUS", b"200");
+    emit("REDIRECT_STATUS", b"200");
     if let Some(user) = ctx.user().filter(|u| !u.name().is_empty()) {
-        set("AUTH_TYPE", user.authentication_type().as_bytes());
-        set("REMOTE_USER", user.name().as_bytes());
+        emit("AUTH_TYPE", user.authentication_type().as_bytes());
+        emit("REMOTE_USER", user.name().as_bytes());
     }
     if body_len > 0 || req.header(header::CONTENT_LENGTH).is_some() {
-        set("CONTENT_LENGTH", body_len.to_string().as_bytes());
+        emit(
+            "CONTENT_LENGTH",
+            itoa::Buffer::new().format(body_len).as_bytes(),
+        );
     }
     // Each header as HTTP_NAME (`keys` gives each name once); several
     // values of one name joined, raw bytes kept.
+    let mut variable = String::with_capacity(64);
+    let mut joined: Vec<u8> = Vec::new();
     for name in req.headers().keys() {
         // A name with `_` would pass for the `-` one (`X_Forwarded_For`
         // as HTTP_X_FORWARDED_FOR): dropped, as nginx and Apache do.
@@ -86,30 +90,39 @@ pub(crate) fn meta_variables(
         {
             continue;
         }
+        variable.clear();
+        if *name == header::CONTENT_TYPE {
+            variable.push_str("CONTENT_TYPE");
+        } else {
+            variable.push_str("HTTP_");
+            variable.extend(name.as_str().chars().map(|c| {
+                if c == '-' {
+                    '_'
+                } else {
+                    c.to_ascii_uppercase()
+                }
+            }));
+        }
+        let mut values = req.headers().get_all(name).iter();
+        let first = values.next().map_or(&b""[..], |v| v.as_bytes());
+        let Some(second) = values.next() else {
+            emit(&variable, first);
+            continue;
+        };
         // Cookies join with `; ` (RFC 9113 §8.2.3), others with `, `.
         let separator: &[u8] = if *name == header::COOKIE {
             b"; "
         } else {
             b", "
         };
-        let mut value: Vec<u8> = Vec::new();
-        for (i, v) in req.headers().get_all(name).iter().enumerate() {
-            if i > 0 {
-                value.extend_from_slice(separator);
-            }
-            value.extend_from_slice(v.as_bytes());
+        joined.clear();
+        joined.extend_from_slice(first);
+        for v in std::iter::once(second).chain(values) {
+            joined.extend_from_slice(separator);
+            joined.extend_from_slice(v.as_bytes());
         }
-        let variable = if *name == header::CONTENT_TYPE {
-            "CONTENT_TYPE".to_owned()
-        } else {
-            format!(
-                "HTTP_{}",
-                name.as_str().to_ascii_uppercase().replace('-', "_")
-            )
-        };
-        vars.push((variable, value));
+        emit(&variable, &joined);
     }
-    vars
 }
 
 /// An application's response head, parsed.

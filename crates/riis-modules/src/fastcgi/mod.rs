@@ -227,24 +227,25 @@ impl FastCgi {
         let request_timeout = Duration::from_secs(config.request_timeout);
         let script_path = ctx.physical_path().to_path_buf();
         let config = ctx.config(self.config);
-        let mut vars = crate::gateway::meta_variables(
+        let mut pairs = BytesMut::with_capacity(2048);
+        // The section's `params` replace the server's values of their names.
+        crate::gateway::meta_variables(
             ctx,
             &script_path,
             body.len(),
             config.pass_authorization,
+            |name, value| {
+                if !config.params.contains_key(name) {
+                    protocol::pair(&mut pairs, name.as_bytes(), value);
+                }
+            },
         );
         for (name, value) in &config.params {
-            match vars.iter_mut().find(|(n, _)| n == name) {
-                Some(var) => var.1 = value.as_bytes().to_vec(),
-                None => vars.push((name.clone(), value.as_bytes().to_vec())),
-            }
+            protocol::pair(&mut pairs, name.as_bytes(), value.as_bytes());
         }
-        let mut head = BytesMut::with_capacity(2048);
+        let mut head = BytesMut::with_capacity(pairs.len() + 64);
         protocol::begin_request(&mut head, keep_connection);
-        protocol::params(
-            &mut head,
-            vars.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())),
-        );
+        protocol::params(&mut head, &pairs);
         let mailbox = Arc::new(Mailbox::new());
         let now = Instant::now();
         let job = Job {

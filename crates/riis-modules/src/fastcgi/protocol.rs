@@ -51,21 +51,20 @@ pub(super) fn begin_request(out: &mut BytesMut, keep_connection: bool) {
     out.put_bytes(0, 5);
 }
 
-/// Appends the name-value pairs as `FCGI_PARAMS` records (a pair may span
+/// Appends one name-value pair, encoded, to `out` (the parameters'
+/// content, before it is cut into records by [`params`]).
+pub(super) fn pair(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    length(out, name.len());
+    length(out, value.len());
+    out.put_slice(name);
+    out.put_slice(value);
+}
+
+/// Appends the encoded pairs as `FCGI_PARAMS` records (a pair may span
 /// records, as the specification allows), then the empty record that ends
 /// the stream.
-pub(super) fn params<'a>(
-    out: &mut BytesMut,
-    pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-) {
-    let mut encoded = BytesMut::new();
-    for (name, value) in pairs {
-        length(&mut encoded, name.len());
-        length(&mut encoded, value.len());
-        encoded.put_slice(name);
-        encoded.put_slice(value);
-    }
-    stream(out, kind::PARAMS, &encoded, MAX_CONTENT);
+pub(super) fn params(out: &mut BytesMut, encoded: &[u8]) {
+    stream(out, kind::PARAMS, encoded, MAX_CONTENT);
     header(out, kind::PARAMS, 0);
 }
 
@@ -187,11 +186,10 @@ mod tests {
     fn a_request_is_begin_params_and_input() {
         let mut out = BytesMut::new();
         begin_request(&mut out, true);
-        let long = [b'v'; 200];
-        params(
-            &mut out,
-            [(&b"SCRIPT_NAME"[..], &b"/a.php"[..]), (b"LONG", &long[..])],
-        );
+        let mut pairs = BytesMut::new();
+        pair(&mut pairs, b"SCRIPT_NAME", b"/a.php");
+        pair(&mut pairs, b"LONG", &[b'v'; 200]);
+        params(&mut out, &pairs);
         input(&mut out, b"body");
         end_of_input(&mut out);
         let recs = records(out);
