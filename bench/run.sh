@@ -2,7 +2,7 @@
 # Benchmarks riis against nginx on this machine, in one run.
 #
 #   bench/run.sh [SCENARIO ...]      scenarios: hello static noop logged static100k
-#                                    static10m defaultdoc gzip100k hyper
+#                                    static10m defaultdoc gzip100k php hyper
 #                                    (default: hello static noop)
 #
 # `hyper` runs the bare hyper server of crates/riis/examples/bare_hyper.rs
@@ -20,7 +20,13 @@
 # two servers alternating, and the median of each column is reported.
 # Results go to bench/results/<timestamp>.md and stdout.
 #
-# Needs: nginx, wrk, taskset (apt-get install nginx-light wrk util-linux).
+# `php` puts the same php-fpm (on core 1, with wrk) behind both servers: riis's
+# FastCgi and nginx's fastcgi_pass with kept connections (upstream keepalive),
+# a script that echoes 12 bytes. Its keep-alive figure is the server's own CPU
+# per PHP request; its pipelined figure is bounded by PHP on the other core.
+#
+# Needs: nginx, wrk, taskset (apt-get install nginx-light wrk util-linux), and
+# php-fpm for `php`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$(pwd)
@@ -110,8 +116,8 @@ start_riis() { # CONFIG, or bare-hyper for the example server
 
 stop_riis() { kill "$riis_pid"; wait "$riis_pid" 2>/dev/null || true; }
 
-start_nginx() {
-  local location=$1
+start_nginx() { # SERVER-BLOCK-LINES [HTTP-BLOCK-LINES]
+  local location=$1 http_extra=${2:-}
   cat >"$work/nginx.conf" <<NGX
 worker_processes 1;
 daemon off;
@@ -124,6 +130,7 @@ http {
   keepalive_requests 1000000;
   types { text/plain txt; text/html html; application/octet-stream bin; }
   default_type application/octet-stream;
+  $http_extra
   server {
     listen 127.0.0.1:$NGINX_PORT;
     root $work/www;
@@ -219,6 +226,7 @@ check() { # URL -> "status size"
 }
 
 # run_pair NAME RIIS_CONFIG RIIS_PATH BASELINE(nginx-location|riis:CONFIG) BASE_PATH
+# (NGINX_HTTP: lines for nginx's http block)
 run_pair() {
   local name=$1 rconf=$2 rpath=$3 base=$4 bpath=$5
   local r_ka="" r_pl="" b_ka="" b_pl="" round
@@ -234,7 +242,7 @@ run_pair() {
       b_pl+=" $(measure pipelined "http://127.0.0.1:$RIIS_PORT$bpath")"
       stop_riis
     else
-      start_nginx "$base"
+      start_nginx "$base" "${NGINX_HTTP:-}"
       n_size=$(check "http://127.0.0.1:$NGINX_PORT$bpath")
       [ -n "$n_size" ] || exit 1
       # Encoded bodies may differ by a few bytes; plain ones must not.
@@ -291,6 +299,33 @@ for s in "${scenarios[@]}"; do
       run_pair "gzip 100 KiB text: StaticCompression vs nginx gzip_static" "$gz_conf" /100k.txt 'gzip_static on;' /100k.txt
       WRK_ARGS=()
       CURL_ARGS=()
+      ;;
+    php)
+      fpm=$(compgen -G '/usr/sbin/php-fpm*' | sort | tail -1 || true)
+      [ -n "$fpm" ] || { echo "bench: php-fpm is not installed (apt-get install php-fpm)" >&2; exit 2; }
+      printf '<?php echo "Hello World!";' > "$work/www/hello.php"
+      # nginx's workers are not root: the socket must be open to them.
+      cat >"$work/php-fpm.conf" <<FPM
+[global]
+error_log = $work/php-fpm.log
+daemonize = no
+[www]
+listen = $work/php.sock
+listen.mode = 0666
+pm = static
+pm.max_children = 4
+FPM
+      taskset -c "$CLIENT_CPU" setsid "$fpm" --nodaemonize --fpm-config "$work/php-fpm.conf" --allow-to-run-as-root &
+      fpm_pid=$!
+      for _ in $(seq 100); do [ -S "$work/php.sock" ] && break; sleep 0.05; done
+      php_conf=$(riis_config $'[[modules]]\nname = "FastCgi"\n[fastcgi]\naddress = "unix:'"$work"'/php.sock"' \
+        $'[[handlers]]\nname = "PHP"\npath = "*.php"\nresource_type = "File"\nmodules = ["FastCgi"]' php)
+      NGINX_HTTP="upstream php { server unix:$work/php.sock; keepalive 8; }"
+      run_pair "PHP through php-fpm: FastCgi vs nginx fastcgi_pass (kept connections)" "$php_conf" /hello.php \
+        "location ~ \\.php\$ { include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name; fastcgi_pass php; fastcgi_keep_conn on; }" /hello.php
+      NGINX_HTTP=""
+      kill -TERM -- "-$fpm_pid" 2>/dev/null || true
+      wait "$fpm_pid" 2>/dev/null || true
       ;;
     hyper)
       run_pair "bare hyper, no riis (the floor under hello) vs nginx return 200" bare-hyper / \

@@ -293,6 +293,7 @@ modules = ["FastCgi"]
 address = "{app}"
 activity_timeout = 1
 max_request_body = 1000
+kept_connections = 4
 params = {{ APP_ENV = "testing", SERVER_SOFTWARE = "replaced" }}
 
 [[sites]]
@@ -310,7 +311,7 @@ fastcgi = {{ address = "{app}", response_buffer_limit = 65536 }}
 
 [[sites.locations]]
 path = "/nokeep"
-fastcgi = {{ address = "{app}", keep_connections = false }}
+fastcgi = {{ address = "{app}", kept_connections = 0 }}
 
 [[sites.locations]]
 path = "/down"
@@ -381,7 +382,7 @@ fn the_application_gets_the_request_and_makes_the_response() {
     assert!(again.text().contains("REQUEST_METHOD=GET\n"));
     assert_eq!(app.seen.connections.load(Ordering::SeqCst), 1);
 
-    // Without keep_connections, each request has a connection of its own
+    // Without kept_connections, each request has a connection of its own
     // and does not ask to keep it.
     let first = conn.get("/nokeep/echo.fcgi");
     assert!(first.text().contains("keep=false"), "{}", first.text());

@@ -171,6 +171,10 @@ echo "raw=", file_get_contents('php://input'), "\n";
     );
     dir.write("www/index.php", "<?php echo 'the default document';");
     dir.write(
+        "www/body.php",
+        "<?php $in = file_get_contents('php://input'); echo strlen($in), ' ', md5($in);",
+    );
+    dir.write(
         "riis.toml",
         format!(
             r#"[[modules]]
@@ -199,6 +203,7 @@ files = ["index.php"]
 
 [fastcgi]
 address = "unix:{socket}"
+kept_connections = 1
 
 [[sites]]
 name = "PHP"
@@ -252,6 +257,31 @@ fn php_runs_behind_riis() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in {text}");
     }
+
+    // A body larger than one record, and than one write.
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    conn.send_raw(
+        format!(
+            "POST /body.php HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    conn.send_raw(&body);
+    let resp = conn.read_response(false);
+    let md5 = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&body)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let md5 = String::from_utf8_lossy(&md5.stdout);
+    assert_eq!(resp.text(), format!("300000 {}", md5.split_whitespace().next().unwrap()));
 
     // Status, Location and cookies set by PHP.
     let created = conn.get("/created.php");

@@ -27,8 +27,6 @@ use crate::gateway::{parse_head, ErrorLog, ResponseHead};
 /// Output bytes the request may leave untaken before the task stops
 /// reading from the application.
 pub(super) const MAILBOX_LIMIT: usize = 256 * 1024;
-/// Idle connections kept per application address.
-const IDLE_PER_ADDRESS: usize = 32;
 /// How long an idle connection is kept.
 const IDLE_TIME: Duration = Duration::from_secs(60);
 /// How much one read from the application asks for.
@@ -106,10 +104,13 @@ impl Connection {
     }
 }
 
-/// The idle connections, per application address, for `keep_connections`.
+/// The idle connections, per application address and thread, for
+/// `kept_connections`. Per thread, because a connection belongs to the
+/// runtime (the event loop) of the thread it was made on: each riis worker
+/// keeps its own.
 #[derive(Default)]
 pub(super) struct Pools {
-    idle: Mutex<HashMap<Address, Vec<(Connection, Instant)>>>,
+    idle: Mutex<HashMap<std::thread::ThreadId, HashMap<Address, Vec<(Connection, Instant)>>>>,
     /// Idle connections, for `riis status`.
     count: AtomicUsize,
 }
@@ -119,7 +120,9 @@ impl Pools {
     /// old.
     fn take(&self, address: &Address) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(address)?;
+        let list = idle
+            .get_mut(&std::thread::current().id())?
+            .get_mut(address)?;
         while let Some((connection, since)) = list.pop() {
             self.count.fetch_sub(1, Ordering::Relaxed);
             if since.elapsed() < IDLE_TIME {
@@ -129,10 +132,14 @@ impl Pools {
         None
     }
 
-    fn put(&self, address: &Address, connection: Connection) {
+    fn put(&self, address: &Address, connection: Connection, most: usize) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(address.clone()).or_default();
-        if list.len() >= IDLE_PER_ADDRESS {
+        let ours = idle.entry(std::thread::current().id()).or_default();
+        let list = match ours.get_mut(address) {
+            Some(list) => list,
+            None => ours.entry(address.clone()).or_default(),
+        };
+        if list.len() >= most {
             // The oldest goes: it is the likeliest to be closed by now.
             list.remove(0);
             self.count.fetch_sub(1, Ordering::Relaxed);
@@ -222,11 +229,13 @@ impl Mailbox {
 /// One request for the task.
 pub(super) struct Job {
     pub(super) address: Address,
-    /// `FCGI_BEGIN_REQUEST` and the parameters, encoded.
+    /// `FCGI_BEGIN_REQUEST` and the parameters, encoded; with the body
+    /// and its end too when `body` is `None`.
     pub(super) head: Bytes,
-    /// The request body.
-    pub(super) body: Bytes,
-    pub(super) keep_connection: bool,
+    /// A request body too large to copy into `head`.
+    pub(super) body: Option<Bytes>,
+    /// Idle connections kept (0: none; the application closes each).
+    pub(super) kept_connections: usize,
     /// When the whole exchange must be over.
     pub(super) deadline: Instant,
     /// The longest wait for the application.
@@ -330,12 +339,13 @@ impl Failure {
 /// Runs the exchange on an idle connection if there is one, and once more
 /// on a new one if the idle one turns out closed.
 async fn exchange_with_retry(job: &Job) -> Result<(), Failure> {
-    if job.keep_connection {
+    if job.kept_connections > 0 {
         if let Some(mut connection) = job.pools.take(&job.address) {
             match exchange(&mut connection, job).await {
                 Ok(reusable) => {
                     if reusable {
-                        job.pools.put(&job.address, connection);
+                        job.pools
+                            .put(&job.address, connection, job.kept_connections);
                     }
                     return Ok(());
                 }
@@ -353,8 +363,9 @@ async fn exchange_with_retry(job: &Job) -> Result<(), Failure> {
         .map_err(|_| Failure::Quiet)?
         .map_err(Failure::Connect)?;
     let reusable = exchange(&mut connection, job).await?;
-    if reusable && job.keep_connection {
-        job.pools.put(&job.address, connection);
+    if reusable && job.kept_connections > 0 {
+        job.pools
+            .put(&job.address, connection, job.kept_connections);
     }
     Ok(())
 }
@@ -396,19 +407,22 @@ async fn converse(
     }
 }
 
-/// Writes the request: begin, parameters, body, end of body.
+/// Writes the request: begin, parameters, body, end of body (one write,
+/// unless the body is large).
 async fn send(write: &mut (impl AsyncWrite + Unpin), job: &Job) -> std::io::Result<()> {
     write.write_all(&job.head).await?;
+    let Some(body) = &job.body else {
+        return Ok(());
+    };
     let mut record = BytesMut::with_capacity(READ_SIZE + 16);
-    for piece in job.body.chunks(READ_SIZE) {
+    for piece in body.chunks(READ_SIZE) {
         record.clear();
         protocol::input(&mut record, piece);
         write.write_all(&record).await?;
     }
     record.clear();
     protocol::end_of_input(&mut record);
-    write.write_all(&record).await?;
-    write.flush().await
+    write.write_all(&record).await
 }
 
 /// Reads the answer to its `FCGI_END_REQUEST`: whether the connection

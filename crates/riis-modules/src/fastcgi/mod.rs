@@ -10,10 +10,13 @@
 //! 1. The request body is read through the pipeline (ReadEntity modules
 //!    see it, RequestFiltering's limit applies), up to `max_request_body`
 //!    bytes (413 past it).
-//! 2. The exchange with the application runs as a task on the module's own
-//!    runtime (one thread, `riis-fastcgi`), not on the request's worker:
-//!    the request waits (Pending) and resumes through OnAsyncCompletion
-//!    each time the task has output for it.
+//! 2. The exchange with the application runs as a task beside the request,
+//!    on the tokio runtime of the worker thread the request runs on, so
+//!    that its I/O and the request's wake-ups never cross threads (a
+//!    request that runs on no runtime, as in the engine's own tests, uses
+//!    one thread of the module's own, `riis-fastcgi`). The request waits
+//!    (Pending) without holding its worker and resumes through
+//!    OnAsyncCompletion each time the task has output for it.
 //! 3. The application's header block (`Status`, `Location`, other headers)
 //!    becomes the response's head, and its output the entity. Output is
 //!    kept in the response until `response_buffer_limit` bytes wait, then
@@ -33,10 +36,16 @@
 //! the server's log. A request that ends early (the client left,
 //! `timeouts.execution`) drops its connection to the application.
 //!
-//! With `keep_connections` (the default), a connection is asked to stay
-//! open (`FCGI_KEEP_CONN`) and kept for the next request to the same
-//! address, up to 32 idle per address for a minute; a kept connection that
-//! turns out closed before any answer is replaced once by a new one.
+//! By default each request has a connection of its own, which the
+//! application closes after answering (as nginx's default). With
+//! `kept_connections = N`, a connection is asked to stay open
+//! (`FCGI_KEEP_CONN`) and up to N idle ones per worker thread and address
+//! are kept for later requests, for at most a minute; one that turns out
+//! closed before any answer is replaced once by a new one. `php-fpm` gives
+//! a kept connection one of its workers for as long as the connection
+//! lives, so N must stay below its `pm.max_children` (divided by riis's
+//! worker threads), or requests on new connections wait for a worker that
+//! never comes free.
 //!
 //! The parameters are the RFC 3875 meta-variables Cgi passes as its
 //! environment (without `HTTP_PROXY`, and without `HTTP_AUTHORIZATION`
@@ -50,7 +59,8 @@
 //! - `activity_timeout` (seconds, default 30, IIS's `activityTimeout`);
 //! - `response_buffer_limit` (bytes, default 4,194,304, IIS's);
 //! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's);
-//! - `keep_connections` (default true);
+//! - `kept_connections` (idle connections kept per worker thread and
+//!   address, default 0, at most 1,024);
 //! - `pass_authorization` (default false);
 //! - `params` (a table of names and values).
 //!
@@ -94,8 +104,9 @@ pub struct FastCgiConfig {
     pub response_buffer_limit: u64,
     /// The longest request body passed on.
     pub max_request_body: u64,
-    /// Whether connections are kept for later requests.
-    pub keep_connections: bool,
+    /// Idle connections kept per worker thread and address.
+    #[serde(deserialize_with = "at_most_1024")]
+    pub kept_connections: usize,
     /// Whether `Authorization` is passed as `HTTP_AUTHORIZATION`.
     pub pass_authorization: bool,
     /// Parameters added to (or replacing) the meta-variables.
@@ -110,29 +121,45 @@ impl Default for FastCgiConfig {
             activity_timeout: 30,
             response_buffer_limit: 4_194_304,
             max_request_body: 30_000_000,
-            keep_connections: true,
+            kept_connections: 0,
             pass_authorization: false,
             params: BTreeMap::new(),
         }
     }
 }
 
+/// `kept_connections` is at most 1,024.
+fn at_most_1024<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n > 1024 {
+        return Err(serde::de::Error::custom("must be at most 1024"));
+    }
+    Ok(n)
+}
+
 /// How much of the body one read asks for.
 const READ_SIZE: usize = 64 * 1024;
 
-/// What the module's instances share: the runtime the exchanges run on
-/// (made with the first request) and the idle connections.
+/// What the module's instances share: the idle connections, and a
+/// runtime of the module's own for requests that do not run on one (made
+/// when first needed).
 struct Shared {
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    handle: OnceLock<Result<tokio::runtime::Handle, String>>,
+    fallback: Mutex<Option<tokio::runtime::Runtime>>,
+    fallback_handle: OnceLock<Result<tokio::runtime::Handle, String>>,
     pools: Arc<Pools>,
     /// Exchanges running, for `riis status`.
     running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Shared {
-    fn handle(&self) -> Result<&tokio::runtime::Handle, &String> {
-        self.handle
+    /// Where the exchange runs: the runtime the request runs on, when it
+    /// runs on one (riis's workers do), so that the exchange's I/O and the
+    /// request's wake-ups stay on one thread; else the module's own thread.
+    fn handle(&self) -> Result<tokio::runtime::Handle, String> {
+        if let Ok(current) = tokio::runtime::Handle::try_current() {
+            return Ok(current);
+        }
+        self.fallback_handle
             .get_or_init(|| {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -142,18 +169,18 @@ impl Shared {
                     .build()
                     .map_err(|e| format!("cannot start the FastCGI thread: {e}"))?;
                 let handle = runtime.handle().clone();
-                *self.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(runtime);
+                *self.fallback.lock().unwrap_or_else(|e| e.into_inner()) = Some(runtime);
                 Ok(handle)
             })
-            .as_ref()
+            .clone()
     }
 
-    /// Closes the idle connections and stops the runtime without waiting
-    /// (this may run on one of the server's own async threads).
+    /// Closes the idle connections and stops the module's own runtime
+    /// without waiting (this may run on one of the server's own threads).
     fn stop(&self) {
         self.pools.clear();
         if let Some(runtime) = self
-            .runtime
+            .fallback
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
@@ -211,8 +238,8 @@ impl FastCgi {
 
     fn start(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
         let handle = match self.shared.handle() {
-            Ok(handle) => handle.clone(),
-            Err(why) => return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, why),
+            Ok(handle) => handle,
+            Err(why) => return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &why),
         };
         let config = ctx.config(self.config);
         let Some(address) = config.address.clone() else {
@@ -222,7 +249,7 @@ impl FastCgi {
                 "fastcgi.address is not set for this location",
             );
         };
-        let keep_connection = config.keep_connections;
+        let kept_connections = config.kept_connections;
         let activity_timeout = Duration::from_secs(config.activity_timeout);
         let request_timeout = Duration::from_secs(config.request_timeout);
         let script_path = ctx.physical_path().to_path_buf();
@@ -243,16 +270,23 @@ impl FastCgi {
         for (name, value) in &config.params {
             protocol::pair(&mut pairs, name.as_bytes(), value.as_bytes());
         }
-        let mut head = BytesMut::with_capacity(pairs.len() + 64);
-        protocol::begin_request(&mut head, keep_connection);
+        // A body up to one read's size goes in the same write.
+        let whole = body.len() <= READ_SIZE;
+        let mut head =
+            BytesMut::with_capacity(pairs.len() + 64 + if whole { body.len() + 24 } else { 0 });
+        protocol::begin_request(&mut head, kept_connections > 0);
         protocol::params(&mut head, &pairs);
+        if whole {
+            protocol::input(&mut head, &body);
+            protocol::end_of_input(&mut head);
+        }
         let mailbox = Arc::new(Mailbox::new());
         let now = Instant::now();
         let job = Job {
             address,
             head: head.freeze(),
-            body: body.into(),
-            keep_connection,
+            body: (!whole).then(|| body.into()),
+            kept_connections,
             deadline: now
                 .checked_add(request_timeout)
                 .unwrap_or(now + Duration::from_secs(86_400)),
@@ -390,8 +424,8 @@ pub fn register_module(
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<FastCgiConfig>("fastcgi")?;
     let shared = Arc::new(Shared {
-        runtime: Mutex::new(None),
-        handle: OnceLock::new(),
+        fallback: Mutex::new(None),
+        fallback_handle: OnceLock::new(),
         pools: Arc::default(),
         running: Arc::default(),
     });
