@@ -104,13 +104,16 @@ impl Connection {
     }
 }
 
+/// One thread's idle connections per address, each with when it went idle.
+type ThreadPools = HashMap<Address, Vec<(Connection, Instant)>>;
+
 /// The idle connections, per application address and thread, for
 /// `kept_connections`. Per thread, because a connection belongs to the
 /// runtime (the event loop) of the thread it was made on: each riis worker
 /// keeps its own.
 #[derive(Default)]
 pub(super) struct Pools {
-    idle: Mutex<HashMap<std::thread::ThreadId, HashMap<Address, Vec<(Connection, Instant)>>>>,
+    idle: Mutex<HashMap<std::thread::ThreadId, ThreadPools>>,
     /// Idle connections, for `riis status`.
     count: AtomicUsize,
 }
