@@ -21,8 +21,9 @@
 # Results go to bench/results/<timestamp>.md and stdout.
 #
 # `php` puts the same php-fpm (on core 1, with wrk) behind both servers: riis's
-# FastCgi and nginx's fastcgi_pass with kept connections (upstream keepalive),
-# a script that echoes 12 bytes. Its keep-alive figure is the server's own CPU
+# FastCgi and nginx's fastcgi_pass, with a connection per request (both
+# defaults) and with four kept connections (upstream keepalive), running a
+# script that echoes 12 bytes. Its keep-alive figure is the server's own CPU
 # per PHP request; its pipelined figure is bounded by PHP on the other core.
 #
 # Needs: nginx, wrk, taskset (apt-get install nginx-light wrk util-linux), and
@@ -313,16 +314,21 @@ daemonize = no
 listen = $work/php.sock
 listen.mode = 0666
 pm = static
-pm.max_children = 4
+pm.max_children = 8
 FPM
       taskset -c "$CLIENT_CPU" setsid "$fpm" --nodaemonize --fpm-config "$work/php-fpm.conf" --allow-to-run-as-root &
       fpm_pid=$!
       for _ in $(seq 100); do [ -S "$work/php.sock" ] && break; sleep 0.05; done
-      php_conf=$(riis_config $'[[modules]]\nname = "FastCgi"\n[fastcgi]\naddress = "unix:'"$work"'/php.sock"' \
-        $'[[handlers]]\nname = "PHP"\npath = "*.php"\nresource_type = "File"\nmodules = ["FastCgi"]' php)
-      NGINX_HTTP="upstream php { server unix:$work/php.sock; keepalive 8; }"
-      run_pair "PHP through php-fpm: FastCgi vs nginx fastcgi_pass (kept connections)" "$php_conf" /hello.php \
-        "location ~ \\.php\$ { include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name; fastcgi_pass php; fastcgi_keep_conn on; }" /hello.php
+      php_handler=$'[[handlers]]\nname = "PHP"\npath = "*.php"\nresource_type = "File"\nmodules = ["FastCgi"]'
+      php_location="location ~ \\.php\$ { include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name; fastcgi_pass php; fastcgi_keep_conn on; }"
+      # Both servers' defaults: a connection per request.
+      php_conf=$(riis_config $'[[modules]]\nname = "FastCgi"\n[fastcgi]\naddress = "unix:'"$work"'/php.sock"' "$php_handler" php)
+      NGINX_HTTP="upstream php { server unix:$work/php.sock; }"
+      run_pair "PHP via php-fpm, a connection per request: FastCgi vs nginx fastcgi_pass" "$php_conf" /hello.php "$php_location" /hello.php
+      # Four kept connections each (php-fpm has eight workers).
+      php_conf=$(riis_config $'[[modules]]\nname = "FastCgi"\n[fastcgi]\naddress = "unix:'"$work"$'/php.sock"\nkept_connections = 4' "$php_handler" phpkept)
+      NGINX_HTTP="upstream php { server unix:$work/php.sock; keepalive 4; }"
+      run_pair "PHP via php-fpm, 4 kept connections: FastCgi vs nginx upstream keepalive" "$php_conf" /hello.php "$php_location" /hello.php
       NGINX_HTTP=""
       kill -TERM -- "-$fpm_pid" 2>/dev/null || true
       wait "$fpm_pid" 2>/dev/null || true

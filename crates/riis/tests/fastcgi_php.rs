@@ -281,7 +281,10 @@ fn php_runs_behind_riis() {
         })
         .unwrap();
     let md5 = String::from_utf8_lossy(&md5.stdout);
-    assert_eq!(resp.text(), format!("300000 {}", md5.split_whitespace().next().unwrap()));
+    assert_eq!(
+        resp.text(),
+        format!("300000 {}", md5.split_whitespace().next().unwrap())
+    );
 
     // Status, Location and cookies set by PHP.
     let created = conn.get("/created.php");

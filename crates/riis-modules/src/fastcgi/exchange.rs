@@ -431,7 +431,10 @@ async fn send(write: &mut (impl AsyncWrite + Unpin), job: &Job) -> std::io::Resu
 /// Reads the answer to its `FCGI_END_REQUEST`: whether the connection
 /// ended clean (nothing more on it).
 async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool, Failure> {
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    // Most answers are small: reads start at 8 KiB and double, up to 64
+    // KiB, while they fill the buffer.
+    let mut want = 8 * 1024;
+    let mut buf = BytesMut::with_capacity(want);
     // The head as it comes, until it is whole.
     let mut head: Option<BytesMut> = Some(BytesMut::new());
     let mut errors = ErrorLog::new("FastCGI", job.script.clone());
@@ -499,7 +502,8 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
                 Record::Other => {}
             }
         }
-        buf.reserve(READ_SIZE);
+        buf.reserve(want);
+        let spare = buf.capacity() - buf.len();
         let read_once = tokio::time::timeout(job.activity_timeout, read.read_buf(&mut buf));
         match read_once.await {
             Err(_) => return Err(Failure::Quiet),
@@ -511,7 +515,12 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
                     "the application closed the connection before FCGI_END_REQUEST".into(),
                 ))
             }
-            Ok(Ok(_)) => received = true,
+            Ok(Ok(n)) => {
+                received = true;
+                if n == spare {
+                    want = (want * 2).min(READ_SIZE);
+                }
+            }
             Ok(Err(e)) if !received => return Err(Failure::Nothing(e)),
             Ok(Err(e)) => return Err(Failure::Broken(format!("reading the answer failed: {e}"))),
         }
