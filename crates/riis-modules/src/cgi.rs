@@ -359,7 +359,6 @@ fn execute(job: &mut Run) -> Outcome {
     }
     // Our ends of the pipes close here: nothing is left to block on them.
     drop((stdin, stdout, stderr));
-    errors.finish();
     kill();
     job.running
         .groups

@@ -39,11 +39,18 @@ pub(crate) fn meta_variables(
         "REQUEST_METHOD",
         "QUERY_STRING",
         "REMOTE_PORT",
-        "HTTPS",
+        // Host and port as routed: HTTP/2's `:authority`, or an
+        // absolute-form target's host over a `Host` header that differs.
+        "HTTP_HOST",
     ] {
         if let Some(value) = ctx.server_variable(name) {
             emit(name, value.as_bytes());
         }
+    }
+    // Only when on, as Apache and nginx pass it: applications test
+    // `!empty($_SERVER['HTTPS'])`, which IIS's `off` would pass.
+    if ctx.server_variable("HTTPS").as_deref() == Some("on") {
+        emit("HTTPS", b"on");
     }
     emit("REQUEST_URI", req.raw_url().as_bytes());
     emit("SCRIPT_NAME", req.url().as_bytes());
@@ -84,6 +91,7 @@ pub(crate) fn meta_variables(
         // `Proxy` as HTTP_PROXY would set the application's outbound
         // proxy ("httpoxy").
         if *name == header::CONTENT_LENGTH
+            || *name == header::HOST
             || name.as_str() == "proxy"
             || name.as_str().contains('_')
             || (*name == header::AUTHORIZATION && !pass_authorization)
@@ -130,6 +138,9 @@ pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,
     pub(crate) reason: Option<String>,
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    /// The application's `Content-Length`: riis frames the body itself,
+    /// but a response to HEAD has none to count, and keeps this one.
+    pub(crate) content_length: Option<HeaderValue>,
 }
 
 impl ResponseHead {
@@ -144,6 +155,12 @@ impl ResponseHead {
         resp.set_status(self.status, reason);
         for (name, value) in self.headers {
             resp.append_header(name, value);
+        }
+        if let Some(length) = self.content_length {
+            if ctx.request().method() == riis_pipeline::http::Method::HEAD {
+                ctx.response_mut()
+                    .set_header(header::CONTENT_LENGTH, length);
+            }
         }
     }
 }
@@ -167,6 +184,7 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
     let mut headers = Vec::new();
     let mut location = false;
     let mut content_type = false;
+    let mut content_length = None;
     let mut lines = 0;
     let mut at = 0;
     loop {
@@ -221,6 +239,12 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
             .map_err(|_| format!("the value of {name} is not a valid header value"))?;
         location |= name == header::LOCATION;
         content_type |= name == header::CONTENT_TYPE;
+        if name == header::CONTENT_LENGTH {
+            content_length = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .map(|_| value.clone());
+        }
         if !HOP_BY_HOP.contains(&name.as_str()) {
             headers.push((name, value));
         }
@@ -240,6 +264,7 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
             status,
             reason,
             headers,
+            content_length,
         },
         at,
     )))
@@ -296,9 +321,11 @@ impl ErrorLog {
         }
         self.line.clear();
     }
+}
 
-    /// Logs what is left of the last line.
-    pub(crate) fn finish(&mut self) {
+impl Drop for ErrorLog {
+    /// Logs what is left of the last line, however the run ended.
+    fn drop(&mut self) {
         self.emit();
     }
 }

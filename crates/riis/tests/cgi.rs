@@ -27,7 +27,7 @@ fn config(dir: &TempDir) -> PathBuf {
          echo \"method=$REQUEST_METHOD query=$QUERY_STRING script=$SCRIPT_NAME\"\n\
          echo \"agent=$HTTP_USER_AGENT proxy=${HTTP_PROXY-unset} auth=${HTTP_AUTHORIZATION-unset}\"\n\
          echo \"type=$CONTENT_TYPE length=$CONTENT_LENGTH gateway=$GATEWAY_INTERFACE\"\n\
-         echo \"remote=$REMOTE_ADDR server=$SERVER_NAME https=$HTTPS pwd=$(pwd)\"\n\
+         echo \"remote=$REMOTE_ADDR server=$SERVER_NAME https=${HTTPS-unset} pwd=$(pwd)\"\n\
          echo \"home=${HOME-unset} xff=$HTTP_X_FORWARDED_FOR cookie=$HTTP_COOKIE\"\n\
          cat\n",
     );
@@ -135,7 +135,7 @@ fn programs_get_the_request_and_make_the_response() {
         "agent=tester proxy=unset auth=unset".to_owned(),
         "type=text/plain length=11 gateway=CGI/1.1".to_owned(),
         format!(
-            "remote=127.0.0.1 server=cgi.test https=off pwd={}",
+            "remote=127.0.0.1 server=cgi.test https=unset pwd={}",
             folder.display()
         ),
         "home=unset xff=good cookie=a=1; b=2".to_owned(),

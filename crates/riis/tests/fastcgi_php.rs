@@ -248,7 +248,7 @@ fn php_runs_behind_riis() {
         "uri=/info.php?x=1&y=two",
         "script=/info.php",
         "file=info.php",
-        "https=off",
+        "https=unset",
         "agent=tester",
         r#"get={"x":"1","y":"two"}"#,
         r#"post={"name":"riis","n":"3"}"#,

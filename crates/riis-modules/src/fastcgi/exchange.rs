@@ -29,6 +29,9 @@ use crate::gateway::{parse_head, ErrorLog, ResponseHead};
 pub(super) const MAILBOX_LIMIT: usize = 256 * 1024;
 /// How long an idle connection is kept.
 const IDLE_TIME: Duration = Duration::from_secs(60);
+/// Output pieces below this are copied together rather than kept as
+/// slices of their read buffers.
+const SMALL_PIECE: usize = 4096;
 /// How much one read from the application asks for.
 const READ_SIZE: usize = 64 * 1024;
 
@@ -104,8 +107,33 @@ impl Connection {
     }
 }
 
-/// One thread's idle connections per address, each with when it went idle.
-type ThreadPools = HashMap<Address, Vec<(Connection, Instant)>>;
+impl Connection {
+    /// Whether the idle connection is as it was left: open, with nothing
+    /// to read. Data would be a stray answer that the next request would
+    /// take for its own; end of file, the application closed it.
+    fn is_quiet(&self) -> bool {
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Connection::Tcp(stream) => stream.as_raw_fd(),
+            Connection::Unix(stream) => stream.as_raw_fd(),
+        };
+        let mut byte = [0u8; 1];
+        matches!(
+            recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+            Err(nix::errno::Errno::EAGAIN)
+        )
+    }
+}
+
+/// One thread's idle connections.
+#[derive(Default)]
+struct ThreadPools {
+    /// Per address, each with when it went idle, oldest first.
+    lists: HashMap<Address, Vec<(Connection, Instant)>>,
+    /// A sweeper task runs for them.
+    swept: bool,
+}
 
 /// The idle connections, per application address and thread, for
 /// `kept_connections`. Per thread, because a connection belongs to the
@@ -119,36 +147,74 @@ pub(super) struct Pools {
 }
 
 impl Pools {
-    /// The most recently used idle connection to `address` that is not too
-    /// old.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<std::thread::ThreadId, ThreadPools>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle connection to `address` that is quiet
+    /// and not too old; the others on the way are closed.
     fn take(&self, address: &Address) -> Option<Connection> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.lock();
         let list = idle
             .get_mut(&std::thread::current().id())?
+            .lists
             .get_mut(address)?;
         while let Some((connection, since)) = list.pop() {
             self.count.fetch_sub(1, Ordering::Relaxed);
-            if since.elapsed() < IDLE_TIME {
+            if since.elapsed() < IDLE_TIME && connection.is_quiet() {
                 return Some(connection);
             }
         }
         None
     }
 
-    fn put(&self, address: &Address, connection: Connection, most: usize) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let ours = idle.entry(std::thread::current().id()).or_default();
-        let list = match ours.get_mut(address) {
+    /// Keeps `connection` (at most `most` per address on this thread),
+    /// starting this thread's sweeper if none runs.
+    fn put(self: &Arc<Self>, address: &Address, connection: Connection, most: usize) {
+        let thread = std::thread::current().id();
+        let mut idle = self.lock();
+        let ours = idle.entry(thread).or_default();
+        let list = match ours.lists.get_mut(address) {
             Some(list) => list,
-            None => ours.entry(address.clone()).or_default(),
+            None => ours.lists.entry(address.clone()).or_default(),
         };
-        if list.len() >= most {
+        while list.len() >= most.max(1) {
             // The oldest goes: it is the likeliest to be closed by now.
             list.remove(0);
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
         list.push((connection, Instant::now()));
         self.count.fetch_add(1, Ordering::Relaxed);
+        if !std::mem::replace(&mut ours.swept, true) {
+            tokio::spawn(self.clone().sweep(thread));
+        }
+    }
+
+    /// Closes `thread`'s idle connections that expired or that the
+    /// application closed (each holds one of its workers, or a file
+    /// descriptor), a few times a minute, until none is left.
+    async fn sweep(self: Arc<Self>, thread: std::thread::ThreadId) {
+        loop {
+            tokio::time::sleep(IDLE_TIME / 4).await;
+            let mut idle = self.lock();
+            let Some(ours) = idle.get_mut(&thread) else {
+                return;
+            };
+            let mut closed = 0;
+            for list in ours.lists.values_mut() {
+                let before = list.len();
+                list.retain(|(connection, since)| {
+                    since.elapsed() < IDLE_TIME && connection.is_quiet()
+                });
+                closed += before - list.len();
+            }
+            self.count.fetch_sub(closed, Ordering::Relaxed);
+            ours.lists.retain(|_, list| !list.is_empty());
+            if ours.lists.is_empty() {
+                ours.swept = false;
+                return;
+            }
+        }
     }
 
     /// Idle connections now.
@@ -159,7 +225,7 @@ impl Pools {
     /// Closes every idle connection (before the runtime they belong to
     /// goes).
     pub(super) fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.lock().clear();
         self.count.store(0, Ordering::Relaxed);
     }
 }
@@ -180,13 +246,40 @@ pub(super) struct Inbox {
     pub(super) head: Option<ResponseHead>,
     /// Body pieces.
     pub(super) chunks: Vec<Bytes>,
+    /// Small pieces, copied together, to go after `chunks`.
+    small: BytesMut,
     /// Their bytes.
     pub(super) queued: usize,
     /// The exchange is over.
     pub(super) end: Option<End>,
     /// The request waits (Pending) for news: the next one posts its
-    /// completion.
+    /// completion (output only once `wake_at` bytes wait: the request would
+    /// only take less and wait again).
     pub(super) parked: bool,
+    /// Set by the request when it parks.
+    pub(super) wake_at: usize,
+}
+
+impl Inbox {
+    /// Moves the small pieces gathered so far to the end of `chunks`.
+    fn seal_small(&mut self) {
+        if !self.small.is_empty() {
+            let sealed = self.small.split().freeze();
+            self.chunks.push(sealed);
+        }
+    }
+
+    /// Takes the body pieces, in order.
+    pub(super) fn take_chunks(&mut self) -> Vec<Bytes> {
+        self.seal_small();
+        self.queued = 0;
+        std::mem::take(&mut self.chunks)
+    }
+
+    /// Whether there is anything for the request.
+    pub(super) fn is_empty(&self) -> bool {
+        self.head.is_none() && self.chunks.is_empty() && self.small.is_empty() && self.end.is_none()
+    }
 }
 
 /// Shared by the request (its module instance) and its task.
@@ -245,6 +338,10 @@ pub(super) struct Job {
     pub(super) activity_timeout: Duration,
     /// The script, for log lines.
     pub(super) script: String,
+    /// Whether the request may be sent again (RFC 9110 §9.2.2: GET, HEAD,
+    /// PUT, DELETE, OPTIONS, TRACE), when a kept connection fails before
+    /// any answer.
+    pub(super) idempotent: bool,
     pub(super) mailbox: Arc<Mailbox>,
     pub(super) done: CompletionHandle,
     pub(super) pools: Arc<Pools>,
@@ -262,15 +359,27 @@ impl Job {
     }
 
     /// Passes a body piece on, then waits while the request has too much
-    /// untaken.
+    /// untaken. Small pieces are copied together (a record's bytes would
+    /// otherwise keep its whole read buffer alive in the response).
     async fn deliver_body(&self, piece: Bytes) {
         if piece.is_empty() {
             return;
         }
-        self.deliver(|inbox| {
+        let wake = {
+            let mut inbox = self.mailbox.lock();
+            let wake_at = inbox.wake_at.clamp(1, MAILBOX_LIMIT);
             inbox.queued += piece.len();
-            inbox.chunks.push(piece);
-        });
+            if piece.len() < SMALL_PIECE {
+                inbox.small.extend_from_slice(&piece);
+            } else {
+                inbox.seal_small();
+                inbox.chunks.push(piece);
+            }
+            inbox.queued >= wake_at && std::mem::take(&mut inbox.parked)
+        };
+        if wake {
+            self.done.post_completion(0);
+        }
         while self.mailbox.lock().queued >= MAILBOX_LIMIT {
             self.mailbox.space.notified().await;
         }
@@ -340,7 +449,7 @@ impl Failure {
 }
 
 /// Runs the exchange on an idle connection if there is one, and once more
-/// on a new one if the idle one turns out closed.
+/// on a new one if the idle one turns out closed (idempotent requests).
 async fn exchange_with_retry(job: &Job) -> Result<(), Failure> {
     if job.kept_connections > 0 {
         if let Some(mut connection) = job.pools.take(&job.address) {
@@ -352,11 +461,12 @@ async fn exchange_with_retry(job: &Job) -> Result<(), Failure> {
                     }
                     return Ok(());
                 }
-                // Nothing came back: the application cannot have acted on
-                // a request it never answered a byte of... unless it did and
-                // then died; the same risk an HTTP client takes retrying an
-                // idle connection once.
-                Err(Failure::Nothing(_)) => {}
+                // Nothing came back. The connection was quiet when taken,
+                // so the application most likely closed it just then; but
+                // it may have run the request and died, so only a request
+                // that may run twice goes again (as nginx and HTTP
+                // clients do).
+                Err(Failure::Nothing(_)) if job.idempotent => {}
                 Err(other) => return Err(other),
             }
         }
@@ -399,7 +509,12 @@ async fn converse(
     let mut sent = None;
     loop {
         tokio::select! {
-            result = &mut sending, if sent.is_none() => sent = Some(result.is_ok()),
+            result = &mut sending, if sent.is_none() => {
+                if matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+                    return Err(Failure::Quiet);
+                }
+                sent = Some(result.is_ok());
+            }
             result = &mut receiving => {
                 // An application may answer without reading the whole body
                 // (and close): the answer counts, the connection does not.
@@ -411,9 +526,20 @@ async fn converse(
 }
 
 /// Writes the request: begin, parameters, body, end of body (one write,
-/// unless the body is large).
+/// unless the body is large). Each write must get through within
+/// `activity_timeout` (an application that stops reading is as silent as
+/// one that stops answering).
 async fn send(write: &mut (impl AsyncWrite + Unpin), job: &Job) -> std::io::Result<()> {
-    write.write_all(&job.head).await?;
+    async fn write_all(
+        write: &mut (impl AsyncWrite + Unpin),
+        data: &[u8],
+        limit: Duration,
+    ) -> std::io::Result<()> {
+        tokio::time::timeout(limit, write.write_all(data))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    }
+    write_all(write, &job.head, job.activity_timeout).await?;
     let Some(body) = &job.body else {
         return Ok(());
     };
@@ -421,11 +547,24 @@ async fn send(write: &mut (impl AsyncWrite + Unpin), job: &Job) -> std::io::Resu
     for piece in body.chunks(READ_SIZE) {
         record.clear();
         protocol::input(&mut record, piece);
-        write.write_all(&record).await?;
+        write_all(write, &record, job.activity_timeout).await?;
     }
     record.clear();
     protocol::end_of_input(&mut record);
-    write.write_all(&record).await
+    write_all(write, &record, job.activity_timeout).await
+}
+
+/// Whether the head, grown from `from` bytes to `pending`, may now hold its
+/// end (an empty line) or be past its longest: only then is it parsed.
+fn may_end_head(pending: &[u8], from: usize) -> bool {
+    if pending.len() > crate::gateway::MAX_HEADER_BYTES
+        || pending.starts_with(b"\n")
+        || pending.starts_with(b"\r\n")
+    {
+        return true;
+    }
+    let new = &pending[from.saturating_sub(2)..];
+    memchr::memmem::find(new, b"\n\n").is_some() || memchr::memmem::find(new, b"\n\r\n").is_some()
 }
 
 /// Reads the answer to its `FCGI_END_REQUEST`: whether the connection
@@ -444,7 +583,12 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
             match record {
                 Record::Output(data) => match head.as_mut() {
                     Some(pending) => {
+                        let from = pending.len();
                         pending.extend_from_slice(&data);
+                        // Parsed once it can be whole, not again per record.
+                        if !data.is_empty() && !may_end_head(pending, from) {
+                            continue;
+                        }
                         match parse_head(pending) {
                             Ok(Some((parsed, used))) => {
                                 let rest = pending.split_off(used).freeze();
@@ -468,7 +612,6 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
                     app_status,
                     protocol_status,
                 } => {
-                    errors.finish();
                     match protocol_status {
                         protocol_status::REQUEST_COMPLETE => {}
                         protocol_status::OVERLOADED => return Err(Failure::Overloaded),

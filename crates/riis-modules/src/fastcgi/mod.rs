@@ -78,7 +78,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use riis_pipeline::bytes::BytesMut;
-use riis_pipeline::http::StatusCode;
+use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{
     CompletionInfo, FlushOptions, HttpContext, HttpModule, ModuleError, ModuleRegistration,
     RequestNotification, RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
@@ -136,6 +136,9 @@ fn at_most_1024<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Erro
     }
     Ok(n)
 }
+
+/// Once a response streams, the most output held before the next flush.
+const STREAM_PIECE: u64 = 64 * 1024;
 
 /// How much of the body one read asks for.
 const READ_SIZE: usize = 64 * 1024;
@@ -210,6 +213,8 @@ pub struct FastCgi {
     config: Section<FastCgiConfig>,
     shared: Arc<Shared>,
     state: State,
+    /// The response has been flushed once: it streams.
+    streaming: bool,
 }
 
 impl Drop for FastCgi {
@@ -292,6 +297,15 @@ impl FastCgi {
                 .unwrap_or(now + Duration::from_secs(86_400)),
             activity_timeout,
             script: script_path.display().to_string(),
+            idempotent: matches!(
+                *ctx.request().method(),
+                Method::GET
+                    | Method::HEAD
+                    | Method::PUT
+                    | Method::DELETE
+                    | Method::OPTIONS
+                    | Method::TRACE
+            ),
             mailbox: mailbox.clone(),
             done: ctx.completion_handle(),
             pools: self.shared.pools.clone(),
@@ -316,25 +330,35 @@ impl FastCgi {
     ) -> RequestNotificationStatus {
         let limit = ctx.config(self.config).response_buffer_limit;
         loop {
+            // Output held before a flush: the configured limit, then (once
+            // the response streams) pieces of at most STREAM_PIECE, so a
+            // client that reads slowly holds little in the server.
+            let threshold = if self.streaming {
+                limit.min(STREAM_PIECE)
+            } else {
+                limit
+            };
             let (head, chunks, end) = {
                 let mut inbox = mailbox.lock();
-                if inbox.head.is_none() && inbox.chunks.is_empty() && inbox.end.is_none() {
+                if inbox.is_empty() {
+                    let buffered = ctx.response().buffered_len();
+                    inbox.wake_at = threshold.saturating_sub(buffered).max(1) as usize;
                     inbox.parked = true;
                     drop(inbox);
                     self.state = State::Answering(mailbox);
                     return RequestNotificationStatus::Pending;
                 }
-                inbox.queued = 0;
-                (
-                    inbox.head.take(),
-                    std::mem::take(&mut inbox.chunks),
-                    inbox.end.take(),
-                )
+                (inbox.head.take(), inbox.take_chunks(), inbox.end.take())
             };
             if !chunks.is_empty() {
                 mailbox.space.notify_one();
             }
+            let mut send_head = false;
             if let Some(head) = head {
+                // A HEAD answer without a length goes out before its end,
+                // so that no length is made up for the body it lacks.
+                send_head = limit == 0
+                    || (ctx.request().method() == Method::HEAD && head.content_length.is_none());
                 head.apply(ctx);
                 // The application's own error pages are its answer.
                 ctx.response_mut().set_try_skip_custom_errors(true);
@@ -342,12 +366,14 @@ impl FastCgi {
             ctx.response_mut()
                 .write_chunks(chunks.into_iter().map(Into::into));
             match end {
-                Some(End::Complete) => return RequestNotificationStatus::Continue,
+                Some(End::Complete) if !send_head => return RequestNotificationStatus::Continue,
+                Some(End::Complete) => {}
                 Some(End::Failed(status, why)) => return fail(ctx, status, &why),
                 None => {}
             }
             let buffered = ctx.response().buffered_len();
-            if buffered > 0 && buffered >= limit {
+            if send_head || (buffered > 0 && buffered >= threshold) {
+                self.streaming = true;
                 ctx.response_mut().flush(FlushOptions {
                     asynchronous: true,
                     more_data: true,
@@ -357,6 +383,17 @@ impl FastCgi {
             }
         }
     }
+}
+
+/// 413: the body is longer than `max_request_body`; the connection closes
+/// (the rest of the body is not read).
+fn too_large(ctx: &mut HttpContext, limit: u64) -> RequestNotificationStatus {
+    ctx.response_mut().set_need_disconnect();
+    fail(
+        ctx,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body is longer than fastcgi.max_request_body ({limit} bytes)"),
+    )
 }
 
 /// Ends the request with an error, logged and described for the detailed
@@ -378,6 +415,15 @@ fn fail(ctx: &mut HttpContext, status: StatusCode, why: &str) -> RequestNotifica
 
 impl HttpModule for FastCgi {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let limit = ctx.config(self.config).max_request_body;
+        let declared = ctx
+            .request()
+            .header(riis_pipeline::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return too_large(ctx, limit);
+        }
         self.go_on(ctx, Vec::new())
     }
 
@@ -394,14 +440,7 @@ impl HttpModule for FastCgi {
                 let data = ctx.request_mut().take_read_data();
                 let limit = ctx.config(self.config).max_request_body;
                 if (body.len() + data.len()) as u64 > limit {
-                    ctx.response_mut().set_need_disconnect();
-                    return fail(
-                        ctx,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!(
-                            "the request body is longer than fastcgi.max_request_body ({limit} bytes)"
-                        ),
-                    );
+                    return too_large(ctx, limit);
                 }
                 body.extend_from_slice(&data);
                 if data.is_empty() && !ctx.request().is_body_complete() {
@@ -461,6 +500,7 @@ impl riis_pipeline::HttpModuleFactory for Factory {
             config: self.config,
             shared: self.shared.clone(),
             state: State::Idle,
+            streaming: false,
         }))
     }
 
