@@ -27,6 +27,10 @@ struct Request {
 #[derive(Default)]
 struct Seen {
     connections: AtomicUsize,
+    /// Times `/dies.fcgi` was asked for.
+    dies: AtomicUsize,
+    /// `/stream/headfirst.fcgi` may send its body.
+    go_body: (Mutex<bool>, Condvar),
     /// The connection of a `/hang.fcgi` request was closed by the server.
     hang_closed: AtomicBool,
     /// `/stream.fcgi` may send its second part.
@@ -108,12 +112,33 @@ fn read_request(stream: &mut TcpStream) -> Option<Request> {
     loop {
         let (kind, content) = read_record(stream)?;
         match kind {
+            // An application that reads no body: stops after the
+            // parameters.
+            4 if content.is_empty() && contains(&params, b"/noread.fcgi") => {
+                return Some(Request {
+                    params: decode(&params),
+                    body,
+                    keep_connection: begin[2] & 1 == 1,
+                })
+            }
             4 => params.extend_from_slice(&content),
             5 if content.is_empty() => break,
             5 => body.extend_from_slice(&content),
             other => panic!("unexpected record type {other}"),
         }
     }
+    Some(Request {
+        params: decode(&params),
+        body,
+        keep_connection: begin[2] & 1 == 1,
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn decode(params: &[u8]) -> HashMap<String, String> {
     let mut map = HashMap::new();
     let mut at = 0;
     while at < params.len() {
@@ -125,11 +150,7 @@ fn read_request(stream: &mut TcpStream) -> Option<Request> {
         at += value_len;
         map.insert(name, value);
     }
-    Some(Request {
-        params: map,
-        body,
-        keep_connection: begin[2] & 1 == 1,
-    })
+    map
 }
 
 fn serve(mut stream: TcpStream, seen: &Seen) {
@@ -159,6 +180,8 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
                     "HTTP_AUTHORIZATION",
                     "APP_ENV",
                     "SERVER_SOFTWARE",
+                    "HTTP_HOST",
+                    "HTTPS",
                 ] {
                     let value = request.params.get(name).map_or("unset", |v| v.as_str());
                     text.push_str(&format!("{name}={value}\n"));
@@ -235,6 +258,58 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
                 }
                 return;
             }
+            "/stray.fcgi" => {
+                // Answers, then writes more on the kept connection: an
+                // answer nobody asked for, which must not reach the next
+                // request.
+                out.extend(record(STDOUT, b"Content-Type: text/plain\r\n\r\nfirst"));
+                out.extend(end(0));
+                let _ = stream.write_all(&out);
+                std::thread::sleep(Duration::from_millis(50));
+                let mut forged = record(
+                    STDOUT,
+                    b"Content-Type: text/plain\r\nX-Forged: 1\r\n\r\nFORGED",
+                );
+                forged.extend(end(0));
+                let _ = stream.write_all(&forged);
+                *seen.last.lock().unwrap() = Some(request);
+                // Stays open, as a kept connection does.
+                std::thread::sleep(Duration::from_secs(5));
+                return;
+            }
+            "/dies.fcgi" => {
+                // Takes the request, then dies without a word.
+                seen.dies.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            "/head.fcgi" => {
+                out.extend(record(
+                    STDOUT,
+                    b"Content-Type: text/plain\r\nContent-Length: 1200\r\n\r\n",
+                ));
+                out.extend(end(0));
+            }
+            "/nolength.fcgi" => {
+                out.extend(record(STDOUT, b"Content-Type: text/plain\r\n\r\n"));
+                out.extend(end(0));
+            }
+            "/noread.fcgi" => {
+                std::thread::sleep(Duration::from_secs(3));
+                return;
+            }
+            "/headfirst.fcgi" => {
+                stream
+                    .write_all(&record(STDOUT, b"Content-Type: text/plain\r\n\r\n"))
+                    .unwrap();
+                let (lock, cv) = &seen.go_body;
+                let go = cv
+                    .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(10), |go| !*go)
+                    .unwrap()
+                    .0;
+                assert!(*go, "the client never saw the head");
+                out.extend(record(STDOUT, b"late body"));
+                out.extend(end(0));
+            }
             "/closes.fcgi" => {
                 // Answers, then closes the connection it was asked to keep.
                 out.extend(record(STDOUT, b"Content-Type: text/plain\r\n\r\nbye"));
@@ -269,6 +344,12 @@ fn config(dir: &TempDir, app: SocketAddr, unreachable: SocketAddr) -> PathBuf {
         "nokeep/echo",
         "down/echo",
         "small/big",
+        "stray",
+        "dies",
+        "head",
+        "nolength",
+        "upload/noread",
+        "stream/headfirst",
     ] {
         dir.write(&format!("www/{name}.fcgi"), "");
     }
@@ -312,6 +393,10 @@ fastcgi = {{ address = "{app}", response_buffer_limit = 65536 }}
 [[sites.locations]]
 path = "/nokeep"
 fastcgi = {{ address = "{app}", kept_connections = 0 }}
+
+[[sites.locations]]
+path = "/upload"
+fastcgi = {{ address = "{app}", max_request_body = 20000000 }}
 
 [[sites.locations]]
 path = "/down"
@@ -404,6 +489,87 @@ fn a_kept_connection_the_application_closed_is_replaced() {
 }
 
 #[test]
+fn a_stray_answer_on_a_kept_connection_reaches_nobody() {
+    let (_dir, app, server) = start();
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/stray.fcgi").text(), "first");
+    // The application wrote an answer nobody asked for on the kept
+    // connection: that connection is not used again.
+    std::thread::sleep(Duration::from_millis(300));
+    let resp = conn.get("/echo.fcgi");
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("x-forged").is_none());
+    assert!(
+        resp.text().contains("REQUEST_METHOD=GET"),
+        "{}",
+        resp.text()
+    );
+    assert_eq!(app.seen.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn only_idempotent_requests_are_sent_again() {
+    let (_dir, app, server) = start();
+    let mut conn = Connection::open(server.addr);
+    // A kept connection, then a request the application takes and dies
+    // on without answering: a GET goes again on a new connection (and
+    // fails there too), a POST is not run twice.
+    assert_eq!(conn.get("/echo.fcgi").status, 200);
+    assert_eq!(conn.get("/dies.fcgi").status, 502);
+    assert_eq!(app.seen.dies.load(Ordering::SeqCst), 2);
+    assert_eq!(conn.get("/echo.fcgi").status, 200);
+    conn.send_raw(b"POST /dies.fcgi HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
+    assert_eq!(conn.read_response(false).status, 502);
+    assert_eq!(app.seen.dies.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn head_requests_keep_the_applications_length_or_none() {
+    let (_dir, _app, server) = start();
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"HEAD /head.fcgi HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = conn.read_response(true);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-length"), Some("1200"));
+    // No length from the application: none made up (not 0).
+    conn.send_raw(b"HEAD /nolength.fcgi HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = conn.read_response(true);
+    assert_eq!(resp.status, 200);
+    assert_ne!(resp.header("content-length"), Some("0"), "{resp:?}");
+    // The connection goes on.
+    assert_eq!(conn.get("/echo.fcgi").status, 200);
+}
+
+#[test]
+fn the_host_is_the_one_the_request_was_routed_by() {
+    let (_dir, _app, server) = start();
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET http://good.test/echo.fcgi HTTP/1.1\r\nHost: evil.test\r\n\r\n");
+    let text = conn.read_response(false).text();
+    assert!(text.contains("HTTP_HOST=good.test\n"), "{text}");
+    // Plain HTTP: no HTTPS variable at all.
+    assert!(text.contains("HTTPS=unset\n"), "{text}");
+}
+
+#[test]
+fn an_application_that_takes_no_body_times_out() {
+    let (_dir, _app, server) = start();
+    let mut conn = Connection::open(server.addr);
+    let body = vec![b'x'; 16_000_000];
+    conn.send_raw(
+        format!(
+            "POST /upload/noread.fcgi HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    conn.send_raw(&body);
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    assert!(resp.text().contains("activity_timeout"), "{}", resp.text());
+}
+
+#[test]
 fn failures_get_the_gateway_statuses() {
     let (_dir, _app, server) = start();
     let mut conn = Connection::open(server.addr);
@@ -426,9 +592,9 @@ fn failures_get_the_gateway_statuses() {
         assert!(resp.header("set-cookie").is_none());
     }
 
-    // A body over max_request_body: 413, and the connection closes.
+    // A body declared longer than max_request_body: 413 at once, without
+    // waiting for the body, and the connection closes.
     conn.send_raw(b"POST /echo.fcgi HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n");
-    conn.send_raw(&[b'x'; 2000]);
     let resp = conn.read_response(false);
     assert_eq!(resp.status, 413);
     assert!(resp.text().contains("fastcgi.max_request_body"));
@@ -466,6 +632,32 @@ fn output_streams_past_the_buffer_limit() {
         got.extend_from_slice(&buf[..n]);
     }
     assert!(String::from_utf8_lossy(&got).contains("second\n"));
+
+    // With the limit at 0 the head goes out before any body comes.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /stream/headfirst.fcgi HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    {
+        let (lock, cv) = &app.seen.go_body;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    while !got.ends_with(b"0\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("late body"));
 
     // Large answers arrive whole: below the default limit with a length,
     // past a small limit in chunks.
@@ -552,6 +744,11 @@ fn http2_requests_go_through_too() {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&body);
         assert!(text.contains("QUERY_STRING=h2\n"), "{text}");
+        // HTTP/2 has no Host header: the variable comes from :authority.
+        assert!(
+            text.contains(&format!("HTTP_HOST={}\n", server.addr)),
+            "{text}"
+        );
         assert!(text.contains("body=over h2"), "{text}");
     });
 }

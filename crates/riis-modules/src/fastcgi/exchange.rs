@@ -675,6 +675,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_head_is_parsed_only_once_it_can_be_whole() {
+        let head = b"Content-Type: text/plain\r\nX-A: 1\r\n\r\nbody";
+        let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        // Fed a byte at a time, only the byte that ends the empty line
+        // says the head may be whole.
+        let ready: Vec<usize> = (1..=head.len())
+            .filter(|&n| may_end_head(&head[..n], n - 1))
+            .collect();
+        assert_eq!(ready.first(), Some(&end));
+        assert!(may_end_head(b"X: 1\n\n", 5));
+        assert!(may_end_head(b"\r\nbody", 2));
+        assert!(!may_end_head(b"X: 1\r\nY: 2\r\n", 8));
+    }
+
+    #[test]
     fn addresses_are_host_port_or_unix_paths() {
         assert_eq!(
             "127.0.0.1:9000".parse::<Address>(),

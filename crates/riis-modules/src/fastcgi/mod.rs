@@ -40,12 +40,14 @@
 //! application closes after answering (as nginx's default). With
 //! `kept_connections = N`, a connection is asked to stay open
 //! (`FCGI_KEEP_CONN`) and up to N idle ones per worker thread and address
-//! are kept for later requests, for at most a minute; one that turns out
-//! closed before any answer is replaced once by a new one. `php-fpm` gives
-//! a kept connection one of its workers for as long as the connection
-//! lives, so N must stay below its `pm.max_children` (divided by riis's
-//! worker threads), or requests on new connections wait for a worker that
-//! never comes free.
+//! are kept for later requests. A kept connection is used again only if it
+//! is quiet (nothing to read: a stray answer would reach the next request;
+//! not closed), idle ones are swept a few times a minute and closed after
+//! one, and when one fails before any answer only an idempotent request is
+//! sent again on a new one. `php-fpm` gives a kept connection one of its
+//! workers for as long as the connection lives, so N must stay below its
+//! `pm.max_children` (divided by riis's worker threads), or requests on new
+//! connections wait for a worker that never comes free.
 //!
 //! The parameters are the RFC 3875 meta-variables Cgi passes as its
 //! environment (without `HTTP_PROXY`, and without `HTTP_AUTHORIZATION`
@@ -367,7 +369,8 @@ impl FastCgi {
                 .write_chunks(chunks.into_iter().map(Into::into));
             match end {
                 Some(End::Complete) if !send_head => return RequestNotificationStatus::Continue,
-                Some(End::Complete) => {}
+                // The head goes out first; the end is taken again after.
+                Some(End::Complete) => mailbox.lock().end = Some(End::Complete),
                 Some(End::Failed(status, why)) => return fail(ctx, status, &why),
                 None => {}
             }
