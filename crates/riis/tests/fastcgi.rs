@@ -142,8 +142,8 @@ fn decode(params: &[u8]) -> HashMap<String, String> {
     let mut map = HashMap::new();
     let mut at = 0;
     while at < params.len() {
-        let name_len = pair_length(&params, &mut at);
-        let value_len = pair_length(&params, &mut at);
+        let name_len = pair_length(params, &mut at);
+        let value_len = pair_length(params, &mut at);
         let name = String::from_utf8_lossy(&params[at..at + name_len]).into_owned();
         at += name_len;
         let value = String::from_utf8_lossy(&params[at..at + value_len]).into_owned();
