@@ -52,7 +52,11 @@ pub(crate) fn meta_variables(
     if ctx.server_variable("HTTPS").as_deref() == Some("on") {
         emit("HTTPS", b"on");
     }
-    emit("REQUEST_URI", req.raw_url().as_bytes());
+    // The URL the client asked for, also when UrlRewrite changed it.
+    match ctx.server_variable("REQUEST_URI") {
+        Some(uri) => emit("REQUEST_URI", uri.as_bytes()),
+        None => emit("REQUEST_URI", req.raw_url().as_bytes()),
+    }
     emit("SCRIPT_NAME", req.url().as_bytes());
     emit("SCRIPT_FILENAME", script.as_os_str().as_encoded_bytes());
     emit(

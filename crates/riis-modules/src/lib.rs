@@ -33,6 +33,7 @@ pub mod request_filtering;
 pub mod static_compression;
 pub mod static_file;
 pub mod url_authorization;
+pub mod url_rewrite;
 
 use std::path::Path;
 
@@ -147,6 +148,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("AsyncHello", async_hello::register_module),
     ("EventTrace", event_trace::register_module),
     ("NoOp", noop::register_module),
+    ("UrlRewrite", url_rewrite::register_module),
     ("RequestFiltering", request_filtering::register_module),
     ("IpRestriction", ip_restriction::register_module),
     ("BasicAuthentication", basic_authentication::register_module),

@@ -334,6 +334,18 @@ impl HttpContext {
             .expect("a Section<T> handle always names a section of type T")
     }
 
+    /// [`HttpContext::config`] as a shared handle, for a module that goes on
+    /// changing the context while it reads its configuration (one reference
+    /// count, no copy).
+    pub fn config_shared<T: Any + Send + Sync>(&self, section: Section<T>) -> Arc<T> {
+        self.location().sections[section.id]
+            .clone()
+            .downcast()
+            .unwrap_or_else(|_| {
+                unreachable!("a Section<T> handle always names a section of type T")
+            })
+    }
+
     /// A unique id for the request, for logs and traces.
     pub fn request_id(&self) -> u64 {
         self.request_id

@@ -171,6 +171,10 @@ echo "raw=", file_get_contents('php://input'), "\n";
     );
     dir.write("www/index.php", "<?php echo 'the default document';");
     dir.write(
+        "www/router.php",
+        "<?php echo $_SERVER['REQUEST_URI'], ' ', $_SERVER['SCRIPT_NAME'], ' ', json_encode($_GET);",
+    );
+    dir.write(
         "www/body.php",
         "<?php $in = file_get_contents('php://input'); echo strlen($in), ' ', md5($in);",
     );
@@ -178,6 +182,8 @@ echo "raw=", file_get_contents('php://input'), "\n";
         "riis.toml",
         format!(
             r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
 name = "CustomError"
 [[modules]]
 name = "DefaultDocument"
@@ -213,6 +219,15 @@ bindings = ["127.0.0.1:0"]
 [[sites.locations]]
 path = "/live"
 fastcgi = {{ response_buffer_limit = 0 }}
+
+# A front controller: what is not a file goes to router.php.
+[[sites.locations]]
+path = "/app"
+[[sites.locations.rewrite.rules]]
+name = "front controller"
+pattern = "^app/"
+conditions = [{{ input = "{{REQUEST_FILENAME}}", match_type = "IsFile", negate = true }}]
+action = {{ type = "Rewrite", url = "/router.php" }}
 "#,
             socket = socket.display(),
             root = root.display()
@@ -302,6 +317,14 @@ fn php_runs_behind_riis() {
 
     // A script that is not there is riis's 404: php-fpm is not asked.
     assert_eq!(conn.get("/missing.php").status, 404);
+
+    // UrlRewrite's front controller: PHP sees the URL the client asked for.
+    let routed = conn.get("/app/posts/7?sort=new");
+    assert_eq!(routed.status, 200, "{}", routed.text());
+    assert_eq!(
+        routed.text(),
+        r#"/app/posts/7?sort=new /router.php {"sort":"new"}"#
+    );
 
     // DefaultDocument's index.php runs through the PHP handler.
     let index = conn.get("/");

@@ -1,0 +1,223 @@
+//! UrlRewrite over real sockets: a front controller (every URL that is no
+//! file or folder goes to `index.cgi`, which sees the URL the client asked
+//! for), back-references from the rule and from conditions, redirects,
+//! custom responses, aborts, `stop_processing`, rules per location, and
+//! configuration errors.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Connection, RunningBinary, TempDir};
+
+fn config(dir: &TempDir) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let root = dir.path().join("www");
+    let index = dir.write(
+        "www/index.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
+         echo \"uri=$REQUEST_URI script=$SCRIPT_NAME query=$QUERY_STRING\"\n",
+    );
+    std::fs::set_permissions(&index, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir.write("www/static.txt", "a file");
+    dir.write("www/new/a.txt", "new a");
+    dir.write("www/agents/crawler.txt", "for crawlers");
+    dir.write("www/first.txt", "first");
+    dir.write("www/second.txt", "second");
+    dir.write("www/app/local.txt", "local");
+    dir.write("www/docs/index.html", "docs index");
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "Cgi"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
+
+[[rewrite.rules]]
+name = "old to new"
+pattern = "^old/(.*)$"
+action = {{ type = "Rewrite", url = "new/{{R:1}}" }}
+
+[[rewrite.rules]]
+name = "moved"
+pattern = "^moved/(.*)$"
+action = {{ type = "Redirect", url = "https://{{HTTP_HOST}}/new/{{R:1}}", redirect_type = "Found" }}
+
+[[rewrite.rules]]
+name = "secret"
+pattern = "^secret"
+action = {{ type = "CustomResponse", status_code = 403, sub_status_code = 7, status_reason = "Go Away" }}
+
+[[rewrite.rules]]
+name = "evil"
+pattern = "^evil"
+action = {{ type = "AbortRequest" }}
+
+[[rewrite.rules]]
+name = "crawlers"
+pattern = "^agent$"
+conditions = [{{ input = "{{HTTP_USER_AGENT}}", pattern = "^bot-(\\w+)$" }}]
+action = {{ type = "Rewrite", url = "agents/{{C:1}}.txt" }}
+
+[[rewrite.rules]]
+name = "stop here"
+pattern = "^order$"
+stop_processing = true
+action = {{ type = "Rewrite", url = "first.txt" }}
+
+[[rewrite.rules]]
+name = "never after a stop"
+pattern = "^(order|first\\.txt)$"
+action = {{ type = "Rewrite", url = "second.txt" }}
+
+[[rewrite.rules]]
+name = "front controller"
+pattern = "^(.*)$"
+conditions = [
+    {{ input = "{{REQUEST_FILENAME}}", match_type = "IsFile", negate = true }},
+    {{ input = "{{REQUEST_FILENAME}}", match_type = "IsDirectory", negate = true }},
+]
+action = {{ type = "Rewrite", url = "/index.cgi?route={{R:1}}" }}
+
+[[sites]]
+name = "Rewrite"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/app"
+[[sites.locations.rewrite.rules]]
+name = "app only"
+pattern = "^app/hidden$"
+action = {{ type = "Rewrite", url = "app/local.txt" }}
+"#,
+            root = root.display()
+        ),
+    )
+}
+
+#[test]
+fn rules_rewrite_redirect_answer_and_abort() {
+    let dir = TempDir::new("rewrite");
+    let config = config(&dir);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    // Rewrite with a back-reference; patterns ignore case by default.
+    assert_eq!(conn.get("/old/a.txt").text(), "new a");
+    assert_eq!(conn.get("/OLD/a.txt").text(), "new a");
+
+    // A file is served as it is; anything else goes to the front
+    // controller, which sees the URL the client asked for.
+    assert_eq!(conn.get("/static.txt").text(), "a file");
+    let front = conn.get("/blog/hello%20world?x=1");
+    assert_eq!(front.status, 200, "{}", front.text());
+    assert_eq!(
+        front.text().trim(),
+        "uri=/blog/hello%20world?x=1 script=/index.cgi query=route=blog/hello%20world&x=1"
+    );
+    // A folder is left to DefaultDocument (no rewrite of its child).
+    assert_eq!(conn.get("/docs/").text(), "docs index");
+
+    // Redirect, with a server variable and the query appended.
+    conn.send_raw(b"GET /moved/x?q=1 HTTP/1.1\r\nHost: rewrite.test\r\n\r\n");
+    let moved = conn.read_response(false);
+    assert_eq!(moved.status, 302);
+    assert_eq!(
+        moved.header("location"),
+        Some("https://rewrite.test/new/x?q=1")
+    );
+
+    // A status of the rule's own.
+    let secret = conn.get("/secret/plans");
+    assert_eq!((secret.status, secret.reason.as_str()), (403, "Go Away"));
+    assert!(secret.text().contains("403.7"), "{}", secret.text());
+
+    // A condition's group.
+    conn.send_raw(b"GET /agent HTTP/1.1\r\nHost: t\r\nUser-Agent: bot-crawler\r\n\r\n");
+    assert_eq!(conn.read_response(false).text(), "for crawlers");
+
+    // stop_processing: the second matching rule is not applied.
+    assert_eq!(conn.get("/order").text(), "first");
+
+    // A location's own rules.
+    assert_eq!(conn.get("/app/hidden").text(), "local");
+
+    // AbortRequest: no answer at all.
+    let mut evil = Connection::open(server.addr);
+    evil.send_raw(b"GET /evil HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(evil.is_closed_or_reset());
+}
+
+#[test]
+fn bad_rules_are_configuration_errors() {
+    let dir = TempDir::new("rewrite-bad");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let site = format!(
+        "[[sites]]\nname = \"S\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
+        dir.path().join("www").display()
+    );
+    for (rule, says) in [
+        (
+            r#"pattern = "^(unclosed"
+action = { type = "None" }"#,
+            "not a valid regular expression",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { type = "Rewrite", url = "http://elsewhere.test/" }"#,
+            "needs a proxy",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { type = "Rewrite", url = "{ToLower:{R:1}}" }"#,
+            "template functions",
+        ),
+        (
+            r#"pattern = "^x$"
+conditions = [{ input = "{HTTP_HOST}" }]
+action = { type = "None" }"#,
+            "no pattern",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { type = "CustomResponse" }"#,
+            "status_code",
+        ),
+    ] {
+        let path = dir.write(
+            "riis.toml",
+            format!(
+                "[[modules]]\nname = \"UrlRewrite\"\n\n[[rewrite.rules]]\nname = \"r\"\n{rule}\n\n{site}"
+            ),
+        );
+        let out = common::riis_command("check-config", &path);
+        assert!(!out.status.success(), "{rule}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("riis.toml") && err.contains("rewrite"),
+            "{err}"
+        );
+        assert!(err.contains(says), "{says} in {err}");
+    }
+}
