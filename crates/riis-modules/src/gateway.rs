@@ -53,10 +53,11 @@ pub(crate) fn meta_variables(
         emit("HTTPS", b"on");
     }
     // The URL the client asked for, also when UrlRewrite changed it.
-    match ctx.server_variable("REQUEST_URI") {
-        Some(uri) => emit("REQUEST_URI", uri.as_bytes()),
-        None => emit("REQUEST_URI", req.raw_url().as_bytes()),
-    }
+    let asked = ctx.server_variable("REQUEST_URI");
+    emit(
+        "REQUEST_URI",
+        asked.as_deref().unwrap_or(req.raw_url()).as_bytes(),
+    );
     emit("SCRIPT_NAME", req.url().as_bytes());
     emit("SCRIPT_FILENAME", script.as_os_str().as_encoded_bytes());
     emit(

@@ -338,6 +338,14 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     key.push('\0');
     key.push_str(req.url());
     key.push('\0');
+    // A rewritten URL (UrlRewrite's front controller sends every route to
+    // one script) is told apart by the URL the client asked for.
+    if req.url_changes() > 0 {
+        if let Some(asked) = ctx.server_variable("REQUEST_URI") {
+            key.push_str(&asked);
+        }
+        key.push('\0');
+    }
     let query = req.query_string();
     if config.vary_by_query_string.iter().any(|p| p == "*") {
         key.push_str(query);

@@ -23,9 +23,16 @@
 //! of the last condition pattern that matched), and `{NAME}` for a server
 //! variable (`{HTTP_HOST}`, `{QUERY_STRING}`, `{HTTPS}`, …). `{URL}` is
 //! the path as rewritten so far and `{REQUEST_FILENAME}` its physical
-//! path; a variable the request does not have is empty. `{R:n}` is
-//! percent-encoded in a URL (it comes from the decoded path); the others
-//! are used as they are, with spaces and control characters encoded.
+//! path; a variable the request does not have is empty. In a URL, values
+//! from the decoded path (`{R:n}`, `{URL}`, `{REQUEST_FILENAME}`, `{C:n}`
+//! of a condition on them) are percent-encoded again, as one query value
+//! after the template's `?`; server variables keep their own encoding
+//! (spaces, control characters and `#` encoded). A Redirect to a path gets
+//! one leading `/`, so a value cannot make it another host.
+//!
+//! RequestFiltering and IpRestriction also run at BeginRequest at First
+//! priority: listed before this module, they judge the URL the client
+//! sent; listed after it, the rewritten one.
 //!
 //! When a rule rewrites the URL, the server variable `REQUEST_URI` keeps
 //! the URL the client asked for, as Apache and nginx pass it to
@@ -51,8 +58,6 @@
 //! (which needs a proxy: a Rewrite `url` with a scheme is a configuration
 //! error; use a Redirect).
 
-use std::borrow::Cow;
-
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use regex::{Captures, Regex, RegexBuilder};
 use riis_pipeline::http::StatusCode;
@@ -76,6 +81,9 @@ pub struct RewriteConfig {
 pub struct Rule {
     name: String,
     pattern: Regex,
+    /// A template uses `{R:n}`: the match's groups are taken, not only
+    /// whether it matched.
+    uses_groups: bool,
     negate: bool,
     conditions: Vec<Condition>,
     match_any: bool,
@@ -190,6 +198,9 @@ struct Condition {
     input: Template,
     test: Test,
     negate: bool,
+    /// Its groups come from the decoded path (its input is `{URL}`,
+    /// `{REQUEST_FILENAME}` or `{R:n}`).
+    decoded: bool,
 }
 
 #[derive(Debug)]
@@ -225,7 +236,15 @@ enum Action {
 
 /// A template: literal text and references, parsed once.
 #[derive(Debug, Default)]
-struct Template(Vec<Piece>);
+struct Template {
+    pieces: Vec<Piece>,
+    /// The first piece of the query: the template's first literal `?`
+    /// starts it (values after it are encoded as query components).
+    query_at: Option<usize>,
+    /// The literal text starts with a scheme (`https://`): a URL of its
+    /// own, not a path on this site.
+    absolute: bool,
+}
 
 #[derive(Debug)]
 enum Piece {
@@ -238,13 +257,28 @@ enum Piece {
     Variable(String),
 }
 
+impl Piece {
+    /// Whether the value comes decoded (from the decoded path): it needs
+    /// encoding in a URL, `%` included.
+    fn is_decoded(&self) -> bool {
+        match self {
+            Piece::RuleGroup(_) => true,
+            Piece::Variable(name) => name == "URL" || name == "REQUEST_FILENAME",
+            Piece::Text(_) | Piece::ConditionGroup(_) => false,
+        }
+    }
+}
+
 impl Template {
     fn parse(text: &str) -> Result<Self, String> {
-        let mut pieces = Vec::new();
+        let mut template = Template {
+            absolute: has_scheme(text),
+            ..Template::default()
+        };
         let mut rest = text;
         while let Some(open) = rest.find('{') {
             if open > 0 {
-                pieces.push(Piece::Text(rest[..open].to_owned()));
+                template.push_text(&rest[..open]);
             }
             let Some(close) = rest[open..].find('}') else {
                 return Err(format!("`{text}`: a `{{` has no closing `}}`"));
@@ -254,7 +288,7 @@ impl Template {
                 name.strip_prefix(prefix)
                     .map(|n| n.parse::<usize>().ok().filter(|&n| n <= 9))
             };
-            pieces.push(match (group("R:"), group("C:")) {
+            template.pieces.push(match (group("R:"), group("C:")) {
                 (Some(Some(n)), _) => Piece::RuleGroup(n),
                 (_, Some(Some(n))) => Piece::ConditionGroup(n),
                 (Some(None), _) | (_, Some(None)) => {
@@ -274,10 +308,44 @@ impl Template {
             rest = &rest[open + close + 1..];
         }
         if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_owned()));
+            template.push_text(rest);
         }
-        Ok(Template(pieces))
+        Ok(template)
     }
+
+    /// Literal text; its first `?` (the first of the template) starts the
+    /// query.
+    fn push_text(&mut self, text: &str) {
+        match text.find('?').filter(|_| self.query_at.is_none()) {
+            Some(at) => {
+                if at > 0 {
+                    self.pieces.push(Piece::Text(text[..at].to_owned()));
+                }
+                self.query_at = Some(self.pieces.len());
+                self.pieces.push(Piece::Text(text[at..].to_owned()));
+            }
+            None => self.pieces.push(Piece::Text(text.to_owned())),
+        }
+    }
+
+    /// Whether any value comes from the decoded path.
+    fn has_decoded_values(&self) -> bool {
+        self.pieces.iter().any(Piece::is_decoded)
+    }
+
+    fn uses_rule_groups(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::RuleGroup(_)))
+    }
+}
+
+/// Whether `text` starts with `scheme://`.
+fn has_scheme(text: &str) -> bool {
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
 }
 
 fn compile(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
@@ -315,8 +383,10 @@ impl TryFrom<RawRule> for Rule {
                     )))
                 }
             };
+            let input = Template::parse(&c.input).map_err(in_rule)?;
             conditions.push(Condition {
-                input: Template::parse(&c.input).map_err(in_rule)?,
+                decoded: input.has_decoded_values(),
+                input,
                 test,
                 negate: c.negate,
             });
@@ -366,7 +436,15 @@ impl TryFrom<RawRule> for Rule {
             ActionKind::AbortRequest => Action::AbortRequest,
             ActionKind::None => Action::None,
         };
+        let uses_groups = conditions.iter().any(|c| c.input.uses_rule_groups())
+            || match &action {
+                Action::Rewrite { url, .. } | Action::Redirect { url, .. } => {
+                    url.uses_rule_groups()
+                }
+                _ => false,
+            };
         Ok(Rule {
+            uses_groups,
             pattern,
             negate: raw.negate,
             conditions,
@@ -378,7 +456,7 @@ impl TryFrom<RawRule> for Rule {
     }
 }
 
-/// What `{R:n}` encodes in a URL path: it comes from the decoded path.
+/// What a decoded value (`{R:n}`, `{URL}`) encodes in a URL path.
 const PATH_PART: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
@@ -390,10 +468,15 @@ const PATH_PART: &AsciiSet = &CONTROLS
     .add(b'`')
     .add(b'{')
     .add(b'}');
-/// What other values encode: only what no URL may hold.
+/// What a decoded value encodes in a query: also what separates
+/// parameters, so a value stays one value.
+const QUERY_PART: &AsciiSet = &PATH_PART.add(b'&').add(b'=').add(b'+').add(b';');
+/// What other values (server variables, already encoded) encode: only
+/// what no URL may hold.
 const ANY_PART: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
+    .add(b'#')
     .add(b'<')
     .add(b'>')
     .add(b'`')
@@ -403,15 +486,57 @@ const ANY_PART: &AsciiSet = &CONTROLS
 /// What a walk over the rules has to expand templates with.
 struct Scope<'a> {
     rule: Option<Captures<'a>>,
-    condition: Option<Vec<Option<String>>>,
-    /// The path as rewritten so far (with its leading `/`).
+    /// The last matching condition's groups, and whether they are decoded.
+    condition: Option<(Vec<Option<String>>, bool)>,
+    /// The path as rewritten so far (with its leading `/`), decoded.
     url: &'a str,
 }
 
-/// Expands `template`; `in_url` encodes the values for a URL.
-fn expand(ctx: &mut HttpContext, template: &Template, scope: &Scope<'_>, in_url: bool) -> String {
+/// `{REQUEST_FILENAME}` for the walk's current URL, found once.
+#[derive(Default)]
+struct FileName {
+    url: String,
+    path: Option<String>,
+}
+
+impl FileName {
+    fn of(&mut self, ctx: &mut HttpContext, url: &str) -> &str {
+        if self.path.is_none() || self.url != url {
+            self.url = url.to_owned();
+            self.path = Some(
+                physical_path(ctx, url)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        self.path.as_deref().unwrap_or("")
+    }
+}
+
+/// Expands `template`; `in_url` encodes the values for a URL (as path or
+/// query, by where they stand).
+fn expand(
+    ctx: &mut HttpContext,
+    template: &Template,
+    scope: &Scope<'_>,
+    file: &mut FileName,
+    in_url: bool,
+) -> String {
     let mut out = String::new();
-    for piece in &template.0 {
+    for (i, piece) in template.pieces.iter().enumerate() {
+        let in_query = template.query_at.is_some_and(|q| i >= q);
+        let push = |out: &mut String, value: &str, decoded: bool| {
+            if !in_url {
+                out.push_str(value);
+                return;
+            }
+            let set = match (decoded, in_query) {
+                (true, false) => PATH_PART,
+                (true, true) => QUERY_PART,
+                (false, _) => ANY_PART,
+            };
+            out.extend(utf8_percent_encode(value, set));
+        };
         match piece {
             Piece::Text(text) => out.push_str(text),
             Piece::RuleGroup(n) => {
@@ -420,47 +545,38 @@ fn expand(ctx: &mut HttpContext, template: &Template, scope: &Scope<'_>, in_url:
                     .as_ref()
                     .and_then(|c| c.get(*n))
                     .map_or("", |m| m.as_str());
-                if in_url {
-                    out.extend(utf8_percent_encode(value, PATH_PART));
-                } else {
-                    out.push_str(value);
-                }
+                push(&mut out, value, true);
             }
             Piece::ConditionGroup(n) => {
-                let value = scope
+                let (value, decoded) = scope
                     .condition
                     .as_ref()
-                    .and_then(|c| c.get(*n).cloned().flatten())
+                    .map(|(groups, decoded)| {
+                        (
+                            groups.get(*n).cloned().flatten().unwrap_or_default(),
+                            *decoded,
+                        )
+                    })
                     .unwrap_or_default();
-                push_value(&mut out, &value, in_url);
+                push(&mut out, &value, decoded);
             }
-            Piece::Variable(name) => {
-                let value: Cow<'_, str> = match name.as_str() {
-                    "URL" => Cow::Borrowed(scope.url),
-                    "REQUEST_FILENAME" => Cow::Owned(
-                        physical_path(ctx, scope.url)
-                            .map(|p| p.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                    ),
-                    _ => Cow::Owned(
-                        ctx.server_variable(name)
-                            .map(|v| v.into_owned())
-                            .unwrap_or_default(),
-                    ),
-                };
-                push_value(&mut out, &value, in_url);
-            }
+            Piece::Variable(name) => match name.as_str() {
+                "URL" => push(&mut out, scope.url, true),
+                "REQUEST_FILENAME" => {
+                    let path = file.of(ctx, scope.url).to_owned();
+                    push(&mut out, &path, true);
+                }
+                _ => {
+                    let value = ctx
+                        .server_variable(name)
+                        .map(|v| v.into_owned())
+                        .unwrap_or_default();
+                    push(&mut out, &value, false);
+                }
+            },
         }
     }
     out
-}
-
-fn push_value(out: &mut String, value: &str, in_url: bool) {
-    if in_url {
-        out.extend(utf8_percent_encode(value, ANY_PART));
-    } else {
-        out.push_str(value);
-    }
 }
 
 /// The physical path of a URL path, unless it has a `..` segment.
@@ -478,8 +594,9 @@ pub struct UrlRewrite {
 
 /// What the walk decided.
 enum Outcome {
-    /// Go on, with this path and query when it changed.
-    Continue(Option<String>),
+    /// Go on, with this path and query (and the rule that made it) when it
+    /// changed.
+    Continue(Option<(String, String)>),
     /// The rule answered: FinishRequest.
     Finished,
 }
@@ -492,12 +609,20 @@ impl UrlRewrite {
         }
         let original_query = ctx.request().query_string().to_owned();
         let mut url = ctx.request().url().to_owned();
+        let mut subject = url.trim_start_matches('/').to_owned();
         let mut query: Option<String> = None;
-        let mut changed = false;
+        let mut rewritten_by: Option<&str> = None;
+        let mut file = FileName::default();
         for rule in &rules.rules {
-            let subject = url.trim_start_matches('/').to_owned();
-            let captures = rule.pattern.captures(&subject);
-            if captures.is_some() == rule.negate {
+            // Groups are taken only when a template uses them (a negated
+            // pattern has none).
+            let (matched, captures) = if rule.uses_groups && !rule.negate {
+                let captures = rule.pattern.captures(&subject);
+                (captures.is_some(), captures)
+            } else {
+                (rule.pattern.is_match(&subject), None)
+            };
+            if matched == rule.negate {
                 continue;
             }
             let mut scope = Scope {
@@ -505,7 +630,7 @@ impl UrlRewrite {
                 condition: None,
                 url: &url,
             };
-            if !conditions_hold(ctx, rule, &mut scope) {
+            if !conditions_hold(ctx, rule, &mut scope, &mut file) {
                 continue;
             }
             tracing::debug!(rule = %rule.name, url = %url, "UrlRewrite: rule matched");
@@ -514,28 +639,32 @@ impl UrlRewrite {
                     url: to,
                     append_query,
                 } => {
-                    let target = expand(ctx, to, &scope, true);
+                    let target = expand(ctx, to, &scope, &mut file, true);
                     let (path, own_query) = match target.split_once('?') {
                         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
                         None => (target, None),
                     };
-                    let path = if path.starts_with('/') {
-                        path
-                    } else {
-                        format!("/{path}")
-                    };
                     query = join_query(own_query, *append_query, &original_query);
-                    url = decoded(&path);
-                    changed = true;
+                    // Relative paths are from the site's root.
+                    url = format!("/{}", decoded(path.trim_start_matches('/')));
+                    subject = url.trim_start_matches('/').to_owned();
+                    rewritten_by = Some(&rule.name);
                 }
                 Action::Redirect {
                     url: to,
                     append_query,
                     status,
                 } => {
-                    let mut target = expand(ctx, to, &scope, true);
+                    let mut target = expand(ctx, to, &scope, &mut file, true);
+                    if !to.absolute {
+                        // A path on this site: one leading slash, whatever
+                        // the values were (`a/b`, `https:evil`, `//evil`).
+                        target = format!("/{}", target.trim_start_matches('/'));
+                    }
                     if *append_query && !original_query.is_empty() {
-                        target.push(if target.contains('?') { '&' } else { '?' });
+                        if !target.ends_with('?') {
+                            target.push(if target.contains('?') { '&' } else { '?' });
+                        }
                         target.push_str(&original_query);
                     }
                     if ctx.response_mut().redirect(&target, *status).is_err() {
@@ -574,16 +703,16 @@ impl UrlRewrite {
                 break;
             }
         }
-        if !changed {
+        let Some(rule) = rewritten_by else {
             return Outcome::Continue(None);
-        }
+        };
         // The decoded path encoded again (`/` stays).
         let mut target: String = utf8_percent_encode(&url, PATH_PART).collect();
         if let Some(q) = query.filter(|q| !q.is_empty()) {
             target.push('?');
             target.push_str(&q);
         }
-        Outcome::Continue(Some(target))
+        Outcome::Continue(Some((target, rule.to_owned())))
     }
 }
 
@@ -613,30 +742,35 @@ fn decoded(path: &str) -> String {
 fn join_query(own: Option<String>, append: bool, original: &str) -> Option<String> {
     match (own, append && !original.is_empty()) {
         (Some(own), true) if !own.is_empty() => Some(format!("{own}&{original}")),
-        (Some(own), _) => Some(own),
-        (None, true) => Some(original.to_owned()),
-        (None, false) => None,
+        (Some(_), true) | (None, true) => Some(original.to_owned()),
+        (own, false) => own,
     }
 }
 
 /// Whether the rule's conditions hold; the last matching pattern's groups
 /// go into `scope`.
-fn conditions_hold(ctx: &mut HttpContext, rule: &Rule, scope: &mut Scope<'_>) -> bool {
+fn conditions_hold(
+    ctx: &mut HttpContext,
+    rule: &Rule,
+    scope: &mut Scope<'_>,
+    file: &mut FileName,
+) -> bool {
     if rule.conditions.is_empty() {
         return true;
     }
     for condition in &rule.conditions {
-        let input = expand(ctx, &condition.input, scope, false);
+        let input = expand(ctx, &condition.input, scope, file, false);
         let matched = match &condition.test {
             Test::Pattern(regex) => match regex.captures(&input) {
                 Some(groups) => {
                     if !condition.negate {
-                        scope.condition = Some(
+                        scope.condition = Some((
                             groups
                                 .iter()
                                 .map(|g| g.map(|m| m.as_str().to_owned()))
                                 .collect(),
-                        );
+                            condition.decoded,
+                        ));
                     }
                     true
                 }
@@ -664,14 +798,10 @@ impl HttpModule for UrlRewrite {
         match self.walk(ctx) {
             Outcome::Finished => RequestNotificationStatus::FinishRequest,
             Outcome::Continue(None) => RequestNotificationStatus::Continue,
-            Outcome::Continue(Some(target)) => {
+            Outcome::Continue(Some((target, rule))) => {
                 let original = ctx.request().raw_url().to_owned();
                 if let Err(e) = ctx.request_mut().set_url(&target) {
-                    fail(
-                        ctx,
-                        "(rewrite)",
-                        &format!("`{target}` is not a usable URL: {e}"),
-                    );
+                    fail(ctx, &rule, &format!("`{target}` is not a usable URL: {e}"));
                     return RequestNotificationStatus::FinishRequest;
                 }
                 // Applications read the URL the client asked for here.

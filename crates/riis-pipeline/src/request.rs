@@ -255,7 +255,25 @@ impl HttpRequest {
         if self.pipeline_started {
             return Err(UrlError::PipelineStarted);
         }
-        let uri: Uri = path_and_query.parse().map_err(|_| UrlError::NotAbsolute)?;
+        let new: Uri = path_and_query.parse().map_err(|_| UrlError::NotAbsolute)?;
+        if new.scheme().is_some() || new.authority().is_some() {
+            return Err(UrlError::NotAbsolute);
+        }
+        // The scheme and authority stay: an HTTP/2 request's `:authority`
+        // (or an absolute-form target's host) is still the host it asked.
+        let uri = match (
+            self.uri.scheme(),
+            self.uri.authority(),
+            new.path_and_query(),
+        ) {
+            (Some(scheme), Some(authority), Some(path_and_query)) => Uri::builder()
+                .scheme(scheme.clone())
+                .authority(authority.clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+                .map_err(|_| UrlError::NotAbsolute)?,
+            _ => new,
+        };
         let decoded_path = match decode_path(uri.path())? {
             Cow::Borrowed(_) => None,
             Cow::Owned(s) => Some(s.into_boxed_str()),

@@ -18,6 +18,14 @@ fn config(dir: &TempDir) -> PathBuf {
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
          echo \"uri=$REQUEST_URI script=$SCRIPT_NAME query=$QUERY_STRING\"\n",
     );
+    std::fs::create_dir_all(dir.path().join("www/cgidocs")).unwrap();
+    std::fs::copy(&index, dir.path().join("www/cgidocs/index.cgi")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("www/cgidocs/index.cgi"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    dir.write("www/files/100%25.txt", "percent file");
     std::fs::set_permissions(&index, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir.write("www/static.txt", "a file");
     dir.write("www/new/a.txt", "new a");
@@ -29,10 +37,15 @@ fn config(dir: &TempDir) -> PathBuf {
     dir.write(
         "riis.toml",
         format!(
-            r#"[[modules]]
+            r#"# RequestFiltering first: it judges the URL the client asked for.
+[[modules]]
+name = "RequestFiltering"
+[[modules]]
 name = "UrlRewrite"
 [[modules]]
 name = "CustomError"
+[[modules]]
+name = "OutputCache"
 [[modules]]
 name = "Cgi"
 [[modules]]
@@ -52,6 +65,44 @@ path = "*"
 verbs = ["GET", "HEAD"]
 resource_type = "Either"
 modules = ["StaticFile", "DefaultDocument"]
+
+[request_filtering]
+denied_url_sequences = ["wp-admin"]
+allow_double_escaping = true
+
+[output_cache]
+policy = "CacheForTimePeriod"
+duration = 60
+
+[default_document]
+files = ["index.html", "index.cgi"]
+
+[[rewrite.rules]]
+name = "trailing slash"
+pattern = "^(.+)/$"
+conditions = [{{ input = "{{REQUEST_FILENAME}}", match_type = "IsDirectory", negate = true }}]
+action = {{ type = "Redirect", url = "{{R:1}}" }}
+
+[[rewrite.rules]]
+name = "query route"
+pattern = "^q/(.*)$"
+action = {{ type = "Rewrite", url = "index.cgi?route={{R:1}}", append_query_string = false }}
+
+[[rewrite.rules]]
+name = "agent in query"
+pattern = "^ua$"
+action = {{ type = "Rewrite", url = "index.cgi?ua={{HTTP_USER_AGENT}}" }}
+
+[[rewrite.rules]]
+name = "from the URL"
+pattern = "^cr/"
+conditions = [{{ input = "{{URL}}", pattern = "^/cr/(.*)$" }}]
+action = {{ type = "Rewrite", url = "files/{{C:1}}" }}
+
+[[rewrite.rules]]
+name = "folder"
+pattern = "^folder$"
+action = {{ type = "Rewrite", url = "cgidocs/" }}
 
 [[rewrite.rules]]
 name = "old to new"
@@ -103,6 +154,13 @@ action = {{ type = "Rewrite", url = "/index.cgi?route={{R:1}}" }}
 name = "Rewrite"
 root = '{root}'
 bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/cached"
+[[sites.locations.rewrite.rules]]
+name = "one script for every route"
+pattern = "^cached/"
+action = {{ type = "Rewrite", url = "/index.cgi" }}
 
 [[sites.locations]]
 path = "/app"
@@ -162,6 +220,41 @@ fn rules_rewrite_redirect_answer_and_abort() {
 
     // A location's own rules.
     assert_eq!(conn.get("/app/hidden").text(), "local");
+
+    // A Redirect to a path stays on this site, whatever the capture holds.
+    let slash = conn.get("/a/b/");
+    assert_eq!(slash.status, 301);
+    assert_eq!(slash.header("location"), Some("/a/b"));
+    let evil = conn.get("/https:evil.test/");
+    assert_eq!(evil.header("location"), Some("/https:evil.test"));
+
+    // A decoded capture in a query stays one value.
+    let query = conn.get("/q/a%26admin%3D1");
+    assert!(
+        query.text().contains("query=route=a%26admin%3D1"),
+        "{}",
+        query.text()
+    );
+    // A server variable's `#` does not end the query.
+    conn.send_raw(b"GET /ua HTTP/1.1\r\nHost: t\r\nUser-Agent: a#b\r\n\r\n");
+    let ua = conn.read_response(false).text();
+    assert!(ua.contains("query=ua=a%23b"), "{ua}");
+    // A condition's group from the decoded {URL} is encoded once more, not
+    // decoded twice.
+    assert_eq!(conn.get("/cr/100%2525.txt").text(), "percent file");
+    // A default document's child request sees the client's URL too.
+    let folder = conn.get("/folder");
+    assert!(folder.text().contains("uri=/folder "), "{}", folder.text());
+
+    // Every route through one script has its own cache entry.
+    for _ in 0..3 {
+        assert!(conn.get("/cached/1").text().contains("uri=/cached/1 "));
+    }
+    let other = conn.get("/cached/2").text();
+    assert!(other.contains("uri=/cached/2 "), "{other}");
+
+    // RequestFiltering, listed first, judged the client's URL.
+    assert_eq!(conn.get("/wp-admin/x").status, 404);
 
     // AbortRequest: no answer at all.
     let mut evil = Connection::open(server.addr);
