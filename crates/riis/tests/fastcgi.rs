@@ -114,7 +114,9 @@ fn read_request(stream: &mut TcpStream) -> Option<Request> {
         match kind {
             // An application that reads no body: stops after the
             // parameters.
-            4 if content.is_empty() && contains(&params, b"/noread.fcgi") => {
+            4 if content.is_empty()
+                && (contains(&params, b"/noread.fcgi") || contains(&params, b"/talker.fcgi")) =>
+            {
                 return Some(Request {
                     params: decode(&params),
                     body,
@@ -293,6 +295,23 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
                 out.extend(record(STDOUT, b"Content-Type: text/plain\r\n\r\n"));
                 out.extend(end(0));
             }
+            "/talker.fcgi" => {
+                // Answers slowly without ever reading the body: it is not
+                // silent, so the request waits for it.
+                let _ = stream.write_all(&record(STDOUT, b"Content-Type: text/plain\r\n\r\n"));
+                for i in 0..8 {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let _ = stream.write_all(&record(STDOUT, format!("line {i}\n").as_bytes()));
+                }
+                let _ = stream.write_all(&end(0));
+                std::thread::sleep(Duration::from_millis(200));
+                return;
+            }
+            "/bodyhead.fcgi" => {
+                // Sends its body even for HEAD, without a length.
+                out.extend(record(STDOUT, b"Content-Type: text/plain\r\n\r\n12345"));
+                out.extend(end(0));
+            }
             "/noread.fcgi" => {
                 std::thread::sleep(Duration::from_secs(3));
                 return;
@@ -349,6 +368,9 @@ fn config(dir: &TempDir, app: SocketAddr, unreachable: SocketAddr) -> PathBuf {
         "head",
         "nolength",
         "upload/noread",
+        "upload/talker",
+        "bodyhead",
+        "stream/echo",
         "stream/headfirst",
     ] {
         dir.write(&format!("www/{name}.fcgi"), "");
@@ -536,6 +558,10 @@ fn head_requests_keep_the_applications_length_or_none() {
     let resp = conn.read_response(true);
     assert_eq!(resp.status, 200);
     assert_ne!(resp.header("content-length"), Some("0"), "{resp:?}");
+    // An application that sends a body for HEAD: the length GET would get.
+    conn.send_raw(b"HEAD /bodyhead.fcgi HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = conn.read_response(true);
+    assert_eq!(resp.header("content-length"), Some("5"), "{resp:?}");
     // The connection goes on.
     assert_eq!(conn.get("/echo.fcgi").status, 200);
 }
@@ -567,6 +593,25 @@ fn an_application_that_takes_no_body_times_out() {
     let resp = conn.read_response(false);
     assert_eq!(resp.status, 504, "{}", resp.text());
     assert!(resp.text().contains("activity_timeout"), "{}", resp.text());
+}
+
+#[test]
+fn an_application_that_answers_before_reading_the_body_is_waited_for() {
+    let (_dir, _app, server) = start();
+    let mut conn = Connection::open(server.addr);
+    let body = vec![b'x'; 16_000_000];
+    conn.send_raw(
+        format!(
+            "POST /upload/talker.fcgi HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    conn.send_raw(&body);
+    let resp = conn.read_response(false);
+    // Two seconds of answering against an activity_timeout of one.
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().ends_with("line 7\n"), "{}", resp.text());
 }
 
 #[test]
@@ -632,6 +677,11 @@ fn output_streams_past_the_buffer_limit() {
         got.extend_from_slice(&buf[..n]);
     }
     assert!(String::from_utf8_lossy(&got).contains("second\n"));
+
+    // At limit 0, an answer that came whole still goes out with its length.
+    let mut conn = Connection::open(server.addr);
+    let whole = conn.get("/stream/echo.fcgi");
+    assert!(whole.header("content-length").is_some(), "{whole:?}");
 
     // With the limit at 0 the head goes out before any body comes.
     let mut stream = TcpStream::connect(server.addr).unwrap();

@@ -1,6 +1,6 @@
 //! One request's conversation with a FastCGI application, run as a task on
-//! the module's own runtime, and what it shares with the request: the
-//! [`Mailbox`] the output arrives in.
+//! the request's own worker runtime (or the module's fallback thread), and
+//! what it shares with the request: the [`Mailbox`] the output arrives in.
 //!
 //! The task writes the request while it reads the answer (an application
 //! may answer before it has read the whole body), parses the header block,
@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -154,18 +154,22 @@ impl Pools {
     /// The most recently used idle connection to `address` that is quiet
     /// and not too old; the others on the way are closed.
     fn take(&self, address: &Address) -> Option<Connection> {
-        let mut idle = self.lock();
-        let list = idle
-            .get_mut(&std::thread::current().id())?
-            .lists
-            .get_mut(address)?;
-        while let Some((connection, since)) = list.pop() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
+        loop {
+            let (connection, since) = {
+                let mut idle = self.lock();
+                let list = idle
+                    .get_mut(&std::thread::current().id())?
+                    .lists
+                    .get_mut(address)?;
+                let popped = list.pop()?;
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                popped
+            };
+            // Checked outside the lock every worker shares.
             if since.elapsed() < IDLE_TIME && connection.is_quiet() {
                 return Some(connection);
             }
         }
-        None
     }
 
     /// Keeps `connection` (at most `most` per address on this thread),
@@ -269,11 +273,33 @@ impl Inbox {
         }
     }
 
-    /// Takes the body pieces, in order.
-    pub(super) fn take_chunks(&mut self) -> Vec<Bytes> {
+    /// Takes body pieces, in order, up to `most` bytes (a piece is cut if
+    /// need be); the rest stays for the next take.
+    pub(super) fn take_chunks(&mut self, most: usize) -> Vec<Bytes> {
         self.seal_small();
-        self.queued = 0;
-        std::mem::take(&mut self.chunks)
+        if self.queued <= most {
+            self.queued = 0;
+            return std::mem::take(&mut self.chunks);
+        }
+        let mut taken = Vec::new();
+        let mut size = 0;
+        let mut left = Vec::new();
+        for mut piece in std::mem::take(&mut self.chunks) {
+            if size >= most {
+                left.push(piece);
+            } else if size + piece.len() > most {
+                let first = piece.split_to(most - size);
+                size += first.len();
+                taken.push(first);
+                left.push(piece);
+            } else {
+                size += piece.len();
+                taken.push(piece);
+            }
+        }
+        self.chunks = left;
+        self.queued -= size;
+        taken
     }
 
     /// Whether there is anything for the request.
@@ -345,6 +371,15 @@ pub(super) struct Job {
     pub(super) mailbox: Arc<Mailbox>,
     pub(super) done: CompletionHandle,
     pub(super) pools: Arc<Pools>,
+    /// When the exchange began, and the last time the application was
+    /// heard from or took some of the body (milliseconds since `started`):
+    /// a write that waits while it answers, or a read that waits while it
+    /// reads the body, is not a silence.
+    pub(super) started: Instant,
+    pub(super) last_activity: AtomicU64,
+    /// The task waits for the client to take output (the application is
+    /// held back by riis, not silent).
+    pub(super) waiting_for_client: AtomicBool,
 }
 
 impl Job {
@@ -380,9 +415,31 @@ impl Job {
         if wake {
             self.done.post_completion(0);
         }
-        while self.mailbox.lock().queued >= MAILBOX_LIMIT {
-            self.mailbox.space.notified().await;
+        if self.mailbox.lock().queued >= MAILBOX_LIMIT {
+            self.waiting_for_client.store(true, Ordering::Relaxed);
+            while self.mailbox.lock().queued >= MAILBOX_LIMIT {
+                self.mailbox.space.notified().await;
+            }
+            self.waiting_for_client.store(false, Ordering::Relaxed);
+            self.mark_activity();
         }
+    }
+
+    /// Notes that the application was heard from, or took body, now.
+    fn mark_activity(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_activity.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether the application went quiet for `activity_timeout`: nothing
+    /// read from it and none of the body taken for that long, and not
+    /// because riis held it back for a slow client.
+    fn is_silent(&self) -> bool {
+        if self.waiting_for_client.load(Ordering::Relaxed) {
+            return false;
+        }
+        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last) >= self.activity_timeout
     }
 }
 
@@ -448,8 +505,9 @@ impl Failure {
     }
 }
 
-/// Runs the exchange on an idle connection if there is one, and once more
-/// on a new one if the idle one turns out closed (idempotent requests).
+/// Runs the exchange on an idle connection if there is one, and, for an
+/// idempotent request, once more on a new one if the idle one fails before
+/// any answer.
 async fn exchange_with_retry(job: &Job) -> Result<(), Failure> {
     if job.kept_connections > 0 {
         if let Some(mut connection) = job.pools.take(&job.address) {
@@ -526,20 +584,31 @@ async fn converse(
 }
 
 /// Writes the request: begin, parameters, body, end of body (one write,
-/// unless the body is large). Each write must get through within
-/// `activity_timeout` (an application that stops reading is as silent as
-/// one that stops answering).
+/// unless the body is large). A write that makes no progress for
+/// `activity_timeout` fails only if the application is silent too (it
+/// stopped reading and answers nothing); one that answers while it does
+/// not read yet is waited for.
 async fn send(write: &mut (impl AsyncWrite + Unpin), job: &Job) -> std::io::Result<()> {
     async fn write_all(
         write: &mut (impl AsyncWrite + Unpin),
-        data: &[u8],
-        limit: Duration,
+        mut data: &[u8],
+        job: &Job,
     ) -> std::io::Result<()> {
-        tokio::time::timeout(limit, write.write_all(data))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+        while !data.is_empty() {
+            match tokio::time::timeout(job.activity_timeout, write.write(data)).await {
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => {
+                    data = &data[n..];
+                    job.mark_activity();
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) if job.is_silent() => return Err(std::io::ErrorKind::TimedOut.into()),
+                Err(_) => {}
+            }
+        }
+        Ok(())
     }
-    write_all(write, &job.head, job.activity_timeout).await?;
+    write_all(write, &job.head, job).await?;
     let Some(body) = &job.body else {
         return Ok(());
     };
@@ -547,11 +616,11 @@ async fn send(write: &mut (impl AsyncWrite + Unpin), job: &Job) -> std::io::Resu
     for piece in body.chunks(READ_SIZE) {
         record.clear();
         protocol::input(&mut record, piece);
-        write_all(write, &record, job.activity_timeout).await?;
+        write_all(write, &record, job).await?;
     }
     record.clear();
     protocol::end_of_input(&mut record);
-    write_all(write, &record, job.activity_timeout).await
+    write_all(write, &record, job).await
 }
 
 /// Whether the head, grown from `from` bytes to `pending`, may now hold its
@@ -649,6 +718,8 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
         let spare = buf.capacity() - buf.len();
         let read_once = tokio::time::timeout(job.activity_timeout, read.read_buf(&mut buf));
         match read_once.await {
+            // Still taking in the body: not silent.
+            Err(_) if !job.is_silent() => continue,
             Err(_) => return Err(Failure::Quiet),
             Ok(Ok(0)) if !received => {
                 return Err(Failure::Nothing(std::io::ErrorKind::UnexpectedEof.into()))
@@ -660,6 +731,7 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
             }
             Ok(Ok(n)) => {
                 received = true;
+                job.mark_activity();
                 if n == spare {
                     want = (want * 2).min(READ_SIZE);
                 }

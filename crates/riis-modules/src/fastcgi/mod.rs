@@ -217,6 +217,8 @@ pub struct FastCgi {
     state: State,
     /// The response has been flushed once: it streams.
     streaming: bool,
+    /// A HEAD request whose answer came without `Content-Length`.
+    head_without_length: bool,
 }
 
 impl Drop for FastCgi {
@@ -311,6 +313,9 @@ impl FastCgi {
             mailbox: mailbox.clone(),
             done: ctx.completion_handle(),
             pools: self.shared.pools.clone(),
+            started: now,
+            last_activity: std::sync::atomic::AtomicU64::new(0),
+            waiting_for_client: std::sync::atomic::AtomicBool::new(false),
         };
         let running = self.shared.running.clone();
         running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -350,17 +355,32 @@ impl FastCgi {
                     self.state = State::Answering(mailbox);
                     return RequestNotificationStatus::Pending;
                 }
-                (inbox.head.take(), inbox.take_chunks(), inbox.end.take())
+                // Once streaming, one flush's worth at a time: the rest
+                // waits in the inbox (which holds the application back).
+                let most = if self.streaming {
+                    STREAM_PIECE as usize
+                } else {
+                    usize::MAX
+                };
+                let chunks = inbox.take_chunks(most);
+                // The end only once all output is taken.
+                let end = if inbox.chunks.is_empty() {
+                    inbox.end.take()
+                } else {
+                    None
+                };
+                (inbox.head.take(), chunks, end)
             };
             if !chunks.is_empty() {
                 mailbox.space.notify_one();
             }
             let mut send_head = false;
             if let Some(head) = head {
-                // A HEAD answer without a length goes out before its end,
-                // so that no length is made up for the body it lacks.
-                send_head = limit == 0
-                    || (ctx.request().method() == Method::HEAD && head.content_length.is_none());
+                self.head_without_length =
+                    ctx.request().method() == Method::HEAD && head.content_length.is_none();
+                // At limit 0 the head goes out as soon as it is here, unless
+                // the whole answer is.
+                send_head = limit == 0 && end.is_none();
                 head.apply(ctx);
                 // The application's own error pages are its answer.
                 ctx.response_mut().set_try_skip_custom_errors(true);
@@ -368,9 +388,22 @@ impl FastCgi {
             ctx.response_mut()
                 .write_chunks(chunks.into_iter().map(Into::into));
             match end {
-                Some(End::Complete) if !send_head => return RequestNotificationStatus::Continue,
-                // The head goes out first; the end is taken again after.
-                Some(End::Complete) => mailbox.lock().end = Some(End::Complete),
+                Some(End::Complete) => {
+                    // A HEAD answer with neither a length nor a body goes
+                    // out as a stream, so that no length (0) is made up for
+                    // the body GET would have; with a body, its length is
+                    // the one GET gets.
+                    let resp = ctx.response();
+                    let bodiless_head = self.head_without_length
+                        && !resp.headers_sent()
+                        && resp.buffered_len() == 0;
+                    if !bodiless_head {
+                        return RequestNotificationStatus::Continue;
+                    }
+                    // The head goes out first; the end is taken again after.
+                    mailbox.lock().end = Some(End::Complete);
+                    send_head = true;
+                }
                 Some(End::Failed(status, why)) => return fail(ctx, status, &why),
                 None => {}
             }
@@ -504,6 +537,7 @@ impl riis_pipeline::HttpModuleFactory for Factory {
             shared: self.shared.clone(),
             state: State::Idle,
             streaming: false,
+            head_without_length: false,
         }))
     }
 
