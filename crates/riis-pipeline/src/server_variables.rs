@@ -13,7 +13,18 @@ fn owned(s: String) -> Option<Cow<'static, str>> {
 /// that is absent.
 pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str>> {
     let req = &ctx.request;
-    let upper = name.to_ascii_uppercase();
+    // Upper-cased on the stack: modules (CGI and FastCGI gateways, logs)
+    // ask for several variables per request.
+    let mut buffer = [0u8; 64];
+    let upper: Cow<'_, str> = match buffer.get_mut(..name.len()) {
+        Some(upper) => {
+            upper.copy_from_slice(name.as_bytes());
+            upper.make_ascii_uppercase();
+            // ASCII case changes keep UTF-8 valid.
+            Cow::Borrowed(std::str::from_utf8(upper).unwrap_or_default())
+        }
+        None => Cow::Owned(name.to_ascii_uppercase()),
+    };
     if let Some(header) = upper.strip_prefix("HTTP_") {
         // HTTP_URL and HTTP_VERSION are variables, not headers: a client's
         // `Url:` or `Version:` header must not stand in for them.
@@ -32,7 +43,7 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
             _ => http_header(ctx, header),
         };
     }
-    match upper.as_str() {
+    match &*upper {
         "REQUEST_METHOD" => Some(Cow::Borrowed(req.method().as_str())),
         "URL" | "PATH_INFO" | "SCRIPT_NAME" => Some(Cow::Borrowed(req.url())),
         "QUERY_STRING" => Some(Cow::Borrowed(req.query_string())),
