@@ -4,7 +4,7 @@
 //! acts: rewrites the URL for the rest of the pipeline, redirects, answers
 //! with a status of its own, or aborts the connection.
 //!
-//! Registers for **BeginRequest** at **First** priority: the URL may change
+//! Registers for **BeginRequest** at **High** priority: the URL may change
 //! until BeginRequest's modules are done, and every module after this one,
 //! as well as the choice of location (and with it every module's
 //! configuration) and of handler, sees the rewritten URL. The rules are the
@@ -30,9 +30,10 @@
 //! (spaces, control characters and `#` encoded). A Redirect to a path gets
 //! one leading `/`, so a value cannot make it another host.
 //!
-//! RequestFiltering and IpRestriction also run at BeginRequest at First
-//! priority: listed before this module, they judge the URL the client
-//! sent; listed after it, the rewritten one.
+//! High, not First: RequestFiltering and IpRestriction run at BeginRequest
+//! at First priority, so they judge the URL the client sent before any
+//! rule rewrites it, wherever the module list puts them, and judge the
+//! rewritten URL again at PostBeginRequest.
 //!
 //! When a rule rewrites the URL, the server variable `REQUEST_URI` keeps
 //! the URL the client asked for, as Apache and nginx pass it to
@@ -825,6 +826,6 @@ pub fn register_module(
         RequestNotifications::NONE,
     )?;
     registration
-        .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);
+        .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::High);
     Ok(())
 }

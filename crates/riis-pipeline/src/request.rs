@@ -247,7 +247,7 @@ impl HttpRequest {
 
     /// `SetUrl`: replace path and query. Allowed until BeginRequest's
     /// modules are done: in a PreBeginRequest global module, in BeginRequest
-    /// (a rewriting module registers there at FIRST priority, so the
+    /// (a rewriting module registers there at a high priority, so the
     /// modules after it see the new URL), or on a cloned context before it
     /// is executed as a child request. The request's location, and with it
     /// every module's configuration, follows the new URL at once.

@@ -37,11 +37,14 @@ fn config(dir: &TempDir) -> PathBuf {
     dir.write(
         "riis.toml",
         format!(
-            r#"# RequestFiltering first: it judges the URL the client asked for.
+            r#"# Listed after UrlRewrite, RequestFiltering and IpRestriction still judge
+# the URL the client asked for (they run at First priority).
+[[modules]]
+name = "UrlRewrite"
 [[modules]]
 name = "RequestFiltering"
 [[modules]]
-name = "UrlRewrite"
+name = "IpRestriction"
 [[modules]]
 name = "CustomError"
 [[modules]]
@@ -156,6 +159,10 @@ root = '{root}'
 bindings = ["127.0.0.1:0"]
 
 [[sites.locations]]
+path = "/admin"
+ip_security = {{ allow_unlisted = false }}
+
+[[sites.locations]]
 path = "/cached"
 [[sites.locations.rewrite.rules]]
 name = "one script for every route"
@@ -253,8 +260,10 @@ fn rules_rewrite_redirect_answer_and_abort() {
     let other = conn.get("/cached/2").text();
     assert!(other.contains("uri=/cached/2 "), "{other}");
 
-    // RequestFiltering, listed first, judged the client's URL.
+    // RequestFiltering and IpRestriction judged the client's URL, though
+    // the front controller would have made it /index.cgi.
     assert_eq!(conn.get("/wp-admin/x").status, 404);
+    assert_eq!(conn.get("/admin/users").status, 403);
 
     // AbortRequest: no answer at all.
     let mut evil = Connection::open(server.addr);
