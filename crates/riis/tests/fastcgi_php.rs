@@ -169,7 +169,10 @@ echo "raw=", file_get_contents('php://input'), "\n";
          while (!file_exists($go) && microtime(true) < $until) { usleep(10000); }\n\
          echo \"part 1\\n\"; flush(); echo \"part 2\\n\";",
     );
-    dir.write("www/index.php", "<?php echo 'the default document';");
+    dir.write(
+        "www/index.php",
+        "<?php echo 'the default document at ', $_SERVER['REQUEST_URI'];",
+    );
     dir.write(
         "www/router.php",
         "<?php echo $_SERVER['REQUEST_URI'], ' ', $_SERVER['SCRIPT_NAME'], ' ', json_encode($_GET);",
@@ -329,7 +332,8 @@ fn php_runs_behind_riis() {
     // DefaultDocument's index.php runs through the PHP handler.
     let index = conn.get("/");
     assert_eq!(index.status, 200);
-    assert_eq!(index.text(), "the default document");
+    // It sees the URL the client asked for, as under nginx's `index`.
+    assert_eq!(index.text(), "the default document at /");
 
     // With response_buffer_limit = 0, each flush() goes out as it comes.
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
