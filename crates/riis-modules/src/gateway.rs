@@ -30,22 +30,10 @@ pub(crate) fn meta_variables(
     let req = ctx.request();
     // The variables RFC 3875 shares with IIS's server variables come from
     // them (`SERVER_NAME`: the routed host without its port).
-    // RFC 3875 §4.1.14 requires SERVER_NAME: without a host (HTTP/1.0 with
-    // no `Host`), the address the request came in on.
-    match ctx.server_variable("SERVER_NAME").filter(|n| !n.is_empty()) {
-        Some(name) => emit("SERVER_NAME", name.as_bytes()),
-        None => emit(
-            "SERVER_NAME",
-            req.local_address()
-                .ip()
-                .to_canonical()
-                .to_string()
-                .as_bytes(),
-        ),
-    }
     for name in [
         "GATEWAY_INTERFACE",
         "SERVER_SOFTWARE",
+        "SERVER_NAME",
         "SERVER_PORT",
         "SERVER_PROTOCOL",
         "REQUEST_METHOD",

@@ -138,7 +138,12 @@ fn server_name<'a>(ctx: &'a HttpContext) -> Cow<'a, str> {
     }
     match req.header(http::header::HOST).and_then(|h| h.to_str().ok()) {
         Some(host) => Cow::Borrowed(strip_port(host)),
-        None => Cow::Owned(req.local_address().ip().to_string()),
+        // No host named: the address the request came in on, an IPv6 one
+        // in brackets as a `Host` would carry it (RFC 3875 §4.1.14).
+        None => Cow::Owned(match req.local_address().ip().to_canonical() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        }),
     }
 }
 

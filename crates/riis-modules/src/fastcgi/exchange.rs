@@ -30,8 +30,11 @@ pub(super) const MAILBOX_LIMIT: usize = 256 * 1024;
 /// How long an idle connection is kept.
 const IDLE_TIME: Duration = Duration::from_secs(60);
 /// Output pieces below this are copied together rather than kept as
-/// slices of their read buffers.
-const SMALL_PIECE: usize = 4096;
+/// slices of their read buffers (a slice keeps its whole 64 KiB buffer
+/// alive while it waits).
+const SMALL_PIECE: usize = 32 * 1024;
+/// The send buffer of a TCP connection to an application.
+const SEND_BUFFER: u32 = 128 * 1024;
 /// How much one read from the application asks for.
 const READ_SIZE: usize = 64 * 1024;
 
@@ -96,11 +99,34 @@ impl Connection {
     async fn open(address: &Address) -> std::io::Result<Self> {
         Ok(match address {
             Address::Tcp(host_port) => {
-                let stream = TcpStream::connect(host_port.as_str()).await?;
-                // Records are written whole; waiting to fill a segment only
-                // delays the request.
-                let _ = stream.set_nodelay(true);
-                Connection::Tcp(stream)
+                let mut last_error = None;
+                for addr in tokio::net::lookup_host(host_port.as_str()).await? {
+                    let socket = if addr.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    // A small send buffer: a write that waits wakes as the
+                    // application takes body, so a slow reader is seen
+                    // taking it (a buffer grown to megabytes would look
+                    // silent for many seconds at a time).
+                    let _ = socket.set_send_buffer_size(SEND_BUFFER);
+                    match socket.connect(addr).await {
+                        Ok(stream) => {
+                            // Records are written whole; waiting to fill a
+                            // segment only delays the request.
+                            let _ = stream.set_nodelay(true);
+                            return Ok(Connection::Tcp(stream));
+                        }
+                        Err(e) => last_error = Some(e),
+                    }
+                }
+                return Err(last_error.unwrap_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("{host_port} has no address"),
+                    )
+                }));
             }
             Address::Unix(path) => Connection::Unix(UnixStream::connect(path).await?),
         })
@@ -302,6 +328,14 @@ impl Inbox {
         taken
     }
 
+    /// Drops the output not taken yet (the exchange failed: the response is
+    /// cut short, and a stalled client must not keep it alive).
+    pub(super) fn discard_output(&mut self) {
+        self.chunks.clear();
+        self.small.clear();
+        self.queued = 0;
+    }
+
     /// Whether there is anything for the request.
     pub(super) fn is_empty(&self) -> bool {
         self.head.is_none() && self.chunks.is_empty() && self.small.is_empty() && self.end.is_none()
@@ -429,6 +463,17 @@ impl Job {
     fn mark_activity(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_activity.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the application will have been silent for `activity_timeout`,
+    /// counted from its last activity (from now while riis holds it back).
+    fn silence_deadline(&self) -> tokio::time::Instant {
+        let from = if self.waiting_for_client.load(Ordering::Relaxed) {
+            Instant::now()
+        } else {
+            self.started + Duration::from_millis(self.last_activity.load(Ordering::Relaxed))
+        };
+        (from + self.activity_timeout).into()
     }
 
     /// Whether the application went quiet for `activity_timeout`: nothing
@@ -595,7 +640,7 @@ async fn send(write: &mut (impl AsyncWrite + Unpin), job: &Job) -> std::io::Resu
         job: &Job,
     ) -> std::io::Result<()> {
         while !data.is_empty() {
-            match tokio::time::timeout(job.activity_timeout, write.write(data)).await {
+            match tokio::time::timeout_at(job.silence_deadline(), write.write(data)).await {
                 Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(Ok(n)) => {
                     data = &data[n..];
@@ -716,7 +761,7 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
         }
         buf.reserve(want);
         let spare = buf.capacity() - buf.len();
-        let read_once = tokio::time::timeout(job.activity_timeout, read.read_buf(&mut buf));
+        let read_once = tokio::time::timeout_at(job.silence_deadline(), read.read_buf(&mut buf));
         match read_once.await {
             // Still taking in the body: not silent.
             Err(_) if !job.is_silent() => continue,

@@ -362,6 +362,11 @@ impl FastCgi {
                 } else {
                     usize::MAX
                 };
+                // A failure ends the response now: what is left of the
+                // output is not worth sending.
+                if matches!(inbox.end, Some(End::Failed(..))) {
+                    inbox.discard_output();
+                }
                 let chunks = inbox.take_chunks(most);
                 // The end only once all output is taken.
                 let end = if inbox.chunks.is_empty() {
