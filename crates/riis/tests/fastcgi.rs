@@ -115,7 +115,9 @@ fn read_request(stream: &mut TcpStream) -> Option<Request> {
             // An application that reads no body: stops after the
             // parameters.
             4 if content.is_empty()
-                && (contains(&params, b"/noread.fcgi") || contains(&params, b"/talker.fcgi")) =>
+                && (contains(&params, b"/noread.fcgi")
+                    || contains(&params, b"/talker.fcgi")
+                    || contains(&params, b"/slowreader.fcgi")) =>
             {
                 return Some(Request {
                     params: decode(&params),
@@ -307,6 +309,25 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
                 std::thread::sleep(Duration::from_millis(200));
                 return;
             }
+            "/slowreader.fcgi" => {
+                // Takes the body slowly (16 KiB every 50 ms) for 2.5 s,
+                // saying nothing, then answers: it is never silent.
+                let started = std::time::Instant::now();
+                let mut taken = 0;
+                let mut buf = vec![0u8; 16 * 1024];
+                while started.elapsed() < Duration::from_millis(2500) {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => taken += n,
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let text = format!("Content-Type: text/plain\r\n\r\ntook {}", taken > 0);
+                let _ = stream.write_all(&record(STDOUT, text.as_bytes()));
+                let _ = stream.write_all(&end(0));
+                std::thread::sleep(Duration::from_millis(200));
+                return;
+            }
             "/bodyhead.fcgi" => {
                 // Sends its body even for HEAD, without a length.
                 out.extend(record(STDOUT, b"Content-Type: text/plain\r\n\r\n12345"));
@@ -369,6 +390,7 @@ fn config(dir: &TempDir, app: SocketAddr, unreachable: SocketAddr) -> PathBuf {
         "nolength",
         "upload/noread",
         "upload/talker",
+        "upload/slowreader",
         "bodyhead",
         "stream/echo",
         "stream/headfirst",
@@ -612,6 +634,25 @@ fn an_application_that_answers_before_reading_the_body_is_waited_for() {
     // Two seconds of answering against an activity_timeout of one.
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert!(resp.text().ends_with("line 7\n"), "{}", resp.text());
+}
+
+#[test]
+fn an_application_that_reads_the_body_slowly_is_waited_for() {
+    let (_dir, _app, server) = start();
+    let mut conn = Connection::open(server.addr);
+    let body = vec![b'x'; 8_000_000];
+    conn.send_raw(
+        format!(
+            "POST /upload/slowreader.fcgi HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    conn.send_raw(&body);
+    let resp = conn.read_response(false);
+    // It read for 2.5 s, against an activity_timeout of one.
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.text(), "took true");
 }
 
 #[test]
