@@ -339,14 +339,29 @@ impl Template {
     }
 }
 
-/// Whether `text` starts with `scheme://`.
+/// Whether the template `text` is a URL with a scheme: it starts with
+/// `scheme://`, or its `://` comes after server variables only
+/// (`{HTTP_X_FORWARDED_PROTO}://{HTTP_HOST}/`). Anything else is a path on
+/// this site.
 fn has_scheme(text: &str) -> bool {
-    text.split_once("://").is_some_and(|(scheme, _)| {
-        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    })
+    let Some((scheme, _)) = text.split_once("://") else {
+        return false;
+    };
+    let literal_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    // Only `{NAME}` references before it, no back-references: a capture
+    // from the path must not choose the scheme.
+    let variables_only = !scheme.is_empty()
+        && scheme.split_inclusive('}').all(|part| {
+            part.strip_prefix('{')
+                .and_then(|p| p.strip_suffix('}'))
+                .is_some_and(|name| {
+                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                })
+        });
+    literal_scheme || variables_only
 }
 
 fn compile(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
@@ -828,4 +843,32 @@ pub fn register_module(
     registration
         .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::High);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_url_is_absolute_only_with_a_scheme() {
+        assert!(has_scheme("https://{HTTP_HOST}{REQUEST_URI}"));
+        assert!(has_scheme("{HTTP_X_FORWARDED_PROTO}://{HTTP_HOST}/x"));
+        assert!(!has_scheme("{R:1}"));
+        assert!(!has_scheme("{R:1}://evil.test/"));
+        assert!(!has_scheme("/go/{R:1}"));
+        assert!(!has_scheme("a b://x"));
+    }
+
+    #[test]
+    fn a_template_knows_where_its_query_starts() {
+        let t = Template::parse("index.php?route={R:1}&x=1").unwrap();
+        assert_eq!(t.query_at, Some(1));
+        assert!(matches!(&t.pieces[1], Piece::Text(q) if q == "?route="));
+        assert!(matches!(t.pieces[2], Piece::RuleGroup(1)));
+        let t = Template::parse("/new/{R:1}").unwrap();
+        assert_eq!(t.query_at, None);
+        assert!(Template::parse("{R:10}").is_err());
+        assert!(Template::parse("{ToLower:{R:1}}").is_err());
+        assert!(Template::parse("{R:1").is_err());
+    }
 }
