@@ -339,42 +339,23 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     key.push_str(req.url());
     key.push('\0');
     // A rewritten URL (UrlRewrite's front controller sends every route to
-    // one script) is told apart by the URL the client asked for.
-    if req.url_changes() > 0 {
-        if let Some(asked) = ctx.server_variable("REQUEST_URI") {
-            key.push_str(&asked);
+    // one script) is told apart by the URL the client asked for: its path,
+    // and its query through vary_by_query_string as the request's own is.
+    let asked = (req.url_changes() > 0)
+        .then(|| ctx.server_variable("REQUEST_URI"))
+        .flatten();
+    let asked_query = match &asked {
+        Some(asked) => {
+            let (path, query) = asked.split_once('?').unwrap_or((asked, ""));
+            key.push_str(path);
+            key.push('\0');
+            Some(query)
         }
+        None => None,
+    };
+    for query in std::iter::once(req.query_string()).chain(asked_query) {
+        push_query(&mut key, config, query);
         key.push('\0');
-    }
-    let query = req.query_string();
-    if config.vary_by_query_string.iter().any(|p| p == "*") {
-        key.push_str(query);
-    } else {
-        // The named parameters, decoded and named in any case (as the
-        // handlers that read them take them), in the configuration's
-        // order: `?%69d=x` or `?ID=x` is the `id` a handler sees.
-        let decode = |text: &str| {
-            let spaced = text.replace('+', " ");
-            percent_encoding::percent_decode_str(&spaced)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        for name in &config.vary_by_query_string {
-            for pair in query.split('&') {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                if decode(k).eq_ignore_ascii_case(name) {
-                    key.push_str(name);
-                    key.push('=');
-                    // Escaped again: a decoded `&` or NUL must not run into
-                    // the next parameter.
-                    key.extend(percent_encoding::utf8_percent_encode(
-                        &decode(v),
-                        percent_encoding::NON_ALPHANUMERIC,
-                    ));
-                    key.push('&');
-                }
-            }
-        }
     }
     for name in &config.vary_by_headers {
         key.push('\0');
@@ -495,6 +476,40 @@ impl HttpModule for OutputCache {
         ctx.raise_trace_event("OutputCache: response stored");
         self.shared.store().insert(key.into(), entry, max);
         RequestNotificationStatus::Continue
+    }
+}
+
+/// Appends the query's part of the key: all of it (`*`), or the named
+/// parameters.
+fn push_query(key: &mut String, config: &OutputCacheConfig, query: &str) {
+    if config.vary_by_query_string.iter().any(|p| p == "*") {
+        key.push_str(query);
+    } else {
+        // The named parameters, decoded and named in any case (as the
+        // handlers that read them take them), in the configuration's
+        // order: `?%69d=x` or `?ID=x` is the `id` a handler sees.
+        let decode = |text: &str| {
+            let spaced = text.replace('+', " ");
+            percent_encoding::percent_decode_str(&spaced)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        for name in &config.vary_by_query_string {
+            for pair in query.split('&') {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                if decode(k).eq_ignore_ascii_case(name) {
+                    key.push_str(name);
+                    key.push('=');
+                    // Escaped again: a decoded `&` or NUL must not run into
+                    // the next parameter.
+                    key.extend(percent_encoding::utf8_percent_encode(
+                        &decode(v),
+                        percent_encoding::NON_ALPHANUMERIC,
+                    ));
+                    key.push('&');
+                }
+            }
+        }
     }
 }
 

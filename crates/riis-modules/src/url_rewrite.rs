@@ -242,9 +242,9 @@ struct Template {
     /// The first piece of the query: the template's first literal `?`
     /// starts it (values after it are encoded as query components).
     query_at: Option<usize>,
-    /// The literal text starts with a scheme (`https://`): a URL of its
-    /// own, not a path on this site.
-    absolute: bool,
+    /// Whether the template is a URL with a scheme (`https://`) rather
+    /// than a path on this site.
+    scheme: Scheme,
 }
 
 #[derive(Debug)]
@@ -273,7 +273,7 @@ impl Piece {
 impl Template {
     fn parse(text: &str) -> Result<Self, String> {
         let mut template = Template {
-            absolute: has_scheme(text),
+            scheme: scheme_of(text),
             ..Template::default()
         };
         let mut rest = text;
@@ -334,34 +334,69 @@ impl Template {
         self.pieces.iter().any(Piece::is_decoded)
     }
 
+    fn uses_condition_groups(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::ConditionGroup(_)))
+    }
+
     fn uses_rule_groups(&self) -> bool {
         self.pieces.iter().any(|p| matches!(p, Piece::RuleGroup(_)))
     }
 }
 
-/// Whether the template `text` is a URL with a scheme: it starts with
-/// `scheme://`, or its `://` comes after server variables only
-/// (`{HTTP_X_FORWARDED_PROTO}://{HTTP_HOST}/`). Anything else is a path on
-/// this site.
-fn has_scheme(text: &str) -> bool {
-    let Some((scheme, _)) = text.split_once("://") else {
-        return false;
+/// Where a template's scheme comes from.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum Scheme {
+    /// None: the template is a path on this site.
+    #[default]
+    None,
+    /// Literal text (`https://…`).
+    Literal,
+    /// Server variables or condition groups (`{C:1}://…`,
+    /// `{HTTP_X_FORWARDED_PROTO}://…`): the expanded value must be `http`
+    /// or `https`, so a header cannot pick another host's form.
+    Expanded,
+}
+
+/// The scheme of a template's `text`: its part before the first `://` (if
+/// that comes before any `?`) is a literal scheme, or references only
+/// (server variables and condition groups, never a back-reference from the
+/// path).
+fn scheme_of(text: &str) -> Scheme {
+    let Some((before, _)) = text.split_once("://") else {
+        return Scheme::None;
     };
-    let literal_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
+    if before.contains('?') {
+        return Scheme::None;
+    }
+    let literal = before.starts_with(|c: char| c.is_ascii_alphabetic())
+        && before
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    // Only `{NAME}` references before it, no back-references: a capture
-    // from the path must not choose the scheme.
-    let variables_only = !scheme.is_empty()
-        && scheme.split_inclusive('}').all(|part| {
+    if literal {
+        return Scheme::Literal;
+    }
+    let references_only = !before.is_empty()
+        && before.split_inclusive('}').all(|part| {
             part.strip_prefix('{')
                 .and_then(|p| p.strip_suffix('}'))
                 .is_some_and(|name| {
-                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    let group = name
+                        .strip_prefix("C:")
+                        .is_some_and(|n| n.parse::<u8>().is_ok());
+                    let variable = !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        && !name.eq_ignore_ascii_case("URL")
+                        && !name.eq_ignore_ascii_case("REQUEST_FILENAME");
+                    group || variable
                 })
         });
-    literal_scheme || variables_only
+    if references_only {
+        Scheme::Expanded
+    } else {
+        Scheme::None
+    }
 }
 
 fn compile(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
@@ -419,7 +454,7 @@ impl TryFrom<RawRule> for Rule {
         let action = match a.kind {
             ActionKind::Rewrite => {
                 let target = a.url.as_deref().unwrap_or("");
-                if target.contains("://") {
+                if scheme_of(target) != Scheme::None || target.starts_with("//") {
                     return Err(in_rule(format!(
                         "`{target}`: a Rewrite to another server needs a proxy, which riis does not have (use a Redirect)"
                     )));
@@ -428,6 +463,12 @@ impl TryFrom<RawRule> for Rule {
                     url: url("Rewrite")?,
                     append_query: a.append_query_string,
                 }
+            }
+            ActionKind::Redirect if a.url.as_deref().is_some_and(|u| u.starts_with("//")) => {
+                return Err(in_rule(format!(
+                    "`{}`: write the scheme (`https://…`); a protocol-relative url is not taken",
+                    a.url.as_deref().unwrap_or("")
+                )))
             }
             ActionKind::Redirect => Action::Redirect {
                 url: url("Redirect")?,
@@ -478,6 +519,7 @@ const PATH_PART: &AsciiSet = &CONTROLS
     .add(b'"')
     .add(b'#')
     .add(b'%')
+    .add(b'\\')
     .add(b'<')
     .add(b'>')
     .add(b'?')
@@ -493,11 +535,15 @@ const ANY_PART: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
+    .add(b'\\')
     .add(b'<')
     .add(b'>')
     .add(b'`')
     .add(b'{')
     .add(b'}');
+
+/// What a template's literal text encodes in a URL.
+const LITERAL_PART: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`');
 
 /// What a walk over the rules has to expand templates with.
 struct Scope<'a> {
@@ -554,6 +600,9 @@ fn expand(
             out.extend(utf8_percent_encode(value, set));
         };
         match piece {
+            // The rule's own text: only what no URL may hold is encoded
+            // (spaces, non-ASCII), its `%` escapes kept.
+            Piece::Text(text) if in_url => out.extend(utf8_percent_encode(text, LITERAL_PART)),
             Piece::Text(text) => out.push_str(text),
             Piece::RuleGroup(n) => {
                 let value = scope
@@ -672,7 +721,20 @@ impl UrlRewrite {
                     status,
                 } => {
                     let mut target = expand(ctx, to, &scope, &mut file, true);
-                    if !to.absolute {
+                    if to.scheme == Scheme::Expanded {
+                        let scheme = target.split_once("://").map_or("", |(s, _)| s);
+                        if !scheme.eq_ignore_ascii_case("http")
+                            && !scheme.eq_ignore_ascii_case("https")
+                        {
+                            fail(
+                                ctx,
+                                &rule.name,
+                                &format!("the redirect's scheme `{scheme}` is not http or https"),
+                            );
+                            return Outcome::Finished;
+                        }
+                    }
+                    if to.scheme == Scheme::None {
                         // A path on this site: one leading slash, whatever
                         // the values were (`a/b`, `https:evil`, `//evil`).
                         target = format!("/{}", target.trim_start_matches('/'));
@@ -776,6 +838,10 @@ fn conditions_hold(
     }
     for condition in &rule.conditions {
         let input = expand(ctx, &condition.input, scope, file, false);
+        // Groups of `{C:n}` from a decoded condition stay decoded.
+        let decoded = condition.decoded
+            || (condition.input.uses_condition_groups()
+                && scope.condition.as_ref().is_some_and(|(_, d)| *d));
         let matched = match &condition.test {
             Test::Pattern(regex) => match regex.captures(&input) {
                 Some(groups) => {
@@ -785,7 +851,7 @@ fn conditions_hold(
                                 .iter()
                                 .map(|g| g.map(|m| m.as_str().to_owned()))
                                 .collect(),
-                            condition.decoded,
+                            decoded,
                         ));
                     }
                     true
@@ -851,12 +917,24 @@ mod tests {
 
     #[test]
     fn a_redirect_url_is_absolute_only_with_a_scheme() {
-        assert!(has_scheme("https://{HTTP_HOST}{REQUEST_URI}"));
-        assert!(has_scheme("{HTTP_X_FORWARDED_PROTO}://{HTTP_HOST}/x"));
-        assert!(!has_scheme("{R:1}"));
-        assert!(!has_scheme("{R:1}://evil.test/"));
-        assert!(!has_scheme("/go/{R:1}"));
-        assert!(!has_scheme("a b://x"));
+        assert_eq!(
+            scheme_of("https://{HTTP_HOST}{REQUEST_URI}"),
+            Scheme::Literal
+        );
+        assert_eq!(
+            scheme_of("{HTTP_X_FORWARDED_PROTO}://{HTTP_HOST}/x"),
+            Scheme::Expanded
+        );
+        assert_eq!(scheme_of("{C:1}://www.example.com/{R:1}"), Scheme::Expanded);
+        assert_eq!(scheme_of("{R:1}"), Scheme::None);
+        assert_eq!(scheme_of("{R:1}://evil.test/"), Scheme::None);
+        assert_eq!(scheme_of("{URL}://evil.test/"), Scheme::None);
+        assert_eq!(scheme_of("/go/{R:1}"), Scheme::None);
+        assert_eq!(
+            scheme_of("/index.cgi?next=https://example.com/"),
+            Scheme::None
+        );
+        assert_eq!(scheme_of("a b://x"), Scheme::None);
     }
 
     #[test]

@@ -87,6 +87,29 @@ conditions = [{{ input = "{{REQUEST_FILENAME}}", match_type = "IsDirectory", neg
 action = {{ type = "Redirect", url = "{{R:1}}" }}
 
 [[rewrite.rules]]
+name = "return to"
+pattern = "^login$"
+conditions = [{{ input = "{{QUERY_STRING}}", pattern = "^r=(.*)$" }}]
+action = {{ type = "Redirect", url = "{{C:1}}", append_query_string = false }}
+
+[[rewrite.rules]]
+name = "keep the protocol"
+pattern = "^www/(.*)$"
+conditions = [{{ input = "{{CACHE_URL}}", pattern = "^(https?)://" }}]
+action = {{ type = "Redirect", url = "{{C:1}}://www.example.test/{{R:1}}" }}
+
+[[rewrite.rules]]
+name = "forwarded protocol"
+pattern = "^xfp$"
+action = {{ type = "Redirect", url = "{{HTTP_X_FORWARDED_PROTO}}://good.test/", append_query_string = false }}
+
+[[rewrite.rules]]
+name = "chained conditions"
+pattern = "^cc/"
+conditions = [{{ input = "{{URL}}", pattern = "^/cc/(.*)$" }}, {{ input = "{{C:1}}", pattern = "^(.*)$" }}]
+action = {{ type = "Rewrite", url = "files/{{C:1}}" }}
+
+[[rewrite.rules]]
 name = "query route"
 pattern = "^q/(.*)$"
 action = {{ type = "Rewrite", url = "index.cgi?route={{R:1}}", append_query_string = false }}
@@ -235,6 +258,22 @@ fn rules_rewrite_redirect_answer_and_abort() {
     let evil = conn.get("/https:evil.test/");
     assert_eq!(evil.header("location"), Some("/https:evil.test"));
 
+    // A backslash from a variable cannot make the path another host.
+    let back = conn.get("/login?r=\\evil.test");
+    assert_eq!(back.header("location"), Some("/%5Cevil.test"), "{back:?}");
+    // A scheme from a condition group or a header: http or https only.
+    let proto = conn.get("/www/a");
+    assert_eq!(proto.header("location"), Some("http://www.example.test/a"));
+    conn.send_raw(b"GET /xfp HTTP/1.1\r\nHost: t\r\nX-Forwarded-Proto: https\r\n\r\n");
+    let xfp = conn.read_response(false);
+    assert_eq!(xfp.header("location"), Some("https://good.test/"));
+    conn.send_raw(b"GET /xfp HTTP/1.1\r\nHost: t\r\nX-Forwarded-Proto: //evil.test\r\n\r\n");
+    let xfp = conn.read_response(false);
+    assert_eq!(xfp.status, 500, "{xfp:?}");
+    assert!(xfp.header("location").is_none());
+    // A group of a condition on another condition's decoded group.
+    assert_eq!(conn.get("/cc/100%2525.txt").text(), "percent file");
+
     // A decoded capture in a query stays one value.
     let query = conn.get("/q/a%26admin%3D1");
     assert!(
@@ -305,6 +344,11 @@ action = { type = "None" }"#,
             r#"pattern = "^x$"
 action = { type = "CustomResponse" }"#,
             "status_code",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { type = "Redirect", url = "//cdn.test/x" }"#,
+            "protocol-relative",
         ),
     ] {
         let path = dir.write(
