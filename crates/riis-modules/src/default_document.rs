@@ -18,9 +18,9 @@
 //! (StaticFile would answer 404.8). Entries of `files` are file names:
 //! one with a `/`, or `.` / `..`, is a configuration error.
 //!
-//! The child request's `REQUEST_URI` server variable is the URL the client
-//! asked for (`/blog/`, not `/blog/index.php`), as nginx's `index` passes it
-//! to applications.
+//! The child request's `REQUEST_URI` server variable stays the URL the
+//! client asked for (`/blog/`, not `/blog/index.php`), as nginx's `index`
+//! passes it to applications (the engine keeps it across child requests).
 //!
 //! Configuration section `default_document`:
 //! - `enabled` (default true);
@@ -126,14 +126,7 @@ impl HttpModule for DefaultDocument {
             url.push('?');
             url.push_str(q);
         }
-        // Applications behind the document (FastCgi, Cgi) see the URL the
-        // client asked for as REQUEST_URI, as nginx's `index` gives it.
-        let asked = ctx
-            .server_variable("REQUEST_URI")
-            .map(|v| v.into_owned())
-            .unwrap_or_default();
-        let started = ctx.clone_context_with_url(&url).and_then(|mut child| {
-            child.set_server_variable("REQUEST_URI", asked);
+        let started = ctx.clone_context_with_url(&url).and_then(|child| {
             ctx.execute_request(
                 child,
                 ExecuteFlags {

@@ -341,10 +341,8 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     // A rewritten URL (UrlRewrite's front controller sends every route to
     // one script) is told apart by the URL the client asked for: its path,
     // and its query through vary_by_query_string as the request's own is.
-    let asked = (req.url_changes() > 0)
-        .then(|| ctx.server_variable("REQUEST_URI"))
-        .flatten();
-    let asked_query = match &asked {
+    let asked = (req.url_changes() > 0).then(|| req.client_url());
+    let asked_query = match asked {
         Some(asked) => {
             let (path, query) = asked.split_once('?').unwrap_or((asked, ""));
             key.push_str(path);

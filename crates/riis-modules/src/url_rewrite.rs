@@ -35,8 +35,8 @@
 //! rule rewrites it, wherever the module list puts them, and judge the
 //! rewritten URL again at PostBeginRequest.
 //!
-//! When a rule rewrites the URL, the server variable `REQUEST_URI` keeps
-//! the URL the client asked for, as Apache and nginx pass it to
+//! When a rule rewrites the URL, the server variable `REQUEST_URI` (the
+//! engine's `client_url`) keeps the URL the client asked for, as Apache and nginx pass it to
 //! applications (FastCgi, Cgi): a front controller (`index.php`) reads the
 //! route from it.
 //!
@@ -881,13 +881,10 @@ impl HttpModule for UrlRewrite {
             Outcome::Finished => RequestNotificationStatus::FinishRequest,
             Outcome::Continue(None) => RequestNotificationStatus::Continue,
             Outcome::Continue(Some((target, rule))) => {
-                let original = ctx.request().raw_url().to_owned();
                 if let Err(e) = ctx.request_mut().set_url(&target) {
                     fail(ctx, &rule, &format!("`{target}` is not a usable URL: {e}"));
                     return RequestNotificationStatus::FinishRequest;
                 }
-                // Applications read the URL the client asked for here.
-                ctx.set_server_variable("REQUEST_URI", original);
                 RequestNotificationStatus::Continue
             }
         }

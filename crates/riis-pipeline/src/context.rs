@@ -849,9 +849,6 @@ impl HttpContext {
         );
         child.depth = self.depth + 1;
         child.user = self.user.clone();
-        // Variables a module set (UrlRewrite's `REQUEST_URI`, the client's
-        // URL) hold for the child too.
-        child.server_variables = self.server_variables.clone();
         Ok(child)
     }
 

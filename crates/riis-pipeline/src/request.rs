@@ -142,6 +142,9 @@ pub struct HttpRequest {
     pub(crate) url_changed: bool,
     /// How many times `set_url` changed the URL.
     pub(crate) url_changes: u32,
+    /// The path and query the client sent, once `set_url` changed them (a
+    /// rewrite, a child request's own URL); `None` while `raw_url` is it.
+    client_url: Option<Box<str>>,
     /// Body bytes a module inserted, read before the client's body.
     pub(crate) inserted_entity: std::collections::VecDeque<Bytes>,
     /// What the last completed body read produced.
@@ -184,6 +187,7 @@ impl HttpRequest {
             pipeline_started: false,
             url_changed: false,
             url_changes: 0,
+            client_url: None,
             inserted_entity: std::collections::VecDeque::new(),
             read_data: Bytes::new(),
             body_complete,
@@ -235,6 +239,13 @@ impl HttpRequest {
             .unwrap_or_else(|| self.uri.path())
     }
 
+    /// The path and query the client sent, whatever `set_url` made of them
+    /// since (a rewrite, a child request's URL): the `REQUEST_URI` server
+    /// variable, which applications read their route from.
+    pub fn client_url(&self) -> &str {
+        self.client_url.as_deref().unwrap_or_else(|| self.raw_url())
+    }
+
     /// The query string without `?`, empty when there is none.
     pub fn query_string(&self) -> &str {
         self.uri.query().unwrap_or("")
@@ -278,6 +289,9 @@ impl HttpRequest {
             Cow::Borrowed(_) => None,
             Cow::Owned(s) => Some(s.into_boxed_str()),
         };
+        if self.client_url.is_none() {
+            self.client_url = Some(self.raw_url().into());
+        }
         self.uri = uri;
         self.decoded_path = decoded_path;
         self.url_changed = true;
@@ -397,6 +411,7 @@ impl HttpRequest {
             pipeline_started: false,
             url_changed: false,
             url_changes: 0,
+            client_url: Some(self.client_url().into()),
             inserted_entity: std::collections::VecDeque::new(),
             read_data: Bytes::new(),
             body_complete: true,

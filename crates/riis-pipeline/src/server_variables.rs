@@ -47,7 +47,10 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
         "REQUEST_METHOD" => Some(Cow::Borrowed(req.method().as_str())),
         "URL" | "PATH_INFO" | "SCRIPT_NAME" => Some(Cow::Borrowed(req.url())),
         "QUERY_STRING" => Some(Cow::Borrowed(req.query_string())),
-        "UNENCODED_URL" | "REQUEST_URI" => Some(Cow::Borrowed(req.raw_url())),
+        "UNENCODED_URL" => Some(Cow::Borrowed(req.raw_url())),
+        // As Apache and nginx pass it: the client's, after rewrites and in
+        // child requests too.
+        "REQUEST_URI" => Some(Cow::Borrowed(req.client_url())),
         // IIS's form: `http://host:port/path?query`.
         "CACHE_URL" => owned(format!(
             "{}://{}:{}{}",
