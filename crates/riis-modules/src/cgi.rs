@@ -72,7 +72,7 @@ use riis_pipeline::{
 use serde::Deserialize;
 
 use crate::background::Background;
-use crate::gateway::{parse_output, ErrorLog};
+use crate::gateway::{parse_output, BodyError, ErrorLog};
 
 /// The `cgi` configuration section.
 #[derive(Debug, Deserialize)]
@@ -589,31 +589,24 @@ impl HttpModule for Cgi {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Idle => RequestNotificationStatus::Continue,
             State::Reading(mut body) => {
-                let data = ctx.request_mut().take_read_data();
                 let limit = ctx.config(self.config).max_request_body;
-                if (body.len() + data.len()) as u64 > limit {
-                    ctx.response_mut().set_need_disconnect();
-                    return fail(
+                match crate::gateway::take_body_piece(ctx, &mut body, limit) {
+                    Ok(()) => self.go_on(ctx, body),
+                    Err(BodyError::TooLarge) => fail(
                         ctx,
                         StatusCode::PAYLOAD_TOO_LARGE,
                         0,
                         &format!(
                             "the request body is longer than cgi.max_request_body ({limit} bytes)"
                         ),
-                    );
-                }
-                body.extend_from_slice(&data);
-                if data.is_empty() && !ctx.request().is_body_complete() {
-                    // An empty read before the end: the client went away
-                    // or a ReadEntity module ended the body.
-                    return fail(
+                    ),
+                    Err(BodyError::EndedEarly) => fail(
                         ctx,
                         StatusCode::BAD_REQUEST,
                         0,
                         "the request body ended early",
-                    );
+                    ),
                 }
-                self.go_on(ctx, body)
             }
             State::Running(result) => {
                 let outcome = result.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -138,6 +138,35 @@ pub(crate) fn meta_variables(
     }
 }
 
+/// Why the request body cannot go to the application.
+pub(crate) enum BodyError {
+    /// Longer than the module's `max_request_body` (413; the connection
+    /// closes, the rest is not read).
+    TooLarge,
+    /// An empty read before the end: the client went away, or a ReadEntity
+    /// module ended the body (400).
+    EndedEarly,
+}
+
+/// Adds what the last body read brought to `body`, at most `limit` bytes
+/// in all.
+pub(crate) fn take_body_piece(
+    ctx: &mut HttpContext,
+    body: &mut Vec<u8>,
+    limit: u64,
+) -> Result<(), BodyError> {
+    let data = ctx.request_mut().take_read_data();
+    if (body.len() + data.len()) as u64 > limit {
+        ctx.response_mut().set_need_disconnect();
+        return Err(BodyError::TooLarge);
+    }
+    body.extend_from_slice(&data);
+    if data.is_empty() && !ctx.request().is_body_complete() {
+        return Err(BodyError::EndedEarly);
+    }
+    Ok(())
+}
+
 /// An application's response head, parsed.
 pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,

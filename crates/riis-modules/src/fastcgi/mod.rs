@@ -87,6 +87,7 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
+use crate::gateway::BodyError;
 pub use exchange::Address;
 use exchange::{End, Job, Mailbox, Pools};
 
@@ -478,18 +479,14 @@ impl HttpModule for FastCgi {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Idle => RequestNotificationStatus::Continue,
             State::Reading(mut body) => {
-                let data = ctx.request_mut().take_read_data();
                 let limit = ctx.config(self.config).max_request_body;
-                if (body.len() + data.len()) as u64 > limit {
-                    return too_large(ctx, limit);
+                match crate::gateway::take_body_piece(ctx, &mut body, limit) {
+                    Ok(()) => self.go_on(ctx, body),
+                    Err(BodyError::TooLarge) => too_large(ctx, limit),
+                    Err(BodyError::EndedEarly) => {
+                        fail(ctx, StatusCode::BAD_REQUEST, "the request body ended early")
+                    }
                 }
-                body.extend_from_slice(&data);
-                if data.is_empty() && !ctx.request().is_body_complete() {
-                    // An empty read before the end: the client went away
-                    // or a ReadEntity module ended the body.
-                    return fail(ctx, StatusCode::BAD_REQUEST, "the request body ended early");
-                }
-                self.go_on(ctx, body)
             }
             State::Answering(mailbox) => self.answer(ctx, mailbox),
         }
