@@ -228,7 +228,8 @@ fn execute(job: &mut Run) -> Outcome {
     if body.is_empty() {
         stdin = None;
     }
-    let mut errors = ErrorLog::new("CGI", job.program.display().to_string());
+    let program = job.program.display().to_string();
+    let mut errors = ErrorLog::new("CGI", &program);
     let mut output = Vec::new();
     let mut ending = None;
     let mut buffer = vec![0u8; 64 * 1024];

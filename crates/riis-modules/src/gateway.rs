@@ -318,16 +318,16 @@ pub(crate) fn parse_output(output: Vec<u8>) -> Result<(ResponseHead, Bytes), Str
 /// An application's error output (standard error, FastCGI's `FCGI_STDERR`),
 /// logged as it comes: at most 100 lines of at most 1 KiB each, the rest
 /// dropped, so a chatty application cannot flood the server's log.
-pub(crate) struct ErrorLog {
+pub(crate) struct ErrorLog<'a> {
     source: &'static str,
-    program: String,
+    program: &'a str,
     line: Vec<u8>,
     logged: usize,
 }
 
-impl ErrorLog {
+impl<'a> ErrorLog<'a> {
     /// A log for `program`, its lines prefixed with `source` (`CGI`).
-    pub(crate) fn new(source: &'static str, program: String) -> Self {
+    pub(crate) fn new(source: &'static str, program: &'a str) -> Self {
         Self {
             source,
             program,
@@ -357,7 +357,7 @@ impl ErrorLog {
     }
 }
 
-impl Drop for ErrorLog {
+impl Drop for ErrorLog<'_> {
     /// Logs what is left of the last line, however the run ended.
     fn drop(&mut self) {
         self.emit();

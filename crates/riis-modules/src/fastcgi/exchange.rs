@@ -690,7 +690,7 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
     let mut buf = BytesMut::with_capacity(want);
     // The head as it comes, until it is whole.
     let mut head: Option<BytesMut> = Some(BytesMut::new());
-    let mut errors = ErrorLog::new("FastCGI", job.script.clone());
+    let mut errors = ErrorLog::new("FastCGI", &job.script);
     let mut received = false;
     loop {
         while let Some(record) = protocol::next_record(&mut buf).map_err(Failure::Broken)? {
