@@ -29,6 +29,7 @@ pub mod ip_restriction;
 pub mod noop;
 pub mod output_cache;
 pub mod protocol_support;
+mod relay;
 pub mod request_filtering;
 pub mod static_compression;
 pub mod static_file;

@@ -1,38 +1,28 @@
 //! One request's conversation with a FastCGI application, run as a task on
-//! the request's own worker runtime (or the module's fallback thread), and
-//! what it shares with the request: the [`Mailbox`] the output arrives in.
+//! the request's own worker runtime (or the module's fallback thread). Its
+//! output reaches the request through a [`Relay`].
 //!
 //! The task writes the request while it reads the answer (an application
 //! may answer before it has read the whole body), parses the header block,
-//! and passes the body on in pieces. It stops reading while the request
-//! has [`MAILBOX_LIMIT`] bytes it has not taken yet, so a slow client slows
-//! the application down instead of filling the server's memory.
+//! and passes the body on in pieces.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use riis_pipeline::bytes::{Bytes, BytesMut};
 use riis_pipeline::http::StatusCode;
-use riis_pipeline::CompletionHandle;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::Notify;
 
 use super::protocol::{self, protocol_status, Record};
-use crate::gateway::{parse_head, ErrorLog, ResponseHead};
+use crate::gateway::{parse_head, ErrorLog};
+use crate::relay::{End, Relay};
 
-/// Output bytes the request may leave untaken before the task stops
-/// reading from the application.
-pub(super) const MAILBOX_LIMIT: usize = 256 * 1024;
 /// How long an idle connection is kept.
 const IDLE_TIME: Duration = Duration::from_secs(60);
-/// Output pieces below this are copied together rather than kept as
-/// slices of their read buffers (a slice keeps its whole 64 KiB buffer
-/// alive while it waits).
-const SMALL_PIECE: usize = 32 * 1024;
 /// The send buffer of a TCP connection to an application.
 const SEND_BUFFER: u32 = 128 * 1024;
 /// How much one read from the application asks for.
@@ -260,128 +250,6 @@ impl Pools {
     }
 }
 
-/// How a request's exchange ended.
-pub(super) enum End {
-    /// The application answered whole.
-    Complete,
-    /// It did not: the status the request gets (when no head went out yet)
-    /// and why, for the log and the detailed error page.
-    Failed(StatusCode, String),
-}
-
-/// What the task has for the request and has not been taken yet.
-#[derive(Default)]
-pub(super) struct Inbox {
-    /// The response head, once parsed.
-    pub(super) head: Option<ResponseHead>,
-    /// Body pieces.
-    pub(super) chunks: Vec<Bytes>,
-    /// Small pieces, copied together, to go after `chunks`.
-    small: BytesMut,
-    /// Their bytes.
-    pub(super) queued: usize,
-    /// The exchange is over.
-    pub(super) end: Option<End>,
-    /// The request waits (Pending) for news: the next one posts its
-    /// completion (output only once `wake_at` bytes wait: the request would
-    /// only take less and wait again).
-    pub(super) parked: bool,
-    /// Set by the request when it parks.
-    pub(super) wake_at: usize,
-}
-
-impl Inbox {
-    /// Moves the small pieces gathered so far to the end of `chunks`.
-    fn seal_small(&mut self) {
-        if !self.small.is_empty() {
-            let sealed = self.small.split().freeze();
-            self.chunks.push(sealed);
-        }
-    }
-
-    /// Takes body pieces, in order, up to `most` bytes (a piece is cut if
-    /// need be); the rest stays for the next take.
-    pub(super) fn take_chunks(&mut self, most: usize) -> Vec<Bytes> {
-        self.seal_small();
-        if self.queued <= most {
-            self.queued = 0;
-            return std::mem::take(&mut self.chunks);
-        }
-        let mut taken = Vec::new();
-        let mut size = 0;
-        let mut left = Vec::new();
-        for mut piece in std::mem::take(&mut self.chunks) {
-            if size >= most {
-                left.push(piece);
-            } else if size + piece.len() > most {
-                let first = piece.split_to(most - size);
-                size += first.len();
-                taken.push(first);
-                left.push(piece);
-            } else {
-                size += piece.len();
-                taken.push(piece);
-            }
-        }
-        self.chunks = left;
-        self.queued -= size;
-        taken
-    }
-
-    /// Drops the output not taken yet (the exchange failed: the response is
-    /// cut short, and a stalled client must not keep it alive).
-    pub(super) fn discard_output(&mut self) {
-        self.chunks.clear();
-        self.small.clear();
-        self.queued = 0;
-    }
-
-    /// Whether there is anything for the request.
-    pub(super) fn is_empty(&self) -> bool {
-        self.head.is_none() && self.chunks.is_empty() && self.small.is_empty() && self.end.is_none()
-    }
-}
-
-/// Shared by the request (its module instance) and its task.
-pub(super) struct Mailbox {
-    pub(super) inbox: Mutex<Inbox>,
-    /// The request took output: the task may read on.
-    pub(super) space: Notify,
-    cancelled: AtomicBool,
-    cancel: Notify,
-}
-
-impl Mailbox {
-    /// A mailbox whose request waits from the start.
-    pub(super) fn new() -> Self {
-        Self {
-            inbox: Mutex::new(Inbox {
-                parked: true,
-                ..Inbox::default()
-            }),
-            space: Notify::new(),
-            cancelled: AtomicBool::new(false),
-            cancel: Notify::new(),
-        }
-    }
-
-    /// The request ended: the task stops and drops its connection.
-    pub(super) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-        self.cancel.notify_one();
-    }
-
-    async fn cancelled(&self) {
-        while !self.cancelled.load(Ordering::SeqCst) {
-            self.cancel.notified().await;
-        }
-    }
-
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Inbox> {
-        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// One request for the task.
 pub(super) struct Job {
     pub(super) address: Address,
@@ -394,98 +262,15 @@ pub(super) struct Job {
     pub(super) kept_connections: usize,
     /// When the whole exchange must be over.
     pub(super) deadline: Instant,
-    /// The longest wait for the application.
-    pub(super) activity_timeout: Duration,
     /// The script, for log lines.
     pub(super) script: String,
     /// Whether the request may be sent again (RFC 9110 §9.2.2: GET, HEAD,
     /// PUT, DELETE, OPTIONS, TRACE), when a kept connection fails before
     /// any answer.
     pub(super) idempotent: bool,
-    pub(super) mailbox: Arc<Mailbox>,
-    pub(super) done: CompletionHandle,
+    /// Where the answer goes.
+    pub(super) relay: Arc<Relay>,
     pub(super) pools: Arc<Pools>,
-    /// When the exchange began, and the last time the application was
-    /// heard from or took some of the body (milliseconds since `started`):
-    /// a write that waits while it answers, or a read that waits while it
-    /// reads the body, is not a silence.
-    pub(super) started: Instant,
-    pub(super) last_activity: AtomicU64,
-    /// The task waits for the client to take output (the application is
-    /// held back by riis, not silent).
-    pub(super) waiting_for_client: AtomicBool,
-}
-
-impl Job {
-    /// Leaves news for the request, waking it if it waits.
-    fn deliver(&self, fill: impl FnOnce(&mut Inbox)) {
-        let mut inbox = self.mailbox.lock();
-        fill(&mut inbox);
-        if std::mem::take(&mut inbox.parked) {
-            drop(inbox);
-            self.done.post_completion(0);
-        }
-    }
-
-    /// Passes a body piece on, then waits while the request has too much
-    /// untaken. Small pieces are copied together (a record's bytes would
-    /// otherwise keep its whole read buffer alive in the response).
-    async fn deliver_body(&self, piece: Bytes) {
-        if piece.is_empty() {
-            return;
-        }
-        let wake = {
-            let mut inbox = self.mailbox.lock();
-            let wake_at = inbox.wake_at.clamp(1, MAILBOX_LIMIT);
-            inbox.queued += piece.len();
-            if piece.len() < SMALL_PIECE {
-                inbox.small.extend_from_slice(&piece);
-            } else {
-                inbox.seal_small();
-                inbox.chunks.push(piece);
-            }
-            inbox.queued >= wake_at && std::mem::take(&mut inbox.parked)
-        };
-        if wake {
-            self.done.post_completion(0);
-        }
-        if self.mailbox.lock().queued >= MAILBOX_LIMIT {
-            self.waiting_for_client.store(true, Ordering::Relaxed);
-            while self.mailbox.lock().queued >= MAILBOX_LIMIT {
-                self.mailbox.space.notified().await;
-            }
-            self.waiting_for_client.store(false, Ordering::Relaxed);
-            self.mark_activity();
-        }
-    }
-
-    /// Notes that the application was heard from, or took body, now.
-    fn mark_activity(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last_activity.store(ms, Ordering::Relaxed);
-    }
-
-    /// When the application will have been silent for `activity_timeout`,
-    /// counted from its last activity (from now while riis holds it back).
-    fn silence_deadline(&self) -> tokio::time::Instant {
-        let from = if self.waiting_for_client.load(Ordering::Relaxed) {
-            Instant::now()
-        } else {
-            self.started + Duration::from_millis(self.last_activity.load(Ordering::Relaxed))
-        };
-        (from + self.activity_timeout).into()
-    }
-
-    /// Whether the application went quiet for `activity_timeout`: nothing
-    /// read from it and none of the body taken for that long, and not
-    /// because riis held it back for a slow client.
-    fn is_silent(&self) -> bool {
-        if self.waiting_for_client.load(Ordering::Relaxed) {
-            return false;
-        }
-        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last) >= self.activity_timeout
-    }
 }
 
 /// Runs a request's exchange to its end and tells the request.
@@ -500,9 +285,9 @@ pub(super) async fn run(job: Job) {
             ),
         },
         // The request is gone: nobody reads the end.
-        _ = job.mailbox.cancelled() => return,
+        _ = job.relay.cancelled() => return,
     };
-    job.deliver(|inbox| inbox.end = Some(end));
+    job.relay.finish(end);
 }
 
 /// Why an exchange failed.
@@ -536,7 +321,7 @@ impl Failure {
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "{address} sent nothing for fastcgi.activity_timeout ({} s)",
-                    job.activity_timeout.as_secs()
+                    job.relay.activity_timeout().as_secs()
                 ),
             ),
             Failure::Overloaded => End::Failed(
@@ -574,10 +359,11 @@ async fn exchange_with_retry(job: &Job) -> Result<(), Failure> {
             }
         }
     }
-    let mut connection = tokio::time::timeout(job.activity_timeout, Connection::open(&job.address))
-        .await
-        .map_err(|_| Failure::Quiet)?
-        .map_err(Failure::Connect)?;
+    let mut connection =
+        tokio::time::timeout(job.relay.activity_timeout(), Connection::open(&job.address))
+            .await
+            .map_err(|_| Failure::Quiet)?
+            .map_err(Failure::Connect)?;
     let reusable = exchange(&mut connection, job).await?;
     if reusable && job.kept_connections > 0 {
         job.pools
@@ -640,14 +426,14 @@ async fn send(write: &mut (impl AsyncWrite + Unpin), job: &Job) -> std::io::Resu
         job: &Job,
     ) -> std::io::Result<()> {
         while !data.is_empty() {
-            match tokio::time::timeout_at(job.silence_deadline(), write.write(data)).await {
+            match tokio::time::timeout_at(job.relay.silence_deadline(), write.write(data)).await {
                 Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(Ok(n)) => {
                     data = &data[n..];
-                    job.mark_activity();
+                    job.relay.mark_activity();
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(_) if job.is_silent() => return Err(std::io::ErrorKind::TimedOut.into()),
+                Err(_) if job.relay.is_silent() => return Err(std::io::ErrorKind::TimedOut.into()),
                 Err(_) => {}
             }
         }
@@ -707,8 +493,8 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
                             Ok(Some((parsed, used))) => {
                                 let rest = pending.split_off(used).freeze();
                                 head = None;
-                                job.deliver(|inbox| inbox.head = Some(parsed));
-                                job.deliver_body(rest).await;
+                                job.relay.deliver_head(parsed);
+                                job.relay.deliver_body(rest).await;
                             }
                             Ok(None) if data.is_empty() => {
                                 return Err(Failure::Broken(
@@ -719,7 +505,7 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
                             Err(why) => return Err(Failure::Broken(why)),
                         }
                     }
-                    None => job.deliver_body(data).await,
+                    None => job.relay.deliver_body(data).await,
                 },
                 Record::ErrorOutput(data) => errors.take(&data),
                 Record::End {
@@ -761,10 +547,11 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
         }
         buf.reserve(want);
         let spare = buf.capacity() - buf.len();
-        let read_once = tokio::time::timeout_at(job.silence_deadline(), read.read_buf(&mut buf));
+        let read_once =
+            tokio::time::timeout_at(job.relay.silence_deadline(), read.read_buf(&mut buf));
         match read_once.await {
             // Still taking in the body: not silent.
-            Err(_) if !job.is_silent() => continue,
+            Err(_) if !job.relay.is_silent() => continue,
             Err(_) => return Err(Failure::Quiet),
             Ok(Ok(0)) if !received => {
                 return Err(Failure::Nothing(std::io::ErrorKind::UnexpectedEof.into()))
@@ -776,7 +563,7 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
             }
             Ok(Ok(n)) => {
                 received = true;
-                job.mark_activity();
+                job.relay.mark_activity();
                 if n == spare {
                     want = (want * 2).min(READ_SIZE);
                 }

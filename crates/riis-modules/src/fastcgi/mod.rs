@@ -82,14 +82,15 @@ use std::time::{Duration, Instant};
 use riis_pipeline::bytes::BytesMut;
 use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{
-    CompletionInfo, FlushOptions, HttpContext, HttpModule, ModuleError, ModuleRegistration,
-    RequestNotification, RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+    CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
+    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
 };
 use serde::Deserialize;
 
 use crate::gateway::BodyError;
+use crate::relay::{Receiver, Relay, Step};
 pub use exchange::Address;
-use exchange::{End, Job, Mailbox, Pools};
+use exchange::{Job, Pools};
 
 /// The `fastcgi` configuration section.
 #[derive(Debug, Deserialize)]
@@ -139,9 +140,6 @@ fn at_most_1024<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Erro
     }
     Ok(n)
 }
-
-/// Once a response streams, the most output held before the next flush.
-const STREAM_PIECE: u64 = 64 * 1024;
 
 /// How much of the body one read asks for.
 const READ_SIZE: usize = 64 * 1024;
@@ -207,8 +205,8 @@ enum State {
     Idle,
     /// Reading the request body.
     Reading(Vec<u8>),
-    /// The exchange runs; its output arrives in the mailbox.
-    Answering(Arc<Mailbox>),
+    /// The exchange runs; its output arrives through the relay.
+    Answering(Arc<Relay>),
 }
 
 /// The module instance: one per request.
@@ -216,18 +214,15 @@ pub struct FastCgi {
     config: Section<FastCgiConfig>,
     shared: Arc<Shared>,
     state: State,
-    /// The response has been flushed once: it streams.
-    streaming: bool,
-    /// A HEAD request whose answer came without `Content-Length`.
-    head_without_length: bool,
+    receiver: Receiver,
 }
 
 impl Drop for FastCgi {
     /// The request ended: its exchange, if still running, is dropped with
     /// its connection.
     fn drop(&mut self) {
-        if let State::Answering(mailbox) = &self.state {
-            mailbox.cancel();
+        if let State::Answering(relay) = &self.state {
+            relay.cancel();
         }
     }
 }
@@ -290,7 +285,7 @@ impl FastCgi {
             protocol::input(&mut head, &body);
             protocol::end_of_input(&mut head);
         }
-        let mailbox = Arc::new(Mailbox::new());
+        let relay = Arc::new(Relay::new(ctx.completion_handle(), activity_timeout));
         let now = Instant::now();
         let job = Job {
             address,
@@ -300,7 +295,6 @@ impl FastCgi {
             deadline: now
                 .checked_add(request_timeout)
                 .unwrap_or(now + Duration::from_secs(86_400)),
-            activity_timeout,
             script: script_path.display().to_string(),
             idempotent: matches!(
                 *ctx.request().method(),
@@ -311,12 +305,8 @@ impl FastCgi {
                     | Method::OPTIONS
                     | Method::TRACE
             ),
-            mailbox: mailbox.clone(),
-            done: ctx.completion_handle(),
+            relay: relay.clone(),
             pools: self.shared.pools.clone(),
-            started: now,
-            last_activity: std::sync::atomic::AtomicU64::new(0),
-            waiting_for_client: std::sync::atomic::AtomicBool::new(false),
         };
         let running = self.shared.running.clone();
         running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -324,105 +314,20 @@ impl FastCgi {
             exchange::run(job).await;
             running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
-        self.state = State::Answering(mailbox);
+        self.state = State::Answering(relay);
         RequestNotificationStatus::Pending
     }
 
-    /// Takes what the exchange left in the mailbox into the response: ends
-    /// the handler when the exchange is over, flushes past the buffer
-    /// limit, waits for more otherwise.
-    fn answer(
-        &mut self,
-        ctx: &mut HttpContext,
-        mailbox: Arc<Mailbox>,
-    ) -> RequestNotificationStatus {
+    /// Takes what the exchange left into the response.
+    fn answer(&mut self, ctx: &mut HttpContext, relay: Arc<Relay>) -> RequestNotificationStatus {
         let limit = ctx.config(self.config).response_buffer_limit;
-        loop {
-            // Output held before a flush: the configured limit, then (once
-            // the response streams) pieces of at most STREAM_PIECE, so a
-            // client that reads slowly holds little in the server.
-            let threshold = if self.streaming {
-                limit.min(STREAM_PIECE)
-            } else {
-                limit
-            };
-            let (head, chunks, end) = {
-                let mut inbox = mailbox.lock();
-                if inbox.is_empty() {
-                    let buffered = ctx.response().buffered_len();
-                    inbox.wake_at = threshold.saturating_sub(buffered).max(1) as usize;
-                    inbox.parked = true;
-                    drop(inbox);
-                    self.state = State::Answering(mailbox);
-                    return RequestNotificationStatus::Pending;
-                }
-                // Once streaming, one flush's worth at a time: the rest
-                // waits in the inbox (which holds the application back).
-                let most = if self.streaming {
-                    STREAM_PIECE as usize
-                } else {
-                    usize::MAX
-                };
-                // A failure ends the response now: what is left of the
-                // output is not worth sending.
-                if matches!(inbox.end, Some(End::Failed(..))) {
-                    inbox.discard_output();
-                }
-                let chunks = inbox.take_chunks(most);
-                // The end only once all output is taken.
-                let end = if inbox.chunks.is_empty() {
-                    inbox.end.take()
-                } else {
-                    None
-                };
-                (inbox.head.take(), chunks, end)
-            };
-            if !chunks.is_empty() {
-                mailbox.space.notify_one();
+        match self.receiver.take(ctx, &relay, limit) {
+            Step::Wait => {
+                self.state = State::Answering(relay);
+                RequestNotificationStatus::Pending
             }
-            let mut send_head = false;
-            if let Some(head) = head {
-                self.head_without_length =
-                    ctx.request().method() == Method::HEAD && head.content_length.is_none();
-                // At limit 0 the head goes out as soon as it is here, unless
-                // the whole answer is.
-                send_head = limit == 0 && end.is_none();
-                head.apply(ctx);
-                // The application's own error pages are its answer.
-                ctx.response_mut().set_try_skip_custom_errors(true);
-            }
-            ctx.response_mut()
-                .write_chunks(chunks.into_iter().map(Into::into));
-            match end {
-                Some(End::Complete) => {
-                    // A HEAD answer with neither a length nor a body goes
-                    // out as a stream, so that no length (0) is made up for
-                    // the body GET would have; with a body, its length is
-                    // the one GET gets.
-                    let resp = ctx.response();
-                    let bodiless_head = self.head_without_length
-                        && !resp.headers_sent()
-                        && resp.buffered_len() == 0;
-                    if !bodiless_head {
-                        return RequestNotificationStatus::Continue;
-                    }
-                    // The head goes out first; the end is taken again after.
-                    mailbox.lock().end = Some(End::Complete);
-                    send_head = true;
-                }
-                Some(End::Failed(status, why)) => return fail(ctx, status, &why),
-                None => {}
-            }
-            let buffered = ctx.response().buffered_len();
-            if send_head || (buffered > 0 && buffered >= threshold) {
-                self.streaming = true;
-                ctx.response_mut().flush(FlushOptions {
-                    asynchronous: true,
-                    more_data: true,
-                });
-                self.state = State::Answering(mailbox);
-                return RequestNotificationStatus::Pending;
-            }
+            Step::Done => RequestNotificationStatus::Continue,
+            Step::Failed(status, why) => fail(ctx, status, &why),
         }
     }
 }
@@ -488,7 +393,7 @@ impl HttpModule for FastCgi {
                     }
                 }
             }
-            State::Answering(mailbox) => self.answer(ctx, mailbox),
+            State::Answering(relay) => self.answer(ctx, relay),
         }
     }
 }
@@ -538,8 +443,7 @@ impl riis_pipeline::HttpModuleFactory for Factory {
             config: self.config,
             shared: self.shared.clone(),
             state: State::Idle,
-            streaming: false,
-            head_without_length: false,
+            receiver: Receiver::default(),
         }))
     }
 

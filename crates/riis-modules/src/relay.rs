@@ -1,0 +1,371 @@
+//! How a backend's answer reaches a request: shared by the handlers that
+//! run their exchange as a task beside the request (FastCgi, ReverseProxy).
+//!
+//! The task leaves the response head, body pieces and the end in a
+//! [`Relay`], and wakes the request (parked, Pending) through its
+//! completion handle. The request, in OnAsyncCompletion, takes them into
+//! its response with a [`Receiver`]: whole while they fit under the
+//! module's `response_buffer_limit`, then flushed in [`STREAM_PIECE`]s.
+//!
+//! The task stops reading from the backend while the request has
+//! [`MAILBOX_LIMIT`] bytes it has not taken yet, so a slow client slows the
+//! backend down instead of filling the server's memory; that wait is not
+//! counted as the backend's silence.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use riis_pipeline::bytes::{Bytes, BytesMut};
+use riis_pipeline::http::{Method, StatusCode};
+use riis_pipeline::{CompletionHandle, FlushOptions, HttpContext};
+use tokio::sync::Notify;
+
+use crate::gateway::ResponseHead;
+
+/// Output bytes the request may leave untaken before the task stops
+/// reading from the backend.
+pub(crate) const MAILBOX_LIMIT: usize = 256 * 1024;
+/// Once a response streams, the most output held before the next flush.
+pub(crate) const STREAM_PIECE: u64 = 64 * 1024;
+/// Output pieces below this are copied together rather than kept as
+/// slices of their read buffers (a slice keeps its whole buffer alive
+/// while it waits).
+const SMALL_PIECE: usize = 32 * 1024;
+
+/// How an exchange ended.
+pub(crate) enum End {
+    /// The backend answered whole.
+    Complete,
+    /// It did not: the status the request gets (when no head went out yet)
+    /// and why, for the log and the detailed error page.
+    Failed(StatusCode, String),
+}
+
+/// What the task has for the request and has not been taken yet.
+#[derive(Default)]
+struct Inbox {
+    /// The response head, once parsed.
+    head: Option<ResponseHead>,
+    /// Body pieces.
+    chunks: Vec<Bytes>,
+    /// Small pieces, copied together, to go after `chunks`.
+    small: BytesMut,
+    /// Their bytes.
+    queued: usize,
+    /// The exchange is over.
+    end: Option<End>,
+    /// The request waits (Pending) for news: the next one posts its
+    /// completion (output only once `wake_at` bytes wait: the request would
+    /// only take less and wait again).
+    parked: bool,
+    /// Set by the request when it parks.
+    wake_at: usize,
+}
+
+impl Inbox {
+    /// Moves the small pieces gathered so far to the end of `chunks`.
+    fn seal_small(&mut self) {
+        if !self.small.is_empty() {
+            let sealed = self.small.split().freeze();
+            self.chunks.push(sealed);
+        }
+    }
+
+    /// Takes body pieces, in order, up to `most` bytes (a piece is cut if
+    /// need be); the rest stays for the next take.
+    fn take_chunks(&mut self, most: usize) -> Vec<Bytes> {
+        self.seal_small();
+        if self.queued <= most {
+            self.queued = 0;
+            return std::mem::take(&mut self.chunks);
+        }
+        let mut taken = Vec::new();
+        let mut size = 0;
+        let mut left = Vec::new();
+        for mut piece in std::mem::take(&mut self.chunks) {
+            if size >= most {
+                left.push(piece);
+            } else if size + piece.len() > most {
+                let first = piece.split_to(most - size);
+                size += first.len();
+                taken.push(first);
+                left.push(piece);
+            } else {
+                size += piece.len();
+                taken.push(piece);
+            }
+        }
+        self.chunks = left;
+        self.queued -= size;
+        taken
+    }
+
+    /// Drops the output not taken yet (the exchange failed: the response is
+    /// cut short, and a stalled client must not keep it alive).
+    fn discard_output(&mut self) {
+        self.chunks.clear();
+        self.small.clear();
+        self.queued = 0;
+    }
+
+    /// Whether there is anything for the request.
+    fn is_empty(&self) -> bool {
+        self.head.is_none() && self.chunks.is_empty() && self.small.is_empty() && self.end.is_none()
+    }
+}
+
+/// Shared by a request (its module instance) and the task of its exchange.
+pub(crate) struct Relay {
+    inbox: Mutex<Inbox>,
+    /// The request took output: the task may read on.
+    space: Notify,
+    cancelled: AtomicBool,
+    cancel: Notify,
+    /// Wakes the request.
+    done: CompletionHandle,
+    /// The longest the backend may stay silent.
+    activity_timeout: Duration,
+    /// When the exchange began, and the last time the backend was heard
+    /// from or took some of the body (milliseconds since `started`): a
+    /// write that waits while it answers, or a read that waits while it
+    /// reads the body, is not a silence.
+    started: Instant,
+    last_activity: AtomicU64,
+    /// The task waits for the client to take output (the backend is held
+    /// back by riis, not silent).
+    waiting_for_client: AtomicBool,
+}
+
+impl Relay {
+    /// A relay whose request waits from the start.
+    pub(crate) fn new(done: CompletionHandle, activity_timeout: Duration) -> Self {
+        Self {
+            inbox: Mutex::new(Inbox {
+                parked: true,
+                ..Inbox::default()
+            }),
+            space: Notify::new(),
+            cancelled: AtomicBool::new(false),
+            cancel: Notify::new(),
+            done,
+            activity_timeout,
+            started: Instant::now(),
+            last_activity: AtomicU64::new(0),
+            waiting_for_client: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The request ended: the task stops and drops its connection.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.cancel.notify_one();
+    }
+
+    /// Resolves once the request has ended.
+    pub(crate) async fn cancelled(&self) {
+        while !self.cancelled.load(Ordering::SeqCst) {
+            self.cancel.notified().await;
+        }
+    }
+
+    /// The longest the backend may stay silent.
+    pub(crate) fn activity_timeout(&self) -> Duration {
+        self.activity_timeout
+    }
+
+    /// Leaves news for the request, waking it if it waits.
+    fn deliver(&self, fill: impl FnOnce(&mut Inbox)) {
+        let mut inbox = self.lock();
+        fill(&mut inbox);
+        if std::mem::take(&mut inbox.parked) {
+            drop(inbox);
+            self.done.post_completion(0);
+        }
+    }
+
+    /// Passes the response head on.
+    pub(crate) fn deliver_head(&self, head: ResponseHead) {
+        self.deliver(|inbox| inbox.head = Some(head));
+    }
+
+    /// Tells the request how the exchange ended (after the last body piece).
+    pub(crate) fn finish(&self, end: End) {
+        self.deliver(|inbox| inbox.end = Some(end));
+    }
+
+    /// Passes a body piece on, then waits while the request has too much
+    /// untaken. Small pieces are copied together.
+    pub(crate) async fn deliver_body(&self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        let wake = {
+            let mut inbox = self.lock();
+            let wake_at = inbox.wake_at.clamp(1, MAILBOX_LIMIT);
+            inbox.queued += piece.len();
+            if piece.len() < SMALL_PIECE {
+                inbox.small.extend_from_slice(&piece);
+            } else {
+                inbox.seal_small();
+                inbox.chunks.push(piece);
+            }
+            inbox.queued >= wake_at && std::mem::take(&mut inbox.parked)
+        };
+        if wake {
+            self.done.post_completion(0);
+        }
+        if self.lock().queued >= MAILBOX_LIMIT {
+            self.waiting_for_client.store(true, Ordering::Relaxed);
+            while self.lock().queued >= MAILBOX_LIMIT {
+                self.space.notified().await;
+            }
+            self.waiting_for_client.store(false, Ordering::Relaxed);
+            self.mark_activity();
+        }
+    }
+
+    /// Notes that the backend was heard from, or took body, now.
+    pub(crate) fn mark_activity(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_activity.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the backend will have been silent for `activity_timeout`,
+    /// counted from its last activity (from now while riis holds it back).
+    pub(crate) fn silence_deadline(&self) -> tokio::time::Instant {
+        let from = if self.waiting_for_client.load(Ordering::Relaxed) {
+            Instant::now()
+        } else {
+            self.started + Duration::from_millis(self.last_activity.load(Ordering::Relaxed))
+        };
+        (from + self.activity_timeout).into()
+    }
+
+    /// Whether the backend went quiet for `activity_timeout`: nothing read
+    /// from it and none of the body taken for that long, and not because
+    /// riis held it back for a slow client.
+    pub(crate) fn is_silent(&self) -> bool {
+        if self.waiting_for_client.load(Ordering::Relaxed) {
+            return false;
+        }
+        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last) >= self.activity_timeout
+    }
+}
+
+/// What the request should do after taking what the relay had.
+pub(crate) enum Step {
+    /// Wait (Pending) for the next completion.
+    Wait,
+    /// The answer is whole in the response: the handler is done.
+    Done,
+    /// The exchange failed: end the request with this status (or reset
+    /// the connection if part of the response went out).
+    Failed(StatusCode, String),
+}
+
+/// The request's side of a relay.
+#[derive(Default)]
+pub(crate) struct Receiver {
+    /// The response has been flushed once: it streams.
+    streaming: bool,
+    /// A HEAD request whose answer came without `Content-Length`.
+    head_without_length: bool,
+}
+
+impl Receiver {
+    /// Takes what the task left into the response: done when the exchange
+    /// is over, flushing past `limit` (the module's
+    /// `response_buffer_limit`), waiting for more otherwise.
+    pub(crate) fn take(&mut self, ctx: &mut HttpContext, relay: &Relay, limit: u64) -> Step {
+        loop {
+            // Output held before a flush: the configured limit, then (once
+            // the response streams) pieces of at most STREAM_PIECE, so a
+            // client that reads slowly holds little in the server.
+            let threshold = if self.streaming {
+                limit.min(STREAM_PIECE)
+            } else {
+                limit
+            };
+            let (head, chunks, end) = {
+                let mut inbox = relay.lock();
+                if inbox.is_empty() {
+                    let buffered = ctx.response().buffered_len();
+                    inbox.wake_at = threshold.saturating_sub(buffered).max(1) as usize;
+                    inbox.parked = true;
+                    return Step::Wait;
+                }
+                // Once streaming, one flush's worth at a time: the rest
+                // waits in the inbox (which holds the backend back).
+                let most = if self.streaming {
+                    STREAM_PIECE as usize
+                } else {
+                    usize::MAX
+                };
+                // A failure ends the response now: what is left of the
+                // output is not worth sending.
+                if matches!(inbox.end, Some(End::Failed(..))) {
+                    inbox.discard_output();
+                }
+                let chunks = inbox.take_chunks(most);
+                // The end only once all output is taken.
+                let end = if inbox.chunks.is_empty() {
+                    inbox.end.take()
+                } else {
+                    None
+                };
+                (inbox.head.take(), chunks, end)
+            };
+            if !chunks.is_empty() {
+                relay.space.notify_one();
+            }
+            let mut send_head = false;
+            if let Some(head) = head {
+                self.head_without_length =
+                    ctx.request().method() == Method::HEAD && head.content_length.is_none();
+                // At limit 0 the head goes out as soon as it is here, unless
+                // the whole answer is.
+                send_head = limit == 0 && end.is_none();
+                head.apply(ctx);
+                // The backend's own error pages are its answer.
+                ctx.response_mut().set_try_skip_custom_errors(true);
+            }
+            ctx.response_mut()
+                .write_chunks(chunks.into_iter().map(Into::into));
+            match end {
+                Some(End::Complete) => {
+                    // A HEAD answer with neither a length nor a body goes
+                    // out as a stream, so that no length (0) is made up for
+                    // the body GET would have; with a body, its length is
+                    // the one GET gets.
+                    let resp = ctx.response();
+                    let bodiless_head = self.head_without_length
+                        && !resp.headers_sent()
+                        && resp.buffered_len() == 0;
+                    if !bodiless_head {
+                        return Step::Done;
+                    }
+                    // The head goes out first; the end is taken again after.
+                    relay.lock().end = Some(End::Complete);
+                    send_head = true;
+                }
+                Some(End::Failed(status, why)) => return Step::Failed(status, why),
+                None => {}
+            }
+            let buffered = ctx.response().buffered_len();
+            if send_head || (buffered > 0 && buffered >= threshold) {
+                self.streaming = true;
+                ctx.response_mut().flush(FlushOptions {
+                    asynchronous: true,
+                    more_data: true,
+                });
+                return Step::Wait;
+            }
+        }
+    }
+}
