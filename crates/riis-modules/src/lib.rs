@@ -10,6 +10,7 @@
 
 pub mod anonymous_authentication;
 pub mod async_hello;
+mod backend;
 mod background;
 pub mod basic_authentication;
 pub mod cgi;

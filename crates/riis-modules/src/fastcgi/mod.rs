@@ -87,10 +87,11 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
+pub use crate::backend::Address;
+use crate::backend::{Connection, Pools};
 use crate::gateway::BodyError;
 use crate::relay::{Receiver, Relay, Step};
-pub use exchange::Address;
-use exchange::{Job, Pools};
+use exchange::Job;
 
 /// The `fastcgi` configuration section.
 #[derive(Debug, Deserialize)]
@@ -150,7 +151,7 @@ const READ_SIZE: usize = 64 * 1024;
 struct Shared {
     fallback: Mutex<Option<tokio::runtime::Runtime>>,
     fallback_handle: OnceLock<Result<tokio::runtime::Handle, String>>,
-    pools: Arc<Pools>,
+    pools: Arc<Pools<Connection>>,
     /// Exchanges running, for `riis status`.
     running: Arc<std::sync::atomic::AtomicUsize>,
 }
