@@ -132,6 +132,69 @@ impl Connection {
     }
 }
 
+// A connection reads and writes as the stream it holds (both are `Unpin`),
+// so that protocol layers such as hyper's client can run on either.
+impl tokio::io::AsyncRead for Connection {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Connection::Tcp(stream) => std::pin::Pin::new(stream).poll_read(cx, buf),
+            Connection::Unix(stream) => std::pin::Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Tcp(stream) => std::pin::Pin::new(stream).poll_write(cx, data),
+            Connection::Unix(stream) => std::pin::Pin::new(stream).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Tcp(stream) => std::pin::Pin::new(stream).poll_write_vectored(cx, data),
+            Connection::Unix(stream) => std::pin::Pin::new(stream).poll_write_vectored(cx, data),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Connection::Tcp(stream) => std::pin::Pin::new(stream).poll_flush(cx),
+            Connection::Unix(stream) => std::pin::Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Connection::Tcp(stream) => std::pin::Pin::new(stream).poll_shutdown(cx),
+            Connection::Unix(stream) => std::pin::Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
+
 /// A connection that may be kept idle for a later request.
 pub(crate) trait Reusable: Send + 'static {
     /// Whether the idle connection can still carry a request.

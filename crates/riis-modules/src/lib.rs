@@ -32,6 +32,7 @@ pub mod output_cache;
 pub mod protocol_support;
 mod relay;
 pub mod request_filtering;
+pub mod reverse_proxy;
 pub mod static_compression;
 pub mod static_file;
 pub mod url_authorization;
@@ -125,6 +126,17 @@ where
     Ok(n)
 }
 
+/// A count of kept connections, at most 1,024 (`#[serde(deserialize_with
+/// = "crate::at_most_1024")]`).
+pub(crate) fn at_most_1024<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    use serde::Deserialize;
+    let n = usize::deserialize(d)?;
+    if n > 1024 {
+        return Err(serde::de::Error::custom("must be at most 1024"));
+    }
+    Ok(n)
+}
+
 /// A global module that answers `riis status` (RscaQuery `status`) with
 /// the `name: value` lines its function makes: how the modules that hold
 /// state report it.
@@ -173,6 +185,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("OutputCache", output_cache::register_module),
     ("Cgi", cgi::register_module),
     ("FastCgi", fastcgi::register_module),
+    ("ReverseProxy", reverse_proxy::register_module),
 ];
 
 /// The entry point of a built-in module.

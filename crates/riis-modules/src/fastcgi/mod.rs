@@ -110,7 +110,7 @@ pub struct FastCgiConfig {
     /// The longest request body passed on.
     pub max_request_body: u64,
     /// Idle connections kept per worker thread and address.
-    #[serde(deserialize_with = "at_most_1024")]
+    #[serde(deserialize_with = "crate::at_most_1024")]
     pub kept_connections: usize,
     /// Whether `Authorization` is passed as `HTTP_AUTHORIZATION`.
     pub pass_authorization: bool,
@@ -131,15 +131,6 @@ impl Default for FastCgiConfig {
             params: BTreeMap::new(),
         }
     }
-}
-
-/// `kept_connections` is at most 1,024.
-fn at_most_1024<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let n = usize::deserialize(d)?;
-    if n > 1024 {
-        return Err(serde::de::Error::custom("must be at most 1024"));
-    }
-    Ok(n)
 }
 
 /// How much of the body one read asks for.

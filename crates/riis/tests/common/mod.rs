@@ -261,6 +261,12 @@ impl Connection {
         resp
     }
 
+    /// Reads whatever bytes come next, as they are.
+    #[allow(dead_code)]
+    pub fn read_raw(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+
     /// Writes raw bytes, reporting a connection the server closed.
     pub fn try_send_raw(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.reader.get_mut().write_all(data)

@@ -1,0 +1,239 @@
+//! The servers a location's requests go to (ARR's server farm, nginx's
+//! `upstream`): taken in turn, and one that could not be reached left out
+//! for a while.
+//!
+//! The turn and the marks live in the configuration, made once per
+//! configuration load, so choosing a server is two atomic operations and
+//! no lock.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use riis_pipeline::http::HeaderValue;
+
+use crate::backend::Address;
+
+/// One server.
+#[derive(Debug)]
+pub struct Server {
+    /// As configured, for log lines and error pages.
+    pub name: String,
+    /// Where it listens.
+    pub address: Address,
+    /// Its `Host` (`host`, or `host:port` when the port is not 80), for
+    /// requests that do not keep the client's.
+    pub host: HeaderValue,
+    /// Until when it is left out (milliseconds on [`clock`]; 0: it is not).
+    down_until: AtomicU64,
+}
+
+/// Milliseconds since the process first asked.
+fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+impl Server {
+    /// Parses `http://host[:port]` (no path: the request's URL is sent as
+    /// it is) or `unix:/path/to/socket`.
+    fn parse(text: &str) -> Result<Self, String> {
+        let (address, host) = if text.starts_with("unix:") {
+            let address: Address = text.parse()?;
+            (address, HeaderValue::from_static("localhost"))
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            let authority = rest.strip_suffix('/').unwrap_or(rest);
+            if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+                return Err(format!(
+                    "`{text}`: a server is `http://host[:port]`, without a path (the request's URL is sent as it is)"
+                ));
+            }
+            let parsed: riis_pipeline::http::uri::Authority = authority
+                .parse()
+                .map_err(|_| format!("`{text}` has no valid host"))?;
+            // A port written must be one (`port_u16` has none for 99999).
+            let written = parsed.as_str().len() > parsed.host().len();
+            let port = match parsed.port_u16() {
+                Some(0) | None if written => {
+                    return Err(format!("`{text}` has no valid port"));
+                }
+                port => port.unwrap_or(80),
+            };
+            let host = if port == 80 {
+                parsed.host().to_owned()
+            } else {
+                parsed.as_str().to_owned()
+            };
+            let address: Address = format!("{}:{port}", parsed.host()).parse()?;
+            let host = HeaderValue::from_str(&host).map_err(|e| format!("`{text}`: {e}"))?;
+            (address, host)
+        } else if text.starts_with("https://") {
+            return Err(format!(
+                "`{text}`: riis passes requests on over plain HTTP only (`http://` or `unix:`)"
+            ));
+        } else {
+            return Err(format!(
+                "`{text}` is neither `http://host[:port]` nor `unix:/path/to/socket`"
+            ));
+        };
+        Ok(Server {
+            name: text.to_owned(),
+            address,
+            host,
+            down_until: AtomicU64::new(0),
+        })
+    }
+
+    /// Leaves the server out for `time` (it could not be reached).
+    pub fn mark_down(&self, time: Duration) {
+        if !time.is_zero() {
+            let until = clock() + time.as_millis() as u64;
+            self.down_until.store(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the server back (it answered).
+    pub fn mark_up(&self) {
+        if self.down_until.load(Ordering::Relaxed) != 0 {
+            self.down_until.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn is_down(&self, now: u64) -> bool {
+        let until = self.down_until.load(Ordering::Relaxed);
+        until != 0 && until > now
+    }
+}
+
+/// The most servers a section may list.
+const MAX_SERVERS: usize = 64;
+
+/// The servers of a `proxy` section.
+#[derive(Debug, Default)]
+pub struct Farm {
+    servers: Vec<Server>,
+    /// Whose turn it is.
+    next: AtomicUsize,
+}
+
+impl Farm {
+    /// Whether no server is configured.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// The servers in the order this request tries them: from the one whose
+    /// turn it is, round the list, those left out last (tried when all
+    /// are).
+    pub fn order(&self) -> impl Iterator<Item = &Server> {
+        let count = self.servers.len();
+        let first = if count > 1 {
+            self.next.fetch_add(1, Ordering::Relaxed) % count
+        } else {
+            0
+        };
+        // Who is down is read once, so that a server marked down by this
+        // request is not tried again in the second round.
+        let now = clock();
+        let down = self
+            .servers
+            .iter()
+            .enumerate()
+            .filter(|(_, server)| server.is_down(now))
+            .fold(0u64, |bits, (i, _)| bits | 1 << i);
+        let round = move |want_down: bool| {
+            (0..count)
+                .map(move |i| (first + i) % count)
+                .filter(move |&i| (down >> i & 1 == 1) == want_down)
+                .map(move |i| &self.servers[i])
+        };
+        round(false).chain(round(true))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Farm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        if list.len() > MAX_SERVERS {
+            return Err(serde::de::Error::custom(format!(
+                "at most {MAX_SERVERS} servers"
+            )));
+        }
+        let servers = list
+            .iter()
+            .map(|text| Server::parse(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(serde::de::Error::custom)?;
+        Ok(Farm {
+            servers,
+            next: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn farm(list: &[&str]) -> Farm {
+        Farm {
+            servers: list.iter().map(|s| Server::parse(s).unwrap()).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn names(farm: &Farm) -> Vec<&str> {
+        farm.order().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn servers_are_parsed_with_their_host_header() {
+        let s = Server::parse("http://app.internal:8080").unwrap();
+        assert_eq!(s.address, Address::Tcp("app.internal:8080".into()));
+        assert_eq!(s.host, "app.internal:8080");
+        let s = Server::parse("http://app/").unwrap();
+        assert_eq!(s.address, Address::Tcp("app:80".into()));
+        assert_eq!(s.host, "app");
+        let s = Server::parse("http://[::1]:3000").unwrap();
+        assert_eq!(s.address, Address::Tcp("[::1]:3000".into()));
+        let s = Server::parse("unix:/run/app.sock").unwrap();
+        assert_eq!(s.address, Address::Unix("/run/app.sock".into()));
+        assert_eq!(s.host, "localhost");
+        for bad in [
+            "",
+            "app:3000",
+            "http://",
+            "http://app/api",
+            "http://app?x",
+            "http://user@app",
+            "http://app:0",
+            "http://app:99999",
+            "https://app",
+            "unix:relative.sock",
+        ] {
+            assert!(Server::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn servers_take_turns_and_one_left_out_comes_last() {
+        let f = farm(&["http://a", "http://b", "http://c"]);
+        assert_eq!(names(&f), ["http://a", "http://b", "http://c"]);
+        assert_eq!(names(&f), ["http://b", "http://c", "http://a"]);
+        f.servers[2].mark_down(Duration::from_secs(60));
+        assert_eq!(names(&f), ["http://a", "http://b", "http://c"]);
+        assert_eq!(names(&f), ["http://a", "http://b", "http://c"]);
+        f.servers[2].mark_up();
+        assert_eq!(names(&f), ["http://b", "http://c", "http://a"]);
+        // All down: all are still tried, in turn.
+        for s in &f.servers {
+            s.mark_down(Duration::from_secs(60));
+        }
+        assert_eq!(names(&f), ["http://c", "http://a", "http://b"]);
+        // One marked down while its request goes on is not tried twice.
+        let f = farm(&["http://a"]);
+        let mut order = f.order();
+        order.next().unwrap().mark_down(Duration::from_secs(60));
+        assert!(order.next().is_none());
+    }
+}

@@ -1,0 +1,465 @@
+//! `ReverseProxy`: passes requests on to other HTTP servers and relays
+//! their answers, as IIS's Application Request Routing (ARR) and nginx's
+//! `proxy_pass` do.
+//!
+//! Registers for **ExecuteRequestHandler**, as a handler module (map it to
+//! the paths to pass on, such as `/api/*`), and for **OnAsyncCompletion**,
+//! where the rest of the request happens:
+//!
+//! 1. The request body is read through the pipeline (ReadEntity modules
+//!    see it, RequestFiltering's limit applies), up to `max_request_body`
+//!    bytes (413 past it), before the server is asked: as nginx's default
+//!    `proxy_request_buffering on`, so a slow client does not hold a
+//!    server's worker.
+//! 2. The exchange runs as a task on the tokio runtime of the worker thread
+//!    the request runs on (see `exchange`), with hyper's HTTP/1.1 client on
+//!    a connection that stays on that thread. The request waits (Pending)
+//!    and resumes through OnAsyncCompletion each time the task has output
+//!    for it, through the same relay FastCgi uses: the answer is kept until
+//!    `response_buffer_limit` bytes wait, then streams.
+//!
+//! The request goes to the servers of `servers` in turn (ARR's server farm
+//! with round robin, nginx's `upstream`). A server that cannot be connected
+//! to is left out for `fail_timeout` seconds and the next one is tried,
+//! whatever the method, since nothing was sent. The request gets **502**
+//! when no server can be reached or a server breaks the protocol, and
+//! **504** when a server stays silent for `timeout` seconds (nginx's
+//! statuses; ARR answers 502.3 to both). After part of the response went
+//! out, the connection is reset instead.
+//!
+//! What the server receives: the method, the URL as it is now (after
+//! UrlRewrite), the client's headers without the hop-by-hop ones (RFC 9110
+//! §7.6.1: `Connection` and the headers it names, `Keep-Alive`, `TE`,
+//! `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Connection`) and
+//! `Expect` (the body is already here), the client's `Host` (ARR's
+//! `preserveHostHeader`) or the server's, and, unless
+//! `forwarded_headers = false`, `X-Forwarded-For` (the client's address
+//! appended), `X-Forwarded-Proto` and `X-Forwarded-Host` set by riis, and
+//! `X-Original-URL` when the URL was rewritten (as ARR sends it). What the
+//! client receives: the server's status and headers, without hop-by-hop
+//! headers, `Date` and `Server` (riis writes its own), and with the
+//! server's own address in `Location` and `Content-Location` replaced by
+//! the client's (ARR's `reverseRewriteHostInResponseHeaders`). The server's
+//! error pages are its answer (CustomError leaves them).
+//!
+//! Connections to a server are kept open for later requests, up to
+//! `kept_connections` idle ones per worker thread and server (ARR keeps
+//! them by default; nginx needs `keepalive`). One that fails before the
+//! server answered is replaced by a new one: at once if the request was not
+//! sent, and only for idempotent methods if it was.
+//!
+//! Configuration section `proxy`, per location:
+//! - `servers`: a list of `http://host[:port]` or `unix:/path/to/socket`
+//!   (required where the handler is mapped);
+//! - `timeout` (seconds, default 120, ARR's): the longest a server may stay
+//!   silent, while taking the request or while answering;
+//! - `connect_timeout` (seconds, default 60, nginx's);
+//! - `fail_timeout` (seconds, default 10, nginx's);
+//! - `preserve_host` (default true);
+//! - `reverse_rewrite_host` (default true);
+//! - `forwarded_headers` (default true);
+//! - `response_buffer_limit` (bytes, default 4,194,304, ARR's);
+//! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's);
+//! - `kept_connections` (default 32, at most 1,024; 0 closes each).
+//!
+//! Not done: `https://` servers (TLS to the server), HTTP/2 to the server,
+//! WebSocket and other upgrades, weighted and least-requests balancing,
+//! active health checks, and response caching (OutputCache caches the
+//! relayed answer like any other).
+
+mod exchange;
+mod farm;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use riis_pipeline::bytes::Bytes;
+use riis_pipeline::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use riis_pipeline::http::{Method, StatusCode};
+use riis_pipeline::{
+    CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
+    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+};
+use serde::Deserialize;
+
+use crate::backend::Pools;
+use crate::gateway::BodyError;
+use crate::relay::{Receiver, Relay, Step};
+use exchange::{Job, Kept};
+pub use farm::Farm;
+
+/// The `proxy` configuration section.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReverseProxyConfig {
+    /// The servers requests go to, in turn.
+    pub servers: Farm,
+    /// Seconds a server may stay silent.
+    #[serde(deserialize_with = "crate::at_least_one")]
+    pub timeout: u64,
+    /// Seconds a connection may take to open.
+    #[serde(deserialize_with = "crate::at_least_one")]
+    pub connect_timeout: u64,
+    /// Seconds a server that could not be reached is left out.
+    pub fail_timeout: u64,
+    /// Whether the server gets the client's `Host`.
+    pub preserve_host: bool,
+    /// Whether the server's address in `Location` becomes the client's.
+    pub reverse_rewrite_host: bool,
+    /// Whether `X-Forwarded-For`, `-Proto` and `-Host` are sent.
+    pub forwarded_headers: bool,
+    /// Output kept before the response is flushed.
+    pub response_buffer_limit: u64,
+    /// The longest request body passed on.
+    pub max_request_body: u64,
+    /// Idle connections kept per worker thread and server.
+    #[serde(deserialize_with = "crate::at_most_1024")]
+    pub kept_connections: usize,
+}
+
+impl Default for ReverseProxyConfig {
+    fn default() -> Self {
+        Self {
+            servers: Farm::default(),
+            timeout: 120,
+            connect_timeout: 60,
+            fail_timeout: 10,
+            preserve_host: true,
+            reverse_rewrite_host: true,
+            forwarded_headers: true,
+            response_buffer_limit: 4_194_304,
+            max_request_body: 30_000_000,
+            kept_connections: 32,
+        }
+    }
+}
+
+/// How much of the body one read asks for.
+const READ_SIZE: usize = 64 * 1024;
+
+/// What the module's instances share.
+struct Shared {
+    pools: Arc<Pools<Kept>>,
+    /// Exchanges running, for `riis status`.
+    running: Arc<AtomicUsize>,
+}
+
+/// Where the instance is.
+enum State {
+    Idle,
+    /// Reading the request body.
+    Reading(Vec<u8>),
+    /// The exchange runs; its output arrives through the relay.
+    Answering(Arc<Relay>),
+}
+
+/// The module instance: one per request.
+pub struct ReverseProxy {
+    config: Section<ReverseProxyConfig>,
+    shared: Arc<Shared>,
+    state: State,
+    receiver: Receiver,
+}
+
+impl Drop for ReverseProxy {
+    /// The request ended: its exchange, if still running, is dropped with
+    /// its connection.
+    fn drop(&mut self) {
+        if let State::Answering(relay) = &self.state {
+            relay.cancel();
+        }
+    }
+}
+
+/// Headers that are about one connection, not the message (RFC 9110
+/// §7.6.1), and `Proxy-Connection`, which old clients send: never passed
+/// on, either way.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Whether `name` is hop-by-hop here: one of [`HOP_BY_HOP`] or named in
+/// the message's `Connection` header.
+fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
+    HOP_BY_HOP.contains(name)
+        || headers.get_all(header::CONNECTION).iter().any(|value| {
+            value.to_str().is_ok_and(|list| {
+                list.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+            })
+        })
+}
+
+impl ReverseProxy {
+    /// Reads the next piece of the body, or starts the exchange once it is
+    /// all here.
+    fn go_on(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
+        if !ctx.request().is_body_complete() {
+            if let Err(e) = ctx.read_entity_body(READ_SIZE) {
+                return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+            }
+            self.state = State::Reading(body);
+            return RequestNotificationStatus::Pending;
+        }
+        self.start(ctx, body.into())
+    }
+
+    /// The request's headers as the server gets them.
+    fn request_headers(ctx: &HttpContext, config: &ReverseProxyConfig) -> HeaderMap {
+        let req = ctx.request();
+        let client = req.headers();
+        let mut headers = HeaderMap::with_capacity(client.len() + 4);
+        for (name, value) in client {
+            if is_hop_by_hop(name, client)
+                || matches!(
+                    *name,
+                    header::HOST | header::CONTENT_LENGTH | header::EXPECT
+                )
+                || (config.forwarded_headers
+                    && (name == "x-forwarded-proto" || name == "x-forwarded-host"))
+            {
+                continue;
+            }
+            headers.append(name, value.clone());
+        }
+        // The routed host: HTTP/2's `:authority`, or the `Host` header.
+        let client_host = ctx.server_variable("HTTP_HOST");
+        if config.preserve_host {
+            if let Some(host) = client_host
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok())
+            {
+                headers.insert(header::HOST, host);
+            }
+        }
+        if config.forwarded_headers {
+            let address = req.remote_address().ip().to_canonical().to_string();
+            let forwarded_for = match client.get("x-forwarded-for").map(|v| v.as_bytes()) {
+                Some(earlier) if !earlier.is_empty() => {
+                    let mut joined = earlier.to_vec();
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(address.as_bytes());
+                    HeaderValue::from_bytes(&joined)
+                }
+                _ => HeaderValue::from_str(&address),
+            };
+            if let Ok(value) = forwarded_for {
+                headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+            }
+            let https = ctx.server_variable("HTTPS").as_deref() == Some("on");
+            headers.insert(
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static(if https { "https" } else { "http" }),
+            );
+            if let Some(host) = client_host
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok())
+            {
+                headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+            }
+        }
+        if req.client_url() != req.raw_url() {
+            if let Ok(original) = HeaderValue::from_str(req.client_url()) {
+                headers.insert(HeaderName::from_static("x-original-url"), original);
+            }
+        }
+        headers
+    }
+
+    fn start(&mut self, ctx: &mut HttpContext, body: Bytes) -> RequestNotificationStatus {
+        let handle = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle,
+            Err(_) => {
+                return fail(
+                    ctx,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the request runs on no tokio runtime",
+                )
+            }
+        };
+        let config = ctx.config_shared(self.config);
+        if config.servers.is_empty() {
+            return fail(
+                ctx,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "proxy.servers is not set for this location",
+            );
+        }
+        let target = match ctx.request().raw_url().parse() {
+            Ok(target) => target,
+            Err(e) => return fail(ctx, StatusCode::BAD_REQUEST, &format!("bad URL: {e}")),
+        };
+        let headers = Self::request_headers(ctx, &config);
+        let https = ctx.server_variable("HTTPS").as_deref() == Some("on");
+        let client_origin = ctx.server_variable("HTTP_HOST").map(|host| {
+            let scheme = if https { "https://" } else { "http://" };
+            format!("{scheme}{host}")
+        });
+        let relay = Arc::new(Relay::new(
+            ctx.completion_handle(),
+            Duration::from_secs(config.timeout),
+        ));
+        let job = Job {
+            method: ctx.request().method().clone(),
+            target,
+            headers,
+            body,
+            client_origin: client_origin.filter(|_| config.reverse_rewrite_host),
+            idempotent: matches!(
+                *ctx.request().method(),
+                Method::GET
+                    | Method::HEAD
+                    | Method::PUT
+                    | Method::DELETE
+                    | Method::OPTIONS
+                    | Method::TRACE
+            ),
+            config,
+            relay: relay.clone(),
+            pools: self.shared.pools.clone(),
+        };
+        let running = self.shared.running.clone();
+        running.fetch_add(1, Ordering::Relaxed);
+        handle.spawn(async move {
+            exchange::run(job).await;
+            running.fetch_sub(1, Ordering::Relaxed);
+        });
+        self.state = State::Answering(relay);
+        RequestNotificationStatus::Pending
+    }
+
+    /// Takes what the exchange left into the response.
+    fn answer(&mut self, ctx: &mut HttpContext, relay: Arc<Relay>) -> RequestNotificationStatus {
+        let limit = ctx.config(self.config).response_buffer_limit;
+        match self.receiver.take(ctx, &relay, limit) {
+            Step::Wait => {
+                self.state = State::Answering(relay);
+                RequestNotificationStatus::Pending
+            }
+            Step::Done => RequestNotificationStatus::Continue,
+            Step::Failed(status, why) => fail(ctx, status, &why),
+        }
+    }
+}
+
+/// 413: the body is longer than `max_request_body`; the connection closes
+/// (the rest of the body is not read).
+fn too_large(ctx: &mut HttpContext, limit: u64) -> RequestNotificationStatus {
+    ctx.response_mut().set_need_disconnect();
+    fail(
+        ctx,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body is longer than proxy.max_request_body ({limit} bytes)"),
+    )
+}
+
+/// Ends the request with an error, logged and described for the detailed
+/// error page; once part of the response went out, resets the connection
+/// instead, so the client sees it cut short.
+fn fail(ctx: &mut HttpContext, status: StatusCode, why: &str) -> RequestNotificationStatus {
+    tracing::warn!(url = %ctx.request().raw_url(), "ReverseProxy: {why}");
+    if ctx.response().headers_sent() {
+        ctx.response_mut().reset_connection();
+        return RequestNotificationStatus::FinishRequest;
+    }
+    ctx.response_mut().clear();
+    let finished = crate::end_with_error(ctx, status, 0, ModuleError::E_FAIL);
+    ctx.response_mut()
+        .set_error_description(format!("ReverseProxy: {why}"));
+    finished
+}
+
+impl HttpModule for ReverseProxy {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let limit = ctx.config(self.config).max_request_body;
+        let declared = ctx
+            .request()
+            .header(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return too_large(ctx, limit);
+        }
+        self.go_on(ctx, Vec::new())
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _notification: RequestNotification,
+        _is_post: bool,
+        _completion: &CompletionInfo,
+    ) -> RequestNotificationStatus {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Idle => RequestNotificationStatus::Continue,
+            State::Reading(mut body) => {
+                let limit = ctx.config(self.config).max_request_body;
+                match crate::gateway::take_body_piece(ctx, &mut body, limit) {
+                    Ok(()) => self.go_on(ctx, body),
+                    Err(BodyError::TooLarge) => too_large(ctx, limit),
+                    Err(BodyError::EndedEarly) => {
+                        fail(ctx, StatusCode::BAD_REQUEST, "the request body ended early")
+                    }
+                }
+            }
+            State::Answering(relay) => self.answer(ctx, relay),
+        }
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<ReverseProxyConfig>("proxy")?;
+    let shared = Arc::new(Shared {
+        pools: Arc::default(),
+        running: Arc::default(),
+    });
+    let (pools, running) = (shared.pools.clone(), shared.running.clone());
+    registration.set_global_notifications(
+        crate::StatusLines(move || {
+            format!(
+                "proxy_requests_running: {}\nproxy_connections_idle: {}\n",
+                running.load(Ordering::Relaxed),
+                pools.idle_count()
+            )
+        }),
+        riis_pipeline::GlobalNotification::RscaQuery.into(),
+    )?;
+    registration.set_request_notifications(
+        Factory { config, shared },
+        RequestNotification::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
+/// Makes the instances; at shutdown closes the idle connections.
+struct Factory {
+    config: Section<ReverseProxyConfig>,
+    shared: Arc<Shared>,
+}
+
+impl riis_pipeline::HttpModuleFactory for Factory {
+    fn get_http_module(&self) -> Result<Box<dyn HttpModule>, ModuleError> {
+        Ok(Box::new(ReverseProxy {
+            config: self.config,
+            shared: self.shared.clone(),
+            state: State::Idle,
+            receiver: Receiver::default(),
+        }))
+    }
+
+    fn terminate(&self) {
+        self.shared.pools.clear();
+    }
+}

@@ -1,0 +1,569 @@
+//! ReverseProxy over real sockets, against HTTP servers written here (each
+//! path a behaviour: echo the request, redirect, answer slowly, stream,
+//! break off, close a kept connection), so each case is exact and
+//! repeatable.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use common::{Connection, RunningBinary, TempDir};
+
+/// One request as a backend got it.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Which of the backend's connections it came on (from 1), and which
+    /// request on it (from 1).
+    connection: usize,
+    nth: usize,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    connections: AtomicUsize,
+    requests: Mutex<Vec<Received>>,
+    /// `/stream` may send its second part.
+    go: (Mutex<bool>, Condvar),
+}
+
+impl Seen {
+    fn last(&self) -> Received {
+        self.requests.lock().unwrap().last().cloned().unwrap()
+    }
+
+    fn count(&self, target: &str) -> usize {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().filter(|r| r.target == target).count()
+    }
+}
+
+/// An HTTP/1.1 server on a loopback port, one thread per connection.
+struct Backend {
+    addr: SocketAddr,
+    seen: Arc<Seen>,
+}
+
+impl Backend {
+    fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let shared = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                let number = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                let seen = shared.clone();
+                std::thread::spawn(move || serve(stream, name, addr, number, &seen));
+            }
+        });
+        Self { addr, seen }
+    }
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
+    let mut head = Vec::new();
+    loop {
+        let n = reader.read_until(b'\n', &mut head).ok()?;
+        if n == 0 {
+            return None;
+        }
+        if head.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    parsed.parse(&head).unwrap();
+    let method = parsed.method.unwrap().to_owned();
+    let target = parsed.path.unwrap().to_owned();
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse::<usize>().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Received {
+        method,
+        target,
+        headers,
+        body,
+        connection: 0,
+        nth: 0,
+    })
+}
+
+fn serve(stream: TcpStream, name: &str, addr: SocketAddr, connection: usize, seen: &Seen) {
+    let mut reader = BufReader::new(stream);
+    let mut nth = 0;
+    while let Some(mut received) = read_request(&mut reader) {
+        nth += 1;
+        received.connection = connection;
+        received.nth = nth;
+        let target = received.target.clone();
+        seen.requests.lock().unwrap().push(received.clone());
+        let out = reader.get_mut();
+        let path = target.split('?').next().unwrap();
+        match path {
+            "/echo" | "/api/echo" | "/upload/echo" | "/nohost/echo" => {
+                let mut text = format!(
+                    "backend={name}\nmethod={}\ntarget={}\nbody={}\n",
+                    received.method,
+                    received.target,
+                    received.body.len()
+                );
+                for (k, v) in &received.headers {
+                    text.push_str(&format!("{}: {v}\n", k.to_ascii_lowercase()));
+                }
+                respond(
+                    out,
+                    "200 OK",
+                    &[("Content-Type", "text/plain"), ("X-Backend", name)],
+                    text.as_bytes(),
+                    &received.method,
+                );
+            }
+            "/redirect" | "/nohost/redirect" => respond(
+                out,
+                "302 Found",
+                &[
+                    ("Location", &format!("http://{addr}/landing?x=1")),
+                    ("Content-Location", "http://elsewhere.test/page"),
+                ],
+                b"",
+                &received.method,
+            ),
+            "/teapot" => respond(
+                out,
+                "418 I Am Short And Stout",
+                &[],
+                b"tea",
+                &received.method,
+            ),
+            "/missing" => respond(
+                out,
+                "404 Not Found",
+                &[("Content-Type", "text/plain")],
+                b"the backend's own 404",
+                &received.method,
+            ),
+            "/hop" => respond(
+                out,
+                "200 OK",
+                &[
+                    ("Connection", "keep-alive, X-Private"),
+                    ("X-Private", "hop"),
+                    ("Keep-Alive", "timeout=5"),
+                    ("Server", "backend/1.0"),
+                    ("X-Kept", "end-to-end"),
+                ],
+                b"hop",
+                &received.method,
+            ),
+            "/big" => {
+                let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+                respond(out, "200 OK", &[], &body, &received.method);
+            }
+            "/stream/parts" => {
+                out.write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+                )
+                .unwrap();
+                let (lock, signal) = &seen.go;
+                let mut go = lock.lock().unwrap();
+                while !*go {
+                    go = signal.wait(go).unwrap();
+                }
+                out.write_all(b"6\r\nsecond\r\n0\r\n\r\n").unwrap();
+            }
+            "/silent" => {
+                std::thread::sleep(Duration::from_secs(5));
+                return;
+            }
+            "/cut" | "/stream/cut" => {
+                out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    .unwrap();
+                out.write_all(&[b'x'; 10_000]).unwrap();
+                return;
+            }
+            "/garbage" => {
+                out.write_all(b"this is not HTTP\r\n\r\n").unwrap();
+                return;
+            }
+            "/close" => {
+                respond(
+                    out,
+                    "200 OK",
+                    &[("Connection", "close")],
+                    b"closing",
+                    &received.method,
+                );
+                return;
+            }
+            // On a connection that served a request before: closes
+            // without answering, as a server whose idle timeout ran out
+            // just as the request came.
+            "/vanish" if nth > 1 => return,
+            "/vanish" => respond(out, "200 OK", &[], b"answered", &received.method),
+            _ => respond(
+                out,
+                "500 Internal Server Error",
+                &[],
+                b"no such behaviour",
+                &received.method,
+            ),
+        }
+    }
+}
+
+fn respond(out: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8], method: &str) {
+    let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut data = head.into_bytes();
+    if method != "HEAD" {
+        data.extend_from_slice(body);
+    }
+    let _ = out.write_all(&data);
+}
+
+/// An address nothing listens on.
+fn unreachable() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn start_with(backends: &[&Backend], extra: &str) -> (TempDir, RunningBinary) {
+    let dir = TempDir::new("reverse-proxy");
+    dir.write("www/index.html", "local");
+    let servers: Vec<String> = backends
+        .iter()
+        .map(|b| format!("\"http://{}\"", b.addr))
+        .collect();
+    let servers = servers.join(", ");
+    let first = format!("\"http://{}\"", backends[0].addr);
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+pid_file = "riis.pid"
+
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "ReverseProxy"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "Local"
+path = "/index.html"
+modules = ["StaticFile"]
+
+[[handlers]]
+name = "Proxy"
+path = "*"
+modules = ["ReverseProxy"]
+
+[proxy]
+servers = [{servers}]
+timeout = 1
+kept_connections = 4
+max_request_body = 1000000
+
+[[sites]]
+name = "Proxied"
+root = 'www'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/stream"
+proxy = {{ servers = [{first}], timeout = 1, response_buffer_limit = 0 }}
+
+[[sites.locations]]
+path = "/nohost"
+proxy = {{ servers = [{first}], preserve_host = false, forwarded_headers = false }}
+
+[[sites.locations]]
+path = "/down"
+proxy = {{ servers = ["http://{down}"] }}
+{extra}"#,
+            down = unreachable(),
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    (dir, server)
+}
+
+#[test]
+fn the_backend_gets_the_request_and_makes_the_response() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"POST /echo?q=1&r=%2F HTTP/1.1\r\nHost: site.test\r\nUser-Agent: tester\r\n\
+          Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTE: trailers\r\nKeep-Alive: 5\r\n\
+          X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
+          Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-backend"), Some("a"));
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    let seen = backend.seen.last();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.target, "/echo?q=1&r=%2F");
+    assert_eq!(seen.body, b"hello world");
+    assert_eq!(seen.header("host"), Some("site.test"));
+    assert_eq!(seen.header("user-agent"), Some("tester"));
+    assert_eq!(seen.header("content-length"), Some("11"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    // riis's own, not the client's claim.
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("site.test"));
+    for hop in ["x-hop", "te", "keep-alive", "x-original-url"] {
+        assert_eq!(seen.header(hop), None, "{hop}");
+    }
+    assert_ne!(seen.header("connection"), Some("keep-alive, X-Hop"));
+
+    // The connection to the backend is kept: the next request reuses it.
+    let again = conn.get("/echo");
+    assert_eq!(again.status, 200);
+    let seen = backend.seen.last();
+    assert_eq!((seen.connection, seen.nth), (1, 2));
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.header("content-length"), None);
+    assert_eq!(backend.seen.connections.load(Ordering::SeqCst), 1);
+
+    // Other handlers still answer their own paths.
+    assert_eq!(conn.get("/index.html").text(), "local");
+}
+
+#[test]
+fn the_backends_answer_passes_through_with_its_own_headers_status_and_errors() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+
+    let hop = conn.get("/hop");
+    assert_eq!(hop.text(), "hop");
+    assert_eq!(hop.header("x-kept"), Some("end-to-end"));
+    assert_eq!(hop.header("x-private"), None);
+    assert_eq!(hop.header("keep-alive"), None);
+    assert!(
+        hop.header("server").is_some_and(|s| s.starts_with("riis/")),
+        "{:?}",
+        hop.header("server")
+    );
+
+    let teapot = conn.get("/teapot");
+    assert_eq!(
+        (teapot.status, teapot.reason.as_str()),
+        (418, "I Am Short And Stout")
+    );
+    assert_eq!(teapot.text(), "tea");
+
+    // The backend's own error page, not CustomError's.
+    let missing = conn.get("/missing");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.text(), "the backend's own 404");
+
+    // HEAD: the backend's length, no body.
+    conn.send_raw(b"HEAD /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(head.status, 200);
+    let length: usize = head.header("content-length").unwrap().parse().unwrap();
+    assert!(length > 20, "{length}");
+    assert_eq!(backend.seen.last().method, "HEAD");
+
+    // A large answer streams through whole.
+    let big = conn.get("/big");
+    assert_eq!(big.body.len(), 5_000_000);
+    assert!(big
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == (i % 251) as u8));
+    assert_eq!(conn.get("/echo").status, 200, "the connection goes on");
+}
+
+#[test]
+fn redirects_name_the_client_side_host() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /nohost/redirect HTTP/1.1\r\nHost: site.test:8443\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 302);
+    assert_eq!(
+        resp.header("location"),
+        Some("http://site.test:8443/landing?x=1")
+    );
+    assert_eq!(
+        resp.header("content-location"),
+        Some("http://elsewhere.test/page")
+    );
+
+    // Without preserve_host the backend gets its own host, and no
+    // forwarded headers.
+    conn.send_raw(b"GET /nohost/echo HTTP/1.1\r\nHost: site.test\r\n\r\n");
+    conn.read_response(false);
+    let seen = backend.seen.last();
+    assert_eq!(seen.header("host"), Some(backend.addr.to_string().as_str()));
+    assert_eq!(seen.header("x-forwarded-for"), None);
+    assert_eq!(seen.header("x-forwarded-host"), None);
+}
+
+#[test]
+fn failures_get_502_and_504() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    let down = conn.get("/down/anything");
+    assert_eq!(down.status, 502, "{}", down.text());
+    let garbage = conn.get("/garbage");
+    assert_eq!(garbage.status, 502);
+    let silent = conn.get("/silent");
+    assert_eq!(silent.status, 504);
+    assert_eq!(conn.get("/echo").status, 200, "the server goes on");
+
+    // Broken off before the head went out: 502; after (streaming), the
+    // client's connection is cut, not ended as if complete.
+    assert_eq!(conn.get("/cut").status, 502);
+    let mut cut = Connection::open(server.addr);
+    cut.send_raw(b"GET /stream/cut HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = cut.read_raw(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.ends_with("0\r\n\r\n"), "the end is not made up");
+}
+
+#[test]
+fn a_streamed_answer_reaches_the_client_as_it_comes() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /stream/parts HTTP/1.1\r\nHost: t\r\n\r\n");
+    // The first part arrives while the backend holds the second.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&got).contains("first") {
+        let n = conn.read_raw(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let (lock, signal) = &backend.seen.go;
+    *lock.lock().unwrap() = true;
+    signal.notify_all();
+    while !String::from_utf8_lossy(&got).ends_with("0\r\n\r\n") {
+        let n = conn.read_raw(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("second"));
+}
+
+#[test]
+fn requests_take_turns_and_skip_a_server_that_is_down() {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let dead = unreachable();
+    let extra = format!(
+        "\n[[sites.locations]]\npath = \"/api\"\nproxy = {{ servers = [\"http://{}\", \"http://{dead}\", \"http://{}\"], fail_timeout = 60 }}\n",
+        a.addr, b.addr
+    );
+    let (_dir, server) = start_with(&[&a], &extra);
+    let mut conn = Connection::open(server.addr);
+    let mut answered_by = Vec::new();
+    for _ in 0..6 {
+        let resp = conn.get("/api/echo");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        answered_by.push(resp.header("x-backend").unwrap().to_owned());
+    }
+    assert!(
+        answered_by.contains(&"a".to_owned()) && answered_by.contains(&"b".to_owned()),
+        "{answered_by:?}"
+    );
+}
+
+#[test]
+fn a_kept_connection_the_backend_dropped_is_replaced_for_idempotent_requests_only() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    // Puts a connection in the pool; `/vanish` on it is dropped unanswered.
+    assert_eq!(conn.get("/echo").status, 200);
+    let resp = conn.get("/vanish");
+    assert_eq!(resp.status, 200, "a GET goes again on a new connection");
+    assert_eq!(resp.text(), "answered");
+    assert_eq!(backend.seen.count("/vanish"), 2);
+
+    assert_eq!(conn.get("/echo").status, 200);
+    conn.send_raw(b"POST /vanish HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 502, "a POST is not sent twice");
+    assert_eq!(backend.seen.count("/vanish"), 3);
+}
+
+#[test]
+fn request_bodies_are_limited() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    let body = vec![b'x'; 300_000];
+    conn.send_raw(
+        format!(
+            "PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    conn.send_raw(&body);
+    let resp = conn.read_response(false);
+    assert!(resp.text().contains("body=300000\n"), "{}", resp.text());
+
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 413);
+    assert_eq!(backend.seen.count("/echo"), 1);
+}
