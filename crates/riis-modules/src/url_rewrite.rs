@@ -54,10 +54,15 @@
 //! back-references within a pattern are not available); a pattern that does
 //! not compile is a configuration error naming file, line and key.
 //!
+//! A Rewrite to `http://host[:port]/path` sends the request to that server:
+//! the URL becomes `/path` and the `PROXY_SERVER` server variable names the
+//! server, for ReverseProxy (which must be in the new URL's handler) to
+//! pass it on, as IIS's URL Rewrite does with ARR. The server is written
+//! out in the rule; one made of `{…}` values is a configuration error, so
+//! no request can choose where it is sent. Other schemes are errors.
+//!
 //! Not done: outbound rules, rewrite maps, `{ToLower:…}` and the other
-//! template functions, wildcard patterns, and rewriting to another server
-//! (which needs a proxy: a Rewrite `url` with a scheme is a configuration
-//! error; use a Redirect).
+//! template functions, and wildcard patterns.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use regex::{Captures, Regex, RegexBuilder};
@@ -214,8 +219,14 @@ enum Test {
 /// What a matching rule does.
 #[derive(Debug)]
 enum Action {
-    /// A new path (and query) for the request.
-    Rewrite { url: Template, append_query: bool },
+    /// A new path (and query) for the request; with `server`
+    /// (`http://host[:port]`), to be passed on to that server by
+    /// ReverseProxy.
+    Rewrite {
+        url: Template,
+        append_query: bool,
+        server: Option<String>,
+    },
     /// A redirect to `url`.
     Redirect {
         url: Template,
@@ -454,14 +465,40 @@ impl TryFrom<RawRule> for Rule {
         let action = match a.kind {
             ActionKind::Rewrite => {
                 let target = a.url.as_deref().unwrap_or("");
-                if scheme_of(target) != Scheme::None || target.starts_with("//") {
-                    return Err(in_rule(format!(
-                        "`{target}`: a Rewrite to another server needs a proxy, which riis does not have (use a Redirect)"
-                    )));
-                }
+                // `http://host[:port]/path`: the server is literal text, so
+                // no request can choose where it is sent.
+                let (server, path) = match target.strip_prefix("http://") {
+                    Some(rest) => {
+                        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+                        let server = &target[..7 + end];
+                        if server.contains(['{', '}']) {
+                            return Err(in_rule(format!(
+                                "`{target}`: the server of a Rewrite to another server is written out, not made of {{…}} values"
+                            )));
+                        }
+                        crate::reverse_proxy::check_server(server).map_err(in_rule)?;
+                        let path = &rest[end..];
+                        (
+                            Some(server.to_owned()),
+                            if path.is_empty() { "/" } else { path },
+                        )
+                    }
+                    None if scheme_of(target) != Scheme::None || target.starts_with("//") => {
+                        return Err(in_rule(format!(
+                            "`{target}`: a Rewrite to another server is to `http://host[:port]/…` (riis passes requests on over plain HTTP)"
+                        )));
+                    }
+                    None => (None, target),
+                };
+                let url = if server.is_some() {
+                    Template::parse(path).map_err(in_rule)?
+                } else {
+                    url("Rewrite")?
+                };
                 Action::Rewrite {
-                    url: url("Rewrite")?,
+                    url,
                     append_query: a.append_query_string,
+                    server,
                 }
             }
             ActionKind::Redirect if a.url.as_deref().is_some_and(|u| u.starts_with("//")) => {
@@ -659,9 +696,9 @@ pub struct UrlRewrite {
 
 /// What the walk decided.
 enum Outcome {
-    /// Go on, with this path and query (and the rule that made it) when it
-    /// changed.
-    Continue(Option<(String, String)>),
+    /// Go on, with this path and query (and the rule that made it, and
+    /// the server to pass the request on to) when it changed.
+    Continue(Option<(String, String, Option<String>)>),
     /// The rule answered: FinishRequest.
     Finished,
 }
@@ -677,6 +714,7 @@ impl UrlRewrite {
         let mut subject = url.trim_start_matches('/').to_owned();
         let mut query: Option<String> = None;
         let mut rewritten_by: Option<&str> = None;
+        let mut proxy_to: Option<&str> = None;
         let mut file = FileName::default();
         for rule in &rules.rules {
             // Groups are taken only when a template uses them (a negated
@@ -703,7 +741,9 @@ impl UrlRewrite {
                 Action::Rewrite {
                     url: to,
                     append_query,
+                    server,
                 } => {
+                    proxy_to = server.as_deref();
                     let target = expand(ctx, to, &scope, &mut file, true);
                     let (path, own_query) = match target.split_once('?') {
                         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
@@ -790,7 +830,7 @@ impl UrlRewrite {
             target.push('?');
             target.push_str(&q);
         }
-        Outcome::Continue(Some((target, rule.to_owned())))
+        Outcome::Continue(Some((target, rule.to_owned(), proxy_to.map(str::to_owned))))
     }
 }
 
@@ -880,10 +920,13 @@ impl HttpModule for UrlRewrite {
         match self.walk(ctx) {
             Outcome::Finished => RequestNotificationStatus::FinishRequest,
             Outcome::Continue(None) => RequestNotificationStatus::Continue,
-            Outcome::Continue(Some((target, rule))) => {
+            Outcome::Continue(Some((target, rule, server))) => {
                 if let Err(e) = ctx.request_mut().set_url(&target) {
                     fail(ctx, &rule, &format!("`{target}` is not a usable URL: {e}"));
                     return RequestNotificationStatus::FinishRequest;
+                }
+                if let Some(server) = server {
+                    ctx.set_server_variable(crate::reverse_proxy::PROXY_SERVER, server);
                 }
                 RequestNotificationStatus::Continue
             }

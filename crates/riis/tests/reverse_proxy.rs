@@ -567,3 +567,78 @@ fn request_bodies_are_limited() {
     assert_eq!(conn.read_response(false).status, 413);
     assert_eq!(backend.seen.count("/echo"), 1);
 }
+
+#[test]
+fn url_rewrite_sends_some_requests_to_another_server_and_serves_the_rest() {
+    let backend = Backend::start("a");
+    let dir = TempDir::new("reverse-proxy-rewrite");
+    dir.write("www/mixed/local.html", "served here");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+pid_file = "riis.pid"
+
+[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "ReverseProxy"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "ProxyOrFile"
+path = "*"
+modules = ["ReverseProxy", "StaticFile"]
+
+[[sites]]
+name = "Mixed"
+root = 'www'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/mixed"
+
+[[sites.locations.rewrite.rules]]
+name = "remote"
+pattern = "^mixed/remote/(.*)"
+action = {{ type = "Rewrite", url = "http://{addr}/echo?from={{R:1}}" }}
+"#,
+            addr = backend.addr
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/mixed/remote/a%20b?x=1");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.header("x-backend"), Some("a"));
+    let seen = backend.seen.last();
+    assert_eq!(seen.target, "/echo?from=a%20b&x=1");
+    assert_eq!(
+        seen.header("x-original-url"),
+        Some("/mixed/remote/a%20b?x=1")
+    );
+    assert_eq!(seen.header("host"), Some("test"));
+
+    // No rule sent it on and the section has no servers: the handler's
+    // next module answers.
+    assert_eq!(conn.get("/mixed/local.html").text(), "served here");
+    assert_eq!(conn.get("/elsewhere").status, 404);
+    assert_eq!(backend.seen.requests.lock().unwrap().len(), 1);
+
+    // A server made of request values is refused when the file is read.
+    let bad = dir.write(
+        "bad.toml",
+        "[[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"ReverseProxy\"\n\
+         [[rewrite.rules]]\nname = \"open\"\npattern = \"(.*)\"\n\
+         action = { type = \"Rewrite\", url = \"http://{HTTP_HOST}/{R:1}\" }\n\
+         [[sites]]\nname = \"S\"\nroot = \"www\"\nbindings = [\"127.0.0.1:0\"]\n",
+    );
+    let out = common::riis_command("check-config", &bad);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("written out") && err.contains("bad.toml"),
+        "{err}"
+    );
+}

@@ -326,8 +326,13 @@ action = { type = "None" }"#,
         ),
         (
             r#"pattern = "^x$"
-action = { type = "Rewrite", url = "http://elsewhere.test/" }"#,
-            "needs a proxy",
+action = { type = "Rewrite", url = "https://elsewhere.test/" }"#,
+            "plain HTTP",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { type = "Rewrite", url = "http://{HTTP_HOST}/x" }"#,
+            "written out",
         ),
         (
             r#"pattern = "^x$"

@@ -318,7 +318,12 @@ impl FastCgi {
                 self.state = State::Answering(relay);
                 RequestNotificationStatus::Pending
             }
-            Step::Done => RequestNotificationStatus::Continue,
+            Step::Done => {
+                // The answer is whole: the handler's other modules, if any,
+                // are not asked.
+                ctx.set_request_handled();
+                RequestNotificationStatus::Continue
+            }
             Step::Failed(status, why) => fail(ctx, status, &why),
         }
     }

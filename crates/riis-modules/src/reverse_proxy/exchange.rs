@@ -49,6 +49,9 @@ pub(super) struct Job {
     /// Whether the request may be sent again (RFC 9110 §9.2.2) when a kept
     /// connection fails after it was sent.
     pub(super) idempotent: bool,
+    /// The one server this request goes to ([`super::PROXY_SERVER`]),
+    /// instead of the section's.
+    pub(super) only: Option<Server>,
     pub(super) config: Arc<ReverseProxyConfig>,
     pub(super) relay: Arc<Relay>,
     pub(super) pools: Arc<Pools<Kept>>,
@@ -216,7 +219,13 @@ impl Job {
 async fn exchange(job: &Job) -> Result<(), Failure> {
     let kept = job.config.kept_connections;
     let mut unreachable = Vec::new();
-    for server in job.config.servers.order() {
+    let farm = job
+        .only
+        .is_none()
+        .then(|| job.config.servers.order())
+        .into_iter()
+        .flatten();
+    for server in job.only.iter().chain(farm) {
         // An idle connection first, while there is one that takes the
         // request.
         if kept > 0 {

@@ -37,7 +37,7 @@ fn clock() -> u64 {
 impl Server {
     /// Parses `http://host[:port]` (no path: the request's URL is sent as
     /// it is) or `unix:/path/to/socket`.
-    fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let (address, host) = if text.starts_with("unix:") {
             let address: Address = text.parse()?;
             (address, HeaderValue::from_static("localhost"))

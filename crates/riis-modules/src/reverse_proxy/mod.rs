@@ -18,6 +18,12 @@
 //!    for it, through the same relay FastCgi uses: the answer is kept until
 //!    `response_buffer_limit` bytes wait, then streams.
 //!
+//! A request that UrlRewrite (or another module) sent to a server of its
+//! own, through the [`PROXY_SERVER`] server variable, goes there instead
+//! (ARR's routing of a URL rewritten to `http://server/…`). A request with
+//! neither is left to the handler's next module, so one handler can pass
+//! some requests on and serve the others (`["ReverseProxy", "StaticFile"]`).
+//!
 //! The request goes to the servers of `servers` in turn (ARR's server farm
 //! with round robin, nginx's `upstream`). A server that cannot be connected
 //! to is left out for `fail_timeout` seconds and the next one is tried,
@@ -50,7 +56,7 @@
 //!
 //! Configuration section `proxy`, per location:
 //! - `servers`: a list of `http://host[:port]` or `unix:/path/to/socket`
-//!   (required where the handler is mapped);
+//!   (at most 64);
 //! - `timeout` (seconds, default 120, ARR's): the longest a server may stay
 //!   silent, while taking the request or while answering;
 //! - `connect_timeout` (seconds, default 60, nginx's);
@@ -88,6 +94,19 @@ use crate::gateway::BodyError;
 use crate::relay::{Receiver, Relay, Step};
 use exchange::{Job, Kept};
 pub use farm::Farm;
+use farm::Server;
+
+/// The server variable that sends one request to a server of its own
+/// (`http://host[:port]` or `unix:/path`) instead of the section's
+/// `servers`: UrlRewrite sets it for a Rewrite to another server, and any
+/// module may, before ExecuteRequestHandler (IIS ARR's routing of a URL
+/// rewritten to another server). A client cannot: it is no `HTTP_` name.
+pub const PROXY_SERVER: &str = "PROXY_SERVER";
+
+/// Checks a server as `servers` and [`PROXY_SERVER`] take it.
+pub(crate) fn check_server(text: &str) -> Result<(), String> {
+    Server::parse(text).map(|_| ())
+}
 
 /// The `proxy` configuration section.
 #[derive(Debug, Deserialize)]
@@ -285,13 +304,19 @@ impl ReverseProxy {
             }
         };
         let config = ctx.config_shared(self.config);
-        if config.servers.is_empty() {
-            return fail(
-                ctx,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "proxy.servers is not set for this location",
-            );
-        }
+        let only = match ctx.server_variable(PROXY_SERVER) {
+            Some(server) => match Server::parse(&server) {
+                Ok(server) => Some(server),
+                Err(why) => {
+                    return fail(
+                        ctx,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("{PROXY_SERVER}: {why}"),
+                    )
+                }
+            },
+            None => None,
+        };
         let target = match ctx.request().raw_url().parse() {
             Ok(target) => target,
             Err(e) => return fail(ctx, StatusCode::BAD_REQUEST, &format!("bad URL: {e}")),
@@ -321,6 +346,7 @@ impl ReverseProxy {
                     | Method::OPTIONS
                     | Method::TRACE
             ),
+            only,
             config,
             relay: relay.clone(),
             pools: self.shared.pools.clone(),
@@ -343,7 +369,12 @@ impl ReverseProxy {
                 self.state = State::Answering(relay);
                 RequestNotificationStatus::Pending
             }
-            Step::Done => RequestNotificationStatus::Continue,
+            Step::Done => {
+                // The answer is whole: the handler's other modules, if any,
+                // are not asked.
+                ctx.set_request_handled();
+                RequestNotificationStatus::Continue
+            }
             Step::Failed(status, why) => fail(ctx, status, &why),
         }
     }
@@ -378,6 +409,12 @@ fn fail(ctx: &mut HttpContext, status: StatusCode, why: &str) -> RequestNotifica
 
 impl HttpModule for ReverseProxy {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        // Nowhere to send it: the handler's next module answers (a location
+        // whose rules send some requests on and serve the others here).
+        if ctx.config(self.config).servers.is_empty() && ctx.server_variable(PROXY_SERVER).is_none()
+        {
+            return RequestNotificationStatus::Continue;
+        }
         let limit = ctx.config(self.config).max_request_body;
         let declared = ctx
             .request()
