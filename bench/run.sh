@@ -2,7 +2,8 @@
 # Benchmarks riis against nginx on this machine, in one run.
 #
 #   bench/run.sh [SCENARIO ...]      scenarios: hello static noop logged static100k
-#                                    static10m defaultdoc gzip100k php hyper
+#                                    static10m defaultdoc gzip100k php proxy
+#                                    hyper
 #                                    (default: hello static noop)
 #
 # `hyper` runs the bare hyper server of crates/riis/examples/bare_hyper.rs
@@ -28,6 +29,13 @@
 # nginx's PHP guides prescribe), so both stat it per request. Its keep-alive figure is the server's own CPU
 # per PHP request; its pipelined figure is bounded by PHP on the other core.
 #
+# `proxy` puts the same backend (a second nginx, one worker, on core 1 with
+# wrk, serving the 1 KiB file) behind both servers: riis's ReverseProxy with
+# its defaults (32 kept connections, client's Host, X-Forwarded-For/-Proto/
+# -Host) and nginx's proxy_pass set to do the same work (upstream keepalive
+# 32, HTTP/1.1, the same four headers). Its pipelined figure is bounded by the
+# backend on the other core.
+#
 # Needs: nginx, wrk, taskset (apt-get install nginx-light wrk util-linux), and
 # php-fpm for `php`.
 set -euo pipefail
@@ -42,6 +50,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 RIIS_PORT=${RIIS_PORT:-18181}
 NGINX_PORT=${NGINX_PORT:-18182}
+BACKEND_PORT=${BACKEND_PORT:-18183}
 scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(hello static noop)
 
@@ -334,6 +343,32 @@ FPM
       NGINX_HTTP=""
       kill -TERM -- "-$fpm_pid" 2>/dev/null || true
       wait "$fpm_pid" 2>/dev/null || true
+      ;;
+    proxy)
+      cat >"$work/backend.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $work/backend.pid;
+error_log $work/backend-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  types { text/plain txt; }
+  server { listen 127.0.0.1:$BACKEND_PORT; root $work/www; }
+}
+NGX
+      taskset -c "$CLIENT_CPU" nginx -c "$work/backend.conf" -p "$work" &
+      backend_pid=$!
+      for _ in $(seq 100); do [ -s "$work/backend.pid" ] && break; sleep 0.05; done
+      proxy_conf=$(riis_config $'[[modules]]\nname = "ReverseProxy"\n[proxy]\nservers = ["http://127.0.0.1:'"$BACKEND_PORT"$'"]' \
+        $'[[handlers]]\nname = "Proxy"\npath = "*"\nmodules = ["ReverseProxy"]' proxy)
+      NGINX_HTTP="upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 32; }"
+      run_pair "reverse proxy to a 1 KiB file: ReverseProxy vs nginx proxy_pass (keepalive 32)" "$proxy_conf" /1k.txt \
+        'location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; }' /1k.txt
+      NGINX_HTTP=""
+      kill "$backend_pid" 2>/dev/null || true
+      wait "$backend_pid" 2>/dev/null || true
       ;;
     hyper)
       run_pair "bare hyper, no riis (the floor under hello) vs nginx return 200" bare-hyper / \
