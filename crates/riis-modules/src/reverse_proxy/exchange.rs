@@ -230,6 +230,13 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
         // request.
         if kept > 0 {
             while let Some(Kept(mut sender)) = job.pools.take(&server.address) {
+                // A connection whose last answer just ended may not be
+                // ready yet (its task has not run since): it is waited for,
+                // not dropped. One that closed meanwhile is dropped.
+                let ready = tokio::time::timeout_at(job.relay.silence_deadline(), sender.ready());
+                if !matches!(ready.await, Ok(Ok(()))) {
+                    continue;
+                }
                 match job.send(&mut sender, server).await {
                     Attempt::Answer(response) => {
                         return relay_answer(job, server, response, sender).await;

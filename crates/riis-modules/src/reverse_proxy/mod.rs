@@ -231,7 +231,12 @@ impl ReverseProxy {
     }
 
     /// The request's headers as the server gets them.
-    fn request_headers(ctx: &HttpContext, config: &ReverseProxyConfig) -> HeaderMap {
+    fn request_headers(
+        ctx: &HttpContext,
+        config: &ReverseProxyConfig,
+        client_host: Option<&str>,
+        https: bool,
+    ) -> HeaderMap {
         let req = ctx.request();
         let client = req.headers();
         let mut headers = HeaderMap::with_capacity(client.len() + 4);
@@ -248,13 +253,8 @@ impl ReverseProxy {
             }
             headers.append(name, value.clone());
         }
-        // The routed host: HTTP/2's `:authority`, or the `Host` header.
-        let client_host = ctx.server_variable("HTTP_HOST");
         if config.preserve_host {
-            if let Some(host) = client_host
-                .as_deref()
-                .and_then(|h| HeaderValue::from_str(h).ok())
-            {
+            if let Some(host) = client_host.and_then(|h| HeaderValue::from_str(h).ok()) {
                 headers.insert(header::HOST, host);
             }
         }
@@ -272,15 +272,11 @@ impl ReverseProxy {
             if let Ok(value) = forwarded_for {
                 headers.insert(HeaderName::from_static("x-forwarded-for"), value);
             }
-            let https = ctx.server_variable("HTTPS").as_deref() == Some("on");
             headers.insert(
                 HeaderName::from_static("x-forwarded-proto"),
                 HeaderValue::from_static(if https { "https" } else { "http" }),
             );
-            if let Some(host) = client_host
-                .as_deref()
-                .and_then(|h| HeaderValue::from_str(h).ok())
-            {
+            if let Some(host) = client_host.and_then(|h| HeaderValue::from_str(h).ok()) {
                 headers.insert(HeaderName::from_static("x-forwarded-host"), host);
             }
         }
@@ -321,12 +317,16 @@ impl ReverseProxy {
             Ok(target) => target,
             Err(e) => return fail(ctx, StatusCode::BAD_REQUEST, &format!("bad URL: {e}")),
         };
-        let headers = Self::request_headers(ctx, &config);
+        // The routed host: HTTP/2's `:authority`, or the `Host` header.
+        let client_host = ctx.server_variable("HTTP_HOST");
         let https = ctx.server_variable("HTTPS").as_deref() == Some("on");
-        let client_origin = ctx.server_variable("HTTP_HOST").map(|host| {
-            let scheme = if https { "https://" } else { "http://" };
-            format!("{scheme}{host}")
-        });
+        let headers = Self::request_headers(ctx, &config, client_host.as_deref(), https);
+        let client_origin = client_host
+            .filter(|_| config.reverse_rewrite_host)
+            .map(|host| {
+                let scheme = if https { "https://" } else { "http://" };
+                format!("{scheme}{host}")
+            });
         let relay = Arc::new(Relay::new(
             ctx.completion_handle(),
             Duration::from_secs(config.timeout),
@@ -336,7 +336,7 @@ impl ReverseProxy {
             target,
             headers,
             body,
-            client_origin: client_origin.filter(|_| config.reverse_rewrite_host),
+            client_origin,
             idempotent: matches!(
                 *ctx.request().method(),
                 Method::GET
