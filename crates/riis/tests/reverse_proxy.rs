@@ -76,9 +76,26 @@ impl Backend {
         });
         Self { addr, seen }
     }
+
+    /// The same server on a Unix socket at `path`.
+    fn start_unix(name: &'static str, path: &std::path::Path) -> Self {
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        let seen = Arc::new(Seen::default());
+        let shared = seen.clone();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                let number = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                let seen = shared.clone();
+                std::thread::spawn(move || serve(stream, name, addr, number, &seen));
+            }
+        });
+        Self { addr, seen }
+    }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
+fn read_request(reader: &mut BufReader<impl Read>) -> Option<Received> {
     let mut head = Vec::new();
     loop {
         let n = reader.read_until(b'\n', &mut head).ok()?;
@@ -121,7 +138,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
     })
 }
 
-fn serve(stream: TcpStream, name: &str, addr: SocketAddr, connection: usize, seen: &Seen) {
+fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: usize, seen: &Seen) {
     let mut reader = BufReader::new(stream);
     let mut nth = 0;
     while let Some(mut received) = read_request(&mut reader) {
@@ -133,7 +150,7 @@ fn serve(stream: TcpStream, name: &str, addr: SocketAddr, connection: usize, see
         let out = reader.get_mut();
         let path = target.split('?').next().unwrap();
         match path {
-            "/echo" | "/api/echo" | "/upload/echo" | "/nohost/echo" => {
+            "/echo" | "/api/echo" | "/upload/echo" | "/nohost/echo" | "/sock/echo" => {
                 let mut text = format!(
                     "backend={name}\nmethod={}\ntarget={}\nbody={}\n",
                     received.method,
@@ -244,7 +261,13 @@ fn serve(stream: TcpStream, name: &str, addr: SocketAddr, connection: usize, see
     }
 }
 
-fn respond(out: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8], method: &str) {
+fn respond(
+    out: &mut impl Write,
+    status: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    method: &str,
+) {
     let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -641,4 +664,28 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?from={{R:1}}" }}
         err.contains("written out") && err.contains("bad.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn a_server_on_a_unix_socket_and_the_status_lines() {
+    let backend = Backend::start("a");
+    let dir = TempDir::new("reverse-proxy-unix");
+    let socket = dir.path().join("app.sock");
+    let on_socket = Backend::start_unix("sock", &socket);
+    let extra = format!(
+        "\n[[sites.locations]]\npath = \"/sock\"\nproxy = {{ servers = [\"unix:{}\"] }}\n",
+        socket.display()
+    );
+    let (config_dir, server) = start_with(&[&backend], &extra);
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/sock/echo");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-backend"), Some("sock"));
+    assert_eq!(on_socket.seen.last().header("host"), Some("test"));
+    conn.get("/sock/echo");
+    assert_eq!(on_socket.seen.connections.load(Ordering::SeqCst), 1);
+
+    let status = common::riis_status(&config_dir.path().join("riis.toml"));
+    assert!(status.contains("proxy_requests_running: 0\n"), "{status}");
+    assert!(status.contains("proxy_connections_idle: 1\n"), "{status}");
 }
