@@ -11,6 +11,22 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpStream, UnixStream};
 
+/// Milliseconds on a clock of the process's own (from 1, so that 0 can
+/// mean "never"): a time that fits an atomic.
+pub(crate) fn clock_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+/// The instant `ms` of [`clock_ms`] stands for.
+pub(crate) fn clock_instant(ms: u64) -> Instant {
+    epoch() + Duration::from_millis(ms.saturating_sub(1))
+}
+
+fn epoch() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 /// How long an idle connection is kept.
 const IDLE_TIME: Duration = Duration::from_secs(60);
 /// The send buffer of a TCP connection to a backend.

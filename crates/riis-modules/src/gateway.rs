@@ -149,12 +149,20 @@ pub(crate) enum BodyError {
 }
 
 /// Adds what the last body read brought to `body`, at most `limit` bytes
-/// in all.
+/// in all. `completion` is the read's: one that failed (the client's
+/// connection broke off mid-body, `E_CONNECTION_ABORTED`) ends the body
+/// early, whatever it brought, so a cut-short body is never passed on as
+/// whole.
 pub(crate) fn take_body_piece(
     ctx: &mut HttpContext,
     body: &mut Vec<u8>,
     limit: u64,
+    completion: &riis_pipeline::CompletionInfo,
 ) -> Result<(), BodyError> {
+    if completion.status != 0 {
+        ctx.response_mut().set_need_disconnect();
+        return Err(BodyError::EndedEarly);
+    }
     let data = ctx.request_mut().take_read_data();
     if (body.len() + data.len()) as u64 > limit {
         ctx.response_mut().set_need_disconnect();

@@ -235,6 +235,13 @@ impl Relay {
         self.last_activity.store(ms, Ordering::Relaxed);
     }
 
+    /// Notes that the backend was active at `at` (seen by its connection,
+    /// which outlives this exchange), if that is later than what is known.
+    pub(crate) fn note_activity_at(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.started).as_millis() as u64;
+        self.last_activity.fetch_max(ms, Ordering::Relaxed);
+    }
+
     /// When the backend will have been silent for `activity_timeout`,
     /// counted from its last activity (from now while riis holds it back).
     pub(crate) fn silence_deadline(&self) -> tokio::time::Instant {

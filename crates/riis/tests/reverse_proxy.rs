@@ -150,7 +150,7 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
         let out = reader.get_mut();
         let path = target.split('?').next().unwrap();
         match path {
-            "/echo" | "/api/echo" | "/upload/echo" | "/nohost/echo" | "/sock/echo" => {
+            echo if echo.ends_with("/echo") => {
                 let mut text = format!(
                     "backend={name}\nmethod={}\ntarget={}\nbody={}\n",
                     received.method,
@@ -175,6 +175,39 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                     ("Location", &format!("http://{addr}/landing?x=1")),
                     ("Content-Location", "http://elsewhere.test/page"),
                 ],
+                b"",
+                &received.method,
+            ),
+            "/switch" => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                return;
+            }
+            // The head a few bytes at a time, slower in all than `timeout`
+            // but never silent for as long.
+            "/stream/trickle" => {
+                for piece in [
+                    &b"HTTP/1.1 200 OK\r\n"[..],
+                    b"Content-Length: 2\r\n",
+                    b"X-Slow: yes\r\n",
+                    b"\r\n",
+                    b"ok",
+                ] {
+                    std::thread::sleep(Duration::from_millis(400));
+                    out.write_all(piece).unwrap();
+                }
+            }
+            "/listlength" => {
+                let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n");
+                if received.method != "HEAD" {
+                    let _ = out.write_all(b"ok");
+                }
+            }
+            "/shouting" => respond(
+                out,
+                "301 Moved Permanently",
+                &[("Location", &format!("HTTP://{addr}/upper"))],
                 b"",
                 &received.method,
             ),
@@ -357,6 +390,7 @@ fn the_backend_gets_the_request_and_makes_the_response() {
         b"POST /echo?q=1&r=%2F HTTP/1.1\r\nHost: site.test\r\nUser-Agent: tester\r\n\
           Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTE: trailers\r\nKeep-Alive: 5\r\n\
           X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
+          X-Forwarded-For: 198.51.100.7\r\nX-Original-URL: /admin\r\nX_Forwarded_For: 10.9.9.9\r\n\
           Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
     );
     let resp = conn.read_response(false);
@@ -372,12 +406,18 @@ fn the_backend_gets_the_request_and_makes_the_response() {
     assert_eq!(seen.header("content-length"), Some("11"));
     assert_eq!(
         seen.header("x-forwarded-for"),
-        Some("203.0.113.9, 127.0.0.1")
+        Some("203.0.113.9, 198.51.100.7, 127.0.0.1")
     );
     // riis's own, not the client's claim.
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
     assert_eq!(seen.header("x-forwarded-host"), Some("site.test"));
-    for hop in ["x-hop", "te", "keep-alive", "x-original-url"] {
+    for hop in [
+        "x-hop",
+        "te",
+        "keep-alive",
+        "x-original-url",
+        "x_forwarded_for",
+    ] {
         assert_eq!(seen.header(hop), None, "{hop}");
     }
     assert_ne!(seen.header("connection"), Some("keep-alive, X-Hop"));
@@ -688,4 +728,126 @@ fn a_server_on_a_unix_socket_and_the_status_lines() {
     let status = common::riis_status(&config_dir.path().join("riis.toml"));
     assert!(status.contains("proxy_requests_running: 0\n"), "{status}");
     assert!(status.contains("proxy_connections_idle: 1\n"), "{status}");
+}
+
+#[test]
+fn a_body_cut_short_by_the_client_is_not_passed_on() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n");
+    conn.send_raw(&[b'x'; 50]);
+    conn.shutdown_write();
+    // Whatever the client hears (it left), the server gets nothing.
+    let mut buf = [0u8; 1024];
+    while matches!(conn.read_raw(&mut buf), Ok(n) if n > 0) {}
+    // A request after it, on another connection, is the first one the
+    // backend sees.
+    assert_eq!(common::get(server.addr, "/echo").status, 200);
+    let requests = backend.seen.requests.lock().unwrap();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].method, "GET");
+}
+
+#[test]
+fn odd_answers_are_refused_or_made_plain() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    // A protocol switch riis never asked for.
+    assert_eq!(conn.get("/switch").status, 502);
+    // A head that takes longer than `timeout` in all, but keeps coming.
+    let slow = conn.get("/stream/trickle");
+    assert_eq!((slow.status, slow.text().as_str()), (200, "ok"));
+    assert_eq!(slow.header("x-slow"), Some("yes"));
+    // A list of one length, for HEAD: the number.
+    conn.send_raw(b"HEAD /listlength HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(conn.read_response(true).header("content-length"), Some("2"));
+    assert_eq!(conn.get("/listlength").text(), "ok");
+    // The server's own origin, whatever the scheme's case.
+    conn.send_raw(b"GET /shouting HTTP/1.1\r\nHost: front.test\r\n\r\n");
+    let moved = conn.read_response(false);
+    assert_eq!(moved.status, 301);
+    // With preserve_host (the default) the server's own address is not
+    // its Host, but riis still recognises it.
+    assert_eq!(moved.header("location"), Some("http://front.test/upper"));
+}
+
+#[test]
+fn a_server_that_fails_after_connecting_is_left_for_the_next() {
+    let good = Backend::start("good");
+    // Takes the connection and the request, then drops it unanswered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let flaky = listener.local_addr().unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let count = dropped.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(stream);
+            let _ = read_request(&mut reader);
+        }
+    });
+    let extra = format!(
+        "\n[[sites.locations]]\npath = \"/flaky\"\nproxy = {{ servers = [\"http://{flaky}\", \"http://{good}\"], fail_timeout = 60 }}\n\
+         \n[[sites.locations]]\npath = \"/flaky0\"\nproxy = {{ servers = [\"http://{flaky}\", \"http://{good}\"], fail_timeout = 0 }}\n",
+        good = good.addr
+    );
+    let (_dir, server) = start_with(&[&good], &extra);
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..4 {
+        let resp = conn.get("/flaky/echo");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.header("x-backend"), Some("good"));
+    }
+    // Tried once, then left out for fail_timeout.
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+
+    // Never left out (fail_timeout = 0): a GET still goes on to the next
+    // server each time, but a POST the flaky one may have run is not sent
+    // again: of two POSTs, one per server, one gets 502.
+    for _ in 0..4 {
+        assert_eq!(conn.get("/flaky0/echo").status, 200);
+    }
+    assert_eq!(dropped.load(Ordering::SeqCst), 3);
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        conn.send_raw(b"POST /flaky0/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+        statuses.push(conn.read_response(false).status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 502]);
+    assert_eq!(dropped.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn http2_cookies_reach_the_server_as_one_header() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let mut client = common::http2_client(server.addr).await;
+        let request = hyper::Request::get(format!("http://{}/echo", server.addr))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let resp = client.send_request(request).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let _ = resp.into_body().collect().await.unwrap();
+    });
+    let seen = backend.seen.last();
+    let cookies: Vec<&str> = seen
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
+    assert_eq!(seen.header("host"), Some(server.addr.to_string().as_str()));
 }

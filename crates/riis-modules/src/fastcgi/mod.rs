@@ -376,13 +376,13 @@ impl HttpModule for FastCgi {
         ctx: &mut HttpContext,
         _notification: RequestNotification,
         _is_post: bool,
-        _completion: &CompletionInfo,
+        completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Idle => RequestNotificationStatus::Continue,
             State::Reading(mut body) => {
                 let limit = ctx.config(self.config).max_request_body;
-                match crate::gateway::take_body_piece(ctx, &mut body, limit) {
+                match crate::gateway::take_body_piece(ctx, &mut body, limit, completion) {
                     Ok(()) => self.go_on(ctx, body),
                     Err(BodyError::TooLarge) => too_large(ctx, limit),
                     Err(BodyError::EndedEarly) => {

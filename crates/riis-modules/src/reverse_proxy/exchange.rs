@@ -4,6 +4,7 @@
 //! answer through the [`Relay`].
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -17,7 +18,7 @@ use riis_pipeline::http::{Method, Request, Response, StatusCode, Uri};
 
 use super::farm::Server;
 use super::ReverseProxyConfig;
-use crate::backend::{Connection, Pools, Reusable};
+use crate::backend::{clock_instant, clock_ms, Connection, Pools, Reusable};
 use crate::gateway::ResponseHead;
 use crate::relay::{End, Relay};
 
@@ -25,14 +26,86 @@ use crate::relay::{End, Relay};
 /// takes counts as the server's activity.
 const BODY_PIECE: usize = 64 * 1024;
 
-/// A kept connection: hyper's handle to send on it.
-pub(super) struct Kept(SendRequest<RequestBody>);
+/// A connection to a server: hyper's handle to send on it, and when a byte
+/// last went either way on it.
+pub(super) struct Kept {
+    sender: SendRequest<RequestBody>,
+    last_io: Arc<AtomicU64>,
+}
 
 impl Reusable for Kept {
     fn is_reusable(&self) -> bool {
         // The connection's task ends (and closes it) when the server
         // closes it or sends anything unasked for.
-        !self.0.is_closed()
+        !self.sender.is_closed()
+    }
+}
+
+/// A connection that notes each read and write that moved bytes (on
+/// [`clock_ms`]): a server that sends its head a byte at a time, or
+/// `102 Processing` now and then, is not silent, though no whole head or
+/// body piece came yet.
+struct Watched {
+    io: Connection,
+    last_io: Arc<AtomicU64>,
+}
+
+impl Watched {
+    fn moved(&self) {
+        self.last_io.store(clock_ms(), Ordering::Relaxed);
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -171,23 +244,31 @@ impl Job {
         request
     }
 
-    /// Sends on `sender`, waiting while the server is active.
-    async fn send(&self, sender: &mut SendRequest<RequestBody>, server: &Server) -> Attempt {
-        let sending = sender.try_send_request(self.request(server));
+    /// Whether the server has been silent for `timeout`, counting what
+    /// moved on its connection.
+    fn is_silent(&self, line: &Kept) -> bool {
+        let last = line.last_io.load(Ordering::Relaxed);
+        self.relay.note_activity_at(clock_instant(last));
+        self.relay.is_silent()
+    }
+
+    /// Sends on `line`, waiting while the server is active.
+    async fn send(&self, line: &mut Kept, server: &Server) -> Attempt {
+        let sending = line.sender.try_send_request(self.request(server));
         tokio::pin!(sending);
         loop {
             match tokio::time::timeout_at(self.relay.silence_deadline(), &mut sending).await {
                 Ok(Ok(response)) => return Attempt::Answer(response),
                 Ok(Err(e)) if e.message().is_some() => return Attempt::Unsent,
                 Ok(Err(e)) => return Attempt::Failed(e.into_error()),
-                Err(_) if self.relay.is_silent() => return Attempt::Quiet,
+                Err(_) if self.is_silent(line) => return Attempt::Quiet,
                 Err(_) => {}
             }
         }
     }
 
     /// Opens a connection to `server` and starts hyper on it.
-    async fn connect(&self, server: &Server) -> Result<SendRequest<RequestBody>, String> {
+    async fn connect(&self, server: &Server) -> Result<Kept, String> {
         let connect_timeout = std::time::Duration::from_secs(self.config.connect_timeout);
         let connection =
             match tokio::time::timeout(connect_timeout, Connection::open(&server.address)).await {
@@ -200,8 +281,13 @@ impl Job {
                     ))
                 }
             };
+        let last_io = Arc::new(AtomicU64::new(clock_ms()));
+        let watched = Watched {
+            io: connection,
+            last_io: last_io.clone(),
+        };
         let (sender, driver) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(connection))
+            .handshake(TokioIo::new(watched))
             .await
             .map_err(|e| format!("{}: {e}", server.name))?;
         // The connection's own task, on this worker's runtime: it ends
@@ -211,14 +297,15 @@ impl Job {
                 tracing::debug!("ReverseProxy: connection ended: {e}");
             }
         });
-        Ok(sender)
+        Ok(Kept { sender, last_io })
     }
 }
 
 /// Tries the servers in turn until one answers, then relays its answer.
 async fn exchange(job: &Job) -> Result<(), Failure> {
     let kept = job.config.kept_connections;
-    let mut unreachable = Vec::new();
+    let fail_timeout = std::time::Duration::from_secs(job.config.fail_timeout);
+    let mut failures = Vec::new();
     let farm = job
         .only
         .is_none()
@@ -229,17 +316,18 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
         // An idle connection first, while there is one that takes the
         // request.
         if kept > 0 {
-            while let Some(Kept(mut sender)) = job.pools.take(&server.address) {
+            while let Some(mut line) = job.pools.take(&server.address) {
                 // A connection whose last answer just ended may not be
                 // ready yet (its task has not run since): it is waited for,
                 // not dropped. One that closed meanwhile is dropped.
-                let ready = tokio::time::timeout_at(job.relay.silence_deadline(), sender.ready());
+                let ready =
+                    tokio::time::timeout_at(job.relay.silence_deadline(), line.sender.ready());
                 if !matches!(ready.await, Ok(Ok(()))) {
                     continue;
                 }
-                match job.send(&mut sender, server).await {
+                match job.send(&mut line, server).await {
                     Attempt::Answer(response) => {
-                        return relay_answer(job, server, response, sender).await;
+                        return relay_answer(job, server, response, line).await;
                     }
                     Attempt::Unsent => continue,
                     Attempt::Quiet => return Err(quiet(job, server)),
@@ -257,25 +345,38 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 }
             }
         }
-        let mut sender = match job.connect(server).await {
-            Ok(sender) => sender,
+        let mut line = match job.connect(server).await {
+            Ok(line) => line,
             Err(why) => {
-                server.mark_down(std::time::Duration::from_secs(job.config.fail_timeout));
-                unreachable.push(why);
+                server.mark_down(fail_timeout);
+                failures.push(why);
                 continue;
             }
         };
-        return match job.send(&mut sender, server).await {
-            Attempt::Answer(response) => relay_answer(job, server, response, sender).await,
-            Attempt::Unsent => Err(Failure::Broken(format!(
-                "{} closed the connection at once",
-                server.name
-            ))),
-            Attempt::Quiet => Err(quiet(job, server)),
-            Attempt::Failed(e) => Err(Failure::Broken(format!("{}: {e}", server.name))),
-        };
+        match job.send(&mut line, server).await {
+            Attempt::Answer(response) => return relay_answer(job, server, response, line).await,
+            Attempt::Quiet => return Err(quiet(job, server)),
+            // The server took the connection, then failed it before any
+            // answer (it reset or closed it): it is left out like one that
+            // refused, and a request that may run twice goes on to the next
+            // (nginx's `proxy_next_upstream error`).
+            Attempt::Unsent | Attempt::Failed(_) if job.idempotent => {
+                server.mark_down(fail_timeout);
+                failures.push(format!("{} failed before answering", server.name));
+            }
+            Attempt::Unsent => {
+                return Err(Failure::Broken(format!(
+                    "{} closed the connection at once",
+                    server.name
+                )))
+            }
+            Attempt::Failed(e) => {
+                server.mark_down(fail_timeout);
+                return Err(Failure::Broken(format!("{}: {e}", server.name)));
+            }
+        }
     }
-    Err(Failure::Unreachable(unreachable.join("; ")))
+    Err(Failure::Unreachable(failures.join("; ")))
 }
 
 fn quiet(job: &Job, server: &Server) -> Failure {
@@ -291,8 +392,18 @@ async fn relay_answer(
     job: &Job,
     server: &Server,
     response: Response<Incoming>,
-    sender: SendRequest<RequestBody>,
+    line: Kept,
 ) -> Result<(), Failure> {
+    // Informational answers (100, 102, 103) hyper passes over; 101 means
+    // the server switched protocols, which riis never asks for (`Upgrade`
+    // is not passed on): the connection is no longer HTTP.
+    if response.status().is_informational() {
+        return Err(Failure::Broken(format!(
+            "{} answered {}, which riis did not ask for",
+            server.name,
+            response.status()
+        )));
+    }
     server.mark_up();
     job.relay.mark_activity();
     let (parts, mut body) = response.into_parts();
@@ -308,7 +419,7 @@ async fn relay_answer(
                     server.name
                 )))
             }
-            Err(_) if job.relay.is_silent() => return Err(quiet(job, server)),
+            Err(_) if job.is_silent(&line) => return Err(quiet(job, server)),
             Err(_) => continue,
         };
         job.relay.mark_activity();
@@ -317,9 +428,9 @@ async fn relay_answer(
             job.relay.deliver_body(data).await;
         }
     }
-    if job.config.kept_connections > 0 && !sender.is_closed() {
+    if job.config.kept_connections > 0 && !line.sender.is_closed() {
         job.pools
-            .put(&server.address, Kept(sender), job.config.kept_connections);
+            .put(&server.address, line, job.config.kept_connections);
     }
     Ok(())
 }
@@ -340,7 +451,14 @@ fn response_head(
     let mut content_length = None;
     for (next, value) in parts.headers.iter() {
         if *next == header::CONTENT_LENGTH {
-            content_length = Some(value.clone());
+            // hyper took it as one length; `2, 2` (a list of the same
+            // length) is sent on as the number it is.
+            content_length = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(HeaderValue::from);
             continue;
         }
         if super::is_hop_by_hop(next, &parts.headers)
@@ -364,17 +482,27 @@ fn response_head(
     }
 }
 
-/// `value` with the server's origin (`http://` and its `Host`) replaced by
-/// the client's, when it starts with it.
+/// `value` with the server's origin (`http://` and its `Host`, or its host
+/// with port 80 written out) replaced by the client's, when it starts with
+/// it.
 fn reverse_rewrite(job: &Job, server: &Server, value: &HeaderValue) -> Option<HeaderValue> {
     let client = job.client_origin.as_deref()?;
     let text = value.to_str().ok()?;
-    let rest = text.strip_prefix("http://")?;
+    let rest = text
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        .map(|_| &text[7..])?;
     let host = server.host.to_str().ok()?;
-    let after = rest
-        .get(..host.len())
-        .filter(|h| h.eq_ignore_ascii_case(host))
-        .map(|_| &rest[host.len()..])?;
+    let starts = |prefix: &str| {
+        rest.get(..prefix.len())
+            .filter(|h| h.eq_ignore_ascii_case(prefix))
+            .map(|_| &rest[prefix.len()..])
+    };
+    let with_port = (!host.contains(':') || host.ends_with(']')).then(|| format!("{host}:80"));
+    let after = with_port
+        .as_deref()
+        .and_then(starts)
+        .or_else(|| starts(host))?;
     if !(after.is_empty() || after.starts_with(['/', '?', '#'])) {
         return None;
     }

@@ -7,12 +7,11 @@
 //! no lock.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use riis_pipeline::http::HeaderValue;
 
-use crate::backend::Address;
+use crate::backend::{clock_ms, Address};
 
 /// One server.
 #[derive(Debug)]
@@ -24,14 +23,8 @@ pub struct Server {
     /// Its `Host` (`host`, or `host:port` when the port is not 80), for
     /// requests that do not keep the client's.
     pub host: HeaderValue,
-    /// Until when it is left out (milliseconds on [`clock`]; 0: it is not).
+    /// Until when it is left out (milliseconds on [`clock_ms`]; 0: it is not).
     down_until: AtomicU64,
-}
-
-/// Milliseconds since the process first asked.
-fn clock() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 impl Server {
@@ -87,7 +80,7 @@ impl Server {
     /// Leaves the server out for `time` (it could not be reached).
     pub fn mark_down(&self, time: Duration) {
         if !time.is_zero() {
-            let until = clock() + time.as_millis() as u64;
+            let until = clock_ms() + time.as_millis() as u64;
             self.down_until.store(until, Ordering::Relaxed);
         }
     }
@@ -134,7 +127,7 @@ impl Farm {
         };
         // Who is down is read once, so that a server marked down by this
         // request is not tried again in the second round.
-        let now = clock();
+        let now = clock_ms();
         let down = self
             .servers
             .iter()

@@ -216,6 +216,31 @@ fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
         })
 }
 
+/// The values of `name` in `headers` (and `last`, if given), joined with
+/// `separator`; `None` when there are none or the result is not a header
+/// value.
+fn join(
+    headers: &HeaderMap,
+    name: impl header::AsHeaderName,
+    separator: &[u8],
+    last: Option<&str>,
+) -> Option<HeaderValue> {
+    let mut joined: Vec<u8> = Vec::new();
+    let values = headers.get_all(name).iter().map(HeaderValue::as_bytes);
+    for value in values.chain(last.map(str::as_bytes)) {
+        if value.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(separator);
+        }
+        joined.extend_from_slice(value);
+    }
+    HeaderValue::from_bytes(&joined)
+        .ok()
+        .filter(|_| !joined.is_empty())
+}
+
 impl ReverseProxy {
     /// Reads the next piece of the body, or starts the exchange once it is
     /// all here.
@@ -240,18 +265,36 @@ impl ReverseProxy {
         let req = ctx.request();
         let client = req.headers();
         let mut headers = HeaderMap::with_capacity(client.len() + 4);
+        // HTTP/2 clients send each cookie as a field of its own; an HTTP/1.1
+        // server expects them in one (RFC 9113 §8.2.3).
+        let join_cookies = req.http_version() == riis_pipeline::http::Version::HTTP_2
+            && client.get_all(header::COOKIE).iter().nth(1).is_some();
         for (name, value) in client {
             if is_hop_by_hop(name, client)
                 || matches!(
                     *name,
                     header::HOST | header::CONTENT_LENGTH | header::EXPECT
                 )
+                // riis's own, never the client's.
+                || name == "x-original-url"
                 || (config.forwarded_headers
-                    && (name == "x-forwarded-proto" || name == "x-forwarded-host"))
+                    && (name == "x-forwarded-proto"
+                        || name == "x-forwarded-host"
+                        || name == "x-forwarded-for"))
+                // `X_Forwarded_For` would pass for `X-Forwarded-For` with
+                // servers that treat `_` and `-` alike (CGI's HTTP_
+                // variables): dropped, as nginx does by default.
+                || name.as_str().contains('_')
+                || (join_cookies && name == header::COOKIE)
             {
                 continue;
             }
             headers.append(name, value.clone());
+        }
+        if join_cookies {
+            if let Some(joined) = join(client, header::COOKIE, b"; ", None) {
+                headers.insert(header::COOKIE, joined);
+            }
         }
         if config.preserve_host {
             if let Some(host) = client_host.and_then(|h| HeaderValue::from_str(h).ok()) {
@@ -259,17 +302,10 @@ impl ReverseProxy {
             }
         }
         if config.forwarded_headers {
+            // Every earlier hop's, in order, then the client's address.
             let address = req.remote_address().ip().to_canonical().to_string();
-            let forwarded_for = match client.get("x-forwarded-for").map(|v| v.as_bytes()) {
-                Some(earlier) if !earlier.is_empty() => {
-                    let mut joined = earlier.to_vec();
-                    joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(address.as_bytes());
-                    HeaderValue::from_bytes(&joined)
-                }
-                _ => HeaderValue::from_str(&address),
-            };
-            if let Ok(value) = forwarded_for {
+            let forwarded_for = join(client, "x-forwarded-for", b", ", Some(&address));
+            if let Some(value) = forwarded_for {
                 headers.insert(HeaderName::from_static("x-forwarded-for"), value);
             }
             headers.insert(
@@ -432,13 +468,13 @@ impl HttpModule for ReverseProxy {
         ctx: &mut HttpContext,
         _notification: RequestNotification,
         _is_post: bool,
-        _completion: &CompletionInfo,
+        completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Idle => RequestNotificationStatus::Continue,
             State::Reading(mut body) => {
                 let limit = ctx.config(self.config).max_request_body;
-                match crate::gateway::take_body_piece(ctx, &mut body, limit) {
+                match crate::gateway::take_body_piece(ctx, &mut body, limit, completion) {
                     Ok(()) => self.go_on(ctx, body),
                     Err(BodyError::TooLarge) => too_large(ctx, limit),
                     Err(BodyError::EndedEarly) => {

@@ -261,6 +261,12 @@ impl Connection {
         resp
     }
 
+    /// Ends the client's sending side (a half-close).
+    #[allow(dead_code)]
+    pub fn shutdown_write(&mut self) {
+        let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Write);
+    }
+
     /// Reads whatever bytes come next, as they are.
     #[allow(dead_code)]
     pub fn read_raw(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
