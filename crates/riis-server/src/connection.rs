@@ -246,6 +246,9 @@ pub struct Activity {
     /// The number of the request whose head had both Content-Length and
     /// Transfer-Encoding ([`FramingWatch`]), 0 while none had.
     framing_conflict: AtomicU64,
+    /// A response was cut short on this HTTP/1.x connection: it ends with
+    /// a reset, not a close that would look like the end of the body.
+    abort: AtomicBool,
 }
 
 /// A write at least this large carries response data (HTTP/2 control
@@ -422,6 +425,22 @@ impl Activity {
     /// Asks the connection to finish and close.
     fn drain(&self) {
         self.close_after_exchange();
+    }
+
+    /// A response went out cut short: on HTTP/1.x the connection is to end
+    /// with a reset (TCP RST), because to a client reading to the end of
+    /// the connection (HTTP/1.0, or a response without a length) a plain
+    /// close would look like the end of a whole body. HTTP/2 resets the
+    /// stream instead, and the connection goes on.
+    pub fn abort_on_close(&self) {
+        if !self.http2.load(Ordering::Relaxed) {
+            self.abort.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the connection is to end with a reset.
+    pub fn aborts(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
     }
 
     /// Asks the connection to close once the exchange under way is done
@@ -829,6 +848,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sendfile for tokio_rustls::server::TlsSt
         _len: usize,
     ) -> Poll<io::Result<usize>> {
         Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
+}
+
+/// Ending a connection with a reset (TCP RST) instead of a close.
+pub trait AbortiveClose {
+    /// Makes the socket's close send a reset (`SO_LINGER` of 0): bytes not
+    /// yet sent are dropped, and the peer sees the connection fail.
+    fn set_abortive_close(&self);
+}
+
+impl AbortiveClose for tokio::net::TcpStream {
+    fn set_abortive_close(&self) {
+        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+    }
+}
+
+impl AbortiveClose for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn set_abortive_close(&self) {
+        self.get_ref().0.set_abortive_close();
     }
 }
 
@@ -1322,9 +1360,10 @@ pub async fn linger_close<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) {
 
 /// Ends a connection hyper is done with: answers `refusal` when hyper gave up
 /// on a request without answering it, and closes gracefully.
-pub async fn finish_connection<T: AsyncRead + AsyncWrite + Unpin>(
+pub async fn finish_connection<T: AsyncRead + AsyncWrite + AbortiveClose + Unpin>(
     io: Arc<Mutex<IoState<T>>>,
     refusal: Option<Refusal>,
+    abort: bool,
 ) {
     // hyper dropped its handle when the connection future ended.
     let Ok(state) = Arc::try_unwrap(io) else {
@@ -1334,6 +1373,11 @@ pub async fn finish_connection<T: AsyncRead + AsyncWrite + Unpin>(
     let (mut io, pending) = (state.io, state.pending);
     if !pending.is_empty() {
         let _ = tokio::time::timeout(Duration::from_secs(1), io.write_all(&pending)).await;
+    }
+    if abort {
+        // Dropped now, the socket closes with a reset.
+        io.set_abortive_close();
+        return;
     }
     match refusal {
         Some(r) => answer_and_close(&mut io, r).await,

@@ -477,7 +477,10 @@ async fn drive(
                         // The message must not end as if it were whole: the
                         // body fails, and hyper drops the connection without
                         // the last chunk (HTTP/1.1) or resets the stream
-                        // (HTTP/2).
+                        // (HTTP/2); an HTTP/1.x connection then ends with a
+                        // reset, which HTTP/1.0 clients and responses without
+                        // a length need to tell it from the end.
+                        reader.state.activity.abort_on_close();
                         let why = if out.reset {
                             "a module reset the connection"
                         } else {

@@ -33,8 +33,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::connection::{
-    finish_connection, Activity, Admission, ConnectionCounter, ConnectionState, Expiry, Flushing,
-    IoState, ParserHold, Sendfile, SharedIo, Sweeper, WaitReadable,
+    finish_connection, AbortiveClose, Activity, Admission, ConnectionCounter, ConnectionState,
+    Expiry, Flushing, IoState, ParserHold, Sendfile, SharedIo, Sweeper, WaitReadable,
 };
 use crate::driver::{handle, ConnectionReset, CurrentGeneration, ReplyFuture};
 use crate::strict::{parse_error_response, Refusal};
@@ -204,11 +204,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 
 /// The transports riis serves: plain TCP and TLS over it.
 pub(crate) trait Socket:
-    AsyncRead + AsyncWrite + Sendfile + WaitReadable + Unpin + Send + 'static
+    AsyncRead + AsyncWrite + Sendfile + WaitReadable + AbortiveClose + Unpin + Send + 'static
 {
 }
 
-impl<T: AsyncRead + AsyncWrite + Sendfile + WaitReadable + Unpin + Send + 'static> Socket for T {}
+impl<
+        T: AsyncRead + AsyncWrite + Sendfile + WaitReadable + AbortiveClose + Unpin + Send + 'static,
+    > Socket for T
+{
+}
 
 type Http1Connection<I> = http1::Connection<TokioIo<Rewind<SharedIo<I>>>, Service>;
 type Http2Connection<I> =
@@ -430,7 +434,7 @@ impl<I: Socket> Open<I> {
             }
             End::Hyper(Ok(())) | End::Drained | End::Closed => None,
         };
-        finish_connection(shared, refusal.filter(|_| http1)).await;
+        finish_connection(shared, refusal.filter(|_| http1), activity.aborts()).await;
         drop(admission);
     }
 }

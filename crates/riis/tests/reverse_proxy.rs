@@ -539,6 +539,19 @@ fn failures_get_502_and_504() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(!text.ends_with("0\r\n\r\n"), "the end is not made up");
+
+    // HTTP/1.0 has no chunks: the body ends where the connection does, so
+    // a cut-short one must end with a reset, not a close.
+    let mut cut = Connection::open(server.addr);
+    cut.send_raw(b"GET /stream/cut HTTP/1.0\r\n\r\n");
+    let end = loop {
+        match cut.read_raw(&mut buf) {
+            Ok(0) => break None,
+            Ok(_) => {}
+            Err(e) => break Some(e.kind()),
+        }
+    };
+    assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
 }
 
 #[test]

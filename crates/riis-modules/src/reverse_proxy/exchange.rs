@@ -360,9 +360,15 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
             // answer (it reset or closed it): it is left out like one that
             // refused, and a request that may run twice goes on to the next
             // (nginx's `proxy_next_upstream error`).
-            Attempt::Unsent | Attempt::Failed(_) if job.idempotent => {
+            // (An answer that is not HTTP is the server's, not a failure of
+            // the connection: 502 at once, as nginx does by default.)
+            Attempt::Failed(e) if job.idempotent && !e.is_parse() => {
                 server.mark_down(fail_timeout);
-                failures.push(format!("{} failed before answering", server.name));
+                failures.push(format!("{} failed before answering: {e}", server.name));
+            }
+            Attempt::Unsent if job.idempotent => {
+                server.mark_down(fail_timeout);
+                failures.push(format!("{} closed the connection at once", server.name));
             }
             Attempt::Unsent => {
                 return Err(Failure::Broken(format!(
@@ -371,7 +377,9 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 )))
             }
             Attempt::Failed(e) => {
-                server.mark_down(fail_timeout);
+                if !e.is_parse() {
+                    server.mark_down(fail_timeout);
+                }
                 return Err(Failure::Broken(format!("{}: {e}", server.name)));
             }
         }
