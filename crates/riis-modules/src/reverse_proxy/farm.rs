@@ -120,11 +120,6 @@ impl Farm {
     /// are).
     pub fn order(&self) -> impl Iterator<Item = &Server> {
         let count = self.servers.len();
-        let first = if count > 1 {
-            self.next.fetch_add(1, Ordering::Relaxed) % count
-        } else {
-            0
-        };
         // Who is down is read once, so that a server marked down by this
         // request is not tried again in the second round.
         let now = clock_ms();
@@ -134,6 +129,18 @@ impl Farm {
             .enumerate()
             .filter(|(_, server)| server.is_down(now))
             .fold(0u64, |bits, (i, _)| bits | 1 << i);
+        let mut first = 0;
+        if count > 1 {
+            first = self.next.fetch_add(1, Ordering::Relaxed) % count;
+            // A turn that falls on a server left out passes to the next
+            // turn, so the others share its requests evenly (rather than
+            // the one after it taking them all).
+            let mut passes = 0;
+            while down >> first & 1 == 1 && passes < count {
+                first = self.next.fetch_add(1, Ordering::Relaxed) % count;
+                passes += 1;
+            }
+        }
         let round = move |want_down: bool| {
             (0..count)
                 .map(move |i| (first + i) % count)
@@ -214,10 +221,12 @@ mod tests {
         assert_eq!(names(&f), ["http://a", "http://b", "http://c"]);
         assert_eq!(names(&f), ["http://b", "http://c", "http://a"]);
         f.servers[2].mark_down(Duration::from_secs(60));
+        // c's turns pass on: a and b share them evenly.
         assert_eq!(names(&f), ["http://a", "http://b", "http://c"]);
+        assert_eq!(names(&f), ["http://b", "http://a", "http://c"]);
         assert_eq!(names(&f), ["http://a", "http://b", "http://c"]);
+        assert_eq!(names(&f), ["http://b", "http://a", "http://c"]);
         f.servers[2].mark_up();
-        assert_eq!(names(&f), ["http://b", "http://c", "http://a"]);
         // All down: all are still tried, in turn.
         for s in &f.servers {
             s.mark_down(Duration::from_secs(60));
