@@ -717,6 +717,16 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?from={{R:1}}" }}
         err.contains("written out") && err.contains("bad.toml"),
         "{err}"
     );
+
+    // The proxy example's configuration is valid.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/proxy/riis.toml");
+    let out = common::riis_command("check-config", &example);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
