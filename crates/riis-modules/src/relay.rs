@@ -336,8 +336,10 @@ impl Receiver {
                 self.head_without_length =
                     ctx.request().method() == Method::HEAD && head.content_length.is_none();
                 // At limit 0 the head goes out as soon as it is here, unless
-                // the whole answer is.
-                send_head = limit == 0 && end.is_none();
+                // the whole answer is; a 101 at once, since what follows it
+                // is another protocol's, passed on outside the response.
+                send_head =
+                    (limit == 0 || head.status == StatusCode::SWITCHING_PROTOCOLS) && end.is_none();
                 head.apply(ctx);
                 // The backend's own error pages are its answer.
                 ctx.response_mut().set_try_skip_custom_errors(true);

@@ -182,6 +182,8 @@ pub struct HttpContext {
     pub(crate) started: Instant,
     /// Values that live until the request ends ([`HttpContext::keep_until_request_end`]).
     pub(crate) kept: Vec<Box<dyn Any + Send>>,
+    /// The client's connection after a 101, until a module takes it.
+    pub(crate) upgraded: Option<crate::UpgradedStream>,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -237,6 +239,7 @@ impl HttpContext {
             request_id,
             started: Instant::now(),
             kept: Vec::new(),
+            upgraded: None,
         }
     }
 
@@ -798,6 +801,19 @@ impl HttpContext {
             notification,
         });
         self.response.error_description = Some(description.to_owned());
+    }
+
+    /// The client's connection after this request's `101 Switching
+    /// Protocols` went out, for the module that switched it: taken once,
+    /// `None` before the 101 head was sent, after it was taken, and for
+    /// requests that did not switch (see [`crate::UpgradedStream`]).
+    ///
+    /// The server switches a request only if it can: an HTTP/1.1 request
+    /// with an `Upgrade` header and no body. A 101 to any other request is
+    /// refused by the server (a 500, logged), since the client did not ask
+    /// for it (HTTP/2 has no 101 at all, RFC 9113 §8.6).
+    pub fn take_upgraded_stream(&mut self) -> Option<crate::UpgradedStream> {
+        self.upgraded.take()
     }
 
     /// Keeps `value` until the request ends (the lifetime of IIS's

@@ -444,6 +444,14 @@ impl RequestExecution {
         &mut self.frames[0].ctx
     }
 
+    /// The client's connection switched protocols with the head the last
+    /// [`Step::Send`] carried (a 101): the module that sent it finds
+    /// `stream` through [`HttpContext::take_upgraded_stream`] once the send
+    /// completes. For servers, before [`Self::complete_send`].
+    pub fn set_upgraded_stream(&mut self, stream: crate::UpgradedStream) {
+        self.frames[0].ctx.upgraded = Some(stream);
+    }
+
     /// The output of the last [`Step::Send`].
     pub fn take_output(&mut self) -> Option<Output> {
         self.output.take()

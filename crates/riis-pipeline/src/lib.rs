@@ -54,6 +54,7 @@ mod registration;
 mod request;
 mod response;
 mod server_variables;
+mod upgrade;
 mod user;
 
 pub use bytes;
@@ -89,4 +90,5 @@ pub use registration::{
 };
 pub use request::{prepare_url_path, HttpRequest, UrlError};
 pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, ResponseError};
+pub use upgrade::{UpgradedIo, UpgradedStream};
 pub use user::HttpUser;

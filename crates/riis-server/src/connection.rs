@@ -354,6 +354,15 @@ impl Activity {
         }
     }
 
+    /// A write on a connection lent after a 101 moved `n` bytes, or found
+    /// the socket full (`None`): the send timeout watches it as hyper's.
+    pub(crate) fn lent_write(&self, n: Option<usize>) {
+        if let Some(n) = n {
+            self.sent(n);
+        }
+        self.set_blocked(&self.write_blocked, n.is_none());
+    }
+
     /// Records whether hyper's last write (`flag` = `write_blocked`) or the
     /// last send of gathered bytes (`flush_blocked`) found the socket full.
     fn set_blocked(&self, flag: &AtomicBool, blocked: bool) {
@@ -579,7 +588,13 @@ pub struct ConnectionState {
     pub activity: Activity,
     /// Where file ranges queue for `sendfile` (plain connections only).
     sendfile: Option<SendfileQueue>,
+    /// Where the connection goes once hyper has written a 101 head: to the
+    /// module that switched it (see [`crate::upgrade`]).
+    upgrade: Mutex<Option<UpgradeSender>>,
 }
+
+/// Hands a connection that switched protocols to its module.
+pub(crate) type UpgradeSender = tokio::sync::oneshot::Sender<Box<dyn riis_pipeline::UpgradedIo>>;
 
 impl ConnectionState {
     /// The state of a new connection; `sendfile`: file ranges may go out
@@ -597,7 +612,31 @@ impl ConnectionState {
             requests: AtomicU64::new(0),
             activity: Activity::new(),
             sendfile: sendfile.then(SendfileQueue::default),
+            upgrade: Mutex::new(None),
         }
+    }
+
+    /// The request under way answers 101: once hyper has written the head,
+    /// the connection goes to the returned stream.
+    pub fn expect_upgrade(&self) -> riis_pipeline::UpgradedStream {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *self.upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        riis_pipeline::UpgradedStream::new(rx)
+    }
+
+    /// Where the connection goes after a 101, if a request switched it.
+    pub(crate) fn take_upgrade(&self) -> Option<UpgradeSender> {
+        self.upgrade
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Counts the connection in service, without a request (a connection
+    /// lent after a 101): only the send timeout applies to it.
+    pub(crate) fn hold_in_service(self: &Arc<Self>) -> InService {
+        self.activity.in_service.fetch_add(1, Ordering::Relaxed);
+        InService(self.clone())
     }
 
     /// A request reached the service; the returned guard, dropped with the
@@ -851,22 +890,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sendfile for tokio_rustls::server::TlsSt
     }
 }
 
-/// Ending a connection with a reset (TCP RST) instead of a close.
+/// Ending a connection at once: with a reset (TCP RST) instead of a close,
+/// or under whoever is using it.
 pub trait AbortiveClose {
     /// Makes the socket's close send a reset (`SO_LINGER` of 0): bytes not
     /// yet sent are dropped, and the peer sees the connection fail.
     fn set_abortive_close(&self);
+
+    /// Shuts the socket down both ways now: whoever reads it (a module
+    /// holding a connection that switched protocols) sees its end, and
+    /// writes fail.
+    fn shut_down_now(&self);
 }
 
 impl AbortiveClose for tokio::net::TcpStream {
     fn set_abortive_close(&self) {
         let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
     }
+
+    fn shut_down_now(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl AbortiveClose for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
     fn set_abortive_close(&self) {
         self.get_ref().0.set_abortive_close();
+    }
+
+    fn shut_down_now(&self) {
+        self.get_ref().0.shut_down_now();
     }
 }
 
@@ -923,6 +976,16 @@ impl<T> IoState<T> {
     /// no response under way: 414 is owed.
     pub fn request_line_refused(&self) -> bool {
         self.request_line_refused
+    }
+
+    /// The socket, for a connection lent to a module after a 101.
+    pub(crate) fn io_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
+
+    /// Whether gathered bytes wait to be sent.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Gives back the gathering buffer of a connection that goes idle.
@@ -1365,9 +1428,17 @@ pub async fn finish_connection<T: AsyncRead + AsyncWrite + AbortiveClose + Unpin
     refusal: Option<Refusal>,
     abort: bool,
 ) {
-    // hyper dropped its handle when the connection future ended.
-    let Ok(state) = Arc::try_unwrap(io) else {
-        return;
+    // hyper dropped its handle when the connection future ended; a module
+    // may still hold a connection that switched protocols, and is cut off.
+    let state = match Arc::try_unwrap(io) {
+        Ok(state) => state,
+        Err(io) => {
+            io.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .io
+                .shut_down_now();
+            return;
+        }
     };
     let state = state.into_inner().unwrap_or_else(|e| e.into_inner());
     let (mut io, pending) = (state.io, state.pending);

@@ -249,7 +249,8 @@ impl Finish {
                 entry.or_insert(value);
             }
         }
-        if self.last {
+        // A 101 hands the connection over (hyper adds no close to it).
+        if self.last && r.status() != StatusCode::SWITCHING_PROTOCOLS {
             let _ = r
                 .headers_mut()
                 .try_insert(CONNECTION, HeaderValue::from_static("close"));
@@ -348,6 +349,13 @@ fn serve_site(
             .then(|| state.clone()),
         discard_request_body: discard_body.then(|| state.clone()),
         http2: (parts.version == http::Version::HTTP_2).then(|| state.clone()),
+        // A request may switch protocols when the client asked (RFC 9110
+        // §7.8) on HTTP/1.1 (hyper hands over such a connection) and sent
+        // no body (the connection's next bytes are the new protocol's).
+        upgrade: (parts.version == http::Version::HTTP_11
+            && parts.headers.contains_key(http::header::UPGRADE)
+            && http_body::Body::is_end_stream(&body))
+        .then(|| state.clone()),
     };
     if parts.method == Method::OPTIONS && parts.uri.path() == "*" && parts.uri.authority().is_none()
     {
@@ -389,7 +397,13 @@ fn serve_site(
                 // Only the disposal is left after the final send (it comes
                 // after EndRequest): nothing there waits.
                 while !matches!(exec.resume(), Step::Done) {}
-                let reply = final_response(out, &shape);
+                let reply = if is_switch(&out) {
+                    // Nobody is left to use the connection: it closes
+                    // after the head.
+                    switching_response(out, &shape).unwrap_or_else(|refused| refused)
+                } else {
+                    final_response(out, &shape)
+                };
                 if shape.discard_request_body.is_none() {
                     return Answer::Now(reply);
                 }
@@ -432,6 +446,8 @@ async fn drive(
     let mut stream: Option<mpsc::Sender<StreamItem>> = None;
     // The response has no body (HEAD, 1xx, 204, 304) and went out whole.
     let mut discarding = false;
+    // The response was a 101: the connection is the module's stream.
+    let mut switched = false;
     let mut next = Some(first);
     loop {
         let event = next.take().unwrap_or_else(|| match exec.resume() {
@@ -442,7 +458,21 @@ async fn drive(
             Event::Send(out) => {
                 let len = out.len();
                 let sent = if let Some(reply) = reply.take() {
-                    let response = if out.is_final {
+                    let response = if is_switch(&out) {
+                        match switching_response(out, &shape) {
+                            Ok(response) => {
+                                if let (Some(state), Ok(_)) = (&shape.upgrade, &response) {
+                                    exec.set_upgraded_stream(state.expect_upgrade());
+                                }
+                                switched = true;
+                                response
+                            }
+                            Err(refused) => {
+                                discarding = true;
+                                refused
+                            }
+                        }
+                    } else if out.is_final {
                         final_response(out, &shape)
                     } else {
                         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
@@ -459,6 +489,16 @@ async fn drive(
                     };
                     let response = hold_request_body(response, &hold, &shape, &reader.body);
                     reply.send(response).is_ok()
+                } else if switched {
+                    // After a 101 the module writes to its stream; the
+                    // response has nothing more to send.
+                    if !out.chunks.is_empty() {
+                        tracing::warn!(
+                            "a module wrote to the response after 101 Switching Protocols; \
+                             after a 101 the connection is written through its upgraded stream"
+                        );
+                    }
+                    out.chunks.is_empty()
                 } else if discarding {
                     if out.disconnect || out.reset {
                         reader.state.activity.close_after_exchange();
@@ -516,10 +556,13 @@ async fn drive(
                 }
             },
             Event::Other(Step::Wait(waiter)) => {
+                // A connection that switched protocols lasts as long as its
+                // new protocol does: the execution limit is for HTTP
+                // requests (ASP.NET's does not apply to WebSockets either).
                 let limit = async {
                     match execution {
-                        Some(limit) => tokio::time::sleep(limit).await,
-                        None => std::future::pending().await,
+                        Some(limit) if !switched => tokio::time::sleep(limit).await,
+                        _ => std::future::pending().await,
                     }
                 };
                 tokio::select! {
@@ -787,6 +830,9 @@ struct ResponseShape {
     discard_request_body: Option<Arc<ConnectionState>>,
     /// The connection, when it speaks HTTP/2 (see [`Self::connection_close`]).
     http2: Option<Arc<ConnectionState>>,
+    /// The connection, when the request may switch it to another protocol
+    /// (see [`switching_response`]).
+    upgrade: Option<Arc<ConnectionState>>,
 }
 
 impl ResponseShape {
@@ -880,6 +926,36 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
         body,
         shape.connection_close(out.disconnect),
     ))
+}
+
+/// Whether a send's head is `101 Switching Protocols`.
+fn is_switch(out: &Output) -> bool {
+    out.head
+        .as_ref()
+        .is_some_and(|head| head.status == StatusCode::SWITCHING_PROTOCOLS)
+}
+
+/// The reply to a module's 101: its head alone, when the request may
+/// switch (`Err`: a 500 when it may not: the client did not ask, or cannot
+/// be answered so on HTTP/2 or after a request body; a module's mistake,
+/// logged). hyper then hands the connection over (see [`crate::upgrade`]).
+fn switching_response(mut out: Output, shape: &ResponseShape) -> Result<Reply, Reply> {
+    if out.reset {
+        return Ok(Err(ConnectionReset));
+    }
+    let Some(mut head) = out.head.take() else {
+        return Err(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, false)));
+    };
+    if shape.upgrade.is_none() {
+        tracing::error!(
+            "a module answered 101 Switching Protocols to a request that cannot switch \
+             (it needs HTTP/1.1, an Upgrade header and no body); answered 500 instead"
+        );
+        return Err(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, false)));
+    }
+    head.headers.remove(CONTENT_LENGTH);
+    head.headers.remove(http::header::TRANSFER_ENCODING);
+    Ok(Ok(with_head(head, ResponseBody::empty(), false)))
 }
 
 /// Statuses whose responses have no content (RFC 9110 §6.4.1).

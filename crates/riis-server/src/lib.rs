@@ -19,6 +19,7 @@ pub mod reload;
 pub mod server;
 pub mod strict;
 pub mod tls;
+mod upgrade;
 
 pub use config::{ConfigError, ServerConfig};
 pub use server::{

@@ -34,10 +34,12 @@ use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::connection::{
     finish_connection, AbortiveClose, Activity, Admission, ConnectionCounter, ConnectionState,
-    Expiry, Flushing, IoState, ParserHold, Sendfile, SharedIo, Sweeper, WaitReadable,
+    Expiry, Flushing, IoState, ParserHold, Sendfile, SharedIo, Sweeper, UpgradeSender,
+    WaitReadable,
 };
 use crate::driver::{handle, ConnectionReset, CurrentGeneration, ReplyFuture};
 use crate::strict::{parse_error_response, Refusal};
+use crate::upgrade::Lent;
 
 /// What a worker's accept loops share.
 pub(crate) struct Serving {
@@ -375,7 +377,7 @@ impl<I: Socket> Open<I> {
                         return Poll::Ready(End::Drained);
                     }
                     let serving = &self.serving;
-                    return session.poll(cx, serving, &self.shared, &self.state.activity);
+                    return session.poll(cx, serving, &self.shared, &self.state);
                 }
                 Phase::Http2(conn, drained) => {
                     if signal.draining && !*drained {
@@ -400,6 +402,9 @@ impl<I: Socket> Open<I> {
             ..
         } = self;
         let activity = &state.activity;
+        // A module waiting for the connection after a 101 hyper never
+        // finished learns that it is gone.
+        drop(state.take_upgrade());
         // A refusal below is HTTP/1.1 text: never written into HTTP/2.
         let http1 = !matches!(phase, Phase::Http2(..));
         // hyper's handle on the socket goes first. The connection counts
@@ -510,6 +515,9 @@ enum Stage<I: Socket> {
         /// Given back when the stage ends.
         _parser: ParserHold,
     },
+    /// Lent to the module that switched it with a 101 (see
+    /// [`crate::upgrade`]), until the module drops it.
+    Lent(tokio::sync::oneshot::Receiver<()>),
     /// Between stages.
     Moving,
 }
@@ -535,11 +543,17 @@ impl<I: Socket> Http1Session<I> {
     }
 
     /// The worker drains: `false` if the connection is parked (it can close
-    /// at once); otherwise hyper closes after the exchange under way.
+    /// at once); otherwise hyper closes after the exchange under way, and a
+    /// lent connection when its module is done with it (or at the drain's
+    /// deadline).
     fn drain(&mut self) -> bool {
         match &mut self.stage {
             Stage::Serving { conn, .. } => {
                 Pin::new(&mut **conn).graceful_shutdown();
+                self.closing = true;
+                true
+            }
+            Stage::Lent(_) => {
                 self.closing = true;
                 true
             }
@@ -553,8 +567,9 @@ impl<I: Socket> Http1Session<I> {
         cx: &mut Context<'_>,
         serving: &Serving,
         shared: &Arc<Mutex<IoState<I>>>,
-        activity: &Activity,
+        state: &Arc<ConnectionState>,
     ) -> Poll<End> {
+        let activity = &state.activity;
         loop {
             if self.ended.is_some() {
                 // Sent, or the client is gone: either way the session ends.
@@ -577,9 +592,20 @@ impl<I: Socket> Http1Session<I> {
                     self.resume(&serving.current.load().builders.http1, &serving.sweeper);
                     continue;
                 }
+                Stage::Lent(returned) => {
+                    let _ = ready!(Pin::new(returned).poll(cx));
+                    return Poll::Ready(End::Hyper(Ok(())));
+                }
                 Stage::Moving => return Poll::Ready(End::Closed),
             };
             let served = conn.poll_without_shutdown(cx);
+            if matches!(served, Poll::Ready(Ok(()))) {
+                // hyper is done after a 101 it was asked to switch with.
+                if let Some(to) = state.take_upgrade() {
+                    self.lend(to, shared, state);
+                    continue;
+                }
+            }
             // The responses of this turn leave in one send.
             let sent = shared
                 .lock()
@@ -640,21 +666,48 @@ impl<I: Socket> Http1Session<I> {
         };
         let parts = conn.into_parts();
         let (rest, io) = parts.io.into_inner().into_parts();
-        // What hyper read ahead comes before what it never took.
-        self.prefix = match (parts.read_buf.is_empty(), rest.is_empty()) {
-            (true, _) => rest,
-            (false, true) => parts.read_buf,
-            (false, false) => {
-                let mut joined = BytesMut::from(&parts.read_buf[..]);
-                joined.extend_from_slice(&rest);
-                joined.freeze()
-            }
-        };
+        self.prefix = read_ahead(parts.read_buf, rest);
         if !self.prefix.is_empty() {
             self.hold = Some(activity.requests_started());
         }
         io.release_buffers();
         activity.set_parked(true);
         self.stage = Stage::Parked(io, parts.service);
+    }
+
+    /// Lends the socket hyper is done with, after a 101, to the module that
+    /// switched it (through `to`), with the bytes read past the request.
+    fn lend(
+        &mut self,
+        to: UpgradeSender,
+        shared: &Arc<Mutex<IoState<I>>>,
+        state: &Arc<ConnectionState>,
+    ) {
+        let Stage::Serving { conn, .. } = std::mem::replace(&mut self.stage, Stage::Moving) else {
+            return;
+        };
+        let parts = conn.into_parts();
+        let (rest, io) = parts.io.into_inner().into_parts();
+        let prefix = read_ahead(parts.read_buf, rest);
+        drop(io);
+        let (lent, returned) = Lent::new(shared.clone(), prefix, state.clone());
+        // A module already gone drops the stream here: the connection
+        // closes at once.
+        let _ = to.send(Box::new(lent));
+        self.stage = Stage::Lent(returned);
+    }
+}
+
+/// What hyper read ahead, then what it never took: the bytes after the last
+/// request it parsed.
+fn read_ahead(read_buf: Bytes, rest: Bytes) -> Bytes {
+    match (read_buf.is_empty(), rest.is_empty()) {
+        (true, _) => rest,
+        (false, true) => read_buf,
+        (false, false) => {
+            let mut joined = BytesMut::from(&read_buf[..]);
+            joined.extend_from_slice(&rest);
+            joined.freeze()
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! One request's exchange with a server, run as a task on the request's
 //! own worker runtime: choosing the server, a kept connection or a new one
 //! (hyper's HTTP/1.1 client on it), sending the request, and relaying the
-//! answer through the [`Relay`].
+//! answer through the [`Relay`], or, after a 101, passing bytes through
+//! between the two connections ([`tunnel`]).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,8 @@ use hyper_util::rt::TokioIo;
 use riis_pipeline::bytes::Bytes;
 use riis_pipeline::http::header::{self, HeaderMap, HeaderValue};
 use riis_pipeline::http::{Method, Request, Response, StatusCode, Uri};
+use riis_pipeline::UpgradedStream;
+use tokio::sync::oneshot;
 
 use super::farm::Server;
 use super::ReverseProxyConfig;
@@ -44,19 +47,19 @@ impl Reusable for Kept {
 /// A connection that notes each read and write that moved bytes (on
 /// [`clock_ms`]): a server that sends its head a byte at a time, or
 /// `102 Processing` now and then, is not silent, though no whole head or
-/// body piece came yet.
-struct Watched {
-    io: Connection,
+/// body piece came yet; nor is a WebSocket with messages going either way.
+struct Watched<T> {
+    io: T,
     last_io: Arc<AtomicU64>,
 }
 
-impl Watched {
+impl<T> Watched<T> {
     fn moved(&self) {
         self.last_io.store(clock_ms(), Ordering::Relaxed);
     }
 }
 
-impl tokio::io::AsyncRead for Watched {
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -71,7 +74,7 @@ impl tokio::io::AsyncRead for Watched {
     }
 }
 
-impl tokio::io::AsyncWrite for Watched {
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -125,6 +128,9 @@ pub(super) struct Job {
     /// The one server this request goes to ([`super::PROXY_SERVER`]),
     /// instead of the section's.
     pub(super) only: Option<Server>,
+    /// The request asks to switch protocols: where the client's connection
+    /// comes from once the server's 101 went out to it.
+    pub(super) upgrade: Option<std::sync::Mutex<Option<oneshot::Receiver<UpgradedStream>>>>,
     pub(super) config: Arc<ReverseProxyConfig>,
     pub(super) relay: Arc<Relay>,
     pub(super) pools: Arc<Pools<Kept>>,
@@ -291,9 +297,10 @@ impl Job {
             .await
             .map_err(|e| format!("{}: {e}", server.name))?;
         // The connection's own task, on this worker's runtime: it ends
-        // when the connection closes or the last sender is dropped.
+        // when the connection closes or the last sender is dropped, or
+        // hands the connection over after a 101.
         tokio::spawn(async move {
-            if let Err(e) = driver.await {
+            if let Err(e) = driver.with_upgrades().await {
                 tracing::debug!("ReverseProxy: connection ended: {e}");
             }
         });
@@ -402,9 +409,14 @@ async fn relay_answer(
     response: Response<Incoming>,
     line: Kept,
 ) -> Result<(), Failure> {
-    // Informational answers (100, 102, 103) hyper passes over; 101 means
-    // the server switched protocols, which riis never asks for (`Upgrade`
-    // is not passed on): the connection is no longer HTTP.
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(upgrade) = &job.upgrade {
+            let client = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
+            return switch(job, server, response, client).await;
+        }
+    }
+    // Informational answers (100, 102, 103) hyper passes over; a 101 to a
+    // request that did not ask to switch is not HTTP any more.
     if response.status().is_informational() {
         return Err(Failure::Broken(format!(
             "{} answered {}, which riis did not ask for",
@@ -436,11 +448,107 @@ async fn relay_answer(
             job.relay.deliver_body(data).await;
         }
     }
-    if job.config.kept_connections > 0 && !line.sender.is_closed() {
+    // A connection that carried an upgrade request is not kept: the server
+    // may still mean to switch it.
+    if job.config.kept_connections > 0 && job.upgrade.is_none() && !line.sender.is_closed() {
         job.pools
             .put(&server.address, line, job.config.kept_connections);
     }
     Ok(())
+}
+
+/// The server switched protocols: its 101 goes to the client, and once the
+/// client's connection switched too, the bytes pass through both ways.
+async fn switch(
+    job: &Job,
+    server: &Server,
+    mut response: Response<Incoming>,
+    client: Option<oneshot::Receiver<UpgradedStream>>,
+) -> Result<(), Failure> {
+    let upgraded = hyper::upgrade::on(&mut response);
+    let protocol = response.headers().get(header::UPGRADE).cloned();
+    server.mark_up();
+    job.relay.mark_activity();
+    let (parts, _) = response.into_parts();
+    let mut head = response_head(job, server, parts);
+    // The hop-by-hop headers that make it a switch, for this hop.
+    head.headers
+        .push((header::CONNECTION, HeaderValue::from_static("upgrade")));
+    if let Some(protocol) = protocol {
+        head.headers.push((header::UPGRADE, protocol));
+    }
+    let backend = match upgraded.await {
+        Ok(backend) => backend,
+        Err(e) => {
+            return Err(Failure::Broken(format!(
+                "{}: switching protocols failed: {e}",
+                server.name
+            )))
+        }
+    };
+    job.relay.deliver_head(head);
+    // The request's module hands the client's connection over after the
+    // 101 went out; without one (the client left, or riis could not
+    // switch it) the exchange ends.
+    let Some(Ok(client)) = (match client {
+        Some(client) => Some(client.await),
+        None => None,
+    }) else {
+        return Ok(());
+    };
+    tunnel(job, server, TokioIo::new(backend), client).await;
+    Ok(())
+}
+
+/// Passes bytes through between the client's connection and the server's,
+/// both ways, until both sides are done (each side's end is passed on as a
+/// shutdown of the other), either fails, or nothing moves either way for
+/// `timeout`.
+async fn tunnel<B>(job: &Job, server: &Server, backend: B, client: UpgradedStream)
+where
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let last_io = Arc::new(AtomicU64::new(clock_ms()));
+    let mut backend = Watched {
+        io: backend,
+        last_io: last_io.clone(),
+    };
+    let mut client = Watched {
+        io: client,
+        last_io: last_io.clone(),
+    };
+    let passing = tokio::io::copy_bidirectional(&mut client, &mut backend);
+    tokio::pin!(passing);
+    loop {
+        match tokio::time::timeout_at(job.relay.silence_deadline(), &mut passing).await {
+            Ok(Ok((up, down))) => {
+                tracing::debug!(
+                    "ReverseProxy: {} switched connection ended ({up} bytes up, {down} down)",
+                    server.name
+                );
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(
+                    "ReverseProxy: {} switched connection failed: {e}",
+                    server.name
+                );
+                return;
+            }
+            Err(_) => {
+                job.relay
+                    .note_activity_at(clock_instant(last_io.load(Ordering::Relaxed)));
+                if job.relay.is_silent() {
+                    tracing::debug!(
+                        "ReverseProxy: {} switched connection closed after proxy.timeout ({} s) without a byte either way",
+                        server.name,
+                        job.config.timeout
+                    );
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// The answer's head as the client gets it.

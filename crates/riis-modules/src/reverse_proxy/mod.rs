@@ -68,10 +68,20 @@
 //! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's);
 //! - `kept_connections` (default 32, at most 1,024; 0 closes each).
 //!
-//! Not done: `https://` servers (TLS to the server), HTTP/2 to the server,
-//! WebSocket and other upgrades, weighted and least-requests balancing,
-//! active health checks, and response caching (OutputCache caches the
-//! relayed answer like any other).
+//! **WebSocket** (and any other HTTP/1.1 upgrade): a request that asks to
+//! switch protocols (`Upgrade` with `Connection: upgrade`, HTTP/1.1, no
+//! body) is passed on with both headers, on a connection of its own. When
+//! the server answers `101 Switching Protocols`, the 101 goes to the client
+//! at once, and from then on the bytes of both connections are passed
+//! through as they are, both ways, until either side closes, or nothing
+//! moves either way for `timeout` seconds (ARR passes WebSocket through
+//! the same way; nginx needs `proxy_set_header Upgrade` and `Connection`).
+//! Any other answer is relayed as usual.
+//!
+//! Not done: `https://` servers (TLS to the server), HTTP/2 to the server
+//! (and WebSocket over HTTP/2, RFC 8441), weighted and least-requests
+//! balancing, active health checks, and response caching (OutputCache
+//! caches the relayed answer like any other).
 
 mod exchange;
 mod farm;
@@ -85,9 +95,10 @@ use riis_pipeline::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{
     CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
-    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+    RequestNotificationStatus, RequestNotifications, Section, ServerInfo, UpgradedStream,
 };
 use serde::Deserialize;
+use tokio::sync::oneshot;
 
 use crate::backend::Pools;
 use crate::gateway::BodyError;
@@ -179,6 +190,9 @@ pub struct ReverseProxy {
     shared: Arc<Shared>,
     state: State,
     receiver: Receiver,
+    /// Where the client's connection goes once it switched protocols (the
+    /// exchange passes bytes through between it and the server's).
+    upgraded_to: Option<oneshot::Sender<UpgradedStream>>,
 }
 
 impl Drop for ReverseProxy {
@@ -253,6 +267,29 @@ impl ReverseProxy {
             return RequestNotificationStatus::Pending;
         }
         self.start(ctx, body.into())
+    }
+
+    /// The protocol the client asks to switch to (its `Upgrade` header),
+    /// when the request may pass that on: HTTP/1.1, with `Connection:
+    /// upgrade` (RFC 9110 §7.8) and no body, as riis switches a client's
+    /// connection only then.
+    fn upgrade_of(ctx: &HttpContext) -> Option<HeaderValue> {
+        let req = ctx.request();
+        let asked = req.http_version() == riis_pipeline::http::Version::HTTP_11
+            && req.is_body_complete()
+            && req
+                .headers()
+                .get_all(header::CONNECTION)
+                .iter()
+                .any(|value| {
+                    value.to_str().is_ok_and(|list| {
+                        list.split(',')
+                            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+                    })
+                });
+        asked
+            .then(|| req.header(header::UPGRADE).cloned())
+            .flatten()
     }
 
     /// The request's headers as the server gets them.
@@ -356,7 +393,14 @@ impl ReverseProxy {
         // The routed host: HTTP/2's `:authority`, or the `Host` header.
         let client_host = ctx.server_variable("HTTP_HOST");
         let https = ctx.server_variable("HTTPS").as_deref() == Some("on");
-        let headers = Self::request_headers(ctx, &config, client_host.as_deref(), https);
+        let mut headers = Self::request_headers(ctx, &config, client_host.as_deref(), https);
+        let upgrade = Self::upgrade_of(ctx).map(|protocol| {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol);
+            let (to, from) = oneshot::channel();
+            self.upgraded_to = Some(to);
+            std::sync::Mutex::new(Some(from))
+        });
         let client_origin = client_host
             .filter(|_| config.reverse_rewrite_host)
             .map(|host| {
@@ -383,6 +427,7 @@ impl ReverseProxy {
                     | Method::TRACE
             ),
             only,
+            upgrade,
             config,
             relay: relay.clone(),
             pools: self.shared.pools.clone(),
@@ -399,6 +444,15 @@ impl ReverseProxy {
 
     /// Takes what the exchange left into the response.
     fn answer(&mut self, ctx: &mut HttpContext, relay: Arc<Relay>) -> RequestNotificationStatus {
+        if ctx.response().headers_sent() {
+            // The server's 101 went out: the client's connection goes to
+            // the exchange (or, if it could not switch, the exchange learns
+            // that and ends).
+            if let (Some(to), Some(stream)) = (self.upgraded_to.take(), ctx.take_upgraded_stream())
+            {
+                let _ = to.send(stream);
+            }
+        }
         let limit = ctx.config(self.config).response_buffer_limit;
         match self.receiver.take(ctx, &relay, limit) {
             Step::Wait => {
@@ -529,6 +583,7 @@ impl riis_pipeline::HttpModuleFactory for Factory {
             shared: self.shared.clone(),
             state: State::Idle,
             receiver: Receiver::default(),
+            upgraded_to: None,
         }))
     }
 

@@ -267,6 +267,14 @@ impl Connection {
         let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Write);
     }
 
+    /// Reads the next line (through `\n`), as text; empty at the end.
+    #[allow(dead_code)]
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        line
+    }
+
     /// Reads whatever bytes come next, as they are.
     #[allow(dead_code)]
     pub fn read_raw(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
