@@ -400,7 +400,9 @@ fn serve_site(
                 let reply = if is_switch(&out) {
                     // Nobody is left to use the connection: it closes
                     // after the head.
-                    switching_response(out, &shape).unwrap_or_else(|refused| refused)
+                    match switching_response(out, &shape) {
+                        Switching::Switch(reply) | Switching::Refused(reply) => reply,
+                    }
                 } else {
                     final_response(out, &shape)
                 };
@@ -460,14 +462,14 @@ async fn drive(
                 let sent = if let Some(reply) = reply.take() {
                     let response = if is_switch(&out) {
                         match switching_response(out, &shape) {
-                            Ok(response) => {
+                            Switching::Switch(response) => {
                                 if let (Some(state), Ok(_)) = (&shape.upgrade, &response) {
                                     exec.set_upgraded_stream(state.expect_upgrade());
                                 }
                                 switched = true;
                                 response
                             }
-                            Err(refused) => {
+                            Switching::Refused(refused) => {
                                 discarding = true;
                                 refused
                             }
@@ -935,27 +937,36 @@ fn is_switch(out: &Output) -> bool {
         .is_some_and(|head| head.status == StatusCode::SWITCHING_PROTOCOLS)
 }
 
-/// The reply to a module's 101: its head alone, when the request may
-/// switch (`Err`: a 500 when it may not: the client did not ask, or cannot
-/// be answered so on HTTP/2 or after a request body; a module's mistake,
-/// logged). hyper then hands the connection over (see [`crate::upgrade`]).
-fn switching_response(mut out: Output, shape: &ResponseShape) -> Result<Reply, Reply> {
+/// What a module's 101 comes to.
+enum Switching {
+    /// The head alone goes out; hyper then hands the connection over (see
+    /// [`crate::upgrade`]).
+    Switch(Reply),
+    /// The request cannot switch (the client did not ask, or cannot be
+    /// answered so on HTTP/2 or after a request body): a 500 goes out
+    /// instead, the module's mistake logged.
+    Refused(Reply),
+}
+
+/// The reply to a module's 101.
+fn switching_response(mut out: Output, shape: &ResponseShape) -> Switching {
+    let refused = || Switching::Refused(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, false)));
     if out.reset {
-        return Ok(Err(ConnectionReset));
+        return Switching::Switch(Err(ConnectionReset));
     }
     let Some(mut head) = out.head.take() else {
-        return Err(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, false)));
+        return refused();
     };
     if shape.upgrade.is_none() {
         tracing::error!(
             "a module answered 101 Switching Protocols to a request that cannot switch \
              (it needs HTTP/1.1, an Upgrade header and no body); answered 500 instead"
         );
-        return Err(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, false)));
+        return refused();
     }
     head.headers.remove(CONTENT_LENGTH);
     head.headers.remove(http::header::TRANSFER_ENCODING);
-    Ok(Ok(with_head(head, ResponseBody::empty(), false)))
+    Switching::Switch(Ok(with_head(head, ResponseBody::empty(), false)))
 }
 
 /// Statuses whose responses have no content (RFC 9110 §6.4.1).

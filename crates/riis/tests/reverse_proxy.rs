@@ -178,6 +178,32 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                 b"",
                 &received.method,
             ),
+            // A WebSocket-like line protocol once switched: `hello` at
+            // once, then each line echoed, until `bye`.
+            "/ws" if received.header("upgrade").is_some() => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: accepted\r\n\r\nhello\n",
+                );
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let out = reader.get_mut();
+                    if line == "bye\n" {
+                        let _ = out.write_all(b"bye\n");
+                        return;
+                    }
+                    let _ = out.write_all(format!("echo: {line}").as_bytes());
+                }
+            }
+            "/ws" => respond(
+                out,
+                "426 Upgrade Required",
+                &[("Upgrade", "websocket")],
+                b"ask to upgrade",
+                &received.method,
+            ),
             "/switch" => {
                 let _ = out.write_all(
                     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
@@ -873,4 +899,60 @@ fn http2_cookies_reach_the_server_as_one_header() {
         .collect();
     assert_eq!(cookies, ["a=1; b=2"]);
     assert_eq!(seen.header("host"), Some(server.addr.to_string().as_str()));
+}
+
+/// A WebSocket handshake passes through with both hop-by-hop headers, the
+/// 101 comes back, and the bytes go both ways as they are (the server
+/// speaking first, the client's first bytes right behind its request),
+/// until the server closes; silence for `timeout` closes it too.
+#[test]
+fn websockets_pass_through() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"GET /ws?room=1 HTTP/1.1\r\nHost: front.test\r\nConnection: keep-alive, Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\nfirst\n",
+    );
+    let head = conn.read_response(true);
+    assert_eq!(head.status, 101);
+    assert_eq!(head.header("upgrade"), Some("websocket"));
+    assert_eq!(head.header("connection"), Some("upgrade"));
+    assert_eq!(head.header("sec-websocket-accept"), Some("accepted"));
+    assert_eq!(head.header("content-length"), None);
+    assert_eq!(conn.read_line(), "hello\n");
+    assert_eq!(conn.read_line(), "echo: first\n");
+    conn.send_raw(b"second\n");
+    assert_eq!(conn.read_line(), "echo: second\n");
+    conn.send_raw(b"bye\n");
+    assert_eq!(conn.read_line(), "bye\n");
+    assert!(conn.is_closed(), "the server's close reaches the client");
+
+    let got = backend.seen.last();
+    assert_eq!(got.target, "/ws?room=1");
+    assert_eq!(got.header("upgrade"), Some("websocket"));
+    assert_eq!(got.header("connection"), Some("upgrade"));
+    assert_eq!(got.header("sec-websocket-key"), Some("a2V5"));
+    assert_eq!(got.header("host"), Some("front.test"));
+
+    // `timeout` (1 s here) without a byte either way ends it.
+    let mut idle = Connection::open(server.addr);
+    idle.send_raw(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(idle.read_response(true).status, 101);
+    assert_eq!(idle.read_line(), "hello\n");
+    let started = std::time::Instant::now();
+    assert!(idle.is_closed());
+    assert!(started.elapsed() >= Duration::from_millis(500));
+
+    // Asked without `Connection: upgrade`, nothing is switched: the
+    // server's ordinary answer comes back, and the connection goes on.
+    let mut plain = Connection::open(server.addr);
+    plain.send_raw(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\r\n");
+    let resp = plain.read_response(false);
+    assert_eq!(resp.status, 426);
+    assert_eq!(resp.text(), "ask to upgrade");
+    assert_eq!(plain.get("/echo").status, 200);
+    assert_eq!(backend.seen.last().header("upgrade"), None);
 }
