@@ -809,7 +809,8 @@ impl HttpContext {
     /// requests that did not switch (see [`crate::UpgradedStream`]).
     ///
     /// The server switches a request only if it can: an HTTP/1.1 request
-    /// with an `Upgrade` header and no body. A 101 to any other request is
+    /// with an `Upgrade` header and no body left unread (the connection's
+    /// next bytes are the new protocol's). A 101 to any other request is
     /// refused by the server (a 500, logged), since the client did not ask
     /// for it (HTTP/2 has no 101 at all, RFC 9113 §8.6).
     pub fn take_upgraded_stream(&mut self) -> Option<crate::UpgradedStream> {

@@ -349,13 +349,6 @@ fn serve_site(
             .then(|| state.clone()),
         discard_request_body: discard_body.then(|| state.clone()),
         http2: (parts.version == http::Version::HTTP_2).then(|| state.clone()),
-        // A request may switch protocols when the client asked (RFC 9110
-        // §7.8) on HTTP/1.1 (hyper hands over such a connection) and sent
-        // no body (the connection's next bytes are the new protocol's).
-        upgrade: (parts.version == http::Version::HTTP_11
-            && parts.headers.contains_key(http::header::UPGRADE)
-            && http_body::Body::is_end_stream(&body))
-        .then(|| state.clone()),
     };
     if parts.method == Method::OPTIONS && parts.uri.path() == "*" && parts.uri.authority().is_none()
     {
@@ -400,7 +393,8 @@ fn serve_site(
                 let reply = if is_switch(&out) {
                     // Nobody is left to use the connection: it closes
                     // after the head.
-                    match switching_response(out, &shape) {
+                    let can = can_switch(exec.context().request(), &body);
+                    match switching_response(out, can) {
                         Switching::Switch(reply) | Switching::Refused(reply) => reply,
                     }
                 } else {
@@ -461,10 +455,11 @@ async fn drive(
                 let len = out.len();
                 let sent = if let Some(reply) = reply.take() {
                     let response = if is_switch(&out) {
-                        match switching_response(out, &shape) {
+                        let can = can_switch(exec.context().request(), &reader.body);
+                        match switching_response(out, can) {
                             Switching::Switch(response) => {
-                                if let (Some(state), Ok(_)) = (&shape.upgrade, &response) {
-                                    exec.set_upgraded_stream(state.expect_upgrade());
+                                if response.is_ok() {
+                                    exec.set_upgraded_stream(reader.state.expect_upgrade());
                                 }
                                 switched = true;
                                 response
@@ -832,9 +827,6 @@ struct ResponseShape {
     discard_request_body: Option<Arc<ConnectionState>>,
     /// The connection, when it speaks HTTP/2 (see [`Self::connection_close`]).
     http2: Option<Arc<ConnectionState>>,
-    /// The connection, when the request may switch it to another protocol
-    /// (see [`switching_response`]).
-    upgrade: Option<Arc<ConnectionState>>,
 }
 
 impl ResponseShape {
@@ -948,8 +940,18 @@ enum Switching {
     Refused(Reply),
 }
 
-/// The reply to a module's 101.
-fn switching_response(mut out: Output, shape: &ResponseShape) -> Switching {
+/// Whether a request may switch protocols: the client asked (RFC 9110
+/// §7.8) on HTTP/1.1 (hyper hands over such a connection) and no body is
+/// left to come (the connection's next bytes are the new protocol's).
+/// Judged only when a module answers 101, so other requests pay nothing.
+fn can_switch(request: &HttpRequest, body: &Incoming) -> bool {
+    request.http_version() == http::Version::HTTP_11
+        && request.headers().contains_key(http::header::UPGRADE)
+        && http_body::Body::is_end_stream(body)
+}
+
+/// The reply to a module's 101 (`can`: [`can_switch`]).
+fn switching_response(mut out: Output, can: bool) -> Switching {
     let refused = || Switching::Refused(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, false)));
     if out.reset {
         return Switching::Switch(Err(ConnectionReset));
@@ -957,10 +959,10 @@ fn switching_response(mut out: Output, shape: &ResponseShape) -> Switching {
     let Some(mut head) = out.head.take() else {
         return refused();
     };
-    if shape.upgrade.is_none() {
+    if !can {
         tracing::error!(
             "a module answered 101 Switching Protocols to a request that cannot switch \
-             (it needs HTTP/1.1, an Upgrade header and no body); answered 500 instead"
+             (it needs HTTP/1.1, an Upgrade header and no body left unread); answered 500 instead"
         );
         return refused();
     }

@@ -69,8 +69,8 @@
 //! - `kept_connections` (default 32, at most 1,024; 0 closes each).
 //!
 //! **WebSocket** (and any other HTTP/1.1 upgrade): a request that asks to
-//! switch protocols (`Upgrade` with `Connection: upgrade`, HTTP/1.1, no
-//! body) is passed on with both headers, on a connection of its own. When
+//! switch protocols (`Upgrade` with `Connection: upgrade`, HTTP/1.1) is
+//! passed on with both headers, on a connection of its own. When
 //! the server answers `101 Switching Protocols`, the 101 goes to the client
 //! at once, and from then on the bytes of both connections are passed
 //! through as they are, both ways, until either side closes, or nothing
@@ -271,8 +271,8 @@ impl ReverseProxy {
 
     /// The protocol the client asks to switch to (its `Upgrade` header),
     /// when the request may pass that on: HTTP/1.1, with `Connection:
-    /// upgrade` (RFC 9110 §7.8) and no body, as riis switches a client's
-    /// connection only then.
+    /// upgrade` (RFC 9110 §7.8), its body (if any) read, as riis switches a
+    /// client's connection only then.
     fn upgrade_of(ctx: &HttpContext) -> Option<HeaderValue> {
         let req = ctx.request();
         let asked = req.http_version() == riis_pipeline::http::Version::HTTP_11
