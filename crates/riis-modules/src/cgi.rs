@@ -6,7 +6,8 @@
 //!
 //! 1. The request body is read through the pipeline (ReadEntity modules
 //!    see it, RequestFiltering's limit applies), one asynchronous read at a
-//!    time, up to `max_request_body` bytes (413 past it).
+//!    time, up to `max_request_body` bytes (413 past it); past 64 KiB it
+//!    waits in a temporary file (see `spooled_body`).
 //! 2. The program runs on one of the module's threads (`riis-cgi`), not on
 //!    the request's worker: the request waits (Pending) and resumes
 //!    through **OnAsyncCompletion**. The program gets the body on its
@@ -64,6 +65,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use riis_pipeline::bytes::{Buf, Bytes};
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
     CompletionHandle, CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration,
@@ -73,6 +75,7 @@ use serde::Deserialize;
 
 use crate::background::Background;
 use crate::gateway::{parse_output, BodyError, ErrorLog};
+use crate::spooled_body::{BodySpool, SpooledBody};
 
 /// The `cgi` configuration section.
 #[derive(Debug, Deserialize)]
@@ -147,7 +150,7 @@ impl Running {
 struct Run {
     command: Command,
     program: PathBuf,
-    body: Vec<u8>,
+    body: SpooledBody,
     /// From when the request asked: time spent waiting for a thread counts.
     deadline: Instant,
     max_output: u64,
@@ -224,7 +227,9 @@ fn execute(job: &mut Run) -> Outcome {
         set_nonblocking(fd);
     }
     let body = std::mem::take(&mut job.body);
-    let mut fed = 0;
+    let mut fed = 0u64;
+    // The part of the body read back and not yet taken by the program.
+    let mut piece = Bytes::new();
     if body.is_empty() {
         stdin = None;
     }
@@ -302,8 +307,22 @@ fn execute(job: &mut Run) -> Outcome {
         };
         if ready_in {
             if let Some(pipe) = &mut stdin {
-                match pipe.write(&body[fed..]) {
-                    Ok(n) => fed += n,
+                if piece.is_empty() {
+                    match body.piece(fed, 64 * 1024) {
+                        Ok(next) => piece = next,
+                        Err(e) => {
+                            ending = Some(Outcome::Failed(format!(
+                                "the request body could not be read back: {e}"
+                            )));
+                            break;
+                        }
+                    }
+                }
+                match pipe.write(&piece) {
+                    Ok(n) => {
+                        fed += n as u64;
+                        piece.advance(n);
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     // The program closed its input: the rest is not wanted.
@@ -424,7 +443,7 @@ impl Shared {
 enum State {
     Idle,
     /// Reading the request body.
-    Reading(Vec<u8>),
+    Reading(BodySpool),
     /// The program runs; its outcome arrives here.
     Running(Arc<Mutex<Option<Outcome>>>),
 }
@@ -450,7 +469,7 @@ impl Drop for Cgi {
 impl Cgi {
     /// Reads the next piece of the body, or starts the program once it is
     /// all here.
-    fn go_on(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
+    fn go_on(&mut self, ctx: &mut HttpContext, body: BodySpool) -> RequestNotificationStatus {
         if !ctx.request().is_body_complete() {
             if let Err(e) = ctx.read_entity_body(READ_SIZE) {
                 return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, 0, &e.to_string());
@@ -458,10 +477,10 @@ impl Cgi {
             self.state = State::Reading(body);
             return RequestNotificationStatus::Pending;
         }
-        self.start(ctx, body)
+        self.start(ctx, body.finish())
     }
 
-    fn start(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
+    fn start(&mut self, ctx: &mut HttpContext, body: SpooledBody) -> RequestNotificationStatus {
         let config = ctx.config(self.config);
         let (timeout, max_output, max_instances, pass_authorization) = (
             Duration::from_secs(config.timeout),
@@ -543,7 +562,7 @@ fn fail(
 fn command(
     ctx: &HttpContext,
     program: &std::path::Path,
-    body_len: usize,
+    body_len: u64,
     pass_authorization: bool,
 ) -> Command {
     let mut command = Command::new(program);
@@ -577,7 +596,7 @@ impl HttpModule for Cgi {
                 &format!("{} is not an executable file", program.display()),
             );
         }
-        self.go_on(ctx, Vec::new())
+        self.go_on(ctx, BodySpool::default())
     }
 
     fn on_async_completion(
@@ -601,12 +620,10 @@ impl HttpModule for Cgi {
                             "the request body is longer than cgi.max_request_body ({limit} bytes)"
                         ),
                     ),
-                    Err(BodyError::EndedEarly) => fail(
-                        ctx,
-                        StatusCode::BAD_REQUEST,
-                        0,
-                        "the request body ended early",
-                    ),
+                    Err(other) => {
+                        let (status, why) = other.status_and_reason();
+                        fail(ctx, status, 0, &why)
+                    }
                 }
             }
             State::Running(result) => {

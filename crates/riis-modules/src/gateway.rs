@@ -3,6 +3,7 @@
 //! block the application answers with, and the logging of its error
 //! output.
 
+use crate::spooled_body::BodySpool;
 use riis_pipeline::bytes::Bytes;
 use riis_pipeline::http::header::{self, HeaderName, HeaderValue};
 use riis_pipeline::http::StatusCode;
@@ -23,7 +24,7 @@ const ERROR_LINES: usize = 100;
 pub(crate) fn meta_variables(
     ctx: &HttpContext,
     script: &std::path::Path,
-    body_len: usize,
+    body_len: u64,
     pass_authorization: bool,
     mut emit: impl FnMut(&str, &[u8]),
 ) {
@@ -146,6 +147,29 @@ pub(crate) enum BodyError {
     /// An empty read before the end: the client went away, or a ReadEntity
     /// module ended the body (400).
     EndedEarly,
+    /// The temporary file a large body goes to could not be made or written
+    /// (500, with the reason).
+    Spool(std::io::Error),
+}
+
+impl BodyError {
+    /// The status and the reason for the log and the detailed error page.
+    pub(crate) fn status_and_reason(&self) -> (StatusCode, String) {
+        match self {
+            BodyError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is longer than max_request_body".to_owned(),
+            ),
+            BodyError::EndedEarly => (
+                StatusCode::BAD_REQUEST,
+                "the request body ended early".to_owned(),
+            ),
+            BodyError::Spool(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the request body could not be kept in a temporary file: {e}"),
+            ),
+        }
+    }
 }
 
 /// Adds what the last body read brought to `body`, at most `limit` bytes
@@ -155,7 +179,7 @@ pub(crate) enum BodyError {
 /// whole.
 pub(crate) fn take_body_piece(
     ctx: &mut HttpContext,
-    body: &mut Vec<u8>,
+    body: &mut BodySpool,
     limit: u64,
     completion: &riis_pipeline::CompletionInfo,
 ) -> Result<(), BodyError> {
@@ -164,11 +188,14 @@ pub(crate) fn take_body_piece(
         return Err(BodyError::EndedEarly);
     }
     let data = ctx.request_mut().take_read_data();
-    if (body.len() + data.len()) as u64 > limit {
+    if body.len() + data.len() as u64 > limit {
         ctx.response_mut().set_need_disconnect();
         return Err(BodyError::TooLarge);
     }
-    body.extend_from_slice(&data);
+    if let Err(e) = body.push(&data) {
+        ctx.response_mut().set_need_disconnect();
+        return Err(BodyError::Spool(e));
+    }
     if data.is_empty() && !ctx.request().is_body_complete() {
         return Err(BodyError::EndedEarly);
     }

@@ -33,6 +33,7 @@ pub mod protocol_support;
 mod relay;
 pub mod request_filtering;
 pub mod reverse_proxy;
+mod spooled_body;
 pub mod static_compression;
 pub mod static_file;
 pub mod url_authorization;

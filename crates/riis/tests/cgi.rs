@@ -271,3 +271,25 @@ bindings = ["127.0.0.1:0"]
         "the program outlived the server"
     );
 }
+
+/// A body longer than what is kept in memory (64 KiB) goes through a
+/// temporary file and reaches the program's input byte for byte.
+#[test]
+fn a_large_body_reaches_the_program_whole() {
+    let dir = TempDir::new("cgi-large-body");
+    let config = config(&dir);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let body: Vec<u8> = (0..90_001u32).map(|i| b'!' + (i % 89) as u8).collect();
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        format!(
+            "POST /cgi/env.cgi HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    conn.send_raw(&body);
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert!(resp.body.ends_with(&body), "the body arrived changed");
+}

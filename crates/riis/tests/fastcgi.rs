@@ -198,7 +198,9 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
                 out.extend(record(STDOUT, b"Content-Type: text/pl"));
                 out.extend(record(STDOUT, b"ain\r\nX-App: fake\r\n\r\n"));
                 out.extend(record(STDERR, b"a warning from the application\n"));
-                out.extend(record(STDOUT, text.as_bytes()));
+                for part in text.as_bytes().chunks(65_535) {
+                    out.extend(record(STDOUT, part));
+                }
                 out.extend(record(STDOUT, b""));
                 out.extend(end(0));
             }
@@ -391,6 +393,7 @@ fn config(dir: &TempDir, app: SocketAddr, unreachable: SocketAddr) -> PathBuf {
         "upload/noread",
         "upload/talker",
         "upload/slowreader",
+        "upload/echo",
         "bodyhead",
         "stream/echo",
         "stream/headfirst",
@@ -897,4 +900,31 @@ fn riis_status_and_configuration_errors() {
         "{}",
         resp.text()
     );
+}
+
+/// A body longer than what is kept in memory (64 KiB) goes through a
+/// temporary file and reaches the application byte for byte.
+#[test]
+fn a_large_body_reaches_the_application_whole() {
+    let (_dir, _app, server) = start();
+    let body: Vec<u8> = (0..1_000_003u32).map(|i| b'!' + (i % 89) as u8).collect();
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        format!(
+            "POST /upload/echo.fcgi HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    conn.send_raw(&body);
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    let text = resp.text();
+    assert!(
+        text.contains("CONTENT_LENGTH=1000003\n"),
+        "{}",
+        &text[..400]
+    );
+    let sent = text.split("\nbody=").nth(1).unwrap();
+    assert!(sent.as_bytes() == body, "the body arrived changed");
 }

@@ -17,6 +17,7 @@ use super::protocol::{self, protocol_status, Record};
 use crate::backend::{Address, Connection, Pools};
 use crate::gateway::{parse_head, ErrorLog};
 use crate::relay::{End, Relay};
+use crate::spooled_body::SpooledBody;
 
 /// How much one read from the application asks for.
 const READ_SIZE: usize = 64 * 1024;
@@ -28,7 +29,7 @@ pub(super) struct Job {
     /// and its end too when `body` is `None`.
     pub(super) head: Bytes,
     /// A request body too large to copy into `head`.
-    pub(super) body: Option<Bytes>,
+    pub(super) body: Option<SpooledBody>,
     /// Idle connections kept (0: none; the application closes each).
     pub(super) kept_connections: usize,
     /// When the whole exchange must be over.
@@ -215,9 +216,10 @@ async fn send(write: &mut (impl AsyncWrite + Unpin), job: &Job) -> std::io::Resu
         return Ok(());
     };
     let mut record = BytesMut::with_capacity(READ_SIZE + 16);
-    for piece in body.chunks(READ_SIZE) {
+    for piece in body.pieces(READ_SIZE) {
+        let piece = piece?;
         record.clear();
-        protocol::input(&mut record, piece);
+        protocol::input(&mut record, &piece);
         write_all(write, &record, job).await?;
     }
     record.clear();

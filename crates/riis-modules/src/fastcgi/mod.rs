@@ -8,7 +8,8 @@
 //! happens:
 //!
 //! 1. The request body is read through the pipeline (ReadEntity modules
-//!    see it, RequestFiltering's limit applies), up to `max_request_body`
+//!    see it, RequestFiltering's limit applies; past 64 KiB it waits in a
+//!    temporary file, see `spooled_body`), up to `max_request_body`
 //!    bytes (413 past it).
 //! 2. The exchange with the application runs as a task beside the request,
 //!    on the tokio runtime of the worker thread the request runs on, so
@@ -79,7 +80,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use riis_pipeline::bytes::BytesMut;
+use riis_pipeline::bytes::{Bytes, BytesMut};
 use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{
     CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
@@ -91,6 +92,7 @@ pub use crate::backend::Address;
 use crate::backend::{Connection, Pools};
 use crate::gateway::BodyError;
 use crate::relay::{Receiver, Relay, Step};
+use crate::spooled_body::{BodySpool, SpooledBody};
 use exchange::Job;
 
 /// The `fastcgi` configuration section.
@@ -196,7 +198,7 @@ impl Drop for Shared {
 enum State {
     Idle,
     /// Reading the request body.
-    Reading(Vec<u8>),
+    Reading(BodySpool),
     /// The exchange runs; its output arrives through the relay.
     Answering(Arc<Relay>),
 }
@@ -222,7 +224,7 @@ impl Drop for FastCgi {
 impl FastCgi {
     /// Reads the next piece of the body, or starts the exchange once it is
     /// all here.
-    fn go_on(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
+    fn go_on(&mut self, ctx: &mut HttpContext, body: BodySpool) -> RequestNotificationStatus {
         if !ctx.request().is_body_complete() {
             if let Err(e) = ctx.read_entity_body(READ_SIZE) {
                 return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
@@ -230,10 +232,10 @@ impl FastCgi {
             self.state = State::Reading(body);
             return RequestNotificationStatus::Pending;
         }
-        self.start(ctx, body)
+        self.start(ctx, body.finish())
     }
 
-    fn start(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
+    fn start(&mut self, ctx: &mut HttpContext, body: SpooledBody) -> RequestNotificationStatus {
         let handle = match self.shared.handle() {
             Ok(handle) => handle,
             Err(why) => return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &why),
@@ -268,13 +270,26 @@ impl FastCgi {
             protocol::pair(&mut pairs, name.as_bytes(), value.as_bytes());
         }
         // A body up to one read's size goes in the same write.
-        let whole = body.len() <= READ_SIZE;
-        let mut head =
-            BytesMut::with_capacity(pairs.len() + 64 + if whole { body.len() + 24 } else { 0 });
+        let whole = body.len() <= READ_SIZE as u64;
+        let small = if whole {
+            match body.piece(0, READ_SIZE) {
+                Ok(small) => small,
+                Err(e) => {
+                    return fail(
+                        ctx,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("the request body could not be read back: {e}"),
+                    )
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        let mut head = BytesMut::with_capacity(pairs.len() + 64 + small.len() + 24);
         protocol::begin_request(&mut head, kept_connections > 0);
         protocol::params(&mut head, &pairs);
         if whole {
-            protocol::input(&mut head, &body);
+            protocol::input(&mut head, &small);
             protocol::end_of_input(&mut head);
         }
         let relay = Arc::new(Relay::new(ctx.completion_handle(), activity_timeout));
@@ -282,7 +297,7 @@ impl FastCgi {
         let job = Job {
             address,
             head: head.freeze(),
-            body: (!whole).then(|| body.into()),
+            body: (!whole).then_some(body),
             kept_connections,
             deadline: now
                 .checked_add(request_timeout)
@@ -368,7 +383,7 @@ impl HttpModule for FastCgi {
         if declared.is_some_and(|n| n > limit) {
             return too_large(ctx, limit);
         }
-        self.go_on(ctx, Vec::new())
+        self.go_on(ctx, BodySpool::default())
     }
 
     fn on_async_completion(
@@ -385,8 +400,9 @@ impl HttpModule for FastCgi {
                 match crate::gateway::take_body_piece(ctx, &mut body, limit, completion) {
                     Ok(()) => self.go_on(ctx, body),
                     Err(BodyError::TooLarge) => too_large(ctx, limit),
-                    Err(BodyError::EndedEarly) => {
-                        fail(ctx, StatusCode::BAD_REQUEST, "the request body ended early")
+                    Err(other) => {
+                        let (status, why) = other.status_and_reason();
+                        fail(ctx, status, &why)
                     }
                 }
             }

@@ -24,6 +24,7 @@ use super::ReverseProxyConfig;
 use crate::backend::{clock_instant, clock_ms, Connection, Pools, Reusable};
 use crate::gateway::ResponseHead;
 use crate::relay::{End, Relay};
+use crate::spooled_body::SpooledBody;
 
 /// How much of the request body hyper is given at a time: each piece it
 /// takes counts as the server's activity.
@@ -118,7 +119,7 @@ pub(super) struct Job {
     /// Path and query, as the request has them now.
     pub(super) target: Uri,
     pub(super) headers: HeaderMap,
-    pub(super) body: Bytes,
+    pub(super) body: SpooledBody,
     /// `scheme://host` as the client reached riis, for `Location` headers
     /// that name the server (none: left as they are).
     pub(super) client_origin: Option<String>,
@@ -136,39 +137,49 @@ pub(super) struct Job {
     pub(super) pools: Arc<Pools<Kept>>,
 }
 
-/// The request body as hyper takes it: in pieces, each one taken marking
-/// the server active (a server that reads a large body slowly is not
-/// silent).
+/// The request body as hyper takes it: in pieces (read from the body's
+/// file as they are taken, for a large one), each one taken marking the
+/// server active (a server that reads a large body slowly is not silent).
 pub(super) struct RequestBody {
-    rest: Bytes,
+    body: SpooledBody,
+    /// Bytes given to hyper so far.
+    offset: u64,
     relay: Option<Arc<Relay>>,
 }
 
 impl hyper::body::Body for RequestBody {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.rest.is_empty() {
+        if self.is_end_stream() {
             return Poll::Ready(None);
         }
         if let Some(relay) = &self.relay {
             relay.mark_activity();
         }
-        let size = self.rest.len().min(BODY_PIECE);
-        let piece = self.rest.split_to(size);
+        let piece = match self.body.piece(self.offset, BODY_PIECE) {
+            Ok(piece) if piece.is_empty() => {
+                // The file is shorter than it was written: never sent as
+                // whole.
+                return Poll::Ready(Some(Err(std::io::ErrorKind::UnexpectedEof.into())));
+            }
+            Ok(piece) => piece,
+            Err(e) => return Poll::Ready(Some(Err(e))),
+        };
+        self.offset += piece.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty()
+        self.offset >= self.body.len()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.rest.len() as u64)
+        SizeHint::with_exact(self.body.len() - self.offset)
     }
 }
 
@@ -224,7 +235,8 @@ impl Job {
     /// The request, made afresh for each connection it is tried on.
     fn request(&self, server: &Server) -> Request<RequestBody> {
         let mut request = Request::new(RequestBody {
-            rest: self.body.clone(),
+            body: self.body.clone(),
+            offset: 0,
             relay: Some(self.relay.clone()),
         });
         *request.method_mut() = self.method.clone();
@@ -241,10 +253,7 @@ impl Job {
                 Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
             )
         {
-            headers.insert(
-                header::CONTENT_LENGTH,
-                HeaderValue::from(self.body.len() as u64),
-            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
         }
         *request.headers_mut() = headers;
         request

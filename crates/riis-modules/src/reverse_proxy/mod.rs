@@ -7,7 +7,8 @@
 //! where the rest of the request happens:
 //!
 //! 1. The request body is read through the pipeline (ReadEntity modules
-//!    see it, RequestFiltering's limit applies), up to `max_request_body`
+//!    see it, RequestFiltering's limit applies; past 64 KiB it waits in a
+//!    temporary file, see `spooled_body`), up to `max_request_body`
 //!    bytes (413 past it), before the server is asked: as nginx's default
 //!    `proxy_request_buffering on`, so a slow client does not hold a
 //!    server's worker.
@@ -90,7 +91,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use riis_pipeline::bytes::Bytes;
 use riis_pipeline::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{
@@ -103,6 +103,7 @@ use tokio::sync::oneshot;
 use crate::backend::Pools;
 use crate::gateway::BodyError;
 use crate::relay::{Receiver, Relay, Step};
+use crate::spooled_body::{BodySpool, SpooledBody};
 use exchange::{Job, Kept};
 pub use farm::Farm;
 use farm::Server;
@@ -179,7 +180,7 @@ struct Shared {
 enum State {
     Idle,
     /// Reading the request body.
-    Reading(Vec<u8>),
+    Reading(BodySpool),
     /// The exchange runs; its output arrives through the relay.
     Answering(Arc<Relay>),
 }
@@ -258,7 +259,7 @@ fn join(
 impl ReverseProxy {
     /// Reads the next piece of the body, or starts the exchange once it is
     /// all here.
-    fn go_on(&mut self, ctx: &mut HttpContext, body: Vec<u8>) -> RequestNotificationStatus {
+    fn go_on(&mut self, ctx: &mut HttpContext, body: BodySpool) -> RequestNotificationStatus {
         if !ctx.request().is_body_complete() {
             if let Err(e) = ctx.read_entity_body(READ_SIZE) {
                 return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
@@ -266,7 +267,7 @@ impl ReverseProxy {
             self.state = State::Reading(body);
             return RequestNotificationStatus::Pending;
         }
-        self.start(ctx, body.into())
+        self.start(ctx, body.finish())
     }
 
     /// The protocol the client asks to switch to (its `Upgrade` header),
@@ -361,7 +362,7 @@ impl ReverseProxy {
         headers
     }
 
-    fn start(&mut self, ctx: &mut HttpContext, body: Bytes) -> RequestNotificationStatus {
+    fn start(&mut self, ctx: &mut HttpContext, body: SpooledBody) -> RequestNotificationStatus {
         let handle = match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle,
             Err(_) => {
@@ -514,7 +515,7 @@ impl HttpModule for ReverseProxy {
         if declared.is_some_and(|n| n > limit) {
             return too_large(ctx, limit);
         }
-        self.go_on(ctx, Vec::new())
+        self.go_on(ctx, BodySpool::default())
     }
 
     fn on_async_completion(
@@ -531,8 +532,9 @@ impl HttpModule for ReverseProxy {
                 match crate::gateway::take_body_piece(ctx, &mut body, limit, completion) {
                     Ok(()) => self.go_on(ctx, body),
                     Err(BodyError::TooLarge) => too_large(ctx, limit),
-                    Err(BodyError::EndedEarly) => {
-                        fail(ctx, StatusCode::BAD_REQUEST, "the request body ended early")
+                    Err(other) => {
+                        let (status, why) = other.status_and_reason();
+                        fail(ctx, status, &why)
                     }
                 }
             }
