@@ -224,24 +224,25 @@ impl Reusable for Connection {
 }
 
 /// One thread's idle connections.
-struct ThreadPools<C> {
+struct ThreadPools<C, K> {
     /// Per address, each with when it went idle, oldest first.
-    lists: HashMap<Address, Vec<(C, Instant)>>,
+    lists: HashMap<K, Vec<(C, Instant)>>,
     /// A sweeper task runs for them.
     swept: bool,
 }
 
-/// The idle connections, per application address and thread, for
+/// The idle connections, per application address (or any key `K` that
+/// tells which connections may serve which requests) and thread, for
 /// `kept_connections`. Per thread, because a connection belongs to the
 /// runtime (the event loop) of the thread it was made on: each riis worker
 /// keeps its own.
-pub(crate) struct Pools<C> {
-    idle: Mutex<HashMap<std::thread::ThreadId, ThreadPools<C>>>,
+pub(crate) struct Pools<C, K = Address> {
+    idle: Mutex<HashMap<std::thread::ThreadId, ThreadPools<C, K>>>,
     /// Idle connections, for `riis status`.
     count: AtomicUsize,
 }
 
-impl<C> Default for ThreadPools<C> {
+impl<C, K> Default for ThreadPools<C, K> {
     fn default() -> Self {
         Self {
             lists: HashMap::new(),
@@ -250,7 +251,7 @@ impl<C> Default for ThreadPools<C> {
     }
 }
 
-impl<C> Default for Pools<C> {
+impl<C, K> Default for Pools<C, K> {
     fn default() -> Self {
         Self {
             idle: Mutex::default(),
@@ -259,14 +260,15 @@ impl<C> Default for Pools<C> {
     }
 }
 
-impl<C: Reusable> Pools<C> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<std::thread::ThreadId, ThreadPools<C>>> {
+impl<C: Reusable, K: std::hash::Hash + Eq + Clone + Send + 'static> Pools<C, K> {
+    #[allow(clippy::type_complexity)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<std::thread::ThreadId, ThreadPools<C, K>>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The most recently used idle connection to `address` that is quiet
     /// and not too old; the others on the way are closed.
-    pub(crate) fn take(&self, address: &Address) -> Option<C> {
+    pub(crate) fn take(&self, address: &K) -> Option<C> {
         loop {
             let (connection, since) = {
                 let mut idle = self.lock();
@@ -287,7 +289,7 @@ impl<C: Reusable> Pools<C> {
 
     /// Keeps `connection` (at most `most` per address on this thread),
     /// starting this thread's sweeper if none runs.
-    pub(crate) fn put(self: &Arc<Self>, address: &Address, connection: C, most: usize) {
+    pub(crate) fn put(self: &Arc<Self>, address: &K, connection: C, most: usize) {
         let thread = std::thread::current().id();
         let mut idle = self.lock();
         let ours = idle.entry(thread).or_default();

@@ -54,9 +54,9 @@
 //! back-references within a pattern are not available); a pattern that does
 //! not compile is a configuration error naming file, line and key.
 //!
-//! A Rewrite to `http://host[:port]/path` sends the request to that server:
-//! the URL becomes `/path` and the `PROXY_SERVER` server variable names the
-//! server, for ReverseProxy (which must be in the new URL's handler) to
+//! A Rewrite to `http[s]://host[:port]/path` sends the request to that
+//! server: the URL becomes `/path` and the `PROXY_SERVER` server variable
+//! names the server, for ReverseProxy (which must be in the new URL's handler) to
 //! pass it on, as IIS's URL Rewrite does with ARR. The server is written
 //! out in the rule; one made of `{…}` values is a configuration error, so
 //! no request can choose where it is sent. Other schemes are errors.
@@ -465,12 +465,17 @@ impl TryFrom<RawRule> for Rule {
         let action = match a.kind {
             ActionKind::Rewrite => {
                 let target = a.url.as_deref().unwrap_or("");
-                // `http://host[:port]/path`: the server is literal text, so
-                // no request can choose where it is sent.
-                let (server, path) = match target.strip_prefix("http://") {
-                    Some(rest) => {
+                // `http[s]://host[:port]/path`: the server is literal text,
+                // so no request can choose where it is sent.
+                let scheme_length = ["http://", "https://"]
+                    .into_iter()
+                    .find(|scheme| target.starts_with(scheme))
+                    .map(str::len);
+                let (server, path) = match scheme_length {
+                    Some(at) => {
+                        let rest = &target[at..];
                         let end = rest.find(['/', '?']).unwrap_or(rest.len());
-                        let server = &target[..7 + end];
+                        let server = &target[..at + end];
                         if server.contains(['{', '}']) {
                             return Err(in_rule(format!(
                                 "`{target}`: the server of a Rewrite to another server is written out, not made of {{…}} values"
@@ -485,7 +490,7 @@ impl TryFrom<RawRule> for Rule {
                     }
                     None if scheme_of(target) != Scheme::None || target.starts_with("//") => {
                         return Err(in_rule(format!(
-                            "`{target}`: a Rewrite to another server is to `http://host[:port]/…` (riis passes requests on over plain HTTP)"
+                            "`{target}`: a Rewrite to another server is to `http://host[:port]/…` or `https://host[:port]/…`"
                         )));
                     }
                     None => (None, target),

@@ -86,7 +86,8 @@ pub use provider::{
     SendResponseProvider,
 };
 pub use registration::{
-    ModuleIndex, ModuleRegistration, RegisterModuleFn, Section, ServerInfo, SERVER_VERSION,
+    configuration_folder, ModuleIndex, ModuleRegistration, RegisterModuleFn, Section, ServerInfo,
+    SERVER_VERSION,
 };
 pub use request::{prepare_url_path, HttpRequest, UrlError};
 pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, ResponseError};

@@ -732,6 +732,9 @@ impl PipelineBuilder {
             list.into_boxed_slice()
         });
 
+        // Relative paths in sections are the configuration file's.
+        let _folder =
+            crate::registration::ParsingFolder::set(&self.server_info.configuration_folder);
         self.validate_sections(&self.server_sections)?;
         let server_handlers = self.resolve_handlers(&self.server_handlers)?;
         let mut sites = Vec::with_capacity(self.sites.len());

@@ -49,6 +49,38 @@ impl Default for ServerInfo {
     }
 }
 
+thread_local! {
+    /// The configuration's folder while the server parses sections.
+    static PARSING_FOLDER: std::cell::RefCell<Option<std::path::PathBuf>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The folder a relative path in a configuration section is taken from,
+/// for a section type's own `Deserialize` code (a path it checks or loads
+/// as it is parsed, so that an error names the key and line): the
+/// configuration file's folder while the server parses sections
+/// ([`ServerInfo::configuration_folder`]), the current folder otherwise.
+pub fn configuration_folder() -> std::path::PathBuf {
+    PARSING_FOLDER.with(|folder| folder.borrow().clone().unwrap_or_default())
+}
+
+/// Sets [`configuration_folder`] on this thread until dropped.
+pub(crate) struct ParsingFolder(Option<std::path::PathBuf>);
+
+impl ParsingFolder {
+    pub(crate) fn set(folder: &std::path::Path) -> Self {
+        let before = PARSING_FOLDER.with(|f| f.replace(Some(folder.to_owned())));
+        ParsingFolder(before)
+    }
+}
+
+impl Drop for ParsingFolder {
+    fn drop(&mut self) {
+        let before = self.0.take();
+        PARSING_FOLDER.with(|f| *f.borrow_mut() = before);
+    }
+}
+
 /// The entry point every module provides, compiled in or loaded from a library:
 /// IIS's `RegisterModule(dwServerVersion, pModuleInfo, pGlobalInfo)`.
 pub type RegisterModuleFn =

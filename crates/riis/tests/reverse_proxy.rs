@@ -61,6 +61,42 @@ struct Backend {
 }
 
 impl Backend {
+    /// The same server over TLS, with a certificate for `localhost`; also
+    /// gives the certificate (PEM) to trust it with.
+    fn start_tls(name: &'static str) -> (Self, String) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key =
+            rustls_pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![made.cert.der().clone()], key)
+            .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let shared = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                let number = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                let seen = shared.clone();
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let tls = rustls::ServerConnection::new(config).unwrap();
+                    let stream = rustls::StreamOwned::new(tls, stream);
+                    serve(stream, name, addr, number, &seen);
+                });
+            }
+        });
+        (Self { addr, seen }, made.cert.pem())
+    }
+
     fn start(name: &'static str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -969,4 +1005,68 @@ fn websockets_pass_through() {
     assert_eq!(resp.text(), "ask to upgrade");
     assert_eq!(plain.get("/echo").status, 200);
     assert_eq!(backend.seen.last().header("upgrade"), None);
+}
+
+/// An `https://` server is reached over TLS, its certificate checked
+/// against `ca_file` (or the system's trusted certificates, which do not
+/// know this one: 502); a `ca_file` that cannot be read is a configuration
+/// error.
+#[test]
+fn https_servers_are_checked_against_the_trusted_certificates() {
+    let (backend, ca) = Backend::start_tls("secure");
+    let plain = Backend::start("a");
+    let trust = TempDir::new("reverse-proxy-ca");
+    let ca_file = trust.write("ca.pem", &ca);
+    let port = backend.addr.port();
+    let (_dir, server) = start_with(
+        &[&plain],
+        &format!(
+            r#"
+[[sites.locations]]
+path = "/secure"
+proxy = {{ servers = ["https://localhost:{port}"], ca_file = '{ca}' }}
+
+[[sites.locations]]
+path = "/untrusted"
+proxy = {{ servers = ["https://localhost:{port}"] }}
+"#,
+            ca = ca_file.display()
+        ),
+    );
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/secure/echo");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().contains("backend=secure\n"), "{}", resp.text());
+    // Kept: the next request goes on the same TLS connection.
+    assert_eq!(conn.get("/secure/echo").status, 200);
+    assert_eq!(backend.seen.last().nth, 2);
+
+    let resp = conn.get("/untrusted/echo");
+    assert_eq!(resp.status, 502);
+    assert_eq!(backend.seen.count("/untrusted/echo"), 0);
+
+    // `ca_file` is taken from the configuration's folder, and checked.
+    for (ca_line, ok) in [
+        ("ca_file = 'ca.pem'", true),
+        ("ca_file = 'missing.pem'", false),
+    ] {
+        let config = trust.write(
+            "check.toml",
+            format!(
+                "[[modules]]\nname = \"ReverseProxy\"\n\
+                 [proxy]\nservers = [\"https://localhost:{port}\"]\n{ca_line}\n\
+                 [[handlers]]\nname = \"P\"\npath = \"*\"\nmodules = [\"ReverseProxy\"]\n\
+                 [[sites]]\nname = \"S\"\nroot = '.'\nbindings = [\"127.0.0.1:0\"]\n"
+            ),
+        );
+        let out = common::riis_command("check-config", &config);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.success(), ok, "{said}");
+        if !ok {
+            assert!(
+                said.contains("ca_file") && said.contains("missing.pem"),
+                "{said}"
+            );
+        }
+    }
 }

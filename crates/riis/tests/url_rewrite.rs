@@ -326,8 +326,8 @@ action = { type = "None" }"#,
         ),
         (
             r#"pattern = "^x$"
-action = { type = "Rewrite", url = "https://elsewhere.test/" }"#,
-            "plain HTTP",
+action = { type = "Rewrite", url = "ftp://elsewhere.test/" }"#,
+            "or `https://host[:port]/…`",
         ),
         (
             r#"pattern = "^x$"

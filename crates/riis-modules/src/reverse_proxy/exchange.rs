@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use super::farm::Server;
 use super::ReverseProxyConfig;
-use crate::backend::{clock_instant, clock_ms, Connection, Pools, Reusable};
+use crate::backend::{clock_instant, clock_ms, Address, Connection, Pools, Reusable};
 use crate::gateway::ResponseHead;
 use crate::relay::{End, Relay};
 use crate::spooled_body::SpooledBody;
@@ -113,6 +113,36 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
     }
 }
 
+/// Which kept connections may serve a request: those to its server's
+/// address and, over TLS, checked against the same trusted certificates
+/// (by identity: a connection one location's `ca_file` let through never
+/// serves a location that trusts other certificates).
+#[derive(Clone)]
+pub(super) struct Route {
+    address: Address,
+    trust: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        let same_trust = match (&self.trust, &other.trust) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.address == other.address && same_trust
+    }
+}
+
+impl Eq for Route {}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.address.hash(state);
+        self.trust.as_ref().map(Arc::as_ptr).hash(state);
+    }
+}
+
 /// One request for the task.
 pub(super) struct Job {
     pub(super) method: Method,
@@ -134,7 +164,7 @@ pub(super) struct Job {
     pub(super) upgrade: Option<std::sync::Mutex<Option<oneshot::Receiver<UpgradedStream>>>>,
     pub(super) config: Arc<ReverseProxyConfig>,
     pub(super) relay: Arc<Relay>,
-    pub(super) pools: Arc<Pools<Kept>>,
+    pub(super) pools: Arc<Pools<Kept, Route>>,
 }
 
 /// The request body as hyper takes it: in pieces (read from the body's
@@ -282,39 +312,70 @@ impl Job {
         }
     }
 
-    /// Opens a connection to `server` and starts hyper on it.
-    async fn connect(&self, server: &Server) -> Result<Kept, String> {
-        let connect_timeout = std::time::Duration::from_secs(self.config.connect_timeout);
-        let connection =
-            match tokio::time::timeout(connect_timeout, Connection::open(&server.address)).await {
-                Ok(Ok(connection)) => connection,
-                Ok(Err(e)) => return Err(format!("cannot connect to {}: {e}", server.name)),
-                Err(_) => {
-                    return Err(format!(
-                        "cannot connect to {} within proxy.connect_timeout ({} s)",
-                        server.name, self.config.connect_timeout
-                    ))
-                }
-            };
-        let last_io = Arc::new(AtomicU64::new(clock_ms()));
-        let watched = Watched {
-            io: connection,
-            last_io: last_io.clone(),
+    /// Where `server`'s kept connections are: for an `https://` one, with
+    /// the certificates it is checked against (`ca_file`, or the system's).
+    fn route(&self, server: &Server) -> Result<Route, String> {
+        let trust = match (&server.tls, &self.config.ca_file) {
+            (None, _) => None,
+            (Some(_), Some(trusted)) => Some(trusted.config()),
+            (Some(_), None) => Some(super::tls::system()?),
         };
-        let (sender, driver) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(watched))
-            .await
-            .map_err(|e| format!("{}: {e}", server.name))?;
-        // The connection's own task, on this worker's runtime: it ends
-        // when the connection closes or the last sender is dropped, or
-        // hands the connection over after a 101.
-        tokio::spawn(async move {
-            if let Err(e) = driver.with_upgrades().await {
-                tracing::debug!("ReverseProxy: connection ended: {e}");
-            }
-        });
-        Ok(Kept { sender, last_io })
+        Ok(Route {
+            address: server.address.clone(),
+            trust,
+        })
     }
+
+    /// Opens a connection to `server` (with TLS for an `https://` one,
+    /// the handshake within `connect_timeout` too) and starts hyper on it.
+    async fn connect(&self, server: &Server, route: &Route) -> Result<Kept, String> {
+        let opening = async {
+            let connection = Connection::open(&server.address)
+                .await
+                .map_err(|e| format!("cannot connect to {}: {e}", server.name))?;
+            let (Some(name), Some(config)) = (&server.tls, &route.trust) else {
+                return start(connection, server).await;
+            };
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name.clone(), connection)
+                .await
+                .map_err(|e| format!("TLS with {} failed: {e}", server.name))?;
+            start(stream, server).await
+        };
+        let connect_timeout = std::time::Duration::from_secs(self.config.connect_timeout);
+        match tokio::time::timeout(connect_timeout, opening).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "cannot connect to {} within proxy.connect_timeout ({} s)",
+                server.name, self.config.connect_timeout
+            )),
+        }
+    }
+}
+
+/// Starts hyper's HTTP/1.1 client on `io`, a new connection to `server`.
+async fn start<T>(io: T, server: &Server) -> Result<Kept, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let last_io = Arc::new(AtomicU64::new(clock_ms()));
+    let watched = Watched {
+        io,
+        last_io: last_io.clone(),
+    };
+    let (sender, driver) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(watched))
+        .await
+        .map_err(|e| format!("{}: {e}", server.name))?;
+    // The connection's own task, on this worker's runtime: it ends when the
+    // connection closes or the last sender is dropped, or hands the
+    // connection over after a 101.
+    tokio::spawn(async move {
+        if let Err(e) = driver.with_upgrades().await {
+            tracing::debug!("ReverseProxy: connection ended: {e}");
+        }
+    });
+    Ok(Kept { sender, last_io })
 }
 
 /// Tries the servers in turn until one answers, then relays its answer.
@@ -329,10 +390,17 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
         .into_iter()
         .flatten();
     for server in job.only.iter().chain(farm) {
+        let route = match job.route(server) {
+            Ok(route) => route,
+            Err(why) => {
+                failures.push(format!("{}: {why}", server.name));
+                continue;
+            }
+        };
         // An idle connection first, while there is one that takes the
         // request.
         if kept > 0 {
-            while let Some(mut line) = job.pools.take(&server.address) {
+            while let Some(mut line) = job.pools.take(&route) {
                 // A connection whose last answer just ended may not be
                 // ready yet (its task has not run since): it is waited for,
                 // not dropped. One that closed meanwhile is dropped.
@@ -343,7 +411,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 }
                 match job.send(&mut line, server).await {
                     Attempt::Answer(response) => {
-                        return relay_answer(job, server, response, line).await;
+                        return relay_answer(job, server, &route, response, line).await;
                     }
                     Attempt::Unsent => continue,
                     Attempt::Quiet => return Err(quiet(job, server)),
@@ -361,7 +429,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 }
             }
         }
-        let mut line = match job.connect(server).await {
+        let mut line = match job.connect(server, &route).await {
             Ok(line) => line,
             Err(why) => {
                 server.mark_down(fail_timeout);
@@ -370,7 +438,9 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
             }
         };
         match job.send(&mut line, server).await {
-            Attempt::Answer(response) => return relay_answer(job, server, response, line).await,
+            Attempt::Answer(response) => {
+                return relay_answer(job, server, &route, response, line).await
+            }
             Attempt::Quiet => return Err(quiet(job, server)),
             // The server took the connection, then failed it before any
             // answer (it reset or closed it): it is left out like one that
@@ -415,6 +485,7 @@ fn quiet(job: &Job, server: &Server) -> Failure {
 async fn relay_answer(
     job: &Job,
     server: &Server,
+    route: &Route,
     response: Response<Incoming>,
     line: Kept,
 ) -> Result<(), Failure> {
@@ -460,8 +531,7 @@ async fn relay_answer(
     // A connection that carried an upgrade request is not kept: the server
     // may still mean to switch it.
     if job.config.kept_connections > 0 && job.upgrade.is_none() && !line.sender.is_closed() {
-        job.pools
-            .put(&server.address, line, job.config.kept_connections);
+        job.pools.put(route, line, job.config.kept_connections);
     }
     Ok(())
 }
@@ -607,23 +677,29 @@ fn response_head(
     }
 }
 
-/// `value` with the server's origin (`http://` and its `Host`, or its host
-/// with port 80 written out) replaced by the client's, when it starts with
-/// it.
+/// `value` with the server's origin (its scheme and its `Host`, or its host
+/// with the scheme's port written out) replaced by the client's, when it
+/// starts with it.
 fn reverse_rewrite(job: &Job, server: &Server, value: &HeaderValue) -> Option<HeaderValue> {
     let client = job.client_origin.as_deref()?;
     let text = value.to_str().ok()?;
+    let (scheme, default_port) = if server.tls.is_some() {
+        ("https://", 443)
+    } else {
+        ("http://", 80)
+    };
     let rest = text
-        .get(..7)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
-        .map(|_| &text[7..])?;
+        .get(..scheme.len())
+        .filter(|written| written.eq_ignore_ascii_case(scheme))
+        .map(|_| &text[scheme.len()..])?;
     let host = server.host.to_str().ok()?;
     let starts = |prefix: &str| {
         rest.get(..prefix.len())
             .filter(|h| h.eq_ignore_ascii_case(prefix))
             .map(|_| &rest[prefix.len()..])
     };
-    let with_port = (!host.contains(':') || host.ends_with(']')).then(|| format!("{host}:80"));
+    let with_port =
+        (!host.contains(':') || host.ends_with(']')).then(|| format!("{host}:{default_port}"));
     let after = with_port
         .as_deref()
         .and_then(starts)

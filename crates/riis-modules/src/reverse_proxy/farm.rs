@@ -20,25 +20,36 @@ pub struct Server {
     pub name: String,
     /// Where it listens.
     pub address: Address,
-    /// Its `Host` (`host`, or `host:port` when the port is not 80), for
-    /// requests that do not keep the client's.
+    /// Its `Host` (`host`, or `host:port` when the port is not the
+    /// scheme's), for requests that do not keep the client's.
     pub host: HeaderValue,
+    /// For an `https://` server: the name its certificate must have (its
+    /// host as written), also sent as SNI.
+    pub tls: Option<rustls_pki_types::ServerName<'static>>,
     /// Until when it is left out (milliseconds on [`clock_ms`]; 0: it is not).
     down_until: AtomicU64,
 }
 
 impl Server {
-    /// Parses `http://host[:port]` (no path: the request's URL is sent as
-    /// it is) or `unix:/path/to/socket`.
+    /// Parses `http://host[:port]` or `https://host[:port]` (no path: the
+    /// request's URL is sent as it is) or `unix:/path/to/socket`.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let secure = text
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+        let plain = text
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+        let mut tls = None;
         let (address, host) = if text.starts_with("unix:") {
             let address: Address = text.parse()?;
             (address, HeaderValue::from_static("localhost"))
-        } else if let Some(rest) = text.strip_prefix("http://") {
+        } else if secure || plain {
+            let rest = &text[if secure { 8 } else { 7 }..];
             let authority = rest.strip_suffix('/').unwrap_or(rest);
             if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
                 return Err(format!(
-                    "`{text}`: a server is `http://host[:port]`, without a path (the request's URL is sent as it is)"
+                    "`{text}`: a server is `http://host[:port]` or `https://host[:port]`, without a path (the request's URL is sent as it is)"
                 ));
             }
             let parsed: riis_pipeline::http::uri::Authority = authority
@@ -50,9 +61,15 @@ impl Server {
                 Some(0) | None if written => {
                     return Err(format!("`{text}` has no valid port"));
                 }
-                port => port.unwrap_or(80),
+                port => port.unwrap_or(if secure { 443 } else { 80 }),
             };
-            let host = if port == 80 {
+            if secure {
+                let name = parsed.host().trim_start_matches('[').trim_end_matches(']');
+                let name = rustls_pki_types::ServerName::try_from(name.to_owned())
+                    .map_err(|e| format!("`{text}`: {e}"))?;
+                tls = Some(name);
+            }
+            let host = if port == if secure { 443 } else { 80 } {
                 parsed.host().to_owned()
             } else {
                 parsed.as_str().to_owned()
@@ -60,19 +77,16 @@ impl Server {
             let address: Address = format!("{}:{port}", parsed.host()).parse()?;
             let host = HeaderValue::from_str(&host).map_err(|e| format!("`{text}`: {e}"))?;
             (address, host)
-        } else if text.starts_with("https://") {
-            return Err(format!(
-                "`{text}`: riis passes requests on over plain HTTP only (`http://` or `unix:`)"
-            ));
         } else {
             return Err(format!(
-                "`{text}` is neither `http://host[:port]` nor `unix:/path/to/socket`"
+                "`{text}` is neither `http://host[:port]`, `https://host[:port]` nor `unix:/path/to/socket`"
             ));
         };
         Ok(Server {
             name: text.to_owned(),
             address,
             host,
+            tls,
             down_until: AtomicU64::new(0),
         })
     }
@@ -199,6 +213,18 @@ mod tests {
         let s = Server::parse("unix:/run/app.sock").unwrap();
         assert_eq!(s.address, Address::Unix("/run/app.sock".into()));
         assert_eq!(s.host, "localhost");
+        assert!(s.tls.is_none());
+        let s = Server::parse("https://api.example.test").unwrap();
+        assert_eq!(s.address, Address::Tcp("api.example.test:443".into()));
+        assert_eq!(s.host, "api.example.test");
+        assert_eq!(
+            s.tls.as_ref().map(|n| n.to_str().into_owned()),
+            Some("api.example.test".to_owned())
+        );
+        let s = Server::parse("HTTPS://[::1]:8443").unwrap();
+        assert_eq!(s.address, Address::Tcp("[::1]:8443".into()));
+        assert_eq!(s.host, "[::1]:8443");
+        assert!(s.tls.is_some());
         for bad in [
             "",
             "app:3000",
@@ -208,7 +234,8 @@ mod tests {
             "http://user@app",
             "http://app:0",
             "http://app:99999",
-            "https://app",
+            "https://app/api",
+            "ftp://app",
             "unix:relative.sock",
         ] {
             assert!(Server::parse(bad).is_err(), "{bad}");

@@ -56,8 +56,8 @@
 //! sent, and only for idempotent methods if it was.
 //!
 //! Configuration section `proxy`, per location:
-//! - `servers`: a list of `http://host[:port]` or `unix:/path/to/socket`
-//!   (at most 64);
+//! - `servers`: a list of `http://host[:port]`, `https://host[:port]` or
+//!   `unix:/path/to/socket` (at most 64);
 //! - `timeout` (seconds, default 120, ARR's): the longest a server may stay
 //!   silent, while taking the request or while answering;
 //! - `connect_timeout` (seconds, default 60, nginx's);
@@ -67,7 +67,9 @@
 //! - `forwarded_headers` (default true);
 //! - `response_buffer_limit` (bytes, default 4,194,304, ARR's);
 //! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's);
-//! - `kept_connections` (default 32, at most 1,024; 0 closes each).
+//! - `kept_connections` (default 32, at most 1,024; 0 closes each);
+//! - `ca_file`: PEM certificates trusted for `https://` servers instead of
+//!   the system's (see `tls`), relative to the configuration's folder.
 //!
 //! **WebSocket** (and any other HTTP/1.1 upgrade): a request that asks to
 //! switch protocols (`Upgrade` with `Connection: upgrade`, HTTP/1.1) is
@@ -79,13 +81,14 @@
 //! the same way; nginx needs `proxy_set_header Upgrade` and `Connection`).
 //! Any other answer is relayed as usual.
 //!
-//! Not done: `https://` servers (TLS to the server), HTTP/2 to the server
-//! (and WebSocket over HTTP/2, RFC 8441), weighted and least-requests
+//! Not done: client certificates for `https://` servers, HTTP/2 to the
+//! server (and WebSocket over HTTP/2, RFC 8441), weighted and least-requests
 //! balancing, active health checks, and response caching (OutputCache
 //! caches the relayed answer like any other).
 
 mod exchange;
 mod farm;
+mod tls;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -109,7 +112,7 @@ pub use farm::Farm;
 use farm::Server;
 
 /// The server variable that sends one request to a server of its own
-/// (`http://host[:port]` or `unix:/path`) instead of the section's
+/// (`http[s]://host[:port]` or `unix:/path`) instead of the section's
 /// `servers`: UrlRewrite sets it for a Rewrite to another server, and any
 /// module may, before ExecuteRequestHandler (IIS ARR's routing of a URL
 /// rewritten to another server). A client cannot: it is no `HTTP_` name.
@@ -147,6 +150,8 @@ pub struct ReverseProxyConfig {
     /// Idle connections kept per worker thread and server.
     #[serde(deserialize_with = "crate::at_most_1024")]
     pub kept_connections: usize,
+    /// Certificates trusted for `https://` servers instead of the system's.
+    pub ca_file: Option<tls::TrustedCertificates>,
 }
 
 impl Default for ReverseProxyConfig {
@@ -162,6 +167,7 @@ impl Default for ReverseProxyConfig {
             response_buffer_limit: 4_194_304,
             max_request_body: 30_000_000,
             kept_connections: 32,
+            ca_file: None,
         }
     }
 }
@@ -171,7 +177,7 @@ const READ_SIZE: usize = 64 * 1024;
 
 /// What the module's instances share.
 struct Shared {
-    pools: Arc<Pools<Kept>>,
+    pools: Arc<Pools<Kept, exchange::Route>>,
     /// Exchanges running, for `riis status`.
     running: Arc<AtomicUsize>,
 }

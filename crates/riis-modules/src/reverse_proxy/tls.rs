@@ -1,0 +1,120 @@
+//! TLS to `https://` servers (rustls, with ring, as riis's own TLS): the
+//! server's certificate is checked against the system's trusted
+//! certificates (Debian's `ca-certificates`, `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR`), or against the section's `ca_file` instead, and for
+//! the server's host name (or address) as written in `servers`. HTTP/1.1
+//! is asked for with ALPN.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use serde::Deserialize;
+
+/// The certificates of a section's `ca_file`, ready to check servers with.
+#[derive(Clone)]
+pub struct TrustedCertificates {
+    /// The file, as resolved.
+    path: PathBuf,
+    config: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for TrustedCertificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TrustedCertificates")
+            .field(&self.path)
+            .finish()
+    }
+}
+
+impl TrustedCertificates {
+    /// Reads the PEM certificates of `path`.
+    fn load(path: PathBuf) -> Result<Self, String> {
+        let shown = path.display();
+        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+            .map_err(|e| format!("cannot read {shown}: {e}"))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{shown} is not PEM: {e}"))?;
+        if certificates.is_empty() {
+            return Err(format!("{shown} holds no certificate"));
+        }
+        let mut roots = RootCertStore::empty();
+        for certificate in certificates {
+            roots
+                .add(certificate)
+                .map_err(|e| format!("{shown}: a certificate cannot be trusted: {e}"))?;
+        }
+        let config = client_config(roots)?;
+        Ok(Self { path, config })
+    }
+
+    /// The TLS configuration that trusts these certificates.
+    pub(super) fn config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedCertificates {
+    /// A path, relative to the configuration file's folder; the file is
+    /// read now, so that a wrong one is a configuration error.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let path = riis_pipeline::configuration_folder().join(text);
+        Self::load(path).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A client configuration trusting `roots`.
+fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS cannot be set up: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The configuration trusting the system's certificates, read once, at the
+/// first request to an `https://` server without `ca_file`.
+pub(super) fn system() -> Result<Arc<ClientConfig>, String> {
+    static SYSTEM: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+    SYSTEM
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or_else(String::new, |e| format!(" ({e})"));
+                return Err(format!(
+                    "the system has no trusted certificates{why}: install ca-certificates, or set proxy.ca_file"
+                ));
+            }
+            client_config(roots)
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_must_hold_certificates() {
+        let dir = std::env::temp_dir().join(format!("riis-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = TrustedCertificates::load(empty).unwrap_err();
+        assert!(e.contains("holds no certificate"), "{e}");
+        let e = TrustedCertificates::load(dir.join("missing.pem")).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
