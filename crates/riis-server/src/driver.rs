@@ -386,19 +386,18 @@ fn serve_site(
             let out = exec.take_output().expect("Step::Send carries output");
             if out.is_final {
                 // The fast path: one send, the whole response known.
+                let switching = is_switch(&out).then(|| can_switch(&mut exec, &body));
                 exec.complete_send(Ok(out.len()));
                 // Only the disposal is left after the final send (it comes
                 // after EndRequest): nothing there waits.
                 while !matches!(exec.resume(), Step::Done) {}
-                let reply = if is_switch(&out) {
+                let reply = match switching {
                     // Nobody is left to use the connection: it closes
                     // after the head.
-                    let can = can_switch(exec.context().request(), &body);
-                    match switching_response(out, can) {
+                    Some(can) => match switching_response(out, can) {
                         Switching::Switch(reply) | Switching::Refused(reply) => reply,
-                    }
-                } else {
-                    final_response(out, &shape)
+                    },
+                    None => final_response(out, &shape),
                 };
                 if shape.discard_request_body.is_none() {
                     return Answer::Now(reply);
@@ -455,7 +454,7 @@ async fn drive(
                 let len = out.len();
                 let sent = if let Some(reply) = reply.take() {
                     let response = if is_switch(&out) {
-                        let can = can_switch(exec.context().request(), &reader.body);
+                        let can = can_switch(&mut exec, &reader.body);
                         match switching_response(out, can) {
                             Switching::Switch(response) => {
                                 if response.is_ok() {
@@ -940,14 +939,28 @@ enum Switching {
     Refused(Reply),
 }
 
-/// Whether a request may switch protocols: the client asked (RFC 9110
-/// §7.8) on HTTP/1.1 (hyper hands over such a connection) and no body is
-/// left to come (the connection's next bytes are the new protocol's).
-/// Judged only when a module answers 101, so other requests pay nothing.
-fn can_switch(request: &HttpRequest, body: &Incoming) -> bool {
-    request.http_version() == http::Version::HTTP_11
+/// Whether the request a module answered 101 may switch protocols: the
+/// client asked (RFC 9110 §7.8) on HTTP/1.1 (hyper hands over such a
+/// connection) and no body is left to come (the connection's next bytes are
+/// the new protocol's). Judged only then, so other requests pay nothing.
+/// One that may not is the module's mistake: logged, and the response
+/// recorded as the 500 that goes out instead (LogRequest comes after).
+fn can_switch(exec: &mut RequestExecution, body: &Incoming) -> bool {
+    let request = exec.context().request();
+    let can = request.http_version() == http::Version::HTTP_11
         && request.headers().contains_key(http::header::UPGRADE)
-        && http_body::Body::is_end_stream(body)
+        && http_body::Body::is_end_stream(body);
+    if !can {
+        tracing::error!(
+            url = request.raw_url(),
+            "a module answered 101 Switching Protocols to a request that cannot switch \
+             (it needs HTTP/1.1, an Upgrade header and no body left unread); answered 500 instead"
+        );
+        exec.context_mut()
+            .response_mut()
+            .set_status(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    }
+    can
 }
 
 /// The reply to a module's 101 (`can`: [`can_switch`]).
@@ -960,10 +973,6 @@ fn switching_response(mut out: Output, can: bool) -> Switching {
         return refused();
     };
     if !can {
-        tracing::error!(
-            "a module answered 101 Switching Protocols to a request that cannot switch \
-             (it needs HTTP/1.1, an Upgrade header and no body left unread); answered 500 instead"
-        );
         return refused();
     }
     head.headers.remove(CONTENT_LENGTH);

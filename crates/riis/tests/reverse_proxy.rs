@@ -237,6 +237,12 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                     let _ = out.write_all(format!("echo: {line}").as_bytes());
                 }
             }
+            // Switches without saying to what.
+            "/ws-bare" => {
+                let _ = out
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n");
+                return;
+            }
             "/ws" => respond(
                 out,
                 "426 Upgrade Required",
@@ -668,6 +674,34 @@ fn requests_take_turns_and_skip_a_server_that_is_down() {
     );
 }
 
+/// Weights share the requests, and `client_address` keeps a client on one
+/// server.
+#[test]
+fn weights_and_client_address_balancing() {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let extra = format!(
+        "\n[[sites.locations]]\npath = \"/weighted\"\nproxy = {{ servers = [\"http://{a} weight=3\", \"http://{b}\"] }}\n\
+         \n[[sites.locations]]\npath = \"/sticky\"\nproxy = {{ servers = [\"http://{a}\", \"http://{b}\"], balance = \"client_address\" }}\n",
+        a = a.addr,
+        b = b.addr
+    );
+    let (_dir, server) = start_with(&[&a], &extra);
+    let mut conn = Connection::open(server.addr);
+    let mut by = |path: &str, n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                let resp = conn.get(path);
+                assert_eq!(resp.status, 200, "{}", resp.text());
+                resp.header("x-backend").unwrap().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(by("/weighted/echo", 8), "aabaaaba");
+    let sticky = by("/sticky/echo", 6);
+    assert!(sticky == "aaaaaa" || sticky == "bbbbbb", "{sticky}");
+}
+
 #[test]
 fn a_kept_connection_the_backend_dropped_is_replaced_for_idempotent_requests_only() {
     let backend = Backend::start("a");
@@ -1005,6 +1039,43 @@ fn websockets_pass_through() {
     assert_eq!(resp.text(), "ask to upgrade");
     assert_eq!(plain.get("/echo").status, 200);
     assert_eq!(backend.seen.last().header("upgrade"), None);
+
+    // Only `upgrade_protocols` (WebSocket by default) are offered to the
+    // server: a cleartext HTTP/2 upgrade would hand the client a
+    // connection to the server that riis's modules never see.
+    let mut h2c = Connection::open(server.addr);
+    h2c.send_raw(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    );
+    assert_eq!(h2c.read_response(false).status, 426);
+    let got = backend.seen.last();
+    assert_eq!(got.header("upgrade"), None);
+    assert_eq!(got.header("http2-settings"), None);
+    // Offered beside WebSocket, h2c is left out.
+    let mut both = Connection::open(server.addr);
+    both.send_raw(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n",
+    );
+    assert_eq!(both.read_response(true).status, 101);
+    assert_eq!(backend.seen.last().header("upgrade"), Some("websocket"));
+
+    // A request with a body is not an upgrade (its connection's next bytes
+    // are the body's): it goes on as a plain one.
+    let mut with_body = Connection::open(server.addr);
+    with_body.send_raw(
+        b"POST /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Content-Length: 5\r\n\r\nabcde",
+    );
+    assert_eq!(with_body.read_response(false).status, 426);
+    assert_eq!(backend.seen.last().header("upgrade"), None);
+
+    // A 101 that names no protocol is not a switch riis passes on.
+    let mut bare = Connection::open(server.addr);
+    bare.send_raw(
+        b"GET /ws-bare HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(bare.read_response(false).status, 502);
 }
 
 /// An `https://` server is reached over TLS, its certificate checked

@@ -17,7 +17,7 @@ use riis_pipeline::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// `/switch`: answers 101 (`Upgrade: line-echo`), then on the connection
+/// `/switch…`: answers 101 (`Upgrade: line-echo`), then on the connection
 /// says `ready`, answers each line in capitals, and at `bye` says `bye`
 /// and closes. Any other URL: 200 `plain`.
 #[derive(Default)]
@@ -25,9 +25,23 @@ struct LineEcho {
     switching: bool,
 }
 
+/// The status LogRequest saw for the last `/switch-logged` request (a URL
+/// of its own: tests run at once).
+static LOGGED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
 impl HttpModule for LineEcho {
+    fn on_log_request(&mut self, ctx: &mut HttpContext) -> Status {
+        if ctx.request().url() == "/switch-logged" {
+            LOGGED.store(
+                ctx.response().status().as_u16(),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        }
+        Status::Continue
+    }
+
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
-        if ctx.request().url() != "/switch" {
+        if !ctx.request().url().starts_with("/switch") {
             ctx.response_mut().write("plain");
             return Status::Continue;
         }
@@ -85,7 +99,7 @@ fn register_line_echo(
 ) -> Result<(), ModuleError> {
     r.set_request_notifications(
         LineEcho::default,
-        N::ExecuteRequestHandler.into(),
+        N::ExecuteRequestHandler | N::LogRequest,
         RequestNotifications::NONE,
     )
 }
@@ -140,7 +154,9 @@ fn a_module_switches_protocols_and_talks_on_the_connection() {
 fn a_101_the_client_did_not_ask_for_is_refused() {
     let server = start();
     let mut conn = Connection::open(server.addr);
-    assert_eq!(conn.get("/switch").status, 500);
+    assert_eq!(conn.get("/switch-logged").status, 500);
+    // Logged as what went out.
+    assert_eq!(LOGGED.load(std::sync::atomic::Ordering::SeqCst), 500);
     // The connection serves the next request.
     assert_eq!(conn.get("/other").text(), "plain");
     // HTTP/1.0 has no upgrades (RFC 9110 §7.8).

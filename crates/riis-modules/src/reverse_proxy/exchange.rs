@@ -159,6 +159,8 @@ pub(super) struct Job {
     /// The one server this request goes to ([`super::PROXY_SERVER`]),
     /// instead of the section's.
     pub(super) only: Option<Server>,
+    /// The client's address (for `balance = "client_address"`).
+    pub(super) client: std::net::IpAddr,
     /// The request asks to switch protocols: where the client's connection
     /// comes from once the server's 101 went out to it.
     pub(super) upgrade: Option<std::sync::Mutex<Option<oneshot::Receiver<UpgradedStream>>>>,
@@ -386,10 +388,13 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
     let farm = job
         .only
         .is_none()
-        .then(|| job.config.servers.order())
+        .then(|| job.config.servers.order(job.config.balance, job.client))
         .into_iter()
         .flatten();
     for server in job.only.iter().chain(farm) {
+        // Counted (for `least_requests`) until this server is done with
+        // the request, its answer relayed.
+        let _in_flight = server.begin();
         let route = match job.route(server) {
             Ok(route) => route,
             Err(why) => {
@@ -545,7 +550,22 @@ async fn switch(
     client: Option<oneshot::Receiver<UpgradedStream>>,
 ) -> Result<(), Failure> {
     let upgraded = hyper::upgrade::on(&mut response);
-    let protocol = response.headers().get(header::UPGRADE).cloned();
+    // The server must name the protocol it switched to (RFC 9110 §7.8),
+    // one the request offered.
+    let protocol = response
+        .headers()
+        .get(header::UPGRADE)
+        .filter(|p| {
+            p.to_str()
+                .is_ok_and(|p| super::protocol_allowed(p, &job.config.upgrade_protocols))
+        })
+        .cloned();
+    let Some(protocol) = protocol else {
+        return Err(Failure::Broken(format!(
+            "{} answered 101 without switching to a protocol the request offered",
+            server.name
+        )));
+    };
     server.mark_up();
     job.relay.mark_activity();
     let (parts, _) = response.into_parts();
@@ -553,9 +573,7 @@ async fn switch(
     // The hop-by-hop headers that make it a switch, for this hop.
     head.headers
         .push((header::CONNECTION, HeaderValue::from_static("upgrade")));
-    if let Some(protocol) = protocol {
-        head.headers.push((header::UPGRADE, protocol));
-    }
+    head.headers.push((header::UPGRADE, protocol));
     let backend = match upgraded.await {
         Ok(backend) => backend,
         Err(e) => {

@@ -1,13 +1,18 @@
 //! The servers a location's requests go to (ARR's server farm, nginx's
-//! `upstream`): taken in turn, and one that could not be reached left out
-//! for a while.
+//! `upstream`): chosen by the section's `balance`, in proportion to their
+//! weights, and one that could not be reached left out for a while.
 //!
-//! The turn and the marks live in the configuration, made once per
-//! configuration load, so choosing a server is two atomic operations and
-//! no lock.
+//! The turns, the counts and the marks live in the configuration, made once
+//! per configuration load, so choosing a server takes a few atomic
+//! operations and no lock. Weighted turns follow nginx's smooth weighted
+//! round robin (weights 5, 1, 1 give `a a b a c a a`, not `a a a a a b c`),
+//! worked out once at load.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use serde::Deserialize;
 
 use riis_pipeline::http::HeaderValue;
 
@@ -26,14 +31,46 @@ pub struct Server {
     /// For an `https://` server: the name its certificate must have (its
     /// host as written), also sent as SNI.
     pub tls: Option<rustls_pki_types::ServerName<'static>>,
+    /// Its share of the requests, against the others' (`weight=N`).
+    pub weight: u32,
     /// Until when it is left out (milliseconds on [`clock_ms`]; 0: it is not).
     down_until: AtomicU64,
+    /// Requests under way on it (for `least_requests`).
+    in_flight: AtomicUsize,
 }
+
+/// A request under way on a server, counted until dropped.
+pub struct InFlight<'a>(&'a Server);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The heaviest `weight=N`.
+const MAX_WEIGHT: u32 = 100;
 
 impl Server {
     /// Parses `http://host[:port]` or `https://host[:port]` (no path: the
-    /// request's URL is sent as it is) or `unix:/path/to/socket`.
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+    /// request's URL is sent as it is) or `unix:/path/to/socket`, then
+    /// ` weight=N` if given.
+    pub(crate) fn parse(written: &str) -> Result<Self, String> {
+        let mut words = written.split_whitespace();
+        let text = words.next().unwrap_or("");
+        let mut weight = 1;
+        for word in words {
+            let n = word
+                .strip_prefix("weight=")
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|n| (1..=MAX_WEIGHT).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "`{written}`: after the server comes only `weight=N`, N from 1 to {MAX_WEIGHT}"
+                    )
+                })?;
+            weight = n;
+        }
         let secure = text
             .get(..8)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
@@ -87,8 +124,16 @@ impl Server {
             address,
             host,
             tls,
+            weight,
             down_until: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
         })
+    }
+
+    /// Counts a request under way on the server until the guard drops.
+    pub fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
     }
 
     /// Leaves the server out for `time` (it could not be reached).
@@ -115,12 +160,51 @@ impl Server {
 /// The most servers a section may list.
 const MAX_SERVERS: usize = 64;
 
+/// How a request's server is chosen (`balance`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// In turn, weighted (ARR's weighted round robin, nginx's default).
+    #[default]
+    RoundRobin,
+    /// The one with the fewest requests under way for its weight (ARR's
+    /// least requests, nginx's `least_conn`); ties in turn.
+    LeastRequests,
+    /// By the client's address, so a client keeps its server while that
+    /// server is up (nginx's `ip_hash`, ARR's server variable hash on
+    /// `REMOTE_ADDR`).
+    ClientAddress,
+}
+
 /// The servers of a `proxy` section.
 #[derive(Debug, Default)]
 pub struct Farm {
     servers: Vec<Server>,
+    /// The servers' turns, by index: each as often as its weight, spread.
+    turns: Box<[u8]>,
     /// Whose turn it is.
     next: AtomicUsize,
+}
+
+/// The turns of servers of `weights`: smooth weighted round robin (each
+/// turn, every server gains its weight, and the one with most goes and
+/// loses the total), one full cycle.
+fn smooth_turns(weights: &[u32]) -> Box<[u8]> {
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut turns = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, &w) in weights.iter().enumerate() {
+            current[i] += i64::from(w);
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        turns.push(best as u8);
+    }
+    turns.into_boxed_slice()
 }
 
 impl Farm {
@@ -129,10 +213,10 @@ impl Farm {
         self.servers.is_empty()
     }
 
-    /// The servers in the order this request tries them: from the one whose
-    /// turn it is, round the list, those left out last (tried when all
-    /// are).
-    pub fn order(&self) -> impl Iterator<Item = &Server> {
+    /// The servers in the order this request (from `client`) tries them:
+    /// the one `balance` chooses, then round the list, those left out last
+    /// (tried when all are).
+    pub fn order(&self, balance: Balance, client: IpAddr) -> impl Iterator<Item = &Server> {
         let count = self.servers.len();
         // Who is down is read once, so that a server marked down by this
         // request is not tried again in the second round.
@@ -143,18 +227,11 @@ impl Farm {
             .enumerate()
             .filter(|(_, server)| server.is_down(now))
             .fold(0u64, |bits, (i, _)| bits | 1 << i);
-        let mut first = 0;
-        if count > 1 {
-            first = self.next.fetch_add(1, Ordering::Relaxed) % count;
-            // A turn that falls on a server left out passes to the next
-            // turn, so the others share its requests evenly (rather than
-            // the one after it taking them all).
-            let mut passes = 0;
-            while down >> first & 1 == 1 && passes < count {
-                first = self.next.fetch_add(1, Ordering::Relaxed) % count;
-                passes += 1;
-            }
-        }
+        let first = if count > 1 {
+            self.first(balance, client, down)
+        } else {
+            0
+        };
         let round = move |want_down: bool| {
             (0..count)
                 .map(move |i| (first + i) % count)
@@ -162,6 +239,71 @@ impl Farm {
                 .map(move |i| &self.servers[i])
         };
         round(false).chain(round(true))
+    }
+}
+
+impl Farm {
+    /// The server `balance` chooses, by index; `down` has a bit set for
+    /// each server left out.
+    fn first(&self, balance: Balance, client: IpAddr, down: u64) -> usize {
+        let turns = self.turns.len();
+        let is_up = |i: usize| down >> i & 1 == 0;
+        match balance {
+            Balance::RoundRobin => {
+                // A turn that falls on a server left out passes to the
+                // next turn, so the others share its requests as their
+                // weights say (rather than the one after it taking them
+                // all).
+                let all_down = down.count_ones() as usize == self.servers.len();
+                let mut first = 0;
+                for _ in 0..if all_down { 1 } else { turns } {
+                    let turn = self.next.fetch_add(1, Ordering::Relaxed) % turns;
+                    first = usize::from(self.turns[turn]);
+                    if is_up(first) {
+                        break;
+                    }
+                }
+                first
+            }
+            Balance::LeastRequests => {
+                let count = self.servers.len();
+                let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
+                let load = |i: usize| {
+                    let server = &self.servers[i];
+                    (
+                        server.in_flight.load(Ordering::Relaxed) as u64,
+                        u64::from(server.weight),
+                    )
+                };
+                (0..count)
+                    .map(|k| (start + k) % count)
+                    .filter(|&i| is_up(i))
+                    // a/wa < b/wb, without division; the first of equals
+                    // (from this request's turn) wins.
+                    .reduce(|best, i| {
+                        let ((a, wa), (b, wb)) = (load(i), load(best));
+                        if a * wb < b * wa {
+                            i
+                        } else {
+                            best
+                        }
+                    })
+                    .unwrap_or(start)
+            }
+            Balance::ClientAddress => {
+                use std::hash::{Hash, Hasher};
+                // The same for every worker and every start: fixed keys.
+                let mut hasher = std::hash::DefaultHasher::new();
+                client.to_canonical().hash(&mut hasher);
+                let at = (hasher.finish() % turns as u64) as usize;
+                // A client whose server is left out goes to the next one
+                // in the turns meanwhile, and back once it is up.
+                (0..turns)
+                    .map(|k| usize::from(self.turns[(at + k) % turns]))
+                    .find(|&i| is_up(i))
+                    .unwrap_or(usize::from(self.turns[at]))
+            }
+        }
     }
 }
 
@@ -178,7 +320,9 @@ impl<'de> serde::Deserialize<'de> for Farm {
             .map(|text| Server::parse(text))
             .collect::<Result<Vec<_>, _>>()
             .map_err(serde::de::Error::custom)?;
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
         Ok(Farm {
+            turns: smooth_turns(&weights),
             servers,
             next: AtomicUsize::new(0),
         })
@@ -190,14 +334,92 @@ mod tests {
     use super::*;
 
     fn farm(list: &[&str]) -> Farm {
+        let servers: Vec<Server> = list.iter().map(|s| Server::parse(s).unwrap()).collect();
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
         Farm {
-            servers: list.iter().map(|s| Server::parse(s).unwrap()).collect(),
+            turns: smooth_turns(&weights),
+            servers,
             next: AtomicUsize::new(0),
         }
     }
 
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+
     fn names(farm: &Farm) -> Vec<&str> {
-        farm.order().map(|s| s.name.as_str()).collect()
+        farm.order(Balance::RoundRobin, CLIENT)
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
+    fn firsts(farm: &Farm, balance: Balance, client: IpAddr, n: usize) -> String {
+        (0..n)
+            .map(|_| {
+                let name = &farm.order(balance, client).next().unwrap().name;
+                name.trim_start_matches("http://").to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weights_share_the_turns_smoothly() {
+        let f = farm(&["http://a weight=5", "http://b", "http://c"]);
+        assert_eq!(f.servers[0].name, "http://a");
+        assert_eq!(
+            firsts(&f, Balance::RoundRobin, CLIENT, 14),
+            "aabacaaaabacaa"
+        );
+        f.servers[0].mark_down(Duration::from_secs(60));
+        // a's turns pass on to b and c in turn.
+        assert_eq!(firsts(&f, Balance::RoundRobin, CLIENT, 4), "bcbc");
+        for bad in [
+            "http://a weight=0",
+            "http://a weight=101",
+            "http://a weight",
+            "http://a x=1",
+        ] {
+            assert!(Server::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn least_requests_goes_to_the_least_busy_for_its_weight() {
+        let f = farm(&["http://a", "http://b weight=2", "http://c"]);
+        let busy_a = f.servers[0].begin();
+        let busy_b = f.servers[1].begin();
+        // a 1/1, b 1/2, c 0/1: c, then (c busy too) b.
+        let busy_c = f
+            .order(Balance::LeastRequests, CLIENT)
+            .next()
+            .unwrap()
+            .begin();
+        assert_eq!(busy_c.0.name, "http://c");
+        assert_eq!(firsts(&f, Balance::LeastRequests, CLIENT, 1), "b");
+        drop((busy_a, busy_b, busy_c));
+        // All idle: in turn.
+        assert_eq!(firsts(&f, Balance::LeastRequests, CLIENT, 3).len(), 3);
+        let spread = firsts(&f, Balance::LeastRequests, CLIENT, 3);
+        assert!(spread.contains('a') && spread.contains('b') && spread.contains('c'));
+    }
+
+    #[test]
+    fn a_client_keeps_its_server_while_it_is_up() {
+        let f = farm(&["http://a", "http://b", "http://c", "http://d"]);
+        let mut seen = std::collections::BTreeSet::new();
+        for last in 1..=40u8 {
+            let client = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, last));
+            let one = firsts(&f, Balance::ClientAddress, client, 3);
+            assert!(one.chars().all(|c| one.starts_with(c)), "{one}");
+            seen.insert(one.chars().next().unwrap());
+        }
+        // Clients spread over the servers.
+        assert_eq!(seen.len(), 4);
+        let home = firsts(&f, Balance::ClientAddress, CLIENT, 1);
+        let at = (home.as_bytes()[0] - b'a') as usize;
+        f.servers[at].mark_down(Duration::from_secs(60));
+        let away = firsts(&f, Balance::ClientAddress, CLIENT, 2);
+        assert!(!away.contains(&home), "{away}");
+        f.servers[at].mark_up();
+        assert_eq!(firsts(&f, Balance::ClientAddress, CLIENT, 1), home);
     }
 
     #[test]
@@ -261,7 +483,7 @@ mod tests {
         assert_eq!(names(&f), ["http://c", "http://a", "http://b"]);
         // One marked down while its request goes on is not tried twice.
         let f = farm(&["http://a"]);
-        let mut order = f.order();
+        let mut order = f.order(Balance::RoundRobin, CLIENT);
         order.next().unwrap().mark_down(Duration::from_secs(60));
         assert!(order.next().is_none());
     }

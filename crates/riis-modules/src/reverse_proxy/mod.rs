@@ -25,8 +25,9 @@
 //! neither is left to the handler's next module, so one handler can pass
 //! some requests on and serve the others (`["ReverseProxy", "StaticFile"]`).
 //!
-//! The request goes to the servers of `servers` in turn (ARR's server farm
-//! with round robin, nginx's `upstream`). A server that cannot be connected
+//! The request goes to one of the servers of `servers`, chosen by
+//! `balance` and their weights (ARR's server farm, nginx's `upstream`). A
+//! server that cannot be connected
 //! to is left out for `fail_timeout` seconds and the next one is tried,
 //! whatever the method, since nothing was sent. The request gets **502**
 //! when no server can be reached or a server breaks the protocol, and
@@ -57,7 +58,9 @@
 //!
 //! Configuration section `proxy`, per location:
 //! - `servers`: a list of `http://host[:port]`, `https://host[:port]` or
-//!   `unix:/path/to/socket` (at most 64);
+//!   `unix:/path/to/socket`, each with ` weight=N` if wanted (at most 64);
+//! - `balance`: `round_robin` (default), `least_requests` or
+//!   `client_address` (see `farm`);
 //! - `timeout` (seconds, default 120, ARR's): the longest a server may stay
 //!   silent, while taking the request or while answering;
 //! - `connect_timeout` (seconds, default 60, nginx's);
@@ -69,11 +72,17 @@
 //! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's);
 //! - `kept_connections` (default 32, at most 1,024; 0 closes each);
 //! - `ca_file`: PEM certificates trusted for `https://` servers instead of
-//!   the system's (see `tls`), relative to the configuration's folder.
+//!   the system's (see `tls`), relative to the configuration's folder;
+//! - `upgrade_protocols` (default `["websocket"]`): the protocols a client
+//!   may switch to; `[]` passes no upgrade on.
 //!
-//! **WebSocket** (and any other HTTP/1.1 upgrade): a request that asks to
-//! switch protocols (`Upgrade` with `Connection: upgrade`, HTTP/1.1) is
-//! passed on with both headers, on a connection of its own. When
+//! **WebSocket** (and the other protocols `upgrade_protocols` lists): a
+//! request that asks to switch protocols (`Upgrade` with `Connection:
+//! upgrade`, HTTP/1.1, no body) is passed on with both headers, on a
+//! connection of its own. Other protocols are not offered to the server
+//! (the request goes on as a plain one): a server that takes cleartext
+//! HTTP/2 (`h2c`) would otherwise take requests that riis's modules never
+//! see. When
 //! the server answers `101 Switching Protocols`, the 101 goes to the client
 //! at once, and from then on the bytes of both connections are passed
 //! through as they are, both ways, until either side closes, or nothing
@@ -108,8 +117,8 @@ use crate::gateway::BodyError;
 use crate::relay::{Receiver, Relay, Step};
 use crate::spooled_body::{BodySpool, SpooledBody};
 use exchange::{Job, Kept};
-pub use farm::Farm;
 use farm::Server;
+pub use farm::{Balance, Farm};
 
 /// The server variable that sends one request to a server of its own
 /// (`http[s]://host[:port]` or `unix:/path`) instead of the section's
@@ -127,8 +136,10 @@ pub(crate) fn check_server(text: &str) -> Result<(), String> {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReverseProxyConfig {
-    /// The servers requests go to, in turn.
+    /// The servers requests go to.
     pub servers: Farm,
+    /// How a request's server is chosen.
+    pub balance: Balance,
     /// Seconds a server may stay silent.
     #[serde(deserialize_with = "crate::at_least_one")]
     pub timeout: u64,
@@ -152,12 +163,15 @@ pub struct ReverseProxyConfig {
     pub kept_connections: usize,
     /// Certificates trusted for `https://` servers instead of the system's.
     pub ca_file: Option<tls::TrustedCertificates>,
+    /// The protocols a client may switch to through the proxy (`Upgrade`).
+    pub upgrade_protocols: Vec<String>,
 }
 
 impl Default for ReverseProxyConfig {
     fn default() -> Self {
         Self {
             servers: Farm::default(),
+            balance: Balance::default(),
             timeout: 120,
             connect_timeout: 60,
             fail_timeout: 10,
@@ -168,6 +182,7 @@ impl Default for ReverseProxyConfig {
             max_request_body: 30_000_000,
             kept_connections: 32,
             ca_file: None,
+            upgrade_protocols: vec!["websocket".to_owned()],
         }
     }
 }
@@ -215,8 +230,11 @@ impl Drop for ReverseProxy {
 /// Headers that are about one connection, not the message (RFC 9110
 /// §7.6.1), and `Proxy-Connection`, which old clients send: never passed
 /// on, either way.
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
+    // HTTP/2's cleartext upgrade's settings are for this connection only
+    // (RFC 7540 §3.2.1).
+    HeaderName::from_static("http2-settings"),
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
@@ -224,6 +242,13 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Whether `protocol` (`name` or `name/version`, of an `Upgrade` header)
+/// is one of `allowed` (names, any case).
+pub(crate) fn protocol_allowed(protocol: &str, allowed: &[String]) -> bool {
+    let name = protocol.split('/').next().unwrap_or("").trim();
+    !name.is_empty() && allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
 
 /// Whether `name` is hop-by-hop here: one of [`HOP_BY_HOP`] or named in
 /// the message's `Connection` header.
@@ -276,14 +301,19 @@ impl ReverseProxy {
         self.start(ctx, body.finish())
     }
 
-    /// The protocol the client asks to switch to (its `Upgrade` header),
-    /// when the request may pass that on: HTTP/1.1, with `Connection:
-    /// upgrade` (RFC 9110 §7.8), its body (if any) read, as riis switches a
-    /// client's connection only then.
-    fn upgrade_of(ctx: &HttpContext) -> Option<HeaderValue> {
+    /// The protocols the client asks to switch to (its `Upgrade` header,
+    /// without those `upgrade_protocols` does not list), when the request
+    /// may pass that on: HTTP/1.1, with `Connection: upgrade` (RFC 9110
+    /// §7.8) and no body, as riis switches a client's connection only then.
+    /// `None`: the request goes on as a plain one.
+    fn upgrade_of(ctx: &HttpContext, allowed: &[String]) -> Option<HeaderValue> {
         let req = ctx.request();
+        let has_body = req.header(header::TRANSFER_ENCODING).is_some()
+            || req
+                .header(header::CONTENT_LENGTH)
+                .is_some_and(|length| length.as_bytes() != b"0");
         let asked = req.http_version() == riis_pipeline::http::Version::HTTP_11
-            && req.is_body_complete()
+            && !has_body
             && req
                 .headers()
                 .get_all(header::CONNECTION)
@@ -294,9 +324,21 @@ impl ReverseProxy {
                             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
                     })
                 });
-        asked
-            .then(|| req.header(header::UPGRADE).cloned())
-            .flatten()
+        if !asked {
+            return None;
+        }
+        let mut offered = Vec::new();
+        for value in req.headers().get_all(header::UPGRADE) {
+            let Ok(list) = value.to_str() else { continue };
+            for protocol in list.split(',').map(str::trim) {
+                if protocol_allowed(protocol, allowed) {
+                    offered.push(protocol);
+                }
+            }
+        }
+        HeaderValue::from_str(&offered.join(", "))
+            .ok()
+            .filter(|_| !offered.is_empty())
     }
 
     /// The request's headers as the server gets them.
@@ -401,7 +443,7 @@ impl ReverseProxy {
         let client_host = ctx.server_variable("HTTP_HOST");
         let https = ctx.server_variable("HTTPS").as_deref() == Some("on");
         let mut headers = Self::request_headers(ctx, &config, client_host.as_deref(), https);
-        let upgrade = Self::upgrade_of(ctx).map(|protocol| {
+        let upgrade = Self::upgrade_of(ctx, &config.upgrade_protocols).map(|protocol| {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol);
             let (to, from) = oneshot::channel();
@@ -434,6 +476,7 @@ impl ReverseProxy {
                     | Method::TRACE
             ),
             only,
+            client: ctx.request().remote_address().ip(),
             upgrade,
             config,
             relay: relay.clone(),
