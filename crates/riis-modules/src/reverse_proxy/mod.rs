@@ -91,8 +91,8 @@
 //! Any other answer is relayed as usual.
 //!
 //! Not done: client certificates for `https://` servers, HTTP/2 to the
-//! server (and WebSocket over HTTP/2, RFC 8441), weighted and least-requests
-//! balancing, active health checks, and response caching (OutputCache
+//! server (and WebSocket over HTTP/2, RFC 8441), cookie-based sticky
+//! sessions, active health checks, and response caching (OutputCache
 //! caches the relayed answer like any other).
 
 mod exchange;
