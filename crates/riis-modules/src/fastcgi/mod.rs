@@ -67,12 +67,18 @@
 //! - `pass_authorization` (default false);
 //! - `params` (a table of names and values).
 //!
-//! Not done: starting the application's processes (IIS's `fastCgi`
-//! application pool; run `php-fpm` or another process manager), several
-//! requests over one connection at once (multiplexing, which `php-fpm`
-//! does not do), `PATH_INFO` after the script's name, and the Authorizer
-//! and Filter roles.
+//! Instead of `address`, `application` has riis start the application's
+//! processes itself, as IIS does (see `application`): `path`,
+//! `arguments`, `environment`, `instances` (default 4),
+//! `rapid_fails_per_minute` (default 10).
+//!
+//! Not done: several requests over one connection at once (multiplexing,
+//! which `php-fpm` does not do), `PATH_INFO` after the script's name, the
+//! Authorizer and Filter roles, and recycling a started process after a
+//! number of requests (IIS's `instanceMaxRequests`; PHP's own
+//! `PHP_FCGI_MAX_REQUESTS` does it, and riis starts the process again).
 
+mod application;
 mod exchange;
 mod protocol;
 
@@ -93,6 +99,8 @@ use crate::backend::{Connection, Pools};
 use crate::gateway::BodyError;
 use crate::relay::{Receiver, Relay, Step};
 use crate::spooled_body::{BodySpool, SpooledBody};
+use application::Application;
+pub use application::ApplicationConfig;
 use exchange::Job;
 
 /// The `fastcgi` configuration section.
@@ -101,6 +109,8 @@ use exchange::Job;
 pub struct FastCgiConfig {
     /// Where the application listens.
     pub address: Option<Address>,
+    /// The application riis starts itself, instead of `address`.
+    pub application: Option<ApplicationConfig>,
     /// Seconds the whole exchange may take.
     #[serde(deserialize_with = "crate::at_least_one")]
     pub request_timeout: u64,
@@ -124,6 +134,7 @@ impl Default for FastCgiConfig {
     fn default() -> Self {
         Self {
             address: None,
+            application: None,
             request_timeout: 90,
             activity_timeout: 30,
             response_buffer_limit: 4_194_304,
@@ -147,6 +158,9 @@ struct Shared {
     pools: Arc<Pools<Connection>>,
     /// Exchanges running, for `riis status`.
     running: Arc<std::sync::atomic::AtomicUsize>,
+    /// The applications this configuration started (or will, at their
+    /// first request).
+    applications: Arc<Mutex<Vec<Arc<Application>>>>,
 }
 
 impl Shared {
@@ -173,10 +187,27 @@ impl Shared {
             .clone()
     }
 
-    /// Closes the idle connections and stops the module's own runtime
-    /// without waiting (this may run on one of the server's own threads).
+    /// The application of `config`, made at the first request for it.
+    fn application(&self, config: &ApplicationConfig) -> Arc<Application> {
+        let mut list = self.applications.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = list.iter().find(|a| a.is_for(config)) {
+            return found.clone();
+        }
+        let made = Application::new(config.clone());
+        list.push(made.clone());
+        made
+    }
+
+    /// Closes the idle connections, stops the applications' processes and
+    /// the module's own runtime (this may run on one of the server's own
+    /// threads).
     fn stop(&self) {
         self.pools.clear();
+        let applications =
+            std::mem::take(&mut *self.applications.lock().unwrap_or_else(|e| e.into_inner()));
+        for application in applications {
+            application.stop();
+        }
         if let Some(runtime) = self
             .fallback
             .lock()
@@ -241,12 +272,19 @@ impl FastCgi {
             Err(why) => return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &why),
         };
         let config = ctx.config(self.config);
-        let Some(address) = config.address.clone() else {
-            return fail(
-                ctx,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "fastcgi.address is not set for this location",
-            );
+        let address = match (&config.application, &config.address) {
+            (Some(application), _) => match self.shared.application(application).address() {
+                Ok(address) => address,
+                Err(why) => return fail(ctx, StatusCode::SERVICE_UNAVAILABLE, &why),
+            },
+            (None, Some(address)) => address.clone(),
+            (None, None) => {
+                return fail(
+                    ctx,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "neither fastcgi.address nor fastcgi.application is set for this location",
+                )
+            }
         };
         let kept_connections = config.kept_connections;
         let activity_timeout = Duration::from_secs(config.activity_timeout);
@@ -423,12 +461,20 @@ pub fn register_module(
         fallback_handle: OnceLock::new(),
         pools: Arc::default(),
         running: Arc::default(),
+        applications: Arc::default(),
     });
     let (pools, running) = (shared.pools.clone(), shared.running.clone());
+    let applications = shared.applications.clone();
     registration.set_global_notifications(
         crate::StatusLines(move || {
+            let processes: usize = applications
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|a| a.processes())
+                .sum();
             format!(
-                "fastcgi_requests_running: {}\nfastcgi_connections_idle: {}\n",
+                "fastcgi_requests_running: {}\nfastcgi_connections_idle: {}\nfastcgi_processes: {processes}\n",
                 running.load(std::sync::atomic::Ordering::Relaxed),
                 pools.idle_count()
             )

@@ -1,0 +1,338 @@
+//! FastCGI applications that riis starts itself, as IIS's FastCGI module
+//! does with the `<application fullPath=…>` of its `<fastCgi>` section: PHP's
+//! `php-cgi`, or any program that is a FastCGI responder when its standard
+//! input is a listening socket (the FastCGI convention,
+//! `FCGI_LISTENSOCK_FILENO`).
+//!
+//! At the first request that needs it, riis makes a Unix socket in a
+//! private temporary folder, listens on it, and starts `instances`
+//! processes, each with the listening socket as its standard input: they
+//! take connections from it in turn, and the exchange connects to it as to
+//! any `unix:` address. A process that exits is started again. One that
+//! fails (exits with an error or a signal) counts towards
+//! `rapid_fails_per_minute`: past it, the application is stopped and its
+//! requests get 503 until the configuration is loaded again (IIS's rapid
+//! fail protection). The processes are stopped (SIGTERM to each one's
+//! process group, SIGKILL two seconds later) when the configuration that
+//! started them retires or the server stops; each process group holds the
+//! processes a program forks (`PHP_FCGI_CHILDREN`).
+//!
+//! Each configuration keeps its own processes: a reload starts new ones at
+//! its first request, and the old ones stop once the old configuration's
+//! requests are done, as IIS recycles its FastCGI processes on a change.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::backend::Address;
+
+/// The most `instances` an application may have.
+const MAX_INSTANCES: usize = 256;
+
+/// How often exited processes are looked for.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// How long stopping processes get before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The `application` table of the `fastcgi` section.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationConfig {
+    /// The program (IIS's `fullPath`), relative to the configuration's
+    /// folder; it must be an executable file.
+    #[serde(deserialize_with = "program")]
+    pub path: PathBuf,
+    /// Its arguments (IIS's `arguments`).
+    #[serde(default)]
+    pub arguments: Vec<String>,
+    /// Variables added to the environment riis runs in (IIS's
+    /// `environmentVariables`), such as `PHP_FCGI_MAX_REQUESTS`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// How many processes run (IIS's `maxInstances`).
+    #[serde(default = "default_instances", deserialize_with = "instances")]
+    pub instances: usize,
+    /// Failed exits within a minute past which the application is stopped
+    /// (IIS's `rapidFailsPerMinute`).
+    #[serde(default = "default_rapid_fails")]
+    pub rapid_fails_per_minute: usize,
+}
+
+fn default_instances() -> usize {
+    4
+}
+
+fn default_rapid_fails() -> usize {
+    10
+}
+
+fn instances<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if (1..=MAX_INSTANCES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "from 1 to {MAX_INSTANCES} processes"
+        )))
+    }
+}
+
+/// A program path, resolved and checked while the configuration loads.
+fn program<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = String::deserialize(d)?;
+    let path = riis_pipeline::configuration_folder().join(text);
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => Ok(path),
+        Ok(_) => Err(serde::de::Error::custom(format!(
+            "{} is not an executable file",
+            path.display()
+        ))),
+        Err(e) => Err(serde::de::Error::custom(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Where an application is in its life.
+enum Phase {
+    NotStarted,
+    Running,
+    /// Stopped by rapid fail protection, or could not start: why.
+    Failed(String),
+    Stopped,
+}
+
+/// An application's processes and their socket.
+struct Run {
+    phase: Phase,
+    /// The private folder of the socket (removed when dropped).
+    folder: Option<tempfile::TempDir>,
+    socket: PathBuf,
+    listener: Option<UnixListener>,
+    processes: Vec<Child>,
+    /// When processes failed, within the last minute.
+    fails: VecDeque<Instant>,
+}
+
+/// One application of a configuration, started at its first request.
+pub(super) struct Application {
+    config: ApplicationConfig,
+    run: Mutex<Run>,
+    /// Wakes the supervisor when the application stops.
+    stopping: Condvar,
+}
+
+impl Application {
+    pub(super) fn new(config: ApplicationConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            run: Mutex::new(Run {
+                phase: Phase::NotStarted,
+                folder: None,
+                socket: PathBuf::new(),
+                listener: None,
+                processes: Vec::new(),
+                fails: VecDeque::new(),
+            }),
+            stopping: Condvar::new(),
+        })
+    }
+
+    /// Whether this is the application of `config`.
+    pub(super) fn is_for(&self, config: &ApplicationConfig) -> bool {
+        self.config == *config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Run> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the application listens, starting it at the first call.
+    /// `Err`: it cannot serve (503, with why).
+    pub(super) fn address(self: &Arc<Self>) -> Result<Address, String> {
+        let mut run = self.lock();
+        match &run.phase {
+            Phase::Running => return Ok(Address::Unix(run.socket.clone())),
+            Phase::Failed(why) => return Err(why.clone()),
+            Phase::Stopped => return Err("the FastCGI application was stopped".to_owned()),
+            Phase::NotStarted => {}
+        }
+        if let Err(e) = self.start(&mut run) {
+            let why = format!(
+                "the FastCGI application {} could not start: {e}",
+                self.config.path.display()
+            );
+            tracing::error!("{why}");
+            stop_processes(&mut run);
+            run.phase = Phase::Failed(why.clone());
+            return Err(why);
+        }
+        run.phase = Phase::Running;
+        let supervised = self.clone();
+        let started = std::thread::Builder::new()
+            .name("riis-fastcgi-app".to_owned())
+            .spawn(move || supervised.supervise());
+        if let Err(e) = started {
+            let why = format!("cannot watch the FastCGI application: {e}");
+            stop_processes(&mut run);
+            run.phase = Phase::Failed(why.clone());
+            return Err(why);
+        }
+        tracing::info!(
+            program = %self.config.path.display(),
+            processes = self.config.instances,
+            "FastCGI application started"
+        );
+        Ok(Address::Unix(run.socket.clone()))
+    }
+
+    /// Makes the socket and starts the processes.
+    fn start(&self, run: &mut Run) -> std::io::Result<()> {
+        let folder = tempfile::Builder::new().prefix("riis-fastcgi-").tempdir()?;
+        let socket = folder.path().join("socket");
+        let listener = UnixListener::bind(&socket)?;
+        run.folder = Some(folder);
+        run.socket = socket;
+        for _ in 0..self.config.instances {
+            let process = self.spawn(&listener)?;
+            run.processes.push(process);
+        }
+        run.listener = Some(listener);
+        Ok(())
+    }
+
+    /// Starts one process on `listener`.
+    fn spawn(&self, listener: &UnixListener) -> std::io::Result<Child> {
+        let socket: OwnedFd = listener.try_clone()?.into();
+        Command::new(&self.config.path)
+            .args(&self.config.arguments)
+            .envs(&self.config.environment)
+            .stdin(Stdio::from(socket))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            // A group of its own: what it forks stops with it.
+            .process_group(0)
+            .spawn()
+    }
+
+    /// Starts exited processes again until the application stops or fails
+    /// too often.
+    fn supervise(self: Arc<Self>) {
+        let rapid = self.config.rapid_fails_per_minute;
+        let mut run = self.lock();
+        loop {
+            run = self
+                .stopping
+                .wait_timeout(run, CHECK_EVERY)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if !matches!(run.phase, Phase::Running) {
+                return;
+            }
+            let now = Instant::now();
+            let mut index = 0;
+            while index < run.processes.len() {
+                let exited = match run.processes[index].try_wait() {
+                    Ok(Some(status)) => status,
+                    Ok(None) | Err(_) => {
+                        index += 1;
+                        continue;
+                    }
+                };
+                // Reaped by `try_wait` above.
+                #[allow(clippy::zombie_processes)]
+                run.processes.swap_remove(index);
+                if !exited.success() {
+                    tracing::warn!(
+                        program = %self.config.path.display(),
+                        "a FastCGI application process ended: {exited}"
+                    );
+                    run.fails.push_back(now);
+                }
+                while run
+                    .fails
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+                {
+                    run.fails.pop_front();
+                }
+                let started = if run.fails.len() > rapid {
+                    None
+                } else {
+                    run.listener.as_ref().map(|l| self.spawn(l))
+                };
+                match started {
+                    Some(Ok(process)) => run.processes.push(process),
+                    Some(Err(e)) => {
+                        tracing::warn!(
+                            program = %self.config.path.display(),
+                            "a FastCGI application process could not start: {e}"
+                        );
+                        run.fails.push_back(now);
+                    }
+                    None => {
+                        let why = format!(
+                            "the FastCGI application {} failed {} times within a minute (rapid_fails_per_minute = {rapid}); it stays stopped until the configuration is loaded again",
+                            self.config.path.display(),
+                            run.fails.len()
+                        );
+                        tracing::error!("{why}");
+                        stop_processes(&mut run);
+                        run.phase = Phase::Failed(why);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops the processes (the configuration retires, or the server
+    /// stops).
+    pub(super) fn stop(&self) {
+        let mut run = self.lock();
+        stop_processes(&mut run);
+        run.phase = Phase::Stopped;
+        self.stopping.notify_all();
+    }
+
+    /// Processes running.
+    pub(super) fn processes(&self) -> usize {
+        self.lock().processes.len()
+    }
+}
+
+/// SIGTERM to each process's group, SIGKILL to those still there after
+/// [`STOP_GRACE`]; then the socket and its folder go.
+fn stop_processes(run: &mut Run) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let group = |child: &Child| Pid::from_raw(child.id() as i32);
+    for child in &run.processes {
+        let _ = killpg(group(child), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline
+        && run
+            .processes
+            .iter_mut()
+            .any(|c| matches!(c.try_wait(), Ok(None)))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for mut child in run.processes.drain(..) {
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = killpg(group(&child), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+    run.listener = None;
+    run.folder = None;
+}

@@ -1,0 +1,175 @@
+//! FastCgi's `application`: riis starts the FastCGI processes itself, as
+//! IIS does. With PHP's `php-cgi` (started by riis; outside CI a machine
+//! without it skips that test, in CI it is a failure: `.ci/run` installs
+//! it), and with a program that only fails, for the rapid fail protection.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Connection, RunningBinary, TempDir};
+
+/// `php-cgi`, or a versioned `php-cgi8.2`, on the `PATH`.
+fn php_cgi() -> Option<PathBuf> {
+    let folders: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n == "php-cgi"
+                        || n.strip_prefix("php-cgi")
+                            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+                })
+            })
+            .collect();
+        found.sort();
+        if let Some(program) = found.pop() {
+            return Some(program);
+        }
+    }
+    None
+}
+
+fn config(dir: &TempDir, application: &str) -> PathBuf {
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+pid_file = "riis.pid"
+
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "FastCgi"
+
+[[handlers]]
+name = "PHP"
+path = "*.php"
+resource_type = "File"
+modules = ["FastCgi"]
+
+[fastcgi]
+activity_timeout = 2
+application = {application}
+
+[[sites]]
+name = "PHP"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display()
+        ),
+    )
+}
+
+fn is_running(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+}
+
+#[test]
+fn riis_starts_php_cgi_and_starts_again_what_exits() {
+    let Some(php) = php_cgi() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "php-cgi is missing (CI installs it: apt-get install php-cgi)"
+        );
+        eprintln!("skipped: php-cgi is not installed");
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application");
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    // Each process ends after three requests (PHP's own recycling); riis
+    // starts another.
+    let config = config(
+        &dir,
+        &format!(
+            "{{ path = '{}', instances = 2, environment = {{ PHP_FCGI_MAX_REQUESTS = \"3\" }} }}",
+            php.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let resp = Connection::open(server.addr).get("/pid.php");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        pids.insert(resp.text().parse::<u32>().unwrap());
+    }
+    assert!(pids.len() >= 4, "{pids:?}");
+    let status = common::riis_status(&config);
+    assert!(status.contains("fastcgi_processes: 2"), "{status}");
+    // Stopping the server stops them.
+    let last = pids.clone();
+    server.terminate();
+    let start = Instant::now();
+    while last.iter().any(|&pid| is_running(pid)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "php-cgi outlived riis"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_application_that_keeps_failing_is_stopped_with_503() {
+    let dir = TempDir::new("fastcgi-application-fails");
+    dir.write("www/any.php", "");
+    let program = dir.write("fails.sh", "#!/bin/sh\nexit 3\n");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = config(
+        &dir,
+        "{ path = 'fails.sh', instances = 1, rapid_fails_per_minute = 2 }",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let start = Instant::now();
+    loop {
+        let resp = Connection::open(server.addr).get("/any.php");
+        if resp.status == 503 {
+            assert!(
+                resp.text().contains("rapid_fails_per_minute"),
+                "{}",
+                resp.text()
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still {} after 20 s",
+            resp.status
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = common::riis_status(&config);
+    assert!(status.contains("fastcgi_processes: 0"), "{status}");
+}
+
+#[test]
+fn a_program_that_is_not_there_is_a_configuration_error() {
+    let dir = TempDir::new("fastcgi-application-missing");
+    let config = config(&dir, "{ path = 'nowhere/php-cgi' }");
+    let out = common::riis_command("check-config", &config);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("application") && said.contains("nowhere/php-cgi"),
+        "{said}"
+    );
+}
