@@ -117,20 +117,34 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
 /// address and, over TLS, checked against the same trusted certificates
 /// (by identity: a connection one location's `ca_file` let through never
 /// serves a location that trusts other certificates).
+/// Shared, so that taking a request's route costs a reference count, not
+/// a copy of the address.
 #[derive(Clone)]
-pub(super) struct Route {
+pub(super) struct Route(Arc<RouteKey>);
+
+struct RouteKey {
     address: Address,
     trust: Option<Arc<rustls::ClientConfig>>,
 }
 
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("address", &self.0.address)
+            .field("tls", &self.0.trust.is_some())
+            .finish()
+    }
+}
+
 impl PartialEq for Route {
     fn eq(&self, other: &Self) -> bool {
-        let same_trust = match (&self.trust, &other.trust) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        let (a, b) = (&*self.0, &*other.0);
+        let same_trust = match (&a.trust, &b.trust) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
             (None, None) => true,
             _ => false,
         };
-        self.address == other.address && same_trust
+        Arc::ptr_eq(&self.0, &other.0) || (a.address == b.address && same_trust)
     }
 }
 
@@ -138,8 +152,8 @@ impl Eq for Route {}
 
 impl std::hash::Hash for Route {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.address.hash(state);
-        self.trust.as_ref().map(Arc::as_ptr).hash(state);
+        self.0.address.hash(state);
+        self.0.trust.as_ref().map(Arc::as_ptr).hash(state);
     }
 }
 
@@ -316,16 +330,22 @@ impl Job {
 
     /// Where `server`'s kept connections are: for an `https://` one, with
     /// the certificates it is checked against (`ca_file`, or the system's).
+    /// The same for every request to `server` from this section: made at
+    /// the first and kept with the server.
     fn route(&self, server: &Server) -> Result<Route, String> {
+        if let Some(route) = server.route.get() {
+            return Ok(route.clone());
+        }
         let trust = match (&server.tls, &self.config.ca_file) {
             (None, _) => None,
             (Some(_), Some(trusted)) => Some(trusted.config()),
             (Some(_), None) => Some(super::tls::system()?),
         };
-        Ok(Route {
+        let route = Route(Arc::new(RouteKey {
             address: server.address.clone(),
             trust,
-        })
+        }));
+        Ok(server.route.get_or_init(|| route).clone())
     }
 
     /// Opens a connection to `server` (with TLS for an `https://` one,
@@ -335,7 +355,7 @@ impl Job {
             let connection = Connection::open(&server.address)
                 .await
                 .map_err(|e| format!("cannot connect to {}: {e}", server.name))?;
-            let (Some(name), Some(config)) = (&server.tls, &route.trust) else {
+            let (Some(name), Some(config)) = (&server.tls, &route.0.trust) else {
                 return start(connection, server).await;
             };
             let stream = tokio_rustls::TlsConnector::from(config.clone())
@@ -345,7 +365,10 @@ impl Job {
             start(stream, server).await
         };
         let connect_timeout = std::time::Duration::from_secs(self.config.connect_timeout);
-        match tokio::time::timeout(connect_timeout, opening).await {
+        // Boxed: a TLS handshake's state is large, and every exchange's
+        // future (moved into its task at each request) would carry room
+        // for it; a new connection is rare beside the requests on kept ones.
+        match tokio::time::timeout(connect_timeout, Box::pin(opening)).await {
             Ok(result) => result,
             Err(_) => Err(format!(
                 "cannot connect to {} within proxy.connect_timeout ({} s)",
@@ -497,7 +520,9 @@ async fn relay_answer(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(upgrade) = &job.upgrade {
             let client = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
-            return switch(job, server, response, client).await;
+            // Boxed, as the handshake: a switch's state is room every
+            // exchange's future would otherwise carry.
+            return Box::pin(switch(job, server, response, client)).await;
         }
     }
     // Informational answers (100, 102, 103) hyper passes over; a 101 to a
@@ -662,6 +687,7 @@ fn response_head(
         .map(str::to_owned);
     let mut headers = Vec::with_capacity(parts.headers.len());
     let mut content_length = None;
+    let hop_by_hop = super::HopByHop::of(&parts.headers);
     for (next, value) in parts.headers.iter() {
         if *next == header::CONTENT_LENGTH {
             // hyper took it as one length; `2, 2` (a list of the same
@@ -674,10 +700,7 @@ fn response_head(
                 .map(HeaderValue::from);
             continue;
         }
-        if super::is_hop_by_hop(next, &parts.headers)
-            || *next == header::DATE
-            || *next == header::SERVER
-        {
+        if hop_by_hop.contains(next) || *next == header::DATE || *next == header::SERVER {
             continue;
         }
         let value = if *next == header::LOCATION || *next == header::CONTENT_LOCATION {

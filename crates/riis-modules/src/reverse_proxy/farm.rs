@@ -37,6 +37,9 @@ pub struct Server {
     down_until: AtomicU64,
     /// Requests under way on it (for `least_requests`).
     in_flight: AtomicUsize,
+    /// Where its kept connections are, made at its first request (its
+    /// section's `ca_file` is part of it).
+    pub(super) route: std::sync::OnceLock<super::exchange::Route>,
 }
 
 /// A request under way on a server, counted until dropped.
@@ -127,6 +130,7 @@ impl Server {
             weight,
             down_until: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            route: std::sync::OnceLock::new(),
         })
     }
 

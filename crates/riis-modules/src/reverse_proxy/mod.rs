@@ -250,16 +250,30 @@ pub(crate) fn protocol_allowed(protocol: &str, allowed: &[String]) -> bool {
     !name.is_empty() && allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
-/// Whether `name` is hop-by-hop here: one of [`HOP_BY_HOP`] or named in
-/// the message's `Connection` header.
-fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
-    HOP_BY_HOP.contains(name)
-        || headers.get_all(header::CONNECTION).iter().any(|value| {
-            value.to_str().is_ok_and(|list| {
+/// The hop-by-hop headers of one message: [`HOP_BY_HOP`] and those its
+/// `Connection` header names, looked up once for all its headers.
+pub(crate) struct HopByHop<'a> {
+    /// The `Connection` values (none in most messages).
+    named: Vec<&'a str>,
+}
+
+impl<'a> HopByHop<'a> {
+    pub(crate) fn of(headers: &'a HeaderMap) -> Self {
+        let named = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect();
+        Self { named }
+    }
+
+    pub(crate) fn contains(&self, name: &HeaderName) -> bool {
+        HOP_BY_HOP.contains(name)
+            || self.named.iter().any(|list| {
                 list.split(',')
                     .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
             })
-        })
+    }
 }
 
 /// The values of `name` in `headers` (and `last`, if given), joined with
@@ -308,6 +322,8 @@ impl ReverseProxy {
     /// `None`: the request goes on as a plain one.
     fn upgrade_of(ctx: &HttpContext, allowed: &[String]) -> Option<HeaderValue> {
         let req = ctx.request();
+        // Most requests ask for nothing: one lookup.
+        req.header(header::UPGRADE)?;
         let has_body = req.header(header::TRANSFER_ENCODING).is_some()
             || req
                 .header(header::CONTENT_LENGTH)
@@ -355,8 +371,9 @@ impl ReverseProxy {
         // server expects them in one (RFC 9113 §8.2.3).
         let join_cookies = req.http_version() == riis_pipeline::http::Version::HTTP_2
             && client.get_all(header::COOKIE).iter().nth(1).is_some();
+        let hop_by_hop = HopByHop::of(client);
         for (name, value) in client {
-            if is_hop_by_hop(name, client)
+            if hop_by_hop.contains(name)
                 || matches!(
                     *name,
                     header::HOST | header::CONTENT_LENGTH | header::EXPECT
