@@ -309,30 +309,63 @@ impl Application {
     }
 }
 
-/// SIGTERM to each process's group, SIGKILL to those still there after
-/// [`STOP_GRACE`]; then the socket and its folder go.
+/// SIGTERM to each process's group and the socket and its folder gone
+/// now; then, on a thread of its own (so that no worker waits, nor a
+/// request for the application's lock), SIGKILL to those still there after
+/// [`STOP_GRACE`].
 fn stop_processes(run: &mut Run) {
     use nix::sys::signal::{killpg, Signal};
-    use nix::unistd::Pid;
-    let group = |child: &Child| Pid::from_raw(child.id() as i32);
-    for child in &run.processes {
+    let processes = std::mem::take(&mut run.processes);
+    for child in &processes {
         let _ = killpg(group(child), Signal::SIGTERM);
     }
+    run.listener = None;
+    run.folder = None;
+    if processes.is_empty() {
+        return;
+    }
+    // Shared with the thread, so that the caller still has them if the
+    // thread cannot start.
+    let ending = Arc::new(Mutex::new(Some(processes)));
+    let taken = ending.clone();
+    let spawned = std::thread::Builder::new()
+        .name("riis-fastcgi-stop".to_owned())
+        .spawn(move || {
+            let work = taken.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(processes) = work {
+                finish_stopping(processes);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("stopping FastCGI processes on the caller's thread: {e}");
+        let work = ending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(processes) = work {
+            finish_stopping(processes);
+        }
+    }
+}
+
+/// The process group a child leads (it was started in one of its own).
+fn group(child: &Child) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(child.id() as i32)
+}
+
+/// Waits up to [`STOP_GRACE`] for `processes` to end, kills the groups of
+/// those that did not, and reaps them all.
+fn finish_stopping(mut processes: Vec<Child>) {
+    use nix::sys::signal::{killpg, Signal};
     let deadline = Instant::now() + STOP_GRACE;
     while Instant::now() < deadline
-        && run
-            .processes
+        && processes
             .iter_mut()
             .any(|c| matches!(c.try_wait(), Ok(None)))
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    for mut child in run.processes.drain(..) {
+    for mut child in processes {
         if matches!(child.try_wait(), Ok(None)) {
             let _ = killpg(group(&child), Signal::SIGKILL);
             let _ = child.wait();
         }
     }
-    run.listener = None;
-    run.folder = None;
 }
