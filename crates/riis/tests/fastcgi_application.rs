@@ -125,11 +125,19 @@ fn riis_starts_php_cgi_and_starts_again_what_exits() {
     }
 }
 
+/// A process that exits with an error, or at once with success, counts as
+/// failed.
 #[test]
 fn an_application_that_keeps_failing_is_stopped_with_503() {
+    for script in ["#!/bin/sh\nexit 3\n", "#!/bin/sh\nexit 0\n"] {
+        keeps_failing(script);
+    }
+}
+
+fn keeps_failing(script: &str) {
     let dir = TempDir::new("fastcgi-application-fails");
     dir.write("www/any.php", "");
-    let program = dir.write("fails.sh", "#!/bin/sh\nexit 3\n");
+    let program = dir.write("fails.sh", script);
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -172,4 +180,63 @@ fn a_program_that_is_not_there_is_a_configuration_error() {
         said.contains("application") && said.contains("nowhere/php-cgi"),
         "{said}"
     );
+}
+
+/// The workers a process forks (`PHP_FCGI_CHILDREN`) end with it: left
+/// running, they would go on taking connections no one watches.
+#[test]
+fn what_a_process_forked_ends_with_it() {
+    let Some(php) = php_cgi() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "php-cgi is missing (CI installs it: apt-get install php-cgi)"
+        );
+        eprintln!("skipped: php-cgi is not installed");
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-forks");
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    let config = config(
+        &dir,
+        &format!(
+            "{{ path = '{}', instances = 1, environment = {{ PHP_FCGI_CHILDREN = \"2\" }} }}",
+            php.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let worker: u32 = Connection::open(server.addr)
+        .get("/pid.php")
+        .text()
+        .parse()
+        .unwrap();
+    // The worker's parent is the process riis started.
+    let stat = std::fs::read_to_string(format!("/proc/{worker}/stat")).unwrap();
+    let master: u32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(master, worker);
+    std::process::Command::new("kill")
+        .args(["-KILL", &master.to_string()])
+        .status()
+        .unwrap();
+    let start = Instant::now();
+    while is_running(worker) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a worker outlived its master"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A new master and its workers serve.
+    let resp = Connection::open(server.addr).get("/pid.php");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_ne!(resp.text(), worker.to_string());
+    // Stopped with riis (a SIGKILL of riis would leave them running).
+    server.terminate();
 }

@@ -8,11 +8,13 @@
 //! private temporary folder, listens on it, and starts `instances`
 //! processes, each with the listening socket as its standard input: they
 //! take connections from it in turn, and the exchange connects to it as to
-//! any `unix:` address. A process that exits is started again. One that
-//! fails (exits with an error or a signal) counts towards
+//! any `unix:` address. A process that exits is started again, and what it
+//! forked is killed with it. One that fails (exits with an error or a
+//! signal, or within a second of starting, or cannot start) counts towards
 //! `rapid_fails_per_minute`: past it, the application is stopped and its
 //! requests get 503 until the configuration is loaded again (IIS's rapid
-//! fail protection). The processes are stopped (SIGTERM to each one's
+//! fail protection). If the first start fails (no socket could be made),
+//! each request tries again. The processes are stopped (SIGTERM to each one's
 //! process group, SIGKILL two seconds later) when the configuration that
 //! started them retires or the server stops; each process group holds the
 //! processes a program forks (`PHP_FCGI_CHILDREN`).
@@ -42,6 +44,11 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// How long stopping processes get before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A process that ends sooner than this after it started counts as failed,
+/// whatever its status: one that exits at once would otherwise be started
+/// again for ever, and serve nothing.
+const STAY_UP: Duration = Duration::from_secs(1);
 
 /// The `application` table of the `fastcgi` section.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
@@ -90,7 +97,10 @@ fn instances<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> 
 fn program<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     use std::os::unix::fs::PermissionsExt;
     let text = String::deserialize(d)?;
-    let path = riis_pipeline::configuration_folder().join(text);
+    let joined = riis_pipeline::configuration_folder().join(text);
+    // Absolute, so that it is never looked for on the `PATH` (a bare
+    // `php-cgi` beside a configuration given as a bare file name).
+    let path = std::path::absolute(&joined).unwrap_or(joined);
     match std::fs::metadata(&path) {
         Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => Ok(path),
         Ok(_) => Err(serde::de::Error::custom(format!(
@@ -117,7 +127,12 @@ struct Run {
     folder: Option<tempfile::TempDir>,
     socket: PathBuf,
     listener: Option<UnixListener>,
-    processes: Vec<Child>,
+    /// The processes' standard error: one pipe, read into the log (not the
+    /// server's own standard error: an orphan left holding that would keep
+    /// whatever reads it, a terminal or a test, waiting).
+    stderr: Option<OwnedFd>,
+    /// Each with when it started.
+    processes: Vec<(Child, Instant)>,
     /// When processes failed, within the last minute.
     fails: VecDeque<Instant>,
 }
@@ -139,6 +154,7 @@ impl Application {
                 folder: None,
                 socket: PathBuf::new(),
                 listener: None,
+                stderr: None,
                 processes: Vec::new(),
                 fails: VecDeque::new(),
             }),
@@ -166,13 +182,14 @@ impl Application {
             Phase::NotStarted => {}
         }
         if let Err(e) = self.start(&mut run) {
+            // The next request tries again: the cause may pass (a full
+            // disk, a fork refused for a moment).
             let why = format!(
                 "the FastCGI application {} could not start: {e}",
                 self.config.path.display()
             );
             tracing::error!("{why}");
             stop_processes(&mut run);
-            run.phase = Phase::Failed(why.clone());
             return Err(why);
         }
         run.phase = Phase::Running;
@@ -201,31 +218,44 @@ impl Application {
         let listener = UnixListener::bind(&socket)?;
         run.folder = Some(folder);
         run.socket = socket;
+        // Close-on-exec: no other program riis starts may hold it.
+        let (errors, stderr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(std::io::Error::from)?;
+        let program = self.config.path.display().to_string();
+        std::thread::Builder::new()
+            .name("riis-fastcgi-log".to_owned())
+            .spawn(move || log_lines(errors, &program))?;
         for _ in 0..self.config.instances {
-            let process = self.spawn(&listener)?;
-            run.processes.push(process);
+            let process = self.spawn(&listener, &stderr)?;
+            run.processes.push((process, Instant::now()));
         }
         run.listener = Some(listener);
+        run.stderr = Some(stderr);
         Ok(())
     }
 
-    /// Starts one process on `listener`.
-    fn spawn(&self, listener: &UnixListener) -> std::io::Result<Child> {
+    /// Starts one process on `listener`, its standard error to `stderr`.
+    fn spawn(
+        &self,
+        listener: &UnixListener,
+        stderr: &OwnedFd,
+    ) -> std::io::Result<Child> {
         let socket: OwnedFd = listener.try_clone()?.into();
         Command::new(&self.config.path)
             .args(&self.config.arguments)
             .envs(&self.config.environment)
             .stdin(Stdio::from(socket))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(stderr.try_clone()?))
             // A group of its own: what it forks stops with it.
             .process_group(0)
             .spawn()
     }
 
-    /// Starts exited processes again until the application stops or fails
-    /// too often.
+    /// Starts processes again as they end, keeping `instances` running,
+    /// until the application stops or fails too often.
     fn supervise(self: Arc<Self>) {
+        use nix::sys::signal::{killpg, Signal};
         let rapid = self.config.rapid_fails_per_minute;
         let mut run = self.lock();
         loop {
@@ -240,7 +270,7 @@ impl Application {
             let now = Instant::now();
             let mut index = 0;
             while index < run.processes.len() {
-                let exited = match run.processes[index].try_wait() {
+                let exited = match run.processes[index].0.try_wait() {
                     Ok(Some(status)) => status,
                     Ok(None) | Err(_) => {
                         index += 1;
@@ -249,47 +279,53 @@ impl Application {
                 };
                 // Reaped by `try_wait` above.
                 #[allow(clippy::zombie_processes)]
-                run.processes.swap_remove(index);
-                if !exited.success() {
+                let (ended, since) = run.processes.swap_remove(index);
+                // What it forked goes with it: a master's orphaned workers
+                // (`PHP_FCGI_CHILDREN`) would go on taking connections.
+                let _ = killpg(group(&ended), Signal::SIGKILL);
+                if !exited.success() || now.duration_since(since) < STAY_UP {
                     tracing::warn!(
                         program = %self.config.path.display(),
                         "a FastCGI application process ended: {exited}"
                     );
                     run.fails.push_back(now);
                 }
-                while run
-                    .fails
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
-                {
-                    run.fails.pop_front();
-                }
-                let started = if run.fails.len() > rapid {
-                    None
-                } else {
-                    run.listener.as_ref().map(|l| self.spawn(l))
+            }
+            while run
+                .fails
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+            {
+                run.fails.pop_front();
+            }
+            // Back to `instances`; a process that cannot start counts as
+            // one that failed, so this ends.
+            while run.processes.len() < self.config.instances && run.fails.len() <= rapid {
+                let (Some(listener), Some(stderr)) = (&run.listener, &run.stderr) else {
+                    break;
                 };
+                let started = self.spawn(listener, stderr);
                 match started {
-                    Some(Ok(process)) => run.processes.push(process),
-                    Some(Err(e)) => {
+                    Ok(process) => run.processes.push((process, now)),
+                    Err(e) => {
                         tracing::warn!(
                             program = %self.config.path.display(),
                             "a FastCGI application process could not start: {e}"
                         );
                         run.fails.push_back(now);
                     }
-                    None => {
-                        let why = format!(
-                            "the FastCGI application {} failed {} times within a minute (rapid_fails_per_minute = {rapid}); it stays stopped until the configuration is loaded again",
-                            self.config.path.display(),
-                            run.fails.len()
-                        );
-                        tracing::error!("{why}");
-                        stop_processes(&mut run);
-                        run.phase = Phase::Failed(why);
-                        return;
-                    }
                 }
+            }
+            if run.fails.len() > rapid {
+                let why = format!(
+                    "the FastCGI application {} failed {} times within a minute (rapid_fails_per_minute = {rapid}); it stays stopped until the configuration is loaded again",
+                    self.config.path.display(),
+                    run.fails.len()
+                );
+                tracing::error!("{why}");
+                stop_processes(&mut run);
+                run.phase = Phase::Failed(why);
+                return;
             }
         }
     }
@@ -303,7 +339,7 @@ impl Application {
         self.stopping.notify_all();
     }
 
-    /// Processes running.
+    /// Processes running (their leaders).
     pub(super) fn processes(&self) -> usize {
         self.lock().processes.len()
     }
@@ -315,11 +351,15 @@ impl Application {
 /// [`STOP_GRACE`].
 fn stop_processes(run: &mut Run) {
     use nix::sys::signal::{killpg, Signal};
-    let processes = std::mem::take(&mut run.processes);
+    let processes: Vec<Child> = std::mem::take(&mut run.processes)
+        .into_iter()
+        .map(|(child, _)| child)
+        .collect();
     for child in &processes {
         let _ = killpg(group(child), Signal::SIGTERM);
     }
     run.listener = None;
+    run.stderr = None;
     run.folder = None;
     if processes.is_empty() {
         return;
@@ -345,13 +385,26 @@ fn stop_processes(run: &mut Run) {
     }
 }
 
+/// Logs what the processes write to their standard error, a line at a
+/// time, until the last of them (and riis's own end) is closed.
+fn log_lines(errors: OwnedFd, program: &str) {
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(std::fs::File::from(errors)).lines() {
+        let Ok(line) = line else { break };
+        if !line.trim().is_empty() {
+            tracing::warn!(program, "FastCGI application: {line}");
+        }
+    }
+}
+
 /// The process group a child leads (it was started in one of its own).
 fn group(child: &Child) -> nix::unistd::Pid {
     nix::unistd::Pid::from_raw(child.id() as i32)
 }
 
-/// Waits up to [`STOP_GRACE`] for `processes` to end, kills the groups of
-/// those that did not, and reaps them all.
+/// Waits up to [`STOP_GRACE`] for `processes` to end, then kills what is
+/// left of their groups (a leader that ended may leave what it forked),
+/// and reaps them all.
 fn finish_stopping(mut processes: Vec<Child>) {
     use nix::sys::signal::{killpg, Signal};
     let deadline = Instant::now() + STOP_GRACE;
@@ -363,9 +416,7 @@ fn finish_stopping(mut processes: Vec<Child>) {
         std::thread::sleep(Duration::from_millis(20));
     }
     for mut child in processes {
-        if matches!(child.try_wait(), Ok(None)) {
-            let _ = killpg(group(&child), Signal::SIGKILL);
-            let _ = child.wait();
-        }
+        let _ = killpg(group(&child), Signal::SIGKILL);
+        let _ = child.wait();
     }
 }

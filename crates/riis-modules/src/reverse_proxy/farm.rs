@@ -59,20 +59,26 @@ impl Server {
     /// request's URL is sent as it is) or `unix:/path/to/socket`, then
     /// ` weight=N` if given.
     pub(crate) fn parse(written: &str) -> Result<Self, String> {
-        let mut words = written.split_whitespace();
-        let text = words.next().unwrap_or("");
-        let mut weight = 1;
-        for word in words {
-            let n = word
-                .strip_prefix("weight=")
-                .and_then(|n| n.parse::<u32>().ok())
-                .filter(|n| (1..=MAX_WEIGHT).contains(n))
-                .ok_or_else(|| {
-                    format!(
-                        "`{written}`: after the server comes only `weight=N`, N from 1 to {MAX_WEIGHT}"
-                    )
-                })?;
-            weight = n;
+        let written = written.trim();
+        // ` weight=N` at the end only: a Unix socket's path may hold spaces.
+        let (text, weight) = match written.rsplit_once(char::is_whitespace) {
+            Some((text, last)) if last.starts_with("weight=") => {
+                let n = &last["weight=".len()..];
+                let weight = n
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| n.parse::<u32>().ok())
+                    .flatten()
+                    .filter(|n| (1..=MAX_WEIGHT).contains(n))
+                    .ok_or_else(|| {
+                        format!("`{written}`: `weight=N` takes N from 1 to {MAX_WEIGHT}")
+                    })?;
+                (text.trim_end(), weight)
+            }
+            _ => (written, 1),
+        };
+        if text.contains(" weight=") {
+            return Err(format!("`{written}`: one `weight=N`, after the server"));
         }
         let secure = text
             .get(..8)
@@ -297,15 +303,21 @@ impl Farm {
             Balance::ClientAddress => {
                 use std::hash::{Hash, Hasher};
                 // The same for every worker and every start: fixed keys.
-                let mut hasher = std::hash::DefaultHasher::new();
-                client.to_canonical().hash(&mut hasher);
-                let at = (hasher.finish() % turns as u64) as usize;
-                // A client whose server is left out goes to the next one
-                // in the turns meanwhile, and back once it is up.
-                (0..turns)
-                    .map(|k| usize::from(self.turns[(at + k) % turns]))
+                // A client whose server is left out hashes again (with the
+                // attempt's number), so that server's clients spread over
+                // the others meanwhile, and come back once it is up.
+                let pick = |attempt: u32| {
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    client.to_canonical().hash(&mut hasher);
+                    attempt.hash(&mut hasher);
+                    usize::from(self.turns[(hasher.finish() % turns as u64) as usize])
+                };
+                let home = pick(0);
+                (0..64)
+                    .map(pick)
                     .find(|&i| is_up(i))
-                    .unwrap_or(usize::from(self.turns[at]))
+                    .or_else(|| (0..self.servers.len()).find(|&i| is_up(i)))
+                    .unwrap_or(home)
             }
         }
     }
@@ -378,11 +390,18 @@ mod tests {
         for bad in [
             "http://a weight=0",
             "http://a weight=101",
+            "http://a weight=",
+            "http://a weight=+3",
+            "http://a weight=2 weight=3",
             "http://a weight",
             "http://a x=1",
         ] {
             assert!(Server::parse(bad).is_err(), "{bad}");
         }
+        // A socket's path may hold spaces.
+        let s = Server::parse("unix:/run/my app.sock weight=2").unwrap();
+        assert_eq!(s.address, Address::Unix("/run/my app.sock".into()));
+        assert_eq!(s.weight, 2);
     }
 
     #[test]
@@ -422,6 +441,15 @@ mod tests {
         f.servers[at].mark_down(Duration::from_secs(60));
         let away = firsts(&f, Balance::ClientAddress, CLIENT, 2);
         assert!(!away.contains(&home), "{away}");
+        // Its clients spread over the others meanwhile.
+        let mut elsewhere = std::collections::BTreeSet::new();
+        for last in 1..=40u8 {
+            let client = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, last));
+            let one = firsts(&f, Balance::ClientAddress, client, 1);
+            assert_ne!(one, home);
+            elsewhere.insert(one);
+        }
+        assert_eq!(elsewhere.len(), 3, "{elsewhere:?}");
         f.servers[at].mark_up();
         assert_eq!(firsts(&f, Balance::ClientAddress, CLIENT, 1), home);
     }
