@@ -16,31 +16,7 @@ use common::{Connection, RunningBinary, TempDir};
 /// The `php-fpm` program: `php-fpm` or a versioned `php-fpm8.2`, on the
 /// `PATH` or in the `sbin` folders Debian puts it in.
 fn php_fpm() -> Option<PathBuf> {
-    let mut folders: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    folders.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
-    for folder in folders {
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            continue;
-        };
-        let mut found: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                    n == "php-fpm"
-                        || n.strip_prefix("php-fpm")
-                            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
-                })
-            })
-            .collect();
-        found.sort();
-        if let Some(program) = found.pop() {
-            return Some(program);
-        }
-    }
-    None
+    common::find_versioned_program("php-fpm", &["/usr/sbin", "/usr/local/sbin", "/sbin"])
 }
 
 /// `php-fpm` in the foreground, killed on drop.

@@ -219,8 +219,8 @@ impl Application {
         run.folder = Some(folder);
         run.socket = socket;
         // Close-on-exec: no other program riis starts may hold it.
-        let (errors, stderr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(std::io::Error::from)?;
+        let (errors, stderr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
         let program = self.config.path.display().to_string();
         std::thread::Builder::new()
             .name("riis-fastcgi-log".to_owned())
@@ -235,11 +235,7 @@ impl Application {
     }
 
     /// Starts one process on `listener`, its standard error to `stderr`.
-    fn spawn(
-        &self,
-        listener: &UnixListener,
-        stderr: &OwnedFd,
-    ) -> std::io::Result<Child> {
+    fn spawn(&self, listener: &UnixListener, stderr: &OwnedFd) -> std::io::Result<Child> {
         let socket: OwnedFd = listener.try_clone()?.into();
         Command::new(&self.config.path)
             .args(&self.config.arguments)

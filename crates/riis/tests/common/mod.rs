@@ -507,3 +507,34 @@ pub fn compile_shared(compiler: &str, sources: &[&Path], out: &Path, flags: &[&s
         Err(e) => panic!("{compiler} is required in CI: {e}"),
     }
 }
+
+/// A program named `name`, or `name` with a version after it (`php-fpm8.2`),
+/// the newest found, on the `PATH` or in `more` folders.
+#[allow(dead_code)]
+pub fn find_versioned_program(name: &str, more: &[&str]) -> Option<PathBuf> {
+    let mut folders: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    folders.extend(more.iter().map(PathBuf::from));
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n == name
+                        || n.strip_prefix(name)
+                            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+                })
+            })
+            .collect();
+        found.sort();
+        if let Some(program) = found.pop() {
+            return Some(program);
+        }
+    }
+    None
+}
