@@ -896,7 +896,8 @@ fn riis_status_and_configuration_errors() {
     let resp = common::get(server.addr, "/echo.fcgi");
     assert_eq!(resp.status, 500);
     assert!(
-        resp.text().contains("fastcgi.address is not set"),
+        resp.text()
+            .contains("neither fastcgi.address nor fastcgi.application is set"),
         "{}",
         resp.text()
     );
