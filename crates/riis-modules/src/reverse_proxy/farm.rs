@@ -178,7 +178,7 @@ pub enum Balance {
     #[default]
     RoundRobin,
     /// The one with the fewest requests under way for its weight (ARR's
-    /// least requests, nginx's `least_conn`); ties in turn.
+    /// least requests, nginx's `least_conn`); ties by weighted turns.
     LeastRequests,
     /// By the client's address, so a client keeps its server while that
     /// server is up (nginx's `ip_hash`, ARR's server variable hash on
@@ -276,8 +276,6 @@ impl Farm {
                 first
             }
             Balance::LeastRequests => {
-                let count = self.servers.len();
-                let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
                 let load = |i: usize| {
                     let server = &self.servers[i];
                     (
@@ -285,20 +283,24 @@ impl Farm {
                         u64::from(server.weight),
                     )
                 };
-                (0..count)
-                    .map(|k| (start + k) % count)
+                // a/wa < b/wb, without division.
+                let less = |(a, wa): (u64, u64), (b, wb): (u64, u64)| a * wb < b * wa;
+                let Some(least) = (0..self.servers.len())
                     .filter(|&i| is_up(i))
-                    // a/wa < b/wb, without division; the first of equals
-                    // (from this request's turn) wins.
-                    .reduce(|best, i| {
-                        let ((a, wa), (b, wb)) = (load(i), load(best));
-                        if a * wb < b * wa {
-                            i
-                        } else {
-                            best
-                        }
-                    })
-                    .unwrap_or(start)
+                    .map(load)
+                    .reduce(|best, l| if less(l, best) { l } else { best })
+                else {
+                    // All left out: in turn.
+                    let turn = self.next.fetch_add(1, Ordering::Relaxed) % turns;
+                    return usize::from(self.turns[turn]);
+                };
+                // Those as little busy take weighted turns (nginx's
+                // `least_conn` does the same).
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..turns)
+                    .map(|k| usize::from(self.turns[(start + k) % turns]))
+                    .find(|&i| is_up(i) && !less(least, load(i)))
+                    .unwrap_or(usize::from(self.turns[start % turns]))
             }
             Balance::ClientAddress => {
                 use std::hash::{Hash, Hasher};
@@ -418,10 +420,10 @@ mod tests {
         assert_eq!(busy_c.0.name, "http://c");
         assert_eq!(firsts(&f, Balance::LeastRequests, CLIENT, 1), "b");
         drop((busy_a, busy_b, busy_c));
-        // All idle: in turn.
-        assert_eq!(firsts(&f, Balance::LeastRequests, CLIENT, 3).len(), 3);
-        let spread = firsts(&f, Balance::LeastRequests, CLIENT, 3);
-        assert!(spread.contains('a') && spread.contains('b') && spread.contains('c'));
+        // All idle: weighted turns (b twice as often).
+        let spread = firsts(&f, Balance::LeastRequests, CLIENT, 8);
+        assert_eq!(spread.matches('b').count(), 4, "{spread}");
+        assert_eq!(spread.matches('a').count(), 2, "{spread}");
     }
 
     #[test]
