@@ -170,6 +170,21 @@ fn a_101_the_client_did_not_ask_for_is_refused() {
         b"POST /switch HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: line-echo\r\nContent-Length: 2\r\n\r\nhi",
     );
     assert_eq!(conn.read_response(false).status, 500);
+    // HTTP/2 has no 101 (RFC 9113 §8.6).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = common::http2_client(server.addr).await;
+        let request = riis_pipeline::http::Request::get(format!("http://{}/switch", server.addr))
+            .body(http_body_util::Empty::<riis_pipeline::bytes::Bytes>::new())
+            .unwrap();
+        let resp = client.send_request(request).await.unwrap();
+        assert_eq!(resp.status(), 500);
+    });
+    // Its connection closes with its runtime, before the server drains.
+    drop(rt);
     server.stop();
 }
 
