@@ -702,6 +702,65 @@ fn weights_and_client_address_balancing() {
     assert!(sticky == "aaaaaa" || sticky == "bbbbbb", "{sticky}");
 }
 
+/// `affinity_cookie`: the answer names its server in a cookie, and a
+/// client that sends it back stays with that server (ARR's client
+/// affinity); without it, requests take turns.
+#[test]
+fn the_affinity_cookie_keeps_a_client_on_its_server() {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let extra = format!(
+        "\n[[sites.locations]]\npath = \"/app\"\nproxy = {{ servers = [\"http://{a}\", \"http://{b}\"], affinity_cookie = \"ARRAffinity\" }}\n",
+        a = a.addr,
+        b = b.addr
+    );
+    let (_dir, server) = start_with(&[&a], &extra);
+    let mut conn = Connection::open(server.addr);
+    let first = conn.get("/app/echo");
+    let cookie = first.header("set-cookie").unwrap().to_owned();
+    assert!(cookie.starts_with("ARRAffinity="), "{cookie}");
+    assert!(cookie.ends_with("; Path=/; HttpOnly"), "{cookie}");
+    let value = cookie.split(';').next().unwrap().to_owned();
+    let home = first.header("x-backend").unwrap().to_owned();
+    for _ in 0..4 {
+        conn.send_raw(
+            format!("GET /app/echo HTTP/1.1\r\nHost: t\r\nCookie: x=1; {value}\r\n\r\n").as_bytes(),
+        );
+        let resp = conn.read_response(false);
+        assert_eq!(resp.header("x-backend"), Some(home.as_str()));
+        // Already named: not set again.
+        assert_eq!(resp.header("set-cookie"), None);
+    }
+    // The server passes the cookie on, as any other.
+    assert!(a
+        .seen
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(b.seen.requests.lock().unwrap().iter())
+        .any(|r| r.header("cookie").is_some_and(|c| c.contains(&value))));
+    let mut turns = String::new();
+    for _ in 0..4 {
+        turns.push_str(conn.get("/app/echo").header("x-backend").unwrap());
+    }
+    assert!(turns.contains('a') && turns.contains('b'), "{turns}");
+
+    // A bad cookie name is a configuration error.
+    let dir = TempDir::new("reverse-proxy-affinity");
+    let bad = dir.write(
+        "riis.toml",
+        "[[modules]]\nname = \"ReverseProxy\"\n[proxy]\naffinity_cookie = \"two words\"\n\
+         [[sites]]\nname = \"S\"\nroot = '.'\nbindings = [\"127.0.0.1:0\"]\n",
+    );
+    let out = common::riis_command("check-config", &bad);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("affinity_cookie"),
+        "{said}"
+    );
+}
+
 #[test]
 fn a_kept_connection_the_backend_dropped_is_replaced_for_idempotent_requests_only() {
     let backend = Backend::start("a");

@@ -175,6 +175,10 @@ pub(super) struct Job {
     pub(super) only: Option<Server>,
     /// The client's address (for `balance = "client_address"`).
     pub(super) client: std::net::IpAddr,
+    /// The client's affinity cookie's value, with `affinity_cookie`.
+    pub(super) affinity: Option<String>,
+    /// The client reached riis over TLS (the affinity cookie is `Secure`).
+    pub(super) https: bool,
     /// The request asks to switch protocols: where the client's connection
     /// comes from once the server's 101 went out to it.
     pub(super) upgrade: Option<std::sync::Mutex<Option<oneshot::Receiver<UpgradedStream>>>>,
@@ -411,7 +415,11 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
     let farm = job
         .only
         .is_none()
-        .then(|| job.config.servers.order(job.config.balance, job.client))
+        .then(|| {
+            job.config
+                .servers
+                .order(job.config.balance, job.client, job.affinity.as_deref())
+        })
         .into_iter()
         .flatten();
     for server in job.only.iter().chain(farm) {
@@ -709,6 +717,16 @@ fn response_head(
             value.clone()
         };
         headers.push((next.clone(), value));
+    }
+    // A client new to this server (or whose server was left out) is told
+    // which one answered, to come back to it (ARR's client affinity).
+    let name = &job.config.affinity_cookie;
+    if !name.is_empty() && job.affinity.as_deref() != Some(server.affinity.as_str()) {
+        let secure = if job.https { "; Secure" } else { "" };
+        let cookie = format!("{name}={}; Path=/; HttpOnly{secure}", server.affinity);
+        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+            headers.push((header::SET_COOKIE, cookie));
+        }
     }
     ResponseHead {
         status: parts.status,

@@ -33,6 +33,9 @@ pub struct Server {
     pub tls: Option<rustls_pki_types::ServerName<'static>>,
     /// Its share of the requests, against the others' (`weight=N`).
     pub weight: u32,
+    /// What the affinity cookie says for it: a hash of its name, the same
+    /// for every worker and every start.
+    pub affinity: String,
     /// Until when it is left out (milliseconds on [`clock_ms`]; 0: it is not).
     down_until: AtomicU64,
     /// Requests under way on it (for `least_requests`).
@@ -49,6 +52,15 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The affinity cookie's value for a server written `text`.
+fn affinity_of(text: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same value from every worker and every start.
+    let mut hasher = std::hash::DefaultHasher::new();
+    text.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// The heaviest `weight=N`.
@@ -134,6 +146,7 @@ impl Server {
             host,
             tls,
             weight,
+            affinity: affinity_of(text),
             down_until: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             route: std::sync::OnceLock::new(),
@@ -223,10 +236,16 @@ impl Farm {
         self.servers.is_empty()
     }
 
-    /// The servers in the order this request (from `client`) tries them:
-    /// the one `balance` chooses, then round the list, those left out last
-    /// (tried when all are).
-    pub fn order(&self, balance: Balance, client: IpAddr) -> impl Iterator<Item = &Server> {
+    /// The servers in the order this request (from `client`, with the
+    /// affinity cookie `affinity`, if any) tries them: the one the cookie
+    /// names while it is up, else the one `balance` chooses, then round the
+    /// list, those left out last (tried when all are).
+    pub fn order(
+        &self,
+        balance: Balance,
+        client: IpAddr,
+        affinity: Option<&str>,
+    ) -> impl Iterator<Item = &Server> {
         let count = self.servers.len();
         // Who is down is read once, so that a server marked down by this
         // request is not tried again in the second round.
@@ -237,10 +256,16 @@ impl Farm {
             .enumerate()
             .filter(|(_, server)| server.is_down(now))
             .fold(0u64, |bits, (i, _)| bits | 1 << i);
-        let first = if count > 1 {
-            self.first(balance, client, down)
-        } else {
-            0
+        let kept = affinity.and_then(|value| {
+            self.servers
+                .iter()
+                .position(|s| s.affinity == value)
+                .filter(|&i| down >> i & 1 == 0)
+        });
+        let first = match kept {
+            Some(i) => i,
+            None if count > 1 => self.first(balance, client, down),
+            None => 0,
         };
         let round = move |want_down: bool| {
             (0..count)
@@ -364,7 +389,7 @@ mod tests {
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 
     fn names(farm: &Farm) -> Vec<&str> {
-        farm.order(Balance::RoundRobin, CLIENT)
+        farm.order(Balance::RoundRobin, CLIENT, None)
             .map(|s| s.name.as_str())
             .collect()
     }
@@ -372,7 +397,7 @@ mod tests {
     fn firsts(farm: &Farm, balance: Balance, client: IpAddr, n: usize) -> String {
         (0..n)
             .map(|_| {
-                let name = &farm.order(balance, client).next().unwrap().name;
+                let name = &farm.order(balance, client, None).next().unwrap().name;
                 name.trim_start_matches("http://").to_owned()
             })
             .collect()
@@ -413,7 +438,7 @@ mod tests {
         let busy_b = f.servers[1].begin();
         // a 1/1, b 1/2, c 0/1: c, then (c busy too) b.
         let busy_c = f
-            .order(Balance::LeastRequests, CLIENT)
+            .order(Balance::LeastRequests, CLIENT, None)
             .next()
             .unwrap()
             .begin();
@@ -424,6 +449,34 @@ mod tests {
         let spread = firsts(&f, Balance::LeastRequests, CLIENT, 8);
         assert_eq!(spread.matches('b').count(), 4, "{spread}");
         assert_eq!(spread.matches('a').count(), 2, "{spread}");
+    }
+
+    #[test]
+    fn the_affinity_cookie_names_a_server_while_it_is_up() {
+        let f = farm(&["http://a", "http://b", "http://c"]);
+        let b = f.servers[1].affinity.clone();
+        assert_eq!(b.len(), 16);
+        assert_ne!(b, f.servers[0].affinity);
+        // The same value from another parse (another worker, a restart).
+        assert_eq!(Server::parse("http://b").unwrap().affinity, b);
+        for _ in 0..4 {
+            let first = f
+                .order(Balance::RoundRobin, CLIENT, Some(&b))
+                .next()
+                .unwrap();
+            assert_eq!(first.name, "http://b");
+        }
+        f.servers[1].mark_down(Duration::from_secs(60));
+        let first = f
+            .order(Balance::RoundRobin, CLIENT, Some(&b))
+            .next()
+            .unwrap();
+        assert_ne!(first.name, "http://b");
+        // A value that names no server is no preference.
+        assert!(f
+            .order(Balance::RoundRobin, CLIENT, Some("nonsense"))
+            .next()
+            .is_some());
     }
 
     #[test]
@@ -517,7 +570,7 @@ mod tests {
         assert_eq!(names(&f), ["http://c", "http://a", "http://b"]);
         // One marked down while its request goes on is not tried twice.
         let f = farm(&["http://a"]);
-        let mut order = f.order(Balance::RoundRobin, CLIENT);
+        let mut order = f.order(Balance::RoundRobin, CLIENT, None);
         order.next().unwrap().mark_down(Duration::from_secs(60));
         assert!(order.next().is_none());
     }

@@ -61,6 +61,8 @@
 //!   `unix:/path/to/socket`, each with ` weight=N` if wanted (at most 64);
 //! - `balance`: `round_robin` (default), `least_requests` or
 //!   `client_address` (see `farm`);
+//! - `affinity_cookie` (default empty): a cookie that keeps a client on the
+//!   server that first answered it (ARR's client affinity);
 //! - `timeout` (seconds, default 120, ARR's): the longest a server may stay
 //!   silent, while taking the request or while answering;
 //! - `connect_timeout` (seconds, default 60, nginx's);
@@ -91,9 +93,9 @@
 //! Any other answer is relayed as usual.
 //!
 //! Not done: client certificates for `https://` servers, HTTP/2 to the
-//! server (and WebSocket over HTTP/2, RFC 8441), cookie-based sticky
-//! sessions, active health checks, and response caching (OutputCache
-//! caches the relayed answer like any other).
+//! server (and WebSocket over HTTP/2, RFC 8441), active health checks,
+//! and response caching (OutputCache caches the relayed answer like any
+//! other).
 
 mod exchange;
 mod farm;
@@ -140,6 +142,9 @@ pub struct ReverseProxyConfig {
     pub servers: Farm,
     /// How a request's server is chosen.
     pub balance: Balance,
+    /// The cookie that keeps a client on its server (empty: none).
+    #[serde(deserialize_with = "cookie_name")]
+    pub affinity_cookie: String,
     /// Seconds a server may stay silent.
     #[serde(deserialize_with = "crate::at_least_one")]
     pub timeout: u64,
@@ -172,6 +177,7 @@ impl Default for ReverseProxyConfig {
         Self {
             servers: Farm::default(),
             balance: Balance::default(),
+            affinity_cookie: String::new(),
             timeout: 120,
             connect_timeout: 60,
             fail_timeout: 10,
@@ -189,6 +195,32 @@ impl Default for ReverseProxyConfig {
 
 /// How much of the body one read asks for.
 const READ_SIZE: usize = 64 * 1024;
+
+/// An `affinity_cookie`: empty, or a cookie name (RFC 6265's token).
+fn cookie_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let separator = |b: u8| b"()<>@,;:\\\"/[]?={} \t".contains(&b);
+    if name.bytes().all(|b| b.is_ascii_graphic() && !separator(b)) {
+        Ok(name)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "`{name}` is not a cookie name"
+        )))
+    }
+}
+
+/// The value of the cookie `name` the request carries, if any.
+fn cookie_value(ctx: &HttpContext, name: &str) -> Option<String> {
+    ctx.request()
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"').to_owned())
+}
 
 /// What the module's instances share.
 struct Shared {
@@ -494,6 +526,10 @@ impl ReverseProxy {
             ),
             only,
             client: ctx.request().remote_address().ip(),
+            affinity: (!config.affinity_cookie.is_empty())
+                .then(|| cookie_value(ctx, &config.affinity_cookie))
+                .flatten(),
+            https,
             upgrade,
             config,
             relay: relay.clone(),
