@@ -1051,7 +1051,7 @@ fn http2_cookies_reach_the_server_as_one_header() {
 #[test]
 fn websockets_pass_through() {
     let backend = Backend::start("a");
-    let (_dir, server) = start_with(&[&backend], "");
+    let (dir, server) = start_with(&[&backend], "");
     let mut conn = Connection::open(server.addr);
     conn.send_raw(
         b"GET /ws?room=1 HTTP/1.1\r\nHost: front.test\r\nConnection: keep-alive, Upgrade\r\n\
@@ -1065,6 +1065,8 @@ fn websockets_pass_through() {
     assert_eq!(head.header("content-length"), None);
     assert_eq!(conn.read_line(), "hello\n");
     assert_eq!(conn.read_line(), "echo: first\n");
+    let status = common::riis_status(&dir.path().join("riis.toml"));
+    assert!(status.contains("proxy_tunnels_open: 1"), "{status}");
     conn.send_raw(b"second\n");
     assert_eq!(conn.read_line(), "echo: second\n");
     conn.send_raw(b"bye\n");

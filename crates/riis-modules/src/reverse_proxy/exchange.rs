@@ -185,6 +185,8 @@ pub(super) struct Job {
     pub(super) config: Arc<ReverseProxyConfig>,
     pub(super) relay: Arc<Relay>,
     pub(super) pools: Arc<Pools<Kept, Route>>,
+    /// Switched connections open, for `riis status`.
+    pub(super) tunnels: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The request body as hyper takes it: in pieces (read from the body's
@@ -626,8 +628,26 @@ async fn switch(
     }) else {
         return Ok(());
     };
+    let _open = Counted::new(&job.tunnels);
     tunnel(job, server, TokioIo::new(backend), client).await;
     Ok(())
+}
+
+/// One more in a count until dropped (also when the exchange is dropped
+/// mid-way, its request gone).
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Passes bytes through between the client's connection and the server's,

@@ -227,6 +227,8 @@ struct Shared {
     pools: Arc<Pools<Kept, exchange::Route>>,
     /// Exchanges running, for `riis status`.
     running: Arc<AtomicUsize>,
+    /// Connections switched to another protocol (WebSockets) open.
+    tunnels: Arc<AtomicUsize>,
 }
 
 /// Where the instance is.
@@ -534,6 +536,7 @@ impl ReverseProxy {
             config,
             relay: relay.clone(),
             pools: self.shared.pools.clone(),
+            tunnels: self.shared.tunnels.clone(),
         };
         let running = self.shared.running.clone();
         running.fetch_add(1, Ordering::Relaxed);
@@ -655,14 +658,17 @@ pub fn register_module(
     let shared = Arc::new(Shared {
         pools: Arc::default(),
         running: Arc::default(),
+        tunnels: Arc::default(),
     });
     let (pools, running) = (shared.pools.clone(), shared.running.clone());
+    let tunnels = shared.tunnels.clone();
     registration.set_global_notifications(
         crate::StatusLines(move || {
             format!(
-                "proxy_requests_running: {}\nproxy_connections_idle: {}\n",
+                "proxy_requests_running: {}\nproxy_connections_idle: {}\nproxy_tunnels_open: {}\n",
                 running.load(Ordering::Relaxed),
-                pools.idle_count()
+                pools.idle_count(),
+                tunnels.load(Ordering::Relaxed)
             )
         }),
         riis_pipeline::GlobalNotification::RscaQuery.into(),
