@@ -237,6 +237,15 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                     let _ = out.write_all(format!("echo: {line}").as_bytes());
                 }
             }
+            // A health check: a backend named `sick` fails it.
+            "/health" if name == "sick" => respond(
+                out,
+                "503 Service Unavailable",
+                &[],
+                b"sick",
+                &received.method,
+            ),
+            "/health" => respond(out, "200 OK", &[], b"fine", &received.method),
             // Switches without saying to what.
             "/ws-bare" => {
                 let _ = out
@@ -1201,4 +1210,53 @@ proxy = {{ servers = ["https://localhost:{port}"] }}
             );
         }
     }
+}
+
+/// `health_check`: a server whose check fails is left out until it passes,
+/// though it answers requests; a check that is not a path is a
+/// configuration error.
+#[test]
+fn a_server_that_fails_its_health_check_is_left_out() {
+    let well = Backend::start("well");
+    let sick = Backend::start("sick");
+    let extra = format!(
+        "\n[[sites.locations]]\npath = \"/app\"\nproxy = {{ servers = [\"http://{w}\", \"http://{s}\"], health_check = {{ url = \"/health\", interval = 1, timeout = 2 }} }}\n",
+        w = well.addr,
+        s = sick.addr
+    );
+    let (_dir, server) = start_with(&[&well], &extra);
+    let mut conn = Connection::open(server.addr);
+    // The first request starts the checks; soon every request goes to the
+    // server that passes them.
+    let start = std::time::Instant::now();
+    let mut in_a_row = 0;
+    while in_a_row < 6 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the sick server is still asked"
+        );
+        let resp = conn.get("/app/echo");
+        assert_eq!(resp.status, 200);
+        if resp.header("x-backend") == Some("well") {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(sick.seen.count("/health") >= 1);
+    assert!(well.seen.count("/health") >= 1);
+
+    let dir = TempDir::new("reverse-proxy-health");
+    let bad = dir.write(
+        "riis.toml",
+        "[[modules]]\nname = \"ReverseProxy\"\n[proxy]\nhealth_check = { url = \"health\" }\n\
+         [[sites]]\nname = \"S\"\nroot = '.'\nbindings = [\"127.0.0.1:0\"]\n",
+    );
+    let out = common::riis_command("check-config", &bad);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("health_check"),
+        "{said}"
+    );
 }

@@ -37,6 +37,16 @@ pub(super) struct Kept {
     last_io: Arc<AtomicU64>,
 }
 
+impl Kept {
+    /// Sends `request` on the connection and waits for the answer's head.
+    pub(super) async fn send(
+        &mut self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        self.sender.send_request(request).await
+    }
+}
+
 impl Reusable for Kept {
     fn is_reusable(&self) -> bool {
         // The connection's task ends (and closes it) when the server
@@ -199,6 +209,17 @@ pub(super) struct RequestBody {
     relay: Option<Arc<Relay>>,
 }
 
+impl RequestBody {
+    /// No body (a health check's GET).
+    pub(super) fn empty() -> Self {
+        Self {
+            body: SpooledBody::default(),
+            offset: 0,
+            relay: None,
+        }
+    }
+}
+
 impl hyper::body::Body for RequestBody {
     type Data = Bytes;
     type Error = std::io::Error;
@@ -334,53 +355,65 @@ impl Job {
         }
     }
 
-    /// Where `server`'s kept connections are: for an `https://` one, with
-    /// the certificates it is checked against (`ca_file`, or the system's).
-    /// The same for every request to `server` from this section: made at
-    /// the first and kept with the server.
     fn route(&self, server: &Server) -> Result<Route, String> {
-        if let Some(route) = server.route.get() {
-            return Ok(route.clone());
-        }
-        let trust = match (&server.tls, &self.config.ca_file) {
-            (None, _) => None,
-            (Some(_), Some(trusted)) => Some(trusted.config()),
-            (Some(_), None) => Some(super::tls::system()?),
-        };
-        let route = Route(Arc::new(RouteKey {
-            address: server.address.clone(),
-            trust,
-        }));
-        Ok(server.route.get_or_init(|| route).clone())
+        route(&self.config, server)
     }
 
-    /// Opens a connection to `server` (with TLS for an `https://` one,
-    /// the handshake within `connect_timeout` too) and starts hyper on it.
     async fn connect(&self, server: &Server, route: &Route) -> Result<Kept, String> {
-        let opening = async {
-            let connection = Connection::open(&server.address)
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", server.name))?;
-            let (Some(name), Some(config)) = (&server.tls, &route.0.trust) else {
-                return start(connection, server).await;
-            };
-            let stream = tokio_rustls::TlsConnector::from(config.clone())
-                .connect(name.clone(), connection)
-                .await
-                .map_err(|e| format!("TLS with {} failed: {e}", server.name))?;
-            start(stream, server).await
+        connect(&self.config, server, route).await
+    }
+}
+
+/// Where `server`'s kept connections are: for an `https://` one, with
+/// the certificates it is checked against (`ca_file`, or the system's).
+/// The same for every request to `server` from this section: made at
+/// the first and kept with the server.
+pub(super) fn route(config: &ReverseProxyConfig, server: &Server) -> Result<Route, String> {
+    if let Some(route) = server.route.get() {
+        return Ok(route.clone());
+    }
+    let trust = match (&server.tls, &config.ca_file) {
+        (None, _) => None,
+        (Some(_), Some(trusted)) => Some(trusted.config()),
+        (Some(_), None) => Some(super::tls::system()?),
+    };
+    let route = Route(Arc::new(RouteKey {
+        address: server.address.clone(),
+        trust,
+    }));
+    Ok(server.route.get_or_init(|| route).clone())
+}
+
+/// Opens a connection to `server` (with TLS for an `https://` one,
+/// the handshake within `connect_timeout` too) and starts hyper on it.
+pub(super) async fn connect(
+    config: &ReverseProxyConfig,
+    server: &Server,
+    route: &Route,
+) -> Result<Kept, String> {
+    let opening = async {
+        let connection = Connection::open(&server.address)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", server.name))?;
+        let (Some(name), Some(trust)) = (&server.tls, &route.0.trust) else {
+            return start(connection, server).await;
         };
-        let connect_timeout = std::time::Duration::from_secs(self.config.connect_timeout);
-        // Boxed: a TLS handshake's state is large, and every exchange's
-        // future (moved into its task at each request) would carry room
-        // for it; a new connection is rare beside the requests on kept ones.
-        match tokio::time::timeout(connect_timeout, Box::pin(opening)).await {
-            Ok(result) => result,
-            Err(_) => Err(format!(
-                "cannot connect to {} within proxy.connect_timeout ({} s)",
-                server.name, self.config.connect_timeout
-            )),
-        }
+        let stream = tokio_rustls::TlsConnector::from(trust.clone())
+            .connect(name.clone(), connection)
+            .await
+            .map_err(|e| format!("TLS with {} failed: {e}", server.name))?;
+        start(stream, server).await
+    };
+    let connect_timeout = std::time::Duration::from_secs(config.connect_timeout);
+    // Boxed: a TLS handshake's state is large, and every exchange's
+    // future (moved into its task at each request) would carry room
+    // for it; a new connection is rare beside the requests on kept ones.
+    match tokio::time::timeout(connect_timeout, Box::pin(opening)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "cannot connect to {} within proxy.connect_timeout ({} s)",
+            server.name, config.connect_timeout
+        )),
     }
 }
 

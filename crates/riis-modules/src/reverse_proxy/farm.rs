@@ -40,6 +40,8 @@ pub struct Server {
     down_until: AtomicU64,
     /// Requests under way on it (for `least_requests`).
     in_flight: AtomicUsize,
+    /// Its last health check failed (`health_check`).
+    unhealthy: std::sync::atomic::AtomicBool,
     /// Where its kept connections are, made at its first request (its
     /// section's `ca_file` is part of it).
     pub(super) route: std::sync::OnceLock<super::exchange::Route>,
@@ -149,6 +151,7 @@ impl Server {
             affinity: affinity_of(text),
             down_until: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            unhealthy: std::sync::atomic::AtomicBool::new(false),
             route: std::sync::OnceLock::new(),
         })
     }
@@ -176,7 +179,12 @@ impl Server {
 
     fn is_down(&self, now: u64) -> bool {
         let until = self.down_until.load(Ordering::Relaxed);
-        until != 0 && until > now
+        (until != 0 && until > now) || self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Records a health check's result; `true` when it changed.
+    pub(super) fn set_healthy(&self, healthy: bool) -> bool {
+        self.unhealthy.swap(!healthy, Ordering::Relaxed) == healthy
     }
 }
 
@@ -207,6 +215,8 @@ pub struct Farm {
     turns: Box<[u8]>,
     /// Whose turn it is.
     next: AtomicUsize,
+    /// Its health checks were started.
+    health_started: std::sync::atomic::AtomicBool,
 }
 
 /// The turns of servers of `weights`: smooth weighted round robin (each
@@ -231,6 +241,17 @@ fn smooth_turns(weights: &[u32]) -> Box<[u8]> {
 }
 
 impl Farm {
+    /// The servers, as listed.
+    pub(super) fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+
+    /// `true` once: the first request of the section starts its health
+    /// checks.
+    pub(super) fn begin_health_checks(&self) -> bool {
+        !self.health_started.swap(true, Ordering::Relaxed)
+    }
+
     /// Whether no server is configured.
     pub fn is_empty(&self) -> bool {
         self.servers.is_empty()
@@ -368,6 +389,7 @@ impl<'de> serde::Deserialize<'de> for Farm {
             turns: smooth_turns(&weights),
             servers,
             next: AtomicUsize::new(0),
+            health_started: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -383,6 +405,7 @@ mod tests {
             turns: smooth_turns(&weights),
             servers,
             next: AtomicUsize::new(0),
+            health_started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -63,6 +63,8 @@
 //!   `client_address` (see `farm`);
 //! - `affinity_cookie` (default empty): a cookie that keeps a client on the
 //!   server that first answered it (ARR's client affinity);
+//! - `health_check`: `{ url, interval, timeout }`, active checks that leave
+//!   out a server that fails them (see `health`);
 //! - `timeout` (seconds, default 120, ARR's): the longest a server may stay
 //!   silent, while taking the request or while answering;
 //! - `connect_timeout` (seconds, default 60, nginx's);
@@ -93,12 +95,12 @@
 //! Any other answer is relayed as usual.
 //!
 //! Not done: client certificates for `https://` servers, HTTP/2 to the
-//! server (and WebSocket over HTTP/2, RFC 8441), active health checks,
-//! and response caching (OutputCache caches the relayed answer like any
-//! other).
+//! server (and WebSocket over HTTP/2, RFC 8441), and response caching
+//! (OutputCache caches the relayed answer like any other).
 
 mod exchange;
 mod farm;
+mod health;
 mod tls;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -170,6 +172,8 @@ pub struct ReverseProxyConfig {
     pub ca_file: Option<tls::TrustedCertificates>,
     /// The protocols a client may switch to through the proxy (`Upgrade`).
     pub upgrade_protocols: Vec<String>,
+    /// Active health checks of the servers.
+    pub health_check: Option<health::HealthCheck>,
 }
 
 impl Default for ReverseProxyConfig {
@@ -189,6 +193,7 @@ impl Default for ReverseProxyConfig {
             kept_connections: 32,
             ca_file: None,
             upgrade_protocols: vec!["websocket".to_owned()],
+            health_check: None,
         }
     }
 }
@@ -473,6 +478,9 @@ impl ReverseProxy {
             }
         };
         let config = ctx.config_shared(self.config);
+        if config.health_check.is_some() && config.servers.begin_health_checks() {
+            handle.spawn(health::watch(Arc::downgrade(&config)));
+        }
         let only = match ctx.server_variable(PROXY_SERVER) {
             Some(server) => match Server::parse(&server) {
                 Ok(server) => Some(server),
