@@ -202,6 +202,56 @@ pub(crate) fn take_body_piece(
     Ok(())
 }
 
+/// Ends a request to an application or server (`who` names the module in
+/// the log and on the detailed error page) with an error; once part of the
+/// response went out, resets the connection instead, so the client sees
+/// the response cut short.
+pub(crate) fn fail(
+    ctx: &mut HttpContext,
+    who: &str,
+    status: StatusCode,
+    why: &str,
+) -> riis_pipeline::RequestNotificationStatus {
+    tracing::warn!(url = %ctx.request().raw_url(), "{who}: {why}");
+    if ctx.response().headers_sent() {
+        ctx.response_mut().reset_connection();
+        return riis_pipeline::RequestNotificationStatus::FinishRequest;
+    }
+    // An answer's head, if it came, goes with its entity.
+    ctx.response_mut().clear();
+    let finished = crate::end_with_error(ctx, status, 0, riis_pipeline::ModuleError::E_FAIL);
+    ctx.response_mut()
+        .set_error_description(format!("{who}: {why}"));
+    finished
+}
+
+/// 413: the body is longer than `limit`, the module's `key`; the
+/// connection closes (the rest of the body is not read).
+pub(crate) fn too_large(
+    ctx: &mut HttpContext,
+    who: &str,
+    key: &str,
+    limit: u64,
+) -> riis_pipeline::RequestNotificationStatus {
+    ctx.response_mut().set_need_disconnect();
+    fail(
+        ctx,
+        who,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body is longer than {key} ({limit} bytes)"),
+    )
+}
+
+/// Whether the request declares a body longer than `limit`
+/// (`Content-Length`): refused before any of it is read.
+pub(crate) fn declared_over(ctx: &HttpContext, limit: u64) -> bool {
+    ctx.request()
+        .header(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
+}
+
 /// An application's response head, parsed.
 pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,

@@ -394,6 +394,21 @@ fn respond(
     let _ = out.write_all(&data);
 }
 
+/// `riis check-config` refuses a `[proxy]` section with `line`, naming `says`.
+fn assert_refused(line: &str, says: &str) {
+    let dir = TempDir::new("reverse-proxy-refused");
+    let bad = dir.write(
+        "riis.toml",
+        format!(
+            "[[modules]]\nname = \"ReverseProxy\"\n[proxy]\n{line}\n\
+             [[sites]]\nname = \"S\"\nroot = '.'\nbindings = [\"127.0.0.1:0\"]\n"
+        ),
+    );
+    let out = common::riis_command("check-config", &bad);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains(says), "{said}");
+}
+
 /// An address nothing listens on.
 fn unreachable() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -756,18 +771,7 @@ fn the_affinity_cookie_keeps_a_client_on_its_server() {
     assert!(turns.contains('a') && turns.contains('b'), "{turns}");
 
     // A bad cookie name is a configuration error.
-    let dir = TempDir::new("reverse-proxy-affinity");
-    let bad = dir.write(
-        "riis.toml",
-        "[[modules]]\nname = \"ReverseProxy\"\n[proxy]\naffinity_cookie = \"two words\"\n\
-         [[sites]]\nname = \"S\"\nroot = '.'\nbindings = [\"127.0.0.1:0\"]\n",
-    );
-    let out = common::riis_command("check-config", &bad);
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && said.contains("affinity_cookie"),
-        "{said}"
-    );
+    assert_refused("affinity_cookie = \"two words\"", "affinity_cookie");
 }
 
 #[test]
@@ -1247,16 +1251,5 @@ fn a_server_that_fails_its_health_check_is_left_out() {
     assert!(sick.seen.count("/health") >= 1);
     assert!(well.seen.count("/health") >= 1);
 
-    let dir = TempDir::new("reverse-proxy-health");
-    let bad = dir.write(
-        "riis.toml",
-        "[[modules]]\nname = \"ReverseProxy\"\n[proxy]\nhealth_check = { url = \"health\" }\n\
-         [[sites]]\nname = \"S\"\nroot = '.'\nbindings = [\"127.0.0.1:0\"]\n",
-    );
-    let out = common::riis_command("check-config", &bad);
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && said.contains("health_check"),
-        "{said}"
-    );
+    assert_refused("health_check = { url = \"health\" }", "health_check");
 }

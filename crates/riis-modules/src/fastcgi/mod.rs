@@ -382,43 +382,18 @@ impl FastCgi {
     }
 }
 
-/// 413: the body is longer than `max_request_body`; the connection closes
-/// (the rest of the body is not read).
 fn too_large(ctx: &mut HttpContext, limit: u64) -> RequestNotificationStatus {
-    ctx.response_mut().set_need_disconnect();
-    fail(
-        ctx,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("the request body is longer than fastcgi.max_request_body ({limit} bytes)"),
-    )
+    crate::gateway::too_large(ctx, "FastCGI", "fastcgi.max_request_body", limit)
 }
 
-/// Ends the request with an error, logged and described for the detailed
-/// error page; once part of the response went out, resets the connection
-/// instead, so the client sees it cut short.
 fn fail(ctx: &mut HttpContext, status: StatusCode, why: &str) -> RequestNotificationStatus {
-    tracing::warn!(url = %ctx.request().raw_url(), "FastCGI: {why}");
-    if ctx.response().headers_sent() {
-        ctx.response_mut().reset_connection();
-        return RequestNotificationStatus::FinishRequest;
-    }
-    // The application's head, if it came, goes with its entity.
-    ctx.response_mut().clear();
-    let finished = crate::end_with_error(ctx, status, 0, ModuleError::E_FAIL);
-    ctx.response_mut()
-        .set_error_description(format!("FastCGI: {why}"));
-    finished
+    crate::gateway::fail(ctx, "FastCGI", status, why)
 }
 
 impl HttpModule for FastCgi {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let limit = ctx.config(self.config).max_request_body;
-        let declared = ctx
-            .request()
-            .header(riis_pipeline::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
+        if crate::gateway::declared_over(ctx, limit) {
             return too_large(ctx, limit);
         }
         self.go_on(ctx, BodySpool::default())
