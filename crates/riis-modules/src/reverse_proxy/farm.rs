@@ -249,7 +249,10 @@ impl Farm {
     /// `true` once: the first request of the section starts its health
     /// checks.
     pub(super) fn begin_health_checks(&self) -> bool {
-        !self.health_started.swap(true, Ordering::Relaxed)
+        // A load first: every request asks, and a swap would write the
+        // line all workers read.
+        !self.health_started.load(Ordering::Relaxed)
+            && !self.health_started.swap(true, Ordering::Relaxed)
     }
 
     /// Whether no server is configured.
