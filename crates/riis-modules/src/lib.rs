@@ -27,6 +27,7 @@ pub mod hello_world;
 pub mod http_logging;
 pub mod http_redirection;
 pub mod ip_restriction;
+pub mod metrics;
 pub mod noop;
 pub mod output_cache;
 pub mod protocol_support;
@@ -187,6 +188,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("Cgi", cgi::register_module),
     ("FastCgi", fastcgi::register_module),
     ("ReverseProxy", reverse_proxy::register_module),
+    ("Metrics", metrics::register_module),
 ];
 
 /// The entry point of a built-in module.

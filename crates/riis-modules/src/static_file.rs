@@ -433,6 +433,29 @@ impl Validators {
     }
 }
 
+/// `Last-Modified` for a time in whole seconds since the epoch. Formatting
+/// a date costs about 700 instructions, 3% of a cached static request, and
+/// a site's files share few modification times: each thread keeps the last
+/// 64 values it made, one per slot by the second.
+fn last_modified(secs: u64) -> Option<HeaderValue> {
+    const SLOTS: usize = 64;
+    thread_local! {
+        static MADE: std::cell::RefCell<[(u64, Option<HeaderValue>); SLOTS]> =
+            std::cell::RefCell::new(std::array::from_fn(|_| (u64::MAX, None)));
+    }
+    MADE.with_borrow_mut(|made| {
+        let slot = &mut made[(secs % SLOTS as u64) as usize];
+        if slot.0 != secs || slot.1.is_none() {
+            let date = UNIX_EPOCH + Duration::from_secs(secs);
+            *slot = (
+                secs,
+                HeaderValue::try_from(httpdate::fmt_http_date(date)).ok(),
+            );
+        }
+        slot.1.clone()
+    })
+}
+
 /// The time now, in whole seconds since the epoch, from the coarse clock
 /// (a second is all a Last-Modified holds, and it runs on every static
 /// response).
@@ -1072,11 +1095,8 @@ impl HttpModule for StaticFile {
 
         let resp = ctx.response_mut();
         resp.clear_entity();
-        if let Some(m) = validators.modified {
-            let date = UNIX_EPOCH + Duration::from_secs(m);
-            if let Ok(v) = HeaderValue::try_from(httpdate::fmt_http_date(date)) {
-                resp.set_header(header::LAST_MODIFIED, v);
-            }
+        if let Some(v) = validators.modified.and_then(last_modified) {
+            resp.set_header(header::LAST_MODIFIED, v);
         }
         if let Some(etag) = &validators.etag {
             if let Ok(v) = HeaderValue::try_from(etag.as_str()) {
@@ -1465,5 +1485,14 @@ mod tests {
              \r\n--B--\r\n"
         );
         assert_ne!(boundary(), boundary());
+    }
+
+    #[test]
+    fn last_modified_values_are_the_dates_of_their_seconds() {
+        // 0 and 64 share a slot; each comes back as its own date.
+        for secs in [0, 64, 0, 1_796_399_999, 1_796_399_999 + 64, 1_796_399_999] {
+            let expected = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+            assert_eq!(last_modified(secs).unwrap(), expected.as_str());
+        }
     }
 }

@@ -558,6 +558,15 @@ impl HttpContext {
         self.pipeline.raise_global_custom_notification(provider);
     }
 
+    /// Raises RscaQuery (a runtime status query) to the global modules
+    /// registered for it, as `riis status` does: with the function
+    /// `status`, the answer holds the server's figures and then each
+    /// module's, one `name: value` line each. For a module that reports the
+    /// server's state (the built-in `Metrics`).
+    pub fn raise_rsca_query(&self, query: &mut crate::global::RscaQuery<'_>) {
+        self.pipeline.raise_rsca_query(query);
+    }
+
     /// `IHttpTraceContext::RaiseTraceEvent`: a module's own trace event, seen by
     /// global modules registered for TraceEvent.
     pub fn raise_trace_event(&self, message: &'static str) {

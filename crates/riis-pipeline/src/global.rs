@@ -77,7 +77,10 @@ pub enum CacheOperation<'a> {
 /// `GL_RSCA_QUERY`'s provider (IIS's `IGlobalRSCAQueryProvider`): a runtime
 /// status query, by function name with its parameters, that modules answer
 /// by appending to the output. riis raises it for `riis status` with the
-/// function `status`, after its own report.
+/// function `status`, and a module may raise it from a request
+/// ([`HttpContext::raise_rsca_query`](crate::HttpContext::raise_rsca_query)).
+/// The answer to `status` starts with the server's own figures
+/// ([`ServerStatus`]), one `name: value` line each, as the modules' are.
 #[derive(Debug)]
 pub struct RscaQuery<'a> {
     function: &'a str,
@@ -119,4 +122,15 @@ impl<'a> RscaQuery<'a> {
     pub fn into_output(self) -> String {
         self.output
     }
+}
+
+/// The server's own runtime figures (uptime, connections open, requests
+/// started), written at the head of every RscaQuery `status` answer, so
+/// `riis status` and a module that raises the query see the same lines.
+/// The server gives one to the pipeline
+/// ([`PipelineBuilder::server_status`](crate::PipelineBuilder::server_status));
+/// the engine counts nothing itself.
+pub trait ServerStatus: Send + Sync {
+    /// Appends the figures to a `status` query, one `name: value` line each.
+    fn write_status(&self, query: &mut RscaQuery<'_>);
 }

@@ -67,7 +67,9 @@ pub use execution::{
     Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED, E_INVALID_DATA, E_TIMEOUT,
     YIELD_AFTER,
 };
-pub use global::{ApplicationInfo, CacheOperation, RscaQuery, TraceEvent, TracePhase};
+pub use global::{
+    ApplicationInfo, CacheOperation, RscaQuery, ServerStatus, TraceEvent, TracePhase,
+};
 pub use handler::{
     FileSystem, HandlerMapping, MappingFailure, PathPattern, Probe, ResourceInfo, ResourceKind,
     ResourceType,

@@ -228,6 +228,8 @@ pub struct Pipeline {
     pub(crate) settings: PipelineSettings,
     /// Whether any global module listens for TraceEvent; timing is taken only then.
     pub(crate) tracing: bool,
+    /// The server's figures, first in a `status` query's answer.
+    pub(crate) server_status: Option<Arc<dyn crate::global::ServerStatus>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -272,6 +274,13 @@ impl Pipeline {
     /// The sites, in configuration order.
     pub fn sites(&self) -> &[Arc<Site>] {
         &self.sites
+    }
+
+    /// What answers for the server at the head of a `status` RscaQuery
+    /// (without one, only the modules answer).
+    pub fn server_status(&mut self, status: Arc<dyn crate::global::ServerStatus>) -> &mut Self {
+        self.server_status = Some(status);
+        self
     }
 
     /// Engine settings.
@@ -345,8 +354,12 @@ impl Pipeline {
         });
     }
 
-    /// Raises RscaQuery (a runtime status query) with `query`.
+    /// Raises RscaQuery (a runtime status query) with `query`. A `status`
+    /// query gets the server's figures first.
     pub fn raise_rsca_query(&self, query: &mut crate::global::RscaQuery<'_>) {
+        if let (Some(server), "status") = (&self.server_status, query.function()) {
+            server.write_status(query);
+        }
         self.raise_global(GlobalNotification::RscaQuery, |m| {
             m.on_global_rsca_query(query)
         });
@@ -442,6 +455,7 @@ pub struct PipelineBuilder {
     fs: Arc<dyn FileSystem>,
     settings: PipelineSettings,
     server_info: ServerInfo,
+    server_status: Option<Arc<dyn crate::global::ServerStatus>>,
 }
 
 impl Drop for PipelineBuilder {
@@ -470,6 +484,7 @@ impl PipelineBuilder {
             fs: Arc::new(NoFileSystem),
             settings: PipelineSettings::default(),
             server_info: ServerInfo::default(),
+            server_status: None,
         }
     }
 
@@ -551,6 +566,13 @@ impl PipelineBuilder {
     /// Replaces the file system the engine probes at MapRequestHandler.
     pub fn file_system(&mut self, fs: Arc<dyn FileSystem>) -> &mut Self {
         self.fs = fs;
+        self
+    }
+
+    /// What answers for the server at the head of a `status` RscaQuery
+    /// (without one, only the modules answer).
+    pub fn server_status(&mut self, status: Arc<dyn crate::global::ServerStatus>) -> &mut Self {
+        self.server_status = Some(status);
         self
     }
 
@@ -766,6 +788,7 @@ impl PipelineBuilder {
             fs: self.fs.clone(),
             settings: self.settings.clone(),
             tracing,
+            server_status: self.server_status.take(),
         })
     }
 

@@ -25,7 +25,7 @@ use riis_pipeline::RegisterModuleFn;
 use crate::config::{ConfigError, ServerConfig, ServerSettings};
 use crate::driver::{CurrentGeneration, Generation};
 use crate::fs::RealFileSystem;
-use crate::server::{build_pipeline, load_certificates, plan_listeners, routes_of};
+use crate::server::{build_pipeline, load_certificates, plan_listeners, routes_of, ServerFigures};
 use crate::tls::SniResolver;
 
 /// Reads the configuration again, the way the server first read it (the
@@ -62,7 +62,9 @@ impl std::error::Error for ReloadError {}
 pub struct Reloader {
     source: Option<ConfigSource>,
     extra: Vec<(String, RegisterModuleFn)>,
-    fs: Arc<RealFileSystem>,
+    /// The file system and the server's status figures, which every
+    /// configuration's pipeline shares.
+    services: (Arc<RealFileSystem>, Arc<ServerFigures>),
     current: CurrentGeneration,
     certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
     listeners: BTreeSet<(SocketAddr, bool)>,
@@ -85,7 +87,7 @@ impl Reloader {
     pub(crate) fn new(
         source: Option<ConfigSource>,
         extra: Vec<(String, RegisterModuleFn)>,
-        fs: Arc<RealFileSystem>,
+        services: (Arc<RealFileSystem>, Arc<ServerFigures>),
         current: CurrentGeneration,
         certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
         running: &ServerConfig,
@@ -94,7 +96,7 @@ impl Reloader {
         Self {
             source,
             extra,
-            fs,
+            services,
             current,
             certificates,
             listeners: listeners_of(running),
@@ -147,8 +149,13 @@ impl Reloader {
         }
         let extra: Vec<(&str, RegisterModuleFn)> =
             self.extra.iter().map(|(n, f)| (n.as_str(), *f)).collect();
-        let pipeline =
-            build_pipeline(&config, &extra, self.fs.clone()).map_err(ReloadError::Config)?;
+        let pipeline = build_pipeline(
+            &config,
+            &extra,
+            self.services.0.clone(),
+            self.services.1.clone(),
+        )
+        .map_err(ReloadError::Config)?;
         let certificates = match load_certificates(&config) {
             Ok(c) => c,
             Err(e) => {
@@ -175,7 +182,7 @@ impl Reloader {
             return Err(ReloadError::Stopping);
         };
         // The cache's events go to the configuration in force.
-        self.fs.attach(&pipeline);
+        self.services.0.attach(&pipeline);
         self.retiring.watch(old);
         Ok(config.file)
     }

@@ -68,13 +68,16 @@ impl From<ConfigError> for ServerError {
 /// Builds the pipeline a configuration describes: resolves each module of the
 /// list among `extra` modules (compiled in by an embedding program) and the
 /// built-in ones, registers it, and validates handlers, locations and
-/// sections. The pipeline probes paths through `fs`.
+/// sections. The pipeline probes paths through `fs`, and `status` answers
+/// for the server in a `status` RscaQuery.
 pub fn build_pipeline(
     config: &ServerConfig,
     extra: &[(&str, RegisterModuleFn)],
     fs: Arc<RealFileSystem>,
+    status: Arc<dyn riis_pipeline::ServerStatus>,
 ) -> Result<Arc<Pipeline>, ConfigError> {
     let mut builder = PipelineBuilder::new();
+    builder.server_status(status);
     builder.configuration_folder(config.folder.clone());
     let libraries = load_native_modules(config)?;
     let mut skipped: Vec<&str> = Vec::new();
@@ -352,6 +355,7 @@ pub struct Server {
     current: CurrentGeneration,
     fs: Arc<RealFileSystem>,
     counter: Arc<ConnectionCounter>,
+    figures: Arc<ServerFigures>,
     certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
     extra: Vec<(String, RegisterModuleFn)>,
     source: Option<ConfigSource>,
@@ -385,7 +389,12 @@ impl Server {
             max_size: settings.file_cache_size,
             max_file_size: settings.file_cache_max_file_size,
         }));
-        let pipeline = build_pipeline(&config, extra, fs.clone())?;
+        let counter = Arc::<ConnectionCounter>::default();
+        let figures = Arc::new(ServerFigures {
+            counter: counter.clone(),
+            started: std::time::Instant::now(),
+        });
+        let pipeline = build_pipeline(&config, extra, fs.clone(), figures.clone())?;
         fs.attach(&pipeline);
         let certificates = load_certificates(&config)?;
         let routes = routes_of(&plan_listeners(&config, &pipeline, &certificates));
@@ -399,7 +408,8 @@ impl Server {
             source: None,
             retiring: Arc::default(),
             certificates,
-            counter: Arc::default(),
+            counter,
+            figures,
             config,
             fs,
         })
@@ -417,7 +427,7 @@ impl Server {
         Arc::new(Reloader::new(
             self.source.clone(),
             self.extra.clone(),
-            self.fs.clone(),
+            (self.fs.clone(), self.figures.clone()),
             self.current.clone(),
             self.certificates.clone(),
             &self.config,
@@ -725,30 +735,36 @@ pub fn status_file(config: &ServerConfig) -> Option<std::path::PathBuf> {
     Some(name.into())
 }
 
-/// The runtime status `riis status` shows: the server's own figures, then
-/// what global modules answer to the RscaQuery `status` (IIS's runtime
-/// status query).
-fn status_report(
-    pipeline: &riis_pipeline::Pipeline,
-    counter: &ConnectionCounter,
-    file: &std::path::Path,
+/// The server's lines at the head of a `status` RscaQuery's answer.
+pub(crate) struct ServerFigures {
+    counter: Arc<ConnectionCounter>,
     started: std::time::Instant,
-) -> String {
+}
+
+impl riis_pipeline::ServerStatus for ServerFigures {
+    fn write_status(&self, query: &mut riis_pipeline::RscaQuery<'_>) {
+        query.write(&format!(
+            "uptime_seconds: {}\nconnections_open: {}\nrequests_started: {}\n",
+            self.started.elapsed().as_secs(),
+            self.counter.open(),
+            crate::driver::requests_started(),
+        ));
+    }
+}
+
+/// The runtime status `riis status` shows: the process and its
+/// configuration, then the answer to the RscaQuery `status` (IIS's runtime
+/// status query): the server's own figures and each global module's.
+fn status_report(pipeline: &riis_pipeline::Pipeline, file: &std::path::Path) -> String {
     let mut query = riis_pipeline::RscaQuery::new("status", "");
     pipeline.raise_rsca_query(&mut query);
     let mut report = format!(
         "process: {}
 configuration: {}
-uptime_seconds: {}
-connections_open: {}
-requests_started: {}
 modules: {}
 ",
         std::process::id(),
         file.display(),
-        started.elapsed().as_secs(),
-        counter.open(),
-        crate::driver::requests_started(),
         pipeline.module_names().collect::<Vec<_>>().join(", "),
     );
     report.push_str(query.output());
@@ -827,10 +843,8 @@ impl Lifecycle {
         });
         if let Some(path) = status_file(&server.config) {
             let current = server.current.clone();
-            let counter = server.counter.clone();
             let file = server.config.file.clone();
             let mut status_stop = stop.clone();
-            let started = std::time::Instant::now();
             let asked = control.status;
             tokio::spawn(async move {
                 let Some(mut asked) = asked else {
@@ -840,7 +854,7 @@ impl Lifecycle {
                 loop {
                     tokio::select! {
                         _ = asked.recv() => {
-                            let report = status_report(&current.load().pipeline, &counter, &file, started);
+                            let report = status_report(&current.load().pipeline, &file);
                             if let Err(e) = write_status(&path, &report) {
                                 tracing::warn!(error = %e, path = %path.display(), "cannot write the status");
                             }
