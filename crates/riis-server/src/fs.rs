@@ -24,8 +24,9 @@
 use std::collections::HashMap;
 use std::fs::{File, Metadata, OpenOptions};
 use std::hash::BuildHasher;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -99,8 +100,16 @@ struct Entry {
 
 const SHARDS: usize = 16;
 
-/// One shard of the cache: path → entry.
-type Shard = Mutex<HashMap<PathBuf, Arc<Entry>, PathHasher>>;
+/// One shard of the cache: path → entry. A path is kept and hashed as its
+/// bytes: `Path`'s own hash walks its components, and cost a static request
+/// about 200 instructions per hash (two per lookup). Paths come from the
+/// engine's mapping, which writes one path one way.
+type Shard = Mutex<HashMap<Vec<u8>, Arc<Entry>, PathHasher>>;
+
+/// A path as the cache's key.
+fn key_of(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
+}
 
 /// The hasher of the cache's paths, for choosing a shard and within it.
 /// Every static file request looks its path up, and std's SipHash spent
@@ -168,10 +177,10 @@ impl RealFileSystem {
     }
 
     fn shard(&self, path: &Path) -> &Shard {
-        &self.shards[self.hasher.hash_one(path) as usize % SHARDS]
+        &self.shards[self.hasher.hash_one(key_of(path)) as usize % SHARDS]
     }
 
-    fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Entry>, PathHasher>> {
+    fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Arc<Entry>, PathHasher>> {
         // Entries are replaced whole; a poisoned shard holds nothing torn.
         shard.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -196,7 +205,7 @@ impl RealFileSystem {
     }
 
     fn remove(&self, path: &Path, changed: bool) {
-        let removed = Self::lock(self.shard(path)).remove(path);
+        let removed = Self::lock(self.shard(path)).remove(key_of(path));
         if let Some(entry) = removed {
             self.forget(&entry);
             let key = path.to_string_lossy();
@@ -226,7 +235,7 @@ impl RealFileSystem {
             }
         }
         for path in stale {
-            self.remove(&path, false);
+            self.remove(Path::new(std::ffi::OsStr::from_bytes(&path)), false);
         }
         self.notify(GlobalNotification::CacheCleanup, |p| {
             p.raise_cache_cleanup()
@@ -282,7 +291,7 @@ impl RealFileSystem {
             // Counted before the entry is visible: a removal of it (which
             // takes the same lock) then never subtracts first and wraps.
             self.used_bytes.fetch_add(bytes, Ordering::Relaxed);
-            let previous = shard.insert(path.to_owned(), entry);
+            let previous = shard.insert(key_of(path).to_vec(), entry);
             drop(shard);
             if let Some(previous) = previous {
                 self.forget(&previous);
@@ -365,7 +374,7 @@ impl FileSystem for RealFileSystem {
             });
         }
         let version = Version::of(&meta);
-        let cached = Self::lock(self.shard(path)).get(path).cloned();
+        let cached = Self::lock(self.shard(path)).get(key_of(path)).cloned();
         if let Some(entry) = cached {
             if entry.version == version {
                 entry.used.store(true, Ordering::Relaxed);
@@ -392,7 +401,7 @@ mod tests {
 
     /// A file in a folder of its own, both removed when the guard drops
     /// (also when an assertion fails).
-    struct TempFile(PathBuf);
+    struct TempFile(std::path::PathBuf);
 
     impl TempFile {
         fn path(&self) -> &Path {
