@@ -413,6 +413,23 @@ impl HttpModule for DirectoryListing {
                 };
             }
         };
+        // The listing would be a 200: the request's preconditions apply
+        // (RFC 9110 §13.2.1). It has no validators of its own, so only
+        // `If-Match` and `If-None-Match: *` can decide anything.
+        match crate::static_file::preconditions_without_validators(
+            ctx.request().headers(),
+            ctx.request().method(),
+        ) {
+            Some(StatusCode::NOT_MODIFIED) => {
+                let resp = ctx.response_mut();
+                resp.clear_entity();
+                resp.set_status(StatusCode::NOT_MODIFIED, "Not Modified");
+                ctx.set_request_handled();
+                return RequestNotificationStatus::Continue;
+            }
+            Some(code) => return fail(ctx, code, 0, ModuleError::E_FAIL),
+            None => {}
+        }
         let url = ctx.request().url().to_owned();
         let base = crate::canonical_url_path(&url);
         let (body, content_type) = match format {

@@ -604,21 +604,24 @@ impl StaticCompression {
         })
     }
 
-    /// A 304 says what the 200 would (RFC 9110 §15.4.5, RFC 9111 §4.3.4):
-    /// for a file with a compressed copy, `Vary: Accept-Encoding`; when the
-    /// client would be sent a copy (its `Accept-Encoding` picks one that
-    /// exists) or revalidates one (it sent the weak ETag a copy went out
-    /// with), the weak ETag, and on HEAD the copy's length. A cache then
-    /// refreshes the variant it holds instead of finding no match, or
-    /// taking the file's strong validator for a compressed body.
     /// A range of a file this module would send a copy of carries the
     /// `Vary` its 200 would (RFC 9110 §15.3.7). Ranges come from the file
     /// as it is; only the whole file is negotiated. A multipart answer's
     /// type is `multipart/byteranges`, so the file's is taken from the
     /// URL's extension.
     fn partial_content(&self, ctx: &mut HttpContext) {
+        if self.could_compress(ctx) {
+            content_encoding::add_vary(ctx.response_mut().headers_mut());
+        }
+    }
+
+    /// Whether the request's file is one this module would send copies of:
+    /// a file within the size bounds, of a listed type (by the response's
+    /// `Content-Type`, or the URL's extension for a multipart answer), whose
+    /// response allows transforming.
+    fn could_compress(&self, ctx: &mut HttpContext) -> bool {
         let Some((kind, len)) = ctx.resource_info().map(|info| (info.kind, info.len)) else {
-            return;
+            return false;
         };
         let config = ctx.config(self.config);
         if kind != ResourceKind::File
@@ -626,19 +629,28 @@ impl StaticCompression {
             || len > config.max_size
             || content_encoding::forbids_transform(ctx.response().headers())
         {
-            return;
+            return false;
         }
         let guessed = content_encoding::type_of_url(ctx.request().url());
-        let listed = content_encoding::type_listed(
+        content_encoding::type_listed(
             ctx.response().header(header::CONTENT_TYPE),
             &config.mime_types,
-        ) || content_encoding::type_listed(guessed.as_ref(), &config.mime_types);
-        if listed {
-            content_encoding::add_vary(ctx.response_mut().headers_mut());
-        }
+        ) || content_encoding::type_listed(guessed.as_ref(), &config.mime_types)
     }
 
+    /// A 304 says what the 200 would (RFC 9110 §15.4.5, RFC 9111 §4.3.4):
+    /// for a file with a compressed copy, `Vary: Accept-Encoding`; when the
+    /// client would be sent a copy (its `Accept-Encoding` picks one that
+    /// exists) or revalidates one (it sent the weak ETag a copy went out
+    /// with), the weak ETag, and on HEAD the copy's length. A cache then
+    /// refreshes the variant it holds instead of finding no match, or
+    /// taking the file's strong validator for a compressed body.
     fn not_modified(&self, ctx: &mut HttpContext) {
+        // A file the module never compresses has no copy to revalidate,
+        // whatever tag the client sends: its 304 is the 200's, untouched.
+        if !self.could_compress(ctx) {
+            return;
+        }
         let Some(etag) = strong_etag(ctx) else {
             return;
         };

@@ -664,6 +664,21 @@ enum Precondition {
     Failed,
 }
 
+/// What a request's preconditions (RFC 9110 §13.2) decide for a
+/// representation that has neither an ETag nor a modification date, such
+/// as a generated page: `If-Match` with tags fails (412), `If-None-Match: *`
+/// matches it (304 for GET and HEAD, 412 otherwise); `None` to go on.
+pub(crate) fn preconditions_without_validators(
+    headers: &HeaderMap,
+    method: &Method,
+) -> Option<StatusCode> {
+    match evaluate_preconditions(headers, method, &Validators::default()) {
+        Precondition::Proceed { .. } => None,
+        Precondition::NotModified => Some(StatusCode::NOT_MODIFIED),
+        Precondition::Failed => Some(StatusCode::PRECONDITION_FAILED),
+    }
+}
+
 /// RFC 9110 §13.2.2, steps 1 to 5.
 fn evaluate_preconditions(headers: &HeaderMap, method: &Method, v: &Validators) -> Precondition {
     let get_or_head = method == Method::GET || method == Method::HEAD;

@@ -350,7 +350,10 @@ fn serve_site(
         discard_request_body: discard_body.then(|| state.clone()),
         http2: (parts.version == http::Version::HTTP_2).then(|| state.clone()),
     };
-    if parts.method == Method::OPTIONS && parts.uri.path() == "*" && parts.uri.authority().is_none()
+    // (An HTTP/2 request names its authority even with `:path *`.)
+    if parts.method == Method::OPTIONS
+        && parts.uri.path() == "*"
+        && (parts.uri.authority().is_none() || parts.version == http::Version::HTTP_2)
     {
         // `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7, the
         // asterisk form of RFC 9112 §3.2.4): there is no resource for the

@@ -57,7 +57,16 @@ pub fn check_head<B>(
         ));
     }
     let headers = req.headers();
-    if headers.len() > limits.max_header_count {
+    let http2 = req.version() == Version::HTTP_2 || req.version() == Version::HTTP_3;
+    // An HTTP/2 client sends its cookies as crumbs, one field each, that
+    // are one field (RFC 9113 §8.2.3): they count once, as the single
+    // `Cookie` line of HTTP/1.1 does.
+    let crumbs = if http2 {
+        headers.get_all(http::header::COOKIE).iter().count()
+    } else {
+        0
+    };
+    if headers.len() - crumbs.saturating_sub(1) > limits.max_header_count {
         return Err(Refusal::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "more header fields than limits.max_header_count",
@@ -73,8 +82,24 @@ pub fn check_head<B>(
             "the header fields are larger than limits.max_header_bytes",
         ));
     }
-    if req.version() == Version::HTTP_2 || req.version() == Version::HTTP_3 {
-        // Framing and :authority are the HTTP/2 layer's business.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // RFC 9110 §4.2.4: userinfo in an http(s) URI is an error (a way
+        // to show one host and name another, `http://good@evil/`).
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "userinfo in the request target's authority",
+        ));
+    }
+    if http2 {
+        // Framing is the HTTP/2 layer's business; the host is in
+        // :authority or Host, and a request with neither is malformed
+        // (RFC 9113 §8.3.1).
+        if uri.authority().is_none() && !headers.contains_key(HOST) {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "an HTTP/2 request without :authority or Host",
+            ));
+        }
         return Ok(());
     }
     let mut hosts = headers.get_all(HOST).iter();
@@ -177,7 +202,8 @@ fn valid_host(value: &[u8]) -> bool {
             None => (value, &b"0"[..]),
         }
     };
-    let port_ok = !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    // RFC 3986's `port = *DIGIT`: `host:` (an empty port) is the default one.
+    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
     let host_ok = value.starts_with(b"[") || (!host.is_empty() && reg_name(host));
     port_ok && host_ok
 }
@@ -291,6 +317,8 @@ mod tests {
             "127.0.0.1:1",
             "[::1]",
             "[::1]:80",
+            "a:",
+            "[::1]:",
             "a%20b",
             "x~y_-.!$&'()*+,;=",
         ] {
@@ -301,7 +329,6 @@ mod tests {
             "u@a",
             "a/b",
             "a:b",
-            "a:",
             "[::1",
             "a\"b",
             ":80",

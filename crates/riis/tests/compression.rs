@@ -181,6 +181,18 @@ fn small_files_and_other_types_are_not_compressed() {
     assert_eq!(resp.header("content-encoding"), None);
     assert_eq!(resp.header("vary"), None);
     assert_eq!(resp.body.len(), 10_000);
+    // Their 304s are their 200s' too, even to a client that sends the
+    // weak form of their tag (no copy of theirs ever went out with it).
+    for path in ["/small.txt", "/image.png"] {
+        let strong = fetch(&mut conn, path, None)
+            .header("etag")
+            .unwrap()
+            .to_owned();
+        let revalidated = revalidate(&mut conn, "GET", path, &format!("W/{strong}"));
+        assert_eq!(revalidated.status, 304, "{path}");
+        assert_eq!(revalidated.header("etag"), Some(strong.as_str()), "{path}");
+        assert_eq!(revalidated.header("vary"), None, "{path}");
+    }
 }
 
 /// The first request for a file is sent it as it is, with `Vary`, and

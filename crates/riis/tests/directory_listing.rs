@@ -168,6 +168,28 @@ fn head_gets_the_length_without_the_listing() {
     assert_eq!(conn.get("/files/a.txt").text(), "alpha");
 }
 
+/// A listing has no validators, but the request's preconditions still
+/// apply to it (RFC 9110 §13.2.1): a tag it cannot have fails `If-Match`,
+/// and `If-None-Match: *` matches it.
+#[test]
+fn preconditions_apply_to_a_listing() {
+    let (_dir, server) = site();
+    let mut conn = Connection::open(server.addr);
+    for (header, status) in [
+        ("If-Match: \"x\"", 412),
+        ("If-Match: *", 200),
+        ("If-None-Match: *", 304),
+        ("If-None-Match: \"x\"", 200),
+    ] {
+        conn.send_raw(format!("GET /files/ HTTP/1.1\r\nHost: t\r\n{header}\r\n\r\n").as_bytes());
+        let resp = conn.read_response(status == 304);
+        assert_eq!(resp.status, status, "{header}");
+    }
+    // A folder that does not exist is a 404 whatever the preconditions.
+    conn.send_raw(b"GET /nowhere/ HTTP/1.1\r\nHost: t\r\nIf-Match: \"x\"\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 404);
+}
+
 #[test]
 fn json_listing_parses_and_shows_hidden_entries() {
     let (_dir, server) = site();

@@ -104,6 +104,7 @@ fn malformed_requests_get_their_status_and_a_closed_connection() {
         ("Host with space", b"GET /a.txt HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(), 400),
         ("Host with path", b"GET /a.txt HTTP/1.1\r\nHost: a/b\r\n\r\n".to_vec(), 400),
         ("Host with bad port", b"GET /a.txt HTTP/1.1\r\nHost: a:x\r\n\r\n".to_vec(), 400),
+        ("userinfo in absolute form", b"GET http://u@a/a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
         ("HTTP/1.0 with two Hosts", b"GET /a.txt HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), 400),
         // Framing (smuggling shapes).
         ("two different Content-Lengths", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(), 400),
@@ -147,6 +148,9 @@ fn malformed_requests_get_their_status_and_a_closed_connection() {
 
     // A well-formed request on the same server is served and kept alive.
     let (status, closed) = exchange(server.addr, b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((status, closed), (200, false));
+    // An empty port is the default one (RFC 3986 `port = *DIGIT`).
+    let (status, closed) = exchange(server.addr, b"GET /a.txt HTTP/1.1\r\nHost: a:\r\n\r\n");
     assert_eq!((status, closed), (200, false));
 }
 

@@ -68,6 +68,20 @@ fn request_block(declared: usize, present: usize) -> Vec<u8> {
     b
 }
 
+/// A header block of `fields`, each a literal without indexing with a new
+/// name (pseudo-header fields included).
+fn literal_block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (name, value) in fields {
+        b.push(0x00);
+        hpack_int(0, 7, name.len(), &mut b);
+        b.extend_from_slice(name.as_bytes());
+        hpack_int(0, 7, value.len(), &mut b);
+        b.extend_from_slice(value.as_bytes());
+    }
+    b
+}
+
 struct H2 {
     sock: TcpStream,
 }
@@ -431,4 +445,84 @@ fn a_stream_never_given_a_window_times_out() {
     }
     // The server still serves others.
     assert_served(server.addr);
+}
+
+#[test]
+fn a_request_without_authority_or_host_is_refused() {
+    let (_dir, server) = server();
+    let mut h2 = H2::open(server.addr);
+    let block = literal_block(&[(":method", "GET"), (":scheme", "http"), (":path", "/a.txt")]);
+    h2.sock
+        .write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &block))
+        .unwrap();
+    assert_eq!(h2.outcome(1), "refused status");
+    // With a Host instead of :authority, it is served.
+    let block = literal_block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/a.txt"),
+        ("host", "t"),
+    ]);
+    h2.sock
+        .write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 3, &block))
+        .unwrap();
+    assert_eq!(h2.outcome(3), "200");
+}
+
+#[test]
+fn options_asterisk_is_answered_over_http2_too() {
+    let (_dir, server) = server();
+    let mut h2 = H2::open(server.addr);
+    let block = literal_block(&[
+        (":method", "OPTIONS"),
+        (":scheme", "http"),
+        (":path", "*"),
+        (":authority", "t"),
+    ]);
+    h2.sock
+        .write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &block))
+        .unwrap();
+    assert_eq!(h2.outcome(1), "200");
+}
+
+#[test]
+fn cookie_crumbs_count_as_one_header_field() {
+    let (_dir, server) = server_with("max_header_count = 20\nmax_header_bytes = 65536");
+    let mut h2 = H2::open(server.addr);
+    // 30 crumbs, as browsers split a Cookie over HTTP/2, and 4 pseudo-
+    // header fields: one field of 20 allowed.
+    let crumbs: Vec<(String, String)> = (0..30)
+        .map(|i| ("cookie".to_owned(), format!("c{i}=v{i}")))
+        .collect();
+    let mut fields: Vec<(&str, &str)> = vec![
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/a.txt"),
+        (":authority", "t"),
+    ];
+    fields.extend(crumbs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    h2.sock
+        .write_all(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &literal_block(&fields),
+        ))
+        .unwrap();
+    assert_eq!(h2.outcome(1), "200");
+    // 30 other fields are still too many.
+    let others: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("x-h{i}"), "v".to_owned()))
+        .collect();
+    let mut fields: Vec<(&str, &str)> = fields[..4].to_vec();
+    fields.extend(others.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    h2.sock
+        .write_all(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            3,
+            &literal_block(&fields),
+        ))
+        .unwrap();
+    assert_eq!(h2.outcome(3), "refused status");
 }
