@@ -23,6 +23,14 @@ use crate::connection::{ConnectionState, InService};
 /// How much of a file range is read per step.
 const FILE_READ_SIZE: u64 = 256 * 1024;
 
+/// The same on HTTP/2, where hyper reads a body's next piece before the
+/// stream's flow-control window has room for it, and holds it until it
+/// has: a stream that waits pins at most this much (the default initial
+/// window, so a fresh stream's first piece goes out whole), and a slow
+/// reader shows progress to the stream's send timeout at least this often
+/// (see `h2_streams`).
+const H2_FILE_READ_SIZE: u64 = 64 * 1024;
+
 /// How much of a file range one sendfile placeholder stands for.
 const FILE_SEND_SIZE: u64 = crate::connection::FILE_STEP as u64;
 
@@ -254,7 +262,7 @@ impl ResponseBody {
         if !self.watch_window || self.awaiting_window == awaiting {
             return;
         }
-        if let Some(guard) = &self.in_service {
+        if let Some(guard) = &mut self.in_service {
             guard.awaiting_window(awaiting);
             self.awaiting_window = awaiting;
         }
@@ -311,6 +319,8 @@ impl ResponseBody {
                     }
                     let mut step = length.min(if this.files.is_some() {
                         FILE_SEND_SIZE
+                    } else if this.watch_window {
+                        H2_FILE_READ_SIZE
                     } else {
                         FILE_READ_SIZE
                     });

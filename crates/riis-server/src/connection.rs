@@ -9,7 +9,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use atomic_waker::AtomicWaker;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::h2_streams::StreamStall;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -222,6 +224,9 @@ pub struct Activity {
     bodies_awaiting_window: AtomicU32,
     /// When hyper last took data from a response body (HTTP/2).
     body_taken_at: AtomicU32,
+    /// The HTTP/2 streams whose bodies waited for window, each timed on
+    /// its own (see [`crate::h2_streams`]).
+    stalls: Mutex<Vec<Weak<StreamStall>>>,
     written_total: AtomicU64,
     written_at_request_start: AtomicU64,
     last_write: AtomicU32,
@@ -482,6 +487,31 @@ impl Activity {
         self.http2.store(true, Ordering::Relaxed);
     }
 
+    /// Resets the HTTP/2 streams whose bodies have waited for the client's
+    /// flow-control window for `send` seconds or more at `t`: each stream
+    /// on its own, so a client that feeds one stream cannot keep the others
+    /// (and what they hold) alive with it.
+    /// Streams that ended leave the list here too.
+    fn reset_stalled_streams(&self, t: u32, send: u64) {
+        if !self.http2.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut stalls = self.stalls.lock().unwrap_or_else(|e| e.into_inner());
+        stalls.retain(|stall| {
+            let Some(stall) = stall.upgrade() else {
+                return false;
+            };
+            if send > 0 && stall.reset_if_stalled(t, send) {
+                tracing::info!(
+                    timeout = send,
+                    "an HTTP/2 stream waited for the client's flow-control window past timeouts.send; reset"
+                );
+                return false;
+            }
+            true
+        });
+    }
+
     /// The sweeper's verdict at time `t`.
     fn check(&self, t: u32, timeouts: &Timeouts) -> Option<Verdict> {
         let after =
@@ -541,18 +571,39 @@ impl Activity {
 }
 
 /// A request in service; dropping it ends it.
-pub struct InService(Arc<ConnectionState>);
+pub struct InService {
+    state: Arc<ConnectionState>,
+    /// HTTP/2: the stream's wait for window, once its body waited in the
+    /// stream's own task.
+    stall: Option<Arc<StreamStall>>,
+}
 
 impl InService {
     /// Whether the request came on an HTTP/2 connection.
     pub fn is_http2(&self) -> bool {
-        self.0.activity.http2.load(Ordering::Relaxed)
+        self.state.activity.http2.load(Ordering::Relaxed)
     }
 
     /// The response body holds data hyper has not asked for (`true`), or
     /// hyper just asked (`false`): see [`Activity::check`].
-    pub fn awaiting_window(&self, awaiting: bool) {
-        let activity = &self.0.activity;
+    pub fn awaiting_window(&mut self, awaiting: bool) {
+        let activity = &self.state.activity;
+        if awaiting && self.stall.is_none() {
+            // The first wait in the stream's task: the stream is timed on
+            // its own from now on.
+            if let Some(abort) = crate::h2_streams::claim_current() {
+                let stall = Arc::new(StreamStall::new(abort));
+                activity
+                    .stalls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Arc::downgrade(&stall));
+                self.stall = Some(stall);
+            }
+        }
+        if let Some(stall) = &self.stall {
+            stall.set_waiting(awaiting, now());
+        }
         if awaiting {
             activity
                 .bodies_awaiting_window
@@ -568,7 +619,7 @@ impl InService {
 
 impl Drop for InService {
     fn drop(&mut self) {
-        self.0.activity.ended();
+        self.state.activity.ended();
     }
 }
 
@@ -636,14 +687,20 @@ impl ConnectionState {
     /// lent after a 101): only the send timeout applies to it.
     pub(crate) fn hold_in_service(self: &Arc<Self>) -> InService {
         self.activity.in_service.fetch_add(1, Ordering::Relaxed);
-        InService(self.clone())
+        InService {
+            state: self.clone(),
+            stall: None,
+        }
     }
 
     /// A request reached the service; the returned guard, dropped with the
     /// response body, marks its end. `has_body`: the request has a body.
     pub fn request_started(self: &Arc<Self>, has_body: bool) -> InService {
         self.activity.started(has_body);
-        InService(self.clone())
+        InService {
+            state: self.clone(),
+            stall: None,
+        }
     }
 
     /// Whether the request being started is the last this connection serves
@@ -721,6 +778,7 @@ impl Sweeper {
             // A connection whose task ended holds the only other reference.
             list.retain(|a| Arc::strong_count(a) > 1);
             for c in list.iter() {
+                c.activity.reset_stalled_streams(t, timeouts.send);
                 match c.activity.check(t, timeouts) {
                     Some(Verdict::Expire(e)) => c.activity.expire(e),
                     Some(Verdict::Drain) => c.activity.drain(),

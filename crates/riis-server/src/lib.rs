@@ -14,6 +14,7 @@ pub mod defaults;
 pub mod driver;
 mod framing;
 pub mod fs;
+mod h2_streams;
 mod protocol;
 pub mod reload;
 pub mod server;

@@ -26,7 +26,9 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+use crate::h2_streams::StreamExecutor;
 use riis_pipeline::ConnectionInfo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -72,7 +74,7 @@ const LOCAL_RESET_LIMIT: usize = 1024;
 /// hyper's connection settings, made once per worker from `[limits]`.
 pub(crate) struct Builders {
     http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2: http2::Builder<StreamExecutor>,
 }
 
 impl Builders {
@@ -98,7 +100,7 @@ impl Builders {
             // batches pipelined responses the same way and never strands
             // bytes.
             .pipeline_flush(false);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        let mut http2 = http2::Builder::new(StreamExecutor);
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.http2_max_concurrent_streams)
@@ -218,7 +220,7 @@ impl<
 
 type Http1Connection<I> = http1::Connection<TokioIo<Rewind<SharedIo<I>>>, Service>;
 type Http2Connection<I> =
-    Flushing<http2::Connection<TokioIo<Rewind<SharedIo<I>>>, Service, TokioExecutor>, I>;
+    Flushing<http2::Connection<TokioIo<Rewind<SharedIo<I>>>, Service, StreamExecutor>, I>;
 
 /// Why a connection's serving ended.
 enum End {

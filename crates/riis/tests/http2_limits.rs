@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::{write_config, RunningBinary, TempDir};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
@@ -525,4 +526,104 @@ fn cookie_crumbs_count_as_one_header_field() {
         ))
         .unwrap();
     assert_eq!(h2.outcome(3), "refused status");
+}
+
+/// A client that shuts the flow-control window of some streams while it
+/// feeds another cannot keep the shut ones (and the file pieces they hold)
+/// alive: each stream is timed on its own, and those that waited past
+/// `timeouts.send` are reset while the fed one finishes.
+#[test]
+fn streams_left_without_window_are_reset_one_by_one() {
+    let (dir, server) = server_with("max_header_bytes = 8192\n[timeouts]\nsend = 3");
+    // Larger than the file cache holds, so it is read in pieces.
+    let size = 512 * 1024;
+    dir.write("www/big.bin", vec![b'x'; size]);
+    let mut sock = TcpStream::connect(server.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(250)))
+        .unwrap();
+    sock.write_all(PREFACE).unwrap();
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may be sent anything.
+    sock.write_all(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]))
+        .unwrap();
+    sock.write_all(&frame(WINDOW_UPDATE, 0, 0, &(16u32 << 20).to_be_bytes()))
+        .unwrap();
+    let block = literal_block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/big.bin"),
+        (":authority", "t"),
+    ]);
+    for stream in [1, 3, 5] {
+        sock.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, stream, &block))
+            .unwrap();
+    }
+    // Frames are read on a thread of their own, so the window updates go
+    // out on time whatever arrives.
+    let mut writer = sock.try_clone().unwrap();
+    sock.set_read_timeout(None).unwrap();
+    let (frames, arrived) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut h2 = H2 { sock };
+        while let Some(f) = h2.read_frame() {
+            if frames.send(f).is_err() {
+                break;
+            }
+        }
+        h2
+    });
+    let mut received = 0usize;
+    let mut finished = false;
+    let mut reset: Vec<u32> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(finished && reset.len() == 2) && std::time::Instant::now() < deadline {
+        // Stream 1 gets 32 KiB of window four times a second: a file
+        // piece every half second, well within the send timeout.
+        writer
+            .write_all(&frame(WINDOW_UPDATE, 0, 1, &(32u32 << 10).to_be_bytes()))
+            .unwrap();
+        let until = std::time::Instant::now() + Duration::from_millis(250);
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            let Ok((kind, flags, stream, payload)) = arrived.recv_timeout(left) else {
+                break;
+            };
+            match (kind, stream) {
+                (DATA, 1) => {
+                    received += payload.len();
+                    finished |= flags & END_STREAM != 0;
+                }
+                (RST_STREAM, 3 | 5) => reset.push(stream),
+                (RST_STREAM, 1) | (GOAWAY, _) => panic!("the fed stream was ended ({kind})"),
+                _ => {}
+            }
+        }
+    }
+    reset.sort_unstable();
+    assert_eq!(reset, [3, 5], "the shut streams were not reset");
+    assert!(finished, "the fed stream did not finish ({received} bytes)");
+    assert_eq!(received, size);
+    // The connection goes on serving (a response's window is the
+    // client's to give: stream 7 gets one).
+    let block = literal_block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/a.txt"),
+        (":authority", "t"),
+    ]);
+    writer
+        .write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 7, &block))
+        .unwrap();
+    writer
+        .write_all(&frame(WINDOW_UPDATE, 0, 7, &1024u32.to_be_bytes()))
+        .unwrap();
+    let served = loop {
+        match arrived.recv_timeout(Duration::from_secs(5)) {
+            Ok((DATA, flags, 7, payload)) if flags & END_STREAM != 0 => break payload,
+            Ok(_) => continue,
+            Err(e) => panic!("no answer on stream 7: {e}"),
+        }
+    };
+    assert_eq!(served, b"alpha");
+    drop(writer);
+    let h2 = reader;
+    drop(h2);
 }
