@@ -256,6 +256,10 @@ struct Template {
     /// Whether the template is a URL with a scheme (`https://`) rather
     /// than a path on this site.
     scheme: Scheme,
+    /// For [`Scheme::Expanded`], the references before the template's own
+    /// `://`: what they expand to is checked alone, since a value may hold
+    /// a `://` of its own (`X-Forwarded-Proto: https://evil/?`).
+    scheme_part: Option<Box<Template>>,
 }
 
 #[derive(Debug)]
@@ -287,6 +291,10 @@ impl Template {
             scheme: scheme_of(text),
             ..Template::default()
         };
+        if template.scheme == Scheme::Expanded {
+            let (before, _) = text.split_once("://").unwrap_or_default();
+            template.scheme_part = Some(Box::new(Template::parse(before)?));
+        }
         let mut rest = text;
         while let Some(open) = rest.find('{') {
             if open > 0 {
@@ -766,8 +774,11 @@ impl UrlRewrite {
                     status,
                 } => {
                     let mut target = expand(ctx, to, &scope, &mut file, true);
-                    if to.scheme == Scheme::Expanded {
-                        let scheme = target.split_once("://").map_or("", |(s, _)| s);
+                    if let Some(part) = &to.scheme_part {
+                        // What the scheme's references give, on its own:
+                        // exactly `http` or `https`, so the target's first
+                        // `://` is the template's.
+                        let scheme = expand(ctx, part, &scope, &mut file, false);
                         if !scheme.eq_ignore_ascii_case("http")
                             && !scheme.eq_ignore_ascii_case("https")
                         {
