@@ -106,8 +106,37 @@ fn riis_starts_php_cgi_and_starts_again_what_exits() {
     }
 }
 
-/// A process that exits with an error, or at once with success, counts as
-/// failed.
+/// php-cgi ending cleanly after its requests, again and again within a
+/// second of starting (PHP's recycling under load), is not a failure: the
+/// rapid fail protection counts crashes, and every request is answered.
+#[test]
+fn quick_clean_recycling_is_not_a_failure() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-recycling");
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    let config = config(
+        &dir,
+        &format!(
+            "{{ path = '{}', instances = 1, rapid_fails_per_minute = 2, environment = {{ PHP_FCGI_MAX_REQUESTS = \"2\" }} }}",
+            php.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut pids = std::collections::BTreeSet::new();
+    for i in 0..24 {
+        let resp = Connection::open(server.addr).get("/pid.php");
+        assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
+        pids.insert(resp.text().parse::<u32>().unwrap());
+    }
+    // Twelve processes or so, most of them up for well under a second.
+    assert!(pids.len() >= 6, "{pids:?}");
+    server.terminate();
+}
+
+/// A process that exits with an error, or at once with success before the
+/// application answered anything, counts as failed.
 #[test]
 fn an_application_that_keeps_failing_is_stopped_with_503() {
     for script in ["#!/bin/sh\nexit 3\n", "#!/bin/sh\nexit 0\n"] {

@@ -10,7 +10,8 @@
 //! take connections from it in turn, and the exchange connects to it as to
 //! any `unix:` address. A process that exits is started again, and what it
 //! forked is killed with it. One that fails (exits with an error or a
-//! signal, or within a second of starting, or cannot start) counts towards
+//! signal, or within a second of starting without the application having
+//! answered a request meanwhile, or cannot start) counts towards
 //! `rapid_fails_per_minute`: past it, the application is stopped and its
 //! requests get 503 until the configuration is loaded again (IIS's rapid
 //! fail protection). If the first start fails (no socket could be made),
@@ -29,6 +30,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -45,9 +47,11 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// How long stopping processes get before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// A process that ends sooner than this after it started counts as failed,
-/// whatever its status: one that exits at once would otherwise be started
-/// again for ever, and serve nothing.
+/// A process that ends sooner than this after it started counts as failed
+/// unless the application answered requests meanwhile: one that exits at
+/// once would otherwise be started again for ever, and serve nothing, while
+/// `php-cgi` under load ends as often as its `PHP_FCGI_MAX_REQUESTS` say,
+/// cleanly, and is started again as IIS recycles it.
 const STAY_UP: Duration = Duration::from_secs(1);
 
 /// The `application` table of the `fastcgi` section.
@@ -131,8 +135,8 @@ struct Run {
     /// server's own standard error: an orphan left holding that would keep
     /// whatever reads it, a terminal or a test, waiting).
     stderr: Option<OwnedFd>,
-    /// Each with when it started.
-    processes: Vec<(Child, Instant)>,
+    /// Each with when it started and [`Application::answered`] then.
+    processes: Vec<(Child, Instant, u64)>,
     /// When processes failed, within the last minute.
     fails: VecDeque<Instant>,
 }
@@ -143,6 +147,8 @@ pub(super) struct Application {
     run: Mutex<Run>,
     /// Wakes the supervisor when the application stops.
     stopping: Condvar,
+    /// Requests the application answered to the end (`FCGI_END_REQUEST`).
+    answered: Arc<AtomicU64>,
 }
 
 impl Application {
@@ -159,7 +165,14 @@ impl Application {
                 fails: VecDeque::new(),
             }),
             stopping: Condvar::new(),
+            answered: Arc::default(),
         })
+    }
+
+    /// What counts the requests the application answered; the exchange
+    /// adds one at each `FCGI_END_REQUEST`.
+    pub(super) fn answered(&self) -> Arc<AtomicU64> {
+        self.answered.clone()
     }
 
     /// Whether this is the application of `config`.
@@ -227,7 +240,8 @@ impl Application {
             .spawn(move || log_lines(errors, &program))?;
         for _ in 0..self.config.instances {
             let process = self.spawn(&listener, &stderr)?;
-            run.processes.push((process, Instant::now()));
+            let answered = self.answered.load(Ordering::Relaxed);
+            run.processes.push((process, Instant::now(), answered));
         }
         run.listener = Some(listener);
         run.stderr = Some(stderr);
@@ -275,16 +289,22 @@ impl Application {
                 };
                 // Reaped by `try_wait` above.
                 #[allow(clippy::zombie_processes)]
-                let (ended, since) = run.processes.swap_remove(index);
+                let (ended, since, answered_then) = run.processes.swap_remove(index);
                 // What it forked goes with it: a master's orphaned workers
                 // (`PHP_FCGI_CHILDREN`) would go on taking connections.
                 let _ = killpg(group(&ended), Signal::SIGKILL);
-                if !exited.success() || now.duration_since(since) < STAY_UP {
+                let served = self.answered.load(Ordering::Relaxed) > answered_then;
+                if !exited.success() || (now.duration_since(since) < STAY_UP && !served) {
                     tracing::warn!(
                         program = %self.config.path.display(),
                         "a FastCGI application process ended: {exited}"
                     );
                     run.fails.push_back(now);
+                } else {
+                    tracing::debug!(
+                        program = %self.config.path.display(),
+                        "a FastCGI application process ended cleanly; it is started again"
+                    );
                 }
             }
             while run
@@ -302,7 +322,10 @@ impl Application {
                 };
                 let started = self.spawn(listener, stderr);
                 match started {
-                    Ok(process) => run.processes.push((process, now)),
+                    Ok(process) => {
+                        let answered = self.answered.load(Ordering::Relaxed);
+                        run.processes.push((process, now, answered));
+                    }
                     Err(e) => {
                         tracing::warn!(
                             program = %self.config.path.display(),
@@ -349,7 +372,7 @@ fn stop_processes(run: &mut Run) {
     use nix::sys::signal::{killpg, Signal};
     let processes: Vec<Child> = std::mem::take(&mut run.processes)
         .into_iter()
-        .map(|(child, _)| child)
+        .map(|(child, _, _)| child)
         .collect();
     for child in &processes {
         let _ = killpg(group(child), Signal::SIGTERM);

@@ -43,13 +43,20 @@ pub(super) struct Job {
     /// Where the answer goes.
     pub(super) relay: Arc<Relay>,
     pub(super) pools: Arc<Pools<Connection>>,
+    /// For an application riis started: its count of answered requests.
+    pub(super) answered: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Runs a request's exchange to its end and tells the request.
 pub(super) async fn run(job: Job) {
     let end = tokio::select! {
         end = tokio::time::timeout_at(job.deadline.into(), exchange_with_retry(&job)) => match end {
-            Ok(Ok(())) => End::Complete,
+            Ok(Ok(())) => {
+                if let Some(answered) = &job.answered {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                End::Complete
+            }
             Ok(Err(failure)) => failure.into_end(&job),
             Err(_) => End::Failed(
                 StatusCode::GATEWAY_TIMEOUT,

@@ -272,12 +272,15 @@ impl FastCgi {
             Err(why) => return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &why),
         };
         let config = ctx.config(self.config);
-        let address = match (&config.application, &config.address) {
-            (Some(application), _) => match self.shared.application(application).address() {
-                Ok(address) => address,
-                Err(why) => return fail(ctx, StatusCode::SERVICE_UNAVAILABLE, &why),
-            },
-            (None, Some(address)) => address.clone(),
+        let (address, answered) = match (&config.application, &config.address) {
+            (Some(application), _) => {
+                let application = self.shared.application(application);
+                match application.address() {
+                    Ok(address) => (address, Some(application.answered())),
+                    Err(why) => return fail(ctx, StatusCode::SERVICE_UNAVAILABLE, &why),
+                }
+            }
+            (None, Some(address)) => (address.clone(), None),
             (None, None) => {
                 return fail(
                     ctx,
@@ -352,6 +355,7 @@ impl FastCgi {
             ),
             relay: relay.clone(),
             pools: self.shared.pools.clone(),
+            answered,
         };
         let running = self.shared.running.clone();
         running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
