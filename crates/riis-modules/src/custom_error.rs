@@ -213,6 +213,9 @@ struct Saved {
 /// The module instance.
 pub struct CustomError {
     config: Section<HttpErrorsConfig>,
+    /// StaticFile's section: whether symbolic links are followed, for the
+    /// error pages a location sends as files too.
+    static_file: Section<crate::static_file::StaticFileConfig>,
     /// The status under an ExecuteURL child request running now.
     saved: Option<Saved>,
     /// An ExecuteURL child produced the body: the send leaves it alone.
@@ -416,6 +419,41 @@ fn file_under_root(root: &Path, path: &str) -> Option<PathBuf> {
     Some(root.join(rel))
 }
 
+/// The most an error page sent as a file may hold.
+const MAX_ERROR_FILE: u64 = 4 * 1024 * 1024;
+
+/// An error page's bytes, read as StaticFile would serve them: a regular
+/// file only (not a FIFO, which would stall the worker, nor a device such
+/// as `/dev/zero` behind a link), opened non-blocking, through no symbolic
+/// link where the location does not follow them, and at most
+/// [`MAX_ERROR_FILE`] bytes.
+fn read_error_file(root: &Path, path: &Path, follow_symlinks: bool) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = if follow_symlinks {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC).bits())
+            .open(path)?
+    } else {
+        crate::static_file::open_without_symlinks(root, path)?
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_ERROR_FILE {
+        return Err(std::io::Error::other("larger than 4 MiB"));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    // A file that grows while it is read stops at the limit too.
+    file.take(MAX_ERROR_FILE + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_ERROR_FILE {
+        return Err(std::io::Error::other("larger than 4 MiB"));
+    }
+    Ok(data)
+}
+
 fn content_type_of(path: &Path) -> HeaderValue {
     match path.extension().and_then(|e| e.to_str()) {
         Some(e) if e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm") => HTML,
@@ -434,9 +472,12 @@ impl CustomError {
         match rule.response_mode {
             ResponseMode::File => {
                 let root = ctx.site().physical_root.clone();
+                let follow_symlinks = ctx.config(self.static_file).follow_symlinks;
                 let read = file_under_root(&root, &rule.path)
                     .ok_or_else(|| std::io::Error::other("the path leaves the site root"))
-                    .and_then(|p| std::fs::read(&p).map(|data| (p, data)));
+                    .and_then(|p| {
+                        read_error_file(&root, &p, follow_symlinks).map(|data| (p, data))
+                    });
                 match read {
                     Ok((p, data)) => replace_body(ctx, content_type_of(&p), data),
                     Err(e) => {
@@ -616,9 +657,12 @@ pub fn register_module(
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<HttpErrorsConfig>("http_errors")?;
+    let static_file =
+        registration.share_section::<crate::static_file::StaticFileConfig>("static_file")?;
     registration.set_request_notifications(
         move || CustomError {
             config,
+            static_file,
             saved: None,
             executed: false,
         },

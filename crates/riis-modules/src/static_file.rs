@@ -917,7 +917,7 @@ fn multipart(boundary: &str, content_type: &[u8], ranges: &[(u64, u64)], len: u6
 /// root (a MapPath module put it there) has only its last component held to
 /// this. The last component is opened non-blocking, so a FIFO cannot stall
 /// the worker.
-fn open_without_symlinks(root: &Path, path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_without_symlinks(root: &Path, path: &Path) -> std::io::Result<File> {
     use nix::fcntl::{open, openat, OFlag};
     use nix::sys::stat::Mode;
     let through = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;

@@ -387,3 +387,47 @@ fn existing_response_decides_about_module_bodies() {
         "{text}"
     );
 }
+
+/// An error page sent as a file is read as StaticFile would serve it: a
+/// FIFO, or a device behind a link, is not read (it would stall a worker,
+/// or never end), and a link is not followed where the location does not
+/// follow links; the generic page goes out instead.
+#[test]
+fn error_files_are_regular_files_under_the_locations_link_rule() {
+    let sections = r#"
+[sites.http_errors]
+error_mode = "Custom"
+errors = [{ status = 404, path = "/errors/fifo.html" }]
+
+[[sites.locations]]
+path = "/zero"
+http_errors = { errors = [{ status = 404, path = "/errors/zero.html" }] }
+
+[[sites.locations]]
+path = "/nolinks"
+static_file = { follow_symlinks = false }
+http_errors = { errors = [{ status = 404, path = "/errors/link.html" }] }
+
+[[sites.locations]]
+path = "/links"
+http_errors = { errors = [{ status = 404, path = "/errors/link.html" }] }
+"#;
+    let (dir, server) = start(sections);
+    let errors = dir.path().join("www/errors");
+    nix::unistd::mkfifo(&errors.join("fifo.html"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", errors.join("zero.html")).unwrap();
+    let outside = dir.write("outside.html", "outside the site");
+    std::os::unix::fs::symlink(&outside, errors.join("link.html")).unwrap();
+
+    for url in ["/missing", "/zero/missing", "/nolinks/missing"] {
+        let resp = send(server.addr, "GET", url);
+        assert_eq!(resp.status, 404, "{url}");
+        assert!(resp.body.len() < 10_000, "{url}: {} bytes", resp.body.len());
+        assert!(!resp.text().contains("outside the site"), "{url}");
+    }
+    // Where links are followed (the default), the link's file is the page.
+    let resp = send(server.addr, "GET", "/links/missing");
+    assert_eq!((resp.status, resp.text().as_str()), (404, "outside the site"));
+    // The server still answers.
+    assert_eq!(send(server.addr, "GET", "/a.txt").text(), "alpha");
+}
