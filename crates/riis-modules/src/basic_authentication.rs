@@ -196,10 +196,20 @@ impl Users {
     }
 }
 
+/// The most a user or group file may hold.
+const MAX_LIST_FILE: u64 = 64 * 1024 * 1024;
+
+/// A user or group file's text: a regular file of at most
+/// [`MAX_LIST_FILE`] bytes.
+fn read_list(path: &Path) -> std::io::Result<String> {
+    let data = crate::read_regular(crate::open_nonblocking(path)?, MAX_LIST_FILE)?;
+    String::from_utf8(data).map_err(|_| std::io::Error::other("not UTF-8 text"))
+}
+
 /// Reads an htpasswd file: `name:hash` lines.
 fn read_users(path: &Path) -> Result<HashMap<String, PasswordHash>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read user_file {}: {e}", path.display()))?;
+    let text =
+        read_list(path).map_err(|e| format!("cannot read user_file {}: {e}", path.display()))?;
     let mut users = HashMap::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -233,8 +243,8 @@ fn read_users(path: &Path) -> Result<HashMap<String, PasswordHash>, String> {
 /// Reads a group file: `group: user user …` lines; gives each user's
 /// groups.
 fn read_groups(path: &Path) -> Result<HashMap<String, Vec<String>>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read group_file {}: {e}", path.display()))?;
+    let text =
+        read_list(path).map_err(|e| format!("cannot read group_file {}: {e}", path.display()))?;
     let mut roles: HashMap<String, Vec<String>> = HashMap::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -428,30 +428,12 @@ const MAX_ERROR_FILE: u64 = 4 * 1024 * 1024;
 /// link where the location does not follow them, and at most
 /// [`MAX_ERROR_FILE`] bytes.
 fn read_error_file(root: &Path, path: &Path, follow_symlinks: bool) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     let file = if follow_symlinks {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC).bits())
-            .open(path)?
+        crate::open_nonblocking(path)?
     } else {
         crate::static_file::open_without_symlinks(root, path)?
     };
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    if meta.len() > MAX_ERROR_FILE {
-        return Err(std::io::Error::other("larger than 4 MiB"));
-    }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    // A file that grows while it is read stops at the limit too.
-    file.take(MAX_ERROR_FILE + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > MAX_ERROR_FILE {
-        return Err(std::io::Error::other("larger than 4 MiB"));
-    }
-    Ok(data)
+    crate::read_regular(file, MAX_ERROR_FILE)
 }
 
 fn content_type_of(path: &Path) -> HeaderValue {

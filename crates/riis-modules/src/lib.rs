@@ -66,6 +66,38 @@ pub(crate) fn canonical_url_path(decoded: &str) -> String {
     out
 }
 
+/// Opens a file for reading without blocking on it: a FIFO put where a
+/// file was expected opens at once (and is then refused as not a file)
+/// instead of stalling the thread until a writer comes.
+pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC).bits())
+        .open(path)
+}
+
+/// Reads `file` whole if it is a regular file of at most `max` bytes: a
+/// device (`/dev/zero` behind a link) or a file that keeps growing cannot
+/// fill memory, and a FIFO is refused.
+pub(crate) fn read_regular(file: std::fs::File, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = file.metadata()?;
+    let too_large = || std::io::Error::other(format!("larger than {max} bytes"));
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(data)
+}
+
 /// Creates `dir` owner-only if it is missing, and checks that it is ours and
 /// that nobody else may write to it.
 pub(crate) fn private_directory(dir: &Path) -> Result<(), String> {

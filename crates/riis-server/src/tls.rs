@@ -22,11 +22,37 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The most a certificate or key file may hold.
+const MAX_PEM_FILE: u64 = 1024 * 1024;
+
+/// A PEM file's bytes: a regular file of at most [`MAX_PEM_FILE`] bytes,
+/// opened non-blocking, so a FIFO or a device (`/dev/zero`) named by
+/// mistake is an error instead of a stalled or exhausted server.
+fn read_pem_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut pem = Vec::with_capacity(meta.len().min(MAX_PEM_FILE) as usize);
+    file.take(MAX_PEM_FILE + 1).read_to_end(&mut pem)?;
+    if pem.len() as u64 > MAX_PEM_FILE {
+        return Err(std::io::Error::other("larger than 1 MiB"));
+    }
+    Ok(pem)
+}
+
 /// Loads a certificate chain and its key from PEM files, checking that they
 /// belong together.
 pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&source.certificate)
-        .map_err(|e| format!("cannot read `{}`: {e}", source.certificate.display()))?
+    let pem = read_pem_file(&source.certificate)
+        .map_err(|e| format!("cannot read `{}`: {e}", source.certificate.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("`{}`: {e}", source.certificate.display()))?;
     if chain.is_empty() {
@@ -49,12 +75,15 @@ pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, Stri
             ));
         }
     }
-    let key = PrivateKeyDer::from_pem_file(&source.key).map_err(|e| {
-        format!(
-            "cannot read a private key from `{}`: {e}",
-            source.key.display()
-        )
-    })?;
+    let key = read_pem_file(&source.key)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            format!(
+                "cannot read a private key from `{}`: {e}",
+                source.key.display()
+            )
+        })?;
     CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
         format!(
             "`{}` and `{}` do not make a usable certificate: {e}",

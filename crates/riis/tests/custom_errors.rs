@@ -427,7 +427,10 @@ http_errors = { errors = [{ status = 404, path = "/errors/link.html" }] }
     }
     // Where links are followed (the default), the link's file is the page.
     let resp = send(server.addr, "GET", "/links/missing");
-    assert_eq!((resp.status, resp.text().as_str()), (404, "outside the site"));
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (404, "outside the site")
+    );
     // The server still answers.
     assert_eq!(send(server.addr, "GET", "/a.txt").text(), "alpha");
 }

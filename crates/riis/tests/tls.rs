@@ -378,6 +378,7 @@ fn certificate_problems_are_configuration_errors() {
     dir.write("a.crt", cert);
     dir.write("wrong.key", other_key);
     dir.write("empty.crt", "not a certificate\n");
+    nix::unistd::mkfifo(&dir.path().join("fifo.crt"), nix::sys::stat::Mode::S_IRWXU).unwrap();
     // A chain whose second certificate is not one.
     let (chain_cert, chain_key, _) = certificate("a.test");
     dir.write(
@@ -401,6 +402,16 @@ fn certificate_problems_are_configuration_errors() {
         (
             "certificate = \"a.crt\"\ncertificate_key = \"wrong.key\"",
             "do not make a usable certificate",
+        ),
+        // Not files: a device and a FIFO are refused at once, not read
+        // for ever or waited on.
+        (
+            "certificate = \"a.crt\"\ncertificate_key = \"/dev/zero\"",
+            "not a regular file",
+        ),
+        (
+            "certificate = \"fifo.crt\"\ncertificate_key = \"wrong.key\"",
+            "not a regular file",
         ),
         ("", "an https binding needs the site's `certificate`"),
         ("certificate = \"a.crt\"", "needs its `certificate_key`"),

@@ -271,8 +271,7 @@ fn rules_rewrite_redirect_answer_and_abort() {
     // comes before it.
     for evil in ["//evil.test", "https://evil.test/?", "http://evil.test#"] {
         conn.send_raw(
-            format!("GET /xfp HTTP/1.1\r\nHost: t\r\nX-Forwarded-Proto: {evil}\r\n\r\n")
-                .as_bytes(),
+            format!("GET /xfp HTTP/1.1\r\nHost: t\r\nX-Forwarded-Proto: {evil}\r\n\r\n").as_bytes(),
         );
         let xfp = conn.read_response(false);
         assert_eq!(xfp.status, 500, "{evil}: {xfp:?}");

@@ -33,8 +33,13 @@ impl TrustedCertificates {
     /// Reads the PEM certificates of `path`.
     fn load(path: PathBuf) -> Result<Self, String> {
         let shown = path.display();
-        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
-            .map_err(|e| format!("cannot read {shown}: {e}"))?
+        // A regular file of at most 4 MiB (a bundle of every public root
+        // is a few hundred KiB): a device or a FIFO named here cannot stall
+        // or fill the server while the configuration loads.
+        let pem = crate::open_nonblocking(&path)
+            .and_then(|file| crate::read_regular(file, 4 * 1024 * 1024))
+            .map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
             .map_err(|e| format!("{shown} is not PEM: {e}"))?;
         if certificates.is_empty() {
