@@ -648,6 +648,18 @@ impl Sink {
             // End the line a failed write left unfinished.
             head.push(b'\n');
         }
+        // The rest of a line a failed write cut, when the file it began in
+        // is gone (a rotator renamed it to free space): it would start the
+        // new file without its beginning. It is dropped, and counted.
+        let mut skip = 0;
+        if written.torn && batch.continues && same && empty {
+            skip = memchr::memchr(b'\n', &batch.lines).map_or(batch.lines.len(), |i| i + 1);
+            LINES_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                file = %path.display(),
+                "HttpLogging: the rest of a line cut by a failed write is dropped: its file was replaced"
+            );
+        }
         if empty || !same {
             self.header(&mut head, &batch.fields);
         }
@@ -660,7 +672,7 @@ impl Sink {
         }
         written.last = Some((batch.file.clone(), batch.fields.clone()));
         written.torn = false;
-        let mut done = 0;
+        let mut done = skip;
         while done < batch.lines.len() {
             match file.write(&batch.lines[done..]) {
                 Ok(0) => {
@@ -1382,6 +1394,45 @@ mod tests {
         assert_eq!(*numbers.last().unwrap() as u64, count as u64 - 1 - dropped);
         assert!(lock(&sink.file).failure.is_none());
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// The rest of a line a failed write cut goes on in the same file, but
+    /// not at the top of a new one: a rotator renamed the file meanwhile.
+    #[test]
+    fn a_cut_line_does_not_continue_in_a_new_file() {
+        let folder = std::env::temp_dir().join(format!("riis-log-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        let sink = Sink::new(folder.clone(), "riis/test");
+        let fields: Arc<[LogField]> = LogFields::default().0.into();
+        let rest = Batch {
+            file: "u_ex.log".into(),
+            fields: fields.clone(),
+            lines: b"dex.html 200\nnext line\n".to_vec(),
+            continues: true,
+        };
+        // The file the line began in is still there: the rest follows it.
+        std::fs::write(folder.join("u_ex.log"), "#Fields: x\n/in").unwrap();
+        let mut written = Written {
+            last: Some(("u_ex.log".into(), fields.clone())),
+            torn: true,
+            failure: None,
+        };
+        assert!(sink.write_batch(&mut written, &rest).is_ok());
+        let text = std::fs::read_to_string(folder.join("u_ex.log")).unwrap();
+        assert_eq!(text, "#Fields: x\n/index.html 200\nnext line\n");
+        // Renamed away: the new file starts with its header and whole lines.
+        std::fs::rename(folder.join("u_ex.log"), folder.join("old.log")).unwrap();
+        let mut written = Written {
+            last: Some(("u_ex.log".into(), fields.clone())),
+            torn: true,
+            failure: None,
+        };
+        assert!(sink.write_batch(&mut written, &rest).is_ok());
+        let text = std::fs::read_to_string(folder.join("u_ex.log")).unwrap();
+        let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(body, ["next line"], "{text}");
+        std::fs::remove_dir_all(&folder).unwrap();
     }
 
     /// Lines kept after a failed write and lines gathered meanwhile may be
