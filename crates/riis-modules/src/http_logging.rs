@@ -88,11 +88,27 @@ pub struct HttpLoggingConfig {
     /// Whether requests under this location are logged.
     pub enabled: bool,
     /// The folder the sites' log folders go in.
+    #[serde(deserialize_with = "log_directory")]
     pub directory: PathBuf,
     /// How long one file collects lines.
     pub period: LogPeriod,
     /// The fields of a line.
     pub fields: LogFields,
+}
+
+/// `directory`: a folder, or a path where one can be made; something else
+/// already there (a file) is a configuration error, not a log lost at the
+/// first request.
+fn log_directory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    let full = riis_pipeline::configuration_folder().join(&path);
+    match std::fs::metadata(&full) {
+        Ok(meta) if !meta.is_dir() => Err(serde::de::Error::custom(format!(
+            "{} is not a folder",
+            full.display()
+        ))),
+        _ => Ok(path),
+    }
 }
 
 impl Default for HttpLoggingConfig {
@@ -1404,7 +1420,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&folder);
         std::fs::create_dir_all(&folder).unwrap();
         let sink = Sink::new(folder.clone(), "riis/test");
-        let fields: Arc<[LogField]> = LogFields::default().0.into();
+        let fields: Arc<[LogField]> = LogFields::default().0;
         let rest = Batch {
             file: "u_ex.log".into(),
             fields: fields.clone(),

@@ -64,10 +64,24 @@ pub struct FileExtensionsConfig {
     pub allow_unlisted: bool,
     /// Extensions refused (`.exe`; the dot is optional, case is ignored).
     /// Deny wins over allow.
+    #[serde(deserialize_with = "extensions")]
     pub deny: Vec<String>,
     /// Extensions allowed when `allow_unlisted` is false; `.` stands for
     /// URLs whose last segment has no extension.
+    #[serde(deserialize_with = "extensions")]
     pub allow: Vec<String>,
+}
+
+/// A list of extensions, none of them empty (`""` would match nothing,
+/// silently; `.` is the way to name URLs without one).
+fn extensions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    if list.iter().any(|e| e.trim().is_empty()) {
+        return Err(serde::de::Error::custom(
+            "an extension cannot be empty (`.` stands for URLs without one)",
+        ));
+    }
+    Ok(list)
 }
 
 impl Default for FileExtensionsConfig {

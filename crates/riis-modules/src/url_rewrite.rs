@@ -533,6 +533,16 @@ impl TryFrom<RawRule> for Rule {
                     .ok()
                     .filter(|s| (200..=599).contains(&s.as_u16()))
                     .ok_or_else(|| in_rule(format!("status_code {code} is not 200 to 599")))?;
+                // A reason phrase is text on the status line (RFC 9112
+                // §4): a line break would end it.
+                if a.status_reason
+                    .as_deref()
+                    .is_some_and(|r| r.chars().any(|c| c.is_control() && c != '\t'))
+                {
+                    return Err(in_rule(
+                        "status_reason cannot hold line breaks or other control characters".into(),
+                    ));
+                }
                 Action::CustomResponse {
                     status,
                     substatus: a.sub_status_code,

@@ -504,6 +504,20 @@ pub const DEFAULT_MODULES: &[&str] = &[
 /// The handlers when the file gives none: OPTIONS and TRACE to
 /// ProtocolSupport, then the static handler catching everything, each with
 /// those of its modules that are in the list.
+/// Why a site's or module's name cannot be used, if it cannot: names go
+/// into log lines, traces, the listening line scripts read, and headers
+/// (`X-Riis-Trace`), so they are never empty and hold no control
+/// characters.
+fn bad_name(name: &str) -> Option<&'static str> {
+    if name.trim().is_empty() {
+        Some("a name cannot be empty")
+    } else if name.chars().any(char::is_control) {
+        Some("a name cannot hold control characters (line breaks, tabs, escapes)")
+    } else {
+        None
+    }
+}
+
 fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
     let listed = |names: &[&str]| -> Vec<String> {
         names
@@ -668,8 +682,16 @@ impl ServerConfig {
                 "the configuration defines no site (add a [[sites]] table)",
             ));
         }
+        for (i, module) in config.modules.iter().enumerate() {
+            if let Some(why) = bad_name(&module.name) {
+                return Err(config.error_at(&format!("modules[{i}].name"), why));
+            }
+        }
         for (i, site) in raw.sites.into_iter().enumerate() {
             let key = format!("sites[{i}]");
+            if let Some(why) = bad_name(&site.name) {
+                return Err(config.error_at(&format!("{key}.name"), why));
+            }
             if site.bindings.is_empty() {
                 return Err(config.error_at(
                     &format!("{key}.bindings"),

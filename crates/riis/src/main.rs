@@ -339,7 +339,10 @@ fn main() -> ExitCode {
         },
         Command::Status { config } => match status(&config) {
             Ok(report) => {
-                println!("{report}");
+                // A reader that stops early (`| head`) is not an error of
+                // ours: what it did not take is simply not written.
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout(), "{report}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -806,3 +806,58 @@ fn command_line_errors_name_the_option() {
         "{err}"
     );
 }
+
+/// Names and values that would break what they end up in (a log line, the
+/// listening line, a status line) or silently match nothing are
+/// configuration errors naming their key.
+#[test]
+fn names_and_values_that_cannot_work_are_refused() {
+    let dir = TempDir::new("check-values");
+    dir.write("a-file", "not a folder");
+    let site = "[[sites]]\nname = \"x\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\n";
+    let cases = [
+        (
+            "[[sites]]\nname = \"s\\u001b[31m\\nX\"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\n"
+                .to_owned(),
+            "key `sites[0].name`: a name cannot hold control characters",
+        ),
+        (
+            "[[sites]]\nname = \" \"\nroot = \".\"\nbindings = [\"127.0.0.1:80\"]\n".to_owned(),
+            "key `sites[0].name`: a name cannot be empty",
+        ),
+        (
+            format!("[[modules]]\nname = \"\"\ntype = \"StaticFile\"\n{site}"),
+            "key `modules[0].name`: a name cannot be empty",
+        ),
+        (
+            format!(
+                "[[modules]]\nname = \"RequestFiltering\"\n{site}[sites.request_filtering.file_extensions]\ndeny = [\"\"]\n"
+            ),
+            "an extension cannot be empty",
+        ),
+        (
+            format!("[[modules]]\nname = \"HttpLogging\"\n{site}[sites.http_logging]\ndirectory = \"a-file\"\n"),
+            "is not a folder",
+        ),
+        (
+            format!(
+                "[[modules]]\nname = \"UrlRewrite\"\n{site}[[sites.rewrite.rules]]\nname = \"r\"\npattern = \"x\"\naction = {{ type = \"CustomResponse\", status_code = 404, status_reason = \"a\\r\\nb\" }}\n"
+            ),
+            "status_reason cannot hold line breaks",
+        ),
+    ];
+    for (text, expected) in cases {
+        let config = dir.write("riis.toml", &text);
+        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(err.contains("riis.toml:"), "{err}");
+        assert!(
+            err.contains(expected),
+            "{text}: expected `{expected}` in {err}"
+        );
+    }
+}
