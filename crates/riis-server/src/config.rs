@@ -603,10 +603,17 @@ impl ServerConfig {
             message,
         };
         let lines = Lines::new(text);
-        let (key_lines, value_spans) = index_keys(text, &lines).map_err(|e| {
+        let (key_lines, value_spans, too_large) = index_keys(text, &lines).map_err(|e| {
             let line = e.span().map(|s| lines.of(s.start));
             error(line, None, e.message().to_owned())
         })?;
+        if let Some((key, line)) = too_large {
+            return Err(error(
+                Some(line),
+                Some(key),
+                "the number is too large (at most 9223372036854775807)".to_owned(),
+            ));
+        }
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span();
             let line = span.as_ref().map(|s| lines.of(s.start));
@@ -1193,11 +1200,28 @@ impl Lines {
 type KeyIndex = (
     BTreeMap<String, usize>,
     Vec<(String, std::ops::Range<usize>)>,
+    // The first integer too large for TOML's 64 bits: its key and line.
+    Option<(String, usize)>,
 );
 
 /// Indexes every key path of the document (see [`KeyIndex`]).
 fn index_keys(text: &str, lines: &Lines) -> Result<KeyIndex, toml::de::Error> {
     use toml::de::{DeTable, DeValue};
+    /// A TOML integer is a signed 64-bit one: a larger number would only
+    /// be found out while the whole section it is in is read, and be
+    /// blamed on that section's first line.
+    fn check_integer(
+        lines: &Lines,
+        key: &str,
+        value: &toml::Spanned<DeValue<'_>>,
+        out: &mut KeyIndex,
+    ) {
+        if let DeValue::Integer(n) = value.get_ref() {
+            if out.2.is_none() && i64::from_str_radix(n.as_str(), n.radix()).is_err() {
+                out.2 = Some((key.to_owned(), lines.of(value.span().start)));
+            }
+        }
+    }
     fn walk(lines: &Lines, prefix: &str, value: &DeValue<'_>, out: &mut KeyIndex) {
         match value {
             DeValue::Table(t) => {
@@ -1211,6 +1235,7 @@ fn index_keys(text: &str, lines: &Lines) -> Result<KeyIndex, toml::de::Error> {
                         .entry(key.clone())
                         .or_insert_with(|| lines.of(k.span().start));
                     out.1.push((key.clone(), v.span()));
+                    check_integer(lines, &key, v, out);
                     walk(lines, &key, v.get_ref(), out);
                 }
             }
@@ -1221,6 +1246,7 @@ fn index_keys(text: &str, lines: &Lines) -> Result<KeyIndex, toml::de::Error> {
                         .entry(key.clone())
                         .or_insert_with(|| lines.of(v.span().start));
                     out.1.push((key.clone(), v.span()));
+                    check_integer(lines, &key, v, out);
                     walk(lines, &key, v.get_ref(), out);
                 }
             }
@@ -1228,7 +1254,7 @@ fn index_keys(text: &str, lines: &Lines) -> Result<KeyIndex, toml::de::Error> {
         }
     }
     let root = DeTable::parse(text)?;
-    let mut out = (BTreeMap::new(), Vec::new());
+    let mut out = (BTreeMap::new(), Vec::new(), None);
     walk(lines, "", &DeValue::Table(root.into_inner()), &mut out);
     Ok(out)
 }

@@ -845,6 +845,13 @@ fn names_and_values_that_cannot_work_are_refused() {
             ),
             "status_reason cannot hold line breaks",
         ),
+        // Past TOML's 64 bits: its own key and line, not its section's.
+        (
+            format!(
+                "[[modules]]\nname = \"IpRestriction\"\n{site}[sites.dynamic_ip_security.deny_by_request_rate]\nenabled = true\nrequest_interval_ms = 18446744073709551615\n"
+            ),
+            "riis.toml:9: key `sites[0].dynamic_ip_security.deny_by_request_rate.request_interval_ms`: the number is too large",
+        ),
     ];
     for (text, expected) in cases {
         let config = dir.write("riis.toml", &text);
