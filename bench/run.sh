@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks riis against nginx on this machine, in one run.
 #
-#   bench/run.sh [SCENARIO ...]      scenarios: hello static noop logged static100k
+#   bench/run.sh [SCENARIO ...]      scenarios: hello static noop metrics logged static100k
 #                                    static10m defaultdoc gzip100k php proxy
 #                                    hyper
 #                                    (default: hello static noop)
@@ -286,6 +286,11 @@ for s in "${scenarios[@]}"; do
       noop_conf=$(riis_config "$noop_modules$static_modules" "$static_handler" noop)
       static_conf=$(riis_config "$static_modules" "$static_handler" static)
       run_pair "static 1 KiB, 20 NoOp modules vs none (riis only)" "$noop_conf" /1k.txt "riis:$static_conf" /1k.txt
+      ;;
+    metrics)
+      metrics_conf=$(riis_config $'[[modules]]\nname = "Metrics"\n'"$static_modules" "$static_handler" metrics)
+      static_conf=$(riis_config "$static_modules" "$static_handler" static)
+      run_pair "static 1 KiB, with Metrics vs without (riis only)" "$metrics_conf" /1k.txt "riis:$static_conf" /1k.txt
       ;;
     static100k)
       static_conf=$(riis_config "$static_modules" "$static_handler" static)
