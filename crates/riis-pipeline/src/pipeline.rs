@@ -201,6 +201,27 @@ impl Site {
     }
 }
 
+/// `path` with each `%` that does not start an escape (two hexadecimal
+/// digits) written as `%25`, so decoding gives it back.
+fn escape_lone_percents(path: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = path.as_bytes();
+    let starts_escape = |i: usize| {
+        bytes.len() > i + 2 && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit()
+    };
+    if !(0..bytes.len()).any(|i| bytes[i] == b'%' && !starts_escape(i)) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len() + 8);
+    for (i, c) in path.char_indices() {
+        if c == '%' && !starts_escape(i) {
+            out.push_str("%25");
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The per-configuration pipeline: modules, dispatch tables, sites.
 ///
 /// Built once per configuration by [`PipelineBuilder`]; shared by every
@@ -813,8 +834,11 @@ impl PipelineBuilder {
                 ));
             }
             // Requests are matched decoded and normalized: a path that is
-            // not in that form could never match one.
-            match crate::request::prepare_url_path(&loc.path) {
+            // not in that form could never match one. A `%` that starts no
+            // escape is a literal one (`/100%` matches a request for
+            // `/100%25`); one that does (`/a%20b`) is taken as an escape,
+            // and the error says to write it decoded.
+            match crate::request::prepare_url_path(&escape_lone_percents(&loc.path)) {
                 Ok(prepared) if prepared.trim_end_matches('/') == loc.path.trim_end_matches('/') => {}
                 Ok(prepared) => {
                     return Err(BuildError::new(

@@ -868,3 +868,28 @@ fn names_and_values_that_cannot_work_are_refused() {
         );
     }
 }
+
+/// A location path holds the decoded form of the URLs it matches: a `%`
+/// that starts no escape is a literal one, and matches a request that
+/// sends it escaped.
+#[test]
+fn a_location_path_may_hold_a_literal_percent() {
+    let dir = TempDir::new("percent-location");
+    dir.write("www/100%/a.txt", "all of it");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "{STATIC_MODULES}\n[[sites]]\nname = \"T\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n\
+             [[sites.locations]]\npath = \"/100%\"\nstatic_file = {{ max_age = 60 }}\n",
+            dir.path().join("www").display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/100%25/a.txt");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "all of it"));
+    assert!(
+        resp.header("cache-control")
+            .is_some_and(|c| c.contains("max-age=60")),
+        "{resp:?}"
+    );
+}
