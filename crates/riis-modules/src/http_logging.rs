@@ -687,18 +687,25 @@ impl Sink {
             }
         }
         written.last = Some((batch.file.clone(), batch.fields.clone()));
-        written.torn = false;
+        // The file's last line stays open while this batch continues it
+        // and nothing of the batch has gone yet (a retry that writes
+        // nothing leaves it so).
+        written.torn = written.torn && batch.continues && same && skip == 0;
         let mut done = skip;
         while done < batch.lines.len() {
             match file.write(&batch.lines[done..]) {
                 Ok(0) => {
-                    written.torn = batch.lines[..done].last().is_some_and(|&b| b != b'\n');
+                    if done > skip {
+                        written.torn = batch.lines[done - 1] != b'\n';
+                    }
                     return Err((done, format!("cannot write {}: no space", path.display())));
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    written.torn = done > 0 && batch.lines[done - 1] != b'\n';
+                    if done > skip {
+                        written.torn = batch.lines[done - 1] != b'\n';
+                    }
                     return Err((done, format!("cannot write {}: {e}", path.display())));
                 }
             }

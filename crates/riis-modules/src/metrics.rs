@@ -396,6 +396,19 @@ fn page(ctx: &HttpContext) -> String {
     out
 }
 
+/// The page's own families, without the `riis_` prefix, and the series
+/// names a histogram adds.
+const OWN_FAMILIES: [&str; 8] = [
+    "requests_total",
+    "request_duration_seconds",
+    "request_duration_seconds_bucket",
+    "request_duration_seconds_sum",
+    "request_duration_seconds_count",
+    "request_body_bytes_total",
+    "response_body_bytes_total",
+    "build_info",
+];
+
 /// The numeric lines of the runtime status query, as `riis_<name>`.
 fn status_figures(ctx: &HttpContext, out: &mut String) {
     let mut query = RscaQuery::new("status", "");
@@ -406,12 +419,15 @@ fn status_figures(ctx: &HttpContext, out: &mut String) {
             continue;
         };
         let value = value.trim();
-        if value.parse::<f64>().is_err() {
+        // A number Prometheus reads too (`1e500` parses as infinity here).
+        if !value.parse::<f64>().is_ok_and(f64::is_finite) {
             continue;
         }
         let name = metric_name(name.trim());
-        // Two modules answering with the same name: the first one stands.
-        if name.is_empty() || seen.contains(&name) {
+        // Two modules answering with the same name: the first one stands;
+        // and none may take the name of a family of the page's own, whose
+        // second `# TYPE` would make Prometheus refuse the whole page.
+        if name.is_empty() || seen.contains(&name) || OWN_FAMILIES.contains(&name.as_str()) {
             continue;
         }
         let _ = writeln!(out, "# TYPE riis_{name} untyped\nriis_{name} {value}");
@@ -519,6 +535,7 @@ impl HttpModule for Metrics {
         if method != Method::GET && method != Method::HEAD {
             return RequestNotificationStatus::Continue;
         }
+        let head = method == Method::HEAD;
         let body = page(ctx);
         let response = ctx.response_mut();
         response.clear();
@@ -527,7 +544,13 @@ impl HttpModule for Metrics {
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         response.set_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response.write(body);
+        if head {
+            // The length the page would have; no entity, so none is
+            // counted as sent either.
+            response.set_header(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        } else {
+            response.write(body);
+        }
         RequestNotificationStatus::FinishRequest
     }
 

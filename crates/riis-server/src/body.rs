@@ -25,11 +25,12 @@ const FILE_READ_SIZE: u64 = 256 * 1024;
 
 /// The same on HTTP/2, where hyper reads a body's next piece before the
 /// stream's flow-control window has room for it, and holds it until it
-/// has: a stream that waits pins at most this much (the default initial
-/// window, so a fresh stream's first piece goes out whole), and a slow
-/// reader shows progress to the stream's send timeout at least this often
-/// (see `h2_streams`).
-const H2_FILE_READ_SIZE: u64 = 64 * 1024;
+/// has: a stream that waits pins at most this much, and a reader shows
+/// progress to the stream's send timeout (see `h2_streams`) every this
+/// many bytes: one DATA frame of the default size, as nginx's 8 KiB
+/// `http2_chunk_size` does. (64 KiB pieces had a reader of 16 KiB/s reset
+/// under a 3 s send timeout though data arrived every quarter second.)
+const H2_FILE_READ_SIZE: u64 = 16 * 1024;
 
 /// How much of a file range one sendfile placeholder stands for.
 const FILE_SEND_SIZE: u64 = crate::connection::FILE_STEP as u64;

@@ -611,7 +611,7 @@ impl ServerConfig {
             return Err(error(
                 Some(line),
                 Some(key),
-                "the number is too large (at most 9223372036854775807)".to_owned(),
+                "the number is out of range (TOML integers are 64-bit: -9223372036854775808 to 9223372036854775807)".to_owned(),
             ));
         }
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
@@ -1207,7 +1207,7 @@ type KeyIndex = (
 /// Indexes every key path of the document (see [`KeyIndex`]).
 fn index_keys(text: &str, lines: &Lines) -> Result<KeyIndex, toml::de::Error> {
     use toml::de::{DeTable, DeValue};
-    /// A TOML integer is a signed 64-bit one: a larger number would only
+    /// A TOML integer is a signed 64-bit one: a number out of that range would only
     /// be found out while the whole section it is in is read, and be
     /// blamed on that section's first line.
     fn check_integer(

@@ -94,13 +94,35 @@ pub fn check_head<B>(
         // Framing is the HTTP/2 layer's business; the host is in
         // :authority or Host, and a request with neither is malformed
         // (RFC 9113 §8.3.1).
-        if uri.authority().is_none() && !headers.contains_key(HOST) {
-            return Err(Refusal::new(
+        let mut hosts = headers.get_all(HOST).iter();
+        return match (uri.authority(), hosts.next(), hosts.next()) {
+            (None, None, _) => Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "an HTTP/2 request without :authority or Host",
-            ));
-        }
-        return Ok(());
+            )),
+            (_, Some(_), Some(_)) => Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "more than one Host header",
+            )),
+            // Host is what modules read (`HTTP_HOST`, `{HTTP_HOST}`): held
+            // to what HTTP/1.1 holds it to, and to :authority when both
+            // come (RFC 9113 §8.3.1: a differing one is malformed).
+            (_, Some(host), None) if !valid_host(host.as_bytes()) => Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "the Host header is not a host[:port]",
+            )),
+            (Some(authority), Some(host), None)
+                if !authority
+                    .as_str()
+                    .eq_ignore_ascii_case(host.to_str().unwrap_or("")) =>
+            {
+                Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "the Host header differs from :authority",
+                ))
+            }
+            _ => Ok(()),
+        };
     }
     let mut hosts = headers.get_all(HOST).iter();
     match (hosts.next(), hosts.next()) {

@@ -192,6 +192,8 @@ fn the_page_carries_the_server_and_module_status_and_process_figures() {
     let head = client.read_response(true);
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
+    let length: usize = head.header("content-length").unwrap().parse().unwrap();
+    assert!(length > 1000, "the page's length: {length}");
     client.send_raw(b"DELETE /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
     assert_eq!(client.read_response(false).status, 405);
     let _ = server.terminate();

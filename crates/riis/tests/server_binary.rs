@@ -850,7 +850,7 @@ fn names_and_values_that_cannot_work_are_refused() {
             format!(
                 "[[modules]]\nname = \"IpRestriction\"\n{site}[sites.dynamic_ip_security.deny_by_request_rate]\nenabled = true\nrequest_interval_ms = 18446744073709551615\n"
             ),
-            "riis.toml:9: key `sites[0].dynamic_ip_security.deny_by_request_rate.request_interval_ms`: the number is too large",
+            "riis.toml:9: key `sites[0].dynamic_ip_security.deny_by_request_rate.request_interval_ms`: the number is out of range",
         ),
     ];
     for (text, expected) in cases {

@@ -147,7 +147,7 @@ pub(super) struct Application {
     run: Mutex<Run>,
     /// Wakes the supervisor when the application stops.
     stopping: Condvar,
-    /// Requests the application answered to the end (`FCGI_END_REQUEST`).
+    /// Requests the application began to answer (its first bytes came).
     answered: Arc<AtomicU64>,
 }
 
@@ -170,7 +170,7 @@ impl Application {
     }
 
     /// What counts the requests the application answered; the exchange
-    /// adds one at each `FCGI_END_REQUEST`.
+    /// adds one when an answer's first bytes come.
     pub(super) fn answered(&self) -> Arc<AtomicU64> {
         self.answered.clone()
     }

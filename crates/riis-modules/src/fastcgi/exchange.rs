@@ -51,12 +51,7 @@ pub(super) struct Job {
 pub(super) async fn run(job: Job) {
     let end = tokio::select! {
         end = tokio::time::timeout_at(job.deadline.into(), exchange_with_retry(&job)) => match end {
-            Ok(Ok(())) => {
-                if let Some(answered) = &job.answered {
-                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                End::Complete
-            }
+            Ok(Ok(())) => End::Complete,
             Ok(Err(failure)) => failure.into_end(&job),
             Err(_) => End::Failed(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -342,6 +337,14 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
                 ))
             }
             Ok(Ok(n)) => {
+                if !received {
+                    // The application took the request up (a process
+                    // accepted it): what tells recycling from a crash,
+                    // also when the client leaves before the end.
+                    if let Some(answered) = &job.answered {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 received = true;
                 job.relay.mark_activity();
                 if n == spare {
