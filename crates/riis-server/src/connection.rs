@@ -15,7 +15,7 @@ use crate::h2_streams::StreamStall;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::config::{Limits, Timeouts};
@@ -579,6 +579,18 @@ pub struct InService {
 }
 
 impl InService {
+    /// The configured `Server` header, for a response the server makes
+    /// itself.
+    pub fn server_header(&self) -> Option<HeaderValue> {
+        self.state
+            .current
+            .load()
+            .pipeline
+            .settings()
+            .server_header
+            .clone()
+    }
+
     /// Whether the request came on an HTTP/2 connection.
     pub fn is_http2(&self) -> bool {
         self.state.activity.http2.load(Ordering::Relaxed)

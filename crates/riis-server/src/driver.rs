@@ -141,12 +141,21 @@ fn client_keeps_alive<B>(req: &Request<B>) -> bool {
 fn plain_status(status: StatusCode, close: bool) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::empty());
     *resp.status_mut() = status;
+    resp.extensions_mut().insert(ServerMade);
     if close {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
+
+/// Marks a response the server made itself, outside the pipeline (a
+/// refused request, a failed module): [`Finish`] gives it the configured
+/// `Server` header, which the pipeline gives the responses it makes (and
+/// which a module may remove from those, so it is not added to every
+/// response on the way out).
+#[derive(Debug, Clone, Copy)]
+struct ServerMade;
 
 /// A module asked for the connection to be reset: hyper closes it without
 /// a response.
@@ -239,6 +248,11 @@ struct Finish {
 impl Finish {
     fn apply(&mut self, reply: Reply) -> Reply {
         let mut r = reply?;
+        if r.extensions().get::<ServerMade>().is_some() {
+            if let Some(server) = self.in_service.as_ref().and_then(InService::server_header) {
+                let _ = r.headers_mut().try_insert(http::header::SERVER, server);
+            }
+        }
         // `try_`: a module may have filled the header map to its limit; the
         // response then goes without these rather than panic.
         if let Some(value) = self.hsts.take() {

@@ -355,3 +355,26 @@ fn an_undiscardable_body_gets_connection_close() {
     assert_eq!(resp.header("connection"), Some("close"));
     assert!(conn.is_closed());
 }
+
+/// An answer the server makes before the pipeline (a refused request)
+/// names the server as the pipeline's answers do.
+#[test]
+fn refusals_carry_the_server_header() {
+    let dir = TempDir::new("strict-server-header");
+    dir.write("www/a.txt", "alpha");
+    let config = write_config(&dir, &dir.path().join("www"), CONFIG);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let head = |raw: &[u8]| {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(raw).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).to_ascii_lowercase()
+    };
+    let refused = head(b"GET /a.txt HTTP/1.1\r\nHost: a b\r\n\r\n");
+    assert!(refused.starts_with("http/1.1 400"), "{refused}");
+    assert!(refused.contains("\r\nserver: riis/"), "{refused}");
+    let served = head(b"GET /a.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(served.matches("\r\nserver: ").count(), 1, "{served}");
+}
