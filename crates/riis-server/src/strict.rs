@@ -90,64 +90,44 @@ pub fn check_head<B>(
             "userinfo in the request target's authority",
         ));
     }
-    if http2 {
-        // Framing is the HTTP/2 layer's business; the host is in
-        // :authority or Host, and a request with neither is malformed
-        // (RFC 9113 §8.3.1).
-        let mut hosts = headers.get_all(HOST).iter();
-        return match (uri.authority(), hosts.next(), hosts.next()) {
-            (None, None, _) => Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "an HTTP/2 request without :authority or Host",
-            )),
-            (_, Some(_), Some(_)) => Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "more than one Host header",
-            )),
-            // Host is what modules read (`HTTP_HOST`, `{HTTP_HOST}`): held
-            // to what HTTP/1.1 holds it to, and to :authority when both
-            // come (RFC 9113 §8.3.1: a differing one is malformed).
-            (_, Some(host), None) if !valid_host(host.as_bytes()) => Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "the Host header is not a host[:port]",
-            )),
-            (Some(authority), Some(host), None)
-                if !authority
-                    .as_str()
-                    .eq_ignore_ascii_case(host.to_str().unwrap_or("")) =>
-            {
-                Err(Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "the Host header differs from :authority",
-                ))
-            }
-            _ => Ok(()),
-        };
-    }
     let mut hosts = headers.get_all(HOST).iter();
-    match (hosts.next(), hosts.next()) {
+    let refusal = match (hosts.next(), hosts.next()) {
+        // HTTP/2 names the host in :authority or Host; a request with
+        // neither is malformed (RFC 9113 §8.3.1).
+        (None, _) if http2 && uri.authority().is_none() => {
+            Some("an HTTP/2 request without :authority or Host")
+        }
         (None, _) if req.version() == Version::HTTP_11 => {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "an HTTP/1.1 request without a Host header",
-            ))
+            Some("an HTTP/1.1 request without a Host header")
         }
-        (Some(_), Some(_)) => {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "more than one Host header",
-            ))
-        }
-        // An empty Host names no host: the target URI would be an `http`
-        // URI with an empty host, which RFC 9110 §4.2.1 says to reject (as
-        // nginx does).
+        (Some(_), Some(_)) => Some("more than one Host header"),
+        // Host is what modules read (`HTTP_HOST`, `{HTTP_HOST}`), over
+        // every version. An empty one names no host: the target URI would
+        // be an `http` URI with an empty host, which RFC 9110 §4.2.1 says
+        // to reject (as nginx does).
         (Some(host), None) if !valid_host(host.as_bytes()) => {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "the Host header is not a host[:port]",
-            ))
+            Some("the Host header is not a host[:port]")
         }
-        _ => {}
+        // Over HTTP/2 one that differs from :authority is malformed (RFC
+        // 9113 §8.3.1); HTTP/1.1's absolute form overrides Host instead.
+        (Some(host), None)
+            if http2
+                && uri.authority().is_some_and(|authority| {
+                    !authority
+                        .as_str()
+                        .eq_ignore_ascii_case(host.to_str().unwrap_or(""))
+                }) =>
+        {
+            Some("the Host header differs from :authority")
+        }
+        _ => None,
+    };
+    if let Some(reason) = refusal {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, reason));
+    }
+    if http2 {
+        // Framing is the HTTP/2 layer's business.
+        return Ok(());
     }
     if framing_conflict {
         return Err(Refusal::new(
