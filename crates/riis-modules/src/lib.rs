@@ -73,7 +73,7 @@ pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC).bits())
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)
 }
 

@@ -244,7 +244,7 @@ impl RealFileSystem {
 
     /// Reads a small file whole and keeps it, if the budget allows.
     fn fill(&self, path: &Path, version: Version, info: ResourceInfo) -> Option<Probe> {
-        let file = open_nonblocking(path)?;
+        let file = open_nonblocking(path).ok()?;
         let meta = file.metadata().ok()?;
         if Version::of(&meta) != version {
             // Changed between stat and open: serve what is open now, uncached.
@@ -309,12 +309,14 @@ impl RealFileSystem {
     }
 }
 
-fn open_nonblocking(path: &Path) -> Option<File> {
+/// Opens `path` for reading without blocking on it: a FIFO put where a file
+/// was expected opens at once (and is then refused as no file) instead of
+/// stalling the worker until a writer comes.
+pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .ok()
 }
 
 fn info_of(meta: &Metadata) -> Option<ResourceInfo> {
@@ -338,17 +340,13 @@ fn probe_open(file: File, meta: &Metadata) -> Option<Probe> {
 
 impl FileSystem for RealFileSystem {
     fn is_denied(&self, path: &Path) -> bool {
-        // Non-blocking, as the probe opens: a FIFO must not stall the worker.
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path);
-        matches!(opened, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+        // Non-blocking, as the probe opens.
+        matches!(open_nonblocking(path), Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
     }
 
     fn probe(&self, path: &Path) -> Option<Probe> {
         if self.limits.max_size == 0 {
-            let file = open_nonblocking(path)?;
+            let file = open_nonblocking(path).ok()?;
             let meta = file.metadata().ok()?;
             return probe_open(file, &meta);
         }
@@ -387,7 +385,7 @@ impl FileSystem for RealFileSystem {
             self.remove(path, true);
         }
         if version.len > self.limits.max_file_size {
-            let file = open_nonblocking(path)?;
+            let file = open_nonblocking(path).ok()?;
             let meta = file.metadata().ok()?;
             return probe_open(file, &meta);
         }

@@ -30,11 +30,7 @@ const MAX_PEM_FILE: u64 = 1024 * 1024;
 /// mistake is an error instead of a stalled or exhausted server.
 fn read_pem_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
+    let file = crate::fs::open_nonblocking(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
