@@ -440,49 +440,66 @@ impl Validators {
     }
 }
 
-/// The strong ETag header value of a file. Formatting its hex digits costs
-/// about 600 instructions, 3% of a cached static request; each thread keeps
-/// the last 64 values it made, one per slot by the file's times and length.
-fn etag_value(nanos: u128, len: u64, changed: u128) -> Option<HeaderValue> {
-    const SLOTS: usize = 64;
-    type Slot = ((u128, u64, u128), Option<HeaderValue>);
-    thread_local! {
-        static MADE: std::cell::RefCell<[Slot; SLOTS]> =
-            std::cell::RefCell::new(std::array::from_fn(|_| ((0, 0, 0), None)));
+/// Slots of a [`MadeValues`].
+const MADE_SLOTS: usize = 64;
+
+/// The last header values a thread made from keys of type `K`, one per
+/// slot by the key's hash: making a validator's text costs hundreds of
+/// instructions, finding it again a compare and a reference count.
+struct MadeValues<K>([Option<(K, HeaderValue)>; MADE_SLOTS]);
+
+impl<K: PartialEq + Copy> MadeValues<K> {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| None))
     }
-    let key = (nanos, len, changed);
-    MADE.with_borrow_mut(|made| {
-        let slot = &mut made[((nanos as u64) ^ len) as usize % SLOTS];
-        if slot.0 != key || slot.1.is_none() {
-            *slot = (
-                key,
-                HeaderValue::try_from(strong_etag(nanos, len, changed)).ok(),
-            );
+
+    /// The value made from `key`, kept or made now with `make`.
+    fn get_or_make(
+        &mut self,
+        hash: u64,
+        key: K,
+        make: impl FnOnce() -> Option<HeaderValue>,
+    ) -> Option<HeaderValue> {
+        let slot = &mut self.0[hash as usize % MADE_SLOTS];
+        if let Some((made_from, value)) = slot {
+            if *made_from == key {
+                return Some(value.clone());
+            }
         }
-        slot.1.clone()
+        let value = make()?;
+        *slot = Some((key, value.clone()));
+        Some(value)
+    }
+}
+
+/// The strong ETag header value of a file (formatting its hex digits costs
+/// about 600 instructions, 3% of a cached static request), kept per thread
+/// by the file's times and length.
+fn etag_value(nanos: u128, len: u64, changed: u128) -> Option<HeaderValue> {
+    thread_local! {
+        static MADE: std::cell::RefCell<MadeValues<(u128, u64, u128)>> =
+            std::cell::RefCell::new(MadeValues::new());
+    }
+    MADE.with_borrow_mut(|made| {
+        made.get_or_make((nanos as u64) ^ len, (nanos, len, changed), || {
+            HeaderValue::try_from(strong_etag(nanos, len, changed)).ok()
+        })
     })
 }
 
-/// `Last-Modified` for a time in whole seconds since the epoch. Formatting
-/// a date costs about 700 instructions, 3% of a cached static request, and
-/// a site's files share few modification times: each thread keeps the last
-/// 64 values it made, one per slot by the second.
+/// `Last-Modified` for a time in whole seconds since the epoch (formatting
+/// a date costs about 700 instructions), kept per thread by the second: a
+/// site's files share few modification times.
 fn last_modified(secs: u64) -> Option<HeaderValue> {
-    const SLOTS: usize = 64;
     thread_local! {
-        static MADE: std::cell::RefCell<[(u64, Option<HeaderValue>); SLOTS]> =
-            std::cell::RefCell::new(std::array::from_fn(|_| (u64::MAX, None)));
+        static MADE: std::cell::RefCell<MadeValues<u64>> =
+            std::cell::RefCell::new(MadeValues::new());
     }
     MADE.with_borrow_mut(|made| {
-        let slot = &mut made[(secs % SLOTS as u64) as usize];
-        if slot.0 != secs || slot.1.is_none() {
+        made.get_or_make(secs, secs, || {
             let date = UNIX_EPOCH + Duration::from_secs(secs);
-            *slot = (
-                secs,
-                HeaderValue::try_from(httpdate::fmt_http_date(date)).ok(),
-            );
-        }
-        slot.1.clone()
+            HeaderValue::try_from(httpdate::fmt_http_date(date)).ok()
+        })
     })
 }
 
