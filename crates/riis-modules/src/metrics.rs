@@ -141,10 +141,7 @@ impl ThreadFigures {
             .unwrap_or(NO_SLOT);
         if slot == NO_SLOT {
             let mut other = self.other_codes.lock().unwrap_or_else(|e| e.into_inner());
-            match other.iter_mut().find(|(c, _)| *c == code) {
-                Some((_, n)) => *n += 1,
-                None => other.push((code, 1)),
-            }
+            add_code(&mut other, code, 1);
         } else {
             bump(&self.codes[usize::from(slot)], 1);
         }
@@ -195,6 +192,7 @@ impl SiteFigures {
     }
 }
 
+/// Adds `n` requests of `code` to a list of codes and counts.
 fn add_code(codes: &mut Vec<(u16, u64)>, code: u16, n: u64) {
     if n == 0 {
         return;
