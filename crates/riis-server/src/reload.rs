@@ -24,8 +24,9 @@ use riis_pipeline::RegisterModuleFn;
 
 use crate::config::{ConfigError, ServerConfig, ServerSettings};
 use crate::driver::{CurrentGeneration, Generation};
-use crate::fs::RealFileSystem;
-use crate::server::{build_pipeline, load_certificates, plan_listeners, routes_of, ServerFigures};
+use crate::server::{
+    build_pipeline, load_certificates, plan_listeners, routes_of, PipelineServices,
+};
 use crate::tls::SniResolver;
 
 /// Reads the configuration again, the way the server first read it (the
@@ -62,9 +63,8 @@ impl std::error::Error for ReloadError {}
 pub struct Reloader {
     source: Option<ConfigSource>,
     extra: Vec<(String, RegisterModuleFn)>,
-    /// The file system and the server's status figures, which every
-    /// configuration's pipeline shares.
-    services: (Arc<RealFileSystem>, Arc<ServerFigures>),
+    /// What every configuration's pipeline shares.
+    services: PipelineServices,
     current: CurrentGeneration,
     certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
     listeners: BTreeSet<(SocketAddr, bool)>,
@@ -87,7 +87,7 @@ impl Reloader {
     pub(crate) fn new(
         source: Option<ConfigSource>,
         extra: Vec<(String, RegisterModuleFn)>,
-        services: (Arc<RealFileSystem>, Arc<ServerFigures>),
+        services: PipelineServices,
         current: CurrentGeneration,
         certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
         running: &ServerConfig,
@@ -152,8 +152,8 @@ impl Reloader {
         let pipeline = build_pipeline(
             &config,
             &extra,
-            self.services.0.clone(),
-            self.services.1.clone(),
+            self.services.fs.clone(),
+            self.services.figures.clone(),
         )
         .map_err(ReloadError::Config)?;
         let certificates = match load_certificates(&config) {
@@ -182,7 +182,7 @@ impl Reloader {
             return Err(ReloadError::Stopping);
         };
         // The cache's events go to the configuration in force.
-        self.services.0.attach(&pipeline);
+        self.services.fs.attach(&pipeline);
         self.retiring.watch(old);
         Ok(config.file)
     }

@@ -354,7 +354,7 @@ pub struct Server {
     // ever being stopped after a reload.
     current: CurrentGeneration,
     fs: Arc<RealFileSystem>,
-    counter: Arc<ConnectionCounter>,
+    /// The server's status figures, with its connection count.
     figures: Arc<ServerFigures>,
     certificates: BTreeMap<SocketAddr, Arc<SniResolver>>,
     extra: Vec<(String, RegisterModuleFn)>,
@@ -389,9 +389,8 @@ impl Server {
             max_size: settings.file_cache_size,
             max_file_size: settings.file_cache_max_file_size,
         }));
-        let counter = Arc::<ConnectionCounter>::default();
         let figures = Arc::new(ServerFigures {
-            counter: counter.clone(),
+            counter: Arc::default(),
             started: std::time::Instant::now(),
         });
         let pipeline = build_pipeline(&config, extra, fs.clone(), figures.clone())?;
@@ -408,7 +407,6 @@ impl Server {
             source: None,
             retiring: Arc::default(),
             certificates,
-            counter,
             figures,
             config,
             fs,
@@ -427,7 +425,10 @@ impl Server {
         Arc::new(Reloader::new(
             self.source.clone(),
             self.extra.clone(),
-            (self.fs.clone(), self.figures.clone()),
+            PipelineServices {
+                fs: self.fs.clone(),
+                figures: self.figures.clone(),
+            },
             self.current.clone(),
             self.certificates.clone(),
             &self.config,
@@ -651,7 +652,7 @@ impl BoundServer {
         let worker = tokio::spawn(run_worker(
             sockets,
             server.current.clone(),
-            server.counter.clone(),
+            server.figures.counter.clone(),
             stop_rx,
             server.shutdown_timeout(),
         ));
@@ -697,7 +698,7 @@ impl BoundServer {
                 .build()
                 .map_err(ServerError::Runtime)?;
             let current = server.current.clone();
-            let counter = server.counter.clone();
+            let counter = server.figures.counter.clone();
             let stop = stop_rx.clone();
             let deadline = server.shutdown_timeout();
             let thread = std::thread::Builder::new()
@@ -733,6 +734,13 @@ pub fn status_file(config: &ServerConfig) -> Option<std::path::PathBuf> {
     let mut name = config.pid_file()?.into_os_string();
     name.push(".status");
     Some(name.into())
+}
+
+/// What each configuration's pipeline of one server is built with (see
+/// [`build_pipeline`]), the same across reloads.
+pub(crate) struct PipelineServices {
+    pub(crate) fs: Arc<RealFileSystem>,
+    pub(crate) figures: Arc<ServerFigures>,
 }
 
 /// The server's lines at the head of a `status` RscaQuery's answer.
