@@ -297,13 +297,6 @@ impl Pipeline {
         &self.sites
     }
 
-    /// What answers for the server at the head of a `status` RscaQuery
-    /// (without one, only the modules answer).
-    pub fn server_status(&mut self, status: Arc<dyn crate::global::ServerStatus>) -> &mut Self {
-        self.server_status = Some(status);
-        self
-    }
-
     /// Engine settings.
     pub fn settings(&self) -> &PipelineSettings {
         &self.settings
