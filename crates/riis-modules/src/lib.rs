@@ -35,6 +35,7 @@ mod relay;
 pub mod request_filtering;
 pub mod reverse_proxy;
 mod spooled_body;
+pub mod ssl_access;
 pub mod static_compression;
 pub mod static_file;
 pub mod url_authorization;
@@ -199,6 +200,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("UrlRewrite", url_rewrite::register_module),
     ("RequestFiltering", request_filtering::register_module),
     ("IpRestriction", ip_restriction::register_module),
+    ("SslAccess", ssl_access::register_module),
     ("BasicAuthentication", basic_authentication::register_module),
     (
         "AnonymousAuthentication",

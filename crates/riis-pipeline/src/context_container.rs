@@ -170,6 +170,12 @@ pub struct ConnectionInfo {
     pub remote_addr: std::net::SocketAddr,
     /// Whether the connection is TLS.
     pub is_tls: bool,
+    /// The certificate the client presented in the TLS handshake, verified.
+    pub client_certificate: Option<std::sync::Arc<crate::ClientCertificate>>,
+    /// The CA file the handshake verified client certificates against;
+    /// `None` when it asked for none (the site sets no
+    /// `client_certificate_ca`).
+    pub client_certificate_ca: Option<std::sync::Arc<std::path::Path>>,
     /// Connection-level module contexts.
     pub contexts: SharedContextContainer,
 }
@@ -186,6 +192,8 @@ impl ConnectionInfo {
             local_addr,
             remote_addr,
             is_tls: false,
+            client_certificate: None,
+            client_certificate_ca: None,
             contexts: SharedContextContainer::default(),
         }
     }

@@ -40,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+mod client_certificate;
 mod completion;
 mod context;
 mod context_container;
@@ -60,6 +61,7 @@ mod user;
 pub use bytes;
 pub use http;
 
+pub use client_certificate::{write_distinguished_name, ClientCertificate};
 pub use completion::{CompletionHandle, CompletionWaiter};
 pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
 pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};

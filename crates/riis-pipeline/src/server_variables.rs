@@ -5,6 +5,14 @@ use std::borrow::Cow;
 
 use crate::context::HttpContext;
 
+/// A field of the client's certificate, or empty.
+fn cert<'a>(
+    ctx: &'a HttpContext,
+    field: impl Fn(&'a crate::ClientCertificate) -> &'a String,
+) -> Cow<'a, str> {
+    Cow::Borrowed(ctx.request.client_certificate().map_or("", |c| field(c)))
+}
+
 fn owned(s: String) -> Option<Cow<'static, str>> {
     Some(Cow::Owned(s))
 }
@@ -67,6 +75,15 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
         "SERVER_NAME" => Some(server_name(ctx)),
         "HTTPS" => Some(Cow::Borrowed(if req.is_tls { "on" } else { "off" })),
         "SERVER_PORT_SECURE" => Some(Cow::Borrowed(if req.is_tls { "1" } else { "0" })),
+        // The client's certificate: IIS's names, empty without one.
+        "CERT_FLAGS" => Some(Cow::Borrowed(match req.client_certificate {
+            Some(_) => "1",
+            None => "0",
+        })),
+        "CERT_SUBJECT" => Some(cert(ctx, |c| &c.subject)),
+        "CERT_ISSUER" => Some(cert(ctx, |c| &c.issuer)),
+        "CERT_SERIALNUMBER" => Some(cert(ctx, |c| &c.serial_number)),
+        "CERT_COOKIE" => Some(cert(ctx, |c| &c.fingerprint_sha256)),
         "SERVER_SOFTWARE" => Some(Cow::Borrowed(concat!("riis/", env!("CARGO_PKG_VERSION")))),
         "GATEWAY_INTERFACE" => Some(Cow::Borrowed("CGI/1.1")),
         "CONTENT_LENGTH" => Some(Cow::Borrowed(

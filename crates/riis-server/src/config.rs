@@ -298,6 +298,7 @@ struct RawSite {
     bindings: Vec<String>,
     certificate: Option<PathBuf>,
     certificate_key: Option<PathBuf>,
+    client_certificate_ca: Option<PathBuf>,
     hsts: Option<Hsts>,
     handlers: Option<Vec<RawHandler>>,
     #[serde(default)]
@@ -455,6 +456,9 @@ pub struct SiteCertificate {
     pub certificate: PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// `client_certificate_ca`: the handshake asks clients for a
+    /// certificate, and one they present must chain to these CAs (PEM).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A loaded configuration, ready to build a pipeline from.
@@ -758,6 +762,7 @@ impl ServerConfig {
                 (Some(c), Some(k)) => Some(SiteCertificate {
                     certificate: resolve(c),
                     key: resolve(k),
+                    client_ca: site.client_certificate_ca.clone().map(resolve),
                 }),
                 (None, None) => None,
                 (Some(_), None) => {
@@ -788,6 +793,12 @@ impl ServerConfig {
                     ))
                 }
                 _ => {}
+            }
+            if site.client_certificate_ca.is_some() && https.is_none() {
+                return Err(config.error_at(
+                    &format!("{key}.client_certificate_ca"),
+                    "client certificates need an https binding (and the site's certificate)",
+                ));
             }
             if site.hsts.is_some() && https.is_none() {
                 return Err(config.error_at(

@@ -31,7 +31,7 @@ use crate::body::{RequestBodyHold, ResponseBody, StreamItem};
 use crate::config::{Limits, ServerConfig, Timeouts};
 use crate::connection::{ConnectionState, InService};
 use crate::protocol::Builders;
-use crate::server::hsts_of;
+use crate::server::{client_ca_of, hsts_of};
 use crate::strict::{check_head, Refusal};
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
@@ -59,6 +59,8 @@ pub struct Generation {
     pub routes: BTreeMap<SocketAddr, Routes>,
     /// `Strict-Transport-Security` by site id, for sites that set `hsts`.
     pub hsts: BTreeMap<u32, HeaderValue>,
+    /// `client_certificate_ca` by site id, for sites that set it.
+    pub client_ca: BTreeMap<u32, std::path::PathBuf>,
     /// `[limits]`.
     pub limits: Limits,
     /// `[timeouts]`.
@@ -78,6 +80,7 @@ impl Generation {
     ) -> Self {
         Self {
             hsts: hsts_of(config, &pipeline),
+            client_ca: client_ca_of(config, &pipeline),
             pipeline,
             routes,
             builders: Builders::new(&config.limits),
@@ -341,7 +344,19 @@ fn serve(
     };
     // HSTS goes out on TLS connections only (RFC 6797 §7.2).
     if state.connection.is_tls {
-        finish.hsts = generation.hsts.get(&site.info().site_id).cloned();
+        let id = site.info().site_id;
+        finish.hsts = generation.hsts.get(&id).cloned();
+        let asked = state.connection.client_certificate_ca.as_deref();
+        if (asked.is_some() || !generation.client_ca.is_empty())
+            && asked != generation.client_ca.get(&id).map(|p| p.as_path())
+        {
+            // The handshake was made for another site's host name, whose
+            // client certificate policy differs (a connection reused for
+            // a second host name, or SNI and Host that disagree): 421,
+            // and the client retries on a connection of its own
+            // (RFC 9110 §15.5.20), as nginx answers.
+            return Answer::Now(Ok(plain_status(StatusCode::MISDIRECTED_REQUEST, false)));
+        }
     }
     serve_site(state, generation, site, req, discard_body)
 }
@@ -386,6 +401,7 @@ fn serve_site(
         Ok(mut r) => {
             r.set_body_expected(!http_body::Body::is_end_stream(&body));
             r.set_tls(conn.is_tls);
+            r.set_client_certificate(conn.client_certificate.clone());
             r.set_sends_files_without_copy(shape.files.is_some());
             r
         }

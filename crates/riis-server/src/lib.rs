@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod body;
+pub mod client_certificate;
 pub mod config;
 pub mod connection;
 pub mod defaults;

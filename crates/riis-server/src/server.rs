@@ -16,14 +16,13 @@ use crate::connection::{answer_and_close, start_clock, ConnectionCounter, Sweepe
 use crate::driver::{CurrentGeneration, Generation};
 use crate::protocol::{serve_connection, Negotiated, Serving, MAX_REFUSALS_IN_FLIGHT};
 use crate::reload::{ConfigSource, Reloader, Retiring};
-use crate::tls::{CertificateBinding, SniResolver};
+use crate::tls::{CertificateBinding, SniResolver, TlsListener};
 use arc_swap::ArcSwap;
 use riis_pipeline::{
     ConnectionInfo, Pipeline, PipelineBuilder, PipelineSettings, RegisterModuleFn, Site,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::driver::Routes;
@@ -251,13 +250,23 @@ pub(crate) fn load_certificates(
                 .map(|r| (addr, Arc::new(r)))
                 .map_err(|e| {
                     // The error names the site whose files fail on their
-                    // own (each is loaded again, on this error path only).
-                    let site = sited
+                    // own (each is loaded again, on this error path only):
+                    // its certificate pair, or its client CA file.
+                    let pair = sited
                         .iter()
-                        .find(|(_, b)| crate::tls::load_certified_key(&b.source).is_err())
-                        .or(sited.first())
-                        .map_or(0, |(s, _)| *s);
-                    config.error_at(&format!("sites[{site}].certificate"), &e)
+                        .find(|(_, b)| crate::tls::load_certified_key(&b.source).is_err());
+                    let ca = sited.iter().find(|(_, b)| {
+                        b.source
+                            .client_ca
+                            .as_deref()
+                            .is_some_and(|ca| crate::tls::load_client_roots(ca).is_err())
+                    });
+                    let (site, key) = match (pair, ca) {
+                        (Some((s, _)), _) => (*s, "certificate"),
+                        (None, Some((s, _))) => (*s, "client_certificate_ca"),
+                        (None, None) => (sited.first().map_or(0, |(s, _)| *s), "certificate"),
+                    };
+                    config.error_at(&format!("sites[{site}].{key}"), &e)
                 })
         })
         .collect()
@@ -342,6 +351,21 @@ pub(crate) fn hsts_of(
         .filter_map(|sb| {
             let value = http::HeaderValue::try_from(sb.hsts.as_ref()?.header_value()).ok()?;
             Some((pipeline.sites()[sb.site].info().site_id, value))
+        })
+        .collect()
+}
+
+/// The `client_certificate_ca` of each site that sets one.
+pub(crate) fn client_ca_of(
+    config: &ServerConfig,
+    pipeline: &Pipeline,
+) -> BTreeMap<u32, std::path::PathBuf> {
+    config
+        .bindings
+        .iter()
+        .filter_map(|sb| {
+            let ca = sb.tls.as_ref()?.client_ca.clone()?;
+            Some((pipeline.sites()[sb.site].info().site_id, ca))
         })
         .collect()
 }
@@ -532,7 +556,7 @@ impl Server {
                 sites.extend(own.map(|r| format!("{} on {}", name(r), shared.addr.ip())));
             }
             let acceptor = |resolver: &Option<Arc<SniResolver>>| match resolver {
-                Some(resolver) => crate::tls::acceptor(resolver.clone())
+                Some(resolver) => TlsListener::new(resolver.clone())
                     .map(Some)
                     .map_err(ServerError::Tls),
                 None => Ok(None),
@@ -594,16 +618,16 @@ struct ListenerGroup {
 #[derive(Clone)]
 struct Listening {
     key: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsListener>,
     /// Address-specific bindings served from this wildcard socket: their
     /// addresses (routing keys) and TLS acceptors.
-    shared: Arc<[(SocketAddr, Option<TlsAcceptor>)]>,
+    shared: Arc<[(SocketAddr, Option<TlsListener>)]>,
 }
 
 impl Listening {
     /// The routing key and TLS acceptor for a connection that arrived at
     /// `local`: a shared address's own when it names that address.
-    fn arrived_at(&self, local: SocketAddr) -> (SocketAddr, Option<&TlsAcceptor>) {
+    fn arrived_at(&self, local: SocketAddr) -> (SocketAddr, Option<&TlsListener>) {
         match self.shared.iter().find(|(a, _)| a.ip() == local.ip()) {
             Some((addr, tls)) => (*addr, tls.as_ref()),
             None => (self.key, self.tls.as_ref()),
@@ -1030,7 +1054,17 @@ async fn accept_loop(
                 };
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
+                        Ok(Ok(handshake)) => {
+                            if let Some(ca) = handshake.client_ca {
+                                let presented = handshake.stream.get_ref().1.peer_certificates();
+                                info.client_certificate = presented
+                                    .and_then(|chain| chain.first())
+                                    .and_then(|der| crate::client_certificate::describe(der))
+                                    .map(Arc::new);
+                                info.client_certificate_ca = Some(ca);
+                            }
+                            handshake.stream
+                        }
                         Ok(Err(e)) => {
                             tracing::info!(%remote, error = %e, "TLS handshake failed");
                             return;

@@ -1,7 +1,8 @@
 //! TLS on `https://` bindings, with rustls: a certificate per host name
 //! (SNI), a default for clients that name none or an unknown one, TLS 1.2
-//! and 1.3, ALPN offering `h2` and `http/1.1`, and certificates reloaded
-//! without a restart when their files change or on SIGHUP.
+//! and 1.3, ALPN offering `h2` and `http/1.1`, client certificates for the
+//! sites that ask for them, and certificates reloaded without a restart
+//! when their files change or on SIGHUP.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,11 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
 use crate::config::SiteCertificate;
 
@@ -89,6 +92,60 @@ pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, Stri
     })
 }
 
+/// A site's `client_certificate_ca`, loaded: the configuration of the
+/// handshakes that ask the client for a certificate. A client may present
+/// none (a module decides whether a location requires one, as IIS's
+/// `sslFlags` do); one it presents must chain to these CAs, or the
+/// handshake fails.
+#[derive(Debug)]
+pub struct ClientTrust {
+    /// The CA file: requests compare their site's against it (a request for
+    /// another site's host name on this connection is misdirected).
+    pub ca: Arc<Path>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+/// Loads the CA certificates of `ca` and makes the configuration of the
+/// handshakes that present `key` and ask for a client certificate.
+fn client_trust(ca: &Path, key: Arc<CertifiedKey>) -> Result<ClientTrust, String> {
+    let roots = load_client_roots(ca)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("`{}`: {e}", ca.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
+    config.alpn_protocols = alpn();
+    Ok(ClientTrust {
+        ca: ca.into(),
+        config: Arc::new(config),
+    })
+}
+
+/// The CA certificates of a `client_certificate_ca` file: at least one, and
+/// each usable as a trust anchor.
+pub fn load_client_roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
+    let pem = read_pem_file(ca).map_err(|e| format!("cannot read `{}`: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, der) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let der = der.map_err(|e| format!("`{}`: {e}", ca.display()))?;
+        roots.add(der).map_err(|e| {
+            format!(
+                "`{}`: certificate #{} is not a usable CA certificate ({e})",
+                ca.display(),
+                i + 1
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!("`{}` holds no PEM certificate", ca.display()));
+    }
+    Ok(roots)
+}
+
 /// One certificate of a listener and the host names it answers for
 /// (`None`: the default).
 #[derive(Debug, Clone)]
@@ -99,13 +156,28 @@ pub struct CertificateBinding {
     pub source: SiteCertificate,
 }
 
-/// Loaded certificates by (certificate file, key file).
-type Pairs = HashMap<(PathBuf, PathBuf), Arc<CertifiedKey>>;
+/// Loaded certificates by (certificate file, key file), and client
+/// certificate configurations by (certificate file, key file, CA file).
+#[derive(Debug, Default, Clone)]
+struct Pairs {
+    keys: HashMap<(PathBuf, PathBuf), Arc<CertifiedKey>>,
+    trusts: HashMap<(PathBuf, PathBuf, PathBuf), Arc<ClientTrust>>,
+}
+
+/// What a handshake for a host name presents, and asks of the client.
+#[derive(Debug, Clone)]
+struct HostEntry {
+    key: Arc<CertifiedKey>,
+    trust: Option<Arc<ClientTrust>>,
+}
 
 #[derive(Debug, Default)]
 struct CertTable {
-    by_host: HashMap<String, Arc<CertifiedKey>>,
-    default: Option<Arc<CertifiedKey>>,
+    by_host: HashMap<String, HostEntry>,
+    default: Option<HostEntry>,
+    /// Some entry asks for client certificates: handshakes then read the
+    /// client's hello before choosing their configuration.
+    asks_for_client_certificates: bool,
 }
 
 /// Chooses the certificate of a handshake by the name the client sent.
@@ -149,7 +221,13 @@ impl SniResolver {
     fn stamps_of(bindings: &[CertificateBinding]) -> Vec<Option<SystemTime>> {
         bindings
             .iter()
-            .flat_map(|b| [modified(&b.source.certificate), modified(&b.source.key)])
+            .flat_map(|b| {
+                [
+                    modified(&b.source.certificate),
+                    modified(&b.source.key),
+                    b.source.client_ca.as_deref().and_then(modified),
+                ]
+            })
             .collect()
     }
 
@@ -162,39 +240,69 @@ impl SniResolver {
         bindings: &[CertificateBinding],
         previous: Option<&Pairs>,
     ) -> Result<(CertTable, Pairs), String> {
-        let mut loaded: Pairs = HashMap::new();
+        let mut loaded = Pairs::default();
         let mut table = CertTable::default();
+        // A pair (or a CA) that does not load at a periodic check keeps what
+        // it had, and the failure is logged for it alone.
+        let keep = |e: String, b: &CertificateBinding| {
+            tracing::error!(
+                error = %e,
+                host = b.host.as_deref().unwrap_or("(default)"),
+                "certificate files changed but do not load; this certificate stays as it was"
+            );
+        };
         for b in bindings {
             let k = (b.source.certificate.clone(), b.source.key.clone());
-            let key = match loaded.get(&k) {
+            let key = match loaded.keys.get(&k) {
                 Some(key) => key.clone(),
                 None => {
-                    let key = match (load_certified_key(&b.source), previous) {
+                    let old = previous.and_then(|p| p.keys.get(&k));
+                    let key = match (load_certified_key(&b.source), old) {
                         (Ok(key), _) => Arc::new(key),
-                        (Err(e), Some(previous)) if previous.contains_key(&k) => {
-                            tracing::error!(
-                                error = %e,
-                                host = b.host.as_deref().unwrap_or("(default)"),
-                                "certificate files changed but do not load; this certificate stays as it was"
-                            );
-                            previous[&k].clone()
+                        (Err(e), Some(old)) => {
+                            keep(e, b);
+                            old.clone()
                         }
-                        (Err(e), _) => return Err(e),
+                        (Err(e), None) => return Err(e),
                     };
-                    loaded.insert(k, key.clone());
+                    loaded.keys.insert(k.clone(), key.clone());
                     key
                 }
             };
+            let trust = match &b.source.client_ca {
+                None => None,
+                Some(ca) => {
+                    let t = (k.0, k.1, ca.clone());
+                    Some(match loaded.trusts.get(&t) {
+                        Some(trust) => trust.clone(),
+                        None => {
+                            let old = previous.and_then(|p| p.trusts.get(&t));
+                            let trust = match (client_trust(ca, key.clone()), old) {
+                                (Ok(trust), _) => Arc::new(trust),
+                                (Err(e), Some(old)) => {
+                                    keep(e, b);
+                                    old.clone()
+                                }
+                                (Err(e), None) => return Err(e),
+                            };
+                            loaded.trusts.insert(t, trust.clone());
+                            trust
+                        }
+                    })
+                }
+            };
+            table.asks_for_client_certificates |= trust.is_some();
+            let entry = HostEntry { key, trust };
             match &b.host {
                 Some(h) => {
-                    table.by_host.entry(h.clone()).or_insert(key.clone());
+                    table.by_host.entry(h.clone()).or_insert(entry.clone());
                 }
                 None => {
-                    table.default.get_or_insert(key.clone());
+                    table.default.get_or_insert(entry.clone());
                 }
             }
             if table.default.is_none() && bindings.iter().all(|b| b.host.is_some()) {
-                table.default = Some(key);
+                table.default = Some(entry);
             }
         }
         Ok((table, loaded))
@@ -262,33 +370,98 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.table.load().lookup(hello.server_name())
+        self.table
+            .load()
+            .lookup(hello.server_name())
+            .map(|e| e.key.clone())
     }
 }
 
 impl CertTable {
-    /// The certificate for an SNI name (or its absence).
-    fn lookup(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    /// The entry for an SNI name (or its absence).
+    fn lookup(&self, name: Option<&str>) -> Option<&HostEntry> {
         name.and_then(|name| {
             // SNI names are ASCII (A-labels); compared case-insensitively,
             // and without a trailing dot, as host names are everywhere else
             // (a client may send `example.com.`).
             let name = name.strip_suffix('.').unwrap_or(name);
-            self.by_host.get(&name.to_ascii_lowercase()).cloned()
+            self.by_host.get(&name.to_ascii_lowercase())
         })
-        .or_else(|| self.default.clone())
+        .or(self.default.as_ref())
     }
 }
 
-/// The acceptor of a TLS listener.
-pub fn acceptor(resolver: Arc<SniResolver>) -> Result<TlsAcceptor, String> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+/// The protocols offered by ALPN.
+fn alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+}
+
+/// The TLS side of a listener.
+#[derive(Clone)]
+pub struct TlsListener {
+    /// Handshakes that ask for no client certificate; the certificate is
+    /// chosen by the resolver.
+    plain: TlsAcceptor,
+    resolver: Arc<SniResolver>,
+}
+
+/// A finished handshake.
+pub struct Handshake<IO> {
+    /// The connection.
+    pub stream: TlsStream<IO>,
+    /// The CA file client certificates were verified against, when the
+    /// handshake asked for one.
+    pub client_ca: Option<Arc<Path>>,
+}
+
+impl TlsListener {
+    /// The TLS side of a listener whose certificates `resolver` holds.
+    pub fn new(resolver: Arc<SniResolver>) -> Result<Self, String> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = alpn();
+        Ok(Self {
+            plain: TlsAcceptor::from(Arc::new(config)),
+            resolver,
+        })
+    }
+
+    /// Runs the server side of a handshake. While no site of the listener
+    /// asks for client certificates this is the plain acceptor; otherwise
+    /// the client's hello is read first and its server name chooses whether
+    /// to ask (the configuration is fixed once the handshake starts).
+    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<Handshake<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !self.resolver.table.load().asks_for_client_certificates {
+            let stream = self.plain.accept(io).await?;
+            return Ok(Handshake {
+                stream,
+                client_ca: None,
+            });
+        }
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        let trust = {
+            let table = self.resolver.table.load();
+            table
+                .lookup(start.client_hello().server_name())
+                .and_then(|e| e.trust.clone())
+        };
+        match trust {
+            Some(trust) => Ok(Handshake {
+                stream: start.into_stream(trust.config.clone()).await?,
+                client_ca: Some(trust.ca.clone()),
+            }),
+            None => Ok(Handshake {
+                stream: start.into_stream(self.plain.config().clone()).await?,
+                client_ca: None,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -306,18 +479,26 @@ mod tests {
     #[test]
     fn sni_names_match_without_case_or_a_trailing_dot() {
         let (a, b) = (key_for("a.test"), key_for("b.test"));
+        let entry = |key: &Arc<CertifiedKey>| HostEntry {
+            key: key.clone(),
+            trust: None,
+        };
         let table = CertTable {
-            by_host: HashMap::from([("b.test".to_owned(), b.clone())]),
-            default: Some(a.clone()),
+            by_host: HashMap::from([("b.test".to_owned(), entry(&b))]),
+            default: Some(entry(&a)),
+            asks_for_client_certificates: false,
         };
         for name in ["b.test", "B.Test", "b.test."] {
             assert!(
-                Arc::ptr_eq(&table.lookup(Some(name)).unwrap(), &b),
+                Arc::ptr_eq(&table.lookup(Some(name)).unwrap().key, &b),
                 "{name}"
             );
         }
         for name in [Some("c.test"), Some("b.test.."), None] {
-            assert!(Arc::ptr_eq(&table.lookup(name).unwrap(), &a), "{name:?}");
+            assert!(
+                Arc::ptr_eq(&table.lookup(name).unwrap().key, &a),
+                "{name:?}"
+            );
         }
     }
 
@@ -344,6 +525,7 @@ mod tests {
             load_certified_key(&SiteCertificate {
                 certificate,
                 key: key.clone(),
+                client_ca: None,
             })
         };
         let good = load(format!("{}{}", leaf.cert.pem(), intermediate.pem()));

@@ -1,0 +1,120 @@
+//! The description of a client certificate that requests see: its names,
+//! serial number, fingerprint and validity, read once per connection from
+//! the DER the TLS handshake verified.
+
+use std::time::{Duration, SystemTime};
+
+use riis_pipeline::{write_distinguished_name, ClientCertificate};
+use sha2::{Digest, Sha256};
+use x509_parser::der_parser::asn1_rs::Tag;
+use x509_parser::prelude::{AttributeTypeAndValue, X509Name};
+
+/// Describes a verified end-entity certificate; `None` if it does not parse
+/// as X.509 (the handshake's verifier accepted it, so this is not expected).
+pub fn describe(der: &[u8]) -> Option<ClientCertificate> {
+    let (_, cert) = match x509_parser::parse_x509_certificate(der) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            tracing::debug!(error = %e, "a verified client certificate does not parse");
+            return None;
+        }
+    };
+    let serial_number = cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join("-");
+    let time = |t: &x509_parser::time::ASN1Time| {
+        let secs = t.timestamp();
+        if secs >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+        } else {
+            SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+        }
+    };
+    let validity = cert.validity();
+    Some(ClientCertificate {
+        der: der.to_vec(),
+        subject: name(cert.subject()),
+        issuer: name(cert.issuer()),
+        serial_number,
+        fingerprint_sha256: Sha256::digest(der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        not_before: time(&validity.not_before),
+        not_after: time(&validity.not_after),
+    })
+}
+
+/// A name as `C=US, O=Contoso, CN=alice`: known attributes by their short
+/// names, others as `OID.1.2.3` (as Windows writes them).
+fn name(name: &X509Name<'_>) -> String {
+    let parts: Vec<Vec<(String, String)>> = name
+        .iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attr| {
+                    let oid = attr.attr_type();
+                    let key =
+                        x509_parser::objects::oid2abbrev(oid, x509_parser::objects::oid_registry())
+                            .map(str::to_owned)
+                            .unwrap_or_else(|_| format!("OID.{}", oid.to_id_string()));
+                    (key, value(attr))
+                })
+                .collect()
+        })
+        .collect();
+    write_distinguished_name(
+        parts
+            .iter()
+            .map(|rdn| rdn.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    )
+}
+
+/// An attribute's value as text: the string types as they are, BMPString
+/// from UTF-16, anything else as Latin-1 (TeletexString in practice).
+fn value(attr: &AttributeTypeAndValue<'_>) -> String {
+    if let Ok(s) = attr.as_str() {
+        return s.to_owned();
+    }
+    let bytes = attr.as_slice();
+    if attr.attr_value().tag() == Tag::BmpString {
+        let units: Vec<u16> = bytes
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+            .collect();
+        return String::from_utf16_lossy(&units);
+    }
+    bytes.iter().map(|&b| b as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_is_described_by_its_names_serial_and_fingerprint() {
+        let mut params = rcgen::CertificateParams::new(vec!["alice.test".to_owned()]).unwrap();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CountryName, "US");
+        dn.push(rcgen::DnType::OrganizationName, "Contoso, Ltd");
+        dn.push(rcgen::DnType::CommonName, "alice");
+        params.distinguished_name = dn;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0a, 0x1b, 0xff]));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let described = describe(cert.der()).expect("parses");
+        assert_eq!(described.subject, "C=US, O=\"Contoso, Ltd\", CN=alice");
+        assert_eq!(described.issuer, described.subject);
+        assert_eq!(described.serial_number, "0a-1b-ff");
+        assert_eq!(described.fingerprint_sha256.len(), 64);
+        assert_eq!(
+            described.subject_field("O").as_deref(),
+            Some("Contoso, Ltd")
+        );
+        assert!(described.not_before < described.not_after);
+        assert!(describe(b"not a certificate").is_none());
+    }
+}

@@ -1,0 +1,400 @@
+//! Client certificates over real TLS connections: a site with
+//! `client_certificate_ca` asks for one and verifies it, requests see it in
+//! the `CERT_*` server variables, `SslAccess` answers 403.4 and 403.7 per
+//! location, and a connection made for one site's policy is not used for
+//! another's (421).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Capture, InProcessServer, TempDir};
+use riis_pipeline::{
+    HttpContext, HttpModule, ModuleError, ModuleRegistration, RegisterModuleFn,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, ServerInfo,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// Answers every request that gets past authentication with the `CERT_*`
+/// server variables, one per line.
+struct CertEcho;
+
+impl HttpModule for CertEcho {
+    fn on_authorize_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let mut text = String::new();
+        for name in [
+            "CERT_FLAGS",
+            "CERT_SUBJECT",
+            "CERT_ISSUER",
+            "CERT_SERIALNUMBER",
+            "CERT_COOKIE",
+            "HTTPS",
+        ] {
+            let value = ctx.server_variable(name).unwrap_or_default().into_owned();
+            text.push_str(&format!("{name}={value}\n"));
+        }
+        ctx.response_mut().write(text);
+        RequestNotificationStatus::FinishRequest
+    }
+}
+
+fn register_cert_echo(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || CertEcho,
+        RequestNotification::AuthorizeRequest.into(),
+        RequestNotifications::NONE,
+    )
+}
+
+const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[("CertEcho", register_cert_echo)];
+
+/// A CA, a client certificate it issued, a client certificate nobody
+/// trusts, and server certificates for `a.test` and `b.test`, as files.
+struct Pki {
+    dir: TempDir,
+    client: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    rogue: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+}
+
+fn pki() -> Pki {
+    let dir = TempDir::new("mtls");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Test Client CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    dir.write("clients-ca.pem", ca.pem());
+
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "Contoso, Ltd");
+    dn.push(rcgen::DnType::CommonName, "alice");
+    params.distinguished_name = dn;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x01, 0xab]));
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = params.signed_by(&client_key, &ca_issuer).unwrap();
+
+    let rogue_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "mallory");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let rogue = params.self_signed(&rogue_key).unwrap();
+
+    for name in ["a.test", "b.test"] {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        dir.write(&format!("{name}.crt"), c.cert.pem());
+        dir.write(&format!("{name}.key"), c.signing_key.serialize_pem());
+    }
+    let pair = |cert: &rcgen::Certificate, key: &rcgen::KeyPair| {
+        (
+            vec![cert.der().clone()],
+            PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+    };
+    Pki {
+        client: pair(&client, &client_key),
+        rogue: pair(&rogue, &rogue_key),
+        dir,
+    }
+}
+
+/// Site A asks for client certificates on `a.test` and requires one under
+/// `/private`; site B on `b.test` (same address) asks for none.
+fn start(pki: &Pki) -> InProcessServer {
+    let d = pki.dir.path().display();
+    let text = format!(
+        r#"
+[[modules]]
+name = "SslAccess"
+[[modules]]
+name = "CertEcho"
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test", "https://127.0.0.1:0:b.test"]
+certificate = "{d}/a.test.crt"
+certificate_key = "{d}/a.test.key"
+client_certificate_ca = "{d}/clients-ca.pem"
+
+[[sites.locations]]
+path = "/private"
+access = {{ require_client_certificate = true }}
+"#
+    );
+    InProcessServer::start(&text, TEST_MODULES)
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS connection as `name`, presenting `identity` if given; `Err` if the
+/// handshake fails.
+fn connect(
+    addr: SocketAddr,
+    name: &str,
+    identity: Option<&(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Tls, std::io::Error> {
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(Capture::default()));
+    let mut config = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain.clone(), key.clone_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let conn = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from(name.to_owned()).unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+/// One request on `tls` (kept alive); the response's status line and body.
+fn get(tls: &mut Tls, host: &str, path: &str) -> std::io::Result<(String, String)> {
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())?;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&data[end + 4..end + 4 + length]).into_owned();
+                let status = head.lines().next().unwrap_or("").to_owned();
+                return Ok((status, body));
+            }
+        }
+        let n = tls.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn variable<'a>(body: &'a str, name: &str) -> &'a str {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{name} missing from {body}"))
+}
+
+#[test]
+fn a_verified_certificate_reaches_the_request_as_cert_variables() {
+    let pki = pki();
+    let server = start(&pki);
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).expect("handshake");
+    let (status, body) = get(&mut tls, "a.test", "/private/x").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(variable(&body, "CERT_FLAGS"), "1");
+    assert_eq!(
+        variable(&body, "CERT_SUBJECT"),
+        "O=\"Contoso, Ltd\", CN=alice"
+    );
+    assert_eq!(variable(&body, "CERT_ISSUER"), "CN=Test Client CA");
+    assert_eq!(variable(&body, "CERT_SERIALNUMBER"), "01-ab");
+    let cookie = variable(&body, "CERT_COOKIE");
+    assert_eq!(cookie.len(), 64, "{cookie}");
+    assert!(cookie.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(variable(&body, "HTTPS"), "on");
+    // The same connection serves the next request with the same identity.
+    let (status, again) = get(&mut tls, "a.test", "/").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(again, body);
+}
+
+#[test]
+fn a_location_requiring_a_certificate_answers_403_7_without_one() {
+    let pki = pki();
+    let server = start(&pki);
+    let mut tls = connect(server.addr, "a.test", None).expect("a certificate is optional");
+    let (status, _) = get(&mut tls, "a.test", "/private/x").unwrap();
+    assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+    // Outside the location, the request goes on, without a certificate.
+    let (status, body) = get(&mut tls, "a.test", "/public").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(variable(&body, "CERT_FLAGS"), "0");
+    assert_eq!(variable(&body, "CERT_SUBJECT"), "");
+}
+
+#[test]
+fn a_certificate_from_an_untrusted_issuer_fails_the_handshake() {
+    let pki = pki();
+    let server = start(&pki);
+    let outcome = connect(server.addr, "a.test", Some(&pki.rogue))
+        .and_then(|mut tls| get(&mut tls, "a.test", "/").map(|_| ()));
+    assert!(outcome.is_err(), "an untrusted certificate was accepted");
+    // The server goes on serving.
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
+    assert_eq!(get(&mut tls, "a.test", "/").unwrap().0, "HTTP/1.1 200 OK");
+}
+
+#[test]
+fn a_connection_made_for_another_sites_policy_is_misdirected() {
+    let pki = pki();
+    let dir = pki.dir.path().display();
+    let text = format!(
+        r#"
+[[modules]]
+name = "CertEcho"
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test"]
+certificate = "{dir}/a.test.crt"
+certificate_key = "{dir}/a.test.key"
+client_certificate_ca = "{dir}/clients-ca.pem"
+
+[[sites]]
+name = "B"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:b.test"]
+certificate = "{dir}/b.test.crt"
+certificate_key = "{dir}/b.test.key"
+"#
+    );
+    let server = InProcessServer::start(&text, TEST_MODULES);
+    // Made for b.test (no certificate asked), then asked for a.test.
+    let mut tls = connect(server.addr, "b.test", None).unwrap();
+    let (status, body) = get(&mut tls, "b.test", "/").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(variable(&body, "CERT_FLAGS"), "0");
+    let (status, _) = get(&mut tls, "a.test", "/").unwrap();
+    assert!(status.starts_with("HTTP/1.1 421"), "{status}");
+    // Made for a.test with a certificate, then asked for b.test.
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
+    let (status, _) = get(&mut tls, "b.test", "/").unwrap();
+    assert!(status.starts_with("HTTP/1.1 421"), "{status}");
+    let (status, body) = get(&mut tls, "a.test", "/").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(variable(&body, "CERT_FLAGS"), "1");
+}
+
+#[test]
+fn plain_http_to_a_location_requiring_tls_answers_403_4() {
+    let text = r#"
+[[modules]]
+name = "SslAccess"
+[[modules]]
+name = "CertEcho"
+
+[[sites]]
+name = "plain"
+root = 'ROOT'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/secure"
+access = { require_ssl = true }
+
+[[sites.locations]]
+path = "/certs"
+access = { require_client_certificate = true }
+"#;
+    let server = InProcessServer::start(text, TEST_MODULES);
+    for path in ["/secure/a", "/certs/a"] {
+        let r = common::get(server.addr, path);
+        assert_eq!(r.status, 403, "{path}");
+    }
+    let r = common::get(server.addr, "/open");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("HTTPS=off"), "{}", r.text());
+}
+
+#[test]
+fn client_ca_problems_are_configuration_errors_naming_the_key() {
+    let pki = pki();
+    let d = pki.dir.path().display();
+    pki.dir.write(
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    pki.dir.write("empty.pem", "");
+    let site = |binding: &str, ca: &str| {
+        format!(
+            "[[sites]]\nname = \"A\"\nroot = \"{d}\"\nbindings = [\"{binding}\"]\n\
+             certificate = \"{d}/a.test.crt\"\ncertificate_key = \"{d}/a.test.key\"\n\
+             client_certificate_ca = \"{ca}\"\n"
+        )
+    };
+    let plain = format!(
+        "[[sites]]\nname = \"A\"\nroot = \"{d}\"\nbindings = [\"127.0.0.1:9445\"]\n\
+         client_certificate_ca = \"{d}/clients-ca.pem\"\n"
+    );
+    let cases = [
+        (plain, "sites[0].client_certificate_ca", "https binding"),
+        (
+            site("https://127.0.0.1:9445", &format!("{d}/missing.pem")),
+            "sites[0].client_certificate_ca",
+            "cannot read",
+        ),
+        (
+            site("https://127.0.0.1:9445", &format!("{d}/garbage.pem")),
+            "sites[0].client_certificate_ca",
+            "not a usable CA certificate",
+        ),
+        (
+            site("https://127.0.0.1:9445", &format!("{d}/empty.pem")),
+            "sites[0].client_certificate_ca",
+            "holds no PEM certificate",
+        ),
+    ];
+    for (text, key, message) in cases {
+        let config = pki.dir.write("riis.toml", &text);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}: accepted");
+        assert!(stderr.contains("riis.toml:"), "{stderr}");
+        assert!(stderr.contains(key), "expected `{key}` in {stderr}");
+        assert!(stderr.contains(message), "expected `{message}` in {stderr}");
+    }
+    let good = pki.dir.write(
+        "riis.toml",
+        site("https://127.0.0.1:9445", &format!("{d}/clients-ca.pem")),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
