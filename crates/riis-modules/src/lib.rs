@@ -14,6 +14,7 @@ mod backend;
 mod background;
 pub mod basic_authentication;
 pub mod cgi;
+pub mod client_certificate_mapping_authentication;
 pub mod content_encoding;
 pub mod custom_error;
 pub mod default_document;
@@ -205,6 +206,10 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     (
         "AnonymousAuthentication",
         anonymous_authentication::register_module,
+    ),
+    (
+        "ClientCertificateMappingAuthentication",
+        client_certificate_mapping_authentication::register_module,
     ),
     ("UrlAuthorization", url_authorization::register_module),
     ("CustomError", custom_error::register_module),

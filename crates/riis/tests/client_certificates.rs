@@ -32,6 +32,8 @@ impl HttpModule for CertEcho {
             "CERT_SERIALNUMBER",
             "CERT_COOKIE",
             "HTTPS",
+            "AUTH_USER",
+            "AUTH_TYPE",
         ] {
             let value = ctx.server_variable(name).unwrap_or_default().into_owned();
             text.push_str(&format!("{name}={value}\n"));
@@ -59,6 +61,8 @@ const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[("CertEcho", register_cert_e
 /// trusts, and server certificates for `a.test` and `b.test`, as files.
 struct Pki {
     dir: TempDir,
+    /// SHA-256 of the issued client certificate, hex.
+    client_sha256: String,
     client: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
     rogue: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
 }
@@ -104,7 +108,12 @@ fn pki() -> Pki {
             PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
         )
     };
+    use sha2::Digest;
     Pki {
+        client_sha256: sha2::Sha256::digest(client.der())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
         client: pair(&client, &client_key),
         rogue: pair(&rogue, &rogue_key),
         dir,
@@ -397,4 +406,115 @@ fn client_ca_problems_are_configuration_errors_naming_the_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Certificates log clients on: one-to-one by fingerprint, many-to-one by
+/// the names' attributes, and a deny mapping answers 403.12; the mapped
+/// user is what UrlAuthorization checks.
+#[test]
+fn certificates_map_to_users_that_authorization_checks() {
+    let pki = pki();
+    let d = pki.dir.path().display();
+    let site = |mappings: &str| {
+        format!(
+            r#"
+[[modules]]
+name = "SslAccess"
+[[modules]]
+name = "ClientCertificateMappingAuthentication"
+[[modules]]
+name = "AnonymousAuthentication"
+[[modules]]
+name = "UrlAuthorization"
+[[modules]]
+name = "CertEcho"
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test"]
+certificate = "{d}/a.test.crt"
+certificate_key = "{d}/a.test.key"
+client_certificate_ca = "{d}/clients-ca.pem"
+
+[sites.client_certificate_mapping]
+enabled = true
+{mappings}
+
+[[sites.locations]]
+path = "/admin"
+authorization = {{ rules = [{{ access = "Allow", users = "alice" }}] }}
+
+[[sites.locations]]
+path = "/staff"
+authorization = {{ rules = [{{ access = "Allow", roles = "staff" }}] }}
+"#
+        )
+    };
+    // Many-to-one: Contoso's certificates are `contoso`, in role staff.
+    let many = r#"
+[[sites.client_certificate_mapping.many_to_one]]
+name = "contoso"
+user = "contoso"
+roles = ["staff"]
+rules = [
+  { field = "subject", sub_field = "O", pattern = "contoso*", case_sensitive = false },
+  { field = "issuer", sub_field = "CN", pattern = "Test Client CA" },
+]
+"#;
+    let server = InProcessServer::start(&site(many), TEST_MODULES);
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
+    let (status, body) = get(&mut tls, "a.test", "/staff/").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(variable(&body, "AUTH_USER"), "contoso");
+    assert_eq!(variable(&body, "AUTH_TYPE"), "SSL/PCT");
+    let (status, _) = get(&mut tls, "a.test", "/admin/").unwrap();
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    // Without a certificate: anonymous, refused where a user is needed.
+    let mut anonymous = connect(server.addr, "a.test", None).unwrap();
+    let (status, body) = get(&mut anonymous, "a.test", "/").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(variable(&body, "AUTH_USER"), "");
+    assert!(get(&mut anonymous, "a.test", "/staff/")
+        .unwrap()
+        .0
+        .starts_with("HTTP/1.1 401"));
+    server.stop();
+
+    // One-to-one (written with colons and in upper case) before the
+    // many-to-one deny that would match the same certificate.
+    let colons: Vec<String> = pki
+        .client_sha256
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    let mappings = format!(
+        r#"one_to_one = [{{ sha256 = "{}", user = "alice" }}]
+[[sites.client_certificate_mapping.many_to_one]]
+name = "everyone at contoso"
+permission = "deny"
+rules = [{{ field = "subject", sub_field = "O", pattern = "Contoso*" }}]
+"#,
+        colons.join(":")
+    );
+    let server = InProcessServer::start(&site(&mappings), TEST_MODULES);
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
+    let (status, body) = get(&mut tls, "a.test", "/admin/").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(variable(&body, "AUTH_USER"), "alice");
+    server.stop();
+
+    // The deny mapping alone: 403.
+    let deny = r#"
+[[sites.client_certificate_mapping.many_to_one]]
+name = "everyone at contoso"
+permission = "deny"
+rules = [{ field = "subject", sub_field = "O", pattern = "Contoso*" }]
+"#;
+    let server = InProcessServer::start(&site(deny), TEST_MODULES);
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
+    let (status, _) = get(&mut tls, "a.test", "/").unwrap();
+    assert!(status.starts_with("HTTP/1.1 403"), "{status}");
 }
