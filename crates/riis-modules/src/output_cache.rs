@@ -319,6 +319,13 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     if !config.cache_authenticated && !user.is_empty() {
         return None;
     }
+    // Credentials no module of ours checked are the handler's (a proxied
+    // application, PHP): its answer may be for that client alone, and a
+    // shared cache neither keeps it nor answers such a request from
+    // another's (RFC 9111 §3.5).
+    if user.is_empty() && req.headers().contains_key(header::AUTHORIZATION) {
+        return None;
+    }
     let mut key = String::with_capacity(64);
     key.push_str(itoa::Buffer::new().format(ctx.site().site_id));
     key.push('\0');
@@ -326,12 +333,11 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     // host (a handler may write absolute URLs).
     key.push_str(itoa::Buffer::new().format(req.local_address().port()));
     key.push('\0');
-    let host = req
-        .header(header::HOST)
-        .map(|h| h.as_bytes())
-        .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()))
-        .unwrap_or_default();
-    key.push_str(&String::from_utf8_lossy(host).to_ascii_lowercase());
+    // The host the handler sees (`HTTP_HOST`): an absolute-form target's
+    // over the `Host` header (RFC 9112 §3.2.2), so a request cannot store
+    // an answer made for one host under another's key.
+    let host = ctx.server_variable("HTTP_HOST").unwrap_or_default();
+    key.push_str(&host.to_ascii_lowercase());
     key.push('\0');
     // Each user's own (with `cache_authenticated`; anonymous is empty).
     key.push_str(user);

@@ -251,5 +251,36 @@ fn kept_responses_are_each_users_own_and_each_hosts() {
     conn.send_raw(b"GET /dyn/hosts HTTP/1.1\r\nHost: elsewhere\r\n\r\n");
     let elsewhere = run(&conn.read_response(false).text());
     assert!(elsewhere > kept, "another host's entry was served");
+    // An absolute-form target names the host the handler sees (over
+    // `Host`): its answer is kept under that host, never under `Host`'s.
+    let victim = run(&get(&mut conn, "/dyn/absolute", ""));
+    let victim_kept = run(&get(&mut conn, "/dyn/absolute", ""));
+    assert_eq!(victim_kept, victim + 1);
+    for _ in 0..3 {
+        conn.send_raw(b"GET http://evil.example/dyn/absolute HTTP/1.1\r\nHost: t\r\n\r\n");
+        let evil = run(&conn.read_response(false).text());
+        assert!(evil > victim_kept, "t's entry was served for evil.example");
+    }
+    assert_eq!(run(&get(&mut conn, "/dyn/absolute", "")), victim_kept);
+    server.stop();
+}
+
+/// Credentials that no module checked are the handler's business: such a
+/// request is neither answered from the cache nor kept for others.
+#[test]
+fn requests_with_credentials_the_server_did_not_check_pass_by() {
+    let server = InProcessServer::start(CONFIG, TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+    let bearer = "Authorization: Bearer alice-token\r\n";
+    let first = run(&get(&mut conn, "/dyn/bearer", bearer));
+    for i in 1..=3 {
+        assert_eq!(run(&get(&mut conn, "/dyn/bearer", bearer)), first + i);
+    }
+    // Anonymous requests keep their own entry, which a bearer never gets.
+    let anonymous = run(&get(&mut conn, "/dyn/bearer", ""));
+    let kept = run(&get(&mut conn, "/dyn/bearer", ""));
+    assert_eq!(kept, anonymous + 1);
+    assert_eq!(run(&get(&mut conn, "/dyn/bearer", "")), kept);
+    assert!(run(&get(&mut conn, "/dyn/bearer", bearer)) > kept);
     server.stop();
 }
