@@ -127,6 +127,8 @@ pub(crate) fn private_directory(dir: &Path) -> Result<(), String> {
 /// `E_ACCESSDENIED` as a Win32 HRESULT (`HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)`),
 /// the error code of the modules that refuse requests.
 pub(crate) const E_ACCESS_DENIED: u32 = 0x8007_0005;
+/// `HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)`.
+pub(crate) const E_FILE_NOT_FOUND: u32 = 0x8007_0002;
 
 /// Ends the request with an error status: the entity so far dropped, the
 /// status with its standard reason, `substatus` and `hresult` recorded

@@ -106,6 +106,38 @@ fn riis_starts_php_cgi_and_starts_again_what_exits() {
     }
 }
 
+/// A script path that is not a file is not passed on, whatever the
+/// handler's `resource_type`: php-cgi would run the file it finds along the
+/// path (`cgi.fix_pathinfo`), an upload as PHP.
+#[test]
+fn a_script_path_that_is_no_file_is_not_found_even_without_a_resource_type() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-pathinfo");
+    dir.write("www/up/pic.jpg", "GIF89a<?php echo 'RAN AS PHP';");
+    dir.write("www/real.php", "<?php echo 'real';");
+    let config = config(&dir, &format!("{{ path = '{}' }}", php.display()));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("resource_type = \"File\"\n", "");
+    std::fs::write(&config, text).unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    for path in [
+        "/up/pic.jpg/x.php",
+        "/up/pic.jpg%2fx.php",
+        "/up/pic.jpg/.php",
+        "/nothing.php",
+    ] {
+        let resp = Connection::open(server.addr).get(path);
+        assert_eq!(resp.status, 404, "{path}: {}", resp.text());
+        assert!(!resp.text().contains("RAN AS PHP"), "{path}");
+    }
+    let resp = Connection::open(server.addr).get("/real.php");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "real");
+}
+
 /// php-cgi ending cleanly after its requests, again and again within a
 /// second of starting (PHP's recycling under load), is not a failure: the
 /// rapid fail protection counts crashes, and every request is answered.

@@ -396,6 +396,17 @@ fn fail(ctx: &mut HttpContext, status: StatusCode, why: &str) -> RequestNotifica
 
 impl HttpModule for FastCgi {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        // The processes riis starts run scripts from this machine's files,
+        // so the script must be one: `php-cgi` (whose `cgi.fix_pathinfo`
+        // is on by default) would otherwise run `/up/pic.jpg` for
+        // `/up/pic.jpg/x.php`, an upload as PHP. Whatever the handler's
+        // `resource_type`; a remote `address` may serve scripts this
+        // machine does not have.
+        if ctx.config(self.config).application.is_some()
+            && ctx.resource_kind() != Some(riis_pipeline::ResourceKind::File)
+        {
+            return crate::end_with_error(ctx, StatusCode::NOT_FOUND, 0, crate::E_FILE_NOT_FOUND);
+        }
         let limit = ctx.config(self.config).max_request_body;
         if crate::gateway::declared_over(ctx, limit) {
             return too_large(ctx, limit);
