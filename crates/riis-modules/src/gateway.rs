@@ -92,14 +92,14 @@ pub(crate) fn meta_variables(
     let mut variable = String::with_capacity(64);
     let mut joined: Vec<u8> = Vec::new();
     for name in req.headers().keys() {
-        // A name with `_` would pass for the `-` one (`X_Forwarded_For`
-        // as HTTP_X_FORWARDED_FOR): dropped, as nginx and Apache do.
-        // `Proxy` as HTTP_PROXY would set the application's outbound
-        // proxy ("httpoxy").
+        // A name with `_`, `.` or another sign would pass for the `-` one
+        // (`X_Forwarded_For` as HTTP_X_FORWARDED_FOR): dropped, as nginx
+        // and Apache do. `Proxy` as HTTP_PROXY would set the
+        // application's outbound proxy ("httpoxy").
         if *name == header::CONTENT_LENGTH
             || *name == header::HOST
             || name.as_str() == "proxy"
-            || name.as_str().contains('_')
+            || !crate::is_plain_header_name(name.as_str())
             || (*name == header::AUTHORIZATION && !pass_authorization)
         {
             continue;

@@ -127,6 +127,16 @@ pub(crate) fn private_directory(dir: &Path) -> Result<(), String> {
 /// `E_ACCESSDENIED` as a Win32 HRESULT (`HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)`),
 /// the error code of the modules that refuse requests.
 pub(crate) const E_ACCESS_DENIED: u32 = 0x8007_0005;
+/// Whether a header name holds only letters, digits and `-`: the names
+/// gateways pass on. Others (`X_Forwarded_For`, `X.Forwarded.For`) would
+/// pass for the `-` one with applications that read headers as CGI
+/// variables (PHP turns `.`, `_` and more into `_`, and the later value
+/// wins), so a client could stand in for a header a proxy in front set:
+/// they are dropped, as nginx's `ignore_invalid_headers` does.
+pub(crate) fn is_plain_header_name(name: &str) -> bool {
+    name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// `HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)`.
 pub(crate) const E_FILE_NOT_FOUND: u32 = 0x8007_0002;
 

@@ -135,6 +135,9 @@ pub(crate) struct Relay {
     /// The task waits for the client to take output (the backend is held
     /// back by riis, not silent).
     waiting_for_client: AtomicBool,
+    /// The whole request body went to the connection (ReverseProxy: a
+    /// connection still sending one when the answer ended is not kept).
+    body_given: AtomicBool,
 }
 
 impl Relay {
@@ -147,6 +150,7 @@ impl Relay {
             }),
             space: Notify::new(),
             cancelled: AtomicBool::new(false),
+            body_given: AtomicBool::new(false),
             cancel: Notify::new(),
             done,
             activity_timeout,
@@ -230,6 +234,16 @@ impl Relay {
     }
 
     /// Notes that the backend was heard from, or took body, now.
+    /// Notes whether the whole request body went to the connection.
+    pub(crate) fn set_body_given(&self, given: bool) {
+        self.body_given.store(given, Ordering::Relaxed);
+    }
+
+    /// Whether the whole request body went to the connection.
+    pub(crate) fn body_given(&self) -> bool {
+        self.body_given.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn mark_activity(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_activity.store(ms, Ordering::Relaxed);

@@ -162,6 +162,12 @@ fn read_request(reader: &mut BufReader<impl Read>) -> Option<Received> {
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
         .map(|(_, v)| v.parse::<usize>().unwrap())
         .unwrap_or(0);
+    // `/early` answers before it reads the body (see `serve`).
+    let length = if target.starts_with("/early") && !target.ends_with("/echo") {
+        0
+    } else {
+        length
+    };
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some(Received {
@@ -349,6 +355,21 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                 out.write_all(b"this is not HTTP\r\n\r\n").unwrap();
                 return;
             }
+            // Refuses at once, without reading the body, and keeps the
+            // connection open (reading nothing more) for a while.
+            "/early/upload" => {
+                respond(out, "401 Unauthorized", &[], b"no", &received.method);
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                return;
+            }
+            "/status999" => {
+                let _ = out.write_all(b"HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\nok");
+            }
+            "/tegzip" => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                );
+            }
             "/close" => {
                 respond(
                     out,
@@ -487,6 +508,7 @@ fn the_backend_gets_the_request_and_makes_the_response() {
           Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTE: trailers\r\nKeep-Alive: 5\r\n\
           X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
           X-Forwarded-For: 198.51.100.7\r\nX-Original-URL: /admin\r\nX_Forwarded_For: 10.9.9.9\r\n\
+          X.Forwarded.For: 10.8.8.8\r\nProxy: http://evil.test\r\n\
           Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
     );
     let resp = conn.read_response(false);
@@ -513,6 +535,8 @@ fn the_backend_gets_the_request_and_makes_the_response() {
         "keep-alive",
         "x-original-url",
         "x_forwarded_for",
+        "x.forwarded.for",
+        "proxy",
     ] {
         assert_eq!(seen.header(hop), None, "{hop}");
     }
@@ -976,6 +1000,46 @@ fn odd_answers_are_refused_or_made_plain() {
     // With preserve_host (the default) the server's own address is not
     // its Host, but riis still recognises it.
     assert_eq!(moved.header("location"), Some("http://front.test/upper"));
+    // A status HTTP does not have, and a transfer coding riis would pass on
+    // undecoded: 502.
+    assert_eq!(conn.get("/status999").status, 502);
+    assert_eq!(conn.get("/tegzip").status, 502);
+    // An answer that is not HTTP, on a kept connection: 502 at once, the
+    // request not sent again.
+    assert_eq!(conn.get("/echo").status, 200);
+    assert_eq!(conn.get("/garbage").status, 502);
+    assert_eq!(backend.seen.count("/garbage"), 1);
+}
+
+/// A server that answers before reading a large body, and keeps the
+/// connection open: the connection is not kept for the next request, which
+/// would wait behind the body (up to `timeout`, 60 s here; the client gives
+/// up after 20).
+#[test]
+fn a_connection_still_sending_a_body_is_not_kept() {
+    let backend = Backend::start("a");
+    let first = format!("\"http://{}\"", backend.addr);
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/early\"\n\
+         proxy = {{ servers = [{first}], timeout = 60, max_request_body = 20000000 }}\n"
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/early/echo").status, 200);
+    let body = vec![b'x'; 8 * 1024 * 1024];
+    conn.send_raw(
+        format!(
+            "POST /early/upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    conn.send_raw(&body);
+    assert_eq!(conn.read_response(false).status, 401);
+    let upload = backend.seen.last().connection;
+    let resp = conn.get("/early/echo");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_ne!(backend.seen.last().connection, upload);
 }
 
 #[test]

@@ -30,6 +30,9 @@ use crate::spooled_body::SpooledBody;
 /// takes counts as the server's activity.
 const BODY_PIECE: usize = 64 * 1024;
 
+/// The longest a kept connection is waited for to take the next request.
+const POOLED_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A connection to a server: hyper's handle to send on it, and when a byte
 /// last went either way on it.
 pub(super) struct Kept {
@@ -244,6 +247,11 @@ impl hyper::body::Body for RequestBody {
             Err(e) => return Poll::Ready(Some(Err(e))),
         };
         self.offset += piece.len() as u64;
+        if self.is_end_stream() {
+            if let Some(relay) = &self.relay {
+                relay.set_body_given(true);
+            }
+        }
         Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
@@ -307,6 +315,8 @@ enum Attempt {
 impl Job {
     /// The request, made afresh for each connection it is tried on.
     fn request(&self, server: &Server) -> Request<RequestBody> {
+        // A body of nothing is given whole from the start.
+        self.relay.set_body_given(self.body.is_empty());
         let mut request = Request::new(RequestBody {
             body: self.body.clone(),
             offset: 0,
@@ -475,8 +485,14 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 // A connection whose last answer just ended may not be
                 // ready yet (its task has not run since): it is waited for,
                 // not dropped. One that closed meanwhile is dropped.
-                let ready =
-                    tokio::time::timeout_at(job.relay.silence_deadline(), line.sender.ready());
+                // Within a second: one that is still busy longer (with the
+                // end of a body its server does not read) is dropped rather
+                // than waited on for the whole timeout.
+                let deadline = job
+                    .relay
+                    .silence_deadline()
+                    .min(tokio::time::Instant::now() + POOLED_READY_WAIT);
+                let ready = tokio::time::timeout_at(deadline, line.sender.ready());
                 if !matches!(ready.await, Ok(Ok(()))) {
                     continue;
                 }
@@ -490,7 +506,9 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                     // the server may have run it, so only a request that
                     // may run twice goes again (as nginx and HTTP clients
                     // do).
-                    Attempt::Failed(_) if job.idempotent => break,
+                    // An answer that is not HTTP is the server's own: 502
+                    // at once, as on a new connection.
+                    Attempt::Failed(e) if job.idempotent && !e.is_parse() => break,
                     Attempt::Failed(e) => {
                         return Err(Failure::Broken(format!(
                             "{} failed on a kept connection: {e}",
@@ -577,6 +595,25 @@ async fn relay_answer(
             response.status()
         )));
     }
+    // Statuses are three digits from 100 to 599 (RFC 9110 §15); hyper
+    // takes up to 999.
+    if response.status().as_u16() >= 600 {
+        return Err(Failure::Broken(format!(
+            "{} answered with the status {}, which HTTP does not have",
+            server.name,
+            response.status().as_u16()
+        )));
+    }
+    // hyper decodes `chunked` alone. Another transfer coding (`gzip,
+    // chunked`) would reach the client undecoded and unlabelled, since
+    // transfer codings are hop-by-hop: 502, as nginx answers ("unknown
+    // Transfer-Encoding").
+    if let Some(coding) = other_transfer_coding(response.headers()) {
+        return Err(Failure::Broken(format!(
+            "{} sent the transfer coding `{coding}`, which riis does not decode",
+            server.name
+        )));
+    }
     server.mark_up();
     job.relay.mark_activity();
     let (parts, mut body) = response.into_parts();
@@ -602,8 +639,14 @@ async fn relay_answer(
         }
     }
     // A connection that carried an upgrade request is not kept: the server
-    // may still mean to switch it.
-    if job.config.kept_connections > 0 && job.upgrade.is_none() && !line.sender.is_closed() {
+    // may still mean to switch it. Nor is one still sending the request's
+    // body (a server that answered early, without reading it): the next
+    // request would wait behind a body nobody reads.
+    if job.config.kept_connections > 0
+        && job.upgrade.is_none()
+        && job.relay.body_given()
+        && !line.sender.is_closed()
+    {
         job.pools.put(route, line, job.config.kept_connections);
     }
     Ok(())
@@ -735,6 +778,16 @@ where
 }
 
 /// The answer's head as the client gets it.
+/// A transfer coding of `headers` other than `chunked`, if any.
+fn other_transfer_coding(headers: &riis_pipeline::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|c| String::from_utf8_lossy(c).trim().to_owned())
+        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked"))
+}
+
 fn response_head(
     job: &Job,
     server: &Server,

@@ -423,10 +423,13 @@ impl ReverseProxy {
                     && (name == "x-forwarded-proto"
                         || name == "x-forwarded-host"
                         || name == "x-forwarded-for"))
-                // `X_Forwarded_For` would pass for `X-Forwarded-For` with
-                // servers that treat `_` and `-` alike (CGI's HTTP_
-                // variables): dropped, as nginx does by default.
-                || name.as_str().contains('_')
+                // `X_Forwarded_For` or `X.Forwarded.For` would pass for
+                // `X-Forwarded-For` with servers that read headers as CGI
+                // variables: dropped, as nginx does by default. So is
+                // `Proxy`, which such servers take for their own outbound
+                // proxy (HTTP_PROXY, "httpoxy").
+                || !crate::is_plain_header_name(name.as_str())
+                || name == "proxy"
                 || (join_cookies && name == header::COOKIE)
             {
                 continue;
