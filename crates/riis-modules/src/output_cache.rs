@@ -489,9 +489,12 @@ fn push_query(key: &mut String, config: &OutputCacheConfig, query: &str) {
     if config.vary_by_query_string.iter().any(|p| p == "*") {
         key.push_str(query);
     } else {
-        // The named parameters, decoded and named in any case (as the
-        // handlers that read them take them), in the configuration's
-        // order: `?%69d=x` or `?ID=x` is the `id` a handler sees.
+        // The named parameters, decoded and named in any case, in the
+        // configuration's order: `?%69d=x` is the `id` a handler sees, and
+        // so, to a case-insensitive one (ASP.NET), is `?ID=x`. Each goes
+        // into the key with the name as sent, since to a case-sensitive
+        // handler (PHP) `ID` is not `id`: `?ID=1` and `?id=1` are two
+        // entries, and neither answer is served for the other.
         let decode = |text: &str| {
             let spaced = text.replace('+', " ");
             percent_encoding::percent_decode_str(&spaced)
@@ -501,8 +504,12 @@ fn push_query(key: &mut String, config: &OutputCacheConfig, query: &str) {
         for name in &config.vary_by_query_string {
             for pair in query.split('&') {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                if decode(k).eq_ignore_ascii_case(name) {
-                    key.push_str(name);
+                let k = decode(k);
+                if k.eq_ignore_ascii_case(name) {
+                    key.extend(percent_encoding::utf8_percent_encode(
+                        &k,
+                        percent_encoding::NON_ALPHANUMERIC,
+                    ));
                     key.push('=');
                     // Escaped again: a decoded `&` or NUL must not run into
                     // the next parameter.

@@ -167,7 +167,12 @@ fn frequent_urls_are_answered_from_the_cache() {
     assert_eq!(run(&get(&mut conn, "/dyn/named?id=1", "")), named + 1);
     let kept = named + 1;
     assert_eq!(run(&get(&mut conn, "/dyn/named?id=1&x=y", "")), kept);
-    assert_eq!(run(&get(&mut conn, "/dyn/named?ID=1", "")), kept);
+    // `%69d` is `id` decoded: the same entry.
+    assert_eq!(run(&get(&mut conn, "/dyn/named?%69d=1", "")), kept);
+    // `ID` counts (a case-insensitive handler reads it as `id`) but keys
+    // apart: a case-sensitive handler's answer to `?ID=1` is not `?id=1`'s.
+    assert!(run(&get(&mut conn, "/dyn/named?ID=1", "")) > kept);
+    assert_eq!(run(&get(&mut conn, "/dyn/named?id=1", "")), kept);
     assert!(run(&get(&mut conn, "/dyn/named?%69d=2", "")) > kept);
     assert!(run(&get(&mut conn, "/dyn/named", "")) > kept);
     server.stop();
