@@ -139,7 +139,7 @@
  * NOT AVAILABLE
  *   riis has no HTTP Server API structures, kernel cache, Windows tokens,
  *   performance counters, file/URL/metadata caches or trace contexts:
- *   GetRawHttpRequest/Response, GetCachePolicy, GetClientCertificate,
+ *   GetRawHttpRequest/Response, GetCachePolicy,
  *   GetHeaderChanges, GetServerVarChanges, GetTraceContext, GetUrlInfo,
  *   GetMetadata, GetScriptMap, GetFileInfo, GetNextNotification, MapHandler,
  *   GetExtendedInterface and IHttpServer's cache, file and worker-process
@@ -418,6 +418,21 @@ typedef struct _HTTP_DATA_CHUNK {
         } FromFragmentCacheEx;
     };
 } HTTP_DATA_CHUNK, *PHTTP_DATA_CHUNK;
+
+/*
+ * HTTP_SSL_CLIENT_CERT_INFO, as IHttpRequest::GetClientCertificate gives
+ * it: pCertEncoded is the certificate's DER (CertEncodedSize bytes), in the
+ * request's memory. CertFlags is 0: riis verified the chain in the
+ * handshake, and a certificate that failed never reaches a request. Token
+ * is NULL (no Windows accounts) and CertDeniedByMapper FALSE.
+ */
+typedef struct _HTTP_SSL_CLIENT_CERT_INFO {
+    ULONG CertFlags;
+    ULONG CertEncodedSize;
+    PUCHAR pCertEncoded;
+    HANDLE Token;
+    BOOLEAN CertDeniedByMapper;
+} HTTP_SSL_CLIENT_CERT_INFO, *PHTTP_SSL_CLIENT_CERT_INFO;
 
 #endif /* RIIS_HTTP_TYPES_DEFINED */
 
@@ -841,6 +856,19 @@ public:
     virtual DWORD GetRemainingEntityBytes(VOID) = 0;
     virtual VOID GetHttpVersion(OUT USHORT *pMajorVersion, OUT USHORT *pMinorVersion) const = 0;
     virtual DWORD GetSiteId(VOID) const = 0;
+    /** The certificate the client presented in the TLS handshake, or NULL
+     *  in *ppClientCertInfo without one; *pfClientCertNegotiated is TRUE
+     *  when the handshake asked for one (the site sets
+     *  client_certificate_ca). The structure lives until the request ends. */
+    virtual HRESULT GetClientCertificate(OUT HTTP_SSL_CLIENT_CERT_INFO **ppClientCertInfo,
+                                         OUT BOOL *pfClientCertNegotiated) = 0;
+    /** riis asks for a certificate in the handshake of every connection to a
+     *  site that sets client_certificate_ca, and never later: there, S_OK
+     *  at once (*pfCompletionPending FALSE; the certificate, if the client
+     *  has one, is already there); elsewhere
+     *  HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED). */
+    virtual HRESULT NegotiateClientCertificate(IN BOOL fAsync,
+                                               OUT BOOL *pfCompletionPending = NULL) = 0;
 
     /** riis: the URL path, percent-decoded as riis routes it. */
     virtual PCSTR GetUrl(VOID) const = 0;
@@ -1821,6 +1849,56 @@ public:
     }
 
     DWORD GetSiteId(VOID) const override { return api()->context_site_id(core_->ctx); }
+
+    HRESULT GetClientCertificate(HTTP_SSL_CLIENT_CERT_INFO **ppClientCertInfo,
+                                 BOOL *pfClientCertNegotiated) override {
+        if (ppClientCertInfo == NULL) {
+            return E_INVALIDARG;
+        }
+        *ppClientCertInfo = NULL;
+        const uint8_t *der = NULL;
+        size_t length = 0;
+        int negotiated = 0;
+        HRESULT hr = api()->request_client_certificate(core_->ctx, &der, &length, &negotiated);
+        if (FAILED(hr)) {
+            return hr;
+        }
+        if (pfClientCertNegotiated != NULL) {
+            *pfClientCertNegotiated = negotiated ? TRUE : FALSE;
+        }
+        if (der == NULL) {
+            return S_OK;
+        }
+        if (length > 0xFFFFFFFFu) {
+            return E_INVALIDARG;
+        }
+        HTTP_SSL_CLIENT_CERT_INFO *info = static_cast<HTTP_SSL_CLIENT_CERT_INFO *>(
+            api()->context_allocate(core_->ctx, sizeof(HTTP_SSL_CLIENT_CERT_INFO)));
+        if (info == NULL) {
+            return E_OUTOFMEMORY;
+        }
+        info->CertFlags = 0;
+        info->CertEncodedSize = (ULONG)length;
+        info->pCertEncoded = const_cast<PUCHAR>(der);
+        info->Token = NULL;
+        info->CertDeniedByMapper = FALSE;
+        *ppClientCertInfo = info;
+        return S_OK;
+    }
+
+    HRESULT NegotiateClientCertificate(BOOL fAsync, BOOL *pfCompletionPending) override {
+        (void)fAsync;
+        if (pfCompletionPending != NULL) {
+            *pfCompletionPending = FALSE;
+        }
+        int negotiated = 0;
+        HRESULT hr = api()->request_client_certificate(core_->ctx, NULL, NULL, &negotiated);
+        if (FAILED(hr)) {
+            return hr;
+        }
+        return negotiated ? S_OK : HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED);
+    }
+
     PCSTR GetUrl(VOID) const override { return api()->request_url(core_->ctx); }
     PCSTR GetQueryString(VOID) const override { return api()->request_query(core_->ctx); }
 

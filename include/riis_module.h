@@ -80,7 +80,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 2
+#define RIIS_ABI_MINOR 3
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -644,6 +644,17 @@ typedef struct riis_api {
      *  global modules follow the server's own report, in module order. */
     riis_hresult (*global_rsca_write)(riis_global_provider *provider, const char *text,
                                       size_t length);
+
+    /* -- since 1.3: the client's certificate ------------------------------ */
+
+    /** IHttpRequest::GetClientCertificate: the certificate the client
+     *  presented in the connection's TLS handshake, DER, verified against
+     *  the site's client_certificate_ca; valid until the request ends.
+     *  Without one, *der is NULL and *length 0. *negotiated is 1 when the
+     *  handshake asked for a certificate (the site sets
+     *  client_certificate_ca), else 0. Any output may be NULL. */
+    riis_hresult (*request_client_certificate)(riis_context *context, const uint8_t **der,
+                                               size_t *length, int *negotiated);
 } riis_api;
 
 /** The entry point every module library exports. */

@@ -33,6 +33,7 @@ typedef uint16_t USHORT;
 typedef uint16_t WORD;
 typedef uint8_t BYTE;
 typedef uint8_t UCHAR;
+typedef UCHAR *PUCHAR;
 typedef unsigned int UINT;
 typedef int INT;
 typedef int16_t SHORT;

@@ -721,6 +721,14 @@ unsafe extern "C" fn global_rsca_query(
     }
     OK
 }
+unsafe extern "C" fn request_client_certificate(
+    _: Ctx,
+    _: *mut *const u8,
+    _: *mut usize,
+    _: *mut c_int,
+) -> riis_hresult {
+    abi::hr::E_NOTIMPL
+}
 unsafe extern "C" fn global_rsca_write(_: GProv, text: Str, length: usize) -> riis_hresult {
     // SAFETY: the SDK passes `length` readable bytes.
     let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), length) };
@@ -849,6 +857,7 @@ static API: riis_api = riis_api {
     response_set_entity_chunks,
     global_rsca_query,
     global_rsca_write,
+    request_client_certificate,
 };
 
 struct SyncServer(riis_server);

@@ -518,3 +518,72 @@ rules = [{ field = "subject", sub_field = "O", pattern = "Contoso*" }]
     let (status, _) = get(&mut tls, "a.test", "/").unwrap();
     assert!(status.starts_with("HTTP/1.1 403"), "{status}");
 }
+
+/// An IIS-style C++ module (`examples/native/cpp/client_certificate.cpp`,
+/// compiled unchanged) reads the certificate with
+/// `IHttpRequest::GetClientCertificate`, as it would in IIS.
+#[test]
+fn a_cpp_module_reads_the_certificate_with_get_client_certificate() {
+    let pki = pki();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/native/cpp/client_certificate.cpp");
+    let library = pki.dir.path().join("libcert.so");
+    let Some(()) = common::compile_shared("g++", &[&source], &library, &["-std=c++11"]) else {
+        return;
+    };
+    let d = pki.dir.path().display();
+    let text = format!(
+        r#"
+[[global_modules]]
+name = "CppCertificate"
+image = "{d}/libcert.so"
+
+[[modules]]
+name = "CppCertificate"
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test", "https://127.0.0.1:0:b.test"]
+certificate = "{d}/a.test.crt"
+certificate_key = "{d}/a.test.key"
+client_certificate_ca = "{d}/clients-ca.pem"
+"#
+    );
+    let server = InProcessServer::start(&text, TEST_MODULES);
+    let der = pki.client.0[0].as_ref();
+    let sum = der.iter().fold(0u32, |s, &b| s.wrapping_add(u32::from(b)));
+    let head: String = der[..8].iter().map(|b| format!("{b:02x}")).collect();
+
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
+    let (status, body) = get(&mut tls, "a.test", "/cpp/cert").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(variable(&body, "negotiated"), "1");
+    assert_eq!(variable(&body, "present"), "1");
+    assert_eq!(variable(&body, "size"), der.len().to_string());
+    assert_eq!(variable(&body, "sum"), format!("{sum:08x}"));
+    assert_eq!(variable(&body, "der"), head);
+    assert_eq!(variable(&body, "subject"), "O=\"Contoso, Ltd\", CN=alice");
+    assert_eq!(variable(&body, "renegotiate"), "ok");
+
+    let mut tls = connect(server.addr, "a.test", None).unwrap();
+    let (_, body) = get(&mut tls, "a.test", "/cpp/cert").unwrap();
+    assert_eq!(variable(&body, "negotiated"), "1");
+    assert_eq!(variable(&body, "present"), "0");
+    assert_eq!(variable(&body, "size"), "0");
+    assert_eq!(variable(&body, "der"), "");
+    server.stop();
+
+    // A site that asks for no certificate: not negotiated, and
+    // NegotiateClientCertificate says it cannot (ERROR_NOT_SUPPORTED).
+    let plain = text.replace(
+        &format!("client_certificate_ca = \"{d}/clients-ca.pem\"\n"),
+        "",
+    );
+    let server = InProcessServer::start(&plain, TEST_MODULES);
+    let mut tls = connect(server.addr, "a.test", None).unwrap();
+    let (_, body) = get(&mut tls, "a.test", "/cpp/cert").unwrap();
+    assert_eq!(variable(&body, "negotiated"), "0");
+    assert_eq!(variable(&body, "present"), "0");
+    assert_eq!(variable(&body, "renegotiate"), "80070032");
+}

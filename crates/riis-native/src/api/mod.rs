@@ -129,6 +129,8 @@ pub(crate) static API: riis_api = riis_api {
 
     global_rsca_query: global::rsca_query,
     global_rsca_write: global::rsca_write,
+
+    request_client_certificate: request::client_certificate,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.

@@ -297,3 +297,41 @@ pub(super) unsafe extern "C" fn remaining_entity_bytes(ctx: *mut riis_context) -
         })
     }
 }
+
+pub(super) unsafe extern "C" fn client_certificate(
+    ctx: *mut riis_context,
+    der: *mut *const u8,
+    length: *mut usize,
+    negotiated: *mut c_int,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; the outputs are NULL or
+    // writable.
+    unsafe {
+        context_hr("request_client_certificate", ctx, |frame, ctx| {
+            let asked = ctx.connection().client_certificate_ca.is_some();
+            let (p, n) = match ctx.request().client_certificate() {
+                Some(cert) => {
+                    // A copy in the request's memory: valid until it ends.
+                    let p = frame.arena.allocate(cert.der.len());
+                    if p.is_null() {
+                        return Err(hr::E_OUTOFMEMORY);
+                    }
+                    // SAFETY: `p` is a fresh block of at least `len` bytes.
+                    std::ptr::copy_nonoverlapping(cert.der.as_ptr(), p, cert.der.len());
+                    (p.cast_const(), cert.der.len())
+                }
+                None => (std::ptr::null(), 0),
+            };
+            if !der.is_null() {
+                *der = p;
+            }
+            if !length.is_null() {
+                *length = n;
+            }
+            if !negotiated.is_null() {
+                *negotiated = c_int::from(asked);
+            }
+            Ok(())
+        })
+    }
+}
