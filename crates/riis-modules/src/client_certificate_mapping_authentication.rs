@@ -279,11 +279,7 @@ impl HttpModule for ClientCertificateMappingAuthentication {
             return RequestNotificationStatus::Continue;
         }
         let config = ctx.config(self.config);
-        let Some(cert) = ctx
-            .request()
-            .client_certificate()
-            .filter(|_| config.enabled)
-        else {
+        let Some(cert) = ctx.client_certificate().filter(|_| config.enabled) else {
             return RequestNotificationStatus::Continue;
         };
         match map(config, cert) {

@@ -48,11 +48,10 @@ impl HttpModule for SslAccess {
     fn on_authenticate_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let config = ctx.config(self.config);
         let (ssl, certificate) = (config.require_ssl, config.require_client_certificate);
-        let request = ctx.request();
-        if (ssl || certificate) && !request.is_tls() {
+        if (ssl || certificate) && !ctx.request().is_tls() {
             return crate::end_with_error(ctx, StatusCode::FORBIDDEN, 4, crate::E_ACCESS_DENIED);
         }
-        if certificate && request.client_certificate().is_none() {
+        if certificate && ctx.client_certificate().is_none() {
             return crate::end_with_error(ctx, StatusCode::FORBIDDEN, 7, crate::E_ACCESS_DENIED);
         }
         RequestNotificationStatus::Continue

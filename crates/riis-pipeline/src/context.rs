@@ -384,6 +384,15 @@ impl HttpContext {
         &self.connection
     }
 
+    /// The certificate the client presented in the connection's TLS
+    /// handshake, verified against the site's `client_certificate_ca`
+    /// (IIS's `IHttpRequest::GetClientCertificate`; the `CERT_*` server
+    /// variables). Held by the connection: every request on it, child
+    /// requests too, sees the same one.
+    pub fn client_certificate(&self) -> Option<&crate::ClientCertificate> {
+        self.connection.client_certificate.as_deref()
+    }
+
     /// The handler chosen at MapRequestHandler, if any (`GetScriptMap` name).
     pub fn handler_name(&self) -> Option<&str> {
         let h = self.handler?;

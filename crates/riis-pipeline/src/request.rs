@@ -2,13 +2,10 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri, Version};
-
-use crate::client_certificate::ClientCertificate;
 
 /// Why a request URL was refused before the pipeline started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,8 +135,6 @@ pub struct HttpRequest {
     pub(crate) local_addr: SocketAddr,
     pub(crate) remote_addr: SocketAddr,
     pub(crate) is_tls: bool,
-    /// The certificate the client presented on this TLS connection.
-    pub(crate) client_certificate: Option<Arc<ClientCertificate>>,
     pub(crate) sends_files_without_copy: bool,
     pub(crate) pipeline_started: bool,
     /// `set_url` changed the URL since the engine last chose the location
@@ -188,7 +183,6 @@ impl HttpRequest {
             local_addr,
             remote_addr,
             is_tls: false,
-            client_certificate: None,
             sends_files_without_copy: false,
             pipeline_started: false,
             url_changed: false,
@@ -204,19 +198,6 @@ impl HttpRequest {
     /// Marks the request as received over TLS (the `HTTPS` server variable).
     pub fn set_tls(&mut self, is_tls: bool) {
         self.is_tls = is_tls;
-    }
-
-    /// Set by the server before the pipeline starts: the certificate the
-    /// client presented in the connection's TLS handshake, verified against
-    /// the site's `client_certificate_ca`.
-    pub fn set_client_certificate(&mut self, certificate: Option<Arc<ClientCertificate>>) {
-        self.client_certificate = certificate;
-    }
-
-    /// The client's certificate, if it presented one (IIS's
-    /// `GetClientCertificate`; the `CERT_*` server variables).
-    pub fn client_certificate(&self) -> Option<&ClientCertificate> {
-        self.client_certificate.as_deref()
     }
 
     /// Whether the request came over TLS.
@@ -431,7 +412,6 @@ impl HttpRequest {
             local_addr: self.local_addr,
             remote_addr: self.remote_addr,
             is_tls: self.is_tls,
-            client_certificate: self.client_certificate.clone(),
             sends_files_without_copy: self.sends_files_without_copy,
             pipeline_started: false,
             url_changed: false,

@@ -10,7 +10,7 @@ fn cert<'a>(
     ctx: &'a HttpContext,
     field: impl Fn(&'a crate::ClientCertificate) -> &'a String,
 ) -> Cow<'a, str> {
-    Cow::Borrowed(ctx.request.client_certificate().map_or("", |c| field(c)))
+    Cow::Borrowed(ctx.client_certificate().map_or("", |c| field(c)))
 }
 
 fn owned(s: String) -> Option<Cow<'static, str>> {
@@ -76,7 +76,7 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
         "HTTPS" => Some(Cow::Borrowed(if req.is_tls { "on" } else { "off" })),
         "SERVER_PORT_SECURE" => Some(Cow::Borrowed(if req.is_tls { "1" } else { "0" })),
         // The client's certificate: IIS's names, empty without one.
-        "CERT_FLAGS" => Some(Cow::Borrowed(match req.client_certificate {
+        "CERT_FLAGS" => Some(Cow::Borrowed(match ctx.client_certificate() {
             Some(_) => "1",
             None => "0",
         })),

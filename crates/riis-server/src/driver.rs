@@ -401,7 +401,6 @@ fn serve_site(
         Ok(mut r) => {
             r.set_body_expected(!http_body::Body::is_end_stream(&body));
             r.set_tls(conn.is_tls);
-            r.set_client_certificate(conn.client_certificate.clone());
             r.set_sends_files_without_copy(shape.files.is_some());
             r
         }

@@ -309,7 +309,7 @@ pub(super) unsafe extern "C" fn client_certificate(
     unsafe {
         context_hr("request_client_certificate", ctx, |frame, ctx| {
             let asked = ctx.connection().client_certificate_ca.is_some();
-            let (p, n) = match ctx.request().client_certificate() {
+            let (p, n) = match ctx.client_certificate() {
                 Some(cert) => {
                     // A copy in the request's memory: valid until it ends.
                     let p = frame.arena.allocate(cert.der.len());
