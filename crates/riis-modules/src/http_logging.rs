@@ -179,6 +179,9 @@ pub enum LogField {
     RequestHeader(HeaderName),
     /// `sc(Name)`: a response header.
     ResponseHeader(HeaderName),
+    /// `var(NAME)`: a server variable (IIS's custom fields of source type
+    /// `ServerVariable`), upper case.
+    ServerVariable(String),
 }
 
 impl LogField {
@@ -209,6 +212,7 @@ impl LogField {
         match self {
             Self::RequestHeader(h) => format!("cs({})", display_header(h)).into(),
             Self::ResponseHeader(h) => format!("sc({})", display_header(h)).into(),
+            Self::ServerVariable(v) => format!("var({v})").into(),
             named => Self::NAMED
                 .iter()
                 .find(|(_, f)| f == named)
@@ -246,13 +250,29 @@ impl std::str::FromStr for LogField {
         if let Some(inner) = text.strip_prefix("sc(").and_then(|t| t.strip_suffix(')')) {
             return header(inner).map(Self::ResponseHeader);
         }
+        let variable = text
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("var("))
+            .and_then(|_| text[4..].strip_suffix(')'));
+        if let Some(inner) = variable {
+            if inner.is_empty()
+                || !inner
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(format!(
+                    "`{text}`: `{inner}` is not a server variable name (letters, digits and `_`)"
+                ));
+            }
+            return Ok(Self::ServerVariable(inner.to_ascii_uppercase()));
+        }
         Self::NAMED
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(text))
             .map(|(_, f)| f.clone())
             .ok_or_else(|| {
                 format!(
-                    "`{text}` is not a log field (known: {}, cs(Header), sc(Header))",
+                    "`{text}` is not a log field (known: {}, cs(Header), sc(Header), var(NAME))",
                     Self::NAMED.map(|(n, _)| n).join(", ")
                 )
             })
@@ -1110,6 +1130,13 @@ fn write_line(
                 put_value(out, header_bytes(resp.headers().get_all(name)).as_ref());
                 Ok(())
             }
+            LogField::ServerVariable(name) => {
+                put_value(
+                    out,
+                    ctx.server_variable(name).unwrap_or_default().as_bytes(),
+                );
+                Ok(())
+            }
             LogField::Status => {
                 put_number(out, resp.status().as_u16());
                 Ok(())
@@ -1358,6 +1385,14 @@ mod tests {
             LogFields::try_from(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         };
         let fields = parse(&["date", "cs(X-Request-Id)", "sc(content-type)", "SC-BYTES"]).unwrap();
+        let variables = parse(&["var(cert_subject)", "VAR(HTTPS)"]).unwrap();
+        assert_eq!(
+            variables.0.iter().map(|f| f.name()).collect::<Vec<_>>(),
+            ["var(CERT_SUBJECT)", "var(HTTPS)"]
+        );
+        for bad in ["var()", "var(a b)", "var(x-y)"] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
         assert_eq!(
             fields.0.iter().map(|f| f.name()).collect::<Vec<_>>(),
             ["date", "cs(X-Request-Id)", "sc(Content-Type)", "sc-bytes"]

@@ -587,3 +587,57 @@ client_certificate_ca = "{d}/clients-ca.pem"
     assert_eq!(variable(&body, "present"), "0");
     assert_eq!(variable(&body, "renegotiate"), "80070032");
 }
+
+/// HttpLogging's `var(NAME)` fields log server variables: here who
+/// presented which certificate.
+#[test]
+fn the_access_log_names_the_certificate() {
+    let pki = pki();
+    let d = pki.dir.path().display();
+    let text = format!(
+        r#"
+[[modules]]
+name = "HttpLogging"
+[[modules]]
+name = "CertEcho"
+
+[http_logging]
+directory = "{d}/logs"
+fields = ["cs-uri-stem", "var(CERT_SUBJECT)", "var(cert_serialnumber)", "sc-status"]
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test"]
+certificate = "{d}/a.test.crt"
+certificate_key = "{d}/a.test.key"
+client_certificate_ca = "{d}/clients-ca.pem"
+"#
+    );
+    let server = InProcessServer::start(&text, TEST_MODULES);
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
+    assert_eq!(
+        get(&mut tls, "a.test", "/with").unwrap().0,
+        "HTTP/1.1 200 OK"
+    );
+    let mut tls = connect(server.addr, "a.test", None).unwrap();
+    assert_eq!(
+        get(&mut tls, "a.test", "/without").unwrap().0,
+        "HTTP/1.1 200 OK"
+    );
+    server.stop();
+    let folder = pki.dir.path().join("logs/W3SVC1");
+    let log: String = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        log.contains("#Fields: cs-uri-stem var(CERT_SUBJECT) var(CERT_SERIALNUMBER) sc-status\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("/with O=\"Contoso,+Ltd\",+CN=alice 01-ab 200\n"),
+        "{log}"
+    );
+    assert!(log.contains("/without - - 200\n"), "{log}");
+}
