@@ -51,8 +51,8 @@
 //!   c-ip cs(User-Agent) cs(Referer) sc-status sc-substatus
 //!   sc-win32-status time-taken`. Also known: `s-sitename`,
 //!   `s-computername`, `cs-version`, `cs-host`, `sc-bytes`, `cs-bytes`,
-//!   and any request header as `cs(Name)` or response header as
-//!   `sc(Name)`.
+//!   any request header as `cs(Name)` or response header as `sc(Name)`,
+//!   and any server variable as `var(NAME)`.
 //!
 //! Values follow IIS's conventions: an empty value is `-`, a space is `+`;
 //! control characters, Unicode spaces and separators, invisible
