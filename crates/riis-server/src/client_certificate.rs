@@ -48,6 +48,44 @@ pub fn describe(der: &[u8]) -> Option<ClientCertificate> {
     })
 }
 
+/// Whether a certificate of a `client_certificate_ca` file can be trusted to
+/// issue client certificates: a CA (basicConstraints cA, or a self-signed
+/// version 1 certificate, which has no extensions), allowed to sign
+/// certificates (keyUsage keyCertSign, when it has a keyUsage), and valid
+/// now. A user's certificate put there by mistake would let its holder
+/// issue certificates for anyone; OpenSSL refuses both, and an expired CA
+/// as well.
+pub fn check_ca(der: &[u8]) -> Result<(), String> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| format!("does not parse ({e})"))?;
+    let constraints = cert
+        .basic_constraints()
+        .map_err(|e| format!("has a bad basicConstraints ({e})"))?;
+    match constraints {
+        Some(bc) if !bc.value.ca => {
+            return Err("is not a CA certificate (basicConstraints has cA false)".to_owned())
+        }
+        Some(_) => {}
+        None if cert.version() == x509_parser::x509::X509Version::V1
+            && cert.subject().as_raw() == cert.issuer().as_raw() => {}
+        None => return Err("is not a CA certificate (it has no basicConstraints)".to_owned()),
+    }
+    let usage = cert
+        .key_usage()
+        .map_err(|e| format!("has a bad keyUsage ({e})"))?;
+    if usage.is_some_and(|u| !u.value.key_cert_sign()) {
+        return Err("may not sign certificates (its keyUsage lacks keyCertSign)".to_owned());
+    }
+    let validity = cert.validity();
+    if !validity.is_valid() {
+        return Err(format!(
+            "is not valid now (from {} to {})",
+            validity.not_before, validity.not_after
+        ));
+    }
+    Ok(())
+}
+
 /// A name as `C=US, O=Contoso, CN=alice`: known attributes by their short
 /// names, others as `OID.1.2.3` (as Windows writes them).
 fn name(name: &X509Name<'_>) -> String {

@@ -53,7 +53,7 @@ pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, Stri
         .map_err(|e| format!("cannot read `{}`: {e}", source.certificate.display()))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("`{}`: {e}", source.certificate.display()))?;
+        .map_err(|e| pem_error(&source.certificate, e))?;
     if chain.is_empty() {
         return Err(format!(
             "`{}` holds no PEM certificate",
@@ -116,7 +116,7 @@ fn client_trust(ca: &Path, key: Arc<CertifiedKey>) -> Result<ClientTrust, String
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(ShortChains(verifier)))
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
     config.alpn_protocols = alpn();
     Ok(ClientTrust {
@@ -125,13 +125,96 @@ fn client_trust(ca: &Path, key: Arc<CertifiedKey>) -> Result<ClientTrust, String
     })
 }
 
+/// A PEM error in words (rustls-pki-types prints missing markers as byte
+/// lists).
+fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    let what = match e {
+        Error::MissingSectionEnd { .. } => "a PEM section has no end marker".to_owned(),
+        Error::IllegalSectionStart { .. } => "a PEM section start marker is malformed".to_owned(),
+        Error::Base64Decode(why) => format!("a PEM section is not valid base64 ({why})"),
+        other => other.to_string(),
+    };
+    format!("`{}`: {what}", path.display())
+}
+
+/// The most intermediate certificates a client may send with its own.
+/// Each one more multiplies the paths a verifier may try: a client with no
+/// trusted certificate at all could send dozens of CA certificates that
+/// sign one another and keep a worker busy for most of a tenth of a second
+/// per handshake. Real client chains have one or two (nginx's
+/// `ssl_verify_depth` is 1 by default).
+pub const MAX_CLIENT_INTERMEDIATES: usize = 4;
+
+/// A client certificate verifier that refuses, before any path is built,
+/// a chain longer than [`MAX_CLIENT_INTERMEDIATES`] allows.
+#[derive(Debug)]
+struct ShortChains(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for ShortChains {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        if intermediates.len() > MAX_CLIENT_INTERMEDIATES {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 /// The CA certificates of a `client_certificate_ca` file: at least one, and
 /// each usable as a trust anchor.
 pub fn load_client_roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
     let pem = read_pem_file(ca).map_err(|e| format!("cannot read `{}`: {e}", ca.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for (i, der) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let der = der.map_err(|e| format!("`{}`: {e}", ca.display()))?;
+        let der = der.map_err(|e| pem_error(ca, e))?;
+        crate::client_certificate::check_ca(&der).map_err(|e| {
+            format!(
+                "`{}`: certificate #{} {e}, so it cannot be a client CA",
+                ca.display(),
+                i + 1
+            )
+        })?;
         roots.add(der).map_err(|e| {
             format!(
                 "`{}`: certificate #{} is not a usable CA certificate ({e})",

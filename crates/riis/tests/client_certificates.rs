@@ -352,6 +352,31 @@ fn client_ca_problems_are_configuration_errors_naming_the_key() {
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     );
     pki.dir.write("empty.pem", "");
+    // A user's certificate, an expired CA after a good one, a CA whose key
+    // may not sign certificates, a PEM section cut short.
+    let user = rcgen::generate_simple_self_signed(vec!["user.test".to_owned()]).unwrap();
+    pki.dir.write("user.pem", user.cert.pem());
+    let ca = |configure: &dyn Fn(&mut rcgen::CertificateParams)| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        configure(&mut params);
+        params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+    };
+    let good = std::fs::read_to_string(pki.dir.path().join("clients-ca.pem")).unwrap();
+    let expired = ca(&|p| {
+        p.not_before = rcgen::date_time_ymd(2001, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    });
+    pki.dir.write("expired-ca.pem", format!("{good}{expired}"));
+    pki.dir.write(
+        "signs-nothing.pem",
+        ca(&|p| p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature]),
+    );
+    let cut = good.replace("-----END CERTIFICATE-----\n", "");
+    pki.dir.write("unterminated.pem", cut);
     let site = |binding: &str, ca: &str| {
         format!(
             "[[sites]]\nname = \"A\"\nroot = \"{d}\"\nbindings = [\"{binding}\"]\n\
@@ -373,7 +398,27 @@ fn client_ca_problems_are_configuration_errors_naming_the_key() {
         (
             site("https://127.0.0.1:9445", &format!("{d}/garbage.pem")),
             "sites[0].client_certificate_ca",
-            "not a usable CA certificate",
+            "certificate #1 does not parse",
+        ),
+        (
+            site("https://127.0.0.1:9445", &format!("{d}/user.pem")),
+            "sites[0].client_certificate_ca",
+            "certificate #1 is not a CA certificate",
+        ),
+        (
+            site("https://127.0.0.1:9445", &format!("{d}/expired-ca.pem")),
+            "sites[0].client_certificate_ca",
+            "certificate #2 is not valid now",
+        ),
+        (
+            site("https://127.0.0.1:9445", &format!("{d}/signs-nothing.pem")),
+            "sites[0].client_certificate_ca",
+            "lacks keyCertSign",
+        ),
+        (
+            site("https://127.0.0.1:9445", &format!("{d}/unterminated.pem")),
+            "sites[0].client_certificate_ca",
+            "has no end marker",
         ),
         (
             site("https://127.0.0.1:9445", &format!("{d}/empty.pem")),
@@ -640,4 +685,83 @@ client_certificate_ca = "{d}/clients-ca.pem"
         "{log}"
     );
     assert!(log.contains("/without - - 200\n"), "{log}");
+}
+
+/// A client chain of `depth` intermediates under a new root (written to
+/// `root.pem` in `dir`): the leaf and its intermediates, leaf first.
+fn chain(dir: &TempDir, depth: usize) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let ca_params = |name: String| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p
+    };
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let root_params = ca_params("Deep Root".to_owned());
+    let root = root_params.clone().self_signed(&root_key).unwrap();
+    dir.write("root.pem", root.pem());
+    let mut issuer_params = root_params;
+    let mut issuer_key = root_key;
+    let mut intermediates = Vec::new();
+    for i in 0..depth {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = ca_params(format!("Intermediate {i}"));
+        let issuer = rcgen::Issuer::new(issuer_params, &issuer_key);
+        let cert = params.clone().signed_by(&key, &issuer).unwrap();
+        intermediates.push(cert.der().clone());
+        issuer_params = params;
+        issuer_key = key;
+    }
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "deep");
+    let issuer = rcgen::Issuer::new(issuer_params, &issuer_key);
+    let leaf = params.signed_by(&key, &issuer).unwrap();
+    let mut certs = vec![leaf.der().clone()];
+    certs.extend(intermediates.into_iter().rev());
+    (certs, PrivateKeyDer::try_from(key.serialize_der()).unwrap())
+}
+
+/// A client may send a few intermediate certificates, not a pile of them
+/// for the verifier to try paths through.
+#[test]
+fn long_client_chains_are_refused_before_any_path_is_built() {
+    let pki = pki();
+    for (depth, accepted) in [
+        (2, true),
+        (riis_server::tls::MAX_CLIENT_INTERMEDIATES + 1, false),
+    ] {
+        let dir = TempDir::new("deep");
+        let identity = chain(&dir, depth);
+        let d = pki.dir.path().display();
+        let root = dir.path().join("root.pem");
+        let text = format!(
+            r#"
+[[modules]]
+name = "CertEcho"
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test"]
+certificate = "{d}/a.test.crt"
+certificate_key = "{d}/a.test.key"
+client_certificate_ca = "{}"
+"#,
+            root.display()
+        );
+        let server = InProcessServer::start(&text, TEST_MODULES);
+        let outcome = connect(server.addr, "a.test", Some(&identity))
+            .and_then(|mut tls| get(&mut tls, "a.test", "/"));
+        match outcome {
+            Ok((status, body)) => {
+                assert!(accepted, "{depth} intermediates were accepted");
+                assert_eq!(status, "HTTP/1.1 200 OK");
+                assert_eq!(variable(&body, "CERT_SUBJECT"), "CN=deep");
+            }
+            Err(e) => assert!(!accepted, "{depth} intermediates were refused: {e}"),
+        }
+    }
 }
