@@ -157,7 +157,10 @@ pub enum CertificateField {
 pub struct MappingRule {
     /// The subject's or the issuer's name.
     pub field: CertificateField,
-    /// The attribute (`CN`, `O`, `OU`, …).
+    /// The attribute (`CN`, `O`, `OU`, …), as Windows names it (see
+    /// [`riis_pipeline::canonical_attribute`]; an unknown name is refused
+    /// when the configuration loads, since it could never match).
+    #[serde(deserialize_with = "attribute")]
     pub sub_field: String,
     /// The pattern; `*` stands for any run of characters.
     pub pattern: String,
@@ -183,6 +186,22 @@ fn fingerprint<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         ));
     }
     Ok(hex)
+}
+
+fn attribute<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    riis_pipeline::canonical_attribute(&name)
+        .map(|c| c.into_owned())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{name}` is not an attribute of a name (known: {}, or OID.1.2.3)",
+                riis_pipeline::ATTRIBUTE_NAMES
+                    .iter()
+                    .map(|(_, n)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
 }
 
 fn user_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -233,12 +252,15 @@ fn wildcard_match(pattern: &str, text: &str, case_sensitive: bool) -> bool {
 }
 
 impl MappingRule {
+    /// Whether any value of the attribute matches: a name may hold several
+    /// (`OU=Engineering, OU=Partners`), and a deny rule must not be dodged
+    /// by putting another value first (`CN=ok, CN=laptop-0042`).
     fn matches(&self, certificate: &ClientCertificate) -> bool {
-        let value = match self.field {
-            CertificateField::Subject => certificate.subject_field(&self.sub_field),
-            CertificateField::Issuer => certificate.issuer_field(&self.sub_field),
+        let mut values: Box<dyn Iterator<Item = _>> = match self.field {
+            CertificateField::Subject => Box::new(certificate.subject_fields(&self.sub_field)),
+            CertificateField::Issuer => Box::new(certificate.issuer_fields(&self.sub_field)),
         };
-        value.is_some_and(|v| wildcard_match(&self.pattern, &v, self.case_sensitive))
+        values.any(|v| wildcard_match(&self.pattern, &v, self.case_sensitive))
     }
 }
 
@@ -375,6 +397,14 @@ rules = [
         assert!(matches!(map(&config, &other_issuer), Mapped::Unmapped));
         let no_o = cert("CN=bob", "CN=Partner CA", "00");
         assert!(matches!(map(&config, &no_o), Mapped::Unmapped));
+        // Any value of an attribute counts: a second CN cannot hide the
+        // denied one, and a second O still matches.
+        let hidden = cert("O=Fabrikam, CN=ok-user, CN=mallory", "CN=Partner CA", "00");
+        assert!(matches!(map(&config, &hidden), Mapped::Denied("revoked")));
+        let plus = cert("O=Fabrikam, CN=ok-user + CN=mallory", "CN=Partner CA", "00");
+        assert!(matches!(map(&config, &plus), Mapped::Denied("revoked")));
+        let two_o = cert("O=Other, O=Fabrikam Inc, CN=bob", "CN=Partner CA", "00");
+        assert!(matches!(map(&config, &two_o), Mapped::User("partner", _)));
     }
 
     #[test]
@@ -386,6 +416,8 @@ rules = [
             "many_to_one = [{ user = \"a\", permission = \"maybe\", rules = [{ field = \"subject\", sub_field = \"CN\", pattern = \"*\" }] }]",
             "many_to_one = [{ user = \"a\", rules = [{ field = \"serial\", sub_field = \"CN\", pattern = \"*\" }] }]",
             "many_to_one = [{ rules = [{ field = \"subject\", sub_field = \"CN\", pattern = \"*\" }] }]",
+            "many_to_one = [{ user = \"a\", rules = [{ field = \"subject\", sub_field = \"XYZ\", pattern = \"*\" }] }]",
+            "many_to_one = [{ user = \"a\", rules = [{ field = \"subject\", sub_field = \"\", pattern = \"*\" }] }]",
         ] {
             let text = text.replace("{64}", &"0".repeat(64));
             assert!(

@@ -53,6 +53,15 @@ pub(crate) fn meta_variables(
     if ctx.server_variable("HTTPS").as_deref() == Some("on") {
         emit("HTTPS", b"on");
     }
+    // The client's certificate, under IIS's names, as IIS's FastCGI passes
+    // its server variables (only when there is one).
+    if let Some(cert) = ctx.client_certificate() {
+        emit("CERT_FLAGS", b"1");
+        emit("CERT_SUBJECT", cert.subject.as_bytes());
+        emit("CERT_ISSUER", cert.issuer.as_bytes());
+        emit("CERT_SERIALNUMBER", cert.serial_number.as_bytes());
+        emit("CERT_COOKIE", cert.fingerprint_sha256.as_bytes());
+    }
     // The URL the client asked for, also when UrlRewrite changed it.
     let asked = ctx.server_variable("REQUEST_URI");
     emit(

@@ -61,7 +61,10 @@ mod user;
 pub use bytes;
 pub use http;
 
-pub use client_certificate::{write_distinguished_name, ClientCertificate};
+pub use client_certificate::{
+    attribute_name, canonical_attribute, write_distinguished_name, ClientCertificate,
+    ATTRIBUTE_NAMES,
+};
 pub use completion::{CompletionHandle, CompletionWaiter};
 pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
 pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};

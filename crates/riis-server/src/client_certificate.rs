@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use riis_pipeline::{write_distinguished_name, ClientCertificate};
+use riis_pipeline::{attribute_name, write_distinguished_name, ClientCertificate};
 use sha2::{Digest, Sha256};
 use x509_parser::der_parser::asn1_rs::Tag;
 use x509_parser::prelude::{AttributeTypeAndValue, X509Name};
@@ -19,8 +19,13 @@ pub fn describe(der: &[u8]) -> Option<ClientCertificate> {
             return None;
         }
     };
-    let serial_number = cert
-        .raw_serial()
+    // DER writes a serial whose first byte is 0x80 or more with a leading
+    // zero (it is a signed integer); the number itself has no such byte.
+    let serial = match cert.raw_serial() {
+        [0, rest @ ..] if rest.first().is_some_and(|b| *b >= 0x80) => rest,
+        serial => serial,
+    };
+    let serial_number = serial
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
@@ -86,20 +91,16 @@ pub fn check_ca(der: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// A name as `C=US, O=Contoso, CN=alice`: known attributes by their short
-/// names, others as `OID.1.2.3` (as Windows writes them).
+/// A name as `C=US, O=Contoso, CN=alice`: attributes by Windows's names,
+/// others as `OID.1.2.3` (see [`riis_pipeline::attribute_name`]).
 fn name(name: &X509Name<'_>) -> String {
     let parts: Vec<Vec<(String, String)>> = name
         .iter()
         .map(|rdn| {
             rdn.iter()
                 .map(|attr| {
-                    let oid = attr.attr_type();
-                    let key =
-                        x509_parser::objects::oid2abbrev(oid, x509_parser::objects::oid_registry())
-                            .map(str::to_owned)
-                            .unwrap_or_else(|_| format!("OID.{}", oid.to_id_string()));
-                    (key, value(attr))
+                    let oid = attr.attr_type().to_id_string();
+                    (attribute_name(&oid).into_owned(), value(attr))
                 })
                 .collect()
         })
@@ -111,21 +112,35 @@ fn name(name: &X509Name<'_>) -> String {
     )
 }
 
-/// An attribute's value as text: the string types as they are, BMPString
-/// from UTF-16, anything else as Latin-1 (TeletexString in practice).
+/// An attribute's value as text: the string types as they are,
+/// BMPString from UTF-16, UniversalString from UTF-32, anything else as
+/// UTF-8 when it is, else Latin-1 (TeletexString in practice).
 fn value(attr: &AttributeTypeAndValue<'_>) -> String {
     if let Ok(s) = attr.as_str() {
         return s.to_owned();
     }
     let bytes = attr.as_slice();
-    if attr.attr_value().tag() == Tag::BmpString {
-        let units: Vec<u16> = bytes
-            .chunks(2)
-            .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
-            .collect();
-        return String::from_utf16_lossy(&units);
+    match attr.attr_value().tag() {
+        Tag::BmpString => {
+            let units: Vec<u16> = bytes
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+                .collect();
+            String::from_utf16_lossy(&units)
+        }
+        Tag::UniversalString => bytes
+            .chunks(4)
+            .map(|c| {
+                let mut unit = [0u8; 4];
+                unit[..c.len()].copy_from_slice(c);
+                char::from_u32(u32::from_be_bytes(unit)).unwrap_or('\u{FFFD}')
+            })
+            .collect(),
+        _ => match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_owned(),
+            Err(_) => bytes.iter().map(|&b| b as char).collect(),
+        },
     }
-    bytes.iter().map(|&b| b as char).collect()
 }
 
 #[cfg(test)]
@@ -147,6 +162,11 @@ mod tests {
         assert_eq!(described.subject, "C=US, O=\"Contoso, Ltd\", CN=alice");
         assert_eq!(described.issuer, described.subject);
         assert_eq!(described.serial_number, "0a-1b-ff");
+        // DER's sign byte is not part of the number.
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x80, 0xab]));
+        let signed = params.self_signed(&key).unwrap();
+        assert_eq!(describe(signed.der()).unwrap().serial_number, "80-ab");
         assert_eq!(described.fingerprint_sha256.len(), 64);
         assert_eq!(
             described.subject_field("O").as_deref(),

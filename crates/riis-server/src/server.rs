@@ -1066,7 +1066,16 @@ async fn accept_loop(
                             handshake.stream
                         }
                         Ok(Err(e)) => {
-                            tracing::info!(%remote, error = %e, "TLS handshake failed");
+                            // At most one line a second at `info`: a flood of
+                            // failing handshakes must not flood the log.
+                            let second = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs());
+                            if HANDSHAKE_FAILURE_LOGGED.swap(second, Ordering::Relaxed) != second {
+                                tracing::info!(%remote, error = %e, "TLS handshake failed");
+                            } else {
+                                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                            }
                             return;
                         }
                         Err(_) => {
@@ -1087,6 +1096,11 @@ async fn accept_loop(
         }
     }
 }
+
+/// The second (since the epoch) of the last handshake failure logged at
+/// `info`.
+static HANDSHAKE_FAILURE_LOGGED: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
 
 /// HealthCheck notifications and file cache sweeps, until `stop`.
 async fn periodic_work(

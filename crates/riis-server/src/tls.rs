@@ -245,6 +245,9 @@ pub struct CertificateBinding {
 struct Pairs {
     keys: HashMap<(PathBuf, PathBuf), Arc<CertifiedKey>>,
     trusts: HashMap<(PathBuf, PathBuf, PathBuf), Arc<ClientTrust>>,
+    /// At the last periodic check, how many did not load and stayed as
+    /// they were.
+    kept: usize,
 }
 
 /// What a handshake for a host name presents, and asks of the client.
@@ -327,11 +330,13 @@ impl SniResolver {
         let mut table = CertTable::default();
         // A pair (or a CA) that does not load at a periodic check keeps what
         // it had, and the failure is logged for it alone.
-        let keep = |e: String, b: &CertificateBinding| {
+        let kept = std::cell::Cell::new(0usize);
+        let keep = |e: String, b: &CertificateBinding, what: &str| {
+            kept.set(kept.get() + 1);
             tracing::error!(
                 error = %e,
                 host = b.host.as_deref().unwrap_or("(default)"),
-                "certificate files changed but do not load; this certificate stays as it was"
+                "{what} changed but does not load; the one loaded before stays in use"
             );
         };
         for b in bindings {
@@ -343,7 +348,7 @@ impl SniResolver {
                     let key = match (load_certified_key(&b.source), old) {
                         (Ok(key), _) => Arc::new(key),
                         (Err(e), Some(old)) => {
-                            keep(e, b);
+                            keep(e, b, "a certificate or key file");
                             old.clone()
                         }
                         (Err(e), None) => return Err(e),
@@ -363,7 +368,7 @@ impl SniResolver {
                             let trust = match (client_trust(ca, key.clone()), old) {
                                 (Ok(trust), _) => Arc::new(trust),
                                 (Err(e), Some(old)) => {
-                                    keep(e, b);
+                                    keep(e, b, "a client_certificate_ca file");
                                     old.clone()
                                 }
                                 (Err(e), None) => return Err(e),
@@ -388,6 +393,7 @@ impl SniResolver {
                 table.default = Some(entry);
             }
         }
+        loaded.kept = kept.get();
         Ok((table, loaded))
     }
 
@@ -440,7 +446,17 @@ impl SniResolver {
         let changed = *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) != now;
         if changed {
             match self.reload_now() {
-                Ok(()) => tracing::info!("certificates reloaded after a file changed"),
+                Ok(()) => {
+                    let kept = self.pairs.lock().unwrap_or_else(|e| e.into_inner()).kept;
+                    if kept == 0 {
+                        tracing::info!("certificates reloaded after a file changed");
+                    } else {
+                        tracing::warn!(
+                            kept,
+                            "certificates reloaded after a file changed, but some did not load and stay as they were (see the errors above)"
+                        );
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "certificate files changed but do not load; the previous certificates stay");
                     // Do not retry the same broken files every sweep.

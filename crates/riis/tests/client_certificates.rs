@@ -765,3 +765,55 @@ client_certificate_ca = "{}"
         }
     }
 }
+
+/// CGI programs (and FastCGI applications) get the certificate as IIS's
+/// FastCGI passes it, in the CERT_* variables.
+#[test]
+fn a_cgi_program_gets_the_cert_variables() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = pki();
+    let d = pki.dir.path().display();
+    let text = format!(
+        r#"
+[[modules]]
+name = "Cgi"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test"]
+certificate = "{d}/a.test.crt"
+certificate_key = "{d}/a.test.key"
+client_certificate_ca = "{d}/clients-ca.pem"
+"#
+    );
+    let server = InProcessServer::start(&text, TEST_MODULES);
+    let script = server.dir().join("env.cgi");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n\
+         echo \"CERT_FLAGS=${CERT_FLAGS-unset}\"\n\
+         echo \"CERT_SUBJECT=${CERT_SUBJECT-unset}\"\n\
+         echo \"CERT_SERIALNUMBER=${CERT_SERIALNUMBER-unset}\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
+    let (status, body) = get(&mut tls, "a.test", "/env.cgi").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(variable(&body, "CERT_FLAGS"), "1");
+    assert_eq!(
+        variable(&body, "CERT_SUBJECT"),
+        "O=\"Contoso, Ltd\", CN=alice"
+    );
+    assert_eq!(variable(&body, "CERT_SERIALNUMBER"), "01-ab");
+    let mut tls = connect(server.addr, "a.test", None).unwrap();
+    let (_, body) = get(&mut tls, "a.test", "/env.cgi").unwrap();
+    assert_eq!(variable(&body, "CERT_FLAGS"), "unset");
+}
