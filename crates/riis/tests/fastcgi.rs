@@ -456,8 +456,7 @@ fastcgi = {{ address = "{unreachable}" }}
 
 /// An address nothing listens on.
 fn unreachable() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    common::refusing_address()
 }
 
 fn start() -> (TempDir, FakeApp, RunningBinary) {

@@ -432,8 +432,7 @@ fn assert_refused(line: &str, says: &str) {
 
 /// An address nothing listens on.
 fn unreachable() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    common::refusing_address()
 }
 
 fn start_with(backends: &[&Backend], extra: &str) -> (TempDir, RunningBinary) {

@@ -593,3 +593,22 @@ impl rustls::client::danger::ServerCertVerifier for Capture {
             .supported_schemes()
     }
 }
+
+/// A loopback address where connections are refused, for as long as the
+/// test process runs: a socket bound there that never listens keeps the
+/// port from anyone else (a port merely found free and released could be
+/// taken by another test's server before it is connected to).
+pub fn refusing_address() -> SocketAddr {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).expect("bind");
+    let addr = socket
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .expect("an IP address");
+    // Kept open (and so reserved) until the process ends.
+    std::mem::forget(socket);
+    addr
+}
