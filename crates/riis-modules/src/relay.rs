@@ -28,6 +28,10 @@ use crate::gateway::ResponseHead;
 pub(crate) const MAILBOX_LIMIT: usize = 256 * 1024;
 /// Once a response streams, the most output held before the next flush.
 pub(crate) const STREAM_PIECE: u64 = 64 * 1024;
+/// Request body the task may hold, not yet taken by the connection, before
+/// the request stops reading from the client (a server that reads slowly
+/// slows the client down instead of filling the server's memory).
+pub(crate) const UPLOAD_LIMIT: usize = 256 * 1024;
 /// Output pieces below this are copied together rather than kept as
 /// slices of their read buffers (a slice keeps its whole buffer alive
 /// while it waits).
@@ -61,6 +65,20 @@ struct Inbox {
     parked: bool,
     /// Set by the request when it parks.
     wake_at: usize,
+    /// Request body on its way to the backend, when it streams
+    /// (ReverseProxy's `request_buffering = false`): pieces the request
+    /// read and the task has not given to the connection yet.
+    upload: std::collections::VecDeque<Bytes>,
+    /// Their bytes.
+    upload_queued: usize,
+    /// The whole body is in `upload` (or went).
+    upload_end: bool,
+    /// The request gave up sending the rest (the backend answered without
+    /// taking it): the task's body waits for ever, without counting as the
+    /// backend's silence.
+    upload_abandoned: bool,
+    /// The connection asked for the next piece and waits for it.
+    upload_waker: Option<std::task::Waker>,
 }
 
 impl Inbox {
@@ -138,19 +156,37 @@ pub(crate) struct Relay {
     /// The whole request body went to the connection (ReverseProxy: a
     /// connection still sending one when the answer ended is not kept).
     body_given: AtomicBool,
+    /// A streamed body's first piece went to a connection: it cannot be
+    /// sent again on another.
+    upload_started: AtomicBool,
+    /// The connection waits for the client's next piece of a streamed body
+    /// (the backend is not silent then).
+    waiting_for_upload: AtomicBool,
 }
 
 impl Relay {
     /// A relay whose request waits from the start.
     pub(crate) fn new(done: CompletionHandle, activity_timeout: Duration) -> Self {
+        Self::with_parked(done, activity_timeout, true)
+    }
+
+    /// A relay whose request streams the body first: it waits for the
+    /// client's reads, not for the relay, until it parks.
+    pub(crate) fn uploading(done: CompletionHandle, activity_timeout: Duration) -> Self {
+        Self::with_parked(done, activity_timeout, false)
+    }
+
+    fn with_parked(done: CompletionHandle, activity_timeout: Duration, parked: bool) -> Self {
         Self {
             inbox: Mutex::new(Inbox {
-                parked: true,
+                parked,
                 ..Inbox::default()
             }),
             space: Notify::new(),
             cancelled: AtomicBool::new(false),
             body_given: AtomicBool::new(false),
+            upload_started: AtomicBool::new(false),
+            waiting_for_upload: AtomicBool::new(false),
             cancel: Notify::new(),
             done,
             activity_timeout,
@@ -233,7 +269,109 @@ impl Relay {
         }
     }
 
-    /// Notes that the backend was heard from, or took body, now.
+    /// The request's side of a streamed body: queues a piece the client
+    /// sent (and, with `end`, notes that the body is whole), waking the
+    /// connection if it waits. Whether there is room for more.
+    pub(crate) fn send_upload(&self, piece: Bytes, end: bool) -> bool {
+        let (waker, room) = {
+            let mut inbox = self.lock();
+            if !piece.is_empty() {
+                inbox.upload_queued += piece.len();
+                inbox.upload.push_back(piece);
+            }
+            inbox.upload_end |= end;
+            (
+                inbox.upload_waker.take(),
+                inbox.upload_queued < UPLOAD_LIMIT,
+            )
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        room
+    }
+
+    /// The request parks until the connection makes room for more body, or
+    /// the exchange has news worth taking (its end, or a mailbox of
+    /// output: a server that answers at length without reading the body
+    /// would otherwise wait on the request as the request waits on it).
+    /// `false` when there is room already: no need to park.
+    pub(crate) fn park_for_upload_room(&self) -> bool {
+        let mut inbox = self.lock();
+        if inbox.upload_queued < UPLOAD_LIMIT || inbox.end.is_some() {
+            return false;
+        }
+        inbox.wake_at = MAILBOX_LIMIT;
+        inbox.parked = true;
+        true
+    }
+
+    /// Whether the request should stop sending the body and take the
+    /// answer: the exchange ended, or output waits that the connection's
+    /// server sent while not taking the body.
+    pub(crate) fn answer_is_due(&self) -> bool {
+        let inbox = self.lock();
+        inbox.end.is_some()
+            || (inbox.upload_queued >= UPLOAD_LIMIT
+                && (inbox.head.is_some() || inbox.queued >= MAILBOX_LIMIT))
+    }
+
+    /// The request stops sending the body (see `upload_abandoned`).
+    pub(crate) fn abandon_upload(&self) {
+        let mut inbox = self.lock();
+        inbox.upload_abandoned = true;
+        inbox.upload.clear();
+        inbox.upload_queued = 0;
+        self.waiting_for_upload.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the connection has room for more of a streamed body.
+    pub(crate) fn has_upload_room(&self) -> bool {
+        self.lock().upload_queued < UPLOAD_LIMIT
+    }
+
+    /// Whether a streamed body's first piece went to a connection.
+    pub(crate) fn upload_started(&self) -> bool {
+        self.upload_started.load(Ordering::Relaxed)
+    }
+
+    /// The connection's side of a streamed body: the next piece, `None` at
+    /// its end, or Pending until the client sends more.
+    pub(crate) fn poll_upload(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Bytes>> {
+        use std::task::Poll;
+        let mut inbox = self.lock();
+        if let Some(piece) = inbox.upload.pop_front() {
+            inbox.upload_queued -= piece.len();
+            // While the body streams, a parked request waits for room (it
+            // takes the answer only once the body is sent or given up).
+            let wake = !inbox.upload_end
+                && !inbox.upload_abandoned
+                && inbox.upload_queued < UPLOAD_LIMIT
+                && std::mem::take(&mut inbox.parked);
+            drop(inbox);
+            self.upload_started.store(true, Ordering::Relaxed);
+            self.waiting_for_upload.store(false, Ordering::Relaxed);
+            self.mark_activity();
+            if wake {
+                self.done.post_completion(0);
+            }
+            return Poll::Ready(Some(piece));
+        }
+        if inbox.upload_end && !inbox.upload_abandoned {
+            return Poll::Ready(None);
+        }
+        inbox.upload_waker = Some(cx.waker().clone());
+        let abandoned = inbox.upload_abandoned;
+        drop(inbox);
+        if !abandoned {
+            self.waiting_for_upload.store(true, Ordering::Relaxed);
+        }
+        Poll::Pending
+    }
+
     /// Notes whether the whole request body went to the connection.
     pub(crate) fn set_body_given(&self, given: bool) {
         self.body_given.store(given, Ordering::Relaxed);
@@ -256,10 +394,18 @@ impl Relay {
         self.last_activity.fetch_max(ms, Ordering::Relaxed);
     }
 
+    /// Whether riis, not the backend, holds the exchange up: a slow client
+    /// has not taken the output, or has not sent the next piece of a
+    /// streamed body.
+    fn held_back(&self) -> bool {
+        self.waiting_for_client.load(Ordering::Relaxed)
+            || self.waiting_for_upload.load(Ordering::Relaxed)
+    }
+
     /// When the backend will have been silent for `activity_timeout`,
     /// counted from its last activity (from now while riis holds it back).
     pub(crate) fn silence_deadline(&self) -> tokio::time::Instant {
-        let from = if self.waiting_for_client.load(Ordering::Relaxed) {
+        let from = if self.held_back() {
             Instant::now()
         } else {
             self.started + Duration::from_millis(self.last_activity.load(Ordering::Relaxed))
@@ -271,7 +417,7 @@ impl Relay {
     /// from it and none of the body taken for that long, and not because
     /// riis held it back for a slow client.
     pub(crate) fn is_silent(&self) -> bool {
-        if self.waiting_for_client.load(Ordering::Relaxed) {
+        if self.held_back() {
             return false;
         }
         let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));

@@ -41,6 +41,9 @@ struct Seen {
     requests: Mutex<Vec<Received>>,
     /// `/stream` may send its second part.
     go: (Mutex<bool>, Condvar),
+    /// The targets of the heads read so far, each noted before its body is
+    /// read.
+    heads: Mutex<Vec<String>>,
 }
 
 impl Seen {
@@ -131,7 +134,7 @@ impl Backend {
     }
 }
 
-fn read_request(reader: &mut BufReader<impl Read>) -> Option<Received> {
+fn read_request(reader: &mut BufReader<impl Read>, seen: Option<&Seen>) -> Option<Received> {
     let mut head = Vec::new();
     loop {
         let n = reader.read_until(b'\n', &mut head).ok()?;
@@ -157,13 +160,49 @@ fn read_request(reader: &mut BufReader<impl Read>) -> Option<Received> {
             )
         })
         .collect();
+    if let Some(seen) = seen {
+        seen.heads.lock().unwrap().push(target.clone());
+    }
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        let mut body = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).ok()?;
+            let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
+            if size == 0 {
+                // Trailers, if any, then the empty line.
+                loop {
+                    let mut trailer = String::new();
+                    reader.read_line(&mut trailer).ok()?;
+                    if trailer == "\r\n" || trailer.is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let mut piece = vec![0; size + 2];
+            reader.read_exact(&mut piece).ok()?;
+            body.extend_from_slice(&piece[..size]);
+        }
+        return Some(Received {
+            method,
+            target,
+            headers,
+            body,
+            connection: 0,
+            nth: 0,
+        });
+    }
     let length = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
         .map(|(_, v)| v.parse::<usize>().unwrap())
         .unwrap_or(0);
     // `/early` answers before it reads the body (see `serve`).
-    let length = if target.starts_with("/early") && !target.ends_with("/echo") {
+    let length = if target.contains("/early/upload") {
         0
     } else {
         length
@@ -183,7 +222,7 @@ fn read_request(reader: &mut BufReader<impl Read>) -> Option<Received> {
 fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: usize, seen: &Seen) {
     let mut reader = BufReader::new(stream);
     let mut nth = 0;
-    while let Some(mut received) = read_request(&mut reader) {
+    while let Some(mut received) = read_request(&mut reader, Some(seen)) {
         nth += 1;
         received.connection = connection;
         received.nth = nth;
@@ -357,7 +396,7 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
             }
             // Refuses at once, without reading the body, and keeps the
             // connection open (reading nothing more) for a while.
-            "/early/upload" => {
+            "/early/upload" | "/up/early/upload" => {
                 respond(out, "401 Unauthorized", &[], b"no", &received.method);
                 std::thread::sleep(std::time::Duration::from_secs(30));
                 return;
@@ -1054,7 +1093,7 @@ fn a_server_that_fails_after_connecting_is_left_for_the_next() {
             let Ok(stream) = stream else { break };
             count.fetch_add(1, Ordering::SeqCst);
             let mut reader = BufReader::new(stream);
-            let _ = read_request(&mut reader);
+            let _ = read_request(&mut reader, None);
         }
     });
     let extra = format!(
@@ -1315,4 +1354,122 @@ fn a_server_that_fails_its_health_check_is_left_out() {
     assert!(well.seen.count("/health") >= 1);
 
     assert_refused("health_check = { url = \"health\" }", "health_check");
+}
+
+/// `request_buffering = false`: the body goes to the server as it
+/// arrives, whole and in order, with the client's length or chunked.
+#[test]
+fn a_streamed_body_reaches_the_server_as_it_arrives() {
+    let backend = Backend::start("a");
+    let first = format!("\"http://{}\"", backend.addr);
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/up\"\n\
+         proxy = {{ servers = [{first}], timeout = 60, max_request_body = 20000000, request_buffering = false }}\n\
+         [[sites.locations]]\npath = \"/up/small\"\n\
+         proxy = {{ servers = [{first}], timeout = 60, max_request_body = 1000, request_buffering = false }}\n"
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    let digest = |body: &[u8]| {
+        format!(
+            "{:x}",
+            body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+            })
+        )
+    };
+
+    // With a length: the server has the head before the client sent the
+    // whole body.
+    let body: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"POST /up/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n");
+    conn.send_raw(&body[..1000]);
+    let waited = std::time::Instant::now();
+    while !backend
+        .seen
+        .heads
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|t| t == "/up/echo")
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the server got nothing before the body was whole"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    conn.send_raw(&body[1000..]);
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().contains("body=2000\n"), "{}", resp.text());
+    assert!(resp.text().contains(&format!("digest={}\n", digest(&body))));
+    assert_eq!(backend.seen.last().header("content-length"), Some("2000"));
+
+    // Chunked, more than the relay holds at once: chunked to the server.
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
+    conn.send_raw(b"POST /up/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for piece in big.chunks(100_000) {
+        conn.send_raw(format!("{:x}\r\n", piece.len()).as_bytes());
+        conn.send_raw(piece);
+        conn.send_raw(b"\r\n");
+    }
+    conn.send_raw(b"0\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().contains("body=600000\n"), "{}", resp.text());
+    assert!(resp.text().contains(&format!("digest={}\n", digest(&big))));
+    let seen = backend.seen.last();
+    assert_eq!(seen.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(seen.header("content-length"), None);
+
+    // Past max_request_body while it streams: 413, and the connection ends.
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"POST /up/small/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    conn.send_raw(b"800\r\n");
+    conn.send_raw(&[b'x'; 0x800]);
+    conn.send_raw(b"\r\n");
+    let _ = conn.try_send_raw(b"0\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 413);
+}
+
+/// A server that answers a streamed upload at once without reading it: the
+/// answer reaches the client, and the connection is not kept.
+#[test]
+fn a_streamed_upload_answered_early_gets_its_answer() {
+    use std::io::{BufRead as _, Write as _};
+    let backend = Backend::start("a");
+    let first = format!("\"http://{}\"", backend.addr);
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/up\"\n\
+         proxy = {{ servers = [{first}], timeout = 60, max_request_body = 20000000, request_buffering = false }}\n"
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    let stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let body = vec![b'x'; 8 * 1024 * 1024];
+        let _ = writer.write_all(
+            format!(
+                "POST /up/early/upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        // The server may stop reading (and close) once it answered.
+        let _ = writer.write_all(&body);
+    });
+    let mut reader = std::io::BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    drop(reader);
+    let _ = sender.join();
+    let upload = backend.seen.last().connection;
+    let resp = Connection::open(server.addr).get("/up/echo");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_ne!(backend.seen.last().connection, upload);
 }

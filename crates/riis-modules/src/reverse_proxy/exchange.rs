@@ -177,6 +177,10 @@ pub(super) struct Job {
     pub(super) target: Uri,
     pub(super) headers: HeaderMap,
     pub(super) body: SpooledBody,
+    /// The body streams from the client through the relay as it arrives
+    /// (`request_buffering = false`; `body` is then empty), with the length
+    /// the client declared, if any.
+    pub(super) streamed: Option<Option<u64>>,
     /// `scheme://host` as the client reached riis, for `Location` headers
     /// that name the server (none: left as they are).
     pub(super) client_origin: Option<String>,
@@ -205,11 +209,16 @@ pub(super) struct Job {
 /// The request body as hyper takes it: in pieces (read from the body's
 /// file as they are taken, for a large one), each one taken marking the
 /// server active (a server that reads a large body slowly is not silent).
+///
+/// A streamed body comes through the relay instead, piece by piece as the
+/// client sends it.
 pub(super) struct RequestBody {
     body: SpooledBody,
     /// Bytes given to hyper so far.
     offset: u64,
     relay: Option<Arc<Relay>>,
+    /// Streamed: the length the client declared, if any.
+    streamed: Option<Option<u64>>,
 }
 
 impl RequestBody {
@@ -219,6 +228,26 @@ impl RequestBody {
             body: SpooledBody::default(),
             offset: 0,
             relay: None,
+            streamed: None,
+        }
+    }
+
+    /// The next piece of a streamed body.
+    fn poll_streamed(
+        &mut self,
+        relay: &Relay,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match relay.poll_upload(cx) {
+            Poll::Ready(Some(piece)) => {
+                self.offset += piece.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(piece))))
+            }
+            Poll::Ready(None) => {
+                relay.set_body_given(true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -229,8 +258,14 @@ impl hyper::body::Body for RequestBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.streamed.is_some() {
+            let Some(relay) = self.relay.clone() else {
+                return Poll::Ready(None);
+            };
+            return self.poll_streamed(&relay, cx);
+        }
         if self.is_end_stream() {
             return Poll::Ready(None);
         }
@@ -256,11 +291,19 @@ impl hyper::body::Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.offset >= self.body.len()
+        match self.streamed {
+            Some(Some(length)) => self.offset >= length,
+            Some(None) => false,
+            None => self.offset >= self.body.len(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.body.len() - self.offset)
+        match self.streamed {
+            Some(Some(length)) => SizeHint::with_exact(length.saturating_sub(self.offset)),
+            Some(None) => SizeHint::default(),
+            None => SizeHint::with_exact(self.body.len() - self.offset),
+        }
     }
 }
 
@@ -313,14 +356,23 @@ enum Attempt {
 }
 
 impl Job {
+    /// Whether the request may go again on another connection: an
+    /// idempotent one (RFC 9110 §9.2.2) whose body is all still here (a
+    /// streamed body's pieces that went are gone).
+    fn may_send_again(&self) -> bool {
+        self.idempotent && !(self.streamed.is_some() && self.relay.upload_started())
+    }
+
     /// The request, made afresh for each connection it is tried on.
     fn request(&self, server: &Server) -> Request<RequestBody> {
         // A body of nothing is given whole from the start.
-        self.relay.set_body_given(self.body.is_empty());
+        self.relay
+            .set_body_given(self.streamed.is_none() && self.body.is_empty());
         let mut request = Request::new(RequestBody {
             body: self.body.clone(),
             offset: 0,
             relay: Some(self.relay.clone()),
+            streamed: self.streamed,
         });
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.target.clone();
@@ -330,7 +382,13 @@ impl Job {
         }
         // A body of none is announced for methods that usually carry one,
         // so the server does not wait for it.
-        if !self.body.is_empty()
+        if let Some(declared) = self.streamed {
+            // The client's length, or none: hyper then sends the body
+            // chunked, as the client did.
+            if let Some(length) = declared {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+        } else if !self.body.is_empty()
             || !matches!(
                 self.method,
                 Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
@@ -508,7 +566,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                     // do).
                     // An answer that is not HTTP is the server's own: 502
                     // at once, as on a new connection.
-                    Attempt::Failed(e) if job.idempotent && !e.is_parse() => break,
+                    Attempt::Failed(e) if job.may_send_again() && !e.is_parse() => break,
                     Attempt::Failed(e) => {
                         return Err(Failure::Broken(format!(
                             "{} failed on a kept connection: {e}",
@@ -537,11 +595,11 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
             // (nginx's `proxy_next_upstream error`).
             // (An answer that is not HTTP is the server's, not a failure of
             // the connection: 502 at once, as nginx does by default.)
-            Attempt::Failed(e) if job.idempotent && !e.is_parse() => {
+            Attempt::Failed(e) if job.may_send_again() && !e.is_parse() => {
                 server.mark_down(fail_timeout);
                 failures.push(format!("{} failed before answering: {e}", server.name));
             }
-            Attempt::Unsent if job.idempotent => {
+            Attempt::Unsent if job.may_send_again() => {
                 server.mark_down(fail_timeout);
                 failures.push(format!("{} closed the connection at once", server.name));
             }

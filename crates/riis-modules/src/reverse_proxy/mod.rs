@@ -11,7 +11,14 @@
 //!    temporary file, see `spooled_body`), up to `max_request_body`
 //!    bytes (413 past it), before the server is asked: as nginx's default
 //!    `proxy_request_buffering on`, so a slow client does not hold a
-//!    server's worker.
+//!    server's worker. With `request_buffering = false` the exchange starts
+//!    at once and the body streams to it through the relay as each read
+//!    completes (at most `relay::UPLOAD_LIMIT` bytes waiting for the
+//!    connection, which holds the client back); the answer is taken once
+//!    the body has gone, or as soon as the exchange ends or its server
+//!    answers at length without taking the body (the rest of the body is
+//!    then given up, and the client's connection closes). A streamed body
+//!    is not sent again on another connection once part of it went.
 //! 2. The exchange runs as a task on the tokio runtime of the worker thread
 //!    the request runs on (see `exchange`), with hyper's HTTP/1.1 client on
 //!    a connection that stays on that thread. The request waits (Pending)
@@ -74,6 +81,8 @@
 //! - `forwarded_headers` (default true);
 //! - `response_buffer_limit` (bytes, default 4,194,304, ARR's);
 //! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's);
+//! - `request_buffering` (default true): read the whole body before the
+//!   server is asked (nginx's `proxy_request_buffering`);
 //! - `kept_connections` (default 32, at most 1,024; 0 closes each);
 //! - `ca_file`: PEM certificates trusted for `https://` servers instead of
 //!   the system's (see `tls`), relative to the configuration's folder;
@@ -165,6 +174,9 @@ pub struct ReverseProxyConfig {
     pub response_buffer_limit: u64,
     /// The longest request body passed on.
     pub max_request_body: u64,
+    /// Read the whole body before the server is asked (nginx's
+    /// `proxy_request_buffering`); `false` streams it as it arrives.
+    pub request_buffering: bool,
     /// Idle connections kept per worker thread and server.
     #[serde(deserialize_with = "crate::at_most_1024")]
     pub kept_connections: usize,
@@ -190,6 +202,7 @@ impl Default for ReverseProxyConfig {
             forwarded_headers: true,
             response_buffer_limit: 4_194_304,
             max_request_body: 30_000_000,
+            request_buffering: true,
             kept_connections: 32,
             ca_file: None,
             upgrade_protocols: vec!["websocket".to_owned()],
@@ -241,6 +254,12 @@ enum State {
     Idle,
     /// Reading the request body.
     Reading(BodySpool),
+    /// The exchange runs, and the body streams to it: a read from the
+    /// client is under way (bytes so far).
+    Uploading(Arc<Relay>, u64),
+    /// The same, waiting for the connection to take what it has (bytes so
+    /// far).
+    UploadWaiting(Arc<Relay>, u64),
     /// The exchange runs; its output arrives through the relay.
     Answering(Arc<Relay>),
 }
@@ -260,7 +279,10 @@ impl Drop for ReverseProxy {
     /// The request ended: its exchange, if still running, is dropped with
     /// its connection.
     fn drop(&mut self) {
-        if let State::Answering(relay) = &self.state {
+        if let State::Answering(relay)
+        | State::Uploading(relay, _)
+        | State::UploadWaiting(relay, _) = &self.state
+        {
             relay.cancel();
         }
     }
@@ -351,7 +373,82 @@ impl ReverseProxy {
             self.state = State::Reading(body);
             return RequestNotificationStatus::Pending;
         }
-        self.start(ctx, body.finish())
+        self.start(ctx, body.finish(), None)
+    }
+
+    /// Reads the next piece of a streamed body.
+    fn upload_next(
+        &mut self,
+        ctx: &mut HttpContext,
+        relay: Arc<Relay>,
+        sent: u64,
+    ) -> RequestNotificationStatus {
+        if let Err(e) = ctx.read_entity_body(READ_SIZE) {
+            relay.cancel();
+            return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        }
+        self.state = State::Uploading(relay, sent);
+        RequestNotificationStatus::Pending
+    }
+
+    /// A read of a streamed body completed: its bytes go to the exchange.
+    fn uploaded(
+        &mut self,
+        ctx: &mut HttpContext,
+        relay: Arc<Relay>,
+        sent: u64,
+        completion: &CompletionInfo,
+    ) -> RequestNotificationStatus {
+        let limit = ctx.config(self.config).max_request_body;
+        let data = ctx.request_mut().take_read_data();
+        let sent = sent + data.len() as u64;
+        let end = ctx.request().is_body_complete();
+        let broken = if completion.status != 0 || (data.is_empty() && !end) {
+            Some(BodyError::EndedEarly)
+        } else if sent > limit {
+            Some(BodyError::TooLarge)
+        } else {
+            None
+        };
+        if let Some(error) = broken {
+            // Part of the body went: the exchange cannot be finished.
+            relay.cancel();
+            ctx.response_mut().set_need_disconnect();
+            return match error {
+                BodyError::TooLarge => too_large(ctx, limit),
+                other => {
+                    let (status, why) = other.status_and_reason();
+                    fail(ctx, status, &why)
+                }
+            };
+        }
+        let room = relay.send_upload(data, end);
+        if end {
+            return self.answer(ctx, relay);
+        }
+        self.upload_or_wait(ctx, relay, sent, room)
+    }
+
+    /// Goes on sending a streamed body: reads more while the connection
+    /// has room for it, else waits for room, unless the answer is due (the
+    /// exchange ended, or its server answers at length without taking the
+    /// body): then the rest of the body is given up.
+    fn upload_or_wait(
+        &mut self,
+        ctx: &mut HttpContext,
+        relay: Arc<Relay>,
+        sent: u64,
+        room: bool,
+    ) -> RequestNotificationStatus {
+        if relay.answer_is_due() {
+            relay.abandon_upload();
+            return self.answer(ctx, relay);
+        }
+        if !room && relay.park_for_upload_room() {
+            self.state = State::UploadWaiting(relay, sent);
+            return RequestNotificationStatus::Pending;
+        }
+        self.upload_next(ctx, relay, sent)
     }
 
     /// The protocols the client asks to switch to (its `Upgrade` header,
@@ -469,7 +566,15 @@ impl ReverseProxy {
         headers
     }
 
-    fn start(&mut self, ctx: &mut HttpContext, body: SpooledBody) -> RequestNotificationStatus {
+    /// Starts the exchange with `body`, or, with `streamed` (the length
+    /// the client declared, if any), with the body streaming to it as the
+    /// client sends it.
+    fn start(
+        &mut self,
+        ctx: &mut HttpContext,
+        body: SpooledBody,
+        streamed: Option<Option<u64>>,
+    ) -> RequestNotificationStatus {
         let handle = match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle,
             Err(_) => {
@@ -518,15 +623,17 @@ impl ReverseProxy {
                 let scheme = if https { "https://" } else { "http://" };
                 format!("{scheme}{host}")
             });
-        let relay = Arc::new(Relay::new(
-            ctx.completion_handle(),
-            Duration::from_secs(config.timeout),
-        ));
+        let timeout = Duration::from_secs(config.timeout);
+        let relay = Arc::new(match streamed {
+            None => Relay::new(ctx.completion_handle(), timeout),
+            Some(_) => Relay::uploading(ctx.completion_handle(), timeout),
+        });
         let job = Job {
             method: ctx.request().method().clone(),
             target,
             headers,
             body,
+            streamed,
             client_origin,
             idempotent: matches!(
                 *ctx.request().method(),
@@ -555,6 +662,9 @@ impl ReverseProxy {
             exchange::run(job).await;
             running.fetch_sub(1, Ordering::Relaxed);
         });
+        if streamed.is_some() {
+            return self.upload_next(ctx, relay, 0);
+        }
         self.state = State::Answering(relay);
         RequestNotificationStatus::Pending
     }
@@ -607,6 +717,14 @@ impl HttpModule for ReverseProxy {
         if crate::gateway::declared_over(ctx, limit) {
             return too_large(ctx, limit);
         }
+        if !ctx.config(self.config).request_buffering && !ctx.request().is_body_complete() {
+            let declared = ctx
+                .request()
+                .header(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            return self.start(ctx, SpooledBody::default(), Some(declared));
+        }
         self.go_on(ctx, BodySpool::default())
     }
 
@@ -629,6 +747,12 @@ impl HttpModule for ReverseProxy {
                         fail(ctx, status, &why)
                     }
                 }
+            }
+            State::Uploading(relay, sent) => self.uploaded(ctx, relay, sent, completion),
+            // The connection made room, or the exchange has news.
+            State::UploadWaiting(relay, sent) => {
+                let room = relay.has_upload_room();
+                self.upload_or_wait(ctx, relay, sent, room)
             }
             State::Answering(relay) => self.answer(ctx, relay),
         }
