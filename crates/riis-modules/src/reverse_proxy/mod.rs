@@ -17,7 +17,7 @@
 //!    connection, which holds the client back); the answer is taken once
 //!    the body has gone, or as soon as the exchange ends or its server
 //!    answers at length without taking the body (the rest of the body is
-//!    then given up, and the client's connection closes). A streamed body
+//!    then given up, as any body a module leaves unread). A streamed body
 //!    is not sent again on another connection once part of it went.
 //! 2. The exchange runs as a task on the tokio runtime of the worker thread
 //!    the request runs on (see `exchange`), with hyper's HTTP/1.1 client on
