@@ -817,3 +817,90 @@ client_certificate_ca = "{d}/clients-ca.pem"
     let (_, body) = get(&mut tls, "a.test", "/env.cgi").unwrap();
     assert_eq!(variable(&body, "CERT_FLAGS"), "unset");
 }
+
+/// Over HTTP/2 (ALPN h2) the certificate reaches every stream, and a
+/// stream for another site's host name on the same connection (a browser
+/// coalescing connections) gets 421.
+#[test]
+fn http2_streams_see_the_certificate_and_coalesced_hosts_get_421() {
+    let pki = pki();
+    let d = pki.dir.path().display();
+    let text = format!(
+        r#"
+[[modules]]
+name = "CertEcho"
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test"]
+certificate = "{d}/a.test.crt"
+certificate_key = "{d}/a.test.key"
+client_certificate_ca = "{d}/clients-ca.pem"
+
+[[sites]]
+name = "B"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:b.test"]
+certificate = "{d}/b.test.crt"
+certificate_key = "{d}/b.test.key"
+"#
+    );
+    let server = InProcessServer::start(&text, TEST_MODULES);
+    let addr = server.addr;
+    let identity = (pki.client.0.clone(), pki.client.1.clone_key());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers = runtime.block_on(async move {
+        use http_body_util::BodyExt;
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Capture::default()))
+        .with_client_auth_cert(identity.0, identity.1)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = connector
+            .connect(ServerName::try_from("a.test").unwrap(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut answers = Vec::new();
+        for uri in [
+            "https://a.test/one",
+            "https://a.test/two",
+            "https://b.test/",
+        ] {
+            let req = http::Request::get(uri)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            answers.push((status, String::from_utf8_lossy(&body).into_owned()));
+        }
+        answers
+    });
+    for (status, body) in &answers[..2] {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(
+            variable(body, "CERT_SUBJECT"),
+            "O=\"Contoso, Ltd\", CN=alice"
+        );
+    }
+    assert_eq!(answers[2].0, 421, "{}", answers[2].1);
+}
