@@ -904,3 +904,56 @@ certificate_key = "{d}/b.test.key"
     }
     assert_eq!(answers[2].0, 421, "{}", answers[2].1);
 }
+
+/// A replaced `client_certificate_ca` file is loaded without a restart
+/// (`certificate_check_interval`): the new CA's certificates get in, the
+/// old one's no longer do.
+#[test]
+fn a_replaced_client_ca_file_is_used_without_a_restart() {
+    let pki = pki();
+    let other = TempDir::new("mtls-other");
+    let other_identity = chain(&other, 0);
+    let d = pki.dir.path().display();
+    let ca = pki.dir.path().join("live-ca.pem");
+    std::fs::copy(pki.dir.path().join("clients-ca.pem"), &ca).unwrap();
+    let text = format!(
+        r#"
+[server]
+certificate_check_interval = 1
+
+[[modules]]
+name = "CertEcho"
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test"]
+certificate = "{d}/a.test.crt"
+certificate_key = "{d}/a.test.key"
+client_certificate_ca = "{}"
+"#,
+        ca.display()
+    );
+    let server = InProcessServer::start(&text, TEST_MODULES);
+    let works = |identity| {
+        connect(server.addr, "a.test", Some(identity))
+            .and_then(|mut tls| get(&mut tls, "a.test", "/"))
+            .is_ok_and(|(status, _)| status == "HTTP/1.1 200 OK")
+    };
+    assert!(works(&pki.client));
+    assert!(!works(&other_identity));
+    // The other root replaces the file (a new name, renamed over it, as
+    // deployment tools write files).
+    let next = pki.dir.path().join("live-ca.pem.new");
+    std::fs::copy(other.path().join("root.pem"), &next).unwrap();
+    std::fs::rename(&next, &ca).unwrap();
+    let waited = std::time::Instant::now();
+    while !works(&other_identity) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(15),
+            "the new CA file was not loaded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!works(&pki.client));
+}
