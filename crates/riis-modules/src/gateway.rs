@@ -193,16 +193,16 @@ pub(crate) fn take_body_piece(
     completion: &riis_pipeline::CompletionInfo,
 ) -> Result<(), BodyError> {
     if completion.status != 0 {
-        ctx.response_mut().set_need_disconnect();
+        close_after_answer(ctx);
         return Err(BodyError::EndedEarly);
     }
     let data = ctx.request_mut().take_read_data();
     if body.len() + data.len() as u64 > limit {
-        ctx.response_mut().set_need_disconnect();
+        close_after_answer(ctx);
         return Err(BodyError::TooLarge);
     }
     if let Err(e) = body.push(&data) {
-        ctx.response_mut().set_need_disconnect();
+        close_after_answer(ctx);
         return Err(BodyError::Spool(e));
     }
     if data.is_empty() && !ctx.request().is_body_complete() {
@@ -236,13 +236,23 @@ pub(crate) fn fail(
 
 /// 413: the body is longer than `limit`, the module's `key`; the
 /// connection closes (the rest of the body is not read).
+/// The request's body is left partly unread: on HTTP/1.x its connection
+/// closes after the answer. Not on HTTP/2, where an unread body ends only
+/// its own stream: closing would end every other stream of the
+/// connection too (a GOAWAY instead of the answer).
+pub(crate) fn close_after_answer(ctx: &mut HttpContext) {
+    if ctx.request().http_version() != riis_pipeline::http::Version::HTTP_2 {
+        ctx.response_mut().set_need_disconnect();
+    }
+}
+
 pub(crate) fn too_large(
     ctx: &mut HttpContext,
     who: &str,
     key: &str,
     limit: u64,
 ) -> riis_pipeline::RequestNotificationStatus {
-    ctx.response_mut().set_need_disconnect();
+    close_after_answer(ctx);
     fail(
         ctx,
         who,

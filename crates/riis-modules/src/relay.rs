@@ -310,10 +310,13 @@ impl Relay {
     /// answer: the exchange ended, or output waits that the connection's
     /// server sent while not taking the body.
     pub(crate) fn answer_is_due(&self) -> bool {
+        // A head alone is not enough: a server may answer its head first
+        // and read the body after (a full queue only says it reads more
+        // slowly than the client sends). A full mailbox is: the server
+        // waits for its output to be taken.
         let inbox = self.lock();
         inbox.end.is_some()
-            || (inbox.upload_queued >= UPLOAD_LIMIT
-                && (inbox.head.is_some() || inbox.queued >= MAILBOX_LIMIT))
+            || (inbox.upload_queued >= UPLOAD_LIMIT && inbox.queued >= MAILBOX_LIMIT)
     }
 
     /// The request stops sending the body (see `upload_abandoned`).
@@ -361,6 +364,9 @@ impl Relay {
             return Poll::Ready(Some(piece));
         }
         if inbox.upload_end && !inbox.upload_abandoned {
+            drop(inbox);
+            // The body is whole: from now on silence is the backend's.
+            self.waiting_for_upload.store(false, Ordering::Relaxed);
             return Poll::Ready(None);
         }
         inbox.upload_waker = Some(cx.waker().clone());

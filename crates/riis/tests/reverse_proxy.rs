@@ -202,7 +202,7 @@ fn read_request(reader: &mut BufReader<impl Read>, seen: Option<&Seen>) -> Optio
         .map(|(_, v)| v.parse::<usize>().unwrap())
         .unwrap_or(0);
     // `/early` answers before it reads the body (see `serve`).
-    let length = if target.contains("/early/upload") {
+    let length = if target.contains("/early/upload") || target.contains("/headfirst") {
         0
     } else {
         length
@@ -380,9 +380,27 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                 }
                 out.write_all(b"6\r\nsecond\r\n0\r\n\r\n").unwrap();
             }
-            "/silent" => {
+            "/silent" | "/up/quick/silent" => {
                 std::thread::sleep(Duration::from_secs(5));
                 return;
+            }
+            // Its head at once, then the body read (the length only).
+            "/up/headfirst" => {
+                let length = received
+                    .header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let _ = reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let text = format!("got={}", body.len());
+                let _ = reader
+                    .get_mut()
+                    .write_all(format!("{:x}\r\n{text}\r\n0\r\n\r\n", text.len()).as_bytes());
             }
             "/cut" | "/stream/cut" => {
                 out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
@@ -1472,4 +1490,52 @@ fn a_streamed_upload_answered_early_gets_its_answer() {
     let resp = Connection::open(server.addr).get("/up/echo");
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_ne!(backend.seen.last().connection, upload);
+}
+
+/// Streamed uploads: a server that sends its head before reading the body
+/// still gets all of it; a server silent after a chunked body gets its 504;
+/// connections of streamed uploads with a length are kept.
+#[test]
+fn streamed_uploads_finish_time_out_and_keep_connections() {
+    let backend = Backend::start("a");
+    let first = format!("\"http://{}\"", backend.addr);
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/up\"\n\
+         proxy = {{ servers = [{first}], timeout = 60, max_request_body = 20000000, request_buffering = false }}\n\
+         [[sites.locations]]\npath = \"/up/quick\"\n\
+         proxy = {{ servers = [{first}], timeout = 1, request_buffering = false }}\n"
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    let mut conn = Connection::open(server.addr);
+    let body = vec![b'x'; 3_000_000];
+    conn.send_raw(
+        format!(
+            "POST /up/headfirst HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    conn.send_raw(&body);
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "got=3000000");
+
+    // Two uploads with a length: the second on the first's connection.
+    let mut conn = Connection::open(server.addr);
+    let mut connections = Vec::new();
+    for _ in 0..2 {
+        conn.send_raw(b"POST /up/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(conn.read_response(false).status, 200);
+        connections.push(backend.seen.last().connection);
+    }
+    assert_eq!(
+        connections[0], connections[1],
+        "the connection was not kept"
+    );
+
+    // Chunked, then nothing from the server: 504 after `timeout`.
+    conn.send_raw(
+        b"POST /up/quick/silent HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(conn.read_response(false).status, 504);
 }

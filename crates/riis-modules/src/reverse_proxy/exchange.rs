@@ -241,6 +241,11 @@ impl RequestBody {
         match relay.poll_upload(cx) {
             Poll::Ready(Some(piece)) => {
                 self.offset += piece.len() as u64;
+                // hyper stops asking once a declared length is reached:
+                // the body is whole then, and the connection may be kept.
+                if self.streamed == Some(Some(self.offset)) {
+                    relay.set_body_given(true);
+                }
                 Poll::Ready(Some(Ok(Frame::data(piece))))
             }
             Poll::Ready(None) => {

@@ -413,7 +413,7 @@ impl ReverseProxy {
         if let Some(error) = broken {
             // Part of the body went: the exchange cannot be finished.
             relay.cancel();
-            ctx.response_mut().set_need_disconnect();
+            crate::gateway::close_after_answer(ctx);
             return match error {
                 BodyError::TooLarge => too_large(ctx, limit),
                 other => {
