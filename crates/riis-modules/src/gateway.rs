@@ -156,6 +156,9 @@ pub(crate) enum BodyError {
     /// An empty read before the end: the client went away, or a ReadEntity
     /// module ended the body (400).
     EndedEarly,
+    /// The client sent the body too slowly: the server's body timeouts
+    /// ended the read (408).
+    TooSlow,
     /// The temporary file a large body goes to could not be made or written
     /// (500, with the reason).
     Spool(std::io::Error),
@@ -172,6 +175,10 @@ impl BodyError {
             BodyError::EndedEarly => (
                 StatusCode::BAD_REQUEST,
                 "the request body ended early".to_owned(),
+            ),
+            BodyError::TooSlow => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the client sent the request body too slowly".to_owned(),
             ),
             BodyError::Spool(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -194,7 +201,7 @@ pub(crate) fn take_body_piece(
 ) -> Result<(), BodyError> {
     if completion.status != 0 {
         close_after_answer(ctx);
-        return Err(BodyError::EndedEarly);
+        return Err(read_failure(completion));
     }
     let data = ctx.request_mut().take_read_data();
     if body.len() + data.len() as u64 > limit {
@@ -236,6 +243,16 @@ pub(crate) fn fail(
 
 /// 413: the body is longer than `limit`, the module's `key`; the
 /// connection closes (the rest of the body is not read).
+/// Why a body read failed: too slow (the server's body timeouts), or
+/// anything else that ended it early.
+pub(crate) fn read_failure(completion: &riis_pipeline::CompletionInfo) -> BodyError {
+    if completion.status == riis_pipeline::E_TIMEOUT {
+        BodyError::TooSlow
+    } else {
+        BodyError::EndedEarly
+    }
+}
+
 /// The request's body is left partly unread: on HTTP/1.x its connection
 /// closes after the answer. Not on HTTP/2, where an unread body ends only
 /// its own stream: closing would end every other stream of the

@@ -1539,3 +1539,43 @@ fn streamed_uploads_finish_time_out_and_keep_connections() {
     );
     assert_eq!(conn.read_response(false).status, 504);
 }
+
+/// A body over `max_request_body` on HTTP/2 gets its 413 and ends its own
+/// stream only: the connection's other streams go on. A body sent too
+/// slowly gets 408, not 400.
+#[test]
+fn body_refusals_end_only_their_stream_and_say_why() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(
+        &[&backend],
+        "[timeouts]\nbody_read = 1\nbody_min_rate = 0\n",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let mut client = common::http2_client(server.addr).await;
+        let big = hyper::Request::post(format!("http://{}/echo", server.addr))
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(vec![
+                b'x';
+                1_500_000
+            ])))
+            .unwrap();
+        let resp = client.send_request(big).await.unwrap();
+        assert_eq!(resp.status(), 413);
+        let _ = resp.into_body().collect().await;
+        let small = hyper::Request::post(format!("http://{}/echo", server.addr))
+            .body(http_body_util::Full::new(hyper::body::Bytes::from_static(
+                b"hi",
+            )))
+            .unwrap();
+        let resp = client.send_request(small).await.unwrap();
+        assert_eq!(resp.status(), 200, "the connection did not go on");
+        let _ = resp.into_body().collect().await;
+    });
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789");
+    assert_eq!(conn.read_response(false).status, 408);
+}

@@ -403,7 +403,9 @@ impl ReverseProxy {
         let data = ctx.request_mut().take_read_data();
         let sent = sent + data.len() as u64;
         let end = ctx.request().is_body_complete();
-        let broken = if completion.status != 0 || (data.is_empty() && !end) {
+        let broken = if completion.status != 0 {
+            Some(crate::gateway::read_failure(completion))
+        } else if data.is_empty() && !end {
             Some(BodyError::EndedEarly)
         } else if sent > limit {
             Some(BodyError::TooLarge)
