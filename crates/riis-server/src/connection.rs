@@ -1464,27 +1464,36 @@ pub async fn answer_and_close<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T, ref
     linger_close(io).await;
 }
 
+/// The longest a closing connection reads and drops what its client still
+/// sends (nginx's `lingering_time`).
+const LINGERING_TIME: Duration = Duration::from_secs(30);
+/// The longest it waits for the next bytes meanwhile (nginx's
+/// `lingering_timeout`).
+const LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Closes gracefully: the write side first, then what the client still
-/// sends is read and dropped for a moment (nginx's lingering close), so the
-/// close does not turn into a reset that could destroy the last response
-/// before the client reads it. At most two seconds and 256 KiB.
+/// sends is read and dropped (nginx's lingering close), so the close does
+/// not turn into a reset that destroys the end of the last response before
+/// the client reads it: a client still sending a body nobody read (a large
+/// upload answered early) reads its whole answer. Until the client closes
+/// its side, stops sending for [`LINGERING_TIMEOUT`], or
+/// [`LINGERING_TIME`] has passed; the bytes are not kept.
 pub async fn linger_close<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let _ = tokio::time::timeout(LINGERING_TIME, async {
         io.shutdown().await?;
-        let mut drained = 0usize;
-        while drained < 256 * 1024 {
+        loop {
             // The buffer lives in the poll, not in every connection's future.
-            let n = std::future::poll_fn(|cx| {
-                let mut sink = [0u8; 4096];
+            let read = std::future::poll_fn(|cx| {
+                let mut sink = [0u8; 8192];
                 let mut buf = ReadBuf::new(&mut sink);
                 std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
                 Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
-            })
-            .await?;
-            if n == 0 {
-                break;
+            });
+            match tokio::time::timeout(LINGERING_TIMEOUT, read).await {
+                Ok(Ok(0)) | Err(_) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
             }
-            drained += n;
         }
         Ok::<(), io::Error>(())
     })

@@ -893,3 +893,51 @@ fn a_location_path_may_hold_a_literal_percent() {
         "{resp:?}"
     );
 }
+
+/// A client that goes on sending a large body nobody reads (a POST to a
+/// static file, answered without it) still reads its whole answer: the
+/// connection closes with a lingering close, not a reset that would throw
+/// away the end of the answer.
+#[test]
+fn an_answer_to_a_large_unread_upload_arrives_whole() {
+    use std::io::{Read as _, Write as _};
+    let dir = TempDir::new("linger");
+    let file: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    dir.write("big.bin", &file);
+    let server = RunningBinary::start(&["--root", dir.path().to_str().unwrap()]);
+    for _ in 0..3 {
+        let stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            let body = vec![b'x'; 8 * 1024 * 1024];
+            let _ = writer.write_all(
+                format!(
+                    "GET /big.bin HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            let _ = writer.write_all(&body);
+        });
+        let mut answer = Vec::new();
+        let mut reader = stream;
+        let mut buf = [0u8; 65536];
+        // Read slowly at first, so the answer waits in the server's socket
+        // while the body keeps coming.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("the answer broke off after {} bytes: {e}", answer.len()),
+            }
+        }
+        let _ = sender.join();
+        let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{:?}", &answer[..40]);
+        assert_eq!(&answer[head_end..], &file[..]);
+    }
+}
