@@ -271,24 +271,20 @@ impl Relay {
 
     /// The request's side of a streamed body: queues a piece the client
     /// sent (and, with `end`, notes that the body is whole), waking the
-    /// connection if it waits. Whether there is room for more.
-    pub(crate) fn send_upload(&self, piece: Bytes, end: bool) -> bool {
-        let (waker, room) = {
+    /// connection if it waits.
+    pub(crate) fn send_upload(&self, piece: Bytes, end: bool) {
+        let waker = {
             let mut inbox = self.lock();
             if !piece.is_empty() {
                 inbox.upload_queued += piece.len();
                 inbox.upload.push_back(piece);
             }
             inbox.upload_end |= end;
-            (
-                inbox.upload_waker.take(),
-                inbox.upload_queued < UPLOAD_LIMIT,
-            )
+            inbox.upload_waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
         }
-        room
     }
 
     /// The request parks until the connection makes room for more body, or
@@ -326,11 +322,6 @@ impl Relay {
         inbox.upload.clear();
         inbox.upload_queued = 0;
         self.waiting_for_upload.store(false, Ordering::Relaxed);
-    }
-
-    /// Whether the connection has room for more of a streamed body.
-    pub(crate) fn has_upload_room(&self) -> bool {
-        self.lock().upload_queued < UPLOAD_LIMIT
     }
 
     /// Whether a streamed body's first piece went to a connection.

@@ -15,9 +15,10 @@
 //!    at once and the body streams to it through the relay as each read
 //!    completes (at most `relay::UPLOAD_LIMIT` bytes waiting for the
 //!    connection, which holds the client back); the answer is taken once
-//!    the body has gone, or as soon as the exchange ends or its server
-//!    answers at length without taking the body (the rest of the body is
-//!    then given up, as any body a module leaves unread). A streamed body
+//!    the body has gone, or, at the client's next piece or when the
+//!    connection stops taking the body, once the exchange has ended or its
+//!    server answers at length without taking the body (the rest of the
+//!    body is then given up, as any body a module leaves unread). A streamed body
 //!    is not sent again on another connection once part of it went.
 //! 2. The exchange runs as a task on the tokio runtime of the worker thread
 //!    the request runs on (see `exchange`), with hyper's HTTP/1.1 client on
@@ -415,20 +416,20 @@ impl ReverseProxy {
         if let Some(error) = broken {
             // Part of the body went: the exchange cannot be finished.
             relay.cancel();
-            crate::gateway::close_after_answer(ctx);
             return match error {
                 BodyError::TooLarge => too_large(ctx, limit),
                 other => {
+                    crate::gateway::close_after_answer(ctx);
                     let (status, why) = other.status_and_reason();
                     fail(ctx, status, &why)
                 }
             };
         }
-        let room = relay.send_upload(data, end);
+        relay.send_upload(data, end);
         if end {
             return self.answer(ctx, relay);
         }
-        self.upload_or_wait(ctx, relay, sent, room)
+        self.upload_or_wait(ctx, relay, sent)
     }
 
     /// Goes on sending a streamed body: reads more while the connection
@@ -440,13 +441,12 @@ impl ReverseProxy {
         ctx: &mut HttpContext,
         relay: Arc<Relay>,
         sent: u64,
-        room: bool,
     ) -> RequestNotificationStatus {
         if relay.answer_is_due() {
             relay.abandon_upload();
             return self.answer(ctx, relay);
         }
-        if !room && relay.park_for_upload_room() {
+        if relay.park_for_upload_room() {
             self.state = State::UploadWaiting(relay, sent);
             return RequestNotificationStatus::Pending;
         }
@@ -752,10 +752,7 @@ impl HttpModule for ReverseProxy {
             }
             State::Uploading(relay, sent) => self.uploaded(ctx, relay, sent, completion),
             // The connection made room, or the exchange has news.
-            State::UploadWaiting(relay, sent) => {
-                let room = relay.has_upload_room();
-                self.upload_or_wait(ctx, relay, sent, room)
-            }
+            State::UploadWaiting(relay, sent) => self.upload_or_wait(ctx, relay, sent),
             State::Answering(relay) => self.answer(ctx, relay),
         }
     }
