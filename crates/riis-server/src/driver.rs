@@ -31,7 +31,7 @@ use crate::body::{RequestBodyHold, ResponseBody, StreamItem};
 use crate::config::{Limits, ServerConfig, Timeouts};
 use crate::connection::{ConnectionState, InService};
 use crate::protocol::Builders;
-use crate::server::{client_ca_of, hsts_of};
+use crate::server::{site_tls_of, SiteTls};
 use crate::strict::{check_head, Refusal};
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
@@ -57,10 +57,12 @@ pub struct Generation {
     pub pipeline: Arc<Pipeline>,
     /// Sites by listening address (as configured, before port 0 is bound).
     pub routes: BTreeMap<SocketAddr, Routes>,
-    /// `Strict-Transport-Security` by site id, for sites that set `hsts`.
-    pub hsts: BTreeMap<u32, HeaderValue>,
-    /// `client_certificate_ca` by site id, for sites that set it.
-    pub client_ca: BTreeMap<u32, std::path::PathBuf>,
+    /// `hsts` and `client_certificate_ca` by site id, for the sites that
+    /// set either: one lookup per TLS request.
+    pub site_tls: BTreeMap<u32, SiteTls>,
+    /// Some site sets `client_certificate_ca`: TLS requests check that
+    /// their connection was made under their site's policy.
+    pub asks_client_certificates: bool,
     /// `[limits]`.
     pub limits: Limits,
     /// `[timeouts]`.
@@ -78,9 +80,11 @@ impl Generation {
         pipeline: Arc<Pipeline>,
         routes: BTreeMap<SocketAddr, Routes>,
     ) -> Self {
+        let site_tls = site_tls_of(config, &pipeline);
+        let asks_client_certificates = site_tls.values().any(|t| t.client_ca.is_some());
         Self {
-            hsts: hsts_of(config, &pipeline),
-            client_ca: client_ca_of(config, &pipeline),
+            site_tls,
+            asks_client_certificates,
             pipeline,
             routes,
             builders: Builders::new(&config.limits),
@@ -344,11 +348,11 @@ fn serve(
     };
     // HSTS goes out on TLS connections only (RFC 6797 §7.2).
     if state.connection.is_tls {
-        let id = site.info().site_id;
-        finish.hsts = generation.hsts.get(&id).cloned();
+        let tls = generation.site_tls.get(&site.info().site_id);
+        finish.hsts = tls.and_then(|t| t.hsts.clone());
         let asked = state.connection.client_certificate_ca.as_deref();
-        if (asked.is_some() || !generation.client_ca.is_empty())
-            && asked != generation.client_ca.get(&id).map(|p| p.as_path())
+        if (asked.is_some() || generation.asks_client_certificates)
+            && asked != tls.and_then(|t| t.client_ca.as_deref())
         {
             // The handshake was made for another site's host name, whose
             // client certificate policy differs (a connection reused for

@@ -340,34 +340,44 @@ pub(crate) fn routes_of(plans: &[ListenerPlan]) -> BTreeMap<SocketAddr, Routes> 
         .collect()
 }
 
-/// The `Strict-Transport-Security` value of each site that sets `hsts`.
-pub(crate) fn hsts_of(
-    config: &ServerConfig,
-    pipeline: &Pipeline,
-) -> BTreeMap<u32, http::HeaderValue> {
+/// What a site's TLS requests get: its `Strict-Transport-Security` value
+/// and its `client_certificate_ca`, for the sites that set either.
+#[derive(Debug, Clone, Default)]
+pub struct SiteTls {
+    /// `hsts`, as the header value.
+    pub hsts: Option<http::HeaderValue>,
+    /// `client_certificate_ca`.
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+/// The [`SiteTls`] of each site that sets `hsts` or `client_certificate_ca`,
+/// by site id.
+pub(crate) fn site_tls_of(config: &ServerConfig, pipeline: &Pipeline) -> BTreeMap<u32, SiteTls> {
     config
         .bindings
         .iter()
         .filter_map(|sb| {
-            let value = http::HeaderValue::try_from(sb.hsts.as_ref()?.header_value()).ok()?;
-            Some((pipeline.sites()[sb.site].info().site_id, value))
+            let tls = SiteTls {
+                hsts: sb
+                    .hsts
+                    .as_ref()
+                    .and_then(|h| http::HeaderValue::try_from(h.header_value()).ok()),
+                client_ca: sb.tls.as_ref().and_then(|t| t.client_ca.clone()),
+            };
+            (tls.hsts.is_some() || tls.client_ca.is_some())
+                .then(|| (pipeline.sites()[sb.site].info().site_id, tls))
         })
         .collect()
 }
 
-/// The `client_certificate_ca` of each site that sets one.
-pub(crate) fn client_ca_of(
-    config: &ServerConfig,
-    pipeline: &Pipeline,
-) -> BTreeMap<u32, std::path::PathBuf> {
-    config
-        .bindings
-        .iter()
-        .filter_map(|sb| {
-            let ca = sb.tls.as_ref()?.client_ca.clone()?;
-            Some((pipeline.sites()[sb.site].info().site_id, ca))
-        })
-        .collect()
+/// Whether `stamp` has not yet seen the current second, noting it: for
+/// logging a flood (refused connections, failed handshakes) at most one
+/// line a second.
+pub(crate) fn first_this_second(stamp: &std::sync::atomic::AtomicU64) -> bool {
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    stamp.swap(second, Ordering::Relaxed) != second
 }
 
 /// A configured server, ready to run.
@@ -1013,10 +1023,7 @@ async fn accept_loop(
                 let answering = serving.refusals.fetch_add(1, Relaxed);
                 // At most one warning a second, not one per connection of a
                 // flood (plain or TLS).
-                let second = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                if serving.refusal_warned.swap(second, Relaxed) != second {
+                if first_this_second(&serving.refusal_warned) {
                     tracing::warn!(%remote, reason = refusal.reason, "connection refused");
                 } else {
                     tracing::debug!(%remote, reason = refusal.reason, "connection refused");
@@ -1068,10 +1075,7 @@ async fn accept_loop(
                         Ok(Err(e)) => {
                             // At most one line a second at `info`: a flood of
                             // failing handshakes must not flood the log.
-                            let second = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_secs());
-                            if HANDSHAKE_FAILURE_LOGGED.swap(second, Ordering::Relaxed) != second {
+                            if first_this_second(&HANDSHAKE_FAILURE_LOGGED) {
                                 tracing::info!(%remote, error = %e, "TLS handshake failed");
                             } else {
                                 tracing::debug!(%remote, error = %e, "TLS handshake failed");
