@@ -113,15 +113,12 @@ fn client_trust(ca: &Path, key: Arc<CertifiedKey>) -> Result<ClientTrust, String
         .allow_unauthenticated()
         .build()
         .map_err(|e| format!("`{}`: {e}", ca.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(Arc::new(ShortChains(verifier)))
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
-    config.alpn_protocols = alpn();
     Ok(ClientTrust {
         ca: ca.into(),
-        config: Arc::new(config),
+        config: server_config(
+            Arc::new(ShortChains(verifier)),
+            Arc::new(SingleCertAndKey::from(key)),
+        )?,
     })
 }
 
@@ -490,9 +487,20 @@ impl CertTable {
     }
 }
 
-/// The protocols offered by ALPN.
-fn alpn() -> Vec<Vec<u8>> {
-    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+/// A listener's rustls configuration: TLS 1.2 and 1.3, ALPN offering `h2`
+/// and `http/1.1`, with `verifier` for client certificates and `resolver`
+/// choosing the server's.
+fn server_config(
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The TLS side of a listener.
@@ -516,14 +524,9 @@ pub struct Handshake<IO> {
 impl TlsListener {
     /// The TLS side of a listener whose certificates `resolver` holds.
     pub fn new(resolver: Arc<SniResolver>) -> Result<Self, String> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = alpn();
+        let config = server_config(WebPkiClientVerifier::no_client_auth(), resolver.clone())?;
         Ok(Self {
-            plain: TlsAcceptor::from(Arc::new(config)),
+            plain: TlsAcceptor::from(config),
             resolver,
         })
     }
