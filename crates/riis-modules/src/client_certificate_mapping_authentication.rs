@@ -227,10 +227,11 @@ fn some_rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MappingRule>, D::Er
 /// Whether `text` matches `pattern`, where `*` stands for any run of
 /// characters.
 fn wildcard_match(pattern: &str, text: &str, case_sensitive: bool) -> bool {
-    let (pattern, text) = if case_sensitive {
-        (pattern.to_owned(), text.to_owned())
+    use std::borrow::Cow;
+    let (pattern, text): (Cow<'_, str>, Cow<'_, str>) = if case_sensitive {
+        (Cow::Borrowed(pattern), Cow::Borrowed(text))
     } else {
-        (pattern.to_lowercase(), text.to_lowercase())
+        (pattern.to_lowercase().into(), text.to_lowercase().into())
     };
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or("");
