@@ -67,6 +67,18 @@ struct Pki {
     rogue: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
 }
 
+impl Pki {
+    /// Site A, on `a.test`, asking for client certificates of the CA.
+    fn site_a(&self) -> String {
+        let d = self.dir.path().display();
+        format!(
+            "[[sites]]\nname = \"A\"\nroot = 'ROOT'\nbindings = [\"https://127.0.0.1:0:a.test\"]\n\
+             certificate = \"{d}/a.test.crt\"\ncertificate_key = \"{d}/a.test.key\"\n\
+             client_certificate_ca = \"{d}/clients-ca.pem\""
+        )
+    }
+}
+
 fn pki() -> Pki {
     let dir = TempDir::new("mtls");
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -274,18 +286,13 @@ fn a_certificate_from_an_untrusted_issuer_fails_the_handshake() {
 fn a_connection_made_for_another_sites_policy_is_misdirected() {
     let pki = pki();
     let dir = pki.dir.path().display();
+    let site_a = pki.site_a();
     let text = format!(
         r#"
 [[modules]]
 name = "CertEcho"
 
-[[sites]]
-name = "A"
-root = 'ROOT'
-bindings = ["https://127.0.0.1:0:a.test"]
-certificate = "{dir}/a.test.crt"
-certificate_key = "{dir}/a.test.key"
-client_certificate_ca = "{dir}/clients-ca.pem"
+{site_a}
 
 [[sites]]
 name = "B"
@@ -459,7 +466,7 @@ fn client_ca_problems_are_configuration_errors_naming_the_key() {
 #[test]
 fn certificates_map_to_users_that_authorization_checks() {
     let pki = pki();
-    let d = pki.dir.path().display();
+    let site_a = pki.site_a();
     let site = |mappings: &str| {
         format!(
             r#"
@@ -474,13 +481,7 @@ name = "UrlAuthorization"
 [[modules]]
 name = "CertEcho"
 
-[[sites]]
-name = "A"
-root = 'ROOT'
-bindings = ["https://127.0.0.1:0:a.test"]
-certificate = "{d}/a.test.crt"
-certificate_key = "{d}/a.test.key"
-client_certificate_ca = "{d}/clients-ca.pem"
+{site_a}
 
 [sites.client_certificate_mapping]
 enabled = true
@@ -639,6 +640,7 @@ client_certificate_ca = "{d}/clients-ca.pem"
 fn the_access_log_names_the_certificate() {
     let pki = pki();
     let d = pki.dir.path().display();
+    let site_a = pki.site_a();
     let text = format!(
         r#"
 [[modules]]
@@ -650,13 +652,7 @@ name = "CertEcho"
 directory = "{d}/logs"
 fields = ["cs-uri-stem", "var(CERT_SUBJECT)", "var(cert_serialnumber)", "sc-status"]
 
-[[sites]]
-name = "A"
-root = 'ROOT'
-bindings = ["https://127.0.0.1:0:a.test"]
-certificate = "{d}/a.test.crt"
-certificate_key = "{d}/a.test.key"
-client_certificate_ca = "{d}/clients-ca.pem"
+{site_a}
 "#
     );
     let server = InProcessServer::start(&text, TEST_MODULES);
@@ -772,7 +768,7 @@ client_certificate_ca = "{}"
 fn a_cgi_program_gets_the_cert_variables() {
     use std::os::unix::fs::PermissionsExt;
     let pki = pki();
-    let d = pki.dir.path().display();
+    let site_a = pki.site_a();
     let text = format!(
         r#"
 [[modules]]
@@ -784,13 +780,7 @@ path = "*.cgi"
 resource_type = "File"
 modules = ["Cgi"]
 
-[[sites]]
-name = "A"
-root = 'ROOT'
-bindings = ["https://127.0.0.1:0:a.test"]
-certificate = "{d}/a.test.crt"
-certificate_key = "{d}/a.test.key"
-client_certificate_ca = "{d}/clients-ca.pem"
+{site_a}
 "#
     );
     let server = InProcessServer::start(&text, TEST_MODULES);
@@ -825,18 +815,13 @@ client_certificate_ca = "{d}/clients-ca.pem"
 fn http2_streams_see_the_certificate_and_coalesced_hosts_get_421() {
     let pki = pki();
     let d = pki.dir.path().display();
+    let site_a = pki.site_a();
     let text = format!(
         r#"
 [[modules]]
 name = "CertEcho"
 
-[[sites]]
-name = "A"
-root = 'ROOT'
-bindings = ["https://127.0.0.1:0:a.test"]
-certificate = "{d}/a.test.crt"
-certificate_key = "{d}/a.test.key"
-client_certificate_ca = "{d}/clients-ca.pem"
+{site_a}
 
 [[sites]]
 name = "B"
