@@ -176,6 +176,9 @@ pub struct ConnectionInfo {
     /// `None` when it asked for none (the site sets no
     /// `client_certificate_ca`).
     pub client_certificate_ca: Option<std::sync::Arc<std::path::Path>>,
+    /// The revocation list file the handshake checked client certificates
+    /// against (`client_certificate_crl`), if any.
+    pub client_certificate_crl: Option<std::sync::Arc<std::path::Path>>,
     /// Connection-level module contexts.
     pub contexts: SharedContextContainer,
 }
@@ -194,6 +197,7 @@ impl ConnectionInfo {
             is_tls: false,
             client_certificate: None,
             client_certificate_ca: None,
+            client_certificate_crl: None,
             contexts: SharedContextContainer::default(),
         }
     }

@@ -91,6 +91,24 @@ pub fn check_ca(der: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a revocation list of a `client_certificate_crl` file can be used:
+/// it parses as rustls/webpki reads it (a delta CRL, or one with an unknown
+/// critical extension, does not). `Ok` carries its next update when that
+/// is already past: such a list still loads, but every certificate it
+/// covers is refused until it is replaced, as OpenSSL refuses them, so the
+/// caller warns.
+pub fn check_crl(der: &[u8]) -> Result<Option<String>, String> {
+    webpki::BorrowedCertRevocationList::from_der(der)
+        .map_err(|e| format!("is not a usable revocation list ({e:?})"))?;
+    let (_, crl) = x509_parser::parse_x509_crl(der)
+        .map_err(|e| format!("is not a usable revocation list ({e})"))?;
+    let now = x509_parser::time::ASN1Time::now();
+    Ok(crl
+        .next_update()
+        .filter(|next| *next < now)
+        .map(|next| next.to_string()))
+}
+
 /// A name as `C=US, O=Contoso, CN=alice`: attributes by Windows's names,
 /// others as `OID.1.2.3` (see [`riis_pipeline::attribute_name`]).
 fn name(name: &X509Name<'_>) -> String {

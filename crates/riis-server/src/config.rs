@@ -299,6 +299,7 @@ struct RawSite {
     certificate: Option<PathBuf>,
     certificate_key: Option<PathBuf>,
     client_certificate_ca: Option<PathBuf>,
+    client_certificate_crl: Option<PathBuf>,
     hsts: Option<Hsts>,
     handlers: Option<Vec<RawHandler>>,
     #[serde(default)]
@@ -459,6 +460,10 @@ pub struct SiteCertificate {
     /// `client_certificate_ca`: the handshake asks clients for a
     /// certificate, and one they present must chain to these CAs (PEM).
     pub client_ca: Option<PathBuf>,
+    /// `client_certificate_crl`: revocation lists (PEM) that every client
+    /// certificate, and every intermediate CA of its chain, is checked
+    /// against.
+    pub client_crl: Option<PathBuf>,
 }
 
 /// A loaded configuration, ready to build a pipeline from.
@@ -763,6 +768,7 @@ impl ServerConfig {
                     certificate: resolve(c),
                     key: resolve(k),
                     client_ca: site.client_certificate_ca.clone().map(resolve),
+                    client_crl: site.client_certificate_crl.clone().map(resolve),
                 }),
                 (None, None) => None,
                 (Some(_), None) => {
@@ -798,6 +804,12 @@ impl ServerConfig {
                 return Err(config.error_at(
                     &format!("{key}.client_certificate_ca"),
                     "client certificates need an https binding (and the site's certificate)",
+                ));
+            }
+            if site.client_certificate_crl.is_some() && site.client_certificate_ca.is_none() {
+                return Err(config.error_at(
+                    &format!("{key}.client_certificate_crl"),
+                    "revocation lists need the site's `client_certificate_ca`",
                 ));
             }
             if site.hsts.is_some() && https.is_none() {

@@ -352,7 +352,9 @@ fn serve(
         finish.hsts = tls.and_then(|t| t.hsts.clone());
         let asked = state.connection.client_certificate_ca.as_deref();
         if (asked.is_some() || generation.asks_client_certificates)
-            && asked != tls.and_then(|t| t.client_ca.as_deref())
+            && (asked != tls.and_then(|t| t.client_ca.as_deref())
+                || state.connection.client_certificate_crl.as_deref()
+                    != tls.and_then(|t| t.client_crl.as_deref()))
         {
             // The handshake was made for another site's host name, whose
             // client certificate policy differs (a connection reused for

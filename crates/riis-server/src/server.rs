@@ -251,21 +251,32 @@ pub(crate) fn load_certificates(
                 .map_err(|e| {
                     // The error names the site whose files fail on their
                     // own (each is loaded again, on this error path only):
-                    // its certificate pair, or its client CA file.
-                    let pair = sited
-                        .iter()
-                        .find(|(_, b)| crate::tls::load_certified_key(&b.source).is_err());
-                    let ca = sited.iter().find(|(_, b)| {
-                        b.source
+                    // its certificate pair, its client CA file or its
+                    // revocation list file.
+                    let fails = |(_, b): &&(usize, CertificateBinding)| {
+                        let s = &b.source;
+                        if crate::tls::load_certified_key(s).is_err() {
+                            Some("certificate")
+                        } else if s
                             .client_ca
                             .as_deref()
                             .is_some_and(|ca| crate::tls::load_client_roots(ca).is_err())
-                    });
-                    let (site, key) = match (pair, ca) {
-                        (Some((s, _)), _) => (*s, "certificate"),
-                        (None, Some((s, _))) => (*s, "client_certificate_ca"),
-                        (None, None) => (sited.first().map_or(0, |(s, _)| *s), "certificate"),
+                        {
+                            Some("client_certificate_ca")
+                        } else if s
+                            .client_crl
+                            .as_deref()
+                            .is_some_and(|crl| crate::tls::load_client_crls(crl).is_err())
+                        {
+                            Some("client_certificate_crl")
+                        } else {
+                            None
+                        }
                     };
+                    let (site, key) = sited
+                        .iter()
+                        .find_map(|sb| Some((sb.0, fails(&sb)?)))
+                        .unwrap_or((sited.first().map_or(0, |(s, _)| *s), "certificate"));
                     config.error_at(&format!("sites[{site}].{key}"), &e)
                 })
         })
@@ -348,6 +359,8 @@ pub struct SiteTls {
     pub hsts: Option<http::HeaderValue>,
     /// `client_certificate_ca`.
     pub client_ca: Option<std::path::PathBuf>,
+    /// `client_certificate_crl`.
+    pub client_crl: Option<std::path::PathBuf>,
 }
 
 /// The [`SiteTls`] of each site that sets `hsts` or `client_certificate_ca`,
@@ -363,6 +376,7 @@ pub(crate) fn site_tls_of(config: &ServerConfig, pipeline: &Pipeline) -> BTreeMa
                     .as_ref()
                     .and_then(|h| http::HeaderValue::try_from(h.header_value()).ok()),
                 client_ca: sb.tls.as_ref().and_then(|t| t.client_ca.clone()),
+                client_crl: sb.tls.as_ref().and_then(|t| t.client_crl.clone()),
             };
             (tls.hsts.is_some() || tls.client_ca.is_some())
                 .then(|| (pipeline.sites()[sb.site].info().site_id, tls))
@@ -1069,6 +1083,7 @@ async fn accept_loop(
                                     .and_then(|der| crate::client_certificate::describe(der))
                                     .map(Arc::new);
                                 info.client_certificate_ca = Some(ca);
+                                info.client_certificate_crl = handshake.client_crl;
                             }
                             handshake.stream
                         }

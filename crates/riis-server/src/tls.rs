@@ -102,19 +102,39 @@ pub struct ClientTrust {
     /// The CA file: requests compare their site's against it (a request for
     /// another site's host name on this connection is misdirected).
     pub ca: Arc<Path>,
+    /// The revocation list file, compared the same way.
+    pub crl: Option<Arc<Path>>,
     config: Arc<rustls::ServerConfig>,
 }
 
-/// Loads the CA certificates of `ca` and makes the configuration of the
-/// handshakes that present `key` and ask for a client certificate.
-fn client_trust(ca: &Path, key: Arc<CertifiedKey>) -> Result<ClientTrust, String> {
+/// Loads the CA certificates of `ca` (and the revocation lists of `crl`)
+/// and makes the configuration of the handshakes that present `key` and
+/// ask for a client certificate.
+///
+/// With revocation lists, every certificate of the client's chain but the
+/// trust anchor is checked, and one whose issuer has no list in the file,
+/// or whose list is past its next update, is refused: nginx's `ssl_crl`
+/// (OpenSSL's CRL_CHECK_ALL) behaves the same, and a server that let such
+/// certificates in would quietly stop checking when a list went missing.
+fn client_trust(
+    ca: &Path,
+    crl: Option<&Path>,
+    key: Arc<CertifiedKey>,
+) -> Result<ClientTrust, String> {
     let roots = load_client_roots(ca)?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .allow_unauthenticated()
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated();
+    if let Some(crl) = crl {
+        builder = builder
+            .with_crls(load_client_crls(crl)?)
+            .enforce_revocation_expiration();
+    }
+    let verifier = builder
         .build()
-        .map_err(|e| format!("`{}`: {e}", ca.display()))?;
+        .map_err(|e| format!("`{}`: {e}", crl.unwrap_or(ca).display()))?;
     Ok(ClientTrust {
         ca: ca.into(),
+        crl: crl.map(Into::into),
         config: server_config(
             Arc::new(ShortChains(verifier)),
             Arc::new(SingleCertAndKey::from(key)),
@@ -226,6 +246,39 @@ pub fn load_client_roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+/// The revocation lists of a `client_certificate_crl` file: at least one,
+/// each usable. A list already past its next update loads, with a warning:
+/// the certificates it covers are refused until it is replaced.
+pub fn load_client_crls(
+    crl: &Path,
+) -> Result<Vec<rustls_pki_types::CertificateRevocationListDer<'static>>, String> {
+    use rustls_pki_types::CertificateRevocationListDer;
+    let pem = read_pem_file(crl).map_err(|e| format!("cannot read `{}`: {e}", crl.display()))?;
+    let mut lists = Vec::new();
+    for (i, der) in CertificateRevocationListDer::pem_slice_iter(&pem).enumerate() {
+        let der = der.map_err(|e| pem_error(crl, e))?;
+        let expired = crate::client_certificate::check_crl(&der)
+            .map_err(|e| format!("`{}`: revocation list #{} {e}", crl.display(), i + 1))?;
+        if let Some(next_update) = expired {
+            tracing::warn!(
+                file = %crl.display(),
+                list = i + 1,
+                next_update,
+                "a client certificate revocation list is past its next update: \
+                 the certificates it covers are refused until it is replaced"
+            );
+        }
+        lists.push(der);
+    }
+    if lists.is_empty() {
+        return Err(format!(
+            "`{}` holds no PEM revocation list (X509 CRL)",
+            crl.display()
+        ));
+    }
+    Ok(lists)
+}
+
 /// One certificate of a listener and the host names it answers for
 /// (`None`: the default).
 #[derive(Debug, Clone)]
@@ -236,12 +289,16 @@ pub struct CertificateBinding {
     pub source: SiteCertificate,
 }
 
+/// A client certificate configuration's files: certificate, key, CA file
+/// and revocation list file.
+type TrustFiles = (PathBuf, PathBuf, PathBuf, Option<PathBuf>);
+
 /// Loaded certificates by (certificate file, key file), and client
-/// certificate configurations by (certificate file, key file, CA file).
+/// certificate configurations by their [`TrustFiles`].
 #[derive(Debug, Default, Clone)]
 struct Pairs {
     keys: HashMap<(PathBuf, PathBuf), Arc<CertifiedKey>>,
-    trusts: HashMap<(PathBuf, PathBuf, PathBuf), Arc<ClientTrust>>,
+    trusts: HashMap<TrustFiles, Arc<ClientTrust>>,
     /// At the last periodic check, how many did not load and stayed as
     /// they were.
     kept: usize,
@@ -309,6 +366,7 @@ impl SniResolver {
                     modified(&b.source.certificate),
                     modified(&b.source.key),
                     b.source.client_ca.as_deref().and_then(modified),
+                    b.source.client_crl.as_deref().and_then(modified),
                 ]
             })
             .collect()
@@ -357,15 +415,16 @@ impl SniResolver {
             let trust = match &b.source.client_ca {
                 None => None,
                 Some(ca) => {
-                    let t = (k.0, k.1, ca.clone());
+                    let crl = b.source.client_crl.as_deref();
+                    let t = (k.0, k.1, ca.clone(), crl.map(Path::to_path_buf));
                     Some(match loaded.trusts.get(&t) {
                         Some(trust) => trust.clone(),
                         None => {
                             let old = previous.and_then(|p| p.trusts.get(&t));
-                            let trust = match (client_trust(ca, key.clone()), old) {
+                            let trust = match (client_trust(ca, crl, key.clone()), old) {
                                 (Ok(trust), _) => Arc::new(trust),
                                 (Err(e), Some(old)) => {
-                                    keep(e, b, "a client_certificate_ca file");
+                                    keep(e, b, "a client_certificate_ca or _crl file");
                                     old.clone()
                                 }
                                 (Err(e), None) => return Err(e),
@@ -519,6 +578,8 @@ pub struct Handshake<IO> {
     /// The CA file client certificates were verified against, when the
     /// handshake asked for one.
     pub client_ca: Option<Arc<Path>>,
+    /// The revocation list file they were checked against, if any.
+    pub client_crl: Option<Arc<Path>>,
 }
 
 impl TlsListener {
@@ -544,6 +605,7 @@ impl TlsListener {
             return Ok(Handshake {
                 stream,
                 client_ca: None,
+                client_crl: None,
             });
         }
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
@@ -557,10 +619,12 @@ impl TlsListener {
             Some(trust) => Ok(Handshake {
                 stream: start.into_stream(trust.config.clone()).await?,
                 client_ca: Some(trust.ca.clone()),
+                client_crl: trust.crl.clone(),
             }),
             None => Ok(Handshake {
                 stream: start.into_stream(self.plain.config().clone()).await?,
                 client_ca: None,
+                client_crl: None,
             }),
         }
     }
@@ -628,6 +692,7 @@ mod tests {
                 certificate,
                 key: key.clone(),
                 client_ca: None,
+                client_crl: None,
             })
         };
         let good = load(format!("{}{}", leaf.cert.pem(), intermediate.pem()));

@@ -65,10 +65,18 @@ struct Pki {
     client_sha256: String,
     client: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
     rogue: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    /// The CA, to sign revocation lists with.
+    ca: (rcgen::CertificateParams, rcgen::KeyPair),
 }
 
 impl Pki {
     /// Site A, on `a.test`, asking for client certificates of the CA.
+    /// A revocation list of the CA (PEM) naming `revoked` serial numbers,
+    /// whose next update is at the end of `until_year`.
+    fn crl(&self, revoked: &[&[u8]], until_year: i32) -> String {
+        crl_of(&self.ca.0, &self.ca.1, revoked, until_year)
+    }
+
     fn site_a(&self) -> String {
         let d = self.dir.path().display();
         format!(
@@ -88,7 +96,7 @@ fn pki() -> Pki {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "Test Client CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
-    let ca_issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    let ca_issuer = rcgen::Issuer::new(ca_params.clone(), &ca_key);
     dir.write("clients-ca.pem", ca.pem());
 
     let client_key = rcgen::KeyPair::generate().unwrap();
@@ -128,8 +136,38 @@ fn pki() -> Pki {
             .collect(),
         client: pair(&client, &client_key),
         rogue: pair(&rogue, &rogue_key),
+        ca: (ca_params, ca_key),
         dir,
     }
+}
+
+/// A revocation list signed by the CA of `params` and `key`.
+fn crl_of(
+    params: &rcgen::CertificateParams,
+    key: &rcgen::KeyPair,
+    revoked: &[&[u8]],
+    until_year: i32,
+) -> String {
+    let list = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2020, 1, 1),
+        next_update: rcgen::date_time_ymd(until_year, 12, 31),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|serial| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(serial),
+                revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    list.signed_by(&rcgen::Issuer::new(params.clone(), key))
+        .unwrap()
+        .pem()
+        .unwrap()
 }
 
 /// Site A asks for client certificates on `a.test` and requires one under
@@ -941,4 +979,168 @@ client_certificate_ca = "{}"
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(!works(&pki.client));
+}
+
+/// Alice's serial number (`pki`).
+const ALICE: &[u8] = &[0x01, 0xab];
+
+/// Site A checks client certificates against `client_certificate_crl` as
+/// well: a revoked one fails the handshake, and a replaced list is used
+/// without a restart. A connection verified under site B's policy (the
+/// same CA, no list) is not used for site A (421).
+#[test]
+fn a_revoked_certificate_fails_the_handshake_and_new_lists_load_live() {
+    let pki = pki();
+    let d = pki.dir.path().display();
+    let crl = pki.dir.write("live.crl", pki.crl(&[&[0x77]], 2099));
+    let text = format!(
+        r#"
+[server]
+certificate_check_interval = 1
+
+[[modules]]
+name = "CertEcho"
+
+{site_a}
+client_certificate_crl = "{crl}"
+
+[[sites]]
+name = "B"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:b.test"]
+certificate = "{d}/b.test.crt"
+certificate_key = "{d}/b.test.key"
+client_certificate_ca = "{d}/clients-ca.pem"
+"#,
+        site_a = pki.site_a(),
+        crl = crl.display()
+    );
+    let server = InProcessServer::start(&text, TEST_MODULES);
+    let works = |name: &str| {
+        connect(server.addr, name, Some(&pki.client))
+            .and_then(|mut tls| get(&mut tls, name, "/"))
+            .is_ok_and(|(status, _)| status == "HTTP/1.1 200 OK")
+    };
+    assert!(works("a.test"), "alice is not on the list");
+    assert!(connect(server.addr, "a.test", Some(&pki.rogue))
+        .and_then(|mut tls| get(&mut tls, "a.test", "/"))
+        .is_err());
+
+    // The list now names alice (a new file renamed over the old one).
+    let next = pki
+        .dir
+        .write("live.crl.new", pki.crl(&[&[0x77], ALICE], 2099));
+    std::fs::rename(&next, &crl).unwrap();
+    let waited = std::time::Instant::now();
+    while works("a.test") {
+        assert!(
+            waited.elapsed() < Duration::from_secs(15),
+            "the new revocation list was not loaded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Site B checks no list: alice still gets in there, but that
+    // connection does not serve site A.
+    assert!(works("b.test"));
+    let mut tls = connect(server.addr, "b.test", Some(&pki.client)).unwrap();
+    let (status, _) = get(&mut tls, "a.test", "/").unwrap();
+    assert!(status.starts_with("HTTP/1.1 421"), "{status}");
+}
+
+/// As nginx's `ssl_crl`: a certificate whose issuer has no list in the
+/// file, or whose list is past its next update, is refused, not let in
+/// unchecked.
+#[test]
+fn a_certificate_without_a_current_list_for_its_issuer_is_refused() {
+    let pki = pki();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    other
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Another CA");
+    for (name, list, accepted) in [
+        ("current.crl", pki.crl(&[], 2099), true),
+        ("expired.crl", pki.crl(&[], 2021), false),
+        ("others.crl", crl_of(&other, &other_key, &[], 2099), false),
+    ] {
+        let crl = pki.dir.write(name, list);
+        let text = format!(
+            "[[modules]]\nname = \"CertEcho\"\n\n{}\nclient_certificate_crl = \"{}\"\n",
+            pki.site_a(),
+            crl.display()
+        );
+        let server = InProcessServer::start(&text, TEST_MODULES);
+        let outcome = connect(server.addr, "a.test", Some(&pki.client))
+            .and_then(|mut tls| get(&mut tls, "a.test", "/"));
+        assert_eq!(
+            outcome.as_ref().is_ok_and(|(s, _)| s == "HTTP/1.1 200 OK"),
+            accepted,
+            "{name}: {outcome:?}"
+        );
+        // A client without a certificate is not affected by the list.
+        let mut tls = connect(server.addr, "a.test", None).unwrap();
+        assert_eq!(get(&mut tls, "a.test", "/").unwrap().0, "HTTP/1.1 200 OK");
+    }
+}
+
+#[test]
+fn revocation_list_problems_are_configuration_errors_naming_the_key() {
+    let pki = pki();
+    let d = pki.dir.path().display();
+    pki.dir.write(
+        "garbage.crl",
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    );
+    pki.dir.write("empty.crl", "");
+    let site = |ca: bool, crl: &str| {
+        let ca = if ca {
+            format!("client_certificate_ca = \"{d}/clients-ca.pem\"\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "[[sites]]\nname = \"A\"\nroot = \"{d}\"\nbindings = [\"https://127.0.0.1:9445\"]\n\
+             certificate = \"{d}/a.test.crt\"\ncertificate_key = \"{d}/a.test.key\"\n\
+             {ca}client_certificate_crl = \"{d}/{crl}\"\n"
+        )
+    };
+    let check = |text: String| {
+        let config = pki.dir.write("riis.toml", &text);
+        std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    for (text, message) in [
+        (
+            site(false, "empty.crl"),
+            "need the site's `client_certificate_ca`",
+        ),
+        (site(true, "missing.crl"), "cannot read"),
+        (
+            site(true, "garbage.crl"),
+            "revocation list #1 is not a usable",
+        ),
+        (site(true, "empty.crl"), "holds no PEM revocation list"),
+        // A certificate where a list belongs.
+        (site(true, "clients-ca.pem"), "holds no PEM revocation list"),
+    ] {
+        let out = check(text.clone());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}: accepted");
+        assert!(stderr.contains("riis.toml:"), "{stderr}");
+        assert!(
+            stderr.contains("sites[0].client_certificate_crl"),
+            "expected the key in {stderr}"
+        );
+        assert!(stderr.contains(message), "expected `{message}` in {stderr}");
+    }
+    pki.dir.write("good.crl", pki.crl(&[ALICE], 2099));
+    let out = check(site(true, "good.crl"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
