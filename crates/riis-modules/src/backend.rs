@@ -223,10 +223,16 @@ impl Reusable for Connection {
     }
 }
 
+/// The pools' hasher: every request looks a thread and an address up
+/// (twice, to take a connection and to put it back), and SipHash cost
+/// about a thousand instructions of a proxied request. The keys are not
+/// the client's, so flooding is not a concern.
+type FastHash = foldhash::fast::RandomState;
+
 /// One thread's idle connections.
 struct ThreadPools<C, K> {
     /// Per address, each with when it went idle, oldest first.
-    lists: HashMap<K, Vec<(C, Instant)>>,
+    lists: HashMap<K, Vec<(C, Instant)>, FastHash>,
     /// A sweeper task runs for them.
     swept: bool,
 }
@@ -237,7 +243,7 @@ struct ThreadPools<C, K> {
 /// runtime (the event loop) of the thread it was made on: each riis worker
 /// keeps its own.
 pub(crate) struct Pools<C, K = Address> {
-    idle: Mutex<HashMap<std::thread::ThreadId, ThreadPools<C, K>>>,
+    idle: Mutex<HashMap<std::thread::ThreadId, ThreadPools<C, K>, FastHash>>,
     /// Idle connections, for `riis status`.
     count: AtomicUsize,
 }
@@ -245,7 +251,7 @@ pub(crate) struct Pools<C, K = Address> {
 impl<C, K> Default for ThreadPools<C, K> {
     fn default() -> Self {
         Self {
-            lists: HashMap::new(),
+            lists: HashMap::default(),
             swept: false,
         }
     }
@@ -262,7 +268,10 @@ impl<C, K> Default for Pools<C, K> {
 
 impl<C: Reusable, K: std::hash::Hash + Eq + Clone + Send + 'static> Pools<C, K> {
     #[allow(clippy::type_complexity)]
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<std::thread::ThreadId, ThreadPools<C, K>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<std::thread::ThreadId, ThreadPools<C, K>, FastHash>>
+    {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 

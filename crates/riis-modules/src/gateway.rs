@@ -76,14 +76,9 @@ pub(crate) fn meta_variables(
     );
     // IIS's PATH_INFO is the whole URL; CGI's is what follows the script.
     emit("PATH_INFO", b"");
-    emit(
-        "REMOTE_ADDR",
-        req.remote_address()
-            .ip()
-            .to_canonical()
-            .to_string()
-            .as_bytes(),
-    );
+    let mut address = Vec::with_capacity(16);
+    crate::put_address(&mut address, req.remote_address().ip());
+    emit("REMOTE_ADDR", &address);
     // php-cgi (`cgi.force_redirect`) refuses to run without it.
     emit("REDIRECT_STATUS", b"200");
     if let Some(user) = ctx.user().filter(|u| !u.name().is_empty()) {

@@ -1085,7 +1085,7 @@ fn write_line(
                 Ok(())
             }
             LogField::ServerIp => {
-                put_address(out, req.local_address().ip());
+                crate::put_address(out, req.local_address().ip());
                 Ok(())
             }
             LogField::ServerPort => {
@@ -1093,7 +1093,7 @@ fn write_line(
                 Ok(())
             }
             LogField::ClientIp => {
-                put_address(out, req.remote_address().ip());
+                crate::put_address(out, req.remote_address().ip());
                 Ok(())
             }
             LogField::Method => {
@@ -1215,23 +1215,6 @@ fn version_name(version: Version) -> &'static str {
 /// dozen times).
 fn put_number(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-/// Writes an address as `192.0.2.7` or `2001:db8::1`.
-fn put_address(out: &mut Vec<u8>, address: std::net::IpAddr) {
-    match address.to_canonical() {
-        std::net::IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            put_number(out, a);
-            for octet in [b, c, d] {
-                out.push(b'.');
-                put_number(out, octet);
-            }
-        }
-        v6 => {
-            let _ = write!(out, "{v6}");
-        }
-    }
 }
 
 /// The Win32 error code in an HRESULT (`HRESULT_FROM_WIN32` reversed); an

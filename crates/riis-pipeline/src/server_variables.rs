@@ -68,9 +68,13 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
             req.raw_url()
         )),
         "SERVER_PROTOCOL" => Some(Cow::Borrowed(version(req.http_version()))),
-        "REMOTE_ADDR" | "REMOTE_HOST" => owned(req.remote_address().ip().to_string()),
+        // A dual-stack socket's IPv4 client (`::ffff:192.0.2.7`) as IPv4, as
+        // CGI programs, FastCGI applications and the logs see it.
+        "REMOTE_ADDR" | "REMOTE_HOST" => {
+            owned(req.remote_address().ip().to_canonical().to_string())
+        }
         "REMOTE_PORT" => owned(req.remote_address().port().to_string()),
-        "LOCAL_ADDR" => owned(req.local_address().ip().to_string()),
+        "LOCAL_ADDR" => owned(req.local_address().ip().to_canonical().to_string()),
         "SERVER_PORT" => owned(req.local_address().port().to_string()),
         "SERVER_NAME" => Some(server_name(ctx)),
         "HTTPS" => Some(Cow::Borrowed(if req.is_tls { "on" } else { "off" })),
@@ -171,9 +175,25 @@ fn server_name<'a>(ctx: &'a HttpContext) -> Cow<'a, str> {
 /// joined with `, ` as a proxy would fold them (`Cookie` lines with `; `, as
 /// HTTP/2 requires of split cookies, RFC 9113 §8.2.3).
 fn http_header<'a>(ctx: &'a HttpContext, upper_name: &str) -> Option<Cow<'a, str>> {
-    let name = upper_name.replace('_', "-").to_ascii_lowercase();
-    let separator = if name == "cookie" { "; " } else { ", " };
-    let mut values = ctx.request.headers().get_all(name.as_str()).iter();
+    // `HTTP_USER_AGENT` names `user-agent`; the header map takes names in
+    // any case. On the stack for the usual lengths, as in `lookup`.
+    let mut buffer = [0u8; 64];
+    let dashed: Cow<'_, str> = match buffer.get_mut(..upper_name.len()) {
+        Some(dashed) => {
+            for (to, from) in dashed.iter_mut().zip(upper_name.bytes()) {
+                *to = if from == b'_' { b'-' } else { from };
+            }
+            // Only ASCII `_` became `-`: still UTF-8.
+            Cow::Borrowed(std::str::from_utf8(dashed).unwrap_or_default())
+        }
+        None => Cow::Owned(upper_name.replace('_', "-")),
+    };
+    let separator = if dashed.eq_ignore_ascii_case("cookie") {
+        "; "
+    } else {
+        ", "
+    };
+    let mut values = ctx.request.headers().get_all(&*dashed).iter();
     let first = values.next()?;
     let first = String::from_utf8_lossy(first.as_bytes());
     let rest: Vec<_> = values

@@ -456,7 +456,12 @@ fn serve_site(
     let timeouts = &generation.timeouts;
     let execution = (timeouts.execution > 0).then(|| Duration::from_secs(timeouts.execution));
     let body = BodyReader::new(body, timeouts, state.clone());
-    tokio::spawn(drive(exec, first, body, execution, shape, reply_tx));
+    // Boxed: the future holds the whole execution (several KB), and tokio
+    // moves a task's future by value into its cell and again when it
+    // finishes; a box makes each of those moves a pointer's.
+    tokio::spawn(Box::pin(drive(
+        exec, first, body, execution, shape, reply_tx,
+    )));
     Answer::Later(reply_rx)
 }
 

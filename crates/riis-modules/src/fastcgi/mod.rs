@@ -359,10 +359,12 @@ impl FastCgi {
         };
         let running = self.shared.running.clone();
         running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        handle.spawn(async move {
+        // Boxed, as the driver's request tasks are: the exchange's future is
+        // large, and tokio moves it by value into its task and out again.
+        handle.spawn(Box::pin(async move {
             exchange::run(job).await;
             running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        });
+        }));
         self.state = State::Answering(relay);
         RequestNotificationStatus::Pending
     }

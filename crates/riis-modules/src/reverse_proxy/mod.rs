@@ -315,7 +315,9 @@ pub(crate) fn protocol_allowed(protocol: &str, allowed: &[String]) -> bool {
 /// The hop-by-hop headers of one message: [`HOP_BY_HOP`] and those its
 /// `Connection` header names, looked up once for all its headers.
 pub(crate) struct HopByHop<'a> {
-    /// The `Connection` values (none in most messages).
+    /// The names the `Connection` header lists that [`HOP_BY_HOP`] does not
+    /// hold already: none in most messages (`keep-alive` is one of them),
+    /// so most headers cost only the fixed list's comparisons.
     named: Vec<&'a str>,
 }
 
@@ -325,31 +327,36 @@ impl<'a> HopByHop<'a> {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|value| value.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|token| {
+                !token.is_empty()
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|known| token.eq_ignore_ascii_case(known.as_str()))
+            })
             .collect();
         Self { named }
     }
 
     pub(crate) fn contains(&self, name: &HeaderName) -> bool {
         HOP_BY_HOP.contains(name)
-            || self.named.iter().any(|list| {
-                list.split(',')
-                    .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
-            })
+            || self
+                .named
+                .iter()
+                .any(|token| token.eq_ignore_ascii_case(name.as_str()))
     }
 }
 
-/// The values of `name` in `headers` (and `last`, if given), joined with
-/// `separator`; `None` when there are none or the result is not a header
+/// The values of `name` in `headers`, joined with `separator`; `None` when there are none or the result is not a header
 /// value.
 fn join(
     headers: &HeaderMap,
     name: impl header::AsHeaderName,
     separator: &[u8],
-    last: Option<&str>,
 ) -> Option<HeaderValue> {
     let mut joined: Vec<u8> = Vec::new();
-    let values = headers.get_all(name).iter().map(HeaderValue::as_bytes);
-    for value in values.chain(last.map(str::as_bytes)) {
+    for value in headers.get_all(name).iter().map(HeaderValue::as_bytes) {
         if value.is_empty() {
             continue;
         }
@@ -536,7 +543,7 @@ impl ReverseProxy {
             headers.append(name, value.clone());
         }
         if join_cookies {
-            if let Some(joined) = join(client, header::COOKIE, b"; ", None) {
+            if let Some(joined) = join(client, header::COOKIE, b"; ") {
                 headers.insert(header::COOKIE, joined);
             }
         }
@@ -547,9 +554,15 @@ impl ReverseProxy {
         }
         if config.forwarded_headers {
             // Every earlier hop's, in order, then the client's address.
-            let address = req.remote_address().ip().to_canonical().to_string();
-            let forwarded_for = join(client, "x-forwarded-for", b", ", Some(&address));
-            if let Some(value) = forwarded_for {
+            let mut forwarded_for = Vec::with_capacity(32);
+            for hop in client.get_all("x-forwarded-for") {
+                if !hop.is_empty() {
+                    forwarded_for.extend_from_slice(hop.as_bytes());
+                    forwarded_for.extend_from_slice(b", ");
+                }
+            }
+            crate::put_address(&mut forwarded_for, req.remote_address().ip());
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded_for)) {
                 headers.insert(HeaderName::from_static("x-forwarded-for"), value);
             }
             headers.insert(
@@ -610,7 +623,7 @@ impl ReverseProxy {
         };
         // The routed host: HTTP/2's `:authority`, or the `Host` header.
         let client_host = ctx.server_variable("HTTP_HOST");
-        let https = ctx.server_variable("HTTPS").as_deref() == Some("on");
+        let https = ctx.request().is_tls();
         let mut headers = Self::request_headers(ctx, &config, client_host.as_deref(), https);
         let upgrade = Self::upgrade_of(ctx, &config.upgrade_protocols).map(|protocol| {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -660,10 +673,12 @@ impl ReverseProxy {
         };
         let running = self.shared.running.clone();
         running.fetch_add(1, Ordering::Relaxed);
-        handle.spawn(async move {
+        // Boxed, as the driver's request tasks are: the exchange's future is
+        // large, and tokio moves it by value into its task and out again.
+        handle.spawn(Box::pin(async move {
             exchange::run(job).await;
             running.fetch_sub(1, Ordering::Relaxed);
-        });
+        }));
         if streamed.is_some() {
             return self.upload_next(ctx, relay, 0);
         }
