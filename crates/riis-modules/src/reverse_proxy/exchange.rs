@@ -181,9 +181,9 @@ pub(super) struct Job {
     /// (`request_buffering = false`; `body` is then empty), with the length
     /// the client declared, if any.
     pub(super) streamed: Option<Option<u64>>,
-    /// `scheme://host` as the client reached riis, for `Location` headers
-    /// that name the server (none: left as they are).
-    pub(super) client_origin: Option<String>,
+    /// The host the client reached riis at (with `https`, its origin), for
+    /// `Location` headers that name the server (none: left as they are).
+    pub(super) client_host: Option<String>,
     /// Whether the request may be sent again (RFC 9110 §9.2.2) when a kept
     /// connection fails after it was sent.
     pub(super) idempotent: bool,
@@ -194,7 +194,8 @@ pub(super) struct Job {
     pub(super) client: std::net::IpAddr,
     /// The client's affinity cookie's value, with `affinity_cookie`.
     pub(super) affinity: Option<String>,
-    /// The client reached riis over TLS (the affinity cookie is `Secure`).
+    /// The client reached riis over TLS (the affinity cookie is `Secure`,
+    /// and rewritten locations name `https`).
     pub(super) https: bool,
     /// The request asks to switch protocols: where the client's connection
     /// comes from once the server's 101 went out to it.
@@ -909,7 +910,7 @@ fn response_head(
 /// with the scheme's port written out) replaced by the client's, when it
 /// starts with it.
 fn reverse_rewrite(job: &Job, server: &Server, value: &HeaderValue) -> Option<HeaderValue> {
-    let client = job.client_origin.as_deref()?;
+    let client = job.client_host.as_deref()?;
     let text = value.to_str().ok()?;
     let (scheme, default_port) = if server.tls.is_some() {
         ("https://", 443)
@@ -935,5 +936,6 @@ fn reverse_rewrite(job: &Job, server: &Server, value: &HeaderValue) -> Option<He
     if !(after.is_empty() || after.starts_with(['/', '?', '#'])) {
         return None;
     }
-    HeaderValue::from_str(&format!("{client}{after}")).ok()
+    let client_scheme = if job.https { "https://" } else { "http://" };
+    HeaderValue::from_str(&format!("{client_scheme}{client}{after}")).ok()
 }

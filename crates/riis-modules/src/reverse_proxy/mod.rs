@@ -113,6 +113,7 @@ mod farm;
 mod health;
 mod tls;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -632,12 +633,10 @@ impl ReverseProxy {
             self.upgraded_to = Some(to);
             std::sync::Mutex::new(Some(from))
         });
-        let client_origin = client_host
+        // The origin is written only for the few answers that need it.
+        let client_host = client_host
             .filter(|_| config.reverse_rewrite_host)
-            .map(|host| {
-                let scheme = if https { "https://" } else { "http://" };
-                format!("{scheme}{host}")
-            });
+            .map(Cow::into_owned);
         let timeout = Duration::from_secs(config.timeout);
         let relay = Arc::new(match streamed {
             None => Relay::new(ctx.completion_handle(), timeout),
@@ -649,7 +648,7 @@ impl ReverseProxy {
             headers,
             body,
             streamed,
-            client_origin,
+            client_host,
             idempotent: matches!(
                 *ctx.request().method(),
                 Method::GET
