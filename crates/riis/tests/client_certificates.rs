@@ -472,30 +472,34 @@ fn client_ca_problems_are_configuration_errors_naming_the_key() {
         ),
     ];
     for (text, key, message) in cases {
-        let config = pki.dir.write("riis.toml", &text);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
-            .args(["check-config", "--config", config.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{text}: accepted");
-        assert!(stderr.contains("riis.toml:"), "{stderr}");
-        assert!(stderr.contains(key), "expected `{key}` in {stderr}");
-        assert!(stderr.contains(message), "expected `{message}` in {stderr}");
+        assert_refused(&pki.dir, &text, key, message);
     }
-    let good = pki.dir.write(
-        "riis.toml",
-        site("https://127.0.0.1:9445", &format!("{d}/clients-ca.pem")),
-    );
+    let good = site("https://127.0.0.1:9445", &format!("{d}/clients-ca.pem"));
+    check_config(&pki.dir, &good).unwrap();
+}
+
+/// `riis check-config` on `text`, written to `riis.toml` in `dir`: `Ok`, or
+/// the error it printed.
+fn check_config(dir: &TempDir, text: &str) -> Result<(), String> {
+    let config = dir.write("riis.toml", text);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
-        .args(["check-config", "--config", good.to_str().unwrap()])
+        .args(["check-config", "--config", config.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(stderr)
+    }
+}
+
+/// `text` is refused with an error naming the file, `key` and `message`.
+fn assert_refused(dir: &TempDir, text: &str, key: &str, message: &str) {
+    let error = check_config(dir, text).expect_err(text);
+    assert!(error.contains("riis.toml:"), "{error}");
+    assert!(error.contains(key), "expected `{key}` in {error}");
+    assert!(error.contains(message), "expected `{message}` in {error}");
 }
 
 /// Certificates log clients on: one-to-one by fingerprint, many-to-one by
@@ -1105,13 +1109,6 @@ fn revocation_list_problems_are_configuration_errors_naming_the_key() {
              {ca}client_certificate_crl = \"{d}/{crl}\"\n"
         )
     };
-    let check = |text: String| {
-        let config = pki.dir.write("riis.toml", &text);
-        std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
-            .args(["check-config", "--config", config.to_str().unwrap()])
-            .output()
-            .unwrap()
-    };
     for (text, message) in [
         (
             site(false, "empty.crl"),
@@ -1126,21 +1123,8 @@ fn revocation_list_problems_are_configuration_errors_naming_the_key() {
         // A certificate where a list belongs.
         (site(true, "clients-ca.pem"), "holds no PEM revocation list"),
     ] {
-        let out = check(text.clone());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{text}: accepted");
-        assert!(stderr.contains("riis.toml:"), "{stderr}");
-        assert!(
-            stderr.contains("sites[0].client_certificate_crl"),
-            "expected the key in {stderr}"
-        );
-        assert!(stderr.contains(message), "expected `{message}` in {stderr}");
+        assert_refused(&pki.dir, &text, "sites[0].client_certificate_crl", message);
     }
     pki.dir.write("good.crl", pki.crl(&[ALICE], 2099));
-    let out = check(site(true, "good.crl"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    check_config(&pki.dir, &site(true, "good.crl")).unwrap();
 }
