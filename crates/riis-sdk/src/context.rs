@@ -302,6 +302,50 @@ impl HttpRequest {
         self.address(false)
     }
 
+    /// The certificate the client presented in the TLS handshake (DER),
+    /// already verified against the site's `client_certificate_ca`; `None`
+    /// when it presented none, or the connection is not TLS. IIS's
+    /// `GetClientCertificate`; the server variables `CERT_SUBJECT`,
+    /// `CERT_ISSUER`, `CERT_SERIALNUMBER` and `CERT_COOKIE` describe the
+    /// same certificate.
+    pub fn client_certificate(&self) -> Option<&[u8]> {
+        self.client_certificate_call().and_then(|(der, _)| der)
+    }
+
+    /// Whether the connection's handshake asked for a client certificate
+    /// (the site sets `client_certificate_ca`). riis asks in the handshake,
+    /// so this is IIS's `NegotiateClientCertificate` answered at once: where
+    /// it is `false`, no certificate will come on this connection.
+    pub fn client_certificate_negotiated(&self) -> bool {
+        self.client_certificate_call()
+            .is_some_and(|(_, negotiated)| negotiated)
+    }
+
+    /// `request_client_certificate`: the DER (in the request's memory) and
+    /// whether the handshake asked.
+    fn client_certificate_call(&self) -> Option<(Option<&[u8]>, bool)> {
+        let (mut der, mut length, mut negotiated) = (std::ptr::null(), 0usize, 0);
+        // SAFETY: the context is live; the out-pointers are valid.
+        let code = unsafe {
+            (self.raw.api.request_client_certificate)(
+                self.raw.ctx,
+                &mut der,
+                &mut length,
+                &mut negotiated,
+            )
+        };
+        if code < 0 {
+            return None;
+        }
+        let der = (!der.is_null() && length > 0).then(|| {
+            // SAFETY: the server copied `length` bytes into the request's
+            // memory, which lives until the request ends (longer than the
+            // borrow of `self`).
+            unsafe { std::slice::from_raw_parts(der, length) }
+        });
+        Some((der, negotiated != 0))
+    }
+
     /// `InsertEntityBody`: bytes handed to readers before the rest of the
     /// body (copied).
     pub fn insert_entity_body(&mut self, data: &[u8]) -> Result<(), ModuleError> {

@@ -721,13 +721,21 @@ unsafe extern "C" fn global_rsca_query(
     }
     OK
 }
+/// The fake connection presented a certificate whose DER is these bytes.
+const FAKE_CERTIFICATE: &[u8] = b"0\x82 a certificate";
 unsafe extern "C" fn request_client_certificate(
     _: Ctx,
-    _: *mut *const u8,
-    _: *mut usize,
-    _: *mut c_int,
+    der: *mut *const u8,
+    length: *mut usize,
+    negotiated: *mut c_int,
 ) -> riis_hresult {
-    abi::hr::E_NOTIMPL
+    // SAFETY: valid out-pointers.
+    unsafe {
+        *der = FAKE_CERTIFICATE.as_ptr();
+        *length = FAKE_CERTIFICATE.len();
+        *negotiated = 1;
+    }
+    OK
 }
 unsafe extern "C" fn global_rsca_write(_: GProv, text: Str, length: usize) -> riis_hresult {
     // SAFETY: the SDK passes `length` readable bytes.
@@ -1199,6 +1207,8 @@ impl HttpModule for Probe {
                 assert_eq!(req.remote_address(), Some("[::1]:50000".parse().unwrap()));
                 assert_eq!(req.local_address(), Some("127.0.0.1:8080".parse().unwrap()));
                 assert_eq!(req.remaining_entity_bytes(), None);
+                assert_eq!(req.client_certificate(), Some(FAKE_CERTIFICATE));
+                assert!(req.client_certificate_negotiated());
                 assert_eq!(ctx.site_name(), "Default");
                 assert_eq!(ctx.request_id(), 42);
                 assert_eq!(ctx.map_path("/a"), Some(std::path::Path::new("/srv/www/a")));

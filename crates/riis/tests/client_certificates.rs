@@ -1128,3 +1128,82 @@ fn revocation_list_problems_are_configuration_errors_naming_the_key() {
     pki.dir.write("good.crl", pki.crl(&[ALICE], 2099));
     check_config(&pki.dir, &site(true, "good.crl")).unwrap();
 }
+
+/// A Rust module on the SDK (through the C ABI, as a module library would
+/// be): answers with whether the handshake asked for a certificate and
+/// the SHA-256 of the one presented.
+mod sdk_cert {
+    use riis_sdk::{
+        HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
+        RequestNotificationStatus, RequestNotifications, ServerInfo,
+    };
+    use sha2::Digest;
+
+    #[derive(Default)]
+    pub struct SdkCert;
+
+    impl HttpModule for SdkCert {
+        fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+            let request = ctx.request();
+            let fingerprint: String = request
+                .client_certificate()
+                .map(|der| {
+                    sha2::Sha256::digest(der)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let text = format!(
+                "negotiated={}\nsha256={fingerprint}\n",
+                request.client_certificate_negotiated()
+            );
+            let response = ctx.response_mut();
+            let written = response
+                .clear()
+                .and_then(|()| response.set_header("Content-Type", "text/plain"))
+                .and_then(|()| response.write(text).map(|_| ()));
+            assert!(written.is_ok(), "{written:?}");
+            RequestNotificationStatus::FinishRequest
+        }
+    }
+
+    fn register(
+        _server_version: u32,
+        registration: &mut ModuleRegistration,
+        _server: &ServerInfo,
+    ) -> Result<(), ModuleError> {
+        registration.set_request_notifications(
+            SdkCert::default,
+            RequestNotification::BeginRequest.into(),
+            RequestNotifications::NONE,
+        )
+    }
+
+    riis_sdk::module_entry!(pub entry, register);
+}
+
+fn register_sdk_cert(
+    _version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    riis_native::register_entry_point(sdk_cert::entry, registration, server)
+}
+
+#[test]
+fn an_sdk_module_reads_the_certificate() {
+    let pki = pki();
+    let text = format!("[[modules]]\nname = \"SdkCert\"\n\n{}\n", pki.site_a());
+    let server = InProcessServer::start(&text, &[("SdkCert", register_sdk_cert)]);
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
+    let (status, body) = get(&mut tls, "a.test", "/").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(variable(&body, "negotiated"), "true");
+    assert_eq!(variable(&body, "sha256"), pki.client_sha256);
+    // Without a certificate: the handshake asked, none came.
+    let mut tls = connect(server.addr, "a.test", None).unwrap();
+    let (_, body) = get(&mut tls, "a.test", "/").unwrap();
+    assert_eq!(variable(&body, "negotiated"), "true");
+    assert_eq!(variable(&body, "sha256"), "");
+}
