@@ -11,14 +11,14 @@
 //!   location, so a rewrite cannot lead a request past the rules;
 //! - **ReadEntity** at FIRST priority: a body without `Content-Length`
 //!   (chunked) is counted as modules read it; once the running total passes
-//!   `max_allowed_content_length` the request gets 413, the reader receives no
-//!   more bytes (an empty read, which it takes for the end of the body) and
+//!   `max_allowed_content_length` the request gets 413 and the module
+//!   returns FinishRequest: the reader is not resumed (it never takes part
+//!   of a body for the whole of it), the request goes on to LogRequest, and
 //!   the connection closes after the response;
-//! - **EndRequest** at FIRST priority: keeps that 413 on the response. A
-//!   ReadEntity module cannot end the request, so the reader runs on after
-//!   the empty read and may set a status of its own; the 413 goes back, and
-//!   its body goes, before CustomError (EndRequest, MEDIUM) chooses a page
-//!   for it. When the headers already went out, the connection was reset
+//! - **EndRequest** at FIRST priority: keeps that 413 on the response, should
+//!   a module have set another status since; the 413 goes back, and its
+//!   body goes, before CustomError (EndRequest, MEDIUM) chooses a page for
+//!   it. When the headers already went out, the connection was reset
 //!   instead.
 //! - **SendResponse** (MEDIUM, so inverted it runs before CustomError at
 //!   HIGH): the same for a flush before EndRequest that sends the headers.
@@ -483,7 +483,7 @@ impl HttpModule for RequestFiltering {
     ) -> RequestNotificationStatus {
         if self.body_too_large {
             provider.set_entity(riis_pipeline::bytes::Bytes::new());
-            return RequestNotificationStatus::Continue;
+            return RequestNotificationStatus::FinishRequest;
         }
         self.received += provider.entity().len() as u64;
         let limit = ctx.config(self.config).max_allowed_content_length;
@@ -502,6 +502,11 @@ impl HttpModule for RequestFiltering {
             } else {
                 body_too_large_status(ctx);
             }
+            // The reader is not resumed: a handler must not go on with a
+            // body cut short as if it were whole (a CGI program or an
+            // application would act on part of an upload while the client
+            // is told 413), as nginx never passes such a body on.
+            return RequestNotificationStatus::FinishRequest;
         }
         RequestNotificationStatus::Continue
     }

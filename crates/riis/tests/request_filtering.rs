@@ -184,6 +184,9 @@ fn every_filter_answers_with_its_status() {
     }
 }
 
+/// How many times `Echo` went on with a body RequestFiltering had cut off.
+static RESUMED_AFTER_413: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Reads the body and echoes it with an explicit 200, as a handler that
 /// does not know about request filtering would.
 #[derive(Default)]
@@ -215,6 +218,11 @@ impl HttpModule for Echo {
         if info.bytes > 0 {
             self.body.extend_from_slice(ctx.request().read_data());
             return self.read_more(ctx);
+        }
+        if ctx.response().status() == StatusCode::PAYLOAD_TOO_LARGE {
+            // Resumed after RequestFiltering refused the body: what was
+            // read is only part of it.
+            RESUMED_AFTER_413.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         let mut body = b"echo:".to_vec();
         body.append(&mut self.body);
@@ -302,6 +310,11 @@ fn bodies_are_limited_while_they_are_read() {
             assert!(conn.is_closed(), "{raw:?}");
         }
     }
+    // The handler never went on with part of a body as if it were whole.
+    assert_eq!(
+        RESUMED_AFTER_413.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 /// A custom error page for the 413 of a body read past the limit: the
