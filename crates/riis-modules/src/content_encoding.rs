@@ -234,6 +234,10 @@ pub fn mark_encoded(headers: &mut HeaderMap, coding: Coding) {
         HeaderValue::from_static(coding.token()),
     );
     headers.remove(header::CONTENT_LENGTH);
+    // Ranges are served from the unencoded file: a client told it may ask
+    // for ranges of this encoded copy could append unencoded bytes to
+    // encoded ones when it resumes (nginx's gzip filter drops it too).
+    headers.remove(header::ACCEPT_RANGES);
     add_vary(headers);
     weaken_etag(headers);
 }

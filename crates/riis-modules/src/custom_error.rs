@@ -158,6 +158,17 @@ impl TryFrom<RuleFields> for ErrorRule {
                     path.escape_debug()
                 ))
             }
+            // A relative target resolves against each failing URL: from
+            // `/a/b` the client is sent to `/a/errors/404.html`, which fails
+            // in turn and sends it one folder deeper, without end.
+            ResponseMode::Redirect
+                if !path.starts_with('/') && !is_absolute_http_url(path) =>
+            {
+                return Err(format!(
+                    "`{path}` is relative: a Redirect target is a path starting with `/` or an \
+                     absolute http:// or https:// URL"
+                ))
+            }
             _ => {}
         }
         Ok(Self {
@@ -384,6 +395,15 @@ pub fn generic_page(status: StatusCode) -> String {
     )
 }
 
+/// Whether `target` is an absolute `http://` or `https://` URL (any case).
+fn is_absolute_http_url(target: &str) -> bool {
+    ["http://", "https://"].iter().any(|scheme| {
+        target
+            .get(..scheme.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(scheme))
+    })
+}
+
 fn replace_body(ctx: &mut HttpContext, content_type: HeaderValue, body: Vec<u8>) {
     let resp = ctx.response_mut();
     resp.clear_entity();
@@ -579,6 +599,20 @@ impl HttpModule for CustomError {
             // HEAD, whose page came without a body to count (the page's
             // own Content-Length says what a GET would get).
             let is_head = ctx.request().method() == riis_pipeline::http::Method::HEAD;
+            // What described the failed entity no longer does: the page is
+            // not compressed (a `Content-Encoding: gzip` left on it made
+            // browsers fail to decode it), not a range of it, and has
+            // neither its validators nor its disposition.
+            for name in [
+                header::CONTENT_ENCODING,
+                header::CONTENT_RANGE,
+                header::CONTENT_DISPOSITION,
+                header::ACCEPT_RANGES,
+                header::ETAG,
+                header::LAST_MODIFIED,
+            ] {
+                headers.remove(name);
+            }
             let page = ctx.response().headers();
             for name in [
                 header::CONTENT_TYPE,
@@ -671,6 +705,10 @@ mod tests {
             r#"{"status": 404, "path": "/errors/../index.html"}"#,
             r#"{"status": 404, "path": ""}"#,
             r#"{"status": 404, "path": "/a b", "response_mode": "Redirect"}"#,
+            // Relative: each failing URL would send the client one folder
+            // deeper.
+            r#"{"status": 404, "path": "errors/404.html", "response_mode": "Redirect"}"#,
+            r#"{"status": 404, "path": "ftp://x.example/e", "response_mode": "Redirect"}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
@@ -678,6 +716,8 @@ mod tests {
             r#"{"status": 404, "path": "errors/404.html"}"#,
             r#"{"status": 404, "path": "/errors/404.html", "response_mode": "ExecuteURL"}"#,
             r#"{"status": 404, "path": "https://x.example/e", "response_mode": "Redirect"}"#,
+            r#"{"status": 404, "path": "HTTP://x.example/e", "response_mode": "Redirect"}"#,
+            r#"{"status": 404, "path": "/errors/404.html", "response_mode": "Redirect"}"#,
         ] {
             assert!(parse(good).is_ok(), "{good}");
         }

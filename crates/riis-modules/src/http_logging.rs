@@ -161,7 +161,8 @@ pub enum LogField {
     ClientIp,
     /// `cs-version`: `HTTP/1.1`, `HTTP/2`, ….
     Version,
-    /// `cs-host`: the `Host` header (HTTP/2's `:authority`).
+    /// `cs-host`: the host the request was routed by (an absolute-form
+    /// target's or HTTP/2's `:authority`, else the `Host` header).
     Host,
     /// `sc-status`.
     Status,
@@ -1114,12 +1115,24 @@ fn write_line(
             }
             LogField::Version => out.write_all(version_name(req.http_version()).as_bytes()),
             LogField::Host => {
-                let host = req
-                    .header(header::HOST)
-                    .map(|v| v.as_bytes())
-                    .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()))
-                    .unwrap_or_default();
-                put_value(out, host);
+                // The host the request was routed by, as HTTP_HOST gives it:
+                // an absolute-form target (or HTTP/2's `:authority`)
+                // overrides `Host` (RFC 9112 §3.2.2), and its userinfo is
+                // left out. A client cannot make one site's log name
+                // another host.
+                match req.uri().host() {
+                    Some(host) => {
+                        put_value(out, host.as_bytes());
+                        if let Some(port) = req.uri().port_u16() {
+                            out.push(b':');
+                            put_number(out, port);
+                        }
+                    }
+                    None => put_value(
+                        out,
+                        req.header(header::HOST).map_or(&b""[..], |v| v.as_bytes()),
+                    ),
+                }
                 Ok(())
             }
             LogField::RequestHeader(name) => {
@@ -1233,6 +1246,13 @@ fn request_length(ctx: &HttpContext) -> u64 {
     let req = ctx.request();
     // `GET /path?q HTTP/1.1\r\n` … `\r\n`
     let mut n = req.method().as_str().len() + 1 + req.raw_url().len() + 1 + 8 + 2 + 2;
+    // An absolute-form target (`http://host:port/path`) came with its
+    // scheme and authority on the request line.
+    if req.http_version() < riis_pipeline::http::Version::HTTP_2 {
+        if let (Some(scheme), Some(authority)) = (req.uri().scheme_str(), req.uri().authority()) {
+            n += scheme.len() + 3 + authority.as_str().len();
+        }
+    }
     for (name, value) in req.headers() {
         n += name.as_str().len() + 2 + value.len() + 2;
     }

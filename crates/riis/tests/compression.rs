@@ -161,6 +161,12 @@ fn static_files_are_negotiated_by_q_value() {
             expected.is_some(),
             "{accept:?}: {etag}"
         );
+        // Ranges are of the unencoded file: an encoded copy offers none.
+        assert_eq!(
+            resp.header("accept-ranges").is_some(),
+            expected.is_none(),
+            "{accept:?}"
+        );
         if expected.is_some() {
             assert!(
                 resp.body.len() < s.big.len() / 2,

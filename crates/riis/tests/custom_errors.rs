@@ -294,6 +294,20 @@ impl HttpModule for Oops {
             0,
             ModuleError::E_FAIL,
         );
+        if kind == "encoded" {
+            // Headers that describe this (failed) entity only.
+            for (name, value) in [
+                ("content-encoding", "gzip"),
+                ("etag", "\"failed\""),
+                ("content-disposition", "attachment; filename=\"x.bin\""),
+                ("x-kept", "yes"),
+            ] {
+                resp.set_header(
+                    name.parse().unwrap(),
+                    riis_pipeline::http::HeaderValue::from_static(value),
+                );
+            }
+        }
         if kind != "emptyskip" {
             resp.write("module body");
         }
@@ -433,4 +447,47 @@ http_errors = { errors = [{ status = 404, path = "/errors/link.html" }] }
     );
     // The server still answers.
     assert_eq!(send(server.addr, "GET", "/a.txt").text(), "alpha");
+}
+
+/// An ExecuteURL page replaces a failed response whose headers described
+/// its own entity: the page goes out without that entity's encoding (a
+/// browser would fail to decode it), validators or disposition; the
+/// response's other headers stay.
+#[test]
+fn an_executed_page_drops_the_failed_entitys_headers() {
+    let config = r#"
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "Oops"
+[[modules]]
+name = "StaticFile"
+[[handlers]]
+name = "pages"
+path = "*.html"
+modules = ["StaticFile"]
+[[handlers]]
+name = "h"
+path = "*"
+modules = ["Oops"]
+[http_errors]
+error_mode = "Custom"
+existing_response = "Replace"
+errors = [{ status = 500, path = "/errors/500.html", response_mode = "ExecuteURL" }]
+[[sites]]
+name = "s"
+root = 'ROOT'
+bindings = ["127.0.0.1:0"]
+"#;
+    let server = InProcessServer::start(config, TEST_MODULES);
+    std::fs::create_dir_all(server.dir().join("errors")).unwrap();
+    std::fs::write(server.dir().join("errors/500.html"), "<h1>sorry</h1>").unwrap();
+    let resp = send(server.addr, "GET", "/x/encoded");
+    assert_eq!(resp.status, 500);
+    assert_eq!(resp.text(), "<h1>sorry</h1>");
+    for gone in ["content-encoding", "etag", "content-disposition"] {
+        assert_eq!(resp.header(gone), None, "{gone}");
+    }
+    assert_eq!(resp.header("x-kept"), Some("yes"));
+    assert_eq!(resp.header("content-type"), Some("text/html"));
 }

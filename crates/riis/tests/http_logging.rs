@@ -238,8 +238,12 @@ period = "hourly""#,
     let old = b"GET /a.txt HTTP/1.0\r\nHost: example.test\r\nConnection: keep-alive\r\n\r\n";
     let (old_bytes, head) = exchange(server.addr, old);
     assert!(head.contains("connection: keep-alive"), "{head}");
+    // An absolute-form target names the host the request is routed by,
+    // whatever `Host` says (RFC 9112 §3.2.2).
+    let absolute = b"GET http://routed.test:8081/a.txt HTTP/1.1\r\nHost: claimed.test\r\n\r\n";
+    let (absolute_bytes, _) = exchange(server.addr, absolute);
 
-    let text = wait_for_lines(&logs, 5);
+    let text = wait_for_lines(&logs, 6);
     assert!(
         text.contains(
             "#Fields: cs-method cs-uri-stem sc-status sc-bytes cs-bytes cs-version \
@@ -270,6 +274,10 @@ period = "hourly""#,
             format!(
                 "GET /a.txt 200 {old_bytes} {} HTTP/1.0 example.test text/plain W3SVC1 -",
                 old.len()
+            ),
+            format!(
+                "GET /a.txt 200 {absolute_bytes} {} HTTP/1.1 routed.test:8081 text/plain W3SVC1 -",
+                absolute.len()
             ),
         ],
         "{text}"
