@@ -573,7 +573,9 @@ impl TryFrom<RawRule> for Rule {
     }
 }
 
-/// What a decoded value (`{R:n}`, `{URL}`) encodes in a URL path.
+/// What a decoded value (`{R:n}`, `{URL}`) encodes in a URL path. `@`
+/// too: right after a template's host (`https://example.com{R:1}`) a value
+/// starting with `@` would turn that host into user information.
 const PATH_PART: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
@@ -583,6 +585,7 @@ const PATH_PART: &AsciiSet = &CONTROLS
     .add(b'<')
     .add(b'>')
     .add(b'?')
+    .add(b'@')
     .add(b'`')
     .add(b'{')
     .add(b'}');
@@ -601,6 +604,10 @@ const ANY_PART: &AsciiSet = &CONTROLS
     .add(b'`')
     .add(b'{')
     .add(b'}');
+/// Other values before the template's query: also `?`, so that only the
+/// template's own `?` starts the query (a header's `a?` must not make the
+/// values after it query parameters), and `@`, as in [`PATH_PART`].
+const ANY_PATH_PART: &AsciiSet = &ANY_PART.add(b'?').add(b'@');
 
 /// What a template's literal text encodes in a URL.
 const LITERAL_PART: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`');
@@ -655,7 +662,8 @@ fn expand(
             let set = match (decoded, in_query) {
                 (true, false) => PATH_PART,
                 (true, true) => QUERY_PART,
-                (false, _) => ANY_PART,
+                (false, false) => ANY_PATH_PART,
+                (false, true) => ANY_PART,
             };
             out.extend(utf8_percent_encode(value, set));
         };
@@ -806,10 +814,15 @@ impl UrlRewrite {
                         target = format!("/{}", target.trim_start_matches('/'));
                     }
                     if *append_query && !original_query.is_empty() {
+                        // Before the template's `#fragment`, if it has one
+                        // (RFC 3986 §3: the query comes first); values
+                        // cannot bring a `#`, they encode it.
+                        let fragment = target.find('#').map(|at| target.split_off(at));
                         if !target.ends_with('?') {
                             target.push(if target.contains('?') { '&' } else { '?' });
                         }
                         target.push_str(&original_query);
+                        target.push_str(fragment.as_deref().unwrap_or(""));
                     }
                     if ctx.response_mut().redirect(&target, *status).is_err() {
                         fail(

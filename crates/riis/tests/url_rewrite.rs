@@ -104,6 +104,21 @@ pattern = "^xfp$"
 action = {{ type = "Redirect", url = "{{HTTP_X_FORWARDED_PROTO}}://good.test/", append_query_string = false }}
 
 [[rewrite.rules]]
+name = "header in the path"
+pattern = "^hp/(.*)$"
+action = {{ type = "Redirect", url = "/new/{{HTTP_X_TO}}/{{R:1}}", append_query_string = false }}
+
+[[rewrite.rules]]
+name = "fragment"
+pattern = "^frag$"
+action = {{ type = "Redirect", url = "/new/page#top" }}
+
+[[rewrite.rules]]
+name = "after the host"
+pattern = "^host/(.*)$"
+action = {{ type = "Redirect", url = "https://example.test{{R:1}}", append_query_string = false }}
+
+[[rewrite.rules]]
 name = "chained conditions"
 pattern = "^cc/"
 conditions = [{{ input = "{{URL}}", pattern = "^/cc/(.*)$" }}, {{ input = "{{C:1}}", pattern = "^(.*)$" }}]
@@ -277,6 +292,19 @@ fn rules_rewrite_redirect_answer_and_abort() {
         assert_eq!(xfp.status, 500, "{evil}: {xfp:?}");
         assert!(xfp.header("location").is_none(), "{evil}");
     }
+    // Only the template's own `?` starts the query: a header's `?`, and a
+    // capture's `&` and `=` after it, stay in the path.
+    conn.send_raw(b"GET /hp/x%26admin%3D1 HTTP/1.1\r\nHost: t\r\nX-To: a?\r\n\r\n");
+    let hp = conn.read_response(false);
+    assert_eq!(hp.header("location"), Some("/new/a%3F/x&admin=1"), "{hp:?}");
+    // The client's query goes before the template's fragment.
+    let frag = conn.get("/frag?x=1");
+    assert_eq!(frag.header("location"), Some("/new/page?x=1#top"));
+    // A capture right after the template's host cannot make that host
+    // user information (`https://example.test@evil.test/`).
+    let host = conn.get("/host/@evil.test/x");
+    let location = host.header("location").unwrap_or("");
+    assert!(!location.contains('@'), "{host:?}");
     // A group of a condition on another condition's decoded group.
     assert_eq!(conn.get("/cc/100%2525.txt").text(), "percent file");
 
