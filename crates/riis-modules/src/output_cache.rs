@@ -25,9 +25,13 @@
 //!   to a GET of the client's request (not a child request), whole in
 //!   memory or small file ranges, at most `max_response_size` bytes, not
 //!   flushed early, without `Set-Cookie`, without `Cache-Control`
-//!   `private`, `no-store` or `no-cache`, and varying (`Vary`) only by
-//!   headers `vary_by_headers` names; and not for a logged-on user unless
-//!   `cache_authenticated`.
+//!   `private`, `no-store` or `no-cache`, not stale by its own freshness
+//!   (RFC 9111 §4.2: `s-maxage`, else `max-age`, else `Expires`, less its
+//!   `Age`; `max-age=0`, an `Expires` past or any that does not parse),
+//!   and varying (`Vary`) only by headers `vary_by_headers` names; and
+//!   not for a logged-on user unless `cache_authenticated`. It is kept for
+//!   `duration` (or until its file changes), or for what is left of its
+//!   own lifetime if that is shorter.
 //!
 //! Authentication and authorization run before ResolveRequestCache, so a
 //! hit is served only to a request they let through. A request that a
@@ -40,7 +44,8 @@
 //! - `policy`: `"DontCache"` (default), `"CacheUntilChange"` (until the
 //!   URL's file changes; a URL that is not a file is kept for `duration`)
 //!   or `"CacheForTimePeriod"` (for `duration`);
-//! - `duration` (seconds, default 30);
+//! - `duration` (seconds, default 30): the longest a response is kept; its
+//!   own shorter lifetime shortens it;
 //! - `vary_by_query_string` (default `["*"]`: the whole query string);
 //!   a list of parameter names keys on those alone;
 //! - `vary_by_headers` (default empty): request headers that key the
@@ -76,8 +81,9 @@ use serde::Deserialize;
 pub struct OutputCacheConfig {
     /// Whether and how long responses are kept.
     pub policy: CachePolicy,
-    /// Seconds a response is kept (`CacheForTimePeriod`, or a URL that is
-    /// not a file under `CacheUntilChange`).
+    /// Seconds a response is kept at most (`CacheForTimePeriod`, or a URL
+    /// that is not a file under `CacheUntilChange`): less when its own
+    /// freshness (`s-maxage`, `max-age`, `Expires`) ends sooner.
     #[serde(deserialize_with = "crate::at_least_one")]
     pub duration: u64,
     /// Query string parameters that key the response; `*` for all.
@@ -552,9 +558,8 @@ fn storable(
         .iter()
         .map(|v| v.to_str().ok())
         .collect::<Option<_>>()?;
-    let shared = cache_control.iter().flat_map(|v| v.split(',')).all(|d| {
-        let d = d.trim();
-        let name = d.split('=').next().unwrap_or("").trim();
+    let directives = directives(&cache_control);
+    let shared = directives.iter().all(|(name, _)| {
         !["private", "no-store", "no-cache"]
             .iter()
             .any(|n| name.eq_ignore_ascii_case(n))
@@ -577,6 +582,20 @@ fn storable(
     if resp.buffered_len() > config.max_response_size {
         return None;
     }
+    // The operator's time is the upper bound (until the file changes,
+    // under `CacheUntilChange`); the response's own lifetime may shorten
+    // it, and a response stale already is not kept at all.
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let bound = if file.is_some() {
+        year
+    } else {
+        Duration::from_secs(config.duration)
+    };
+    let keep = match own_freshness(&directives, headers, std::time::SystemTime::now()) {
+        Some(left) if left.is_zero() => return None,
+        Some(left) => left.min(bound),
+        None => bound,
+    };
     let mut body = BytesMut::with_capacity(resp.buffered_len() as usize);
     for chunk in resp.entity_chunks() {
         match chunk {
@@ -600,15 +619,8 @@ fn storable(
     }
     let status = resp.status();
     let now = Instant::now();
-    // Until the file changes; a URL that is not a file for `duration`.
-    let year = Duration::from_secs(365 * 24 * 3600);
-    let expires = if file.is_some() {
-        now + year
-    } else {
-        // A `duration` past what an Instant holds is a long time.
-        now.checked_add(Duration::from_secs(config.duration))
-            .unwrap_or(now + year)
-    };
+    // A `duration` past what an Instant holds is a long time.
+    let expires = now.checked_add(keep).unwrap_or(now + year);
     Some(Entry {
         status,
         headers: stored,
@@ -617,6 +629,130 @@ fn storable(
         file,
         generation: 0,
     })
+}
+
+/// The directives of `Cache-Control` field values (RFC 9111 §5.2), from
+/// all of its lines: each name as sent, with its argument unquoted
+/// (`max-age="5"` is `5`), a comma in quotes splitting nothing. An
+/// argument with text after its closing quote is malformed: `None`, as if
+/// it had none.
+fn directives<'a>(values: &[&'a str]) -> Vec<(&'a str, Option<String>)> {
+    let mut found = Vec::new();
+    for value in values {
+        let mut rest = *value;
+        loop {
+            rest = rest.trim_start_matches([' ', '\t', ',']);
+            if rest.is_empty() {
+                break;
+            }
+            let end = rest.find([',', '=']).unwrap_or(rest.len());
+            let name = rest[..end].trim();
+            rest = &rest[end..];
+            let mut argument = None;
+            if let Some(after) = rest.strip_prefix('=') {
+                let after = after.trim_start_matches([' ', '\t']);
+                if let Some(quoted) = after.strip_prefix('"') {
+                    let mut text = String::new();
+                    let mut chars = quoted.char_indices();
+                    // Unterminated: the quote runs to the end of the line.
+                    let mut close = quoted.len();
+                    while let Some((i, c)) = chars.next() {
+                        match c {
+                            '"' => {
+                                close = i + 1;
+                                break;
+                            }
+                            '\\' => text.extend(chars.next().map(|(_, c)| c)),
+                            c => text.push(c),
+                        }
+                    }
+                    rest = &quoted[close..];
+                    let next = rest.find(',').unwrap_or(rest.len());
+                    if rest[..next].trim().is_empty() {
+                        argument = Some(text);
+                    }
+                    rest = &rest[next..];
+                } else {
+                    let next = after.find(',').unwrap_or(after.len());
+                    argument = Some(after[..next].trim().to_owned());
+                    rest = &after[next..];
+                }
+            }
+            if !name.is_empty() {
+                found.push((name, argument));
+            }
+        }
+    }
+    found
+}
+
+/// A `delta-seconds` argument (RFC 9111 §1.2.2): digits only; one too
+/// large for the cache is 2^31 seconds.
+fn delta_seconds(argument: Option<&str>) -> Option<Duration> {
+    let digits = argument?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = digits.parse::<u64>().map_or(1 << 31, |n| n.min(1 << 31));
+    Some(Duration::from_secs(secs))
+}
+
+/// How much longer the response may be reused by its own headers, as a
+/// shared cache reads them (RFC 9111 §4.2): its lifetime (`s-maxage`, else
+/// `max-age`, else `Expires` minus `Date`, or minus `now` without one)
+/// less its age (`Age`, or the time since `Date` if longer). `None` when
+/// the response says nothing; zero when it is stale already. Freshness
+/// that does not parse (`max-age=soon`, `Expires: 0`) is stale (§4.2.1);
+/// a directive or `Expires` given more than once counts at its shortest.
+fn own_freshness(
+    directives: &[(&str, Option<String>)],
+    headers: &HeaderMap,
+    now: std::time::SystemTime,
+) -> Option<Duration> {
+    let stale = Some(Duration::ZERO);
+    // One invalid occurrence makes the response stale (`Some(None)`).
+    let shortest = |name: &str| -> Option<Option<Duration>> {
+        directives
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, argument)| delta_seconds(argument.as_deref()))
+            .reduce(|a, b| a.zip(b).map(|(a, b)| a.min(b)))
+    };
+    let date = headers
+        .get(header::DATE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?.trim()).ok());
+    let lifetime = match shortest("s-maxage").or_else(|| shortest("max-age")) {
+        Some(Some(lifetime)) => lifetime,
+        Some(None) => return stale,
+        None => {
+            let mut expires = None;
+            for value in headers.get_all(header::EXPIRES) {
+                let Some(at) = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+                else {
+                    return stale;
+                };
+                expires = Some(expires.map_or(at, |e: std::time::SystemTime| e.min(at)));
+            }
+            // An `Expires` before `Date` (or now) is past: zero.
+            expires?
+                .duration_since(date.unwrap_or(now))
+                .unwrap_or_default()
+        }
+    };
+    // `Age` from a cache before us: its first member, ignored when it is
+    // not a number (RFC 9111 §5.1).
+    let age = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| delta_seconds(Some(v.split(',').next().unwrap_or("").trim())))
+        .unwrap_or_default();
+    let since_date = date
+        .and_then(|d| now.duration_since(d).ok())
+        .unwrap_or_default();
+    Some(lifetime.saturating_sub(age.max(since_date)))
 }
 
 /// Entry point.
@@ -702,6 +838,97 @@ mod tests {
         assert!(store.entries.contains_key("k3"));
         assert!(store.entries.contains_key("k4"));
         assert!(!store.entries.contains_key("k2"));
+    }
+
+    #[test]
+    fn cache_control_is_read_with_quotes_and_several_lines() {
+        let found = directives(&[
+            "Public, MAX-AGE=\"60\", no-cache=\"Set-Cookie, X-A\"",
+            "s-maxage = 5 ,,private=\"a\\\"b\"",
+            "max-age=\"1\"junk, no-store=\"open",
+        ]);
+        let found: Vec<(&str, Option<&str>)> =
+            found.iter().map(|(n, a)| (*n, a.as_deref())).collect();
+        assert_eq!(
+            found,
+            [
+                ("Public", None),
+                ("MAX-AGE", Some("60")),
+                ("no-cache", Some("Set-Cookie, X-A")),
+                ("s-maxage", Some("5")),
+                ("private", Some("a\"b")),
+                ("max-age", None),
+                ("no-store", Some("open")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_response_says_how_long_it_stays_fresh() {
+        use std::time::UNIX_EPOCH;
+        let t = 1_700_000_000;
+        let now = UNIX_EPOCH + Duration::from_secs(t);
+        let date = |secs: u64| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+        let fresh = |cc: &[&str], more: &[(HeaderName, String)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in more {
+                headers.append(name.clone(), value.parse().unwrap());
+            }
+            own_freshness(&directives(cc), &headers, now).map(|d| d.as_secs())
+        };
+        assert_eq!(fresh(&[], &[]), None);
+        assert_eq!(fresh(&["public"], &[]), None);
+        assert_eq!(fresh(&["max-age=60"], &[]), Some(60));
+        assert_eq!(fresh(&["Max-Age=\"0\""], &[]), Some(0));
+        // s-maxage first, for a shared cache, either way.
+        assert_eq!(fresh(&["max-age=60, s-maxage=0"], &[]), Some(0));
+        assert_eq!(fresh(&["max-age=0", "s-maxage=30"], &[]), Some(30));
+        // Invalid is stale; twice counts at the shortest.
+        for bad in [
+            "max-age=soon",
+            "max-age=-1",
+            "max-age",
+            "max-age=",
+            "s-maxage=1.5",
+        ] {
+            assert_eq!(fresh(&[bad], &[]), Some(0), "{bad}");
+        }
+        assert_eq!(fresh(&["max-age=60", "max-age=x"], &[]), Some(0));
+        assert_eq!(fresh(&["max-age=60, max-age=5"], &[]), Some(5));
+        // Too large to hold is 2^31 seconds.
+        assert_eq!(
+            fresh(&["max-age=99999999999999999999999"], &[]),
+            Some(1 << 31)
+        );
+        // Age (from a cache before us) is spent; one not a number is
+        // ignored.
+        let age = |v: &str| (header::AGE, v.to_owned());
+        assert_eq!(fresh(&["max-age=60"], &[age("50")]), Some(10));
+        assert_eq!(fresh(&["max-age=60"], &[age("90")]), Some(0));
+        assert_eq!(fresh(&["max-age=60"], &[age("x")]), Some(60));
+        // Expires, from Date or now; ignored under max-age.
+        let expires = |s: u64| (header::EXPIRES, date(s));
+        assert_eq!(fresh(&[], &[expires(t + 30)]), Some(30));
+        assert_eq!(fresh(&[], &[expires(t - 30)]), Some(0));
+        assert_eq!(fresh(&[], &[expires(t)]), Some(0));
+        assert_eq!(fresh(&[], &[(header::EXPIRES, "0".into())]), Some(0));
+        assert_eq!(fresh(&[], &[expires(t + 30), expires(t + 10)]), Some(10));
+        assert_eq!(fresh(&["max-age=60"], &[expires(t - 30)]), Some(60));
+        assert_eq!(
+            fresh(&["max-age=60"], &[(header::EXPIRES, "0".into())]),
+            Some(60)
+        );
+        let dated = |s: u64| (header::DATE, date(s));
+        // Expires minus Date, less the time since Date.
+        assert_eq!(fresh(&[], &[dated(t - 10), expires(t + 30)]), Some(30));
+        // A Date ahead of us: Expires minus Date.
+        assert_eq!(fresh(&[], &[dated(t + 10), expires(t + 30)]), Some(20));
+        // A Date long gone ages the response.
+        assert_eq!(fresh(&["max-age=60"], &[dated(t - 3600)]), Some(0));
+        assert_eq!(
+            fresh(&[], &[(header::DATE, "x".into()), expires(t + 30)]),
+            Some(30)
+        );
     }
 
     #[test]

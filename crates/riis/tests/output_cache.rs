@@ -2,14 +2,15 @@
 //! is kept and answered without its handler; the key varies by query
 //! string and named headers; responses with cookies, private ones and
 //! conditional requests pass by; a file's change ends its entry; a time
-//! period ends one.
+//! period ends one, and so does the response's own freshness (`max-age`,
+//! `s-maxage`, `Expires`), which may keep it from being stored at all.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{Connection, InProcessServer};
-use riis_pipeline::http::{header, HeaderValue};
+use riis_pipeline::http::{header, HeaderName, HeaderValue};
 use riis_pipeline::{
     HttpContext, HttpModule, ModuleError, ModuleRegistration, RegisterModuleFn,
     RequestNotification as N, RequestNotificationStatus as Status, RequestNotifications,
@@ -22,7 +23,8 @@ static RUNS: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>> =
     std::sync::Mutex::new(None);
 
 /// A handler that answers `run N`, counting its runs per path; `?cookie` adds a
-/// cookie, `?private` a `Cache-Control: private`.
+/// cookie, `?private` a `Cache-Control: private`, and each request header
+/// `X-Respond-<name>` a response header `<name>` with its value.
 struct Counter;
 impl HttpModule for Counter {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
@@ -36,6 +38,15 @@ impl HttpModule for Counter {
             *count
         };
         let query = ctx.request().query_string().to_owned();
+        let respond: Vec<(HeaderName, HeaderValue)> = ctx
+            .request()
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = name.as_str().strip_prefix("x-respond-")?;
+                Some((HeaderName::try_from(name).ok()?, value.clone()))
+            })
+            .collect();
         let resp = ctx.response_mut();
         resp.set_header(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         if query.contains("cookie") {
@@ -43,6 +54,9 @@ impl HttpModule for Counter {
         }
         if query.contains("private") {
             resp.set_header(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        }
+        for (name, value) in respond {
+            resp.append_header(name, value);
         }
         resp.write(format!("run {n}"));
         // Continue, not FinishRequest: that would skip UpdateRequestCache.
@@ -102,6 +116,10 @@ output_cache = { policy = "CacheForTimePeriod", duration = 600, vary_by_headers 
 [[sites.locations]]
 path = "/dyn/named"
 output_cache = { policy = "CacheForTimePeriod", duration = 600, vary_by_query_string = ["id"] }
+
+[[sites.locations]]
+path = "/dyn/brief"
+output_cache = { policy = "CacheForTimePeriod", duration = 1 }
 
 [[sites.locations]]
 path = "/dyn/members"
@@ -287,5 +305,115 @@ fn requests_with_credentials_the_server_did_not_check_pass_by() {
     assert_eq!(kept, anonymous + 1);
     assert_eq!(run(&get(&mut conn, "/dyn/bearer", "")), kept);
     assert!(run(&get(&mut conn, "/dyn/bearer", bearer)) > kept);
+    server.stop();
+}
+
+/// `X-Respond-…` request headers that make `Counter` answer with `headers`.
+fn respond_with(headers: &[(&str, &str)]) -> String {
+    headers
+        .iter()
+        .map(|(name, value)| format!("X-Respond-{name}: {value}\r\n"))
+        .collect()
+}
+
+/// A response stale by its own headers (RFC 9111 §4.2) is never kept,
+/// whatever the location's `duration`; one fresh by them is, for the
+/// shorter of the two.
+#[test]
+fn a_response_stale_by_its_own_freshness_is_not_kept() {
+    let server = InProcessServer::start(CONFIG, TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+    let past = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let future = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let stale: &[(&str, &[(&str, &str)])] = &[
+        ("max-age-0", &[("Cache-Control", "max-age=0")]),
+        ("quoted", &[("Cache-Control", "public, MAX-AGE=\"0\"")]),
+        // For a shared cache s-maxage comes before max-age.
+        (
+            "s-maxage-0",
+            &[("Cache-Control", "s-maxage=0, max-age=600")],
+        ),
+        (
+            "two-lines",
+            &[("Cache-Control", "public"), ("Cache-Control", "max-age=0")],
+        ),
+        // Freshness that does not parse is stale (RFC 9111 §4.2.1).
+        ("not-a-number", &[("Cache-Control", "max-age=soon")]),
+        ("no-number", &[("Cache-Control", "max-age")]),
+        ("expired", &[("Expires", &past)]),
+        ("bad-expires", &[("Expires", "0")]),
+        // Aged its whole lifetime in a cache before us.
+        ("aged", &[("Cache-Control", "max-age=60"), ("Age", "60")]),
+    ];
+    for (name, headers) in stale {
+        let path = format!("/dyn/stale/{name}");
+        let extra = respond_with(headers);
+        let mut last = 0;
+        for _ in 0..3 {
+            let n = run(&get(&mut conn, &path, &extra));
+            assert!(n > last, "{path} was served from the cache");
+            last = n;
+        }
+    }
+    let fresh: &[(&str, &[(&str, &str)])] = &[
+        ("s-maxage", &[("Cache-Control", "s-maxage=600, max-age=0")]),
+        // max-age over Expires.
+        (
+            "max-age",
+            &[("Cache-Control", "max-age=600"), ("Expires", &past)],
+        ),
+        ("expires", &[("Expires", &future)]),
+        // Shorter than `duration`: kept (for that long).
+        ("shorter", &[("Cache-Control", "max-age=300")]),
+        (
+            "age-left",
+            &[("Cache-Control", "max-age=600"), ("Age", "60")],
+        ),
+    ];
+    for (name, headers) in fresh {
+        let path = format!("/dyn/fresh/{name}");
+        let extra = respond_with(headers);
+        let first = run(&get(&mut conn, &path, &extra));
+        let kept = run(&get(&mut conn, &path, &extra));
+        assert_eq!(kept, first + 1);
+        assert_eq!(run(&get(&mut conn, &path, &extra)), kept, "{path} not kept");
+    }
+    server.stop();
+}
+
+/// A response whose own lifetime is shorter than `duration` is kept only
+/// that long; a longer one does not stretch `duration`.
+#[test]
+fn an_entry_lasts_no_longer_than_the_response_says() {
+    let server = InProcessServer::start(CONFIG, TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+    let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(1));
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        ("/dyn/life/max-age", &[("Cache-Control", "max-age=1")]),
+        (
+            "/dyn/life/s-maxage",
+            &[("Cache-Control", "S-MaxAge=1, max-age=600")],
+        ),
+        ("/dyn/life/expires", &[("Expires", &soon)]),
+        // 601 s less the 600 spent in a cache before us.
+        (
+            "/dyn/life/age",
+            &[("Cache-Control", "max-age=601"), ("Age", "600")],
+        ),
+        // `duration` (1 s here) is the upper bound.
+        ("/dyn/brief/long", &[("Cache-Control", "max-age=600")]),
+    ];
+    let mut stored = Vec::new();
+    for (path, headers) in cases {
+        let extra = respond_with(headers);
+        run(&get(&mut conn, path, &extra));
+        // Kept now, if its lifetime has not already run out.
+        stored.push(run(&get(&mut conn, path, &extra)));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for ((path, headers), stored) in cases.iter().zip(stored) {
+        let n = run(&get(&mut conn, path, &respond_with(headers)));
+        assert!(n > stored, "{path} was served past its lifetime");
+    }
     server.stop();
 }
