@@ -40,6 +40,11 @@
 //! | `hidden_segments` | 404.8 |
 //! | `file_extensions` | 404.7 |
 //!
+//! A denied method is refused in any case (`delete` for DELETE); an allowed
+//! one must match exactly. Entries that could never match (a hidden
+//! segment holding `/`, the extension `*.exe`, a method or header name with
+//! a space) are configuration errors, not rules that silently do nothing.
+//!
 //! IIS answers an over-long `Content-Length` with 404.13; riis uses 413, the
 //! status HTTP has for it. The size checks on bodies do not apply to child
 //! requests (they have no body of their own).
@@ -72,16 +77,103 @@ pub struct FileExtensionsConfig {
     pub allow: Vec<String>,
 }
 
-/// A list of extensions, none of them empty (`""` would match nothing,
-/// silently; `.` is the way to name URLs without one).
+/// A list of extensions, each one that can match: not empty (`""` would
+/// match nothing, silently; `.` is the way to name URLs without one), and
+/// no pattern or path (`*.exe`, `.tar.gz`, `bin/.exe`: the extension is
+/// what follows the last dot of the last segment, so those never match).
 fn extensions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
-    if list.iter().any(|e| e.trim().is_empty()) {
-        return Err(serde::de::Error::custom(
-            "an extension cannot be empty (`.` stands for URLs without one)",
-        ));
+    for e in &list {
+        let trimmed = e.trim();
+        if trimmed.is_empty() {
+            return Err(serde::de::Error::custom(
+                "an extension cannot be empty (`.` stands for URLs without one)",
+            ));
+        }
+        // As `same_extension` reads it: leading dots dropped.
+        let bare = trimmed.trim_start_matches('.');
+        if trimmed != "." && (bare.is_empty() || bare.contains(['.', '*', '?', '/', '\\'])) {
+            return Err(serde::de::Error::custom(format!(
+                "`{e}` is not an extension: write one as `.exe` (what follows the last dot \
+                 of a file name; no `*`, `?`, path or second dot)"
+            )));
+        }
     }
     Ok(list)
+}
+
+/// The hidden segments, each one path segment: an entry holding `/` (or
+/// `\`, which the server refuses in URLs), an empty one, `.` or `..` (gone
+/// once the path is normalized) would never equal a segment, silently.
+fn segments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for s in &list {
+        if s.is_empty() {
+            return Err(serde::de::Error::custom("a hidden segment cannot be empty"));
+        }
+        if s == "." || s == ".." {
+            return Err(serde::de::Error::custom(format!(
+                "`{s}` is not a segment a path holds once normalized"
+            )));
+        }
+        if let Some(at) = s.find(['/', '\\']) {
+            let separator = &s[at..at + 1];
+            let name = s.rsplit(['/', '\\']).find(|p| !p.is_empty()).unwrap_or("");
+            return Err(serde::de::Error::custom(format!(
+                "`{s}` holds a `{separator}`: an entry is one path segment (`{name}`), \
+                 hidden wherever it appears in a path"
+            )));
+        }
+    }
+    Ok(list)
+}
+
+/// Whether `s` is an HTTP token (RFC 9110 `tchar`s): what a method is.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The `verbs` table, every key a method: `" GET"` or `"GET POST"` would
+/// never equal a request's method, silently.
+fn methods<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HashMap<String, bool>, D::Error> {
+    let verbs = HashMap::<String, bool>::deserialize(d)?;
+    if let Some(v) = verbs.keys().find(|v| !is_token(v)) {
+        return Err(serde::de::Error::custom(format!(
+            "`{v}` is not a method (one word, no spaces: list each method as its own key)"
+        )));
+    }
+    Ok(verbs)
+}
+
+/// The `header_limits` table, every key a header name of letters, digits
+/// and `-`: `"X Big"` is no header name at all, and `"User_Agent"` would
+/// limit only a header sent as `User_Agent`, not `User-Agent` (gateways
+/// drop such names; see `crate::is_plain_header_name`).
+fn header_names<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<HashMap<String, usize>, D::Error> {
+    let limits = HashMap::<String, usize>::deserialize(d)?;
+    if let Some(name) = limits
+        .keys()
+        .find(|n| n.is_empty() || !crate::is_plain_header_name(n))
+    {
+        let hint = if name.contains('_') && is_token(name) {
+            // `HTTP_USER_AGENT` is the CGI variable of `User-Agent`.
+            let bare = name
+                .get(..5)
+                .filter(|p| p.eq_ignore_ascii_case("HTTP_"))
+                .map_or(name.as_str(), |_| &name[5..]);
+            format!(" (`{}`?)", bare.replace('_', "-"))
+        } else {
+            String::new()
+        };
+        return Err(serde::de::Error::custom(format!(
+            "`{name}` is not a header name: write names with letters, digits and `-`{hint}"
+        )));
+    }
+    Ok(limits)
 }
 
 impl Default for FileExtensionsConfig {
@@ -119,11 +211,18 @@ pub struct RequestFilteringConfig {
     pub max_query_string: usize,
     /// Whether methods not in `verbs` are allowed.
     pub allow_unlisted_verbs: bool,
-    /// Method → allowed. Methods are compared case-sensitively.
+    /// Method → allowed. A denied method is refused in any case (`delete`
+    /// too: applications that upper-case the method would act on it as
+    /// DELETE); an allowed one matches exactly, so with
+    /// `allow_unlisted_verbs = false` an odd-case method is still refused.
+    /// Keys are methods (tokens), checked when the configuration loads.
+    #[serde(deserialize_with = "methods")]
     pub verbs: HashMap<String, bool>,
     /// Extension rules for the last segment of the URL path.
     pub file_extensions: FileExtensionsConfig,
-    /// Path segments that make a URL invisible (compared ignoring ASCII case).
+    /// Path segments that make a URL invisible (compared ignoring ASCII
+    /// case); each entry is one segment, without `/`.
+    #[serde(deserialize_with = "segments")]
     pub hidden_segments: Vec<String>,
     /// Substrings refused in the URL path (as sent, decoded, and decoded and
     /// normalized), ignoring ASCII case.
@@ -137,8 +236,9 @@ pub struct RequestFilteringConfig {
     pub allow_high_bit_characters: bool,
     /// Largest request header, name plus value, in bytes; `0` turns the check off.
     pub max_header_size: usize,
-    /// Header name (any case) → largest value, in bytes (all values of the
-    /// header together).
+    /// Header name (any case; letters, digits and `-`) → largest value, in
+    /// bytes (all values of the header together).
+    #[serde(deserialize_with = "header_names")]
     pub header_limits: HashMap<String, usize>,
 }
 
@@ -249,15 +349,31 @@ fn same_extension(listed: &str, ext: &str) -> bool {
         && ext != "."
 }
 
-fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection> {
-    let req = ctx.request();
-    let method = req.method().as_str();
-    let allowed = config
+/// Whether `verbs` and `allow_unlisted_verbs` let `method` through. A deny
+/// entry matches in any case: `delete` reaches a CGI program as
+/// `REQUEST_METHOD=delete`, and frameworks that upper-case it act on a
+/// DELETE (UrlAuthorization compares methods the same way). An allow entry
+/// matches exactly, so that an allow list fails closed for `get`; deny
+/// wins over allow.
+fn verb_allowed(config: &RequestFilteringConfig, method: &str) -> bool {
+    if config
+        .verbs
+        .iter()
+        .any(|(verb, allowed)| !allowed && verb.eq_ignore_ascii_case(method))
+    {
+        return false;
+    }
+    config
         .verbs
         .get(method)
         .copied()
-        .unwrap_or(config.allow_unlisted_verbs);
-    if !allowed {
+        .unwrap_or(config.allow_unlisted_verbs)
+}
+
+fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection> {
+    let req = ctx.request();
+    let method = req.method().as_str();
+    if !verb_allowed(config, method) {
         return Some(Rejection::new("verbs", StatusCode::NOT_FOUND, 6, method));
     }
 
@@ -585,6 +701,89 @@ mod tests {
         assert!(same_extension("EXE", ".exe"));
         assert!(same_extension(".", "."));
         assert!(!same_extension("exe", "."));
+    }
+
+    fn parse(text: &str) -> Result<RequestFilteringConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn settings_that_never_match_are_refused() {
+        let good = parse(
+            r#"
+            hidden_segments = [".git", "bin", "App_Data"]
+            file_extensions = { deny = [".exe", "BAT", " .cmd "], allow = [".", ".txt"] }
+            header_limits = { "Content-Type" = 100, "X-Api-Key2" = 64 }
+            verbs = { "GET" = true, "M-SEARCH" = false, "delete" = false }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(good.hidden_segments.len(), 3);
+        for (text, message) in [
+            (r#"hidden_segments = ["files/setup.exe"]"#, "(`setup.exe`)"),
+            (r#"hidden_segments = ["/admin"]"#, "(`admin`)"),
+            (r#"hidden_segments = ['bin\x.dll']"#, "holds a `\\`"),
+            (r#"hidden_segments = [".."]"#, "once normalized"),
+            (r#"hidden_segments = [""]"#, "cannot be empty"),
+            (
+                r#"file_extensions = { deny = ["*.exe"] }"#,
+                "`*.exe` is not an extension",
+            ),
+            (r#"file_extensions = { deny = [".*"] }"#, "not an extension"),
+            (r#"file_extensions = { deny = [".."] }"#, "not an extension"),
+            (
+                r#"file_extensions = { allow = [".tar.gz"] }"#,
+                "not an extension",
+            ),
+            (
+                r#"file_extensions = { deny = ["bin/.exe"] }"#,
+                "not an extension",
+            ),
+            (
+                r#"header_limits = { "X Big" = 1 }"#,
+                "`X Big` is not a header name",
+            ),
+            (r#"header_limits = { "User_Agent" = 3 }"#, "(`User-Agent`?)"),
+            (
+                r#"header_limits = { "HTTP_USER_AGENT" = 3 }"#,
+                "(`USER-AGENT`?)",
+            ),
+            (r#"header_limits = { "" = 3 }"#, "is not a header name"),
+            (r#"verbs = { " GET" = false }"#, "` GET` is not a method"),
+            (
+                r#"verbs = { "GET POST" = false }"#,
+                "`GET POST` is not a method",
+            ),
+            (r#"verbs = { "" = true }"#, "is not a method"),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(err.contains(message), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn denied_verbs_match_in_any_case_allowed_ones_exactly() {
+        let config = parse(r#"verbs = { "DELETE" = false, "trace" = false }"#).unwrap();
+        for method in ["DELETE", "delete", "Delete", "TRACE", "trace", "tRaCe"] {
+            assert!(!verb_allowed(&config, method), "{method}");
+        }
+        assert!(verb_allowed(&config, "GET"));
+        assert!(verb_allowed(&config, "get"), "unlisted verbs are allowed");
+
+        let strict = parse(
+            r#"
+            allow_unlisted_verbs = false
+            verbs = { "GET" = true, "POST" = true, "post" = false }
+            "#,
+        )
+        .unwrap();
+        assert!(verb_allowed(&strict, "GET"));
+        assert!(
+            !verb_allowed(&strict, "get"),
+            "an allow entry matches exactly"
+        );
+        assert!(!verb_allowed(&strict, "POST"), "deny wins over allow");
+        assert!(!verb_allowed(&strict, "PUT"));
     }
 
     #[test]

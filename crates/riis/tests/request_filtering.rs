@@ -37,7 +37,7 @@ root = 'ROOT'
 bindings = ["127.0.0.1:0"]
 
 [sites.request_filtering]
-verbs = { "TRACE" = false }
+verbs = { "TRACE" = false, "DELETE" = false }
 file_extensions = { deny = [".exe"] }
 header_limits = { "Content-Type" = 100 }
 
@@ -55,6 +55,7 @@ file_extensions = { allow_unlisted = false, allow = [".txt"] }
 path = "/nodots"
 [sites.locations.request_filtering]
 denied_url_sequences = ["./"]
+verbs = { "put" = false }
 "#;
 
 fn start() -> (TempDir, RunningBinary) {
@@ -121,6 +122,16 @@ fn every_filter_answers_with_its_status() {
         // Verbs: denied by name, and unlisted where unlisted verbs are off.
         ("TRACE", "/a.txt", String::new(), 404, "404.6"),
         ("DELETE", "/strict/a.txt", String::new(), 404, "404.6"),
+        // A denied method in any case: `delete` reaches a CGI program as
+        // REQUEST_METHOD=delete, which frameworks upper-case into DELETE.
+        ("delete", "/a.txt", String::new(), 404, "404.6"),
+        ("Delete", "/a.txt", String::new(), 404, "404.6"),
+        ("trace", "/a.txt", String::new(), 404, "404.6"),
+        // ... and a deny entry written in lower case.
+        ("PUT", "/nodots/a.txt", String::new(), 404, "404.6"),
+        ("Put", "/nodots/a.txt", String::new(), 404, "404.6"),
+        // An allow entry matches exactly: `get` is not listed in /strict.
+        ("get", "/strict/a.txt", String::new(), 404, "404.6"),
         // Content length.
         (
             "POST",
@@ -342,4 +353,103 @@ fn a_body_read_past_the_limit_gets_its_custom_error_page() {
     assert_eq!(resp.status, 413, "{}", resp.text());
     assert_eq!(resp.text(), "too much");
     assert_eq!(resp.header("content-length"), Some("8"));
+}
+
+/// `riis check-config` on a `request_filtering` section holding `line`
+/// (line 5 of the file, or line 13 for a location's): the exit status and
+/// what it wrote.
+fn check_config(dir: &TempDir, line: &str, in_location: bool) -> (bool, String) {
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let (global, location) = if in_location { ("", line) } else { (line, "") };
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[[modules]]\nname = \"RequestFiltering\"\n\n[request_filtering]\n{global}\n\n\
+             [[sites]]\nname = \"s\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n\
+             [[sites.locations]]\npath = \"/x\"\nrequest_filtering = {{ {location} }}\n",
+            root.display()
+        ),
+    );
+    let out = common::riis_command("check-config", &config);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Settings that could never match a request are refused when the
+/// configuration loads, with the file, line and key, instead of being
+/// accepted and doing nothing.
+#[test]
+fn settings_that_can_never_match_are_configuration_errors() {
+    let dir = TempDir::new("reqfilter-check");
+    for good in [
+        r#"hidden_segments = [".git", "bin", "App_Data"]"#,
+        r#"file_extensions = { deny = [".exe", "bak"], allow = [".", ".TXT"] }"#,
+        r#"header_limits = { "Content-Type" = 100, "x-api-key" = 64 }"#,
+        r#"verbs = { "GET" = true, "M-SEARCH" = false, "delete" = false }"#,
+    ] {
+        let (ok, err) = check_config(&dir, good, false);
+        assert!(ok, "{good}: {err}");
+    }
+    // (setting, key under `request_filtering`, message)
+    let cases = [
+        (
+            r#"hidden_segments = ["files/setup.exe", "/admin"]"#,
+            "hidden_segments",
+            "`files/setup.exe` holds a `/`",
+        ),
+        (
+            r#"hidden_segments = ['bin\secret']"#,
+            "hidden_segments",
+            "an entry is one path segment",
+        ),
+        (
+            r#"file_extensions = { deny = ["*.exe"] }"#,
+            "file_extensions.deny",
+            "`*.exe` is not an extension",
+        ),
+        (
+            r#"file_extensions = { allow_unlisted = false, allow = [".tar.gz"] }"#,
+            "file_extensions.allow",
+            "`.tar.gz` is not an extension",
+        ),
+        (
+            r#"header_limits = { "X Big" = 1 }"#,
+            "header_limits",
+            "`X Big` is not a header name",
+        ),
+        (
+            r#"header_limits = { "User_Agent" = 3 }"#,
+            "header_limits",
+            "`User_Agent` is not a header name",
+        ),
+        (
+            r#"verbs = { " GET" = false }"#,
+            "verbs",
+            "` GET` is not a method",
+        ),
+        (
+            r#"verbs = { "GET POST" = false }"#,
+            "verbs",
+            "`GET POST` is not a method",
+        ),
+    ];
+    for (setting, key, message) in cases {
+        let (ok, err) = check_config(&dir, setting, false);
+        assert!(!ok, "{setting} was accepted");
+        assert!(
+            err.contains(&format!("riis.toml:5: key `request_filtering.{key}`")),
+            "{setting}: {err}"
+        );
+        assert!(err.contains(message), "{setting}: {err}");
+    }
+    // In a location too.
+    let (ok, err) = check_config(&dir, r#"verbs = { "GET POST" = false }"#, true);
+    assert!(!ok);
+    assert!(
+        err.contains("riis.toml:13: key `sites[0].locations[0].request_filtering.verbs`"),
+        "{err}"
+    );
 }
