@@ -11,7 +11,9 @@
 //! its challenge. A child request keeps its parent's user; when that is
 //! the anonymous user, the child's location decides again, so a default
 //! document or error page in a location that requires a logon is not
-//! served to an anonymous parent. Turning anonymous access off where no
+//! served to an anonymous parent. A request a module rewrote (UrlRewrite's
+//! front controller) is anonymous only where both the location it asked
+//! for and the one it was rewritten into allow it. Turning anonymous access off where no
 //! module sends a challenge (BasicAuthentication not enabled there) leaves
 //! clients no way to log on: 401.2 is all they get.
 //!
@@ -57,7 +59,11 @@ impl HttpModule for AnonymousAuthentication {
             Some(_) => true,
             None => false,
         };
-        if ctx.config(self.config).enabled {
+        // Off in the location the client asked for, before a rewrite, is
+        // off: a front controller's rewrite must not open a location that
+        // requires a logon.
+        let (here, asked) = crate::both_configs(ctx, self.config);
+        if here.enabled && asked.is_none_or(|asked| asked.enabled) {
             if !anonymous {
                 ctx.set_user(HttpUser::new("", "Anonymous"));
             }

@@ -511,11 +511,13 @@ impl BasicAuthentication {
 
 impl HttpModule for BasicAuthentication {
     fn on_authenticate_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        let config = ctx.config(self.config);
         // A user with a name logged on already (the parent of a child
         // request, or another module). The anonymous user, a child request
         // may have from a parent in a location without Basic, logs on here.
-        if !config.enabled || ctx.user().is_some_and(|u| !u.name().is_empty()) {
+        let Some(config) = enabled_config(ctx, self.config) else {
+            return RequestNotificationStatus::Continue;
+        };
+        if ctx.user().is_some_and(|u| !u.name().is_empty()) {
             return RequestNotificationStatus::Continue;
         }
         let (name, password) = match credentials(ctx) {
@@ -615,10 +617,9 @@ impl HttpModule for BasicAuthentication {
         {
             return RequestNotificationStatus::Continue;
         }
-        let config = ctx.config(self.config);
-        if !config.enabled {
+        let Some(config) = enabled_config(ctx, self.config) else {
             return RequestNotificationStatus::Continue;
-        }
+        };
         let realm = if config.realm.is_empty() {
             host_name(ctx).unwrap_or_else(|| ctx.site().site_name.clone())
         } else {
@@ -633,6 +634,18 @@ impl HttpModule for BasicAuthentication {
         }
         RequestNotificationStatus::Continue
     }
+}
+
+/// The section Basic authentication runs with: this location's where it is
+/// enabled, else that of the location the client asked for before a
+/// rewrite, where it is (a front controller's rewrite must not skip the
+/// logon the client's location asks for); `None` where neither enables it.
+fn enabled_config(
+    ctx: &HttpContext,
+    section: Section<BasicAuthenticationConfig>,
+) -> Option<&BasicAuthenticationConfig> {
+    let (here, asked) = crate::both_configs(ctx, section);
+    std::iter::once(here).chain(asked).find(|c| c.enabled)
 }
 
 /// The request's host name without its port (the `SERVER_NAME` server

@@ -301,26 +301,40 @@ impl HttpModule for ClientCertificateMappingAuthentication {
         if ctx.user().is_some_and(|u| !u.name().is_empty()) {
             return RequestNotificationStatus::Continue;
         }
-        let config = ctx.config(self.config);
-        let Some(cert) = ctx.client_certificate().filter(|_| config.enabled) else {
+        let Some(cert) = ctx.client_certificate() else {
             return RequestNotificationStatus::Continue;
         };
-        match map(config, cert) {
-            Mapped::User(name, roles) => {
-                let user = HttpUser::new(name, "SSL/PCT").with_roles(roles.iter().cloned());
-                ctx.set_user(user);
-                RequestNotificationStatus::Continue
+        // This location's mappings first; after a rewrite, those of the
+        // location the client asked for as well: a deny in either denies.
+        let (here, asked) = crate::both_configs(ctx, self.config);
+        let mut user = None;
+        for config in std::iter::once(here).chain(asked).filter(|c| c.enabled) {
+            match map(config, cert) {
+                Mapped::User(name, roles) => {
+                    user.get_or_insert_with(|| {
+                        HttpUser::new(name, "SSL/PCT").with_roles(roles.iter().cloned())
+                    });
+                }
+                Mapped::Denied(mapping) => {
+                    tracing::info!(
+                        subject = %cert.subject,
+                        mapping,
+                        "ClientCertificateMappingAuthentication: a certificate denied by its mapping"
+                    );
+                    return crate::end_with_error(
+                        ctx,
+                        StatusCode::FORBIDDEN,
+                        12,
+                        crate::E_ACCESS_DENIED,
+                    );
+                }
+                Mapped::Unmapped => {}
             }
-            Mapped::Denied(mapping) => {
-                tracing::info!(
-                    subject = %cert.subject,
-                    mapping,
-                    "ClientCertificateMappingAuthentication: a certificate denied by its mapping"
-                );
-                crate::end_with_error(ctx, StatusCode::FORBIDDEN, 12, crate::E_ACCESS_DENIED)
-            }
-            Mapped::Unmapped => RequestNotificationStatus::Continue,
         }
+        if let Some(user) = user {
+            ctx.set_user(user);
+        }
+        RequestNotificationStatus::Continue
     }
 }
 

@@ -137,6 +137,19 @@ pub(crate) fn is_plain_header_name(name: &str) -> bool {
     name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// A section for this request's location, and for the location of the URL
+/// the client asked for when a rewrite led the request elsewhere and that
+/// location's section differs. Access modules apply the stricter of the
+/// two (see [`riis_pipeline::HttpContext::client_config`]).
+pub(crate) fn both_configs<T: std::any::Any + Send + Sync>(
+    ctx: &riis_pipeline::HttpContext,
+    section: riis_pipeline::Section<T>,
+) -> (&T, Option<&T>) {
+    let here = ctx.config(section);
+    let asked = ctx.client_config(section);
+    (here, (!std::ptr::eq(here, asked)).then_some(asked))
+}
+
 /// Writes an address as `192.0.2.7` or `2001:db8::1`, an IPv4-mapped one
 /// (a dual-stack socket's IPv4 client) as IPv4. IPv4 addresses are
 /// written digit by digit: `Display` costs about 1,300 instructions, a

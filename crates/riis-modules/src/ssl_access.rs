@@ -17,6 +17,9 @@
 //!   of sites that set `client_certificate_ca`, and verifies the chain
 //!   against it; a certificate that does not verify fails the handshake.
 //!
+//! A request a module rewrote into another location must meet what both
+//! locations require.
+//!
 //! Configuration section `access` (site or location):
 //! - `require_ssl` (default false);
 //! - `require_client_certificate` (default false).
@@ -46,8 +49,12 @@ pub struct SslAccess {
 
 impl HttpModule for SslAccess {
     fn on_authenticate_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        let config = ctx.config(self.config);
-        let (ssl, certificate) = (config.require_ssl, config.require_client_certificate);
+        // What the location the client asked for requires holds after a
+        // rewrite too.
+        let (here, asked) = crate::both_configs(ctx, self.config);
+        let ssl = here.require_ssl || asked.is_some_and(|a| a.require_ssl);
+        let certificate =
+            here.require_client_certificate || asked.is_some_and(|a| a.require_client_certificate);
         if (ssl || certificate) && !ctx.request().is_tls() {
             return crate::end_with_error(ctx, StatusCode::FORBIDDEN, 4, crate::E_ACCESS_DENIED);
         }

@@ -7,7 +7,9 @@
 //! client that sent no credentials (or a user's who may not) gets
 //! BasicAuthentication's challenge and can log on as someone who may.
 //! Child requests are checked too: their URL may lead into another
-//! location.
+//! location. A request a module rewrote into another location (a front
+//! controller) must be allowed by the rules of both: the location it was
+//! rewritten into and the one the client asked for.
 //!
 //! Configuration section `authorization` (IIS's `authorization`), per
 //! location:
@@ -182,8 +184,11 @@ pub struct UrlAuthorization {
 
 impl HttpModule for UrlAuthorization {
     fn on_authorize_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        let config = ctx.config(self.config);
-        if config.allows(ctx.user(), ctx.request().method().as_str()) {
+        // After a rewrite, the rules of the location the client asked for
+        // must allow the request too (the application acts on that URL).
+        let (here, asked) = crate::both_configs(ctx, self.config);
+        let (user, method) = (ctx.user(), ctx.request().method().as_str());
+        if here.allows(user, method) && asked.is_none_or(|asked| asked.allows(user, method)) {
             return RequestNotificationStatus::Continue;
         }
         tracing::info!(

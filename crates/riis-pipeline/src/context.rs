@@ -175,6 +175,10 @@ pub struct HttpContext {
     /// The module call under way, if any.
     pub(crate) current: Running,
     pub(crate) depth: u8,
+    /// The location of the URL the client asked for, once a module
+    /// rewrote the URL into another ([`NOT_REWRITTEN`] until then, and
+    /// always in child requests).
+    pub(crate) client_location: u32,
     pub(crate) execute_flags: ExecuteFlags,
     pub(crate) skip_authentication: bool,
     pub(crate) server_variables: Vec<(Box<str>, String)>,
@@ -185,6 +189,9 @@ pub struct HttpContext {
     /// The client's connection after a 101, until a module takes it.
     pub(crate) upgraded: Option<crate::UpgradedStream>,
 }
+
+/// [`HttpContext::client_location`]'s value while the URL is the client's.
+const NOT_REWRITTEN: u32 = u32::MAX;
 
 impl std::fmt::Debug for HttpContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -233,6 +240,7 @@ impl HttpContext {
             op: None,
             current: Running::NONE,
             depth: 0,
+            client_location: NOT_REWRITTEN,
             execute_flags: ExecuteFlags::default(),
             skip_authentication: false,
             server_variables: Vec::new(),
@@ -321,6 +329,10 @@ impl HttpContext {
     #[cold]
     fn take_new_url(&mut self) {
         self.request.url_changed = false;
+        if self.client_location == NOT_REWRITTEN && self.depth == 0 {
+            // Only a client's request: a child's URL is a module's choice.
+            self.client_location = u32::try_from(self.location).unwrap_or(NOT_REWRITTEN);
+        }
         self.location = self.site.location_index(self.request.url());
         self.physical_path = None;
         self.physical_path_partial = false;
@@ -333,6 +345,27 @@ impl HttpContext {
     #[inline]
     pub fn config<T: Any + Send + Sync>(&self, section: Section<T>) -> &T {
         self.location().sections[section.id]
+            .downcast_ref()
+            .expect("a Section<T> handle always names a section of type T")
+    }
+
+    /// A module's configuration section resolved for the location of the
+    /// URL the client asked for, before any module rewrote it; the same as
+    /// [`HttpContext::config`] when nothing did (or in a child request).
+    ///
+    /// Access modules judge both and apply the stricter: a rewrite (a front
+    /// controller's `/members/x` → `/index.php`) must not lead a client past
+    /// the logon or the rules of the location it asked for, since the
+    /// application then acts on the client's URL (`REQUEST_URI`).
+    pub fn client_config<T: Any + Send + Sync>(&self, section: Section<T>) -> &T {
+        let location = match self.client_location {
+            // Until the engine takes a rewrite in (during BeginRequest), the
+            // recorded location is still the client's.
+            NOT_REWRITTEN if self.depth == 0 => self.site.location(self.location),
+            NOT_REWRITTEN => self.location(),
+            index => self.site.location(index as usize),
+        };
+        location.sections[section.id]
             .downcast_ref()
             .expect("a Section<T> handle always names a section of type T")
     }
@@ -972,6 +1005,8 @@ impl HttpContext {
         }
         self.no_operation_started()?;
         child.location = child.site.location_index(child.request.url());
+        // The child's URL is the module's, not the client's.
+        child.client_location = NOT_REWRITTEN;
         if let Some(user) = user {
             child.user = Some(user);
             child.skip_authentication = true;

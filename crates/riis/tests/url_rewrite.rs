@@ -406,3 +406,97 @@ action = { type = "Redirect", url = "//cdn.test/x" }"#,
         assert!(err.contains(says), "{says} in {err}");
     }
 }
+
+/// A front controller's rewrite (every URL that is no file goes to one
+/// script, which routes on the client's URL) does not lead a client past
+/// the logon or the authorization rules of the location it asked for:
+/// access modules apply the stricter of that location and the one the
+/// URL was rewritten into.
+#[test]
+fn a_rewrite_does_not_skip_the_access_rules_of_the_clients_location() {
+    let dir = TempDir::new("rewrite-access");
+    let alice = bcrypt::hash("wonderland", 4).unwrap();
+    dir.write("users", format!("alice:{alice}\nbob:{alice}\n"));
+    dir.write("groups", "admins: alice\n");
+    dir.write("www/front.txt", "front");
+    dir.write("www/members/real.txt", "real");
+    let root = dir.path().join("www");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "BasicAuthentication"
+[[modules]]
+name = "AnonymousAuthentication"
+[[modules]]
+name = "UrlAuthorization"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+modules = ["StaticFile"]
+
+[basic_authentication]
+user_file = "users"
+group_file = "groups"
+
+[[rewrite.rules]]
+name = "front controller"
+pattern = "^(.*)$"
+conditions = [{{ input = "{{REQUEST_FILENAME}}", match_type = "IsFile", negate = true }}]
+action = {{ type = "Rewrite", url = "/front.txt" }}
+
+[[sites]]
+name = "Access"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/members"
+basic_authentication = {{ enabled = true }}
+anonymous_authentication = {{ enabled = false }}
+
+[[sites.locations]]
+path = "/admin"
+basic_authentication = {{ enabled = true }}
+authorization = {{ rules = [{{ access = "Allow", roles = "admins" }}] }}
+"#,
+            root = root.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let get = |path: &str, user: Option<&str>| {
+        use base64::Engine as _;
+        let authorization = user.map_or(String::new(), |u| {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:wonderland"));
+            format!("Authorization: Basic {token}\r\n")
+        });
+        let mut conn = Connection::open(server.addr);
+        conn.send_raw(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{authorization}\r\n").as_bytes());
+        conn.read_response(false)
+    };
+    // Outside the protected locations the front controller answers anyone.
+    assert_eq!(get("/blog/post", None).text(), "front");
+    // A route under /members needs the logon /members asks for, with its
+    // challenge, though the rewrite led to /front.txt.
+    let anonymous = get("/members/delete-user?id=1", None);
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+    assert!(
+        anonymous
+            .header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Basic ")),
+        "{anonymous:?}"
+    );
+    assert_eq!(get("/members/delete-user", Some("alice")).text(), "front");
+    // A file that exists answers the same way: no telling files from routes.
+    assert_eq!(get("/members/real.txt", None).status, 401);
+    // /admin's rules hold for its routes: only admins.
+    assert_eq!(get("/admin/users", None).status, 401);
+    assert_eq!(get("/admin/users", Some("bob")).status, 401);
+    assert_eq!(get("/admin/users", Some("alice")).text(), "front");
+}
