@@ -51,7 +51,11 @@
 //! - `time_taken` (seconds, default 0: off): a request that took at least
 //!   this long is traced whatever its status;
 //! - `directory` (default: `riis-failed-requests` under the system temp dir);
-//! - `max_log_files` (default 50, at least 1).
+//! - `max_log_files` (default 50, at least 1);
+//! - `hidden_headers` (default empty): request headers shown as `(hidden)`
+//!   besides `Authorization`, `Cookie` and `Proxy-Authorization`;
+//! - `hide_query_string` (default false): the query string shown as
+//!   `(hidden)`.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -85,6 +89,27 @@ pub struct FailedRequestsTracingConfig {
     /// How many trace files are kept.
     #[serde(deserialize_with = "crate::at_least_one")]
     pub max_log_files: u32,
+    /// Request headers whose values a trace shows as `(hidden)`, besides
+    /// `Authorization`, `Cookie` and `Proxy-Authorization` (an
+    /// application's API key header, say).
+    #[serde(deserialize_with = "header_names")]
+    pub hidden_headers: Vec<header::HeaderName>,
+    /// Whether a trace shows the query string as `(hidden)` (where tokens
+    /// travel in URLs).
+    pub hide_query_string: bool,
+}
+
+/// A list of header names; one that is not a header name is an error.
+fn header_names<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<header::HeaderName>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(|name| {
+            header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| serde::de::Error::custom(format!("`{name}` is not a header name")))
+        })
+        .collect()
 }
 
 impl Default for FailedRequestsTracingConfig {
@@ -99,6 +124,8 @@ impl Default for FailedRequestsTracingConfig {
             time_taken: 0,
             directory: PathBuf::new(),
             max_log_files: 50,
+            hidden_headers: Vec::new(),
+            hide_query_string: false,
         }
     }
 }
@@ -478,7 +505,7 @@ impl HttpModule for FailedRequestsTracing {
         self.report = Some(Report {
             dir,
             max_files,
-            trace: trace_document(ctx, &failure, taken),
+            trace: trace_document(ctx, config, &failure, taken),
         });
         RequestNotificationStatus::Continue
     }
@@ -526,14 +553,19 @@ fn milliseconds(d: Duration) -> f64 {
 }
 
 /// The trace file's document.
-fn trace_document(ctx: &HttpContext, failure: &str, taken: Duration) -> serde_json::Value {
+fn trace_document(
+    ctx: &HttpContext,
+    config: &FailedRequestsTracingConfig,
+    failure: &str,
+    taken: Duration,
+) -> serde_json::Value {
     use serde_json::json;
     let request = ctx.request();
     let headers: Vec<serde_json::Value> = request
         .headers()
         .iter()
         .map(|(name, value)| {
-            let shown = if HIDDEN_HEADERS.contains(name) {
+            let shown = if HIDDEN_HEADERS.contains(name) || config.hidden_headers.contains(name) {
                 "(hidden)".into()
             } else {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -557,7 +589,10 @@ fn trace_document(ctx: &HttpContext, failure: &str, taken: Duration) -> serde_js
         "site": ctx.site().site_name,
         "method": request.method().as_str(),
         "url": request.url(),
-        "query": request.query_string(),
+        "query": match config.hide_query_string {
+            true if !request.query_string().is_empty() => "(hidden)",
+            _ => request.query_string(),
+        },
         "client": request.remote_address().to_string(),
         "headers": headers,
         "status": response.status().as_u16(),

@@ -660,8 +660,15 @@ impl Sink {
                 .append(true)
                 .create(true)
                 .mode(0o640)
-                .custom_flags(nix::libc::O_NOFOLLOW)
+                // Non-blocking: a FIFO put at the log's name must not hold
+                // the writer (and shutdown, which waits for it) until a
+                // reader comes; such a file is refused below.
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
                 .open(&path)
+                .and_then(|file| match file.metadata()?.is_file() {
+                    true => Ok(file),
+                    false => Err(std::io::Error::other("not a regular file")),
+                })
         };
         let mut file = match open() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

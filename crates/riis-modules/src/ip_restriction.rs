@@ -562,16 +562,11 @@ impl IpRestriction {
         }
         let remote = ctx.request().remote_address().ip().to_canonical();
         let dynamic_proxy = dynamic.proxy_mode.unwrap_or(config.proxy_mode);
-        let forwarded = if (active && config.proxy_mode) || (counting && dynamic_proxy) {
-            forwarded_addresses(ctx)
-        } else {
-            Vec::new()
-        };
         if active {
             let checked = if config.proxy_mode {
-                &forwarded[..]
+                forwarded_addresses(ctx)
             } else {
-                &[]
+                Vec::new()
             };
             if let Some(denied) = std::iter::once(remote)
                 .chain(checked.iter().copied())
@@ -592,9 +587,11 @@ impl IpRestriction {
         if !counting {
             return RequestNotificationStatus::Continue;
         }
-        let client = match forwarded.last() {
-            Some(&last) if dynamic_proxy => last,
-            _ => remote,
+        // The nearest proxy's entry, or, when it wrote none that is an
+        // address, the proxy itself: never an earlier, client-written one.
+        let client = match dynamic_proxy {
+            true => nearest_forwarded(ctx).unwrap_or(remote),
+            false => remote,
         };
         let (refusal, counted) = clients().arrive(client_key(ctx.site().site_id, client), dynamic);
         self.in_flight = counted;
@@ -646,26 +643,40 @@ fn refuse(
 /// (`192.0.2.1:4711`, `[2001:db8::1]:4711`) or brackets
 /// (`[2001:db8::1]`).
 fn forwarded_addresses(ctx: &HttpContext) -> Vec<IpAddr> {
+    forwarded_items(ctx).filter_map(forwarded_address).collect()
+}
+
+/// The entries of `X-Forwarded-For`, in order, over all its lines.
+fn forwarded_items(ctx: &HttpContext) -> impl Iterator<Item = &[u8]> {
     ctx.request()
         .headers()
         .get_all("x-forwarded-for")
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|item| {
-            let item = std::str::from_utf8(item).ok()?.trim();
-            item.parse::<IpAddr>()
+}
+
+/// The client the nearest proxy names: the last entry of
+/// `X-Forwarded-For`, the one that proxy wrote. `None` when that entry is
+/// not an address: an earlier one is the client's own claim, and must not
+/// become the key its requests are counted under.
+fn nearest_forwarded(ctx: &HttpContext) -> Option<IpAddr> {
+    forwarded_items(ctx).last().and_then(forwarded_address)
+}
+
+/// One `X-Forwarded-For` entry as an address.
+fn forwarded_address(item: &[u8]) -> Option<IpAddr> {
+    let item = std::str::from_utf8(item).ok()?.trim();
+    item.parse::<IpAddr>()
+        .ok()
+        .or_else(|| item.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            item.strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<std::net::Ipv6Addr>()
                 .ok()
-                .or_else(|| item.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
-                .or_else(|| {
-                    item.strip_prefix('[')?
-                        .strip_suffix(']')?
-                        .parse::<std::net::Ipv6Addr>()
-                        .ok()
-                        .map(IpAddr::V6)
-                })
-                .map(|a| a.to_canonical())
+                .map(IpAddr::V6)
         })
-        .collect()
+        .map(|a| a.to_canonical())
 }
 
 impl HttpModule for IpRestriction {

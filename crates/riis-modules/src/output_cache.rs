@@ -66,7 +66,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use riis_pipeline::bytes::{Bytes, BytesMut};
-use riis_pipeline::http::header::{self, HeaderName};
+use riis_pipeline::http::header::{self, HeaderName, HeaderValue};
 use riis_pipeline::http::{HeaderMap, Method, StatusCode};
 use riis_pipeline::{
     EntityChunk, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
@@ -152,6 +152,10 @@ struct Entry {
     headers: HeaderMap,
     body: Bytes,
     expires: Instant,
+    /// When it was stored, and the age it came with (its `Age`): a hit
+    /// says how old it is (RFC 9111 §5.1).
+    stored: Instant,
+    initial_age: u64,
     /// The URL's file as it was, under `CacheUntilChange`.
     file: Option<FileStamp>,
     /// When it was stored, in the store's count.
@@ -440,6 +444,9 @@ impl HttpModule for OutputCache {
                 for (name, value) in &entry.headers {
                     resp.append_header(name.clone(), value.clone());
                 }
+                // How long it has been kept, on top of the age it came with.
+                let age = entry.initial_age + now.saturating_duration_since(entry.stored).as_secs();
+                resp.set_header(header::AGE, HeaderValue::from(age));
                 resp.write(EntityChunk::Memory(entry.body.clone()));
                 return RequestNotificationStatus::FinishRequest;
             }
@@ -621,11 +628,18 @@ fn storable(
     let now = Instant::now();
     // A `duration` past what an Instant holds is a long time.
     let expires = now.checked_add(keep).unwrap_or(now + year);
+    let initial_age = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| delta_seconds(Some(v.split(',').next().unwrap_or("").trim())))
+        .map_or(0, |age| age.as_secs());
     Some(Entry {
         status,
         headers: stored,
         body: body.freeze(),
         expires,
+        stored: now,
+        initial_age,
         file,
         generation: 0,
     })
@@ -796,6 +810,8 @@ mod tests {
             headers: HeaderMap::new(),
             body: Bytes::from_static(body.as_bytes()),
             expires: Instant::now() + Duration::from_secs(60),
+            stored: Instant::now(),
+            initial_age: 0,
             file: None,
             generation: 0,
         }

@@ -312,3 +312,40 @@ fn status_rules_that_are_not_status_codes_are_refused() {
         assert!(err.contains("riis.toml:"), "{rules}: no line in {err}");
     }
 }
+
+/// Secrets an application carries elsewhere than in `Authorization` and
+/// cookies stay out of traces when the operator names them.
+#[test]
+fn named_headers_and_the_query_string_can_be_hidden() {
+    let dir = TempDir::new("fr-hidden");
+    let config = config(
+        &dir,
+        "status_codes = [\"404\"]\nhidden_headers = [\"X-Api-Key\"]\nhide_query_string = true",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let trace_dir = dir.path().join("traces");
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"GET /missing?access_token=T0KEN HTTP/1.1\r\nHost: t\r\nX-Api-Key: K3Y\r\nX-Other: shown\r\n\r\n",
+    );
+    assert_eq!(conn.read_response(false).status, 404);
+    assert_eq!(wait_for_traces(&trace_dir, 1), ["fr000001.json"]);
+    let text = std::fs::read_to_string(trace_dir.join("fr000001.json")).unwrap();
+    assert!(!text.contains("T0KEN") && !text.contains("K3Y"), "{text}");
+    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(trace["query"], "(hidden)");
+    assert!(text.contains("shown"), "{text}");
+
+    // A name that is not a header name is a configuration error.
+    let bad = self::config(&dir, "hidden_headers = [\"X Api\"]");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("failed_requests_tracing.hidden_headers"),
+        "{err}"
+    );
+}

@@ -292,3 +292,40 @@ dynamic_ip_security = { logging_only = true, deny_by_request_rate = { enabled = 
     }
     server.stop();
 }
+
+/// Behind a proxy, a client is counted under the entry the nearest proxy
+/// wrote last in `X-Forwarded-For`; when that entry is no address, under
+/// the proxy's own: never under an earlier entry, which the client may
+/// have written (and could change at every request to dodge the limit).
+#[test]
+fn rates_behind_a_proxy_count_what_the_nearest_proxy_wrote() {
+    // A site id of its own: counts are per site and client, and the other
+    // tests' servers count 127.0.0.1 under site 1.
+    let server = start(
+        r#"id = 77
+
+[[sites.locations]]
+path = "/behind"
+dynamic_ip_security = { proxy_mode = true, deny_by_request_rate = { enabled = true, max_requests = 2, request_interval_ms = 600000 } }
+"#,
+    );
+    let get = |forwarded: &str| {
+        let mut conn = Connection::open(server.addr);
+        conn.send_raw(
+            format!(
+                "GET /behind/a.txt HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {forwarded}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        conn.read_response(false)
+    };
+    // A client-written address before the proxy's `unknown`, new each time.
+    assert_eq!(get("198.51.100.1, unknown").status, 404);
+    assert_eq!(get("198.51.100.2, unknown").status, 404);
+    let over = get("198.51.100.3, unknown");
+    assert_eq!(over.status, 403, "{}", over.text());
+    assert!(over.text().contains("403.502"), "{}", over.text());
+    // An address the proxy wrote is a client of its own.
+    assert_eq!(get("unknown, 203.0.113.7").status, 404);
+    server.stop();
+}
