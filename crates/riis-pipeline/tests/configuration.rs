@@ -340,3 +340,69 @@ fn registered_modules_are_terminated_when_the_build_fails() {
     pipeline.terminate();
     assert_eq!(terminated.load(SeqCst), 1);
 }
+
+/// `client_config` is the section of the location the client's URL falls
+/// in, whatever a BeginRequest module rewrote it to; `config` follows the
+/// rewrite. Without a rewrite the two are the same.
+#[tokio::test]
+async fn client_config_is_the_section_of_the_url_the_client_asked_for() {
+    let mut t = TestPipeline::new();
+    t.register("Rewriter", |_, reg, _| {
+        reg.set_request_notifications(
+            || {
+                ScriptedModule::new(script(|ctx, _| {
+                    if ctx.request().url() == "/loc/rewrite-me" {
+                        ctx.request_mut().set_url("/other/page").unwrap();
+                    }
+                    Status::Continue
+                }))
+            },
+            N::BeginRequest.into(),
+            Default::default(),
+        )
+    });
+    let handle: Arc<OnceLock<Section<Greeting>>> = Arc::default();
+    let for_script = handle.clone();
+    t.register("Greeter", move |_, reg, _| {
+        handle
+            .set(reg.declare_section::<Greeting>("greeting")?)
+            .unwrap();
+        let section = for_script.clone();
+        reg.set_request_notifications(
+            move || {
+                let section = section.clone();
+                ScriptedModule::new(script(move |ctx, _| {
+                    let s = *section.get().unwrap();
+                    let text = format!("{} {}", ctx.config(s).text, ctx.client_config(s).text);
+                    write(ctx, text);
+                    Status::Continue
+                }))
+            },
+            N::ExecuteRequestHandler.into(),
+            Default::default(),
+        )
+    });
+    t.handler(catch_all(&["Greeter"]));
+    let site = t.site_mut();
+    site.sections
+        .push(source("greeting", "text = 'site'", "sites[0].greeting"));
+    for (i, (path, text)) in [("/loc", "loc"), ("/other", "other")]
+        .into_iter()
+        .enumerate()
+    {
+        site.locations.push(location(
+            path,
+            i,
+            vec![source(
+                "greeting",
+                &format!("text = '{text}'"),
+                &format!("sites[0].locations[{i}].greeting"),
+            )],
+        ));
+    }
+    let pipeline = t.build();
+    assert_eq!(get(&pipeline, "/loc/rewrite-me").await.body(), "other loc");
+    assert_eq!(get(&pipeline, "/loc/plain").await.body(), "loc loc");
+    assert_eq!(get(&pipeline, "/other/page").await.body(), "other other");
+    assert_eq!(get(&pipeline, "/").await.body(), "site site");
+}
