@@ -371,10 +371,26 @@ async fn client_config_is_the_section_of_the_url_the_client_asked_for() {
         reg.set_request_notifications(
             move || {
                 let section = section.clone();
-                ScriptedModule::new(script(move |ctx, _| {
+                ScriptedModule::new(script(move |ctx, call| {
+                    if matches!(call, Call::AsyncCompletion { .. }) {
+                        return Status::Continue;
+                    }
                     let s = *section.get().unwrap();
                     let text = format!("{} {}", ctx.config(s).text, ctx.client_config(s).text);
                     write(ctx, text);
+                    if ctx.child_depth() == 0 && ctx.request().url() == "/other/page" {
+                        // A child request is judged by its own URL: its
+                        // client location is its own, not the parent's.
+                        write(ctx, " | child: ");
+                        let mut child = ctx.clone_context().unwrap();
+                        child.request_mut().set_url("/elsewhere").unwrap();
+                        let flags = riis_pipeline::ExecuteFlags {
+                            buffer_response: true,
+                            ..Default::default()
+                        };
+                        ctx.execute_request(child, flags).unwrap();
+                        return Status::Pending;
+                    }
                     Status::Continue
                 }))
             },
@@ -401,8 +417,14 @@ async fn client_config_is_the_section_of_the_url_the_client_asked_for() {
         ));
     }
     let pipeline = t.build();
-    assert_eq!(get(&pipeline, "/loc/rewrite-me").await.body(), "other loc");
+    assert_eq!(
+        get(&pipeline, "/loc/rewrite-me").await.body(),
+        "other loc | child: site site"
+    );
     assert_eq!(get(&pipeline, "/loc/plain").await.body(), "loc loc");
-    assert_eq!(get(&pipeline, "/other/page").await.body(), "other other");
+    assert_eq!(
+        get(&pipeline, "/other/page").await.body(),
+        "other other | child: site site"
+    );
     assert_eq!(get(&pipeline, "/").await.body(), "site site");
 }
