@@ -719,6 +719,18 @@ impl PipelineBuilder {
                         ),
                     )
                 })?;
+            // serde reads a struct from an array as well, field by field
+            // (`static_file = [{}]` was accepted and did nothing).
+            if !s.value.is_table() {
+                return Err(BuildError::new(
+                    s.key.clone(),
+                    format!(
+                        "expected a table (`[{0}]` or `{0} = {{ … }}`), found {1}",
+                        s.name,
+                        s.value.type_str()
+                    ),
+                ));
+            }
             (decl.parse)(s.value.clone())
                 .map_err(|(path, msg)| section_error(&s.key, &path, &msg))?;
         }
@@ -824,6 +836,22 @@ impl PipelineBuilder {
                 return Err(BuildError::new(
                     format!("{}.path", loc.key),
                     format!("location path `{}` must start with `/`", loc.path),
+                ));
+            }
+            // A location is a path prefix, as IIS's `<location path>` and
+            // nginx's `location /admin/`: `/admin/*`, written the way
+            // handler paths are, would be taken literally and never apply
+            // (an access rule on it would protect nothing); a query or a
+            // fragment is never part of the path matched.
+            if let Some(c) = loc.path.chars().find(|c| matches!(c, '*' | '?' | '#')) {
+                let prefix = loc.path[..loc.path.find(c).unwrap_or(0)].trim_end_matches('/');
+                return Err(BuildError::new(
+                    format!("{}.path", loc.key),
+                    format!(
+                        "location path `{}` holds `{c}`: a location is a path prefix, not a pattern; write `{}`",
+                        loc.path,
+                        if prefix.is_empty() { "/" } else { prefix }
+                    ),
                 ));
             }
             // Requests are matched decoded and normalized: a path that is

@@ -692,6 +692,32 @@ impl ServerConfig {
             bindings: Vec::new(),
             key_lines,
         };
+        // serde reads a struct from an array as well, field by field
+        // (`limits = [5]` set the first limit): the settings tables must be
+        // tables.
+        if let Ok(doc) = toml::from_str::<toml::Table>(text) {
+            let sites = doc.get("sites").and_then(toml::Value::as_array);
+            let site_tables = sites
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(i, site)| Some((format!("sites[{i}].hsts"), site.get("hsts")?)));
+            let tables = ["server", "limits", "timeouts"]
+                .into_iter()
+                .filter_map(|key| Some((key.to_owned(), doc.get(key)?)))
+                .chain(site_tables);
+            for (key, value) in tables {
+                if !value.is_table() {
+                    return Err(config.error_at(
+                        &key,
+                        &format!(
+                            "expected a table (`[{key}]` or `{key} = {{ … }}`), found {}",
+                            value.type_str()
+                        ),
+                    ));
+                }
+            }
+        }
         if raw.sites.is_empty() {
             return Err(config.error_at(
                 "sites",
@@ -723,16 +749,34 @@ impl ServerConfig {
                         .map_err(|m| config.error_at(&format!("{key}.bindings[{j}]"), &m))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            if site.root.as_os_str().is_empty() {
+                // It would serve the configuration's own folder; `"."`
+                // says that on purpose.
+                return Err(config.error_at(
+                    &format!("{key}.root"),
+                    "the root is empty (write `.` to serve the configuration's folder)",
+                ));
+            }
             let root = if site.root.is_absolute() {
                 site.root.clone()
             } else {
                 base.join(&site.root)
             };
-            if !root.is_dir() {
-                return Err(config.error_at(
-                    &format!("{key}.root"),
-                    &format!("`{}` is not a directory", root.display()),
-                ));
+            match std::fs::metadata(&root) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(config.error_at(
+                        &format!("{key}.root"),
+                        &format!("`{}` is not a directory", root.display()),
+                    ))
+                }
+                // The real reason: missing, not allowed, a link loop.
+                Err(e) => {
+                    return Err(config.error_at(
+                        &format!("{key}.root"),
+                        &format!("`{}` is not a usable directory: {e}", root.display()),
+                    ))
+                }
             }
             let locations = site
                 .locations

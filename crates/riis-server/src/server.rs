@@ -831,10 +831,19 @@ modules: {}
 }
 
 /// Writes `report` to `path` whole: to a file of its own first, renamed.
+/// The staging file is made new, never opened through whatever sits at its
+/// name: a link planted there in a shared folder would have the server
+/// (often root) overwrite its target, as the pid file guards against too.
 fn write_status(path: &std::path::Path, report: &str) -> std::io::Result<()> {
+    use std::io::Write;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, report)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    file.write_all(report.as_bytes())?;
     std::fs::rename(&tmp, path)
 }
 

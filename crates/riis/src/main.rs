@@ -185,7 +185,20 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) -> Result<(), String> {
 /// place: whoever sees the pid file sees it whole and held.
 fn write_pid_file(path: &Path) -> Result<PidFile, String> {
     if let Ok(existing) = std::fs::File::open(path) {
-        let pid = std::io::read_to_string(&existing).unwrap_or_default();
+        let mut content = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(&existing, 64), &mut content);
+        let pid = String::from_utf8_lossy(&content).into_owned();
+        // A number, even one no process has (`-1`, a stale one), is an old
+        // pid file's, to be replaced.
+        if !(pid.trim().is_empty() || pid.trim().parse::<i64>().is_ok()) {
+            // Something else lives at that name (the configuration itself,
+            // once): replacing it, then removing it at exit, would lose it.
+            return Err(format!(
+                "the pid file {} exists and holds no process id: it is not a pid file; \
+                 choose another path or remove it",
+                path.display()
+            ));
+        }
         if let Err((_, Errno::EWOULDBLOCK)) = Flock::lock(existing, FlockArg::LockSharedNonblock) {
             return Err(format!(
                 "the pid file {} is held by another riis (process {})",

@@ -492,8 +492,48 @@ fn check_config_reports_file_line_and_key() {
             "[[sites.locations]]\npath = \"/api\"\n[[sites.locations]]\npath = \"/api/\"\n",
             "location `/api/` is defined twice",
         ),
+        // A pattern, as handler paths are written, would be taken literally
+        // and never apply.
+        (
+            "pattern.toml",
+            "[[sites.locations]]\npath = \"/admin/*\"\n",
+            "location path `/admin/*` holds `*`: a location is a path prefix, not a pattern; write `/admin`",
+        ),
+        (
+            "query.toml",
+            "[[sites.locations]]\npath = \"/a?x=1\"\n",
+            "holds `?`",
+        ),
     ] {
         refused(&dir, name, format!("{site}{locations}"), expected);
+    }
+
+    // serde would read a settings table from an array, field by field
+    // (`limits = [5]` made every URL too long); an empty root would serve
+    // the configuration's own folder.
+    for (name, text, expected) in [
+        (
+            "array-limits.toml",
+            format!("limits = [5]\n{site}"),
+            "array-limits.toml:1: key `limits`: expected a table",
+        ),
+        (
+            "array-section.toml",
+            format!("static_file = [{{}}]\n[[modules]]\nname = \"StaticFile\"\n{site}"),
+            "key `static_file`: expected a table",
+        ),
+        (
+            "array-hsts.toml",
+            format!("{site}hsts = [1]\n"),
+            "key `sites[0].hsts`: expected a table",
+        ),
+        (
+            "empty-root.toml",
+            site.replace("root = \".\"", "root = \"\""),
+            "empty-root.toml:3: key `sites[0].root`: the root is empty",
+        ),
+    ] {
+        refused(&dir, name, text, expected);
     }
 
     // Module sections refuse values they could only clamp or ignore.
@@ -706,6 +746,14 @@ fn reload_and_status_refuse_a_stale_pid_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(get(server.addr, "/a.txt").status, 200);
+    // The status report is staged under a name of its own: a link planted
+    // there (the pid file's folder may be shared) is replaced, and its
+    // target left alone.
+    let victim = dir.write("victim.txt", "keep me");
+    std::os::unix::fs::symlink(&victim, dir.path().join("riis.pid.status.tmp")).unwrap();
+    let report = common::riis_status(&config);
+    assert!(report.contains("riis.toml"), "{report}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     assert!(server.terminate().success());
 }
 
@@ -940,4 +988,29 @@ fn an_answer_to_a_large_unread_upload_arrives_whole() {
         assert!(answer.starts_with(b"HTTP/1.1 200"), "{:?}", &answer[..40]);
         assert_eq!(&answer[head_end..], &file[..]);
     }
+}
+
+/// A `pid_file` that names a file holding something else (the
+/// configuration itself, once) is refused: the server would replace it
+/// with its process id, then remove it at exit.
+#[test]
+fn a_pid_file_naming_another_file_is_refused() {
+    let (dir, config) = pid_file_site("pid-foreign", "127.0.0.1:0");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("pid_file = \"riis.pid\"", "pid_file = \"riis.toml\"");
+    std::fs::write(&config, &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("holds no process id"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        text,
+        "the configuration was touched"
+    );
+    drop(dir);
 }
