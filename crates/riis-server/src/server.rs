@@ -820,7 +820,10 @@ configuration: {}
 modules: {}
 ",
         std::process::id(),
-        file.display(),
+        // Absolute: `riis reload` compares it with the file it was given.
+        std::path::absolute(file)
+            .unwrap_or_else(|_| file.to_owned())
+            .display(),
         pipeline.module_names().collect::<Vec<_>>().join(", "),
     );
     report.push_str(query.output());

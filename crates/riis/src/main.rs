@@ -97,8 +97,31 @@ fn load(
 fn reload(config: &Path) -> Result<String, String> {
     let loaded = ServerConfig::load(config).map_err(|e| e.to_string())?;
     let pid_file = loaded.pid_file();
+    let report = riis_server::status_file(&loaded);
     Server::new(loaded).map_err(|e| e.to_string())?.discard();
     let pid = running_pid(config, pid_file)?;
+    // The server reloads the file it was started with: validating another
+    // one (a copy sharing the pid file) and reporting success would check
+    // nothing it will read.
+    if let Some(report) = report {
+        let text = ask_status(pid, &report)?;
+        let running = text
+            .lines()
+            .find_map(|l| l.strip_prefix("configuration: "))
+            .map(PathBuf::from);
+        let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if let Some(running) = running.filter(|running| !same(running, config)) {
+            return Err(format!(
+                "riis (process {pid}) runs {}, not {}: a reload reads its own file; \
+                 edit that one, or start a server for this one",
+                running.display(),
+                config.display()
+            ));
+        }
+    }
     signal(pid, nix::sys::signal::Signal::SIGHUP)?;
     Ok(format!(
         "asked riis (process {pid}) to reload {}; its log says whether the new configuration is in force",
@@ -113,12 +136,18 @@ fn status(config: &Path) -> Result<String, String> {
     let report = riis_server::status_file(&loaded);
     let pid = running_pid(config, loaded.pid_file())?;
     let report = report.ok_or("riis status needs [server] pid_file")?;
+    ask_status(pid, &report)
+}
+
+/// Asks process `pid` for its status report (SIGUSR1) and reads it from
+/// `report`, where it writes it.
+fn ask_status(pid: i32, report: &Path) -> Result<String, String> {
     // A report from before this request does not count.
-    let _ = std::fs::remove_file(&report);
+    let _ = std::fs::remove_file(report);
     signal(pid, nix::sys::signal::Signal::SIGUSR1)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        if let Ok(text) = std::fs::read_to_string(&report) {
+        if let Ok(text) = std::fs::read_to_string(report) {
             return Ok(text.trim_end().to_owned());
         }
         if std::time::Instant::now() > deadline {

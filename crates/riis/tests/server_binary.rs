@@ -754,6 +754,16 @@ fn reload_and_status_refuse_a_stale_pid_file() {
     let report = common::riis_status(&config);
     assert!(report.contains("riis.toml"), "{report}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    // Another file that names the same pid file: the server would reload
+    // its own, so validating this one proves nothing.
+    let other = dir.write("other.toml", std::fs::read_to_string(&config).unwrap());
+    let out = common::riis_command("reload", &other);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not ") && stderr.contains("other.toml"),
+        "{stderr}"
+    );
     assert!(server.terminate().success());
 }
 
