@@ -495,6 +495,9 @@ pub struct ServerConfig {
     pub bindings: Vec<SiteBindings>,
     /// Key path → line, to place errors found after parsing.
     key_lines: BTreeMap<String, usize>,
+    /// `--listen` replaced every binding's address: the file's bindings
+    /// are not where the server listens.
+    listen_overridden: bool,
 }
 
 /// The module list when the file gives none: IIS's standard set for a
@@ -691,6 +694,7 @@ impl ServerConfig {
             sites: Vec::new(),
             bindings: Vec::new(),
             key_lines,
+            listen_overridden: false,
         };
         // serde reads a struct from an array as well, field by field
         // (`limits = [5]` set the first limit): the settings tables must be
@@ -920,6 +924,7 @@ impl ServerConfig {
 
     /// Replaces the address of every binding (`--listen`), keeping host names.
     pub fn override_listen(&mut self, addr: SocketAddr) -> Result<(), ConfigError> {
+        self.listen_overridden = true;
         for b in &mut self.bindings {
             for binding in &mut b.bindings {
                 binding.addr = addr;
@@ -1181,6 +1186,19 @@ impl ServerConfig {
                 addrs.contains(&wildcard).then_some((*a, wildcard))
             })
             .collect()
+    }
+
+    /// An error about listening on `addr`, placed at the first binding of
+    /// the file that names it (`None` under `--listen`, where no binding
+    /// of the file is the one that failed).
+    pub fn binding_error(&self, addr: SocketAddr, message: &str) -> Option<ConfigError> {
+        if self.listen_overridden {
+            return None;
+        }
+        self.bindings.iter().find_map(|sb| {
+            let j = sb.bindings.iter().position(|b| b.addr == addr)?;
+            Some(self.error_at(&format!("sites[{}].bindings[{j}]", sb.site), message))
+        })
     }
 
     /// An error about a key, placed on the key's line (or the nearest

@@ -550,7 +550,14 @@ impl Server {
         let plans = plan_listeners(&self.config, &self.pipeline(), &self.certificates);
         let mut listeners = Vec::with_capacity(plans.len());
         for plan in plans {
-            let first = listen_socket(plan.addr).map_err(|e| ServerError::Bind(plan.addr, e))?;
+            let first = listen_socket(plan.addr).map_err(|e| {
+                // Named where the file asks for it: which site, which line.
+                let message = format!("cannot listen on {}: {e}", plan.addr);
+                match self.config.binding_error(plan.addr, &message) {
+                    Some(placed) => ServerError::Config(placed),
+                    None => ServerError::Bind(plan.addr, e),
+                }
+            })?;
             let local = first
                 .local_addr()
                 .map_err(|e| ServerError::Bind(plan.addr, e))?;

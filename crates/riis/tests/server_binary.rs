@@ -688,10 +688,11 @@ fn a_second_server_that_cannot_bind_leaves_the_pid_file_alone() {
         .output()
         .unwrap();
     assert!(!second.status.success());
+    // Named where the file asks for the address.
+    let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(
-        String::from_utf8_lossy(&second.stderr).contains("cannot listen on"),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
+        stderr.contains("riis.toml:6: key `sites[0].bindings[0]`: cannot listen on"),
+        "{stderr}"
     );
     // The running server can still be found (and reloaded).
     assert_eq!(
