@@ -593,14 +593,51 @@ fn sections(raw: BTreeMap<String, toml::Value>, prefix: &str) -> Vec<SectionSour
         .collect()
 }
 
+/// The largest configuration file read.
+const MAX_CONFIG_FILE: u64 = 16 << 20;
+
 impl ServerConfig {
     /// Reads and parses a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let cannot = |message: String| ConfigError {
             file: path.to_owned(),
             line: None,
             key: None,
-            message: format!("cannot read the file: {e}"),
+            message,
+        };
+        // A regular file of reasonable size: a FIFO or a device named by
+        // mistake (or left at the name) would hold `check-config`, or a
+        // reload, forever.
+        let file = crate::fs::open_nonblocking(path)
+            .map_err(|e| cannot(format!("cannot read the file: {e}")))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| cannot(format!("cannot read the file: {e}")))?;
+        if !meta.is_file() {
+            return Err(cannot("not a regular file".to_owned()));
+        }
+        if meta.len() > MAX_CONFIG_FILE {
+            return Err(cannot(format!(
+                "the file is larger than {} MiB",
+                MAX_CONFIG_FILE >> 20
+            )));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&file, MAX_CONFIG_FILE + 1),
+            &mut bytes,
+        )
+        .map_err(|e| cannot(format!("cannot read the file: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            // The line of the first byte that is not UTF-8.
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            ConfigError {
+                file: path.to_owned(),
+                line: Some(line),
+                key: None,
+                message: "the file is not UTF-8 text".to_owned(),
+            }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, path, base)

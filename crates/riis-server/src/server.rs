@@ -522,7 +522,7 @@ impl Server {
             .enable_all()
             .build()
             .map_err(ServerError::Runtime)?;
-        control.block_on(async move {
+        let served = control.block_on(async move {
             // Signal handlers go in before the sockets are bound, so a
             // SIGTERM that follows the "listening" line is never missed.
             let mut shutdown = ShutdownSignal::install().map_err(ServerError::Runtime)?;
@@ -530,7 +530,12 @@ impl Server {
             let bound = self.bind(workers)?;
             listening().map_err(ServerError::Startup)?;
             bound.serve_threads_with(shutdown.recv(), control).await
-        })
+        });
+        // A reload still blocked (on a file that never ends, say) must not
+        // keep the process from exiting: dropping the runtime would wait
+        // for it.
+        control.shutdown_background();
+        served
     }
 
     /// Serves on the current tokio runtime until `shutdown` resolves, then
@@ -909,9 +914,21 @@ impl Lifecycle {
                 tracing::warn!("cannot watch SIGHUP; reload by signal is off");
                 return;
             };
+            // Reloads run on a blocking thread, one at a time: reading the
+            // file, loading libraries and calling their RegisterModule may
+            // block (a file on a hung mount, a slow module), and must not
+            // hold up this runtime, which also handles SIGTERM.
+            let reloader = Arc::new(reloader);
             loop {
                 tokio::select! {
-                    _ = hangup.recv() => reloader.reload_and_log(),
+                    _ = hangup.recv() => {
+                        let reloader = reloader.clone();
+                        let reloading = tokio::task::spawn_blocking(move || reloader.reload_and_log());
+                        tokio::select! {
+                            _ = reloading => {}
+                            _ = reload_stop.changed() => return,
+                        }
+                    }
                     _ = reload_stop.changed() => return,
                 }
             }

@@ -1001,6 +1001,23 @@ fn an_answer_to_a_large_unread_upload_arrives_whole() {
     }
 }
 
+/// A configuration "file" that is a FIFO (or a device) is refused at once:
+/// reading it would hold `check-config`, or a reload, forever.
+#[test]
+fn a_configuration_that_is_not_a_regular_file_is_refused() {
+    let dir = TempDir::new("config-fifo");
+    let fifo = dir.path().join("riis.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let out = Command::new("timeout")
+        .args(["10", env!("CARGO_BIN_EXE_riis"), "check-config", "--config"])
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+}
+
 /// A `pid_file` that names a file holding something else (the
 /// configuration itself, once) is refused: the server would replace it
 /// with its process id, then remove it at exit.
