@@ -704,9 +704,18 @@ inline CustomEnvelope make_envelope(ICustomNotificationProvider *provider) {
     return envelope;
 }
 
-/** The C++ provider behind `data`, when a C++ module raised it. */
+/** The C++ provider behind `data`, when a C++ module raised it. Data from
+ *  a C or Rust raiser is read only when it looks like a pointer an envelope
+ *  could be at (aligned, above the first 64 KiB, which no process maps):
+ *  a small number passed as an opaque cookie, `(void *)42`, is not
+ *  dereferenced. Raisers for C++ receivers still pass NULL or a pointer to
+ *  at least 8 readable bytes (riis_module.h). */
 inline ICustomNotificationProvider *envelope_provider(void *data) {
-    if (data == NULL || memcmp(data, custom_magic(), 8) != 0) {
+    uintptr_t address = reinterpret_cast<uintptr_t>(data);
+    if (address < 65536 || address % alignof(CustomEnvelope) != 0) {
+        return NULL;
+    }
+    if (memcmp(data, custom_magic(), 8) != 0) {
         return NULL;
     }
     return static_cast<CustomEnvelope *>(data)->provider;
@@ -2789,13 +2798,14 @@ inline const char *notification_method(char (&out)[64], uint32_t notification, b
     return out;
 }
 
-/** Fails the request after a module threw: 500, or a disconnect when the
- *  headers are already sent. */
+/** Fails the request after a module threw: 500, or, when the headers are
+ *  already sent, a reset connection, so the client does not take what it
+ *  got for a whole response. */
 inline riis_status fail_request(riis_context *ctx, const char *where, const char *why) {
     log_exception(ctx, where, why);
     const riis_api *a = api();
     if (a->response_headers_sent(ctx)) {
-        (void)a->response_set_need_disconnect(ctx);
+        (void)a->response_reset_connection(ctx);
     } else {
         (void)a->response_clear(ctx);
         (void)a->response_set_status(ctx, 500, "Internal Server Error", 0, RIIS_E_FAIL);

@@ -438,7 +438,10 @@ typedef struct riis_api {
     riis_hresult (*set_module_context)(riis_context *context, uint32_t scope, void *data,
                                        void (*cleanup)(void *data));
     /** NotifyCustomNotification: every module registered for
-     *  RIIS_RQ_CUSTOM_NOTIFICATION sees `type_name` and `data`. */
+     *  RIIS_RQ_CUSTOM_NOTIFICATION sees `type_name` and `data`. Receivers
+     *  built on httpserv.h look at `data` to tell a C++ raiser's object:
+     *  pass NULL or a pointer to at least 8 readable bytes, never a number
+     *  cast to a pointer. */
     riis_hresult (*raise_custom_notification)(riis_context *context, const char *type_name,
                                               void *data);
     /** A global custom notification (GL_CUSTOM_NOTIFICATION). */

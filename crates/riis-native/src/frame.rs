@@ -196,6 +196,9 @@ pub(crate) struct Orphan {
         unsafe extern "C" fn(*mut std::ffi::c_void),
         *mut std::ffi::c_void,
     )>,
+    /// The request's pipeline, held until the orphan is released: its
+    /// factories' Terminate waits for this dispose.
+    pub(crate) _owner: Option<std::sync::Arc<riis_pipeline::Pipeline>>,
 }
 
 // SAFETY: an orphan is handed from the engine's thread to the thread of the

@@ -120,8 +120,17 @@ impl NativeLibrary {
     /// Opens and checks `image`. The library stays loaded for the life of the
     /// process (opening the same image again reuses it).
     pub fn open(image: &Path) -> Result<Self, LoadError> {
-        if !image.exists() {
-            return Err(LoadError::MissingFile(image.to_owned()));
+        match std::fs::metadata(image) {
+            Err(_) => return Err(LoadError::MissingFile(image.to_owned())),
+            // dlopen would block on a FIFO (check-config and reloads with
+            // it) and read a device: only regular files are libraries.
+            Ok(meta) if !meta.is_file() => {
+                return Err(LoadError::NotSharedLibrary(
+                    image.to_owned(),
+                    "not a regular file".to_owned(),
+                ))
+            }
+            Ok(_) => {}
         }
         // RTLD_NOW: a symbol the library needs and nothing provides is a
         // load error now, not the process's death at the first call that

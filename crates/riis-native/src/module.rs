@@ -171,6 +171,7 @@ impl HttpModuleFactory for NativeFactory {
             on_notification,
             on_async_completion,
             dispose,
+            owner: None,
         }))
     }
 
@@ -209,6 +210,11 @@ pub(crate) struct NativeModule {
     on_notification: NotificationFn,
     on_async_completion: Option<CompletionFn>,
     dispose: Option<unsafe extern "C" fn(*mut c_void)>,
+    /// The request's pipeline, taken when the module first goes Pending
+    /// with a completion of its own to signal: should the request end
+    /// first, the orphaned instance keeps it (and so its factories) until
+    /// its dispose has run, so no factory's Terminate comes before it.
+    owner: Option<std::sync::Arc<riis_pipeline::Pipeline>>,
 }
 
 // SAFETY: the engine moves an instance between threads only between calls;
@@ -232,6 +238,7 @@ impl Drop for NativeModule {
             let orphan = crate::frame::Orphan {
                 frame,
                 dispose: self.dispose.map(|d| (d, self.module)),
+                _owner: self.owner.take(),
             };
             // SAFETY: `frame` is live until an orphan's signal frees it, and
             // none can run before the orphan is stored below.
@@ -403,6 +410,10 @@ impl NativeModule {
                 }
                 None => {
                     slot.handle.get_or_insert_with(|| ctx.completion_handle());
+                    drop(slot);
+                    if self.owner.is_none() {
+                        self.owner = Some(ctx.pipeline_handle());
+                    }
                 }
             }
         }
@@ -432,7 +443,9 @@ fn deliver_read(frame: &Frame, ctx: &mut HttpContext) {
 pub(crate) fn fail(ctx: &mut HttpContext, description: &str) {
     let response = ctx.response_mut();
     if response.headers_sent() {
-        response.set_need_disconnect();
+        // Cut short, not a clean end: the client must not take what it got
+        // for the whole response.
+        response.cut_short();
         return;
     }
     response.clear();

@@ -427,8 +427,11 @@ impl HttpResponse {
     }
 
     /// The request failed after the headers went out: what was sent is all
-    /// the client gets, the message ends short, and the connection closes.
-    pub(crate) fn cut_short(&mut self) {
+    /// the client gets, the message ends short (no last chunk, or fewer
+    /// bytes than its length), and the connection closes, so the client and
+    /// any proxy see a failed response rather than a complete one. For a
+    /// module that fails after a flush.
+    pub fn cut_short(&mut self) {
         self.need_disconnect = true;
         self.truncated = true;
     }

@@ -181,6 +181,22 @@ fn a_c_module_misbehaving_fails_only_its_request() {
     let resp = get(server.addr, "/c/huge-alloc");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "null\n");
+    // An interim status is not a response's; a file chunk must name a
+    // regular file: a folder has no bytes to send, and opening a FIFO would
+    // wait for a writer with the worker held.
+    let fifo = _dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut conn = common::Connection::open(server.addr);
+    conn.send_raw(
+        format!(
+            "GET /c/odd-chunks HTTP/1.1\r\nHost: t\r\nX-Fifo: {}\r\n\r\n",
+            fifo.display()
+        )
+        .as_bytes(),
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "0x80070057 0x80070057 0x80070057\n");
     // The server keeps serving.
     assert_eq!(get(server.addr, "/c/hello").status, 200);
 }

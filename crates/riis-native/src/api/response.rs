@@ -3,6 +3,7 @@
 use std::ffi::{c_char, c_int};
 use std::fs::File;
 use std::os::fd::BorrowedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::ptr;
 use std::sync::Arc;
 
@@ -45,6 +46,11 @@ pub(super) unsafe extern "C" fn set_status(
     unsafe {
         context_hr("response_set_status", ctx, |_, ctx| {
             let code = StatusCode::from_u16(status).map_err(|_| hr::E_INVALIDARG)?;
+            // An interim status is not a response's: the client got a bare
+            // 500 and lost the connection. 101 is the exception, a switch.
+            if code.is_informational() && code != StatusCode::SWITCHING_PROTOCOLS {
+                return Err(hr::E_INVALIDARG);
+            }
             let reason = if reason.is_null() {
                 code.canonical_reason().unwrap_or("").to_owned()
             } else {
@@ -178,12 +184,24 @@ unsafe fn to_entity_chunk(chunk: &riis_data_chunk) -> Result<EntityChunk, riis_h
             } else {
                 // SAFETY: a C string per the ABI.
                 let path = unsafe { text(chunk.file_name) }?;
-                File::open(path).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => hr::E_NOT_FOUND,
-                    _ => hr::E_FAIL,
-                })?
+                // Non-blocking: opening a FIFO would wait for a writer and
+                // hold the worker; it is refused just below.
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path)
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => hr::E_NOT_FOUND,
+                        _ => hr::E_FAIL,
+                    })?
             };
-            let size = file.metadata().map_err(|_| hr::E_FAIL)?.len();
+            let meta = file.metadata().map_err(|_| hr::E_FAIL)?;
+            // A directory, a FIFO or a device has no bytes to send as a
+            // range (a directory sent a length of 4096 and no bytes).
+            if !meta.is_file() {
+                return Err(hr::E_INVALIDARG);
+            }
+            let size = meta.len();
             if chunk.offset > size {
                 return Err(hr::E_INVALIDARG);
             }

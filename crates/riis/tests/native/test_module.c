@@ -11,6 +11,9 @@
  *   /c/post-thread  returns Pending; another thread posts completion with 42
  *                   bytes, and on_async_completion answers "completed 42".
  *   /c/bad-status   returns 7, which is not a status.
+ *   /c/odd-chunks   an interim status (103), a file chunk naming a folder
+ *                   and one naming the FIFO of the X-Fifo header: each is
+ *                   refused; the body is the three HRESULTs.
  *   /c/wrong-thread another thread uses the context during the call; the
  *                   body is the HRESULT it got.
  *   /c/custom       raises a custom notification the second instance of this
@@ -243,6 +246,28 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
     }
     if (strcmp(url, "/c/bad-status") == 0) {
         return 7;
+    }
+    if (strcmp(url, "/c/odd-chunks") == 0) {
+        riis_hresult interim = api->response_set_status(ctx, 103, NULL, 0, 0);
+        riis_data_chunk chunk;
+        memset(&chunk, 0, sizeof chunk);
+        chunk.type = RIIS_CHUNK_FROM_FILE_NAME;
+        chunk.file_name = "/";
+        chunk.length = UINT64_MAX;
+        riis_hresult folder = api->response_write_entity_chunks(ctx, &chunk, 1, NULL);
+        char fifo[512] = "";
+        size_t n = 0;
+        const char *named = api->request_header(ctx, "X-Fifo", &n);
+        if (named != NULL && n < sizeof fifo) {
+            memcpy(fifo, named, n);
+            fifo[n] = 0;
+        }
+        chunk.file_name = fifo;
+        riis_hresult pipe = api->response_write_entity_chunks(ctx, &chunk, 1, NULL);
+        snprintf(line, sizeof line, "0x%08X 0x%08X 0x%08X\n", (unsigned)interim,
+                 (unsigned)folder, (unsigned)pipe);
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
     }
     if (strcmp(url, "/c/wrong-thread") == 0) {
         pthread_t t;
