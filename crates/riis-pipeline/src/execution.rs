@@ -1093,6 +1093,30 @@ impl RequestExecution {
             return false;
         };
         self.frames[top].phase = Phase::Run;
+        self.expire(top, site, description);
+        true
+    }
+
+    /// Ends a request that returned [`Step::Yield`] because a module keeps
+    /// completing its own operations (posting a completion from each
+    /// completion) and never waits: the same as [`Self::expire_wait`], for
+    /// the driver to call when that has gone on past the execution limit
+    /// or the client left. Without it such a request would run for as long
+    /// as the module liked, shutdown included. `false` when the request is
+    /// not at such a completion.
+    pub fn expire_busy(&mut self, description: &str) -> bool {
+        let top = self.frames.len() - 1;
+        let Phase::Deliver(site, _) = self.frames[top].phase else {
+            return false;
+        };
+        self.frames[top].phase = Phase::Run;
+        self.expire(top, site, description);
+        true
+    }
+
+    /// The end of [`Self::expire_wait`] and [`Self::expire_busy`]: 503 (or
+    /// a response cut short), FinishRequest for the module's call.
+    fn expire(&mut self, top: usize, site: CallSite, description: &str) {
         // The expired wait's handles stay with its module. Detached from the
         // request, what they signal later cannot resume a later wait of the
         // same module, and their being alive does not let its next Pending
@@ -1118,7 +1142,6 @@ impl RequestExecution {
             ));
         }
         self.apply(top, site, Status::FinishRequest);
-        true
     }
 
     fn fail_pending(&mut self, top: usize, site: CallSite, what: &str) {

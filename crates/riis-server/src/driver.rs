@@ -487,11 +487,16 @@ async fn drive(
     // The response was a 101: the connection is the module's stream.
     let mut switched = false;
     let mut next = Some(first);
+    // Since when the request has only yielded (see `Step::Yield` below).
+    let mut busy_since = None;
     loop {
         let event = next.take().unwrap_or_else(|| match exec.resume() {
             Step::Send => Event::Send(exec.take_output().expect("Step::Send carries output")),
             step => Event::Other(step),
         });
+        if !matches!(event, Event::Other(Step::Yield)) {
+            busy_since = None;
+        }
         match event {
             Event::Send(out) => {
                 let len = out.len();
@@ -618,8 +623,31 @@ async fn drive(
                     }
                 }
             }
-            // Long enough on this thread: other connections' turn.
-            Event::Other(Step::Yield) => tokio::task::yield_now().await,
+            // Long enough on this thread: other connections' turn. A
+            // module that keeps completing its own operations never waits,
+            // so the execution limit and the client's leaving are checked
+            // here too, or it would run on for ever, shutdown included.
+            Event::Other(Step::Yield) => {
+                let since = *busy_since.get_or_insert_with(tokio::time::Instant::now);
+                let gone = match (&reply, &stream) {
+                    (Some(reply), _) => reply.is_closed(),
+                    (None, Some(stream)) => stream.is_closed(),
+                    (None, None) => false,
+                };
+                let over = execution.is_some_and(|limit| !switched && since.elapsed() > limit);
+                if gone {
+                    exec.expire_busy(
+                        "the client's connection closed while a module kept completing",
+                    );
+                } else if over {
+                    exec.expire_busy(
+                        "a module kept completing its own operations past timeouts.execution",
+                    );
+                } else {
+                    tokio::task::yield_now().await;
+                }
+                continue;
+            }
             Event::Other(Step::Done) => break,
             Event::Other(Step::Send) => unreachable!("sends are turned into Event::Send"),
         }

@@ -475,7 +475,41 @@ fn register_sized(
     )
 }
 
+/// Posts a completion from each of its completions, for ever: it never
+/// waits for anything.
+struct Spinner;
+impl HttpModule for Spinner {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        ctx.post_completion(0).unwrap();
+        Status::Pending
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _: N,
+        _: bool,
+        _: &CompletionInfo,
+    ) -> Status {
+        ctx.post_completion(0).unwrap();
+        Status::Pending
+    }
+}
+
+fn register_spinner(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Spinner,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("Spinner", register_spinner),
     ("Sized", register_sized),
     ("Lifetimes", register_lifetimes),
     ("CacheWatch", register_cache_watch),
@@ -541,6 +575,20 @@ fn a_pending_request_ends_when_its_client_leaves() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    server.stop();
+}
+
+/// A module that keeps completing its own operations, never waiting, meets
+/// the execution limit too (it used to run for ever, and past shutdown),
+/// while other requests are served.
+#[test]
+fn a_module_that_never_stops_completing_meets_the_execution_limit() {
+    let text = handler_config(&["Spinner"], "Spinner")
+        .replace("[[handlers]]", "[timeouts]\nexecution = 1\n[[handlers]]");
+    let server = InProcessServer::start(&text, TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/spin");
+    assert_eq!(resp.status, 503, "{}", resp.text());
     server.stop();
 }
 
