@@ -851,6 +851,16 @@ impl RequestExecution {
                         "an asynchronous operation or flush started in PreBeginRequest is ignored"
                     );
                 }
+                // A global module that set an error status (`set_error_status`:
+                // it refused the request, or it failed, as httpserv.h
+                // reports a C++ exception) ends the request here, as a
+                // panic does: BeginRequest's modules would otherwise serve
+                // it as if nothing happened.
+                if ctx.response.error.is_some() {
+                    ctx.start_pipeline();
+                    frame.go_to(LOG_POSITION, &self.pipeline.next_busy);
+                    return;
+                }
                 // A PreBeginRequest module may have rewritten the URL.
                 ctx.sync_url();
             }

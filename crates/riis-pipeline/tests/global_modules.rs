@@ -321,3 +321,48 @@ fn global_modules_answer_runtime_status_queries() {
     pipeline.raise_rsca_query(&mut other);
     assert_eq!(other.output(), "");
 }
+
+/// A PreBeginRequest module that refuses `/refused` with an error status.
+struct Refuser;
+
+impl GlobalModule for Refuser {
+    fn on_global_pre_begin_request(&self, ctx: &mut HttpContext) -> GlobalNotificationStatus {
+        if ctx.request().url() == "/refused" {
+            ctx.response_mut()
+                .set_error_status(StatusCode::FORBIDDEN, "Forbidden", 0, 0x8007_0005);
+        }
+        GlobalNotificationStatus::Continue
+    }
+}
+
+/// An error status a global module sets in PreBeginRequest ends the
+/// request: BeginRequest's modules and the handler do not run (and would
+/// have served it), LogRequest and EndRequest do.
+#[tokio::test]
+async fn an_error_status_set_in_pre_begin_request_ends_the_request() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.register("Refuser", |_, reg, _| {
+        reg.set_global_notifications(Refuser, G::PreBeginRequest.into())
+    });
+    {
+        let log = log.clone();
+        t.module(
+            "Watcher",
+            Registration::events(N::BeginRequest | N::LogRequest | N::EndRequest),
+            script(move |_, call| {
+                log.push(call.describe());
+                Status::Continue
+            }),
+        );
+    }
+    add_url_echo(&mut t);
+    let pipeline = t.build();
+    let refused = get(&pipeline, "/refused").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(refused.body(), "");
+    let seen = log.take();
+    assert!(!seen.iter().any(|e| e.contains("BeginRequest")), "{seen:?}");
+    assert!(seen.iter().any(|e| e.contains("EndRequest")), "{seen:?}");
+    assert_eq!(get(&pipeline, "/fine").await.body(), "/fine in /");
+}
