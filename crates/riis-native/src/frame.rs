@@ -15,6 +15,7 @@
 //! shared state.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::ffi::{c_char, CString};
 use std::ptr;
 use std::ptr::NonNull;
@@ -279,9 +280,36 @@ impl std::ops::Deref for FrameBox {
 
 impl Drop for FrameBox {
     fn drop(&mut self) {
-        // SAFETY: from `Box::into_raw` in `Frame::new`, freed once, here.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+        // SAFETY: from `Box::into_raw` in `Frame::allocate`, freed once, here.
+        unsafe { free_frame(self.0.as_ptr()) };
     }
+}
+
+/// The context handles of the frames alive now, by address. A completion a
+/// module signals from its own thread is checked against it: a second
+/// signal after its request ended (the frame freed) is refused instead of
+/// reaching freed memory. (A new frame at the same address would take it;
+/// the module broke the one-signal-per-Pending rule either way, and the
+/// server's memory stays sound.)
+static LIVE_HANDLES: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+
+/// [`LIVE_HANDLES`], locked: hold it while using a handle signalled from
+/// another thread, so its frame cannot be freed meanwhile.
+pub(crate) fn live_handles() -> std::sync::MutexGuard<'static, BTreeSet<usize>> {
+    LIVE_HANDLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Frees a frame given up with [`FrameBox::into_raw`] (or owned by a
+/// `FrameBox`), unregistering its handle first.
+///
+/// # Safety
+/// `frame` came from `Box::into_raw` in `Frame::allocate` and is freed once.
+pub(crate) unsafe fn free_frame(frame: *mut Frame) {
+    // SAFETY: live until freed below, as the caller promises.
+    let handle = unsafe { ptr::addr_of!((*frame).handle) } as usize;
+    live_handles().remove(&handle);
+    // SAFETY: as the caller promises.
+    drop(unsafe { Box::from_raw(frame) });
 }
 
 impl Frame {
@@ -306,6 +334,8 @@ impl Frame {
         // `Box` or `&mut Frame` of the whole frame again (see `FrameBox`),
         // so it stays valid for the frame's life.
         unsafe { (*raw).handle.frame = raw };
+        // SAFETY: as above.
+        live_handles().insert(unsafe { ptr::addr_of!((*raw).handle) } as usize);
         // SAFETY: non-null, from `Box::into_raw`.
         FrameBox(unsafe { NonNull::new_unchecked(raw) })
     }

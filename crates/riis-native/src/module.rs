@@ -279,7 +279,7 @@ pub(crate) unsafe fn release(orphan: crate::frame::Orphan) {
         unsafe { dispose(module) }
     }
     // SAFETY: the pointer `Box::into_raw` gave; freed once, here.
-    drop(unsafe { Box::from_raw(orphan.frame) });
+    unsafe { crate::frame::free_frame(orphan.frame) };
 }
 
 impl NativeModule {

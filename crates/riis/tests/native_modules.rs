@@ -197,6 +197,19 @@ fn a_c_module_misbehaving_fails_only_its_request() {
     let resp = conn.read_response(false);
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "0x80070057 0x80070057 0x80070057\n");
+    // A second completion signal after the request ended is refused, not
+    // taken into freed memory.
+    assert_eq!(get(server.addr, "/c/twice").text(), "signalled twice\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let result = get(server.addr, "/c/twice-result").text();
+        if result != "0x00000001\n" {
+            assert_eq!(result, "0x8007139F\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no second signal");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // The server keeps serving.
     assert_eq!(get(server.addr, "/c/hello").status, 200);
 }

@@ -443,19 +443,28 @@ pub(super) unsafe extern "C" fn indicate_completion(
     status: riis_status,
 ) -> riis_hresult {
     no_unwind("indicate_completion", hr::E_FAIL, || {
-        // SAFETY: the ABI allows this from any thread while the request
-        // lives; only the frame's completion slot (a Mutex) is touched.
-        let Some(frame) = (unsafe { frame_of(ctx) }) else {
-            return hr::E_INVALIDARG;
-        };
         let Some(status) = RequestNotificationStatus::from_raw(status) else {
             return hr::E_INVALIDARG;
         };
         if status == RequestNotificationStatus::Pending {
             return hr::E_INVALIDARG;
         }
-        // SAFETY: `frame` is live (frame_of); not used after this call.
+        // Held while the frame is used: it cannot be freed meanwhile.
+        let live = crate::frame::live_handles();
+        if !live.contains(&(ctx as usize)) {
+            // Not a live request's handle: a second signal after the
+            // request ended, or no handle at all.
+            return hr::E_INVALID_STATE;
+        }
+        // SAFETY: the handle is live (registered, and its frame cannot be
+        // freed while `live` is held); only the completion slot (a Mutex)
+        // is touched.
+        let Some(frame) = (unsafe { frame_of(ctx) }) else {
+            return hr::E_INVALIDARG;
+        };
+        // SAFETY: `frame` is live; not used after this call.
         unsafe { signal(frame, EarlySignal::Indicate(status)) };
+        drop(live);
         hr::S_OK
     })
 }
@@ -465,11 +474,17 @@ pub(super) unsafe extern "C" fn post_completion(
     bytes: u64,
 ) -> riis_hresult {
     no_unwind("post_completion", hr::E_FAIL, || {
+        // Held while the frame is used, as in indicate_completion.
+        let live = crate::frame::live_handles();
+        if !live.contains(&(ctx as usize)) {
+            return hr::E_INVALID_STATE;
+        }
         // SAFETY: as for indicate_completion.
         let Some(frame) = (unsafe { frame_of(ctx) }) else {
             return hr::E_INVALIDARG;
         };
         if is_running(frame) && !frame.ctx.get().is_null() {
+            drop(live);
             // During the module's own call: an operation the engine runs
             // when the call returns.
             // SAFETY: the handle is checked by context_hr.

@@ -11,6 +11,9 @@
  *   /c/post-thread  returns Pending; another thread posts completion with 42
  *                   bytes, and on_async_completion answers "completed 42".
  *   /c/bad-status   returns 7, which is not a status.
+ *   /c/twice        returns Pending; another thread signals completion, and
+ *                   again 300 ms after the request ended; /c/twice-result
+ *                   is the HRESULT of that second signal.
  *   /c/odd-chunks   an interim status (103), a file chunk naming a folder
  *                   and one naming the FIFO of the X-Fifo header: each is
  *                   refused; the body is the three HRESULTs.
@@ -88,6 +91,21 @@ static void pause_briefly(void) {
 static void *indicate_later(void *arg) {
     pause_briefly();
     api->indicate_completion((riis_context *)arg, RIIS_STATUS_FINISH_REQUEST);
+    return NULL;
+}
+
+/* The HRESULT of /c/twice's second signal; 1 until it is made. */
+static volatile riis_hresult second_signal = 1;
+
+static void *indicate_twice(void *arg) {
+    pause_briefly();
+    api->indicate_completion((riis_context *)arg, RIIS_STATUS_FINISH_REQUEST);
+    struct timespec t = {0, 300 * 1000 * 1000};
+    nanosleep(&t, NULL);
+    riis_hresult again = api->indicate_completion((riis_context *)arg, RIIS_STATUS_FINISH_REQUEST);
+    pthread_mutex_lock(&lock);
+    second_signal = again;
+    pthread_mutex_unlock(&lock);
     return NULL;
 }
 
@@ -215,6 +233,20 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
             return RIIS_STATUS_FINISH_REQUEST;
         }
         return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/twice") == 0) {
+        pthread_t t;
+        text(ctx, "signalled twice\n");
+        pthread_create(&t, NULL, indicate_twice, ctx);
+        pthread_detach(t);
+        return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/twice-result") == 0) {
+        pthread_mutex_lock(&lock);
+        snprintf(line, sizeof line, "0x%08X\n", (unsigned)second_signal);
+        pthread_mutex_unlock(&lock);
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
     }
     if (strcmp(url, "/c/thread") == 0) {
         pthread_t t;
