@@ -116,6 +116,31 @@ impl fmt::Debug for NativeLibrary {
     }
 }
 
+/// Each image's file as it was when first loaded: device, inode and
+/// modification time, by path.
+static LOADED_FILES: std::sync::Mutex<Vec<(PathBuf, (u64, u64, i64))>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Warns when `image` is not the file loaded from that path before: the
+/// dynamic loader hands back the library already loaded under the name, so
+/// a replaced file (a new build copied over it) runs its old code until the
+/// process restarts, as a DLL does until IIS recycles its worker process.
+fn warn_if_replaced(image: &Path, meta: &std::fs::Metadata) {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = (meta.dev(), meta.ino(), meta.mtime());
+    let mut loaded = LOADED_FILES.lock().unwrap_or_else(|e| e.into_inner());
+    match loaded.iter().find(|(path, _)| path == image) {
+        Some((_, first)) if *first != stamp => tracing::warn!(
+            image = %image.display(),
+            "the module image changed since it was loaded; a loaded library cannot be \
+             replaced in a running process, so its modules go on with the code loaded \
+             first: restart riis to load the new one"
+        ),
+        Some(_) => {}
+        None => loaded.push((image.to_owned(), stamp)),
+    }
+}
+
 impl NativeLibrary {
     /// Opens and checks `image`. The library stays loaded for the life of the
     /// process (opening the same image again reuses it).
@@ -130,7 +155,7 @@ impl NativeLibrary {
                     "not a regular file".to_owned(),
                 ))
             }
-            Ok(_) => {}
+            Ok(meta) => warn_if_replaced(image, &meta),
         }
         // RTLD_NOW: a symbol the library needs and nothing provides is a
         // load error now, not the process's death at the first call that
