@@ -116,9 +116,11 @@ impl fmt::Debug for NativeLibrary {
     }
 }
 
-/// Each image's file as it was when first loaded: device, inode and
-/// modification time, by path.
-static LOADED_FILES: std::sync::Mutex<Vec<(PathBuf, (u64, u64, i64))>> =
+/// A file as it was: device, inode and modification time.
+type FileStamp = (u64, u64, i64);
+
+/// Each image's file as it was when first loaded, by path.
+static LOADED_FILES: std::sync::Mutex<Vec<(PathBuf, FileStamp)>> =
     std::sync::Mutex::new(Vec::new());
 
 /// Warns when `image` is not the file loaded from that path before: the
