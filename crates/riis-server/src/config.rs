@@ -599,50 +599,118 @@ const MAX_CONFIG_FILE: u64 = 16 << 20;
 impl ServerConfig {
     /// Reads and parses a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let cannot = |message: String| ConfigError {
-            file: path.to_owned(),
-            line: None,
-            key: None,
-            message,
-        };
-        // A regular file of reasonable size: a FIFO or a device named by
-        // mistake (or left at the name) would hold `check-config`, or a
-        // reload, forever.
-        let file = crate::fs::open_nonblocking(path)
-            .map_err(|e| cannot(format!("cannot read the file: {e}")))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| cannot(format!("cannot read the file: {e}")))?;
-        if !meta.is_file() {
-            return Err(cannot("not a regular file".to_owned()));
-        }
-        if meta.len() > MAX_CONFIG_FILE {
-            return Err(cannot(format!(
-                "the file is larger than {} MiB",
-                MAX_CONFIG_FILE >> 20
-            )));
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(&file, MAX_CONFIG_FILE + 1),
-            &mut bytes,
-        )
-        .map_err(|e| cannot(format!("cannot read the file: {e}")))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            // The line of the first byte that is not UTF-8.
-            let at = e.utf8_error().valid_up_to();
-            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-            ConfigError {
-                file: path.to_owned(),
-                line: Some(line),
-                key: None,
-                message: "the file is not UTF-8 text".to_owned(),
-            }
-        })?;
+        let text = read_text(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, path, base)
     }
 
+    /// The `[server] pid_file` of the configuration at `path`, read without
+    /// checking the rest: `riis status` must find the running server while
+    /// its file is being edited (a typo, a root not made yet).
+    pub fn pid_file_of(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+        let text = read_text(path)?;
+        let named = match toml::from_str::<toml::Table>(&text) {
+            Ok(doc) => doc
+                .get("server")
+                .and_then(|s| s.get("pid_file"))
+                .and_then(toml::Value::as_str)
+                .map(str::to_owned),
+            // A file that does not parse now (an edit under way): its
+            // `pid_file = "…"` line under `[server]`, if it has a plain one.
+            Err(e) => Some(pid_file_line(&text).ok_or_else(|| ConfigError {
+                file: path.to_owned(),
+                line: e.span().map(|s| text[..s.start].matches('\n').count() + 1),
+                key: None,
+                message: e.message().to_owned(),
+            })?),
+        };
+        Ok(named
+            .filter(|p| !p.is_empty())
+            .map(|p| resolve_beside(path, Path::new(&p))))
+    }
+}
+
+/// The value of a `pid_file = "…"` (or `'…'`) line in the `[server]` table
+/// of a file that does not parse as a whole.
+fn pid_file_line(text: &str) -> Option<String> {
+    let mut in_server = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_server = line == "[server]";
+            continue;
+        }
+        let Some(value) = line
+            .strip_prefix("pid_file")
+            .map(str::trim_start)
+            .and_then(|rest| rest.strip_prefix('='))
+            .map(str::trim)
+            .filter(|_| in_server)
+        else {
+            continue;
+        };
+        let quote = value.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+        let inner = &value[1..];
+        return inner.find(quote).map(|end| inner[..end].to_owned());
+    }
+    None
+}
+
+/// `file` as a path: as it is when absolute, else beside the configuration
+/// at `config`.
+fn resolve_beside(config: &Path, file: &Path) -> PathBuf {
+    if file.is_absolute() {
+        file.to_owned()
+    } else {
+        config.parent().unwrap_or(Path::new(".")).join(file)
+    }
+}
+
+/// The text of the configuration file at `path`.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let cannot = |message: String| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        key: None,
+        message,
+    };
+    // A regular file of reasonable size: a FIFO or a device named by
+    // mistake (or left at the name) would hold `check-config`, or a
+    // reload, forever.
+    let file = crate::fs::open_nonblocking(path)
+        .map_err(|e| cannot(format!("cannot read the file: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| cannot(format!("cannot read the file: {e}")))?;
+    if !meta.is_file() {
+        return Err(cannot("not a regular file".to_owned()));
+    }
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(cannot(format!(
+            "the file is larger than {} MiB",
+            MAX_CONFIG_FILE >> 20
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&file, MAX_CONFIG_FILE + 1),
+        &mut bytes,
+    )
+    .map_err(|e| cannot(format!("cannot read the file: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        // The line of the first byte that is not UTF-8.
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError {
+            file: path.to_owned(),
+            line: Some(line),
+            key: None,
+            message: "the file is not UTF-8 text".to_owned(),
+        }
+    })?;
+    Ok(text)
+}
+
+impl ServerConfig {
     /// Parses configuration text; relative site roots are taken from `base`.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
         let error = |line: Option<usize>, key: Option<String>, message: String| ConfigError {
@@ -952,11 +1020,7 @@ impl ServerConfig {
         if path.as_os_str().is_empty() {
             return None;
         }
-        Some(if path.is_absolute() {
-            path.clone()
-        } else {
-            self.file.parent().unwrap_or(Path::new(".")).join(path)
-        })
+        Some(resolve_beside(&self.file, path))
     }
 
     /// Replaces the address of every binding (`--listen`), keeping host names.

@@ -25,5 +25,6 @@ mod upgrade;
 
 pub use config::{ConfigError, ServerConfig};
 pub use server::{
-    build_pipeline, shutdown_signal, status_file, BoundServer, Server, ServerError, ShutdownSignal,
+    build_pipeline, shutdown_signal, status_file, status_file_for, BoundServer, Server,
+    ServerError, ShutdownSignal,
 };

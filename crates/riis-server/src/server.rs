@@ -791,9 +791,14 @@ impl Server {
 /// Where `riis status` finds the server's report: `[server] pid_file` with
 /// `.status` added (none without a pid file).
 pub fn status_file(config: &ServerConfig) -> Option<std::path::PathBuf> {
-    let mut name = config.pid_file()?.into_os_string();
+    Some(status_file_for(&config.pid_file()?))
+}
+
+/// Where the server whose pid file is `pid_file` writes its status report.
+pub fn status_file_for(pid_file: &std::path::Path) -> std::path::PathBuf {
+    let mut name = pid_file.as_os_str().to_owned();
     name.push(".status");
-    Some(name.into())
+    name.into()
 }
 
 /// What each configuration's pipeline of one server is built with (see

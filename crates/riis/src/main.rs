@@ -132,10 +132,13 @@ fn reload(config: &Path) -> Result<String, String> {
 /// `riis status`: ask the running server for its report (SIGUSR1) and
 /// show it.
 fn status(config: &Path) -> Result<String, String> {
-    let loaded = ServerConfig::load(config).map_err(|e| e.to_string())?;
-    let report = riis_server::status_file(&loaded);
-    let pid = running_pid(config, loaded.pid_file())?;
-    let report = report.ok_or("riis status needs [server] pid_file")?;
+    // Only `[server] pid_file` is read: the running server can be asked
+    // while its file is being edited.
+    let pid_file = ServerConfig::pid_file_of(config).map_err(|e| e.to_string())?;
+    let pid = running_pid(config, pid_file.clone())?;
+    let report = pid_file
+        .map(|p| riis_server::status_file_for(&p))
+        .ok_or("riis status needs [server] pid_file")?;
     ask_status(pid, &report)
 }
 

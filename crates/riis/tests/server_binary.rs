@@ -755,6 +755,12 @@ fn reload_and_status_refuse_a_stale_pid_file() {
     let report = common::riis_status(&config);
     assert!(report.contains("riis.toml"), "{report}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    // The file being edited (broken for now): status still finds the
+    // server, from `[server] pid_file` alone.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[[sites]]\nname = ")).unwrap();
+    assert!(common::riis_status(&config).contains("riis.toml"));
+    std::fs::write(&config, &text).unwrap();
     // Another file that names the same pid file: the server would reload
     // its own, so validating this one proves nothing.
     let other = dir.write("other.toml", std::fs::read_to_string(&config).unwrap());
