@@ -255,8 +255,12 @@ pub(crate) fn load_certificates(
                     // revocation list file.
                     let fails = |(_, b): &&(usize, CertificateBinding)| {
                         let s = &b.source;
-                        if crate::tls::load_certified_key(s).is_err() {
+                        if crate::tls::load_chain(s).is_err() {
                             Some("certificate")
+                        } else if crate::tls::load_certified_key(s).is_err() {
+                            // The chain loads: the key is what fails (or
+                            // does not match it).
+                            Some("certificate_key")
                         } else if s
                             .client_ca
                             .as_deref()

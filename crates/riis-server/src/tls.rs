@@ -49,6 +49,27 @@ fn read_pem_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
 /// Loads a certificate chain and its key from PEM files, checking that they
 /// belong together.
 pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, String> {
+    let chain = load_chain(source)?;
+    let key = read_pem_file(&source.key)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            format!(
+                "cannot read a private key from `{}`: {e}",
+                source.key.display()
+            )
+        })?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+        format!(
+            "`{}` and `{}` do not make a usable certificate: {e}",
+            source.certificate.display(),
+            source.key.display()
+        )
+    })
+}
+
+/// The certificate chain of `source`, each certificate parsed.
+pub fn load_chain(source: &SiteCertificate) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read_pem_file(&source.certificate)
         .map_err(|e| format!("cannot read `{}`: {e}", source.certificate.display()))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
@@ -74,22 +95,7 @@ pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, Stri
             ));
         }
     }
-    let key = read_pem_file(&source.key)
-        .map_err(|e| e.to_string())
-        .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem).map_err(|e| e.to_string()))
-        .map_err(|e| {
-            format!(
-                "cannot read a private key from `{}`: {e}",
-                source.key.display()
-            )
-        })?;
-    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
-        format!(
-            "`{}` and `{}` do not make a usable certificate: {e}",
-            source.certificate.display(),
-            source.key.display()
-        )
-    })
+    Ok(chain)
 }
 
 /// A site's `client_certificate_ca`, loaded: the configuration of the

@@ -36,8 +36,9 @@ enum Command {
         /// Serve this folder with the default modules, no file needed.
         #[arg(long)]
         root: Option<PathBuf>,
-        /// Listen here instead of every configured binding (host names are kept).
-        #[arg(long)]
+        /// Listen here instead of every configured binding (host names are
+        /// kept): `127.0.0.1:8080`, `[::1]:8080`, `*:8080`, `localhost:8080`.
+        #[arg(long, value_parser = listen_address)]
         listen: Option<SocketAddr>,
     },
     /// Check a configuration file and exit: 0 when it is valid, 1 with the
@@ -91,6 +92,18 @@ fn load(
         loaded.override_listen(addr)?;
     }
     Ok(loaded)
+}
+
+/// `--listen`'s value, written as a binding's address and port are.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    let binding = riis_server::config::Binding::parse(text)?;
+    if binding.tls || binding.host.is_some() || text.contains("://") {
+        return Err(format!(
+            "`{text}`: --listen takes an address and a port (`127.0.0.1:8080`), \
+             without a scheme or host name"
+        ));
+    }
+    Ok(binding.addr)
 }
 
 /// `riis reload`: validate, then signal the running server.

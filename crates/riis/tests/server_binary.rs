@@ -1048,3 +1048,30 @@ fn a_pid_file_naming_another_file_is_refused() {
     );
     drop(dir);
 }
+
+/// `--listen` takes an address as bindings write it (`localhost:PORT`
+/// too), and refuses a scheme or a host name, which it would drop.
+#[test]
+fn listen_takes_a_bindings_address() {
+    let dir = TempDir::new("listen-forms");
+    dir.write("www/a.txt", "a");
+    let server = RunningBinary::start_as_configured(&[
+        "--root",
+        dir.path().join("www").to_str().unwrap(),
+        "--listen",
+        "localhost:0",
+    ]);
+    assert_eq!(get(server.addr, "/a.txt").text(), "a");
+    assert!(server.addr.ip().is_loopback());
+    drop(server);
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--listen", "https://127.0.0.1:0:site.test"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--listen takes an address and a port"),
+        "{stderr}"
+    );
+}

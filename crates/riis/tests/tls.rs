@@ -395,7 +395,8 @@ fn certificate_problems_are_configuration_errors() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("sites[1].certificate"), "{stderr}");
+    // The key is what does not match: its key is named.
+    assert!(stderr.contains("sites[1].certificate_key"), "{stderr}");
     // Mixing TLS and plain HTTP on one address is refused.
     let config = dir.write(
         "riis.toml",
