@@ -196,7 +196,7 @@ fn a_c_module_misbehaving_fails_only_its_request() {
     );
     let resp = conn.read_response(false);
     assert_eq!(resp.status, 200);
-    assert_eq!(resp.text(), "0x80070057 0x80070057 0x80070057\n");
+    assert_eq!(resp.text(), "0x80070057 0x80070057 0x80070057 0x80070057\n");
     // A second completion signal after the request ended is refused, not
     // taken into freed memory.
     assert_eq!(get(server.addr, "/c/twice").text(), "signalled twice\n");

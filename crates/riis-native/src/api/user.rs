@@ -67,6 +67,12 @@ pub(super) unsafe extern "C" fn set_user(
         context_hr("set_user", ctx, |_, ctx| {
             let name = text(name)?;
             let kind = text(authentication_type)?;
+            // Names reach logs (cs-username), CGI variables and headers a
+            // gateway sets: control characters (CR, LF, NUL) are refused.
+            let plain = |t: &str| !t.chars().any(char::is_control);
+            if !plain(name) || !plain(kind) {
+                return Err(hr::E_INVALIDARG);
+            }
             if roles.is_null() && role_count > 0 {
                 return Err(hr::E_INVALIDARG);
             }
@@ -74,7 +80,11 @@ pub(super) unsafe extern "C" fn set_user(
             list.try_reserve_exact(role_count)
                 .map_err(|_| hr::E_OUTOFMEMORY)?;
             for i in 0..role_count {
-                list.push(text(*roles.add(i))?.to_owned());
+                let role = text(*roles.add(i))?;
+                if !plain(role) {
+                    return Err(hr::E_INVALIDARG);
+                }
+                list.push(role.to_owned());
             }
             ctx.set_user(HttpUser::new(name, kind).with_roles(list));
             Ok(())

@@ -14,9 +14,10 @@
  *   /c/twice        returns Pending; another thread signals completion, and
  *                   again 300 ms after the request ended; /c/twice-result
  *                   is the HRESULT of that second signal.
- *   /c/odd-chunks   an interim status (103), a file chunk naming a folder
- *                   and one naming the FIFO of the X-Fifo header: each is
- *                   refused; the body is the three HRESULTs.
+ *   /c/odd-chunks   an interim status (103), a file chunk naming a folder,
+ *                   one naming the FIFO of the X-Fifo header, and a user
+ *                   name with CR/LF: each is refused; the body is the four
+ *                   HRESULTs.
  *   /c/wrong-thread another thread uses the context during the call; the
  *                   body is the HRESULT it got.
  *   /c/custom       raises a custom notification the second instance of this
@@ -296,8 +297,9 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         }
         chunk.file_name = fifo;
         riis_hresult pipe = api->response_write_entity_chunks(ctx, &chunk, 1, NULL);
-        snprintf(line, sizeof line, "0x%08X 0x%08X 0x%08X\n", (unsigned)interim,
-                 (unsigned)folder, (unsigned)pipe);
+        riis_hresult user = api->set_user(ctx, "alice\r\nX-Injected: 1", "Basic", NULL, 0);
+        snprintf(line, sizeof line, "0x%08X 0x%08X 0x%08X 0x%08X\n", (unsigned)interim,
+                 (unsigned)folder, (unsigned)pipe, (unsigned)user);
         text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
     }
