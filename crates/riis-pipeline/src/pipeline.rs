@@ -538,12 +538,17 @@ impl PipelineBuilder {
             register(SERVER_VERSION, &mut registration, server_info)
         }));
         match registered {
-            Ok(result) => result.map_err(|e| {
-                BuildError::new(
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // What it registered before it failed is terminated, as a
+                // module that registers fine is when the build fails: a
+                // native factory frees its state in `terminate`.
+                terminate_modules(std::slice::from_ref(&entry));
+                return Err(BuildError::new(
                     "modules",
                     format!("module `{name}` failed to register: {e}"),
-                )
-            })?,
+                ));
+            }
             Err(panic) => {
                 let message = crate::context::panic_message(&*panic);
                 std::mem::forget(panic);
