@@ -101,7 +101,8 @@ pub fn register_entry_point(
             .map(|f| format!(" ({f})"))
             .unwrap_or_default();
         return Err(ModuleError::with_hresult(
-            format!("RegisterModule returned 0x{:08X}{detail}", result as u32),
+            // The HRESULT itself follows in the error's text.
+            format!("RegisterModule failed{detail}"),
             result as u32,
         ));
     }

@@ -359,7 +359,7 @@ fn loader_errors_name_the_module_and_the_reason() {
         ("unstamped.so", "", &["no `riis_module_abi` symbol"]),
         ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.3"]),
         ("newer_minor.so", "", &["ABI 1.99"]),
-        ("failing.so", "", &["RegisterModule returned 0x8007000E"]),
+        ("failing.so", "", &["RegisterModule failed (0x8007000E)"]),
         (
             "bad_registration.so",
             "",
