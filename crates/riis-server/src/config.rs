@@ -722,7 +722,19 @@ impl ServerConfig {
         let lines = Lines::new(text);
         let (key_lines, value_spans, too_large) = index_keys(text, &lines).map_err(|e| {
             let line = e.span().map(|s| lines.of(s.start));
-            error(line, None, e.message().to_owned())
+            let mut message = e.message().to_owned();
+            // The toml crate's "duplicate key" names no key: the span does.
+            if message == "duplicate key" {
+                if let Some(name) = e
+                    .span()
+                    .and_then(|s| text.get(s))
+                    .map(|k| k.trim().trim_matches(['[', ']']).trim())
+                    .filter(|k| !k.is_empty() && !k.contains('\n'))
+                {
+                    message = format!("duplicate key `{name}`");
+                }
+            }
+            error(line, None, message)
         })?;
         if let Some((key, line)) = too_large {
             return Err(error(

@@ -532,6 +532,11 @@ fn check_config_reports_file_line_and_key() {
             site.replace("root = \".\"", "root = \"\""),
             "empty-root.toml:3: key `sites[0].root`: the root is empty",
         ),
+        (
+            "duplicate.toml",
+            format!("{site}name = \"y\"\n"),
+            "duplicate.toml:5: duplicate key `name`",
+        ),
     ] {
         refused(&dir, name, text, expected);
     }
