@@ -187,12 +187,60 @@ impl Reloader {
         Ok(config.file)
     }
 
-    /// [`Reloader::reload`], logging the outcome (for the SIGHUP handler).
+    /// [`Reloader::reload`], logging the outcome (for the SIGHUP handler)
+    /// and recording it for the status report.
     pub fn reload_and_log(&self) {
-        match self.reload() {
+        let outcome = self.reload();
+        match &outcome {
             Ok(file) => tracing::info!("configuration reloaded from {}", file.display()),
             Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
         }
+        RELOADS.record(outcome.err().map(|e| e.to_string()));
+    }
+}
+
+/// The reloads this process finished, and why the last refused one was
+/// refused: in the status report, where `riis reload` reads whether the
+/// reload it asked for took effect.
+pub(crate) struct ReloadRecord {
+    finished: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+    last_refusal: Mutex<String>,
+}
+
+/// The process's [`ReloadRecord`].
+pub(crate) static RELOADS: ReloadRecord = ReloadRecord {
+    finished: std::sync::atomic::AtomicU64::new(0),
+    refused: std::sync::atomic::AtomicU64::new(0),
+    last_refusal: Mutex::new(String::new()),
+};
+
+impl ReloadRecord {
+    fn record(&self, refusal: Option<String>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Some(why) = refusal {
+            // One line: the report is read line by line.
+            *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) =
+                why.replace(['\n', '\r'], " ");
+            self.refused.fetch_add(1, SeqCst);
+        }
+        self.finished.fetch_add(1, SeqCst);
+    }
+
+    /// The report's lines: `reloads`, `reloads_refused` and, after a
+    /// refusal, `last_reload_refusal`.
+    pub(crate) fn report(&self) -> String {
+        use std::sync::atomic::Ordering::SeqCst;
+        let refused = self.refused.load(SeqCst);
+        let mut lines = format!(
+            "reloads: {}\nreloads_refused: {refused}\n",
+            self.finished.load(SeqCst)
+        );
+        if refused > 0 {
+            let why = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
+            lines.push_str(&format!("last_reload_refusal: {why}\n"));
+        }
+        lines
     }
 }
 

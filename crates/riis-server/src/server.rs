@@ -847,6 +847,7 @@ modules: {}
             .display(),
         pipeline.module_names().collect::<Vec<_>>().join(", "),
     );
+    report.push_str(&crate::reload::RELOADS.report());
     report.push_str(query.output());
     if !report.ends_with('\n') {
         report.push('\n');

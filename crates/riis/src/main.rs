@@ -116,8 +116,10 @@ fn reload(config: &Path) -> Result<String, String> {
     // The server reloads the file it was started with: validating another
     // one (a copy sharing the pid file) and reporting success would check
     // nothing it will read.
-    if let Some(report) = report {
-        let text = ask_status(pid, &report)?;
+    let mut before = None;
+    if let Some(report) = &report {
+        let text = ask_status(pid, report)?;
+        before = report_number(&text, "reloads").zip(report_number(&text, "reloads_refused"));
         let running = text
             .lines()
             .find_map(|l| l.strip_prefix("configuration: "))
@@ -136,10 +138,49 @@ fn reload(config: &Path) -> Result<String, String> {
         }
     }
     signal(pid, nix::sys::signal::Signal::SIGHUP)?;
+    // Wait for the outcome, as `caddy reload` does: a refused reload is a
+    // failure of this command (for `systemctl reload` too), not only a line
+    // in the server's log.
+    if let (Some(report), Some((finished, refused))) = (report, before) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let text = ask_status(pid, &report)?;
+            if report_number(&text, "reloads").is_some_and(|n| n > finished) {
+                if report_number(&text, "reloads_refused").is_some_and(|n| n > refused) {
+                    let why = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("last_reload_refusal: "))
+                        .unwrap_or("see its log");
+                    return Err(format!(
+                        "riis (process {pid}) refused the reload and keeps its configuration: {why}"
+                    ));
+                }
+                return Ok(format!(
+                    "riis (process {pid}) reloaded {}",
+                    config.display()
+                ));
+            }
+        }
+        return Err(format!(
+            "riis (process {pid}) did not finish the reload within 30 seconds; its log says how it went"
+        ));
+    }
     Ok(format!(
         "asked riis (process {pid}) to reload {}; its log says whether the new configuration is in force",
         config.display()
     ))
+}
+
+/// The number on a `name: N` line of a status report.
+fn report_number(report: &str, name: &str) -> Option<u64> {
+    report.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(": ")?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// `riis status`: ask the running server for its report (SIGUSR1) and

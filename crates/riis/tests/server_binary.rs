@@ -1080,3 +1080,35 @@ fn listen_takes_a_bindings_address() {
         "{stderr}"
     );
 }
+
+/// `riis reload` waits for the server's verdict: a reload the server
+/// refuses (here, one that moves a binding, which needs a restart) fails
+/// the command with the reason, as it would fail `systemctl reload`.
+#[test]
+fn reload_reports_the_servers_verdict() {
+    let (dir, config) = pid_file_site("reload-verdict", "127.0.0.1:0");
+    let server = RunningBinary::start_as_configured(&["--config", config.to_str().unwrap()]);
+    let out = common::riis_command("reload", &config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reloaded"), "{stdout}");
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let port = common::free_port();
+    std::fs::write(
+        &config,
+        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let out = common::riis_command("reload", &config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("refused the reload"), "{stderr}");
+    assert_eq!(get(server.addr, "/a.txt").status, 200);
+    assert!(server.terminate().success());
+    drop(dir);
+}
