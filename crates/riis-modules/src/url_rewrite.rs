@@ -604,10 +604,6 @@ const ANY_PART: &AsciiSet = &CONTROLS
     .add(b'`')
     .add(b'{')
     .add(b'}');
-/// Other values before the template's query: also `?`, so that only the
-/// template's own `?` starts the query (a header's `a?` must not make the
-/// values after it query parameters), and `@`, as in [`PATH_PART`].
-const ANY_PATH_PART: &AsciiSet = &ANY_PART.add(b'?').add(b'@');
 
 /// What a template's literal text encodes in a URL.
 const LITERAL_PART: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`');
@@ -662,8 +658,9 @@ fn expand(
             let set = match (decoded, in_query) {
                 (true, false) => PATH_PART,
                 (true, true) => QUERY_PART,
-                (false, false) => ANY_PATH_PART,
-                (false, true) => ANY_PART,
+                // Server variables keep their own encoding, `?` included:
+                // `https://{HTTP_HOST}{REQUEST_URI}` carries the query.
+                (false, _) => ANY_PART,
             };
             out.extend(utf8_percent_encode(value, set));
         };

@@ -291,12 +291,18 @@ impl Drop for FrameBox {
 /// reaching freed memory. (A new frame at the same address would take it;
 /// the module broke the one-signal-per-Pending rule either way, and the
 /// server's memory stays sound.)
-static LIVE_HANDLES: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+/// Sharded by address, so the workers creating and freeing frames for
+/// their requests seldom wait on one another.
+static LIVE_HANDLES: [Mutex<BTreeSet<usize>>; 16] = [const { Mutex::new(BTreeSet::new()) }; 16];
 
-/// [`LIVE_HANDLES`], locked: hold it while using a handle signalled from
-/// another thread, so its frame cannot be freed meanwhile.
-pub(crate) fn live_handles() -> std::sync::MutexGuard<'static, BTreeSet<usize>> {
-    LIVE_HANDLES.lock().unwrap_or_else(|e| e.into_inner())
+/// The shard of [`LIVE_HANDLES`] that holds `handle`, locked: hold it while
+/// using a handle signalled from another thread, so its frame cannot be
+/// freed meanwhile.
+pub(crate) fn live_handles(handle: usize) -> std::sync::MutexGuard<'static, BTreeSet<usize>> {
+    // Frames are at least 64-byte apart: the bits above that spread them.
+    LIVE_HANDLES[(handle >> 6) % LIVE_HANDLES.len()]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// Frees a frame given up with [`FrameBox::into_raw`] (or owned by a
@@ -307,7 +313,7 @@ pub(crate) fn live_handles() -> std::sync::MutexGuard<'static, BTreeSet<usize>> 
 pub(crate) unsafe fn free_frame(frame: *mut Frame) {
     // SAFETY: live until freed below, as the caller promises.
     let handle = unsafe { ptr::addr_of!((*frame).handle) } as usize;
-    live_handles().remove(&handle);
+    live_handles(handle).remove(&handle);
     // SAFETY: as the caller promises.
     drop(unsafe { Box::from_raw(frame) });
 }
@@ -335,7 +341,8 @@ impl Frame {
         // so it stays valid for the frame's life.
         unsafe { (*raw).handle.frame = raw };
         // SAFETY: as above.
-        live_handles().insert(unsafe { ptr::addr_of!((*raw).handle) } as usize);
+        let handle = unsafe { ptr::addr_of!((*raw).handle) } as usize;
+        live_handles(handle).insert(handle);
         // SAFETY: non-null, from `Box::into_raw`.
         FrameBox(unsafe { NonNull::new_unchecked(raw) })
     }

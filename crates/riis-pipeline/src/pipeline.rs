@@ -539,11 +539,11 @@ impl PipelineBuilder {
         }));
         match registered {
             Ok(Ok(())) => {}
+            // What it registered before it failed is dropped, not
+            // terminated: riis_module.h promises Terminate only after a
+            // RegisterModule that succeeded, and a module may free its
+            // factory itself before it returns a failure.
             Ok(Err(e)) => {
-                // What it registered before it failed is terminated, as a
-                // module that registers fine is when the build fails: a
-                // native factory frees its state in `terminate`.
-                terminate_modules(std::slice::from_ref(&entry));
                 return Err(BuildError::new(
                     "modules",
                     format!("module `{name}` failed to register: {e}"),

@@ -561,29 +561,3 @@ async fn drops_that_panic_after_a_walk_or_nested_panic_do_not_abort() {
         assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR, "{url}");
     }
 }
-
-/// A module whose entry point registers a factory and then fails has that
-/// factory terminated, as a module that registered fine is when the build
-/// fails: a native factory frees its state there.
-#[test]
-fn a_factory_registered_before_a_failure_is_terminated() {
-    let log = Log::new();
-    let mut t = TestPipeline::new();
-    let for_factory = log.clone();
-    let err = t
-        .builder_mut()
-        .register_module("HalfDone", move |_, r, _| {
-            r.set_request_notifications(
-                TerminatesBadly(for_factory),
-                N::LogRequest.into(),
-                riis_pipeline::RequestNotifications::NONE,
-            )?;
-            Err(ModuleError::new("changed its mind"))
-        })
-        .expect_err("the entry point failed");
-    assert!(
-        err.message.contains("failed to register: changed its mind"),
-        "{err}"
-    );
-    assert_eq!(log.entries(), ["terminate"]);
-}

@@ -635,15 +635,18 @@ async fn drive(
                     (None, None) => false,
                 };
                 let over = execution.is_some_and(|limit| !switched && since.elapsed() > limit);
-                if gone {
-                    exec.expire_busy(
+                let expired = (gone
+                    && exec.expire_busy(
                         "the client's connection closed while a module kept completing",
-                    );
-                } else if over {
-                    exec.expire_busy(
-                        "a module kept completing its own operations past timeouts.execution",
-                    );
-                } else {
+                    ))
+                    || (over
+                        && exec.expire_busy(
+                            "a module kept completing its own operations past timeouts.execution",
+                        ));
+                // Not at a completion (a body read's pieces): its turn is
+                // given up all the same, or the task would never return to
+                // the runtime.
+                if !expired {
                     tokio::task::yield_now().await;
                 }
                 continue;

@@ -231,11 +231,11 @@ impl ReloadRecord {
     /// refusal, `last_reload_refusal`.
     pub(crate) fn report(&self) -> String {
         use std::sync::atomic::Ordering::SeqCst;
+        // `finished` first: `record` counts a refusal before the reload,
+        // so a report never shows a finished reload without its refusal.
+        let finished = self.finished.load(SeqCst);
         let refused = self.refused.load(SeqCst);
-        let mut lines = format!(
-            "reloads: {}\nreloads_refused: {refused}\n",
-            self.finished.load(SeqCst)
-        );
+        let mut lines = format!("reloads: {finished}\nreloads_refused: {refused}\n");
         if refused > 0 {
             let why = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
             lines.push_str(&format!("last_reload_refusal: {why}\n"));
@@ -317,7 +317,20 @@ impl Retiring {
     /// drain deadline): refuses later reloads, then stops every
     /// configuration still retiring, and last the one in force.
     pub(crate) fn close_and_stop_all(&self, current: &CurrentGeneration) {
-        let _no_reload = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        // A reload under way (a file on a hung mount, a RegisterModule that
+        // never returns) is not waited for: the server stops now, and that
+        // reload, should it ever finish, finds the server closed and stops
+        // its own configuration (`replace`).
+        let _no_reload = match self.busy.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                tracing::warn!(
+                    "a reload is still running; the server stops without waiting for it"
+                );
+                None
+            }
+        };
         let (retiring, in_force) = {
             let mut state = self.lock();
             state.closed = true;

@@ -450,7 +450,7 @@ pub(super) unsafe extern "C" fn indicate_completion(
             return hr::E_INVALIDARG;
         }
         // Held while the frame is used: it cannot be freed meanwhile.
-        let live = crate::frame::live_handles();
+        let live = crate::frame::live_handles(ctx as usize);
         if !live.contains(&(ctx as usize)) {
             // Not a live request's handle: a second signal after the
             // request ended, or no handle at all.
@@ -475,7 +475,7 @@ pub(super) unsafe extern "C" fn post_completion(
 ) -> riis_hresult {
     no_unwind("post_completion", hr::E_FAIL, || {
         // Held while the frame is used, as in indicate_completion.
-        let live = crate::frame::live_handles();
+        let live = crate::frame::live_handles(ctx as usize);
         if !live.contains(&(ctx as usize)) {
             return hr::E_INVALID_STATE;
         }
