@@ -361,7 +361,9 @@ pub fn detailed_page(ctx: &HttpContext) -> String {
         ("Handler", handler),
         ("Error Code", code),
         ("Requested URL", req.raw_url().to_owned()),
-        ("Method", req.method().to_string()),
+        // No method row (IIS's page has none): a HEAD's page must be as
+        // long as its GET's, whose Content-Length it reports (RFC 9110
+        // §8.6).
         ("Physical Path", physical),
     ];
     let mut table = String::new();

@@ -641,8 +641,7 @@ impl StaticCompression {
     /// A 304 says what the 200 would (RFC 9110 §15.4.5, RFC 9111 §4.3.4):
     /// for a file with a compressed copy, `Vary: Accept-Encoding`; when the
     /// client would be sent a copy (its `Accept-Encoding` picks one that
-    /// exists) or revalidates one (it sent the weak ETag a copy went out
-    /// with), the weak ETag, and on HEAD the copy's length. A cache then
+    /// exists), the weak ETag, and on HEAD the copy's length. A cache then
     /// refreshes the variant it holds instead of finding no match, or
     /// taking the file's strong validator for a compressed body.
     fn not_modified(&self, ctx: &mut HttpContext) {
@@ -684,7 +683,11 @@ impl StaticCompression {
         let head = ctx.request().method() == Method::HEAD;
         let headers = ctx.response_mut().headers_mut();
         content_encoding::add_vary(headers);
-        if asked_for_copy || served.is_some() {
+        // The weak tag only where this request's 200 would be a copy: a
+        // client that lists both tags but would get the file must not be
+        // told the copy's (a cache would then freshen, and serve, the
+        // compressed body to it).
+        if served.is_some() {
             if let Ok(v) = HeaderValue::try_from(weak) {
                 headers.insert(header::ETAG, v);
             }

@@ -836,7 +836,12 @@ fn parse_range(headers: &HeaderMap, len: u64) -> RangeRequest {
             let Some(n) = parse_pos(last) else {
                 return RangeRequest::Ignore;
             };
-            if n > 0 && len > 0 {
+            if n > 0 && len == 0 {
+                // Satisfiable on an empty file (RFC 9110 §14.1.1), but no
+                // 206 can carry zero bytes: the whole (empty) file, 200.
+                return RangeRequest::Ignore;
+            }
+            if n > 0 {
                 ranges.push((len - n.min(len), len - 1));
             }
             continue;
@@ -1282,6 +1287,9 @@ mod tests {
             ("bytes=10-", 10, Unsatisfiable),
             ("bytes=-0", 10, Unsatisfiable),
             ("bytes=0-", 0, Unsatisfiable),
+            // A suffix of an empty file is satisfiable but has no bytes: 200.
+            ("bytes=-5", 0, Ignore),
+            ("bytes=0-0, -5", 0, Ignore),
             ("bytes=5-4", 10, Ignore),
             ("bytes=a-b", 10, Ignore),
             ("bytes=1", 10, Ignore),

@@ -281,6 +281,15 @@ fn a_304_for_a_compressed_copy_keeps_its_etag_and_vary() {
     assert_eq!(revalidated.header("etag"), Some(strong));
     // The file has a copy, so the 200 varies: the 304 says so too.
     assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
+    // A cache that lists both variants' tags for a client that would get
+    // the file is told the file's: it must not freshen the copy for it.
+    conn.send_raw(
+        format!("GET /big.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: {strong}, {etag}\r\n\r\n")
+            .as_bytes(),
+    );
+    let revalidated = conn.read_response(true);
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("etag"), Some(strong));
     // By date alone, a client that would get the copy gets its validator.
     let date = first.header("last-modified").unwrap().to_owned();
     conn.send_raw(

@@ -105,7 +105,6 @@ fn local_clients_get_the_detailed_page_by_default() {
         "<th>Notification</th><td>ExecuteRequestHandler</td>",
         "<th>Handler</th><td>StaticHandler</td>",
         "<th>Error Code</th><td>0x80070032</td>",
-        "<th>Method</th><td>GET</td>",
         "<th>Requested URL</th><td>/data.unknownext</td>",
         "data.unknownext</td>",
         "MIME type",
@@ -120,9 +119,14 @@ fn local_clients_get_the_detailed_page_by_default() {
     // Success passes untouched.
     let resp = send(server.addr, "GET", "/a.txt");
     assert_eq!((resp.status, resp.text().as_str()), (200, "alpha"));
-    // A HEAD gets the status and no body.
+    // A HEAD gets the status and no body, and the length its GET's page has.
+    let get = send(server.addr, "GET", "/data.unknownext");
     let resp = send(server.addr, "HEAD", "/data.unknownext");
     assert_eq!(resp.status, 404);
+    assert_eq!(
+        resp.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
 }
 
 #[test]
