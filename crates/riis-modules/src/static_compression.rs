@@ -624,12 +624,18 @@ impl StaticCompression {
             return false;
         };
         let config = ctx.config(self.config);
-        if kind != ResourceKind::File
-            || len < config.min_size
-            || len > config.max_size
-            || content_encoding::forbids_transform(ctx.response().headers())
-        {
+        if content_encoding::forbids_transform(ctx.response().headers()) {
             return false;
+        }
+        match kind {
+            ResourceKind::File if len < config.min_size || len > config.max_size => return false,
+            ResourceKind::File => {}
+            // A folder's default document, sent under the folder's URL
+            // without a query, gets copies as a file does (see
+            // `on_send_response`); its size is the child's, not known here,
+            // and whether a copy exists decides (`not_modified`).
+            ResourceKind::Directory if !ctx.request().query_string().is_empty() => return false,
+            ResourceKind::Directory => return true,
         }
         let guessed = content_encoding::type_of_url(ctx.request().url());
         content_encoding::type_listed(
@@ -681,6 +687,13 @@ impl StaticCompression {
             return;
         }
         let head = ctx.request().method() == Method::HEAD;
+        // A folder's HEAD gets the file's headers and only the Vary (see
+        // `on_send_response`): its 304 the same.
+        let folder_head = head
+            && ctx
+                .resource_info()
+                .is_some_and(|info| info.kind == ResourceKind::Directory);
+        let served = served.filter(|_| !folder_head);
         let headers = ctx.response_mut().headers_mut();
         content_encoding::add_vary(headers);
         // The weak tag only where this request's 200 would be a copy: a

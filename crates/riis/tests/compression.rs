@@ -326,6 +326,23 @@ fn the_default_document_is_compressed_too() {
     assert_eq!(home.header("content-encoding"), Some("br"));
     assert_eq!(home.header("vary"), Some("Accept-Encoding"));
     assert_eq!(unbrotli(&home.body), s.big.as_bytes());
+    // Its 304 and 206 say what its 200 does: the copy's weak tag, and Vary.
+    let etag = home.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with("W/"), "{etag}");
+    conn.send_raw(
+        format!("GET /home/ HTTP/1.1\r\nHost: t\r\nAccept-Encoding: br\r\nIf-None-Match: {etag}\r\n\r\n")
+            .as_bytes(),
+    );
+    let revalidated = conn.read_response(false);
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
+    assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
+    conn.send_raw(
+        b"GET /home/ HTTP/1.1\r\nHost: t\r\nAccept-Encoding: br\r\nRange: bytes=0-9\r\n\r\n",
+    );
+    let ranged = conn.read_response(false);
+    assert_eq!(ranged.status, 206);
+    assert_eq!(ranged.header("vary"), Some("Accept-Encoding"));
     // With a query the answer for the folder could be anything's (a handler
     // may read it): no shared copy.
     let queried = fetch(&mut conn, "/home/?from=mail", Some("br"));
