@@ -452,19 +452,6 @@ fn too_busy(ctx: &mut HttpContext) -> RequestNotificationStatus {
 /// Logons being checked per client address.
 type Checking = Arc<Mutex<HashMap<std::net::IpAddr, u32>>>;
 
-/// Whose logon checks a request's count among: an IPv4 client by its
-/// address, an IPv6 one by its /64, which one host holds whole and can
-/// pick addresses from at will (IpRestriction counts the same way).
-fn check_key(address: std::net::IpAddr) -> std::net::IpAddr {
-    match address.to_canonical() {
-        std::net::IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            std::net::IpAddr::V6(prefix.into())
-        }
-        v4 => v4,
-    }
-}
-
 /// One of a client's [`CHECKS_PER_CLIENT`] checks, given back when the
 /// check is done (or dropped unrun).
 struct CheckSlot {
@@ -573,7 +560,7 @@ impl HttpModule for BasicAuthentication {
             // No users at all: nothing to take time over.
             return Self::refuse(ctx, "unknown user", Some(&name));
         };
-        let client = check_key(ctx.request().remote_address().ip());
+        let client = crate::ip_restriction::client_network(ctx.request().remote_address().ip());
         let Some(slot) = CheckSlot::take(&self.shared.checking, client) else {
             tracing::warn!(
                 address = %client,
@@ -710,7 +697,7 @@ mod tests {
 
     #[test]
     fn logon_checks_count_per_address_and_per_ipv6_64() {
-        let key = |a: &str| check_key(a.parse().unwrap());
+        let key = |a: &str| crate::ip_restriction::client_network(a.parse().unwrap());
         assert_eq!(key("192.0.2.7"), key("::ffff:192.0.2.7"));
         assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
         // Addresses one host picks from its /64 share a count.

@@ -360,9 +360,17 @@ struct Client {
 type ClientKey = (u32, IpAddr);
 
 fn client_key(site: u32, address: IpAddr) -> ClientKey {
-    match address {
-        IpAddr::V6(_) => (site, masked(address, 64)),
-        v4 => (site, v4),
+    (site, client_network(address))
+}
+
+/// Whose requests a client's count among: an IPv4 address alone (an
+/// IPv4-mapped one as IPv4), an IPv6 one by its /64, which one host holds
+/// whole and can pick addresses from at will. BasicAuthentication limits
+/// logon checks by the same key.
+pub(crate) fn client_network(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        v6 @ IpAddr::V6(_) => masked(v6, 64),
+        v4 => v4,
     }
 }
 
