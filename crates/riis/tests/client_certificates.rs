@@ -70,13 +70,22 @@ struct Pki {
 }
 
 impl Pki {
-    /// Site A, on `a.test`, asking for client certificates of the CA.
     /// A revocation list of the CA (PEM) naming `revoked` serial numbers,
     /// whose next update is at the end of `until_year`.
     fn crl(&self, revoked: &[&[u8]], until_year: i32) -> String {
         crl_of(&self.ca.0, &self.ca.1, revoked, until_year)
     }
 
+    /// Site B, on `b.test` (same address as A), asking for no certificate.
+    fn site_b(&self) -> String {
+        let d = self.dir.path().display();
+        format!(
+            "[[sites]]\nname = \"B\"\nroot = 'ROOT'\nbindings = [\"https://127.0.0.1:0:b.test\"]\n\
+             certificate = \"{d}/b.test.crt\"\ncertificate_key = \"{d}/b.test.key\""
+        )
+    }
+
+    /// Site A, on `a.test`, asking for client certificates of the CA.
     fn site_a(&self) -> String {
         let d = self.dir.path().display();
         format!(
@@ -323,7 +332,6 @@ fn a_certificate_from_an_untrusted_issuer_fails_the_handshake() {
 #[test]
 fn a_connection_made_for_another_sites_policy_is_misdirected() {
     let pki = pki();
-    let dir = pki.dir.path().display();
     let site_a = pki.site_a();
     let text = format!(
         r#"
@@ -332,13 +340,9 @@ name = "CertEcho"
 
 {site_a}
 
-[[sites]]
-name = "B"
-root = 'ROOT'
-bindings = ["https://127.0.0.1:0:b.test"]
-certificate = "{dir}/b.test.crt"
-certificate_key = "{dir}/b.test.key"
-"#
+{site_b}
+"#,
+        site_b = pki.site_b()
     );
     let server = InProcessServer::start(&text, TEST_MODULES);
     // Made for b.test (no certificate asked), then asked for a.test.
@@ -856,7 +860,6 @@ modules = ["Cgi"]
 #[test]
 fn http2_streams_see_the_certificate_and_coalesced_hosts_get_421() {
     let pki = pki();
-    let d = pki.dir.path().display();
     let site_a = pki.site_a();
     let text = format!(
         r#"
@@ -865,13 +868,9 @@ name = "CertEcho"
 
 {site_a}
 
-[[sites]]
-name = "B"
-root = 'ROOT'
-bindings = ["https://127.0.0.1:0:b.test"]
-certificate = "{d}/b.test.crt"
-certificate_key = "{d}/b.test.key"
-"#
+{site_b}
+"#,
+        site_b = pki.site_b()
     );
     let server = InProcessServer::start(&text, TEST_MODULES);
     let addr = server.addr;
