@@ -1455,7 +1455,7 @@ fn a_streamed_body_reaches_the_server_as_it_arrives() {
 /// answer reaches the client, and the connection is not kept.
 #[test]
 fn a_streamed_upload_answered_early_gets_its_answer() {
-    use std::io::{BufRead as _, Write as _};
+    use std::io::BufRead as _;
     let backend = Backend::start("a");
     let first = format!("\"http://{}\"", backend.addr);
     let extra = format!(
@@ -1467,19 +1467,13 @@ fn a_streamed_upload_answered_early_gets_its_answer() {
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let sender = std::thread::spawn(move || {
-        let body = vec![b'x'; 8 * 1024 * 1024];
-        let _ = writer.write_all(
-            format!(
-                "POST /up/early/upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        );
-        // The server may stop reading (and close) once it answered.
-        let _ = writer.write_all(&body);
-    });
+    // The server may stop reading (and close) once it answered.
+    let body_len = 8 * 1024 * 1024;
+    let sender = common::send_in_background(
+        &stream,
+        format!("POST /up/early/upload HTTP/1.1\r\nHost: t\r\nContent-Length: {body_len}\r\n\r\n"),
+        body_len,
+    );
     let mut reader = std::io::BufReader::new(stream);
     let mut status = String::new();
     reader.read_line(&mut status).unwrap();

@@ -970,7 +970,7 @@ fn a_location_path_may_hold_a_literal_percent() {
 /// away the end of the answer.
 #[test]
 fn an_answer_to_a_large_unread_upload_arrives_whole() {
-    use std::io::{Read as _, Write as _};
+    use std::io::Read as _;
     let dir = TempDir::new("linger");
     let file: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
     dir.write("big.bin", &file);
@@ -980,18 +980,12 @@ fn an_answer_to_a_large_unread_upload_arrives_whole() {
         stream
             .set_read_timeout(Some(std::time::Duration::from_secs(20)))
             .unwrap();
-        let mut writer = stream.try_clone().unwrap();
-        let sender = std::thread::spawn(move || {
-            let body = vec![b'x'; 8 * 1024 * 1024];
-            let _ = writer.write_all(
-                format!(
-                    "GET /big.bin HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-            let _ = writer.write_all(&body);
-        });
+        let body_len = 8 * 1024 * 1024;
+        let sender = common::send_in_background(
+            &stream,
+            format!("GET /big.bin HTTP/1.1\r\nHost: t\r\nContent-Length: {body_len}\r\n\r\n"),
+            body_len,
+        );
         let mut answer = Vec::new();
         let mut reader = stream;
         let mut buf = [0u8; 65536];

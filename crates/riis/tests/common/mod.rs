@@ -612,3 +612,21 @@ pub fn refusing_address() -> SocketAddr {
     std::mem::forget(socket);
     addr
 }
+
+/// Writes `head`, then a body of `body_len` bytes, to `stream` from a
+/// thread of its own, ignoring write errors (the server may answer and
+/// close before it has read the body): the caller reads the answer
+/// meanwhile.
+#[allow(dead_code)]
+pub fn send_in_background(
+    stream: &std::net::TcpStream,
+    head: String,
+    body_len: usize,
+) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    let mut writer = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = writer.write_all(head.as_bytes());
+        let _ = writer.write_all(&vec![b'x'; body_len]);
+    })
+}
