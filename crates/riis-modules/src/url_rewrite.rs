@@ -18,10 +18,15 @@
 //! rewritten path. `stop_processing` ends the walk after the rule, and a
 //! Redirect, CustomResponse or AbortRequest always does.
 //!
-//! Templates (a condition's `input`, an action's `url`) may hold `{R:n}`
-//! (the rule pattern's group n; 0 is the whole match), `{C:n}` (the group
-//! of the last condition pattern that matched), and `{NAME}` for a server
-//! variable (`{HTTP_HOST}`, `{QUERY_STRING}`, `{HTTPS}`, …). `{URL}` is
+//! Templates (a condition's `input`, an action's `url`, a server
+//! variable's value) may hold `{R:n}` (the rule pattern's group n; 0 is
+//! the whole match), `{C:n}` (the group of the last condition pattern that
+//! matched), `{NAME}` for a server variable (`{HTTP_HOST}`,
+//! `{QUERY_STRING}`, `{HTTPS}`, …), the functions `{ToLower:…}`,
+//! `{UrlEncode:…}`, `{UrlDecode:…}` and `{EscapeDataString:…}`, and
+//! `{Map:…}` for a rewrite map's value (`rewrite.maps`, IIS's
+//! `rewriteMaps`; a map's values are the configuration's text, so a
+//! Redirect made of them may name another site). `{URL}` is
 //! the path as rewritten so far and `{REQUEST_FILENAME}` its physical
 //! path; a variable the request does not have is empty. In a URL, values
 //! from the decoded path (`{R:n}`, `{URL}`, `{REQUEST_FILENAME}`, `{C:n}`
@@ -45,12 +50,16 @@
 //! (default false), `conditions` (`input`, `pattern`, `match_type` =
 //! `Pattern`, `IsFile` or `IsDirectory`, `ignore_case`, `negate`),
 //! `logical_grouping` (`MatchAll`, the default, or `MatchAny`),
-//! `stop_processing` (default false) and `action` (`type` = `Rewrite`,
+//! `stop_processing` (default false), `pattern_syntax` (`ECMAScript`, the
+//! default, `Wildcard` or `ExactMatch`), `server_variables` (`name`,
+//! `value`, `replace`; `HTTP_*` names are request headers, set before the
+//! action) and `action` (`type` = `Rewrite`,
 //! `Redirect`, `CustomResponse`, `AbortRequest` or `None`; `url`,
 //! `append_query_string` (default true), `redirect_type` (`Permanent`, the
 //! default, `Found`, `SeeOther`, `Temporary`), `status_code`,
-//! `sub_status_code`, `status_reason`, `status_description`). Patterns are
-//! Rust regular expressions (IIS's are ECMAScript: look-around and
+//! `sub_status_code`, `status_reason`, `status_description`); and `maps`,
+//! tables by name with `entries`, `default_value` (default empty) and
+//! `ignore_case` (default true). Patterns are Rust regular expressions (IIS's are ECMAScript: look-around and
 //! back-references within a pattern are not available); a pattern that does
 //! not compile is a configuration error naming file, line and key.
 //!
@@ -61,12 +70,14 @@
 //! out in the rule; one made of `{…}` values is a configuration error, so
 //! no request can choose where it is sent. Other schemes are errors.
 //!
-//! Not done: outbound rules, rewrite maps, `{ToLower:…}` and the other
-//! template functions, and wildcard patterns.
+//! Not done: outbound rules.
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use std::collections::{BTreeMap, HashMap};
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
 use regex::{Captures, Regex, RegexBuilder};
-use riis_pipeline::http::StatusCode;
+use riis_pipeline::http::header::{HeaderName, HeaderValue};
+use riis_pipeline::http::{self, StatusCode};
 use riis_pipeline::{
     HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, RequestNotification,
     RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
@@ -75,10 +86,106 @@ use serde::Deserialize;
 
 /// The `rewrite` configuration section.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "RawRewriteConfig")]
 pub struct RewriteConfig {
     /// The inbound rules, in order.
     pub rules: Vec<Rule>,
+    /// The rewrite maps, in name order; templates find theirs by index.
+    maps: Vec<RewriteMap>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawRewriteConfig {
+    rules: Vec<Rule>,
+    maps: BTreeMap<String, RawMap>,
+}
+
+/// A rewrite map (IIS's `rewriteMap`): a table from keys to values, read
+/// by `{Name:…}` in a template.
+#[derive(Debug)]
+struct RewriteMap {
+    name: String,
+    /// Keys are compared without case (IIS's default): they are kept
+    /// lowercased.
+    ignore_case: bool,
+    default_value: String,
+    entries: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMap {
+    #[serde(default)]
+    default_value: String,
+    #[serde(default = "yes")]
+    ignore_case: bool,
+    #[serde(default)]
+    entries: BTreeMap<String, String>,
+}
+
+impl RewriteMap {
+    fn lookup(&self, key: &str) -> &str {
+        let value = if self.ignore_case {
+            self.entries.get(&key.to_lowercase())
+        } else {
+            self.entries.get(key)
+        };
+        value.unwrap_or(&self.default_value)
+    }
+}
+
+impl TryFrom<RawRewriteConfig> for RewriteConfig {
+    type Error = String;
+
+    fn try_from(raw: RawRewriteConfig) -> Result<Self, String> {
+        let mut maps = Vec::with_capacity(raw.maps.len());
+        for (name, map) in raw.maps {
+            if !is_identifier(&name) || Function::named(&name).is_some() || is_group_letter(&name) {
+                return Err(format!(
+                    "rewrite map `{name}`: a map's name is letters, digits and `_`, and not R, C or a function's (ToLower, UrlEncode, UrlDecode, EscapeDataString)"
+                ));
+            }
+            if let Some(other) = maps
+                .iter()
+                .find(|m: &&RewriteMap| m.name.eq_ignore_ascii_case(&name))
+            {
+                return Err(format!(
+                    "rewrite maps `{}` and `{name}`: map names are compared without case",
+                    other.name
+                ));
+            }
+            let mut entries = HashMap::with_capacity(map.entries.len());
+            for (key, value) in map.entries {
+                let stored = if map.ignore_case {
+                    key.to_lowercase()
+                } else {
+                    key.clone()
+                };
+                if entries.insert(stored, value).is_some() {
+                    return Err(format!(
+                        "rewrite map `{name}`: key `{key}` is there twice (keys are compared without case unless ignore_case = false)"
+                    ));
+                }
+            }
+            maps.push(RewriteMap {
+                name,
+                ignore_case: map.ignore_case,
+                default_value: map.default_value,
+                entries,
+            });
+        }
+        let mut rules = raw.rules;
+        for rule in &mut rules {
+            let name = rule.name.clone();
+            for template in rule.templates_mut() {
+                template
+                    .resolve_maps(&maps)
+                    .map_err(|e| format!("rule `{name}`: {e}"))?;
+            }
+        }
+        Ok(RewriteConfig { rules, maps })
+    }
 }
 
 /// One rule, compiled.
@@ -95,6 +202,9 @@ pub struct Rule {
     match_any: bool,
     action: Action,
     stop_processing: bool,
+    /// Server variables (and, as `HTTP_*`, request headers) the rule sets
+    /// when it applies.
+    server_variables: Vec<SetVariable>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +212,8 @@ pub struct Rule {
 struct RawRule {
     name: String,
     pattern: String,
+    #[serde(default)]
+    pattern_syntax: PatternSyntax,
     #[serde(default = "yes")]
     ignore_case: bool,
     #[serde(default)]
@@ -112,7 +224,83 @@ struct RawRule {
     logical_grouping: LogicalGrouping,
     #[serde(default)]
     stop_processing: bool,
+    #[serde(default)]
+    server_variables: Vec<RawSetVariable>,
     action: RawAction,
+}
+
+/// How a rule's patterns (its own and its conditions') are written: IIS's
+/// `patternSyntax`.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq)]
+enum PatternSyntax {
+    /// A regular expression.
+    #[default]
+    ECMAScript,
+    /// The whole value, where each `*` matches any characters (and is a
+    /// group, `{R:1}` for the first).
+    Wildcard,
+    /// The whole value, as written.
+    ExactMatch,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSetVariable {
+    name: String,
+    value: String,
+    #[serde(default = "yes")]
+    replace: bool,
+}
+
+/// A server variable a rule sets, checked once.
+#[derive(Debug)]
+struct SetVariable {
+    /// Upper case, as IIS names them.
+    name: String,
+    /// For `HTTP_*`: the request header it is.
+    header: Option<HeaderName>,
+    value: Template,
+    /// Whether a value already there is replaced (IIS's `replace`).
+    replace: bool,
+}
+
+impl TryFrom<RawSetVariable> for SetVariable {
+    type Error = String;
+
+    fn try_from(raw: RawSetVariable) -> Result<Self, String> {
+        let name = raw.name.to_ascii_uppercase();
+        if !is_identifier(&name) {
+            return Err(format!(
+                "server variable `{}`: a name is letters, digits and `_`",
+                raw.name
+            ));
+        }
+        let header = match name.strip_prefix("HTTP_") {
+            Some(header) => {
+                let header = header.to_ascii_lowercase().replace('_', "-");
+                let header = HeaderName::try_from(header.as_str())
+                    .map_err(|_| format!("server variable `{name}` names no request header"))?;
+                // The body's framing is the client's: a rule that changed it
+                // would make the server and a backend disagree on where the
+                // body ends.
+                if header == http::header::CONTENT_LENGTH
+                    || header == http::header::TRANSFER_ENCODING
+                {
+                    return Err(format!(
+                        "server variable `{name}`: the request's framing headers are not set by rules"
+                    ));
+                }
+                Some(header)
+            }
+            None => None,
+        };
+        Ok(SetVariable {
+            value: Template::parse(&raw.value)?,
+            name,
+            header,
+            replace: raw.replace,
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -271,6 +459,75 @@ enum Piece {
     ConditionGroup(usize),
     /// `{NAME}`.
     Variable(String),
+    /// `{ToLower:…}` and the other functions: a value made from the inner
+    /// template's.
+    Function(Function, Box<Template>),
+    /// `{MapName:…}`: the rewrite map's value for the inner template's, by
+    /// the map's index in the section (set once the section's maps are
+    /// known).
+    Map {
+        name: String,
+        index: usize,
+        key: Box<Template>,
+    },
+}
+
+/// IIS URL Rewrite's template functions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Function {
+    /// Lower case (Unicode).
+    ToLower,
+    /// Encoded as a form value: `+` for a space, `%XX` for all but
+    /// letters, digits and `-_.!*()` (.NET's `HttpUtility.UrlEncode`).
+    UrlEncode,
+    /// `%XX` and `+` decoded.
+    UrlDecode,
+    /// `%XX` for all but RFC 3986's unreserved characters (.NET's
+    /// `Uri.EscapeDataString`).
+    EscapeDataString,
+}
+
+/// What `{UrlEncode:…}` leaves as it is.
+const FORM_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'*')
+    .remove(b'(')
+    .remove(b')');
+/// What `{EscapeDataString:…}` leaves as it is: RFC 3986's unreserved.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+impl Function {
+    fn named(name: &str) -> Option<Function> {
+        [
+            ("ToLower", Function::ToLower),
+            ("UrlEncode", Function::UrlEncode),
+            ("UrlDecode", Function::UrlDecode),
+            ("EscapeDataString", Function::EscapeDataString),
+        ]
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, f)| f)
+    }
+
+    fn apply(self, value: String) -> String {
+        match self {
+            Function::ToLower => value.to_lowercase(),
+            Function::UrlEncode => utf8_percent_encode(&value, FORM_VALUE)
+                .to_string()
+                .replace("%20", "+"),
+            Function::UrlDecode => percent_encoding::percent_decode_str(&value.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned(),
+            Function::EscapeDataString => utf8_percent_encode(&value, UNRESERVED).to_string(),
+        }
+    }
 }
 
 impl Piece {
@@ -280,13 +537,118 @@ impl Piece {
         match self {
             Piece::RuleGroup(_) => true,
             Piece::Variable(name) => name == "URL" || name == "REQUEST_FILENAME",
-            Piece::Text(_) | Piece::ConditionGroup(_) => false,
+            Piece::Function(Function::ToLower, inner) => inner.has_decoded_values(),
+            Piece::Function(Function::UrlDecode, _) => true,
+            // Encoded by the function; a map's values are the
+            // configuration's own text.
+            Piece::Function(Function::UrlEncode | Function::EscapeDataString, _)
+            | Piece::Map { .. }
+            | Piece::Text(_)
+            | Piece::ConditionGroup(_) => false,
         }
     }
+
+    /// The template inside a function or map lookup.
+    fn inner(&self) -> Option<&Template> {
+        match self {
+            Piece::Function(_, inner) | Piece::Map { key: inner, .. } => Some(inner),
+            _ => None,
+        }
+    }
+
+    /// Parses what stands between a template's braces.
+    fn parse(name: &str, depth: u8) -> Result<Piece, String> {
+        let group = |prefix: &str| {
+            name.strip_prefix(prefix)
+                .map(|n| n.parse::<usize>().ok().filter(|&n| n <= 9))
+        };
+        match (group("R:"), group("C:")) {
+            (Some(Some(n)), _) => return Ok(Piece::RuleGroup(n)),
+            (_, Some(Some(n))) => return Ok(Piece::ConditionGroup(n)),
+            (Some(None), _) | (_, Some(None)) => {
+                return Err(format!(
+                    "`{{{name}}}`: back-references are {{R:0}} to {{R:9}} and {{C:0}} to {{C:9}}"
+                ))
+            }
+            _ => {}
+        }
+        if let Some((called, inner)) = name.split_once(':') {
+            if is_group_letter(called) {
+                return Err(format!(
+                    "`{{{name}}}`: back-references are {{R:0}} to {{R:9}} and {{C:0}} to {{C:9}}"
+                ));
+            }
+            if !is_identifier(called) {
+                return Err(format!(
+                    "`{{{name}}}`: `{called}` is neither a function (ToLower, UrlEncode, UrlDecode, EscapeDataString) nor a rewrite map's name"
+                ));
+            }
+            if inner.is_empty() {
+                return Err(format!("`{{{name}}}` has nothing to work on"));
+            }
+            if depth >= MAX_NESTING {
+                return Err(format!(
+                    "`{{{name}}}`: functions and maps nest at most {MAX_NESTING} deep"
+                ));
+            }
+            let inner = Box::new(Template::parse_nested(inner, depth + 1)?);
+            return Ok(match Function::named(called) {
+                Some(function) => Piece::Function(function, inner),
+                None => Piece::Map {
+                    name: called.to_owned(),
+                    index: usize::MAX,
+                    key: inner,
+                },
+            });
+        }
+        if is_identifier(name) {
+            return Ok(Piece::Variable(name.to_ascii_uppercase()));
+        }
+        Err(format!(
+            "`{{{name}}}` is neither a back-reference, a server variable, a function nor a rewrite map lookup"
+        ))
+    }
+}
+
+/// How deep `{ToLower:{Map:{…}}}` may nest.
+const MAX_NESTING: u8 = 8;
+
+/// Whether `name` is letters, digits and `_` (a server variable's or a
+/// map's name).
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `R` or `C`, the back-references' letters.
+fn is_group_letter(name: &str) -> bool {
+    name.eq_ignore_ascii_case("R") || name.eq_ignore_ascii_case("C")
+}
+
+/// The offset of the `}` that closes the `{` `text` starts with.
+fn closing_brace(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (at, byte) in text.bytes().enumerate() {
+        match byte {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 impl Template {
     fn parse(text: &str) -> Result<Self, String> {
+        Template::parse_nested(text, 0)
+    }
+
+    /// A template `depth` functions or maps deep.
+    fn parse_nested(text: &str, depth: u8) -> Result<Self, String> {
         let mut template = Template {
             scheme: scheme_of(text),
             ..Template::default()
@@ -300,31 +662,11 @@ impl Template {
             if open > 0 {
                 template.push_text(&rest[..open]);
             }
-            let Some(close) = rest[open..].find('}') else {
+            let Some(close) = closing_brace(&rest[open..]) else {
                 return Err(format!("`{text}`: a `{{` has no closing `}}`"));
             };
             let name = &rest[open + 1..open + close];
-            let group = |prefix: &str| {
-                name.strip_prefix(prefix)
-                    .map(|n| n.parse::<usize>().ok().filter(|&n| n <= 9))
-            };
-            template.pieces.push(match (group("R:"), group("C:")) {
-                (Some(Some(n)), _) => Piece::RuleGroup(n),
-                (_, Some(Some(n))) => Piece::ConditionGroup(n),
-                (Some(None), _) | (_, Some(None)) => {
-                    return Err(format!("`{{{name}}}`: back-references are {{R:0}} to {{R:9}} and {{C:0}} to {{C:9}}"))
-                }
-                _ if !name.is_empty()
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
-                {
-                    Piece::Variable(name.to_ascii_uppercase())
-                }
-                _ => {
-                    return Err(format!(
-                        "`{{{name}}}` is neither a back-reference nor a server variable name (template functions such as {{ToLower:…}} are not available)"
-                    ))
-                }
-            });
+            template.pieces.push(Piece::parse(name, depth)?);
             rest = &rest[open + close + 1..];
         }
         if !rest.is_empty() {
@@ -353,14 +695,50 @@ impl Template {
         self.pieces.iter().any(Piece::is_decoded)
     }
 
-    fn uses_condition_groups(&self) -> bool {
+    /// Whether any piece, at any depth, is one `is` picks.
+    fn any_piece(&self, is: &impl Fn(&Piece) -> bool) -> bool {
         self.pieces
             .iter()
-            .any(|p| matches!(p, Piece::ConditionGroup(_)))
+            .any(|p| is(p) || p.inner().is_some_and(|inner| inner.any_piece(is)))
+    }
+
+    fn uses_condition_groups(&self) -> bool {
+        self.any_piece(&|p| matches!(p, Piece::ConditionGroup(_)))
     }
 
     fn uses_rule_groups(&self) -> bool {
-        self.pieces.iter().any(|p| matches!(p, Piece::RuleGroup(_)))
+        self.any_piece(&|p| matches!(p, Piece::RuleGroup(_)))
+    }
+
+    /// Whether what the template gives is the configuration's own text:
+    /// literal text, map values, and condition groups when the condition's
+    /// input was (`groups_from_config`).
+    fn is_from_config(&self, groups_from_config: bool) -> bool {
+        self.pieces.iter().all(|p| match p {
+            Piece::Text(_) | Piece::Map { .. } => true,
+            Piece::ConditionGroup(_) => groups_from_config,
+            _ => false,
+        })
+    }
+
+    /// Finds the maps the template reads, by name.
+    fn resolve_maps(&mut self, maps: &[RewriteMap]) -> Result<(), String> {
+        for piece in &mut self.pieces {
+            match piece {
+                Piece::Map { name, index, key } => {
+                    *index = maps
+                        .iter()
+                        .position(|m| m.name.eq_ignore_ascii_case(name))
+                        .ok_or_else(|| {
+                            format!("`{{{name}:…}}` names no function and no rewrite map in `rewrite.maps`")
+                        })?;
+                    key.resolve_maps(maps)?;
+                }
+                Piece::Function(_, inner) => inner.resolve_maps(maps)?,
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -418,8 +796,17 @@ fn scheme_of(text: &str) -> Scheme {
     }
 }
 
-fn compile(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
+fn compile(pattern: &str, ignore_case: bool, syntax: PatternSyntax) -> Result<Regex, String> {
+    let expression = match syntax {
+        PatternSyntax::ECMAScript => pattern.to_owned(),
+        PatternSyntax::Wildcard => {
+            let parts: Vec<String> = pattern.split('*').map(regex::escape).collect();
+            // `*` is any characters, line breaks (a decoded `%0a`) too.
+            format!("(?s)^{}$", parts.join("(.*)"))
+        }
+        PatternSyntax::ExactMatch => format!("^{}$", regex::escape(pattern)),
+    };
+    RegexBuilder::new(&expression)
         .case_insensitive(ignore_case)
         .build()
         .map_err(|e| format!("`{pattern}` is not a valid regular expression: {e}"))
@@ -431,12 +818,13 @@ impl TryFrom<RawRule> for Rule {
     fn try_from(raw: RawRule) -> Result<Self, String> {
         let name = raw.name;
         let in_rule = |e: String| format!("rule `{name}`: {e}");
-        let pattern = compile(&raw.pattern, raw.ignore_case).map_err(in_rule)?;
+        let syntax = raw.pattern_syntax;
+        let pattern = compile(&raw.pattern, raw.ignore_case, syntax).map_err(in_rule)?;
         let mut conditions = Vec::with_capacity(raw.conditions.len());
         for c in raw.conditions {
             let test = match (c.match_type, c.pattern) {
                 (MatchType::Pattern, Some(p)) => {
-                    Test::Pattern(compile(&p, c.ignore_case).map_err(in_rule)?)
+                    Test::Pattern(compile(&p, c.ignore_case, syntax).map_err(in_rule)?)
                 }
                 (MatchType::Pattern, None) => {
                     return Err(in_rule(format!(
@@ -553,7 +941,14 @@ impl TryFrom<RawRule> for Rule {
             ActionKind::AbortRequest => Action::AbortRequest,
             ActionKind::None => Action::None,
         };
+        let server_variables = raw
+            .server_variables
+            .into_iter()
+            .map(SetVariable::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(in_rule)?;
         let uses_groups = conditions.iter().any(|c| c.input.uses_rule_groups())
+            || server_variables.iter().any(|v| v.value.uses_rule_groups())
             || match &action {
                 Action::Rewrite { url, .. } | Action::Redirect { url, .. } => {
                     url.uses_rule_groups()
@@ -561,6 +956,7 @@ impl TryFrom<RawRule> for Rule {
                 _ => false,
             };
         Ok(Rule {
+            server_variables,
             uses_groups,
             pattern,
             negate: raw.negate,
@@ -570,6 +966,22 @@ impl TryFrom<RawRule> for Rule {
             stop_processing: raw.stop_processing,
             name,
         })
+    }
+}
+
+impl Rule {
+    /// Every template of the rule: its conditions' inputs, its server
+    /// variables' values and its action's URL.
+    fn templates_mut(&mut self) -> impl Iterator<Item = &mut Template> {
+        let url = match &mut self.action {
+            Action::Rewrite { url, .. } | Action::Redirect { url, .. } => Some(url),
+            _ => None,
+        };
+        self.conditions
+            .iter_mut()
+            .map(|c| &mut c.input)
+            .chain(self.server_variables.iter_mut().map(|v| &mut v.value))
+            .chain(url)
     }
 }
 
@@ -611,10 +1023,21 @@ const LITERAL_PART: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>'
 /// What a walk over the rules has to expand templates with.
 struct Scope<'a> {
     rule: Option<Captures<'a>>,
-    /// The last matching condition's groups, and whether they are decoded.
-    condition: Option<(Vec<Option<String>>, bool)>,
+    /// The last matching condition's groups.
+    condition: Option<ConditionGroups>,
     /// The path as rewritten so far (with its leading `/`), decoded.
     url: &'a str,
+    /// The section's rewrite maps.
+    maps: &'a [RewriteMap],
+}
+
+/// The groups of the last condition pattern that matched.
+struct ConditionGroups {
+    groups: Vec<Option<String>>,
+    /// They come from the decoded path.
+    decoded: bool,
+    /// They are the configuration's own text (map values).
+    from_config: bool,
 }
 
 /// `{REQUEST_FILENAME}` for the walk's current URL, found once.
@@ -681,14 +1104,23 @@ fn expand(
                 let (value, decoded) = scope
                     .condition
                     .as_ref()
-                    .map(|(groups, decoded)| {
+                    .map(|c| {
                         (
-                            groups.get(*n).cloned().flatten().unwrap_or_default(),
-                            *decoded,
+                            c.groups.get(*n).cloned().flatten().unwrap_or_default(),
+                            c.decoded,
                         )
                     })
                     .unwrap_or_default();
                 push(&mut out, &value, decoded);
+            }
+            Piece::Function(function, inner) => {
+                let value = function.apply(expand(ctx, inner, scope, file, false));
+                push(&mut out, &value, piece.is_decoded());
+            }
+            Piece::Map { index, key, .. } => {
+                let key = expand(ctx, key, scope, file, false);
+                let value = scope.maps[*index].lookup(&key);
+                push(&mut out, value, false);
             }
             Piece::Variable(name) => match name.as_str() {
                 "URL" => push(&mut out, scope.url, true),
@@ -760,11 +1192,16 @@ impl UrlRewrite {
                 rule: captures,
                 condition: None,
                 url: &url,
+                maps: &rules.maps,
             };
             if !conditions_hold(ctx, rule, &mut scope, &mut file) {
                 continue;
             }
             tracing::debug!(rule = %rule.name, url = %url, "UrlRewrite: rule matched");
+            if let Err(why) = set_variables(ctx, rule, &scope, &mut file) {
+                fail(ctx, &rule.name, &why);
+                return Outcome::Finished;
+            }
             match &rule.action {
                 Action::Rewrite {
                     url: to,
@@ -805,9 +1242,13 @@ impl UrlRewrite {
                             return Outcome::Finished;
                         }
                     }
-                    if to.scheme == Scheme::None {
+                    let from_config =
+                        to.is_from_config(scope.condition.as_ref().is_some_and(|c| c.from_config));
+                    if to.scheme == Scheme::None && !(from_config && has_scheme(&target)) {
                         // A path on this site: one leading slash, whatever
                         // the values were (`a/b`, `https:evil`, `//evil`).
+                        // Only the configuration's own text (a rewrite
+                        // map's value) may name another site.
                         target = format!("/{}", target.trim_start_matches('/'));
                     }
                     if *append_query && !original_query.is_empty() {
@@ -870,6 +1311,65 @@ impl UrlRewrite {
     }
 }
 
+/// Whether `url` starts with a scheme and `://`.
+fn has_scheme(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
+/// Sets the server variables and request headers of a rule that applies
+/// (IIS's `serverVariables`), before its action. An `HTTP_*` variable is
+/// the request header: an empty value removes it.
+fn set_variables(
+    ctx: &mut HttpContext,
+    rule: &Rule,
+    scope: &Scope<'_>,
+    file: &mut FileName,
+) -> Result<(), String> {
+    for variable in &rule.server_variables {
+        let value = expand(ctx, &variable.value, scope, file, false);
+        if value.contains(['\r', '\n', '\0']) {
+            return Err(format!(
+                "the value for server variable {} holds a line break or NUL",
+                variable.name
+            ));
+        }
+        match &variable.header {
+            Some(header) => {
+                if !variable.replace && ctx.request().header(header).is_some() {
+                    continue;
+                }
+                if value.is_empty() {
+                    ctx.request_mut().delete_header(header);
+                    continue;
+                }
+                let value = HeaderValue::try_from(value).map_err(|_| {
+                    format!(
+                        "the value for server variable {} is no header value",
+                        variable.name
+                    )
+                })?;
+                ctx.request_mut().set_header(header.clone(), value);
+            }
+            None => {
+                if !variable.replace
+                    && ctx
+                        .server_variable(&variable.name)
+                        .is_some_and(|v| !v.is_empty())
+                {
+                    continue;
+                }
+                ctx.set_server_variable(&variable.name, value);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A rule's result could not be used: 500.50 (IIS's URL Rewrite error),
 /// logged and described.
 fn fail(ctx: &mut HttpContext, rule: &str, why: &str) {
@@ -917,18 +1417,22 @@ fn conditions_hold(
         // Groups of `{C:n}` from a decoded condition stay decoded.
         let decoded = condition.decoded
             || (condition.input.uses_condition_groups()
-                && scope.condition.as_ref().is_some_and(|(_, d)| *d));
+                && scope.condition.as_ref().is_some_and(|c| c.decoded));
+        let from_config = condition
+            .input
+            .is_from_config(scope.condition.as_ref().is_some_and(|c| c.from_config));
         let matched = match &condition.test {
             Test::Pattern(regex) => match regex.captures(&input) {
                 Some(groups) => {
                     if !condition.negate {
-                        scope.condition = Some((
-                            groups
+                        scope.condition = Some(ConditionGroups {
+                            groups: groups
                                 .iter()
                                 .map(|g| g.map(|m| m.as_str().to_owned()))
                                 .collect(),
                             decoded,
-                        ));
+                            from_config,
+                        });
                     }
                     true
                 }
@@ -1022,7 +1526,56 @@ mod tests {
         let t = Template::parse("/new/{R:1}").unwrap();
         assert_eq!(t.query_at, None);
         assert!(Template::parse("{R:10}").is_err());
-        assert!(Template::parse("{ToLower:{R:1}}").is_err());
         assert!(Template::parse("{R:1").is_err());
+    }
+
+    #[test]
+    fn functions_and_maps_nest_in_templates() {
+        let t = Template::parse("/{ToLower:{R:1}}/{Legacy:{UrlDecode:{QUERY_STRING}}}").unwrap();
+        assert!(
+            matches!(&t.pieces[1], Piece::Function(Function::ToLower, inner)
+            if matches!(inner.pieces[..], [Piece::RuleGroup(1)]))
+        );
+        assert!(matches!(&t.pieces[3], Piece::Map { name, key, .. }
+            if name == "Legacy" && matches!(key.pieces[..], [Piece::Function(Function::UrlDecode, _)])));
+        assert!(t.uses_rule_groups());
+        // A lower-cased capture is still decoded; a map's value is the
+        // configuration's text.
+        assert!(t.pieces[1].is_decoded());
+        assert!(!t.pieces[3].is_decoded());
+        assert!(Template::parse("{ToLower:}").is_err());
+        assert!(Template::parse("{r:x}").is_err());
+        assert!(Template::parse("{To Lower:{URL}}").is_err());
+        let deep = format!("{}{{URL}}{}", "{ToLower:".repeat(9), "}".repeat(9));
+        assert!(Template::parse(&deep).is_err());
+        let ok = format!("{}{{URL}}{}", "{ToLower:".repeat(8), "}".repeat(8));
+        assert!(Template::parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn functions_work_as_iis_documents_them() {
+        let value = || "A b&c=d/é~*".to_owned();
+        assert_eq!(Function::ToLower.apply(value()), "a b&c=d/é~*");
+        assert_eq!(
+            Function::UrlEncode.apply(value()),
+            "A+b%26c%3Dd%2F%C3%A9%7E*"
+        );
+        assert_eq!(
+            Function::EscapeDataString.apply(value()),
+            "A%20b%26c%3Dd%2F%C3%A9~%2A"
+        );
+        assert_eq!(Function::UrlDecode.apply("a+b%26c%C3%A9".into()), "a b&cé");
+    }
+
+    #[test]
+    fn wildcard_and_exact_patterns_match_the_whole_path() {
+        let wild = compile("wild/*/file-*.txt", true, PatternSyntax::Wildcard).unwrap();
+        let groups = wild.captures("wild/x/y/file-9.TXT").unwrap();
+        assert_eq!((&groups[1], &groups[2]), ("x/y", "9"));
+        assert!(!wild.is_match("wild/x/file-9.txtz"));
+        assert!(!wild.is_match("a/wild/x/file-9.txt"));
+        let exact = compile("a.b(c)", false, PatternSyntax::ExactMatch).unwrap();
+        assert!(exact.is_match("a.b(c)"));
+        assert!(!exact.is_match("axb(c)") && !exact.is_match("A.b(c)"));
     }
 }

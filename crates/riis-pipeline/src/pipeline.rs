@@ -707,9 +707,17 @@ impl PipelineBuilder {
             .collect()
     }
 
-    /// Checks every section occurrence names a declared section and parses on
-    /// its own, so errors point at the occurrence that is wrong.
-    fn validate_sections(&self, sources: &[SectionSource]) -> Result<(), BuildError> {
+    /// Checks every section occurrence names a declared section and parses
+    /// layered onto what it inherits (`inherited`, outermost level first),
+    /// so errors point at the occurrence that is wrong, and a key may rely
+    /// on one an enclosing level gives (a location's rewrite rule on a
+    /// server-wide rewrite map). Outer levels are checked first, so an
+    /// error of theirs is theirs.
+    fn validate_sections(
+        &self,
+        sources: &[SectionSource],
+        inherited: &[&[SectionSource]],
+    ) -> Result<(), BuildError> {
         for s in sources {
             let decl = self
                 .sections
@@ -736,8 +744,14 @@ impl PipelineBuilder {
                     ),
                 ));
             }
-            (decl.parse)(s.value.clone())
-                .map_err(|(path, msg)| section_error(&s.key, &path, &msg))?;
+            let mut layered = toml::Value::Table(toml::Table::new());
+            for outer in inherited.iter().flat_map(|level| level.iter()) {
+                if outer.name == s.name {
+                    merge(&mut layered, &outer.value);
+                }
+            }
+            merge(&mut layered, &s.value);
+            (decl.parse)(layered).map_err(|(path, msg)| section_error(&s.key, &path, &msg))?;
         }
         Ok(())
     }
@@ -788,7 +802,7 @@ impl PipelineBuilder {
         // Relative paths in sections are the configuration file's.
         let _folder =
             crate::registration::ParsingFolder::set(&self.server_info.configuration_folder);
-        self.validate_sections(&self.server_sections)?;
+        self.validate_sections(&self.server_sections, &[])?;
         let server_handlers = self.resolve_handlers(&self.server_handlers)?;
         let mut sites = Vec::with_capacity(self.sites.len());
         for site in &self.sites {
@@ -828,7 +842,7 @@ impl PipelineBuilder {
         site: &SiteDefinition,
         server_handlers: &Arc<[HandlerMapping]>,
     ) -> Result<Site, BuildError> {
-        self.validate_sections(&site.sections)?;
+        self.validate_sections(&site.sections, &[&self.server_sections])?;
         let site_handlers = match &site.handlers {
             Some(defs) => self.resolve_handlers(defs)?,
             None => server_handlers.clone(),
@@ -889,8 +903,19 @@ impl PipelineBuilder {
                     format!("location `{}` is defined twice in this site", loc.path),
                 ));
             }
-            self.validate_sections(&loc.sections)?;
             defs.push(loc);
+        }
+        // Outermost first, each on what encloses it.
+        defs.sort_by_key(|d| d.path.len());
+        for (at, loc) in defs.iter().enumerate() {
+            let mut inherited: Vec<&[SectionSource]> = vec![&self.server_sections, &site.sections];
+            inherited.extend(
+                defs[..at]
+                    .iter()
+                    .filter(|outer| covers(&outer.path, &loc.path))
+                    .map(|outer| outer.sections.as_slice()),
+            );
+            self.validate_sections(&loc.sections, &inherited)?;
         }
         defs.sort_by_key(|d| std::cmp::Reverse(d.path.len()));
 

@@ -171,6 +171,86 @@ fn a_nested_type_error_names_the_nested_key() {
     assert_eq!(error.key, "sites[0].greeting.limits.high");
 }
 
+/// A section whose keys are checked together: `low` at most `high`.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Limits")]
+struct Ordered;
+
+impl TryFrom<Limits> for Ordered {
+    type Error = String;
+
+    fn try_from(limits: Limits) -> Result<Self, String> {
+        if limits.low > limits.high {
+            return Err(format!("low {} is above high {}", limits.low, limits.high));
+        }
+        Ok(Ordered)
+    }
+}
+
+/// A pipeline whose module declares the `ordered` section.
+fn ordered_pipeline() -> TestPipeline {
+    let mut t = TestPipeline::new();
+    t.register("Ordered", |_, reg, _| {
+        reg.declare_section::<Ordered>("ordered")?;
+        reg.set_request_notifications(
+            || ScriptedModule::new(script(|_, _| Status::Continue)),
+            N::BeginRequest.into(),
+            Default::default(),
+        )
+    });
+    t
+}
+
+#[test]
+fn a_level_is_checked_on_what_it_inherits() {
+    // The location's `high = -2` is wrong on its own (low defaults to 0)
+    // and right on the server's `low = -5`.
+    let mut t = ordered_pipeline();
+    t.builder_mut()
+        .server_section(source("ordered", "low = -5\nhigh = -1", "ordered"));
+    t.site_mut().locations.push(location(
+        "/loc",
+        0,
+        vec![source(
+            "ordered",
+            "high = -2",
+            "sites[0].locations[0].ordered",
+        )],
+    ));
+    assert!(t.try_build().is_ok());
+
+    // An inner location is checked on the outer one's keys; the level that
+    // breaks the rule is the one named.
+    let mut t = ordered_pipeline();
+    t.builder_mut()
+        .server_section(source("ordered", "low = -5\nhigh = -1", "ordered"));
+    t.site_mut().locations.push(location(
+        "/outer/inner",
+        0,
+        vec![source(
+            "ordered",
+            "high = -4",
+            "sites[0].locations[0].ordered",
+        )],
+    ));
+    t.site_mut().locations.push(location(
+        "/outer",
+        1,
+        vec![source(
+            "ordered",
+            "low = -3",
+            "sites[0].locations[1].ordered",
+        )],
+    ));
+    let error = t.try_build().expect_err("-3 is above -4");
+    assert_eq!(error.key, "sites[0].locations[0].ordered");
+    assert!(
+        error.message.contains("low -3 is above high -4"),
+        "{}",
+        error.message
+    );
+}
+
 #[test]
 fn an_undeclared_section_is_a_build_error() {
     let mut t = greeter_pipeline();

@@ -348,6 +348,219 @@ fn rules_rewrite_redirect_answer_and_abort() {
     assert!(evil.is_closed_or_reset());
 }
 
+/// Rewrite maps, template functions, wildcard and exact patterns, and
+/// server variables set by rules: the parts of IIS URL Rewrite that
+/// migrated rule sets lean on (a map of legacy URLs, the lower-case
+/// redirect, `X-Original-Host` for a backend).
+#[test]
+fn maps_functions_pattern_syntaxes_and_server_variables() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("rewrite-maps");
+    let script = dir.write(
+        "www/index.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
+         echo \"query=$QUERY_STRING host=$HTTP_X_ORIGINAL_HOST lang=$HTTP_ACCEPT_LANGUAGE keep=$HTTP_X_KEEP\"\n",
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir.write("www/new/a.txt", "new a");
+    dir.write("www/first.txt", "first");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "Cgi"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+modules = ["StaticFile"]
+
+[rewrite.maps.Redirects.entries]
+"/old-page" = "/new/a.txt"
+"/away" = "https://example.test/landing"
+"/Shop?id=7" = "/index.cgi?id=7"
+"/area/old" = "/new/a.txt"
+
+[rewrite.maps.Rewrites]
+entries = {{ "/product/7" = "/index.cgi?product=seven" }}
+
+[rewrite.maps.Exact]
+ignore_case = false
+default_value = "none"
+entries = {{ "Key" = "upper" }}
+
+[[rewrite.rules]]
+name = "legacy redirects"
+pattern = ".*"
+conditions = [{{ input = "{{Redirects:{{REQUEST_URI}}}}", pattern = "(.+)" }}]
+action = {{ type = "Redirect", url = "{{C:1}}", append_query_string = false, redirect_type = "Found" }}
+
+[[rewrite.rules]]
+name = "legacy rewrites"
+pattern = "^product/"
+conditions = [{{ input = "{{Rewrites:{{URL}}}}", pattern = "(.+)" }}]
+action = {{ type = "Rewrite", url = "{{C:1}}" }}
+
+[[rewrite.rules]]
+name = "case-sensitive map"
+pattern = "^exact/(.*)$"
+action = {{ type = "Rewrite", url = "/index.cgi?v={{Exact:{{R:1}}}}", append_query_string = false }}
+
+[[rewrite.rules]]
+name = "lower case"
+pattern = "^lower/.*[A-Z]"
+ignore_case = false
+action = {{ type = "Redirect", url = "{{ToLower:{{URL}}}}" }}
+
+[[rewrite.rules]]
+name = "form-encoded"
+pattern = "^enc$"
+action = {{ type = "Rewrite", url = "/index.cgi?next={{UrlEncode:{{HTTP_X_NEXT}}}}", append_query_string = false }}
+
+[[rewrite.rules]]
+name = "escaped"
+pattern = "^esc$"
+action = {{ type = "Rewrite", url = "/index.cgi?next={{EscapeDataString:{{HTTP_X_NEXT}}}}", append_query_string = false }}
+
+[[rewrite.rules]]
+name = "decoded"
+pattern = "^dec$"
+conditions = [{{ input = "{{UrlDecode:{{QUERY_STRING}}}}", pattern = "^q=hello world$" }}]
+action = {{ type = "Rewrite", url = "first.txt" }}
+
+[[rewrite.rules]]
+name = "wildcard"
+pattern_syntax = "Wildcard"
+pattern = "wild/*/file-*.txt"
+action = {{ type = "Rewrite", url = "/index.cgi?a={{R:1}}&b={{R:2}}", append_query_string = false }}
+
+[[rewrite.rules]]
+name = "exact"
+pattern_syntax = "ExactMatch"
+pattern = "Exact.TXT"
+action = {{ type = "Rewrite", url = "first.txt" }}
+
+[[rewrite.rules]]
+name = "variables"
+pattern = "^vars/(.*)$"
+server_variables = [
+    {{ name = "HTTP_X_ORIGINAL_HOST", value = "{{HTTP_HOST}}" }},
+    {{ name = "HTTP_ACCEPT_LANGUAGE", value = "" }},
+    {{ name = "HTTP_X_KEEP", value = "rule", replace = false }},
+    {{ name = "ROUTE", value = "{{R:1}}" }},
+]
+action = {{ type = "Rewrite", url = "/index.cgi" }}
+
+[[rewrite.rules]]
+name = "a variable a rule set"
+pattern = "^index\\.cgi$"
+conditions = [{{ input = "{{ROUTE}}", pattern = "^(.+)$" }}]
+action = {{ type = "Rewrite", url = "/index.cgi?route={{C:1}}", append_query_string = false }}
+
+[[sites]]
+name = "Maps"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+# A location's own rules, on the server's map.
+[[sites.locations]]
+path = "/area"
+[[sites.locations.rewrite.rules]]
+name = "area"
+pattern = ".*"
+conditions = [{{ input = "{{Redirects:{{URL}}}}", pattern = "(.+)" }}]
+action = {{ type = "Redirect", url = "{{C:1}}", redirect_type = "Temporary" }}
+"#,
+            root = dir.path().join("www").display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    // A map of legacy URLs: by the client's path and query, without case.
+    for (asked, to) in [
+        ("/old-page", "/new/a.txt"),
+        ("/OLD-Page", "/new/a.txt"),
+        ("/shop?id=7", "/index.cgi?id=7"),
+        // A map's value is the configuration's: it may name another site.
+        ("/away", "https://example.test/landing"),
+    ] {
+        let r = conn.get(asked);
+        assert_eq!(r.status, 302, "{asked}: {r:?}");
+        assert_eq!(r.header("location"), Some(to), "{asked}");
+    }
+    // A location's rule reads the map the server level defines.
+    let area = conn.get("/area/old");
+    assert_eq!(area.status, 307, "{area:?}");
+    assert_eq!(area.header("location"), Some("/new/a.txt"));
+    // Not in the map: the default value (empty) matches no `(.+)`.
+    assert_eq!(conn.get("/new/a.txt").text(), "new a");
+    assert_eq!(conn.get("/shop?id=8").status, 404);
+    // A map's value as a Rewrite target, its query included.
+    assert!(conn
+        .get("/product/7")
+        .text()
+        .contains("query=product=seven "));
+    // A map with ignore_case = false, and its default value.
+    assert!(conn.get("/exact/Key").text().contains("query=v=upper "));
+    assert!(conn.get("/exact/key").text().contains("query=v=none "));
+
+    // {ToLower:…}: IIS's lower-case redirect.
+    let lower = conn.get("/lower/Some/PAGE");
+    assert_eq!(lower.status, 301);
+    assert_eq!(lower.header("location"), Some("/lower/some/page"));
+    // {UrlEncode:…} and {EscapeDataString:…}: a header as one query value.
+    let next = "a b&c=d/\u{e9}";
+    conn.send_raw(format!("GET /enc HTTP/1.1\r\nHost: t\r\nX-Next: {next}\r\n\r\n").as_bytes());
+    let enc = conn.read_response(false).text();
+    assert!(enc.contains("query=next=a+b%26c%3Dd%2F%C3%A9 "), "{enc}");
+    conn.send_raw(format!("GET /esc HTTP/1.1\r\nHost: t\r\nX-Next: {next}\r\n\r\n").as_bytes());
+    let esc = conn.read_response(false).text();
+    assert!(esc.contains("query=next=a%20b%26c%3Dd%2F%C3%A9 "), "{esc}");
+    // {UrlDecode:…}: `%20` and `+` are spaces.
+    assert_eq!(conn.get("/dec?q=hello%20world").text(), "first");
+    assert_eq!(conn.get("/dec?q=hello+world").text(), "first");
+    assert_eq!(conn.get("/dec?q=hello").status, 404);
+
+    // Wildcard: each `*` is a group; the whole path must match.
+    let wild = conn.get("/wild/x/y/file-9.txt").text();
+    assert!(wild.contains("query=a=x/y&b=9 "), "{wild}");
+    assert_eq!(conn.get("/wild/x/file-9.txtz").status, 404);
+    // ExactMatch: the whole path, without case by default.
+    assert_eq!(conn.get("/exact.txt").text(), "first");
+    assert_eq!(conn.get("/an-exact.txt").status, 404);
+
+    // Server variables: HTTP_* are request headers (empty removes one,
+    // replace = false keeps the client's), others are variables that the
+    // next rules read.
+    conn.send_raw(
+        b"GET /vars/abc HTTP/1.1\r\nHost: maps.test\r\nAccept-Language: de\r\nX-Keep: client\r\n\r\n",
+    );
+    let vars = conn.read_response(false).text();
+    assert_eq!(
+        vars.trim(),
+        "query=route=abc host=maps.test lang= keep=client",
+        "{vars}"
+    );
+    conn.send_raw(b"GET /vars/xyz HTTP/1.1\r\nHost: maps.test\r\n\r\n");
+    let vars = conn.read_response(false).text();
+    assert!(vars.contains("keep=rule"), "{vars}");
+    // A value with a line break is no header: 500.50, nothing set.
+    let broken = conn.get("/vars/a%0dX-Evil:%201");
+    assert_eq!(broken.status, 500, "{broken:?}");
+}
+
 #[test]
 fn bad_rules_are_configuration_errors() {
     let dir = TempDir::new("rewrite-bad");
@@ -374,8 +587,35 @@ action = { type = "Rewrite", url = "http://{HTTP_HOST}/x" }"#,
         ),
         (
             r#"pattern = "^x$"
-action = { type = "Rewrite", url = "{ToLower:{R:1}}" }"#,
-            "template functions",
+action = { type = "Rewrite", url = "{Nowhere:{R:1}}" }"#,
+            "names no function and no rewrite map",
+        ),
+        (
+            r#"pattern = "^x$"
+server_variables = [{ name = "HTTP_CONTENT_LENGTH", value = "0" }]
+action = { type = "None" }"#,
+            "framing",
+        ),
+        (
+            r#"pattern = "^x$"
+server_variables = [{ name = "X-Y", value = "0" }]
+action = { type = "None" }"#,
+            "letters, digits and `_`",
+        ),
+        (
+            r#"pattern = "x"
+pattern_syntax = "Glob"
+action = { type = "None" }"#,
+            "pattern_syntax",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { type = "None" }
+
+[rewrite.maps.Old.entries]
+"/a" = "/b"
+"/A" = "/c""#,
+            "compared without case",
         ),
         (
             r#"pattern = "^x$"
