@@ -1,0 +1,428 @@
+//! `UrlRewrite`: IIS URL Rewrite's inbound rules. Each rule matches the
+//! URL path against a regular expression, checks its conditions (server
+//! variables against patterns, whether a path is a file or a folder), and
+//! acts: rewrites the URL for the rest of the pipeline, redirects, answers
+//! with a status of its own, or aborts the connection.
+//!
+//! Registers for **BeginRequest** at **High** priority: the URL may change
+//! until BeginRequest's modules are done, and every module after this one,
+//! as well as the choice of location (and with it every module's
+//! configuration) and of handler, sees the rewritten URL. The rules are the
+//! ones of the location the request's original URL falls in. Child
+//! requests (a default document's, for instance) are not rewritten: their
+//! parent was.
+//!
+//! The rules run in order. A rule's `pattern` is matched against the URL
+//! path without its leading `/`, decoded (`blog/2024/hello world`); the
+//! query string is not part of it. After a Rewrite the next rules see the
+//! rewritten path. `stop_processing` ends the walk after the rule, and a
+//! Redirect, CustomResponse or AbortRequest always does.
+//!
+//! Templates (a condition's `input`, an action's `url`, a server
+//! variable's value) may hold `{R:n}` (the rule pattern's group n; 0 is
+//! the whole match), `{C:n}` (the group of the last condition pattern that
+//! matched), `{NAME}` for a server variable (`{HTTP_HOST}`,
+//! `{QUERY_STRING}`, `{HTTPS}`, …), the functions `{ToLower:…}`,
+//! `{UrlEncode:…}`, `{UrlDecode:…}` and `{EscapeDataString:…}`, and
+//! `{Map:…}` for a rewrite map's value (`rewrite.maps`, IIS's
+//! `rewriteMaps`; a map's values are the configuration's text, so a
+//! Redirect made of them may name another site). `{URL}` is
+//! the path as rewritten so far and `{REQUEST_FILENAME}` its physical
+//! path; a variable the request does not have is empty. In a URL, values
+//! from the decoded path (`{R:n}`, `{URL}`, `{REQUEST_FILENAME}`, `{C:n}`
+//! of a condition on them) are percent-encoded again, as one query value
+//! after the template's `?`; server variables keep their own encoding
+//! (spaces, control characters and `#` encoded). A Redirect to a path gets
+//! one leading `/`, so a value cannot make it another host.
+//!
+//! High, not First: RequestFiltering and IpRestriction run at BeginRequest
+//! at First priority, so they judge the URL the client sent before any
+//! rule rewrites it, wherever the module list puts them, and judge the
+//! rewritten URL again at PostBeginRequest.
+//!
+//! When a rule rewrites the URL, the server variable `REQUEST_URI` (the
+//! engine's `client_url`) keeps the URL the client asked for, as Apache and nginx pass it to
+//! applications (FastCgi, Cgi): a front controller (`index.php`) reads the
+//! route from it.
+//!
+//! Configuration section `rewrite`, per location: `rules`, a list of
+//! tables with `name`, `pattern`, `ignore_case` (default true), `negate`
+//! (default false), `conditions` (`input`, `pattern`, `match_type` =
+//! `Pattern`, `IsFile` or `IsDirectory`, `ignore_case`, `negate`),
+//! `logical_grouping` (`MatchAll`, the default, or `MatchAny`),
+//! `stop_processing` (default false), `pattern_syntax` (`ECMAScript`, the
+//! default, `Wildcard` or `ExactMatch`), `server_variables` (`name`,
+//! `value`, `replace`; `HTTP_*` names are request headers, set before the
+//! action) and `action` (`type` = `Rewrite`,
+//! `Redirect`, `CustomResponse`, `AbortRequest` or `None`; `url`,
+//! `append_query_string` (default true), `redirect_type` (`Permanent`, the
+//! default, `Found`, `SeeOther`, `Temporary`), `status_code`,
+//! `sub_status_code`, `status_reason`, `status_description`); and `maps`,
+//! tables by name with `entries`, `default_value` (default empty) and
+//! `ignore_case` (default true). Patterns are Rust regular expressions (IIS's are ECMAScript: look-around and
+//! back-references within a pattern are not available); a pattern that does
+//! not compile is a configuration error naming file, line and key.
+//!
+//! A Rewrite to `http[s]://host[:port]/path` sends the request to that
+//! server: the URL becomes `/path` and the `PROXY_SERVER` server variable
+//! names the server, for ReverseProxy (which must be in the new URL's handler) to
+//! pass it on, as IIS's URL Rewrite does with ARR. The server is written
+//! out in the rule; one made of `{…}` values is a configuration error, so
+//! no request can choose where it is sent. Other schemes are errors.
+//!
+//! Not done: outbound rules.
+
+mod rule;
+mod template;
+
+use std::collections::{BTreeMap, HashMap};
+
+use percent_encoding::utf8_percent_encode;
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{
+    HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, RequestNotification,
+    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+};
+use serde::Deserialize;
+
+use rule::{conditions_hold, set_variables, yes, Action, Rule};
+use template::{
+    expand, has_scheme, is_group_letter, is_identifier, FileName, Function, Scheme, Scope,
+    PATH_PART,
+};
+
+/// The `rewrite` configuration section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(try_from = "RawRewriteConfig")]
+pub struct RewriteConfig {
+    /// The inbound rules, in order.
+    pub rules: Vec<Rule>,
+    /// The rewrite maps, in name order; templates find theirs by index.
+    maps: Vec<RewriteMap>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawRewriteConfig {
+    rules: Vec<Rule>,
+    maps: BTreeMap<String, RawMap>,
+}
+
+/// A rewrite map (IIS's `rewriteMap`): a table from keys to values, read
+/// by `{Name:…}` in a template.
+#[derive(Debug)]
+struct RewriteMap {
+    name: String,
+    /// Keys are compared without case (IIS's default): they are kept
+    /// lowercased.
+    ignore_case: bool,
+    default_value: String,
+    entries: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMap {
+    #[serde(default)]
+    default_value: String,
+    #[serde(default = "yes")]
+    ignore_case: bool,
+    #[serde(default)]
+    entries: BTreeMap<String, String>,
+}
+
+impl RewriteMap {
+    fn lookup(&self, key: &str) -> &str {
+        let value = if self.ignore_case {
+            self.entries.get(&key.to_lowercase())
+        } else {
+            self.entries.get(key)
+        };
+        value.unwrap_or(&self.default_value)
+    }
+}
+
+impl TryFrom<RawRewriteConfig> for RewriteConfig {
+    type Error = String;
+
+    fn try_from(raw: RawRewriteConfig) -> Result<Self, String> {
+        let mut maps = Vec::with_capacity(raw.maps.len());
+        for (name, map) in raw.maps {
+            if !is_identifier(&name) || Function::named(&name).is_some() || is_group_letter(&name) {
+                return Err(format!(
+                    "rewrite map `{name}`: a map's name is letters, digits and `_`, and not R, C or a function's (ToLower, UrlEncode, UrlDecode, EscapeDataString)"
+                ));
+            }
+            if let Some(other) = maps
+                .iter()
+                .find(|m: &&RewriteMap| m.name.eq_ignore_ascii_case(&name))
+            {
+                return Err(format!(
+                    "rewrite maps `{}` and `{name}`: map names are compared without case",
+                    other.name
+                ));
+            }
+            let mut entries = HashMap::with_capacity(map.entries.len());
+            for (key, value) in map.entries {
+                let stored = if map.ignore_case {
+                    key.to_lowercase()
+                } else {
+                    key.clone()
+                };
+                if entries.insert(stored, value).is_some() {
+                    return Err(format!(
+                        "rewrite map `{name}`: key `{key}` is there twice (keys are compared without case unless ignore_case = false)"
+                    ));
+                }
+            }
+            maps.push(RewriteMap {
+                name,
+                ignore_case: map.ignore_case,
+                default_value: map.default_value,
+                entries,
+            });
+        }
+        let mut rules = raw.rules;
+        for rule in &mut rules {
+            let name = rule.name.clone();
+            for template in rule.templates_mut() {
+                template
+                    .resolve_maps(&maps)
+                    .map_err(|e| format!("rule `{name}`: {e}"))?;
+            }
+        }
+        Ok(RewriteConfig { rules, maps })
+    }
+}
+
+/// The module instance: one per request.
+pub struct UrlRewrite {
+    config: Section<RewriteConfig>,
+}
+
+/// What the walk decided.
+enum Outcome {
+    /// Go on, with this path and query (and the rule that made it, and
+    /// the server to pass the request on to) when it changed.
+    Continue(Option<(String, String, Option<String>)>),
+    /// The rule answered: FinishRequest.
+    Finished,
+}
+
+impl UrlRewrite {
+    fn walk(&self, ctx: &mut HttpContext) -> Outcome {
+        let rules = ctx.config_shared(self.config);
+        if rules.rules.is_empty() {
+            return Outcome::Continue(None);
+        }
+        let original_query = ctx.request().query_string().to_owned();
+        let mut url = ctx.request().url().to_owned();
+        let mut subject = url.trim_start_matches('/').to_owned();
+        let mut query: Option<String> = None;
+        let mut rewritten_by: Option<&str> = None;
+        let mut proxy_to: Option<&str> = None;
+        let mut file = FileName::default();
+        for rule in &rules.rules {
+            // Groups are taken only when a template uses them (a negated
+            // pattern has none).
+            let (matched, captures) = if rule.uses_groups && !rule.negate {
+                let captures = rule.pattern.captures(&subject);
+                (captures.is_some(), captures)
+            } else {
+                (rule.pattern.is_match(&subject), None)
+            };
+            if matched == rule.negate {
+                continue;
+            }
+            let mut scope = Scope {
+                rule: captures,
+                condition: None,
+                url: &url,
+                maps: &rules.maps,
+            };
+            if !conditions_hold(ctx, rule, &mut scope, &mut file) {
+                continue;
+            }
+            tracing::debug!(rule = %rule.name, url = %url, "UrlRewrite: rule matched");
+            if let Err(why) = set_variables(ctx, rule, &scope, &mut file) {
+                fail(ctx, &rule.name, &why);
+                return Outcome::Finished;
+            }
+            match &rule.action {
+                Action::Rewrite {
+                    url: to,
+                    append_query,
+                    server,
+                } => {
+                    proxy_to = server.as_deref();
+                    let target = expand(ctx, to, &scope, &mut file, true);
+                    let (path, own_query) = match target.split_once('?') {
+                        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+                        None => (target, None),
+                    };
+                    query = join_query(own_query, *append_query, &original_query);
+                    // Relative paths are from the site's root.
+                    url = format!("/{}", decoded(path.trim_start_matches('/')));
+                    subject = url.trim_start_matches('/').to_owned();
+                    rewritten_by = Some(&rule.name);
+                }
+                Action::Redirect {
+                    url: to,
+                    append_query,
+                    status,
+                } => {
+                    let mut target = expand(ctx, to, &scope, &mut file, true);
+                    if let Some(part) = &to.scheme_part {
+                        // What the scheme's references give, on its own:
+                        // exactly `http` or `https`, so the target's first
+                        // `://` is the template's.
+                        let scheme = expand(ctx, part, &scope, &mut file, false);
+                        if !scheme.eq_ignore_ascii_case("http")
+                            && !scheme.eq_ignore_ascii_case("https")
+                        {
+                            fail(
+                                ctx,
+                                &rule.name,
+                                &format!("the redirect's scheme `{scheme}` is not http or https"),
+                            );
+                            return Outcome::Finished;
+                        }
+                    }
+                    let from_config =
+                        to.is_from_config(scope.condition.as_ref().is_some_and(|c| c.from_config));
+                    if to.scheme == Scheme::None && !(from_config && has_scheme(&target)) {
+                        // A path on this site: one leading slash, whatever
+                        // the values were (`a/b`, `https:evil`, `//evil`).
+                        // Only the configuration's own text (a rewrite
+                        // map's value) may name another site.
+                        target = format!("/{}", target.trim_start_matches('/'));
+                    }
+                    if *append_query && !original_query.is_empty() {
+                        // Before the template's `#fragment`, if it has one
+                        // (RFC 3986 §3: the query comes first); values
+                        // cannot bring a `#`, they encode it.
+                        let fragment = target.find('#').map(|at| target.split_off(at));
+                        if !target.ends_with('?') {
+                            target.push(if target.contains('?') { '&' } else { '?' });
+                        }
+                        target.push_str(&original_query);
+                        target.push_str(fragment.as_deref().unwrap_or(""));
+                    }
+                    if ctx.response_mut().redirect(&target, *status).is_err() {
+                        fail(
+                            ctx,
+                            &rule.name,
+                            &format!("`{target}` is not a valid Location"),
+                        );
+                    }
+                    return Outcome::Finished;
+                }
+                Action::CustomResponse {
+                    status,
+                    substatus,
+                    reason,
+                    description,
+                } => {
+                    let resp = ctx.response_mut();
+                    resp.clear();
+                    let reason = reason
+                        .clone()
+                        .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned());
+                    resp.set_error_status(*status, reason, *substatus, 0);
+                    if let Some(text) = description {
+                        resp.set_error_description(text.clone());
+                    }
+                    return Outcome::Finished;
+                }
+                Action::AbortRequest => {
+                    ctx.response_mut().reset_connection();
+                    return Outcome::Finished;
+                }
+                Action::None => {}
+            }
+            if rule.stop_processing {
+                break;
+            }
+        }
+        let Some(rule) = rewritten_by else {
+            return Outcome::Continue(None);
+        };
+        // The decoded path encoded again (`/` stays).
+        let mut target: String = utf8_percent_encode(&url, PATH_PART).collect();
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            target.push('?');
+            target.push_str(&q);
+        }
+        Outcome::Continue(Some((target, rule.to_owned(), proxy_to.map(str::to_owned))))
+    }
+}
+
+/// A rule's result could not be used: 500.50 (IIS's URL Rewrite error),
+/// logged and described.
+fn fail(ctx: &mut HttpContext, rule: &str, why: &str) {
+    tracing::warn!(rule, url = %ctx.request().raw_url(), "UrlRewrite: {why}");
+    crate::end_with_error(
+        ctx,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        50,
+        ModuleError::E_FAIL,
+    );
+    ctx.response_mut()
+        .set_error_description(format!("URL Rewrite rule `{rule}`: {why}"));
+}
+
+/// The decoded form of a rewritten path, for the next rules to match.
+fn decoded(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The query a Rewrite leaves: its own, and the request's appended when
+/// asked for.
+fn join_query(own: Option<String>, append: bool, original: &str) -> Option<String> {
+    match (own, append && !original.is_empty()) {
+        (Some(own), true) if !own.is_empty() => Some(format!("{own}&{original}")),
+        (Some(_), true) | (None, true) => Some(original.to_owned()),
+        (own, false) => own,
+    }
+}
+
+impl HttpModule for UrlRewrite {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        if ctx.child_depth() > 0 {
+            return RequestNotificationStatus::Continue;
+        }
+        match self.walk(ctx) {
+            Outcome::Finished => RequestNotificationStatus::FinishRequest,
+            Outcome::Continue(None) => RequestNotificationStatus::Continue,
+            Outcome::Continue(Some((target, rule, server))) => {
+                if let Err(e) = ctx.request_mut().set_url(&target) {
+                    fail(ctx, &rule, &format!("`{target}` is not a usable URL: {e}"));
+                    return RequestNotificationStatus::FinishRequest;
+                }
+                if let Some(server) = server {
+                    ctx.set_server_variable(crate::reverse_proxy::PROXY_SERVER, server);
+                }
+                RequestNotificationStatus::Continue
+            }
+        }
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<RewriteConfig>("rewrite")?;
+    registration.set_request_notifications(
+        move || UrlRewrite { config },
+        RequestNotification::BeginRequest.into(),
+        RequestNotifications::NONE,
+    )?;
+    registration
+        .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::High);
+    Ok(())
+}

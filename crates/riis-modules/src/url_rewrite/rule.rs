@@ -1,0 +1,568 @@
+//! Inbound rules: their configuration, compiled once, and how a rule's
+//! conditions and server variables are applied to a request.
+
+use regex::{Regex, RegexBuilder};
+use riis_pipeline::http::header::{HeaderName, HeaderValue};
+use riis_pipeline::http::{self, StatusCode};
+use riis_pipeline::HttpContext;
+use serde::Deserialize;
+
+use super::template::{
+    expand, is_identifier, scheme_of, ConditionGroups, FileName, Scheme, Scope, Template,
+};
+
+/// One rule, compiled.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "RawRule")]
+pub struct Rule {
+    pub(super) name: String,
+    pub(super) pattern: Regex,
+    /// A template uses `{R:n}`: the match's groups are taken, not only
+    /// whether it matched.
+    pub(super) uses_groups: bool,
+    pub(super) negate: bool,
+    pub(super) conditions: Vec<Condition>,
+    pub(super) match_any: bool,
+    pub(super) action: Action,
+    pub(super) stop_processing: bool,
+    /// Server variables (and, as `HTTP_*`, request headers) the rule sets
+    /// when it applies.
+    pub(super) server_variables: Vec<SetVariable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub(super) name: String,
+    pub(super) pattern: String,
+    #[serde(default)]
+    pub(super) pattern_syntax: PatternSyntax,
+    #[serde(default = "yes")]
+    pub(super) ignore_case: bool,
+    #[serde(default)]
+    pub(super) negate: bool,
+    #[serde(default)]
+    pub(super) conditions: Vec<RawCondition>,
+    #[serde(default)]
+    pub(super) logical_grouping: LogicalGrouping,
+    #[serde(default)]
+    pub(super) stop_processing: bool,
+    #[serde(default)]
+    pub(super) server_variables: Vec<RawSetVariable>,
+    pub(super) action: RawAction,
+}
+
+/// How a rule's patterns (its own and its conditions') are written: IIS's
+/// `patternSyntax`.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq)]
+pub(super) enum PatternSyntax {
+    /// A regular expression.
+    #[default]
+    ECMAScript,
+    /// The whole value, where each `*` matches any characters (and is a
+    /// group, `{R:1}` for the first).
+    Wildcard,
+    /// The whole value, as written.
+    ExactMatch,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSetVariable {
+    pub(super) name: String,
+    pub(super) value: String,
+    #[serde(default = "yes")]
+    pub(super) replace: bool,
+}
+
+/// A server variable a rule sets, checked once.
+#[derive(Debug)]
+pub(super) struct SetVariable {
+    /// Upper case, as IIS names them.
+    pub(super) name: String,
+    /// For `HTTP_*`: the request header it is.
+    pub(super) header: Option<HeaderName>,
+    pub(super) value: Template,
+    /// Whether a value already there is replaced (IIS's `replace`).
+    pub(super) replace: bool,
+}
+
+impl TryFrom<RawSetVariable> for SetVariable {
+    type Error = String;
+
+    fn try_from(raw: RawSetVariable) -> Result<Self, String> {
+        let name = raw.name.to_ascii_uppercase();
+        if !is_identifier(&name) {
+            return Err(format!(
+                "server variable `{}`: a name is letters, digits and `_`",
+                raw.name
+            ));
+        }
+        let header = match name.strip_prefix("HTTP_") {
+            Some(header) => {
+                let header = header.to_ascii_lowercase().replace('_', "-");
+                let header = HeaderName::try_from(header.as_str())
+                    .map_err(|_| format!("server variable `{name}` names no request header"))?;
+                // The body's framing is the client's: a rule that changed it
+                // would make the server and a backend disagree on where the
+                // body ends.
+                if header == http::header::CONTENT_LENGTH
+                    || header == http::header::TRANSFER_ENCODING
+                {
+                    return Err(format!(
+                        "server variable `{name}`: the request's framing headers are not set by rules"
+                    ));
+                }
+                Some(header)
+            }
+            None => None,
+        };
+        Ok(SetVariable {
+            value: Template::parse(&raw.value)?,
+            name,
+            header,
+            replace: raw.replace,
+        })
+    }
+}
+
+pub(super) fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default, PartialEq)]
+pub(super) enum LogicalGrouping {
+    #[default]
+    MatchAll,
+    MatchAny,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCondition {
+    pub(super) input: String,
+    #[serde(default)]
+    pub(super) pattern: Option<String>,
+    #[serde(default)]
+    pub(super) match_type: MatchType,
+    #[serde(default = "yes")]
+    pub(super) ignore_case: bool,
+    #[serde(default)]
+    pub(super) negate: bool,
+}
+
+#[derive(Deserialize, Default, Debug, Clone, Copy, PartialEq)]
+pub(super) enum MatchType {
+    #[default]
+    Pattern,
+    IsFile,
+    IsDirectory,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAction {
+    #[serde(rename = "type")]
+    pub(super) kind: ActionKind,
+    #[serde(default)]
+    pub(super) url: Option<String>,
+    #[serde(default = "yes")]
+    pub(super) append_query_string: bool,
+    #[serde(default)]
+    pub(super) redirect_type: RedirectType,
+    #[serde(default)]
+    pub(super) status_code: Option<u16>,
+    #[serde(default)]
+    pub(super) sub_status_code: u16,
+    #[serde(default)]
+    pub(super) status_reason: Option<String>,
+    #[serde(default)]
+    pub(super) status_description: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
+pub(super) enum ActionKind {
+    Rewrite,
+    Redirect,
+    CustomResponse,
+    AbortRequest,
+    None,
+}
+
+#[derive(Deserialize, Default, Debug, Clone, Copy, PartialEq)]
+pub(super) enum RedirectType {
+    #[default]
+    Permanent,
+    Found,
+    SeeOther,
+    Temporary,
+}
+
+impl RedirectType {
+    pub(super) fn status(self) -> StatusCode {
+        match self {
+            RedirectType::Permanent => StatusCode::MOVED_PERMANENTLY,
+            RedirectType::Found => StatusCode::FOUND,
+            RedirectType::SeeOther => StatusCode::SEE_OTHER,
+            RedirectType::Temporary => StatusCode::TEMPORARY_REDIRECT,
+        }
+    }
+}
+
+/// A condition, compiled.
+#[derive(Debug)]
+pub(super) struct Condition {
+    pub(super) input: Template,
+    pub(super) test: Test,
+    pub(super) negate: bool,
+    /// Its groups come from the decoded path (its input is `{URL}`,
+    /// `{REQUEST_FILENAME}` or `{R:n}`).
+    pub(super) decoded: bool,
+}
+
+#[derive(Debug)]
+pub(super) enum Test {
+    Pattern(Regex),
+    IsFile,
+    IsDirectory,
+}
+
+/// What a matching rule does.
+#[derive(Debug)]
+pub(super) enum Action {
+    /// A new path (and query) for the request; with `server`
+    /// (`http://host[:port]`), to be passed on to that server by
+    /// ReverseProxy.
+    Rewrite {
+        url: Template,
+        append_query: bool,
+        server: Option<String>,
+    },
+    /// A redirect to `url`.
+    Redirect {
+        url: Template,
+        append_query: bool,
+        status: StatusCode,
+    },
+    /// A status of the rule's own.
+    CustomResponse {
+        status: StatusCode,
+        substatus: u16,
+        reason: Option<String>,
+        description: Option<String>,
+    },
+    /// The connection is reset.
+    AbortRequest,
+    /// Nothing (the conditions may still stop the walk).
+    None,
+}
+
+pub(super) fn compile(
+    pattern: &str,
+    ignore_case: bool,
+    syntax: PatternSyntax,
+) -> Result<Regex, String> {
+    let expression = match syntax {
+        PatternSyntax::ECMAScript => pattern.to_owned(),
+        PatternSyntax::Wildcard => {
+            let parts: Vec<String> = pattern.split('*').map(regex::escape).collect();
+            // `*` is any characters, line breaks (a decoded `%0a`) too.
+            format!("(?s)^{}$", parts.join("(.*)"))
+        }
+        PatternSyntax::ExactMatch => format!("^{}$", regex::escape(pattern)),
+    };
+    RegexBuilder::new(&expression)
+        .case_insensitive(ignore_case)
+        .build()
+        .map_err(|e| format!("`{pattern}` is not a valid regular expression: {e}"))
+}
+
+impl TryFrom<RawRule> for Rule {
+    type Error = String;
+
+    fn try_from(raw: RawRule) -> Result<Self, String> {
+        let name = raw.name;
+        let in_rule = |e: String| format!("rule `{name}`: {e}");
+        let syntax = raw.pattern_syntax;
+        let pattern = compile(&raw.pattern, raw.ignore_case, syntax).map_err(in_rule)?;
+        let mut conditions = Vec::with_capacity(raw.conditions.len());
+        for c in raw.conditions {
+            let test = match (c.match_type, c.pattern) {
+                (MatchType::Pattern, Some(p)) => {
+                    Test::Pattern(compile(&p, c.ignore_case, syntax).map_err(in_rule)?)
+                }
+                (MatchType::Pattern, None) => {
+                    return Err(in_rule(format!(
+                        "the condition on `{}` has match_type Pattern but no pattern",
+                        c.input
+                    )))
+                }
+                (MatchType::IsFile, None) => Test::IsFile,
+                (MatchType::IsDirectory, None) => Test::IsDirectory,
+                (kind, Some(_)) => {
+                    return Err(in_rule(format!(
+                        "the condition on `{}` has match_type {kind:?}, which takes no pattern",
+                        c.input
+                    )))
+                }
+            };
+            let input = Template::parse(&c.input).map_err(in_rule)?;
+            conditions.push(Condition {
+                decoded: input.has_decoded_values(),
+                input,
+                test,
+                negate: c.negate,
+            });
+        }
+        let a = raw.action;
+        let url = |kind: &str| -> Result<Template, String> {
+            let url = a
+                .url
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| in_rule(format!("a {kind} action needs a `url`")))?;
+            Template::parse(url).map_err(in_rule)
+        };
+        let action = match a.kind {
+            ActionKind::Rewrite => {
+                let target = a.url.as_deref().unwrap_or("");
+                // `http[s]://host[:port]/path`: the server is literal text,
+                // so no request can choose where it is sent.
+                let scheme_length = ["http://", "https://"]
+                    .into_iter()
+                    .find(|scheme| target.starts_with(scheme))
+                    .map(str::len);
+                let (server, path) = match scheme_length {
+                    Some(at) => {
+                        let rest = &target[at..];
+                        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+                        let server = &target[..at + end];
+                        if server.contains(['{', '}']) {
+                            return Err(in_rule(format!(
+                                "`{target}`: the server of a Rewrite to another server is written out, not made of {{…}} values"
+                            )));
+                        }
+                        crate::reverse_proxy::check_server(server).map_err(in_rule)?;
+                        let path = &rest[end..];
+                        (
+                            Some(server.to_owned()),
+                            if path.is_empty() { "/" } else { path },
+                        )
+                    }
+                    None if scheme_of(target) != Scheme::None || target.starts_with("//") => {
+                        return Err(in_rule(format!(
+                            "`{target}`: a Rewrite to another server is to `http://host[:port]/…` or `https://host[:port]/…`"
+                        )));
+                    }
+                    None => (None, target),
+                };
+                let url = if server.is_some() {
+                    Template::parse(path).map_err(in_rule)?
+                } else {
+                    url("Rewrite")?
+                };
+                Action::Rewrite {
+                    url,
+                    append_query: a.append_query_string,
+                    server,
+                }
+            }
+            ActionKind::Redirect if a.url.as_deref().is_some_and(|u| u.starts_with("//")) => {
+                return Err(in_rule(format!(
+                    "`{}`: write the scheme (`https://…`); a protocol-relative url is not taken",
+                    a.url.as_deref().unwrap_or("")
+                )))
+            }
+            ActionKind::Redirect => Action::Redirect {
+                url: url("Redirect")?,
+                append_query: a.append_query_string,
+                status: a.redirect_type.status(),
+            },
+            ActionKind::CustomResponse => {
+                let code = a.status_code.ok_or_else(|| {
+                    in_rule("a CustomResponse action needs a `status_code`".into())
+                })?;
+                let status = StatusCode::from_u16(code)
+                    .ok()
+                    .filter(|s| (200..=599).contains(&s.as_u16()))
+                    .ok_or_else(|| in_rule(format!("status_code {code} is not 200 to 599")))?;
+                // A reason phrase is text on the status line (RFC 9112
+                // §4): a line break would end it.
+                if a.status_reason
+                    .as_deref()
+                    .is_some_and(|r| r.chars().any(|c| c.is_control() && c != '\t'))
+                {
+                    return Err(in_rule(
+                        "status_reason cannot hold line breaks or other control characters".into(),
+                    ));
+                }
+                Action::CustomResponse {
+                    status,
+                    substatus: a.sub_status_code,
+                    reason: a.status_reason,
+                    description: a.status_description,
+                }
+            }
+            ActionKind::AbortRequest => Action::AbortRequest,
+            ActionKind::None => Action::None,
+        };
+        let server_variables = raw
+            .server_variables
+            .into_iter()
+            .map(SetVariable::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(in_rule)?;
+        let uses_groups = conditions.iter().any(|c| c.input.uses_rule_groups())
+            || server_variables.iter().any(|v| v.value.uses_rule_groups())
+            || match &action {
+                Action::Rewrite { url, .. } | Action::Redirect { url, .. } => {
+                    url.uses_rule_groups()
+                }
+                _ => false,
+            };
+        Ok(Rule {
+            server_variables,
+            uses_groups,
+            pattern,
+            negate: raw.negate,
+            conditions,
+            match_any: raw.logical_grouping == LogicalGrouping::MatchAny,
+            action,
+            stop_processing: raw.stop_processing,
+            name,
+        })
+    }
+}
+
+impl Rule {
+    /// Every template of the rule: its conditions' inputs, its server
+    /// variables' values and its action's URL.
+    pub(super) fn templates_mut(&mut self) -> impl Iterator<Item = &mut Template> {
+        let url = match &mut self.action {
+            Action::Rewrite { url, .. } | Action::Redirect { url, .. } => Some(url),
+            _ => None,
+        };
+        self.conditions
+            .iter_mut()
+            .map(|c| &mut c.input)
+            .chain(self.server_variables.iter_mut().map(|v| &mut v.value))
+            .chain(url)
+    }
+}
+
+/// Sets the server variables and request headers of a rule that applies
+/// (IIS's `serverVariables`), before its action. An `HTTP_*` variable is
+/// the request header: an empty value removes it.
+pub(super) fn set_variables(
+    ctx: &mut HttpContext,
+    rule: &Rule,
+    scope: &Scope<'_>,
+    file: &mut FileName,
+) -> Result<(), String> {
+    for variable in &rule.server_variables {
+        let value = expand(ctx, &variable.value, scope, file, false);
+        if value.contains(['\r', '\n', '\0']) {
+            return Err(format!(
+                "the value for server variable {} holds a line break or NUL",
+                variable.name
+            ));
+        }
+        match &variable.header {
+            Some(header) => {
+                if !variable.replace && ctx.request().header(header).is_some() {
+                    continue;
+                }
+                if value.is_empty() {
+                    ctx.request_mut().delete_header(header);
+                    continue;
+                }
+                let value = HeaderValue::try_from(value).map_err(|_| {
+                    format!(
+                        "the value for server variable {} is no header value",
+                        variable.name
+                    )
+                })?;
+                ctx.request_mut().set_header(header.clone(), value);
+            }
+            None => {
+                if !variable.replace
+                    && ctx
+                        .server_variable(&variable.name)
+                        .is_some_and(|v| !v.is_empty())
+                {
+                    continue;
+                }
+                ctx.set_server_variable(&variable.name, value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the rule's conditions hold; the last matching pattern's groups
+/// go into `scope`.
+pub(super) fn conditions_hold(
+    ctx: &mut HttpContext,
+    rule: &Rule,
+    scope: &mut Scope<'_>,
+    file: &mut FileName,
+) -> bool {
+    if rule.conditions.is_empty() {
+        return true;
+    }
+    for condition in &rule.conditions {
+        let input = expand(ctx, &condition.input, scope, file, false);
+        // Groups of `{C:n}` from a decoded condition stay decoded.
+        let decoded = condition.decoded
+            || (condition.input.uses_condition_groups()
+                && scope.condition.as_ref().is_some_and(|c| c.decoded));
+        let from_config = condition
+            .input
+            .is_from_config(scope.condition.as_ref().is_some_and(|c| c.from_config));
+        let matched = match &condition.test {
+            Test::Pattern(regex) => match regex.captures(&input) {
+                Some(groups) => {
+                    if !condition.negate {
+                        scope.condition = Some(ConditionGroups {
+                            groups: groups
+                                .iter()
+                                .map(|g| g.map(|m| m.as_str().to_owned()))
+                                .collect(),
+                            decoded,
+                            from_config,
+                        });
+                    }
+                    true
+                }
+                None => false,
+            },
+            Test::IsFile => std::fs::metadata(&input).is_ok_and(|m| m.is_file()),
+            Test::IsDirectory => std::fs::metadata(&input).is_ok_and(|m| m.is_dir()),
+        };
+        let holds = matched != condition.negate;
+        if rule.match_any && holds {
+            return true;
+        }
+        if !rule.match_any && !holds {
+            return false;
+        }
+    }
+    !rule.match_any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_and_exact_patterns_match_the_whole_path() {
+        let wild = compile("wild/*/file-*.txt", true, PatternSyntax::Wildcard).unwrap();
+        let groups = wild.captures("wild/x/y/file-9.TXT").unwrap();
+        assert_eq!((&groups[1], &groups[2]), ("x/y", "9"));
+        assert!(!wild.is_match("wild/x/file-9.txtz"));
+        assert!(!wild.is_match("a/wild/x/file-9.txt"));
+        let exact = compile("a.b(c)", false, PatternSyntax::ExactMatch).unwrap();
+        assert!(exact.is_match("a.b(c)"));
+        assert!(!exact.is_match("axb(c)") && !exact.is_match("A.b(c)"));
+    }
+}
