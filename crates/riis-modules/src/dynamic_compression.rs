@@ -86,34 +86,10 @@ pub struct DynamicCompression {
 /// The most file-range bytes a response may start with and be encoded.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// How much of a file range is read at a time into the encoder.
-const FILE_BLOCK: usize = 64 * 1024;
-
 /// Feeds the buffered entity to `encoder`: memory as it is, file ranges a
 /// block at a time (so a large range never sits in memory whole).
 fn encode_entity(encoder: &mut Encoder, chunks: &[EntityChunk]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut block = Vec::new();
-    for chunk in chunks {
-        match chunk {
-            EntityChunk::Memory(b) => encoder.write(b),
-            EntityChunk::File {
-                file,
-                offset,
-                length,
-            } => {
-                let mut done = 0;
-                while done < *length {
-                    let n = (*length - done).min(FILE_BLOCK as u64) as usize;
-                    block.resize(n, 0);
-                    file.read_exact_at(&mut block, offset + done)?;
-                    encoder.write(&block);
-                    done += n as u64;
-                }
-            }
-        }
-    }
-    Ok(())
+    crate::read_entity(chunks, |block| encoder.write(block))
 }
 
 impl DynamicCompression {

@@ -55,6 +55,38 @@ pub(crate) const URL_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_
     .remove(b'~')
     .remove(b'/');
 
+/// Gives a response's entity chunks to `take` in order, the files' ranges
+/// read in blocks of 64 KiB: for the modules that transform the bytes
+/// (compression, outbound rewriting).
+pub(crate) fn read_entity(
+    chunks: &[riis_pipeline::EntityChunk],
+    mut take: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: u64 = 64 * 1024;
+    let mut block = Vec::new();
+    for chunk in chunks {
+        match chunk {
+            riis_pipeline::EntityChunk::Memory(bytes) => take(bytes),
+            riis_pipeline::EntityChunk::File {
+                file,
+                offset,
+                length,
+            } => {
+                let mut done = 0;
+                while done < *length {
+                    let n = (*length - done).min(BLOCK) as usize;
+                    block.resize(n, 0);
+                    file.read_exact_at(&mut block, offset + done)?;
+                    take(&block);
+                    done += n as u64;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The request's decoded, normalized path escaped again, with one leading
 /// slash: the form to build URLs under it from (the path as sent may hold
 /// `/.`, `%2e` or `%2F`, which a name appended to it would go wrong with;

@@ -94,7 +94,7 @@ impl TryFrom<BTreeMap<String, String>> for CustomHeaders {
 /// Headers the HTTP layer writes from what it does (framing, the
 /// connection, the date): set by a module they would contradict it
 /// (`Transfer-Encoding: gzip` on a body that is not).
-const HTTP_LAYER_HEADERS: [&str; 9] = [
+pub(crate) const HTTP_LAYER_HEADERS: [&str; 9] = [
     "content-length",
     "transfer-encoding",
     "connection",

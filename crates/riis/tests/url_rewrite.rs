@@ -561,6 +561,168 @@ action = {{ type = "Redirect", url = "{{C:1}}", redirect_type = "Temporary" }}
     assert_eq!(broken.status, 500, "{broken:?}");
 }
 
+/// Outbound rules: response headers rewritten, added and removed, and the
+/// links of an HTML body rewritten as it is sent (ARR's classic: a
+/// backend's absolute links made the site's own), with a precondition on
+/// the response's type.
+#[test]
+fn outbound_rules_rewrite_headers_and_html_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("rewrite-outbound");
+    let script = dir.write(
+        "www/moved.cgi",
+        "#!/bin/sh\nprintf 'Status: 302 Found\\r\\nLocation: http://backend.internal:8080/app/next?a=1\\r\\n\
+         Set-Cookie: id=1; Path=/\\r\\nSet-Cookie: theme=dark; HttpOnly\\r\\nContent-Type: text/plain\\r\\n\\r\\nmoved'\n",
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let page = "<html><body>\
+        <a href=\"http://backend.internal:8080/docs/x?y=1&amp;z=2\">docs</a>\
+        <a href='http://elsewhere.test/'>other</a>\
+        <IMG SRC=http://backend.internal:8080/i.png alt=\"http://backend.internal:8080/alt\">\
+        <video src=\"http://backend.internal:8080/v.mp4\"></video>\
+        <script>var u = \"<a href='http://backend.internal:8080/js'>\";</script>\
+        </body></html>";
+    dir.write("www/page.html", page);
+    dir.write("www/page.txt", page);
+    // A link across two of the 64 KiB blocks a file is read in (a file
+    // larger than the file cache's 256 KiB is sent from the file).
+    let boundary = 5 * 65536;
+    let mut big = "<p>filler</p>".repeat(boundary / 13);
+    big.truncate(boundary - 20);
+    big.push_str("<a href=\"http://backend.internal:8080/far\">far</a>");
+    big.push_str(&"<p>more</p>".repeat(1000));
+    dir.write("www/big.html", &big);
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "Cgi"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+modules = ["StaticFile"]
+
+[rewrite.preconditions.IsHTML]
+conditions = [{{ input = "{{RESPONSE_CONTENT_TYPE}}", pattern = "^text/html" }}]
+
+[[rewrite.outbound_rules]]
+name = "backend redirects"
+server_variable = "RESPONSE_Location"
+pattern = "^http://backend\\.internal:8080/app/(.*)$"
+action = {{ type = "Rewrite", value = "http://{{HTTP_HOST}}/{{R:1}}" }}
+
+[[rewrite.outbound_rules]]
+name = "HttpOnly cookies"
+server_variable = "RESPONSE_Set_Cookie"
+pattern = ".+"
+conditions = [{{ input = "{{R:0}}", pattern = "; *HttpOnly", negate = true }}]
+action = {{ type = "Rewrite", value = "{{R:0}}; HttpOnly" }}
+
+[[rewrite.outbound_rules]]
+name = "frame options"
+server_variable = "RESPONSE_X_Frame_Options"
+pattern = "^$"
+action = {{ type = "Rewrite", value = "DENY" }}
+
+[[rewrite.outbound_rules]]
+name = "no server name"
+server_variable = "RESPONSE_Server"
+pattern = ".*"
+action = {{ type = "Rewrite", value = "" }}
+
+[[rewrite.outbound_rules]]
+name = "backend links"
+precondition = "IsHTML"
+filter_by_tags = ["A", "Img"]
+custom_tags = [{{ tag = "video", attribute = "src" }}]
+pattern = "^http://backend\\.internal:8080/(.*)$"
+action = {{ type = "Rewrite", value = "/app/{{R:1}}" }}
+
+[[sites]]
+name = "Outbound"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = dir.path().join("www").display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    // Headers: the backend's Location made this site's, each cookie
+    // without HttpOnly given it, a header added, one removed.
+    conn.send_raw(b"GET /moved.cgi HTTP/1.1\r\nHost: site.test\r\n\r\n");
+    let moved = conn.read_response(false);
+    assert_eq!(moved.status, 302, "{moved:?}");
+    assert_eq!(moved.header("location"), Some("http://site.test/next?a=1"));
+    let cookies: Vec<&str> = moved
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, ["id=1; Path=/; HttpOnly", "theme=dark; HttpOnly"]);
+    assert_eq!(moved.header("x-frame-options"), Some("DENY"));
+    assert_eq!(moved.header("server"), None);
+
+    // The HTML body: the listed tags' attributes, nothing else (not the
+    // alt text, not a script's text, not another host).
+    let html = conn.get("/page.html");
+    assert_eq!(html.status, 200);
+    let body = html.text();
+    assert!(
+        body.contains("<a href=\"/app/docs/x?y=1&amp;z=2\">"),
+        "{body}"
+    );
+    assert!(body.contains("<a href='http://elsewhere.test/'>"), "{body}");
+    assert!(body.contains("SRC=\"/app/i.png\""), "{body}");
+    assert!(
+        body.contains("alt=\"http://backend.internal:8080/alt\""),
+        "{body}"
+    );
+    assert!(body.contains("<video src=\"/app/v.mp4\">"), "{body}");
+    assert!(
+        body.contains("<a href='http://backend.internal:8080/js'>"),
+        "{body}"
+    );
+    assert_eq!(
+        html.header("content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert!(html.header("accept-ranges").is_none());
+    assert!(html.header("etag").is_some_and(|t| t.starts_with("W/")));
+    // Not HTML: the precondition does not hold.
+    assert_eq!(conn.get("/page.txt").text(), page);
+    // A link that straddles two reads of the file.
+    let far = conn.get("/big.html").text();
+    assert!(
+        far.contains("<a href=\"/app/far\">far</a>"),
+        "{}",
+        far.len()
+    );
+    assert_eq!(
+        far.len(),
+        big.len() - "http://backend.internal:8080".len() + "/app".len()
+    );
+    // HEAD: the same headers, no body to rewrite.
+    conn.send_raw(b"HEAD /page.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("x-frame-options"), Some("DENY"));
+}
+
 #[test]
 fn bad_rules_are_configuration_errors() {
     let dir = TempDir::new("rewrite-bad");
@@ -607,6 +769,50 @@ action = { type = "None" }"#,
 pattern_syntax = "Glob"
 action = { type = "None" }"#,
             "pattern_syntax",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { type = "None" }
+
+[[rewrite.outbound_rules]]
+name = "o"
+server_variable = "RESPONSE_Content_Length"
+pattern = ".*"
+action = { type = "Rewrite", value = "1" }"#,
+            "HTTP layer",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { type = "None" }
+
+[[rewrite.outbound_rules]]
+name = "o"
+filter_by_tags = ["Blink"]
+pattern = ".*"
+action = { type = "Rewrite", value = "1" }"#,
+            "custom_tags",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { type = "None" }
+
+[[rewrite.outbound_rules]]
+name = "o"
+precondition = "Nope"
+server_variable = "RESPONSE_Location"
+pattern = ".*"
+action = { type = "Rewrite", value = "1" }"#,
+            "no precondition `Nope`",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { type = "None" }
+
+[[rewrite.outbound_rules]]
+name = "o"
+pattern = ".*"
+action = { type = "Rewrite", value = "1" }"#,
+            "say what the rule matches",
         ),
         (
             r#"pattern = "^x$"

@@ -1,16 +1,26 @@
-//! `UrlRewrite`: IIS URL Rewrite's inbound rules. Each rule matches the
-//! URL path against a regular expression, checks its conditions (server
-//! variables against patterns, whether a path is a file or a folder), and
-//! acts: rewrites the URL for the rest of the pipeline, redirects, answers
-//! with a status of its own, or aborts the connection.
+//! `UrlRewrite`: IIS URL Rewrite's inbound and outbound rules. Each
+//! inbound rule matches the URL path against a regular expression, checks
+//! its conditions (server variables against patterns, whether a path is a
+//! file or a folder), and acts: rewrites the URL for the rest of the
+//! pipeline, redirects, answers with a status of its own, or aborts the
+//! connection. Outbound rules (`outbound.rs`) rewrite the response's
+//! headers and the links of its HTML.
 //!
-//! Registers for **BeginRequest** at **High** priority: the URL may change
-//! until BeginRequest's modules are done, and every module after this one,
-//! as well as the choice of location (and with it every module's
-//! configuration) and of handler, sees the rewritten URL. The rules are the
-//! ones of the location the request's original URL falls in. Child
-//! requests (a default document's, for instance) are not rewritten: their
-//! parent was.
+//! Registers for two notifications:
+//!
+//! - **SendResponse** at **Last** priority, which SendResponse's inverted
+//!   order makes first, for the outbound rules: on the send that carries
+//!   the headers they see the handler's response before compression
+//!   encodes it and before the modules that log it; every send of an HTML
+//!   body they rewrite goes through the rewriter. A site without outbound
+//!   rules pays one configuration lookup per response.
+//! - **BeginRequest** at **High** priority: the URL may change until
+//!   BeginRequest's modules are done, and every module after this one, as
+//!   well as the choice of location (and with it every module's
+//!   configuration) and of handler, sees the rewritten URL. The rules are
+//!   the ones of the location the request's original URL falls in. Child
+//!   requests (a default document's, for instance) are not rewritten:
+//!   their parent was.
 //!
 //! The rules run in order. A rule's `pattern` is matched against the URL
 //! path without its leading `/`, decoded (`blog/2024/hello world`); the
@@ -70,8 +80,10 @@
 //! out in the rule; one made of `{…}` values is a configuration error, so
 //! no request can choose where it is sent. Other schemes are errors.
 //!
-//! Not done: outbound rules.
+//! Not done: outbound rules over a whole body without tags (IIS applies
+//! such a rule's pattern to the entire response).
 
+mod outbound;
 mod rule;
 mod template;
 
@@ -81,14 +93,15 @@ use percent_encoding::utf8_percent_encode;
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
     HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, RequestNotification,
-    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+    RequestNotificationStatus, RequestNotifications, Section, SendResponseProvider, ServerInfo,
 };
 use serde::Deserialize;
 
+use outbound::{BodyRewriter, OutboundRule, Precondition, RawPrecondition};
 use rule::{conditions_hold, set_variables, yes, Action, Rule};
 use template::{
-    expand, has_scheme, is_group_letter, is_identifier, FileName, Function, Scheme, Scope,
-    PATH_PART,
+    expand, has_scheme, is_group_letter, is_identifier, FileName, Function, RequestVariables,
+    Scheme, Scope, PATH_PART,
 };
 
 /// The `rewrite` configuration section.
@@ -99,6 +112,11 @@ pub struct RewriteConfig {
     pub rules: Vec<Rule>,
     /// The rewrite maps, in name order; templates find theirs by index.
     maps: Vec<RewriteMap>,
+    /// The outbound rules, in order.
+    outbound_rules: Vec<OutboundRule>,
+    /// The outbound rules' preconditions, in name order; rules find theirs
+    /// by index.
+    preconditions: Vec<Precondition>,
 }
 
 #[derive(Default, Deserialize)]
@@ -106,6 +124,8 @@ pub struct RewriteConfig {
 struct RawRewriteConfig {
     rules: Vec<Rule>,
     maps: BTreeMap<String, RawMap>,
+    outbound_rules: Vec<OutboundRule>,
+    preconditions: BTreeMap<String, RawPrecondition>,
 }
 
 /// A rewrite map (IIS's `rewriteMap`): a table from keys to values, read
@@ -191,13 +211,49 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
                     .map_err(|e| format!("rule `{name}`: {e}"))?;
             }
         }
-        Ok(RewriteConfig { rules, maps })
+        let mut preconditions = Vec::with_capacity(raw.preconditions.len());
+        for (name, raw) in raw.preconditions {
+            let mut precondition = Precondition::compile(name, raw)?;
+            for condition in &mut precondition.conditions {
+                condition
+                    .input
+                    .resolve_maps(&maps)
+                    .map_err(|e| format!("precondition `{}`: {e}", precondition.name))?;
+            }
+            preconditions.push(precondition);
+        }
+        let mut outbound_rules = raw.outbound_rules;
+        for rule in &mut outbound_rules {
+            let name = rule.name.clone();
+            if let Some((wanted, index)) = &mut rule.precondition {
+                *index = preconditions
+                    .iter()
+                    .position(|p| p.name == *wanted)
+                    .ok_or_else(|| {
+                        format!("outbound rule `{name}`: no precondition `{wanted}` in `rewrite.preconditions`")
+                    })?;
+            }
+            for template in rule.templates_mut() {
+                template
+                    .resolve_maps(&maps)
+                    .map_err(|e| format!("outbound rule `{name}`: {e}"))?;
+            }
+        }
+        Ok(RewriteConfig {
+            rules,
+            maps,
+            outbound_rules,
+            preconditions,
+        })
     }
 }
 
 /// The module instance: one per request.
 pub struct UrlRewrite {
     config: Section<RewriteConfig>,
+    /// The rewriter of this response's body, when outbound rules apply to
+    /// its HTML.
+    body: Option<BodyRewriter>,
 }
 
 /// What the walk decided.
@@ -240,7 +296,11 @@ impl UrlRewrite {
                 url: &url,
                 maps: &rules.maps,
             };
-            if !conditions_hold(ctx, rule, &mut scope, &mut file) {
+            let vars = &mut RequestVariables {
+                ctx,
+                file: &mut file,
+            };
+            if !conditions_hold(vars, &rule.conditions, rule.match_any, &mut scope) {
                 continue;
             }
             tracing::debug!(rule = %rule.name, url = %url, "UrlRewrite: rule matched");
@@ -255,7 +315,11 @@ impl UrlRewrite {
                     server,
                 } => {
                     proxy_to = server.as_deref();
-                    let target = expand(ctx, to, &scope, &mut file, true);
+                    let vars = &mut RequestVariables {
+                        ctx,
+                        file: &mut file,
+                    };
+                    let target = expand(vars, to, &scope, true);
                     let (path, own_query) = match target.split_once('?') {
                         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
                         None => (target, None),
@@ -271,12 +335,20 @@ impl UrlRewrite {
                     append_query,
                     status,
                 } => {
-                    let mut target = expand(ctx, to, &scope, &mut file, true);
+                    let vars = &mut RequestVariables {
+                        ctx,
+                        file: &mut file,
+                    };
+                    let mut target = expand(vars, to, &scope, true);
                     if let Some(part) = &to.scheme_part {
                         // What the scheme's references give, on its own:
                         // exactly `http` or `https`, so the target's first
                         // `://` is the template's.
-                        let scheme = expand(ctx, part, &scope, &mut file, false);
+                        let vars = &mut RequestVariables {
+                            ctx,
+                            file: &mut file,
+                        };
+                        let scheme = expand(vars, part, &scope, false);
                         if !scheme.eq_ignore_ascii_case("http")
                             && !scheme.eq_ignore_ascii_case("https")
                         {
@@ -408,6 +480,30 @@ impl HttpModule for UrlRewrite {
             }
         }
     }
+
+    fn on_send_response(
+        &mut self,
+        ctx: &mut HttpContext,
+        provider: &mut SendResponseProvider,
+    ) -> RequestNotificationStatus {
+        if provider.headers_being_sent() && ctx.child_depth() == 0 {
+            let config = ctx.config_shared(self.config);
+            if !config.outbound_rules.is_empty() {
+                self.body = outbound::on_headers(ctx, &config);
+            }
+        }
+        let Some(body) = self.body.as_mut() else {
+            return RequestNotificationStatus::Continue;
+        };
+        if let Err(why) = body.send(ctx, provider.is_final_send()) {
+            tracing::error!(url = %ctx.request().raw_url(), "UrlRewrite: the response's body cannot be rewritten ({why}); it is cut short");
+            self.body = None;
+            let response = ctx.response_mut();
+            response.set_entity_chunks(Vec::new());
+            response.reset_connection();
+        }
+        RequestNotificationStatus::Continue
+    }
 }
 
 /// Entry point.
@@ -418,11 +514,16 @@ pub fn register_module(
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<RewriteConfig>("rewrite")?;
     registration.set_request_notifications(
-        move || UrlRewrite { config },
-        RequestNotification::BeginRequest.into(),
+        move || UrlRewrite { config, body: None },
+        RequestNotification::BeginRequest | RequestNotification::SendResponse,
         RequestNotifications::NONE,
     )?;
     registration
         .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::High);
+    // Last, which SendResponse's inverted order makes first: the outbound
+    // rules see the handler's response before compression encodes it and
+    // before the modules that log or finish it.
+    registration
+        .set_priority_for_request_notification(RequestNotification::SendResponse, Priority::Last);
     Ok(())
 }

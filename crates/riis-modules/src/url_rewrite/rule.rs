@@ -8,7 +8,8 @@ use riis_pipeline::HttpContext;
 use serde::Deserialize;
 
 use super::template::{
-    expand, is_identifier, scheme_of, ConditionGroups, FileName, Scheme, Scope, Template,
+    expand, is_identifier, scheme_of, ConditionGroups, FileName, RequestVariables, Scheme, Scope,
+    Template, Variables,
 };
 
 /// One rule, compiled.
@@ -277,6 +278,41 @@ pub(super) fn compile(
         .map_err(|e| format!("`{pattern}` is not a valid regular expression: {e}"))
 }
 
+/// Compiles a rule's (or precondition's) conditions.
+pub(super) fn compile_conditions(
+    raw: Vec<RawCondition>,
+    syntax: PatternSyntax,
+) -> Result<Vec<Condition>, String> {
+    let mut conditions = Vec::with_capacity(raw.len());
+    for c in raw {
+        let test = match (c.match_type, c.pattern) {
+            (MatchType::Pattern, Some(p)) => Test::Pattern(compile(&p, c.ignore_case, syntax)?),
+            (MatchType::Pattern, None) => {
+                return Err(format!(
+                    "the condition on `{}` has match_type Pattern but no pattern",
+                    c.input
+                ))
+            }
+            (MatchType::IsFile, None) => Test::IsFile,
+            (MatchType::IsDirectory, None) => Test::IsDirectory,
+            (kind, Some(_)) => {
+                return Err(format!(
+                    "the condition on `{}` has match_type {kind:?}, which takes no pattern",
+                    c.input
+                ))
+            }
+        };
+        let input = Template::parse(&c.input)?;
+        conditions.push(Condition {
+            decoded: input.has_decoded_values(),
+            input,
+            test,
+            negate: c.negate,
+        });
+    }
+    Ok(conditions)
+}
+
 impl TryFrom<RawRule> for Rule {
     type Error = String;
 
@@ -285,35 +321,7 @@ impl TryFrom<RawRule> for Rule {
         let in_rule = |e: String| format!("rule `{name}`: {e}");
         let syntax = raw.pattern_syntax;
         let pattern = compile(&raw.pattern, raw.ignore_case, syntax).map_err(in_rule)?;
-        let mut conditions = Vec::with_capacity(raw.conditions.len());
-        for c in raw.conditions {
-            let test = match (c.match_type, c.pattern) {
-                (MatchType::Pattern, Some(p)) => {
-                    Test::Pattern(compile(&p, c.ignore_case, syntax).map_err(in_rule)?)
-                }
-                (MatchType::Pattern, None) => {
-                    return Err(in_rule(format!(
-                        "the condition on `{}` has match_type Pattern but no pattern",
-                        c.input
-                    )))
-                }
-                (MatchType::IsFile, None) => Test::IsFile,
-                (MatchType::IsDirectory, None) => Test::IsDirectory,
-                (kind, Some(_)) => {
-                    return Err(in_rule(format!(
-                        "the condition on `{}` has match_type {kind:?}, which takes no pattern",
-                        c.input
-                    )))
-                }
-            };
-            let input = Template::parse(&c.input).map_err(in_rule)?;
-            conditions.push(Condition {
-                decoded: input.has_decoded_values(),
-                input,
-                test,
-                negate: c.negate,
-            });
-        }
+        let conditions = compile_conditions(raw.conditions, syntax).map_err(in_rule)?;
         let a = raw.action;
         let url = |kind: &str| -> Result<Template, String> {
             let url = a
@@ -460,7 +468,12 @@ pub(super) fn set_variables(
     file: &mut FileName,
 ) -> Result<(), String> {
     for variable in &rule.server_variables {
-        let value = expand(ctx, &variable.value, scope, file, false);
+        let value = expand(
+            &mut RequestVariables { ctx, file },
+            &variable.value,
+            scope,
+            false,
+        );
         if value.contains(['\r', '\n', '\0']) {
             return Err(format!(
                 "the value for server variable {} holds a line break or NUL",
@@ -499,19 +512,19 @@ pub(super) fn set_variables(
     Ok(())
 }
 
-/// Whether the rule's conditions hold; the last matching pattern's groups
-/// go into `scope`.
+/// Whether `conditions` hold (all of them, or one with `match_any`); the
+/// last matching pattern's groups go into `scope`.
 pub(super) fn conditions_hold(
-    ctx: &mut HttpContext,
-    rule: &Rule,
+    vars: &mut dyn Variables,
+    conditions: &[Condition],
+    match_any: bool,
     scope: &mut Scope<'_>,
-    file: &mut FileName,
 ) -> bool {
-    if rule.conditions.is_empty() {
+    if conditions.is_empty() {
         return true;
     }
-    for condition in &rule.conditions {
-        let input = expand(ctx, &condition.input, scope, file, false);
+    for condition in conditions {
+        let input = expand(vars, &condition.input, scope, false);
         // Groups of `{C:n}` from a decoded condition stay decoded.
         let decoded = condition.decoded
             || (condition.input.uses_condition_groups()
@@ -540,14 +553,14 @@ pub(super) fn conditions_hold(
             Test::IsDirectory => std::fs::metadata(&input).is_ok_and(|m| m.is_dir()),
         };
         let holds = matched != condition.negate;
-        if rule.match_any && holds {
+        if match_any && holds {
             return true;
         }
-        if !rule.match_any && !holds {
+        if !match_any && !holds {
             return false;
         }
     }
-    !rule.match_any
+    !match_any
 }
 
 #[cfg(test)]

@@ -426,6 +426,54 @@ pub(super) struct ConditionGroups {
     pub(super) from_config: bool,
 }
 
+/// Where a template's server variables come from: the request itself
+/// (inbound rules, outbound header rules), or values taken from it when
+/// the response's body started (outbound body rules, which run inside the
+/// HTML rewriter, away from the request).
+pub(super) trait Variables {
+    /// A server variable; `RESPONSE_*` is a response header. Empty when
+    /// there is none.
+    fn variable(&mut self, name: &str) -> String;
+    /// `{REQUEST_FILENAME}`: the physical path of the URL path `url`.
+    fn physical_path(&mut self, url: &str) -> String;
+}
+
+/// The request's own variables.
+pub(super) struct RequestVariables<'a> {
+    pub(super) ctx: &'a mut HttpContext,
+    pub(super) file: &'a mut FileName,
+}
+
+impl Variables for RequestVariables<'_> {
+    fn variable(&mut self, name: &str) -> String {
+        variable_of(self.ctx, name)
+    }
+
+    fn physical_path(&mut self, url: &str) -> String {
+        self.file.of(self.ctx, url).to_owned()
+    }
+}
+
+/// Server variable `name` of the request; `RESPONSE_Content_Type` is the
+/// response's `Content-Type` (several values joined with `, `), as IIS's
+/// outbound rules name response headers.
+pub(super) fn variable_of(ctx: &HttpContext, name: &str) -> String {
+    if let Some(header) = name.strip_prefix("RESPONSE_") {
+        let header = header.to_ascii_lowercase().replace('_', "-");
+        let mut joined = String::new();
+        for value in ctx.response().headers().get_all(header.as_str()) {
+            if !joined.is_empty() {
+                joined.push_str(", ");
+            }
+            joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        return joined;
+    }
+    ctx.server_variable(name)
+        .map(|v| v.into_owned())
+        .unwrap_or_default()
+}
+
 /// `{REQUEST_FILENAME}` for the walk's current URL, found once.
 #[derive(Default)]
 pub(super) struct FileName {
@@ -450,10 +498,9 @@ impl FileName {
 /// Expands `template`; `in_url` encodes the values for a URL (as path or
 /// query, by where they stand).
 pub(super) fn expand(
-    ctx: &mut HttpContext,
+    vars: &mut dyn Variables,
     template: &Template,
     scope: &Scope<'_>,
-    file: &mut FileName,
     in_url: bool,
 ) -> String {
     let mut out = String::new();
@@ -500,25 +547,22 @@ pub(super) fn expand(
                 push(&mut out, &value, decoded);
             }
             Piece::Function(function, inner) => {
-                let value = function.apply(expand(ctx, inner, scope, file, false));
+                let value = function.apply(expand(vars, inner, scope, false));
                 push(&mut out, &value, piece.is_decoded());
             }
             Piece::Map { index, key, .. } => {
-                let key = expand(ctx, key, scope, file, false);
+                let key = expand(vars, key, scope, false);
                 let value = scope.maps[*index].lookup(&key);
                 push(&mut out, value, false);
             }
             Piece::Variable(name) => match name.as_str() {
                 "URL" => push(&mut out, scope.url, true),
                 "REQUEST_FILENAME" => {
-                    let path = file.of(ctx, scope.url).to_owned();
+                    let path = vars.physical_path(scope.url);
                     push(&mut out, &path, true);
                 }
                 _ => {
-                    let value = ctx
-                        .server_variable(name)
-                        .map(|v| v.into_owned())
-                        .unwrap_or_default();
+                    let value = vars.variable(name);
                     push(&mut out, &value, false);
                 }
             },

@@ -1,0 +1,681 @@
+//! Outbound rules: IIS URL Rewrite's rules over the response. A rule
+//! matches a response header (`server_variable = "RESPONSE_Location"`) or
+//! the attributes of HTML elements (`filter_by_tags`, `custom_tags`), and
+//! rewrites what it matched; a named precondition (the response's
+//! `Content-Type`, the request's variables) says which responses a rule
+//! applies to at all.
+//!
+//! Header rules run once, on the send that carries the headers. Attribute
+//! rules run over the body as it is sent, through lol_html's streaming HTML
+//! rewriter: what a send brings is rewritten and goes out with that send,
+//! except the unfinished tag at its end, which goes with the next. Their
+//! templates read server variables taken when the headers were sent, since
+//! the rewriter runs away from the request's context.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use lol_html::send::{ElementContentHandlers, HtmlRewriter, Settings};
+use lol_html::{AsciiCompatibleEncoding, MemorySettings, Selector};
+use regex::Regex;
+use riis_pipeline::http::header::{self, HeaderName, HeaderValue};
+use riis_pipeline::http::{Method, StatusCode};
+use riis_pipeline::{EntityChunk, HttpContext};
+use serde::Deserialize;
+
+use super::rule::{
+    compile, compile_conditions, conditions_hold, yes, Condition, LogicalGrouping, PatternSyntax,
+    RawCondition,
+};
+use super::template::{
+    expand, variable_of, FileName, Piece, RequestVariables, Scope, Template, Variables,
+};
+use super::RewriteConfig;
+
+/// The elements and attributes IIS's `filterByTags` names, by tag.
+const IIS_TAGS: [(&str, &[&str]); 11] = [
+    ("a", &["href"]),
+    ("area", &["href"]),
+    ("base", &["href"]),
+    ("form", &["action"]),
+    ("frame", &["src", "longdesc"]),
+    ("head", &["profile"]),
+    ("iframe", &["src", "longdesc"]),
+    ("img", &["src", "longdesc", "usemap"]),
+    ("input", &["src", "usemap"]),
+    ("link", &["href"]),
+    ("script", &["src"]),
+];
+
+/// How much memory the HTML rewriter of one response may hold (an
+/// unfinished tag that goes on and on): past it the response is cut short.
+const REWRITER_MEMORY: usize = 1024 * 1024;
+
+/// An outbound rule, compiled.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "RawOutboundRule")]
+pub struct OutboundRule {
+    pub(super) name: String,
+    /// The precondition's name, and its index in the section's list (set
+    /// once the section's preconditions are known).
+    pub(super) precondition: Option<(String, usize)>,
+    target: Target,
+    pattern: Regex,
+    negate: bool,
+    pub(super) conditions: Vec<Condition>,
+    match_any: bool,
+    /// The new value (`Rewrite`), or none (`None`: the rule only matches,
+    /// to stop the rules after it).
+    pub(super) value: Option<Template>,
+    stop_processing: bool,
+}
+
+/// What an outbound rule matches.
+#[derive(Debug)]
+enum Target {
+    /// A response header.
+    Header(HeaderName),
+    /// Attributes of HTML elements, as lol_html selectors
+    /// (`a[href]`) with the tag and attribute names.
+    Attributes(Vec<Attribute>),
+}
+
+/// One attribute of one element, its selector parsed once.
+#[derive(Debug, Clone)]
+struct Attribute {
+    tag: String,
+    name: String,
+    selector: Selector,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutboundRule {
+    name: String,
+    #[serde(default)]
+    precondition: Option<String>,
+    #[serde(default)]
+    server_variable: Option<String>,
+    #[serde(default)]
+    filter_by_tags: Vec<String>,
+    #[serde(default)]
+    custom_tags: Vec<RawCustomTag>,
+    pattern: String,
+    #[serde(default)]
+    pattern_syntax: PatternSyntax,
+    #[serde(default = "yes")]
+    ignore_case: bool,
+    #[serde(default)]
+    negate: bool,
+    #[serde(default)]
+    conditions: Vec<RawCondition>,
+    #[serde(default)]
+    logical_grouping: LogicalGrouping,
+    #[serde(default)]
+    stop_processing: bool,
+    action: RawOutboundAction,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustomTag {
+    tag: String,
+    attribute: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutboundAction {
+    #[serde(rename = "type")]
+    kind: OutboundActionKind,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+#[derive(Deserialize)]
+enum OutboundActionKind {
+    Rewrite,
+    None,
+}
+
+/// Whether `name` can be a tag's or an attribute's name in a selector.
+fn is_markup_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn attribute(tag: &str, name: &str) -> Result<Attribute, String> {
+    if !is_markup_name(tag) || !is_markup_name(name) {
+        return Err(format!(
+            "custom tag `{tag}` with attribute `{name}`: names are letters, digits, `-` and `_`"
+        ));
+    }
+    let (tag, name) = (tag.to_ascii_lowercase(), name.to_ascii_lowercase());
+    let selector = format!("{tag}[{name}]")
+        .parse()
+        .map_err(|e| format!("`{tag}[{name}]` is no selector: {e}"))?;
+    Ok(Attribute {
+        tag,
+        name,
+        selector,
+    })
+}
+
+impl TryFrom<RawOutboundRule> for OutboundRule {
+    type Error = String;
+
+    fn try_from(raw: RawOutboundRule) -> Result<Self, String> {
+        let name = raw.name;
+        let in_rule = |e: String| format!("outbound rule `{name}`: {e}");
+        let has_tags = !raw.filter_by_tags.is_empty() || !raw.custom_tags.is_empty();
+        let target = match (raw.server_variable, has_tags) {
+            (Some(_), true) => {
+                return Err(in_rule(
+                    "a rule matches a `server_variable` or tags (`filter_by_tags`, `custom_tags`), not both".into(),
+                ))
+            }
+            (None, false) => {
+                return Err(in_rule(
+                    "say what the rule matches: a `server_variable` (`RESPONSE_Location`) or `filter_by_tags`".into(),
+                ))
+            }
+            (Some(variable), false) => {
+                let Some(header) = variable
+                    .get(..9)
+                    .filter(|p| p.eq_ignore_ascii_case("RESPONSE_"))
+                    .map(|_| &variable[9..])
+                else {
+                    return Err(in_rule(format!(
+                        "server_variable `{variable}`: outbound rules match response headers, `RESPONSE_<Name>`"
+                    )));
+                };
+                let header = header.to_ascii_lowercase().replace('_', "-");
+                let header = HeaderName::try_from(header.as_str())
+                    .map_err(|_| in_rule(format!("`{variable}` names no header")))?;
+                if crate::protocol_support::HTTP_LAYER_HEADERS.contains(&header.as_str()) {
+                    return Err(in_rule(format!(
+                        "`{variable}` is the HTTP layer's (framing, connection or date) and cannot be rewritten"
+                    )));
+                }
+                Target::Header(header)
+            }
+            (None, true) => {
+                let mut attributes = Vec::new();
+                for tag in &raw.filter_by_tags {
+                    let Some((tag, names)) = IIS_TAGS
+                        .iter()
+                        .find(|(known, _)| known.eq_ignore_ascii_case(tag))
+                    else {
+                        return Err(in_rule(format!(
+                            "filter_by_tags: `{tag}` is none of A, Area, Base, Form, Frame, Head, IFrame, Img, Input, Link, Script (use custom_tags for others)"
+                        )));
+                    };
+                    for name in names.iter() {
+                        attributes.push(attribute(tag, name).map_err(in_rule)?);
+                    }
+                }
+                for custom in &raw.custom_tags {
+                    attributes.push(attribute(&custom.tag, &custom.attribute).map_err(in_rule)?);
+                }
+                Target::Attributes(attributes)
+            }
+        };
+        let syntax = raw.pattern_syntax;
+        let pattern = compile(&raw.pattern, raw.ignore_case, syntax).map_err(in_rule)?;
+        let conditions = compile_conditions(raw.conditions, syntax).map_err(in_rule)?;
+        let value = match (raw.action.kind, raw.action.value) {
+            (OutboundActionKind::Rewrite, Some(value)) => {
+                Some(Template::parse(&value).map_err(in_rule)?)
+            }
+            (OutboundActionKind::Rewrite, None) => {
+                return Err(in_rule(
+                    "a Rewrite action needs a `value` (empty removes a header)".into(),
+                ))
+            }
+            (OutboundActionKind::None, None) => None,
+            (OutboundActionKind::None, Some(_)) => {
+                return Err(in_rule("a None action takes no `value`".into()))
+            }
+        };
+        Ok(OutboundRule {
+            precondition: raw.precondition.map(|p| (p, usize::MAX)),
+            target,
+            pattern,
+            negate: raw.negate,
+            conditions,
+            match_any: raw.logical_grouping == LogicalGrouping::MatchAny,
+            value,
+            stop_processing: raw.stop_processing,
+            name,
+        })
+    }
+}
+
+impl OutboundRule {
+    /// Every template of the rule: its conditions' inputs and its value.
+    pub(super) fn templates_mut(&mut self) -> impl Iterator<Item = &mut Template> {
+        self.conditions
+            .iter_mut()
+            .map(|c| &mut c.input)
+            .chain(self.value.as_mut())
+    }
+
+    fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.conditions
+            .iter()
+            .map(|c| &c.input)
+            .chain(self.value.as_ref())
+    }
+
+    /// Applies the rule to one value (a header's, an attribute's): the new
+    /// value when it rewrote it, and whether it applied at all.
+    fn apply(
+        &self,
+        vars: &mut dyn Variables,
+        value: &str,
+        url: &str,
+        config: &RewriteConfig,
+    ) -> (Option<String>, bool) {
+        let captures = if self.negate {
+            None
+        } else {
+            match self.pattern.captures(value) {
+                Some(c) => Some(c),
+                None => return (None, false),
+            }
+        };
+        if self.negate && self.pattern.is_match(value) {
+            return (None, false);
+        }
+        let mut scope = Scope {
+            rule: captures,
+            condition: None,
+            url,
+            maps: &config.maps,
+        };
+        if !conditions_hold(vars, &self.conditions, self.match_any, &mut scope) {
+            return (None, false);
+        }
+        let rewritten = self
+            .value
+            .as_ref()
+            .map(|template| expand(vars, template, &scope, false));
+        (rewritten, true)
+    }
+}
+
+/// A named precondition, compiled.
+#[derive(Debug)]
+pub(super) struct Precondition {
+    pub(super) name: String,
+    pub(super) conditions: Vec<Condition>,
+    match_any: bool,
+}
+
+/// A precondition as configured.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPrecondition {
+    #[serde(default)]
+    conditions: Vec<RawCondition>,
+    #[serde(default)]
+    logical_grouping: LogicalGrouping,
+    #[serde(default)]
+    pattern_syntax: PatternSyntax,
+}
+
+impl Precondition {
+    pub(super) fn compile(name: String, raw: RawPrecondition) -> Result<Self, String> {
+        let conditions = compile_conditions(raw.conditions, raw.pattern_syntax)
+            .map_err(|e| format!("precondition `{name}`: {e}"))?;
+        Ok(Precondition {
+            name,
+            conditions,
+            match_any: raw.logical_grouping == LogicalGrouping::MatchAny,
+        })
+    }
+}
+
+/// Applies the header rules to the response whose headers are about to be
+/// sent, and starts rewriting its body when attribute rules apply to it.
+pub(super) fn on_headers(
+    ctx: &mut HttpContext,
+    config: &Arc<RewriteConfig>,
+) -> Option<BodyRewriter> {
+    let url = ctx.request().url().to_owned();
+    let mut file = FileName::default();
+    let mut holds: Vec<Option<bool>> = vec![None; config.preconditions.len()];
+    let mut body_rules = Vec::new();
+    for (index, rule) in config.outbound_rules.iter().enumerate() {
+        if let Some((_, at)) = &rule.precondition {
+            let precondition = &config.preconditions[*at];
+            let held = *holds[*at].get_or_insert_with(|| {
+                let mut scope = Scope {
+                    rule: None,
+                    condition: None,
+                    url: &url,
+                    maps: &config.maps,
+                };
+                let vars = &mut RequestVariables {
+                    ctx,
+                    file: &mut file,
+                };
+                conditions_hold(
+                    vars,
+                    &precondition.conditions,
+                    precondition.match_any,
+                    &mut scope,
+                )
+            });
+            if !held {
+                continue;
+            }
+        }
+        let Target::Header(name) = &rule.target else {
+            body_rules.push(index);
+            continue;
+        };
+        let values: Vec<String> = ctx
+            .response()
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        // An absent header is matched as empty: IIS's way to add one
+        // (`Strict-Transport-Security` with a condition on `{HTTPS}`).
+        let values = if values.is_empty() {
+            vec![String::new()]
+        } else {
+            values
+        };
+        let mut applied = false;
+        let mut rewritten = Vec::with_capacity(values.len());
+        let mut changed = false;
+        for value in values {
+            let vars = &mut RequestVariables {
+                ctx,
+                file: &mut file,
+            };
+            let (new, matched) = rule.apply(vars, &value, &url, config);
+            applied |= matched;
+            match new {
+                Some(new) => {
+                    changed |= new != value;
+                    rewritten.push(new);
+                }
+                None => rewritten.push(value),
+            }
+        }
+        if changed {
+            set_header_values(ctx, rule, name, rewritten);
+        }
+        if applied && rule.stop_processing {
+            break;
+        }
+    }
+    if body_rules.is_empty() {
+        return None;
+    }
+    BodyRewriter::start(ctx, config, &body_rules, &url)
+}
+
+/// Replaces the values of header `name`; empty values are dropped, so a
+/// rule that rewrites to nothing removes the header.
+fn set_header_values(
+    ctx: &mut HttpContext,
+    rule: &OutboundRule,
+    name: &HeaderName,
+    values: Vec<String>,
+) {
+    let mut checked = Vec::with_capacity(values.len());
+    for value in values.into_iter().filter(|v| !v.is_empty()) {
+        match HeaderValue::try_from(value) {
+            Ok(v) => checked.push(v),
+            Err(_) => {
+                tracing::warn!(rule = %rule.name, header = %name, url = %ctx.request().raw_url(), "UrlRewrite: an outbound rule's value is no header value; the header is left as it was");
+                return;
+            }
+        }
+    }
+    let headers = ctx.response_mut().headers_mut();
+    headers.remove(name);
+    for value in checked {
+        headers.append(name.clone(), value);
+    }
+}
+
+/// Server variables taken from the request when its body started, for the
+/// templates of attribute rules.
+struct Snapshot {
+    url: String,
+    values: HashMap<String, String>,
+    physical_path: String,
+}
+
+impl Variables for &Snapshot {
+    fn variable(&mut self, name: &str) -> String {
+        self.values.get(name).cloned().unwrap_or_default()
+    }
+
+    fn physical_path(&mut self, _url: &str) -> String {
+        self.physical_path.clone()
+    }
+}
+
+/// Collects the server variables `template` reads (in functions and map
+/// keys too).
+fn variables_read(template: &Template, names: &mut Vec<String>) {
+    for piece in &template.pieces {
+        match piece {
+            Piece::Variable(name) if !names.contains(name) => names.push(name.clone()),
+            Piece::Function(_, inner) | Piece::Map { key: inner, .. } => {
+                variables_read(inner, names)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The streaming HTML rewriter of one response's body.
+pub(super) struct BodyRewriter {
+    rewriter: Option<HtmlRewriter<'static, Box<dyn FnMut(&[u8]) + Send>>>,
+    /// What the rewriter wrote since the last send.
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl BodyRewriter {
+    /// Starts rewriting with the attribute rules `rules` (indices into the
+    /// section's outbound rules), when the response is HTML that can be
+    /// rewritten.
+    fn start(
+        ctx: &mut HttpContext,
+        config: &Arc<RewriteConfig>,
+        rules: &[usize],
+        url: &str,
+    ) -> Option<BodyRewriter> {
+        let (encoding, charset_given) = rewritable_html(ctx)?;
+        let mut names = Vec::new();
+        for &index in rules {
+            for template in config.outbound_rules[index].templates() {
+                variables_read(template, &mut names);
+            }
+        }
+        let physical_path = if names.iter().any(|n| n == "REQUEST_FILENAME") {
+            ctx.map_path(url).to_string_lossy().into_owned()
+        } else {
+            String::new()
+        };
+        let values = names
+            .into_iter()
+            .map(|name| {
+                let value = variable_of(ctx, &name);
+                (name, value)
+            })
+            .collect();
+        let snapshot = Arc::new(Snapshot {
+            url: url.to_owned(),
+            values,
+            physical_path,
+        });
+        // One handler per element and attribute, which runs the rules on
+        // that attribute in their order.
+        let mut by_attribute: Vec<(Attribute, Vec<usize>)> = Vec::new();
+        for &index in rules {
+            let Target::Attributes(attributes) = &config.outbound_rules[index].target else {
+                continue;
+            };
+            for attribute in attributes {
+                match by_attribute
+                    .iter_mut()
+                    .find(|(a, _)| a.tag == attribute.tag && a.name == attribute.name)
+                {
+                    Some((_, list)) => list.push(index),
+                    None => by_attribute.push((attribute.clone(), vec![index])),
+                }
+            }
+        }
+        let mut settings = Settings::new_send()
+            .with_encoding(encoding)
+            // A `<meta charset>` counts only when the `Content-Type` named
+            // none, as browsers have it.
+            .with_adjust_charset_on_meta_tag(!charset_given)
+            .with_memory_settings(
+                MemorySettings::new().with_max_allowed_memory_usage(REWRITER_MEMORY),
+            )
+            // Markup whose parse depends on the tree (`<select><xmp>`) is
+            // rewritten as best it can be rather than cut short.
+            .with_strict(false);
+        for (attribute, rules) in by_attribute {
+            let config = config.clone();
+            let snapshot = snapshot.clone();
+            let name = attribute.name;
+            let handler = ElementContentHandlers::default().element(
+                move |element: &mut lol_html::send::Element<'_, '_>| {
+                    let Some(mut value) = element.get_attribute(&name) else {
+                        return Ok(());
+                    };
+                    let mut changed = false;
+                    for &index in &rules {
+                        let rule = &config.outbound_rules[index];
+                        let (new, applied) =
+                            rule.apply(&mut &*snapshot, &value, &snapshot.url, &config);
+                        if let Some(new) = new {
+                            changed |= new != value;
+                            value = new;
+                        }
+                        if applied && rule.stop_processing {
+                            break;
+                        }
+                    }
+                    if changed {
+                        element.set_attribute(&name, &value)?;
+                    }
+                    Ok(())
+                },
+            );
+            settings =
+                settings.append_element_content_handler((Cow::Owned(attribute.selector), handler));
+        }
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let sink_output = output.clone();
+        let sink: Box<dyn FnMut(&[u8]) + Send> = Box::new(move |bytes: &[u8]| {
+            sink_output
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(bytes)
+        });
+        let rewriter = HtmlRewriter::new(settings, sink);
+        // The body changes: its length is not known, ranges of it would
+        // not be the file's, and its tag is no longer strong.
+        let headers = ctx.response_mut().headers_mut();
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::ACCEPT_RANGES);
+        crate::content_encoding::weaken_etag(headers);
+        Some(BodyRewriter {
+            rewriter: Some(rewriter),
+            output,
+        })
+    }
+
+    /// Rewrites what this send carries; on the final send, the rest.
+    /// `Err` when the body cannot be rewritten (a file range cannot be read,
+    /// the rewriter gave up): the response is to be cut short.
+    pub(super) fn send(&mut self, ctx: &mut HttpContext, final_send: bool) -> Result<(), String> {
+        let Some(rewriter) = self.rewriter.as_mut() else {
+            return Ok(());
+        };
+        let mut failed = None;
+        crate::read_entity(ctx.response().entity_chunks(), |block| {
+            if failed.is_none() {
+                if let Err(e) = rewriter.write(block) {
+                    failed = Some(e.to_string());
+                }
+            }
+        })
+        .map_err(|e| format!("a file range could not be read: {e}"))?;
+        if let Some(e) = failed {
+            self.rewriter = None;
+            return Err(e);
+        }
+        if final_send {
+            if let Some(rewriter) = self.rewriter.take() {
+                rewriter.end().map_err(|e| e.to_string())?;
+            }
+        }
+        let output = std::mem::take(&mut *self.output.lock().unwrap_or_else(|e| e.into_inner()));
+        let chunks = if output.is_empty() {
+            Vec::new()
+        } else {
+            vec![EntityChunk::Memory(Bytes::from(output))]
+        };
+        ctx.response_mut().set_entity_chunks(chunks);
+        Ok(())
+    }
+}
+
+/// The encoding of a response whose body attribute rules can rewrite:
+/// HTML (`text/html`, `application/xhtml+xml`) of the client's request,
+/// not encoded (IIS refuses those with 500.52; riis passes them on as they
+/// are), with a body, in an ASCII-compatible charset (UTF-8 unless the
+/// `Content-Type` names another).
+fn rewritable_html(ctx: &HttpContext) -> Option<(AsciiCompatibleEncoding, bool)> {
+    let status = ctx.response().status();
+    if ctx.child_depth() > 0
+        || ctx.request().method() == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status == StatusCode::PARTIAL_CONTENT
+    {
+        return None;
+    }
+    let headers = ctx.response().headers();
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return None;
+    }
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mut parameters = content_type.split(';');
+    let essence = parameters.next()?.trim();
+    if !essence.eq_ignore_ascii_case("text/html")
+        && !essence.eq_ignore_ascii_case("application/xhtml+xml")
+    {
+        return None;
+    }
+    let charset = parameters
+        .filter_map(|p| p.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, value)| value.trim().trim_matches('"'));
+    let encoding = match charset {
+        Some(label) => encoding_rs::Encoding::for_label(label.as_bytes())?,
+        None => encoding_rs::UTF_8,
+    };
+    Some((AsciiCompatibleEncoding::new(encoding)?, charset.is_some()))
+}
