@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use lol_html::send::{ElementContentHandlers, HtmlRewriter, Settings};
-use lol_html::{AsciiCompatibleEncoding, MemorySettings, Selector};
+use lol_html::{AsciiCompatibleEncoding, MemorySettings, OutputSink, Selector};
 use regex::Regex;
 use riis_pipeline::http::header::{self, HeaderName, HeaderValue};
 use riis_pipeline::http::{Method, StatusCode};
@@ -481,9 +481,21 @@ fn variables_read(template: &Template, names: &mut Vec<String>) {
     }
 }
 
+/// Where the rewriter writes: bytes gathered for the send under way.
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl OutputSink for Output {
+    fn handle_chunk(&mut self, chunk: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(chunk);
+    }
+}
+
 /// The streaming HTML rewriter of one response's body.
 pub(super) struct BodyRewriter {
-    rewriter: Option<HtmlRewriter<'static, Box<dyn FnMut(&[u8]) + Send>>>,
+    rewriter: Option<HtmlRewriter<'static, Output>>,
     /// What the rewriter wrote since the last send.
     output: Arc<Mutex<Vec<u8>>>,
 }
@@ -582,14 +594,7 @@ impl BodyRewriter {
                 settings.append_element_content_handler((Cow::Owned(attribute.selector), handler));
         }
         let output = Arc::new(Mutex::new(Vec::new()));
-        let sink_output = output.clone();
-        let sink: Box<dyn FnMut(&[u8]) + Send> = Box::new(move |bytes: &[u8]| {
-            sink_output
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(bytes)
-        });
-        let rewriter = HtmlRewriter::new(settings, sink);
+        let rewriter = HtmlRewriter::new(settings, Output(output.clone()));
         // The body changes: its length is not known, ranges of it would
         // not be the file's, and its tag is no longer strong.
         let headers = ctx.response_mut().headers_mut();
