@@ -130,9 +130,10 @@
  *   already sent, the connection closes), and the notification returns
  *   RQ_NOTIFICATION_FINISH_REQUEST. One escaping a global notification is
  *   logged and the notification returns GL_NOTIFICATION_CONTINUE; in
- *   PreBeginRequest the response is also cleared and set to 500, but the
- *   pipeline goes on (riis_module.h has no way to end a request from a
- *   global notification), so a later module may still answer. GetHttpModule
+ *   PreBeginRequest the response is also cleared and set to 500, and that
+ *   error status ends the request there (as any error status a global
+ *   module sets in PreBeginRequest does): BeginRequest's modules and the
+ *   handler do not run, LogRequest and EndRequest do. GetHttpModule
  *   throwing std::bad_alloc counts as E_OUTOFMEMORY, RegisterModule throwing
  *   as E_FAIL. The header also builds with -fno-exceptions.
  *

@@ -705,6 +705,13 @@ impl RequestExecution {
             if !frame.entered {
                 frame.entered = true;
                 self.enter(top);
+                // `enter` may have moved the request on (an error in
+                // PreBeginRequest goes to LogRequest, or past the last
+                // event when nothing is registered there): start over from
+                // where it is now.
+                if !self.frames[top].entered {
+                    continue;
+                }
             }
             let (stage, post, pos) = {
                 let f = &self.frames[top];

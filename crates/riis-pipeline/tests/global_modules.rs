@@ -366,3 +366,18 @@ async fn an_error_status_set_in_pre_begin_request_ends_the_request() {
     assert!(seen.iter().any(|e| e.contains("EndRequest")), "{seen:?}");
     assert_eq!(get(&pipeline, "/fine").await.body(), "/fine in /");
 }
+
+/// The same with no module at LogRequest or EndRequest: the request ends
+/// with its error status (it once ran past the last event and panicked).
+#[tokio::test]
+async fn an_error_status_in_pre_begin_request_ends_a_request_with_nothing_after() {
+    let mut t = TestPipeline::new();
+    t.register("Refuser", |_, reg, _| {
+        reg.set_global_notifications(Refuser, G::PreBeginRequest.into())
+    });
+    add_url_echo(&mut t);
+    let pipeline = t.build();
+    let refused = get(&pipeline, "/refused").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(get(&pipeline, "/fine").await.body(), "/fine in /");
+}
