@@ -155,8 +155,12 @@
  *   works (the adapter stops calling the instance for those notifications).
  *
  * RIIS ADDITIONS (not in IIS)
- *   IHttpContext::GetRiisContext() and RiisApi() give the C ABI for what
- *   IIS has no method for (configuration sections, the log);
+ *   IHttpContext::GetRiisContext(),
+ *   IHttpModuleRegistrationInfo::GetRiisRegistration() and RiisApi() give
+ *   the C ABI for what IIS has no method for: configuration sections
+ *   (RiisApi()->declare_section(pModuleInfo->GetRiisRegistration(), ...)
+ *   in RegisterModule, RiisApi()->config_value(pHttpContext->
+ *   GetRiisContext(), ...) per request), the log;
  *   IHttpRequest::GetUrl / GetQueryString; IHttpResponse::GetHeadersSent /
  *   SetTrySkipCustomErrors; ISendResponseProvider::GetIsFinalSend;
  *   IAuthenticationProvider::SetUser with roles; IHttpServer::GetServerSoftware
@@ -1564,6 +1568,9 @@ public:
                                                       IN PCSTR pszPriority) = 0;
     virtual HRESULT SetPriorityForGlobalNotification(IN DWORD dwGlobalNotification,
                                                      IN PCSTR pszPriority) = 0;
+    /** riis: the C ABI's registration, for riis_api calls IIS has no
+     *  method for (declare_section). Valid during RegisterModule only. */
+    virtual riis_registration *GetRiisRegistration(VOID) const = 0;
 
     HRESULT SetPriorityForRequestNotification(IN DWORD dwRequestNotification,
                                               IN PCWSTR pszPriority) {
@@ -3462,6 +3469,8 @@ public:
         return api()->set_priority_for_global_notification(registration_, dwGlobalNotification,
                                                            pszPriority);
     }
+
+    riis_registration *GetRiisRegistration(VOID) const override { return registration_; }
 
 private:
     riis_registration *registration_;

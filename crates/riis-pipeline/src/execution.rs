@@ -496,6 +496,7 @@ impl RequestExecution {
             Ok(d) => (d, 0),
             Err(()) => (Bytes::new(), E_CONNECTION_ABORTED),
         };
+        self.frames[top].ctx.request.client_bytes_read += data.len() as u64;
         if self.finish_read(top, site, status, data, hresult) {
             // A ReadEntity module took every byte of this read (a filter
             // holding them back): the reader would take an empty read for

@@ -153,6 +153,9 @@ pub struct HttpRequest {
     pub(crate) body_complete: bool,
     /// Body bytes read so far (after ReadEntity replacement).
     pub(crate) bytes_received: u64,
+    /// Body bytes read from the client (not inserted ones), before any
+    /// ReadEntity module changed them.
+    pub(crate) client_bytes_read: u64,
 }
 
 impl HttpRequest {
@@ -192,6 +195,7 @@ impl HttpRequest {
             read_data: Bytes::new(),
             body_complete,
             bytes_received: 0,
+            client_bytes_read: 0,
         })
     }
 
@@ -379,11 +383,14 @@ impl HttpRequest {
         self.body_complete && self.inserted_entity.is_empty()
     }
 
-    /// `GetRemainingEntityBytes` as far as it is known: the declared
-    /// Content-Length minus what was read, or `None` for a chunked body.
+    /// `GetRemainingEntityBytes` as far as it is known: the bytes inserted
+    /// with [`Self::insert_entity_body`] and not read yet, and the declared
+    /// Content-Length minus what was read from the client; `None` for a
+    /// chunked body still coming.
     pub fn remaining_entity_bytes(&self) -> Option<u64> {
-        if self.is_body_complete() {
-            return Some(0);
+        let inserted: u64 = self.inserted_entity.iter().map(|b| b.len() as u64).sum();
+        if self.body_complete {
+            return Some(inserted);
         }
         let declared: u64 = self
             .headers
@@ -392,7 +399,7 @@ impl HttpRequest {
             .ok()?
             .parse()
             .ok()?;
-        Some(declared.saturating_sub(self.bytes_received))
+        Some(declared.saturating_sub(self.client_bytes_read) + inserted)
     }
 
     /// Body bytes read so far.
@@ -421,6 +428,7 @@ impl HttpRequest {
             read_data: Bytes::new(),
             body_complete: true,
             bytes_received: 0,
+            client_bytes_read: 0,
         }
     }
 }

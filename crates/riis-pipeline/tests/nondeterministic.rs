@@ -421,6 +421,67 @@ async fn inserted_entity_body_is_read_before_the_clients_body() {
     assert_eq!(log.entries(), ["read 7", "read 11", "read 0"]);
 }
 
+/// `remaining_entity_bytes` counts inserted bytes not read yet along with
+/// the client's: a handler that checks it before reading (IIS's usual
+/// `GetRemainingEntityBytes() == 0` guard) still reads a body another
+/// module inserted.
+#[tokio::test]
+async fn remaining_entity_bytes_counts_inserted_bytes() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_inserter(&mut t, "PREFIX:");
+    {
+        let log = log.clone();
+        t.module(
+            "Remaining",
+            Registration::events(N::BeginRequest | N::ExecuteRequestHandler),
+            script(move |ctx, call| {
+                let remaining = ctx.request().remaining_entity_bytes();
+                let done = ctx.request().is_body_complete();
+                match call {
+                    Call::AsyncCompletion { info, .. } if info.bytes == 0 => {
+                        log.push(format!("end {remaining:?} {done}"));
+                        write(ctx, "");
+                        return Status::Continue;
+                    }
+                    Call::AsyncCompletion { info, .. } => {
+                        log.push(format!("read {} left {remaining:?}", info.bytes))
+                    }
+                    _ => log.push(format!("left {remaining:?}")),
+                }
+                if matches!(
+                    call,
+                    Call::Event {
+                        notification: N::BeginRequest,
+                        ..
+                    }
+                ) {
+                    return Status::Continue;
+                }
+                ctx.read_entity_body(8).unwrap();
+                Status::Pending
+            }),
+        );
+    }
+    t.handler(catch_all(&["Remaining"]));
+    let pipeline = t.build();
+    let (req, body) = post_request("/echo", &["client body"]);
+
+    run_with_body(&pipeline, req, body).await;
+
+    assert_eq!(
+        log.entries(),
+        [
+            "left Some(18)",
+            "left Some(18)",
+            "read 7 left Some(11)",
+            "read 8 left Some(3)",
+            "read 3 left Some(0)",
+            "end Some(0) true"
+        ]
+    );
+}
+
 /// A large inserted body that a ReadEntity module takes every piece of (it
 /// holds them back) is read on piece after piece without the stack growing
 /// with each: 16 MiB in 1 KiB reads is 16,384 pieces, which used to

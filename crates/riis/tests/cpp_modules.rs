@@ -25,13 +25,19 @@ fn example(name: &str) -> PathBuf {
 
 /// A server with one C++ example module (and StaticFile after it).
 fn serve(source: &str) -> Option<(TempDir, RunningBinary)> {
+    serve_with(source, "")
+}
+
+/// [`serve`], with more configuration after the module list.
+fn serve_with(source: &str, more: &str) -> Option<(TempDir, RunningBinary)> {
     let dir = TempDir::new("cpp");
     gxx(&[example(source)], &dir.path().join("libmodule.so"))?;
     dir.write("www/hello.txt", "static hello\n");
     let config = write_config(
         &dir,
         &dir.path().join("www"),
-        r#"
+        &format!(
+            r#"
 [server]
 pid_file = "riis.pid"
 
@@ -48,7 +54,8 @@ name = "StaticFile"
 path = "*"
 resource_type = "Either"
 modules = ["StaticFile"]
-"#,
+{more}"#
+        ),
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     Some((dir, server))
@@ -83,7 +90,10 @@ fn pending_and_on_async_completion_as_iis_documents_them() {
 
 #[test]
 fn global_module_module_contexts_and_server_variables() {
-    let Some((dir, server)) = serve("global_and_context.cpp") else {
+    let Some((dir, server)) = serve_with(
+        "global_and_context.cpp",
+        "\n[cpp_context]\ngreeting = \"hello from riis.toml\"\n",
+    ) else {
         return;
     };
     let mut conn = Connection::open(server.addr);
@@ -94,6 +104,8 @@ fn global_module_module_contexts_and_server_variables() {
     // Memory from the allocator GetHttpModule was given, kept by the
     // instance and used in OnBeginRequest.
     assert_eq!(resp.header("x-cpp-allocated"), Some("/cpp/page"));
+    // The module's own section, declared through GetRiisRegistration.
+    assert_eq!(resp.header("x-cpp-greeting"), Some("hello from riis.toml"));
     assert_eq!(
         resp.text(),
         "url: /cpp/page\nmethod: GET\nnote: stored at BeginRequest\n"

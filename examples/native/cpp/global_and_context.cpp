@@ -29,6 +29,11 @@
  *                       X-Cpp-Site-Requests: N         (the /cpp/ requests of
  *                                                       this site so far,
  *                                                       this one included)
+ *                       X-Cpp-Greeting: <text>         (key `greeting` of the
+ *                                                       module's section
+ *                                                       [cpp_context] for the
+ *                                                       request's location,
+ *                                                       "none" when unset)
  *
  *                       url: /cpp/<any>\n
  *                       method: GET\n
@@ -52,6 +57,10 @@ static std::atomic<unsigned long> g_cleanups(0);
 
 /* The module's id, as RegisterModule received it. */
 static HTTP_MODULE_ID g_pModuleId = NULL;
+
+/* The module's configuration section, [cpp_context] in riis.toml (IIS has
+ * no call for this: the C ABI's declare_section and config_value). */
+static uint32_t g_section = 0;
 
 /* ------------------------------------------------------------ global part */
 
@@ -212,6 +221,11 @@ public:
             SetText(pResponse, "X-Cpp-Remote-Addr", pszRemote);
         }
 
+        /* The request's location's [cpp_context] greeting. */
+        PCSTR pszGreeting =
+            RiisApi()->config_value(pHttpContext->GetRiisContext(), g_section, "greeting");
+        SetText(pResponse, "X-Cpp-Greeting", pszGreeting != NULL ? pszGreeting : "none");
+
         /* A request context, read back below. */
         IHttpModuleContextContainer * pContainer = pHttpContext->GetModuleContextContainer();
         CRequestNote * pNote = new CRequestNote("stored at BeginRequest");
@@ -318,6 +332,13 @@ RegisterModule(
     UNREFERENCED_PARAMETER(pGlobalInfo);
 
     g_pModuleId = pModuleInfo->GetId();
+
+    HRESULT hrSection =
+        RiisApi()->declare_section(pModuleInfo->GetRiisRegistration(), "cpp_context", &g_section);
+    if (FAILED(hrSection))
+    {
+        return hrSection;
+    }
 
     HRESULT hr = pModuleInfo->SetRequestNotifications(new CContextFactory, RQ_BEGIN_REQUEST, 0);
     if (FAILED(hr))
