@@ -103,6 +103,8 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
         "INSTANCE_ID" => owned(ctx.site.info().site_id.to_string()),
         "INSTANCE_NAME" => Some(Cow::Borrowed(&ctx.site.info().site_name)),
         "APPL_MD_PATH" => owned(format!("/LM/W3SVC/{}/ROOT", ctx.site.info().site_id)),
+        // One process serves every site: IHttpServer::GetAppPoolName's.
+        "APP_POOL_ID" => Some(Cow::Borrowed("riis")),
         // With the trailing separator, as IIS gives it.
         "APPL_PHYSICAL_PATH" => {
             let root = ctx.site.info().physical_root.to_string_lossy();
