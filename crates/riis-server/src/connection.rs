@@ -254,7 +254,18 @@ pub struct Activity {
     /// A response was cut short on this HTTP/1.x connection: it ends with
     /// a reset, not a close that would look like the end of the body.
     abort: AtomicBool,
+    /// HTTP/2 streams refused since the connection went away.
+    refused_streams: AtomicU32,
 }
+
+/// How many streams an HTTP/2 connection that went away may open (each
+/// refused) before it is closed.
+const MAX_REFUSED_STREAMS: u32 = 100;
+
+/// Seconds an idle HTTP/2 connection that went away may wait for the
+/// client's PING answer (which makes hyper's GOAWAY final) before it is
+/// closed: a round trip takes milliseconds.
+const DRAINED_HTTP2_GRACE: u64 = 2;
 
 /// A write at least this large carries response data (HTTP/2 control
 /// frames are a few dozen bytes): it counts as progress for a stream
@@ -466,6 +477,21 @@ impl Activity {
         self.task.wake();
     }
 
+    /// Whether the connection was asked to close
+    /// ([`Self::close_after_exchange`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// An HTTP/2 stream was refused because the connection went away. A
+    /// client that goes on opening streams regardless is cut off, as it
+    /// would otherwise keep the connection from ever becoming idle.
+    pub fn stream_refused(&self) {
+        if self.refused_streams.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_REFUSED_STREAMS {
+            self.expire(Expiry::KeepAlive);
+        }
+    }
+
     /// `n` bytes were read from the connection.
     fn received(&self, n: usize) {
         let before = self.read_total.fetch_add(n as u64, Ordering::Relaxed);
@@ -541,7 +567,15 @@ impl Activity {
             // Idle since its last stream ended, whatever frames come and go
             // meanwhile (a client's PINGs do not keep it open). GOAWAY
             // first; a connection still open a tick later is closed.
-            if !after(self.idle_since.load(Ordering::Relaxed), timeouts.keep_alive) {
+            let idle_since = self.idle_since.load(Ordering::Relaxed);
+            // One that went away (its GOAWAY sent, new streams refused)
+            // and has nothing left to finish is closed soon: its final
+            // GOAWAY waits for the client's answer to a PING, which a
+            // client may never send.
+            if self.draining.load(Ordering::Relaxed) && after(idle_since, DRAINED_HTTP2_GRACE) {
+                return Some(Verdict::Expire(Expiry::KeepAlive));
+            }
+            if !after(idle_since, timeouts.keep_alive) {
                 return None;
             }
             return Some(if self.draining.load(Ordering::Relaxed) {

@@ -164,20 +164,40 @@ fn plain_status(status: StatusCode, close: bool) -> Response<ResponseBody> {
 #[derive(Debug, Clone, Copy)]
 struct ServerMade;
 
-/// A module asked for the connection to be reset: hyper closes it without
-/// a response.
+/// Why a request gets no response.
 #[derive(Debug)]
-pub struct ConnectionReset;
+pub enum NoResponse {
+    /// A module asked for the connection to be reset: hyper closes it
+    /// without a response (HTTP/2 resets the stream).
+    Reset,
+    /// An HTTP/2 stream opened after the connection began to close (its
+    /// GOAWAY went out): refused unprocessed with REFUSED_STREAM, which
+    /// tells the client it may send the request again on another
+    /// connection (RFC 9113 §8.7). hyper's GOAWAY becomes final only once
+    /// the client answers a PING; until then it would serve new streams.
+    Refused(h2::Error),
+}
 
-impl std::fmt::Display for ConnectionReset {
+impl std::fmt::Display for NoResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the connection was reset by a module")
+        match self {
+            NoResponse::Reset => f.write_str("the connection was reset by a module"),
+            NoResponse::Refused(_) => f.write_str("a stream opened after GOAWAY was refused"),
+        }
     }
 }
 
-impl std::error::Error for ConnectionReset {}
+impl std::error::Error for NoResponse {
+    /// hyper resets a failed HTTP/2 stream with the reason it finds here.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NoResponse::Reset => None,
+            NoResponse::Refused(reason) => Some(reason),
+        }
+    }
+}
 
-type Reply = Result<Response<ResponseBody>, ConnectionReset>;
+type Reply = Result<Response<ResponseBody>, NoResponse>;
 
 /// The hyper service: one request on `state`'s connection. The request
 /// counts as in service from this call (made by hyper as soon as the head is
@@ -193,6 +213,12 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         last: false,
         hsts: None,
     };
+    if req.version() == http::Version::HTTP_2 && state.activity.is_draining() {
+        state.activity.stream_refused();
+        return ReplyFuture::ready(
+            finish.apply(Err(NoResponse::Refused(h2::Reason::REFUSED_STREAM.into()))),
+        );
+    }
     let generation = state.current.load();
     if let Err(refusal) = check_head(
         &req,
@@ -308,11 +334,11 @@ impl std::future::Future for ReplyFuture {
     ) -> std::task::Poll<Reply> {
         match &mut self.0 {
             ReplyState::Ready(reply) => {
-                std::task::Poll::Ready(reply.take().unwrap_or(Err(ConnectionReset)))
+                std::task::Poll::Ready(reply.take().unwrap_or(Err(NoResponse::Reset)))
             }
             ReplyState::Waiting(rx, finish) => {
                 let reply = std::task::ready!(std::pin::Pin::new(rx).poll(cx));
-                std::task::Poll::Ready(finish.apply(reply.unwrap_or(Err(ConnectionReset))))
+                std::task::Poll::Ready(finish.apply(reply.unwrap_or(Err(NoResponse::Reset))))
             }
         }
     }
@@ -958,7 +984,7 @@ fn hold_request_body(
 
 fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
     if out.reset {
-        return Err(ConnectionReset);
+        return Err(NoResponse::Reset);
     }
     let mut head = match head_of(&mut out) {
         Ok(h) => h,
@@ -1041,7 +1067,7 @@ fn can_switch(exec: &mut RequestExecution, body: &Incoming) -> bool {
 fn switching_response(mut out: Output, can: bool) -> Switching {
     let refused = || Switching::Refused(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, false)));
     if out.reset {
-        return Switching::Switch(Err(ConnectionReset));
+        return Switching::Switch(Err(NoResponse::Reset));
     }
     let Some(mut head) = out.head.take() else {
         return refused();
@@ -1070,7 +1096,7 @@ fn streaming_response(
     shape: &ResponseShape,
 ) -> (Reply, bool) {
     if out.reset {
-        return (Err(ConnectionReset), false);
+        return (Err(NoResponse::Reset), false);
     }
     let mut head = match head_of(&mut out) {
         Ok(h) => h,

@@ -39,7 +39,7 @@ use crate::connection::{
     Expiry, Flushing, IoState, ParserHold, Sendfile, SharedIo, Sweeper, UpgradeSender,
     WaitReadable,
 };
-use crate::driver::{handle, ConnectionReset, CurrentGeneration, ReplyFuture};
+use crate::driver::{handle, CurrentGeneration, NoResponse, ReplyFuture};
 use crate::strict::{parse_error_response, Refusal};
 use crate::upgrade::Lent;
 
@@ -137,7 +137,7 @@ struct Service(Arc<ConnectionState>);
 
 impl hyper::service::Service<Request<Incoming>> for Service {
     type Response = Response<ResponseBody>;
-    type Error = ConnectionReset;
+    type Error = NoResponse;
     type Future = ReplyFuture;
 
     fn call(&self, req: Request<Incoming>) -> ReplyFuture {

@@ -352,6 +352,59 @@ fn the_last_request_of_an_http2_connection_gets_goaway() {
     assert!(goaway, "no GOAWAY after the last request");
 }
 
+/// Streams opened after the last request (the connection's GOAWAY sent)
+/// are refused unprocessed with REFUSED_STREAM, though this client never
+/// answers the PING that would make hyper's GOAWAY final; the connection
+/// then closes instead of serving them for ever.
+#[test]
+fn streams_after_the_last_request_are_refused_and_the_connection_closes() {
+    const REFUSED_STREAM: u32 = 0x7;
+    let (_dir, server) = server_with("max_header_bytes = 8192\nmax_requests_per_connection = 2");
+    let mut h2 = H2::open(server.addr);
+    assert_served_on(&mut h2);
+    let request = |h2: &mut H2, stream: u32| {
+        h2.sock
+            .write_all(&frame(
+                HEADERS,
+                END_STREAM | END_HEADERS,
+                stream,
+                &request_block(0, 0),
+            ))
+            .unwrap();
+    };
+    request(&mut h2, 3);
+    while let Some((kind, _, stream, payload)) = h2.read_frame() {
+        if kind == HEADERS && stream == 3 {
+            assert_eq!(payload.first(), Some(&0x88), "the last request is served");
+            break;
+        }
+    }
+    request(&mut h2, 5);
+    request(&mut h2, 7);
+    let mut refused = Vec::new();
+    while refused.len() < 2 {
+        let Some((kind, _, stream, payload)) = h2.read_frame() else {
+            panic!("closed before refusing streams 5 and 7: {refused:?}");
+        };
+        assert!(
+            !(kind == HEADERS && stream >= 5),
+            "stream {stream} was served after the last request"
+        );
+        if kind == RST_STREAM {
+            let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
+            assert_eq!(code, REFUSED_STREAM, "stream {stream}");
+            refused.push(stream);
+        }
+    }
+    assert_eq!(refused, [5, 7]);
+    // Nothing left to finish: the connection closes (a read timeout here
+    // would be a hang, not slowness).
+    h2.sock
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    while h2.read_frame().is_some() {}
+}
+
 /// An HTTP/2 connection with no stream open for `timeouts.keep_alive` gets
 /// GOAWAY and is closed, even while its client sends PINGs (frames between
 /// requests are no request head arriving).
