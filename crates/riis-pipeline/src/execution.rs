@@ -1098,6 +1098,13 @@ impl RequestExecution {
         None
     }
 
+    /// Whether `timeouts.execution` applies to the request's current wait:
+    /// not when a module said it keeps its own
+    /// ([`HttpContext::set_own_timeout`]).
+    pub fn wait_has_execution_limit(&self) -> bool {
+        !self.frames[self.frames.len() - 1].ctx.own_timeout
+    }
+
     /// Gives up waiting for the module whose Pending parked the request
     /// (the server's execution limit): the response becomes 503 (or, if its
     /// headers are out, the connection closes after it), and the request

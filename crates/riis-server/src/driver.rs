@@ -629,6 +629,9 @@ async fn drive(
                 // A connection that switched protocols lasts as long as its
                 // new protocol does: the execution limit is for HTTP
                 // requests (ASP.NET's does not apply to WebSockets either).
+                // Nor does it apply to a module that keeps a timeout of its
+                // own (ReverseProxy, FastCgi): theirs decides.
+                let execution = execution.filter(|_| exec.wait_has_execution_limit());
                 let limit = async {
                     match execution {
                         Some(limit) if !switched => tokio::time::sleep(limit).await,

@@ -1573,3 +1573,127 @@ fn body_refusals_end_only_their_stream_and_say_why() {
     conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789");
     assert_eq!(conn.read_response(false).status, 408);
 }
+
+/// A server written for one test: each connection's request head is read
+/// and handed to `answer`, on a thread of its own.
+fn raw_backend(answer: impl Fn(String, std::net::TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                answer(String::from_utf8_lossy(&head).into_owned(), stream);
+            });
+        }
+    });
+    addr
+}
+
+/// A server's silence is `proxy.timeout`'s to judge: `timeouts.execution`
+/// does not cut a proxied request that waits longer than it (a long poll,
+/// an event stream), nor turn a 504 into a 503.
+#[test]
+fn a_proxied_wait_is_not_cut_by_the_execution_limit() {
+    let backend = Backend::start("a");
+    let slow = raw_backend(|_, mut stream| {
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate");
+    });
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/late\"\nproxy = {{ servers = [\"http://{slow}\"], timeout = 30 }}\n\
+         \n[timeouts]\nexecution = 1\n"
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    let resp = common::get(server.addr, "/late/x");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "late"));
+}
+
+/// A server that answers an upload before reading it, and then reads
+/// nothing: its connection is closed when the exchange ends, not kept
+/// open (a socket and the spooled body held) while riis tries to write
+/// the rest of a body nobody reads.
+#[test]
+fn a_connection_answered_early_is_closed_not_left_writing() {
+    const BODY: usize = 20_000_000;
+    let backend = Backend::start("a");
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    let early = raw_backend(move |_, mut stream| {
+        let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope");
+        // Reads nothing for a while, then drains: a connection riis
+        // closed ends long before the whole body came.
+        std::thread::sleep(Duration::from_secs(2));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        let _ = read_tx.send(total);
+    });
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/early\"\n\
+         proxy = {{ servers = [\"http://{early}\"], timeout = 60, max_request_body = 30000000 }}\n"
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        format!("POST /early/upload HTTP/1.1\r\nHost: t\r\nContent-Length: {BODY}\r\n\r\n")
+            .as_bytes(),
+    );
+    conn.send_raw(&vec![b'x'; BODY]);
+    assert_eq!(conn.read_response(false).status, 401);
+    let read = read_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server's connection stayed open");
+    assert!(
+        read < BODY,
+        "the whole body was written to a connection that answered early"
+    );
+}
+
+/// A health check reads a few KiB of its answer, whatever the server
+/// sends after them: a check answered with an endless body still passes
+/// (its status counts) instead of holding the answer in memory until the
+/// check times out.
+#[test]
+fn a_health_check_does_not_read_an_endless_answer() {
+    let backend = Backend::start("a");
+    let endless = raw_backend(|head, mut stream| {
+        if head.starts_with("GET /health ") {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n");
+            let block = vec![b'h'; 65536];
+            while stream.write_all(&block).is_ok() {}
+        } else {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/checked\"\n\
+         proxy = {{ servers = [\"http://{endless}\"], health_check = {{ url = \"/health\", interval = 1, timeout = 2 }} }}\n"
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    // The first request starts the checks; a check that never finished
+    // would leave the server out after its timeout.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let resp = common::get(server.addr, "/checked/x");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

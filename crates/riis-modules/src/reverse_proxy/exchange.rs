@@ -38,6 +38,17 @@ const POOLED_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 pub(super) struct Kept {
     sender: SendRequest<RequestBody>,
     last_io: Arc<AtomicU64>,
+    /// The connection's task, ended with the handle: a connection that is
+    /// not kept for another request (its server answered before reading
+    /// the whole request body, say) is closed, not left writing a body
+    /// nobody reads until the server closes it.
+    driver: tokio::task::AbortHandle,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 impl Kept {
@@ -508,12 +519,17 @@ where
     // The connection's own task, on this worker's runtime: it ends when the
     // connection closes or the last sender is dropped, or hands the
     // connection over after a 101.
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         if let Err(e) = driver.with_upgrades().await {
             tracing::debug!("ReverseProxy: connection ended: {e}");
         }
-    });
-    Ok(Kept { sender, last_io })
+    })
+    .abort_handle();
+    Ok(Kept {
+        sender,
+        last_io,
+        driver,
+    })
 }
 
 /// Tries the servers in turn until one answers, then relays its answer.

@@ -21,6 +21,9 @@ use serde::Deserialize;
 use super::exchange::{connect, route, RequestBody};
 use super::ReverseProxyConfig;
 
+/// How much of a health check's answer is read (its status is what counts).
+const MAX_CHECK_BODY: usize = 16 * 1024;
+
 /// The `health_check` table of the `proxy` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,8 +96,17 @@ async fn check_one(config: Arc<ReverseProxyConfig>, index: usize, check: HealthC
             .await
             .map_err(|e| format!("{}: {e}", server.name))?;
         let status = response.status();
-        // Read to the end, so the server is not cut off mid-answer.
-        let _ = response.into_body().collect().await;
+        // Only the status counts. A short body is read to its end, so the
+        // server is not cut off mid-answer; past a few KiB the connection
+        // is dropped instead, as a check must not hold a large answer.
+        let mut body = response.into_body();
+        let mut read = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > MAX_CHECK_BODY {
+                break;
+            }
+        }
         if (200..400).contains(&status.as_u16()) {
             Ok(())
         } else {

@@ -670,6 +670,11 @@ impl ReverseProxy {
             pools: self.shared.pools.clone(),
             tunnels: self.shared.tunnels.clone(),
         };
+        // From here the exchange's own timeouts (`connect_timeout`, and
+        // `timeout` for a silent server) end every wait: the server's
+        // `timeouts.execution` would otherwise cut a long poll or an event
+        // stream that `timeout` lets through, or turn a 504 into a 503.
+        ctx.set_own_timeout();
         let running = self.shared.running.clone();
         running.fetch_add(1, Ordering::Relaxed);
         // Boxed, as the driver's request tasks are: the exchange's future is
