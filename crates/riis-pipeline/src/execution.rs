@@ -359,6 +359,10 @@ impl Frame {
     }
 }
 
+/// Why a request whose client went away ended.
+const CLIENT_GONE: &str =
+    "the client went away (its connection or stream closed) while a module was at work";
+
 /// One request's run through the pipeline.
 pub struct RequestExecution {
     pipeline: Arc<Pipeline>,
@@ -1118,7 +1122,32 @@ impl RequestExecution {
             return false;
         };
         self.frames[top].phase = Phase::Run;
-        self.expire(top, site, description);
+        self.expire(top, site, description, false);
+        true
+    }
+
+    /// [`Self::expire_wait`] for a request whose client went away (its
+    /// connection, or its HTTP/2 stream, closed): nobody reads the answer.
+    /// Logged at debug level, as nginx logs a client that closed its
+    /// connection early at info: clients leave all the time.
+    pub fn abandon_wait(&mut self) -> bool {
+        let top = self.frames.len() - 1;
+        let Phase::Waiting(site) = self.frames[top].phase else {
+            return false;
+        };
+        self.frames[top].phase = Phase::Run;
+        self.expire(top, site, CLIENT_GONE, true);
+        true
+    }
+
+    /// [`Self::expire_busy`] for a request whose client went away.
+    pub fn abandon_busy(&mut self) -> bool {
+        let top = self.frames.len() - 1;
+        let Phase::Deliver(site, _) = self.frames[top].phase else {
+            return false;
+        };
+        self.frames[top].phase = Phase::Run;
+        self.expire(top, site, CLIENT_GONE, true);
         true
     }
 
@@ -1135,20 +1164,25 @@ impl RequestExecution {
             return false;
         };
         self.frames[top].phase = Phase::Run;
-        self.expire(top, site, description);
+        self.expire(top, site, description, false);
         true
     }
 
-    /// The end of [`Self::expire_wait`] and [`Self::expire_busy`]: 503 (or
-    /// a response cut short), FinishRequest for the module's call.
-    fn expire(&mut self, top: usize, site: CallSite, description: &str) {
+    /// The end of [`Self::expire_wait`] and the others: 503 (or a response
+    /// cut short), FinishRequest for the module's call. `quiet`: logged at
+    /// debug level.
+    fn expire(&mut self, top: usize, site: CallSite, description: &str, quiet: bool) {
         // The expired wait's handles stay with its module. Detached from the
         // request, what they signal later cannot resume a later wait of the
         // same module, and their being alive does not let its next Pending
         // without a handle of its own park instead of failing.
         self.frames[top].ctx.slots[site.module.get()].completion = None;
         let name = self.pipeline.module_name(site.module).to_owned();
-        tracing::warn!(module = %name, notification = %site.notification, "{description}; the request ends with 503");
+        if quiet {
+            tracing::debug!(module = %name, notification = %site.notification, "{description}; the request ends (logged as 503)");
+        } else {
+            tracing::warn!(module = %name, notification = %site.notification, "{description}; the request ends with 503");
+        }
         let response = &mut self.frames[top].ctx.response;
         response.current = (Some(site.module), site.notification.name());
         if response.headers_sent {

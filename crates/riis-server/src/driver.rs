@@ -648,7 +648,7 @@ async fn drive(
                         // the server closed the connection at its drain
                         // deadline): end the request rather than keep its
                         // modules until they complete.
-                        exec.expire_wait("the client's connection closed while a module was pending");
+                        exec.abandon_wait();
                     }
                 }
             }
@@ -664,10 +664,7 @@ async fn drive(
                     (None, None) => false,
                 };
                 let over = execution.is_some_and(|limit| !switched && since.elapsed() > limit);
-                let expired = (gone
-                    && exec.expire_busy(
-                        "the client's connection closed while a module kept completing",
-                    ))
+                let expired = (gone && exec.abandon_busy())
                     || (over
                         && exec.expire_busy(
                             "a module kept completing its own operations past timeouts.execution",

@@ -95,7 +95,32 @@ pub fn load_chain(source: &SiteCertificate) -> Result<Vec<CertificateDer<'static
             ));
         }
     }
+    warn_if_out_of_date(source, &chain[0]);
     Ok(chain)
+}
+
+/// Warns when a site's certificate is expired or not valid yet: it loads
+/// (a renewal may be on its way, and nginx loads one too), but clients
+/// refuse it.
+fn warn_if_out_of_date(source: &SiteCertificate, leaf: &CertificateDer<'_>) {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+        return;
+    };
+    let validity = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if validity.not_after < now {
+        tracing::warn!(
+            file = %source.certificate.display(),
+            not_after = %validity.not_after,
+            "the certificate has expired: clients will refuse it"
+        );
+    } else if validity.not_before > now {
+        tracing::warn!(
+            file = %source.certificate.display(),
+            not_before = %validity.not_before,
+            "the certificate is not valid yet: clients will refuse it"
+        );
+    }
 }
 
 /// A site's `client_certificate_ca`, loaded: the configuration of the

@@ -1186,6 +1186,10 @@ fn websockets_pass_through() {
     let backend = Backend::start("a");
     let (dir, server) = start_with(&[&backend], "");
     let mut conn = Connection::open(server.addr);
+    // A plain request first leaves a kept connection; the upgrade does not
+    // take it, but gets a connection of its own.
+    assert_eq!(conn.get("/echo").status, 200);
+    let kept = backend.seen.last().connection;
     conn.send_raw(
         b"GET /ws?room=1 HTTP/1.1\r\nHost: front.test\r\nConnection: keep-alive, Upgrade\r\n\
           Upgrade: websocket\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\nfirst\n",
@@ -1208,6 +1212,7 @@ fn websockets_pass_through() {
 
     let got = backend.seen.last();
     assert_eq!(got.target, "/ws?room=1");
+    assert_ne!(got.connection, kept);
     assert_eq!(got.header("upgrade"), Some("websocket"));
     assert_eq!(got.header("connection"), Some("upgrade"));
     assert_eq!(got.header("sec-websocket-key"), Some("a2V5"));
@@ -1572,6 +1577,18 @@ fn body_refusals_end_only_their_stream_and_say_why() {
     let mut conn = Connection::open(server.addr);
     conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789");
     assert_eq!(conn.read_response(false).status, 408);
+}
+
+/// CONNECT is no request to pass on: 405, and the server never sees it.
+#[test]
+fn connect_is_not_passed_on() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"CONNECT /tunnel HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 405, "{resp:?}");
+    assert_eq!(backend.seen.count("/tunnel"), 0);
 }
 
 /// A server written for one test: each connection's request head is read

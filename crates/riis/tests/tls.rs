@@ -409,6 +409,33 @@ fn certificate_problems_are_configuration_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("both with and without TLS"));
 }
 
+/// An expired certificate loads (a renewal may be on its way, as nginx
+/// has it) but is named in a warning: clients refuse it.
+#[test]
+fn an_expired_certificate_is_loaded_with_a_warning() {
+    let dir = TempDir::new("tls-expired");
+    dir.write("www/index.txt", "x");
+    let mut params = rcgen::CertificateParams::new(vec!["old.test".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 2, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    dir.write("old.crt", cert.pem());
+    dir.write("old.key", key.serialize_pem());
+    let config = dir.write(
+        "riis.toml",
+        "[[sites]]\nname = \"A\"\nroot = \"www\"\nbindings = [\"https://127.0.0.1:9443\"]\ncertificate = \"old.crt\"\ncertificate_key = \"old.key\"\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the certificate has expired"), "{stderr}");
+    assert!(stderr.contains("old.crt"), "{stderr}");
+}
+
 /// Reads one response with a `Content-Length` body from `tls`.
 fn read_sized_response(
     tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,

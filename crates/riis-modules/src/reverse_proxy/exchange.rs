@@ -559,8 +559,9 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
             }
         };
         // An idle connection first, while there is one that takes the
-        // request.
-        if kept > 0 {
+        // request; not for an upgrade, which gets a connection of its own
+        // (the server may switch it to another protocol for good).
+        if kept > 0 && job.upgrade.is_none() {
             while let Some(mut line) = job.pools.take(&route) {
                 // A connection whose last answer just ended may not be
                 // ready yet (its task has not run since): it is waited for,
@@ -591,8 +592,9 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                     Attempt::Failed(e) if job.may_send_again() && !e.is_parse() => break,
                     Attempt::Failed(e) => {
                         return Err(Failure::Broken(format!(
-                            "{} failed on a kept connection: {e}",
-                            server.name
+                            "{} failed on a kept connection: {}",
+                            server.name,
+                            explained(&e)
                         )))
                     }
                 }
@@ -635,11 +637,24 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 if !e.is_parse() {
                     server.mark_down(fail_timeout);
                 }
-                return Err(Failure::Broken(format!("{}: {e}", server.name)));
+                return Err(Failure::Broken(format!(
+                    "{}: {}",
+                    server.name,
+                    explained(&e)
+                )));
             }
         }
     }
     Err(Failure::Unreachable(failures.join("; ")))
+}
+
+/// hyper's error, with what its terse "message head is too large" means.
+fn explained(e: &hyper::Error) -> String {
+    if e.is_parse_too_large() {
+        format!("{e} (more than 100 header fields, or a head over hyper's size limit)")
+    } else {
+        e.to_string()
+    }
 }
 
 fn quiet(job: &Job, server: &Server) -> Failure {

@@ -734,6 +734,15 @@ impl HttpModule for ReverseProxy {
         {
             return RequestNotificationStatus::Continue;
         }
+        // A tunnel is not a request to pass on: a server's 2xx would open
+        // one that carries nothing (nginx answers 405 too).
+        if ctx.request().method() == riis_pipeline::http::Method::CONNECT {
+            return fail(
+                ctx,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not passed on to servers",
+            );
+        }
         let limit = ctx.config(self.config).max_request_body;
         if crate::gateway::declared_over(ctx, limit) {
             return too_large(ctx, limit);
