@@ -550,12 +550,16 @@ impl RequestExecution {
         };
         let name = self.pipeline.module_name(site.module);
         tracing::info!(module = %name, notification = %site.notification, "{description}; the request ends with {}", status_code.as_u16());
+        // An HTTP/1.x connection cannot go on past a body it did not read
+        // to its end; an HTTP/2 stream's unread body ends with its stream,
+        // and the connection's other streams go on.
+        let http1 = self.frames[top].ctx.request.http_version() < http::Version::HTTP_2;
         let response = &mut self.frames[top].ctx.response;
         response.current = (Some(site.module), site.notification.name());
         if response.headers_sent {
             response.cut_short();
         } else {
-            response.need_disconnect = true;
+            response.need_disconnect = http1;
             response.clear();
             response.set_error_status(status_code, reason, 0, hresult);
             response.set_error_description(description.to_owned());

@@ -977,6 +977,63 @@ impl hyper::body::Body for UnsizedBody {
     }
 }
 
+/// A request body that sends its piece and then, with `stall`, nothing
+/// more and never ends.
+struct StallingBody {
+    piece: Option<bytes::Bytes>,
+    stall: bool,
+}
+
+impl hyper::body::Body for StallingBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.piece.take() {
+            Some(piece) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(piece)))),
+            None if self.stall => std::task::Poll::Pending,
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+/// A body too slow on one HTTP/2 stream gets that stream its 408; the
+/// connection's other streams go on (on HTTP/1.x the connection closes,
+/// as its unread body is in the way).
+#[test]
+fn over_http2_a_slow_body_ends_only_its_stream() {
+    use http_body_util::BodyExt;
+    let server = echo_with_timeouts("body_read = 1\nbody_min_rate = 0");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut sender, conn) = common::http2_connection(server.addr).await;
+        let post = |piece: &'static [u8], stall: bool| {
+            http::Request::post(format!("http://{}/echo", server.addr))
+                .body(StallingBody {
+                    piece: Some(bytes::Bytes::from_static(piece)),
+                    stall,
+                })
+                .unwrap()
+        };
+        let slow = sender
+            .send_request(post(b"0123456789", true))
+            .await
+            .unwrap();
+        assert_eq!(slow.status(), 408);
+        let next = sender.send_request(post(b"ok", false)).await.unwrap();
+        assert_eq!(next.status(), 200);
+        let body = next.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert!(!conn.is_finished(), "the connection ended");
+    });
+}
+
 /// HTTP/2 needs no `Content-Length` for a body; the module still reads it.
 #[test]
 fn over_http2_a_body_without_content_length_is_read() {
