@@ -1,7 +1,8 @@
 //! FastCgi over real sockets, against a FastCGI application written here
 //! (each script name a behaviour: the parameters echoed, its own 404,
 //! overloaded, not FastCGI, silent, streaming, cut short, closing its kept
-//! connection), so each protocol case is exact and repeatable. `php-fpm`,
+//! connection, a download larger than every buffer), so each protocol case
+//! is exact and repeatable. `php-fpm`,
 //! the application most users run, has its own file: `fastcgi_php.rs`.
 
 mod common;
@@ -35,6 +36,8 @@ struct Seen {
     hang_closed: AtomicBool,
     /// `/stream.fcgi` may send its second part.
     go: (Mutex<bool>, Condvar),
+    /// `/download.fcgi` wrote its whole answer.
+    download_done: AtomicBool,
     last: Mutex<Option<Request>>,
 }
 
@@ -233,6 +236,25 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
                 }
                 out.extend(end(0));
             }
+            "/download.fcgi" => {
+                // A large answer written as fast as riis takes it, piece
+                // by piece (nothing held in memory here).
+                let size: usize = request.params["QUERY_STRING"].parse().unwrap();
+                let head = b"Content-Type: application/octet-stream\r\n\r\n";
+                if stream.write_all(&record(STDOUT, head)).is_err() {
+                    return;
+                }
+                let mut piece = Vec::with_capacity(65_528);
+                for at in (0..size).step_by(65_528) {
+                    piece.clear();
+                    piece.extend((at..size.min(at + 65_528)).map(|i| (i % 251) as u8));
+                    if stream.write_all(&record(STDOUT, &piece)).is_err() {
+                        return;
+                    }
+                }
+                seen.download_done.store(true, Ordering::SeqCst);
+                out.extend(end(0));
+            }
             "/stream.fcgi" => {
                 stream
                     .write_all(&record(STDOUT, b"Content-Type: text/plain\r\n\r\nfirst\n"))
@@ -397,6 +419,8 @@ fn config(dir: &TempDir, app: SocketAddr, unreachable: SocketAddr) -> PathBuf {
         "bodyhead",
         "stream/echo",
         "stream/headfirst",
+        "slowclient/download",
+        "deadline/talker",
     ] {
         dir.write(&format!("www/{name}.fcgi"), "");
     }
@@ -444,6 +468,14 @@ fastcgi = {{ address = "{app}", kept_connections = 0 }}
 [[sites.locations]]
 path = "/upload"
 fastcgi = {{ address = "{app}", max_request_body = 20000000 }}
+
+[[sites.locations]]
+path = "/slowclient"
+fastcgi = {{ address = "{app}", request_timeout = 2, response_buffer_limit = 65536 }}
+
+[[sites.locations]]
+path = "/deadline"
+fastcgi = {{ address = "{app}", request_timeout = 1 }}
 
 [[sites.locations]]
 path = "/down"
@@ -927,4 +959,83 @@ fn a_large_body_reaches_the_application_whole() {
     );
     let sent = text.split("\nbody=").nth(1).unwrap();
     assert!(sent.as_bytes() == body, "the body arrived changed");
+}
+
+/// `request_timeout` is the application's time, not the client's: a
+/// download that a slow client takes longer than it over is not cut short
+/// (nginx's FastCGI timeouts count only the application's time too).
+#[test]
+fn a_slow_client_download_outlasts_the_request_timeout() {
+    let (_dir, app, server) = start();
+    // A small receive buffer, so that the answer waits in riis (which holds
+    // the application back) rather than in this side's kernel.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // Far more than the sockets' and riis's buffers hold together.
+    let size = 64 * 1024 * 1024;
+    stream
+        .write_all(
+            format!(
+                "GET /slowclient/download.fcgi?{size} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    // The client takes nothing for longer than request_timeout (2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !app.seen.download_done.load(Ordering::SeqCst),
+        "the whole answer fit in the buffers: the test needs a larger one"
+    );
+    let mut got = Vec::new();
+    let read = stream.read_to_end(&mut got);
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(read.is_ok(), "the download was cut short: {read:?}");
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(&got[head_end..]).expect("the chunked body ends with its last chunk")
+    } else {
+        got[head_end..].to_vec()
+    };
+    assert_eq!(body.len(), size);
+    assert!(
+        body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8),
+        "the body arrived changed"
+    );
+}
+
+/// The application's own slowness still counts: one that talks for two
+/// seconds (never silent) outlasts a `request_timeout` of one.
+#[test]
+fn a_slow_application_outlasts_the_request_timeout() {
+    let (_dir, _app, server) = start();
+    let resp = Connection::open(server.addr).get("/deadline/talker.fcgi");
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    assert!(resp.text().contains("request_timeout"), "{}", resp.text());
+}
+
+/// A chunked body's content: `None` if it does not end with its last chunk.
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
 }

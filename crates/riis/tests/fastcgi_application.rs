@@ -1,7 +1,9 @@
 //! FastCgi's `application`: riis starts the FastCGI processes itself, as
 //! IIS does. With PHP's `php-cgi` (started by riis; outside CI a machine
 //! without it skips that test, in CI it is a failure: `.ci/run` installs
-//! it), and with a program that only fails, for the rapid fail protection.
+//! it), also behind shell scripts that misbehave first (write junk to
+//! standard error, ignore SIGTERM), and with a program that only fails, for
+//! the rapid fail protection.
 
 mod common;
 
@@ -136,6 +138,8 @@ fn a_script_path_that_is_no_file_is_not_found_even_without_a_resource_type() {
     let resp = Connection::open(server.addr).get("/real.php");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "real");
+    // Stopped, not killed: a killed riis leaves its processes running.
+    server.terminate();
 }
 
 /// php-cgi ending cleanly after its requests, again and again within a
@@ -276,4 +280,234 @@ fn what_a_process_forked_ends_with_it() {
     assert_ne!(resp.text(), worker.to_string());
     // Stopped with riis (a SIGKILL of riis would leave them running).
     server.terminate();
+}
+
+/// Makes `path` executable.
+fn executable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The processes' standard error goes on being read and logged whatever it
+/// holds: bytes that are not UTF-8, and a line without an end (logged cut
+/// to 1 KiB). A reader that stopped would leave every later write to fail
+/// (SIGPIPE), and the processes dying of it.
+#[test]
+fn standard_error_is_logged_whatever_it_holds() {
+    use std::io::BufRead;
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-stderr");
+    dir.write(
+        "www/pid.php",
+        "<?php file_put_contents('php://stderr', 'served by ' . getmypid() . \"\\n\"); echo getmypid();",
+    );
+    // Not UTF-8, then 4 MB without a newline, then a line that must still
+    // be logged; then php-cgi itself.
+    let program = dir.write(
+        "noisy.sh",
+        format!(
+            "#!/bin/sh\nprintf 'not utf-8: \\377\\376\\n' >&2\nhead -c 4000000 /dev/zero | tr '\\0' x >&2\nprintf '\\nafter the long line\\n' >&2\nexec '{}'\n",
+            php.display()
+        ),
+    );
+    executable(&program);
+    let config = config(&dir, "{ path = 'noisy.sh', instances = 1 }");
+    // The server's log is read here.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_riis"));
+    command
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RIIS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let log = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(log).split(b'\n') {
+            let Ok(line) = line else { break };
+            // Echoed, for a failure's report.
+            eprintln!("{}", String::from_utf8_lossy(&line));
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = common::listening_addr(&mut child);
+    let server = RunningBinary { child, addr };
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let resp = Connection::open(server.addr).get("/pid.php");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        served.push(format!("served by {}", resp.text()));
+    }
+    let mut wanted = vec![
+        "not utf-8: \u{fffd}\u{fffd}".to_owned(),
+        "after the long line".to_owned(),
+    ];
+    wanted.extend(served);
+    let mut long_line = false;
+    while !wanted.is_empty() {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("not logged: {wanted:?}"));
+        // Cut to 1 KiB (and the log line's own words).
+        assert!(line.len() < 2048, "a log line of {} bytes", line.len());
+        let text = String::from_utf8_lossy(&line);
+        long_line |= text.contains(&"x".repeat(1024));
+        wanted.retain(|w| !text.contains(w.as_str()));
+    }
+    assert!(long_line, "the long line's first KiB was not logged");
+    server.terminate();
+}
+
+/// The socket's folder and the socket are the server's user's alone, whatever
+/// the umask riis runs with: whoever can connect runs scripts as that user.
+#[test]
+fn the_socket_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-umask");
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    let temp = dir.path().join("tmp");
+    std::fs::create_dir_all(&temp).unwrap();
+    let config = config(
+        &dir,
+        &format!("{{ path = '{}', instances = 1 }}", php.display()),
+    );
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("umask 000 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TMPDIR", &temp);
+    let server = RunningBinary::from_command(command).unwrap();
+    let resp = Connection::open(server.addr).get("/pid.php");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let folders: Vec<PathBuf> = std::fs::read_dir(&temp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("riis-fastcgi-"))
+        })
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let (folder, socket) = (mode(&folders[0]), mode(&folders[0].join("socket")));
+    // Stopped first, so that a failure leaves no process behind.
+    server.terminate();
+    assert_eq!(folder, 0o700, "the folder's mode");
+    assert_eq!(socket, 0o600, "the socket's mode");
+}
+
+/// The processes in `group` that are still running (zombies are not).
+fn group_members(group: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command's name: state, ppid, pgrp.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == group.to_string() {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Kills the process groups it holds when dropped: a failed test leaves no
+/// process behind.
+struct Groups(Vec<u32>);
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        for group in &self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Processes that ignore SIGTERM are killed (two seconds later) and reaped
+/// before the server exits: none outlives it.
+#[test]
+fn processes_that_ignore_sigterm_do_not_outlive_the_server() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-stubborn");
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    let pids = dir.path().join("pids");
+    // A shell that ignores SIGTERM (and so do the `sleep`s it starts) runs
+    // php-cgi, which ends on SIGTERM; the shell stays.
+    let program = dir.write(
+        "stubborn.sh",
+        format!(
+            "#!/bin/sh\ntrap '' TERM\necho $$ >> '{}'\n'{}'\nwhile :; do sleep 1; done\n",
+            pids.display(),
+            php.display()
+        ),
+    );
+    executable(&program);
+    let config = config(&dir, "{ path = 'stubborn.sh', instances = 2 }");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/pid.php");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // Both shells note their pid as they start (one of them may not have
+    // yet when the other answers).
+    let start = Instant::now();
+    let leaders: Vec<u32> = loop {
+        let text = std::fs::read_to_string(&pids).unwrap_or_default();
+        if text.lines().count() >= 2 {
+            break text.lines().map(|l| l.parse().unwrap()).collect();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the processes did not start: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(leaders.len(), 2, "{leaders:?}");
+    let _cleanup = Groups(leaders.clone());
+    server.terminate();
+    // The processes riis started were reaped before it exited.
+    for &leader in &leaders {
+        assert!(!is_running(leader), "process {leader} outlived riis");
+    }
+    // What they started was killed with them (its last moments may still
+    // be under way; a survivor stays for good).
+    let start = Instant::now();
+    for &leader in &leaders {
+        while !group_members(leader).is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "processes of group {leader} outlived riis: {:?}",
+                group_members(leader)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

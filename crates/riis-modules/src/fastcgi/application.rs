@@ -5,7 +5,9 @@
 //! `FCGI_LISTENSOCK_FILENO`).
 //!
 //! At the first request that needs it, riis makes a Unix socket in a
-//! private temporary folder, listens on it, and starts `instances`
+//! private temporary folder (mode 0700, the socket 0600, whatever the
+//! umask: whoever can connect runs scripts as riis's user), listens on it,
+//! and starts `instances`
 //! processes, each with the listening socket as its standard input: they
 //! take connections from it in turn, and the exchange connects to it as to
 //! any `unix:` address. A process that exits is started again, and what it
@@ -17,8 +19,10 @@
 //! fail protection). If the first start fails (no socket could be made),
 //! each request tries again. The processes are stopped (SIGTERM to each one's
 //! process group, SIGKILL two seconds later) when the configuration that
-//! started them retires or the server stops; each process group holds the
-//! processes a program forks (`PHP_FCGI_CHILDREN`).
+//! started them retires or the server stops, and the server's stop waits
+//! for that (see [`wait_for_stops`]); each process group holds the
+//! processes a program forks (`PHP_FCGI_CHILDREN`). What they write to
+//! their standard error is logged a line (of at most 1 KiB) at a time.
 //!
 //! Each configuration keeps its own processes: a reload starts new ones at
 //! its first request, and the old ones stop once the old configuration's
@@ -50,6 +54,15 @@ const CHECK_EVERY: Duration = Duration::from_millis(20);
 
 /// How long stopping processes get before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest line of the processes' standard error that is logged, as
+/// for `FCGI_STDERR`: the rest of a longer line is counted and dropped, so
+/// that a line without an end fills neither riis's memory nor its log.
+const MAX_LINE: usize = 1024;
+
+/// The threads finishing stops (the SIGKILL after [`STOP_GRACE`], the
+/// reaping), of every application: the server's stop waits for them.
+static STOPPING: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
 /// A process that ends sooner than this after it started counts as failed
 /// unless the application answered requests meanwhile: one that exits at
@@ -230,9 +243,19 @@ impl Application {
 
     /// Makes the socket and starts the processes.
     fn start(&self, run: &mut Run) -> std::io::Result<()> {
-        let folder = tempfile::Builder::new().prefix("riis-fastcgi-").tempdir()?;
+        use std::fs::Permissions;
+        use std::os::unix::fs::PermissionsExt;
+        // Whoever can connect runs scripts as riis's user: the folder is
+        // its alone from the start, whatever the umask (which may only take
+        // bits away; the mode is then set exactly).
+        let folder = tempfile::Builder::new()
+            .prefix("riis-fastcgi-")
+            .permissions(Permissions::from_mode(0o700))
+            .tempdir()?;
+        std::fs::set_permissions(folder.path(), Permissions::from_mode(0o700))?;
         let socket = folder.path().join("socket");
         let listener = UnixListener::bind(&socket)?;
+        std::fs::set_permissions(&socket, Permissions::from_mode(0o600))?;
         run.folder = Some(folder);
         run.socket = socket;
         // Close-on-exec: no other program riis starts may hold it.
@@ -399,24 +422,116 @@ fn stop_processes(run: &mut Run) {
                 finish_stopping(processes);
             }
         });
-    if let Err(e) = spawned {
-        tracing::warn!("stopping FastCGI processes on the caller's thread: {e}");
-        let work = ending.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(processes) = work {
-            finish_stopping(processes);
+    match spawned {
+        Ok(thread) => {
+            let mut stopping = STOPPING.lock().unwrap_or_else(|e| e.into_inner());
+            // Those done need no waiting for.
+            stopping.retain(|t| !t.is_finished());
+            stopping.push(thread);
+        }
+        Err(e) => {
+            tracing::warn!("stopping FastCGI processes on the caller's thread: {e}");
+            let work = ending.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(processes) = work {
+                finish_stopping(processes);
+            }
         }
     }
 }
 
+/// Waits until the processes of every stopped application are gone
+/// (killed at the end of their [`STOP_GRACE`], and reaped): at the server's
+/// stop, so that none outlives it. Bounded by the grace and the reaping.
+pub(super) fn wait_for_stops() {
+    let threads = std::mem::take(&mut *STOPPING.lock().unwrap_or_else(|e| e.into_inner()));
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
 /// Logs what the processes write to their standard error, a line at a
-/// time, until the last of them (and riis's own end) is closed.
+/// time, until the last of them (and riis's own end) is closed. Whatever
+/// comes, it reads on: once nothing reads the pipe, each process's next
+/// write fails with EPIPE, or kills it (SIGPIPE).
 fn log_lines(errors: OwnedFd, program: &str) {
-    use std::io::BufRead;
-    for line in std::io::BufReader::new(std::fs::File::from(errors)).lines() {
-        let Ok(line) = line else { break };
-        if !line.trim().is_empty() {
-            tracing::warn!(program, "FastCGI application: {line}");
+    use std::io::Read;
+    let mut pipe = std::fs::File::from(errors);
+    let mut buf = vec![0; 8 * 1024];
+    let mut lines = Lines::default();
+    let mut log = |line: &[u8], dropped: usize| log_line(program, line, dropped);
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => lines.take(&buf[..n], &mut log),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::error!(
+                    program,
+                    "the FastCGI application's standard error cannot be read: {e}"
+                );
+                break;
+            }
         }
+    }
+    lines.finish(&mut log);
+}
+
+/// One line of the processes' standard error to the log: decoded lossily
+/// and escaped, as `FCGI_STDERR` lines are (no control characters reach the
+/// log), with the count of bytes dropped past [`MAX_LINE`].
+fn log_line(program: &str, line: &[u8], dropped: usize) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches('\r');
+    if dropped > 0 {
+        tracing::warn!(
+            program,
+            "FastCGI application: {}… ({dropped} more bytes of this line dropped)",
+            text.escape_debug()
+        );
+    } else if !text.trim().is_empty() {
+        tracing::warn!(program, "FastCGI application: {}", text.escape_debug());
+    }
+}
+
+/// Cuts a byte stream into lines, keeping at most [`MAX_LINE`] bytes of
+/// each and counting the rest.
+#[derive(Default)]
+struct Lines {
+    line: Vec<u8>,
+    dropped: usize,
+}
+
+impl Lines {
+    /// Takes more of the stream, passing each line that ends in it (and the
+    /// bytes it dropped) to `emit`.
+    fn take(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(&[u8], usize)) {
+        while !bytes.is_empty() {
+            let newline = memchr::memchr(b'\n', bytes);
+            let part = &bytes[..newline.unwrap_or(bytes.len())];
+            let kept = part.len().min(MAX_LINE - self.line.len());
+            self.line.extend_from_slice(&part[..kept]);
+            self.dropped = self.dropped.saturating_add(part.len() - kept);
+            match newline {
+                Some(at) => {
+                    self.end_line(emit);
+                    bytes = &bytes[at + 1..];
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The stream ended: what is left is a last line.
+    fn finish(&mut self, emit: &mut impl FnMut(&[u8], usize)) {
+        if !self.line.is_empty() || self.dropped > 0 {
+            self.end_line(emit);
+        }
+    }
+
+    fn end_line(&mut self, emit: &mut impl FnMut(&[u8], usize)) {
+        emit(&self.line, self.dropped);
+        self.line.clear();
+        self.dropped = 0;
     }
 }
 
@@ -441,5 +556,38 @@ fn finish_stopping(mut processes: Vec<Child>) {
     for mut child in processes {
         let _ = killpg(group(&child), Signal::SIGKILL);
         let _ = child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines [`Lines`] passes on for `input`, fed in pieces of `piece`
+    /// bytes.
+    fn lines_of(input: &[u8], piece: usize) -> Vec<(Vec<u8>, usize)> {
+        let mut lines = Lines::default();
+        let mut got = Vec::new();
+        let mut emit = |line: &[u8], dropped: usize| got.push((line.to_vec(), dropped));
+        for part in input.chunks(piece) {
+            lines.take(part, &mut emit);
+        }
+        lines.finish(&mut emit);
+        got
+    }
+
+    #[test]
+    fn standard_error_lines_are_capped_and_go_on_after_bad_bytes() {
+        let mut input = b"not utf-8: \xff\xfe\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3_000_000));
+        input.extend_from_slice(b"\nafter\nno end");
+        for piece in [1, 7, 8 * 1024, input.len()] {
+            let got = lines_of(&input, piece);
+            assert_eq!(got.len(), 4, "pieces of {piece}");
+            assert_eq!(got[0], (b"not utf-8: \xff\xfe".to_vec(), 0));
+            assert_eq!(got[1], (vec![b'x'; MAX_LINE], 3_000_000 - MAX_LINE));
+            assert_eq!(got[2], (b"after".to_vec(), 0));
+            assert_eq!(got[3], (b"no end".to_vec(), 0));
+        }
     }
 }

@@ -2,10 +2,12 @@
 //! or any FastCGI Responder) listening on a socket, as IIS's FastCGI
 //! module and nginx's `fastcgi_pass` do.
 //!
-//! Registers for **ExecuteRequestHandler**, as a handler module (map it
-//! with a path such as `*.php` and `resource_type = "File"`, so the script
-//! exists), and for **OnAsyncCompletion**, where the rest of the request
-//! happens:
+//! Registers for the global **RscaQuery** (its `riis status` figures) and
+//! **StopListening** (the server is stopping, not a reload: its stop then
+//! waits until the processes it started are gone), and for
+//! **ExecuteRequestHandler**, as a handler module (map it with a path such
+//! as `*.php` and `resource_type = "File"`, so the script exists), and for
+//! **OnAsyncCompletion**, where the rest of the request happens:
 //!
 //! 1. The request body is read through the pipeline (ReadEntity modules
 //!    see it, RequestFiltering's limit applies; past 64 KiB it waits in a
@@ -29,7 +31,8 @@
 //! the protocol or sends no valid header block, **503** when it answers
 //! `FCGI_OVERLOADED`, and **504** when it sends nothing for
 //! `activity_timeout` seconds or the exchange outlasts `request_timeout`
-//! (nginx's statuses; IIS answers 500 to all of them). After part of the
+//! (not counting the time it waits for a slow client to take the output;
+//! nginx's statuses; IIS answers 500 to all of them). After part of the
 //! response went out, the connection is reset instead, so the client sees
 //! the response is cut short. The application's own error responses pass
 //! through untouched (CustomError leaves them, as nginx's
@@ -83,6 +86,7 @@ mod exchange;
 mod protocol;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -111,7 +115,8 @@ pub struct FastCgiConfig {
     pub address: Option<Address>,
     /// The application riis starts itself, instead of `address`.
     pub application: Option<ApplicationConfig>,
-    /// Seconds the whole exchange may take.
+    /// Seconds the whole exchange may take, not counting the time it waits
+    /// for a slow client.
     #[serde(deserialize_with = "crate::at_least_one")]
     pub request_timeout: u64,
     /// Seconds the application may stay silent.
@@ -161,6 +166,10 @@ struct Shared {
     /// The applications this configuration started (or will, at their
     /// first request).
     applications: Arc<Mutex<Vec<Arc<Application>>>>,
+    /// The server is stopping (StopListening came): [`Shared::stop`] waits
+    /// for the processes to be gone. Not at a reload's retirement, which
+    /// runs on a thread that serves other work meanwhile.
+    server_stopping: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -200,13 +209,18 @@ impl Shared {
 
     /// Closes the idle connections, stops the applications' processes and
     /// the module's own runtime (this may run on one of the server's own
-    /// threads).
+    /// threads). When the server stops, waits (up to the processes' grace
+    /// and their reaping) until they are gone: the process would otherwise
+    /// exit before the SIGKILL of those that ignore SIGTERM.
     fn stop(&self) {
         self.pools.clear();
         let applications =
             std::mem::take(&mut *self.applications.lock().unwrap_or_else(|e| e.into_inner()));
         for application in applications {
             application.stop();
+        }
+        if self.server_stopping.load(Ordering::SeqCst) {
+            application::wait_for_stops();
         }
         if let Some(runtime) = self
             .fallback
@@ -294,7 +308,7 @@ impl FastCgi {
         let request_timeout = Duration::from_secs(config.request_timeout);
         let script_path = ctx.physical_path().to_path_buf();
         let config = ctx.config(self.config);
-        let mut pairs = BytesMut::with_capacity(2048);
+        let mut pairs = protocol::Pairs::default();
         // The section's `params` replace the server's values of their names.
         crate::gateway::meta_variables(
             ctx,
@@ -303,12 +317,12 @@ impl FastCgi {
             config.pass_authorization,
             |name, value| {
                 if !config.params.contains_key(name) {
-                    protocol::pair(&mut pairs, name.as_bytes(), value);
+                    pairs.add(name.as_bytes(), value);
                 }
             },
         );
         for (name, value) in &config.params {
-            protocol::pair(&mut pairs, name.as_bytes(), value.as_bytes());
+            pairs.add(name.as_bytes(), value.as_bytes());
         }
         // A body up to one read's size goes in the same write.
         let whole = body.len() <= READ_SIZE as u64;
@@ -340,9 +354,10 @@ impl FastCgi {
             head: head.freeze(),
             body: (!whole).then_some(body),
             kept_connections,
-            deadline: now
-                .checked_add(request_timeout)
-                .unwrap_or(now + Duration::from_secs(86_400)),
+            deadline: exchange::Deadline::new(
+                now.checked_add(request_timeout)
+                    .unwrap_or(now + Duration::from_secs(86_400)),
+            ),
             script: script_path.display().to_string(),
             idempotent: matches!(
                 *ctx.request().method(),
@@ -357,13 +372,17 @@ impl FastCgi {
             pools: self.shared.pools.clone(),
             answered,
         };
+        // From here `request_timeout` and `activity_timeout` end every wait:
+        // the server's `timeouts.execution` would otherwise answer 503 to an
+        // application given longer than it.
+        ctx.set_own_timeout();
         let running = self.shared.running.clone();
-        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        running.fetch_add(1, Ordering::Relaxed);
         // Boxed, as the driver's request tasks are: the exchange's future is
         // large, and tokio moves it by value into its task and out again.
         handle.spawn(Box::pin(async move {
             exchange::run(job).await;
-            running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            running.fetch_sub(1, Ordering::Relaxed);
         }));
         self.state = State::Answering(relay);
         RequestNotificationStatus::Pending
@@ -454,24 +473,29 @@ pub fn register_module(
         pools: Arc::default(),
         running: Arc::default(),
         applications: Arc::default(),
+        server_stopping: Arc::default(),
     });
     let (pools, running) = (shared.pools.clone(), shared.running.clone());
     let applications = shared.applications.clone();
     registration.set_global_notifications(
-        crate::StatusLines(move || {
-            let processes: usize = applications
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .map(|a| a.processes())
-                .sum();
-            format!(
-                "fastcgi_requests_running: {}\nfastcgi_connections_idle: {}\nfastcgi_processes: {processes}\n",
-                running.load(std::sync::atomic::Ordering::Relaxed),
-                pools.idle_count()
-            )
-        }),
-        riis_pipeline::GlobalNotification::RscaQuery.into(),
+        Global {
+            status: crate::StatusLines(move || {
+                let processes: usize = applications
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|a| a.processes())
+                    .sum();
+                format!(
+                    "fastcgi_requests_running: {}\nfastcgi_connections_idle: {}\nfastcgi_processes: {processes}\n",
+                    running.load(Ordering::Relaxed),
+                    pools.idle_count()
+                )
+            }),
+            server_stopping: shared.server_stopping.clone(),
+        },
+        riis_pipeline::GlobalNotification::RscaQuery
+            | riis_pipeline::GlobalNotification::StopListening,
     )?;
     registration.set_request_notifications(
         Factory { config, shared },
@@ -480,9 +504,31 @@ pub fn register_module(
     )
 }
 
+/// The module's global side: its status figures, and the news that the
+/// server is stopping.
+struct Global<F> {
+    status: crate::StatusLines<F>,
+    server_stopping: Arc<AtomicBool>,
+}
+
+impl<F: Fn() -> String + Send + Sync + 'static> riis_pipeline::GlobalModule for Global<F> {
+    fn on_global_rsca_query(
+        &self,
+        query: &mut riis_pipeline::RscaQuery<'_>,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        self.status.on_global_rsca_query(query)
+    }
+
+    fn on_global_stop_listening(&self) -> riis_pipeline::GlobalNotificationStatus {
+        self.server_stopping.store(true, Ordering::SeqCst);
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+}
+
 /// Makes the instances; at shutdown (and once a reload's replaced
-/// configuration has no requests left) closes the idle connections and
-/// stops the runtime.
+/// configuration has no requests left) closes the idle connections, stops
+/// the applications' processes (at shutdown waiting until they are gone)
+/// and stops the runtime.
 struct Factory {
     config: Section<FastCgiConfig>,
     shared: Arc<Shared>,

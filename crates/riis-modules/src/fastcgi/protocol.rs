@@ -51,20 +51,56 @@ pub(super) fn begin_request(out: &mut BytesMut, keep_connection: bool) {
     out.put_bytes(0, 5);
 }
 
-/// Appends one name-value pair, encoded, to `out` (the parameters'
-/// content, before it is cut into records by [`params`]).
-pub(super) fn pair(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    length(out, name.len());
-    length(out, value.len());
-    out.put_slice(name);
-    out.put_slice(value);
+/// Name-value pairs, encoded, with where each ends, so that
+/// [`params`] can cut them into records between pairs.
+#[derive(Default)]
+pub(super) struct Pairs {
+    encoded: BytesMut,
+    /// The offset in `encoded` where each pair ends, in order.
+    ends: Vec<usize>,
 }
 
-/// Appends the encoded pairs as `FCGI_PARAMS` records (a pair may span
-/// records, as the specification allows), then the empty record that ends
-/// the stream.
-pub(super) fn params(out: &mut BytesMut, encoded: &[u8]) {
-    stream(out, kind::PARAMS, encoded, MAX_CONTENT);
+impl Pairs {
+    /// Adds one name-value pair.
+    pub(super) fn add(&mut self, name: &[u8], value: &[u8]) {
+        length(&mut self.encoded, name.len());
+        length(&mut self.encoded, value.len());
+        self.encoded.put_slice(name);
+        self.encoded.put_slice(value);
+        self.ends.push(self.encoded.len());
+    }
+
+    /// The encoded pairs' size.
+    pub(super) fn len(&self) -> usize {
+        self.encoded.len()
+    }
+}
+
+/// Appends the pairs as `FCGI_PARAMS` records, then the empty record that
+/// ends the stream. Each record starts on a pair: `php-fpm` and `php-cgi`
+/// decode each record on its own and reset a request whose record ends
+/// inside a pair. Only a pair larger than a record spans records (the
+/// specification allows it; PHP refuses it anyway), in records of its own.
+pub(super) fn params(out: &mut BytesMut, pairs: &Pairs) {
+    let data = &pairs.encoded[..];
+    let mut start = 0;
+    let mut ends = pairs.ends.iter().copied().peekable();
+    while let Some(&first) = ends.peek() {
+        if first - start > MAX_CONTENT {
+            // A pair too large for one record.
+            stream(out, kind::PARAMS, &data[start..first], MAX_CONTENT);
+            ends.next();
+            start = first;
+            continue;
+        }
+        let mut end = start;
+        while let Some(next) = ends.next_if(|&e| e - start <= MAX_CONTENT) {
+            end = next;
+        }
+        header(out, kind::PARAMS, end - start);
+        out.put_slice(&data[start..end]);
+        start = end;
+    }
     header(out, kind::PARAMS, 0);
 }
 
@@ -186,9 +222,9 @@ mod tests {
     fn a_request_is_begin_params_and_input() {
         let mut out = BytesMut::new();
         begin_request(&mut out, true);
-        let mut pairs = BytesMut::new();
-        pair(&mut pairs, b"SCRIPT_NAME", b"/a.php");
-        pair(&mut pairs, b"LONG", &[b'v'; 200]);
+        let mut pairs = Pairs::default();
+        pairs.add(b"SCRIPT_NAME", b"/a.php");
+        pairs.add(b"LONG", &[b'v'; 200]);
         params(&mut out, &pairs);
         input(&mut out, b"body");
         end_of_input(&mut out);
@@ -203,6 +239,82 @@ mod tests {
         assert_eq!(recs[2], (kind::PARAMS, vec![]));
         assert_eq!(recs[3], (kind::STDIN, b"body".to_vec()));
         assert_eq!(recs[4], (kind::STDIN, vec![]));
+    }
+
+    /// Decodes one record's pairs on their own, as `php-fpm` does: `None`
+    /// if the record ends inside a pair.
+    fn decode_alone(mut content: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+        fn len(data: &mut &[u8]) -> Option<usize> {
+            let first = *data.first()?;
+            if first < 128 {
+                *data = &data[1..];
+                return Some(usize::from(first));
+            }
+            let bytes = data.get(..4)?;
+            let n = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) & 0x7fff_ffff;
+            *data = &data[4..];
+            Some(n as usize)
+        }
+        let mut found = Vec::new();
+        while !content.is_empty() {
+            let name_len = len(&mut content)?;
+            let value_len = len(&mut content)?;
+            let name = content.get(..name_len)?.to_vec();
+            content = &content[name_len..];
+            let value = content.get(..value_len)?.to_vec();
+            content = &content[value_len..];
+            found.push((name, value));
+        }
+        Some(found)
+    }
+
+    #[test]
+    fn params_records_start_on_a_pair() {
+        let mut pairs = Pairs::default();
+        let mut sent = Vec::new();
+        // 100 pairs of about 1 KiB: past 64 KiB, which a cut every 65,535
+        // bytes would split inside a pair.
+        for i in 0..100 {
+            let name = format!("HTTP_X_HEADER_{i}").into_bytes();
+            let value = vec![b'a' + (i % 26) as u8; 1000 + i];
+            pairs.add(&name, &value);
+            sent.push((name, value));
+        }
+        let mut out = BytesMut::new();
+        params(&mut out, &pairs);
+        let recs = records(out);
+        assert!(recs.len() > 2, "{} records", recs.len());
+        assert_eq!(recs.last(), Some(&(kind::PARAMS, vec![])));
+        let mut got = Vec::new();
+        for (k, content) in &recs[..recs.len() - 1] {
+            assert_eq!(*k, kind::PARAMS);
+            assert!(!content.is_empty() && content.len() <= MAX_CONTENT);
+            got.extend(decode_alone(content).expect("a record that ends inside a pair"));
+        }
+        assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn a_pair_larger_than_a_record_spans_records_of_its_own() {
+        let mut pairs = Pairs::default();
+        pairs.add(b"A", b"1");
+        pairs.add(b"HUGE", &vec![b'h'; 150_000]);
+        pairs.add(b"B", b"2");
+        let mut out = BytesMut::new();
+        params(&mut out, &pairs);
+        let recs = records(out);
+        let contents: Vec<&[u8]> = recs.iter().map(|(_, c)| &c[..]).collect();
+        // "A", the huge pair in three records, "B", the end.
+        assert_eq!(contents.len(), 6);
+        assert_eq!(contents[0], &[1, 1, b'A', b'1']);
+        assert!(contents[1..4].iter().all(|c| c.len() <= MAX_CONTENT));
+        let huge: Vec<u8> = contents[1..4].concat();
+        assert_eq!(
+            decode_alone(&huge).unwrap(),
+            vec![(b"HUGE".to_vec(), vec![b'h'; 150_000])]
+        );
+        assert_eq!(contents[4], &[1, 1, b'B', b'2']);
+        assert!(contents[5].is_empty());
     }
 
     #[test]
