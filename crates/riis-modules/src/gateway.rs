@@ -291,6 +291,11 @@ pub(crate) struct ResponseHead {
     /// The application's `Content-Length`: riis frames the body itself,
     /// but a response to HEAD has none to count, and keeps this one.
     pub(crate) content_length: Option<HeaderValue>,
+    /// `content_length` is exactly the body that follows (ReverseProxy's
+    /// hyper client reads that many bytes or fails): a response that
+    /// streams keeps it, so clients see the size of a large download.
+    /// Not an application's own header (FastCgi), which may be wrong.
+    pub(crate) length_is_exact: bool,
 }
 
 impl ResponseHead {
@@ -415,6 +420,7 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
             reason,
             headers,
             content_length,
+            length_is_exact: false,
         },
         at,
     )))

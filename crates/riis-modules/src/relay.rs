@@ -440,6 +440,8 @@ pub(crate) struct Receiver {
     streaming: bool,
     /// A HEAD request whose answer came without `Content-Length`.
     head_without_length: bool,
+    /// The answer's exact length, for the response's head if it streams.
+    exact_length: Option<riis_pipeline::http::HeaderValue>,
 }
 
 impl Receiver {
@@ -492,6 +494,7 @@ impl Receiver {
             if let Some(head) = head {
                 self.head_without_length =
                     ctx.request().method() == Method::HEAD && head.content_length.is_none();
+                self.exact_length = head.content_length.clone().filter(|_| head.length_is_exact);
                 // At limit 0 the head goes out as soon as it is here, unless
                 // the whole answer is; a 101 at once, since what follows it
                 // is another protocol's, passed on outside the response.
@@ -525,6 +528,19 @@ impl Receiver {
             }
             let buffered = ctx.response().buffered_len();
             if send_head || (buffered > 0 && buffered >= threshold) {
+                // The first flush sends the head: with the answer's own
+                // length when it is exact, as nginx passes it on, so the
+                // client learns the size of what streams (a module that
+                // changes the body, compression, removes it again).
+                if let Some(length) = self.exact_length.take().filter(|_| !self.streaming) {
+                    let resp = ctx.response_mut();
+                    if !resp
+                        .headers()
+                        .contains_key(riis_pipeline::http::header::CONTENT_LENGTH)
+                    {
+                        resp.set_header(riis_pipeline::http::header::CONTENT_LENGTH, length);
+                    }
+                }
                 self.streaming = true;
                 ctx.response_mut().flush(FlushOptions {
                     asynchronous: true,

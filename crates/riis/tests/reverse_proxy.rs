@@ -1714,3 +1714,54 @@ fn a_health_check_does_not_read_an_endless_answer() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Writes `body` in two parts with a pause between them, so that a proxy
+/// with a small `response_buffer_limit` starts streaming it.
+fn send_in_two(stream: &mut std::net::TcpStream, body: &[u8]) {
+    let half = body.len() / 2;
+    let _ = stream.write_all(&body[..half]);
+    let _ = stream.flush();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = stream.write_all(&body[half..]);
+}
+
+/// An answer that streams (past `response_buffer_limit`) keeps the
+/// server's exact length, as nginx passes it on: the client knows the size
+/// of a large download. One whose length a transfer coding overrode does
+/// not.
+#[test]
+fn a_streamed_answer_keeps_an_exact_length() {
+    const SIZE: usize = 300_000;
+    let backend = Backend::start("a");
+    let sized = raw_backend(|head, mut stream| {
+        let body = vec![b's'; SIZE];
+        if head.starts_with("GET /sized/chunked ") {
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n{SIZE:x}\r\n"
+                )
+                .as_bytes(),
+            );
+            send_in_two(&mut stream, &body);
+            let _ = stream.write_all(b"\r\n0\r\n\r\n");
+        } else {
+            let _ = stream
+                .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes());
+            send_in_two(&mut stream, &body);
+        }
+    });
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/sized\"\n\
+         proxy = {{ servers = [\"http://{sized}\"], response_buffer_limit = 65536, kept_connections = 0 }}\n"
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/sized/file");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-length"), Some("300000"));
+    assert_eq!(resp.body.len(), SIZE);
+    let resp = conn.get("/sized/chunked");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-length"), None);
+    assert_eq!(resp.body.len(), SIZE);
+}

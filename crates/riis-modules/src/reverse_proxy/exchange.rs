@@ -929,11 +929,15 @@ fn response_head(
             headers.push((header::SET_COOKIE, cookie));
         }
     }
+    // With a transfer coding, hyper decoded the body whatever the length
+    // said (RFC 9112 §6.3): that length is not the body's.
+    let length_is_exact = !parts.headers.contains_key(header::TRANSFER_ENCODING);
     ResponseHead {
         status: parts.status,
         reason,
         headers,
         content_length,
+        length_is_exact,
     }
 }
 
