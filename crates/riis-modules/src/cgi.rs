@@ -571,9 +571,17 @@ fn command(
     }
     command.env_clear();
     command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    crate::gateway::meta_variables(ctx, program, body_len, pass_authorization, |name, value| {
-        command.env(name, OsString::from_vec(value.to_vec()));
-    });
+    let root = &ctx.site().physical_root;
+    crate::gateway::meta_variables(
+        ctx,
+        program,
+        root,
+        body_len,
+        pass_authorization,
+        |name, value| {
+            command.env(name, OsString::from_vec(value.to_vec()));
+        },
+    );
     command
 }
 

@@ -18,12 +18,13 @@ pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 const ERROR_LINES: usize = 100;
 
 /// Gives the request's meta-variables (RFC 3875 §4.1) to `emit`, name and
-/// raw value, for `script` (the physical path of the program or script),
-/// with a body of `body_len` bytes. `Authorization` is passed only with
+/// raw value, for `script` (the physical path of the program or script)
+/// under `document_root`, with a body of `body_len` bytes. `Authorization` is passed only with
 /// `pass_authorization`.
 pub(crate) fn meta_variables(
     ctx: &HttpContext,
     script: &std::path::Path,
+    document_root: &std::path::Path,
     body_len: u64,
     pass_authorization: bool,
     mut emit: impl FnMut(&str, &[u8]),
@@ -72,7 +73,7 @@ pub(crate) fn meta_variables(
     emit("SCRIPT_FILENAME", script.as_os_str().as_encoded_bytes());
     emit(
         "DOCUMENT_ROOT",
-        ctx.site().physical_root.as_os_str().as_encoded_bytes(),
+        document_root.as_os_str().as_encoded_bytes(),
     );
     // IIS's PATH_INFO is the whole URL; CGI's is what follows the script.
     emit("PATH_INFO", b"");

@@ -189,6 +189,7 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
                     "SERVER_SOFTWARE",
                     "HTTP_HOST",
                     "HTTPS",
+                    "DOCUMENT_ROOT",
                 ] {
                     let value = request.params.get(name).map_or("unset", |v| v.as_str());
                     text.push_str(&format!("{name}={value}\n"));
@@ -1038,4 +1039,72 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         body.extend_from_slice(data.get(..size)?);
         data = data.get(size + 2..)?;
     }
+}
+
+/// `realpath_root`: a site whose root is a `current` link to a release
+/// names the release's own paths to the application, so a deploy that
+/// switches the link reaches it at the next request.
+#[test]
+fn realpath_root_names_the_release_a_link_points_to() {
+    let dir = TempDir::new("fastcgi-realpath");
+    let app = FakeApp::start();
+    for release in ["rel1", "rel2"] {
+        dir.write(&format!("{release}/echo.fcgi"), "");
+        dir.write(&format!("{release}/plain/echo.fcgi"), "");
+    }
+    std::os::unix::fs::symlink(dir.path().join("rel1"), dir.path().join("current")).unwrap();
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "FastCgi"
+
+[[handlers]]
+name = "FastCGI"
+path = "*.fcgi"
+resource_type = "File"
+modules = ["FastCgi"]
+
+[fastcgi]
+address = "{app}"
+realpath_root = true
+
+[[sites]]
+name = "Linked"
+root = "current"
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/plain"
+fastcgi = {{ realpath_root = false }}
+"#,
+            app = app.addr
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let real = |release: &str| std::fs::canonicalize(dir.path().join(release)).unwrap();
+    let text = common::get(server.addr, "/echo.fcgi").text();
+    let rel1 = real("rel1");
+    assert!(
+        text.contains(&format!("SCRIPT_FILENAME={}/echo.fcgi\n", rel1.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("DOCUMENT_ROOT={}\n", rel1.display())),
+        "{text}"
+    );
+    // The link switched: the next request names the new release.
+    std::fs::remove_file(dir.path().join("current")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("rel2"), dir.path().join("current")).unwrap();
+    let text = common::get(server.addr, "/echo.fcgi").text();
+    assert!(
+        text.contains(&format!(
+            "SCRIPT_FILENAME={}/echo.fcgi\n",
+            real("rel2").display()
+        )),
+        "{text}"
+    );
+    // Without it, the link's own path.
+    let text = common::get(server.addr, "/plain/echo.fcgi").text();
+    assert!(text.contains("/current/plain/echo.fcgi\n"), "{text}");
 }

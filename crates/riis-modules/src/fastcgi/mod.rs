@@ -131,6 +131,9 @@ pub struct FastCgiConfig {
     pub kept_connections: usize,
     /// Whether `Authorization` is passed as `HTTP_AUTHORIZATION`.
     pub pass_authorization: bool,
+    /// Whether `SCRIPT_FILENAME` and `DOCUMENT_ROOT` name the site's root
+    /// with its symbolic links resolved (nginx's `$realpath_root`).
+    pub realpath_root: bool,
     /// Parameters added to (or replacing) the meta-variables.
     pub params: BTreeMap<String, String>,
 }
@@ -146,6 +149,7 @@ impl Default for FastCgiConfig {
             max_request_body: 30_000_000,
             kept_connections: 0,
             pass_authorization: false,
+            realpath_root: false,
             params: BTreeMap::new(),
         }
     }
@@ -306,13 +310,27 @@ impl FastCgi {
         let kept_connections = config.kept_connections;
         let activity_timeout = Duration::from_secs(config.activity_timeout);
         let request_timeout = Duration::from_secs(config.request_timeout);
-        let script_path = ctx.physical_path().to_path_buf();
+        let mut script_path = ctx.physical_path().to_path_buf();
         let config = ctx.config(self.config);
+        let root = &ctx.site().physical_root;
+        // A deploy that switches a `current` link to a new release: the
+        // application (its opcode cache keyed by path) sees the release's
+        // own paths, so it moves to the new release at the next request.
+        let real_root = config
+            .realpath_root
+            .then(|| std::fs::canonicalize(root).ok())
+            .flatten();
+        if let Some(real_root) = &real_root {
+            if let Ok(below) = script_path.strip_prefix(root) {
+                script_path = real_root.join(below);
+            }
+        }
         let mut pairs = protocol::Pairs::default();
         // The section's `params` replace the server's values of their names.
         crate::gateway::meta_variables(
             ctx,
             &script_path,
+            real_root.as_deref().unwrap_or(root),
             body.len(),
             config.pass_authorization,
             |name, value| {
