@@ -165,7 +165,7 @@ fn plain_status(status: StatusCode, close: bool) -> Response<ResponseBody> {
 struct ServerMade;
 
 /// Why a request gets no response.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum NoResponse {
     /// A module asked for the connection to be reset: hyper closes it
     /// without a response (HTTP/2 resets the stream).
@@ -175,14 +175,20 @@ pub enum NoResponse {
     /// tells the client it may send the request again on another
     /// connection (RFC 9113 §8.7). hyper's GOAWAY becomes final only once
     /// the client answers a PING; until then it would serve new streams.
-    Refused(h2::Error),
+    Refused,
 }
+
+/// REFUSED_STREAM as hyper finds it ([`NoResponse::Refused`]'s source):
+/// made once, so that a [`NoResponse`] holds nothing to drop and a reply
+/// stays as cheap to move as before.
+static REFUSED_STREAM: std::sync::LazyLock<h2::Error> =
+    std::sync::LazyLock::new(|| h2::Reason::REFUSED_STREAM.into());
 
 impl std::fmt::Display for NoResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NoResponse::Reset => f.write_str("the connection was reset by a module"),
-            NoResponse::Refused(_) => f.write_str("a stream opened after GOAWAY was refused"),
+            NoResponse::Refused => f.write_str("a stream opened after GOAWAY was refused"),
         }
     }
 }
@@ -192,12 +198,22 @@ impl std::error::Error for NoResponse {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             NoResponse::Reset => None,
-            NoResponse::Refused(reason) => Some(reason),
+            NoResponse::Refused => Some(&*REFUSED_STREAM),
         }
     }
 }
 
 type Reply = Result<Response<ResponseBody>, NoResponse>;
+
+/// A stream opened on an HTTP/2 connection that went away: refused
+/// ([`NoResponse::Refused`]). Out of line: it is rare, and kept out of
+/// [`handle`]'s body.
+#[cold]
+#[inline(never)]
+fn refuse_stream(state: &Arc<ConnectionState>, mut finish: Finish) -> ReplyFuture {
+    state.activity.stream_refused();
+    ReplyFuture::ready(finish.apply(Err(NoResponse::Refused)))
+}
 
 /// The hyper service: one request on `state`'s connection. The request
 /// counts as in service from this call (made by hyper as soon as the head is
@@ -214,10 +230,7 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         hsts: None,
     };
     if req.version() == http::Version::HTTP_2 && state.activity.is_draining() {
-        state.activity.stream_refused();
-        return ReplyFuture::ready(
-            finish.apply(Err(NoResponse::Refused(h2::Reason::REFUSED_STREAM.into()))),
-        );
+        return refuse_stream(state, finish);
     }
     let generation = state.current.load();
     if let Err(refusal) = check_head(
