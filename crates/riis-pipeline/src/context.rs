@@ -165,9 +165,9 @@ pub struct HttpContext {
     /// SendResponse, a custom notification): the request finishes when the
     /// current call returns.
     pub(crate) finish_requested: bool,
-    /// A module keeps a timeout of its own for what it waits on
-    /// ([`HttpContext::set_own_timeout`]).
-    pub(crate) own_timeout: bool,
+    /// The module that keeps a timeout of its own for what it waits on
+    /// ([`HttpContext::set_own_timeout`]), `u16::MAX` for none.
+    pub(crate) own_timeout: u16,
     pub(crate) physical_path: Option<PathBuf>,
     /// `physical_path` was mapped for a MapPath module, without its rewrite.
     pub(crate) physical_path_partial: bool,
@@ -235,7 +235,7 @@ impl HttpContext {
             mapped: false,
             request_handled: false,
             finish_requested: false,
-            own_timeout: false,
+            own_timeout: u16::MAX,
             physical_path: None,
             physical_path_partial: false,
             resource: None,
@@ -1133,14 +1133,16 @@ impl HttpContext {
         })
     }
 
-    /// Says that the module this request waits on keeps a timeout of its
-    /// own (ReverseProxy's `timeout`, FastCgi's `request_timeout`) and ends
-    /// the wait itself: the server's `timeouts.execution` then no longer
-    /// applies to this request's waits, as ASP.NET's `executionTimeout`
-    /// does not apply to ARR. A module that calls this must end every wait
-    /// it starts.
+    /// Says that the module being called keeps a timeout of its own
+    /// (ReverseProxy's `timeout`, FastCgi's `request_timeout`) and ends
+    /// its waits itself: the server's `timeouts.execution` then no longer
+    /// applies to this module's waits in this request (other modules'
+    /// still get it), as ASP.NET's `executionTimeout` does not apply to
+    /// ARR. A module that calls this must end every wait it starts.
     pub fn set_own_timeout(&mut self) {
-        self.own_timeout = true;
+        if let Some(module) = self.current_module() {
+            self.own_timeout = module.0;
+        }
     }
 
     /// The nesting depth: 0 for a client's request, 1 for its child, ….

@@ -1110,7 +1110,11 @@ impl RequestExecution {
     /// not when a module said it keeps its own
     /// ([`HttpContext::set_own_timeout`]).
     pub fn wait_has_execution_limit(&self) -> bool {
-        !self.frames[self.frames.len() - 1].ctx.own_timeout
+        let frame = &self.frames[self.frames.len() - 1];
+        match frame.phase {
+            Phase::Waiting(site) => site.module.0 != frame.ctx.own_timeout,
+            _ => true,
+        }
     }
 
     /// Gives up waiting for the module whose Pending parked the request

@@ -484,12 +484,11 @@ impl Activity {
     }
 
     /// An HTTP/2 stream was refused because the connection went away. A
-    /// client that goes on opening streams regardless is cut off, as it
-    /// would otherwise keep the connection from ever becoming idle.
+    /// client that goes on opening streams regardless is cut off once the
+    /// streams it is owed are done (the sweeper's, see [`Activity::check`]),
+    /// as it would otherwise keep the connection from ever becoming idle.
     pub fn stream_refused(&self) {
-        if self.refused_streams.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_REFUSED_STREAMS {
-            self.expire(Expiry::KeepAlive);
-        }
+        self.refused_streams.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `n` bytes were read from the connection.
@@ -571,8 +570,13 @@ impl Activity {
             // One that went away (its GOAWAY sent, new streams refused)
             // and has nothing left to finish is closed soon: its final
             // GOAWAY waits for the client's answer to a PING, which a
-            // client may never send.
-            if self.draining.load(Ordering::Relaxed) && after(idle_since, DRAINED_HTTP2_GRACE) {
+            // client may never send. One whose client keeps opening
+            // streams (each refused, each keeping it from being idle) is
+            // closed at once.
+            if self.draining.load(Ordering::Relaxed)
+                && (after(idle_since, DRAINED_HTTP2_GRACE)
+                    || self.refused_streams.load(Ordering::Relaxed) >= MAX_REFUSED_STREAMS)
+            {
                 return Some(Verdict::Expire(Expiry::KeepAlive));
             }
             if !after(idle_since, timeouts.keep_alive) {

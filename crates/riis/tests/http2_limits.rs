@@ -405,6 +405,57 @@ fn streams_after_the_last_request_are_refused_and_the_connection_closes() {
     while h2.read_frame().is_some() {}
 }
 
+/// A burst of streams across the request limit (a page of many resources)
+/// gets the streams past it refused, and those before it answered whole:
+/// refusals never close the connection under a response still going out.
+#[test]
+fn a_burst_past_the_limit_does_not_cut_the_streams_before_it() {
+    const WINDOW_UPDATE_ALL: u32 = 0x7FFF_0000;
+    const BIG: usize = 6_000_000;
+    let (dir, server) = server_with("max_header_bytes = 8192\nmax_requests_per_connection = 2");
+    dir.write("www/big.bin", "b".repeat(BIG));
+    let mut sock = TcpStream::connect(server.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The largest windows, so the big answer flows without updates.
+    let mut preface = PREFACE.to_vec();
+    preface.extend(frame(SETTINGS, 0, 0, &[0, 4, 0x7F, 0xFF, 0xFF, 0xFF]));
+    preface.extend(frame(WINDOW_UPDATE, 0, 0, &WINDOW_UPDATE_ALL.to_be_bytes()));
+    let big = literal_block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/big.bin"),
+        (":authority", "t"),
+    ]);
+    preface.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1, &big));
+    for stream in (3..=301).step_by(2) {
+        preface.extend(frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            stream,
+            &request_block(0, 0),
+        ));
+    }
+    sock.write_all(&preface).unwrap();
+    let mut h2 = H2 { sock };
+    let (mut body, mut ended, mut refused) = (0usize, false, 0);
+    while let Some((kind, flags, stream, payload)) = h2.read_frame() {
+        match kind {
+            DATA if stream == 1 => {
+                body += payload.len();
+                ended = flags & END_STREAM != 0;
+            }
+            RST_STREAM if stream == 1 => panic!("stream 1 was reset"),
+            RST_STREAM => refused += 1,
+            _ => {}
+        }
+        if ended {
+            break;
+        }
+    }
+    assert_eq!(body, BIG, "stream 1 was cut ({refused} streams refused)");
+}
+
 /// An HTTP/2 connection with no stream open for `timeouts.keep_alive` gets
 /// GOAWAY and is closed, even while its client sends PINGs (frames between
 /// requests are no request head arriving).
