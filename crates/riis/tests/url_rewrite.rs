@@ -592,6 +592,9 @@ fn outbound_rules_rewrite_headers_and_html_links() {
     big.push_str("<a href=\"http://backend.internal:8080/far\">far</a>");
     big.push_str(&"<p>more</p>".repeat(1000));
     dir.write("www/big.html", &big);
+    let mut huge = "<p>filler</p>".repeat(5 * 1024 * 1024 / 13);
+    huge.push_str("<a href=\"http://backend.internal:8080/huge\">huge</a>");
+    dir.write("www/huge.html", &huge);
     let config = dir.write(
         "riis.toml",
         format!(
@@ -716,11 +719,84 @@ bindings = ["127.0.0.1:0"]
         far.len(),
         big.len() - "http://backend.internal:8080".len() + "/app".len()
     );
-    // HEAD: the same headers, no body to rewrite.
+    // HEAD, 304 and ranges say what the rewritten 200 does: a weak tag,
+    // no ranges; a range of such a page is answered whole, rewritten.
     conn.send_raw(b"HEAD /page.html HTTP/1.1\r\nHost: t\r\n\r\n");
     let head = conn.read_response(true);
     assert_eq!(head.status, 200);
     assert_eq!(head.header("x-frame-options"), Some("DENY"));
+    assert_eq!(head.header("etag"), html.header("etag"));
+    assert!(head.header("accept-ranges").is_none());
+    let tag = html.header("etag").unwrap().to_owned();
+    conn.send_raw(format!("GET /page.html HTTP/1.1\r\nHost: t\r\nIf-None-Match: {tag}\r\n\r\n").as_bytes());
+    let not_modified = conn.read_response(true);
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("etag"), Some(tag.as_str()));
+    conn.send_raw(b"GET /page.html HTTP/1.1\r\nHost: t\r\nRange: bytes=0-40\r\n\r\n");
+    let ranged = conn.read_response(false);
+    assert_eq!(ranged.status, 200);
+    assert_eq!(ranged.text(), body);
+    // Other types keep their ranges.
+    conn.send_raw(b"GET /page.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-5\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 206);
+    // A page too large for one send's rewrite goes as it is.
+    let huge = conn.get("/huge.html");
+    assert_eq!(huge.status, 200);
+    assert!(huge.text().contains("http://backend.internal:8080/huge"));
+}
+
+/// `stop_processing` on a header rule stops later rules on that header
+/// only: other headers and bodies are still rewritten.
+#[test]
+fn an_outbound_stop_holds_for_its_own_header() {
+    let dir = TempDir::new("rewrite-outbound-stop");
+    dir.write("www/page.html", "<a href=\"http://old.test/x\">x</a>");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "StaticFile"
+
+[[rewrite.outbound_rules]]
+name = "marker"
+server_variable = "RESPONSE_X_Marker"
+pattern = ".*"
+stop_processing = true
+action = {{ type = "Rewrite", value = "first" }}
+
+[[rewrite.outbound_rules]]
+name = "marker again"
+server_variable = "RESPONSE_X_Marker"
+pattern = ".*"
+action = {{ type = "Rewrite", value = "second" }}
+
+[[rewrite.outbound_rules]]
+name = "links"
+filter_by_tags = ["A"]
+pattern = "^http://old\\.test/(.*)$"
+action = {{ type = "Rewrite", value = "/{{R:1}}" }}
+
+[[rewrite.outbound_rules]]
+name = "other"
+server_variable = "RESPONSE_X_Other"
+pattern = ".*"
+action = {{ type = "Rewrite", value = "set" }}
+
+[[sites]]
+name = "Stop"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = dir.path().join("www").display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = common::get(server.addr, "/page.html");
+    assert_eq!(resp.header("x-marker"), Some("first"));
+    assert_eq!(resp.header("x-other"), Some("set"));
+    assert_eq!(resp.text(), "<a href=\"/x\">x</a>");
 }
 
 #[test]

@@ -117,6 +117,15 @@ pub struct RewriteConfig {
     /// The outbound rules' preconditions, in name order; rules find theirs
     /// by index.
     preconditions: Vec<Precondition>,
+    /// An outbound rule rewrites bodies (attributes of HTML).
+    body_rules: bool,
+}
+
+impl RewriteConfig {
+    /// Whether an outbound rule rewrites bodies (attributes of HTML).
+    fn has_body_rules(&self) -> bool {
+        self.body_rules
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -242,6 +251,7 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
         Ok(RewriteConfig {
             rules,
             maps,
+            body_rules: outbound_rules.iter().any(OutboundRule::is_body_rule),
             outbound_rules,
             preconditions,
         })
@@ -252,8 +262,9 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
 pub struct UrlRewrite {
     config: Section<RewriteConfig>,
     /// The rewriter of this response's body, when outbound rules apply to
-    /// its HTML.
-    body: Option<BodyRewriter>,
+    /// its HTML. Boxed: lol_html's rewriter is about 1 KB, which every
+    /// request's instance would otherwise carry.
+    body: Option<Box<BodyRewriter>>,
 }
 
 /// What the walk decided.
@@ -460,11 +471,9 @@ fn join_query(own: Option<String>, append: bool, original: &str) -> Option<Strin
     }
 }
 
-impl HttpModule for UrlRewrite {
-    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        if ctx.child_depth() > 0 {
-            return RequestNotificationStatus::Continue;
-        }
+impl UrlRewrite {
+    /// Runs the inbound rules and takes their URL.
+    fn inbound(&self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         match self.walk(ctx) {
             Outcome::Finished => RequestNotificationStatus::FinishRequest,
             Outcome::Continue(None) => RequestNotificationStatus::Continue,
@@ -480,17 +489,39 @@ impl HttpModule for UrlRewrite {
             }
         }
     }
+}
+
+impl HttpModule for UrlRewrite {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        if ctx.child_depth() > 0 {
+            return RequestNotificationStatus::Continue;
+        }
+        let status = self.inbound(ctx);
+        // A range of a page that attribute rules rewrite would be a range
+        // of the file, not of the page the client was sent: such a URL is
+        // answered whole (images, videos and other types keep ranges).
+        if status == RequestNotificationStatus::Continue
+            && ctx.config(self.config).has_body_rules()
+            && outbound::may_be_html(ctx.request().url())
+        {
+            let request = ctx.request_mut();
+            request.delete_header(riis_pipeline::http::header::RANGE);
+            request.delete_header(riis_pipeline::http::header::IF_RANGE);
+        }
+        status
+    }
 
     fn on_send_response(
         &mut self,
         ctx: &mut HttpContext,
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
-        if provider.headers_being_sent() && ctx.child_depth() == 0 {
+        if provider.headers_being_sent()
+            && ctx.child_depth() == 0
+            && !ctx.config(self.config).outbound_rules.is_empty()
+        {
             let config = ctx.config_shared(self.config);
-            if !config.outbound_rules.is_empty() {
-                self.body = outbound::on_headers(ctx, &config);
-            }
+            self.body = outbound::on_headers(ctx, &config).map(Box::new);
         }
         let Some(body) = self.body.as_mut() else {
             return RequestNotificationStatus::Continue;

@@ -49,6 +49,10 @@ const IIS_TAGS: [(&str, &[&str]); 11] = [
     ("script", &["src"]),
 ];
 
+/// The most a response's first send may carry for its body to be
+/// rewritten (DynamicCompression's bound for the same reason).
+const MAX_FIRST_SEND: u64 = 4 * 1024 * 1024;
+
 /// How much memory the HTML rewriter of one response may hold (an
 /// unfinished tag that goes on and on): past it the response is cut short.
 const REWRITER_MEMORY: usize = 1024 * 1024;
@@ -264,6 +268,11 @@ impl OutboundRule {
             .chain(self.value.as_mut())
     }
 
+    /// Whether the rule rewrites bodies (attributes of HTML).
+    pub(super) fn is_body_rule(&self) -> bool {
+        matches!(self.target, Target::Attributes(_))
+    }
+
     fn templates(&self) -> impl Iterator<Item = &Template> {
         self.conditions
             .iter()
@@ -350,6 +359,9 @@ pub(super) fn on_headers(
     let mut file = FileName::default();
     let mut holds: Vec<Option<bool>> = vec![None; config.preconditions.len()];
     let mut body_rules = Vec::new();
+    // Headers a rule with `stop_processing` applied to: later rules leave
+    // them alone (and only them).
+    let mut stopped: Vec<HeaderName> = Vec::new();
     for (index, rule) in config.outbound_rules.iter().enumerate() {
         if let Some((_, at)) = &rule.precondition {
             let precondition = &config.preconditions[*at];
@@ -379,6 +391,9 @@ pub(super) fn on_headers(
             body_rules.push(index);
             continue;
         };
+        if stopped.contains(name) {
+            continue;
+        }
         let values: Vec<String> = ctx
             .response()
             .headers()
@@ -415,13 +430,51 @@ pub(super) fn on_headers(
             set_header_values(ctx, rule, name, rewritten);
         }
         if applied && rule.stop_processing {
-            break;
+            stopped.push(name.clone());
         }
+    }
+    // A 304 has no type to meet a precondition with: its URL's says
+    // whether its 200 would be rewritten.
+    let not_modified = ctx.response().status() == StatusCode::NOT_MODIFIED;
+    if not_modified && config.has_body_rules() && may_be_html(ctx.request().url()) {
+        describe_as_rewritten(ctx);
+        return None;
     }
     if body_rules.is_empty() {
         return None;
     }
-    BodyRewriter::start(ctx, config, &body_rules, &url)
+    match body_kind(ctx) {
+        BodyKind::Rewrite(encoding, charset_given) => {
+            BodyRewriter::start(ctx, config, &body_rules, &url, encoding, charset_given)
+        }
+        BodyKind::Describe => {
+            describe_as_rewritten(ctx);
+            None
+        }
+        BodyKind::Leave => None,
+    }
+}
+
+/// Whether a URL may answer HTML: its extension's type is HTML, or it has
+/// none (a folder, a route).
+pub(super) fn may_be_html(url: &str) -> bool {
+    let name = url.rsplit('/').next().unwrap_or("");
+    match name.rsplit_once('.') {
+        Some((_, ext)) if !ext.is_empty() => mime_guess::from_ext(ext)
+            .iter()
+            .any(|m| m.essence_str() == "text/html" || m.essence_str() == "application/xhtml+xml"),
+        _ => true,
+    }
+}
+
+/// Headers of a response whose 200 would be rewritten, for one that
+/// carries none of the body (HEAD, 304) or part of it (206): its tag is
+/// weak and it offers no ranges, as the rewritten 200's, so that no client
+/// or cache joins unrewritten bytes to rewritten ones.
+fn describe_as_rewritten(ctx: &mut HttpContext) {
+    let headers = ctx.response_mut().headers_mut();
+    headers.remove(header::ACCEPT_RANGES);
+    crate::content_encoding::weaken_etag(headers);
 }
 
 /// Replaces the values of header `name`; empty values are dropped, so a
@@ -509,8 +562,29 @@ impl BodyRewriter {
         config: &Arc<RewriteConfig>,
         rules: &[usize],
         url: &str,
+        encoding: AsciiCompatibleEncoding,
+        charset_given: bool,
     ) -> Option<BodyRewriter> {
-        let (encoding, charset_given) = rewritable_html(ctx)?;
+        // A large body in one send (a big static file) would be rewritten
+        // whole, in memory, on the worker's turn: it goes as it is, as
+        // DynamicCompression leaves one.
+        let first_send: u64 = ctx
+            .response()
+            .entity_chunks()
+            .iter()
+            .map(|chunk| match chunk {
+                EntityChunk::Memory(bytes) => bytes.len() as u64,
+                EntityChunk::File { length, .. } => *length,
+            })
+            .sum();
+        if first_send > MAX_FIRST_SEND {
+            tracing::debug!(
+                url,
+                bytes = first_send,
+                "UrlRewrite: a body this large in one send is not rewritten"
+            );
+            return None;
+        }
         let mut names = Vec::new();
         for &index in rules {
             for template in config.outbound_rules[index].templates() {
@@ -643,29 +717,50 @@ impl BodyRewriter {
     }
 }
 
-/// The encoding of a response whose body attribute rules can rewrite:
-/// HTML (`text/html`, `application/xhtml+xml`) of the client's request,
-/// not encoded (IIS refuses those with 500.52; riis passes them on as they
-/// are), with a body, in an ASCII-compatible charset (UTF-8 unless the
-/// `Content-Type` names another).
-fn rewritable_html(ctx: &HttpContext) -> Option<(AsciiCompatibleEncoding, bool)> {
+/// What attribute rules do with a response.
+enum BodyKind {
+    /// Rewrite its body, in this encoding (and whether the `Content-Type`
+    /// named the charset).
+    Rewrite(AsciiCompatibleEncoding, bool),
+    /// Nothing to rewrite (HEAD, 206), but its headers say what the
+    /// rewritten 200's do.
+    Describe,
+    /// Nothing.
+    Leave,
+}
+
+/// Attribute rules rewrite HTML (`text/html`, `application/xhtml+xml`) of
+/// the client's request, not encoded (IIS refuses those with 500.52; riis
+/// passes them on as they are), with a body, in an ASCII-compatible charset
+/// (UTF-8 unless the `Content-Type` names another).
+fn body_kind(ctx: &HttpContext) -> BodyKind {
     let status = ctx.response().status();
     if ctx.child_depth() > 0
-        || ctx.request().method() == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
-        || status == StatusCode::PARTIAL_CONTENT
     {
-        return None;
+        return BodyKind::Leave;
     }
     let headers = ctx.response().headers();
     if headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
     {
-        return None;
+        return BodyKind::Leave;
     }
+    match html_encoding(ctx) {
+        None => BodyKind::Leave,
+        Some(_) if ctx.request().method() == Method::HEAD => BodyKind::Describe,
+        Some(_) if status == StatusCode::PARTIAL_CONTENT => BodyKind::Describe,
+        Some((encoding, charset_given)) => BodyKind::Rewrite(encoding, charset_given),
+    }
+}
+
+/// The encoding of an HTML response, and whether its `Content-Type` named
+/// it; none for other types or charsets lol_html cannot read.
+fn html_encoding(ctx: &HttpContext) -> Option<(AsciiCompatibleEncoding, bool)> {
+    let headers = ctx.response().headers();
     let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let mut parameters = content_type.split(';');
     let essence = parameters.next()?.trim();
