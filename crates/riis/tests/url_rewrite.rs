@@ -348,23 +348,11 @@ fn rules_rewrite_redirect_answer_and_abort() {
     assert!(evil.is_closed_or_reset());
 }
 
-/// Rewrite maps, template functions, wildcard and exact patterns, and
-/// server variables set by rules: the parts of IIS URL Rewrite that
-/// migrated rule sets lean on (a map of legacy URLs, the lower-case
-/// redirect, `X-Original-Host` for a backend).
-#[test]
-fn maps_functions_pattern_syntaxes_and_server_variables() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir::new("rewrite-maps");
-    let script = dir.write(
-        "www/index.cgi",
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
-         echo \"query=$QUERY_STRING host=$HTTP_X_ORIGINAL_HOST lang=$HTTP_ACCEPT_LANGUAGE keep=$HTTP_X_KEEP\"\n",
-    );
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir.write("www/new/a.txt", "new a");
-    dir.write("www/first.txt", "first");
-    let config = dir.write(
+/// The configuration of a site (`www` under `dir`) with UrlRewrite, Cgi
+/// (for `*.cgi`) and StaticFile: `rewrite`, the rewrite tables, before the
+/// site; `site_extra`, what follows its `[[sites]]` entry (locations).
+fn rewrite_site(dir: &TempDir, rewrite: &str, site_extra: &str) -> PathBuf {
+    dir.write(
         "riis.toml",
         format!(
             r#"[[modules]]
@@ -386,104 +374,126 @@ path = "*"
 verbs = ["GET", "HEAD"]
 modules = ["StaticFile"]
 
-[rewrite.maps.Redirects.entries]
+{rewrite}
+[[sites]]
+name = "Rewrite"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+{site_extra}"#,
+            root = dir.path().join("www").display()
+        ),
+    )
+}
+
+/// Rewrite maps, template functions, wildcard and exact patterns, and
+/// server variables set by rules: the parts of IIS URL Rewrite that
+/// migrated rule sets lean on (a map of legacy URLs, the lower-case
+/// redirect, `X-Original-Host` for a backend).
+#[test]
+fn maps_functions_pattern_syntaxes_and_server_variables() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("rewrite-maps");
+    let script = dir.write(
+        "www/index.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
+         echo \"query=$QUERY_STRING host=$HTTP_X_ORIGINAL_HOST lang=$HTTP_ACCEPT_LANGUAGE keep=$HTTP_X_KEEP\"\n",
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir.write("www/new/a.txt", "new a");
+    dir.write("www/first.txt", "first");
+    let config = rewrite_site(
+        &dir,
+        r#"[rewrite.maps.Redirects.entries]
 "/old-page" = "/new/a.txt"
 "/away" = "https://example.test/landing"
 "/Shop?id=7" = "/index.cgi?id=7"
 "/area/old" = "/new/a.txt"
 
 [rewrite.maps.Rewrites]
-entries = {{ "/product/7" = "/index.cgi?product=seven" }}
+entries = { "/product/7" = "/index.cgi?product=seven" }
 
 [rewrite.maps.Exact]
 ignore_case = false
 default_value = "none"
-entries = {{ "Key" = "upper" }}
+entries = { "Key" = "upper" }
 
 [[rewrite.rules]]
 name = "legacy redirects"
 pattern = ".*"
-conditions = [{{ input = "{{Redirects:{{REQUEST_URI}}}}", pattern = "(.+)" }}]
-action = {{ type = "Redirect", url = "{{C:1}}", append_query_string = false, redirect_type = "Found" }}
+conditions = [{ input = "{Redirects:{REQUEST_URI}}", pattern = "(.+)" }]
+action = { type = "Redirect", url = "{C:1}", append_query_string = false, redirect_type = "Found" }
 
 [[rewrite.rules]]
 name = "legacy rewrites"
 pattern = "^product/"
-conditions = [{{ input = "{{Rewrites:{{URL}}}}", pattern = "(.+)" }}]
-action = {{ type = "Rewrite", url = "{{C:1}}" }}
+conditions = [{ input = "{Rewrites:{URL}}", pattern = "(.+)" }]
+action = { type = "Rewrite", url = "{C:1}" }
 
 [[rewrite.rules]]
 name = "case-sensitive map"
 pattern = "^exact/(.*)$"
-action = {{ type = "Rewrite", url = "/index.cgi?v={{Exact:{{R:1}}}}", append_query_string = false }}
+action = { type = "Rewrite", url = "/index.cgi?v={Exact:{R:1}}", append_query_string = false }
 
 [[rewrite.rules]]
 name = "lower case"
 pattern = "^lower/.*[A-Z]"
 ignore_case = false
-action = {{ type = "Redirect", url = "{{ToLower:{{URL}}}}" }}
+action = { type = "Redirect", url = "{ToLower:{URL}}" }
 
 [[rewrite.rules]]
 name = "form-encoded"
 pattern = "^enc$"
-action = {{ type = "Rewrite", url = "/index.cgi?next={{UrlEncode:{{HTTP_X_NEXT}}}}", append_query_string = false }}
+action = { type = "Rewrite", url = "/index.cgi?next={UrlEncode:{HTTP_X_NEXT}}", append_query_string = false }
 
 [[rewrite.rules]]
 name = "escaped"
 pattern = "^esc$"
-action = {{ type = "Rewrite", url = "/index.cgi?next={{EscapeDataString:{{HTTP_X_NEXT}}}}", append_query_string = false }}
+action = { type = "Rewrite", url = "/index.cgi?next={EscapeDataString:{HTTP_X_NEXT}}", append_query_string = false }
 
 [[rewrite.rules]]
 name = "decoded"
 pattern = "^dec$"
-conditions = [{{ input = "{{UrlDecode:{{QUERY_STRING}}}}", pattern = "^q=hello world$" }}]
-action = {{ type = "Rewrite", url = "first.txt" }}
+conditions = [{ input = "{UrlDecode:{QUERY_STRING}}", pattern = "^q=hello world$" }]
+action = { type = "Rewrite", url = "first.txt" }
 
 [[rewrite.rules]]
 name = "wildcard"
 pattern_syntax = "Wildcard"
 pattern = "wild/*/file-*.txt"
-action = {{ type = "Rewrite", url = "/index.cgi?a={{R:1}}&b={{R:2}}", append_query_string = false }}
+action = { type = "Rewrite", url = "/index.cgi?a={R:1}&b={R:2}", append_query_string = false }
 
 [[rewrite.rules]]
 name = "exact"
 pattern_syntax = "ExactMatch"
 pattern = "Exact.TXT"
-action = {{ type = "Rewrite", url = "first.txt" }}
+action = { type = "Rewrite", url = "first.txt" }
 
 [[rewrite.rules]]
 name = "variables"
 pattern = "^vars/(.*)$"
 server_variables = [
-    {{ name = "HTTP_X_ORIGINAL_HOST", value = "{{HTTP_HOST}}" }},
-    {{ name = "HTTP_ACCEPT_LANGUAGE", value = "" }},
-    {{ name = "HTTP_X_KEEP", value = "rule", replace = false }},
-    {{ name = "ROUTE", value = "{{R:1}}" }},
+    { name = "HTTP_X_ORIGINAL_HOST", value = "{HTTP_HOST}" },
+    { name = "HTTP_ACCEPT_LANGUAGE", value = "" },
+    { name = "HTTP_X_KEEP", value = "rule", replace = false },
+    { name = "ROUTE", value = "{R:1}" },
 ]
-action = {{ type = "Rewrite", url = "/index.cgi" }}
+action = { type = "Rewrite", url = "/index.cgi" }
 
 [[rewrite.rules]]
 name = "a variable a rule set"
 pattern = "^index\\.cgi$"
-conditions = [{{ input = "{{ROUTE}}", pattern = "^(.+)$" }}]
-action = {{ type = "Rewrite", url = "/index.cgi?route={{C:1}}", append_query_string = false }}
-
-[[sites]]
-name = "Maps"
-root = '{root}'
-bindings = ["127.0.0.1:0"]
-
-# A location's own rules, on the server's map.
+conditions = [{ input = "{ROUTE}", pattern = "^(.+)$" }]
+action = { type = "Rewrite", url = "/index.cgi?route={C:1}", append_query_string = false }
+"#,
+        r#"# A location's own rules, on the server's map.
 [[sites.locations]]
 path = "/area"
 [[sites.locations.rewrite.rules]]
 name = "area"
 pattern = ".*"
-conditions = [{{ input = "{{Redirects:{{URL}}}}", pattern = "(.+)" }}]
-action = {{ type = "Redirect", url = "{{C:1}}", redirect_type = "Temporary" }}
+conditions = [{ input = "{Redirects:{URL}}", pattern = "(.+)" }]
+action = { type = "Redirect", url = "{C:1}", redirect_type = "Temporary" }
 "#,
-            root = dir.path().join("www").display()
-        ),
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let mut conn = Connection::open(server.addr);
@@ -595,71 +605,45 @@ fn outbound_rules_rewrite_headers_and_html_links() {
     let mut huge = "<p>filler</p>".repeat(5 * 1024 * 1024 / 13);
     huge.push_str("<a href=\"http://backend.internal:8080/huge\">huge</a>");
     dir.write("www/huge.html", &huge);
-    let config = dir.write(
-        "riis.toml",
-        format!(
-            r#"[[modules]]
-name = "UrlRewrite"
-[[modules]]
-name = "Cgi"
-[[modules]]
-name = "StaticFile"
-
-[[handlers]]
-name = "CGI-exe"
-path = "*.cgi"
-resource_type = "File"
-modules = ["Cgi"]
-
-[[handlers]]
-name = "StaticFile"
-path = "*"
-verbs = ["GET", "HEAD"]
-modules = ["StaticFile"]
-
-[rewrite.preconditions.IsHTML]
-conditions = [{{ input = "{{RESPONSE_CONTENT_TYPE}}", pattern = "^text/html" }}]
+    let config = rewrite_site(
+        &dir,
+        r#"[rewrite.preconditions.IsHTML]
+conditions = [{ input = "{RESPONSE_CONTENT_TYPE}", pattern = "^text/html" }]
 
 [[rewrite.outbound_rules]]
 name = "backend redirects"
 server_variable = "RESPONSE_Location"
 pattern = "^http://backend\\.internal:8080/app/(.*)$"
-action = {{ type = "Rewrite", value = "http://{{HTTP_HOST}}/{{R:1}}" }}
+action = { type = "Rewrite", value = "http://{HTTP_HOST}/{R:1}" }
 
 [[rewrite.outbound_rules]]
 name = "HttpOnly cookies"
 server_variable = "RESPONSE_Set_Cookie"
 pattern = ".+"
-conditions = [{{ input = "{{R:0}}", pattern = "; *HttpOnly", negate = true }}]
-action = {{ type = "Rewrite", value = "{{R:0}}; HttpOnly" }}
+conditions = [{ input = "{R:0}", pattern = "; *HttpOnly", negate = true }]
+action = { type = "Rewrite", value = "{R:0}; HttpOnly" }
 
 [[rewrite.outbound_rules]]
 name = "frame options"
 server_variable = "RESPONSE_X_Frame_Options"
 pattern = "^$"
-action = {{ type = "Rewrite", value = "DENY" }}
+action = { type = "Rewrite", value = "DENY" }
 
 [[rewrite.outbound_rules]]
 name = "no server name"
 server_variable = "RESPONSE_Server"
 pattern = ".*"
-action = {{ type = "Rewrite", value = "" }}
+action = { type = "Rewrite", value = "" }
 
 [[rewrite.outbound_rules]]
 name = "backend links"
 precondition = "IsHTML"
 filter_by_tags = ["A", "Img"]
-custom_tags = [{{ tag = "video", attribute = "src" }}]
+custom_tags = [{ tag = "video", attribute = "src" }]
 pattern = "^http://backend\\.internal:8080/(.*)$"
-action = {{ type = "Rewrite", value = "/app/{{R:1}}" }}
-
-[[sites]]
-name = "Outbound"
-root = '{root}'
-bindings = ["127.0.0.1:0"]
+action = { type = "Rewrite", value = "/app/{R:1}" }
 "#,
-            root = dir.path().join("www").display()
-        ),
+        r#""#,
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let mut conn = Connection::open(server.addr);
@@ -728,7 +712,9 @@ bindings = ["127.0.0.1:0"]
     assert_eq!(head.header("etag"), html.header("etag"));
     assert!(head.header("accept-ranges").is_none());
     let tag = html.header("etag").unwrap().to_owned();
-    conn.send_raw(format!("GET /page.html HTTP/1.1\r\nHost: t\r\nIf-None-Match: {tag}\r\n\r\n").as_bytes());
+    conn.send_raw(
+        format!("GET /page.html HTTP/1.1\r\nHost: t\r\nIf-None-Match: {tag}\r\n\r\n").as_bytes(),
+    );
     let not_modified = conn.read_response(true);
     assert_eq!(not_modified.status, 304);
     assert_eq!(not_modified.header("etag"), Some(tag.as_str()));
@@ -751,46 +737,34 @@ bindings = ["127.0.0.1:0"]
 fn an_outbound_stop_holds_for_its_own_header() {
     let dir = TempDir::new("rewrite-outbound-stop");
     dir.write("www/page.html", "<a href=\"http://old.test/x\">x</a>");
-    let config = dir.write(
-        "riis.toml",
-        format!(
-            r#"[[modules]]
-name = "UrlRewrite"
-[[modules]]
-name = "StaticFile"
-
-[[rewrite.outbound_rules]]
+    let config = rewrite_site(
+        &dir,
+        r#"[[rewrite.outbound_rules]]
 name = "marker"
 server_variable = "RESPONSE_X_Marker"
 pattern = ".*"
 stop_processing = true
-action = {{ type = "Rewrite", value = "first" }}
+action = { type = "Rewrite", value = "first" }
 
 [[rewrite.outbound_rules]]
 name = "marker again"
 server_variable = "RESPONSE_X_Marker"
 pattern = ".*"
-action = {{ type = "Rewrite", value = "second" }}
+action = { type = "Rewrite", value = "second" }
 
 [[rewrite.outbound_rules]]
 name = "links"
 filter_by_tags = ["A"]
 pattern = "^http://old\\.test/(.*)$"
-action = {{ type = "Rewrite", value = "/{{R:1}}" }}
+action = { type = "Rewrite", value = "/{R:1}" }
 
 [[rewrite.outbound_rules]]
 name = "other"
 server_variable = "RESPONSE_X_Other"
 pattern = ".*"
-action = {{ type = "Rewrite", value = "set" }}
-
-[[sites]]
-name = "Stop"
-root = '{root}'
-bindings = ["127.0.0.1:0"]
+action = { type = "Rewrite", value = "set" }
 "#,
-            root = dir.path().join("www").display()
-        ),
+        "",
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let resp = common::get(server.addr, "/page.html");
