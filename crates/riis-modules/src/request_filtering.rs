@@ -262,10 +262,10 @@ impl Default for RequestFilteringConfig {
     }
 }
 
-/// The default hidden segments: riis's own configuration files and the
+/// The default hidden segments: riis's own configuration files, the
 /// metadata folders and files of version control and common deployment
-/// tools.
-pub const DEFAULT_HIDDEN_SEGMENTS: [&str; 9] = [
+/// tools, and IIS's default hidden segments.
+pub const DEFAULT_HIDDEN_SEGMENTS: [&str; 17] = [
     "riis.toml",
     "defaults.toml",
     ".git",
@@ -275,6 +275,16 @@ pub const DEFAULT_HIDDEN_SEGMENTS: [&str; 9] = [
     ".env",
     ".htaccess",
     ".htpasswd",
+    // IIS's own defaults: an ASP.NET site copied over keeps its
+    // assemblies and data out of reach.
+    "web.config",
+    "bin",
+    "App_Code",
+    "App_GlobalResources",
+    "App_LocalResources",
+    "App_WebReferences",
+    "App_Data",
+    "App_Browsers",
 ];
 
 /// A tripped rule: what to answer and what to log.

@@ -68,6 +68,8 @@ fn start() -> (TempDir, RunningBinary) {
         "riis.toml",
         ".git/config",
         "sub/.Git/x.txt",
+        "bin/app.txt",
+        "App_Data/notes.txt",
         "strict/a.txt",
         "strict/page.html",
         "strict/x~y.txt",
@@ -166,6 +168,9 @@ fn every_filter_answers_with_its_status() {
         ("GET", "/riis.toml", String::new(), 404, "404.8"),
         ("GET", "/.git/config", String::new(), 404, "404.8"),
         ("GET", "/sub/.Git/x.txt", String::new(), 404, "404.8"),
+        // IIS's defaults: an ASP.NET site's assemblies and data.
+        ("GET", "/bin/app.txt", String::new(), 404, "404.8"),
+        ("GET", "/app_data/notes.txt", String::new(), 404, "404.8"),
         // File extensions: denied, and not in the allow list.
         ("GET", "/setup.exe", String::new(), 404, "404.7"),
         ("GET", "/SETUP.EXE", String::new(), 404, "404.7"),

@@ -348,15 +348,18 @@ fn rules_rewrite_redirect_answer_and_abort() {
     assert!(evil.is_closed_or_reset());
 }
 
-/// The configuration of a site (`www` under `dir`) with UrlRewrite, Cgi
-/// (for `*.cgi`) and StaticFile: `rewrite`, the rewrite tables, before the
-/// site; `site_extra`, what follows its `[[sites]]` entry (locations).
+/// The configuration of a site (`www` under `dir`) with UrlRewrite,
+/// DynamicCompression, Cgi (for `*.cgi`) and StaticFile: `rewrite`, the
+/// rewrite tables, before the site; `site_extra`, what follows its
+/// `[[sites]]` entry (locations).
 fn rewrite_site(dir: &TempDir, rewrite: &str, site_extra: &str) -> PathBuf {
     dir.write(
         "riis.toml",
         format!(
             r#"[[modules]]
 name = "UrlRewrite"
+[[modules]]
+name = "DynamicCompression"
 [[modules]]
 name = "Cgi"
 [[modules]]
@@ -711,6 +714,11 @@ action = { type = "Rewrite", value = "/app/{R:1}" }
     assert_eq!(head.header("x-frame-options"), Some("DENY"));
     assert_eq!(head.header("etag"), html.header("etag"));
     assert!(head.header("accept-ranges").is_none());
+    // The file's length is not the page's.
+    assert_ne!(
+        head.header("content-length"),
+        Some(page.len().to_string().as_str())
+    );
     let tag = html.header("etag").unwrap().to_owned();
     conn.send_raw(
         format!("GET /page.html HTTP/1.1\r\nHost: t\r\nIf-None-Match: {tag}\r\n\r\n").as_bytes(),
@@ -735,8 +743,23 @@ action = { type = "Rewrite", value = "/app/{R:1}" }
 /// only: other headers and bodies are still rewritten.
 #[test]
 fn an_outbound_stop_holds_for_its_own_header() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("rewrite-outbound-stop");
     dir.write("www/page.html", "<a href=\"http://old.test/x\">x</a>");
+    for (name, script) in [
+        (
+            "moved.cgi",
+            "#!/bin/sh\nprintf 'Status: 302 Found\\r\\nLocation: /page.html\\r\\n\\r\\n'\n",
+        ),
+        (
+            "ae.cgi",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
+             echo \"the script saw ae=[$HTTP_ACCEPT_ENCODING]\"\nhead -c 4000 /dev/zero | tr '\\0' 'z'\n",
+        ),
+    ] {
+        let path = dir.write(&format!("www/{name}"), script);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let config = rewrite_site(
         &dir,
         r#"[[rewrite.outbound_rules]]
@@ -763,6 +786,42 @@ name = "other"
 server_variable = "RESPONSE_X_Other"
 pattern = ".*"
 action = { type = "Rewrite", value = "set" }
+
+[[rewrite.outbound_rules]]
+name = "switched off"
+enabled = false
+server_variable = "RESPONSE_X_Off"
+pattern = ".*"
+action = { type = "Rewrite", value = "on" }
+
+[rewrite.preconditions.IsRedirection]
+conditions = [{ input = "{RESPONSE_STATUS}", pattern = "^3\\d\\d$" }]
+
+[[rewrite.outbound_rules]]
+name = "redirects"
+precondition = "IsRedirection"
+server_variable = "RESPONSE_X_Was_Redirect"
+pattern = ".*"
+action = { type = "Rewrite", value = "{RESPONSE_STATUS}" }
+
+[[rewrite.rules]]
+name = "keep the encodings aside"
+pattern = "^ae\\.cgi$"
+server_variables = [
+    { name = "HTTP_X_ORIGINAL_ACCEPT_ENCODING", value = "{HTTP_ACCEPT_ENCODING}" },
+    { name = "HTTP_ACCEPT_ENCODING", value = "" },
+]
+action = { type = "None" }
+
+[rewrite.preconditions.NeedsRestoring]
+conditions = [{ input = "{HTTP_X_ORIGINAL_ACCEPT_ENCODING}", pattern = ".+" }]
+
+[[rewrite.outbound_rules]]
+name = "give the encodings back"
+precondition = "NeedsRestoring"
+server_variable = "HTTP_ACCEPT_ENCODING"
+pattern = ".*"
+action = { type = "Rewrite", value = "{HTTP_X_ORIGINAL_ACCEPT_ENCODING}" }
 "#,
         "",
     );
@@ -771,6 +830,28 @@ action = { type = "Rewrite", value = "set" }
     assert_eq!(resp.header("x-marker"), Some("first"));
     assert_eq!(resp.header("x-other"), Some("set"));
     assert_eq!(resp.text(), "<a href=\"/x\">x</a>");
+    // A rule switched off does nothing.
+    assert_eq!(resp.header("x-off"), None);
+    // `{RESPONSE_STATUS}`: IIS's IsRedirection precondition.
+    assert_eq!(resp.header("x-was-redirect"), None);
+    let moved = common::get(server.addr, "/moved.cgi");
+    assert_eq!(moved.status, 302);
+    assert_eq!(moved.header("x-was-redirect"), Some("302"));
+    // IIS's recipe for a backend that must answer uncompressed: the
+    // inbound rule keeps the client's Accept-Encoding aside, the outbound
+    // rule gives it back, and DynamicCompression still compresses.
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /ae.cgi HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    let compressed = conn.read_response(false);
+    assert_eq!(compressed.status, 200);
+    assert_eq!(compressed.header("content-encoding"), Some("gzip"));
+    let mut plain = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&compressed.body[..]),
+        &mut plain,
+    )
+    .unwrap();
+    assert!(plain.starts_with("the script saw ae=[]"), "{plain}");
 }
 
 #[test]

@@ -248,6 +248,10 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
                     .map_err(|e| format!("outbound rule `{name}`: {e}"))?;
             }
         }
+        // Rules switched off were checked like the others; they are left
+        // out now.
+        rules.retain(|rule| rule.enabled);
+        outbound_rules.retain(|rule| rule.enabled);
         Ok(RewriteConfig {
             rules,
             maps,

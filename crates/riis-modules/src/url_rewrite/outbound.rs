@@ -49,8 +49,8 @@ const IIS_TAGS: [(&str, &[&str]); 11] = [
     ("script", &["src"]),
 ];
 
-/// The most a response's first send may carry for its body to be
-/// rewritten (DynamicCompression's bound for the same reason).
+/// The most file-range bytes a response's first send may carry for its
+/// body to be rewritten (DynamicCompression's bound for the same reason).
 const MAX_FIRST_SEND: u64 = 4 * 1024 * 1024;
 
 /// How much memory the HTML rewriter of one response may hold (an
@@ -74,6 +74,8 @@ pub struct OutboundRule {
     /// to stop the rules after it).
     pub(super) value: Option<Template>,
     stop_processing: bool,
+    /// IIS's `enabled`: a rule switched off is checked, then left out.
+    pub(super) enabled: bool,
 }
 
 /// What an outbound rule matches.
@@ -81,6 +83,11 @@ pub struct OutboundRule {
 enum Target {
     /// A response header.
     Header(HeaderName),
+    /// A request header (`HTTP_ACCEPT_ENCODING`), for the modules that
+    /// read the request while the response goes out: IIS's recipe that
+    /// gives DynamicCompression back the `Accept-Encoding` an inbound rule
+    /// kept from a backend.
+    RequestHeader(HeaderName),
     /// Attributes of HTML elements, as lol_html selectors
     /// (`a[href]`) with the tag and attribute names.
     Attributes(Vec<Attribute>),
@@ -98,6 +105,8 @@ struct Attribute {
 #[serde(deny_unknown_fields)]
 struct RawOutboundRule {
     name: String,
+    #[serde(default = "yes")]
+    enabled: bool,
     #[serde(default)]
     precondition: Option<String>,
     #[serde(default)]
@@ -188,14 +197,20 @@ impl TryFrom<RawOutboundRule> for OutboundRule {
                 ))
             }
             (Some(variable), false) => {
-                let Some(header) = variable
-                    .get(..9)
-                    .filter(|p| p.eq_ignore_ascii_case("RESPONSE_"))
-                    .map(|_| &variable[9..])
-                else {
-                    return Err(in_rule(format!(
-                        "server_variable `{variable}`: outbound rules match response headers, `RESPONSE_<Name>`"
-                    )));
+                let prefixed = |prefix: &str| {
+                    variable
+                        .get(..prefix.len())
+                        .filter(|p| p.eq_ignore_ascii_case(prefix))
+                        .map(|_| &variable[prefix.len()..])
+                };
+                let (header, request) = match (prefixed("RESPONSE_"), prefixed("HTTP_")) {
+                    (Some(header), _) => (header, false),
+                    (None, Some(header)) => (header, true),
+                    (None, None) => {
+                        return Err(in_rule(format!(
+                            "server_variable `{variable}`: outbound rules match response headers (`RESPONSE_<Name>`) or request headers (`HTTP_<NAME>`)"
+                        )))
+                    }
                 };
                 let header = header.to_ascii_lowercase().replace('_', "-");
                 let header = HeaderName::try_from(header.as_str())
@@ -205,7 +220,11 @@ impl TryFrom<RawOutboundRule> for OutboundRule {
                         "`{variable}` is the HTTP layer's (framing, connection or date) and cannot be rewritten"
                     )));
                 }
-                Target::Header(header)
+                if request {
+                    Target::RequestHeader(header)
+                } else {
+                    Target::Header(header)
+                }
             }
             (None, true) => {
                 let mut attributes = Vec::new();
@@ -246,6 +265,7 @@ impl TryFrom<RawOutboundRule> for OutboundRule {
             }
         };
         Ok(OutboundRule {
+            enabled: raw.enabled,
             precondition: raw.precondition.map(|p| (p, usize::MAX)),
             target,
             pattern,
@@ -359,9 +379,9 @@ pub(super) fn on_headers(
     let mut file = FileName::default();
     let mut holds: Vec<Option<bool>> = vec![None; config.preconditions.len()];
     let mut body_rules = Vec::new();
-    // Headers a rule with `stop_processing` applied to: later rules leave
-    // them alone (and only them).
-    let mut stopped: Vec<HeaderName> = Vec::new();
+    // Headers (response or request) a rule with `stop_processing` applied
+    // to: later rules leave them alone (and only them).
+    let mut stopped: Vec<(HeaderName, bool)> = Vec::new();
     for (index, rule) in config.outbound_rules.iter().enumerate() {
         if let Some((_, at)) = &rule.precondition {
             let precondition = &config.preconditions[*at];
@@ -387,16 +407,23 @@ pub(super) fn on_headers(
                 continue;
             }
         }
-        let Target::Header(name) = &rule.target else {
-            body_rules.push(index);
-            continue;
+        let (name, request) = match &rule.target {
+            Target::Header(name) => (name, false),
+            Target::RequestHeader(name) => (name, true),
+            Target::Attributes(_) => {
+                body_rules.push(index);
+                continue;
+            }
         };
-        if stopped.contains(name) {
+        if stopped.contains(&(name.clone(), request)) {
             continue;
         }
-        let values: Vec<String> = ctx
-            .response()
-            .headers()
+        let headers = if request {
+            ctx.request().headers()
+        } else {
+            ctx.response().headers()
+        };
+        let values: Vec<String> = headers
             .get_all(name)
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
@@ -427,10 +454,10 @@ pub(super) fn on_headers(
             }
         }
         if changed {
-            set_header_values(ctx, rule, name, rewritten);
+            set_header_values(ctx, rule, name, request, rewritten);
         }
         if applied && rule.stop_processing {
-            stopped.push(name.clone());
+            stopped.push((name.clone(), request));
         }
     }
     // A 304 has no type to meet a precondition with: its URL's says
@@ -455,16 +482,48 @@ pub(super) fn on_headers(
     }
 }
 
-/// Whether a URL may answer HTML: its extension's type is HTML, or it has
-/// none (a folder, a route).
+/// Whether a URL may answer HTML: unless its extension's type is one that
+/// is never a page (images, media, fonts, scripts and styles, data,
+/// archives), it may: `.html`, a folder, a route, and a server script
+/// (`.php`, `.aspx`) whose output is HTML.
 pub(super) fn may_be_html(url: &str) -> bool {
     let name = url.rsplit('/').next().unwrap_or("");
-    match name.rsplit_once('.') {
-        Some((_, ext)) if !ext.is_empty() => mime_guess::from_ext(ext)
-            .iter()
-            .any(|m| m.essence_str() == "text/html" || m.essence_str() == "application/xhtml+xml"),
-        _ => true,
-    }
+    let Some((_, ext)) = name.rsplit_once('.').filter(|(_, ext)| !ext.is_empty()) else {
+        return true;
+    };
+    let types = mime_guess::from_ext(ext);
+    types.is_empty() || !types.iter().all(|m| is_never_a_page(&m))
+}
+
+/// Types whose responses attribute rules never rewrite. Not XML: it may be
+/// XHTML, and `.aspx` is XML to `mime_guess`.
+fn is_never_a_page(m: &mime_guess::Mime) -> bool {
+    matches!(m.type_().as_str(), "image" | "audio" | "video" | "font")
+        || m.subtype().as_str().starts_with("vnd.")
+        || matches!(
+            m.essence_str(),
+            "text/plain"
+                | "text/css"
+                | "text/csv"
+                | "text/javascript"
+                | "application/javascript"
+                | "application/json"
+                | "application/pdf"
+                | "application/zip"
+                | "application/gzip"
+                | "application/x-gzip"
+                | "application/x-tar"
+                | "application/x-bzip2"
+                | "application/x-xz"
+                | "application/x-7z-compressed"
+                | "application/x-rar-compressed"
+                | "application/octet-stream"
+                | "application/wasm"
+                | "application/x-msdownload"
+                | "application/java-archive"
+                | "application/rtf"
+                | "application/msword"
+        )
 }
 
 /// Headers of a response whose 200 would be rewritten, for one that
@@ -474,6 +533,9 @@ pub(super) fn may_be_html(url: &str) -> bool {
 fn describe_as_rewritten(ctx: &mut HttpContext) {
     let headers = ctx.response_mut().headers_mut();
     headers.remove(header::ACCEPT_RANGES);
+    // The file's length is not the page's: a HEAD says none rather than a
+    // wrong one (the rewritten length is known only by rewriting).
+    headers.remove(header::CONTENT_LENGTH);
     crate::content_encoding::weaken_etag(headers);
 }
 
@@ -483,6 +545,7 @@ fn set_header_values(
     ctx: &mut HttpContext,
     rule: &OutboundRule,
     name: &HeaderName,
+    request: bool,
     values: Vec<String>,
 ) {
     let mut checked = Vec::with_capacity(values.len());
@@ -494,6 +557,14 @@ fn set_header_values(
                 return;
             }
         }
+    }
+    if request {
+        let request = ctx.request_mut();
+        request.delete_header(name);
+        for value in checked {
+            request.append_header(name.clone(), value);
+        }
+        return;
     }
     let headers = ctx.response_mut().headers_mut();
     headers.remove(name);
@@ -565,23 +636,25 @@ impl BodyRewriter {
         encoding: AsciiCompatibleEncoding,
         charset_given: bool,
     ) -> Option<BodyRewriter> {
-        // A large body in one send (a big static file) would be rewritten
-        // whole, in memory, on the worker's turn: it goes as it is, as
-        // DynamicCompression leaves one.
-        let first_send: u64 = ctx
+        // A large file in one send (a big static file) would be read whole
+        // into memory to be rewritten on the worker's turn: it goes as it
+        // is, as DynamicCompression leaves one. Output already in memory
+        // (a proxied page held under its `response_buffer_limit`) is
+        // rewritten whatever its size.
+        let file_bytes: u64 = ctx
             .response()
             .entity_chunks()
             .iter()
             .map(|chunk| match chunk {
-                EntityChunk::Memory(bytes) => bytes.len() as u64,
+                EntityChunk::Memory(_) => 0,
                 EntityChunk::File { length, .. } => *length,
             })
             .sum();
-        if first_send > MAX_FIRST_SEND {
+        if file_bytes > MAX_FIRST_SEND {
             tracing::debug!(
                 url,
-                bytes = first_send,
-                "UrlRewrite: a body this large in one send is not rewritten"
+                bytes = file_bytes,
+                "UrlRewrite: a file this large in one send is not rewritten"
             );
             return None;
         }
@@ -778,4 +851,31 @@ fn html_encoding(ctx: &HttpContext) -> Option<(AsciiCompatibleEncoding, bool)> {
         None => encoding_rs::UTF_8,
     };
     Some((AsciiCompatibleEncoding::new(encoding)?, charset.is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_and_scripts_may_be_html_media_and_data_are_not() {
+        for url in [
+            "/",
+            "/a/",
+            "/route",
+            "/index.html",
+            "/x.htm",
+            "/p.php",
+            "/d.aspx",
+            "/q.jsp",
+        ] {
+            assert!(may_be_html(url), "{url}");
+        }
+        for url in [
+            "/a.png", "/v.mp4", "/f.woff2", "/s.css", "/app.js", "/d.json", "/r.txt", "/z.zip",
+            "/doc.pdf",
+        ] {
+            assert!(!may_be_html(url), "{url}");
+        }
+    }
 }

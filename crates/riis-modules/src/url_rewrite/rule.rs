@@ -29,12 +29,16 @@ pub struct Rule {
     /// Server variables (and, as `HTTP_*`, request headers) the rule sets
     /// when it applies.
     pub(super) server_variables: Vec<SetVariable>,
+    /// IIS's `enabled`: a rule switched off is checked, then left out.
+    pub(super) enabled: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRule {
     pub(super) name: String,
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
     pub(super) pattern: String,
     #[serde(default)]
     pub(super) pattern_syntax: PatternSyntax,
@@ -429,6 +433,7 @@ impl TryFrom<RawRule> for Rule {
                 _ => false,
             };
         Ok(Rule {
+            enabled: raw.enabled,
             server_variables,
             uses_groups,
             pattern,

@@ -458,6 +458,14 @@ impl Variables for RequestVariables<'_> {
 /// response's `Content-Type` (several values joined with `, `), as IIS's
 /// outbound rules name response headers.
 pub(super) fn variable_of(ctx: &HttpContext, name: &str) -> String {
+    // IIS's status variables, not headers (the `IsRedirection`
+    // precondition reads `{RESPONSE_STATUS}`).
+    if name == "RESPONSE_STATUS" {
+        return ctx.response().status().as_u16().to_string();
+    }
+    if name == "RESPONSE_SUBSTATUS" {
+        return ctx.response().substatus().to_string();
+    }
     if let Some(header) = name.strip_prefix("RESPONSE_") {
         let header = header.to_ascii_lowercase().replace('_', "-");
         let mut joined = String::new();
