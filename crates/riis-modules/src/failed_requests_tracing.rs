@@ -50,7 +50,8 @@
 //!   (`400-499`) or a code with its substatus (`404.2`);
 //! - `time_taken` (seconds, default 0: off): a request that took at least
 //!   this long is traced whatever its status;
-//! - `directory` (default: `riis-failed-requests` under the system temp dir);
+//! - `directory` (default: `riis-failed-requests-<uid>` under the system
+//!   temp dir, one per user, so one user's folder never stops another's);
 //! - `max_log_files` (default 50, at least 1);
 //! - `hidden_headers` (default empty): request headers shown as `(hidden)`
 //!   besides `Authorization`, `Cookie` and `Proxy-Authorization`;
@@ -496,7 +497,7 @@ impl HttpModule for FailedRequestsTracing {
         }
         self.following = Some(id);
         let dir = if config.directory.as_os_str().is_empty() {
-            std::env::temp_dir().join("riis-failed-requests")
+            crate::per_user_temp("riis-failed-requests")
         } else {
             // Relative to the configuration's folder.
             self.traces.folder.join(&config.directory)

@@ -55,6 +55,14 @@ pub(crate) const URL_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_
     .remove(b'~')
     .remove(b'/');
 
+/// `name-<uid>` under the system temp dir: a default folder of the
+/// user the server runs as. A folder shared by name would be the first
+/// user's (riis refuses a folder another user owns), and a server run
+/// once as root would leave the service's user without it.
+pub(crate) fn per_user_temp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{name}-{}", nix::unistd::getuid()))
+}
+
 /// Gives a response's entity chunks to `take` in order, the files' ranges
 /// read in blocks of 64 KiB: for the modules that transform the bytes
 /// (compression, outbound rewriting).

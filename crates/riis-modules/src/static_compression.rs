@@ -44,7 +44,8 @@
 //! - `enabled` (default true);
 //! - `mime_types` (default: `text/*`, JSON, JavaScript, XML, SVG, WASM …);
 //! - `min_size` (2700) and `max_size` (4194304);
-//! - `directory` (default: `riis-compressed` under the system temp dir);
+//! - `directory` (default: `riis-compressed-<uid>` under the system temp
+//!   dir, one per user, so one user's folder never stops another's);
 //! - `gzip_level` (9), `brotli_quality` (9) and `zstd_level` (19, the
 //!   highest whose window browsers accept): paid once per file;
 //! - `do_disk_space_limiting` (true) and `max_disk_space_usage` (100, in
@@ -540,7 +541,7 @@ impl StaticCompressionConfig {
     /// folder, `folder`), or the default under the system temp dir.
     fn copy_directory(&self, folder: &Path) -> PathBuf {
         if self.directory.as_os_str().is_empty() {
-            std::env::temp_dir().join("riis-compressed")
+            crate::per_user_temp("riis-compressed")
         } else {
             folder.join(&self.directory)
         }

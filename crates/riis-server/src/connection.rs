@@ -539,8 +539,11 @@ impl Activity {
 
     /// The sweeper's verdict at time `t`.
     fn check(&self, t: u32, timeouts: &Timeouts) -> Option<Verdict> {
+        // The clock counts whole seconds: `limit` whole ticks may be a
+        // little less than `limit` seconds, one more never is. A timeout
+        // fires between its limit and two seconds after it, never early.
         let after =
-            |since: u32, limit: u64| limit > 0 && u64::from(t.saturating_sub(since)) >= limit;
+            |since: u32, limit: u64| limit > 0 && u64::from(t.saturating_sub(since)) > limit;
         let blocked = self.write_blocked.load(Ordering::Relaxed)
             || self.flush_blocked.load(Ordering::Relaxed);
         if blocked && after(self.last_write.load(Ordering::Relaxed), timeouts.send) {

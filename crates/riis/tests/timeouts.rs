@@ -69,6 +69,33 @@ fn a_slow_request_head_gets_408_and_a_close_while_others_are_served() {
     }
 }
 
+/// A timeout never fires before its limit, though the sweep's clock counts
+/// whole seconds: heads finished in well under `header_read = 1` are all
+/// served, however their start falls against the clock's ticks.
+#[test]
+fn a_head_within_the_limit_is_never_cut_early() {
+    let (_dir, server) = server("header_read = 1\nkeep_alive = 30");
+    let heads: Vec<std::thread::JoinHandle<String>> = (0..10)
+        .map(|i| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                // Spread over a second, so some start just before a tick.
+                std::thread::sleep(Duration::from_millis(100 * i));
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(b"GET /a.txt HTTP/1.1\r\nHost: a\r\n").unwrap();
+                std::thread::sleep(Duration::from_millis(600));
+                s.write_all(b"Connection: close\r\n\r\n").unwrap();
+                let (got, _) = read_until_close(&mut s, Duration::from_secs(10));
+                String::from_utf8_lossy(&got).into_owned()
+            })
+        })
+        .collect();
+    for head in heads {
+        let text = head.join().unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    }
+}
+
 /// A kept-alive connection's second head, arriving too slowly, gets its
 /// 408 too (not only a connection's first request).
 #[test]
