@@ -96,7 +96,9 @@ impl StreamStall {
     /// returns whether it did.
     pub(crate) fn reset_if_stalled(&self, t: u32, limit: u64) -> bool {
         let stalled = self.waiting.load(Ordering::Relaxed)
-            && u64::from(t.saturating_sub(self.since.load(Ordering::Relaxed))) >= limit;
+            // More whole ticks than the limit, as the connection's own
+            // timeouts: never early (see `Activity::check`).
+            && u64::from(t.saturating_sub(self.since.load(Ordering::Relaxed))) > limit;
         if stalled {
             self.abort.abort();
         }
