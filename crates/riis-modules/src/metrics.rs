@@ -369,7 +369,7 @@ fn page(ctx: &HttpContext) -> String {
         ),
         (
             "riis_response_body_bytes_total",
-            "Response entity bytes sent, by site.",
+            "Response entity bytes handed to the connection, by site (a download cut short counts whole).",
             |t: &Totals| t.response_bytes,
         ),
     ] {

@@ -63,11 +63,42 @@ impl fmt::Display for ConfigError {
         if let Some(key) = &self.key {
             write!(f, "key `{key}`: ")?;
         }
-        f.write_str(&self.message)
+        f.write_str(&plain_words(&self.message))
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A message of the TOML and serde crates in the words of a configuration
+/// file rather than of Rust's types (`expected u64` is "expected a whole
+/// number of 0 or more", a sequence an array, a map a table).
+fn plain_words(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected u32", "expected a whole number of 0 or more"),
+        ("expected u16", "expected a whole number of 0 or more"),
+        ("expected u8", "expected a whole number of 0 or more"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: map", "invalid type: table"),
+        (
+            "invalid type: floating point",
+            "invalid type: number with a fraction",
+        ),
+    ] {
+        if out.contains(rust) {
+            out = out.replace(rust, plain);
+        }
+    }
+    out
+}
 
 /// The most worker threads `server.worker_threads` may ask for.
 pub const MAX_WORKER_THREADS: usize = 1024;

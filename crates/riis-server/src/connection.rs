@@ -1637,8 +1637,11 @@ mod tests {
         activity.read_total.store(40, Ordering::Relaxed);
         activity.head_started.store(t + 60, Ordering::Relaxed);
         assert_eq!(activity.check(t + 61, &limits), None);
+        // Ten whole ticks may be a little less than ten seconds: the
+        // eleventh is past them.
+        assert_eq!(activity.check(t + 70, &limits), None);
         assert_eq!(
-            activity.check(t + 70, &limits),
+            activity.check(t + 71, &limits),
             Some(Verdict::Expire(Expiry::HeaderRead))
         );
     }
@@ -1652,10 +1655,11 @@ mod tests {
         // Frames read while idle (a client's PINGs) are no request head.
         activity.received(17);
         assert_eq!(activity.check(t + 30, &limits), None);
-        assert_eq!(activity.check(t + 75, &limits), Some(Verdict::Drain));
+        assert_eq!(activity.check(t + 75, &limits), None);
+        assert_eq!(activity.check(t + 76, &limits), Some(Verdict::Drain));
         activity.drain();
         assert_eq!(
-            activity.check(t + 76, &limits),
+            activity.check(t + 77, &limits),
             Some(Verdict::Expire(Expiry::KeepAlive))
         );
     }

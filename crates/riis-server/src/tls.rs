@@ -61,9 +61,15 @@ pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, Stri
         })?;
     CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
         format!(
-            "`{}` and `{}` do not make a usable certificate: {e}",
+            "`{}` and `{}` do not make a usable certificate: {}",
             source.certificate.display(),
-            source.key.display()
+            source.key.display(),
+            match e {
+                rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                    "the private key does not belong to the certificate".to_owned()
+                }
+                e => e.to_string(),
+            }
         )
     })
 }

@@ -344,7 +344,7 @@ fn certificate_problems_are_configuration_errors() {
         ),
         (
             "certificate = \"a.crt\"\ncertificate_key = \"wrong.key\"",
-            "do not make a usable certificate",
+            "do not make a usable certificate: the private key does not belong to the certificate",
         ),
         // Not files: a device and a FIFO are refused at once, not read
         // for ever or waited on.
@@ -358,7 +358,7 @@ fn certificate_problems_are_configuration_errors() {
         ),
         ("", "an https binding needs the site's `certificate`"),
         ("certificate = \"a.crt\"", "needs its `certificate_key`"),
-        ("hsts = { max_age = \"soon\" }\ncertificate = \"a.crt\"\ncertificate_key = \"wrong.key\"", "expected u64"),
+        ("hsts = { max_age = \"soon\" }\ncertificate = \"a.crt\"\ncertificate_key = \"wrong.key\"", "expected a whole number of 0 or more"),
     ];
     for (keys, expected) in cases {
         let config = dir.write(
