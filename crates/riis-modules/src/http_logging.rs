@@ -96,19 +96,45 @@ pub struct HttpLoggingConfig {
     pub fields: LogFields,
 }
 
-/// `directory`: a folder, or a path where one can be made; something else
-/// already there (a file) is a configuration error, not a log lost at the
-/// first request.
+/// `directory`: a folder this process can write in, or a path where one
+/// can be made; something else already there (a file), or a folder it
+/// cannot write in, is a configuration error, not a log lost at the first
+/// request (checked as the user that checks the configuration, as the pid
+/// file's folder is).
 fn log_directory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     let path = PathBuf::deserialize(d)?;
     let full = riis_pipeline::configuration_folder().join(&path);
-    match std::fs::metadata(&full) {
-        Ok(meta) if !meta.is_dir() => Err(serde::de::Error::custom(format!(
+    // The folder, or the nearest path above it that exists (where it would
+    // be made).
+    let Some(existing) = full.ancestors().find(|p| p.exists()) else {
+        return Ok(path);
+    };
+    if !existing.is_dir() {
+        return Err(serde::de::Error::custom(format!(
             "{} is not a folder",
-            full.display()
-        ))),
-        _ => Ok(path),
+            existing.display()
+        )));
     }
+    let writable = nix::unistd::access(
+        existing,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .is_ok();
+    if !writable {
+        let why = if existing == full {
+            format!("{} cannot be written to by this user", full.display())
+        } else {
+            format!(
+                "{} cannot be made: {} cannot be written to by this user",
+                full.display(),
+                existing.display()
+            )
+        };
+        return Err(serde::de::Error::custom(format!(
+            "{why} (access log lines would be lost from the first request)"
+        )));
+    }
+    Ok(path)
 }
 
 impl Default for HttpLoggingConfig {

@@ -401,6 +401,29 @@ fn unknown_fields_are_configuration_errors() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("http_logging.period"), "{err}");
+
+    // A log folder that cannot be made is refused before the first
+    // request would lose its line: a file where it would go.
+    dir.write("a-file", "x");
+    let blocked = config(&dir, "directory = \"a-file/logs\"");
+    let out = common::riis_command("check-config", &blocked);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http_logging.directory"), "{err}");
+    assert!(err.contains("a-file is not a folder"), "{err}");
+    // One this user cannot write in (root writes anywhere: only checked
+    // as another user).
+    if !nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let locked = dir.path().join("locked");
+        std::fs::create_dir_all(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let unwritable = config(&dir, "directory = \"locked/logs\"");
+        let out = common::riis_command("check-config", &unwritable);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot be written to by this user"), "{err}");
+    }
 }
 
 /// `riis status` shows what the operators' modules hold: log folders and
