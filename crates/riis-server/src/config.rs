@@ -141,6 +141,59 @@ pub struct ServerSettings {
     pub pid_file: PathBuf,
 }
 
+impl ServerSettings {
+    /// The `[server]` keys whose values differ from `other`'s.
+    pub fn changed_keys(&self, other: &ServerSettings) -> Vec<&'static str> {
+        // Destructured: a new setting must be named here to compile.
+        let ServerSettings {
+            worker_threads,
+            shutdown_timeout,
+            health_check_interval,
+            response_buffer_limit,
+            server_header,
+            file_cache_size,
+            file_cache_max_file_size,
+            file_cache_cleanup_interval,
+            certificate_check_interval,
+            pid_file,
+        } = self;
+        [
+            ("worker_threads", *worker_threads != other.worker_threads),
+            (
+                "shutdown_timeout",
+                *shutdown_timeout != other.shutdown_timeout,
+            ),
+            (
+                "health_check_interval",
+                *health_check_interval != other.health_check_interval,
+            ),
+            (
+                "response_buffer_limit",
+                *response_buffer_limit != other.response_buffer_limit,
+            ),
+            ("server_header", *server_header != other.server_header),
+            ("file_cache_size", *file_cache_size != other.file_cache_size),
+            (
+                "file_cache_max_file_size",
+                *file_cache_max_file_size != other.file_cache_max_file_size,
+            ),
+            (
+                "file_cache_cleanup_interval",
+                *file_cache_cleanup_interval != other.file_cache_cleanup_interval,
+            ),
+            (
+                "certificate_check_interval",
+                *certificate_check_interval != other.certificate_check_interval,
+            ),
+            ("pid_file", *pid_file != other.pid_file),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(key, _)| key)
+        .collect()
+    }
+}
+
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
@@ -1491,6 +1544,19 @@ fn index_keys(text: &str, lines: &Lines) -> Result<KeyIndex, toml::de::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_server_settings_are_named() {
+        let running = ServerSettings::default();
+        let mut edited = running.clone();
+        edited.shutdown_timeout = 5;
+        edited.pid_file = PathBuf::from("run/riis.pid");
+        assert_eq!(
+            edited.changed_keys(&running),
+            ["shutdown_timeout", "pid_file"]
+        );
+        assert!(running.changed_keys(&running).is_empty());
+    }
 
     #[test]
     fn bindings_parse_like_iis() {

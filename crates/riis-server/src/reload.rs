@@ -144,7 +144,11 @@ impl Reloader {
         if config.settings != self.fixed {
             // All of `[server]` stays, the pipeline's part of it (the Server
             // header, the response buffer) too, as the warning says.
-            tracing::warn!("[server] changes need a restart; the running values stay");
+            let keys = config.settings.changed_keys(&self.fixed).join(", ");
+            tracing::warn!(
+                changed = %keys,
+                "[server] changes need a restart; the running values stay"
+            );
             config.settings = self.fixed.clone();
         }
         let extra: Vec<(&str, RegisterModuleFn)> =
