@@ -714,8 +714,9 @@ impl Sink {
             .as_ref()
             .is_some_and(|(f, fields)| *f == batch.file && **fields == *batch.fields);
         let mut head = Vec::new();
-        if written.torn && !(batch.continues && same) {
-            // End the line a failed write left unfinished.
+        if written.torn && !(batch.continues && same) && !empty {
+            // End the line a failed write left unfinished (not in a new
+            // file, which would start with an empty line).
             head.push(b'\n');
         }
         // The rest of a line a failed write cut, when the file it began in
@@ -1526,6 +1527,22 @@ mod tests {
         let text = std::fs::read_to_string(folder.join("u_ex.log")).unwrap();
         let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(body, ["next line"], "{text}");
+        // A batch of new lines after the cut one, in a new file: no empty
+        // line ends the cut one there.
+        std::fs::remove_file(folder.join("u_ex.log")).unwrap();
+        let mut written = Written {
+            last: Some(("u_ex.log".into(), fields.clone())),
+            torn: true,
+            failure: None,
+        };
+        let fresh = Batch {
+            continues: false,
+            lines: b"new line\n".to_vec(),
+            ..rest
+        };
+        assert!(sink.write_batch(&mut written, &fresh).is_ok());
+        let text = std::fs::read_to_string(folder.join("u_ex.log")).unwrap();
+        assert!(text.starts_with('#'), "{text:?}");
         std::fs::remove_dir_all(&folder).unwrap();
     }
 
