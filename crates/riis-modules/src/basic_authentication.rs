@@ -637,16 +637,21 @@ impl HttpModule for BasicAuthentication {
     }
 }
 
-/// The section Basic authentication runs with: this location's where it is
-/// enabled, else that of the location the client asked for before a
-/// rewrite, where it is (a front controller's rewrite must not skip the
-/// logon the client's location asks for); `None` where neither enables it.
+/// The section Basic authentication runs with: that of the location the
+/// client asked for before a rewrite, where it is enabled (its users and
+/// realm: a front controller's rewrite must neither skip the logon the
+/// client's location asks for nor let the users of another location's
+/// file in), else this location's, where it is; `None` where neither
+/// enables it.
 fn enabled_config(
     ctx: &HttpContext,
     section: Section<BasicAuthenticationConfig>,
 ) -> Option<&BasicAuthenticationConfig> {
     let (here, asked) = crate::both_configs(ctx, section);
-    std::iter::once(here).chain(asked).find(|c| c.enabled)
+    asked
+        .into_iter()
+        .chain(std::iter::once(here))
+        .find(|c| c.enabled)
 }
 
 /// The request's host name without its port (the `SERVER_NAME` server

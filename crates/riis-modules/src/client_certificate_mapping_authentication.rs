@@ -304,11 +304,19 @@ impl HttpModule for ClientCertificateMappingAuthentication {
         let Some(cert) = ctx.client_certificate() else {
             return RequestNotificationStatus::Continue;
         };
-        // This location's mappings first; after a rewrite, those of the
-        // location the client asked for as well: a deny in either denies.
+        // After a rewrite, the mappings of the location the client asked
+        // for and of this one: a deny in either denies, and a location
+        // whose mappings do not know the certificate logs nobody on, so a
+        // rewrite cannot lend one location's users to another. The user is
+        // the one the client's location maps.
         let (here, asked) = crate::both_configs(ctx, self.config);
         let mut user = None;
-        for config in std::iter::once(here).chain(asked).filter(|c| c.enabled) {
+        let mut unknown = false;
+        for config in asked
+            .into_iter()
+            .chain(std::iter::once(here))
+            .filter(|c| c.enabled)
+        {
             match map(config, cert) {
                 Mapped::User(name, roles) => {
                     user.get_or_insert_with(|| {
@@ -328,10 +336,10 @@ impl HttpModule for ClientCertificateMappingAuthentication {
                         crate::E_ACCESS_DENIED,
                     );
                 }
-                Mapped::Unmapped => {}
+                Mapped::Unmapped => unknown = true,
             }
         }
-        if let Some(user) = user {
+        if let Some(user) = user.filter(|_| !unknown) {
             ctx.set_user(user);
         }
         RequestNotificationStatus::Continue

@@ -560,6 +560,11 @@ impl HttpModule for CustomError {
             ] {
                 child.request_mut().delete_header(name);
             }
+            // The page is the request now: an application behind it (a
+            // front controller that routes on `REQUEST_URI`) must not run
+            // the route of a URL that was just refused (an IP restriction's
+            // or a filter's 404, a 403, a 401).
+            child.set_server_variable("REQUEST_URI", url.as_str());
             ctx.execute_request(
                 child,
                 ExecuteFlags {

@@ -70,6 +70,11 @@ pub(crate) fn meta_variables(
         asked.as_deref().unwrap_or(req.raw_url()).as_bytes(),
     );
     emit("SCRIPT_NAME", req.url().as_bytes());
+    // As IIS's URL Rewrite and ARR say it: the URL the client asked for,
+    // when a rule changed it (never a client's own header of that name).
+    if req.client_url() != req.raw_url() {
+        emit("HTTP_X_ORIGINAL_URL", req.client_url().as_bytes());
+    }
     emit("SCRIPT_FILENAME", script.as_os_str().as_encoded_bytes());
     emit(
         "DOCUMENT_ROOT",
@@ -100,10 +105,15 @@ pub(crate) fn meta_variables(
         // A name with `_`, `.` or another sign would pass for the `-` one
         // (`X_Forwarded_For` as HTTP_X_FORWARDED_FOR): dropped, as nginx
         // and Apache do. `Proxy` as HTTP_PROXY would set the
-        // application's outbound proxy ("httpoxy").
+        // application's outbound proxy ("httpoxy"). `X-Original-URL` and
+        // `X-Rewrite-URL` are the server's to say (applications written for
+        // IIS route on them): a client's would send the application to a
+        // route riis never judged.
         if *name == header::CONTENT_LENGTH
             || *name == header::HOST
             || name.as_str() == "proxy"
+            || name.as_str() == "x-original-url"
+            || name.as_str() == "x-rewrite-url"
             || !crate::is_plain_header_name(name.as_str())
             || (*name == header::AUTHORIZATION && !pass_authorization)
         {

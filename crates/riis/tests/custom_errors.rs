@@ -495,3 +495,59 @@ bindings = ["127.0.0.1:0"]
     assert_eq!(resp.header("x-kept"), Some("yes"));
     assert_eq!(resp.header("content-type"), Some("text/html"));
 }
+
+/// An ExecuteURL page that is an application (a front controller) runs as
+/// its own URL: a refused URL's route is not run behind the refusal.
+#[test]
+fn an_execute_url_application_does_not_run_the_refused_route() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("custom-errors-app");
+    let script = dir.write(
+        "www/index.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"route=$REQUEST_URI\"\n",
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "RequestFiltering"
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "Cgi"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+modules = ["StaticFile"]
+
+[http_errors]
+error_mode = "Custom"
+errors = [{{ status = 404, path = "/index.cgi", response_mode = "ExecuteURL" }}]
+
+[request_filtering]
+denied_url_sequences = ["/internal/"]
+
+[[sites]]
+name = "App"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = dir.path().join("www").display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let refused = common::get(server.addr, "/internal/delete-user?id=1");
+    assert_eq!(refused.status, 404);
+    assert_eq!(refused.text().trim(), "route=/index.cgi");
+}

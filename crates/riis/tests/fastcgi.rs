@@ -190,6 +190,7 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
                     "HTTP_HOST",
                     "HTTPS",
                     "DOCUMENT_ROOT",
+                    "HTTP_X_ORIGINAL_URL",
                 ] {
                     let value = request.params.get(name).map_or("unset", |v| v.as_str());
                     text.push_str(&format!("{name}={value}\n"));
@@ -507,6 +508,7 @@ fn the_application_gets_the_request_and_makes_the_response() {
     conn.send_raw(
         b"POST /echo.fcgi?a=1 HTTP/1.1\r\nHost: fcgi.test\r\nUser-Agent: tester\r\n\
           Proxy: http://evil.test/\r\nAuthorization: Basic c2VjcmV0\r\n\
+          X-Original-URL: /admin/delete\r\n\
           Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
     );
     let resp = conn.read_response(false);
@@ -522,8 +524,10 @@ fn the_application_gets_the_request_and_makes_the_response() {
         "CONTENT_TYPE=text/plain",
         "CONTENT_LENGTH=11",
         "HTTP_USER_AGENT=tester",
-        // httpoxy and the password stay out; `params` add and replace.
+        // httpoxy, the password and a client's X-Original-URL stay out;
+        // `params` add and replace.
         "HTTP_PROXY=unset",
+        "HTTP_X_ORIGINAL_URL=unset",
         "HTTP_AUTHORIZATION=unset",
         "APP_ENV=testing",
         "SERVER_SOFTWARE=replaced",

@@ -999,6 +999,7 @@ fn a_rewrite_does_not_skip_the_access_rules_of_the_clients_location() {
     let alice = bcrypt::hash("wonderland", 4).unwrap();
     dir.write("users", format!("alice:{alice}\nbob:{alice}\n"));
     dir.write("groups", "admins: alice\n");
+    dir.write("vault-users", format!("root:{alice}\n"));
     dir.write("www/front.txt", "front");
     dir.write("www/members/real.txt", "real");
     let root = dir.path().join("www");
@@ -1023,6 +1024,7 @@ verbs = ["GET", "HEAD"]
 modules = ["StaticFile"]
 
 [basic_authentication]
+enabled = true
 user_file = "users"
 group_file = "groups"
 
@@ -1046,6 +1048,13 @@ anonymous_authentication = {{ enabled = false }}
 path = "/admin"
 basic_authentication = {{ enabled = true }}
 authorization = {{ rules = [{{ access = "Allow", roles = "admins" }}] }}
+
+# A logon of its own: the site's users (enabled at the site's level above
+# for every URL) are not its users.
+[[sites.locations]]
+path = "/vault"
+basic_authentication = {{ enabled = true, user_file = "vault-users", realm = "Vault" }}
+anonymous_authentication = {{ enabled = false }}
 "#,
             root = root.display()
         ),
@@ -1080,4 +1089,15 @@ authorization = {{ rules = [{{ access = "Allow", roles = "admins" }}] }}
     assert_eq!(get("/admin/users", None).status, 401);
     assert_eq!(get("/admin/users", Some("bob")).status, 401);
     assert_eq!(get("/admin/users", Some("alice")).text(), "front");
+    // A route under /vault is logged on with /vault's users, not with those
+    // of the location the rewrite led to.
+    assert_eq!(get("/vault/open", Some("bob")).status, 401);
+    let vault = get("/vault/open", None);
+    assert!(
+        vault
+            .header("www-authenticate")
+            .is_some_and(|c| c.contains("Vault")),
+        "{vault:?}"
+    );
+    assert_eq!(get("/vault/open", Some("root")).text(), "front");
 }
