@@ -267,7 +267,8 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
             // once, then each line echoed, until `bye`.
             "/ws" if received.header("upgrade").is_some() => {
                 let _ = out.write_all(
-                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: accepted\r\n\r\nhello\n",
+                    // The accept value of the tests' key `a2V5` (RFC 6455).
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: acoMowsaMs4gzl5sy2uaF1804GA=\r\n\r\nhello\n",
                 );
                 loop {
                     let mut line = String::new();
@@ -291,6 +292,13 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                 &received.method,
             ),
             "/health" => respond(out, "200 OK", &[], b"fine", &received.method),
+            // A 101 to any key, as a URL that echoes a status would send.
+            "/ws-forged" => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                return;
+            }
             // Switches without saying to what.
             "/ws-bare" => {
                 let _ = out
@@ -1198,7 +1206,10 @@ fn websockets_pass_through() {
     assert_eq!(head.status, 101);
     assert_eq!(head.header("upgrade"), Some("websocket"));
     assert_eq!(head.header("connection"), Some("upgrade"));
-    assert_eq!(head.header("sec-websocket-accept"), Some("accepted"));
+    assert_eq!(
+        head.header("sec-websocket-accept"),
+        Some("acoMowsaMs4gzl5sy2uaF1804GA=")
+    );
     assert_eq!(head.header("content-length"), None);
     assert_eq!(conn.read_line(), "hello\n");
     assert_eq!(conn.read_line(), "echo: first\n");
@@ -1221,7 +1232,8 @@ fn websockets_pass_through() {
     // `timeout` (1 s here) without a byte either way ends it.
     let mut idle = Connection::open(server.addr);
     idle.send_raw(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: a2V5\r\n\r\n",
     );
     assert_eq!(idle.read_response(true).status, 101);
     assert_eq!(idle.read_line(), "hello\n");
@@ -1254,7 +1266,8 @@ fn websockets_pass_through() {
     // Offered beside WebSocket, h2c is left out.
     let mut both = Connection::open(server.addr);
     both.send_raw(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\
+          Sec-WebSocket-Key: a2V5\r\n\r\n",
     );
     assert_eq!(both.read_response(true).status, 101);
     assert_eq!(backend.seen.last().header("upgrade"), Some("websocket"));
@@ -1275,6 +1288,14 @@ fn websockets_pass_through() {
         b"GET /ws-bare HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     );
     assert_eq!(bare.read_response(false).status, 502);
+    // Nor is a WebSocket 101 that does not answer the request's key: it
+    // would open a tunnel to the server past every module.
+    let mut forged = Connection::open(server.addr);
+    forged.send_raw(
+        b"GET /ws-forged HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert_eq!(forged.read_response(false).status, 502);
 }
 
 /// An `https://` server is reached over TLS, its certificate checked

@@ -648,6 +648,17 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
     Err(Failure::Unreachable(failures.join("; ")))
 }
 
+/// The `Sec-WebSocket-Accept` a server must answer to `key` (RFC 6455
+/// §4.2.2): the SHA-1 of the key and the protocol's GUID, in base64.
+fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut hash = sha1::Sha1::new();
+    hash.update(key);
+    hash.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(hash.finalize())
+}
+
 /// hyper's error, with what its terse "message head is too large" means.
 fn explained(e: &hyper::Error) -> String {
     if e.is_parse_too_large() {
@@ -772,6 +783,25 @@ async fn switch(
             server.name
         )));
     };
+    // A WebSocket switch proves the server read this request's key (RFC
+    // 6455 §4.2.2): any other 101 (a status a URL echoes back) would open
+    // a raw tunnel to the server past every module.
+    if protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        let expected = job
+            .headers
+            .get("sec-websocket-key")
+            .map(|key| websocket_accept(key.as_bytes()));
+        let accepted = response
+            .headers()
+            .get("sec-websocket-accept")
+            .map(|v| v.as_bytes());
+        if expected.is_none() || expected.as_deref().map(str::as_bytes) != accepted {
+            return Err(Failure::Broken(format!(
+                "{} answered 101 for a WebSocket without the request key's Sec-WebSocket-Accept",
+                server.name
+            )));
+        }
+    }
     server.mark_up();
     job.relay.mark_activity();
     let (parts, _) = response.into_parts();
@@ -973,4 +1003,17 @@ fn reverse_rewrite(job: &Job, server: &Server, value: &HeaderValue) -> Option<He
     }
     let client_scheme = if job.https { "https://" } else { "http://" };
     HeaderValue::from_str(&format!("{client_scheme}{client}{after}")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_websocket_accept_value_is_rfc_6455s() {
+        assert_eq!(
+            websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 }
