@@ -55,7 +55,7 @@ const MAX_FIRST_SEND: u64 = 4 * 1024 * 1024;
 
 /// How much memory the HTML rewriter of one response may hold (an
 /// unfinished tag that goes on and on): past it the response is cut short.
-const REWRITER_MEMORY: usize = 1024 * 1024;
+const REWRITER_MEMORY: usize = 4 * 1024 * 1024;
 
 /// An outbound rule, compiled.
 #[derive(Debug, Deserialize)]
@@ -482,48 +482,20 @@ pub(super) fn on_headers(
     }
 }
 
-/// Whether a URL may answer HTML: unless its extension's type is one that
-/// is never a page (images, media, fonts, scripts and styles, data,
-/// archives), it may: `.html`, a folder, a route, and a server script
-/// (`.php`, `.aspx`) whose output is HTML.
+/// Whether a URL may answer HTML: one without an extension (a folder, a
+/// route), an HTML extension, or a server script's (`.php`, `.aspx`) whose
+/// output is HTML. Any other extension, known or not, keeps its ranges: a
+/// download (`.tgz`, `.qcow2`) must resume.
 pub(super) fn may_be_html(url: &str) -> bool {
     let name = url.rsplit('/').next().unwrap_or("");
     let Some((_, ext)) = name.rsplit_once('.').filter(|(_, ext)| !ext.is_empty()) else {
         return true;
     };
-    let types = mime_guess::from_ext(ext);
-    types.is_empty() || !types.iter().all(|m| is_never_a_page(&m))
-}
-
-/// Types whose responses attribute rules never rewrite. Not XML: it may be
-/// XHTML, and `.aspx` is XML to `mime_guess`.
-fn is_never_a_page(m: &mime_guess::Mime) -> bool {
-    matches!(m.type_().as_str(), "image" | "audio" | "video" | "font")
-        || m.subtype().as_str().starts_with("vnd.")
-        || matches!(
-            m.essence_str(),
-            "text/plain"
-                | "text/css"
-                | "text/csv"
-                | "text/javascript"
-                | "application/javascript"
-                | "application/json"
-                | "application/pdf"
-                | "application/zip"
-                | "application/gzip"
-                | "application/x-gzip"
-                | "application/x-tar"
-                | "application/x-bzip2"
-                | "application/x-xz"
-                | "application/x-7z-compressed"
-                | "application/x-rar-compressed"
-                | "application/octet-stream"
-                | "application/wasm"
-                | "application/x-msdownload"
-                | "application/java-archive"
-                | "application/rtf"
-                | "application/msword"
-        )
+    const PAGES: [&str; 14] = [
+        "html", "htm", "xhtml", "shtml", "php", "phtml", "asp", "aspx", "jsp", "cfm", "cgi", "pl",
+        "py", "rb",
+    ];
+    PAGES.iter().any(|page| page.eq_ignore_ascii_case(ext))
 }
 
 /// Headers of a response whose 200 would be rewritten, for one that
@@ -533,9 +505,8 @@ fn is_never_a_page(m: &mime_guess::Mime) -> bool {
 fn describe_as_rewritten(ctx: &mut HttpContext) {
     let headers = ctx.response_mut().headers_mut();
     headers.remove(header::ACCEPT_RANGES);
-    // The file's length is not the page's: a HEAD says none rather than a
-    // wrong one (the rewritten length is known only by rewriting).
-    headers.remove(header::CONTENT_LENGTH);
+    // A HEAD keeps the file's length: the page's is known only by
+    // rewriting it, and the server would count an empty body instead.
     crate::content_encoding::weaken_etag(headers);
 }
 
