@@ -502,15 +502,24 @@ impl HttpModule for UrlRewrite {
         }
         let status = self.inbound(ctx);
         // A range of a page that attribute rules rewrite would be a range
-        // of the file, not of the page the client was sent: such a URL is
-        // answered whole (images, videos and other types keep ranges).
+        // of the file, not of the page the client was sent, and a copy
+        // validated by the file's tag or date may have been made under
+        // other rules: such a URL is answered whole and fresh (downloads
+        // and other types keep ranges and validators).
         if status == RequestNotificationStatus::Continue
             && ctx.config(self.config).has_body_rules()
             && outbound::may_be_html(ctx.request().url())
         {
+            use riis_pipeline::http::header;
             let request = ctx.request_mut();
-            request.delete_header(riis_pipeline::http::header::RANGE);
-            request.delete_header(riis_pipeline::http::header::IF_RANGE);
+            for name in [
+                header::RANGE,
+                header::IF_RANGE,
+                header::IF_NONE_MATCH,
+                header::IF_MODIFIED_SINCE,
+            ] {
+                request.delete_header(name);
+            }
         }
         status
     }

@@ -499,15 +499,23 @@ pub(super) fn may_be_html(url: &str) -> bool {
 }
 
 /// Headers of a response whose 200 would be rewritten, for one that
-/// carries none of the body (HEAD, 304) or part of it (206): its tag is
-/// weak and it offers no ranges, as the rewritten 200's, so that no client
-/// or cache joins unrewritten bytes to rewritten ones.
+/// carries none of the body (HEAD, 304) or part of it (206): no validators
+/// and no ranges, as the rewritten 200's, so that no client or cache joins
+/// unrewritten bytes to rewritten ones.
 fn describe_as_rewritten(ctx: &mut HttpContext) {
     let headers = ctx.response_mut().headers_mut();
     headers.remove(header::ACCEPT_RANGES);
     // A HEAD keeps the file's length: the page's is known only by
     // rewriting it, and the server would count an empty body instead.
-    crate::content_encoding::weaken_etag(headers);
+    drop_validators(headers);
+}
+
+/// A rewritten page is the file and the rules together: the file's tag
+/// and date would keep a copy made under other rules valid after they
+/// changed (nginx's sub_filter drops them too).
+fn drop_validators(headers: &mut riis_pipeline::http::HeaderMap) {
+    headers.remove(header::ETAG);
+    headers.remove(header::LAST_MODIFIED);
 }
 
 /// Replaces the values of header `name`; empty values are dropped, so a
@@ -714,11 +722,11 @@ impl BodyRewriter {
         let output = Arc::new(Mutex::new(Vec::new()));
         let rewriter = HtmlRewriter::new(settings, Output(output.clone()));
         // The body changes: its length is not known, ranges of it would
-        // not be the file's, and its tag is no longer strong.
+        // not be the file's, nor would its validators describe it.
         let headers = ctx.response_mut().headers_mut();
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::ACCEPT_RANGES);
-        crate::content_encoding::weaken_etag(headers);
+        drop_validators(headers);
         Some(BodyRewriter {
             rewriter: Some(rewriter),
             output,
