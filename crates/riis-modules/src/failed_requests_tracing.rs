@@ -48,8 +48,8 @@
 //! - `enabled` (default true);
 //! - `status_codes` (default `["500-599"]`): codes (`404`), ranges
 //!   (`400-499`) or a code with its substatus (`404.2`);
-//! - `time_taken` (seconds, default 0: off): a request that took at least
-//!   this long is traced whatever its status;
+//! - `time_taken` (seconds, fractions allowed, default 0: off): a request
+//!   that took at least this long is traced whatever its status;
 //! - `directory` (default: `riis-failed-requests-<uid>` under the system
 //!   temp dir, one per user, so one user's folder never stops another's);
 //! - `max_log_files` (default 50, at least 1);
@@ -83,8 +83,9 @@ pub struct FailedRequestsTracingConfig {
     /// The statuses that make a request a failure.
     pub status_codes: Vec<StatusRule>,
     /// Seconds after which a request is a failure whatever its status (0:
-    /// never).
-    pub time_taken: u64,
+    /// never); fractions allowed (`0.5`).
+    #[serde(deserialize_with = "seconds")]
+    pub time_taken: f64,
     /// Where traces are written; empty for the default.
     pub directory: PathBuf,
     /// How many trace files are kept.
@@ -113,6 +114,17 @@ fn header_names<'de, D: serde::Deserializer<'de>>(
         .collect()
 }
 
+/// `time_taken`: seconds, whole or not, from 0 to a day.
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let value = f64::deserialize(d)?;
+    if !(0.0..=86_400.0).contains(&value) {
+        return Err(serde::de::Error::custom(format!(
+            "{value} is not a number of seconds from 0 to 86400"
+        )));
+    }
+    Ok(value)
+}
+
 impl Default for FailedRequestsTracingConfig {
     fn default() -> Self {
         Self {
@@ -122,7 +134,7 @@ impl Default for FailedRequestsTracingConfig {
                 to: 599,
                 substatus: None,
             }],
-            time_taken: 0,
+            time_taken: 0.0,
             directory: PathBuf::new(),
             max_log_files: 50,
             hidden_headers: Vec::new(),
@@ -143,7 +155,7 @@ impl FailedRequestsTracingConfig {
         {
             return Some(describe_rule(rule));
         }
-        (self.time_taken > 0 && taken >= Duration::from_secs(self.time_taken))
+        (self.time_taken > 0.0 && taken >= Duration::from_secs_f64(self.time_taken))
             .then(|| format!("time taken at least {} s", self.time_taken))
     }
 }
@@ -690,10 +702,20 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn time_taken_takes_fractions_of_a_second() {
+        let parse = |text: &str| toml::from_str::<FailedRequestsTracingConfig>(text);
+        let half = parse("time_taken = 0.5").unwrap();
+        assert!(half.failure(200, 0, Duration::from_millis(600)).is_some());
+        assert!(half.failure(200, 0, Duration::from_millis(400)).is_none());
+        assert_eq!(parse("time_taken = 3").unwrap().time_taken, 3.0);
+        assert!(parse("time_taken = -1").is_err());
+    }
+
+    #[test]
     fn a_request_fails_by_its_status_or_by_the_time_it_took() {
         let config = FailedRequestsTracingConfig {
             status_codes: vec!["404.2".parse().unwrap(), "500-599".parse().unwrap()],
-            time_taken: 5,
+            time_taken: 5.0,
             ..FailedRequestsTracingConfig::default()
         };
         let quick = Duration::from_millis(3);
