@@ -153,6 +153,11 @@ pub(crate) struct Relay {
     /// The task waits for the client to take output (the backend is held
     /// back by riis, not silent).
     waiting_for_client: AtomicBool,
+    /// Since when it waits (milliseconds since `started`), and how long the
+    /// waits that ended took in all: the time a deadline of the backend's
+    /// does not count (FastCgi's `request_timeout`).
+    client_wait_since: AtomicU64,
+    client_waited: AtomicU64,
     /// The whole request body went to the connection (ReverseProxy: a
     /// connection still sending one when the answer ended is not kept).
     body_given: AtomicBool,
@@ -193,6 +198,8 @@ impl Relay {
             started: Instant::now(),
             last_activity: AtomicU64::new(0),
             waiting_for_client: AtomicBool::new(false),
+            client_wait_since: AtomicU64::new(0),
+            client_waited: AtomicU64::new(0),
         }
     }
 
@@ -260,11 +267,15 @@ impl Relay {
             self.done.post_completion(0);
         }
         if self.lock().queued >= MAILBOX_LIMIT {
+            let since = self.started.elapsed().as_millis() as u64;
+            self.client_wait_since.store(since, Ordering::Relaxed);
             self.waiting_for_client.store(true, Ordering::Relaxed);
             while self.lock().queued >= MAILBOX_LIMIT {
                 self.space.notified().await;
             }
             self.waiting_for_client.store(false, Ordering::Relaxed);
+            let waited = (self.started.elapsed().as_millis() as u64).saturating_sub(since);
+            self.client_waited.fetch_add(waited, Ordering::Relaxed);
             self.mark_activity();
         }
     }
@@ -397,6 +408,20 @@ impl Relay {
     fn held_back(&self) -> bool {
         self.waiting_for_client.load(Ordering::Relaxed)
             || self.waiting_for_upload.load(Ordering::Relaxed)
+    }
+
+    /// When `limit`, counted from the exchange's start, runs out if the
+    /// time the task waited (and waits) for the client to take output is
+    /// not counted: a deadline for the backend, not for a slow client.
+    pub(crate) fn deadline_for_backend(&self, limit: Duration) -> Instant {
+        let mut waited = self.client_waited.load(Ordering::Relaxed);
+        if self.waiting_for_client.load(Ordering::Relaxed) {
+            let since = self.client_wait_since.load(Ordering::Relaxed);
+            waited += (self.started.elapsed().as_millis() as u64).saturating_sub(since);
+        }
+        self.started
+            .checked_add(limit + Duration::from_millis(waited))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
     }
 
     /// When the backend will have been silent for `activity_timeout`,

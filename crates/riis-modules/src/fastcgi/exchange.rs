@@ -10,7 +10,7 @@
 //! clock stops while the task waits for a slow client to take the output
 //! (as nginx's FastCGI timeouts only count the time the application takes).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use riis_pipeline::bytes::{Bytes, BytesMut};
@@ -36,8 +36,9 @@ pub(super) struct Job {
     pub(super) body: Option<SpooledBody>,
     /// Idle connections kept (0: none; the application closes each).
     pub(super) kept_connections: usize,
-    /// When the exchange must be over (`request_timeout`).
-    pub(super) deadline: Deadline,
+    /// How long the exchange may take (`request_timeout`), not counting
+    /// the time it waits for a slow client.
+    pub(super) request_timeout: Duration,
     /// The script, for log lines.
     pub(super) script: String,
     /// Whether the request may be sent again (RFC 9110 §9.2.2: GET, HEAD,
@@ -51,102 +52,31 @@ pub(super) struct Job {
     pub(super) answered: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
-/// When an exchange must be over: a moment put off by the time the
-/// exchange waits for the client.
-pub(super) struct Deadline {
-    state: Mutex<DeadlineState>,
-    /// The wait for the client ended.
-    resumed: tokio::sync::Notify,
-}
-
-struct DeadlineState {
-    at: Instant,
-    /// Since when the exchange waits for the client, if it does.
-    paused: Option<Instant>,
-}
-
-impl Deadline {
-    /// A deadline at `at`.
-    pub(super) fn new(at: Instant) -> Self {
-        Self {
-            state: Mutex::new(DeadlineState { at, paused: None }),
-            resumed: tokio::sync::Notify::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, DeadlineState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Stops the clock until the guard is dropped.
-    fn pause(&self) -> Paused<'_> {
-        self.lock().paused.get_or_insert_with(Instant::now);
-        Paused(self)
-    }
-
-    /// When the deadline passes if the clock runs on; `None` while it is
-    /// stopped.
-    fn due(&self) -> Option<Instant> {
-        let state = self.lock();
-        state.paused.is_none().then_some(state.at)
-    }
-}
-
-/// The clock of a [`Deadline`] stopped: it runs again, the deadline put
-/// off by the pause, when this is dropped.
-struct Paused<'a>(&'a Deadline);
-
-impl Drop for Paused<'_> {
-    fn drop(&mut self) {
-        let mut state = self.0.lock();
-        if let Some(since) = state.paused.take() {
-            let pause = since.elapsed();
-            // Past any real deadline, should the addition overflow.
-            state.at = state
-                .at
-                .checked_add(pause)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
-        }
-        drop(state);
-        self.0.resumed.notify_one();
-    }
-}
-
 /// Runs a request's exchange to its end and tells the request.
 pub(super) async fn run(job: Job) {
     let exchange = exchange_with_retry(&job);
     tokio::pin!(exchange);
     let end = loop {
-        // While the clock is stopped, the timer waits for it to run again.
-        let due = job.deadline.due();
+        let due = job.relay.deadline_for_backend(job.request_timeout);
         tokio::select! {
             end = &mut exchange => break match end {
                 Ok(()) => End::Complete,
                 Err(failure) => failure.into_end(&job),
             },
-            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
-                // The clock may have stopped, and so the deadline moved,
-                // since it was read.
-                if job.deadline.due().is_some_and(|at| at <= Instant::now()) {
+            _ = tokio::time::sleep_until(due.into()) => {
+                // A wait for the client since then put the deadline off.
+                if job.relay.deadline_for_backend(job.request_timeout) <= Instant::now() {
                     break End::Failed(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!("{} took longer than fastcgi.request_timeout", job.address),
                     );
                 }
             }
-            _ = job.deadline.resumed.notified(), if due.is_none() => {}
             // The request is gone: nobody reads the end.
             _ = job.relay.cancelled() => return,
         }
     };
     job.relay.finish(end);
-}
-
-/// Passes a body piece on; the time it waits for the client to take output
-/// is not counted towards `request_timeout`.
-async fn deliver_body(job: &Job, piece: Bytes) {
-    let _paused = job.deadline.pause();
-    job.relay.deliver_body(piece).await;
 }
 
 /// Why an exchange failed.
@@ -354,7 +284,7 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
                                 let rest = pending.split_off(used).freeze();
                                 head = None;
                                 job.relay.deliver_head(parsed);
-                                deliver_body(job, rest).await;
+                                job.relay.deliver_body(rest).await;
                             }
                             Ok(None) if data.is_empty() => {
                                 return Err(Failure::Broken(
@@ -365,7 +295,7 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
                             Err(why) => return Err(Failure::Broken(why)),
                         }
                     }
-                    None => deliver_body(job, data).await,
+                    None => job.relay.deliver_body(data).await,
                 },
                 Record::ErrorOutput(data) => errors.take(&data),
                 Record::End {

@@ -88,7 +88,7 @@ mod protocol;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use riis_pipeline::bytes::{Bytes, BytesMut};
 use riis_pipeline::http::{Method, StatusCode};
@@ -366,16 +366,12 @@ impl FastCgi {
             protocol::end_of_input(&mut head);
         }
         let relay = Arc::new(Relay::new(ctx.completion_handle(), activity_timeout));
-        let now = Instant::now();
         let job = Job {
             address,
             head: head.freeze(),
             body: (!whole).then_some(body),
             kept_connections,
-            deadline: exchange::Deadline::new(
-                now.checked_add(request_timeout)
-                    .unwrap_or(now + Duration::from_secs(86_400)),
-            ),
+            request_timeout,
             script: script_path.display().to_string(),
             idempotent: matches!(
                 *ctx.request().method(),
