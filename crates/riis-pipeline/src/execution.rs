@@ -1125,13 +1125,7 @@ impl RequestExecution {
     /// later is ignored. Returns false when the request is not waiting on a
     /// module (then nothing changes).
     pub fn expire_wait(&mut self, description: &str) -> bool {
-        let top = self.frames.len() - 1;
-        let Phase::Waiting(site) = self.frames[top].phase else {
-            return false;
-        };
-        self.frames[top].phase = Phase::Run;
-        self.expire(top, site, description, false);
-        true
+        self.end_wait(description, false)
     }
 
     /// [`Self::expire_wait`] for a request whose client went away (its
@@ -1139,23 +1133,33 @@ impl RequestExecution {
     /// Logged at debug level, as nginx logs a client that closed its
     /// connection early at info: clients leave all the time.
     pub fn abandon_wait(&mut self) -> bool {
+        self.end_wait(CLIENT_GONE, true)
+    }
+
+    /// [`Self::expire_busy`] for a request whose client went away.
+    pub fn abandon_busy(&mut self) -> bool {
+        self.end_busy(CLIENT_GONE, true)
+    }
+
+    /// [`Self::expire_wait`] and [`Self::abandon_wait`].
+    fn end_wait(&mut self, description: &str, quiet: bool) -> bool {
         let top = self.frames.len() - 1;
         let Phase::Waiting(site) = self.frames[top].phase else {
             return false;
         };
         self.frames[top].phase = Phase::Run;
-        self.expire(top, site, CLIENT_GONE, true);
+        self.expire(top, site, description, quiet);
         true
     }
 
-    /// [`Self::expire_busy`] for a request whose client went away.
-    pub fn abandon_busy(&mut self) -> bool {
+    /// [`Self::expire_busy`] and [`Self::abandon_busy`].
+    fn end_busy(&mut self, description: &str, quiet: bool) -> bool {
         let top = self.frames.len() - 1;
         let Phase::Deliver(site, _) = self.frames[top].phase else {
             return false;
         };
         self.frames[top].phase = Phase::Run;
-        self.expire(top, site, CLIENT_GONE, true);
+        self.expire(top, site, description, quiet);
         true
     }
 
@@ -1167,13 +1171,7 @@ impl RequestExecution {
     /// as the module liked, shutdown included. `false` when the request is
     /// not at such a completion.
     pub fn expire_busy(&mut self, description: &str) -> bool {
-        let top = self.frames.len() - 1;
-        let Phase::Deliver(site, _) = self.frames[top].phase else {
-            return false;
-        };
-        self.frames[top].phase = Phase::Run;
-        self.expire(top, site, description, false);
-        true
+        self.end_busy(description, false)
     }
 
     /// The end of [`Self::expire_wait`] and the others: 503 (or a response

@@ -961,24 +961,9 @@ fn a_declared_length_ends_a_streamed_file_without_leaking_into_the_next_response
     }
 }
 
-/// A request body of unknown length: one frame, no size hint, so the
-/// client sends no `Content-Length`.
-struct UnsizedBody(Option<bytes::Bytes>);
-
-impl hyper::body::Body for UnsizedBody {
-    type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.0.take().map(|b| Ok(hyper::body::Frame::data(b))))
-    }
-}
-
-/// A request body that sends its piece and then, with `stall`, nothing
-/// more and never ends.
+/// A request body of unknown length (no size hint, so the client sends no
+/// `Content-Length`): one piece, then the end, or with `stall` nothing
+/// more and no end.
 struct StallingBody {
     piece: Option<bytes::Bytes>,
     stall: bool,
@@ -1046,9 +1031,10 @@ fn over_http2_a_body_without_content_length_is_read() {
     rt.block_on(async {
         let mut sender = common::http2_client(server.addr).await;
         let request = http::Request::post(format!("http://{}/echo", server.addr))
-            .body(UnsizedBody(Some(bytes::Bytes::from_static(
-                b"streamed body",
-            ))))
+            .body(StallingBody {
+                piece: Some(bytes::Bytes::from_static(b"streamed body")),
+                stall: false,
+            })
             .unwrap();
         assert!(request.headers().get("content-length").is_none());
         let resp = sender.send_request(request).await.unwrap();

@@ -309,15 +309,9 @@ impl OutboundRule {
         url: &str,
         config: &RewriteConfig,
     ) -> (Option<String>, bool) {
-        let captures = if self.negate {
-            None
-        } else {
-            match self.pattern.captures(value) {
-                Some(c) => Some(c),
-                None => return (None, false),
-            }
-        };
-        if self.negate && self.pattern.is_match(value) {
+        // A negated pattern applies where it does not match, with no groups.
+        let captures = self.pattern.captures(value);
+        if captures.is_some() == self.negate {
             return (None, false);
         }
         let mut scope = Scope {
@@ -505,15 +499,11 @@ pub(super) fn may_be_html(url: &str) -> bool {
 fn describe_as_rewritten(ctx: &mut HttpContext) {
     let headers = ctx.response_mut().headers_mut();
     headers.remove(header::ACCEPT_RANGES);
-    // A HEAD keeps the file's length: the page's is known only by
-    // rewriting it, and the server would count an empty body instead.
-    drop_validators(headers);
-}
-
-/// A rewritten page is the file and the rules together: the file's tag
-/// and date would keep a copy made under other rules valid after they
-/// changed (nginx's sub_filter drops them too).
-fn drop_validators(headers: &mut riis_pipeline::http::HeaderMap) {
+    // A rewritten page is the file and the rules together: the file's tag
+    // and date would keep a copy made under other rules valid after they
+    // changed (nginx's sub_filter drops them too). A HEAD keeps the file's
+    // length: the page's is known only by rewriting it, and the server
+    // would count an empty body instead.
     headers.remove(header::ETAG);
     headers.remove(header::LAST_MODIFIED);
 }
@@ -723,10 +713,10 @@ impl BodyRewriter {
         let rewriter = HtmlRewriter::new(settings, Output(output.clone()));
         // The body changes: its length is not known, ranges of it would
         // not be the file's, nor would its validators describe it.
-        let headers = ctx.response_mut().headers_mut();
-        headers.remove(header::CONTENT_LENGTH);
-        headers.remove(header::ACCEPT_RANGES);
-        drop_validators(headers);
+        ctx.response_mut()
+            .headers_mut()
+            .remove(header::CONTENT_LENGTH);
+        describe_as_rewritten(ctx);
         Some(BodyRewriter {
             rewriter: Some(rewriter),
             output,

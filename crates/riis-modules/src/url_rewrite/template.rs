@@ -341,11 +341,7 @@ pub(super) fn scheme_of(text: &str) -> Scheme {
     if before.contains('?') {
         return Scheme::None;
     }
-    let literal = before.starts_with(|c: char| c.is_ascii_alphabetic())
-        && before
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    if literal {
+    if is_scheme(before) {
         return Scheme::Literal;
     }
     let references_only = !before.is_empty()
@@ -589,12 +585,17 @@ pub(super) fn physical_path(ctx: &mut HttpContext, url: &str) -> Option<std::pat
 
 /// Whether `url` starts with a scheme and `://`.
 pub(super) fn has_scheme(url: &str) -> bool {
-    url.split_once("://").is_some_and(|(scheme, _)| {
-        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    })
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| is_scheme(scheme))
+}
+
+/// Whether `text` is a URI scheme (RFC 3986 §3.1: a letter, then letters,
+/// digits, `+`, `-` and `.`).
+fn is_scheme(text: &str) -> bool {
+    text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 #[cfg(test)]
