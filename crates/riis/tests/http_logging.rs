@@ -411,19 +411,23 @@ fn unknown_fields_are_configuration_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("http_logging.directory"), "{err}");
     assert!(err.contains("a-file is not a folder"), "{err}");
-    // One this user cannot write in (root writes anywhere: only checked
-    // as another user).
-    if !nix::unistd::geteuid().is_root() {
-        use std::os::unix::fs::PermissionsExt;
-        let locked = dir.path().join("locked");
-        std::fs::create_dir_all(&locked).unwrap();
-        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
-        let unwritable = config(&dir, "directory = \"locked/logs\"");
-        let out = common::riis_command("check-config", &unwritable);
-        assert_eq!(out.status.code(), Some(1));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("cannot be written to by this user"), "{err}");
+    // One this user cannot write in (as root, checked as `nobody`: root
+    // writes anywhere).
+    use std::os::unix::fs::PermissionsExt;
+    let locked = dir.path().join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    for (path, mode) in [(dir.path(), 0o755), (locked.as_path(), 0o555)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
+    let unwritable = config(&dir, "directory = \"locked/logs\"");
+    std::fs::set_permissions(&unwritable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = common::riis_unprivileged(&dir)
+        .args(["check-config", "--config", unwritable.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be written to by this user"), "{err}");
 }
 
 /// `riis status` shows what the operators' modules hold: log folders and

@@ -137,39 +137,12 @@ fn files_the_server_may_not_read_are_forbidden() {
     ] {
         mode(rel, m);
     }
-    let root = nix::unistd::geteuid().is_root();
-    let mut command = if root {
-        let as_nobody = || {
-            let mut c = Command::new("setpriv");
-            // By number: the group is `nogroup` on Debian, `nobody` elsewhere.
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
-            c
-        };
-        // The built binary may sit where `nobody` cannot reach it (a
-        // target folder under /root): then a copy in the test's folder.
-        let mut binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_riis"));
-        let reachable = as_nobody()
-            .arg(&binary)
-            .arg("--version")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !reachable {
-            let copy = dir.path().join("riis");
-            std::fs::copy(&binary, &copy).unwrap();
-            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-            binary = copy;
-        }
-        let mut c = as_nobody();
-        c.arg(binary);
-        c
-    } else {
+    if !nix::unistd::geteuid().is_root() {
         mode("www/secret.txt", 0o000);
         mode("www/locked", 0o000);
         mode("www/dd/index.html", 0o000);
-        Command::new(env!("CARGO_BIN_EXE_riis"))
-    };
+    }
+    let mut command = common::riis_unprivileged(&dir);
     command
         .args(["serve", "--config", config.to_str().unwrap()])
         .args(["--listen", "127.0.0.1:0"]);

@@ -461,6 +461,41 @@ pub fn include_dir() -> PathBuf {
 /// `riis COMMAND --config CONFIG` (check-config, reload, status), run to
 /// its end.
 #[allow(dead_code)]
+/// The riis binary as a user permissions apply to: `nobody` through
+/// setpriv when the tests run as root (who is denied nothing), the tests'
+/// own user otherwise. Where `nobody` cannot reach the built binary (a
+/// target folder under /root), a copy in `dir` runs instead.
+#[allow(dead_code)]
+pub fn riis_unprivileged(dir: &TempDir) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Command::new(env!("CARGO_BIN_EXE_riis"));
+    }
+    let as_nobody = || {
+        let mut c = Command::new("setpriv");
+        // By number: the group is `nogroup` on Debian, `nobody` elsewhere.
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        c
+    };
+    let mut binary = PathBuf::from(env!("CARGO_BIN_EXE_riis"));
+    let reachable = as_nobody()
+        .arg(&binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !reachable {
+        let copy = dir.path().join("riis");
+        std::fs::copy(&binary, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        binary = copy;
+    }
+    let mut c = as_nobody();
+    c.arg(binary);
+    c
+}
+
 pub fn riis_command(command: &str, config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_riis"))
         .arg(command)
