@@ -458,9 +458,6 @@ pub fn include_dir() -> PathBuf {
 /// `g++`), warnings as errors, against `include/`. `None` when the compiler
 /// is missing outside CI; in CI (`CI=true`) a missing compiler fails the
 /// test.
-/// `riis COMMAND --config CONFIG` (check-config, reload, status), run to
-/// its end.
-#[allow(dead_code)]
 /// The riis binary as a user permissions apply to: `nobody` through
 /// setpriv when the tests run as root (who is denied nothing), the tests'
 /// own user otherwise. Where `nobody` cannot reach the built binary (a
@@ -496,6 +493,9 @@ pub fn riis_unprivileged(dir: &TempDir) -> Command {
     c
 }
 
+/// `riis COMMAND --config CONFIG` (check-config, reload, status), run to
+/// its end.
+#[allow(dead_code)]
 pub fn riis_command(command: &str, config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_riis"))
         .arg(command)
