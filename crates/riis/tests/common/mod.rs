@@ -454,10 +454,6 @@ pub fn include_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include")
 }
 
-/// Builds a shared library from C or C++ `sources` with `compiler` (`cc`,
-/// `g++`), warnings as errors, against `include/`. `None` when the compiler
-/// is missing outside CI; in CI (`CI=true`) a missing compiler fails the
-/// test.
 /// The riis binary as a user permissions apply to: `nobody` through
 /// setpriv when the tests run as root (who is denied nothing), the tests'
 /// own user otherwise. Where `nobody` cannot reach the built binary (a
@@ -518,6 +514,10 @@ pub fn riis_status(config: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Builds a shared library from C or C++ `sources` with `compiler` (`cc`,
+/// `g++`), warnings as errors, against `include/`. `None` when the compiler
+/// is missing outside CI; in CI (`CI=true`) a missing compiler fails the
+/// test.
 pub fn compile_shared(compiler: &str, sources: &[&Path], out: &Path, flags: &[&str]) -> Option<()> {
     let status = Command::new(compiler)
         .args([
