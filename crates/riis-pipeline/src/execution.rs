@@ -204,6 +204,40 @@ pub const E_TIMEOUT: u32 = 0x8007_05B4;
 /// [`RequestExecution::reject_read`]).
 pub const E_INVALID_DATA: u32 = 0x8007_000D;
 
+/// What a request between two steps is waiting for (see
+/// [`RequestExecution::activity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// A module returned Pending and has not completed.
+    Module,
+    /// A module asked for request body bytes the client has not sent yet.
+    RequestBody,
+    /// A send (a module's flush, or the final send) the client has not
+    /// taken yet.
+    Send,
+    /// Nothing: the request is ready to run and waits for its thread.
+    Nothing,
+}
+
+/// Where a request stands between two steps, for listings of the requests
+/// in flight (IIS's `appcmd list requests`): the notification and module
+/// of the call it waits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Activity {
+    /// The notification being handled; `None` once the response's final
+    /// send has begun.
+    pub notification: Option<N>,
+    /// Whether it is the post-event.
+    pub is_post: bool,
+    /// The module whose operation the request waits on, if it waits on one
+    /// (see [`Pipeline::module_name`]).
+    pub module: Option<ModuleIndex>,
+    /// What the request waits for.
+    pub waiting: Waiting,
+    /// How many child requests deep the call is (0: the client's request).
+    pub child_depth: u8,
+}
+
 /// What the driver must do next.
 #[derive(Debug)]
 pub enum Step {
@@ -435,6 +469,41 @@ impl RequestExecution {
                 children: Vec::new(),
             },
             output: None,
+        }
+    }
+
+    /// Where the request stands: read between steps, while the driver
+    /// awaits what the last [`Step`] asked for.
+    pub fn activity(&self) -> Activity {
+        let top = self.frames.len() - 1;
+        let frame = &self.frames[top];
+        let (site, waiting) = match frame.phase {
+            Phase::Waiting(site) => (Some(site), Waiting::Module),
+            Phase::Reading(site, ..) => (Some(site), Waiting::RequestBody),
+            Phase::Sending(AfterSend::Call { site, .. }) => (Some(site), Waiting::Send),
+            Phase::Sending(AfterSend::Final) => (None, Waiting::Send),
+            Phase::AfterFlush(site, _) | Phase::Deliver(site, _) | Phase::Child(site, ..) => {
+                (Some(site), Waiting::Nothing)
+            }
+            Phase::Run => (None, Waiting::Nothing),
+        };
+        let at_stage = || {
+            N::DETERMINISTIC
+                .get(frame.stage as usize)
+                .map(|&n| (n, frame.post))
+        };
+        let (notification, is_post) = match site {
+            Some(site) => (Some(site.notification), site.post),
+            // Between calls (or sending finally): the event it is at.
+            None if waiting == Waiting::Send => (None, false),
+            None => at_stage().map_or((None, false), |(n, post)| (Some(n), post)),
+        };
+        Activity {
+            notification,
+            is_post,
+            module: site.map(|site| site.module),
+            waiting,
+            child_depth: u8::try_from(top).unwrap_or(u8::MAX),
         }
     }
 

@@ -69,8 +69,8 @@ pub use completion::{CompletionHandle, CompletionWaiter};
 pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
 pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
 pub use execution::{
-    Output, RequestExecution, ResponseHead, Step, E_CONNECTION_ABORTED, E_INVALID_DATA, E_TIMEOUT,
-    YIELD_AFTER,
+    Activity, Output, RequestExecution, ResponseHead, Step, Waiting, E_CONNECTION_ABORTED,
+    E_INVALID_DATA, E_TIMEOUT, YIELD_AFTER,
 };
 pub use global::{
     ApplicationInfo, CacheOperation, RscaQuery, ServerStatus, TraceEvent, TracePhase,

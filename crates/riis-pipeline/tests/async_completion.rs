@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::*;
 use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{
-    CompletionHandle, FlushOptions, RequestExecution, RequestNotification as N,
-    RequestNotifications, Step,
+    Activity, CompletionHandle, FlushOptions, RequestExecution, RequestNotification as N,
+    RequestNotifications, Step, Waiting,
 };
 
 /// Signals `handle` from a new thread after a short pause, so the request is
@@ -694,5 +694,74 @@ async fn an_asynchronous_flush_and_a_read_never_share_a_completion() {
             "completion bytes=4 read=0",
             "completion bytes=0 read=0",
         ]
+    );
+}
+
+/// What a listing of requests in flight shows: the notification and module
+/// a parked request waits on, and what for.
+#[tokio::test]
+async fn activity_names_the_call_a_parked_request_waits_on() {
+    let held = Held::default();
+    let mut t = TestPipeline::new();
+    {
+        let held = held.clone();
+        t.module(
+            "Waiter",
+            Registration::events(N::AuthorizeRequest),
+            script(move |ctx, _| {
+                *held.lock().unwrap() = Some(ctx.completion_handle());
+                Status::Pending
+            }),
+        );
+    }
+    t.module(
+        "Reader",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, call| match call {
+            Call::AsyncCompletion { info, .. } if info.bytes == 0 => Status::Continue,
+            _ => {
+                ctx.read_entity_body(64).unwrap();
+                Status::Pending
+            }
+        }),
+    );
+    t.handler(catch_all(&["Reader"]));
+    let pipeline = t.build();
+    let (req, _) = post_request("/upload", &["0123456789"]);
+    let mut execution = RequestExecution::new(context(&pipeline, req));
+    let name = |a: Activity| a.module.map(|m| pipeline.module_name(m).to_owned());
+
+    // Before anything ran: at the first event, waiting for its thread.
+    let before = execution.activity();
+    assert_eq!(before.notification, Some(N::BeginRequest));
+    assert_eq!((before.module, before.waiting), (None, Waiting::Nothing));
+
+    let Step::Wait(_) = execution.resume() else {
+        panic!("the request should wait for Waiter");
+    };
+    let waiting = execution.activity();
+    assert_eq!(waiting.notification, Some(N::AuthorizeRequest));
+    assert!(!waiting.is_post);
+    assert_eq!(waiting.waiting, Waiting::Module);
+    assert_eq!(name(waiting).as_deref(), Some("Waiter"));
+    assert_eq!(waiting.child_depth, 0);
+
+    held.lock()
+        .unwrap()
+        .take()
+        .unwrap()
+        .indicate_completion(Status::Continue);
+    assert!(matches!(execution.resume(), Step::ReadEntity { max: 64 }));
+    let reading = execution.activity();
+    assert_eq!(reading.notification, Some(N::ExecuteRequestHandler));
+    assert_eq!(reading.waiting, Waiting::RequestBody);
+    assert_eq!(name(reading).as_deref(), Some("Reader"));
+
+    execution.complete_read(Ok(riis_pipeline::bytes::Bytes::new()));
+    assert!(matches!(execution.resume(), Step::Send));
+    let sending = execution.activity();
+    assert_eq!(
+        (sending.notification, sending.module, sending.waiting),
+        (None, None, Waiting::Send)
     );
 }

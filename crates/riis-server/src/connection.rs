@@ -825,6 +825,7 @@ impl Sweeper {
                 _ = stop.changed() => return,
             }
             let t = advance_clock();
+            crate::in_flight::note_sweep();
             let generation = current.load();
             let timeouts = &generation.timeouts;
             let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());

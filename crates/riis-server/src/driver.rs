@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::body::{RequestBodyHold, ResponseBody, StreamItem};
 use crate::config::{Limits, ServerConfig, Timeouts};
 use crate::connection::{ConnectionState, InService};
+use crate::in_flight::Listed;
 use crate::protocol::Builders;
 use crate::server::{site_tls_of, SiteTls};
 use crate::strict::{check_head, Refusal};
@@ -498,8 +499,9 @@ fn serve_site(
     // Boxed: the future holds the whole execution (several KB), and tokio
     // moves a task's future by value into its cell and again when it
     // finishes; a box makes each of those moves a pointer's.
+    let listed = Listed::new(&exec, id, generation.pipeline.clone());
     tokio::spawn(Box::pin(drive(
-        exec, first, body, execution, shape, reply_tx,
+        exec, listed, first, body, execution, shape, reply_tx,
     )));
     Answer::Later(reply_rx)
 }
@@ -512,6 +514,7 @@ enum Event {
 /// Runs a request that waits or streams, in its own task.
 async fn drive(
     mut exec: RequestExecution,
+    listed: Listed,
     first: Event,
     mut reader: BodyReader,
     execution: Option<Duration>,
@@ -536,6 +539,8 @@ async fn drive(
         if !matches!(event, Event::Other(Step::Yield)) {
             busy_since = None;
         }
+        // Where it stands, for `riis status`, before it waits.
+        listed.note(&exec);
         match event {
             Event::Send(out) => {
                 let len = out.len();

@@ -16,6 +16,7 @@ pub mod driver;
 mod framing;
 pub mod fs;
 mod h2_streams;
+mod in_flight;
 mod protocol;
 pub mod reload;
 pub mod server;

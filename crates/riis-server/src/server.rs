@@ -826,6 +826,9 @@ impl riis_pipeline::ServerStatus for ServerFigures {
             self.counter.open(),
             crate::driver::requests_started(),
         ));
+        let mut requests = String::new();
+        crate::in_flight::report(&mut requests);
+        query.write(&requests);
     }
 }
 

@@ -63,6 +63,19 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// List the requests in flight of the server running a configuration,
+    /// as IIS's `appcmd list requests` does: for each request that waits,
+    /// how long it has run and the notification, module and thing it waits
+    /// for; and any worker thread a module call holds.
+    Requests {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// List only requests that have run for at least this many
+        /// milliseconds (IIS's `/elapsed`).
+        #[arg(long, default_value_t = 0)]
+        elapsed: u64,
+    },
 }
 
 fn init_logging() {
@@ -194,6 +207,46 @@ fn status(config: &Path) -> Result<String, String> {
         .map(|p| riis_server::status_file_for(&p))
         .ok_or("riis status needs [server] pid_file")?;
     ask_status(pid, &report)
+}
+
+/// Prints what `riis status` or `riis requests` got, or the error.
+fn print_report(report: Result<String, String>) -> ExitCode {
+    match report {
+        Ok(report) => {
+            // A reader that stops early (`| head`) is not an error of
+            // ours: what it did not take is simply not written.
+            use std::io::Write;
+            if !report.is_empty() {
+                let _ = writeln!(std::io::stdout(), "{report}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("riis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `riis requests`: the `request:` lines of the status report for requests
+/// that have run for at least `elapsed` milliseconds, and its
+/// `worker_held:` lines.
+fn requests(config: &Path, elapsed: u64) -> Result<String, String> {
+    let report = status(config)?;
+    let lines: Vec<&str> = report
+        .lines()
+        .filter(|line| {
+            line.starts_with("worker_held:")
+                || line.strip_prefix("request: ").is_some_and(|fields| {
+                    fields
+                        .split(' ')
+                        .find_map(|f| f.strip_prefix("elapsed_ms="))
+                        .and_then(|ms| ms.parse::<u64>().ok())
+                        .is_some_and(|ms| ms >= elapsed)
+                })
+        })
+        .collect();
+    Ok(lines.join("\n"))
 }
 
 /// Asks process `pid` for its status report (SIGUSR1) and reads it from
@@ -436,18 +489,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Status { config } => match status(&config) {
-            Ok(report) => {
-                // A reader that stops early (`| head`) is not an error of
-                // ours: what it did not take is simply not written.
-                use std::io::Write;
-                let _ = writeln!(std::io::stdout(), "{report}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("riis: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Requests { config, elapsed } => print_report(requests(&config, elapsed)),
+        Command::Status { config } => print_report(status(&config)),
     }
 }

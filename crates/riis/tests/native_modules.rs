@@ -549,3 +549,60 @@ fn a_hanging_reload_does_not_hold_up_shutdown() {
         "shutdown waited for the reload"
     );
 }
+
+/// A module call that holds its worker thread (here a C module sleeping in
+/// BeginRequest) keeps that worker from its once-a-second sweep; `riis
+/// status` names the worker and how long it has been held, and the other
+/// worker goes on serving.
+#[test]
+fn status_names_a_worker_a_module_call_holds() {
+    let dir = TempDir::new("held-worker");
+    let source = dir.write(
+        "holder.c",
+        "#include \"riis_module.h\"\n#include <string.h>\n#include <unistd.h>\n\
+         static riis_status on_notification(void *m, riis_context *c, uint32_t n, int p, riis_provider *pr) {\n\
+         (void)m; (void)c; (void)n; (void)p; (void)pr; sleep(5); return RIIS_STATUS_CONTINUE;\n}\n\
+         static const riis_module_callbacks callbacks = {sizeof(riis_module_callbacks), on_notification, NULL, NULL};\n\
+         static riis_hresult make(void *u, riis_allocator *a, riis_module_instance *out) {\n\
+         (void)u; (void)a; out->callbacks = &callbacks; out->module = NULL; return RIIS_S_OK;\n}\n\
+         static const riis_module_factory factory = {sizeof(riis_module_factory), NULL, make, NULL};\n\
+         RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {\n\
+         (void)v; return s->api->set_request_notifications(r, &factory, RIIS_RQ_BEGIN_REQUEST, 0);\n}\n",
+    );
+    let Some(()) = compile("cc", &[&source], &dir.path().join("holder.so"), &[]) else {
+        return;
+    };
+    dir.write("www/a.txt", "a");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[server]\npid_file = \"riis.pid\"\nworker_threads = 2\n\n\
+         [[global_modules]]\nname = \"Holder\"\nimage = \"holder.so\"\n\n\
+         [[modules]]\nname = \"Holder\"\n[[modules]]\nname = \"StaticFile\"\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let report = common::riis_status(&config);
+    assert!(!report.contains("worker_held:"), "{report}");
+    let addr = server.addr;
+    let held = std::thread::spawn(move || get(addr, "/a.txt"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let report = loop {
+        let report = common::riis_status(&config);
+        if report.contains("worker_held:") || std::time::Instant::now() > deadline {
+            break report;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("worker_held: riis-worker-"))
+        .unwrap_or_else(|| panic!("no held worker: {report}"));
+    let held_ms: u64 = line
+        .split(' ')
+        .find_map(|f| f.strip_prefix("held_ms="))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!((3000..15000).contains(&held_ms), "{line}");
+    let resp = held.join().unwrap();
+    assert_eq!(resp.status, 200);
+}

@@ -270,3 +270,119 @@ fn a_reload_right_after_start_is_applied() {
         assert!(applied, "the reload was lost");
     }
 }
+
+/// `riis status` and `riis requests` list the requests that wait, with the
+/// notification and module they wait on (IIS's `appcmd list requests`):
+/// one waits on a backend that never answers, one on an upload the client
+/// stopped sending; a request answered at once is not listed.
+#[test]
+fn status_lists_the_requests_that_wait_and_what_for() {
+    let dir = TempDir::new("status-requests");
+    dir.write("www/a.txt", "alpha");
+    // A backend that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+pid_file = "riis.pid"
+
+[[modules]]
+name = "ReverseProxy"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "Proxy"
+path = "/api/*"
+modules = ["ReverseProxy"]
+
+[[handlers]]
+name = "Static"
+path = "*"
+modules = ["StaticFile"]
+
+[proxy]
+servers = ["http://{}"]
+timeout = 60
+
+[[sites]]
+name = "Listed"
+root = 'www'
+bindings = ["127.0.0.1:0"]
+"#,
+            silent.local_addr().unwrap()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    assert_eq!(common::get(server.addr, "/a.txt").status, 200);
+    let mut waiting = Connection::open(server.addr);
+    waiting.send_raw(b"GET /api/slow?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut uploading = Connection::open(server.addr);
+    uploading.send_raw(
+        b"POST /api/upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n0123456789",
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = common::riis_status(&config);
+        if text.contains("requests_waiting: 2") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(text.contains("requests_waiting: 2"), "{text}");
+    let line = |url: &str| {
+        text.lines()
+            .find(|l| l.starts_with("request: ") && l.ends_with(url))
+            .unwrap_or_else(|| panic!("no line for {url}: {text}"))
+            .to_owned()
+    };
+    let slow = line("url=GET /api/slow?x=1");
+    assert!(
+        slow.contains(" site=1 ")
+            && slow.contains(" stage=ExecuteRequestHandler module=ReverseProxy waiting=module "),
+        "{slow}"
+    );
+    let upload = line("url=POST /api/upload");
+    assert!(
+        upload.contains(" stage=ExecuteRequestHandler module=ReverseProxy waiting=request_body "),
+        "{upload}"
+    );
+    assert!(!text.contains("url=GET /a.txt"), "{text}");
+
+    // `riis requests` shows only those lines; `--elapsed` filters them.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["requests", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.lines().all(|l| l.starts_with("request: ")),
+        "{listed}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["requests", "--config", config.to_str().unwrap()])
+        .args(["--elapsed", "3600000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+
+    // Once they end, they leave the list.
+    drop(waiting);
+    drop(uploading);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = common::riis_status(&config);
+        if text.contains("requests_waiting: 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(silent);
+}

@@ -1,0 +1,317 @@
+//! The requests in flight that `riis status` lists, as IIS's `appcmd list
+//! requests` does: for each, how long it has run and the notification,
+//! module and thing it waits for ("ExecuteRequestHandler, ReverseProxy,
+//! module"), so an operator can tell which module holds a slow request.
+//!
+//! Only requests that wait are listed. A request whose modules answer
+//! within one turn of its worker thread runs and ends inside that turn, and
+//! nothing else on the thread can look at it meanwhile; registering it
+//! would cost every request a lock. A request registers when it first
+//! waits (a module's Pending, a body read, a send the client has not taken)
+//! and moves to a task of its own, and notes where it stands each time it
+//! waits again; it leaves the list when its pipeline ends (its last bytes
+//! may still be on their way to the client).
+//!
+//! A worker thread that a module call holds (a blocking call, an endless
+//! loop) cannot run its once-a-second sweep: the report names such a worker
+//! and how long it has been held, since the requests it holds cannot be
+//! looked at.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use riis_pipeline::http::{Method, Uri};
+use riis_pipeline::{Activity, Pipeline, RequestExecution, RequestNotification, Waiting};
+
+/// At most this many requests are listed (the longest-running first); the
+/// count covers them all.
+const LISTED: usize = 1000;
+
+/// Longest URL shown; longer ones are cut with `…`.
+const URL_SHOWN: usize = 1024;
+
+/// A worker that has not swept for longer than this is reported as held.
+const HELD_AFTER_MS: u64 = 3000;
+
+/// The waiting requests of one worker thread, and when it last swept.
+#[derive(Default)]
+struct Worker {
+    name: String,
+    requests: Mutex<BTreeMap<u64, Arc<Entry>>>,
+    /// Milliseconds since [`epoch`] of the worker's last sweep; 0 until its
+    /// first (threads that serve without a sweeper are never reported).
+    swept_ms: AtomicU64,
+}
+
+/// Every thread's worker record, for the report.
+static WORKERS: Mutex<Vec<Weak<Worker>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static THIS_WORKER: Arc<Worker> = {
+        let worker = Arc::new(Worker {
+            name: std::thread::current().name().unwrap_or("unnamed").to_owned(),
+            ..Worker::default()
+        });
+        let mut all = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&worker));
+        worker
+    };
+}
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis_since_epoch() -> u64 {
+    // At least 1: 0 means "never swept".
+    u64::try_from(epoch().elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Notes that this thread's worker ran its sweep now.
+pub(crate) fn note_sweep() {
+    let now = millis_since_epoch();
+    THIS_WORKER.with(|w| w.swept_ms.store(now, Ordering::Relaxed));
+}
+
+/// One waiting request.
+struct Entry {
+    id: u64,
+    started: Instant,
+    site_id: u32,
+    client: SocketAddr,
+    method: Method,
+    uri: Uri,
+    pipeline: Arc<Pipeline>,
+    /// [`Activity`] packed by [`pack`].
+    activity: AtomicU64,
+    bytes_sent: AtomicU64,
+}
+
+/// A request's place in the list, for as long as its task holds it.
+pub(crate) struct Listed {
+    entry: Arc<Entry>,
+    worker: Arc<Worker>,
+}
+
+impl Listed {
+    /// Lists the request `exec` runs (request `id`, on `pipeline`), which
+    /// is about to wait for the first time.
+    pub(crate) fn new(exec: &RequestExecution, id: u64, pipeline: Arc<Pipeline>) -> Self {
+        let ctx = exec.context();
+        let request = ctx.request();
+        let entry = Arc::new(Entry {
+            id,
+            started: ctx.start_time(),
+            site_id: ctx.site().site_id,
+            client: request.remote_address(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            pipeline,
+            activity: AtomicU64::new(pack(exec.activity())),
+            bytes_sent: AtomicU64::new(0),
+        });
+        let worker = THIS_WORKER.with(Arc::clone);
+        worker
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, entry.clone());
+        Self { entry, worker }
+    }
+
+    /// Notes where the request stands before it waits again.
+    pub(crate) fn note(&self, exec: &RequestExecution) {
+        self.entry
+            .activity
+            .store(pack(exec.activity()), Ordering::Relaxed);
+        self.entry
+            .bytes_sent
+            .store(exec.context().response().bytes_sent(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.worker
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.entry.id);
+    }
+}
+
+const NO_MODULE: u64 = 0xFFFF;
+
+/// `[notification bits: 32][module: 16][child depth: 8][waiting: 4][post: 1]`.
+fn pack(a: Activity) -> u64 {
+    let notification = a.notification.map_or(0, |n| n as u32 as u64);
+    let module = a.module.map_or(NO_MODULE, |m| m.get().min(0xFFFE) as u64);
+    let waiting = match a.waiting {
+        Waiting::Module => 0,
+        Waiting::RequestBody => 1,
+        Waiting::Send => 2,
+        Waiting::Nothing => 3,
+    };
+    notification << 32
+        | module << 16
+        | (a.child_depth as u64) << 8
+        | waiting << 1
+        | a.is_post as u64
+}
+
+/// What a packed activity says, in words.
+struct Described<'a> {
+    stage: String,
+    module: Option<&'a str>,
+    waiting: &'static str,
+    child_depth: u8,
+}
+
+fn describe(packed: u64, pipeline: &Pipeline) -> Described<'_> {
+    let bits = (packed >> 32) as u32;
+    let notification = RequestNotification::DETERMINISTIC
+        .iter()
+        .chain(RequestNotification::NONDETERMINISTIC.iter())
+        .find(|n| **n as u32 == bits);
+    let is_post = packed & 1 == 1;
+    let waiting = match (packed >> 1) & 0xF {
+        0 => "module",
+        1 => "request_body",
+        2 => "client",
+        _ => "thread",
+    };
+    let stage = match notification {
+        Some(n) if is_post => format!("Post{}", n.name()),
+        Some(n) => n.name().to_owned(),
+        // The final send: what is left is the client taking the response.
+        None => "SendResponse".to_owned(),
+    };
+    let module = (packed >> 16) & 0xFFFF;
+    let module = (module != NO_MODULE && (module as usize) < pipeline.module_names().count())
+        .then(|| pipeline.module_names().nth(module as usize))
+        .flatten();
+    Described {
+        stage,
+        module,
+        waiting,
+        child_depth: (packed >> 8) as u8,
+    }
+}
+
+/// Writes the `requests_waiting` count, one `request:` line per waiting
+/// request (the longest-running first, at most [`LISTED`]) and a
+/// `worker_held:` line per worker a module call has held for over
+/// [`HELD_AFTER_MS`].
+pub(crate) fn report(out: &mut String) {
+    let workers: Vec<Arc<Worker>> = WORKERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let mut entries: Vec<Arc<Entry>> = Vec::new();
+    for worker in &workers {
+        let requests = worker.requests.lock().unwrap_or_else(|e| e.into_inner());
+        entries.extend(requests.values().cloned());
+    }
+    entries.sort_by_key(|e| e.started);
+    let now = Instant::now();
+    let _ = writeln!(out, "requests_waiting: {}", entries.len());
+    for e in entries.iter().take(LISTED) {
+        let d = describe(e.activity.load(Ordering::Relaxed), &e.pipeline);
+        let _ = write!(
+            out,
+            "request: id={} site={} elapsed_ms={} client={} stage={}",
+            e.id,
+            e.site_id,
+            now.saturating_duration_since(e.started).as_millis(),
+            e.client,
+            d.stage,
+        );
+        if let Some(module) = d.module {
+            let _ = write!(out, " module={module}");
+        }
+        let _ = write!(out, " waiting={}", d.waiting);
+        if d.child_depth > 0 {
+            let _ = write!(out, " child_depth={}", d.child_depth);
+        }
+        let bytes_sent = e.bytes_sent.load(Ordering::Relaxed);
+        let url = e.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let _ = write!(out, " bytes_sent={bytes_sent} url={} ", e.method);
+        push_cut(out, url, URL_SHOWN);
+        out.push('\n');
+    }
+    let now_ms = millis_since_epoch();
+    for worker in &workers {
+        let swept = worker.swept_ms.load(Ordering::Relaxed);
+        let held = now_ms.saturating_sub(swept);
+        if swept != 0 && held > HELD_AFTER_MS {
+            let _ = writeln!(
+                out,
+                "worker_held: {} held_ms={held} (a module call has not returned; its requests cannot be listed)",
+                worker.name
+            );
+        }
+    }
+}
+
+/// Appends `text`, cut to at most `max` bytes on a character boundary.
+fn push_cut(out: &mut String, text: &str, max: usize) {
+    if text.len() <= max {
+        out.push_str(text);
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push_str(&text[..end]);
+    out.push('…');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_activity_survives_its_packing() {
+        let packed = pack(Activity {
+            notification: Some(RequestNotification::AuthorizeRequest),
+            is_post: true,
+            module: None,
+            waiting: Waiting::RequestBody,
+            child_depth: 2,
+        });
+        let pipeline = riis_pipeline::PipelineBuilder::new().build().unwrap();
+        let d = describe(packed, &pipeline);
+        assert_eq!(d.stage, "PostAuthorizeRequest");
+        assert_eq!(d.module, None);
+        assert_eq!(d.waiting, "request_body");
+        assert_eq!(d.child_depth, 2);
+
+        let sending = pack(Activity {
+            notification: None,
+            is_post: false,
+            module: None,
+            waiting: Waiting::Send,
+            child_depth: 0,
+        });
+        let d = describe(sending, &pipeline);
+        assert_eq!((d.stage.as_str(), d.waiting), ("SendResponse", "client"));
+    }
+
+    #[test]
+    fn a_long_url_is_cut_on_a_character() {
+        let mut out = String::new();
+        push_cut(&mut out, "/ééé", 4);
+        assert_eq!(out, "/é…");
+    }
+}
