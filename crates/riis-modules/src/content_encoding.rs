@@ -318,6 +318,16 @@ impl Encoder {
         }
     }
 
+    /// Takes the encoded bytes made so far, without flushing: more input
+    /// follows at once, and the encoder keeps what it holds for it.
+    pub fn take_ready(&mut self) -> Vec<u8> {
+        match self {
+            Self::Gzip(e) => std::mem::take(e.get_mut()),
+            Self::Brotli(e) => std::mem::take(e.get_mut()),
+            Self::Zstd(e) => std::mem::take(e.get_mut()),
+        }
+    }
+
     /// Ends the stream and returns the remaining bytes.
     pub fn finish(self) -> Vec<u8> {
         match self {

@@ -7,14 +7,17 @@
 //! response's type and, for a response sent in one piece, its size, whether
 //! to encode with brotli, zstd or gzip; every later send of the same response goes
 //! through the same encoder, and the final send closes the stream, so a
-//! flushed response is compressed while it streams.
+//! flushed response is compressed while it streams. A large entity is
+//! encoded 64 KiB at a time, the rest deferred to later sends
+//! (`SendResponseProvider::defer_after`), so that the encoded bytes are made
+//! as the client takes them rather than held whole for a slow client.
 //!
 //! Never encoded: errors and other non-2xx statuses, 206 ranges, 204, HEAD,
 //! bodies that already have a `Content-Encoding`, `Cache-Control:
 //! no-transform`, bodies known to be smaller than `min_size` (2,700
 //! bytes, IIS's threshold), responses whose first send carries more than
 //! 4 MiB of file ranges (a large file is StaticCompression's business, or
-//! none: encoding it here would hold its compressed bytes in memory), and
+//! none: encoding it here would cost its CPU on every request), and
 //! the sends of child requests (a child buffered
 //! into its parent is encoded with the parent's response; one that sends
 //! for itself goes as it is). A compressible response gets `Vary:
@@ -201,6 +204,10 @@ impl HttpModule for DynamicCompression {
         let Some(encoder) = self.encoder.as_mut() else {
             return RequestNotificationStatus::Continue;
         };
+        // A large entity is encoded a piece at a time, the rest deferred
+        // to later sends: its encoded bytes are made as the client takes
+        // them, never held whole for a slow client.
+        provider.defer_after(ctx.response_mut(), crate::TRANSFORM_PIECE);
         if let Err(e) = encode_entity(encoder, ctx.response().entity_chunks()) {
             tracing::error!(error = %e, url = %ctx.request().url(), "DynamicCompression: a file range could not be read; the response is cut short");
             self.encoder = None;
@@ -211,8 +218,10 @@ impl HttpModule for DynamicCompression {
         }
         let output = if provider.is_final_send() {
             self.encoder.take().map(Encoder::finish).unwrap_or_default()
-        } else {
+        } else if provider.is_flush() {
             encoder.take_flushed()
+        } else {
+            encoder.take_ready()
         };
         let chunks = if output.is_empty() {
             Vec::new()

@@ -63,6 +63,12 @@ pub(crate) fn per_user_temp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("{name}-{}", nix::unistd::getuid()))
 }
 
+/// How much of an entity the modules that transform it (compression,
+/// outbound rewriting) take per send; the rest they defer to later sends
+/// (`SendResponseProvider::defer_after`), so that what they make goes out
+/// as the client takes it rather than being held whole for a slow client.
+pub(crate) const TRANSFORM_PIECE: u64 = 64 * 1024;
+
 /// Gives a response's entity chunks to `take` in order, the files' ranges
 /// read in blocks of 64 KiB: for the modules that transform the bytes
 /// (compression, outbound rewriting).

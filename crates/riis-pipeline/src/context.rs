@@ -582,7 +582,8 @@ impl HttpContext {
             |p| &p.map_path,
             RequestNotification::MapPath,
             false,
-            |module, ctx| module.on_map_path(ctx, &mut provider),
+            0,
+            |module, ctx, _| module.on_map_path(ctx, &mut provider),
         );
         provider.physical_path
     }
@@ -595,7 +596,8 @@ impl HttpContext {
             |p| &p.custom,
             RequestNotification::CustomNotification,
             false,
-            |module, ctx| module.on_custom_request_notification(ctx, provider),
+            0,
+            |module, ctx, _| module.on_custom_request_notification(ctx, provider),
         );
     }
 
@@ -644,9 +646,10 @@ impl HttpContext {
         list: impl Fn(&Pipeline) -> &[ModuleIndex],
         notification: RequestNotification,
         stop_at_finish: bool,
-        mut call: impl FnMut(&mut dyn HttpModule, &mut HttpContext) -> RequestNotificationStatus,
+        start: usize,
+        mut call: impl FnMut(&mut dyn HttpModule, &mut HttpContext, usize) -> RequestNotificationStatus,
     ) -> Option<RequestNotificationStatus> {
-        if list(&self.pipeline).is_empty() {
+        if list(&self.pipeline).len() <= start {
             return None;
         }
         let saved = self.current;
@@ -659,8 +662,9 @@ impl HttpContext {
         let mut last = None;
         let tracing = self.pipeline.tracing;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut i = 0;
+            let mut i = start;
             while let Some(&m) = list(&self.pipeline).get(i) {
+                let position = i;
                 i += 1;
                 let Some(module) = self.take_instance(m) else {
                     continue;
@@ -672,7 +676,7 @@ impl HttpContext {
                     self.trace_call(m, notification, TracePhase::ModuleStart);
                     Instant::now()
                 });
-                let status = call(&mut **module, self);
+                let status = call(&mut **module, self, position);
                 if let Some(started) = started {
                     let elapsed = started.elapsed();
                     self.trace_call(m, notification, TracePhase::ModuleEnd { status, elapsed });

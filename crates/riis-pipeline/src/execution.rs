@@ -287,6 +287,12 @@ pub struct Output {
     pub chunks: Vec<EntityChunk>,
     /// Whether this is the final send of the response.
     pub is_final: bool,
+    /// A SendResponse module deferred part of the entity (see
+    /// [`SendResponseProvider::defer_after`]): the next send is made from
+    /// it. The server completes this send once the client has taken what
+    /// was queued before it, so that a transformed entity is produced as
+    /// the client takes it rather than held whole for a slow one.
+    pub paced: bool,
     /// Close the connection after this response.
     pub disconnect: bool,
     /// Abort the connection instead of finishing the response.
@@ -404,6 +410,11 @@ pub struct RequestExecution {
     /// frames are rare, so the root lives inline and costs no allocation.
     frames: Frames,
     output: Option<Output>,
+    /// What SendResponse modules deferred from the final send: the list
+    /// position of the module and the rest of its entity, the last pushed
+    /// sent first (it comes before what the modules before it produce
+    /// next).
+    deferred: Vec<(usize, Vec<EntityChunk>)>,
 }
 
 struct Frames {
@@ -469,6 +480,7 @@ impl RequestExecution {
                 children: Vec::new(),
             },
             output: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -539,7 +551,11 @@ impl RequestExecution {
         };
         let (bytes, status) = match result {
             Ok(n) => (n, 0),
-            Err(()) => (0, E_CONNECTION_ABORTED),
+            Err(()) => {
+                // Nobody takes the rest.
+                self.deferred.clear();
+                (0, E_CONNECTION_ABORTED)
+            }
         };
         frame.ctx.response.bytes_sent = frame.ctx.response.bytes_sent.saturating_add(bytes);
         frame.phase = match after {
@@ -660,7 +676,8 @@ impl RequestExecution {
                 |p| &p.read_entity,
                 N::ReadEntity,
                 true,
-                |module, ctx| module.on_read_entity(ctx, &mut provider),
+                0,
+                |module, ctx, _| module.on_read_entity(ctx, &mut provider),
             );
             if status == Some(Status::FinishRequest) {
                 // A ReadEntity module refused the body (a size limit, a
@@ -772,6 +789,11 @@ impl RequestExecution {
                 continue;
             }
             if frame.stage == DONE {
+                if top == 0 && !self.deferred.is_empty() {
+                    self.send_deferred();
+                    self.frames[0].phase = Phase::Sending(AfterSend::Final);
+                    return Step::Send;
+                }
                 if top == 0 {
                     // Clean up and dispose now: the request has ended.
                     frame.ctx.end_request();
@@ -1329,6 +1351,33 @@ impl RequestExecution {
                 }
             }
         }
+        self.raise_send_response(top, is_final, more_data, is_final, 0);
+        true
+    }
+
+    /// Sends the last rest a SendResponse module deferred (see
+    /// [`SendResponseProvider::defer_after`]), raising SendResponse from
+    /// that module on.
+    fn send_deferred(&mut self) {
+        let (start, rest) = self.deferred.pop().expect("a deferred rest");
+        self.frames[0].ctx.response.chunks.extend(rest);
+        let is_final = self.deferred.is_empty();
+        self.raise_send_response(0, is_final, !is_final, true, start);
+    }
+
+    /// Raises SendResponse for frame `top`'s send, from the module at
+    /// `start` of the list on, and moves the response's entity into the
+    /// output.
+    fn raise_send_response(
+        &mut self,
+        top: usize,
+        is_final: bool,
+        more_data: bool,
+        may_defer: bool,
+        start: usize,
+    ) {
+        let ctx = &mut self.frames[top].ctx;
+        let deferred = &mut self.deferred;
         let mut provider = SendResponseProvider {
             headers_being_sent: !ctx.response.headers_sent && !ctx.response.suppress_headers,
             final_send: is_final,
@@ -1336,14 +1385,31 @@ impl RequestExecution {
                 more_data: more_data || !is_final,
                 disconnect: ctx.response.need_disconnect,
             },
+            may_defer,
+            deferred: None,
         };
         ctx.call_nested_list(
             |p| &p.send_response,
             N::SendResponse,
             true,
-            |module, ctx| module.on_send_response(ctx, &mut provider),
+            start,
+            |module, ctx, position| {
+                let status = module.on_send_response(ctx, &mut provider);
+                if let Some(rest) = provider.deferred.take() {
+                    // Later sends carry it, from this module on (for the
+                    // modules after it, this send is not the last either).
+                    deferred.push((position, rest));
+                }
+                status
+            },
         );
         let resp: &mut HttpResponse = &mut ctx.response;
+        if resp.reset_connection || resp.truncated {
+            // The response ends here: nothing deferred is sent.
+            deferred.clear();
+        }
+        // The final send, or the last of the sends it became.
+        let is_final = (is_final || may_defer) && deferred.is_empty();
         let head = (!resp.headers_sent && !resp.suppress_headers).then(|| ResponseHead {
             status: resp.status,
             reason: resp.reason.clone(),
@@ -1359,11 +1425,11 @@ impl RequestExecution {
             head,
             chunks: std::mem::take(&mut resp.chunks),
             is_final,
+            paced: !deferred.is_empty(),
             disconnect: provider.flags.disconnect || resp.need_disconnect,
             reset: resp.reset_connection,
             truncated: resp.truncated,
         });
-        true
     }
 
     /// A child request reached its end: hand the shared response back and
@@ -1594,6 +1660,7 @@ mod tests {
                 EntityChunk::Memory(Bytes::from_static(b"x")),
             ],
             is_final: true,
+            paced: false,
             disconnect: false,
             reset: false,
             truncated: false,

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::response::{split_entity, EntityChunk, HttpResponse};
+
 /// What an asynchronous operation reports when it completes
 /// (`IHttpCompletionInfo`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +39,12 @@ pub struct SendResponseProvider {
     pub(crate) headers_being_sent: bool,
     pub(crate) final_send: bool,
     pub(crate) flags: SendFlags,
+    /// Whether this send is the final send or one of the sends that carry
+    /// what modules deferred (not a flush).
+    pub(crate) may_defer: bool,
+    /// What the module being called deferred with
+    /// [`SendResponseProvider::defer_after`].
+    pub(crate) deferred: Option<Vec<EntityChunk>>,
 }
 
 impl SendResponseProvider {
@@ -51,6 +59,16 @@ impl SendResponseProvider {
         self.final_send
     }
 
+    /// Whether this send is a module's flush, after which the response
+    /// goes on when that module's work does; false for the final send and
+    /// for the sends that carry what a module deferred of it (see
+    /// [`Self::defer_after`]), which follow at once. riis's own addition:
+    /// an encoder flushes its output at a flush and need not between
+    /// deferred pieces.
+    pub fn is_flush(&self) -> bool {
+        !self.may_defer
+    }
+
     /// `GetFlags`.
     pub fn flags(&self) -> SendFlags {
         self.flags
@@ -59,6 +77,39 @@ impl SendResponseProvider {
     /// `SetFlags`: for example ask for the connection to close after this send.
     pub fn set_flags(&mut self, flags: SendFlags) {
         self.flags = flags;
+    }
+
+    /// Keeps the first `at` bytes of the response's entity in this send and
+    /// defers the rest, to be handed to this module again in a later send
+    /// once the client has taken what this send carries. A module that
+    /// transforms the entity (compresses it, rewrites its links) calls it
+    /// before it transforms, to take a large body a piece at a time, so
+    /// that its output is never held whole for a slow client.
+    ///
+    /// riis's own addition to `ISendResponseProvider`. The modules after
+    /// this one in SendResponse's order then see this send as not final,
+    /// and the rest in later sends, each of which starts at this module:
+    /// the modules before it saw the whole entity already. The last of
+    /// those sends is the final send. A module may defer again in the sends
+    /// that carry its rest. When the client is gone, the rest is dropped.
+    ///
+    /// Returns whether a rest was deferred; [`Self::is_final_send`] is
+    /// then false for this module too. Nothing is deferred when the entity
+    /// holds at most `at` bytes, nor in a flush, whose data must all go out
+    /// before the module that flushed resumes: deferring is for the final
+    /// send and the sends that carry deferred rests.
+    pub fn defer_after(&mut self, response: &mut HttpResponse, at: u64) -> bool {
+        if !self.may_defer {
+            return false;
+        }
+        let rest = split_entity(&mut response.chunks, at);
+        if rest.iter().all(EntityChunk::is_empty) {
+            return false;
+        }
+        self.deferred = Some(rest);
+        self.final_send = false;
+        self.flags.more_data = true;
+        true
     }
 }
 

@@ -45,6 +45,48 @@ impl EntityChunk {
     }
 }
 
+/// Splits an entity at byte `at`: `chunks` keeps the first `at` bytes and
+/// the rest is returned (a chunk across the boundary is split: memory
+/// without a copy, a file range into two ranges of the same file). See
+/// [`crate::SendResponseProvider::defer_after`].
+pub(crate) fn split_entity(chunks: &mut Vec<EntityChunk>, at: u64) -> Vec<EntityChunk> {
+    let mut kept = 0u64;
+    for i in 0..chunks.len() {
+        let len = chunks[i].len();
+        if kept + len <= at {
+            kept += len;
+            continue;
+        }
+        let inside = at - kept;
+        let mut rest = chunks.split_off(i);
+        if inside > 0 {
+            let head = match &mut rest[0] {
+                EntityChunk::Memory(bytes) => {
+                    let tail = bytes.split_off(inside as usize);
+                    EntityChunk::Memory(std::mem::replace(bytes, tail))
+                }
+                EntityChunk::File {
+                    file,
+                    offset,
+                    length,
+                } => {
+                    let head = EntityChunk::File {
+                        file: file.clone(),
+                        offset: *offset,
+                        length: inside,
+                    };
+                    *offset += inside;
+                    *length -= inside;
+                    head
+                }
+            };
+            chunks.push(head);
+        }
+        return rest;
+    }
+    Vec::new()
+}
+
 impl From<Bytes> for EntityChunk {
     fn from(b: Bytes) -> Self {
         Self::Memory(b)
@@ -493,4 +535,51 @@ pub fn escape_html(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entity_splits_inside_memory_and_file_ranges() {
+        let file = Arc::new(File::open("/dev/null").unwrap());
+        let range = |offset, length| EntityChunk::File {
+            file: file.clone(),
+            offset,
+            length,
+        };
+        let describe = |chunks: &[EntityChunk]| -> Vec<(char, u64, u64)> {
+            chunks
+                .iter()
+                .map(|c| match c {
+                    EntityChunk::Memory(b) => ('m', b.len() as u64, u64::from(b[0])),
+                    EntityChunk::File { offset, length, .. } => ('f', *length, *offset),
+                })
+                .collect()
+        };
+        let mut chunks = vec![
+            EntityChunk::Memory(Bytes::from_static(b"abcd")),
+            range(100, 10),
+        ];
+        // Inside the file range.
+        let rest = split_entity(&mut chunks, 7);
+        assert_eq!(describe(&chunks), [('m', 4, b'a' as u64), ('f', 3, 100)]);
+        assert_eq!(describe(&rest), [('f', 7, 103)]);
+        // Inside memory, with nothing left of the chunk after it.
+        let mut chunks = vec![
+            EntityChunk::Memory(Bytes::from_static(b"abcd")),
+            range(0, 5),
+        ];
+        let rest = split_entity(&mut chunks, 1);
+        assert_eq!(describe(&chunks), [('m', 1, b'a' as u64)]);
+        assert_eq!(describe(&rest), [('m', 3, b'b' as u64), ('f', 5, 0)]);
+        // On a boundary, and past the end.
+        let mut chunks = vec![EntityChunk::Memory(Bytes::from_static(b"ab")), range(0, 5)];
+        let rest = split_entity(&mut chunks, 2);
+        assert_eq!((chunks.len(), rest.len()), (1, 1));
+        assert!(split_entity(&mut chunks, 2).is_empty());
+        assert!(split_entity(&mut chunks, 99).is_empty());
+        assert_eq!(describe(&chunks), [('m', 2, b'a' as u64)]);
+    }
 }

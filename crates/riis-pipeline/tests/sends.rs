@@ -173,3 +173,144 @@ async fn finish_request_in_send_response_skips_the_remaining_send_response_modul
     assert_eq!(outcome.body(), "[RunsFirst][Stopper]");
     outcome.assert_completed();
 }
+
+/// Registers a SendResponse module at `priority` that logs each send it
+/// sees as `NAME:BODY:final` and makes its entity upper case; with
+/// `piece`, it takes the entity `piece` bytes at a time, deferring the rest
+/// (twice in its first send, to show that a deferral may nest).
+fn add_transformer(
+    t: &mut TestPipeline,
+    log: &Log,
+    name: &'static str,
+    priority: Priority,
+    piece: Option<u64>,
+) {
+    let log = log.clone();
+    t.module(
+        name,
+        Registration::events(N::SendResponse).priority(N::SendResponse, priority),
+        script(move |ctx, call| {
+            let Call::SendResponse(p) = call else {
+                return Status::Continue;
+            };
+            if let Some(piece) = piece {
+                p.defer_after(ctx.response_mut(), piece);
+            }
+            let mut text = String::new();
+            for chunk in ctx.response().entity_chunks() {
+                if let riis_pipeline::EntityChunk::Memory(b) = chunk {
+                    text.push_str(std::str::from_utf8(b).unwrap());
+                }
+            }
+            log.push(format!("{name}:{text}:{}", p.is_final_send()));
+            ctx.response_mut()
+                .set_entity_chunks(vec![riis_pipeline::EntityChunk::Memory(
+                    text.to_uppercase().into(),
+                )]);
+            Status::Continue
+        }),
+    );
+}
+
+/// `defer_after`: a SendResponse module takes a large entity a piece at a
+/// time. The modules before it see the whole entity once; it and the
+/// modules after it see each piece in a send of its own, the last one
+/// final; every send but the last is paced.
+#[tokio::test]
+async fn a_send_response_module_may_take_the_entity_a_piece_at_a_time() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    // SendResponse's order is inverted: Last runs first.
+    add_transformer(&mut t, &log, "Before", Priority::Last, None);
+    add_transformer(&mut t, &log, "Piecer", Priority::Medium, Some(4));
+    add_transformer(&mut t, &log, "After", Priority::First, None);
+    t.module(
+        "Writer",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            write(ctx, "abcdefghij");
+            Status::FinishRequest
+        }),
+    );
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(
+        log.entries(),
+        [
+            "Before:abcdefghij:true",
+            "Piecer:ABCD:false",
+            "After:ABCD:false",
+            "Piecer:EFGH:false",
+            "After:EFGH:false",
+            "Piecer:IJ:true",
+            "After:IJ:true",
+        ]
+    );
+    assert_eq!(outcome.body(), "ABCDEFGHIJ");
+    let shape: Vec<(bool, bool, bool)> = outcome
+        .sends
+        .iter()
+        .map(|s| (s.head.is_some(), s.is_final, s.paced))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (true, false, true),
+            (false, false, true),
+            (false, true, false)
+        ]
+    );
+    outcome.assert_completed();
+}
+
+/// A deferral in a flush is refused (the flush's data must all go out
+/// before its module resumes) and leaves the entity whole.
+#[tokio::test]
+async fn a_flush_cannot_defer() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Deferrer",
+            Registration::events(N::SendResponse),
+            script(move |ctx, call| {
+                if let Call::SendResponse(p) = call {
+                    let deferred = p.defer_after(ctx.response_mut(), 2);
+                    log.push(format!("final={} deferred={deferred}", p.is_final_send()));
+                }
+                Status::Continue
+            }),
+        );
+    }
+    t.module(
+        "Flusher",
+        Registration::events(N::BeginRequest | N::EndRequest),
+        script(|ctx, call| {
+            if call.is_event(N::BeginRequest) {
+                write(ctx, "early");
+                ctx.response_mut().flush(Default::default());
+            } else {
+                write(ctx, "late");
+            }
+            Status::Continue
+        }),
+    );
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    // The flush goes whole; the final send ("late") in pieces of 2.
+    assert_eq!(
+        log.entries(),
+        [
+            "final=false deferred=false",
+            "final=false deferred=true",
+            "final=true deferred=false",
+        ]
+    );
+    assert_eq!(outcome.body(), "earlylate");
+    outcome.assert_completed();
+}

@@ -594,8 +594,15 @@ async fn drive(
                     true
                 } else if let Some(tx) = &stream {
                     let is_final = out.is_final;
+                    let paced = out.paced && !out.reset;
                     let ok =
                         out.reset || out.chunks.is_empty() || tx.send(Ok(out.chunks)).await.is_ok();
+                    if ok && paced {
+                        // The next send is made from what a module
+                        // deferred: made once the client has taken what is
+                        // queued, it is never held whole for a slow client.
+                        let _ = tx.reserve_many(STREAM_QUEUE).await;
+                    }
                     if out.reset || out.truncated || out.disconnect {
                         // The connection ends: the rest of the request body
                         // is not worth reading.

@@ -688,8 +688,9 @@ fn dynamic_compression_304_head_and_identity() {
     assert_eq!(identity.body, big.as_bytes());
 }
 
-/// DynamicCompression does not take on a large file: its compressed bytes
-/// would sit in memory. Up to 4 MiB of file it does (above).
+/// DynamicCompression does not take on a large file: compressing it on
+/// every request would cost its CPU each time. Up to 4 MiB of file it does
+/// (above).
 #[test]
 fn dynamic_compression_leaves_a_large_file_alone() {
     let dir = TempDir::new("dynamic-large");

@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use common::{Connection, RunningBinary, TempDir};
 
@@ -740,10 +741,13 @@ action = { type = "Rewrite", value = "/app/{R:1}" }
     // Other types keep their ranges.
     conn.send_raw(b"GET /page.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-5\r\n\r\n");
     assert_eq!(conn.read_response(false).status, 206);
-    // A page too large for one send's rewrite goes as it is.
-    let huge = conn.get("/huge.html");
-    assert_eq!(huge.status, 200);
-    assert!(huge.text().contains("http://backend.internal:8080/huge"));
+    // A large page is rewritten too, a piece at a time.
+    let rewritten = conn.get("/huge.html");
+    assert_eq!(rewritten.status, 200);
+    assert_eq!(
+        rewritten.text(),
+        huge.replace("http://backend.internal:8080/huge", "/app/huge")
+    );
 }
 
 /// `stop_processing` on a header rule stops later rules on that header
@@ -1107,4 +1111,75 @@ anonymous_authentication = {{ enabled = false }}
         "{vault:?}"
     );
     assert_eq!(get("/vault/open", Some("root")).text(), "front");
+}
+
+/// A large rewritten page goes out as the client takes it: while the
+/// client reads nothing, the server has rewritten and handed its connection
+/// only a first part of the page (a slow client's page is never held whole
+/// in memory), and `riis status` shows the request waiting for the client.
+/// Once the client reads, the whole page arrives, rewritten.
+#[test]
+fn a_large_rewritten_page_is_made_as_the_client_takes_it() {
+    let dir = TempDir::new("rewrite-paced");
+    let mut page = "<p>filler</p>".repeat(32 * 1024 * 1024 / 13);
+    page.push_str("<a href=\"http://backend.internal:8080/end\">end</a>");
+    dir.write("www/big.html", &page);
+    let config = rewrite_site(
+        &dir,
+        r#"[server]
+pid_file = "riis.pid"
+
+[[rewrite.outbound_rules]]
+name = "backend links"
+filter_by_tags = ["A"]
+pattern = "^http://backend\\.internal:8080/(.*)$"
+action = { type = "Rewrite", value = "/app/{R:1}" }
+"#,
+        "",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /big.html HTTP/1.1\r\nHost: t\r\n\r\n");
+
+    // Until the bytes handed over stop growing: the client takes nothing.
+    let bytes_sent = |text: &str| -> Option<(u64, String)> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("request: ") && l.ends_with("url=GET /big.html"))?;
+        let sent = line
+            .split(' ')
+            .find_map(|f| f.strip_prefix("bytes_sent="))?
+            .parse()
+            .ok()?;
+        Some((sent, line.to_owned()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    let (sent, line) = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let text = common::riis_status(&config);
+        let now = bytes_sent(&text).unwrap_or_else(|| panic!("not listed: {text}"));
+        if last.as_ref().is_some_and(|(n, _)| *n == now.0) {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "still sending: {text}");
+        last = Some(now);
+    };
+    assert!(
+        line.contains(" stage=SendResponse waiting=client "),
+        "{line}"
+    );
+    assert!(
+        sent < page.len() as u64 / 2,
+        "{sent} of {} bytes handed over before the client read any",
+        page.len()
+    );
+
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.text() == page.replace("http://backend.internal:8080/end", "/app/end"),
+        "the page arrived altered ({} bytes)",
+        resp.body.len()
+    );
 }

@@ -539,6 +539,11 @@ impl HttpModule for UrlRewrite {
         let Some(body) = self.body.as_mut() else {
             return RequestNotificationStatus::Continue;
         };
+        if body.rewrites() {
+            // A large body is rewritten a piece at a time, the rest
+            // deferred to later sends, as the client takes it.
+            provider.defer_after(ctx.response_mut(), crate::TRANSFORM_PIECE);
+        }
         if let Err(why) = body.send(ctx, provider.is_final_send()) {
             tracing::error!(url = %ctx.request().raw_url(), "UrlRewrite: the response's body cannot be rewritten ({why}); it is cut short");
             self.body = None;

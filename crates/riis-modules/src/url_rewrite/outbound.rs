@@ -8,7 +8,10 @@
 //! Header rules run once, on the send that carries the headers. Attribute
 //! rules run over the body as it is sent, through lol_html's streaming HTML
 //! rewriter: what a send brings is rewritten and goes out with that send,
-//! except the unfinished tag at its end, which goes with the next. Their
+//! except the unfinished tag at its end, which goes with the next. A large
+//! body (a big HTML file, a proxied page) is taken 64 KiB per send, the rest
+//! deferred to later sends, so that it is rewritten as the client takes it
+//! and never held whole for a slow one. Their
 //! templates read server variables taken when the headers were sent, since
 //! the rewriter runs away from the request's context.
 
@@ -48,10 +51,6 @@ const IIS_TAGS: [(&str, &[&str]); 11] = [
     ("link", &["href"]),
     ("script", &["src"]),
 ];
-
-/// The most file-range bytes a response's first send may carry for its
-/// body to be rewritten (DynamicCompression's bound for the same reason).
-const MAX_FIRST_SEND: u64 = 4 * 1024 * 1024;
 
 /// How much memory the HTML rewriter of one response may hold (an
 /// unfinished tag that goes on and on): past it the response is cut short.
@@ -605,28 +604,6 @@ impl BodyRewriter {
         encoding: AsciiCompatibleEncoding,
         charset_given: bool,
     ) -> Option<BodyRewriter> {
-        // A large file in one send (a big static file) would be read whole
-        // into memory to be rewritten on the worker's turn: it goes as it
-        // is, as DynamicCompression leaves one. Output already in memory
-        // (a proxied page held under its `response_buffer_limit`) is
-        // rewritten whatever its size.
-        let file_bytes: u64 = ctx
-            .response()
-            .entity_chunks()
-            .iter()
-            .map(|chunk| match chunk {
-                EntityChunk::Memory(_) => 0,
-                EntityChunk::File { length, .. } => *length,
-            })
-            .sum();
-        if file_bytes > MAX_FIRST_SEND {
-            tracing::debug!(
-                url,
-                bytes = file_bytes,
-                "UrlRewrite: a file this large in one send is not rewritten"
-            );
-            return None;
-        }
         let mut names = Vec::new();
         for &index in rules {
             for template in config.outbound_rules[index].templates() {
@@ -721,6 +698,11 @@ impl BodyRewriter {
             rewriter: Some(rewriter),
             output,
         })
+    }
+
+    /// Whether the body is still being rewritten.
+    pub(super) fn rewrites(&self) -> bool {
+        self.rewriter.is_some()
     }
 
     /// Rewrites what this send carries; on the final send, the rest.

@@ -637,6 +637,8 @@ pub struct Sent {
     pub disconnect: bool,
     /// The request failed after its headers went out (see `Output`).
     pub truncated: bool,
+    /// The next send is made from a deferred rest (see `Output`).
+    pub paced: bool,
 }
 
 /// Everything a request produced, and its finished execution (whose context
@@ -728,6 +730,7 @@ pub async fn drive(mut execution: RequestExecution, body: Vec<Bytes>) -> Outcome
                     is_final: output.is_final,
                     disconnect: output.disconnect,
                     truncated: output.truncated,
+                    paced: output.paced,
                 });
                 execution.complete_send(Ok(len));
             }
