@@ -251,9 +251,8 @@ pub(crate) fn report(out: &mut String) {
     }
     let now_ms = millis_since_epoch();
     for worker in &workers {
-        let swept = worker.swept_ms.load(Ordering::Relaxed);
-        let held = now_ms.saturating_sub(swept);
-        if swept != 0 && held > HELD_AFTER_MS {
+        let held = worker.held_ms(now_ms);
+        if held > HELD_AFTER_MS {
             let _ = writeln!(
                 out,
                 "worker_held: {} held_ms={held} (a module call has not returned; its requests cannot be listed)",
@@ -261,6 +260,32 @@ pub(crate) fn report(out: &mut String) {
             );
         }
     }
+}
+
+impl Worker {
+    /// How long the worker has gone without its sweep, at `now_ms` (0 for
+    /// a thread that does not sweep).
+    fn held_ms(&self, now_ms: u64) -> u64 {
+        match self.swept_ms.load(Ordering::Relaxed) {
+            0 => 0,
+            swept => now_ms.saturating_sub(swept),
+        }
+    }
+}
+
+/// The longest time any worker thread has gone without its sweep (zero
+/// when none sweeps).
+pub(crate) fn longest_held() -> std::time::Duration {
+    let now = millis_since_epoch();
+    let longest = WORKERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .map(|w| w.held_ms(now))
+        .max()
+        .unwrap_or(0);
+    std::time::Duration::from_millis(longest)
 }
 
 /// Appends `text`, cut to at most `max` bytes on a character boundary.

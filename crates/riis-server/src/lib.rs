@@ -20,6 +20,7 @@ mod in_flight;
 mod protocol;
 pub mod reload;
 pub mod server;
+mod service_manager;
 pub mod strict;
 pub mod tls;
 mod upgrade;

@@ -192,14 +192,17 @@ impl Reloader {
     }
 
     /// [`Reloader::reload`], logging the outcome (for the SIGHUP handler)
-    /// and recording it for the status report.
-    pub fn reload_and_log(&self) {
+    /// and recording it for the status report; `Err` says why it was
+    /// refused.
+    pub fn reload_and_log(&self) -> Result<(), String> {
         let outcome = self.reload();
         match &outcome {
             Ok(file) => tracing::info!("configuration reloaded from {}", file.display()),
             Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
         }
-        RELOADS.record(outcome.err().map(|e| e.to_string()));
+        let refusal = outcome.err().map(|e| e.to_string());
+        RELOADS.record(refusal.clone());
+        refusal.map_or(Ok(()), Err)
     }
 }
 

@@ -744,6 +744,7 @@ impl BoundServer {
         control: Option<ControlSignals>,
     ) -> Result<(), ServerError> {
         self.announce();
+        let addresses = self.local_addrs();
         let Self { server, listeners } = self;
         let workers = listeners.iter().map(|g| g.sockets.len()).max().unwrap_or(1);
         let mut per_worker: Vec<Vec<(std::net::TcpListener, Listening)>> =
@@ -773,6 +774,8 @@ impl BoundServer {
                 .map_err(ServerError::Runtime)?;
             threads.push(thread);
         }
+        let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        crate::service_manager::ready(&format!("serving on {}", addresses.join(", ")));
         shutdown.await;
         lifecycle.stop(&stop_tx);
         let joined = tokio::task::spawn_blocking(move || {
@@ -936,9 +939,16 @@ impl Lifecycle {
                 tokio::select! {
                     _ = hangup.recv() => {
                         let reloader = reloader.clone();
+                        crate::service_manager::reloading();
                         let reloading = tokio::task::spawn_blocking(move || reloader.reload_and_log());
                         tokio::select! {
-                            _ = reloading => {}
+                            outcome = reloading => {
+                                crate::service_manager::ready(&match outcome {
+                                    Ok(Ok(())) => "serving; configuration reloaded".to_owned(),
+                                    Ok(Err(why)) => format!("serving; reload refused: {why}"),
+                                    Err(_) => "serving; the reload failed".to_owned(),
+                                });
+                            }
                             _ = reload_stop.changed() => return,
                         }
                     }
@@ -969,6 +979,12 @@ impl Lifecycle {
                 }
             });
         }
+        if let Some(interval) = crate::service_manager::watchdog_interval() {
+            tokio::spawn(crate::service_manager::keep_watchdog(
+                interval,
+                stop.clone(),
+            ));
+        }
         let health = tokio::spawn(periodic_work(
             server.current.clone(),
             server.fs.clone(),
@@ -984,6 +1000,7 @@ impl Lifecycle {
 
     fn stop(&self, stop: &watch::Sender<bool>) {
         tracing::info!("shutting down: no new connections; draining in-flight requests");
+        crate::service_manager::stopping();
         let _ = stop.send(true);
         self.current.load().pipeline.raise_stop_listening();
     }

@@ -552,8 +552,8 @@ fn a_hanging_reload_does_not_hold_up_shutdown() {
 
 /// A module call that holds its worker thread (here a C module sleeping in
 /// BeginRequest) keeps that worker from its once-a-second sweep; `riis
-/// status` names the worker and how long it has been held, and the other
-/// worker goes on serving.
+/// status` names the worker and how long it has been held, the other
+/// worker goes on serving, and systemd's watchdog stops being pinged.
 #[test]
 fn status_names_a_worker_a_module_call_holds() {
     let dir = TempDir::new("held-worker");
@@ -580,9 +580,42 @@ fn status_names_a_worker_a_module_call_holds() {
          [[global_modules]]\nname = \"Holder\"\nimage = \"holder.so\"\n\n\
          [[modules]]\nname = \"Holder\"\n[[modules]]\nname = \"StaticFile\"\n",
     );
-    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    // systemd's watchdog (WatchdogSec=1.5): the test listens for the pings.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1500000");
+    let server = RunningBinary::from_command(command).unwrap();
     let report = common::riis_status(&config);
     assert!(!report.contains("worker_held:"), "{report}");
+    let pings = std::thread::spawn(move || {
+        // The longest gap between watchdog pings over 6 seconds.
+        notify
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let (started, mut last, mut gap) = (
+            std::time::Instant::now(),
+            std::time::Instant::now(),
+            std::time::Duration::ZERO,
+        );
+        let mut buf = [0u8; 512];
+        while started.elapsed() < std::time::Duration::from_secs(6) {
+            if let Ok(n) = notify.recv(&mut buf) {
+                if &buf[..n] == b"WATCHDOG=1\n" {
+                    gap = gap.max(last.elapsed());
+                    last = std::time::Instant::now();
+                }
+            }
+        }
+        gap
+    });
     let addr = server.addr;
     let held = std::thread::spawn(move || get(addr, "/a.txt"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -605,4 +638,7 @@ fn status_names_a_worker_a_module_call_holds() {
     assert!((3000..15000).contains(&held_ms), "{line}");
     let resp = held.join().unwrap();
     assert_eq!(resp.status, 200);
+    // Pings (every 0.75 s) stopped while the worker was held past 1.5 s.
+    let gap = pings.join().unwrap();
+    assert!(gap > std::time::Duration::from_millis(1500), "{gap:?}");
 }

@@ -386,3 +386,89 @@ bindings = ["127.0.0.1:0"]
     }
     drop(silent);
 }
+
+/// Under a `Type=notify` (or `notify-reload`) systemd unit, riis tells the
+/// service manager when it is ready, when a reload begins and ends (with
+/// its outcome), and when it stops, and pings the watchdog while its
+/// workers run (`WatchdogSec=`): here the test plays systemd's part on a
+/// socket of its own.
+#[test]
+fn the_service_manager_hears_ready_reloading_stopping_and_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new("sd-notify");
+    let root = dir.path().join("www");
+    dir.write("www/a.txt", "alpha");
+    let config = dir.write("riis.toml", config_text(&root, 1));
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        // systemd names the process it watches; `exec` keeps the shell's.
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000");
+    let server = RunningBinary::from_command(command).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut next = |what: &str| -> String {
+        // Watchdog pings come between the notices: skip them unless asked.
+        loop {
+            let n = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {what} notice: {e}"));
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if what == "WATCHDOG=1" || text != "WATCHDOG=1\n" {
+                return text;
+            }
+        }
+    };
+    let ready = next("READY");
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    assert!(
+        ready.contains(&format!("STATUS=serving on {}", server.addr)),
+        "{ready}"
+    );
+    assert_eq!(next("WATCHDOG=1"), "WATCHDOG=1\n");
+
+    dir.write("riis.toml", config_text(&root, 2));
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let reloading = next("RELOADING");
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    let reloaded = next("READY after the reload");
+    assert_eq!(
+        reloaded,
+        "READY=1\nSTATUS=serving; configuration reloaded\n"
+    );
+
+    // A refused reload is reported as such, and the server stays ready.
+    dir.write("riis.toml", "[server\n");
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(next("RELOADING").starts_with("RELOADING=1\n"));
+    let refused = next("READY after the refusal");
+    assert!(
+        refused.starts_with("READY=1\nSTATUS=serving; reload refused: "),
+        "{refused}"
+    );
+
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let stopping = next("STOPPING");
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
+}

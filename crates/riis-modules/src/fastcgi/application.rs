@@ -280,6 +280,11 @@ impl Application {
         let socket: OwnedFd = listener.try_clone()?.into();
         Command::new(&self.config.path)
             .args(&self.config.arguments)
+            // The service manager's notices are riis's to send: an
+            // application that speaks sd_notify must not report for it.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("WATCHDOG_USEC")
             .envs(&self.config.environment)
             .stdin(Stdio::from(socket))
             .stdout(Stdio::null())
