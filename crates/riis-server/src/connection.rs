@@ -822,7 +822,10 @@ impl Sweeper {
         loop {
             tokio::select! {
                 _ = every.tick() => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    crate::in_flight::note_sweeps_end();
+                    return;
+                }
             }
             let t = advance_clock();
             crate::in_flight::note_sweep();

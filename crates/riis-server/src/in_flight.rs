@@ -81,6 +81,12 @@ pub(crate) fn note_sweep() {
     THIS_WORKER.with(|w| w.swept_ms.store(now, Ordering::Relaxed));
 }
 
+/// Notes that this thread's worker no longer sweeps (the server is
+/// stopping): it is not reported as held from now on.
+pub(crate) fn note_sweeps_end() {
+    THIS_WORKER.with(|w| w.swept_ms.store(0, Ordering::Relaxed));
+}
+
 /// One waiting request.
 struct Entry {
     id: u64,

@@ -838,15 +838,21 @@ impl riis_pipeline::ServerStatus for ServerFigures {
 /// The runtime status `riis status` shows: the process and its
 /// configuration, then the answer to the RscaQuery `status` (IIS's runtime
 /// status query): the server's own figures and each global module's.
-fn status_report(pipeline: &riis_pipeline::Pipeline, file: &std::path::Path) -> String {
+fn status_report(
+    pipeline: &riis_pipeline::Pipeline,
+    file: &std::path::Path,
+    stopping: bool,
+) -> String {
     let mut query = riis_pipeline::RscaQuery::new("status", "");
     pipeline.raise_rsca_query(&mut query);
     let mut report = format!(
         "process: {}
+state: {}
 configuration: {}
 modules: {}
 ",
         std::process::id(),
+        if stopping { "stopping" } else { "serving" },
         // Absolute: `riis reload` compares it with the file it was given.
         std::path::absolute(file)
             .unwrap_or_else(|_| file.to_owned())
@@ -959,22 +965,19 @@ impl Lifecycle {
         if let Some(path) = status_file(&server.config) {
             let current = server.current.clone();
             let file = server.config.file.clone();
-            let mut status_stop = stop.clone();
+            // Answered through the drain too (what is still in flight is
+            // what an operator then wants to see), until the process ends.
+            let stopping = stop.clone();
             let asked = control.status;
             tokio::spawn(async move {
                 let Some(mut asked) = asked else {
                     tracing::warn!("cannot watch SIGUSR1; riis status is off");
                     return;
                 };
-                loop {
-                    tokio::select! {
-                        _ = asked.recv() => {
-                            let report = status_report(&current.load().pipeline, &file);
-                            if let Err(e) = write_status(&path, &report) {
-                                tracing::warn!(error = %e, path = %path.display(), "cannot write the status");
-                            }
-                        }
-                        _ = status_stop.changed() => return,
+                while asked.recv().await.is_some() {
+                    let report = status_report(&current.load().pipeline, &file, *stopping.borrow());
+                    if let Err(e) = write_status(&path, &report) {
+                        tracing::warn!(error = %e, path = %path.display(), "cannot write the status");
                     }
                 }
             });

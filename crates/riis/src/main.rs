@@ -132,6 +132,11 @@ fn reload(config: &Path) -> Result<String, String> {
     let mut before = None;
     if let Some(report) = &report {
         let text = ask_status(pid, report)?;
+        if text.lines().any(|l| l == "state: stopping") {
+            return Err(format!(
+                "riis (process {pid}) is shutting down and takes no reload"
+            ));
+        }
         before = report_number(&text, "reloads").zip(report_number(&text, "reloads_refused"));
         let running = text
             .lines()

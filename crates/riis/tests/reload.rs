@@ -278,42 +278,9 @@ fn a_reload_right_after_start_is_applied() {
 #[test]
 fn status_lists_the_requests_that_wait_and_what_for() {
     let dir = TempDir::new("status-requests");
-    dir.write("www/a.txt", "alpha");
     // A backend that takes connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let config = dir.write(
-        "riis.toml",
-        format!(
-            r#"[server]
-pid_file = "riis.pid"
-
-[[modules]]
-name = "ReverseProxy"
-[[modules]]
-name = "StaticFile"
-
-[[handlers]]
-name = "Proxy"
-path = "/api/*"
-modules = ["ReverseProxy"]
-
-[[handlers]]
-name = "Static"
-path = "*"
-modules = ["StaticFile"]
-
-[proxy]
-servers = ["http://{}"]
-timeout = 60
-
-[[sites]]
-name = "Listed"
-root = 'www'
-bindings = ["127.0.0.1:0"]
-"#,
-            silent.local_addr().unwrap()
-        ),
-    );
+    let config = proxy_site(&dir, silent.local_addr().unwrap());
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     assert_eq!(common::get(server.addr, "/a.txt").status, 200);
     let mut waiting = Connection::open(server.addr);
@@ -471,4 +438,86 @@ fn the_service_manager_hears_ready_reloading_stopping_and_watchdog() {
     assert!(status.success(), "{status:?}");
     let stopping = next("STOPPING");
     assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
+}
+
+/// A site whose `/api/*` goes to `backend` through ReverseProxy, the rest
+/// to StaticFile (`www/a.txt`), with a pid file for `riis status`.
+fn proxy_site(dir: &TempDir, backend: std::net::SocketAddr) -> std::path::PathBuf {
+    dir.write("www/a.txt", "alpha");
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+pid_file = "riis.pid"
+shutdown_timeout = 10
+
+[[modules]]
+name = "ReverseProxy"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "Proxy"
+path = "/api/*"
+modules = ["ReverseProxy"]
+
+[[handlers]]
+name = "Static"
+path = "*"
+modules = ["StaticFile"]
+
+[proxy]
+servers = ["http://{backend}"]
+timeout = 60
+
+[[sites]]
+name = "Listed"
+root = 'www'
+bindings = ["127.0.0.1:0"]
+"#
+        ),
+    )
+}
+
+/// Through the drain, `riis status` still answers (`state: stopping`) and
+/// lists what is still in flight; `riis reload` fails at once.
+#[test]
+fn status_answers_through_the_drain() {
+    let dir = TempDir::new("status-drain");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = proxy_site(&dir, silent.local_addr().unwrap());
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    assert!(common::riis_status(&config).contains("\nstate: serving\n"));
+    let mut waiting = Connection::open(server.addr);
+    waiting.send_raw(b"GET /api/slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !common::riis_status(&config).contains("requests_waiting: 1") {
+        assert!(Instant::now() < deadline, "the request was never listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = common::riis_status(&config);
+        if text.contains("\nstate: stopping\n") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(text.contains("\nstate: stopping\n"), "{text}");
+    assert!(text.contains("url=GET /api/slow"), "{text}");
+    assert!(!text.contains("worker_held"), "{text}");
+    let out = riis_reload(&config);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("is shutting down and takes no reload"),
+        "{said}"
+    );
+    drop(waiting);
+    drop(silent);
 }
