@@ -1243,6 +1243,17 @@ public:
     virtual VOID SetFlags(DWORD dwFlags) = 0;
     /** riis: TRUE for the last send of the response. */
     virtual BOOL GetIsFinalSend(VOID) const = 0;
+    /** riis: keeps the first cbKeep bytes of this send's entity and defers
+     *  the rest, handed to this module again in a later send once the
+     *  client has taken this one, so that a module transforming the body
+     *  never makes a large body's output at once. Call it before reading
+     *  the entity. *pfDeferred (may be NULL) is TRUE when a rest was
+     *  deferred (GetIsFinalSend is then FALSE), FALSE when the entity fits
+     *  or the send is a flush, which is never split. */
+    virtual HRESULT DeferAfter(ULONGLONG cbKeep, BOOL *pfDeferred) = 0;
+    /** riis: TRUE for a module's flush (an encoder flushes its output
+     *  there), FALSE for the final send and the sends of deferred rests. */
+    virtual BOOL GetIsFlush(VOID) const = 0;
 };
 
 /** RQ_READ_ENTITY: the body bytes just read, which the module may replace. */
@@ -2698,6 +2709,15 @@ public:
             p_, dwFlags & (HTTP_SEND_RESPONSE_FLAG_DISCONNECT | HTTP_SEND_RESPONSE_FLAG_MORE_DATA));
     }
     BOOL GetIsFinalSend(VOID) const override { return api()->send_is_final(p_) ? TRUE : FALSE; }
+    HRESULT DeferAfter(ULONGLONG cbKeep, BOOL *pfDeferred) override {
+        int deferred = 0;
+        HRESULT hr = api()->send_defer_after(p_, ctx_, cbKeep, &deferred);
+        if (pfDeferred != NULL) {
+            *pfDeferred = deferred ? TRUE : FALSE;
+        }
+        return hr;
+    }
+    BOOL GetIsFlush(VOID) const override { return api()->send_is_flush(p_) ? TRUE : FALSE; }
 
 private:
     riis_provider *p_;

@@ -80,7 +80,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 3
+#define RIIS_ABI_MINOR 4
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -658,6 +658,23 @@ typedef struct riis_api {
      *  client_certificate_ca), else 0. Any output may be NULL. */
     riis_hresult (*request_client_certificate)(riis_context *context, const uint8_t **der,
                                                size_t *length, int *negotiated);
+
+    /* -- since 1.4: a large body a piece at a time ------------------------- */
+
+    /** SendResponse (riis's addition to ISendResponseProvider): keeps the
+     *  first `at` bytes of the send's entity and defers the rest, handed to
+     *  this module again in a later send once the client has taken this
+     *  one, so that a module transforming the body (compressing, rewriting)
+     *  never makes a large body's output all at once. Call it before
+     *  reading the entity. *deferred (may be NULL) is 1 when a rest was
+     *  deferred (send_is_final is then 0 for this module), 0 when the entity
+     *  holds at most `at` bytes or the send is a flush, which is never
+     *  split. */
+    riis_hresult (*send_defer_after)(riis_provider *provider, riis_context *context,
+                                     uint64_t at, int *deferred);
+    /** Non-zero for a module's flush (an encoder flushes its output there);
+     *  0 for the final send and the sends that carry deferred rests. */
+    int (*send_is_flush)(riis_provider *provider);
 } riis_api;
 
 /** The entry point every module library exports. */

@@ -905,6 +905,11 @@ pub struct HttpContext {
 }
 
 impl HttpContext {
+    /// The server's handle of the call's context.
+    pub(crate) fn raw_context(&self) -> *mut riis_context {
+        self.raw.ctx
+    }
+
     pub(crate) fn new(
         ctx: *mut riis_context,
         api: &'static abi::riis_api,

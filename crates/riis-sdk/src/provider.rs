@@ -9,6 +9,7 @@ use std::path::Path;
 
 use riis_abi::{self as abi, riis_api, riis_provider};
 
+use crate::context::HttpContext;
 use crate::error::ModuleError;
 use crate::ffi;
 
@@ -76,6 +77,33 @@ impl SendResponseProvider {
     pub fn is_final_send(&self) -> bool {
         // SAFETY: as in `headers_being_sent`.
         unsafe { (self.raw.api.send_is_final)(self.raw.ptr) != 0 }
+    }
+
+    /// Keeps the first `at` bytes of this send's entity and defers the
+    /// rest, handed to this module again in a later send once the client
+    /// has taken this one, so that a module transforming the body
+    /// (compressing, rewriting) never makes a large body's output at once.
+    /// Call it before reading the entity. Returns whether a rest was
+    /// deferred ([`Self::is_final_send`] is then false): nothing is when
+    /// the entity holds at most `at` bytes, nor in a flush. riis's addition
+    /// to `ISendResponseProvider` (ABI 1.4).
+    pub fn defer_after(&mut self, ctx: &mut HttpContext, at: u64) -> Result<bool, ModuleError> {
+        let mut deferred: std::ffi::c_int = 0;
+        // SAFETY: as in `headers_being_sent`; `ctx` is the context of the
+        // same call, and `deferred` a writable int.
+        let code = unsafe {
+            (self.raw.api.send_defer_after)(self.raw.ptr, ctx.raw_context(), at, &mut deferred)
+        };
+        ModuleError::check(code, "send_defer_after")?;
+        Ok(deferred != 0)
+    }
+
+    /// Whether this send is a module's flush (where an encoder flushes its
+    /// output), rather than the final send or a send of deferred rests
+    /// (ABI 1.4).
+    pub fn is_flush(&self) -> bool {
+        // SAFETY: as in `headers_being_sent`.
+        unsafe { (self.raw.api.send_is_flush)(self.raw.ptr) != 0 }
     }
 
     /// `GetFlags`.

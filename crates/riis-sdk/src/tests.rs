@@ -613,6 +613,20 @@ unsafe extern "C" fn send_headers(pr: Prov) -> c_int {
 unsafe extern "C" fn send_final(_: Prov) -> c_int {
     1
 }
+unsafe extern "C" fn send_defer_after(
+    _: Prov,
+    _: Ctx,
+    at: u64,
+    deferred: *mut c_int,
+) -> riis_hresult {
+    // SAFETY: a valid out-pointer. The mock's entities are all short: a
+    // rest exists only when less than 4 bytes are kept.
+    unsafe { *deferred = c_int::from(at < 4) };
+    OK
+}
+unsafe extern "C" fn send_is_flush(_: Prov) -> c_int {
+    0
+}
 unsafe extern "C" fn send_flags(pr: Prov) -> u32 {
     p(pr).flags
 }
@@ -866,6 +880,8 @@ static API: riis_api = riis_api {
     global_rsca_query,
     global_rsca_write,
     request_client_certificate,
+    send_defer_after,
+    send_is_flush,
 };
 
 struct SyncServer(riis_server);
@@ -1252,6 +1268,10 @@ impl HttpModule for Probe {
         ctx: &mut HttpContext,
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
+        // ABI 1.4's calls reach the server (the mock defers below 4 bytes).
+        assert!(!provider.is_flush());
+        assert!(provider.defer_after(ctx, 2).unwrap());
+        assert!(!provider.defer_after(ctx, 1024).unwrap());
         if provider.headers_being_sent() {
             ctx.response_mut().set_header("X-Sent", "yes").unwrap();
             provider

@@ -240,6 +240,23 @@ fn a_c_module_rewrites_the_entity_at_send_response() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "MAKE ME LOUD");
     assert_eq!(resp.header("content-length"), Some("12"));
+    // ABI 1.4: the same a piece at a time, each piece a send of its own.
+    let resp = get(server.addr, "/c/pieces");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "MAKE ME LOUD");
+    // The instance that runs first deferred; the second, listed before it
+    // (SendResponse's order is inverted), got 5 bytes, not the last.
+    let pieces: Vec<&str> = resp
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("x-pieces"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        pieces,
+        ["deferred=1 flush=0 final=0", "deferred=0 flush=0 final=0"]
+    );
+    assert_eq!(resp.header("content-length"), None);
     // Content-Type and X-Send-Seen at least.
     let count: u32 = resp.header("x-header-count").unwrap().parse().unwrap();
     assert!(count >= 2);
@@ -351,7 +368,7 @@ fn loader_errors_name_the_module_and_the_reason() {
         ),
         ("no_entry.so", "", &["does not export `RegisterModule`"]),
         ("unstamped.so", "", &["no `riis_module_abi` symbol"]),
-        ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.3"]),
+        ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.4"]),
         ("newer_minor.so", "", &["ABI 1.99"]),
         ("failing.so", "", &["RegisterModule failed (0x8007000E)"]),
         (

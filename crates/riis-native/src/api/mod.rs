@@ -131,6 +131,9 @@ pub(crate) static API: riis_api = riis_api {
     global_rsca_write: global::rsca_write,
 
     request_client_certificate: request::client_certificate,
+
+    send_defer_after: provider::send_defer_after,
+    send_is_flush: provider::send_is_flush,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.

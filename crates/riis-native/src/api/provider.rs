@@ -4,10 +4,10 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
-use riis_abi::{hr, riis_hresult, riis_provider};
+use riis_abi::{hr, riis_context, riis_hresult, riis_provider};
 use riis_pipeline::SendFlags;
 
-use super::{no_unwind, text};
+use super::{context_hr, no_unwind, text};
 use crate::frame::Frame;
 use crate::provider::{resolve_provider, NativeNotification, Provider};
 
@@ -75,6 +75,46 @@ pub(super) unsafe extern "C" fn send_is_final(p: *mut riis_provider) -> c_int {
         with_provider("send_is_final", p, 0, |_, provider| match provider {
             Provider::SendResponse(s) => Some(c_int::from(s.is_final_send())),
             _ => None,
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn send_is_flush(p: *mut riis_provider) -> c_int {
+    // SAFETY: checked by with_provider.
+    unsafe {
+        with_provider("send_is_flush", p, 0, |_, provider| match provider {
+            Provider::SendResponse(s) => Some(c_int::from(s.is_flush())),
+            _ => None,
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn send_defer_after(
+    p: *mut riis_provider,
+    c: *mut riis_context,
+    at: u64,
+    deferred: *mut c_int,
+) -> riis_hresult {
+    // SAFETY: the context is checked by context_hr, the provider by
+    // with_provider (the two are distinct objects of the same call);
+    // `deferred` is NULL or writable per the ABI.
+    unsafe {
+        context_hr("send_defer_after", c, |_, ctx| {
+            with_provider(
+                "send_defer_after",
+                p,
+                Err(hr::E_INVALIDARG),
+                |_, provider| match provider {
+                    Provider::SendResponse(s) => {
+                        let done = s.defer_after(ctx.response_mut(), at);
+                        if !deferred.is_null() {
+                            *deferred = c_int::from(done);
+                        }
+                        Some(Ok(()))
+                    }
+                    _ => None,
+                },
+            )
         })
     }
 }

@@ -34,6 +34,9 @@
  *   /c/upper        writes "make me loud"; at SendResponse the module reads
  *                   the buffered entity and replaces it in upper case, and
  *                   counts the response headers in X-Header-Count.
+ *   /c/pieces       the same, 5 bytes per send (send_defer_after); each
+ *                   instance adds an X-Pieces header saying what its first
+ *                   send was.
  *
  * Every response gets X-Send-Seen at SendResponse.
  */
@@ -394,7 +397,7 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         text(ctx, "this is never sent\n");
         return RIIS_STATUS_PENDING;
     }
-    if (strcmp(url, "/c/upper") == 0) {
+    if (strcmp(url, "/c/upper") == 0 || strcmp(url, "/c/pieces") == 0) {
         text(ctx, "make me ");
         text(ctx, "loud");
         return RIIS_STATUS_FINISH_REQUEST;
@@ -482,6 +485,19 @@ static riis_status on_notification(void *module, riis_context *ctx, uint32_t not
             api->response_set_header(ctx, "X-Send-Seen", "yes", 1);
         }
         if (strcmp(api->request_url(ctx), "/c/upper") == 0) {
+            upper_case_entity(ctx);
+        }
+        if (strcmp(api->request_url(ctx), "/c/pieces") == 0) {
+            int deferred = 0;
+            char line[64];
+            api->send_defer_after(provider, ctx, 5, &deferred);
+            if (api->send_headers_being_sent(provider)) {
+                snprintf(line, sizeof line, "deferred=%d flush=%d final=%d", deferred,
+                         api->send_is_flush(provider), api->send_is_final(provider));
+                /* Appended: the library is listed twice, and the second
+                 * instance sees the first one's pieces. */
+                api->response_set_header(ctx, "X-Pieces", line, 0);
+            }
             upper_case_entity(ctx);
         }
         return RIIS_STATUS_CONTINUE;
