@@ -553,7 +553,7 @@ impl RequestExecution {
             Ok(n) => (n, 0),
             Err(()) => {
                 // Nobody takes the rest.
-                self.deferred.clear();
+                drop_deferred(&mut self.deferred);
                 (0, E_CONNECTION_ABORTED)
             }
         };
@@ -1406,7 +1406,7 @@ impl RequestExecution {
         let resp: &mut HttpResponse = &mut ctx.response;
         if resp.reset_connection || resp.truncated {
             // The response ends here: nothing deferred is sent.
-            deferred.clear();
+            drop_deferred(deferred);
         }
         // The final send, or the last of the sends it became.
         let is_final = (is_final || may_defer) && deferred.is_empty();
@@ -1459,6 +1459,17 @@ impl RequestExecution {
         } else {
             self.apply(top, site, status);
         }
+    }
+}
+
+/// What modules deferred will not be sent (the client is gone, or the
+/// response ends here): it is dropped, but the modules from the first that
+/// deferred on still get their final send, empty, so that each finishes
+/// what it keeps for it (an encoder, a log line, a count).
+fn drop_deferred(deferred: &mut Vec<(usize, Vec<EntityChunk>)>) {
+    if let Some(first) = deferred.iter().map(|&(position, _)| position).min() {
+        deferred.clear();
+        deferred.push((first, Vec::new()));
     }
 }
 

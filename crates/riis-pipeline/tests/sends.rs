@@ -5,8 +5,9 @@
 mod common;
 
 use common::*;
+use riis_pipeline::http::Method;
 use riis_pipeline::http::StatusCode;
-use riis_pipeline::{PipelineSettings, Priority, RequestNotification as N};
+use riis_pipeline::{PipelineSettings, Priority, RequestExecution, RequestNotification as N, Step};
 
 /// Registers `SendWatcher`, logging each send as `send headers=… final=…`.
 fn add_send_watcher(t: &mut TestPipeline, log: &Log) {
@@ -313,4 +314,44 @@ async fn a_flush_cannot_defer() {
     );
     assert_eq!(outcome.body(), "earlylate");
     outcome.assert_completed();
+}
+
+/// When the client is gone in the middle of the pieces, the rest is not
+/// made, but the modules from the one that deferred on still get their
+/// final send (empty), so that each finishes what it keeps: the encoder
+/// closes, the log line is written.
+#[tokio::test]
+async fn a_client_gone_between_pieces_still_gets_the_modules_a_final_send() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_transformer(&mut t, &log, "Piecer", Priority::Medium, Some(4));
+    add_transformer(&mut t, &log, "After", Priority::First, None);
+    t.module(
+        "Writer",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            write(ctx, "abcdefghij");
+            Status::FinishRequest
+        }),
+    );
+    let pipeline = t.build();
+    let mut execution = RequestExecution::new(context(&pipeline, request(Method::GET, "/")));
+
+    assert!(matches!(execution.resume(), Step::Send));
+    assert!(!execution.take_output().unwrap().is_final);
+    execution.complete_send(Err(()));
+    assert!(matches!(execution.resume(), Step::Send));
+    let last = execution.take_output().unwrap();
+    assert!(last.is_final && last.len() == 0 && !last.paced);
+    execution.complete_send(Err(()));
+    assert!(matches!(execution.resume(), Step::Done));
+    assert_eq!(
+        log.entries(),
+        [
+            "Piecer:abcd:false",
+            "After:ABCD:false",
+            "Piecer::true",
+            "After::true"
+        ]
+    );
 }

@@ -493,3 +493,62 @@ bindings = ["127.0.0.1:0"]
     assert!(report.contains("http_logging_bytes_waiting: "), "{report}");
     drop(server);
 }
+
+/// A compressed response goes out a piece at a time; a client that leaves
+/// in the middle still gets its line (the modules still get their final
+/// send), with the bytes handed over until then.
+#[test]
+fn a_client_gone_in_the_middle_of_a_compressed_response_is_logged() {
+    let dir = TempDir::new("httplog-gone");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    // 3 MB of text that compresses poorly enough to stall the client.
+    let mut text = String::new();
+    let mut n: u64 = 1;
+    while text.len() < 3_000_000 {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        text.push_str(&format!("{:x}\n", n));
+    }
+    dir.write("www/big.txt", &text);
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "HttpLogging"
+[[modules]]
+name = "DynamicCompression"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+modules = ["StaticFile"]
+
+[http_logging]
+fields = ["cs-uri-stem", "sc-status", "sc-bytes"]
+
+[[sites]]
+name = "Gone"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    let mut first = [0u8; 1024];
+    assert!(conn.read_raw(&mut first).unwrap() > 0);
+    drop(conn);
+    let logged = wait_for_lines(&dir.path().join("logs"), 1);
+    let line = lines(&logged)[0].to_owned();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[..2], ["/big.txt", "200"], "{line}");
+    let bytes: u64 = fields[2].parse().unwrap();
+    assert!(bytes > 0 && bytes < text.len() as u64, "{line}");
+}
