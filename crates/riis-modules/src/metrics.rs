@@ -409,7 +409,9 @@ const OWN_FAMILIES: [&str; 8] = [
 
 /// The numeric lines of the runtime status query, as `riis_<name>`.
 fn status_figures(ctx: &HttpContext, out: &mut String) {
-    let mut query = RscaQuery::new("status", "");
+    // `figures`: the numbers only (the server leaves out its list of the
+    // requests in flight).
+    let mut query = RscaQuery::new("status", "figures");
     ctx.raise_rsca_query(&mut query);
     let mut seen: Vec<String> = Vec::new();
     for line in query.output().lines() {

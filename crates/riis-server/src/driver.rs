@@ -532,6 +532,9 @@ async fn drive(
     // Since when the request has only yielded (see `Step::Yield` below).
     let mut busy_since = None;
     loop {
+        // Its modules run again (the wait ended) until it notes its next
+        // wait, for `riis status`.
+        listed.note_running();
         let event = next.take().unwrap_or_else(|| match exec.resume() {
             Step::Send => Event::Send(exec.take_output().expect("Step::Send carries output")),
             step => Event::Other(step),
@@ -551,6 +554,7 @@ async fn drive(
                             Switching::Switch(response) => {
                                 if response.is_ok() {
                                     exec.set_upgraded_stream(reader.state.expect_upgrade());
+                                    listed.note_upgraded();
                                 }
                                 switched = true;
                                 response

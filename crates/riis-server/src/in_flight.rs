@@ -1,7 +1,9 @@
 //! The requests in flight that `riis status` lists, as IIS's `appcmd list
 //! requests` does: for each, how long it has run and the notification,
 //! module and thing it waits for ("ExecuteRequestHandler, ReverseProxy,
-//! module"), so an operator can tell which module holds a slow request.
+//! waiting_module"), so an operator can tell which module holds a slow
+//! request. Between a wait's end and the next wait a request is `running`
+//! on its worker, with the stage and module of the wait that ended.
 //!
 //! Only requests that wait are listed. A request whose modules answer
 //! within one turn of its worker thread runs and ends inside that turn, and
@@ -20,11 +22,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use riis_pipeline::http::{Method, Uri};
+use riis_pipeline::http::{Method, Uri, Version};
 use riis_pipeline::{Activity, Pipeline, RequestExecution, RequestNotification, Waiting};
 
 /// At most this many requests are listed (the longest-running first); the
@@ -33,6 +35,10 @@ const LISTED: usize = 1000;
 
 /// Longest URL shown; longer ones are cut with `…`.
 const URL_SHOWN: usize = 1024;
+
+/// Longest method shown (a client may send an extension method of any
+/// length hyper accepts).
+const METHOD_SHOWN: usize = 32;
 
 /// A worker that has not swept for longer than this is reported as held.
 const HELD_AFTER_MS: u64 = 3000;
@@ -93,13 +99,21 @@ struct Entry {
     started: Instant,
     site_id: u32,
     client: SocketAddr,
+    version: Version,
     method: Method,
     uri: Uri,
     pipeline: Arc<Pipeline>,
-    /// [`Activity`] packed by [`pack`].
+    /// [`Activity`] packed by [`pack`], with [`RUNNING`] set between a
+    /// wait's end and the next.
     activity: AtomicU64,
     bytes_sent: AtomicU64,
+    /// The connection switched protocols (a WebSocket): the module owns it.
+    upgraded: AtomicBool,
 }
+
+/// Set in a packed activity while the request runs on its worker: the
+/// stage and module are those of the wait that just ended.
+const RUNNING: u64 = 1 << 5;
 
 /// A request's place in the list, for as long as its task holds it.
 pub(crate) struct Listed {
@@ -118,11 +132,13 @@ impl Listed {
             started: ctx.start_time(),
             site_id: ctx.site().site_id,
             client: request.remote_address(),
+            version: request.http_version(),
             method: request.method().clone(),
             uri: request.uri().clone(),
             pipeline,
             activity: AtomicU64::new(pack(exec.activity())),
             bytes_sent: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
         });
         let worker = THIS_WORKER.with(Arc::clone);
         worker
@@ -142,6 +158,18 @@ impl Listed {
             .bytes_sent
             .store(exec.context().response().bytes_sent(), Ordering::Relaxed);
     }
+
+    /// Notes that the wait ended and the request runs on its worker again,
+    /// until it notes its next wait: a module call that holds the worker
+    /// then shows on this request, not as the wait it came from.
+    pub(crate) fn note_running(&self) {
+        self.entry.activity.fetch_or(RUNNING, Ordering::Relaxed);
+    }
+
+    /// Notes that the connection switched protocols (a 101).
+    pub(crate) fn note_upgraded(&self) {
+        self.entry.upgraded.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Listed {
@@ -156,7 +184,8 @@ impl Drop for Listed {
 
 const NO_MODULE: u64 = 0xFFFF;
 
-/// `[notification bits: 32][module: 16][child depth: 8][waiting: 4][post: 1]`.
+/// `[notification bits: 32][module: 16][child depth: 8][running: 1]
+/// [waiting: 4][post: 1]`.
 fn pack(a: Activity) -> u64 {
     let notification = a.notification.map_or(0, |n| n as u32 as u64);
     let module = a.module.map_or(NO_MODULE, |m| m.get().min(0xFFFE) as u64);
@@ -178,6 +207,7 @@ struct Described<'a> {
     stage: String,
     module: Option<&'a str>,
     waiting: &'static str,
+    running: bool,
     child_depth: u8,
 }
 
@@ -189,10 +219,10 @@ fn describe(packed: u64, pipeline: &Pipeline) -> Described<'_> {
         .find(|n| **n as u32 == bits);
     let is_post = packed & 1 == 1;
     let waiting = match (packed >> 1) & 0xF {
-        0 => "module",
-        1 => "request_body",
-        2 => "client",
-        _ => "thread",
+        0 => "waiting_module",
+        1 => "waiting_request_body",
+        2 => "waiting_client",
+        _ => "ready",
     };
     let stage = match notification {
         Some(n) if is_post => format!("Post{}", n.name()),
@@ -208,64 +238,118 @@ fn describe(packed: u64, pipeline: &Pipeline) -> Described<'_> {
         stage,
         module,
         waiting,
+        running: packed & RUNNING != 0,
         child_depth: (packed >> 8) as u8,
     }
 }
 
-/// Writes the `requests_waiting` count, one `request:` line per waiting
-/// request (the longest-running first, at most [`LISTED`]) and a
+/// Writes the figures `requests_waiting`, `requests_waiting_oldest_ms`
+/// and `workers_held`; with `listing`, then one `request:` line per
+/// waiting request (the longest-running first, at most [`LISTED`]) and a
 /// `worker_held:` line per worker a module call has held for over
-/// [`HELD_AFTER_MS`].
-pub(crate) fn report(out: &mut String) {
+/// [`HELD_AFTER_MS`]. The figures alone cost a look at each worker, not at
+/// each request (the Metrics page asks for them on every scrape).
+pub(crate) fn report(out: &mut String, listing: bool) {
     let workers: Vec<Arc<Worker>> = WORKERS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
-    let mut entries: Vec<Arc<Entry>> = Vec::new();
+    let now = Instant::now();
+    let now_ms = millis_since_epoch();
+    let (mut waiting, mut oldest) = (0, None::<Instant>);
     for worker in &workers {
         let requests = worker.requests.lock().unwrap_or_else(|e| e.into_inner());
-        entries.extend(requests.values().cloned());
-    }
-    entries.sort_by_key(|e| e.started);
-    let now = Instant::now();
-    let _ = writeln!(out, "requests_waiting: {}", entries.len());
-    for e in entries.iter().take(LISTED) {
-        let d = describe(e.activity.load(Ordering::Relaxed), &e.pipeline);
-        let _ = write!(
-            out,
-            "request: id={} site={} elapsed_ms={} client={} stage={}",
-            e.id,
-            e.site_id,
-            now.saturating_duration_since(e.started).as_millis(),
-            e.client,
-            d.stage,
-        );
-        if let Some(module) = d.module {
-            let _ = write!(out, " module={module}");
+        waiting += requests.len();
+        // Ids are handed out as requests start: each worker's first is its
+        // oldest.
+        if let Some((_, first)) = requests.first_key_value() {
+            oldest = Some(oldest.map_or(first.started, |o| o.min(first.started)));
         }
-        let _ = write!(out, " waiting={}", d.waiting);
-        if d.child_depth > 0 {
-            let _ = write!(out, " child_depth={}", d.child_depth);
-        }
-        let bytes_sent = e.bytes_sent.load(Ordering::Relaxed);
-        let url = e.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let _ = write!(out, " bytes_sent={bytes_sent} url={} ", e.method);
-        push_cut(out, url, URL_SHOWN);
-        out.push('\n');
     }
-    let now_ms = millis_since_epoch();
+    let held = workers
+        .iter()
+        .filter(|w| w.held_ms(now_ms) > HELD_AFTER_MS)
+        .count();
+    let _ = writeln!(
+        out,
+        "requests_waiting: {waiting}\nrequests_waiting_oldest_ms: {}\nworkers_held: {held}",
+        oldest.map_or(0, |o| now.saturating_duration_since(o).as_millis())
+    );
+    if !listing {
+        return;
+    }
+    let mut entries: Vec<(Arc<Entry>, &Worker)> = Vec::new();
+    for worker in &workers {
+        let requests = worker.requests.lock().unwrap_or_else(|e| e.into_inner());
+        entries.extend(requests.values().map(|e| (e.clone(), &**worker)));
+    }
+    entries.sort_by_key(|(e, _)| e.started);
+    for (e, worker) in entries.iter().take(LISTED) {
+        write_request(out, e, worker, now, now_ms);
+    }
     for worker in &workers {
         let held = worker.held_ms(now_ms);
         if held > HELD_AFTER_MS {
             let _ = writeln!(
                 out,
-                "worker_held: {} held_ms={held} (a module call has not returned; its requests cannot be listed)",
+                "worker_held: {} held_ms={held} (a module call has not returned)",
                 worker.name
             );
         }
     }
+}
+
+/// One `request:` line.
+fn write_request(out: &mut String, e: &Entry, worker: &Worker, now: Instant, now_ms: u64) {
+    let d = describe(e.activity.load(Ordering::Relaxed), &e.pipeline);
+    let proto = if e.upgraded.load(Ordering::Relaxed) {
+        "upgraded"
+    } else {
+        match e.version {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        }
+    };
+    let _ = write!(
+        out,
+        "request: id={} site={} worker={} elapsed_ms={} client={} proto={proto} stage={}",
+        e.id,
+        e.site_id,
+        worker.name,
+        now.saturating_duration_since(e.started).as_millis(),
+        e.client,
+        d.stage,
+    );
+    if let Some(module) = d.module {
+        let _ = write!(out, " module={module}");
+    }
+    if d.running {
+        let _ = write!(out, " state=running");
+        // The wait ended and its worker is held: this request's module
+        // call is likely the one holding it.
+        let held = worker.held_ms(now_ms);
+        if held > HELD_AFTER_MS {
+            let _ = write!(out, " held_ms={held}");
+        }
+    } else {
+        let _ = write!(out, " state={}", d.waiting);
+    }
+    if d.child_depth > 0 {
+        let _ = write!(out, " child_depth={}", d.child_depth);
+    }
+    let bytes_sent = e.bytes_sent.load(Ordering::Relaxed);
+    let _ = write!(out, " bytes_sent={bytes_sent} method=");
+    push_cut(out, e.method.as_str(), METHOD_SHOWN);
+    out.push_str(" url=");
+    push_cut(
+        out,
+        e.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        URL_SHOWN,
+    );
+    out.push('\n');
 }
 
 impl Worker {
@@ -325,7 +409,7 @@ mod tests {
         let d = describe(packed, &pipeline);
         assert_eq!(d.stage, "PostAuthorizeRequest");
         assert_eq!(d.module, None);
-        assert_eq!(d.waiting, "request_body");
+        assert_eq!(d.waiting, "waiting_request_body");
         assert_eq!(d.child_depth, 2);
 
         let sending = pack(Activity {
@@ -336,7 +420,12 @@ mod tests {
             child_depth: 0,
         });
         let d = describe(sending, &pipeline);
-        assert_eq!((d.stage.as_str(), d.waiting), ("SendResponse", "client"));
+        assert_eq!(
+            (d.stage.as_str(), d.waiting),
+            ("SendResponse", "waiting_client")
+        );
+        assert!(!d.running);
+        assert!(describe(sending | RUNNING, &pipeline).running);
     }
 
     #[test]

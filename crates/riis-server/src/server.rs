@@ -829,8 +829,9 @@ impl riis_pipeline::ServerStatus for ServerFigures {
             self.counter.open(),
             crate::driver::requests_started(),
         ));
+        // The Metrics page asks for the figures only, on every scrape.
         let mut requests = String::new();
-        crate::in_flight::report(&mut requests);
+        crate::in_flight::report(&mut requests, query.parameters() != "figures");
         query.write(&requests);
     }
 }

@@ -233,15 +233,16 @@ fn print_report(report: Result<String, String>) -> ExitCode {
     }
 }
 
-/// `riis requests`: the `request:` lines of the status report for requests
-/// that have run for at least `elapsed` milliseconds, and its
-/// `worker_held:` lines.
+/// `riis requests`: the `requests_waiting` count of the status report, its
+/// `request:` lines for requests that have run for at least `elapsed`
+/// milliseconds, and its `worker_held:` lines.
 fn requests(config: &Path, elapsed: u64) -> Result<String, String> {
     let report = status(config)?;
     let lines: Vec<&str> = report
         .lines()
         .filter(|line| {
-            line.starts_with("worker_held:")
+            line.starts_with("requests_waiting: ")
+                || line.starts_with("worker_held:")
                 || line.strip_prefix("request: ").is_some_and(|fields| {
                     fields
                         .split(' ')

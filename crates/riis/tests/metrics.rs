@@ -172,6 +172,9 @@ fn the_page_carries_the_server_and_module_status_and_process_figures() {
     assert!(figures["riis_connections_open"] >= 1.0, "{figures:?}");
     assert!(figures["riis_requests_started"] >= 2.0);
     assert!(figures.contains_key("riis_uptime_seconds"));
+    // The scrape itself is answered at once: nothing waits.
+    assert_eq!(figures["riis_requests_waiting"], 0.0, "{figures:?}");
+    assert_eq!(figures["riis_workers_held"], 0.0, "{figures:?}");
     // IpRestriction answers the status query with its client count.
     assert!(
         figures.contains_key("riis_ip_restriction_clients"),

@@ -568,23 +568,31 @@ fn a_hanging_reload_does_not_hold_up_shutdown() {
 }
 
 /// A module call that holds its worker thread (here a C module sleeping in
-/// BeginRequest) keeps that worker from its once-a-second sweep; `riis
-/// status` names the worker and how long it has been held, the other
-/// worker goes on serving, and systemd's watchdog stops being pinged.
+/// EndRequest, after a wait in BeginRequest) keeps that worker from its
+/// once-a-second sweep; `riis status` names the worker and how long it has
+/// been held, lists the request as running there, the other worker goes on
+/// serving, and systemd's watchdog stops being pinged.
 #[test]
 fn status_names_a_worker_a_module_call_holds() {
     let dir = TempDir::new("held-worker");
     let source = dir.write(
         "holder.c",
-        "#include \"riis_module.h\"\n#include <string.h>\n#include <unistd.h>\n\
+        "#include \"riis_module.h\"\n#include <pthread.h>\n#include <unistd.h>\n\
+         static const riis_api *api;\n\
+         static void *later(void *c) {\n\
+         usleep(50000); api->indicate_completion((riis_context *)c, RIIS_STATUS_CONTINUE); return NULL;\n}\n\
          static riis_status on_notification(void *m, riis_context *c, uint32_t n, int p, riis_provider *pr) {\n\
-         (void)m; (void)c; (void)n; (void)p; (void)pr; sleep(5); return RIIS_STATUS_CONTINUE;\n}\n\
+         (void)m; (void)p; (void)pr;\n\
+         if (n == RIIS_RQ_BEGIN_REQUEST) {\n\
+         pthread_t t; pthread_create(&t, NULL, later, c); pthread_detach(t); return RIIS_STATUS_PENDING;\n}\n\
+         sleep(5); return RIIS_STATUS_CONTINUE;\n}\n\
          static const riis_module_callbacks callbacks = {sizeof(riis_module_callbacks), on_notification, NULL, NULL};\n\
          static riis_hresult make(void *u, riis_allocator *a, riis_module_instance *out) {\n\
          (void)u; (void)a; out->callbacks = &callbacks; out->module = NULL; return RIIS_S_OK;\n}\n\
          static const riis_module_factory factory = {sizeof(riis_module_factory), NULL, make, NULL};\n\
          RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {\n\
-         (void)v; return s->api->set_request_notifications(r, &factory, RIIS_RQ_BEGIN_REQUEST, 0);\n}\n",
+         (void)v; api = s->api;\n\
+         return api->set_request_notifications(r, &factory, RIIS_RQ_BEGIN_REQUEST | RIIS_RQ_END_REQUEST, 0);\n}\n",
     );
     let Some(()) = compile("cc", &[&source], &dir.path().join("holder.so"), &[]) else {
         return;
@@ -653,6 +661,16 @@ fn status_names_a_worker_a_module_call_holds() {
         .and_then(|ms| ms.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
     assert!((3000..15000).contains(&held_ms), "{line}");
+    // The request had waited (BeginRequest's Pending) before the call that
+    // holds the worker: it is listed as running there, with the hold.
+    let request = report
+        .lines()
+        .find(|l| l.starts_with("request: "))
+        .unwrap_or_else(|| panic!("the request is not listed: {report}"));
+    assert!(
+        request.contains(" stage=BeginRequest module=Holder state=running held_ms="),
+        "{request}"
+    );
     let resp = held.join().unwrap();
     assert_eq!(resp.status, 200);
     // Pings (every 0.75 s) stopped while the worker was held past 1.5 s.

@@ -305,18 +305,21 @@ fn status_lists_the_requests_that_wait_and_what_for() {
             .unwrap_or_else(|| panic!("no line for {url}: {text}"))
             .to_owned()
     };
-    let slow = line("url=GET /api/slow?x=1");
+    let slow = line("method=GET url=/api/slow?x=1");
     assert!(
-        slow.contains(" site=1 ")
-            && slow.contains(" stage=ExecuteRequestHandler module=ReverseProxy waiting=module "),
+        slow.contains(" site=1 worker=riis-worker-")
+            && slow.contains(" proto=HTTP/1.1 stage=ExecuteRequestHandler module=ReverseProxy state=waiting_module "),
         "{slow}"
     );
-    let upload = line("url=POST /api/upload");
+    let upload = line("method=POST url=/api/upload");
     assert!(
-        upload.contains(" stage=ExecuteRequestHandler module=ReverseProxy waiting=request_body "),
+        upload.contains(
+            " stage=ExecuteRequestHandler module=ReverseProxy state=waiting_request_body "
+        ),
         "{upload}"
     );
-    assert!(!text.contains("url=GET /a.txt"), "{text}");
+    assert!(!text.contains("url=/a.txt"), "{text}");
+    assert!(text.contains("\nworkers_held: 0\n"), "{text}");
 
     // `riis requests` shows only those lines; `--elapsed` filters them.
     std::thread::sleep(Duration::from_millis(300));
@@ -326,9 +329,11 @@ fn status_lists_the_requests_that_wait_and_what_for() {
         .unwrap();
     assert!(out.status.success());
     let listed = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert_eq!(lines[0], "requests_waiting: 2");
     assert!(
-        listed.lines().all(|l| l.starts_with("request: ")),
+        lines[1..].iter().all(|l| l.starts_with("request: ")),
         "{listed}"
     );
     let out = Command::new(env!("CARGO_BIN_EXE_riis"))
@@ -337,7 +342,10 @@ fn status_lists_the_requests_that_wait_and_what_for() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "requests_waiting: 2\n"
+    );
 
     // Once they end, they leave the list.
     drop(waiting);
@@ -509,7 +517,7 @@ fn status_answers_through_the_drain() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(text.contains("\nstate: stopping\n"), "{text}");
-    assert!(text.contains("url=GET /api/slow"), "{text}");
+    assert!(text.contains("method=GET url=/api/slow"), "{text}");
     assert!(!text.contains("worker_held"), "{text}");
     let out = riis_reload(&config);
     assert!(!out.status.success());

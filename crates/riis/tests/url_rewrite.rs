@@ -1145,7 +1145,7 @@ action = { type = "Rewrite", value = "/app/{R:1}" }
     let bytes_sent = |text: &str| -> Option<(u64, String)> {
         let line = text
             .lines()
-            .find(|l| l.starts_with("request: ") && l.ends_with("url=GET /big.html"))?;
+            .find(|l| l.starts_with("request: ") && l.ends_with("method=GET url=/big.html"))?;
         let sent = line
             .split(' ')
             .find_map(|f| f.strip_prefix("bytes_sent="))?
@@ -1166,7 +1166,7 @@ action = { type = "Rewrite", value = "/app/{R:1}" }
         last = Some(now);
     };
     assert!(
-        line.contains(" stage=SendResponse waiting=client "),
+        line.contains(" stage=SendResponse state=waiting_client "),
         "{line}"
     );
     assert!(
