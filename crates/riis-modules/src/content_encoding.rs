@@ -254,6 +254,9 @@ pub fn weaken_etag(headers: &mut HeaderMap) {
     }
 }
 
+/// The window of [`Encoder::streaming`]: 2^19 = 512 KiB.
+const STREAMING_WINDOW_LOG: u32 = 19;
+
 /// A streaming encoder: write input, take what is ready, finish at the end.
 pub enum Encoder {
     /// gzip.
@@ -266,8 +269,22 @@ pub enum Encoder {
 
 impl Encoder {
     /// An encoder for `coding`; `level` is gzip's 0–9, brotli's 0–11
-    /// quality or zstd's 1–19 level (clamped).
+    /// quality or zstd's 1–19 level (clamped). Windows of 4 MiB (brotli)
+    /// and zstd's own for the level: for copies made once and kept.
     pub fn new(coding: Coding, level: u32) -> Self {
+        Self::with_window(coding, level, None)
+    }
+
+    /// [`Encoder::new`] for a response compressed as it streams to its
+    /// client, whose encoder lives as long as the client takes to download
+    /// it: brotli's and zstd's windows are held to 512 KiB (nginx's
+    /// `brotli_window` default), which keeps each encoder to a few MB
+    /// instead of tens.
+    pub fn streaming(coding: Coding, level: u32) -> Self {
+        Self::with_window(coding, level, Some(STREAMING_WINDOW_LOG))
+    }
+
+    fn with_window(coding: Coding, level: u32, window_log: Option<u32>) -> Self {
         match coding {
             Coding::Gzip => Self::Gzip(flate2::write::GzEncoder::new(
                 Vec::new(),
@@ -275,16 +292,23 @@ impl Encoder {
             )),
             Coding::Brotli => Self::Brotli(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
-                64 * 1024,
+                if window_log.is_some() {
+                    16 * 1024
+                } else {
+                    64 * 1024
+                },
                 level.min(11),
-                22,
+                window_log.unwrap_or(22),
             ))),
             Coding::Zstd => {
                 let level = level.clamp(1, ZSTD_MAX_LEVEL) as i32;
                 // zstd refuses only levels out of its range, which the
-                // clamp rules out.
-                let encoder = zstd::stream::write::Encoder::new(Vec::new(), level)
+                // clamp rules out, and window logs out of 10–31.
+                let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), level)
                     .expect("a zstd compression context");
+                if let Some(log) = window_log {
+                    encoder.window_log(log).expect("a zstd window log in range");
+                }
                 Self::Zstd(Box::new(encoder))
             }
         }
@@ -315,16 +339,6 @@ impl Encoder {
                 let _ = e.flush();
                 std::mem::take(e.get_mut())
             }
-        }
-    }
-
-    /// Takes the encoded bytes made so far, without flushing: more input
-    /// follows at once, and the encoder keeps what it holds for it.
-    pub fn take_ready(&mut self) -> Vec<u8> {
-        match self {
-            Self::Gzip(e) => std::mem::take(e.get_mut()),
-            Self::Brotli(e) => std::mem::take(e.get_mut()),
-            Self::Zstd(e) => std::mem::take(e.get_mut()),
         }
     }
 

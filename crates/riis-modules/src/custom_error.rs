@@ -650,7 +650,10 @@ impl HttpModule for CustomError {
         ctx: &mut HttpContext,
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
-        if self.executed || !provider.headers_being_sent() || !provider.is_final_send() {
+        // The final send's first, even when a module before this one took
+        // the body a piece at a time (UrlRewrite's outbound rules): the
+        // error page replaces the response, and the rest of it is dropped.
+        if self.executed || !provider.headers_being_sent() || provider.is_flush() {
             return RequestNotificationStatus::Continue;
         }
         let config = ctx.config(self.config);

@@ -197,7 +197,7 @@ impl HttpModule for DynamicCompression {
                     Coding::Brotli => config.brotli_quality,
                     Coding::Zstd => config.zstd_level,
                 };
-                self.encoder = Some(Encoder::new(coding, level));
+                self.encoder = Some(Encoder::streaming(coding, level));
                 content_encoding::mark_encoded(ctx.response_mut().headers_mut(), coding);
             }
         }
@@ -216,12 +216,13 @@ impl HttpModule for DynamicCompression {
             response.reset_connection();
             return RequestNotificationStatus::Continue;
         }
+        // Each piece is flushed too: without, brotli would hold its output
+        // back for megabytes of input, and the pieces would be made
+        // without waiting for the client to take any.
         let output = if provider.is_final_send() {
             self.encoder.take().map(Encoder::finish).unwrap_or_default()
-        } else if provider.is_flush() {
-            encoder.take_flushed()
         } else {
-            encoder.take_ready()
+            encoder.take_flushed()
         };
         let chunks = if output.is_empty() {
             Vec::new()

@@ -1388,6 +1388,7 @@ impl RequestExecution {
             may_defer,
             deferred: None,
         };
+        let mut seen_clears = ctx.response.entity_clears;
         ctx.call_nested_list(
             |p| &p.send_response,
             N::SendResponse,
@@ -1395,6 +1396,16 @@ impl RequestExecution {
             start,
             |module, ctx, position| {
                 let status = module.on_send_response(ctx, &mut provider);
+                let replaced = ctx.response.entity_clears != seen_clears;
+                seen_clears = ctx.response.entity_clears;
+                if replaced && !deferred.is_empty() {
+                    // The module replaced the response (an error page, a
+                    // failure): the rest of the old one is not sent, and
+                    // the modules after it see the send it is now.
+                    deferred.clear();
+                    provider.final_send = is_final || may_defer;
+                    provider.flags.more_data = more_data || !provider.final_send;
+                }
                 if let Some(rest) = provider.deferred.take() {
                     // Later sends carry it, from this module on (for the
                     // modules after it, this send is not the last either).
@@ -1404,6 +1415,11 @@ impl RequestExecution {
             },
         );
         let resp: &mut HttpResponse = &mut ctx.response;
+        if resp.entity_clears != seen_clears {
+            // Replaced after the walk: a module panicked, and its request
+            // failed with an error page.
+            deferred.clear();
+        }
         if resp.reset_connection || resp.truncated {
             // The response ends here: nothing deferred is sent.
             drop_deferred(deferred);
@@ -1425,7 +1441,8 @@ impl RequestExecution {
             head,
             chunks: std::mem::take(&mut resp.chunks),
             is_final,
-            paced: !deferred.is_empty(),
+            // An abort goes out at once, not after what is queued.
+            paced: !deferred.is_empty() && !resp.reset_connection && !resp.truncated,
             disconnect: provider.flags.disconnect || resp.need_disconnect,
             reset: resp.reset_connection,
             truncated: resp.truncated,

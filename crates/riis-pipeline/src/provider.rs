@@ -9,6 +9,9 @@ use bytes::Bytes;
 
 use crate::response::{split_entity, EntityChunk, HttpResponse};
 
+/// The smallest piece [`SendResponseProvider::defer_after`] keeps.
+const MIN_PIECE: u64 = 4096;
+
 /// What an asynchronous operation reports when it completes
 /// (`IHttpCompletionInfo`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,12 +100,15 @@ impl SendResponseProvider {
     /// then false for this module too. Nothing is deferred when the entity
     /// holds at most `at` bytes, nor in a flush, whose data must all go out
     /// before the module that flushed resumes: deferring is for the final
-    /// send and the sends that carry deferred rests.
+    /// send and the sends that carry deferred rests. An `at` under 4 KiB
+    /// counts as 4 KiB.
     pub fn defer_after(&mut self, response: &mut HttpResponse, at: u64) -> bool {
         if !self.may_defer {
             return false;
         }
-        let rest = split_entity(&mut response.chunks, at);
+        // Smaller pieces would cost more in sends than they save (and none
+        // would never end).
+        let rest = split_entity(&mut response.chunks, at.max(MIN_PIECE));
         if rest.iter().all(EntityChunk::is_empty) {
             return false;
         }

@@ -156,6 +156,10 @@ pub struct HttpResponse {
     pub(crate) chunks: Vec<EntityChunk>,
     /// Bytes held in memory chunks, for the buffer limit.
     pub(crate) buffered_memory: usize,
+    /// Times the entity was thrown away ([`HttpResponse::clear_entity`]):
+    /// in SendResponse that replaces the response, and what earlier
+    /// modules deferred of it is dropped.
+    pub(crate) entity_clears: u32,
     /// Past this many buffered bytes a write asks for a flush by itself
     /// (the pipeline's `response_buffer_limit`).
     pub(crate) buffer_limit: usize,
@@ -210,6 +214,7 @@ impl HttpResponse {
             headers: HeaderMap::new(),
             chunks: Vec::new(),
             buffered_memory: 0,
+            entity_clears: 0,
             buffer_limit: usize::MAX,
             buffering: true,
             headers_sent: false,
@@ -335,10 +340,15 @@ impl HttpResponse {
         self.touched = true;
     }
 
-    /// Drop the buffered entity, keeping status and headers.
+    /// Drop the buffered entity, keeping status and headers. In
+    /// SendResponse this replaces the response: what modules before this
+    /// one deferred of it (see [`crate::SendResponseProvider::defer_after`])
+    /// is dropped too. A module that transforms the entity sets its output
+    /// with [`Self::set_entity_chunks`] instead.
     pub fn clear_entity(&mut self) {
         self.chunks.clear();
         self.buffered_memory = 0;
+        self.entity_clears = self.entity_clears.wrapping_add(1);
     }
 
     /// `WriteEntityChunks` (synchronous): append to the buffered entity.

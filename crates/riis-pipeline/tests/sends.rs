@@ -176,9 +176,9 @@ async fn finish_request_in_send_response_skips_the_remaining_send_response_modul
 }
 
 /// Registers a SendResponse module at `priority` that logs each send it
-/// sees as `NAME:BODY:final` and makes its entity upper case; with
-/// `piece`, it takes the entity `piece` bytes at a time, deferring the rest
-/// (twice in its first send, to show that a deferral may nest).
+/// sees as `NAME:LENGTH:final` and makes its entity upper case; with
+/// `piece`, it takes the entity `piece` bytes at a time, deferring the
+/// rest.
 fn add_transformer(
     t: &mut TestPipeline,
     log: &Log,
@@ -203,7 +203,7 @@ fn add_transformer(
                     text.push_str(std::str::from_utf8(b).unwrap());
                 }
             }
-            log.push(format!("{name}:{text}:{}", p.is_final_send()));
+            log.push(format!("{name}:{}:{}", text.len(), p.is_final_send()));
             ctx.response_mut()
                 .set_entity_chunks(vec![riis_pipeline::EntityChunk::Memory(
                     text.to_uppercase().into(),
@@ -223,16 +223,9 @@ async fn a_send_response_module_may_take_the_entity_a_piece_at_a_time() {
     let mut t = TestPipeline::new();
     // SendResponse's order is inverted: Last runs first.
     add_transformer(&mut t, &log, "Before", Priority::Last, None);
-    add_transformer(&mut t, &log, "Piecer", Priority::Medium, Some(4));
+    add_transformer(&mut t, &log, "Piecer", Priority::Medium, Some(4096));
     add_transformer(&mut t, &log, "After", Priority::First, None);
-    t.module(
-        "Writer",
-        Registration::events(N::BeginRequest),
-        script(|ctx, _| {
-            write(ctx, "abcdefghij");
-            Status::FinishRequest
-        }),
-    );
+    add_writer(&mut t);
     let pipeline = t.build();
 
     let outcome = get(&pipeline, "/").await;
@@ -240,16 +233,16 @@ async fn a_send_response_module_may_take_the_entity_a_piece_at_a_time() {
     assert_eq!(
         log.entries(),
         [
-            "Before:abcdefghij:true",
-            "Piecer:ABCD:false",
-            "After:ABCD:false",
-            "Piecer:EFGH:false",
-            "After:EFGH:false",
-            "Piecer:IJ:true",
-            "After:IJ:true",
+            "Before:10000:true",
+            "Piecer:4096:false",
+            "After:4096:false",
+            "Piecer:4096:false",
+            "After:4096:false",
+            "Piecer:1808:true",
+            "After:1808:true",
         ]
     );
-    assert_eq!(outcome.body(), "ABCDEFGHIJ");
+    assert_eq!(outcome.body(), body().to_uppercase());
     let shape: Vec<(bool, bool, bool)> = outcome
         .sends
         .iter()
@@ -279,7 +272,7 @@ async fn a_flush_cannot_defer() {
             Registration::events(N::SendResponse),
             script(move |ctx, call| {
                 if let Call::SendResponse(p) = call {
-                    let deferred = p.defer_after(ctx.response_mut(), 2);
+                    let deferred = p.defer_after(ctx.response_mut(), 4096);
                     log.push(format!("final={} deferred={deferred}", p.is_final_send()));
                 }
                 Status::Continue
@@ -294,7 +287,7 @@ async fn a_flush_cannot_defer() {
                 write(ctx, "early");
                 ctx.response_mut().flush(Default::default());
             } else {
-                write(ctx, "late");
+                write(ctx, "late ".repeat(1000));
             }
             Status::Continue
         }),
@@ -303,7 +296,7 @@ async fn a_flush_cannot_defer() {
 
     let outcome = get(&pipeline, "/").await;
 
-    // The flush goes whole; the final send ("late") in pieces of 2.
+    // The flush goes whole; the final send (5,000 bytes) in two pieces.
     assert_eq!(
         log.entries(),
         [
@@ -312,7 +305,7 @@ async fn a_flush_cannot_defer() {
             "final=true deferred=false",
         ]
     );
-    assert_eq!(outcome.body(), "earlylate");
+    assert_eq!(outcome.body(), format!("early{}", "late ".repeat(1000)));
     outcome.assert_completed();
 }
 
@@ -324,16 +317,9 @@ async fn a_flush_cannot_defer() {
 async fn a_client_gone_between_pieces_still_gets_the_modules_a_final_send() {
     let log = Log::new();
     let mut t = TestPipeline::new();
-    add_transformer(&mut t, &log, "Piecer", Priority::Medium, Some(4));
+    add_transformer(&mut t, &log, "Piecer", Priority::Medium, Some(4096));
     add_transformer(&mut t, &log, "After", Priority::First, None);
-    t.module(
-        "Writer",
-        Registration::events(N::BeginRequest),
-        script(|ctx, _| {
-            write(ctx, "abcdefghij");
-            Status::FinishRequest
-        }),
-    );
+    add_writer(&mut t);
     let pipeline = t.build();
     let mut execution = RequestExecution::new(context(&pipeline, request(Method::GET, "/")));
 
@@ -349,10 +335,83 @@ async fn a_client_gone_between_pieces_still_gets_the_modules_a_final_send() {
     assert_eq!(
         log.entries(),
         [
-            "Piecer:abcd:false",
-            "After:ABCD:false",
-            "Piecer::true",
-            "After::true"
+            "Piecer:4096:false",
+            "After:4096:false",
+            "Piecer:0:true",
+            "After:0:true"
         ]
     );
+}
+
+/// 10,000 bytes of lower-case letters.
+fn body() -> String {
+    (0..10_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect()
+}
+
+/// Registers `Writer`, which writes [`body`] at BeginRequest and finishes
+/// the request.
+fn add_writer(t: &mut TestPipeline) {
+    t.module(
+        "Writer",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            write(ctx, body());
+            Status::FinishRequest
+        }),
+    );
+}
+
+/// A module after one that deferred replaces the response (an error page,
+/// as CustomError makes): the rest of the old response is dropped, and the
+/// modules after it see the final send it now is (the replacing module was
+/// called with the send as it was). A module that panics there is the
+/// same: its 500 goes out alone.
+#[tokio::test]
+async fn replacing_the_response_drops_what_was_deferred_of_it() {
+    for panics in [false, true] {
+        let log = Log::new();
+        let mut t = TestPipeline::new();
+        add_transformer(&mut t, &log, "Piecer", Priority::Last, Some(4096));
+        {
+            let log = log.clone();
+            t.module(
+                "Replacer",
+                Registration::events(N::SendResponse).priority(N::SendResponse, Priority::High),
+                script(move |ctx, call| {
+                    if let Call::SendResponse(p) = call {
+                        if p.headers_being_sent() {
+                            assert!(!panics, "the replacer fails");
+                            let resp = ctx.response_mut();
+                            resp.clear_entity();
+                            resp.write("the error page");
+                        }
+                        log.push(format!("Replacer:final={}", p.is_final_send()));
+                    }
+                    Status::Continue
+                }),
+            );
+        }
+        add_transformer(&mut t, &log, "After", Priority::First, None);
+        add_writer(&mut t);
+        let pipeline = t.build();
+
+        let outcome = get(&pipeline, "/").await;
+
+        assert_eq!(outcome.sends.len(), 1, "panics={panics}");
+        assert!(outcome.sends[0].is_final);
+        if panics {
+            assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(!outcome.body().contains("ABCD"), "{}", outcome.body());
+            assert_eq!(log.entries(), ["Piecer:4096:false"]);
+        } else {
+            assert_eq!(outcome.body(), "THE ERROR PAGE");
+            assert_eq!(
+                log.entries(),
+                ["Piecer:4096:false", "Replacer:final=false", "After:14:true"]
+            );
+        }
+        outcome.assert_completed();
+    }
 }

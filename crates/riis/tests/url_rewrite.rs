@@ -1183,3 +1183,60 @@ action = { type = "Rewrite", value = "/app/{R:1}" }
         resp.body.len()
     );
 }
+
+/// An error page replaces a large failing page whose body outbound rules
+/// take a piece at a time: the client gets the page, not the rest of the
+/// script's output with its details.
+#[test]
+fn an_error_page_replaces_a_large_page_being_rewritten() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("rewrite-error-page");
+    let script = dir.write(
+        "www/err.cgi",
+        "#!/bin/sh\nprintf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/html\\r\\n\\r\\n'\n\
+         echo '<h1>SECRET STACK TRACE</h1>'\n\
+         i=0; while [ $i -lt 4000 ]; do echo '<p><a href=\"http://backend.internal:8080/x\">frame</a></p>'; i=$((i+1)); done\n",
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "CustomError"
+[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "Cgi"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[http_errors]
+error_mode = "Custom"
+existing_response = "Replace"
+
+[[rewrite.outbound_rules]]
+name = "backend links"
+filter_by_tags = ["A"]
+pattern = "^http://backend\\.internal:8080/(.*)$"
+action = {{ type = "Rewrite", value = "/app/{{R:1}}" }}
+
+[[sites]]
+name = "Rewrite"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = dir.path().join("www").display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/err.cgi");
+    assert_eq!(resp.status, 500);
+    let text = resp.text();
+    assert!(!text.contains("SECRET"), "{} bytes", text.len());
+    assert!(!text.contains("frame"), "{} bytes", text.len());
+    assert!(text.len() < 4096, "{text}");
+}
