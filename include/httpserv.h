@@ -162,7 +162,10 @@
  *   in RegisterModule, RiisApi()->config_value(pHttpContext->
  *   GetRiisContext(), ...) per request), the log;
  *   IHttpRequest::GetUrl / GetQueryString; IHttpResponse::GetHeadersSent /
- *   SetTrySkipCustomErrors; ISendResponseProvider::GetIsFinalSend;
+ *   SetTrySkipCustomErrors; ISendResponseProvider::GetIsFinalSend,
+ *   DeferAfter and GetIsFlush (a body transformed a piece at a time; the
+ *   entity is read and replaced through RiisApi()->response_entity_chunk
+ *   and response_set_entity_chunks with GetRiisContext());
  *   IAuthenticationProvider::SetUser with roles; IHttpServer::GetServerSoftware
  *   / Log; CRiisCustomNotification; IGlobalTraceEventProvider::GetRiisEvent;
  *   ICacheProvider::GetCacheEntrySize.
@@ -1243,13 +1246,14 @@ public:
     virtual VOID SetFlags(DWORD dwFlags) = 0;
     /** riis: TRUE for the last send of the response. */
     virtual BOOL GetIsFinalSend(VOID) const = 0;
-    /** riis: keeps the first cbKeep bytes of this send's entity and defers
-     *  the rest, handed to this module again in a later send once the
-     *  client has taken this one, so that a module transforming the body
-     *  never makes a large body's output at once. Call it before reading
-     *  the entity. *pfDeferred (may be NULL) is TRUE when a rest was
-     *  deferred (GetIsFinalSend is then FALSE), FALSE when the entity fits
-     *  or the send is a flush, which is never split. */
+    /** riis: keeps the first cbKeep bytes (at least 4 KiB) of this send's
+     *  entity and defers the rest, handed to this module again in a later
+     *  send once the client has taken this one, so that a module
+     *  transforming the body never makes a large body's output at once.
+     *  Call it before reading the entity; called again in the same call,
+     *  its rest comes before the first. *pfDeferred (may be NULL) is TRUE
+     *  when a rest was deferred (GetIsFinalSend is then FALSE), FALSE when
+     *  the entity fits or the send is a flush, which is never split. */
     virtual HRESULT DeferAfter(ULONGLONG cbKeep, BOOL *pfDeferred) = 0;
     /** riis: TRUE for a module's flush (an encoder flushes its output
      *  there), FALSE for the final send and the sends of deferred rests. */

@@ -662,14 +662,15 @@ typedef struct riis_api {
     /* -- since 1.4: a large body a piece at a time ------------------------- */
 
     /** SendResponse (riis's addition to ISendResponseProvider): keeps the
-     *  first `at` bytes of the send's entity and defers the rest, handed to
-     *  this module again in a later send once the client has taken this
-     *  one, so that a module transforming the body (compressing, rewriting)
-     *  never makes a large body's output all at once. Call it before
-     *  reading the entity. *deferred (may be NULL) is 1 when a rest was
-     *  deferred (send_is_final is then 0 for this module), 0 when the entity
-     *  holds at most `at` bytes or the send is a flush, which is never
-     *  split. */
+     *  first `at` bytes (at least 4 KiB) of the send's entity and defers
+     *  the rest, handed to this module again in a later send once the
+     *  client has taken this one, so that a module transforming the body
+     *  (compressing, rewriting) never makes a large body's output all at
+     *  once. Call it before reading the entity; called again in the same
+     *  call, its rest comes before the first. *deferred (may be NULL) is 1
+     *  when a rest was deferred (send_is_final is then 0 for this module),
+     *  0 when the entity holds at most `at` bytes or the send is a flush,
+     *  which is never split. */
     riis_hresult (*send_defer_after)(riis_provider *provider, riis_context *context,
                                      uint64_t at, int *deferred);
     /** Non-zero for a module's flush (an encoder flushes its output there);

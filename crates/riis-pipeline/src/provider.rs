@@ -101,16 +101,22 @@ impl SendResponseProvider {
     /// holds at most `at` bytes, nor in a flush, whose data must all go out
     /// before the module that flushed resumes: deferring is for the final
     /// send and the sends that carry deferred rests. An `at` under 4 KiB
-    /// counts as 4 KiB.
+    /// counts as 4 KiB. Called again in the same call, the new rest comes
+    /// before the first.
     pub fn defer_after(&mut self, response: &mut HttpResponse, at: u64) -> bool {
         if !self.may_defer {
             return false;
         }
         // Smaller pieces would cost more in sends than they save (and none
         // would never end).
-        let rest = split_entity(&mut response.chunks, at.max(MIN_PIECE));
+        let mut rest = split_entity(&mut response.chunks, at.max(MIN_PIECE));
         if rest.iter().all(EntityChunk::is_empty) {
             return false;
+        }
+        // Deferring again in the same call: this rest comes before the
+        // first one.
+        if let Some(earlier) = self.deferred.take() {
+            rest.extend(earlier);
         }
         self.deferred = Some(rest);
         self.final_send = false;

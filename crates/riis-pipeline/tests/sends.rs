@@ -415,3 +415,39 @@ async fn replacing_the_response_drops_what_was_deferred_of_it() {
         outcome.assert_completed();
     }
 }
+
+/// A module that defers twice in one call (at 8 KiB, then at 4 KiB of
+/// what it kept) gets both rests back, in order.
+#[tokio::test]
+async fn deferring_twice_in_one_call_keeps_both_rests() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Twice",
+            Registration::events(N::SendResponse),
+            script(move |ctx, call| {
+                if let Call::SendResponse(p) = call {
+                    let first = p.defer_after(ctx.response_mut(), 8192);
+                    let second = p.defer_after(ctx.response_mut(), 4096);
+                    log.push(format!(
+                        "{first} {second} {}",
+                        ctx.response().buffered_len()
+                    ));
+                }
+                Status::Continue
+            }),
+        );
+    }
+    add_writer(&mut t);
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(outcome.body(), body());
+    assert_eq!(
+        log.entries(),
+        ["true true 4096", "false true 4096", "false false 1808"]
+    );
+}

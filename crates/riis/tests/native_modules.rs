@@ -243,7 +243,7 @@ fn a_c_module_rewrites_the_entity_at_send_response() {
     // ABI 1.4: the same a piece at a time, each piece a send of its own.
     let resp = get(server.addr, "/c/pieces");
     assert_eq!(resp.status, 200);
-    assert_eq!(resp.text(), "MAKE ME LOUD");
+    assert_eq!(resp.text(), "MAKE ME LOUD".repeat(1000));
     // The instance that runs first deferred; the second, listed before it
     // (SendResponse's order is inverted), got 5 bytes, not the last.
     let pieces: Vec<&str> = resp

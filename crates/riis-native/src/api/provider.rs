@@ -25,7 +25,17 @@ unsafe fn with_provider<R>(
     no_unwind(function, None, || {
         // SAFETY: forwarded from this function's contract.
         match unsafe { resolve_provider(p) } {
-            Some((frame, provider)) => body(frame, provider),
+            Some((frame, provider)) => {
+                let answer = body(frame, provider);
+                if answer.is_none() {
+                    tracing::warn!(
+                        module = %frame.module.name,
+                        function,
+                        "riis_api provider call refused: a provider of another kind, or a NULL argument"
+                    );
+                }
+                answer
+            }
             None => {
                 tracing::warn!(
                     function,

@@ -34,9 +34,9 @@
  *   /c/upper        writes "make me loud"; at SendResponse the module reads
  *                   the buffered entity and replaces it in upper case, and
  *                   counts the response headers in X-Header-Count.
- *   /c/pieces       the same, 5 bytes per send (send_defer_after); each
- *                   instance adds an X-Pieces header saying what its first
- *                   send was.
+ *   /c/pieces       "make me loud" 1,000 times, upper-cased 5,000 bytes per
+ *                   send (send_defer_after); each instance adds an
+ *                   X-Pieces header saying what its first send was.
  *
  * Every response gets X-Send-Seen at SendResponse.
  */
@@ -397,9 +397,16 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         text(ctx, "this is never sent\n");
         return RIIS_STATUS_PENDING;
     }
-    if (strcmp(url, "/c/upper") == 0 || strcmp(url, "/c/pieces") == 0) {
+    if (strcmp(url, "/c/upper") == 0) {
         text(ctx, "make me ");
         text(ctx, "loud");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    if (strcmp(url, "/c/pieces") == 0) {
+        int i;
+        for (i = 0; i < 1000; i++) {
+            text(ctx, "make me loud");
+        }
         return RIIS_STATUS_FINISH_REQUEST;
     }
     if (strcmp(url, "/c/unusable-disposed") == 0) {
@@ -490,7 +497,7 @@ static riis_status on_notification(void *module, riis_context *ctx, uint32_t not
         if (strcmp(api->request_url(ctx), "/c/pieces") == 0) {
             int deferred = 0;
             char line[64];
-            api->send_defer_after(provider, ctx, 5, &deferred);
+            api->send_defer_after(provider, ctx, 5000, &deferred);
             if (api->send_headers_being_sent(provider)) {
                 snprintf(line, sizeof line, "deferred=%d flush=%d final=%d", deferred,
                          api->send_is_flush(provider), api->send_is_final(provider));
