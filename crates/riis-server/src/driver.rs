@@ -606,6 +606,9 @@ async fn drive(
                         // deferred: made once the client has taken what is
                         // queued, it is never held whole for a slow client.
                         let _ = tx.reserve_many(STREAM_QUEUE).await;
+                        // Pieces that make nothing to send wait for nobody:
+                        // the worker's other tasks get their turn anyway.
+                        tokio::task::consume_budget().await;
                     }
                     if out.reset || out.truncated || out.disconnect {
                         // The connection ends: the rest of the request body
