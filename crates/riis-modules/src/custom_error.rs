@@ -4,9 +4,11 @@
 //! - **SendResponse** at HIGH priority, as IIS does: SendResponse runs in
 //!   inverted order, so it runs after the modules of lower priority have had
 //!   their say and before the FIRST ones (which see the final headers). On
-//!   the final send that carries the headers of an error response (status
-//!   400 or above) it replaces the body with a detailed page, a short generic
-//!   page, a file, or a redirect;
+//!   the send that carries the headers of an error response (status 400 or
+//!   above) it replaces the body with a detailed page, a short generic
+//!   page, a file, or a redirect; when that send is a flush (a CGI
+//!   program's error output larger than `response_buffer_limit`), what
+//!   follows it is dropped, and an ExecuteURL rule gives the generic page;
 //! - **EndRequest**, for rules with `response_mode = "ExecuteURL"`: a child
 //!   request cannot be started from SendResponse (operations started in
 //!   nested notifications are ignored), so the error URL runs at EndRequest,
@@ -17,8 +19,7 @@
 //!
 //! Only the top-level request is handled: a buffered child's output becomes
 //! the parent's, and the parent decides. Requests executed with
-//! `ExecuteFlags::disable_custom_error` are left alone, as are responses
-//! whose headers went out with an earlier flush (the body is streaming).
+//! `ExecuteFlags::disable_custom_error` are left alone.
 //!
 //! Which page (`error_mode`): `Detailed` always gives the detailed page
 //! (status and substatus, reason, the module and notification that set the
@@ -231,6 +232,9 @@ pub struct CustomError {
     saved: Option<Saved>,
     /// An ExecuteURL child produced the body: the send leaves it alone.
     executed: bool,
+    /// The error page replaced a response whose headers went out with a
+    /// flush: what the module sends after them is dropped.
+    replaced_stream: bool,
 }
 
 fn is_local(ip: IpAddr) -> bool {
@@ -650,14 +654,27 @@ impl HttpModule for CustomError {
         ctx: &mut HttpContext,
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
-        // The final send's first, even when a module before this one took
-        // the body a piece at a time (UrlRewrite's outbound rules): the
-        // error page replaces the response, and the rest of it is dropped.
-        if self.executed || !provider.headers_being_sent() || provider.is_flush() {
+        if self.replaced_stream {
+            // The rest of the body the error page replaced.
+            ctx.response_mut().clear_entity();
+            return RequestNotificationStatus::Continue;
+        }
+        // The send that carries the headers: the final send's first, even
+        // when a module before this one took the body a piece at a time
+        // (UrlRewrite's outbound rules), or a flush of the client's request
+        // (a CGI program's error output past response_buffer_limit). The
+        // error page replaces the response, and the rest is dropped.
+        if self.executed || !provider.headers_being_sent() {
+            return RequestNotificationStatus::Continue;
+        }
+        let flushed = provider.is_flush();
+        if flushed && ctx.child_depth() > 0 {
             return RequestNotificationStatus::Continue;
         }
         let config = ctx.config(self.config);
-        match decide(ctx, config) {
+        let action = decide(ctx, config);
+        self.replaced_stream = flushed && action.is_some();
+        match action {
             None => {}
             Some(Action::Detailed) => {
                 let page = detailed_page(ctx);
@@ -691,6 +708,7 @@ pub fn register_module(
             static_file,
             saved: None,
             executed: false,
+            replaced_stream: false,
         },
         RequestNotification::SendResponse | RequestNotification::EndRequest,
         RequestNotifications::NONE,

@@ -1185,8 +1185,9 @@ action = { type = "Rewrite", value = "/app/{R:1}" }
 }
 
 /// An error page replaces a large failing page whose body outbound rules
-/// take a piece at a time: the client gets the page, not the rest of the
-/// script's output with its details.
+/// take a piece at a time, and one whose output went out with a flush
+/// (past response_buffer_limit): the client gets the page, not the rest of
+/// the script's output with its details.
 #[test]
 fn an_error_page_replaces_a_large_page_being_rewritten() {
     use std::os::unix::fs::PermissionsExt;
@@ -1198,6 +1199,14 @@ fn an_error_page_replaces_a_large_page_being_rewritten() {
          i=0; while [ $i -lt 4000 ]; do echo '<p><a href=\"http://backend.internal:8080/x\">frame</a></p>'; i=$((i+1)); done\n",
     );
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Past response_buffer_limit (4 MiB) the output goes out with a flush.
+    let big = dir.write(
+        "www/err-big.cgi",
+        "#!/bin/sh\nprintf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/html\\r\\n\\r\\n'\n\
+         echo '<h1>SECRET STACK TRACE</h1>'\n\
+         head -c 5000000 /dev/zero | tr '\\000' 'x'\n",
+    );
+    std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = dir.write(
         "riis.toml",
         format!(
@@ -1233,10 +1242,15 @@ bindings = ["127.0.0.1:0"]
         ),
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
-    let resp = Connection::open(server.addr).get("/err.cgi");
-    assert_eq!(resp.status, 500);
-    let text = resp.text();
-    assert!(!text.contains("SECRET"), "{} bytes", text.len());
-    assert!(!text.contains("frame"), "{} bytes", text.len());
-    assert!(text.len() < 4096, "{text}");
+    for url in ["/err.cgi", "/err-big.cgi"] {
+        let mut conn = Connection::open(server.addr);
+        let resp = conn.get(url);
+        assert_eq!(resp.status, 500, "{url}");
+        let text = resp.text();
+        assert!(!text.contains("SECRET"), "{url}: {} bytes", text.len());
+        assert!(!text.contains("frame"), "{url}: {} bytes", text.len());
+        assert!(text.len() < 4096, "{url}: {text}");
+        // The connection goes on, its response ended cleanly.
+        assert_eq!(conn.get(url).status, 500, "{url}");
+    }
 }
