@@ -1388,6 +1388,10 @@ impl RequestExecution {
             may_defer,
             deferred: None,
         };
+        // The entity's clears when the last rest was deferred: one since
+        // means the response was replaced. Looked at only while something
+        // is deferred, so a send without deferrals pays two branches per
+        // module.
         let mut seen_clears = ctx.response.entity_clears;
         ctx.call_nested_list(
             |p| &p.send_response,
@@ -1396,9 +1400,7 @@ impl RequestExecution {
             start,
             |module, ctx, position| {
                 let status = module.on_send_response(ctx, &mut provider);
-                let replaced = ctx.response.entity_clears != seen_clears;
-                seen_clears = ctx.response.entity_clears;
-                if replaced && !deferred.is_empty() {
+                if !deferred.is_empty() && ctx.response.entity_clears != seen_clears {
                     // The module replaced the response (an error page, a
                     // failure): the rest of the old one is not sent, and
                     // the modules after it see the send it is now.
@@ -1406,16 +1408,20 @@ impl RequestExecution {
                     provider.final_send = is_final || may_defer;
                     provider.flags.more_data = more_data || !provider.final_send;
                 }
-                if let Some(rest) = provider.deferred.take() {
-                    // Later sends carry it, from this module on (for the
-                    // modules after it, this send is not the last either).
-                    deferred.push((position, rest));
+                if provider.deferred.is_some() {
+                    if let Some(rest) = provider.deferred.take() {
+                        // Later sends carry it, from this module on (for
+                        // the modules after it, this send is not the last
+                        // either).
+                        deferred.push((position, rest));
+                        seen_clears = ctx.response.entity_clears;
+                    }
                 }
                 status
             },
         );
         let resp: &mut HttpResponse = &mut ctx.response;
-        if resp.entity_clears != seen_clears {
+        if !deferred.is_empty() && resp.entity_clears != seen_clears {
             // Replaced after the walk: a module panicked, and its request
             // failed with an error page.
             deferred.clear();
