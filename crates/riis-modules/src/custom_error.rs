@@ -7,8 +7,9 @@
 //!   the send that carries the headers of an error response (status 400 or
 //!   above) it replaces the body with a detailed page, a short generic
 //!   page, a file, or a redirect; when that send is a flush (a CGI
-//!   program's error output larger than `response_buffer_limit`), what
-//!   follows it is dropped, and an ExecuteURL rule gives the generic page;
+//!   program's error output larger than `response_buffer_limit`) and
+//!   `existing_response` is `Replace`, what follows it is dropped, and an
+//!   ExecuteURL rule gives the generic page;
 //! - **EndRequest**, for rules with `response_mode = "ExecuteURL"`: a child
 //!   request cannot be started from SendResponse (operations started in
 //!   nested notifications are ignored), so the error URL runs at EndRequest,
@@ -672,6 +673,11 @@ impl HttpModule for CustomError {
             return RequestNotificationStatus::Continue;
         }
         let config = ctx.config(self.config);
+        // A flushed body's size is not known yet: only `Replace` replaces
+        // it (`Auto` would take a streamed answer for an empty one).
+        if flushed && config.existing_response != ExistingResponse::Replace {
+            return RequestNotificationStatus::Continue;
+        }
         let action = decide(ctx, config);
         self.replaced_stream = flushed && action.is_some();
         match action {
