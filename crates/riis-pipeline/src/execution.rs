@@ -1388,11 +1388,13 @@ impl RequestExecution {
             may_defer,
             deferred: None,
         };
-        // The entity's clears when the last rest was deferred: one since
-        // means the response was replaced. Looked at only while something
-        // is deferred, so a send without deferrals pays two branches per
-        // module.
+        // The entity's clears when the last rest was deferred: one since,
+        // in the send that carries the headers, means the response was
+        // replaced (later, a module may empty a piece, not the response).
+        // Looked at only while something is deferred, so a send without
+        // deferrals pays two branches per module.
         let mut seen_clears = ctx.response.entity_clears;
+        let replaceable = provider.headers_being_sent;
         ctx.call_nested_list(
             |p| &p.send_response,
             N::SendResponse,
@@ -1400,16 +1402,23 @@ impl RequestExecution {
             start,
             |module, ctx, position| {
                 let status = module.on_send_response(ctx, &mut provider);
-                if !deferred.is_empty() && ctx.response.entity_clears != seen_clears {
-                    // The module replaced the response (an error page, a
-                    // failure): the rest of the old one is not sent, and
-                    // the modules after it see the send it is now.
-                    deferred.clear();
-                    provider.final_send = is_final || may_defer;
-                    provider.flags.more_data = more_data || !provider.final_send;
-                }
-                if provider.deferred.is_some() {
-                    if let Some(rest) = provider.deferred.take() {
+                if provider.deferred.is_some() || !deferred.is_empty() {
+                    let own = provider.deferred.take();
+                    if replaceable
+                        && !deferred.is_empty()
+                        && ctx.response.entity_clears != seen_clears
+                    {
+                        // The module replaced the response (an error page):
+                        // the rest of the old one is not sent, and unless
+                        // it deferred a rest of its own, the modules after
+                        // it see the final send this now is.
+                        deferred.clear();
+                        if own.is_none() {
+                            provider.final_send = is_final || may_defer;
+                            provider.flags.more_data = more_data || !provider.final_send;
+                        }
+                    }
+                    if let Some(rest) = own {
                         // Later sends carry it, from this module on (for
                         // the modules after it, this send is not the last
                         // either).
@@ -1421,7 +1430,7 @@ impl RequestExecution {
             },
         );
         let resp: &mut HttpResponse = &mut ctx.response;
-        if !deferred.is_empty() && resp.entity_clears != seen_clears {
+        if replaceable && !deferred.is_empty() && resp.entity_clears != seen_clears {
             // Replaced after the walk: a module panicked, and its request
             // failed with an error page.
             deferred.clear();

@@ -53,8 +53,9 @@ pub(crate) fn split_entity(chunks: &mut Vec<EntityChunk>, at: u64) -> Vec<Entity
     let mut kept = 0u64;
     for i in 0..chunks.len() {
         let len = chunks[i].len();
-        if kept + len <= at {
-            kept += len;
+        // Saturating: a module's absurd range lengths must not wrap.
+        if kept.saturating_add(len) <= at {
+            kept = kept.saturating_add(len);
             continue;
         }
         let inside = at - kept;

@@ -451,3 +451,44 @@ async fn deferring_twice_in_one_call_keeps_both_rests() {
         ["true true 4096", "false true 4096", "false false 1808"]
     );
 }
+
+/// A module that replaces the response and defers its own new body in the
+/// same call: the old rests are dropped, its own comes in later sends, and
+/// the modules after it see one final send, the last.
+#[tokio::test]
+async fn a_replacement_that_defers_its_own_body_ends_once() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_transformer(&mut t, &log, "Piecer", Priority::Last, Some(4096));
+    t.module(
+        "ReplaceDefer",
+        Registration::events(N::SendResponse).priority(N::SendResponse, Priority::High),
+        script(|ctx, call| {
+            if let Call::SendResponse(p) = call {
+                if p.headers_being_sent() {
+                    let resp = ctx.response_mut();
+                    resp.clear_entity();
+                    resp.write(body());
+                }
+                p.defer_after(ctx.response_mut(), 4096);
+            }
+            Status::Continue
+        }),
+    );
+    add_transformer(&mut t, &log, "After", Priority::First, None);
+    add_writer(&mut t);
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(outcome.body(), body().to_uppercase());
+    assert_eq!(
+        log.entries(),
+        [
+            "Piecer:4096:false",
+            "After:4096:false",
+            "After:4096:false",
+            "After:1808:true"
+        ]
+    );
+}

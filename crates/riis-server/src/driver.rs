@@ -595,6 +595,10 @@ async fn drive(
                     if out.disconnect || out.reset {
                         reader.state.activity.close_after_exchange();
                     }
+                    if out.paced {
+                        // Pieces nobody will read still take turns.
+                        tokio::task::consume_budget().await;
+                    }
                     true
                 } else if let Some(tx) = &stream {
                     let is_final = out.is_final;

@@ -43,6 +43,9 @@ const METHOD_SHOWN: usize = 32;
 /// A worker that has not swept for longer than this is reported as held.
 const HELD_AFTER_MS: u64 = 3000;
 
+/// [`HELD_AFTER_MS`] as a duration.
+pub(crate) const HELD_AFTER: std::time::Duration = std::time::Duration::from_millis(HELD_AFTER_MS);
+
 /// The waiting requests of one worker thread, and when it last swept.
 #[derive(Default)]
 struct Worker {
@@ -81,10 +84,19 @@ fn millis_since_epoch() -> u64 {
         .max(1)
 }
 
-/// Notes that this thread's worker ran its sweep now.
+/// Notes that this thread's worker ran its sweep now. Only a worker with a
+/// thread of its own (a current-thread runtime, as `riis serve` runs each)
+/// is watched: on a multi-thread runtime (riis embedded with
+/// `Server::serve`) the sweeper moves between threads, which would each
+/// look held once it left them.
 pub(crate) fn note_sweep() {
-    let now = millis_since_epoch();
-    THIS_WORKER.with(|w| w.swept_ms.store(now, Ordering::Relaxed));
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let own_thread =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
+    if own_thread {
+        let now = millis_since_epoch();
+        THIS_WORKER.with(|w| w.swept_ms.store(now, Ordering::Relaxed));
+    }
 }
 
 /// Notes that this thread's worker no longer sweeps (the server is

@@ -712,7 +712,9 @@ impl BoundServer {
             })
             .collect();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let lifecycle = Lifecycle::start(&server, stop_rx.clone(), None);
+        // Embedded: the program that embeds riis speaks to its service
+        // manager, if any.
+        let lifecycle = Lifecycle::start(&server, stop_rx.clone(), None, false);
         let worker = tokio::spawn(run_worker(
             sockets,
             server.current.clone(),
@@ -755,7 +757,7 @@ impl BoundServer {
             }
         }
         let (stop_tx, stop_rx) = watch::channel(false);
-        let lifecycle = Lifecycle::start(&server, stop_rx.clone(), control);
+        let lifecycle = Lifecycle::start(&server, stop_rx.clone(), control, true);
         let mut threads = Vec::with_capacity(workers);
         for (i, sockets) in per_worker.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -892,13 +894,18 @@ struct Lifecycle {
     current: CurrentGeneration,
     retiring: Arc<Retiring>,
     health: tokio::task::JoinHandle<()>,
+    /// Whether the service manager gets notices.
+    notify: bool,
 }
 
 impl Lifecycle {
+    /// `notify`: whether to send the service manager's notices (see
+    /// [`crate::service_manager`]).
     fn start(
         server: &Server,
         stop: watch::Receiver<bool>,
         control: Option<ControlSignals>,
+        notify: bool,
     ) -> Self {
         // Watched from here at the latest (before any task runs), so no
         // signal sent once serving starts is lost.
@@ -946,16 +953,18 @@ impl Lifecycle {
                 tokio::select! {
                     _ = hangup.recv() => {
                         let reloader = reloader.clone();
-                        crate::service_manager::reloading();
+                        if notify {
+                            crate::service_manager::reloading();
+                        }
                         let reloading = tokio::task::spawn_blocking(move || reloader.reload_and_log());
                         tokio::select! {
-                            outcome = reloading => {
+                            outcome = reloading => if notify {
                                 crate::service_manager::ready(&match outcome {
                                     Ok(Ok(())) => "serving; configuration reloaded".to_owned(),
                                     Ok(Err(why)) => format!("serving; reload refused: {why}"),
                                     Err(_) => "serving; the reload failed".to_owned(),
                                 });
-                            }
+                            },
                             _ = reload_stop.changed() => return,
                         }
                     }
@@ -983,7 +992,7 @@ impl Lifecycle {
                 }
             });
         }
-        if let Some(interval) = crate::service_manager::watchdog_interval() {
+        if let Some(interval) = crate::service_manager::watchdog_interval().filter(|_| notify) {
             tokio::spawn(crate::service_manager::keep_watchdog(
                 interval,
                 stop.clone(),
@@ -999,12 +1008,15 @@ impl Lifecycle {
             current: server.current.clone(),
             retiring: server.retiring.clone(),
             health,
+            notify,
         }
     }
 
     fn stop(&self, stop: &watch::Sender<bool>) {
         tracing::info!("shutting down: no new connections; draining in-flight requests");
-        crate::service_manager::stopping();
+        if self.notify {
+            crate::service_manager::stopping();
+        }
         let _ = stop.send(true);
         self.current.load().pipeline.raise_stop_listening();
     }

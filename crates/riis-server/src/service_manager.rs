@@ -77,8 +77,10 @@ pub(crate) async fn keep_watchdog(
                 }
             }
         }
+        // A worker sweeps once a second: below the held workers' threshold
+        // (3 s) a short WatchdogSec would count a healthy one.
         let held = crate::in_flight::longest_held();
-        if *stopping.borrow() || held < interval {
+        if *stopping.borrow() || held < interval.max(crate::in_flight::HELD_AFTER) {
             send(&[NotifyState::Watchdog]);
             warned = false;
         } else if !warned {

@@ -31,7 +31,7 @@ unsafe fn with_provider<R>(
                     tracing::warn!(
                         module = %frame.module.name,
                         function,
-                        "riis_api provider call refused: a provider of another kind, or a NULL argument"
+                        "riis_api provider call failed: a provider of another kind, a NULL argument, or nothing to return"
                     );
                 }
                 answer
