@@ -608,16 +608,7 @@ fn status_names_a_worker_a_module_call_holds() {
     // systemd's watchdog (WatchdogSec=1.5): the test listens for the pings.
     let notify_path = dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_riis"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0"])
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("WATCHDOG_USEC", "1500000");
-    let server = RunningBinary::from_command(command).unwrap();
+    let server = common::started_as_by_systemd(&config, &notify_path, 1_500_000);
     let report = common::riis_status(&config);
     assert!(!report.contains("worker_held:"), "{report}");
     let pings = std::thread::spawn(move || {

@@ -379,17 +379,7 @@ fn the_service_manager_hears_ready_reloading_stopping_and_watchdog() {
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        // systemd names the process it watches; `exec` keeps the shell's.
-        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_riis"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000");
-    let server = RunningBinary::from_command(command).unwrap();
+    let server = common::started_as_by_systemd(&config, &socket_path, 400_000);
     let mut buf = [0u8; 4096];
     let mut next = |what: &str| -> String {
         // Watchdog pings come between the notices: skip them unless asked.

@@ -665,3 +665,22 @@ pub fn send_in_background(
         let _ = writer.write_all(&vec![b'x'; body_len]);
     })
 }
+
+/// `riis serve --config CONFIG --listen 127.0.0.1:0` as systemd starts a
+/// `Type=notify` unit with `WatchdogSec=`: `NOTIFY_SOCKET` names `notify`
+/// (a datagram socket the test binds) and the watchdog wants a ping every
+/// `watchdog_usec`. systemd names the process it watches
+/// (`WATCHDOG_PID`); `sh`'s `exec` keeps the shell's.
+#[allow(dead_code)]
+pub fn started_as_by_systemd(config: &Path, notify: &Path, watchdog_usec: u64) -> RunningBinary {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", notify)
+        .env("WATCHDOG_USEC", watchdog_usec.to_string());
+    RunningBinary::from_command(command).unwrap()
+}
