@@ -236,6 +236,9 @@ pub struct Activity {
     pub waiting: Waiting,
     /// How many child requests deep the call is (0: the client's request).
     pub child_depth: u8,
+    /// Response entity bytes handed to the server so far (a child's sends
+    /// included: the response is shared).
+    pub bytes_sent: u64,
 }
 
 /// What the driver must do next.
@@ -516,6 +519,8 @@ impl RequestExecution {
             module: site.map(|site| site.module),
             waiting,
             child_depth: u8::try_from(top).unwrap_or(u8::MAX),
+            // The top frame holds the shared response while a child runs.
+            bytes_sent: frame.ctx.response.bytes_sent,
         }
     }
 
@@ -1395,6 +1400,7 @@ impl RequestExecution {
         // deferrals pays two branches per module.
         let mut seen_clears = ctx.response.entity_clears;
         let replaceable = provider.headers_being_sent;
+        let was_truncated = ctx.response.truncated;
         ctx.call_nested_list(
             |p| &p.send_response,
             N::SendResponse,
@@ -1438,6 +1444,12 @@ impl RequestExecution {
         if resp.reset_connection || resp.truncated {
             // The response ends here: nothing deferred is sent.
             drop_deferred(deferred);
+        }
+        if resp.truncated && !was_truncated {
+            // A module failed in this walk, after the headers went out: the
+            // entity is half transformed (the modules after it never saw
+            // it), and must not go out as if it were data.
+            resp.chunks.clear();
         }
         // The final send, or the last of the sends it became.
         let is_final = (is_final || may_defer) && deferred.is_empty();

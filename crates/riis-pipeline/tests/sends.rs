@@ -492,3 +492,31 @@ async fn a_replacement_that_defers_its_own_body_ends_once() {
         ]
     );
 }
+
+/// A module that panics in a later piece, after the headers went out: the
+/// message is cut short (truncated), and the piece it failed on is not sent
+/// half transformed.
+#[tokio::test]
+async fn a_panic_in_a_later_piece_sends_nothing_of_it() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    add_transformer(&mut t, &log, "Piecer", Priority::Last, Some(4096));
+    t.module(
+        "Panicker",
+        Registration::events(N::SendResponse).priority(N::SendResponse, Priority::First),
+        script(|_, call| {
+            if let Call::SendResponse(p) = call {
+                assert!(p.headers_being_sent(), "the second piece fails");
+            }
+            Status::Continue
+        }),
+    );
+    add_writer(&mut t);
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(outcome.sends[0].body.len(), 4096);
+    assert!(outcome.sends[1].truncated);
+    assert!(outcome.sends[1..].iter().all(|s| s.body.is_empty()));
+}

@@ -163,12 +163,11 @@ impl Listed {
 
     /// Notes where the request stands before it waits again.
     pub(crate) fn note(&self, exec: &RequestExecution) {
-        self.entry
-            .activity
-            .store(pack(exec.activity()), Ordering::Relaxed);
+        let activity = exec.activity();
+        self.entry.activity.store(pack(activity), Ordering::Relaxed);
         self.entry
             .bytes_sent
-            .store(exec.context().response().bytes_sent(), Ordering::Relaxed);
+            .store(activity.bytes_sent, Ordering::Relaxed);
     }
 
     /// Notes that the wait ended and the request runs on its worker again,
@@ -416,6 +415,7 @@ mod tests {
             module: None,
             waiting: Waiting::RequestBody,
             child_depth: 2,
+            bytes_sent: 0,
         });
         let pipeline = riis_pipeline::PipelineBuilder::new().build().unwrap();
         let d = describe(packed, &pipeline);
@@ -430,6 +430,7 @@ mod tests {
             module: None,
             waiting: Waiting::Send,
             child_depth: 0,
+            bytes_sent: 0,
         });
         let d = describe(sending, &pipeline);
         assert_eq!(
