@@ -16,8 +16,9 @@
 //!
 //! A worker thread that a module call holds (a blocking call, an endless
 //! loop) cannot run its once-a-second sweep: the report names such a worker
-//! and how long it has been held, since the requests it holds cannot be
-//! looked at.
+//! and how long it has been held. A request that had waited before the
+//! call that holds it shows as `running` there, with the hold; one its
+//! modules answer without waiting cannot be seen.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
