@@ -216,6 +216,7 @@ fn the_examples_build_with_exceptions_turned_off() {
         "async_completion.cpp",
         "global_and_context.cpp",
         "child_request.cpp",
+        "send_filter.cpp",
     ] {
         let source = example(name);
         let out = dir.path().join(format!("lib{name}.so"));
@@ -226,4 +227,33 @@ fn the_examples_build_with_exceptions_turned_off() {
         };
         assert!(out.exists(), "{name}");
     }
+}
+
+/// `send_filter.cpp`: an IIS-style OnSendResponse that upper-cases text
+/// bodies 64 KiB per send (DeferAfter), reading a static file's chunks with
+/// pread. Every byte arrives transformed, and other types pass untouched.
+#[test]
+fn a_send_response_filter_transforms_a_large_file_a_piece_at_a_time() {
+    let Some((dir, server)) = serve("send_filter.cpp") else {
+        return;
+    };
+    let text: String = (0..20_000)
+        .map(|i| format!("line {i} of notes\n"))
+        .collect();
+    assert!(text.len() > 300_000);
+    std::fs::write(dir.path().join("www/notes.txt"), &text).unwrap();
+    std::fs::write(dir.path().join("www/data.bin"), b"keep me as i am").unwrap();
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/notes.txt");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-length"), None);
+    assert_eq!(resp.header("etag"), None);
+    assert!(
+        resp.text() == text.to_uppercase(),
+        "{} bytes",
+        resp.body.len()
+    );
+    // A small text in one piece, and another type as it is.
+    assert_eq!(conn.get("/hello.txt").text(), "STATIC HELLO\n");
+    assert_eq!(conn.get("/data.bin").text(), "keep me as i am");
 }
