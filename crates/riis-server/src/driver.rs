@@ -602,7 +602,8 @@ async fn drive(
                     true
                 } else if let Some(tx) = &stream {
                     let is_final = out.is_final;
-                    let paced = out.paced && !out.reset && !out.truncated;
+                    // (The engine never paces an abort.)
+                    let paced = out.paced;
                     let ok =
                         out.reset || out.chunks.is_empty() || tx.send(Ok(out.chunks)).await.is_ok();
                     if ok && paced {

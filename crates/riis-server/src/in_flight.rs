@@ -199,7 +199,7 @@ const NO_MODULE: u64 = 0xFFFF;
 /// `[notification bits: 32][module: 16][child depth: 8][running: 1]
 /// [waiting: 4][post: 1]`.
 fn pack(a: Activity) -> u64 {
-    let notification = a.notification.map_or(0, |n| n as u32 as u64);
+    let notification = a.notification.map_or(0, |n| u64::from(n.bit()));
     let module = a.module.map_or(NO_MODULE, |m| m.get().min(0xFFFE) as u64);
     let waiting = match a.waiting {
         Waiting::Module => 0,
@@ -224,11 +224,7 @@ struct Described<'a> {
 }
 
 fn describe(packed: u64, pipeline: &Pipeline) -> Described<'_> {
-    let bits = (packed >> 32) as u32;
-    let notification = RequestNotification::DETERMINISTIC
-        .iter()
-        .chain(RequestNotification::NONDETERMINISTIC.iter())
-        .find(|n| **n as u32 == bits);
+    let notification = RequestNotification::from_bit((packed >> 32) as u32);
     let is_post = packed & 1 == 1;
     let waiting = match (packed >> 1) & 0xF {
         0 => "waiting_module",
@@ -242,10 +238,10 @@ fn describe(packed: u64, pipeline: &Pipeline) -> Described<'_> {
         // The final send: what is left is the client taking the response.
         None => "SendResponse".to_owned(),
     };
-    let module = (packed >> 16) & 0xFFFF;
-    let module = (module != NO_MODULE && (module as usize) < pipeline.module_names().count())
-        .then(|| pipeline.module_names().nth(module as usize))
-        .flatten();
+    let module = match (packed >> 16) & 0xFFFF {
+        NO_MODULE => None,
+        index => pipeline.module_names().nth(index as usize),
+    };
     Described {
         stage,
         module,
