@@ -133,17 +133,26 @@ fn strip_port(host: &str) -> &str {
 /// request (RFC 9112 §9.3: 1.1 unless it says `close`, 1.0 only if it says
 /// `keep-alive`).
 fn client_keeps_alive<B>(req: &Request<B>) -> bool {
-    let says = |token: &str| {
-        req.headers().get_all(CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
+    let says = |option| has_connection_option(req.headers(), option);
     match req.version() {
         http::Version::HTTP_11 => !says("close"),
         http::Version::HTTP_10 => says("keep-alive"),
         _ => false,
     }
+}
+
+/// Whether a message's `Connection` header lists `option` (RFC 9110
+/// §7.6.1: comma-separated, case-insensitive, in any of its lines).
+fn has_connection_option(headers: &http::HeaderMap, option: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(option)))
+    })
+}
+
+/// Whether a message's `Connection` header has the `close` option.
+fn says_close(headers: &http::HeaderMap) -> bool {
+    has_connection_option(headers, "close")
 }
 
 fn plain_status(status: StatusCode, close: bool) -> Response<ResponseBody> {
@@ -229,6 +238,7 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         in_service: Some(state.request_started(has_body)),
         last: false,
         hsts: None,
+        http10: req.version() == http::Version::HTTP_10,
     };
     if req.version() == http::Version::HTTP_2 && state.activity.is_draining() {
         return refuse_stream(state, finish);
@@ -290,6 +300,8 @@ struct Finish {
     last: bool,
     /// The site's `Strict-Transport-Security`, on TLS.
     hsts: Option<HeaderValue>,
+    /// The client speaks HTTP/1.0 (see [`Finish::apply`]).
+    http10: bool,
 }
 
 impl Finish {
@@ -315,6 +327,19 @@ impl Finish {
             let _ = r
                 .headers_mut()
                 .try_insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        // hyper promises an HTTP/1.0 client that asked for keep-alive
+        // `Connection: keep-alive` on every response it calls HTTP/1.1, and
+        // writes it after our `close` too (`close, keep-alive`), even when
+        // it then closes: after a `close`, or after a body without a length,
+        // which HTTP/1.0 can only end by closing (RFC 9112 §6.3, Appendix
+        // C.2.2). A response it is told is HTTP/1.0 gets no such promise.
+        if self.http10
+            && (says_close(r.headers())
+                || !(r.headers().contains_key(http::header::CONTENT_LENGTH)
+                    || http_body::Body::size_hint(r.body()).exact().is_some()))
+        {
+            *r.version_mut() = http::Version::HTTP_10;
         }
         if let Some(guard) = self.in_service.take() {
             r.body_mut().in_service(guard);
@@ -1008,11 +1033,7 @@ fn hold_request_body(
                 .headers_mut()
                 .try_insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        let closes = resp
-            .headers()
-            .get(CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        if !closes {
+        if !says_close(resp.headers()) {
             hold.discard_on(shape.discard_request_body.clone());
         }
         resp.map(|body| body.holding(hold.clone()))

@@ -729,3 +729,48 @@ fn a_streamed_response_is_compressed_as_it_goes() {
     assert_eq!(resp.header("content-encoding"), None);
     assert_eq!(resp.text(), "Hello World!");
 }
+
+/// An HTTP/1.0 client that asks for keep-alive is promised it only when the
+/// connection stays: a compressed page has no length, so its body ends
+/// with the connection and the head says nothing of keep-alive (HTTP/1.0's
+/// default is to close); a page with a length keeps the connection; a
+/// response that closes says `close` alone.
+#[test]
+fn an_http10_client_is_promised_keep_alive_only_when_it_is_kept() {
+    let dir = TempDir::new("http10");
+    let big = text(3000);
+    dir.write("www/page.txt", &big);
+    let body = format!("{MODULES}\n[static_compression]\nenabled = false\n");
+    let config = write_config(&dir, &dir.path().join("www"), &body);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"GET /page.txt HTTP/1.0\r\nConnection: keep-alive\r\nAccept-Encoding: gzip\r\n\r\n",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-encoding"), Some("gzip"));
+    assert_eq!(resp.header("content-length"), None);
+    assert_eq!(resp.header("connection"), None, "{:?}", resp.headers);
+    // (read_response read to the end: the server closed.)
+    assert_eq!(gunzip(&resp.body), big.as_bytes());
+
+    // With a length, the connection stays and says so.
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..2 {
+        conn.send_raw(b"GET /page.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let resp = conn.read_response(false);
+        assert_eq!(resp.header("connection"), Some("keep-alive"));
+        assert_eq!(resp.body, big.as_bytes());
+    }
+
+    // A body too long to discard closes the connection: `close`, alone.
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"POST /page.txt HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 100000000\r\n\r\nabc",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.header("connection"), Some("close"));
+}
