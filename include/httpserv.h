@@ -142,13 +142,16 @@
  *   performance counters, file/URL/metadata caches or trace contexts:
  *   GetRawHttpRequest/Response, GetCachePolicy,
  *   GetHeaderChanges, GetServerVarChanges, GetTraceContext, GetUrlInfo,
- *   GetMetadata, GetScriptMap, GetFileInfo, GetNextNotification, MapHandler,
+ *   GetScriptMap, GetFileInfo, GetNextNotification, MapHandler,
  *   GetExtendedInterface and IHttpServer's cache, file and worker-process
  *   methods are not declared, or return NULL / E_NOTIMPL where noted.
  *   IMapHandlerProvider's setters return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED)
  *   (use handler mappings in riis.toml). CGlobalModule has no
  *   OnGlobalApplicationResolveModules or OnGlobalApplicationPreload (riis
  *   raises neither).
+ *   IMetadataInfo (GetMetadata) has GetMetaPath and GetVrPath only: no
+ *   GetVrToken (no Windows tokens) and no GetModuleContextContainer (riis
+ *   keeps no container per configuration path).
  *   IAuthenticationProvider::SetUser(pUser) copies the name and type only:
  *   IHttpUser cannot list roles, so the request's user is in no role unless
  *   the module uses the riis overload that takes them. DisableNotifications
@@ -760,6 +763,21 @@ protected:
     virtual ~IHttpModuleContextContainer() {}
 };
 
+/** Where the request's URL lies (IHttpContext::GetMetadata). */
+class IMetadataInfo {
+public:
+    /** "MACHINE/WEBROOT/APPHOST/<site name>" followed by the path of the
+     *  location whose configuration applies to the URL (nothing more when
+     *  the site's own configuration does). */
+    virtual PCSTR GetMetaPath(VOID) const = 0;
+    /** The folder of the virtual directory the URL maps into (a location
+     *  with physical_path in riis.toml), or the site's root. */
+    virtual PCSTR GetVrPath(VOID) const = 0;
+
+protected:
+    virtual ~IMetadataInfo() {}
+};
+
 /** The application (in riis: the site's root application). */
 class IHttpApplication {
 public:
@@ -1008,6 +1026,9 @@ public:
     virtual IHttpUser *GetUser(VOID) const = 0;
     /** The request's container. */
     virtual IHttpModuleContextContainer *GetModuleContextContainer(VOID) = 0;
+    /** The configuration path and virtual directory of the request's URL;
+     *  valid until the next call of GetMetadata on this context. */
+    virtual IMetadataInfo *GetMetadata(VOID) = 0;
     /** After RQ_NOTIFICATION_PENDING: continue with notificationStatus.
      *  Any thread. */
     virtual VOID IndicateCompletion(IN REQUEST_NOTIFICATION_STATUS notificationStatus) = 0;
@@ -2299,6 +2320,25 @@ private:
     std::string path_;
 };
 
+/** IMetadataInfo: strings copied when GetMetadata is called. */
+class Metadata : public IMetadataInfo {
+public:
+    void describe(const char *site_name, const char *location, const char *folder) {
+        meta_path_ = std::string("MACHINE/WEBROOT/APPHOST/") + (site_name != NULL ? site_name : "");
+        if (location != NULL && strcmp(location, "/") != 0) {
+            meta_path_ += location;
+        }
+        vr_path_ = folder != NULL ? folder : "";
+    }
+
+    PCSTR GetMetaPath(VOID) const override { return meta_path_.c_str(); }
+    PCSTR GetVrPath(VOID) const override { return vr_path_.c_str(); }
+
+private:
+    std::string meta_path_;
+    std::string vr_path_;
+};
+
 /**
  * IHttpContext for one riis_context: a module instance's request (the
  * same object for every call of the request), a clone, or a request seen
@@ -2339,6 +2379,16 @@ public:
                               api()->context_site_id(core_.ctx),
                               api()->context_map_path(core_.ctx, "/"));
         return &application_;
+    }
+
+    IMetadataInfo *GetMetadata(VOID) override {
+        const char *folder = NULL;
+        if (FAILED(api()->context_virtual_directory(core_.ctx, NULL, &folder))) {
+            folder = NULL;
+        }
+        metadata_.describe(api()->context_site_name(core_.ctx),
+                           api()->context_location_path(core_.ctx), folder);
+        return &metadata_;
     }
 
     IHttpConnection *GetConnection(VOID) override { return &connection_; }
@@ -2621,6 +2671,7 @@ private:
     Site site_;
     Connection connection_;
     Application application_;
+    Metadata metadata_;
     Container container_;
     Context *parent_;
     Context *clones_;

@@ -80,7 +80,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 4
+#define RIIS_ABI_MINOR 5
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -676,6 +676,19 @@ typedef struct riis_api {
     /** Non-zero for a module's flush (an encoder flushes its output there);
      *  0 for the final send and the sends that carry deferred rests. */
     int (*send_is_flush)(riis_provider *provider);
+
+    /* -- since 1.5: virtual directories ----------------------------------- */
+
+    /** IMetadataInfo::GetVrPath: the virtual directory the request URL maps
+     *  into (a location with physical_path), or the site's root: *path is
+     *  its URL path ("/" for the site's root, else without a trailing
+     *  "/"), *physical_path its folder. Valid until the request ends;
+     *  either output may be NULL. */
+    riis_hresult (*context_virtual_directory)(riis_context *context, const char **path,
+                                              const char **physical_path);
+    /** The path of the location whose configuration applies to the
+     *  request ("/" for the site itself); valid until the request ends. */
+    const char *(*context_location_path)(riis_context *context);
 } riis_api;
 
 /** The entry point every module library exports. */

@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, c_void};
 /// ABI major version: a module built for another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: modules built for this or an older minor load.
-pub const ABI_MINOR: u32 = 4;
+pub const ABI_MINOR: u32 = 5;
 /// Major in the high 16 bits, minor in the low 16 (`RIIS_ABI_VERSION`).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 /// The `server_version` RegisterModule receives.
@@ -376,4 +376,8 @@ pub struct riis_api {
     // Since 1.4.
     pub send_defer_after: unsafe extern "C" fn(Prov, Ctx, u64, *mut c_int) -> riis_hresult,
     pub send_is_flush: unsafe extern "C" fn(Prov) -> c_int,
+
+    // Since 1.5.
+    pub context_virtual_directory: unsafe extern "C" fn(Ctx, *mut Str, *mut Str) -> riis_hresult,
+    pub context_location_path: unsafe extern "C" fn(Ctx) -> Str,
 }

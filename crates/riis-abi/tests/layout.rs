@@ -129,7 +129,9 @@ fn rust_layout() -> Vec<(String, usize)> {
         global_rsca_write,
         request_client_certificate,
         send_defer_after,
-        send_is_flush
+        send_is_flush,
+        context_virtual_directory,
+        context_location_path
         }
     }
 }
@@ -223,7 +225,7 @@ fn constants_match_the_iis_values() {
     assert_eq!(hr::E_REVISION_MISMATCH, from_win32(1306)); // ERROR_REVISION_MISMATCH
     assert_eq!(hr::E_WRONG_THREAD, from_win32(1444)); // ERROR_INVALID_THREAD_ID
     assert_eq!(hr::E_INVALID_STATE, from_win32(5023)); // ERROR_INVALID_STATE
-    assert_eq!(ABI_VERSION, 0x0001_0004);
+    assert_eq!(ABI_VERSION, 0x0001_0005);
     // EXECUTE_FLAG_* as IIS defines them.
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
     assert_eq!(EXECUTE_FLAG_SAME_URL, 0x10);

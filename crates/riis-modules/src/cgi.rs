@@ -518,12 +518,12 @@ impl Cgi {
     }
 }
 
-/// Why a program path is not run: it lies outside the site's root (through
+/// Why a program path is not run: it lies outside the folder its URL maps into (through
 /// a symbolic link), is a link itself, or has a hidden segment.
 fn refused_path(root: &std::path::Path, program: &std::path::Path) -> Option<String> {
     let Ok(relative) = program.strip_prefix(root) else {
         return Some(format!(
-            "{} lies outside the site's root",
+            "{} lies outside the folder its URL maps into",
             program.display()
         ));
     };
@@ -540,7 +540,12 @@ fn refused_path(root: &std::path::Path, program: &std::path::Path) -> Option<Str
         (Ok(real), Ok(root)) => real.starts_with(root),
         _ => false,
     };
-    (!inside).then(|| format!("{} lies outside the site's root", program.display()))
+    (!inside).then(|| {
+        format!(
+            "{} lies outside the folder its URL maps into",
+            program.display()
+        )
+    })
 }
 
 /// Ends the request with an error, logged and described for the detailed
@@ -571,7 +576,7 @@ fn command(
     }
     command.env_clear();
     command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    let root = &ctx.site().physical_root;
+    let root = &ctx.virtual_directory().physical_path;
     crate::gateway::meta_variables(
         ctx,
         program,
@@ -589,7 +594,9 @@ impl HttpModule for Cgi {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         use std::os::unix::fs::PermissionsExt;
         let program = ctx.physical_path().to_path_buf();
-        let root = ctx.site().physical_root.clone();
+        // Programs run from inside the folder the URL maps into (the site's
+        // root, or a virtual directory's).
+        let root = ctx.virtual_directory().physical_path.clone();
         if let Some(why) = refused_path(&root, &program) {
             return fail(ctx, StatusCode::NOT_FOUND, 0, &why);
         }

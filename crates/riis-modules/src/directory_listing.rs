@@ -383,11 +383,11 @@ impl HttpModule for DirectoryListing {
             return fail(ctx, StatusCode::FORBIDDEN, 14, 0x8007_0005);
         }
         let dir = ctx.physical_path().to_path_buf();
-        // Never a folder outside the site's reached through a link: its
-        // contents are not the site's to show. A folder a MapPath module
-        // put elsewhere (a virtual directory) is trusted as configured, and
-        // then bounds what its links may show.
-        let site_root = &ctx.site().physical_root;
+        // Never a folder outside the site's (or its virtual directory's)
+        // reached through a link: its contents are not the site's to show.
+        // A folder a MapPath module put elsewhere is trusted as configured,
+        // and then bounds what its links may show.
+        let site_root = &ctx.virtual_directory().physical_path;
         let root = if dir.starts_with(site_root) {
             let root = std::fs::canonicalize(site_root).unwrap_or_else(|_| site_root.clone());
             if !std::fs::canonicalize(&dir).is_ok_and(|d| d.starts_with(&root)) {

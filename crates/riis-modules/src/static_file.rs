@@ -1085,7 +1085,7 @@ impl HttpModule for StaticFile {
         if !follow_symlinks {
             // What is served is what this walk opens: the probe's
             // descriptor and the cached copy may have come through a link.
-            let root = ctx.site().physical_root.clone();
+            let root = ctx.virtual_directory().physical_path.clone();
             let opened = open_without_symlinks(&root, ctx.physical_path())
                 .and_then(|file| file.metadata().map(|meta| (file, meta)));
             match opened {

@@ -309,6 +309,20 @@ impl HttpContext {
         self.site.location(self.location)
     }
 
+    /// The virtual directory the request's URL maps into (IIS's
+    /// `IMetadataInfo::GetVrPath`): a location's `physical_path`, or the
+    /// site's root with path `/`. A module that keeps what it serves inside
+    /// the folder the URL was mapped into (refusing links out of it, say)
+    /// starts from here rather than from the site's root.
+    pub fn virtual_directory(&self) -> &crate::VirtualDirectory {
+        let index = if self.request.url_changed {
+            self.site.location_index(self.request.url())
+        } else {
+            self.location
+        };
+        self.site.virtual_directory(index)
+    }
+
     /// Takes in a URL changed with `set_url`: the location is chosen again
     /// and what was found for the old URL (physical path, probe, open file)
     /// is forgotten.
@@ -486,8 +500,11 @@ impl HttpContext {
                 self.cached_content = None;
             }
             let path = if self.pipeline.map_path.is_empty() {
-                // Nobody rewrites paths: no provider, no copy of the URL.
-                join_root(&self.site.info().physical_root, self.request.url())
+                // Nobody rewrites paths: no provider, no copy of the URL,
+                // and the location is the request's own.
+                self.site
+                    .virtual_directory(self.location)
+                    .map(self.request.url())
             } else {
                 let url = self.request.url().to_owned();
                 self.map_path(&url)
@@ -576,7 +593,7 @@ impl HttpContext {
     pub fn map_path(&mut self, url: &str) -> PathBuf {
         let mut provider = MapPathProvider {
             url: url.to_owned(),
-            physical_path: join_root(&self.site.info().physical_root, url),
+            physical_path: self.site.map_url(url),
         };
         self.call_nested_list(
             |p| &p.map_path,
@@ -1194,21 +1211,6 @@ impl HttpContext {
     /// a replaced configuration once nothing holds its pipeline).
     pub fn pipeline_handle(&self) -> Arc<Pipeline> {
         self.pipeline.clone()
-    }
-}
-
-/// The physical path of a decoded URL path under a site root.
-fn join_root(root: &std::path::Path, url: &str) -> PathBuf {
-    let relative = url.trim_start_matches('/');
-    if relative.is_empty() {
-        root.to_path_buf()
-    } else {
-        // `root.join(relative)`, with the room for both reserved at once:
-        // `join` copies the root and then grows the copy.
-        let mut path = PathBuf::with_capacity(root.as_os_str().len() + 1 + relative.len());
-        path.push(root);
-        path.push(relative);
-        path
     }
 }
 

@@ -86,7 +86,8 @@ pub use notification::{
 };
 pub use pipeline::{
     BuildError, HandlerDefinition, Location, LocationDefinition, Pipeline, PipelineBuilder,
-    PipelineSettings, SectionSource, Site, SiteDefinition, MAX_CHILD_REQUEST_DEPTH,
+    PipelineSettings, SectionSource, Site, SiteDefinition, VirtualDirectory,
+    MAX_CHILD_REQUEST_DEPTH,
 };
 pub use provider::{
     CompletionInfo, CustomNotificationProvider, MapPathProvider, ReadEntityProvider, SendFlags,

@@ -3,7 +3,8 @@
 //! notifications raised at server level.
 
 use std::any::Any;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use http::Method;
@@ -115,6 +116,9 @@ pub struct LocationDefinition {
     pub path: String,
     /// Handlers replacing the inherited list, if given.
     pub handlers: Option<Vec<HandlerDefinition>>,
+    /// The folder the location's URLs map to, when it is a virtual
+    /// directory (absolute; the loader checks that it is a folder).
+    pub physical_path: Option<PathBuf>,
     /// Module sections set here.
     pub sections: Vec<SectionSource>,
     /// The dotted key path of the block, for errors.
@@ -140,17 +144,65 @@ pub struct SiteDefinition {
     pub key: String,
 }
 
+/// A virtual directory (IIS's `<virtualDirectory>`, nginx's `alias`): the
+/// URLs under `path` map into `physical_path` instead of the site's root.
+#[derive(Debug)]
+pub struct VirtualDirectory {
+    /// The URL prefix, without a trailing `/` (`/images`), or `/` for the
+    /// site's root.
+    pub path: String,
+    /// The folder the prefix maps to.
+    pub physical_path: PathBuf,
+}
+
+impl VirtualDirectory {
+    /// The physical path of `url`, a URL under this directory's path.
+    pub fn map(&self, url: &str) -> PathBuf {
+        let rest = if self.path == "/" {
+            url
+        } else {
+            url.get(self.path.len()..).unwrap_or("")
+        };
+        join_root(&self.physical_path, rest)
+    }
+}
+
+/// `root` joined with a URL path (decoded and normalized, so it holds no
+/// `..`); the root itself for `/` or an empty path.
+fn join_root(root: &Path, url: &str) -> PathBuf {
+    let relative = url.trim_start_matches('/');
+    if relative.is_empty() {
+        root.to_path_buf()
+    } else {
+        // `root.join(relative)`, with the room for both reserved at once:
+        // `join` copies the root and then grows the copy.
+        let mut path = PathBuf::with_capacity(root.as_os_str().len() + 1 + relative.len());
+        path.push(root);
+        path.push(relative);
+        path
+    }
+}
+
 /// Configuration resolved for one location of one site.
 pub struct Location {
     pub(crate) path: String,
     pub(crate) handlers: Arc<[HandlerMapping]>,
     pub(crate) sections: Box<[Arc<dyn Any + Send + Sync>]>,
+    /// The virtual directory the location's URLs map into: its own, or the
+    /// nearest enclosing location's; `None` for the site's root.
+    pub(crate) virtual_directory: Option<Arc<VirtualDirectory>>,
 }
 
 impl Location {
     /// The location's path prefix (`/` for the site itself).
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The virtual directory this location's URLs map into, if it is not
+    /// the site's root.
+    pub fn virtual_directory(&self) -> Option<&VirtualDirectory> {
+        self.virtual_directory.as_deref()
     }
 
     /// The handler list that applies here.
@@ -179,6 +231,12 @@ pub struct Site {
     /// Most specific first; the last one is the site root `/`.
     pub(crate) locations: Vec<Location>,
     pub(crate) contexts: SharedContextContainer,
+    /// The site's root as a virtual directory (`/`), for
+    /// [`Site::virtual_directory`].
+    pub(crate) root_directory: VirtualDirectory,
+    /// Whether any location is a virtual directory: if none is, a URL
+    /// maps without looking for its location.
+    pub(crate) has_virtual_directories: bool,
 }
 
 impl Site {
@@ -198,6 +256,25 @@ impl Site {
     /// A location by index.
     pub fn location(&self, index: usize) -> &Location {
         &self.locations[index]
+    }
+
+    /// The virtual directory of the location at `index`: a location's
+    /// `physical_path`, or the site's root (path `/`).
+    pub fn virtual_directory(&self, index: usize) -> &VirtualDirectory {
+        self.locations[index]
+            .virtual_directory
+            .as_deref()
+            .unwrap_or(&self.root_directory)
+    }
+
+    /// The physical path of `url` (decoded and normalized), before MapPath
+    /// modules: under the virtual directory that holds it, else under the
+    /// site's root.
+    pub fn map_url(&self, url: &str) -> PathBuf {
+        if !self.has_virtual_directories {
+            return join_root(&self.info.physical_root, url);
+        }
+        self.virtual_directory(self.location_index(url)).map(url)
     }
 }
 
@@ -896,6 +973,12 @@ impl PipelineBuilder {
                     ))
                 }
             }
+            if loc.physical_path.is_some() && loc.path.trim_end_matches('/').is_empty() {
+                return Err(BuildError::new(
+                    format!("{}.physical_path", loc.key),
+                    "the location `/` is the site's own folder: set the site's `root` instead",
+                ));
+            }
             let trimmed = |p: &str| p.trim_end_matches('/').to_owned();
             if defs.iter().any(|d| trimmed(&d.path) == trimmed(&loc.path)) {
                 return Err(BuildError::new(
@@ -920,6 +1003,7 @@ impl PipelineBuilder {
         defs.sort_by_key(|d| std::cmp::Reverse(d.path.len()));
 
         let mut locations = Vec::with_capacity(defs.len() + 1);
+        let mut directories: HashMap<String, Arc<VirtualDirectory>> = HashMap::new();
         for def in defs.iter().map(|d| Some(*d)).chain(std::iter::once(None)) {
             let path = def.map_or("/", |d| d.path.as_str());
             // Enclosing locations, outermost first.
@@ -959,10 +1043,30 @@ impl PipelineBuilder {
                 })?;
                 sections.push(value);
             }
+            // The innermost enclosing location that is a virtual
+            // directory (made once, shared by the locations inside it).
+            let virtual_directory =
+                chain
+                    .iter()
+                    .rev()
+                    .find(|d| d.physical_path.is_some())
+                    .map(|d| {
+                        let path = d.path.trim_end_matches('/');
+                        directories
+                            .entry(path.to_owned())
+                            .or_insert_with(|| {
+                                Arc::new(VirtualDirectory {
+                                    path: path.to_owned(),
+                                    physical_path: d.physical_path.clone().unwrap_or_default(),
+                                })
+                            })
+                            .clone()
+                    });
             locations.push(Location {
                 path: path.to_owned(),
                 handlers,
                 sections: sections.into_boxed_slice(),
+                virtual_directory,
             });
         }
         Ok(Site {
@@ -971,8 +1075,13 @@ impl PipelineBuilder {
                 site_name: site.name.clone(),
                 physical_root: site.physical_root.clone(),
             },
+            has_virtual_directories: !directories.is_empty(),
             locations,
             contexts: SharedContextContainer::default(),
+            root_directory: VirtualDirectory {
+                path: "/".to_owned(),
+                physical_path: site.physical_root.clone(),
+            },
         })
     }
 }

@@ -508,3 +508,75 @@ async fn client_config_is_the_section_of_the_url_the_client_asked_for() {
     );
     assert_eq!(get(&pipeline, "/").await.body(), "site site");
 }
+
+/// A location with `physical_path` (IIS's virtual directory, nginx's
+/// `alias`): its URLs and those of the locations inside it map into its
+/// folder, matched at segment boundaries; every other URL maps under the
+/// site's root. MapPath modules start from that path.
+#[tokio::test]
+async fn virtual_directories_map_their_urls_into_their_folders() {
+    let mut t = TestPipeline::new();
+    t.register("Mapper", |_, reg, _| {
+        reg.set_request_notifications(
+            || {
+                ScriptedModule::new(script(|ctx, _| {
+                    let own = ctx.physical_path().display().to_string();
+                    let directory = ctx.virtual_directory();
+                    let directory = format!(
+                        "{} -> {}",
+                        directory.path,
+                        directory.physical_path.display()
+                    );
+                    let mapped: Vec<String> =
+                        ["/img/a/b.png", "/img", "/imgx/a", "/img/thumbs/t.png"]
+                            .iter()
+                            .map(|url| ctx.map_path(url).display().to_string())
+                            .collect();
+                    write(ctx, format!("{own}|{directory}|{}", mapped.join(",")));
+                    Status::Continue
+                }))
+            },
+            N::ExecuteRequestHandler.into(),
+            Default::default(),
+        )
+    });
+    t.handler(catch_all(&["Mapper"]));
+    let site = t.site_mut();
+    site.locations.push(LocationDefinition {
+        path: "/img/".into(),
+        physical_path: Some("/srv/pictures".into()),
+        key: "sites[0].locations[0]".into(),
+        ..LocationDefinition::default()
+    });
+    // Inside the virtual directory, without a folder of its own.
+    site.locations.push(location("/img/thumbs", 1, Vec::new()));
+    let pipeline = t.build();
+
+    let others = "/srv/pictures/a/b.png,/srv/pictures,/site/imgx/a,/srv/pictures/thumbs/t.png";
+    assert_eq!(
+        get(&pipeline, "/img/x.png").await.body(),
+        format!("/srv/pictures/x.png|/img -> /srv/pictures|{others}")
+    );
+    assert_eq!(
+        get(&pipeline, "/img/thumbs/y.png").await.body(),
+        format!("/srv/pictures/thumbs/y.png|/img -> /srv/pictures|{others}")
+    );
+    assert_eq!(
+        get(&pipeline, "/imgx/z.png").await.body(),
+        format!("/site/imgx/z.png|/ -> /site|{others}")
+    );
+}
+
+#[test]
+fn the_root_location_cannot_be_a_virtual_directory() {
+    let mut t = greeter_pipeline();
+    t.site_mut().locations.push(LocationDefinition {
+        path: "/".into(),
+        physical_path: Some("/srv/elsewhere".into()),
+        key: "sites[0].locations[0]".into(),
+        ..LocationDefinition::default()
+    });
+    let error = t.try_build().expect_err("`/` is the site's root");
+    assert_eq!(error.key, "sites[0].locations[0].physical_path");
+    assert!(error.message.contains("site's `root`"), "{}", error.message);
+}

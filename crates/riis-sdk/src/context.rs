@@ -1029,6 +1029,29 @@ impl HttpContext {
         unsafe { ffi::path_from(ptr) }
     }
 
+    /// The virtual directory the request URL maps into (IIS's
+    /// `IMetadataInfo::GetVrPath`): its URL path (`/` for the site's root)
+    /// and its folder. A module that keeps what it serves inside the folder
+    /// the URL maps into starts from here.
+    pub fn virtual_directory(&self) -> Option<(&str, &Path)> {
+        let mut path = std::ptr::null();
+        let mut folder = std::ptr::null();
+        // SAFETY: the context is live during the call; both outputs are
+        // writable.
+        let code = unsafe {
+            (self.raw.api.context_virtual_directory)(self.raw.ctx, &mut path, &mut folder)
+        };
+        ModuleError::check(code, "context_virtual_directory").ok()?;
+        // SAFETY: server strings valid until the request ends.
+        unsafe { Some((ffi::str_from(path)?, ffi::path_from(folder)?)) }
+    }
+
+    /// The path of the location whose configuration applies to the request
+    /// (`/` for the site itself).
+    pub fn location_path(&self) -> Option<&str> {
+        self.raw.string(self.raw.api.context_location_path)
+    }
+
     /// The handler mapped to the request (`None` before MapRequestHandler or
     /// when none matched).
     pub fn handler_name(&self) -> Option<&str> {

@@ -627,6 +627,17 @@ unsafe extern "C" fn send_defer_after(
 unsafe extern "C" fn send_is_flush(_: Prov) -> c_int {
     0
 }
+unsafe extern "C" fn virtual_directory(_: Ctx, path: *mut Str, folder: *mut Str) -> riis_hresult {
+    // SAFETY: writable out-pointers.
+    unsafe {
+        *path = c"/pictures".as_ptr();
+        *folder = c"/srv/pictures".as_ptr();
+    }
+    OK
+}
+unsafe extern "C" fn location_path(_: Ctx) -> Str {
+    c"/pictures/thumbs".as_ptr()
+}
 unsafe extern "C" fn send_flags(pr: Prov) -> u32 {
     p(pr).flags
 }
@@ -882,6 +893,8 @@ static API: riis_api = riis_api {
     request_client_certificate,
     send_defer_after,
     send_is_flush,
+    context_virtual_directory: virtual_directory,
+    context_location_path: location_path,
 };
 
 struct SyncServer(riis_server);
@@ -1228,6 +1241,11 @@ impl HttpModule for Probe {
                 assert_eq!(ctx.site_name(), "Default");
                 assert_eq!(ctx.request_id(), 42);
                 assert_eq!(ctx.map_path("/a"), Some(std::path::Path::new("/srv/www/a")));
+                assert_eq!(
+                    ctx.virtual_directory(),
+                    Some(("/pictures", std::path::Path::new("/srv/pictures")))
+                );
+                assert_eq!(ctx.location_path(), Some("/pictures/thumbs"));
                 assert_eq!(ctx.server_variable("REMOTE_ADDR"), Some("127.0.0.1"));
                 assert_eq!(ctx.handler_name(), None);
                 assert_eq!(ctx.config_value(Section(3), "greeting"), Some("hi"));

@@ -28,6 +28,10 @@
 //! [[sites.locations]]
 //! path = "/assets"
 //! static_file = { max_age = 3600 }
+//!
+//! [[sites.locations]]
+//! path = "/downloads"
+//! physical_path = "/srv/downloads"   # a virtual directory
 //! ```
 
 use std::collections::BTreeMap;
@@ -370,6 +374,7 @@ fn unspecified() -> String {
 struct RawLocation {
     path: String,
     handlers: Option<Vec<RawHandler>>,
+    physical_path: Option<PathBuf>,
     #[serde(flatten)]
     sections: BTreeMap<String, toml::Value>,
 }
@@ -962,48 +967,59 @@ impl ServerConfig {
                     "the root is empty (write `.` to serve the configuration's folder)",
                 ));
             }
-            let root = if site.root.is_absolute() {
-                site.root.clone()
-            } else {
-                base.join(&site.root)
+            let folder = |path: &Path, key: &str| -> Result<PathBuf, ConfigError> {
+                let absolute = if path.is_absolute() {
+                    path.to_path_buf()
+                } else {
+                    base.join(path)
+                };
+                match std::fs::metadata(&absolute) {
+                    // Not canonicalized: a folder that is a symbolic link is
+                    // followed at each request, as nginx and IIS do, so
+                    // switching the link (an atomic deploy) takes effect at
+                    // once.
+                    Ok(meta) if meta.is_dir() => {
+                        Ok(std::path::absolute(&absolute).unwrap_or(absolute))
+                    }
+                    Ok(_) => Err(config
+                        .error_at(key, &format!("`{}` is not a directory", absolute.display()))),
+                    // The real reason: missing, not allowed, a link loop.
+                    Err(e) => Err(config.error_at(
+                        key,
+                        &format!("`{}` is not a usable directory: {e}", absolute.display()),
+                    )),
+                }
             };
-            match std::fs::metadata(&root) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    return Err(config.error_at(
-                        &format!("{key}.root"),
-                        &format!("`{}` is not a directory", root.display()),
-                    ))
-                }
-                // The real reason: missing, not allowed, a link loop.
-                Err(e) => {
-                    return Err(config.error_at(
-                        &format!("{key}.root"),
-                        &format!("`{}` is not a usable directory: {e}", root.display()),
-                    ))
-                }
-            }
+            let root = folder(&site.root, &format!("{key}.root"))?;
             let locations = site
                 .locations
                 .into_iter()
                 .enumerate()
                 .map(|(j, l)| {
                     let lkey = format!("{key}.locations[{j}]");
-                    LocationDefinition {
+                    let physical_path = match &l.physical_path {
+                        Some(p) if p.as_os_str().is_empty() => {
+                            return Err(config.error_at(
+                                &format!("{lkey}.physical_path"),
+                                "the physical path is empty",
+                            ))
+                        }
+                        Some(p) => Some(folder(p, &format!("{lkey}.physical_path"))?),
+                        None => None,
+                    };
+                    Ok(LocationDefinition {
                         path: l.path,
                         handlers: l.handlers.map(|h| handlers(h, &format!("{lkey}.handlers"))),
+                        physical_path,
                         sections: sections(l.sections, &lkey),
                         key: lkey,
-                    }
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<_>, _>>()?;
             sites.push(SiteDefinition {
                 id: site.id.unwrap_or(i as u32 + 1),
                 name: site.name,
-                // Not canonicalized: a root that is a symbolic link is
-                // followed at each request, as nginx and IIS do, so
-                // switching the link (an atomic deploy) takes effect at once.
-                physical_root: std::path::absolute(&root).unwrap_or(root),
+                physical_root: root,
                 handlers: site
                     .handlers
                     .map(|h| handlers(h, &format!("{key}.handlers"))),

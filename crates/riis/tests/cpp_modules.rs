@@ -25,14 +25,17 @@ fn example(name: &str) -> PathBuf {
 
 /// A server with one C++ example module (and StaticFile after it).
 fn serve(source: &str) -> Option<(TempDir, RunningBinary)> {
-    serve_with(source, "")
+    serve_with(source, "", "")
 }
 
-/// [`serve`], with more configuration after the module list.
-fn serve_with(source: &str, more: &str) -> Option<(TempDir, RunningBinary)> {
+/// [`serve`], with more configuration after the module list, and `site`
+/// after the site's own keys (its locations). The folder `shelf` is there
+/// for a location to map to.
+fn serve_with(source: &str, more: &str, site: &str) -> Option<(TempDir, RunningBinary)> {
     let dir = TempDir::new("cpp");
     gxx(&[example(source)], &dir.path().join("libmodule.so"))?;
     dir.write("www/hello.txt", "static hello\n");
+    dir.write("shelf/book", "on the shelf\n");
     let config = write_config(
         &dir,
         &dir.path().join("www"),
@@ -57,6 +60,8 @@ modules = ["StaticFile"]
 {more}"#
         ),
     );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}{site}")).unwrap();
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     Some((dir, server))
 }
@@ -93,12 +98,28 @@ fn global_module_module_contexts_and_server_variables() {
     let Some((dir, server)) = serve_with(
         "global_and_context.cpp",
         "\n[cpp_context]\ngreeting = \"hello from riis.toml\"\n",
+        "[[sites.locations]]\npath = \"/cpp/shelf\"\nphysical_path = \"shelf\"\n",
     ) else {
         return;
     };
     let mut conn = Connection::open(server.addr);
     let resp = conn.get("/cpp/page");
     assert_eq!(resp.status, 200);
+    // GetMetadata: the site's configuration path and root, then those of
+    // a location that is a virtual directory.
+    assert_eq!(
+        resp.header("x-cpp-meta-path"),
+        Some("MACHINE/WEBROOT/APPHOST/Test")
+    );
+    let www = dir.path().join("www");
+    assert_eq!(resp.header("x-cpp-vr-path"), www.to_str());
+    let shelved = conn.get("/cpp/shelf/book");
+    assert_eq!(
+        shelved.header("x-cpp-meta-path"),
+        Some("MACHINE/WEBROOT/APPHOST/Test/cpp/shelf")
+    );
+    let shelf = dir.path().join("shelf");
+    assert_eq!(shelved.header("x-cpp-vr-path"), shelf.to_str());
     assert_eq!(resp.header("x-cpp-pre-begin"), Some("seen"));
     assert_eq!(resp.header("x-cpp-remote-addr"), Some("127.0.0.1"));
     // Memory from the allocator GetHttpModule was given, kept by the

@@ -221,6 +221,13 @@ public:
             SetText(pResponse, "X-Cpp-Remote-Addr", pszRemote);
         }
 
+        /* Where the URL lies: the configuration path of its location, and
+           the folder of its virtual directory (the site's root, or a
+           location's physical_path). */
+        IMetadataInfo * pMetadata = pHttpContext->GetMetadata();
+        SetText(pResponse, "X-Cpp-Meta-Path", pMetadata->GetMetaPath());
+        SetText(pResponse, "X-Cpp-Vr-Path", pMetadata->GetVrPath());
+
         /* The request's location's [cpp_context] greeting. */
         PCSTR pszGreeting =
             RiisApi()->config_value(pHttpContext->GetRiisContext(), g_section, "greeting");

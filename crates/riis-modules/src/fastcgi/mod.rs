@@ -312,7 +312,9 @@ impl FastCgi {
         let request_timeout = Duration::from_secs(config.request_timeout);
         let mut script_path = ctx.physical_path().to_path_buf();
         let config = ctx.config(self.config);
-        let root = &ctx.site().physical_root;
+        // The folder the URL maps into: the site's root, or a location's
+        // `physical_path` (a virtual directory).
+        let root = &ctx.virtual_directory().physical_path;
         // A deploy that switches a `current` link to a new release: the
         // application (its opcode cache keyed by path) sees the release's
         // own paths, so it moves to the new release at the next request.

@@ -84,6 +84,37 @@ pub(super) unsafe extern "C" fn map_path(
     }
 }
 
+pub(super) unsafe extern "C" fn virtual_directory(
+    ctx: *mut riis_context,
+    path: *mut *const c_char,
+    physical_path: *mut *const c_char,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; the outputs are NULL or
+    // writable, as the header says.
+    unsafe {
+        context_hr("context_virtual_directory", ctx, |frame, ctx| {
+            let directory = ctx.virtual_directory();
+            let folder = directory.physical_path.to_str().ok_or(hr::E_FAIL)?;
+            if !path.is_null() {
+                *path = frame.arena.string(&directory.path);
+            }
+            if !physical_path.is_null() {
+                *physical_path = frame.arena.string(folder);
+            }
+            Ok(())
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn location_path(ctx: *mut riis_context) -> *const c_char {
+    // SAFETY: the handle is checked by with_context.
+    unsafe {
+        with_context("context_location_path", ctx, ptr::null(), |frame, ctx| {
+            Ok(frame.arena.string(ctx.location().path()))
+        })
+    }
+}
+
 pub(super) unsafe extern "C" fn handler_name(ctx: *mut riis_context) -> *const c_char {
     // SAFETY: the handle is checked by with_context.
     unsafe {

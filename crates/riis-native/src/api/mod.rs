@@ -134,6 +134,8 @@ pub(crate) static API: riis_api = riis_api {
 
     send_defer_after: provider::send_defer_after,
     send_is_flush: provider::send_is_flush,
+    context_virtual_directory: context::virtual_directory,
+    context_location_path: context::location_path,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.

@@ -1,0 +1,180 @@
+//! Virtual directories (a location's `physical_path`: IIS's
+//! `<virtualDirectory>`, nginx's `alias`) over real sockets: files, the
+//! folder redirect, default documents and listings come from the
+//! directory's folder; nested locations inherit it; links out of it are
+//! refused with `follow_symlinks = false`; CGI programs run from it with
+//! it as `DOCUMENT_ROOT`; and the configuration errors name the key.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Connection, RunningBinary, TempDir};
+
+const MODULES: &str = r#"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"
+[[modules]]
+name = "DirectoryListing"
+[[modules]]
+name = "Cgi"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument", "DirectoryListing"]
+"#;
+
+/// The site (`www`) and, beside it, the folders its virtual directories
+/// map to; `locations` is appended to the site.
+fn config(dir: &TempDir, locations: &str) -> PathBuf {
+    if !dir.path().join("www").exists() {
+        folders(dir);
+    }
+    dir.write(
+        "riis.toml",
+        format!(
+            "{MODULES}\n[[sites]]\nname = \"Site\"\nroot = \"www\"\n\
+             bindings = [\"127.0.0.1:0\"]\n{locations}"
+        ),
+    )
+}
+
+fn folders(dir: &TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    dir.write("www/index.html", "site home");
+    dir.write("www/pictures/only-in-site.txt", "hidden by the directory");
+    dir.write("shared/pictures/cat.txt", "a cat");
+    dir.write("shared/pictures/index.html", "pictures home");
+    dir.write("shared/pictures/thumbs/small.txt", "a small cat");
+    dir.write("shared/pictures/private/listed.txt", "in a listing");
+    dir.write("outside/secret.txt", "not for the web");
+    std::os::unix::fs::symlink(
+        dir.path().join("outside/secret.txt"),
+        dir.path().join("shared/pictures/link.txt"),
+    )
+    .unwrap();
+    let program = dir.write(
+        "programs/env.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
+         echo \"root=$DOCUMENT_ROOT file=$SCRIPT_FILENAME name=$SCRIPT_NAME pwd=$(pwd)\"\n",
+    );
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+const LOCATIONS: &str = r#"
+[[sites.locations]]
+path = "/pictures"
+physical_path = "shared/pictures"
+static_file = { follow_symlinks = false }
+
+[[sites.locations]]
+path = "/pictures/private"
+directory_listing = { enabled = true }
+default_document = { enabled = false }
+
+[[sites.locations]]
+path = "/bin"
+physical_path = "programs"
+"#;
+
+#[test]
+fn a_virtual_directory_serves_its_own_folder() {
+    let dir = TempDir::new("vdir");
+    let config = config(&dir, LOCATIONS);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    assert_eq!(conn.get("/").text(), "site home");
+    assert_eq!(conn.get("/pictures/cat.txt").text(), "a cat");
+    // The site's own folder of that name is not reached.
+    assert_eq!(conn.get("/pictures/only-in-site.txt").status, 404);
+    // A nested location maps into the same folder.
+    assert_eq!(conn.get("/pictures/thumbs/small.txt").text(), "a small cat");
+    // The directory itself: the folder redirect, then its default document.
+    let resp = conn.get("/pictures");
+    assert_eq!(resp.status, 301);
+    assert_eq!(resp.header("location"), Some("/pictures/"));
+    assert_eq!(conn.get("/pictures/").text(), "pictures home");
+    // A listing of one of its folders, with the URLs of the directory.
+    let listing = conn.get("/pictures/private/");
+    assert_eq!(listing.status, 200);
+    assert!(
+        listing.text().contains("/pictures/private/listed.txt"),
+        "{}",
+        listing.text()
+    );
+    // A link out of the directory's folder, with follow_symlinks = false.
+    assert_eq!(conn.get("/pictures/link.txt").status, 404);
+    // Matched at a segment boundary.
+    assert_eq!(conn.get("/picturesque").status, 404);
+}
+
+#[test]
+fn a_program_in_a_virtual_directory_runs_from_it() {
+    let dir = TempDir::new("vdir-cgi");
+    let config = config(&dir, LOCATIONS);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    let resp = conn.get("/bin/env.cgi");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let programs = std::fs::canonicalize(dir.path().join("programs")).unwrap();
+    let listed = dir.path().join("programs");
+    let text = resp.text();
+    assert!(
+        text.contains(&format!("root={} ", listed.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("file={}/env.cgi ", listed.display())),
+        "{text}"
+    );
+    assert!(text.contains("name=/bin/env.cgi "), "{text}");
+    assert!(
+        text.trim_end()
+            .ends_with(&format!("pwd={}", programs.display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_virtual_directory_that_is_not_a_folder_is_a_configuration_error() {
+    let dir = TempDir::new("vdir-bad");
+    for (physical, says) in [
+        ("missing", "is not a usable directory"),
+        ("www/index.html", "is not a directory"),
+        ("", "the physical path is empty"),
+    ] {
+        let config = config(
+            &dir,
+            &format!("[[sites.locations]]\npath = \"/p\"\nphysical_path = \"{physical}\"\n"),
+        );
+        let out = common::riis_command("check-config", &config);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{physical:?}");
+        assert!(
+            err.contains("key `sites[0].locations[0].physical_path`"),
+            "{physical:?}: {err}"
+        );
+        assert!(err.contains(says), "{physical:?}: {err}");
+    }
+    let config = config(
+        &dir,
+        "[[sites.locations]]\npath = \"/\"\nphysical_path = \"shared\"\n",
+    );
+    let out = common::riis_command("check-config", &config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("set the site's `root` instead"), "{err}");
+}
