@@ -688,13 +688,6 @@ impl StaticCompression {
             return;
         }
         let head = ctx.request().method() == Method::HEAD;
-        // A folder's HEAD gets the file's headers and only the Vary (see
-        // `on_send_response`): its 304 the same.
-        let folder_head = head
-            && ctx
-                .resource_info()
-                .is_some_and(|info| info.kind == ResourceKind::Directory);
-        let served = served.filter(|_| !folder_head);
         let headers = ctx.response_mut().headers_mut();
         content_encoding::add_vary(headers);
         // The weak tag only where this request's 200 would be a copy: a
@@ -793,11 +786,10 @@ impl HttpModule for StaticCompression {
         let coding = content_encoding::negotiate(ctx.request().headers());
         content_encoding::add_vary(ctx.response_mut().headers_mut());
         // HEAD gets the headers GET would (RFC 9110 §9.3.2), the copy's
-        // length included, so a cache can freshen the variant it holds; a
-        // folder's default document is not at the folder's path, so its
-        // HEAD gets only the Vary.
+        // length included, so a cache can freshen the variant it holds. A
+        // folder's copy is named by the folder's path, as its GET found it.
         let head = ctx.request().method() == Method::HEAD;
-        let Some(coding) = coding.filter(|_| !head || info.kind == ResourceKind::File) else {
+        let Some(coding) = coding else {
             return RequestNotificationStatus::Continue;
         };
         let config = ctx.config(self.config);
@@ -814,7 +806,9 @@ impl HttpModule for StaticCompression {
             }
             return RequestNotificationStatus::Continue;
         }
-        if !self.copies.directory_usable(&dir) {
+        // A folder's HEAD has no body to copy, and its default document is
+        // not at the folder's path: the folder's next GET makes the copy.
+        if (head && info.kind == ResourceKind::Directory) || !self.copies.directory_usable(&dir) {
             return RequestNotificationStatus::Continue;
         }
         // One request queues each copy; this one and those that come

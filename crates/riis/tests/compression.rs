@@ -343,6 +343,38 @@ fn the_default_document_is_compressed_too() {
     let ranged = conn.read_response(false);
     assert_eq!(ranged.status, 206);
     assert_eq!(ranged.header("vary"), Some("Accept-Encoding"));
+    // Its HEAD gets what its GET does, and so does the HEAD's 304.
+    conn.send_raw(b"HEAD /home/ HTTP/1.1\r\nHost: t\r\nAccept-Encoding: br\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-encoding"), Some("br"));
+    assert_eq!(
+        head.header("content-length"),
+        Some(home.body.len().to_string().as_str())
+    );
+    assert_eq!(head.header("etag"), Some(etag.as_str()));
+    conn.send_raw(
+        format!("HEAD /home/ HTTP/1.1\r\nHost: t\r\nAccept-Encoding: br\r\nIf-None-Match: {etag}\r\n\r\n")
+            .as_bytes(),
+    );
+    let revalidated = conn.read_response(true);
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
+    assert_eq!(
+        revalidated.header("content-length"),
+        Some(home.body.len().to_string().as_str())
+    );
+    // A folder whose copy is not made yet: the HEAD gets the file's
+    // length, and does not make the copy (it has no body to copy).
+    s.dir.write("www/fresh/index.html", &s.big);
+    conn.send_raw(b"HEAD /fresh/ HTTP/1.1\r\nHost: t\r\nAccept-Encoding: br\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(head.header("content-encoding"), None);
+    assert_eq!(
+        head.header("content-length"),
+        Some(s.big.len().to_string().as_str())
+    );
+    assert_eq!(head.header("vary"), Some("Accept-Encoding"));
     // With a query the answer for the folder could be anything's (a handler
     // may read it): no shared copy.
     let queried = fetch(&mut conn, "/home/?from=mail", Some("br"));
