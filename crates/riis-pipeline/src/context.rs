@@ -591,9 +591,12 @@ impl HttpContext {
     /// for MapPath may replace it. The calling module is not re-entered for
     /// the MapPath it raises itself.
     pub fn map_path(&mut self, url: &str) -> PathBuf {
+        // A URL a module built (a rewrite's intermediate result, say) may
+        // hold `//`, `.` or `..`: mapped as the same URL of a request is.
+        let url = crate::request::normalize_mapped_url(url);
         let mut provider = MapPathProvider {
-            url: url.to_owned(),
-            physical_path: self.site.map_url(url),
+            physical_path: self.site.map_url(&url),
+            url: url.into_owned(),
         };
         self.call_nested_list(
             |p| &p.map_path,

@@ -123,6 +123,45 @@ fn normalize(path: &str) -> Option<String> {
     Some(out)
 }
 
+/// A URL path a module asks to map (MapPath), in the form the request's own
+/// URL has: runs of `/` collapsed, `.` segments dropped, and `..` segments
+/// resolved against what comes before them (never above `/`), so that it
+/// finds the virtual directory and folder the same URL would as a request,
+/// and never a folder outside the one it maps into. It is not decoded: it
+/// is already a URL path as [`HttpRequest::url`] gives it. Borrowed when
+/// there is nothing to change.
+pub(crate) fn normalize_mapped_url(url: &str) -> Cow<'_, str> {
+    let clean = url.starts_with('/')
+        && !url.contains("//")
+        && !url.contains("/./")
+        && !url.contains("/../")
+        && !url.ends_with("/.")
+        && !url.ends_with("/..");
+    if clean {
+        return Cow::Borrowed(url);
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in url.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut out = String::with_capacity(url.len() + 1);
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    let ends_in_folder = url.ends_with('/') || url.ends_with("/.") || url.ends_with("/..");
+    if out.is_empty() || (ends_in_folder && !segments.is_empty()) {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
 /// The request: method, URL, headers, addresses and body.
 #[derive(Debug)]
 pub struct HttpRequest {
@@ -459,6 +498,29 @@ fn has_body(_method: &Method, headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_to_map_is_normalized_as_a_request_url_and_stays_under_the_root() {
+        assert!(matches!(
+            normalize_mapped_url("/a/b.txt"),
+            Cow::Borrowed("/a/b.txt")
+        ));
+        for (url, mapped) in [
+            ("//pictures/a.txt", "/pictures/a.txt"),
+            ("/pictures/./nested/b.txt", "/pictures/nested/b.txt"),
+            ("/pictures//nested/b.txt", "/pictures/nested/b.txt"),
+            ("/pictures/nested/../b.txt", "/pictures/b.txt"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/a/..", "/"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("a/b", "/a/b"),
+            ("", "/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(normalize_mapped_url(url), mapped, "{url}");
+        }
+    }
 
     #[test]
     fn decoding_borrows_when_plain_and_refuses_escapes_from_the_root() {

@@ -527,11 +527,19 @@ async fn virtual_directories_map_their_urls_into_their_folders() {
                         directory.path,
                         directory.physical_path.display()
                     );
-                    let mapped: Vec<String> =
-                        ["/img/a/b.png", "/img", "/imgx/a", "/img/thumbs/t.png"]
-                            .iter()
-                            .map(|url| ctx.map_path(url).display().to_string())
-                            .collect();
+                    let mapped: Vec<String> = [
+                        "/img/a/b.png",
+                        "/img",
+                        "/imgx/a",
+                        "/img/thumbs/t.png",
+                        // Mapped as a request's URL would be.
+                        "//img/a",
+                        "/imgx/../img/./q",
+                        "/img/../../etc",
+                    ]
+                    .iter()
+                    .map(|url| ctx.map_path(url).display().to_string())
+                    .collect();
                     write(ctx, format!("{own}|{directory}|{}", mapped.join(",")));
                     Status::Continue
                 }))
@@ -552,7 +560,8 @@ async fn virtual_directories_map_their_urls_into_their_folders() {
     site.locations.push(location("/img/thumbs", 1, Vec::new()));
     let pipeline = t.build();
 
-    let others = "/srv/pictures/a/b.png,/srv/pictures,/site/imgx/a,/srv/pictures/thumbs/t.png";
+    let others = "/srv/pictures/a/b.png,/srv/pictures,/site/imgx/a,/srv/pictures/thumbs/t.png,\
+                  /srv/pictures/a,/srv/pictures/q,/site/etc";
     assert_eq!(
         get(&pipeline, "/img/x.png").await.body(),
         format!("/srv/pictures/x.png|/img -> /srv/pictures|{others}")

@@ -754,6 +754,35 @@ fn resolve_beside(config: &Path, file: &Path) -> PathBuf {
     }
 }
 
+/// `path` without `..` components: the part up to its last `..` is
+/// resolved as the file system does (a link before a `..` is followed, so
+/// `/etc/riis/../www` is right when `/etc/riis` is a link), and the rest is
+/// kept as written, so a link after it (a `current` release link) is still
+/// followed at each request. Programs refuse such paths (php-cgi and
+/// php-fpm answer "No input file specified" to a `SCRIPT_FILENAME` with
+/// `..`), and `..` has no place in what a request maps to. `path` as it is
+/// when it has no `..` or the part cannot be resolved.
+fn without_parent_steps(path: PathBuf) -> PathBuf {
+    use std::path::Component;
+    let Some(last) = path
+        .components()
+        .enumerate()
+        .filter(|(_, c)| *c == Component::ParentDir)
+        .map(|(i, _)| i)
+        .last()
+    else {
+        return path;
+    };
+    let head: PathBuf = path.components().take(last + 1).collect();
+    let rest: PathBuf = path.components().skip(last + 1).collect();
+    match std::fs::canonicalize(&head) {
+        // (`join` of an empty path would add a trailing `/`.)
+        Ok(resolved) if rest.as_os_str().is_empty() => resolved,
+        Ok(resolved) => resolved.join(rest),
+        Err(_) => path,
+    }
+}
+
 /// The text of the configuration file at `path`.
 fn read_text(path: &Path) -> Result<String, ConfigError> {
     let cannot = |message: String| ConfigError {
@@ -978,9 +1007,9 @@ impl ServerConfig {
                     // followed at each request, as nginx and IIS do, so
                     // switching the link (an atomic deploy) takes effect at
                     // once.
-                    Ok(meta) if meta.is_dir() => {
-                        Ok(std::path::absolute(&absolute).unwrap_or(absolute))
-                    }
+                    Ok(meta) if meta.is_dir() => Ok(without_parent_steps(
+                        std::path::absolute(&absolute).unwrap_or(absolute),
+                    )),
                     Ok(_) => Err(config
                         .error_at(key, &format!("`{}` is not a directory", absolute.display()))),
                     // The real reason: missing, not allowed, a link loop.

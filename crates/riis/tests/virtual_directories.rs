@@ -178,3 +178,36 @@ fn a_virtual_directory_that_is_not_a_folder_is_a_configuration_error() {
     assert!(!out.status.success());
     assert!(err.contains("set the site's `root` instead"), "{err}");
 }
+
+/// Folders written relative to a configuration in a folder beside them
+/// (`../www`) reach programs without `..` in their paths: php-cgi and
+/// php-fpm refuse a `SCRIPT_FILENAME` that has one.
+#[test]
+fn folders_above_the_configuration_are_named_without_parent_steps() {
+    let dir = TempDir::new("vdir-up");
+    config(&dir, "");
+    let config = dir.write(
+        "conf/riis.toml",
+        format!(
+            "{MODULES}\n[[sites]]\nname = \"Site\"\nroot = \"../www\"\n\
+             bindings = [\"127.0.0.1:0\"]\n\
+             [[sites.locations]]\npath = \"/bin\"\nphysical_path = \"../conf/../programs\"\n"
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/").text(), "site home");
+    let resp = conn.get("/bin/env.cgi");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let programs = std::fs::canonicalize(dir.path().join("programs")).unwrap();
+    let text = resp.text();
+    assert!(
+        text.contains(&format!("root={} ", programs.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("file={}/env.cgi ", programs.display())),
+        "{text}"
+    );
+    assert!(!text.contains(".."), "{text}");
+}
