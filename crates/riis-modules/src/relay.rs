@@ -57,6 +57,9 @@ struct Inbox {
     small: BytesMut,
     /// Their bytes.
     queued: usize,
+    /// The answer's trailer fields (HTTP/2 servers: gRPC's status), taken
+    /// with the end.
+    trailers: Option<riis_pipeline::http::HeaderMap>,
     /// The exchange is over.
     end: Option<End>,
     /// The request waits (Pending) for news: the next one posts its
@@ -238,6 +241,12 @@ impl Relay {
     /// Passes the response head on.
     pub(crate) fn deliver_head(&self, head: ResponseHead) {
         self.deliver(|inbox| inbox.head = Some(head));
+    }
+
+    /// Keeps the answer's trailer fields for the request's final send (they
+    /// come after the last body piece, before the end).
+    pub(crate) fn deliver_trailers(&self, trailers: riis_pipeline::http::HeaderMap) {
+        self.lock().trailers = Some(trailers);
     }
 
     /// Tells the request how the exchange ended (after the last body piece).
@@ -467,6 +476,10 @@ pub(crate) struct Receiver {
     head_without_length: bool,
     /// The answer's exact length, for the response's head if it streams.
     exact_length: Option<riis_pipeline::http::HeaderValue>,
+    /// The answer is gRPC's (`application/grpc…`): each message goes on
+    /// as it comes, whatever the limit, as nginx's `grpc_pass` passes
+    /// them (a stream of messages held until 4 MiB would never arrive).
+    unbuffered: bool,
 }
 
 impl Receiver {
@@ -475,6 +488,7 @@ impl Receiver {
     /// `response_buffer_limit`), waiting for more otherwise.
     pub(crate) fn take(&mut self, ctx: &mut HttpContext, relay: &Relay, limit: u64) -> Step {
         loop {
+            let limit = if self.unbuffered { 0 } else { limit };
             // Output held before a flush: the configured limit, then (once
             // the response streams) pieces of at most STREAM_PIECE, so a
             // client that reads slowly holds little in the server.
@@ -483,7 +497,7 @@ impl Receiver {
             } else {
                 limit
             };
-            let (head, chunks, end) = {
+            let (head, chunks, end, trailers) = {
                 let mut inbox = relay.lock();
                 if inbox.is_empty() {
                     let buffered = ctx.response().buffered_len();
@@ -510,7 +524,11 @@ impl Receiver {
                 } else {
                     None
                 };
-                (inbox.head.take(), chunks, end)
+                let trailers = match end {
+                    Some(End::Complete) => inbox.trailers.take(),
+                    _ => None,
+                };
+                (inbox.head.take(), chunks, end, trailers)
             };
             if !chunks.is_empty() {
                 relay.space.notify_one();
@@ -520,6 +538,13 @@ impl Receiver {
                 self.head_without_length =
                     ctx.request().method() == Method::HEAD && head.content_length.is_none();
                 self.exact_length = head.content_length.clone().filter(|_| head.length_is_exact);
+                self.unbuffered = head.headers.iter().any(|(name, value)| {
+                    *name == riis_pipeline::http::header::CONTENT_TYPE
+                        && value
+                            .as_bytes()
+                            .get(..16)
+                            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
+                });
                 // At limit 0 the head goes out as soon as it is here, unless
                 // the whole answer is; a 101 at once, since what follows it
                 // is another protocol's, passed on outside the response.
@@ -531,6 +556,9 @@ impl Receiver {
             }
             ctx.response_mut()
                 .write_chunks(chunks.into_iter().map(Into::into));
+            if let Some(trailers) = trailers {
+                set_trailers(ctx, trailers);
+            }
             match end {
                 Some(End::Complete) => {
                     // A HEAD answer with neither a length nor a body goes
@@ -573,6 +601,23 @@ impl Receiver {
                 });
                 return Step::Wait;
             }
+        }
+    }
+}
+
+/// Gives the response the answer's trailer fields; one a trailer may not
+/// carry (RFC 9110 §6.5.1) is left out, and logged.
+fn set_trailers(ctx: &mut HttpContext, trailers: riis_pipeline::http::HeaderMap) {
+    let mut name = None;
+    for (next, value) in trailers {
+        if next.is_some() {
+            name = next;
+        }
+        let Some(name) = name.clone() else {
+            continue;
+        };
+        if let Err(why) = ctx.response_mut().append_trailer(name, value) {
+            tracing::debug!("a trailer field of the answer was left out: {why}");
         }
     }
 }

@@ -290,6 +290,9 @@ pub struct Output {
     pub chunks: Vec<EntityChunk>,
     /// Whether this is the final send of the response.
     pub is_final: bool,
+    /// The response's trailer fields, on the final send (see
+    /// [`HttpResponse::set_trailer`]).
+    pub trailers: Option<Box<http::HeaderMap>>,
     /// A SendResponse module deferred part of the entity (see
     /// [`SendResponseProvider::defer_after`]): the next send is made from
     /// it. The server completes this send once the client has taken what
@@ -1467,6 +1470,11 @@ impl RequestExecution {
         self.output = Some(Output {
             head,
             chunks: std::mem::take(&mut resp.chunks),
+            trailers: if is_final {
+                resp.trailers.take().filter(|t| !t.is_empty())
+            } else {
+                None
+            },
             is_final,
             // An abort goes out at once, not after what is queued.
             paced: !deferred.is_empty() && !resp.reset_connection && !resp.truncated,
@@ -1715,6 +1723,7 @@ mod tests {
                 EntityChunk::Memory(Bytes::from_static(b"x")),
             ],
             is_final: true,
+            trailers: None,
             paced: false,
             disconnect: false,
             reset: false,

@@ -154,6 +154,9 @@ pub struct HttpResponse {
     pub(crate) error: Option<ResponseError>,
     pub(crate) error_description: Option<String>,
     pub(crate) headers: HeaderMap,
+    /// Fields sent after the entity (see [`HttpResponse::set_trailer`]);
+    /// boxed, since few responses have any.
+    pub(crate) trailers: Option<Box<HeaderMap>>,
     pub(crate) chunks: Vec<EntityChunk>,
     /// Bytes held in memory chunks, for the buffer limit.
     pub(crate) buffered_memory: usize,
@@ -213,6 +216,7 @@ impl HttpResponse {
             error: None,
             error_description: None,
             headers: HeaderMap::new(),
+            trailers: None,
             chunks: Vec::new(),
             buffered_memory: 0,
             entity_clears: 0,
@@ -323,6 +327,53 @@ impl HttpResponse {
         &mut self.headers
     }
 
+    /// `SetTrailer` (IIS 10's `IHttpResponse4`) with replace: a field sent
+    /// after the entity, with the final send (gRPC's `grpc-status`, say).
+    /// HTTP/2 clients get the trailers in a HEADERS frame after the data.
+    /// On HTTP/1.1 they go out only as hyper allows them: in a chunked
+    /// body, to a client that sent `TE: trailers`, for names the response's
+    /// `Trailer` header lists; a response whose whole entity is known has
+    /// a `Content-Length` and no trailers there. A field a trailer must not
+    /// carry (RFC 9110 §6.5.1: framing, routing, authentication, caching
+    /// and content controls, such as `Content-Length`, `Host` or
+    /// `Content-Type`) is refused.
+    pub fn set_trailer(&mut self, name: HeaderName, value: HeaderValue) -> Result<(), String> {
+        check_trailer(&name)?;
+        self.trailers
+            .get_or_insert_with(Default::default)
+            .insert(name, value);
+        self.touched = true;
+        Ok(())
+    }
+
+    /// `SetTrailer` without replace: one more value.
+    pub fn append_trailer(&mut self, name: HeaderName, value: HeaderValue) -> Result<(), String> {
+        check_trailer(&name)?;
+        self.trailers
+            .get_or_insert_with(Default::default)
+            .append(name, value);
+        self.touched = true;
+        Ok(())
+    }
+
+    /// `DeleteTrailer`.
+    pub fn delete_trailer(&mut self, name: impl http::header::AsHeaderName) {
+        if let Some(trailers) = &mut self.trailers {
+            trailers.remove(name);
+            self.touched = true;
+        }
+    }
+
+    /// `GetTrailer`: the first value of a trailer field.
+    pub fn trailer(&self, name: impl http::header::AsHeaderName) -> Option<&HeaderValue> {
+        self.trailers.as_ref()?.get(name)
+    }
+
+    /// The trailer fields set so far, if any.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.trailers.as_deref().filter(|t| !t.is_empty())
+    }
+
     /// `Clear`: drop headers and buffered entity, back to 200.
     pub fn clear(&mut self) {
         self.status = StatusCode::OK;
@@ -331,6 +382,7 @@ impl HttpResponse {
         self.error = None;
         self.error_description = None;
         self.headers.clear();
+        self.trailers = None;
         self.clear_entity();
         self.touched = true;
     }
@@ -546,6 +598,47 @@ pub fn escape_html(s: &str) -> String {
         }
     }
     out
+}
+
+/// Refuses a field a trailer must not carry (RFC 9110 §6.5.1): what frames
+/// or routes the message, authenticates it, controls caching or says how to
+/// process the content; also the connection's own fields (RFC 9113
+/// §8.2.2) and pseudo-headers.
+fn check_trailer(name: &HeaderName) -> Result<(), String> {
+    use http::header::*;
+    const FORBIDDEN: [HeaderName; 24] = [
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        HOST,
+        CONNECTION,
+        TE,
+        UPGRADE,
+        TRAILER,
+        AUTHORIZATION,
+        PROXY_AUTHORIZATION,
+        WWW_AUTHENTICATE,
+        PROXY_AUTHENTICATE,
+        SET_COOKIE,
+        CACHE_CONTROL,
+        EXPIRES,
+        AGE,
+        DATE,
+        LOCATION,
+        RETRY_AFTER,
+        VARY,
+        CONTENT_ENCODING,
+        CONTENT_TYPE,
+        CONTENT_RANGE,
+        ETAG,
+        LAST_MODIFIED,
+    ];
+    let hop_by_hop = ["keep-alive", "proxy-connection"];
+    if FORBIDDEN.contains(name) || hop_by_hop.contains(&name.as_str()) {
+        return Err(format!(
+            "`{name}` cannot be a trailer field (RFC 9110 §6.5.1)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

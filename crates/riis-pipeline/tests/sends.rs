@@ -520,3 +520,80 @@ async fn a_panic_in_a_later_piece_sends_nothing_of_it() {
     assert!(outcome.sends[1].truncated);
     assert!(outcome.sends[1..].iter().all(|s| s.body.is_empty()));
 }
+
+/// Trailer fields a module sets go with the final send, after a flush
+/// too; a field a trailer must not carry is refused; `clear` drops them.
+#[tokio::test]
+async fn trailers_go_with_the_final_send() {
+    use http::header::{HeaderName, HeaderValue};
+    let status = HeaderName::from_static("grpc-status");
+    let mut t = TestPipeline::new();
+    {
+        let status = status.clone();
+        t.module(
+            "Trailing",
+            Registration::events(N::BeginRequest | N::AuthorizeRequest),
+            script(move |ctx, call| {
+                let resp = ctx.response_mut();
+                if call.is_event(N::BeginRequest) {
+                    resp.set_trailer(status.clone(), HeaderValue::from_static("1"))
+                        .unwrap();
+                    let refused = resp.set_trailer(
+                        http::header::CONTENT_LENGTH,
+                        HeaderValue::from_static("3"),
+                    );
+                    assert!(refused.unwrap_err().contains("content-length"));
+                    write(ctx, "first");
+                    ctx.response_mut().flush(riis_pipeline::FlushOptions {
+                        asynchronous: false,
+                        more_data: true,
+                    });
+                } else {
+                    // Replaced, then one more value.
+                    resp.set_trailer(status.clone(), HeaderValue::from_static("0"))
+                        .unwrap();
+                    resp.append_trailer(
+                        HeaderName::from_static("grpc-message"),
+                        HeaderValue::from_static("ok"),
+                    )
+                    .unwrap();
+                    assert_eq!(resp.trailer(&status).unwrap(), "0");
+                    write(ctx, "; last");
+                }
+                Status::Continue
+            }),
+        );
+    }
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    assert_eq!(outcome.sends.len(), 2);
+    assert!(outcome.sends[0].trailers.is_none());
+    let trailers = outcome.sends[1].trailers.as_ref().expect("trailers");
+    assert_eq!(trailers.get(&status).unwrap(), "0");
+    assert_eq!(trailers.get("grpc-message").unwrap(), "ok");
+    assert_eq!(trailers.len(), 2);
+
+    let mut t = TestPipeline::new();
+    t.module(
+        "Cleared",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            let resp = ctx.response_mut();
+            resp.set_trailer(
+                HeaderName::from_static("x-checksum"),
+                HeaderValue::from_static("abc"),
+            )
+            .unwrap();
+            resp.clear();
+            assert!(resp.trailers().is_none());
+            write(ctx, "plain");
+            Status::Continue
+        }),
+    );
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/").await;
+    assert!(outcome.sends.iter().all(|s| s.trailers.is_none()));
+}
+

@@ -151,10 +151,19 @@ fn discard_rest(mut body: Incoming, state: Arc<ConnectionState>) {
     });
 }
 
-/// What a streamed response's channel carries: more entity, or the failure
-/// that cuts the message short (the body then ends in an error, so hyper
-/// does not finish the message as if it were whole).
-pub type StreamItem = io::Result<Vec<EntityChunk>>;
+/// What a streamed response's channel carries: more entity (with the
+/// final send, the response's trailer fields), or the failure that cuts
+/// the message short (the body then ends in an error, so hyper does not
+/// finish the message as if it were whole).
+pub type StreamItem = io::Result<StreamPiece>;
+
+/// One later send of a streamed response.
+pub struct StreamPiece {
+    /// The send's entity.
+    pub chunks: Vec<EntityChunk>,
+    /// The trailer fields, with the final send.
+    pub trailers: Option<Box<http::HeaderMap>>,
+}
 
 /// A response body.
 pub struct ResponseBody {
@@ -175,6 +184,8 @@ pub struct ResponseBody {
     files: Option<Arc<ConnectionState>>,
     /// The request stays in service until hyper is done with its body.
     in_service: Option<InService>,
+    /// Trailer fields, sent after the entity (a frame of their own).
+    trailers: Option<Box<http::HeaderMap>>,
     /// HTTP/2 only (decided once, when the body joins its request): whether
     /// hyper holding back is watched for.
     watch_window: bool,
@@ -203,6 +214,7 @@ impl ResponseBody {
             request_body: None,
             files: None,
             in_service: None,
+            trailers: None,
             watch_window: false,
             awaiting_window: false,
         }
@@ -226,9 +238,16 @@ impl ResponseBody {
             request_body: None,
             files: None,
             in_service: None,
+            trailers: None,
             watch_window: false,
             awaiting_window: false,
         }
+    }
+
+    /// Sends `trailers` after the entity.
+    pub fn with_trailers(mut self, trailers: Option<Box<http::HeaderMap>>) -> Self {
+        self.trailers = trailers;
+        self
     }
 
     /// Ends the body after `length` bytes (a streamed response's declared
@@ -243,7 +262,7 @@ impl ResponseBody {
     fn end_at_declared_length(&mut self) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.chunks.clear();
         self.stream = None;
-        Poll::Ready(None)
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))))
     }
 
     /// Keeps the request in service until this body is dropped: a
@@ -354,17 +373,24 @@ impl ResponseBody {
                 }
                 None => {
                     let Some(rx) = &mut this.stream else {
-                        return Poll::Ready(None);
+                        return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(*t))));
                     };
                     match ready!(rx.poll_recv(cx)) {
-                        Some(Ok(more)) => this.chunks.extend(more),
+                        Some(Ok(more)) => {
+                            this.chunks.extend(more.chunks);
+                            if more.trailers.is_some() {
+                                this.trailers = more.trailers;
+                            }
+                        }
                         Some(Err(e)) => {
                             this.stream = None;
                             return Poll::Ready(Some(Err(e)));
                         }
                         None => {
                             this.stream = None;
-                            return Poll::Ready(None);
+                            return Poll::Ready(
+                                this.trailers.take().map(|t| Ok(Frame::trailers(*t))),
+                            );
                         }
                     }
                 }
@@ -396,7 +422,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == Some(0) && self.stream.is_none()
+        self.remaining == Some(0) && self.stream.is_none() && self.trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -27,7 +27,7 @@ use riis_pipeline::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::body::{RequestBodyHold, ResponseBody, StreamItem};
+use crate::body::{RequestBodyHold, ResponseBody, StreamItem, StreamPiece};
 use crate::config::{Limits, ServerConfig, Timeouts};
 use crate::connection::{ConnectionState, InService};
 use crate::in_flight::Listed;
@@ -629,8 +629,15 @@ async fn drive(
                     let is_final = out.is_final;
                     // (The engine never paces an abort.)
                     let paced = out.paced;
-                    let ok =
-                        out.reset || out.chunks.is_empty() || tx.send(Ok(out.chunks)).await.is_ok();
+                    let ok = out.reset
+                        || (out.chunks.is_empty() && out.trailers.is_none())
+                        || tx
+                            .send(Ok(StreamPiece {
+                                chunks: out.chunks,
+                                trailers: out.trailers,
+                            }))
+                            .await
+                            .is_ok();
                     if ok && paced {
                         // The next send is made from what a module
                         // deferred: made once the client has taken what is
@@ -1070,7 +1077,9 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
         // §15.4.5).
         ResponseBody::empty()
     } else {
-        ResponseBody::from_chunks(out.chunks).with_files(shape.files.clone())
+        ResponseBody::from_chunks(out.chunks)
+            .with_files(shape.files.clone())
+            .with_trailers(out.trailers)
     };
     Ok(with_head(
         head,

@@ -1,8 +1,9 @@
 //! One request's exchange with a server, run as a task on the request's
 //! own worker runtime: choosing the server, a kept connection or a new one
-//! (hyper's HTTP/1.1 client on it), sending the request, and relaying the
-//! answer through the [`Relay`], or, after a 101, passing bytes through
-//! between the two connections ([`tunnel`]).
+//! (hyper's HTTP/1.1 client on it, or its HTTP/2 client with
+//! `http_version = "2"`), sending the request, and relaying the answer
+//! (its trailers too) through the [`Relay`], or, after a 101, passing
+//! bytes through between the two connections ([`tunnel`]).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +12,6 @@ use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use riis_pipeline::bytes::Bytes;
 use riis_pipeline::http::header::{self, HeaderMap, HeaderValue};
@@ -33,21 +33,56 @@ const BODY_PIECE: usize = 64 * 1024;
 /// The longest a kept connection is waited for to take the next request.
 const POOLED_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// hyper's handle to send on a connection.
+enum Sender {
+    /// HTTP/1.1: one request at a time; the connection is kept for the
+    /// next once the answer has been read.
+    Http1(hyper::client::conn::http1::SendRequest<RequestBody>),
+    /// HTTP/2: the requests of every exchange of this worker to the server
+    /// share the connection, each a stream of its own. `https` gives the
+    /// requests' `:scheme`.
+    Http2 {
+        sender: hyper::client::conn::http2::SendRequest<RequestBody>,
+        https: bool,
+    },
+}
+
+impl Sender {
+    /// Sends `request`; an error gives the request back when it was not
+    /// sent.
+    async fn try_send(
+        &mut self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
+        match self {
+            Sender::Http1(sender) => sender.try_send_request(request).await,
+            Sender::Http2 { sender, https } => {
+                let request = for_http2(request, *https);
+                sender.try_send_request(request).await
+            }
+        }
+    }
+}
+
 /// A connection to a server: hyper's handle to send on it, and when a byte
 /// last went either way on it.
 pub(super) struct Kept {
-    sender: SendRequest<RequestBody>,
+    sender: Sender,
     last_io: Arc<AtomicU64>,
     /// The connection's task, ended with the handle: a connection that is
     /// not kept for another request (its server answered before reading
     /// the whole request body, say) is closed, not left writing a body
-    /// nobody reads until the server closes it.
-    driver: tokio::task::AbortHandle,
+    /// nobody reads until the server closes it. `None` on HTTP/2, whose
+    /// connection ends once every handle to it has gone and its streams
+    /// are done (a stream ends when its exchange drops the answer).
+    driver: Option<tokio::task::AbortHandle>,
 }
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        self.driver.abort();
+        if let Some(driver) = &self.driver {
+            driver.abort();
+        }
     }
 }
 
@@ -57,7 +92,41 @@ impl Kept {
         &mut self,
         request: Request<RequestBody>,
     ) -> Result<Response<Incoming>, hyper::Error> {
-        self.sender.send_request(request).await
+        self.sender
+            .try_send(request)
+            .await
+            .map_err(|e| e.into_error())
+    }
+
+    /// Waits until the connection may take a request.
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match &mut self.sender {
+            Sender::Http1(sender) => sender.ready().await,
+            Sender::Http2 { sender, .. } => sender.ready().await,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::Http1(sender) => sender.is_closed(),
+            Sender::Http2 { sender, .. } => sender.is_closed(),
+        }
+    }
+
+    /// Another handle to an HTTP/2 connection, for one more exchange on
+    /// it; `None` for HTTP/1.1, which carries one at a time.
+    fn shared(&self) -> Option<Kept> {
+        match &self.sender {
+            Sender::Http1(_) => None,
+            Sender::Http2 { sender, https } => Some(Kept {
+                sender: Sender::Http2 {
+                    sender: sender.clone(),
+                    https: *https,
+                },
+                last_io: self.last_io.clone(),
+                driver: None,
+            }),
+        }
     }
 }
 
@@ -65,8 +134,29 @@ impl Reusable for Kept {
     fn is_reusable(&self) -> bool {
         // The connection's task ends (and closes it) when the server
         // closes it or sends anything unasked for.
-        !self.sender.is_closed()
+        !self.is_closed()
     }
+}
+
+/// A request as HTTP/2 sends it: its target an absolute URI, whose
+/// authority (`:authority`) is the `Host` the request carries (the
+/// client's, or the server's), as RFC 9113 §8.3.1 has a proxy send it.
+fn for_http2(mut request: Request<RequestBody>, https: bool) -> Request<RequestBody> {
+    use riis_pipeline::http::uri::{Authority, PathAndQuery, Scheme};
+    let host = request.headers_mut().remove(header::HOST);
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(if https { Scheme::HTTPS } else { Scheme::HTTP });
+    if let Some(authority) = host.and_then(|h| Authority::try_from(h.as_bytes()).ok()) {
+        parts.authority = Some(authority);
+    }
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = riis_pipeline::http::Version::HTTP_2;
+    request
 }
 
 /// A connection that notes each read and write that moved bytes (on
@@ -149,6 +239,8 @@ pub(super) struct Route(Arc<RouteKey>);
 struct RouteKey {
     address: Address,
     trust: Option<Arc<rustls::ClientConfig>>,
+    /// The connections speak HTTP/2.
+    http2: bool,
 }
 
 impl std::fmt::Debug for Route {
@@ -168,7 +260,8 @@ impl PartialEq for Route {
             (None, None) => true,
             _ => false,
         };
-        Arc::ptr_eq(&self.0, &other.0) || (a.address == b.address && same_trust)
+        Arc::ptr_eq(&self.0, &other.0)
+            || (a.address == b.address && same_trust && a.http2 == b.http2)
     }
 }
 
@@ -178,6 +271,7 @@ impl std::hash::Hash for Route {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.0.address.hash(state);
         self.0.trust.as_ref().map(Arc::as_ptr).hash(state);
+        self.0.http2.hash(state);
     }
 }
 
@@ -420,21 +514,27 @@ impl Job {
     /// Whether the server has been silent for `timeout`, counting what
     /// moved on its connection.
     fn is_silent(&self, line: &Kept) -> bool {
-        let last = line.last_io.load(Ordering::Relaxed);
+        self.is_silent_since(&line.last_io)
+    }
+
+    /// [`Job::is_silent`], for a connection's last moment of activity.
+    fn is_silent_since(&self, last_io: &AtomicU64) -> bool {
+        let last = last_io.load(Ordering::Relaxed);
         self.relay.note_activity_at(clock_instant(last));
         self.relay.is_silent()
     }
 
     /// Sends on `line`, waiting while the server is active.
     async fn send(&self, line: &mut Kept, server: &Server) -> Attempt {
-        let sending = line.sender.try_send_request(self.request(server));
+        let request = self.request(server);
+        let sending = line.sender.try_send(request);
         tokio::pin!(sending);
         loop {
             match tokio::time::timeout_at(self.relay.silence_deadline(), &mut sending).await {
                 Ok(Ok(response)) => return Attempt::Answer(response),
                 Ok(Err(e)) if e.message().is_some() => return Attempt::Unsent,
                 Ok(Err(e)) => return Attempt::Failed(e.into_error()),
-                Err(_) if self.is_silent(line) => return Attempt::Quiet,
+                Err(_) if self.is_silent_since(&line.last_io) => return Attempt::Quiet,
                 Err(_) => {}
             }
         }
@@ -446,6 +546,20 @@ impl Job {
 
     async fn connect(&self, server: &Server, route: &Route) -> Result<Kept, String> {
         connect(&self.config, server, route).await
+    }
+
+    /// The route of this request: an upgrade goes on HTTP/1.1 whatever
+    /// the section's `http_version` (HTTP/2 has no `Upgrade`).
+    fn route_for(&self, server: &Server) -> Result<Route, String> {
+        let route = self.route(server)?;
+        if self.upgrade.is_none() || !route.0.http2 {
+            return Ok(route);
+        }
+        Ok(Route(Arc::new(RouteKey {
+            address: route.0.address.clone(),
+            trust: route.0.trust.clone(),
+            http2: false,
+        })))
     }
 }
 
@@ -462,9 +576,20 @@ pub(super) fn route(config: &ReverseProxyConfig, server: &Server) -> Result<Rout
         (Some(_), Some(trusted)) => Some(trusted.config()),
         (Some(_), None) => Some(super::tls::system()?),
     };
+    let http2 = config.http_version == super::HttpVersion::Http2;
+    // HTTP/2 over TLS is agreed in the handshake (ALPN, RFC 9113 §3.2).
+    let trust = match trust {
+        Some(base) if http2 => {
+            let mut config = (*base).clone();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            Some(Arc::new(config))
+        }
+        other => other,
+    };
     let route = Route(Arc::new(RouteKey {
         address: server.address.clone(),
         trust,
+        http2,
     }));
     Ok(server.route.get_or_init(|| route).clone())
 }
@@ -480,14 +605,21 @@ pub(super) async fn connect(
         let connection = Connection::open(&server.address)
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", server.name))?;
+        let http2 = route.0.http2;
         let (Some(name), Some(trust)) = (&server.tls, &route.0.trust) else {
-            return start(connection, server).await;
+            return start(connection, server, http2, false).await;
         };
         let stream = tokio_rustls::TlsConnector::from(trust.clone())
             .connect(name.clone(), connection)
             .await
             .map_err(|e| format!("TLS with {} failed: {e}", server.name))?;
-        start(stream, server).await
+        if http2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(format!(
+                "{} did not agree to HTTP/2 in the TLS handshake (ALPN)",
+                server.name
+            ));
+        }
+        start(stream, server, http2, true).await
     };
     let connect_timeout = std::time::Duration::from_secs(config.connect_timeout);
     // Boxed: a TLS handshake's state is large, and every exchange's
@@ -502,8 +634,9 @@ pub(super) async fn connect(
     }
 }
 
-/// Starts hyper's HTTP/1.1 client on `io`, a new connection to `server`.
-async fn start<T>(io: T, server: &Server) -> Result<Kept, String>
+/// Starts hyper's HTTP/1.1 client (or with `http2` its HTTP/2 client) on
+/// `io`, a new connection to `server`.
+async fn start<T>(io: T, server: &Server, http2: bool, https: bool) -> Result<Kept, String>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -512,6 +645,25 @@ where
         io,
         last_io: last_io.clone(),
     };
+    if http2 {
+        let (sender, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake(TokioIo::new(watched))
+                .await
+                .map_err(|e| format!("{}: {e}", server.name))?;
+        // Its own task, on this worker's runtime, until the server closes
+        // the connection or every handle to it has gone.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("ReverseProxy: HTTP/2 connection ended: {e}");
+            }
+        });
+        return Ok(Kept {
+            sender: Sender::Http2 { sender, https },
+            last_io,
+            driver: None,
+        });
+    }
     let (sender, driver) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(watched))
         .await
@@ -526,9 +678,9 @@ where
     })
     .abort_handle();
     Ok(Kept {
-        sender,
+        sender: Sender::Http1(sender),
         last_io,
-        driver,
+        driver: Some(driver),
     })
 }
 
@@ -551,7 +703,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
         // Counted (for `least_requests`) until this server is done with
         // the request, its answer relayed.
         let _in_flight = server.begin();
-        let route = match job.route(server) {
+        let route = match job.route_for(server) {
             Ok(route) => route,
             Err(why) => {
                 failures.push(format!("{}: {why}", server.name));
@@ -573,9 +725,15 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                     .relay
                     .silence_deadline()
                     .min(tokio::time::Instant::now() + POOLED_READY_WAIT);
-                let ready = tokio::time::timeout_at(deadline, line.sender.ready());
+                let ready = tokio::time::timeout_at(deadline, line.ready());
                 if !matches!(ready.await, Ok(Ok(()))) {
                     continue;
+                }
+                // HTTP/2: the connection stays in the pool for the other
+                // exchanges; this one sends on a handle of its own.
+                if let Some(shared) = line.shared() {
+                    job.pools.put(&route, line, kept);
+                    line = shared;
                 }
                 match job.send(&mut line, server).await {
                     Attempt::Answer(response) => {
@@ -608,6 +766,12 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 continue;
             }
         };
+        if kept > 0 {
+            if let Some(shared) = line.shared() {
+                job.pools.put(&route, line, kept);
+                line = shared;
+            }
+        }
         match job.send(&mut line, server).await {
             Attempt::Answer(response) => {
                 return relay_answer(job, server, &route, response, line).await
@@ -739,9 +903,13 @@ async fn relay_answer(
             Err(_) => continue,
         };
         job.relay.mark_activity();
-        // Trailers are dropped: riis sends none.
-        if let Ok(data) = frame.into_data() {
-            job.relay.deliver_body(data).await;
+        match frame.into_data() {
+            Ok(data) => job.relay.deliver_body(data).await,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    job.relay.deliver_trailers(trailers);
+                }
+            }
         }
     }
     // A connection that carried an upgrade request is not kept: the server
@@ -751,7 +919,8 @@ async fn relay_answer(
     if job.config.kept_connections > 0
         && job.upgrade.is_none()
         && job.relay.body_given()
-        && !line.sender.is_closed()
+        && matches!(line.sender, Sender::Http1(_))
+        && !line.is_closed()
     {
         job.pools.put(route, line, job.config.kept_connections);
     }

@@ -182,6 +182,8 @@ pub struct ReverseProxyConfig {
     /// Idle connections kept per worker thread and server.
     #[serde(deserialize_with = "crate::at_most_1024")]
     pub kept_connections: usize,
+    /// The HTTP version spoken to the servers.
+    pub http_version: HttpVersion,
     /// Certificates trusted for `https://` servers instead of the system's.
     pub ca_file: Option<tls::TrustedCertificates>,
     /// The protocols a client may switch to through the proxy (`Upgrade`).
@@ -206,11 +208,26 @@ impl Default for ReverseProxyConfig {
             max_request_body: 30_000_000,
             request_buffering: true,
             kept_connections: 32,
+            http_version: HttpVersion::Http11,
             ca_file: None,
             upgrade_protocols: vec!["websocket".to_owned()],
             health_check: None,
         }
     }
+}
+
+/// The HTTP version spoken to the servers (`http_version`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HttpVersion {
+    /// `"1.1"`: a connection per request in flight, kept for the next.
+    #[default]
+    #[serde(rename = "1.1")]
+    Http11,
+    /// `"2"`: HTTP/2, with prior knowledge on `http://` servers (h2c) and
+    /// by ALPN on `https://` ones; one connection per worker and server
+    /// carries every request in flight. Trailers pass on (gRPC).
+    #[serde(rename = "2")]
+    Http2,
 }
 
 /// How much of the body one read asks for.
@@ -543,10 +560,27 @@ impl ReverseProxy {
             }
             headers.append(name, value.clone());
         }
-        if join_cookies {
+        if join_cookies && config.http_version == HttpVersion::Http11 {
             if let Some(joined) = join(client, header::COOKIE, b"; ") {
                 headers.insert(header::COOKIE, joined);
             }
+        } else if join_cookies {
+            // An HTTP/2 server takes them as the client sent them.
+            for cookie in client.get_all(header::COOKIE) {
+                headers.append(header::COOKIE, cookie.clone());
+            }
+        }
+        // `TE: trailers` says the client takes trailers; HTTP/2 lets it
+        // through (RFC 9113 §8.2.2), and gRPC servers ask for it.
+        if config.http_version == HttpVersion::Http2
+            && client.get_all(header::TE).iter().any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                })
+            })
+        {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         if config.preserve_host {
             if let Some(host) = client_host.and_then(|h| HeaderValue::from_str(h).ok()) {

@@ -637,6 +637,8 @@ pub struct Sent {
     pub disconnect: bool,
     /// The request failed after its headers went out (see `Output`).
     pub truncated: bool,
+    /// The trailer fields (on the final send).
+    pub trailers: Option<Box<http::HeaderMap>>,
     /// The next send is made from a deferred rest (see `Output`).
     pub paced: bool,
 }
@@ -730,6 +732,7 @@ pub async fn drive(mut execution: RequestExecution, body: Vec<Bytes>) -> Outcome
                     is_final: output.is_final,
                     disconnect: output.disconnect,
                     truncated: output.truncated,
+                    trailers: output.trailers,
                     paced: output.paced,
                 });
                 execution.complete_send(Ok(len));

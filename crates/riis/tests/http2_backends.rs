@@ -1,0 +1,312 @@
+//! ReverseProxy with `http_version = "2"` over real sockets, against an
+//! HTTP/2 server written here (cleartext, prior knowledge) that answers
+//! the way gRPC servers do: `application/grpc`, messages as they are
+//! ready, and the status in trailers. Clients speak HTTP/2 and HTTP/1.1.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::channel::{Channel, Sender};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+use common::{RunningBinary, TempDir};
+
+/// What the server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    version: hyper::Version,
+    uri: String,
+    te: Option<String>,
+    body: Vec<u8>,
+}
+
+/// The test's HTTP/2 server.
+struct Backend {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// `/stream` sends its second message once the test says so.
+    go: Arc<tokio::sync::Notify>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Backend {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let go = Arc::new(tokio::sync::Notify::new());
+        let (counted, noted, told) = (connections.clone(), seen.clone(), go.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (noted, told) = (noted.clone(), told.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        answer(req, noted.clone(), told.clone())
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            seen,
+            go,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// A gRPC-style message: a flag byte, a 4-byte length, the bytes.
+fn message(text: &str) -> Bytes {
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    Bytes::from(out)
+}
+
+fn grpc_trailers(status: &str, text: &str) -> hyper::HeaderMap {
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", status.parse().unwrap());
+    trailers.insert("grpc-message", text.parse().unwrap());
+    trailers
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    go: Arc<tokio::sync::Notify>,
+) -> Result<Response<Channel<Bytes>>, std::convert::Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    seen.lock().unwrap().push(Seen {
+        version: parts.version,
+        uri: parts.uri.to_string(),
+        te: parts
+            .headers
+            .get("te")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        body: body.clone(),
+    });
+    let (mut tx, channel): (Sender<Bytes>, _) = Channel::new(4);
+    let path = parts.uri.path().to_owned();
+    tokio::spawn(async move {
+        match path.as_str() {
+            "/echo.Echo/Say" => {
+                let _ = tx.send_data(Bytes::from(body)).await;
+                let _ = tx.send_trailers(grpc_trailers("0", "done")).await;
+            }
+            "/echo.Echo/Stream" => {
+                let _ = tx.send_data(message("first")).await;
+                // The second message only once the client has the first:
+                // a proxy that held the answer back would never pass.
+                go.notified().await;
+                let _ = tx.send_data(message("second")).await;
+                let _ = tx.send_trailers(grpc_trailers("0", "streamed")).await;
+            }
+            _ => {
+                let _ = tx
+                    .send_trailers(grpc_trailers("12", "unknown method"))
+                    .await;
+            }
+        }
+    });
+    Ok(Response::builder()
+        .header("content-type", "application/grpc")
+        .body(channel)
+        .unwrap())
+}
+
+fn start(backend: &Backend) -> (TempDir, RunningBinary) {
+    let dir = TempDir::new("h2-backend");
+    let config = common::write_config(
+        &dir,
+        dir.path(),
+        &format!(
+            r#"[server]
+worker_threads = 1
+[[modules]]
+name = "ReverseProxy"
+[[handlers]]
+name = "Proxy"
+path = "*"
+verbs = ["*"]
+modules = ["ReverseProxy"]
+[proxy]
+servers = ["http://{}"]
+http_version = "2"
+timeout = 10
+"#,
+            backend.addr
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    (dir, server)
+}
+
+/// Sends a gRPC-style POST and gives the response head, each data frame,
+/// and the trailers.
+async fn call(
+    client: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+    body: &'static [u8],
+) -> (Response<Incoming>, Vec<Bytes>, Option<hyper::HeaderMap>) {
+    let request = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap();
+    let mut response = client.send_request(request).await.unwrap();
+    let mut data = Vec::new();
+    let mut trailers = None;
+    while let Some(frame) = response.body_mut().frame().await {
+        let frame = frame.unwrap();
+        match frame.into_data() {
+            Ok(d) => data.push(d),
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    (response, data, trailers)
+}
+
+#[test]
+fn a_grpc_call_passes_through_with_its_trailers() {
+    let backend = Backend::start();
+    let (_dir, server) = start(&backend);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = common::http2_client(server.addr).await;
+        for _ in 0..3 {
+            let (response, data, trailers) = call(
+                &mut client,
+                server.addr,
+                "/echo.Echo/Say",
+                b"\0\0\0\0\x05hello",
+            )
+            .await;
+            assert_eq!(response.status(), 200);
+            assert_eq!(
+                response.headers().get("content-type").unwrap(),
+                "application/grpc"
+            );
+            assert_eq!(data.concat(), b"\0\0\0\0\x05hello");
+            let trailers = trailers.expect("the server's trailers");
+            assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+            assert_eq!(trailers.get("grpc-message").unwrap(), "done");
+        }
+        // An error status alone, in trailers after no message.
+        let (response, data, trailers) = call(&mut client, server.addr, "/nope", b"").await;
+        assert_eq!(response.status(), 200);
+        assert!(data.concat().is_empty());
+        assert_eq!(trailers.unwrap().get("grpc-status").unwrap(), "12");
+    });
+    let seen = backend.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    for request in &seen {
+        assert_eq!(request.version, hyper::Version::HTTP_2);
+        assert_eq!(request.te.as_deref(), Some("trailers"));
+    }
+    assert_eq!(seen[0].body, b"\0\0\0\0\x05hello");
+    // The client's authority, as the client's Host is passed on.
+    assert_eq!(seen[0].uri, format!("http://{}/echo.Echo/Say", server.addr));
+    // Every call went on one connection (one worker, one server).
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_streamed_answer_goes_on_message_by_message_and_calls_share_the_connection() {
+    let backend = Backend::start();
+    let (_dir, server) = start(&backend);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = common::http2_client(server.addr).await;
+        let request = Request::post(format!("http://{}/echo.Echo/Stream", server.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let mut streamed = client.send_request(request).await.unwrap();
+        // A unary call while the stream is open goes on the same
+        // connection, as a stream of its own.
+        let (_, data, trailers) =
+            call(&mut client, server.addr, "/echo.Echo/Say", b"\0\0\0\0\x01x").await;
+        assert_eq!(data.concat(), b"\0\0\0\0\x01x");
+        assert!(trailers.is_some());
+        let first = tokio::time::timeout(Duration::from_secs(20), streamed.body_mut().frame())
+            .await
+            .expect("the first message arrives before the answer ends")
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert_eq!(first, message("first"));
+        backend.go.notify_one();
+        let mut rest = Vec::new();
+        let mut trailers = None;
+        while let Some(frame) = streamed.body_mut().frame().await {
+            match frame.unwrap().into_data() {
+                Ok(d) => rest.extend_from_slice(&d),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        assert_eq!(rest, message("second"));
+        assert_eq!(trailers.unwrap().get("grpc-message").unwrap(), "streamed");
+    });
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_http1_client_gets_the_body_and_the_connection_goes_on() {
+    let backend = Backend::start();
+    let (_dir, server) = start(&backend);
+    let mut conn = common::Connection::open(server.addr);
+    for _ in 0..2 {
+        conn.send_raw(
+            b"POST /echo.Echo/Say HTTP/1.1\r\nHost: t\r\nContent-Type: application/grpc\r\n\
+              Content-Length: 6\r\n\r\n\0\0\0\0\x01y",
+        );
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, b"\0\0\0\0\x01y");
+    }
+    let seen = backend.seen.lock().unwrap().clone();
+    // No `TE: trailers` from this client, so none is passed on; the
+    // request's authority is its Host.
+    assert_eq!(seen[0].te, None);
+    assert_eq!(seen[0].uri, "http://t/echo.Echo/Say");
+}
