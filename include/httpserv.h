@@ -143,7 +143,8 @@
  *   GetRawHttpRequest/Response, GetCachePolicy,
  *   GetHeaderChanges, GetServerVarChanges, GetTraceContext, GetUrlInfo,
  *   GetScriptMap, GetFileInfo, GetNextNotification, MapHandler,
- *   GetExtendedInterface and IHttpServer's cache, file and worker-process
+ *   IHttpServer::GetExtendedInterface (HttpGetExtendedInterface gives
+ *   IHttpResponse4 only) and IHttpServer's cache, file and worker-process
  *   methods are not declared, or return NULL / E_NOTIMPL where noted.
  *   IMapHandlerProvider's setters return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED)
  *   (use handler mappings in riis.toml). CGlobalModule has no
@@ -1010,6 +1011,57 @@ public:
 protected:
     virtual ~IHttpResponse() {}
 };
+
+/**
+ * IIS 10's trailers and HTTP/2 controls. Every IHttpResponse riis gives is
+ * also an IHttpResponse4: get it with HttpGetExtendedInterface, as in IIS.
+ */
+class IHttpResponse4 : public IHttpResponse {
+public:
+    /** Sets a field sent after the body with the final send (HTTP/2
+     *  clients get it; on HTTP/1.1 only in a chunked body, to a client that
+     *  sent TE: trailers, for names the Trailer header lists). A field a
+     *  trailer may not carry (Content-Length, Content-Type, Host, ...):
+     *  E_INVALIDARG. */
+    virtual HRESULT SetTrailer(IN PCSTR pszHeaderName, IN PCSTR pszHeaderValue,
+                               IN USHORT cchHeaderValue, IN BOOL fReplace) = 0;
+    virtual PCSTR GetTrailer(IN PCSTR pszHeaderName,
+                             OUT USHORT *pcchHeaderValue = NULL) const = 0;
+    virtual HRESULT DeleteTrailer(IN PCSTR pszHeaderName) = 0;
+    /** Resets the stream (HTTP/2) or the connection (HTTP/1.x) instead of
+     *  finishing the response; riis resets with its own error code, not
+     *  errorCode. */
+    virtual VOID ResetStream(IN ULONG errorCode) = 0;
+    /** HTTP/2: GOAWAY once this exchange is done; HTTP/1.x: the
+     *  connection closes after the response (SetNeedDisconnect). */
+    virtual VOID SetNeedGoAway(VOID) = 0;
+
+protected:
+    virtual ~IHttpResponse4() {}
+};
+
+class IHttpServer;
+
+namespace riis_cxx {
+/** The extended interfaces riis has: IHttpResponse4 of an IHttpResponse. */
+inline HRESULT extended(IHttpResponse *pInput, IHttpResponse4 **ppOutput) {
+    if (pInput == NULL || ppOutput == NULL) {
+        return E_INVALIDARG;
+    }
+    // Every IHttpResponse riis gives is its Response, an IHttpResponse4.
+    *ppOutput = static_cast<IHttpResponse4 *>(pInput);
+    return S_OK;
+}
+} // namespace riis_cxx
+
+/** IIS's way to an extended interface (IHttpResponse4 from the request's
+ *  IHttpResponse); another pair does not compile. */
+template <class HttpType1, class HttpType2>
+HRESULT HttpGetExtendedInterface(IN IHttpServer *pHttpServer, IN HttpType1 *pInput,
+                                 OUT HttpType2 **ppOutput) {
+    UNREFERENCED_PARAMETER(pHttpServer);
+    return riis_cxx::extended(pInput, ppOutput);
+}
 
 class CHttpModule;
 
@@ -1993,9 +2045,44 @@ inline HRESULT to_riis_chunk(const HTTP_DATA_CHUNK &in, riis_data_chunk *out) {
 }
 
 /** IHttpResponse over the riis response functions. */
-class Response : public IHttpResponse {
+class Response : public IHttpResponse4 {
 public:
     explicit Response(Core *core) : core_(core), suppressed_(FALSE) {}
+
+    HRESULT SetTrailer(PCSTR pszHeaderName, PCSTR pszHeaderValue, USHORT cchHeaderValue,
+                       BOOL fReplace) override {
+        if (pszHeaderName == NULL || pszHeaderValue == NULL) {
+            return E_INVALIDARG;
+        }
+        std::string value = counted(pszHeaderValue, cchHeaderValue);
+        return api()->response_set_trailer(core_->ctx, pszHeaderName, value.c_str(),
+                                           fReplace ? 1 : 0);
+    }
+
+    PCSTR GetTrailer(PCSTR pszHeaderName, USHORT *pcchHeaderValue) const override {
+        size_t length = 0;
+        const char *value = pszHeaderName != NULL
+                                ? api()->response_trailer(core_->ctx, pszHeaderName, &length)
+                                : NULL;
+        if (pcchHeaderValue != NULL) {
+            *pcchHeaderValue = value != NULL ? clamp_ushort(length) : 0;
+        }
+        return value;
+    }
+
+    HRESULT DeleteTrailer(PCSTR pszHeaderName) override {
+        if (pszHeaderName == NULL) {
+            return E_INVALIDARG;
+        }
+        return api()->response_delete_trailer(core_->ctx, pszHeaderName);
+    }
+
+    VOID ResetStream(ULONG errorCode) override {
+        UNREFERENCED_PARAMETER(errorCode);
+        (void)api()->response_reset_connection(core_->ctx);
+    }
+
+    VOID SetNeedGoAway(VOID) override { (void)api()->response_set_need_disconnect(core_->ctx); }
 
     HRESULT SetStatus(USHORT statusCode, PCSTR pszReason, USHORT uSubStatus,
                       HRESULT hrErrorToReport, IAppHostConfigException *pException,

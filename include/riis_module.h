@@ -677,7 +677,7 @@ typedef struct riis_api {
      *  0 for the final send and the sends that carry deferred rests. */
     int (*send_is_flush)(riis_provider *provider);
 
-    /* -- since 1.5: virtual directories ----------------------------------- */
+    /* -- since 1.5: virtual directories, trailers ------------------------- */
 
     /** IMetadataInfo::GetVrPath: the virtual directory the request URL maps
      *  into (a location with physical_path), or the site's root: *path is
@@ -689,6 +689,19 @@ typedef struct riis_api {
     /** The path of the location whose configuration applies to the
      *  request ("/" for the site itself); valid until the request ends. */
     const char *(*context_location_path)(riis_context *context);
+    /** IHttpResponse4::GetTrailer: a trailer field's values joined with
+     *  ", " (NULL when not set); *length (may be NULL) gets its length. */
+    const char *(*response_trailer)(riis_context *context, const char *name, size_t *length);
+    /** IHttpResponse4::SetTrailer: a field sent after the body with the
+     *  final send (HTTP/2 clients get it; on HTTP/1.1 only in a chunked
+     *  body, to a client that sent TE: trailers, for names the response's
+     *  Trailer header lists). A field a trailer may not carry (RFC 9110
+     *  6.5.1: Content-Length, Content-Type, Host, ...) or a name or value
+     *  that is not valid: RIIS_E_INVALIDARG. */
+    riis_hresult (*response_set_trailer)(riis_context *context, const char *name,
+                                         const char *value, int replace);
+    /** IHttpResponse4::DeleteTrailer. */
+    riis_hresult (*response_delete_trailer)(riis_context *context, const char *name);
 } riis_api;
 
 /** The entry point every module library exports. */

@@ -380,4 +380,7 @@ pub struct riis_api {
     // Since 1.5.
     pub context_virtual_directory: unsafe extern "C" fn(Ctx, *mut Str, *mut Str) -> riis_hresult,
     pub context_location_path: unsafe extern "C" fn(Ctx) -> Str,
+    pub response_trailer: unsafe extern "C" fn(Ctx, Str, *mut usize) -> Str,
+    pub response_set_trailer: unsafe extern "C" fn(Ctx, Str, Str, c_int) -> riis_hresult,
+    pub response_delete_trailer: unsafe extern "C" fn(Ctx, Str) -> riis_hresult,
 }

@@ -131,7 +131,10 @@ fn rust_layout() -> Vec<(String, usize)> {
         send_defer_after,
         send_is_flush,
         context_virtual_directory,
-        context_location_path
+        context_location_path,
+        response_trailer,
+        response_set_trailer,
+        response_delete_trailer
         }
     }
 }

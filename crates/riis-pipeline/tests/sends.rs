@@ -538,10 +538,8 @@ async fn trailers_go_with_the_final_send() {
                 if call.is_event(N::BeginRequest) {
                     resp.set_trailer(status.clone(), HeaderValue::from_static("1"))
                         .unwrap();
-                    let refused = resp.set_trailer(
-                        http::header::CONTENT_LENGTH,
-                        HeaderValue::from_static("3"),
-                    );
+                    let refused = resp
+                        .set_trailer(http::header::CONTENT_LENGTH, HeaderValue::from_static("3"));
                     assert!(refused.unwrap_err().contains("content-length"));
                     write(ctx, "first");
                     ctx.response_mut().flush(riis_pipeline::FlushOptions {
@@ -596,4 +594,3 @@ async fn trailers_go_with_the_final_send() {
     let outcome = get(&pipeline, "/").await;
     assert!(outcome.sends.iter().all(|s| s.trailers.is_none()));
 }
-

@@ -520,6 +520,47 @@ impl HttpResponse {
         )
     }
 
+    /// A trailer field's values joined with `", "`; `None` when not set
+    /// (or not UTF-8).
+    pub fn trailer(&self, name: &str) -> Option<&str> {
+        let name = ffi::cstring(name, "response_trailer").ok()?;
+        // SAFETY: the context is live; the name is NUL-terminated; `length`
+        // may be NULL.
+        let ptr = unsafe {
+            (self.raw.api.response_trailer)(self.raw.ctx, name.as_ptr(), std::ptr::null_mut())
+        };
+        // SAFETY: NULL or a server string valid until the request ends.
+        unsafe { ffi::str_from(ptr) }
+    }
+
+    /// `SetTrailer` (IIS 10's `IHttpResponse4`): a field sent after the
+    /// body with the final send; `replace` or one more value. A field a
+    /// trailer may not carry (RFC 9110 §6.5.1) is refused.
+    pub fn set_trailer(
+        &mut self,
+        name: &str,
+        value: &str,
+        replace: bool,
+    ) -> Result<(), ModuleError> {
+        set_header(
+            self.raw,
+            self.raw.api.response_set_trailer,
+            name,
+            value,
+            replace,
+            "response_set_trailer",
+        )
+    }
+
+    /// `DeleteTrailer`.
+    pub fn delete_trailer(&mut self, name: &str) -> Result<(), ModuleError> {
+        self.raw.call_str(
+            self.raw.api.response_delete_trailer,
+            name,
+            "response_delete_trailer",
+        )
+    }
+
     /// `Clear`: status, headers and entity.
     pub fn clear(&mut self) -> Result<(), ModuleError> {
         self.raw.call(self.raw.api.response_clear, "response_clear")

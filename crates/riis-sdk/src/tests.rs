@@ -638,6 +638,21 @@ unsafe extern "C" fn virtual_directory(_: Ctx, path: *mut Str, folder: *mut Str)
 unsafe extern "C" fn location_path(_: Ctx) -> Str {
     c"/pictures/thumbs".as_ptr()
 }
+unsafe extern "C" fn delete_trailer(_: Ctx, _: Str) -> riis_hresult {
+    OK
+}
+unsafe extern "C" fn trailer(_: Ctx, _: Str, _: *mut usize) -> Str {
+    c"0".as_ptr()
+}
+unsafe extern "C" fn set_trailer(_: Ctx, name: Str, _: Str, _: c_int) -> riis_hresult {
+    // SAFETY: a C string from the SDK.
+    let name = unsafe { CStr::from_ptr(name) };
+    if name.to_bytes().eq_ignore_ascii_case(b"content-length") {
+        riis_abi::hr::E_INVALIDARG
+    } else {
+        OK
+    }
+}
 unsafe extern "C" fn send_flags(pr: Prov) -> u32 {
     p(pr).flags
 }
@@ -895,6 +910,9 @@ static API: riis_api = riis_api {
     send_is_flush,
     context_virtual_directory: virtual_directory,
     context_location_path: location_path,
+    response_trailer: trailer,
+    response_set_trailer: set_trailer,
+    response_delete_trailer: delete_trailer,
 };
 
 struct SyncServer(riis_server);
@@ -1246,6 +1264,11 @@ impl HttpModule for Probe {
                     Some(("/pictures", std::path::Path::new("/srv/pictures")))
                 );
                 assert_eq!(ctx.location_path(), Some("/pictures/thumbs"));
+                let resp = ctx.response_mut();
+                assert!(resp.set_trailer("grpc-status", "0", true).is_ok());
+                assert!(resp.set_trailer("content-length", "1", true).is_err());
+                assert_eq!(resp.trailer("grpc-status"), Some("0"));
+                assert!(resp.delete_trailer("grpc-status").is_ok());
                 assert_eq!(ctx.server_variable("REMOTE_ADDR"), Some("127.0.0.1"));
                 assert_eq!(ctx.handler_name(), None);
                 assert_eq!(ctx.config_value(Section(3), "greeting"), Some("hi"));

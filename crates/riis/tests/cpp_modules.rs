@@ -32,8 +32,13 @@ fn serve(source: &str) -> Option<(TempDir, RunningBinary)> {
 /// after the site's own keys (its locations). The folder `shelf` is there
 /// for a location to map to.
 fn serve_with(source: &str, more: &str, site: &str) -> Option<(TempDir, RunningBinary)> {
+    serve_source(example(source), more, site)
+}
+
+/// [`serve_with`], for a source file at `source`.
+fn serve_source(source: PathBuf, more: &str, site: &str) -> Option<(TempDir, RunningBinary)> {
     let dir = TempDir::new("cpp");
-    gxx(&[example(source)], &dir.path().join("libmodule.so"))?;
+    gxx(&[source], &dir.path().join("libmodule.so"))?;
     dir.write("www/hello.txt", "static hello\n");
     dir.write("shelf/book", "on the shelf\n");
     let config = write_config(
@@ -277,4 +282,38 @@ fn a_send_response_filter_transforms_a_large_file_a_piece_at_a_time() {
     // A small text in one piece, and another type as it is.
     assert_eq!(conn.get("/hello.txt").text(), "STATIC HELLO\n");
     assert_eq!(conn.get("/data.bin").text(), "keep me as i am");
+}
+
+/// IIS 10's `IHttpResponse4` (through `HttpGetExtendedInterface`): trailers
+/// set, replaced, appended and deleted reach an HTTP/2 client after the
+/// body; a field a trailer may not carry is refused.
+#[test]
+fn trailers_from_a_cpp_module_reach_an_http2_client() {
+    let source = repo().join("crates/riis/tests/native/trailers.cpp");
+    let Some((_dir, server)) = serve_source(source, "", "") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let mut client = common::http2_client(server.addr).await;
+        let request = hyper::Request::post(format!("http://{}/echo", server.addr))
+            .header("te", "trailers")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let response = client.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-trailer-status"], "0");
+        assert_eq!(response.headers()["x-content-length-trailer"], "refused");
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers");
+        assert_eq!(collected.to_bytes().as_ref(), b"\0\0\0\0\x02ok");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["grpc-message"], "fine");
+        assert!(trailers.get("x-dropped").is_none());
+        assert!(trailers.get("content-length").is_none());
+    });
 }

@@ -136,6 +136,9 @@ pub(crate) static API: riis_api = riis_api {
     send_is_flush: provider::send_is_flush,
     context_virtual_directory: context::virtual_directory,
     context_location_path: context::location_path,
+    response_trailer: response::trailer,
+    response_set_trailer: response::set_trailer,
+    response_delete_trailer: response::delete_trailer,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.

@@ -134,6 +134,62 @@ pub(super) unsafe extern "C" fn delete_header(
     }
 }
 
+pub(super) unsafe extern "C" fn trailer(
+    ctx: *mut riis_context,
+    name: *const c_char,
+    length: *mut usize,
+) -> *const c_char {
+    // SAFETY: the handle is checked by with_context; `name` is a C string.
+    unsafe {
+        with_context("response_trailer", ctx, ptr::null(), |frame, ctx| {
+            let name = text(name)?;
+            let empty = riis_pipeline::http::HeaderMap::new();
+            let trailers = ctx.response().trailers().unwrap_or(&empty);
+            Ok(joined_header(frame, trailers, name, length))
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn set_trailer(
+    ctx: *mut riis_context,
+    name: *const c_char,
+    value: *const c_char,
+    replace: c_int,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; name and value are C
+    // strings.
+    unsafe {
+        context_hr("response_set_trailer", ctx, |_, ctx| {
+            let (name, value) = header_pair(name, value)?;
+            let response = ctx.response_mut();
+            let set = if replace != 0 {
+                response.set_trailer(name, value)
+            } else {
+                response.append_trailer(name, value)
+            };
+            set.map_err(|why| {
+                tracing::warn!("response_set_trailer: {why}");
+                hr::E_INVALIDARG
+            })
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn delete_trailer(
+    ctx: *mut riis_context,
+    name: *const c_char,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr; `name` is a C string.
+    unsafe {
+        context_hr("response_delete_trailer", ctx, |_, ctx| {
+            let name =
+                HeaderName::from_bytes(text(name)?.as_bytes()).map_err(|_| hr::E_INVALIDARG)?;
+            ctx.response_mut().delete_trailer(name);
+            Ok(())
+        })
+    }
+}
+
 /// Declares a response function that takes no argument but the context.
 macro_rules! simple {
     ($($name:ident => $function:literal, |$ctx:ident| $body:expr;)*) => {$(
