@@ -22,7 +22,9 @@
 //! into its parent is encoded with the parent's response; one that sends
 //! for itself goes as it is). A compressible response gets `Vary:
 //! Accept-Encoding` whether or not this client is sent an encoded body (a
-//! HEAD too), and an encoded one gets a weak ETag. A 304 for a URL of a
+//! HEAD too), and an encoded one gets a weak ETag. A HEAD whose GET would
+//! be encoded gets the GET's fields without a `Content-Length` (see
+//! `choose`). A 304 for a URL of a
 //! listed type (by extension) gets `Vary`, and the weak ETag when the
 //! client would have been sent an encoding, as its 200 would. File ranges written after the encoding
 //! started are read in 64 KiB blocks; if one cannot be read, the response
@@ -124,15 +126,26 @@ impl DynamicCompression {
             return None;
         }
         if ctx.request().method() == Method::HEAD {
-            // No body to encode, and its length unknown without one: the
-            // headers stay as they are (as nginx's gzip leaves HEAD), but a
-            // cache learns that the GET answer varies, when it does (the
-            // length its GET would have is not under `min_size`).
+            // No body to encode. A cache learns that the GET answer varies,
+            // when it does (the length its GET would have is not under
+            // `min_size`). When the GET would be encoded, the HEAD says so
+            // (RFC 9110 §9.3.2: the fields GET would get) and carries no
+            // `Content-Length`: the identity length is not what GET sends
+            // (§8.6), and the encoded one is known only by encoding, which
+            // §9.3.2 lets a HEAD leave out. nginx's gzip leaves HEAD alone.
             let announced = response
                 .header(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            if announced.is_none_or(|len| len >= config.min_size) {
+            let min_size = config.min_size;
+            if announced.is_none_or(|len| len >= min_size) {
                 content_encoding::add_vary(ctx.response_mut().headers_mut());
+            }
+            // (Past MAX_FILE_BYTES a file's GET goes as it is.)
+            let encoded_get = announced
+                .filter(|len| (min_size..=MAX_FILE_BYTES).contains(len))
+                .and_then(|_| content_encoding::negotiate(ctx.request().headers()));
+            if let Some(coding) = encoded_get {
+                content_encoding::mark_encoded(ctx.response_mut().headers_mut(), coding);
             }
             return None;
         }
@@ -170,11 +183,17 @@ impl DynamicCompression {
         if !content_encoding::type_listed(guessed.as_ref(), &config.mime_types) {
             return;
         }
-        let encoded = content_encoding::negotiate(ctx.request().headers()).is_some();
+        let encoded =
+            content_encoding::negotiate(ctx.request().headers()).is_some() && len <= MAX_FILE_BYTES;
+        let head = ctx.request().method() == Method::HEAD;
         let headers = ctx.response_mut().headers_mut();
         content_encoding::add_vary(headers);
         if encoded {
             content_encoding::weaken_etag(headers);
+            if head {
+                // The 200 would have no length (see `choose`).
+                headers.remove(header::CONTENT_LENGTH);
+            }
         }
     }
 }

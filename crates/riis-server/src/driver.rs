@@ -1058,10 +1058,15 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
     if shape.is_head {
         // Nothing is sent for HEAD; a Content-Length a module set stays,
         // but for a status that has none (RFC 9110 §8.6).
+        // A module that wrote no body and gave no length leaves it out
+        // (RFC 9110 §9.3.2: known only by producing the body, such as the
+        // length of a body DynamicCompression would encode): a 0 would be
+        // a false length.
         if head.status.is_informational() || head.status == StatusCode::NO_CONTENT {
             head.headers.remove(CONTENT_LENGTH);
         } else if head.status != StatusCode::NOT_MODIFIED
             && !head.headers.contains_key(CONTENT_LENGTH)
+            && !out.is_empty()
         {
             head.headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));

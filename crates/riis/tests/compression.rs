@@ -699,10 +699,26 @@ fn dynamic_compression_304_head_and_identity() {
     assert_eq!(not_modified.header("etag"), Some(strong.as_str()));
     assert_eq!(not_modified.header("vary"), None);
 
+    // HEAD gets the fields GET does, but no length: the identity length
+    // is not what GET sends, and the encoded one is known only by encoding.
     conn.send_raw(b"HEAD /page.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
     let head = conn.read_response(true);
     assert_eq!(head.status, 200);
     assert_eq!(head.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(head.header("content-encoding"), Some("gzip"));
+    assert_eq!(head.header("etag"), Some(weak.as_str()));
+    assert_eq!(head.header("content-length"), None);
+    let not_modified = revalidate(&mut conn, "HEAD", "/page.txt", &weak);
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("content-length"), None);
+    // Without an encoding the client takes, HEAD has the file's length.
+    conn.send_raw(b"HEAD /page.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(head.header("content-encoding"), None);
+    assert_eq!(
+        head.header("content-length"),
+        Some(big.len().to_string().as_str())
+    );
 
     // A file under `min_size` is never encoded: its 304 and HEAD say so too.
     let small = fetch(&mut conn, "/small.txt", Some("gzip"));
