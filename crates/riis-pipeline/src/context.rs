@@ -507,7 +507,7 @@ impl HttpContext {
                     .map(self.request.url())
             } else {
                 let url = self.request.url().to_owned();
-                self.map_path(&url)
+                self.map_normalized_path(url)
             };
             self.physical_path = Some(path);
             self.physical_path_partial = self.caller_maps_paths();
@@ -594,9 +594,15 @@ impl HttpContext {
         // A URL a module built (a rewrite's intermediate result, say) may
         // hold `//`, `.` or `..`: mapped as the same URL of a request is.
         let url = crate::request::normalize_mapped_url(url);
+        self.map_normalized_path(url.into_owned())
+    }
+
+    /// [`HttpContext::map_path`] of a URL already normalized (the
+    /// request's own).
+    fn map_normalized_path(&mut self, url: String) -> PathBuf {
         let mut provider = MapPathProvider {
             physical_path: self.site.map_url(&url),
-            url: url.into_owned(),
+            url,
         };
         self.call_nested_list(
             |p| &p.map_path,

@@ -131,12 +131,15 @@ fn normalize(path: &str) -> Option<String> {
 /// is already a URL path as [`HttpRequest::url`] gives it. Borrowed when
 /// there is nothing to change.
 pub(crate) fn normalize_mapped_url(url: &str) -> Cow<'_, str> {
-    let clean = url.starts_with('/')
-        && !url.contains("//")
-        && !url.contains("/./")
-        && !url.contains("/../")
-        && !url.ends_with("/.")
-        && !url.ends_with("/..");
+    // One pass: a `/` followed by `/` or `.` is where a segment may need
+    // work (a name that starts with a dot, `/.well-known`, only looks so
+    // and comes out as it was).
+    let bytes = url.as_bytes();
+    let clean = bytes.first() == Some(&b'/')
+        && !bytes
+            .iter()
+            .zip(&bytes[1..])
+            .any(|(&a, &b)| a == b'/' && (b == b'/' || b == b'.'));
     if clean {
         return Cow::Borrowed(url);
     }
