@@ -411,8 +411,31 @@ struct RawConfig {
     handlers: Option<Vec<RawHandler>>,
     #[serde(default)]
     sites: Vec<RawSite>,
+    /// Files whose `[[sites]]` join this file's (`include`).
+    #[serde(default)]
+    include: Vec<String>,
     #[serde(flatten)]
     sections: BTreeMap<String, toml::Value>,
+}
+
+/// A file `include` names: sites only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIncluded {
+    #[serde(default)]
+    sites: Vec<RawSite>,
+}
+
+/// Where the sites of an included file are among the configuration's, and
+/// the lines of its keys, for errors about them.
+#[derive(Debug, Clone)]
+struct IncludedFile {
+    file: PathBuf,
+    /// The index of its first site among all (`sites[first]` is its
+    /// `sites[0]`), and how many it has.
+    first: usize,
+    count: usize,
+    key_lines: BTreeMap<String, usize>,
 }
 
 /// Where a site listens: an address and port, and optionally the host name
@@ -584,6 +607,8 @@ pub struct ServerConfig {
     pub bindings: Vec<SiteBindings>,
     /// Key path → line, to place errors found after parsing.
     key_lines: BTreeMap<String, usize>,
+    /// The files `include` named, in the order their sites come.
+    included: Vec<IncludedFile>,
     /// `--listen` replaced every binding's address: the file's bindings
     /// are not where the server listens.
     listen_overridden: bool,
@@ -828,69 +853,80 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
+/// A TOML document read into `T`, with the line of each key path; errors
+/// name `file`, the line and the innermost key.
+fn parse_document<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<(T, BTreeMap<String, usize>), ConfigError> {
+    let error = |line: Option<usize>, key: Option<String>, message: String| ConfigError {
+        file: file.to_owned(),
+        line,
+        key,
+        message,
+    };
+    let lines = Lines::new(text);
+    let (key_lines, value_spans, too_large) = index_keys(text, &lines).map_err(|e| {
+        let line = e.span().map(|s| lines.of(s.start));
+        let mut message = e.message().to_owned();
+        // The toml crate's "duplicate key" names no key: the span does.
+        if message == "duplicate key" {
+            if let Some(name) = e
+                .span()
+                .and_then(|s| text.get(s))
+                .map(|k| k.trim().trim_matches(['[', ']']).trim())
+                .filter(|k| !k.is_empty() && !k.contains('\n'))
+            {
+                message = format!("duplicate key `{name}`");
+            }
+        }
+        error(line, None, message)
+    })?;
+    if let Some((key, line)) = too_large {
+        return Err(error(
+            Some(line),
+            Some(key),
+            "the number is out of range (TOML integers are 64-bit: -9223372036854775808 to 9223372036854775807)".to_owned(),
+        ));
+    }
+    let parsed: T = toml::from_str(text).map_err(|e| {
+        let span = e.span();
+        let line = span.as_ref().map(|s| lines.of(s.start));
+        // The innermost key whose value holds the error (a value inside
+        // an inline table names its own key, not the table's last one).
+        let innermost = span.and_then(|span| {
+            value_spans
+                .iter()
+                .filter(|(_, v)| v.start <= span.start && span.end <= v.end)
+                .min_by_key(|(_, v)| v.len())
+                .map(|(key, _)| key.clone())
+        });
+        // Else the key written on that line (the deepest).
+        let key = innermost.or_else(|| {
+            let line = line?;
+            key_lines
+                .iter()
+                .filter(|(_, at)| **at == line)
+                .map(|(key, _)| key)
+                .max_by_key(|key| key.len())
+                .cloned()
+        });
+        // An unknown field holding an array or a table: the key found
+        // is inside its value; name the field itself.
+        let key = match unknown_field(e.message()) {
+            Some(field) => key.map(|key| cut_after_field(&key, field)),
+            None => key,
+        };
+        error(line, key, e.message().to_owned())
+    })?;
+    Ok((parsed, key_lines))
+}
+
 impl ServerConfig {
     /// Parses configuration text; relative site roots are taken from `base`.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
-        let error = |line: Option<usize>, key: Option<String>, message: String| ConfigError {
-            file: file.to_owned(),
-            line,
-            key,
-            message,
-        };
-        let lines = Lines::new(text);
-        let (key_lines, value_spans, too_large) = index_keys(text, &lines).map_err(|e| {
-            let line = e.span().map(|s| lines.of(s.start));
-            let mut message = e.message().to_owned();
-            // The toml crate's "duplicate key" names no key: the span does.
-            if message == "duplicate key" {
-                if let Some(name) = e
-                    .span()
-                    .and_then(|s| text.get(s))
-                    .map(|k| k.trim().trim_matches(['[', ']']).trim())
-                    .filter(|k| !k.is_empty() && !k.contains('\n'))
-                {
-                    message = format!("duplicate key `{name}`");
-                }
-            }
-            error(line, None, message)
-        })?;
-        if let Some((key, line)) = too_large {
-            return Err(error(
-                Some(line),
-                Some(key),
-                "the number is out of range (TOML integers are 64-bit: -9223372036854775808 to 9223372036854775807)".to_owned(),
-            ));
-        }
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let span = e.span();
-            let line = span.as_ref().map(|s| lines.of(s.start));
-            // The innermost key whose value holds the error (a value inside
-            // an inline table names its own key, not the table's last one).
-            let innermost = span.and_then(|span| {
-                value_spans
-                    .iter()
-                    .filter(|(_, v)| v.start <= span.start && span.end <= v.end)
-                    .min_by_key(|(_, v)| v.len())
-                    .map(|(key, _)| key.clone())
-            });
-            // Else the key written on that line (the deepest).
-            let key = innermost.or_else(|| {
-                let line = line?;
-                key_lines
-                    .iter()
-                    .filter(|(_, at)| **at == line)
-                    .map(|(key, _)| key)
-                    .max_by_key(|key| key.len())
-                    .cloned()
-            });
-            // An unknown field holding an array or a table: the key found
-            // is inside its value; name the field itself.
-            let key = match unknown_field(e.message()) {
-                Some(field) => key.map(|key| cut_after_field(&key, field)),
-                None => key,
-            };
-            error(line, key, e.message().to_owned())
-        })?;
+        let (mut raw, key_lines): (RawConfig, _) = parse_document(text, file)?;
+        let included = include_sites(&mut raw, file, base, &key_lines)?;
 
         let modules = raw.modules.unwrap_or_else(|| {
             DEFAULT_MODULES
@@ -929,6 +965,7 @@ impl ServerConfig {
             sites: Vec::new(),
             bindings: Vec::new(),
             key_lines,
+            included,
             listen_overridden: false,
         };
         // serde reads a struct from an array as well, field by field
@@ -1444,14 +1481,35 @@ impl ServerConfig {
     }
 
     /// An error about a key, placed on the key's line (or the nearest
-    /// enclosing key that has one).
+    /// enclosing key that has one), in the file that holds it: a site of
+    /// an included file is named as that file numbers it.
     pub fn error_at(&self, key: &str, message: &str) -> ConfigError {
+        if let Some((included, local)) = self.included_key(key) {
+            return ConfigError {
+                file: included.file.clone(),
+                line: line_in(&included.key_lines, &local),
+                key: Some(local),
+                message: message.to_owned(),
+            };
+        }
         ConfigError {
             file: self.file.clone(),
             line: self.line_of_key(key),
             key: (!key.is_empty()).then(|| key.to_owned()),
             message: message.to_owned(),
         }
+    }
+
+    /// The included file that holds `sites[n]…`, and the key as that file
+    /// numbers its sites.
+    fn included_key(&self, key: &str) -> Option<(&IncludedFile, String)> {
+        let (n, tail) = key.strip_prefix("sites[")?.split_once(']')?;
+        let n: usize = n.parse().ok()?;
+        let included = self
+            .included
+            .iter()
+            .find(|f| (f.first..f.first + f.count).contains(&n))?;
+        Some((included, format!("sites[{}]{tail}", n - included.first)))
     }
 
     /// A pipeline build error, placed in the file.
@@ -1473,15 +1531,111 @@ impl ServerConfig {
     }
 
     fn line_of_key(&self, key: &str) -> Option<usize> {
-        let mut k = key;
-        loop {
-            if let Some(line) = self.key_lines.get(k) {
-                return Some(*line);
+        line_in(&self.key_lines, key)
+    }
+}
+
+/// The line of `key` in a file's key index, or of the nearest enclosing key
+/// that has one.
+fn line_in(key_lines: &BTreeMap<String, usize>, key: &str) -> Option<usize> {
+    let mut k = key;
+    loop {
+        if let Some(line) = key_lines.get(k) {
+            return Some(*line);
+        }
+        let cut = k.rfind(['.', '['])?;
+        k = &k[..cut];
+    }
+}
+
+/// Reads the files `raw.include` names (relative to `base`; `*` in a file
+/// name matches any run of characters, as nginx's `include` does, in name
+/// order) and appends their sites to `raw.sites`. Their relative paths are
+/// taken from `base`, as the main file's are.
+fn include_sites(
+    raw: &mut RawConfig,
+    file: &Path,
+    base: &Path,
+    key_lines: &BTreeMap<String, usize>,
+) -> Result<Vec<IncludedFile>, ConfigError> {
+    let mut included = Vec::new();
+    for (n, pattern) in std::mem::take(&mut raw.include).iter().enumerate() {
+        let error = |message: String| ConfigError {
+            file: file.to_owned(),
+            line: line_in(key_lines, &format!("include[{n}]")),
+            key: Some(format!("include[{n}]")),
+            message,
+        };
+        for path in expand_include(base, pattern).map_err(error)? {
+            if path == file || included.iter().any(|f: &IncludedFile| f.file == path) {
+                return Err(error(format!("`{}` is included twice", path.display())));
             }
-            let cut = k.rfind(['.', '['])?;
-            k = &k[..cut];
+            let text = read_text(&path)?;
+            let (doc, lines): (RawIncluded, _) = parse_document(&text, &path)?;
+            included.push(IncludedFile {
+                file: path,
+                first: raw.sites.len(),
+                count: doc.sites.len(),
+                key_lines: lines,
+            });
+            raw.sites.extend(doc.sites);
         }
     }
+    Ok(included)
+}
+
+/// The files an `include` pattern names: one file, or with `*` in its file
+/// name the files of that folder whose names match, in name order (names
+/// starting with `.` only when the pattern does).
+fn expand_include(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let path = base.join(pattern);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("`{pattern}` names no file"))?
+        .to_owned();
+    if !name.contains('*') {
+        return Ok(vec![path]);
+    }
+    let folder = path.parent().unwrap_or(base);
+    let entries = std::fs::read_dir(folder)
+        .map_err(|e| format!("cannot read the folder `{}`: {e}", folder.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read `{}`: {e}", folder.display()))?;
+        let Some(candidate) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let hidden = candidate.starts_with('.') && !name.starts_with('.');
+        // Followed through links, as the file is read.
+        if !hidden && wildcard_matches(&name, &candidate) && entry.path().is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Whether `name` matches `pattern`, where each `*` stands for any run of
+/// characters.
+fn wildcard_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return rest.len() >= part.len() && rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 /// The field an "unknown field `x`" message names.
@@ -1693,6 +1847,90 @@ mod tests {
         let lines = Lines::new("a\nbc\n\nd");
         let found: Vec<usize> = (0..8).map(|offset| lines.of(offset)).collect();
         assert_eq!(found, [1, 1, 2, 2, 2, 3, 4, 4]);
+    }
+
+    /// A folder of its own under the system's temporary folder.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("riis-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sites.d")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn included_files_add_their_sites_and_errors_name_them() {
+        let dir = scratch("include");
+        std::fs::write(
+            dir.join("sites.d/10-shop.toml"),
+            "[[sites]]\nname = \"shop\"\nroot = \".\"\nbindings = [\"127.0.0.1:0:shop.test\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("sites.d/20-blog.toml"),
+            "# the blog\n[[sites]]\nname = \"blog\"\nroot = \".\"\nbindings = [\"127.0.0.1:0:blog.test\"]\n",
+        )
+        .unwrap();
+        // Not matched: another extension, and an editor's hidden copy.
+        std::fs::write(dir.join("sites.d/notes.txt"), "not toml").unwrap();
+        std::fs::write(dir.join("sites.d/.30-old.toml"), "not = [toml").unwrap();
+        let main = dir.join("riis.toml");
+        let text = "include = [\"sites.d/*.toml\"]\n[[sites]]\nname = \"main\"\nroot = \".\"\nbindings = [\"127.0.0.1:0\"]\n";
+        let config = ServerConfig::parse(text, &main, &dir).unwrap();
+        let names: Vec<&str> = config.sites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["main", "shop", "blog"]);
+
+        // An error in an included file names that file, its line and its
+        // own key.
+        std::fs::write(
+            dir.join("sites.d/20-blog.toml"),
+            "# the blog\n[[sites]]\nname = \"blog\"\nroot = \".\"\nbindings = [\"nope\"]\n",
+        )
+        .unwrap();
+        let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
+        assert_eq!(e.file, dir.join("sites.d/20-blog.toml"), "{e}");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert_eq!(e.key.as_deref(), Some("sites[0].bindings[0]"), "{e}");
+        // So does one the pipeline finds later (a duplicate site name).
+        std::fs::write(
+            dir.join("sites.d/20-blog.toml"),
+            "[[sites]]\nname = \"shop\"\nroot = \".\"\nbindings = [\"127.0.0.1:0:x.test\"]\n",
+        )
+        .unwrap();
+        let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
+        assert_eq!(e.file, dir.join("sites.d/20-blog.toml"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("sites[0].name"), "{e}");
+        // Anything but sites, in an included file.
+        std::fs::write(
+            dir.join("sites.d/20-blog.toml"),
+            "[server]\nworker_threads = 2\n",
+        )
+        .unwrap();
+        let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
+        assert_eq!(e.file, dir.join("sites.d/20-blog.toml"), "{e}");
+        assert!(e.message.contains("unknown field `server`"), "{e}");
+        // A file that is not there, named alone.
+        let text = "include = [\"sites.d/*.toml\", \"extra.toml\"]\n";
+        std::fs::remove_file(dir.join("sites.d/20-blog.toml")).unwrap();
+        let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
+        assert_eq!(e.file, dir.join("extra.toml"), "{e}");
+        // A folder that is not there.
+        let text = "include = [\"conf.d/*.toml\"]\n";
+        let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("include[0]"), "{e}");
+        assert_eq!(e.line, Some(1), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn wildcards_match_runs_of_characters() {
+        assert!(wildcard_matches("*.toml", "a.toml"));
+        assert!(wildcard_matches("*.toml", ".toml"));
+        assert!(!wildcard_matches("*.toml", "a.toml.bak"));
+        assert!(wildcard_matches("site-*-on.toml", "site-shop-on.toml"));
+        assert!(!wildcard_matches("site-*-on.toml", "site-shop-off.toml"));
+        assert!(wildcard_matches("a*b*c", "abc"));
+        assert!(!wildcard_matches("a*bc*c", "abc"));
+        assert!(wildcard_matches("*", "anything"));
     }
 
     #[test]

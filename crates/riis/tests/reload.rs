@@ -519,3 +519,57 @@ fn status_answers_through_the_drain() {
     drop(waiting);
     drop(silent);
 }
+
+/// Sites in files `include` names are served, found by host name beside
+/// the main file's, and a reload reads the files again.
+#[test]
+fn included_sites_are_served_and_reloaded() {
+    let dir = TempDir::new("include");
+    dir.write("www/a.txt", "main");
+    dir.write("shop/a.txt", "shop");
+    let site = |generation: u32| {
+        format!(
+            "[[sites]]\nname = \"Shop\"\nroot = \"shop\"\nbindings = [\"127.0.0.1:0:shop.test\"]\n\
+             protocol = {{ custom_headers = {{ \"X-Generation\" = \"{generation}\" }} }}\n"
+        )
+    };
+    dir.write("sites.d/shop.toml", site(1));
+    let config = dir.write(
+        "riis.toml",
+        "include = [\"sites.d/*.toml\"]\n[server]\npid_file = \"riis.pid\"\n\
+         [[sites]]\nname = \"Main\"\nroot = \"www\"\nbindings = [\"127.0.0.1:0\"]\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/a.txt").text(), "main");
+    let shop = |conn: &mut Connection| {
+        conn.send_raw(b"GET /a.txt HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+        conn.read_response(false)
+    };
+    let resp = shop(&mut conn);
+    assert_eq!(resp.text(), "shop");
+    assert_eq!(resp.header("x-generation"), Some("1"));
+
+    // A broken included file is refused, naming itself; the running
+    // configuration stays.
+    dir.write(
+        "sites.d/shop.toml",
+        "[[sites]]\nname = \"Shop\"\nroot = \"nowhere\"\n",
+    );
+    let out = riis_reload(&config);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shop.toml"), "{err}");
+    assert_eq!(shop(&mut conn).header("x-generation"), Some("1"));
+
+    dir.write("sites.d/shop.toml", site(2));
+    assert!(riis_reload(&config).status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shop(&mut conn).header("x-generation") != Some("2") {
+        assert!(
+            Instant::now() < deadline,
+            "the reload did not read the file again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
