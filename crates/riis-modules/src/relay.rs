@@ -488,11 +488,11 @@ impl Receiver {
     /// `response_buffer_limit`), waiting for more otherwise.
     pub(crate) fn take(&mut self, ctx: &mut HttpContext, relay: &Relay, limit: u64) -> Step {
         loop {
-            let limit = if self.unbuffered { 0 } else { limit };
+            let mut limit = if self.unbuffered { 0 } else { limit };
             // Output held before a flush: the configured limit, then (once
             // the response streams) pieces of at most STREAM_PIECE, so a
             // client that reads slowly holds little in the server.
-            let threshold = if self.streaming {
+            let mut threshold = if self.streaming {
                 limit.min(STREAM_PIECE)
             } else {
                 limit
@@ -545,6 +545,11 @@ impl Receiver {
                             .get(..16)
                             .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
                 });
+                if self.unbuffered {
+                    // From this head on, the first message included.
+                    limit = 0;
+                    threshold = 0;
+                }
                 // At limit 0 the head goes out as soon as it is here, unless
                 // the whole answer is; a 101 at once, since what follows it
                 // is another protocol's, passed on outside the response.

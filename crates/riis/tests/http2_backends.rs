@@ -118,6 +118,15 @@ async fn answer(
     });
     let (mut tx, channel): (Sender<Bytes>, _) = Channel::new(4);
     let path = parts.uri.path().to_owned();
+    if path == "/echo.Echo/Stream" {
+        // The first message is ready with the head, so that the two go
+        // out together, as gRPC servers send them.
+        let _ = tx.send_data(message("first")).await;
+    }
+    if path == "/hang" {
+        // Never answers (the channel is kept open, the head never sent).
+        std::future::pending::<()>().await;
+    }
     tokio::spawn(async move {
         match path.as_str() {
             "/echo.Echo/Say" => {
@@ -125,7 +134,6 @@ async fn answer(
                 let _ = tx.send_trailers(grpc_trailers("0", "done")).await;
             }
             "/echo.Echo/Stream" => {
-                let _ = tx.send_data(message("first")).await;
                 // The second message only once the client has the first:
                 // a proxy that held the answer back would never pass.
                 go.notified().await;
@@ -146,6 +154,10 @@ async fn answer(
 }
 
 fn start(backend: &Backend) -> (TempDir, RunningBinary) {
+    start_with_timeout(backend, 10)
+}
+
+fn start_with_timeout(backend: &Backend, timeout: u32) -> (TempDir, RunningBinary) {
     let dir = TempDir::new("h2-backend");
     let config = common::write_config(
         &dir,
@@ -153,6 +165,7 @@ fn start(backend: &Backend) -> (TempDir, RunningBinary) {
         &format!(
             r#"[server]
 worker_threads = 1
+pid_file = "riis.pid"
 [[modules]]
 name = "ReverseProxy"
 [[handlers]]
@@ -163,7 +176,7 @@ modules = ["ReverseProxy"]
 [proxy]
 servers = ["http://{}"]
 http_version = "2"
-timeout = 10
+timeout = {timeout}
 "#,
             backend.addr
         ),
@@ -309,4 +322,147 @@ fn an_http1_client_gets_the_body_and_the_connection_goes_on() {
     // request's authority is its Host.
     assert_eq!(seen[0].te, None);
     assert_eq!(seen[0].uri, "http://t/echo.Echo/Say");
+}
+
+/// The server's silence is judged per request: one request the server
+/// never answers gets its 504 while other requests keep the shared
+/// connection busy.
+#[test]
+fn a_request_the_server_never_answers_times_out_beside_busy_ones() {
+    let backend = Backend::start();
+    let (_dir, server) = start_with_timeout(&backend, 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = common::http2_client(server.addr).await;
+        let hang = Request::get(format!("http://{}/hang", server.addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let mut hanging = Box::pin(client.send_request(hang));
+        // Traffic on the same backend connection meanwhile, for as long as
+        // the hanging request lasts (at most 30 s).
+        let mut calls = 0;
+        let status = loop {
+            tokio::select! {
+                response = &mut hanging => break response.unwrap().status(),
+                _ = call(&mut client, server.addr, "/echo.Echo/Say", b"\0\0\0\0\x01z") => {
+                    calls += 1;
+                    assert!(calls < 3000, "the silent request never ended");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        assert_eq!(status, 504);
+    });
+}
+
+/// After a burst that opened connections side by side, one is kept.
+#[test]
+fn one_http2_connection_is_kept_per_server() {
+    let backend = Backend::start();
+    let (dir, server) = start(&backend);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut calls = Vec::new();
+        for _ in 0..20 {
+            let addr = server.addr;
+            calls.push(tokio::spawn(async move {
+                let mut client = common::http2_client(addr).await;
+                call(&mut client, addr, "/echo.Echo/Say", b"\0\0\0\0\x01b")
+                    .await
+                    .1
+            }));
+        }
+        for c in calls {
+            assert_eq!(c.await.unwrap().concat(), b"\0\0\0\0\x01b");
+        }
+    });
+    let status = common::riis_status(&dir.path().join("riis.toml"));
+    let idle: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("proxy_connections_idle: "))
+        .expect(&status)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(idle <= 1, "{status}");
+}
+
+/// A stream the server refuses (`REFUSED_STREAM`, RFC 9113 §8.7) was not
+/// processed: riis sends the request again, a POST too.
+#[test]
+fn a_refused_stream_is_sent_again() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    runtime.spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let response = Response::builder().status(200).body(()).unwrap();
+                    if let Ok(mut body) = respond.send_response(response, false) {
+                        let _ = body.send_data(Bytes::from_static(b"second try"), true);
+                    }
+                }
+            });
+        }
+    });
+    let backend = Backend {
+        addr,
+        connections: Arc::default(),
+        seen: Arc::default(),
+        go: Arc::default(),
+        _runtime: runtime,
+    };
+    let (_dir, server) = start(&backend);
+    let mut conn = common::Connection::open(server.addr);
+    conn.send_raw(b"POST /anything HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.text(), "second try");
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn an_unknown_http_version_is_a_configuration_error() {
+    let dir = TempDir::new("h2-config");
+    for (value, says) in [
+        ("\"3\"", "`3` is not a version riis speaks to servers: \"1.1\" or \"2\""),
+        ("2", "expected a string"),
+    ] {
+        let config = common::write_config(
+            &dir,
+            dir.path(),
+            &format!(
+                "[[modules]]\nname = \"ReverseProxy\"\n[proxy]\nservers = [\"http://127.0.0.1:9\"]\n\
+                 http_version = {value}\n"
+            ),
+        );
+        let out = common::riis_command("check-config", &config);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{value}");
+        assert!(err.contains("riis.toml:5: key `proxy.http_version`"), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
 }

@@ -106,6 +106,15 @@ impl Kept {
         }
     }
 
+    /// The connection's activity, when it is this exchange's alone
+    /// (HTTP/1.1).
+    fn own_io(&self) -> Option<&AtomicU64> {
+        match self.sender {
+            Sender::Http1(_) => Some(&self.last_io),
+            Sender::Http2 { .. } => None,
+        }
+    }
+
     fn is_closed(&self) -> bool {
         match &self.sender {
             Sender::Http1(sender) => sender.is_closed(),
@@ -471,7 +480,13 @@ impl Job {
     /// idempotent one (RFC 9110 §9.2.2) whose body is all still here (a
     /// streamed body's pieces that went are gone).
     fn may_send_again(&self) -> bool {
-        self.idempotent && !(self.streamed.is_some() && self.relay.upload_started())
+        self.idempotent && self.may_send_unprocessed()
+    }
+
+    /// Whether a request the server did not process may go again: its body
+    /// is all still here (a streamed body's pieces that went are gone).
+    fn may_send_unprocessed(&self) -> bool {
+        !(self.streamed.is_some() && self.relay.upload_started())
     }
 
     /// The request, made afresh for each connection it is tried on.
@@ -514,19 +529,27 @@ impl Job {
     /// Whether the server has been silent for `timeout`, counting what
     /// moved on its connection.
     fn is_silent(&self, line: &Kept) -> bool {
-        self.is_silent_since(&line.last_io)
+        self.is_silent_since(line.own_io())
     }
 
-    /// [`Job::is_silent`], for a connection's last moment of activity.
-    fn is_silent_since(&self, last_io: &AtomicU64) -> bool {
-        let last = last_io.load(Ordering::Relaxed);
-        self.relay.note_activity_at(clock_instant(last));
+    /// [`Job::is_silent`], for a connection's last moment of activity
+    /// (`None` on HTTP/2, whose connection's activity is every stream's:
+    /// there only this exchange's own frames count).
+    fn is_silent_since(&self, last_io: Option<&AtomicU64>) -> bool {
+        if let Some(last_io) = last_io {
+            let last = last_io.load(Ordering::Relaxed);
+            self.relay.note_activity_at(clock_instant(last));
+        }
         self.relay.is_silent()
     }
 
     /// Sends on `line`, waiting while the server is active.
     async fn send(&self, line: &mut Kept, server: &Server) -> Attempt {
         let request = self.request(server);
+        let last_io = match line.sender {
+            Sender::Http1(_) => Some(&*line.last_io),
+            Sender::Http2 { .. } => None,
+        };
         let sending = line.sender.try_send(request);
         tokio::pin!(sending);
         loop {
@@ -534,7 +557,7 @@ impl Job {
                 Ok(Ok(response)) => return Attempt::Answer(response),
                 Ok(Err(e)) if e.message().is_some() => return Attempt::Unsent,
                 Ok(Err(e)) => return Attempt::Failed(e.into_error()),
-                Err(_) if self.is_silent_since(&line.last_io) => return Attempt::Quiet,
+                Err(_) if self.is_silent_since(last_io) => return Attempt::Quiet,
                 Err(_) => {}
             }
         }
@@ -732,7 +755,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 // HTTP/2: the connection stays in the pool for the other
                 // exchanges; this one sends on a handle of its own.
                 if let Some(shared) = line.shared() {
-                    job.pools.put(&route, line, kept);
+                    job.pools.put(&route, line, 1);
                     line = shared;
                 }
                 match job.send(&mut line, server).await {
@@ -740,6 +763,9 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                         return relay_answer(job, server, &route, response, line).await;
                     }
                     Attempt::Unsent => continue,
+                    // Refused before any processing (RFC 9113 §8.7): as
+                    // if unsent, on a new connection.
+                    Attempt::Failed(e) if refused_stream(&e) && job.may_send_unprocessed() => break,
                     Attempt::Quiet => return Err(quiet(job, server)),
                     // It had most likely closed as the request went; but
                     // the server may have run it, so only a request that
@@ -766,13 +792,23 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 continue;
             }
         };
+        // One HTTP/2 connection is kept per server and worker: each new one
+        // (opened while others were) takes the place of the one before,
+        // which ends once its streams are done.
         if kept > 0 {
             if let Some(shared) = line.shared() {
-                job.pools.put(&route, line, kept);
+                job.pools.put(&route, line, 1);
                 line = shared;
             }
         }
-        match job.send(&mut line, server).await {
+        let mut attempt = job.send(&mut line, server).await;
+        if matches!(&attempt, Attempt::Failed(e) if refused_stream(e)) && job.may_send_unprocessed()
+        {
+            // Refused before any processing (RFC 9113 §8.7, a server at
+            // its limit of streams): once more, on the same connection.
+            attempt = job.send(&mut line, server).await;
+        }
+        match attempt {
             Attempt::Answer(response) => {
                 return relay_answer(job, server, &route, response, line).await
             }
@@ -783,9 +819,22 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
             // (nginx's `proxy_next_upstream error`).
             // (An answer that is not HTTP is the server's, not a failure of
             // the connection: 502 at once, as nginx does by default.)
+            // A stream the server refused (RFC 9113 §8.7) was not
+            // processed: the next server gets it, whatever its method.
+            Attempt::Failed(e) if refused_stream(&e) && job.may_send_unprocessed() => {
+                failures.push(format!(
+                    "{} refused the stream: {}",
+                    server.name,
+                    explained(&e)
+                ));
+            }
             Attempt::Failed(e) if job.may_send_again() && !e.is_parse() => {
                 server.mark_down(fail_timeout);
-                failures.push(format!("{} failed before answering: {e}", server.name));
+                failures.push(format!(
+                    "{} failed before answering: {}",
+                    server.name,
+                    explained(&e)
+                ));
             }
             Attempt::Unsent if job.may_send_again() => {
                 server.mark_down(fail_timeout);
@@ -823,13 +872,26 @@ fn websocket_accept(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(hash.finalize())
 }
 
-/// hyper's error, with what its terse "message head is too large" means.
+/// hyper's error, with what its terse "message head is too large" means,
+/// and what lies under it ("http2 error: stream error received: …").
 fn explained(e: &hyper::Error) -> String {
     if e.is_parse_too_large() {
-        format!("{e} (more than 100 header fields, or a head over hyper's size limit)")
-    } else {
-        e.to_string()
+        return format!("{e} (more than 100 header fields, or a head over hyper's size limit)");
     }
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
+}
+
+/// Whether an HTTP/2 server refused the stream (`REFUSED_STREAM`): it did
+/// not process the request (RFC 9113 §8.7), which may go again whatever
+/// its method.
+fn refused_stream(e: &hyper::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason)
+        == Some(h2::Reason::REFUSED_STREAM)
 }
 
 fn quiet(job: &Job, server: &Server) -> Failure {

@@ -218,16 +218,29 @@ impl Default for ReverseProxyConfig {
 
 /// The HTTP version spoken to the servers (`http_version`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum HttpVersion {
     /// `"1.1"`: a connection per request in flight, kept for the next.
     #[default]
-    #[serde(rename = "1.1")]
     Http11,
     /// `"2"`: HTTP/2, with prior knowledge on `http://` servers (h2c) and
     /// by ALPN on `https://` ones; one connection per worker and server
     /// carries every request in flight. Trailers pass on (gRPC).
-    #[serde(rename = "2")]
     Http2,
+}
+
+impl TryFrom<String> for HttpVersion {
+    type Error = String;
+
+    fn try_from(version: String) -> Result<Self, String> {
+        match version.as_str() {
+            "1.1" => Ok(Self::Http11),
+            "2" => Ok(Self::Http2),
+            other => Err(format!(
+                "`{other}` is not a version riis speaks to servers: \"1.1\" or \"2\""
+            )),
+        }
+    }
 }
 
 /// How much of the body one read asks for.
