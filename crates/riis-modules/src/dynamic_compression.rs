@@ -140,9 +140,17 @@ impl DynamicCompression {
             if announced.is_none_or(|len| len >= min_size) {
                 content_encoding::add_vary(ctx.response_mut().headers_mut());
             }
-            // (Past MAX_FILE_BYTES a file's GET goes as it is.)
+            // (Past MAX_FILE_BYTES a file's GET goes as it is: the URL's
+            // file, as long as the length says; a body made in memory is
+            // encoded whatever its length.)
+            let large_file = |ctx: &mut HttpContext, len: u64| {
+                len > MAX_FILE_BYTES
+                    && ctx
+                        .resource_info()
+                        .is_some_and(|info| info.kind == ResourceKind::File && info.len == len)
+            };
             let encoded_get = announced
-                .filter(|len| (min_size..=MAX_FILE_BYTES).contains(len))
+                .filter(|&len| len >= min_size && !large_file(ctx, len))
                 .and_then(|_| content_encoding::negotiate(ctx.request().headers()));
             if let Some(coding) = encoded_get {
                 content_encoding::mark_encoded(ctx.response_mut().headers_mut(), coding);

@@ -143,6 +143,10 @@ pub(crate) struct Relay {
     space: Notify,
     cancelled: AtomicBool,
     cancel: Notify,
+    /// The exchange's task is done (or the request gone): a streamed body
+    /// still waiting for the client ends in an error, so that an HTTP/2
+    /// server gets its stream reset instead of waiting for the rest.
+    over: AtomicBool,
     /// Wakes the request.
     done: CompletionHandle,
     /// The longest the backend may stay silent.
@@ -192,6 +196,7 @@ impl Relay {
             }),
             space: Notify::new(),
             cancelled: AtomicBool::new(false),
+            over: AtomicBool::new(false),
             body_given: AtomicBool::new(false),
             upload_started: AtomicBool::new(false),
             waiting_for_upload: AtomicBool::new(false),
@@ -214,6 +219,22 @@ impl Relay {
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
         self.cancel.notify_one();
+        self.end_upload();
+    }
+
+    /// The exchange is over, or the request gone: what is left of a
+    /// streamed body will never come (see `over`).
+    pub(crate) fn end_upload(&self) {
+        self.over.store(true, Ordering::SeqCst);
+        let waker = self.lock().upload_waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether [`Relay::end_upload`] was called.
+    pub(crate) fn upload_ended(&self) -> bool {
+        self.over.load(Ordering::SeqCst)
     }
 
     /// Resolves once the request has ended.

@@ -753,6 +753,14 @@ fn dynamic_compression_leaves_a_large_file_alone() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-encoding"), None);
     assert_eq!(resp.body.len(), big.len());
+    // Its HEAD says the same.
+    conn.send_raw(b"HEAD /large.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(head.header("content-encoding"), None);
+    assert_eq!(
+        head.header("content-length"),
+        Some(big.len().to_string().as_str())
+    );
 }
 
 #[test]

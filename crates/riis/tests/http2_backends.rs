@@ -25,6 +25,8 @@ struct Seen {
     uri: String,
     te: Option<String>,
     body: Vec<u8>,
+    /// The body's read ended in an error (the stream was reset).
+    body_failed: bool,
 }
 
 /// The test's HTTP/2 server.
@@ -102,12 +104,31 @@ async fn answer(
     go: Arc<tokio::sync::Notify>,
 ) -> Result<Response<Channel<Bytes>>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
+    if parts.uri.path() == "/early" {
+        // The head at once; the body is read after (as a gRPC server that
+        // answers while the client streams), its outcome noted.
+        tokio::spawn(async move {
+            let collected = body.collect().await;
+            seen.lock().unwrap().push(Seen {
+                body_failed: collected.is_err(),
+                version: parts.version,
+                uri: parts.uri.to_string(),
+                te: None,
+                body: Vec::new(),
+            });
+        });
+        let (_tx, channel) = Channel::new(1);
+        // The sender is dropped: the answer is a head and an empty body.
+        return Ok(Response::builder()
+            .header("content-type", "text/plain")
+            .body(channel)
+            .unwrap());
+    }
+    let collected = body.collect().await;
+    let body_failed = collected.is_err();
+    let body = collected.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
     seen.lock().unwrap().push(Seen {
+        body_failed,
         version: parts.version,
         uri: parts.uri.to_string(),
         te: parts
@@ -158,6 +179,10 @@ fn start(backend: &Backend) -> (TempDir, RunningBinary) {
 }
 
 fn start_with_timeout(backend: &Backend, timeout: u32) -> (TempDir, RunningBinary) {
+    start_with(backend, timeout, "")
+}
+
+fn start_with(backend: &Backend, timeout: u32, more: &str) -> (TempDir, RunningBinary) {
     let dir = TempDir::new("h2-backend");
     let config = common::write_config(
         &dir,
@@ -177,6 +202,7 @@ modules = ["ReverseProxy"]
 servers = ["http://{}"]
 http_version = "2"
 timeout = {timeout}
+{more}
 "#,
             backend.addr
         ),
@@ -448,7 +474,10 @@ fn a_refused_stream_is_sent_again() {
 fn an_unknown_http_version_is_a_configuration_error() {
     let dir = TempDir::new("h2-config");
     for (value, says) in [
-        ("\"3\"", "`3` is not a version riis speaks to servers: \"1.1\" or \"2\""),
+        (
+            "\"3\"",
+            "`3` is not a version riis speaks to servers: \"1.1\" or \"2\"",
+        ),
         ("2", "expected a string"),
     ] {
         let config = common::write_config(
@@ -462,7 +491,48 @@ fn an_unknown_http_version_is_a_configuration_error() {
         let out = common::riis_command("check-config", &config);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{value}");
-        assert!(err.contains("riis.toml:5: key `proxy.http_version`"), "{err}");
+        assert!(
+            err.contains("riis.toml:5: key `proxy.http_version`"),
+            "{err}"
+        );
         assert!(err.contains(says), "{err}");
+    }
+}
+
+/// A streamed upload whose client goes away before the end, after the
+/// server answered its head: the server's stream is reset, so it stops
+/// waiting for the rest of the body (on a connection that other requests
+/// share, nothing else would end it).
+#[test]
+fn an_upload_given_up_by_its_client_resets_the_stream() {
+    let backend = Backend::start();
+    let (_dir, server) = start_with(&backend, 30, "request_buffering = false");
+    {
+        let mut conn = common::Connection::open(server.addr);
+        conn.send_raw(
+            b"POST /early HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nc\r\nonly a start\r\n",
+        );
+        // Until the server has the connection (and the first bytes).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while backend.connections.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing reached the server"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    } // The client leaves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(seen) = backend.seen.lock().unwrap().first() {
+            assert!(seen.body_failed, "{seen:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server still waits for the body"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -30,6 +30,12 @@ use crate::spooled_body::SpooledBody;
 /// takes counts as the server's activity.
 const BODY_PIECE: usize = 64 * 1024;
 
+/// An HTTP/2 stream's receive window (the answer a server may send ahead).
+const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+/// An HTTP/2 connection's receive window: 1 GiB, so that even 1,000
+/// streams stalled at their full window leave room for the others.
+const H2_CONNECTION_WINDOW: u32 = 1 << 30;
+
 /// The longest a kept connection is waited for to take the next request.
 const POOLED_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -152,10 +158,16 @@ impl Reusable for Kept {
 /// client's, or the server's), as RFC 9113 §8.3.1 has a proxy send it.
 fn for_http2(mut request: Request<RequestBody>, https: bool) -> Request<RequestBody> {
     use riis_pipeline::http::uri::{Authority, PathAndQuery, Scheme};
-    let host = request.headers_mut().remove(header::HOST);
     let mut parts = request.uri().clone().into_parts();
     parts.scheme = Some(if https { Scheme::HTTPS } else { Scheme::HTTP });
-    if let Some(authority) = host.and_then(|h| Authority::try_from(h.as_bytes()).ok()) {
+    let authority = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+    if let Some(authority) = authority {
+        // `:authority` replaces `Host`; one that is no authority stays a
+        // header (the server then has it still).
+        request.headers_mut().remove(header::HOST);
         parts.authority = Some(authority);
     }
     if parts.path_and_query.is_none() {
@@ -250,6 +262,10 @@ struct RouteKey {
     trust: Option<Arc<rustls::ClientConfig>>,
     /// The connections speak HTTP/2.
     http2: bool,
+    /// With `http2`, the trust without HTTP/2's ALPN, for the upgrades
+    /// that go on HTTP/1.1 (not part of the key: those routes say
+    /// `http2: false`).
+    http1_trust: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Route {
@@ -353,6 +369,13 @@ impl RequestBody {
         relay: &Relay,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if relay.upload_ended() && !relay.body_given() {
+            // The exchange is over with the body unsent: the stream (HTTP/2)
+            // or the connection is reset rather than left waiting.
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "the rest of the request body will not come",
+            ))));
+        }
         match relay.poll_upload(cx) {
             Poll::Ready(Some(piece)) => {
                 self.offset += piece.len() as u64;
@@ -452,14 +475,19 @@ impl Failure {
 pub(super) async fn run(job: Job) {
     let end = tokio::select! {
         result = exchange(&job) => match result {
-            Ok(()) => End::Complete,
-            Err(failure) => failure.into_end(),
+            Ok(()) => Some(End::Complete),
+            Err(failure) => Some(failure.into_end()),
         },
         // The request is gone: nobody reads the end (and dropping the
         // exchange drops its connection mid-answer).
-        _ = job.relay.cancelled() => return,
+        _ = job.relay.cancelled() => None,
     };
-    job.relay.finish(end);
+    // A streamed body the client stopped sending ends now: on HTTP/2 the
+    // stream lives on in hyper's task while its body does.
+    job.relay.end_upload();
+    if let Some(end) = end {
+        job.relay.finish(end);
+    }
 }
 
 /// What sending on one connection came to.
@@ -580,8 +608,9 @@ impl Job {
         }
         Ok(Route(Arc::new(RouteKey {
             address: route.0.address.clone(),
-            trust: route.0.trust.clone(),
+            trust: route.0.http1_trust.clone(),
             http2: false,
+            http1_trust: None,
         })))
     }
 }
@@ -601,18 +630,19 @@ pub(super) fn route(config: &ReverseProxyConfig, server: &Server) -> Result<Rout
     };
     let http2 = config.http_version == super::HttpVersion::Http2;
     // HTTP/2 over TLS is agreed in the handshake (ALPN, RFC 9113 §3.2).
-    let trust = match trust {
+    let (trust, http1_trust) = match trust {
         Some(base) if http2 => {
             let mut config = (*base).clone();
             config.alpn_protocols = vec![b"h2".to_vec()];
-            Some(Arc::new(config))
+            (Some(Arc::new(config)), Some(base))
         }
-        other => other,
+        other => (other, None),
     };
     let route = Route(Arc::new(RouteKey {
         address: server.address.clone(),
         trust,
         http2,
+        http1_trust,
     }));
     Ok(server.route.get_or_init(|| route).clone())
 }
@@ -671,6 +701,12 @@ where
     if http2 {
         let (sender, connection) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                // A stream whose client reads slowly holds its window (it
+                // is given back as the answer is taken): the connection's
+                // is far larger than the streams' together, so stalled
+                // streams never hold back the others sharing it.
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
                 .handshake(TokioIo::new(watched))
                 .await
                 .map_err(|e| format!("{}: {e}", server.name))?;
