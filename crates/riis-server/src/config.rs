@@ -925,7 +925,13 @@ fn parse_document<T: serde::de::DeserializeOwned>(
 impl ServerConfig {
     /// Parses configuration text; relative site roots are taken from `base`.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
-        let (mut raw, key_lines): (RawConfig, _) = parse_document(text, file)?;
+        let (mut raw, key_lines): (RawConfig, _) =
+            parse_document(text, file).map_err(|mut e| {
+                if e.key.as_deref().is_some_and(is_misplaced_include) {
+                    e.message = MISPLACED_INCLUDE.to_owned();
+                }
+                e
+            })?;
         let included = include_sites(&mut raw, file, base, &key_lines)?;
 
         let modules = raw.modules.unwrap_or_else(|| {
@@ -1514,6 +1520,9 @@ impl ServerConfig {
 
     /// A pipeline build error, placed in the file.
     pub fn build_error(&self, e: &BuildError) -> ConfigError {
+        if is_misplaced_include(&e.key) {
+            return self.error_at(&e.key, MISPLACED_INCLUDE);
+        }
         // serde reports an unknown field on the table that holds it; point at
         // the field itself when the message names it.
         let mut key = e.key.clone();
@@ -1548,6 +1557,15 @@ fn line_in(key_lines: &BTreeMap<String, usize>, key: &str) -> Option<usize> {
     }
 }
 
+/// `include` written after a table belongs to that table (TOML's rule):
+/// a section of a site, or an unknown field of `[server]`.
+fn is_misplaced_include(key: &str) -> bool {
+    key.ends_with(".include")
+}
+
+const MISPLACED_INCLUDE: &str =
+    "`include` is a top-level key: write it before the first table (`[server]`, `[[sites]]`, …)";
+
 /// Reads the files `raw.include` names (relative to `base`; `*` in a file
 /// name matches any run of characters, as nginx's `include` does, in name
 /// order) and appends their sites to `raw.sites`. Their relative paths are
@@ -1559,6 +1577,11 @@ fn include_sites(
     key_lines: &BTreeMap<String, usize>,
 ) -> Result<Vec<IncludedFile>, ConfigError> {
     let mut included = Vec::new();
+    // Files compared as the file system names them: `./a.toml` and
+    // `a.toml` are one file, as is the main file under another spelling.
+    let identity = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let main = identity(file);
+    let mut seen = Vec::new();
     for (n, pattern) in std::mem::take(&mut raw.include).iter().enumerate() {
         let error = |message: String| ConfigError {
             file: file.to_owned(),
@@ -1567,9 +1590,17 @@ fn include_sites(
             message,
         };
         for path in expand_include(base, pattern).map_err(error)? {
-            if path == file || included.iter().any(|f: &IncludedFile| f.file == path) {
+            let real = identity(&path);
+            if real == main {
+                return Err(error(format!(
+                    "`{}` is this configuration file itself",
+                    path.display()
+                )));
+            }
+            if seen.contains(&real) {
                 return Err(error(format!("`{}` is included twice", path.display())));
             }
+            seen.push(real);
             let text = read_text(&path)?;
             let (doc, lines): (RawIncluded, _) = parse_document(&text, &path)?;
             included.push(IncludedFile {
@@ -1595,21 +1626,35 @@ fn expand_include(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
         .filter(|n| !n.is_empty())
         .ok_or_else(|| format!("`{pattern}` names no file"))?
         .to_owned();
-    if !name.contains('*') {
-        return Ok(vec![path]);
+    // (`riis.toml` as `--config`: its folder is the current one.)
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    if folder.to_string_lossy().contains('*') {
+        return Err(format!(
+            "`{pattern}`: `*` matches file names only, not folders"
+        ));
     }
-    let folder = path.parent().unwrap_or(base);
+    if !name.contains('*') {
+        // A file named alone must be there.
+        return match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(vec![path]),
+            Ok(_) => Err(format!("`{}` is not a regular file", path.display())),
+            Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+        };
+    }
     let entries = std::fs::read_dir(folder)
         .map_err(|e| format!("cannot read the folder `{}`: {e}", folder.display()))?;
     let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| format!("cannot read `{}`: {e}", folder.display()))?;
-        let Some(candidate) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        let hidden = candidate.starts_with('.') && !name.starts_with('.');
+        // By bytes: a name that is not UTF-8 is matched too, not skipped.
+        let candidate = entry.file_name();
+        let candidate = candidate.as_encoded_bytes();
+        let hidden = candidate.first() == Some(&b'.') && !name.starts_with('.');
         // Followed through links, as the file is read.
-        if !hidden && wildcard_matches(&name, &candidate) && entry.path().is_file() {
+        if !hidden && wildcard_matches(name.as_bytes(), candidate) && entry.path().is_file() {
             files.push(entry.path());
         }
     }
@@ -1618,19 +1663,22 @@ fn expand_include(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
 }
 
 /// Whether `name` matches `pattern`, where each `*` stands for any run of
-/// characters.
-fn wildcard_matches(pattern: &str, name: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
+/// bytes.
+fn wildcard_matches(pattern: &[u8], name: &[u8]) -> bool {
+    let mut parts = pattern.split(|&b| b == b'*');
+    let first = parts.next().unwrap_or(b"");
     let Some(mut rest) = name.strip_prefix(first) else {
         return false;
     };
-    let parts: Vec<&str> = parts.collect();
+    let parts: Vec<&[u8]> = parts.collect();
     for (i, part) in parts.iter().enumerate() {
         if i == parts.len() - 1 {
             return rest.len() >= part.len() && rest.ends_with(part);
         }
-        match rest.find(part) {
+        match rest
+            .windows(part.len().max(1))
+            .position(|w| part.is_empty() || w == *part)
+        {
             Some(at) => rest = &rest[at + part.len()..],
             None => return false,
         }
@@ -1912,7 +1960,24 @@ mod tests {
         let text = "include = [\"sites.d/*.toml\", \"extra.toml\"]\n";
         std::fs::remove_file(dir.join("sites.d/20-blog.toml")).unwrap();
         let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
-        assert_eq!(e.file, dir.join("extra.toml"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("include[1]"), "{e}");
+        assert!(e.message.contains("extra.toml"), "{e}");
+        // The main file itself, however it is spelled; a file twice.
+        std::fs::write(&main, "").unwrap();
+        let text = "include = [\"./riis.toml\"]\n";
+        let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
+        assert!(e.message.contains("this configuration file itself"), "{e}");
+        let text = "include = [\"sites.d/*.toml\", \"./sites.d/10-shop.toml\"]\n";
+        let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("include[1]"), "{e}");
+        assert!(e.message.contains("included twice"), "{e}");
+        // `*` in a folder; `include` written under a table.
+        let text = "include = [\"*/site.toml\"]\n";
+        let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
+        assert!(e.message.contains("file names only"), "{e}");
+        let text = "[server]\ninclude = [\"sites.d/*.toml\"]\n";
+        let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
+        assert!(e.message.contains("before the first table"), "{e}");
         // A folder that is not there.
         let text = "include = [\"conf.d/*.toml\"]\n";
         let e = ServerConfig::parse(text, &main, &dir).unwrap_err();
@@ -1923,14 +1988,17 @@ mod tests {
 
     #[test]
     fn wildcards_match_runs_of_characters() {
-        assert!(wildcard_matches("*.toml", "a.toml"));
-        assert!(wildcard_matches("*.toml", ".toml"));
-        assert!(!wildcard_matches("*.toml", "a.toml.bak"));
-        assert!(wildcard_matches("site-*-on.toml", "site-shop-on.toml"));
-        assert!(!wildcard_matches("site-*-on.toml", "site-shop-off.toml"));
-        assert!(wildcard_matches("a*b*c", "abc"));
-        assert!(!wildcard_matches("a*bc*c", "abc"));
-        assert!(wildcard_matches("*", "anything"));
+        let matches = |p: &str, n: &str| wildcard_matches(p.as_bytes(), n.as_bytes());
+        assert!(matches("*.toml", "a.toml"));
+        assert!(matches("*.toml", ".toml"));
+        assert!(!matches("*.toml", "a.toml.bak"));
+        assert!(matches("site-*-on.toml", "site-shop-on.toml"));
+        assert!(!matches("site-*-on.toml", "site-shop-off.toml"));
+        assert!(matches("a*b*c", "abc"));
+        assert!(!matches("a*bc*c", "abc"));
+        assert!(matches("*", "anything"));
+        assert!(matches("**.toml", "x.toml"));
+        assert!(wildcard_matches(b"*.toml", b"caf\xe9.toml"));
     }
 
     #[test]
