@@ -215,6 +215,12 @@ impl tokio::io::AsyncWrite for Connection {
 pub(crate) trait Reusable: Send + 'static {
     /// Whether the idle connection can still carry a request.
     fn is_reusable(&self) -> bool;
+
+    /// Whether a pooled connection counts as idle for `riis status` (an
+    /// HTTP/2 connection stays pooled while it carries streams).
+    fn counts_as_idle(&self) -> bool {
+        true
+    }
 }
 
 impl Reusable for Connection {
@@ -286,7 +292,8 @@ impl<C: Reusable, K: std::hash::Hash + Eq + Clone + Send + 'static> Pools<C, K> 
                     .lists
                     .get_mut(address)?;
                 let popped = list.pop()?;
-                self.count.fetch_sub(1, Ordering::Relaxed);
+                self.count
+                    .fetch_sub(usize::from(popped.0.counts_as_idle()), Ordering::Relaxed);
                 popped
             };
             // Checked outside the lock every worker shares.
@@ -308,11 +315,13 @@ impl<C: Reusable, K: std::hash::Hash + Eq + Clone + Send + 'static> Pools<C, K> 
         };
         while list.len() >= most.max(1) {
             // The oldest goes: it is the likeliest to be closed by now.
-            list.remove(0);
-            self.count.fetch_sub(1, Ordering::Relaxed);
+            let (oldest, _) = list.remove(0);
+            self.count
+                .fetch_sub(usize::from(oldest.counts_as_idle()), Ordering::Relaxed);
         }
+        self.count
+            .fetch_add(usize::from(connection.counts_as_idle()), Ordering::Relaxed);
         list.push((connection, Instant::now()));
-        self.count.fetch_add(1, Ordering::Relaxed);
         if !std::mem::replace(&mut ours.swept, true) {
             tokio::spawn(self.clone().sweep(thread));
         }
@@ -330,11 +339,13 @@ impl<C: Reusable, K: std::hash::Hash + Eq + Clone + Send + 'static> Pools<C, K> 
             };
             let mut closed = 0;
             for list in ours.lists.values_mut() {
-                let before = list.len();
                 list.retain(|(connection, since)| {
-                    since.elapsed() < IDLE_TIME && connection.is_reusable()
+                    let keep = since.elapsed() < IDLE_TIME && connection.is_reusable();
+                    if !keep && connection.counts_as_idle() {
+                        closed += 1;
+                    }
+                    keep
                 });
-                closed += before - list.len();
             }
             self.count.fetch_sub(closed, Ordering::Relaxed);
             ours.lists.retain(|_, list| !list.is_empty());

@@ -151,7 +151,14 @@ impl Reusable for Kept {
         // closes it or sends anything unasked for.
         !self.is_closed()
     }
+
+    fn counts_as_idle(&self) -> bool {
+        matches!(self.sender, Sender::Http1(_))
+    }
 }
+
+/// HTTP/2 connections to servers open now, for `riis status`.
+pub(super) static HTTP2_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// A request as HTTP/2 sends it: its target an absolute URI, whose
 /// authority (`:authority`) is the `Host` the request carries (the
@@ -712,10 +719,12 @@ where
                 .map_err(|e| format!("{}: {e}", server.name))?;
         // Its own task, on this worker's runtime, until the server closes
         // the connection or every handle to it has gone.
+        HTTP2_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("ReverseProxy: HTTP/2 connection ended: {e}");
             }
+            HTTP2_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
         });
         return Ok(Kept {
             sender: Sender::Http2 { sender, https },

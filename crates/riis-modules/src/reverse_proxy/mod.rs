@@ -850,9 +850,10 @@ pub fn register_module(
     registration.set_global_notifications(
         crate::StatusLines(move || {
             format!(
-                "proxy_requests_running: {}\nproxy_connections_idle: {}\nproxy_tunnels_open: {}\n",
+                "proxy_requests_running: {}\nproxy_connections_idle: {}\nproxy_http2_connections: {}\nproxy_tunnels_open: {}\n",
                 running.load(Ordering::Relaxed),
                 pools.idle_count(),
+                exchange::HTTP2_CONNECTIONS.load(Ordering::Relaxed),
                 tunnels.load(Ordering::Relaxed)
             )
         }),
