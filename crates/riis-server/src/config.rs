@@ -901,6 +901,26 @@ fn parse_document<T: serde::de::DeserializeOwned>(
                 .min_by_key(|(_, v)| v.len())
                 .map(|(key, _)| key.clone())
         });
+        // An array of tables named whole, for a field missing in one of
+        // its tables (the first `[[sites]]` without a `name`): that table.
+        let missing_field = e.message().starts_with("missing field");
+        let innermost = innermost.map(|key| {
+            line.filter(|_| missing_field)
+                .and_then(|line| {
+                    key_lines
+                        .iter()
+                        .find(|(element, at)| {
+                            **at == line
+                                && element.strip_prefix(key.as_str()).is_some_and(|rest| {
+                                    rest.starts_with('[')
+                                        && rest.ends_with(']')
+                                        && !rest.contains('.')
+                                })
+                        })
+                        .map(|(element, _)| element.clone())
+                })
+                .unwrap_or(key)
+        });
         // Else the key written on that line (the deepest).
         let key = innermost.or_else(|| {
             let line = line?;
@@ -2019,6 +2039,15 @@ mod tests {
         let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
         assert_eq!(e.key.as_deref(), Some("server.worker_threads"), "{e}");
+
+        // A field missing in the first of an array of tables names that
+        // table, as it does for the others.
+        let text = "[[sites]]\nroot = \".\"\nbindings = [\"127.0.0.1:0\"]\n\
+                    [[sites]]\nroot = \".\"\nbindings = [\"127.0.0.1:0:b\"]\n";
+        let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        assert_eq!(e.key.as_deref(), Some("sites[0]"), "{e}");
+        assert!(e.message.contains("missing field `name`"), "{e}");
     }
 
     #[test]
