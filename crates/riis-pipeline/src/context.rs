@@ -315,12 +315,9 @@ impl HttpContext {
     /// the folder the URL was mapped into (refusing links out of it, say)
     /// starts from here rather than from the site's root.
     pub fn virtual_directory(&self) -> &crate::VirtualDirectory {
-        let index = if self.request.url_changed {
-            self.site.location_index(self.request.url())
-        } else {
-            self.location
-        };
-        self.site.virtual_directory(index)
+        self.location()
+            .virtual_directory()
+            .unwrap_or(&self.site.root_directory)
     }
 
     /// Takes in a URL changed with `set_url`: the location is chosen again

@@ -106,21 +106,38 @@ pub fn prepare_url_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
 /// and one file: `//uploads/x` is `/uploads/x` for the location match (its
 /// configuration, filters and redirects) as it already was for the file
 /// mapping, which joins the path to the root without leading slashes.
+/// (Its callers refuse `..` segments first.)
 fn normalize(path: &str) -> Option<String> {
     if !(path.contains("//") || path.contains("/./") || path.ends_with("/.")) {
         return None;
     }
-    let mut out = String::with_capacity(path.len());
+    Some(join_segments(path))
+}
+
+/// `path`'s segments joined again: runs of `/` collapsed, `.` segments
+/// dropped, `..` segments resolved against what comes before them (never
+/// above `/`), a trailing `/` kept.
+fn join_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
     for segment in path.split('/') {
-        if !segment.is_empty() && segment != "." {
-            out.push('/');
-            out.push_str(segment);
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
         }
     }
-    if out.is_empty() || path.ends_with('/') || path.ends_with("/.") {
+    let mut out = String::with_capacity(path.len() + 1);
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    let ends_in_folder = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
+    if out.is_empty() || ends_in_folder {
         out.push('/');
     }
-    Some(out)
+    out
 }
 
 /// A URL path a module asks to map (MapPath), in the form the request's own
@@ -143,26 +160,7 @@ pub(crate) fn normalize_mapped_url(url: &str) -> Cow<'_, str> {
     if clean {
         return Cow::Borrowed(url);
     }
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in url.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            _ => segments.push(segment),
-        }
-    }
-    let mut out = String::with_capacity(url.len() + 1);
-    for segment in &segments {
-        out.push('/');
-        out.push_str(segment);
-    }
-    let ends_in_folder = url.ends_with('/') || url.ends_with("/.") || url.ends_with("/..");
-    if out.is_empty() || (ends_in_folder && !segments.is_empty()) {
-        out.push('/');
-    }
-    Cow::Owned(out)
+    Cow::Owned(join_segments(url))
 }
 
 /// The request: method, URL, headers, addresses and body.

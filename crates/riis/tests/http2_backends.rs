@@ -39,17 +39,24 @@ struct Backend {
     _runtime: tokio::runtime::Runtime,
 }
 
+/// A runtime of its own for a test server, and a loopback port it listens
+/// on.
+fn listening() -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    (runtime, listener, addr)
+}
+
 impl Backend {
     fn start() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (runtime, listener, addr) = listening();
         let connections = Arc::new(AtomicUsize::new(0));
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let go = Arc::new(tokio::sync::Notify::new());
@@ -435,15 +442,7 @@ fn one_http2_connection_is_kept_per_server() {
 /// processed: riis sends the request again, a POST too.
 #[test]
 fn a_refused_stream_is_sent_again() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (runtime, listener, addr) = listening();
     let attempts = Arc::new(AtomicUsize::new(0));
     let counted = attempts.clone();
     runtime.spawn(async move {

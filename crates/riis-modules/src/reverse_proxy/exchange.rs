@@ -112,15 +112,6 @@ impl Kept {
         }
     }
 
-    /// The connection's activity, when it is this exchange's alone
-    /// (HTTP/1.1).
-    fn own_io(&self) -> Option<&AtomicU64> {
-        match self.sender {
-            Sender::Http1(_) => Some(&self.last_io),
-            Sender::Http2 { .. } => None,
-        }
-    }
-
     fn is_closed(&self) -> bool {
         match &self.sender {
             Sender::Http1(sender) => sender.is_closed(),
@@ -154,6 +145,16 @@ impl Reusable for Kept {
 
     fn counts_as_idle(&self) -> bool {
         matches!(self.sender, Sender::Http1(_))
+    }
+}
+
+/// A connection's activity (`last_io`), when it is one exchange's alone
+/// (HTTP/1.1); an HTTP/2 connection's is every stream's. (Of the fields,
+/// not of a [`Kept`]: the sender is borrowed apart while a request goes.)
+fn own_io<'a>(sender: &Sender, last_io: &'a AtomicU64) -> Option<&'a AtomicU64> {
+    match sender {
+        Sender::Http1(_) => Some(last_io),
+        Sender::Http2 { .. } => None,
     }
 }
 
@@ -564,7 +565,7 @@ impl Job {
     /// Whether the server has been silent for `timeout`, counting what
     /// moved on its connection.
     fn is_silent(&self, line: &Kept) -> bool {
-        self.is_silent_since(line.own_io())
+        self.is_silent_since(own_io(&line.sender, &line.last_io))
     }
 
     /// [`Job::is_silent`], for a connection's last moment of activity
@@ -581,10 +582,7 @@ impl Job {
     /// Sends on `line`, waiting while the server is active.
     async fn send(&self, line: &mut Kept, server: &Server) -> Attempt {
         let request = self.request(server);
-        let last_io = match line.sender {
-            Sender::Http1(_) => Some(&*line.last_io),
-            Sender::Http2 { .. } => None,
-        };
+        let last_io = own_io(&line.sender, &line.last_io);
         let sending = line.sender.try_send(request);
         tokio::pin!(sending);
         loop {

@@ -9,6 +9,15 @@ use riis_pipeline::http::{HeaderName, HeaderValue, Method, Version};
 use super::{bytes, context_hr, text, with_context};
 use crate::frame::Frame;
 
+/// A header name from a C string.
+///
+/// # Safety
+/// `name` must be NULL or a NUL-terminated string.
+pub(super) unsafe fn header_name(name: *const c_char) -> Result<HeaderName, riis_hresult> {
+    // SAFETY: forwarded from this function's contract.
+    HeaderName::from_bytes(unsafe { text(name) }?.as_bytes()).map_err(|_| hr::E_INVALIDARG)
+}
+
 /// A header name and value from C strings.
 ///
 /// # Safety
@@ -18,8 +27,7 @@ pub(super) unsafe fn header_pair(
     value: *const c_char,
 ) -> Result<(HeaderName, HeaderValue), riis_hresult> {
     // SAFETY: forwarded from this function's contract.
-    let name =
-        HeaderName::from_bytes(unsafe { text(name) }?.as_bytes()).map_err(|_| hr::E_INVALIDARG)?;
+    let name = unsafe { header_name(name) }?;
     // SAFETY: as above. The value's bytes as they are: IIS takes Latin-1
     // obs-text too.
     let value = HeaderValue::from_bytes(unsafe { bytes(value) }?).map_err(|_| hr::E_INVALIDARG)?;
@@ -172,8 +180,7 @@ pub(super) unsafe extern "C" fn delete_header(
     // SAFETY: the handle is checked by context_hr; `name` is a C string.
     unsafe {
         context_hr("request_delete_header", ctx, |_, ctx| {
-            let name =
-                HeaderName::from_bytes(text(name)?.as_bytes()).map_err(|_| hr::E_INVALIDARG)?;
+            let name = header_name(name)?;
             ctx.request_mut().delete_header(name);
             Ok(())
         })

@@ -8,10 +8,10 @@ use std::ptr;
 use std::sync::Arc;
 
 use riis_abi::{hr, riis_context, riis_data_chunk, riis_hresult};
-use riis_pipeline::http::{HeaderName, StatusCode};
+use riis_pipeline::http::StatusCode;
 use riis_pipeline::{EntityChunk, FlushOptions};
 
-use super::request::{header_pair, joined_header, names_into};
+use super::request::{header_name, header_pair, joined_header, names_into};
 use super::{context_hr, text, with_context};
 
 pub(super) unsafe extern "C" fn status(
@@ -126,8 +126,7 @@ pub(super) unsafe extern "C" fn delete_header(
     // SAFETY: the handle is checked by context_hr; `name` is a C string.
     unsafe {
         context_hr("response_delete_header", ctx, |_, ctx| {
-            let name =
-                HeaderName::from_bytes(text(name)?.as_bytes()).map_err(|_| hr::E_INVALIDARG)?;
+            let name = header_name(name)?;
             ctx.response_mut().delete_header(name);
             Ok(())
         })
@@ -182,8 +181,7 @@ pub(super) unsafe extern "C" fn delete_trailer(
     // SAFETY: the handle is checked by context_hr; `name` is a C string.
     unsafe {
         context_hr("response_delete_trailer", ctx, |_, ctx| {
-            let name =
-                HeaderName::from_bytes(text(name)?.as_bytes()).map_err(|_| hr::E_INVALIDARG)?;
+            let name = header_name(name)?;
             ctx.response_mut().delete_trailer(name);
             Ok(())
         })
