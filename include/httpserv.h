@@ -91,6 +91,12 @@
  *     BUFFER_RESPONSE, DISABLE_CUSTOM_ERROR and SAME_URL are honoured.
  *     CloneContext copies method, URL, headers and user whatever the
  *     CLONE_FLAG_* values.
+ *   - After IHttpContext3::EnableFullDuplex, a ReadEntityBody stays under
+ *     way while the module writes, flushes (asynchronously) and is woken by
+ *     PostCompletion from its own thread; each completes on its own, and
+ *     IHttpCompletionInfo2::GetCompletedOperation tells them apart. Without
+ *     it, a read and an asynchronous flush of one call complete once: the
+ *     flush is made first, and the completion is the read's.
  *   - NotifyCustomNotification delivers synchronously:
  *     *pfCompletionExpected is FALSE.
  *   - IndicateCompletion and PostCompletion may be called from any thread
@@ -144,7 +150,7 @@
  *   GetHeaderChanges, GetServerVarChanges, GetTraceContext, GetUrlInfo,
  *   GetScriptMap, GetFileInfo, GetNextNotification, MapHandler,
  *   IHttpServer::GetExtendedInterface (HttpGetExtendedInterface gives
- *   IHttpResponse4 only) and IHttpServer's cache, file and worker-process
+ *   IHttpResponse4, IHttpContext3 and IHttpCompletionInfo2 only) and IHttpServer's cache, file and worker-process
  *   methods are not declared, or return NULL / E_NOTIMPL where noted.
  *   IMapHandlerProvider's setters return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED)
  *   (use handler mappings in riis.toml). CGlobalModule has no
@@ -1043,25 +1049,23 @@ protected:
 class IHttpServer;
 
 namespace riis_cxx {
-/** The extended interfaces riis has: IHttpResponse4 of an IHttpResponse. */
-inline HRESULT extended(IHttpResponse *pInput, IHttpResponse4 **ppOutput) {
+/** An extended interface of an object riis gave: every one riis gives
+ *  behind `Base` is also an `Extended` (its Response, Context or
+ *  CompletionInfo), so the cast is static. */
+template <class Base, class Extended>
+inline HRESULT extend(Base *pInput, Extended **ppOutput) {
     if (pInput == NULL || ppOutput == NULL) {
         return E_INVALIDARG;
     }
-    // Every IHttpResponse riis gives is its Response, an IHttpResponse4.
-    *ppOutput = static_cast<IHttpResponse4 *>(pInput);
+    *ppOutput = static_cast<Extended *>(pInput);
     return S_OK;
 }
-} // namespace riis_cxx
 
-/** IIS's way to an extended interface (IHttpResponse4 from the request's
- *  IHttpResponse); another pair does not compile. */
-template <class HttpType1, class HttpType2>
-HRESULT HttpGetExtendedInterface(IN IHttpServer *pHttpServer, IN HttpType1 *pInput,
-                                 OUT HttpType2 **ppOutput) {
-    UNREFERENCED_PARAMETER(pHttpServer);
-    return riis_cxx::extended(pInput, ppOutput);
+/** The extended interfaces riis has: IHttpResponse4 of an IHttpResponse. */
+inline HRESULT extended(IHttpResponse *pInput, IHttpResponse4 **ppOutput) {
+    return extend(pInput, ppOutput);
 }
+} // namespace riis_cxx
 
 class CHttpModule;
 
@@ -1210,6 +1214,33 @@ protected:
     virtual ~IHttpContext() {}
 };
 
+/** IIS 8's additions to IHttpContext that riis has: EnableFullDuplex. Every
+ *  IHttpContext riis gives is also an IHttpContext3: get it with
+ *  HttpGetExtendedInterface, as in IIS. (riis has no IHttpContext2; the
+ *  other methods of IIS's IHttpContext3 are not declared.) */
+class IHttpContext3 : public IHttpContext {
+public:
+    /** From now on a module may keep one ReadEntityBody (asynchronous)
+     *  under way while it writes and flushes asynchronously and is woken
+     *  by PostCompletion or IndicateCompletion from its own thread: each
+     *  completes through OnAsyncCompletion on its own, and
+     *  IHttpCompletionInfo2::GetCompletedOperation says which. A read and
+     *  an asynchronous flush may be started in the same call: the flush
+     *  completes first. Returning anything but RQ_NOTIFICATION_PENDING
+     *  gives up a read still under way. */
+    virtual VOID EnableFullDuplex(VOID) = 0;
+
+protected:
+    virtual ~IHttpContext3() {}
+};
+
+namespace riis_cxx {
+/** IHttpContext3 of an IHttpContext riis gave. */
+inline HRESULT extended(IHttpContext *pInput, IHttpContext3 **ppOutput) {
+    return extend(pInput, ppOutput);
+}
+} // namespace riis_cxx
+
 /** The result of an asynchronous operation (OnAsyncCompletion). */
 class IHttpCompletionInfo {
 public:
@@ -1220,6 +1251,40 @@ public:
 protected:
     virtual ~IHttpCompletionInfo() {}
 };
+
+/** Which operation a completion reports. Every IHttpCompletionInfo riis
+ *  gives is also an IHttpCompletionInfo2: get it with
+ *  HttpGetExtendedInterface, as in IIS. */
+class IHttpCompletionInfo2 : public IHttpCompletionInfo {
+public:
+    /** RIIS_OPERATION_READ (ReadEntityBody), RIIS_OPERATION_WRITE (an
+     *  asynchronous WriteEntityChunks or Flush), RIIS_OPERATION_EXECUTE_REQUEST
+     *  (ExecuteRequest) or RIIS_OPERATION_POSTED (PostCompletion); the
+     *  values are riis's own. In full duplex (IHttpContext3::EnableFullDuplex)
+     *  it tells a read's completion from a write's. */
+    virtual DWORD GetCompletedOperation(VOID) const = 0;
+
+protected:
+    virtual ~IHttpCompletionInfo2() {}
+};
+
+namespace riis_cxx {
+/** IHttpCompletionInfo2 of an IHttpCompletionInfo riis gave. */
+inline HRESULT extended(IHttpCompletionInfo *pInput, IHttpCompletionInfo2 **ppOutput) {
+    return extend(pInput, ppOutput);
+}
+} // namespace riis_cxx
+
+/** IIS's way to an extended interface (IHttpResponse4 from the request's
+ *  IHttpResponse, IHttpContext3 from an IHttpContext, IHttpCompletionInfo2
+ *  from an IHttpCompletionInfo); another pair does not compile.
+ *  (Declared after every riis_cxx::extended it may call.) */
+template <class HttpType1, class HttpType2>
+HRESULT HttpGetExtendedInterface(IN IHttpServer *pHttpServer, IN HttpType1 *pInput,
+                                 OUT HttpType2 **ppOutput) {
+    UNREFERENCED_PARAMETER(pHttpServer);
+    return riis_cxx::extended(pInput, ppOutput);
+}
 
 /* ============================================================= providers */
 
@@ -2431,7 +2496,7 @@ private:
  * same object for every call of the request), a clone, or a request seen
  * from PreBeginRequest.
  */
-class Context : public IHttpContext {
+class Context : public IHttpContext3 {
 public:
     Context(riis_context *ctx, Context *parent)
         : request_(&core_), response_(&core_), user_(&core_), site_(&core_),
@@ -2612,6 +2677,7 @@ public:
     }
 
     VOID SetRequestHandled(VOID) override { (void)api()->context_set_request_handled(core_.ctx); }
+    VOID EnableFullDuplex(VOID) override { (void)api()->context_enable_full_duplex(core_.ctx); }
 
     HRESULT MapPath(PCSTR pszUrl, PSTR pszPhysicalPath, DWORD *pcbPhysicalPath) override {
         if (pszUrl == NULL || pcbPhysicalPath == NULL) {
@@ -2917,15 +2983,18 @@ private:
 };
 
 /** IHttpCompletionInfo of one completion. */
-class CompletionInfo : public IHttpCompletionInfo {
+class CompletionInfo : public IHttpCompletionInfo2 {
 public:
-    CompletionInfo(DWORD bytes, HRESULT status) : bytes_(bytes), status_(status) {}
+    CompletionInfo(DWORD bytes, HRESULT status, DWORD operation)
+        : bytes_(bytes), status_(status), operation_(operation) {}
     DWORD GetCompletionBytes(VOID) const override { return bytes_; }
     HRESULT GetCompletionStatus(VOID) const override { return status_; }
+    DWORD GetCompletedOperation(VOID) const override { return operation_; }
 
 private:
     DWORD bytes_;
     HRESULT status_;
+    DWORD operation_;
 };
 
 /** IModuleAllocator over a riis_allocator. */
@@ -3020,15 +3089,18 @@ public:
         CurrentContextScope scope(ctx);
         HRESULT status = completion != NULL ? completion->status : S_OK;
         uint64_t bytes = completion != NULL ? completion->bytes : 0;
+        uint32_t operation = completion != NULL ? completion->operation : RIIS_OPERATION_POSTED;
         Core &core = instance->context_.core();
-        if (core.read_pending) {
+        /* In full duplex a write or a post completes while the read is
+         * still under way. */
+        if (core.read_pending && operation == RIIS_OPERATION_READ) {
             /* The end of the body reads as ERROR_HANDLE_EOF, as in IIS. */
             core.read_pending = false;
             if (bytes == 0 && status == S_OK) {
                 status = HRESULT_FROM_WIN32(ERROR_HANDLE_EOF);
             }
         }
-        CompletionInfo info(clamp_dword(bytes), status);
+        CompletionInfo info(clamp_dword(bytes), status, operation);
         EventProvider event(ctx);
         riis_status result = RIIS_STATUS_CONTINUE;
         guarded(

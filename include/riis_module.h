@@ -80,7 +80,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 5
+#define RIIS_ABI_MINOR 6
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -209,6 +209,12 @@ typedef struct riis_server {
     const struct riis_api *api;
 } riis_server;
 
+/** IHttpCompletionInfo2::GetCompletedOperation values (riis's own). */
+#define RIIS_OPERATION_POSTED ((uint32_t)0)          /* post_completion */
+#define RIIS_OPERATION_READ ((uint32_t)1)            /* request_read_entity_body */
+#define RIIS_OPERATION_WRITE ((uint32_t)2)           /* response_flush, async */
+#define RIIS_OPERATION_EXECUTE_REQUEST ((uint32_t)3) /* context_execute_request */
+
 /** IHttpCompletionInfo */
 typedef struct riis_completion_info {
     uint32_t size;
@@ -216,6 +222,10 @@ typedef struct riis_completion_info {
     riis_hresult status;
     /** GetCompletionBytes: bytes written, read, or produced by a child. */
     uint64_t bytes;
+    /** Since 1.6 (RIIS_HAS_FIELD): which operation completed, one of
+     *  RIIS_OPERATION_*; in full duplex (context_enable_full_duplex) it
+     *  tells a read's completion from a flush's. */
+    uint32_t operation;
 } riis_completion_info;
 
 /* --------------------------------------------------------------- the module */
@@ -702,6 +712,21 @@ typedef struct riis_api {
                                          const char *value, int replace);
     /** IHttpResponse4::DeleteTrailer. */
     riis_hresult (*response_delete_trailer)(riis_context *context, const char *name);
+
+    /* -- since 1.6: full duplex -------------------------------------------- */
+
+    /** IHttpContext3::EnableFullDuplex: from now on, a module that returns
+     *  RIIS_STATUS_PENDING with a body read started keeps that read under
+     *  way while it sends and is woken by other news: an asynchronous
+     *  response_flush may go with the read in the same call (its
+     *  completion, RIIS_OPERATION_WRITE, comes first), and the module's
+     *  own thread may call post_completion or indicate_completion once
+     *  before its next call. Each completion's `operation` says which it
+     *  is; the read's (RIIS_OPERATION_READ) has its bytes in the read's
+     *  buffer. A second read while one is under way: RIIS_E_INVALIDARG.
+     *  Returning anything but RIIS_STATUS_PENDING gives the read up (its
+     *  bytes stay for the next reader). */
+    riis_hresult (*context_enable_full_duplex)(riis_context *context);
 } riis_api;
 
 /** The entry point every module library exports. */

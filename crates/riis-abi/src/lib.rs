@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, c_void};
 /// ABI major version: a module built for another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: modules built for this or an older minor load.
-pub const ABI_MINOR: u32 = 5;
+pub const ABI_MINOR: u32 = 6;
 /// Major in the high 16 bits, minor in the low 16 (`RIIS_ABI_VERSION`).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 /// The `server_version` RegisterModule receives.
@@ -74,6 +74,12 @@ pub const EXECUTE_FLAG_BUFFER_RESPONSE: u32 = 0x20;
 /// Since 1.2, riis's own: the child runs as the user set on the clone and
 /// skips authentication (IIS's `pHttpUser`).
 pub const EXECUTE_FLAG_AS_USER: u32 = 0x1_0000;
+
+/// `riis_completion_info::operation` values (`RIIS_OPERATION_*`).
+pub const OPERATION_POSTED: u32 = 0;
+pub const OPERATION_READ: u32 = 1;
+pub const OPERATION_WRITE: u32 = 2;
+pub const OPERATION_EXECUTE_REQUEST: u32 = 3;
 
 /// Module context scopes.
 pub const SCOPE_REQUEST: u32 = 0;
@@ -137,6 +143,8 @@ pub struct riis_completion_info {
     pub size: u32,
     pub status: riis_hresult,
     pub bytes: u64,
+    /// Since 1.6.
+    pub operation: u32,
 }
 
 /// `riis_module_callbacks`.
@@ -383,4 +391,7 @@ pub struct riis_api {
     pub response_trailer: unsafe extern "C" fn(Ctx, Str, *mut usize) -> Str,
     pub response_set_trailer: unsafe extern "C" fn(Ctx, Str, Str, c_int) -> riis_hresult,
     pub response_delete_trailer: unsafe extern "C" fn(Ctx, Str) -> riis_hresult,
+
+    // Since 1.6.
+    pub context_enable_full_duplex: unsafe extern "C" fn(Ctx) -> riis_hresult,
 }

@@ -25,7 +25,7 @@ macro_rules! layout {
 fn rust_layout() -> Vec<(String, usize)> {
     layout! {
         riis_server { size, abi_version, software, api }
-        riis_completion_info { size, status, bytes }
+        riis_completion_info { size, status, bytes, operation }
         riis_module_callbacks { size, on_notification, on_async_completion, dispose }
         riis_module_instance { callbacks, module }
         riis_module_factory { size, user_data, get_http_module, terminate }
@@ -134,25 +134,34 @@ fn rust_layout() -> Vec<(String, usize)> {
         context_location_path,
         response_trailer,
         response_set_trailer,
-        response_delete_trailer
+        response_delete_trailer,
+        context_enable_full_duplex
         }
     }
 }
 
-/// The result codes, by their C names without `RIIS_`.
-const HRESULTS: &[(&str, i32)] = &[
-    ("S_OK", hr::S_OK),
-    ("S_FALSE", hr::S_FALSE),
-    ("E_FAIL", hr::E_FAIL),
-    ("E_OUTOFMEMORY", hr::E_OUTOFMEMORY),
-    ("E_INVALIDARG", hr::E_INVALIDARG),
-    ("E_NOTIMPL", hr::E_NOTIMPL),
-    ("E_NOT_SUPPORTED", hr::E_NOT_SUPPORTED),
-    ("E_NOT_FOUND", hr::E_NOT_FOUND),
-    ("E_INVALID_STATE", hr::E_INVALID_STATE),
-    ("E_WRONG_THREAD", hr::E_WRONG_THREAD),
-    ("E_REVISION_MISMATCH", hr::E_REVISION_MISMATCH),
-    ("E_ALREADY_ASSIGNED", hr::E_ALREADY_ASSIGNED),
+/// The result codes and other constants, by their C names without
+/// `RIIS_`.
+const HRESULTS: &[(&str, i64)] = &[
+    ("S_OK", hr::S_OK as i64),
+    ("S_FALSE", hr::S_FALSE as i64),
+    ("E_FAIL", hr::E_FAIL as i64),
+    ("E_OUTOFMEMORY", hr::E_OUTOFMEMORY as i64),
+    ("E_INVALIDARG", hr::E_INVALIDARG as i64),
+    ("E_NOTIMPL", hr::E_NOTIMPL as i64),
+    ("E_NOT_SUPPORTED", hr::E_NOT_SUPPORTED as i64),
+    ("E_NOT_FOUND", hr::E_NOT_FOUND as i64),
+    ("E_INVALID_STATE", hr::E_INVALID_STATE as i64),
+    ("E_WRONG_THREAD", hr::E_WRONG_THREAD as i64),
+    ("E_REVISION_MISMATCH", hr::E_REVISION_MISMATCH as i64),
+    ("E_ALREADY_ASSIGNED", hr::E_ALREADY_ASSIGNED as i64),
+    ("OPERATION_POSTED", OPERATION_POSTED as i64),
+    ("OPERATION_READ", OPERATION_READ as i64),
+    ("OPERATION_WRITE", OPERATION_WRITE as i64),
+    (
+        "OPERATION_EXECUTE_REQUEST",
+        OPERATION_EXECUTE_REQUEST as i64,
+    ),
 ];
 
 #[test]
@@ -169,7 +178,9 @@ fn the_rust_mirror_matches_the_c_header() {
     }
     program.push_str("    printf(\"%u\\n\", (unsigned)RIIS_ABI_VERSION);\n");
     for (name, _) in HRESULTS {
-        program.push_str(&format!("    printf(\"%d\\n\", (int)RIIS_{name});\n"));
+        program.push_str(&format!(
+            "    printf(\"%lld\\n\", (long long)RIIS_{name});\n"
+        ));
     }
     program.push_str("    return 0;\n}\n");
     let source = dir.join("layout.c");
@@ -197,7 +208,7 @@ fn the_rust_mirror_matches_the_c_header() {
     let lines: Vec<&str> = text.lines().collect();
     let (sizes, codes) = lines.split_at(lines.len() - HRESULTS.len());
     for ((name, rust), c) in HRESULTS.iter().zip(codes) {
-        assert_eq!(c.parse::<i32>().unwrap(), *rust, "RIIS_{name}");
+        assert_eq!(c.parse::<i64>().unwrap(), *rust, "RIIS_{name}");
     }
     let values: Vec<usize> = sizes.iter().map(|l| l.parse().unwrap()).collect();
     assert_eq!(values.len(), expected.len() + 1);
@@ -228,7 +239,7 @@ fn constants_match_the_iis_values() {
     assert_eq!(hr::E_REVISION_MISMATCH, from_win32(1306)); // ERROR_REVISION_MISMATCH
     assert_eq!(hr::E_WRONG_THREAD, from_win32(1444)); // ERROR_INVALID_THREAD_ID
     assert_eq!(hr::E_INVALID_STATE, from_win32(5023)); // ERROR_INVALID_STATE
-    assert_eq!(ABI_VERSION, 0x0001_0005);
+    assert_eq!(ABI_VERSION, 0x0001_0006);
     // EXECUTE_FLAG_* as IIS defines them.
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
     assert_eq!(EXECUTE_FLAG_SAME_URL, 0x10);

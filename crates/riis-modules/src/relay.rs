@@ -82,6 +82,9 @@ struct Inbox {
     upload_abandoned: bool,
     /// The connection asked for the next piece and waits for it.
     upload_waker: Option<std::task::Waker>,
+    /// The request stopped reading the client's body for want of room:
+    /// the connection's next take posts its completion.
+    wants_room: bool,
 }
 
 impl Inbox {
@@ -179,19 +182,9 @@ pub(crate) struct Relay {
 impl Relay {
     /// A relay whose request waits from the start.
     pub(crate) fn new(done: CompletionHandle, activity_timeout: Duration) -> Self {
-        Self::with_parked(done, activity_timeout, true)
-    }
-
-    /// A relay whose request streams the body first: it waits for the
-    /// client's reads, not for the relay, until it parks.
-    pub(crate) fn uploading(done: CompletionHandle, activity_timeout: Duration) -> Self {
-        Self::with_parked(done, activity_timeout, false)
-    }
-
-    fn with_parked(done: CompletionHandle, activity_timeout: Duration, parked: bool) -> Self {
         Self {
             inbox: Mutex::new(Inbox {
-                parked,
+                parked: true,
                 ..Inbox::default()
             }),
             space: Notify::new(),
@@ -328,32 +321,16 @@ impl Relay {
         }
     }
 
-    /// The request parks until the connection makes room for more body, or
-    /// the exchange has news worth taking (its end, or a mailbox of
-    /// output: a server that answers at length without reading the body
-    /// would otherwise wait on the request as the request waits on it).
-    /// `false` when there is room already: no need to park.
-    pub(crate) fn park_for_upload_room(&self) -> bool {
+    /// Whether the connection has room for more of a streamed body, so
+    /// that the request may read on. Without room, the request is woken
+    /// (its completion posted) once the connection has taken some.
+    pub(crate) fn has_upload_room(&self) -> bool {
         let mut inbox = self.lock();
-        if inbox.upload_queued < UPLOAD_LIMIT || inbox.end.is_some() {
-            return false;
+        if inbox.upload_queued < UPLOAD_LIMIT {
+            return true;
         }
-        inbox.wake_at = MAILBOX_LIMIT;
-        inbox.parked = true;
-        true
-    }
-
-    /// Whether the request should stop sending the body and take the
-    /// answer: the exchange ended, or output waits that the connection's
-    /// server sent while not taking the body.
-    pub(crate) fn answer_is_due(&self) -> bool {
-        // A head alone is not enough: a server may answer its head first
-        // and read the body after (a full queue only says it reads more
-        // slowly than the client sends). A full mailbox is: the server
-        // waits for its output to be taken.
-        let inbox = self.lock();
-        inbox.end.is_some()
-            || (inbox.upload_queued >= UPLOAD_LIMIT && inbox.queued >= MAILBOX_LIMIT)
+        inbox.wants_room = true;
+        false
     }
 
     /// The request stops sending the body (see `upload_abandoned`).
@@ -380,12 +357,12 @@ impl Relay {
         let mut inbox = self.lock();
         if let Some(piece) = inbox.upload.pop_front() {
             inbox.upload_queued -= piece.len();
-            // While the body streams, a parked request waits for room (it
-            // takes the answer only once the body is sent or given up).
+            // A request that stopped reading the body for want of room
+            // reads on.
             let wake = !inbox.upload_end
                 && !inbox.upload_abandoned
                 && inbox.upload_queued < UPLOAD_LIMIT
-                && std::mem::take(&mut inbox.parked);
+                && std::mem::take(&mut inbox.wants_room);
             drop(inbox);
             self.upload_started.store(true, Ordering::Relaxed);
             self.waiting_for_upload.store(false, Ordering::Relaxed);
@@ -479,8 +456,12 @@ impl Relay {
 
 /// What the request should do after taking what the relay had.
 pub(crate) enum Step {
-    /// Wait (Pending) for the next completion.
+    /// Wait (Pending) for the next completion: the relay wakes the request
+    /// when it has more.
     Wait,
+    /// Wait (Pending) for the asynchronous flush just started; take again
+    /// once it completes.
+    Flushing,
     /// The answer is whole in the response: the handler is done.
     Done,
     /// The exchange failed: end the request with this status (or reset
@@ -625,7 +606,7 @@ impl Receiver {
                     asynchronous: true,
                     more_data: true,
                 });
-                return Step::Wait;
+                return Step::Flushing;
             }
         }
     }

@@ -180,7 +180,13 @@ pub(crate) enum EarlySignal {
 /// Pending round, or the signal that came before it existed.
 #[derive(Default)]
 pub(crate) struct CompletionSlot {
+    /// The signal the module owes: it returned Pending without starting an
+    /// operation, so its own thread completes it.
     pub(crate) handle: Option<CompletionHandle>,
+    /// In full duplex, the handle through which the module's own thread
+    /// may wake it while its body read is under way. Unlike `handle` it is
+    /// not owed: the request may end without it.
+    pub(crate) duplex_handle: Option<CompletionHandle>,
     pub(crate) early: Option<EarlySignal>,
     /// The request ended while the module was pending: the module's own
     /// signal disposes the instance and frees the frame (see

@@ -16,9 +16,9 @@ use riis_abi::{
 };
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
-    CompletionInfo, CustomNotificationProvider, HttpContext, HttpModule, HttpModuleFactory,
-    MapPathProvider, ModuleError, ModuleIndex, ReadEntityProvider, RequestNotification,
-    RequestNotificationStatus, Section, SendResponseProvider,
+    CompletedOperation, CompletionInfo, CustomNotificationProvider, HttpContext, HttpModule,
+    HttpModuleFactory, MapPathProvider, ModuleError, ModuleIndex, ReadEntityProvider,
+    RequestNotification, RequestNotificationStatus, Section, SendResponseProvider,
 };
 
 use crate::frame::{EarlySignal, Frame, RunningGuard};
@@ -300,7 +300,7 @@ impl NativeModule {
             // a pending module), as its members may be in use there.
             return RequestNotificationStatus::Continue;
         }
-        if completion.is_some() {
+        if completion.is_some_and(|c| c.operation == CompletedOperation::Read) {
             deliver_read(frame, ctx);
         }
         frame.ctx.set(ctx);
@@ -339,6 +339,7 @@ impl NativeModule {
                             size: std::mem::size_of::<riis_completion_info>() as u32,
                             status: info.status as i32,
                             bytes: info.bytes,
+                            operation: info.operation as u32,
                         };
                         // SAFETY: as above, with completion info valid for
                         // the call.
@@ -360,9 +361,11 @@ impl NativeModule {
         frame.ctx.set(ptr::null_mut());
         if raw != riis_abi::STATUS_PENDING {
             // A read started in a call that did not return Pending completes
-            // without the module: its buffer must not be written later, at
-            // some other operation's completion.
+            // without the module (in full duplex, is given up): its buffer
+            // must not be written later, at some other operation's
+            // completion.
             frame.read_buffer.set(None);
+            frame.lock_completion().duplex_handle = None;
         }
         let Some(status) = RequestNotificationStatus::from_raw(raw) else {
             let when = if is_post {
@@ -389,9 +392,14 @@ impl NativeModule {
         // MapPath, a custom one) counts as Continue in the engine: no handle
         // is kept for it, or nothing would ever take it and the module would
         // be skipped for the rest of the request as if still pending.
-        if status == RequestNotificationStatus::Pending && !frame.op_started.get() && !nested {
-            // Pending without an operation: the module completes from its own
-            // thread. Take a handle now, and apply a signal that beat us here.
+        let pending = status == RequestNotificationStatus::Pending && !nested;
+        // Pending without an operation: the module completes from its own
+        // thread. In full duplex it may do so with an operation too, or with
+        // a body read still under way from an earlier call, without owing
+        // it (the read completes it otherwise).
+        let owed = !frame.op_started.get() && frame.read_buffer.get().is_none();
+        if pending && (owed || ctx.is_full_duplex()) {
+            // Take a handle now, and apply a signal that beat us here.
             let mut slot = frame.lock_completion();
             match slot.early.take() {
                 // The signal beat us here: it completes this round now, and
@@ -402,18 +410,23 @@ impl NativeModule {
                     let handle = slot
                         .handle
                         .take()
+                        .or_else(|| slot.duplex_handle.take())
                         .unwrap_or_else(|| ctx.completion_handle());
                     match early {
                         EarlySignal::Indicate(s) => handle.indicate_completion(s),
                         EarlySignal::Post(bytes) => handle.post_completion(bytes),
                     }
                 }
-                None => {
+                None if owed => {
                     slot.handle.get_or_insert_with(|| ctx.completion_handle());
                     drop(slot);
                     if self.owner.is_none() {
                         self.owner = Some(ctx.pipeline_handle());
                     }
+                }
+                None => {
+                    slot.duplex_handle
+                        .get_or_insert_with(|| ctx.completion_handle());
                 }
             }
         }

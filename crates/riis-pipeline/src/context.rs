@@ -175,6 +175,11 @@ pub struct HttpContext {
     pub(crate) opened_file: Option<Arc<std::fs::File>>,
     pub(crate) cached_content: Option<bytes::Bytes>,
     pub(crate) op: Option<AsyncOp>,
+    /// [`HttpContext::enable_full_duplex`] was called.
+    pub(crate) full_duplex: bool,
+    /// A body read under way while its module waits for other news too
+    /// (full duplex): the most bytes it asked for.
+    pub(crate) duplex_read: Option<std::num::NonZeroUsize>,
     /// The module call under way, if any.
     pub(crate) current: Running,
     pub(crate) depth: u8,
@@ -242,6 +247,8 @@ impl HttpContext {
             opened_file: None,
             cached_content: None,
             op: None,
+            full_duplex: false,
+            duplex_read: None,
             current: Running::NONE,
             depth: 0,
             client_location: NOT_REWRITTEN,
@@ -1067,8 +1074,21 @@ impl HttpContext {
     /// calling module returns. Return Pending; OnAsyncCompletion then gets the
     /// byte count and [`HttpRequest::read_data`] the bytes (0 at the end of the
     /// body). ReadEntity modules see the bytes first.
+    ///
+    /// In full duplex ([`HttpContext::enable_full_duplex`]) the read may go
+    /// with an asynchronous flush of the same call, and fails only while an
+    /// earlier read is still under way.
     pub fn read_entity_body(&mut self, max: usize) -> Result<(), ModuleError> {
-        self.no_operation_started()?;
+        if self.full_duplex {
+            if self.op.is_some() || self.duplex_read.is_some() {
+                return Err(ModuleError::with_hresult(
+                    "a body read is already under way",
+                    ModuleError::E_INVALIDARG,
+                ));
+            }
+        } else {
+            self.no_operation_started()?;
+        }
         self.op = Some(AsyncOp::ReadEntity { max: max.max(1) });
         self.response.attention = true;
         Ok(())
@@ -1170,6 +1190,33 @@ impl HttpContext {
         if let Some(module) = self.current_module() {
             self.own_timeout = module.0;
         }
+    }
+
+    /// `IHttpContext3::EnableFullDuplex`: from now on a module of this
+    /// request may keep one body read under way while it sends and waits
+    /// for other news, as a proxy of a bidirectional stream (gRPC) or of
+    /// any body that the server answers while it still arrives must.
+    ///
+    /// The module returns Pending with the read started and its completion
+    /// handle taken ([`HttpContext::completion_handle`]); the read then
+    /// completes on its own, through OnAsyncCompletion with
+    /// [`CompletedOperation::Read`](crate::CompletedOperation::Read),
+    /// while the module's handle, its flushes
+    /// ([`CompletedOperation::Write`](crate::CompletedOperation::Write))
+    /// and its other operations complete in between. A read and an
+    /// asynchronous flush may be started in the same call: the flush's
+    /// completion comes first. Returning anything but Pending gives up a
+    /// read still under way (its bytes stay for the next reader).
+    ///
+    /// Without a completion handle a Pending module waits for its read
+    /// alone, as without full duplex.
+    pub fn enable_full_duplex(&mut self) {
+        self.full_duplex = true;
+    }
+
+    /// Whether [`HttpContext::enable_full_duplex`] was called.
+    pub fn is_full_duplex(&self) -> bool {
+        self.full_duplex
     }
 
     /// The nesting depth: 0 for a client's request, 1 for its child, ….

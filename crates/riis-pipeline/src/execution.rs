@@ -29,6 +29,12 @@
 //!   `set_request_handled`) answers 404.
 //! - Pending without an operation and without a completion handle, or with
 //!   every handle dropped unsignalled, fails the request with 500.
+//! - In full duplex ([`HttpContext::enable_full_duplex`]) a body read
+//!   started with Pending stays under way while its module waits on its
+//!   completion handle ([`Step::WaitWhileReading`]): the handle's signal,
+//!   the module's flushes and the read each complete on their own, in the
+//!   order they happen; a read and an asynchronous flush of one call
+//!   complete flush first. Anything but Pending gives the read up.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -46,7 +52,9 @@ use crate::notification::{
     GlobalNotification, RequestNotification as N, RequestNotificationStatus as Status,
 };
 use crate::pipeline::Pipeline;
-use crate::provider::{CompletionInfo, ReadEntityProvider, SendFlags, SendResponseProvider};
+use crate::provider::{
+    CompletedOperation, CompletionInfo, ReadEntityProvider, SendFlags, SendResponseProvider,
+};
 use crate::registration::ModuleIndex;
 use crate::response::{EntityChunk, HttpResponse};
 
@@ -255,6 +263,18 @@ pub enum Step {
     },
     /// A module returned Pending; await the waiter, then resume.
     Wait(CompletionWaiter),
+    /// A module in full duplex returned Pending with a body read under way
+    /// (see [`HttpContext::enable_full_duplex`]): await the waiter and read
+    /// up to `max` request body bytes at the same time. Bytes first: call
+    /// [`RequestExecution::complete_read`] and resume. The waiter first:
+    /// resume; the read stays under way, and the next step that asks for
+    /// it goes on with it (no bytes may be lost in between).
+    WaitWhileReading {
+        /// The module's completion.
+        waiter: CompletionWaiter,
+        /// Most bytes wanted.
+        max: usize,
+    },
     /// The pipeline has delivered [`YIELD_AFTER`] completions in a row
     /// without waiting for anything (a module completing its own operations
     /// over and over, or starting a child from each child's completion):
@@ -396,6 +416,16 @@ impl Frame {
         self.post = to % 2 == 1;
         self.pos = 0;
         self.entered = false;
+    }
+
+    /// Whether a body read of full duplex may stay under way while the
+    /// module of `site` waits: it has a completion handle to wait on, and
+    /// the read's bytes are not here already (inserted, or the body's end).
+    fn can_read_alongside(&self, site: CallSite) -> bool {
+        let ctx = &self.ctx;
+        ctx.slots[site.module.get()].completion.is_some()
+            && ctx.request.inserted_entity.is_empty()
+            && !ctx.request.body_complete
     }
 
     /// Moves past the current event.
@@ -573,7 +603,14 @@ impl RequestExecution {
                 deliver: true,
             } => {
                 let _ = st;
-                Phase::Deliver(site, CompletionInfo { bytes, status })
+                Phase::Deliver(
+                    site,
+                    CompletionInfo {
+                        bytes,
+                        status,
+                        operation: CompletedOperation::Write,
+                    },
+                )
             }
             AfterSend::Call {
                 site, status: st, ..
@@ -586,8 +623,14 @@ impl RequestExecution {
     /// when the client is gone.
     pub fn complete_read(&mut self, result: Result<Bytes, ()>) {
         let top = self.frames.len() - 1;
-        let Phase::Reading(site, status, max) = self.frames[top].phase else {
-            return;
+        let (site, status, max) = match self.frames[top].phase {
+            Phase::Reading(site, status, max) => (site, status, max),
+            // A read of full duplex: its module was Pending.
+            Phase::Waiting(site) => match self.frames[top].ctx.duplex_read.take() {
+                Some(max) => (site, Status::Pending, max.get()),
+                None => return,
+            },
+            _ => return,
         };
         let (data, hresult) = match result {
             Ok(d) => (d, 0),
@@ -598,7 +641,12 @@ impl RequestExecution {
             // A ReadEntity module took every byte of this read (a filter
             // holding them back): the reader would take an empty read for
             // the end of the body, so the next bytes are read for it.
-            self.frames[top].phase = Phase::Reading(site, status, max);
+            let frame = &mut self.frames[top];
+            if matches!(frame.phase, Phase::Waiting(_)) {
+                frame.ctx.duplex_read = std::num::NonZeroUsize::new(max);
+            } else {
+                frame.phase = Phase::Reading(site, status, max);
+            }
         }
     }
 
@@ -638,8 +686,13 @@ impl RequestExecution {
         description: &str,
     ) -> bool {
         let top = self.frames.len() - 1;
-        let Phase::Reading(site, status, _) = self.frames[top].phase else {
-            return false;
+        let frame = &mut self.frames[top];
+        let (site, status) = match frame.phase {
+            Phase::Reading(site, status, _) => (site, status),
+            Phase::Waiting(site) if frame.ctx.duplex_read.take().is_some() => {
+                (site, Status::Pending)
+            }
+            _ => return false,
         };
         let name = self.pipeline.module_name(site.module);
         tracing::info!(module = %name, notification = %site.notification, "{description}; the request ends with {}", status_code.as_u16());
@@ -714,6 +767,7 @@ impl RequestExecution {
                 CompletionInfo {
                     bytes,
                     status: hresult,
+                    operation: CompletedOperation::Read,
                 },
             )
         } else {
@@ -763,13 +817,21 @@ impl RequestExecution {
                         .expect("a waiting module has a completion state");
                     match state.take() {
                         None => {
-                            self.frames[top].phase = Phase::Waiting(site);
-                            return Step::Wait(CompletionWaiter { state });
+                            let frame = &mut self.frames[top];
+                            frame.phase = Phase::Waiting(site);
+                            let waiter = CompletionWaiter { state };
+                            return match frame.ctx.duplex_read {
+                                Some(max) => Step::WaitWhileReading {
+                                    waiter,
+                                    max: max.get(),
+                                },
+                                None => Step::Wait(waiter),
+                            };
                         }
                         Some(Signal::Indicate(status)) => self.apply(top, site, status),
                         Some(Signal::Post(bytes)) => {
                             self.frames[top].phase =
-                                Phase::Deliver(site, CompletionInfo { bytes, status: 0 });
+                                Phase::Deliver(site, CompletionInfo::posted(bytes));
                         }
                         Some(Signal::Abandoned) => {
                             self.fail_pending(
@@ -1096,8 +1158,21 @@ impl RequestExecution {
         if let Some(flush) = resp.flush.take() {
             // An operation started after an asynchronous flush (the flush
             // cannot refuse) has the completion: the flush is then done
-            // synchronously, first.
-            let deliver = flush.asynchronous && status == Status::Pending && frame.ctx.op.is_none();
+            // synchronously, first. In full duplex a body read is the
+            // exception: it goes on under way, and the flush completes
+            // first.
+            let mut deliver = flush.asynchronous && status == Status::Pending;
+            if deliver {
+                if let Some(AsyncOp::ReadEntity { max }) = frame.ctx.op {
+                    if frame.ctx.full_duplex
+                        && frame.ctx.slots[site.module.get()].completion.is_some()
+                    {
+                        frame.ctx.op = None;
+                        frame.ctx.duplex_read = std::num::NonZeroUsize::new(max);
+                    }
+                }
+                deliver = frame.ctx.op.is_none();
+            }
             if self.send(top, false, flush.more_data) {
                 self.frames[top].phase = Phase::Sending(AfterSend::Call {
                     site,
@@ -1107,7 +1182,13 @@ impl RequestExecution {
                 return Some(Step::Send);
             }
             if deliver {
-                self.frames[top].phase = Phase::Deliver(site, CompletionInfo::default());
+                self.frames[top].phase = Phase::Deliver(
+                    site,
+                    CompletionInfo {
+                        operation: CompletedOperation::Write,
+                        ..CompletionInfo::default()
+                    },
+                );
                 return None;
             }
         }
@@ -1123,8 +1204,29 @@ impl RequestExecution {
             self.apply(top, site, Status::FinishRequest);
             return None;
         }
-        if let Some(op) = frame.ctx.op.take() {
+        let mut op = frame.ctx.op.take();
+        if let (None, Status::Pending, Some(max)) = (&op, status, frame.ctx.duplex_read) {
+            // A read of full duplex that cannot stay under way while its
+            // module waits: it has no completion handle (the read is all it
+            // waits for), or the read's bytes are here already.
+            if !frame.can_read_alongside(site) {
+                frame.ctx.duplex_read = None;
+                op = Some(AsyncOp::ReadEntity { max: max.get() });
+            }
+        }
+        if let Some(op) = op {
             match op {
+                AsyncOp::ReadEntity { max }
+                    if status == Status::Pending
+                        && frame.ctx.full_duplex
+                        && frame.can_read_alongside(site) =>
+                {
+                    // Full duplex: the read stays under way while the
+                    // module waits for its other news.
+                    frame.ctx.duplex_read = std::num::NonZeroUsize::new(max);
+                    frame.phase = Phase::Waiting(site);
+                    return None;
+                }
                 // A loop, not a call of this function again: a ReadEntity
                 // module that holds every piece back would otherwise nest
                 // one call per piece of an inserted body, and a large one
@@ -1182,7 +1284,7 @@ impl RequestExecution {
                 }
                 AsyncOp::PostCompletion { bytes } => {
                     if status == Status::Pending {
-                        frame.phase = Phase::Deliver(site, CompletionInfo { bytes, status: 0 });
+                        frame.phase = Phase::Deliver(site, CompletionInfo::posted(bytes));
                         return None;
                     }
                     tracing::warn!(
@@ -1324,6 +1426,9 @@ impl RequestExecution {
     /// Applies a final status to the cursor.
     fn apply(&mut self, top: usize, site: CallSite, status: Status) {
         let frame = &mut self.frames[top];
+        // The module's call is over: a read of full duplex it left under
+        // way is given up (its bytes stay for the next reader).
+        frame.ctx.duplex_read = None;
         let status = if std::mem::take(&mut frame.ctx.finish_requested) {
             Status::FinishRequest
         } else {
@@ -1506,6 +1611,7 @@ impl RequestExecution {
                 CompletionInfo {
                     bytes: produced,
                     status: 0,
+                    operation: CompletedOperation::ExecuteRequest,
                 },
             );
         } else {

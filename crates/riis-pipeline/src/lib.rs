@@ -90,8 +90,8 @@ pub use pipeline::{
     MAX_CHILD_REQUEST_DEPTH,
 };
 pub use provider::{
-    CompletionInfo, CustomNotificationProvider, MapPathProvider, ReadEntityProvider, SendFlags,
-    SendResponseProvider,
+    CompletedOperation, CompletionInfo, CustomNotificationProvider, MapPathProvider,
+    ReadEntityProvider, SendFlags, SendResponseProvider,
 };
 pub use registration::{
     configuration_folder, ModuleIndex, ModuleRegistration, RegisterModuleFn, Section, ServerInfo,

@@ -21,6 +21,38 @@ pub struct CompletionInfo {
     pub bytes: u64,
     /// `GetCompletionStatus`: an HRESULT, 0 (`S_OK`) on success.
     pub status: u32,
+    /// `IHttpCompletionInfo2::GetCompletedOperation`: which operation
+    /// completed, which a module in full duplex needs to tell its read
+    /// from its flush (see [`crate::HttpContext::enable_full_duplex`]).
+    pub operation: CompletedOperation,
+}
+
+impl CompletionInfo {
+    /// A completion a module posted, with `bytes`.
+    pub(crate) fn posted(bytes: u64) -> Self {
+        Self {
+            bytes,
+            status: 0,
+            operation: CompletedOperation::Posted,
+        }
+    }
+}
+
+/// The operations a completion reports (see [`CompletionInfo::operation`]).
+/// The numbers are riis's own, the same in the C ABI.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum CompletedOperation {
+    /// A completion the module posted itself (`PostCompletion`, from a
+    /// call or through its completion handle).
+    #[default]
+    Posted = 0,
+    /// A body read (`ReadEntityBody`).
+    Read = 1,
+    /// An asynchronous flush (`Flush`, `WriteEntityChunks`).
+    Write = 2,
+    /// A child request (`ExecuteRequest`).
+    ExecuteRequest = 3,
 }
 
 /// Flags of one send (`HTTP_SEND_RESPONSE_FLAG_*`).

@@ -1523,6 +1523,22 @@ impl HttpContext {
         self.request.read_data()
     }
 
+    /// `IHttpContext3::EnableFullDuplex`: from now on, a body read started
+    /// with `Pending` stays under way while the module sends and is woken
+    /// through its [`CompletionHandle`]; an asynchronous flush may go with
+    /// the read in the same call. Each completion's
+    /// [`CompletionInfo::operation`](crate::CompletionInfo::operation)
+    /// says which operation it reports; [`HttpContext::read_data`] holds
+    /// the bytes once the read's has come. Returning anything but `Pending`
+    /// gives the read up.
+    pub fn enable_full_duplex(&mut self) -> Result<(), ModuleError> {
+        self.request_only("enable_full_duplex")?;
+        self.raw.call(
+            self.raw.api.context_enable_full_duplex,
+            "context_enable_full_duplex",
+        )
+    }
+
     /// `PostCompletion`: `on_async_completion` runs with `bytes` once the
     /// module returns `Pending`.
     pub fn post_completion(&mut self, bytes: u64) -> Result<(), ModuleError> {

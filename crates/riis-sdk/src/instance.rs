@@ -16,7 +16,7 @@ use riis_abi::{
 use crate::completion::{CallShared, Signal};
 use crate::context::{CallKind, HttpContext, ReadState};
 use crate::ffi;
-use crate::module::{CompletionInfo, HttpModule, HttpModuleFactory};
+use crate::module::{CompletedOperation, CompletionInfo, HttpModule, HttpModuleFactory};
 use crate::notification::{RequestNotification, RequestNotificationStatus};
 use crate::provider::{
     CustomNotification, MapPathProvider, ReadEntityProvider, SendResponseProvider,
@@ -221,9 +221,16 @@ unsafe extern "C" fn on_async_completion(
         // SAFETY: non-null and valid during this call (header: completion
         // info lives for the call that received it).
         let c = unsafe { &*completion };
+        let covers_operation = c.size as usize
+            >= std::mem::offset_of!(riis_completion_info, operation) + std::mem::size_of::<u32>();
         CompletionInfo {
             bytes: c.bytes,
             status: c.status as u32,
+            operation: if covers_operation {
+                CompletedOperation::from_raw(c.operation)
+            } else {
+                CompletedOperation::Posted
+            },
         }
     };
     // SAFETY: as in `on_notification`.
@@ -367,7 +374,14 @@ impl InstanceInner {
         }
         let mut read = self.read;
         if let Call::Completion(c) = &call {
-            if let Some(asked) = read.pending.take() {
+            // In full duplex a flush or a post completes while the read is
+            // still under way. (The SDK loads only in servers of its own ABI
+            // or newer, whose completions say which operation they are.)
+            if let Some(asked) = read
+                .pending
+                .filter(|_| c.operation == CompletedOperation::Read)
+            {
+                read.pending = None;
                 read.length = usize::try_from(c.bytes).unwrap_or(usize::MAX).min(asked);
             }
         }
@@ -414,7 +428,9 @@ impl InstanceInner {
             return status.raw();
         }
         match deferred {
-            None if end.operation => abi::STATUS_PENDING,
+            // An operation of this call, or (full duplex) a body read under
+            // way since an earlier one.
+            None if end.operation || self.read.pending.is_some() => abi::STATUS_PENDING,
             None if end.handles == 0 => {
                 // Nothing can resume the request: no operation, no handle.
                 self.fail(

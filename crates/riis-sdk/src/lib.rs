@@ -148,8 +148,8 @@ pub use context::{
 };
 pub use error::ModuleError;
 pub use module::{
-    ApplicationInfo, CacheOperation, CompletionInfo, GlobalModule, HttpModule, HttpModuleFactory,
-    TraceEvent, TracePhase,
+    ApplicationInfo, CacheOperation, CompletedOperation, CompletionInfo, GlobalModule, HttpModule,
+    HttpModuleFactory, TraceEvent, TracePhase,
 };
 pub use notification::{
     GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority,

@@ -25,6 +25,38 @@ pub struct CompletionInfo {
     pub bytes: u64,
     /// `GetCompletionStatus`: an HRESULT, 0 on success.
     pub status: u32,
+    /// `IHttpCompletionInfo2::GetCompletedOperation`: which operation
+    /// completed, which a module in full duplex needs to tell its read
+    /// from its flush (see [`crate::HttpContext::enable_full_duplex`]).
+    pub operation: CompletedOperation,
+}
+
+/// The operations a completion reports (`RIIS_OPERATION_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CompletedOperation {
+    /// A completion the module posted (`post_completion`, from a call or
+    /// through its completion handle).
+    #[default]
+    Posted,
+    /// A body read (`read_entity_body`).
+    Read,
+    /// An asynchronous flush.
+    Write,
+    /// A child request (`execute_request`).
+    ExecuteRequest,
+}
+
+impl CompletedOperation {
+    /// The operation of a `RIIS_OPERATION_*` value; one this SDK does not
+    /// know counts as posted.
+    pub(crate) fn from_raw(raw: u32) -> Self {
+        match raw {
+            crate::abi::OPERATION_READ => Self::Read,
+            crate::abi::OPERATION_WRITE => Self::Write,
+            crate::abi::OPERATION_EXECUTE_REQUEST => Self::ExecuteRequest,
+            _ => Self::Posted,
+        }
+    }
 }
 
 /// A request-level module: one instance per request, one method per

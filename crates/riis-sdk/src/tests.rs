@@ -43,6 +43,7 @@ struct MockCtx {
     allocations: Vec<Vec<u128>>,
     read: Option<(*mut c_void, usize)>,
     posted: Vec<u64>,
+    full_duplex: bool,
     indicated: Vec<u32>,
     raised: Vec<(String, bool)>,
     logs: Vec<String>,
@@ -75,6 +76,7 @@ impl MockCtx {
             allocations: Vec::new(),
             read: None,
             posted: Vec::new(),
+            full_duplex: false,
             indicated: Vec::new(),
             raised: Vec::new(),
             logs: Vec::new(),
@@ -352,6 +354,10 @@ static POSTED: AtomicUsize = AtomicUsize::new(0);
 unsafe extern "C" fn post_completion(c: Ctx, bytes: u64) -> riis_hresult {
     m(c).posted.push(bytes);
     POSTED.fetch_add(1, Ordering::Release);
+    OK
+}
+unsafe extern "C" fn enable_full_duplex(c: Ctx) -> riis_hresult {
+    m(c).full_duplex = true;
     OK
 }
 unsafe extern "C" fn config_value(c: Ctx, section: u32, key: Str) -> Str {
@@ -913,6 +919,7 @@ static API: riis_api = riis_api {
     response_trailer: trailer,
     response_set_trailer: set_trailer,
     response_delete_trailer: delete_trailer,
+    context_enable_full_duplex: enable_full_duplex,
 };
 
 struct SyncServer(riis_server);
@@ -979,11 +986,12 @@ impl Instance {
         }
     }
 
-    fn complete(&self, req: &Request, bit: u32, bytes: u64) -> u32 {
+    fn complete(&self, req: &Request, bit: u32, bytes: u64, operation: u32) -> u32 {
         let info = riis_completion_info {
             size: std::mem::size_of::<riis_completion_info>() as u32,
             status: 0,
             bytes,
+            operation,
         };
         // SAFETY: as in `notify`.
         unsafe {
@@ -1190,6 +1198,12 @@ impl HttpModule for Probe {
                 assert!(ctx.read_data().is_empty());
                 RequestNotificationStatus::Pending
             }
+            "/duplex" => {
+                self.reading = true;
+                ctx.enable_full_duplex().unwrap();
+                ctx.read_entity_body(8).unwrap();
+                RequestNotificationStatus::Pending
+            }
             "/indicate-early" => {
                 let handle = ctx.completion_handle();
                 handle
@@ -1346,6 +1360,11 @@ impl HttpModule for Probe {
         completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
         assert_eq!(notification, RequestNotification::BeginRequest);
+        if completion.operation == CompletedOperation::Write {
+            // The read is still under way (full duplex).
+            assert!(ctx.read_data().is_empty());
+            return RequestNotificationStatus::Pending;
+        }
         if self.reading {
             let data = ctx.read_data().to_vec();
             assert_eq!(completion.bytes as usize, data.len());
@@ -1583,11 +1602,36 @@ fn an_asynchronous_read_exposes_the_bytes_on_completion() {
     // SAFETY: the buffer the SDK allocated, `capacity` bytes.
     unsafe { std::ptr::copy_nonoverlapping(b"body".as_ptr(), buffer.cast::<u8>(), 4) };
     assert_eq!(
-        instance.complete(&req, BEGIN, 4),
+        instance.complete(&req, BEGIN, 4, abi::OPERATION_READ),
         abi::STATUS_FINISH_REQUEST
     );
     assert_eq!(req.mock().body, b"body");
     assert_eq!(req.mock().allocations.len(), 1);
+}
+
+#[test]
+fn in_full_duplex_a_flush_completes_while_the_read_stays_under_way() {
+    let registration = probe_registration();
+    let instance = Instance::new(&registration).unwrap();
+    let req = Request::new("/duplex", "");
+    assert_eq!(
+        instance.notify(&req, BEGIN, false, std::ptr::null_mut()),
+        abi::STATUS_PENDING
+    );
+    assert!(req.mock().full_duplex);
+    let (buffer, _) = req.mock().read.unwrap();
+    // The flush's completion: no bytes read yet (the module checks).
+    assert_eq!(
+        instance.complete(&req, BEGIN, 5, abi::OPERATION_WRITE),
+        abi::STATUS_PENDING
+    );
+    // SAFETY: the buffer the SDK allocated, 8 bytes.
+    unsafe { std::ptr::copy_nonoverlapping(b"body".as_ptr(), buffer.cast::<u8>(), 4) };
+    assert_eq!(
+        instance.complete(&req, BEGIN, 4, abi::OPERATION_READ),
+        abi::STATUS_FINISH_REQUEST
+    );
+    assert_eq!(req.mock().body, b"body");
 }
 
 #[test]
@@ -1667,7 +1711,7 @@ fn a_request_nothing_can_resume_fails_with_500() {
     assert_eq!(req.mock().posted, vec![0]);
     assert_eq!(req.mock().status, 200);
     assert_eq!(
-        instance.complete(&req, BEGIN, 0),
+        instance.complete(&req, BEGIN, 0, abi::OPERATION_POSTED),
         abi::STATUS_FINISH_REQUEST
     );
     assert_eq!(req.mock().status, 500);
@@ -1973,7 +2017,7 @@ fn the_example_echoes_the_body_and_completes_from_a_thread() {
         assert!(capacity >= part.len());
         // SAFETY: the SDK's buffer, `capacity` bytes.
         unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), buffer.cast::<u8>(), part.len()) };
-        let status = instance.complete(&req, BEGIN, part.len() as u64);
+        let status = instance.complete(&req, BEGIN, part.len() as u64, abi::OPERATION_READ);
         let expected = if part.is_empty() {
             abi::STATUS_FINISH_REQUEST
         } else {
@@ -2002,7 +2046,7 @@ fn the_example_echoes_the_body_and_completes_from_a_thread() {
     }
     assert_eq!(req.mock().posted, vec![7]);
     assert_eq!(
-        instance.complete(&req, BEGIN, 7),
+        instance.complete(&req, BEGIN, 7, abi::OPERATION_POSTED),
         abi::STATUS_FINISH_REQUEST
     );
     assert_eq!(req.mock().body, b"completed on another thread: 7 bytes\n");

@@ -684,16 +684,10 @@ async fn drive(
                 };
                 exec.complete_send(if sent { Ok(len) } else { Err(()) });
             }
-            Event::Other(Step::ReadEntity { max }) => match reader.read(max).await {
-                Ok(data) => exec.complete_read(Ok(data)),
-                Err(BodyError::Failed) => exec.complete_read(Err(())),
-                Err(BodyError::TooSlow(why)) => {
-                    exec.expire_read(why);
-                }
-                Err(BodyError::Malformed) => {
-                    exec.reject_read("the request body is not valid chunked encoding");
-                }
-            },
+            Event::Other(Step::ReadEntity { max }) => {
+                let read = reader.read(max).await;
+                report_read(&mut exec, read);
+            }
             Event::Other(Step::Wait(waiter)) => {
                 // A connection that switched protocols lasts as long as its
                 // new protocol does: the execution limit is for HTTP
@@ -717,6 +711,29 @@ async fn drive(
                         // the server closed the connection at its drain
                         // deadline): end the request rather than keep its
                         // modules until they complete.
+                        exec.abandon_wait();
+                    }
+                }
+            }
+            // Full duplex: the module waits for its news and for body bytes
+            // at once. The read is dropped unfinished when the news comes
+            // first, which loses nothing: a body frame is taken only once
+            // it is whole.
+            Event::Other(Step::WaitWhileReading { waiter, max }) => {
+                let execution = execution.filter(|_| exec.wait_has_execution_limit());
+                let limit = async {
+                    match execution {
+                        Some(limit) => tokio::time::sleep(limit).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = waiter.wait() => {}
+                    read = reader.read_alongside(max) => report_read(&mut exec, read),
+                    () = limit => {
+                        exec.expire_wait("a module did not complete within timeouts.execution");
+                    }
+                    () = client_gone(&mut reply, &stream) => {
                         exec.abandon_wait();
                     }
                 }
@@ -758,6 +775,20 @@ async fn drive(
     hold.put(reader.body);
 }
 
+/// Hands a body read's outcome to the request.
+fn report_read(exec: &mut RequestExecution, read: Result<Bytes, BodyError>) {
+    match read {
+        Ok(data) => exec.complete_read(Ok(data)),
+        Err(BodyError::Failed) => exec.complete_read(Err(())),
+        Err(BodyError::TooSlow(why)) => {
+            exec.expire_read(why);
+        }
+        Err(BodyError::Malformed) => {
+            exec.reject_read("the request body is not valid chunked encoding");
+        }
+    }
+}
+
 /// Resolves once the connection can no longer take this request's
 /// response: hyper dropped the request (the connection closed) before the
 /// response went out, or the receiver of a streamed body went away. Never
@@ -790,6 +821,9 @@ struct BodyReader {
     waited: Duration,
     /// Body bytes received so far.
     received: u64,
+    /// Since when a read made alongside a module's wait (full duplex) has
+    /// waited for bytes, across the waits it is dropped from.
+    alongside_since: Option<Instant>,
     /// Told when the body was read to its end.
     state: Arc<ConnectionState>,
 }
@@ -832,6 +866,7 @@ impl BodyReader {
             grace: Duration::from_secs(timeouts.body_min_rate_grace),
             waited: Duration::ZERO,
             received: 0,
+            alongside_since: None,
             state,
         }
     }
@@ -867,6 +902,7 @@ impl BodyReader {
     }
 
     async fn read(&mut self, max: usize) -> Result<Bytes, BodyError> {
+        self.alongside_since = None;
         while self.leftover.is_empty() && !self.ended {
             let start = Instant::now();
             let next = match self.deadline(start) {
@@ -882,30 +918,69 @@ impl BodyReader {
                 None => self.body.frame().await,
             };
             self.waited += start.elapsed();
-            match next {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.received += data.len() as u64;
-                        self.leftover = data;
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "request body read failed");
-                    self.ended = true;
-                    return Err(if is_malformed_body(&e) {
-                        BodyError::Malformed
-                    } else {
-                        BodyError::Failed
-                    });
-                }
-                None => {
-                    self.ended = true;
-                    self.state.activity.request_body_read();
-                }
-            }
+            self.take(next)?;
         }
         let n = max.min(self.leftover.len());
         Ok(self.leftover.split_to(n))
+    }
+
+    /// A read made while the module also waits for other news (full
+    /// duplex), and dropped whenever that comes first: nothing is lost,
+    /// and the wait goes on counting from where it began. Only
+    /// `timeouts.body_read` applies, between two pieces of the body, as
+    /// nginx's `client_body_timeout` does: such a client may rightly send
+    /// little while it takes the answer, so `body_min_rate` does not.
+    async fn read_alongside(&mut self, max: usize) -> Result<Bytes, BodyError> {
+        while self.leftover.is_empty() && !self.ended {
+            let since = *self.alongside_since.get_or_insert_with(Instant::now);
+            let next = match self.between_reads {
+                Some(limit) => {
+                    match tokio::time::timeout_at((since + limit).into(), self.body.frame()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.ended = true;
+                            return Err(BodyError::TooSlow(
+                                "no request body bytes within timeouts.body_read",
+                            ));
+                        }
+                    }
+                }
+                None => self.body.frame().await,
+            };
+            self.alongside_since = None;
+            self.take(next)?;
+        }
+        let n = max.min(self.leftover.len());
+        Ok(self.leftover.split_to(n))
+    }
+
+    /// Takes the next frame of the body: its bytes, or the body's end.
+    fn take(
+        &mut self,
+        next: Option<Result<http_body::Frame<Bytes>, hyper::Error>>,
+    ) -> Result<(), BodyError> {
+        match next {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    self.received += data.len() as u64;
+                    self.leftover = data;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "request body read failed");
+                self.ended = true;
+                return Err(if is_malformed_body(&e) {
+                    BodyError::Malformed
+                } else {
+                    BodyError::Failed
+                });
+            }
+            None => {
+                self.ended = true;
+                self.state.activity.request_body_read();
+            }
+        }
+        Ok(())
     }
 }
 

@@ -317,3 +317,64 @@ fn trailers_from_a_cpp_module_reach_an_http2_client() {
         assert!(trailers.get("content-length").is_none());
     });
 }
+
+/// IIS 8's full duplex (`IHttpContext3::EnableFullDuplex`, through
+/// `HttpGetExtendedInterface`): the module echoes each piece of the body
+/// while its next read is under way, and tells the completions apart with
+/// `IHttpCompletionInfo2::GetCompletedOperation`. The client sends each
+/// piece only once the echo of the one before came back.
+#[test]
+fn a_cpp_module_in_full_duplex_answers_while_the_body_still_comes() {
+    let source = repo().join("crates/riis/tests/native/duplex_echo.cpp");
+    let Some((_dir, server)) = serve_source(source, "", "") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::channel::Channel;
+        use http_body_util::BodyExt;
+        use hyper::body::Bytes;
+        let mut client = common::http2_client::<Channel<Bytes>>(server.addr).await;
+        let (mut to_server, body) = Channel::new(1);
+        let request = hyper::Request::post(format!("http://{}/duplex", server.addr))
+            .body(body)
+            .unwrap();
+        let wait = std::time::Duration::from_secs(10);
+        let mut response = tokio::time::timeout(wait, client.send_request(request))
+            .await
+            .expect("the head came while the body was still open")
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut got = String::new();
+        for (expected, next) in [
+            ("ready\n", Some("hello")),
+            ("ready\necho:hello\n", Some("world")),
+            ("ready\necho:hello\necho:world\n", None),
+        ] {
+            while got.len() < expected.len() {
+                let frame = tokio::time::timeout(wait, response.body_mut().frame())
+                    .await
+                    .expect("the echo came before the next piece was sent")
+                    .expect("the answer goes on")
+                    .unwrap();
+                got.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
+            }
+            assert_eq!(got, expected);
+            match next {
+                Some(text) => to_server.send_data(Bytes::from(text)).await.unwrap(),
+                None => break,
+            }
+        }
+        drop(to_server);
+        let rest = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(std::str::from_utf8(&rest).unwrap(), "bye\n");
+    });
+    // The instance was disposed with its request: only /live's own is
+    // alive (a completion handle the adapter kept for the read would have
+    // left it waiting for a signal that never comes).
+    let live = get(server.addr, "/live");
+    assert_eq!(String::from_utf8_lossy(&live.body), "live: 1\n");
+}

@@ -131,6 +131,26 @@ async fn answer(
             .body(channel)
             .unwrap());
     }
+    if parts.uri.path() == "/echo.Echo/Chat" {
+        // A bidirectional call: each piece of the body comes back at once,
+        // while the client still sends; the status once the body ends.
+        let (mut tx, channel): (Sender<Bytes>, _) = Channel::new(4);
+        tokio::spawn(async move {
+            let mut body = body;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    if tx.send_data(data).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send_trailers(grpc_trailers("0", "chatted")).await;
+        });
+        return Ok(Response::builder()
+            .header("content-type", "application/grpc")
+            .body(channel)
+            .unwrap());
+    }
     let collected = body.collect().await;
     let body_failed = collected.is_err();
     let body = collected.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
@@ -546,4 +566,91 @@ fn an_upload_given_up_by_its_client_resets_the_stream() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A bidirectional call over a client's request: each message is sent
+/// only once the answer to the one before came back, which a proxy that
+/// held the answer until the body ended could never pass. Gives the
+/// trailers.
+async fn chat(
+    mut to_server: Sender<Bytes>,
+    response: impl std::future::Future<Output = Result<Response<Incoming>, hyper::Error>>,
+) -> Option<hyper::HeaderMap> {
+    let said = ["one", "two", "three"];
+    to_server.send_data(message(said[0])).await.unwrap();
+    let mut response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("the answer's head came while the body was still open")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut to_server = Some(to_server);
+    for (i, text) in said.iter().enumerate() {
+        let expected = message(text);
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            let frame = tokio::time::timeout(Duration::from_secs(10), response.body_mut().frame())
+                .await
+                .expect("the answer to a message came before the next was sent")
+                .expect("the answer goes on")
+                .unwrap();
+            got.extend_from_slice(&frame.into_data().expect("a message, not the end"));
+        }
+        assert_eq!(got, expected);
+        match said.get(i + 1) {
+            Some(next) => {
+                let sender = to_server.as_mut().unwrap();
+                sender.send_data(message(next)).await.unwrap();
+            }
+            // The body ends: the server's status follows.
+            None => to_server = None,
+        }
+    }
+    let mut trailers = None;
+    while let Some(frame) = response.body_mut().frame().await {
+        if let Ok(t) = frame.unwrap().into_trailers() {
+            trailers = Some(t);
+        }
+    }
+    trailers
+}
+
+#[test]
+fn a_bidirectional_call_is_answered_while_its_client_still_sends() {
+    let backend = Backend::start();
+    let (_dir, server) = start_with(&backend, 10, "request_buffering = false");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // An HTTP/2 client, as gRPC's are.
+        let mut client = common::http2_client::<Channel<Bytes>>(server.addr).await;
+        let (to_server, body) = Channel::new(1);
+        let request = Request::post(format!("http://{}/echo.Echo/Chat", server.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body)
+            .unwrap();
+        let trailers = chat(to_server, client.send_request(request)).await;
+        let trailers = trailers.expect("the server's trailers");
+        assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+        assert_eq!(trailers.get("grpc-message").unwrap(), "chatted");
+
+        // An HTTP/1.1 client streams its body chunked; the answer comes
+        // chunked while it does.
+        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (mut client, conn) = hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let (to_server, body) = Channel::new(1);
+        let request = Request::post("/echo.Echo/Chat")
+            .header("host", "t")
+            .header("content-type", "application/grpc")
+            .body(body)
+            .unwrap();
+        chat(to_server, client.send_request(request)).await;
+    });
 }

@@ -408,7 +408,7 @@ impl FastCgi {
     fn answer(&mut self, ctx: &mut HttpContext, relay: Arc<Relay>) -> RequestNotificationStatus {
         let limit = ctx.config(self.config).response_buffer_limit;
         match self.receiver.take(ctx, &relay, limit) {
-            Step::Wait => {
+            Step::Wait | Step::Flushing => {
                 self.state = State::Answering(relay);
                 RequestNotificationStatus::Pending
             }

@@ -121,8 +121,9 @@ use std::time::Duration;
 use riis_pipeline::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{
-    CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
-    RequestNotificationStatus, RequestNotifications, Section, ServerInfo, UpgradedStream,
+    CompletedOperation, CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+    UpgradedStream,
 };
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -286,14 +287,24 @@ enum State {
     Idle,
     /// Reading the request body.
     Reading(BodySpool),
-    /// The exchange runs, and the body streams to it: a read from the
-    /// client is under way (bytes so far).
-    Uploading(Arc<Relay>, u64),
-    /// The same, waiting for the connection to take what it has (bytes so
-    /// far).
-    UploadWaiting(Arc<Relay>, u64),
+    /// The exchange runs, and the body streams to it as the client sends
+    /// it, in full duplex: the answer goes to the client meanwhile.
+    Streaming(Arc<Relay>, Duplex),
     /// The exchange runs; its output arrives through the relay.
     Answering(Arc<Relay>),
+}
+
+/// Where a request in full duplex stands (see [`State::Streaming`]).
+#[derive(Clone, Copy, Default)]
+struct Duplex {
+    /// Body bytes read so far.
+    read: u64,
+    /// A body read is under way.
+    reading: bool,
+    /// The whole body went to the exchange, or was given up.
+    body_done: bool,
+    /// A flush of the answer is under way.
+    flushing: bool,
 }
 
 /// The module instance: one per request.
@@ -311,10 +322,7 @@ impl Drop for ReverseProxy {
     /// The request ended: its exchange, if still running, is dropped with
     /// its connection.
     fn drop(&mut self) {
-        if let State::Answering(relay)
-        | State::Uploading(relay, _)
-        | State::UploadWaiting(relay, _) = &self.state
-        {
+        if let State::Answering(relay) | State::Streaming(relay, _) = &self.state {
             relay.cancel();
         }
     }
@@ -415,38 +423,46 @@ impl ReverseProxy {
         self.start(ctx, body.finish(), None)
     }
 
-    /// Reads the next piece of a streamed body.
-    fn upload_next(
+    /// A completion of a request in full duplex: a body read, a flush of
+    /// the answer, or news from the exchange (output, its end, or room for
+    /// more body).
+    fn streaming(
         &mut self,
         ctx: &mut HttpContext,
         relay: Arc<Relay>,
-        sent: u64,
+        mut duplex: Duplex,
+        completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
-        if let Err(e) = ctx.read_entity_body(READ_SIZE) {
-            relay.cancel();
-            return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        match completion.operation {
+            CompletedOperation::Read => {
+                duplex.reading = false;
+                if let Err(status) = self.uploaded(ctx, &relay, &mut duplex, completion) {
+                    return status;
+                }
+            }
+            CompletedOperation::Write => duplex.flushing = false,
+            _ => {}
         }
-        self.state = State::Uploading(relay, sent);
-        RequestNotificationStatus::Pending
+        self.stream(ctx, relay, duplex)
     }
 
-    /// A read of a streamed body completed: its bytes go to the exchange.
+    /// A read of the streamed body completed: its bytes go to the exchange.
     fn uploaded(
         &mut self,
         ctx: &mut HttpContext,
-        relay: Arc<Relay>,
-        sent: u64,
+        relay: &Relay,
+        duplex: &mut Duplex,
         completion: &CompletionInfo,
-    ) -> RequestNotificationStatus {
+    ) -> Result<(), RequestNotificationStatus> {
         let limit = ctx.config(self.config).max_request_body;
         let data = ctx.request_mut().take_read_data();
-        let sent = sent + data.len() as u64;
+        duplex.read += data.len() as u64;
         let end = ctx.request().is_body_complete();
         let broken = if completion.status != 0 {
             Some(crate::gateway::read_failure(completion))
         } else if data.is_empty() && !end {
             Some(BodyError::EndedEarly)
-        } else if sent > limit {
+        } else if duplex.read > limit {
             Some(BodyError::TooLarge)
         } else {
             None
@@ -454,41 +470,55 @@ impl ReverseProxy {
         if let Some(error) = broken {
             // Part of the body went: the exchange cannot be finished.
             relay.cancel();
-            return match error {
+            return Err(match error {
                 BodyError::TooLarge => too_large(ctx, limit),
                 other => {
                     crate::gateway::close_after_answer(ctx);
                     let (status, why) = other.status_and_reason();
                     fail(ctx, status, &why)
                 }
-            };
+            });
         }
         relay.send_upload(data, end);
-        if end {
-            return self.answer(ctx, relay);
-        }
-        self.upload_or_wait(ctx, relay, sent)
+        duplex.body_done = end;
+        Ok(())
     }
 
-    /// Goes on sending a streamed body: reads more while the connection
-    /// has room for it, else waits for room, unless the answer is due (the
-    /// exchange ended, or its server answers at length without taking the
-    /// body): then the rest of the body is given up.
-    fn upload_or_wait(
+    /// Goes on in full duplex: takes the exchange's output into the
+    /// response unless a flush of it is under way, and reads more of the
+    /// body while the connection has room for it. The handler is done once
+    /// the answer is whole; what the client has not sent of the body by
+    /// then is given up, as the server did not wait for it.
+    fn stream(
         &mut self,
         ctx: &mut HttpContext,
         relay: Arc<Relay>,
-        sent: u64,
+        mut duplex: Duplex,
     ) -> RequestNotificationStatus {
-        if relay.answer_is_due() {
-            relay.abandon_upload();
-            return self.answer(ctx, relay);
+        if !duplex.flushing {
+            let limit = ctx.config(self.config).response_buffer_limit;
+            match self.receiver.take(ctx, &relay, limit) {
+                Step::Wait => {}
+                Step::Flushing => duplex.flushing = true,
+                Step::Done => {
+                    if !duplex.body_done {
+                        relay.abandon_upload();
+                    }
+                    ctx.set_request_handled();
+                    return RequestNotificationStatus::Continue;
+                }
+                Step::Failed(status, why) => return fail(ctx, status, &why),
+            }
         }
-        if relay.park_for_upload_room() {
-            self.state = State::UploadWaiting(relay, sent);
-            return RequestNotificationStatus::Pending;
+        if !duplex.body_done && !duplex.reading && relay.has_upload_room() {
+            if let Err(e) = ctx.read_entity_body(READ_SIZE) {
+                relay.cancel();
+                return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+            }
+            duplex.reading = true;
         }
-        self.upload_next(ctx, relay, sent)
+        self.state = State::Streaming(relay, duplex);
+        RequestNotificationStatus::Pending
     }
 
     /// The protocols the client asks to switch to (its `Upgrade` header,
@@ -685,10 +715,7 @@ impl ReverseProxy {
             .filter(|_| config.reverse_rewrite_host)
             .map(Cow::into_owned);
         let timeout = Duration::from_secs(config.timeout);
-        let relay = Arc::new(match streamed {
-            None => Relay::new(ctx.completion_handle(), timeout),
-            Some(_) => Relay::uploading(ctx.completion_handle(), timeout),
-        });
+        let relay = Arc::new(Relay::new(ctx.completion_handle(), timeout));
         let job = Job {
             method: ctx.request().method().clone(),
             target,
@@ -731,7 +758,10 @@ impl ReverseProxy {
             running.fetch_sub(1, Ordering::Relaxed);
         }));
         if streamed.is_some() {
-            return self.upload_next(ctx, relay, 0);
+            // The answer may come while the body still does (gRPC's
+            // bidirectional calls, a server that answers as it reads).
+            ctx.enable_full_duplex();
+            return self.stream(ctx, relay, Duplex::default());
         }
         self.state = State::Answering(relay);
         RequestNotificationStatus::Pending
@@ -750,7 +780,7 @@ impl ReverseProxy {
         }
         let limit = ctx.config(self.config).response_buffer_limit;
         match self.receiver.take(ctx, &relay, limit) {
-            Step::Wait => {
+            Step::Wait | Step::Flushing => {
                 self.state = State::Answering(relay);
                 RequestNotificationStatus::Pending
             }
@@ -825,9 +855,7 @@ impl HttpModule for ReverseProxy {
                     }
                 }
             }
-            State::Uploading(relay, sent) => self.uploaded(ctx, relay, sent, completion),
-            // The connection made room, or the exchange has news.
-            State::UploadWaiting(relay, sent) => self.upload_or_wait(ctx, relay, sent),
+            State::Streaming(relay, duplex) => self.streaming(ctx, relay, duplex, completion),
             State::Answering(relay) => self.answer(ctx, relay),
         }
     }

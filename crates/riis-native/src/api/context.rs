@@ -136,6 +136,16 @@ pub(super) unsafe extern "C" fn set_request_handled(ctx: *mut riis_context) -> r
     }
 }
 
+pub(super) unsafe extern "C" fn enable_full_duplex(ctx: *mut riis_context) -> riis_hresult {
+    // SAFETY: the handle is checked by context_hr.
+    unsafe {
+        context_hr("context_enable_full_duplex", ctx, |_, ctx| {
+            ctx.enable_full_duplex();
+            Ok(())
+        })
+    }
+}
+
 pub(super) unsafe extern "C" fn is_last_notification(
     ctx: *mut riis_context,
     status: riis_status,
@@ -445,7 +455,7 @@ unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) {
         // SAFETY: live, as the caller promises; the reference ends with
         // this block.
         let mut slot = unsafe { &*frame }.lock_completion();
-        match slot.handle.take() {
+        match slot.handle.take().or_else(|| slot.duplex_handle.take()) {
             Some(handle) => match signal {
                 EarlySignal::Indicate(status) => handle.indicate_completion(status),
                 EarlySignal::Post(bytes) => handle.post_completion(bytes),

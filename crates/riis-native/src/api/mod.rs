@@ -139,6 +139,8 @@ pub(crate) static API: riis_api = riis_api {
     response_trailer: response::trailer,
     response_set_trailer: response::set_trailer,
     response_delete_trailer: response::delete_trailer,
+
+    context_enable_full_duplex: context::enable_full_duplex,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.

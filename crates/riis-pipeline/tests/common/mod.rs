@@ -738,17 +738,18 @@ pub async fn drive(mut execution: RequestExecution, body: Vec<Bytes>) -> Outcome
                 execution.complete_send(Ok(len));
             }
             Step::ReadEntity { max } => {
-                let data = match body.pop_front() {
-                    Some(mut chunk) => {
-                        if chunk.len() > max {
-                            let rest = chunk.split_off(max);
-                            body.push_front(rest);
-                        }
-                        chunk
+                execution.complete_read(Ok(next_piece(&mut body, max)));
+            }
+            Step::WaitWhileReading { waiter, max } => {
+                // The whole body is here: a completion already signalled
+                // goes first, else the read.
+                tokio::select! {
+                    biased;
+                    () = waiter.wait() => {}
+                    () = std::future::ready(()) => {
+                        execution.complete_read(Ok(next_piece(&mut body, max)));
                     }
-                    None => Bytes::new(),
-                };
-                execution.complete_read(Ok(data));
+                }
             }
             Step::Wait(waiter) => {
                 tokio::time::timeout(HANG_GUARD, waiter.wait())
@@ -760,6 +761,21 @@ pub async fn drive(mut execution: RequestExecution, body: Vec<Bytes>) -> Outcome
         }
     }
     panic!("the request did not finish within {STEP_LIMIT} steps");
+}
+
+/// The next body read's bytes: at most `max` of the next piece (the rest
+/// stays for the next read), empty at the end.
+fn next_piece(body: &mut std::collections::VecDeque<Bytes>, max: usize) -> Bytes {
+    match body.pop_front() {
+        Some(mut chunk) => {
+            if chunk.len() > max {
+                let rest = chunk.split_off(max);
+                body.push_front(rest);
+            }
+            chunk
+        }
+        None => Bytes::new(),
+    }
 }
 
 /// Runs `request` through `pipeline` with no body.
