@@ -256,6 +256,8 @@ pub struct Activity {
     abort: AtomicBool,
     /// HTTP/2 streams refused since the connection went away.
     refused_streams: AtomicU32,
+    /// HTTP/2 streams served since the connection went away.
+    served_after_goaway: AtomicU32,
 }
 
 /// How many streams an HTTP/2 connection that went away may open (each
@@ -481,6 +483,18 @@ impl Activity {
     /// ([`Self::close_after_exchange`]).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether an HTTP/2 stream opened after the connection went away is
+    /// served: the client opened it before it had the GOAWAY (hyper's
+    /// first GOAWAY names no last stream; its final one, once the client
+    /// answers the PING that follows, names the last served), so it is
+    /// owed an answer, as gRPC clients expect (refused, they fail the
+    /// call). Up to `most` such streams, the client's concurrent streams:
+    /// a client that never answers the PING and keeps opening streams has
+    /// the rest refused.
+    pub fn serves_after_goaway(&self, most: u32) -> bool {
+        self.served_after_goaway.fetch_add(1, Ordering::Relaxed) < most
     }
 
     /// An HTTP/2 stream was refused because the connection went away. A

@@ -240,10 +240,15 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         hsts: None,
         http10: req.version() == http::Version::HTTP_10,
     };
-    if req.version() == http::Version::HTTP_2 && state.activity.is_draining() {
+    let generation = state.current.load();
+    if req.version() == http::Version::HTTP_2
+        && state.activity.is_draining()
+        && !state
+            .activity
+            .serves_after_goaway(generation.limits.http2_max_concurrent_streams)
+    {
         return refuse_stream(state, finish);
     }
-    let generation = state.current.load();
     if let Err(refusal) = check_head(
         &req,
         &generation.limits,
@@ -506,7 +511,7 @@ fn serve_site(
                     return Answer::Now(reply);
                 }
                 let hold = RequestBodyHold::default();
-                let reply = hold_request_body(reply, &hold, &shape, &body);
+                let reply = hold_request_body(reply, &hold, &shape, &body, false);
                 hold.put(body);
                 return Answer::Now(reply);
             }
@@ -573,6 +578,10 @@ async fn drive(
             Event::Send(out) => {
                 let len = out.len();
                 let sent = if let Some(reply) = reply.take() {
+                    // In full duplex the head goes out while the module
+                    // still reads the body: what is left of it now says
+                    // nothing about what will be left at the end.
+                    let reading_on = !out.is_final && exec.context().is_full_duplex();
                     let response = if is_switch(&out) {
                         let can = can_switch(&mut exec, &reader.body);
                         match switching_response(out, can) {
@@ -604,7 +613,8 @@ async fn drive(
                         }
                         response
                     };
-                    let response = hold_request_body(response, &hold, &shape, &reader.body);
+                    let response =
+                        hold_request_body(response, &hold, &shape, &reader.body, reading_on);
                     reply.send(response).is_ok()
                 } else if switched {
                     // After a 101 the module writes to its stream; the
@@ -1098,15 +1108,20 @@ impl ResponseShape {
 /// announced than the server discards ([`crate::body::DISCARD_LIMIT`]), the
 /// connection cannot be kept, and the response says so (`Connection:
 /// close`, RFC 9112 §9.6), so that a proxy in front does not send its next
-/// request down a connection about to close.
+/// request down a connection about to close. Not when the module reads on
+/// (`reading_on`, full duplex): it will most likely read the body to its
+/// end, and if it does not, the connection closes after the response all
+/// the same, without the warning.
 fn hold_request_body(
     reply: Reply,
     hold: &RequestBodyHold,
     shape: &ResponseShape,
     body: &Incoming,
+    reading_on: bool,
 ) -> Reply {
     reply.map(|mut resp| {
-        let too_long = shape.discard_request_body.is_some()
+        let too_long = !reading_on
+            && shape.discard_request_body.is_some()
             && http_body::Body::size_hint(body)
                 .exact()
                 .is_some_and(|left| left > crate::body::DISCARD_LIMIT);

@@ -27,6 +27,8 @@ struct Seen {
     body: Vec<u8>,
     /// The body's read ended in an error (the stream was reset).
     body_failed: bool,
+    /// The reset's reason, when the body's read ended in one.
+    reset: Option<h2::Reason>,
 }
 
 /// The test's HTTP/2 server.
@@ -116,7 +118,18 @@ async fn answer(
         // answers while the client streams), its outcome noted.
         tokio::spawn(async move {
             let collected = body.collect().await;
+            let reset = collected.as_ref().err().and_then(|e| {
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+                while let Some(c) = cause {
+                    if let Some(h2) = c.downcast_ref::<h2::Error>() {
+                        return h2.reason();
+                    }
+                    cause = c.source();
+                }
+                None
+            });
             seen.lock().unwrap().push(Seen {
+                reset,
                 body_failed: collected.is_err(),
                 version: parts.version,
                 uri: parts.uri.to_string(),
@@ -156,6 +169,7 @@ async fn answer(
     let body = collected.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
     seen.lock().unwrap().push(Seen {
         body_failed,
+        reset: None,
         version: parts.version,
         uri: parts.uri.to_string(),
         te: parts
@@ -558,6 +572,7 @@ fn an_upload_given_up_by_its_client_resets_the_stream() {
     loop {
         if let Some(seen) = backend.seen.lock().unwrap().first() {
             assert!(seen.body_failed, "{seen:?}");
+            assert_eq!(seen.reset, Some(h2::Reason::CANCEL), "{seen:?}");
             break;
         }
         assert!(

@@ -352,14 +352,19 @@ fn the_last_request_of_an_http2_connection_gets_goaway() {
     assert!(goaway, "no GOAWAY after the last request");
 }
 
-/// Streams opened after the last request (the connection's GOAWAY sent)
-/// are refused unprocessed with REFUSED_STREAM, though this client never
-/// answers the PING that would make hyper's GOAWAY final; the connection
-/// then closes instead of serving them for ever.
+/// Streams opened after the last request (the connection's first GOAWAY,
+/// which names no last stream, sent) are served, as many as the client may
+/// have open at once: it may have opened them before it had the GOAWAY,
+/// and a gRPC client fails a call refused so. This client never answers
+/// the PING that would make hyper's GOAWAY final: past that many, its
+/// streams are refused unprocessed with REFUSED_STREAM, and the connection
+/// then closes instead of serving it for ever.
 #[test]
-fn streams_after_the_last_request_are_refused_and_the_connection_closes() {
+fn streams_after_the_last_request_are_served_up_to_the_concurrency_then_refused() {
     const REFUSED_STREAM: u32 = 0x7;
-    let (_dir, server) = server_with("max_header_bytes = 8192\nmax_requests_per_connection = 2");
+    let (_dir, server) = server_with(
+        "max_header_bytes = 8192\nmax_requests_per_connection = 2\nhttp2_max_concurrent_streams = 2",
+    );
     let mut h2 = H2::open(server.addr);
     assert_served_on(&mut h2);
     let request = |h2: &mut H2, stream: u32| {
@@ -372,23 +377,30 @@ fn streams_after_the_last_request_are_refused_and_the_connection_closes() {
             ))
             .unwrap();
     };
-    request(&mut h2, 3);
-    while let Some((kind, _, stream, payload)) = h2.read_frame() {
-        if kind == HEADERS && stream == 3 {
-            assert_eq!(payload.first(), Some(&0x88), "the last request is served");
-            break;
+    // Stream 3 is the last request; 5 and 7 come after its GOAWAY.
+    for stream in [3, 5, 7] {
+        request(&mut h2, stream);
+        loop {
+            let Some((kind, _, s, payload)) = h2.read_frame() else {
+                panic!("closed before stream {stream} was answered");
+            };
+            assert!(kind != RST_STREAM || s != stream, "stream {stream} reset");
+            if kind == HEADERS && s == stream {
+                assert_eq!(payload.first(), Some(&0x88), "stream {stream} is served");
+                break;
+            }
         }
     }
-    request(&mut h2, 5);
-    request(&mut h2, 7);
+    request(&mut h2, 9);
+    request(&mut h2, 11);
     let mut refused = Vec::new();
     while refused.len() < 2 {
         let Some((kind, _, stream, payload)) = h2.read_frame() else {
-            panic!("closed before refusing streams 5 and 7: {refused:?}");
+            panic!("closed before refusing streams 9 and 11: {refused:?}");
         };
         assert!(
-            !(kind == HEADERS && stream >= 5),
-            "stream {stream} was served after the last request"
+            !(kind == HEADERS && stream >= 9),
+            "stream {stream} was served past the concurrency"
         );
         if kind == RST_STREAM {
             let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
@@ -396,7 +408,7 @@ fn streams_after_the_last_request_are_refused_and_the_connection_closes() {
             refused.push(stream);
         }
     }
-    assert_eq!(refused, [5, 7]);
+    assert_eq!(refused, [9, 11]);
     // Nothing left to finish: the connection closes (a read timeout here
     // would be a hang, not slowness).
     h2.sock

@@ -1513,8 +1513,9 @@ fn a_streamed_upload_answered_early_gets_its_answer() {
 }
 
 /// Streamed uploads: a server that sends its head before reading the body
-/// still gets all of it; a server silent after a chunked body gets its 504;
-/// connections of streamed uploads with a length are kept.
+/// still gets all of it, and the client its head at once (full duplex),
+/// on a connection that stays open; a server silent after a chunked body
+/// gets its 504; connections of streamed uploads with a length are kept.
 #[test]
 fn streamed_uploads_finish_time_out_and_keep_connections() {
     let backend = Backend::start("a");
@@ -1522,6 +1523,8 @@ fn streamed_uploads_finish_time_out_and_keep_connections() {
     let extra = format!(
         "[[sites.locations]]\npath = \"/up\"\n\
          proxy = {{ servers = [{first}], timeout = 60, max_request_body = 20000000, request_buffering = false }}\n\
+         [[sites.locations]]\npath = \"/up/headfirst\"\n\
+         proxy = {{ response_buffer_limit = 0 }}\n\
          [[sites.locations]]\npath = \"/up/quick\"\n\
          proxy = {{ servers = [{first}], timeout = 1, request_buffering = false }}\n"
     );
@@ -1535,10 +1538,16 @@ fn streamed_uploads_finish_time_out_and_keep_connections() {
         )
         .as_bytes(),
     );
+    // The head comes before the body went: the answer streams meanwhile.
+    let head = conn.read_status_line();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     conn.send_raw(&body);
-    let resp = conn.read_response(false);
-    assert_eq!(resp.status, 200);
-    assert_eq!(resp.text(), "got=3000000");
+    let rest = conn.read_response_after(head, false);
+    assert_eq!(rest.text(), "got=3000000");
+    // What was left of the body when the head went out (all of it) did not
+    // cost the connection: the body was read to its end.
+    assert_eq!(rest.header("connection"), None, "{rest:?}");
+    assert_eq!(conn.get("/up/echo").status, 200);
 
     // Two uploads with a length: the second on the first's connection.
     let mut conn = Connection::open(server.addr);

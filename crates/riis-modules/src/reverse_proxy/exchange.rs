@@ -380,9 +380,9 @@ impl RequestBody {
         if relay.upload_ended() && !relay.body_given() {
             // The exchange is over with the body unsent: the stream (HTTP/2)
             // or the connection is reset rather than left waiting.
-            return Poll::Ready(Some(Err(std::io::Error::other(
-                "the rest of the request body will not come",
-            ))));
+            return Poll::Ready(Some(Err(std::io::Error::other(BodyAbandoned(
+                h2::Reason::CANCEL.into(),
+            )))));
         }
         match relay.poll_upload(cx) {
             Poll::Ready(Some(piece)) => {
@@ -400,6 +400,24 @@ impl RequestBody {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// The rest of a streamed body will not come (see
+/// [`RequestBody::poll_streamed`]). An HTTP/2 stream is reset with CANCEL:
+/// hyper takes the reason from an `h2::Error` among the causes.
+#[derive(Debug)]
+struct BodyAbandoned(h2::Error);
+
+impl std::fmt::Display for BodyAbandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the rest of the request body will not come")
+    }
+}
+
+impl std::error::Error for BodyAbandoned {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }
 

@@ -203,7 +203,21 @@ impl Connection {
 
     /// Reads one response; `head_only` for HEAD requests.
     pub fn read_response(&mut self, head_only: bool) -> Response {
-        let mut head = Vec::new();
+        self.read_response_after(String::new(), head_only)
+    }
+
+    /// Reads a response's status line alone (the rest follows with
+    /// [`Connection::read_response_after`]).
+    pub fn read_status_line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        line
+    }
+
+    /// Reads the rest of a response whose first `read` bytes of head (its
+    /// status line) were read already.
+    pub fn read_response_after(&mut self, read: String, head_only: bool) -> Response {
+        let mut head = read.into_bytes();
         loop {
             let n = self.reader.read_until(b'\n', &mut head).unwrap();
             assert!(n > 0, "connection closed before a full response head");
