@@ -1227,7 +1227,11 @@ public:
      *  IHttpCompletionInfo2::GetCompletedOperation says which. A read and
      *  an asynchronous flush may be started in the same call: the flush
      *  completes first. Returning anything but RQ_NOTIFICATION_PENDING
-     *  gives up a read still under way. */
+     *  gives up a read still under way. When the request ends while the
+     *  module waits so (the client left, timeouts.execution), the module
+     *  is disposed at once, not after its thread's next signal: a module
+     *  whose thread may still call PostCompletion stops it in Dispose (or
+     *  the destructor); the late call then fails harmlessly. */
     virtual VOID EnableFullDuplex(VOID) = 0;
 
 protected:
@@ -3066,6 +3070,14 @@ public:
         instance->context_.bind(ctx);
         CurrentContextScope scope(ctx);
         bool post = is_post != 0;
+        /* SendResponse, ReadEntity, MapPath and custom notifications come
+         * inside a call: they neither end nor start a wait of this module.
+         * A new event ends any read left under way. */
+        bool nested = (notification & (RIIS_RQ_SEND_RESPONSE | RIIS_RQ_READ_ENTITY |
+                                       RIIS_RQ_MAP_PATH | RIIS_RQ_CUSTOM_NOTIFICATION)) != 0;
+        if (!nested) {
+            instance->context_.core().read_pending = false;
+        }
         riis_status result = RIIS_STATUS_CONTINUE;
         guarded(
             [&]() {
@@ -3075,7 +3087,9 @@ public:
                 char method[64];
                 result = fail_request(ctx, notification_method(method, notification, post), why);
             });
-        instance->returned(result);
+        if (!nested) {
+            instance->returned(result);
+        }
         return result;
     }
 

@@ -725,7 +725,12 @@ typedef struct riis_api {
      *  is; the read's (RIIS_OPERATION_READ) has its bytes in the read's
      *  buffer. A second read while one is under way: RIIS_E_INVALIDARG.
      *  Returning anything but RIIS_STATUS_PENDING gives the read up (its
-     *  bytes stay for the next reader). */
+     *  bytes stay for the next reader). Such a signal is not owed, as the
+     *  one after a Pending without an operation is: when the request ends
+     *  while the module waits (the client left, timeouts.execution), the
+     *  instance is disposed at once, and a thread of the module that may
+     *  still signal must be stopped in dispose (its signal then fails with
+     *  RIIS_E_INVALID_STATE). */
     riis_hresult (*context_enable_full_duplex)(riis_context *context);
 } riis_api;
 

@@ -305,11 +305,20 @@ impl NativeModule {
         }
         frame.ctx.set(ctx);
         frame.op_started.set(false);
-        // A signal left from an earlier call (sent when the module had not
-        // returned Pending) must not end this call's Pending early.
-        frame.lock_completion().early = None;
         let mut provider = ProviderHandle::new(frame, provider);
         let nested = provider.is_nested();
+        {
+            let mut slot = frame.lock_completion();
+            // A signal left from an earlier call (sent when the module had
+            // not returned Pending) must not end this call's Pending early.
+            slot.early = None;
+            if completion.is_none() && !nested {
+                // A new event: the module's earlier call ended, and with it
+                // any read (and full-duplex wait) it left under way.
+                frame.read_buffer.set(None);
+                slot.duplex_handle = None;
+            }
+        }
         let provider_ptr = if provider.is_event() {
             ptr::null_mut()
         } else {
@@ -359,13 +368,13 @@ impl NativeModule {
             }
         };
         frame.ctx.set(ptr::null_mut());
-        if raw != riis_abi::STATUS_PENDING {
+        if raw != riis_abi::STATUS_PENDING && !nested {
             // A read started in a call that did not return Pending completes
             // without the module (in full duplex, is given up): its buffer
             // must not be written later, at some other operation's
-            // completion.
+            // completion. (A nested call's status is not the module's: a
+            // read of its own call stays under way.)
             frame.read_buffer.set(None);
-            frame.lock_completion().duplex_handle = None;
         }
         let Some(status) = RequestNotificationStatus::from_raw(raw) else {
             let when = if is_post {

@@ -51,6 +51,11 @@ impl CompletionState {
         }
     }
 
+    /// Whether a handle is alive: something may still signal.
+    pub(crate) fn has_handles(&self) -> bool {
+        self.handles.load(Ordering::Acquire) > 0
+    }
+
     /// The signal to act on, if any. Whether the request is abandoned is
     /// decided by the live handle count, not only by the marker the last
     /// handle leaves: one request may pend several times on the same state, so

@@ -220,6 +220,9 @@ pub enum Waiting {
     Module,
     /// A module asked for request body bytes the client has not sent yet.
     RequestBody,
+    /// A module in full duplex waits for its own news and for request body
+    /// bytes at once (see [`HttpContext::enable_full_duplex`]).
+    ModuleOrRequestBody,
     /// A send (a module's flush, or the final send) the client has not
     /// taken yet.
     Send,
@@ -419,13 +422,20 @@ impl Frame {
     }
 
     /// Whether a body read of full duplex may stay under way while the
-    /// module of `site` waits: it has a completion handle to wait on, and
-    /// the read's bytes are not here already (inserted, or the body's end).
+    /// module of `site` waits: a completion handle of its is alive to wait
+    /// on, and the read's bytes are not here already (inserted, or the
+    /// body's end).
     fn can_read_alongside(&self, site: CallSite) -> bool {
-        let ctx = &self.ctx;
-        ctx.slots[site.module.get()].completion.is_some()
-            && ctx.request.inserted_entity.is_empty()
-            && !ctx.request.body_complete
+        let request = &self.ctx.request;
+        self.has_live_handle(site) && request.inserted_entity.is_empty() && !request.body_complete
+    }
+
+    /// Whether a completion handle of the module of `site` is alive.
+    fn has_live_handle(&self, site: CallSite) -> bool {
+        self.ctx.slots[site.module.get()]
+            .completion
+            .as_ref()
+            .is_some_and(|state| state.has_handles())
     }
 
     /// Moves past the current event.
@@ -526,6 +536,9 @@ impl RequestExecution {
         let top = self.frames.len() - 1;
         let frame = &self.frames[top];
         let (site, waiting) = match frame.phase {
+            Phase::Waiting(site) if frame.ctx.duplex_read.is_some() => {
+                (Some(site), Waiting::ModuleOrRequestBody)
+            }
             Phase::Waiting(site) => (Some(site), Waiting::Module),
             Phase::Reading(site, ..) => (Some(site), Waiting::RequestBody),
             Phase::Sending(AfterSend::Call { site, .. }) => (Some(site), Waiting::Send),
@@ -834,11 +847,19 @@ impl RequestExecution {
                                 Phase::Deliver(site, CompletionInfo::posted(bytes));
                         }
                         Some(Signal::Abandoned) => {
-                            self.fail_pending(
-                                top,
-                                site,
-                                "dropped every completion handle without signalling",
-                            );
+                            let frame = &mut self.frames[top];
+                            match frame.ctx.duplex_read.take() {
+                                // Full duplex: nothing but the read is left
+                                // to complete the wait.
+                                Some(max) => {
+                                    frame.phase = Phase::Reading(site, Status::Pending, max.get());
+                                }
+                                None => self.fail_pending(
+                                    top,
+                                    site,
+                                    "dropped every completion handle without signalling",
+                                ),
+                            }
                         }
                     }
                     continue;
@@ -1164,9 +1185,7 @@ impl RequestExecution {
             let mut deliver = flush.asynchronous && status == Status::Pending;
             if deliver {
                 if let Some(AsyncOp::ReadEntity { max }) = frame.ctx.op {
-                    if frame.ctx.full_duplex
-                        && frame.ctx.slots[site.module.get()].completion.is_some()
-                    {
+                    if frame.ctx.full_duplex && frame.has_live_handle(site) {
                         frame.ctx.op = None;
                         frame.ctx.duplex_read = std::num::NonZeroUsize::new(max);
                     }

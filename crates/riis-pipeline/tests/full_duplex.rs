@@ -101,6 +101,11 @@ fn expect_wait_while_reading(execution: &mut RequestExecution) {
         Step::WaitWhileReading { max, .. } => assert_eq!(max, 64),
         other => panic!("expected a wait with the read under way, got {other:?}"),
     }
+    // `riis requests` tells such a wait from a module's or a read's alone.
+    assert_eq!(
+        execution.activity().waiting,
+        riis_pipeline::Waiting::ModuleOrRequestBody
+    );
 }
 
 #[tokio::test]
@@ -158,6 +163,32 @@ async fn a_completion_that_comes_first_is_delivered_before_the_read() {
         log.entries(),
         ["start", "Write 5", "Posted 7", "Write 5", "Read 2", "Write 2", "Read 0"]
     );
+}
+
+#[tokio::test]
+async fn a_module_whose_handles_are_gone_waits_for_its_read_alone() {
+    let (log, handle) = (Log::new(), HandleSlot::default());
+    let mut t = TestPipeline::new();
+    add_duplex(&mut t, &log, &handle);
+    let pipeline = t.build();
+    let (req, _) = post_request("/stream", &["ab"]);
+    let mut execution = RequestExecution::new(context(&pipeline, req));
+    assert_eq!(expect_send(&mut execution), ("head;".to_owned(), false));
+    expect_wait_while_reading(&mut execution);
+
+    // Its task lets the handle go without a signal: only the read can end
+    // the wait now, and it does (no 500 for a handle-less Pending).
+    drop(handle.lock().unwrap().take());
+    assert!(matches!(execution.resume(), Step::ReadEntity { max: 64 }));
+    execution.complete_read(Ok(Bytes::from_static(b"ab")));
+    // Without a handle the next flush is made first and the read has the
+    // completion, as without full duplex.
+    assert_eq!(expect_send(&mut execution), ("ab".to_owned(), false));
+    assert!(matches!(execution.resume(), Step::ReadEntity { max: 64 }));
+    execution.complete_read(Ok(Bytes::new()));
+    assert_eq!(expect_send(&mut execution), ("end".to_owned(), true));
+    assert!(matches!(execution.resume(), Step::Done));
+    assert_eq!(log.entries(), ["start", "Write 5", "Read 2", "Read 0"]);
 }
 
 #[tokio::test]

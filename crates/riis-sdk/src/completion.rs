@@ -121,7 +121,9 @@ impl CallShared {
     /// handles are alive. Pending with no operation and no signal leaves
     /// the request waiting for the live handles, decided under the lock a
     /// handle's drop takes, so a drop on another thread cannot slip between.
-    pub(crate) fn leave_call(&self, pending: bool) -> CallEnd {
+    /// Not with `reading` (full duplex: a body read of an earlier call is
+    /// under way): the read completes the wait if no handle does.
+    pub(crate) fn leave_call(&self, pending: bool, reading: bool) -> CallEnd {
         let mut state = self.lock();
         state.in_call = false;
         let end = CallEnd {
@@ -129,7 +131,8 @@ impl CallShared {
             operation: state.operation,
             handles: state.handles,
         };
-        state.waiting = pending && end.deferred.is_none() && !end.operation && end.handles > 0;
+        state.waiting =
+            pending && end.deferred.is_none() && !end.operation && !reading && end.handles > 0;
         end
     }
 

@@ -1491,6 +1491,13 @@ impl HttpContext {
     /// first.
     pub fn read_entity_body(&mut self, max: usize) -> Result<(), ModuleError> {
         self.request_only("read_entity_body")?;
+        if self.request.read.pending.is_some() {
+            // The buffer is the server's until that read completes.
+            return Err(ModuleError::with_hresult(
+                "a body read is already under way",
+                ModuleError::E_INVALIDARG,
+            ));
+        }
         let max = max.max(1);
         let read = &mut self.request.read;
         if read.buffer.is_null() || read.capacity < max {

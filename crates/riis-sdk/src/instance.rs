@@ -372,6 +372,15 @@ impl InstanceInner {
                 ),
             );
         }
+        // SendResponse, ReadEntity, MapPath and custom notifications come
+        // inside another module's call (or this one's own flush): they
+        // neither end nor start a wait of this module.
+        let nested = matches!(call, Call::Notification(_))
+            && RequestNotification::NONDETERMINISTIC.contains(&notification);
+        if matches!(call, Call::Notification(_)) && !nested {
+            // A new event: any read of an earlier call was given up.
+            self.read.pending = None;
+        }
         let mut read = self.read;
         if let Call::Completion(c) = &call {
             // In full duplex a flush or a post completes while the read is
@@ -392,9 +401,9 @@ impl InstanceInner {
             dispatch(module, &mut ctx, api, notification, is_post, call)
         }));
         let pending = matches!(outcome, Ok(RequestNotificationStatus::Pending));
-        let end = shared.leave_call(pending);
-        let deferred = end.deferred;
         self.read = ctx.read_state();
+        let end = shared.leave_call(pending, self.read.pending.is_some());
+        let deferred = end.deferred;
         drop(ctx);
         let status = match outcome {
             Ok(status) => status,
@@ -413,8 +422,11 @@ impl InstanceInner {
             }
         };
         if status != RequestNotificationStatus::Pending {
-            // Nothing is read unless the module pends.
-            self.read.pending = None;
+            // Nothing is read unless the module pends (a nested call's
+            // status is not the module's: its read stays under way).
+            if !nested {
+                self.read.pending = None;
+            }
             if deferred.is_some() {
                 info.log(
                     context,

@@ -1201,6 +1201,7 @@ impl HttpModule for Probe {
             "/duplex" => {
                 self.reading = true;
                 ctx.enable_full_duplex().unwrap();
+                HANDLE.with(|h| *h.borrow_mut() = Some(ctx.completion_handle()));
                 ctx.read_entity_body(8).unwrap();
                 RequestNotificationStatus::Pending
             }
@@ -1361,8 +1362,10 @@ impl HttpModule for Probe {
     ) -> RequestNotificationStatus {
         assert_eq!(notification, RequestNotification::BeginRequest);
         if completion.operation == CompletedOperation::Write {
-            // The read is still under way (full duplex).
+            // The read is still under way (full duplex): a second one is
+            // refused, and leaves the first alone.
             assert!(ctx.read_data().is_empty());
+            assert!(ctx.read_entity_body(16).is_err());
             return RequestNotificationStatus::Pending;
         }
         if self.reading {
@@ -1624,6 +1627,24 @@ fn in_full_duplex_a_flush_completes_while_the_read_stays_under_way() {
     assert_eq!(
         instance.complete(&req, BEGIN, 5, abi::OPERATION_WRITE),
         abi::STATUS_PENDING
+    );
+    // Its last completion handle goes: the read still completes the wait
+    // (nothing is posted to fail the request).
+    let handle = HANDLE.with(|h| h.borrow_mut().take()).unwrap();
+    std::thread::spawn(move || drop(handle)).join().unwrap();
+    assert!(req.mock().posted.is_empty());
+    // The module's SendResponse (of its flush, say) comes inside: its
+    // status is not the module's, and the read stays under way.
+    let mut provider = MockProvider {
+        kind: abi::PROVIDER_MAP_PATH,
+        type_name: CString::default(),
+        data: std::ptr::null_mut(),
+        headers_being_sent: true,
+        flags: 0,
+    };
+    assert_eq!(
+        instance.notify(&req, SEND, false, &mut provider),
+        abi::STATUS_CONTINUE
     );
     // SAFETY: the buffer the SDK allocated, 8 bytes.
     unsafe { std::ptr::copy_nonoverlapping(b"body".as_ptr(), buffer.cast::<u8>(), 4) };

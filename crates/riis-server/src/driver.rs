@@ -699,6 +699,9 @@ async fn drive(
                 report_read(&mut exec, read);
             }
             Event::Other(Step::Wait(waiter)) => {
+                // No read is under way (a full-duplex module that stopped
+                // reading): the client's silence from here is not its own.
+                reader.alongside_since = None;
                 // A connection that switched protocols lasts as long as its
                 // new protocol does: the execution limit is for HTTP
                 // requests (ASP.NET's does not apply to WebSockets either).

@@ -206,6 +206,7 @@ fn pack(a: Activity) -> u64 {
         Waiting::RequestBody => 1,
         Waiting::Send => 2,
         Waiting::Nothing => 3,
+        Waiting::ModuleOrRequestBody => 4,
     };
     notification << 32
         | module << 16
@@ -230,6 +231,7 @@ fn describe(packed: u64, pipeline: &Pipeline) -> Described<'_> {
         0 => "waiting_module",
         1 => "waiting_request_body",
         2 => "waiting_client",
+        4 => "waiting_module_or_request_body",
         _ => "ready",
     };
     let stage = match notification {
@@ -436,6 +438,19 @@ mod tests {
         );
         assert!(!d.running);
         assert!(describe(sending | RUNNING, &pipeline).running);
+
+        let duplex = pack(Activity {
+            notification: Some(RequestNotification::ExecuteRequestHandler),
+            is_post: false,
+            module: None,
+            waiting: Waiting::ModuleOrRequestBody,
+            child_depth: 0,
+            bytes_sent: 0,
+        });
+        assert_eq!(
+            describe(duplex, &pipeline).waiting,
+            "waiting_module_or_request_body"
+        );
     }
 
     #[test]

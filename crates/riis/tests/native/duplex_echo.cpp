@@ -3,7 +3,9 @@
  * POST /duplex it answers "ready" at once, then echoes each piece of the
  * body as it arrives, while the next read is already under way, and ends
  * with "bye" at the end of the body. A client that waits for each echo
- * before it sends more gets nowhere without full duplex. GET /live tells
+ * before it sends more gets nowhere without full duplex. The module also
+ * takes part in the SendResponse of its own flushes, which come while its
+ * read is under way and must leave the read alone. GET /live tells
  * how many instances are alive (its own included): one left behind by a
  * finished request would show.
  */
@@ -51,6 +53,14 @@ public:
         pResponse->SetHeader("Content-Type", "text/plain", 10, TRUE);
         Write(pResponse, "ready\n", 6);
         return FlushAndRead(pHttpContext);
+    }
+
+    REQUEST_NOTIFICATION_STATUS
+    OnSendResponse(IN IHttpContext *pHttpContext, IN ISendResponseProvider *pProvider)
+    {
+        UNREFERENCED_PARAMETER(pHttpContext);
+        UNREFERENCED_PARAMETER(pProvider);
+        return RQ_NOTIFICATION_CONTINUE;
     }
 
     REQUEST_NOTIFICATION_STATUS
@@ -140,5 +150,6 @@ HRESULT __stdcall RegisterModule(DWORD dwServerVersion, IHttpModuleRegistrationI
 {
     UNREFERENCED_PARAMETER(dwServerVersion);
     g_pServer = pGlobalInfo;
-    return pModuleInfo->SetRequestNotifications(new CDuplexEchoFactory, RQ_BEGIN_REQUEST, 0);
+    return pModuleInfo->SetRequestNotifications(new CDuplexEchoFactory,
+                                                RQ_BEGIN_REQUEST | RQ_SEND_RESPONSE, 0);
 }
