@@ -425,6 +425,12 @@ impl NativeModule {
                         EarlySignal::Indicate(s) => handle.indicate_completion(s),
                         EarlySignal::Post(bytes) => handle.post_completion(bytes),
                     }
+                    if !owed {
+                        // Full duplex: the read stays under way beside the
+                        // signal only while a handle lives (the engine
+                        // would otherwise make it a plain read, first).
+                        slot.duplex_handle = Some(handle);
+                    }
                 }
                 None if owed => {
                     slot.handle.get_or_insert_with(|| ctx.completion_handle());
