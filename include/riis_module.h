@@ -45,9 +45,19 @@
  *   with RIIS_E_WRONG_THREAD. Factories and global modules must be
  *   thread-safe: several requests run at once on different threads.
  *
+ * ASYNCHRONOUS OPERATIONS
+ *   request_read_entity_body, post_completion (during a call),
+ *   context_execute_request and response_flush belong to the deterministic
+ *   events and on_async_completion. Called during a SendResponse, ReadEntity,
+ *   MapPath or custom notification (nothing waits there) they fail with
+ *   RIIS_E_INVALID_STATE and leave any operation under way untouched.
+ *
  * LIFETIMES AND OWNERSHIP
  *   - A module instance gets the same riis_context pointer for every call of
  *     its request; it stays valid until the instance's dispose callback.
+ *     It is an opaque handle that no other request is ever given: a
+ *     completion signalled through it after its request ended fails with
+ *     RIIS_E_INVALID_STATE, even while newer requests run.
  *   - Providers (riis_provider, riis_global_provider) and completion info are
  *     valid during the call that received them only.
  *   - Strings the server returns are UTF-8, NUL-terminated, owned by the

@@ -10,15 +10,25 @@
 //! The engine's `HttpContext` is reachable only while the server is calling
 //! the instance: the frame records it for the call and a thread-local marks
 //! the frame as the one running on this thread. An API call through a handle
-//! whose frame is not the running one (another thread, or after the call
+//! that is not the running frame's (another thread, or after the call
 //! returned) fails with `RIIS_E_WRONG_THREAD` instead of touching freed or
 //! shared state.
+//!
+//! The `riis_context*` a module gets is a token, not an address: an odd
+//! number no other frame is ever given, which the server never dereferences.
+//! It is compared with the running frame's during calls and looked up among
+//! the live frames for a signal from another thread, so a stale or forged
+//! pointer is refused (a late signal after its request ended fails with
+//! `RIIS_E_INVALID_STATE` even when a newer frame reuses the memory). A
+//! cloned context's pointer is the address of the clone, only ever compared
+//! with the running frame's own clones.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ffi::{c_char, CString};
 use std::ptr;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use riis_abi::{hr, riis_hresult};
@@ -213,18 +223,11 @@ pub(crate) struct Orphan {
 // then by value); the module's dispose may run on any thread.
 unsafe impl Send for Orphan {}
 
-/// What a context handle designates.
-pub(crate) enum Target {
-    /// The request the frame's module is running for.
-    Request,
-    /// A clone made with `context_clone`; `None` once executed.
-    Clone(RefCell<Option<Box<HttpContext>>>),
-}
-
-/// The object behind a `riis_context*`.
-pub(crate) struct ContextHandle {
-    pub(crate) frame: *const Frame,
-    pub(crate) target: Target,
+/// The object behind the `riis_context*` of a clone made with
+/// `context_clone`.
+pub(crate) struct ClonedContext {
+    /// The child context; `None` once executed.
+    pub(crate) context: RefCell<Option<Box<HttpContext>>>,
 }
 
 /// One native module instance's view of its request.
@@ -233,12 +236,13 @@ pub(crate) struct Frame {
     /// The request's context, set for the duration of each call.
     pub(crate) ctx: Cell<*mut HttpContext>,
     pub(crate) arena: Arena,
-    /// The handle passed to the module; points back at this frame.
-    pub(crate) handle: ContextHandle,
+    /// The `riis_context*` passed to the module, as a number (see the
+    /// module's documentation).
+    pub(crate) token: usize,
     /// Boxed: each clone's address is the module's handle to it and must
     /// not move when the list grows.
     #[allow(clippy::vec_box)]
-    pub(crate) clones: RefCell<Vec<Box<ContextHandle>>>,
+    pub(crate) clones: RefCell<Vec<Box<ClonedContext>>>,
     /// An asynchronous operation (flush, read, child request, post) was
     /// started during the current call.
     pub(crate) op_started: Cell<bool>,
@@ -248,11 +252,11 @@ pub(crate) struct Frame {
 }
 
 /// Owns a [`Frame`] through the raw pointer its allocation was made with,
-/// never through a `Box`: the frame points to itself (its handle is what the
-/// module holds), and a `Box` or `&mut Frame` taken later would, under
-/// Rust's aliasing rules, invalidate that pointer. Reads go through `&Frame`
-/// (its mutable parts are cells); the arena is taken out through a pointer
-/// to that field only.
+/// never through a `Box`: the live-frame table and the running-frame
+/// thread-local keep that pointer, and a `Box` or `&mut Frame` taken later
+/// would, under Rust's aliasing rules, invalidate it. Reads go through
+/// `&Frame` (its mutable parts are cells); the arena is taken out through a
+/// pointer to that field only.
 pub(crate) struct FrameBox(NonNull<Frame>);
 
 impl FrameBox {
@@ -291,35 +295,69 @@ impl Drop for FrameBox {
     }
 }
 
-/// The context handles of the frames alive now, by address. A completion a
-/// module signals from its own thread is checked against it: a second
-/// signal after its request ended (the frame freed) is refused instead of
-/// reaching freed memory. (A new frame at the same address would take it;
-/// the module broke the one-signal-per-Pending rule either way, and the
-/// server's memory stays sound.)
-/// Sharded by address, so the workers creating and freeing frames for
-/// their requests seldom wait on one another.
-static LIVE_HANDLES: [Mutex<BTreeSet<usize>>; 16] = [const { Mutex::new(BTreeSet::new()) }; 16];
+/// A frame's address in the live-frame table.
+#[derive(Clone, Copy)]
+struct LiveFrame(*const Frame);
 
-/// The shard of [`LIVE_HANDLES`] that holds `handle`, locked: hold it while
-/// using a handle signalled from another thread, so its frame cannot be
-/// freed meanwhile.
-pub(crate) fn live_handles(handle: usize) -> std::sync::MutexGuard<'static, BTreeSet<usize>> {
-    // Frames are at least 64-byte apart: the bits above that spread them.
-    LIVE_HANDLES[(handle >> 6) % LIVE_HANDLES.len()]
+// SAFETY: only an address here; it is dereferenced under the table's lock,
+// where the frame cannot be freed (see `with_live_frame`).
+unsafe impl Send for LiveFrame {}
+
+/// The frames alive now, by token. Sharded, so the workers creating and
+/// freeing frames for their requests seldom wait on one another.
+static LIVE_FRAMES: [Mutex<BTreeMap<usize, LiveFrame>>; 16] =
+    [const { Mutex::new(BTreeMap::new()) }; 16];
+
+/// The next token to give out. Tokens are odd (a clone's address, the only
+/// other `riis_context*`, is even) and never given twice: at one per frame a
+/// 64-bit counter does not wrap.
+static NEXT_TOKEN: AtomicUsize = AtomicUsize::new(0x1001);
+
+/// The shard of [`LIVE_FRAMES`] that holds `token`, locked.
+fn live_frames(token: usize) -> std::sync::MutexGuard<'static, BTreeMap<usize, LiveFrame>> {
+    LIVE_FRAMES[(token >> 1) % LIVE_FRAMES.len()]
         .lock()
         .unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `f` with the frame whose context pointer is `handle`, from any
+/// thread, while that frame cannot be freed (its shard stays locked: `f`
+/// must not free a frame itself). `None` when no live frame has that
+/// pointer: its request ended, or it never was one.
+pub(crate) fn with_live_frame<R>(
+    handle: *mut riis_abi::riis_context,
+    f: impl FnOnce(*const Frame) -> R,
+) -> Option<R> {
+    let token = handle as usize;
+    let live = live_frames(token);
+    let frame = live.get(&token)?.0;
+    let result = f(frame);
+    drop(live);
+    Some(result)
+}
+
+/// The frame being called on this thread, if `handle` is its context
+/// pointer.
+pub(crate) fn running_frame_of<'a>(handle: *mut riis_abi::riis_context) -> Option<&'a Frame> {
+    let frame = RUNNING.with(|r| r.get());
+    if frame.is_null() {
+        return None;
+    }
+    // SAFETY: a frame is marked running only while it is being called on
+    // this thread, so it is alive.
+    let frame = unsafe { &*frame };
+    (frame.token == handle as usize).then_some(frame)
+}
+
 /// Frees a frame given up with [`FrameBox::into_raw`] (or owned by a
-/// `FrameBox`), unregistering its handle first.
+/// `FrameBox`), unregistering it first.
 ///
 /// # Safety
 /// `frame` came from `Box::into_raw` in `Frame::allocate` and is freed once.
 pub(crate) unsafe fn free_frame(frame: *mut Frame) {
     // SAFETY: live until freed below, as the caller promises.
-    let handle = unsafe { ptr::addr_of!((*frame).handle) } as usize;
-    live_handles(handle).remove(&handle);
+    let token = unsafe { (*frame).token };
+    live_frames(token).remove(&token);
     // SAFETY: as the caller promises.
     drop(unsafe { Box::from_raw(frame) });
 }
@@ -328,27 +366,20 @@ impl Frame {
     /// A frame on the heap (its address is the module's context handle, so
     /// it must not move).
     fn allocate(module: Arc<ModuleShared>) -> FrameBox {
+        let token = NEXT_TOKEN.fetch_add(2, Ordering::Relaxed);
         let raw = Box::into_raw(Box::new(Frame {
             module,
             ctx: Cell::new(ptr::null_mut()),
             arena: Arena::default(),
-            handle: ContextHandle {
-                frame: ptr::null(),
-                target: Target::Request,
-            },
+            token,
             clones: RefCell::new(Vec::new()),
             op_started: Cell::new(false),
             read_buffer: Cell::new(None),
             completion: Mutex::new(CompletionSlot::default()),
         }));
-        // SAFETY: `raw` is the live allocation just made; the pointer the
-        // handle keeps to its frame comes from it, and nothing takes a
-        // `Box` or `&mut Frame` of the whole frame again (see `FrameBox`),
-        // so it stays valid for the frame's life.
-        unsafe { (*raw).handle.frame = raw };
-        // SAFETY: as above.
-        let handle = unsafe { ptr::addr_of!((*raw).handle) } as usize;
-        live_handles(handle).insert(handle);
+        // The pointer stays valid for the frame's life: nothing takes a
+        // `Box` or `&mut Frame` of the whole frame again (see `FrameBox`).
+        live_frames(token).insert(token, LiveFrame(raw));
         // SAFETY: non-null, from `Box::into_raw`.
         FrameBox(unsafe { NonNull::new_unchecked(raw) })
     }
@@ -358,11 +389,9 @@ impl Frame {
         self.module.index
     }
 
-    /// The `riis_context*` of this frame.
+    /// The `riis_context*` of this frame: its token, never dereferenced.
     pub(crate) fn context_pointer(&self) -> *mut riis_abi::riis_context {
-        (&self.handle as *const ContextHandle)
-            .cast_mut()
-            .cast::<riis_abi::riis_context>()
+        ptr::without_provenance_mut(self.token)
     }
 
     pub(crate) fn lock_completion(&self) -> std::sync::MutexGuard<'_, CompletionSlot> {
@@ -370,36 +399,41 @@ impl Frame {
     }
 }
 
-/// Resolves a handle for an API call on the calling thread.
+/// Resolves a handle for an API call on the calling thread: the running
+/// frame's own context, or one of its clones.
 ///
 /// Returns the frame and the context the handle designates, or the HRESULT
-/// that explains why it cannot be used now.
-///
-/// # Safety
-/// `handle` must be NULL or a pointer the server gave the module (a frame's
-/// handle or a clone) that has not been disposed.
-pub(crate) unsafe fn resolve<'a>(
+/// that explains why it cannot be used now. The handle itself is only
+/// compared, never dereferenced.
+pub(crate) fn resolve<'a>(
     handle: *mut riis_abi::riis_context,
 ) -> Result<(&'a Frame, &'a mut HttpContext), riis_hresult> {
     if handle.is_null() {
         return Err(hr::E_INVALIDARG);
     }
-    // SAFETY: per this function's contract the handle points at a live
-    // ContextHandle; it is only read here.
-    let h = unsafe { &*handle.cast::<ContextHandle>() };
-    if !is_running(h.frame) {
+    let frame = RUNNING.with(|r| r.get());
+    if frame.is_null() {
         return Err(hr::E_WRONG_THREAD);
     }
-    // SAFETY: the frame is running on this thread, so it is alive (the
-    // instance owning it is inside a call) and its context pointer is the
+    // SAFETY: a frame is marked running only while its module is being
+    // called on this thread, so it is alive, and its context pointer is the
     // engine's exclusive borrow for that call.
-    let frame = unsafe { &*h.frame };
-    let ctx = match &h.target {
-        Target::Request => frame.ctx.get(),
-        Target::Clone(child) => match child.borrow_mut().as_mut() {
+    let frame = unsafe { &*frame };
+    let ctx = if handle as usize == frame.token {
+        frame.ctx.get()
+    } else {
+        let clones = frame.clones.borrow();
+        let clone = clones
+            .iter()
+            .find(|c| ptr::eq(&***c, handle.cast::<ClonedContext>()))
+            .ok_or(hr::E_WRONG_THREAD)?;
+        let mut context = clone.context.borrow_mut();
+        match context.as_mut() {
+            // The child's box does not move while it stays in the clone,
+            // which only this call could take or drop.
             Some(c) => &mut **c as *mut HttpContext,
             None => return Err(hr::E_INVALID_STATE),
-        },
+        }
     };
     if ctx.is_null() {
         return Err(hr::E_INVALID_STATE);
@@ -408,19 +442,4 @@ pub(crate) unsafe fn resolve<'a>(
     // module is single-threaded within a call, so no other reference to the
     // context is used while this one lives.
     Ok((frame, unsafe { &mut *ctx }))
-}
-
-/// The frame of a handle, from any thread: only for what is safe across
-/// threads (the completion slot).
-///
-/// # Safety
-/// As for [`resolve`], and the frame's request must not have ended.
-pub(crate) unsafe fn frame_of<'a>(handle: *mut riis_abi::riis_context) -> Option<&'a Frame> {
-    if handle.is_null() {
-        return None;
-    }
-    // SAFETY: the caller guarantees the handle and its frame are alive.
-    let h = unsafe { &*handle.cast::<ContextHandle>() };
-    // SAFETY: as above.
-    Some(unsafe { &*h.frame })
 }

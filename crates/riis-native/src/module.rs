@@ -300,9 +300,11 @@ impl NativeModule {
             // a pending module), as its members may be in use there.
             return RequestNotificationStatus::Continue;
         }
-        if completion.is_some_and(|c| c.operation == CompletedOperation::Read) {
-            deliver_read(frame, ctx);
-        }
+        // A read reports the bytes that went into the module's buffer.
+        let delivered = match completion {
+            Some(c) if c.operation == CompletedOperation::Read => deliver_read(frame, ctx),
+            _ => None,
+        };
         frame.ctx.set(ctx);
         frame.op_started.set(false);
         let mut provider = ProviderHandle::new(frame, provider);
@@ -347,7 +349,7 @@ impl NativeModule {
                         let info = riis_completion_info {
                             size: std::mem::size_of::<riis_completion_info>() as u32,
                             status: info.status as i32,
-                            bytes: info.bytes,
+                            bytes: delivered.unwrap_or(info.bytes),
                             operation: info.operation as u32,
                         };
                         // SAFETY: as above, with completion info valid for
@@ -449,11 +451,10 @@ impl NativeModule {
     }
 }
 
-/// Copies the bytes of a finished body read into the module's buffer.
-fn deliver_read(frame: &Frame, ctx: &mut HttpContext) {
-    let Some((buffer, capacity)) = frame.read_buffer.take() else {
-        return;
-    };
+/// Copies the bytes of a finished body read into the module's buffer and
+/// returns how many went in.
+fn deliver_read(frame: &Frame, ctx: &mut HttpContext) -> Option<u64> {
+    let (buffer, capacity) = frame.read_buffer.take()?;
     let data = ctx.request_mut().take_read_data();
     let n = data.len().min(capacity);
     // SAFETY: the module passed `buffer` with room for `capacity` bytes and
@@ -462,9 +463,10 @@ fn deliver_read(frame: &Frame, ctx: &mut HttpContext) {
     unsafe { ptr::copy_nonoverlapping(data.as_ptr(), buffer, n) };
     if n < data.len() {
         // A ReadEntity module grew the bytes past the buffer: the rest is
-        // read next.
-        ctx.request_mut().insert_entity_body(data.slice(n..));
+        // read next, as it is (not filtered a second time).
+        ctx.request_mut().return_unread(data.slice(n..));
     }
+    Some(n as u64)
 }
 
 /// Fails the request with 500 from inside the adapter.

@@ -1002,6 +1002,7 @@ impl HttpContext {
         flags: ExecuteFlags,
         user: Option<HttpUser>,
     ) -> Result<(), ModuleError> {
+        self.not_nested()?;
         if child.depth == 0 {
             return Err(ModuleError::with_hresult(
                 "only a context from clone_context can run as a child request",
@@ -1061,10 +1062,36 @@ impl HttpContext {
     /// asynchronous flush, whose completion would be taken for it) is
     /// refused.
     fn no_operation_started(&self) -> Result<(), ModuleError> {
+        self.not_nested()?;
         if self.op.is_some() || self.response.flush.is_some_and(|f| f.asynchronous) {
             return Err(ModuleError::with_hresult(
                 "another asynchronous operation is already started in this call",
                 ModuleError::E_INVALIDARG,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the module being called is in a nondeterministic
+    /// notification (SendResponse, ReadEntity, MapPath, a custom one),
+    /// raised from inside the pipeline's work rather than as a step of it.
+    /// Nothing waits there, so no asynchronous operation (body read, post,
+    /// child request, flush) can be started from it.
+    pub fn in_nested_notification(&self) -> bool {
+        self.current
+            .get()
+            .is_some_and(|(_, notification, _)| notification.stage().is_none())
+    }
+
+    /// Refuses an operation started from a nested notification, up front:
+    /// accepted and dropped later, it would leave the module waiting for a
+    /// completion that never comes (or, for a native read, write the bytes
+    /// of the read already under way into the wrong buffer).
+    fn not_nested(&self) -> Result<(), ModuleError> {
+        if self.in_nested_notification() {
+            return Err(ModuleError::with_hresult(
+                "no asynchronous operation can be started in a nested notification (SendResponse, ReadEntity, MapPath, custom)",
+                ModuleError::E_INVALID_STATE,
             ));
         }
         Ok(())
@@ -1080,6 +1107,7 @@ impl HttpContext {
     /// earlier read is still under way.
     pub fn read_entity_body(&mut self, max: usize) -> Result<(), ModuleError> {
         if self.full_duplex {
+            self.not_nested()?;
             if self.op.is_some() || self.duplex_read.is_some() {
                 return Err(ModuleError::with_hresult(
                     "a body read is already under way",

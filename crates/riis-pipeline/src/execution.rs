@@ -427,7 +427,10 @@ impl Frame {
     /// body's end).
     fn can_read_alongside(&self, site: CallSite) -> bool {
         let request = &self.ctx.request;
-        self.has_live_handle(site) && request.inserted_entity.is_empty() && !request.body_complete
+        self.has_live_handle(site)
+            && request.inserted_entity.is_empty()
+            && request.unread.is_empty()
+            && !request.body_complete
     }
 
     /// Whether a completion handle of the module of `site` is alive.
@@ -650,7 +653,7 @@ impl RequestExecution {
             Err(()) => (Bytes::new(), E_CONNECTION_ABORTED),
         };
         self.frames[top].ctx.request.client_bytes_read += data.len() as u64;
-        if self.finish_read(top, site, status, data, hresult) {
+        if self.finish_read(top, site, status, data, hresult, true) {
             // A ReadEntity module took every byte of this read (a filter
             // holding them back): the reader would take an empty read for
             // the end of the body, so the next bytes are read for it.
@@ -723,14 +726,14 @@ impl RequestExecution {
             response.set_error_status(status_code, reason, 0, hresult);
             response.set_error_description(description.to_owned());
         }
-        self.finish_read(top, site, status, Bytes::new(), hresult);
+        self.finish_read(top, site, status, Bytes::new(), hresult, true);
         true
     }
 
-    /// Delivers a read's `data` through the ReadEntity modules to the
-    /// reader; returns true, delivering nothing, when the modules emptied
-    /// bytes that were not the end of the body (the read is to be made
-    /// again).
+    /// Delivers a read's `data` through the ReadEntity modules (unless
+    /// `filter` is false: bytes a reader gave back) to the reader; returns
+    /// true, delivering nothing, when the modules emptied bytes that were
+    /// not the end of the body (the read is to be made again).
     fn finish_read(
         &mut self,
         top: usize,
@@ -738,6 +741,7 @@ impl RequestExecution {
         status: Status,
         data: Bytes,
         hresult: u32,
+        filter: bool,
     ) -> bool {
         let ctx = &mut self.frames[top].ctx;
         let read_something = !data.is_empty();
@@ -745,7 +749,7 @@ impl RequestExecution {
             ctx.request.body_complete = true;
         }
         let mut provider = ReadEntityProvider { entity: data };
-        if !provider.entity.is_empty() {
+        if filter && !provider.entity.is_empty() {
             let status = ctx.call_nested_list(
                 |p| &p.read_entity,
                 N::ReadEntity,
@@ -1265,12 +1269,21 @@ impl RequestExecution {
                         }
                         let frame = &mut self.frames[top];
                         let req = &mut frame.ctx.request;
+                        if !req.unread.is_empty() {
+                            // Given back by the last reader: filtered already.
+                            let mut data = std::mem::take(&mut req.unread);
+                            if data.len() > max {
+                                req.unread = data.split_off(max);
+                            }
+                            self.finish_read(top, site, status, data, 0, false);
+                            return None;
+                        }
                         if let Some(mut data) = req.inserted_entity.pop_front() {
                             if data.len() > max {
                                 let rest = data.split_off(max);
                                 req.inserted_entity.push_front(rest);
                             }
-                            if !self.finish_read(top, site, status, data, 0) {
+                            if !self.finish_read(top, site, status, data, 0, true) {
                                 return None;
                             }
                             // Emptied by a ReadEntity module: read on, unless
@@ -1284,7 +1297,7 @@ impl RequestExecution {
                             continue;
                         }
                         if req.body_complete {
-                            self.finish_read(top, site, status, Bytes::new(), 0);
+                            self.finish_read(top, site, status, Bytes::new(), 0, true);
                             return None;
                         }
                         frame.phase = Phase::Reading(site, status, max);

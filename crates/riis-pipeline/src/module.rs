@@ -212,6 +212,9 @@ impl ModuleError {
     pub const E_INVALIDARG: u32 = 0x8007_0057;
     /// `HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED)`.
     pub const E_NOT_SUPPORTED: u32 = 0x8007_0032;
+    /// `HRESULT_FROM_WIN32(ERROR_INVALID_STATE)`: the call is not allowed
+    /// now (an operation started from a nested notification).
+    pub const E_INVALID_STATE: u32 = 0x8007_139F;
 
     /// An error with `E_FAIL`.
     pub fn new(message: impl Into<String>) -> Self {

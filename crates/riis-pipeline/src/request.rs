@@ -187,6 +187,9 @@ pub struct HttpRequest {
     client_url: Option<Box<str>>,
     /// Body bytes a module inserted, read before the client's body.
     pub(crate) inserted_entity: std::collections::VecDeque<Bytes>,
+    /// The tail of the last read its reader had no room for (see
+    /// [`Self::return_unread`]): read next, without ReadEntity modules.
+    pub(crate) unread: Bytes,
     /// What the last completed body read produced.
     pub(crate) read_data: Bytes,
     /// Whether the client's body has been read to its end.
@@ -232,6 +235,7 @@ impl HttpRequest {
             url_changes: 0,
             client_url: None,
             inserted_entity: std::collections::VecDeque::new(),
+            unread: Bytes::new(),
             read_data: Bytes::new(),
             body_complete,
             bytes_received: 0,
@@ -417,18 +421,45 @@ impl HttpRequest {
         std::mem::take(&mut self.read_data)
     }
 
+    /// Gives back the tail of the last read's bytes that the reader had no
+    /// room for (a ReadEntity module made more of a read than the reader's
+    /// buffer holds): the next read returns it first, as it is, since
+    /// ReadEntity modules had their say on it already.
+    pub fn return_unread(&mut self, rest: Bytes) {
+        if rest.is_empty() {
+            return;
+        }
+        // Counted again when it is read again.
+        self.bytes_received = self.bytes_received.saturating_sub(rest.len() as u64);
+        self.unread = if self.unread.is_empty() {
+            rest
+        } else {
+            // A second give-back before a read: it came after the first.
+            let mut both = Vec::with_capacity(self.unread.len() + rest.len());
+            both.extend_from_slice(&self.unread);
+            both.extend_from_slice(&rest);
+            both.into()
+        };
+    }
+
     /// Whether every body byte has been read (always true for a request
     /// without a body).
     pub fn is_body_complete(&self) -> bool {
-        self.body_complete && self.inserted_entity.is_empty()
+        self.body_complete && self.inserted_entity.is_empty() && self.unread.is_empty()
     }
 
     /// `GetRemainingEntityBytes` as far as it is known: the bytes inserted
-    /// with [`Self::insert_entity_body`] and not read yet, and the declared
+    /// with [`Self::insert_entity_body`] or given back with
+    /// [`Self::return_unread`] and not read yet, and the declared
     /// Content-Length minus what was read from the client; `None` for a
     /// chunked body still coming.
     pub fn remaining_entity_bytes(&self) -> Option<u64> {
-        let inserted: u64 = self.inserted_entity.iter().map(|b| b.len() as u64).sum();
+        let inserted: u64 = self
+            .inserted_entity
+            .iter()
+            .map(|b| b.len() as u64)
+            .sum::<u64>()
+            + self.unread.len() as u64;
         if self.body_complete {
             return Some(inserted);
         }
@@ -465,6 +496,7 @@ impl HttpRequest {
             url_changes: 0,
             client_url: Some(self.client_url().into()),
             inserted_entity: std::collections::VecDeque::new(),
+            unread: Bytes::new(),
             read_data: Bytes::new(),
             body_complete: true,
             bytes_received: 0,

@@ -33,14 +33,27 @@ async fn a_panic_in_map_path_fails_the_request() {
 }
 
 #[tokio::test]
-async fn operations_started_in_nested_notifications_are_ignored() {
+async fn operations_started_in_nested_notifications_are_refused_or_ignored() {
     let mut t = TestPipeline::new();
     t.module(
         "Mapper",
         Registration::events(N::MapPath),
         script(|ctx, _| {
-            // Not allowed here: it must neither run nor leak into the caller.
-            let _ = ctx.read_entity_body(10);
+            // Not allowed here: refused at once, so nothing runs or leaks
+            // into the caller; a flush (which cannot fail) is ignored.
+            assert!(ctx.in_nested_notification());
+            let refused = ctx.read_entity_body(10).expect_err("a read");
+            assert_eq!(refused.hresult, ModuleError::E_INVALID_STATE);
+            let refused = ctx.post_completion(1).expect_err("a post");
+            assert_eq!(refused.hresult, ModuleError::E_INVALID_STATE);
+            let child = ctx.clone_context().expect("a clone");
+            let refused = ctx
+                .execute_request(child, Default::default())
+                .expect_err("a child request");
+            assert_eq!(refused.hresult, ModuleError::E_INVALID_STATE);
+            ctx.enable_full_duplex();
+            let refused = ctx.read_entity_body(10).expect_err("a full-duplex read");
+            assert_eq!(refused.hresult, ModuleError::E_INVALID_STATE);
             ctx.response_mut().flush(Default::default());
             Status::Continue
         }),
@@ -49,6 +62,7 @@ async fn operations_started_in_nested_notifications_are_ignored() {
         "Handler",
         Registration::events(N::ExecuteRequestHandler),
         script(|ctx, _| {
+            assert!(!ctx.in_nested_notification());
             let path = ctx.map_path("/elsewhere");
             write(ctx, path.display().to_string());
             ctx.set_request_handled();
@@ -71,7 +85,7 @@ async fn an_operation_the_caller_started_survives_a_nested_notification() {
         "Mapper",
         Registration::events(N::MapPath),
         script(|ctx, _| {
-            let _ = ctx.read_entity_body(10);
+            assert!(ctx.read_entity_body(10).is_err());
             Status::Continue
         }),
     );

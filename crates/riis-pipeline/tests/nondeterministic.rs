@@ -328,6 +328,71 @@ async fn a_read_emptied_by_a_read_entity_module_is_read_on() {
     assert_eq!(log.entries(), ["read 4", "read 4", "read 0"]);
 }
 
+/// A reader with a bounded buffer (a native module's) gives back what a
+/// ReadEntity module made past its room: the next read returns it as it is,
+/// not filtered again, so a filter that grows the bytes still comes to the
+/// end of the body.
+#[tokio::test]
+async fn bytes_a_reader_gives_back_are_read_next_without_filtering_again() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "Doubler",
+        Registration::events(N::ReadEntity),
+        script(|_, call| {
+            if let Call::ReadEntity(provider) = call {
+                let doubled: Vec<u8> = provider.entity().iter().flat_map(|&b| [b, b]).collect();
+                provider.set_entity(Bytes::from(doubled));
+            }
+            Status::Continue
+        }),
+    );
+    let reads = log.clone();
+    t.module(
+        "Bounded",
+        Registration::events(N::ExecuteRequestHandler),
+        script(move |ctx, call| {
+            if let Call::AsyncCompletion { .. } = call {
+                let mut data = ctx.request_mut().take_read_data();
+                if data.is_empty() {
+                    assert!(ctx.request().is_body_complete());
+                    reads.push("end".to_owned());
+                    return Status::Continue;
+                }
+                let rest = data.split_off(data.len().min(4));
+                let gave_back = rest.len();
+                ctx.request_mut().return_unread(rest);
+                reads.push(format!(
+                    "took {:?}, gave back {gave_back}, remaining {:?}",
+                    String::from_utf8_lossy(&data),
+                    ctx.request().remaining_entity_bytes()
+                ));
+                ctx.response_mut().write(data);
+            }
+            ctx.read_entity_body(4).unwrap();
+            Status::Pending
+        }),
+    );
+    t.handler(catch_all(&["Bounded"]));
+    let pipeline = t.build();
+    let (req, body) = post_request("/echo", &["abc", "def"]);
+
+    let outcome = run_with_body(&pipeline, req, body).await;
+
+    assert_eq!(outcome.body(), "aabbccddeeff");
+    assert_eq!(
+        log.entries(),
+        [
+            "took \"aabb\", gave back 2, remaining Some(5)",
+            "took \"cc\", gave back 0, remaining Some(3)",
+            "took \"ddee\", gave back 2, remaining Some(2)",
+            "took \"ff\", gave back 0, remaining Some(0)",
+            "end",
+        ]
+    );
+    assert_eq!(outcome.context().request().bytes_received(), 12);
+}
+
 #[tokio::test]
 async fn read_entity_modules_replace_the_body_a_handler_reads() {
     let log = Log::new();

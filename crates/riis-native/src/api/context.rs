@@ -11,7 +11,7 @@ use riis_pipeline::{ExecuteFlags, HttpContext, RequestNotificationStatus};
 
 use super::{context_hr, no_unwind, text, with_context};
 use crate::frame::{
-    frame_of, is_running, running_module_name, Arena, ContextHandle, EarlySignal, Target,
+    running_frame_of, running_module_name, with_live_frame, Arena, ClonedContext, EarlySignal,
 };
 use crate::provider::NativeNotification;
 
@@ -363,12 +363,11 @@ pub(super) unsafe extern "C" fn clone(ctx: *mut riis_context) -> *mut riis_conte
     unsafe {
         with_context("context_clone", ctx, ptr::null_mut(), |frame, ctx| {
             let child = ctx.clone_context().map_err(|e| e.hresult as i32)?;
-            let mut handle = Box::new(ContextHandle {
-                frame,
-                target: Target::Clone(RefCell::new(Some(Box::new(child)))),
+            let mut clone = Box::new(ClonedContext {
+                context: RefCell::new(Some(Box::new(child))),
             });
-            let p = (&mut *handle as *mut ContextHandle).cast::<riis_context>();
-            frame.clones.borrow_mut().push(handle);
+            let p = (&mut *clone as *mut ClonedContext).cast::<riis_context>();
+            frame.clones.borrow_mut().push(clone);
             Ok(p)
         })
     }
@@ -380,7 +379,7 @@ fn clone_index(frame: &crate::frame::Frame, child: *mut riis_context) -> Option<
         .clones
         .borrow()
         .iter()
-        .position(|c| ptr::eq(&**c, child.cast::<ContextHandle>()))
+        .position(|c| ptr::eq(&**c, child.cast::<ClonedContext>()))
 }
 
 pub(super) unsafe extern "C" fn release_clone(ctx: *mut riis_context, child: *mut riis_context) {
@@ -415,13 +414,7 @@ pub(super) unsafe extern "C" fn execute_request(
     unsafe {
         context_hr("context_execute_request", ctx, |frame, ctx| {
             let i = clone_index(frame, child).ok_or(hr::E_INVALIDARG)?;
-            let taken = {
-                let clones = frame.clones.borrow();
-                match &clones[i].target {
-                    Target::Clone(c) => c.borrow_mut().take(),
-                    Target::Request => None,
-                }
-            };
+            let taken = frame.clones.borrow()[i].context.borrow_mut().take();
             let child: Box<HttpContext> = taken.ok_or(hr::E_INVALID_STATE)?;
             let execute = ExecuteFlags {
                 buffer_response: flags & riis_abi::EXECUTE_FLAG_BUFFER_RESPONSE != 0,
@@ -490,23 +483,14 @@ pub(super) unsafe extern "C" fn indicate_completion(
         if status == RequestNotificationStatus::Pending {
             return hr::E_INVALIDARG;
         }
-        // Held while the frame is used: it cannot be freed meanwhile.
-        let live = crate::frame::live_handles(ctx as usize);
-        if !live.contains(&(ctx as usize)) {
-            // Not a live request's handle: a second signal after the
-            // request ended, or no handle at all.
-            return hr::E_INVALID_STATE;
-        }
-        // SAFETY: the handle is live (registered, and its frame cannot be
-        // freed while `live` is held); only the completion slot (a Mutex)
-        // is touched.
-        let Some(frame) = (unsafe { frame_of(ctx) }) else {
-            return hr::E_INVALIDARG;
-        };
-        // SAFETY: `frame` is live; not used after this call.
-        unsafe { signal(frame, EarlySignal::Indicate(status)) };
-        drop(live);
-        hr::S_OK
+        with_live_frame(ctx, |frame| {
+            // SAFETY: the frame is live while `with_live_frame` runs this;
+            // only its completion slot (a Mutex) is touched.
+            unsafe { signal(frame, EarlySignal::Indicate(status)) }
+        })
+        // Not a live request's context: a signal after its request ended,
+        // or no context at all.
+        .map_or(hr::E_INVALID_STATE, |()| hr::S_OK)
     })
 }
 
@@ -515,17 +499,7 @@ pub(super) unsafe extern "C" fn post_completion(
     bytes: u64,
 ) -> riis_hresult {
     no_unwind("post_completion", hr::E_FAIL, || {
-        // Held while the frame is used, as in indicate_completion.
-        let live = crate::frame::live_handles(ctx as usize);
-        if !live.contains(&(ctx as usize)) {
-            return hr::E_INVALID_STATE;
-        }
-        // SAFETY: as for indicate_completion.
-        let Some(frame) = (unsafe { frame_of(ctx) }) else {
-            return hr::E_INVALIDARG;
-        };
-        if is_running(frame) && !frame.ctx.get().is_null() {
-            drop(live);
+        if running_frame_of(ctx).is_some_and(|frame| !frame.ctx.get().is_null()) {
             // During the module's own call: an operation the engine runs
             // when the call returns.
             // SAFETY: the handle is checked by context_hr.
@@ -537,9 +511,11 @@ pub(super) unsafe extern "C" fn post_completion(
                 })
             };
         }
-        // SAFETY: as above.
-        unsafe { signal(frame, EarlySignal::Post(bytes)) };
-        hr::S_OK
+        with_live_frame(ctx, |frame| {
+            // SAFETY: as in indicate_completion.
+            unsafe { signal(frame, EarlySignal::Post(bytes)) }
+        })
+        .map_or(hr::E_INVALID_STATE, |()| hr::S_OK)
     })
 }
 
@@ -583,10 +559,13 @@ pub(super) unsafe extern "C" fn log(ctx: *mut riis_context, level: u32, message:
         };
         // Logging is allowed from any thread: only the module's name (fixed
         // for the life of the pipeline) is read from the frame.
-        // SAFETY: NULL or a live handle, per the ABI.
-        let named = match unsafe { frame_of(ctx) } {
-            Some(f) => Some(f.module.name.clone()),
-            None => running_module_name(),
+        let named = match running_frame_of(ctx) {
+            Some(frame) => Some(frame.module.name.clone()),
+            None => with_live_frame(ctx, |frame| {
+                // SAFETY: the frame is live while `with_live_frame` runs this.
+                unsafe { &*frame }.module.name.clone()
+            })
+            .or_else(running_module_name),
         };
         let module = named.as_deref().unwrap_or("native module");
         match level {

@@ -213,8 +213,7 @@ pub(crate) unsafe fn try_context<R>(
     handle: *mut riis_context,
     body: impl FnOnce(&Frame, &mut HttpContext) -> Result<R, riis_hresult>,
 ) -> Result<R, riis_hresult> {
-    // SAFETY: forwarded from this function's contract.
-    let (frame, ctx) = unsafe { resolve(handle) }.inspect_err(|code| {
+    let (frame, ctx) = resolve(handle).inspect_err(|code| {
         tracing::warn!(
             function,
             hresult = format_args!("0x{:08X}", *code as u32),

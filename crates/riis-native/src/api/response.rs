@@ -415,6 +415,10 @@ pub(super) unsafe extern "C" fn flush(
     // SAFETY: the handle is checked by context_hr.
     unsafe {
         context_hr("response_flush", ctx, |frame, ctx| {
+            if ctx.in_nested_notification() {
+                // The engine would drop it: said now, not found out later.
+                return Err(hr::E_INVALID_STATE);
+            }
             ctx.response_mut().flush(FlushOptions {
                 asynchronous: asynchronous != 0,
                 more_data: more_data != 0,

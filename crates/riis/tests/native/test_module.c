@@ -6,7 +6,10 @@
  *                   X-Pre-Begin request header (set by this module's global
  *                   part at PreBeginRequest) and the `greeting` of its
  *                   [c_module] section; counts requests at site scope.
- *   /c/echo         reads the whole body asynchronously and answers it.
+ *   /c/echo         reads the whole body asynchronously, 7 bytes at a time,
+ *                   and answers it. With an X-Double header, each instance
+ *                   doubles every byte at ReadEntity (so a read brings more
+ *                   than the 7 bytes asked for).
  *   /c/thread       returns Pending; another thread indicates completion.
  *   /c/post-thread  returns Pending; another thread posts completion with 42
  *                   bytes, and on_async_completion answers "completed 42".
@@ -37,6 +40,9 @@
  *   /c/pieces       "make me loud" 1,000 times, upper-cased 5,000 bytes per
  *                   send (send_defer_after); each instance adds an
  *                   X-Pieces header saying what its first send was.
+ *   /c/nested-ops   at SendResponse, starts a body read, a post, a flush and
+ *                   a child request, none of which may start there; the
+ *                   X-Nested-Ops header is their four HRESULTs.
  *
  * Every response gets X-Send-Seen at SendResponse.
  */
@@ -397,6 +403,10 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         text(ctx, "this is never sent\n");
         return RIIS_STATUS_PENDING;
     }
+    if (strcmp(url, "/c/nested-ops") == 0) {
+        text(ctx, "nested\n");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
     if (strcmp(url, "/c/upper") == 0) {
         text(ctx, "make me ");
         text(ctx, "loud");
@@ -494,6 +504,20 @@ static riis_status on_notification(void *module, riis_context *ctx, uint32_t not
         if (strcmp(api->request_url(ctx), "/c/upper") == 0) {
             upper_case_entity(ctx);
         }
+        if (strcmp(api->request_url(ctx), "/c/nested-ops") == 0 &&
+            api->send_headers_being_sent(provider)) {
+            char *buffer = (char *)api->context_allocate(ctx, 16);
+            riis_context *child = api->context_clone(ctx);
+            char line[96];
+            riis_hresult read = api->request_read_entity_body(ctx, buffer, 16);
+            riis_hresult post = api->post_completion(ctx, 1);
+            riis_hresult flush = api->response_flush(ctx, 1, 0);
+            riis_hresult execute = child != NULL ? api->context_execute_request(ctx, child, 0)
+                                                 : RIIS_S_OK;
+            snprintf(line, sizeof line, "0x%08X 0x%08X 0x%08X 0x%08X", (unsigned)read,
+                     (unsigned)post, (unsigned)flush, (unsigned)execute);
+            api->response_set_header(ctx, "X-Nested-Ops", line, 1);
+        }
         if (strcmp(api->request_url(ctx), "/c/pieces") == 0) {
             int deferred = 0;
             char line[64];
@@ -506,6 +530,22 @@ static riis_status on_notification(void *module, riis_context *ctx, uint32_t not
                 api->response_set_header(ctx, "X-Pieces", line, 0);
             }
             upper_case_entity(ctx);
+        }
+        return RIIS_STATUS_CONTINUE;
+    case RIIS_RQ_READ_ENTITY:
+        if (api->request_header(ctx, "X-Double", NULL) != NULL) {
+            const void *data = NULL;
+            size_t length = 0, i;
+            char *doubled;
+            api->read_entity(provider, &data, &length);
+            doubled = (char *)api->context_allocate(ctx, length * 2 + 1);
+            if (doubled == NULL) {
+                return RIIS_STATUS_CONTINUE;
+            }
+            for (i = 0; i < length; i++) {
+                doubled[2 * i] = doubled[2 * i + 1] = ((const char *)data)[i];
+            }
+            api->read_set_entity(provider, doubled, length * 2);
         }
         return RIIS_STATUS_CONTINUE;
     case RIIS_RQ_CUSTOM_NOTIFICATION:
@@ -661,7 +701,8 @@ RIIS_EXPORT riis_hresult RegisterModule(uint32_t server_version, riis_registrati
     }
     hr = api->set_request_notifications(registration, &factory,
                                         RIIS_RQ_BEGIN_REQUEST | RIIS_RQ_AUTHENTICATE_REQUEST |
-                                            RIIS_RQ_SEND_RESPONSE | RIIS_RQ_CUSTOM_NOTIFICATION,
+                                            RIIS_RQ_SEND_RESPONSE | RIIS_RQ_READ_ENTITY |
+                                            RIIS_RQ_CUSTOM_NOTIFICATION,
                                         0);
     if (hr < 0) {
         return hr;
