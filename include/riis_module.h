@@ -734,6 +734,11 @@ typedef struct riis_api {
      *  before its next call. Each completion's `operation` says which it
      *  is; the read's (RIIS_OPERATION_READ) has its bytes in the read's
      *  buffer. A second read while one is under way: RIIS_E_INVALIDARG.
+     *  A Pending with no read under way is an ordinary one (its operation
+     *  completes it, or the signal it owes). Without full duplex a call
+     *  starts one operation: a read after an asynchronous flush of the same
+     *  call is refused, and a flush after a read is made before the read,
+     *  which has the call's only completion.
      *  Returning anything but RIIS_STATUS_PENDING gives the read up (its
      *  bytes stay for the next reader). Such a signal is not owed, as the
      *  one after a Pending without an operation is: when the request ends

@@ -73,6 +73,38 @@ fn add_duplex(t: &mut TestPipeline, log: &Log, handle: &HandleSlot) {
     t.handler(catch_all(&["Duplex"]));
 }
 
+/// A request with `body` to `Duplex` (see [`add_duplex`]), stepped until its
+/// head went out.
+struct DuplexRun {
+    log: Log,
+    handle: HandleSlot,
+    execution: RequestExecution,
+    body: Vec<Bytes>,
+}
+
+fn start_duplex(body: &[&str]) -> DuplexRun {
+    let (log, handle) = (Log::new(), HandleSlot::default());
+    let mut t = TestPipeline::new();
+    add_duplex(&mut t, &log, &handle);
+    let (req, body) = post_request("/stream", body);
+    let mut execution = RequestExecution::new(context(&t.build(), req));
+    assert_eq!(expect_send(&mut execution), ("head;".to_owned(), false));
+    DuplexRun {
+        log,
+        handle,
+        execution,
+        body,
+    }
+}
+
+/// Signals the module through its completion handle, as its task would.
+fn post(handle: &HandleSlot, bytes: u64) {
+    let slot = handle.lock().unwrap();
+    slot.as_ref()
+        .expect("the module took a handle")
+        .post_completion(bytes);
+}
+
 /// Takes the output of a [`Step::Send`] as text, and completes the send.
 fn send(execution: &mut RequestExecution) -> (String, bool) {
     let output = execution.take_output().expect("a send has output");
@@ -110,20 +142,18 @@ fn expect_wait_while_reading(execution: &mut RequestExecution) {
 
 #[tokio::test]
 async fn a_read_stays_under_way_while_the_module_sends_and_is_woken() {
-    let (log, handle) = (Log::new(), HandleSlot::default());
-    let mut t = TestPipeline::new();
-    add_duplex(&mut t, &log, &handle);
-    let pipeline = t.build();
-    let (req, _) = post_request("/stream", &["abc"]);
-    let mut execution = RequestExecution::new(context(&pipeline, req));
-
     // The head goes out before a byte of the body is read, and its flush
     // completes on its own while the read waits.
-    assert_eq!(expect_send(&mut execution), ("head;".to_owned(), false));
+    let DuplexRun {
+        log,
+        handle,
+        mut execution,
+        ..
+    } = start_duplex(&["abc"]);
     expect_wait_while_reading(&mut execution);
 
     // News from elsewhere (a backend's answer) is sent; the read stays.
-    handle.lock().unwrap().as_ref().unwrap().post_completion(0);
+    post(&handle, 0);
     assert_eq!(expect_send(&mut execution), ("tick;".to_owned(), false));
     expect_wait_while_reading(&mut execution);
 
@@ -145,16 +175,15 @@ async fn a_read_stays_under_way_while_the_module_sends_and_is_woken() {
 
 #[tokio::test]
 async fn a_completion_that_comes_first_is_delivered_before_the_read() {
-    let (log, handle) = (Log::new(), HandleSlot::default());
-    let mut t = TestPipeline::new();
-    add_duplex(&mut t, &log, &handle);
-    let pipeline = t.build();
-    let (req, body) = post_request("/stream", &["xy"]);
-    let mut execution = RequestExecution::new(context(&pipeline, req));
-    assert_eq!(expect_send(&mut execution), ("head;".to_owned(), false));
+    let DuplexRun {
+        log,
+        handle,
+        mut execution,
+        body,
+    } = start_duplex(&["xy"]);
     // Posted before the engine asks: the next step delivers it rather than
     // waiting, and the read is still under way after.
-    handle.lock().unwrap().as_ref().unwrap().post_completion(7);
+    post(&handle, 7);
     assert_eq!(expect_send(&mut execution), ("tick;".to_owned(), false));
 
     let outcome = drive(execution, body).await;
@@ -167,13 +196,12 @@ async fn a_completion_that_comes_first_is_delivered_before_the_read() {
 
 #[tokio::test]
 async fn a_module_whose_handles_are_gone_waits_for_its_read_alone() {
-    let (log, handle) = (Log::new(), HandleSlot::default());
-    let mut t = TestPipeline::new();
-    add_duplex(&mut t, &log, &handle);
-    let pipeline = t.build();
-    let (req, _) = post_request("/stream", &["ab"]);
-    let mut execution = RequestExecution::new(context(&pipeline, req));
-    assert_eq!(expect_send(&mut execution), ("head;".to_owned(), false));
+    let DuplexRun {
+        log,
+        handle,
+        mut execution,
+        ..
+    } = start_duplex(&["ab"]);
     expect_wait_while_reading(&mut execution);
 
     // Its task lets the handle go without a signal: only the read can end
@@ -259,7 +287,7 @@ async fn returning_continue_gives_up_the_read_under_way() {
     let mut execution = RequestExecution::new(context(&pipeline, req));
 
     expect_wait_while_reading(&mut execution);
-    handle.lock().unwrap().as_ref().unwrap().post_completion(0);
+    post(&handle, 0);
     // No read is asked for again: the response ends.
     assert_eq!(
         expect_send(&mut execution),
@@ -278,13 +306,9 @@ async fn returning_continue_gives_up_the_read_under_way() {
 
 #[tokio::test]
 async fn a_read_under_way_that_times_out_completes_with_e_timeout_and_cuts_the_response_short() {
-    let (log, handle) = (Log::new(), HandleSlot::default());
-    let mut t = TestPipeline::new();
-    add_duplex(&mut t, &log, &handle);
-    let pipeline = t.build();
-    let (req, _) = post_request("/stream", &["abc"]);
-    let mut execution = RequestExecution::new(context(&pipeline, req));
-    assert_eq!(expect_send(&mut execution), ("head;".to_owned(), false));
+    let DuplexRun {
+        log, mut execution, ..
+    } = start_duplex(&["abc"]);
     expect_wait_while_reading(&mut execution);
 
     assert!(execution.expire_read("no request body bytes within timeouts.body_read"));

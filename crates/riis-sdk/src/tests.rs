@@ -164,6 +164,19 @@ struct MockProvider {
     flags: u32,
 }
 
+impl MockProvider {
+    /// A provider of `kind` for a send that carries the headers.
+    fn of(kind: u32) -> Self {
+        Self {
+            kind,
+            type_name: CString::default(),
+            data: std::ptr::null_mut(),
+            headers_being_sent: true,
+            flags: 0,
+        }
+    }
+}
+
 fn p<'a>(provider: *mut riis_provider) -> &'a mut MockProvider {
     // SAFETY: every provider the mock sees is a live `MockProvider`.
     unsafe { &mut *provider.cast::<MockProvider>() }
@@ -1418,13 +1431,7 @@ fn a_request_reaches_the_module_and_its_response() {
         instance.notify(&req, BEGIN, false, std::ptr::null_mut()),
         abi::STATUS_FINISH_REQUEST
     );
-    let mut provider = MockProvider {
-        kind: abi::PROVIDER_SEND_RESPONSE,
-        type_name: CString::default(),
-        data: std::ptr::null_mut(),
-        headers_being_sent: true,
-        flags: 0,
-    };
+    let mut provider = MockProvider::of(abi::PROVIDER_SEND_RESPONSE);
     assert_eq!(
         instance.notify(&req, SEND, false, &mut provider),
         abi::STATUS_CONTINUE
@@ -1635,13 +1642,7 @@ fn in_full_duplex_a_flush_completes_while_the_read_stays_under_way() {
     assert!(req.mock().posted.is_empty());
     // The module's SendResponse (of its flush, say) comes inside: its
     // status is not the module's, and the read stays under way.
-    let mut provider = MockProvider {
-        kind: abi::PROVIDER_MAP_PATH,
-        type_name: CString::default(),
-        data: std::ptr::null_mut(),
-        headers_being_sent: true,
-        flags: 0,
-    };
+    let mut provider = MockProvider::of(abi::PROVIDER_MAP_PATH);
     assert_eq!(
         instance.notify(&req, SEND, false, &mut provider),
         abi::STATUS_CONTINUE
@@ -1941,13 +1942,7 @@ fn example_registration() -> Box<MockRegistration> {
 
 /// SendResponse with the headers going out.
 fn send(instance: &Instance, req: &Request) {
-    let mut provider = MockProvider {
-        kind: abi::PROVIDER_SEND_RESPONSE,
-        type_name: CString::default(),
-        data: std::ptr::null_mut(),
-        headers_being_sent: true,
-        flags: 0,
-    };
+    let mut provider = MockProvider::of(abi::PROVIDER_SEND_RESPONSE);
     assert_eq!(
         instance.notify(req, SEND, false, &mut provider),
         abi::STATUS_CONTINUE

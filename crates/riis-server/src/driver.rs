@@ -702,54 +702,14 @@ async fn drive(
                 // No read is under way (a full-duplex module that stopped
                 // reading): the client's silence from here is not its own.
                 reader.alongside_since = None;
-                // A connection that switched protocols lasts as long as its
-                // new protocol does: the execution limit is for HTTP
-                // requests (ASP.NET's does not apply to WebSockets either).
-                // Nor does it apply to a module that keeps a timeout of its
-                // own (ReverseProxy, FastCgi): theirs decides.
-                let execution = execution.filter(|_| exec.wait_has_execution_limit());
-                let limit = async {
-                    match execution {
-                        Some(limit) if !switched => tokio::time::sleep(limit).await,
-                        _ => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    () = waiter.wait() => {}
-                    () = limit => {
-                        exec.expire_wait("a module did not complete within timeouts.execution");
-                    }
-                    () = client_gone(&mut reply, &stream) => {
-                        // Nobody will read the answer (the client left, or
-                        // the server closed the connection at its drain
-                        // deadline): end the request rather than keep its
-                        // modules until they complete.
-                        exec.abandon_wait();
-                    }
-                }
+                let limit = execution.filter(|_| !switched && exec.wait_has_execution_limit());
+                let (exec, reader) = (&mut exec, &mut reader);
+                wait_for_module(waiter, None, limit, exec, reader, &mut reply, &stream).await;
             }
-            // Full duplex: the module waits for its news and for body bytes
-            // at once. The read is dropped unfinished when the news comes
-            // first, which loses nothing: a body frame is taken only once
-            // it is whole.
             Event::Other(Step::WaitWhileReading { waiter, max }) => {
-                let execution = execution.filter(|_| exec.wait_has_execution_limit());
-                let limit = async {
-                    match execution {
-                        Some(limit) => tokio::time::sleep(limit).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    () = waiter.wait() => {}
-                    read = reader.read_alongside(max) => report_read(&mut exec, read),
-                    () = limit => {
-                        exec.expire_wait("a module did not complete within timeouts.execution");
-                    }
-                    () = client_gone(&mut reply, &stream) => {
-                        exec.abandon_wait();
-                    }
-                }
+                let limit = execution.filter(|_| exec.wait_has_execution_limit());
+                let (exec, reader) = (&mut exec, &mut reader);
+                wait_for_module(waiter, Some(max), limit, exec, reader, &mut reply, &stream).await;
             }
             // Long enough on this thread: other connections' turn. A
             // module that keeps completing its own operations never waits,
@@ -786,6 +746,48 @@ async fn drive(
     // What is left of the request body goes with the response (see
     // `RequestBodyHold`).
     hold.put(reader.body);
+}
+
+/// Waits for a module's news ([`Step::Wait`]), its execution `limit`, or
+/// the client's leaving; in full duplex ([`Step::WaitWhileReading`]) reads
+/// up to `reading` body bytes meanwhile. The read is dropped unfinished
+/// when something else comes first, which loses nothing: a body frame is
+/// taken only once it is whole.
+///
+/// The limit does not apply to a connection that switched protocols (it
+/// lasts as long as its new protocol does; ASP.NET's does not apply to
+/// WebSockets either) nor to a module that keeps a timeout of its own
+/// (ReverseProxy, FastCgi): the caller leaves it out then.
+async fn wait_for_module(
+    waiter: riis_pipeline::CompletionWaiter,
+    reading: Option<usize>,
+    limit: Option<Duration>,
+    exec: &mut RequestExecution,
+    reader: &mut BodyReader,
+    reply: &mut Option<oneshot::Sender<Reply>>,
+    stream: &Option<mpsc::Sender<StreamItem>>,
+) {
+    let limit = async {
+        match limit {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = waiter.wait() => {}
+        read = reader.read_alongside(reading.unwrap_or(1)), if reading.is_some() => {
+            report_read(exec, read);
+        }
+        () = limit => {
+            exec.expire_wait("a module did not complete within timeouts.execution");
+        }
+        () = client_gone(reply, stream) => {
+            // Nobody will read the answer (the client left, or the server
+            // closed the connection at its drain deadline): end the request
+            // rather than keep its modules until they complete.
+            exec.abandon_wait();
+        }
+    }
 }
 
 /// Hands a body read's outcome to the request.

@@ -602,14 +602,8 @@ async fn chat(
     for (i, text) in said.iter().enumerate() {
         let expected = message(text);
         let mut got = Vec::new();
-        while got.len() < expected.len() {
-            let frame = tokio::time::timeout(Duration::from_secs(10), response.body_mut().frame())
-                .await
-                .expect("the answer to a message came before the next was sent")
-                .expect("the answer goes on")
-                .unwrap();
-            got.extend_from_slice(&frame.into_data().expect("a message, not the end"));
-        }
+        let what = "the answer to a message, before the next is sent";
+        common::read_data_until(response.body_mut(), &mut got, expected.len(), what).await;
         assert_eq!(got, expected);
         match said.get(i + 1) {
             Some(next) => {

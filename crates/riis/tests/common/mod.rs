@@ -440,6 +440,25 @@ where
     http2_connection(addr).await.0
 }
 
+/// Reads `body`'s data frames onto `got` until it holds `len` bytes; each
+/// frame must come within 10 s (`waiting_for` says what the test waits for
+/// when one does not).
+pub async fn read_data_until<B>(body: &mut B, got: &mut Vec<u8>, len: usize, waiting_for: &str)
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+    while got.len() < len {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("no data within 10 s: waiting for {waiting_for}"))
+            .expect("the body goes on")
+            .unwrap();
+        got.extend_from_slice(&frame.into_data().expect("data, not the end"));
+    }
+}
+
 /// [`http2_client`], with the connection's task, which ends when the
 /// connection closes.
 pub async fn http2_connection<B>(
