@@ -64,8 +64,11 @@
  *     server and valid until the request ends (or, in a global notification,
  *     until it returns). Header values are the exception: they are the bytes
  *     as received (obs-text such as Latin-1 included), as IIS returns them,
- *     and a header value a module sets may hold such bytes too. Strings a module passes in are copied before the call
- *     returns. Bytes passed to write_entity_chunks are copied too.
+ *     and a header value a module sets may hold such bytes too. A value
+ *     asked for again comes back as the same pointer, so asking at every
+ *     piece of a long stream does not grow the request's memory. Strings a
+ *     module passes in are copied before the call returns. Bytes passed to
+ *     write_entity_chunks are copied too.
  *   - Memory from riis_allocator / context_allocate lives until the request
  *     ends and is freed by the server; never free() it.
  *   - A riis_module_factory and riis_global_module passed at registration

@@ -24,7 +24,7 @@
 //! with the running frame's own clones.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::{c_char, CString};
 use std::ptr;
 use std::ptr::NonNull;
@@ -126,10 +126,15 @@ pub(crate) fn running_module_name() -> Option<String> {
 
 /// Memory that lives until the request ends: strings handed to the module and
 /// `IModuleAllocator` blocks. Blocks never move once allocated.
+///
+/// Strings are kept once per value: a module that asks for the same one
+/// again (its URL at every piece of a long stream) gets the same pointer,
+/// so the arena grows with the values handed out, not with the calls.
 #[derive(Default)]
 pub(crate) struct Arena {
     blocks: RefCell<Vec<Box<[u128]>>>,
-    strings: RefCell<Vec<CString>>,
+    /// A `CString`'s bytes stay where they are when the set moves it.
+    strings: RefCell<HashSet<CString>>,
 }
 
 impl Arena {
@@ -161,14 +166,16 @@ impl Arena {
     /// A NUL-terminated copy of `bytes` (of any encoding); NULL when they
     /// hold a NUL byte.
     pub(crate) fn bytes(&self, bytes: Vec<u8>) -> *const c_char {
-        match CString::new(bytes) {
-            Ok(c) => {
-                let p = c.as_ptr();
-                self.strings.borrow_mut().push(c);
-                p
-            }
-            Err(_) => ptr::null(),
+        let Ok(c) = CString::new(bytes) else {
+            return ptr::null();
+        };
+        let mut strings = self.strings.borrow_mut();
+        if let Some(kept) = strings.get(c.as_c_str()) {
+            return kept.as_ptr();
         }
+        let p = c.as_ptr();
+        strings.insert(c);
+        p
     }
 
     /// A NUL-terminated copy of `s`; NULL when `s` holds a NUL byte (nothing

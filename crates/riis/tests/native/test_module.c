@@ -40,6 +40,10 @@
  *   /c/pieces       "make me loud" 1,000 times, upper-cased 5,000 bytes per
  *                   send (send_defer_after); each instance adds an
  *                   X-Pieces header saying what its first send was.
+ *   /c/same-string  asks for its URL and a header 1,000 times each: "same"
+ *                   when every answer is the same pointer (a long stream
+ *                   asking at every piece does not grow the request's
+ *                   memory), "different" otherwise.
  *   /c/nested-ops   at SendResponse, starts a body read, a post, a flush and
  *                   a child request, none of which may start there; the
  *                   X-Nested-Ops header is their four HRESULTs.
@@ -402,6 +406,18 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
     if (strcmp(url, "/c/never") == 0) {
         text(ctx, "this is never sent\n");
         return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/same-string") == 0) {
+        const char *first_url = api->request_url(ctx);
+        const char *first_host = api->request_header(ctx, "Host", NULL);
+        int same = first_url != NULL && first_host != NULL;
+        int i;
+        for (i = 0; i < 1000; i++) {
+            same = same && api->request_url(ctx) == first_url &&
+                   api->request_header(ctx, "Host", NULL) == first_host;
+        }
+        text(ctx, same ? "same\n" : "different\n");
+        return RIIS_STATUS_FINISH_REQUEST;
     }
     if (strcmp(url, "/c/nested-ops") == 0) {
         text(ctx, "nested\n");
