@@ -663,3 +663,54 @@ fn a_bidirectional_call_is_answered_while_its_client_still_sends() {
         chat(to_server, client.send_request(request)).await;
     });
 }
+
+/// Long-lived calls fill a connection up to `http2_max_concurrent_streams`;
+/// the next call opens a new connection, which the calls after it share,
+/// rather than waiting behind them.
+#[test]
+fn a_connection_with_all_its_streams_busy_is_joined_by_another() {
+    let backend = Backend::start();
+    let more = "request_buffering = false\nhttp2_max_concurrent_streams = 2";
+    let (_dir, server) = start_with(&backend, 10, more);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = common::http2_client::<Channel<Bytes>>(server.addr).await;
+        let mut open = Vec::new();
+        for i in 0..4 {
+            // Each call stays open (its body too) once its first echo came.
+            let (mut to_server, body) = Channel::new(1);
+            let request = Request::post(format!("http://{}/echo.Echo/Chat", server.addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(body)
+                .unwrap();
+            let said = message(&format!("call {i}"));
+            to_server.send_data(said.clone()).await.unwrap();
+            let wait = Duration::from_secs(10);
+            let mut response = tokio::time::timeout(wait, client.send_request(request))
+                .await
+                .expect("the call was answered while the others stay open")
+                .unwrap();
+            let mut got = Vec::new();
+            let what = "the echo while the other calls stay open";
+            common::read_data_until(response.body_mut(), &mut got, said.len(), what).await;
+            assert_eq!(got, said);
+            open.push((to_server, response));
+        }
+        // Two calls on each of two connections.
+        assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
+        for (to_server, mut response) in open {
+            drop(to_server);
+            let mut trailers = None;
+            while let Some(frame) = response.body_mut().frame().await {
+                if let Ok(t) = frame.unwrap().into_trailers() {
+                    trailers = Some(t);
+                }
+            }
+            assert_eq!(trailers.unwrap().get("grpc-status").unwrap(), "0");
+        }
+    });
+}

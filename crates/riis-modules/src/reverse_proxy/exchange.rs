@@ -6,7 +6,7 @@
 //! bytes through between the two connections ([`tunnel`]).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -45,11 +45,13 @@ enum Sender {
     /// next once the answer has been read.
     Http1(hyper::client::conn::http1::SendRequest<RequestBody>),
     /// HTTP/2: the requests of every exchange of this worker to the server
-    /// share the connection, each a stream of its own. `https` gives the
-    /// requests' `:scheme`.
+    /// share the connection, each a stream of its own, up to
+    /// `http2_max_concurrent_streams`. `https` gives the requests'
+    /// `:scheme`; `streams` counts the exchanges on the connection now.
     Http2 {
         sender: hyper::client::conn::http2::SendRequest<RequestBody>,
         https: bool,
+        streams: Arc<AtomicUsize>,
     },
 }
 
@@ -62,7 +64,7 @@ impl Sender {
     ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
         match self {
             Sender::Http1(sender) => sender.try_send_request(request).await,
-            Sender::Http2 { sender, https } => {
+            Sender::Http2 { sender, https, .. } => {
                 let request = for_http2(request, *https);
                 sender.try_send_request(request).await
             }
@@ -82,12 +84,18 @@ pub(super) struct Kept {
     /// connection ends once every handle to it has gone and its streams
     /// are done (a stream ends when its exchange drops the answer).
     driver: Option<tokio::task::AbortHandle>,
+    /// An exchange's handle to an HTTP/2 connection, counted in its
+    /// `streams` while it lives (see [`Kept::shared`]).
+    counted: bool,
 }
 
 impl Drop for Kept {
     fn drop(&mut self) {
         if let Some(driver) = &self.driver {
             driver.abort();
+        }
+        if let (true, Sender::Http2 { streams, .. }) = (self.counted, &self.sender) {
+            streams.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -120,18 +128,37 @@ impl Kept {
     }
 
     /// Another handle to an HTTP/2 connection, for one more exchange on
-    /// it; `None` for HTTP/1.1, which carries one at a time.
+    /// it, counted among its streams until dropped; `None` for HTTP/1.1,
+    /// which carries one at a time.
     fn shared(&self) -> Option<Kept> {
         match &self.sender {
             Sender::Http1(_) => None,
-            Sender::Http2 { sender, https } => Some(Kept {
-                sender: Sender::Http2 {
-                    sender: sender.clone(),
-                    https: *https,
-                },
-                last_io: self.last_io.clone(),
-                driver: None,
-            }),
+            Sender::Http2 {
+                sender,
+                https,
+                streams,
+            } => {
+                streams.fetch_add(1, Ordering::Relaxed);
+                Some(Kept {
+                    sender: Sender::Http2 {
+                        sender: sender.clone(),
+                        https: *https,
+                        streams: streams.clone(),
+                    },
+                    last_io: self.last_io.clone(),
+                    driver: None,
+                    counted: true,
+                })
+            }
+        }
+    }
+
+    /// Whether the connection may take one more exchange: an HTTP/2 one
+    /// carries at most `most` at once (an HTTP/1.1 one is idle when kept).
+    fn has_room(&self, most: usize) -> bool {
+        match &self.sender {
+            Sender::Http1(_) => true,
+            Sender::Http2 { streams, .. } => streams.load(Ordering::Relaxed) < most,
         }
     }
 }
@@ -743,9 +770,14 @@ where
             HTTP2_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
         });
         return Ok(Kept {
-            sender: Sender::Http2 { sender, https },
+            sender: Sender::Http2 {
+                sender,
+                https,
+                streams: Arc::default(),
+            },
             last_io,
             driver: None,
+            counted: false,
         });
     }
     let (sender, driver) = hyper::client::conn::http1::Builder::new()
@@ -765,6 +797,7 @@ where
         sender: Sender::Http1(sender),
         last_io,
         driver: Some(driver),
+        counted: false,
     })
 }
 
@@ -799,6 +832,12 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
         // (the server may switch it to another protocol for good).
         if kept > 0 && job.upgrade.is_none() {
             while let Some(mut line) = job.pools.take(&route) {
+                // An HTTP/2 connection with all the streams it may carry
+                // is let go: it ends once they are done, and a new one
+                // takes its place below.
+                if !line.has_room(job.config.http2_max_concurrent_streams) {
+                    continue;
+                }
                 // A connection whose last answer just ended may not be
                 // ready yet (its task has not run since): it is waited for,
                 // not dropped. One that closed meanwhile is dropped.
@@ -854,8 +893,9 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
             }
         };
         // One HTTP/2 connection is kept per server and worker: each new one
-        // (opened while others were) takes the place of the one before,
-        // which ends once its streams are done.
+        // (opened while others were, or when the kept one was full) takes
+        // the place of the one before, which ends once its streams are
+        // done.
         if kept > 0 {
             if let Some(shared) = line.shared() {
                 job.pools.put(&route, line, 1);

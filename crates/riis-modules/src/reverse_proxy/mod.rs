@@ -185,6 +185,10 @@ pub struct ReverseProxyConfig {
     pub kept_connections: usize,
     /// The HTTP version spoken to the servers.
     pub http_version: HttpVersion,
+    /// Requests a worker sends at once on one HTTP/2 connection to a
+    /// server before it opens another.
+    #[serde(deserialize_with = "crate::at_least_one")]
+    pub http2_max_concurrent_streams: usize,
     /// Certificates trusted for `https://` servers instead of the system's.
     pub ca_file: Option<tls::TrustedCertificates>,
     /// The protocols a client may switch to through the proxy (`Upgrade`).
@@ -210,6 +214,7 @@ impl Default for ReverseProxyConfig {
             request_buffering: true,
             kept_connections: 32,
             http_version: HttpVersion::Http11,
+            http2_max_concurrent_streams: 100,
             ca_file: None,
             upgrade_protocols: vec!["websocket".to_owned()],
             health_check: None,
