@@ -25,7 +25,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, CStr, CString};
 use std::ptr;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -133,8 +133,50 @@ pub(crate) fn running_module_name() -> Option<String> {
 #[derive(Default)]
 pub(crate) struct Arena {
     blocks: RefCell<Vec<Box<[u128]>>>,
-    /// A `CString`'s bytes stay where they are when the set moves it.
-    strings: RefCell<HashSet<CString>>,
+    strings: RefCell<HashSet<KeptString>>,
+}
+
+/// A string handed to a module: a `CString` given up with `into_raw`, so
+/// that moving it (the set grows) is moving a pointer, never the owner of
+/// bytes a module holds. Compared by its bytes.
+struct KeptString(NonNull<c_char>);
+
+// SAFETY: it owns its bytes, as the `CString` it was does.
+unsafe impl Send for KeptString {}
+
+impl KeptString {
+    fn as_c_str(&self) -> &CStr {
+        // SAFETY: from `CString::into_raw`, live until dropped.
+        unsafe { CStr::from_ptr(self.0.as_ptr()) }
+    }
+}
+
+impl std::borrow::Borrow<CStr> for KeptString {
+    fn borrow(&self) -> &CStr {
+        self.as_c_str()
+    }
+}
+
+impl PartialEq for KeptString {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_c_str() == other.as_c_str()
+    }
+}
+
+impl Eq for KeptString {}
+
+impl std::hash::Hash for KeptString {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `CStr` hashes, which `Borrow` requires.
+        self.as_c_str().hash(state);
+    }
+}
+
+impl Drop for KeptString {
+    fn drop(&mut self) {
+        // SAFETY: from `CString::into_raw`, freed once, here.
+        drop(unsafe { CString::from_raw(self.0.as_ptr()) });
+    }
 }
 
 impl Arena {
@@ -171,11 +213,12 @@ impl Arena {
         };
         let mut strings = self.strings.borrow_mut();
         if let Some(kept) = strings.get(c.as_c_str()) {
-            return kept.as_ptr();
+            return kept.0.as_ptr();
         }
-        let p = c.as_ptr();
-        strings.insert(c);
-        p
+        let raw = c.into_raw();
+        // SAFETY: `into_raw` never gives NULL.
+        strings.insert(KeptString(unsafe { NonNull::new_unchecked(raw) }));
+        raw
     }
 
     /// A NUL-terminated copy of `s`; NULL when `s` holds a NUL byte (nothing
@@ -316,8 +359,9 @@ static LIVE_FRAMES: [Mutex<BTreeMap<usize, LiveFrame>>; 16] =
     [const { Mutex::new(BTreeMap::new()) }; 16];
 
 /// The next token to give out. Tokens are odd (a clone's address, the only
-/// other `riis_context*`, is even) and never given twice: at one per frame a
-/// 64-bit counter does not wrap.
+/// other `riis_context*`, is even) and not given twice: at one per frame a
+/// 64-bit counter does not wrap (a 32-bit one may, after 2^31 frames, and
+/// then skips the tokens still in use).
 static NEXT_TOKEN: AtomicUsize = AtomicUsize::new(0x1001);
 
 /// The shard of [`LIVE_FRAMES`] that holds `token`, locked.
@@ -373,12 +417,11 @@ impl Frame {
     /// A frame on the heap (its address is the module's context handle, so
     /// it must not move).
     fn allocate(module: Arc<ModuleShared>) -> FrameBox {
-        let token = NEXT_TOKEN.fetch_add(2, Ordering::Relaxed);
         let raw = Box::into_raw(Box::new(Frame {
             module,
             ctx: Cell::new(ptr::null_mut()),
             arena: Arena::default(),
-            token,
+            token: 0,
             clones: RefCell::new(Vec::new()),
             op_started: Cell::new(false),
             read_buffer: Cell::new(None),
@@ -386,7 +429,16 @@ impl Frame {
         }));
         // The pointer stays valid for the frame's life: nothing takes a
         // `Box` or `&mut Frame` of the whole frame again (see `FrameBox`).
-        live_frames(token).insert(token, LiveFrame(raw));
+        loop {
+            let token = NEXT_TOKEN.fetch_add(2, Ordering::Relaxed);
+            let mut live = live_frames(token);
+            if let std::collections::btree_map::Entry::Vacant(entry) = live.entry(token) {
+                // SAFETY: the live allocation just made, not shared yet.
+                unsafe { (*raw).token = token };
+                entry.insert(LiveFrame(raw));
+                break;
+            }
+        }
         // SAFETY: non-null, from `Box::into_raw`.
         FrameBox(unsafe { NonNull::new_unchecked(raw) })
     }
@@ -429,7 +481,9 @@ pub(crate) fn resolve<'a>(
     let ctx = if handle as usize == frame.token {
         frame.ctx.get()
     } else {
-        let clones = frame.clones.borrow();
+        // Borrowed already only while a clone is being dropped, whose
+        // cleanup (module code) may call back: refused, not a panic.
+        let clones = frame.clones.try_borrow().map_err(|_| hr::E_INVALID_STATE)?;
         let clone = clones
             .iter()
             .find(|c| ptr::eq(&***c, handle.cast::<ClonedContext>()))

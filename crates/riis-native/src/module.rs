@@ -232,7 +232,8 @@ impl Drop for NativeModule {
             // instance and the frame stay until it does, and that signal
             // disposes and frees them (`api::context::signal`). Clones are
             // dropped now, on the engine's thread.
-            self.frame.clones.borrow_mut().clear();
+            let clones = std::mem::take(&mut *self.frame.clones.borrow_mut());
+            drop(clones);
             // SAFETY: taken once; `self.frame` is not used after this.
             let frame = unsafe { std::mem::ManuallyDrop::take(&mut self.frame) }.into_raw();
             let orphan = crate::frame::Orphan {

@@ -656,13 +656,12 @@ impl RequestExecution {
         if self.finish_read(top, site, status, data, hresult, true) {
             // A ReadEntity module took every byte of this read (a filter
             // holding them back): the reader would take an empty read for
-            // the end of the body, so the next bytes are read for it.
+            // the end of the body, so the next bytes are read for it. The
+            // read starts over as from the module's call, so bytes that
+            // module inserted or gave back meanwhile come first.
             let frame = &mut self.frames[top];
-            if matches!(frame.phase, Phase::Waiting(_)) {
-                frame.ctx.duplex_read = std::num::NonZeroUsize::new(max);
-            } else {
-                frame.phase = Phase::Reading(site, status, max);
-            }
+            frame.ctx.op = Some(AsyncOp::ReadEntity { max });
+            frame.phase = Phase::AfterFlush(site, status);
         }
     }
 

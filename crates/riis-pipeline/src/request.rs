@@ -434,10 +434,11 @@ impl HttpRequest {
         self.unread = if self.unread.is_empty() {
             rest
         } else {
-            // A second give-back before a read: it came after the first.
-            let mut both = Vec::with_capacity(self.unread.len() + rest.len());
-            both.extend_from_slice(&self.unread);
+            // The last read was served from given-back bytes and left some:
+            // what the reader gives back of it comes before them.
+            let mut both = Vec::with_capacity(rest.len() + self.unread.len());
             both.extend_from_slice(&rest);
+            both.extend_from_slice(&self.unread);
             both.into()
         };
     }

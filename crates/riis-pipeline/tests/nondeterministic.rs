@@ -328,12 +328,14 @@ async fn a_read_emptied_by_a_read_entity_module_is_read_on() {
     assert_eq!(log.entries(), ["read 4", "read 4", "read 0"]);
 }
 
-/// A reader with a bounded buffer (a native module's) gives back what a
-/// ReadEntity module made past its room: the next read returns it as it is,
-/// not filtered again, so a filter that grows the bytes still comes to the
-/// end of the body.
-#[tokio::test]
-async fn bytes_a_reader_gives_back_are_read_next_without_filtering_again() {
+/// Runs `chunks` through `Doubler`, a ReadEntity module that doubles every
+/// byte, to `Bounded`, a reader with a buffer of 4 bytes (a native
+/// module's) that keeps `keep` bytes of each read and gives the rest back.
+/// Gives the body it echoed, its log, and the bytes received.
+async fn doubled_through_a_bounded_reader(
+    keep: usize,
+    chunks: &[&str],
+) -> (String, Vec<String>, u64) {
     let log = Log::new();
     let mut t = TestPipeline::new();
     t.module(
@@ -359,7 +361,7 @@ async fn bytes_a_reader_gives_back_are_read_next_without_filtering_again() {
                     reads.push("end".to_owned());
                     return Status::Continue;
                 }
-                let rest = data.split_off(data.len().min(4));
+                let rest = data.split_off(data.len().min(keep));
                 let gave_back = rest.len();
                 ctx.request_mut().return_unread(rest);
                 reads.push(format!(
@@ -375,13 +377,21 @@ async fn bytes_a_reader_gives_back_are_read_next_without_filtering_again() {
     );
     t.handler(catch_all(&["Bounded"]));
     let pipeline = t.build();
-    let (req, body) = post_request("/echo", &["abc", "def"]);
-
+    let (req, body) = post_request("/echo", chunks);
     let outcome = run_with_body(&pipeline, req, body).await;
+    let received = outcome.context().request().bytes_received();
+    (outcome.body(), log.entries(), received)
+}
 
-    assert_eq!(outcome.body(), "aabbccddeeff");
+/// A reader with a bounded buffer gives back what a ReadEntity module made
+/// past its room: the next read returns it as it is, not filtered again, so
+/// a filter that grows the bytes still comes to the end of the body.
+#[tokio::test]
+async fn bytes_a_reader_gives_back_are_read_next_without_filtering_again() {
+    let (body, log, received) = doubled_through_a_bounded_reader(4, &["abc", "def"]).await;
+    assert_eq!(body, "aabbccddeeff");
     assert_eq!(
-        log.entries(),
+        log,
         [
             "took \"aabb\", gave back 2, remaining Some(5)",
             "took \"cc\", gave back 0, remaining Some(3)",
@@ -390,7 +400,48 @@ async fn bytes_a_reader_gives_back_are_read_next_without_filtering_again() {
             "end",
         ]
     );
-    assert_eq!(outcome.context().request().bytes_received(), 12);
+    assert_eq!(received, 12);
+}
+
+/// Bytes given back from a read of given-back bytes come before what that
+/// read left: the body keeps its order however little the reader takes.
+#[tokio::test]
+async fn bytes_given_back_twice_keep_their_order() {
+    let (body, log, received) = doubled_through_a_bounded_reader(1, &["abc", "def"]).await;
+    assert_eq!(body, "aabbccddeeff");
+    assert_eq!(log.len(), 13, "{log:?}");
+    assert_eq!(received, 12);
+}
+
+/// A ReadEntity module that takes a whole read and inserts it again (holding
+/// it back for a moment) gets it read next, before the client's later bytes.
+#[tokio::test]
+async fn bytes_a_filter_inserts_while_emptying_a_read_come_before_later_ones() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    t.module(
+        "HoldOnce",
+        Registration::events(N::ReadEntity),
+        script(move |ctx, call| {
+            if let Call::ReadEntity(provider) = call {
+                if !held.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    let piece = provider.entity().clone();
+                    provider.set_entity(Bytes::new());
+                    ctx.request_mut().insert_entity_body(piece);
+                }
+            }
+            Status::Continue
+        }),
+    );
+    add_echo(&mut t, 64, &log);
+    let pipeline = t.build();
+    let (req, body) = post_request("/echo", &["abc", "def"]);
+
+    let outcome = run_with_body(&pipeline, req, body).await;
+
+    assert_eq!(outcome.body(), "abcdef");
+    assert_eq!(log.entries(), ["read 3", "read 3", "read 0"]);
 }
 
 #[tokio::test]

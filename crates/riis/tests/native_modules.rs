@@ -223,6 +223,11 @@ fn a_c_module_misbehaving_fails_only_its_request() {
         assert!(resp.text().starts_with("hello from C\n"), "{}", resp.text());
     }
     assert_eq!(get(server.addr, "/c/twice-result").text(), "0x8007139F\n");
+    // A clone's cleanup may use another clone of the request.
+    assert_eq!(
+        get(server.addr, "/c/clone-cleanup").text(),
+        "cleanup saw /c/clone-cleanup\n"
+    );
     // A string asked for again is the one handed out before.
     assert_eq!(get(server.addr, "/c/same-string").text(), "same\n");
     // Nothing waits in SendResponse: a read, a post, a flush and a child

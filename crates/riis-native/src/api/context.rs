@@ -377,7 +377,8 @@ pub(super) unsafe extern "C" fn clone(ctx: *mut riis_context) -> *mut riis_conte
 fn clone_index(frame: &crate::frame::Frame, child: *mut riis_context) -> Option<usize> {
     frame
         .clones
-        .borrow()
+        .try_borrow()
+        .ok()?
         .iter()
         .position(|c| ptr::eq(&**c, child.cast::<ClonedContext>()))
 }
@@ -393,7 +394,10 @@ pub(super) unsafe extern "C" fn release_clone(ctx: *mut riis_context, child: *mu
     unsafe {
         with_context("context_release_clone", ctx, (), |frame, _| {
             let i = clone_index(frame, child).ok_or(hr::E_INVALIDARG)?;
-            frame.clones.borrow_mut().remove(i);
+            // Dropped once the list is no longer borrowed: its cleanup runs
+            // module code, which may call the server back.
+            let released = frame.clones.borrow_mut().remove(i);
+            drop(released);
             Ok(())
         })
     }

@@ -40,6 +40,9 @@
  *   /c/pieces       "make me loud" 1,000 times, upper-cased 5,000 bytes per
  *                   send (send_defer_after); each instance adds an
  *                   X-Pieces header saying what its first send was.
+ *   /c/clone-cleanup a request context on one clone, whose cleanup (at the
+ *                   clone's release) asks another clone for its URL: the
+ *                   body says what it got.
  *   /c/same-string  asks for its URL and a header 1,000 times each: "same"
  *                   when every answer is the same pointer (a long stream
  *                   asking at every piece does not grow the request's
@@ -96,6 +99,19 @@ static void release_request_context(void *data) {
 }
 
 static void release_counter(void *data) { free(data); }
+
+/* /c/clone-cleanup: a request context stored on one clone whose cleanup
+ * (run when that clone is released) uses another clone. */
+typedef struct clone_probe {
+    riis_context *other;
+    char seen[64];
+} clone_probe;
+
+static void clone_cleanup(void *data) {
+    clone_probe *probe = (clone_probe *)data;
+    const char *url = api->request_url(probe->other);
+    snprintf(probe->seen, sizeof probe->seen, "%s", url != NULL ? url : "(refused)");
+}
 
 static void pause_briefly(void) {
     struct timespec t = {0, 20 * 1000 * 1000};
@@ -406,6 +422,18 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
     if (strcmp(url, "/c/never") == 0) {
         text(ctx, "this is never sent\n");
         return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/clone-cleanup") == 0) {
+        clone_probe *probe = (clone_probe *)api->context_allocate(ctx, sizeof *probe);
+        riis_context *first = api->context_clone(ctx);
+        probe->other = api->context_clone(ctx);
+        snprintf(probe->seen, sizeof probe->seen, "not run");
+        api->set_module_context(first, RIIS_SCOPE_REQUEST, probe, clone_cleanup);
+        api->context_release_clone(ctx, first);
+        api->context_release_clone(ctx, probe->other);
+        snprintf(line, sizeof line, "cleanup saw %s\n", probe->seen);
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
     }
     if (strcmp(url, "/c/same-string") == 0) {
         const char *first_url = api->request_url(ctx);
