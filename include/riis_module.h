@@ -485,7 +485,9 @@ typedef struct riis_api {
      *  per Pending (this or post_completion), and use the context no more
      *  after that signal: when the request already ended (the execution
      *  limit, a client gone), the server then calls the module's dispose
-     *  (on a thread of its own) and frees the context. */
+     *  (on a thread of its own) and frees the context. A signal made while
+     *  the call is still running is kept for its Pending; a second one
+     *  before that fails with RIIS_E_INVALID_STATE. */
     riis_hresult (*indicate_completion)(riis_context *context, riis_status status);
     /** PostCompletion: re-enter on_async_completion with `bytes`. During a
      *  call (then return RIIS_STATUS_PENDING) or, after it, from any thread. */

@@ -279,17 +279,18 @@ pub enum Step {
         max: usize,
     },
     /// The pipeline has delivered [`YIELD_AFTER`] completions in a row
-    /// without waiting for anything (a module completing its own operations
-    /// over and over, or starting a child from each child's completion):
-    /// let other work run, then resume. The request goes on; it just does
-    /// not hold its thread.
+    /// without waiting for a module's signal or for body bytes (a module
+    /// completing its own operations over and over, flushing from each
+    /// flush's completion, or starting a child from each child's
+    /// completion): let other work run, then resume. The request goes on;
+    /// it just does not hold its thread.
     Yield,
     /// The request is complete; its module instances are disposed.
     Done,
 }
 
-/// Completions [`RequestExecution::resume`] delivers before it returns
-/// [`Step::Yield`].
+/// Completions delivered in a row (across sends) before
+/// [`RequestExecution::resume`] returns [`Step::Yield`].
 pub const YIELD_AFTER: usize = 1024;
 
 /// The status line and headers of a response, when they go out.
@@ -464,6 +465,11 @@ pub struct RequestExecution {
     /// sent first (it comes before what the modules before it produce
     /// next).
     deferred: Vec<(usize, Vec<EntityChunk>)>,
+    /// Completions delivered since the request last waited for a module's
+    /// signal or for body bytes. Sends do not reset it: a send may complete
+    /// at once (nothing to send, nobody to send it to), and a module that
+    /// flushes from each flush's completion must still yield.
+    unbroken: usize,
 }
 
 struct Frames {
@@ -530,6 +536,7 @@ impl RequestExecution {
             },
             output: None,
             deferred: Vec::new(),
+            unbroken: 0,
         }
     }
 
@@ -795,7 +802,18 @@ impl RequestExecution {
 
     /// Runs the pipeline until it needs the driver.
     pub fn resume(&mut self) -> Step {
-        let mut deliveries = 0usize;
+        let step = self.run();
+        if matches!(
+            step,
+            Step::Wait(_) | Step::WaitWhileReading { .. } | Step::ReadEntity { .. }
+        ) {
+            self.unbroken = 0;
+        }
+        step
+    }
+
+    /// [`Self::resume`], but for the count of deliveries in a row.
+    fn run(&mut self) -> Step {
         loop {
             let top = self.frames.len() - 1;
             match std::mem::replace(&mut self.frames[top].phase, Phase::Run) {
@@ -815,8 +833,9 @@ impl RequestExecution {
                     continue;
                 }
                 Phase::Deliver(site, info) => {
-                    deliveries += 1;
-                    if deliveries > YIELD_AFTER {
+                    self.unbroken += 1;
+                    if self.unbroken > YIELD_AFTER {
+                        self.unbroken = 0;
                         self.frames[top].phase = Phase::Deliver(site, info);
                         return Step::Yield;
                     }

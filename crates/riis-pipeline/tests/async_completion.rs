@@ -463,6 +463,48 @@ async fn a_long_run_of_completions_yields_the_thread() {
     );
 }
 
+/// The same for a module that flushes from each flush's completion: its
+/// sends may complete at once (nothing to send, nobody to take it), so
+/// they do not count as waits, and the run of completions yields across
+/// them.
+#[tokio::test]
+async fn a_run_of_flushes_from_flush_completions_yields_the_thread() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static FLUSHES: AtomicUsize = AtomicUsize::new(0);
+    let mut t = TestPipeline::new();
+    t.module(
+        "Flusher",
+        Registration::events(RequestNotifications::from(N::BeginRequest)),
+        script(|ctx, _| {
+            if FLUSHES.fetch_add(1, Ordering::SeqCst) == 2 * riis_pipeline::YIELD_AFTER {
+                return Status::FinishRequest;
+            }
+            ctx.response_mut().flush(FlushOptions {
+                asynchronous: true,
+                more_data: true,
+            });
+            Status::Pending
+        }),
+    );
+    let pipeline = t.build();
+    let mut execution = RequestExecution::new(context(&pipeline, request(Method::GET, "/")));
+    let (mut yields, mut sends) = (0, 0);
+    loop {
+        match execution.resume() {
+            Step::Yield => yields += 1,
+            Step::Send => {
+                sends += 1;
+                let out = execution.take_output().unwrap();
+                execution.complete_send(Ok(out.len()));
+            }
+            Step::Done => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(yields, 1);
+    assert_eq!(sends, 2 * riis_pipeline::YIELD_AFTER + 1);
+}
+
 #[tokio::test]
 async fn a_signal_nobody_waited_for_does_not_complete_a_later_pending() {
     let log = Log::new();

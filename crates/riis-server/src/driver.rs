@@ -559,7 +559,8 @@ async fn drive(
     // The response was a 101: the connection is the module's stream.
     let mut switched = false;
     let mut next = Some(first);
-    // Since when the request has only yielded (see `Step::Yield` below).
+    // Since when the request has neither waited for anything nor sent a
+    // byte (see `Step::Yield` below).
     let mut busy_since = None;
     loop {
         // Its modules run again (the wait ended) until it notes its next
@@ -569,7 +570,10 @@ async fn drive(
             Step::Send => Event::Send(exec.take_output().expect("Step::Send carries output")),
             step => Event::Other(step),
         });
-        if !matches!(event, Event::Other(Step::Yield)) {
+        if matches!(
+            event,
+            Event::Other(Step::Wait(_) | Step::WaitWhileReading { .. } | Step::ReadEntity { .. })
+        ) {
             busy_since = None;
         }
         // Where it stands, for `riis status`, before it waits.
@@ -577,6 +581,11 @@ async fn drive(
         match event {
             Event::Send(out) => {
                 let len = out.len();
+                // Whether something went to the client: a send that did not
+                // (nothing to send, nowhere to send it) completes at once,
+                // and a module flushing from each flush's completion would
+                // spin; the engine's yields then meet the limits below.
+                let mut passed = true;
                 let sent = if let Some(reply) = reply.take() {
                     // In full duplex the head goes out while the module
                     // still reads the body: what is left of it now says
@@ -617,6 +626,7 @@ async fn drive(
                         hold_request_body(response, &hold, &shape, &reader.body, reading_on);
                     reply.send(response).is_ok()
                 } else if switched {
+                    passed = false;
                     // After a 101 the module writes to its stream; the
                     // response has nothing more to send.
                     if !out.chunks.is_empty() {
@@ -627,6 +637,7 @@ async fn drive(
                     }
                     out.chunks.is_empty()
                 } else if discarding {
+                    passed = false;
                     if out.disconnect || out.reset {
                         reader.state.activity.close_after_exchange();
                     }
@@ -639,8 +650,12 @@ async fn drive(
                     let is_final = out.is_final;
                     // (The engine never paces an abort.)
                     let paced = out.paced;
+                    let empty = out.chunks.is_empty() && out.trailers.is_none();
+                    passed = !empty;
+                    // An empty send tells a module whether its client is
+                    // still there too.
                     let ok = out.reset
-                        || (out.chunks.is_empty() && out.trailers.is_none())
+                        || (empty && !tx.is_closed())
                         || tx
                             .send(Ok(StreamPiece {
                                 chunks: out.chunks,
@@ -690,8 +705,12 @@ async fn drive(
                     }
                     ok
                 } else {
+                    passed = false;
                     false
                 };
+                if passed && sent {
+                    busy_since = None;
+                }
                 exec.complete_send(if sent { Ok(len) } else { Err(()) });
             }
             Event::Other(Step::ReadEntity { max }) => {

@@ -508,7 +508,52 @@ fn register_spinner(
     )
 }
 
+/// For `/flush`: flushes asynchronously, with nothing to send, from each
+/// flush's completion, for ever; answers "fine" otherwise.
+struct Flusher;
+impl Flusher {
+    fn flush_again(ctx: &mut HttpContext) -> Status {
+        ctx.response_mut().flush(riis_pipeline::FlushOptions {
+            asynchronous: true,
+            more_data: true,
+        });
+        Status::Pending
+    }
+}
+impl HttpModule for Flusher {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        if ctx.request().url() == "/flush" {
+            return Self::flush_again(ctx);
+        }
+        ctx.response_mut().write("fine");
+        Status::Continue
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _: N,
+        _: bool,
+        _: &CompletionInfo,
+    ) -> Status {
+        Self::flush_again(ctx)
+    }
+}
+
+fn register_flusher(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Flusher,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
 const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
+    ("Flusher", register_flusher),
     ("Spinner", register_spinner),
     ("Sized", register_sized),
     ("Lifetimes", register_lifetimes),
@@ -589,6 +634,46 @@ fn a_module_that_never_stops_completing_meets_the_execution_limit() {
     let mut conn = Connection::open(server.addr);
     let resp = conn.get("/spin");
     assert_eq!(resp.status, 503, "{}", resp.text());
+    server.stop();
+}
+
+/// A module that flushes from each flush's completion with nothing to send
+/// (or on a HEAD request, whose body is dropped) gets no wait from its
+/// sends: it neither holds its worker (the one worker serves another
+/// connection meanwhile) nor runs past the execution limit.
+#[test]
+fn a_module_that_flushes_from_each_flush_yields_and_meets_the_execution_limit() {
+    let text = handler_config(&["Flusher"], "Flusher").replace(
+        "[[handlers]]",
+        "[server]\nworker_threads = 1\n[timeouts]\nexecution = 1\n[[handlers]]",
+    );
+    let server = InProcessServer::start(&text, TEST_MODULES);
+    for method in ["GET", "HEAD"] {
+        let mut spinning = std::net::TcpStream::connect(server.addr).unwrap();
+        spinning
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(spinning, "{method} /flush HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let resp = Connection::open(server.addr).get("/other");
+        assert_eq!(resp.status, 200, "{method}: another connection is served");
+        assert_eq!(resp.text(), "fine");
+        // The head went out with the first flush; past the limit the
+        // request ends, cut short, and so does its connection (with a
+        // reset, so the client cannot take it for a whole response).
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match spinning.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("{method}: the request did not end: {e}"),
+            }
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200"), "{method}: {got}");
+    }
     server.stop();
 }
 

@@ -439,27 +439,35 @@ pub(super) unsafe extern "C" fn execute_request(
     }
 }
 
-/// Signals the frame's completion from any thread: through the handle of the
-/// current Pending round, or kept until the call returns Pending.
-/// Hands `signal` to the module's completion handle (or keeps it for the
-/// Pending it comes before). Takes the frame as a pointer, not a reference:
-/// it may free the frame (an orphaned module's last signal).
+/// Signals the frame's completion from any thread: hands `signal` to the
+/// module's completion handle of the current Pending round, or keeps it for
+/// the Pending it comes before. A second signal before that Pending is
+/// refused with `RIIS_E_INVALID_STATE` (one signal per Pending). Takes the
+/// frame as a pointer, not a reference: it may free the frame (an orphaned
+/// module's last signal).
 ///
 /// # Safety
 /// `frame` points at a live frame.
-unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) {
-    let orphan = {
+unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) -> riis_hresult {
+    let (orphan, result) = {
         // SAFETY: live, as the caller promises; the reference ends with
         // this block.
         let mut slot = unsafe { &*frame }.lock_completion();
-        match slot.handle.take().or_else(|| slot.duplex_handle.take()) {
-            Some(handle) => match signal {
-                EarlySignal::Indicate(status) => handle.indicate_completion(status),
-                EarlySignal::Post(bytes) => handle.post_completion(bytes),
-            },
-            None => slot.early = Some(signal),
-        }
-        slot.orphan.take()
+        let result = match slot.handle.take().or_else(|| slot.duplex_handle.take()) {
+            Some(handle) => {
+                match signal {
+                    EarlySignal::Indicate(status) => handle.indicate_completion(status),
+                    EarlySignal::Post(bytes) => handle.post_completion(bytes),
+                }
+                hr::S_OK
+            }
+            None if slot.early.is_some() => hr::E_INVALID_STATE,
+            None => {
+                slot.early = Some(signal);
+                hr::S_OK
+            }
+        };
+        (slot.orphan.take(), result)
     };
     if let Some(orphan) = orphan {
         // The request ended while the module was pending, and this was the
@@ -474,6 +482,7 @@ unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) {
             unsafe { crate::module::release(orphan) }
         });
     }
+    result
 }
 
 pub(super) unsafe extern "C" fn indicate_completion(
@@ -494,7 +503,7 @@ pub(super) unsafe extern "C" fn indicate_completion(
         })
         // Not a live request's context: a signal after its request ended,
         // or no context at all.
-        .map_or(hr::E_INVALID_STATE, |()| hr::S_OK)
+        .unwrap_or(hr::E_INVALID_STATE)
     })
 }
 
@@ -519,7 +528,7 @@ pub(super) unsafe extern "C" fn post_completion(
             // SAFETY: as in indicate_completion.
             unsafe { signal(frame, EarlySignal::Post(bytes)) }
         })
-        .map_or(hr::E_INVALID_STATE, |()| hr::S_OK)
+        .unwrap_or(hr::E_INVALID_STATE)
     })
 }
 
