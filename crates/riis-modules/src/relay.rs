@@ -32,6 +32,13 @@ pub(crate) const STREAM_PIECE: u64 = 64 * 1024;
 /// the request stops reading from the client (a server that reads slowly
 /// slows the client down instead of filling the server's memory).
 pub(crate) const UPLOAD_LIMIT: usize = 256 * 1024;
+
+/// Streamed request body kept, after the connection took it, until the
+/// answer's head comes: a server that refuses the request unprocessed (an
+/// HTTP/2 `REFUSED_STREAM`, a server at its limit of streams) gets it again
+/// on another try. A gRPC call's first messages fit; a larger upload that
+/// was refused fails as before.
+pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
 /// Output pieces below this are copied together rather than kept as
 /// slices of their read buffers (a slice keeps its whole buffer alive
 /// while it waits).
@@ -82,6 +89,20 @@ struct Inbox {
     upload_abandoned: bool,
     /// The connection asked for the next piece and waits for it.
     upload_waker: Option<std::task::Waker>,
+    /// The pieces the connection took, kept for another try (see
+    /// [`REPLAY_LIMIT`]) while `replayable`.
+    taken: Vec<Bytes>,
+    /// Their bytes.
+    taken_bytes: usize,
+    /// The body may still go again: the answer's head has not come, and
+    /// what went fits in [`REPLAY_LIMIT`].
+    not_replayable: bool,
+    /// The try whose connection takes the pieces; a body of an earlier try
+    /// takes none.
+    attempt: u32,
+    /// A try began after pieces that were not kept went: no try may send
+    /// the body now.
+    upload_lost: bool,
     /// The request stopped reading the client's body for want of room:
     /// the connection's next take posts its completion.
     wants_room: bool,
@@ -254,7 +275,12 @@ impl Relay {
 
     /// Passes the response head on.
     pub(crate) fn deliver_head(&self, head: ResponseHead) {
-        self.deliver(|inbox| inbox.head = Some(head));
+        self.deliver(|inbox| {
+            inbox.head = Some(head);
+            // Answered: the body will not go again.
+            inbox.not_replayable = true;
+            inbox.taken = Vec::new();
+        });
     }
 
     /// Keeps the answer's trailer fields for the request's final send (they
@@ -342,21 +368,61 @@ impl Relay {
         self.waiting_for_upload.store(false, Ordering::Relaxed);
     }
 
-    /// Whether a streamed body's first piece went to a connection.
-    pub(crate) fn upload_started(&self) -> bool {
-        self.upload_started.load(Ordering::Relaxed)
+    /// Whether a streamed body may go (again) on a new try: none of it
+    /// went, or what went is kept (see [`REPLAY_LIMIT`]).
+    pub(crate) fn can_restart_upload(&self) -> bool {
+        !self.upload_started.load(Ordering::Relaxed) || !self.lock().not_replayable
     }
 
-    /// The connection's side of a streamed body: the next piece, `None` at
-    /// its end, or Pending until the client sends more.
+    /// Starts a try of a streamed body: the pieces an earlier try's
+    /// connection took go first again, and that try's body takes no more.
+    /// Gives the try's number for [`Relay::poll_upload`].
+    pub(crate) fn restart_upload(&self) -> u32 {
+        let mut inbox = self.lock();
+        if !self.upload_started.load(Ordering::Relaxed) {
+            return inbox.attempt;
+        }
+        inbox.attempt = inbox.attempt.wrapping_add(1);
+        if inbox.not_replayable {
+            // Not kept (callers ask `can_restart_upload` first): the try
+            // fails rather than send the body without its beginning.
+            inbox.upload_lost = true;
+            return inbox.attempt;
+        }
+        let taken = std::mem::take(&mut inbox.taken);
+        inbox.taken_bytes = 0;
+        for piece in taken.into_iter().rev() {
+            inbox.upload_queued += piece.len();
+            inbox.upload.push_front(piece);
+        }
+        self.upload_started.store(false, Ordering::Relaxed);
+        inbox.attempt
+    }
+
+    /// The connection's side of a streamed body, for try `attempt`: the
+    /// next piece, `None` at its end, Pending until the client sends more,
+    /// or `Some(Err(()))` for a try that is over.
     pub(crate) fn poll_upload(
         &self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Bytes>> {
+        attempt: u32,
+    ) -> std::task::Poll<Option<Result<Bytes, ()>>> {
         use std::task::Poll;
         let mut inbox = self.lock();
+        if inbox.attempt != attempt || inbox.upload_lost {
+            return Poll::Ready(Some(Err(())));
+        }
         if let Some(piece) = inbox.upload.pop_front() {
             inbox.upload_queued -= piece.len();
+            if !inbox.not_replayable {
+                inbox.taken_bytes += piece.len();
+                if inbox.taken_bytes <= REPLAY_LIMIT {
+                    inbox.taken.push(piece.clone());
+                } else {
+                    inbox.not_replayable = true;
+                    inbox.taken = Vec::new();
+                }
+            }
             // A request that stopped reading the body for want of room
             // reads on.
             let wake = !inbox.upload_end
@@ -370,7 +436,7 @@ impl Relay {
             if wake {
                 self.done.post_completion(0);
             }
-            return Poll::Ready(Some(piece));
+            return Poll::Ready(Some(Ok(piece)));
         }
         if inbox.upload_end && !inbox.upload_abandoned {
             drop(inbox);

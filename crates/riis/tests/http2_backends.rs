@@ -472,46 +472,94 @@ fn one_http2_connection_is_kept_per_server() {
     }
 }
 
-/// A stream the server refuses (`REFUSED_STREAM`, RFC 9113 §8.7) was not
-/// processed: riis sends the request again, a POST too.
-#[test]
-fn a_refused_stream_is_sent_again() {
+/// An HTTP/2 server that refuses its first stream (`REFUSED_STREAM`) once
+/// it has read `read_first` body bytes, and answers the others with
+/// "try N: " and the body it read; `attempts` counts the streams.
+fn refusing_backend(attempts: Arc<AtomicUsize>, read_first: usize) -> Backend {
     let (runtime, listener, addr) = listening();
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let counted = attempts.clone();
     runtime.spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let counted = counted.clone();
+            let attempts = attempts.clone();
             tokio::spawn(async move {
                 let Ok(mut connection) = h2::server::handshake(stream).await else {
                     return;
                 };
-                while let Some(Ok((_request, mut respond))) = connection.accept().await {
-                    if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
-                        continue;
-                    }
-                    let response = Response::builder().status(200).body(()).unwrap();
-                    if let Ok(mut body) = respond.send_response(response, false) {
-                        let _ = body.send_data(Bytes::from_static(b"second try"), true);
-                    }
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+                    tokio::spawn(async move {
+                        let mut body = request.into_body();
+                        let mut read = Vec::new();
+                        while attempt > 1 || read.len() < read_first {
+                            match body.data().await {
+                                Some(Ok(data)) => {
+                                    let _ = body.flow_control().release_capacity(data.len());
+                                    read.extend_from_slice(&data);
+                                }
+                                _ => break,
+                            }
+                        }
+                        if attempt == 1 {
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                            return;
+                        }
+                        let response = Response::builder().status(200).body(()).unwrap();
+                        if let Ok(mut out) = respond.send_response(response, false) {
+                            let mut answer = format!("try {attempt}: ").into_bytes();
+                            answer.extend_from_slice(&read);
+                            let _ = out.send_data(Bytes::from(answer), true);
+                        }
+                    });
                 }
             });
         }
     });
-    let backend = Backend {
+    Backend {
         addr,
         connections: Arc::default(),
         seen: Arc::default(),
         go: Arc::default(),
         _runtime: runtime,
-    };
+    }
+}
+
+/// A stream the server refuses (`REFUSED_STREAM`, RFC 9113 §8.7) was not
+/// processed: riis sends the request again, a POST too.
+#[test]
+fn a_refused_stream_is_sent_again() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let backend = refusing_backend(attempts.clone(), 0);
     let (_dir, server) = start(&backend);
     let mut conn = common::Connection::open(server.addr);
     conn.send_raw(b"POST /anything HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody");
     let resp = conn.read_response(false);
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(resp.text(), "second try");
+    assert_eq!(resp.text(), "try 2: body");
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+}
+
+/// The same for a streamed body the server read part of before it refused
+/// the stream (a gRPC server at its limit of streams): what went is kept
+/// until the answer's head, and goes again first.
+#[test]
+fn a_streamed_body_goes_again_whole_after_a_refused_stream() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let backend = refusing_backend(attempts.clone(), 6);
+    let (_dir, server) = start_with(&backend, 10, "request_buffering = false");
+    let mut conn = common::Connection::open(server.addr);
+    conn.send_raw(
+        b"POST /stream HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst;\r\n",
+    );
+    // The rest once the first try has taken the first piece.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while attempts.load(Ordering::SeqCst) < 1 {
+        assert!(std::time::Instant::now() < deadline, "the body never went");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    conn.send_raw(b"6\r\nsecond\r\n0\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.text(), "try 2: first;second");
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
 }
 

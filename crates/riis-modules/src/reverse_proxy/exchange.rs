@@ -385,6 +385,8 @@ pub(super) struct RequestBody {
     relay: Option<Arc<Relay>>,
     /// Streamed: the length the client declared, if any.
     streamed: Option<Option<u64>>,
+    /// Streamed: the try this body is sent for (see `Relay::poll_upload`).
+    attempt: u32,
 }
 
 impl RequestBody {
@@ -395,6 +397,7 @@ impl RequestBody {
             offset: 0,
             relay: None,
             streamed: None,
+            attempt: 0,
         }
     }
 
@@ -411,8 +414,12 @@ impl RequestBody {
                 h2::Reason::CANCEL.into(),
             )))));
         }
-        match relay.poll_upload(cx) {
-            Poll::Ready(Some(piece)) => {
+        match relay.poll_upload(cx, self.attempt) {
+            // A later try sends the body: this one's stream is over.
+            Poll::Ready(Some(Err(()))) => Poll::Ready(Some(Err(std::io::Error::other(
+                BodyAbandoned(h2::Reason::CANCEL.into()),
+            )))),
+            Poll::Ready(Some(Ok(piece))) => {
                 self.offset += piece.len() as u64;
                 // hyper stops asking once a declared length is reached:
                 // the body is whole then, and the connection may be kept.
@@ -565,9 +572,10 @@ impl Job {
     }
 
     /// Whether a request the server did not process may go again: its body
-    /// is all still here (a streamed body's pieces that went are gone).
+    /// is all still here (a streamed body's pieces that went are kept only
+    /// up to `REPLAY_LIMIT`, until the answer's head).
     fn may_send_unprocessed(&self) -> bool {
-        !(self.streamed.is_some() && self.relay.upload_started())
+        self.streamed.is_none() || self.relay.can_restart_upload()
     }
 
     /// The request, made afresh for each connection it is tried on.
@@ -575,11 +583,16 @@ impl Job {
         // A body of nothing is given whole from the start.
         self.relay
             .set_body_given(self.streamed.is_none() && self.body.is_empty());
+        let attempt = match self.streamed {
+            Some(_) => self.relay.restart_upload(),
+            None => 0,
+        };
         let mut request = Request::new(RequestBody {
             body: self.body.clone(),
             offset: 0,
             relay: Some(self.relay.clone()),
             streamed: self.streamed,
+            attempt,
         });
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.target.clone();
@@ -838,6 +851,16 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 if !line.has_room(job.config.http2_max_concurrent_streams) {
                     continue;
                 }
+                // HTTP/2: the connection goes back to the pool at once, for
+                // the other exchanges (those that come while this one waits
+                // below find it there); this one sends on a handle of its
+                // own, counted among the connection's streams.
+                let shared = line.shared();
+                let multiplexed = shared.is_some();
+                if let Some(shared) = shared {
+                    job.pools.put(&route, line, 1);
+                    line = shared;
+                }
                 // A connection whose last answer just ended may not be
                 // ready yet (its task has not run since): it is waited for,
                 // not dropped. One that closed meanwhile is dropped.
@@ -850,13 +873,12 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                     .min(tokio::time::Instant::now() + POOLED_READY_WAIT);
                 let ready = tokio::time::timeout_at(deadline, line.ready());
                 if !matches!(ready.await, Ok(Ok(()))) {
+                    if multiplexed {
+                        // Back in the pool: a new connection instead (a
+                        // closed one is dropped when next taken).
+                        break;
+                    }
                     continue;
-                }
-                // HTTP/2: the connection stays in the pool for the other
-                // exchanges; this one sends on a handle of its own.
-                if let Some(shared) = line.shared() {
-                    job.pools.put(&route, line, 1);
-                    line = shared;
                 }
                 match job.send(&mut line, server).await {
                     Attempt::Answer(response) => {
