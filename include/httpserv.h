@@ -113,11 +113,11 @@
  *   `data`, the address of a small envelope (riis_cxx::CustomEnvelope: an
  *   8-byte magic then the object pointer). A C++ receiver finds the magic
  *   and gets the very object the raiser passed, so it can cast it to the
- *   raiser's class as in IIS. A notification raised by a C or Rust module
- *   reaches C++ receivers as a CRiisCustomNotification: QueryNotificationType
- *   is the raiser's type name and GetData() its data pointer. C and Rust
- *   modules that raise notifications for C++ receivers must therefore pass
- *   NULL or a pointer to at least 8 readable bytes as the data.
+ *   raiser's class as in IIS. The envelope is flagged as such
+ *   (RIIS_CUSTOM_CXX_ENVELOPE), so a notification raised by a C or Rust
+ *   module reaches C++ receivers as a CRiisCustomNotification, its data
+ *   never read: QueryNotificationType is the raiser's type name and
+ *   GetData() its data pointer, whatever it is.
  *
  * MODULE CONTEXTS
  *   IHttpContext::GetModuleContextContainer is the request's container,
@@ -722,15 +722,13 @@ inline CustomEnvelope make_envelope(ICustomNotificationProvider *provider) {
     return envelope;
 }
 
-/** The C++ provider behind `data`, when a C++ module raised it. Data from
- *  a C or Rust raiser is read only when it looks like a pointer an envelope
- *  could be at (aligned, above the first 64 KiB, which no process maps):
- *  a small number passed as an opaque cookie, `(void *)42`, is not
- *  dereferenced. Raisers for C++ receivers still pass NULL or a pointer to
- *  at least 8 readable bytes (riis_module.h). */
-inline ICustomNotificationProvider *envelope_provider(void *data) {
-    uintptr_t address = reinterpret_cast<uintptr_t>(data);
-    if (address < 65536 || address % alignof(CustomEnvelope) != 0) {
+/** The C++ provider behind `data`, when a C++ module raised it: the
+ *  raiser's flags say so (RIIS_CUSTOM_CXX_ENVELOPE), so the data of a C or
+ *  Rust raiser (a number cast to a pointer, say) is never read. The magic
+ *  is checked as well, against an envelope of another build of this
+ *  header. */
+inline ICustomNotificationProvider *envelope_provider(void *data, uint32_t flags) {
+    if ((flags & RIIS_CUSTOM_CXX_ENVELOPE) == 0 || data == NULL) {
         return NULL;
     }
     if (memcmp(data, custom_magic(), 8) != 0) {
@@ -2714,7 +2712,8 @@ public:
             return E_INVALIDARG;
         }
         CustomEnvelope envelope = make_envelope(pCustomOutput);
-        return api()->raise_custom_notification(core_.ctx, type, &envelope);
+        return api()->raise_custom_notification_with_flags(core_.ctx, type, &envelope,
+                                                           RIIS_CUSTOM_CXX_ENVELOPE);
     }
 
     IHttpContext *GetParentContext(VOID) const override { return parent_; }
@@ -3214,7 +3213,7 @@ private:
         }
         case RQ_CUSTOM_NOTIFICATION: {
             void *data = api()->custom_data(p);
-            ICustomNotificationProvider *raised = envelope_provider(data);
+            ICustomNotificationProvider *raised = envelope_provider(data, api()->custom_flags(p));
             if (raised != NULL) {
                 return m->OnCustomRequestNotification(c, raised);
             }
@@ -3614,7 +3613,8 @@ private:
         }
         case GL_CUSTOM_NOTIFICATION: {
             void *data = api()->global_custom_data(p);
-            ICustomNotificationProvider *raised = envelope_provider(data);
+            ICustomNotificationProvider *raised =
+                envelope_provider(data, api()->global_custom_flags(p));
             if (raised != NULL) {
                 return m->OnGlobalCustomNotification(raised);
             }
@@ -3758,8 +3758,8 @@ public:
             return GL_NOTIFICATION_CONTINUE;
         }
         CustomEnvelope envelope = make_envelope(pCustomOutput);
-        (void)api()->raise_global_custom_notification(
-            ctx, pCustomOutput->QueryNotificationType(), &envelope);
+        (void)api()->raise_global_custom_notification_with_flags(
+            ctx, pCustomOutput->QueryNotificationType(), &envelope, RIIS_CUSTOM_CXX_ENVELOPE);
         return GL_NOTIFICATION_CONTINUE;
     }
 

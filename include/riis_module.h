@@ -93,7 +93,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 6
+#define RIIS_ABI_MINOR 7
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -227,6 +227,10 @@ typedef struct riis_server {
 #define RIIS_OPERATION_READ ((uint32_t)1)            /* request_read_entity_body */
 #define RIIS_OPERATION_WRITE ((uint32_t)2)           /* response_flush, async */
 #define RIIS_OPERATION_EXECUTE_REQUEST ((uint32_t)3) /* context_execute_request */
+
+/** Flags of a custom notification (since 1.7): `data` is an httpserv.h
+ *  riis_cxx::CustomEnvelope (what a C++ module raises). */
+#define RIIS_CUSTOM_CXX_ENVELOPE ((uint32_t)0x1)
 
 /** IHttpCompletionInfo */
 typedef struct riis_completion_info {
@@ -461,10 +465,8 @@ typedef struct riis_api {
     riis_hresult (*set_module_context)(riis_context *context, uint32_t scope, void *data,
                                        void (*cleanup)(void *data));
     /** NotifyCustomNotification: every module registered for
-     *  RIIS_RQ_CUSTOM_NOTIFICATION sees `type_name` and `data`. Receivers
-     *  built on httpserv.h look at `data` to tell a C++ raiser's object:
-     *  pass NULL or a pointer to at least 8 readable bytes, never a number
-     *  cast to a pointer. */
+     *  RIIS_RQ_CUSTOM_NOTIFICATION sees `type_name` and `data`, which the
+     *  server never reads (a number cast to a pointer is fine). */
     riis_hresult (*raise_custom_notification)(riis_context *context, const char *type_name,
                                               void *data);
     /** A global custom notification (GL_CUSTOM_NOTIFICATION). */
@@ -752,6 +754,22 @@ typedef struct riis_api {
      *  still signal must be stopped in dispose (its signal then fails with
      *  RIIS_E_INVALID_STATE). */
     riis_hresult (*context_enable_full_duplex)(riis_context *context);
+
+    /* -- since 1.7 ----------------------------------------------------------- */
+
+    /** raise_custom_notification and raise_global_custom_notification with
+     *  `flags` (RIIS_CUSTOM_*) that say what `data` is, so that receivers
+     *  need not look at it. */
+    riis_hresult (*raise_custom_notification_with_flags)(riis_context *context,
+                                                         const char *type_name, void *data,
+                                                         uint32_t flags);
+    riis_hresult (*raise_global_custom_notification_with_flags)(riis_context *context,
+                                                                const char *type_name,
+                                                                void *data, uint32_t flags);
+    /** The raiser's flags (0 from the calls without them, and from Rust
+     *  modules). */
+    uint32_t (*custom_flags)(riis_provider *provider);
+    uint32_t (*global_custom_flags)(riis_global_provider *provider);
 } riis_api;
 
 /** The entry point every module library exports. */

@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, c_void};
 /// ABI major version: a module built for another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: modules built for this or an older minor load.
-pub const ABI_MINOR: u32 = 6;
+pub const ABI_MINOR: u32 = 7;
 /// Major in the high 16 bits, minor in the low 16 (`RIIS_ABI_VERSION`).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 /// The `server_version` RegisterModule receives.
@@ -80,6 +80,10 @@ pub const OPERATION_POSTED: u32 = 0;
 pub const OPERATION_READ: u32 = 1;
 pub const OPERATION_WRITE: u32 = 2;
 pub const OPERATION_EXECUTE_REQUEST: u32 = 3;
+
+/// Flags of a custom notification (since 1.7): `data` is an httpserv.h
+/// `riis_cxx::CustomEnvelope`.
+pub const CUSTOM_CXX_ENVELOPE: u32 = 0x1;
 
 /// Module context scopes.
 pub const SCOPE_REQUEST: u32 = 0;
@@ -394,4 +398,12 @@ pub struct riis_api {
 
     // Since 1.6.
     pub context_enable_full_duplex: unsafe extern "C" fn(Ctx) -> riis_hresult,
+
+    // Since 1.7.
+    pub raise_custom_notification_with_flags:
+        unsafe extern "C" fn(Ctx, Str, *mut c_void, u32) -> riis_hresult,
+    pub raise_global_custom_notification_with_flags:
+        unsafe extern "C" fn(Ctx, Str, *mut c_void, u32) -> riis_hresult,
+    pub custom_flags: unsafe extern "C" fn(Prov) -> u32,
+    pub global_custom_flags: unsafe extern "C" fn(GProv) -> u32,
 }

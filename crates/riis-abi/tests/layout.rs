@@ -135,7 +135,11 @@ fn rust_layout() -> Vec<(String, usize)> {
         response_trailer,
         response_set_trailer,
         response_delete_trailer,
-        context_enable_full_duplex
+        context_enable_full_duplex,
+        raise_custom_notification_with_flags,
+        raise_global_custom_notification_with_flags,
+        custom_flags,
+        global_custom_flags
         }
     }
 }
@@ -162,6 +166,7 @@ const HRESULTS: &[(&str, i64)] = &[
         "OPERATION_EXECUTE_REQUEST",
         OPERATION_EXECUTE_REQUEST as i64,
     ),
+    ("CUSTOM_CXX_ENVELOPE", CUSTOM_CXX_ENVELOPE as i64),
 ];
 
 #[test]

@@ -109,6 +109,7 @@ pub(crate) unsafe fn resolve_provider<'a>(
 pub struct NativeNotification {
     type_name: String,
     data: *mut c_void,
+    flags: u32,
 }
 
 // SAFETY: the pointer is the raising module's; the server never dereferences
@@ -117,13 +118,23 @@ pub struct NativeNotification {
 unsafe impl Send for NativeNotification {}
 
 impl NativeNotification {
-    pub(crate) fn new(type_name: String, data: *mut c_void) -> Self {
-        Self { type_name, data }
+    pub(crate) fn new(type_name: String, data: *mut c_void, flags: u32) -> Self {
+        Self {
+            type_name,
+            data,
+            flags,
+        }
     }
 
     /// The data pointer the raising module passed.
     pub fn data(&self) -> *mut c_void {
         self.data
+    }
+
+    /// What the raiser said the data is (`RIIS_CUSTOM_*`; 0 when it did
+    /// not say).
+    pub fn flags(&self) -> u32 {
+        self.flags
     }
 }
 

@@ -341,6 +341,21 @@ unsafe extern "C" fn raise_custom(c: Ctx, name: Str, data: *mut c_void) -> riis_
     });
     OK
 }
+unsafe extern "C" fn raise_custom_with_flags(
+    c: Ctx,
+    name: Str,
+    data: *mut c_void,
+    _: u32,
+) -> riis_hresult {
+    // SAFETY: the same arguments, as the mock server got them.
+    unsafe { raise_custom(c, name, data) }
+}
+unsafe extern "C" fn no_custom_flags(_: Prov) -> u32 {
+    0
+}
+unsafe extern "C" fn no_global_custom_flags(_: GProv) -> u32 {
+    0
+}
 unsafe extern "C" fn context_clone(c: Ctx) -> Ctx {
     let child = MockCtx::new(s(m(c).url.as_ptr()), "");
     Box::into_raw(child).cast()
@@ -933,6 +948,10 @@ static API: riis_api = riis_api {
     response_set_trailer: set_trailer,
     response_delete_trailer: delete_trailer,
     context_enable_full_duplex: enable_full_duplex,
+    raise_custom_notification_with_flags: raise_custom_with_flags,
+    raise_global_custom_notification_with_flags: raise_custom_with_flags,
+    custom_flags: no_custom_flags,
+    global_custom_flags: no_global_custom_flags,
 };
 
 struct SyncServer(riis_server);

@@ -318,6 +318,25 @@ fn trailers_from_a_cpp_module_reach_an_http2_client() {
     });
 }
 
+/// Custom notifications: a C++ receiver casts a C++ raiser's object back
+/// to the raiser's class, and gets a number a C raiser passed as its data
+/// without reading through it (it used to, and a number above 64 KiB
+/// ended the server).
+#[test]
+fn custom_notifications_reach_cpp_modules_from_cpp_and_c_raisers() {
+    let source = repo().join("crates/riis/tests/native/custom_notify.cpp");
+    let second = "[[global_modules]]\nname = \"CppModule2\"\nimage = \"libmodule.so\"\n\
+                  [[modules]]\nname = \"CppModule2\"\n";
+    let Some((_dir, server)) = serve_source(source, second, "") else {
+        return;
+    };
+    let resp = get(server.addr, "/notify");
+    assert_eq!(resp.status, 200);
+    assert_eq!(String::from_utf8_lossy(&resp.body), "bump=1 cookie=1");
+    // The server lives on.
+    assert_eq!(get(server.addr, "/hello.txt").status, 200);
+}
+
 /// IIS 8's full duplex (`IHttpContext3::EnableFullDuplex`, through
 /// `HttpGetExtendedInterface`): the module echoes each piece of the body
 /// while its next read is under way, and tells the completions apart with

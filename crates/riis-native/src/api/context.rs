@@ -333,10 +333,21 @@ pub(super) unsafe extern "C" fn raise_custom_notification(
     type_name: *const c_char,
     data: *mut c_void,
 ) -> riis_hresult {
+    // SAFETY: forwarded.
+    unsafe { raise_custom_notification_with_flags(ctx, type_name, data, 0) }
+}
+
+pub(super) unsafe extern "C" fn raise_custom_notification_with_flags(
+    ctx: *mut riis_context,
+    type_name: *const c_char,
+    data: *mut c_void,
+    flags: u32,
+) -> riis_hresult {
     // SAFETY: the handle is checked by context_hr; `type_name` is a C string.
     unsafe {
         context_hr("raise_custom_notification", ctx, |_, ctx| {
-            let mut provider = NativeNotification::new(text(type_name)?.to_owned(), data);
+            let type_name = text(type_name)?.to_owned();
+            let mut provider = NativeNotification::new(type_name, data, flags);
             ctx.raise_custom_notification(&mut provider);
             Ok(())
         })
@@ -348,10 +359,21 @@ pub(super) unsafe extern "C" fn raise_global_custom_notification(
     type_name: *const c_char,
     data: *mut c_void,
 ) -> riis_hresult {
+    // SAFETY: forwarded.
+    unsafe { raise_global_custom_notification_with_flags(ctx, type_name, data, 0) }
+}
+
+pub(super) unsafe extern "C" fn raise_global_custom_notification_with_flags(
+    ctx: *mut riis_context,
+    type_name: *const c_char,
+    data: *mut c_void,
+    flags: u32,
+) -> riis_hresult {
     // SAFETY: the handle is checked by context_hr; `type_name` is a C string.
     unsafe {
         context_hr("raise_global_custom_notification", ctx, |_, ctx| {
-            let mut provider = NativeNotification::new(text(type_name)?.to_owned(), data);
+            let type_name = text(type_name)?.to_owned();
+            let mut provider = NativeNotification::new(type_name, data, flags);
             ctx.raise_global_custom_notification(&mut provider);
             Ok(())
         })

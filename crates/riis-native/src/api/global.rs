@@ -178,6 +178,20 @@ pub(super) unsafe extern "C" fn custom_type(p: *mut riis_global_provider) -> *co
     }
 }
 
+pub(super) unsafe extern "C" fn custom_flags(p: *mut riis_global_provider) -> u32 {
+    // SAFETY: checked by with_global.
+    unsafe {
+        with_global("global_custom_flags", p, 0, |h| match &mut h.event {
+            GlobalEvent::Custom(c) => Some(
+                c.as_any_mut()
+                    .downcast_mut::<NativeNotification>()
+                    .map_or(0, |n| n.flags()),
+            ),
+            _ => None,
+        })
+    }
+}
+
 pub(super) unsafe extern "C" fn custom_data(p: *mut riis_global_provider) -> *mut c_void {
     // SAFETY: checked by with_global.
     unsafe {

@@ -141,6 +141,11 @@ pub(crate) static API: riis_api = riis_api {
     response_delete_trailer: response::delete_trailer,
 
     context_enable_full_duplex: context::enable_full_duplex,
+    raise_custom_notification_with_flags: context::raise_custom_notification_with_flags,
+    raise_global_custom_notification_with_flags:
+        context::raise_global_custom_notification_with_flags,
+    custom_flags: provider::custom_flags,
+    global_custom_flags: global::custom_flags,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.

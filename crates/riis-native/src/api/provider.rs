@@ -289,6 +289,20 @@ pub(super) unsafe extern "C" fn custom_type(p: *mut riis_provider) -> *const c_c
     }
 }
 
+pub(super) unsafe extern "C" fn custom_flags(p: *mut riis_provider) -> u32 {
+    // SAFETY: checked by with_provider.
+    unsafe {
+        with_provider("custom_flags", p, 0, |_, provider| match provider {
+            Provider::Custom(c) => Some(
+                c.as_any_mut()
+                    .downcast_mut::<NativeNotification>()
+                    .map_or(0, |n| n.flags()),
+            ),
+            _ => None,
+        })
+    }
+}
+
 pub(super) unsafe extern "C" fn custom_data(p: *mut riis_provider) -> *mut c_void {
     // SAFETY: checked by with_provider.
     unsafe {
