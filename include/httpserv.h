@@ -117,7 +117,9 @@
  *   (RIIS_CUSTOM_CXX_ENVELOPE), so a notification raised by a C or Rust
  *   module reaches C++ receivers as a CRiisCustomNotification, its data
  *   never read: QueryNotificationType is the raiser's type name and
- *   GetData() its data pointer, whatever it is.
+ *   GetData() its data pointer, whatever it is. (From a module built for an
+ *   ABI before 1.7, which could not say, the data is looked at as before:
+ *   see RIIS_CUSTOM_UNDECLARED.)
  *
  * MODULE CONTEXTS
  *   IHttpContext::GetModuleContextContainer is the request's container,
@@ -724,12 +726,20 @@ inline CustomEnvelope make_envelope(ICustomNotificationProvider *provider) {
 
 /** The C++ provider behind `data`, when a C++ module raised it: the
  *  raiser's flags say so (RIIS_CUSTOM_CXX_ENVELOPE), so the data of a C or
- *  Rust raiser (a number cast to a pointer, say) is never read. The magic
- *  is checked as well, against an envelope of another build of this
- *  header. */
+ *  Rust raiser (a number cast to a pointer, say) is never read. A raiser
+ *  built before 1.7 could not say (RIIS_CUSTOM_UNDECLARED): its data is
+ *  looked at as the header of its time did, only where an envelope could
+ *  be (aligned, from 64 KiB up). The magic is checked either way. */
 inline ICustomNotificationProvider *envelope_provider(void *data, uint32_t flags) {
-    if ((flags & RIIS_CUSTOM_CXX_ENVELOPE) == 0 || data == NULL) {
+    if (data == NULL) {
         return NULL;
+    }
+    if ((flags & RIIS_CUSTOM_CXX_ENVELOPE) == 0) {
+        uintptr_t address = reinterpret_cast<uintptr_t>(data);
+        if ((flags & RIIS_CUSTOM_UNDECLARED) == 0 || address < 65536 ||
+            address % alignof(CustomEnvelope) != 0) {
+            return NULL;
+        }
     }
     if (memcmp(data, custom_magic(), 8) != 0) {
         return NULL;

@@ -133,6 +133,9 @@ typedef int32_t riis_hresult;
 #define RIIS_E_NOT_FOUND ((riis_hresult)0x80070490)
 /** HRESULT_FROM_WIN32(ERROR_INVALID_STATE): called outside its moment. */
 #define RIIS_E_INVALID_STATE ((riis_hresult)0x8007139F)
+/** HRESULT_FROM_WIN32(ERROR_BUSY) (since 1.7): a completion signal is
+ *  already waiting for the module's call to return Pending. */
+#define RIIS_E_BUSY ((riis_hresult)0x800700AA)
 /** HRESULT_FROM_WIN32(ERROR_INVALID_THREAD_ID): context used off its call. */
 #define RIIS_E_WRONG_THREAD ((riis_hresult)0x800705A4)
 /** HRESULT_FROM_WIN32(ERROR_REVISION_MISMATCH): ABI versions differ. */
@@ -231,6 +234,12 @@ typedef struct riis_server {
 /** Flags of a custom notification (since 1.7): `data` is an httpserv.h
  *  riis_cxx::CustomEnvelope (what a C++ module raises). */
 #define RIIS_CUSTOM_CXX_ENVELOPE ((uint32_t)0x1)
+/** Set by the server, never by a raiser: the raiser was built for an ABI
+ *  before 1.7 and could not say what `data` is. httpserv.h receivers then
+ *  look for an older header's envelope as that header did (at an aligned
+ *  address from 64 KiB up), so such raisers pass NULL or a pointer to at
+ *  least 8 readable bytes. */
+#define RIIS_CUSTOM_UNDECLARED ((uint32_t)0x2)
 
 /** IHttpCompletionInfo */
 typedef struct riis_completion_info {
@@ -466,7 +475,9 @@ typedef struct riis_api {
                                        void (*cleanup)(void *data));
     /** NotifyCustomNotification: every module registered for
      *  RIIS_RQ_CUSTOM_NOTIFICATION sees `type_name` and `data`, which the
-     *  server never reads (a number cast to a pointer is fine). */
+     *  server never reads, nor do httpserv.h receivers from a module built
+     *  for 1.7 or later (a number cast to a pointer is fine; see
+     *  RIIS_CUSTOM_UNDECLARED for older raisers). */
     riis_hresult (*raise_custom_notification)(riis_context *context, const char *type_name,
                                               void *data);
     /** A global custom notification (GL_CUSTOM_NOTIFICATION). */
@@ -489,7 +500,7 @@ typedef struct riis_api {
      *  limit, a client gone), the server then calls the module's dispose
      *  (on a thread of its own) and frees the context. A signal made while
      *  the call is still running is kept for its Pending; a second one
-     *  before that fails with RIIS_E_INVALID_STATE. */
+     *  before that fails with RIIS_E_BUSY. */
     riis_hresult (*indicate_completion)(riis_context *context, riis_status status);
     /** PostCompletion: re-enter on_async_completion with `bytes`. During a
      *  call (then return RIIS_STATUS_PENDING) or, after it, from any thread. */

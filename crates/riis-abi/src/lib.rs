@@ -46,6 +46,8 @@ pub mod hr {
     pub const E_NOT_SUPPORTED: riis_hresult = 0x8007_0032_u32 as i32;
     pub const E_NOT_FOUND: riis_hresult = 0x8007_0490_u32 as i32;
     pub const E_INVALID_STATE: riis_hresult = 0x8007_139F_u32 as i32;
+    /// `HRESULT_FROM_WIN32(ERROR_BUSY)` (since 1.7).
+    pub const E_BUSY: riis_hresult = 0x8007_00AA_u32 as i32;
     pub const E_WRONG_THREAD: riis_hresult = 0x8007_05A4_u32 as i32;
     pub const E_REVISION_MISMATCH: riis_hresult = 0x8007_051A_u32 as i32;
     pub const E_ALREADY_ASSIGNED: riis_hresult = 0x8007_0055_u32 as i32;
@@ -84,6 +86,9 @@ pub const OPERATION_EXECUTE_REQUEST: u32 = 3;
 /// Flags of a custom notification (since 1.7): `data` is an httpserv.h
 /// `riis_cxx::CustomEnvelope`.
 pub const CUSTOM_CXX_ENVELOPE: u32 = 0x1;
+/// Set by the server: the raiser was built for an ABI before 1.7 and could
+/// not say what its `data` is (an older httpserv.h's envelope, perhaps).
+pub const CUSTOM_UNDECLARED: u32 = 0x2;
 
 /// Module context scopes.
 pub const SCOPE_REQUEST: u32 = 0;

@@ -156,6 +156,7 @@ const HRESULTS: &[(&str, i64)] = &[
     ("E_NOT_SUPPORTED", hr::E_NOT_SUPPORTED as i64),
     ("E_NOT_FOUND", hr::E_NOT_FOUND as i64),
     ("E_INVALID_STATE", hr::E_INVALID_STATE as i64),
+    ("E_BUSY", hr::E_BUSY as i64),
     ("E_WRONG_THREAD", hr::E_WRONG_THREAD as i64),
     ("E_REVISION_MISMATCH", hr::E_REVISION_MISMATCH as i64),
     ("E_ALREADY_ASSIGNED", hr::E_ALREADY_ASSIGNED as i64),
@@ -167,6 +168,7 @@ const HRESULTS: &[(&str, i64)] = &[
         OPERATION_EXECUTE_REQUEST as i64,
     ),
     ("CUSTOM_CXX_ENVELOPE", CUSTOM_CXX_ENVELOPE as i64),
+    ("CUSTOM_UNDECLARED", CUSTOM_UNDECLARED as i64),
 ];
 
 #[test]
@@ -244,7 +246,8 @@ fn constants_match_the_iis_values() {
     assert_eq!(hr::E_REVISION_MISMATCH, from_win32(1306)); // ERROR_REVISION_MISMATCH
     assert_eq!(hr::E_WRONG_THREAD, from_win32(1444)); // ERROR_INVALID_THREAD_ID
     assert_eq!(hr::E_INVALID_STATE, from_win32(5023)); // ERROR_INVALID_STATE
-    assert_eq!(ABI_VERSION, 0x0001_0006);
+    assert_eq!(hr::E_BUSY, from_win32(170)); // ERROR_BUSY
+    assert_eq!(ABI_VERSION, 0x0001_0007);
     // EXECUTE_FLAG_* as IIS defines them.
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
     assert_eq!(EXECUTE_FLAG_SAME_URL, 0x10);

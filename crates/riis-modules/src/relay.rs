@@ -89,13 +89,14 @@ struct Inbox {
     upload_abandoned: bool,
     /// The connection asked for the next piece and waits for it.
     upload_waker: Option<std::task::Waker>,
-    /// The pieces the connection took, kept for another try (see
-    /// [`REPLAY_LIMIT`]) while `replayable`.
-    taken: Vec<Bytes>,
-    /// Their bytes.
-    taken_bytes: usize,
-    /// The body may still go again: the answer's head has not come, and
-    /// what went fits in [`REPLAY_LIMIT`].
+    /// A piece of a streamed body went to a connection (on this try).
+    upload_started: bool,
+    /// A copy of what the connection took, kept for another try (see
+    /// [`REPLAY_LIMIT`]) unless `not_replayable`.
+    taken: bytes::BytesMut,
+    /// The body will not go again: the request cannot be tried again (see
+    /// [`Relay::keep_for_replay`]), the answer's head came, or more than
+    /// [`REPLAY_LIMIT`] went.
     not_replayable: bool,
     /// The try whose connection takes the pieces; a body of an earlier try
     /// takes none.
@@ -192,9 +193,6 @@ pub(crate) struct Relay {
     /// The whole request body went to the connection (ReverseProxy: a
     /// connection still sending one when the answer ended is not kept).
     body_given: AtomicBool,
-    /// A streamed body's first piece went to a connection: it cannot be
-    /// sent again on another.
-    upload_started: AtomicBool,
     /// The connection waits for the client's next piece of a streamed body
     /// (the backend is not silent then).
     waiting_for_upload: AtomicBool,
@@ -212,7 +210,6 @@ impl Relay {
             cancelled: AtomicBool::new(false),
             over: AtomicBool::new(false),
             body_given: AtomicBool::new(false),
-            upload_started: AtomicBool::new(false),
             waiting_for_upload: AtomicBool::new(false),
             cancel: Notify::new(),
             done,
@@ -279,7 +276,7 @@ impl Relay {
             inbox.head = Some(head);
             // Answered: the body will not go again.
             inbox.not_replayable = true;
-            inbox.taken = Vec::new();
+            inbox.taken = bytes::BytesMut::new();
         });
     }
 
@@ -368,34 +365,41 @@ impl Relay {
         self.waiting_for_upload.store(false, Ordering::Relaxed);
     }
 
+    /// Whether what a connection takes of a streamed body is kept for
+    /// another try (see [`REPLAY_LIMIT`]): only for a request that may be
+    /// tried again at all.
+    pub(crate) fn keep_for_replay(&self, keep: bool) {
+        let mut inbox = self.lock();
+        inbox.not_replayable |= !keep;
+    }
+
     /// Whether a streamed body may go (again) on a new try: none of it
     /// went, or what went is kept (see [`REPLAY_LIMIT`]).
     pub(crate) fn can_restart_upload(&self) -> bool {
-        !self.upload_started.load(Ordering::Relaxed) || !self.lock().not_replayable
+        let inbox = self.lock();
+        !inbox.upload_started || !inbox.not_replayable
     }
 
-    /// Starts a try of a streamed body: the pieces an earlier try's
-    /// connection took go first again, and that try's body takes no more.
-    /// Gives the try's number for [`Relay::poll_upload`].
+    /// Starts a try of a streamed body: what an earlier try's connection
+    /// took goes first again, and that try's body takes no more. Gives the
+    /// try's number for [`Relay::poll_upload`].
     pub(crate) fn restart_upload(&self) -> u32 {
         let mut inbox = self.lock();
-        if !self.upload_started.load(Ordering::Relaxed) {
+        inbox.attempt = inbox.attempt.wrapping_add(1);
+        if !std::mem::take(&mut inbox.upload_started) {
             return inbox.attempt;
         }
-        inbox.attempt = inbox.attempt.wrapping_add(1);
         if inbox.not_replayable {
             // Not kept (callers ask `can_restart_upload` first): the try
             // fails rather than send the body without its beginning.
             inbox.upload_lost = true;
             return inbox.attempt;
         }
-        let taken = std::mem::take(&mut inbox.taken);
-        inbox.taken_bytes = 0;
-        for piece in taken.into_iter().rev() {
-            inbox.upload_queued += piece.len();
-            inbox.upload.push_front(piece);
+        let taken = std::mem::take(&mut inbox.taken).freeze();
+        if !taken.is_empty() {
+            inbox.upload_queued += taken.len();
+            inbox.upload.push_front(taken);
         }
-        self.upload_started.store(false, Ordering::Relaxed);
         inbox.attempt
     }
 
@@ -414,13 +418,14 @@ impl Relay {
         }
         if let Some(piece) = inbox.upload.pop_front() {
             inbox.upload_queued -= piece.len();
+            inbox.upload_started = true;
             if !inbox.not_replayable {
-                inbox.taken_bytes += piece.len();
-                if inbox.taken_bytes <= REPLAY_LIMIT {
-                    inbox.taken.push(piece.clone());
+                if inbox.taken.len() + piece.len() <= REPLAY_LIMIT {
+                    // A copy: the piece's own buffer may be far larger.
+                    inbox.taken.extend_from_slice(&piece);
                 } else {
                     inbox.not_replayable = true;
-                    inbox.taken = Vec::new();
+                    inbox.taken = bytes::BytesMut::new();
                 }
             }
             // A request that stopped reading the body for want of room
@@ -430,7 +435,6 @@ impl Relay {
                 && inbox.upload_queued < UPLOAD_LIMIT
                 && std::mem::take(&mut inbox.wants_room);
             drop(inbox);
-            self.upload_started.store(true, Ordering::Relaxed);
             self.waiting_for_upload.store(false, Ordering::Relaxed);
             self.mark_activity();
             if wake {

@@ -108,6 +108,8 @@ pub fn precondition_holds(precondition: &str) -> Result<bool, LoadError> {
 #[derive(Clone, Copy)]
 pub struct NativeLibrary {
     entry: riis_register_module_fn,
+    /// The ABI minor version the library was built for.
+    abi_minor: u32,
 }
 
 impl fmt::Debug for NativeLibrary {
@@ -200,7 +202,10 @@ impl NativeLibrary {
                 module: (major, minor),
             });
         }
-        Ok(Self { entry })
+        Ok(Self {
+            entry,
+            abi_minor: minor,
+        })
     }
 
     /// Registers the module through its entry point.
@@ -209,6 +214,6 @@ impl NativeLibrary {
         registration: &mut ModuleRegistration<'_>,
         server: &ServerInfo,
     ) -> Result<(), ModuleError> {
-        crate::registration::register_entry_point(self.entry, registration, server)
+        crate::registration::register_built_for(self.entry, self.abi_minor, registration, server)
     }
 }

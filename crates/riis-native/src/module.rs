@@ -31,6 +31,8 @@ pub(crate) struct ModuleShared {
     pub(crate) name_c: CString,
     /// Sections the module declared, by the number `declare_section` gave.
     pub(crate) sections: OnceLock<Vec<Section<toml::Table>>>,
+    /// The ABI minor version the module was built for.
+    pub(crate) abi_minor: u32,
 }
 
 /// The module's factory, copied from what `set_request_notifications` got.

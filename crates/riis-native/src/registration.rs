@@ -65,6 +65,16 @@ static SERVER: StaticServer = StaticServer(riis_server {
 pub fn register_entry_point(
     entry: riis_register_module_fn,
     registration: &mut ModuleRegistration<'_>,
+    server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    register_built_for(entry, riis_abi::ABI_MINOR, registration, server)
+}
+
+/// [`register_entry_point`] for a module built for ABI 1.`abi_minor`.
+pub(crate) fn register_built_for(
+    entry: riis_register_module_fn,
+    abi_minor: u32,
+    registration: &mut ModuleRegistration<'_>,
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let name = registration.name().to_owned();
@@ -78,6 +88,7 @@ pub fn register_entry_point(
         })?,
         name,
         sections: OnceLock::new(),
+        abi_minor,
     });
     let mut handle = RegistrationHandle {
         registration,

@@ -652,10 +652,11 @@ async fn drive(
                     let paced = out.paced;
                     let empty = out.chunks.is_empty() && out.trailers.is_none();
                     passed = !empty;
-                    // An empty send tells a module whether its client is
-                    // still there too.
+                    // (An empty send does not ask the channel: after a
+                    // body of declared length went out whole, its receiver
+                    // is gone with the client still there.)
                     let ok = out.reset
-                        || (empty && !tx.is_closed())
+                        || empty
                         || tx
                             .send(Ok(StreamPiece {
                                 chunks: out.chunks,
@@ -741,7 +742,11 @@ async fn drive(
                     (None, Some(stream)) => stream.is_closed(),
                     (None, None) => false,
                 };
-                let over = execution.is_some_and(|limit| !switched && since.elapsed() > limit);
+                // After a 101 too: a connection's own protocol waits
+                // (Step::Wait), it does not spin. (Nor can the client's
+                // leaving be seen then, or when the response went out
+                // bodiless: the limit is what ends those.)
+                let over = execution.is_some_and(|limit| since.elapsed() > limit);
                 let expired = (gone && exec.abandon_busy())
                     || (over
                         && exec.expire_busy(

@@ -223,6 +223,12 @@ fn a_c_module_misbehaving_fails_only_its_request() {
         assert!(resp.text().starts_with("hello from C\n"), "{}", resp.text());
     }
     assert_eq!(get(server.addr, "/c/twice-result").text(), "0x8007139F\n");
+    // One signal per Pending: a second one before it is refused, and the
+    // first completes the Pending that follows.
+    assert_eq!(
+        get(server.addr, "/c/early-twice").text(),
+        "0x00000000 0x800700AA\n"
+    );
     // A clone's cleanup may use another clone of the request.
     assert_eq!(
         get(server.addr, "/c/clone-cleanup").text(),

@@ -816,6 +816,12 @@ where
 
 /// Tries the servers in turn until one answers, then relays its answer.
 async fn exchange(job: &Job) -> Result<(), Failure> {
+    // A streamed body is kept for another try only where one may come: a
+    // stream an HTTP/2 server refuses, or a request that may run twice.
+    if job.streamed.is_some() {
+        let http2 = job.config.http_version == super::HttpVersion::Http2;
+        job.relay.keep_for_replay(http2 || job.idempotent);
+    }
     let kept = job.config.kept_connections;
     let fail_timeout = std::time::Duration::from_secs(job.config.fail_timeout);
     let mut failures = Vec::new();

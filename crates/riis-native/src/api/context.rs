@@ -333,8 +333,18 @@ pub(super) unsafe extern "C" fn raise_custom_notification(
     type_name: *const c_char,
     data: *mut c_void,
 ) -> riis_hresult {
+    let flags = undeclared_flags(ctx);
     // SAFETY: forwarded.
-    unsafe { raise_custom_notification_with_flags(ctx, type_name, data, 0) }
+    unsafe { raise_custom_notification_with_flags(ctx, type_name, data, flags) }
+}
+
+/// The flags of a raise that said none: [`riis_abi::CUSTOM_UNDECLARED`]
+/// for a module built for an ABI before 1.7, which could not say.
+fn undeclared_flags(ctx: *mut riis_context) -> u32 {
+    match running_frame_of(ctx) {
+        Some(frame) if frame.module.abi_minor < 7 => riis_abi::CUSTOM_UNDECLARED,
+        _ => 0,
+    }
 }
 
 pub(super) unsafe extern "C" fn raise_custom_notification_with_flags(
@@ -359,8 +369,9 @@ pub(super) unsafe extern "C" fn raise_global_custom_notification(
     type_name: *const c_char,
     data: *mut c_void,
 ) -> riis_hresult {
+    let flags = undeclared_flags(ctx);
     // SAFETY: forwarded.
-    unsafe { raise_global_custom_notification_with_flags(ctx, type_name, data, 0) }
+    unsafe { raise_global_custom_notification_with_flags(ctx, type_name, data, flags) }
 }
 
 pub(super) unsafe extern "C" fn raise_global_custom_notification_with_flags(
@@ -464,7 +475,7 @@ pub(super) unsafe extern "C" fn execute_request(
 /// Signals the frame's completion from any thread: hands `signal` to the
 /// module's completion handle of the current Pending round, or keeps it for
 /// the Pending it comes before. A second signal before that Pending is
-/// refused with `RIIS_E_INVALID_STATE` (one signal per Pending). Takes the
+/// refused with `RIIS_E_BUSY` (one signal per Pending). Takes the
 /// frame as a pointer, not a reference: it may free the frame (an orphaned
 /// module's last signal).
 ///
@@ -483,7 +494,7 @@ unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) -> riis
                 }
                 hr::S_OK
             }
-            None if slot.early.is_some() => hr::E_INVALID_STATE,
+            None if slot.early.is_some() => hr::E_BUSY,
             None => {
                 slot.early = Some(signal);
                 hr::S_OK

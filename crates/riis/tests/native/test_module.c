@@ -40,6 +40,8 @@
  *   /c/pieces       "make me loud" 1,000 times, upper-cased 5,000 bytes per
  *                   send (send_defer_after); each instance adds an
  *                   X-Pieces header saying what its first send was.
+ *   /c/early-twice  signals its completion twice before it returns Pending:
+ *                   the body is the two HRESULTs (the second is refused).
  *   /c/clone-cleanup a request context on one clone, whose cleanup (at the
  *                   clone's release) asks another clone for its URL: the
  *                   body says what it got.
@@ -421,6 +423,13 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
     }
     if (strcmp(url, "/c/never") == 0) {
         text(ctx, "this is never sent\n");
+        return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/early-twice") == 0) {
+        riis_hresult first = api->indicate_completion(ctx, RIIS_STATUS_FINISH_REQUEST);
+        riis_hresult second = api->indicate_completion(ctx, RIIS_STATUS_FINISH_REQUEST);
+        snprintf(line, sizeof line, "0x%08X 0x%08X\n", (unsigned)first, (unsigned)second);
+        text(ctx, line);
         return RIIS_STATUS_PENDING;
     }
     if (strcmp(url, "/c/clone-cleanup") == 0) {
