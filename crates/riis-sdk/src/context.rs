@@ -1417,9 +1417,11 @@ impl HttpContext {
     /// # Safety
     ///
     /// `data` must be what the receivers of `type_name` expect (valid for
-    /// the reads and writes they make, for the duration of this call), and
-    /// NULL or at least 8 readable bytes: C++ receivers (`httpserv.h`)
-    /// compare the first 8 bytes with their own marker.
+    /// the reads and writes they make, for the duration of this call). C++
+    /// receivers built with an `httpserv.h` older than ABI 1.7 compare the
+    /// first 8 bytes of an aligned `data` from 64 KiB up with their own
+    /// marker: for them, pass NULL or at least 8 readable bytes (newer
+    /// ones never read `data`).
     pub unsafe fn raise_custom_notification_raw(
         &mut self,
         type_name: &str,
