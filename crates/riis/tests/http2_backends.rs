@@ -449,8 +449,10 @@ fn one_http2_connection_is_kept_per_server() {
             assert_eq!(c.await.unwrap().concat(), b"\0\0\0\0\x01b");
         }
     });
-    // The connections opened side by side end once their streams are
-    // done; the kept one is counted open, not idle.
+    // Calls that came while the first connection was being opened waited
+    // for it rather than open their own.
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
+    // The kept one is counted open, not idle.
     let figure = |status: &str, name: &str| -> usize {
         status
             .lines()

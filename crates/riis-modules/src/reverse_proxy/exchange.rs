@@ -814,6 +814,51 @@ where
     })
 }
 
+thread_local! {
+    /// The HTTP/2 connections this worker is opening, by route, each with
+    /// what wakes the exchanges waiting for it.
+    static OPENING: std::cell::RefCell<std::collections::HashMap<Route, Arc<tokio::sync::Notify>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// What wakes the exchanges waiting for the connection this worker is
+/// opening for `route`, if it is opening one.
+fn opening(route: &Route) -> Option<Arc<tokio::sync::Notify>> {
+    OPENING.with_borrow(|opening| opening.get(route).cloned())
+}
+
+/// A connection being opened for a route, noted until dropped (once it is
+/// in the pool, or failed), which wakes those waiting for it.
+struct Opening {
+    route: Route,
+    done: Arc<tokio::sync::Notify>,
+}
+
+impl Opening {
+    fn begin(route: &Route) -> Self {
+        let done = Arc::new(tokio::sync::Notify::new());
+        OPENING.with_borrow_mut(|opening| opening.insert(route.clone(), done.clone()));
+        Self {
+            route: route.clone(),
+            done,
+        }
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        OPENING.with_borrow_mut(|opening| {
+            if opening
+                .get(&self.route)
+                .is_some_and(|done| Arc::ptr_eq(done, &self.done))
+            {
+                opening.remove(&self.route);
+            }
+        });
+        self.done.notify_waiters();
+    }
+}
+
 /// Tries the servers in turn until one answers, then relays its answer.
 async fn exchange(job: &Job) -> Result<(), Failure> {
     // A streamed body is kept for another try only where one may come: a
@@ -846,72 +891,92 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 continue;
             }
         };
-        // An idle connection first, while there is one that takes the
-        // request; not for an upgrade, which gets a connection of its own
-        // (the server may switch it to another protocol for good).
-        if kept > 0 && job.upgrade.is_none() {
-            while let Some(mut line) = job.pools.take(&route) {
-                // An HTTP/2 connection with all the streams it may carry
-                // is let go: it ends once they are done, and a new one
-                // takes its place below.
-                if !line.has_room(job.config.http2_max_concurrent_streams) {
-                    continue;
-                }
-                // HTTP/2: the connection goes back to the pool at once, for
-                // the other exchanges (those that come while this one waits
-                // below find it there); this one sends on a handle of its
-                // own, counted among the connection's streams.
-                let shared = line.shared();
-                let multiplexed = shared.is_some();
-                if let Some(shared) = shared {
-                    job.pools.put(&route, line, 1);
-                    line = shared;
-                }
-                // A connection whose last answer just ended may not be
-                // ready yet (its task has not run since): it is waited for,
-                // not dropped. One that closed meanwhile is dropped.
-                // Within a second: one that is still busy longer (with the
-                // end of a body its server does not read) is dropped rather
-                // than waited on for the whole timeout.
-                let deadline = job
-                    .relay
-                    .silence_deadline()
-                    .min(tokio::time::Instant::now() + POOLED_READY_WAIT);
-                let ready = tokio::time::timeout_at(deadline, line.ready());
-                if !matches!(ready.await, Ok(Ok(()))) {
-                    if multiplexed {
-                        // Back in the pool: a new connection instead (a
-                        // closed one is dropped when next taken).
-                        break;
+        // HTTP/2 connections are shared: one this worker is opening for the
+        // route is waited for (once), not opened again beside it.
+        let shares = route.0.http2 && kept > 0 && job.upgrade.is_none();
+        let mut waited = false;
+        loop {
+            // An idle connection first, while there is one that takes the
+            // request; not for an upgrade, which gets a connection of its own
+            // (the server may switch it to another protocol for good).
+            if kept > 0 && job.upgrade.is_none() {
+                while let Some(mut line) = job.pools.take(&route) {
+                    // An HTTP/2 connection with all the streams it may carry
+                    // is let go: it ends once they are done, and a new one
+                    // takes its place below.
+                    if !line.has_room(job.config.http2_max_concurrent_streams) {
+                        continue;
                     }
-                    continue;
-                }
-                match job.send(&mut line, server).await {
-                    Attempt::Answer(response) => {
-                        return relay_answer(job, server, &route, response, line).await;
+                    // HTTP/2: the connection goes back to the pool at once, for
+                    // the other exchanges (those that come while this one waits
+                    // below find it there); this one sends on a handle of its
+                    // own, counted among the connection's streams.
+                    let shared = line.shared();
+                    let multiplexed = shared.is_some();
+                    if let Some(shared) = shared {
+                        job.pools.put(&route, line, 1);
+                        line = shared;
                     }
-                    Attempt::Unsent => continue,
-                    // Refused before any processing (RFC 9113 §8.7): as
-                    // if unsent, on a new connection.
-                    Attempt::Failed(e) if refused_stream(&e) && job.may_send_unprocessed() => break,
-                    Attempt::Quiet => return Err(quiet(job, server)),
-                    // It had most likely closed as the request went; but
-                    // the server may have run it, so only a request that
-                    // may run twice goes again (as nginx and HTTP clients
-                    // do).
-                    // An answer that is not HTTP is the server's own: 502
-                    // at once, as on a new connection.
-                    Attempt::Failed(e) if job.may_send_again() && !e.is_parse() => break,
-                    Attempt::Failed(e) => {
-                        return Err(Failure::Broken(format!(
-                            "{} failed on a kept connection: {}",
-                            server.name,
-                            explained(&e)
-                        )))
+                    // A connection whose last answer just ended may not be
+                    // ready yet (its task has not run since): it is waited for,
+                    // not dropped. One that closed meanwhile is dropped.
+                    // Within a second: one that is still busy longer (with the
+                    // end of a body its server does not read) is dropped rather
+                    // than waited on for the whole timeout.
+                    let deadline = job
+                        .relay
+                        .silence_deadline()
+                        .min(tokio::time::Instant::now() + POOLED_READY_WAIT);
+                    let ready = tokio::time::timeout_at(deadline, line.ready());
+                    if !matches!(ready.await, Ok(Ok(()))) {
+                        if multiplexed {
+                            // Back in the pool: a new connection instead (a
+                            // closed one is dropped when next taken).
+                            break;
+                        }
+                        continue;
+                    }
+                    match job.send(&mut line, server).await {
+                        Attempt::Answer(response) => {
+                            return relay_answer(job, server, &route, response, line).await;
+                        }
+                        Attempt::Unsent => continue,
+                        // Refused before any processing (RFC 9113 §8.7): as
+                        // if unsent, on a new connection.
+                        Attempt::Failed(e) if refused_stream(&e) && job.may_send_unprocessed() => {
+                            break
+                        }
+                        Attempt::Quiet => return Err(quiet(job, server)),
+                        // It had most likely closed as the request went; but
+                        // the server may have run it, so only a request that
+                        // may run twice goes again (as nginx and HTTP clients
+                        // do).
+                        // An answer that is not HTTP is the server's own: 502
+                        // at once, as on a new connection.
+                        Attempt::Failed(e) if job.may_send_again() && !e.is_parse() => break,
+                        Attempt::Failed(e) => {
+                            return Err(Failure::Broken(format!(
+                                "{} failed on a kept connection: {}",
+                                server.name,
+                                explained(&e)
+                            )))
+                        }
                     }
                 }
             }
+            if shares && !waited {
+                if let Some(done) = opening(&route) {
+                    let opened = done.notified();
+                    let patience = std::time::Duration::from_secs(job.config.connect_timeout);
+                    let _ = tokio::time::timeout(patience, opened).await;
+                    waited = true;
+                    continue;
+                }
+            }
+            break;
         }
+        // Noted until the new connection is in the pool (or failed).
+        let opening = shares.then(|| Opening::begin(&route));
         let mut line = match job.connect(server, &route).await {
             Ok(line) => line,
             Err(why) => {
@@ -930,6 +995,8 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 line = shared;
             }
         }
+        // Those waiting for it find it in the pool now.
+        drop(opening);
         let mut attempt = job.send(&mut line, server).await;
         if matches!(&attempt, Attempt::Failed(e) if refused_stream(e)) && job.may_send_unprocessed()
         {
