@@ -764,3 +764,55 @@ fn a_connection_with_all_its_streams_busy_is_joined_by_another() {
         }
     });
 }
+
+/// Requests that waited for a connection being opened fail with it when it
+/// cannot be opened, rather than each try again after it: a server whose
+/// TLS handshake never comes is connected to once for a burst of calls.
+#[test]
+fn requests_waiting_for_a_connection_that_fails_fail_with_it() {
+    let (runtime, listener, addr) = listening();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    runtime.spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            // Never answers the ClientHello.
+            held.push(stream);
+        }
+    });
+    let dir = TempDir::new("h2-backend");
+    let config = common::write_config(
+        &dir,
+        dir.path(),
+        &format!(
+            r#"[server]
+worker_threads = 1
+[[modules]]
+name = "ReverseProxy"
+[[handlers]]
+name = "Proxy"
+path = "*"
+verbs = ["*"]
+modules = ["ReverseProxy"]
+[proxy]
+servers = ["https://127.0.0.1:{}"]
+http_version = "2"
+connect_timeout = 1
+"#,
+            addr.port()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || common::Connection::open(addr).get("/call").status)
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.join().unwrap(), 502);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    drop(runtime);
+}

@@ -815,15 +815,23 @@ where
 }
 
 thread_local! {
-    /// The HTTP/2 connections this worker is opening, by route, each with
-    /// what wakes the exchanges waiting for it.
-    static OPENING: std::cell::RefCell<std::collections::HashMap<Route, Arc<tokio::sync::Notify>>> =
+    /// The HTTP/2 connections this worker is opening, by route.
+    static OPENING: std::cell::RefCell<std::collections::HashMap<Route, Arc<OpeningState>>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
-/// What wakes the exchanges waiting for the connection this worker is
-/// opening for `route`, if it is opening one.
-fn opening(route: &Route) -> Option<Arc<tokio::sync::Notify>> {
+/// A connection being opened, as the exchanges waiting for it see it.
+#[derive(Default)]
+struct OpeningState {
+    /// Wakes them once it is in the pool, or failed.
+    done: tokio::sync::Notify,
+    /// Why it could not be opened: theirs fail the same way at once,
+    /// rather than try again one after another.
+    failure: std::sync::OnceLock<String>,
+}
+
+/// The connection this worker is opening for `route`, if it is opening one.
+fn opening(route: &Route) -> Option<Arc<OpeningState>> {
     OPENING.with_borrow(|opening| opening.get(route).cloned())
 }
 
@@ -831,17 +839,22 @@ fn opening(route: &Route) -> Option<Arc<tokio::sync::Notify>> {
 /// in the pool, or failed), which wakes those waiting for it.
 struct Opening {
     route: Route,
-    done: Arc<tokio::sync::Notify>,
+    state: Arc<OpeningState>,
 }
 
 impl Opening {
     fn begin(route: &Route) -> Self {
-        let done = Arc::new(tokio::sync::Notify::new());
-        OPENING.with_borrow_mut(|opening| opening.insert(route.clone(), done.clone()));
+        let state = Arc::new(OpeningState::default());
+        OPENING.with_borrow_mut(|opening| opening.insert(route.clone(), state.clone()));
         Self {
             route: route.clone(),
-            done,
+            state,
         }
+    }
+
+    /// Notes why the connection could not be opened.
+    fn failed(&self, why: &str) {
+        let _ = self.state.failure.set(why.to_owned());
     }
 }
 
@@ -850,12 +863,12 @@ impl Drop for Opening {
         OPENING.with_borrow_mut(|opening| {
             if opening
                 .get(&self.route)
-                .is_some_and(|done| Arc::ptr_eq(done, &self.done))
+                .is_some_and(|state| Arc::ptr_eq(state, &self.state))
             {
                 opening.remove(&self.route);
             }
         });
-        self.done.notify_waiters();
+        self.state.done.notify_waiters();
     }
 }
 
@@ -880,7 +893,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
         })
         .into_iter()
         .flatten();
-    for server in job.only.iter().chain(farm) {
+    'servers: for server in job.only.iter().chain(farm) {
         // Counted (for `least_requests`) until this server is done with
         // the request, its answer relayed.
         let _in_flight = server.begin();
@@ -965,10 +978,14 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 }
             }
             if shares && !waited {
-                if let Some(done) = opening(&route) {
-                    let opened = done.notified();
+                if let Some(state) = opening(&route) {
+                    let opened = state.done.notified();
                     let patience = std::time::Duration::from_secs(job.config.connect_timeout);
                     let _ = tokio::time::timeout(patience, opened).await;
+                    if let Some(why) = state.failure.get() {
+                        failures.push(why.clone());
+                        continue 'servers;
+                    }
                     waited = true;
                     continue;
                 }
@@ -981,6 +998,9 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
             Ok(line) => line,
             Err(why) => {
                 server.mark_down(fail_timeout);
+                if let Some(opening) = &opening {
+                    opening.failed(&why);
+                }
                 failures.push(why);
                 continue;
             }
