@@ -224,6 +224,13 @@ fn start_with_timeout(backend: &Backend, timeout: u32) -> (TempDir, RunningBinar
 }
 
 fn start_with(backend: &Backend, timeout: u32, more: &str) -> (TempDir, RunningBinary) {
+    let server = format!("http://{}", backend.addr);
+    start_proxy(&server, &format!("timeout = {timeout}\n{more}"))
+}
+
+/// riis with one worker, its ReverseProxy speaking HTTP/2 to `server`, and
+/// `more` in its `[proxy]` section.
+fn start_proxy(server: &str, more: &str) -> (TempDir, RunningBinary) {
     let dir = TempDir::new("h2-backend");
     let config = common::write_config(
         &dir,
@@ -240,12 +247,10 @@ path = "*"
 verbs = ["*"]
 modules = ["ReverseProxy"]
 [proxy]
-servers = ["http://{}"]
+servers = ["{server}"]
 http_version = "2"
-timeout = {timeout}
 {more}
-"#,
-            backend.addr
+"#
         ),
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
@@ -781,29 +786,10 @@ fn requests_waiting_for_a_connection_that_fails_fail_with_it() {
             held.push(stream);
         }
     });
-    let dir = TempDir::new("h2-backend");
-    let config = common::write_config(
-        &dir,
-        dir.path(),
-        &format!(
-            r#"[server]
-worker_threads = 1
-[[modules]]
-name = "ReverseProxy"
-[[handlers]]
-name = "Proxy"
-path = "*"
-verbs = ["*"]
-modules = ["ReverseProxy"]
-[proxy]
-servers = ["https://127.0.0.1:{}"]
-http_version = "2"
-connect_timeout = 1
-"#,
-            addr.port()
-        ),
+    let (_dir, server) = start_proxy(
+        &format!("https://127.0.0.1:{}", addr.port()),
+        "connect_timeout = 1",
     );
-    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let calls: Vec<_> = (0..5)
         .map(|_| {
             let addr = server.addr;
