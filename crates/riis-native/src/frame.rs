@@ -68,17 +68,19 @@ impl Drop for RunningGuard {
     }
 }
 
+/// The frame being called on this thread, if any.
+fn running_frame<'a>() -> Option<&'a Frame> {
+    let frame = RUNNING.with(|r| r.get());
+    // SAFETY: a frame is marked running only while its module is being
+    // called on this thread, so it is alive for that call.
+    (!frame.is_null()).then(|| unsafe { &*frame })
+}
+
 /// The arena behind `allocator` if it is that of the frame being called on
 /// this thread (an allocator used from another thread, or after its request
 /// ended, is refused rather than read).
 pub(crate) fn running_arena<'a>(allocator: *const Arena) -> Option<&'a Arena> {
-    let frame = RUNNING.with(|r| r.get());
-    if frame.is_null() {
-        return None;
-    }
-    // SAFETY: a frame is marked running only while it is being called on
-    // this thread, so it is alive.
-    let arena = unsafe { &(*frame).arena };
+    let arena = &running_frame()?.arena;
     ptr::eq(arena, allocator).then_some(arena)
 }
 
@@ -115,11 +117,8 @@ impl Drop for ModuleGuard {
 /// The name of the native module running on this thread, if any: the frame
 /// being called, or the module in RegisterModule or a global notification.
 pub(crate) fn running_module_name() -> Option<String> {
-    let frame = RUNNING.with(|r| r.get());
-    if !frame.is_null() {
-        // SAFETY: a frame is marked running only while its module is being
-        // called on this thread, so it is alive.
-        return Some(unsafe { &*frame }.module.name.clone());
+    if let Some(frame) = running_frame() {
+        return Some(frame.module.name.clone());
     }
     RUNNING_MODULE.with(|m| m.borrow().as_ref().map(|s| s.name.clone()))
 }
@@ -390,14 +389,7 @@ pub(crate) fn with_live_frame<R>(
 /// The frame being called on this thread, if `handle` is its context
 /// pointer.
 pub(crate) fn running_frame_of<'a>(handle: *mut riis_abi::riis_context) -> Option<&'a Frame> {
-    let frame = RUNNING.with(|r| r.get());
-    if frame.is_null() {
-        return None;
-    }
-    // SAFETY: a frame is marked running only while it is being called on
-    // this thread, so it is alive.
-    let frame = unsafe { &*frame };
-    (frame.token == handle as usize).then_some(frame)
+    running_frame().filter(|frame| frame.token == handle as usize)
 }
 
 /// Frees a frame given up with [`FrameBox::into_raw`] (or owned by a
@@ -470,14 +462,8 @@ pub(crate) fn resolve<'a>(
     if handle.is_null() {
         return Err(hr::E_INVALIDARG);
     }
-    let frame = RUNNING.with(|r| r.get());
-    if frame.is_null() {
-        return Err(hr::E_WRONG_THREAD);
-    }
-    // SAFETY: a frame is marked running only while its module is being
-    // called on this thread, so it is alive, and its context pointer is the
-    // engine's exclusive borrow for that call.
-    let frame = unsafe { &*frame };
+    // Its context pointer is the engine's exclusive borrow for the call.
+    let frame = running_frame().ok_or(hr::E_WRONG_THREAD)?;
     let ctx = if handle as usize == frame.token {
         frame.ctx.get()
     } else {

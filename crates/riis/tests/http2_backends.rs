@@ -257,6 +257,16 @@ http_version = "2"
     (dir, server)
 }
 
+/// A gRPC call to `path` on `addr` (as a gRPC client sends it: an HTTP/2
+/// POST asking for trailers) with `body`.
+fn grpc_request<B>(addr: SocketAddr, path: &str, body: B) -> Request<B> {
+    Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap()
+}
+
 /// Sends a gRPC-style POST and gives the response head, each data frame,
 /// and the trailers.
 async fn call(
@@ -265,11 +275,7 @@ async fn call(
     path: &str,
     body: &'static [u8],
 ) -> (Response<Incoming>, Vec<Bytes>, Option<hyper::HeaderMap>) {
-    let request = Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(body)))
-        .unwrap();
+    let request = grpc_request(addr, path, Full::new(Bytes::from_static(body)));
     let mut response = client.send_request(request).await.unwrap();
     let mut data = Vec::new();
     let mut trailers = None;
@@ -340,11 +346,7 @@ fn a_streamed_answer_goes_on_message_by_message_and_calls_share_the_connection()
         .unwrap();
     rt.block_on(async {
         let mut client = common::http2_client(server.addr).await;
-        let request = Request::post(format!("http://{}/echo.Echo/Stream", server.addr))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let request = grpc_request(server.addr, "/echo.Echo/Stream", Full::new(Bytes::new()));
         let mut streamed = client.send_request(request).await.unwrap();
         // A unary call while the stream is open goes on the same
         // connection, as a stream of its own.
@@ -690,11 +692,7 @@ fn a_bidirectional_call_is_answered_while_its_client_still_sends() {
         // An HTTP/2 client, as gRPC's are.
         let mut client = common::http2_client::<Channel<Bytes>>(server.addr).await;
         let (to_server, body) = Channel::new(1);
-        let request = Request::post(format!("http://{}/echo.Echo/Chat", server.addr))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(body)
-            .unwrap();
+        let request = grpc_request(server.addr, "/echo.Echo/Chat", body);
         let trailers = chat(to_server, client.send_request(request)).await;
         let trailers = trailers.expect("the server's trailers");
         assert_eq!(trailers.get("grpc-status").unwrap(), "0");
@@ -737,11 +735,7 @@ fn a_connection_with_all_its_streams_busy_is_joined_by_another() {
         for i in 0..4 {
             // Each call stays open (its body too) once its first echo came.
             let (mut to_server, body) = Channel::new(1);
-            let request = Request::post(format!("http://{}/echo.Echo/Chat", server.addr))
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .body(body)
-                .unwrap();
+            let request = grpc_request(server.addr, "/echo.Echo/Chat", body);
             let said = message(&format!("call {i}"));
             to_server.send_data(said.clone()).await.unwrap();
             let wait = Duration::from_secs(10);
