@@ -397,6 +397,9 @@ struct Frame {
     /// Output of this frame stays in the response (a buffered child, or any
     /// request nested in one).
     buffered: bool,
+    /// A child's: the response's entity floor in the request it runs
+    /// inside, given back when it ends (see `HttpResponse::entity_floor`).
+    outer_entity_floor: usize,
 }
 
 impl Frame {
@@ -409,6 +412,7 @@ impl Frame {
             entered: false,
             phase: Phase::Run,
             buffered,
+            outer_entity_floor: 0,
         }
     }
 
@@ -1324,12 +1328,20 @@ impl RequestExecution {
                 }
                 AsyncOp::Child { mut child, .. } => {
                     let resp = &frame.ctx.response;
-                    let before = resp.buffered_len() + resp.bytes_sent;
+                    let before = resp.total_buffered_len() + resp.bytes_sent;
                     frame.phase = Phase::Child(site, status, before);
                     child.response =
                         std::mem::replace(&mut frame.ctx.response, HttpResponse::new());
+                    // What the parent wrote and did not send is the page the
+                    // child's output goes into, not the child's to clear.
+                    let outer_entity_floor = std::mem::replace(
+                        &mut child.response.entity_floor,
+                        child.response.chunks.len(),
+                    );
                     let buffered = frame.buffered || child.execute_flags.buffer_response;
-                    self.frames.push(Frame::new(*child, buffered));
+                    let mut child = Frame::new(*child, buffered);
+                    child.outer_entity_floor = outer_entity_floor;
+                    self.frames.push(child);
                     return None;
                 }
                 AsyncOp::PostCompletion { bytes } => {
@@ -1540,6 +1552,10 @@ impl RequestExecution {
         start: usize,
     ) {
         let ctx = &mut self.frames[top].ctx;
+        // Everything buffered goes out, the enclosing requests' output too:
+        // the SendResponse modules see all of it, and none of it is a
+        // child's to clear after this.
+        ctx.response.entity_floor = 0;
         let deferred = &mut self.deferred;
         let mut provider = SendResponseProvider {
             headers_being_sent: !ctx.response.headers_sent && !ctx.response.suppress_headers,
@@ -1646,8 +1662,14 @@ impl RequestExecution {
         child.ctx.end_request();
         let top = self.frames.len() - 1;
         let parent = &mut self.frames[top];
-        let produced = child.ctx.response.buffered_len() + child.ctx.response.bytes_sent;
+        let produced = child.ctx.response.total_buffered_len() + child.ctx.response.bytes_sent;
         parent.ctx.response = std::mem::replace(&mut child.ctx.response, HttpResponse::new());
+        let response = &mut parent.ctx.response;
+        // A send during the child took the parent's unsent output with it
+        // (and set the floor to zero): nothing of the parent's is left.
+        if response.entity_floor != 0 {
+            response.entity_floor = child.outer_entity_floor;
+        }
         let Phase::Child(site, status, before) = std::mem::replace(&mut parent.phase, Phase::Run)
         else {
             unreachable!("a child's parent waits in Phase::Child");

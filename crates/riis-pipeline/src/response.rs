@@ -160,6 +160,14 @@ pub struct HttpResponse {
     pub(crate) chunks: Vec<EntityChunk>,
     /// Bytes held in memory chunks, for the buffer limit.
     pub(crate) buffered_memory: usize,
+    /// Chunks before this index were written by the requests a child
+    /// request runs inside, and not sent yet: the response is shared, but
+    /// a child's handler that replaces "the entity" (StaticFile clears it
+    /// before it writes the file) replaces its own output, not the page it
+    /// is included in. Set by the engine when a child starts, zero at the
+    /// top level, and reset by every send, since what went out is nobody's
+    /// to clear.
+    pub(crate) entity_floor: usize,
     /// Times the entity was thrown away ([`HttpResponse::clear_entity`]):
     /// in SendResponse that replaces the response, and what earlier
     /// modules deferred of it is dropped.
@@ -219,6 +227,7 @@ impl HttpResponse {
             trailers: None,
             chunks: Vec::new(),
             buffered_memory: 0,
+            entity_floor: 0,
             entity_clears: 0,
             buffer_limit: usize::MAX,
             buffering: true,
@@ -398,9 +407,11 @@ impl HttpResponse {
     /// one deferred of it (see [`crate::SendResponseProvider::defer_after`])
     /// is dropped too. A module that transforms the entity sets its output
     /// with [`Self::set_entity_chunks`] instead.
+    ///
+    /// In a child request, only what the child wrote is dropped: what the
+    /// requests it runs inside wrote before it started stays.
     pub fn clear_entity(&mut self) {
-        self.chunks.clear();
-        self.buffered_memory = 0;
+        self.set_own_chunks(Vec::new());
         self.entity_clears = self.entity_clears.wrapping_add(1);
     }
 
@@ -438,30 +449,42 @@ impl HttpResponse {
         });
     }
 
-    /// The buffered entity chunks not yet sent.
+    /// The buffered entity chunks not yet sent. In SendResponse, all that
+    /// this send carries; elsewhere in a child request, what the child
+    /// wrote (the output of the requests it runs inside comes before it).
     pub fn entity_chunks(&self) -> &[EntityChunk] {
-        &self.chunks
+        self.chunks.get(self.entity_floor..).unwrap_or_default()
     }
 
     /// Replace the buffered entity (compression and error pages do this in
-    /// SendResponse).
+    /// SendResponse): the chunks [`Self::entity_chunks`] returns.
     pub fn set_entity_chunks(&mut self, chunks: Vec<EntityChunk>) {
-        self.buffered_memory = chunks
-            .iter()
-            .map(|c| match c {
-                EntityChunk::Memory(b) => b.len(),
-                EntityChunk::File { .. } => 0,
-            })
-            .sum();
-        self.chunks = chunks;
+        self.set_own_chunks(chunks);
         self.touched = true;
     }
 
-    /// Bytes of entity buffered and not yet sent.
+    /// Replaces the chunks above the floor, keeping the memory count.
+    fn set_own_chunks(&mut self, chunks: Vec<EntityChunk>) {
+        let floor = self.entity_floor.min(self.chunks.len());
+        if floor == 0 {
+            self.buffered_memory = memory_len(&chunks);
+            self.chunks = chunks;
+        } else {
+            self.chunks.truncate(floor);
+            self.chunks.extend(chunks);
+            self.buffered_memory = memory_len(&self.chunks);
+        }
+    }
+
+    /// Bytes of entity buffered and not yet sent, of the chunks
+    /// [`Self::entity_chunks`] returns.
     pub fn buffered_len(&self) -> u64 {
-        self.chunks
-            .iter()
-            .fold(0u64, |sum, c| sum.saturating_add(c.len()))
+        entity_len(self.entity_chunks())
+    }
+
+    /// Bytes buffered and not yet sent, the enclosing requests' included.
+    pub(crate) fn total_buffered_len(&self) -> u64 {
+        entity_len(&self.chunks)
     }
 
     /// `Flush`: send what is buffered when the calling module returns. With
@@ -582,6 +605,24 @@ impl HttpResponse {
     pub fn is_touched(&self) -> bool {
         self.touched
     }
+}
+
+/// Bytes held in the memory chunks of `chunks`.
+fn memory_len(chunks: &[EntityChunk]) -> usize {
+    chunks
+        .iter()
+        .map(|c| match c {
+            EntityChunk::Memory(b) => b.len(),
+            EntityChunk::File { .. } => 0,
+        })
+        .sum()
+}
+
+/// Bytes of entity in `chunks`, saturating.
+fn entity_len(chunks: &[EntityChunk]) -> u64 {
+    chunks
+        .iter()
+        .fold(0u64, |sum, c| sum.saturating_add(c.len()))
 }
 
 /// Escapes text for an HTML body.

@@ -472,3 +472,107 @@ async fn a_clone_of_another_request_is_refused() {
     second.assert_completed();
     assert_eq!(second.body(), "0x80070057");
 }
+
+/// A page that includes `/inc`, which includes `/leaf`: each level writes
+/// around its child's output, and each child's handler first clears the
+/// entity, as StaticFile does before it writes a file. Children run
+/// buffered, or with `direct` run directly, and then `/leaf` flushes, and
+/// `/inc`, back from it, writes a stray piece and clears it.
+fn includes(direct: bool, log: &Log) -> Arc<Pipeline> {
+    let mut t = TestPipeline::new();
+    let log = log.clone();
+    let flags = ExecuteFlags {
+        buffer_response: !direct,
+        ..ExecuteFlags::default()
+    };
+    t.module(
+        "Include",
+        Registration::events(N::ExecuteRequestHandler),
+        script(move |ctx, call| {
+            let url = ctx.request().url().to_owned();
+            let (open, close, child) = match url.as_str() {
+                "/page" => ("<page>", "</page>", Some("/inc")),
+                "/inc" => ("<inc>", "</inc>", Some("/leaf")),
+                _ => ("leaf", "", None),
+            };
+            if let Call::AsyncCompletion { .. } = call {
+                if url == "/inc" && direct {
+                    write(ctx, "stray");
+                    ctx.response_mut().clear_entity();
+                }
+                log.push(format!(
+                    "{url} sees {} bytes of its own",
+                    ctx.response().buffered_len()
+                ));
+                write(ctx, close);
+                return Status::Continue;
+            }
+            if url != "/page" {
+                ctx.response_mut().clear_entity();
+                log.push(format!(
+                    "{url} starts with {} chunks",
+                    ctx.response().entity_chunks().len()
+                ));
+            }
+            write(ctx, open);
+            let Some(child_url) = child else {
+                if direct {
+                    ctx.response_mut().flush(riis_pipeline::FlushOptions {
+                        asynchronous: false,
+                        more_data: true,
+                    });
+                }
+                return Status::Continue;
+            };
+            let mut child = ctx.clone_context().unwrap();
+            child.request_mut().set_url(child_url).unwrap();
+            ctx.execute_request(child, flags).unwrap();
+            Status::Pending
+        }),
+    );
+    t.handler(catch_all(&["Include"]));
+    t.build()
+}
+
+#[tokio::test]
+async fn a_child_that_clears_the_entity_clears_only_its_own_output() {
+    let log = Log::new();
+    let outcome = get(&includes(false, &log), "/page").await;
+
+    outcome.assert_completed();
+    assert_eq!(outcome.body(), "<page><inc>leaf</inc></page>");
+    assert_eq!(outcome.sends.len(), 1);
+    assert_eq!(
+        log.entries(),
+        [
+            "/inc starts with 0 chunks",
+            "/leaf starts with 0 chunks",
+            // Back in each request, its own output, its children's
+            // included, is all it sees.
+            "/inc sees 9 bytes of its own",
+            "/page sees 21 bytes of its own",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn after_a_childs_flush_nothing_buffered_is_kept_from_a_clear() {
+    let log = Log::new();
+    let outcome = get(&includes(true, &log), "/page").await;
+
+    outcome.assert_completed();
+    // The flush took the page's and the included request's starts with it;
+    // the stray piece written after it was cleared.
+    assert_eq!(outcome.sends[0].body, b"<page><inc>leaf");
+    assert_eq!(outcome.body(), "<page><inc>leaf</inc></page>");
+    assert_eq!(
+        log.entries(),
+        [
+            "/inc starts with 0 chunks",
+            "/leaf starts with 0 chunks",
+            "/inc sees 0 bytes of its own",
+            // A direct child's output goes out when it ends.
+            "/page sees 0 bytes of its own",
+        ]
+    );
+}

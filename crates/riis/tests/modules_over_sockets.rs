@@ -557,6 +557,7 @@ const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("Spinner", register_spinner),
     ("Sized", register_sized),
     ("Lifetimes", register_lifetimes),
+    ("Include", register_include),
     ("CacheWatch", register_cache_watch),
     ("Declares", register_declares),
     ("FlushThen", register_flush_then),
@@ -571,6 +572,57 @@ const TEST_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("Upper", register_upper),
     ("SiteName", register_site_name),
 ];
+
+/// Includes `/part.txt` in every page: writes `<page>`, runs the part as
+/// a buffered child request, and writes `</page>` when it completes.
+struct Include;
+impl HttpModule for Include {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        ctx.response_mut().write("<page>");
+        let flags = riis_pipeline::ExecuteFlags {
+            buffer_response: true,
+            ..Default::default()
+        };
+        let started = ctx
+            .clone_context_with_url("/part.txt")
+            .and_then(|child| ctx.execute_request(child, flags));
+        match started {
+            Ok(()) => Status::Pending,
+            Err(e) => {
+                ctx.response_mut().set_error_status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                    0,
+                    e.hresult,
+                );
+                Status::FinishRequest
+            }
+        }
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _: N,
+        _: bool,
+        _: &CompletionInfo,
+    ) -> Status {
+        ctx.response_mut().write("</page>");
+        Status::Continue
+    }
+}
+
+fn register_include(
+    _: u32,
+    r: &mut ModuleRegistration<'_>,
+    _: &ServerInfo,
+) -> Result<(), ModuleError> {
+    r.set_request_notifications(
+        || Include,
+        N::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
 
 fn handler_config(modules: &[&str], handler: &str) -> String {
     let mut text = String::new();
@@ -1418,6 +1470,28 @@ fn a_malformed_chunked_body_gets_400() {
     let _ = conn.read_to_end(&mut got);
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    drop(conn);
+    server.stop();
+}
+
+/// A page that includes a static file keeps what it wrote before the file:
+/// StaticFile, handling the child, clears the entity before it writes the
+/// file, and clears only the child's own output.
+#[test]
+fn a_static_file_included_by_a_child_request_goes_between_the_page_parts() {
+    let text = "[[modules]]\nname = \"Include\"\n[[modules]]\nname = \"StaticFile\"\n\
+        [[handlers]]\nname = \"page\"\npath = \"*.page\"\nmodules = [\"Include\"]\n\
+        [[handlers]]\nname = \"file\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n\
+        [[sites]]\nname = \"s\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0\"]\n";
+    let server = InProcessServer::start(text, TEST_MODULES);
+    std::fs::write(server.dir().join("part.txt"), "the part").unwrap();
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/index.page");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "<page>the part</page>");
+    // Twice: the second time the file comes from the file cache.
+    let resp = conn.get("/index.page");
+    assert_eq!(resp.text(), "<page>the part</page>");
     drop(conn);
     server.stop();
 }
