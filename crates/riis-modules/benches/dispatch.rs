@@ -63,6 +63,7 @@ fn pipeline(noops: usize) -> Arc<Pipeline> {
             verbs: vec!["*".to_owned()],
             resource_type: "Unspecified".to_owned(),
             modules: vec!["Answer".to_owned()],
+            allow_path_info: false,
             key: "handlers[0]".to_owned(),
         }]),
         ..SiteDefinition::default()

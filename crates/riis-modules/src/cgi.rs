@@ -32,8 +32,9 @@
 //!
 //! The environment: `GATEWAY_INTERFACE`, `SERVER_SOFTWARE`, `SERVER_NAME`,
 //! `SERVER_PORT`, `SERVER_PROTOCOL`, `REQUEST_METHOD`, `REQUEST_URI`,
-//! `SCRIPT_NAME`, `SCRIPT_FILENAME`, `DOCUMENT_ROOT`, `PATH_INFO` (empty),
-//! `QUERY_STRING`, `REMOTE_ADDR`, `REMOTE_PORT`, `HTTPS`, `AUTH_TYPE`,
+//! `SCRIPT_NAME`, `SCRIPT_FILENAME`, `DOCUMENT_ROOT`, `PATH_INFO` (what
+//! follows the program's name when the handler has `allow_path_info`) and
+//! `PATH_TRANSLATED` with it, `QUERY_STRING`, `REMOTE_ADDR`, `REMOTE_PORT`, `HTTPS`, `AUTH_TYPE`,
 //! `REMOTE_USER`, `CONTENT_TYPE`, `CONTENT_LENGTH`, `REDIRECT_STATUS` (200,
 //! which php-cgi wants), `PATH` (`/usr/local/bin:/usr/bin:/bin`), and an
 //! `HTTP_*` variable per request header, except `Proxy` (its `HTTP_PROXY`
@@ -51,8 +52,7 @@
 //!   first request that runs a program, so set it at server level);
 //! - `pass_authorization` (default false).
 //!
-//! Not done: `PATH_INFO` after the program's name (the URL must name the
-//! program itself), local redirects (a `Location` that is a path is sent
+//! Not done: local redirects (a `Location` that is a path is sent
 //! to the client as a 302), non-parsed-header programs, and streaming: the
 //! program's output goes out once it has ended.
 

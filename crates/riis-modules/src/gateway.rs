@@ -69,7 +69,7 @@ pub(crate) fn meta_variables(
         "REQUEST_URI",
         asked.as_deref().unwrap_or(req.raw_url()).as_bytes(),
     );
-    emit("SCRIPT_NAME", req.url().as_bytes());
+    emit("SCRIPT_NAME", ctx.script_name().as_bytes());
     // As IIS's URL Rewrite and ARR say it: the URL the client asked for,
     // when a rule changed it (never a client's own header of that name).
     if req.client_url() != req.raw_url() {
@@ -80,8 +80,20 @@ pub(crate) fn meta_variables(
         "DOCUMENT_ROOT",
         document_root.as_os_str().as_encoded_bytes(),
     );
-    // IIS's PATH_INFO is the whole URL; CGI's is what follows the script.
-    emit("PATH_INFO", b"");
+    // IIS's PATH_INFO is the whole URL; CGI's is what follows the script
+    // (a handler with `allow_path_info`), and PATH_TRANSLATED that part
+    // under the document root, as nginx's usual
+    // `$document_root$fastcgi_path_info` (RFC 3875 §4.1.6: only with one).
+    let path_info = ctx.path_info();
+    emit("PATH_INFO", path_info.as_bytes());
+    if !path_info.is_empty() {
+        let mut translated = document_root.as_os_str().as_encoded_bytes().to_vec();
+        if translated.last() == Some(&b'/') {
+            translated.pop();
+        }
+        translated.extend_from_slice(path_info.as_bytes());
+        emit("PATH_TRANSLATED", &translated);
+    }
     let mut address = Vec::with_capacity(16);
     crate::put_address(&mut address, req.remote_address().ip());
     emit("REMOTE_ADDR", &address);

@@ -169,6 +169,10 @@ pub struct HttpContext {
     /// ([`HttpContext::set_own_timeout`]), `u16::MAX` for none.
     pub(crate) own_timeout: u16,
     pub(crate) physical_path: Option<PathBuf>,
+    /// Where the script's part of the URL path ends, when the handler took
+    /// the rest as PATH_INFO (`allow_path_info`): the physical path, and
+    /// the probe of it, are the script's.
+    pub(crate) script_end: Option<u32>,
     /// `physical_path` was mapped for a MapPath module, without its rewrite.
     pub(crate) physical_path_partial: bool,
     pub(crate) resource: Option<Option<ResourceInfo>>,
@@ -242,6 +246,7 @@ impl HttpContext {
             finish_requested: false,
             own_timeout: u16::MAX,
             physical_path: None,
+            script_end: None,
             physical_path_partial: false,
             resource: None,
             opened_file: None,
@@ -357,6 +362,7 @@ impl HttpContext {
         }
         self.location = self.site.location_index(self.request.url());
         self.physical_path = None;
+        self.script_end = None;
         self.physical_path_partial = false;
         self.resource = None;
         self.opened_file = None;
@@ -469,6 +475,15 @@ impl HttpContext {
             Some(i) => {
                 self.handler = Some(i);
                 self.mapping_failure = None;
+                // A split into script and PATH_INFO stays only for a handler
+                // that would have made it.
+                let h = &self.location().handlers[i];
+                let keeps = self.script_end.is_some()
+                    && h.allow_path_info
+                    && h.path.matches(self.script_name());
+                if !keeps {
+                    self.set_script_end(None);
+                }
                 true
             }
             None => false,
@@ -503,15 +518,20 @@ impl HttpContext {
                 self.opened_file = None;
                 self.cached_content = None;
             }
-            let path = if self.pipeline.map_path.is_empty() {
+            let path = match (self.pipeline.map_path.is_empty(), self.script_end) {
                 // Nobody rewrites paths: no provider, no copy of the URL,
                 // and the location is the request's own.
-                self.site
+                (true, None) => self
+                    .site
                     .virtual_directory(self.location)
-                    .map(self.request.url())
-            } else {
-                let url = self.request.url().to_owned();
-                self.map_normalized_path(url)
+                    .map(self.request.url()),
+                // The script's part may lie in another location (and its
+                // virtual directory).
+                (true, Some(_)) => self.site.map_url(self.script_name()),
+                (false, _) => {
+                    let url = self.script_name().to_owned();
+                    self.map_normalized_path(url)
+                }
             };
             self.physical_path = Some(path);
             self.physical_path_partial = self.caller_maps_paths();
@@ -519,6 +539,50 @@ impl HttpContext {
         self.physical_path
             .as_deref()
             .unwrap_or(std::path::Path::new(""))
+    }
+
+    /// The part of the URL path that names what the handler runs
+    /// (`SCRIPT_NAME`): the whole path, unless the handler was chosen with
+    /// `allow_path_info` for a leading part of it (`/index.php` of
+    /// `/index.php/users/7`). The physical path is this part's.
+    pub fn script_name(&self) -> &str {
+        let url = self.request.url();
+        match self.script_end {
+            Some(end) => url.get(..end as usize).unwrap_or(url),
+            None => url,
+        }
+    }
+
+    /// What follows the script's part of the URL path (CGI's
+    /// `PATH_INFO`, `/users/7` of `/index.php/users/7`), empty when the
+    /// handler took the whole path. IIS's `PATH_INFO` server variable is
+    /// the whole path then; see [`HttpContext::server_variable`].
+    pub fn path_info(&self) -> &str {
+        match self.script_end {
+            Some(end) => self.request.url().get(end as usize..).unwrap_or(""),
+            None => "",
+        }
+    }
+
+    /// Makes the script's part of the URL end at `end` (`None`: the whole
+    /// path), forgetting what was found for another part.
+    pub(crate) fn set_script_end(&mut self, end: Option<usize>) {
+        let end = end.and_then(|end| u32::try_from(end).ok());
+        if end != self.script_end {
+            self.script_end = end;
+            self.physical_path = None;
+            self.physical_path_partial = false;
+            self.resource = None;
+            self.opened_file = None;
+            self.cached_content = None;
+        }
+    }
+
+    /// What the physical path of the script ending at `end` (`None`: the
+    /// whole URL path) is; the handler's choice asks.
+    pub(crate) fn probe_script(&mut self, end: Option<usize>) -> Option<ResourceKind> {
+        self.set_script_end(end);
+        self.resource_kind()
     }
 
     /// Whether the module being called is one of MapPath's (and so skipped

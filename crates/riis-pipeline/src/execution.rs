@@ -1091,15 +1091,26 @@ impl RequestExecution {
             (4, false) => {
                 ctx.mapped = true;
                 let handlers = ctx.location().handlers.clone();
-                // Probe the path first if a candidate will need it, so the
-                // choice itself only borrows the request.
-                let kind = needs_probe(&handlers, ctx.request.url(), ctx.request.method())
-                    .then(|| ctx.resource_kind())
-                    .flatten();
-                let chosen =
-                    choose_handler(&handlers, ctx.request.url(), ctx.request.method(), || kind);
+                let chosen = if handlers.iter().any(|h| h.allow_path_info) {
+                    // Each script a URL may name is probed in turn, which
+                    // changes the context: the choice works on copies.
+                    let url = ctx.request.url().to_owned();
+                    let method = ctx.request.method().clone();
+                    let chosen = choose_handler(&handlers, &url, &method, |script_end| {
+                        ctx.probe_script(script_end)
+                    });
+                    ctx.set_script_end(chosen.ok().and_then(|c| c.script_end));
+                    chosen
+                } else {
+                    // Probe the path first if a candidate will need it, so
+                    // the choice itself only borrows the request.
+                    let kind = needs_probe(&handlers, ctx.request.url(), ctx.request.method())
+                        .then(|| ctx.resource_kind())
+                        .flatten();
+                    choose_handler(&handlers, ctx.request.url(), ctx.request.method(), |_| kind)
+                };
                 match chosen {
-                    Ok(i) => ctx.handler = Some(i),
+                    Ok(c) => ctx.handler = Some(c.index),
                     Err(f) => ctx.mapping_failure = Some(f),
                 }
                 if std::mem::take(&mut ctx.finish_requested) {

@@ -199,6 +199,25 @@ impl PathPattern {
         }
         glob(self.pattern.as_bytes(), subject.as_bytes())
     }
+
+    /// Where `url_path` splits into a script this pattern names and
+    /// PATH_INFO after it: the end of each leading part whose last segment
+    /// matches and that a `/` follows, shortest first (`*.php` splits
+    /// `/a/index.php/b/c` at 11). A pattern on the whole path never
+    /// splits one (the configuration refuses `allow_path_info` with it).
+    pub(crate) fn script_ends<'a>(&'a self, url_path: &'a str) -> impl Iterator<Item = usize> + 'a {
+        url_path
+            .match_indices('/')
+            .map(|(end, _)| end)
+            .filter(move |&end| end > 0 && !self.whole_path && self.matches(&url_path[..end]))
+    }
+
+    /// Whether `allow_path_info` means anything for this pattern: it names
+    /// a last segment, and not every one (`*`) nor every one without a dot
+    /// (`*.`), which would split any URL at its first segment.
+    pub fn can_split_path_info(&self) -> bool {
+        !self.whole_path && !matches!(&*self.pattern, "*" | "*.")
+    }
 }
 
 /// `*`/`?` wildcard match, ASCII case-insensitive, without recursion blow-up
@@ -241,6 +260,20 @@ pub struct HandlerMapping {
     pub resource_type: ResourceType,
     /// The modules that run at ExecuteRequestHandler, in order.
     pub modules: Vec<ModuleIndex>,
+    /// IIS's `allowPathInfo`: the handler also takes URLs whose leading
+    /// part names its script, the rest being PATH_INFO
+    /// (`/index.php/users/7` for `*.php`).
+    pub allow_path_info: bool,
+}
+
+/// The handler [`choose_handler`] chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChosenHandler {
+    /// Its index in the list.
+    pub index: usize,
+    /// Where the script's part of the URL path ends, when the handler took
+    /// the rest as PATH_INFO.
+    pub script_end: Option<usize>,
 }
 
 /// Why no handler was chosen.
@@ -261,6 +294,13 @@ impl HandlerMapping {
             .as_ref()
             .is_none_or(|verbs| verbs.iter().any(|v| v == method))
     }
+
+    /// Whether the path matches, whole or (with `allow_path_info`) as a
+    /// script followed by PATH_INFO.
+    fn path_matches(&self, url_path: &str) -> bool {
+        self.path.matches(url_path)
+            || (self.allow_path_info && self.path.script_ends(url_path).next().is_some())
+    }
 }
 
 /// Whether choosing among `handlers` will need to know what the path is:
@@ -278,7 +318,7 @@ pub(crate) fn needs_probe(handlers: &[HandlerMapping], url_path: &str, method: &
 /// a 405 (RFC 9110 §15.5.6); `None` when one of them accepts every method.
 pub(crate) fn allowed_methods(handlers: &[HandlerMapping], url_path: &str) -> Option<String> {
     let mut allowed: Vec<&str> = Vec::new();
-    for h in handlers.iter().filter(|h| h.path.matches(url_path)) {
+    for h in handlers.iter().filter(|h| h.path_matches(url_path)) {
         for v in h.verbs.as_ref()? {
             if !allowed.contains(&v.as_str()) {
                 allowed.push(v.as_str());
@@ -288,34 +328,47 @@ pub(crate) fn allowed_methods(handlers: &[HandlerMapping], url_path: &str) -> Op
     Some(allowed.join(", "))
 }
 
-/// Chooses the first matching handler. `probe` is called at most once, and
-/// only when a candidate needs the resource type.
+/// Chooses the first matching handler. `probe` tells what the physical
+/// path is of the whole URL (`None`) or of the script ending at an offset
+/// (a handler with `allow_path_info`); it is asked only when a candidate
+/// needs the resource type, and for the whole URL at most once.
 pub(crate) fn choose_handler(
     handlers: &[HandlerMapping],
     url_path: &str,
     method: &Method,
-    mut probe: impl FnMut() -> Option<ResourceKind>,
-) -> Result<usize, MappingFailure> {
+    mut probe: impl FnMut(Option<usize>) -> Option<ResourceKind>,
+) -> Result<ChosenHandler, MappingFailure> {
     let mut failure = MappingFailure::NoHandler;
     let mut kind: Option<Option<ResourceKind>> = None;
-    for (i, h) in handlers.iter().enumerate() {
-        if !h.path.matches(url_path) {
-            continue;
-        }
-        if !h.verb_matches(method) {
-            if failure == MappingFailure::NoHandler {
-                failure = MappingFailure::VerbNotAllowed;
+    for (index, h) in handlers.iter().enumerate() {
+        // The whole URL first; then, with allow_path_info, each leading
+        // part that names a script, shortest first.
+        let whole = h.path.matches(url_path).then_some(None);
+        let splits = h
+            .allow_path_info
+            .then(|| h.path.script_ends(url_path).map(Some))
+            .into_iter()
+            .flatten();
+        for script_end in whole.into_iter().chain(splits) {
+            if !h.verb_matches(method) {
+                if failure == MappingFailure::NoHandler {
+                    failure = MappingFailure::VerbNotAllowed;
+                }
+                // The verbs are the same for every split.
+                break;
             }
-            continue;
-        }
-        if h.resource_type != ResourceType::Unspecified {
-            let k = *kind.get_or_insert_with(&mut probe);
-            if !h.resource_type.accepts(k) {
-                failure = MappingFailure::ResourceNotFound;
-                continue;
+            if h.resource_type != ResourceType::Unspecified {
+                let k = match script_end {
+                    None => *kind.get_or_insert_with(|| probe(None)),
+                    Some(_) => probe(script_end),
+                };
+                if !h.resource_type.accepts(k) {
+                    failure = MappingFailure::ResourceNotFound;
+                    continue;
+                }
             }
+            return Ok(ChosenHandler { index, script_end });
         }
-        return Ok(i);
     }
     Err(failure)
 }
@@ -331,7 +384,12 @@ mod tests {
             verbs,
             resource_type: rt,
             modules: vec![],
+            allow_path_info: false,
         }
+    }
+
+    fn chosen(index: usize, script_end: Option<usize>) -> Result<ChosenHandler, MappingFailure> {
+        Ok(ChosenHandler { index, script_end })
     }
 
     #[test]
@@ -376,27 +434,84 @@ mod tests {
             mapping("*", None, ResourceType::File),
         ];
         assert_eq!(
-            choose_handler(&handlers, "/x.php", &Method::POST, || None),
-            Ok(0)
+            choose_handler(&handlers, "/x.php", &Method::POST, |_| None),
+            chosen(0, None)
         );
         assert_eq!(
-            choose_handler(&handlers, "/x.php", &Method::GET, || Some(
+            choose_handler(&handlers, "/x.php", &Method::GET, |_| Some(
                 ResourceKind::File
             )),
-            Ok(1)
+            chosen(1, None)
         );
         assert_eq!(
-            choose_handler(&handlers, "/x.txt", &Method::GET, || None),
+            choose_handler(&handlers, "/x.txt", &Method::GET, |_| None),
             Err(MappingFailure::ResourceNotFound)
         );
         let only_php = &handlers[..1];
         assert_eq!(
-            choose_handler(only_php, "/x.php", &Method::GET, || None),
+            choose_handler(only_php, "/x.php", &Method::GET, |_| None),
             Err(MappingFailure::VerbNotAllowed)
         );
         assert_eq!(
-            choose_handler(only_php, "/x.txt", &Method::GET, || None),
+            choose_handler(only_php, "/x.txt", &Method::GET, |_| None),
             Err(MappingFailure::NoHandler)
         );
+    }
+
+    #[test]
+    fn a_pattern_splits_a_url_after_each_segment_it_names() {
+        let php = PathPattern::new("*.php");
+        let ends = |url: &str| php.script_ends(url).collect::<Vec<_>>();
+        assert_eq!(ends("/index.php/users/7"), [10]);
+        assert_eq!(ends("/a/INDEX.PHP/b"), [12]);
+        assert_eq!(ends("/a.php/b.php/c"), [6, 12]);
+        // The whole URL is no split, nor is a segment that only starts so.
+        assert!(ends("/index.php").is_empty());
+        assert!(ends("/index.phpx/y").is_empty());
+        assert!(ends("/").is_empty());
+        assert!(PathPattern::new("/api/*.php")
+            .script_ends("/api/a.php/b")
+            .next()
+            .is_none());
+        assert!(php.can_split_path_info());
+        for every in ["*", "*.", "/api/*"] {
+            assert!(!PathPattern::new(every).can_split_path_info(), "{every}");
+        }
+    }
+
+    #[test]
+    fn a_handler_with_path_info_takes_the_first_script_that_is_there() {
+        let mut php = mapping("*.php", Some(vec![Method::GET]), ResourceType::File);
+        php.allow_path_info = true;
+        let handlers = vec![php, mapping("*", None, ResourceType::Either)];
+        let mut asked = Vec::new();
+        // `/a.php` is a folder; `/a.php/b.php` a file.
+        let found = choose_handler(&handlers, "/a.php/b.php/c", &Method::GET, |end| {
+            asked.push(end);
+            (end == Some(12)).then_some(ResourceKind::File)
+        });
+        assert_eq!(found, chosen(0, Some(12)));
+        assert_eq!(asked, [Some(6), Some(12)]);
+        // The whole URL comes first.
+        let found = choose_handler(&handlers, "/a.php", &Method::GET, |end| {
+            (end.is_none()).then_some(ResourceKind::File)
+        });
+        assert_eq!(found, chosen(0, None));
+        // No script there: the next handler, on the whole URL.
+        let found = choose_handler(&handlers, "/x.php/y", &Method::GET, |end| {
+            (end.is_none()).then_some(ResourceKind::File)
+        });
+        assert_eq!(found, chosen(1, None));
+        // Another method: the split counts for 405 and `Allow`.
+        let only_php = &handlers[..1];
+        assert_eq!(
+            choose_handler(only_php, "/x.php/y", &Method::POST, |_| None),
+            Err(MappingFailure::VerbNotAllowed)
+        );
+        assert_eq!(
+            allowed_methods(only_php, "/x.php/y").as_deref(),
+            Some("GET")
+        );
+        assert_eq!(allowed_methods(only_php, "/x.txt/y").as_deref(), Some(""));
     }
 }

@@ -105,6 +105,10 @@ pub struct HandlerDefinition {
     pub resource_type: String,
     /// Names of the modules that run at ExecuteRequestHandler, in order.
     pub modules: Vec<String>,
+    /// IIS's `allowPathInfo`: the handler also takes a URL whose leading
+    /// part its pattern names (`/index.php/users/7` for `*.php`), the rest
+    /// being PATH_INFO.
+    pub allow_path_info: bool,
     /// The dotted key path of the entry, for errors.
     pub key: String,
 }
@@ -773,12 +777,23 @@ impl PipelineBuilder {
                 if d.path.is_empty() {
                     return Err(BuildError::new(format!("{}.path", d.key), "the path pattern is empty"));
                 }
+                let path = PathPattern::new(&d.path);
+                if d.allow_path_info && !path.can_split_path_info() {
+                    return Err(BuildError::new(
+                        format!("{}.allow_path_info", d.key),
+                        format!(
+                            "handler `{}` has path `{}`: allow_path_info needs a pattern for the script's own segment, such as `*.php`",
+                            d.name, d.path
+                        ),
+                    ));
+                }
                 Ok(HandlerMapping {
                     name: d.name.clone(),
-                    path: PathPattern::new(&d.path),
+                    path,
                     verbs,
                     resource_type,
                     modules,
+                    allow_path_info: d.allow_path_info,
                 })
             })
             .collect()

@@ -53,7 +53,11 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
     }
     match &*upper {
         "REQUEST_METHOD" => Some(Cow::Borrowed(req.method().as_str())),
-        "URL" | "PATH_INFO" | "SCRIPT_NAME" => Some(Cow::Borrowed(req.url())),
+        // Without extra path information, as IIS says; IIS's PATH_INFO is
+        // the whole path unless the handler split it (`allow_path_info`).
+        "URL" | "SCRIPT_NAME" => Some(Cow::Borrowed(ctx.script_name())),
+        "PATH_INFO" if ctx.script_end.is_some() => Some(Cow::Borrowed(ctx.path_info())),
+        "PATH_INFO" => Some(Cow::Borrowed(req.url())),
         "QUERY_STRING" => Some(Cow::Borrowed(req.query_string())),
         "UNENCODED_URL" => Some(Cow::Borrowed(req.raw_url())),
         // As Apache and nginx pass it: the client's, after rewrites and in

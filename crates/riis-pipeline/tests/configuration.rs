@@ -404,6 +404,7 @@ fn registered_modules_are_terminated_when_the_build_fails() {
                 verbs: vec!["*".to_owned()],
                 resource_type: "Unspecified".to_owned(),
                 modules: vec![handler_module.to_owned()],
+                allow_path_info: false,
                 key: "handlers[0]".to_owned(),
             }]),
             ..riis_pipeline::SiteDefinition::default()

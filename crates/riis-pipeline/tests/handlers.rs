@@ -313,3 +313,113 @@ async fn a_file_the_server_may_not_read_is_forbidden_not_missing() {
     let missing = get(&pipeline, "/missing.txt").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+/// `Script`, a handler module that writes what the pipeline says the
+/// request's script and path info are.
+fn path_info_pipeline(
+    allow_path_info: bool,
+) -> (
+    std::sync::Arc<riis_pipeline::Pipeline>,
+    std::sync::Arc<FakeFs>,
+) {
+    let mut t = TestPipeline::new();
+    let log = Log::new();
+    add_handler_module(&mut t, &log, "Static", Some("static"));
+    t.module(
+        "Script",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            let path = ctx.physical_path().display().to_string();
+            let text = format!(
+                "script={} info={} URL={} SCRIPT_NAME={} PATH_INFO={} path={}",
+                ctx.script_name(),
+                ctx.path_info(),
+                ctx.server_variable("URL").unwrap_or_default(),
+                ctx.server_variable("SCRIPT_NAME").unwrap_or_default(),
+                ctx.server_variable("PATH_INFO").unwrap_or_default(),
+                path,
+            );
+            write(ctx, text);
+            Status::Continue
+        }),
+    );
+    let mut php = handler("Php", "*.php", &["GET"], "File", &["Script"]);
+    php.allow_path_info = allow_path_info;
+    t.handler(php)
+        .handler(handler("StaticFile", "*", &["GET"], "Either", &["Static"]))
+        .file("/site/index.php")
+        .file("/site/a.php/b.php")
+        .file("/site/notes.txt/x");
+    t.fs().add_dir("/site/a.php");
+    let fs = t.fs();
+    (t.build(), fs)
+}
+
+#[tokio::test]
+async fn a_handler_with_allow_path_info_takes_the_script_and_leaves_the_rest_as_path_info() {
+    let (pipeline, fs) = path_info_pipeline(true);
+
+    let outcome = get(&pipeline, "/index.php/users/7").await;
+    assert_eq!(outcome.status(), StatusCode::OK);
+    assert_eq!(
+        outcome.body(),
+        "script=/index.php info=/users/7 URL=/index.php SCRIPT_NAME=/index.php \
+         PATH_INFO=/users/7 path=/site/index.php"
+    );
+    assert_eq!(outcome.context().handler_name(), Some("Php"));
+    // Only the script is looked at: `*.php` does not match the whole URL.
+    assert_eq!(fs.probes(), [std::path::PathBuf::from("/site/index.php")]);
+
+    // The first leading part that is a file: `/a.php` is a folder.
+    let outcome = get(&pipeline, "/a.php/b.php/c").await;
+    assert!(
+        outcome.body().starts_with("script=/a.php/b.php info=/c "),
+        "{}",
+        outcome.body()
+    );
+
+    // A script named whole has no path info; IIS's PATH_INFO is then the
+    // whole path.
+    let outcome = get(&pipeline, "/index.php").await;
+    assert!(
+        outcome.body().starts_with(
+            "script=/index.php info= URL=/index.php SCRIPT_NAME=/index.php PATH_INFO=/index.php "
+        ),
+        "{}",
+        outcome.body()
+    );
+
+    // No such script: the next handler, on the whole URL.
+    let outcome = get(&pipeline, "/missing.php/x").await;
+    assert_eq!(outcome.status(), StatusCode::NOT_FOUND);
+    let outcome = get(&pipeline, "/notes.txt/x").await;
+    assert_eq!(outcome.body(), "static");
+
+    // Another method: 405, with what the script's handler allows.
+    let outcome = run(&pipeline, request(Method::POST, "/index.php/users/7")).await;
+    assert_eq!(outcome.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(outcome.header("allow"), Some("GET"));
+}
+
+#[tokio::test]
+async fn without_allow_path_info_a_url_past_a_script_is_not_the_script() {
+    let (pipeline, _) = path_info_pipeline(false);
+    let outcome = get(&pipeline, "/index.php/users/7").await;
+    assert_eq!(outcome.status(), StatusCode::NOT_FOUND);
+    assert_eq!(outcome.context().handler_name(), None);
+}
+
+#[test]
+fn allow_path_info_needs_a_pattern_for_the_scripts_segment() {
+    for path in ["*", "*.", "/api/*"] {
+        let mut t = TestPipeline::new();
+        let log = Log::new();
+        add_handler_module(&mut t, &log, "Script", None);
+        let mut h = handler("Any", path, &["*"], "Unspecified", &["Script"]);
+        h.allow_path_info = true;
+        t.handler(h);
+        let err = t.try_build().expect_err("allow_path_info on every path");
+        assert!(err.key.ends_with(".allow_path_info"), "{err}");
+        assert!(err.message.contains("*.php"), "{err}");
+    }
+}

@@ -358,6 +358,8 @@ struct RawHandler {
     #[serde(default = "unspecified")]
     resource_type: String,
     modules: Vec<String>,
+    #[serde(default)]
+    allow_path_info: bool,
 }
 
 fn star() -> String {
@@ -661,6 +663,7 @@ fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
             verbs: vec!["OPTIONS".into(), "TRACE".into()],
             resource_type: "Unspecified".into(),
             modules: protocol,
+            allow_path_info: false,
             key: "handlers".into(),
         });
     }
@@ -673,6 +676,7 @@ fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
             verbs: vec!["GET".into(), "HEAD".into()],
             resource_type: "Either".into(),
             modules: static_modules,
+            allow_path_info: false,
             key: "handlers".into(),
         });
     }
@@ -688,6 +692,7 @@ fn handlers(raw: Vec<RawHandler>, key: &str) -> Vec<HandlerDefinition> {
             verbs: h.verbs,
             resource_type: h.resource_type,
             modules: h.modules,
+            allow_path_info: h.allow_path_info,
             key: format!("{key}[{i}]"),
         })
         .collect()

@@ -293,3 +293,43 @@ fn a_large_body_reaches_the_program_whole() {
     assert_eq!(resp.status, 200);
     assert!(resp.body.ends_with(&body), "the body arrived changed");
 }
+
+/// With `allow_path_info` on the handler, a URL past the program's name
+/// runs the program with the rest as PATH_INFO (RFC 3875 §4.1.5) and that
+/// rest under the document root as PATH_TRANSLATED.
+#[test]
+fn a_program_takes_the_path_after_it_as_path_info() {
+    let dir = TempDir::new("cgi-path-info");
+    let config = config(&dir);
+    program(
+        &dir,
+        "info.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n\
+         echo \"script=$SCRIPT_NAME info=$PATH_INFO translated=${PATH_TRANSLATED-unset}\"\n",
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "modules = [\"Cgi\"]",
+        "allow_path_info = true\nmodules = [\"Cgi\"]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let root = dir.path().join("www");
+
+    let resp = Connection::open(server.addr).get("/cgi/info.cgi/a/b.txt?q=1");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.text().trim_end(),
+        format!(
+            "script=/cgi/info.cgi info=/a/b.txt translated={}/a/b.txt",
+            root.display()
+        )
+    );
+    let resp = Connection::open(server.addr).get("/cgi/info.cgi");
+    assert_eq!(
+        resp.text().trim_end(),
+        "script=/cgi/info.cgi info= translated=unset"
+    );
+    // Past a program that is not there: nothing runs.
+    let resp = Connection::open(server.addr).get("/cgi/none.cgi/a");
+    assert_eq!(resp.status, 404);
+}

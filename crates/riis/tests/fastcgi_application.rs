@@ -142,6 +142,54 @@ fn a_script_path_that_is_no_file_is_not_found_even_without_a_resource_type() {
     server.terminate();
 }
 
+/// With `allow_path_info`, `/app/index.php/users/7` runs `index.php` with
+/// the rest as PATH_INFO, as PHP front controllers expect, and a path past
+/// a file that is no script still runs nothing.
+#[test]
+fn a_script_takes_the_path_after_it_as_path_info() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-allow-path-info");
+    dir.write(
+        "www/app/index.php",
+        "<?php echo $_SERVER['SCRIPT_NAME'], '|', $_SERVER['PATH_INFO'] ?? '-', '|', \
+         $_SERVER['PHP_SELF'], '|', $_SERVER['REQUEST_URI'], '|', \
+         $_SERVER['SCRIPT_FILENAME'] === __FILE__ ? 'this file' : $_SERVER['SCRIPT_FILENAME'], '|', \
+         $_SERVER['PATH_TRANSLATED'] ?? '-';",
+    );
+    dir.write("www/up/pic.jpg", "GIF89a<?php echo 'RAN AS PHP';");
+    let config = config(&dir, &format!("{{ path = '{}' }}", php.display()));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "modules = [\"FastCgi\"]",
+        "allow_path_info = true\nmodules = [\"FastCgi\"]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let root = dir.path().join("www");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+
+    let resp = Connection::open(server.addr).get("/app/index.php/users/7?x=1");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.text(),
+        format!(
+            "/app/index.php|/users/7|/app/index.php/users/7|/app/index.php/users/7?x=1|this file|{}/users/7",
+            root.display()
+        )
+    );
+    let resp = Connection::open(server.addr).get("/app/index.php");
+    assert_eq!(
+        resp.text(),
+        "/app/index.php||/app/index.php|/app/index.php|this file|-"
+    );
+    for path in ["/up/pic.jpg/x.php/y", "/app/missing.php/users/7"] {
+        let resp = Connection::open(server.addr).get(path);
+        assert_eq!(resp.status, 404, "{path}: {}", resp.text());
+        assert!(!resp.text().contains("RAN AS PHP"), "{path}");
+    }
+    server.terminate();
+}
+
 /// php-cgi ending cleanly after its requests, again and again within a
 /// second of starting (PHP's recycling under load), is not a failure: the
 /// rapid fail protection counts crashes, and every request is answered.

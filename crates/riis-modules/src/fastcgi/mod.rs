@@ -76,8 +76,7 @@
 //! `rapid_fails_per_minute` (default 10).
 //!
 //! Not done: several requests over one connection at once (multiplexing,
-//! which `php-fpm` does not do), `PATH_INFO` after the script's name, the
-//! Authorizer and Filter roles, and recycling a started process after a
+//! which `php-fpm` does not do), the Authorizer and Filter roles, and recycling a started process after a
 //! number of requests (IIS's `instanceMaxRequests`; PHP's own
 //! `PHP_FCGI_MAX_REQUESTS` does it, and riis starts the process again).
 

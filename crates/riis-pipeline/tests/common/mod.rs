@@ -416,6 +416,7 @@ pub fn handler(
         verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
         resource_type: resource_type.to_owned(),
         modules: modules.iter().map(|m| (*m).to_owned()).collect(),
+        allow_path_info: false,
         key: format!("handlers.{name}"),
     }
 }
