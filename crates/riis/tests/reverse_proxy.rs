@@ -67,18 +67,40 @@ impl Backend {
     /// The same server over TLS, with a certificate for `localhost`; also
     /// gives the certificate (PEM) to trust it with.
     fn start_tls(name: &'static str) -> (Self, String) {
+        Self::start_tls_asking(name, None)
+    }
+
+    /// [`Self::start_tls`], refusing clients without a certificate that
+    /// chains to `client_ca` when one is given.
+    fn start_tls_asking(
+        name: &'static str,
+        client_ca: Option<rustls_pki_types::CertificateDer<'static>>,
+    ) -> (Self, String) {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let key =
             rustls_pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![made.cert.der().clone()], key)
-            .unwrap(),
+            .unwrap();
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca).unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = Arc::new(
+            builder
+                .with_single_cert(vec![made.cert.der().clone()], key)
+                .unwrap(),
         );
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -1357,6 +1379,102 @@ proxy = {{ servers = ["https://localhost:{port}"] }}
             assert!(
                 said.contains("ca_file") && said.contains("missing.pem"),
                 "{said}"
+            );
+        }
+    }
+}
+
+/// `client_certificate`: riis shows its certificate to an `https://`
+/// server that asks for one (nginx's `proxy_ssl_certificate`); a location
+/// without it gets no connection of one with it, and a key that is not
+/// the certificate's is a configuration error.
+#[test]
+fn a_client_certificate_is_shown_to_servers_that_ask() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Proxy Client CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "riis");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = params.signed_by(&client_key, &issuer).unwrap();
+
+    let (backend, server_cert) = Backend::start_tls_asking("mtls", Some(ca.der().clone()));
+    let plain = Backend::start("a");
+    let files = TempDir::new("reverse-proxy-client-certificate");
+    files.write("server.pem", &server_cert);
+    files.write("client.pem", client.pem());
+    files.write("client.key", client_key.serialize_pem());
+    files.write(
+        "other.key",
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    );
+    let port = backend.addr.port();
+    let folder = files.path().display();
+    let (_dir, server) = start_with(
+        &[&plain],
+        &format!(
+            r#"
+[[sites.locations]]
+path = "/shown"
+proxy = {{ servers = ["https://localhost:{port}"], ca_file = '{folder}/server.pem', client_certificate = {{ certificate = '{folder}/client.pem', key = '{folder}/client.key' }} }}
+
+[[sites.locations]]
+path = "/anonymous"
+proxy = {{ servers = ["https://localhost:{port}"], ca_file = '{folder}/server.pem' }}
+"#
+        ),
+    );
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/shown/echo");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().contains("backend=mtls\n"), "{}", resp.text());
+    assert_eq!(conn.get("/shown/echo").status, 200);
+    assert_eq!(backend.seen.last().nth, 2, "the connection is kept");
+    // Without a certificate the server ends the handshake; the connection
+    // the other location keeps is not lent to this one.
+    let resp = conn.get("/anonymous/echo");
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(backend.seen.count("/anonymous/echo"), 0);
+
+    for (line, wrong) in [
+        ("{ certificate = 'client.pem', key = 'client.key' }", None),
+        (
+            "{ certificate = 'client.pem', key = 'other.key' }",
+            Some("no certificate and key of one another"),
+        ),
+        (
+            "{ certificate = 'client.pem', key = 'client.pem' }",
+            Some("holds no private key"),
+        ),
+        (
+            "{ certificate = 'client.pem' }",
+            Some("missing field `key`"),
+        ),
+    ] {
+        let config = files.write(
+            "check.toml",
+            format!(
+                "[[modules]]\nname = \"ReverseProxy\"\n\
+                 [proxy]\nservers = [\"https://localhost:{port}\"]\nclient_certificate = {line}\n\
+                 [[handlers]]\nname = \"P\"\npath = \"*\"\nmodules = [\"ReverseProxy\"]\n\
+                 [[sites]]\nname = \"S\"\nroot = '.'\nbindings = [\"127.0.0.1:0\"]\n"
+            ),
+        );
+        let out = common::riis_command("check-config", &config);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.success(), wrong.is_none(), "{line}: {said}");
+        if let Some(wrong) = wrong {
+            assert!(
+                said.contains("client_certificate") && said.contains(wrong),
+                "{line}: {said}"
             );
         }
     }

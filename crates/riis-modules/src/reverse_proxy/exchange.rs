@@ -686,10 +686,19 @@ pub(super) fn route(config: &ReverseProxyConfig, server: &Server) -> Result<Rout
     if let Some(route) = server.route.get() {
         return Ok(route.clone());
     }
-    let trust = match (&server.tls, &config.ca_file) {
-        (None, _) => None,
-        (Some(_), Some(trusted)) => Some(trusted.config()),
-        (Some(_), None) => Some(super::tls::system()?),
+    let trust = match (&server.tls, &config.ca_file, &config.client_certificate) {
+        (None, ..) => None,
+        (Some(_), Some(trusted), None) => Some(trusted.config()),
+        (Some(_), None, None) => Some(super::tls::system()?),
+        // A configuration of this section's own: its connections are
+        // never another's, whose servers saw no certificate or another.
+        (Some(_), trusted, Some(identity)) => {
+            let roots = match trusted {
+                Some(trusted) => trusted.roots(),
+                None => super::tls::system_roots()?,
+            };
+            Some(identity.config(roots)?)
+        }
     };
     let http2 = config.http_version == super::HttpVersion::Http2;
     // HTTP/2 over TLS is agreed in the handshake (ALPN, RFC 9113 §3.2).

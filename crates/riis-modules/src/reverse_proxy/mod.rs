@@ -87,6 +87,9 @@
 //! - `kept_connections` (default 32, at most 1,024; 0 closes each);
 //! - `ca_file`: PEM certificates trusted for `https://` servers instead of
 //!   the system's (see `tls`), relative to the configuration's folder;
+//! - `client_certificate` (`{ certificate, key }`, PEM files relative to
+//!   the configuration's folder): shown to `https://` servers that ask for
+//!   a certificate (nginx's `proxy_ssl_certificate`);
 //! - `upgrade_protocols` (default `["websocket"]`): the protocols a client
 //!   may switch to; `[]` passes no upgrade on.
 //!
@@ -191,6 +194,8 @@ pub struct ReverseProxyConfig {
     pub http2_max_concurrent_streams: usize,
     /// Certificates trusted for `https://` servers instead of the system's.
     pub ca_file: Option<tls::TrustedCertificates>,
+    /// The certificate shown to `https://` servers that ask for one.
+    pub client_certificate: Option<tls::ClientCertificate>,
     /// The protocols a client may switch to through the proxy (`Upgrade`).
     pub upgrade_protocols: Vec<String>,
     /// Active health checks of the servers.
@@ -216,6 +221,7 @@ impl Default for ReverseProxyConfig {
             http_version: HttpVersion::Http11,
             http2_max_concurrent_streams: 100,
             ca_file: None,
+            client_certificate: None,
             upgrade_protocols: vec!["websocket".to_owned()],
             health_check: None,
         }
