@@ -14,12 +14,16 @@
 //!    standard input and the RFC 3875 variables in a clean environment
 //!    (below); its standard error goes to the server's log; it runs in a
 //!    process group of its own, in its folder.
-//! 3. Its output is read whole (at most `max_response_size` bytes; past
-//!    that it is killed, 502), its header lines (`Status`, `Location`,
-//!    `Content-Type`, others) become the response's status and headers,
-//!    the rest the entity.
+//! 3. Its output is passed on as it comes, through a `relay` as FastCgi's:
+//!    its header lines (`Status`, `Location`, `Content-Type`, others)
+//!    become the response's status and headers, the rest the entity, kept
+//!    until `response_buffer_limit` bytes wait and then flushed in pieces.
+//!    While the client has not taken 256 KiB of it, the thread reads no
+//!    more, so the program waits on its full pipe (and that wait does not
+//!    count against its `timeout`).
 //!
-//! A program that runs past `timeout` seconds (from the request asking) is
+//! A program that runs past `timeout` seconds (from the request asking, not
+//! counting waits for the client) is
 //! killed with its process group and the request gets 502.1, as IIS's CGI
 //! timeout; output without a valid header block (at most 100 lines, 64 KiB)
 //! gets 502.2; a program that cannot start (or is not executable: 403.1;
@@ -40,21 +44,24 @@
 //! `HTTP_*` variable per request header, except `Proxy` (its `HTTP_PROXY`
 //! would set the program's outbound proxy: "httpoxy"), names holding `_`
 //! (they would pass for the `-` names) and `Authorization` (the password,
-//! unless `pass_authorization`); cookies join with `; `.
+//! unless `pass_authorization`); cookies join with `; `. The section's
+//! `environment` comes first, so the request's variables win over it.
 //!
 //! Configuration section `cgi` (IIS's `cgi` section), per location:
 //! - `timeout` (seconds, default 90; the pipeline's `timeouts.execution`
 //!   also bounds the wait);
 //! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's
 //!   default);
-//! - `max_response_size` (bytes, default 64 MiB);
+//! - `response_buffer_limit` (bytes, default 4,194,304, as FastCgi's):
+//!   output kept before the response is flushed; `0` passes each piece on
+//!   at once;
+//! - `environment` (a table of names and values for the programs);
 //! - `max_instances` (default: 4 per core; read from the location of the
 //!   first request that runs a program, so set it at server level);
 //! - `pass_authorization` (default false).
 //!
 //! Not done: local redirects (a `Location` that is a path is sent
-//! to the client as a 302), non-parsed-header programs, and streaming: the
-//! program's output goes out once it has ended.
+//! to the client as a 302) and non-parsed-header programs.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -62,19 +69,22 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU16};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use riis_pipeline::bytes::{Buf, Bytes};
+use riis_pipeline::bytes::{Buf, Bytes, BytesMut};
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
-    CompletionHandle, CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration,
-    RequestNotification, RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+    CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
+    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
 };
 use serde::Deserialize;
 
 use crate::background::Background;
-use crate::gateway::{parse_output, BodyError, ErrorLog};
+use crate::gateway::{parse_head, BodyError, ErrorLog};
+use crate::relay::{End, Receiver, Relay, Step};
 use crate::spooled_body::{BodySpool, SpooledBody};
 
 /// The `cgi` configuration section.
@@ -86,12 +96,15 @@ pub struct CgiConfig {
     pub timeout: u64,
     /// The longest request body passed on.
     pub max_request_body: u64,
-    /// The longest output read.
-    pub max_response_size: u64,
+    /// Output kept before the response is flushed to the client.
+    pub response_buffer_limit: u64,
     /// Programs running at once (0: 4 per core).
     pub max_instances: usize,
     /// Whether `Authorization` is passed as `HTTP_AUTHORIZATION`.
     pub pass_authorization: bool,
+    /// Variables added to the programs' environment (the request's own
+    /// meta-variables win over them).
+    pub environment: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for CgiConfig {
@@ -99,9 +112,10 @@ impl Default for CgiConfig {
         Self {
             timeout: 90,
             max_request_body: 30_000_000,
-            max_response_size: 64 * 1024 * 1024,
+            response_buffer_limit: 4_194_304,
             max_instances: 0,
             pass_authorization: false,
+            environment: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -111,16 +125,30 @@ const READ_SIZE: usize = 64 * 1024;
 /// Programs that may wait for a thread.
 const QUEUED_RUNS: usize = 1024;
 
-/// What a run came to.
-enum Outcome {
-    /// The program's output, whole.
-    Output(Vec<u8>),
+/// How a run failed: the substatus of its 502, and why.
+struct Failure(u16, String);
+
+impl Failure {
+    /// It could not start, or the request ended under it (502.0).
+    fn other(why: impl Into<String>) -> Self {
+        Self(0, why.into())
+    }
+
     /// It ran past its time (502.1).
-    TimedOut,
-    /// It wrote more than it may (502).
-    TooLarge,
-    /// It could not start.
-    Failed(String),
+    fn timed_out(timeout: Duration) -> Self {
+        Self(
+            1,
+            format!(
+                "the program ran longer than cgi.timeout ({} s) and was ended",
+                timeout.as_secs()
+            ),
+        )
+    }
+
+    /// Its output was no CGI response (502.2).
+    fn bad_output(why: impl Into<String>) -> Self {
+        Self(2, why.into())
+    }
 }
 
 /// The process groups of the programs running now, so that shutdown (the
@@ -151,22 +179,39 @@ struct Run {
     command: Command,
     program: PathBuf,
     body: SpooledBody,
-    /// From when the request asked: time spent waiting for a thread counts.
-    deadline: Instant,
-    max_output: u64,
-    result: Arc<Mutex<Option<Outcome>>>,
-    done: CompletionHandle,
+    /// `cgi.timeout`: the time the program may take from when the request
+    /// asked (time spent waiting for a thread counts), not counting the
+    /// time it waits for the client to take its output.
+    timeout: Duration,
+    /// The output goes to the request through it.
+    relay: Arc<Relay>,
+    /// The substatus of a failure's 502, for the request to read.
+    substatus: Arc<AtomicU16>,
     /// Set when the request ended without waiting for the program (the
     /// client went away, `timeouts.execution`, shutdown).
-    cancelled: Arc<std::sync::atomic::AtomicBool>,
+    cancelled: Arc<AtomicBool>,
     running: Arc<Running>,
 }
 
-/// Runs a program to its end (or its deadline) and reads its output.
+impl Run {
+    /// When the program's time runs out.
+    fn deadline(&self) -> Instant {
+        self.relay.deadline_for_backend(self.timeout)
+    }
+}
+
+/// Runs a program to its end (or its deadline), passing its output on as
+/// it comes.
 fn run(mut job: Run) {
-    let outcome = execute(&mut job);
-    *job.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-    job.done.post_completion(0);
+    let end = match execute(&mut job) {
+        Ok(()) => End::Complete,
+        Err(Failure(substatus, why)) => {
+            job.substatus.store(substatus, SeqCst);
+            End::Failed(StatusCode::BAD_GATEWAY, why)
+        }
+    };
+    job.relay.end_upload();
+    job.relay.finish(end);
 }
 
 /// How long a program that ended its output may take to exit before its
@@ -175,26 +220,27 @@ const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// How often a running program's request is looked at for cancellation.
 const CANCEL_CHECK: Duration = Duration::from_millis(100);
 
-fn execute(job: &mut Run) -> Outcome {
-    use std::os::fd::AsFd;
-    use std::sync::atomic::Ordering::SeqCst;
+/// How long the thread waits at once for the client to take output while
+/// the program's other pipes are open.
+const ROOM_CHECK: Duration = Duration::from_millis(10);
+
+fn execute(job: &mut Run) -> Result<(), Failure> {
     if job.cancelled.load(SeqCst) || job.running.stopped.load(SeqCst) {
-        return Outcome::Failed("the request ended before the program started".into());
+        return Err(Failure::other(
+            "the request ended before the program started",
+        ));
     }
-    if Instant::now() >= job.deadline {
-        return Outcome::TimedOut;
+    if Instant::now() >= job.deadline() {
+        return Err(Failure::timed_out(job.timeout));
     }
-    let mut child = match job
+    let mut child = job
         .command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => return Outcome::Failed(format!("cannot start {}: {e}", job.program.display())),
-    };
+        .map_err(|e| Failure::other(format!("cannot start {}: {e}", job.program.display())))?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     job.running
         .groups
@@ -211,15 +257,51 @@ fn execute(job: &mut Run) -> Outcome {
     if job.running.stopped.load(SeqCst) {
         kill();
     }
-    // All three pipes are served from this thread with poll(2), none
-    // blocking: no thread outlives the run, whatever a descendant holds.
-    let mut stdin = child.stdin.take();
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
+    let mut pipes = Pipes {
+        stdin: child.stdin.take(),
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+    };
+    let ended = pump(job, pid, &mut pipes);
+    if ended.is_ok() {
+        // The output ended: the program has a moment to exit, then its
+        // group goes.
+        wait_for_exit(
+            pid,
+            (Instant::now() + EXIT_GRACE).min(job.deadline()),
+            &job.cancelled,
+        );
+    }
+    // Our ends of the pipes close here: nothing is left to block on them.
+    drop(pipes);
+    kill();
+    job.running
+        .groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&pid.as_raw());
+    let _ = child.wait();
+    ended
+}
+
+/// A running program's pipes; each is dropped (closed) when done with.
+struct Pipes {
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Option<std::process::ChildStdout>,
+    stderr: Option<std::process::ChildStderr>,
+}
+
+/// Feeds the program its input and passes its output on until the output
+/// ends (or the program exited and `EXIT_GRACE` passed: a descendant may
+/// hold the output open), its time runs out, or the request ends. All three
+/// pipes are served from this thread with poll(2), none blocking: no thread
+/// outlives the run, whatever a descendant holds.
+fn pump(job: &mut Run, pid: nix::unistd::Pid, pipes: &mut Pipes) -> Result<(), Failure> {
+    use std::os::fd::AsFd;
     for fd in [
-        stdin.as_ref().map(|p| p.as_fd()),
-        stdout.as_ref().map(|p| p.as_fd()),
-        stderr.as_ref().map(|p| p.as_fd()),
+        pipes.stdin.as_ref().map(|p| p.as_fd()),
+        pipes.stdout.as_ref().map(|p| p.as_fd()),
+        pipes.stderr.as_ref().map(|p| p.as_fd()),
     ]
     .into_iter()
     .flatten()
@@ -231,27 +313,33 @@ fn execute(job: &mut Run) -> Outcome {
     // The part of the body read back and not yet taken by the program.
     let mut piece = Bytes::new();
     if body.is_empty() {
-        stdin = None;
+        pipes.stdin = None;
     }
     let program = job.program.display().to_string();
     let mut errors = ErrorLog::new("CGI", &program);
-    let mut output = Vec::new();
-    let mut ending = None;
+    let mut output = Output::default();
     let mut buffer = vec![0u8; 64 * 1024];
-    // Set once the leader has exited: what it wrote is served after this,
-    // even if a descendant holds the output open.
+    // Set once the leader has exited: the response ends after this, even
+    // if a descendant holds the output open.
     let mut grace_until: Option<Instant> = None;
-    while stdout.is_some() {
+    while pipes.stdout.is_some() {
         if job.cancelled.load(SeqCst) {
-            ending = Some(Outcome::Failed(
-                "the request ended while the program ran".into(),
-            ));
-            break;
+            return Err(Failure::other("the request ended while the program ran"));
+        }
+        // Read no more while the client has not taken enough: the
+        // program then waits on its full pipe, and the wait does not count
+        // against its time.
+        let mut room = job.relay.has_room();
+        if !room {
+            let others = pipes.stdin.is_some() || pipes.stderr.is_some();
+            room = job
+                .relay
+                .wait_for_room_blocking(if others { ROOM_CHECK } else { CANCEL_CHECK });
         }
         let now = Instant::now();
-        if now >= job.deadline {
-            ending = Some(Outcome::TimedOut);
-            break;
+        let deadline = job.deadline();
+        if now >= deadline {
+            return Err(Failure::timed_out(job.timeout));
         }
         if grace_until.is_none() && has_exited(pid) {
             grace_until = Some(now + EXIT_GRACE);
@@ -259,64 +347,59 @@ fn execute(job: &mut Run) -> Outcome {
         if grace_until.is_some_and(|t| now >= t) {
             break;
         }
-        let limit = grace_until.map_or(job.deadline, |t| t.min(job.deadline));
-        let wait = nix::poll::PollTimeout::try_from(
-            limit
-                .saturating_duration_since(now)
-                .min(CANCEL_CHECK)
-                .as_millis() as i32,
-        )
-        .unwrap_or(nix::poll::PollTimeout::ZERO);
+        let limit = grace_until.map_or(deadline, |t| t.min(deadline));
+        let wait = if room {
+            limit.saturating_duration_since(now).min(CANCEL_CHECK)
+        } else {
+            Duration::ZERO
+        };
+        let wait = nix::poll::PollTimeout::try_from(wait.as_millis() as i32)
+            .unwrap_or(nix::poll::PollTimeout::ZERO);
+        let watch_out = if room { pipes.stdout.as_ref() } else { None };
         let (ready_out, ready_err, ready_in) = {
             let mut fds = Vec::with_capacity(3);
-            if let Some(p) = &stdout {
-                fds.push(nix::poll::PollFd::new(
-                    p.as_fd(),
+            let mut at = [None; 3];
+            for (i, (fd, flags)) in [
+                (watch_out.map(|p| p.as_fd()), nix::poll::PollFlags::POLLIN),
+                (
+                    pipes.stderr.as_ref().map(|p| p.as_fd()),
                     nix::poll::PollFlags::POLLIN,
-                ));
-            }
-            if let Some(p) = &stderr {
-                fds.push(nix::poll::PollFd::new(
-                    p.as_fd(),
-                    nix::poll::PollFlags::POLLIN,
-                ));
-            }
-            if let Some(p) = &stdin {
-                fds.push(nix::poll::PollFd::new(
-                    p.as_fd(),
+                ),
+                (
+                    pipes.stdin.as_ref().map(|p| p.as_fd()),
                     nix::poll::PollFlags::POLLOUT,
-                ));
+                ),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if let Some(fd) = fd {
+                    at[i] = Some(fds.len());
+                    fds.push(nix::poll::PollFd::new(fd, flags));
+                }
+            }
+            if fds.is_empty() {
+                continue;
             }
             match nix::poll::poll(&mut fds, wait) {
                 Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
                 Ok(_) => {}
-                Err(_) => break,
+                Err(e) => return Err(Failure::other(format!("poll: {e}"))),
             }
             let ready = |i: usize| {
-                fds.get(i)
+                at[i]
+                    .and_then(|i| fds.get(i))
                     .and_then(|f| f.revents())
                     .is_some_and(|r| !r.is_empty())
             };
-            let err_at = 1;
-            let in_at = 1 + usize::from(stderr.is_some());
-            (
-                ready(0),
-                stderr.is_some() && ready(err_at),
-                stdin.is_some() && ready(in_at),
-            )
+            (ready(0), ready(1), ready(2))
         };
         if ready_in {
-            if let Some(pipe) = &mut stdin {
+            if let Some(pipe) = &mut pipes.stdin {
                 if piece.is_empty() {
-                    match body.piece(fed, 64 * 1024) {
-                        Ok(next) => piece = next,
-                        Err(e) => {
-                            ending = Some(Outcome::Failed(format!(
-                                "the request body could not be read back: {e}"
-                            )));
-                            break;
-                        }
-                    }
+                    piece = body.piece(fed, 64 * 1024).map_err(|e| {
+                        Failure::other(format!("the request body could not be read back: {e}"))
+                    })?;
                 }
                 match pipe.write(&piece) {
                     Ok(n) => {
@@ -330,63 +413,82 @@ fn execute(job: &mut Run) -> Outcome {
                 }
             }
             if fed >= body.len() {
-                stdin = None; // end of input
+                pipes.stdin = None; // end of input
             }
         }
         if ready_err {
-            if let Some(pipe) = &mut stderr {
+            if let Some(pipe) = &mut pipes.stderr {
                 match pipe.read(&mut buffer) {
-                    Ok(0) => stderr = None,
+                    Ok(0) => pipes.stderr = None,
                     Ok(n) => errors.take(&buffer[..n]),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                        ) => {}
-                    Err(_) => stderr = None,
+                    Err(e) if is_retry(&e) => {}
+                    Err(_) => pipes.stderr = None,
                 }
             }
         }
         if ready_out {
-            if let Some(pipe) = &mut stdout {
+            if let Some(pipe) = &mut pipes.stdout {
                 match pipe.read(&mut buffer) {
-                    Ok(0) => stdout = None,
-                    Ok(n) => {
-                        output.extend_from_slice(&buffer[..n]);
-                        if output.len() as u64 > job.max_output {
-                            ending = Some(Outcome::TooLarge);
-                            break;
-                        }
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                        ) => {}
-                    Err(_) => stdout = None,
+                    Ok(0) => pipes.stdout = None,
+                    Ok(n) => output.take(&buffer[..n], &job.relay)?,
+                    Err(e) if is_retry(&e) => {}
+                    Err(_) => pipes.stdout = None,
                 }
             }
         }
     }
-    if ending.is_none() && grace_until.is_none() {
-        // The output ended: the program has a moment to exit, then its
-        // group goes and what it wrote is served.
-        wait_for_exit(
-            pid,
-            (Instant::now() + EXIT_GRACE).min(job.deadline),
-            &job.cancelled,
-        );
+    output.end()
+}
+
+/// Whether a pipe's error only says "not now".
+fn is_retry(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// The program's output on its way: its header block until that is
+/// whole, then body pieces, each passed on as it comes.
+#[derive(Default)]
+struct Output {
+    /// The header block so far; `None` once it was passed on.
+    head: Option<BytesMut>,
+    /// The head was passed on.
+    answered: bool,
+}
+
+impl Output {
+    fn take(&mut self, bytes: &[u8], relay: &Relay) -> Result<(), Failure> {
+        if self.answered {
+            relay.deliver_body_blocking(Bytes::copy_from_slice(bytes));
+            return Ok(());
+        }
+        let pending = self.head.get_or_insert_with(BytesMut::new);
+        pending.extend_from_slice(bytes);
+        match parse_head(pending).map_err(Failure::bad_output)? {
+            Some((head, used)) => {
+                let rest = pending.split_off(used).freeze();
+                self.head = None;
+                self.answered = true;
+                relay.deliver_head(head);
+                relay.deliver_body_blocking(rest);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
-    // Our ends of the pipes close here: nothing is left to block on them.
-    drop((stdin, stdout, stderr));
-    kill();
-    job.running
-        .groups
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&pid.as_raw());
-    let _ = child.wait();
-    ending.unwrap_or(Outcome::Output(output))
+
+    /// The output ended: whether it was a response.
+    fn end(self) -> Result<(), Failure> {
+        if self.answered {
+            Ok(())
+        } else {
+            Err(Failure::bad_output(
+                "the output has no complete header block",
+            ))
+        }
+    }
 }
 
 /// Makes a pipe end non-blocking, for the poll loop.
@@ -444,8 +546,8 @@ enum State {
     Idle,
     /// Reading the request body.
     Reading(BodySpool),
-    /// The program runs; its outcome arrives here.
-    Running(Arc<Mutex<Option<Outcome>>>),
+    /// The program runs; its output arrives through the relay.
+    Running(Arc<Relay>),
 }
 
 /// The module instance: one per request.
@@ -453,16 +555,22 @@ pub struct Cgi {
     config: Section<CgiConfig>,
     shared: Arc<Shared>,
     state: State,
+    /// Takes the program's output into the response.
+    receiver: Receiver,
+    /// The substatus of the run's failure (see `Failure`).
+    substatus: Arc<AtomicU16>,
     /// Tells the program's thread the request is gone.
-    cancelled: Arc<std::sync::atomic::AtomicBool>,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl Drop for Cgi {
     /// The request ended: a program still queued does not start, one still
     /// running is ended.
     fn drop(&mut self) {
-        self.cancelled
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancelled.store(true, SeqCst);
+        if let State::Running(relay) = &self.state {
+            relay.cancel();
+        }
     }
 }
 
@@ -481,27 +589,18 @@ impl Cgi {
     }
 
     fn start(&mut self, ctx: &mut HttpContext, body: SpooledBody) -> RequestNotificationStatus {
-        let config = ctx.config(self.config);
-        let (timeout, max_output, max_instances, pass_authorization) = (
-            Duration::from_secs(config.timeout),
-            config.max_response_size,
-            config.max_instances,
-            config.pass_authorization,
-        );
         let program = ctx.physical_path().to_path_buf();
-        let command = command(ctx, &program, body.len(), pass_authorization);
-        let result = Arc::new(Mutex::new(None));
-        let now = Instant::now();
+        let config = ctx.config(self.config);
+        let (timeout, max_instances) = (Duration::from_secs(config.timeout), config.max_instances);
+        let command = command(ctx, config, &program, body.len());
+        let relay = Arc::new(Relay::new(ctx.completion_handle(), timeout));
         let job = Run {
             command,
             program,
             body,
-            deadline: now
-                .checked_add(timeout)
-                .unwrap_or(now + Duration::from_secs(86_400)),
-            max_output,
-            result: result.clone(),
-            done: ctx.completion_handle(),
+            timeout,
+            relay: relay.clone(),
+            substatus: self.substatus.clone(),
             cancelled: self.cancelled.clone(),
             running: self.shared.running.clone(),
         };
@@ -513,8 +612,27 @@ impl Cgi {
                 "too many CGI programs running and waiting",
             );
         }
-        self.state = State::Running(result);
+        self.state = State::Running(relay);
         RequestNotificationStatus::Pending
+    }
+
+    /// Takes what the program wrote into the response.
+    fn answer(&mut self, ctx: &mut HttpContext, relay: Arc<Relay>) -> RequestNotificationStatus {
+        let limit = ctx.config(self.config).response_buffer_limit;
+        match self.receiver.take(ctx, &relay, limit) {
+            Step::Wait | Step::Flushing => {
+                self.state = State::Running(relay);
+                RequestNotificationStatus::Pending
+            }
+            Step::Done => {
+                ctx.set_request_handled();
+                RequestNotificationStatus::Continue
+            }
+            Step::Failed(status, why) => {
+                let substatus = self.substatus.load(SeqCst);
+                fail(ctx, status, substatus, &why)
+            }
+        }
     }
 }
 
@@ -563,12 +681,13 @@ fn fail(
     finished
 }
 
-/// The program's command: its path, folder and RFC 3875 environment.
+/// The program's command: its path, folder and environment (the
+/// section's `environment`, then the RFC 3875 meta-variables).
 fn command(
     ctx: &HttpContext,
+    config: &CgiConfig,
     program: &std::path::Path,
     body_len: u64,
-    pass_authorization: bool,
 ) -> Command {
     let mut command = Command::new(program);
     if let Some(folder) = program.parent() {
@@ -576,13 +695,14 @@ fn command(
     }
     command.env_clear();
     command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    command.envs(&config.environment);
     let root = &ctx.virtual_directory().physical_path;
     crate::gateway::meta_variables(
         ctx,
         program,
         root,
         body_len,
-        pass_authorization,
+        config.pass_authorization,
         |name, value| {
             command.env(name, OsString::from_vec(value.to_vec()));
         },
@@ -641,44 +761,7 @@ impl HttpModule for Cgi {
                     }
                 }
             }
-            State::Running(result) => {
-                let outcome = result.lock().unwrap_or_else(|e| e.into_inner()).take();
-                match outcome {
-                    Some(Outcome::Output(output)) => match parse_output(output) {
-                        Ok((head, body)) => {
-                            head.apply(ctx);
-                            ctx.response_mut().write(body);
-                            RequestNotificationStatus::Continue
-                        }
-                        Err(why) => fail(ctx, StatusCode::BAD_GATEWAY, 2, &why),
-                    },
-                    Some(Outcome::TimedOut) => {
-                        let timeout = ctx.config(self.config).timeout;
-                        fail(
-                            ctx,
-                            StatusCode::BAD_GATEWAY,
-                            1,
-                            &format!("the program ran longer than cgi.timeout ({timeout} s) and was ended"),
-                        )
-                    }
-                    Some(Outcome::TooLarge) => {
-                        let max = ctx.config(self.config).max_response_size;
-                        fail(
-                            ctx,
-                            StatusCode::BAD_GATEWAY,
-                            0,
-                            &format!("the program wrote more than cgi.max_response_size ({max} bytes) and was ended"),
-                        )
-                    }
-                    Some(Outcome::Failed(why)) => fail(ctx, StatusCode::BAD_GATEWAY, 0, &why),
-                    None => fail(
-                        ctx,
-                        StatusCode::BAD_GATEWAY,
-                        0,
-                        "the program's outcome was lost",
-                    ),
-                }
-            }
+            State::Running(relay) => self.answer(ctx, relay),
         }
     }
 }
@@ -726,6 +809,8 @@ impl riis_pipeline::HttpModuleFactory for Factory {
             config: self.config,
             shared: self.shared.clone(),
             state: State::Idle,
+            receiver: Receiver::default(),
+            substatus: Arc::default(),
             cancelled: Arc::default(),
         }))
     }

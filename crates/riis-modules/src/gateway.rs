@@ -4,7 +4,6 @@
 //! output.
 
 use crate::spooled_body::BodySpool;
-use riis_pipeline::bytes::Bytes;
 use riis_pipeline::http::header::{self, HeaderName, HeaderValue};
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::HttpContext;
@@ -449,17 +448,6 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
     )))
 }
 
-/// Splits an application's whole output into its head and body.
-pub(crate) fn parse_output(output: Vec<u8>) -> Result<(ResponseHead, Bytes), String> {
-    match parse_head(&output)? {
-        Some((head, used)) => {
-            let mut body = Bytes::from(output);
-            Ok((head, body.split_off(used)))
-        }
-        None => Err("the output has no complete header block".into()),
-    }
-}
-
 /// An application's error output (standard error, FastCGI's `FCGI_STDERR`),
 /// logged as it comes: at most 100 lines of at most 1 KiB each, the rest
 /// dropped, so a chatty application cannot flood the server's log.
@@ -512,6 +500,18 @@ impl Drop for ErrorLog<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use riis_pipeline::bytes::Bytes;
+
+    /// Splits an application's whole output into its head and body.
+    fn parse_output(output: Vec<u8>) -> Result<(ResponseHead, Bytes), String> {
+        match parse_head(&output)? {
+            Some((head, used)) => {
+                let mut body = Bytes::from(output);
+                Ok((head, body.split_off(used)))
+            }
+            None => Err("the output has no complete header block".into()),
+        }
+    }
 
     #[test]
     fn output_is_split_into_status_headers_and_body() {

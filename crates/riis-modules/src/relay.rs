@@ -1,5 +1,6 @@
 //! How a backend's answer reaches a request: shared by the handlers that
-//! run their exchange as a task beside the request (FastCgi, ReverseProxy).
+//! run their exchange as a task beside the request (FastCgi, ReverseProxy),
+//! or on a thread of their own (Cgi, through the `_blocking` calls).
 //!
 //! The task leaves the response head, body pieces and the end in a
 //! [`Relay`], and wakes the request (parked, Pending) through its
@@ -166,6 +167,9 @@ pub(crate) struct Relay {
     inbox: Mutex<Inbox>,
     /// The request took output: the task may read on.
     space: Notify,
+    /// The same, for a producer on a thread of its own (see
+    /// [`Relay::wait_for_room_blocking`]); waited on with the inbox's lock.
+    room: std::sync::Condvar,
     cancelled: AtomicBool,
     cancel: Notify,
     /// The exchange's task is done (or the request gone): a streamed body
@@ -207,6 +211,7 @@ impl Relay {
                 ..Inbox::default()
             }),
             space: Notify::new(),
+            room: std::sync::Condvar::new(),
             cancelled: AtomicBool::new(false),
             over: AtomicBool::new(false),
             body_given: AtomicBool::new(false),
@@ -230,6 +235,7 @@ impl Relay {
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
         self.cancel.notify_one();
+        self.room.notify_all();
         self.end_upload();
     }
 
@@ -294,6 +300,66 @@ impl Relay {
     /// Passes a body piece on, then waits while the request has too much
     /// untaken. Small pieces are copied together.
     pub(crate) async fn deliver_body(&self, piece: Bytes) {
+        self.queue_body(piece);
+        if self.lock().queued >= MAILBOX_LIMIT {
+            let since = self.start_client_wait();
+            while self.lock().queued >= MAILBOX_LIMIT {
+                self.space.notified().await;
+            }
+            self.end_client_wait(since);
+        }
+    }
+
+    /// [`Relay::deliver_body`] for a producer on a thread of its own, which
+    /// has more to watch than the request: passes the piece on without
+    /// waiting. While [`Relay::has_room`] is false, it should read no more
+    /// and call [`Relay::wait_for_room_blocking`].
+    pub(crate) fn deliver_body_blocking(&self, piece: Bytes) {
+        self.queue_body(piece);
+    }
+
+    /// Whether the request has taken enough that the producer may read on.
+    pub(crate) fn has_room(&self) -> bool {
+        self.lock().queued < MAILBOX_LIMIT
+    }
+
+    /// Waits up to `most` for the request to make room; the wait counts
+    /// as the client's, not the backend's (see
+    /// [`Relay::deadline_for_backend`]). Whether there is room now.
+    pub(crate) fn wait_for_room_blocking(&self, most: Duration) -> bool {
+        let since = self.start_client_wait();
+        let inbox = self.lock();
+        let (inbox, _) = self
+            .room
+            .wait_timeout_while(inbox, most, |inbox| {
+                inbox.queued >= MAILBOX_LIMIT && !self.cancelled.load(Ordering::SeqCst)
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        let room = inbox.queued < MAILBOX_LIMIT;
+        drop(inbox);
+        self.end_client_wait(since);
+        room
+    }
+
+    /// Notes that the producer waits for the client to take output; the
+    /// time it started (milliseconds since `started`).
+    fn start_client_wait(&self) -> u64 {
+        let since = self.started.elapsed().as_millis() as u64;
+        self.client_wait_since.store(since, Ordering::Relaxed);
+        self.waiting_for_client.store(true, Ordering::Relaxed);
+        since
+    }
+
+    /// The wait that started at `since` is over.
+    fn end_client_wait(&self, since: u64) {
+        self.waiting_for_client.store(false, Ordering::Relaxed);
+        let waited = (self.started.elapsed().as_millis() as u64).saturating_sub(since);
+        self.client_waited.fetch_add(waited, Ordering::Relaxed);
+        self.mark_activity();
+    }
+
+    /// Queues a body piece for the request, waking it once enough waits.
+    fn queue_body(&self, piece: Bytes) {
         if piece.is_empty() {
             return;
         }
@@ -311,18 +377,6 @@ impl Relay {
         };
         if wake {
             self.done.post_completion(0);
-        }
-        if self.lock().queued >= MAILBOX_LIMIT {
-            let since = self.started.elapsed().as_millis() as u64;
-            self.client_wait_since.store(since, Ordering::Relaxed);
-            self.waiting_for_client.store(true, Ordering::Relaxed);
-            while self.lock().queued >= MAILBOX_LIMIT {
-                self.space.notified().await;
-            }
-            self.waiting_for_client.store(false, Ordering::Relaxed);
-            let waited = (self.started.elapsed().as_millis() as u64).saturating_sub(since);
-            self.client_waited.fetch_add(waited, Ordering::Relaxed);
-            self.mark_activity();
         }
     }
 
@@ -604,6 +658,7 @@ impl Receiver {
             };
             if !chunks.is_empty() {
                 relay.space.notify_one();
+                relay.room.notify_all();
             }
             let mut send_head = false;
             if let Some(head) = head {

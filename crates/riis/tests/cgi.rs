@@ -2,7 +2,8 @@
 //! environment (without `HTTP_PROXY` or the password), the request body on
 //! standard input, `Status` and other header lines, a program that is not
 //! executable (403.1), one that runs too long (502.1, its process group
-//! ended), bad output (502.2) and output over the limit (502).
+//! ended), bad output (502.2), output that streams as the program writes
+//! it, and git's smart HTTP (`git http-backend`) behind it.
 
 mod common;
 
@@ -89,7 +90,7 @@ modules = ["Cgi"]
 
 [cgi]
 timeout = 1
-max_response_size = 100000
+response_buffer_limit = 100000
 
 [[sites]]
 name = "Cgi"
@@ -99,6 +100,15 @@ bindings = ["127.0.0.1:0"]
             root = root.display()
         ),
     )
+}
+
+/// [`config`] with `line` of it replaced by `by`.
+fn config_changed(dir: &TempDir, line: &str, by: &str) -> PathBuf {
+    let config = config(dir);
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(line), "{line}");
+    std::fs::write(&config, text.replace(line, by)).unwrap();
+    config
 }
 
 /// The status with its substatus, from CustomError's detailed page.
@@ -160,7 +170,12 @@ fn programs_get_the_request_and_make_the_response() {
     let lingers = conn.get("/cgi/lingers.cgi");
     assert_eq!((lingers.status, lingers.text().as_str()), (200, "done"));
     assert_eq!(status_of(&conn.get("/cgi/bad.cgi")), "502.2");
-    assert_eq!(status_of(&conn.get("/cgi/big.cgi")), "502");
+    // Past response_buffer_limit the output streams: none of it is held
+    // whole, and none is refused for its size.
+    let big = conn.get("/cgi/big.cgi");
+    assert_eq!(big.status, 200);
+    assert_eq!(big.body.len(), 200_000);
+    assert!(big.body.iter().all(|&b| b == 0));
 }
 
 #[test]
@@ -300,18 +315,17 @@ fn a_large_body_reaches_the_program_whole() {
 #[test]
 fn a_program_takes_the_path_after_it_as_path_info() {
     let dir = TempDir::new("cgi-path-info");
-    let config = config(&dir);
+    let config = config_changed(
+        &dir,
+        "modules = [\"Cgi\"]",
+        "allow_path_info = true\nmodules = [\"Cgi\"]",
+    );
     program(
         &dir,
         "info.cgi",
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n\
          echo \"script=$SCRIPT_NAME info=$PATH_INFO translated=${PATH_TRANSLATED-unset}\"\n",
     );
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "modules = [\"Cgi\"]",
-        "allow_path_info = true\nmodules = [\"Cgi\"]",
-    );
-    std::fs::write(&config, text).unwrap();
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let root = dir.path().join("www");
 
@@ -332,4 +346,180 @@ fn a_program_takes_the_path_after_it_as_path_info() {
     // Past a program that is not there: nothing runs.
     let resp = Connection::open(server.addr).get("/cgi/none.cgi/a");
     assert_eq!(resp.status, 404);
+}
+
+/// Output goes to the client as the program writes it: with
+/// `response_buffer_limit = 0`, the first line arrives while the program
+/// waits for the test to let it write the second.
+#[test]
+fn output_streams_as_the_program_writes_it() {
+    use std::io::Write;
+    let dir = TempDir::new("cgi-stream");
+    let config = config_changed(
+        &dir,
+        "response_buffer_limit = 100000",
+        "response_buffer_limit = 0",
+    );
+    program(
+        &dir,
+        "stream.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nfirst\\n'\n\
+         i=0\nwhile [ ! -e \"$DOCUMENT_ROOT/../go\" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n\
+         echo second\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /cgi/stream.cgi HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, &mut got, b"first\n");
+    assert!(
+        !got.windows(6).any(|w| w == b"second"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    read_until(&mut stream, &mut got, b"second\n");
+    read_until(&mut stream, &mut got, b"0\r\n\r\n");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{text}"
+    );
+}
+
+/// Reads from `stream` onto `got` until it holds `what`.
+fn read_until(stream: &mut std::net::TcpStream, got: &mut Vec<u8>, what: &[u8]) {
+    use std::io::Read;
+    let mut buffer = [0u8; 4096];
+    while !got.windows(what.len()).any(|w| w == what) {
+        let n = stream.read(&mut buffer).unwrap_or(0);
+        assert!(
+            n > 0,
+            "the response ended before {:?}: {}",
+            String::from_utf8_lossy(what),
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&buffer[..n]);
+    }
+}
+
+/// `git http-backend`, Git's own CGI program, behind Cgi: a push over
+/// smart HTTP (the pack in the request body) and a clone of what was
+/// pushed (a pack of several MiB streamed back), with the repository path
+/// after the program's name as PATH_INFO and the section's `environment`
+/// telling it where the repositories are. Outside CI a machine without git
+/// skips the test; in CI that is a failure.
+#[test]
+fn git_clones_and_pushes_through_git_http_backend() {
+    let backend = Path::new("/usr/lib/git-core/git-http-backend");
+    let git = common::find_versioned_program("git", &[]);
+    let Some(git) = git.filter(|_| backend.is_file()) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "git or git-http-backend is missing (CI installs it: apt-get install git)"
+        );
+        eprintln!("skipped: git is not installed");
+        return;
+    };
+    let dir = TempDir::new("cgi-git");
+    let repos = dir.path().join("repos");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&git)
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.test"])
+            .args(["-c", "http.proxy=", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let bare = repos.join("project.git");
+    run(&["init", "--bare", bare.to_str().unwrap()]);
+    run(&[
+        "-C",
+        bare.to_str().unwrap(),
+        "config",
+        "http.receivepack",
+        "true",
+    ]);
+    let work = dir.path().join("work");
+    run(&["init", work.to_str().unwrap()]);
+    // Several MiB that do not compress: the pack streams back in pieces.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..3 * 1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(work.join("noise.bin"), &noise).unwrap();
+    std::fs::write(work.join("README"), "pushed through riis\n").unwrap();
+    run(&["-C", work.to_str().unwrap(), "add", "."]);
+    run(&["-C", work.to_str().unwrap(), "commit", "-q", "-m", "first"]);
+
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "CustomError"
+[[modules]]
+name = "Cgi"
+
+[[sites]]
+name = "Git"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/git"
+physical_path = '/usr/lib/git-core'
+cgi = {{ response_buffer_limit = 65536, environment = {{ GIT_PROJECT_ROOT = '{repos}', GIT_HTTP_EXPORT_ALL = "1" }} }}
+[[sites.locations.handlers]]
+name = "GitHttpBackend"
+path = "git-http-backend"
+resource_type = "File"
+allow_path_info = true
+modules = ["Cgi"]
+"#,
+            root = root.display(),
+            repos = repos.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let url = format!("http://{}/git/git-http-backend/project.git", server.addr);
+    run(&[
+        "-C",
+        work.to_str().unwrap(),
+        "push",
+        "-q",
+        &url,
+        "HEAD:refs/heads/main",
+    ]);
+    let clone = dir.path().join("clone");
+    run(&["clone", "-q", &url, clone.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(clone.join("README")).unwrap(),
+        "pushed through riis\n"
+    );
+    assert!(std::fs::read(clone.join("noise.bin")).unwrap() == noise);
+    server.terminate();
 }
