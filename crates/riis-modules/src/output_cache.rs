@@ -4,8 +4,9 @@
 //!
 //! Registers for:
 //!
-//! - **ResolveRequestCache**: a GET whose location caches (`policy` other
-//!   than `DontCache`) is looked up by its key: the site, the path, the
+//! - **ResolveRequestCache**: a GET (or a HEAD, answered from its GET's
+//!   entry, which never stores or counts) whose location caches (`policy`
+//!   other than `DontCache`) is looked up by its key: the site, the path, the
 //!   query string (or the parameters `vary_by_query_string` names,
 //!   decoded and in any case) and the request headers `vary_by_headers`
 //!   names, with the local port, the host and (with `cache_authenticated`)
@@ -316,10 +317,11 @@ const NOT_STORED: [HeaderName; 5] = [
 ];
 
 /// The cache key of a request under `config`, or `None` when the request
-/// is not one the cache answers.
+/// is not one the cache answers. A HEAD request has its GET's key: it is
+/// answered from the GET's entry (the server sends the head only).
 fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     let req = ctx.request();
-    if *req.method() != Method::GET
+    if !matches!(*req.method(), Method::GET | Method::HEAD)
         || ctx.child_depth() != 0
         || CONDITIONAL.iter().any(|h| req.headers().contains_key(h))
     {
@@ -414,12 +416,15 @@ impl HttpModule for OutputCache {
             return RequestNotificationStatus::Continue;
         };
         let (threshold, period) = (config.frequent_hit_threshold, config.frequent_hit_period);
+        // A HEAD is answered from a GET's entry, but neither counts
+        // towards storing one nor stores its own (it has no body to keep).
+        let is_head = *ctx.request().method() == Method::HEAD;
         let now = Instant::now();
         let found = {
             let mut store = self.shared.store();
             let found = store.entries.get(key.as_str()).cloned();
             if found.is_none() {
-                if store.count(&key, threshold, period, now) {
+                if !is_head && store.count(&key, threshold, period, now) {
                     drop(store);
                     self.candidate = Some(key);
                 }
@@ -452,7 +457,7 @@ impl HttpModule for OutputCache {
             }
             let mut store = self.shared.store();
             store.remove_if_same(&key, &entry);
-            if store.count(&key, threshold, period, now) {
+            if !is_head && store.count(&key, threshold, period, now) {
                 drop(store);
                 self.candidate = Some(key);
             }

@@ -1090,8 +1090,9 @@ impl RequestExecution {
             }
             (4, false) => {
                 ctx.mapped = true;
-                let handlers = ctx.location().handlers.clone();
-                let chosen = if handlers.iter().any(|h| h.allow_path_info) {
+                let location = ctx.location();
+                let (handlers, splits_paths) = (location.handlers.clone(), location.splits_paths);
+                let chosen = if splits_paths {
                     // Each script a URL may name is probed in turn, which
                     // changes the context: the choice works on copies.
                     let url = ctx.request.url().to_owned();

@@ -295,6 +295,29 @@ impl HandlerMapping {
             .is_none_or(|verbs| verbs.iter().any(|v| v == method))
     }
 
+    /// Whether the handler takes a request of `method` for a path it
+    /// matched, whose resource `kind` tells; `failure` is raised to the
+    /// reason if not.
+    #[inline]
+    fn accepts(
+        &self,
+        method: &Method,
+        failure: &mut MappingFailure,
+        kind: impl FnOnce() -> Option<ResourceKind>,
+    ) -> bool {
+        if !self.verb_matches(method) {
+            if *failure == MappingFailure::NoHandler {
+                *failure = MappingFailure::VerbNotAllowed;
+            }
+            return false;
+        }
+        if self.resource_type != ResourceType::Unspecified && !self.resource_type.accepts(kind()) {
+            *failure = MappingFailure::ResourceNotFound;
+            return false;
+        }
+        true
+    }
+
     /// Whether the path matches, whole or (with `allow_path_info`) as a
     /// script followed by PATH_INFO.
     fn path_matches(&self, url_path: &str) -> bool {
@@ -341,33 +364,31 @@ pub(crate) fn choose_handler(
     let mut failure = MappingFailure::NoHandler;
     let mut kind: Option<Option<ResourceKind>> = None;
     for (index, h) in handlers.iter().enumerate() {
-        // The whole URL first; then, with allow_path_info, each leading
-        // part that names a script, shortest first.
-        let whole = h.path.matches(url_path).then_some(None);
-        let splits = h
-            .allow_path_info
-            .then(|| h.path.script_ends(url_path).map(Some))
-            .into_iter()
-            .flatten();
-        for script_end in whole.into_iter().chain(splits) {
-            if !h.verb_matches(method) {
-                if failure == MappingFailure::NoHandler {
-                    failure = MappingFailure::VerbNotAllowed;
-                }
-                // The verbs are the same for every split.
-                break;
+        if h.path.matches(url_path) {
+            let k = &mut kind;
+            let chosen = h.accepts(method, &mut failure, || {
+                *k.get_or_insert_with(|| probe(None))
+            });
+            if chosen {
+                return Ok(ChosenHandler {
+                    index,
+                    script_end: None,
+                });
             }
-            if h.resource_type != ResourceType::Unspecified {
-                let k = match script_end {
-                    None => *kind.get_or_insert_with(|| probe(None)),
-                    Some(_) => probe(script_end),
-                };
-                if !h.resource_type.accepts(k) {
-                    failure = MappingFailure::ResourceNotFound;
-                    continue;
+        } else if h.allow_path_info {
+            // Each leading part that names a script, shortest first.
+            for end in h.path.script_ends(url_path) {
+                if h.accepts(method, &mut failure, || probe(Some(end))) {
+                    return Ok(ChosenHandler {
+                        index,
+                        script_end: Some(end),
+                    });
+                }
+                if !h.verb_matches(method) {
+                    // The verbs are the same for every split.
+                    break;
                 }
             }
-            return Ok(ChosenHandler { index, script_end });
         }
     }
     Err(failure)

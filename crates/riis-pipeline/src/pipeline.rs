@@ -191,6 +191,9 @@ fn join_root(root: &Path, url: &str) -> PathBuf {
 pub struct Location {
     pub(crate) path: String,
     pub(crate) handlers: Arc<[HandlerMapping]>,
+    /// A handler of the list has `allow_path_info`: choosing one may look
+    /// at several paths.
+    pub(crate) splits_paths: bool,
     pub(crate) sections: Box<[Arc<dyn Any + Send + Sync>]>,
     /// The virtual directory the location's URLs map into: its own, or the
     /// nearest enclosing location's; `None` for the site's root.
@@ -1079,6 +1082,7 @@ impl PipelineBuilder {
                     });
             locations.push(Location {
                 path: path.to_owned(),
+                splits_paths: handlers.iter().any(|h| h.allow_path_info),
                 handlers,
                 sections: sections.into_boxed_slice(),
                 virtual_directory,

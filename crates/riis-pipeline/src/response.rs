@@ -411,7 +411,13 @@ impl HttpResponse {
     /// In a child request, only what the child wrote is dropped: what the
     /// requests it runs inside wrote before it started stays.
     pub fn clear_entity(&mut self) {
-        self.set_own_chunks(Vec::new());
+        if self.entity_floor == 0 {
+            // Keeps the list's room for what is written next.
+            self.chunks.clear();
+            self.buffered_memory = 0;
+        } else {
+            self.set_chunks_above_floor(Vec::new());
+        }
         self.entity_clears = self.entity_clears.wrapping_add(1);
     }
 
@@ -464,16 +470,23 @@ impl HttpResponse {
     }
 
     /// Replaces the chunks above the floor, keeping the memory count.
+    #[inline]
     fn set_own_chunks(&mut self, chunks: Vec<EntityChunk>) {
-        let floor = self.entity_floor.min(self.chunks.len());
-        if floor == 0 {
+        if self.entity_floor == 0 {
             self.buffered_memory = memory_len(&chunks);
             self.chunks = chunks;
         } else {
-            self.chunks.truncate(floor);
-            self.chunks.extend(chunks);
-            self.buffered_memory = memory_len(&self.chunks);
+            self.set_chunks_above_floor(chunks);
         }
+    }
+
+    /// [`Self::set_own_chunks`] in a child request that has output of the
+    /// requests it runs inside below it.
+    #[cold]
+    fn set_chunks_above_floor(&mut self, chunks: Vec<EntityChunk>) {
+        self.chunks.truncate(self.entity_floor);
+        self.chunks.extend(chunks);
+        self.buffered_memory = memory_len(&self.chunks);
     }
 
     /// Bytes of entity buffered and not yet sent, of the chunks

@@ -196,6 +196,37 @@ fn frequent_urls_are_answered_from_the_cache() {
     server.stop();
 }
 
+/// A HEAD is answered from its GET's entry (the head, with the body's
+/// length), but never stores one nor counts towards storing one.
+#[test]
+fn head_requests_are_answered_from_the_get_entry() {
+    let server = InProcessServer::start(CONFIG, TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+    let head = |conn: &mut Connection, path: &str| {
+        conn.send_raw(format!("HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let resp = conn.read_response(true);
+        assert_eq!(resp.status, 200, "{path}");
+        resp
+    };
+    // HEADs alone: each goes to the handler, and none makes an entry.
+    for _ in 0..3 {
+        head(&mut conn, "/dyn/head");
+    }
+    let first = run(&get(&mut conn, "/dyn/head", ""));
+    assert_eq!(first, 4, "three HEADs ran the handler and stored nothing");
+    let kept = run(&get(&mut conn, "/dyn/head", ""));
+    assert_eq!(run(&get(&mut conn, "/dyn/head", "")), kept, "kept");
+    // Now a HEAD is the entry's head: the handler does not run.
+    let resp = head(&mut conn, "/dyn/head");
+    assert_eq!(
+        resp.header("content-length"),
+        Some(format!("run {kept}").len().to_string().as_str())
+    );
+    assert!(resp.header("age").is_some(), "{:?}", resp.headers);
+    assert_eq!(run(&get(&mut conn, "/dyn/head", "")), kept);
+    server.stop();
+}
+
 #[test]
 fn a_changed_file_and_a_time_period_end_an_entry() {
     let server = InProcessServer::start(CONFIG, TEST_MODULES);
