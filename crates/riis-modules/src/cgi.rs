@@ -60,8 +60,11 @@
 //!   first request that runs a program, so set it at server level);
 //! - `pass_authorization` (default false).
 //!
-//! Not done: local redirects (a `Location` that is a path is sent
-//! to the client as a 302) and non-parsed-header programs.
+//! A local redirect (RFC 3875 §6.2.2: a `Location` that is a path, alone)
+//! is answered by the server: the path runs as a child request, a GET
+//! without the body, its output sent as it comes.
+//!
+//! Not done: non-parsed-header programs.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -75,10 +78,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use riis_pipeline::bytes::{Buf, Bytes, BytesMut};
-use riis_pipeline::http::StatusCode;
+use riis_pipeline::http::{header, Method, StatusCode};
 use riis_pipeline::{
-    CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
-    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+    CompletionInfo, ExecuteFlags, HttpContext, HttpModule, ModuleError, ModuleRegistration,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
 };
 use serde::Deserialize;
 
@@ -187,6 +190,8 @@ struct Run {
     relay: Arc<Relay>,
     /// The substatus of a failure's 502, for the request to read.
     substatus: Arc<AtomicU16>,
+    /// Where a local redirect sends the request.
+    redirect: Arc<Mutex<Option<String>>>,
     /// Set when the request ended without waiting for the program (the
     /// client went away, `timeouts.execution`, shutdown).
     cancelled: Arc<AtomicBool>,
@@ -317,7 +322,10 @@ fn pump(job: &mut Run, pid: nix::unistd::Pid, pipes: &mut Pipes) -> Result<(), F
     }
     let program = job.program.display().to_string();
     let mut errors = ErrorLog::new("CGI", &program);
-    let mut output = Output::default();
+    let mut output = Output {
+        redirect: job.redirect.clone(),
+        ..Output::default()
+    };
     let mut buffer = vec![0u8; 64 * 1024];
     // Set once the leader has exited: the response ends after this, even
     // if a descendant holds the output open.
@@ -454,12 +462,20 @@ fn is_retry(e: &std::io::Error) -> bool {
 struct Output {
     /// The header block so far; `None` once it was passed on.
     head: Option<BytesMut>,
-    /// The head was passed on.
+    /// The head was passed on, or was a local redirect.
     answered: bool,
+    /// A local redirect's path, for the request; what follows it is
+    /// dropped.
+    redirect: Arc<Mutex<Option<String>>>,
+    /// The head was a local redirect.
+    redirected: bool,
 }
 
 impl Output {
     fn take(&mut self, bytes: &[u8], relay: &Relay) -> Result<(), Failure> {
+        if self.redirected {
+            return Ok(());
+        }
         if self.answered {
             relay.deliver_body_blocking(Bytes::copy_from_slice(bytes));
             return Ok(());
@@ -471,6 +487,13 @@ impl Output {
                 let rest = pending.split_off(used).freeze();
                 self.head = None;
                 self.answered = true;
+                if let Some(path) = head.local_redirect {
+                    // RFC 3875 §6.2.2: the server answers the path
+                    // instead; the program's response ends here.
+                    *self.redirect.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+                    self.redirected = true;
+                    return Ok(());
+                }
                 relay.deliver_head(head);
                 relay.deliver_body_blocking(rest);
                 Ok(())
@@ -548,6 +571,9 @@ enum State {
     Reading(BodySpool),
     /// The program runs; its output arrives through the relay.
     Running(Arc<Relay>),
+    /// The program asked for a local redirect: its path runs as a child
+    /// request.
+    Redirected,
 }
 
 /// The module instance: one per request.
@@ -559,6 +585,8 @@ pub struct Cgi {
     receiver: Receiver,
     /// The substatus of the run's failure (see `Failure`).
     substatus: Arc<AtomicU16>,
+    /// Where the program's local redirect sends the request.
+    redirect: Arc<Mutex<Option<String>>>,
     /// Tells the program's thread the request is gone.
     cancelled: Arc<AtomicBool>,
 }
@@ -601,6 +629,7 @@ impl Cgi {
             timeout,
             relay: relay.clone(),
             substatus: self.substatus.clone(),
+            redirect: self.redirect.clone(),
             cancelled: self.cancelled.clone(),
             running: self.shared.running.clone(),
         };
@@ -625,6 +654,14 @@ impl Cgi {
                 RequestNotificationStatus::Pending
             }
             Step::Done => {
+                let redirect = self
+                    .redirect
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                if let Some(path) = redirect {
+                    return self.redirect_locally(ctx, &path);
+                }
                 ctx.set_request_handled();
                 RequestNotificationStatus::Continue
             }
@@ -632,6 +669,38 @@ impl Cgi {
                 let substatus = self.substatus.load(SeqCst);
                 fail(ctx, status, substatus, &why)
             }
+        }
+    }
+
+    /// A local redirect (RFC 3875 §6.2.2): the request is answered by
+    /// `path` instead, as a GET without a body (Apache does the same), run
+    /// as a child request whose output goes to the client as it comes. A
+    /// redirect to the program's own URL, or redirects nested past
+    /// `MAX_CHILD_REQUEST_DEPTH`, fail with 500.
+    fn redirect_locally(&mut self, ctx: &mut HttpContext, path: &str) -> RequestNotificationStatus {
+        let started = ctx.clone_context_with_url(path).and_then(|mut child| {
+            let request = child.request_mut();
+            request.set_method(Method::GET);
+            for name in [
+                header::CONTENT_LENGTH,
+                header::CONTENT_TYPE,
+                header::TRANSFER_ENCODING,
+            ] {
+                request.delete_header(name);
+            }
+            ctx.execute_request(child, ExecuteFlags::default())
+        });
+        match started {
+            Ok(()) => {
+                self.state = State::Redirected;
+                RequestNotificationStatus::Pending
+            }
+            Err(e) => fail(
+                ctx,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                0,
+                &format!("the local redirect to {path} cannot run: {}", e.message),
+            ),
         }
     }
 }
@@ -762,6 +831,10 @@ impl HttpModule for Cgi {
                 }
             }
             State::Running(relay) => self.answer(ctx, relay),
+            State::Redirected => {
+                ctx.set_request_handled();
+                RequestNotificationStatus::Continue
+            }
         }
     }
 }
@@ -811,6 +884,7 @@ impl riis_pipeline::HttpModuleFactory for Factory {
             state: State::Idle,
             receiver: Receiver::default(),
             substatus: Arc::default(),
+            redirect: Arc::default(),
             cancelled: Arc::default(),
         }))
     }

@@ -318,6 +318,10 @@ pub(crate) struct ResponseHead {
     /// streams keeps it, so clients see the size of a large download.
     /// Not an application's own header (FastCgi), which may be wrong.
     pub(crate) length_is_exact: bool,
+    /// The head was a CGI local redirect (RFC 3875 §6.2.2): a `Location`
+    /// that is a path (and query), with no `Status` and no other header
+    /// line. The server answers that path instead; see Cgi.
+    pub(crate) local_redirect: Option<String>,
 }
 
 impl ResponseHead {
@@ -429,8 +433,15 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
     if !location && !content_type && status.is_none() {
         return Err("the output has none of Content-Type, Location and Status".into());
     }
-    // A `Location` without a status redirects (RFC 3875 §6.2.3/§6.2.4; a
-    // local path is sent to the client as well).
+    let local_redirect = match headers.as_slice() {
+        [(name, value)] if status.is_none() && *name == header::LOCATION => value
+            .to_str()
+            .ok()
+            .filter(|v| v.starts_with('/') && !v.starts_with("//"))
+            .map(str::to_owned),
+        _ => None,
+    };
+    // A `Location` without a status redirects (RFC 3875 §6.2.3/§6.2.4).
     let status = status.unwrap_or(if location {
         StatusCode::FOUND
     } else {
@@ -443,6 +454,7 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
             headers,
             content_length,
             length_is_exact: false,
+            local_redirect,
         },
         at,
     )))
@@ -525,6 +537,23 @@ mod tests {
         assert_eq!(&body[..], b"body\n");
         let (redirect, _) = parse_output(b"Location: /elsewhere\n\n".to_vec()).unwrap();
         assert_eq!(redirect.status, StatusCode::FOUND);
+        // A path alone is a local redirect; with a status, another header,
+        // a URL or a scheme-relative `//host` it is the client's.
+        assert_eq!(redirect.local_redirect.as_deref(), Some("/elsewhere"));
+        for output in [
+            &b"Status: 302\nLocation: /elsewhere\n\n"[..],
+            b"Location: /elsewhere\nContent-Type: text/html\n\n",
+            b"Location: http://example.test/\n\n",
+            b"Location: //example.test/\n\n",
+        ] {
+            let (head, _) = parse_output(output.to_vec()).unwrap();
+            assert_eq!(
+                head.local_redirect,
+                None,
+                "{}",
+                String::from_utf8_lossy(output)
+            );
+        }
         // The HTTP layer's own headers are dropped.
         let (framed, _) = parse_output(
             b"Content-Type: text/plain\nContent-Length: 99\nTransfer-Encoding: chunked\n\nx"

@@ -523,3 +523,56 @@ modules = ["Cgi"]
     assert!(std::fs::read(clone.join("noise.bin")).unwrap() == noise);
     server.terminate();
 }
+
+/// A `Location` that is a path, alone (RFC 3875 §6.2.2's local redirect),
+/// has the server answer that path instead, as a GET without the body; a
+/// program that redirects to itself gets 500, not a loop.
+#[test]
+fn a_local_redirect_is_answered_by_the_server() {
+    let dir = TempDir::new("cgi-local-redirect");
+    let config = config(&dir);
+    program(
+        &dir,
+        "local.cgi",
+        "#!/bin/sh\nprintf 'Location: /cgi/env.cgi?from=local\\n\\nignored body'\n",
+    );
+    program(
+        &dir,
+        "self.cgi",
+        "#!/bin/sh\nprintf 'Location: /cgi/self.cgi\\n\\n'\n",
+    );
+    program(
+        &dir,
+        "see-other.cgi",
+        "#!/bin/sh\nprintf 'Status: 303 See Other\\nLocation: /cgi/env.cgi\\n\\n'\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"POST /cgi/local.cgi HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n\
+          Content-Length: 5\r\n\r\nhello",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-program"), Some("env"));
+    let text = resp.text();
+    assert!(
+        text.contains("method=GET query=from=local script=/cgi/env.cgi"),
+        "{text}"
+    );
+    assert!(text.contains("type= length= "), "{text}");
+    assert!(
+        !text.contains("ignored body") && !text.contains("hello"),
+        "{text}"
+    );
+    // The connection goes on.
+    assert_eq!(conn.get("/cgi/status.cgi").status, 203);
+
+    assert_eq!(status_of(&conn.get("/cgi/self.cgi")), "500");
+    // A Location with a status, or with other header lines, goes to the
+    // client.
+    assert_eq!(conn.get("/cgi/redirect.cgi").status, 302);
+    let see_other = conn.get("/cgi/see-other.cgi");
+    assert_eq!(see_other.status, 303);
+    assert_eq!(see_other.header("location"), Some("/cgi/env.cgi"));
+}

@@ -1424,6 +1424,7 @@ fn response_head(
         headers,
         content_length,
         length_is_exact,
+        local_redirect: None,
     }
 }
 
