@@ -45,7 +45,11 @@
 //!   folder): the site's files go in `W3SVC<site id>` under it (created
 //!   0750; files 0640);
 //! - `period`: `"daily"` (default, `u_exYYMMDD.log`), `"hourly"`
-//!   (`u_exYYMMDDHH.log`) or `"monthly"` (`u_exYYMM.log`), by UTC;
+//!   (`u_exYYMMDDHH.log`) or `"monthly"` (`u_exYYMM.log`), by UTC; or
+//!   `"size"` (IIS's `MaxSize`): `u_extend1.log`, `u_extend2.log`, …, a
+//!   new one once the next batch of lines would take the file past
+//!   `max_size` (bytes, default 20,971,520, IIS's `truncateSize`; only with
+//!   `"size"`);
 //! - `fields`: the W3C fields of a line, in order. The default is IIS's:
 //!   `date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username
 //!   c-ip cs(User-Agent) cs(Referer) sc-status sc-substatus
@@ -83,17 +87,72 @@ use serde::Deserialize;
 
 /// The `http_logging` configuration section.
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "RawHttpLoggingConfig")]
 pub struct HttpLoggingConfig {
     /// Whether requests under this location are logged.
     pub enabled: bool,
     /// The folder the sites' log folders go in.
-    #[serde(deserialize_with = "log_directory")]
     pub directory: PathBuf,
     /// How long one file collects lines.
     pub period: LogPeriod,
+    /// With [`LogPeriod::Size`]: the bytes a file grows to before the next
+    /// one starts.
+    pub max_size: u64,
     /// The fields of a line.
     pub fields: LogFields,
+}
+
+/// IIS's `truncateSize` default: 20 MiB.
+const DEFAULT_MAX_SIZE: u64 = 20 * 1024 * 1024;
+
+/// The section as written: `max_size` only with `period = "size"`.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHttpLoggingConfig {
+    enabled: bool,
+    #[serde(deserialize_with = "log_directory")]
+    directory: PathBuf,
+    period: LogPeriod,
+    max_size: Option<u64>,
+    fields: LogFields,
+}
+
+impl Default for RawHttpLoggingConfig {
+    fn default() -> Self {
+        let d = HttpLoggingConfig::default();
+        Self {
+            enabled: d.enabled,
+            directory: d.directory,
+            period: d.period,
+            max_size: None,
+            fields: d.fields,
+        }
+    }
+}
+
+impl TryFrom<RawHttpLoggingConfig> for HttpLoggingConfig {
+    type Error = String;
+
+    fn try_from(raw: RawHttpLoggingConfig) -> Result<Self, String> {
+        let max_size = match (raw.period, raw.max_size) {
+            (LogPeriod::Size, Some(0)) => return Err("max_size must be at least 1 byte".into()),
+            (LogPeriod::Size, size) => size.unwrap_or(DEFAULT_MAX_SIZE),
+            (_, Some(_)) => {
+                return Err(
+                    "max_size applies only with period = \"size\" (files by time roll over by the clock)"
+                        .into(),
+                )
+            }
+            (_, None) => DEFAULT_MAX_SIZE,
+        };
+        Ok(Self {
+            enabled: raw.enabled,
+            directory: raw.directory,
+            period: raw.period,
+            max_size,
+            fields: raw.fields,
+        })
+    }
 }
 
 /// `directory`: a folder this process can write in, or a path where one
@@ -143,12 +202,14 @@ impl Default for HttpLoggingConfig {
             enabled: true,
             directory: PathBuf::from("logs"),
             period: LogPeriod::Daily,
+            max_size: DEFAULT_MAX_SIZE,
             fields: LogFields::default(),
         }
     }
 }
 
-/// How long one log file collects lines (IIS's `period`), by UTC.
+/// How long one log file collects lines (IIS's `period`), by UTC, or
+/// how large it grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogPeriod {
@@ -158,6 +219,9 @@ pub enum LogPeriod {
     Daily,
     /// `u_exYYMM.log`.
     Monthly,
+    /// IIS's `MaxSize`: `u_extend1.log`, `u_extend2.log`, …, each up to
+    /// `max_size` bytes.
+    Size,
 }
 
 /// One W3C field of a log line.
@@ -529,7 +593,11 @@ struct Waiting {
 }
 
 struct Batch {
+    /// The file's name; for files that roll over by size, the stem until
+    /// the writer numbers it.
     file: Box<str>,
+    /// The size past which the file rolls over (`period = "size"`).
+    max_size: Option<u64>,
     fields: Arc<[LogField]>,
     lines: Vec<u8>,
     /// The batch begins with the rest of a line a failed write left
@@ -548,6 +616,9 @@ struct Written {
     /// The last failure reported, so a failing disk is not reported once a
     /// second.
     failure: Option<String>,
+    /// The number of the file lines that roll over by size go to, once
+    /// known (the highest in the folder when the writer first looks).
+    sized: Option<u64>,
 }
 
 impl Sink {
@@ -560,8 +631,9 @@ impl Sink {
         }
     }
 
-    /// Adds one line (with its `\n`) for `file`.
-    fn append(&self, file: &str, fields: &Arc<[LogField]>, line: &[u8]) {
+    /// Adds one line (with its `\n`) for `file`, which rolls over past
+    /// `max_size` bytes when given.
+    fn append(&self, file: &str, max_size: Option<u64>, fields: &Arc<[LogField]>, line: &[u8]) {
         let mut waiting = lock(&self.waiting);
         if waiting.bytes + line.len() > WAIT_AT {
             waiting.dropped += 1;
@@ -570,6 +642,7 @@ impl Sink {
         }
         let same = |b: &Batch| {
             &*b.file == file
+                && b.max_size == max_size
                 && b.lines.len() + line.len() <= BATCH_BYTES
                 && (Arc::ptr_eq(&b.fields, fields) || *b.fields == **fields)
         };
@@ -577,6 +650,7 @@ impl Sink {
             Some(b) if same(b) => b.lines.extend_from_slice(line),
             _ => waiting.batches.push_back(Batch {
                 file: file.into(),
+                max_size,
                 fields: fields.clone(),
                 lines: {
                     // Room for a batch: no reallocation while it fills.
@@ -616,6 +690,9 @@ impl Sink {
         }
         let mut batches = batches.into_iter();
         while let Some(mut batch) = batches.next() {
+            if let Some(max_size) = batch.max_size {
+                self.number_sized(&mut written, &mut batch, max_size);
+            }
             if let Err((done, why)) = self.write_batch(&mut written, &batch) {
                 if done > 0 {
                     batch.lines.drain(..done);
@@ -675,6 +752,49 @@ impl Sink {
             tracing::error!(folder = %self.folder.display(), "HttpLogging: {why}; retrying each second");
             written.failure = Some(why);
         }
+    }
+
+    /// Names the file of a batch that rolls over by size: the current one,
+    /// or the next when the batch would take the current one past
+    /// `max_size` (a file holds at least one batch, and the rest of a line
+    /// a failed write cut stays in the file it began in).
+    fn number_sized(&self, written: &mut Written, batch: &mut Batch, max_size: u64) {
+        let length = |number: u64| {
+            std::fs::symlink_metadata(self.folder.join(sized_name(number))).map_or(0, |m| m.len())
+        };
+        let mut number = *written.sized.get_or_insert_with(|| self.last_sized());
+        let current = length(number);
+        if !batch.continues
+            && current > 0
+            && current.saturating_add(batch.lines.len() as u64) > max_size
+        {
+            number += 1;
+        }
+        written.sized = Some(number);
+        batch.file = sized_name(number).into();
+    }
+
+    /// The highest number of a sized file in the folder (1 when none).
+    fn last_sized(&self) -> u64 {
+        let Ok(entries) = std::fs::read_dir(&self.folder) else {
+            return 1;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let digits = name
+                    .to_str()?
+                    .strip_prefix("u_extend")?
+                    .strip_suffix(".log")?;
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                digits.parse::<u64>().ok()
+            })
+            .max()
+            .unwrap_or(1)
+            .max(1)
     }
 
     /// Writes one batch; on failure, how many of its bytes reached the file.
@@ -832,7 +952,17 @@ fn civil_date(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// The file a line stamped `stamp` goes to.
+/// The name of the sized file numbered `number`.
+fn sized_name(number: u64) -> String {
+    format!("u_extend{number}.log")
+}
+
+/// What follows `u_ex` in the names of files that roll over by size
+/// (`u_extend3.log`).
+const SIZED_STEM: &[u8] = b"tend";
+
+/// The file a line stamped `stamp` goes to (for [`LogPeriod::Size`], the
+/// stem the writer numbers).
 fn file_name<'a>(period: LogPeriod, stamp: &[u8; 19], out: &'a mut [u8; 20]) -> &'a str {
     let mut len = 0;
     let mut put = |bytes: &[u8]| {
@@ -840,6 +970,11 @@ fn file_name<'a>(period: LogPeriod, stamp: &[u8; 19], out: &'a mut [u8; 20]) -> 
         len += bytes.len();
     };
     put(b"u_ex");
+    if period == LogPeriod::Size {
+        // The writer numbers it (see `Sink::number_sized`).
+        put(SIZED_STEM);
+        return std::str::from_utf8(&out[..len]).expect("ASCII letters");
+    }
     put(&stamp[2..4]);
     put(&stamp[5..7]);
     if period != LogPeriod::Monthly {
@@ -1086,7 +1221,8 @@ impl HttpModule for HttpLogging {
                     &buffer.file.insert((config.period, name)).1
                 }
             };
-            sink.append(file, fields, &buffer.line);
+            let max_size = (config.period == LogPeriod::Size).then_some(config.max_size);
+            sink.append(file, max_size, fields, &buffer.line);
         });
         RequestNotificationStatus::Continue
     }
@@ -1465,12 +1601,12 @@ mod tests {
         let line = |i: usize| format!("{i:08} {}\n", "x".repeat(1000));
         let count = WAIT_AT / 1010 + 500;
         for i in 0..count / 2 {
-            sink.append("u_ex.log", &fields, line(i).as_bytes());
+            sink.append("u_ex.log", None, &fields, line(i).as_bytes());
         }
         sink.write(); // fails: everything is kept
         assert!(lock(&sink.file).failure.is_some());
         for i in count / 2..count {
-            sink.append("u_ex.log", &fields, line(i).as_bytes());
+            sink.append("u_ex.log", None, &fields, line(i).as_bytes());
         }
         // Over the limit: later appends were dropped and counted.
         let dropped = lock(&sink.waiting).dropped;
@@ -1502,6 +1638,7 @@ mod tests {
         let fields: Arc<[LogField]> = LogFields::default().0;
         let rest = Batch {
             file: "u_ex.log".into(),
+            max_size: None,
             fields: fields.clone(),
             lines: b"dex.html 200\nnext line\n".to_vec(),
             continues: true,
@@ -1512,6 +1649,7 @@ mod tests {
             last: Some(("u_ex.log".into(), fields.clone())),
             torn: true,
             failure: None,
+            sized: None,
         };
         assert!(sink.write_batch(&mut written, &rest).is_ok());
         let text = std::fs::read_to_string(folder.join("u_ex.log")).unwrap();
@@ -1522,6 +1660,7 @@ mod tests {
             last: Some(("u_ex.log".into(), fields.clone())),
             torn: true,
             failure: None,
+            sized: None,
         };
         assert!(sink.write_batch(&mut written, &rest).is_ok());
         let text = std::fs::read_to_string(folder.join("u_ex.log")).unwrap();
@@ -1534,6 +1673,7 @@ mod tests {
             last: Some(("u_ex.log".into(), fields.clone())),
             torn: true,
             failure: None,
+            sized: None,
         };
         let fresh = Batch {
             continues: false,
@@ -1546,6 +1686,93 @@ mod tests {
         std::fs::remove_dir_all(&folder).unwrap();
     }
 
+    #[test]
+    fn max_size_goes_with_period_size_only() {
+        let parse =
+            |text: &str| toml::from_str::<HttpLoggingConfig>(text).map_err(|e| e.to_string());
+        let sized = parse("period = \"size\"").unwrap();
+        assert_eq!(
+            (sized.period, sized.max_size),
+            (LogPeriod::Size, 20 * 1024 * 1024)
+        );
+        assert_eq!(
+            parse("period = \"size\"\nmax_size = 1048576")
+                .unwrap()
+                .max_size,
+            1_048_576
+        );
+        let e = parse("period = \"daily\"\nmax_size = 1048576").unwrap_err();
+        assert!(
+            e.contains("max_size applies only with period = \"size\""),
+            "{e}"
+        );
+        assert!(parse("max_size = 5").is_err());
+        assert!(parse("period = \"size\"\nmax_size = 0").is_err());
+        assert!(parse("period = \"weekly\"").is_err());
+    }
+
+    /// `period = "size"`: files numbered from the highest already there,
+    /// each closed before a batch would take it past `max_size`.
+    #[test]
+    fn sized_files_roll_over_before_they_pass_their_size() {
+        let folder = std::env::temp_dir().join(format!("riis-log-sized-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        // An older file numbered 7, nearly full.
+        std::fs::write(folder.join("u_extend7.log"), "x".repeat(900)).unwrap();
+        std::fs::write(folder.join("u_extend.log"), "not ours").unwrap();
+        let sink = Sink::new(folder.clone(), "riis/test");
+        let fields = LogFields::default().0;
+        let mut stem = [0u8; 20];
+        let stem = file_name(LogPeriod::Size, &stamp(0), &mut stem).to_owned();
+        assert_eq!(stem, "u_extend");
+        for round in 0..4 {
+            for i in 0..5 {
+                let line = format!("{round}-{i} {}\n", "y".repeat(90));
+                sink.append(&stem, Some(1000), &fields, line.as_bytes());
+            }
+            sink.write();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "u_extend.log",
+                "u_extend10.log",
+                "u_extend11.log",
+                "u_extend7.log",
+                "u_extend8.log",
+                "u_extend9.log"
+            ]
+        );
+        // Each file holds its header and one batch: a second would take it
+        // past 1,000 bytes.
+        let mut lines = 0;
+        for number in 8..=11 {
+            let text =
+                std::fs::read_to_string(folder.join(format!("u_extend{number}.log"))).unwrap();
+            assert!(text.starts_with("#Software"), "{text}");
+            assert!(
+                text.len() <= 1000,
+                "u_extend{number}.log: {} bytes",
+                text.len()
+            );
+            lines += text.lines().filter(|l| !l.starts_with('#')).count();
+        }
+        assert_eq!(lines, 20, "every line, once");
+        assert_eq!(
+            std::fs::read_to_string(folder.join("u_extend7.log"))
+                .unwrap()
+                .len(),
+            900
+        );
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
+
     /// Lines kept after a failed write and lines gathered meanwhile may be
     /// far more than a batch over the limit: whole batches go.
     #[test]
@@ -1554,6 +1781,7 @@ mod tests {
         let fields = LogFields::default().0;
         let batch = |n: usize| Batch {
             file: "u_ex.log".into(),
+            max_size: None,
             fields: fields.clone(),
             lines: b"x\n".repeat(n),
             continues: false,

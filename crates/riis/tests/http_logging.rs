@@ -552,3 +552,48 @@ bindings = ["127.0.0.1:0"]
     let bytes: u64 = fields[2].parse().unwrap();
     assert!(bytes > 0 && bytes < text.len() as u64, "{line}");
 }
+
+/// `period = "size"`: the log goes to `u_extend1.log`, `u_extend2.log`, …,
+/// each closed before a batch of lines would take it past `max_size`.
+#[test]
+fn a_log_by_size_rolls_over_to_numbered_files() {
+    let dir = TempDir::new("httplog-size");
+    dir.write("www/a.txt", "alpha");
+    let config = config(
+        &dir,
+        "period = \"size\"\nmax_size = 1024\nfields = [\"cs-uri-stem\", \"cs-uri-query\", \"sc-status\"]",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let logs = dir.path().join("logs");
+    let mut conn = Connection::open(server.addr);
+    let mut sent = 0;
+    // Lines of about 110 bytes, a few batches of them.
+    for _round in 0..4 {
+        for _ in 0..6 {
+            let path = format!("/a.txt?{}", "x".repeat(90));
+            assert_eq!(conn.get(&path).status, 200);
+            sent += 1;
+        }
+        wait_for_lines(&logs, sent);
+    }
+    let folder = logs.join("W3SVC1");
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 3, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("u_extend") && n.ends_with(".log")),
+        "{names:?}"
+    );
+    assert!(names.contains(&"u_extend1.log".to_owned()), "{names:?}");
+    for name in &names {
+        let text = std::fs::read_to_string(folder.join(name)).unwrap();
+        assert!(text.starts_with("#Software: riis/"), "{name}: {text}");
+        assert!(text.len() <= 1024, "{name}: {} bytes", text.len());
+    }
+    server.terminate();
+}
