@@ -9,6 +9,10 @@
 //! - **PostBeginRequest**: when a BeginRequest module that ran after it
 //!   rewrote the URL (`set_url`), the new URL is checked too, in its own
 //!   location, so a rewrite cannot lead a request past the rules;
+//! - **PostMapRequestHandler**: when the handler took a leading part of
+//!   the URL as its script (`allow_path_info`), that script's extension
+//!   meets `file_extensions` too (`/uploads/shell.cgi/x` is refused as
+//!   `/uploads/shell.cgi` is);
 //! - **ReadEntity** at FIRST priority: a body without `Content-Length`
 //!   (chunked) is counted as modules read it; once the running total passes
 //!   `max_allowed_content_length` the request gets 413 and the module
@@ -513,9 +517,14 @@ fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection
         ));
     }
 
+    check_extension(config, url)
+}
+
+/// The `file_extensions` rule for the last segment of `path`.
+fn check_extension(config: &RequestFilteringConfig, path: &str) -> Option<Rejection> {
     let rules = &config.file_extensions;
     if !rules.deny.is_empty() || !rules.allow_unlisted {
-        let ext = extension_of(url);
+        let ext = extension_of(path);
         let denied = rules.deny.iter().any(|d| same_extension(d, &ext));
         let allowed = rules.allow_unlisted || rules.allow.iter().any(|a| same_extension(a, &ext));
         if denied || !allowed {
@@ -555,7 +564,17 @@ impl RequestFiltering {
     /// Checks the request against the rules; the first that trips answers.
     fn filter(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let config = ctx.config(self.config);
-        let Some(rejection) = check(ctx, config) else {
+        let rejection = check(ctx, config);
+        self.refuse(ctx, rejection)
+    }
+
+    /// Answers a request a rule refused (`None`: none did).
+    fn refuse(
+        &mut self,
+        ctx: &mut HttpContext,
+        rejection: Option<Rejection>,
+    ) -> RequestNotificationStatus {
+        let Some(rejection) = rejection else {
             return RequestNotificationStatus::Continue;
         };
         tracing::info!(
@@ -600,6 +619,19 @@ impl HttpModule for RequestFiltering {
         }
         self.checked_url = ctx.request().url_changes();
         self.filter(ctx)
+    }
+
+    fn on_post_map_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        // A handler that took a leading part of the URL as its script
+        // (`allow_path_info`) runs a file whose extension the last segment
+        // did not show: `/uploads/shell.cgi/x` must meet a rule that
+        // refuses `.cgi` as `/uploads/shell.cgi` does.
+        if ctx.path_info().is_empty() {
+            return RequestNotificationStatus::Continue;
+        }
+        let config = ctx.config(self.config);
+        let rejection = check_extension(config, ctx.script_name());
+        self.refuse(ctx, rejection)
     }
 
     fn on_read_entity(
@@ -680,7 +712,7 @@ pub fn register_module(
             | RequestNotification::ReadEntity
             | RequestNotification::EndRequest
             | RequestNotification::SendResponse,
-        RequestNotification::BeginRequest.into(),
+        RequestNotification::BeginRequest | RequestNotification::MapRequestHandler,
     )?;
     registration
         .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);

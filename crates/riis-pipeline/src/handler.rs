@@ -375,23 +375,48 @@ pub(crate) fn choose_handler(
                     script_end: None,
                 });
             }
-        } else if h.allow_path_info {
-            // Each leading part that names a script, shortest first.
-            for end in h.path.script_ends(url_path) {
-                if h.accepts(method, &mut failure, || probe(Some(end))) {
-                    return Ok(ChosenHandler {
-                        index,
-                        script_end: Some(end),
-                    });
-                }
-                if !h.verb_matches(method) {
-                    // The verbs are the same for every split.
-                    break;
-                }
+        }
+        if h.allow_path_info {
+            if let Some(end) = choose_split(h, url_path, method, &mut failure, &mut probe) {
+                return Ok(ChosenHandler {
+                    index,
+                    script_end: Some(end),
+                });
             }
         }
     }
     Err(failure)
+}
+
+/// The first leading part of `url_path` that names a script `h` takes
+/// (shortest first), for a handler with `allow_path_info`. A part with
+/// nothing at its path ends the search: nothing can be below it either,
+/// so a URL of many `x.php/` segments costs one look, not one per segment.
+#[cold]
+fn choose_split(
+    h: &HandlerMapping,
+    url_path: &str,
+    method: &Method,
+    failure: &mut MappingFailure,
+    probe: &mut impl FnMut(Option<usize>) -> Option<ResourceKind>,
+) -> Option<usize> {
+    for end in h.path.script_ends(url_path) {
+        let mut missing = false;
+        let chosen = h.accepts(method, failure, || {
+            let kind = probe(Some(end));
+            missing = kind.is_none();
+            kind
+        });
+        if chosen {
+            return Some(end);
+        }
+        if missing || !h.verb_matches(method) {
+            // Nothing below a missing part; the verbs are the same for
+            // every split.
+            return None;
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -509,7 +534,11 @@ mod tests {
         // `/a.php` is a folder; `/a.php/b.php` a file.
         let found = choose_handler(&handlers, "/a.php/b.php/c", &Method::GET, |end| {
             asked.push(end);
-            (end == Some(12)).then_some(ResourceKind::File)
+            match end {
+                Some(6) => Some(ResourceKind::Directory),
+                Some(12) => Some(ResourceKind::File),
+                _ => None,
+            }
         });
         assert_eq!(found, chosen(0, Some(12)));
         assert_eq!(asked, [Some(6), Some(12)]);
@@ -518,6 +547,21 @@ mod tests {
             (end.is_none()).then_some(ResourceKind::File)
         });
         assert_eq!(found, chosen(0, None));
+        // The whole URL names a script that is not there: a leading part
+        // that is one takes it.
+        let found = choose_handler(&handlers, "/index.php/x.php", &Method::GET, |end| {
+            (end == Some(10)).then_some(ResourceKind::File)
+        });
+        assert_eq!(found, chosen(0, Some(10)));
+        // A missing part ends the search: one look for many segments.
+        let mut looks = 0;
+        let url = "/x.php".repeat(50) + "/tail";
+        let found = choose_handler(&handlers[..1], &url, &Method::GET, |_| {
+            looks += 1;
+            None
+        });
+        assert_eq!(found, Err(MappingFailure::ResourceNotFound));
+        assert_eq!(looks, 1);
         // No script there: the next handler, on the whole URL.
         let found = choose_handler(&handlers, "/x.php/y", &Method::GET, |end| {
             (end.is_none()).then_some(ResourceKind::File)

@@ -22,6 +22,14 @@ name = "CustomError"
 [[modules]]
 name = "StaticFile"
 
+# A handler that takes `/setup.exe/x` as `/setup.exe` (allow_path_info).
+[[handlers]]
+name = "ExeWithPathInfo"
+path = "*.exe"
+resource_type = "File"
+allow_path_info = true
+modules = ["StaticFile"]
+
 [[handlers]]
 name = "StaticHandler"
 path = "*"
@@ -55,6 +63,7 @@ file_extensions = { allow_unlisted = false, allow = [".txt"] }
 path = "/nodots"
 [sites.locations.request_filtering]
 denied_url_sequences = ["./"]
+file_extensions = { deny = [] }
 verbs = { "put" = false }
 "#;
 
@@ -74,6 +83,7 @@ fn start() -> (TempDir, RunningBinary) {
         "strict/page.html",
         "strict/x~y.txt",
         "nodots/a.txt",
+        "nodots/tool.exe",
         "strict/café.txt",
         "café.txt",
         "a%2e.txt",
@@ -457,4 +467,23 @@ fn settings_that_can_never_match_are_configuration_errors() {
         err.contains("riis.toml:13: key `sites[0].locations[0].request_filtering.verbs`"),
         "{err}"
     );
+}
+
+/// A handler that takes a leading part of the URL as its script
+/// (`allow_path_info`) does not lead past `file_extensions`: the script's
+/// extension meets the rules too, once the handler is chosen.
+#[test]
+fn a_script_before_path_info_meets_the_extension_rules() {
+    let (_dir, server) = start();
+    for target in ["/setup.exe", "/setup.exe/x", "/setup.exe/x/y.txt"] {
+        let resp = request(server.addr, "GET", target, "");
+        assert_eq!(resp.status, 404, "{target}: {}", resp.text());
+        let body = resp.text();
+        assert!(body.contains("HTTP Error 404.7 "), "{target}: {body}");
+        assert!(body.contains("RequestFiltering"), "{target}: {body}");
+    }
+    // Where `.exe` is not denied, the split serves the script's file.
+    let resp = request(server.addr, "GET", "/nodots/tool.exe/x", "");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.text(), "content");
 }
