@@ -108,6 +108,24 @@ pub struct CgiConfig {
     /// Variables added to the programs' environment (the request's own
     /// meta-variables win over them).
     pub environment: std::collections::BTreeMap<String, String>,
+    /// `max_response_size`, which the output's streaming replaced: named,
+    /// so that an older configuration is told what became of it.
+    #[serde(default)]
+    #[allow(dead_code)] // Never read: its deserializer only refuses the key.
+    max_response_size: ReplacedMaxResponseSize,
+}
+
+/// A `max_response_size` key, which is refused with the reason.
+#[derive(Debug, Default)]
+struct ReplacedMaxResponseSize;
+
+impl<'de> Deserialize<'de> for ReplacedMaxResponseSize {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "max_response_size is no longer a key: a program's output streams to the client \
+             (response_buffer_limit says how much is held first); remove it",
+        ))
+    }
 }
 
 impl Default for CgiConfig {
@@ -119,6 +137,7 @@ impl Default for CgiConfig {
             max_instances: 0,
             pass_authorization: false,
             environment: std::collections::BTreeMap::new(),
+            max_response_size: ReplacedMaxResponseSize,
         }
     }
 }
@@ -327,8 +346,10 @@ fn pump(job: &mut Run, pid: nix::unistd::Pid, pipes: &mut Pipes) -> Result<(), F
         ..Output::default()
     };
     let mut buffer = vec![0u8; 64 * 1024];
-    // Set once the leader has exited: the response ends after this, even
-    // if a descendant holds the output open.
+    // Set once the leader has exited: the response ends once the output
+    // has been silent this long (while the client had room for more), even
+    // if a descendant holds it open. What the program wrote before it
+    // exited is all read first, however slowly the client takes it.
     let mut grace_until: Option<Instant> = None;
     while pipes.stdout.is_some() {
         if job.cancelled.load(SeqCst) {
@@ -348,6 +369,10 @@ fn pump(job: &mut Run, pid: nix::unistd::Pid, pipes: &mut Pipes) -> Result<(), F
         let deadline = job.deadline();
         if now >= deadline {
             return Err(Failure::timed_out(job.timeout));
+        }
+        if !room && grace_until.is_some() {
+            // Held back by the client: not the output's silence.
+            grace_until = Some(now + EXIT_GRACE);
         }
         if grace_until.is_none() && has_exited(pid) {
             grace_until = Some(now + EXIT_GRACE);
@@ -438,7 +463,12 @@ fn pump(job: &mut Run, pid: nix::unistd::Pid, pipes: &mut Pipes) -> Result<(), F
             if let Some(pipe) = &mut pipes.stdout {
                 match pipe.read(&mut buffer) {
                     Ok(0) => pipes.stdout = None,
-                    Ok(n) => output.take(&buffer[..n], &job.relay)?,
+                    Ok(n) => {
+                        output.take(&buffer[..n], &job.relay)?;
+                        if grace_until.is_some() {
+                            grace_until = Some(Instant::now() + EXIT_GRACE);
+                        }
+                    }
                     Err(e) if is_retry(&e) => {}
                     Err(_) => pipes.stdout = None,
                 }
@@ -743,11 +773,7 @@ fn fail(
     substatus: u16,
     why: &str,
 ) -> RequestNotificationStatus {
-    tracing::warn!(url = %ctx.request().raw_url(), "CGI: {why}");
-    let finished = crate::end_with_error(ctx, status, substatus, ModuleError::E_FAIL);
-    ctx.response_mut()
-        .set_error_description(format!("CGI: {why}"));
-    finished
+    crate::gateway::fail_with_substatus(ctx, "CGI", status, substatus, why)
 }
 
 /// The program's command: its path, folder and environment (the
@@ -882,7 +908,8 @@ impl riis_pipeline::HttpModuleFactory for Factory {
             config: self.config,
             shared: self.shared.clone(),
             state: State::Idle,
-            receiver: Receiver::default(),
+            // A program's error pages go through CustomError, as in IIS.
+            receiver: Receiver::applying_custom_errors(),
             substatus: Arc::default(),
             redirect: Arc::default(),
             cancelled: Arc::default(),

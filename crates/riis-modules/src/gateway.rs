@@ -245,6 +245,17 @@ pub(crate) fn fail(
     status: StatusCode,
     why: &str,
 ) -> riis_pipeline::RequestNotificationStatus {
+    fail_with_substatus(ctx, who, status, 0, why)
+}
+
+/// [`fail`] with IIS's substatus (Cgi's 502.1 and 502.2).
+pub(crate) fn fail_with_substatus(
+    ctx: &mut HttpContext,
+    who: &str,
+    status: StatusCode,
+    substatus: u16,
+    why: &str,
+) -> riis_pipeline::RequestNotificationStatus {
     tracing::warn!(url = %ctx.request().raw_url(), "{who}: {why}");
     if ctx.response().headers_sent() {
         ctx.response_mut().reset_connection();
@@ -252,7 +263,8 @@ pub(crate) fn fail(
     }
     // An answer's head, if it came, goes with its entity.
     ctx.response_mut().clear();
-    let finished = crate::end_with_error(ctx, status, 0, riis_pipeline::ModuleError::E_FAIL);
+    let finished =
+        crate::end_with_error(ctx, status, substatus, riis_pipeline::ModuleError::E_FAIL);
     ctx.response_mut()
         .set_error_description(format!("{who}: {why}"));
     finished

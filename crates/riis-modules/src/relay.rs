@@ -606,9 +606,21 @@ pub(crate) struct Receiver {
     /// as it comes, whatever the limit, as nginx's `grpc_pass` passes
     /// them (a stream of messages held until 4 MiB would never arrive).
     unbuffered: bool,
+    /// The backend's error pages go through CustomError like the server's
+    /// (Cgi, as IIS's CGI); otherwise they are its answer and pass.
+    custom_errors_apply: bool,
 }
 
 impl Receiver {
+    /// A receiver whose backend's error pages CustomError may replace (see
+    /// `custom_errors_apply`).
+    pub(crate) fn applying_custom_errors() -> Self {
+        Self {
+            custom_errors_apply: true,
+            ..Self::default()
+        }
+    }
+
     /// Takes what the task left into the response: done when the exchange
     /// is over, flushing past `limit` (the module's
     /// `response_buffer_limit`), waiting for more otherwise.
@@ -683,8 +695,10 @@ impl Receiver {
                 send_head =
                     (limit == 0 || head.status == StatusCode::SWITCHING_PROTOCOLS) && end.is_none();
                 head.apply(ctx);
-                // The backend's own error pages are its answer.
-                ctx.response_mut().set_try_skip_custom_errors(true);
+                if !self.custom_errors_apply {
+                    // The backend's own error pages are its answer.
+                    ctx.response_mut().set_try_skip_custom_errors(true);
+                }
             }
             ctx.response_mut()
                 .write_chunks(chunks.into_iter().map(Into::into));

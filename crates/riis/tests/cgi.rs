@@ -576,3 +576,71 @@ fn a_local_redirect_is_answered_by_the_server() {
     assert_eq!(see_other.status, 303);
     assert_eq!(see_other.header("location"), Some("/cgi/env.cgi"));
 }
+
+/// What a program wrote before it exited reaches a client that stalls
+/// first, whole (the second of grace after the exit counts silence, not
+/// the client's); a program whose time runs out after its output began
+/// streaming ends the response cut short, and before that its 502.1
+/// carries none of its headers; a program's own error page goes through
+/// CustomError.
+#[test]
+fn streamed_output_ends_whole_or_visibly_cut() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("cgi-stream-ends");
+    let config = config(&dir);
+    program(
+        &dir,
+        "large.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\n\\n'\nhead -c 5130000 /dev/zero\n",
+    );
+    program(
+        &dir,
+        "stalls.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 150000 /dev/zero\nsleep 30\n",
+    );
+    program(
+        &dir,
+        "late.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\nSet-Cookie: s=1\\nCache-Control: public, max-age=3600\\n\\nsome'\nsleep 30\n",
+    );
+    program(
+        &dir,
+        "oops.cgi",
+        "#!/bin/sh\nprintf 'Status: 500\\nContent-Type: text/plain\\n\\nTraceback: secret stuff'\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /cgi/large.cgi HTTP/1.1\r\nHost: t\r\n\r\n");
+    // The program has written all and exited long before the client reads.
+    std::thread::sleep(Duration::from_secs(3));
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), 5_130_000);
+
+    // Past response_buffer_limit (100,000) the output streamed; then the
+    // program ran past its second: the response ends without its last
+    // chunk, and the connection closes.
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /cgi/stalls.cgi HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    let head = String::from_utf8_lossy(&got[..got.len().min(200)]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(got.len() > 100_000, "{} bytes", got.len());
+    assert!(!got.ends_with(b"0\r\n\r\n"), "the response looks whole");
+
+    let late = Connection::open(server.addr).get("/cgi/late.cgi");
+    assert_eq!(status_of(&late), "502.1");
+    assert_eq!(late.header("set-cookie"), None);
+    assert_ne!(late.header("cache-control"), Some("public, max-age=3600"));
+
+    let oops = Connection::open(server.addr).get("/cgi/oops.cgi");
+    assert_eq!(oops.status, 500);
+    assert!(!oops.text().contains("secret stuff"), "{}", oops.text());
+}
