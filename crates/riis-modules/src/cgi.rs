@@ -179,11 +179,71 @@ impl Failure {
 #[derive(Default)]
 struct Running {
     groups: Mutex<std::collections::HashSet<i32>>,
+    /// Runs queued for a thread: while every thread is busy, the busy ones
+    /// fail those whose time runs out (502.1 at `timeout`, not once a
+    /// thread is free).
+    queued: Mutex<Vec<Arc<Ticket>>>,
     /// Terminate ran: no program starts any more.
     stopped: std::sync::atomic::AtomicBool,
 }
 
+/// A queued run's place: whether a thread took it, or its time ran out
+/// first.
+struct Ticket {
+    /// [`Ticket::QUEUED`], [`Ticket::STARTED`] or [`Ticket::EXPIRED`].
+    state: std::sync::atomic::AtomicU8,
+    deadline: Instant,
+    timeout: Duration,
+    relay: Arc<Relay>,
+    substatus: Arc<AtomicU16>,
+}
+
+impl Ticket {
+    const QUEUED: u8 = 0;
+    const STARTED: u8 = 1;
+    const EXPIRED: u8 = 2;
+
+    /// A thread takes the run: false when its time ran out first (the
+    /// request was answered).
+    fn start(&self) -> bool {
+        self.state
+            .compare_exchange(Self::QUEUED, Self::STARTED, SeqCst, SeqCst)
+            .is_ok()
+    }
+
+    /// Answers the request with 502.1 if no thread took the run.
+    fn expire(&self) {
+        if self
+            .state
+            .compare_exchange(Self::QUEUED, Self::EXPIRED, SeqCst, SeqCst)
+            .is_ok()
+        {
+            let Failure(substatus, why) = Failure::timed_out(self.timeout);
+            self.substatus.store(substatus, SeqCst);
+            self.relay.end_upload();
+            self.relay.finish(End::Failed(StatusCode::BAD_GATEWAY, why));
+        }
+    }
+}
+
 impl Running {
+    /// Fails the queued runs whose time ran out, and forgets those a
+    /// thread took. Called by the busy threads about ten times a second.
+    fn expire_queued(&self) {
+        let now = Instant::now();
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        queued.retain(|ticket| {
+            if ticket.state.load(SeqCst) != Ticket::QUEUED {
+                return false;
+            }
+            if now >= ticket.deadline {
+                ticket.expire();
+                return false;
+            }
+            true
+        });
+    }
+
     fn end_all(&self) {
         self.stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -215,6 +275,8 @@ struct Run {
     /// client went away, `timeouts.execution`, shutdown).
     cancelled: Arc<AtomicBool>,
     running: Arc<Running>,
+    /// Its place in the queue.
+    ticket: Arc<Ticket>,
 }
 
 impl Run {
@@ -227,6 +289,10 @@ impl Run {
 /// Runs a program to its end (or its deadline), passing its output on as
 /// it comes.
 fn run(mut job: Run) {
+    if !job.ticket.start() {
+        // Its time ran out in the queue: the request has its 502.1.
+        return;
+    }
     let end = match execute(&mut job) {
         Ok(()) => End::Complete,
         Err(Failure(substatus, why)) => {
@@ -351,9 +417,15 @@ fn pump(job: &mut Run, pid: nix::unistd::Pid, pipes: &mut Pipes) -> Result<(), F
     // if a descendant holds it open. What the program wrote before it
     // exited is all read first, however slowly the client takes it.
     let mut grace_until: Option<Instant> = None;
+    let mut expiry_checked = Instant::now();
+    job.running.expire_queued();
     while pipes.stdout.is_some() {
         if job.cancelled.load(SeqCst) {
             return Err(Failure::other("the request ended while the program ran"));
+        }
+        if expiry_checked.elapsed() >= CANCEL_CHECK {
+            expiry_checked = Instant::now();
+            job.running.expire_queued();
         }
         // Read no more while the client has not taken enough: the
         // program then waits on its full pipe, and the wait does not count
@@ -652,6 +724,13 @@ impl Cgi {
         let (timeout, max_instances) = (Duration::from_secs(config.timeout), config.max_instances);
         let command = command(ctx, config, &program, body.len());
         let relay = Arc::new(Relay::new(ctx.completion_handle(), timeout));
+        let ticket = Arc::new(Ticket {
+            state: std::sync::atomic::AtomicU8::new(Ticket::QUEUED),
+            deadline: relay.deadline_for_backend(timeout),
+            timeout,
+            relay: relay.clone(),
+            substatus: self.substatus.clone(),
+        });
         let job = Run {
             command,
             program,
@@ -662,8 +741,17 @@ impl Cgi {
             redirect: self.redirect.clone(),
             cancelled: self.cancelled.clone(),
             running: self.shared.running.clone(),
+            ticket: ticket.clone(),
         };
-        if self.shared.runs(max_instances).queue(job).is_err() {
+        self.shared
+            .running
+            .queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ticket);
+        if let Err(job) = self.shared.runs(max_instances).queue(job) {
+            // Never queued: not the queue's to expire.
+            job.ticket.start();
             return fail(
                 ctx,
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -644,3 +644,35 @@ fn streamed_output_ends_whole_or_visibly_cut() {
     assert_eq!(oops.status, 500);
     assert!(!oops.text().contains("secret stuff"), "{}", oops.text());
 }
+
+/// A request queued behind busy programs gets its 502.1 when its time runs
+/// out, not once a thread is free: here the only thread streams to a
+/// client that does not read (a wait that does not count against that
+/// program's own time).
+#[test]
+fn a_run_waiting_for_a_thread_times_out_in_the_queue() {
+    use std::io::Write;
+    let dir = TempDir::new("cgi-queued");
+    let config = config_changed(&dir, "timeout = 1\n", "timeout = 1\nmax_instances = 1\n");
+    program(
+        &dir,
+        "endless.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\n\\n'\nexec cat /dev/zero\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    stalled
+        .write_all(b"GET /cgi/endless.cgi HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // The program fills what the server holds for the client, then waits.
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    let queued = Connection::open(server.addr).get("/cgi/status.cgi");
+    assert_eq!(status_of(&queued), "502.1");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}
