@@ -218,8 +218,13 @@ impl Ticket {
             .compare_exchange(Self::QUEUED, Self::EXPIRED, SeqCst, SeqCst)
             .is_ok()
         {
-            let Failure(substatus, why) = Failure::timed_out(self.timeout);
-            self.substatus.store(substatus, SeqCst);
+            // IIS's 502.1, as for a program that ran too long.
+            let why = format!(
+                "the program waited for a thread longer than cgi.timeout ({} s): \
+                 every one of cgi.max_instances was busy",
+                self.timeout.as_secs()
+            );
+            self.substatus.store(1, SeqCst);
             self.relay.end_upload();
             self.relay.finish(End::Failed(StatusCode::BAD_GATEWAY, why));
         }
