@@ -64,7 +64,9 @@
 //! is answered by the server: the path runs as a child request, a GET
 //! without the body, its output sent as it comes.
 //!
-//! Not done: non-parsed-header programs.
+//! A non-parsed-header program (`nph-…`) starts its output with an HTTP
+//! status line, read as a `Status` line; its output goes on unbuffered.
+//! Its bytes are not passed on as they are: riis frames the response.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -414,6 +416,7 @@ fn pump(job: &mut Run, pid: nix::unistd::Pid, pipes: &mut Pipes) -> Result<(), F
     let mut errors = ErrorLog::new("CGI", &program);
     let mut output = Output {
         redirect: job.redirect.clone(),
+        status_line_due: is_nph(&job.program),
         ..Output::default()
     };
     let mut buffer = vec![0u8; 64 * 1024];
@@ -555,6 +558,14 @@ fn pump(job: &mut Run, pid: nix::unistd::Pid, pipes: &mut Pipes) -> Result<(), F
     output.end()
 }
 
+/// Whether `program` is a non-parsed-header program: its name starts with
+/// `nph-`, as Apache and IIS tell them.
+fn is_nph(program: &std::path::Path) -> bool {
+    program
+        .file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"nph-"))
+}
+
 /// Whether a pipe's error only says "not now".
 fn is_retry(e: &std::io::Error) -> bool {
     matches!(
@@ -576,6 +587,9 @@ struct Output {
     redirect: Arc<Mutex<Option<String>>>,
     /// The head was a local redirect.
     redirected: bool,
+    /// A non-parsed-header program (`nph-…`): its head starts with an
+    /// HTTP status line, which is not read yet.
+    status_line_due: bool,
 }
 
 impl Output {
@@ -589,6 +603,27 @@ impl Output {
         }
         let pending = self.head.get_or_insert_with(BytesMut::new);
         pending.extend_from_slice(bytes);
+        if self.status_line_due {
+            let Some(end) = memchr::memchr(b'\n', pending) else {
+                if pending.len() > crate::gateway::MAX_HEADER_BYTES {
+                    return Err(Failure::bad_output("the status line never ends"));
+                }
+                return Ok(());
+            };
+            let status = status_of_line(&pending[..end]).ok_or_else(|| {
+                Failure::bad_output(format!(
+                    "`{}` is not an HTTP status line, which a non-parsed-header program starts with",
+                    String::from_utf8_lossy(&pending[..end]).escape_debug()
+                ))
+            })?;
+            // The status line becomes the `Status` line of a CGI head; the
+            // rest of the head is read as any program's.
+            let mut head = BytesMut::from(&b"Status: "[..]);
+            head.extend_from_slice(status);
+            head.extend_from_slice(&pending[end..]);
+            *pending = head;
+            self.status_line_due = false;
+        }
         match parse_head(pending).map_err(Failure::bad_output)? {
             Some((head, used)) => {
                 let rest = pending.split_off(used).freeze();
@@ -619,6 +654,17 @@ impl Output {
             ))
         }
     }
+}
+
+/// The status code and reason of an HTTP/1.x status line
+/// (`HTTP/1.1 201 Created`), as a `Status` line has them.
+fn status_of_line(line: &[u8]) -> Option<&[u8]> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let rest = line
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| line.strip_prefix(b"HTTP/1.0 "))?;
+    let code = rest.get(..3)?;
+    (code.iter().all(u8::is_ascii_digit) && rest.get(3).is_none_or(|&b| b == b' ')).then_some(rest)
 }
 
 /// Makes a pipe end non-blocking, for the poll loop.
@@ -694,6 +740,8 @@ pub struct Cgi {
     substatus: Arc<AtomicU16>,
     /// Where the program's local redirect sends the request.
     redirect: Arc<Mutex<Option<String>>>,
+    /// The program is a non-parsed-header one (`nph-…`).
+    nph: bool,
     /// Tells the program's thread the request is gone.
     cancelled: Arc<AtomicBool>,
 }
@@ -725,6 +773,7 @@ impl Cgi {
 
     fn start(&mut self, ctx: &mut HttpContext, body: SpooledBody) -> RequestNotificationStatus {
         let program = ctx.physical_path().to_path_buf();
+        self.nph = is_nph(&program);
         let config = ctx.config(self.config);
         let (timeout, max_instances) = (Duration::from_secs(config.timeout), config.max_instances);
         let command = command(ctx, config, &program, body.len());
@@ -770,7 +819,12 @@ impl Cgi {
 
     /// Takes what the program wrote into the response.
     fn answer(&mut self, ctx: &mut HttpContext, relay: Arc<Relay>) -> RequestNotificationStatus {
-        let limit = ctx.config(self.config).response_buffer_limit;
+        // A non-parsed-header program's output goes on as it comes.
+        let limit = if self.nph {
+            0
+        } else {
+            ctx.config(self.config).response_buffer_limit
+        };
         match self.receiver.take(ctx, &relay, limit) {
             Step::Wait | Step::Flushing => {
                 self.state = State::Running(relay);
@@ -1005,11 +1059,39 @@ impl riis_pipeline::HttpModuleFactory for Factory {
             receiver: Receiver::applying_custom_errors(),
             substatus: Arc::default(),
             redirect: Arc::default(),
+            nph: false,
             cancelled: Arc::default(),
         }))
     }
 
     fn terminate(&self) {
         self.shared.running.end_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_are_read_as_status_lines_have_them() {
+        assert_eq!(status_of_line(b"HTTP/1.1 200 OK\r"), Some(&b"200 OK"[..]));
+        assert_eq!(status_of_line(b"HTTP/1.0 404"), Some(&b"404"[..]));
+        for bad in [
+            &b"HTTP/2 200 OK"[..],
+            b"HTTP/1.1 20 OK",
+            b"HTTP/1.1 2000",
+            b"Status: 200",
+            b"HTTP/1.1 abc",
+        ] {
+            assert_eq!(
+                status_of_line(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(is_nph(std::path::Path::new("/srv/cgi/nph-report.cgi")));
+        assert!(!is_nph(std::path::Path::new("/srv/nph-cgi/report.cgi")));
     }
 }

@@ -676,3 +676,29 @@ fn a_run_waiting_for_a_thread_times_out_in_the_queue() {
     );
     drop(stalled);
 }
+
+/// A non-parsed-header program (`nph-…`) starts its output with an HTTP
+/// status line: its status, reason and headers are the response's, and its
+/// output goes on as it comes; one without a status line gets 502.2.
+#[test]
+fn a_non_parsed_header_program_answers_with_its_status_line() {
+    let dir = TempDir::new("cgi-nph");
+    let config = config(&dir);
+    program(
+        &dir,
+        "nph-made.cgi",
+        "#!/bin/sh\nprintf 'HTTP/1.1 201 Made Here\\r\\nContent-Type: text/plain\\r\\nX-Nph: yes\\r\\n\\r\\nnph body'\n",
+    );
+    program(
+        &dir,
+        "nph-plain.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nno status line'\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let made = conn.get("/cgi/nph-made.cgi");
+    assert_eq!((made.status, made.reason.as_str()), (201, "Made Here"));
+    assert_eq!(made.header("x-nph"), Some("yes"));
+    assert_eq!(made.text(), "nph body");
+    assert_eq!(status_of(&conn.get("/cgi/nph-plain.cgi")), "502.2");
+}
