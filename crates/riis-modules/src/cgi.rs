@@ -76,7 +76,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicU16};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use riis_pipeline::bytes::{Buf, Bytes, BytesMut};
@@ -87,7 +87,6 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
-use crate::background::Background;
 use crate::gateway::{parse_head, BodyError, ErrorLog};
 use crate::relay::{End, Receiver, Relay, Step};
 use crate::spooled_body::{BodySpool, SpooledBody};
@@ -181,74 +180,105 @@ impl Failure {
 #[derive(Default)]
 struct Running {
     groups: Mutex<std::collections::HashSet<i32>>,
-    /// Runs queued for a thread: while every thread is busy, the busy ones
-    /// fail those whose time runs out (502.1 at `timeout`, not once a
-    /// thread is free).
-    queued: Mutex<Vec<Arc<Ticket>>>,
+    /// Runs waiting for a thread, oldest first, and the threads. While
+    /// every thread is busy, the busy ones take out the runs whose time
+    /// ran out (answered 502.1 at `timeout`, not once a thread is free)
+    /// and those whose client left, so neither holds a place.
+    queue: Mutex<RunQueue>,
+    /// A run was queued, or the queue closed.
+    queued: std::sync::Condvar,
     /// Terminate ran: no program starts any more.
     stopped: std::sync::atomic::AtomicBool,
 }
 
-/// A queued run's place: whether a thread took it, or its time ran out
-/// first.
-struct Ticket {
-    /// [`Ticket::QUEUED`], [`Ticket::STARTED`] or [`Ticket::EXPIRED`].
-    state: std::sync::atomic::AtomicU8,
-    deadline: Instant,
-    timeout: Duration,
-    relay: Arc<Relay>,
-    substatus: Arc<AtomicU16>,
-}
-
-impl Ticket {
-    const QUEUED: u8 = 0;
-    const STARTED: u8 = 1;
-    const EXPIRED: u8 = 2;
-
-    /// A thread takes the run: false when its time ran out first (the
-    /// request was answered).
-    fn start(&self) -> bool {
-        self.state
-            .compare_exchange(Self::QUEUED, Self::STARTED, SeqCst, SeqCst)
-            .is_ok()
-    }
-
-    /// Answers the request with 502.1 if no thread took the run.
-    fn expire(&self) {
-        if self
-            .state
-            .compare_exchange(Self::QUEUED, Self::EXPIRED, SeqCst, SeqCst)
-            .is_ok()
-        {
-            // IIS's 502.1, as for a program that ran too long.
-            let why = format!(
-                "the program waited for a thread longer than cgi.timeout ({} s): \
-                 every one of cgi.max_instances was busy",
-                self.timeout.as_secs()
-            );
-            self.substatus.store(1, SeqCst);
-            self.relay.end_upload();
-            self.relay.finish(End::Failed(StatusCode::BAD_GATEWAY, why));
-        }
-    }
+/// See [`Running::queue`].
+#[derive(Default)]
+struct RunQueue {
+    runs: std::collections::VecDeque<Run>,
+    /// Threads running.
+    threads: usize,
+    /// The threads were started (with the first run: `max_instances` of
+    /// its location).
+    started: bool,
+    /// The configuration that made the threads is gone: they run what is
+    /// queued, then end.
+    closed: bool,
 }
 
 impl Running {
-    /// Fails the queued runs whose time ran out, and forgets those a
-    /// thread took. Called by the busy threads about ten times a second.
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, RunQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `job` for one of `threads` threads (started with the first
+    /// job); gives it back when [`QUEUED_RUNS`] wait, or no thread starts.
+    fn queue(self: &Arc<Self>, job: Run, threads: usize) -> Result<(), Run> {
+        let mut queue = self.lock_queue();
+        if queue.runs.len() >= QUEUED_RUNS {
+            expire(&mut queue);
+        }
+        if queue.runs.len() >= QUEUED_RUNS {
+            return Err(job);
+        }
+        while !queue.started && queue.threads < threads.max(1) {
+            let running = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("riis-cgi".into())
+                .spawn(move || {
+                    while let Some(job) = running.next() {
+                        // A panic loses that run only.
+                        let done =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job)));
+                        if done.is_err() {
+                            tracing::error!("CGI: a run panicked");
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => queue.threads += 1,
+                Err(e) => {
+                    tracing::error!("CGI: cannot start a thread: {e}");
+                    break;
+                }
+            }
+        }
+        if queue.threads == 0 {
+            return Err(job);
+        }
+        queue.started = true;
+        queue.runs.push_back(job);
+        drop(queue);
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// The next run for a thread; `None` once the queue is closed and
+    /// empty.
+    fn next(&self) -> Option<Run> {
+        let mut queue = self.lock_queue();
+        loop {
+            if let Some(job) = queue.runs.pop_front() {
+                return Some(job);
+            }
+            if queue.closed {
+                queue.threads -= 1;
+                return None;
+            }
+            queue = self.queued.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The configuration is gone: the threads end once the queue is empty.
+    fn close(&self) {
+        self.lock_queue().closed = true;
+        self.queued.notify_all();
+    }
+
+    /// Takes out the queued runs whose time ran out (answering them) or
+    /// whose client left. Called by the busy threads about ten times a
+    /// second.
     fn expire_queued(&self) {
-        let now = Instant::now();
-        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
-        queued.retain(|ticket| {
-            if ticket.state.load(SeqCst) != Ticket::QUEUED {
-                return false;
-            }
-            if now >= ticket.deadline {
-                ticket.expire();
-                return false;
-            }
-            true
-        });
+        expire(&mut self.lock_queue());
     }
 
     fn end_all(&self) {
@@ -261,6 +291,29 @@ impl Running {
             );
         }
     }
+}
+
+/// Takes out of `queue` the runs whose time ran out (answering them with
+/// 502.1, IIS's for a program that ran too long) or whose request ended.
+fn expire(queue: &mut RunQueue) {
+    let now = Instant::now();
+    queue.runs.retain(|job| {
+        if job.cancelled.load(SeqCst) {
+            return false;
+        }
+        if now < job.deadline() {
+            return true;
+        }
+        let why = format!(
+            "the program waited for a thread longer than cgi.timeout ({} s): \
+             every one of cgi.max_instances was busy",
+            job.timeout.as_secs()
+        );
+        job.substatus.store(1, SeqCst);
+        job.relay.end_upload();
+        job.relay.finish(End::Failed(StatusCode::BAD_GATEWAY, why));
+        false
+    });
 }
 
 /// One program to run on the module's threads.
@@ -282,8 +335,6 @@ struct Run {
     /// client went away, `timeouts.execution`, shutdown).
     cancelled: Arc<AtomicBool>,
     running: Arc<Running>,
-    /// Its place in the queue.
-    ticket: Arc<Ticket>,
 }
 
 impl Run {
@@ -296,10 +347,6 @@ impl Run {
 /// Runs a program to its end (or its deadline), passing its output on as
 /// it comes.
 fn run(mut job: Run) {
-    if !job.ticket.start() {
-        // Its time ran out in the queue: the request has its 502.1.
-        return;
-    }
     let end = match execute(&mut job) {
         Ok(()) => End::Complete,
         Err(Failure(substatus, why)) => {
@@ -698,22 +745,15 @@ fn wait_for_exit(pid: nix::unistd::Pid, until: Instant, cancelled: &std::sync::a
     }
 }
 
-/// The module's threads, made with the first run.
+/// What the module's instances share: the runs and their threads.
 struct Shared {
-    runs: OnceLock<Background<Run>>,
     running: Arc<Running>,
 }
 
-impl Shared {
-    fn runs(&self, max_instances: usize) -> &Background<Run> {
-        self.runs.get_or_init(|| {
-            let threads = if max_instances == 0 {
-                4 * std::thread::available_parallelism().map_or(1, |n| n.get())
-            } else {
-                max_instances
-            };
-            Background::with_threads("riis-cgi", threads, QUEUED_RUNS, run)
-        })
+impl Drop for Shared {
+    /// The configuration is gone: its threads run what is queued, then end.
+    fn drop(&mut self) {
+        self.running.close();
     }
 }
 
@@ -778,13 +818,6 @@ impl Cgi {
         let (timeout, max_instances) = (Duration::from_secs(config.timeout), config.max_instances);
         let command = command(ctx, config, &program, body.len());
         let relay = Arc::new(Relay::new(ctx.completion_handle(), timeout));
-        let ticket = Arc::new(Ticket {
-            state: std::sync::atomic::AtomicU8::new(Ticket::QUEUED),
-            deadline: relay.deadline_for_backend(timeout),
-            timeout,
-            relay: relay.clone(),
-            substatus: self.substatus.clone(),
-        });
         let job = Run {
             command,
             program,
@@ -795,17 +828,13 @@ impl Cgi {
             redirect: self.redirect.clone(),
             cancelled: self.cancelled.clone(),
             running: self.shared.running.clone(),
-            ticket: ticket.clone(),
         };
-        self.shared
-            .running
-            .queued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(ticket);
-        if let Err(job) = self.shared.runs(max_instances).queue(job) {
-            // Never queued: not the queue's to expire.
-            job.ticket.start();
+        let threads = if max_instances == 0 {
+            4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            max_instances
+        };
+        if self.shared.running.queue(job, threads).is_err() {
             return fail(
                 ctx,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -1020,7 +1049,6 @@ pub fn register_module(
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<CgiConfig>("cgi")?;
     let shared = Arc::new(Shared {
-        runs: OnceLock::new(),
         running: Arc::default(),
     });
     let running = shared.running.clone();

@@ -702,3 +702,33 @@ fn a_non_parsed_header_program_answers_with_its_status_line() {
     assert_eq!(made.text(), "nph body");
     assert_eq!(status_of(&conn.get("/cgi/nph-plain.cgi")), "502.2");
 }
+
+/// Requests whose clients left while they waited for a thread give their
+/// places back while every thread stays busy: 1,100 of them (more than the
+/// 1,024 that may wait) do not leave the next request a 503.
+#[test]
+fn requests_that_left_the_queue_free_their_places() {
+    use std::io::Write;
+    let dir = TempDir::new("cgi-queue-left");
+    let config = config_changed(&dir, "timeout = 1\n", "timeout = 1\nmax_instances = 1\n");
+    program(
+        &dir,
+        "endless.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\n\\n'\nexec cat /dev/zero\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    stalled
+        .write_all(b"GET /cgi/endless.cgi HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..1100 {
+        let mut left = std::net::TcpStream::connect(server.addr).unwrap();
+        left.write_all(b"GET /cgi/status.cgi HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let next = Connection::open(server.addr).get("/cgi/status.cgi");
+    assert_eq!(status_of(&next), "502.1");
+    drop(stalled);
+}
