@@ -211,14 +211,15 @@ impl Running {
     }
 
     /// Queues `job` for one of `threads` threads (started with the first
-    /// job); gives it back when [`QUEUED_RUNS`] wait, or no thread starts.
-    fn queue(self: &Arc<Self>, job: Run, threads: usize) -> Result<(), Run> {
+    /// job); false (and the job dropped) when [`QUEUED_RUNS`] wait, or no
+    /// thread starts.
+    fn queue(self: &Arc<Self>, job: Run, threads: usize) -> bool {
         let mut queue = self.lock_queue();
         if queue.runs.len() >= QUEUED_RUNS {
             expire(&mut queue);
         }
         if queue.runs.len() >= QUEUED_RUNS {
-            return Err(job);
+            return false;
         }
         while !queue.started && queue.threads < threads.max(1) {
             let running = self.clone();
@@ -243,13 +244,13 @@ impl Running {
             }
         }
         if queue.threads == 0 {
-            return Err(job);
+            return false;
         }
         queue.started = true;
         queue.runs.push_back(job);
         drop(queue);
         self.queued.notify_one();
-        Ok(())
+        true
     }
 
     /// The next run for a thread; `None` once the queue is closed and
@@ -834,7 +835,7 @@ impl Cgi {
         } else {
             max_instances
         };
-        if self.shared.running.queue(job, threads).is_err() {
+        if !self.shared.running.queue(job, threads) {
             return fail(
                 ctx,
                 StatusCode::SERVICE_UNAVAILABLE,
