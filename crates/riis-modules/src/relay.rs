@@ -6,7 +6,11 @@
 //! [`Relay`], and wakes the request (parked, Pending) through its
 //! completion handle. The request, in OnAsyncCompletion, takes them into
 //! its response with a [`Receiver`]: whole while they fit under the
-//! module's `response_buffer_limit`, then flushed in [`STREAM_PIECE`]s.
+//! module's `response_buffer_limit`; past it the response streams, and
+//! each take flushes what came (at most a [`STREAM_PIECE`]), so output
+//! that trickles is not held back. Some answers stream from their head
+//! on: gRPC's, server-sent events, and those whose backend says
+//! `X-Accel-Buffering: no`.
 //!
 //! The task stops reading from the backend while the request has
 //! [`MAILBOX_LIMIT`] bytes it has not taken yet, so a slow client slows the
@@ -27,7 +31,8 @@ use crate::gateway::ResponseHead;
 /// Output bytes the request may leave untaken before the task stops
 /// reading from the backend.
 pub(crate) const MAILBOX_LIMIT: usize = 256 * 1024;
-/// Once a response streams, the most output held before the next flush.
+/// Once a response streams, the most output one flush carries (more
+/// waits in the relay, which holds the backend back).
 pub(crate) const STREAM_PIECE: u64 = 64 * 1024;
 /// Request body the task may hold, not yet taken by the connection, before
 /// the request stops reading from the client (a server that reads slowly
@@ -602,9 +607,8 @@ pub(crate) struct Receiver {
     head_without_length: bool,
     /// The answer's exact length, for the response's head if it streams.
     exact_length: Option<riis_pipeline::http::HeaderValue>,
-    /// The answer is gRPC's (`application/grpc…`): each message goes on
-    /// as it comes, whatever the limit, as nginx's `grpc_pass` passes
-    /// them (a stream of messages held until 4 MiB would never arrive).
+    /// The answer goes on as it comes, whatever the limit (see
+    /// [`passes_unbuffered`]).
     unbuffered: bool,
     /// The backend's error pages go through CustomError like the server's
     /// (Cgi, as IIS's CGI); otherwise they are its answer and pass.
@@ -627,14 +631,12 @@ impl Receiver {
     pub(crate) fn take(&mut self, ctx: &mut HttpContext, relay: &Relay, limit: u64) -> Step {
         loop {
             let mut limit = if self.unbuffered { 0 } else { limit };
-            // Output held before a flush: the configured limit, then (once
-            // the response streams) pieces of at most STREAM_PIECE, so a
-            // client that reads slowly holds little in the server.
-            let mut threshold = if self.streaming {
-                limit.min(STREAM_PIECE)
-            } else {
-                limit
-            };
+            // Output held before a flush: the configured limit; once the
+            // response streams, none: what came goes (output that arrives
+            // while a flush is on its way gathers for the next), so a
+            // backend that trickles after a large answer is not held back
+            // waiting for a full piece.
+            let mut threshold = if self.streaming { 0 } else { limit };
             let (head, chunks, end, trailers) = {
                 let mut inbox = relay.lock();
                 if inbox.is_empty() {
@@ -673,17 +675,11 @@ impl Receiver {
                 relay.room.notify_all();
             }
             let mut send_head = false;
-            if let Some(head) = head {
+            if let Some(mut head) = head {
                 self.head_without_length =
                     ctx.request().method() == Method::HEAD && head.content_length.is_none();
                 self.exact_length = head.content_length.clone().filter(|_| head.length_is_exact);
-                self.unbuffered = head.headers.iter().any(|(name, value)| {
-                    *name == riis_pipeline::http::header::CONTENT_TYPE
-                        && value
-                            .as_bytes()
-                            .get(..16)
-                            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
-                });
+                self.unbuffered = passes_unbuffered(&mut head);
                 if self.unbuffered {
                     // From this head on, the first message included.
                     limit = 0;
@@ -749,6 +745,38 @@ impl Receiver {
             }
         }
     }
+}
+
+/// Whether an answer goes on as it comes, whatever the module's
+/// `response_buffer_limit`. The backend may say so itself with nginx's
+/// `X-Accel-Buffering` (`no`; `yes` holds it as the limit says), a header
+/// meant for the server and so taken out of the head, as nginx does.
+/// Otherwise, gRPC's messages (`application/grpc…`, as nginx's
+/// `grpc_pass` passes them) and server-sent events (`text/event-stream`,
+/// as Caddy flushes them): a client waits for them one by one, and a
+/// stream of them held until 4 MiB would never arrive.
+fn passes_unbuffered(head: &mut ResponseHead) -> bool {
+    let mut said = None;
+    head.headers.retain(|(name, value)| {
+        if name != "x-accel-buffering" {
+            return true;
+        }
+        said = Some(value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"no"));
+        false
+    });
+    said.unwrap_or_else(|| {
+        head.headers.iter().any(|(name, value)| {
+            *name == riis_pipeline::http::header::CONTENT_TYPE
+                && [&b"application/grpc"[..], b"text/event-stream"]
+                    .iter()
+                    .any(|kind| starts_with_ignoring_case(value.as_bytes(), kind))
+        })
+    })
+}
+
+fn starts_with_ignoring_case(text: &[u8], prefix: &[u8]) -> bool {
+    text.get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 /// Gives the response the answer's trailer fields; one a trailer may not

@@ -394,6 +394,67 @@ fn output_streams_as_the_program_writes_it() {
     );
 }
 
+/// At the configured `response_buffer_limit`: server-sent events go on
+/// from the head on, and once output streams, a short line after a pause
+/// goes when it is written, not when 64 KiB more have gathered.
+#[test]
+fn events_and_output_after_a_pause_are_not_held_back() {
+    use std::io::Write;
+    let dir = TempDir::new("cgi-events");
+    let config = config(&dir);
+    let wait_for = |file: &str| {
+        format!(
+            "i=0\nwhile [ ! -e \"$DOCUMENT_ROOT/../{file}\" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n"
+        )
+    };
+    program(
+        &dir,
+        "events.cgi",
+        &format!(
+            "#!/bin/sh\nprintf 'Content-Type: text/event-stream\\n\\ndata: first\\n\\n'\n{}\
+             printf 'data: second\\n\\n'\n",
+            wait_for("go-events")
+        ),
+    );
+    program(
+        &dir,
+        "pause.cgi",
+        &format!(
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 150000 /dev/zero | tr '\\0' a\n\
+             {}echo tail\n{}echo end\n",
+            wait_for("go-tail"),
+            wait_for("go-end")
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let open = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        stream
+    };
+
+    let mut events = open("/cgi/events.cgi");
+    let mut got = Vec::new();
+    read_until(&mut events, &mut got, b"data: first\n\n");
+    std::fs::write(dir.path().join("go-events"), "").unwrap();
+    read_until(&mut events, &mut got, b"data: second\n\n");
+    read_until(&mut events, &mut got, b"0\r\n\r\n");
+
+    let mut pause = open("/cgi/pause.cgi");
+    let mut got = Vec::new();
+    read_until(&mut pause, &mut got, b"aaaaaaaaaa");
+    std::fs::write(dir.path().join("go-tail"), "").unwrap();
+    read_until(&mut pause, &mut got, b"tail\n");
+    std::fs::write(dir.path().join("go-end"), "").unwrap();
+    read_until(&mut pause, &mut got, b"end\n");
+    read_until(&mut pause, &mut got, b"0\r\n\r\n");
+}
+
 /// Reads from `stream` onto `got` until it holds `what`.
 fn read_until(stream: &mut std::net::TcpStream, got: &mut Vec<u8>, what: &[u8]) {
     use std::io::Read;

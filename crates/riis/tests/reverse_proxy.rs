@@ -1913,3 +1913,123 @@ fn a_streamed_answer_keeps_an_exact_length() {
     assert_eq!(resp.header("content-length"), None);
     assert_eq!(resp.body.len(), SIZE);
 }
+
+/// Reads from `conn` until what came contains `text`; the read timeout
+/// fails the test if it never does.
+fn read_until(conn: &mut Connection, got: &mut Vec<u8>, text: &str) {
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(got).contains(text) {
+        let n = conn.read_raw(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "waiting for {text:?}: {e}; got {:?}",
+                String::from_utf8_lossy(got)
+            )
+        });
+        assert!(
+            n > 0,
+            "closed before {text:?}: {:?}",
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A backend for the streaming tests: `/events` is a stream of server-sent
+/// events, `/said-no` plain text whose server says `X-Accel-Buffering: no`,
+/// `/trickle` 4,000 bytes, then a short tail, then the end. Each part
+/// after the first waits until the test lets it go.
+fn streaming_backend() -> (SocketAddr, std::sync::mpsc::Sender<()>) {
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Arc::new(Mutex::new(go_rx));
+    let addr = raw_backend(move |head, mut stream| {
+        let (kind, parts): (&str, Vec<Vec<u8>>) = if head.starts_with("GET /s/events ") {
+            (
+                "text/event-stream",
+                vec![b"data: one\n\n".to_vec(), b"data: two\n\n".to_vec()],
+            )
+        } else if head.starts_with("GET /s/said-no ") {
+            (
+                "text/plain\r\nX-Accel-Buffering: no",
+                vec![b"first line\n".to_vec(), b"second line\n".to_vec()],
+            )
+        } else {
+            (
+                "text/plain",
+                vec![vec![b'a'; 4000], b"tail".to_vec(), b"end".to_vec()],
+            )
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        for (n, part) in parts.iter().enumerate() {
+            if n > 0 {
+                let _ = go_rx.lock().unwrap().recv_timeout(Duration::from_secs(30));
+            }
+            let _ = write!(stream, "{:x}\r\n", part.len());
+            let _ = stream.write_all(part);
+            let _ = stream.write_all(b"\r\n");
+            let _ = stream.flush();
+        }
+        let _ = stream.write_all(b"0\r\n\r\n");
+    });
+    (addr, go_tx)
+}
+
+/// Server-sent events, and answers whose server says
+/// `X-Accel-Buffering: no`, go on as they come at the default
+/// `response_buffer_limit` (4 MiB), as Caddy and nginx pass them; the
+/// header is the server's, not the client's.
+#[test]
+fn event_streams_and_unbuffered_answers_go_on_as_they_come() {
+    let backend = Backend::start("a");
+    let (events, go) = streaming_backend();
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/s\"\nproxy = {{ servers = [\"http://{events}\"], timeout = 30 }}\n"
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    for (path, first, second) in [
+        ("/s/events", "data: one\n\n", "data: two\n\n"),
+        ("/s/said-no", "first line\n", "second line\n"),
+    ] {
+        let mut conn = Connection::open(server.addr);
+        conn.send_raw(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let mut got = Vec::new();
+        read_until(&mut conn, &mut got, first);
+        let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("x-accel-buffering"), "{head}");
+        go.send(()).unwrap();
+        read_until(&mut conn, &mut got, "0\r\n\r\n");
+        assert!(String::from_utf8_lossy(&got).contains(second));
+    }
+}
+
+/// Once an answer streams (past `response_buffer_limit`), what the server
+/// sends next goes on when it comes, not when a full piece has gathered:
+/// a short tail after a pause is not held back until the answer ends.
+#[test]
+fn output_that_trickles_after_the_limit_is_not_held_back() {
+    let backend = Backend::start("a");
+    let (trickle, go) = streaming_backend();
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/s\"\n\
+         proxy = {{ servers = [\"http://{trickle}\"], timeout = 30, response_buffer_limit = 1024 }}\n"
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /s/trickle HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut got = Vec::new();
+    // The first part, in however many chunks it came.
+    let mut buf = [0u8; 4096];
+    while got.iter().filter(|&&b| b == b'a').count() < 4000 {
+        let n = conn.read_raw(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    go.send(()).unwrap();
+    read_until(&mut conn, &mut got, "tail");
+    go.send(()).unwrap();
+    read_until(&mut conn, &mut got, "0\r\n\r\n");
+    assert!(String::from_utf8_lossy(&got).contains("end"));
+}
