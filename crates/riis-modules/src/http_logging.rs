@@ -9,16 +9,18 @@
 //!   every module of lower priority, so the line has the status and entity
 //!   length the client gets. On the send that carries the headers it notes
 //!   their length; on the final send (the client's request only: a child
-//!   request's lines would be the parent's twice) it writes the line.
+//!   request's lines would be the parent's twice) it makes the line.
 //!   Among the First modules (ProtocolSupport, EventTrace) the one listed
 //!   first runs last: list `HttpLogging` before them for `sc-bytes` to
 //!   count the headers they add.
 //!
 //! The final send is where IIS hands its log data over too: it follows
-//! EndRequest, so a status a module sets there is the one logged. A line
-//! is written when the response is handed to the connection: `time-taken`
-//! does not include the time the client takes to receive the rest of a
-//! large response.
+//! EndRequest, so a status a module sets there is the one logged. The line
+//! is finished and written once the connection is done with the response
+//! ([`HttpContext::on_response_delivered`]), as HTTP.sys logs once it has
+//! sent it: `date`, `time` and `time-taken` are the delivery's end,
+//! `sc-bytes` counts what went, and a client that left early gets
+//! `sc-win32-status` 64.
 //!
 //! Lines are formatted on the request's thread outside any lock and
 //! gathered in memory per log folder; one thread for the process
@@ -1187,8 +1189,63 @@ impl HttpModule for HttpLogging {
             None if !counts_bytes || ctx.response().headers_suppressed() => 0,
             None => head_length(ctx, None),
         };
-        let sink = self.shared.sink(ctx.site().site_id, config);
-        let fields = &config.fields.0;
+        // The line is made now, but for what only the delivery tells: it is
+        // written once the connection is done with the response.
+        let mut pending = PendingLine {
+            text: Vec::new(),
+            holes: Vec::new(),
+            head_bytes,
+            counts_entity: !(*ctx.request().method() == Method::HEAD
+                || bodiless(ctx.response().status())),
+            reset: ctx.response().is_connection_reset(),
+            win32: ctx.response().error().map_or(0, |e| win32(e.hresult)),
+            started: ctx.start_time(),
+            sink: self.shared.sink(ctx.site().site_id, config),
+            fields: config.fields.0.clone(),
+            period: config.period,
+            max_size: (config.period == LogPeriod::Size).then_some(config.max_size),
+        };
+        write_line(&mut pending, &config.fields.0, ctx, &self.shared.computer);
+        ctx.on_response_delivered(move |delivery| pending.finish(delivery));
+        RequestNotificationStatus::Continue
+    }
+}
+
+/// A line made at the final send, with holes for the values the delivery
+/// decides: when it ended (`date`, `time`, the file), how long it took,
+/// the bytes that went and whether all did (`sc-win32-status`).
+struct PendingLine {
+    text: Vec<u8>,
+    /// Where each hole is in `text`, in order.
+    holes: Vec<(usize, Hole)>,
+    head_bytes: u64,
+    /// The response has an entity (not HEAD, not a status without one).
+    counts_entity: bool,
+    /// A module reset the connection.
+    reset: bool,
+    /// The Win32 code of the error a module set (0 when none).
+    win32: u32,
+    started: std::time::Instant,
+    sink: Arc<Sink>,
+    fields: Arc<[LogField]>,
+    period: LogPeriod,
+    max_size: Option<u64>,
+}
+
+/// A value filled in at the delivery.
+#[derive(Clone, Copy)]
+enum Hole {
+    Date,
+    Time,
+    Win32Status,
+    BytesSent,
+    TimeTaken,
+}
+
+impl PendingLine {
+    /// Fills the holes and hands the line to the folder's sink.
+    fn finish(self, delivery: riis_pipeline::ResponseDelivery) {
+        let taken = self.started.elapsed().as_millis();
         LINE.with_borrow_mut(|buffer| {
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -1200,52 +1257,82 @@ impl HttpModule for HttpLogging {
             }
             let line = &mut buffer.line;
             line.clear();
-            write_line(
-                line,
-                fields,
-                ctx,
-                &buffer.stamp,
-                &self.shared.computer,
-                head_bytes,
-            );
+            let mut from = 0;
+            for &(at, hole) in &self.holes {
+                line.extend_from_slice(&self.text[from..at]);
+                from = at;
+                match hole {
+                    Hole::Date => line.extend_from_slice(&buffer.stamp[..10]),
+                    Hole::Time => line.extend_from_slice(&buffer.stamp[11..]),
+                    Hole::Win32Status => {
+                        // A reset connection got nothing:
+                        // ERROR_CONNECTION_ABORTED; a client that left
+                        // before the end: ERROR_NETNAME_DELETED, as IIS
+                        // logs them.
+                        let code = if self.reset {
+                            1236
+                        } else if self.win32 == 0 && !delivery.whole {
+                            64
+                        } else {
+                            self.win32
+                        };
+                        put_number(line, code);
+                    }
+                    Hole::BytesSent => {
+                        let entity = if self.counts_entity {
+                            delivery.body_bytes
+                        } else {
+                            0
+                        };
+                        let bytes = if self.reset && entity == 0 {
+                            0
+                        } else {
+                            self.head_bytes.saturating_add(entity)
+                        };
+                        put_number(line, bytes);
+                    }
+                    Hole::TimeTaken => put_number(line, taken),
+                }
+            }
+            line.extend_from_slice(&self.text[from..]);
             // A line must not start like a directive.
             if line.first() == Some(&b'#') {
                 line.splice(0..1, *b"%23");
             }
             line.push(b'\n');
             let file = match &buffer.file {
-                Some((period, name)) if *period == config.period => name,
+                Some((period, name)) if *period == self.period => name,
                 _ => {
                     let mut name = [0u8; 20];
-                    let name = file_name(config.period, &buffer.stamp, &mut name).to_owned();
-                    &buffer.file.insert((config.period, name)).1
+                    let name = file_name(self.period, &buffer.stamp, &mut name).to_owned();
+                    &buffer.file.insert((self.period, name)).1
                 }
             };
-            let max_size = (config.period == LogPeriod::Size).then_some(config.max_size);
-            sink.append(file, max_size, fields, &buffer.line);
+            self.sink
+                .append(file, self.max_size, &self.fields, &buffer.line);
         });
-        RequestNotificationStatus::Continue
     }
 }
 
-/// Writes the fields of `ctx`'s request, separated by spaces.
-fn write_line(
-    out: &mut Vec<u8>,
-    fields: &[LogField],
-    ctx: &HttpContext,
-    stamp: &[u8; 19],
-    computer: &str,
-    head_bytes: u64,
-) {
+/// Writes the fields of `ctx`'s request, separated by spaces, into
+/// `line`'s text, leaving its holes for the delivery.
+fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, computer: &str) {
     let req = ctx.request();
     let resp = ctx.response();
+    let (out, holes) = (&mut line.text, &mut line.holes);
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
             out.push(b' ');
         }
         let _ = match field {
-            LogField::Date => out.write_all(&stamp[..10]),
-            LogField::Time => out.write_all(&stamp[11..]),
+            LogField::Date => {
+                holes.push((out.len(), Hole::Date));
+                Ok(())
+            }
+            LogField::Time => {
+                holes.push((out.len(), Hole::Time));
+                Ok(())
+            }
             LogField::SiteName => {
                 out.extend_from_slice(b"W3SVC");
                 put_number(out, ctx.site().site_id);
@@ -1329,27 +1416,11 @@ fn write_line(
                 Ok(())
             }
             LogField::Win32Status => {
-                // A reset connection got nothing: ERROR_CONNECTION_ABORTED,
-                // as IIS logs it.
-                let code = if resp.is_connection_reset() {
-                    1236
-                } else {
-                    resp.error().map_or(0, |e| win32(e.hresult))
-                };
-                put_number(out, code);
-                Ok(())
-            }
-            LogField::BytesSent if resp.is_connection_reset() => {
-                out.push(b'0');
+                holes.push((out.len(), Hole::Win32Status));
                 Ok(())
             }
             LogField::BytesSent => {
-                let entity = if *req.method() == Method::HEAD || bodiless(resp.status()) {
-                    0
-                } else {
-                    resp.bytes_sent().saturating_add(resp.buffered_len())
-                };
-                put_number(out, head_bytes.saturating_add(entity));
+                holes.push((out.len(), Hole::BytesSent));
                 Ok(())
             }
             LogField::BytesReceived => {
@@ -1357,7 +1428,7 @@ fn write_line(
                 Ok(())
             }
             LogField::TimeTaken => {
-                put_number(out, ctx.start_time().elapsed().as_millis());
+                holes.push((out.len(), Hole::TimeTaken));
                 Ok(())
             }
         };

@@ -970,6 +970,26 @@ impl HttpContext {
         self.upgraded.take()
     }
 
+    /// Calls `watch` once the connection is done with this request's
+    /// response: with the entity bytes it took and whether all of it went
+    /// (see [`ResponseDelivery`](crate::ResponseDelivery)). The pipeline is
+    /// over by then (the call comes after the final send, often after the
+    /// request's module instances are disposed), so `watch` owns what it
+    /// needs. It is called exactly once, on the connection's thread, also
+    /// when the response never reached a connection (not whole, nothing
+    /// sent); it should be quick and must not block. From a child request,
+    /// the call is for the client's response.
+    ///
+    /// An access log uses it for the bytes and time of the delivery, as
+    /// IIS logs them once HTTP.sys has sent the response, so that a
+    /// download the client abandons is logged with what it got.
+    pub fn on_response_delivered(
+        &mut self,
+        watch: impl FnOnce(crate::ResponseDelivery) + Send + 'static,
+    ) {
+        self.response.delivery.push(Box::new(watch));
+    }
+
     /// Keeps `value` until the request ends (the lifetime of IIS's
     /// `IModuleAllocator` memory, for any owned value). It is dropped after
     /// the request's module contexts are cleaned up and its module instances

@@ -317,6 +317,10 @@ pub struct Output {
     /// The response's trailer fields, on the final send (see
     /// [`HttpResponse::set_trailer`]).
     pub trailers: Option<Box<http::HeaderMap>>,
+    /// On the final send: the calls to make once the connection is done
+    /// with the response (see [`HttpContext::on_response_delivered`]).
+    /// Dropped unmade, they are told the response was not sent.
+    pub delivery: crate::DeliveryWatchers,
     /// A SendResponse module deferred part of the entity (see
     /// [`SendResponseProvider::defer_after`]): the next send is made from
     /// it. The server completes this send once the client has taken what
@@ -1658,6 +1662,11 @@ impl RequestExecution {
             } else {
                 None
             },
+            delivery: if is_final {
+                std::mem::take(&mut resp.delivery)
+            } else {
+                crate::DeliveryWatchers::default()
+            },
             is_final,
             // An abort goes out at once, not after what is queued.
             paced: !deferred.is_empty() && !resp.reset_connection && !resp.truncated,
@@ -1914,6 +1923,7 @@ mod tests {
             ],
             is_final: true,
             trailers: None,
+            delivery: crate::DeliveryWatchers::default(),
             paced: false,
             disconnect: false,
             reset: false,

@@ -44,6 +44,7 @@ mod client_certificate;
 mod completion;
 mod context;
 mod context_container;
+mod delivery;
 mod execution;
 mod global;
 mod handler;
@@ -68,6 +69,7 @@ pub use client_certificate::{
 pub use completion::{CompletionHandle, CompletionWaiter};
 pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
 pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
+pub use delivery::{DeliveryWatchers, ResponseDelivery};
 pub use execution::{
     Activity, Output, RequestExecution, ResponseHead, Step, Waiting, E_CONNECTION_ABORTED,
     E_INVALID_DATA, E_TIMEOUT, YIELD_AFTER,

@@ -157,6 +157,10 @@ pub struct HttpResponse {
     /// Fields sent after the entity (see [`HttpResponse::set_trailer`]);
     /// boxed, since few responses have any.
     pub(crate) trailers: Option<Box<HeaderMap>>,
+    /// Calls waiting for the response's delivery (see
+    /// [`crate::HttpContext::on_response_delivered`]); the final send
+    /// hands them to the server.
+    pub(crate) delivery: crate::DeliveryWatchers,
     pub(crate) chunks: Vec<EntityChunk>,
     /// Bytes held in memory chunks, for the buffer limit.
     pub(crate) buffered_memory: usize,
@@ -225,6 +229,7 @@ impl HttpResponse {
             error_description: None,
             headers: HeaderMap::new(),
             trailers: None,
+            delivery: crate::DeliveryWatchers::default(),
             chunks: Vec::new(),
             buffered_memory: 0,
             entity_floor: 0,

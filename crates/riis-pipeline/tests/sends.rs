@@ -594,3 +594,66 @@ async fn trailers_go_with_the_final_send() {
     let outcome = get(&pipeline, "/").await;
     assert!(outcome.sends.iter().all(|s| s.trailers.is_none()));
 }
+
+/// A module's delivery watchers go to the server with the final send only,
+/// also one a child request registered (its response is the client's),
+/// and each is called exactly once: with the server's outcome, or as not
+/// sent when the server drops them.
+#[tokio::test]
+async fn delivery_watchers_go_with_the_final_send() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let log = log.clone();
+        t.module(
+            "Watcher",
+            Registration::events(N::BeginRequest | N::EndRequest),
+            script(move |ctx, call| {
+                let (log, at) = (log.clone(), call.describe());
+                if ctx.child_depth() == 0 && call.is_event(N::BeginRequest) {
+                    write(ctx, "early");
+                    ctx.response_mut().flush(Default::default());
+                    let child = ctx.clone_context_with_url("/child").unwrap();
+                    ctx.execute_request(child, Default::default()).unwrap();
+                }
+                let depth = ctx.child_depth();
+                ctx.on_response_delivered(move |d| {
+                    log.push(format!("{at} depth={depth}: {} {}", d.body_bytes, d.whole))
+                });
+                Status::Continue
+            }),
+        );
+    }
+    let pipeline = t.build();
+
+    let mut outcome = get(&pipeline, "/").await;
+
+    assert!(log.entries().is_empty(), "nobody is told before the server");
+    outcome.assert_completed();
+    assert!(outcome
+        .sends
+        .iter()
+        .all(|s| s.is_final || s.delivery.is_empty()));
+    let last = outcome.sends.pop().unwrap();
+    last.delivery.delivered(riis_pipeline::ResponseDelivery {
+        body_bytes: 5,
+        whole: true,
+    });
+    let mut told = log.take();
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            "BeginRequest depth=0: 5 true",
+            "BeginRequest depth=1: 5 true",
+            "EndRequest depth=0: 5 true",
+            "EndRequest depth=1: 5 true",
+        ]
+    );
+
+    // Dropped by a server that never sent the response.
+    let outcome = get(&pipeline, "/").await;
+    drop(outcome);
+    assert_eq!(log.entries().len(), 4);
+    assert!(log.entries().iter().all(|e| e.ends_with(": 0 false")));
+}

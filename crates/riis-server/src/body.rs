@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use riis_pipeline::EntityChunk;
+use riis_pipeline::{DeliveryWatchers, EntityChunk, ResponseDelivery};
 use tokio::sync::mpsc;
 
 use crate::connection::{ConnectionState, InService};
@@ -193,6 +193,55 @@ pub struct ResponseBody {
     /// waits for the client's flow-control window). Counted on the
     /// connection, whose send timeout ends a client that never opens it.
     awaiting_window: bool,
+    /// Entity bytes hyper took.
+    taken: u64,
+    /// hyper took the last frame (the end, or the trailers).
+    ended: bool,
+    /// Calls waiting for the delivery, made when hyper is done with the
+    /// body (a response whose final send made it).
+    delivery: DeliveryWatchers,
+    /// The same for a response that streams: its calls come with the
+    /// final send, later (see [`DeliveryShare`]).
+    delivery_share: Option<Arc<DeliveryShare>>,
+}
+
+/// Where a streamed response's delivery calls and its body's outcome meet:
+/// the calls come with the final send, which may find hyper already done
+/// with the body (the client left), or leave them for the body's end.
+#[derive(Default)]
+pub struct DeliveryShare(Mutex<SharedDelivery>);
+
+#[derive(Default)]
+struct SharedDelivery {
+    watchers: DeliveryWatchers,
+    outcome: Option<ResponseDelivery>,
+}
+
+impl DeliveryShare {
+    /// The final send's calls: made now if the body is done, else when it
+    /// is.
+    pub fn watch(&self, watchers: DeliveryWatchers) {
+        if watchers.is_empty() {
+            return;
+        }
+        let mut shared = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match shared.outcome {
+            Some(outcome) => {
+                drop(shared);
+                watchers.delivered(outcome);
+            }
+            None => shared.watchers = watchers,
+        }
+    }
+
+    /// The body is done: the calls waiting are made, later ones at once.
+    fn delivered(&self, outcome: ResponseDelivery) {
+        let mut shared = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        shared.outcome = Some(outcome);
+        let watchers = std::mem::take(&mut shared.watchers);
+        drop(shared);
+        watchers.delivered(outcome);
+    }
 }
 
 impl ResponseBody {
@@ -217,7 +266,24 @@ impl ResponseBody {
             trailers: None,
             watch_window: false,
             awaiting_window: false,
+            taken: 0,
+            ended: false,
+            delivery: DeliveryWatchers::default(),
+            delivery_share: None,
         }
+    }
+
+    /// Makes `delivery`'s calls when hyper is done with this body.
+    pub fn watched_by(mut self, delivery: DeliveryWatchers) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// Tells `share` how the delivery ended when hyper is done with this
+    /// body.
+    pub fn sharing_delivery(mut self, share: Arc<DeliveryShare>) -> Self {
+        self.delivery_share = Some(share);
+        self
     }
 
     /// Sends file ranges through the sendfile queue of `conn` rather than
@@ -241,6 +307,10 @@ impl ResponseBody {
             trailers: None,
             watch_window: false,
             awaiting_window: false,
+            taken: 0,
+            ended: false,
+            delivery: DeliveryWatchers::default(),
+            delivery_share: None,
         }
     }
 
@@ -300,6 +370,16 @@ impl Drop for ResponseBody {
         self.set_awaiting_window(false);
         if let Some(hold) = &self.request_body {
             hold.response_done();
+        }
+        if !self.delivery.is_empty() || self.delivery_share.is_some() {
+            let outcome = ResponseDelivery {
+                body_bytes: self.taken,
+                whole: self.ended || self.is_end_stream(),
+            };
+            std::mem::take(&mut self.delivery).delivered(outcome);
+            if let Some(share) = &self.delivery_share {
+                share.delivered(outcome);
+            }
         }
     }
 }
@@ -408,15 +488,28 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        if !this.watch_window {
-            return this.next_frame(cx);
-        }
-        // Asked now (the connection notes when); once data is handed out,
-        // hyper asks again only when the stream has window for more.
-        this.set_awaiting_window(false);
-        let frame = this.next_frame(cx);
-        if matches!(frame, Poll::Ready(Some(Ok(_)))) {
-            this.set_awaiting_window(true);
+        let frame = if !this.watch_window {
+            this.next_frame(cx)
+        } else {
+            // Asked now (the connection notes when); once data is handed
+            // out, hyper asks again only when the stream has window for
+            // more.
+            this.set_awaiting_window(false);
+            let frame = this.next_frame(cx);
+            if matches!(frame, Poll::Ready(Some(Ok(_)))) {
+                this.set_awaiting_window(true);
+            }
+            frame
+        };
+        // What the delivery's watchers are told.
+        match &frame {
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) => this.taken += data.len() as u64,
+                // Trailers come last.
+                None => this.ended = true,
+            },
+            Poll::Ready(None) => this.ended = true,
+            _ => {}
         }
         frame
     }

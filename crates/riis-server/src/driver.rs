@@ -22,12 +22,12 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use riis_pipeline::{
-    EntityChunk, HttpContext, HttpRequest, Output, Pipeline, RequestExecution, ResponseHead, Site,
-    Step,
+    DeliveryWatchers, EntityChunk, HttpContext, HttpRequest, Output, Pipeline, RequestExecution,
+    ResponseHead, Site, Step,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::body::{RequestBodyHold, ResponseBody, StreamItem, StreamPiece};
+use crate::body::{DeliveryShare, RequestBodyHold, ResponseBody, StreamItem, StreamPiece};
 use crate::config::{Limits, ServerConfig, Timeouts};
 use crate::connection::{ConnectionState, InService};
 use crate::in_flight::Listed;
@@ -491,9 +491,10 @@ fn serve_site(
 
     let first = match exec.resume() {
         Step::Send => {
-            let out = exec.take_output().expect("Step::Send carries output");
+            let mut out = exec.take_output().expect("Step::Send carries output");
             if out.is_final {
                 // The fast path: one send, the whole response known.
+                let delivery = std::mem::take(&mut out.delivery);
                 let switching = is_switch(&out).then(|| can_switch(&mut exec, &body));
                 exec.complete_send(Ok(out.len()));
                 // Only the disposal is left after the final send (it comes
@@ -507,6 +508,7 @@ fn serve_site(
                     },
                     None => final_response(out, &shape),
                 };
+                let reply = watched(reply, delivery);
                 if shape.discard_request_body.is_none() {
                     return Answer::Now(reply);
                 }
@@ -554,6 +556,8 @@ async fn drive(
     let mut reply = Some(reply);
     let hold = RequestBodyHold::default();
     let mut stream: Option<mpsc::Sender<StreamItem>> = None;
+    // Where the final send's delivery calls go when the head went first.
+    let mut delivery_share: Option<Arc<DeliveryShare>> = None;
     // The response has no body (HEAD, 1xx, 204, 304) and went out whole.
     let mut discarding = false;
     // The response was a 101: the connection is the module's stream.
@@ -579,8 +583,12 @@ async fn drive(
         // Where it stands, for `riis status`, before it waits.
         listed.note(&exec);
         match event {
-            Event::Send(out) => {
+            Event::Send(mut out) => {
                 let len = out.len();
+                if let Some(share) = &delivery_share {
+                    // (Empty but for the final send.)
+                    share.watch(std::mem::take(&mut out.delivery));
+                }
                 // Whether something went to the client: a send that did not
                 // (nothing to send, nowhere to send it) completes at once,
                 // and a module flushing from each flush's completion would
@@ -591,6 +599,8 @@ async fn drive(
                     // still reads the body: what is left of it now says
                     // nothing about what will be left at the end.
                     let reading_on = !out.is_final && exec.context().is_full_duplex();
+                    let delivery = std::mem::take(&mut out.delivery);
+                    let is_final = out.is_final;
                     let response = if is_switch(&out) {
                         let can = can_switch(&mut exec, &reader.body);
                         match switching_response(out, can) {
@@ -621,6 +631,14 @@ async fn drive(
                             stream = Some(tx);
                         }
                         response
+                    };
+                    let response = if is_final {
+                        watched(response, delivery)
+                    } else {
+                        // The final send comes later, with its calls.
+                        let share = Arc::new(DeliveryShare::default());
+                        delivery_share = Some(share.clone());
+                        response.map(|r| r.map(|body| body.sharing_delivery(share)))
                     };
                     let response =
                         hold_request_body(response, &hold, &shape, &reader.body, reading_on);
@@ -1164,6 +1182,15 @@ fn hold_request_body(
         }
         resp.map(|body| body.holding(hold.clone()))
     })
+}
+
+/// Gives a reply's body the calls waiting for its delivery (a reply that
+/// goes nowhere drops them, which tells them so).
+fn watched(reply: Reply, delivery: DeliveryWatchers) -> Reply {
+    if delivery.is_empty() {
+        return reply;
+    }
+    reply.map(|resp| resp.map(|body| body.watched_by(delivery)))
 }
 
 fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {

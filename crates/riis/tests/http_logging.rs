@@ -553,6 +553,51 @@ bindings = ["127.0.0.1:0"]
     assert!(bytes > 0 && bytes < text.len() as u64, "{line}");
 }
 
+/// A line is written when the connection is done with the response, as
+/// IIS logs once HTTP.sys has sent it: a large download the client leaves
+/// halfway is logged with the bytes that went (not the file's size),
+/// `sc-win32-status` 64 (ERROR_NETNAME_DELETED) and a `time-taken` that
+/// runs until it left; a whole one with every byte and 0.
+#[test]
+fn a_download_is_logged_when_it_ends_with_what_went() {
+    const SIZE: usize = 32 * 1024 * 1024;
+    let dir = TempDir::new("httplog-delivery");
+    dir.write("www/big.bin", vec![b'x'; SIZE]);
+    let config = config(
+        &dir,
+        "fields = [\"cs-uri-stem\", \"sc-status\", \"sc-win32-status\", \"sc-bytes\", \"time-taken\"]\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let logs = dir.path().join("logs");
+
+    // Read a little, hold the rest back for a second, and leave.
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut first = [0u8; 4096];
+    assert!(conn.read_raw(&mut first).unwrap() > 0);
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(conn);
+    let logged = wait_for_lines(&logs, 1);
+    let line = lines(&logged)[0].to_owned();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[..3], ["/big.bin", "200", "64"], "{line}");
+    let bytes: u64 = fields[3].parse().unwrap();
+    assert!(bytes > 0 && bytes < SIZE as u64, "{line}");
+    let taken: u64 = fields[4].parse().unwrap();
+    assert!(taken >= 1000, "{line}");
+
+    // The whole file.
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/big.bin");
+    assert_eq!((resp.status, resp.body.len()), (200, SIZE));
+    let logged = wait_for_lines(&logs, 2);
+    let line = lines(&logged)[1].to_owned();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[..3], ["/big.bin", "200", "0"], "{line}");
+    let bytes: u64 = fields[3].parse().unwrap();
+    assert!(bytes > SIZE as u64 && bytes < SIZE as u64 + 400, "{line}");
+}
+
 /// `period = "size"`: the log goes to `u_extend1.log`, `u_extend2.log`, …,
 /// each closed before a batch of lines would take it past `max_size`.
 #[test]

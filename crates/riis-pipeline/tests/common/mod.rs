@@ -642,6 +642,9 @@ pub struct Sent {
     pub trailers: Option<Box<http::HeaderMap>>,
     /// The next send is made from a deferred rest (see `Output`).
     pub paced: bool,
+    /// The calls waiting for the delivery (on the final send); dropped
+    /// with the outcome, they are told the response was not sent.
+    pub delivery: riis_pipeline::DeliveryWatchers,
 }
 
 /// Everything a request produced, and its finished execution (whose context
@@ -735,6 +738,7 @@ pub async fn drive(mut execution: RequestExecution, body: Vec<Bytes>) -> Outcome
                     truncated: output.truncated,
                     trailers: output.trailers,
                     paced: output.paced,
+                    delivery: output.delivery,
                 });
                 execution.complete_send(Ok(len));
             }
