@@ -47,7 +47,9 @@
 //!   folder): the site's files go in `W3SVC<site id>` under it (created
 //!   0750; files 0640);
 //! - `period`: `"daily"` (default, `u_exYYMMDD.log`), `"hourly"`
-//!   (`u_exYYMMDDHH.log`) or `"monthly"` (`u_exYYMM.log`), by UTC; or
+//!   (`u_exYYMMDDHH.log`), `"weekly"` (`u_exYYMMWW.log`, the week of the
+//!   month) or `"monthly"` (`u_exYYMM.log`), by UTC, or by local time
+//!   with `local_time_rollover` (IIS's `localTimeRollover`); or
 //!   `"size"` (IIS's `MaxSize`): `u_extend1.log`, `u_extend2.log`, …, a
 //!   new one once the next batch of lines would take the file past
 //!   `max_size` (bytes, default 20,971,520, IIS's `truncateSize`; only with
@@ -100,6 +102,10 @@ pub struct HttpLoggingConfig {
     /// With [`LogPeriod::Size`]: the bytes a file grows to before the next
     /// one starts.
     pub max_size: u64,
+    /// IIS's `localTimeRollover`: files by time are named, and roll over,
+    /// by the server's local time instead of UTC (the lines' `date` and
+    /// `time` stay UTC).
+    pub local_time_rollover: bool,
     /// The fields of a line.
     pub fields: LogFields,
 }
@@ -116,6 +122,7 @@ struct RawHttpLoggingConfig {
     directory: PathBuf,
     period: LogPeriod,
     max_size: Option<u64>,
+    local_time_rollover: bool,
     fields: LogFields,
 }
 
@@ -127,6 +134,7 @@ impl Default for RawHttpLoggingConfig {
             directory: d.directory,
             period: d.period,
             max_size: None,
+            local_time_rollover: d.local_time_rollover,
             fields: d.fields,
         }
     }
@@ -147,11 +155,18 @@ impl TryFrom<RawHttpLoggingConfig> for HttpLoggingConfig {
             }
             (_, None) => DEFAULT_MAX_SIZE,
         };
+        if raw.local_time_rollover && raw.period == LogPeriod::Size {
+            return Err(
+                "local_time_rollover applies only to files by time (hourly, daily, weekly, monthly)"
+                    .into(),
+            );
+        }
         Ok(Self {
             enabled: raw.enabled,
             directory: raw.directory,
             period: raw.period,
             max_size,
+            local_time_rollover: raw.local_time_rollover,
             fields: raw.fields,
         })
     }
@@ -205,12 +220,13 @@ impl Default for HttpLoggingConfig {
             directory: PathBuf::from("logs"),
             period: LogPeriod::Daily,
             max_size: DEFAULT_MAX_SIZE,
+            local_time_rollover: false,
             fields: LogFields::default(),
         }
     }
 }
 
-/// How long one log file collects lines (IIS's `period`), by UTC, or
+/// How long one log file collects lines (IIS's `period`), by UTC (or local time), or
 /// how large it grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -219,6 +235,12 @@ pub enum LogPeriod {
     Hourly,
     /// `u_exYYMMDD.log`.
     Daily,
+    /// `u_exYYMMWW.log`, `WW` the week of the month: weeks start on Sunday,
+    /// and the month's first days, up to its first Saturday, are week 01
+    /// (so a month has up to six). Inferred: IIS names the week of the
+    /// month without saying where weeks start; calendar weeks make a new
+    /// file each Sunday and on the first of each month.
+    Weekly,
     /// `u_exYYMM.log`.
     Monthly,
     /// IIS's `MaxSize`: `u_extend1.log`, `u_extend2.log`, …, each up to
@@ -963,9 +985,10 @@ fn sized_name(number: u64) -> String {
 /// (`u_extend3.log`).
 const SIZED_STEM: &[u8] = b"tend";
 
-/// The file a line stamped `stamp` goes to (for [`LogPeriod::Size`], the
-/// stem the writer numbers).
-fn file_name<'a>(period: LogPeriod, stamp: &[u8; 19], out: &'a mut [u8; 20]) -> &'a str {
+/// The file a line written at `second` (since the epoch, on the clock the
+/// files roll over by) goes to; for [`LogPeriod::Size`], the stem the
+/// writer numbers.
+fn file_name(period: LogPeriod, second: u64, out: &mut [u8; 20]) -> &str {
     let mut len = 0;
     let mut put = |bytes: &[u8]| {
         out[len..len + bytes.len()].copy_from_slice(bytes);
@@ -977,16 +1000,44 @@ fn file_name<'a>(period: LogPeriod, stamp: &[u8; 19], out: &'a mut [u8; 20]) -> 
         put(SIZED_STEM);
         return std::str::from_utf8(&out[..len]).expect("ASCII letters");
     }
+    let stamp = stamp(second);
     put(&stamp[2..4]);
     put(&stamp[5..7]);
-    if period != LogPeriod::Monthly {
-        put(&stamp[8..10]);
-    }
-    if period == LogPeriod::Hourly {
-        put(&stamp[11..13]);
+    match period {
+        LogPeriod::Hourly => {
+            put(&stamp[8..10]);
+            put(&stamp[11..13]);
+        }
+        LogPeriod::Daily => put(&stamp[8..10]),
+        LogPeriod::Weekly => {
+            let days = (second / 86_400) as i64;
+            let day_of_month = i64::from(civil_date(days).2);
+            // 1970-01-01 was a Thursday (4, counting Sunday as 0).
+            let first_weekday = (days - (day_of_month - 1) + 4).rem_euclid(7);
+            let week = (day_of_month - 1 + first_weekday) / 7 + 1;
+            put(&[b'0', b'0' + week as u8]);
+        }
+        LogPeriod::Monthly | LogPeriod::Size => {}
     }
     put(b".log");
     std::str::from_utf8(&out[..len]).expect("ASCII digits and letters")
+}
+
+/// The second on the server's local clock (`TZ`, else `/etc/localtime`)
+/// when it is `second` UTC, for files that roll over by local time.
+fn local_second(second: u64) -> u64 {
+    use chrono::{Offset, TimeZone};
+    let Some(utc) = i64::try_from(second)
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+    else {
+        return second;
+    };
+    let offset = chrono::Local
+        .offset_from_utc_datetime(&utc.naive_utc())
+        .fix()
+        .local_minus_utc();
+    second.saturating_add_signed(i64::from(offset))
 }
 
 /// Writes a value as W3C logs carry it: `-` when empty, `+` for a space,
@@ -1154,8 +1205,8 @@ struct LineBuffer {
     second: u64,
     /// `YYYY-MM-DD HH:MM:SS`.
     stamp: [u8; 19],
-    /// The file name for `stamp` under a period.
-    file: Option<(LogPeriod, String)>,
+    /// The file name for `second` under a period, by UTC or local time.
+    file: Option<(LogPeriod, bool, String)>,
 }
 
 impl HttpModule for HttpLogging {
@@ -1203,6 +1254,7 @@ impl HttpModule for HttpLogging {
             sink: self.shared.sink(ctx.site().site_id, config),
             fields: config.fields.0.clone(),
             period: config.period,
+            local: config.local_time_rollover,
             max_size: (config.period == LogPeriod::Size).then_some(config.max_size),
         };
         write_line(&mut pending, &config.fields.0, ctx, &self.shared.computer);
@@ -1229,6 +1281,8 @@ struct PendingLine {
     sink: Arc<Sink>,
     fields: Arc<[LogField]>,
     period: LogPeriod,
+    /// Files roll over by local time.
+    local: bool,
     max_size: Option<u64>,
 }
 
@@ -1301,11 +1355,18 @@ impl PendingLine {
             }
             line.push(b'\n');
             let file = match &buffer.file {
-                Some((period, name)) if *period == self.period => name,
+                Some((period, local, name)) if *period == self.period && *local == self.local => {
+                    name
+                }
                 _ => {
+                    let rollover = if self.local {
+                        local_second(buffer.second)
+                    } else {
+                        buffer.second
+                    };
                     let mut name = [0u8; 20];
-                    let name = file_name(self.period, &buffer.stamp, &mut name).to_owned();
-                    &buffer.file.insert((self.period, name)).1
+                    let name = file_name(self.period, rollover, &mut name).to_owned();
+                    &buffer.file.insert((self.period, self.local, name)).2
                 }
             };
             self.sink
@@ -1591,14 +1652,31 @@ mod tests {
 
     #[test]
     fn file_names_follow_the_period() {
-        let s = stamp(1_796_399_999);
+        // 2026-12-04 15:59:59 UTC, a Friday.
+        let s = 1_796_399_999;
         let mut buf = [0; 20];
-        assert_eq!(file_name(LogPeriod::Daily, &s, &mut buf), "u_ex261204.log");
+        assert_eq!(file_name(LogPeriod::Daily, s, &mut buf), "u_ex261204.log");
         assert_eq!(
-            file_name(LogPeriod::Hourly, &s, &mut buf),
+            file_name(LogPeriod::Hourly, s, &mut buf),
             "u_ex26120415.log"
         );
-        assert_eq!(file_name(LogPeriod::Monthly, &s, &mut buf), "u_ex2612.log");
+        assert_eq!(file_name(LogPeriod::Monthly, s, &mut buf), "u_ex2612.log");
+        // December 2026 starts on a Tuesday: the 1st to the 5th are week
+        // 01, each Sunday starts the next.
+        let day = |d: u64| 1_796_083_200 + (d - 1) * 86_400; // 2026-12-01 00:00
+        let weekly = |second| {
+            let mut buf = [0; 20];
+            file_name(LogPeriod::Weekly, second, &mut buf).to_owned()
+        };
+        assert_eq!(weekly(s), "u_ex261201.log");
+        assert_eq!(weekly(day(1)), "u_ex261201.log");
+        assert_eq!(weekly(day(6) - 1), "u_ex261201.log");
+        assert_eq!(weekly(day(6)), "u_ex261202.log");
+        assert_eq!(weekly(day(31)), "u_ex261205.log");
+        // A new month starts week 01 again, whatever the day: 2027-01-01
+        // is a Friday; 2027-01-31, a Sunday, is in its sixth week.
+        assert_eq!(weekly(day(32)), "u_ex270101.log");
+        assert_eq!(weekly(day(62)), "u_ex270106.log");
     }
 
     #[test]
@@ -1779,7 +1857,18 @@ mod tests {
         );
         assert!(parse("max_size = 5").is_err());
         assert!(parse("period = \"size\"\nmax_size = 0").is_err());
-        assert!(parse("period = \"weekly\"").is_err());
+        assert!(parse("period = \"yearly\"").is_err());
+        assert_eq!(
+            parse("period = \"weekly\"").unwrap().period,
+            LogPeriod::Weekly
+        );
+        assert!(
+            parse("period = \"hourly\"\nlocal_time_rollover = true")
+                .unwrap()
+                .local_time_rollover
+        );
+        let e = parse("period = \"size\"\nlocal_time_rollover = true").unwrap_err();
+        assert!(e.contains("local_time_rollover applies only"), "{e}");
     }
 
     /// `period = "size"`: files numbered from the highest already there,
@@ -1795,7 +1884,7 @@ mod tests {
         let sink = Sink::new(folder.clone(), "riis/test");
         let fields = LogFields::default().0;
         let mut stem = [0u8; 20];
-        let stem = file_name(LogPeriod::Size, &stamp(0), &mut stem).to_owned();
+        let stem = file_name(LogPeriod::Size, 0, &mut stem).to_owned();
         assert_eq!(stem, "u_extend");
         for round in 0..4 {
             for i in 0..5 {

@@ -393,7 +393,7 @@ fn unknown_fields_are_configuration_errors() {
     assert!(err.contains("http_logging.fields"), "{err}");
     assert!(err.contains("`sc-bytez` is not a log field"), "{err}");
 
-    let bad_period = config(&dir, "period = \"weekly\"");
+    let bad_period = config(&dir, "period = \"yearly\"");
     let out = Command::new(env!("CARGO_BIN_EXE_riis"))
         .args(["check-config", "--config", bad_period.to_str().unwrap()])
         .output()
@@ -596,6 +596,52 @@ fn a_download_is_logged_when_it_ends_with_what_went() {
     assert_eq!(fields[..3], ["/big.bin", "200", "0"], "{line}");
     let bytes: u64 = fields[3].parse().unwrap();
     assert!(bytes > SIZE as u64 && bytes < SIZE as u64 + 400, "{line}");
+}
+
+/// `local_time_rollover`: files are named by the server's local time (here
+/// `TZ` 14 hours ahead of UTC, as in Kiribati), the lines' times stay UTC.
+#[test]
+fn files_roll_over_by_local_time_when_asked() {
+    const TZ: &str = "<+14>-14";
+    let dir = TempDir::new("httplog-local");
+    dir.write("www/a.txt", "alpha");
+    let config = config(
+        &dir,
+        "period = \"hourly\"\nlocal_time_rollover = true\nfields = [\"date\", \"time\", \"cs-uri-stem\"]\n",
+    );
+    let hour = |tz: &str, format: &str| {
+        let out = std::process::Command::new("date")
+            .env("TZ", tz)
+            .arg(format)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_riis"));
+    command
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TZ", TZ);
+    let server = RunningBinary::from_command(command).unwrap();
+    let before = (hour(TZ, "+u_ex%y%m%d%H.log"), hour("UTC", "+%Y-%m-%d %H"));
+    assert_eq!(common::get(server.addr, "/a.txt").status, 200);
+    let logs = dir.path().join("logs");
+    let logged = wait_for_lines(&logs, 1);
+    let after = (hour(TZ, "+u_ex%y%m%d%H.log"), hour("UTC", "+%Y-%m-%d %H"));
+    let names: Vec<String> = std::fs::read_dir(logs.join("W3SVC1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(
+        names[0] == before.0 || names[0] == after.0,
+        "{names:?} {before:?} {after:?}"
+    );
+    let line = lines(&logged)[0];
+    assert!(
+        line.starts_with(&before.1) || line.starts_with(&after.1),
+        "{line} {before:?} {after:?}"
+    );
 }
 
 /// `period = "size"`: the log goes to `u_extend1.log`, `u_extend2.log`, …,
