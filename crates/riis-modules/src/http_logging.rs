@@ -1243,8 +1243,8 @@ impl HttpModule for HttpLogging {
         // The line is made now, but for what only the delivery tells: it is
         // written once the connection is done with the response.
         let mut pending = PendingLine {
-            text: Vec::new(),
-            holes: Vec::new(),
+            text: Vec::with_capacity(256),
+            holes: Vec::with_capacity(5),
             head_bytes,
             counts_entity: !(*ctx.request().method() == Method::HEAD
                 || bodiless(ctx.response().status())),

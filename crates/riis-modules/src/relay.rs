@@ -748,30 +748,48 @@ impl Receiver {
 }
 
 /// Whether an answer goes on as it comes, whatever the module's
-/// `response_buffer_limit`. The backend may say so itself with nginx's
-/// `X-Accel-Buffering` (`no`; `yes` holds it as the limit says), a header
-/// meant for the server and so taken out of the head, as nginx does.
-/// Otherwise, gRPC's messages (`application/grpc…`, as nginx's
-/// `grpc_pass` passes them) and server-sent events (`text/event-stream`,
-/// as Caddy flushes them): a client waits for them one by one, and a
-/// stream of them held until 4 MiB would never arrive.
+/// `response_buffer_limit`. gRPC's messages always do
+/// (`application/grpc…`, as nginx's `grpc_pass` passes them): a
+/// bidirectional call held until 4 MiB would never go on. Otherwise the
+/// backend may say itself with nginx's `X-Accel-Buffering` (`no`, or
+/// `yes` to be held as the limit says; other values are ignored, as nginx
+/// ignores them), a header meant for the server and so taken out of the
+/// head, as nginx does; without it, server-sent events
+/// (`text/event-stream`, as Caddy flushes them) go on as they come, since
+/// a client waits for them one by one.
 fn passes_unbuffered(head: &mut ResponseHead) -> bool {
     let mut said = None;
     head.headers.retain(|(name, value)| {
         if name != "x-accel-buffering" {
             return true;
         }
-        said = Some(value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"no"));
+        let value = value.as_bytes().trim_ascii();
+        if value.eq_ignore_ascii_case(b"no") {
+            said = Some(true);
+        } else if value.eq_ignore_ascii_case(b"yes") {
+            said = Some(false);
+        }
         false
     });
-    said.unwrap_or_else(|| {
-        head.headers.iter().any(|(name, value)| {
-            *name == riis_pipeline::http::header::CONTENT_TYPE
-                && [&b"application/grpc"[..], b"text/event-stream"]
-                    .iter()
-                    .any(|kind| starts_with_ignoring_case(value.as_bytes(), kind))
-        })
-    })
+    let content_type = head
+        .headers
+        .iter()
+        .find(|(name, _)| *name == riis_pipeline::http::header::CONTENT_TYPE)
+        .map_or(&b""[..], |(_, value)| value.as_bytes());
+    if starts_with_ignoring_case(content_type, b"application/grpc") {
+        return true;
+    }
+    said.unwrap_or_else(|| is_media_type(content_type, b"text/event-stream"))
+}
+
+/// Whether a `Content-Type` value names `media_type` (any parameters
+/// after it).
+fn is_media_type(value: &[u8], media_type: &[u8]) -> bool {
+    starts_with_ignoring_case(value, media_type)
+        && matches!(
+            value.get(media_type.len()),
+            None | Some(b';' | b' ' | b'\t')
+        )
 }
 
 fn starts_with_ignoring_case(text: &[u8], prefix: &[u8]) -> bool {
@@ -793,5 +811,69 @@ fn set_trailers(ctx: &mut HttpContext, trailers: riis_pipeline::http::HeaderMap)
         if let Err(why) = ctx.response_mut().append_trailer(name, value) {
             tracing::debug!("a trailer field of the answer was left out: {why}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riis_pipeline::http::{HeaderName, HeaderValue};
+
+    fn head(headers: &[(&str, &str)]) -> ResponseHead {
+        ResponseHead {
+            status: StatusCode::OK,
+            reason: None,
+            headers: headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                        HeaderValue::from_str(v).unwrap(),
+                    )
+                })
+                .collect(),
+            content_length: None,
+            length_is_exact: false,
+            local_redirect: None,
+        }
+    }
+
+    #[test]
+    fn which_answers_stream_from_their_head() {
+        let unbuffered = |headers: &[(&str, &str)]| {
+            let mut head = head(headers);
+            let answer = passes_unbuffered(&mut head);
+            assert!(
+                head.headers.iter().all(|(n, _)| n != "x-accel-buffering"),
+                "the header is the server's"
+            );
+            answer
+        };
+        assert!(unbuffered(&[("content-type", "text/event-stream")]));
+        assert!(unbuffered(&[(
+            "content-type",
+            "Text/Event-Stream; charset=utf-8"
+        )]));
+        assert!(!unbuffered(&[("content-type", "text/event-streams")]));
+        assert!(!unbuffered(&[("content-type", "text/html")]));
+        assert!(unbuffered(&[
+            ("content-type", "text/html"),
+            ("x-accel-buffering", "no")
+        ]));
+        assert!(!unbuffered(&[
+            ("content-type", "text/event-stream"),
+            ("x-accel-buffering", "yes")
+        ]));
+        // Values nginx does not know are ignored.
+        assert!(unbuffered(&[
+            ("content-type", "text/event-stream"),
+            ("x-accel-buffering", "off")
+        ]));
+        // gRPC goes on as it comes, whatever the header says.
+        assert!(unbuffered(&[("content-type", "application/grpc+proto")]));
+        assert!(unbuffered(&[
+            ("content-type", "application/grpc"),
+            ("x-accel-buffering", "yes")
+        ]));
     }
 }

@@ -197,6 +197,9 @@ pub struct ResponseBody {
     taken: u64,
     /// hyper took the last frame (the end, or the trailers).
     ended: bool,
+    /// The response never reached hyper (the client left before its head
+    /// went): its delivery was not whole, even with nothing to send.
+    not_sent: bool,
     /// Calls waiting for the delivery, made when hyper is done with the
     /// body (a response whose final send made it).
     delivery: DeliveryWatchers,
@@ -268,8 +271,26 @@ impl ResponseBody {
             awaiting_window: false,
             taken: 0,
             ended: false,
+            not_sent: false,
             delivery: DeliveryWatchers::default(),
             delivery_share: None,
+        }
+    }
+
+    /// Marks a body whose response never reached hyper.
+    pub fn not_sent(&mut self) {
+        self.not_sent = true;
+    }
+
+    /// Whether hyper took the whole entity: a declared length's every
+    /// byte (hyper drops such a body once its length went, without asking
+    /// for the end, and fails one that ends short), else the end of a
+    /// streamed body or every byte of a known one. Trailers do not count:
+    /// HTTP/1.1 sends a known body with `Content-Length` and drops them.
+    fn entity_went_whole(&self) -> bool {
+        match self.declared_left {
+            Some(left) => left == 0,
+            None => self.ended || (self.remaining == Some(0) && self.stream.is_none()),
         }
     }
 
@@ -309,6 +330,7 @@ impl ResponseBody {
             awaiting_window: false,
             taken: 0,
             ended: false,
+            not_sent: false,
             delivery: DeliveryWatchers::default(),
             delivery_share: None,
         }
@@ -374,7 +396,7 @@ impl Drop for ResponseBody {
         if !self.delivery.is_empty() || self.delivery_share.is_some() {
             let outcome = ResponseDelivery {
                 body_bytes: self.taken,
-                whole: self.ended || self.is_end_stream(),
+                whole: !self.not_sent && self.entity_went_whole(),
             };
             std::mem::take(&mut self.delivery).delivered(outcome);
             if let Some(share) = &self.delivery_share {

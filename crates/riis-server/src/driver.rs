@@ -642,7 +642,15 @@ async fn drive(
                     };
                     let response =
                         hold_request_body(response, &hold, &shape, &reader.body, reading_on);
-                    reply.send(response).is_ok()
+                    match reply.send(response) {
+                        Ok(()) => true,
+                        Err(Ok(mut unsent)) => {
+                            // The client left before the head went.
+                            unsent.body_mut().not_sent();
+                            false
+                        }
+                        Err(Err(_)) => false,
+                    }
                 } else if switched {
                     passed = false;
                     // After a 101 the module writes to its stream; the

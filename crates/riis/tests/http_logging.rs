@@ -598,6 +598,61 @@ fn a_download_is_logged_when_it_ends_with_what_went() {
     assert!(bytes > SIZE as u64 && bytes < SIZE as u64 + 400, "{line}");
 }
 
+/// A proxied answer that streams (past `response_buffer_limit`) with its
+/// server's `Content-Length` is logged whole: the connection stops asking
+/// for a body of declared length once its last byte went.
+#[test]
+fn a_streamed_answer_of_declared_length_is_logged_whole() {
+    const SIZE: usize = 300_000;
+    let backend_dir = TempDir::new("httplog-backend");
+    backend_dir.write("www/big.txt", vec![b'b'; SIZE]);
+    let backend = RunningBinary::start(&[
+        "--config",
+        config(&backend_dir, "enabled = false").to_str().unwrap(),
+    ]);
+    let dir = TempDir::new("httplog-proxied");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let front = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "HttpLogging"
+[[modules]]
+name = "ReverseProxy"
+
+[[handlers]]
+name = "Proxy"
+path = "*"
+modules = ["ReverseProxy"]
+
+[proxy]
+servers = ["http://{backend}"]
+response_buffer_limit = 65536
+
+[http_logging]
+fields = ["cs-uri-stem", "sc-status", "sc-win32-status", "sc-bytes"]
+
+[[sites]]
+name = "Front"
+root = 'www'
+bindings = ["127.0.0.1:0"]
+"#,
+            backend = backend.addr
+        ),
+    );
+    let server = RunningBinary::start(&["--config", front.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let resp = conn.get("/big.txt");
+    assert_eq!((resp.status, resp.body.len()), (200, SIZE));
+    assert_eq!(resp.header("content-length"), Some("300000"));
+    let logged = wait_for_lines(&dir.path().join("logs"), 1);
+    let line = lines(&logged)[0].to_owned();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[..3], ["/big.txt", "200", "0"], "{line}");
+    let bytes: u64 = fields[3].parse().unwrap();
+    assert!(bytes > SIZE as u64, "{line}");
+}
+
 /// `local_time_rollover`: files are named by the server's local time (here
 /// `TZ` 14 hours ahead of UTC, as in Kiribati), the lines' times stay UTC.
 #[test]
