@@ -1244,7 +1244,6 @@ impl HttpModule for HttpLogging {
         // written once the connection is done with the response.
         let mut pending = PendingLine {
             text: Vec::with_capacity(256),
-            holes: Vec::with_capacity(5),
             head_bytes,
             counts_entity: !(*ctx.request().method() == Method::HEAD
                 || bodiless(ctx.response().status())),
@@ -1267,9 +1266,9 @@ impl HttpModule for HttpLogging {
 /// decides: when it ended (`date`, `time`, the file), how long it took,
 /// the bytes that went and whether all did (`sc-win32-status`).
 struct PendingLine {
+    /// The line, each hole a control byte ([`Hole`]'s value): escaping
+    /// leaves no other control byte in a line.
     text: Vec<u8>,
-    /// Where each hole is in `text`, in order.
-    holes: Vec<(usize, Hole)>,
     head_bytes: u64,
     /// The response has an entity (not HEAD, not a status without one).
     counts_entity: bool,
@@ -1286,14 +1285,29 @@ struct PendingLine {
     max_size: Option<u64>,
 }
 
-/// A value filled in at the delivery.
+/// A value filled in at the delivery, marked in the line by its byte.
 #[derive(Clone, Copy)]
+#[repr(u8)]
 enum Hole {
-    Date,
+    Date = 1,
     Time,
     Win32Status,
     BytesSent,
     TimeTaken,
+}
+
+impl Hole {
+    /// The hole a line's byte marks, if any.
+    fn at(byte: u8) -> Option<Self> {
+        Some(match byte {
+            1 => Self::Date,
+            2 => Self::Time,
+            3 => Self::Win32Status,
+            4 => Self::BytesSent,
+            5 => Self::TimeTaken,
+            _ => return None,
+        })
+    }
 }
 
 impl PendingLine {
@@ -1312,9 +1326,14 @@ impl PendingLine {
             let line = &mut buffer.line;
             line.clear();
             let mut from = 0;
-            for &(at, hole) in &self.holes {
+            for (at, hole) in self
+                .text
+                .iter()
+                .enumerate()
+                .filter_map(|(at, &byte)| Some((at, Hole::at(byte)?)))
+            {
                 line.extend_from_slice(&self.text[from..at]);
-                from = at;
+                from = at + 1;
                 match hole {
                     Hole::Date => line.extend_from_slice(&buffer.stamp[..10]),
                     Hole::Time => line.extend_from_slice(&buffer.stamp[11..]),
@@ -1322,10 +1341,11 @@ impl PendingLine {
                         // A reset connection got nothing:
                         // ERROR_CONNECTION_ABORTED; a client that left
                         // before the end: ERROR_NETNAME_DELETED, as IIS
-                        // logs them.
+                        // logs them (what ended the delivery, rather than
+                        // an error a module set on the way).
                         let code = if self.reset {
                             1236
-                        } else if self.win32 == 0 && !delivery.whole {
+                        } else if !delivery.whole {
                             64
                         } else {
                             self.win32
@@ -1380,18 +1400,18 @@ impl PendingLine {
 fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, computer: &str) {
     let req = ctx.request();
     let resp = ctx.response();
-    let (out, holes) = (&mut line.text, &mut line.holes);
+    let out = &mut line.text;
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
             out.push(b' ');
         }
         let _ = match field {
             LogField::Date => {
-                holes.push((out.len(), Hole::Date));
+                out.push(Hole::Date as u8);
                 Ok(())
             }
             LogField::Time => {
-                holes.push((out.len(), Hole::Time));
+                out.push(Hole::Time as u8);
                 Ok(())
             }
             LogField::SiteName => {
@@ -1477,11 +1497,11 @@ fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, co
                 Ok(())
             }
             LogField::Win32Status => {
-                holes.push((out.len(), Hole::Win32Status));
+                out.push(Hole::Win32Status as u8);
                 Ok(())
             }
             LogField::BytesSent => {
-                holes.push((out.len(), Hole::BytesSent));
+                out.push(Hole::BytesSent as u8);
                 Ok(())
             }
             LogField::BytesReceived => {
@@ -1489,7 +1509,7 @@ fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, co
                 Ok(())
             }
             LogField::TimeTaken => {
-                holes.push((out.len(), Hole::TimeTaken));
+                out.push(Hole::TimeTaken as u8);
                 Ok(())
             }
         };

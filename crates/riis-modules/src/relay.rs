@@ -629,6 +629,15 @@ impl Receiver {
     /// is over, flushing past `limit` (the module's
     /// `response_buffer_limit`), waiting for more otherwise.
     pub(crate) fn take(&mut self, ctx: &mut HttpContext, relay: &Relay, limit: u64) -> Step {
+        if self.streaming && ctx.request().method() == Method::HEAD {
+            // A HEAD's head went out, and it has no body to wait for: a
+            // backend still answering (an event stream, a program that
+            // runs on) is stopped rather than run to its end or timeout.
+            if relay.lock().end.is_none() {
+                relay.cancel();
+            }
+            return Step::Done;
+        }
         loop {
             let mut limit = if self.unbuffered { 0 } else { limit };
             // Output held before a flush: the configured limit; once the

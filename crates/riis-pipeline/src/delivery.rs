@@ -42,18 +42,35 @@ type Watcher = Box<dyn FnOnce(ResponseDelivery) + Send>;
 /// [`ResponseDelivery::NOT_SENT`]. A call that panics is logged and the
 /// rest are still made: it runs on a connection's behalf, where a module's
 /// panic must not end anything but its own call.
+///
+/// One pointer wide, since the final send's output and the response carry
+/// it by value on every request and few have any; one allocation for the
+/// usual one call.
 #[derive(Default)]
-pub struct DeliveryWatchers(Vec<Watcher>);
+pub struct DeliveryWatchers(Option<Box<WatcherList>>);
+
+struct WatcherList {
+    first: Watcher,
+    rest: Vec<Watcher>,
+}
 
 impl DeliveryWatchers {
     /// Adds a call.
     pub(crate) fn push(&mut self, watch: Watcher) {
-        self.0.push(watch);
+        match &mut self.0 {
+            Some(list) => list.rest.push(watch),
+            None => {
+                self.0 = Some(Box::new(WatcherList {
+                    first: watch,
+                    rest: Vec::new(),
+                }))
+            }
+        }
     }
 
     /// Whether nobody waits (the usual case: checked before any work).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_none()
     }
 
     /// Makes the calls with how the delivery ended.
@@ -62,7 +79,11 @@ impl DeliveryWatchers {
     }
 
     fn call_all(&mut self, delivery: ResponseDelivery) {
-        for watch in self.0.drain(..) {
+        let Some(list) = self.0.take() else {
+            return;
+        };
+        let WatcherList { first, rest } = *list;
+        for watch in std::iter::once(first).chain(rest) {
             if catch_unwind(AssertUnwindSafe(|| watch(delivery))).is_err() {
                 tracing::error!("a module's response delivery watcher panicked");
             }
@@ -72,7 +93,7 @@ impl DeliveryWatchers {
 
 impl Drop for DeliveryWatchers {
     fn drop(&mut self) {
-        if !self.0.is_empty() {
+        if self.0.is_some() {
             self.call_all(ResponseDelivery::NOT_SENT);
         }
     }
@@ -80,7 +101,8 @@ impl Drop for DeliveryWatchers {
 
 impl std::fmt::Debug for DeliveryWatchers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeliveryWatchers({})", self.0.len())
+        let count = self.0.as_ref().map_or(0, |list| 1 + list.rest.len());
+        write!(f, "DeliveryWatchers({count})")
     }
 }
 

@@ -200,12 +200,11 @@ pub struct ResponseBody {
     /// The response never reached hyper (the client left before its head
     /// went): its delivery was not whole, even with nothing to send.
     not_sent: bool,
-    /// Calls waiting for the delivery, made when hyper is done with the
-    /// body (a response whose final send made it).
-    delivery: DeliveryWatchers,
-    /// The same for a response that streams: its calls come with the
-    /// final send, later (see [`DeliveryShare`]).
-    delivery_share: Option<Arc<DeliveryShare>>,
+    /// Where the delivery's calls are, or will come (see
+    /// [`DeliveryShare`]); told how it ended when hyper is done with the
+    /// body. One pointer, since hyper moves the body by value: most
+    /// responses have none.
+    delivery: Option<Arc<DeliveryShare>>,
 }
 
 /// Where a streamed response's delivery calls and its body's outcome meet:
@@ -221,6 +220,15 @@ struct SharedDelivery {
 }
 
 impl DeliveryShare {
+    /// A share that holds `watchers` already (a response whose final send
+    /// made the body).
+    pub fn holding(watchers: DeliveryWatchers) -> Self {
+        Self(Mutex::new(SharedDelivery {
+            watchers,
+            outcome: None,
+        }))
+    }
+
     /// The final send's calls: made now if the body is done, else when it
     /// is.
     pub fn watch(&self, watchers: DeliveryWatchers) {
@@ -272,8 +280,7 @@ impl ResponseBody {
             taken: 0,
             ended: false,
             not_sent: false,
-            delivery: DeliveryWatchers::default(),
-            delivery_share: None,
+            delivery: None,
         }
     }
 
@@ -294,17 +301,10 @@ impl ResponseBody {
         }
     }
 
-    /// Makes `delivery`'s calls when hyper is done with this body.
-    pub fn watched_by(mut self, delivery: DeliveryWatchers) -> Self {
-        self.delivery = delivery;
-        self
-    }
-
     /// Tells `share` how the delivery ended when hyper is done with this
     /// body.
-    pub fn sharing_delivery(mut self, share: Arc<DeliveryShare>) -> Self {
-        self.delivery_share = Some(share);
-        self
+    pub fn share_delivery(&mut self, share: Arc<DeliveryShare>) {
+        self.delivery = Some(share);
     }
 
     /// Sends file ranges through the sendfile queue of `conn` rather than
@@ -331,8 +331,7 @@ impl ResponseBody {
             taken: 0,
             ended: false,
             not_sent: false,
-            delivery: DeliveryWatchers::default(),
-            delivery_share: None,
+            delivery: None,
         }
     }
 
@@ -393,15 +392,11 @@ impl Drop for ResponseBody {
         if let Some(hold) = &self.request_body {
             hold.response_done();
         }
-        if !self.delivery.is_empty() || self.delivery_share.is_some() {
-            let outcome = ResponseDelivery {
+        if let Some(share) = &self.delivery {
+            share.delivered(ResponseDelivery {
                 body_bytes: self.taken,
                 whole: !self.not_sent && self.entity_went_whole(),
-            };
-            std::mem::take(&mut self.delivery).delivered(outcome);
-            if let Some(share) = &self.delivery_share {
-                share.delivered(outcome);
-            }
+            });
         }
     }
 }

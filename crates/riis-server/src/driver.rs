@@ -508,7 +508,8 @@ fn serve_site(
                     },
                     None => final_response(out, &shape),
                 };
-                let reply = watched(reply, delivery);
+                let mut reply = reply;
+                watch_delivery(&mut reply, delivery);
                 if shape.discard_request_body.is_none() {
                     return Answer::Now(reply);
                 }
@@ -632,14 +633,15 @@ async fn drive(
                         }
                         response
                     };
-                    let response = if is_final {
-                        watched(response, delivery)
-                    } else {
+                    let mut response = response;
+                    if is_final {
+                        watch_delivery(&mut response, delivery);
+                    } else if let Ok(r) = &mut response {
                         // The final send comes later, with its calls.
                         let share = Arc::new(DeliveryShare::default());
                         delivery_share = Some(share.clone());
-                        response.map(|r| r.map(|body| body.sharing_delivery(share)))
-                    };
+                        r.body_mut().share_delivery(share);
+                    }
                     let response =
                         hold_request_body(response, &hold, &shape, &reader.body, reading_on);
                     match reply.send(response) {
@@ -1193,12 +1195,16 @@ fn hold_request_body(
 }
 
 /// Gives a reply's body the calls waiting for its delivery (a reply that
-/// goes nowhere drops them, which tells them so).
-fn watched(reply: Reply, delivery: DeliveryWatchers) -> Reply {
+/// goes nowhere drops them, which tells them so). In place: a reply is
+/// large, and most have no calls.
+fn watch_delivery(reply: &mut Reply, delivery: DeliveryWatchers) {
     if delivery.is_empty() {
-        return reply;
+        return;
     }
-    reply.map(|resp| resp.map(|body| body.watched_by(delivery)))
+    if let Ok(resp) = reply {
+        resp.body_mut()
+            .share_delivery(Arc::new(DeliveryShare::holding(delivery)));
+    }
 }
 
 fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {

@@ -445,6 +445,36 @@ fn events_and_output_after_a_pause_are_not_held_back() {
     read_until(&mut events, &mut got, b"data: second\n\n");
     read_until(&mut events, &mut got, b"0\r\n\r\n");
 
+    // A HEAD gets its head at once, and the program, which would run on
+    // for as long as its stream lasts, is ended.
+    program(
+        &dir,
+        "endless.cgi",
+        "#!/bin/sh\necho $$ > \"$DOCUMENT_ROOT/../endless.pid\"\n\
+         printf 'Content-Type: text/event-stream\\n\\n'\n\
+         while true; do printf 'data: tick\\n\\n'; sleep 0.1; done\n",
+    );
+    let mut head = Connection::open(server.addr);
+    head.send_raw(b"HEAD /cgi/endless.cgi HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = head.read_response(true);
+    assert_eq!(resp.status, 200);
+    let pid = loop {
+        if let Ok(pid) = std::fs::read_to_string(dir.path().join("endless.pid")) {
+            break pid.trim().to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the program runs on after its HEAD"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The connection serves the next request.
+    assert_eq!(head.get("/cgi/status.cgi").status, 203);
+
     let mut pause = open("/cgi/pause.cgi");
     let mut got = Vec::new();
     read_until(&mut pause, &mut got, b"aaaaaaaaaa");
