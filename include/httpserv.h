@@ -180,7 +180,9 @@
  *   and response_set_entity_chunks with GetRiisContext());
  *   IAuthenticationProvider::SetUser with roles; IHttpServer::GetServerSoftware
  *   / Log; CRiisCustomNotification; IGlobalTraceEventProvider::GetRiisEvent;
- *   ICacheProvider::GetCacheEntrySize.
+ *   ICacheProvider::GetCacheEntrySize; how a response's delivery ended
+ *   (RiisApi()->context_on_response_delivered(pHttpContext->
+ *   GetRiisContext(), fn, data), for an access log).
  */
 #ifndef RIIS_HTTPSERV_H
 #define RIIS_HTTPSERV_H

@@ -93,7 +93,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 7
+#define RIIS_ABI_MINOR 8
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -390,6 +390,11 @@ typedef struct riis_execution_stats {
  * Every function the server offers, in one table (`server->api`). Functions
  * taking a riis_context cover the context, its request, response and user.
  */
+/** Told how a response's delivery ended: the module's data, the entity
+ *  bytes the connection took, and 1 when all of the response went (see
+ *  riis_api.context_on_response_delivered). */
+typedef void (*riis_delivered_fn)(void *data, uint64_t body_bytes, int whole);
+
 typedef struct riis_api {
     uint32_t size;
 
@@ -781,6 +786,22 @@ typedef struct riis_api {
      *  modules). */
     uint32_t (*custom_flags)(riis_provider *provider);
     uint32_t (*global_custom_flags)(riis_global_provider *provider);
+
+    /* -- since 1.8 ----------------------------------------------------------- */
+
+    /** Calls `delivered(data, body_bytes, whole)` once the connection is
+     *  done with this request's response: when its last byte went to the
+     *  socket, or the client left, a timeout ended the exchange, or the
+     *  server stopped. `body_bytes` counts the entity bytes the connection
+     *  took (not the head); `whole` is 1 when all of the response went. The
+     *  call is made exactly once, also for a response that never reached a
+     *  connection (0 bytes, not whole), on a server thread, after the
+     *  request's pipeline (often after the instance's dispose): `data` must
+     *  outlive it and be usable from another thread, and the call should be
+     *  quick. From a child request it is for the client's response. What
+     *  an access log needs: IIS logs once HTTP.sys has sent the response. */
+    riis_hresult (*context_on_response_delivered)(riis_context *context,
+                                                  riis_delivered_fn delivered, void *data);
 } riis_api;
 
 /** The entry point every module library exports. */

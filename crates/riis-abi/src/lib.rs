@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, c_void};
 /// ABI major version: a module built for another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: modules built for this or an older minor load.
-pub const ABI_MINOR: u32 = 7;
+pub const ABI_MINOR: u32 = 8;
 /// Major in the high 16 bits, minor in the low 16 (`RIIS_ABI_VERSION`).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 /// The `server_version` RegisterModule receives.
@@ -411,4 +411,12 @@ pub struct riis_api {
         unsafe extern "C" fn(Ctx, Str, *mut c_void, u32) -> riis_hresult,
     pub custom_flags: unsafe extern "C" fn(Prov) -> u32,
     pub global_custom_flags: unsafe extern "C" fn(GProv) -> u32,
+
+    // Since 1.8.
+    pub context_on_response_delivered:
+        unsafe extern "C" fn(Ctx, Option<riis_delivered_fn>, *mut c_void) -> riis_hresult,
 }
+
+/// `riis_delivered_fn`: told how a response's delivery ended (the
+/// module's data, the entity bytes the connection took, whether all went).
+pub type riis_delivered_fn = unsafe extern "C" fn(*mut c_void, u64, c_int);

@@ -932,6 +932,17 @@ pub(crate) unsafe extern "C" fn drop_stored(data: *mut c_void) {
 
 // ---------------------------------------------------------------- context
 
+/// How the connection finished with a response (see
+/// [`HttpContext::on_response_delivered`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseDelivery {
+    /// Entity bytes the connection took (the head not counted); a client
+    /// that left may have received less by what the connection held.
+    pub body_bytes: u64,
+    /// All of the response went.
+    pub whole: bool,
+}
+
 /// The request context (IIS's `IHttpContext`) handed to every module call.
 ///
 /// A proxy over the server's `riis_context`: it exists for one call only and
@@ -1546,6 +1557,48 @@ impl HttpContext {
             self.raw.api.context_enable_full_duplex,
             "context_enable_full_duplex",
         )
+    }
+
+    /// Calls `watch` once the connection is done with this request's
+    /// response: with the entity bytes it took and whether all of it went
+    /// (C ABI 1.8 `context_on_response_delivered`). The call comes after
+    /// the request's pipeline, often after this instance is disposed, on a
+    /// server thread, exactly once (also, not whole and with no bytes, for
+    /// a response that never reached a connection). What an access log
+    /// needs: IIS logs once HTTP.sys has sent the response.
+    pub fn on_response_delivered(
+        &mut self,
+        watch: impl FnOnce(ResponseDelivery) + Send + 'static,
+    ) -> Result<(), ModuleError> {
+        type Watch = Box<dyn FnOnce(ResponseDelivery) + Send>;
+        unsafe extern "C" fn deliver(data: *mut c_void, body_bytes: u64, whole: std::ffi::c_int) {
+            // SAFETY: `data` is the box made below, which the server gives
+            // back exactly once.
+            let watch = unsafe { Box::from_raw(data.cast::<Watch>()) };
+            let delivery = ResponseDelivery {
+                body_bytes,
+                whole: whole != 0,
+            };
+            // A panic must not unwind into the server.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || watch(delivery)))
+                .is_err()
+            {
+                eprintln!("riis-sdk: a response delivery watcher panicked");
+            }
+        }
+        self.request_only("on_response_delivered")?;
+        let data = Box::into_raw(Box::new(Box::new(watch) as Watch)).cast::<c_void>();
+        // SAFETY: the context is live; this is the calling thread; `deliver`
+        // and `data` may be used from any thread once.
+        let code = unsafe {
+            (self.raw.api.context_on_response_delivered)(self.raw.ctx, Some(deliver), data)
+        };
+        if code < 0 {
+            // Refused: the server will not call; the box is still ours.
+            // SAFETY: made above and not given away.
+            drop(unsafe { Box::from_raw(data.cast::<Watch>()) });
+        }
+        ModuleError::check(code, "context_on_response_delivered")
     }
 
     /// `PostCompletion`: `on_async_completion` runs with `bytes` once the

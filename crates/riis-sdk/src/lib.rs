@@ -144,7 +144,7 @@ pub use riis_abi as abi;
 pub use completion::CompletionHandle;
 pub use context::{
     ChildContext, ContextScope, ExecuteFlags, ExecutionStats, FlushOptions, HttpContext,
-    HttpRequest, HttpResponse, HttpUser, LogLevel, Section,
+    HttpRequest, HttpResponse, HttpUser, LogLevel, ResponseDelivery, Section,
 };
 pub use error::ModuleError;
 pub use module::{

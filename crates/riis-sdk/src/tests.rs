@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use riis_abi::{
     self as abi, riis_allocator, riis_api, riis_completion_info, riis_context, riis_data_chunk,
@@ -44,6 +44,7 @@ struct MockCtx {
     read: Option<(*mut c_void, usize)>,
     posted: Vec<u64>,
     full_duplex: bool,
+    delivery: Option<(abi::riis_delivered_fn, usize)>,
     indicated: Vec<u32>,
     raised: Vec<(String, bool)>,
     logs: Vec<String>,
@@ -77,6 +78,7 @@ impl MockCtx {
             read: None,
             posted: Vec::new(),
             full_duplex: false,
+            delivery: None,
             indicated: Vec::new(),
             raised: Vec::new(),
             logs: Vec::new(),
@@ -386,6 +388,14 @@ unsafe extern "C" fn post_completion(c: Ctx, bytes: u64) -> riis_hresult {
 }
 unsafe extern "C" fn enable_full_duplex(c: Ctx) -> riis_hresult {
     m(c).full_duplex = true;
+    OK
+}
+unsafe extern "C" fn on_response_delivered(
+    c: Ctx,
+    delivered: Option<abi::riis_delivered_fn>,
+    data: *mut c_void,
+) -> riis_hresult {
+    m(c).delivery = Some((delivered.unwrap(), data as usize));
     OK
 }
 unsafe extern "C" fn config_value(c: Ctx, section: u32, key: Str) -> Str {
@@ -952,6 +962,7 @@ static API: riis_api = riis_api {
     raise_global_custom_notification_with_flags: raise_custom_with_flags,
     custom_flags: no_custom_flags,
     global_custom_flags: no_global_custom_flags,
+    context_on_response_delivered: on_response_delivered,
 };
 
 struct SyncServer(riis_server);
@@ -1229,6 +1240,13 @@ impl HttpModule for Probe {
                 ctx.read_entity_body(8).unwrap();
                 assert!(ctx.read_data().is_empty());
                 RequestNotificationStatus::Pending
+            }
+            "/delivered" => {
+                ctx.on_response_delivered(|delivery| {
+                    DELIVERED.lock().unwrap().push(delivery);
+                })
+                .unwrap();
+                RequestNotificationStatus::Continue
             }
             "/duplex" => {
                 self.reading = true;
@@ -1636,6 +1654,37 @@ fn an_asynchronous_read_exposes_the_bytes_on_completion() {
     );
     assert_eq!(req.mock().body, b"body");
     assert_eq!(req.mock().allocations.len(), 1);
+}
+
+static DELIVERED: Mutex<Vec<crate::ResponseDelivery>> = Mutex::new(Vec::new());
+
+/// The watcher goes to the server as a C function and data, which the
+/// server calls once, later, from another thread.
+#[test]
+fn a_delivery_watcher_is_called_through_the_abi_from_another_thread() {
+    let registration = probe_registration();
+    let instance = Instance::new(&registration).unwrap();
+    let req = Request::new("/delivered", "");
+    assert_eq!(
+        instance.notify(&req, BEGIN, false, std::ptr::null_mut()),
+        abi::STATUS_CONTINUE
+    );
+    drop(instance);
+    let (delivered, data) = req.mock().delivery.take().unwrap();
+    assert!(DELIVERED.lock().unwrap().is_empty());
+    std::thread::spawn(move || {
+        // SAFETY: the pair the SDK gave, called once, as the server does.
+        unsafe { delivered(data as *mut c_void, 1234, 1) }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        *DELIVERED.lock().unwrap(),
+        [crate::ResponseDelivery {
+            body_bytes: 1234,
+            whole: true
+        }]
+    );
 }
 
 #[test]

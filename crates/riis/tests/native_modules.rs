@@ -273,6 +273,27 @@ fn a_c_module_raises_custom_notifications_and_runs_child_requests() {
     assert_eq!(resp.text(), "plain authentications=2\n");
 }
 
+/// ABI 1.8: a C module is told, on a server thread after the request,
+/// how its response's delivery ended.
+#[test]
+fn a_c_module_learns_how_its_response_was_delivered() {
+    let Some((_dir, server)) = c_module_server() else {
+        return;
+    };
+    let resp = get(server.addr, "/c/delivered");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "0123456789"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let told = get(server.addr, "/c/delivered-result").text();
+        if told != "-1 -1" {
+            assert_eq!(told, "10 1");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never told");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_c_module_rewrites_the_entity_at_send_response() {
     let Some((_dir, server)) = c_module_server() else {

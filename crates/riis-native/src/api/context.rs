@@ -622,3 +622,43 @@ pub(super) unsafe extern "C" fn log(ctx: *mut riis_context, level: u32, message:
         }
     })
 }
+
+/// A module's data for its delivery call, sent to the thread that makes
+/// it.
+struct DeliveryData(*mut c_void);
+
+// SAFETY: the header's contract for context_on_response_delivered: the
+// module gives data that may be used from another thread, once.
+unsafe impl Send for DeliveryData {}
+
+impl DeliveryData {
+    /// The pointer (a method, so that a closure captures the whole
+    /// `Send` wrapper rather than the raw pointer field).
+    fn get(&self) -> *mut c_void {
+        self.0
+    }
+}
+
+pub(super) unsafe extern "C" fn on_response_delivered(
+    ctx: *mut riis_context,
+    delivered: Option<riis_abi::riis_delivered_fn>,
+    data: *mut c_void,
+) -> riis_hresult {
+    let Some(delivered) = delivered else {
+        return hr::E_INVALIDARG;
+    };
+    let data = DeliveryData(data);
+    let watch = move |delivery: riis_pipeline::ResponseDelivery| {
+        // SAFETY: the module gave this function and its data for this one
+        // call, made from any thread (the header's contract); the module's
+        // library stays loaded while the server runs.
+        unsafe { delivered(data.get(), delivery.body_bytes, c_int::from(delivery.whole)) }
+    };
+    // SAFETY: the handle is checked by context_hr.
+    unsafe {
+        context_hr("context_on_response_delivered", ctx, move |_, ctx| {
+            ctx.on_response_delivered(watch);
+            Ok(())
+        })
+    }
+}

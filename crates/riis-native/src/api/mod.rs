@@ -146,6 +146,7 @@ pub(crate) static API: riis_api = riis_api {
         context::raise_global_custom_notification_with_flags,
     custom_flags: provider::custom_flags,
     global_custom_flags: global::custom_flags,
+    context_on_response_delivered: context::on_response_delivered,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.

@@ -89,6 +89,21 @@ static void text(riis_context *ctx, const char *body) {
     api->response_write_entity_chunks(ctx, &chunk, 1, NULL);
 }
 
+/* What the last /c/delivered response's delivery call said (ABI 1.8),
+ * written on a server thread after the request: -1 until then. */
+static long long delivered_bytes = -1;
+static int delivered_whole = -1;
+
+static void response_delivered(void *data, uint64_t body_bytes, int whole) {
+    int marker = *(int *)data;
+    free(data);
+    if (marker != 42) {
+        return;
+    }
+    __atomic_store_n(&delivered_whole, whole, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&delivered_bytes, (long long)body_bytes, __ATOMIC_SEQ_CST);
+}
+
 /* AuthenticateRequest calls for /plain.txt, counted for /c/child-as and
  * /c/child-plain (under `lock`). */
 static int plain_authentications = 0;
@@ -458,6 +473,22 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
     }
     if (strcmp(url, "/c/nested-ops") == 0) {
         text(ctx, "nested\n");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    if (strcmp(url, "/c/delivered") == 0) {
+        int *marker = (int *)malloc(sizeof *marker);
+        *marker = 42;
+        if (api->context_on_response_delivered(ctx, response_delivered, marker) != RIIS_S_OK) {
+            free(marker);
+        }
+        text(ctx, "0123456789");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    if (strcmp(url, "/c/delivered-result") == 0) {
+        snprintf(line, sizeof line, "%lld %d",
+                 __atomic_load_n(&delivered_bytes, __ATOMIC_SEQ_CST),
+                 __atomic_load_n(&delivered_whole, __ATOMIC_SEQ_CST));
+        text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
     }
     if (strcmp(url, "/c/upper") == 0) {
