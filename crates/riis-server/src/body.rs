@@ -301,6 +301,14 @@ impl ResponseBody {
         }
     }
 
+    /// Makes `watchers`' calls when hyper is done with this body.
+    pub fn delivered_to(mut self, watchers: DeliveryWatchers) -> Self {
+        if !watchers.is_empty() {
+            self.delivery = Some(Arc::new(DeliveryShare::holding(watchers)));
+        }
+        self
+    }
+
     /// Tells `share` how the delivery ended when hyper is done with this
     /// body.
     pub fn share_delivery(&mut self, share: Arc<DeliveryShare>) {

@@ -22,8 +22,8 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use riis_pipeline::{
-    DeliveryWatchers, EntityChunk, HttpContext, HttpRequest, Output, Pipeline, RequestExecution,
-    ResponseHead, Site, Step,
+    EntityChunk, HttpContext, HttpRequest, Output, Pipeline, RequestExecution, ResponseHead, Site,
+    Step,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -491,10 +491,9 @@ fn serve_site(
 
     let first = match exec.resume() {
         Step::Send => {
-            let mut out = exec.take_output().expect("Step::Send carries output");
+            let out = exec.take_output().expect("Step::Send carries output");
             if out.is_final {
                 // The fast path: one send, the whole response known.
-                let delivery = std::mem::take(&mut out.delivery);
                 let switching = is_switch(&out).then(|| can_switch(&mut exec, &body));
                 exec.complete_send(Ok(out.len()));
                 // Only the disposal is left after the final send (it comes
@@ -508,8 +507,6 @@ fn serve_site(
                     },
                     None => final_response(out, &shape),
                 };
-                let mut reply = reply;
-                watch_delivery(&mut reply, delivery);
                 if shape.discard_request_body.is_none() {
                     return Answer::Now(reply);
                 }
@@ -600,7 +597,6 @@ async fn drive(
                     // still reads the body: what is left of it now says
                     // nothing about what will be left at the end.
                     let reading_on = !out.is_final && exec.context().is_full_duplex();
-                    let delivery = std::mem::take(&mut out.delivery);
                     let is_final = out.is_final;
                     let response = if is_switch(&out) {
                         let can = can_switch(&mut exec, &reader.body);
@@ -634,9 +630,7 @@ async fn drive(
                         response
                     };
                     let mut response = response;
-                    if is_final {
-                        watch_delivery(&mut response, delivery);
-                    } else if let Ok(r) = &mut response {
+                    if let (false, Ok(r)) = (is_final, &mut response) {
                         // The final send comes later, with its calls.
                         let share = Arc::new(DeliveryShare::default());
                         delivery_share = Some(share.clone());
@@ -1194,26 +1188,19 @@ fn hold_request_body(
     })
 }
 
-/// Gives a reply's body the calls waiting for its delivery (a reply that
-/// goes nowhere drops them, which tells them so). In place: a reply is
-/// large, and most have no calls.
-fn watch_delivery(reply: &mut Reply, delivery: DeliveryWatchers) {
-    if delivery.is_empty() {
-        return;
-    }
-    if let Ok(resp) = reply {
-        resp.body_mut()
-            .share_delivery(Arc::new(DeliveryShare::holding(delivery)));
-    }
-}
-
+/// The reply to the final send of a response not sent before. Its body
+/// makes the send's delivery calls (a reply that goes nowhere drops them,
+/// which tells them so).
 fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
     if out.reset {
         return Err(NoResponse::Reset);
     }
+    let delivery = std::mem::take(&mut out.delivery);
     let mut head = match head_of(&mut out) {
         Ok(h) => h,
-        Err(status) => return Ok(plain_status(status, true)),
+        Err(status) => {
+            return Ok(plain_status(status, true).map(|body| body.delivered_to(delivery)))
+        }
     };
     if shape.is_head {
         // Nothing is sent for HEAD; a Content-Length a module set stays,
@@ -1232,7 +1219,11 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
                 .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
         }
         let close = shape.connection_close(out.disconnect);
-        return Ok(with_head(head, ResponseBody::empty(), close));
+        return Ok(with_head(
+            head,
+            ResponseBody::empty().delivered_to(delivery),
+            close,
+        ));
     }
     // hyper derives Content-Length from the body, which is exactly known.
     head.headers.remove(CONTENT_LENGTH);
@@ -1248,7 +1239,7 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
     };
     Ok(with_head(
         head,
-        body,
+        body.delivered_to(delivery),
         shape.connection_close(out.disconnect),
     ))
 }
@@ -1309,7 +1300,8 @@ fn switching_response(mut out: Output, can: bool) -> Switching {
     }
     head.headers.remove(CONTENT_LENGTH);
     head.headers.remove(http::header::TRANSFER_ENCODING);
-    Switching::Switch(Ok(with_head(head, ResponseBody::empty(), false)))
+    let body = ResponseBody::empty().delivered_to(std::mem::take(&mut out.delivery));
+    Switching::Switch(Ok(with_head(head, body, false)))
 }
 
 /// Statuses whose responses have no content (RFC 9110 §6.4.1).
