@@ -193,6 +193,16 @@ pub struct ResponseBody {
     /// waits for the client's flow-control window). Counted on the
     /// connection, whose send timeout ends a client that never opens it.
     awaiting_window: bool,
+    /// What the delivery's calls will be told, for a response that has
+    /// some (or may: one that streams). One pointer, since hyper moves the
+    /// body by value on every request and most have none.
+    delivery: Option<Box<DeliveryWatch>>,
+}
+
+/// What a body watched for its delivery keeps.
+struct DeliveryWatch {
+    /// Where the calls are, or will come (see [`DeliveryShare`]).
+    share: Arc<DeliveryShare>,
     /// Entity bytes hyper took.
     taken: u64,
     /// hyper took the last frame (the end, or the trailers).
@@ -200,11 +210,6 @@ pub struct ResponseBody {
     /// The response never reached hyper (the client left before its head
     /// went): its delivery was not whole, even with nothing to send.
     not_sent: bool,
-    /// Where the delivery's calls are, or will come (see
-    /// [`DeliveryShare`]); told how it ended when hyper is done with the
-    /// body. One pointer, since hyper moves the body by value: most
-    /// responses have none.
-    delivery: Option<Arc<DeliveryShare>>,
 }
 
 /// Where a streamed response's delivery calls and its body's outcome meet:
@@ -277,16 +282,15 @@ impl ResponseBody {
             trailers: None,
             watch_window: false,
             awaiting_window: false,
-            taken: 0,
-            ended: false,
-            not_sent: false,
             delivery: None,
         }
     }
 
     /// Marks a body whose response never reached hyper.
     pub fn not_sent(&mut self) {
-        self.not_sent = true;
+        if let Some(watch) = &mut self.delivery {
+            watch.not_sent = true;
+        }
     }
 
     /// Whether hyper took the whole entity: a declared length's every
@@ -294,25 +298,31 @@ impl ResponseBody {
     /// for the end, and fails one that ends short), else the end of a
     /// streamed body or every byte of a known one. Trailers do not count:
     /// HTTP/1.1 sends a known body with `Content-Length` and drops them.
-    fn entity_went_whole(&self) -> bool {
+    fn entity_went_whole(&self, ended: bool) -> bool {
         match self.declared_left {
             Some(left) => left == 0,
-            None => self.ended || (self.remaining == Some(0) && self.stream.is_none()),
+            None => ended || (self.remaining == Some(0) && self.stream.is_none()),
         }
     }
 
-    /// Makes `watchers`' calls when hyper is done with this body.
-    pub fn delivered_to(mut self, watchers: DeliveryWatchers) -> Self {
+    /// Makes `watchers`' calls when hyper is done with this body. In
+    /// place: a body moved by value costs a copy of it, on every request.
+    #[inline]
+    pub fn deliver_to(&mut self, watchers: DeliveryWatchers) {
         if !watchers.is_empty() {
-            self.delivery = Some(Arc::new(DeliveryShare::holding(watchers)));
+            self.share_delivery(Arc::new(DeliveryShare::holding(watchers)));
         }
-        self
     }
 
     /// Tells `share` how the delivery ended when hyper is done with this
     /// body.
     pub fn share_delivery(&mut self, share: Arc<DeliveryShare>) {
-        self.delivery = Some(share);
+        self.delivery = Some(Box::new(DeliveryWatch {
+            share,
+            taken: 0,
+            ended: false,
+            not_sent: false,
+        }));
     }
 
     /// Sends file ranges through the sendfile queue of `conn` rather than
@@ -336,9 +346,6 @@ impl ResponseBody {
             trailers: None,
             watch_window: false,
             awaiting_window: false,
-            taken: 0,
-            ended: false,
-            not_sent: false,
             delivery: None,
         }
     }
@@ -400,10 +407,10 @@ impl Drop for ResponseBody {
         if let Some(hold) = &self.request_body {
             hold.response_done();
         }
-        if let Some(share) = &self.delivery {
-            share.delivered(ResponseDelivery {
-                body_bytes: self.taken,
-                whole: !self.not_sent && self.entity_went_whole(),
+        if let Some(watch) = &self.delivery {
+            watch.share.delivered(ResponseDelivery {
+                body_bytes: watch.taken,
+                whole: !watch.not_sent && self.entity_went_whole(watch.ended),
             });
         }
     }
@@ -527,14 +534,16 @@ impl Body for ResponseBody {
             frame
         };
         // What the delivery's watchers are told.
-        match &frame {
-            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
-                Some(data) => this.taken += data.len() as u64,
-                // Trailers come last.
-                None => this.ended = true,
-            },
-            Poll::Ready(None) => this.ended = true,
-            _ => {}
+        if let Some(watch) = &mut this.delivery {
+            match &frame {
+                Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                    Some(data) => watch.taken += data.len() as u64,
+                    // Trailers come last.
+                    None => watch.ended = true,
+                },
+                Poll::Ready(None) => watch.ended = true,
+                _ => {}
+            }
         }
         frame
     }

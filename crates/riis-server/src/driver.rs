@@ -1199,7 +1199,9 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
     let mut head = match head_of(&mut out) {
         Ok(h) => h,
         Err(status) => {
-            return Ok(plain_status(status, true).map(|body| body.delivered_to(delivery)))
+            let mut resp = plain_status(status, true);
+            resp.body_mut().deliver_to(delivery);
+            return Ok(resp);
         }
     };
     if shape.is_head {
@@ -1219,15 +1221,13 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
                 .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
         }
         let close = shape.connection_close(out.disconnect);
-        return Ok(with_head(
-            head,
-            ResponseBody::empty().delivered_to(delivery),
-            close,
-        ));
+        let mut body = ResponseBody::empty();
+        body.deliver_to(delivery);
+        return Ok(with_head(head, body, close));
     }
     // hyper derives Content-Length from the body, which is exactly known.
     head.headers.remove(CONTENT_LENGTH);
-    let body = if has_no_content(head.status) {
+    let mut body = if has_no_content(head.status) {
         // A body a module left in a 204 or 304 is not sent: hyper drops it
         // on HTTP/1 but would frame it on HTTP/2 (RFC 9110 §15.3.5,
         // §15.4.5).
@@ -1237,9 +1237,10 @@ fn final_response(mut out: Output, shape: &ResponseShape) -> Reply {
             .with_files(shape.files.clone())
             .with_trailers(out.trailers)
     };
+    body.deliver_to(delivery);
     Ok(with_head(
         head,
-        body.delivered_to(delivery),
+        body,
         shape.connection_close(out.disconnect),
     ))
 }
@@ -1300,7 +1301,8 @@ fn switching_response(mut out: Output, can: bool) -> Switching {
     }
     head.headers.remove(CONTENT_LENGTH);
     head.headers.remove(http::header::TRANSFER_ENCODING);
-    let body = ResponseBody::empty().delivered_to(std::mem::take(&mut out.delivery));
+    let mut body = ResponseBody::empty();
+    body.deliver_to(std::mem::take(&mut out.delivery));
     Switching::Switch(Ok(with_head(head, body, false)))
 }
 
