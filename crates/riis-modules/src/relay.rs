@@ -605,7 +605,8 @@ pub(crate) struct Receiver {
     streaming: bool,
     /// A HEAD request whose answer came without `Content-Length`.
     head_without_length: bool,
-    /// The answer's exact length, for the response's head if it streams.
+    /// The answer's exact length, for the response's head (taken when
+    /// the head is applied).
     exact_length: Option<riis_pipeline::http::HeaderValue>,
     /// The answer goes on as it comes, whatever the limit (see
     /// [`passes_unbuffered`]).
@@ -700,6 +701,19 @@ impl Receiver {
                 send_head =
                     (limit == 0 || head.status == StatusCode::SWITCHING_PROTOCOLS) && end.is_none();
                 head.apply(ctx);
+                // The answer's exact length goes on the head now, as nginx
+                // passes it on: the response may stream from any write
+                // (the server flushes a response that outgrows its own
+                // `response_buffer_limit`, whatever the module's), and the
+                // client should learn the size of a large download. An
+                // answer that ends whole is sized by the server anyway; a
+                // module that changes the body (compression) removes it.
+                if let Some(length) = self.exact_length.take() {
+                    if ctx.request().method() != Method::HEAD {
+                        ctx.response_mut()
+                            .set_header(riis_pipeline::http::header::CONTENT_LENGTH, length);
+                    }
+                }
                 if !self.custom_errors_apply {
                     // The backend's own error pages are its answer.
                     ctx.response_mut().set_try_skip_custom_errors(true);
@@ -732,19 +746,6 @@ impl Receiver {
             }
             let buffered = ctx.response().buffered_len();
             if send_head || (buffered > 0 && buffered >= threshold) {
-                // The first flush sends the head: with the answer's own
-                // length when it is exact, as nginx passes it on, so the
-                // client learns the size of what streams (a module that
-                // changes the body, compression, removes it again).
-                if let Some(length) = self.exact_length.take().filter(|_| !self.streaming) {
-                    let resp = ctx.response_mut();
-                    if !resp
-                        .headers()
-                        .contains_key(riis_pipeline::http::header::CONTENT_LENGTH)
-                    {
-                        resp.set_header(riis_pipeline::http::header::CONTENT_LENGTH, length);
-                    }
-                }
                 self.streaming = true;
                 ctx.response_mut().flush(FlushOptions {
                     asynchronous: true,

@@ -1914,6 +1914,39 @@ fn a_streamed_answer_keeps_an_exact_length() {
     assert_eq!(resp.body.len(), SIZE);
 }
 
+/// An answer that comes all at once, past the server's own
+/// `response_buffer_limit` (which flushes it before the module would),
+/// keeps its length too.
+#[test]
+fn an_answer_past_the_servers_buffer_limit_keeps_its_length() {
+    const SIZE: usize = 100_000;
+    let backend = Backend::start("a");
+    let at_once = raw_backend(|_, mut stream| {
+        let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").into_bytes();
+        answer.extend(std::iter::repeat_n(b'o', SIZE));
+        let _ = stream.write_all(&answer);
+    });
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/once\"\n\
+         proxy = {{ servers = [\"http://{at_once}\"], response_buffer_limit = 65536, kept_connections = 0 }}\n"
+    );
+    let (dir, _server) = start_with(&[&backend], &extra);
+    // The same configuration with the server's limit below the answer.
+    let config = std::fs::read_to_string(dir.path().join("riis.toml")).unwrap();
+    let config = config.replace(
+        "pid_file = \"riis.pid\"\n",
+        "pid_file = \"riis-small-buffer.pid\"\nresponse_buffer_limit = 65536\n",
+    );
+    let config = dir.write("riis-small-buffer.toml", config);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    for _ in 0..5 {
+        let resp = common::get(server.addr, "/once/file");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("content-length"), Some("100000"));
+        assert_eq!(resp.body.len(), SIZE);
+    }
+}
+
 /// Reads from `conn` until what came contains `text`; the read timeout
 /// fails the test if it never does.
 fn read_until(conn: &mut Connection, got: &mut Vec<u8>, text: &str) {
