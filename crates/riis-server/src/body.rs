@@ -212,9 +212,11 @@ struct DeliveryWatch {
     not_sent: bool,
 }
 
-/// Where a streamed response's delivery calls and its body's outcome meet:
-/// the calls come with the final send, which may find hyper already done
-/// with the body (the client left), or leave them for the body's end.
+/// Where a response's delivery calls and its body's outcome meet. A body
+/// made by the final send holds its calls from the start; a response that
+/// streams gets them with its final send, later, which may find hyper
+/// already done with the body (the client left), or leave them for the
+/// body's end.
 #[derive(Default)]
 pub struct DeliveryShare(Mutex<SharedDelivery>);
 
