@@ -175,13 +175,21 @@ pub fn type_of_url(url: &str) -> Option<HeaderValue> {
         .map(HeaderValue::from_static)
 }
 
+/// A `Content-Type` value's media type, without its parameters
+/// (`text/html` of `text/html; charset=utf-8`); empty for a value that is
+/// not visible ASCII.
+pub fn media_type(content_type: &HeaderValue) -> &str {
+    content_type
+        .to_str()
+        .map_or("", |ct| ct.split(';').next().unwrap_or("").trim())
+}
+
 /// Whether a MIME type (parameters ignored) is in `list`; an entry ending in
 /// `/*` matches a whole type (`text/*`).
 pub fn type_listed(content_type: Option<&HeaderValue>, list: &[String]) -> bool {
-    let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+    let Some(essence) = content_type.map(media_type).filter(|e| !e.is_empty()) else {
         return false;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim();
     list.iter().any(|entry| match entry.strip_suffix("/*") {
         Some(prefix) => essence
             .split_once('/')

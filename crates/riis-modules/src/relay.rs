@@ -781,30 +781,19 @@ fn passes_unbuffered(head: &mut ResponseHead) -> bool {
         }
         false
     });
-    let content_type = head
+    let media_type = head
         .headers
         .iter()
         .find(|(name, _)| *name == riis_pipeline::http::header::CONTENT_TYPE)
-        .map_or(&b""[..], |(_, value)| value.as_bytes());
-    if starts_with_ignoring_case(content_type, b"application/grpc") {
+        .map_or("", |(_, value)| crate::content_encoding::media_type(value));
+    // `application/grpc`, `application/grpc+proto`, …
+    if media_type
+        .get(..16)
+        .is_some_and(|kind| kind.eq_ignore_ascii_case("application/grpc"))
+    {
         return true;
     }
-    said.unwrap_or_else(|| is_media_type(content_type, b"text/event-stream"))
-}
-
-/// Whether a `Content-Type` value names `media_type` (any parameters
-/// after it).
-fn is_media_type(value: &[u8], media_type: &[u8]) -> bool {
-    starts_with_ignoring_case(value, media_type)
-        && matches!(
-            value.get(media_type.len()),
-            None | Some(b';' | b' ' | b'\t')
-        )
-}
-
-fn starts_with_ignoring_case(text: &[u8], prefix: &[u8]) -> bool {
-    text.get(..prefix.len())
-        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    said.unwrap_or_else(|| media_type.eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// Gives the response the answer's trailer fields; one a trailer may not

@@ -598,7 +598,7 @@ async fn drive(
                     // nothing about what will be left at the end.
                     let reading_on = !out.is_final && exec.context().is_full_duplex();
                     let is_final = out.is_final;
-                    let response = if is_switch(&out) {
+                    let mut response = if is_switch(&out) {
                         let can = can_switch(&mut exec, &reader.body);
                         match switching_response(out, can) {
                             Switching::Switch(response) => {
@@ -629,12 +629,13 @@ async fn drive(
                         }
                         response
                     };
-                    let mut response = response;
-                    if let (false, Ok(r)) = (is_final, &mut response) {
-                        // The final send comes later, with its calls.
-                        let share = Arc::new(DeliveryShare::default());
-                        delivery_share = Some(share.clone());
-                        r.body_mut().share_delivery(share);
+                    if !is_final {
+                        if let Ok(r) = &mut response {
+                            // The final send comes later, with its calls.
+                            let share = Arc::new(DeliveryShare::default());
+                            delivery_share = Some(share.clone());
+                            r.body_mut().share_delivery(share);
+                        }
                     }
                     let response =
                         hold_request_body(response, &hold, &shape, &reader.body, reading_on);
