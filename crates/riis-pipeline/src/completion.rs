@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::notification::RequestNotificationStatus;
+use riis_notification::RequestNotificationStatus;
 
 /// How a parked request is resumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

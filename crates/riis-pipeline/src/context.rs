@@ -12,13 +12,13 @@ use crate::context_container::{ConnectionInfo, ModuleContextContainer, SharedCon
 use crate::global::{TraceEvent, TracePhase};
 use crate::handler::{MappingFailure, ResourceInfo, ResourceKind};
 use crate::module::{HttpModule, ModuleError};
-use crate::notification::{RequestNotification, RequestNotificationStatus};
 use crate::pipeline::{Location, Pipeline, Site, MAX_CHILD_REQUEST_DEPTH};
 use crate::provider::{CustomNotificationProvider, MapPathProvider};
 use crate::registration::{ModuleIndex, Section};
 use crate::request::HttpRequest;
 use crate::response::HttpResponse;
 use crate::user::HttpUser;
+use riis_notification::{RequestNotification, RequestNotificationStatus};
 
 /// Flags of a child request (`EXECUTE_FLAG_*`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

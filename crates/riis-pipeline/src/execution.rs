@@ -48,15 +48,15 @@ use crate::context::{AsyncOp, HttpContext, Running, SlotState};
 use crate::global::{TraceEvent, TracePhase};
 use crate::handler::{allowed_methods, choose_handler, needs_probe, MappingFailure};
 use crate::module::{HttpModule, ModuleError};
-use crate::notification::{
-    GlobalNotification, RequestNotification as N, RequestNotificationStatus as Status,
-};
 use crate::pipeline::Pipeline;
 use crate::provider::{
     CompletedOperation, CompletionInfo, ReadEntityProvider, SendFlags, SendResponseProvider,
 };
 use crate::registration::ModuleIndex;
 use crate::response::{EntityChunk, HttpResponse};
+use riis_notification::{
+    GlobalNotification, RequestNotification as N, RequestNotificationStatus as Status,
+};
 
 const LOG_STAGE: u8 = 10;
 /// LogRequest's event position (`stage * 2 + post`).

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::notification::{RequestNotification, RequestNotificationStatus};
+use riis_notification::{RequestNotification, RequestNotificationStatus};
 
 /// A site's application, as ApplicationStart and ApplicationStop describe it
 /// (riis runs one application per site, rooted at `/`).

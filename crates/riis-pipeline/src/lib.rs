@@ -49,7 +49,6 @@ mod execution;
 mod global;
 mod handler;
 mod module;
-mod notification;
 mod pipeline;
 mod provider;
 mod registration;
@@ -82,10 +81,6 @@ pub use handler::{
     ResourceType,
 };
 pub use module::{GlobalModule, HttpModule, HttpModuleFactory, ModuleError};
-pub use notification::{
-    GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority,
-    RequestNotification, RequestNotificationStatus, RequestNotifications,
-};
 pub use pipeline::{
     BuildError, HandlerDefinition, Location, LocationDefinition, Pipeline, PipelineBuilder,
     PipelineSettings, SectionSource, Site, SiteDefinition, VirtualDirectory,
@@ -101,5 +96,9 @@ pub use registration::{
 };
 pub use request::{prepare_url_path, HttpRequest, UrlError};
 pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, ResponseError};
+pub use riis_notification::{
+    GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority,
+    RequestNotification, RequestNotificationStatus, RequestNotifications,
+};
 pub use upgrade::{UpgradedIo, UpgradedStream};
 pub use user::HttpUser;

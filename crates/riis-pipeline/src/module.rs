@@ -3,13 +3,11 @@
 
 use crate::context::HttpContext;
 use crate::global::{ApplicationInfo, CacheOperation, TraceEvent};
-use crate::notification::{
-    GlobalNotificationStatus, RequestNotification, RequestNotificationStatus,
-};
 use crate::provider::{
     CompletionInfo, CustomNotificationProvider, MapPathProvider, ReadEntityProvider,
     SendResponseProvider,
 };
+use riis_notification::{GlobalNotificationStatus, RequestNotification, RequestNotificationStatus};
 
 use RequestNotificationStatus::Continue;
 

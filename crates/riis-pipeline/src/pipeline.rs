@@ -13,12 +13,12 @@ use crate::context_container::SharedContextContainer;
 use crate::global::{ApplicationInfo, TraceEvent};
 use crate::handler::{FileSystem, HandlerMapping, NoFileSystem, PathPattern, ResourceType};
 use crate::module::ModuleError;
-use crate::notification::{
-    GlobalNotification, GlobalNotificationStatus, RequestNotification, RequestNotifications,
-};
 use crate::provider::CustomNotificationProvider;
 use crate::registration::{
     ModuleEntry, ModuleIndex, ModuleRegistration, SectionDeclaration, ServerInfo, SERVER_VERSION,
+};
+use riis_notification::{
+    GlobalNotification, GlobalNotificationStatus, RequestNotification, RequestNotifications,
 };
 
 /// The most nested child requests allowed (IIS's limit).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::module::{GlobalModule, HttpModuleFactory, ModuleError};
-use crate::notification::{
+use riis_notification::{
     GlobalNotification, GlobalNotifications, Priority, RequestNotification, RequestNotifications,
 };
 

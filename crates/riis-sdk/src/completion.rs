@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use riis_abi::{riis_api, riis_context};
 
 use crate::error::ModuleError;
-use crate::notification::RequestNotificationStatus;
+use riis_notification::RequestNotificationStatus;
 
 /// A signal given through a handle while the module was still inside its
 /// call: the trampoline delivers it when the call returns.

@@ -15,8 +15,8 @@ use riis_abi::{self as abi, riis_context, riis_data_chunk, riis_execution_stats}
 use crate::completion::{CallShared, CompletionHandle};
 use crate::error::ModuleError;
 use crate::ffi::{self, Raw};
-use crate::notification::{RequestNotification, RequestNotificationStatus};
 use crate::provider;
+use riis_notification::{RequestNotification, RequestNotificationStatus};
 
 /// Which container a module context lives in (`RIIS_SCOPE_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

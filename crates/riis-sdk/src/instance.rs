@@ -17,10 +17,10 @@ use crate::completion::{CallShared, Signal};
 use crate::context::{CallKind, HttpContext, ReadState};
 use crate::ffi;
 use crate::module::{CompletedOperation, CompletionInfo, HttpModule, HttpModuleFactory};
-use crate::notification::{RequestNotification, RequestNotificationStatus};
 use crate::provider::{
     CustomNotification, MapPathProvider, ReadEntityProvider, SendResponseProvider,
 };
+use riis_notification::{RequestNotification, RequestNotificationStatus};
 
 /// What every trampoline of one module knows about it.
 pub(crate) struct ModuleInfo {

@@ -126,7 +126,6 @@ mod error;
 mod ffi;
 mod instance;
 mod module;
-mod notification;
 mod provider;
 mod registration;
 
@@ -151,15 +150,15 @@ pub use module::{
     ApplicationInfo, CacheOperation, CompletedOperation, CompletionInfo, GlobalModule, HttpModule,
     HttpModuleFactory, TraceEvent, TracePhase,
 };
-pub use notification::{
-    GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority,
-    RequestNotification, RequestNotificationStatus, RequestNotifications,
-};
 pub use provider::{
     CustomNotification, MapPathProvider, ReadEntityProvider, RscaQuery, SendFlags,
     SendResponseProvider,
 };
 pub use registration::{register_module, Logger, ModuleRegistration, RegisterModuleFn, ServerInfo};
+pub use riis_notification::{
+    GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority,
+    RequestNotification, RequestNotificationStatus, RequestNotifications,
+};
 
 /// Exports a module library's entry points for `register` (a
 /// [`RegisterModuleFn`]): `RegisterModule` and `riis_module_abi`, the two

@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use crate::context::HttpContext;
 use crate::error::ModuleError;
-use crate::notification::{
-    GlobalNotificationStatus, RequestNotification, RequestNotificationStatus,
-};
 use crate::provider::{
     CustomNotification, MapPathProvider, ReadEntityProvider, RscaQuery, SendResponseProvider,
 };
+use riis_notification::{GlobalNotificationStatus, RequestNotification, RequestNotificationStatus};
 
 use RequestNotificationStatus::Continue;
 

@@ -1,7 +1,7 @@
 //! Registration (`RegisterModule`, IIS's `IHttpModuleRegistrationInfo`) and
 //! the global-module trampolines.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +19,11 @@ use crate::instance::{FactoryHolder, ModuleInfo};
 use crate::module::{
     ApplicationInfo, CacheOperation, GlobalModule, HttpModuleFactory, TraceEvent, TracePhase,
 };
-use crate::notification::{
+use crate::provider::{CustomNotification, RscaQuery};
+use riis_notification::{
     GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority,
     RequestNotification, RequestNotifications,
 };
-use crate::provider::{CustomNotification, RscaQuery};
 
 /// The entry point a module provides: IIS's `RegisterModule(dwServerVersion,
 /// pModuleInfo, pGlobalInfo)`, in Rust. Hand it to
@@ -150,7 +150,7 @@ impl ModuleRegistration {
             (self.info.api.set_priority_for_request_notification)(
                 self.raw,
                 notification.bit(),
-                priority.c_alias().as_ptr(),
+                c_alias(priority).as_ptr(),
             )
         };
         self.check(code, "set_priority_for_request_notification")
@@ -167,7 +167,7 @@ impl ModuleRegistration {
             (self.info.api.set_priority_for_post_request_notification)(
                 self.raw,
                 notification.bit(),
-                priority.c_alias().as_ptr(),
+                c_alias(priority).as_ptr(),
             )
         };
         self.check(code, "set_priority_for_post_request_notification")
@@ -210,7 +210,7 @@ impl ModuleRegistration {
             (self.info.api.set_priority_for_global_notification)(
                 self.raw,
                 notification.bit(),
-                priority.c_alias().as_ptr(),
+                c_alias(priority).as_ptr(),
             )
         };
         self.check(code, "set_priority_for_global_notification")
@@ -556,5 +556,16 @@ fn dispatch_global(
             m.on_global_rsca_query(&mut RscaQuery::new(function, parameters, api, provider))
         }
         G::ApplicationResolveModules | G::ThreadCleanup | G::ApplicationPreload => CONTINUE,
+    }
+}
+
+/// A priority's alias as the C string the ABI's `set_priority_*` functions take.
+pub(crate) const fn c_alias(priority: Priority) -> &'static CStr {
+    match priority {
+        Priority::First => c"FIRST",
+        Priority::High => c"HIGH",
+        Priority::Medium => c"MEDIUM",
+        Priority::Low => c"LOW",
+        Priority::Last => c"LAST",
     }
 }

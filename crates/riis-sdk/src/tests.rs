@@ -1180,9 +1180,25 @@ fn statuses_and_constants_match_the_abi() {
         Priority::Last,
     ] {
         assert_eq!(Priority::from_alias(&p.alias().to_lowercase()), Some(p));
-        assert_eq!(p.c_alias().to_str().unwrap(), p.alias());
+        assert_eq!(crate::registration::c_alias(p).to_str().unwrap(), p.alias());
     }
     assert!(Priority::First > Priority::Last);
+    // The shared notification crate carries the ABI's numbers.
+    for (status, raw) in [
+        (RequestNotificationStatus::Continue, abi::STATUS_CONTINUE),
+        (RequestNotificationStatus::Pending, abi::STATUS_PENDING),
+        (
+            RequestNotificationStatus::FinishRequest,
+            abi::STATUS_FINISH_REQUEST,
+        ),
+    ] {
+        assert_eq!(status.raw(), raw);
+    }
+    assert_eq!(
+        GlobalNotificationStatus::Continue.raw(),
+        abi::GLOBAL_CONTINUE
+    );
+    assert_eq!(GlobalNotificationStatus::Handled.raw(), abi::GLOBAL_HANDLED);
     assert_eq!(ModuleError::new("x").failure_code(), abi::hr::E_FAIL);
     assert_eq!(
         ModuleError::with_hresult("x", ModuleError::E_INVALIDARG).failure_code(),

@@ -1,50 +1,56 @@
-//! Notifications, statuses and priorities, with the bit values of the C ABI
-//! (`RIIS_RQ_*`, `RIIS_GL_*`), which are those of IIS's `httpserv.h`.
+//! The IIS notification model: request and global notifications, the
+//! statuses a module answers with, and priorities, with the bit values of
+//! IIS's `httpserv.h` (the C ABI's `RIIS_RQ_*`, `RIIS_GL_*`, `RIIS_STATUS_*`
+//! and `RIIS_PRIORITY_*` carry the same numbers).
+//!
+//! One definition serves the engine (`riis-pipeline`), the native module
+//! loader and the Rust SDK (`riis-sdk`), so a module built against the SDK and
+//! the server that loads it cannot disagree about a bit.
 
-use std::ffi::CStr;
+#![warn(missing_docs)]
+
 use std::fmt;
 
-use riis_abi as abi;
-
-/// A request-level notification (`RIIS_RQ_*`).
+/// A request-level notification.
 ///
-/// The first twelve are the deterministic events, raised in this order for
-/// every request, each followed by its post-event. The last four fire when
-/// something happens and have no post-event.
+/// The first twelve are the deterministic events, raised in this order for every
+/// request, each followed by its post-event. The last four are nondeterministic:
+/// they fire when something happens (a send, a body read, a path mapping, a
+/// module raising a custom notification) and have no post-event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
 pub enum RequestNotification {
-    /// `RIIS_RQ_BEGIN_REQUEST`: the first event of every request.
+    /// `RQ_BEGIN_REQUEST`: the first event of every request.
     BeginRequest = 0x0000_0001,
-    /// `RIIS_RQ_AUTHENTICATE_REQUEST`: establish the user.
+    /// `RQ_AUTHENTICATE_REQUEST`: establish the user.
     AuthenticateRequest = 0x0000_0002,
-    /// `RIIS_RQ_AUTHORIZE_REQUEST`: decide whether the user may proceed.
+    /// `RQ_AUTHORIZE_REQUEST`: decide whether the user may proceed.
     AuthorizeRequest = 0x0000_0004,
-    /// `RIIS_RQ_RESOLVE_REQUEST_CACHE`: serve from a cache.
+    /// `RQ_RESOLVE_REQUEST_CACHE`: serve from a cache.
     ResolveRequestCache = 0x0000_0008,
-    /// `RIIS_RQ_MAP_REQUEST_HANDLER`: choose the handler.
+    /// `RQ_MAP_REQUEST_HANDLER`: choose the handler.
     MapRequestHandler = 0x0000_0010,
-    /// `RIIS_RQ_ACQUIRE_REQUEST_STATE`: load session-like state.
+    /// `RQ_ACQUIRE_REQUEST_STATE`: load session-like state.
     AcquireRequestState = 0x0000_0020,
-    /// `RIIS_RQ_PRE_EXECUTE_REQUEST_HANDLER`: last moment before the handler.
+    /// `RQ_PRE_EXECUTE_REQUEST_HANDLER`: last moment before the handler.
     PreExecuteRequestHandler = 0x0000_0040,
-    /// `RIIS_RQ_EXECUTE_REQUEST_HANDLER`: only the chosen handler's modules run.
+    /// `RQ_EXECUTE_REQUEST_HANDLER`: only the chosen handler's modules run.
     ExecuteRequestHandler = 0x0000_0080,
-    /// `RIIS_RQ_RELEASE_REQUEST_STATE`: store state.
+    /// `RQ_RELEASE_REQUEST_STATE`: store state.
     ReleaseRequestState = 0x0000_0100,
-    /// `RIIS_RQ_UPDATE_REQUEST_CACHE`: store the response in a cache.
+    /// `RQ_UPDATE_REQUEST_CACHE`: store the response in a cache.
     UpdateRequestCache = 0x0000_0200,
-    /// `RIIS_RQ_LOG_REQUEST`: write the log entry.
+    /// `RQ_LOG_REQUEST`: write the log entry.
     LogRequest = 0x0000_0400,
-    /// `RIIS_RQ_END_REQUEST`: the last event of every request.
+    /// `RQ_END_REQUEST`: the last event of every request.
     EndRequest = 0x0000_0800,
-    /// `RIIS_RQ_CUSTOM_NOTIFICATION`: raised by a module, matched by type name.
+    /// `RQ_CUSTOM_NOTIFICATION`: raised by a module, matched by type name.
     CustomNotification = 0x1000_0000,
-    /// `RIIS_RQ_SEND_RESPONSE`: response data is about to go to the client.
+    /// `RQ_SEND_RESPONSE`: response data is about to go to the client.
     SendResponse = 0x2000_0000,
-    /// `RIIS_RQ_READ_ENTITY`: request body bytes were read.
+    /// `RQ_READ_ENTITY`: request body bytes were read.
     ReadEntity = 0x4000_0000,
-    /// `RIIS_RQ_MAP_PATH`: a URL was mapped to a physical path.
+    /// `RQ_MAP_PATH`: a URL was mapped to a physical path.
     MapPath = 0x8000_0000,
 }
 
@@ -65,7 +71,7 @@ impl RequestNotification {
         Self::EndRequest,
     ];
 
-    /// The nondeterministic notifications.
+    /// The nondeterministic notifications a module can register for.
     pub const NONDETERMINISTIC: [RequestNotification; 4] = [
         Self::CustomNotification,
         Self::SendResponse,
@@ -73,7 +79,7 @@ impl RequestNotification {
         Self::MapPath,
     ];
 
-    /// The bit value (`RIIS_RQ_*`).
+    /// The IIS bit value (`RQ_*`).
     pub const fn bit(self) -> u32 {
         self as u32
     }
@@ -87,12 +93,23 @@ impl RequestNotification {
             .find(|n| n.bit() == bit)
     }
 
-    /// Whether this notification has a post-event (the deterministic ones).
-    pub const fn has_post_event(self) -> bool {
-        (self as u32) <= 0x800
+    /// Position in the deterministic order (0 for BeginRequest), or `None` for
+    /// the nondeterministic notifications.
+    pub const fn stage(self) -> Option<usize> {
+        let bit = self as u32;
+        if bit <= 0x800 {
+            Some(bit.trailing_zeros() as usize)
+        } else {
+            None
+        }
     }
 
-    /// The IIS name, as used in logs and error pages.
+    /// Whether this notification has a post-event.
+    pub const fn has_post_event(self) -> bool {
+        self.stage().is_some()
+    }
+
+    /// The IIS name, as used in traces and error pages.
     pub const fn name(self) -> &'static str {
         match self {
             Self::BeginRequest => "BeginRequest",
@@ -121,7 +138,7 @@ impl fmt::Display for RequestNotification {
     }
 }
 
-/// A set of request notifications, as the `RIIS_RQ_*` bit mask.
+/// A set of request notifications, as the `RQ_*` bit mask IIS uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RequestNotifications(u32);
 
@@ -133,7 +150,8 @@ impl RequestNotifications {
     /// Every notification a module can register for.
     pub const ALL: Self = Self(0xF000_0FFF);
 
-    /// A set from a raw mask; bits that name no notification are dropped.
+    /// A set from a raw `RQ_*` mask. Bits that name no notification are kept
+    /// out, so the mask a native module passes cannot switch on anything else.
     pub const fn from_bits_truncate(bits: u32) -> Self {
         Self(bits & Self::ALL.0)
     }
@@ -186,39 +204,39 @@ impl std::ops::BitOr<RequestNotification> for RequestNotifications {
     }
 }
 
-/// A server-level notification, for global modules (`RIIS_GL_*`).
+/// A server-level notification, for global modules (`GL_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum GlobalNotification {
-    /// `RIIS_GL_STOP_LISTENING`: the server stopped accepting connections.
+    /// `GL_STOP_LISTENING`: the server stopped accepting connections.
     StopListening = 0x0000_0002,
-    /// `RIIS_GL_CACHE_CLEANUP`: a cache should drop entries nobody used lately.
+    /// `GL_CACHE_CLEANUP`: a cache should drop expired entries.
     CacheCleanup = 0x0000_0004,
-    /// `RIIS_GL_CACHE_OPERATION`: an entry was added to or removed from a cache.
+    /// `GL_CACHE_OPERATION`: an entry was added to, read from or removed from a cache.
     CacheOperation = 0x0000_0010,
-    /// `RIIS_GL_HEALTH_CHECK`: the periodic health check.
+    /// `GL_HEALTH_CHECK`: the periodic health check.
     HealthCheck = 0x0000_0020,
-    /// `RIIS_GL_CONFIGURATION_CHANGE`: the configuration was reloaded.
+    /// `GL_CONFIGURATION_CHANGE`: the configuration was reloaded.
     ConfigurationChange = 0x0000_0040,
-    /// `RIIS_GL_FILE_CHANGE`: a watched file changed.
+    /// `GL_FILE_CHANGE`: a watched file changed.
     FileChange = 0x0000_0080,
-    /// `RIIS_GL_PRE_BEGIN_REQUEST`: before any request-level notification.
+    /// `GL_PRE_BEGIN_REQUEST`: before any request-level notification.
     PreBeginRequest = 0x0000_0100,
-    /// `RIIS_GL_APPLICATION_START`: a site's application started.
+    /// `GL_APPLICATION_START`: a site's application started.
     ApplicationStart = 0x0000_0200,
-    /// `RIIS_GL_APPLICATION_RESOLVE_MODULES`: an application resolves its modules.
+    /// `GL_APPLICATION_RESOLVE_MODULES`: an application resolves its module list.
     ApplicationResolveModules = 0x0000_0400,
-    /// `RIIS_GL_APPLICATION_STOP`: a site's application stopped.
+    /// `GL_APPLICATION_STOP`: a site's application stopped.
     ApplicationStop = 0x0000_0800,
-    /// `RIIS_GL_RSCA_QUERY`: a runtime status query.
+    /// `GL_RSCA_QUERY`: a runtime status query.
     RscaQuery = 0x0000_1000,
-    /// `RIIS_GL_TRACE_EVENT`: a trace event was raised.
+    /// `GL_TRACE_EVENT`: a trace event was raised.
     TraceEvent = 0x0000_2000,
-    /// `RIIS_GL_CUSTOM_NOTIFICATION`: a module raised a global custom notification.
+    /// `GL_CUSTOM_NOTIFICATION`: a module raised a global custom notification.
     CustomNotification = 0x0000_4000,
-    /// `RIIS_GL_THREAD_CLEANUP`: a worker thread goes back to its pool.
+    /// `GL_THREAD_CLEANUP`: a worker thread is about to go back to its pool.
     ThreadCleanup = 0x0000_8000,
-    /// `RIIS_GL_APPLICATION_PRELOAD`: an application is being preloaded.
+    /// `GL_APPLICATION_PRELOAD`: an application is being preloaded.
     ApplicationPreload = 0x0001_0000,
 }
 
@@ -242,9 +260,14 @@ impl GlobalNotification {
         Self::ApplicationPreload,
     ];
 
-    /// The bit value (`RIIS_GL_*`).
+    /// The IIS bit value (`GL_*`).
     pub const fn bit(self) -> u32 {
         self as u32
+    }
+
+    /// Index in [`GlobalNotification::ALL`], for dispatch tables.
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|n| *n == self).unwrap_or(0)
     }
 
     /// The notification with exactly this bit, if any.
@@ -280,7 +303,7 @@ impl fmt::Display for GlobalNotification {
     }
 }
 
-/// A set of global notifications, as the `RIIS_GL_*` bit mask.
+/// A set of global notifications, as the `GL_*` bit mask IIS uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct GlobalNotifications(u32);
 
@@ -288,7 +311,7 @@ impl GlobalNotifications {
     /// No notification.
     pub const NONE: Self = Self(0);
 
-    /// A set from a raw mask; unknown bits are dropped.
+    /// A set from a raw `GL_*` mask; unknown bits are dropped.
     pub fn from_bits_truncate(bits: u32) -> Self {
         let known = GlobalNotification::ALL.iter().fold(0, |m, n| m | n.bit());
         Self(bits & known)
@@ -342,84 +365,87 @@ impl std::ops::BitOr<GlobalNotification> for GlobalNotifications {
     }
 }
 
-/// What a request notification returns (`riis_status`).
+/// What a request-level notification handler tells the pipeline
+/// (`REQUEST_NOTIFICATION_STATUS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum RequestNotificationStatus {
-    /// `RIIS_STATUS_CONTINUE`: go on with the next module or event.
-    Continue = abi::STATUS_CONTINUE,
-    /// `RIIS_STATUS_PENDING`: an asynchronous operation was started (or a
-    /// [`crate::CompletionHandle`] taken); the request waits until it
-    /// completes.
-    Pending = abi::STATUS_PENDING,
-    /// `RIIS_STATUS_FINISH_REQUEST`: skip to LogRequest and EndRequest.
-    FinishRequest = abi::STATUS_FINISH_REQUEST,
+    /// `RQ_NOTIFICATION_CONTINUE`: go on with the next module or event.
+    Continue = 0,
+    /// `RQ_NOTIFICATION_PENDING`: an asynchronous operation was started; the
+    /// request is parked until it completes.
+    Pending = 1,
+    /// `RQ_NOTIFICATION_FINISH_REQUEST`: skip to LogRequest and EndRequest.
+    FinishRequest = 2,
 }
 
 impl RequestNotificationStatus {
-    /// The status for a raw `riis_status`, if it is one of the three.
+    /// The status for a raw value (`RIIS_STATUS_*`), as a native module
+    /// returns it, if it is one of the three.
     pub const fn from_raw(raw: u32) -> Option<Self> {
         match raw {
-            abi::STATUS_CONTINUE => Some(Self::Continue),
-            abi::STATUS_PENDING => Some(Self::Pending),
-            abi::STATUS_FINISH_REQUEST => Some(Self::FinishRequest),
+            0 => Some(Self::Continue),
+            1 => Some(Self::Pending),
+            2 => Some(Self::FinishRequest),
             _ => None,
         }
     }
 
-    /// The raw `riis_status`.
+    /// The raw value (`RIIS_STATUS_*`).
     pub const fn raw(self) -> u32 {
         self as u32
     }
 }
 
-/// What a global notification returns (`riis_global_status`).
+/// What a global notification handler tells the server
+/// (`GLOBAL_NOTIFICATION_STATUS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum GlobalNotificationStatus {
-    /// `RIIS_GLOBAL_CONTINUE`: later global modules see the notification too.
-    Continue = abi::GLOBAL_CONTINUE,
-    /// `RIIS_GLOBAL_HANDLED`: later global modules do not see it.
-    Handled = abi::GLOBAL_HANDLED,
+    /// `GL_NOTIFICATION_CONTINUE`: later global modules see the notification too.
+    Continue = 0,
+    /// `GL_NOTIFICATION_HANDLED`: later global modules do not see it.
+    Handled = 1,
 }
 
 impl GlobalNotificationStatus {
-    /// The status for a raw `riis_global_status`, if it is one of the two.
+    /// The status for a raw value (`RIIS_GLOBAL_*`), if it is one of the two.
     pub const fn from_raw(raw: u32) -> Option<Self> {
         match raw {
-            abi::GLOBAL_CONTINUE => Some(Self::Continue),
-            abi::GLOBAL_HANDLED => Some(Self::Handled),
+            0 => Some(Self::Continue),
+            1 => Some(Self::Handled),
             _ => None,
         }
     }
 
-    /// The raw `riis_global_status`.
+    /// The raw value (`RIIS_GLOBAL_*`).
     pub const fn raw(self) -> u32 {
         self as u32
     }
 }
 
-/// The order in which modules registered for the same notification run
-/// (`RIIS_PRIORITY_*`). Higher priorities run first; SendResponse runs in the
-/// inverse order.
+/// The order in which modules registered for the same notification run.
+///
+/// Higher priorities run first; modules of equal priority run in the order of
+/// the module list in configuration. SendResponse runs in the inverse order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Priority {
-    /// `RIIS_PRIORITY_LAST`.
+    /// `PRIORITY_ALIAS_LAST`.
     Last = 0,
-    /// `RIIS_PRIORITY_LOW`.
+    /// `PRIORITY_ALIAS_LOW`.
     Low = 1,
-    /// `RIIS_PRIORITY_MEDIUM`: the default.
+    /// `PRIORITY_ALIAS_MEDIUM`: the default.
     #[default]
     Medium = 2,
-    /// `RIIS_PRIORITY_HIGH`.
+    /// `PRIORITY_ALIAS_HIGH`.
     High = 3,
-    /// `RIIS_PRIORITY_FIRST`.
+    /// `PRIORITY_ALIAS_FIRST`.
     First = 4,
 }
 
 impl Priority {
-    /// The alias the C ABI takes (`"FIRST"`, `"HIGH"`, `"MEDIUM"`, `"LOW"`,
-    /// `"LAST"`).
+    /// The IIS alias (`"FIRST"`, `"HIGH"`, `"MEDIUM"`, `"LOW"`, `"LAST"`),
+    /// which the C ABI takes too.
     pub const fn alias(self) -> &'static str {
         match self {
             Self::First => "FIRST",
@@ -430,21 +456,76 @@ impl Priority {
         }
     }
 
-    /// The alias as a C string.
-    pub(crate) const fn c_alias(self) -> &'static CStr {
-        match self {
-            Self::First => c"FIRST",
-            Self::High => c"HIGH",
-            Self::Medium => c"MEDIUM",
-            Self::Low => c"LOW",
-            Self::Last => c"LAST",
-        }
-    }
-
     /// Parses an alias, case-insensitively.
     pub fn from_alias(alias: &str) -> Option<Self> {
         [Self::First, Self::High, Self::Medium, Self::Low, Self::Last]
             .into_iter()
             .find(|p| p.alias().eq_ignore_ascii_case(alias))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_follow_bit_order() {
+        for (i, n) in RequestNotification::DETERMINISTIC.iter().enumerate() {
+            assert_eq!(n.stage(), Some(i));
+            assert!(n.has_post_event());
+        }
+        for n in RequestNotification::NONDETERMINISTIC {
+            assert_eq!(n.stage(), None);
+        }
+    }
+
+    #[test]
+    fn bits_round_trip_and_unknown_bits_are_dropped() {
+        assert_eq!(
+            RequestNotification::from_bit(0x80),
+            Some(RequestNotification::ExecuteRequestHandler)
+        );
+        assert_eq!(RequestNotification::from_bit(0x1000), None);
+        assert_eq!(
+            RequestNotifications::from_bits_truncate(0x0000_1001).bits(),
+            0x1
+        );
+        assert_eq!(Priority::from_alias("high"), Some(Priority::High));
+        assert_eq!(
+            Priority::from_alias("Last").map(Priority::alias),
+            Some("LAST")
+        );
+        assert!(Priority::First > Priority::Last);
+        assert_eq!(
+            GlobalNotification::from_bit(0x100),
+            Some(GlobalNotification::PreBeginRequest)
+        );
+        assert_eq!(GlobalNotification::from_bit(0x8), None);
+        for (i, n) in GlobalNotification::ALL.iter().enumerate() {
+            assert_eq!(n.index(), i);
+        }
+        assert_eq!(
+            GlobalNotifications::from_bits_truncate(0x8 | 0x100).bits(),
+            0x100
+        );
+    }
+
+    #[test]
+    fn statuses_round_trip_their_raw_values() {
+        for s in [
+            RequestNotificationStatus::Continue,
+            RequestNotificationStatus::Pending,
+            RequestNotificationStatus::FinishRequest,
+        ] {
+            assert_eq!(RequestNotificationStatus::from_raw(s.raw()), Some(s));
+        }
+        assert_eq!(RequestNotificationStatus::from_raw(3), None);
+        for s in [
+            GlobalNotificationStatus::Continue,
+            GlobalNotificationStatus::Handled,
+        ] {
+            assert_eq!(GlobalNotificationStatus::from_raw(s.raw()), Some(s));
+        }
+        assert_eq!(GlobalNotificationStatus::from_raw(2), None);
     }
 }
