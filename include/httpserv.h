@@ -795,7 +795,9 @@ protected:
     virtual ~IMetadataInfo() {}
 };
 
-/** The application (in riis: the site's root application). */
+/** The application (in riis: the site's root application). One object per
+ *  site for the process's life: a pointer kept from ApplicationStart stays
+ *  valid. */
 class IHttpApplication {
 public:
     virtual PCSTR GetApplicationPhysicalPath(VOID) const = 0;
@@ -1716,7 +1718,10 @@ public:
     virtual ~IHttpModuleFactory() {}
 };
 
-/** What RegisterModule registers through; valid during RegisterModule. */
+/** What RegisterModule registers through. As in IIS, the object outlives
+ *  RegisterModule (modules keep it to call GetId() later): GetName() and
+ *  GetId() answer for the process's life; the Set* methods register only
+ *  during RegisterModule and return an error HRESULT after it. */
 class IHttpModuleRegistrationInfo {
 public:
     /** The module's name in riis.toml (UTF-8). */
@@ -1821,20 +1826,34 @@ struct Core {
  *  nothing. */
 class Container : public IHttpModuleContextContainer {
 public:
-    Container(Core *core, uint32_t scope) : core_(core), scope_(scope) {}
+    Container(Core *core, uint32_t scope)
+        : core_(core), scope_(scope), site_bound_(false), site_id_(0) {}
+
+    /** The container of a site for an object that outlives requests (the
+     *  application): it reaches the site's contexts during a call for a
+     *  request of that site, and stores nothing at other times (in
+     *  ApplicationStart and ApplicationStop, or on another thread). */
+    static Container site_bound(uint32_t site_id) {
+        Container container(NULL, RIIS_SCOPE_SITE);
+        container.site_bound_ = true;
+        container.site_id_ = site_id;
+        return container;
+    }
 
     IHttpStoredContext *GetModuleContext(HTTP_MODULE_ID moduleId) override {
         UNREFERENCED_PARAMETER(moduleId);
-        if (core_ == NULL) {
+        riis_context *ctx = target();
+        if (ctx == NULL) {
             return NULL;
         }
-        return static_cast<IHttpStoredContext *>(api()->module_context(core_->ctx, scope_));
+        return static_cast<IHttpStoredContext *>(api()->module_context(ctx, scope_));
     }
 
     HRESULT SetModuleContext(IHttpStoredContext *pStoredContext,
                              HTTP_MODULE_ID moduleId) override {
         UNREFERENCED_PARAMETER(moduleId);
-        if (core_ == NULL) {
+        riis_context *ctx = target();
+        if (ctx == NULL) {
             return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED);
         }
         if (pStoredContext == NULL) {
@@ -1848,10 +1867,10 @@ public:
         if (scope_ != RIIS_SCOPE_REQUEST) {
             shared = std::unique_lock<std::mutex>(shared_context_lock());
         }
-        if (api()->module_context(core_->ctx, scope_) != NULL) {
+        if (api()->module_context(ctx, scope_) != NULL) {
             return HRESULT_FROM_WIN32(ERROR_ALREADY_ASSIGNED);
         }
-        return api()->set_module_context(core_->ctx, scope_, static_cast<void *>(pStoredContext),
+        return api()->set_module_context(ctx, scope_, static_cast<void *>(pStoredContext),
                                          &Container::cleanup);
     }
 
@@ -1872,8 +1891,22 @@ public:
     }
 
 private:
+    /** The context whose container this is now, or NULL. */
+    riis_context *target() const {
+        if (!site_bound_) {
+            return core_ != NULL ? core_->ctx : NULL;
+        }
+        riis_context *ctx = current_context();
+        if (ctx == NULL || api()->context_site_id(ctx) != site_id_) {
+            return NULL;
+        }
+        return ctx;
+    }
+
     Core *core_;
     uint32_t scope_;
+    bool site_bound_;
+    uint32_t site_id_;
 };
 
 /** A text address and port as a sockaddr_in / sockaddr_in6. */
@@ -2459,19 +2492,33 @@ private:
     Container container_;
 };
 
-/** IHttpApplication: fixed strings and a container (of the site, or one that
- *  stores nothing). */
+/** IHttpApplication: a site's root application, one object per site for
+ *  the process's life, as IIS keeps its applications (modules keep the
+ *  pointer ApplicationStart gives them). Its container is the site's
+ *  (see Container::site_bound). */
 class Application : public IHttpApplication {
 public:
-    explicit Application(Core *core) : container_(core, RIIS_SCOPE_SITE) {}
-
-    /** Fills the strings for a site. */
-    void describe(const char *site_name, uint32_t site_id, const char *physical_root) {
-        char id[64];
-        snprintf(id, sizeof id, "/LM/W3SVC/%u/ROOT", (unsigned)site_id);
-        id_ = id;
-        config_ = std::string("MACHINE/WEBROOT/APPHOST/") + (site_name != NULL ? site_name : "");
-        path_ = physical_root != NULL ? physical_root : "";
+    /** The application of a site as it is now configured: the same object
+     *  each time, or a new one when a reload renamed the site or moved its
+     *  folder (the old one stays valid for whoever kept it). */
+    static Application *of_site(uint32_t site_id, const char *site_name,
+                                const char *physical_root) {
+        static std::mutex lock;
+        static std::vector<Application *> all;
+        std::string name = site_name != NULL ? site_name : "";
+        std::string root = physical_root != NULL ? physical_root : "";
+        std::lock_guard<std::mutex> guard(lock);
+        for (size_t i = all.size(); i-- > 0;) {
+            Application *a = all[i];
+            if (a->site_id_ == site_id && a->name_ == name && a->path_ == root) {
+                return a;
+            }
+        }
+        Application *made = new (std::nothrow) Application(site_id, name, root);
+        if (made != NULL) {
+            all.push_back(made);
+        }
+        return made;
     }
 
     PCSTR GetApplicationPhysicalPath(VOID) const override { return path_.c_str(); }
@@ -2480,7 +2527,18 @@ public:
     IHttpModuleContextContainer *GetModuleContextContainer(VOID) override { return &container_; }
 
 private:
+    Application(uint32_t site_id, const std::string &name, const std::string &root)
+        : container_(Container::site_bound(site_id)), site_id_(site_id), name_(name),
+          path_(root) {
+        char id[64];
+        snprintf(id, sizeof id, "/LM/W3SVC/%u/ROOT", (unsigned)site_id);
+        id_ = id;
+        config_ = "MACHINE/WEBROOT/APPHOST/" + name;
+    }
+
     Container container_;
+    uint32_t site_id_;
+    std::string name_;
     std::string id_;
     std::string config_;
     std::string path_;
@@ -2514,7 +2572,7 @@ class Context : public IHttpContext3 {
 public:
     Context(riis_context *ctx, Context *parent)
         : request_(&core_), response_(&core_), user_(&core_), site_(&core_),
-          connection_(&core_), application_(&core_), container_(&core_, RIIS_SCOPE_REQUEST),
+          connection_(&core_), container_(&core_, RIIS_SCOPE_REQUEST),
           parent_(parent), clones_(NULL), next_clone_(NULL), disabled_(0), disabled_post_(0) {
         core_.ctx = ctx;
         core_.read_pending = false;
@@ -2541,10 +2599,9 @@ public:
     IHttpSite *GetSite(VOID) override { return &site_; }
 
     IHttpApplication *GetApplication(VOID) override {
-        application_.describe(api()->context_site_name(core_.ctx),
-                              api()->context_site_id(core_.ctx),
-                              api()->context_map_path(core_.ctx, "/"));
-        return &application_;
+        return Application::of_site(api()->context_site_id(core_.ctx),
+                                    api()->context_site_name(core_.ctx),
+                                    api()->context_map_path(core_.ctx, "/"));
     }
 
     IMetadataInfo *GetMetadata(VOID) override {
@@ -2838,7 +2895,6 @@ private:
     mutable User user_;
     Site site_;
     Connection connection_;
-    Application application_;
     Metadata metadata_;
     Container container_;
     Context *parent_;
@@ -3593,9 +3649,7 @@ private:
             const char *site_name = NULL, *root = NULL;
             uint32_t site_id = 0;
             (void)api()->global_application(p, &site_name, &site_id, &root);
-            Application application(NULL);
-            application.describe(site_name, site_id, root);
-            ApplicationProvider provider(&application);
+            ApplicationProvider provider(Application::of_site(site_id, site_name, root));
             return notification == GL_APPLICATION_START ? m->OnGlobalApplicationStart(&provider)
                                                         : m->OnGlobalApplicationStop(&provider);
         }
@@ -3665,13 +3719,34 @@ private:
 /** IHttpModuleRegistrationInfo over a riis_registration. */
 class Registration : public IHttpModuleRegistrationInfo {
 public:
-    explicit Registration(riis_registration *registration) : registration_(registration) {}
+    /** Reads the name and id while the registration is live: both are
+     *  asked for after RegisterModule too. */
+    explicit Registration(riis_registration *registration)
+        : registration_(registration),
+          id_(static_cast<uintptr_t>(api()->registration_id(registration)) + 1) {
+        const char *name = api()->registration_name(registration);
+        name_ = name != NULL ? name : "";
+    }
 
-    PCSTR GetName(VOID) const override { return api()->registration_name(registration_); }
+    PCSTR GetName(VOID) const override { return name_.c_str(); }
 
-    HTTP_MODULE_ID GetId(VOID) const override {
-        uintptr_t id = static_cast<uintptr_t>(api()->registration_id(registration_)) + 1;
-        return reinterpret_cast<HTTP_MODULE_ID>(id);
+    HTTP_MODULE_ID GetId(VOID) const override { return reinterpret_cast<HTTP_MODULE_ID>(id_); }
+
+    /** A registration object for the process's life. IIS keeps the one it
+     *  passes to RegisterModule, and modules rely on it (a global kept for
+     *  GetId(), a factory that holds the pointer); one is made per
+     *  RegisterModule call, which riis repeats at each reload, and none is
+     *  freed, since a factory of the configuration before may still use its
+     *  own. */
+    static Registration *kept(riis_registration *registration) {
+        static std::mutex lock;
+        static std::vector<Registration *> all;
+        Registration *made = new (std::nothrow) Registration(registration);
+        if (made != NULL) {
+            std::lock_guard<std::mutex> guard(lock);
+            all.push_back(made);
+        }
+        return made;
     }
 
     HRESULT SetRequestNotifications(IHttpModuleFactory *pModuleFactory,
@@ -3734,6 +3809,8 @@ public:
 
 private:
     riis_registration *registration_;
+    uintptr_t id_;
+    std::string name_;
 };
 
 /** IHttpServer. */
@@ -3814,10 +3891,13 @@ extern "C" __attribute__((weak, visibility("default"))) riis_hresult riis_cxx_re
         snprintf(riis_cxx::software_slot(), sizeof riis_cxx::software_slot(), "%s",
                  server->software);
     }
-    riis_cxx::Registration info(registration);
+    riis_cxx::Registration *info = riis_cxx::Registration::kept(registration);
+    if (info == NULL) {
+        return RIIS_E_OUTOFMEMORY;
+    }
     HRESULT hr = E_FAIL;
     riis_cxx::guarded(
-        [&]() { hr = RegisterModule(server_version, &info, riis_cxx::http_server()); },
+        [&]() { hr = RegisterModule(server_version, info, riis_cxx::http_server()); },
         [&](const char *why) {
             riis_cxx::log_exception(NULL, "RegisterModule", why);
             hr = E_FAIL;

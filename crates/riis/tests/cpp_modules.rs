@@ -392,3 +392,27 @@ fn a_cpp_module_in_full_duplex_answers_while_the_body_still_comes() {
     let live = get(server.addr, "/live");
     assert_eq!(String::from_utf8_lossy(&live.body), "live: 1\n");
 }
+
+#[test]
+fn objects_iis_keeps_alive_stay_valid_after_the_call_that_gave_them() {
+    // The registration info of RegisterModule and the application of
+    // ApplicationStart, kept in globals as ported modules keep them: the
+    // server used to free both when the call returned (a crash on the first
+    // request that used them).
+    let source = repo().join("crates/riis/tests/native/kept_objects.cpp");
+    let Some((_dir, server)) = serve_source(source, "", "") else {
+        return;
+    };
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..2 {
+        let resp = conn.get("/kept");
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            resp.text(),
+            "id kept: yes\nname: CppModule\nstarted application kept: /LM/W3SVC/1/ROOT\n\
+             same application: yes\napplication id: /LM/W3SVC/1/ROOT\n\
+             late registration refused: yes\n"
+        );
+    }
+    assert_eq!(conn.get("/hello.txt").text(), "static hello\n");
+}

@@ -1,0 +1,100 @@
+/*
+ * kept_objects.cpp - keeps the objects IIS keeps alive past the call that
+ * hands them over, as ported modules do, and reports on them from a request:
+ *
+ * - the IHttpModuleRegistrationInfo of RegisterModule, kept in a global for
+ *   GetId() and GetName() later;
+ * - the IHttpApplication of OnGlobalApplicationStart, kept and compared with
+ *   the one a request's context gives.
+ *
+ * GET /kept answers, one fact a line, and a registration call made after
+ * RegisterModule is refused with an error HRESULT.
+ */
+#define _WINSOCKAPI_
+#include <windows.h>
+#include <sal.h>
+#include <httpserv.h>
+
+#include <stdio.h>
+#include <string.h>
+
+static IHttpModuleRegistrationInfo *g_pModuleInfo = NULL;
+static HTTP_MODULE_ID g_registeredId = NULL;
+static IHttpApplication *g_pStartedApplication = NULL;
+
+class CKeptModule : public CHttpModule
+{
+public:
+    REQUEST_NOTIFICATION_STATUS
+    OnBeginRequest(IN IHttpContext *pHttpContext, IN IHttpEventProvider *pProvider)
+    {
+        UNREFERENCED_PARAMETER(pProvider);
+        if (strcmp(pHttpContext->GetScriptName(), "/kept") != 0)
+        {
+            return RQ_NOTIFICATION_CONTINUE;
+        }
+        char text[1024];
+        IHttpApplication *pApplication = pHttpContext->GetApplication();
+        /* After RegisterModule, registering is refused, not a crash. */
+        HRESULT hrLate = g_pModuleInfo->SetPriorityForRequestNotification(
+            RQ_BEGIN_REQUEST, PRIORITY_ALIAS_HIGH);
+        snprintf(text, sizeof text,
+                 "id kept: %s\nname: %s\nstarted application kept: %s\n"
+                 "same application: %s\napplication id: %s\nlate registration refused: %s\n",
+                 g_pModuleInfo->GetId() == g_registeredId ? "yes" : "no",
+                 g_pModuleInfo->GetName(),
+                 g_pStartedApplication != NULL ? g_pStartedApplication->GetApplicationId() : "none",
+                 pApplication == g_pStartedApplication ? "yes" : "no",
+                 pApplication->GetApplicationId(),
+                 FAILED(hrLate) ? "yes" : "no");
+        IHttpResponse *pResponse = pHttpContext->GetResponse();
+        pResponse->Clear();
+        pResponse->SetHeader(HttpHeaderContentType, "text/plain", 10, TRUE);
+        HTTP_DATA_CHUNK chunk;
+        chunk.DataChunkType = HttpDataChunkFromMemory;
+        chunk.FromMemory.pBuffer = text;
+        chunk.FromMemory.BufferLength = (ULONG)strlen(text);
+        DWORD cbSent = 0;
+        pResponse->WriteEntityChunks(&chunk, 1, FALSE, FALSE, &cbSent);
+        return RQ_NOTIFICATION_FINISH_REQUEST;
+    }
+};
+
+class CKeptFactory : public IHttpModuleFactory
+{
+public:
+    HRESULT GetHttpModule(OUT CHttpModule **ppModule, IN IModuleAllocator *pAllocator)
+    {
+        UNREFERENCED_PARAMETER(pAllocator);
+        *ppModule = new CKeptModule;
+        return S_OK;
+    }
+    void Terminate() { delete this; }
+};
+
+class CKeptGlobal : public CGlobalModule
+{
+public:
+    GLOBAL_NOTIFICATION_STATUS
+    OnGlobalApplicationStart(IN IHttpApplicationStartProvider *pProvider)
+    {
+        g_pStartedApplication = pProvider->GetApplication();
+        return GL_NOTIFICATION_CONTINUE;
+    }
+    void Terminate() { delete this; }
+};
+
+HRESULT __stdcall RegisterModule(DWORD dwServerVersion, IHttpModuleRegistrationInfo *pModuleInfo,
+                                 IHttpServer *pGlobalInfo)
+{
+    UNREFERENCED_PARAMETER(dwServerVersion);
+    UNREFERENCED_PARAMETER(pGlobalInfo);
+    g_pModuleInfo = pModuleInfo;
+    g_registeredId = pModuleInfo->GetId();
+    HRESULT hr = pModuleInfo->SetRequestNotifications(new CKeptFactory, RQ_BEGIN_REQUEST, 0);
+    if (FAILED(hr))
+    {
+        return hr;
+    }
+    return pModuleInfo->SetGlobalNotifications(new CKeptGlobal, GL_APPLICATION_START);
+}
