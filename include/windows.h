@@ -235,21 +235,150 @@ typedef union _ULARGE_INTEGER {
 #define ERROR_INVALID_DATA 13L
 #define ERROR_OUTOFMEMORY 14L
 #define ERROR_HANDLE_EOF 38L
+#define ERROR_NETNAME_DELETED 64L
 #define ERROR_NOT_SUPPORTED 50L
 #define ERROR_FILE_EXISTS 80L
 #define ERROR_ALREADY_ASSIGNED 85L
 #define ERROR_INVALID_PARAMETER 87L
+#define ERROR_BROKEN_PIPE 109L
 #define ERROR_INSUFFICIENT_BUFFER 122L
 #define ERROR_INVALID_NAME 123L
 #define ERROR_ALREADY_EXISTS 183L
 #define ERROR_MORE_DATA 234L
 #define ERROR_NO_MORE_ITEMS 259L
+#define ERROR_OPERATION_ABORTED 995L
 #define ERROR_IO_PENDING 997L
 #define ERROR_NOT_FOUND 1168L
+/* A client that went away: what riis completes a read or write with then. */
+#define ERROR_CONNECTION_ABORTED 1236L
 #define ERROR_INVALID_INDEX 1413L
+/* A context used from a thread that is not the call's. */
+#define ERROR_INVALID_THREAD_ID 1444L
 #define ERROR_TIMEOUT 1460L
 #define ERROR_ARITHMETIC_OVERFLOW 534L
 #define ERROR_REVISION_MISMATCH 1306L
 #define ERROR_INVALID_STATE 5023L
+
+/* ------------------------------------------- Microsoft C runtime strings */
+
+/*
+ * The string functions of Microsoft's C runtime that IIS module sources
+ * call most, over the C library. The *_s functions check the destination's
+ * size: on overflow they leave an empty string and return ERANGE (or -1 for
+ * sprintf_s) where Microsoft's would call its invalid-parameter handler,
+ * which by default ends the process. _snprintf is Microsoft's: no NUL and -1
+ * when the text is cut.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <strings.h>
+
+#ifndef RIIS_ERRNO_T_DEFINED
+#define RIIS_ERRNO_T_DEFINED
+typedef int errno_t;
+#endif
+
+static inline int _stricmp(const char *a, const char *b) { return strcasecmp(a, b); }
+static inline int _strnicmp(const char *a, const char *b, size_t n) { return strncasecmp(a, b, n); }
+
+static inline errno_t strcpy_s(char *dest, size_t size, const char *src) {
+    if (dest == NULL || size == 0) {
+        return EINVAL;
+    }
+    if (src == NULL) {
+        dest[0] = '\0';
+        return EINVAL;
+    }
+    size_t length = strlen(src);
+    if (length >= size) {
+        dest[0] = '\0';
+        return ERANGE;
+    }
+    memcpy(dest, src, length + 1);
+    return 0;
+}
+
+static inline errno_t strcat_s(char *dest, size_t size, const char *src) {
+    if (dest == NULL || size == 0) {
+        return EINVAL;
+    }
+    size_t used = 0;
+    while (used < size && dest[used] != '\0') {
+        used++;
+    }
+    if (src == NULL || used == size) {
+        dest[0] = '\0';
+        return EINVAL;
+    }
+    return strcpy_s(dest + used, size - used, src) == 0 ? 0 : (dest[0] = '\0', ERANGE);
+}
+
+static inline int vsprintf_s(char *buffer, size_t size, const char *format, va_list args) {
+    if (buffer == NULL || size == 0 || format == NULL) {
+        return -1;
+    }
+    int written = vsnprintf(buffer, size, format, args);
+    if (written < 0 || (size_t)written >= size) {
+        buffer[0] = '\0';
+        return -1;
+    }
+    return written;
+}
+
+static inline int sprintf_s(char *buffer, size_t size, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int sprintf_s(char *buffer, size_t size, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    int written = vsprintf_s(buffer, size, format, args);
+    va_end(args);
+    return written;
+}
+
+static inline int _snprintf(char *buffer, size_t count, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int _snprintf(char *buffer, size_t count, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    int needed = vsnprintf(NULL, 0, format, args);
+    va_end(args);
+    if (needed < 0) {
+        return -1;
+    }
+    va_start(args, format);
+    if ((size_t)needed < count) {
+        vsnprintf(buffer, count, format, args);
+        va_end(args);
+        return needed;
+    }
+    /* Microsoft's: as much as fits, no NUL, and -1 (or the length when it
+     * fits exactly without the NUL). */
+    char *whole = (char *)malloc((size_t)needed + 1);
+    if (whole != NULL) {
+        vsnprintf(whole, (size_t)needed + 1, format, args);
+        memcpy(buffer, whole, count);
+        free(whole);
+    }
+    va_end(args);
+    return (size_t)needed == count ? needed : -1;
+}
+
+#ifdef __cplusplus
+/* The array forms C++ code calls without a size. */
+template <size_t N> inline errno_t strcpy_s(char (&dest)[N], const char *src) {
+    return strcpy_s(dest, N, src);
+}
+template <size_t N> inline errno_t strcat_s(char (&dest)[N], const char *src) {
+    return strcat_s(dest, N, src);
+}
+template <size_t N> inline int sprintf_s(char (&buffer)[N], const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    int written = vsprintf_s(buffer, N, format, args);
+    va_end(args);
+    return written;
+}
+#endif
 
 #endif /* RIIS_WINDOWS_H */

@@ -106,6 +106,7 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
         )),
         "INSTANCE_ID" => owned(ctx.site.info().site_id.to_string()),
         "INSTANCE_NAME" => Some(Cow::Borrowed(&ctx.site.info().site_name)),
+        "INSTANCE_META_PATH" => owned(format!("/LM/W3SVC/{}", ctx.site.info().site_id)),
         "APPL_MD_PATH" => owned(format!("/LM/W3SVC/{}/ROOT", ctx.site.info().site_id)),
         // One process serves every site: IHttpServer::GetAppPoolName's.
         "APP_POOL_ID" => Some(Cow::Borrowed("riis")),

@@ -262,6 +262,7 @@ async fn server_variables_use_the_iis_names() {
             "HTTP_HOST",
             "CACHE_URL",
             "INSTANCE_ID",
+            "INSTANCE_META_PATH",
             "APP_POOL_ID",
             "my_var",
             "NO_SUCH_VARIABLE",
@@ -300,6 +301,7 @@ async fn server_variables_use_the_iis_names() {
         Some("http://example.test:8080/a%20b/page?x=1&y=2")
     );
     assert_eq!(value("INSTANCE_ID").as_deref(), Some("1"));
+    assert_eq!(value("INSTANCE_META_PATH").as_deref(), Some("/LM/W3SVC/1"));
     assert_eq!(value("APP_POOL_ID").as_deref(), Some("riis"));
     assert_eq!(value("my_var").as_deref(), Some("set by a module"));
     assert_eq!(value("NO_SUCH_VARIABLE"), None);

@@ -620,6 +620,7 @@ pub struct ServerConfig {
 /// static site, in the order that breaks ties between them.
 pub const DEFAULT_MODULES: &[&str] = &[
     "RequestFiltering",
+    "AnonymousAuthentication",
     "HttpRedirection",
     "ProtocolSupport",
     "CustomError",

@@ -96,3 +96,20 @@ pub fn root_config(root: &Path) -> Result<ServerConfig, ConfigError> {
     let text = DEFAULTS.replace("root = \"site\"", "root = \".\"");
     ServerConfig::parse(&text, Path::new("<--root>"), root)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded defaults list the same modules, in the same order, as a
+    /// file without `[[modules]]` gets: `riis serve` with no file and with a
+    /// file that names only sites behave alike.
+    #[test]
+    fn the_embedded_defaults_list_the_default_modules() {
+        let dir = std::env::temp_dir();
+        let config = root_config(&dir).unwrap();
+        let names: Vec<&str> = config.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, crate::config::DEFAULT_MODULES);
+        assert!(names.contains(&"AnonymousAuthentication"));
+    }
+}

@@ -232,7 +232,7 @@ fn refuse_stream(state: &Arc<ConnectionState>, mut finish: Finish) -> ReplyFutur
 /// The common request (every module answers synchronously, one final send)
 /// is answered within this call: the returned future is ready at once, and
 /// nothing is boxed or spawned for it.
-pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFuture {
+pub fn handle(state: &Arc<ConnectionState>, mut req: Request<Incoming>) -> ReplyFuture {
     let has_body = !http_body::Body::is_end_stream(req.body());
     let mut finish = Finish {
         in_service: Some(state.request_started(has_body)),
@@ -263,6 +263,9 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
         );
         return ReplyFuture::ready(finish.apply(Ok(refusal_response(refusal))));
     }
+    if req.version() == http::Version::HTTP_2 {
+        http2_fields_as_http1(&mut req);
+    }
     finish.last = state.is_last_request(&generation.limits);
     if finish.last && req.version() == http::Version::HTTP_2 {
         // HTTP/2 has no `Connection: close` (RFC 9113 §8.2.2): GOAWAY, and
@@ -283,6 +286,39 @@ pub fn handle(state: &Arc<ConnectionState>, req: Request<Incoming>) -> ReplyFutu
     match serve(state, &generation, req, discard_body, &mut finish) {
         Answer::Now(reply) => ReplyFuture::ready(finish.apply(reply)),
         Answer::Later(rx) => ReplyFuture(ReplyState::Waiting(rx, finish)),
+    }
+}
+
+/// Gives an HTTP/2 request the header fields an HTTP/1.1 request of the same
+/// meaning has, as IIS and nginx present them to what runs behind them:
+///
+/// - `Host` from `:authority` when the client sent no `Host` (modules that
+///   route or redirect by `Host` read it the same over either version;
+///   `check_head` has already refused a `Host` that differs);
+/// - the cookie crumbs a browser sends one per field, joined into one
+///   `Cookie` with `; ` (RFC 9113 §8.2.3), so a module or backend that reads
+///   the one `Cookie` field of HTTP/1.1 sees every cookie.
+fn http2_fields_as_http1(req: &mut Request<Incoming>) {
+    if !req.headers().contains_key(HOST) {
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(HOST, host);
+        }
+    }
+    let headers = req.headers_mut();
+    let mut crumbs = headers.get_all(http::header::COOKIE).iter();
+    if let (Some(first), Some(_)) = (crumbs.next(), crumbs.next()) {
+        let mut joined = first.as_bytes().to_vec();
+        for crumb in headers.get_all(http::header::COOKIE).iter().skip(1) {
+            joined.extend_from_slice(b"; ");
+            joined.extend_from_slice(crumb.as_bytes());
+        }
+        if let Ok(cookie) = HeaderValue::from_bytes(&joined) {
+            headers.insert(http::header::COOKIE, cookie);
+        }
     }
 }
 

@@ -416,3 +416,47 @@ fn objects_iis_keeps_alive_stay_valid_after_the_call_that_gave_them() {
     }
     assert_eq!(conn.get("/hello.txt").text(), "static hello\n");
 }
+
+/// A module reads the same `Host` and `Cookie` over HTTP/1.1 and HTTP/2,
+/// as under IIS: HTTP/2's `:authority` is the `Host` header, and cookies
+/// (HTTP/2 crumbs, or several `Cookie` lines) are one list joined by `; `.
+#[test]
+fn host_and_cookies_read_the_same_over_http1_and_http2() {
+    let source = repo().join("crates/riis/tests/native/request_headers.cpp");
+    let Some((_dir, server)) = serve_source(source, "", "") else {
+        return;
+    };
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"GET /headers HTTP/1.1\r\nHost: example.test\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(
+        resp.text(),
+        "host by id: example.test\nhost by name: example.test\ncookie: a=1; b=2\n"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let mut client = common::http2_client(server.addr).await;
+        // hyper sends the URI's authority as :authority and no Host; the
+        // cookies go as browsers send them, one field each.
+        let request = hyper::Request::get("http://example.test:8080/headers")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("cookie", "c=3")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let response = client.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "host by id: example.test:8080\nhost by name: example.test:8080\n\
+             cookie: a=1; b=2; c=3\n"
+        );
+    });
+}

@@ -41,10 +41,17 @@ pub(super) fn joined_header(
     name: &str,
     length: *mut usize,
 ) -> *const c_char {
+    // Fields of one name are one list joined by commas (RFC 9110 §5.3),
+    // except cookies, whose list separator is `; ` (RFC 6265 §5.4).
+    let separator: &[u8] = if name.eq_ignore_ascii_case("cookie") {
+        b"; "
+    } else {
+        b", "
+    };
     let mut joined = Vec::new();
     for (i, v) in headers.get_all(name).iter().enumerate() {
         if i > 0 {
-            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(separator);
         }
         // The bytes as received, obs-text (Latin-1) included, as IIS
         // hands them over; a value never holds a NUL.
