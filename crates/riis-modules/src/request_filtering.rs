@@ -557,7 +557,7 @@ fn body_too_large_status(ctx: &mut HttpContext) {
         0,
         crate::E_ACCESS_DENIED,
     );
-    resp.set_need_disconnect();
+    crate::gateway::close_after_answer(ctx);
 }
 
 impl RequestFiltering {
@@ -597,8 +597,9 @@ impl RequestFiltering {
             crate::E_ACCESS_DENIED,
         );
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            // The body is not read; do not try to reuse the connection.
-            resp.set_need_disconnect();
+            // The body is not read: an HTTP/1.x connection cannot be
+            // reused (an HTTP/2 stream ends alone).
+            crate::gateway::close_after_answer(ctx);
         }
         RequestNotificationStatus::FinishRequest
     }

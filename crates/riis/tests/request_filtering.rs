@@ -487,3 +487,56 @@ fn a_script_before_path_info_meets_the_extension_rules() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.text(), "content");
 }
+
+/// Over HTTP/2 a body over the limit ends its own stream with its 413: the
+/// connection and its other streams go on (it used to get GOAWAY, which
+/// ended them all). HTTP/1.1 closes, since the body is not read.
+#[test]
+fn an_oversized_body_over_http2_ends_only_its_stream() {
+    let (_dir, server) = start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::channel::Channel;
+        use http_body_util::BodyExt;
+        use hyper::body::Bytes;
+        let (mut client, connection) =
+            common::http2_connection::<Channel<Bytes>>(server.addr).await;
+        // A stream that is still going when the 413 comes.
+        let (_still_open, body) = Channel::new(1);
+        let slow = hyper::Request::get(format!("http://{}/a.txt", server.addr))
+            .body(body)
+            .unwrap();
+        let (mut uploader, body) = Channel::new(1);
+        let upload = hyper::Request::post(format!("http://{}/a.txt", server.addr))
+            .header("content-length", "30000001")
+            .body(body)
+            .unwrap();
+        let slow = client.send_request(slow);
+        let response = client.send_request(upload).await.unwrap();
+        assert_eq!(response.status(), 413);
+        // The client may go on sending; the stream is over either way.
+        let _ = uploader.send_data(Bytes::from_static(b"more")).await;
+        let _ = response.into_body().collect().await;
+        let (_, body) = Channel::new(1);
+        let next = hyper::Request::get(format!("http://{}/a.txt", server.addr))
+            .body(body)
+            .unwrap();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut sender = client.clone();
+            sender.ready().await.unwrap();
+            sender.send_request(next).await
+        })
+        .await
+        .expect("the connection answers the next stream");
+        assert_eq!(next.unwrap().status(), 200);
+        // The stream opened before the 413 is answered too.
+        let slow = tokio::time::timeout(std::time::Duration::from_secs(10), slow)
+            .await
+            .expect("the earlier stream is answered");
+        assert_eq!(slow.unwrap().status(), 200);
+        assert!(!connection.is_finished());
+    });
+}
