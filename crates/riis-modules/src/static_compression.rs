@@ -185,6 +185,16 @@ impl Copies {
         }
     }
 
+    /// [`Self::directory_usable`], checked (and made) anew: for a directory
+    /// that was usable and has gone since.
+    fn directory_usable_again(&self, dir: &Path) -> bool {
+        self.directories
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(dir);
+        self.directory_usable(dir)
+    }
+
     /// Takes `name` out of the copies being made: made, failed or not
     /// queued after all.
     fn finished(&self, name: &Path) {
@@ -474,7 +484,19 @@ fn make(copies: &Copies, job: Job) {
         .ok_or_else(|| "the file could not be read whole".to_owned())
         .map(|body| job.coding.compress(&body, job.level))
         .and_then(|data| {
-            write_copy(&job.name, &data)
+            let mut written = write_copy(&job.name, &data);
+            if written
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            {
+                // The directory went away (a temp cleaner, an operator):
+                // made again, with the same checks as at first use.
+                let dir = job.name.parent().unwrap_or(Path::new("."));
+                if copies.directory_usable_again(dir) {
+                    written = write_copy(&job.name, &data);
+                }
+            }
+            written
                 .map(|()| data)
                 .map_err(|e| format!("the copy could not be written: {e}"))
         });

@@ -452,6 +452,25 @@ fn compressed_copies_are_kept_on_disk_and_follow_changes() {
     assert_ne!(first.header("etag"), second.header("etag"));
 }
 
+/// A copy directory removed while the server runs (a temp cleaner ages
+/// out files the server keeps serving from memory) is made again with the
+/// next copy, instead of every later file going uncompressed until a
+/// reload.
+#[test]
+fn a_removed_copy_directory_is_made_again() {
+    let s = site(STATIC_ONLY);
+    s.dir.write("www/second.txt", &text(300));
+    let mut conn = Connection::open(s.server.addr);
+    let first = fetch_copy(&mut conn, "/big.txt", "gzip");
+    assert_eq!(gunzip(&first.body), s.big.as_bytes());
+    let cache = s.dir.path().join("cache");
+    std::fs::remove_dir_all(&cache).unwrap();
+    let second = fetch_copy(&mut conn, "/second.txt", "gzip");
+    assert_eq!(gunzip(&second.body), text(300).as_bytes());
+    let (names, _) = copy_directory(&cache);
+    assert!(names.iter().any(|n| n.ends_with(".gz")), "{names:?}");
+}
+
 /// Bytes no coding shrinks, so a copy is as large as its file.
 fn incompressible(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
