@@ -108,6 +108,58 @@ fn riis_starts_php_cgi_and_starts_again_what_exits() {
     }
 }
 
+/// The socket's folder lives under the temp dir; when a cleaner (or an
+/// operator) removes it, the application starts again on a new socket at
+/// the next request, instead of every request getting 502 until a reload.
+#[test]
+fn a_removed_socket_starts_the_application_again() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application");
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    let temp = dir.path().join("tmp");
+    std::fs::create_dir(&temp).unwrap();
+    let config = config(
+        &dir,
+        &format!("{{ path = '{}', instances = 1 }}", php.display()),
+    );
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_riis"));
+    command
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TMPDIR", &temp);
+    let server = RunningBinary::from_command(command).unwrap();
+    let first = Connection::open(server.addr).get("/pid.php");
+    assert_eq!(first.status, 200, "{}", first.text());
+    let folders: Vec<_> = std::fs::read_dir(&temp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("riis-fastcgi-")
+        })
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    std::fs::remove_dir_all(&folders[0]).unwrap();
+    let second = Connection::open(server.addr).get("/pid.php");
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_ne!(first.text(), second.text(), "a new process answers");
+    let old = first.text().parse::<u32>().unwrap();
+    let start = Instant::now();
+    while is_running(old) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the process on the removed socket was not stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = common::riis_status(&config);
+    assert!(status.contains("fastcgi_processes: 1"), "{status}");
+}
+
 /// A script path that is not a file is not passed on, whatever the
 /// handler's `resource_type`: php-cgi would run the file it finds along the
 /// path (`cgi.fix_pathinfo`), an upload as PHP.

@@ -156,6 +156,8 @@ struct Run {
     processes: Vec<(Child, Instant, u64)>,
     /// When processes failed, within the last minute.
     fails: VecDeque<Instant>,
+    /// Counts starts: a supervisor watches the start it was made for.
+    generation: u64,
 }
 
 /// One application of a configuration, started at its first request.
@@ -180,6 +182,7 @@ impl Application {
                 stderr: None,
                 processes: Vec::new(),
                 fails: VecDeque::new(),
+                generation: 0,
             }),
             stopping: Condvar::new(),
             answered: Arc::default(),
@@ -206,7 +209,19 @@ impl Application {
     pub(super) fn address(self: &Arc<Self>) -> Result<Address, String> {
         let mut run = self.lock();
         match &run.phase {
-            Phase::Running => return Ok(Address::Unix(run.socket.clone())),
+            // One `stat` a request, against a FastCGI exchange: the socket's
+            // folder lives under the temp dir, which cleaners prune, and the
+            // processes would go on listening on a socket nobody can reach.
+            Phase::Running if run.socket.exists() => return Ok(Address::Unix(run.socket.clone())),
+            Phase::Running => {
+                tracing::warn!(
+                    program = %self.config.path.display(),
+                    socket = %run.socket.display(),
+                    "the FastCGI application's socket was removed; the application starts again"
+                );
+                stop_processes(&mut run);
+                run.phase = Phase::NotStarted;
+            }
             Phase::Failed(why) => return Err(why.clone()),
             Phase::Stopped => return Err("the FastCGI application was stopped".to_owned()),
             Phase::NotStarted => {}
@@ -223,10 +238,14 @@ impl Application {
             return Err(why);
         }
         run.phase = Phase::Running;
+        run.generation += 1;
+        let generation = run.generation;
+        // The supervisor of an earlier start, if any, sees it is not its own.
+        self.stopping.notify_all();
         let supervised = self.clone();
         let started = std::thread::Builder::new()
             .name("riis-fastcgi-app".to_owned())
-            .spawn(move || supervised.supervise());
+            .spawn(move || supervised.supervise(generation));
         if let Err(e) = started {
             let why = format!("cannot watch the FastCGI application: {e}");
             stop_processes(&mut run);
@@ -296,7 +315,7 @@ impl Application {
 
     /// Starts processes again as they end, keeping `instances` running,
     /// until the application stops or fails too often.
-    fn supervise(self: Arc<Self>) {
+    fn supervise(self: Arc<Self>, generation: u64) {
         use nix::sys::signal::{killpg, Signal};
         let rapid = self.config.rapid_fails_per_minute;
         let mut run = self.lock();
@@ -306,7 +325,7 @@ impl Application {
                 .wait_timeout(run, CHECK_EVERY)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
-            if !matches!(run.phase, Phase::Running) {
+            if !matches!(run.phase, Phase::Running) || run.generation != generation {
                 return;
             }
             let now = Instant::now();
