@@ -459,7 +459,7 @@ fn compressed_copies_are_kept_on_disk_and_follow_changes() {
 #[test]
 fn a_removed_copy_directory_is_made_again() {
     let s = site(STATIC_ONLY);
-    s.dir.write("www/second.txt", &text(300));
+    s.dir.write("www/second.txt", text(300));
     let mut conn = Connection::open(s.server.addr);
     let first = fetch_copy(&mut conn, "/big.txt", "gzip");
     assert_eq!(gunzip(&first.body), s.big.as_bytes());
