@@ -505,44 +505,8 @@ impl Clients {
     }
 }
 
-/// Lets one line a second through for each kind of refusal, counting the
-/// ones held back: a flood of refused requests must not become a flood of
-/// log lines.
-struct LogGate {
-    second: std::sync::atomic::AtomicU64,
-    held_back: std::sync::atomic::AtomicU64,
-}
-
-impl LogGate {
-    const fn new() -> Self {
-        Self {
-            second: std::sync::atomic::AtomicU64::new(0),
-            held_back: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines held back since the last one)` when a line may go out.
-    fn pass(&self) -> Option<u64> {
-        use std::sync::atomic::Ordering::Relaxed;
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let now = START.get_or_init(Instant::now).elapsed().as_secs() + 1;
-        let last = self.second.load(Relaxed);
-        if last != now
-            && self
-                .second
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
-            Some(self.held_back.swap(0, Relaxed))
-        } else {
-            self.held_back.fetch_add(1, Relaxed);
-            None
-        }
-    }
-}
-
-static ADDRESS_LOG: LogGate = LogGate::new();
-static LIMIT_LOG: LogGate = LogGate::new();
+static ADDRESS_LOG: crate::LogGate = crate::LogGate::new();
+static LIMIT_LOG: crate::LogGate = crate::LogGate::new();
 
 /// The module instance: one per request.
 pub struct IpRestriction {
@@ -584,7 +548,7 @@ impl IpRestriction {
                     tracing::info!(
                         rule = Refusal::Address.rule(),
                         address = %denied,
-                        url = %ctx.request().raw_url(),
+                        url = %crate::log_excerpt(ctx.request().raw_url()),
                         held_back,
                         "IpRestriction refused the request"
                     );
@@ -610,7 +574,7 @@ impl IpRestriction {
             tracing::info!(
                 rule = refusal.rule(),
                 address = %client,
-                url = %ctx.request().raw_url(),
+                url = %crate::log_excerpt(ctx.request().raw_url()),
                 held_back,
                 logging_only = dynamic.logging_only,
                 "IpRestriction refused the request"

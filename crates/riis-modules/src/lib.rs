@@ -170,6 +170,63 @@ pub(crate) fn private_directory(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Lets one line a second through for each kind of refusal, counting the
+/// ones held back: a flood of refused requests must not become a flood of
+/// log lines.
+pub(crate) struct LogGate {
+    second: std::sync::atomic::AtomicU64,
+    held_back: std::sync::atomic::AtomicU64,
+}
+
+impl LogGate {
+    pub(crate) const fn new() -> Self {
+        Self {
+            second: std::sync::atomic::AtomicU64::new(0),
+            held_back: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may go out.
+    pub(crate) fn pass(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs()
+            + 1;
+        let last = self.second.load(Relaxed);
+        if last != now
+            && self
+                .second
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.held_back.swap(0, Relaxed))
+        } else {
+            self.held_back.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+/// How much of a value from a request (a URL, a header) a log line shows.
+const LOG_EXCERPT: usize = 256;
+
+/// `text` for a log line: whole when short, else its first 256 bytes (at a
+/// character boundary) and how long it was, so a request of 8 KiB of URL
+/// does not make a line of 8 KiB.
+pub(crate) fn log_excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= LOG_EXCERPT {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = LOG_EXCERPT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
 /// `E_ACCESSDENIED` as a Win32 HRESULT (`HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)`),
 /// the error code of the modules that refuse requests.
 pub(crate) const E_ACCESS_DENIED: u32 = 0x8007_0005;
@@ -329,4 +386,34 @@ pub fn builtin(name: &str) -> Option<RegisterModuleFn> {
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, f)| *f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_excerpts_cut_long_values_at_a_character_boundary() {
+        assert_eq!(log_excerpt("/short"), "/short");
+        let long = format!("/{}", "a".repeat(300));
+        assert_eq!(
+            log_excerpt(&long),
+            format!("/{}… (301 bytes)", "a".repeat(255))
+        );
+        // A two-byte character across the cut is left out whole.
+        let accents = format!("/{}", "é".repeat(200));
+        let cut = log_excerpt(&accents);
+        assert!(cut.starts_with(&format!("/{}", "é".repeat(127))), "{cut}");
+        assert!(cut.ends_with("… (401 bytes)"), "{cut}");
+    }
+
+    #[test]
+    fn a_log_gate_lets_one_line_a_second_through_and_counts_the_rest() {
+        let gate = LogGate::new();
+        assert_eq!(gate.pass(), Some(0));
+        // A burst lets through one line for each second it spans (a few
+        // microseconds: one, or two across a second's turn).
+        let passed: Vec<u64> = (0..1000).filter_map(|_| gate.pass()).collect();
+        assert!(passed.len() <= 1, "{passed:?}");
+    }
 }

@@ -292,6 +292,9 @@ pub const DEFAULT_HIDDEN_SEGMENTS: [&str; 17] = [
 ];
 
 /// A tripped rule: what to answer and what to log.
+/// Lets the refusals' log lines through at one a second.
+static REFUSAL_LOG: crate::LogGate = crate::LogGate::new();
+
 struct Rejection {
     rule: &'static str,
     status: StatusCode,
@@ -577,16 +580,21 @@ impl RequestFiltering {
         let Some(rejection) = rejection else {
             return RequestNotificationStatus::Continue;
         };
-        tracing::info!(
-            rule = rejection.rule,
-            url = %ctx.request().raw_url(),
-            // Quoted and escaped: the value comes from the request, and a
-            // decoded CR or LF must not start a line of its own in the log.
-            value = ?rejection.value,
-            status = rejection.status.as_u16(),
-            substatus = rejection.substatus,
-            "request filtering refused the request"
-        );
+        // One line a second, cut short: refusals come in floods (a
+        // scanner, an attack), and each carries what the client sent.
+        if let Some(held_back) = REFUSAL_LOG.pass() {
+            tracing::info!(
+                rule = rejection.rule,
+                url = %crate::log_excerpt(ctx.request().raw_url()),
+                // Quoted and escaped: the value comes from the request, and a
+                // decoded CR or LF must not start a line of its own in the log.
+                value = ?crate::log_excerpt(&rejection.value),
+                status = rejection.status.as_u16(),
+                substatus = rejection.substatus,
+                held_back,
+                "request filtering refused the request"
+            );
+        }
         let status = rejection.status;
         let resp = ctx.response_mut();
         resp.clear_entity();
@@ -648,13 +656,16 @@ impl HttpModule for RequestFiltering {
         let limit = ctx.config(self.config).max_allowed_content_length;
         if self.received > limit {
             self.body_too_large = true;
-            tracing::info!(
-                rule = "max_allowed_content_length",
-                url = %ctx.request().raw_url(),
-                value = %format!("more than {limit} bytes read"),
-                status = 413,
-                "request filtering refused the request body"
-            );
+            if let Some(held_back) = REFUSAL_LOG.pass() {
+                tracing::info!(
+                    rule = "max_allowed_content_length",
+                    url = %crate::log_excerpt(ctx.request().raw_url()),
+                    value = %format!("more than {limit} bytes read"),
+                    status = 413,
+                    held_back,
+                    "request filtering refused the request body"
+                );
+            }
             provider.set_entity(riis_pipeline::bytes::Bytes::new());
             if ctx.response().headers_sent() {
                 ctx.response_mut().reset_connection();
