@@ -185,17 +185,43 @@ pub fn media_type(content_type: &HeaderValue) -> &str {
 }
 
 /// Whether a MIME type (parameters ignored) is in `list`; an entry ending in
-/// `/*` matches a whole type (`text/*`).
+/// `/*` matches a whole type (`text/*`), and `*/*` every type.
 pub fn type_listed(content_type: Option<&HeaderValue>, list: &[String]) -> bool {
     let Some(essence) = content_type.map(media_type).filter(|e| !e.is_empty()) else {
         return false;
     };
     list.iter().any(|entry| match entry.strip_suffix("/*") {
+        Some("*") => true,
         Some(prefix) => essence
             .split_once('/')
             .is_some_and(|(t, _)| t.eq_ignore_ascii_case(prefix)),
         None => entry.eq_ignore_ascii_case(essence),
     })
+}
+
+/// `mime_types` of the compression modules: each entry `type/subtype`,
+/// `type/*` or `*/*`. An entry with parameters (`text/html; charset=utf-8`)
+/// or without a `/` (`html`) could never match a response, so it is a
+/// configuration error rather than a silent no-op.
+pub fn mime_type_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde::Deserialize;
+    let list = Vec::<String>::deserialize(d)?;
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+*".contains(&b))
+    };
+    if let Some(bad) = list.iter().find(|entry| {
+        !entry
+            .split_once('/')
+            .is_some_and(|(t, s)| token(t) && token(s) && (t != "*" || s == "*"))
+    }) {
+        return Err(serde::de::Error::custom(format!(
+            "`{}` is not a MIME type like `text/html`, `text/*` or `*/*` (without parameters)",
+            bad.escape_debug()
+        )));
+    }
+    Ok(list)
 }
 
 /// Whether a response may be given another content coding at all: a full
@@ -381,6 +407,30 @@ pub fn default_types() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mime_type_lists_refuse_entries_that_never_match() {
+        #[derive(serde::Deserialize)]
+        struct Section {
+            #[serde(deserialize_with = "mime_type_list")]
+            mime_types: Vec<String>,
+        }
+        let parse = |text: &str| toml::from_str::<Section>(text).map(|s| s.mime_types);
+        assert!(parse(r#"mime_types = ["text/*", "application/json", "*/*"]"#).is_ok());
+        for bad in [
+            r#"mime_types = ["text/html; charset=utf-8"]"#,
+            r#"mime_types = ["html"]"#,
+            r#"mime_types = ["*/html"]"#,
+            r#"mime_types = [" text/html"]"#,
+            r#"mime_types = ["text/"]"#,
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a MIME type"), "{bad}: {e}");
+        }
+        let any = HeaderValue::from_static("image/png");
+        assert!(type_listed(Some(&any), &["*/*".to_owned()]));
+        assert!(!type_listed(Some(&any), &["text/*".to_owned()]));
+    }
 
     fn accept(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

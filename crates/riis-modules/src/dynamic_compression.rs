@@ -55,6 +55,7 @@ pub struct DynamicCompressionConfig {
     /// Whether generated responses are compressed here.
     pub enabled: bool,
     /// MIME types to compress (`type/*` matches a whole type).
+    #[serde(deserialize_with = "content_encoding::mime_type_list")]
     pub mime_types: Vec<String>,
     /// Smallest body compressed, when its size is known.
     pub min_size: u64,

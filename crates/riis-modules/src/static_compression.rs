@@ -81,6 +81,7 @@ pub struct StaticCompressionConfig {
     /// Whether static files are served compressed.
     pub enabled: bool,
     /// MIME types to compress (`type/*` matches a whole type).
+    #[serde(deserialize_with = "content_encoding::mime_type_list")]
     pub mime_types: Vec<String>,
     /// Smallest file compressed.
     pub min_size: u64,
