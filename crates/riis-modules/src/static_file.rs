@@ -298,6 +298,10 @@ const SERVER_SIDE_EXTENSIONS: &[&str] = &[
     "bash",
     "browser",
     "cgi",
+    // nginx's, Apache's and most Linux services' configuration (`app.conf`,
+    // `my.cnf`), as likely under a copied site as `web.config` is.
+    "cnf",
+    "conf",
     "config",
     "cs",
     "csproj",
