@@ -248,6 +248,24 @@ pub(crate) fn fail(
     fail_with_substatus(ctx, who, status, 0, why)
 }
 
+/// The error code a gateway's failure carries (an access log's
+/// `sc-win32-status`): the Win32 code IIS and ARR give the same failure where
+/// there is one, E_FAIL otherwise.
+fn failure_code(status: StatusCode) -> u32 {
+    const fn from_win32(code: u32) -> u32 {
+        0x8007_0000 | code
+    }
+    match status {
+        // ARR's gateway timeout: WinHTTP's ERROR_WINHTTP_TIMEOUT.
+        StatusCode::GATEWAY_TIMEOUT => from_win32(12002),
+        // The client's body broke off: it went away (ERROR_CONNECTION_ABORTED).
+        StatusCode::BAD_REQUEST => from_win32(1236),
+        // It sent too slowly (ERROR_TIMEOUT).
+        StatusCode::REQUEST_TIMEOUT => from_win32(1460),
+        _ => riis_pipeline::ModuleError::E_FAIL,
+    }
+}
+
 /// [`fail`] with IIS's substatus (Cgi's 502.1 and 502.2).
 pub(crate) fn fail_with_substatus(
     ctx: &mut HttpContext,
@@ -263,8 +281,7 @@ pub(crate) fn fail_with_substatus(
     }
     // An answer's head, if it came, goes with its entity.
     ctx.response_mut().clear();
-    let finished =
-        crate::end_with_error(ctx, status, substatus, riis_pipeline::ModuleError::E_FAIL);
+    let finished = crate::end_with_error(ctx, status, substatus, failure_code(status));
     ctx.response_mut()
         .set_error_description(format!("{who}: {why}"));
     finished
@@ -523,6 +540,20 @@ impl Drop for ErrorLog<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn failures_carry_the_win32_codes_iis_logs_for_them() {
+        // What `sc-win32-status` shows: ARR's gateway timeout, a client
+        // that broke off its body, one that sent it too slowly.
+        assert_eq!(failure_code(StatusCode::GATEWAY_TIMEOUT) & 0xFFFF, 12002);
+        assert_eq!(failure_code(StatusCode::BAD_REQUEST), 0x8007_04D4);
+        assert_eq!(failure_code(StatusCode::REQUEST_TIMEOUT) & 0xFFFF, 1460);
+        assert_eq!(
+            failure_code(StatusCode::BAD_GATEWAY),
+            riis_pipeline::ModuleError::E_FAIL
+        );
+    }
+
     use super::*;
     use riis_pipeline::bytes::Bytes;
 

@@ -1143,7 +1143,8 @@ impl HttpModule for StaticFile {
         let cache_header = ctx.config(self.config).cache_header();
         let precondition = evaluate_preconditions(ctx.request().headers(), &method, &validators);
         if precondition == Precondition::Failed {
-            return status(ctx, StatusCode::PRECONDITION_FAILED, 0, ModuleError::E_FAIL);
+            // Not a failure of the server's: IIS logs it with Win32 status 0.
+            return status(ctx, StatusCode::PRECONDITION_FAILED, 0, 0);
         }
         let ranges = match precondition {
             Precondition::Proceed { range: true } => parse_range(ctx.request().headers(), len),

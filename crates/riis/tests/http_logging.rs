@@ -743,3 +743,20 @@ fn a_log_by_size_rolls_over_to_numbered_files() {
     }
     server.terminate();
 }
+
+/// A failed precondition is not an error of the server's: its line says
+/// `412 0 0`, as IIS's (it carried E_FAIL's 2147500037).
+#[test]
+fn a_failed_precondition_logs_win32_status_zero() {
+    let dir = TempDir::new("httplog");
+    dir.write("www/a.txt", "alpha");
+    let config = config(&dir, "");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Match: \"other\"\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 412);
+    let text = wait_for_lines(&dir.path().join("logs"), 1);
+    let line = lines(&text)[0];
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[11..14], ["412", "0", "0"], "{line}");
+}
