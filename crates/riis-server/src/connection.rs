@@ -1560,11 +1560,14 @@ pub async fn linger_close<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) {
 }
 
 /// Ends a connection hyper is done with: answers `refusal` when hyper gave up
-/// on a request without answering it, and closes gracefully.
+/// on a request without answering it, and closes gracefully: with lingering
+/// when `linger` (a response may be on its way while the client still
+/// sends), else with a plain shutdown of riis's side.
 pub async fn finish_connection<T: AsyncRead + AsyncWrite + AbortiveClose + Unpin>(
     io: Arc<Mutex<IoState<T>>>,
     refusal: Option<Refusal>,
     abort: bool,
+    linger: bool,
 ) {
     // hyper dropped its handle when the connection future ended; a module
     // may still hold a connection that switched protocols, and is cut off.
@@ -1590,7 +1593,10 @@ pub async fn finish_connection<T: AsyncRead + AsyncWrite + AbortiveClose + Unpin
     }
     match refusal {
         Some(r) => answer_and_close(&mut io, r).await,
-        None => linger_close(&mut io).await,
+        None if linger => linger_close(&mut io).await,
+        None => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+        }
     }
 }
 

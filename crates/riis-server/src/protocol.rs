@@ -416,6 +416,11 @@ impl<I: Socket> Open<I> {
         // The read that saw a request line over the limit ended the
         // connection (in hyper, or while sniffing the protocol).
         let line_too_long = shared.lock().is_ok_and(|io| io.request_line_refused());
+        // Drained while idle (the server stops, or a worker retires): no
+        // response is on its way, so there is nothing for lingering to
+        // protect, and a preconnected socket that never sends a byte must
+        // not hold the shutdown for the lingering timeout.
+        let linger = !matches!(end, End::Drained) || line_too_long;
         let refusal = match end {
             _ if line_too_long => Some(Refusal {
                 status: http::StatusCode::URI_TOO_LONG,
@@ -441,7 +446,7 @@ impl<I: Socket> Open<I> {
             }
             End::Hyper(Ok(())) | End::Drained | End::Closed => None,
         };
-        finish_connection(shared, refusal.filter(|_| http1), activity.aborts()).await;
+        finish_connection(shared, refusal.filter(|_| http1), activity.aborts(), linger).await;
         drop(admission);
     }
 }
