@@ -116,6 +116,7 @@ impl Reloader {
         if self.retiring.closed() {
             return Err(ReloadError::Stopping);
         }
+        RELOADS.keep_server_changes(String::new());
         // The certificates' files are read again in any case.
         for c in self.certificates.values() {
             if let Err(e) = c.reload() {
@@ -149,6 +150,7 @@ impl Reloader {
                 changed = %keys,
                 "[server] changes need a restart; the running values stay"
             );
+            RELOADS.keep_server_changes(keys);
             config.settings = self.fixed.clone();
         }
         let extra: Vec<(&str, RegisterModuleFn)> =
@@ -213,6 +215,9 @@ pub(crate) struct ReloadRecord {
     finished: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
     last_refusal: Mutex<String>,
+    /// The `[server]` keys the last reload found changed and kept at their
+    /// running values (empty: none).
+    kept_server_changes: Mutex<String>,
 }
 
 /// The process's [`ReloadRecord`].
@@ -220,9 +225,18 @@ pub(crate) static RELOADS: ReloadRecord = ReloadRecord {
     finished: std::sync::atomic::AtomicU64::new(0),
     refused: std::sync::atomic::AtomicU64::new(0),
     last_refusal: Mutex::new(String::new()),
+    kept_server_changes: Mutex::new(String::new()),
 };
 
 impl ReloadRecord {
+    /// Notes the `[server]` keys the reload under way keeps (empty: none).
+    fn keep_server_changes(&self, keys: String) {
+        *self
+            .kept_server_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
     fn record(&self, refusal: Option<String>) {
         use std::sync::atomic::Ordering::SeqCst;
         if let Some(why) = refusal {
@@ -234,8 +248,9 @@ impl ReloadRecord {
         self.finished.fetch_add(1, SeqCst);
     }
 
-    /// The report's lines: `reloads`, `reloads_refused` and, after a
-    /// refusal, `last_reload_refusal`.
+    /// The report's lines: `reloads`, `reloads_refused`, after a refusal
+    /// `last_reload_refusal`, and when the last reload kept `[server]`
+    /// changes for a restart, `last_reload_kept` (the keys).
     pub(crate) fn report(&self) -> String {
         use std::sync::atomic::Ordering::SeqCst;
         // `finished` first: `record` counts a refusal before the reload,
@@ -246,6 +261,13 @@ impl ReloadRecord {
         if refused > 0 {
             let why = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
             lines.push_str(&format!("last_reload_refusal: {why}\n"));
+        }
+        let kept = self
+            .kept_server_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !kept.is_empty() {
+            lines.push_str(&format!("last_reload_kept: {kept}\n"));
         }
         lines
     }

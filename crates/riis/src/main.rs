@@ -174,8 +174,18 @@ fn reload(config: &Path) -> Result<String, String> {
                         "riis (process {pid}) refused the reload and keeps its configuration: {why}"
                     ));
                 }
+                // Applied, but not all of it: `[server]` is read at start
+                // only, and someone reading this (or `systemctl reload`'s
+                // output) must not take the change for done.
+                let kept = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("last_reload_kept: "))
+                    .map(|keys| {
+                        format!("; [server] changes need a restart and were not applied: {keys}")
+                    })
+                    .unwrap_or_default();
                 return Ok(format!(
-                    "riis (process {pid}) reloaded {}",
+                    "riis (process {pid}) reloaded {}{kept}",
                     config.display()
                 ));
             }

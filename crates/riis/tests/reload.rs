@@ -173,6 +173,13 @@ fn limits_and_timeouts_follow_a_reload() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The command says what it did not apply, not only the server's log.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("reloaded")
+            && said.contains("[server] changes need a restart and were not applied: server_header"),
+        "{said}"
+    );
     std::thread::sleep(Duration::from_millis(300));
 
     // The kept-alive connection's next request meets the new limit.
