@@ -134,9 +134,19 @@ impl DynamicCompression {
             // `Content-Length`: the identity length is not what GET sends
             // (§8.6), and the encoded one is known only by encoding, which
             // §9.3.2 lets a HEAD leave out. nginx's gzip leaves HEAD alone.
+            // The GET's length: announced, or the body a handler wrote for
+            // the HEAD as for its GET (a listing, a page made in memory),
+            // whole at the final send. Unknown, the GET streams, and is
+            // encoded by its type alone, as a streamed GET is.
             let announced = response
                 .header(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .or_else(|| {
+                    provider
+                        .is_final_send()
+                        .then(|| response.buffered_len() as u64)
+                        .filter(|&len| len > 0)
+                });
             let min_size = config.min_size;
             if announced.is_none_or(|len| len >= min_size) {
                 content_encoding::add_vary(ctx.response_mut().headers_mut());
@@ -150,11 +160,19 @@ impl DynamicCompression {
                         .resource_info()
                         .is_some_and(|info| info.kind == ResourceKind::File && info.len == len)
             };
-            let encoded_get = announced
-                .filter(|&len| len >= min_size && !large_file(ctx, len))
-                .and_then(|_| content_encoding::negotiate(ctx.request().headers()));
+            let encoded = match announced {
+                Some(len) => len >= min_size && !large_file(ctx, len),
+                None => true,
+            };
+            let encoded_get = encoded
+                .then(|| content_encoding::negotiate(ctx.request().headers()))
+                .flatten();
             if let Some(coding) = encoded_get {
-                content_encoding::mark_encoded(ctx.response_mut().headers_mut(), coding);
+                let response = ctx.response_mut();
+                content_encoding::mark_encoded(response.headers_mut(), coding);
+                // The identity body a handler made for the HEAD would give
+                // it the identity length: it goes, as the length does.
+                response.clear_entity();
             }
             return None;
         }

@@ -849,3 +849,55 @@ fn an_http10_client_is_promised_keep_alive_only_when_it_is_kept() {
     assert_eq!(resp.status, 405);
     assert_eq!(resp.header("connection"), Some("close"));
 }
+
+/// A HEAD carries the coding fields its GET gets (RFC 9110 §9.3.2): a
+/// listing made in memory is measured for both, so a small one has neither
+/// `Vary` nor a coding, and a large one both.
+#[test]
+fn a_listing_head_gets_the_coding_fields_of_its_get() {
+    let dir = TempDir::new("compress-listing");
+    dir.write("www/small/a.txt", "a");
+    for i in 0..200 {
+        dir.write(&format!("www/large/file-with-a-long-name-{i:03}.txt"), "x");
+    }
+    let body = r#"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DirectoryListing"
+[[modules]]
+name = "DynamicCompression"
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["StaticFile", "DirectoryListing"]
+[directory_listing]
+enabled = true
+"#;
+    let config = write_config(&dir, &dir.path().join("www"), body);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    for (path, encoded) in [("/small/", false), ("/large/", true)] {
+        let mut fields = Vec::new();
+        for method in ["GET", "HEAD"] {
+            conn.send_raw(
+                format!("{method} {path} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n")
+                    .as_bytes(),
+            );
+            let resp = conn.read_response(method == "HEAD");
+            assert_eq!(resp.status, 200, "{method} {path}");
+            fields.push((
+                resp.header("vary").map(str::to_owned),
+                resp.header("content-encoding").map(str::to_owned),
+            ));
+            if method == "HEAD" && encoded {
+                // Not the identity length, which is not what GET sends.
+                assert_eq!(resp.header("content-length"), None, "{path}");
+            }
+        }
+        assert_eq!(fields[0], fields[1], "{path}: GET, then HEAD");
+        assert_eq!(fields[0].1.is_some(), encoded, "{path}");
+    }
+}
