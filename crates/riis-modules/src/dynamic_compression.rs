@@ -144,7 +144,7 @@ impl DynamicCompression {
                 .or_else(|| {
                     provider
                         .is_final_send()
-                        .then(|| response.buffered_len() as u64)
+                        .then(|| response.buffered_len())
                         .filter(|&len| len > 0)
                 });
             let min_size = config.min_size;
