@@ -123,8 +123,13 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
             let p = ctx.physical_path.clone()?;
             owned(p.to_string_lossy().into_owned())
         }
+        // Empty for the anonymous user (a user without a name), as IIS
+        // and CGI (RFC 3875 §4.1.1) give it: nobody was authenticated.
         "AUTH_TYPE" => Some(Cow::Borrowed(
-            ctx.user.as_ref().map_or("", |u| u.authentication_type()),
+            ctx.user
+                .as_ref()
+                .filter(|u| !u.name().is_empty())
+                .map_or("", |u| u.authentication_type()),
         )),
         "AUTH_USER" | "REMOTE_USER" | "LOGON_USER" => {
             Some(Cow::Borrowed(ctx.user.as_ref().map_or("", |u| u.name())))

@@ -325,3 +325,47 @@ async fn the_host_variables_prefer_the_authority() {
     let seen = variables("/p", &[("host", "[::1]:80")], names).await;
     assert_eq!(seen[0].1.as_deref(), Some("[::1]"));
 }
+
+/// `AUTH_TYPE` names how a user logged on; the anonymous user (no name) did
+/// not, so it is empty, as IIS and CGI give it.
+#[tokio::test]
+async fn auth_type_is_empty_for_the_anonymous_user() {
+    use riis_pipeline::http::{HeaderMap, Method, Version};
+    use riis_pipeline::{HttpRequest, HttpUser};
+    use std::sync::{Arc, Mutex};
+
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut t = TestPipeline::new();
+    {
+        let seen = seen.clone();
+        t.module(
+            "Users",
+            Registration::events(N::BeginRequest),
+            script(move |ctx, _| {
+                let mut seen = seen.lock().unwrap();
+                for user in [
+                    HttpUser::new("", "Anonymous"),
+                    HttpUser::new("alice", "Basic"),
+                ] {
+                    ctx.set_user(user);
+                    for name in ["AUTH_TYPE", "AUTH_USER"] {
+                        seen.push(ctx.server_variable(name).unwrap_or_default().into_owned());
+                    }
+                }
+                Status::FinishRequest
+            }),
+        );
+    }
+    let pipeline = t.build();
+    let req = HttpRequest::new(
+        Method::GET,
+        "/".parse().unwrap(),
+        Version::HTTP_11,
+        HeaderMap::new(),
+        "127.0.0.1:8080".parse().unwrap(),
+        "192.0.2.9:40000".parse().unwrap(),
+    )
+    .unwrap();
+    run(&pipeline, req).await.assert_completed();
+    assert_eq!(*seen.lock().unwrap(), ["", "", "Basic", "alice"]);
+}
