@@ -1827,16 +1827,19 @@ struct Core {
 class Container : public IHttpModuleContextContainer {
 public:
     Container(Core *core, uint32_t scope)
-        : core_(core), scope_(scope), site_bound_(false), site_id_(0) {}
+        : core_(core), scope_(scope), site_bound_(false), site_id_(0), site_name_(NULL) {}
 
     /** The container of a site for an object that outlives requests (the
      *  application): it reaches the site's contexts during a call for a
-     *  request of that site, and stores nothing at other times (in
-     *  ApplicationStart and ApplicationStop, or on another thread). */
-    static Container site_bound(uint32_t site_id) {
+     *  request of that site (its id and name: a reload may give the id to
+     *  another site), and stores nothing at other times (in
+     *  ApplicationStart and ApplicationStop, or on another thread).
+     *  `site_name` must outlive the container. */
+    static Container site_bound(uint32_t site_id, const char *site_name) {
         Container container(NULL, RIIS_SCOPE_SITE);
         container.site_bound_ = true;
         container.site_id_ = site_id;
+        container.site_name_ = site_name;
         return container;
     }
 
@@ -1900,6 +1903,10 @@ private:
         if (ctx == NULL || api()->context_site_id(ctx) != site_id_) {
             return NULL;
         }
+        const char *name = api()->context_site_name(ctx);
+        if (name == NULL || strcmp(name, site_name_) != 0) {
+            return NULL;
+        }
         return ctx;
     }
 
@@ -1907,6 +1914,7 @@ private:
     uint32_t scope_;
     bool site_bound_;
     uint32_t site_id_;
+    const char *site_name_;
 };
 
 /** A text address and port as a sockaddr_in / sockaddr_in6. */
@@ -2505,8 +2513,8 @@ public:
                                 const char *physical_root) {
         static std::mutex lock;
         static std::vector<Application *> all;
-        std::string name = site_name != NULL ? site_name : "";
-        std::string root = physical_root != NULL ? physical_root : "";
+        const char *name = site_name != NULL ? site_name : "";
+        const char *root = physical_root != NULL ? physical_root : "";
         std::lock_guard<std::mutex> guard(lock);
         for (size_t i = all.size(); i-- > 0;) {
             Application *a = all[i];
@@ -2528,8 +2536,11 @@ public:
 
 private:
     Application(uint32_t site_id, const std::string &name, const std::string &root)
-        : container_(Container::site_bound(site_id)), site_id_(site_id), name_(name),
+        : container_(Container::site_bound(site_id, NULL)), site_id_(site_id), name_(name),
           path_(root) {
+        /* name_ lives as long as the application: the container keeps a
+         * pointer to it. */
+        container_ = Container::site_bound(site_id, name_.c_str());
         char id[64];
         snprintf(id, sizeof id, "/LM/W3SVC/%u/ROOT", (unsigned)site_id);
         id_ = id;
@@ -2572,7 +2583,7 @@ class Context : public IHttpContext3 {
 public:
     Context(riis_context *ctx, Context *parent)
         : request_(&core_), response_(&core_), user_(&core_), site_(&core_),
-          connection_(&core_), container_(&core_, RIIS_SCOPE_REQUEST),
+          connection_(&core_), application_(NULL), container_(&core_, RIIS_SCOPE_REQUEST),
           parent_(parent), clones_(NULL), next_clone_(NULL), disabled_(0), disabled_post_(0) {
         core_.ctx = ctx;
         core_.read_pending = false;
@@ -2599,9 +2610,13 @@ public:
     IHttpSite *GetSite(VOID) override { return &site_; }
 
     IHttpApplication *GetApplication(VOID) override {
-        return Application::of_site(api()->context_site_id(core_.ctx),
-                                    api()->context_site_name(core_.ctx),
-                                    api()->context_map_path(core_.ctx, "/"));
+        /* Looked up once per request: the site does not change. */
+        if (application_ == NULL) {
+            application_ = Application::of_site(api()->context_site_id(core_.ctx),
+                                                api()->context_site_name(core_.ctx),
+                                                api()->context_map_path(core_.ctx, "/"));
+        }
+        return application_;
     }
 
     IMetadataInfo *GetMetadata(VOID) override {
@@ -2895,6 +2910,7 @@ private:
     mutable User user_;
     Site site_;
     Connection connection_;
+    Application *application_;
     Metadata metadata_;
     Container container_;
     Context *parent_;

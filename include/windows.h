@@ -279,10 +279,24 @@ typedef union _ULARGE_INTEGER {
 typedef int errno_t;
 #endif
 
-static inline int _stricmp(const char *a, const char *b) { return strcasecmp(a, b); }
-static inline int _strnicmp(const char *a, const char *b, size_t n) { return strncasecmp(a, b, n); }
+/* Inline functions of one definition in C++ (the array templates below
+ * call them from every translation unit); file-local in C. */
+#ifdef __cplusplus
+#define RIIS_CRT_FN inline
+#else
+#define RIIS_CRT_FN static inline
+#endif
 
-static inline errno_t strcpy_s(char *dest, size_t size, const char *src) {
+/* A source that already maps these names (`#define _stricmp strcasecmp`)
+ * keeps its own mapping. */
+#ifndef _stricmp
+RIIS_CRT_FN int _stricmp(const char *a, const char *b) { return strcasecmp(a, b); }
+#endif
+#ifndef _strnicmp
+RIIS_CRT_FN int _strnicmp(const char *a, const char *b, size_t n) { return strncasecmp(a, b, n); }
+#endif
+
+RIIS_CRT_FN errno_t strcpy_s(char *dest, size_t size, const char *src) {
     if (dest == NULL || size == 0) {
         return EINVAL;
     }
@@ -299,7 +313,7 @@ static inline errno_t strcpy_s(char *dest, size_t size, const char *src) {
     return 0;
 }
 
-static inline errno_t strcat_s(char *dest, size_t size, const char *src) {
+RIIS_CRT_FN errno_t strcat_s(char *dest, size_t size, const char *src) {
     if (dest == NULL || size == 0) {
         return EINVAL;
     }
@@ -314,7 +328,7 @@ static inline errno_t strcat_s(char *dest, size_t size, const char *src) {
     return strcpy_s(dest + used, size - used, src) == 0 ? 0 : (dest[0] = '\0', ERANGE);
 }
 
-static inline int vsprintf_s(char *buffer, size_t size, const char *format, va_list args) {
+RIIS_CRT_FN int vsprintf_s(char *buffer, size_t size, const char *format, va_list args) {
     if (buffer == NULL || size == 0 || format == NULL) {
         return -1;
     }
@@ -326,9 +340,9 @@ static inline int vsprintf_s(char *buffer, size_t size, const char *format, va_l
     return written;
 }
 
-static inline int sprintf_s(char *buffer, size_t size, const char *format, ...)
+RIIS_CRT_FN int sprintf_s(char *buffer, size_t size, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
-static inline int sprintf_s(char *buffer, size_t size, const char *format, ...) {
+RIIS_CRT_FN int sprintf_s(char *buffer, size_t size, const char *format, ...) {
     va_list args;
     va_start(args, format);
     int written = vsprintf_s(buffer, size, format, args);
@@ -336,15 +350,20 @@ static inline int sprintf_s(char *buffer, size_t size, const char *format, ...) 
     return written;
 }
 
-static inline int _snprintf(char *buffer, size_t count, const char *format, ...)
+#ifndef _snprintf
+RIIS_CRT_FN int _snprintf(char *buffer, size_t count, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
-static inline int _snprintf(char *buffer, size_t count, const char *format, ...) {
+RIIS_CRT_FN int _snprintf(char *buffer, size_t count, const char *format, ...) {
     va_list args;
     va_start(args, format);
     int needed = vsnprintf(NULL, 0, format, args);
     va_end(args);
     if (needed < 0) {
         return -1;
+    }
+    if (buffer == NULL || count == 0) {
+        /* Microsoft's size query: the length the text needs. */
+        return needed;
     }
     va_start(args, format);
     if ((size_t)needed < count) {
@@ -363,6 +382,7 @@ static inline int _snprintf(char *buffer, size_t count, const char *format, ...)
     va_end(args);
     return (size_t)needed == count ? needed : -1;
 }
+#endif
 
 #ifdef __cplusplus
 /* The array forms C++ code calls without a size. */

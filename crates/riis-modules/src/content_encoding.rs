@@ -206,15 +206,18 @@ pub fn type_listed(content_type: Option<&HeaderValue>, list: &[String]) -> bool 
 pub fn mime_type_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     use serde::Deserialize;
     let list = Vec::<String>::deserialize(d)?;
-    let token = |s: &str| {
+    // RFC 6838's name characters; `*` only as a whole subtype, or `*/*`.
+    let name = |s: &str| {
         !s.is_empty()
             && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+*".contains(&b))
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
     };
     if let Some(bad) = list.iter().find(|entry| {
-        !entry
-            .split_once('/')
-            .is_some_and(|(t, s)| token(t) && token(s) && (t != "*" || s == "*"))
+        !entry.split_once('/').is_some_and(|(t, s)| match (t, s) {
+            ("*", "*") => true,
+            (t, "*") => name(t),
+            (t, s) => name(t) && name(s),
+        })
     }) {
         return Err(serde::de::Error::custom(format!(
             "`{}` is not a MIME type like `text/html`, `text/*` or `*/*` (without parameters)",
@@ -423,6 +426,8 @@ mod tests {
             r#"mime_types = ["*/html"]"#,
             r#"mime_types = [" text/html"]"#,
             r#"mime_types = ["text/"]"#,
+            r#"mime_types = ["text/ht*ml"]"#,
+            r#"mime_types = ["a*/b"]"#,
         ] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains("is not a MIME type"), "{bad}: {e}");

@@ -136,8 +136,9 @@ impl DynamicCompression {
             // §9.3.2 lets a HEAD leave out. nginx's gzip leaves HEAD alone.
             // The GET's length: announced, or the body a handler wrote for
             // the HEAD as for its GET (a listing, a page made in memory),
-            // whole at the final send. Unknown, the GET streams, and is
-            // encoded by its type alone, as a streamed GET is.
+            // whole at the final send. Unknown (a program that sends no
+            // body for HEAD, a stream), its GET may be small or streamed:
+            // `Vary` only, and no coding the GET might not get.
             let announced = response
                 .header(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
@@ -160,13 +161,9 @@ impl DynamicCompression {
                         .resource_info()
                         .is_some_and(|info| info.kind == ResourceKind::File && info.len == len)
             };
-            let encoded = match announced {
-                Some(len) => len >= min_size && !large_file(ctx, len),
-                None => true,
-            };
-            let encoded_get = encoded
-                .then(|| content_encoding::negotiate(ctx.request().headers()))
-                .flatten();
+            let encoded_get = announced
+                .filter(|&len| len >= min_size && !large_file(ctx, len))
+                .and_then(|_| content_encoding::negotiate(ctx.request().headers()));
             if let Some(coding) = encoded_get {
                 let response = ctx.response_mut();
                 content_encoding::mark_encoded(response.headers_mut(), coding);

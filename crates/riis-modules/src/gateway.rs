@@ -249,19 +249,12 @@ pub(crate) fn fail(
 }
 
 /// The error code a gateway's failure carries (an access log's
-/// `sc-win32-status`): the Win32 code IIS and ARR give the same failure where
-/// there is one, E_FAIL otherwise.
+/// `sc-win32-status`): for a 504, always a server or application that went
+/// quiet, ARR's WinHTTP `ERROR_WINHTTP_TIMEOUT` (12002) as an HRESULT;
+/// E_FAIL otherwise (one status has several causes, a 400 or a 502).
 fn failure_code(status: StatusCode) -> u32 {
-    const fn from_win32(code: u32) -> u32 {
-        0x8007_0000 | code
-    }
     match status {
-        // ARR's gateway timeout: WinHTTP's ERROR_WINHTTP_TIMEOUT.
-        StatusCode::GATEWAY_TIMEOUT => from_win32(12002),
-        // The client's body broke off: it went away (ERROR_CONNECTION_ABORTED).
-        StatusCode::BAD_REQUEST => from_win32(1236),
-        // It sent too slowly (ERROR_TIMEOUT).
-        StatusCode::REQUEST_TIMEOUT => from_win32(1460),
+        StatusCode::GATEWAY_TIMEOUT => 0x8007_0000 | 12002,
         _ => riis_pipeline::ModuleError::E_FAIL,
     }
 }
@@ -543,11 +536,12 @@ mod tests {
 
     #[test]
     fn failures_carry_the_win32_codes_iis_logs_for_them() {
-        // What `sc-win32-status` shows: ARR's gateway timeout, a client
-        // that broke off its body, one that sent it too slowly.
+        // What `sc-win32-status` shows: ARR's gateway timeout.
         assert_eq!(failure_code(StatusCode::GATEWAY_TIMEOUT) & 0xFFFF, 12002);
-        assert_eq!(failure_code(StatusCode::BAD_REQUEST), 0x8007_04D4);
-        assert_eq!(failure_code(StatusCode::REQUEST_TIMEOUT) & 0xFFFF, 1460);
+        assert_eq!(
+            failure_code(StatusCode::BAD_REQUEST),
+            riis_pipeline::ModuleError::E_FAIL
+        );
         assert_eq!(
             failure_code(StatusCode::BAD_GATEWAY),
             riis_pipeline::ModuleError::E_FAIL

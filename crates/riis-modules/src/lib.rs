@@ -415,5 +415,9 @@ mod tests {
         // microseconds: one, or two across a second's turn).
         let passed: Vec<u64> = (0..1000).filter_map(|_| gate.pass()).collect();
         assert!(passed.len() <= 1, "{passed:?}");
+        // The next second's line says how many were held back.
+        gate.second.store(0, std::sync::atomic::Ordering::Relaxed);
+        let held_back = 1000 - passed.len() as u64 - passed.iter().sum::<u64>();
+        assert_eq!(gate.pass(), Some(held_back));
     }
 }

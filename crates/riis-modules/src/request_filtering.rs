@@ -291,10 +291,10 @@ pub const DEFAULT_HIDDEN_SEGMENTS: [&str; 17] = [
     "App_Browsers",
 ];
 
-/// A tripped rule: what to answer and what to log.
 /// Lets the refusals' log lines through at one a second.
 static REFUSAL_LOG: crate::LogGate = crate::LogGate::new();
 
+/// A tripped rule: what to answer and what to log.
 struct Rejection {
     rule: &'static str,
     status: StatusCode,

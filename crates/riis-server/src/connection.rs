@@ -1538,6 +1538,30 @@ const LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
 /// its side, stops sending for [`LINGERING_TIMEOUT`], or
 /// [`LINGERING_TIME`] has passed; the bytes are not kept.
 pub async fn linger_close<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) {
+    linger_close_within(io, LINGERING_TIMEOUT).await;
+}
+
+/// How long a connection drained while idle waits for its client's next
+/// bytes: its last response may still be in the send buffer, but the
+/// server is stopping, and a client that keeps a connection open without
+/// sending must not hold the stop for [`LINGERING_TIMEOUT`].
+const BRIEF_LINGERING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a connection hyper is done with closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lingering {
+    /// nginx's lingering close ([`linger_close`]).
+    Full,
+    /// The same, waiting at most [`BRIEF_LINGERING_TIMEOUT`] for the
+    /// client's next bytes: drained while idle, after serving requests.
+    Brief,
+    /// Shut and closed at once: drained before a byte was ever sent on it
+    /// (a preconnected socket), so no response can be lost.
+    None,
+}
+
+/// [`linger_close`], waiting at most `quiet` for each next read.
+async fn linger_close_within<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T, quiet: Duration) {
     let _ = tokio::time::timeout(LINGERING_TIME, async {
         io.shutdown().await?;
         loop {
@@ -1548,7 +1572,7 @@ pub async fn linger_close<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) {
                 std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
                 Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
             });
-            match tokio::time::timeout(LINGERING_TIMEOUT, read).await {
+            match tokio::time::timeout(quiet, read).await {
                 Ok(Ok(0)) | Err(_) => break,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e),
@@ -1560,14 +1584,13 @@ pub async fn linger_close<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) {
 }
 
 /// Ends a connection hyper is done with: answers `refusal` when hyper gave up
-/// on a request without answering it, and closes gracefully: with lingering
-/// when `linger` (a response may be on its way while the client still
-/// sends), else with a plain shutdown of riis's side.
+/// on a request without answering it, and closes gracefully, as `lingering`
+/// says.
 pub async fn finish_connection<T: AsyncRead + AsyncWrite + AbortiveClose + Unpin>(
     io: Arc<Mutex<IoState<T>>>,
     refusal: Option<Refusal>,
     abort: bool,
-    linger: bool,
+    lingering: Lingering,
 ) {
     // hyper dropped its handle when the connection future ended; a module
     // may still hold a connection that switched protocols, and is cut off.
@@ -1593,10 +1616,13 @@ pub async fn finish_connection<T: AsyncRead + AsyncWrite + AbortiveClose + Unpin
     }
     match refusal {
         Some(r) => answer_and_close(&mut io, r).await,
-        None if linger => linger_close(&mut io).await,
-        None => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
-        }
+        None => match lingering {
+            Lingering::Full => linger_close(&mut io).await,
+            Lingering::Brief => linger_close_within(&mut io, BRIEF_LINGERING_TIMEOUT).await,
+            Lingering::None => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+            }
+        },
     }
 }
 

@@ -36,7 +36,7 @@ use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::connection::{
     finish_connection, AbortiveClose, Activity, Admission, ConnectionCounter, ConnectionState,
-    Expiry, Flushing, IoState, ParserHold, Sendfile, SharedIo, Sweeper, UpgradeSender,
+    Expiry, Flushing, IoState, Lingering, ParserHold, Sendfile, SharedIo, Sweeper, UpgradeSender,
     WaitReadable,
 };
 use crate::driver::{handle, CurrentGeneration, NoResponse, ReplyFuture};
@@ -416,11 +416,17 @@ impl<I: Socket> Open<I> {
         // The read that saw a request line over the limit ended the
         // connection (in hyper, or while sniffing the protocol).
         let line_too_long = shared.lock().is_ok_and(|io| io.request_line_refused());
-        // Drained while idle (the server stops, or a worker retires): no
-        // response is on its way, so there is nothing for lingering to
-        // protect, and a preconnected socket that never sends a byte must
-        // not hold the shutdown for the lingering timeout.
-        let linger = !matches!(end, End::Drained) || line_too_long;
+        // Drained while idle (the server stops, or a worker retires): a
+        // connection that never had a request has no response to protect
+        // (a preconnected socket), and one that had only its last response
+        // possibly still in the send buffer: neither may hold the stop for
+        // the whole lingering timeout.
+        let lingering = match end {
+            _ if line_too_long => Lingering::Full,
+            End::Drained if activity.requests_started() == 0 => Lingering::None,
+            End::Drained => Lingering::Brief,
+            _ => Lingering::Full,
+        };
         let refusal = match end {
             _ if line_too_long => Some(Refusal {
                 status: http::StatusCode::URI_TOO_LONG,
@@ -446,7 +452,13 @@ impl<I: Socket> Open<I> {
             }
             End::Hyper(Ok(())) | End::Drained | End::Closed => None,
         };
-        finish_connection(shared, refusal.filter(|_| http1), activity.aborts(), linger).await;
+        finish_connection(
+            shared,
+            refusal.filter(|_| http1),
+            activity.aborts(),
+            lingering,
+        )
+        .await;
         drop(admission);
     }
 }

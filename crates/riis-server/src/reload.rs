@@ -142,6 +142,8 @@ impl Reloader {
                 removed.join(", ")
             )));
         }
+        // Reported once the reload is applied (it may still be refused).
+        let mut kept = String::new();
         if config.settings != self.fixed {
             // All of `[server]` stays, the pipeline's part of it (the Server
             // header, the response buffer) too, as the warning says.
@@ -150,7 +152,7 @@ impl Reloader {
                 changed = %keys,
                 "[server] changes need a restart; the running values stay"
             );
-            RELOADS.keep_server_changes(keys);
+            kept = keys;
             config.settings = self.fixed.clone();
         }
         let extra: Vec<(&str, RegisterModuleFn)> =
@@ -190,6 +192,7 @@ impl Reloader {
         // The cache's events go to the configuration in force.
         self.services.fs.attach(&pipeline);
         self.retiring.watch(old);
+        RELOADS.keep_server_changes(kept);
         Ok(config.file)
     }
 

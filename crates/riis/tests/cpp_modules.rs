@@ -460,3 +460,43 @@ fn host_and_cookies_read_the_same_over_http1_and_http2() {
         );
     });
 }
+
+/// The Microsoft C runtime string functions of `windows.h` behave as
+/// Microsoft documents them (a size query, cut text, the array forms), in a
+/// program built with `g++` and run here; the header also compiles as C.
+#[test]
+fn the_c_runtime_shims_behave_as_documented() {
+    let dir = TempDir::new("crt");
+    let program = dir.path().join("crt_shims");
+    let source = repo().join("crates/riis/tests/native/crt_shims.cpp");
+    let built = Command::new("g++")
+        .args(["-std=c++11", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(repo().join("include"))
+        .arg(&source)
+        .arg("-o")
+        .arg(&program)
+        .status();
+    match built {
+        Ok(status) => assert!(status.success(), "g++ failed on {}", source.display()),
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: g++ is not available ({e})");
+            return;
+        }
+        Err(e) => panic!("g++ is required in CI: {e}"),
+    }
+    let out = Command::new(&program).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // As C: the functions are file-local there.
+    let c = dir.write(
+        "uses.c",
+        "#include <windows.h>\nint f(void) { char b[4]; return strcpy_s(b, sizeof b, \"a\") \
+         + sprintf_s(b, sizeof b, \"%d\", 1) + _stricmp(\"a\", \"A\"); }\n",
+    );
+    let library = dir.path().join("libuses.so");
+    // Fails the test when `cc` refuses it (warnings are errors).
+    let _ = common::compile_shared("cc", &[c.as_path()], &library, &["-std=c11"]);
+}

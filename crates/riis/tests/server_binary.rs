@@ -30,7 +30,7 @@ fn static_site() -> (TempDir, RunningBinary) {
     dir.write("www/docs/index.html", "<h1>docs</h1>");
     dir.write("www/data.unknownext", "x");
     dir.write("www/nginx.conf", "server { listen 80; }");
-    dir.write("www/.env", "SECRET=1");
+    dir.write("www/my.cnf", "[client]\npassword=1");
     let config = write_config(&dir, &root, STATIC_MODULES);
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     (dir, server)
@@ -201,7 +201,7 @@ fn missing_files_directories_and_unknown_types() {
     // Configuration files are not handed out as text (404.3), whatever
     // server's they are.
     assert_eq!(get(server.addr, "/nginx.conf").status, 404);
-    assert_eq!(get(server.addr, "/.env").status, 404);
+    assert_eq!(get(server.addr, "/my.cnf").status, 404);
     // Other methods than the handler's verbs: 405.
     let mut conn = Connection::open(server.addr);
     conn.send_raw(b"DELETE /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");

@@ -158,6 +158,13 @@ struct Run {
     fails: VecDeque<Instant>,
     /// Counts starts: a supervisor watches the start it was made for.
     generation: u64,
+    /// The socket file riis made (device and inode): a file at its path
+    /// that is not this one was put there by someone else.
+    socket_id: Option<(u64, u64)>,
+    /// Processes of an earlier start, left to finish the requests they
+    /// have (each with when it was retired); stopped after
+    /// [`RETIRE_GRACE`] or with the application.
+    retiring: Vec<(Child, Instant)>,
 }
 
 /// One application of a configuration, started at its first request.
@@ -183,6 +190,8 @@ impl Application {
                 processes: Vec::new(),
                 fails: VecDeque::new(),
                 generation: 0,
+                socket_id: None,
+                retiring: Vec::new(),
             }),
             stopping: Condvar::new(),
             answered: Arc::default(),
@@ -210,16 +219,17 @@ impl Application {
         let mut run = self.lock();
         match &run.phase {
             // One `stat` a request, against a FastCGI exchange: the socket's
-            // folder lives under the temp dir, which cleaners prune, and the
-            // processes would go on listening on a socket nobody can reach.
-            Phase::Running if run.socket.exists() => return Ok(Address::Unix(run.socket.clone())),
+            // folder lives under the temp dir, which cleaners prune; the
+            // processes would go on listening on a socket nobody can reach,
+            // and a file another user put at the path must not be talked to.
+            Phase::Running if socket_is_ours(&run) => return Ok(Address::Unix(run.socket.clone())),
             Phase::Running => {
                 tracing::warn!(
                     program = %self.config.path.display(),
                     socket = %run.socket.display(),
-                    "the FastCGI application's socket was removed; the application starts again"
+                    "the FastCGI application's socket was removed or replaced; the application starts again on a new one"
                 );
-                stop_processes(&mut run);
+                retire_processes(&mut run);
                 run.phase = Phase::NotStarted;
             }
             Phase::Failed(why) => return Err(why.clone()),
@@ -263,7 +273,7 @@ impl Application {
     /// Makes the socket and starts the processes.
     fn start(&self, run: &mut Run) -> std::io::Result<()> {
         use std::fs::Permissions;
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         // Whoever can connect runs scripts as riis's user: the folder is
         // its alone from the start, whatever the umask (which may only take
         // bits away; the mode is then set exactly).
@@ -275,6 +285,8 @@ impl Application {
         let socket = folder.path().join("socket");
         let listener = UnixListener::bind(&socket)?;
         std::fs::set_permissions(&socket, Permissions::from_mode(0o600))?;
+        let made = std::fs::symlink_metadata(&socket)?;
+        run.socket_id = Some((made.dev(), made.ino()));
         run.folder = Some(folder);
         run.socket = socket;
         // Close-on-exec: no other program riis starts may hold it.
@@ -386,6 +398,7 @@ impl Application {
                     }
                 }
             }
+            finish_retired(&mut run, now);
             if run.fails.len() > rapid {
                 let why = format!(
                     "the FastCGI application {} failed {} times within a minute (rapid_fails_per_minute = {rapid}); it stays stopped until the configuration is loaded again",
@@ -415,22 +428,78 @@ impl Application {
     }
 }
 
-/// SIGTERM to each process's group and the socket and its folder gone
-/// now; then, on a thread of its own (so that no worker waits, nor a
-/// request for the application's lock), SIGKILL to those still there after
-/// [`STOP_GRACE`].
-fn stop_processes(run: &mut Run) {
-    use nix::sys::signal::{killpg, Signal};
-    let processes: Vec<Child> = std::mem::take(&mut run.processes)
-        .into_iter()
-        .map(|(child, _, _)| child)
-        .collect();
-    for child in &processes {
-        let _ = killpg(group(child), Signal::SIGTERM);
-    }
+/// Whether the file at the socket's path is still the socket riis made.
+fn socket_is_ours(run: &Run) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(&run.socket).is_ok_and(|m| run.socket_id == Some((m.dev(), m.ino())))
+}
+
+/// How long processes of an earlier start keep the requests they have,
+/// once a new start took over (nothing new reaches them).
+const RETIRE_GRACE: Duration = Duration::from_secs(60);
+
+/// Sets the processes aside for a new start: they finish the requests they
+/// have (their connections are open; no new one can reach them) and are
+/// stopped by the next supervisor after [`RETIRE_GRACE`].
+fn retire_processes(run: &mut Run) {
+    let now = Instant::now();
+    let processes = std::mem::take(&mut run.processes);
+    run.retiring
+        .extend(processes.into_iter().map(|(child, _, _)| (child, now)));
     run.listener = None;
     run.stderr = None;
     run.folder = None;
+    run.socket_id = None;
+}
+
+/// Reaps retired processes that ended, and stops those past their grace.
+fn finish_retired(run: &mut Run, now: Instant) {
+    let mut due = Vec::new();
+    let mut index = 0;
+    while index < run.retiring.len() {
+        let (child, since) = &mut run.retiring[index];
+        let ended = matches!(child.try_wait(), Ok(Some(_)));
+        if ended || now.duration_since(*since) >= RETIRE_GRACE {
+            // Reaped by `try_wait` when it ended; stopped below if not.
+            #[allow(clippy::zombie_processes)]
+            let (child, _) = run.retiring.swap_remove(index);
+            if !ended {
+                due.push(child);
+            }
+        } else {
+            index += 1;
+        }
+    }
+    stop_children(due);
+}
+
+/// SIGTERM to each process's group (retired ones too) and the socket and
+/// its folder gone now; then, on a thread of its own (so that no worker
+/// waits, nor a request for the application's lock), SIGKILL to those
+/// still there after [`STOP_GRACE`].
+fn stop_processes(run: &mut Run) {
+    let processes: Vec<Child> = std::mem::take(&mut run.processes)
+        .into_iter()
+        .map(|(child, _, _)| child)
+        .chain(
+            std::mem::take(&mut run.retiring)
+                .into_iter()
+                .map(|(child, _)| child),
+        )
+        .collect();
+    run.listener = None;
+    run.stderr = None;
+    run.folder = None;
+    run.socket_id = None;
+    stop_children(processes);
+}
+
+/// [`stop_processes`] for `processes`.
+fn stop_children(processes: Vec<Child>) {
+    use nix::sys::signal::{killpg, Signal};
+    for child in &processes {
+        let _ = killpg(group(child), Signal::SIGTERM);
+    }
     if processes.is_empty() {
         return;
     }
