@@ -563,7 +563,8 @@ typedef struct riis_api {
 
     /* -- response ----------------------------------------------------------- */
 
-    /** GetStatus */
+    /** GetStatus. On a clone whose child request completed (context_execute_request):
+     *  the status and substatus the child ended with. */
     void (*response_status)(riis_context *context, uint16_t *status, uint16_t *substatus);
     /** SetStatus(status, reason, substatus, hrErrorToReport); `reason` may be
      *  NULL for the standard phrase; `error` 0 for none. */

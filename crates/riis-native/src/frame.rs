@@ -277,6 +277,25 @@ unsafe impl Send for Orphan {}
 pub(crate) struct ClonedContext {
     /// The child context; `None` once executed.
     pub(crate) context: RefCell<Option<Box<HttpContext>>>,
+    /// The status and substatus the executed child ended with, noted when
+    /// its completion reaches the module: the child wrote them into the
+    /// response it shares with its parent, and its own context is gone, but
+    /// IIS modules read them from the clone (a "try this URL, else fall
+    /// back" module).
+    pub(crate) finished: Cell<Option<(u16, u16)>>,
+}
+
+/// The status an executed clone of the running frame ended with, for a
+/// handle that is one; `None` otherwise (the handle is then resolved as
+/// usual).
+pub(crate) fn executed_clone_status(handle: *mut riis_abi::riis_context) -> Option<(u16, u16)> {
+    let frame = running_frame()?;
+    let clones = frame.clones.try_borrow().ok()?;
+    clones
+        .iter()
+        .find(|c| ptr::eq(&***c, handle.cast::<ClonedContext>()))?
+        .finished
+        .get()
 }
 
 /// One native module instance's view of its request.

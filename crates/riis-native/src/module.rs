@@ -308,6 +308,9 @@ impl NativeModule {
             Some(c) if c.operation == CompletedOperation::Read => deliver_read(frame, ctx),
             _ => None,
         };
+        if completion.is_some_and(|c| c.operation == CompletedOperation::ExecuteRequest) {
+            note_finished_children(frame, ctx);
+        }
         frame.ctx.set(ctx);
         frame.op_started.set(false);
         let mut provider = ProviderHandle::new(frame, provider);
@@ -584,5 +587,20 @@ impl HttpModule for NativeModule {
             Provider::Event,
             Some(completion),
         )
+    }
+}
+
+/// Notes, on each clone executed since, the status its child ended with: at
+/// the child's completion the shared response still holds it.
+fn note_finished_children(frame: &Frame, ctx: &HttpContext) {
+    let Ok(clones) = frame.clones.try_borrow() else {
+        return;
+    };
+    let status = (ctx.response().status().as_u16(), ctx.response().substatus());
+    for clone in clones.iter() {
+        let executed = clone.context.try_borrow().is_ok_and(|c| c.is_none());
+        if executed && clone.finished.get().is_none() {
+            clone.finished.set(Some(status));
+        }
     }
 }

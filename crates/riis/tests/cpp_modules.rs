@@ -415,6 +415,11 @@ fn objects_iis_keeps_alive_stay_valid_after_the_call_that_gave_them() {
         );
     }
     assert_eq!(conn.get("/hello.txt").text(), "static hello\n");
+    // A child request's own status, read from the clone once it completed
+    // (it read 0.0): the module falls back on the 404.
+    let resp = conn.get("/fallback");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "fell back after 404.0\n");
 }
 
 /// A module reads the same `Host` and `Cookie` over HTTP/1.1 and HTTP/2,

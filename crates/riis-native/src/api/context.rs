@@ -398,6 +398,7 @@ pub(super) unsafe extern "C" fn clone(ctx: *mut riis_context) -> *mut riis_conte
             let child = ctx.clone_context().map_err(|e| e.hresult as i32)?;
             let mut clone = Box::new(ClonedContext {
                 context: RefCell::new(Some(Box::new(child))),
+                finished: std::cell::Cell::new(None),
             });
             let p = (&mut *clone as *mut ClonedContext).cast::<riis_context>();
             frame.clones.borrow_mut().push(clone);

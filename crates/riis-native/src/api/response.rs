@@ -19,6 +19,20 @@ pub(super) unsafe extern "C" fn status(
     status: *mut u16,
     substatus: *mut u16,
 ) {
+    // An executed clone: the status its child ended with (its own context
+    // is gone). Only compared with the running frame's clones.
+    if let Some((code, sub)) = crate::frame::executed_clone_status(ctx) {
+        // SAFETY: outputs are NULL or writable, as for any call.
+        unsafe {
+            if !status.is_null() {
+                *status = code;
+            }
+            if !substatus.is_null() {
+                *substatus = sub;
+            }
+        }
+        return;
+    }
     // SAFETY: the handle is checked by with_context; outputs are NULL or
     // writable.
     unsafe {

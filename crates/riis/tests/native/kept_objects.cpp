@@ -9,6 +9,10 @@
  *
  * GET /kept answers, one fact a line, and a registration call made after
  * RegisterModule is refused with an error HRESULT.
+ *
+ * GET /fallback tries /missing.txt as a child request and, reading the
+ * child's own status from the clone once it completed (as IIS modules do),
+ * answers "fell back after 404.0" when it was not found.
  */
 #define _WINSOCKAPI_
 #include <windows.h>
@@ -22,13 +26,49 @@ static IHttpModuleRegistrationInfo *g_pModuleInfo = NULL;
 static HTTP_MODULE_ID g_registeredId = NULL;
 static IHttpApplication *g_pStartedApplication = NULL;
 
+static void answer(IHttpContext *pHttpContext, const char *text)
+{
+    IHttpResponse *pResponse = pHttpContext->GetResponse();
+    pResponse->Clear();
+    pResponse->SetStatus(200, "OK");
+    pResponse->SetHeader(HttpHeaderContentType, "text/plain", 10, TRUE);
+    HTTP_DATA_CHUNK chunk;
+    chunk.DataChunkType = HttpDataChunkFromMemory;
+    chunk.FromMemory.pBuffer = (PVOID)text;
+    chunk.FromMemory.BufferLength = (ULONG)strlen(text);
+    DWORD cbSent = 0;
+    pResponse->WriteEntityChunks(&chunk, 1, FALSE, FALSE, &cbSent);
+}
+
 class CKeptModule : public CHttpModule
 {
 public:
+    CKeptModule() : m_pChild(NULL) {}
+
     REQUEST_NOTIFICATION_STATUS
     OnBeginRequest(IN IHttpContext *pHttpContext, IN IHttpEventProvider *pProvider)
     {
         UNREFERENCED_PARAMETER(pProvider);
+        if (strcmp(pHttpContext->GetScriptName(), "/fallback") == 0)
+        {
+            HRESULT hr = pHttpContext->CloneContext(CLONE_FLAG_BASICS, &m_pChild);
+            if (SUCCEEDED(hr))
+            {
+                hr = m_pChild->GetRequest()->SetUrl("/missing.txt", 12, FALSE);
+            }
+            BOOL fCompletionExpected = FALSE;
+            if (SUCCEEDED(hr))
+            {
+                hr = pHttpContext->ExecuteRequest(TRUE, m_pChild, EXECUTE_FLAG_BUFFER_RESPONSE,
+                                                  NULL, &fCompletionExpected);
+            }
+            if (FAILED(hr))
+            {
+                pHttpContext->GetResponse()->SetStatus(500, "Server Error", 0, hr);
+                return RQ_NOTIFICATION_FINISH_REQUEST;
+            }
+            return RQ_NOTIFICATION_PENDING;
+        }
         if (strcmp(pHttpContext->GetScriptName(), "/kept") != 0)
         {
             return RQ_NOTIFICATION_CONTINUE;
@@ -47,17 +87,33 @@ public:
                  pApplication == g_pStartedApplication ? "yes" : "no",
                  pApplication->GetApplicationId(),
                  FAILED(hrLate) ? "yes" : "no");
-        IHttpResponse *pResponse = pHttpContext->GetResponse();
-        pResponse->Clear();
-        pResponse->SetHeader(HttpHeaderContentType, "text/plain", 10, TRUE);
-        HTTP_DATA_CHUNK chunk;
-        chunk.DataChunkType = HttpDataChunkFromMemory;
-        chunk.FromMemory.pBuffer = text;
-        chunk.FromMemory.BufferLength = (ULONG)strlen(text);
-        DWORD cbSent = 0;
-        pResponse->WriteEntityChunks(&chunk, 1, FALSE, FALSE, &cbSent);
+        answer(pHttpContext, text);
         return RQ_NOTIFICATION_FINISH_REQUEST;
     }
+
+    REQUEST_NOTIFICATION_STATUS
+    OnAsyncCompletion(IN IHttpContext *pHttpContext, IN DWORD dwNotification,
+                      IN BOOL fPostNotification, IN IHttpEventProvider *pProvider,
+                      IN IHttpCompletionInfo *pCompletionInfo)
+    {
+        UNREFERENCED_PARAMETER(dwNotification);
+        UNREFERENCED_PARAMETER(fPostNotification);
+        UNREFERENCED_PARAMETER(pProvider);
+        UNREFERENCED_PARAMETER(pCompletionInfo);
+        USHORT status = 0, substatus = 0;
+        m_pChild->GetResponse()->GetStatus(&status, &substatus);
+        char text[128];
+        snprintf(text, sizeof text, "%s after %u.%u\n",
+                 status == 404 ? "fell back" : "kept the child", (unsigned)status,
+                 (unsigned)substatus);
+        m_pChild->ReleaseClonedContext();
+        m_pChild = NULL;
+        answer(pHttpContext, text);
+        return RQ_NOTIFICATION_FINISH_REQUEST;
+    }
+
+private:
+    IHttpContext *m_pChild;
 };
 
 class CKeptFactory : public IHttpModuleFactory
