@@ -400,7 +400,8 @@ fn objects_iis_keeps_alive_stay_valid_after_the_call_that_gave_them() {
     // server used to free both when the call returned (a crash on the first
     // request that used them).
     let source = repo().join("crates/riis/tests/native/kept_objects.cpp");
-    let Some((_dir, server)) = serve_source(source, "", "") else {
+    let Some((_dir, server)) = serve_source(source, "[[modules]]\nname = \"CustomError\"\n", "")
+    else {
         return;
     };
     let mut conn = Connection::open(server.addr);
@@ -420,6 +421,17 @@ fn objects_iis_keeps_alive_stay_valid_after_the_call_that_gave_them() {
     let resp = conn.get("/fallback");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "fell back after 404.0\n");
+    // A status set with SetStatus alone names its module and notification
+    // on the detailed error page, as IIS's does (it said "(unknown)").
+    let resp = conn.get("/gone");
+    assert_eq!(resp.status, 410);
+    let page = resp.text();
+    assert!(page.contains("<th>Module</th><td>CppModule</td>"), "{page}");
+    assert!(page.contains("<td>BeginRequest</td>"), "{page}");
+    assert!(
+        page.contains("<th>Error Code</th><td>0x00000000</td>"),
+        "{page}"
+    );
 }
 
 /// A module reads the same `Host` and `Cookie` over HTTP/1.1 and HTTP/2,

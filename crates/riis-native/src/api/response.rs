@@ -75,7 +75,10 @@ pub(super) unsafe extern "C" fn set_status(
                 r.to_owned()
             };
             let response = ctx.response_mut();
-            if substatus != 0 || error != 0 {
+            // An error status records who set it, with `S_OK` too: IIS's
+            // detailed error page names the module and notification of a
+            // module's `SetStatus(404, …)` (it showed "(unknown)").
+            if substatus != 0 || error != 0 || code.is_client_error() || code.is_server_error() {
                 response.set_error_status(code, reason, substatus, error as u32);
             } else {
                 response.set_status(code, reason);

@@ -10,6 +10,9 @@
  * GET /kept answers, one fact a line, and a registration call made after
  * RegisterModule is refused with an error HRESULT.
  *
+ * GET /gone answers 410 with SetStatus alone (no error code), as a module
+ * refusing a resource does.
+ *
  * GET /fallback tries /missing.txt as a child request and, reading the
  * child's own status from the clone once it completed (as IIS modules do),
  * answers "fell back after 404.0" when it was not found.
@@ -49,6 +52,11 @@ public:
     OnBeginRequest(IN IHttpContext *pHttpContext, IN IHttpEventProvider *pProvider)
     {
         UNREFERENCED_PARAMETER(pProvider);
+        if (strcmp(pHttpContext->GetScriptName(), "/gone") == 0)
+        {
+            pHttpContext->GetResponse()->SetStatus(410, "Gone");
+            return RQ_NOTIFICATION_FINISH_REQUEST;
+        }
         if (strcmp(pHttpContext->GetScriptName(), "/fallback") == 0)
         {
             HRESULT hr = pHttpContext->CloneContext(CLONE_FLAG_BASICS, &m_pChild);
