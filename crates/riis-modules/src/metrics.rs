@@ -8,8 +8,10 @@
 //! - **SendResponse** at First priority, which SendResponse's inverted
 //!   order makes late (after CustomError and the compression modules, as
 //!   for HttpLogging): on the final send of a client's request (a child
-//!   request is part of its parent's) it counts the request by site and
-//!   status code, its time since it arrived, and the entity bytes each way;
+//!   request is part of its parent's) it asks to be told when the
+//!   response's delivery ends, and then counts the request by site and
+//!   status code, its time since it arrived, and the entity bytes each way
+//!   (the response's as the connection sent them);
 //! - **ExecuteRequestHandler**, as a handler: GET or HEAD gets the figures
 //!   (`text/plain; version=0.0.4`, never cached); another method is left
 //!   to the next handler module, or the 405 of an unanswered request.
@@ -18,7 +20,7 @@
 //!
 //! - `riis_requests_total{site, code}`: requests answered;
 //! - `riis_request_duration_seconds{site}`: a histogram of the time from
-//!   the request's arrival to its final send, with Prometheus's default
+//!   the request's arrival to its delivery's end, with Prometheus's default
 //!   buckets (5 ms to 10 s);
 //! - `riis_request_body_bytes_total{site}` and
 //!   `riis_response_body_bytes_total{site}`: entity bytes read and sent;
@@ -258,7 +260,7 @@ struct ThreadSites {
 }
 
 impl ThreadSites {
-    fn figures(&mut self, site: &ApplicationInfo) -> &ThreadFigures {
+    fn figures(&mut self, site: &ApplicationInfo) -> &Arc<ThreadFigures> {
         let same = |(id, name, _): &(u32, String, Arc<ThreadFigures>)| {
             *id == site.site_id && *name == site.site_name
         };
@@ -294,17 +296,21 @@ thread_local! {
     static THREAD_SITES: RefCell<ThreadSites> = RefCell::default();
 }
 
-/// Counts one finished request into this thread's figures for its site.
-fn count(ctx: &HttpContext) {
-    let micros = u64::try_from(ctx.start_time().elapsed().as_micros()).unwrap_or(u64::MAX);
-    let response = ctx.response();
-    let code = response.status().as_u16();
-    let response_bytes = response.bytes_sent() + response.buffered_len();
+/// Counts a request into this thread's figures for its site once its
+/// response was delivered: its duration runs to the delivery's end (a slow
+/// download's includes the download) and its response bytes are those the
+/// connection took (an abandoned download counts what went), as an access
+/// log's `time-taken` and `sc-bytes` are. The call comes on the request's
+/// connection's thread, the one whose figures these are, so the counting
+/// stays free of locks.
+fn count_when_delivered(ctx: &mut HttpContext) {
+    let started = ctx.start_time();
+    let code = ctx.response().status().as_u16();
     let request_bytes = ctx.request().bytes_received();
-    THREAD_SITES.with_borrow_mut(|sites| {
-        sites
-            .figures(ctx.site())
-            .count(code, micros, request_bytes, response_bytes);
+    let figures = THREAD_SITES.with_borrow_mut(|sites| sites.figures(ctx.site()).clone());
+    ctx.on_response_delivered(move |delivery| {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        figures.count(code, micros, request_bytes, delivery.body_bytes);
     });
 }
 
@@ -335,7 +341,7 @@ fn page(ctx: &HttpContext) -> String {
         &mut out,
         "riis_request_duration_seconds",
         "histogram",
-        "Time from a request's arrival to its final send, by site.",
+        "Time from a request's arrival to the end of its response's delivery, by site.",
     );
     for (site, t) in &sites {
         let mut cumulative = 0;
@@ -560,7 +566,7 @@ impl HttpModule for Metrics {
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
         if provider.is_final_send() && ctx.child_depth() == 0 {
-            count(ctx);
+            count_when_delivered(ctx);
         }
         RequestNotificationStatus::Continue
     }

@@ -264,3 +264,54 @@ fn wait_for_pid_file(path: &Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A request counts when its response's delivery ends: an abandoned
+/// download counts the bytes that went, not the whole file, and a whole one
+/// counts every byte.
+#[test]
+fn downloads_count_what_went_when_they_end() {
+    const SIZE: usize = 32 * 1024 * 1024;
+    let dir = TempDir::new("metrics-delivery");
+    let config = config(&dir, "Downloads");
+    dir.write("www/big.bin", vec![b'x'; SIZE]);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let site = r#"site="Downloads""#;
+    let figures_when = |done: &dyn Fn(&HashMap<String, f64>) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, figures) = scrape(&mut Connection::open(server.addr));
+            if done(&figures) {
+                return figures;
+            }
+            assert!(Instant::now() < deadline, "never counted: {figures:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let big = |figures: &HashMap<String, f64>| {
+        figures
+            .get(&format!("riis_requests_total{{{site},code=\"200\"}}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+
+    // Read a little and leave.
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut first = [0u8; 4096];
+    assert!(conn.read_raw(&mut first).unwrap() > 0);
+    drop(conn);
+    let figures = figures_when(&|f| big(f) >= 1.0);
+    let sent = figures[&format!("riis_response_body_bytes_total{{{site}}}")];
+    assert!(sent > 0.0 && sent < SIZE as f64, "{sent}");
+
+    // The whole file.
+    let resp = Connection::open(server.addr).get("/big.bin");
+    assert_eq!((resp.status, resp.body.len()), (200, SIZE));
+    // The scrapes before counted as 200s too: wait for the download's.
+    let before = big(&figures);
+    let figures = figures_when(&|f| {
+        f[&format!("riis_response_body_bytes_total{{{site}}}")] >= sent + SIZE as f64
+    });
+    assert!(big(&figures) > before);
+    let _ = server.terminate();
+}
