@@ -149,18 +149,22 @@ impl DynamicCompression {
                         .filter(|&len| len > 0)
                 });
             let min_size = config.min_size;
-            if announced.is_none_or(|len| len >= min_size) {
-                content_encoding::add_vary(ctx.response_mut().headers_mut());
-            }
-            // (Past MAX_FILE_BYTES a file's GET goes as it is: the URL's
-            // file, as long as the length says; a body made in memory is
-            // encoded whatever its length.)
+            // (Past MAX_FILE_BYTES a file's GET goes as it is, without
+            // `Vary`: the URL's file, as long as the length says; a body
+            // made in memory is encoded whatever its length.)
             let large_file = |ctx: &mut HttpContext, len: u64| {
                 len > MAX_FILE_BYTES
                     && ctx
                         .resource_info()
                         .is_some_and(|info| info.kind == ResourceKind::File && info.len == len)
             };
+            let varies = match announced {
+                Some(len) => len >= min_size && !large_file(ctx, len),
+                None => true,
+            };
+            if varies {
+                content_encoding::add_vary(ctx.response_mut().headers_mut());
+            }
             let encoded_get = announced
                 .filter(|&len| len >= min_size && !large_file(ctx, len))
                 .and_then(|_| content_encoding::negotiate(ctx.request().headers()));

@@ -159,19 +159,24 @@ struct Copies {
 
 impl Copies {
     /// [`private_directory`], remembered: a private directory is checked
-    /// once, a refused one is logged once.
+    /// in full once, and after that only that it is still the same one (one
+    /// `stat`: a temp cleaner may remove it, and someone else make a
+    /// directory of their own at its path, which must not be read from or
+    /// written to); a refused one is logged once.
     fn directory_usable(&self, dir: &Path) -> bool {
         let mut seen = self.directories.lock().unwrap_or_else(|e| e.into_inner());
         match seen.get(dir) {
-            Some(DirectoryCheck::Private) => return true,
+            Some(&DirectoryCheck::Private(id)) if directory_id(dir) == Some(id) => return true,
             // Not every request pays a `mkdir` and a `stat` for a directory
             // that was wrong a moment ago.
             Some(DirectoryCheck::Refused(at)) if at.elapsed() < RECHECK_REFUSED => return false,
             _ => {}
         }
-        match crate::private_directory(dir) {
-            Ok(()) => {
-                seen.insert(dir.to_owned(), DirectoryCheck::Private);
+        match crate::private_directory(dir)
+            .and_then(|()| directory_id(dir).ok_or_else(|| format!("{} went away", dir.display())))
+        {
+            Ok(id) => {
+                seen.insert(dir.to_owned(), DirectoryCheck::Private(id));
                 true
             }
             Err(why) => {
@@ -351,10 +356,19 @@ fn prune(dir: &Path, target: u64, keep: &Path) -> u64 {
 
 /// What the last look at a copy directory found.
 enum DirectoryCheck {
-    /// Ours and private: not looked at again.
-    Private,
+    /// Ours and private, this directory (device and inode).
+    Private((u64, u64)),
     /// Refused then; looked at again after [`RECHECK_REFUSED`].
     Refused(std::time::Instant),
+}
+
+/// The device and inode of `dir` while it is a private directory of this
+/// user (as [`crate::private_directory`] requires), else `None`.
+fn directory_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    (meta.is_dir() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0)
+        .then(|| (meta.dev(), meta.ino()))
 }
 
 /// How long a refused copy directory is taken as refused before it is
@@ -485,6 +499,12 @@ fn make(copies: &Copies, job: Job) {
         .ok_or_else(|| "the file could not be read whole".to_owned())
         .map(|body| job.coding.compress(&body, job.level))
         .and_then(|data| {
+            // Checked again here, on the compression thread: the directory
+            // may have been replaced since the request queued the copy.
+            let dir = job.name.parent().unwrap_or(Path::new("."));
+            if !copies.directory_usable(dir) {
+                return Err("the copy directory is not usable".to_owned());
+            }
             let mut written = write_copy(&job.name, &data);
             if written
                 .as_ref()

@@ -311,9 +311,15 @@ fn http2_fields_as_http1(req: &mut Request<Incoming>) {
     let headers = req.headers_mut();
     let mut crumbs = headers.get_all(http::header::COOKIE).iter();
     if let (Some(first), Some(_)) = (crumbs.next(), crumbs.next()) {
-        let mut joined = first.as_bytes().to_vec();
-        for crumb in headers.get_all(http::header::COOKIE).iter().skip(1) {
-            joined.extend_from_slice(b"; ");
+        let mut joined = Vec::with_capacity(64);
+        // Empty crumbs carry no cookie: no `; ` for them.
+        for crumb in std::iter::once(first)
+            .chain(headers.get_all(http::header::COOKIE).iter().skip(1))
+            .filter(|c| !c.is_empty())
+        {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
             joined.extend_from_slice(crumb.as_bytes());
         }
         if let Ok(cookie) = HeaderValue::from_bytes(&joined) {

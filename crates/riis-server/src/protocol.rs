@@ -421,10 +421,17 @@ impl<I: Socket> Open<I> {
         // (a preconnected socket), and one that had only its last response
         // possibly still in the send buffer: neither may hold the stop for
         // the whole lingering timeout.
+        // The same for one the sweeper closes while it drains (an idle
+        // HTTP/2 connection whose client never answered the GOAWAY's PING).
+        let went_away = match end {
+            End::Drained => true,
+            End::Expired(_) => activity.is_draining(),
+            _ => false,
+        };
         let lingering = match end {
             _ if line_too_long => Lingering::Full,
-            End::Drained if activity.requests_started() == 0 => Lingering::None,
-            End::Drained => Lingering::Brief,
+            _ if went_away && activity.requests_started() == 0 => Lingering::None,
+            _ if went_away => Lingering::Brief,
             _ => Lingering::Full,
         };
         let refusal = match end {

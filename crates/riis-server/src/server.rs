@@ -1042,11 +1042,16 @@ async fn run_worker(
 ) {
     start_clock();
     let sweeper = Arc::new(Sweeper::default());
+    // The sweeper goes on through the drain, and stops after it: its
+    // timeouts still apply to the connections that finish (a client that
+    // stops reading gets `timeouts.send`), and it closes an idle HTTP/2
+    // connection whose client never answers the GOAWAY's PING, which would
+    // otherwise hold the stop until its deadline.
+    let (sweep_stop, sweep_stopped) = watch::channel(false);
     let sweeping = {
         let sweeper = sweeper.clone();
         let current = current.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move { sweeper.run(current, stop).await })
+        tokio::spawn(async move { sweeper.run(current, sweep_stopped).await })
     };
     let serving = Arc::new(Serving {
         current,
@@ -1085,6 +1090,7 @@ async fn run_worker(
         );
         serving.sweeper.close_all().await;
     }
+    let _ = sweep_stop.send(true);
     let _ = sweeping.await;
 }
 

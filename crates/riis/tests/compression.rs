@@ -901,3 +901,49 @@ enabled = true
         assert_eq!(fields[0].1.is_some(), encoded, "{path}");
     }
 }
+
+/// A copy directory removed and made again by someone else (here, open to
+/// every user) is not trusted: nothing is written to it and no copy in it
+/// is served, as for such a directory at first use.
+#[test]
+fn a_copy_directory_made_again_by_someone_else_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = site(STATIC_ONLY);
+    s.dir.write("www/second.txt", text(300));
+    let mut conn = Connection::open(s.server.addr);
+    let first = fetch_copy(&mut conn, "/big.txt", "gzip");
+    assert_eq!(gunzip(&first.body), s.big.as_bytes());
+    let cache = s.dir.path().join("cache");
+    std::fs::remove_dir_all(&cache).unwrap();
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for _ in 0..5 {
+        let resp = fetch(&mut conn, "/second.txt", Some("gzip"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("content-encoding"), None);
+        assert_eq!(resp.text(), text(300));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (names, _) = copy_directory(&cache);
+    assert!(names.is_empty(), "{names:?}");
+}
+
+/// A file past 4 MiB goes as it is, without `Vary`; its HEAD, whose length
+/// is known, says the same (it said `Vary`).
+#[test]
+fn a_large_file_head_has_no_vary_as_its_get() {
+    let s = site("enabled = false\n");
+    let large = "line of text\n".repeat(5 * 1024 * 1024 / 13 + 1);
+    s.dir.write("www/large.txt", &large);
+    let mut conn = Connection::open(s.server.addr);
+    let get = fetch(&mut conn, "/large.txt", Some("gzip"));
+    assert_eq!(get.status, 200);
+    assert_eq!(get.body.len(), large.len());
+    assert_eq!(get.header("content-encoding"), None);
+    assert_eq!(get.header("vary"), None);
+    conn.send_raw(b"HEAD /large.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-encoding"), None);
+    assert_eq!(head.header("vary"), None);
+}

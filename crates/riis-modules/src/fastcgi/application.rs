@@ -444,8 +444,22 @@ const RETIRE_GRACE: Duration = Duration::from_secs(60);
 fn retire_processes(run: &mut Run) {
     let now = Instant::now();
     let processes = std::mem::take(&mut run.processes);
+    let instances = processes.len().max(1);
     run.retiring
         .extend(processes.into_iter().map(|(child, _, _)| (child, now)));
+    // Restarts in a row (a socket replaced again and again) must not pile
+    // up processes: past two earlier starts' worth, the oldest are stopped
+    // at once.
+    let keep = instances * 2;
+    if run.retiring.len() > keep {
+        let excess = run.retiring.len() - keep;
+        let oldest: Vec<Child> = run
+            .retiring
+            .drain(..excess)
+            .map(|(child, _)| child)
+            .collect();
+        stop_children(oldest);
+    }
     run.listener = None;
     run.stderr = None;
     run.folder = None;
