@@ -125,7 +125,22 @@ impl RunningBinary {
 }
 
 impl Drop for RunningBinary {
+    /// Stops the server as an operator would (SIGTERM), so that what it
+    /// started stops with it (a FastCgi application's php-cgi processes
+    /// outlive a SIGKILLed riis); SIGKILL after 2 seconds, for a server
+    /// still draining a request the test left hanging.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
