@@ -2535,21 +2535,19 @@ public:
     IHttpModuleContextContainer *GetModuleContextContainer(VOID) override { return &container_; }
 
 private:
+    /* name_ comes before container_, which keeps a pointer to its text. */
     Application(uint32_t site_id, const std::string &name, const std::string &root)
-        : container_(Container::site_bound(site_id, NULL)), site_id_(site_id), name_(name),
+        : site_id_(site_id), name_(name), container_(Container::site_bound(site_id, name_.c_str())),
           path_(root) {
-        /* name_ lives as long as the application: the container keeps a
-         * pointer to it. */
-        container_ = Container::site_bound(site_id, name_.c_str());
         char id[64];
         snprintf(id, sizeof id, "/LM/W3SVC/%u/ROOT", (unsigned)site_id);
         id_ = id;
         config_ = "MACHINE/WEBROOT/APPHOST/" + name;
     }
 
-    Container container_;
     uint32_t site_id_;
     std::string name_;
+    Container container_;
     std::string id_;
     std::string config_;
     std::string path_;

@@ -146,10 +146,14 @@ pub(crate) fn read_regular(file: std::fs::File, max: u64) -> std::io::Result<Vec
     Ok(data)
 }
 
+/// A directory's identity: its device and inode.
+pub(crate) type DirectoryId = (u64, u64);
+
 /// Creates `dir` owner-only if it is missing, and checks that it is ours and
-/// that nobody else may write to it.
-pub(crate) fn private_directory(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+/// that nobody else may write to it; gives its identity, for
+/// [`private_directory_id`] to tell later that it is still the same one.
+pub(crate) fn private_directory(dir: &Path) -> Result<DirectoryId, String> {
+    use std::os::unix::fs::DirBuilderExt;
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -161,13 +165,27 @@ pub(crate) fn private_directory(dir: &Path) -> Result<(), String> {
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
-    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
-        return Err(format!(
+    private_id(&meta).ok_or_else(|| {
+        format!(
             "{} belongs to another user or others may write to it",
             dir.display()
-        ));
-    }
-    Ok(())
+        )
+    })
+}
+
+/// The identity of `dir` while it is a private directory of this user (as
+/// [`private_directory`] requires), without creating it: one `stat`.
+pub(crate) fn private_directory_id(dir: &Path) -> Option<DirectoryId> {
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    meta.is_dir().then(|| private_id(&meta)).flatten()
+}
+
+/// The identity behind `meta` when this user owns it and nobody else may
+/// write to it.
+fn private_id(meta: &std::fs::Metadata) -> Option<DirectoryId> {
+    use std::os::unix::fs::MetadataExt;
+    (meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0)
+        .then(|| (meta.dev(), meta.ino()))
 }
 
 /// Lets one line a second through for each kind of refusal, counting the

@@ -166,22 +166,28 @@ impl Copies {
     fn directory_usable(&self, dir: &Path) -> bool {
         let mut seen = self.directories.lock().unwrap_or_else(|e| e.into_inner());
         match seen.get(dir) {
-            Some(&DirectoryCheck::Private(id)) if directory_id(dir) == Some(id) => return true,
+            Some(&DirectoryCheck::Private(id)) if crate::private_directory_id(dir) == Some(id) => {
+                return true
+            }
             // Not every request pays a `mkdir` and a `stat` for a directory
             // that was wrong a moment ago.
             Some(DirectoryCheck::Refused(at)) if at.elapsed() < RECHECK_REFUSED => return false,
             _ => {}
         }
-        match crate::private_directory(dir)
-            .and_then(|()| directory_id(dir).ok_or_else(|| format!("{} went away", dir.display())))
-        {
+        // Made again if it went away (a temp cleaner), with the checks of
+        // its first use.
+        match crate::private_directory(dir) {
             Ok(id) => {
                 seen.insert(dir.to_owned(), DirectoryCheck::Private(id));
                 true
             }
             Err(why) => {
                 let refused = DirectoryCheck::Refused(std::time::Instant::now());
-                if seen.insert(dir.to_owned(), refused).is_none() {
+                // Logged when it turns refused (first use, or replaced).
+                if !matches!(
+                    seen.insert(dir.to_owned(), refused),
+                    Some(DirectoryCheck::Refused(_))
+                ) {
                     tracing::error!(
                         "StaticCompression: {why}; static files go uncompressed until it is fixed"
                     );
@@ -189,16 +195,6 @@ impl Copies {
                 false
             }
         }
-    }
-
-    /// [`Self::directory_usable`], checked (and made) anew: for a directory
-    /// that was usable and has gone since.
-    fn directory_usable_again(&self, dir: &Path) -> bool {
-        self.directories
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(dir);
-        self.directory_usable(dir)
     }
 
     /// Takes `name` out of the copies being made: made, failed or not
@@ -356,19 +352,10 @@ fn prune(dir: &Path, target: u64, keep: &Path) -> u64 {
 
 /// What the last look at a copy directory found.
 enum DirectoryCheck {
-    /// Ours and private, this directory (device and inode).
-    Private((u64, u64)),
+    /// Ours and private: this directory.
+    Private(crate::DirectoryId),
     /// Refused then; looked at again after [`RECHECK_REFUSED`].
     Refused(std::time::Instant),
-}
-
-/// The device and inode of `dir` while it is a private directory of this
-/// user (as [`crate::private_directory`] requires), else `None`.
-fn directory_id(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(dir).ok()?;
-    (meta.is_dir() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0)
-        .then(|| (meta.dev(), meta.ino()))
 }
 
 /// How long a refused copy directory is taken as refused before it is
@@ -500,24 +487,12 @@ fn make(copies: &Copies, job: Job) {
         .map(|body| job.coding.compress(&body, job.level))
         .and_then(|data| {
             // Checked again here, on the compression thread: the directory
-            // may have been replaced since the request queued the copy.
-            let dir = job.name.parent().unwrap_or(Path::new("."));
-            if !copies.directory_usable(dir) {
+            // may have gone (it is made again) or been replaced since the
+            // request queued the copy.
+            if !copies.directory_usable(job.name.parent().unwrap_or(Path::new("."))) {
                 return Err("the copy directory is not usable".to_owned());
             }
-            let mut written = write_copy(&job.name, &data);
-            if written
-                .as_ref()
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-            {
-                // The directory went away (a temp cleaner, an operator):
-                // made again, with the same checks as at first use.
-                let dir = job.name.parent().unwrap_or(Path::new("."));
-                if copies.directory_usable_again(dir) {
-                    written = write_copy(&job.name, &data);
-                }
-            }
-            written
+            write_copy(&job.name, &data)
                 .map(|()| data)
                 .map_err(|e| format!("the copy could not be written: {e}"))
         });

@@ -285,17 +285,21 @@ pub(crate) struct ClonedContext {
     pub(crate) finished: Cell<Option<(u16, u16)>>,
 }
 
+impl ClonedContext {
+    /// Whether `handle` is this clone's (its address is the handle; only
+    /// compared, never dereferenced).
+    pub(crate) fn is(&self, handle: *mut riis_abi::riis_context) -> bool {
+        ptr::eq(self, handle.cast::<ClonedContext>())
+    }
+}
+
 /// The status an executed clone of the running frame ended with, for a
 /// handle that is one; `None` otherwise (the handle is then resolved as
 /// usual).
 pub(crate) fn executed_clone_status(handle: *mut riis_abi::riis_context) -> Option<(u16, u16)> {
     let frame = running_frame()?;
     let clones = frame.clones.try_borrow().ok()?;
-    clones
-        .iter()
-        .find(|c| ptr::eq(&***c, handle.cast::<ClonedContext>()))?
-        .finished
-        .get()
+    clones.iter().find(|c| c.is(handle))?.finished.get()
 }
 
 /// One native module instance's view of its request.
@@ -491,7 +495,7 @@ pub(crate) fn resolve<'a>(
         let clones = frame.clones.try_borrow().map_err(|_| hr::E_INVALID_STATE)?;
         let clone = clones
             .iter()
-            .find(|c| ptr::eq(&***c, handle.cast::<ClonedContext>()))
+            .find(|c| c.is(handle))
             .ok_or(hr::E_WRONG_THREAD)?;
         let mut context = clone.context.borrow_mut();
         match context.as_mut() {

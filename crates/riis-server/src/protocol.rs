@@ -428,11 +428,12 @@ impl<I: Socket> Open<I> {
             End::Expired(_) => activity.is_draining(),
             _ => false,
         };
-        let lingering = match end {
-            _ if line_too_long => Lingering::Full,
-            _ if went_away && activity.requests_started() == 0 => Lingering::None,
-            _ if went_away => Lingering::Brief,
-            _ => Lingering::Full,
+        let lingering = if line_too_long || !went_away {
+            Lingering::Full
+        } else if activity.requests_started() == 0 {
+            Lingering::None
+        } else {
+            Lingering::Brief
         };
         let refusal = match end {
             _ if line_too_long => Some(Refusal {

@@ -398,28 +398,6 @@ impl<'a> HopByHop<'a> {
     }
 }
 
-/// The values of `name` in `headers`, joined with `separator`; `None` when there are none or the result is not a header
-/// value.
-fn join(
-    headers: &HeaderMap,
-    name: impl header::AsHeaderName,
-    separator: &[u8],
-) -> Option<HeaderValue> {
-    let mut joined: Vec<u8> = Vec::new();
-    for value in headers.get_all(name).iter().map(HeaderValue::as_bytes) {
-        if value.is_empty() {
-            continue;
-        }
-        if !joined.is_empty() {
-            joined.extend_from_slice(separator);
-        }
-        joined.extend_from_slice(value);
-    }
-    HeaderValue::from_bytes(&joined)
-        .ok()
-        .filter(|_| !joined.is_empty())
-}
-
 impl ReverseProxy {
     /// Reads the next piece of the body, or starts the exchange once it is
     /// all here.
@@ -583,11 +561,10 @@ impl ReverseProxy {
     ) -> HeaderMap {
         let req = ctx.request();
         let client = req.headers();
+        // (An HTTP/2 client's cookie crumbs reach modules already joined
+        // into one `Cookie`, as an HTTP/1.1 server expects them: the server
+        // joins them for every module, RFC 9113 §8.2.3.)
         let mut headers = HeaderMap::with_capacity(client.len() + 4);
-        // HTTP/2 clients send each cookie as a field of its own; an HTTP/1.1
-        // server expects them in one (RFC 9113 §8.2.3).
-        let join_cookies = req.http_version() == riis_pipeline::http::Version::HTTP_2
-            && client.get_all(header::COOKIE).iter().nth(1).is_some();
         let hop_by_hop = HopByHop::of(client);
         for (name, value) in client {
             if hop_by_hop.contains(name)
@@ -608,21 +585,10 @@ impl ReverseProxy {
                 // proxy (HTTP_PROXY, "httpoxy").
                 || !crate::is_plain_header_name(name.as_str())
                 || name == "proxy"
-                || (join_cookies && name == header::COOKIE)
             {
                 continue;
             }
             headers.append(name, value.clone());
-        }
-        if join_cookies && config.http_version == HttpVersion::Http11 {
-            if let Some(joined) = join(client, header::COOKIE, b"; ") {
-                headers.insert(header::COOKIE, joined);
-            }
-        } else if join_cookies {
-            // An HTTP/2 server takes them as the client sent them.
-            for cookie in client.get_all(header::COOKIE) {
-                headers.append(header::COOKIE, cookie.clone());
-            }
         }
         // `TE: trailers` says the client takes trailers; HTTP/2 lets it
         // through (RFC 9113 §8.2.2), and gRPC servers ask for it.

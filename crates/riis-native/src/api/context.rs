@@ -414,7 +414,7 @@ fn clone_index(frame: &crate::frame::Frame, child: *mut riis_context) -> Option<
         .try_borrow()
         .ok()?
         .iter()
-        .position(|c| ptr::eq(&**c, child.cast::<ClonedContext>()))
+        .position(|c| c.is(child))
 }
 
 pub(super) unsafe extern "C" fn release_clone(ctx: *mut riis_context, child: *mut riis_context) {
