@@ -493,6 +493,34 @@ inline char (&software_slot())[128] {
 
 inline const riis_api *api() { return api_slot(); }
 
+/** The ApplicationStart or ApplicationStop call running on this thread:
+ *  its provider and site, so the site's application container reaches the
+ *  site's container through the provider (riis_api 1.9). */
+struct ApplicationCall {
+    riis_global_provider *provider;
+    uint32_t site_id;
+    const char *site_name;
+};
+
+inline ApplicationCall *&current_application_call() {
+    static __thread ApplicationCall *current = NULL;
+    return current;
+}
+
+/** Sets current_application_call() for the length of a call. */
+class ApplicationCallScope {
+public:
+    explicit ApplicationCallScope(ApplicationCall *call) : previous_(current_application_call()) {
+        current_application_call() = call;
+    }
+    ~ApplicationCallScope() { current_application_call() = previous_; }
+
+private:
+    ApplicationCall *previous_;
+    ApplicationCallScope(const ApplicationCallScope &);
+    ApplicationCallScope &operator=(const ApplicationCallScope &);
+};
+
 /** The request context of the call running on this thread (for the methods
  *  IIS offers without a context, such as IHttpServer::NotifyCustomNotification). */
 inline riis_context *&current_context() {
@@ -805,8 +833,8 @@ public:
     virtual PCSTR GetApplicationId(VOID) const = 0;
     /** "MACHINE/WEBROOT/APPHOST/<site name>" */
     virtual PCSTR GetAppConfigPath(VOID) const = 0;
-    /** The site's container (riis has one application per site); in
-     *  ApplicationStart/Stop a container that stores nothing. */
+    /** The site's container (riis has one application per site), in the
+     *  site's requests and in its ApplicationStart and ApplicationStop. */
     virtual IHttpModuleContextContainer *GetModuleContextContainer(VOID) = 0;
 
 protected:
@@ -1830,11 +1858,11 @@ public:
         : core_(core), scope_(scope), site_bound_(false), site_id_(0), site_name_(NULL) {}
 
     /** The container of a site for an object that outlives requests (the
-     *  application): it reaches the site's contexts during a call for a
-     *  request of that site (its id and name: a reload may give the id to
-     *  another site), and stores nothing at other times (in
-     *  ApplicationStart and ApplicationStop, or on another thread).
-     *  `site_name` must outlive the container. */
+     *  application): it reaches the site's container during a call for a
+     *  request of that site and during the site's ApplicationStart and
+     *  ApplicationStop (the site is told by its id and name: a reload may
+     *  give the id to another site), and stores nothing at other times (on
+     *  another thread). `site_name` must outlive the container. */
     static Container site_bound(uint32_t site_id, const char *site_name) {
         Container container(NULL, RIIS_SCOPE_SITE);
         container.site_bound_ = true;
@@ -1845,6 +1873,10 @@ public:
 
     IHttpStoredContext *GetModuleContext(HTTP_MODULE_ID moduleId) override {
         UNREFERENCED_PARAMETER(moduleId);
+        if (ApplicationCall *call = application_call()) {
+            return static_cast<IHttpStoredContext *>(
+                api()->global_application_module_context(call->provider));
+        }
         riis_context *ctx = target();
         if (ctx == NULL) {
             return NULL;
@@ -1855,12 +1887,20 @@ public:
     HRESULT SetModuleContext(IHttpStoredContext *pStoredContext,
                              HTTP_MODULE_ID moduleId) override {
         UNREFERENCED_PARAMETER(moduleId);
+        if (pStoredContext == NULL) {
+            return E_INVALIDARG;
+        }
+        if (ApplicationCall *call = application_call()) {
+            std::lock_guard<std::mutex> shared(shared_context_lock());
+            if (api()->global_application_module_context(call->provider) != NULL) {
+                return HRESULT_FROM_WIN32(ERROR_ALREADY_ASSIGNED);
+            }
+            return api()->global_application_set_module_context(
+                call->provider, static_cast<void *>(pStoredContext), &Container::cleanup);
+        }
         riis_context *ctx = target();
         if (ctx == NULL) {
             return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED);
-        }
-        if (pStoredContext == NULL) {
-            return E_INVALIDARG;
         }
         /* Site and connection containers are shared by concurrent requests:
          * the check and the store are one step, or two first requests would
@@ -1894,6 +1934,17 @@ public:
     }
 
 private:
+    /** The ApplicationStart or ApplicationStop call of this container's
+     *  site running on this thread, or NULL. */
+    ApplicationCall *application_call() const {
+        ApplicationCall *call = current_application_call();
+        if (!site_bound_ || call == NULL || call->site_id != site_id_ ||
+            call->site_name == NULL || strcmp(call->site_name, site_name_) != 0) {
+            return NULL;
+        }
+        return call;
+    }
+
     /** The context whose container this is now, or NULL. */
     riis_context *target() const {
         if (!site_bound_) {
@@ -3663,6 +3714,8 @@ private:
             const char *site_name = NULL, *root = NULL;
             uint32_t site_id = 0;
             (void)api()->global_application(p, &site_name, &site_id, &root);
+            ApplicationCall call = {p, site_id, site_name};
+            ApplicationCallScope scope(&call);
             ApplicationProvider provider(Application::of_site(site_id, site_name, root));
             return notification == GL_APPLICATION_START ? m->OnGlobalApplicationStart(&provider)
                                                         : m->OnGlobalApplicationStop(&provider);

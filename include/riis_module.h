@@ -93,7 +93,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 8
+#define RIIS_ABI_MINOR 9
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -803,6 +803,23 @@ typedef struct riis_api {
      *  an access log needs: IIS logs once HTTP.sys has sent the response. */
     riis_hresult (*context_on_response_delivered)(riis_context *context,
                                                   riis_delivered_fn delivered, void *data);
+
+    /* -- since 1.9: the application's container ----------------------------- */
+
+    /** ApplicationStart / ApplicationStop: this module's pointer in the
+     *  site's container, the one its requests reach with
+     *  module_context(context, RIIS_SCOPE_SITE), or NULL. */
+    void *(*global_application_module_context)(riis_global_provider *provider);
+    /** ApplicationStart / ApplicationStop: stores `data` in this module's
+     *  slot of the site's container, as set_module_context does at
+     *  RIIS_SCOPE_SITE: once (a second store fails with
+     *  RIIS_E_ALREADY_ASSIGNED), never NULL, `cleanup` run once when the
+     *  configuration ends and never on failure. IIS modules keep their
+     *  application-wide state there from OnGlobalApplicationStart. A reload
+     *  starts the sites again with empty containers. */
+    riis_hresult (*global_application_set_module_context)(riis_global_provider *provider,
+                                                          void *data,
+                                                          void (*cleanup)(void *data));
 } riis_api;
 
 /** The entry point every module library exports. */

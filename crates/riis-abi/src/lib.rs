@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, c_void};
 /// ABI major version: a module built for another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: modules built for this or an older minor load.
-pub const ABI_MINOR: u32 = 8;
+pub const ABI_MINOR: u32 = 9;
 /// Major in the high 16 bits, minor in the low 16 (`RIIS_ABI_VERSION`).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 /// The `server_version` RegisterModule receives.
@@ -415,6 +415,14 @@ pub struct riis_api {
     // Since 1.8.
     pub context_on_response_delivered:
         unsafe extern "C" fn(Ctx, Option<riis_delivered_fn>, *mut c_void) -> riis_hresult,
+
+    // Since 1.9.
+    pub global_application_module_context: unsafe extern "C" fn(GProv) -> *mut c_void,
+    pub global_application_set_module_context: unsafe extern "C" fn(
+        GProv,
+        *mut c_void,
+        Option<unsafe extern "C" fn(*mut c_void)>,
+    ) -> riis_hresult,
 }
 
 /// `riis_delivered_fn`: told how a response's delivery ended (the

@@ -140,7 +140,9 @@ fn rust_layout() -> Vec<(String, usize)> {
         raise_global_custom_notification_with_flags,
         custom_flags,
         global_custom_flags,
-        context_on_response_delivered
+        context_on_response_delivered,
+        global_application_module_context,
+        global_application_set_module_context
         }
     }
 }
@@ -248,7 +250,7 @@ fn constants_match_the_iis_values() {
     assert_eq!(hr::E_WRONG_THREAD, from_win32(1444)); // ERROR_INVALID_THREAD_ID
     assert_eq!(hr::E_INVALID_STATE, from_win32(5023)); // ERROR_INVALID_STATE
     assert_eq!(hr::E_BUSY, from_win32(170)); // ERROR_BUSY
-    assert_eq!(ABI_VERSION, 0x0001_0008);
+    assert_eq!(ABI_VERSION, 0x0001_0009);
     // EXECUTE_FLAG_* as IIS defines them.
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
     assert_eq!(EXECUTE_FLAG_SAME_URL, 0x10);

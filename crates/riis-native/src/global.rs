@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use riis_abi::{riis_global_module, riis_global_provider};
 use riis_pipeline::{
-    ApplicationInfo, CacheOperation, CustomNotificationProvider, GlobalModule, GlobalNotification,
+    Application, CacheOperation, CustomNotificationProvider, GlobalModule, GlobalNotification,
     GlobalNotificationStatus, HttpContext, RscaQuery, TraceEvent,
 };
 
@@ -25,7 +25,7 @@ thread_local! {
 pub(crate) enum GlobalEvent<'a> {
     Plain,
     PreBeginRequest(&'a Frame),
-    Application(&'a ApplicationInfo),
+    Application(&'a Application<'a>),
     Trace(&'a TraceEvent<'a>),
     Custom(&'a mut dyn CustomNotificationProvider),
     FileChange(&'a Path),
@@ -168,14 +168,14 @@ impl GlobalModule for NativeGlobal {
         status
     }
 
-    fn on_global_application_start(&self, app: &ApplicationInfo) -> GlobalNotificationStatus {
+    fn on_global_application_start(&self, app: &Application<'_>) -> GlobalNotificationStatus {
         self.raise(
             GlobalNotification::ApplicationStart,
             GlobalEvent::Application(app),
         )
     }
 
-    fn on_global_application_stop(&self, app: &ApplicationInfo) -> GlobalNotificationStatus {
+    fn on_global_application_stop(&self, app: &Application<'_>) -> GlobalNotificationStatus {
         self.raise(
             GlobalNotification::ApplicationStop,
             GlobalEvent::Application(app),

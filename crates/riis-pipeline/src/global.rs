@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use riis_notification::{RequestNotification, RequestNotificationStatus};
 
+use crate::context_container::SharedContextContainer;
+use crate::registration::ModuleIndex;
+
 /// A site's application, as ApplicationStart and ApplicationStop describe it
 /// (riis runs one application per site, rooted at `/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +19,65 @@ pub struct ApplicationInfo {
     pub site_name: String,
     /// The physical root folder (`APPL_PHYSICAL_PATH`).
     pub physical_root: PathBuf,
+}
+
+/// A site's application during ApplicationStart and ApplicationStop, as the
+/// called module sees it: the site's description (through `Deref`, so
+/// `app.site_name` reads as on [`ApplicationInfo`]) and the site's module
+/// context container with the module's own slot in it.
+///
+/// IIS modules keep application-wide state in the application's container
+/// from `OnGlobalApplicationStart` and read it in their requests
+/// (`GetApplication()->GetModuleContextContainer()`); here that container is
+/// the one [`HttpContext::site_contexts`](crate::HttpContext::site_contexts)
+/// gives the site's requests, and the module's slot is the index its requests
+/// see as [`HttpContext::current_module`](crate::HttpContext::current_module).
+/// A reload builds new sites with empty containers and raises
+/// ApplicationStart for them; ApplicationStop sees the container of the
+/// sites that stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Application<'a> {
+    info: &'a ApplicationInfo,
+    contexts: &'a SharedContextContainer,
+    module: ModuleIndex,
+}
+
+impl<'a> Application<'a> {
+    /// The application of a site, as `module` is called for it.
+    pub fn new(
+        info: &'a ApplicationInfo,
+        contexts: &'a SharedContextContainer,
+        module: ModuleIndex,
+    ) -> Self {
+        Self {
+            info,
+            contexts,
+            module,
+        }
+    }
+
+    /// Id, name and physical root of the site.
+    pub fn info(&self) -> &'a ApplicationInfo {
+        self.info
+    }
+
+    /// The site's module context container, shared with its requests.
+    pub fn module_contexts(&self) -> &'a SharedContextContainer {
+        self.contexts
+    }
+
+    /// The called module's slot in [`Application::module_contexts`].
+    pub fn module(&self) -> ModuleIndex {
+        self.module
+    }
+}
+
+impl std::ops::Deref for Application<'_> {
+    type Target = ApplicationInfo;
+
+    fn deref(&self) -> &ApplicationInfo {
+        self.info
+    }
 }
 
 /// What happened, in a trace event.

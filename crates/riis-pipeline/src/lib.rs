@@ -74,7 +74,7 @@ pub use execution::{
     E_INVALID_DATA, E_TIMEOUT, YIELD_AFTER,
 };
 pub use global::{
-    ApplicationInfo, CacheOperation, RscaQuery, ServerStatus, TraceEvent, TracePhase,
+    Application, ApplicationInfo, CacheOperation, RscaQuery, ServerStatus, TraceEvent, TracePhase,
 };
 pub use handler::{
     FileSystem, HandlerMapping, MappingFailure, PathPattern, Probe, ResourceInfo, ResourceKind,

@@ -2,7 +2,7 @@
 //! [`GlobalModule`] (IIS's `CGlobalModule`).
 
 use crate::context::HttpContext;
-use crate::global::{ApplicationInfo, CacheOperation, TraceEvent};
+use crate::global::{Application, CacheOperation, TraceEvent};
 use crate::provider::{
     CompletionInfo, CustomNotificationProvider, MapPathProvider, ReadEntityProvider,
     SendResponseProvider,
@@ -275,12 +275,15 @@ pub trait GlobalModule: Send + Sync + 'static {
     fn on_global_pre_begin_request(&self, ctx: &mut HttpContext) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
-    /// `OnGlobalApplicationStart`: a site's application started.
-    fn on_global_application_start(&self, app: &ApplicationInfo) -> GlobalNotificationStatus {
+    /// `OnGlobalApplicationStart`: a site's application started. State the
+    /// module's requests share can be stored in the site's container here
+    /// ([`Application::module_contexts`] at [`Application::module`]).
+    fn on_global_application_start(&self, app: &Application<'_>) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
-    /// `OnGlobalApplicationStop`: a site's application is stopping.
-    fn on_global_application_stop(&self, app: &ApplicationInfo) -> GlobalNotificationStatus {
+    /// `OnGlobalApplicationStop`: a site's application is stopping; its
+    /// container still holds what was stored.
+    fn on_global_application_stop(&self, app: &Application<'_>) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
     /// `OnGlobalStopListening`: the server stopped accepting new connections

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::context_container::SharedContextContainer;
-use crate::global::{ApplicationInfo, TraceEvent};
+use crate::global::{Application, ApplicationInfo, TraceEvent};
 use crate::handler::{FileSystem, HandlerMapping, NoFileSystem, PathPattern, ResourceType};
 use crate::module::ModuleError;
 use crate::provider::CustomNotificationProvider;
@@ -394,13 +394,22 @@ impl Pipeline {
         n: GlobalNotification,
         mut call: impl FnMut(&dyn crate::module::GlobalModule) -> GlobalNotificationStatus,
     ) -> Option<ModuleIndex> {
+        self.raise_global_indexed(n, |_, m| call(m))
+    }
+
+    /// [`Pipeline::raise_global`], telling each call which module it is.
+    fn raise_global_indexed(
+        &self,
+        n: GlobalNotification,
+        mut call: impl FnMut(ModuleIndex, &dyn crate::module::GlobalModule) -> GlobalNotificationStatus,
+    ) -> Option<ModuleIndex> {
         let mut panicked = None;
         for &index in self.global[n.index()].iter() {
             let Some(module) = self.modules[index.get()].global.as_ref() else {
                 continue;
             };
             let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&**module)));
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(index, &**module)));
             match outcome {
                 Ok(GlobalNotificationStatus::Handled) => break,
                 Ok(GlobalNotificationStatus::Continue) => {}
@@ -422,8 +431,8 @@ impl Pipeline {
     /// Raises ApplicationStart for every site.
     pub fn raise_application_start(&self) {
         for site in &self.sites {
-            self.raise_global(GlobalNotification::ApplicationStart, |m| {
-                m.on_global_application_start(&site.info)
+            self.raise_global_indexed(GlobalNotification::ApplicationStart, |index, m| {
+                m.on_global_application_start(&Application::new(&site.info, &site.contexts, index))
             });
         }
     }
@@ -431,8 +440,8 @@ impl Pipeline {
     /// Raises ApplicationStop for every site.
     pub fn raise_application_stop(&self) {
         for site in &self.sites {
-            self.raise_global(GlobalNotification::ApplicationStop, |m| {
-                m.on_global_application_stop(&site.info)
+            self.raise_global_indexed(GlobalNotification::ApplicationStop, |index, m| {
+                m.on_global_application_stop(&Application::new(&site.info, &site.contexts, index))
             });
         }
     }

@@ -6,9 +6,13 @@ mod common;
 
 use common::*;
 use riis_pipeline::http::StatusCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use riis_pipeline::{
-    GlobalModule, GlobalNotification as G, GlobalNotificationStatus, HttpContext,
-    LocationDefinition, Priority, RequestNotification as N, TraceEvent, TracePhase, UrlError,
+    Application, GlobalModule, GlobalNotification as G, GlobalNotificationStatus, HttpContext,
+    HttpModule, LocationDefinition, Priority, RequestNotification as N, TraceEvent, TracePhase,
+    UrlError,
 };
 
 /// A PreBeginRequest module that logs each URL and rewrites `/old…` to `/new…`.
@@ -380,4 +384,69 @@ async fn an_error_status_in_pre_begin_request_ends_a_request_with_nothing_after(
     let refused = get(&pipeline, "/refused").await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert_eq!(get(&pipeline, "/fine").await.body(), "/fine in /");
+}
+
+/// Keeps application state from ApplicationStart, which its requests read
+/// from the site's container, as IIS modules keep theirs in the
+/// application's container.
+struct AppState;
+
+impl GlobalModule for AppState {
+    fn on_global_application_start(&self, app: &Application<'_>) -> GlobalNotificationStatus {
+        let label = format!("{} #{}", app.site_name, app.site_id);
+        app.module_contexts()
+            .set(app.module(), Arc::new((label, AtomicUsize::new(0))));
+        GlobalNotificationStatus::Continue
+    }
+
+    fn on_global_application_stop(&self, app: &Application<'_>) -> GlobalNotificationStatus {
+        let state = app
+            .module_contexts()
+            .get::<(String, AtomicUsize)>(app.module())
+            .expect("ApplicationStop sees what ApplicationStart stored");
+        state.1.store(100, Ordering::SeqCst);
+        GlobalNotificationStatus::Continue
+    }
+}
+
+struct AppStateReader;
+
+impl HttpModule for AppStateReader {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> Status {
+        let me = ctx.current_module().expect("called as a module");
+        let text = match ctx.site_contexts().get::<(String, AtomicUsize)>(me) {
+            Some(state) => format!(
+                "{}: {}",
+                state.0,
+                state.1.fetch_add(1, Ordering::SeqCst) + 1
+            ),
+            None => "no state".to_owned(),
+        };
+        write(ctx, text);
+        Status::FinishRequest
+    }
+}
+
+#[tokio::test]
+async fn application_start_keeps_state_the_sites_requests_read() {
+    let mut t = TestPipeline::new();
+    t.register("AppState", |_, reg, _| {
+        reg.set_request_notifications(
+            || AppStateReader,
+            N::BeginRequest.into(),
+            riis_pipeline::RequestNotifications::NONE,
+        )?;
+        reg.set_global_notifications(AppState, G::ApplicationStart | G::ApplicationStop)
+    });
+    let pipeline = t.build();
+    // Before ApplicationStart the container is empty.
+    assert_eq!(get(&pipeline, "/").await.body(), "no state");
+    pipeline.raise_application_start();
+    let site = pipeline.sites()[0].info().clone();
+    let label = format!("{} #{}", site.site_name, site.site_id);
+    assert_eq!(get(&pipeline, "/").await.body(), format!("{label}: 1"));
+    assert_eq!(get(&pipeline, "/a").await.body(), format!("{label}: 2"));
+    pipeline.raise_application_stop();
+    // ApplicationStop saw the same value (and set it to 100).
+    assert_eq!(get(&pipeline, "/").await.body(), format!("{label}: 101"));
 }

@@ -896,7 +896,7 @@ thread_local! {
     static DEFERRED_DROPS: RefCell<Option<Vec<Stored>>> = const { RefCell::new(None) };
 }
 
-fn with_shared_slots<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_shared_slots<R>(f: impl FnOnce() -> R) -> R {
     let guard = SHARED_SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
     let _ = DEFERRED_DROPS.try_with(|d| *d.borrow_mut() = Some(Vec::new()));
     let result = f();
@@ -907,6 +907,39 @@ fn with_shared_slots<R>(f: impl FnOnce() -> R) -> R {
     drop(guard);
     drop(deferred);
     result
+}
+
+/// The shared value of type `T` behind a slot pointer the server returned.
+/// For a shared scope the caller holds `SHARED_SLOTS` (see
+/// [`with_shared_slots`]); a request's slot only its own call reaches.
+pub(crate) fn shared_in_slot<T: Any + Send + Sync>(slot: *mut c_void) -> Option<Arc<T>> {
+    if slot.is_null() {
+        return None;
+    }
+    // SAFETY: the module's slot holds only `Box<Stored>` pointers (the SDK
+    // owns it), and no other thread can replace (and free) the value before
+    // the `Arc` is cloned (see above).
+    match unsafe { &*slot.cast::<Stored>() } {
+        Stored::Shared(value) => value.clone().downcast::<T>().ok(),
+        Stored::Owned(_) => None,
+    }
+}
+
+/// Hands `value` to the server through `set`, which stores the pointer it
+/// is given with [`drop_stored`] as its cleanup; a value the server refused
+/// is dropped here. Returns `set`'s code.
+pub(crate) fn give_shared(
+    value: Arc<dyn Any + Send + Sync>,
+    set: impl FnOnce(*mut c_void) -> abi::riis_hresult,
+) -> abi::riis_hresult {
+    let data = Box::into_raw(Box::new(Stored::Shared(value)));
+    let code = set(data.cast());
+    if code < 0 {
+        // SAFETY: `data` came from `Box::into_raw` above and the server did
+        // not take it.
+        drop(unsafe { Box::from_raw(data) });
+    }
+    code
 }
 
 /// The cleanup the server runs once for every value the SDK stored.
@@ -1229,21 +1262,9 @@ impl HttpContext {
 
     /// Reads a shared value of this module at `scope`.
     fn shared_value<T: Any + Send + Sync>(&self, scope: ContextScope) -> Option<Arc<T>> {
-        let read = || {
-            let slot = self.slot(scope);
-            if slot.is_null() {
-                return None;
-            }
-            // SAFETY: the module's slot holds only `Box<Stored>` pointers
-            // (the SDK owns it). For connection and site scope the caller
-            // holds `SHARED_SLOTS`, so no other thread can replace (and free)
-            // the value before the `Arc` is cloned; at request scope only
-            // this call reaches the slot.
-            match unsafe { &*slot } {
-                Stored::Shared(value) => value.clone().downcast::<T>().ok(),
-                Stored::Owned(_) => None,
-            }
-        };
+        // At request scope only this call reaches the slot; shared scopes
+        // read under `SHARED_SLOTS`.
+        let read = || shared_in_slot(self.slot(scope).cast());
         if scope == ContextScope::Request {
             read()
         } else {
@@ -1289,31 +1310,21 @@ impl HttpContext {
         // `init` runs outside the lock; the check is repeated under it.
         let value = Arc::new(init());
         let insert = || {
-            let slot = self.slot(scope);
-            if !slot.is_null() {
-                // SAFETY: as in `shared_value`: a `Box<Stored>`, which no
-                // other thread can free while `SHARED_SLOTS` is held.
-                if let Stored::Shared(existing) = unsafe { &*slot } {
-                    if let Ok(existing) = existing.clone().downcast::<T>() {
-                        return Ok(existing);
-                    }
+            if let Some(existing) = shared_in_slot::<T>(self.slot(scope).cast()) {
+                return Ok(existing);
+            }
+            let code = give_shared(value.clone(), |data| {
+                // SAFETY: the context is live; the server owns `data` from
+                // now on and releases it through `drop_stored`.
+                unsafe {
+                    (self.raw.api.set_module_context)(
+                        self.raw.ctx,
+                        scope.raw(),
+                        data,
+                        Some(drop_stored),
+                    )
                 }
-            }
-            let data = Box::into_raw(Box::new(Stored::Shared(value.clone())));
-            // SAFETY: the context is live; the server owns `data` from now
-            // on and releases it through `drop_stored`.
-            let code = unsafe {
-                (self.raw.api.set_module_context)(
-                    self.raw.ctx,
-                    scope.raw(),
-                    data.cast(),
-                    Some(drop_stored),
-                )
-            };
-            if code < 0 {
-                // SAFETY: not stored: still ours.
-                drop(unsafe { Box::from_raw(data) });
-            }
+            });
             ModuleError::check(code, "set_module_context").map(|()| value.clone())
         };
         if scope == ContextScope::Request {

@@ -147,8 +147,8 @@ pub use context::{
 };
 pub use error::ModuleError;
 pub use module::{
-    ApplicationInfo, CacheOperation, CompletedOperation, CompletionInfo, GlobalModule, HttpModule,
-    HttpModuleFactory, TraceEvent, TracePhase,
+    Application, ApplicationInfo, CacheOperation, CompletedOperation, CompletionInfo, GlobalModule,
+    HttpModule, HttpModuleFactory, TraceEvent, TracePhase,
 };
 pub use provider::{
     CustomNotification, MapPathProvider, ReadEntityProvider, RscaQuery, SendFlags,

@@ -5,7 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::context::HttpContext;
+use std::any::Any;
+use std::sync::Arc;
+
+use riis_abi::{riis_api, riis_global_provider};
+
+use crate::context::{drop_stored, give_shared, shared_in_slot, with_shared_slots, HttpContext};
 use crate::error::ModuleError;
 use crate::provider::{
     CustomNotification, MapPathProvider, ReadEntityProvider, RscaQuery, SendResponseProvider,
@@ -279,6 +284,89 @@ pub struct ApplicationInfo {
     pub physical_root: PathBuf,
 }
 
+/// A site's application during ApplicationStart and ApplicationStop: its
+/// description (through `Deref`, so `app.site_name` reads as on
+/// [`ApplicationInfo`]) and this module's slot in the site's container (C ABI
+/// 1.9), where IIS modules keep application-wide state
+/// (`GetApplication()->GetModuleContextContainer()`). The site's requests
+/// read it with [`HttpContext::module_context`] at
+/// [`ContextScope::Site`](crate::ContextScope::Site). A reload starts the
+/// sites again with empty containers.
+pub struct Application<'a> {
+    info: ApplicationInfo,
+    provider: *mut riis_global_provider,
+    api: &'a riis_api,
+}
+
+impl<'a> Application<'a> {
+    /// The application of a global notification's provider.
+    pub(crate) fn new(
+        info: ApplicationInfo,
+        provider: *mut riis_global_provider,
+        api: &'a riis_api,
+    ) -> Self {
+        Self {
+            info,
+            provider,
+            api,
+        }
+    }
+
+    /// Id, name and physical root of the site.
+    pub fn info(&self) -> &ApplicationInfo {
+        &self.info
+    }
+
+    /// This module's value in the site's container, when one of type `T`
+    /// is there.
+    pub fn module_context<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        with_shared_slots(|| {
+            // SAFETY: the provider of the running ApplicationStart or
+            // ApplicationStop call (an `Application` lives only in it).
+            shared_in_slot(unsafe { (self.api.global_application_module_context)(self.provider) })
+        })
+    }
+
+    /// Stores `value` as this module's value in the site's container. One
+    /// is stored once: a second store fails with `ERROR_ALREADY_ASSIGNED`,
+    /// as in IIS. Returns the stored value; use interior mutability to
+    /// change it.
+    pub fn set_module_context<T: Any + Send + Sync>(
+        &self,
+        value: T,
+    ) -> Result<Arc<T>, ModuleError> {
+        let value = Arc::new(value);
+        let code = with_shared_slots(|| {
+            give_shared(value.clone(), |data| {
+                // SAFETY: as in `module_context`; the server owns `data` from
+                // now on and releases it through `drop_stored`.
+                unsafe {
+                    (self.api.global_application_set_module_context)(
+                        self.provider,
+                        data,
+                        Some(drop_stored),
+                    )
+                }
+            })
+        });
+        ModuleError::check(code, "global_application_set_module_context").map(|()| value)
+    }
+}
+
+impl std::ops::Deref for Application<'_> {
+    type Target = ApplicationInfo;
+
+    fn deref(&self) -> &ApplicationInfo {
+        &self.info
+    }
+}
+
+impl std::fmt::Debug for Application<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.info.fmt(f)
+    }
+}
+
 /// What happened, in a trace event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TracePhase {
@@ -343,12 +431,15 @@ pub trait GlobalModule: Send + Sync + 'static {
     fn on_global_pre_begin_request(&self, ctx: &mut HttpContext) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
-    /// `OnGlobalApplicationStart`: a site's application started.
-    fn on_global_application_start(&self, app: &ApplicationInfo) -> GlobalNotificationStatus {
+    /// `OnGlobalApplicationStart`: a site's application started. State the
+    /// module's requests share can be stored in the site's container here
+    /// ([`Application::set_module_context`]).
+    fn on_global_application_start(&self, app: &Application<'_>) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
-    /// `OnGlobalApplicationStop`: a site's application is stopping.
-    fn on_global_application_stop(&self, app: &ApplicationInfo) -> GlobalNotificationStatus {
+    /// `OnGlobalApplicationStop`: a site's application is stopping; its
+    /// container still holds what was stored.
+    fn on_global_application_stop(&self, app: &Application<'_>) -> GlobalNotificationStatus {
         GlobalNotificationStatus::Continue
     }
     /// `OnGlobalStopListening`: the server stopped accepting connections.

@@ -17,7 +17,8 @@ use crate::error::ModuleError;
 use crate::ffi;
 use crate::instance::{FactoryHolder, ModuleInfo};
 use crate::module::{
-    ApplicationInfo, CacheOperation, GlobalModule, HttpModuleFactory, TraceEvent, TracePhase,
+    Application, ApplicationInfo, CacheOperation, GlobalModule, HttpModuleFactory, TraceEvent,
+    TracePhase,
 };
 use crate::provider::{CustomNotification, RscaQuery};
 use riis_notification::{
@@ -463,6 +464,7 @@ fn dispatch_global(
                     .map(ToOwned::to_owned)
                     .unwrap_or_default(),
             };
+            let app = Application::new(app, provider, api);
             if notification == G::ApplicationStart {
                 m.on_global_application_start(&app)
             } else {

@@ -748,6 +748,19 @@ unsafe extern "C" fn global_application(
     }
     OK
 }
+/// The application's container is the site slot the requests reach.
+unsafe extern "C" fn global_application_module_context(_: GProv) -> *mut c_void {
+    // SAFETY: the site scope does not touch the context.
+    unsafe { module_context(std::ptr::null_mut(), abi::SCOPE_SITE) }
+}
+unsafe extern "C" fn global_application_set_module_context(
+    _: GProv,
+    data: *mut c_void,
+    cleanup: Cleanup,
+) -> riis_hresult {
+    // SAFETY: as above.
+    unsafe { set_module_context(std::ptr::null_mut(), abi::SCOPE_SITE, data, cleanup) }
+}
 unsafe extern "C" fn global_file(_: GProv) -> Str {
     c"/srv/www/a.txt".as_ptr()
 }
@@ -963,6 +976,8 @@ static API: riis_api = riis_api {
     custom_flags: no_custom_flags,
     global_custom_flags: no_global_custom_flags,
     context_on_response_delivered: on_response_delivered,
+    global_application_module_context,
+    global_application_set_module_context,
 };
 
 struct SyncServer(riis_server);
@@ -1905,9 +1920,18 @@ impl GlobalModule for Global {
             .is_err());
         GlobalNotificationStatus::Handled
     }
-    fn on_global_application_start(&self, app: &ApplicationInfo) -> GlobalNotificationStatus {
+    fn on_global_application_start(&self, app: &Application<'_>) -> GlobalNotificationStatus {
         assert_eq!(app.site_name, "Default");
         assert_eq!(app.physical_root, std::path::Path::new("/srv/www"));
+        // The application's container: stored once, read back, and the
+        // site slot the requests read.
+        assert!(app.module_context::<AtomicUsize>().is_none());
+        let state = app.set_module_context(AtomicUsize::new(7)).unwrap();
+        let refused = app.set_module_context(AtomicUsize::new(8)).unwrap_err();
+        assert_eq!(refused.hresult, abi::hr::E_ALREADY_ASSIGNED as u32);
+        let read = app.module_context::<AtomicUsize>().unwrap();
+        assert!(Arc::ptr_eq(&state, &read));
+        assert!(app.module_context::<String>().is_none());
         GlobalNotificationStatus::Handled
     }
     fn on_global_trace_event(&self, event: &TraceEvent<'_>) -> GlobalNotificationStatus {
@@ -1986,6 +2010,11 @@ fn global_modules_are_dispatched_and_contained() {
     assert_eq!(s(req.mock().url.as_ptr()), "/rewritten");
     let dummy = std::ptr::dangling_mut::<c_void>();
     assert_eq!(call(0x200, dummy), abi::GLOBAL_HANDLED);
+    // What ApplicationStart stored is what the site's requests read.
+    // SAFETY: the site scope does not touch the context.
+    let slot = unsafe { module_context(std::ptr::null_mut(), abi::SCOPE_SITE) };
+    let site = crate::context::shared_in_slot::<AtomicUsize>(slot).unwrap();
+    assert_eq!(site.load(Ordering::SeqCst), 7);
     assert_eq!(call(0x2000, dummy), abi::GLOBAL_HANDLED);
     assert_eq!(call(0x10, dummy), abi::GLOBAL_HANDLED);
     assert_eq!(call(0x4000, dummy), abi::GLOBAL_HANDLED);

@@ -429,7 +429,7 @@ struct Lifetimes;
 impl riis_pipeline::GlobalModule for Lifetimes {
     fn on_global_application_stop(
         &self,
-        _: &riis_pipeline::ApplicationInfo,
+        _: &riis_pipeline::Application<'_>,
     ) -> riis_pipeline::GlobalNotificationStatus {
         STOPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         riis_pipeline::GlobalNotificationStatus::Continue

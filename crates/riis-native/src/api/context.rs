@@ -7,7 +7,10 @@ use std::ptr;
 use std::sync::Arc;
 
 use riis_abi::{hr, riis_allocator, riis_context, riis_execution_stats, riis_hresult, riis_status};
-use riis_pipeline::{ExecuteFlags, HttpContext, RequestNotificationStatus};
+use riis_pipeline::{
+    Application, ExecuteFlags, HttpContext, ModuleIndex, RequestNotificationStatus,
+    SharedContextContainer,
+};
 
 use super::{context_hr, no_unwind, text, with_context};
 use crate::frame::{
@@ -315,17 +318,53 @@ pub(super) unsafe extern "C" fn set_module_context(
                     return Err(hr::E_INVALIDARG);
                 }
             };
-            let Err(refused) = shared.insert_if_absent(m, Arc::new(stored)) else {
-                return Ok(());
-            };
-            // Not stored: the module keeps ownership, so no cleanup (the
-            // value came back whole: nothing else ever held it).
-            if let Ok(mut refused) = Arc::try_unwrap(refused) {
-                refused.cleanup = None;
-            }
-            Err(hr::E_ALREADY_ASSIGNED)
+            store_shared(shared, m, stored)
         })
     }
+}
+
+/// Stores a module's pointer in a container that concurrent requests share
+/// (a connection's or a site's): only into an empty slot, so a pointer once
+/// read stays valid. On failure the module keeps ownership: no cleanup.
+fn store_shared(
+    shared: &SharedContextContainer,
+    m: ModuleIndex,
+    stored: StoredContext,
+) -> Result<(), riis_hresult> {
+    let Err(refused) = shared.insert_if_absent(m, Arc::new(stored)) else {
+        return Ok(());
+    };
+    // The value came back whole: nothing else ever held it.
+    if let Ok(mut refused) = Arc::try_unwrap(refused) {
+        refused.cleanup = None;
+    }
+    Err(hr::E_ALREADY_ASSIGNED)
+}
+
+/// A module's pointer in a site's container (ApplicationStart and
+/// ApplicationStop), or NULL.
+pub(super) fn site_module_context(app: &Application<'_>) -> *mut c_void {
+    app.module_contexts()
+        .get::<StoredContext>(app.module())
+        .map_or(ptr::null_mut(), |s| s.data)
+}
+
+/// Stores a module's pointer in a site's container, as a request's store at
+/// `RIIS_SCOPE_SITE` does.
+pub(super) fn set_site_module_context(
+    app: &Application<'_>,
+    data: *mut c_void,
+    cleanup: Option<unsafe extern "C" fn(*mut c_void)>,
+) -> Result<(), riis_hresult> {
+    if data.is_null() {
+        return Err(hr::E_INVALIDARG);
+    }
+    let stored = StoredContext {
+        data,
+        cleanup,
+        owner: None,
+    };
+    store_shared(app.module_contexts(), app.module(), stored)
 }
 
 pub(super) unsafe extern "C" fn raise_custom_notification(

@@ -86,6 +86,47 @@ pub(super) unsafe extern "C" fn application(
     }
 }
 
+pub(super) unsafe extern "C" fn application_module_context(
+    p: *mut riis_global_provider,
+) -> *mut c_void {
+    // SAFETY: checked by with_global.
+    unsafe {
+        with_global(
+            "global_application_module_context",
+            p,
+            ptr::null_mut(),
+            |h| match &h.event {
+                GlobalEvent::Application(app) => Some(super::context::site_module_context(app)),
+                _ => None,
+            },
+        )
+    }
+}
+
+pub(super) unsafe extern "C" fn application_set_module_context(
+    p: *mut riis_global_provider,
+    data: *mut c_void,
+    cleanup: Option<unsafe extern "C" fn(*mut c_void)>,
+) -> riis_hresult {
+    // SAFETY: checked by with_global.
+    unsafe {
+        with_global(
+            "global_application_set_module_context",
+            p,
+            hr::E_INVALIDARG,
+            |h| match &h.event {
+                GlobalEvent::Application(app) => Some(
+                    match super::context::set_site_module_context(app, data, cleanup) {
+                        Ok(()) => hr::S_OK,
+                        Err(code) => code,
+                    },
+                ),
+                _ => None,
+            },
+        )
+    }
+}
+
 pub(super) unsafe extern "C" fn file_path(p: *mut riis_global_provider) -> *const c_char {
     // SAFETY: checked by with_global.
     unsafe {

@@ -147,6 +147,8 @@ pub(crate) static API: riis_api = riis_api {
     custom_flags: provider::custom_flags,
     global_custom_flags: global::custom_flags,
     context_on_response_delivered: context::on_response_delivered,
+    global_application_module_context: global::application_module_context,
+    global_application_set_module_context: global::application_set_module_context,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.

@@ -5,7 +5,10 @@
  * - the IHttpModuleRegistrationInfo of RegisterModule, kept in a global for
  *   GetId() and GetName() later;
  * - the IHttpApplication of OnGlobalApplicationStart, kept and compared with
- *   the one a request's context gives.
+ *   the one a request's context gives;
+ * - application state stored in OnGlobalApplicationStart in the
+ *   application's module context container (once: a second store is
+ *   refused), which the site's requests read and count in.
  *
  * GET /kept answers, one fact a line, and a registration call made after
  * RegisterModule is refused with an error HRESULT.
@@ -28,6 +31,20 @@
 static IHttpModuleRegistrationInfo *g_pModuleInfo = NULL;
 static HTTP_MODULE_ID g_registeredId = NULL;
 static IHttpApplication *g_pStartedApplication = NULL;
+static HRESULT g_hrSecondStore = S_OK;
+static BOOL g_fReadBackInStart = FALSE;
+
+/* What ApplicationStart keeps for the application's requests. */
+class CAppState : public IHttpStoredContext
+{
+public:
+    CAppState() : m_requests(0) {}
+    void CleanupStoredContext() { delete this; }
+    LONG Count() { return __sync_add_and_fetch(&m_requests, 1); }
+
+private:
+    volatile LONG m_requests;
+};
 
 static void answer(IHttpContext *pHttpContext, const char *text)
 {
@@ -83,18 +100,24 @@ public:
         }
         char text[1024];
         IHttpApplication *pApplication = pHttpContext->GetApplication();
+        CAppState *pState = static_cast<CAppState *>(
+            pApplication->GetModuleContextContainer()->GetModuleContext(g_pModuleInfo->GetId()));
         /* After RegisterModule, registering is refused, not a crash. */
         HRESULT hrLate = g_pModuleInfo->SetPriorityForRequestNotification(
             RQ_BEGIN_REQUEST, PRIORITY_ALIAS_HIGH);
         snprintf(text, sizeof text,
                  "id kept: %s\nname: %s\nstarted application kept: %s\n"
-                 "same application: %s\napplication id: %s\nlate registration refused: %s\n",
+                 "same application: %s\napplication id: %s\nlate registration refused: %s\n"
+                 "application state: %s, read back in start: %s, second store: 0x%08X, "
+                 "requests counted: %ld\n",
                  g_pModuleInfo->GetId() == g_registeredId ? "yes" : "no",
                  g_pModuleInfo->GetName(),
                  g_pStartedApplication != NULL ? g_pStartedApplication->GetApplicationId() : "none",
                  pApplication == g_pStartedApplication ? "yes" : "no",
                  pApplication->GetApplicationId(),
-                 FAILED(hrLate) ? "yes" : "no");
+                 FAILED(hrLate) ? "yes" : "no", pState != NULL ? "found" : "missing",
+                 g_fReadBackInStart ? "yes" : "no", (unsigned)g_hrSecondStore,
+                 pState != NULL ? (long)pState->Count() : -1L);
         answer(pHttpContext, text);
         return RQ_NOTIFICATION_FINISH_REQUEST;
     }
@@ -143,6 +166,21 @@ public:
     OnGlobalApplicationStart(IN IHttpApplicationStartProvider *pProvider)
     {
         g_pStartedApplication = pProvider->GetApplication();
+        IHttpModuleContextContainer *pContainer =
+            g_pStartedApplication->GetModuleContextContainer();
+        CAppState *pState = new CAppState;
+        if (FAILED(pContainer->SetModuleContext(pState, g_pModuleInfo->GetId())))
+        {
+            delete pState;
+            return GL_NOTIFICATION_CONTINUE;
+        }
+        CAppState *pSecond = new CAppState;
+        g_hrSecondStore = pContainer->SetModuleContext(pSecond, g_pModuleInfo->GetId());
+        if (FAILED(g_hrSecondStore))
+        {
+            delete pSecond;
+        }
+        g_fReadBackInStart = pContainer->GetModuleContext(g_pModuleInfo->GetId()) == pState;
         return GL_NOTIFICATION_CONTINUE;
     }
     void Terminate() { delete this; }
