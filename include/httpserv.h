@@ -493,6 +493,19 @@ inline char (&software_slot())[128] {
 
 inline const riis_api *api() { return api_slot(); }
 
+/** Sets a thread's "current" pointer (`slot`) for the length of a call and
+ *  puts the one before it back after (calls nest). */
+template <typename T, T *&(*slot)()> class ThreadValueScope {
+public:
+    explicit ThreadValueScope(T *value) : previous_(slot()) { slot() = value; }
+    ~ThreadValueScope() { slot() = previous_; }
+
+private:
+    T *previous_;
+    ThreadValueScope(const ThreadValueScope &);
+    ThreadValueScope &operator=(const ThreadValueScope &);
+};
+
 /** The ApplicationStart or ApplicationStop call running on this thread:
  *  its provider and site, so the site's application container reaches the
  *  site's container through the provider (riis_api 1.9). */
@@ -507,19 +520,7 @@ inline ApplicationCall *&current_application_call() {
     return current;
 }
 
-/** Sets current_application_call() for the length of a call. */
-class ApplicationCallScope {
-public:
-    explicit ApplicationCallScope(ApplicationCall *call) : previous_(current_application_call()) {
-        current_application_call() = call;
-    }
-    ~ApplicationCallScope() { current_application_call() = previous_; }
-
-private:
-    ApplicationCall *previous_;
-    ApplicationCallScope(const ApplicationCallScope &);
-    ApplicationCallScope &operator=(const ApplicationCallScope &);
-};
+typedef ThreadValueScope<ApplicationCall, current_application_call> ApplicationCallScope;
 
 /** The request context of the call running on this thread (for the methods
  *  IIS offers without a context, such as IHttpServer::NotifyCustomNotification). */
@@ -528,19 +529,7 @@ inline riis_context *&current_context() {
     return current;
 }
 
-/** Sets current_context() for the length of a call. */
-class CurrentContextScope {
-public:
-    explicit CurrentContextScope(riis_context *ctx) : previous_(current_context()) {
-        current_context() = ctx;
-    }
-    ~CurrentContextScope() { current_context() = previous_; }
-
-private:
-    riis_context *previous_;
-    CurrentContextScope(const CurrentContextScope &);
-    CurrentContextScope &operator=(const CurrentContextScope &);
-};
+typedef ThreadValueScope<riis_context, current_context> CurrentContextScope;
 
 /** A line in the server log, tagged with the module's name (through the
  *  context of the call running on this thread when `ctx` is NULL). */
