@@ -216,15 +216,7 @@ fn allowed_methods(ctx: &HttpContext, allow_trace: bool) -> String {
     } else {
         methods.retain(|m| *m != Method::TRACE);
     }
-    // The common methods in their usual order, then the others as found.
-    let rank = |m: &Method| {
-        COMMON_METHODS
-            .iter()
-            .chain(std::iter::once(&Method::TRACE))
-            .position(|c| c == m)
-            .unwrap_or(usize::MAX)
-    };
-    methods.sort_by_key(rank);
+    methods.sort_by_key(|m| riis_pipeline::allow_rank(m.as_str()));
     methods
         .iter()
         .map(Method::as_str)

@@ -338,7 +338,8 @@ pub(crate) fn needs_probe(handlers: &[HandlerMapping], url_path: &str, method: &
 }
 
 /// The methods the handlers for `url_path` accept, for the `Allow` header of
-/// a 405 (RFC 9110 §15.5.6); `None` when one of them accepts every method.
+/// a 405 (RFC 9110 §15.5.6), in [`allow_rank`] order; `None` when one of
+/// them accepts every method.
 pub(crate) fn allowed_methods(handlers: &[HandlerMapping], url_path: &str) -> Option<String> {
     let mut allowed: Vec<&str> = Vec::new();
     for h in handlers.iter().filter(|h| h.path_matches(url_path)) {
@@ -348,7 +349,22 @@ pub(crate) fn allowed_methods(handlers: &[HandlerMapping], url_path: &str) -> Op
             }
         }
     }
+    allowed.sort_by_key(|m| allow_rank(m));
     Some(allowed.join(", "))
+}
+
+/// Where a method goes in an `Allow` list, so that every answer that lists
+/// methods lists them alike: the common methods in their usual order
+/// (GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE), then the others
+/// in the order found (a stable sort keeps it).
+pub fn allow_rank(method: &str) -> usize {
+    const ORDER: [&str; 8] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE",
+    ];
+    ORDER
+        .iter()
+        .position(|m| *m == method)
+        .unwrap_or(ORDER.len())
 }
 
 /// Chooses the first matching handler. `probe` tells what the physical

@@ -77,8 +77,8 @@ pub use global::{
     Application, ApplicationInfo, CacheOperation, RscaQuery, ServerStatus, TraceEvent, TracePhase,
 };
 pub use handler::{
-    FileSystem, HandlerMapping, MappingFailure, PathPattern, Probe, ResourceInfo, ResourceKind,
-    ResourceType,
+    allow_rank, FileSystem, HandlerMapping, MappingFailure, PathPattern, Probe, ResourceInfo,
+    ResourceKind, ResourceType,
 };
 pub use module::{GlobalModule, HttpModule, HttpModuleFactory, ModuleError};
 pub use pipeline::{

@@ -82,13 +82,24 @@ pub fn check_head<B>(
             "the header fields are larger than limits.max_header_bytes",
         ));
     }
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        // RFC 9110 §4.2.4: userinfo in an http(s) URI is an error (a way
-        // to show one host and name another, `http://good@evil/`).
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "userinfo in the request target's authority",
-        ));
+    if let Some(authority) = uri.authority() {
+        if authority.as_str().contains('@') {
+            // RFC 9110 §4.2.4: userinfo in an http(s) URI is an error (a
+            // way to show one host and name another, `http://good@evil/`).
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "userinfo in the request target's authority",
+            ));
+        }
+        // The absolute form's (or :authority's) host overrides Host and
+        // routes the request: it is held to what Host is (`a:x` is no
+        // host and port; a proxy would have dropped the port).
+        if !valid_host(authority.as_str().as_bytes()) {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "the request target's authority is not a host[:port]",
+            ));
+        }
     }
     let mut hosts = headers.get_all(HOST).iter();
     let refusal = match (hosts.next(), hosts.next()) {
@@ -297,10 +308,13 @@ pub fn parse_error_response(error: &(dyn std::error::Error + 'static)) -> Option
 /// limits), closing it.
 pub fn raw_response(refusal: Refusal) -> Vec<u8> {
     let body = refusal.body();
+    // `Date`: an origin server with a clock sends it on every answer but
+    // 1xx and most 5xx (RFC 9110 §6.6.1), as hyper does on its own.
     format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\nDate: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         refusal.status.as_str(),
         refusal.status.canonical_reason().unwrap_or(""),
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
         body.len()
     )
     .into_bytes()

@@ -105,6 +105,8 @@ fn malformed_requests_get_their_status_and_a_closed_connection() {
         ("Host with path", b"GET /a.txt HTTP/1.1\r\nHost: a/b\r\n\r\n".to_vec(), 400),
         ("Host with bad port", b"GET /a.txt HTTP/1.1\r\nHost: a:x\r\n\r\n".to_vec(), 400),
         ("userinfo in absolute form", b"GET http://u@a/a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("bad port in absolute form", b"GET http://a:x/a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("long port in absolute form", b"GET http://a:99999999999/a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
         ("HTTP/1.0 with two Hosts", b"GET /a.txt HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), 400),
         // Framing (smuggling shapes).
         ("two different Content-Lengths", b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(), 400),
@@ -293,7 +295,12 @@ fn an_endless_request_line_gets_414_not_431() {
     let first = conn.read_response(false);
     assert_eq!((first.status, first.text().as_str()), (200, "alpha"));
     conn.send_raw(format!("GET /{} HTTP/1.1\r\n", "b".repeat(50_000)).as_bytes());
-    assert_eq!(conn.read_response(false).status, 414);
+    let early = conn.read_response(false);
+    assert_eq!(early.status, 414);
+    // The connection layer's own answer dates itself, as hyper's do
+    // (RFC 9110 §6.6.1).
+    let date = early.header("date").expect("a Date on the early 414");
+    assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
     assert!(conn.is_closed());
 
     // Pipelined behind a request, in the same write, shorter than hyper's
