@@ -119,9 +119,15 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
                 owned(format!("{root}/"))
             }
         }
+        // Before MapRequestHandler mapped it, the site's own mapping of the
+        // URL (its root or virtual directory; MapPath modules have not been
+        // asked yet), as IIS answers it in BeginRequest.
         "PATH_TRANSLATED" => {
-            let p = ctx.physical_path.clone()?;
-            owned(p.to_string_lossy().into_owned())
+            let p = match &ctx.physical_path {
+                Some(p) => p.to_string_lossy().into_owned(),
+                None => ctx.site.map_url(req.url()).to_string_lossy().into_owned(),
+            };
+            owned(p)
         }
         // Empty for the anonymous user (a user without a name), as IIS
         // and CGI (RFC 3875 §4.1.1) give it: nobody was authenticated.

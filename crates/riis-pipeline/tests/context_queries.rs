@@ -264,6 +264,7 @@ async fn server_variables_use_the_iis_names() {
             "INSTANCE_ID",
             "INSTANCE_META_PATH",
             "APP_POOL_ID",
+            "PATH_TRANSLATED",
             "my_var",
             "NO_SUCH_VARIABLE",
         ],
@@ -303,6 +304,10 @@ async fn server_variables_use_the_iis_names() {
     assert_eq!(value("INSTANCE_ID").as_deref(), Some("1"));
     assert_eq!(value("INSTANCE_META_PATH").as_deref(), Some("/LM/W3SVC/1"));
     assert_eq!(value("APP_POOL_ID").as_deref(), Some("riis"));
+    // Asked in BeginRequest, before the path is mapped: the site's mapping
+    // of the URL (it was missing).
+    let translated = value("PATH_TRANSLATED").expect("PATH_TRANSLATED before mapping");
+    assert!(translated.ends_with("/a b/page"), "{translated}");
     assert_eq!(value("my_var").as_deref(), Some("set by a module"));
     assert_eq!(value("NO_SUCH_VARIABLE"), None);
 }
