@@ -15,6 +15,7 @@ use riis_pipeline::{
 
 use crate::frame::{Arena, Frame, RunningGuard};
 use crate::module::ModuleShared;
+use crate::registration::Hold;
 
 thread_local! {
     /// The global provider of the global notification running on this thread.
@@ -70,6 +71,8 @@ pub(crate) struct NativeGlobal {
         *mut riis_global_provider,
     ) -> riis_abi::riis_global_status,
     pub(crate) terminate: Option<unsafe extern "C" fn(*mut c_void)>,
+    /// As [`crate::module::NativeFactory::hold`].
+    pub(crate) hold: Option<Arc<Hold>>,
 }
 
 // SAFETY: the ABI requires global modules to be thread-safe; the server only
@@ -111,7 +114,29 @@ impl NativeGlobal {
             user_data: m.user_data,
             on_global_notification,
             terminate,
+            hold: None,
         })
+    }
+
+    /// As [`crate::module::NativeFactory::copy_for`].
+    pub(crate) fn copy_for(&self, shared: Arc<ModuleShared>, hold: Option<Arc<Hold>>) -> Self {
+        Self {
+            shared,
+            user_data: self.user_data,
+            on_global_notification: self.on_global_notification,
+            terminate: self.terminate,
+            hold,
+        }
+    }
+
+    /// The module's `terminate` callback, now.
+    pub(crate) fn terminate_now(&self) {
+        if let Some(terminate) = self.terminate {
+            let _named = crate::frame::ModuleGuard::enter(&self.shared);
+            // SAFETY: the module's terminate callback, once: at shutdown, or
+            // when the last configuration that uses the registration retired.
+            unsafe { terminate(self.user_data) }
+        }
     }
 
     fn raise(
@@ -250,10 +275,9 @@ impl GlobalModule for NativeGlobal {
     }
 
     fn terminate(&self) {
-        if let Some(terminate) = self.terminate {
-            let _named = crate::frame::ModuleGuard::enter(&self.shared);
-            // SAFETY: the module's terminate callback, once, at shutdown.
-            unsafe { terminate(self.user_data) }
+        match &self.hold {
+            Some(hold) => hold.end_part(|| self.terminate_now()),
+            None => self.terminate_now(),
         }
     }
 }

@@ -208,12 +208,16 @@ impl NativeLibrary {
         })
     }
 
-    /// Registers the module through its entry point.
+    /// Registers the module: through its entry point, or, while an earlier
+    /// configuration that lists it (under the same name) is still in use,
+    /// with what its entry point registered then, as IIS calls
+    /// `RegisterModule` once in a worker process (see
+    /// `registration::Registered`).
     pub fn register(
         &self,
         registration: &mut ModuleRegistration<'_>,
-        server: &ServerInfo,
+        _server: &ServerInfo,
     ) -> Result<(), ModuleError> {
-        crate::registration::register_built_for(self.entry, self.abi_minor, registration, server)
+        crate::registration::register_library_module(self.entry, self.abi_minor, registration)
     }
 }

@@ -23,6 +23,7 @@ use riis_pipeline::{
 
 use crate::frame::{EarlySignal, Frame, RunningGuard};
 use crate::provider::{Provider, ProviderHandle};
+use crate::registration::Hold;
 
 /// What every instance and the global module of one native module share.
 pub(crate) struct ModuleShared {
@@ -45,6 +46,9 @@ pub(crate) struct NativeFactory {
         *mut riis_module_instance,
     ) -> riis_abi::riis_hresult,
     pub(crate) terminate: Option<unsafe extern "C" fn(*mut c_void)>,
+    /// The configuration's hold on a library module's registration, which
+    /// later configurations share: its `terminate` ends the hold.
+    pub(crate) hold: Option<Arc<Hold>>,
 }
 
 // SAFETY: the ABI requires factories to be thread-safe (riis_module.h,
@@ -88,7 +92,31 @@ impl NativeFactory {
             user_data: f.user_data,
             get_http_module,
             terminate,
+            hold: None,
         })
+    }
+
+    /// The same factory, for another configuration's pipeline (`hold`), or
+    /// as a registration keeps it (no hold).
+    pub(crate) fn copy_for(&self, shared: Arc<ModuleShared>, hold: Option<Arc<Hold>>) -> Self {
+        Self {
+            shared,
+            user_data: self.user_data,
+            get_http_module: self.get_http_module,
+            terminate: self.terminate,
+            hold,
+        }
+    }
+
+    /// The module's `terminate` callback, now.
+    pub(crate) fn terminate_now(&self) {
+        if let Some(terminate) = self.terminate {
+            let _named = crate::frame::ModuleGuard::enter(&self.shared);
+            // SAFETY: the module's own terminate callback with its user data,
+            // called once: at shutdown, or when the last configuration that
+            // uses the registration retired.
+            unsafe { terminate(self.user_data) }
+        }
     }
 }
 
@@ -178,11 +206,9 @@ impl HttpModuleFactory for NativeFactory {
     }
 
     fn terminate(&self) {
-        if let Some(terminate) = self.terminate {
-            let _named = crate::frame::ModuleGuard::enter(&self.shared);
-            // SAFETY: the module's own terminate callback with its user data,
-            // called once at shutdown.
-            unsafe { terminate(self.user_data) }
+        match &self.hold {
+            Some(hold) => hold.end_part(|| self.terminate_now()),
+            None => self.terminate_now(),
         }
     }
 }

@@ -3,12 +3,17 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_void, CString};
 use std::ptr;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use riis_abi::{riis_register_module_fn, riis_registration, riis_server, SERVER_VERSION};
-use riis_pipeline::{ModuleError, ModuleRegistration, Section, ServerInfo};
+use riis_pipeline::{
+    GlobalNotification, GlobalNotifications, ModuleError, ModuleRegistration, Priority,
+    RequestNotification, RequestNotifications, Section, ServerInfo,
+};
 
-use crate::module::ModuleShared;
+use crate::global::NativeGlobal;
+use crate::module::{ModuleShared, NativeFactory};
 
 thread_local! {
     /// The registration whose entry point is running on this thread.
@@ -22,6 +27,142 @@ pub(crate) struct RegistrationHandle<'a, 'b> {
     pub(crate) sections: RefCell<Vec<Section<toml::Table>>>,
     /// Why a call failed, for the error the server reports.
     pub(crate) failure: RefCell<Option<String>>,
+    /// For a library's module: the configuration's hold on the
+    /// registration, given to the factory and global module it registers.
+    pub(crate) hold: Option<Arc<Hold>>,
+    /// The calls that succeeded, to make them again for later
+    /// configurations ([`Registered`]).
+    pub(crate) recorded: RefCell<Vec<Recorded>>,
+}
+
+impl RegistrationHandle<'_, '_> {
+    /// Keeps a call that succeeded.
+    pub(crate) fn record(&self, call: Recorded) {
+        self.recorded.borrow_mut().push(call);
+    }
+
+    /// A factory or global module holding [`RegistrationHandle::hold`] was
+    /// registered.
+    pub(crate) fn registered_part(&self) {
+        if let Some(hold) = &self.hold {
+            hold.add_part();
+        }
+    }
+}
+
+/// A registration call RegisterModule made, as a later configuration's
+/// pipeline gets it again without a new RegisterModule.
+pub(crate) enum Recorded {
+    Request {
+        factory: NativeFactory,
+        notifications: RequestNotifications,
+        post: RequestNotifications,
+    },
+    RequestPriority(RequestNotification, Priority),
+    PostRequestPriority(RequestNotification, Priority),
+    Global {
+        module: NativeGlobal,
+        notifications: GlobalNotifications,
+    },
+    GlobalPriority(GlobalNotification, Priority),
+    Section(String),
+}
+
+/// What a library module's RegisterModule registered, shared by every
+/// configuration that lists the module while one of them is in use.
+///
+/// IIS calls `RegisterModule` once in a worker process, and `Terminate`
+/// when the process ends; a configuration change recycles the process. A
+/// riis reload keeps the process (and the library, with its globals), so
+/// calling `RegisterModule` again for the new configuration and the old
+/// configuration's `Terminate` after it would free, in the old `Terminate`,
+/// what the new `RegisterModule` had just set up (a work queue in a global:
+/// the next request crashed the server). Instead, a reload whose
+/// configuration lists the same module (the same entry point under the
+/// same name) while an earlier configuration still uses it registers what
+/// the first `RegisterModule` registered, and the module's `Terminate`
+/// callbacks run once, when the last configuration that used the
+/// registration retired (or at shutdown).
+pub(crate) struct Registered {
+    key: (usize, String),
+    calls: Vec<Recorded>,
+}
+
+/// The live registrations, each with how many configurations hold it.
+static REGISTERED: Mutex<Vec<(Arc<Registered>, usize)>> = Mutex::new(Vec::new());
+
+fn registered() -> std::sync::MutexGuard<'static, Vec<(Arc<Registered>, usize)>> {
+    REGISTERED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Registered {
+    /// A configuration no longer holds the registration; after the last,
+    /// the module's `Terminate` callbacks run, in the order they were
+    /// registered.
+    fn release(self: &Arc<Self>) {
+        let last = {
+            let mut live = registered();
+            match live.iter().position(|(r, _)| Arc::ptr_eq(r, self)) {
+                Some(i) => {
+                    live[i].1 -= 1;
+                    if live[i].1 == 0 {
+                        live.swap_remove(i);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => false,
+            }
+        };
+        if !last {
+            return;
+        }
+        for call in &self.calls {
+            match call {
+                Recorded::Request { factory, .. } => factory.terminate_now(),
+                Recorded::Global { module, .. } => module.terminate_now(),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// One configuration's hold on a library module's registration: its
+/// factory and global module each end their part when terminated, and the
+/// last part ends the hold.
+pub(crate) struct Hold {
+    /// Set once RegisterModule succeeded (or a registration was shared).
+    registered: OnceLock<Arc<Registered>>,
+    /// Parts (factory, global module) not terminated yet.
+    parts: AtomicUsize,
+}
+
+impl Hold {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            registered: OnceLock::new(),
+            parts: AtomicUsize::new(0),
+        })
+    }
+
+    /// A factory or global module was registered with this hold.
+    pub(crate) fn add_part(&self) {
+        self.parts.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A part's `terminate`. `own` runs the part's callback at once when
+    /// nothing is shared (its RegisterModule failed).
+    pub(crate) fn end_part(&self, own: impl FnOnce()) {
+        match self.registered.get() {
+            None => own(),
+            Some(registered) => {
+                if self.parts.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    registered.release();
+                }
+            }
+        }
+    }
 }
 
 /// Resolves a registration pointer during RegisterModule.
@@ -59,6 +200,113 @@ static SERVER: StaticServer = StaticServer(riis_server {
     api: &crate::api::API,
 });
 
+/// Registers a library's module: the registration an earlier, still used
+/// configuration made for the same entry point and name, or a new one
+/// through RegisterModule (see [`Registered`]).
+pub(crate) fn register_library_module(
+    entry: riis_register_module_fn,
+    abi_minor: u32,
+    registration: &mut ModuleRegistration<'_>,
+) -> Result<(), ModuleError> {
+    let key = (entry as usize, registration.name().to_owned());
+    let live = registered()
+        .iter_mut()
+        .find(|(r, _)| r.key == key)
+        .map(|(r, users)| {
+            *users += 1;
+            r.clone()
+        });
+    let hold = Hold::new();
+    let Some(live) = live else {
+        let recorded = run_entry_point(entry, abi_minor, registration, Some(hold.clone()))?;
+        let made = Arc::new(Registered {
+            key,
+            calls: recorded,
+        });
+        registered().push((made.clone(), 1));
+        let _ = hold.registered.set(made);
+        return Ok(());
+    };
+    let _ = hold.registered.set(live.clone());
+    let replayed = replay(&live, abi_minor, registration, &hold);
+    if replayed.is_err() && hold.parts.load(Ordering::Acquire) == 0 {
+        // Nothing registered that the server would terminate.
+        live.release();
+    }
+    replayed
+}
+
+/// Makes a registration's calls again for another configuration.
+fn replay(
+    live: &Registered,
+    abi_minor: u32,
+    registration: &mut ModuleRegistration<'_>,
+    hold: &Arc<Hold>,
+) -> Result<(), ModuleError> {
+    let shared = module_shared(registration, abi_minor)?;
+    let mut sections = Vec::new();
+    for call in &live.calls {
+        match call {
+            Recorded::Request {
+                factory,
+                notifications,
+                post,
+            } => {
+                hold.add_part();
+                registration.set_request_notifications_boxed(
+                    Box::new(factory.copy_for(shared.clone(), Some(hold.clone()))),
+                    *notifications,
+                    *post,
+                )?;
+            }
+            Recorded::RequestPriority(n, p) => {
+                registration.set_priority_for_request_notification(*n, *p)
+            }
+            Recorded::PostRequestPriority(n, p) => {
+                registration.set_priority_for_post_request_notification(*n, *p)?
+            }
+            Recorded::Global {
+                module,
+                notifications,
+            } => {
+                hold.add_part();
+                registration.set_global_notifications_arc(
+                    Arc::new(module.copy_for(shared.clone(), Some(hold.clone()))),
+                    *notifications,
+                )?;
+            }
+            Recorded::GlobalPriority(n, p) => {
+                registration.set_priority_for_global_notification(*n, *p)
+            }
+            Recorded::Section(name) => {
+                sections.push(registration.declare_section::<toml::Table>(name)?)
+            }
+        }
+    }
+    let _ = shared.sections.set(sections);
+    Ok(())
+}
+
+/// What the objects of a module in one configuration share.
+fn module_shared(
+    registration: &ModuleRegistration<'_>,
+    abi_minor: u32,
+) -> Result<Arc<ModuleShared>, ModuleError> {
+    let name = registration.name().to_owned();
+    Ok(Arc::new(ModuleShared {
+        index: registration.id(),
+        name_c: CString::new(name.clone()).map_err(|_| {
+            ModuleError::with_hresult(
+                "the module name holds a NUL byte",
+                ModuleError::E_INVALIDARG,
+            )
+        })?,
+        name,
+        sections: OnceLock::new(),
+        abi_minor,
+    }))
+}
+
 /// Registers a module through a C-ABI entry point: one loaded from a library
 /// ([`crate::NativeLibrary`]) or compiled into the program (a Rust SDK
 /// module's `module_entry!`, a C module linked statically).
@@ -77,24 +325,24 @@ pub(crate) fn register_built_for(
     registration: &mut ModuleRegistration<'_>,
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
-    let name = registration.name().to_owned();
-    let shared = Arc::new(ModuleShared {
-        index: registration.id(),
-        name_c: CString::new(name.clone()).map_err(|_| {
-            ModuleError::with_hresult(
-                "the module name holds a NUL byte",
-                ModuleError::E_INVALIDARG,
-            )
-        })?,
-        name,
-        sections: OnceLock::new(),
-        abi_minor,
-    });
+    run_entry_point(entry, abi_minor, registration, None).map(drop)
+}
+
+/// Calls the entry point; what it registered, on success.
+fn run_entry_point(
+    entry: riis_register_module_fn,
+    abi_minor: u32,
+    registration: &mut ModuleRegistration<'_>,
+    hold: Option<Arc<Hold>>,
+) -> Result<Vec<Recorded>, ModuleError> {
+    let shared = module_shared(registration, abi_minor)?;
     let mut handle = RegistrationHandle {
         registration,
         shared: shared.clone(),
         sections: RefCell::new(Vec::new()),
         failure: RefCell::new(None),
+        hold,
+        recorded: RefCell::new(Vec::new()),
     };
     let p: *mut riis_registration = (&mut handle as *mut RegistrationHandle<'_, '_>).cast();
     let previous = RUNNING_REGISTRATION.with(|r| r.replace(p.cast_const().cast()));
@@ -117,5 +365,5 @@ pub(crate) fn register_built_for(
             result as u32,
         ));
     }
-    Ok(())
+    Ok(handle.recorded.into_inner())
 }

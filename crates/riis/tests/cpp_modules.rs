@@ -524,3 +524,94 @@ fn the_c_runtime_shims_behave_as_documented() {
     // Fails the test when `cc` refuses it (warnings are errors).
     let _ = common::compile_shared("cc", &[c.as_path()], &library, &["-std=c11"]);
 }
+
+/// A reload keeps the registration a library's module made while a
+/// configuration still uses it, as IIS calls RegisterModule once in a
+/// worker process: a module whose RegisterModule makes process-wide state
+/// and whose Terminate frees it (the usual IIS shape) keeps working across
+/// reloads (the first request after a reload crashed the server: the old
+/// configuration's Terminate freed what the new RegisterModule had made).
+/// Terminate runs when the last configuration that used the registration
+/// retired, and a configuration that lists the module after that registers
+/// it anew.
+#[test]
+fn a_reload_keeps_the_registration_of_a_module_in_use() {
+    let dir = TempDir::new("cpp-reload");
+    let events = dir.path().join("events.log");
+    let define = format!("-DEVENTS_LOG=\"{}\"", events.display());
+    let source = repo().join("crates/riis/tests/native/process_state.cpp");
+    let built = common::compile_shared(
+        "g++",
+        &[source.as_path()],
+        &dir.path().join("libmodule.so"),
+        &["-std=c++11", &define],
+    );
+    if built.is_none() {
+        return;
+    }
+    dir.write("www/hello.txt", "static hello\n");
+    let with_module = |listed: bool| {
+        let module = if listed {
+            "[[global_modules]]\nname = \"State\"\nimage = \"libmodule.so\"\n\
+             [[modules]]\nname = \"State\"\n"
+        } else {
+            ""
+        };
+        write_config(
+            &dir,
+            &dir.path().join("www"),
+            &format!(
+                "[server]\npid_file = \"riis.pid\"\n{module}\
+                 [[modules]]\nname = \"StaticFile\"\n\
+                 [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n"
+            ),
+        )
+    };
+    let config = with_module(true);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let reload = |config: &Path| {
+        let out = common::riis_reload(config);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let log = || std::fs::read_to_string(&events).unwrap_or_default();
+    assert_eq!(get(server.addr, "/state").text(), "served 1\n");
+    // The same module in the next configuration: the registration is kept
+    // (one RegisterModule in all), and so is its state.
+    reload(&config);
+    assert_eq!(get(server.addr, "/state").text(), "served 2\n");
+    reload(&config);
+    assert_eq!(get(server.addr, "/state").text(), "served 3\n");
+    assert_eq!(get(server.addr, "/hello.txt").text(), "static hello\n");
+    // (`riis reload` checks the file in a process of its own first, which
+    // registers and terminates there: its lines are in the log too, before
+    // the server's.)
+    // A configuration without the module: the old one retires once its
+    // requests are done, and the module's Terminate runs then, once.
+    let without = with_module(false);
+    reload(&without);
+    assert_eq!(get(server.addr, "/state").status, 404);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !log().ends_with("terminate factory\nterminate global\n") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retired configuration's module was not terminated:\n{}",
+            log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Listed again: registered anew, with new state.
+    let config = with_module(true);
+    reload(&config);
+    assert_eq!(get(server.addr, "/state").text(), "served 1\n");
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        log().ends_with("register\nterminate factory\nterminate global\n"),
+        "{}",
+        log()
+    );
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Connection, RunningBinary, TempDir};
+use common::{riis_reload, Connection, RunningBinary, TempDir};
 
 fn config_text(root: &std::path::Path, generation: u32) -> String {
     format!(
@@ -33,13 +33,6 @@ bindings = ["127.0.0.1:0"]
 "#,
         root.display()
     )
-}
-
-fn riis_reload(config: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_riis"))
-        .args(["reload", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use riis_pipeline::{
 use super::{no_unwind, text};
 use crate::global::NativeGlobal;
 use crate::module::NativeFactory;
-use crate::registration::{resolve_registration, RegistrationHandle};
+use crate::registration::{resolve_registration, Recorded, RegistrationHandle};
 
 /// Runs `body` with the registration behind `p`, recording why it failed.
 ///
@@ -83,14 +83,21 @@ pub(super) unsafe extern "C" fn set_request_notifications(
             }
             let factory = NativeFactory::from_raw(Arc::clone(&handle.shared), factory)
                 .map_err(|why| (hr::E_INVALIDARG, why.to_owned()))?;
+            let kept = factory.copy_for(Arc::clone(&handle.shared), None);
+            let held = factory.copy_for(Arc::clone(&handle.shared), handle.hold.clone());
+            let notifications = RequestNotifications::from_bits_truncate(notifications);
+            let post = RequestNotifications::from_bits_truncate(post_notifications);
             handle
                 .registration
-                .set_request_notifications_boxed(
-                    Box::new(factory),
-                    RequestNotifications::from_bits_truncate(notifications),
-                    RequestNotifications::from_bits_truncate(post_notifications),
-                )
-                .map_err(|e| (e.hresult as i32, e.message))
+                .set_request_notifications_boxed(Box::new(held), notifications, post)
+                .map_err(|e| (e.hresult as i32, e.message))?;
+            handle.registered_part();
+            handle.record(Recorded::Request {
+                factory: kept,
+                notifications,
+                post,
+            });
+            Ok(())
         })
     }
 }
@@ -109,6 +116,7 @@ pub(super) unsafe extern "C" fn set_priority_for_request_notification(
             handle
                 .registration
                 .set_priority_for_request_notification(n, priority);
+            handle.record(Recorded::RequestPriority(n, priority));
             Ok(())
         })
     }
@@ -127,7 +135,9 @@ pub(super) unsafe extern "C" fn set_priority_for_post_request_notification(
             handle
                 .registration
                 .set_priority_for_post_request_notification(n, priority)
-                .map_err(|e| (e.hresult as i32, e.message))
+                .map_err(|e| (e.hresult as i32, e.message))?;
+            handle.record(Recorded::PostRequestPriority(n, priority));
+            Ok(())
         })
     }
 }
@@ -162,13 +172,19 @@ pub(super) unsafe extern "C" fn set_global_notifications(
             }
             let global = NativeGlobal::from_raw(Arc::clone(&handle.shared), module)
                 .map_err(|why| (hr::E_INVALIDARG, why.to_owned()))?;
+            let kept = global.copy_for(Arc::clone(&handle.shared), None);
+            let held = global.copy_for(Arc::clone(&handle.shared), handle.hold.clone());
+            let notifications = GlobalNotifications::from_bits_truncate(notifications);
             handle
                 .registration
-                .set_global_notifications_arc(
-                    Arc::new(global),
-                    GlobalNotifications::from_bits_truncate(notifications),
-                )
-                .map_err(|e| (e.hresult as i32, e.message))
+                .set_global_notifications_arc(Arc::new(held), notifications)
+                .map_err(|e| (e.hresult as i32, e.message))?;
+            handle.registered_part();
+            handle.record(Recorded::Global {
+                module: kept,
+                notifications,
+            });
+            Ok(())
         })
     }
 }
@@ -186,6 +202,7 @@ pub(super) unsafe extern "C" fn set_priority_for_global_notification(
             handle
                 .registration
                 .set_priority_for_global_notification(n, priority);
+            handle.record(Recorded::GlobalPriority(n, priority));
             Ok(())
         })
     }
@@ -234,6 +251,8 @@ pub(super) unsafe extern "C" fn declare_section(
             let mut sections = handle.sections.borrow_mut();
             *section = sections.len() as u32;
             sections.push(declared);
+            drop(sections);
+            handle.record(Recorded::Section(name.to_owned()));
             Ok(())
         })
     }

@@ -350,6 +350,16 @@ pub fn get(addr: SocketAddr, path: &str) -> Response {
 }
 
 /// Writes a configuration file whose site root is `root`.
+/// `riis reload --config CONFIG`: checks the file, then signals the server
+/// its `pid_file` names.
+#[allow(dead_code)]
+pub fn riis_reload(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["reload", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
 pub fn write_config(dir: &TempDir, root: &Path, body: &str) -> PathBuf {
     let text = format!(
         "{body}\n[[sites]]\nname = \"Test\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
