@@ -90,7 +90,8 @@
  *     EXECUTE_FLAG_* values,
  *     BUFFER_RESPONSE, DISABLE_CUSTOM_ERROR and SAME_URL are honoured.
  *     CloneContext copies method, URL, headers and user whatever the
- *     CLONE_FLAG_* values.
+ *     CLONE_FLAG_* values, but for CLONE_FLAG_NO_PRECONDITION, which leaves
+ *     the If-* and Range headers out.
  *   - After IHttpContext3::EnableFullDuplex, a ReadEntityBody stays under
  *     way while the module writes, flushes (asynchronously) and is woken by
  *     PostCompletion from its own thread; each completes on its own, and
@@ -284,8 +285,8 @@ enum CACHE_OPERATION {
 /** A module's identity (IHttpModuleRegistrationInfo::GetId). */
 typedef VOID *HTTP_MODULE_ID;
 
-/* CloneContext flags (accepted; riis always copies method, URL, headers and
- * user). */
+/* CloneContext flags. riis always copies method, URL, headers and user;
+ * NO_PRECONDITION leaves the If-* and Range headers out of the clone. */
 #define CLONE_FLAG_BASICS 0x01
 #define CLONE_FLAG_HEADERS 0x02
 #define CLONE_FLAG_ENTITY 0x04
@@ -293,8 +294,8 @@ typedef VOID *HTTP_MODULE_ID;
 #define CLONE_FLAG_NO_DAV 0x10
 
 /* ExecuteRequest flags, with the IIS values (riis's RIIS_EXECUTE_FLAG_* use
- * the same bits). DISABLE_CUSTOM_ERROR, SAME_URL and BUFFER_RESPONSE are
- * honoured; the others are ignored. */
+ * the same bits). NO_HEADERS, DISABLE_CUSTOM_ERROR, SAME_URL and
+ * BUFFER_RESPONSE are honoured; the others are ignored. */
 #define EXECUTE_FLAG_NONE 0x00
 #define EXECUTE_FLAG_NO_HEADERS 0x01
 #define EXECUTE_FLAG_IGNORE_CURRENT_INTERCEPTOR 0x02
@@ -2731,6 +2732,9 @@ public:
         if (dwExecuteFlags & EXECUTE_FLAG_SAME_URL) {
             flags |= RIIS_EXECUTE_FLAG_SAME_URL;
         }
+        if (dwExecuteFlags & EXECUTE_FLAG_NO_HEADERS) {
+            flags |= RIIS_EXECUTE_FLAG_NO_HEADERS;
+        }
         if (pHttpUser != NULL) {
             /* The child runs as this user, without authentication. */
             PCSTR name = pHttpUser->GetUserName();
@@ -2849,7 +2853,6 @@ public:
     }
 
     HRESULT CloneContext(DWORD dwCloneFlags, IHttpContext **ppHttpContext) override {
-        UNREFERENCED_PARAMETER(dwCloneFlags);
         if (ppHttpContext == NULL) {
             return E_INVALIDARG;
         }
@@ -2857,6 +2860,16 @@ public:
         riis_context *child = api()->context_clone(core_.ctx);
         if (child == NULL) {
             return E_FAIL;
+        }
+        if (dwCloneFlags & CLONE_FLAG_NO_PRECONDITION) {
+            /* The child answers whole and fresh: an include must not come
+             * back as the client's 304 or 206 of another resource. */
+            static const char *const preconditions[] = {
+                "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
+                "If-Range", "Range"};
+            for (size_t i = 0; i < sizeof preconditions / sizeof preconditions[0]; i++) {
+                (void)api()->request_delete_header(child, preconditions[i]);
+            }
         }
         Context *clone = new (std::nothrow) Context(child, this);
         if (clone == NULL) {

@@ -344,6 +344,11 @@ typedef struct riis_data_chunk {
 #define RIIS_EXECUTE_FLAG_DISABLE_CUSTOM_ERROR 0x00000008u
 #define RIIS_EXECUTE_FLAG_SAME_URL 0x00000010u
 #define RIIS_EXECUTE_FLAG_BUFFER_RESPONSE 0x00000020u
+/** Since 1.9: only the child's entity goes into the response; its status,
+ *  error and headers do not (the parent's are what is sent, and what the
+ *  response holds again after the child). A clone's status after the child
+ *  completed is still the child's (response_status on the clone). */
+#define RIIS_EXECUTE_FLAG_NO_HEADERS 0x00000001u
 /** Since 1.2, riis's own: the child runs as the user set on the clone with
  *  set_user, and its AuthenticateRequest (and PostAuthenticateRequest) are
  *  skipped, as IIS does for ExecuteRequest given pHttpUser. Without a user

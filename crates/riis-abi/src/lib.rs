@@ -73,6 +73,8 @@ pub const SEND_FLAG_MORE_DATA: u32 = 0x2;
 pub const EXECUTE_FLAG_DISABLE_CUSTOM_ERROR: u32 = 0x08;
 pub const EXECUTE_FLAG_SAME_URL: u32 = 0x10;
 pub const EXECUTE_FLAG_BUFFER_RESPONSE: u32 = 0x20;
+/// Since 1.9: the child's entity alone goes into the response.
+pub const EXECUTE_FLAG_NO_HEADERS: u32 = 0x01;
 /// Since 1.2, riis's own: the child runs as the user set on the clone and
 /// skips authentication (IIS's `pHttpUser`).
 pub const EXECUTE_FLAG_AS_USER: u32 = 0x1_0000;

@@ -255,4 +255,5 @@ fn constants_match_the_iis_values() {
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
     assert_eq!(EXECUTE_FLAG_SAME_URL, 0x10);
     assert_eq!(EXECUTE_FLAG_BUFFER_RESPONSE, 0x20);
+    assert_eq!(EXECUTE_FLAG_NO_HEADERS, 0x01);
 }

@@ -616,13 +616,17 @@ impl HttpModule for NativeModule {
     }
 }
 
-/// Notes, on each clone executed since, the status its child ended with: at
-/// the child's completion the shared response still holds it.
+/// Notes, on each clone executed since, the status its child ended with
+/// (the engine's note of it: the shared response holds the parent's again
+/// after a child without headers).
 fn note_finished_children(frame: &Frame, ctx: &HttpContext) {
     let Ok(clones) = frame.clones.try_borrow() else {
         return;
     };
-    let status = (ctx.response().status().as_u16(), ctx.response().substatus());
+    let Some((status, substatus)) = ctx.child_status() else {
+        return;
+    };
+    let status = (status.as_u16(), substatus);
     for clone in clones.iter() {
         let executed = clone.context.try_borrow().is_ok_and(|c| c.is_none());
         if executed && clone.finished.get().is_none() {

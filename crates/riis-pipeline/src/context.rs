@@ -32,6 +32,13 @@ pub struct ExecuteFlags {
     /// `EXECUTE_FLAG_SAME_URL`: allow the child to have the parent's URL
     /// (refused otherwise, as it usually means endless recursion).
     pub same_url: bool,
+    /// `EXECUTE_FLAG_NO_HEADERS`: only the child's entity goes into the
+    /// response: the status, error and headers are the parent's again when
+    /// the child ends, and are what a send during the child sends (an
+    /// include that must not turn the page into the included file's 304,
+    /// 206 or `text/plain`). [`HttpContext::child_status`] still tells how
+    /// the child ended.
+    pub no_headers: bool,
 }
 
 /// An asynchronous operation a module started during a call; the engine
@@ -192,6 +199,9 @@ pub struct HttpContext {
     /// always in child requests).
     pub(crate) client_location: u32,
     pub(crate) execute_flags: ExecuteFlags,
+    /// How the last child request this request ran ended (status,
+    /// substatus); see [`HttpContext::child_status`].
+    pub(crate) child_status: Option<(http::StatusCode, u16)>,
     pub(crate) skip_authentication: bool,
     pub(crate) server_variables: Vec<(Box<str>, String)>,
     pub(crate) request_id: u64,
@@ -258,6 +268,7 @@ impl HttpContext {
             depth: 0,
             client_location: NOT_REWRITTEN,
             execute_flags: ExecuteFlags::default(),
+            child_status: None,
             skip_authentication: false,
             server_variables: Vec::new(),
             request_id,
@@ -1339,6 +1350,14 @@ impl HttpContext {
     /// The flags the request was executed with (child requests).
     pub fn execute_flags(&self) -> ExecuteFlags {
         self.execute_flags
+    }
+
+    /// The status and substatus the last child request this request ran
+    /// ([`HttpContext::execute_request`]) ended with, once it completed;
+    /// with [`ExecuteFlags::no_headers`] too, where the response's own
+    /// status is the parent's again.
+    pub fn child_status(&self) -> Option<(http::StatusCode, u16)> {
+        self.child_status
     }
 
     /// `GetServerVariable`, under the IIS names.

@@ -53,7 +53,7 @@ use crate::provider::{
     CompletedOperation, CompletionInfo, ReadEntityProvider, SendFlags, SendResponseProvider,
 };
 use crate::registration::ModuleIndex;
-use crate::response::{EntityChunk, HttpResponse};
+use crate::response::{EntityChunk, HttpResponse, KeptHead};
 use riis_notification::{
     GlobalNotification, RequestNotification as N, RequestNotificationStatus as Status,
 };
@@ -404,6 +404,12 @@ struct Frame {
     /// A child's: the response's entity floor in the request it runs
     /// inside, given back when it ends (see `HttpResponse::entity_floor`).
     outer_entity_floor: usize,
+    /// A child's run with `no_headers`: the head of the response it runs
+    /// inside, put back when it ends or before a send during it.
+    kept_head: Option<Box<KeptHead>>,
+    /// Such a child's own status and substatus, when a send put the
+    /// parent's head back before it ended.
+    own_status: Option<(StatusCode, u16)>,
 }
 
 impl Frame {
@@ -417,6 +423,8 @@ impl Frame {
             phase: Phase::Run,
             buffered,
             outer_entity_floor: 0,
+            kept_head: None,
+            own_status: None,
         }
     }
 
@@ -1355,8 +1363,12 @@ impl RequestExecution {
                         child.response.chunks.len(),
                     );
                     let buffered = frame.buffered || child.execute_flags.buffer_response;
+                    let kept_head = (child.execute_flags.no_headers
+                        && !child.response.headers_sent)
+                        .then(|| Box::new(child.response.keep_head()));
                     let mut child = Frame::new(*child, buffered);
                     child.outer_entity_floor = outer_entity_floor;
+                    child.kept_head = kept_head;
                     self.frames.push(child);
                     return None;
                 }
@@ -1533,6 +1545,13 @@ impl RequestExecution {
         // A direct child's last send is not the end of the client's response.
         let is_final = is_final && top == 0;
         let ctx = &mut frame.ctx;
+        if let Some(kept) = frame.kept_head.take() {
+            // A child without headers sends its parent's head.
+            if !ctx.response.headers_sent {
+                frame.own_status = Some((ctx.response.status, ctx.response.substatus));
+                ctx.response.restore_head(*kept);
+            }
+        }
         if !ctx.response.headers_sent {
             if let Some(server) = &pipeline.settings.server_header {
                 // One lookup: a module's own Server header stays. A map a
@@ -1684,8 +1703,18 @@ impl RequestExecution {
         let top = self.frames.len() - 1;
         let parent = &mut self.frames[top];
         let produced = child.ctx.response.total_buffered_len() + child.ctx.response.bytes_sent;
+        parent.ctx.child_status = Some(
+            child
+                .own_status
+                .unwrap_or((child.ctx.response.status, child.ctx.response.substatus)),
+        );
         parent.ctx.response = std::mem::replace(&mut child.ctx.response, HttpResponse::new());
         let response = &mut parent.ctx.response;
+        if let Some(kept) = child.kept_head.take() {
+            if !response.headers_sent {
+                response.restore_head(*kept);
+            }
+        }
         // A send during the child took the parent's unsent output with it
         // (and set the floor to zero): nothing of the parent's is left.
         if response.entity_floor != 0 {

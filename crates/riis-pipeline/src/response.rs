@@ -204,7 +204,40 @@ pub struct HttpResponse {
     pub(crate) current: (Option<crate::ModuleIndex>, &'static str),
 }
 
+/// A response's status line, error and headers, set aside while a child
+/// request that must not change them runs (`EXECUTE_FLAG_NO_HEADERS`).
+#[derive(Debug)]
+pub(crate) struct KeptHead {
+    status: StatusCode,
+    reason: Option<Cow<'static, str>>,
+    substatus: u16,
+    error: Option<ResponseError>,
+    error_description: Option<String>,
+    headers: HeaderMap,
+}
+
 impl HttpResponse {
+    /// A copy of the head, to put back with [`HttpResponse::restore_head`].
+    pub(crate) fn keep_head(&self) -> KeptHead {
+        KeptHead {
+            status: self.status,
+            reason: self.reason.clone(),
+            substatus: self.substatus,
+            error: self.error.clone(),
+            error_description: self.error_description.clone(),
+            headers: self.headers.clone(),
+        }
+    }
+
+    /// Puts a kept head back; the entity stays as it is.
+    pub(crate) fn restore_head(&mut self, kept: KeptHead) {
+        self.status = kept.status;
+        self.reason = kept.reason;
+        self.substatus = kept.substatus;
+        self.error = kept.error;
+        self.error_description = kept.error_description;
+        self.headers = kept.headers;
+    }
     /// An untouched response that flushes by itself once more than `limit`
     /// bytes of memory entity are buffered.
     pub(crate) fn with_buffer_limit(limit: usize) -> Self {

@@ -576,3 +576,79 @@ async fn after_a_childs_flush_nothing_buffered_is_kept_from_a_clear() {
         ]
     );
 }
+
+/// `EXECUTE_FLAG_NO_HEADERS`: only the child's entity goes into the page.
+/// The parent's status and headers stay (the included file's 404 and
+/// `text/plain` do not replace the page's), whether the child's output is
+/// buffered or sent as it ends, and the parent still learns how the child
+/// ended.
+#[tokio::test]
+async fn a_child_without_headers_adds_its_entity_alone() {
+    for buffer_response in [true, false] {
+        let log = Log::new();
+        let mut t = TestPipeline::new();
+        {
+            let log = log.clone();
+            t.module(
+                "Include",
+                Registration::events(N::ExecuteRequestHandler),
+                script(move |ctx, call| match call {
+                    Call::AsyncCompletion { .. } => {
+                        let (status, substatus) = ctx.child_status().expect("the child ended");
+                        log.push(format!("child ended {}.{substatus}", status.as_u16()));
+                        write(ctx, ":post");
+                        Status::Continue
+                    }
+                    _ => {
+                        set_header(ctx, "content-type", "text/html");
+                        set_header(ctx, "x-page", "kept");
+                        write(ctx, "pre:");
+                        let mut child = ctx.clone_context().unwrap();
+                        child.request_mut().set_url("/child").unwrap();
+                        let flags = ExecuteFlags {
+                            buffer_response,
+                            no_headers: true,
+                            ..ExecuteFlags::default()
+                        };
+                        ctx.execute_request(child, flags).unwrap();
+                        Status::Pending
+                    }
+                }),
+            );
+        }
+        t.module(
+            "ChildHandler",
+            Registration::events(N::ExecuteRequestHandler),
+            script(|ctx, _| {
+                ctx.response_mut()
+                    .set_status(StatusCode::NOT_FOUND, "Not Found");
+                set_header(ctx, "content-type", "text/plain");
+                set_header(ctx, "x-child", "1");
+                write(ctx, "child");
+                Status::Continue
+            }),
+        );
+        t.handler(handler(
+            "Child",
+            "/child",
+            &["*"],
+            "Unspecified",
+            &["ChildHandler"],
+        ))
+        .handler(catch_all(&["Include"]));
+        let pipeline = t.build();
+
+        let outcome = get(&pipeline, "/page").await;
+
+        assert_eq!(
+            outcome.status(),
+            StatusCode::OK,
+            "buffered {buffer_response}"
+        );
+        assert_eq!(outcome.header("content-type"), Some("text/html"));
+        assert_eq!(outcome.header("x-page"), Some("kept"));
+        assert_eq!(outcome.header("x-child"), None);
+        assert_eq!(outcome.body(), "pre:child:post");
+        assert_eq!(log.entries(), ["child ended 404.0"]);
+    }
+}

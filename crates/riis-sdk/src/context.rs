@@ -92,6 +92,9 @@ pub struct ExecuteFlags {
     pub disable_custom_error: bool,
     /// `RIIS_EXECUTE_FLAG_SAME_URL`: allow the child to have the parent's URL.
     pub same_url: bool,
+    /// `RIIS_EXECUTE_FLAG_NO_HEADERS` (ABI 1.9): only the child's entity
+    /// goes into the response; the status and headers stay the parent's.
+    pub no_headers: bool,
 }
 
 impl ExecuteFlags {
@@ -106,6 +109,9 @@ impl ExecuteFlags {
         }
         if self.same_url {
             bits |= abi::EXECUTE_FLAG_SAME_URL;
+        }
+        if self.no_headers {
+            bits |= abi::EXECUTE_FLAG_NO_HEADERS;
         }
         bits
     }

@@ -1185,8 +1185,9 @@ fn statuses_and_constants_match_the_abi() {
         buffer_response: true,
         disable_custom_error: true,
         same_url: true,
+        no_headers: true,
     };
-    assert_eq!(execute.bits(), 0x38);
+    assert_eq!(execute.bits(), 0x39);
     for p in [
         Priority::First,
         Priority::High,

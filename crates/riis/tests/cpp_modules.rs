@@ -615,3 +615,48 @@ fn a_reload_keeps_the_registration_of_a_module_in_use() {
         log()
     );
 }
+
+/// A server-side include as IIS modules write one: the included URL runs as
+/// a child with EXECUTE_FLAG_NO_HEADERS, from a clone made with
+/// CLONE_FLAG_NO_PRECONDITION. The page keeps its own status and
+/// `text/html`, and the client's conditional and range headers (meant for
+/// the page) neither reach the included file nor turn the page into its
+/// 304 or 206: before, the page went out as `text/plain` with the file's
+/// validators, as a bodiless 304, or as a 206 whose Content-Range
+/// contradicted its length.
+#[test]
+fn an_include_without_headers_keeps_the_pages_head() {
+    let dir = TempDir::new("cpp-include");
+    let source = repo().join("crates/riis/tests/native/include_page.cpp");
+    if gxx(&[source], &dir.path().join("libmodule.so")).is_none() {
+        return;
+    }
+    dir.write("www/hello.txt", "static hello\n");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[[global_modules]]\nname = \"Include\"\nimage = \"libmodule.so\"\n\
+         [[modules]]\nname = \"Include\"\n[[modules]]\nname = \"StaticFile\"\n\
+         [[handlers]]\nname = \"Include\"\npath = \"*.shtm\"\nmodules = [\"Include\"]\n\
+         [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let file = get(server.addr, "/hello.txt");
+    let etag = file.header("etag").expect("the file's ETag").to_owned();
+    let page = "<h1>page</h1>static hello\n<p>included 200.0</p>";
+    for extra in [
+        String::new(),
+        format!("If-None-Match: {etag}\r\n"),
+        "Range: bytes=0-3\r\n".to_owned(),
+    ] {
+        let mut conn = Connection::open(server.addr);
+        conn.send_raw(format!("GET /page.shtm HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes());
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 200, "{extra}");
+        assert_eq!(resp.header("content-type"), Some("text/html"), "{extra}");
+        for absent in ["etag", "last-modified", "content-range", "accept-ranges"] {
+            assert_eq!(resp.header(absent), None, "{absent} with {extra}");
+        }
+        assert_eq!(resp.text(), page, "{extra}");
+    }
+}
