@@ -2075,6 +2075,18 @@ public:
             *pfCompletionPending = FALSE;
         }
         if (!fAsync) {
+            /* riis reads request bodies asynchronously only: a worker
+             * thread that waited for the client would stop every request
+             * it serves. Said once, so a ported synchronous loop is found
+             * in the log, not only as its module's error answers. */
+            static std::atomic<bool> said(false);
+            if (!said.exchange(true)) {
+                log(core_->ctx, RIIS_LOG_WARN,
+                    "ReadEntityBody with fAsync = FALSE is refused with "
+                    "HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED): riis reads request bodies "
+                    "asynchronously only; read with fAsync = TRUE and complete in "
+                    "OnAsyncCompletion (docs/modules-native.md)");
+            }
             return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED);
         }
         if (pvBuffer == NULL || cbBuffer == 0) {

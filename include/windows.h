@@ -401,4 +401,115 @@ template <size_t N> inline int sprintf_s(char (&buffer)[N], const char *format, 
 }
 #endif
 
+/* ------------------------------------- Win32 synchronization and timing */
+
+/*
+ * What IIS module sources use most for their own state: the Interlocked
+ * functions (reference counts of stored contexts), critical sections
+ * (recursive, as Windows's), Sleep, tick counts, the thread's last error
+ * and the thread and process ids, over the C library and GCC's atomics
+ * (full barriers, as on Windows). Threads, events and file handles are not
+ * here: use the C++ or POSIX ones. A source that brings its own versions
+ * defines RIIS_NO_WIN32_SYNC before this header. C gets them with
+ * _GNU_SOURCE (which g++ defines for C++), and each translation unit has
+ * its own last-error value there.
+ */
+#if !defined(RIIS_NO_WIN32_SYNC) && (defined(__cplusplus) || defined(_GNU_SOURCE))
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef int64_t LONG64;
+
+RIIS_CRT_FN LONG InterlockedIncrement(LONG volatile *addend) {
+    return __atomic_add_fetch(addend, 1, __ATOMIC_SEQ_CST);
+}
+RIIS_CRT_FN LONG InterlockedDecrement(LONG volatile *addend) {
+    return __atomic_sub_fetch(addend, 1, __ATOMIC_SEQ_CST);
+}
+RIIS_CRT_FN LONG InterlockedExchange(LONG volatile *target, LONG value) {
+    return __atomic_exchange_n(target, value, __ATOMIC_SEQ_CST);
+}
+RIIS_CRT_FN LONG InterlockedExchangeAdd(LONG volatile *addend, LONG value) {
+    return __atomic_fetch_add(addend, value, __ATOMIC_SEQ_CST);
+}
+/* Stores `exchange` when *destination is `comparand`; the value before. */
+RIIS_CRT_FN LONG InterlockedCompareExchange(LONG volatile *destination, LONG exchange,
+                                           LONG comparand) {
+    __atomic_compare_exchange_n(destination, &comparand, exchange, 0, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
+    return comparand;
+}
+RIIS_CRT_FN LONG64 InterlockedIncrement64(LONG64 volatile *addend) {
+    return __atomic_add_fetch(addend, 1, __ATOMIC_SEQ_CST);
+}
+RIIS_CRT_FN LONG64 InterlockedDecrement64(LONG64 volatile *addend) {
+    return __atomic_sub_fetch(addend, 1, __ATOMIC_SEQ_CST);
+}
+RIIS_CRT_FN PVOID InterlockedCompareExchangePointer(PVOID volatile *destination, PVOID exchange,
+                                                   PVOID comparand) {
+    __atomic_compare_exchange_n(destination, &comparand, exchange, 0, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
+    return comparand;
+}
+
+/* A critical section: a recursive mutex, as Windows's may be entered again
+ * by the thread that holds it. */
+typedef struct RIIS_CRITICAL_SECTION {
+    pthread_mutex_t mutex;
+} CRITICAL_SECTION, *PCRITICAL_SECTION, *LPCRITICAL_SECTION;
+
+RIIS_CRT_FN VOID InitializeCriticalSection(LPCRITICAL_SECTION section) {
+    pthread_mutexattr_t attributes;
+    pthread_mutexattr_init(&attributes);
+    pthread_mutexattr_settype(&attributes, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&section->mutex, &attributes);
+    pthread_mutexattr_destroy(&attributes);
+}
+RIIS_CRT_FN BOOL InitializeCriticalSectionAndSpinCount(LPCRITICAL_SECTION section,
+                                                      DWORD spin_count) {
+    (void)spin_count;
+    InitializeCriticalSection(section);
+    return 1;
+}
+RIIS_CRT_FN VOID EnterCriticalSection(LPCRITICAL_SECTION section) {
+    pthread_mutex_lock(&section->mutex);
+}
+RIIS_CRT_FN BOOL TryEnterCriticalSection(LPCRITICAL_SECTION section) {
+    return pthread_mutex_trylock(&section->mutex) == 0;
+}
+RIIS_CRT_FN VOID LeaveCriticalSection(LPCRITICAL_SECTION section) {
+    pthread_mutex_unlock(&section->mutex);
+}
+RIIS_CRT_FN VOID DeleteCriticalSection(LPCRITICAL_SECTION section) {
+    pthread_mutex_destroy(&section->mutex);
+}
+
+RIIS_CRT_FN VOID Sleep(DWORD milliseconds) {
+    struct timespec rest;
+    rest.tv_sec = milliseconds / 1000;
+    rest.tv_nsec = (long)(milliseconds % 1000) * 1000000L;
+    while (nanosleep(&rest, &rest) != 0 && errno == EINTR) {
+    }
+}
+/* Milliseconds since an arbitrary start (the boot), as Windows counts. */
+RIIS_CRT_FN ULONGLONG GetTickCount64(VOID) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (ULONGLONG)now.tv_sec * 1000u + (ULONGLONG)now.tv_nsec / 1000000u;
+}
+RIIS_CRT_FN DWORD GetTickCount(VOID) { return (DWORD)GetTickCount64(); }
+
+RIIS_CRT_FN DWORD *riis_last_error_slot(VOID) {
+    static __thread DWORD last_error = 0;
+    return &last_error;
+}
+RIIS_CRT_FN DWORD GetLastError(VOID) { return *riis_last_error_slot(); }
+RIIS_CRT_FN VOID SetLastError(DWORD error) { *riis_last_error_slot() = error; }
+
+RIIS_CRT_FN DWORD GetCurrentThreadId(VOID) { return (DWORD)syscall(SYS_gettid); }
+RIIS_CRT_FN DWORD GetCurrentProcessId(VOID) { return (DWORD)getpid(); }
+#endif /* RIIS_NO_WIN32_SYNC */
+
 #endif /* RIIS_WINDOWS_H */

@@ -486,15 +486,24 @@ fn host_and_cookies_read_the_same_over_http1_and_http2() {
 }
 
 /// The Microsoft C runtime string functions of `windows.h` behave as
-/// Microsoft documents them (a size query, cut text, the array forms), in a
-/// program built with `g++` and run here; the header also compiles as C.
+/// Microsoft documents them (a size query, cut text, the array forms), and
+/// so do its Win32 Interlocked functions, critical sections (recursive),
+/// last error and ids, in a program built with `g++` and run here; the
+/// header also compiles as C.
 #[test]
 fn the_c_runtime_shims_behave_as_documented() {
     let dir = TempDir::new("crt");
     let program = dir.path().join("crt_shims");
     let source = repo().join("crates/riis/tests/native/crt_shims.cpp");
     let built = Command::new("g++")
-        .args(["-std=c++11", "-Wall", "-Wextra", "-Werror", "-I"])
+        .args([
+            "-std=c++11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pthread",
+            "-I",
+        ])
         .arg(repo().join("include"))
         .arg(&source)
         .arg("-o")
@@ -523,6 +532,20 @@ fn the_c_runtime_shims_behave_as_documented() {
     let library = dir.path().join("libuses.so");
     // Fails the test when `cc` refuses it (warnings are errors).
     let _ = common::compile_shared("cc", &[c.as_path()], &library, &["-std=c11"]);
+    // The Win32 part, in C with _GNU_SOURCE.
+    let sync = dir.write(
+        "sync.c",
+        "#include <windows.h>\nint g(void) { volatile LONG n = 0; CRITICAL_SECTION cs; \
+         InitializeCriticalSection(&cs); EnterCriticalSection(&cs); LeaveCriticalSection(&cs); \
+         DeleteCriticalSection(&cs); SetLastError(5); \
+         return (int)InterlockedIncrement(&n) + (int)GetLastError(); }\n",
+    );
+    let _ = common::compile_shared(
+        "cc",
+        &[sync.as_path()],
+        &dir.path().join("libsync.so"),
+        &["-std=c11", "-D_GNU_SOURCE"],
+    );
 }
 
 /// A reload keeps the registration a library's module made while a

@@ -25,5 +25,56 @@ int main() {
     assert(_snprintf(NULL, 0, "%s-%d", "abc", 42) == 6);
     assert(_stricmp("Host", "HOST") == 0 && _strnicmp("abcX", "ABCy", 3) == 0);
     assert(HRESULT_FROM_WIN32(ERROR_CONNECTION_ABORTED) == (HRESULT)0x800704D4u);
+
+    /* Interlocked: the new value, or the old one for the exchanges. */
+    volatile LONG count = 0;
+    assert(InterlockedIncrement(&count) == 1 && InterlockedIncrement(&count) == 2);
+    assert(InterlockedDecrement(&count) == 1);
+    assert(InterlockedExchangeAdd(&count, 5) == 1 && count == 6);
+    assert(InterlockedExchange(&count, 9) == 6 && count == 9);
+    assert(InterlockedCompareExchange(&count, 4, 7) == 9 && count == 9);
+    assert(InterlockedCompareExchange(&count, 4, 9) == 9 && count == 4);
+    volatile LONG64 wide = 0;
+    assert(InterlockedIncrement64(&wide) == 1 && InterlockedDecrement64(&wide) == 0);
+    int target = 0;
+    PVOID slot = NULL;
+    assert(InterlockedCompareExchangePointer(&slot, &target, NULL) == NULL && slot == &target);
+    /* Counted from four threads at once, under a recursive critical
+     * section entered twice. */
+    static volatile LONG shared = 0;
+    static long locked = 0;
+    static CRITICAL_SECTION section;
+    InitializeCriticalSection(&section);
+    struct Worker {
+        static void *run(void *) {
+            for (int i = 0; i < 10000; i++) {
+                InterlockedIncrement(&shared);
+                EnterCriticalSection(&section);
+                EnterCriticalSection(&section);
+                locked++;
+                LeaveCriticalSection(&section);
+                LeaveCriticalSection(&section);
+            }
+            return NULL;
+        }
+    };
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) {
+        assert(pthread_create(&threads[i], NULL, &Worker::run, NULL) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    assert(shared == 40000 && locked == 40000);
+    assert(TryEnterCriticalSection(&section));
+    LeaveCriticalSection(&section);
+    DeleteCriticalSection(&section);
+    /* The last error is the thread's; ticks do not go back. */
+    SetLastError(ERROR_NOT_FOUND);
+    assert(GetLastError() == ERROR_NOT_FOUND);
+    ULONGLONG before = GetTickCount64();
+    Sleep(1);
+    assert(GetTickCount64() >= before);
+    assert(GetCurrentThreadId() != 0 && GetCurrentProcessId() == (DWORD)getpid());
     puts("ok");
 }
