@@ -1369,7 +1369,9 @@ public:
     /**
      * The user's name and authentication type become the request's user
      * (copied). As in IIS the server holds the reference the module hands
-     * over: it calls pUser->DereferenceUser() when the request ends.
+     * over (it calls pUser->DereferenceUser() once nothing holds the user),
+     * asks the object IsInRole (URL authorization's roles), and GetUser
+     * returns it to the modules of this library.
      */
     virtual VOID SetUser(IN IHttpUser *pUser) = 0;
     /** riis: the same, with the roles IsInRole answers for (IHttpUser has no
@@ -2489,6 +2491,32 @@ private:
     std::string description_;
 };
 
+/** A module's own IHttpUser, handed to SetUser: the server asks it IsInRole
+ *  for the roles not listed (as IIS asks the module's object), and releases
+ *  it (DereferenceUser) once nothing holds the user. GetUser gives the
+ *  object back to the modules of the library that set it. */
+struct OwnUser {
+    static int is_in_role(void *data, const char *role) noexcept {
+        IHttpUser *user = static_cast<IHttpUser *>(data);
+        BOOL in = FALSE;
+        guarded(
+            [&]() {
+                BOOL answer = FALSE;
+                if (user->SupportsIsInRole() && SUCCEEDED(user->IsInRole(role, &answer))) {
+                    in = answer;
+                }
+            },
+            [&](const char *why) { log_exception(NULL, "IHttpUser::IsInRole", why); });
+        return in ? 1 : 0;
+    }
+
+    static void release(void *data) noexcept {
+        IHttpUser *user = static_cast<IHttpUser *>(data);
+        guarded([&]() { user->DereferenceUser(); },
+                [&](const char *why) { log_exception(NULL, "IHttpUser::DereferenceUser", why); });
+    }
+};
+
 /** The server's user of a request. */
 class User : public IHttpUser {
 public:
@@ -2689,6 +2717,12 @@ public:
     }
 
     IHttpUser *GetUser(VOID) const override {
+        /* The object a module of this library gave SetUser, as IIS gives it
+         * back; else the server's view of the user. */
+        void *own = api()->user_role_check_data(core_.ctx, &OwnUser::is_in_role);
+        if (own != NULL) {
+            return static_cast<IHttpUser *>(own);
+        }
         return api()->user_present(core_.ctx) ? &user_ : NULL;
     }
 
@@ -3024,16 +3058,19 @@ public:
         }
         PCSTR name = pUser->GetUserName();
         PCSTR type = pUser->GetAuthenticationType();
-        HRESULT hr = api()->set_user(ctx_, name != NULL ? name : "", type != NULL ? type : "",
-                                     ppszRoles, ppszRoles != NULL ? cRoles : 0);
+        /* The server holds the reference the module hands over, and asks the
+         * object IsInRole for the roles not listed. */
+        HRESULT hr = api()->set_user_with_role_check(
+            ctx_, name != NULL ? name : "", type != NULL ? type : "", ppszRoles,
+            ppszRoles != NULL ? cRoles : 0, &OwnUser::is_in_role, pUser, &OwnUser::release);
         if (FAILED(hr)) {
             char line[96];
             snprintf(line, sizeof line, "IAuthenticationProvider::SetUser failed with 0x%08X",
                      (unsigned)hr);
             log(ctx_, RIIS_LOG_ERROR, line);
+            /* Not taken: released when the request ends, as before. */
+            users_->push_back(pUser);
         }
-        /* The server holds the reference until the request ends. */
-        users_->push_back(pUser);
     }
 
 private:

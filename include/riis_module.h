@@ -391,15 +391,19 @@ typedef struct riis_execution_stats {
 
 /* ------------------------------------------------------ the server's functions */
 
-/**
- * Every function the server offers, in one table (`server->api`). Functions
- * taking a riis_context cover the context, its request, response and user.
- */
+/** A module's IsInRole for a user it set (set_user_with_role_check):
+ *  non-zero when the user is in `role`. */
+typedef int (*riis_role_check_fn)(void *data, const char *role);
+
 /** Told how a response's delivery ended: the module's data, the entity
  *  bytes the connection took, and 1 when all of the response went (see
  *  riis_api.context_on_response_delivered). */
 typedef void (*riis_delivered_fn)(void *data, uint64_t body_bytes, int whole);
 
+/**
+ * Every function the server offers, in one table (`server->api`). Functions
+ * taking a riis_context cover the context, its request, response and user.
+ */
 typedef struct riis_api {
     uint32_t size;
 
@@ -825,6 +829,24 @@ typedef struct riis_api {
     riis_hresult (*global_application_set_module_context)(riis_global_provider *provider,
                                                           void *data,
                                                           void (*cleanup)(void *data));
+
+    /** set_user for a user whose module answers IsInRole itself (IIS asks
+     *  the module's IHttpUser): `is_in_role(data, role)` is asked, for the
+     *  roles `roles` does not list, whenever a module or the server checks
+     *  one (URL authorization), on any thread, while anything holds the
+     *  user; it returns non-zero for "in the role". `release(data)` (may be
+     *  NULL) is called once when nothing holds the user any more. On
+     *  failure neither is ever called. */
+    riis_hresult (*set_user_with_role_check)(riis_context *context, const char *name,
+                                             const char *authentication_type,
+                                             const char *const *roles, size_t role_count,
+                                             riis_role_check_fn is_in_role, void *data,
+                                             void (*release)(void *data));
+    /** The `data` the request's user was set with through
+     *  set_user_with_role_check with this very `is_in_role`, or NULL: a
+     *  module finds its own user object again (IIS's GetUser returns the
+     *  object SetUser was given). */
+    void *(*user_role_check_data)(riis_context *context, riis_role_check_fn is_in_role);
 } riis_api;
 
 /** The entry point every module library exports. */

@@ -425,7 +425,21 @@ pub struct riis_api {
         *mut c_void,
         Option<unsafe extern "C" fn(*mut c_void)>,
     ) -> riis_hresult,
+    pub set_user_with_role_check: unsafe extern "C" fn(
+        Ctx,
+        Str,
+        Str,
+        *const Str,
+        usize,
+        Option<riis_role_check_fn>,
+        *mut c_void,
+        Option<unsafe extern "C" fn(*mut c_void)>,
+    ) -> riis_hresult,
+    pub user_role_check_data: unsafe extern "C" fn(Ctx, Option<riis_role_check_fn>) -> *mut c_void,
 }
+
+/// `riis_role_check_fn`: a module's IsInRole for a user it set.
+pub type riis_role_check_fn = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 
 /// `riis_delivered_fn`: told how a response's delivery ended (the
 /// module's data, the entity bytes the connection took, whether all went).

@@ -142,7 +142,9 @@ fn rust_layout() -> Vec<(String, usize)> {
         global_custom_flags,
         context_on_response_delivered,
         global_application_module_context,
-        global_application_set_module_context
+        global_application_set_module_context,
+        set_user_with_role_check,
+        user_role_check_data
         }
     }
 }

@@ -101,4 +101,4 @@ pub use riis_notification::{
     RequestNotification, RequestNotificationStatus, RequestNotifications,
 };
 pub use upgrade::{UpgradedIo, UpgradedStream};
-pub use user::HttpUser;
+pub use user::{HttpUser, RoleCheck};

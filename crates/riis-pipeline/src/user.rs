@@ -1,12 +1,51 @@
 //! The authenticated user of a request (IIS's `IHttpUser`).
 
+use std::sync::Arc;
+
+/// A module's own answer to `IsInRole`, for a user whose roles it knows
+/// and does not list (IIS asks the module's `IHttpUser` itself: roles from
+/// a token's claims, a directory lookup). Asked on any thread, while anything
+/// holds the user.
+pub trait RoleCheck: std::any::Any + Send + Sync {
+    /// Whether the user is in `role`.
+    fn is_in_role(&self, role: &str) -> bool;
+}
+
 /// A user set by an authentication module at AuthenticateRequest.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct HttpUser {
     name: String,
     authentication_type: String,
     roles: Vec<String>,
+    role_check: Option<Arc<dyn RoleCheck>>,
 }
+
+impl std::fmt::Debug for HttpUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpUser")
+            .field("name", &self.name)
+            .field("authentication_type", &self.authentication_type)
+            .field("roles", &self.roles)
+            .field("role_check", &self.role_check.is_some())
+            .finish()
+    }
+}
+
+/// Users are equal when all they say is: the same role check too.
+impl PartialEq for HttpUser {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.authentication_type == other.authentication_type
+            && self.roles == other.roles
+            && match (&self.role_check, &other.role_check) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for HttpUser {}
 
 impl HttpUser {
     /// A user with a name and the scheme that authenticated it (`Basic`,
@@ -16,6 +55,7 @@ impl HttpUser {
             name: name.into(),
             authentication_type: authentication_type.into(),
             roles: Vec::new(),
+            role_check: None,
         }
     }
 
@@ -35,9 +75,23 @@ impl HttpUser {
         &self.authentication_type
     }
 
-    /// `IsInRole`, compared ASCII case-insensitively as Windows roles are.
+    /// The same user, whose module answers `IsInRole` for roles the list
+    /// does not name.
+    pub fn with_role_check(mut self, check: Arc<dyn RoleCheck>) -> Self {
+        self.role_check = Some(check);
+        self
+    }
+
+    /// The module's role check, if the user has one.
+    pub fn role_check(&self) -> Option<&Arc<dyn RoleCheck>> {
+        self.role_check.as_ref()
+    }
+
+    /// `IsInRole`: the roles listed, compared ASCII case-insensitively as
+    /// Windows roles are, then the module's role check.
     pub fn is_in_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r.eq_ignore_ascii_case(role))
+            || self.role_check.as_ref().is_some_and(|c| c.is_in_role(role))
     }
 
     /// All roles.

@@ -761,6 +761,26 @@ unsafe extern "C" fn global_application_set_module_context(
     // SAFETY: as above.
     unsafe { set_module_context(std::ptr::null_mut(), abi::SCOPE_SITE, data, cleanup) }
 }
+/// The SDK sets users with their roles listed; these are the C++ layer's.
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn set_user_with_role_check(
+    _: Ctx,
+    _: Str,
+    _: Str,
+    _: *const Str,
+    _: usize,
+    _: Option<abi::riis_role_check_fn>,
+    _: *mut c_void,
+    _: Cleanup,
+) -> riis_hresult {
+    abi::hr::E_NOTIMPL
+}
+unsafe extern "C" fn user_role_check_data(
+    _: Ctx,
+    _: Option<abi::riis_role_check_fn>,
+) -> *mut c_void {
+    std::ptr::null_mut()
+}
 unsafe extern "C" fn global_file(_: GProv) -> Str {
     c"/srv/www/a.txt".as_ptr()
 }
@@ -978,6 +998,8 @@ static API: riis_api = riis_api {
     context_on_response_delivered: on_response_delivered,
     global_application_module_context,
     global_application_set_module_context,
+    set_user_with_role_check,
+    user_role_check_data,
 };
 
 struct SyncServer(riis_server);

@@ -683,3 +683,64 @@ fn an_include_without_headers_keeps_the_pages_head() {
         assert_eq!(resp.text(), page, "{extra}");
     }
 }
+
+/// An authentication module's own IHttpUser is the user, as in IIS: URL
+/// authorization asks the object IsInRole (it had only the roles a module
+/// listed, so a module that decides roles itself let nobody in), GetUser
+/// gives the module its object back (it gave a copy), and the object is
+/// released once nothing holds it.
+#[test]
+fn a_modules_own_user_object_answers_for_the_user() {
+    let dir = TempDir::new("cpp-user");
+    let source = repo().join("crates/riis/tests/native/token_user.cpp");
+    if gxx(&[source], &dir.path().join("libmodule.so")).is_none() {
+        return;
+    }
+    dir.write("www/admin/report.txt", "report\n");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[[global_modules]]\nname = \"Token\"\nimage = \"libmodule.so\"\n\
+         [[modules]]\nname = \"Token\"\n[[modules]]\nname = \"UrlAuthorization\"\n\
+         [[handlers]]\nname = \"Token\"\npath = \"*\"\nmodules = [\"Token\"]\n",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}[[sites.locations]]\npath = \"/admin\"\n\
+             authorization = {{ rules = [{{ access = \"Allow\", roles = \"admins\" }}] }}\n"
+        ),
+    )
+    .unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let ask = |path: &str, token: &str| {
+        let mut conn = Connection::open(server.addr);
+        conn.send_raw(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-Token: {token}\r\n\r\n").as_bytes(),
+        );
+        conn.read_response(false)
+    };
+    let alice = ask("/whoami", "alice");
+    assert_eq!(alice.text(), "alice own:yes admin:yes\n");
+    assert_eq!(ask("/whoami", "bob").text(), "bob own:yes admin:no\n");
+    // The role comes from the module's IsInRole, not from a list.
+    let admin = ask("/admin/report.txt", "alice");
+    assert_eq!(
+        (admin.status, admin.text().as_str()),
+        (200, "alice own:yes admin:yes\n")
+    );
+    assert_eq!(ask("/admin/report.txt", "bob").status, 401);
+    // Every user object made so far is released (the one of the asking
+    // request is still held while it runs), at the latest as its request's
+    // context goes.
+    let mut live = String::new();
+    for _ in 0..100 {
+        live = ask("/live", "carol").text();
+        if live == "live 1\n" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(live, "live 1\n");
+}

@@ -149,6 +149,8 @@ pub(crate) static API: riis_api = riis_api {
     context_on_response_delivered: context::on_response_delivered,
     global_application_module_context: global::application_module_context,
     global_application_set_module_context: global::application_set_module_context,
+    set_user_with_role_check: user::set_user_with_role_check,
+    user_role_check_data: user::role_check_data,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.
