@@ -102,7 +102,10 @@
  *     *pfCompletionExpected is FALSE.
  *   - IndicateCompletion and PostCompletion may be called from any thread
  *     after the module returned RQ_NOTIFICATION_PENDING (riis_module.h,
- *     THREADS); every other method only during a call, on its thread.
+ *     THREADS), and that thread may write the response before (SetStatus,
+ *     SetHeader, DeleteHeader, WriteEntityChunks from memory, Clear,
+ *     ClearHeaders: made on the request's thread when it resumes); every
+ *     other method only during a call, on its thread.
  *
  * CUSTOM NOTIFICATIONS
  *   A module raises one as in IIS: it derives a class from

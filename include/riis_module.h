@@ -40,10 +40,16 @@
  *   The server calls a module instance for one notification at a time. During
  *   a call, the module may use the riis_context it received, from the calling
  *   thread only. After it returned RIIS_STATUS_PENDING, another thread may call
- *   indicate_completion or post_completion on that context, once. Every other
- *   context function called from another thread, or outside a call, fails
- *   with RIIS_E_WRONG_THREAD. Factories and global modules must be
- *   thread-safe: several requests run at once on different threads.
+ *   indicate_completion or post_completion on that context, once. Since 1.9
+ *   that thread may also write the response first (response_set_status,
+ *   response_set_header, response_delete_header,
+ *   response_write_entity_chunks, response_clear, response_clear_headers),
+ *   while the request is parked or one of the module's calls runs: the
+ *   writes are kept and made, in order, on the request's thread when the
+ *   call ends or before the signal is acted on. Every other context
+ *   function called from another thread, or outside a call, fails with
+ *   RIIS_E_WRONG_THREAD. Factories and global modules must be thread-safe:
+ *   several requests run at once on different threads.
  *
  * ASYNCHRONOUS OPERATIONS
  *   request_read_entity_body, post_completion (during a call),

@@ -247,6 +247,14 @@ pub(crate) struct CompletionSlot {
     /// not owed: the request may end without it.
     pub(crate) duplex_handle: Option<CompletionHandle>,
     pub(crate) early: Option<EarlySignal>,
+    /// What the module's own thread wrote into the response during the
+    /// module's call or while the request was parked (`handle` owed), made
+    /// when its signal resumes the request (see `api::change_response`).
+    pub(crate) parked_changes: Vec<riis_pipeline::ParkedChanges>,
+    /// The thread of the module's call under way: another thread's writes
+    /// are kept until the call ends (that thread itself, in a notification
+    /// raised during the call, reaches only its own context).
+    pub(crate) in_call: Option<std::thread::ThreadId>,
     /// The request ended while the module was pending: the module's own
     /// signal disposes the instance and frees the frame (see
     /// `NativeModule::drop` and `api::context::signal`).

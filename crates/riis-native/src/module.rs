@@ -341,17 +341,24 @@ impl NativeModule {
         frame.op_started.set(false);
         let mut provider = ProviderHandle::new(frame, provider);
         let nested = provider.is_nested();
-        {
+        let written_while_parked = {
             let mut slot = frame.lock_completion();
             // A signal left from an earlier call (sent when the module had
             // not returned Pending) must not end this call's Pending early.
             slot.early = None;
+            slot.in_call = Some(std::thread::current().id());
             if completion.is_none() && !nested {
                 // A new event: the module's earlier call ended, and with it
                 // any read (and full-duplex wait) it left under way.
                 frame.read_buffer.set(None);
                 slot.duplex_handle = None;
             }
+            // Written while the request was parked, which an operation's
+            // completion (not the thread's signal) resumed.
+            std::mem::take(&mut slot.parked_changes)
+        };
+        for change in written_while_parked {
+            change(ctx);
         }
         let provider_ptr = if provider.is_event() {
             ptr::null_mut()
@@ -402,6 +409,25 @@ impl NativeModule {
             }
         };
         frame.ctx.set(ptr::null_mut());
+        let written_meanwhile = {
+            let mut slot = frame.lock_completion();
+            slot.in_call = None;
+            if raw == riis_abi::STATUS_PENDING && !nested {
+                // Stay for the signal, or made with one that came already.
+                let early = slot.early.is_some();
+                if early {
+                    std::mem::take(&mut slot.parked_changes)
+                } else {
+                    Vec::new()
+                }
+            } else {
+                std::mem::take(&mut slot.parked_changes)
+            }
+        };
+        // Made as the call ends, as if the call had made them last.
+        for change in written_meanwhile {
+            change(ctx);
+        }
         if raw != riis_abi::STATUS_PENDING && !nested {
             // A read started in a call that did not return Pending completes
             // without the module (in full duplex, is given up): its buffer

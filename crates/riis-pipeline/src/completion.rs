@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::context::HttpContext;
+
 use riis_notification::RequestNotificationStatus;
 
 /// How a parked request is resumed.
@@ -25,17 +27,36 @@ pub(crate) enum Signal {
     Abandoned,
 }
 
-#[derive(Debug, Default)]
+/// Changes a module's own thread made to a parked request (what it wrote
+/// into the response), applied on the request's thread before its signal is
+/// acted on.
+pub type ParkedChanges = Box<dyn FnOnce(&mut HttpContext) + Send>;
+
+#[derive(Default)]
 pub(crate) struct CompletionState {
     signal: Mutex<Option<Signal>>,
+    /// Set with the signal, under its lock (see [`CompletionState::set`]).
+    changes: Mutex<Option<ParkedChanges>>,
     notify: Notify,
     handles: AtomicUsize,
 }
 
+impl std::fmt::Debug for CompletionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompletionState")
+            .field("signal", &self.signal)
+            .field("handles", &self.handles)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CompletionState {
-    fn set(&self, signal: Signal) {
+    fn set(&self, signal: Signal, changes: Option<ParkedChanges>) {
         let mut slot = self.signal.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() || *slot == Some(Signal::Abandoned) {
+            // Stored before the signal can be seen: whoever takes the
+            // signal finds the changes.
+            *self.changes.lock().unwrap_or_else(|e| e.into_inner()) = changes;
             *slot = Some(signal);
         }
         drop(slot);
@@ -48,7 +69,19 @@ impl CompletionState {
         let mut slot = self.signal.lock().unwrap_or_else(|e| e.into_inner());
         if *slot != Some(Signal::Abandoned) {
             *slot = None;
+            self.changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
         }
+    }
+
+    /// The changes that came with the signal just taken.
+    pub(crate) fn take_changes(&self) -> Option<ParkedChanges> {
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Whether a handle is alive: something may still signal.
@@ -89,13 +122,31 @@ impl CompletionHandle {
     /// `IndicateCompletion`: the pipeline continues with `status`, without
     /// calling the module again.
     pub fn indicate_completion(&self, status: RequestNotificationStatus) {
-        self.state.set(Signal::Indicate(status));
+        self.state.set(Signal::Indicate(status), None);
     }
 
     /// `PostCompletion`: the module's `OnAsyncCompletion` runs with `bytes`
     /// as the completion's byte count.
     pub fn post_completion(&self, bytes: u64) {
-        self.state.set(Signal::Post(bytes));
+        self.state.set(Signal::Post(bytes), None);
+    }
+
+    /// [`CompletionHandle::indicate_completion`], with `changes` to the
+    /// request made first, on its thread: what the module's own thread
+    /// wrote while the request was parked (IIS lets that thread write the
+    /// response). Dropped, not made, when the signal is ignored.
+    pub fn indicate_completion_with(
+        &self,
+        status: RequestNotificationStatus,
+        changes: ParkedChanges,
+    ) {
+        self.state.set(Signal::Indicate(status), Some(changes));
+    }
+
+    /// [`CompletionHandle::post_completion`], with `changes` made first (see
+    /// [`CompletionHandle::indicate_completion_with`]).
+    pub fn post_completion_with(&self, bytes: u64, changes: ParkedChanges) {
+        self.state.set(Signal::Post(bytes), Some(changes));
     }
 }
 

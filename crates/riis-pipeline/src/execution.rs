@@ -43,7 +43,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::completion::{CompletionWaiter, Signal};
+use crate::completion::{CompletionState, CompletionWaiter, Signal};
 use crate::context::{AsyncOp, HttpContext, Running, SlotState};
 use crate::global::{TraceEvent, TracePhase};
 use crate::handler::{allowed_methods, choose_handler, needs_probe, MappingFailure};
@@ -879,8 +879,12 @@ impl RequestExecution {
                                 None => Step::Wait(waiter),
                             };
                         }
-                        Some(Signal::Indicate(status)) => self.apply(top, site, status),
+                        Some(Signal::Indicate(status)) => {
+                            self.make_parked_changes(top, &state);
+                            self.apply(top, site, status)
+                        }
                         Some(Signal::Post(bytes)) => {
+                            self.make_parked_changes(top, &state);
                             self.frames[top].phase =
                                 Phase::Deliver(site, CompletionInfo::posted(bytes));
                         }
@@ -1693,6 +1697,26 @@ impl RequestExecution {
             reset: resp.reset_connection,
             truncated: resp.truncated,
         });
+    }
+
+    /// Makes the changes a module's thread sent with its signal. One that
+    /// panics fails the request, as a module call that panics does.
+    fn make_parked_changes(&mut self, top: usize, state: &CompletionState) {
+        let Some(changes) = state.take_changes() else {
+            return;
+        };
+        let ctx = &mut self.frames[top].ctx;
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| changes(ctx)))
+        {
+            let message = crate::context::panic_message(&*panic);
+            tracing::error!(panic = %message, "changes made from a module's thread panicked");
+            ctx.response.set_error_status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                0,
+                crate::module::ModuleError::E_FAIL,
+            );
+        }
     }
 
     /// A child request reached its end: hand the shared response back and

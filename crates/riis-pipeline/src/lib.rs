@@ -65,7 +65,7 @@ pub use client_certificate::{
     attribute_name, canonical_attribute, write_distinguished_name, ClientCertificate,
     ATTRIBUTE_NAMES,
 };
-pub use completion::{CompletionHandle, CompletionWaiter};
+pub use completion::{CompletionHandle, CompletionWaiter, ParkedChanges};
 pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
 pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
 pub use delivery::{DeliveryWatchers, ResponseDelivery};

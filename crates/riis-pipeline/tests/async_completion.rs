@@ -807,3 +807,35 @@ async fn activity_names_the_call_a_parked_request_waits_on() {
         (None, None, Waiting::Send)
     );
 }
+
+/// A module's own thread writes the response of its parked request and then
+/// signals, as IIS lets that thread do: the changes are made on the
+/// request's thread, before the signal is acted on.
+#[tokio::test]
+async fn changes_sent_with_a_signal_are_made_before_it() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Worker",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            let handle = ctx.completion_handle();
+            signal_later(handle, |h| {
+                h.indicate_completion_with(
+                    Status::FinishRequest,
+                    Box::new(|ctx| {
+                        let response = ctx.response_mut();
+                        response.set_status(StatusCode::CREATED, "Created");
+                        response.write("written by the module's thread");
+                    }),
+                )
+            });
+            Status::Pending
+        }),
+    );
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(outcome.status(), StatusCode::CREATED);
+    assert_eq!(outcome.body(), "written by the module's thread");
+}

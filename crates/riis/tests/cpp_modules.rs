@@ -744,3 +744,31 @@ fn a_modules_own_user_object_answers_for_the_user() {
     }
     assert_eq!(live, "live 1\n");
 }
+
+/// A module's own thread answers its parked request, as IIS lets it: the
+/// status, headers and body it writes before IndicateCompletion or
+/// PostCompletion are the response (they were refused off the request's
+/// thread, and the client got an empty 200).
+#[test]
+fn a_modules_thread_writes_the_response_of_its_parked_request() {
+    let Some((_dir, server)) = serve_source(
+        repo().join("crates/riis/tests/native/thread_answer.cpp"),
+        "",
+        "",
+    ) else {
+        return;
+    };
+    let mut conn = Connection::open(server.addr);
+    for (path, body) in [
+        ("/indicate", "written by the module's thread\n"),
+        (
+            "/post",
+            "written by the module's thread\nand completed on the request's thread\n",
+        ),
+    ] {
+        let resp = conn.get(path);
+        assert_eq!(resp.status, 201, "{path}");
+        assert_eq!(resp.header("x-from-thread"), Some("1"), "{path}");
+        assert_eq!(resp.text(), body, "{path}");
+    }
+}

@@ -529,9 +529,16 @@ unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) -> riis
         let mut slot = unsafe { &*frame }.lock_completion();
         let result = match slot.handle.take().or_else(|| slot.duplex_handle.take()) {
             Some(handle) => {
-                match signal {
-                    EarlySignal::Indicate(status) => handle.indicate_completion(status),
-                    EarlySignal::Post(bytes) => handle.post_completion(bytes),
+                let changes = std::mem::take(&mut slot.parked_changes);
+                match (signal, changes.is_empty()) {
+                    (EarlySignal::Indicate(status), true) => handle.indicate_completion(status),
+                    (EarlySignal::Post(bytes), true) => handle.post_completion(bytes),
+                    (EarlySignal::Indicate(status), false) => {
+                        handle.indicate_completion_with(status, all_changes(changes))
+                    }
+                    (EarlySignal::Post(bytes), false) => {
+                        handle.post_completion_with(bytes, all_changes(changes))
+                    }
                 }
                 hr::S_OK
             }
@@ -557,6 +564,15 @@ unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) -> riis
         });
     }
     result
+}
+
+/// The changes a module's thread made, in their order, as one.
+fn all_changes(changes: Vec<riis_pipeline::ParkedChanges>) -> riis_pipeline::ParkedChanges {
+    Box::new(move |ctx: &mut HttpContext| {
+        for change in changes {
+            change(ctx);
+        }
+    })
 }
 
 pub(super) unsafe extern "C" fn indicate_completion(

@@ -248,6 +248,53 @@ pub(crate) unsafe fn try_context<R>(
     }
 }
 
+/// A change to the response: made now during the module's call, or, from
+/// the module's own thread while its request is parked (the module returned
+/// Pending and owes the signal) or while one of its calls runs (the thread
+/// it starts may be quicker than the call's return), kept and made on the
+/// request's thread when the signal resumes it, as IIS lets a module's
+/// thread write the response before `IndicateCompletion`. Refused
+/// otherwise, as any call off its thread is.
+///
+/// # Safety
+/// `handle` must be NULL or a context pointer the server gave a module.
+pub(crate) unsafe fn change_response(
+    function: &'static str,
+    handle: *mut riis_context,
+    change: impl FnOnce(&mut HttpContext) + Send + 'static,
+) -> riis_hresult {
+    let mut change = Some(change);
+    if crate::frame::running_frame_of(handle).is_none() {
+        let parked = crate::frame::with_live_frame(handle, |frame| {
+            // SAFETY: live while `with_live_frame` runs this; only its
+            // completion slot (a Mutex) is touched.
+            let mut slot = unsafe { &*frame }.lock_completion();
+            let other_thread = slot
+                .in_call
+                .is_some_and(|call| call != std::thread::current().id());
+            if slot.handle.is_none() && !other_thread {
+                return false;
+            }
+            if let Some(change) = change.take() {
+                slot.parked_changes.push(Box::new(change));
+            }
+            true
+        });
+        if parked == Some(true) {
+            return hr::S_OK;
+        }
+    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        context_hr(function, handle, |_, ctx| {
+            if let Some(change) = change.take() {
+                change(ctx);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// [`try_context`] for functions returning a value: `fail` on failure.
 ///
 /// # Safety

@@ -12,7 +12,7 @@ use riis_pipeline::http::StatusCode;
 use riis_pipeline::{EntityChunk, FlushOptions};
 
 use super::request::{header_name, header_pair, joined_header, names_into};
-use super::{context_hr, text, with_context};
+use super::{change_response, context_hr, text, with_context};
 
 pub(super) unsafe extern "C" fn status(
     ctx: *mut riis_context,
@@ -55,25 +55,27 @@ pub(super) unsafe extern "C" fn set_status(
     substatus: u16,
     error: riis_hresult,
 ) -> riis_hresult {
-    // SAFETY: the handle is checked by context_hr; `reason` is NULL or a C
-    // string.
+    let Ok(code) = StatusCode::from_u16(status) else {
+        return hr::E_INVALIDARG;
+    };
+    // An interim status is not a response's: the client got a bare 500 and
+    // lost the connection. 101 is the exception, a switch.
+    if code.is_informational() && code != StatusCode::SWITCHING_PROTOCOLS {
+        return hr::E_INVALIDARG;
+    }
+    let reason = if reason.is_null() {
+        code.canonical_reason().unwrap_or("").to_owned()
+    } else {
+        // SAFETY: a C string per the ABI.
+        match unsafe { text(reason) } {
+            Ok(r) if !r.bytes().any(|b| b.is_ascii_control()) => r.to_owned(),
+            Ok(_) => return hr::E_INVALIDARG,
+            Err(code) => return code,
+        }
+    };
+    // SAFETY: the handle is checked by change_response.
     unsafe {
-        context_hr("response_set_status", ctx, |_, ctx| {
-            let code = StatusCode::from_u16(status).map_err(|_| hr::E_INVALIDARG)?;
-            // An interim status is not a response's: the client got a bare
-            // 500 and lost the connection. 101 is the exception, a switch.
-            if code.is_informational() && code != StatusCode::SWITCHING_PROTOCOLS {
-                return Err(hr::E_INVALIDARG);
-            }
-            let reason = if reason.is_null() {
-                code.canonical_reason().unwrap_or("").to_owned()
-            } else {
-                let r = text(reason)?;
-                if r.bytes().any(|b| b.is_ascii_control()) {
-                    return Err(hr::E_INVALIDARG);
-                }
-                r.to_owned()
-            };
+        change_response("response_set_status", ctx, move |ctx| {
             let response = ctx.response_mut();
             // An error status records who set it, with `S_OK` too: IIS's
             // detailed error page names the module and notification of a
@@ -83,7 +85,6 @@ pub(super) unsafe extern "C" fn set_status(
             } else {
                 response.set_status(code, reason);
             }
-            Ok(())
         })
     }
 }
@@ -121,17 +122,19 @@ pub(super) unsafe extern "C" fn set_header(
     value: *const c_char,
     replace: c_int,
 ) -> riis_hresult {
-    // SAFETY: the handle is checked by context_hr; name and value are C
-    // strings.
+    // SAFETY: name and value are C strings per the ABI.
+    let (name, value) = match unsafe { header_pair(name, value) } {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    // SAFETY: the handle is checked by change_response.
     unsafe {
-        context_hr("response_set_header", ctx, |_, ctx| {
-            let (name, value) = header_pair(name, value)?;
+        change_response("response_set_header", ctx, move |ctx| {
             if replace != 0 {
                 ctx.response_mut().set_header(name, value);
             } else {
                 ctx.response_mut().append_header(name, value);
             }
-            Ok(())
         })
     }
 }
@@ -140,12 +143,15 @@ pub(super) unsafe extern "C" fn delete_header(
     ctx: *mut riis_context,
     name: *const c_char,
 ) -> riis_hresult {
-    // SAFETY: the handle is checked by context_hr; `name` is a C string.
+    // SAFETY: `name` is a C string per the ABI.
+    let name = match unsafe { header_name(name) } {
+        Ok(name) => name,
+        Err(code) => return code,
+    };
+    // SAFETY: the handle is checked by change_response.
     unsafe {
-        context_hr("response_delete_header", ctx, |_, ctx| {
-            let name = header_name(name)?;
+        change_response("response_delete_header", ctx, move |ctx| {
             ctx.response_mut().delete_header(name);
-            Ok(())
         })
     }
 }
@@ -220,9 +226,23 @@ macro_rules! simple {
     )*};
 }
 
-simple! {
+/// Declares a response change that takes no argument but the context, which
+/// a module's thread may also make while its request is parked.
+macro_rules! simple_change {
+    ($($name:ident => $function:literal, |$ctx:ident| $body:expr;)*) => {$(
+        pub(super) unsafe extern "C" fn $name(ctx: *mut riis_context) -> riis_hresult {
+            // SAFETY: the handle is checked by change_response.
+            unsafe { change_response($function, ctx, |$ctx| $body) }
+        }
+    )*};
+}
+
+simple_change! {
     clear => "response_clear", |ctx| ctx.response_mut().clear();
     clear_headers => "response_clear_headers", |ctx| ctx.response_mut().clear_headers();
+}
+
+simple! {
     disable_buffering => "response_disable_buffering", |ctx| ctx.response_mut().disable_buffering();
     suppress_headers => "response_suppress_headers", |ctx| ctx.response_mut().suppress_headers();
     set_need_disconnect => "response_set_need_disconnect", |ctx| ctx.response_mut().set_need_disconnect();
@@ -408,20 +428,24 @@ pub(super) unsafe extern "C" fn write_entity_chunks(
     count: u32,
     bytes: *mut u64,
 ) -> riis_hresult {
-    // SAFETY: the handle is checked by context_hr; `chunks` holds `count`
-    // chunks; `bytes` is NULL or writable.
-    unsafe {
-        context_hr("response_write_entity_chunks", ctx, |_, ctx| {
-            // Convert all first: a bad chunk leaves the response untouched.
-            let converted = entity_chunks(chunks, count)?;
-            let total: u64 = converted.iter().map(EntityChunk::len).sum();
+    // Convert all first: a bad chunk leaves the response untouched.
+    // SAFETY: `chunks` holds `count` chunks per the ABI.
+    let converted = match unsafe { entity_chunks(chunks, count) } {
+        Ok(converted) => converted,
+        Err(code) => return code,
+    };
+    let total: u64 = converted.iter().map(EntityChunk::len).sum();
+    // SAFETY: the handle is checked by change_response.
+    let result = unsafe {
+        change_response("response_write_entity_chunks", ctx, move |ctx| {
             ctx.response_mut().write_chunks(converted);
-            if !bytes.is_null() {
-                *bytes = total;
-            }
-            Ok(())
         })
+    };
+    if result >= 0 && !bytes.is_null() {
+        // SAFETY: NULL or writable per the ABI.
+        unsafe { *bytes = total };
     }
+    result
 }
 
 pub(super) unsafe extern "C" fn flush(

@@ -21,8 +21,10 @@
  *                   one naming the FIFO of the X-Fifo header, and a user
  *                   name with CR/LF: each is refused; the body is the four
  *                   HRESULTs.
- *   /c/wrong-thread another thread uses the context during the call; the
- *                   body is the HRESULT it got.
+ *   /c/wrong-thread another thread uses the context during the call: it
+ *                   sets X-Bad (kept and made when the call ends) and asks
+ *                   for the URL (refused); the body is the HRESULT of the
+ *                   set and whether the URL came.
  *   /c/custom       raises a custom notification the second instance of this
  *                   library (registered under another name) counts.
  *   /c/child        runs /c/hello as a buffered child request.
@@ -175,6 +177,7 @@ static void *post_later(void *arg) {
 typedef struct misuse {
     riis_context *ctx;
     riis_hresult result;
+    const char *url;
 } misuse;
 
 static void *allocate_from_another_thread(void *arg) {
@@ -184,6 +187,7 @@ static void *allocate_from_another_thread(void *arg) {
 static void *use_from_another_thread(void *arg) {
     misuse *m = (misuse *)arg;
     m->result = api->response_set_header(m->ctx, "X-Bad", "1", 1);
+    m->url = api->request_url(m->ctx);
     return NULL;
 }
 
@@ -354,9 +358,11 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         misuse m;
         m.ctx = ctx;
         m.result = 0;
+        m.url = NULL;
         pthread_create(&t, NULL, use_from_another_thread, &m);
         pthread_join(t, NULL);
-        snprintf(line, sizeof line, "0x%08X\n", (unsigned)m.result);
+        snprintf(line, sizeof line, "0x%08X url:%s\n", (unsigned)m.result,
+                 m.url != NULL ? "came" : "refused");
         text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
     }
