@@ -259,6 +259,9 @@ fn failure_code(status: StatusCode) -> u32 {
     }
 }
 
+/// Gateway failures' log lines (see [`fail_with_substatus`]).
+static FAILURE_LOG: crate::LogGate = crate::LogGate::new();
+
 /// [`fail`] with IIS's substatus (Cgi's 502.1 and 502.2).
 pub(crate) fn fail_with_substatus(
     ctx: &mut HttpContext,
@@ -267,7 +270,16 @@ pub(crate) fn fail_with_substatus(
     substatus: u16,
     why: &str,
 ) -> riis_pipeline::RequestNotificationStatus {
-    tracing::warn!(url = %ctx.request().raw_url(), "{who}: {why}");
+    // At most a line a second, with how many were held back: a backend
+    // that is down (or an application stopped) would otherwise write a line
+    // for every request, as fast as clients can ask.
+    if let Some(held_back) = FAILURE_LOG.pass() {
+        tracing::warn!(
+            url = %crate::log_excerpt(ctx.request().raw_url()),
+            held_back,
+            "{who}: {why}"
+        );
+    }
     if ctx.response().headers_sent() {
         ctx.response_mut().reset_connection();
         return riis_pipeline::RequestNotificationStatus::FinishRequest;

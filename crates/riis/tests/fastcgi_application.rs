@@ -615,3 +615,52 @@ fn processes_that_ignore_sigterm_do_not_outlive_the_server() {
         }
     }
 }
+
+/// Clients that leave before their answers do not make the application's
+/// recycling look like crashes: `php-cgi` ends cleanly every
+/// PHP_FCGI_MAX_REQUESTS requests, and when every client of those requests
+/// had left (HTTP/2 streams whose connection closed), riis read no answer
+/// and counted each such end as a failure, so rapid fail protection stopped
+/// PHP (503) for anyone (found by a denial-of-service review).
+#[test]
+fn clients_that_leave_do_not_stop_the_application() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-leavers");
+    dir.write("www/slow.php", "<?php usleep(100000); echo 'late';");
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    let config = config(
+        &dir,
+        &format!(
+            "{{ path = '{}', instances = 1, rapid_fails_per_minute = 2, environment = {{ PHP_FCGI_MAX_REQUESTS = \"2\" }} }}",
+            php.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..12 {
+            let (mut sender, connection) =
+                common::http2_connection::<http_body_util::Empty<bytes::Bytes>>(server.addr).await;
+            let mut sent = Vec::new();
+            for _ in 0..4 {
+                let request = http::Request::get(format!("http://{}/slow.php", server.addr))
+                    .body(http_body_util::Empty::new())
+                    .unwrap();
+                sent.push(sender.send_request(request));
+            }
+            // Sent; then the client goes, answers unread.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            drop(sent);
+            drop(sender);
+            connection.abort();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    });
+    let resp = Connection::open(server.addr).get("/pid.php");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}

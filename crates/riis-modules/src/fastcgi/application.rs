@@ -13,10 +13,10 @@
 //! any `unix:` address. A process that exits is started again, and what it
 //! forked is killed with it. One that fails (exits with an error or a
 //! signal, or within a second of starting without the application having
-//! answered a request meanwhile, or cannot start) counts towards
+//! taken a request meanwhile, or cannot start) counts towards
 //! `rapid_fails_per_minute`: past it, the application is stopped and its
-//! requests get 503 until the configuration is loaded again (IIS's rapid
-//! fail protection). If the first start fails (no socket could be made),
+//! requests get 503 for a minute, then the next request starts it again
+//! (IIS's rapid fail protection). If the first start fails (no socket could be made),
 //! each request tries again. The processes are stopped (SIGTERM to each one's
 //! process group, SIGKILL two seconds later) when the configuration that
 //! started them retires or the server stops, and the server's stop waits
@@ -64,12 +64,58 @@ const MAX_LINE: usize = 1024;
 /// reaping), of every application: the server's stop waits for them.
 static STOPPING: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
-/// A process that ends sooner than this after it started counts as failed
-/// unless the application answered requests meanwhile: one that exits at
-/// once would otherwise be started again for ever, and serve nothing, while
-/// `php-cgi` under load ends as often as its `PHP_FCGI_MAX_REQUESTS` say,
-/// cleanly, and is started again as IIS recycles it.
+/// A process that ends cleanly this soon after it started counts as failed
+/// unless the application took requests up since shortly before (see
+/// [`STAY_UP`]): a program that exits at once, not a FastCGI application,
+/// would otherwise be started again for ever, and serve nothing. A clean
+/// exit later is `php-cgi`'s recycling (every `PHP_FCGI_MAX_REQUESTS`
+/// requests, several times a second under load), started again as IIS
+/// recycles it, whether or not riis read the answers: clients that leave
+/// before their answers must not make it look like a crash.
+const AT_ONCE: Duration = Duration::from_millis(50);
+
+/// How long before a process's start a request taken up counts as work it
+/// may have done (it was waiting for a process then).
 const STAY_UP: Duration = Duration::from_secs(1);
+
+/// When an application last took a request up: it answered, or it was
+/// handed the request whole and the client left before the answer (riis
+/// then reads none, but a client that always leaves must not make
+/// `php-cgi`'s recycling look like crashes, and have rapid fail protection
+/// stop the application).
+#[derive(Debug, Default)]
+pub(super) struct Taken {
+    /// Milliseconds since [`Taken::epoch`], plus one; 0: never.
+    last: AtomicU64,
+}
+
+impl Taken {
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    fn stamp(at: Instant) -> u64 {
+        at.saturating_duration_since(Self::epoch()).as_millis() as u64 + 1
+    }
+
+    /// A request was taken up now.
+    pub(super) fn note(&self) {
+        self.last
+            .fetch_max(Self::stamp(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// Whether one was taken up at `at` or later.
+    fn since(&self, at: Instant) -> bool {
+        self.last.load(Ordering::Relaxed) >= Self::stamp(at)
+    }
+}
+
+/// How long rapid fail protection keeps an application stopped; the first
+/// request after it starts the application again (IIS keeps it stopped
+/// until the pool recycles; a cause that passed, a full disk, a database
+/// back, should not need an operator).
+const FAILED_FOR: Duration = Duration::from_secs(60);
 
 /// The `application` table of the `fastcgi` section.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
@@ -136,8 +182,9 @@ fn program<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> 
 enum Phase {
     NotStarted,
     Running,
-    /// Stopped by rapid fail protection, or could not start: why.
-    Failed(String),
+    /// Stopped by rapid fail protection, or could not be watched: why, and
+    /// since when (a request after [`FAILED_FOR`] starts it again).
+    Failed(String, Instant),
     Stopped,
 }
 
@@ -152,8 +199,8 @@ struct Run {
     /// server's own standard error: an orphan left holding that would keep
     /// whatever reads it, a terminal or a test, waiting).
     stderr: Option<OwnedFd>,
-    /// Each with when it started and [`Application::answered`] then.
-    processes: Vec<(Child, Instant, u64)>,
+    /// Each with when it started.
+    processes: Vec<(Child, Instant)>,
     /// When processes failed, within the last minute.
     fails: VecDeque<Instant>,
     /// Counts starts: a supervisor watches the start it was made for.
@@ -174,11 +221,13 @@ pub(super) struct Application {
     /// Wakes the supervisor when the application stops.
     stopping: Condvar,
     /// Requests the application began to answer (its first bytes came).
-    answered: Arc<AtomicU64>,
+    taken: Arc<Taken>,
 }
 
 impl Application {
     pub(super) fn new(config: ApplicationConfig) -> Arc<Self> {
+        // The clock's start comes before any process's.
+        let _ = Taken::epoch();
         Arc::new(Self {
             config,
             run: Mutex::new(Run {
@@ -194,14 +243,14 @@ impl Application {
                 retiring: Vec::new(),
             }),
             stopping: Condvar::new(),
-            answered: Arc::default(),
+            taken: Arc::default(),
         })
     }
 
-    /// What counts the requests the application answered; the exchange
+    /// When the application last took a request up; the exchange
     /// adds one when an answer's first bytes come.
-    pub(super) fn answered(&self) -> Arc<AtomicU64> {
-        self.answered.clone()
+    pub(super) fn taken(&self) -> Arc<Taken> {
+        self.taken.clone()
     }
 
     /// Whether this is the application of `config`.
@@ -232,7 +281,15 @@ impl Application {
                 retire_processes(&mut run);
                 run.phase = Phase::NotStarted;
             }
-            Phase::Failed(why) => return Err(why.clone()),
+            Phase::Failed(why, since) if since.elapsed() < FAILED_FOR => return Err(why.clone()),
+            Phase::Failed(..) => {
+                tracing::info!(
+                    program = %self.config.path.display(),
+                    "the FastCGI application stopped by rapid fail protection starts again"
+                );
+                run.fails.clear();
+                run.phase = Phase::NotStarted;
+            }
             Phase::Stopped => return Err("the FastCGI application was stopped".to_owned()),
             Phase::NotStarted => {}
         }
@@ -259,7 +316,7 @@ impl Application {
         if let Err(e) = started {
             let why = format!("cannot watch the FastCGI application: {e}");
             stop_processes(&mut run);
-            run.phase = Phase::Failed(why.clone());
+            run.phase = Phase::Failed(why.clone(), Instant::now());
             return Err(why);
         }
         tracing::info!(
@@ -298,8 +355,7 @@ impl Application {
             .spawn(move || log_lines(errors, &program))?;
         for _ in 0..self.config.instances {
             let process = self.spawn(&listener, &stderr)?;
-            let answered = self.answered.load(Ordering::Relaxed);
-            run.processes.push((process, Instant::now(), answered));
+            run.processes.push((process, Instant::now()));
         }
         run.listener = Some(listener);
         run.stderr = Some(stderr);
@@ -352,12 +408,15 @@ impl Application {
                 };
                 // Reaped by `try_wait` above.
                 #[allow(clippy::zombie_processes)]
-                let (ended, since, answered_then) = run.processes.swap_remove(index);
+                let (ended, since) = run.processes.swap_remove(index);
                 // What it forked goes with it: a master's orphaned workers
                 // (`PHP_FCGI_CHILDREN`) would go on taking connections.
                 let _ = killpg(group(&ended), Signal::SIGKILL);
-                let served = self.answered.load(Ordering::Relaxed) > answered_then;
-                if !exited.success() || (now.duration_since(since) < STAY_UP && !served) {
+                let served = self
+                    .taken
+                    .since(since.checked_sub(STAY_UP).unwrap_or(since));
+                let lived = now.duration_since(since);
+                if !exited.success() || (lived < AT_ONCE && !served) {
                     tracing::warn!(
                         program = %self.config.path.display(),
                         "a FastCGI application process ended: {exited}"
@@ -386,8 +445,7 @@ impl Application {
                 let started = self.spawn(listener, stderr);
                 match started {
                     Ok(process) => {
-                        let answered = self.answered.load(Ordering::Relaxed);
-                        run.processes.push((process, now, answered));
+                        run.processes.push((process, now));
                     }
                     Err(e) => {
                         tracing::warn!(
@@ -401,13 +459,14 @@ impl Application {
             finish_retired(&mut run, now);
             if run.fails.len() > rapid {
                 let why = format!(
-                    "the FastCGI application {} failed {} times within a minute (rapid_fails_per_minute = {rapid}); it stays stopped until the configuration is loaded again",
+                    "the FastCGI application {} failed {} times within a minute (rapid_fails_per_minute = {rapid}); it stays stopped for {} s",
                     self.config.path.display(),
-                    run.fails.len()
+                    run.fails.len(),
+                    FAILED_FOR.as_secs()
                 );
                 tracing::error!("{why}");
                 stop_processes(&mut run);
-                run.phase = Phase::Failed(why);
+                run.phase = Phase::Failed(why, Instant::now());
                 return;
             }
         }
@@ -446,7 +505,7 @@ fn retire_processes(run: &mut Run) {
     let processes = std::mem::take(&mut run.processes);
     let instances = processes.len().max(1);
     run.retiring
-        .extend(processes.into_iter().map(|(child, _, _)| (child, now)));
+        .extend(processes.into_iter().map(|(child, _)| (child, now)));
     // Restarts in a row (a socket replaced again and again) must not pile
     // up processes: past two earlier starts' worth, the oldest are stopped
     // at once.
@@ -494,7 +553,7 @@ fn finish_retired(run: &mut Run, now: Instant) {
 fn stop_processes(run: &mut Run) {
     let processes: Vec<Child> = std::mem::take(&mut run.processes)
         .into_iter()
-        .map(|(child, _, _)| child)
+        .map(|(child, _)| child)
         .chain(
             std::mem::take(&mut run.retiring)
                 .into_iter()

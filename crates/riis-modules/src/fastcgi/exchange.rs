@@ -17,6 +17,7 @@ use riis_pipeline::bytes::{Bytes, BytesMut};
 use riis_pipeline::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::application::Taken;
 use super::protocol::{self, protocol_status, Record};
 use crate::backend::{Address, Connection, Pools};
 use crate::gateway::{parse_head, ErrorLog};
@@ -48,8 +49,10 @@ pub(super) struct Job {
     /// Where the answer goes.
     pub(super) relay: Arc<Relay>,
     pub(super) pools: Arc<Pools<Connection>>,
-    /// For an application riis started: its count of answered requests.
-    pub(super) answered: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// For an application riis started: when it last took a request up.
+    pub(super) taken: Option<Arc<Taken>>,
+    /// The request went to the application whole.
+    pub(super) handed_over: std::sync::atomic::AtomicBool,
 }
 
 /// Runs a request's exchange to its end and tells the request.
@@ -73,7 +76,16 @@ pub(super) async fn run(job: Job) {
                 }
             }
             // The request is gone: nobody reads the end.
-            _ = job.relay.cancelled() => return,
+            _ = job.relay.cancelled() => {
+                // Handed over whole, it is the application's to serve (see
+                // `Taken`).
+                if job.handed_over.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(taken) = &job.taken {
+                        taken.note();
+                    }
+                }
+                return;
+            }
         }
     };
     job.relay.finish(end);
@@ -190,6 +202,9 @@ async fn converse(
             result = &mut sending, if sent.is_none() => {
                 if matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
                     return Err(Failure::Quiet);
+                }
+                if result.is_ok() {
+                    job.handed_over.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 sent = Some(result.is_ok());
             }
@@ -356,8 +371,8 @@ async fn receive(read: &mut (impl AsyncRead + Unpin), job: &Job) -> Result<bool,
                     // The application took the request up (a process
                     // accepted it): what tells recycling from a crash,
                     // also when the client leaves before the end.
-                    if let Some(answered) = &job.answered {
-                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(taken) = &job.taken {
+                        taken.note();
                     }
                 }
                 received = true;

@@ -289,11 +289,11 @@ impl FastCgi {
             Err(why) => return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &why),
         };
         let config = ctx.config(self.config);
-        let (address, answered) = match (&config.application, &config.address) {
+        let (address, taken) = match (&config.application, &config.address) {
             (Some(application), _) => {
                 let application = self.shared.application(application);
                 match application.address() {
-                    Ok(address) => (address, Some(application.answered())),
+                    Ok(address) => (address, Some(application.taken())),
                     Err(why) => return fail(ctx, StatusCode::SERVICE_UNAVAILABLE, &why),
                 }
             }
@@ -384,8 +384,9 @@ impl FastCgi {
                     | Method::TRACE
             ),
             relay: relay.clone(),
+            handed_over: std::sync::atomic::AtomicBool::new(false),
             pools: self.shared.pools.clone(),
-            answered,
+            taken,
         };
         // From here `request_timeout` and `activity_timeout` end every wait:
         // the server's `timeouts.execution` would otherwise answer 503 to an
