@@ -614,16 +614,76 @@ pub(crate) struct Receiver {
     /// The backend's error pages go through CustomError like the server's
     /// (Cgi, as IIS's CGI); otherwise they are its answer and pass.
     custom_errors_apply: bool,
+    /// What this response holds of [`BUFFERED_BUDGET`] while it buffers.
+    reserved: u64,
+}
+
+/// The most all answers of the process may hold before their first flush
+/// together (each up to its module's `response_buffer_limit`). Past it, an
+/// answer streams from its head on, as with `response_buffer_limit = 0`:
+/// clients that do not read (HTTP/2 streams with a closed window, a slow
+/// reader) would otherwise make each of their answers hold the whole limit,
+/// 4 MiB by default, and a few connections hold gigabytes.
+pub(crate) const BUFFERED_BUDGET: u64 = 256 * 1024 * 1024;
+
+/// Log lines of a full budget (see `Receiver::budgeted`).
+static BUDGET_LOG: crate::LogGate = crate::LogGate::new();
+
+/// What answers hold of [`BUFFERED_BUDGET`] now.
+static BUFFERED: AtomicU64 = AtomicU64::new(0);
+
+/// Takes `bytes` of the budget, if they are there.
+fn reserve(bytes: u64) -> bool {
+    BUFFERED
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(bytes)
+                .filter(|&total| total <= BUFFERED_BUDGET)
+        })
+        .is_ok()
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Receiver {
+    /// `limit`, as far as [`BUFFERED_BUDGET`] has room for this response,
+    /// which holds `buffered` bytes, to take what the inbox may hold on top
+    /// (up to the limit); 0 (stream from now) when it has not.
+    fn budgeted(&mut self, limit: u64, buffered: u64) -> u64 {
+        let want = (buffered + MAILBOX_LIMIT as u64 + STREAM_PIECE).min(limit);
+        if self.streaming || limit == 0 || self.reserved >= want {
+            return limit;
+        }
+        if reserve(want - self.reserved) {
+            self.reserved = want;
+            return limit;
+        }
+        if let Some(held_back) = BUDGET_LOG.pass() {
+            tracing::warn!(
+                budget = BUFFERED_BUDGET,
+                held_back,
+                "answers held before their first flush reached the budget; this one streams at once"
+            );
+        }
+        0
+    }
+
+    /// Gives back what this response held of the budget.
+    fn release(&mut self) {
+        if self.reserved > 0 {
+            BUFFERED.fetch_sub(std::mem::take(&mut self.reserved), Ordering::AcqRel);
+        }
+    }
+
     /// A receiver whose backend's error pages CustomError may replace (see
     /// `custom_errors_apply`).
     pub(crate) fn applying_custom_errors() -> Self {
-        Self {
-            custom_errors_apply: true,
-            ..Self::default()
-        }
+        let mut receiver = Self::default();
+        receiver.custom_errors_apply = true;
+        receiver
     }
 
     /// Takes what the task left into the response: done when the exchange
@@ -640,7 +700,11 @@ impl Receiver {
             return Step::Done;
         }
         loop {
-            let mut limit = if self.unbuffered { 0 } else { limit };
+            let mut limit = if self.unbuffered {
+                0
+            } else {
+                self.budgeted(limit, ctx.response().buffered_len())
+            };
             // Output held before a flush: the configured limit; once the
             // response streams, none: what came goes (output that arrives
             // while a flush is on its way gathers for the next), so a
@@ -747,6 +811,8 @@ impl Receiver {
             let buffered = ctx.response().buffered_len();
             if send_head || (buffered > 0 && buffered >= threshold) {
                 self.streaming = true;
+                // What it held goes with this flush.
+                self.release();
                 ctx.response_mut().flush(FlushOptions {
                     asynchronous: true,
                     more_data: true,
@@ -817,6 +883,34 @@ fn set_trailers(ctx: &mut HttpContext, trailers: riis_pipeline::http::HeaderMap)
 mod tests {
     use super::*;
     use riis_pipeline::http::{HeaderName, HeaderValue};
+
+    /// Answers hold the budget as they buffer, give it back when they
+    /// stream or end, and one that finds it full streams at once.
+    #[test]
+    fn buffering_answers_share_one_budget() {
+        let limit = 4 * 1024 * 1024;
+        let mut first = Receiver::default();
+        assert_eq!(first.budgeted(limit, 0), limit);
+        let small = first.reserved;
+        assert!(
+            small < limit,
+            "a fresh answer holds what it may take next, not the limit"
+        );
+        assert_eq!(first.budgeted(limit, limit - 1), limit);
+        assert_eq!(first.reserved, limit);
+        // Everything else of the budget taken: the next answer streams.
+        let rest = BUFFERED_BUDGET - BUFFERED.load(Ordering::Acquire);
+        assert!(reserve(rest));
+        let mut second = Receiver::default();
+        assert_eq!(second.budgeted(limit, 0), 0);
+        assert_eq!(second.reserved, 0);
+        BUFFERED.fetch_sub(rest, Ordering::AcqRel);
+        // The first one's share comes back when it ends.
+        let before = BUFFERED.load(Ordering::Acquire);
+        drop(first);
+        assert_eq!(BUFFERED.load(Ordering::Acquire), before - limit);
+        assert_eq!(second.budgeted(limit, 0), limit);
+    }
 
     fn head(headers: &[(&str, &str)]) -> ResponseHead {
         ResponseHead {
