@@ -58,6 +58,30 @@ impl Drop for Admission {
     }
 }
 
+/// Descriptors kept from connections when `max_connections` is 0: a fifth
+/// of the open files limit, at least this many (at most half of it).
+const RESERVED_DESCRIPTORS: usize = 128;
+
+/// The connection limit when `max_connections` is 0: the open files limit
+/// but a reserve. A flood of connections then meets a 503 while files,
+/// backends, logs and the 503 itself still get descriptors; at the limit
+/// itself every open fails and each accept fails again at once (a review
+/// filled 20,000 descriptors from one address and nothing was served).
+/// Read once: `riis serve` raised its soft limit to the hard one before.
+fn implicit_connection_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+        match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, _)) if soft != RLIM_INFINITY => {
+                let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+                soft - (soft / 5).max(RESERVED_DESCRIPTORS).min(soft / 2)
+            }
+            _ => usize::MAX,
+        }
+    })
+}
+
 impl ConnectionCounter {
     /// Connections open now, server-wide.
     pub fn open(&self) -> usize {
@@ -76,6 +100,12 @@ impl ConnectionCounter {
             return Err(Refusal {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 reason: "the server has limits.max_connections open connections",
+            });
+        }
+        if limits.max_connections == 0 && total > implicit_connection_limit() {
+            return Err(Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: "the server's connections use its open files limit but a reserve",
             });
         }
         if limits.max_connections_per_client > 0 {

@@ -1085,3 +1085,40 @@ fn reload_reports_the_servers_verdict() {
     assert!(server.terminate().success());
     drop(dir);
 }
+
+/// Without `max_connections`, connections may use the open files limit but
+/// a reserve (a fifth, at least 128, at most half): past it a new one gets
+/// 503, and the files the server must open are still there for the
+/// connections it has (at the limit itself every open failed, and each
+/// accept at once again).
+#[test]
+fn connections_leave_descriptors_for_the_rest() {
+    let dir = TempDir::new("nofile-reserve");
+    dir.write("www/a.txt", "a");
+    let config = write_config(&dir, &dir.path().join("www"), "");
+    // 300 descriptors: 172 for connections, 128 kept.
+    let server = RunningBinary::start_with_nofile(&["--config", config.to_str().unwrap()], 300);
+    let mut held = Vec::new();
+    let mut refused = None;
+    for i in 0..400 {
+        let mut conn = Connection::open(server.addr);
+        // Each is admitted (or refused) when accepted: a request tells.
+        let resp = conn.get("/a.txt");
+        if resp.status == 503 {
+            refused = Some(i);
+            break;
+        }
+        assert_eq!(resp.status, 200, "connection {i}");
+        held.push(conn);
+    }
+    assert_eq!(refused, Some(172), "the first connection refused");
+    // The held connections still open files.
+    assert_eq!(held[0].get("/a.txt").text(), "a");
+    drop(held);
+    // Counted until the server has closed them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while get(server.addr, "/a.txt").status != 200 {
+        assert!(std::time::Instant::now() < deadline, "still refused");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -89,6 +89,21 @@ impl RunningBinary {
         Self::spawn(command)
     }
 
+    /// [`RunningBinary::start`] with soft and hard limits of open files
+    /// both at `limit`.
+    #[allow(dead_code)]
+    pub fn start_with_nofile(args: &[&str], limit: u64) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_riis"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"]);
+        Self::spawn(command)
+    }
+
     fn spawn(mut command: Command) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
