@@ -153,9 +153,20 @@ struct Copies {
     /// Bytes the files in each copy directory take, as far as this process
     /// knows (see [`Copies::wrote`]).
     disk_usage: Mutex<HashMap<PathBuf, u64>>,
+    /// Copies deleted to keep `max_disk_space_usage`, and when: they are
+    /// not made again for [`PRUNED_REST`].
+    pruned: Mutex<HashMap<PathBuf, std::time::Instant>>,
     /// The configuration's folder: a relative `directory` is taken from it.
     folder: PathBuf,
 }
+
+/// How long a copy deleted for space is not made again. Files whose
+/// copies take more than `max_disk_space_usage` would otherwise keep the
+/// compression thread busy for ever, each request of a deleted copy
+/// queueing it at the highest level again (a review kept a core busy with
+/// 44 tiny requests a second); meanwhile the file goes as it is
+/// (DynamicCompression, when enabled, encodes it at its fast level).
+const PRUNED_REST: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl Copies {
     /// [`private_directory`], remembered: a private directory is checked
@@ -241,9 +252,23 @@ impl Copies {
                 .or_insert_with(|| copy_files(dir).iter().map(|f| f.len).sum()),
         };
         if used > limit {
-            let left = prune(dir, limit / 10 * 9, name);
+            let (left, deleted) = prune(dir, limit / 10 * 9, name);
             usage.insert(dir.to_owned(), left);
+            drop(usage);
+            let now = std::time::Instant::now();
+            let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+            pruned.retain(|_, at| now.duration_since(*at) < PRUNED_REST);
+            pruned.extend(deleted.into_iter().map(|path| (path, now)));
         }
+    }
+
+    /// Whether the copy `name` was deleted for space lately (see
+    /// [`PRUNED_REST`]).
+    fn resting(&self, name: &Path) -> bool {
+        let pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+        pruned
+            .get(name)
+            .is_some_and(|at| at.elapsed() < PRUNED_REST)
     }
 }
 
@@ -306,8 +331,8 @@ const TEMPORARY_FILE_AGE: std::time::Duration = std::time::Duration::from_secs(6
 
 /// Deletes the oldest copies in `dir` (by when the copy was made), but not
 /// `keep`, until the rest take at most `target` bytes; returns what they
-/// take.
-fn prune(dir: &Path, target: u64, keep: &Path) -> u64 {
+/// take, and the copies deleted.
+fn prune(dir: &Path, target: u64, keep: &Path) -> (u64, Vec<PathBuf>) {
     let now = std::time::SystemTime::now();
     let mut files: Vec<CopyFile> = copy_files(dir)
         .into_iter()
@@ -320,7 +345,7 @@ fn prune(dir: &Path, target: u64, keep: &Path) -> u64 {
         .collect();
     files.sort_by_key(|f| f.modified);
     let mut used: u64 = files.iter().map(|f| f.len).sum();
-    let mut deleted = 0usize;
+    let mut deleted = Vec::new();
     for file in &files {
         if used <= target {
             break;
@@ -331,7 +356,9 @@ fn prune(dir: &Path, target: u64, keep: &Path) -> u64 {
         match std::fs::remove_file(&file.path) {
             Ok(()) => {
                 used -= file.len;
-                deleted += 1;
+                if !file.temporary {
+                    deleted.push(file.path.clone());
+                }
             }
             // Gone already (another process pruned it): not counted.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => used -= file.len,
@@ -343,11 +370,11 @@ fn prune(dir: &Path, target: u64, keep: &Path) -> u64 {
     }
     tracing::info!(
         directory = %dir.display(),
-        deleted,
+        deleted = deleted.len(),
         bytes_left = used,
-        "StaticCompression: copies passed max_disk_space_usage; the oldest were deleted"
+        "StaticCompression: copies passed max_disk_space_usage; the oldest were deleted (and are not made again for 30 minutes)"
     );
-    used
+    (used, deleted)
 }
 
 /// What the last look at a copy directory found.
@@ -826,7 +853,10 @@ impl HttpModule for StaticCompression {
         }
         // A folder's HEAD has no body to copy, and its default document is
         // not at the folder's path: the folder's next GET makes the copy.
-        if (head && info.kind == ResourceKind::Directory) || !self.copies.directory_usable(&dir) {
+        if (head && info.kind == ResourceKind::Directory)
+            || self.copies.resting(&name)
+            || !self.copies.directory_usable(&dir)
+        {
             return RequestNotificationStatus::Continue;
         }
         // One request queues each copy; this one and those that come
