@@ -177,7 +177,8 @@ pub(crate) enum BodyError {
     /// ended the read (408).
     TooSlow,
     /// The temporary file a large body goes to could not be made or written
-    /// (500, with the reason).
+    /// (500, with the reason), or the bodies in temporary files take their
+    /// budget (503).
     Spool(std::io::Error),
 }
 
@@ -196,6 +197,10 @@ impl BodyError {
             BodyError::TooSlow => (
                 StatusCode::REQUEST_TIMEOUT,
                 "the client sent the request body too slowly".to_owned(),
+            ),
+            BodyError::Spool(e) if e.kind() == std::io::ErrorKind::StorageFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the request body could not be kept in a temporary file: {e}"),
             ),
             BodyError::Spool(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

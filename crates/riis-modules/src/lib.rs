@@ -190,6 +190,20 @@ fn private_id(meta: &std::fs::Metadata) -> Option<DirectoryId> {
 
 /// Lets one line a second through for each kind of refusal, counting the
 /// ones held back: a flood of refused requests must not become a flood of
+/// Takes `bytes` of a process-wide `budget` that `held` counts, if they
+/// are there (give them back with a `fetch_sub`).
+pub(crate) fn take_from_budget(
+    held: &std::sync::atomic::AtomicU64,
+    bytes: u64,
+    budget: u64,
+) -> bool {
+    use std::sync::atomic::Ordering;
+    held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+        now.checked_add(bytes).filter(|&total| total <= budget)
+    })
+    .is_ok()
+}
+
 /// log lines.
 pub(crate) struct LogGate {
     second: std::sync::atomic::AtomicU64,
@@ -409,6 +423,19 @@ pub fn builtin(name: &str) -> Option<RegisterModuleFn> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_gives_what_it_has_and_no_more() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let held = AtomicU64::new(0);
+        assert!(take_from_budget(&held, 60, 100));
+        assert!(!take_from_budget(&held, 41, 100));
+        assert!(take_from_budget(&held, 40, 100));
+        assert_eq!(held.load(Ordering::Relaxed), 100);
+        held.fetch_sub(60, Ordering::Relaxed);
+        assert!(take_from_budget(&held, 60, 100));
+        assert!(!take_from_budget(&held, u64::MAX, u64::MAX));
+    }
 
     #[test]
     fn log_excerpts_cut_long_values_at_a_character_boundary() {

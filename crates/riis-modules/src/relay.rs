@@ -634,12 +634,7 @@ static BUFFERED: AtomicU64 = AtomicU64::new(0);
 
 /// Takes `bytes` of the budget, if they are there.
 fn reserve(bytes: u64) -> bool {
-    BUFFERED
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            held.checked_add(bytes)
-                .filter(|&total| total <= BUFFERED_BUDGET)
-        })
-        .is_ok()
+    crate::take_from_budget(&BUFFERED, bytes, BUFFERED_BUDGET)
 }
 
 impl Drop for Receiver {

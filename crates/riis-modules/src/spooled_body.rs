@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use riis_pipeline::bytes::Bytes;
@@ -20,18 +21,57 @@ use riis_pipeline::bytes::Bytes;
 /// Bytes of a body kept in memory; a longer body goes to a file.
 pub(crate) const MEMORY_LIMIT: usize = 64 * 1024;
 
+/// The most all request bodies of the process may hold in temporary files
+/// together. Past it, a body that needs more fails with 503: the temporary
+/// folder is often a `tmpfs` (memory), and a hundred uploads of IIS's
+/// default 30 MB limit would otherwise take 3 GB of it.
+pub(crate) const SPOOL_BUDGET: u64 = 2 * 1024 * 1024 * 1024;
+
+/// What bodies hold of [`SPOOL_BUDGET`] now.
+static SPOOLED: AtomicU64 = AtomicU64::new(0);
+
+/// A body's temporary file, counted against [`SPOOL_BUDGET`] until it is
+/// closed.
+pub(crate) struct SpoolFile {
+    file: File,
+    /// Bytes written (and counted).
+    len: u64,
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        SPOOLED.fetch_sub(self.len, Ordering::AcqRel);
+    }
+}
+
+impl SpoolFile {
+    /// Writes `data` at the end, if the budget has room for it.
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let bytes = data.len() as u64;
+        if !crate::take_from_budget(&SPOOLED, bytes, SPOOL_BUDGET) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "the request bodies waiting in temporary files take the server's 2 GiB budget",
+            ));
+        }
+        // Counted first: the file holds them until it is dropped.
+        self.len += bytes;
+        self.file.write_all(data)
+    }
+}
+
 /// A request body being collected.
 #[derive(Default)]
 pub(crate) struct BodySpool {
     memory: Vec<u8>,
-    /// The file, once the body outgrew memory, and its length.
-    file: Option<(File, u64)>,
+    /// The file, once the body outgrew memory.
+    file: Option<SpoolFile>,
 }
 
 impl BodySpool {
     /// Bytes collected so far.
     pub(crate) fn len(&self) -> u64 {
-        self.memory.len() as u64 + self.file.as_ref().map_or(0, |(_, len)| *len)
+        self.memory.len() as u64 + self.file.as_ref().map_or(0, |f| f.len)
     }
 
     /// Adds `data` to the body: to memory while it fits, else to the file
@@ -42,24 +82,25 @@ impl BodySpool {
             return Ok(());
         }
         if self.file.is_none() {
-            self.file = Some((tempfile::tempfile()?, 0));
+            self.file = Some(SpoolFile {
+                file: tempfile::tempfile()?,
+                len: 0,
+            });
         }
-        let Some((file, len)) = &mut self.file else {
+        let Some(file) = &mut self.file else {
             return Ok(());
         };
-        file.write_all(data)?;
-        *len += data.len() as u64;
-        Ok(())
+        file.append(data)
     }
 
     /// The whole body, to send.
     pub(crate) fn finish(self) -> SpooledBody {
         match self.file {
             None => SpooledBody::Memory(self.memory.into()),
-            Some((file, len)) => SpooledBody::Spooled {
+            Some(file) => SpooledBody::Spooled {
                 memory: self.memory.into(),
+                len: file.len,
                 file: Arc::new(file),
-                len,
             },
         }
     }
@@ -72,7 +113,7 @@ pub(crate) enum SpooledBody {
     Memory(Bytes),
     Spooled {
         memory: Bytes,
-        file: Arc<File>,
+        file: Arc<SpoolFile>,
         /// Bytes in the file.
         len: u64,
     },
@@ -118,7 +159,7 @@ impl SpooledBody {
         let at = offset - in_memory;
         let size = (len.saturating_sub(at)).min(most as u64) as usize;
         let mut buf = vec![0u8; size];
-        file.read_exact_at(&mut buf, at)?;
+        file.file.read_exact_at(&mut buf, at)?;
         Ok(buf.into())
     }
 
@@ -170,6 +211,28 @@ mod tests {
             all.extend_from_slice(&piece);
         }
         all
+    }
+
+    /// A body's file counts against the process's budget while it lives.
+    #[test]
+    fn a_spooled_body_is_counted_until_it_goes() {
+        let mut spool = BodySpool::default();
+        spool.push(&vec![b'a'; MEMORY_LIMIT]).unwrap();
+        assert!(spool.file.is_none());
+        spool.push(&vec![b'b'; 10_000]).unwrap();
+        assert_eq!(spool.file.as_ref().map(|f| f.len), Some(10_000));
+        // The global count holds at least this body's (other tests spool
+        // too); it gives it back when the body goes.
+        assert!(SPOOLED.load(Ordering::Acquire) >= 10_000);
+        let body = spool.finish();
+        assert_eq!(collect(&body, 4096).len(), MEMORY_LIMIT + 10_000);
+        let again = body.clone();
+        drop(body);
+        assert!(
+            SPOOLED.load(Ordering::Acquire) >= 10_000,
+            "a clone still holds it"
+        );
+        drop(again);
     }
 
     #[test]
