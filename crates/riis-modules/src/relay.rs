@@ -618,12 +618,14 @@ pub(crate) struct Receiver {
     reserved: u64,
 }
 
-/// The most all answers of the process may hold before their first flush
-/// together (each up to its module's `response_buffer_limit`). Past it, an
-/// answer streams from its head on, as with `response_buffer_limit = 0`:
-/// clients that do not read (HTTP/2 streams with a closed window, a slow
-/// reader) would otherwise make each of their answers hold the whole limit,
-/// 4 MiB by default, and a few connections hold gigabytes.
+/// The most all answers of the process may buffer up to their first flush
+/// together (each up to its module's `response_buffer_limit`), counted
+/// until the answer ends, since what a flush hands over may still wait for
+/// a client that does not read. Past it, an answer streams from its head
+/// on, as with `response_buffer_limit = 0`: clients that do not read
+/// (HTTP/2 streams with a closed window, a slow reader) would otherwise
+/// make each of their answers hold the whole limit, 4 MiB by default, and a
+/// few connections hold gigabytes.
 pub(crate) const BUFFERED_BUDGET: u64 = 256 * 1024 * 1024;
 
 /// Log lines of a full budget (see `Receiver::budgeted`).
@@ -805,9 +807,9 @@ impl Receiver {
             }
             let buffered = ctx.response().buffered_len();
             if send_head || (buffered > 0 && buffered >= threshold) {
+                // What it held stays counted until the answer ends: the
+                // flush may wait for a client that does not read.
                 self.streaming = true;
-                // What it held goes with this flush.
-                self.release();
                 ctx.response_mut().flush(FlushOptions {
                     asynchronous: true,
                     more_data: true,
@@ -879,8 +881,8 @@ mod tests {
     use super::*;
     use riis_pipeline::http::{HeaderName, HeaderValue};
 
-    /// Answers hold the budget as they buffer, give it back when they
-    /// stream or end, and one that finds it full streams at once.
+    /// Answers hold the budget as they buffer, give it back when they end,
+    /// and one that finds it full streams at once.
     #[test]
     fn buffering_answers_share_one_budget() {
         let limit = 4 * 1024 * 1024;

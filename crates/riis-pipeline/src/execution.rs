@@ -404,11 +404,16 @@ struct Frame {
     /// A child's: the response's entity floor in the request it runs
     /// inside, given back when it ends (see `HttpResponse::entity_floor`).
     outer_entity_floor: usize,
-    /// A child's run with `no_headers`: the head of the response it runs
-    /// inside, put back when it ends or before a send during it.
-    kept_head: Option<Box<KeptHead>>,
-    /// Such a child's own status and substatus, when a send put the
-    /// parent's head back before it ended.
+    /// A child's run with `no_headers` (see [`NoHeaders`]); boxed, as
+    /// most requests run no child.
+    no_headers: Option<Box<NoHeaders>>,
+}
+
+/// A child run with `ExecuteFlags::no_headers`: the head of the response
+/// it runs inside, put back when it ends or before a send during it, and
+/// the child's own status once a send put that head back.
+struct NoHeaders {
+    kept: Option<KeptHead>,
     own_status: Option<(StatusCode, u16)>,
 }
 
@@ -423,8 +428,7 @@ impl Frame {
             phase: Phase::Run,
             buffered,
             outer_entity_floor: 0,
-            kept_head: None,
-            own_status: None,
+            no_headers: None,
         }
     }
 
@@ -1367,12 +1371,17 @@ impl RequestExecution {
                         child.response.chunks.len(),
                     );
                     let buffered = frame.buffered || child.execute_flags.buffer_response;
-                    let kept_head = (child.execute_flags.no_headers
+                    let no_headers = (child.execute_flags.no_headers
                         && !child.response.headers_sent)
-                        .then(|| Box::new(child.response.keep_head()));
+                        .then(|| {
+                            Box::new(NoHeaders {
+                                kept: Some(child.response.keep_head()),
+                                own_status: None,
+                            })
+                        });
                     let mut child = Frame::new(*child, buffered);
                     child.outer_entity_floor = outer_entity_floor;
-                    child.kept_head = kept_head;
+                    child.no_headers = no_headers;
                     self.frames.push(child);
                     return None;
                 }
@@ -1549,11 +1558,13 @@ impl RequestExecution {
         // A direct child's last send is not the end of the client's response.
         let is_final = is_final && top == 0;
         let ctx = &mut frame.ctx;
-        if let Some(kept) = frame.kept_head.take() {
+        if let Some(no_headers) = frame.no_headers.as_deref_mut() {
             // A child without headers sends its parent's head.
-            if !ctx.response.headers_sent {
-                frame.own_status = Some((ctx.response.status, ctx.response.substatus));
-                ctx.response.restore_head(*kept);
+            if let Some(kept) = no_headers.kept.take() {
+                if !ctx.response.headers_sent {
+                    no_headers.own_status = Some((ctx.response.status, ctx.response.substatus));
+                    ctx.response.restore_head(kept);
+                }
             }
         }
         if !ctx.response.headers_sent {
@@ -1727,16 +1738,18 @@ impl RequestExecution {
         let top = self.frames.len() - 1;
         let parent = &mut self.frames[top];
         let produced = child.ctx.response.total_buffered_len() + child.ctx.response.bytes_sent;
+        let no_headers = child.no_headers.take();
         parent.ctx.child_status = Some(
-            child
-                .own_status
+            no_headers
+                .as_ref()
+                .and_then(|n| n.own_status)
                 .unwrap_or((child.ctx.response.status, child.ctx.response.substatus)),
         );
         parent.ctx.response = std::mem::replace(&mut child.ctx.response, HttpResponse::new());
         let response = &mut parent.ctx.response;
-        if let Some(kept) = child.kept_head.take() {
+        if let Some(kept) = no_headers.and_then(|n| n.kept) {
             if !response.headers_sent {
-                response.restore_head(*kept);
+                response.restore_head(kept);
             }
         }
         // A send during the child took the parent's unsent output with it

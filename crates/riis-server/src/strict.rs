@@ -194,6 +194,7 @@ fn transfer_coding(headers: &http::HeaderMap) -> Result<(), Refusal> {
 /// bracketed IPv6 address, or a reg-name / IPv4 address of unreserved,
 /// sub-delim and percent-encoded characters; an optional numeric port.
 /// Checked in place, without allocating (it runs on every request).
+#[inline]
 fn valid_host(value: &[u8]) -> bool {
     let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
         let Some(end) = rest.iter().position(|&b| b == b']') else {
