@@ -252,12 +252,13 @@ fn replay(
                 notifications,
                 post,
             } => {
-                hold.add_part();
                 registration.set_request_notifications_boxed(
                     Box::new(factory.copy_for(shared.clone(), Some(hold.clone()))),
                     *notifications,
                     *post,
                 )?;
+                // Counted once registered: only then will it be terminated.
+                hold.add_part();
             }
             Recorded::RequestPriority(n, p) => {
                 registration.set_priority_for_request_notification(*n, *p)
@@ -269,11 +270,11 @@ fn replay(
                 module,
                 notifications,
             } => {
-                hold.add_part();
                 registration.set_global_notifications_arc(
                     Arc::new(module.copy_for(shared.clone(), Some(hold.clone()))),
                     *notifications,
                 )?;
+                hold.add_part();
             }
             Recorded::GlobalPriority(n, p) => {
                 registration.set_priority_for_global_notification(*n, *p)
