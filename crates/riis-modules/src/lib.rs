@@ -188,8 +188,6 @@ fn private_id(meta: &std::fs::Metadata) -> Option<DirectoryId> {
         .then(|| (meta.dev(), meta.ino()))
 }
 
-/// Lets one line a second through for each kind of refusal, counting the
-/// ones held back: a flood of refused requests must not become a flood of
 /// Takes `bytes` of a process-wide `budget` that `held` counts, if they
 /// are there (give them back with a `fetch_sub`).
 pub(crate) fn take_from_budget(
@@ -204,6 +202,8 @@ pub(crate) fn take_from_budget(
     .is_ok()
 }
 
+/// Lets one line a second through for each kind of refusal, counting the
+/// ones held back: a flood of refused requests must not become a flood of
 /// log lines.
 pub(crate) struct LogGate {
     second: std::sync::atomic::AtomicU64,

@@ -13,7 +13,7 @@
 //! any `unix:` address. A process that exits is started again, and what it
 //! forked is killed with it. One that fails (exits with an error or a
 //! signal, or within a second of starting without the application having
-//! taken a request meanwhile, or cannot start) counts towards
+//! taken a request up in the 30 seconds before, or cannot start) counts towards
 //! `rapid_fails_per_minute`: past it, the application is stopped and its
 //! requests get 503 for a minute, then the next request starts it again
 //! (IIS's rapid fail protection). If the first start fails (no socket could be made),
@@ -65,18 +65,21 @@ const MAX_LINE: usize = 1024;
 static STOPPING: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
 /// A process that ends cleanly this soon after it started counts as failed
-/// unless the application took requests up since shortly before (see
-/// [`STAY_UP`]): a program that exits at once, not a FastCGI application,
-/// would otherwise be started again for ever, and serve nothing. A clean
-/// exit later is `php-cgi`'s recycling (every `PHP_FCGI_MAX_REQUESTS`
-/// requests, several times a second under load), started again as IIS
-/// recycles it, whether or not riis read the answers: clients that leave
-/// before their answers must not make it look like a crash.
-const AT_ONCE: Duration = Duration::from_millis(50);
-
-/// How long before a process's start a request taken up counts as work it
-/// may have done (it was waiting for a process then).
+/// unless the application took requests up lately (see [`TAKEN_BEFORE`]):
+/// a program that exits at once, not a FastCGI application, would
+/// otherwise be started again for ever, and serve nothing. With requests
+/// taken up, such an exit is `php-cgi`'s recycling (every
+/// `PHP_FCGI_MAX_REQUESTS` requests, several times a second under load),
+/// started again as IIS recycles it, whether or not riis read the
+/// answers: clients that leave before their answers must not make it look
+/// like a crash.
 const STAY_UP: Duration = Duration::from_secs(1);
+
+/// How long before a process's start a request taken up counts as work of
+/// the application's: requests handed over wait for a process, and one
+/// that starts after clients left serves what they left behind (a test saw
+/// processes start seconds after the last client left).
+const TAKEN_BEFORE: Duration = Duration::from_secs(30);
 
 /// When an application last took a request up: it answered, or it was
 /// handed the request whole and the client left before the answer (riis
@@ -414,9 +417,8 @@ impl Application {
                 let _ = killpg(group(&ended), Signal::SIGKILL);
                 let served = self
                     .taken
-                    .since(since.checked_sub(STAY_UP).unwrap_or(since));
-                let lived = now.duration_since(since);
-                if !exited.success() || (lived < AT_ONCE && !served) {
+                    .since(since.checked_sub(TAKEN_BEFORE).unwrap_or(since));
+                if !exited.success() || (now.duration_since(since) < STAY_UP && !served) {
                     tracing::warn!(
                         program = %self.config.path.display(),
                         "a FastCGI application process ended: {exited}"
