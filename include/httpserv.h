@@ -1678,9 +1678,10 @@ protected:
 /**
  * A global module: one object for the life of a configuration, called for
  * the GL_* notifications it registered, from any thread (it must be
- * thread-safe). RegisterModule runs again at each reload and registers a
- * new one; Terminate() is called when its configuration is retired (after
- * a reload, once its requests are done) or the server stops.
+ * thread-safe). A reload that keeps the module keeps it too (RegisterModule
+ * runs once while the module stays configured); Terminate() is called when
+ * the last configuration that lists it is retired (once its requests are
+ * done) or the server stops.
  */
 class CGlobalModule {
 public:
@@ -3856,9 +3857,9 @@ public:
     /** A registration object for the process's life. IIS keeps the one it
      *  passes to RegisterModule, and modules rely on it (a global kept for
      *  GetId(), a factory that holds the pointer); one is made per
-     *  RegisterModule call, which riis repeats at each reload, and none is
-     *  freed, since a factory of the configuration before may still use its
-     *  own. */
+     *  RegisterModule call (again after the module was dropped from the
+     *  configuration and listed anew), and none is freed, since a factory
+     *  of an earlier registration may still use its own. */
     static Registration *kept(riis_registration *registration) {
         static std::mutex lock;
         static std::vector<Registration *> all;

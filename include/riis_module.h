@@ -14,14 +14,16 @@
  *
  * The server loads it from configuration (`[[global_modules]]` in riis.toml),
  * checks the ABI version this header stamps into the library (the exported
- * symbol `riis_module_abi`), and calls RegisterModule for each
- * configuration that lists the module: at startup, and again at every
- * reload (the library stays loaded). Each call's factory and global module
- * serve that configuration only: the previous configuration's are
- * terminated once its last request is done, after the new RegisterModule
- * ran, so state a module keeps across calls must not be torn down by one
- * configuration's Terminate while another uses it. If the configuration
- * fails to build after RegisterModule succeeded, what it registered is
+ * symbol `riis_module_abi`), and calls RegisterModule once while the
+ * module stays configured, as IIS calls it once in a worker process: a
+ * reload whose configuration lists the same library under the same name,
+ * while an earlier configuration still uses it, gets what that
+ * RegisterModule registered (the library stays loaded). The factory's and
+ * global module's terminate callbacks run once the last configuration
+ * that used the registration is done (its last request), or at shutdown;
+ * a configuration that lists the module after that calls RegisterModule
+ * anew, once those callbacks returned. If the first configuration fails
+ * to build after RegisterModule succeeded, what it registered is
  * terminated at once. The module registers a factory for request
  * notifications, a global module for global notifications, or both,
  * exactly as an IIS module does with IHttpModuleRegistrationInfo.

@@ -341,12 +341,15 @@ impl NativeModule {
         frame.op_started.set(false);
         let mut provider = ProviderHandle::new(frame, provider);
         let nested = provider.is_nested();
+        // A nested call's frame is the call it runs inside: that call's
+        // thread stays the one another thread's writes wait for.
+        let outer_call;
         let written_while_parked = {
             let mut slot = frame.lock_completion();
             // A signal left from an earlier call (sent when the module had
             // not returned Pending) must not end this call's Pending early.
             slot.early = None;
-            slot.in_call = Some(std::thread::current().id());
+            outer_call = slot.in_call.replace(std::thread::current().id());
             if completion.is_none() && !nested {
                 // A new event: the module's earlier call ended, and with it
                 // any read (and full-duplex wait) it left under way.
@@ -409,24 +412,22 @@ impl NativeModule {
             }
         };
         frame.ctx.set(ptr::null_mut());
-        let written_meanwhile = {
-            let mut slot = frame.lock_completion();
-            slot.in_call = None;
-            if raw == riis_abi::STATUS_PENDING && !nested {
-                // Stay for the signal, or made with one that came already.
-                let early = slot.early.is_some();
-                if early {
-                    std::mem::take(&mut slot.parked_changes)
-                } else {
+        if raw != riis_abi::STATUS_PENDING || nested {
+            // Nothing waits for the module's own signal: what its thread
+            // wrote meanwhile is made now, as if the call had made it last
+            // (a nested call leaves it to the call it runs in).
+            let written = {
+                let mut slot = frame.lock_completion();
+                slot.in_call = outer_call;
+                if nested {
                     Vec::new()
+                } else {
+                    std::mem::take(&mut slot.parked_changes)
                 }
-            } else {
-                std::mem::take(&mut slot.parked_changes)
+            };
+            for change in written {
+                change(ctx);
             }
-        };
-        // Made as the call ends, as if the call had made them last.
-        for change in written_meanwhile {
-            change(ctx);
         }
         if raw != riis_abi::STATUS_PENDING && !nested {
             // A read started in a call that did not return Pending completes
@@ -467,15 +468,27 @@ impl NativeModule {
         // a body read still under way from an earlier call, without owing
         // it (the read completes it otherwise).
         let owed = !frame.op_started.get() && frame.read_buffer.get().is_none();
+        if pending && !(owed || ctx.is_full_duplex()) {
+            // An operation completes this Pending: what the module's thread
+            // wrote is made at its next call.
+            frame.lock_completion().in_call = outer_call;
+        }
         if pending && (owed || ctx.is_full_duplex()) {
-            // Take a handle now, and apply a signal that beat us here.
+            // Take a handle now, and apply a signal that beat us here; the
+            // call ends in the same step, so a write of the module's thread
+            // is either this call's or waits for the signal.
             let mut slot = frame.lock_completion();
+            slot.in_call = outer_call;
             match slot.early.take() {
                 // The signal beat us here: it completes this round now, and
                 // no handle stays behind (a kept handle means a completion
                 // still outstanding when the request ends, and the frame is
                 // then leaked for it).
                 Some(early) => {
+                    // Made before the signal is acted on.
+                    for change in std::mem::take(&mut slot.parked_changes) {
+                        change(ctx);
+                    }
                     let handle = slot
                         .handle
                         .take()

@@ -89,7 +89,13 @@ pub(crate) struct Registered {
 }
 
 /// The live registrations, each with how many configurations hold it.
+/// One whose count reached 0 stays listed until its `Terminate` callbacks
+/// returned: a configuration that lists the module meanwhile waits for them
+/// ([`TERMINATED`]) before its new RegisterModule, which they would undo.
 static REGISTERED: Mutex<Vec<(Arc<Registered>, usize)>> = Mutex::new(Vec::new());
+
+/// Signalled when a registration's `Terminate` callbacks have run.
+static TERMINATED: std::sync::Condvar = std::sync::Condvar::new();
 
 fn registered() -> std::sync::MutexGuard<'static, Vec<(Arc<Registered>, usize)>> {
     REGISTERED.lock().unwrap_or_else(|e| e.into_inner())
@@ -102,22 +108,19 @@ impl Registered {
     fn release(self: &Arc<Self>) {
         let last = {
             let mut live = registered();
-            match live.iter().position(|(r, _)| Arc::ptr_eq(r, self)) {
-                Some(i) => {
-                    live[i].1 -= 1;
-                    if live[i].1 == 0 {
-                        live.swap_remove(i);
-                        true
-                    } else {
-                        false
-                    }
+            match live.iter_mut().find(|(r, _)| Arc::ptr_eq(r, self)) {
+                Some((_, users)) if *users > 0 => {
+                    *users -= 1;
+                    *users == 0
                 }
-                None => false,
+                _ => false,
             }
         };
         if !last {
             return;
         }
+        // Listed (with no user) until the callbacks returned.
+        let _listed_until_done = Terminating(self);
         for call in &self.calls {
             match call {
                 Recorded::Request { factory, .. } => factory.terminate_now(),
@@ -125,6 +128,17 @@ impl Registered {
                 _ => {}
             }
         }
+    }
+}
+
+/// Takes a terminated registration off the list when dropped (also when a
+/// Terminate callback panicked), and wakes who waits for it.
+struct Terminating<'a>(&'a Arc<Registered>);
+
+impl Drop for Terminating<'_> {
+    fn drop(&mut self) {
+        registered().retain(|(r, _)| !Arc::ptr_eq(r, self.0));
+        TERMINATED.notify_all();
     }
 }
 
@@ -209,13 +223,20 @@ pub(crate) fn register_library_module(
     registration: &mut ModuleRegistration<'_>,
 ) -> Result<(), ModuleError> {
     let key = (entry as usize, registration.name().to_owned());
-    let live = registered()
-        .iter_mut()
-        .find(|(r, _)| r.key == key)
-        .map(|(r, users)| {
-            *users += 1;
-            r.clone()
-        });
+    let live = {
+        let mut list = registered();
+        // One being terminated: its Terminate would undo a new
+        // RegisterModule, so that waits for it.
+        while list.iter().any(|(r, users)| r.key == key && *users == 0) {
+            list = TERMINATED.wait(list).unwrap_or_else(|e| e.into_inner());
+        }
+        list.iter_mut()
+            .find(|(r, _)| r.key == key)
+            .map(|(r, users)| {
+                *users += 1;
+                r.clone()
+            })
+    };
     let hold = Hold::new();
     let Some(live) = live else {
         let recorded = run_entry_point(entry, abi_minor, registration, Some(hold.clone()))?;
@@ -229,8 +250,11 @@ pub(crate) fn register_library_module(
     };
     let _ = hold.registered.set(live.clone());
     let replayed = replay(&live, abi_minor, registration, &hold);
-    if replayed.is_err() && hold.parts.load(Ordering::Acquire) == 0 {
-        // Nothing registered that the server would terminate.
+    if replayed.is_err() {
+        // The pipeline drops, unterminated, what a failed registration
+        // registered (riis_module.h promises Terminate only after a
+        // RegisterModule that succeeded): nothing of this configuration's
+        // will end the hold.
         live.release();
     }
     replayed

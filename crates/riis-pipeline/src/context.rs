@@ -311,7 +311,14 @@ impl HttpContext {
 
     /// Sets the request's user (authentication modules, at AuthenticateRequest).
     pub fn set_user(&mut self, user: HttpUser) {
-        self.user = Some(user);
+        if let Some(replaced) = self.user.replace(user) {
+            if replaced.role_check().is_some() {
+                // A module's own user object: whoever read it during this
+                // request may still use it (IIS releases users when the
+                // request ends).
+                self.keep_until_request_end(replaced);
+            }
+        }
     }
 
     /// The site's id, name and physical root (`GetSite`, `GetApplication`).

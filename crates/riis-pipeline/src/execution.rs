@@ -1551,22 +1551,34 @@ impl RequestExecution {
     /// executed with `buffer_response`).
     fn send(&mut self, top: usize, is_final: bool, more_data: bool) -> bool {
         let pipeline = &*self.pipeline;
-        let frame = &mut self.frames[top];
-        if frame.buffered {
+        if self.frames[top].buffered {
             return false;
         }
-        // A direct child's last send is not the end of the client's response.
-        let is_final = is_final && top == 0;
-        let ctx = &mut frame.ctx;
-        if let Some(no_headers) = frame.no_headers.as_deref_mut() {
-            // A child without headers sends its parent's head.
-            if let Some(kept) = no_headers.kept.take() {
-                if !ctx.response.headers_sent {
-                    no_headers.own_status = Some((ctx.response.status, ctx.response.substatus));
-                    ctx.response.restore_head(kept);
+        // A child without headers (or a request nested in one) sends the
+        // head of the request it runs inside.
+        if !self.frames[top].ctx.response.headers_sent {
+            let keeper = (1..=top).rev().find(|&i| {
+                self.frames[i]
+                    .no_headers
+                    .as_ref()
+                    .is_some_and(|n| n.kept.is_some())
+            });
+            if let Some(i) = keeper {
+                let response = &self.frames[top].ctx.response;
+                let sent_over = (response.status, response.substatus);
+                let no_headers = self.frames[i].no_headers.as_deref_mut();
+                if let Some(no_headers) = no_headers {
+                    no_headers.own_status = Some(sent_over);
+                    if let Some(kept) = no_headers.kept.take() {
+                        self.frames[top].ctx.response.restore_head(kept);
+                    }
                 }
             }
         }
+        let frame = &mut self.frames[top];
+        // A direct child's last send is not the end of the client's response.
+        let is_final = is_final && top == 0;
+        let ctx = &mut frame.ctx;
         if !ctx.response.headers_sent {
             if let Some(server) = &pipeline.settings.server_header {
                 // One lookup: a module's own Server header stays. A map a

@@ -497,7 +497,9 @@ pub(super) unsafe extern "C" fn execute_request(
                 buffer_response: flags & riis_abi::EXECUTE_FLAG_BUFFER_RESPONSE != 0,
                 disable_custom_error: flags & riis_abi::EXECUTE_FLAG_DISABLE_CUSTOM_ERROR != 0,
                 same_url: flags & riis_abi::EXECUTE_FLAG_SAME_URL != 0,
-                no_headers: flags & riis_abi::EXECUTE_FLAG_NO_HEADERS != 0,
+                // A bit an older module's flags never meant.
+                no_headers: frame.module.abi_minor >= 9
+                    && flags & riis_abi::EXECUTE_FLAG_NO_HEADERS != 0,
             };
             let started = if flags & riis_abi::EXECUTE_FLAG_AS_USER != 0 {
                 // The user set on the clone (set_user), as IIS's pHttpUser.

@@ -267,8 +267,13 @@ pub(crate) unsafe fn change_response(
     if crate::frame::running_frame_of(handle).is_none() {
         let parked = crate::frame::with_live_frame(handle, |frame| {
             // SAFETY: live while `with_live_frame` runs this; only its
-            // completion slot (a Mutex) is touched.
-            let mut slot = unsafe { &*frame }.lock_completion();
+            // module description and completion slot (a Mutex) are touched.
+            let frame = unsafe { &*frame };
+            // A module built for an older ABI was told such calls fail.
+            if frame.module.abi_minor < 9 {
+                return false;
+            }
+            let mut slot = frame.lock_completion();
             let other_thread = slot
                 .in_call
                 .is_some_and(|call| call != std::thread::current().id());
