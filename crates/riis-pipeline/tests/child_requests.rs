@@ -652,3 +652,85 @@ async fn a_child_without_headers_adds_its_entity_alone() {
         assert_eq!(log.entries(), ["child ended 404.0"]);
     }
 }
+
+/// A request nested in a child without headers (an include of a folder,
+/// whose default document runs as a grandchild) that sends on its own
+/// sends the kept head too, not the grandchild's.
+#[tokio::test]
+async fn a_request_nested_in_a_child_without_headers_sends_the_kept_head() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Include",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, call| match call {
+            Call::AsyncCompletion { .. } => {
+                write(ctx, ":post");
+                Status::Continue
+            }
+            _ => {
+                set_header(ctx, "content-type", "text/html");
+                write(ctx, "pre:");
+                let mut child = ctx.clone_context().unwrap();
+                child.request_mut().set_url("/folder/").unwrap();
+                let flags = ExecuteFlags {
+                    no_headers: true,
+                    ..ExecuteFlags::default()
+                };
+                ctx.execute_request(child, flags).unwrap();
+                Status::Pending
+            }
+        }),
+    );
+    // The folder's handler runs the document as a child of its own,
+    // which sends what it wrote (a flush) with a head of its own.
+    t.module(
+        "Folder",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, call| match call {
+            Call::AsyncCompletion { .. } => Status::Continue,
+            _ => {
+                let mut child = ctx.clone_context().unwrap();
+                child.request_mut().set_url("/folder/index.txt").unwrap();
+                ctx.execute_request(child, ExecuteFlags::default()).unwrap();
+                Status::Pending
+            }
+        }),
+    );
+    t.module(
+        "Document",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            set_header(ctx, "content-type", "text/plain");
+            set_header(ctx, "x-document", "1");
+            write(ctx, "document");
+            ctx.response_mut().flush(riis_pipeline::FlushOptions {
+                asynchronous: false,
+                more_data: true,
+            });
+            Status::Continue
+        }),
+    );
+    t.handler(handler(
+        "Document",
+        "/folder/index.txt",
+        &["*"],
+        "Unspecified",
+        &["Document"],
+    ))
+    .handler(handler(
+        "Folder",
+        "/folder/",
+        &["*"],
+        "Unspecified",
+        &["Folder"],
+    ))
+    .handler(catch_all(&["Include"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/page").await;
+
+    assert_eq!(outcome.status(), StatusCode::OK);
+    assert_eq!(outcome.header("content-type"), Some("text/html"));
+    assert_eq!(outcome.header("x-document"), None);
+    assert_eq!(outcome.body(), "pre:document:post");
+}
