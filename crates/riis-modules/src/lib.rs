@@ -188,6 +188,13 @@ fn private_id(meta: &std::fs::Metadata) -> Option<DirectoryId> {
         .then(|| (meta.dev(), meta.ino()))
 }
 
+/// A fixed instant early in the process (its first use), from which the
+/// modules' coarse clocks count.
+pub(crate) fn process_start() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
+}
+
 /// Takes `bytes` of a process-wide `budget` that `held` counts, if they
 /// are there (give them back with a `fetch_sub`).
 pub(crate) fn take_from_budget(
@@ -221,12 +228,7 @@ impl LogGate {
     /// `Some(lines held back since the last one)` when a line may go out.
     pub(crate) fn pass(&self) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let now = START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_secs()
-            + 1;
+        let now = process_start().elapsed().as_secs() + 1;
         let last = self.second.load(Relaxed);
         if last != now
             && self

@@ -15,7 +15,7 @@ use riis_pipeline::{
 
 use crate::frame::{Arena, Frame, RunningGuard};
 use crate::module::ModuleShared;
-use crate::registration::Hold;
+use crate::registration::{Ending, Hold};
 
 thread_local! {
     /// The global provider of the global notification running on this thread.
@@ -70,9 +70,9 @@ pub(crate) struct NativeGlobal {
         u32,
         *mut riis_global_provider,
     ) -> riis_abi::riis_global_status,
-    pub(crate) terminate: Option<unsafe extern "C" fn(*mut c_void)>,
-    /// As [`crate::module::NativeFactory::hold`].
-    pub(crate) hold: Option<Arc<Hold>>,
+    /// Its `terminate` callback, and the configuration's hold on a
+    /// registration later configurations share.
+    pub(crate) ending: Ending,
 }
 
 // SAFETY: the ABI requires global modules to be thread-safe; the server only
@@ -113,8 +113,7 @@ impl NativeGlobal {
             shared,
             user_data: m.user_data,
             on_global_notification,
-            terminate,
-            hold: None,
+            ending: Ending::new(terminate, m.user_data),
         })
     }
 
@@ -124,18 +123,7 @@ impl NativeGlobal {
             shared,
             user_data: self.user_data,
             on_global_notification: self.on_global_notification,
-            terminate: self.terminate,
-            hold,
-        }
-    }
-
-    /// The module's `terminate` callback, now.
-    pub(crate) fn terminate_now(&self) {
-        if let Some(terminate) = self.terminate {
-            let _named = crate::frame::ModuleGuard::enter(&self.shared);
-            // SAFETY: the module's terminate callback, once: at shutdown, or
-            // when the last configuration that uses the registration retired.
-            unsafe { terminate(self.user_data) }
+            ending: self.ending.held(hold),
         }
     }
 
@@ -275,9 +263,6 @@ impl GlobalModule for NativeGlobal {
     }
 
     fn terminate(&self) {
-        match &self.hold {
-            Some(hold) => hold.end_part(|| self.terminate_now()),
-            None => self.terminate_now(),
-        }
+        self.ending.end(&self.shared);
     }
 }

@@ -23,7 +23,7 @@ use riis_pipeline::{
 
 use crate::frame::{EarlySignal, Frame, RunningGuard};
 use crate::provider::{Provider, ProviderHandle};
-use crate::registration::Hold;
+use crate::registration::{Ending, Hold};
 
 /// What every instance and the global module of one native module share.
 pub(crate) struct ModuleShared {
@@ -45,10 +45,9 @@ pub(crate) struct NativeFactory {
         *mut riis_abi::riis_allocator,
         *mut riis_module_instance,
     ) -> riis_abi::riis_hresult,
-    pub(crate) terminate: Option<unsafe extern "C" fn(*mut c_void)>,
-    /// The configuration's hold on a library module's registration, which
-    /// later configurations share: its `terminate` ends the hold.
-    pub(crate) hold: Option<Arc<Hold>>,
+    /// Its `terminate` callback, and the configuration's hold on a
+    /// registration later configurations share.
+    pub(crate) ending: Ending,
 }
 
 // SAFETY: the ABI requires factories to be thread-safe (riis_module.h,
@@ -91,8 +90,7 @@ impl NativeFactory {
             shared,
             user_data: f.user_data,
             get_http_module,
-            terminate,
-            hold: None,
+            ending: Ending::new(terminate, f.user_data),
         })
     }
 
@@ -103,19 +101,7 @@ impl NativeFactory {
             shared,
             user_data: self.user_data,
             get_http_module: self.get_http_module,
-            terminate: self.terminate,
-            hold,
-        }
-    }
-
-    /// The module's `terminate` callback, now.
-    pub(crate) fn terminate_now(&self) {
-        if let Some(terminate) = self.terminate {
-            let _named = crate::frame::ModuleGuard::enter(&self.shared);
-            // SAFETY: the module's own terminate callback with its user data,
-            // called once: at shutdown, or when the last configuration that
-            // uses the registration retired.
-            unsafe { terminate(self.user_data) }
+            ending: self.ending.held(hold),
         }
     }
 }
@@ -206,10 +192,7 @@ impl HttpModuleFactory for NativeFactory {
     }
 
     fn terminate(&self) {
-        match &self.hold {
-            Some(hold) => hold.end_part(|| self.terminate_now()),
-            None => self.terminate_now(),
-        }
+        self.ending.end(&self.shared);
     }
 }
 

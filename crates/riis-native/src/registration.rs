@@ -123,10 +123,64 @@ impl Registered {
         let _listed_until_done = Terminating(self);
         for call in &self.calls {
             match call {
-                Recorded::Request { factory, .. } => factory.terminate_now(),
-                Recorded::Global { module, .. } => module.terminate_now(),
+                Recorded::Request { factory, .. } => factory.ending.now(&factory.shared),
+                Recorded::Global { module, .. } => module.ending.now(&module.shared),
                 _ => {}
             }
+        }
+    }
+}
+
+/// How a factory or global module ends: the module's `terminate` callback
+/// with its user data, and the configuration's hold on a registration that
+/// later configurations share (the hold then decides when the callback
+/// runs).
+#[derive(Clone)]
+pub(crate) struct Ending {
+    callback: Option<unsafe extern "C" fn(*mut c_void)>,
+    user_data: *mut c_void,
+    hold: Option<Arc<Hold>>,
+}
+
+impl Ending {
+    /// The callback a module handed over (its struct's `terminate`).
+    pub(crate) fn new(
+        callback: Option<unsafe extern "C" fn(*mut c_void)>,
+        user_data: *mut c_void,
+    ) -> Self {
+        Self {
+            callback,
+            user_data,
+            hold: None,
+        }
+    }
+
+    /// The same callback, under `hold` (or none: as a registration keeps
+    /// it).
+    pub(crate) fn held(&self, hold: Option<Arc<Hold>>) -> Self {
+        Self {
+            hold,
+            ..self.clone()
+        }
+    }
+
+    /// The callback, now.
+    pub(crate) fn now(&self, shared: &Arc<ModuleShared>) {
+        if let Some(callback) = self.callback {
+            let _named = crate::frame::ModuleGuard::enter(shared);
+            // SAFETY: the module's own terminate callback with its user data,
+            // called once: at shutdown, or when the last configuration that
+            // uses the registration retired.
+            unsafe { callback(self.user_data) }
+        }
+    }
+
+    /// The engine's `terminate`: the callback now, or the part of the hold
+    /// ends.
+    pub(crate) fn end(&self, shared: &Arc<ModuleShared>) {
+        match &self.hold {
+            Some(hold) => hold.end_part(|| self.now(shared)),
+            None => self.now(shared),
         }
     }
 }

@@ -88,18 +88,15 @@ const TAKEN_BEFORE: Duration = Duration::from_secs(30);
 /// stop the application).
 #[derive(Debug, Default)]
 pub(super) struct Taken {
-    /// Milliseconds since [`Taken::epoch`], plus one; 0: never.
+    /// Milliseconds since [`crate::process_start`], plus one; 0: never.
     last: AtomicU64,
 }
 
 impl Taken {
-    fn epoch() -> Instant {
-        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        *EPOCH.get_or_init(Instant::now)
-    }
-
     fn stamp(at: Instant) -> u64 {
-        at.saturating_duration_since(Self::epoch()).as_millis() as u64 + 1
+        at.saturating_duration_since(crate::process_start())
+            .as_millis() as u64
+            + 1
     }
 
     /// A request was taken up now.
@@ -230,7 +227,7 @@ pub(super) struct Application {
 impl Application {
     pub(super) fn new(config: ApplicationConfig) -> Arc<Self> {
         // The clock's start comes before any process's.
-        let _ = Taken::epoch();
+        let _ = crate::process_start();
         Arc::new(Self {
             config,
             run: Mutex::new(Run {

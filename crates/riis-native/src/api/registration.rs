@@ -83,7 +83,7 @@ pub(super) unsafe extern "C" fn set_request_notifications(
             }
             let factory = NativeFactory::from_raw(Arc::clone(&handle.shared), factory)
                 .map_err(|why| (hr::E_INVALIDARG, why.to_owned()))?;
-            let kept = factory.copy_for(Arc::clone(&handle.shared), None);
+            // `factory` itself (no hold) is what the registration keeps.
             let held = factory.copy_for(Arc::clone(&handle.shared), handle.hold.clone());
             let notifications = RequestNotifications::from_bits_truncate(notifications);
             let post = RequestNotifications::from_bits_truncate(post_notifications);
@@ -93,7 +93,7 @@ pub(super) unsafe extern "C" fn set_request_notifications(
                 .map_err(|e| (e.hresult as i32, e.message))?;
             handle.registered_part();
             handle.record(Recorded::Request {
-                factory: kept,
+                factory,
                 notifications,
                 post,
             });
@@ -172,7 +172,6 @@ pub(super) unsafe extern "C" fn set_global_notifications(
             }
             let global = NativeGlobal::from_raw(Arc::clone(&handle.shared), module)
                 .map_err(|why| (hr::E_INVALIDARG, why.to_owned()))?;
-            let kept = global.copy_for(Arc::clone(&handle.shared), None);
             let held = global.copy_for(Arc::clone(&handle.shared), handle.hold.clone());
             let notifications = GlobalNotifications::from_bits_truncate(notifications);
             handle
@@ -181,7 +180,7 @@ pub(super) unsafe extern "C" fn set_global_notifications(
                 .map_err(|e| (e.hresult as i32, e.message))?;
             handle.registered_part();
             handle.record(Recorded::Global {
-                module: kept,
+                module: global,
                 notifications,
             });
             Ok(())
