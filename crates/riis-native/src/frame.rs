@@ -39,6 +39,14 @@ use crate::module::ModuleShared;
 thread_local! {
     /// The frame whose module is being called on this thread.
     static RUNNING: Cell<*const Frame> = const { Cell::new(ptr::null()) };
+    /// This thread's id, read once (`thread::current()` takes a reference
+    /// to the thread's handle each time, and every native call asks).
+    static THIS_THREAD: std::thread::ThreadId = std::thread::current().id();
+}
+
+/// The id of the calling thread.
+pub(crate) fn this_thread() -> std::thread::ThreadId {
+    THIS_THREAD.with(|id| *id)
 }
 
 /// Marks `frame` as running on this thread until dropped; restores the

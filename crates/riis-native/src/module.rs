@@ -332,7 +332,7 @@ impl NativeModule {
             // A signal left from an earlier call (sent when the module had
             // not returned Pending) must not end this call's Pending early.
             slot.early = None;
-            outer_call = slot.in_call.replace(std::thread::current().id());
+            outer_call = slot.in_call.replace(crate::frame::this_thread());
             if completion.is_none() && !nested {
                 // A new event: the module's earlier call ended, and with it
                 // any read (and full-duplex wait) it left under way.

@@ -19,6 +19,15 @@ fn gxx(sources: &[PathBuf], out: &Path) -> Option<()> {
     common::compile_shared("g++", &sources, out, &["-std=c++11"])
 }
 
+/// A folder holding `libmodule.so`, built from the test module
+/// `crates/riis/tests/native/NAME`; `None` without g++ (outside CI).
+fn library_dir(tag: &str, name: &str) -> Option<TempDir> {
+    let dir = TempDir::new(tag);
+    let source = repo().join("crates/riis/tests/native").join(name);
+    gxx(&[source], &dir.path().join("libmodule.so"))?;
+    Some(dir)
+}
+
 fn example(name: &str) -> PathBuf {
     repo().join("examples/native/cpp").join(name)
 }
@@ -649,11 +658,9 @@ fn a_reload_keeps_the_registration_of_a_module_in_use() {
 /// contradicted its length.
 #[test]
 fn an_include_without_headers_keeps_the_pages_head() {
-    let dir = TempDir::new("cpp-include");
-    let source = repo().join("crates/riis/tests/native/include_page.cpp");
-    if gxx(&[source], &dir.path().join("libmodule.so")).is_none() {
+    let Some(dir) = library_dir("cpp-include", "include_page.cpp") else {
         return;
-    }
+    };
     dir.write("www/hello.txt", "static hello\n");
     let config = write_config(
         &dir,
@@ -691,11 +698,9 @@ fn an_include_without_headers_keeps_the_pages_head() {
 /// released once nothing holds it.
 #[test]
 fn a_modules_own_user_object_answers_for_the_user() {
-    let dir = TempDir::new("cpp-user");
-    let source = repo().join("crates/riis/tests/native/token_user.cpp");
-    if gxx(&[source], &dir.path().join("libmodule.so")).is_none() {
+    let Some(dir) = library_dir("cpp-user", "token_user.cpp") else {
         return;
-    }
+    };
     dir.write("www/admin/report.txt", "report\n");
     let config = write_config(
         &dir,

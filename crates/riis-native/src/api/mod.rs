@@ -276,7 +276,7 @@ pub(crate) unsafe fn change_response(
             let mut slot = frame.lock_completion();
             let other_thread = slot
                 .in_call
-                .is_some_and(|call| call != std::thread::current().id());
+                .is_some_and(|call| call != crate::frame::this_thread());
             if slot.handle.is_none() && !other_thread {
                 return false;
             }
