@@ -2574,7 +2574,12 @@ private:
 class Connection : public IHttpConnection {
 public:
     explicit Connection(Core *core) : core_(core), container_(core, RIIS_SCOPE_CONNECTION) {}
-    BOOL IsConnected(VOID) const override { return TRUE; }
+    /** FALSE once the client's connection closed or the client left this
+     *  request; also from the module's own thread while the request is
+     *  Pending (riis_api 1.10, connection_is_connected). */
+    BOOL IsConnected(VOID) const override {
+        return api()->connection_is_connected(core_->ctx) != 0 ? TRUE : FALSE;
+    }
     VOID *AllocateMemory(DWORD cbAllocation) override {
         return api()->context_allocate(core_->ctx, cbAllocation);
     }

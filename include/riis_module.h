@@ -48,9 +48,9 @@
  *   response_write_entity_chunks, response_clear, response_clear_headers),
  *   while the request is parked or one of the module's calls runs: the
  *   writes are kept and made, in order, on the request's thread when the
- *   call ends or before the signal is acted on. Every other context
- *   function called from another thread, or outside a call, fails with
- *   RIIS_E_WRONG_THREAD. Factories and global modules must be thread-safe:
+ *   call ends or before the signal is acted on. Since 1.10 it may also ask
+ *   connection_is_connected. Every other context function called from
+ *   another thread, or outside a call, fails with RIIS_E_WRONG_THREAD. Factories and global modules must be thread-safe:
  *   several requests run at once on different threads.
  *
  * ASYNCHRONOUS OPERATIONS
@@ -101,7 +101,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 9
+#define RIIS_ABI_MINOR 10
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -855,6 +855,21 @@ typedef struct riis_api {
      *  module finds its own user object again (IIS's GetUser returns the
      *  object SetUser was given). */
     void *(*user_role_check_data)(riis_context *context, riis_role_check_fn is_in_role);
+
+    /* -- since 1.10: the client's connection -------------------------------- */
+
+    /** IHttpConnection::IsConnected: 1 while the client may still take this
+     *  request's response, 0 once its connection closed or the server
+     *  learned that the client left this request (a send or a body read
+     *  failed for that, or a wait was given up; for HTTP/2, the stream's
+     *  reset). A client that left unnoticed still counts as connected until
+     *  the server next touches its connection.
+     *  Unlike other context functions it may also be called from the
+     *  module's own thread, while the module holds the request Pending (or
+     *  a call of it runs): 0 then too once the request stopped waiting for
+     *  the module (its client left, a timeout ran out) or ended. A thread
+     *  that produces a long answer asks it to learn when to stop. */
+    int (*connection_is_connected)(riis_context *context);
 } riis_api;
 
 /** The entry point every module library exports. */

@@ -144,7 +144,8 @@ fn rust_layout() -> Vec<(String, usize)> {
         global_application_module_context,
         global_application_set_module_context,
         set_user_with_role_check,
-        user_role_check_data
+        user_role_check_data,
+        connection_is_connected
         }
     }
 }
@@ -252,7 +253,7 @@ fn constants_match_the_iis_values() {
     assert_eq!(hr::E_WRONG_THREAD, from_win32(1444)); // ERROR_INVALID_THREAD_ID
     assert_eq!(hr::E_INVALID_STATE, from_win32(5023)); // ERROR_INVALID_STATE
     assert_eq!(hr::E_BUSY, from_win32(170)); // ERROR_BUSY
-    assert_eq!(ABI_VERSION, 0x0001_0009);
+    assert_eq!(ABI_VERSION, 0x0001_000A);
     // EXECUTE_FLAG_* as IIS defines them.
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
     assert_eq!(EXECUTE_FLAG_SAME_URL, 0x10);

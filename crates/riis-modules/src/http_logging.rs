@@ -66,7 +66,8 @@
 //! control characters, Unicode spaces and separators, invisible
 //! characters (and the bytes of a value that is not UTF-8) are
 //! percent-escaped, so no value can end a line or a field or forge one.
-//! `cs-uri-stem` is the decoded path (after any rewrite), `time-taken` is
+//! `cs-uri-stem` is the decoded path the client asked for (before any
+//! rewrite), `time-taken` is
 //! in milliseconds, `sc-win32-status` is the Win32 code of the error a
 //! module set (0 when none). `sc-bytes` counts the response head as
 //! HTTP/1.1 writes it (status line, headers, `Date`, and `Content-Length`
@@ -1439,8 +1440,22 @@ fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, co
                 put_value(out, req.method().as_str().as_bytes());
                 Ok(())
             }
+            // The URL the client asked for, as IIS logs it (URL Rewrite's
+            // `logRewrittenUrl` is off by default, and a default document
+            // is logged under `/`); `var(URL)` gives the rewritten path.
+            LogField::UriStem if req.url_changes() > 0 => {
+                let path = req.client_url().split('?').next().unwrap_or("");
+                let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+                put_value(out, path.as_bytes());
+                Ok(())
+            }
             LogField::UriStem => {
                 put_value(out, req.url().as_bytes());
+                Ok(())
+            }
+            LogField::UriQuery if req.url_changes() > 0 => {
+                let query = req.client_url().split_once('?').map_or("", |(_, q)| q);
+                put_value(out, query.as_bytes());
                 Ok(())
             }
             LogField::UriQuery => {

@@ -77,7 +77,7 @@ impl Drop for RunningGuard {
 }
 
 /// The frame being called on this thread, if any.
-fn running_frame<'a>() -> Option<&'a Frame> {
+pub(crate) fn running_frame<'a>() -> Option<&'a Frame> {
     let frame = RUNNING.with(|r| r.get());
     // SAFETY: a frame is marked running only while its module is being
     // called on this thread, so it is alive for that call.

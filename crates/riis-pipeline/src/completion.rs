@@ -5,12 +5,13 @@
 //! [`CompletionHandle`] first, hands it to its own thread or task, and that
 //! side signals once. The request holds no thread while it waits.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
 use crate::context::HttpContext;
+use crate::context_container::ConnectionInfo;
 
 use riis_notification::RequestNotificationStatus;
 
@@ -39,6 +40,11 @@ pub(crate) struct CompletionState {
     changes: Mutex<Option<ParkedChanges>>,
     notify: Notify,
     handles: AtomicUsize,
+    /// The request's connection, for [`CompletionHandle::is_client_connected`].
+    connection: Option<Arc<ConnectionInfo>>,
+    /// The request no longer listens: it ended, or gave up the wait this
+    /// state was for (the client left, a timeout).
+    detached: AtomicBool,
 }
 
 impl std::fmt::Debug for CompletionState {
@@ -51,6 +57,20 @@ impl std::fmt::Debug for CompletionState {
 }
 
 impl CompletionState {
+    /// The state for a module of a request on `connection`.
+    pub(crate) fn new(connection: Arc<ConnectionInfo>) -> Self {
+        Self {
+            connection: Some(connection),
+            ..Self::default()
+        }
+    }
+
+    /// The request stopped listening to this state's handles (see
+    /// [`CompletionHandle::is_client_connected`]).
+    pub(crate) fn detach(&self) {
+        self.detached.store(true, Ordering::Relaxed);
+    }
+
     fn set(&self, signal: Signal, changes: Option<ParkedChanges>) {
         let mut slot = self.signal.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() || *slot == Some(Signal::Abandoned) {
@@ -147,6 +167,20 @@ impl CompletionHandle {
     /// [`CompletionHandle::indicate_completion_with`]).
     pub fn post_completion_with(&self, bytes: u64, changes: ParkedChanges) {
         self.state.set(Signal::Post(bytes), Some(changes));
+    }
+
+    /// `IHttpConnection::IsConnected`, asked from the module's own thread:
+    /// false once the request's connection closed, or once the request no
+    /// longer listens to this handle (it ended, or it gave up the wait:
+    /// its client left, or a timeout ran out). A thread producing a long
+    /// answer asks it to learn when to stop.
+    pub fn is_client_connected(&self) -> bool {
+        !self.state.detached.load(Ordering::Relaxed)
+            && self
+                .state
+                .connection
+                .as_ref()
+                .is_some_and(|c| c.is_connected())
     }
 }
 

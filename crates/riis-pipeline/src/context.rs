@@ -65,6 +65,16 @@ pub(crate) struct Slot {
     pub(crate) completion: Option<Arc<CompletionState>>,
 }
 
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The request ends: handles its module kept learn that nobody
+        // listens any more.
+        if let Some(state) = &self.completion {
+            state.detach();
+        }
+    }
+}
+
 /// The module call under way: the event is noted once per walk of an
 /// event's list, the module before each call (the engine's hot loop writes
 /// one `u16` per call instead of the whole triple).
@@ -188,6 +198,10 @@ pub struct HttpContext {
     pub(crate) op: Option<AsyncOp>,
     /// [`HttpContext::enable_full_duplex`] was called.
     pub(crate) full_duplex: bool,
+    /// The client can no longer take this request's response (a send or
+    /// body read failed for that, or its wait was abandoned); see
+    /// [`HttpContext::is_client_connected`].
+    pub(crate) client_gone: bool,
     /// A body read under way while its module waits for other news too
     /// (full duplex): the most bytes it asked for.
     pub(crate) duplex_read: Option<std::num::NonZeroUsize>,
@@ -263,6 +277,7 @@ impl HttpContext {
             cached_content: None,
             op: None,
             full_duplex: false,
+            client_gone: false,
             duplex_read: None,
             current: Running::NONE,
             depth: 0,
@@ -461,6 +476,17 @@ impl HttpContext {
     /// The connection the request came on.
     pub fn connection(&self) -> &ConnectionInfo {
         &self.connection
+    }
+
+    /// `IHttpConnection::IsConnected`: whether the client may still take
+    /// this request's response. False once its connection closed, or once
+    /// the server learned that the client left this request (a send or a
+    /// body read failed for that, or the request was abandoned while a
+    /// module waited; for HTTP/2 that is the stream's reset). A client that
+    /// left unnoticed between two such moments still counts as connected,
+    /// as IIS's answer is only as fresh as HTTP.sys's knowledge.
+    pub fn is_client_connected(&self) -> bool {
+        !self.client_gone && self.connection.is_connected()
     }
 
     /// The certificate the client presented in the connection's TLS
@@ -1057,6 +1083,7 @@ impl HttpContext {
         );
         child.depth = self.depth + 1;
         child.user = self.user.clone();
+        child.client_gone = self.client_gone;
         Ok(child)
     }
 
@@ -1243,7 +1270,7 @@ impl HttpContext {
         let state = match self.current.module() {
             Some(m) => self.slots[m.get()]
                 .completion
-                .get_or_insert_with(Default::default)
+                .get_or_insert_with(|| Arc::new(CompletionState::new(self.connection.clone())))
                 .clone(),
             None => Arc::default(),
         };

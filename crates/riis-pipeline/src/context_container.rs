@@ -181,6 +181,8 @@ pub struct ConnectionInfo {
     pub client_certificate_crl: Option<std::sync::Arc<std::path::Path>>,
     /// Connection-level module contexts.
     pub contexts: SharedContextContainer,
+    /// Set once the server closed the connection, or saw it closed.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl ConnectionInfo {
@@ -199,6 +201,20 @@ impl ConnectionInfo {
             client_certificate_ca: None,
             client_certificate_crl: None,
             contexts: SharedContextContainer::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the connection is still open: true until the server marks
+    /// it closed ([`ConnectionInfo::mark_closed`]). Any thread may ask.
+    pub fn is_connected(&self) -> bool {
+        !self.closed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// For servers: the connection closed (or is closing). Requests still
+    /// running on it learn so through [`ConnectionInfo::is_connected`].
+    pub fn mark_closed(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -635,9 +635,11 @@ impl RequestExecution {
             Err(()) => {
                 // Nobody takes the rest.
                 drop_deferred(&mut self.deferred);
+                self.note_client_gone();
                 (0, E_CONNECTION_ABORTED)
             }
         };
+        let frame = self.frames.last_mut();
         frame.ctx.response.bytes_sent = frame.ctx.response.bytes_sent.saturating_add(bytes);
         frame.phase = match after {
             AfterSend::Call {
@@ -677,7 +679,10 @@ impl RequestExecution {
         };
         let (data, hresult) = match result {
             Ok(d) => (d, 0),
-            Err(()) => (Bytes::new(), E_CONNECTION_ABORTED),
+            Err(()) => {
+                self.note_client_gone();
+                (Bytes::new(), E_CONNECTION_ABORTED)
+            }
         };
         self.frames[top].ctx.request.client_bytes_read += data.len() as u64;
         if self.finish_read(top, site, status, data, hresult, true) {
@@ -1437,12 +1442,23 @@ impl RequestExecution {
     /// Logged at debug level, as nginx logs a client that closed its
     /// connection early at info: clients leave all the time.
     pub fn abandon_wait(&mut self) -> bool {
+        self.note_client_gone();
         self.end_wait(CLIENT_GONE, true)
     }
 
     /// [`Self::expire_busy`] for a request whose client went away.
     pub fn abandon_busy(&mut self) -> bool {
+        self.note_client_gone();
         self.end_busy(CLIENT_GONE, true)
+    }
+
+    /// The client left: [`HttpContext::is_client_connected`] says so from
+    /// now on, in the request and every child under way.
+    fn note_client_gone(&mut self) {
+        self.frames.root.ctx.client_gone = true;
+        for frame in &mut self.frames.children {
+            frame.ctx.client_gone = true;
+        }
     }
 
     /// [`Self::expire_wait`] and [`Self::abandon_wait`].
@@ -1486,7 +1502,12 @@ impl RequestExecution {
         // request, what they signal later cannot resume a later wait of the
         // same module, and their being alive does not let its next Pending
         // without a handle of its own park instead of failing.
-        self.frames[top].ctx.slots[site.module.get()].completion = None;
+        if let Some(state) = self.frames[top].ctx.slots[site.module.get()]
+            .completion
+            .take()
+        {
+            state.detach();
+        }
         let name = self.pipeline.module_name(site.module).to_owned();
         if quiet {
             tracing::debug!(module = %name, notification = %site.notification, "{description}; the request ends (logged as 503)");

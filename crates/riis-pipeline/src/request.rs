@@ -185,6 +185,10 @@ pub struct HttpRequest {
     /// The path and query the client sent, once `set_url` changed them (a
     /// rewrite, a child request's own URL); `None` while `raw_url` is it.
     client_url: Option<Box<str>>,
+    /// The headers a module set, each with the client's first value (if it
+    /// sent one), in the order first set: see
+    /// [`HttpRequest::header_set_by_module`] and [`HttpRequest::client_header`].
+    set_by_modules: Vec<(HeaderName, Option<HeaderValue>)>,
     /// Body bytes a module inserted, read before the client's body.
     pub(crate) inserted_entity: std::collections::VecDeque<Bytes>,
     /// The tail of the last read its reader had no room for (see
@@ -234,6 +238,7 @@ impl HttpRequest {
             url_changed: false,
             url_changes: 0,
             client_url: None,
+            set_by_modules: Vec::new(),
             inserted_entity: std::collections::VecDeque::new(),
             unread: Bytes::new(),
             read_data: Bytes::new(),
@@ -371,12 +376,41 @@ impl HttpRequest {
 
     /// `SetHeader` with replace: the header gets exactly this value.
     pub fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.note_set(&name);
         self.headers.insert(name, value);
     }
 
     /// `SetHeader` without replace: one more value.
     pub fn append_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.note_set(&name);
         self.headers.append(name, value);
+    }
+
+    /// Keeps the client's value of a header a module is about to set.
+    fn note_set(&mut self, name: &HeaderName) {
+        if !self.set_by_modules.iter().any(|(n, _)| n == name) {
+            let client = self.headers.get(name).cloned();
+            self.set_by_modules.push((name.clone(), client));
+        }
+    }
+
+    /// Whether the header's present value was set by a module
+    /// ([`HttpRequest::set_header`], [`HttpRequest::append_header`]: a
+    /// UrlRewrite rule's `HTTP_*` server variable, say) rather than sent by
+    /// the client. What a module that must not trust the client's value of
+    /// a header, but honours a rule's, asks (ReverseProxy's
+    /// `X-Forwarded-*`).
+    pub fn header_set_by_module(&self, name: &HeaderName) -> bool {
+        self.headers.contains_key(name) && self.set_by_modules.iter().any(|(n, _)| n == name)
+    }
+
+    /// The first value of a header as the client sent it, before any module
+    /// set it (the `Host` a rule replaced, say).
+    pub fn client_header(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        match self.set_by_modules.iter().find(|(n, _)| n == name) {
+            Some((_, client)) => client.as_ref(),
+            None => self.headers.get(name),
+        }
     }
 
     /// `DeleteHeader`.
@@ -496,6 +530,7 @@ impl HttpRequest {
             url_changed: false,
             url_changes: 0,
             client_url: Some(self.client_url().into()),
+            set_by_modules: self.set_by_modules.clone(),
             inserted_entity: std::collections::VecDeque::new(),
             unread: Bytes::new(),
             read_data: Bytes::new(),

@@ -39,6 +39,12 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
         return match header {
             "URL" => Some(Cow::Borrowed(req.raw_url())),
             "VERSION" => Some(Cow::Borrowed(version(req.http_version()))),
+            // What IIS's URL Rewrite sets when it rewrites: the URL the
+            // client asked for. Never a client's own `X-Original-URL` (which
+            // would let it claim another URL to rules and applications).
+            "X_ORIGINAL_URL" => {
+                (req.client_url() != req.raw_url()).then(|| Cow::Borrowed(req.client_url()))
+            }
             // HTTP/2 carries the host as `:authority`, and an absolute-form
             // request target overrides `Host` (RFC 9112 §3.2.2).
             // Host and port only: an absolute-form target's userinfo
@@ -59,7 +65,9 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
         "PATH_INFO" if ctx.script_end.is_some() => Some(Cow::Borrowed(ctx.path_info())),
         "PATH_INFO" => Some(Cow::Borrowed(req.url())),
         "QUERY_STRING" => Some(Cow::Borrowed(req.query_string())),
-        "UNENCODED_URL" => Some(Cow::Borrowed(req.raw_url())),
+        // The URL exactly as the client sent it, also after a rewrite (IIS
+        // keeps it for "preserving the original URL").
+        "UNENCODED_URL" => Some(Cow::Borrowed(req.client_url())),
         // As Apache and nginx pass it: the client's, after rewrites and in
         // child requests too.
         "REQUEST_URI" => Some(Cow::Borrowed(req.client_url())),

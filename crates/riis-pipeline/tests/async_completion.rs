@@ -839,3 +839,79 @@ async fn changes_sent_with_a_signal_are_made_before_it() {
     assert_eq!(outcome.status(), StatusCode::CREATED);
     assert_eq!(outcome.body(), "written by the module's thread");
 }
+
+/// `IsConnected` from a module's own thread: a kept handle says the client
+/// is connected while the request waits for it, and not once the request
+/// gave the wait up because the client left; the modules that still run
+/// (EndRequest) see the client gone on the request's thread too.
+#[tokio::test]
+async fn a_handle_reports_the_client_gone_once_its_wait_is_abandoned() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut t = TestPipeline::new();
+    let held = forgetful(&mut t);
+    {
+        let seen = seen.clone();
+        t.module(
+            "Watcher",
+            Registration::events(N::EndRequest),
+            script(move |ctx, _| {
+                seen.lock().unwrap().push(ctx.is_client_connected());
+                Status::Continue
+            }),
+        );
+    }
+    let pipeline = t.build();
+    let mut execution = RequestExecution::new(context(&pipeline, request(Method::GET, "/")));
+    let Step::Wait(_waiter) = execution.resume() else {
+        panic!("the request should wait for Forgetful");
+    };
+    let handle = held.lock().unwrap().clone().unwrap();
+    assert!(handle.is_client_connected());
+    assert!(execution.abandon_wait());
+    assert!(!handle.is_client_connected());
+    drive(execution, Vec::new()).await.assert_completed();
+    assert_eq!(*seen.lock().unwrap(), [false]);
+    assert!(!handle.is_client_connected(), "the request ended");
+}
+
+/// The connection's state reaches the request, and a request that ends
+/// detaches the handles its modules kept.
+#[tokio::test]
+async fn is_client_connected_follows_the_connection_and_the_request() {
+    let kept: Arc<Mutex<Option<CompletionHandle>>> = Arc::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut t = TestPipeline::new();
+    {
+        let (kept, seen) = (kept.clone(), seen.clone());
+        t.module(
+            "Keeper",
+            Registration::events(N::BeginRequest),
+            script(move |ctx, _| {
+                seen.lock().unwrap().push(ctx.is_client_connected());
+                *kept.lock().unwrap() = Some(ctx.completion_handle());
+                Status::Continue
+            }),
+        );
+    }
+    let pipeline = t.build();
+
+    // Open: a request ends, and the handle its module kept goes quiet.
+    drive(
+        RequestExecution::new(context(&pipeline, request(Method::GET, "/"))),
+        Vec::new(),
+    )
+    .await
+    .assert_completed();
+    assert_eq!(*seen.lock().unwrap(), [true]);
+    let handle = kept.lock().unwrap().take().unwrap();
+    assert!(!handle.is_client_connected());
+
+    // On a closed connection the request's modules see the client gone.
+    let ctx = context(&pipeline, request(Method::GET, "/"));
+    ctx.connection().mark_closed();
+    assert!(!ctx.connection().is_connected());
+    drive(RequestExecution::new(ctx), Vec::new())
+        .await
+        .assert_completed();
+    assert_eq!(*seen.lock().unwrap(), [true, false]);
+}

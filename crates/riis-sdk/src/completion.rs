@@ -283,4 +283,22 @@ impl CompletionHandle {
     pub fn post_completion(&self, bytes: u64) -> Result<(), ModuleError> {
         self.shared.signal(Signal::Post(bytes))
     }
+
+    /// `IHttpConnection::IsConnected`, from the module's own thread: false
+    /// once the request's client left (its connection closed, or the
+    /// request stopped waiting for the module because the client left or a
+    /// timeout ran out) or the request ended. A thread producing a long
+    /// answer asks it to learn when to stop.
+    pub fn is_client_connected(&self) -> bool {
+        let state = self.shared.lock();
+        if !state.alive {
+            return false;
+        }
+        // SAFETY: the context is valid while `alive` (checked under the
+        // lock, held until the call returns); the header allows this
+        // function from the module's own thread.
+        let connected = unsafe { (self.shared.api.connection_is_connected)(self.shared.ctx) };
+        drop(state);
+        connected != 0
+    }
 }

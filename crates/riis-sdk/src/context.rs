@@ -1157,6 +1157,15 @@ impl HttpContext {
         )
     }
 
+    /// `IHttpConnection::IsConnected`: whether the client may still take
+    /// this request's response (false once its connection closed or the
+    /// server learned that it left this request). From the module's own
+    /// thread, ask [`CompletionHandle::is_client_connected`].
+    pub fn is_client_connected(&self) -> bool {
+        // SAFETY: the context is live during the call.
+        unsafe { (self.raw.api.connection_is_connected)(self.raw.ctx) != 0 }
+    }
+
     /// `GetIsLastNotification`: whether no module is left to run for a later
     /// notification if this one returns `status`.
     pub fn is_last_notification(&self, status: RequestNotificationStatus) -> bool {

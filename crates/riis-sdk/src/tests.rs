@@ -781,6 +781,9 @@ unsafe extern "C" fn user_role_check_data(
 ) -> *mut c_void {
     std::ptr::null_mut()
 }
+unsafe extern "C" fn connection_is_connected(_: Ctx) -> c_int {
+    1
+}
 unsafe extern "C" fn global_file(_: GProv) -> Str {
     c"/srv/www/a.txt".as_ptr()
 }
@@ -1000,6 +1003,7 @@ static API: riis_api = riis_api {
     global_application_set_module_context,
     set_user_with_role_check,
     user_role_check_data,
+    connection_is_connected,
 };
 
 struct SyncServer(riis_server);

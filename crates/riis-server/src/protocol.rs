@@ -404,6 +404,9 @@ impl<I: Socket> Open<I> {
             ..
         } = self;
         let activity = &state.activity;
+        // Requests still running on it (a module's own thread, a wait being
+        // abandoned) learn that the client is gone.
+        state.connection.mark_closed();
         // A module waiting for the connection after a 101 hyper never
         // finished learns that it is gone.
         drop(state.take_upgrade());

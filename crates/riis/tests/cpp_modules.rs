@@ -777,3 +777,41 @@ fn a_modules_thread_writes_the_response_of_its_parked_request() {
         assert_eq!(resp.text(), body, "{path}");
     }
 }
+
+/// `IHttpConnection::IsConnected` tells the truth: TRUE on the request's
+/// thread while the client waits, and, asked from the module's own thread
+/// while the request is parked, TRUE until the client leaves and FALSE
+/// after (it always said TRUE, so a streaming module never stopped).
+#[test]
+fn is_connected_turns_false_when_the_client_leaves() {
+    let Some((_dir, server)) = serve_source(
+        repo().join("crates/riis/tests/native/client_watch.cpp"),
+        "",
+        "",
+    ) else {
+        return;
+    };
+    assert_eq!(get(server.addr, "/check").text(), "connected 1\n");
+    let mut leaving = Connection::open(server.addr);
+    leaving.send_raw(b"GET /watch HTTP/1.1\r\nHost: test\r\n\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(get(server.addr, "/seen").text(), "watching\n");
+    drop(leaving);
+    let mut seen = String::new();
+    for _ in 0..250 {
+        seen = get(server.addr, "/seen").text();
+        if seen != "watching\n" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let count: u32 = seen
+        .strip_prefix("seen ")
+        .and_then(|s| s.strip_suffix(" gone\n"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the thread never saw the client leave: {seen:?}"));
+    // It saw the client connected while it was (about 300 ms of 10 ms polls).
+    assert!(count >= 5, "{seen:?}");
+    // The server is fine afterwards.
+    assert_eq!(get(server.addr, "/check").text(), "connected 1\n");
+}

@@ -760,3 +760,86 @@ fn a_failed_precondition_logs_win32_status_zero() {
     let fields: Vec<&str> = line.split(' ').collect();
     assert_eq!(fields[11..14], ["412", "0", "0"], "{line}");
 }
+
+/// The log names the URL the client asked for, as IIS logs it, when a rule
+/// rewrote it; `var(URL)` and `var(QUERY_STRING)` name the rewritten one.
+/// The same run checks what rules see of the original URL: IIS's
+/// `UNENCODED_URL` and `HTTP_X_ORIGINAL_URL` (never the client's own
+/// header), a Wildcard `?`, and the query a chain of rewrites carries.
+#[test]
+fn rewritten_requests_are_logged_under_the_clients_url() {
+    let dir = TempDir::new("httplog-rewrite");
+    dir.write("www/new/a b.txt", "b");
+    dir.write("www/new/foo.txt", "foo");
+    let root = dir.path().join("www");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "HttpLogging"
+[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+modules = ["StaticFile"]
+
+[http_logging]
+fields = ["cs-uri-stem", "cs-uri-query", "sc-status", "var(URL)", "var(QUERY_STRING)",
+          "var(UNENCODED_URL)", "var(HTTP_X_ORIGINAL_URL)"]
+
+[[rewrite.rules]]
+name = "old"
+pattern = "^old/(.*)"
+action = {{ type = "Rewrite", url = "new/{{R:1}}?from=rule" }}
+
+[[rewrite.rules]]
+name = "chain-1"
+pattern = "^chain/(.*)"
+action = {{ type = "Rewrite", url = "step/{{R:1}}?added=1" }}
+
+[[rewrite.rules]]
+name = "chain-2"
+pattern = "^step/(.*)"
+action = {{ type = "Rewrite", url = "new/{{R:1}}?final=1" }}
+
+[[rewrite.rules]]
+name = "wild"
+pattern = "w/*_in.???"
+pattern_syntax = "Wildcard"
+action = {{ type = "Rewrite", url = "new/{{R:1}}.txt" }}
+
+[[sites]]
+name = "Logged"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display(),
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let logs = dir.path().join("logs");
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/old/a%20b.txt?x=1").text(), "b");
+    assert_eq!(conn.get("/chain/foo.txt?x=1").text(), "foo");
+    assert_eq!(conn.get("/w/foo_in.asp").text(), "foo");
+    assert_eq!(conn.get("/w/foo_in.aspx").status, 404);
+    conn.send_raw(b"GET /new/foo.txt HTTP/1.1\r\nHost: t\r\nX-Original-URL: /admin\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 200);
+    let text = wait_for_lines(&logs, 5);
+    assert_eq!(
+        lines(&text),
+        [
+            "/old/a+b.txt x=1 200 /new/a+b.txt from=rule&x=1 /old/a%20b.txt?x=1 /old/a%20b.txt?x=1",
+            // The second rewrite appends the query the first one left.
+            "/chain/foo.txt x=1 200 /new/foo.txt final=1&added=1&x=1 /chain/foo.txt?x=1 /chain/foo.txt?x=1",
+            "/w/foo_in.asp - 200 /new/foo.txt - /w/foo_in.asp /w/foo_in.asp",
+            "/w/foo_in.aspx - 404 /w/foo_in.aspx - /w/foo_in.aspx -",
+            "/new/foo.txt - 200 /new/foo.txt - /new/foo.txt -",
+        ],
+        "{text}"
+    );
+}

@@ -971,6 +971,15 @@ path = "/mixed"
 name = "remote"
 pattern = "^mixed/remote/(.*)"
 action = {{ type = "Rewrite", url = "http://{addr}/echo?from={{R:1}}" }}
+
+[[sites.locations.rewrite.rules]]
+name = "behind-a-balancer"
+pattern = "^mixed/lb/(.*)"
+server_variables = [
+  {{ name = "HTTP_X_FORWARDED_PROTO", value = "https" }},
+  {{ name = "HTTP_HOST", value = "backend.internal" }},
+]
+action = {{ type = "Rewrite", url = "http://{addr}/echo?lb={{R:1}}" }}
 "#,
             addr = backend.addr
         ),
@@ -988,11 +997,26 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?from={{R:1}}" }}
     );
     assert_eq!(seen.header("host"), Some("test"));
 
+    // What a rule sets goes to the server as set (ARR's recipe behind a
+    // load balancer that ends TLS); the client's own claims do not, and
+    // X-Forwarded-Host stays the host the client asked for.
+    conn.send_raw(
+        b"GET /mixed/lb/x HTTP/1.1\r\nHost: public.example\r\n\
+          X-Forwarded-Proto: ftp\r\nX-Forwarded-Host: evil.example\r\n\r\n",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let seen = backend.seen.last();
+    assert_eq!(seen.target, "/echo?lb=x");
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("host"), Some("backend.internal"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("public.example"));
+
     // No rule sent it on and the section has no servers: the handler's
     // next module answers.
     assert_eq!(conn.get("/mixed/local.html").text(), "served here");
     assert_eq!(conn.get("/elsewhere").status, 404);
-    assert_eq!(backend.seen.requests.lock().unwrap().len(), 1);
+    assert_eq!(backend.seen.requests.lock().unwrap().len(), 2);
 
     // A server made of request values is refused when the file is read.
     let bad = dir.write(

@@ -116,7 +116,6 @@ mod farm;
 mod health;
 mod tls;
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -574,10 +573,14 @@ impl ReverseProxy {
                 )
                 // riis's own, never the client's.
                 || name == "x-original-url"
+                // The client's are not to be trusted; a module's (a rule's
+                // server variable, ARR's recipe behind a load balancer)
+                // go as set.
                 || (config.forwarded_headers
                     && (name == "x-forwarded-proto"
                         || name == "x-forwarded-host"
-                        || name == "x-forwarded-for"))
+                        || name == "x-forwarded-for")
+                    && !req.header_set_by_module(name))
                 // `X_Forwarded_For` or `X.Forwarded.For` would pass for
                 // `X-Forwarded-For` with servers that read headers as CGI
                 // variables: dropped, as nginx does by default. So is
@@ -608,24 +611,35 @@ impl ReverseProxy {
             }
         }
         if config.forwarded_headers {
-            // Every earlier hop's, in order, then the client's address.
-            let mut forwarded_for = Vec::with_capacity(32);
-            for hop in client.get_all("x-forwarded-for") {
-                if !hop.is_empty() {
-                    forwarded_for.extend_from_slice(hop.as_bytes());
-                    forwarded_for.extend_from_slice(b", ");
+            let forwarded_for = HeaderName::from_static("x-forwarded-for");
+            if !req.header_set_by_module(&forwarded_for) {
+                // Every earlier hop's, in order, then the client's address.
+                let mut list = Vec::with_capacity(32);
+                for hop in client.get_all(&forwarded_for) {
+                    if !hop.is_empty() {
+                        list.extend_from_slice(hop.as_bytes());
+                        list.extend_from_slice(b", ");
+                    }
+                }
+                crate::put_address(&mut list, req.remote_address().ip());
+                if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(list)) {
+                    headers.insert(forwarded_for, value);
                 }
             }
-            crate::put_address(&mut forwarded_for, req.remote_address().ip());
-            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded_for)) {
-                headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+            let forwarded_proto = HeaderName::from_static("x-forwarded-proto");
+            if !req.header_set_by_module(&forwarded_proto) {
+                headers.insert(
+                    forwarded_proto,
+                    HeaderValue::from_static(if https { "https" } else { "http" }),
+                );
             }
-            headers.insert(
-                HeaderName::from_static("x-forwarded-proto"),
-                HeaderValue::from_static(if https { "https" } else { "http" }),
-            );
-            if let Some(host) = client_host.and_then(|h| HeaderValue::from_str(h).ok()) {
-                headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+            // The host the client asked for, even when a rule set another
+            // `Host` for the server.
+            let forwarded_host = HeaderName::from_static("x-forwarded-host");
+            if !req.header_set_by_module(&forwarded_host) {
+                if let Some(host) = req.client_header(&header::HOST) {
+                    headers.insert(forwarded_host, host.clone());
+                }
             }
         }
         if req.client_url() != req.raw_url() {
@@ -687,10 +701,14 @@ impl ReverseProxy {
             self.upgraded_to = Some(to);
             std::sync::Mutex::new(Some(from))
         });
-        // The origin is written only for the few answers that need it.
-        let client_host = client_host
+        // The origin is written only for the few answers that need it: the
+        // host the client asked for, even when a rule set another `Host`.
+        let client_host = ctx
+            .request()
+            .client_header(&header::HOST)
+            .and_then(|h| h.to_str().ok())
             .filter(|_| config.reverse_rewrite_host)
-            .map(Cow::into_owned);
+            .map(str::to_owned);
         let timeout = Duration::from_secs(config.timeout);
         let relay = Arc::new(Relay::new(ctx.completion_handle(), timeout));
         let job = Job {

@@ -286,7 +286,9 @@ impl UrlRewrite {
         if rules.rules.is_empty() {
             return Outcome::Continue(None);
         }
-        let original_query = ctx.request().query_string().to_owned();
+        // IIS's "query string of the current URL": the request's, then the
+        // one each Rewrite leaves, for the next rules that append it.
+        let mut current_query = ctx.request().query_string().to_owned();
         let mut url = ctx.request().url().to_owned();
         let mut subject = url.trim_start_matches('/').to_owned();
         let mut query: Option<String> = None;
@@ -339,7 +341,8 @@ impl UrlRewrite {
                         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
                         None => (target, None),
                     };
-                    query = join_query(own_query, *append_query, &original_query);
+                    query = join_query(own_query, *append_query, &current_query);
+                    current_query.clone_from(query.as_ref().unwrap_or(&String::new()));
                     // Relative paths are from the site's root.
                     url = format!("/{}", decoded(path.trim_start_matches('/')));
                     subject = url.trim_start_matches('/').to_owned();
@@ -384,7 +387,7 @@ impl UrlRewrite {
                         // map's value) may name another site.
                         target = format!("/{}", target.trim_start_matches('/'));
                     }
-                    if *append_query && !original_query.is_empty() {
+                    if *append_query && !current_query.is_empty() {
                         // Before the template's `#fragment`, if it has one
                         // (RFC 3986 §3: the query comes first); values
                         // cannot bring a `#`, they encode it.
@@ -392,7 +395,7 @@ impl UrlRewrite {
                         if !target.ends_with('?') {
                             target.push(if target.contains('?') { '&' } else { '?' });
                         }
-                        target.push_str(&original_query);
+                        target.push_str(&current_query);
                         target.push_str(fragment.as_deref().unwrap_or(""));
                     }
                     if ctx.response_mut().redirect(&target, *status).is_err() {

@@ -270,9 +270,19 @@ pub(super) fn compile(
     let expression = match syntax {
         PatternSyntax::ECMAScript => pattern.to_owned(),
         PatternSyntax::Wildcard => {
-            let parts: Vec<String> = pattern.split('*').map(regex::escape).collect();
-            // `*` is any characters, line breaks (a decoded `%0a`) too.
-            format!("(?s)^{}$", parts.join("(.*)"))
+            // IIS's wildcards: `*` is any characters (a back-reference),
+            // `?` exactly one (none); line breaks (a decoded `%0a`) count.
+            let mut expression = String::from("(?s)^");
+            let mut literal = [0u8; 4];
+            for c in pattern.chars() {
+                match c {
+                    '*' => expression.push_str("(.*)"),
+                    '?' => expression.push('.'),
+                    c => expression.push_str(&regex::escape(c.encode_utf8(&mut literal))),
+                }
+            }
+            expression.push('$');
+            expression
         }
         PatternSyntax::ExactMatch => format!("^{}$", regex::escape(pattern)),
     };
@@ -579,6 +589,11 @@ mod tests {
         assert_eq!((&groups[1], &groups[2]), ("x/y", "9"));
         assert!(!wild.is_match("wild/x/file-9.txtz"));
         assert!(!wild.is_match("a/wild/x/file-9.txt"));
+        // `?` is one character, not a group of its own.
+        let one = compile("Scripts/*_in.???", false, PatternSyntax::Wildcard).unwrap();
+        let groups = one.captures("Scripts/foo_in.asp").unwrap();
+        assert_eq!((groups.len(), &groups[1]), (2, "foo"));
+        assert!(!one.is_match("Scripts/foo_in.aspx") && !one.is_match("Scripts/foo_in.as"));
         let exact = compile("a.b(c)", false, PatternSyntax::ExactMatch).unwrap();
         assert!(exact.is_match("a.b(c)"));
         assert!(!exact.is_match("axb(c)") && !exact.is_match("A.b(c)"));

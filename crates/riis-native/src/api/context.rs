@@ -149,6 +149,42 @@ pub(super) unsafe extern "C" fn enable_full_duplex(ctx: *mut riis_context) -> ri
     }
 }
 
+pub(super) unsafe extern "C" fn connection_is_connected(ctx: *mut riis_context) -> c_int {
+    no_unwind("connection_is_connected", 0, || {
+        if running_frame_of(ctx).is_none() {
+            // From the module's own thread: the completion handle it holds
+            // knows whether the request still waits for it. A frame no
+            // longer live is a request that ended.
+            let answer = with_live_frame(ctx, |frame| {
+                // SAFETY: live while `with_live_frame` runs this; only its
+                // completion slot (a Mutex) is touched.
+                let frame = unsafe { &*frame };
+                let slot = frame.lock_completion();
+                // Neither held: the request runs one of the module's calls
+                // or another module's (nothing watches the client then).
+                slot.handle
+                    .as_ref()
+                    .or(slot.duplex_handle.as_ref())
+                    .is_none_or(|h| h.is_client_connected())
+            });
+            if let Some(answer) = answer {
+                return c_int::from(answer);
+            }
+            if crate::frame::running_frame().is_none() {
+                // Asked outside any call, through a handle whose request
+                // ended: quietly no (a thread polling it is not an error).
+                return 0;
+            }
+        }
+        // SAFETY: the handle is checked by with_context.
+        unsafe {
+            with_context("connection_is_connected", ctx, 0, |_, ctx| {
+                Ok(c_int::from(ctx.is_client_connected()))
+            })
+        }
+    })
+}
+
 pub(super) unsafe extern "C" fn is_last_notification(
     ctx: *mut riis_context,
     status: riis_status,

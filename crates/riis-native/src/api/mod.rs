@@ -151,6 +151,7 @@ pub(crate) static API: riis_api = riis_api {
     global_application_set_module_context: global::application_set_module_context,
     set_user_with_role_check: user::set_user_with_role_check,
     user_role_check_data: user::role_check_data,
+    connection_is_connected: context::connection_is_connected,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.
