@@ -91,8 +91,8 @@ pub use provider::{
     ReadEntityProvider, SendFlags, SendResponseProvider,
 };
 pub use registration::{
-    configuration_folder, ModuleIndex, ModuleRegistration, RegisterModuleFn, Section, ServerInfo,
-    SERVER_VERSION,
+    configuration_folder, error_at_key, ModuleIndex, ModuleRegistration, RegisterModuleFn, Section,
+    ServerInfo, SERVER_VERSION,
 };
 pub use request::{prepare_url_path, HttpRequest, UrlError};
 pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, ResponseError};

@@ -120,10 +120,39 @@ fn parse_section<T: DeserializeOwned + Send + Sync + 'static>(
         .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>)
         .map_err(|e| {
             let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
+            let mut path = if path == "." { String::new() } else { path };
             // The bare message: the path already says where.
-            (path, e.into_inner().message().trim().to_owned())
+            let message = e.into_inner().message().trim().to_owned();
+            // A check made after serde (see `error_at_key`) names its key.
+            let message = match message
+                .strip_prefix(KEY_MARK)
+                .and_then(|rest| rest.split_once(KEY_MARK))
+            {
+                Some((key, message)) => {
+                    if !path.is_empty() && !key.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                    message.to_owned()
+                }
+                None => message,
+            };
+            (path, message)
         })
+}
+
+/// Brackets the key path [`error_at_key`] puts before its message.
+const KEY_MARK: char = '\u{1}';
+
+/// An error message for a section's own checks that names the key it is
+/// about: `key` is a path inside the value being deserialized
+/// (`rules[2].pattern`, `maps.Redirects`). A `TryFrom` that checks the
+/// parts of a section against each other (a rule's reference to a map
+/// defined beside it) knows no more to serde than the section; returned
+/// through this, the configuration error names that key and its line
+/// instead of the section's.
+pub fn error_at_key(key: &str, message: impl std::fmt::Display) -> String {
+    format!("{KEY_MARK}{key}{KEY_MARK}{message}")
 }
 
 /// A declared configuration section.

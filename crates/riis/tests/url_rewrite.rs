@@ -718,11 +718,10 @@ action = { type = "Rewrite", value = "/app/{R:1}" }
     assert_eq!(head.header("x-frame-options"), Some("DENY"));
     assert!(head.header("etag").is_none());
     assert!(head.header("accept-ranges").is_none());
-    // The file's length (the page's is known only by rewriting it).
-    assert_eq!(
-        head.header("content-length"),
-        Some(page.len().to_string().as_str())
-    );
+    // Not the file's length, which is not the page's (known only by
+    // rewriting it).
+    assert_eq!(head.header("content-length"), None);
+    assert_eq!(head.header("transfer-encoding"), None);
     // (A date after the file's: the file itself would answer 304.)
     conn.send_raw(
         b"GET /page.html HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n",
@@ -995,6 +994,38 @@ action = { type = "Redirect", url = "//cdn.test/x" }"#,
             err.contains("riis.toml") && err.contains("rewrite"),
             "{err}"
         );
+        assert!(err.contains(says), "{says} in {err}");
+    }
+
+    // A rule that names what its neighbours define (a map, a
+    // precondition) is reported at its own line and key, not the
+    // section's first; a bad pattern at the pattern's.
+    let three_rules = "[[modules]]\nname = \"UrlRewrite\"\n\n\
+        [[rewrite.rules]]\nname = \"one\"\npattern = \"^a$\"\naction = { type = \"None\" }\n\n\
+        [[rewrite.rules]]\nname = \"two\"\npattern = \"^(c$\"\naction = { type = \"None\" }\n\n\
+        [[rewrite.rules]]\nname = \"three\"\npattern = \"^(e)$\"\n\
+        action = { type = \"Rewrite\", url = \"{ToUpper:{R:1}}\" }\n\n\
+        [[rewrite.outbound_rules]]\nname = \"o\"\nserver_variable = \"RESPONSE_X\"\n\
+        pattern = \"a\"\nprecondition = \"nope\"\naction = { type = \"Rewrite\", value = \"b\" }\n\n";
+    let fix_two = |t: String| t.replace("^(c$", "^c$");
+    let fix_three = |t: String| t.replace("{ToUpper:", "{ToLower:");
+    for (text, says) in [
+        (
+            three_rules.to_owned(),
+            "riis.toml:11: key `rewrite.rules[1].pattern`: rule `two`",
+        ),
+        (
+            fix_two(three_rules.to_owned()),
+            "riis.toml:14: key `rewrite.rules[2]`: rule `three`: `{ToUpper:…}`",
+        ),
+        (
+            fix_three(fix_two(three_rules.to_owned())),
+            "riis.toml:23: key `rewrite.outbound_rules[0].precondition`",
+        ),
+    ] {
+        let path = dir.write("riis.toml", format!("{text}{site}"));
+        let out = common::riis_command("check-config", &path);
+        let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{says} in {err}");
     }
 }

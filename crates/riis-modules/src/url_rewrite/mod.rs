@@ -92,8 +92,9 @@ use std::collections::{BTreeMap, HashMap};
 use percent_encoding::utf8_percent_encode;
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
-    HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, RequestNotification,
-    RequestNotificationStatus, RequestNotifications, Section, SendResponseProvider, ServerInfo,
+    error_at_key, HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority,
+    RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
+    SendResponseProvider, ServerInfo,
 };
 use serde::Deserialize;
 
@@ -177,18 +178,22 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
     fn try_from(raw: RawRewriteConfig) -> Result<Self, String> {
         let mut maps = Vec::with_capacity(raw.maps.len());
         for (name, map) in raw.maps {
+            let key = format!("maps.{name}");
             if !is_identifier(&name) || Function::named(&name).is_some() || is_group_letter(&name) {
-                return Err(format!(
+                return Err(error_at_key(&key, format!(
                     "rewrite map `{name}`: a map's name is letters, digits and `_`, and not R, C or a function's (ToLower, UrlEncode, UrlDecode, EscapeDataString)"
-                ));
+                )));
             }
             if let Some(other) = maps
                 .iter()
                 .find(|m: &&RewriteMap| m.name.eq_ignore_ascii_case(&name))
             {
-                return Err(format!(
-                    "rewrite maps `{}` and `{name}`: map names are compared without case",
-                    other.name
+                return Err(error_at_key(
+                    &key,
+                    format!(
+                        "rewrite maps `{}` and `{name}`: map names are compared without case",
+                        other.name
+                    ),
                 ));
             }
             let mut entries = HashMap::with_capacity(map.entries.len());
@@ -199,8 +204,11 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
                     key.clone()
                 };
                 if entries.insert(stored, value).is_some() {
-                    return Err(format!(
-                        "rewrite map `{name}`: key `{key}` is there twice (keys are compared without case unless ignore_case = false)"
+                    return Err(error_at_key(
+                        &format!("maps.{name}.entries"),
+                        format!(
+                            "rewrite map `{name}`: key `{key}` is there twice (keys are compared without case unless ignore_case = false)"
+                        ),
                     ));
                 }
             }
@@ -211,41 +219,49 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
                 entries,
             });
         }
+        // Errors name the rule's (or precondition's) own key and line.
         let mut rules = raw.rules;
-        for rule in &mut rules {
+        for (i, rule) in rules.iter_mut().enumerate() {
             let name = rule.name.clone();
             for template in rule.templates_mut() {
-                template
-                    .resolve_maps(&maps)
-                    .map_err(|e| format!("rule `{name}`: {e}"))?;
+                template.resolve_maps(&maps).map_err(|e| {
+                    error_at_key(&format!("rules[{i}]"), format!("rule `{name}`: {e}"))
+                })?;
             }
         }
         let mut preconditions = Vec::with_capacity(raw.preconditions.len());
         for (name, raw) in raw.preconditions {
-            let mut precondition = Precondition::compile(name, raw)?;
+            let key = format!("preconditions.{name}");
+            let mut precondition =
+                Precondition::compile(name, raw).map_err(|e| error_at_key(&key, e))?;
             for condition in &mut precondition.conditions {
-                condition
-                    .input
-                    .resolve_maps(&maps)
-                    .map_err(|e| format!("precondition `{}`: {e}", precondition.name))?;
+                condition.input.resolve_maps(&maps).map_err(|e| {
+                    error_at_key(&key, format!("precondition `{}`: {e}", precondition.name))
+                })?;
             }
             preconditions.push(precondition);
         }
         let mut outbound_rules = raw.outbound_rules;
-        for rule in &mut outbound_rules {
+        for (i, rule) in outbound_rules.iter_mut().enumerate() {
             let name = rule.name.clone();
             if let Some((wanted, index)) = &mut rule.precondition {
                 *index = preconditions
                     .iter()
                     .position(|p| p.name == *wanted)
                     .ok_or_else(|| {
-                        format!("outbound rule `{name}`: no precondition `{wanted}` in `rewrite.preconditions`")
+                        error_at_key(
+                            &format!("outbound_rules[{i}].precondition"),
+                            format!("outbound rule `{name}`: no precondition `{wanted}` in `rewrite.preconditions`"),
+                        )
                     })?;
             }
             for template in rule.templates_mut() {
-                template
-                    .resolve_maps(&maps)
-                    .map_err(|e| format!("outbound rule `{name}`: {e}"))?;
+                template.resolve_maps(&maps).map_err(|e| {
+                    error_at_key(
+                        &format!("outbound_rules[{i}]"),
+                        format!("outbound rule `{name}`: {e}"),
+                    )
+                })?;
             }
         }
         // Rules switched off were checked like the others; they are left

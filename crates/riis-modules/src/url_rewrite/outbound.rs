@@ -496,15 +496,23 @@ pub(super) fn may_be_html(url: &str) -> bool {
 /// and no ranges, as the rewritten 200's, so that no client or cache joins
 /// unrewritten bytes to rewritten ones.
 fn describe_as_rewritten(ctx: &mut HttpContext) {
-    let headers = ctx.response_mut().headers_mut();
+    let head = ctx.request().method() == Method::HEAD;
+    let response = ctx.response_mut();
+    let headers = response.headers_mut();
     headers.remove(header::ACCEPT_RANGES);
     // A rewritten page is the file and the rules together: the file's tag
     // and date would keep a copy made under other rules valid after they
-    // changed (nginx's sub_filter drops them too). A HEAD keeps the file's
-    // length: the page's is known only by rewriting it, and the server
-    // would count an empty body instead.
+    // changed (nginx's sub_filter drops them too).
     headers.remove(header::ETAG);
     headers.remove(header::LAST_MODIFIED);
+    if head {
+        // The file's length is not what GET sends (RFC 9110 §8.6), and the
+        // page's is known only by rewriting it, which §9.3.2 lets a HEAD
+        // leave out: no length, as DynamicCompression's HEAD. What a
+        // handler wrote for the HEAD goes with it.
+        headers.remove(header::CONTENT_LENGTH);
+        response.clear_entity();
+    }
 }
 
 /// Replaces the values of header `name`; empty values are dropped, so a

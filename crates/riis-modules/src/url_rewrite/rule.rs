@@ -334,8 +334,10 @@ impl TryFrom<RawRule> for Rule {
         let name = raw.name;
         let in_rule = |e: String| format!("rule `{name}`: {e}");
         let syntax = raw.pattern_syntax;
-        let pattern = compile(&raw.pattern, raw.ignore_case, syntax).map_err(in_rule)?;
-        let conditions = compile_conditions(raw.conditions, syntax).map_err(in_rule)?;
+        let pattern = compile(&raw.pattern, raw.ignore_case, syntax)
+            .map_err(|e| riis_pipeline::error_at_key("pattern", in_rule(e)))?;
+        let conditions = compile_conditions(raw.conditions, syntax)
+            .map_err(|e| riis_pipeline::error_at_key("conditions", in_rule(e)))?;
         let a = raw.action;
         let url = |kind: &str| -> Result<Template, String> {
             let url = a
