@@ -1285,3 +1285,54 @@ bindings = ["127.0.0.1:0"]
         assert_eq!(conn.get(url).status, 500, "{url}");
     }
 }
+
+/// ECMAScript's look-around and back-references, which IIS rules use
+/// ("everything but /api/"), work; a backtracking match that runs away on
+/// a client's URL ends the request with 500.50 instead of letting the URL
+/// past a rule that denies it.
+#[test]
+fn look_around_patterns_work_and_a_runaway_match_fails_the_request() {
+    let dir = TempDir::new("rewrite-lookaround");
+    dir.write("www/index.html", "app shell");
+    dir.write("www/api/data.txt", "api data");
+    let root = dir.path().join("www");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+modules = ["StaticFile"]
+
+[[rewrite.rules]]
+name = "deny doubled"
+pattern = '^((?!x)a+)+b'
+action = {{ type = "CustomResponse", status_code = 403 }}
+
+[[rewrite.rules]]
+name = "spa"
+pattern = '^(?!api/)(?!index\.html$).+$'
+action = {{ type = "Rewrite", url = "index.html" }}
+
+[[sites]]
+name = "S"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display(),
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/some/route").text(), "app shell");
+    assert_eq!(conn.get("/api/data.txt").text(), "api data");
+    assert_eq!(conn.get("/aab").status, 403);
+    let runaway = conn.get(&format!("/{}", "a".repeat(40)));
+    assert_eq!(runaway.status, 500);
+    assert_eq!(conn.get("/some/route").text(), "app shell");
+}

@@ -84,6 +84,7 @@
 //! such a rule's pattern to the entire response).
 
 mod outbound;
+mod pattern;
 mod rule;
 mod template;
 
@@ -314,11 +315,22 @@ impl UrlRewrite {
         for rule in &rules.rules {
             // Groups are taken only when a template uses them (a negated
             // pattern has none).
-            let (matched, captures) = if rule.uses_groups && !rule.negate {
-                let captures = rule.pattern.captures(&subject);
-                (captures.is_some(), captures)
+            let outcome = if rule.uses_groups && !rule.negate {
+                rule.pattern
+                    .captures(&subject)
+                    .map(|captures| (captures.is_some(), captures))
             } else {
-                (rule.pattern.is_match(&subject), None)
+                rule.pattern.is_match(&subject).map(|m| (m, None))
+            };
+            // A match that gave up cannot say whether the rule applies (a
+            // rule that denies must not be got past by such a URL): the
+            // request ends with URL Rewrite's error.
+            let (matched, captures) = match outcome {
+                Ok(outcome) => outcome,
+                Err(why) => {
+                    fail(ctx, &rule.name, &why.to_string());
+                    return Outcome::Finished;
+                }
             };
             if matched == rule.negate {
                 continue;
@@ -333,8 +345,13 @@ impl UrlRewrite {
                 ctx,
                 file: &mut file,
             };
-            if !conditions_hold(vars, &rule.conditions, rule.match_any, &mut scope) {
-                continue;
+            match conditions_hold(vars, &rule.conditions, rule.match_any, &mut scope) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(why) => {
+                    fail(ctx, &rule.name, &format!("a condition: {why}"));
+                    return Outcome::Finished;
+                }
             }
             tracing::debug!(rule = %rule.name, url = %url, "UrlRewrite: rule matched");
             if let Err(why) = set_variables(ctx, rule, &scope, &mut file) {

@@ -22,12 +22,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use lol_html::send::{ElementContentHandlers, HtmlRewriter, Settings};
 use lol_html::{AsciiCompatibleEncoding, MemorySettings, OutputSink, Selector};
-use regex::Regex;
 use riis_pipeline::http::header::{self, HeaderName, HeaderValue};
 use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{EntityChunk, HttpContext};
 use serde::Deserialize;
 
+use super::pattern::{GaveUp, Pattern};
 use super::rule::{
     compile, compile_conditions, conditions_hold, yes, Condition, LogicalGrouping, PatternSyntax,
     RawCondition,
@@ -65,7 +65,7 @@ pub struct OutboundRule {
     /// once the section's preconditions are known).
     pub(super) precondition: Option<(String, usize)>,
     target: Target,
-    pattern: Regex,
+    pattern: Pattern,
     negate: bool,
     pub(super) conditions: Vec<Condition>,
     match_any: bool,
@@ -299,6 +299,20 @@ impl OutboundRule {
             .chain(self.value.as_ref())
     }
 
+    /// A match's outcome, or `None` when it gave up: the response is under
+    /// way, so the rule does not apply to this value (logged, at most once
+    /// a second: the value may be a client's).
+    fn gave_up<T>(&self, outcome: Result<T, GaveUp>) -> Option<T> {
+        static GATE: crate::LogGate = crate::LogGate::new();
+        outcome
+            .inspect_err(|why| {
+                if let Some(held_back) = GATE.pass() {
+                    tracing::warn!(rule = %self.name, held_back, "UrlRewrite: {why}; the outbound rule is not applied");
+                }
+            })
+            .ok()
+    }
+
     /// Applies the rule to one value (a header's, an attribute's): the new
     /// value when it rewrote it, and whether it applied at all.
     fn apply(
@@ -309,7 +323,9 @@ impl OutboundRule {
         config: &RewriteConfig,
     ) -> (Option<String>, bool) {
         // A negated pattern applies where it does not match, with no groups.
-        let captures = self.pattern.captures(value);
+        let Some(captures) = self.gave_up(self.pattern.captures(value)) else {
+            return (None, false);
+        };
         if captures.is_some() == self.negate {
             return (None, false);
         }
@@ -319,7 +335,8 @@ impl OutboundRule {
             url,
             maps: &config.maps,
         };
-        if !conditions_hold(vars, &self.conditions, self.match_any, &mut scope) {
+        let holds = conditions_hold(vars, &self.conditions, self.match_any, &mut scope);
+        if self.gave_up(holds) != Some(true) {
             return (None, false);
         }
         let rewritten = self
@@ -389,12 +406,14 @@ pub(super) fn on_headers(
                     ctx,
                     file: &mut file,
                 };
+                // A precondition that cannot tell does not hold.
                 conditions_hold(
                     vars,
                     &precondition.conditions,
                     precondition.match_any,
                     &mut scope,
                 )
+                .unwrap_or(false)
             });
             if !held {
                 continue;

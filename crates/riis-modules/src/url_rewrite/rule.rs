@@ -1,12 +1,12 @@
 //! Inbound rules: their configuration, compiled once, and how a rule's
 //! conditions and server variables are applied to a request.
 
-use regex::{Regex, RegexBuilder};
 use riis_pipeline::http::header::{HeaderName, HeaderValue};
 use riis_pipeline::http::{self, StatusCode};
 use riis_pipeline::HttpContext;
 use serde::Deserialize;
 
+use super::pattern::{GaveUp, Pattern};
 use super::template::{
     expand, is_identifier, scheme_of, ConditionGroups, FileName, RequestVariables, Scheme, Scope,
     Template, Variables,
@@ -17,7 +17,7 @@ use super::template::{
 #[serde(try_from = "RawRule")]
 pub struct Rule {
     pub(super) name: String,
-    pub(super) pattern: Regex,
+    pub(super) pattern: Pattern,
     /// A template uses `{R:n}`: the match's groups are taken, not only
     /// whether it matched.
     pub(super) uses_groups: bool,
@@ -227,7 +227,7 @@ pub(super) struct Condition {
 
 #[derive(Debug)]
 pub(super) enum Test {
-    Pattern(Regex),
+    Pattern(Pattern),
     IsFile,
     IsDirectory,
 }
@@ -266,7 +266,7 @@ pub(super) fn compile(
     pattern: &str,
     ignore_case: bool,
     syntax: PatternSyntax,
-) -> Result<Regex, String> {
+) -> Result<Pattern, String> {
     let expression = match syntax {
         PatternSyntax::ECMAScript => pattern.to_owned(),
         PatternSyntax::Wildcard => {
@@ -286,9 +286,7 @@ pub(super) fn compile(
         }
         PatternSyntax::ExactMatch => format!("^{}$", regex::escape(pattern)),
     };
-    RegexBuilder::new(&expression)
-        .case_insensitive(ignore_case)
-        .build()
+    Pattern::new(&expression, ignore_case)
         .map_err(|e| format!("`{pattern}` is not a valid regular expression: {e}"))
 }
 
@@ -530,15 +528,16 @@ pub(super) fn set_variables(
 }
 
 /// Whether `conditions` hold (all of them, or one with `match_any`); the
-/// last matching pattern's groups go into `scope`.
+/// last matching pattern's groups go into `scope`. An error when a
+/// pattern's match gave up: nobody can tell.
 pub(super) fn conditions_hold(
     vars: &mut dyn Variables,
     conditions: &[Condition],
     match_any: bool,
     scope: &mut Scope<'_>,
-) -> bool {
+) -> Result<bool, GaveUp> {
     if conditions.is_empty() {
-        return true;
+        return Ok(true);
     }
     for condition in conditions {
         let input = expand(vars, &condition.input, scope, false);
@@ -550,14 +549,11 @@ pub(super) fn conditions_hold(
             .input
             .is_from_config(scope.condition.as_ref().is_some_and(|c| c.from_config));
         let matched = match &condition.test {
-            Test::Pattern(regex) => match regex.captures(&input) {
+            Test::Pattern(pattern) => match pattern.captures(&input)? {
                 Some(groups) => {
                     if !condition.negate {
                         scope.condition = Some(ConditionGroups {
-                            groups: groups
-                                .iter()
-                                .map(|g| g.map(|m| m.as_str().to_owned()))
-                                .collect(),
+                            groups: groups.to_vec(),
                             decoded,
                             from_config,
                         });
@@ -571,13 +567,13 @@ pub(super) fn conditions_hold(
         };
         let holds = matched != condition.negate;
         if match_any && holds {
-            return true;
+            return Ok(true);
         }
         if !match_any && !holds {
-            return false;
+            return Ok(false);
         }
     }
-    !match_any
+    Ok(!match_any)
 }
 
 #[cfg(test)]
@@ -587,17 +583,21 @@ mod tests {
     #[test]
     fn wildcard_and_exact_patterns_match_the_whole_path() {
         let wild = compile("wild/*/file-*.txt", true, PatternSyntax::Wildcard).unwrap();
-        let groups = wild.captures("wild/x/y/file-9.TXT").unwrap();
-        assert_eq!((&groups[1], &groups[2]), ("x/y", "9"));
-        assert!(!wild.is_match("wild/x/file-9.txtz"));
-        assert!(!wild.is_match("a/wild/x/file-9.txt"));
+        let groups = wild.captures("wild/x/y/file-9.TXT").unwrap().unwrap();
+        assert_eq!((groups.get(1), groups.get(2)), (Some("x/y"), Some("9")));
+        assert!(!wild.is_match("wild/x/file-9.txtz").unwrap());
+        assert!(!wild.is_match("a/wild/x/file-9.txt").unwrap());
         // `?` is one character, not a group of its own.
         let one = compile("Scripts/*_in.???", false, PatternSyntax::Wildcard).unwrap();
-        let groups = one.captures("Scripts/foo_in.asp").unwrap();
-        assert_eq!((groups.len(), &groups[1]), (2, "foo"));
-        assert!(!one.is_match("Scripts/foo_in.aspx") && !one.is_match("Scripts/foo_in.as"));
+        let groups = one.captures("Scripts/foo_in.asp").unwrap().unwrap();
+        assert_eq!(
+            groups.to_vec(),
+            [Some("Scripts/foo_in.asp".into()), Some("foo".into())]
+        );
+        assert!(!one.is_match("Scripts/foo_in.aspx").unwrap());
+        assert!(!one.is_match("Scripts/foo_in.as").unwrap());
         let exact = compile("a.b(c)", false, PatternSyntax::ExactMatch).unwrap();
-        assert!(exact.is_match("a.b(c)"));
-        assert!(!exact.is_match("axb(c)") && !exact.is_match("A.b(c)"));
+        assert!(exact.is_match("a.b(c)").unwrap());
+        assert!(!exact.is_match("axb(c)").unwrap() && !exact.is_match("A.b(c)").unwrap());
     }
 }

@@ -3,9 +3,9 @@
 //! stands in a URL.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
-use regex::Captures;
 use riis_pipeline::HttpContext;
 
+use super::pattern::Groups;
 use super::RewriteMap;
 
 /// A template: literal text and references, parsed once.
@@ -404,7 +404,7 @@ pub(super) const LITERAL_PART: &AsciiSet =
 
 /// What a walk over the rules has to expand templates with.
 pub(super) struct Scope<'a> {
-    pub(super) rule: Option<Captures<'a>>,
+    pub(super) rule: Option<Groups<'a>>,
     /// The last matching condition's groups.
     pub(super) condition: Option<ConditionGroups>,
     /// The path as rewritten so far (with its leading `/`), decoded.
@@ -530,11 +530,7 @@ pub(super) fn expand(
             Piece::Text(text) if in_url => out.extend(utf8_percent_encode(text, LITERAL_PART)),
             Piece::Text(text) => out.push_str(text),
             Piece::RuleGroup(n) => {
-                let value = scope
-                    .rule
-                    .as_ref()
-                    .and_then(|c| c.get(*n))
-                    .map_or("", |m| m.as_str());
+                let value = scope.rule.as_ref().and_then(|c| c.get(*n)).unwrap_or("");
                 push(&mut out, value, true);
             }
             Piece::ConditionGroup(n) => {

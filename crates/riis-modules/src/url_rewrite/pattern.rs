@@ -1,0 +1,136 @@
+//! A rule's regular expression. IIS's rules are ECMAScript expressions,
+//! and ported ones use what the `regex` crate leaves out on purpose:
+//! look-around (`^(?!api/).*$`, the usual "everything but" of a
+//! single-page application's fallback) and back-references (`(\w)\1`).
+//! A pattern the `regex` crate takes is matched by it, in linear time; only
+//! one that needs those is matched by fancy-regex, which backtracks, with a
+//! limit on its steps per match.
+
+use std::fmt;
+
+/// Backtracking steps one match may take (fancy-regex's own default): a
+/// pattern and input that need more make the match fail with an error
+/// rather than take the worker's time (see [`Pattern::captures`]).
+const BACKTRACK_LIMIT: usize = 1_000_000;
+
+/// A compiled rule, condition or outbound pattern.
+#[derive(Debug)]
+pub(super) enum Pattern {
+    /// The `regex` crate's: linear in the input.
+    Linear(regex::Regex),
+    /// fancy-regex's, for look-around and back-references.
+    Backtracking(fancy_regex::Regex),
+}
+
+/// The groups of a match: `get(0)` is the whole match.
+pub(super) enum Groups<'h> {
+    Linear(regex::Captures<'h>),
+    Backtracking(fancy_regex::Captures<'h, str>),
+}
+
+/// A backtracking match gave up at [`BACKTRACK_LIMIT`]: nobody can tell
+/// whether the pattern matches.
+#[derive(Debug)]
+pub(super) struct GaveUp;
+
+impl fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the pattern needs more than {BACKTRACK_LIMIT} backtracking steps on this input"
+        )
+    }
+}
+
+impl Pattern {
+    /// Compiles `expression`; the error is the `regex` crate's own message
+    /// when neither takes it (it says best what is wrong).
+    pub(super) fn new(expression: &str, ignore_case: bool) -> Result<Self, String> {
+        let linear = regex::RegexBuilder::new(expression)
+            .case_insensitive(ignore_case)
+            .build();
+        match linear {
+            Ok(linear) => Ok(Pattern::Linear(linear)),
+            Err(refused) => fancy_regex::RegexBuilder::new(expression)
+                .case_insensitive(ignore_case)
+                .backtrack_limit(BACKTRACK_LIMIT)
+                .build()
+                .map(Pattern::Backtracking)
+                .map_err(|_| refused.to_string()),
+        }
+    }
+
+    /// Whether the pattern matches somewhere in `haystack`.
+    pub(super) fn is_match(&self, haystack: &str) -> Result<bool, GaveUp> {
+        match self {
+            Pattern::Linear(re) => Ok(re.is_match(haystack)),
+            Pattern::Backtracking(re) => re.is_match(haystack).map_err(|_| GaveUp),
+        }
+    }
+
+    /// The groups of the first match in `haystack`, if any.
+    pub(super) fn captures<'h>(&self, haystack: &'h str) -> Result<Option<Groups<'h>>, GaveUp> {
+        match self {
+            Pattern::Linear(re) => Ok(re.captures(haystack).map(Groups::Linear)),
+            Pattern::Backtracking(re) => re
+                .captures(haystack)
+                .map(|c| c.map(Groups::Backtracking))
+                .map_err(|_| GaveUp),
+        }
+    }
+}
+
+impl<'h> Groups<'h> {
+    /// Group `i`'s text, if the group took part in the match.
+    pub(super) fn get(&self, i: usize) -> Option<&'h str> {
+        match self {
+            Groups::Linear(c) => c.get(i).map(|m| m.as_str()),
+            Groups::Backtracking(c) => c.get(i).map(|m| m.as_str()),
+        }
+    }
+
+    /// Every group's text, in order, the whole match first.
+    pub(super) fn to_vec(&self) -> Vec<Option<String>> {
+        let len = match self {
+            Groups::Linear(c) => c.len(),
+            Groups::Backtracking(c) => c.len(),
+        };
+        (0..len).map(|i| self.get(i).map(str::to_owned)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_around_and_back_references_use_the_backtracking_engine() {
+        let plain = Pattern::new("^(a+)/(.*)$", false).unwrap();
+        assert!(matches!(plain, Pattern::Linear(_)));
+        let but_api = Pattern::new("^(?!api/)(.*)$", true).unwrap();
+        assert!(matches!(but_api, Pattern::Backtracking(_)));
+        assert!(!but_api.is_match("API/users").unwrap());
+        let groups = but_api.captures("app/route").unwrap().unwrap();
+        assert_eq!(groups.get(1), Some("app/route"));
+        assert_eq!(
+            groups.to_vec(),
+            [Some("app/route".into()), Some("app/route".into())]
+        );
+        let doubled = Pattern::new(r"^(\w)\1", false).unwrap();
+        assert!(doubled.is_match("xxy").unwrap() && !doubled.is_match("xyx").unwrap());
+        // What neither takes is the regex crate's error.
+        let err = Pattern::new("^(a", false).unwrap_err();
+        assert!(err.contains("unclosed group"), "{err}");
+    }
+
+    #[test]
+    fn a_runaway_backtracking_match_gives_up() {
+        // A look-ahead inside a repetition keeps it in the backtracking
+        // engine: the nested repetitions then try every split of the input.
+        let runaway = Pattern::new(r"^((?!x)a+)+b", false).unwrap();
+        let input = "a".repeat(40);
+        assert!(runaway.is_match(&input).is_err());
+        assert!(runaway.captures(&input).is_err());
+        assert!(runaway.is_match("aab").unwrap());
+    }
+}
