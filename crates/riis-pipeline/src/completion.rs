@@ -6,7 +6,7 @@
 //! side signals once. The request holds no thread while it waits.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
@@ -33,11 +33,17 @@ pub(crate) enum Signal {
 /// acted on.
 pub type ParkedChanges = Box<dyn FnOnce(&mut HttpContext) + Send>;
 
+/// A signal and the changes that came with it, under one lock: whoever
+/// takes the signal finds its changes.
+#[derive(Default)]
+struct Signalled {
+    signal: Option<Signal>,
+    changes: Option<ParkedChanges>,
+}
+
 #[derive(Default)]
 pub(crate) struct CompletionState {
-    signal: Mutex<Option<Signal>>,
-    /// Set with the signal, under its lock (see [`CompletionState::set`]).
-    changes: Mutex<Option<ParkedChanges>>,
+    signalled: Mutex<Signalled>,
     notify: Notify,
     handles: AtomicUsize,
     /// The request's connection, for [`CompletionHandle::is_client_connected`].
@@ -50,7 +56,7 @@ pub(crate) struct CompletionState {
 impl std::fmt::Debug for CompletionState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompletionState")
-            .field("signal", &self.signal)
+            .field("signal", &self.lock().signal)
             .field("handles", &self.handles)
             .finish_non_exhaustive()
     }
@@ -71,13 +77,15 @@ impl CompletionState {
         self.detached.store(true, Ordering::Relaxed);
     }
 
+    fn lock(&self) -> MutexGuard<'_, Signalled> {
+        self.signalled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn set(&self, signal: Signal, changes: Option<ParkedChanges>) {
-        let mut slot = self.signal.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() || *slot == Some(Signal::Abandoned) {
-            // Stored before the signal can be seen: whoever takes the
-            // signal finds the changes.
-            *self.changes.lock().unwrap_or_else(|e| e.into_inner()) = changes;
-            *slot = Some(signal);
+        let mut slot = self.lock();
+        if slot.signal.is_none() || slot.signal == Some(Signal::Abandoned) {
+            slot.signal = Some(signal);
+            slot.changes = changes;
         }
         drop(slot);
         self.notify.notify_one();
@@ -86,22 +94,16 @@ impl CompletionState {
     /// Forgets a signal nobody waited for (given while the request was not
     /// parked), so it cannot end a later Pending early.
     pub(crate) fn discard_stale(&self) {
-        let mut slot = self.signal.lock().unwrap_or_else(|e| e.into_inner());
-        if *slot != Some(Signal::Abandoned) {
-            *slot = None;
-            self.changes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
+        let mut slot = self.lock();
+        if slot.signal != Some(Signal::Abandoned) {
+            slot.signal = None;
+            slot.changes = None;
         }
     }
 
     /// The changes that came with the signal just taken.
     pub(crate) fn take_changes(&self) -> Option<ParkedChanges> {
-        self.changes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        self.lock().changes.take()
     }
 
     /// Whether a handle is alive: something may still signal.
@@ -116,8 +118,7 @@ impl CompletionState {
     /// is alive, and no marker is left when the last handle went away after
     /// its signal (a later Pending with no live handle could never complete).
     pub(crate) fn take(&self) -> Option<Signal> {
-        let mut slot = self.signal.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.take() {
+        match self.lock().signal.take() {
             None | Some(Signal::Abandoned) => {
                 (self.handles.load(Ordering::Acquire) == 0).then_some(Signal::Abandoned)
             }
@@ -195,9 +196,9 @@ impl Drop for CompletionHandle {
         if self.state.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last handle is gone: if nothing was signalled the request
             // would wait forever, so wake it to fail instead.
-            let mut slot = self.state.signal.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.is_none() {
-                *slot = Some(Signal::Abandoned);
+            let mut slot = self.state.lock();
+            if slot.signal.is_none() {
+                slot.signal = Some(Signal::Abandoned);
             }
             drop(slot);
             self.state.notify.notify_one();
@@ -216,13 +217,7 @@ impl CompletionWaiter {
     pub async fn wait(&self) {
         loop {
             let notified = self.state.notify.notified();
-            if self
-                .state
-                .signal
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some()
-            {
+            if self.state.lock().signal.is_some() {
                 return;
             }
             notified.await;
