@@ -1444,9 +1444,15 @@ fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, co
             // `logRewrittenUrl` is off by default, and a default document
             // is logged under `/`); `var(URL)` gives the rewritten path.
             LogField::UriStem if req.url_changes() > 0 => {
-                let path = req.client_url().split('?').next().unwrap_or("");
-                let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-                put_value(out, path.as_bytes());
+                // Prepared as the request's own path is (decoded, `//`
+                // and `.` segments folded), so one URL logs one way
+                // whether a rule fired or not; the client's path was
+                // refused before any rewrite if it could not be.
+                let raw = req.client_url().split('?').next().unwrap_or("");
+                match riis_pipeline::prepare_url_path(raw) {
+                    Ok(path) => put_value(out, path.as_bytes()),
+                    Err(_) => put_value(out, raw.as_bytes()),
+                }
                 Ok(())
             }
             LogField::UriStem => {

@@ -337,6 +337,10 @@ pub(crate) struct Frame {
     /// The module's buffer for the body read in flight.
     pub(crate) read_buffer: Cell<Option<(*mut u8, usize)>>,
     pub(crate) completion: Mutex<CompletionSlot>,
+    /// Whether the request's connection is open, for
+    /// `connection_is_connected` from the module's own thread (set at the
+    /// module's first call).
+    pub(crate) connection: std::sync::OnceLock<riis_pipeline::ConnectionLiveness>,
 }
 
 /// Owns a [`Frame`] through the raw pointer its allocation was made with,
@@ -457,6 +461,7 @@ impl Frame {
             op_started: Cell::new(false),
             read_buffer: Cell::new(None),
             completion: Mutex::new(CompletionSlot::default()),
+            connection: std::sync::OnceLock::new(),
         }));
         // The pointer stays valid for the frame's life: nothing takes a
         // `Box` or `&mut Frame` of the whole frame again (see `FrameBox`).

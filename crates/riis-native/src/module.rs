@@ -321,6 +321,9 @@ impl NativeModule {
             note_finished_children(frame, ctx);
         }
         frame.ctx.set(ctx);
+        frame
+            .connection
+            .get_or_init(|| ctx.connection().liveness().clone());
         frame.op_started.set(false);
         let mut provider = ProviderHandle::new(frame, provider);
         let nested = provider.is_nested();

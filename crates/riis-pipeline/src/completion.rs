@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::context::HttpContext;
-use crate::context_container::ConnectionInfo;
+use crate::context_container::ConnectionLiveness;
 
 use riis_notification::RequestNotificationStatus;
 
@@ -47,7 +47,7 @@ pub(crate) struct CompletionState {
     notify: Notify,
     handles: AtomicUsize,
     /// The request's connection, for [`CompletionHandle::is_client_connected`].
-    connection: Option<Arc<ConnectionInfo>>,
+    connection: Option<ConnectionLiveness>,
     /// The request no longer listens: it ended, or gave up the wait this
     /// state was for (the client left, a timeout).
     detached: AtomicBool,
@@ -64,7 +64,7 @@ impl std::fmt::Debug for CompletionState {
 
 impl CompletionState {
     /// The state for a module of a request on `connection`.
-    pub(crate) fn new(connection: Arc<ConnectionInfo>) -> Self {
+    pub(crate) fn new(connection: ConnectionLiveness) -> Self {
         Self {
             connection: Some(connection),
             ..Self::default()
@@ -101,11 +101,6 @@ impl CompletionState {
         }
     }
 
-    /// The changes that came with the signal just taken.
-    pub(crate) fn take_changes(&self) -> Option<ParkedChanges> {
-        self.lock().changes.take()
-    }
-
     /// Whether a handle is alive: something may still signal.
     pub(crate) fn has_handles(&self) -> bool {
         self.handles.load(Ordering::Acquire) > 0
@@ -117,12 +112,14 @@ impl CompletionState {
     /// a marker left by an earlier round's handles is stale while a new handle
     /// is alive, and no marker is left when the last handle went away after
     /// its signal (a later Pending with no live handle could never complete).
-    pub(crate) fn take(&self) -> Option<Signal> {
-        match self.lock().signal.take() {
+    /// With it come the changes its handle gave, taken under the same lock.
+    pub(crate) fn take(&self) -> Option<(Signal, Option<ParkedChanges>)> {
+        let mut slot = self.lock();
+        match slot.signal.take() {
             None | Some(Signal::Abandoned) => {
-                (self.handles.load(Ordering::Acquire) == 0).then_some(Signal::Abandoned)
+                (self.handles.load(Ordering::Acquire) == 0).then_some((Signal::Abandoned, None))
             }
-            signal => signal,
+            Some(signal) => Some((signal, slot.changes.take())),
         }
     }
 }

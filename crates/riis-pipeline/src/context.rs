@@ -1270,7 +1270,9 @@ impl HttpContext {
         let state = match self.current.module() {
             Some(m) => self.slots[m.get()]
                 .completion
-                .get_or_insert_with(|| Arc::new(CompletionState::new(self.connection.clone())))
+                .get_or_insert_with(|| {
+                    Arc::new(CompletionState::new(self.connection.liveness().clone()))
+                })
                 .clone(),
             None => Arc::default(),
         };

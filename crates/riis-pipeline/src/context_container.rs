@@ -181,8 +181,25 @@ pub struct ConnectionInfo {
     pub client_certificate_crl: Option<std::sync::Arc<std::path::Path>>,
     /// Connection-level module contexts.
     pub contexts: SharedContextContainer,
-    /// Set once the server closed the connection, or saw it closed.
-    closed: std::sync::atomic::AtomicBool,
+    /// Whether the connection is still open.
+    liveness: ConnectionLiveness,
+}
+
+/// Whether a client connection is still open, shared with whatever asks
+/// from another thread (a module's own thread, through its completion
+/// handle) without keeping the rest of the connection's state alive.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionLiveness(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl ConnectionLiveness {
+    /// True until the server marks the connection closed.
+    pub fn is_connected(&self) -> bool {
+        !self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn mark_closed(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl ConnectionInfo {
@@ -201,20 +218,24 @@ impl ConnectionInfo {
             client_certificate_ca: None,
             client_certificate_crl: None,
             contexts: SharedContextContainer::default(),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            liveness: ConnectionLiveness::default(),
         }
     }
 
     /// Whether the connection is still open: true until the server marks
     /// it closed ([`ConnectionInfo::mark_closed`]). Any thread may ask.
     pub fn is_connected(&self) -> bool {
-        !self.closed.load(std::sync::atomic::Ordering::Relaxed)
+        self.liveness.is_connected()
     }
 
     /// For servers: the connection closed (or is closing). Requests still
     /// running on it learn so through [`ConnectionInfo::is_connected`].
     pub fn mark_closed(&self) {
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.liveness.mark_closed();
+    }
+
+    /// The connection's open state, to be asked from another thread.
+    pub fn liveness(&self) -> &ConnectionLiveness {
+        &self.liveness
     }
 }

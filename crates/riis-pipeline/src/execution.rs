@@ -43,7 +43,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::completion::{CompletionState, CompletionWaiter, Signal};
+use crate::completion::{CompletionWaiter, ParkedChanges, Signal};
 use crate::context::{AsyncOp, HttpContext, Running, SlotState};
 use crate::global::{TraceEvent, TracePhase};
 use crate::handler::{allowed_methods, choose_handler, needs_probe, MappingFailure};
@@ -888,16 +888,16 @@ impl RequestExecution {
                                 None => Step::Wait(waiter),
                             };
                         }
-                        Some(Signal::Indicate(status)) => {
-                            self.make_parked_changes(top, &state);
+                        Some((Signal::Indicate(status), changes)) => {
+                            self.make_parked_changes(top, changes);
                             self.apply(top, site, status)
                         }
-                        Some(Signal::Post(bytes)) => {
-                            self.make_parked_changes(top, &state);
+                        Some((Signal::Post(bytes), changes)) => {
+                            self.make_parked_changes(top, changes);
                             self.frames[top].phase =
                                 Phase::Deliver(site, CompletionInfo::posted(bytes));
                         }
-                        Some(Signal::Abandoned) => {
+                        Some((Signal::Abandoned, _)) => {
                             let frame = &mut self.frames[top];
                             match frame.ctx.duplex_read.take() {
                                 // Full duplex: nothing but the read is left
@@ -1453,11 +1453,17 @@ impl RequestExecution {
     }
 
     /// The client left: [`HttpContext::is_client_connected`] says so from
-    /// now on, in the request and every child under way.
+    /// now on, in the request and every child under way, and so do the
+    /// completion handles their modules hold.
     fn note_client_gone(&mut self) {
-        self.frames.root.ctx.client_gone = true;
-        for frame in &mut self.frames.children {
+        let frames = std::iter::once(&mut self.frames.root).chain(&mut self.frames.children);
+        for frame in frames {
             frame.ctx.client_gone = true;
+            for slot in &frame.ctx.slots {
+                if let Some(state) = &slot.completion {
+                    state.detach();
+                }
+            }
         }
     }
 
@@ -1745,8 +1751,8 @@ impl RequestExecution {
 
     /// Makes the changes a module's thread sent with its signal. One that
     /// panics fails the request, as a module call that panics does.
-    fn make_parked_changes(&mut self, top: usize, state: &CompletionState) {
-        let Some(changes) = state.take_changes() else {
+    fn make_parked_changes(&mut self, top: usize, changes: Option<ParkedChanges>) {
+        let Some(changes) = changes else {
             return;
         };
         let ctx = &mut self.frames[top].ctx;

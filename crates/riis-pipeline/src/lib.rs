@@ -67,7 +67,9 @@ pub use client_certificate::{
 };
 pub use completion::{CompletionHandle, CompletionWaiter, ParkedChanges};
 pub use context::{ExecuteFlags, ExecutionStats, HttpContext};
-pub use context_container::{ConnectionInfo, ModuleContextContainer, SharedContextContainer};
+pub use context_container::{
+    ConnectionInfo, ConnectionLiveness, ModuleContextContainer, SharedContextContainer,
+};
 pub use delivery::{DeliveryWatchers, ResponseDelivery};
 pub use execution::{
     Activity, Output, RequestExecution, ResponseHead, Step, Waiting, E_CONNECTION_ABORTED,

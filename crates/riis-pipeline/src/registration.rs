@@ -122,21 +122,22 @@ fn parse_section<T: DeserializeOwned + Send + Sync + 'static>(
             let path = e.path().to_string();
             let mut path = if path == "." { String::new() } else { path };
             // The bare message: the path already says where.
-            let message = e.into_inner().message().trim().to_owned();
-            // A check made after serde (see `error_at_key`) names its key.
-            let message = match message
-                .strip_prefix(KEY_MARK)
-                .and_then(|rest| rest.split_once(KEY_MARK))
-            {
-                Some((key, message)) => {
-                    if !path.is_empty() && !key.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(key);
-                    message.to_owned()
+            let mut message = e.into_inner().message().trim().to_owned();
+            // Checks made after serde (see `error_at_key`) name their keys,
+            // the outer first, wherever a wrapping message put them.
+            while let Some(start) = message.find(KEY_MARK) {
+                let after = start + KEY_MARK.len_utf8();
+                let Some(length) = message[after..].find(KEY_MARK) else {
+                    message.remove(start);
+                    continue;
+                };
+                let key = &message[after..after + length];
+                if !path.is_empty() && !key.is_empty() {
+                    path.push('.');
                 }
-                None => message,
-            };
+                path.push_str(key);
+                message.replace_range(start..after + length + KEY_MARK.len_utf8(), "");
+            }
             (path, message)
         })
 }
@@ -150,7 +151,8 @@ const KEY_MARK: char = '\u{1}';
 /// parts of a section against each other (a rule's reference to a map
 /// defined beside it) knows no more to serde than the section; returned
 /// through this, the configuration error names that key and its line
-/// instead of the section's.
+/// instead of the section's. A message that wraps such an error
+/// (`format!("rule x: {e}")`) keeps its key; nested ones add theirs.
 pub fn error_at_key(key: &str, message: impl std::fmt::Display) -> String {
     format!("{KEY_MARK}{key}{KEY_MARK}{message}")
 }
@@ -411,5 +413,42 @@ impl ModuleRegistration<'_> {
             id,
             _type: PhantomData,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A section whose own check (after serde) names keys inside it.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(try_from = "RawChecked")]
+    struct Checked;
+
+    #[derive(serde::Deserialize)]
+    struct RawChecked {
+        rules: Vec<String>,
+    }
+
+    impl TryFrom<RawChecked> for Checked {
+        type Error = String;
+        fn try_from(raw: RawChecked) -> Result<Self, String> {
+            match raw.rules.iter().position(|r| r == "bad") {
+                // Wrapped by an outer message, around a nested key.
+                Some(i) => Err(format!(
+                    "in the section: {}",
+                    error_at_key(&format!("rules[{i}]"), error_at_key("", "a bad rule"))
+                )),
+                None => Ok(Checked),
+            }
+        }
+    }
+
+    #[test]
+    fn a_check_after_serde_names_its_key() {
+        let value: toml::Value = toml::from_str(r#"rules = ["good", "bad"]"#).unwrap();
+        let (path, message) = parse_section::<Checked>(value).unwrap_err();
+        assert_eq!(path, "rules[1]");
+        assert_eq!(message, "in the section: a bad rule");
     }
 }

@@ -382,11 +382,26 @@ impl HttpRequest {
 
     /// `SetHeader` without replace: one more value.
     pub fn append_header(&mut self, name: HeaderName, value: HeaderValue) {
-        self.note_set(&name);
+        // Beside values the client sent, the header is not the module's
+        // alone (see `header_set_by_module`).
+        if !self.headers.contains_key(&name) {
+            self.note_set(&name);
+        }
         self.headers.append(name, value);
     }
 
-    /// Keeps the client's value of a header a module is about to set.
+    /// `DeleteHeader`.
+    pub fn delete_header(&mut self, name: impl AsRef<str>) {
+        let Ok(name) = HeaderName::from_bytes(name.as_ref().as_bytes()) else {
+            return;
+        };
+        if self.headers.contains_key(&name) {
+            self.note_set(&name);
+            self.headers.remove(&name);
+        }
+    }
+
+    /// Keeps the client's value of a header a module is about to change.
     fn note_set(&mut self, name: &HeaderName) {
         if !self.set_by_modules.iter().any(|(n, _)| n == name) {
             let client = self.headers.get(name).cloned();
@@ -394,18 +409,18 @@ impl HttpRequest {
         }
     }
 
-    /// Whether the header's present value was set by a module
-    /// ([`HttpRequest::set_header`], [`HttpRequest::append_header`]: a
-    /// UrlRewrite rule's `HTTP_*` server variable, say) rather than sent by
-    /// the client. What a module that must not trust the client's value of
-    /// a header, but honours a rule's, asks (ReverseProxy's
-    /// `X-Forwarded-*`).
+    /// Whether every present value of the header was set by a module
+    /// ([`HttpRequest::set_header`], or [`HttpRequest::append_header`] once
+    /// no value of the client's was left: a UrlRewrite rule's `HTTP_*`
+    /// server variable, say) rather than sent by the client. What a module
+    /// that must not trust the client's value of a header, but honours a
+    /// rule's, asks (ReverseProxy's `X-Forwarded-*`).
     pub fn header_set_by_module(&self, name: &HeaderName) -> bool {
         self.headers.contains_key(name) && self.set_by_modules.iter().any(|(n, _)| n == name)
     }
 
     /// The first value of a header as the client sent it, before any module
-    /// set it (the `Host` a rule replaced, say).
+    /// changed it (the `Host` a rule replaced, say).
     pub fn client_header(&self, name: &HeaderName) -> Option<&HeaderValue> {
         match self.set_by_modules.iter().find(|(n, _)| n == name) {
             Some((_, client)) => client.as_ref(),
@@ -413,9 +428,19 @@ impl HttpRequest {
         }
     }
 
-    /// `DeleteHeader`.
-    pub fn delete_header(&mut self, name: impl http::header::AsHeaderName) {
-        self.headers.remove(name);
+    /// The host the client asked for, as `HTTP_HOST` first had it: an
+    /// absolute-form target's authority (HTTP/2's `:authority`), which
+    /// overrides `Host` (RFC 9112 §3.2.2), else the client's `Host`,
+    /// whatever a module set since.
+    pub fn client_host(&self) -> Option<Cow<'_, str>> {
+        match (self.uri.host(), self.uri.port_u16()) {
+            (Some(host), Some(port)) => Some(Cow::Owned(format!("{host}:{port}"))),
+            (Some(host), None) => Some(Cow::Borrowed(host)),
+            (None, _) => self
+                .client_header(&http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(Cow::Borrowed),
+        }
     }
 
     /// `GetHttpVersion`.
@@ -637,5 +662,57 @@ mod tests {
             );
         }
         assert!(decode_path("//..//x").is_err());
+    }
+
+    fn request(target: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        HttpRequest::new(
+            Method::GET,
+            target.parse().unwrap(),
+            Version::HTTP_11,
+            map,
+            addr,
+            addr,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_header_is_the_modules_only_when_no_value_of_the_clients_is_left() {
+        let proto = HeaderName::from_static("x-forwarded-proto");
+        let mut req = request("/", &[("x-forwarded-proto", "https")]);
+        assert!(!req.header_set_by_module(&proto));
+        // Appended beside the client's value: still not trusted.
+        req.append_header(proto.clone(), HeaderValue::from_static("http"));
+        assert!(!req.header_set_by_module(&proto));
+        // Replaced: the module's.
+        req.set_header(proto.clone(), HeaderValue::from_static("http"));
+        assert!(req.header_set_by_module(&proto));
+        assert_eq!(req.client_header(&proto).unwrap(), "https");
+        // Deleted, then appended: the module's, and the client's value is
+        // still known.
+        let mut req = request("/", &[("host", "public.example")]);
+        req.delete_header("host");
+        assert!(!req.header_set_by_module(&http::header::HOST));
+        req.append_header(http::header::HOST, HeaderValue::from_static("backend"));
+        assert!(req.header_set_by_module(&http::header::HOST));
+        assert_eq!(
+            req.client_header(&http::header::HOST).unwrap(),
+            "public.example"
+        );
+        assert_eq!(req.client_host().as_deref(), Some("public.example"));
+        // A child request knows the same.
+        let child = req.clone_for_child();
+        assert_eq!(child.client_host().as_deref(), Some("public.example"));
+        // An absolute-form target's authority is the host asked for.
+        let req = request("http://good.example:8080/x", &[("host", "evil.example")]);
+        assert_eq!(req.client_host().as_deref(), Some("good.example:8080"));
     }
 }

@@ -915,3 +915,50 @@ async fn is_client_connected_follows_the_connection_and_the_request() {
         .assert_completed();
     assert_eq!(*seen.lock().unwrap(), [true, false]);
 }
+
+/// A send the client cannot take (it left) tells the module through its
+/// completion, and from then on the request, and the handle a module
+/// kept, say the client is gone.
+#[tokio::test]
+async fn a_failed_send_marks_the_client_gone() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept: Arc<Mutex<Option<CompletionHandle>>> = Arc::default();
+    let mut t = TestPipeline::new();
+    {
+        let (seen, kept) = (seen.clone(), kept.clone());
+        t.module(
+            "Streamer",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, call| match call {
+                Call::AsyncCompletion { info, .. } => {
+                    seen.lock()
+                        .unwrap()
+                        .push((info.status, ctx.is_client_connected()));
+                    Status::Continue
+                }
+                _ => {
+                    *kept.lock().unwrap() = Some(ctx.completion_handle());
+                    write(ctx, "first");
+                    ctx.response_mut().flush(FlushOptions {
+                        asynchronous: true,
+                        more_data: true,
+                    });
+                    Status::Pending
+                }
+            }),
+        );
+    }
+    t.handler(catch_all(&["Streamer"]));
+    let pipeline = t.build();
+    let mut execution = RequestExecution::new(context(&pipeline, request(Method::GET, "/")));
+    assert!(matches!(execution.resume(), Step::Send));
+    let handle = kept.lock().unwrap().clone().unwrap();
+    assert!(handle.is_client_connected());
+    execution.complete_send(Err(()));
+    let _ = execution.resume();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(riis_pipeline::E_CONNECTION_ABORTED, false)]
+    );
+    assert!(!handle.is_client_connected());
+}

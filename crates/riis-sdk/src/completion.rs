@@ -64,8 +64,9 @@ impl std::fmt::Debug for CallShared {
 
 // SAFETY: `ctx` is only passed to the server while `state` is locked and
 // `alive` is true (the instance's dispose clears it under the same lock, so
-// the context is valid), and only to `indicate_completion` and
-// `post_completion`, which the header allows from any thread. `api` is a
+// the context is valid), and only to `indicate_completion`,
+// `post_completion` and `connection_is_connected`, which the header allows
+// from the module's own thread. `api` is a
 // table of plain function pointers, valid for the life of the process.
 unsafe impl Send for CallShared {}
 // SAFETY: as for `Send`: every access to the pointer is under the mutex.

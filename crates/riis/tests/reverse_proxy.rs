@@ -977,6 +977,7 @@ name = "behind-a-balancer"
 pattern = "^mixed/lb/(.*)"
 server_variables = [
   {{ name = "HTTP_X_FORWARDED_PROTO", value = "https" }},
+  {{ name = "HTTP_X_FORWARDED_FOR", value = "192.0.2.1" }},
   {{ name = "HTTP_HOST", value = "backend.internal" }},
 ]
 action = {{ type = "Rewrite", url = "http://{addr}/echo?lb={{R:1}}" }}
@@ -1009,14 +1010,22 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?lb={{R:1}}" }}
     let seen = backend.seen.last();
     assert_eq!(seen.target, "/echo?lb=x");
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("192.0.2.1"));
     assert_eq!(seen.header("host"), Some("backend.internal"));
     assert_eq!(seen.header("x-forwarded-host"), Some("public.example"));
+    // An absolute-form target names the host asked for, over `Host`.
+    conn.send_raw(b"GET http://good.example/mixed/lb/y HTTP/1.1\r\nHost: evil.example\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 200);
+    assert_eq!(
+        backend.seen.last().header("x-forwarded-host"),
+        Some("good.example")
+    );
 
     // No rule sent it on and the section has no servers: the handler's
     // next module answers.
     assert_eq!(conn.get("/mixed/local.html").text(), "served here");
     assert_eq!(conn.get("/elsewhere").status, 404);
-    assert_eq!(backend.seen.requests.lock().unwrap().len(), 2);
+    assert_eq!(backend.seen.requests.lock().unwrap().len(), 3);
 
     // A server made of request values is refused when the file is read.
     let bad = dir.write(

@@ -116,6 +116,7 @@ mod farm;
 mod health;
 mod tls;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -637,8 +638,11 @@ impl ReverseProxy {
             // `Host` for the server.
             let forwarded_host = HeaderName::from_static("x-forwarded-host");
             if !req.header_set_by_module(&forwarded_host) {
-                if let Some(host) = req.client_header(&header::HOST) {
-                    headers.insert(forwarded_host, host.clone());
+                if let Some(host) = req
+                    .client_host()
+                    .and_then(|h| HeaderValue::from_str(&h).ok())
+                {
+                    headers.insert(forwarded_host, host);
                 }
             }
         }
@@ -705,10 +709,9 @@ impl ReverseProxy {
         // host the client asked for, even when a rule set another `Host`.
         let client_host = ctx
             .request()
-            .client_header(&header::HOST)
-            .and_then(|h| h.to_str().ok())
+            .client_host()
             .filter(|_| config.reverse_rewrite_host)
-            .map(str::to_owned);
+            .map(Cow::into_owned);
         let timeout = Duration::from_secs(config.timeout);
         let relay = Arc::new(Relay::new(ctx.completion_handle(), timeout));
         let job = Job {

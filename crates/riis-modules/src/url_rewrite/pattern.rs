@@ -8,10 +8,12 @@
 
 use std::fmt;
 
-/// Backtracking steps one match may take (fancy-regex's own default): a
-/// pattern and input that need more make the match fail with an error
-/// rather than take the worker's time (see [`Pattern::captures`]).
-const BACKTRACK_LIMIT: usize = 1_000_000;
+/// Backtracking steps one match may take (a tenth of fancy-regex's
+/// default, under two milliseconds): a pattern and input that need more make
+/// the match fail with an error rather than take the worker's time (see
+/// [`Pattern::captures`]); a client's URL could otherwise make every such
+/// rule cost that much on every request.
+const BACKTRACK_LIMIT: usize = 100_000;
 
 /// A compiled rule, condition or outbound pattern.
 #[derive(Debug)]
@@ -43,21 +45,36 @@ impl fmt::Display for GaveUp {
 }
 
 impl Pattern {
-    /// Compiles `expression`; the error is the `regex` crate's own message
-    /// when neither takes it (it says best what is wrong).
+    /// Compiles `expression`. Only a pattern the `regex` crate refuses for
+    /// look-around or a back-reference goes to fancy-regex (whose other
+    /// extensions, such as `\K`, are not ECMAScript's and stay refused); an
+    /// error is the message of the engine the pattern is for.
     pub(super) fn new(expression: &str, ignore_case: bool) -> Result<Self, String> {
-        let linear = regex::RegexBuilder::new(expression)
+        let refused = match regex::RegexBuilder::new(expression)
             .case_insensitive(ignore_case)
-            .build();
-        match linear {
-            Ok(linear) => Ok(Pattern::Linear(linear)),
-            Err(refused) => fancy_regex::RegexBuilder::new(expression)
-                .case_insensitive(ignore_case)
-                .backtrack_limit(BACKTRACK_LIMIT)
-                .build()
-                .map(Pattern::Backtracking)
-                .map_err(|_| refused.to_string()),
+            .build()
+        {
+            Ok(linear) => return Ok(Pattern::Linear(linear)),
+            Err(refused) => refused,
+        };
+        use regex_syntax::ast::ErrorKind;
+        let needs_backtracking = regex_syntax::ast::parse::Parser::new()
+            .parse(expression)
+            .is_err_and(|e| {
+                matches!(
+                    e.kind(),
+                    ErrorKind::UnsupportedLookAround | ErrorKind::UnsupportedBackreference
+                )
+            });
+        if !needs_backtracking {
+            return Err(refused.to_string());
         }
+        fancy_regex::RegexBuilder::new(expression)
+            .case_insensitive(ignore_case)
+            .backtrack_limit(BACKTRACK_LIMIT)
+            .build()
+            .map(Pattern::Backtracking)
+            .map_err(|e| e.to_string())
     }
 
     /// Whether the pattern matches somewhere in `haystack`.
@@ -118,9 +135,13 @@ mod tests {
         );
         let doubled = Pattern::new(r"^(\w)\1", false).unwrap();
         assert!(doubled.is_match("xxy").unwrap() && !doubled.is_match("xyx").unwrap());
-        // What neither takes is the regex crate's error.
+        // What neither takes is the error of the engine it is for.
         let err = Pattern::new("^(a", false).unwrap_err();
         assert!(err.contains("unclosed group"), "{err}");
+        let err = Pattern::new("^(?!api/)(a", false).unwrap_err();
+        assert!(!err.contains("look-around"), "{err}");
+        // fancy-regex's own extensions are not ECMAScript's.
+        assert!(Pattern::new(r"a\Kb", false).is_err());
     }
 
     #[test]

@@ -157,15 +157,20 @@ pub(super) unsafe extern "C" fn connection_is_connected(ctx: *mut riis_context) 
             // longer live is a request that ended.
             let answer = with_live_frame(ctx, |frame| {
                 // SAFETY: live while `with_live_frame` runs this; only its
-                // completion slot (a Mutex) is touched.
+                // completion slot (a Mutex) and its connection state (a
+                // OnceLock) are touched, both made for other threads.
                 let frame = unsafe { &*frame };
                 let slot = frame.lock_completion();
-                // Neither held: the request runs one of the module's calls
-                // or another module's (nothing watches the client then).
-                slot.handle
-                    .as_ref()
-                    .or(slot.duplex_handle.as_ref())
-                    .is_none_or(|h| h.is_client_connected())
+                // Neither held (the module's call runs, or it waits for a
+                // read of its own, or it signalled already): the
+                // connection's state, set at its first call.
+                match slot.handle.as_ref().or(slot.duplex_handle.as_ref()) {
+                    Some(handle) => handle.is_client_connected(),
+                    None => frame
+                        .connection
+                        .get()
+                        .is_some_and(riis_pipeline::ConnectionLiveness::is_connected),
+                }
             });
             if let Some(answer) = answer {
                 return c_int::from(answer);
