@@ -614,6 +614,9 @@ pub(crate) struct Receiver {
     /// The backend's error pages go through CustomError like the server's
     /// (Cgi, as IIS's CGI); otherwise they are its answer and pass.
     custom_errors_apply: bool,
+    /// An answer that declares no length goes on as it comes (ReverseProxy:
+    /// see [`Receiver::streaming_unsized_answers`]).
+    streams_unsized: bool,
     /// What this response holds of [`BUFFERED_BUDGET`] while it buffers.
     reserved: u64,
 }
@@ -673,6 +676,18 @@ impl Receiver {
         if self.reserved > 0 {
             BUFFERED.fetch_sub(std::mem::take(&mut self.reserved), Ordering::AcqRel);
         }
+    }
+
+    /// A receiver for a server whose answers without a length are streams
+    /// (ReverseProxy): they go on as they come, as Caddy and Go's reverse
+    /// proxy pass them and as nginx sends what it has read. An application
+    /// that streams (a generator, NDJSON, a long export) declares no
+    /// length, while an ordinary page comes with one and is held up to the
+    /// limit as before. `X-Accel-Buffering: yes` holds one all the same.
+    pub(crate) fn streaming_unsized_answers() -> Self {
+        let mut receiver = Self::default();
+        receiver.streams_unsized = true;
+        receiver
     }
 
     /// A receiver whose backend's error pages CustomError may replace (see
@@ -750,7 +765,8 @@ impl Receiver {
                 self.head_without_length =
                     ctx.request().method() == Method::HEAD && head.content_length.is_none();
                 self.exact_length = head.content_length.clone().filter(|_| head.length_is_exact);
-                self.unbuffered = passes_unbuffered(&mut head);
+                let no_length = self.streams_unsized && head.content_length.is_none();
+                self.unbuffered = passes_unbuffered(&mut head, no_length);
                 if self.unbuffered {
                     // From this head on, the first message included.
                     limit = 0;
@@ -829,8 +845,9 @@ impl Receiver {
 /// ignores them), a header meant for the server and so taken out of the
 /// head, as nginx does; without it, server-sent events
 /// (`text/event-stream`, as Caddy flushes them) go on as they come, since
-/// a client waits for them one by one.
-fn passes_unbuffered(head: &mut ResponseHead) -> bool {
+/// a client waits for them one by one, and so does an answer that is
+/// `no_length` (see [`Receiver::streaming_unsized_answers`]).
+fn passes_unbuffered(head: &mut ResponseHead, no_length: bool) -> bool {
     let mut said = None;
     head.headers.retain(|(name, value)| {
         if name != "x-accel-buffering" {
@@ -856,7 +873,7 @@ fn passes_unbuffered(head: &mut ResponseHead) -> bool {
     {
         return true;
     }
-    said.unwrap_or_else(|| media_type.eq_ignore_ascii_case("text/event-stream"))
+    said.unwrap_or_else(|| no_length || media_type.eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// Gives the response the answer's trailer fields; one a trailer may not
@@ -932,7 +949,7 @@ mod tests {
     fn which_answers_stream_from_their_head() {
         let unbuffered = |headers: &[(&str, &str)]| {
             let mut head = head(headers);
-            let answer = passes_unbuffered(&mut head);
+            let answer = passes_unbuffered(&mut head, false);
             assert!(
                 head.headers.iter().all(|(n, _)| n != "x-accel-buffering"),
                 "the header is the server's"
@@ -940,6 +957,16 @@ mod tests {
             answer
         };
         assert!(unbuffered(&[("content-type", "text/event-stream")]));
+        // An answer without a length, for a receiver that streams those,
+        // unless the backend asks for it to be held.
+        assert!(passes_unbuffered(
+            &mut head(&[("content-type", "text/html")]),
+            true
+        ));
+        assert!(!passes_unbuffered(
+            &mut head(&[("content-type", "text/html"), ("x-accel-buffering", "yes")]),
+            true
+        ));
         assert!(unbuffered(&[(
             "content-type",
             "Text/Event-Stream; charset=utf-8"

@@ -398,7 +398,7 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                 let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
                 respond(out, "200 OK", &[], &body, &received.method);
             }
-            "/stream/parts" => {
+            "/stream/parts" | "/parts" => {
                 out.write_all(
                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
                 )
@@ -760,12 +760,22 @@ fn failures_get_502_and_504() {
     assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
 }
 
+/// An answer that streams reaches the client as it comes: under a
+/// location with `response_buffer_limit = 0` (`/stream`), and under the
+/// default limit too, since it declares no length (a generator, NDJSON,
+/// an export), as Caddy and nginx pass it on.
 #[test]
 fn a_streamed_answer_reaches_the_client_as_it_comes() {
+    for path in ["/stream/parts", "/parts"] {
+        streamed_answer_reaches_the_client_as_it_comes(path);
+    }
+}
+
+fn streamed_answer_reaches_the_client_as_it_comes(path: &str) {
     let backend = Backend::start("a");
     let (_dir, server) = start_with(&[&backend], "");
     let mut conn = Connection::open(server.addr);
-    conn.send_raw(b"GET /stream/parts HTTP/1.1\r\nHost: t\r\n\r\n");
+    conn.send_raw(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
     // The first part arrives while the backend holds the second.
     let mut got = Vec::new();
     let mut buf = [0u8; 256];

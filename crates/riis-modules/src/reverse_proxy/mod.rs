@@ -24,8 +24,9 @@
 //!    the request runs on (see `exchange`), with hyper's HTTP/1.1 client on
 //!    a connection that stays on that thread. The request waits (Pending)
 //!    and resumes through OnAsyncCompletion each time the task has output
-//!    for it, through the same relay FastCgi uses: the answer is kept until
-//!    `response_buffer_limit` bytes wait, then streams.
+//!    for it, through the same relay FastCgi uses: an answer with a length
+//!    is kept until `response_buffer_limit` bytes wait, then streams; one
+//!    without (a streaming application's) streams from its head on.
 //!
 //! A request that UrlRewrite (or another module) sent to a server of its
 //! own, through the [`PROXY_SERVER`] server variable, goes there instead
@@ -904,7 +905,7 @@ impl riis_pipeline::HttpModuleFactory for Factory {
             config: self.config,
             shared: self.shared.clone(),
             state: State::Idle,
-            receiver: Receiver::default(),
+            receiver: Receiver::streaming_unsized_answers(),
             upgraded_to: None,
         }))
     }
