@@ -119,8 +119,12 @@ pub(crate) fn meta_variables(
         // application's outbound proxy ("httpoxy"). `X-Original-URL` and
         // `X-Rewrite-URL` are the server's to say (applications written for
         // IIS route on them): a client's would send the application to a
-        // route riis never judged.
+        // route riis never judged. `Transfer-Encoding` described the
+        // client's framing, which riis took off: the program gets the body
+        // whole with CONTENT_LENGTH, and a WSGI server told the body is
+        // chunked would read none of it (Werkzeug does).
         if *name == header::CONTENT_LENGTH
+            || *name == header::TRANSFER_ENCODING
             || *name == header::HOST
             || name.as_str() == "proxy"
             || name.as_str() == "x-original-url"

@@ -191,6 +191,9 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
                     "HTTPS",
                     "DOCUMENT_ROOT",
                     "HTTP_X_ORIGINAL_URL",
+                    "HTTP_TRANSFER_ENCODING",
+                    "SCRIPT_NAME",
+                    "PATH_INFO",
                 ] {
                     let value = request.params.get(name).map_or("unset", |v| v.as_str());
                     text.push_str(&format!("{name}={value}\n"));
@@ -423,6 +426,7 @@ fn config(dir: &TempDir, app: SocketAddr, unreachable: SocketAddr) -> PathBuf {
         "stream/headfirst",
         "slowclient/download",
         "deadline/talker",
+        "unlimited/talker",
     ] {
         dir.write(&format!("www/{name}.fcgi"), "");
     }
@@ -478,6 +482,19 @@ fastcgi = {{ address = "{app}", request_timeout = 2, response_buffer_limit = 655
 [[sites.locations]]
 path = "/deadline"
 fastcgi = {{ address = "{app}", request_timeout = 1 }}
+
+[[sites.locations]]
+path = "/unlimited"
+fastcgi = {{ address = "{app}", request_timeout = 0 }}
+
+# An application mounted at a path (WSGI's SCRIPT_NAME), files or not.
+[[sites.locations]]
+path = "/wsgi"
+fastcgi = {{ address = "{app}", script_name = "/wsgi/echo.fcgi" }}
+[[sites.locations.handlers]]
+name = "Mounted"
+path = "*"
+modules = ["FastCgi"]
 
 [[sites.locations]]
 path = "/down"
@@ -543,6 +560,32 @@ fn the_application_gets_the_request_and_makes_the_response() {
         text.contains("SCRIPT_FILENAME=/") && text.contains("/www/echo.fcgi\n"),
         "{text}"
     );
+
+    // A chunked body arrives whole, with its length and without the
+    // client's framing (a WSGI server told it is chunked reads nothing).
+    conn.send_raw(
+        b"POST /echo.fcgi HTTP/1.1\r\nHost: fcgi.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    let chunked = conn.read_response(false).text();
+    for line in [
+        "CONTENT_LENGTH=11\n",
+        "HTTP_TRANSFER_ENCODING=unset\n",
+        "body=hello world",
+    ] {
+        assert!(chunked.contains(line), "{line} in {chunked}");
+    }
+
+    // An application mounted at a path routes on PATH_INFO, the rest.
+    let mounted = conn.get("/wsgi/echo.fcgi/hello/wor%20ld?x=1").text();
+    for line in [
+        "SCRIPT_NAME=/wsgi/echo.fcgi\n",
+        "PATH_INFO=/hello/wor ld\n",
+        "QUERY_STRING=x=1\n",
+    ] {
+        assert!(mounted.contains(line), "{line} in {mounted}");
+    }
+    assert!(!mounted.contains("PATH_TRANSLATED"), "{mounted}");
 
     // The connection was kept: a second request reuses it.
     let again = conn.get("/echo.fcgi");
@@ -1027,6 +1070,9 @@ fn a_slow_application_outlasts_the_request_timeout() {
     let resp = Connection::open(server.addr).get("/deadline/talker.fcgi");
     assert_eq!(resp.status, 504, "{}", resp.text());
     assert!(resp.text().contains("request_timeout"), "{}", resp.text());
+    // `request_timeout = 0`: no limit (for streams that last).
+    let resp = Connection::open(server.addr).get("/unlimited/talker.fcgi");
+    assert_eq!(resp.status, 200, "{}", resp.text());
 }
 
 /// A chunked body's content: `None` if it does not end with its last chunk.

@@ -59,14 +59,23 @@ pub(super) struct Job {
 pub(super) async fn run(job: Job) {
     let exchange = exchange_with_retry(&job);
     tokio::pin!(exchange);
+    // `request_timeout = 0`: no limit on the whole exchange.
+    let limited = !job.request_timeout.is_zero();
     let end = loop {
         let due = job.relay.deadline_for_backend(job.request_timeout);
+        let overdue = async {
+            if limited {
+                tokio::time::sleep_until(due.into()).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             end = &mut exchange => break match end {
                 Ok(()) => End::Complete,
                 Err(failure) => failure.into_end(&job),
             },
-            _ = tokio::time::sleep_until(due.into()) => {
+            () = overdue => {
                 // A wait for the client since then put the deadline off.
                 if job.relay.deadline_for_backend(job.request_timeout) <= Instant::now() {
                     break End::Failed(

@@ -61,13 +61,17 @@
 //! Configuration section `fastcgi`, per location:
 //! - `address`: `host:port` or `unix:/path/to/socket` (required where the
 //!   handler is mapped);
-//! - `request_timeout` (seconds, default 90, IIS's `requestTimeout`);
+//! - `request_timeout` (seconds, default 90, IIS's `requestTimeout`; 0:
+//!   none);
 //! - `activity_timeout` (seconds, default 30, IIS's `activityTimeout`);
 //! - `response_buffer_limit` (bytes, default 4,194,304, IIS's);
 //! - `max_request_body` (bytes, default 30,000,000, RequestFiltering's);
 //! - `kept_connections` (idle connections kept per worker thread and
 //!   address, default 0, at most 1,024);
 //! - `pass_authorization` (default false);
+//! - `script_name`: the URL path an application (WSGI, Rack, PSGI) is
+//!   mounted at, `""` for the site's root: `SCRIPT_NAME` is it and
+//!   `PATH_INFO` the rest of the path, as such applications route;
 //! - `params` (a table of names and values).
 //!
 //! Instead of `address`, `application` has riis start the application's
@@ -115,8 +119,8 @@ pub struct FastCgiConfig {
     /// The application riis starts itself, instead of `address`.
     pub application: Option<ApplicationConfig>,
     /// Seconds the whole exchange may take, not counting the time it waits
-    /// for a slow client.
-    #[serde(deserialize_with = "crate::at_least_one")]
+    /// for a slow client; 0 for no limit (an event stream, a long
+    /// download: `activity_timeout` still ends a silent application).
     pub request_timeout: u64,
     /// Seconds the application may stay silent.
     #[serde(deserialize_with = "crate::at_least_one")]
@@ -133,8 +137,33 @@ pub struct FastCgiConfig {
     /// Whether `SCRIPT_FILENAME` and `DOCUMENT_ROOT` name the site's root
     /// with its symbolic links resolved (nginx's `$realpath_root`).
     pub realpath_root: bool,
+    /// The URL path an application is mounted at (see the module's
+    /// documentation).
+    #[serde(deserialize_with = "mount_path")]
+    pub script_name: Option<String>,
     /// Parameters added to (or replacing) the meta-variables.
     pub params: BTreeMap<String, String>,
+}
+
+/// `script_name`: `""` or a path that starts with `/` and does not end
+/// with one.
+fn mount_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let path = String::deserialize(d)?;
+    if !path.is_empty() && (!path.starts_with('/') || path.ends_with('/')) {
+        return Err(serde::de::Error::custom(format!(
+            "`{path}`: a script_name is \"\" (the site's root) or a path such as \"/app\": a leading `/` and no trailing one"
+        )));
+    }
+    Ok(Some(path))
+}
+
+/// `SCRIPT_NAME` and `PATH_INFO` for an application mounted at `mount`:
+/// the rest of `path` below it (the whole path when it is not below).
+fn mounted<'a>(mount: &'a str, path: &'a str) -> (&'a str, &'a str) {
+    match path.strip_prefix(mount) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => (mount, rest),
+        _ => (mount, path),
+    }
 }
 
 impl Default for FastCgiConfig {
@@ -149,6 +178,7 @@ impl Default for FastCgiConfig {
             kept_connections: 0,
             pass_authorization: false,
             realpath_root: false,
+            script_name: None,
             params: BTreeMap::new(),
         }
     }
@@ -335,11 +365,21 @@ impl FastCgi {
             body.len(),
             config.pass_authorization,
             |name, value| {
-                if !config.params.contains_key(name) {
+                let mounted_away = config.script_name.is_some()
+                    && matches!(name, "SCRIPT_NAME" | "PATH_INFO" | "PATH_TRANSLATED");
+                if !mounted_away && !config.params.contains_key(name) {
                     pairs.add(name.as_bytes(), value);
                 }
             },
         );
+        if let Some(mount) = &config.script_name {
+            let (script_name, path_info) = mounted(mount, ctx.request().url());
+            for (name, value) in [("SCRIPT_NAME", script_name), ("PATH_INFO", path_info)] {
+                if !config.params.contains_key(name) {
+                    pairs.add(name.as_bytes(), value.as_bytes());
+                }
+            }
+        }
         for (name, value) in &config.params {
             pairs.add(name.as_bytes(), value.as_bytes());
         }
@@ -562,5 +602,29 @@ impl riis_pipeline::HttpModuleFactory for Factory {
 
     fn terminate(&self) {
         self.shared.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mounted_application_gets_the_rest_of_the_path() {
+        assert_eq!(mounted("", "/hello/world"), ("", "/hello/world"));
+        assert_eq!(mounted("", "/"), ("", "/"));
+        assert_eq!(mounted("/app", "/app/hello"), ("/app", "/hello"));
+        assert_eq!(mounted("/app", "/app"), ("/app", ""));
+        // Not below the mount (a segment that only starts the same).
+        assert_eq!(mounted("/app", "/application"), ("/app", "/application"));
+        let parse = |text: &str| toml::from_str::<FastCgiConfig>(text).map(|c| c.script_name);
+        assert_eq!(parse(r#"script_name = """#).unwrap(), Some(String::new()));
+        assert_eq!(
+            parse(r#"script_name = "/app""#).unwrap(),
+            Some("/app".into())
+        );
+        assert_eq!(parse("").unwrap(), None);
+        assert!(parse(r#"script_name = "/app/""#).is_err());
+        assert!(parse(r#"script_name = "app""#).is_err());
     }
 }
