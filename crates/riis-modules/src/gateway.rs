@@ -378,6 +378,9 @@ impl ResponseHead {
             .unwrap_or_else(|| self.status.canonical_reason().unwrap_or("").to_owned());
         resp.set_status(self.status, reason);
         for (name, value) in self.headers {
+            if is_for_the_server(&name) {
+                continue;
+            }
             resp.append_header(name, value);
         }
         if let Some(length) = self.content_length {
@@ -387,6 +390,33 @@ impl ResponseHead {
             }
         }
     }
+}
+
+/// Whether an application's response header is addressed to the server in
+/// front of it, not the client: nginx's `X-Accel-*` (which nginx never
+/// passes on) and the `X-Sendfile` of Apache and lighttpd, which name a
+/// file the server is to send instead. riis does neither: such a header
+/// is dropped (it may name a path on the server) and the first of each
+/// second is logged, so an application that relies on it is found out.
+fn is_for_the_server(name: &HeaderName) -> bool {
+    static GATE: crate::LogGate = crate::LogGate::new();
+    let name = name.as_str();
+    if !name.starts_with("x-accel-") && name != "x-sendfile" && name != "x-lighttpd-send-file" {
+        return false;
+    }
+    if matches!(
+        name,
+        "x-accel-redirect" | "x-sendfile" | "x-lighttpd-send-file"
+    ) {
+        if let Some(held_back) = GATE.pass() {
+            tracing::warn!(
+                header = name,
+                held_back,
+                "an application asked the server to send a file in its place, which riis does not do; the header is dropped and its answer goes as it is"
+            );
+        }
+    }
+    true
 }
 
 /// Headers the HTTP layer writes itself: an application's are dropped.

@@ -390,6 +390,8 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                     ("Keep-Alive", "timeout=5"),
                     ("Server", "backend/1.0"),
                     ("X-Kept", "end-to-end"),
+                    ("X-Accel-Redirect", "/protected/report.pdf"),
+                    ("X-Sendfile", "/srv/private/report.pdf"),
                 ],
                 b"hop",
                 &received.method,
@@ -650,6 +652,10 @@ fn the_backends_answer_passes_through_with_its_own_headers_status_and_errors() {
     let hop = conn.get("/hop");
     assert_eq!(hop.text(), "hop");
     assert_eq!(hop.header("x-kept"), Some("end-to-end"));
+    // Addressed to the server, which riis does not act on: not passed on
+    // (they may name paths on the server), as nginx hides X-Accel-*.
+    assert_eq!(hop.header("x-accel-redirect"), None);
+    assert_eq!(hop.header("x-sendfile"), None);
     assert_eq!(hop.header("x-private"), None);
     assert_eq!(hop.header("keep-alive"), None);
     assert!(
