@@ -1437,6 +1437,21 @@ impl RequestExecution {
         self.end_wait(description, false)
     }
 
+    /// Whether the client's response has gone out whole by its declared
+    /// length: its head went with a `Content-Length` and that many body
+    /// bytes were sent. The connection then takes nothing more of it (hyper
+    /// lets go of the body), while its module may still be finishing: that
+    /// is no sign that the client left.
+    pub fn response_sent_whole(&self) -> bool {
+        let response = &self.frames.root.ctx.response;
+        response.headers_sent
+            && response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|length| response.bytes_sent >= length)
+    }
+
     /// [`Self::expire_wait`] for a request whose client went away (its
     /// connection, or its HTTP/2 stream, closed): nobody reads the answer.
     /// Logged at debug level, as nginx logs a client that closed its

@@ -804,7 +804,7 @@ async fn drive(
                 let since = *busy_since.get_or_insert_with(tokio::time::Instant::now);
                 let gone = match (&reply, &stream) {
                     (Some(reply), _) => reply.is_closed(),
-                    (None, Some(stream)) => stream.is_closed(),
+                    (None, Some(stream)) => stream.is_closed() && !exec.response_sent_whole(),
                     (None, None) => false,
                 };
                 // After a 101 too: a connection's own protocol waits
@@ -861,6 +861,13 @@ async fn wait_for_module(
             Some(limit) => tokio::time::sleep(limit).await,
             None => std::future::pending().await,
         }
+    };
+    // A body that went whole by its length lets its receiver go with the
+    // client still there: only the head's reply tells of a client leaving.
+    let stream = if exec.response_sent_whole() {
+        &None
+    } else {
+        stream
     };
     tokio::select! {
         () = waiter.wait() => {}
