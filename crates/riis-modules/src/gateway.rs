@@ -268,6 +268,11 @@ fn failure_code(status: StatusCode) -> u32 {
     }
 }
 
+/// `HRESULT_FROM_WIN32(ERROR_NETNAME_DELETED)`: the code of a request
+/// whose client left, as the access log writes it for a response that did
+/// not go whole.
+const ERROR_NETNAME_DELETED: u32 = 0x8007_0000 | 64;
+
 /// Gateway failures' log lines (see [`fail_with_substatus`]).
 static FAILURE_LOG: crate::LogGate = crate::LogGate::new();
 
@@ -279,10 +284,20 @@ pub(crate) fn fail_with_substatus(
     substatus: u16,
     why: &str,
 ) -> riis_pipeline::RequestNotificationStatus {
-    // At most a line a second, with how many were held back: a backend
-    // that is down (or an application stopped) would otherwise write a line
-    // for every request, as fast as clients can ask.
-    if let Some(held_back) = FAILURE_LOG.pass() {
+    // A client that left (mid-upload, say) is its own doing, not the
+    // backend's: noted at debug level, and logged with the code of a
+    // connection that went away (as IIS logs a dropped connection).
+    let client_left = !ctx.is_client_connected();
+    if client_left {
+        tracing::debug!(
+            url = %crate::log_excerpt(ctx.request().raw_url()),
+            "{who}: {why} (the client left)"
+        );
+    } else if let Some(held_back) = FAILURE_LOG.pass() {
+        // At most a line a second, with how many were held back: a
+        // backend that is down (or an application stopped) would
+        // otherwise write a line for every request, as fast as clients
+        // can ask.
         tracing::warn!(
             url = %crate::log_excerpt(ctx.request().raw_url()),
             held_back,
@@ -295,7 +310,12 @@ pub(crate) fn fail_with_substatus(
     }
     // An answer's head, if it came, goes with its entity.
     ctx.response_mut().clear();
-    let finished = crate::end_with_error(ctx, status, substatus, failure_code(status));
+    let code = if client_left {
+        ERROR_NETNAME_DELETED
+    } else {
+        failure_code(status)
+    };
+    let finished = crate::end_with_error(ctx, status, substatus, code);
     ctx.response_mut()
         .set_error_description(format!("{who}: {why}"));
     finished

@@ -843,3 +843,51 @@ bindings = ["127.0.0.1:0"]
         "{text}"
     );
 }
+
+/// A client that leaves in the middle of its request body is logged with
+/// the gateway's 400 and the code of a connection that went away (64), not
+/// as a failure of the backend (E_FAIL).
+#[test]
+fn a_client_that_leaves_mid_upload_is_logged_as_gone() {
+    let dir = TempDir::new("httplog-upload");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "HttpLogging"
+[[modules]]
+name = "ReverseProxy"
+
+[[handlers]]
+name = "Proxy"
+path = "*"
+modules = ["ReverseProxy"]
+
+[proxy]
+servers = ["http://{backend}"]
+
+[http_logging]
+fields = ["cs-method", "cs-uri-stem", "sc-status", "sc-win32-status"]
+
+[[sites]]
+name = "Logged"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            backend = common::refusing_address(),
+            root = root.display(),
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let logs = dir.path().join("logs");
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nonly a part")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(stream);
+    let text = wait_for_lines(&logs, 1);
+    assert_eq!(lines(&text), ["POST /upload 400 64"], "{text}");
+}
