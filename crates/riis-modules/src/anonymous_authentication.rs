@@ -69,7 +69,10 @@ impl HttpModule for AnonymousAuthentication {
             }
             return RequestNotificationStatus::Continue;
         }
-        tracing::info!(
+        // Every browser's first request for a protected page: the
+        // challenge is the normal course (the access log has the 401), not
+        // worth a line per request at the default level.
+        tracing::debug!(
             url = %ctx.request().raw_url(),
             "AnonymousAuthentication: a request without credentials where anonymous access is off"
         );

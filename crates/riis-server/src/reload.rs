@@ -218,6 +218,9 @@ pub(crate) struct ReloadRecord {
     finished: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
     last_refusal: Mutex<String>,
+    /// The last finished reload was refused (the configuration in force
+    /// is older than the file).
+    last_was_refused: std::sync::atomic::AtomicBool,
     /// The `[server]` keys the last reload found changed and kept at their
     /// running values (empty: none).
     kept_server_changes: Mutex<String>,
@@ -228,6 +231,7 @@ pub(crate) static RELOADS: ReloadRecord = ReloadRecord {
     finished: std::sync::atomic::AtomicU64::new(0),
     refused: std::sync::atomic::AtomicU64::new(0),
     last_refusal: Mutex::new(String::new()),
+    last_was_refused: std::sync::atomic::AtomicBool::new(false),
     kept_server_changes: Mutex::new(String::new()),
 };
 
@@ -242,6 +246,7 @@ impl ReloadRecord {
 
     fn record(&self, refusal: Option<String>) {
         use std::sync::atomic::Ordering::SeqCst;
+        self.last_was_refused.store(refusal.is_some(), SeqCst);
         if let Some(why) = refusal {
             // One line: the report is read line by line.
             *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -261,6 +266,16 @@ impl ReloadRecord {
         let finished = self.finished.load(SeqCst);
         let refused = self.refused.load(SeqCst);
         let mut lines = format!("reloads: {finished}\nreloads_refused: {refused}\n");
+        // What a monitor wants to know: whether the file on disk is the
+        // configuration in force (as far as the last reload goes).
+        if finished > 0 {
+            let last = if self.last_was_refused.load(SeqCst) {
+                "refused"
+            } else {
+                "applied"
+            };
+            lines.push_str(&format!("last_reload: {last}\n"));
+        }
         if refused > 0 {
             let why = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
             lines.push_str(&format!("last_reload_refusal: {why}\n"));

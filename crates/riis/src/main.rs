@@ -405,6 +405,8 @@ impl Drop for PidFile {
         let ours = std::fs::read_to_string(&self.path)
             .is_ok_and(|text| text.trim() == std::process::id().to_string());
         if ours {
+            // The status report `riis status` last asked for goes too.
+            let _ = std::fs::remove_file(riis_server::status_file_for(&self.path));
             let _ = std::fs::remove_file(&self.path);
         }
     }

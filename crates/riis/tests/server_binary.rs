@@ -1082,7 +1082,20 @@ fn reload_reports_the_servers_verdict() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("refused the reload"), "{stderr}");
     assert_eq!(get(server.addr, "/a.txt").status, 200);
+    // The status says whether the latest reload was applied; the reason
+    // of the last refusal stays.
+    let status = common::riis_status(&config);
+    assert!(status.contains("last_reload: refused\n"), "{status}");
+    std::fs::write(&config, &text).unwrap();
+    assert!(common::riis_command("reload", &config).status.success());
+    let status = common::riis_status(&config);
+    assert!(status.contains("last_reload: applied\n"), "{status}");
+    assert!(status.contains("last_reload_refusal: "), "{status}");
     assert!(server.terminate().success());
+    // A clean exit leaves neither the pid file nor the status file.
+    let pid = config.with_file_name("riis.pid");
+    assert!(!pid.exists());
+    assert!(!config.with_file_name("riis.pid.status").exists());
     drop(dir);
 }
 
