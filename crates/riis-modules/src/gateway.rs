@@ -385,6 +385,8 @@ pub(crate) struct ResponseHead {
     /// that is a path (and query), with no `Status` and no other header
     /// line. The server answers that path instead; see Cgi.
     pub(crate) local_redirect: Option<String>,
+    /// The backend said `X-Accel-Buffering: yes` (see `relay::passing`).
+    pub(crate) said_buffered: bool,
 }
 
 impl ResponseHead {
@@ -412,29 +414,28 @@ impl ResponseHead {
     }
 }
 
-/// Whether an application's response header is addressed to the server in
-/// front of it, not the client: nginx's `X-Accel-*` (which nginx never
-/// passes on) and the `X-Sendfile` of Apache and lighttpd, which name a
-/// file the server is to send instead. riis does neither: such a header
-/// is dropped (it may name a path on the server) and the first of each
-/// second is logged, so an application that relies on it is found out.
+/// Whether an application's response header asks the server in front of
+/// it to send a file in the answer's place: nginx's `X-Accel-Redirect`
+/// and the `X-Sendfile` of Apache and lighttpd. riis does not: such a
+/// header is dropped (it may name a path on the server) and the first of
+/// each second is logged, so an application that relies on it is found
+/// out. nginx's other `X-Accel-*` headers pass (a server in front of riis
+/// may act on them).
 fn is_for_the_server(name: &HeaderName) -> bool {
     static GATE: crate::LogGate = crate::LogGate::new();
     let name = name.as_str();
-    if !name.starts_with("x-accel-") && name != "x-sendfile" && name != "x-lighttpd-send-file" {
-        return false;
-    }
-    if matches!(
+    if !matches!(
         name,
         "x-accel-redirect" | "x-sendfile" | "x-lighttpd-send-file"
     ) {
-        if let Some(held_back) = GATE.pass() {
-            tracing::warn!(
-                header = name,
-                held_back,
-                "an application asked the server to send a file in its place, which riis does not do; the header is dropped and its answer goes as it is"
-            );
-        }
+        return false;
+    }
+    if let Some(held_back) = GATE.pass() {
+        tracing::warn!(
+            header = name,
+            held_back,
+            "an application asked the server to send a file in its place, which riis does not do; the header is dropped and its answer goes as it is"
+        );
     }
     true
 }
@@ -548,6 +549,7 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
             content_length,
             length_is_exact: false,
             local_redirect,
+            said_buffered: false,
         },
         at,
     )))

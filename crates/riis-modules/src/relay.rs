@@ -10,7 +10,8 @@
 //! each take flushes what came (at most a [`STREAM_PIECE`]), so output
 //! that trickles is not held back. Some answers stream from their head
 //! on: gRPC's, server-sent events, and those whose backend says
-//! `X-Accel-Buffering: no`.
+//! `X-Accel-Buffering: no`; ReverseProxy's answers without a length stream
+//! from their first body bytes on (see [`passing`]).
 //!
 //! The task stops reading from the backend while the request has
 //! [`MAILBOX_LIMIT`] bytes it has not taken yet, so a slow client slows the
@@ -765,12 +766,31 @@ impl Receiver {
                 self.head_without_length =
                     ctx.request().method() == Method::HEAD && head.content_length.is_none();
                 self.exact_length = head.content_length.clone().filter(|_| head.length_is_exact);
-                let no_length = self.streams_unsized && head.content_length.is_none();
-                self.unbuffered = passes_unbuffered(&mut head, no_length);
-                if self.unbuffered {
-                    // From this head on, the first message included.
-                    limit = 0;
-                    threshold = 0;
+                // Unsized and with a body to stream: not an answer to HEAD,
+                // nor one without a body (204, 304), nor an error page,
+                // which is best held whole (CustomError may replace it, and
+                // a backend failing in it is a 502 rather than a reset).
+                let status = head.status;
+                let streamable = self.streams_unsized
+                    && head.content_length.is_none()
+                    && ctx.request().method() != Method::HEAD
+                    && (status.is_success() || status.is_redirection())
+                    && status != StatusCode::NO_CONTENT
+                    && status != StatusCode::NOT_MODIFIED;
+                match passing(&mut head, streamable) {
+                    Passing::FromHead => {
+                        // From this head on, the first message included.
+                        self.unbuffered = true;
+                        limit = 0;
+                        threshold = 0;
+                    }
+                    Passing::FromBody => {
+                        // The first body bytes that come without the end
+                        // start the stream; the head does not go alone.
+                        self.unbuffered = true;
+                        threshold = 0;
+                    }
+                    Passing::AsLimited => {}
                 }
                 // At limit 0 the head goes out as soon as it is here, unless
                 // the whole answer is; a 101 at once, since what follows it
@@ -836,18 +856,43 @@ impl Receiver {
     }
 }
 
-/// Whether an answer goes on as it comes, whatever the module's
-/// `response_buffer_limit`. gRPC's messages always do
+/// How an answer goes on, whatever the module's `response_buffer_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passing {
+    /// As it comes, from its head on.
+    FromHead,
+    /// As it comes, from its first body bytes on: an answer of a server
+    /// whose unsized answers stream (see
+    /// [`Receiver::streaming_unsized_answers`]). One that comes whole at
+    /// once still goes whole.
+    FromBody,
+    /// Held as the limit says.
+    AsLimited,
+}
+
+/// How an answer goes on. gRPC's messages always go from their head
 /// (`application/grpc…`, as nginx's `grpc_pass` passes them): a
 /// bidirectional call held until 4 MiB would never go on. Otherwise the
 /// backend may say itself with nginx's `X-Accel-Buffering` (`no`, or
 /// `yes` to be held as the limit says; other values are ignored, as nginx
 /// ignores them), a header meant for the server and so taken out of the
 /// head, as nginx does; without it, server-sent events
-/// (`text/event-stream`, as Caddy flushes them) go on as they come, since
-/// a client waits for them one by one, and so does an answer that is
-/// `no_length` (see [`Receiver::streaming_unsized_answers`]).
-fn passes_unbuffered(head: &mut ResponseHead, no_length: bool) -> bool {
+/// (`text/event-stream`, as Caddy flushes them) go on from their head,
+/// since a client waits for them one by one, and an answer that is
+/// `streamable` from its first body bytes.
+fn passing(head: &mut ResponseHead, streamable: bool) -> Passing {
+    if passes_unbuffered(head) {
+        Passing::FromHead
+    } else if streamable && !head.said_buffered {
+        Passing::FromBody
+    } else {
+        Passing::AsLimited
+    }
+}
+
+/// Whether an answer goes on from its head on (see [`passing`]); notes in
+/// `head.said_buffered` a backend's `X-Accel-Buffering: yes`.
+fn passes_unbuffered(head: &mut ResponseHead) -> bool {
     let mut said = None;
     head.headers.retain(|(name, value)| {
         if name != "x-accel-buffering" {
@@ -873,7 +918,8 @@ fn passes_unbuffered(head: &mut ResponseHead, no_length: bool) -> bool {
     {
         return true;
     }
-    said.unwrap_or_else(|| no_length || media_type.eq_ignore_ascii_case("text/event-stream"))
+    head.said_buffered = said == Some(false);
+    said.unwrap_or_else(|| media_type.eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// Gives the response the answer's trailer fields; one a trailer may not
@@ -942,6 +988,7 @@ mod tests {
             content_length: None,
             length_is_exact: false,
             local_redirect: None,
+            said_buffered: false,
         }
     }
 
@@ -949,7 +996,7 @@ mod tests {
     fn which_answers_stream_from_their_head() {
         let unbuffered = |headers: &[(&str, &str)]| {
             let mut head = head(headers);
-            let answer = passes_unbuffered(&mut head, false);
+            let answer = passes_unbuffered(&mut head);
             assert!(
                 head.headers.iter().all(|(n, _)| n != "x-accel-buffering"),
                 "the header is the server's"
@@ -959,14 +1006,13 @@ mod tests {
         assert!(unbuffered(&[("content-type", "text/event-stream")]));
         // An answer without a length, for a receiver that streams those,
         // unless the backend asks for it to be held.
-        assert!(passes_unbuffered(
-            &mut head(&[("content-type", "text/html")]),
-            true
-        ));
-        assert!(!passes_unbuffered(
-            &mut head(&[("content-type", "text/html"), ("x-accel-buffering", "yes")]),
-            true
-        ));
+        let html = &[("content-type", "text/html")];
+        assert_eq!(passing(&mut head(html), true), Passing::FromBody);
+        assert_eq!(passing(&mut head(html), false), Passing::AsLimited);
+        let held = &[("content-type", "text/html"), ("x-accel-buffering", "yes")];
+        assert_eq!(passing(&mut head(held), true), Passing::AsLimited);
+        let events = &[("content-type", "text/event-stream")];
+        assert_eq!(passing(&mut head(events), true), Passing::FromHead);
         assert!(unbuffered(&[(
             "content-type",
             "Text/Event-Stream; charset=utf-8"

@@ -513,6 +513,10 @@ impl Frames {
     fn last_mut(&mut self) -> &mut Frame {
         self.children.last_mut().unwrap_or(&mut self.root)
     }
+
+    fn last(&self) -> &Frame {
+        self.children.last().unwrap_or(&self.root)
+    }
 }
 
 impl std::ops::Index<usize> for Frames {
@@ -1442,13 +1446,16 @@ impl RequestExecution {
     /// bytes were sent. The connection then takes nothing more of it (hyper
     /// lets go of the body), while its module may still be finishing: that
     /// is no sign that the client left.
+    ///
+    /// The client's response is the running frame's: a child request
+    /// (DefaultDocument's) holds it while it runs.
     pub fn response_sent_whole(&self) -> bool {
-        let response = &self.frames.root.ctx.response;
+        let response = &self.frames.last().ctx.response;
         response.headers_sent
             && response
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
                 .is_some_and(|length| response.bytes_sent >= length)
     }
 

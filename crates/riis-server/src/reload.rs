@@ -246,11 +246,13 @@ impl ReloadRecord {
 
     fn record(&self, refusal: Option<String>) {
         use std::sync::atomic::Ordering::SeqCst;
+        // Under the refusal's lock, which the report holds while it reads:
+        // a report never pairs one reload's count with another's verdict.
+        let mut last_refusal = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
         self.last_was_refused.store(refusal.is_some(), SeqCst);
         if let Some(why) = refusal {
             // One line: the report is read line by line.
-            *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) =
-                why.replace(['\n', '\r'], " ");
+            *last_refusal = why.replace(['\n', '\r'], " ");
             self.refused.fetch_add(1, SeqCst);
         }
         self.finished.fetch_add(1, SeqCst);
@@ -261,8 +263,8 @@ impl ReloadRecord {
     /// changes for a restart, `last_reload_kept` (the keys).
     pub(crate) fn report(&self) -> String {
         use std::sync::atomic::Ordering::SeqCst;
-        // `finished` first: `record` counts a refusal before the reload,
-        // so a report never shows a finished reload without its refusal.
+        // Under the lock `record` counts with: the figures belong together.
+        let last_refusal = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
         let finished = self.finished.load(SeqCst);
         let refused = self.refused.load(SeqCst);
         let mut lines = format!("reloads: {finished}\nreloads_refused: {refused}\n");
@@ -277,9 +279,9 @@ impl ReloadRecord {
             lines.push_str(&format!("last_reload: {last}\n"));
         }
         if refused > 0 {
-            let why = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
-            lines.push_str(&format!("last_reload_refusal: {why}\n"));
+            lines.push_str(&format!("last_reload_refusal: {last_refusal}\n"));
         }
+        drop(last_refusal);
         let kept = self
             .kept_server_changes
             .lock()

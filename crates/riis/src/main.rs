@@ -276,6 +276,11 @@ fn ask_status(pid: i32, report: &Path) -> Result<String, String> {
         if let Ok(text) = std::fs::read_to_string(report) {
             return Ok(text.trim_end().to_owned());
         }
+        // A server that stopped meanwhile (it removes its report as it
+        // exits) answers no more.
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+            return Err(format!("riis (process {pid}) stopped"));
+        }
         if std::time::Instant::now() > deadline {
             return Err(format!(
                 "process {pid} wrote no status to {} within 5 seconds",

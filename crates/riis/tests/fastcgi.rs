@@ -427,6 +427,7 @@ fn config(dir: &TempDir, app: SocketAddr, unreachable: SocketAddr) -> PathBuf {
         "slowclient/download",
         "deadline/talker",
         "unlimited/talker",
+        "unlimited/silent",
     ] {
         dir.write(&format!("www/{name}.fcgi"), "");
     }
@@ -1070,9 +1071,13 @@ fn a_slow_application_outlasts_the_request_timeout() {
     let resp = Connection::open(server.addr).get("/deadline/talker.fcgi");
     assert_eq!(resp.status, 504, "{}", resp.text());
     assert!(resp.text().contains("request_timeout"), "{}", resp.text());
-    // `request_timeout = 0`: no limit (for streams that last).
+    // `request_timeout = 0`: no limit (for streams that last), while
+    // `activity_timeout` (1 s here) still ends a silent application.
     let resp = Connection::open(server.addr).get("/unlimited/talker.fcgi");
     assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = Connection::open(server.addr).get("/unlimited/silent.fcgi");
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    assert!(resp.text().contains("activity_timeout"), "{}", resp.text());
 }
 
 /// A chunked body's content: `None` if it does not end with its last chunk.

@@ -396,6 +396,12 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                 b"hop",
                 &received.method,
             ),
+            "/missing-chunked" => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      7\r\nno such\r\n0\r\n\r\n",
+                );
+            }
             "/stream/medium" => {
                 let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
                 respond(out, "200 OK", &[], &body, &received.method);
@@ -809,6 +815,18 @@ fn a_streamed_answer_reaches_the_client_as_it_comes() {
     for path in ["/stream/parts", "/parts"] {
         streamed_answer_reaches_the_client_as_it_comes(path);
     }
+}
+
+/// An error page without a length is held whole (CustomError may replace
+/// it), not streamed as an answer without a length is.
+#[test]
+fn an_error_page_without_a_length_is_held_whole() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let resp = Connection::open(server.addr).get("/missing-chunked");
+    assert_eq!((resp.status, resp.text().as_str()), (404, "no such"));
+    assert_eq!(resp.header("content-length"), Some("7"));
+    assert_eq!(resp.header("transfer-encoding"), None);
 }
 
 fn streamed_answer_reaches_the_client_as_it_comes(path: &str) {

@@ -158,11 +158,14 @@ fn mount_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, 
 }
 
 /// `SCRIPT_NAME` and `PATH_INFO` for an application mounted at `mount`:
-/// the rest of `path` below it (the whole path when it is not below).
+/// the rest of `path` below it. A path not below the mount (a location
+/// whose path differs from it) is the whole `PATH_INFO` under an empty
+/// `SCRIPT_NAME`: together they stay the path, and the application builds
+/// no links under a mount the URL is not at.
 fn mounted<'a>(mount: &'a str, path: &'a str) -> (&'a str, &'a str) {
     match path.strip_prefix(mount) {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => (mount, rest),
-        _ => (mount, path),
+        _ => ("", path),
     }
 }
 
@@ -616,7 +619,7 @@ mod tests {
         assert_eq!(mounted("/app", "/app/hello"), ("/app", "/hello"));
         assert_eq!(mounted("/app", "/app"), ("/app", ""));
         // Not below the mount (a segment that only starts the same).
-        assert_eq!(mounted("/app", "/application"), ("/app", "/application"));
+        assert_eq!(mounted("/app", "/application"), ("", "/application"));
         let parse = |text: &str| toml::from_str::<FastCgiConfig>(text).map(|c| c.script_name);
         assert_eq!(parse(r#"script_name = """#).unwrap(), Some(String::new()));
         assert_eq!(

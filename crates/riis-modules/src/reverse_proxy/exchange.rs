@@ -1425,6 +1425,7 @@ fn response_head(
         content_length,
         length_is_exact,
         local_redirect: None,
+        said_buffered: false,
     }
 }
 
