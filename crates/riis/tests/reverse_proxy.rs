@@ -402,7 +402,7 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                       7\r\nno such\r\n0\r\n\r\n",
                 );
             }
-            "/stream/medium" => {
+            "/stream/medium" | "/dd/medium" => {
                 let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
                 respond(out, "200 OK", &[], &body, &received.method);
             }
@@ -783,11 +783,25 @@ fn failures_get_502_and_504() {
 #[test]
 fn the_response_after_a_streamed_answer_is_not_reset() {
     let backend = Backend::start("a");
-    let (_dir, server) = start_with(&[&backend], "");
+    // Also through a child request: DefaultDocument's for `/dd/`, whose
+    // document `medium` is proxied.
+    let extra = "\n[[sites.locations]]\npath = \"/dd\"\n\
+        proxy = { response_buffer_limit = 0 }\n\
+        handlers = [{ name = \"Proxied\", path = \"*\", modules = [\"DefaultDocument\", \"ReverseProxy\"] }]\n\
+        default_document = { files = [\"medium\"] }\n\
+        [[modules]]\nname = \"DefaultDocument\"\n";
+    let (dir, server) = start_with(&[&backend], extra);
+    dir.write("www/dd/medium", "the document is proxied");
+    for path in ["/stream/medium", "/dd/"] {
+        a_streamed_answer_and_then(&server, path);
+    }
+}
+
+fn a_streamed_answer_and_then(server: &RunningBinary, path: &str) {
     let mut failures = Vec::new();
     for round in 0..80 {
         let mut conn = Connection::open(server.addr);
-        let streamed = conn.get("/stream/medium");
+        let streamed = conn.get(path);
         assert_eq!((streamed.status, streamed.body.len()), (200, 300_000));
         conn.send_raw(b"GET /hop HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         let mut got = Vec::new();
@@ -803,7 +817,7 @@ fn the_response_after_a_streamed_answer_is_not_reset() {
             failures.push((round, end, got.len()));
         }
     }
-    assert!(failures.is_empty(), "{failures:?}");
+    assert!(failures.is_empty(), "{path}: {failures:?}");
 }
 
 /// An answer that streams reaches the client as it comes: under a
