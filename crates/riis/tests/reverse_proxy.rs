@@ -1055,6 +1055,11 @@ pattern = "^mixed/remote/(.*)"
 action = {{ type = "Rewrite", url = "http://{addr}/echo?from={{R:1}}" }}
 
 [[sites.locations.rewrite.rules]]
+name = "as sent"
+pattern = "^mixed/raw/"
+action = {{ type = "Rewrite", url = "http://{addr}{{UNENCODED_URL}}", append_query_string = false }}
+
+[[sites.locations.rewrite.rules]]
 name = "behind-a-balancer"
 pattern = "^mixed/lb/(.*)"
 server_variables = [
@@ -1103,11 +1108,16 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?lb={{R:1}}" }}
         Some("good.example")
     );
 
+    // The client's URL passed on after the server (ARR's
+    // `http://backend{UNENCODED_URL}`).
+    conn.get("/mixed/raw/a%20b?x=1");
+    assert_eq!(backend.seen.last().target, "/mixed/raw/a%20b?x=1");
+
     // No rule sent it on and the section has no servers: the handler's
     // next module answers.
     assert_eq!(conn.get("/mixed/local.html").text(), "served here");
     assert_eq!(conn.get("/elsewhere").status, 404);
-    assert_eq!(backend.seen.requests.lock().unwrap().len(), 3);
+    assert_eq!(backend.seen.requests.lock().unwrap().len(), 4);
 
     // A server made of request values is refused when the file is read.
     let bad = dir.write(
@@ -1122,6 +1132,20 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?lb={{R:1}}" }}
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("written out") && err.contains("bad.toml"),
+        "{err}"
+    );
+    // So is a value inside the server, even after some of its name.
+    let bad = dir.write(
+        "bad.toml",
+        "[[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"ReverseProxy\"\n\
+         [[rewrite.rules]]\nname = \"open\"\npattern = \"(.*)\"\n\
+         action = { type = \"Rewrite\", url = \"http://back{HTTP_X}end/{R:1}\" }\n\
+         [[sites]]\nname = \"S\"\nroot = \"www\"\nbindings = [\"127.0.0.1:0\"]\n",
+    );
+    let out = common::riis_command("check-config", &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("written out"),
         "{err}"
     );
 

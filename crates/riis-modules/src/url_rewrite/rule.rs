@@ -325,6 +325,17 @@ pub(super) fn compile_conditions(
     Ok(conditions)
 }
 
+/// Server variables whose value is a URL path (with its leading `/`): one
+/// may follow a Rewrite's server directly (`http://backend{UNENCODED_URL}`,
+/// ARR's way to pass the client's URL on as it was sent).
+const PATH_VALUES: [&str; 5] = [
+    "UNENCODED_URL",
+    "REQUEST_URI",
+    "URL",
+    "HTTP_URL",
+    "SCRIPT_NAME",
+];
+
 impl TryFrom<RawRule> for Rule {
     type Error = String;
 
@@ -357,9 +368,21 @@ impl TryFrom<RawRule> for Rule {
                 let (server, path) = match scheme_length {
                     Some(at) => {
                         let rest = &target[at..];
-                        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+                        // The server ends where the path does, or where a
+                        // value that is a path begins
+                        // (`http://backend{UNENCODED_URL}`).
+                        let end = rest.find(['/', '?', '{']).unwrap_or(rest.len());
                         let server = &target[..at + end];
-                        if server.contains(['{', '}']) {
+                        let path_value = rest[end..].strip_prefix('{').is_some_and(|value| {
+                            PATH_VALUES.iter().any(|name| {
+                                value.get(..name.len() + 1).is_some_and(|v| {
+                                    v[..name.len()].eq_ignore_ascii_case(name) && v.ends_with('}')
+                                })
+                            })
+                        });
+                        if server.contains(['{', '}'])
+                            || (rest[end..].starts_with('{') && !path_value)
+                        {
                             return Err(in_rule(format!(
                                 "`{target}`: the server of a Rewrite to another server is written out, not made of {{…}} values"
                             )));
