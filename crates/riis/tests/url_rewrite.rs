@@ -1336,3 +1336,83 @@ bindings = ["127.0.0.1:0"]
     assert_eq!(runaway.status, 500);
     assert_eq!(conn.get("/some/route").text(), "app shell");
 }
+
+/// A folder's `web.config` rules port as they are with `folder`: they
+/// match the path below the folder and a relative `url` is from it, as IIS
+/// runs a folder's distributed rules (WordPress installed in `/blog`).
+#[test]
+fn rules_written_for_a_folder_match_below_it_and_rewrite_from_it() {
+    let dir = TempDir::new("rewrite-folder");
+    dir.write("www/index.txt", "the site's front page");
+    dir.write("www/blog/index.txt", "the blog's front controller");
+    dir.write("www/blog/style.css", "a file of the blog");
+    let root = dir.path().join("www");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+modules = ["StaticFile"]
+
+[[sites]]
+name = "S"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/blog"
+
+[sites.locations.rewrite]
+folder = "/blog"
+
+[[sites.locations.rewrite.rules]]
+name = "old feed"
+pattern = "^feed$"
+action = {{ type = "Redirect", url = "rss/" }}
+
+[[sites.locations.rewrite.rules]]
+name = "WordPress"
+pattern = ".*"
+conditions = [
+  {{ input = "{{REQUEST_FILENAME}}", match_type = "IsFile", negate = true }},
+  {{ input = "{{REQUEST_FILENAME}}", match_type = "IsDirectory", negate = true }},
+]
+action = {{ type = "Rewrite", url = "index.txt" }}
+"#,
+            root = root.display(),
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(
+        conn.get("/blog/2024/hello/").text(),
+        "the blog's front controller"
+    );
+    assert_eq!(conn.get("/blog/style.css").text(), "a file of the blog");
+    // `^feed$` is the path below the folder; the redirect is from it too.
+    conn.send_raw(b"GET /blog/feed HTTP/1.1\r\nHost: t\r\n\r\n");
+    let moved = conn.read_response(false);
+    assert_eq!(moved.status, 301);
+    assert_eq!(moved.header("location"), Some("/blog/rss/"));
+    // Outside the folder the rules do not apply.
+    assert_eq!(conn.get("/index.txt").text(), "the site's front page");
+
+    // A folder is a path.
+    let bad = dir.write(
+        "bad.toml",
+        format!(
+            "[[modules]]\nname = \"UrlRewrite\"\n[rewrite]\nfolder = \"blog/\"\n\
+             [[sites]]\nname = \"S\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
+            root.display()
+        ),
+    );
+    let out = common::riis_command("check-config", &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:4: key `rewrite.folder`"), "{err}");
+}

@@ -69,9 +69,12 @@
 //! default, `Found`, `SeeOther`, `Temporary`), `status_code`,
 //! `sub_status_code`, `status_reason`, `status_description`); and `maps`,
 //! tables by name with `entries`, `default_value` (default empty) and
-//! `ignore_case` (default true). Patterns are Rust regular expressions (IIS's are ECMAScript: look-around and
-//! back-references within a pattern are not available); a pattern that does
-//! not compile is a configuration error naming file, line and key.
+//! `ignore_case` (default true); and `folder`, the URL path the rules were
+//! written for (a ported `web.config`'s folder): they then apply below it,
+//! match the path below it, and resolve a relative `url` from it. Patterns
+//! are regular expressions as ECMAScript writes them, look-around and
+//! back-references included (see `pattern`); a pattern that does not
+//! compile is a configuration error naming file, line and key.
 //!
 //! A Rewrite to `http[s]://host[:port]/path` sends the request to that
 //! server: the URL becomes `/path` and the `PROXY_SERVER` server variable
@@ -121,6 +124,10 @@ pub struct RewriteConfig {
     preconditions: Vec<Precondition>,
     /// An outbound rule rewrites bodies (attributes of HTML).
     body_rules: bool,
+    /// The folder the rules were written for (a ported `web.config`'s):
+    /// they match the path below it, and their relative URLs are from it.
+    /// `None`: the site's root.
+    folder: Option<String>,
 }
 
 impl RewriteConfig {
@@ -137,6 +144,7 @@ struct RawRewriteConfig {
     maps: BTreeMap<String, RawMap>,
     outbound_rules: Vec<OutboundRule>,
     preconditions: BTreeMap<String, RawPrecondition>,
+    folder: Option<String>,
 }
 
 /// A rewrite map (IIS's `rewriteMap`): a table from keys to values, read
@@ -269,7 +277,20 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
         // out now.
         rules.retain(|rule| rule.enabled);
         outbound_rules.retain(|rule| rule.enabled);
+        let folder = match raw.folder.as_deref() {
+            None | Some("/") => None,
+            Some(folder) if folder.starts_with('/') && !folder.ends_with('/') => {
+                Some(folder.to_owned())
+            }
+            Some(folder) => {
+                return Err(error_at_key(
+                    "folder",
+                    format!("`{folder}`: a folder is a URL path such as \"/blog\": a leading `/` and no trailing one"),
+                ))
+            }
+        };
         Ok(RewriteConfig {
+            folder,
             rules,
             maps,
             body_rules: outbound_rules.iter().any(OutboundRule::is_body_rule),
@@ -306,8 +327,12 @@ impl UrlRewrite {
         // IIS's "query string of the current URL": the request's, then the
         // one each Rewrite leaves, for the next rules that append it.
         let mut current_query = ctx.request().query_string().to_owned();
+        let folder = rules.folder.as_deref();
         let mut url = ctx.request().url().to_owned();
-        let mut subject = url.trim_start_matches('/').to_owned();
+        // Rules written for a folder apply below it only.
+        let Some(mut subject) = subject_of(&url, folder) else {
+            return Outcome::Continue(None);
+        };
         let mut query: Option<String> = None;
         let mut rewritten_by: Option<&str> = None;
         let mut proxy_to: Option<&str> = None;
@@ -376,9 +401,11 @@ impl UrlRewrite {
                     };
                     query = join_query(own_query, *append_query, &current_query);
                     current_query.clone_from(query.as_ref().unwrap_or(&String::new()));
-                    // Relative paths are from the site's root.
-                    url = format!("/{}", decoded(path.trim_start_matches('/')));
-                    subject = url.trim_start_matches('/').to_owned();
+                    // Relative paths are from the rules' folder (the
+                    // site's root unless `folder` says another).
+                    url = from_folder(&decoded(&path), folder);
+                    subject = subject_of(&url, folder)
+                        .unwrap_or_else(|| url.trim_start_matches('/').to_owned());
                     rewritten_by = Some(&rule.name);
                 }
                 Action::Redirect {
@@ -417,8 +444,9 @@ impl UrlRewrite {
                         // A path on this site: one leading slash, whatever
                         // the values were (`a/b`, `https:evil`, `//evil`).
                         // Only the configuration's own text (a rewrite
-                        // map's value) may name another site.
-                        target = format!("/{}", target.trim_start_matches('/'));
+                        // map's value) may name another site. Relative,
+                        // it is from the rules' folder.
+                        target = from_folder(&target, folder);
                     }
                     if *append_query && !current_query.is_empty() {
                         // Before the template's `#fragment`, if it has one
@@ -492,6 +520,35 @@ fn fail(ctx: &mut HttpContext, rule: &str, why: &str) {
     );
     ctx.response_mut()
         .set_error_description(format!("URL Rewrite rule `{rule}`: {why}"));
+}
+
+/// What rules match: the path without its leading `/`, below `folder` when
+/// the rules have one (IIS matches a folder's `web.config` rules against
+/// the path below that folder); `None` when the path is not below it.
+fn subject_of(url: &str, folder: Option<&str>) -> Option<String> {
+    let below = match folder {
+        None => url,
+        Some(folder) => {
+            let rest = url.strip_prefix(folder)?;
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return None;
+            }
+            rest
+        }
+    };
+    Some(below.trim_start_matches('/').to_owned())
+}
+
+/// A rule's path made a path of the site, with one leading `/`: a relative
+/// one (`index.php`) from the rules' folder, as IIS resolves a folder's
+/// `web.config` rules.
+fn from_folder(path: &str, folder: Option<&str>) -> String {
+    let relative = !path.starts_with('/');
+    let path = path.trim_start_matches('/');
+    match folder {
+        Some(folder) if relative => format!("{folder}/{path}"),
+        _ => format!("/{path}"),
+    }
 }
 
 /// The decoded form of a rewritten path, for the next rules to match.
