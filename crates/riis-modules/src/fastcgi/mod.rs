@@ -71,7 +71,8 @@
 //! - `pass_authorization` (default false);
 //! - `script_name`: the URL path an application (WSGI, Rack, PSGI) is
 //!   mounted at, `""` for the site's root: `SCRIPT_NAME` is it and
-//!   `PATH_INFO` the rest of the path, as such applications route;
+//!   `PATH_INFO` the rest of the path, as such applications route (`false`:
+//!   none, below a location that sets one);
 //! - `params` (a table of names and values).
 //!
 //! Instead of `address`, `application` has riis start the application's
@@ -146,9 +147,24 @@ pub struct FastCgiConfig {
 }
 
 /// `script_name`: `""` or a path that starts with `/` and does not end
-/// with one.
+/// with one; `false` for none (a location below a mounted one that serves
+/// scripts).
 fn mount_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let path = String::deserialize(d)?;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mount {
+        Path(String),
+        Off(bool),
+    }
+    let path = match Mount::deserialize(d)? {
+        Mount::Path(path) => path,
+        Mount::Off(false) => return Ok(None),
+        Mount::Off(true) => {
+            return Err(serde::de::Error::custom(
+                "a script_name is a path (\"\" for the site's root), or false for none",
+            ))
+        }
+    };
     if !path.is_empty() && (!path.starts_with('/') || path.ends_with('/')) {
         return Err(serde::de::Error::custom(format!(
             "`{path}`: a script_name is \"\" (the site's root) or a path such as \"/app\": a leading `/` and no trailing one"
@@ -627,6 +643,8 @@ mod tests {
             Some("/app".into())
         );
         assert_eq!(parse("").unwrap(), None);
+        assert_eq!(parse("script_name = false").unwrap(), None);
+        assert!(parse("script_name = true").is_err());
         assert!(parse(r#"script_name = "/app/""#).is_err());
         assert!(parse(r#"script_name = "app""#).is_err());
     }
