@@ -385,8 +385,6 @@ pub(crate) struct ResponseHead {
     /// that is a path (and query), with no `Status` and no other header
     /// line. The server answers that path instead; see Cgi.
     pub(crate) local_redirect: Option<String>,
-    /// The backend said `X-Accel-Buffering: yes` (see `relay::passing`).
-    pub(crate) said_buffered: bool,
 }
 
 impl ResponseHead {
@@ -549,7 +547,6 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
             content_length,
             length_is_exact: false,
             local_redirect,
-            said_buffered: false,
         },
         at,
     )))

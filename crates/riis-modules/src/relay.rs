@@ -610,7 +610,7 @@ pub(crate) struct Receiver {
     /// the head is applied).
     exact_length: Option<riis_pipeline::http::HeaderValue>,
     /// The answer goes on as it comes, whatever the limit (see
-    /// [`passes_unbuffered`]).
+    /// [`passing`]).
     unbuffered: bool,
     /// The backend's error pages go through CustomError like the server's
     /// (Cgi, as IIS's CGI); otherwise they are its answer and pass.
@@ -881,18 +881,6 @@ enum Passing {
 /// since a client waits for them one by one, and an answer that is
 /// `streamable` from its first body bytes.
 fn passing(head: &mut ResponseHead, streamable: bool) -> Passing {
-    if passes_unbuffered(head) {
-        Passing::FromHead
-    } else if streamable && !head.said_buffered {
-        Passing::FromBody
-    } else {
-        Passing::AsLimited
-    }
-}
-
-/// Whether an answer goes on from its head on (see [`passing`]); notes in
-/// `head.said_buffered` a backend's `X-Accel-Buffering: yes`.
-fn passes_unbuffered(head: &mut ResponseHead) -> bool {
     let mut said = None;
     head.headers.retain(|(name, value)| {
         if name != "x-accel-buffering" {
@@ -912,14 +900,17 @@ fn passes_unbuffered(head: &mut ResponseHead) -> bool {
         .find(|(name, _)| *name == riis_pipeline::http::header::CONTENT_TYPE)
         .map_or("", |(_, value)| crate::content_encoding::media_type(value));
     // `application/grpc`, `application/grpc+proto`, …
-    if media_type
+    let grpc = media_type
         .get(..16)
-        .is_some_and(|kind| kind.eq_ignore_ascii_case("application/grpc"))
-    {
-        return true;
+        .is_some_and(|kind| kind.eq_ignore_ascii_case("application/grpc"));
+    match said {
+        _ if grpc => Passing::FromHead,
+        Some(true) => Passing::FromHead,
+        Some(false) => Passing::AsLimited,
+        None if media_type.eq_ignore_ascii_case("text/event-stream") => Passing::FromHead,
+        None if streamable => Passing::FromBody,
+        None => Passing::AsLimited,
     }
-    head.said_buffered = said == Some(false);
-    said.unwrap_or_else(|| media_type.eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// Gives the response the answer's trailer fields; one a trailer may not
@@ -988,7 +979,6 @@ mod tests {
             content_length: None,
             length_is_exact: false,
             local_redirect: None,
-            said_buffered: false,
         }
     }
 
@@ -996,7 +986,7 @@ mod tests {
     fn which_answers_stream_from_their_head() {
         let unbuffered = |headers: &[(&str, &str)]| {
             let mut head = head(headers);
-            let answer = passes_unbuffered(&mut head);
+            let answer = passing(&mut head, false) == Passing::FromHead;
             assert!(
                 head.headers.iter().all(|(n, _)| n != "x-accel-buffering"),
                 "the header is the server's"

@@ -433,14 +433,22 @@ impl HttpRequest {
     /// overrides `Host` (RFC 9112 §3.2.2), else the client's `Host`,
     /// whatever a module set since.
     pub fn client_host(&self) -> Option<Cow<'_, str>> {
-        match (self.uri.host(), self.uri.port_u16()) {
-            (Some(host), Some(port)) => Some(Cow::Owned(format!("{host}:{port}"))),
-            (Some(host), None) => Some(Cow::Borrowed(host)),
-            (None, _) => self
-                .client_header(&http::header::HOST)
+        self.target_host().or_else(|| {
+            self.client_header(&http::header::HOST)
                 .and_then(|v| v.to_str().ok())
-                .map(Cow::Borrowed),
-        }
+                .map(Cow::Borrowed)
+        })
+    }
+
+    /// An absolute-form target's (or HTTP/2's `:authority`) host and port,
+    /// without userinfo: the host the request reached, over any `Host`
+    /// header.
+    pub(crate) fn target_host(&self) -> Option<Cow<'_, str>> {
+        let host = self.uri.host()?;
+        Some(match self.uri.port_u16() {
+            Some(port) => Cow::Owned(format!("{host}:{port}")),
+            None => Cow::Borrowed(host),
+        })
     }
 
     /// `GetHttpVersion`.

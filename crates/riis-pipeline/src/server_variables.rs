@@ -49,11 +49,7 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
             // request target overrides `Host` (RFC 9112 §3.2.2).
             // Host and port only: an absolute-form target's userinfo
             // (`http://evil@good/`) is not the host the request reached.
-            "HOST" => match (req.uri().host(), req.uri().port_u16()) {
-                (Some(host), Some(port)) => owned(format!("{host}:{port}")),
-                (Some(host), None) => Some(Cow::Borrowed(host)),
-                (None, _) => http_header(ctx, header),
-            },
+            "HOST" => req.target_host().or_else(|| http_header(ctx, header)),
             _ => http_header(ctx, header),
         };
     }

@@ -217,21 +217,31 @@ impl Reloader {
 pub(crate) struct ReloadRecord {
     finished: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
-    last_refusal: Mutex<String>,
-    /// The last finished reload was refused (the configuration in force
-    /// is older than the file).
-    last_was_refused: std::sync::atomic::AtomicBool,
+    /// Held while a reload is counted and while the report reads the
+    /// counts, so that they belong together.
+    last: Mutex<LastReload>,
     /// The `[server]` keys the last reload found changed and kept at their
     /// running values (empty: none).
     kept_server_changes: Mutex<String>,
+}
+
+/// The verdict of the last reload, and why the last refused one was.
+struct LastReload {
+    /// The last finished reload was refused (the configuration in force
+    /// is older than the file).
+    refused: bool,
+    /// Why the last refused one was, however long ago.
+    refusal: String,
 }
 
 /// The process's [`ReloadRecord`].
 pub(crate) static RELOADS: ReloadRecord = ReloadRecord {
     finished: std::sync::atomic::AtomicU64::new(0),
     refused: std::sync::atomic::AtomicU64::new(0),
-    last_refusal: Mutex::new(String::new()),
-    last_was_refused: std::sync::atomic::AtomicBool::new(false),
+    last: Mutex::new(LastReload {
+        refused: false,
+        refusal: String::new(),
+    }),
     kept_server_changes: Mutex::new(String::new()),
 };
 
@@ -246,13 +256,13 @@ impl ReloadRecord {
 
     fn record(&self, refusal: Option<String>) {
         use std::sync::atomic::Ordering::SeqCst;
-        // Under the refusal's lock, which the report holds while it reads:
-        // a report never pairs one reload's count with another's verdict.
-        let mut last_refusal = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
-        self.last_was_refused.store(refusal.is_some(), SeqCst);
+        // Under the lock the report holds while it reads: a report never
+        // pairs one reload's count with another's verdict.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.refused = refusal.is_some();
         if let Some(why) = refusal {
             // One line: the report is read line by line.
-            *last_refusal = why.replace(['\n', '\r'], " ");
+            last.refusal = why.replace(['\n', '\r'], " ");
             self.refused.fetch_add(1, SeqCst);
         }
         self.finished.fetch_add(1, SeqCst);
@@ -264,24 +274,20 @@ impl ReloadRecord {
     pub(crate) fn report(&self) -> String {
         use std::sync::atomic::Ordering::SeqCst;
         // Under the lock `record` counts with: the figures belong together.
-        let last_refusal = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let finished = self.finished.load(SeqCst);
         let refused = self.refused.load(SeqCst);
         let mut lines = format!("reloads: {finished}\nreloads_refused: {refused}\n");
         // What a monitor wants to know: whether the file on disk is the
         // configuration in force (as far as the last reload goes).
         if finished > 0 {
-            let last = if self.last_was_refused.load(SeqCst) {
-                "refused"
-            } else {
-                "applied"
-            };
-            lines.push_str(&format!("last_reload: {last}\n"));
+            let verdict = if last.refused { "refused" } else { "applied" };
+            lines.push_str(&format!("last_reload: {verdict}\n"));
         }
         if refused > 0 {
-            lines.push_str(&format!("last_reload_refusal: {last_refusal}\n"));
+            lines.push_str(&format!("last_reload_refusal: {}\n", last.refusal));
         }
-        drop(last_refusal);
+        drop(last);
         let kept = self
             .kept_server_changes
             .lock()

@@ -1425,7 +1425,6 @@ fn response_head(
         content_length,
         length_is_exact,
         local_redirect: None,
-        said_buffered: false,
     }
 }
 
