@@ -182,9 +182,7 @@ pub struct HttpRedirection {
 
 /// Whether `url` is `prefix` or below it, at a segment boundary.
 fn covers(prefix: &str, url: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    url.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    riis_pipeline::path_below(prefix, url).is_some()
 }
 
 /// Percent-encodes a decoded path for a URL: everything but unreserved

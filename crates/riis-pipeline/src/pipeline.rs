@@ -223,12 +223,7 @@ impl Location {
 }
 
 fn covers(prefix: &str, url: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
-    url.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    crate::request::path_below(prefix, url).is_some()
 }
 
 /// A site: its root, its locations (most specific first) and its module

@@ -101,6 +101,17 @@ pub fn prepare_url_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
     decode_path(raw)
 }
 
+/// What follows `prefix` (a URL path such as `/blog`, with or without its
+/// trailing `/`) in URL path `url`, at a segment boundary: `Some("")` for
+/// the prefix itself, `Some("/2024/x")` below it, `None` outside it
+/// (`/blogs`). The prefix `/` covers every path. How locations, mounts
+/// and a folder's rules tell the paths they cover.
+#[inline]
+pub fn path_below<'a>(prefix: &str, url: &'a str) -> Option<&'a str> {
+    let rest = url.strip_prefix(prefix.trim_end_matches('/'))?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
 /// Collapses runs of `/` and drops `.` segments, keeping a trailing slash;
 /// `None` when there is nothing to change. One path then names one location
 /// and one file: `//uploads/x` is `/uploads/x` for the location match (its

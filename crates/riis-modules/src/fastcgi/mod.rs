@@ -179,9 +179,9 @@ fn mount_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, 
 /// `SCRIPT_NAME`: together they stay the path, and the application builds
 /// no links under a mount the URL is not at.
 fn mounted<'a>(mount: &'a str, path: &'a str) -> (&'a str, &'a str) {
-    match path.strip_prefix(mount) {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => (mount, rest),
-        _ => ("", path),
+    match riis_pipeline::path_below(mount, path) {
+        Some(rest) => (mount, rest),
+        None => ("", path),
     }
 }
 

@@ -528,13 +528,7 @@ fn fail(ctx: &mut HttpContext, rule: &str, why: &str) {
 fn subject_of(url: &str, folder: Option<&str>) -> Option<String> {
     let below = match folder {
         None => url,
-        Some(folder) => {
-            let rest = url.strip_prefix(folder)?;
-            if !(rest.is_empty() || rest.starts_with('/')) {
-                return None;
-            }
-            rest
-        }
+        Some(folder) => riis_pipeline::path_below(folder, url)?,
     };
     Some(below.trim_start_matches('/').to_owned())
 }
