@@ -223,7 +223,9 @@ impl Location {
 }
 
 fn covers(prefix: &str, url: &str) -> bool {
-    crate::request::path_below(prefix, url).is_some()
+    // The site's root covers every request's path: asked for every
+    // request, so answered without looking at the path.
+    prefix == "/" || crate::request::path_below(prefix, url).is_some()
 }
 
 /// A site: its root, its locations (most specific first) and its module
