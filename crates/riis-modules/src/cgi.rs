@@ -58,11 +58,16 @@
 //! - `environment` (a table of names and values for the programs);
 //! - `max_instances` (default: 4 per core; read from the location of the
 //!   first request that runs a program, so set it at server level);
-//! - `pass_authorization` (default false).
+//! - `pass_authorization` (default false);
+//! - `x_accel_redirect` (default true): a program's `X-Accel-Redirect` is
+//!   followed, as nginx follows an application's (see
+//!   `internal_redirect`); false drops the header.
 //!
 //! A local redirect (RFC 3875 §6.2.2: a `Location` that is a path, alone)
 //! is answered by the server: the path runs as a child request, a GET
-//! without the body, its output sent as it comes.
+//! without the body, its output sent as it comes. `X-Accel-Redirect` does
+//! the same with the program's other headers and status kept or dropped
+//! as nginx does.
 //!
 //! A non-parsed-header program (`nph-…`) starts its output with an HTTP
 //! status line, read as a `Status` line; its output goes on unbuffered.
@@ -106,6 +111,8 @@ pub struct CgiConfig {
     pub max_instances: usize,
     /// Whether `Authorization` is passed as `HTTP_AUTHORIZATION`.
     pub pass_authorization: bool,
+    /// Whether a program's `X-Accel-Redirect` is followed.
+    pub x_accel_redirect: bool,
     /// Variables added to the programs' environment (the request's own
     /// meta-variables win over them).
     pub environment: std::collections::BTreeMap<String, String>,
@@ -137,6 +144,7 @@ impl Default for CgiConfig {
             response_buffer_limit: 4_194_304,
             max_instances: 0,
             pass_authorization: false,
+            x_accel_redirect: true,
             environment: std::collections::BTreeMap::new(),
             max_response_size: ReplacedMaxResponseSize,
         }
@@ -817,6 +825,7 @@ impl Cgi {
         self.nph = is_nph(&program);
         let config = ctx.config(self.config);
         let (timeout, max_instances) = (Duration::from_secs(config.timeout), config.max_instances);
+        self.receiver.follow_accel_redirect(config.x_accel_redirect);
         let command = command(ctx, config, &program, body.len());
         let relay = Arc::new(Relay::new(ctx.completion_handle(), timeout));
         let job = Run {
@@ -876,7 +885,25 @@ impl Cgi {
                 let substatus = self.substatus.load(SeqCst);
                 fail(ctx, status, substatus, &why)
             }
+            Step::Redirect(redirect) => {
+                // The rest of the program's output is not wanted: it ends.
+                self.cancelled.store(true, SeqCst);
+                self.redirect_accel(ctx, redirect)
+            }
         }
+    }
+
+    /// Runs the program's `X-Accel-Redirect` in its answer's place.
+    fn redirect_accel(
+        &mut self,
+        ctx: &mut HttpContext,
+        redirect: crate::internal_redirect::InternalRedirect,
+    ) -> RequestNotificationStatus {
+        let status = redirect.run(ctx, "CGI");
+        if status == RequestNotificationStatus::Pending {
+            self.state = State::Redirected;
+        }
+        status
     }
 
     /// A local redirect (RFC 3875 §6.2.2): the request is answered by

@@ -413,26 +413,27 @@ impl ResponseHead {
 }
 
 /// Whether an application's response header asks the server in front of
-/// it to send a file in the answer's place: nginx's `X-Accel-Redirect`
-/// and the `X-Sendfile` of Apache and lighttpd. riis does not: such a
-/// header is dropped (it may name a path on the server) and the first of
-/// each second is logged, so an application that relies on it is found
-/// out. nginx's other `X-Accel-*` headers pass (a server in front of riis
-/// may act on them).
+/// it to send a file in the answer's place, and is not passed on (it may
+/// name a path on the server). `X-Accel-Redirect` comes here only when the
+/// module's `x_accel_redirect` is off (see `internal_redirect`), and goes
+/// quietly. The `X-Sendfile` of Apache and lighttpd names a file by its
+/// path, which riis does not send: the first of each second is logged, so
+/// an application that relies on it is found out. nginx's other
+/// `X-Accel-*` headers pass (a server in front of riis may act on them).
 fn is_for_the_server(name: &HeaderName) -> bool {
     static GATE: crate::LogGate = crate::LogGate::new();
     let name = name.as_str();
-    if !matches!(
-        name,
-        "x-accel-redirect" | "x-sendfile" | "x-lighttpd-send-file"
-    ) {
+    if name == "x-accel-redirect" {
+        return true;
+    }
+    if !matches!(name, "x-sendfile" | "x-lighttpd-send-file") {
         return false;
     }
     if let Some(held_back) = GATE.pass() {
         tracing::warn!(
             header = name,
             held_back,
-            "an application asked the server to send a file in its place, which riis does not do; the header is dropped and its answer goes as it is"
+            "an application asked the server to send a file by its path, which riis does not do (it follows X-Accel-Redirect, which names a URL); the header is dropped and its answer goes as it is"
         );
     }
     true

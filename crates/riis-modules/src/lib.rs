@@ -27,6 +27,7 @@ mod gateway;
 pub mod hello_world;
 pub mod http_logging;
 pub mod http_redirection;
+mod internal_redirect;
 pub mod ip_restriction;
 pub mod metrics;
 pub mod noop;

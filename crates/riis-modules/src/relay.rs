@@ -28,6 +28,7 @@ use riis_pipeline::{CompletionHandle, FlushOptions, HttpContext};
 use tokio::sync::Notify;
 
 use crate::gateway::ResponseHead;
+use crate::internal_redirect::InternalRedirect;
 
 /// Output bytes the request may leave untaken before the task stops
 /// reading from the backend.
@@ -597,6 +598,10 @@ pub(crate) enum Step {
     /// The exchange failed: end the request with this status (or reset
     /// the connection if part of the response went out).
     Failed(StatusCode, String),
+    /// The answer named a URL to answer with instead (`X-Accel-Redirect`):
+    /// the exchange was stopped and nothing of the answer is in the
+    /// response. The module runs it (see [`InternalRedirect::run`]).
+    Redirect(InternalRedirect),
 }
 
 /// The request's side of a relay.
@@ -620,6 +625,9 @@ pub(crate) struct Receiver {
     streams_unsized: bool,
     /// What this response holds of [`BUFFERED_BUDGET`] while it buffers.
     reserved: u64,
+    /// An answer's `X-Accel-Redirect` is acted on (the module's
+    /// `x_accel_redirect`); otherwise the header is dropped.
+    follows_accel_redirect: bool,
 }
 
 /// The most all answers of the process may buffer up to their first flush
@@ -699,6 +707,12 @@ impl Receiver {
         receiver
     }
 
+    /// Whether an answer's `X-Accel-Redirect` is acted on (the module's
+    /// `x_accel_redirect`, set before the answer comes).
+    pub(crate) fn follow_accel_redirect(&mut self, follow: bool) {
+        self.follows_accel_redirect = follow;
+    }
+
     /// Takes what the task left into the response: done when the exchange
     /// is over, flushing past `limit` (the module's
     /// `response_buffer_limit`), waiting for more otherwise.
@@ -763,6 +777,17 @@ impl Receiver {
             }
             let mut send_head = false;
             if let Some(mut head) = head {
+                if self.follows_accel_redirect {
+                    if let Some(redirect) = InternalRedirect::of_head(&head) {
+                        // Nothing of this answer goes to the client: what
+                        // came of its body is dropped, the rest not read.
+                        if end.is_none() {
+                            relay.cancel();
+                        }
+                        self.release();
+                        return Step::Redirect(redirect);
+                    }
+                }
                 self.head_without_length =
                     ctx.request().method() == Method::HEAD && head.content_length.is_none();
                 self.exact_length = head.content_length.clone().filter(|_| head.length_is_exact);

@@ -31,6 +31,7 @@
 //!
 //! | rule | status |
 //! |---|---|
+//! | `internal` | 404 |
 //! | `verbs` / `allow_unlisted_verbs` | 404.6 |
 //! | `max_allowed_content_length` (`Content-Length`) | 413 |
 //! | `max_url` (decoded path, bytes) | 404.14 |
@@ -48,6 +49,11 @@
 //! one must match exactly. Entries that could never match (a hidden
 //! segment holding `/`, the extension `*.exe`, a method or header name with
 //! a space) are configuration errors, not rules that silently do nothing.
+//!
+//! `internal` (nginx's directive; IIS has none) keeps a location for the
+//! requests riis makes itself: child requests (an application's
+//! `X-Accel-Redirect`, CustomError's page, DefaultDocument's document) and
+//! URLs a module rewrote pass; a client's own request gets 404.
 //!
 //! IIS answers an over-long `Content-Length` with 404.13; riis uses 413, the
 //! status HTTP has for it. The size checks on bodies do not apply to child
@@ -244,6 +250,11 @@ pub struct RequestFilteringConfig {
     /// bytes (all values of the header together).
     #[serde(deserialize_with = "header_names")]
     pub header_limits: HashMap<String, usize>,
+    /// Whether the location answers only the requests riis makes itself
+    /// (nginx's `internal`): child requests, such as an application's
+    /// `X-Accel-Redirect`, and URLs a module rewrote. A client's own
+    /// request for it gets 404.
+    pub internal: bool,
 }
 
 impl Default for RequestFilteringConfig {
@@ -262,6 +273,7 @@ impl Default for RequestFilteringConfig {
             allow_high_bit_characters: true,
             max_header_size: 8192,
             header_limits: HashMap::new(),
+            internal: false,
         }
     }
 }
@@ -389,6 +401,15 @@ fn verb_allowed(config: &RequestFilteringConfig, method: &str) -> bool {
 
 fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection> {
     let req = ctx.request();
+    // As nginx's `internal`: a plain 404, as if there were nothing here.
+    if config.internal && ctx.child_depth() == 0 && req.url_changes() == 0 {
+        return Some(Rejection::new(
+            "internal",
+            StatusCode::NOT_FOUND,
+            0,
+            req.url(),
+        ));
+    }
     let method = req.method().as_str();
     if !verb_allowed(config, method) {
         return Some(Rejection::new("verbs", StatusCode::NOT_FOUND, 6, method));

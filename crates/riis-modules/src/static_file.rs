@@ -44,6 +44,10 @@
 //!   starting with `.` (file or directory) answers 404.8;
 //! - `follow_symlinks` (default true): when false, a path with a symbolic
 //!   link below the site root answers 404.
+//!
+//! In a child request, the module that started it may choose the
+//! `Content-Type` through [`CONTENT_TYPE_VARIABLE`] (the gateways do, for
+//! an application's `X-Accel-Redirect`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -354,6 +358,25 @@ const SERVER_SIDE_EXTENSIONS: &[&str] = &[
     "yaml",
     "yml",
 ];
+
+/// The server variable a module sets on a child request it starts to have
+/// StaticFile answer with that `Content-Type`, whatever the file's extension
+/// (and even for one it would refuse with 404.3): the module chose the
+/// file and knows what it holds. The gateways set it from an application's
+/// `Content-Type` when they follow its `X-Accel-Redirect`, as nginx keeps
+/// that header. Read in child requests only, so a client's request pays
+/// nothing for it.
+pub const CONTENT_TYPE_VARIABLE: &str = "STATIC_FILE_CONTENT_TYPE";
+
+/// The `Content-Type` the module that started this child request chose
+/// (see [`CONTENT_TYPE_VARIABLE`]).
+fn given_content_type(ctx: &HttpContext) -> Option<HeaderValue> {
+    if ctx.child_depth() == 0 {
+        return None;
+    }
+    let given = ctx.server_variable(CONTENT_TYPE_VARIABLE)?;
+    HeaderValue::try_from(given.as_ref()).ok()
+}
 
 impl StaticFile {
     /// The Content-Type for `path`: the location's own map, the common
@@ -1135,7 +1158,8 @@ impl HttpModule for StaticFile {
             return RequestNotificationStatus::FinishRequest;
         }
         let path = ctx.mapped_path().unwrap_or(Path::new(""));
-        let Some(content_type) = self.content_type(ctx, path) else {
+        let Some(content_type) = given_content_type(ctx).or_else(|| self.content_type(ctx, path))
+        else {
             return status(ctx, StatusCode::NOT_FOUND, 3, 0x8007_0032);
         };
         let len = info.len;
@@ -1163,6 +1187,10 @@ impl HttpModule for StaticFile {
             return code;
         }
 
+        let sends_to_the_client_as_a_child = ctx.child_depth() > 0 && {
+            let flags = ctx.execute_flags();
+            !flags.buffer_response && !flags.no_headers
+        };
         let resp = ctx.response_mut();
         resp.clear_entity();
         if let Some(v) = validators.modified.and_then(last_modified) {
@@ -1215,9 +1243,16 @@ impl HttpModule for StaticFile {
                 vec![Piece::Data(0, len)]
             }
         };
-        if method == Method::HEAD {
+        if method == Method::HEAD || sends_to_the_client_as_a_child {
+            // HEAD: the length GET would have. A child request whose
+            // output goes straight to the client (an X-Accel-Redirect, a
+            // CGI local redirect) is sent before its parent ends, so the
+            // server cannot count it: the file's length goes on its head,
+            // or it would go chunked.
             let total: u64 = pieces.iter().map(Piece::len).sum();
             resp.set_header(header::CONTENT_LENGTH, HeaderValue::from(total));
+        }
+        if method == Method::HEAD {
             ctx.set_request_handled();
             return RequestNotificationStatus::Continue;
         }

@@ -668,6 +668,49 @@ fn a_local_redirect_is_answered_by_the_server() {
     assert_eq!(see_other.header("location"), Some("/cgi/env.cgi"));
 }
 
+/// A program's `X-Accel-Redirect` is answered by the URL it names, as a
+/// GET, whatever the program's status and body; with `x_accel_redirect =
+/// false` the header is dropped and the program's answer goes.
+#[test]
+fn an_x_accel_redirect_is_answered_by_the_server() {
+    let dir = TempDir::new("cgi-accel-redirect");
+    program(
+        &dir,
+        "accel.cgi",
+        "#!/bin/sh\nprintf 'Status: 404 Not Found\\nX-Accel-Redirect: /cgi/env.cgi?from=accel\\n\
+         Content-Type: text/html\\nX-Program: accel\\n\\nthe program body'\n",
+    );
+    let config = config(&dir);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"POST /cgi/accel.cgi HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n\
+          Content-Length: 5\r\n\r\nhello",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-program"), Some("env"));
+    let text = resp.text();
+    assert!(
+        text.contains("method=GET query=from=accel script=/cgi/env.cgi"),
+        "{text}"
+    );
+    assert!(!text.contains("program body"), "{text}");
+    drop(server);
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("timeout = 1\n", "timeout = 1\nx_accel_redirect = false\n"),
+    )
+    .unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/cgi/accel.cgi");
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.header("x-program"), Some("accel"));
+    assert_eq!(resp.header("x-accel-redirect"), None);
+}
+
 /// What a program wrote before it exited reaches a client that stalls
 /// first, whole (the second of grace after the exit counts silence, not
 /// the client's); a program whose time runs out after its output began

@@ -157,6 +157,16 @@ echo "raw=", file_get_contents('php://input'), "\n";
         "www/body.php",
         "<?php $in = file_get_contents('php://input'); echo strlen($in), ' ', md5($in);",
     );
+    // A download the application allows, which the server then sends.
+    dir.write(
+        "www/download.php",
+        "<?php if (($_GET['key'] ?? '') !== 'ok') { http_response_code(403); exit('no'); }\n\
+         header('Content-Type: application/pdf');\n\
+         header('Content-Disposition: attachment; filename=\"doc.pdf\"');\n\
+         header('X-Accel-Redirect: /private/' . $_GET['file']);",
+    );
+    dir.write("www/private/doc", "%PDF-1.4 not really");
+    dir.write("www/private/notes.txt", "notes");
     dir.write(
         "riis.toml",
         format!(
@@ -199,6 +209,13 @@ bindings = ["127.0.0.1:0"]
 path = "/live"
 fastcgi = {{ response_buffer_limit = 0 }}
 
+[[sites.locations]]
+path = "/private"
+[[sites.locations.handlers]]
+name = "Files"
+path = "*"
+modules = ["StaticFile"]
+
 # A front controller: what is not a file goes to router.php.
 [[sites.locations]]
 path = "/app"
@@ -212,6 +229,42 @@ action = {{ type = "Rewrite", url = "/router.php" }}
             root = root.display()
         ),
     )
+}
+
+/// A PHP script decides who may download a file and names it in
+/// `X-Accel-Redirect`; riis sends the file with the script's
+/// `Content-Type` and `Content-Disposition`, as nginx does (PHP's default
+/// `text/html` included, as with nginx).
+#[test]
+fn php_lets_riis_send_the_file_it_chose() {
+    let dir = TempDir::new("php-accel");
+    let Some(fpm) = PhpFpm::start(&dir) else {
+        return;
+    };
+    let config = site(&dir, &fpm.socket);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    let refused = conn.get("/download.php?file=doc");
+    assert_eq!((refused.status, refused.text().as_str()), (403, "no"));
+    let doc = conn.get("/download.php?key=ok&file=doc");
+    assert_eq!(doc.status, 200, "{}", doc.text());
+    assert_eq!(doc.text(), "%PDF-1.4 not really");
+    assert_eq!(doc.header("content-type"), Some("application/pdf"));
+    assert_eq!(
+        doc.header("content-disposition"),
+        Some("attachment; filename=\"doc.pdf\"")
+    );
+    assert_eq!(doc.header("content-length"), Some("19"));
+    // Resumable, as a file riis sends is.
+    conn.send_raw(
+        b"GET /download.php?key=ok&file=doc HTTP/1.1\r\nHost: t\r\nRange: bytes=-6\r\n\r\n",
+    );
+    let tail = conn.read_response(false);
+    assert_eq!((tail.status, tail.text().as_str()), (206, "really"));
+    let notes = conn.get("/download.php?key=ok&file=notes.txt");
+    assert_eq!(notes.text(), "notes");
+    assert_eq!(notes.header("content-type"), Some("application/pdf"));
 }
 
 #[test]

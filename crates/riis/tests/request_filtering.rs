@@ -540,3 +540,58 @@ fn an_oversized_body_over_http2_ends_only_its_stream() {
         assert!(!connection.is_finished());
     });
 }
+
+/// `internal`: a client's own request for the location gets 404; a URL a
+/// rewrite rule led there passes, as nginx lets a `rewrite` into an
+/// internal location.
+#[test]
+fn an_internal_location_answers_only_what_riis_asks_itself() {
+    let dir = TempDir::new("reqfilter-internal");
+    dir.write("www/private/a.txt", "private");
+    dir.write("www/private/index.html", "index");
+    let config = dir.write(
+        "riis.toml",
+        r#"[[modules]]
+name = "RequestFiltering"
+[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"
+
+[[handlers]]
+name = "StaticHandler"
+path = "*"
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
+
+[[sites]]
+name = "Test"
+root = 'www'
+bindings = ["127.0.0.1:0"]
+
+[[sites.rewrite.rules]]
+name = "downloads"
+pattern = "^download/(.*)$"
+action = { type = "Rewrite", url = "/private/{R:1}" }
+
+[[sites.locations]]
+path = "/private"
+request_filtering = { internal = true }
+"#,
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/private/a.txt").status, 404);
+    assert_eq!(conn.get("/private/").status, 404);
+    assert_eq!(conn.get("/PRIVATE/a.txt").status, 404);
+    let rewritten = conn.get("/download/a.txt");
+    assert_eq!(
+        (rewritten.status, rewritten.text().as_str()),
+        (200, "private")
+    );
+    // DefaultDocument's child request for the rewritten folder passes too.
+    let index = conn.get("/download/");
+    assert_eq!((index.status, index.text().as_str()), (200, "index"));
+}

@@ -390,12 +390,42 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                     ("Keep-Alive", "timeout=5"),
                     ("Server", "backend/1.0"),
                     ("X-Kept", "end-to-end"),
-                    ("X-Accel-Redirect", "/protected/report.pdf"),
                     ("X-Sendfile", "/srv/private/report.pdf"),
                 ],
                 b"hop",
                 &received.method,
             ),
+            // An application that lets the server send the file it chose
+            // (nginx's X-Accel-Redirect).
+            accel if accel.starts_with("/accel/") => {
+                let target = match accel {
+                    "/accel/named" => "@files".to_owned(),
+                    "/accel/loop" => "/accel/loop".to_owned(),
+                    "/accel/ping" => "/accel/pong".to_owned(),
+                    "/accel/pong" => "/accel/ping".to_owned(),
+                    "/accel/missing" => "/protected/nothing.txt".to_owned(),
+                    "/accel/space" => "/protected/with%20space.txt".to_owned(),
+                    "/accel/opaque" => "/protected/blob".to_owned(),
+                    "/accel/typeless" => "/protected/blob".to_owned(),
+                    _ => "/protected/report.txt".to_owned(),
+                };
+                let mut headers = vec![
+                    ("X-Accel-Redirect", target.as_str()),
+                    ("Content-Disposition", "attachment; filename=\"report.txt\""),
+                    ("Set-Cookie", "downloaded=1"),
+                    ("X-Other", "the application's"),
+                ];
+                if accel != "/accel/typeless" {
+                    headers.push(("Content-Type", "application/x-report"));
+                }
+                respond(
+                    out,
+                    "403 Forbidden",
+                    &headers,
+                    b"the application's own body",
+                    &received.method,
+                );
+            }
             "/missing-chunked" => {
                 let _ = out.write_all(
                     b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n\
@@ -663,8 +693,7 @@ fn the_backends_answer_passes_through_with_its_own_headers_status_and_errors() {
     assert_eq!(hop.text(), "hop");
     assert_eq!(hop.header("x-kept"), Some("end-to-end"));
     // Addressed to the server, which riis does not act on: not passed on
-    // (they may name paths on the server), as nginx hides X-Accel-*.
-    assert_eq!(hop.header("x-accel-redirect"), None);
+    // (it may name a path on the server).
     assert_eq!(hop.header("x-sendfile"), None);
     assert_eq!(hop.header("x-private"), None);
     assert_eq!(hop.header("keep-alive"), None);
@@ -2204,4 +2233,154 @@ fn output_that_trickles_after_the_limit_is_not_held_back() {
     go.send(()).unwrap();
     read_until(&mut conn, &mut got, "0\r\n\r\n");
     assert!(String::from_utf8_lossy(&got).contains("end"));
+}
+
+/// A server answering `X-Accel-Redirect` for files in an internal location.
+fn start_accel(backend: &Backend) -> (TempDir, RunningBinary) {
+    let dir = TempDir::new("reverse-proxy-accel");
+    dir.write(
+        "www/protected/report.txt",
+        "the report, from the server's disk",
+    );
+    dir.write("www/protected/with space.txt", "spaced");
+    dir.write("www/protected/blob", "no extension");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+pid_file = "riis.pid"
+
+[[modules]]
+name = "RequestFiltering"
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "ReverseProxy"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "Proxy"
+path = "*"
+modules = ["ReverseProxy"]
+
+[proxy]
+servers = ["http://{addr}"]
+timeout = 2
+
+[[sites]]
+name = "Downloads"
+root = 'www'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/protected"
+request_filtering = {{ internal = true }}
+
+[[sites.locations.handlers]]
+name = "Files"
+path = "*"
+modules = ["StaticFile"]
+
+[[sites.locations]]
+path = "/accel/off"
+proxy = {{ x_accel_redirect = false }}
+"#,
+            addr = backend.addr
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    (dir, server)
+}
+
+#[test]
+fn an_x_accel_redirect_is_answered_by_the_url_it_names() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_accel(&backend);
+    let mut conn = Connection::open(server.addr);
+    let report = "the report, from the server's disk";
+
+    // The file, with the application's headers that describe it; its
+    // status, body and other headers are gone.
+    let file = conn.get("/accel/file");
+    assert_eq!(file.status, 200, "{}", file.text());
+    assert_eq!(file.text(), report);
+    assert_eq!(file.header("content-type"), Some("application/x-report"));
+    assert_eq!(
+        file.header("content-disposition"),
+        Some("attachment; filename=\"report.txt\"")
+    );
+    assert_eq!(file.header("set-cookie"), Some("downloaded=1"));
+    assert_eq!(file.header("x-other"), None);
+    assert_eq!(file.header("x-accel-redirect"), None);
+    assert_eq!(file.header("content-length"), Some("34"));
+    assert!(file.header("etag").is_some() && file.header("last-modified").is_some());
+    // The backend was asked once: the child request went to the file.
+    assert_eq!(backend.seen.last().target, "/accel/file");
+
+    // The internal location answers only such requests.
+    let direct = conn.get("/protected/report.txt");
+    assert_eq!(direct.status, 404);
+    assert!(!direct.text().contains("server's disk"));
+
+    // The client's Range and validators apply to the file.
+    conn.send_raw(b"GET /accel/file HTTP/1.1\r\nHost: test\r\nRange: bytes=4-9\r\n\r\n");
+    let part = conn.read_response(false);
+    assert_eq!((part.status, part.text().as_str()), (206, "report"));
+    assert_eq!(part.header("content-type"), Some("application/x-report"));
+    let etag = file.header("etag").unwrap();
+    conn.send_raw(
+        format!("GET /accel/file HTTP/1.1\r\nHost: test\r\nIf-None-Match: {etag}\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(conn.read_response(true).status, 304);
+
+    // A HEAD stays a HEAD; a POST's answer is the file as a GET gets it.
+    conn.send_raw(b"HEAD /accel/file HTTP/1.1\r\nHost: test\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(
+        (head.status, head.header("content-length")),
+        (200, Some("34"))
+    );
+    assert_eq!(backend.seen.last().method, "HEAD");
+    conn.send_raw(b"POST /accel/file HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello");
+    let posted = conn.read_response(false);
+    assert_eq!((posted.status, posted.text().as_str()), (200, report));
+    assert_eq!(backend.seen.last().body, b"hello");
+
+    // A percent-encoded path, as nginx expects it.
+    assert_eq!(conn.get("/accel/space").text(), "spaced");
+    // A file without an extension (StaticFile's 404.3) goes out under the
+    // application's type; without one, it is refused as usual.
+    let opaque = conn.get("/accel/opaque");
+    assert_eq!(
+        (opaque.status, opaque.text().as_str()),
+        (200, "no extension")
+    );
+    assert_eq!(opaque.header("content-type"), Some("application/x-report"));
+    let typeless = conn.get("/accel/typeless");
+    assert_eq!(typeless.status, 404);
+    // A file that is not there: the internal location's 404, not the
+    // application's 403.
+    let missing = conn.get("/accel/missing");
+    assert_eq!(missing.status, 404);
+    assert!(!missing.text().contains("own body"));
+
+    // riis has no named locations; a redirect to itself, or two that lead
+    // to each other, end (nginx's redirection cycle).
+    let named = conn.get("/accel/named");
+    assert_eq!(named.status, 502);
+    let looped = Connection::open(server.addr).get("/accel/loop");
+    assert_eq!(looped.status, 500);
+    let cycle = Connection::open(server.addr).get("/accel/ping");
+    assert_eq!(cycle.status, 500);
+
+    // Turned off, the header is dropped and the answer passes as it came.
+    let off = Connection::open(server.addr).get("/accel/off/file");
+    assert_eq!(
+        (off.status, off.text().as_str()),
+        (403, "the application's own body")
+    );
+    assert_eq!(off.header("x-accel-redirect"), None);
+    assert_eq!(off.header("x-other"), Some("the application's"));
 }

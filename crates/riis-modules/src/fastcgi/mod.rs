@@ -73,7 +73,11 @@
 //!   mounted at, `""` for the site's root: `SCRIPT_NAME` is it and
 //!   `PATH_INFO` the rest of the path, as such applications route (`false`:
 //!   none, below a location that sets one);
-//! - `params` (a table of names and values).
+//! - `params` (a table of names and values);
+//! - `x_accel_redirect` (default true): an answer's `X-Accel-Redirect` is
+//!   followed, as nginx does (see `internal_redirect`); false drops the
+//!   header and sends the answer as it is (nginx's
+//!   `fastcgi_ignore_headers X-Accel-Redirect`).
 //!
 //! Instead of `address`, `application` has riis start the application's
 //! processes itself, as IIS does (see `application`): `path`,
@@ -144,6 +148,8 @@ pub struct FastCgiConfig {
     pub script_name: Option<String>,
     /// Parameters added to (or replacing) the meta-variables.
     pub params: BTreeMap<String, String>,
+    /// Whether an answer's `X-Accel-Redirect` is followed.
+    pub x_accel_redirect: bool,
 }
 
 /// `script_name`: `""` or a path that starts with `/` and does not end
@@ -198,6 +204,7 @@ impl Default for FastCgiConfig {
             pass_authorization: false,
             realpath_root: false,
             script_name: None,
+            x_accel_redirect: true,
             params: BTreeMap::new(),
         }
     }
@@ -298,6 +305,8 @@ enum State {
     Reading(BodySpool),
     /// The exchange runs; its output arrives through the relay.
     Answering(Arc<Relay>),
+    /// The application's `X-Accel-Redirect` runs as a child request.
+    Redirected,
 }
 
 /// The module instance: one per request.
@@ -451,6 +460,8 @@ impl FastCgi {
         // the server's `timeouts.execution` would otherwise answer 503 to an
         // application given longer than it.
         ctx.set_own_timeout();
+        self.receiver
+            .follow_accel_redirect(ctx.config(self.config).x_accel_redirect);
         let running = self.shared.running.clone();
         running.fetch_add(1, Ordering::Relaxed);
         // Boxed, as the driver's request tasks are: the exchange's future is
@@ -478,6 +489,13 @@ impl FastCgi {
                 RequestNotificationStatus::Continue
             }
             Step::Failed(status, why) => fail(ctx, status, &why),
+            Step::Redirect(redirect) => {
+                let status = redirect.run(ctx, "FastCGI");
+                if status == RequestNotificationStatus::Pending {
+                    self.state = State::Redirected;
+                }
+                status
+            }
         }
     }
 }
@@ -531,6 +549,10 @@ impl HttpModule for FastCgi {
                 }
             }
             State::Answering(relay) => self.answer(ctx, relay),
+            State::Redirected => {
+                ctx.set_request_handled();
+                RequestNotificationStatus::Continue
+            }
         }
     }
 }

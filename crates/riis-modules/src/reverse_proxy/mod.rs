@@ -92,7 +92,11 @@
 //!   the configuration's folder): shown to `https://` servers that ask for
 //!   a certificate (nginx's `proxy_ssl_certificate`);
 //! - `upgrade_protocols` (default `["websocket"]`): the protocols a client
-//!   may switch to; `[]` passes no upgrade on.
+//!   may switch to; `[]` passes no upgrade on;
+//! - `x_accel_redirect` (default true): an answer's `X-Accel-Redirect` is
+//!   followed, as nginx does (see `internal_redirect`); false drops the
+//!   header and passes the answer as it is (nginx's
+//!   `proxy_ignore_headers X-Accel-Redirect`).
 //!
 //! **WebSocket** (and the other protocols `upgrade_protocols` lists): a
 //! request that asks to switch protocols (`Upgrade` with `Connection:
@@ -108,9 +112,8 @@
 //! the same way; nginx needs `proxy_set_header Upgrade` and `Connection`).
 //! Any other answer is relayed as usual.
 //!
-//! Not done: client certificates for `https://` servers, HTTP/2 to the
-//! server (and WebSocket over HTTP/2, RFC 8441), and response caching
-//! (OutputCache caches the relayed answer like any other).
+//! Not done: WebSocket over HTTP/2 (RFC 8441), and response caching of
+//! its own (OutputCache caches the relayed answer like any other).
 
 mod exchange;
 mod farm;
@@ -201,6 +204,8 @@ pub struct ReverseProxyConfig {
     pub upgrade_protocols: Vec<String>,
     /// Active health checks of the servers.
     pub health_check: Option<health::HealthCheck>,
+    /// Whether an answer's `X-Accel-Redirect` is followed.
+    pub x_accel_redirect: bool,
 }
 
 impl Default for ReverseProxyConfig {
@@ -225,6 +230,7 @@ impl Default for ReverseProxyConfig {
             client_certificate: None,
             upgrade_protocols: vec!["websocket".to_owned()],
             health_check: None,
+            x_accel_redirect: true,
         }
     }
 }
@@ -304,6 +310,8 @@ enum State {
     Streaming(Arc<Relay>, Duplex),
     /// The exchange runs; its output arrives through the relay.
     Answering(Arc<Relay>),
+    /// The server's `X-Accel-Redirect` runs as a child request.
+    Redirected,
 }
 
 /// Where a request in full duplex stands (see [`State::Streaming`]).
@@ -498,6 +506,12 @@ impl ReverseProxy {
                     return RequestNotificationStatus::Continue;
                 }
                 Step::Failed(status, why) => return fail(ctx, status, &why),
+                Step::Redirect(redirect) => {
+                    if !duplex.body_done {
+                        relay.abandon_upload();
+                    }
+                    return self.redirect(ctx, redirect);
+                }
             }
         }
         if !duplex.body_done && !duplex.reading && relay.has_upload_room() {
@@ -748,6 +762,8 @@ impl ReverseProxy {
         // `timeouts.execution` would otherwise cut a long poll or an event
         // stream that `timeout` lets through, or turn a 504 into a 503.
         ctx.set_own_timeout();
+        self.receiver
+            .follow_accel_redirect(ctx.config(self.config).x_accel_redirect);
         let running = self.shared.running.clone();
         running.fetch_add(1, Ordering::Relaxed);
         // Boxed, as the driver's request tasks are: the exchange's future is
@@ -790,7 +806,21 @@ impl ReverseProxy {
                 RequestNotificationStatus::Continue
             }
             Step::Failed(status, why) => fail(ctx, status, &why),
+            Step::Redirect(redirect) => self.redirect(ctx, redirect),
         }
+    }
+
+    /// Runs the server's `X-Accel-Redirect` in its answer's place.
+    fn redirect(
+        &mut self,
+        ctx: &mut HttpContext,
+        redirect: crate::internal_redirect::InternalRedirect,
+    ) -> RequestNotificationStatus {
+        let status = redirect.run(ctx, "ReverseProxy");
+        if status == RequestNotificationStatus::Pending {
+            self.state = State::Redirected;
+        }
+        status
     }
 }
 
@@ -856,6 +886,10 @@ impl HttpModule for ReverseProxy {
             }
             State::Streaming(relay, duplex) => self.streaming(ctx, relay, duplex, completion),
             State::Answering(relay) => self.answer(ctx, relay),
+            State::Redirected => {
+                ctx.set_request_handled();
+                RequestNotificationStatus::Continue
+            }
         }
     }
 }
