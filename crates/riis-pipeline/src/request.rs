@@ -17,7 +17,8 @@ pub enum UrlError {
     InvalidEscape,
     /// A percent-escape decodes to bytes that are not UTF-8.
     InvalidUtf8,
-    /// The decoded path contains a NUL, a backslash or a `..` segment.
+    /// The decoded path contains a control character (NUL, CR, LF, …), a
+    /// backslash or a `..` segment.
     Unsafe,
     /// `set_url` was called after the pipeline started.
     PipelineStarted,
@@ -29,7 +30,7 @@ impl std::fmt::Display for UrlError {
             Self::NotAbsolute => "the URL is not an absolute path",
             Self::InvalidEscape => "the URL has a '%' not followed by two hexadecimal digits",
             Self::InvalidUtf8 => "the URL does not decode to UTF-8",
-            Self::Unsafe => "the URL contains a NUL, a backslash or a '..' segment",
+            Self::Unsafe => "the URL contains a control character, a backslash or a '..' segment",
             Self::PipelineStarted => "the URL can be changed only before the pipeline starts",
         })
     }
@@ -83,7 +84,13 @@ pub(crate) fn decode_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| UrlError::InvalidUtf8)?;
-    if decoded.contains(['\0', '\\']) || decoded.split('/').any(|s| s == "..") {
+    // Control characters are refused as http.sys refuses them: a decoded
+    // line feed would let `/admin%0a` slip past a pattern ending in `$`
+    // (the `regex` crate's `$` does not match before a final newline, as
+    // PCRE's does) and reach an application that trims or ignores it.
+    if decoded.bytes().any(|b| b.is_ascii_control() || b == b'\\')
+        || decoded.split('/').any(|s| s == "..")
+    {
         return Err(UrlError::Unsafe);
     }
     Ok(match normalize(&decoded) {
@@ -94,8 +101,9 @@ pub(crate) fn decode_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
 
 /// A URL path as the engine prepares the request's URL before choosing a
 /// location: percent-decoded, with runs of `/` collapsed and `.` segments
-/// dropped; an error for what a request would be refused for (`..`, NUL,
-/// backslash, invalid UTF-8, no leading `/`). For modules that compare
+/// dropped; an error for what a request would be refused for (`..`, a
+/// control character, backslash, invalid UTF-8, no leading `/`). For
+/// modules that compare
 /// a configured path with [`HttpRequest::url`].
 pub fn prepare_url_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
     decode_path(raw)
@@ -220,7 +228,7 @@ impl HttpRequest {
     /// A request as it arrived.
     ///
     /// Fails when the path is not an absolute path, does not decode to UTF-8,
-    /// or contains a NUL, a backslash or a `..` segment once decoded: such a
+    /// or contains a control character, a backslash or a `..` segment once decoded: such a
     /// request is answered with 400 before any module runs.
     pub fn new(
         method: Method,
@@ -647,6 +655,10 @@ mod tests {
             "/a/%2e%2e/x",
             "/a%5c..%5cx",
             "/a%00b",
+            "/admin%0a",
+            "/a%0d%0ab",
+            "/a%09b",
+            "/a%7f",
             "/a/..",
             "x",
         ] {

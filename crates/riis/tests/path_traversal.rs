@@ -263,3 +263,40 @@ fn encoded_traversal_payloads_never_leave_the_root() {
         failures.join("\n")
     );
 }
+
+/// A control character in the decoded path is refused with 400, as
+/// http.sys refuses it: `/admin%0a` would otherwise fall outside a
+/// location `/admin`, slip past a rule `^admin/.*$` (the `regex` crate's
+/// `$` does not match before a final newline), and reach an application
+/// that trims it.
+#[test]
+fn control_characters_in_the_path_are_refused() {
+    let dir = TempDir::new("traversal-controls");
+    dir.write("www/admin/users", "users");
+    let root = dir.path().join("www");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[[modules]]\nname = \"StaticFile\"\n\
+             [[sites]]\nname = \"Test\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n\
+             static_file = {{ default_mime_type = \"text/plain\" }}\n",
+            root.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    assert_eq!(raw_request(server.addr, "/admin/users").0, Some(200));
+    for target in [
+        "/admin%0a/users",
+        "/admin/users%0a",
+        "/admin/users%0d",
+        "/admin/users%0D%0A",
+        "/admin%09/users",
+        "/admin/users%7f",
+        "/admin/users%1b",
+        "/admin/users%00",
+    ] {
+        assert_eq!(raw_request(server.addr, target).0, Some(400), "{target}");
+    }
+    // In the query it is the application's to read.
+    assert_eq!(raw_request(server.addr, "/admin/users?a=%0a").0, Some(200));
+}
