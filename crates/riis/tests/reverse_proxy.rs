@@ -637,6 +637,7 @@ fn the_backend_gets_the_request_and_makes_the_response() {
           X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
           X-Forwarded-For: 198.51.100.7\r\nX-Original-URL: /admin\r\nX_Forwarded_For: 10.9.9.9\r\n\
           X.Forwarded.For: 10.8.8.8\r\nProxy: http://evil.test\r\n\
+          Forwarded: for=10.7.7.7;proto=https;host=evil.test\r\n\
           Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
     );
     let resp = conn.read_response(false);
@@ -665,6 +666,8 @@ fn the_backend_gets_the_request_and_makes_the_response() {
         "x_forwarded_for",
         "x.forwarded.for",
         "proxy",
+        // RFC 7239's form of the claims riis writes itself.
+        "forwarded",
     ] {
         assert_eq!(seen.header(hop), None, "{hop}");
     }
@@ -1129,6 +1132,17 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?lb={{R:1}}" }}
     assert_eq!(seen.header("x-forwarded-for"), Some("192.0.2.1"));
     assert_eq!(seen.header("host"), Some("backend.internal"));
     assert_eq!(seen.header("x-forwarded-host"), Some("public.example"));
+    // The client's `Connection` cannot take away what a rule set, nor
+    // what riis writes itself.
+    conn.send_raw(
+        b"GET /mixed/lb/x HTTP/1.1\r\nHost: public.example\r\n\
+          Connection: keep-alive, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host\r\n\r\n",
+    );
+    assert_eq!(conn.read_response(false).status, 200);
+    let seen = backend.seen.last();
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("192.0.2.1"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("public.example"));
     // An absolute-form target names the host asked for, over `Host`.
     conn.send_raw(b"GET http://good.example/mixed/lb/y HTTP/1.1\r\nHost: evil.example\r\n\r\n");
     assert_eq!(conn.read_response(false).status, 200);
@@ -1146,7 +1160,7 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?lb={{R:1}}" }}
     // next module answers.
     assert_eq!(conn.get("/mixed/local.html").text(), "served here");
     assert_eq!(conn.get("/elsewhere").status, 404);
-    assert_eq!(backend.seen.requests.lock().unwrap().len(), 4);
+    assert_eq!(backend.seen.requests.lock().unwrap().len(), 5);
 
     // A server made of request values is refused when the file is read.
     let bad = dir.write(

@@ -582,7 +582,11 @@ impl ReverseProxy {
         let mut headers = HeaderMap::with_capacity(client.len() + 4);
         let hop_by_hop = HopByHop::of(client);
         for (name, value) in client {
-            if hop_by_hop.contains(name)
+            // A name the client's `Connection` lists is the client's hop's:
+            // not a header a module set (a rule's `X-Forwarded-For`), which
+            // the client must not be able to take away.
+            if (hop_by_hop.contains(name)
+                && (HOP_BY_HOP.contains(name) || !req.header_set_by_module(name)))
                 || matches!(
                     *name,
                     header::HOST | header::CONTENT_LENGTH | header::EXPECT
@@ -591,11 +595,14 @@ impl ReverseProxy {
                 || name == "x-original-url"
                 // The client's are not to be trusted; a module's (a rule's
                 // server variable, ARR's recipe behind a load balancer)
-                // go as set.
+                // go as set. RFC 7239's `Forwarded` says the same as the
+                // three riis writes, and servers that read it first
+                // (Spring, Jetty) would take the client's word for them.
                 || (config.forwarded_headers
                     && (name == "x-forwarded-proto"
                         || name == "x-forwarded-host"
-                        || name == "x-forwarded-for")
+                        || name == "x-forwarded-for"
+                        || name == "forwarded")
                     && !req.header_set_by_module(name))
                 // `X_Forwarded_For` or `X.Forwarded.For` would pass for
                 // `X-Forwarded-For` with servers that read headers as CGI
