@@ -315,9 +315,14 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
             ),
             "/health" => respond(out, "200 OK", &[], b"fine", &received.method),
             // A 101 to any key, as a URL that echoes a status would send.
+            // Echoing the offered protocol back, as given (`websocket/13`).
             "/ws-forged" => {
+                let offered = received.header("upgrade").unwrap_or("websocket");
                 let _ = out.write_all(
-                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                    format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {offered}\r\nConnection: Upgrade\r\n\r\n"
+                    )
+                    .as_bytes(),
                 );
                 return;
             }
@@ -1500,6 +1505,13 @@ fn websockets_pass_through() {
           Sec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n",
     );
     assert_eq!(forged.read_response(false).status, 502);
+    // With a version after the name, the key is checked all the same.
+    let mut versioned = Connection::open(server.addr);
+    versioned.send_raw(
+        b"GET /ws-forged HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket/13\r\n\
+          Sec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert_eq!(versioned.read_response(false).status, 502);
 }
 
 /// An `https://` server is reached over TLS, its certificate checked

@@ -1241,8 +1241,16 @@ async fn switch(
     };
     // A WebSocket switch proves the server read this request's key (RFC
     // 6455 §4.2.2): any other 101 (a status a URL echoes back) would open
-    // a raw tunnel to the server past every module.
-    if protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+    // a raw tunnel to the server past every module. By the protocol's
+    // name, whatever version follows it (`websocket/13`), as
+    // `protocol_allowed` let it through.
+    let name = protocol
+        .to_str()
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if name.trim().eq_ignore_ascii_case("websocket") {
         let expected = job
             .headers
             .get("sec-websocket-key")
