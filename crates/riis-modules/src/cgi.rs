@@ -776,6 +776,8 @@ enum State {
     /// The program asked for a local redirect: its path runs as a child
     /// request.
     Redirected,
+    /// The program's `X-Accel-Redirect` runs as a child request.
+    AccelRedirected(crate::internal_redirect::Redirected),
 }
 
 /// The module instance: one per request.
@@ -899,11 +901,13 @@ impl Cgi {
         ctx: &mut HttpContext,
         redirect: crate::internal_redirect::InternalRedirect,
     ) -> RequestNotificationStatus {
-        let status = redirect.run(ctx, "CGI");
-        if status == RequestNotificationStatus::Pending {
-            self.state = State::Redirected;
+        match redirect.run(ctx, "CGI") {
+            Ok(redirected) => {
+                self.state = State::AccelRedirected(redirected);
+                RequestNotificationStatus::Pending
+            }
+            Err(failed) => failed,
         }
-        status
     }
 
     /// A local redirect (RFC 3875 §6.2.2): the request is answered by
@@ -1065,6 +1069,7 @@ impl HttpModule for Cgi {
                 ctx.set_request_handled();
                 RequestNotificationStatus::Continue
             }
+            State::AccelRedirected(redirected) => redirected.finish(ctx),
         }
     }
 }

@@ -458,6 +458,7 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
     let mut headers = Vec::new();
     let mut location = false;
     let mut content_type = false;
+    let mut accel_redirect = false;
     let mut content_length = None;
     let mut lines = 0;
     let mut at = 0;
@@ -513,6 +514,7 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
             .map_err(|_| format!("the value of {name} is not a valid header value"))?;
         location |= name == header::LOCATION;
         content_type |= name == header::CONTENT_TYPE;
+        accel_redirect |= name == "x-accel-redirect";
         if name == header::CONTENT_LENGTH {
             content_length = std::str::from_utf8(value.as_bytes())
                 .ok()
@@ -523,8 +525,11 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
             headers.push((name, value));
         }
     }
-    if !location && !content_type && status.is_none() {
-        return Err("the output has none of Content-Type, Location and Status".into());
+    // An answer that only names a URL for the server (nginx serves it).
+    if !location && !content_type && status.is_none() && !accel_redirect {
+        return Err(
+            "the output has none of Content-Type, Location, Status and X-Accel-Redirect".into(),
+        );
     }
     let local_redirect = match headers.as_slice() {
         [(name, value)] if status.is_none() && *name == header::LOCATION => value

@@ -823,6 +823,11 @@ impl Receiver {
                 send_head =
                     (limit == 0 || head.status == StatusCode::SWITCHING_PROTOCOLS) && end.is_none();
                 head.apply(ctx);
+                // The answer to an X-Accel-Redirect keeps the headers of
+                // the application that named it.
+                if ctx.child_depth() > 0 {
+                    crate::internal_redirect::put_kept_from_parent(ctx);
+                }
                 // The answer's exact length goes on the head now, as nginx
                 // passes it on: the response may stream from any write
                 // (the server flushes a response that outgrows its own

@@ -360,9 +360,12 @@ const SERVER_SIDE_EXTENSIONS: &[&str] = &[
 ];
 
 /// The server variable a module sets on a child request it starts to have
-/// StaticFile answer with that `Content-Type`, whatever the file's extension
-/// (and even for one it would refuse with 404.3): the module chose the
-/// file and knows what it holds. The gateways set it from an application's
+/// StaticFile answer with that `Content-Type` whatever the file's extension,
+/// even a file without one or with one it knows no type for: the module
+/// chose the file and knows what it holds. Extensions of server-side code
+/// and secrets (`.php`, `.config`, `.pem`, …) are still refused with
+/// 404.3 unless the location's `mime_types` names them: a script that
+/// names a file from its query must not hand out the site's source. The gateways set it from an application's
 /// `Content-Type` when they follow its `X-Accel-Redirect`, as nginx keeps
 /// that header. Read in child requests only, so a client's request pays
 /// nothing for it.
@@ -379,9 +382,10 @@ fn given_content_type(ctx: &HttpContext) -> Option<HeaderValue> {
 }
 
 impl StaticFile {
-    /// The Content-Type for `path`: the location's own map, the common
-    /// table, the full table (never for [`SERVER_SIDE_EXTENSIONS`]), then
-    /// the location's default.
+    /// The Content-Type for `path`: the location's own map, then the type
+    /// the module that started a child request chose, the common table,
+    /// the full table (never for [`SERVER_SIDE_EXTENSIONS`], which are
+    /// refused whatever type was chosen), then the location's default.
     fn content_type(&self, ctx: &HttpContext, path: &Path) -> Option<HeaderValue> {
         let config = ctx.config(self.config);
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -393,6 +397,13 @@ impl StaticFile {
             {
                 return HeaderValue::try_from(t.as_str()).ok();
             }
+        }
+        if let Some(given) = given_content_type(ctx) {
+            let server_side = !ext.is_empty()
+                && SERVER_SIDE_EXTENSIONS
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(ext));
+            return (!server_side).then_some(given);
         }
         if ext.is_empty() {
             return config
@@ -1158,8 +1169,7 @@ impl HttpModule for StaticFile {
             return RequestNotificationStatus::FinishRequest;
         }
         let path = ctx.mapped_path().unwrap_or(Path::new(""));
-        let Some(content_type) = given_content_type(ctx).or_else(|| self.content_type(ctx, path))
-        else {
+        let Some(content_type) = self.content_type(ctx, path) else {
             return status(ctx, StatusCode::NOT_FOUND, 3, 0x8007_0032);
         };
         let len = info.len;
@@ -1187,10 +1197,6 @@ impl HttpModule for StaticFile {
             return code;
         }
 
-        let sends_to_the_client_as_a_child = ctx.child_depth() > 0 && {
-            let flags = ctx.execute_flags();
-            !flags.buffer_response && !flags.no_headers
-        };
         let resp = ctx.response_mut();
         resp.clear_entity();
         if let Some(v) = validators.modified.and_then(last_modified) {
@@ -1243,16 +1249,9 @@ impl HttpModule for StaticFile {
                 vec![Piece::Data(0, len)]
             }
         };
-        if method == Method::HEAD || sends_to_the_client_as_a_child {
-            // HEAD: the length GET would have. A child request whose
-            // output goes straight to the client (an X-Accel-Redirect, a
-            // CGI local redirect) is sent before its parent ends, so the
-            // server cannot count it: the file's length goes on its head,
-            // or it would go chunked.
+        if method == Method::HEAD {
             let total: u64 = pieces.iter().map(Piece::len).sum();
             resp.set_header(header::CONTENT_LENGTH, HeaderValue::from(total));
-        }
-        if method == Method::HEAD {
             ctx.set_request_handled();
             return RequestNotificationStatus::Continue;
         }

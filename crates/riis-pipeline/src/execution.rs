@@ -1598,10 +1598,25 @@ impl RequestExecution {
     /// Raises SendResponse and moves the buffered response into the output.
     /// Returns false when the frame's output stays buffered (child requests
     /// executed with `buffer_response`).
+    ///
+    /// Inferred (IIS does not say how much a buffered child may hold): a
+    /// buffered child's output that outgrows the server's
+    /// `response_buffer_limit` in memory goes out as a direct child's
+    /// would, so that a default document or an `X-Accel-Redirect` answered
+    /// by an application holds at most that much, not its whole answer (a
+    /// 10 GB export would otherwise be held in memory). What it sent can
+    /// no longer be replaced by the module that started it, so the rest
+    /// goes as it comes too; files held as ranges do not count, so a
+    /// static file never spills.
     fn send(&mut self, top: usize, is_final: bool, more_data: bool) -> bool {
         let pipeline = &*self.pipeline;
         if self.frames[top].buffered {
-            return false;
+            if self.frames[top].ctx.response.buffered_memory
+                <= pipeline.settings.response_buffer_limit
+            {
+                return false;
+            }
+            self.frames[top].buffered = false;
         }
         // A child without headers (or a request nested in one) sends the
         // head of the request it runs inside.

@@ -864,3 +864,89 @@ fn one_thread_held(name: &str) -> (TempDir, RunningBinary, std::net::TcpStream) 
     std::thread::sleep(Duration::from_millis(500));
     (dir, server, stalled)
 }
+
+/// A default document answered by a program holds at most the response
+/// buffer: past it, its output goes to the client while the program still
+/// runs (it was held whole in memory until the program ended, so a large
+/// export through `/dir/` took as much memory as its size).
+#[test]
+fn a_large_default_document_goes_out_as_it_comes() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("cgi-default-document");
+    let go = dir.path().join("go");
+    program(
+        &dir,
+        "index.cgi",
+        &format!(
+            "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\n\\n'\n\
+             head -c 6000000 /dev/zero\n\
+             i=0; while [ ! -e '{go}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+             printf end\n",
+            go = go.display()
+        ),
+    );
+    let root = dir.path().join("www");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "Cgi"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[[handlers]]
+name = "Static"
+path = "*"
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
+
+[default_document]
+files = ["index.cgi"]
+
+[cgi]
+timeout = 60
+
+[[sites]]
+name = "Cgi"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    // A guard against a hang, not a measure: the first part comes long
+    // before the program would give up waiting.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"GET /cgi/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = vec![0u8; 65536];
+    while received.len() < 5_000_000 {
+        let n = stream
+            .read(&mut buffer)
+            .expect("the output came while the program ran");
+        assert!(n > 0, "the response ended early");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    std::fs::write(&go, "").unwrap();
+    stream.read_to_end(&mut received).unwrap();
+    let text = String::from_utf8_lossy(&received[..200]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        received.ends_with(b"end\r\n0\r\n\r\n"),
+        "chunked to its end"
+    );
+}

@@ -412,6 +412,10 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                     "/accel/space" => "/protected/with%20space.txt".to_owned(),
                     "/accel/opaque" => "/protected/blob".to_owned(),
                     "/accel/typeless" => "/protected/blob".to_owned(),
+                    "/accel/raw" => "/protected/with space.txt".to_owned(),
+                    "/accel/source" => "/protected/code.php".to_owned(),
+                    "/accel/stored" => "/storage/object?v=2".to_owned(),
+                    "/accel/large" => "/storage/large".to_owned(),
                     _ => "/protected/report.txt".to_owned(),
                 };
                 let mut headers = vec![
@@ -428,6 +432,27 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                     "403 Forbidden",
                     &headers,
                     b"the application's own body",
+                    &received.method,
+                );
+            }
+            // Object storage behind an internal location.
+            "/storage/object" => respond(
+                out,
+                "200 OK",
+                &[
+                    ("Content-Type", "text/x-origin"),
+                    ("Set-Cookie", "storage=1"),
+                ],
+                format!("stored, asked {}", received.target).as_bytes(),
+                &received.method,
+            ),
+            "/storage/large" => {
+                let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+                respond(
+                    out,
+                    "200 OK",
+                    &[("Content-Type", "text/x-origin")],
+                    &body,
                     &received.method,
                 );
             }
@@ -2270,6 +2295,7 @@ fn start_accel(backend: &Backend) -> (TempDir, RunningBinary) {
     );
     dir.write("www/protected/with space.txt", "spaced");
     dir.write("www/protected/blob", "no extension");
+    dir.write("www/protected/code.php", "<?php $secret = 1;");
     let config = dir.write(
         "riis.toml",
         format!(
@@ -2309,6 +2335,10 @@ path = "*"
 modules = ["StaticFile"]
 
 [[sites.locations]]
+path = "/storage"
+request_filtering = {{ internal = true }}
+
+[[sites.locations]]
 path = "/accel/off"
 proxy = {{ x_accel_redirect = false }}
 "#,
@@ -2343,6 +2373,7 @@ fn an_x_accel_redirect_is_answered_by_the_url_it_names() {
     assert!(file.header("etag").is_some() && file.header("last-modified").is_some());
     // The backend was asked once: the child request went to the file.
     assert_eq!(backend.seen.last().target, "/accel/file");
+    assert_eq!(backend.seen.requests.lock().unwrap().len(), 1);
 
     // The internal location answers only such requests.
     let direct = conn.get("/protected/report.txt");
@@ -2386,11 +2417,49 @@ fn an_x_accel_redirect_is_answered_by_the_url_it_names() {
     assert_eq!(opaque.header("content-type"), Some("application/x-report"));
     let typeless = conn.get("/accel/typeless");
     assert_eq!(typeless.status, 404);
-    // A file that is not there: the internal location's 404, not the
-    // application's 403.
+    // A file that is not there: the internal location's 404 with its
+    // error page, not the application's 403, and not to be saved as the
+    // download; the application's cookie still goes.
     let missing = conn.get("/accel/missing");
     assert_eq!(missing.status, 404);
     assert!(!missing.text().contains("own body"));
+    assert!(missing.text().contains("404"), "{}", missing.text());
+    assert_eq!(missing.header("content-disposition"), None);
+    assert_eq!(missing.header("set-cookie"), Some("downloaded=1"));
+    // Server-side code is not handed out under the application's type.
+    let source = conn.get("/accel/source");
+    assert_eq!(source.status, 404);
+    assert!(!source.text().contains("secret"));
+    // A value as PHP scripts often write it, unescaped, as nginx takes it.
+    assert_eq!(conn.get("/accel/raw").text(), "spaced");
+
+    // An internal location proxied to object storage: the answer is the
+    // storage's, under the application's headers; the client's URL is not
+    // the storage's business.
+    let stored = conn.get("/accel/stored?token=secret");
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    assert_eq!(stored.text(), "stored, asked /storage/object?v=2");
+    assert_eq!(stored.header("content-type"), Some("application/x-report"));
+    assert_eq!(
+        stored.header("content-disposition"),
+        Some("attachment; filename=\"report.txt\"")
+    );
+    let cookies: Vec<&str> = stored
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, ["storage=1", "downloaded=1"]);
+    let seen = backend.seen.last();
+    assert_eq!(seen.target, "/storage/object?v=2");
+    assert_eq!(seen.header("x-original-url"), None);
+    // One larger than the response buffer goes out as it comes, still
+    // under the application's headers.
+    let large = conn.get("/accel/large");
+    assert_eq!(large.body.len(), 5_000_000);
+    assert_eq!(large.header("content-type"), Some("application/x-report"));
+    assert!(large.header("content-disposition").is_some());
 
     // riis has no named locations; a redirect to itself, or two that lead
     // to each other, end (nginx's redirection cycle).

@@ -109,6 +109,7 @@ use serde::Deserialize;
 pub use crate::backend::Address;
 use crate::backend::{Connection, Pools};
 use crate::gateway::BodyError;
+use crate::internal_redirect::Redirected;
 use crate::relay::{Receiver, Relay, Step};
 use crate::spooled_body::{BodySpool, SpooledBody};
 use application::Application;
@@ -306,7 +307,7 @@ enum State {
     /// The exchange runs; its output arrives through the relay.
     Answering(Arc<Relay>),
     /// The application's `X-Accel-Redirect` runs as a child request.
-    Redirected,
+    Redirected(Redirected),
 }
 
 /// The module instance: one per request.
@@ -489,13 +490,13 @@ impl FastCgi {
                 RequestNotificationStatus::Continue
             }
             Step::Failed(status, why) => fail(ctx, status, &why),
-            Step::Redirect(redirect) => {
-                let status = redirect.run(ctx, "FastCGI");
-                if status == RequestNotificationStatus::Pending {
-                    self.state = State::Redirected;
+            Step::Redirect(redirect) => match redirect.run(ctx, "FastCGI") {
+                Ok(redirected) => {
+                    self.state = State::Redirected(redirected);
+                    RequestNotificationStatus::Pending
                 }
-                status
-            }
+                Err(failed) => failed,
+            },
         }
     }
 }
@@ -549,10 +550,7 @@ impl HttpModule for FastCgi {
                 }
             }
             State::Answering(relay) => self.answer(ctx, relay),
-            State::Redirected => {
-                ctx.set_request_handled();
-                RequestNotificationStatus::Continue
-            }
+            State::Redirected(redirected) => redirected.finish(ctx),
         }
     }
 }

@@ -311,7 +311,7 @@ enum State {
     /// The exchange runs; its output arrives through the relay.
     Answering(Arc<Relay>),
     /// The server's `X-Accel-Redirect` runs as a child request.
-    Redirected,
+    Redirected(crate::internal_redirect::Redirected),
 }
 
 /// Where a request in full duplex stands (see [`State::Streaming`]).
@@ -668,7 +668,11 @@ impl ReverseProxy {
                 }
             }
         }
-        if req.client_url() != req.raw_url() {
+        // A rule's rewrite of the client's request; a child request's URL
+        // (an X-Accel-Redirect's, a default document's) is the server's
+        // own, and the client's URL, tokens in its query and all, is none
+        // of the server's business there.
+        if ctx.child_depth() == 0 && req.client_url() != req.raw_url() {
             if let Ok(original) = HeaderValue::from_str(req.client_url()) {
                 headers.insert(HeaderName::from_static("x-original-url"), original);
             }
@@ -823,11 +827,13 @@ impl ReverseProxy {
         ctx: &mut HttpContext,
         redirect: crate::internal_redirect::InternalRedirect,
     ) -> RequestNotificationStatus {
-        let status = redirect.run(ctx, "ReverseProxy");
-        if status == RequestNotificationStatus::Pending {
-            self.state = State::Redirected;
+        match redirect.run(ctx, "ReverseProxy") {
+            Ok(redirected) => {
+                self.state = State::Redirected(redirected);
+                RequestNotificationStatus::Pending
+            }
+            Err(failed) => failed,
         }
-        status
     }
 }
 
@@ -893,10 +899,7 @@ impl HttpModule for ReverseProxy {
             }
             State::Streaming(relay, duplex) => self.streaming(ctx, relay, duplex, completion),
             State::Answering(relay) => self.answer(ctx, relay),
-            State::Redirected => {
-                ctx.set_request_handled();
-                RequestNotificationStatus::Continue
-            }
+            State::Redirected(redirected) => redirected.finish(ctx),
         }
     }
 }
