@@ -4,7 +4,10 @@
 //! Registers for **ExecuteRequestHandler** only (it is a module of the static
 //! handler, after StaticFile). For a URL that ends in `/` and maps to a
 //! directory, it executes the first existing file of the list as a child
-//! request whose response is buffered into this one, and returns Pending; the
+//! request whose response is buffered into this one (so a small one gets
+//! its `Content-Length`; an application's answer past the server's
+//! `response_buffer_limit` goes out as it comes rather than being held
+//! whole: `ExecuteFlags::stream_past_buffer_limit`), and returns Pending; the
 //! child's end comes back through OnAsyncCompletion. When no document exists
 //! it leaves the response alone for the handler's next module.
 //!
@@ -131,6 +134,9 @@ impl HttpModule for DefaultDocument {
                 child,
                 ExecuteFlags {
                     buffer_response: true,
+                    // A document an application answers at length (an
+                    // export at `/reports/`) goes out as it comes.
+                    stream_past_buffer_limit: true,
                     ..ExecuteFlags::default()
                 },
             )

@@ -174,6 +174,7 @@ impl InternalRedirect {
         ctx.response_mut().clear();
         let flags = ExecuteFlags {
             buffer_response: true,
+            stream_past_buffer_limit: true,
             ..ExecuteFlags::default()
         };
         match ctx.execute_request(child, flags) {

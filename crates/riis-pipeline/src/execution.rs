@@ -401,6 +401,10 @@ struct Frame {
     /// Output of this frame stays in the response (a buffered child, or any
     /// request nested in one).
     buffered: bool,
+    /// A buffered frame whose output goes out past the response buffer
+    /// (`ExecuteFlags::stream_past_buffer_limit`, allowed by every
+    /// buffered frame it runs inside).
+    spills: bool,
     /// A child's: the response's entity floor in the request it runs
     /// inside, given back when it ends (see `HttpResponse::entity_floor`).
     outer_entity_floor: usize,
@@ -427,6 +431,7 @@ impl Frame {
             entered: false,
             phase: Phase::Run,
             buffered,
+            spills: false,
             outer_entity_floor: 0,
             no_headers: None,
         }
@@ -1380,6 +1385,10 @@ impl RequestExecution {
                         child.response.chunks.len(),
                     );
                     let buffered = frame.buffered || child.execute_flags.buffer_response;
+                    let flags = child.execute_flags;
+                    let spills = buffered
+                        && (!flags.buffer_response || flags.stream_past_buffer_limit)
+                        && (!frame.buffered || frame.spills);
                     let no_headers = (child.execute_flags.no_headers
                         && !child.response.headers_sent)
                         .then(|| {
@@ -1389,6 +1398,7 @@ impl RequestExecution {
                             })
                         });
                     let mut child = Frame::new(*child, buffered);
+                    child.spills = spills;
                     child.outer_entity_floor = outer_entity_floor;
                     child.no_headers = no_headers;
                     self.frames.push(child);
@@ -1599,20 +1609,21 @@ impl RequestExecution {
     /// Returns false when the frame's output stays buffered (child requests
     /// executed with `buffer_response`).
     ///
-    /// Inferred (IIS does not say how much a buffered child may hold): a
-    /// buffered child's output that outgrows the server's
-    /// `response_buffer_limit` in memory goes out as a direct child's
-    /// would, so that a default document or an `X-Accel-Redirect` answered
-    /// by an application holds at most that much, not its whole answer (a
-    /// 10 GB export would otherwise be held in memory). What it sent can
-    /// no longer be replaced by the module that started it, so the rest
-    /// goes as it comes too; files held as ranges do not count, so a
-    /// static file never spills.
+    /// A buffered child started with
+    /// `ExecuteFlags::stream_past_buffer_limit` whose output outgrows the
+    /// server's `response_buffer_limit` in memory goes out as a direct
+    /// child's would, so that a default document or an `X-Accel-Redirect`
+    /// answered by an application holds at most that much, not its whole
+    /// answer (a 10 GB export would otherwise be held in memory). What it
+    /// sent can no longer be replaced by the module that started it, so
+    /// the rest goes as it comes too; files held as ranges do not count,
+    /// so a static file never spills.
     fn send(&mut self, top: usize, is_final: bool, more_data: bool) -> bool {
         let pipeline = &*self.pipeline;
         if self.frames[top].buffered {
-            if self.frames[top].ctx.response.buffered_memory
-                <= pipeline.settings.response_buffer_limit
+            let frame = &self.frames[top];
+            if !frame.spills
+                || frame.ctx.response.buffered_memory <= pipeline.settings.response_buffer_limit
             {
                 return false;
             }

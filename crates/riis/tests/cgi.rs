@@ -950,3 +950,60 @@ bindings = ["127.0.0.1:0"]
         "chunked to its end"
     );
 }
+
+/// A custom error page larger than the response buffer, made by a
+/// program (`ExecuteURL`), still goes out under the error's status: such a
+/// child's output is held whole, since CustomError puts the error's head
+/// back on it when it ends (a default document's goes out past the
+/// buffer; the page's must not, or the client would get a 200).
+#[test]
+fn a_large_custom_error_page_keeps_the_errors_status() {
+    let dir = TempDir::new("cgi-large-error-page");
+    program(
+        &dir,
+        "page.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/html\\n\\n'\nhead -c 300000 /dev/zero | tr '\\0' x\n",
+    );
+    let root = dir.path().join("www");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+response_buffer_limit = 65536
+
+[[modules]]
+name = "CustomError"
+[[modules]]
+name = "Cgi"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[[handlers]]
+name = "Static"
+path = "*"
+modules = ["StaticFile"]
+
+[http_errors]
+error_mode = "Custom"
+errors = [{{ status = 404, path = "/cgi/page.cgi", response_mode = "ExecuteURL" }}]
+
+[[sites]]
+name = "Cgi"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let missing = Connection::open(server.addr).get("/missing.txt");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.body.len(), 300_000);
+    assert!(missing.body.iter().all(|&b| b == b'x'));
+}

@@ -541,6 +541,9 @@ pub(super) unsafe extern "C" fn execute_request(
                 // A bit an older module's flags never meant.
                 no_headers: frame.module.abi_minor >= 9
                     && flags & riis_abi::EXECUTE_FLAG_NO_HEADERS != 0,
+                // Not in the C ABI: a native module's buffered child is
+                // held whole, as IIS holds it.
+                stream_past_buffer_limit: false,
             };
             let started = if flags & riis_abi::EXECUTE_FLAG_AS_USER != 0 {
                 // The user set on the clone (set_user), as IIS's pHttpUser.
