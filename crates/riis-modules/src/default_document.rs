@@ -5,9 +5,9 @@
 //! handler, after StaticFile). For a URL that ends in `/` and maps to a
 //! directory, it executes the first existing file of the list as a child
 //! request whose response is buffered into this one (so a small one gets
-//! its `Content-Length`; an application's answer past the server's
-//! `response_buffer_limit` goes out as it comes rather than being held
-//! whole: `ExecuteFlags::stream_past_buffer_limit`), and returns Pending; the
+//! its `Content-Length`; an application's answer that streams, or grows
+//! past the server's `response_buffer_limit`, goes out as it comes, as at
+//! its own URL: `ExecuteFlags::stream_past_buffer_limit`), and returns Pending; the
 //! child's end comes back through OnAsyncCompletion. When no document exists
 //! it leaves the response alone for the handler's next module.
 //!

@@ -39,14 +39,16 @@ pub struct ExecuteFlags {
     /// 206 or `text/plain`). [`HttpContext::child_status`] still tells how
     /// the child ended.
     pub no_headers: bool,
-    /// With `buffer_response`: once the output held in memory outgrows the
-    /// server's `response_buffer_limit`, it goes to the client as it
-    /// comes, as an unbuffered child's would, and the rest after it (files
-    /// held as ranges do not count). For a module that wants the child's
-    /// answer whole when it is small (a default document, so that it has a
-    /// `Content-Length` and may be cached) but must not hold a large one
-    /// (a 10 GB export): it finds the headers sent when the child ends,
-    /// and must not write after the child then. Not for a module that
+    /// With `buffer_response`: from the child's first flush on (its
+    /// module's, as an event stream or `response_buffer_limit = 0` asks, or
+    /// the server's once the output held in memory outgrows its
+    /// `response_buffer_limit`; files held as ranges do not count), its
+    /// output goes to the client as it comes, as an unbuffered child's
+    /// would. For a module that wants the child's answer whole when it
+    /// ends without a flush (a default document, so that it has a
+    /// `Content-Length` and may be cached) but must not hold a stream or a
+    /// large one (a 10 GB export): it finds the headers sent when the
+    /// child ends, and must not write after the child then. Not for a module that
     /// replaces the child's head afterwards (CustomError's pages). Inside
     /// a buffered child that does not allow it, it has no effect. A riis
     /// extension: IIS has no such flag.

@@ -1610,21 +1610,24 @@ impl RequestExecution {
     /// executed with `buffer_response`).
     ///
     /// A buffered child started with
-    /// `ExecuteFlags::stream_past_buffer_limit` whose output outgrows the
-    /// server's `response_buffer_limit` in memory goes out as a direct
-    /// child's would, so that a default document or an `X-Accel-Redirect`
-    /// answered by an application holds at most that much, not its whole
-    /// answer (a 10 GB export would otherwise be held in memory). What it
-    /// sent can no longer be replaced by the module that started it, so
-    /// the rest goes as it comes too; files held as ranges do not count,
-    /// so a static file never spills.
+    /// `ExecuteFlags::stream_past_buffer_limit` goes out as a direct
+    /// child's would from its first flush on: its module's (an event
+    /// stream, `response_buffer_limit = 0`) or the server's, once its
+    /// output outgrows the server's `response_buffer_limit` in memory. So
+    /// a default document or an `X-Accel-Redirect` answered by an
+    /// application streams as the application's own URL would, and holds
+    /// no more (a 10 GB export would otherwise be held whole), while one
+    /// that ends without a flush stays the parent's, whole. What it sent
+    /// can no longer be replaced by the module that started it, so the
+    /// rest goes as it comes too; files held as ranges do not count, so a
+    /// static file never spills.
     fn send(&mut self, top: usize, is_final: bool, more_data: bool) -> bool {
         let pipeline = &*self.pipeline;
         if self.frames[top].buffered {
             let frame = &self.frames[top];
-            if !frame.spills
-                || frame.ctx.response.buffered_memory <= pipeline.settings.response_buffer_limit
-            {
+            let flushed = !is_final
+                || frame.ctx.response.buffered_memory > pipeline.settings.response_buffer_limit;
+            if !frame.spills || !flushed {
                 return false;
             }
             self.frames[top].buffered = false;

@@ -865,28 +865,10 @@ fn one_thread_held(name: &str) -> (TempDir, RunningBinary, std::net::TcpStream) 
     (dir, server, stalled)
 }
 
-/// A default document answered by a program holds at most the response
-/// buffer: past it, its output goes to the client while the program still
-/// runs (it was held whole in memory until the program ended, so a large
-/// export through `/dir/` took as much memory as its size).
-#[test]
-fn a_large_default_document_goes_out_as_it_comes() {
-    use std::io::{Read, Write};
-    let dir = TempDir::new("cgi-default-document");
-    let go = dir.path().join("go");
-    program(
-        &dir,
-        "index.cgi",
-        &format!(
-            "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\n\\n'\n\
-             head -c 6000000 /dev/zero\n\
-             i=0; while [ ! -e '{go}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
-             printf end\n",
-            go = go.display()
-        ),
-    );
+/// A site whose folders' default document is `index.cgi`.
+fn default_document_site(dir: &TempDir) -> PathBuf {
     let root = dir.path().join("www");
-    let config = dir.write(
+    dir.write(
         "riis.toml",
         format!(
             r#"[[modules]]
@@ -921,7 +903,30 @@ bindings = ["127.0.0.1:0"]
 "#,
             root = root.display()
         ),
+    )
+}
+
+/// A default document answered by a program holds at most the response
+/// buffer: past it, its output goes to the client while the program still
+/// runs (it was held whole in memory until the program ended, so a large
+/// export through `/dir/` took as much memory as its size).
+#[test]
+fn a_large_default_document_goes_out_as_it_comes() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("cgi-default-document");
+    let go = dir.path().join("go");
+    program(
+        &dir,
+        "index.cgi",
+        &format!(
+            "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\n\\n'\n\
+             head -c 6000000 /dev/zero\n\
+             i=0; while [ ! -e '{go}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+             printf end\n",
+            go = go.display()
+        ),
     );
+    let config = default_document_site(&dir);
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     // A guard against a hang, not a measure: the first part comes long
@@ -949,6 +954,57 @@ bindings = ["127.0.0.1:0"]
         received.ends_with(b"end\r\n0\r\n\r\n"),
         "chunked to its end"
     );
+}
+
+/// A default document that streams (server-sent events) reaches the
+/// client event by event, as the program's own URL does; one that ends
+/// without a flush is held whole and goes with its `Content-Length`.
+#[test]
+fn a_default_document_streams_as_its_own_url_does() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("cgi-default-document-stream");
+    let go = dir.path().join("go");
+    program(
+        &dir,
+        "events/index.cgi",
+        &format!(
+            "#!/bin/sh\nprintf 'Content-Type: text/event-stream\\n\\ndata: one\\n\\n'\n\
+             i=0; while [ ! -e '{go}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+             printf 'data: two\\n\\n'\n",
+            go = go.display()
+        ),
+    );
+    program(
+        &dir,
+        "small/index.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nsmall page'\n",
+    );
+    let config = default_document_site(&dir);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let small = Connection::open(server.addr).get("/cgi/small/");
+    assert_eq!(small.text(), "small page");
+    assert_eq!(small.header("content-length"), Some("10"));
+
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    // A guard against a hang, not a measure.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"GET /cgi/events/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("data: one") {
+        let n = stream
+            .read(&mut buffer)
+            .expect("the first event came while the program ran");
+        assert!(n > 0, "the response ended early");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    std::fs::write(&go, "").unwrap();
+    stream.read_to_end(&mut received).unwrap();
+    assert!(String::from_utf8_lossy(&received).contains("data: two"));
 }
 
 /// A custom error page larger than the response buffer, made by a
