@@ -423,7 +423,7 @@ impl ResponseHead {
 fn is_for_the_server(name: &HeaderName) -> bool {
     static GATE: crate::LogGate = crate::LogGate::new();
     let name = name.as_str();
-    if name == "x-accel-redirect" {
+    if name == crate::internal_redirect::X_ACCEL_REDIRECT {
         return true;
     }
     if !matches!(name, "x-sendfile" | "x-lighttpd-send-file") {
@@ -514,7 +514,7 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
             .map_err(|_| format!("the value of {name} is not a valid header value"))?;
         location |= name == header::LOCATION;
         content_type |= name == header::CONTENT_TYPE;
-        accel_redirect |= name == "x-accel-redirect";
+        accel_redirect |= name == crate::internal_redirect::X_ACCEL_REDIRECT;
         if name == header::CONTENT_LENGTH {
             content_length = std::str::from_utf8(value.as_bytes())
                 .ok()

@@ -42,7 +42,7 @@ use riis_pipeline::{ExecuteFlags, HttpContext, ModuleError, RequestNotificationS
 use crate::gateway::ResponseHead;
 
 /// The header an application names the URL in.
-const X_ACCEL_REDIRECT: &str = "x-accel-redirect";
+pub(crate) const X_ACCEL_REDIRECT: &str = "x-accel-redirect";
 
 /// The application's headers that stay on the answer to the URL it named
 /// (the ones nginx keeps).

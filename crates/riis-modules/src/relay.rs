@@ -825,9 +825,7 @@ impl Receiver {
                 head.apply(ctx);
                 // The answer to an X-Accel-Redirect keeps the headers of
                 // the application that named it.
-                if ctx.child_depth() > 0 {
-                    crate::internal_redirect::put_kept_from_parent(ctx);
-                }
+                crate::internal_redirect::put_kept_from_parent(ctx);
                 // The answer's exact length goes on the head now, as nginx
                 // passes it on: the response may stream from any write
                 // (the server flushes a response that outgrows its own

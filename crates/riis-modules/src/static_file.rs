@@ -359,6 +359,13 @@ const SERVER_SIDE_EXTENSIONS: &[&str] = &[
     "yml",
 ];
 
+/// Whether `ext` (any case) is one of [`SERVER_SIDE_EXTENSIONS`].
+fn is_server_side(ext: &str) -> bool {
+    SERVER_SIDE_EXTENSIONS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(ext))
+}
+
 /// The server variable a module sets on a child request it starts to have
 /// StaticFile answer with that `Content-Type` whatever the file's extension,
 /// even a file without one or with one it knows no type for: the module
@@ -399,11 +406,7 @@ impl StaticFile {
             }
         }
         if let Some(given) = given_content_type(ctx) {
-            let server_side = !ext.is_empty()
-                && SERVER_SIDE_EXTENSIONS
-                    .iter()
-                    .any(|s| s.eq_ignore_ascii_case(ext));
-            return (!server_side).then_some(given);
+            return (!is_server_side(ext)).then_some(given);
         }
         if ext.is_empty() {
             return config
@@ -418,7 +421,7 @@ impl StaticFile {
         if let Some(t) = COMMON_TYPES.get(lower.as_str()) {
             return Some(t.clone());
         }
-        if SERVER_SIDE_EXTENSIONS.contains(&lower.as_str()) {
+        if is_server_side(&lower) {
             return None;
         }
         mime_guess::from_ext(ext)
