@@ -407,6 +407,8 @@ struct RawConfig {
     limits: Limits,
     #[serde(default)]
     timeouts: Timeouts,
+    #[serde(default)]
+    proxy_protocol: crate::proxy_protocol::ProxyProtocolSettings,
     modules: Option<Vec<ModuleEntry>>,
     #[serde(default)]
     global_modules: Vec<GlobalModuleEntry>,
@@ -595,6 +597,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// `[timeouts]`.
     pub timeouts: Timeouts,
+    /// `[proxy_protocol]`: the listening addresses whose connections start
+    /// with a PROXY protocol header, and who may send it.
+    pub proxy_protocol: crate::proxy_protocol::ProxyProtocol,
     /// The module list, in order.
     pub modules: Vec<ModuleEntry>,
     /// Native module libraries, images resolved against the file's folder.
@@ -981,6 +986,7 @@ impl ServerConfig {
             settings: raw.server,
             limits: raw.limits,
             timeouts: raw.timeouts,
+            proxy_protocol: Default::default(),
             modules,
             global_modules: raw
                 .global_modules
@@ -1010,7 +1016,7 @@ impl ServerConfig {
                 .flatten()
                 .enumerate()
                 .filter_map(|(i, site)| Some((format!("sites[{i}].hsts"), site.get("hsts")?)));
-            let tables = ["server", "limits", "timeouts"]
+            let tables = ["server", "limits", "timeouts", "proxy_protocol"]
                 .into_iter()
                 .filter_map(|key| Some((key.to_owned(), doc.get(key)?)))
                 .chain(site_tables);
@@ -1220,6 +1226,7 @@ impl ServerConfig {
         config.bindings = bindings;
         config.check_limits()?;
         config.check_binding_conflicts()?;
+        config.proxy_protocol = config.check_proxy_protocol(&raw.proxy_protocol)?;
         Ok(config)
     }
 
@@ -1235,6 +1242,28 @@ impl ServerConfig {
 
     /// Replaces the address of every binding (`--listen`), keeping host names.
     pub fn override_listen(&mut self, addr: SocketAddr) -> Result<(), ConfigError> {
+        // The PROXY protocol moves with the bindings when every address
+        // expected it; when only some did, one socket cannot be both.
+        if self.proxy_protocol.is_enabled() {
+            let every = self.bindings.iter().all(|sb| {
+                sb.bindings
+                    .iter()
+                    .all(|b| self.proxy_protocol.expects_header(b.addr))
+            });
+            if !every {
+                return Err(ConfigError {
+                    file: PathBuf::from(format!("--listen {addr}")),
+                    line: None,
+                    key: None,
+                    message: format!(
+                        "[proxy_protocol] of {} lists some listening addresses but not all, \
+                         and every binding moves to this one address",
+                        self.file.display()
+                    ),
+                });
+            }
+            self.proxy_protocol = self.proxy_protocol.moved_to(addr);
+        }
         self.listen_overridden = true;
         for b in &mut self.bindings {
             for binding in &mut b.bindings {
@@ -1263,6 +1292,54 @@ impl ServerConfig {
                 self.file.display()
             ),
         })
+    }
+
+    /// `[proxy_protocol]`, checked against the bindings: each address it
+    /// lists is one a site listens on, and an address that shares a
+    /// wildcard's socket agrees with the wildcard (the header is there or
+    /// not before riis knows which address a connection came to).
+    fn check_proxy_protocol(
+        &self,
+        settings: &crate::proxy_protocol::ProxyProtocolSettings,
+    ) -> Result<crate::proxy_protocol::ProxyProtocol, ConfigError> {
+        use crate::proxy_protocol::ProxyProtocol;
+        let checked = ProxyProtocol::from_settings(settings)
+            .map_err(|(key, m)| self.error_at(&format!("proxy_protocol.{key}"), &m))?;
+        let bound = |addr: SocketAddr| {
+            self.bindings
+                .iter()
+                .any(|sb| sb.bindings.iter().any(|b| b.addr == addr))
+        };
+        for (i, addr) in checked.listen().iter().enumerate() {
+            if !bound(*addr) {
+                return Err(self.error_at(
+                    &format!("proxy_protocol.listen[{i}]"),
+                    &format!("no site has a binding on {addr}"),
+                ));
+            }
+        }
+        for (specific, wildcard) in self.wildcard_sharing() {
+            if checked.expects_header(specific) != checked.expects_header(wildcard) {
+                let listed = if checked.expects_header(specific) {
+                    specific
+                } else {
+                    wildcard
+                };
+                let i = checked
+                    .listen()
+                    .iter()
+                    .position(|a| *a == listed)
+                    .unwrap_or(0);
+                return Err(self.error_at(
+                    &format!("proxy_protocol.listen[{i}]"),
+                    &format!(
+                        "{specific} shares the socket of {wildcard}: list both or neither \
+                         (a connection's first bytes are read before its address is known)"
+                    ),
+                ));
+            }
+        }
+        Ok(checked)
     }
 
     /// `[server] server_header` as a header value; `None` for no `Server`
@@ -1877,6 +1954,99 @@ mod tests {
         let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("sites[1].bindings[0]"), "{e}");
         assert!(e.message.contains("wildcard binding 0.0.0.0:8443"), "{e}");
+    }
+
+    #[test]
+    fn proxy_protocol_names_bound_addresses() {
+        let dir = std::env::temp_dir();
+        let site = "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"*:8080\", \"127.0.0.1:8080\", \"127.0.0.1:9090\"]\n";
+        let parse = |table: &str| {
+            ServerConfig::parse(&format!("{table}{site}"), Path::new("riis.toml"), &dir)
+        };
+        let config = parse(
+            "[proxy_protocol]\nlisten = [\"*:8080\", \"127.0.0.1:8080\"]\ntrusted = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        assert!(config
+            .proxy_protocol
+            .expects_header("0.0.0.0:8080".parse().unwrap()));
+        assert!(!config
+            .proxy_protocol
+            .expects_header("127.0.0.1:9090".parse().unwrap()));
+        assert!(!parse("").unwrap().proxy_protocol.is_enabled());
+
+        for (table, key, line, says) in [
+            (
+                "[proxy_protocol]\nlisten = [\"*:8080\",\n  \"127.0.0.1:7070\"]\n",
+                "proxy_protocol.listen[1]",
+                3,
+                "no site has a binding on 127.0.0.1:7070",
+            ),
+            (
+                "[proxy_protocol]\nlisten = [\"*:8080:a.test\"]\n",
+                "proxy_protocol.listen[0]",
+                2,
+                "not a host name",
+            ),
+            (
+                "[proxy_protocol]\nlisten = [\"*:8080\"]\n",
+                "proxy_protocol.listen[0]",
+                2,
+                "shares the socket of 0.0.0.0:8080",
+            ),
+            (
+                "[proxy_protocol]\nlisten = [\"127.0.0.1:9090\"]\ntrusted = [\"10.0.0.0/33\"]\n",
+                "proxy_protocol.trusted[0]",
+                3,
+                "not an IP address or network",
+            ),
+            (
+                "proxy_protocol = []\n",
+                "proxy_protocol",
+                1,
+                "expected a table",
+            ),
+            (
+                "[proxy_protocol]\nlisen = []\n",
+                "proxy_protocol.lisen",
+                2,
+                "lisen",
+            ),
+        ] {
+            let e = parse(table).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(line), "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
+
+        // `--listen` takes the PROXY protocol along when every address
+        // expected it, and refuses to merge addresses that disagree.
+        let one = "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"127.0.0.1:9090\", \"127.0.0.1:9091:a.test\"]\n";
+        let mut config = ServerConfig::parse(
+            &format!("[proxy_protocol]\nlisten = [\"127.0.0.1:9090\", \"127.0.0.1:9091\"]\n{one}"),
+            Path::new("riis.toml"),
+            &dir,
+        )
+        .unwrap();
+        config
+            .override_listen("127.0.0.1:0".parse().unwrap())
+            .unwrap();
+        assert!(config
+            .proxy_protocol
+            .expects_header("127.0.0.1:0".parse().unwrap()));
+        let mut config = ServerConfig::parse(
+            &format!("[proxy_protocol]\nlisten = [\"127.0.0.1:9090\"]\n{one}"),
+            Path::new("riis.toml"),
+            &dir,
+        )
+        .unwrap();
+        let e = config
+            .override_listen("127.0.0.1:0".parse().unwrap())
+            .unwrap_err();
+        assert!(
+            e.message.contains("some listening addresses but not all"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -89,7 +89,14 @@ impl ConnectionCounter {
     }
 
     /// Admits a connection from `client` under `limits`, or says why not.
-    pub fn admit(self: &Arc<Self>, client: IpAddr, limits: &Limits) -> Result<Admission, Refusal> {
+    /// `None` when the client is not known yet (a connection whose PROXY
+    /// protocol header names it): it is counted with
+    /// [`Admission::count_client`] once known.
+    pub fn admit(
+        self: &Arc<Self>,
+        client: Option<IpAddr>,
+        limits: &Limits,
+    ) -> Result<Admission, Refusal> {
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         // From here on the admission gives the count back on drop.
         let mut admission = Admission {
@@ -108,19 +115,36 @@ impl ConnectionCounter {
                 reason: "the server's connections use its open files limit but a reserve",
             });
         }
-        if limits.max_connections_per_client > 0 {
-            let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
-            let n = map.entry(client).or_insert(0);
-            *n += 1;
-            admission.client = Some(client);
-            if *n > limits.max_connections_per_client {
-                return Err(Refusal {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    reason: "this client has limits.max_connections_per_client open connections",
-                });
-            }
+        if let Some(client) = client {
+            admission.count_client(client, limits)?;
         }
         Ok(admission)
+    }
+}
+
+impl Admission {
+    /// Counts the connection under `client` for
+    /// `limits.max_connections_per_client`, or says why it is refused.
+    pub fn count_client(&mut self, client: IpAddr, limits: &Limits) -> Result<(), Refusal> {
+        if limits.max_connections_per_client == 0 || self.client.is_some() {
+            return Ok(());
+        }
+        let mut map = self
+            .counter
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(client).or_insert(0);
+        *n += 1;
+        // From here on the drop gives this count back too.
+        self.client = Some(client);
+        if *n > limits.max_connections_per_client {
+            return Err(Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: "this client has limits.max_connections_per_client open connections",
+            });
+        }
+        Ok(())
     }
 }
 

@@ -68,6 +68,8 @@ pub struct Generation {
     pub limits: Limits,
     /// `[timeouts]`.
     pub timeouts: Timeouts,
+    /// `[proxy_protocol]`.
+    pub proxy_protocol: crate::proxy_protocol::ProxyProtocol,
     /// hyper's settings from `limits`, for connections started (or resumed
     /// after parking) under this configuration.
     pub(crate) builders: Builders,
@@ -91,6 +93,7 @@ impl Generation {
             builders: Builders::new(&config.limits),
             limits: config.limits.clone(),
             timeouts: config.timeouts.clone(),
+            proxy_protocol: config.proxy_protocol.clone(),
         }
     }
 }

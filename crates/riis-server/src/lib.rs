@@ -18,6 +18,7 @@ pub mod fs;
 mod h2_streams;
 mod in_flight;
 mod protocol;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod server;
 mod service_manager;

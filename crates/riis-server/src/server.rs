@@ -1118,91 +1118,176 @@ async fn accept_loop(
         };
         // The limits and timeouts of the moment (a reload changes them).
         let generation = serving.current.load();
-        let admission = match serving.counter.admit(remote.ip(), &generation.limits) {
+        let _ = stream.set_nodelay(true);
+        let local_addr = stream.local_addr().ok().or(local).unwrap_or(remote);
+        let (key, tls) = listening.arrived_at(local_addr);
+        // A connection that starts with a PROXY header is counted under its
+        // client once the header names it.
+        let proxied = generation.proxy_protocol.expects_header(key);
+        if proxied && !generation.proxy_protocol.trusts(remote.ip()) {
+            log_proxy_refusal(remote, "the peer is not in proxy_protocol.trusted");
+            continue;
+        }
+        let client = (!proxied).then(|| remote.ip());
+        let admission = match serving.counter.admit(client, &generation.limits) {
             Ok(a) => a,
             Err(refusal) => {
-                use std::sync::atomic::Ordering::Relaxed;
-                let answering = serving.refusals.fetch_add(1, Relaxed);
-                // At most one warning a second, not one per connection of a
-                // flood (plain or TLS).
-                if first_this_second(&serving.refusal_warned) {
-                    tracing::warn!(%remote, reason = refusal.reason, "connection refused");
-                } else {
-                    tracing::debug!(%remote, reason = refusal.reason, "connection refused");
-                }
-                if listening.tls.is_none() && answering < MAX_REFUSALS_IN_FLIGHT {
-                    let serving = serving.clone();
-                    tokio::spawn(async move {
-                        let mut stream = stream;
-                        answer_and_close(&mut stream, refusal).await;
-                        serving.refusals.fetch_sub(1, Relaxed);
-                    });
-                } else {
-                    serving.refusals.fetch_sub(1, Relaxed);
-                }
+                refuse(stream, remote, refusal, tls.is_none(), &serving);
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let local_addr = stream.local_addr().ok().or(local).unwrap_or(remote);
-        let mut info = ConnectionInfo::new(
+        let info = ConnectionInfo::new(
             CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
             local_addr,
             remote,
         );
-        let (key, tls) = listening.arrived_at(local_addr);
-        match tls {
-            None => serve_connection(stream, info, key, admission, Negotiated::Unknown, &serving),
-            Some(acceptor) => {
-                info.is_tls = true;
-                let acceptor = acceptor.clone();
-                let serving = serving.clone();
-                let limit = match generation.timeouts.header_read {
-                    0 => Duration::from_secs(60),
-                    secs => Duration::from_secs(secs),
-                };
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(handshake)) => {
-                            if let Some(ca) = handshake.client_ca {
-                                let presented = handshake.stream.get_ref().1.peer_certificates();
-                                info.client_certificate = presented
-                                    .and_then(|chain| chain.first())
-                                    .and_then(|der| crate::client_certificate::describe(der))
-                                    .map(Arc::new);
-                                info.client_certificate_ca = Some(ca);
-                                info.client_certificate_crl = handshake.client_crl;
-                            }
-                            handshake.stream
+        if !proxied && tls.is_none() {
+            serve_connection(stream, info, key, admission, Negotiated::Unknown, &serving);
+            continue;
+        }
+        // The PROXY header and the TLS handshake share one deadline.
+        let limit = match generation.timeouts.header_read {
+            0 => Duration::from_secs(60),
+            secs => Duration::from_secs(secs),
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        let tls = tls.cloned();
+        let serving = serving.clone();
+        tokio::spawn(async move {
+            let (mut stream, mut info, mut admission) = (stream, info, admission);
+            if proxied {
+                let header = tokio::time::timeout_at(
+                    deadline,
+                    crate::proxy_protocol::read_header(&mut stream),
+                )
+                .await;
+                match header {
+                    Ok(Ok(named)) => {
+                        if let Some(client) = named {
+                            info.remote_addr = client;
                         }
-                        Ok(Err(e)) => {
-                            // At most one line a second at `info`: a flood of
-                            // failing handshakes must not flood the log.
-                            if first_this_second(&HANDSHAKE_FAILURE_LOGGED) {
-                                tracing::info!(%remote, error = %e, "TLS handshake failed");
-                            } else {
-                                tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                            }
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%remote, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let negotiated = match tls.get_ref().1.alpn_protocol() {
-                        Some(b"h2") => Negotiated::Http2,
-                        Some(_) => Negotiated::Http1,
-                        None => Negotiated::Unknown,
+                    }
+                    Ok(Err(e)) => return log_proxy_refusal(remote, &e.to_string()),
+                    Err(_) => return log_proxy_refusal(remote, "no PROXY header in time"),
+                }
+                let limits = &serving.current.load().limits;
+                if let Err(refusal) = admission.count_client(info.remote_addr.ip(), limits) {
+                    drop(admission);
+                    return refuse(stream, info.remote_addr, refusal, tls.is_none(), &serving);
+                }
+            }
+            match tls {
+                None => {
+                    serve_connection(stream, info, key, admission, Negotiated::Unknown, &serving)
+                }
+                Some(acceptor) => {
+                    info.is_tls = true;
+                    let Some((tls, negotiated)) =
+                        handshake(&acceptor, stream, &mut info, deadline).await
+                    else {
+                        return;
                     };
                     // A connection that completes its handshake during a
                     // drain is told to close at once (see `Sweeper::track`).
                     serve_connection(tls, info, key, admission, negotiated, &serving);
-                });
+                }
             }
-        }
+        });
     }
 }
+
+/// Refuses a connection over a limit: a plain one is answered (503) and
+/// closed, unless too many such answers are in flight; a TLS one is
+/// closed.
+fn refuse(
+    stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    refusal: crate::strict::Refusal,
+    plain: bool,
+    serving: &Arc<Serving>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let answering = serving.refusals.fetch_add(1, Relaxed);
+    // At most one warning a second, not one per connection of a flood
+    // (plain or TLS).
+    if first_this_second(&serving.refusal_warned) {
+        tracing::warn!(remote = %client, reason = refusal.reason, "connection refused");
+    } else {
+        tracing::debug!(remote = %client, reason = refusal.reason, "connection refused");
+    }
+    if plain && answering < MAX_REFUSALS_IN_FLIGHT {
+        let serving = serving.clone();
+        tokio::spawn(async move {
+            let mut stream = stream;
+            answer_and_close(&mut stream, refusal).await;
+            serving.refusals.fetch_sub(1, Relaxed);
+        });
+    } else {
+        serving.refusals.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The TLS handshake of a connection, within `deadline`; `None` when it
+/// failed (logged).
+async fn handshake(
+    acceptor: &TlsListener,
+    stream: tokio::net::TcpStream,
+    info: &mut ConnectionInfo,
+    deadline: tokio::time::Instant,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    Negotiated,
+)> {
+    let remote = info.remote_addr;
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(handshake)) => {
+            if let Some(ca) = handshake.client_ca {
+                let presented = handshake.stream.get_ref().1.peer_certificates();
+                info.client_certificate = presented
+                    .and_then(|chain| chain.first())
+                    .and_then(|der| crate::client_certificate::describe(der))
+                    .map(Arc::new);
+                info.client_certificate_ca = Some(ca);
+                info.client_certificate_crl = handshake.client_crl;
+            }
+            handshake.stream
+        }
+        Ok(Err(e)) => {
+            // At most one line a second at `info`: a flood of failing
+            // handshakes must not flood the log.
+            if first_this_second(&HANDSHAKE_FAILURE_LOGGED) {
+                tracing::info!(%remote, error = %e, "TLS handshake failed");
+            } else {
+                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            }
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%remote, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let negotiated = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Negotiated::Http2,
+        Some(_) => Negotiated::Http1,
+        None => Negotiated::Unknown,
+    };
+    Some((tls, negotiated))
+}
+
+/// Logs a connection closed for its PROXY header (or its peer), at most
+/// once a second at `info`.
+fn log_proxy_refusal(peer: SocketAddr, why: &str) {
+    if first_this_second(&PROXY_REFUSAL_LOGGED) {
+        tracing::info!(%peer, reason = why, "connection closed: PROXY protocol");
+    } else {
+        tracing::debug!(%peer, reason = why, "connection closed: PROXY protocol");
+    }
+}
+
+/// The second (since the epoch) of the last PROXY protocol refusal logged
+/// at `info`.
+static PROXY_REFUSAL_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The second (since the epoch) of the last handshake failure logged at
 /// `info`.

@@ -196,6 +196,44 @@ fn limits_and_timeouts_follow_a_reload() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
+#[test]
+fn proxy_protocol_follows_a_reload() {
+    let dir = TempDir::new("reload-proxy-protocol");
+    let root = dir.path().join("www");
+    dir.write("www/a.txt", "alpha");
+    let text = |table: &str| {
+        format!(
+            "[server]\npid_file = \"riis.pid\"\n{table}\n\
+             [[sites]]\nname = \"Test\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
+            root.display()
+        )
+    };
+    let config = dir.write("riis.toml", text(""));
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    assert_eq!(Connection::open(server.addr).get("/a.txt").status, 200);
+
+    std::fs::write(
+        &config,
+        text("[proxy_protocol]\nlisten = [\"127.0.0.1:0\"]"),
+    )
+    .unwrap();
+    let out = riis_reload(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // New connections must start with the header now.
+    let mut bare = Connection::open(server.addr);
+    bare.send_raw(b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(bare.is_closed_or_reset());
+    let mut proxied = Connection::open(server.addr);
+    proxied.send_raw(b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 80\r\n");
+    assert_eq!(proxied.get("/a.txt").status, 200);
+}
+
 /// `riis status` asks the running server (SIGUSR1) for its report.
 #[test]
 fn status_reports_connections_requests_and_modules() {

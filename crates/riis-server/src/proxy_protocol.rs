@@ -1,0 +1,413 @@
+//! The PROXY protocol (HAProxy's, versions 1 and 2) on listening addresses.
+//!
+//! A load balancer that passes TCP connections on as they are (AWS's
+//! Network Load Balancer, HAProxy's `send-proxy`, Traefik, Azure Private
+//! Link) hides the client's address: riis would see the balancer's. With
+//! the PROXY protocol the balancer writes the client's address in a short
+//! header before the connection's first byte, and riis takes it as the
+//! connection's remote address: `REMOTE_ADDR`, the access log's `c-ip`,
+//! IpRestriction, `X-Forwarded-For` to a backend, connection limits per
+//! client. nginx's `listen … proxy_protocol` with `real_ip_header
+//! proxy_protocol`, Caddy's `proxy_protocol` listener wrapper.
+//!
+//! The header comes before TLS, so it is read here, by the connection
+//! layer, before the handshake and before HTTP; the pipeline never sees
+//! it. Parsing is the `ppp` crate's.
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// `[proxy_protocol]` as written.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyProtocolSettings {
+    /// Listening addresses whose connections start with a PROXY header,
+    /// written as bindings are (`*:80`, `https://[::]:443`), without a
+    /// host name.
+    pub listen: Vec<String>,
+    /// The peers allowed to connect to those addresses: addresses or
+    /// networks (`10.0.0.0/8`). Empty: any peer.
+    pub trusted: Vec<String>,
+}
+
+/// `[proxy_protocol]`, checked: which listening addresses expect the
+/// header, and from whom.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProxyProtocol {
+    /// Listening addresses as configured (the routing keys of the
+    /// connections that arrive there).
+    listen: Vec<SocketAddr>,
+    /// Peers allowed to connect to them; empty for any.
+    trusted: Vec<IpNet>,
+}
+
+impl ProxyProtocol {
+    /// Checks `settings`; an error names the key (`listen[1]`) and why.
+    pub fn from_settings(settings: &ProxyProtocolSettings) -> Result<Self, (String, String)> {
+        let mut listen = Vec::with_capacity(settings.listen.len());
+        for (i, text) in settings.listen.iter().enumerate() {
+            let key = format!("listen[{i}]");
+            let binding = crate::config::Binding::parse(text).map_err(|m| (key.clone(), m))?;
+            if binding.host.is_some() {
+                return Err((
+                    key,
+                    format!(
+                        "`{text}`: the PROXY protocol is set for an address and port, \
+                         not a host name (leave out `:host`)"
+                    ),
+                ));
+            }
+            if listen.contains(&binding.addr) {
+                return Err((key, format!("`{text}` is listed twice")));
+            }
+            listen.push(binding.addr);
+        }
+        let trusted = settings
+            .trusted
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                parse_network(text.trim()).ok_or_else(|| {
+                    (
+                        format!("trusted[{i}]"),
+                        format!("`{text}` is not an IP address or network (`10.0.0.0/8`)"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { listen, trusted })
+    }
+
+    /// Whether any listening address expects the header.
+    pub fn is_enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    /// The listening addresses that expect the header, as configured.
+    pub fn listen(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// Whether connections that arrive at `listener` (a configured
+    /// listening address) start with the header.
+    pub fn expects_header(&self, listener: SocketAddr) -> bool {
+        self.listen.contains(&listener)
+    }
+
+    /// Whether `peer` may connect to an address that expects the header.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        // A dual-stack socket shows an IPv4 peer as `::ffff:a.b.c.d`.
+        let peer = peer.to_canonical();
+        self.trusted.is_empty() || self.trusted.iter().any(|n| n.contains(&peer))
+    }
+
+    /// The same settings with `listen` moved to `addr` (`--listen`).
+    pub(crate) fn moved_to(&self, addr: SocketAddr) -> Self {
+        Self {
+            listen: vec![addr],
+            trusted: self.trusted.clone(),
+        }
+    }
+}
+
+/// An address (`192.0.2.7`, a host network) or a network
+/// (`10.0.0.0/8`, `2001:db8::/32`).
+fn parse_network(text: &str) -> Option<IpNet> {
+    if text.contains('/') {
+        // `10.0.0.1/8` is taken as its network, `10.0.0.0/8`.
+        return text.parse::<IpNet>().ok().map(|n| n.trunc());
+    }
+    text.parse::<IpAddr>()
+        .ok()
+        .map(|a| IpNet::from(a.to_canonical()))
+}
+
+/// Why a connection's PROXY header was refused.
+#[derive(Debug)]
+pub enum HeaderError {
+    /// The connection does not start with `PROXY ` or version 2's
+    /// signature.
+    Missing,
+    /// It starts as a header, but is not a valid one.
+    Malformed(String),
+    /// The peer closed (or the read failed) before the header was whole.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => f.write_str("the connection does not start with a PROXY header"),
+            Self::Malformed(why) => write!(f, "broken PROXY header: {why}"),
+            Self::Io(e) => write!(f, "reading the PROXY header: {e}"),
+        }
+    }
+}
+
+/// The longest version 1 header, `\r\n` included (the protocol's limit).
+const V1_MAX_LENGTH: usize = 107;
+
+/// Version 2's fixed part: the signature, version and command, family and
+/// protocol, and the length of what follows.
+const V2_FIXED_LENGTH: usize = 16;
+
+/// Reads the PROXY header at the start of `stream`, and nothing after it:
+/// the TLS handshake or the HTTP request that follows is read by who
+/// comes next. Returns the client's address, or `None` when the header
+/// gives none (version 2's `LOCAL`, a balancer's own health check;
+/// version 1's `UNKNOWN`; a family other than IPv4 and IPv6): the
+/// connection's own peer is then the client, as the protocol says.
+///
+/// Each round peeks at what has arrived and reads only the bytes that
+/// belong to the header, so a header cut across segments is awaited
+/// without spinning. A caller bounds it with a timeout.
+pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, HeaderError> {
+    let v2_signature: &[u8] = ppp::v2::PROTOCOL_PREFIX;
+    let v1_prefix: &[u8] = b"PROXY ";
+    // The header's bytes read so far.
+    let mut header: Vec<u8> = Vec::with_capacity(V1_MAX_LENGTH);
+    let mut seen = [0u8; V1_MAX_LENGTH];
+    loop {
+        let n = stream.peek(&mut seen).await.map_err(HeaderError::Io)?;
+        if n == 0 {
+            return Err(HeaderError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        // The start of the connection as far as it has come.
+        let mut start = [0u8; V2_FIXED_LENGTH];
+        let known = (header.len() + n).min(V2_FIXED_LENGTH);
+        for (i, b) in header.iter().chain(&seen[..n]).take(known).enumerate() {
+            start[i] = *b;
+        }
+        let begins_with = |prefix: &[u8]| {
+            let common = known.min(prefix.len());
+            start[..common] == prefix[..common]
+        };
+        // How many of the bytes seen belong to the header, and whether
+        // they complete it.
+        let (take, whole) = if begins_with(v2_signature) {
+            if known < V2_FIXED_LENGTH {
+                // All of it is header: the fixed part alone is longer.
+                (n, false)
+            } else {
+                let length =
+                    V2_FIXED_LENGTH + usize::from(u16::from_be_bytes([start[14], start[15]]));
+                let wanted = length - header.len();
+                (n.min(wanted), n >= wanted)
+            }
+        } else if begins_with(v1_prefix) {
+            match memchr::memchr(b'\n', &seen[..n]) {
+                Some(end) => (end + 1, true),
+                None if header.len() + n >= V1_MAX_LENGTH => {
+                    return Err(HeaderError::Malformed(format!(
+                        "no end of line in the first {V1_MAX_LENGTH} bytes"
+                    )))
+                }
+                None => (n, false),
+            }
+        } else {
+            return Err(HeaderError::Missing);
+        };
+        stream
+            .read_exact(&mut seen[..take])
+            .await
+            .map_err(HeaderError::Io)?;
+        header.extend_from_slice(&seen[..take]);
+        if whole {
+            return if header.starts_with(v2_signature) {
+                v2_client(&header)
+            } else {
+                v1_client(&header)
+            };
+        }
+    }
+}
+
+/// The client a whole version 1 header (`PROXY TCP4 … \r\n`) names.
+fn v1_client(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
+    use ppp::v1::Addresses;
+    let parsed = ppp::v1::Header::try_from(header).map_err(|e| {
+        HeaderError::Malformed(format!("{e} in {:?}", String::from_utf8_lossy(header)))
+    })?;
+    Ok(match parsed.addresses {
+        Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+        Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+        Addresses::Unknown => None,
+    })
+}
+
+/// The client a whole version 2 header names.
+fn v2_client(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
+    use ppp::v2::{Addresses, Command};
+    let parsed =
+        ppp::v2::Header::try_from(header).map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    if parsed.command == Command::Local {
+        return Ok(None);
+    }
+    Ok(match parsed.addresses {
+        Addresses::IPv4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+        Addresses::IPv6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+        Addresses::Unspecified | Addresses::Unix(_) => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    fn settings(listen: &[&str], trusted: &[&str]) -> ProxyProtocolSettings {
+        ProxyProtocolSettings {
+            listen: listen.iter().map(|s| s.to_string()).collect(),
+            trusted: trusted.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let p = ProxyProtocol::from_settings(&settings(
+            &["*:80", "https://[::]:443"],
+            &["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "172.16.5.9/12"],
+        ))
+        .unwrap();
+        assert!(p.expects_header("0.0.0.0:80".parse().unwrap()));
+        assert!(p.expects_header("[::]:443".parse().unwrap()));
+        assert!(!p.expects_header("0.0.0.0:443".parse().unwrap()));
+        assert!(p.trusts("10.1.2.3".parse().unwrap()));
+        assert!(p.trusts("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(p.trusts("192.0.2.7".parse().unwrap()));
+        assert!(!p.trusts("192.0.2.8".parse().unwrap()));
+        assert!(p.trusts("2001:db8::1".parse().unwrap()));
+        assert!(p.trusts("172.31.0.1".parse().unwrap()));
+        assert!(ProxyProtocol::default().trusts("203.0.113.1".parse().unwrap()));
+
+        let err = |listen: &[&str], trusted: &[&str]| {
+            ProxyProtocol::from_settings(&settings(listen, trusted)).unwrap_err()
+        };
+        assert_eq!(err(&["*:80:example.com"], &[]).0, "listen[0]");
+        assert_eq!(err(&["*:80", "0.0.0.0:80"], &[]).0, "listen[1]");
+        assert_eq!(err(&["nowhere"], &[]).0, "listen[0]");
+        let (key, message) = err(&["*:80"], &["10.0.0.0/40"]);
+        assert_eq!(key, "trusted[0]");
+        assert!(message.contains("10.0.0.0/40"), "{message}");
+        assert_eq!(err(&["*:80"], &["10.0.0.1", "lb.internal"]).0, "trusted[1]");
+    }
+
+    /// A connected pair: what the test writes on the first arrives at the
+    /// second.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    /// Writes `parts` (with a pause between them) and what follows the
+    /// header, reads the header, and returns it with the bytes left.
+    async fn read_after(parts: &[&[u8]]) -> (Result<Option<SocketAddr>, HeaderError>, Vec<u8>) {
+        let (mut client, mut server) = pair().await;
+        for part in parts {
+            client.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        let result = read_header(&mut server).await;
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        (result, rest)
+    }
+
+    #[tokio::test]
+    async fn version_1_gives_the_client_and_leaves_the_request() {
+        let (client, rest) = read_after(&[b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 80\r\n"]).await;
+        assert_eq!(client.unwrap(), Some("203.0.113.7:51000".parse().unwrap()));
+        assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+
+        let (client, _) = read_after(&[b"PROXY TCP6 2001:db8::7 2001:db8::1 4711 443\r\n"]).await;
+        assert_eq!(client.unwrap(), Some("[2001:db8::7]:4711".parse().unwrap()));
+
+        let (client, rest) = read_after(&[b"PROXY UNKNOWN\r\n"]).await;
+        assert_eq!(client.unwrap(), None);
+        assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+
+        // A header that comes in two writes.
+        let (client, rest) =
+            read_after(&[b"PROXY TCP4 203.0.11", b"3.7 192.0.2.1 51000 80\r\n"]).await;
+        assert_eq!(client.unwrap(), Some("203.0.113.7:51000".parse().unwrap()));
+        assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn version_2_gives_the_client_and_leaves_the_request() {
+        use ppp::v2::{Builder, Command, Protocol, Type, Version};
+        let addresses: ppp::v2::Addresses = (
+            "203.0.113.7:51000".parse::<SocketAddr>().unwrap(),
+            "192.0.2.1:443".parse::<SocketAddr>().unwrap(),
+        )
+            .into();
+        let header =
+            Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses)
+                .write_tlv(Type::UniqueId, b"lb-connection-42")
+                .unwrap()
+                .build()
+                .unwrap();
+        let (client, rest) = read_after(&[&header]).await;
+        assert_eq!(client.unwrap(), Some("203.0.113.7:51000".parse().unwrap()));
+        assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+
+        // In two writes, cut inside the fixed part.
+        let (client, rest) = read_after(&[&header[..10], &header[10..]]).await;
+        assert_eq!(client.unwrap(), Some("203.0.113.7:51000".parse().unwrap()));
+        assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+
+        // LOCAL: the balancer's own connection.
+        let local = Builder::with_addresses(
+            Version::Two | Command::Local,
+            Protocol::Unspecified,
+            ppp::v2::Addresses::Unspecified,
+        )
+        .build()
+        .unwrap();
+        let (client, rest) = read_after(&[&local]).await;
+        assert_eq!(client.unwrap(), None);
+        assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn what_is_not_a_header_is_refused() {
+        let (result, _) = read_after(&[]).await;
+        assert!(matches!(result, Err(HeaderError::Missing)), "{result:?}");
+        let (result, _) = read_after(&[b"PROXY TCP4 203.0.113.7 nowhere 1 2\r\n"]).await;
+        assert!(
+            matches!(result, Err(HeaderError::Malformed(_))),
+            "{result:?}"
+        );
+        let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; 120]].concat();
+        let (result, _) = read_after(&[&long]).await;
+        assert!(
+            matches!(result, Err(HeaderError::Malformed(_))),
+            "{result:?}"
+        );
+        // Version 2's signature with another version.
+        let mut v3 = ppp::v2::PROTOCOL_PREFIX.to_vec();
+        v3.extend_from_slice(&[0x31, 0x11, 0, 12]);
+        v3.extend_from_slice(&[0; 12]);
+        let (result, _) = read_after(&[&v3]).await;
+        assert!(
+            matches!(result, Err(HeaderError::Malformed(_))),
+            "{result:?}"
+        );
+        // Closed inside the header.
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"PROXY TCP4 203.0").await.unwrap();
+        drop(client);
+        let result = read_header(&mut server).await;
+        assert!(matches!(result, Err(HeaderError::Io(_))), "{result:?}");
+    }
+}
