@@ -637,18 +637,7 @@ fn nearest_forwarded(ctx: &HttpContext) -> Option<IpAddr> {
 
 /// One `X-Forwarded-For` entry as an address.
 fn forwarded_address(item: &[u8]) -> Option<IpAddr> {
-    let item = std::str::from_utf8(item).ok()?.trim();
-    item.parse::<IpAddr>()
-        .ok()
-        .or_else(|| item.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
-        .or_else(|| {
-            item.strip_prefix('[')?
-                .strip_suffix(']')?
-                .parse::<std::net::Ipv6Addr>()
-                .ok()
-                .map(IpAddr::V6)
-        })
-        .map(|a| a.to_canonical())
+    crate::forwarded_entry(item).map(|(address, _)| address)
 }
 
 impl HttpModule for IpRestriction {

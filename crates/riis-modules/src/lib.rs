@@ -23,6 +23,7 @@ pub mod dynamic_compression;
 pub mod event_trace;
 pub mod failed_requests_tracing;
 pub mod fastcgi;
+pub mod forwarded_for;
 mod gateway;
 pub mod hello_world;
 pub mod http_logging;
@@ -46,6 +47,25 @@ pub mod url_rewrite;
 use std::path::Path;
 
 use riis_pipeline::RegisterModuleFn;
+
+/// One entry of `X-Forwarded-For` (or a header like it) as an address and
+/// the port it may carry: `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`,
+/// `[2001:db8::1]` or `[2001:db8::1]:4711`, spaces around it ignored. An
+/// IPv4-mapped IPv6 address is taken as IPv4. `None` for anything else
+/// (`unknown`, an obfuscated name, bytes that are not text).
+pub(crate) fn forwarded_entry(item: &[u8]) -> Option<(std::net::IpAddr, Option<u16>)> {
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+    let item = std::str::from_utf8(item).ok()?.trim();
+    let (address, port) = if let Ok(a) = item.parse::<IpAddr>() {
+        (a, None)
+    } else if let Ok(s) = item.parse::<SocketAddr>() {
+        (s.ip(), Some(s.port()))
+    } else {
+        let v6 = item.strip_prefix('[')?.strip_suffix(']')?;
+        (IpAddr::V6(v6.parse::<Ipv6Addr>().ok()?), None)
+    };
+    Some((address.to_canonical(), port))
+}
 
 /// What a URL built from a decoded path escapes: every byte but RFC 3986's
 /// unreserved characters and `/` (`100%.html`, `home page.html`).
@@ -386,6 +406,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("UrlRewrite", url_rewrite::register_module),
     ("RequestFiltering", request_filtering::register_module),
     ("IpRestriction", ip_restriction::register_module),
+    ("ForwardedFor", forwarded_for::register_module),
     ("SslAccess", ssl_access::register_module),
     ("BasicAuthentication", basic_authentication::register_module),
     (

@@ -193,6 +193,9 @@ pub struct HttpRequest {
     pub(crate) headers: HeaderMap,
     pub(crate) local_addr: SocketAddr,
     pub(crate) remote_addr: SocketAddr,
+    /// The connection's peer, when a module replaced `remote_addr`
+    /// ([`HttpRequest::set_remote_address`]).
+    replaced_peer: Option<SocketAddr>,
     pub(crate) is_tls: bool,
     pub(crate) sends_files_without_copy: bool,
     pub(crate) pipeline_started: bool,
@@ -251,6 +254,7 @@ impl HttpRequest {
             headers,
             local_addr,
             remote_addr,
+            replaced_peer: None,
             is_tls: false,
             sends_files_without_copy: false,
             pipeline_started: false,
@@ -485,6 +489,28 @@ impl HttpRequest {
         self.remote_addr
     }
 
+    /// Replaces the client's address for the rest of the request: the
+    /// modules after this call, `REMOTE_ADDR` and `REMOTE_PORT`, the access
+    /// log, and the child requests it starts. For a module that learns the
+    /// client from a proxy it trusts (`X-Forwarded-For`), as nginx's realip
+    /// module does; a riis extension (IIS has no such call). The
+    /// connection keeps its own peer ([`HttpRequest::peer_address`]):
+    /// limits per connection still count the proxy.
+    pub fn set_remote_address(&mut self, address: SocketAddr) {
+        if self.replaced_peer.is_none() {
+            self.replaced_peer = Some(self.remote_addr);
+        }
+        self.remote_addr = address;
+    }
+
+    /// The address the request's connection came from: the remote address
+    /// as the server gave it, before any module replaced it (the proxy a
+    /// module took the client from). A gateway appends it to
+    /// `X-Forwarded-For`, as the hop it received the request from.
+    pub fn peer_address(&self) -> SocketAddr {
+        self.replaced_peer.unwrap_or(self.remote_addr)
+    }
+
     /// `InsertEntityBody`: bytes that the next body reads return before the
     /// client's own body (for example a body a module already consumed and
     /// wants handlers to see again).
@@ -576,6 +602,7 @@ impl HttpRequest {
             headers: self.headers.clone(),
             local_addr: self.local_addr,
             remote_addr: self.remote_addr,
+            replaced_peer: self.replaced_peer,
             is_tls: self.is_tls,
             sends_files_without_copy: self.sends_files_without_copy,
             pipeline_started: false,
@@ -619,6 +646,28 @@ fn has_body(_method: &Method, headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_remote_address_keeps_the_peer_and_goes_to_children() {
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut request = HttpRequest::new(
+            Method::GET,
+            Uri::from_static("/"),
+            Version::HTTP_11,
+            HeaderMap::new(),
+            "127.0.0.1:80".parse().unwrap(),
+            peer,
+        )
+        .unwrap();
+        assert_eq!(request.peer_address(), peer);
+        request.set_remote_address("203.0.113.7:0".parse().unwrap());
+        request.set_remote_address("203.0.113.8:0".parse().unwrap());
+        assert_eq!(request.remote_address(), "203.0.113.8:0".parse().unwrap());
+        assert_eq!(request.peer_address(), peer);
+        let child = request.clone_for_child();
+        assert_eq!(child.remote_address(), "203.0.113.8:0".parse().unwrap());
+        assert_eq!(child.peer_address(), peer);
+    }
 
     #[test]
     fn a_url_to_map_is_normalized_as_a_request_url_and_stays_under_the_root() {

@@ -610,6 +610,8 @@ fn start_with(backends: &[&Backend], extra: &str) -> (TempDir, RunningBinary) {
 pid_file = "riis.pid"
 
 [[modules]]
+name = "ForwardedFor"
+[[modules]]
 name = "CustomError"
 [[modules]]
 name = "ReverseProxy"
@@ -632,6 +634,10 @@ timeout = 1
 kept_connections = 4
 max_request_body = 1000000
 
+# The test's own address is a trusted proxy under /realip only.
+[forwarded_for]
+trusted_proxies = ["192.0.2.250"]
+
 [[sites]]
 name = "Proxied"
 root = 'www'
@@ -640,6 +646,10 @@ bindings = ["127.0.0.1:0"]
 [[sites.locations]]
 path = "/stream"
 proxy = {{ servers = [{first}], timeout = 1, response_buffer_limit = 0 }}
+
+[[sites.locations]]
+path = "/realip"
+forwarded_for = {{ trusted_proxies = ["127.0.0.1"] }}
 
 [[sites.locations]]
 path = "/nohost"
@@ -714,6 +724,18 @@ fn the_backend_gets_the_request_and_makes_the_response() {
 
     // Other handlers still answer their own paths.
     assert_eq!(conn.get("/index.html").text(), "local");
+
+    // Where ForwardedFor took the client from the proxy that connected,
+    // that proxy is the hop appended, not the client a second time.
+    conn.send_raw(
+        b"GET /realip/echo HTTP/1.1\r\nHost: site.test\r\n\
+          X-Forwarded-For: 203.0.113.9, 198.51.100.7\r\n\r\n",
+    );
+    assert_eq!(conn.read_response(false).status, 200);
+    assert_eq!(
+        backend.seen.last().header("x-forwarded-for"),
+        Some("203.0.113.9, 198.51.100.7, 127.0.0.1")
+    );
 }
 
 #[test]

@@ -636,7 +636,10 @@ impl ReverseProxy {
         if config.forwarded_headers {
             let forwarded_for = HeaderName::from_static("x-forwarded-for");
             if !req.header_set_by_module(&forwarded_for) {
-                // Every earlier hop's, in order, then the client's address.
+                // Every earlier hop's, in order, then the address this
+                // request came from: the client's, or the proxy's that
+                // ForwardedFor took the client from (whose entry, the
+                // client, is already the last one).
                 let mut list = Vec::with_capacity(32);
                 for hop in client.get_all(&forwarded_for) {
                     if !hop.is_empty() {
@@ -644,7 +647,7 @@ impl ReverseProxy {
                         list.extend_from_slice(b", ");
                     }
                 }
-                crate::put_address(&mut list, req.remote_address().ip());
+                crate::put_address(&mut list, req.peer_address().ip());
                 if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(list)) {
                     headers.insert(forwarded_for, value);
                 }

@@ -1,9 +1,13 @@
-//! The PROXY protocol over real sockets: a connection to an address listed
-//! in `[proxy_protocol]` starts with a version 1 or 2 header, whose client
-//! address every module sees as the remote address (server variables,
-//! IpRestriction, connection limits per client), over HTTP/1.1, HTTP/2 and
-//! TLS; a connection without a valid header, or from a peer that is not
-//! trusted, is closed without an answer.
+//! How riis learns the client's address behind proxies, over real sockets.
+//!
+//! - The PROXY protocol: a connection to an address listed in
+//!   `[proxy_protocol]` starts with a version 1 or 2 header, whose client
+//!   address every module sees as the remote address (server variables,
+//!   IpRestriction, connection limits per client), over HTTP/1.1, HTTP/2
+//!   and TLS; a connection without a valid header, or from a peer that is
+//!   not trusted, is closed without an answer.
+//! - `ForwardedFor`: a request from a trusted proxy takes its client from
+//!   `X-Forwarded-For` (or the header configured), read from the right.
 
 mod common;
 
@@ -57,6 +61,8 @@ fn start(more: &str, site: &str) -> InProcessServer {
     let text = format!(
         r#"
 {more}
+[[modules]]
+name = "ForwardedFor"
 [[modules]]
 name = "IpRestriction"
 [[modules]]
@@ -341,4 +347,116 @@ fn tls_follows_the_header() {
     assert!(body.starts_with("203.0.113.7 51000 "), "{body}");
     assert!(body.ends_with(" on"), "{body}");
     assert_eq!(get(&mut tls, "/private/a").0, 403);
+}
+
+/// A server with `ForwardedFor` configured by `section` (a
+/// `forwarded_for = …` line, or none for the defaults).
+fn behind_proxy(section: &str) -> InProcessServer {
+    start(section, "bindings = [\"127.0.0.1:0\"]")
+}
+
+/// `GET /` (or `path`) from the test's loopback address with the header
+/// lines `headers`: the status and what `Addresses` answered.
+fn get_with(server: &InProcessServer, path: &str, headers: &str) -> (u16, String) {
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n{headers}\r\n").as_bytes())
+        .unwrap();
+    read_response(&mut stream)
+}
+
+#[test]
+fn forwarded_for_believes_a_trusted_proxy_from_the_right() {
+    // By default a proxy on the same machine is trusted.
+    let server = behind_proxy("");
+    let local = server.addr.ip();
+    assert_eq!(
+        get_with(&server, "/", "X-Forwarded-For: 203.0.113.7\r\n"),
+        (200, format!("203.0.113.7 0 {local} off"))
+    );
+    // The last entry is what the proxy wrote; the first is the client's
+    // own claim.
+    assert_eq!(
+        get_with(&server, "/", "X-Forwarded-For: 10.9.9.9, 203.0.113.7\r\n").1,
+        format!("203.0.113.7 0 {local} off")
+    );
+    assert_eq!(
+        get_with(
+            &server,
+            "/",
+            "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: [2001:db8::7]:4711\r\n"
+        )
+        .1,
+        format!("2001:db8::7 4711 {local} off")
+    );
+    // IpRestriction, after it, judges the client.
+    assert_eq!(
+        get_with(&server, "/private/a", "X-Forwarded-For: 203.0.113.7\r\n").0,
+        403
+    );
+    assert_eq!(get_with(&server, "/private/a", "").0, 200);
+    // A last entry that is not an address leaves the peer.
+    let (_, body) = get_with(&server, "/", "X-Forwarded-For: 203.0.113.7, unknown\r\n");
+    assert!(
+        body.starts_with("127.0.0.1 ") && !body.starts_with("127.0.0.1 0 "),
+        "{body}"
+    );
+}
+
+#[test]
+fn forwarded_for_ignores_an_untrusted_peer_and_follows_its_settings() {
+    // The test's loopback peer is not among these proxies.
+    let server = behind_proxy("forwarded_for = { trusted_proxies = [\"10.0.0.0/8\"] }");
+    let (_, body) = get_with(&server, "/private/a", "X-Forwarded-For: 203.0.113.7\r\n");
+    assert!(body.starts_with("127.0.0.1 "), "{body}");
+
+    // Recursive: trusted entries are passed over to the first that is not.
+    let server = behind_proxy(
+        "forwarded_for = { trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"], recursive = true }",
+    );
+    let (_, body) = get_with(
+        &server,
+        "/",
+        "X-Forwarded-For: 198.51.100.1, 203.0.113.7, 10.0.0.2\r\n",
+    );
+    assert!(body.starts_with("203.0.113.7 0 "), "{body}");
+    // Not recursive: the last entry, trusted or not.
+    let server =
+        behind_proxy("forwarded_for = { trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"] }");
+    let (_, body) = get_with(
+        &server,
+        "/",
+        "X-Forwarded-For: 198.51.100.1, 203.0.113.7, 10.0.0.2\r\n",
+    );
+    assert!(body.starts_with("10.0.0.2 0 "), "{body}");
+
+    // Another header.
+    let server = behind_proxy("forwarded_for = { header = \"X-Real-IP\" }");
+    let (_, body) = get_with(
+        &server,
+        "/",
+        "X-Forwarded-For: 198.51.100.1\r\nX-Real-IP: 203.0.113.9\r\n",
+    );
+    assert!(body.starts_with("203.0.113.9 0 "), "{body}");
+}
+
+#[test]
+fn forwarded_for_settings_are_checked() {
+    let dir = TempDir::new("forwarded-for-config");
+    dir.write("www/a.txt", "a");
+    let config = dir.write(
+        "riis.toml",
+        "[[modules]]\nname = \"ForwardedFor\"\n\n[[sites]]\nname = \"s\"\nroot = \"www\"\n\
+         bindings = [\"127.0.0.1:0\"]\n\
+         forwarded_for = { trusted_proxies = [\"10.0.0.0/8\", \"proxy.internal\"] }\n",
+    );
+    let out = common::riis_command("check-config", &config);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("riis.toml:8")
+            && said.contains("sites[0].forwarded_for.trusted_proxies[1]")
+            && said.contains("`proxy.internal` is not an IP address or network"),
+        "{said}"
+    );
 }

@@ -1,0 +1,183 @@
+//! `ForwardedFor`: takes the client's address from `X-Forwarded-For` (or
+//! another header a proxy sets, `X-Real-IP`, `CF-Connecting-IP`) when the
+//! request comes from a proxy riis trusts, as nginx's realip module and
+//! Apache's mod_remoteip do. Behind a reverse proxy or an HTTP load
+//! balancer every request otherwise comes from the proxy's address: the
+//! access log's `c-ip`, `REMOTE_ADDR` for FastCGI and CGI applications,
+//! IpRestriction's rules and rates, and CustomError's "local client" test
+//! (a proxy on the same machine made every client local and shown
+//! detailed errors) would all see the proxy.
+//!
+//! Registers for **BeginRequest** at First priority, so the modules after
+//! it see the client: list it before `IpRestriction` (ties at First go by
+//! the module list). Child requests keep the address their parent found.
+//!
+//! The header is read only when the connection's peer is a trusted proxy,
+//! and from the right: its last entry is the one the nearest proxy wrote,
+//! and anything to its left is what the client or proxies further away
+//! said. The last entry becomes the client; with `recursive`, entries
+//! that are trusted proxies themselves are passed over, leftwards, to the
+//! first that is not (nginx's `real_ip_recursive`). An entry that is not
+//! an address ends the walk: the address before it, or the peer when it
+//! is the last entry, stays.
+//!
+//! The connection keeps its own peer: `limits.max_connections_per_client`
+//! counts the proxy. A load balancer that passes TCP connections on
+//! names the client with the PROXY protocol instead (`[proxy_protocol]`),
+//! for the connection as a whole.
+//!
+//! Configuration section `forwarded_for` (server, site or location):
+//! - `trusted_proxies` (default `["127.0.0.0/8", "::1"]`): addresses
+//!   (`192.0.2.7`) and networks (`10.0.0.0/8`) whose header is believed;
+//! - `header` (default `"X-Forwarded-For"`): the header that names the
+//!   client;
+//! - `recursive` (default false): pass over trusted entries.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use riis_pipeline::http::HeaderName;
+use riis_pipeline::{
+    HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, RequestNotification,
+    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+};
+use serde::Deserialize;
+
+/// The `forwarded_for` configuration section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardedForConfig {
+    /// Proxies whose header is believed.
+    pub trusted_proxies: Vec<TrustedNetwork>,
+    /// The header that names the client.
+    pub header: ForwardedHeader,
+    /// Pass over entries that are trusted proxies themselves.
+    pub recursive: bool,
+}
+
+impl Default for ForwardedForConfig {
+    fn default() -> Self {
+        // A proxy on the same machine, as ASP.NET Core's forwarded headers
+        // trust by default: nothing further without saying so.
+        Self {
+            trusted_proxies: vec![
+                TrustedNetwork(IpNet::V4(ipnet::Ipv4Net::new_assert(
+                    std::net::Ipv4Addr::new(127, 0, 0, 0),
+                    8,
+                ))),
+                TrustedNetwork(IpNet::from(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))),
+            ],
+            header: ForwardedHeader(HeaderName::from_static("x-forwarded-for")),
+            recursive: false,
+        }
+    }
+}
+
+impl ForwardedForConfig {
+    fn trusts(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.trusted_proxies.iter().any(|n| n.0.contains(&address))
+    }
+}
+
+/// An address or network of `trusted_proxies`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TrustedNetwork(IpNet);
+
+impl TryFrom<String> for TrustedNetwork {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let trimmed = text.trim();
+        let network = if trimmed.contains('/') {
+            trimmed.parse::<IpNet>().ok().map(|n| n.trunc())
+        } else {
+            trimmed
+                .parse::<IpAddr>()
+                .ok()
+                .map(|a| IpNet::from(a.to_canonical()))
+        };
+        network
+            .map(Self)
+            .ok_or_else(|| format!("`{text}` is not an IP address or network (`10.0.0.0/8`)"))
+    }
+}
+
+/// The header `header` names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ForwardedHeader(HeaderName);
+
+impl TryFrom<String> for ForwardedHeader {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        HeaderName::from_bytes(text.trim().as_bytes())
+            .map(Self)
+            .map_err(|_| format!("`{text}` is not a header name"))
+    }
+}
+
+/// The module instance.
+pub struct ForwardedFor {
+    config: Section<ForwardedForConfig>,
+}
+
+impl HttpModule for ForwardedFor {
+    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        // A child request starts with the address its parent found; read
+        // again, the header would be judged against the client.
+        if ctx.child_depth() > 0 {
+            return RequestNotificationStatus::Continue;
+        }
+        let config = ctx.config(self.config);
+        if !config.trusts(ctx.request().remote_address().ip()) {
+            return RequestNotificationStatus::Continue;
+        }
+        if let Some(client) = forwarded_client(ctx, config) {
+            ctx.request_mut().set_remote_address(client);
+        }
+        RequestNotificationStatus::Continue
+    }
+}
+
+/// The client the header names, read from the right (see the module's
+/// documentation); `None` when its last entry is not an address, or there
+/// is no header.
+fn forwarded_client(ctx: &HttpContext, config: &ForwardedForConfig) -> Option<SocketAddr> {
+    let lines = ctx.request().headers().get_all(&config.header.0);
+    // Entries over all the header's lines, in order.
+    let entries: Vec<&[u8]> = lines
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .collect();
+    let mut client = None;
+    for entry in entries.into_iter().rev() {
+        let Some((address, port)) = crate::forwarded_entry(entry) else {
+            break;
+        };
+        client = Some(SocketAddr::new(address, port.unwrap_or(0)));
+        if !config.recursive || !config.trusts(address) {
+            break;
+        }
+    }
+    client
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<ForwardedForConfig>("forwarded_for")?;
+    registration.set_request_notifications(
+        move || ForwardedFor { config },
+        RequestNotification::BeginRequest.into(),
+        RequestNotifications::NONE,
+    )?;
+    registration
+        .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);
+    Ok(())
+}
