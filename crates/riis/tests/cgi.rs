@@ -111,6 +111,48 @@ fn config_changed(dir: &TempDir, line: &str, by: &str) -> PathBuf {
     config
 }
 
+#[test]
+fn behind_a_proxy_programs_see_the_client_and_the_scheme_it_used() {
+    // ForwardedFor trusts the test's loopback address (its default), and
+    // IIS's rule for TLS ended at a balancer sets HTTPS.
+    let dir = TempDir::new("cgi-behind-proxy");
+    let config = config_changed(
+        &dir,
+        "[cgi]\n",
+        r#"[[rewrite.rules]]
+name = "TLS ended at the balancer"
+pattern = ".*"
+conditions = [{ input = "{HTTP_X_FORWARDED_PROTO}", pattern = "^https$" }]
+server_variables = [{ name = "HTTPS", value = "on" }]
+action = { type = "None" }
+
+[cgi]
+"#,
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[[modules]]\nname = \"CustomError\"\n",
+        "[[modules]]\nname = \"ForwardedFor\"\n[[modules]]\nname = \"UrlRewrite\"\n\
+         [[modules]]\nname = \"CustomError\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"GET /cgi/env.cgi HTTP/1.1\r\nHost: cgi.test\r\n\
+          X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\r\n",
+    );
+    let text = conn.read_response(false).text();
+    assert!(
+        text.contains("remote=203.0.113.7 server=cgi.test https=on "),
+        "{text}"
+    );
+    let text = conn.get("/cgi/env.cgi").text();
+    assert!(
+        text.contains("remote=127.0.0.1 server=test https=unset "),
+        "{text}"
+    );
+}
+
 /// The status with its substatus, from CustomError's detailed page.
 fn status_of(resp: &common::Response) -> String {
     if resp.status < 400 {
