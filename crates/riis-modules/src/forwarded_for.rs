@@ -75,32 +75,52 @@ impl Default for ForwardedForConfig {
 
 impl ForwardedForConfig {
     fn trusts(&self, address: IpAddr) -> bool {
-        let address = address.to_canonical();
-        self.trusted_proxies.iter().any(|n| n.0.contains(&address))
+        self.trusted_proxies.iter().any(|n| n.contains(address))
     }
 }
 
-/// An address or network of `trusted_proxies`.
+/// An address (`192.0.2.7`) or network (`10.0.0.0/8`) of proxies riis
+/// believes: ForwardedFor's `trusted_proxies`, `[proxy_protocol]`'s
+/// `trusted`. IPv4-mapped IPv6 (`::ffff:10.0.0.0/104`) is taken as the
+/// IPv4 it maps, as a dual-stack socket's IPv4 peers are compared.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct TrustedNetwork(IpNet);
+
+impl TrustedNetwork {
+    /// Whether `address` is in the network.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        self.0.contains(&address.to_canonical())
+    }
+}
 
 impl TryFrom<String> for TrustedNetwork {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, String> {
         let trimmed = text.trim();
+        let wrong = || format!("`{text}` is not an IP address or network (`10.0.0.0/8`)");
         let network = if trimmed.contains('/') {
-            trimmed.parse::<IpNet>().ok().map(|n| n.trunc())
+            trimmed.parse::<IpNet>().map_err(|_| wrong())?
         } else {
-            trimmed
-                .parse::<IpAddr>()
-                .ok()
-                .map(|a| IpNet::from(a.to_canonical()))
+            IpNet::from(trimmed.parse::<IpAddr>().map_err(|_| wrong())?)
         };
-        network
-            .map(Self)
-            .ok_or_else(|| format!("`{text}` is not an IP address or network (`10.0.0.0/8`)"))
+        match network.trunc() {
+            // Mapped as written: `::ffff:0.0.0.0/95` is no IPv6 network a
+            // peer could be in either.
+            IpNet::V6(v6) => match network.addr().to_canonical() {
+                IpAddr::V4(v4) if v6.prefix_len() >= 96 => Ok(Self(IpNet::V4(
+                    ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                        .map_err(|_| wrong())?
+                        .trunc(),
+                ))),
+                IpAddr::V4(_) => Err(format!(
+                    "`{text}`: an IPv4-mapped network needs a prefix length of at least 96"
+                )),
+                IpAddr::V6(_) => Ok(Self(IpNet::V6(v6))),
+            },
+            v4 => Ok(Self(v4)),
+        }
     }
 }
 
@@ -180,4 +200,27 @@ pub fn register_module(
     registration
         .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_networks_parse_as_written_and_mapped() {
+        let net = |t: &str| TrustedNetwork::try_from(t.to_owned());
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert!(net("10.0.0.0/8").unwrap().contains(ip("10.1.2.3")));
+        assert!(net("10.0.0.1/8").unwrap().contains(ip("10.200.0.1")));
+        assert!(net("192.0.2.7").unwrap().contains(ip("::ffff:192.0.2.7")));
+        assert!(!net("192.0.2.7").unwrap().contains(ip("192.0.2.8")));
+        let mapped = net("::ffff:127.0.0.0/104").unwrap();
+        assert!(mapped.contains(ip("127.0.0.1")));
+        assert!(mapped.contains(ip("::ffff:127.0.0.1")));
+        assert!(net("::ffff:10.0.0.1").unwrap().contains(ip("10.0.0.1")));
+        assert!(net("2001:db8::/32").unwrap().contains(ip("2001:db8::1")));
+        assert!(net("::ffff:0.0.0.0/95").is_err());
+        assert!(net("10.0.0.0/33").is_err());
+        assert!(net("proxy.internal").is_err());
+    }
 }

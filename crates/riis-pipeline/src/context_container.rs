@@ -170,6 +170,10 @@ pub struct ConnectionInfo {
     pub remote_addr: std::net::SocketAddr,
     /// Whether the connection is TLS.
     pub is_tls: bool,
+    /// The client's TLS ended at a load balancer in front, which said so
+    /// in its PROXY protocol header: the connection is plain, and its
+    /// requests count as HTTPS (`HTTPS`, `X-Forwarded-Proto`).
+    pub tls_ended_at_balancer: bool,
     /// The certificate the client presented in the TLS handshake, verified.
     pub client_certificate: Option<std::sync::Arc<crate::ClientCertificate>>,
     /// The CA file the handshake verified client certificates against;
@@ -214,6 +218,7 @@ impl ConnectionInfo {
             local_addr,
             remote_addr,
             is_tls: false,
+            tls_ended_at_balancer: false,
             client_certificate: None,
             client_certificate_ca: None,
             client_certificate_crl: None,

@@ -1317,6 +1317,23 @@ impl ServerConfig {
                     &format!("no site has a binding on {addr}"),
                 ));
             }
+            // A scheme written before the address is the bindings' own.
+            let serves_tls = self
+                .bindings
+                .iter()
+                .flat_map(|sb| &sb.bindings)
+                .any(|b| b.addr == *addr && b.tls);
+            if let Some(tls) = checked.written_scheme(i).filter(|tls| *tls != serves_tls) {
+                let (written, served) = if tls {
+                    ("https://", "plain HTTP")
+                } else {
+                    ("http://", "TLS")
+                };
+                return Err(self.error_at(
+                    &format!("proxy_protocol.listen[{i}]"),
+                    &format!("{written}{addr}: the bindings on {addr} serve {served}"),
+                ));
+            }
         }
         for (specific, wildcard) in self.wildcard_sharing() {
             if checked.expects_header(specific) != checked.expects_header(wildcard) {
@@ -1999,6 +2016,18 @@ mod tests {
                 "proxy_protocol.trusted[0]",
                 3,
                 "not an IP address or network",
+            ),
+            (
+                "[proxy_protocol]\nlisten = [\"https://127.0.0.1:9090\"]\n",
+                "proxy_protocol.listen[0]",
+                2,
+                "the bindings on 127.0.0.1:9090 serve plain HTTP",
+            ),
+            (
+                "[proxy_protocol]\ntrusted = [\"10.0.0.0/8\"]\n",
+                "proxy_protocol.trusted",
+                2,
+                "`listen` names none",
             ),
             (
                 "proxy_protocol = []\n",

@@ -129,6 +129,9 @@ impl Admission {
         if limits.max_connections_per_client == 0 || self.client.is_some() {
             return Ok(());
         }
+        // One key per client, however its address was written (a PROXY
+        // header's `TCP6 ::ffff:a.b.c.d` is `a.b.c.d`).
+        let client = client.to_canonical();
         let mut map = self
             .counter
             .per_client

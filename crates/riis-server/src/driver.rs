@@ -521,7 +521,7 @@ fn serve_site(
     ) {
         Ok(mut r) => {
             r.set_body_expected(!http_body::Body::is_end_stream(&body));
-            r.set_tls(conn.is_tls);
+            r.set_tls(conn.is_tls || conn.tls_ended_at_balancer);
             r.set_sends_files_without_copy(shape.files.is_some());
             r
         }

@@ -14,7 +14,7 @@
 //! layer, before the handshake and before HTTP; the pipeline never sees
 //! it. Parsing is the `ppp` crate's.
 
-use ipnet::IpNet;
+use riis_modules::forwarded_for::TrustedNetwork;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use tokio::io::AsyncReadExt;
@@ -40,14 +40,18 @@ pub struct ProxyProtocol {
     /// Listening addresses as configured (the routing keys of the
     /// connections that arrive there).
     listen: Vec<SocketAddr>,
+    /// For each of `listen`, the scheme written before it, if any: `true`
+    /// for `https://` (checked against the bindings).
+    schemes: Vec<Option<bool>>,
     /// Peers allowed to connect to them; empty for any.
-    trusted: Vec<IpNet>,
+    trusted: Vec<TrustedNetwork>,
 }
 
 impl ProxyProtocol {
     /// Checks `settings`; an error names the key (`listen[1]`) and why.
     pub fn from_settings(settings: &ProxyProtocolSettings) -> Result<Self, (String, String)> {
         let mut listen = Vec::with_capacity(settings.listen.len());
+        let mut schemes = Vec::with_capacity(settings.listen.len());
         for (i, text) in settings.listen.iter().enumerate() {
             let key = format!("listen[{i}]");
             let binding = crate::config::Binding::parse(text).map_err(|m| (key.clone(), m))?;
@@ -64,21 +68,39 @@ impl ProxyProtocol {
                 return Err((key, format!("`{text}` is listed twice")));
             }
             listen.push(binding.addr);
+            let written = text.trim();
+            schemes.push(
+                (written.starts_with("https://") || written.starts_with("http://"))
+                    .then_some(binding.tls),
+            );
         }
         let trusted = settings
             .trusted
             .iter()
             .enumerate()
             .map(|(i, text)| {
-                parse_network(text.trim()).ok_or_else(|| {
-                    (
-                        format!("trusted[{i}]"),
-                        format!("`{text}` is not an IP address or network (`10.0.0.0/8`)"),
-                    )
-                })
+                TrustedNetwork::try_from(text.clone()).map_err(|m| (format!("trusted[{i}]"), m))
             })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { listen, trusted })
+            .collect::<Result<Vec<_>, _>>()?;
+        if listen.is_empty() && !trusted.is_empty() {
+            return Err((
+                "trusted".to_owned(),
+                "`trusted` says who may send the PROXY protocol to the addresses of \
+                 `listen`, and `listen` names none"
+                    .to_owned(),
+            ));
+        }
+        Ok(Self {
+            listen,
+            schemes,
+            trusted,
+        })
+    }
+
+    /// The scheme written before `listen[i]` (`Some(true)` for `https://`),
+    /// if one was.
+    pub fn written_scheme(&self, i: usize) -> Option<bool> {
+        self.schemes.get(i).copied().flatten()
     }
 
     /// Whether any listening address expects the header.
@@ -99,30 +121,33 @@ impl ProxyProtocol {
 
     /// Whether `peer` may connect to an address that expects the header.
     pub fn trusts(&self, peer: IpAddr) -> bool {
-        // A dual-stack socket shows an IPv4 peer as `::ffff:a.b.c.d`.
-        let peer = peer.to_canonical();
-        self.trusted.is_empty() || self.trusted.iter().any(|n| n.contains(&peer))
+        // A dual-stack socket shows an IPv4 peer as `::ffff:a.b.c.d`:
+        // `contains` compares it as IPv4.
+        self.trusted.is_empty() || self.trusted.iter().any(|n| n.contains(peer))
     }
 
     /// The same settings with `listen` moved to `addr` (`--listen`).
     pub(crate) fn moved_to(&self, addr: SocketAddr) -> Self {
         Self {
             listen: vec![addr],
+            schemes: vec![None],
             trusted: self.trusted.clone(),
         }
     }
 }
 
-/// An address (`192.0.2.7`, a host network) or a network
-/// (`10.0.0.0/8`, `2001:db8::/32`).
-fn parse_network(text: &str) -> Option<IpNet> {
-    if text.contains('/') {
-        // `10.0.0.1/8` is taken as its network, `10.0.0.0/8`.
-        return text.parse::<IpNet>().ok().map(|n| n.trunc());
-    }
-    text.parse::<IpAddr>()
-        .ok()
-        .map(|a| IpNet::from(a.to_canonical()))
+/// What a PROXY header said about the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Proxied {
+    /// The client's address; `None` when the header names none (version
+    /// 2's `LOCAL`, a balancer's own health check; version 1's `UNKNOWN`; a
+    /// family other than IPv4 and IPv6): the connection's own peer is then
+    /// the client, as the protocol says.
+    pub client: Option<SocketAddr>,
+    /// The client connected to the balancer over TLS, which ended there
+    /// (version 2's `PP2_TYPE_SSL` with `PP2_CLIENT_SSL`, HAProxy's
+    /// `send-proxy-v2-ssl`): its requests count as HTTPS.
+    pub tls_ended_at_balancer: bool,
 }
 
 /// Why a connection's PROXY header was refused.
@@ -156,15 +181,13 @@ const V2_FIXED_LENGTH: usize = 16;
 
 /// Reads the PROXY header at the start of `stream`, and nothing after it:
 /// the TLS handshake or the HTTP request that follows is read by who
-/// comes next. Returns the client's address, or `None` when the header
-/// gives none (version 2's `LOCAL`, a balancer's own health check;
-/// version 1's `UNKNOWN`; a family other than IPv4 and IPv6): the
-/// connection's own peer is then the client, as the protocol says.
+/// comes next, and says what it names (see [`Proxied`]).
 ///
 /// Each round peeks at what has arrived and reads only the bytes that
 /// belong to the header, so a header cut across segments is awaited
-/// without spinning. A caller bounds it with a timeout.
-pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, HeaderError> {
+/// without spinning; once version 2's length is known, the rest is read
+/// at once. A caller bounds it with a timeout.
+pub async fn read_header(stream: &mut TcpStream) -> Result<Proxied, HeaderError> {
     let v2_signature: &[u8] = ppp::v2::PROTOCOL_PREFIX;
     let v1_prefix: &[u8] = b"PROXY ";
     // The header's bytes read so far.
@@ -185,30 +208,37 @@ pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, H
             let common = known.min(prefix.len());
             start[..common] == prefix[..common]
         };
-        // How many of the bytes seen belong to the header, and whether
-        // they complete it.
-        let (take, whole) = if begins_with(v2_signature) {
+        if begins_with(v2_signature) {
             if known < V2_FIXED_LENGTH {
                 // All of it is header: the fixed part alone is longer.
-                (n, false)
-            } else {
-                let length =
-                    V2_FIXED_LENGTH + usize::from(u16::from_be_bytes([start[14], start[15]]));
-                let wanted = length - header.len();
-                (n.min(wanted), n >= wanted)
+                stream
+                    .read_exact(&mut seen[..n])
+                    .await
+                    .map_err(HeaderError::Io)?;
+                header.extend_from_slice(&seen[..n]);
+                continue;
             }
-        } else if begins_with(v1_prefix) {
-            match memchr::memchr(b'\n', &seen[..n]) {
-                Some(end) => (end + 1, true),
-                None if header.len() + n >= V1_MAX_LENGTH => {
-                    return Err(HeaderError::Malformed(format!(
-                        "no end of line in the first {V1_MAX_LENGTH} bytes"
-                    )))
-                }
-                None => (n, false),
-            }
-        } else {
+            // Every byte up to the length given is the header's.
+            let length = V2_FIXED_LENGTH + usize::from(u16::from_be_bytes([start[14], start[15]]));
+            let read = header.len();
+            header.resize(length, 0);
+            stream
+                .read_exact(&mut header[read..])
+                .await
+                .map_err(HeaderError::Io)?;
+            return v2_client(&header);
+        }
+        if !begins_with(v1_prefix) {
             return Err(HeaderError::Missing);
+        }
+        let (take, whole) = match memchr::memchr(b'\n', &seen[..n]) {
+            Some(end) => (end + 1, true),
+            None if header.len() + n >= V1_MAX_LENGTH => {
+                return Err(HeaderError::Malformed(format!(
+                    "no end of line in the first {V1_MAX_LENGTH} bytes"
+                )))
+            }
+            None => (n, false),
         };
         stream
             .read_exact(&mut seen[..take])
@@ -216,40 +246,60 @@ pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, H
             .map_err(HeaderError::Io)?;
         header.extend_from_slice(&seen[..take]);
         if whole {
-            return if header.starts_with(v2_signature) {
-                v2_client(&header)
-            } else {
-                v1_client(&header)
-            };
+            return v1_client(&header);
         }
     }
 }
 
-/// The client a whole version 1 header (`PROXY TCP4 … \r\n`) names.
-fn v1_client(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
+/// What a whole version 1 header (`PROXY TCP4 … \r\n`) names.
+fn v1_client(header: &[u8]) -> Result<Proxied, HeaderError> {
     use ppp::v1::Addresses;
     let parsed = ppp::v1::Header::try_from(header).map_err(|e| {
         HeaderError::Malformed(format!("{e} in {:?}", String::from_utf8_lossy(header)))
     })?;
-    Ok(match parsed.addresses {
+    let client = match parsed.addresses {
         Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
         Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
         Addresses::Unknown => None,
+    };
+    Ok(Proxied {
+        client,
+        tls_ended_at_balancer: false,
     })
 }
 
-/// The client a whole version 2 header names.
-fn v2_client(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
-    use ppp::v2::{Addresses, Command};
+/// Version 2's command `LOCAL`, with the version's nibble.
+const V2_LOCAL: u8 = 0x20;
+
+/// `PP2_CLIENT_SSL`, in the first byte of a `PP2_TYPE_SSL` value.
+const PP2_CLIENT_SSL: u8 = 0x01;
+
+/// What a whole version 2 header names.
+fn v2_client(header: &[u8]) -> Result<Proxied, HeaderError> {
+    use ppp::v2::{Addresses, Type};
+    // `LOCAL` is accepted whatever family and addresses follow, as the
+    // protocol asks (the receiver uses the real connection endpoints and
+    // discards the block, family included); `ppp` would first check the
+    // addresses' length against the family.
+    if header[ppp::v2::PROTOCOL_PREFIX.len()] == V2_LOCAL {
+        return Ok(Proxied::default());
+    }
     let parsed =
         ppp::v2::Header::try_from(header).map_err(|e| HeaderError::Malformed(e.to_string()))?;
-    if parsed.command == Command::Local {
-        return Ok(None);
-    }
-    Ok(match parsed.addresses {
+    let client = match parsed.addresses {
         Addresses::IPv4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
         Addresses::IPv6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
         Addresses::Unspecified | Addresses::Unix(_) => None,
+    };
+    let tls_ended_at_balancer = parsed.tlvs().any(|tlv| {
+        tlv.is_ok_and(|tlv| {
+            tlv.kind == u8::from(Type::SSL)
+                && tlv.value.first().is_some_and(|c| c & PP2_CLIENT_SSL != 0)
+        })
+    });
+    Ok(Proxied {
+        client,
+        tls_ended_at_balancer,
     })
 }
 
@@ -294,6 +344,13 @@ mod tests {
         assert_eq!(key, "trusted[0]");
         assert!(message.contains("10.0.0.0/40"), "{message}");
         assert_eq!(err(&["*:80"], &["10.0.0.1", "lb.internal"]).0, "trusted[1]");
+        assert_eq!(err(&[], &["10.0.0.1"]).0, "trusted");
+        // IPv4-mapped networks are the IPv4 ones.
+        let p =
+            ProxyProtocol::from_settings(&settings(&["*:80"], &["::ffff:127.0.0.0/104"])).unwrap();
+        assert!(p.trusts("127.0.0.1".parse().unwrap()));
+        assert!(p.trusts("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!p.trusts("10.0.0.1".parse().unwrap()));
     }
 
     /// A connected pair: what the test writes on the first arrives at the
@@ -310,6 +367,12 @@ mod tests {
     /// Writes `parts` (with a pause between them) and what follows the
     /// header, reads the header, and returns it with the bytes left.
     async fn read_after(parts: &[&[u8]]) -> (Result<Option<SocketAddr>, HeaderError>, Vec<u8>) {
+        let (result, rest) = read_proxied_after(parts).await;
+        (result.map(|p| p.client), rest)
+    }
+
+    /// [`read_after`], with all the header said.
+    async fn read_proxied_after(parts: &[&[u8]]) -> (Result<Proxied, HeaderError>, Vec<u8>) {
         let (mut client, mut server) = pair().await;
         for part in parts {
             client.write_all(part).await.unwrap();
@@ -376,6 +439,41 @@ mod tests {
         .unwrap();
         let (client, rest) = read_after(&[&local]).await;
         assert_eq!(client.unwrap(), None);
+        assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+        // LOCAL with a family, and addresses too short for it: accepted,
+        // the block discarded.
+        for family in [0x11u8, 0x21, 0x31, 0x40] {
+            let mut odd = ppp::v2::PROTOCOL_PREFIX.to_vec();
+            odd.extend_from_slice(&[0x20, family, 0, 2, 9, 9]);
+            let (client, rest) = read_after(&[&odd]).await;
+            assert_eq!(client.unwrap(), None, "{family:#x}");
+            assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+        }
+
+        // TLS ended at the balancer (`send-proxy-v2-ssl`): the SSL TLV
+        // with PP2_CLIENT_SSL; without that bit, the client used none.
+        for (client_bits, ended) in [(0x01u8, true), (0x00, false)] {
+            let header =
+                Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses)
+                    .write_tlv(Type::SSL, &[client_bits, 0, 0, 0, 0])
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            let (proxied, _) = read_proxied_after(&[&header]).await;
+            let proxied = proxied.unwrap();
+            assert_eq!(proxied.tls_ended_at_balancer, ended);
+            assert_eq!(proxied.client, Some("203.0.113.7:51000".parse().unwrap()));
+        }
+
+        // A large TLV section, cut in pieces.
+        let big =
+            Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses)
+                .write_tlv(Type::NoOp, &[7u8; 60_000])
+                .unwrap()
+                .build()
+                .unwrap();
+        let (client, rest) = read_after(&[&big[..5], &big[5..1000], &big[1000..]]).await;
+        assert_eq!(client.unwrap(), Some("203.0.113.7:51000".parse().unwrap()));
         assert_eq!(rest, b"GET / HTTP/1.1\r\n");
     }
 

@@ -1162,10 +1162,11 @@ async fn accept_loop(
                 )
                 .await;
                 match header {
-                    Ok(Ok(named)) => {
-                        if let Some(client) = named {
+                    Ok(Ok(proxied)) => {
+                        if let Some(client) = proxied.client {
                             info.remote_addr = client;
                         }
+                        info.tls_ended_at_balancer = proxied.tls_ended_at_balancer;
                     }
                     Ok(Err(e)) => return log_proxy_refusal(remote, &e.to_string()),
                     Err(_) => return log_proxy_refusal(remote, "no PROXY header in time"),
@@ -1254,8 +1255,14 @@ async fn handshake(
         }
         Ok(Err(e)) => {
             // At most one line a second at `info`: a flood of failing
-            // handshakes must not flood the log.
-            if first_this_second(&HANDSHAKE_FAILURE_LOGGED) {
+            // handshakes must not flood the log. A peer that closed
+            // without a word (a balancer's health check, a port scan) is
+            // not worth one.
+            let silent = matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            );
+            if !silent && first_this_second(&HANDSHAKE_FAILURE_LOGGED) {
                 tracing::info!(%remote, error = %e, "TLS handshake failed");
             } else {
                 tracing::debug!(%remote, error = %e, "TLS handshake failed");
@@ -1263,7 +1270,11 @@ async fn handshake(
             return None;
         }
         Err(_) => {
-            tracing::info!(%remote, "TLS handshake timed out");
+            if first_this_second(&HANDSHAKE_FAILURE_LOGGED) {
+                tracing::info!(%remote, "TLS handshake timed out");
+            } else {
+                tracing::debug!(%remote, "TLS handshake timed out");
+            }
             return None;
         }
     };

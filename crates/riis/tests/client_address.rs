@@ -200,6 +200,21 @@ fn version_2_names_the_client_and_local_names_none() {
     assert_eq!(status, 200);
     assert!(body.starts_with("2001:db8::7 4711 "), "{body}");
 
+    // TLS ended at the balancer, which says so: the request is HTTPS.
+    let ssl = Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses)
+        .write_tlv(Type::SSL, &[0x01, 0, 0, 0, 0])
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut stream = connect(server.addr);
+    stream.write_all(&ssl).unwrap();
+    let (status, body) = get(&mut stream, "/");
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with("2001:db8::7 4711 ") && body.ends_with(" on"),
+        "{body}"
+    );
+
     let local = Builder::with_addresses(
         Version::Two | Command::Local,
         Protocol::Unspecified,
