@@ -275,6 +275,97 @@ fn quick_clean_recycling_is_not_a_failure() {
     server.terminate();
 }
 
+/// A reload keeps the processes of an application whose settings did not
+/// change (IIS recycles them only when their `<application>` changes), and
+/// replaces those whose settings did; `monitor_changes_to` recycles them
+/// when its file changes.
+#[test]
+fn reloads_keep_the_processes_and_a_monitored_file_recycles_them() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-reload");
+    dir.write(
+        "www/pid.php",
+        "<?php echo getmypid(), ' ', ini_get('memory_limit');",
+    );
+    dir.write("php.ini", "memory_limit = 64M\n");
+    let ini = dir.path().join("php.ini");
+    let application = |instances: usize| {
+        format!(
+            "{{ path = '{}', arguments = ['-c', '{}'], instances = {instances}, \
+             monitor_changes_to = 'php.ini' }}",
+            php.display(),
+            ini.display()
+        )
+    };
+    let config = config(&dir, &application(1));
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let pid_and_limit = || {
+        let resp = Connection::open(server.addr).get("/pid.php");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let text = resp.text();
+        let (pid, limit) = text.split_once(' ').unwrap();
+        (pid.parse::<u32>().unwrap(), limit.to_owned())
+    };
+    let reload = || {
+        let out = common::riis_reload(&config);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let (first, limit) = pid_and_limit();
+    assert_eq!(limit, "64M");
+
+    // A change elsewhere in the file: the same process answers.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("activity_timeout = 2", "activity_timeout = 3"),
+    )
+    .unwrap();
+    reload();
+    assert_eq!(pid_and_limit().0, first);
+    let status = common::riis_status(&config);
+    assert!(status.contains("fastcgi_processes: 1"), "{status}");
+
+    // The monitored file changes: new processes read it.
+    std::fs::write(dir.path().join("php.ini"), "memory_limit = 96M\n").unwrap();
+    let start = Instant::now();
+    let recycled = loop {
+        let (pid, limit) = pid_and_limit();
+        if pid != first {
+            assert_eq!(limit, "96M");
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no recycling 10 s after php.ini changed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // The application's settings change: new processes.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(&application(1), &application(2))).unwrap();
+    reload();
+    let (pid, _) = pid_and_limit();
+    assert_ne!(pid, recycled);
+    server.terminate();
+    let start = Instant::now();
+    // The recycled process too, which had its requests' grace.
+    while [first, recycled, pid].into_iter().any(is_running) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "php-cgi outlived riis"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A process that exits with an error, or at once with success before the
 /// application answered anything, counts as failed.
 #[test]

@@ -24,9 +24,17 @@
 //! processes a program forks (`PHP_FCGI_CHILDREN`). What they write to
 //! their standard error is logged a line (of at most 1 KiB) at a time.
 //!
-//! Each configuration keeps its own processes: a reload starts new ones at
-//! its first request, and the old ones stop once the old configuration's
-//! requests are done, as IIS recycles its FastCGI processes on a change.
+//! Applications are the process's, not a configuration's: a
+//! configuration takes one up ([`acquire`]) at its first request for it,
+//! and lets it go ([`release`]) when it retires. A reload whose
+//! application settings are the same takes the running processes over
+//! (IIS recycles FastCGI processes when their `<application>` changes,
+//! not for every change of the configuration): while the old
+//! configuration still holds them, or for [`PARKED_FOR`] after it let them
+//! go. Processes nobody took over in that time are stopped, and so are an
+//! application's processes when its settings changed. `monitor_changes_to`
+//! names a file (`php.ini`) whose change recycles the processes, as IIS's
+//! attribute of that name does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -34,7 +42,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -139,6 +147,10 @@ pub struct ApplicationConfig {
     /// (IIS's `rapidFailsPerMinute`).
     #[serde(default = "default_rapid_fails")]
     pub rapid_fails_per_minute: usize,
+    /// A file whose change recycles the processes (IIS's
+    /// `monitorChangesTo`), relative to the configuration's folder.
+    #[serde(default, deserialize_with = "monitored")]
+    pub monitor_changes_to: Option<PathBuf>,
 }
 
 fn default_instances() -> usize {
@@ -159,6 +171,33 @@ fn instances<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> 
         )))
     }
 }
+
+/// `monitor_changes_to`, resolved against the configuration's folder. The
+/// file need not exist yet: its appearing is a change too.
+fn monitored<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Err(serde::de::Error::custom(
+            "the path is empty (leave monitor_changes_to out to watch no file)",
+        ));
+    }
+    let joined = riis_pipeline::configuration_folder().join(text);
+    Ok(Some(std::path::absolute(&joined).unwrap_or(joined)))
+}
+
+/// What tells a monitored file's versions apart: its inode, size and
+/// modification time (seconds, nanoseconds).
+type FileVersion = (u64, u64, i64, i64);
+
+/// The version of the file at `path`; `None` while there is no file.
+fn file_version(path: &std::path::Path) -> Option<FileVersion> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec()))
+}
+
+/// How often a monitored file is looked at.
+const MONITOR_EVERY: Duration = Duration::from_millis(500);
 
 /// A program path, resolved and checked while the configuration loads.
 fn program<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
@@ -212,6 +251,9 @@ struct Run {
     /// have (each with when it was retired); stopped after
     /// [`RETIRE_GRACE`] or with the application.
     retiring: Vec<(Child, Instant)>,
+    /// The monitored file's version when the processes started, and when
+    /// it was last looked at.
+    monitored: Option<(Option<FileVersion>, Instant)>,
 }
 
 /// One application of a configuration, started at its first request.
@@ -241,6 +283,7 @@ impl Application {
                 generation: 0,
                 socket_id: None,
                 retiring: Vec::new(),
+                monitored: None,
             }),
             stopping: Condvar::new(),
             taken: Arc::default(),
@@ -359,6 +402,11 @@ impl Application {
         }
         run.listener = Some(listener);
         run.stderr = Some(stderr);
+        run.monitored = self
+            .config
+            .monitor_changes_to
+            .as_deref()
+            .map(|file| (file_version(file), Instant::now()));
         Ok(())
     }
 
@@ -383,7 +431,7 @@ impl Application {
 
     /// Starts processes again as they end, keeping `instances` running,
     /// until the application stops or fails too often.
-    fn supervise(self: Arc<Self>, generation: u64) {
+    fn supervise(self: Arc<Self>, mut generation: u64) {
         use nix::sys::signal::{killpg, Signal};
         let rapid = self.config.rapid_fails_per_minute;
         let mut run = self.lock();
@@ -456,6 +504,28 @@ impl Application {
                 }
             }
             finish_retired(&mut run, now);
+            if self.monitored_file_changed(&mut run, now) {
+                // The processes finish what they have, and new ones, with
+                // the file as it is now, take the new connections on a new
+                // socket; this supervisor watches them.
+                retire_processes(&mut run);
+                if let Err(e) = self.start(&mut run) {
+                    tracing::error!(
+                        program = %self.config.path.display(),
+                        "the FastCGI application could not start again after a monitored file changed: {e}"
+                    );
+                    stop_processes(&mut run);
+                    run.phase = Phase::NotStarted;
+                    return;
+                }
+                run.generation += 1;
+                generation = run.generation;
+                tracing::info!(
+                    program = %self.config.path.display(),
+                    "a monitored file changed (monitor_changes_to); the FastCGI application's processes were recycled"
+                );
+                continue;
+            }
             if run.fails.len() > rapid {
                 let why = format!(
                     "the FastCGI application {} failed {} times within a minute (rapid_fails_per_minute = {rapid}); it stays stopped for {} s",
@@ -471,9 +541,25 @@ impl Application {
         }
     }
 
-    /// Stops the processes (the configuration retires, or the server
-    /// stops).
-    pub(super) fn stop(&self) {
+    /// Whether `monitor_changes_to` changed since the processes started
+    /// (looked at once per [`MONITOR_EVERY`]).
+    fn monitored_file_changed(&self, run: &mut Run, now: Instant) -> bool {
+        let (Some(file), Some((version, looked))) = (
+            self.config.monitor_changes_to.as_deref(),
+            run.monitored.as_mut(),
+        ) else {
+            return false;
+        };
+        if now.duration_since(*looked) < MONITOR_EVERY {
+            return false;
+        }
+        *looked = now;
+        file_version(file) != *version
+    }
+
+    /// Stops the processes (no configuration holds the application any
+    /// more, or the server stops).
+    fn stop(&self) {
         let mut run = self.lock();
         stop_processes(&mut run);
         run.phase = Phase::Stopped;
@@ -483,6 +569,119 @@ impl Application {
     /// Processes running (their leaders).
     pub(super) fn processes(&self) -> usize {
         self.lock().processes.len()
+    }
+}
+
+/// How long an application no configuration holds any more keeps its
+/// processes for a configuration to take them over: a reload's first
+/// request for it may come a while after the old configuration retired
+/// (on a quiet server, at once).
+pub(super) const PARKED_FOR: Duration = Duration::from_secs(60);
+
+/// The applications of the process: those configurations hold (with how
+/// many hold each), and those let go, waiting [`PARKED_FOR`] to be taken
+/// over (with when they were let go).
+struct Registry {
+    held: Vec<(Arc<Application>, usize)>,
+    parked: Vec<(Arc<Application>, Instant)>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    held: Vec::new(),
+    parked: Vec::new(),
+});
+
+/// The server is stopping: applications let go are stopped, not parked.
+static SERVER_STOPPING: AtomicBool = AtomicBool::new(false);
+
+fn lock_registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The application of `config` for a configuration that takes it up: the
+/// one another configuration holds, or one let go lately, with its
+/// processes as they are; else a new one (started at its first request).
+/// One that failed or stopped is not taken over: a reload is a new start.
+/// Each call is answered by one [`release`].
+pub(super) fn acquire(config: &ApplicationConfig) -> Arc<Application> {
+    let mut registry = lock_registry();
+    let reusable = |a: &Arc<Application>| {
+        a.is_for(config) && matches!(a.lock().phase, Phase::NotStarted | Phase::Running)
+    };
+    if let Some((found, holders)) = registry.held.iter_mut().find(|(a, _)| reusable(a)) {
+        *holders += 1;
+        return found.clone();
+    }
+    if let Some(i) = registry.parked.iter().position(|(a, _)| reusable(a)) {
+        let (found, _) = registry.parked.swap_remove(i);
+        registry.held.push((found.clone(), 1));
+        return found;
+    }
+    let made = Application::new(config.clone());
+    registry.held.push((made.clone(), 1));
+    made
+}
+
+/// A configuration lets `application` go (it retires, or the server
+/// stops). The last to let it go parks it for [`PARKED_FOR`]; at the
+/// server's stop it is stopped at once.
+pub(super) fn release(application: &Arc<Application>) {
+    let mut registry = lock_registry();
+    let Some(i) = registry
+        .held
+        .iter()
+        .position(|(a, _)| Arc::ptr_eq(a, application))
+    else {
+        return;
+    };
+    registry.held[i].1 -= 1;
+    if registry.held[i].1 > 0 {
+        return;
+    }
+    let (application, _) = registry.held.swap_remove(i);
+    if SERVER_STOPPING.load(Ordering::SeqCst) || !matches!(application.lock().phase, Phase::Running)
+    {
+        drop(registry);
+        application.stop();
+        return;
+    }
+    let since = Instant::now();
+    registry.parked.push((application.clone(), since));
+    drop(registry);
+    // Stopped after the wait unless a configuration took it over (it is
+    // then no longer parked, or parked again later, at another time).
+    let waited = std::thread::Builder::new()
+        .name("riis-fastcgi-park".to_owned())
+        .spawn(move || {
+            std::thread::sleep(PARKED_FOR);
+            let mut registry = lock_registry();
+            let due = registry
+                .parked
+                .iter()
+                .position(|(a, at)| Arc::ptr_eq(a, &application) && *at == since);
+            if let Some(i) = due {
+                let (application, _) = registry.parked.swap_remove(i);
+                drop(registry);
+                tracing::info!(
+                    program = %application.config.path.display(),
+                    "no configuration took the FastCGI application over; its processes are stopped"
+                );
+                application.stop();
+            }
+        });
+    if let Err(e) = waited {
+        tracing::warn!("cannot wait for a FastCGI application to be taken over: {e}");
+        stop_parked();
+    }
+}
+
+/// The server stops: applications let go from now on are stopped, and so
+/// are those parked.
+pub(super) fn stop_parked() {
+    SERVER_STOPPING.store(true, Ordering::SeqCst);
+    let parked = std::mem::take(&mut lock_registry().parked);
+    for (application, _) in parked {
+        application.stop();
     }
 }
 

@@ -256,15 +256,16 @@ impl Shared {
             .clone()
     }
 
-    /// The application of `config`, made at the first request for it.
+    /// The application of `config`, taken up at this configuration's first
+    /// request for it (see [`application::acquire`]).
     fn application(&self, config: &ApplicationConfig) -> Arc<Application> {
         let mut list = self.applications.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(found) = list.iter().find(|a| a.is_for(config)) {
             return found.clone();
         }
-        let made = Application::new(config.clone());
-        list.push(made.clone());
-        made
+        let taken = application::acquire(config);
+        list.push(taken.clone());
+        taken
     }
 
     /// Closes the idle connections, stops the applications' processes and
@@ -274,12 +275,16 @@ impl Shared {
     /// exit before the SIGKILL of those that ignore SIGTERM.
     fn stop(&self) {
         self.pools.clear();
+        let stopping = self.server_stopping.load(Ordering::SeqCst);
+        if stopping {
+            application::stop_parked();
+        }
         let applications =
             std::mem::take(&mut *self.applications.lock().unwrap_or_else(|e| e.into_inner()));
         for application in applications {
-            application.stop();
+            application::release(&application);
         }
-        if self.server_stopping.load(Ordering::SeqCst) {
+        if stopping {
             application::wait_for_stops();
         }
         if let Some(runtime) = self
