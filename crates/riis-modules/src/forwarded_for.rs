@@ -8,18 +8,24 @@
 //! (a proxy on the same machine made every client local and shown
 //! detailed errors) would all see the proxy.
 //!
-//! Registers for **BeginRequest** at First priority, so the modules after
-//! it see the client: list it before `IpRestriction` (ties at First go by
-//! the module list). Child requests keep the address their parent found.
+//! Registers for the global **PreBeginRequest** notification, which comes
+//! before BeginRequest: every request module sees the client, whatever
+//! its place in the module list (RequestFiltering and IpRestriction, at
+//! BeginRequest's First priority, included; a refusal of theirs must show
+//! the client its custom error page, not the proxy's detailed one). The
+//! location the request arrived at decides, as for the other
+//! PreBeginRequest work: a rewrite into another location does not judge
+//! the proxy again. Child requests keep the address their parent found.
 //!
 //! The header is read only when the connection's peer is a trusted proxy,
 //! and from the right: its last entry is the one the nearest proxy wrote,
 //! and anything to its left is what the client or proxies further away
-//! said. The last entry becomes the client; with `recursive`, entries
-//! that are trusted proxies themselves are passed over, leftwards, to the
-//! first that is not (nginx's `real_ip_recursive`). An entry that is not
-//! an address ends the walk: the address before it, or the peer when it
-//! is the last entry, stays.
+//! said. Entries are separated by commas or spaces, and empty ones are
+//! skipped, as nginx reads them. The last entry becomes the client; with
+//! `recursive`, entries that are trusted proxies themselves are passed
+//! over, leftwards, to the first that is not (nginx's
+//! `real_ip_recursive`). An entry that is not an address ends the walk:
+//! the address before it, or the peer when it is the last entry, stays.
 //!
 //! The connection keeps its own peer: `limits.max_connections_per_client`
 //! counts the proxy. A load balancer that passes TCP connections on
@@ -38,8 +44,8 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use riis_pipeline::http::HeaderName;
 use riis_pipeline::{
-    HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, RequestNotification,
-    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+    GlobalModule, GlobalNotification, GlobalNotificationStatus, HttpContext, ModuleError,
+    ModuleRegistration, Section, ServerInfo,
 };
 use serde::Deserialize;
 
@@ -133,47 +139,61 @@ impl TryFrom<String> for ForwardedHeader {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, String> {
-        HeaderName::from_bytes(text.trim().as_bytes())
-            .map(Self)
-            .map_err(|_| format!("`{text}` is not a header name"))
+        let name = HeaderName::from_bytes(text.trim().as_bytes())
+            .map_err(|_| format!("`{text}` is not a header name"))?;
+        if name == "forwarded" {
+            // `for=192.0.2.7;proto=https`: no entry of it is an address.
+            return Err(
+                "RFC 7239's `Forwarded` header has a syntax of its own, which is not read \
+                 (name `X-Forwarded-For`, or the header your proxy sets the address in)"
+                    .to_owned(),
+            );
+        }
+        Ok(Self(name))
     }
 }
 
-/// The module instance.
+/// The module: a global one, for PreBeginRequest.
 pub struct ForwardedFor {
     config: Section<ForwardedForConfig>,
 }
 
-impl HttpModule for ForwardedFor {
-    fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+impl GlobalModule for ForwardedFor {
+    fn on_global_pre_begin_request(&self, ctx: &mut HttpContext) -> GlobalNotificationStatus {
         // A child request starts with the address its parent found; read
         // again, the header would be judged against the client.
         if ctx.child_depth() > 0 {
-            return RequestNotificationStatus::Continue;
+            return GlobalNotificationStatus::Continue;
         }
         let config = ctx.config(self.config);
-        if !config.trusts(ctx.request().remote_address().ip()) {
-            return RequestNotificationStatus::Continue;
+        if !config.trusts(ctx.request().peer_address().ip()) {
+            return GlobalNotificationStatus::Continue;
         }
         if let Some(client) = forwarded_client(ctx, config) {
             ctx.request_mut().set_remote_address(client);
         }
-        RequestNotificationStatus::Continue
+        GlobalNotificationStatus::Continue
     }
 }
 
 /// The client the header names, read from the right (see the module's
 /// documentation); `None` when its last entry is not an address, or there
-/// is no header.
+/// is no header. Nothing is collected: a header of many entries costs a
+/// walk, not memory.
 fn forwarded_client(ctx: &HttpContext, config: &ForwardedForConfig) -> Option<SocketAddr> {
-    let lines = ctx.request().headers().get_all(&config.header.0);
-    // Entries over all the header's lines, in order.
-    let entries: Vec<&[u8]> = lines
+    let entries = ctx
+        .request()
+        .headers()
+        .get_all(&config.header.0)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .collect();
+        .rev()
+        .flat_map(|v| {
+            v.as_bytes()
+                .rsplit(|&b| b == b',' || b.is_ascii_whitespace())
+        })
+        .filter(|entry| !entry.is_empty());
     let mut client = None;
-    for entry in entries.into_iter().rev() {
+    for entry in entries {
         let Some((address, port)) = crate::forwarded_entry(entry) else {
             break;
         };
@@ -192,14 +212,10 @@ pub fn register_module(
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<ForwardedForConfig>("forwarded_for")?;
-    registration.set_request_notifications(
-        move || ForwardedFor { config },
-        RequestNotification::BeginRequest.into(),
-        RequestNotifications::NONE,
-    )?;
-    registration
-        .set_priority_for_request_notification(RequestNotification::BeginRequest, Priority::First);
-    Ok(())
+    registration.set_global_notifications(
+        ForwardedFor { config },
+        GlobalNotification::PreBeginRequest.into(),
+    )
 }
 
 #[cfg(test)]

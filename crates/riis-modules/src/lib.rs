@@ -55,7 +55,8 @@ use riis_pipeline::RegisterModuleFn;
 /// (`unknown`, an obfuscated name, bytes that are not text).
 pub(crate) fn forwarded_entry(item: &[u8]) -> Option<(std::net::IpAddr, Option<u16>)> {
     use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-    let item = std::str::from_utf8(item).ok()?.trim();
+    // ASCII spaces only: a no-break space is no separator.
+    let item = std::str::from_utf8(item.trim_ascii()).ok()?;
     let (address, port) = if let Ok(a) = item.parse::<IpAddr>() {
         (a, None)
     } else if let Ok(s) = item.parse::<SocketAddr>() {

@@ -61,10 +61,12 @@ fn start(more: &str, site: &str) -> InProcessServer {
     let text = format!(
         r#"
 {more}
-[[modules]]
-name = "ForwardedFor"
+# IpRestriction first: ForwardedFor's PreBeginRequest comes before any
+# BeginRequest module, wherever the list puts it.
 [[modules]]
 name = "IpRestriction"
+[[modules]]
+name = "ForwardedFor"
 [[modules]]
 name = "Addresses"
 
@@ -410,6 +412,11 @@ fn forwarded_for_believes_a_trusted_proxy_from_the_right() {
         403
     );
     assert_eq!(get_with(&server, "/private/a", "").0, 200);
+    // Empty entries are skipped, and spaces separate as commas do.
+    assert_eq!(
+        get_with(&server, "/", "X-Forwarded-For: 10.9.9.9 203.0.113.7,, \r\n").1,
+        format!("203.0.113.7 0 {local} off")
+    );
     // A last entry that is not an address leaves the peer.
     let (_, body) = get_with(&server, "/", "X-Forwarded-For: 203.0.113.7, unknown\r\n");
     assert!(
@@ -472,6 +479,20 @@ fn forwarded_for_settings_are_checked() {
         said.contains("riis.toml:8")
             && said.contains("sites[0].forwarded_for.trusted_proxies[1]")
             && said.contains("`proxy.internal` is not an IP address or network"),
+        "{said}"
+    );
+    // RFC 7239's header has no address entries to read.
+    std::fs::write(
+        &config,
+        "[[modules]]\nname = \"ForwardedFor\"\n[forwarded_for]\nheader = \"Forwarded\"\n\
+         [[sites]]\nname = \"s\"\nroot = \"www\"\nbindings = [\"127.0.0.1:0\"]\n",
+    )
+    .unwrap();
+    let out = common::riis_command("check-config", &config);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("riis.toml:4") && said.contains("syntax of its own"),
         "{said}"
     );
 }

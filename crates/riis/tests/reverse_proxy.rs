@@ -652,6 +652,10 @@ path = "/realip"
 forwarded_for = {{ trusted_proxies = ["127.0.0.1"] }}
 
 [[sites.locations]]
+path = "/xrealip"
+forwarded_for = {{ trusted_proxies = ["127.0.0.1"], header = "X-Real-IP" }}
+
+[[sites.locations]]
 path = "/nohost"
 proxy = {{ servers = [{first}], preserve_host = false, forwarded_headers = false }}
 
@@ -735,6 +739,17 @@ fn the_backend_gets_the_request_and_makes_the_response() {
     assert_eq!(
         backend.seen.last().header("x-forwarded-for"),
         Some("203.0.113.9, 198.51.100.7, 127.0.0.1")
+    );
+    // Taken from another header, the client is not in the list yet: it
+    // goes before the proxy.
+    conn.send_raw(
+        b"GET /xrealip/echo HTTP/1.1\r\nHost: site.test\r\n\
+          X-Real-IP: 198.51.100.8\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n",
+    );
+    assert_eq!(conn.read_response(false).status, 200);
+    assert_eq!(
+        backend.seen.last().header("x-forwarded-for"),
+        Some("203.0.113.9, 198.51.100.8, 127.0.0.1")
     );
 }
 

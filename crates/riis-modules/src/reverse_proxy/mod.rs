@@ -637,17 +637,31 @@ impl ReverseProxy {
             let forwarded_for = HeaderName::from_static("x-forwarded-for");
             if !req.header_set_by_module(&forwarded_for) {
                 // Every earlier hop's, in order, then the address this
-                // request came from: the client's, or the proxy's that
-                // ForwardedFor took the client from (whose entry, the
-                // client, is already the last one).
+                // request came from. Where a module (ForwardedFor) took
+                // the client from the proxy that connected, that proxy is
+                // the hop to add, after the client unless the client is
+                // already the last entry (read from `X-Forwarded-For`
+                // itself, not `X-Real-IP`).
                 let mut list = Vec::with_capacity(32);
+                let mut last = None;
                 for hop in client.get_all(&forwarded_for) {
                     if !hop.is_empty() {
                         list.extend_from_slice(hop.as_bytes());
                         list.extend_from_slice(b", ");
+                        last = hop.as_bytes().rsplit(|&b| b == b',').next();
                     }
                 }
-                crate::put_address(&mut list, req.peer_address().ip());
+                let (remote, peer) = (req.remote_address().ip(), req.peer_address().ip());
+                if remote != peer {
+                    let listed = last
+                        .and_then(crate::forwarded_entry)
+                        .is_some_and(|(address, _)| address == remote.to_canonical());
+                    if !listed {
+                        crate::put_address(&mut list, remote);
+                        list.extend_from_slice(b", ");
+                    }
+                }
+                crate::put_address(&mut list, peer);
                 if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(list)) {
                     headers.insert(forwarded_for, value);
                 }
