@@ -1,5 +1,7 @@
 //! The `riis` command: serve sites, check a configuration, reload or ask
-//! the status of a running server.
+//! the status of a running server, convert an IIS `web.config`.
+
+mod web_config;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,6 +64,20 @@ enum Command {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Convert the `system.webServer` settings of an IIS `web.config` to
+    /// riis configuration (URL Rewrite rules and maps, default documents,
+    /// custom headers, HTTP redirection, static content): printed to
+    /// standard output; what has no equivalent is named on standard error
+    /// and in comments.
+    ImportWebConfig {
+        /// The `web.config` file.
+        file: PathBuf,
+        /// The URL path of the folder the file is in (`/blog`), when not
+        /// the site's root: the output is then a `[[sites.locations]]`
+        /// entry, whose rules keep their meaning there.
+        #[arg(long)]
+        location: Option<String>,
     },
     /// List the requests in flight of the server running a configuration,
     /// as IIS's `appcmd list requests` does: for each request that waits,
@@ -512,6 +528,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::ImportWebConfig { file, location } => {
+            let converted = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{}: {e}", file.display()))
+                .and_then(|xml| {
+                    web_config::convert(&xml, location.as_deref())
+                        .map_err(|e| format!("{}: {e}", file.display()))
+                });
+            match converted {
+                Ok(converted) => {
+                    print!("{}", converted.text);
+                    for line in &converted.left_out {
+                        eprintln!("riis: not converted: {line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("riis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Requests { config, elapsed } => print_report(requests(&config, elapsed)),
         Command::Status { config } => print_report(status(&config)),
     }

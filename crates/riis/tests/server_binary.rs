@@ -1135,3 +1135,169 @@ fn connections_leave_descriptors_for_the_rest() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `riis import-web-config`, on standard output.
+fn import_web_config(file: &std::path::Path, location: Option<&str>) -> (String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_riis"));
+    command.arg("import-web-config").arg(file);
+    if let Some(path) = location {
+        command.args(["--location", path]);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// A site's `web.config` and a folder's, converted, serve as they did on
+/// IIS: rewrite rules and maps, default documents, headers, MIME types and
+/// the client cache; what has no conversion is named.
+#[test]
+fn an_iis_web_config_converts_to_a_working_configuration() {
+    let dir = TempDir::new("web-config");
+    let root = dir.path().join("www");
+    dir.write("www/new/a.txt", "new a");
+    dir.write("www/home.html", "home");
+    dir.write("www/app.webmanifest", "{}");
+    dir.write("www/blog/index.html", "blog front controller");
+    let site_config = dir.write(
+        "web.config",
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<configuration>
+  <system.web><compilation debug="false" /></system.web>
+  <system.webServer>
+    <handlers><add name="PHP" path="*.php" verb="*" modules="FastCgiModule" /></handlers>
+    <defaultDocument><files><clear /><add value="home.html" /></files></defaultDocument>
+    <httpProtocol>
+      <customHeaders>
+        <remove name="X-Powered-By" />
+        <add name="X-Frame-Options" value="SAMEORIGIN" />
+      </customHeaders>
+    </httpProtocol>
+    <staticContent>
+      <mimeMap fileExtension=".webmanifest" mimeType="application/manifest+json" />
+      <clientCache cacheControlMode="UseMaxAge" cacheControlMaxAge="7.00:00:00" />
+    </staticContent>
+    <rewrite>
+      <rewriteMaps>
+        <rewriteMap name="Legacy">
+          <add key="/old-page" value="/home.html" />
+        </rewriteMap>
+      </rewriteMaps>
+      <rules>
+        <rule name="legacy pages" stopProcessing="true">
+          <match url=".*" />
+          <conditions><add input="{Legacy:{REQUEST_URI}}" pattern="(.+)" /></conditions>
+          <action type="Redirect" url="{C:1}" appendQueryString="false" redirectType="Found" />
+        </rule>
+        <rule name="old to new">
+          <match url="^old/(.*)$" ignoreCase="true" />
+          <serverVariables><set name="HTTP_X_MOVED" value="yes" /></serverVariables>
+          <action type="Rewrite" url="new/{R:1}" />
+        </rule>
+        <rule name="switched off" enabled="false">
+          <match url=".*" />
+          <action type="AbortRequest" />
+        </rule>
+      </rules>
+      <outboundRules><rule name="x"><match serverVariable="RESPONSE_Server" pattern=".*" /><action type="Rewrite" value="" /></rule></outboundRules>
+    </rewrite>
+  </system.webServer>
+</configuration>"#,
+    );
+    let blog_config = dir.write(
+        "blog.web.config",
+        r#"<configuration><system.webServer><rewrite><rules>
+  <rule name="WordPress">
+    <match url=".*" />
+    <conditions>
+      <add input="{REQUEST_FILENAME}" matchType="IsFile" negate="true" />
+      <add input="{REQUEST_FILENAME}" matchType="IsDirectory" negate="true" />
+    </conditions>
+    <action type="Rewrite" url="index.html" />
+  </rule>
+</rules></rewrite></system.webServer></configuration>"#,
+    );
+    let (site_text, left_out) = import_web_config(&site_config, None);
+    for named in [
+        "system.web",
+        "system.webServer/handlers",
+        "system.webServer/rewrite/outboundRules",
+        "rule `switched off` is disabled",
+    ] {
+        assert!(left_out.contains(named), "{named} in:\n{left_out}");
+        assert!(site_text.contains(named), "{named} in:\n{site_text}");
+    }
+    let (blog_text, _) = import_web_config(&blog_config, Some("/blog/"));
+    assert!(
+        blog_text.contains("[[sites.locations]]\npath = \"/blog\""),
+        "{blog_text}"
+    );
+
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"ProtocolSupport\"\n\
+             [[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"DefaultDocument\"\n\
+             [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nresource_type = \"Either\"\n\
+             modules = [\"StaticFile\", \"DefaultDocument\"]\n\
+             {site_text}\n\
+             [[sites]]\nname = \"s\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n{blog_text}",
+            root.display()
+        ),
+    );
+    let out = common::riis_command("check-config", &config);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&config).unwrap()
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let moved = get(server.addr, "/old/a.txt");
+    assert_eq!((moved.status, moved.text().as_str()), (200, "new a"));
+    assert_eq!(moved.header("x-frame-options"), Some("SAMEORIGIN"));
+    assert_eq!(moved.header("cache-control"), Some("max-age=604800"));
+    let legacy = get(server.addr, "/old-page");
+    assert_eq!(legacy.status, 302);
+    assert_eq!(legacy.header("location"), Some("/home.html"));
+    assert_eq!(get(server.addr, "/").text(), "home");
+    assert_eq!(
+        get(server.addr, "/app.webmanifest").header("content-type"),
+        Some("application/manifest+json")
+    );
+    let post = get(server.addr, "/blog/2024/hello-world");
+    assert_eq!(
+        (post.status, post.text().as_str()),
+        (200, "blog front controller")
+    );
+}
+
+#[test]
+fn a_web_config_that_cannot_be_read_is_an_error() {
+    let dir = TempDir::new("web-config-bad");
+    for (text, says) in [
+        ("<configuration><system.webServer>", "not a valid XML file"),
+        ("<appSettings />", "not <configuration>"),
+        (
+            "<configuration><system.webServer><rewrite><rules><rule name=\"r\"><action type=\"None\" /></rule></rules></rewrite></system.webServer></configuration>",
+            "rule `r` has no <match>",
+        ),
+    ] {
+        let file = dir.write("web.config", text);
+        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+            .arg("import-web-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("web.config") && said.contains(says), "{said}");
+    }
+}
