@@ -4,7 +4,8 @@
 //! What has a riis equivalent becomes its section: URL Rewrite's inbound
 //! rules and rewrite maps (`rewrite`), `defaultDocument`
 //! (`default_document`), `httpProtocol` (`protocol`), `httpRedirect`
-//! (`http_redirect`) and `staticContent` (`static_file`). Everything else
+//! (`http_redirect`), `staticContent` (`static_file`) and `httpErrors`
+//! (`http_errors`). Everything else
 //! is named in comments at the top of the output and on standard error,
 //! never dropped without a word. The output is checked by parsing it back
 //! before it is printed; `riis check-config` then checks it against the
@@ -134,6 +135,7 @@ fn web_server(out: &mut Output, node: Node, location: Option<&str>) -> Result<()
             "httpProtocol" => http_protocol(out, child)?,
             "httpRedirect" => http_redirect(out, child)?,
             "staticContent" => static_content(out, child)?,
+            "httpErrors" => http_errors(out, child)?,
             "handlers" => out.leave(
                 child,
                 "handler mappings are `[[handlers]]` in riis, with modules of their own: \
@@ -432,6 +434,70 @@ fn http_redirect(out: &mut Output, node: Node) -> Result<(), String> {
     }
     if let Some(v) = node.attribute("httpResponseStatus") {
         out.key("status", v);
+    }
+    Ok(())
+}
+
+/// `httpErrors`: the error mode and the custom pages. A page whose path is
+/// a Windows one (`%SystemDrive%\inetpub\custerr`, `C:\…`) has no
+/// meaning here and is left out.
+fn http_errors(out: &mut Output, node: Node) -> Result<(), String> {
+    out.table("http_errors");
+    if let Some(v) = node.attribute("errorMode") {
+        out.key("error_mode", v);
+    }
+    if let Some(v) = node.attribute("existingResponse") {
+        out.key("existing_response", v);
+    }
+    if node.attribute("defaultPath").is_some() {
+        out.leave(node, "defaultPath: give each status its page in `errors`");
+    }
+    let mut pages = Vec::new();
+    for entry in elements(node) {
+        match entry.tag_name().name() {
+            "error" => {
+                let number = |attribute: &str| -> Result<Option<i64>, String> {
+                    entry
+                        .attribute(attribute)
+                        .map(|v| {
+                            v.trim().parse::<i64>().map_err(|_| {
+                                format!("httpErrors: {attribute} `{v}` is not a number")
+                            })
+                        })
+                        .transpose()
+                };
+                let (Some(status), Some(path)) = (number("statusCode")?, entry.attribute("path"))
+                else {
+                    out.leave(entry, "an <error> needs statusCode and path");
+                    continue;
+                };
+                if path.contains('%')
+                    || path.contains('\\')
+                    || path.contains(':') && !path.contains("://")
+                {
+                    out.leave(
+                        entry,
+                        &format!("the page for {status} is the Windows path `{path}`"),
+                    );
+                    continue;
+                }
+                let mut t = toml::Table::new();
+                t.insert("status".into(), Value::Integer(status));
+                if let Some(sub) = number("subStatusCode")? {
+                    t.insert("substatus".into(), Value::Integer(sub));
+                }
+                t.insert("path".into(), Value::String(path.into()));
+                put(&mut t, "response_mode", entry.attribute("responseMode"));
+                pages.push(Value::Table(t));
+            }
+            // Before an <error> of the same status, as IIS's own examples
+            // write it: the list here is the whole list.
+            "remove" | "clear" => {}
+            _ => out.leave(entry, "no conversion for this part of httpErrors"),
+        }
+    }
+    if !pages.is_empty() {
+        out.key("errors", Value::Array(pages));
     }
     Ok(())
 }

@@ -1164,6 +1164,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     let root = dir.path().join("www");
     dir.write("www/new/a.txt", "new a");
     dir.write("www/home.html", "home");
+    dir.write("www/missing.html", "no such page");
     dir.write("www/app.webmanifest", "{}");
     dir.write("www/blog/index.html", "blog front controller");
     let site_config = dir.write(
@@ -1174,6 +1175,11 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
   <system.webServer>
     <handlers><add name="PHP" path="*.php" verb="*" modules="FastCgiModule" /></handlers>
     <defaultDocument><files><clear /><add value="home.html" /></files></defaultDocument>
+    <httpErrors errorMode="Custom" existingResponse="Replace">
+      <remove statusCode="404" subStatusCode="-1" />
+      <error statusCode="404" path="/missing.html" responseMode="ExecuteURL" />
+      <error statusCode="500" path="%SystemDrive%\inetpub\custerr\500.htm" />
+    </httpErrors>
     <httpProtocol>
       <customHeaders>
         <remove name="X-Powered-By" />
@@ -1230,6 +1236,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         "system.webServer/handlers",
         "system.webServer/rewrite/outboundRules",
         "rule `switched off` is disabled",
+        "the page for 500 is the Windows path",
     ] {
         assert!(left_out.contains(named), "{named} in:\n{left_out}");
         assert!(site_text.contains(named), "{named} in:\n{site_text}");
@@ -1244,6 +1251,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         "riis.toml",
         format!(
             "[[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"ProtocolSupport\"\n\
+             [[modules]]\nname = \"CustomError\"\n\
              [[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"DefaultDocument\"\n\
              [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nresource_type = \"Either\"\n\
              modules = [\"StaticFile\", \"DefaultDocument\"]\n\
@@ -1271,6 +1279,11 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     assert_eq!(
         get(server.addr, "/app.webmanifest").header("content-type"),
         Some("application/manifest+json")
+    );
+    let missing = get(server.addr, "/nowhere.txt");
+    assert_eq!(
+        (missing.status, missing.text().as_str()),
+        (404, "no such page")
     );
     let post = get(server.addr, "/blog/2024/hello-world");
     assert_eq!(
