@@ -471,10 +471,10 @@ fn http_errors(out: &mut Output, node: Node) -> Result<(), String> {
                     out.leave(entry, "an <error> needs statusCode and path");
                     continue;
                 };
-                if path.contains('%')
+                let windows = path.contains('%')
                     || path.contains('\\')
-                    || path.contains(':') && !path.contains("://")
-                {
+                    || (path.contains(':') && !path.contains("://"));
+                if windows {
                     out.leave(
                         entry,
                         &format!("the page for {status} is the Windows path `{path}`"),
