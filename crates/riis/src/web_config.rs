@@ -4,8 +4,9 @@
 //! What has a riis equivalent becomes its section: URL Rewrite's inbound
 //! rules and rewrite maps (`rewrite`), `defaultDocument`
 //! (`default_document`), `httpProtocol` (`protocol`), `httpRedirect`
-//! (`http_redirect`), `staticContent` (`static_file`) and `httpErrors`
-//! (`http_errors`). Everything else
+//! (`http_redirect`), `staticContent` (`static_file`), `httpErrors`
+//! (`http_errors`), `security/requestFiltering` (`request_filtering`) and
+//! `security/ipSecurity` (`ip_security`). Everything else
 //! is named in comments at the top of the output and on standard error,
 //! never dropped without a word. The output is checked by parsing it back
 //! before it is printed; `riis check-config` then checks it against the
@@ -136,6 +137,7 @@ fn web_server(out: &mut Output, node: Node, location: Option<&str>) -> Result<()
             "httpRedirect" => http_redirect(out, child)?,
             "staticContent" => static_content(out, child)?,
             "httpErrors" => http_errors(out, child)?,
+            "security" => security(out, child)?,
             "handlers" => out.leave(
                 child,
                 "handler mappings are `[[handlers]]` in riis, with modules of their own: \
@@ -322,16 +324,6 @@ fn rewrite_map(out: &mut Output, map: Node) -> Result<(), String> {
     Ok(())
 }
 
-/// riis's default documents, which a `web.config` without `<clear/>` adds
-/// to.
-const DEFAULT_DOCUMENTS: &[&str] = &[
-    "index.html",
-    "index.htm",
-    "default.htm",
-    "default.html",
-    "iisstart.htm",
-];
-
 /// `defaultDocument`: `enabled`, and `files`. Without `<clear/>`, the
 /// names it adds come before the inherited ones (IIS's collection puts a
 /// folder's own first), and `<remove>` takes inherited ones out.
@@ -341,8 +333,9 @@ fn default_document(out: &mut Output, node: Node) -> Result<(), String> {
         out.key("enabled", is_true(v));
     }
     if let Some(files) = element(node, "files") {
+        let defaults = riis_modules::default_document::DefaultDocumentConfig::default().files;
         let mut added = Vec::new();
-        let mut inherited: Vec<&str> = DEFAULT_DOCUMENTS.to_vec();
+        let mut inherited: Vec<&str> = defaults.iter().map(String::as_str).collect();
         for entry in elements(files) {
             let value = entry.attribute("value");
             match (entry.tag_name().name(), value) {
@@ -500,6 +493,207 @@ fn http_errors(out: &mut Output, node: Node) -> Result<(), String> {
         out.key("errors", Value::Array(pages));
     }
     Ok(())
+}
+
+/// `security`: request filtering and IP restrictions; authentication and
+/// authorization are named as left out.
+fn security(out: &mut Output, node: Node) -> Result<(), String> {
+    for child in elements(node) {
+        match child.tag_name().name() {
+            "requestFiltering" => request_filtering(out, child)?,
+            "ipSecurity" => ip_security(out, child),
+            "authentication" | "authorization" => out.leave(
+                child,
+                "see the authentication modules and `authorization` in docs/modules/authentication.md",
+            ),
+            _ => out.leave(child, "no conversion for this security section"),
+        }
+    }
+    Ok(())
+}
+
+/// The `<add …>` entries of `node`'s child `list`, by their `attribute`,
+/// with `<remove>` taking out earlier ones and `<clear/>` all.
+fn listed<'a>(node: Node<'a, '_>, list: &str, attribute: &str) -> Vec<Node<'a, 'a>> {
+    let mut kept: Vec<Node> = Vec::new();
+    let Some(list) = element(node, list) else {
+        return kept;
+    };
+    for entry in elements(list) {
+        match entry.tag_name().name() {
+            "add" => kept.push(entry),
+            "remove" => {
+                let gone = entry.attribute(attribute);
+                kept.retain(|k| k.attribute(attribute) != gone);
+            }
+            "clear" => kept.clear(),
+            _ => {}
+        }
+    }
+    kept
+}
+
+/// `requestFiltering`: limits, verbs, extensions, hidden segments, denied
+/// sequences. Lists riis has defaults for (hidden segments) keep them, as
+/// IIS's inherited entries stay.
+fn request_filtering(out: &mut Output, node: Node) -> Result<(), String> {
+    out.table("request_filtering");
+    for (attribute, key) in [
+        ("allowDoubleEscaping", "allow_double_escaping"),
+        ("allowHighBitCharacters", "allow_high_bit_characters"),
+    ] {
+        if let Some(v) = node.attribute(attribute) {
+            out.key(key, is_true(v));
+        }
+    }
+    if let Some(limits) = element(node, "requestLimits") {
+        for (attribute, key) in [
+            ("maxAllowedContentLength", "max_allowed_content_length"),
+            ("maxUrl", "max_url"),
+            ("maxQueryString", "max_query_string"),
+        ] {
+            if let Some(v) = limits.attribute(attribute) {
+                let n: i64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("requestLimits: {attribute} `{v}` is not a number"))?;
+                out.key(key, Value::Integer(n));
+            }
+        }
+        let headers: toml::Table = listed(limits, "headerLimits", "header")
+            .into_iter()
+            .filter_map(|h| {
+                let size = h.attribute("sizeLimit")?.trim().parse::<i64>().ok()?;
+                Some((h.attribute("header")?.to_owned(), Value::Integer(size)))
+            })
+            .collect();
+        if !headers.is_empty() {
+            out.key("header_limits", Value::Table(headers));
+        }
+    }
+    if let Some(verbs) = element(node, "verbs") {
+        if let Some(v) = verbs.attribute("allowUnlisted") {
+            out.key("allow_unlisted_verbs", is_true(v));
+        }
+        let listed: toml::Table = listed(node, "verbs", "verb")
+            .into_iter()
+            .filter_map(|e| {
+                let allowed = e.attribute("allowed").is_none_or(is_true);
+                Some((e.attribute("verb")?.to_owned(), Value::Boolean(allowed)))
+            })
+            .collect();
+        if !listed.is_empty() {
+            out.key("verbs", Value::Table(listed));
+        }
+    }
+    if let Some(extensions) = element(node, "fileExtensions") {
+        let mut table = toml::Table::new();
+        if let Some(v) = extensions.attribute("allowUnlisted") {
+            table.insert("allow_unlisted".into(), Value::Boolean(is_true(v)));
+        }
+        let (mut allow, mut deny) = (Vec::new(), Vec::new());
+        for e in listed(node, "fileExtensions", "fileExtension") {
+            let Some(extension) = e.attribute("fileExtension") else {
+                continue;
+            };
+            let name = Value::String(extension.to_owned());
+            if e.attribute("allowed").is_none_or(is_true) {
+                allow.push(name);
+            } else {
+                deny.push(name);
+            }
+        }
+        if !allow.is_empty() {
+            table.insert("allow".into(), Value::Array(allow));
+        }
+        if !deny.is_empty() {
+            table.insert("deny".into(), Value::Array(deny));
+        }
+        if !table.is_empty() {
+            out.key("file_extensions", Value::Table(table));
+        }
+    }
+    if let Some(list) = element(node, "hiddenSegments") {
+        // riis's defaults are what a web.config inherits.
+        let mut segments: Vec<String> = riis_modules::request_filtering::DEFAULT_HIDDEN_SEGMENTS
+            .map(String::from)
+            .into();
+        for entry in elements(list) {
+            let segment = entry.attribute("segment").map(str::to_owned);
+            match (entry.tag_name().name(), segment) {
+                ("add", Some(s)) if !segments.iter().any(|k| k.eq_ignore_ascii_case(&s)) => {
+                    segments.push(s)
+                }
+                ("remove", Some(s)) => segments.retain(|k| !k.eq_ignore_ascii_case(&s)),
+                ("clear", _) => segments.clear(),
+                _ => {}
+            }
+        }
+        out.key(
+            "hidden_segments",
+            Value::Array(segments.into_iter().map(Value::String).collect()),
+        );
+    }
+    for (list, key) in [
+        ("denyUrlSequences", "denied_url_sequences"),
+        ("denyQueryStringSequences", "denied_query_string_sequences"),
+    ] {
+        let sequences: Vec<Value> = listed(node, list, "sequence")
+            .into_iter()
+            .filter_map(|e| Some(Value::String(e.attribute("sequence")?.to_owned())))
+            .collect();
+        if !sequences.is_empty() {
+            out.key(key, Value::Array(sequences));
+        }
+    }
+    for child in elements(node) {
+        if !matches!(
+            child.tag_name().name(),
+            "requestLimits"
+                | "verbs"
+                | "fileExtensions"
+                | "hiddenSegments"
+                | "denyUrlSequences"
+                | "denyQueryStringSequences"
+        ) {
+            out.leave(child, "no conversion for this part of requestFiltering");
+        }
+    }
+    Ok(())
+}
+
+/// `ipSecurity`: the address rules, in order.
+fn ip_security(out: &mut Output, node: Node) {
+    out.table("ip_security");
+    if let Some(v) = node.attribute("allowUnlisted") {
+        out.key("allow_unlisted", is_true(v));
+    }
+    if let Some(v) = node.attribute("denyAction") {
+        out.key("deny_action", v);
+    }
+    if let Some(v) = node.attribute("enableProxyMode") {
+        out.key("proxy_mode", is_true(v));
+    }
+    let mut rules = Vec::new();
+    for entry in elements(node) {
+        match (entry.tag_name().name(), entry.attribute("ipAddress")) {
+            ("add", Some(address)) => {
+                let mut t = toml::Table::new();
+                t.insert("address".into(), Value::String(address.into()));
+                put(&mut t, "subnet_mask", entry.attribute("subnetMask"));
+                put_bool(&mut t, "allowed", entry.attribute("allowed"));
+                rules.push(Value::Table(t));
+            }
+            ("clear", _) => rules.clear(),
+            _ => out.leave(
+                entry,
+                "an ipSecurity entry by domain name, or without ipAddress",
+            ),
+        }
+    }
+    if !rules.is_empty() {
+        out.key("rules", Value::Array(rules));
+    }
 }
 
 /// `staticContent`: MIME types and the client cache.

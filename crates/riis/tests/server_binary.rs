@@ -1165,6 +1165,8 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     dir.write("www/new/a.txt", "new a");
     dir.write("www/home.html", "home");
     dir.write("www/missing.html", "no such page");
+    dir.write("www/private/a.txt", "hidden");
+    dir.write("www/a.bak", "old");
     dir.write("www/app.webmanifest", "{}");
     dir.write("www/blog/index.html", "blog front controller");
     let site_config = dir.write(
@@ -1175,6 +1177,16 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
   <system.webServer>
     <handlers><add name="PHP" path="*.php" verb="*" modules="FastCgiModule" /></handlers>
     <defaultDocument><files><clear /><add value="home.html" /></files></defaultDocument>
+    <security>
+      <requestFiltering allowDoubleEscaping="false">
+        <requestLimits maxAllowedContentLength="1000" />
+        <hiddenSegments><add segment="private" /></hiddenSegments>
+        <fileExtensions><add fileExtension=".bak" allowed="false" /></fileExtensions>
+        <filteringRules />
+      </requestFiltering>
+      <ipSecurity allowUnlisted="true"><add ipAddress="10.0.0.0" subnetMask="255.0.0.0" /></ipSecurity>
+      <authentication><anonymousAuthentication enabled="true" /></authentication>
+    </security>
     <httpErrors errorMode="Custom" existingResponse="Replace">
       <remove statusCode="404" subStatusCode="-1" />
       <error statusCode="404" path="/missing.html" responseMode="ExecuteURL" />
@@ -1237,10 +1249,24 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         "system.webServer/rewrite/outboundRules",
         "rule `switched off` is disabled",
         "the page for 500 is the Windows path",
+        "system.webServer/security/requestFiltering/filteringRules",
+        "system.webServer/security/authentication",
     ] {
         assert!(left_out.contains(named), "{named} in:\n{left_out}");
         assert!(site_text.contains(named), "{named} in:\n{site_text}");
     }
+    let converted: toml::Table = site_text.parse().unwrap();
+    let filtering = &converted["request_filtering"];
+    assert_eq!(
+        filtering["file_extensions"]["deny"].as_array().unwrap(),
+        &[toml::Value::String(".bak".into())]
+    );
+    assert_eq!(
+        filtering["max_allowed_content_length"].as_integer(),
+        Some(1000)
+    );
+    let rules = converted["ip_security"]["rules"].as_array().unwrap();
+    assert_eq!(rules[0]["subnet_mask"].as_str(), Some("255.0.0.0"));
     let (blog_text, _) = import_web_config(&blog_config, Some("/blog/"));
     assert!(
         blog_text.contains("[[sites.locations]]\npath = \"/blog\""),
@@ -1250,7 +1276,8 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     let config = dir.write(
         "riis.toml",
         format!(
-            "[[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"ProtocolSupport\"\n\
+            "[[modules]]\nname = \"RequestFiltering\"\n[[modules]]\nname = \"IpRestriction\"\n\
+             [[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"ProtocolSupport\"\n\
              [[modules]]\nname = \"CustomError\"\n\
              [[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"DefaultDocument\"\n\
              [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nresource_type = \"Either\"\n\
@@ -1280,6 +1307,8 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         get(server.addr, "/app.webmanifest").header("content-type"),
         Some("application/manifest+json")
     );
+    assert_eq!(get(server.addr, "/private/a.txt").status, 404);
+    assert_eq!(get(server.addr, "/a.bak").status, 404);
     let missing = get(server.addr, "/nowhere.txt");
     assert_eq!(
         (missing.status, missing.text().as_str()),
