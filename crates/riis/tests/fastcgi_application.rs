@@ -366,6 +366,53 @@ fn reloads_keep_the_processes_and_a_monitored_file_recycles_them() {
     }
 }
 
+/// A reload that takes FastCgi out of the module list leaves no
+/// configuration to take the processes over: they stop then, not when a
+/// wait for one ends, and a server stopped right after leaves none behind.
+#[test]
+fn a_reload_without_fastcgi_leaves_no_process_behind() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-removed");
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    let config = config(
+        &dir,
+        &format!("{{ path = '{}', instances = 1 }}", php.display()),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/pid.php");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let pid: u32 = resp.text().parse().unwrap();
+    // The same site, served by StaticFile alone.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let site = &text[text.find("[[sites]]").unwrap()..];
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\npid_file = \"riis.pid\"\n[[modules]]\nname = \"StaticFile\"\n\
+             [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n{site}"
+        ),
+    )
+    .unwrap();
+    let out = common::riis_reload(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    server.terminate();
+    let start = Instant::now();
+    while is_running(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "php-cgi outlived riis"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A process that exits with an error, or at once with success before the
 /// application answered anything, counts as failed.
 #[test]

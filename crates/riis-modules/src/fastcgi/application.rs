@@ -18,8 +18,9 @@
 //! requests get 503 for a minute, then the next request starts it again
 //! (IIS's rapid fail protection). If the first start fails (no socket could be made),
 //! each request tries again. The processes are stopped (SIGTERM to each one's
-//! process group, SIGKILL two seconds later) when the configuration that
-//! started them retires or the server stops, and the server's stop waits
+//! process group, SIGKILL two seconds later) when no configuration holds
+//! them any more (after [`PARKED_FOR`], or at once when no configuration
+//! with FastCgi is left) or the server stops, and the server's stop waits
 //! for that (see [`wait_for_stops`]); each process group holds the
 //! processes a program forks (`PHP_FCGI_CHILDREN`). What they write to
 //! their standard error is logged a line (of at most 1 KiB) at a time.
@@ -254,6 +255,11 @@ struct Run {
     /// The monitored file's version when the processes started, and when
     /// it was last looked at.
     monitored: Option<(Option<FileVersion>, Instant)>,
+    /// A different version seen at the last look, not yet acted on: a
+    /// change counts once it holds for two looks, so that an editor's
+    /// delete and write, or truncate and write, recycles once, with the
+    /// file whole.
+    monitored_change: Option<Option<FileVersion>>,
 }
 
 /// One application of a configuration, started at its first request.
@@ -284,6 +290,7 @@ impl Application {
                 socket_id: None,
                 retiring: Vec::new(),
                 monitored: None,
+                monitored_change: None,
             }),
             stopping: Condvar::new(),
             taken: Arc::default(),
@@ -407,6 +414,7 @@ impl Application {
             .monitor_changes_to
             .as_deref()
             .map(|file| (file_version(file), Instant::now()));
+        run.monitored_change = None;
         Ok(())
     }
 
@@ -541,8 +549,9 @@ impl Application {
         }
     }
 
-    /// Whether `monitor_changes_to` changed since the processes started
-    /// (looked at once per [`MONITOR_EVERY`]).
+    /// Whether `monitor_changes_to` changed since the processes started,
+    /// and stayed as it is for a look (looked at once per
+    /// [`MONITOR_EVERY`]).
     fn monitored_file_changed(&self, run: &mut Run, now: Instant) -> bool {
         let (Some(file), Some((version, looked))) = (
             self.config.monitor_changes_to.as_deref(),
@@ -554,7 +563,14 @@ impl Application {
             return false;
         }
         *looked = now;
-        file_version(file) != *version
+        let seen = file_version(file);
+        if seen == *version {
+            run.monitored_change = None;
+            return false;
+        }
+        let settled = run.monitored_change == Some(seen);
+        run.monitored_change = Some(seen);
+        settled
     }
 
     /// Stops the processes (no configuration holds the application any
@@ -648,6 +664,7 @@ pub(super) fn release(application: &Arc<Application>) {
     let since = Instant::now();
     registry.parked.push((application.clone(), since));
     drop(registry);
+    let application_for_error = application.clone();
     // Stopped after the wait unless a configuration took it over (it is
     // then no longer parked, or parked again later, at another time).
     let waited = std::thread::Builder::new()
@@ -671,14 +688,36 @@ pub(super) fn release(application: &Arc<Application>) {
         });
     if let Err(e) = waited {
         tracing::warn!("cannot wait for a FastCGI application to be taken over: {e}");
-        stop_parked();
+        stop_unparked(&application_for_error);
+    }
+}
+
+/// Stops `application` now, if it is still parked (its wait could not
+/// start).
+fn stop_unparked(application: &Arc<Application>) {
+    let mut registry = lock_registry();
+    if let Some(i) = registry
+        .parked
+        .iter()
+        .position(|(a, _)| Arc::ptr_eq(a, application))
+    {
+        let (application, _) = registry.parked.swap_remove(i);
+        drop(registry);
+        application.stop();
     }
 }
 
 /// The server stops: applications let go from now on are stopped, and so
 /// are those parked.
-pub(super) fn stop_parked() {
+pub(super) fn server_stops() {
     SERVER_STOPPING.store(true, Ordering::SeqCst);
+    stop_parked();
+}
+
+/// Stops the parked applications: no configuration is left to take them
+/// over (the last one with FastCgi retires, or the server stops). The
+/// process may end before their wait would: none must outlive it.
+pub(super) fn stop_parked() {
     let parked = std::mem::take(&mut lock_registry().parked);
     for (application, _) in parked {
         application.stop();

@@ -94,7 +94,7 @@ mod exchange;
 mod protocol;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -230,7 +230,14 @@ struct Shared {
     /// for the processes to be gone. Not at a reload's retirement, which
     /// runs on a thread that serves other work meanwhile.
     server_stopping: Arc<AtomicBool>,
+    /// [`Shared::stop`] ran: this configuration no longer counts in
+    /// [`LIVE_CONFIGURATIONS`].
+    retired: AtomicBool,
 }
+
+/// Configurations with FastCgi that have not retired: while one is left,
+/// applications let go may be parked for it to take over.
+static LIVE_CONFIGURATIONS: AtomicUsize = AtomicUsize::new(0);
 
 impl Shared {
     /// Where the exchange runs: the runtime the request runs on, when it
@@ -277,12 +284,21 @@ impl Shared {
         self.pools.clear();
         let stopping = self.server_stopping.load(Ordering::SeqCst);
         if stopping {
-            application::stop_parked();
+            application::server_stops();
         }
         let applications =
             std::mem::take(&mut *self.applications.lock().unwrap_or_else(|e| e.into_inner()));
         for application in applications {
             application::release(&application);
+        }
+        // The last configuration with FastCgi retires (a reload took the
+        // module out): no configuration is left to take applications
+        // over, and none would be told the server stops, so nothing may
+        // stay parked.
+        if !self.retired.swap(true, Ordering::SeqCst)
+            && LIVE_CONFIGURATIONS.fetch_sub(1, Ordering::SeqCst) == 1
+        {
+            application::stop_parked();
         }
         if stopping {
             application::wait_for_stops();
@@ -574,7 +590,9 @@ pub fn register_module(
         running: Arc::default(),
         applications: Arc::default(),
         server_stopping: Arc::default(),
+        retired: AtomicBool::new(false),
     });
+    LIVE_CONFIGURATIONS.fetch_add(1, Ordering::SeqCst);
     let (pools, running) = (shared.pools.clone(), shared.running.clone());
     let applications = shared.applications.clone();
     registration.set_global_notifications(
