@@ -67,9 +67,9 @@ enum Command {
     },
     /// Convert the `system.webServer` settings of an IIS `web.config` to
     /// riis configuration (URL Rewrite rules and maps, default documents,
-    /// custom headers, HTTP redirection, static content): printed to
-    /// standard output; what has no equivalent is named on standard error
-    /// and in comments.
+    /// custom headers, HTTP redirection, static content, error pages,
+    /// request filtering, IP rules): printed to standard output; what has
+    /// no equivalent is named on standard error and in comments.
     ImportWebConfig {
         /// The `web.config` file.
         file: PathBuf,
