@@ -6,11 +6,11 @@
 //! (`default_document`), `httpProtocol` (`protocol`), `httpRedirect`
 //! (`http_redirect`), `staticContent` (`static_file`), `httpErrors`
 //! (`http_errors`), `security/requestFiltering` (`request_filtering`) and
-//! `security/ipSecurity` (`ip_security`). Everything else
-//! is named in comments at the top of the output and on standard error,
-//! never dropped without a word. The output is checked by parsing it back
-//! before it is printed; `riis check-config` then checks it against the
-//! modules.
+//! `security/ipSecurity` (`ip_security`). Every element and attribute not
+//! converted is named in comments at the top of the output and on standard
+//! error. Attributes left out are written with IIS's defaults where riis's
+//! differ. The output is checked by parsing it back before it is printed;
+//! `riis check-config` then checks it against the modules.
 //!
 //! A `web.config` applies to the folder it is in: with `--location`, the
 //! output is a `[[sites.locations]]` entry for that folder, and its rewrite
@@ -31,9 +31,19 @@ pub struct Converted {
     pub left_out: Vec<String>,
 }
 
+/// The deepest nesting of elements read: the XML parser recurses, and a
+/// file nested thousands deep would overflow the stack. Real ones stay
+/// under a dozen.
+const MAX_DEPTH: usize = 256;
+
 /// Converts the text of a `web.config`; `location` is the URL path of the
 /// folder it sits in (`/blog`), if not the site's root.
 pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
+    if nesting_depth(xml) > MAX_DEPTH {
+        return Err(format!(
+            "elements are nested deeper than {MAX_DEPTH} levels"
+        ));
+    }
     let document = Document::parse(xml).map_err(|e| format!("not a valid XML file: {e}"))?;
     let root = document.root_element();
     if root.tag_name().name() != "configuration" {
@@ -52,21 +62,47 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
         } else {
             ""
         },
-        body: String::new(),
+        tables: Vec::new(),
         left_out: Vec::new(),
     };
+    // `<location path=".">` (ASP.NET Core's template, Umbraco) is the file's
+    // own folder: its settings are the file's.
+    let own_folder = |n: &Node| {
+        n.tag_name().name() == "location"
+            && matches!(n.attribute("path").map(str::trim), None | Some("" | "."))
+    };
+    let mut web_servers = Vec::new();
     for child in elements(root) {
         match child.tag_name().name() {
-            "system.webServer" => web_server(&mut out, child, location.as_deref())?,
-            "location" => out.leave(
-                child,
-                "<location> elements: convert each as its own `--location`",
-            ),
+            "system.webServer" => web_servers.push(child),
+            "location" if own_folder(&child) => {
+                web_servers.extend(elements(child).filter(|n| n.tag_name().name() == "system.webServer"));
+                for other in elements(child).filter(|n| n.tag_name().name() != "system.webServer") {
+                    out.leave(other, "not IIS's web server settings");
+                }
+            }
+            "location" => {
+                let path = child.attribute("path").unwrap_or_default();
+                out.leave(
+                    child,
+                    &format!(
+                        "path \"{path}\": its settings apply to that folder below this one; \
+                         write them in a [[sites.locations]] entry for it"
+                    ),
+                );
+            }
             "configSections" => {}
-            other => out.left_out.push(format!(
-                "<{other}>: not IIS's web server settings (ASP.NET and .NET settings stay with the application)"
-            )),
+            _ => out.leave(
+                child,
+                "not IIS's web server settings (ASP.NET and .NET settings stay with the application)",
+            ),
         }
+    }
+    if web_servers.len() > 1 {
+        return Err("the file has more than one <system.webServer> for its folder".to_owned());
+    }
+    if let Some(node) = web_servers.first() {
+        web_server(&mut out, *node, location.as_deref())?;
     }
     let mut text = String::new();
     let _ = writeln!(text, "# Converted by `riis import-web-config`.");
@@ -76,7 +112,9 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
     if let Some(path) = &location {
         let _ = writeln!(text, "\n[[sites.locations]]\npath = {}", quoted(path));
     }
-    text.push_str(&out.body);
+    for (header, lines) in &out.tables {
+        let _ = write!(text, "\n{header}\n{lines}");
+    }
     // What is printed must be TOML a configuration can hold.
     text.parse::<toml::Table>()
         .map_err(|e| format!("the converted text is not valid TOML (a bug): {e}"))?;
@@ -86,55 +124,160 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
     })
 }
 
+/// How deep elements nest in `xml`, by a scan that skips comments, CDATA,
+/// declarations and quoted attribute values (the parser reports any other
+/// error itself).
+fn nesting_depth(xml: &str) -> usize {
+    let bytes = xml.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    let skip_to = |from: usize, end: &[u8]| {
+        memchr::memmem::find(&bytes[from..], end).map_or(bytes.len(), |at| from + at + end.len())
+    };
+    while let Some(at) = memchr::memchr(b'<', &bytes[i..]) {
+        let start = i + at;
+        let rest = &bytes[start..];
+        if rest.starts_with(b"<!--") {
+            i = skip_to(start, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = skip_to(start, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = skip_to(start, b"?>");
+        } else if rest.starts_with(b"<!") {
+            i = skip_to(start, b">");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = skip_to(start, b">");
+        } else {
+            // The tag's end, past quoted values that may hold `>`.
+            let mut j = start + 1;
+            let mut quote = None;
+            while j < bytes.len() {
+                match (quote, bytes[j]) {
+                    (None, b'"' | b'\'') => quote = Some(bytes[j]),
+                    (Some(q), b) if b == q => quote = None,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+                j += 1;
+            }
+            if j > start + 1 && bytes[j - 1] != b'/' {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            i = (j + 1).min(bytes.len());
+        }
+    }
+    deepest
+}
+
 /// A URL path for `--location`: starts with `/`, no trailing `/`.
 fn location_path(path: &str) -> Result<String, String> {
     let trimmed = path.trim().trim_end_matches('/');
-    if !trimmed.starts_with('/') || trimmed.contains("//") {
+    if !trimmed.starts_with('/') || trimmed.contains("//") || trimmed.chars().any(char::is_control)
+    {
         return Err(format!(
-            "--location `{path}` is not a URL path such as `/blog`"
+            "--location `{}` is not a URL path such as `/blog`",
+            path.escape_debug()
         ));
     }
     Ok(trimmed.to_owned())
 }
 
-/// The text being written and the notes on what was left out.
+/// The tables being written and the notes on what was left out.
 struct Output {
     /// Before each table's name: `sites.locations.` for a location.
     prefix: &'static str,
-    body: String,
+    /// Each table's header (`[protocol]`, `[[rewrite.rules]]`) and its
+    /// `key = value` lines, the last one being written.
+    tables: Vec<(String, String)>,
     left_out: Vec<String>,
 }
 
 impl Output {
-    /// Notes that `node` was not converted, and why.
+    /// Notes that `node` was not converted, and why. The note is one line
+    /// whatever the file holds (it goes into a comment).
     fn leave(&mut self, node: Node, why: &str) {
-        self.left_out.push(format!("<{}> ({why})", path_of(node)));
+        self.left_out
+            .push(one_line(&format!("<{}> ({why})", path_of(node))));
     }
 
-    /// Starts the table `name` (`rewrite`, `[rewrite.rules]`).
+    /// Notes the attributes of `node` that are not `handled`.
+    fn leave_attributes(&mut self, node: Node, handled: &[&str]) {
+        for attribute in node.attributes() {
+            let name = attribute.name();
+            if !handled.contains(&name) && attribute.namespace().is_none() {
+                self.leave(node, &format!("attribute `{name}` has no conversion"));
+            }
+        }
+    }
+
+    /// Notes the child elements of `node` that are not `handled`.
+    fn leave_children(&mut self, node: Node, handled: &[&str]) {
+        for child in elements(node) {
+            if !handled.contains(&child.tag_name().name()) {
+                self.leave(child, "no conversion");
+            }
+        }
+    }
+
+    /// Goes on with the table `name` (`rewrite`, `protocol`): a new one,
+    /// or the one of that name already begun (two IIS sections may write
+    /// to one riis section: `removeServerHeader` to `protocol`).
     fn table(&mut self, name: &str) {
-        let _ = write!(self.body, "\n[{}{name}]\n", self.prefix);
+        let header = format!("[{}{name}]", self.prefix);
+        match self.tables.iter().position(|(h, _)| *h == header) {
+            Some(i) => {
+                let begun = self.tables.remove(i);
+                self.tables.push(begun);
+            }
+            None => self.tables.push((header, String::new())),
+        }
     }
 
     /// Starts an entry of the array of tables `name`.
     fn array_entry(&mut self, name: &str) {
-        let _ = write!(self.body, "\n[[{}{name}]]\n", self.prefix);
+        self.tables
+            .push((format!("[[{}{name}]]", self.prefix), String::new()));
     }
 
     /// `key = value` in the current table.
     fn key(&mut self, key: &str, value: impl Into<Value>) {
-        let _ = writeln!(self.body, "{} = {}", bare_or_quoted(key), value.into());
+        if let Some((_, lines)) = self.tables.last_mut() {
+            let _ = writeln!(lines, "{} = {}", bare_or_quoted(key), value.into());
+        }
     }
+}
+
+/// `text` with its control characters (line breaks) escaped.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `system.webServer`'s children.
 fn web_server(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), String> {
+    let mut seen: Vec<&str> = Vec::new();
     for child in elements(node) {
-        match child.tag_name().name() {
+        let name = child.tag_name().name();
+        if seen.contains(&name) {
+            return Err(format!(
+                "<system.webServer> has more than one <{}>",
+                one_line(name)
+            ));
+        }
+        seen.push(name);
+        match name {
             "rewrite" => rewrite(out, child, location)?,
-            "defaultDocument" => default_document(out, child)?,
-            "httpProtocol" => http_protocol(out, child)?,
-            "httpRedirect" => http_redirect(out, child)?,
+            "defaultDocument" => default_document(out, child),
+            "httpProtocol" => http_protocol(out, child),
+            "httpRedirect" => http_redirect(out, child),
             "staticContent" => static_content(out, child)?,
             "httpErrors" => http_errors(out, child)?,
             "security" => security(out, child)?,
@@ -175,8 +318,11 @@ fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), S
                 }
             }
             "rewriteMaps" => {
-                for map in elements(child).filter(|m| m.tag_name().name() == "rewriteMap") {
-                    rewrite_map(out, map)?;
+                for map in elements(child) {
+                    match map.tag_name().name() {
+                        "rewriteMap" => rewrite_map(out, map)?,
+                        _ => out.leave(map, "only <rewriteMap> entries are converted"),
+                    }
                 }
             }
             "outboundRules" => out.leave(
@@ -192,21 +338,30 @@ fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), S
 /// One `<rule>`.
 fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
     let name = rule.attribute("name").unwrap_or("");
-    if rule.attribute("enabled").is_some_and(|v| !is_true(v)) {
-        out.leave(rule, &format!("rule `{name}` is disabled"));
-        return Ok(());
-    }
+    let named = one_line(name);
+    out.leave_attributes(
+        rule,
+        &["name", "enabled", "stopProcessing", "patternSyntax"],
+    );
+    out.leave_children(rule, &["match", "conditions", "serverVariables", "action"]);
     let Some(matched) = element(rule, "match") else {
-        return Err(format!("rule `{name}` has no <match>"));
+        return Err(format!("rule `{named}` has no <match>"));
     };
+    out.leave_attributes(matched, &["url", "ignoreCase", "negate"]);
     out.array_entry("rewrite.rules");
     out.key("name", name);
+    if rule.attribute("enabled").is_some_and(|v| !is_true(v)) {
+        out.key("enabled", false);
+    }
     let pattern = matched
         .attribute("url")
-        .ok_or_else(|| format!("rule `{name}`: <match> has no `url`"))?;
+        .ok_or_else(|| format!("rule `{named}`: <match> has no `url`"))?;
     out.key("pattern", pattern);
     if let Some(syntax) = rule.attribute("patternSyntax") {
-        out.key("pattern_syntax", syntax);
+        out.key(
+            "pattern_syntax",
+            canonical(syntax, &["ECMAScript", "Wildcard", "ExactMatch"]),
+        );
     }
     if let Some(v) = matched.attribute("ignoreCase") {
         out.key("ignore_case", is_true(v));
@@ -218,75 +373,97 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
         out.key("stop_processing", is_true(v));
     }
     if let Some(conditions) = element(rule, "conditions") {
-        if let Some(grouping) = conditions.attribute("logicalGrouping") {
-            out.key("logical_grouping", grouping);
-        }
-        if conditions
-            .attribute("trackAllCaptures")
-            .is_some_and(is_true)
-        {
-            out.leave(
-                conditions,
-                &format!("rule `{name}`: trackAllCaptures (the last matching condition's groups are {{C:n}} in riis)"),
-            );
-        }
-        let list: Vec<Value> = elements(conditions)
-            .filter(|c| c.tag_name().name() == "add")
-            .map(|c| {
-                let mut t = toml::Table::new();
-                put(&mut t, "input", c.attribute("input"));
-                put(&mut t, "match_type", c.attribute("matchType"));
-                put(&mut t, "pattern", c.attribute("pattern"));
-                put_bool(&mut t, "ignore_case", c.attribute("ignoreCase"));
-                put_bool(&mut t, "negate", c.attribute("negate"));
-                Value::Table(t)
-            })
-            .collect();
-        if !list.is_empty() {
-            out.key("conditions", Value::Array(list));
-        }
+        conditions_of(out, conditions, &named);
     }
     if let Some(variables) = element(rule, "serverVariables") {
-        let list: Vec<Value> = elements(variables)
-            .filter(|v| v.tag_name().name() == "set")
-            .map(|v| {
-                let mut t = toml::Table::new();
-                put(&mut t, "name", v.attribute("name"));
-                t.insert(
-                    "value".into(),
-                    Value::String(v.attribute("value").unwrap_or("").into()),
-                );
-                put_bool(&mut t, "replace", v.attribute("replace"));
-                Value::Table(t)
-            })
-            .collect();
+        let mut list = Vec::new();
+        for v in elements(variables) {
+            if v.tag_name().name() != "set" {
+                out.leave(v, "only <set> entries are converted");
+                continue;
+            }
+            out.leave_attributes(v, &["name", "value", "replace"]);
+            let mut t = toml::Table::new();
+            put(&mut t, "name", v.attribute("name"));
+            t.insert(
+                "value".into(),
+                Value::String(v.attribute("value").unwrap_or("").into()),
+            );
+            put_bool(&mut t, "replace", v.attribute("replace"));
+            list.push(Value::Table(t));
+        }
         if !list.is_empty() {
             out.key("server_variables", Value::Array(list));
         }
     }
     let Some(action) = element(rule, "action") else {
-        return Err(format!("rule `{name}` has no <action>"));
+        return Err(format!("rule `{named}` has no <action>"));
     };
+    out.leave_attributes(
+        action,
+        &[
+            "type",
+            "url",
+            "appendQueryString",
+            "redirectType",
+            "statusCode",
+            "subStatusCode",
+            "statusReason",
+            "statusDescription",
+            // Whether IIS logs the rewritten URL: riis's log has its own
+            // fields.
+            "logRewrittenUrl",
+        ],
+    );
     let mut t = toml::Table::new();
-    let kind = action.attribute("type").unwrap_or("None");
-    t.insert("type".into(), Value::String(kind.into()));
-    put(&mut t, "url", action.attribute("url"));
+    let kind = canonical(
+        action.attribute("type").unwrap_or("None"),
+        &[
+            "Rewrite",
+            "Redirect",
+            "CustomResponse",
+            "AbortRequest",
+            "None",
+        ],
+    );
+    t.insert("type".into(), Value::String(kind.clone()));
+    if let Some(url) = action.attribute("url") {
+        let to_server = ["http://", "https://"]
+            .iter()
+            .any(|s| url.trim_start().to_ascii_lowercase().starts_with(s));
+        if kind == "Rewrite" && to_server {
+            out.leave(
+                action,
+                &format!(
+                    "rule `{named}` rewrites to another server: list ReverseProxy, which sends it there"
+                ),
+            );
+        }
+        t.insert("url".into(), Value::String(url.into()));
+    }
     put_bool(
         &mut t,
         "append_query_string",
         action.attribute("appendQueryString"),
     );
-    put(&mut t, "redirect_type", action.attribute("redirectType"));
+    if let Some(v) = action.attribute("redirectType") {
+        t.insert(
+            "redirect_type".into(),
+            Value::String(canonical(
+                v,
+                &["Permanent", "Found", "SeeOther", "Temporary"],
+            )),
+        );
+    }
     for (attribute, key) in [
         ("statusCode", "status_code"),
         ("subStatusCode", "sub_status_code"),
     ] {
-        if let Some(v) = action.attribute(attribute) {
-            let n: i64 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("rule `{name}`: {attribute} `{v}` is not a number"))?;
-            t.insert(key.into(), Value::Integer(n));
+        if let Some(n) = number(action, attribute, &format!("rule `{named}`"))? {
+            // IIS's -1 means none.
+            if n >= 0 {
+                t.insert(key.into(), Value::Integer(n));
+            }
         }
     }
     put(&mut t, "status_reason", action.attribute("statusReason"));
@@ -299,11 +476,58 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
     Ok(())
 }
 
+/// A rule's `<conditions>`.
+fn conditions_of(out: &mut Output, conditions: Node, rule: &str) {
+    out.leave_attributes(conditions, &["logicalGrouping", "trackAllCaptures"]);
+    if let Some(grouping) = conditions.attribute("logicalGrouping") {
+        out.key(
+            "logical_grouping",
+            canonical(grouping, &["MatchAll", "MatchAny"]),
+        );
+    }
+    if conditions
+        .attribute("trackAllCaptures")
+        .is_some_and(is_true)
+    {
+        out.leave(
+            conditions,
+            &format!("rule `{rule}`: trackAllCaptures (the last matching condition's groups are {{C:n}} in riis)"),
+        );
+    }
+    let mut list = Vec::new();
+    for c in elements(conditions) {
+        if c.tag_name().name() != "add" {
+            out.leave(c, "only <add> conditions are converted");
+            continue;
+        }
+        out.leave_attributes(
+            c,
+            &["input", "matchType", "pattern", "ignoreCase", "negate"],
+        );
+        let mut t = toml::Table::new();
+        put(&mut t, "input", c.attribute("input"));
+        if let Some(v) = c.attribute("matchType") {
+            t.insert(
+                "match_type".into(),
+                Value::String(canonical(v, &["Pattern", "IsFile", "IsDirectory"])),
+            );
+        }
+        put(&mut t, "pattern", c.attribute("pattern"));
+        put_bool(&mut t, "ignore_case", c.attribute("ignoreCase"));
+        put_bool(&mut t, "negate", c.attribute("negate"));
+        list.push(Value::Table(t));
+    }
+    if !list.is_empty() {
+        out.key("conditions", Value::Array(list));
+    }
+}
+
 /// One `<rewriteMap>`.
 fn rewrite_map(out: &mut Output, map: Node) -> Result<(), String> {
     let name = map
         .attribute("name")
         .ok_or("a <rewriteMap> has no `name`")?;
+    out.leave_attributes(map, &["name", "defaultValue", "ignoreCase"]);
     out.table(&format!("rewrite.maps.{}", bare_or_quoted(name)));
     if let Some(v) = map.attribute("defaultValue") {
         out.key("default_value", v);
@@ -312,10 +536,15 @@ fn rewrite_map(out: &mut Output, map: Node) -> Result<(), String> {
         out.key("ignore_case", is_true(v));
     }
     let mut entries = toml::Table::new();
-    for add in elements(map).filter(|a| a.tag_name().name() == "add") {
+    for add in elements(map) {
+        if add.tag_name().name() != "add" {
+            out.leave(add, "only <add> entries are converted");
+            continue;
+        }
         let (Some(key), Some(value)) = (add.attribute("key"), add.attribute("value")) else {
             return Err(format!(
-                "rewrite map `{name}`: an <add> needs `key` and `value`"
+                "rewrite map `{}`: an <add> needs `key` and `value`",
+                one_line(name)
             ));
         };
         entries.insert(key.into(), Value::String(value.into()));
@@ -327,56 +556,55 @@ fn rewrite_map(out: &mut Output, map: Node) -> Result<(), String> {
 /// `defaultDocument`: `enabled`, and `files`. Without `<clear/>`, the
 /// names it adds come before the inherited ones (IIS's collection puts a
 /// folder's own first), and `<remove>` takes inherited ones out.
-fn default_document(out: &mut Output, node: Node) -> Result<(), String> {
+fn default_document(out: &mut Output, node: Node) {
+    out.leave_attributes(node, &["enabled"]);
+    out.leave_children(node, &["files"]);
     out.table("default_document");
     if let Some(v) = node.attribute("enabled") {
         out.key("enabled", is_true(v));
     }
-    if let Some(files) = element(node, "files") {
-        let defaults = riis_modules::default_document::DefaultDocumentConfig::default().files;
-        let mut added = Vec::new();
-        let mut inherited: Vec<&str> = defaults.iter().map(String::as_str).collect();
-        for entry in elements(files) {
-            let value = entry.attribute("value");
-            match (entry.tag_name().name(), value) {
-                ("clear", _) => {
-                    inherited.clear();
-                    added.clear();
-                }
-                ("add", Some(v)) => added.push(v),
-                ("remove", Some(v)) => {
-                    inherited.retain(|f| !f.eq_ignore_ascii_case(v));
-                    added.retain(|f: &&str| !f.eq_ignore_ascii_case(v));
-                }
-                _ => out.leave(entry, "an entry without `value`"),
+    let Some(files) = element(node, "files") else {
+        return;
+    };
+    let defaults = riis_modules::default_document::DefaultDocumentConfig::default().files;
+    let mut added: Vec<&str> = Vec::new();
+    let mut inherited: Vec<&str> = defaults.iter().map(String::as_str).collect();
+    for entry in elements(files) {
+        match (entry.tag_name().name(), entry.attribute("value")) {
+            ("clear", _) => {
+                inherited.clear();
+                added.clear();
             }
+            ("add", Some(v)) if !added.contains(&v) => added.push(v),
+            ("add", Some(_)) => {}
+            // A name IIS would find in any case: it names the one file.
+            ("remove", Some(v)) => {
+                inherited.retain(|f| !f.eq_ignore_ascii_case(v));
+                added.retain(|f| !f.eq_ignore_ascii_case(v));
+            }
+            _ => out.leave(entry, "an entry without `value`"),
         }
-        let inherited: Vec<&str> = inherited
-            .into_iter()
-            .filter(|f| !list_has(&added, f))
-            .collect();
-        let mut list = added;
-        list.extend(inherited);
-        out.key(
-            "files",
-            Value::Array(list.into_iter().map(|f| Value::String(f.into())).collect()),
-        );
     }
-    Ok(())
+    // riis matches names exactly, as the file system does: `Default.htm`
+    // added leaves the inherited `default.htm` in.
+    inherited.retain(|f| !added.contains(f));
+    added.extend(inherited);
+    out.key(
+        "files",
+        Value::Array(added.into_iter().map(|f| Value::String(f.into())).collect()),
+    );
 }
 
-fn list_has(list: &[&str], name: &str) -> bool {
-    list.iter().any(|f| f.eq_ignore_ascii_case(name))
-}
-
-/// `httpProtocol`: custom and redirect headers, headers removed,
-/// keep-alive.
-fn http_protocol(out: &mut Output, node: Node) -> Result<(), String> {
+/// `httpProtocol`: custom and redirect headers, keep-alive. A `<remove>`
+/// drops an inherited entry of the same list in IIS, not a header an
+/// application sends: it only takes back an earlier `<add>` here.
+fn http_protocol(out: &mut Output, node: Node) {
+    out.leave_attributes(node, &["allowKeepAlive"]);
+    out.leave_children(node, &["customHeaders", "redirectHeaders"]);
     out.table("protocol");
     if let Some(v) = node.attribute("allowKeepAlive") {
         out.key("keep_alive", is_true(v));
     }
-    let mut removed = Vec::new();
     for (element_name, key) in [
         ("customHeaders", "custom_headers"),
         ("redirectHeaders", "redirect_headers"),
@@ -393,10 +621,10 @@ fn http_protocol(out: &mut Output, node: Node) -> Result<(), String> {
                         Value::String(entry.attribute("value").unwrap_or("").into()),
                     );
                 }
-                // IIS's own `X-Powered-By: ASP.NET` is the usual one;
-                // whatever the name, riis then sends none of it.
-                ("remove", Some(name)) => removed.push(Value::String(name.into())),
-                ("clear", _) => {}
+                ("remove", Some(name)) => {
+                    headers.retain(|k, _| !k.eq_ignore_ascii_case(name));
+                }
+                ("clear", _) => headers.clear(),
                 _ => out.leave(entry, "an entry without `name`"),
             }
         }
@@ -404,14 +632,22 @@ fn http_protocol(out: &mut Output, node: Node) -> Result<(), String> {
             out.key(key, Value::Table(headers));
         }
     }
-    if !removed.is_empty() {
-        out.key("remove_headers", Value::Array(removed));
-    }
-    Ok(())
 }
 
 /// `httpRedirect`.
-fn http_redirect(out: &mut Output, node: Node) -> Result<(), String> {
+fn http_redirect(out: &mut Output, node: Node) {
+    out.leave_attributes(
+        node,
+        &[
+            "enabled",
+            "destination",
+            "exactDestination",
+            "childOnly",
+            "httpResponseStatus",
+        ],
+    );
+    // Wildcard entries (`<add wildcard="*.php" destination=…>`).
+    out.leave_children(node, &[]);
     out.table("http_redirect");
     if let Some(v) = node.attribute("enabled") {
         out.key("enabled", is_true(v));
@@ -426,71 +662,98 @@ fn http_redirect(out: &mut Output, node: Node) -> Result<(), String> {
         out.key("child_only", is_true(v));
     }
     if let Some(v) = node.attribute("httpResponseStatus") {
-        out.key("status", v);
+        out.key(
+            "status",
+            canonical(v, &["Permanent", "Found", "Temporary", "PermRedirect"]),
+        );
     }
-    Ok(())
 }
 
-/// `httpErrors`: the error mode and the custom pages. A page whose path is
-/// a Windows one (`%SystemDrive%\inetpub\custerr`, `C:\…`) has no
-/// meaning here and is left out.
+/// `httpErrors`: the error mode and the custom pages. A page of IIS's own
+/// (`prefixLanguageFilePath`) or at a Windows path (`%SystemDrive%\…`,
+/// `C:\…`) has no meaning here and is left out; a relative path's
+/// backslashes become slashes.
 fn http_errors(out: &mut Output, node: Node) -> Result<(), String> {
+    out.leave_attributes(node, &["errorMode", "existingResponse", "defaultPath"]);
     out.table("http_errors");
     if let Some(v) = node.attribute("errorMode") {
-        out.key("error_mode", v);
+        out.key(
+            "error_mode",
+            canonical(v, &["DetailedLocalOnly", "Custom", "Detailed"]),
+        );
     }
     if let Some(v) = node.attribute("existingResponse") {
-        out.key("existing_response", v);
+        out.key(
+            "existing_response",
+            canonical(v, &["Auto", "Replace", "PassThrough"]),
+        );
     }
     if node.attribute("defaultPath").is_some() {
         out.leave(node, "defaultPath: give each status its page in `errors`");
     }
-    let mut pages = Vec::new();
+    let mut pages: Vec<(i64, i64, Value)> = Vec::new();
     for entry in elements(node) {
+        let status = number(entry, "statusCode", "httpErrors")?;
+        let sub = number(entry, "subStatusCode", "httpErrors")?.unwrap_or(-1);
         match entry.tag_name().name() {
             "error" => {
-                let number = |attribute: &str| -> Result<Option<i64>, String> {
-                    entry
-                        .attribute(attribute)
-                        .map(|v| {
-                            v.trim().parse::<i64>().map_err(|_| {
-                                format!("httpErrors: {attribute} `{v}` is not a number")
-                            })
-                        })
-                        .transpose()
-                };
-                let (Some(status), Some(path)) = (number("statusCode")?, entry.attribute("path"))
-                else {
+                out.leave_attributes(
+                    entry,
+                    &[
+                        "statusCode",
+                        "subStatusCode",
+                        "path",
+                        "responseMode",
+                        "prefixLanguageFilePath",
+                    ],
+                );
+                let (Some(status), Some(path)) = (status, entry.attribute("path")) else {
                     out.leave(entry, "an <error> needs statusCode and path");
                     continue;
                 };
+                let own = entry
+                    .attribute("prefixLanguageFilePath")
+                    .is_some_and(|p| !p.trim().is_empty());
                 let windows = path.contains('%')
-                    || path.contains('\\')
-                    || (path.contains(':') && !path.contains("://"));
-                if windows {
+                    || path.starts_with("\\\\")
+                    || path.as_bytes().get(1) == Some(&b':');
+                if own || windows {
                     out.leave(
                         entry,
-                        &format!("the page for {status} is the Windows path `{path}`"),
+                        &format!(
+                            "the page for {status} is IIS's own or at the Windows path `{path}`"
+                        ),
                     );
                     continue;
                 }
                 let mut t = toml::Table::new();
                 t.insert("status".into(), Value::Integer(status));
-                if let Some(sub) = number("subStatusCode")? {
+                if sub >= 0 {
                     t.insert("substatus".into(), Value::Integer(sub));
                 }
-                t.insert("path".into(), Value::String(path.into()));
-                put(&mut t, "response_mode", entry.attribute("responseMode"));
-                pages.push(Value::Table(t));
+                t.insert("path".into(), Value::String(path.replace('\\', "/")));
+                if let Some(mode) = entry.attribute("responseMode") {
+                    t.insert(
+                        "response_mode".into(),
+                        Value::String(canonical(mode, &["File", "ExecuteURL", "Redirect"])),
+                    );
+                }
+                pages.retain(|(s, u, _)| (*s, *u) != (status, sub));
+                pages.push((status, sub, Value::Table(t)));
             }
-            // Before an <error> of the same status, as IIS's own examples
-            // write it: the list here is the whole list.
-            "remove" | "clear" => {}
+            // What the file's own list says: a remove before an error of the
+            // same status, as IIS's examples write it, or of an inherited
+            // page (riis has none).
+            "remove" => pages.retain(|(s, u, _)| Some(*s) != status || *u != sub),
+            "clear" => pages.clear(),
             _ => out.leave(entry, "no conversion for this part of httpErrors"),
         }
     }
     if !pages.is_empty() {
-        out.key("errors", Value::Array(pages));
+        out.key(
+            "errors",
+            Value::Array(pages.into_iter().map(|(_, _, page)| page).collect()),
+        );
     }
     Ok(())
 }
@@ -537,6 +800,32 @@ fn listed<'a>(node: Node<'a, '_>, list: &str, attribute: &str) -> Vec<Node<'a, '
 /// sequences. Lists riis has defaults for (hidden segments) keep them, as
 /// IIS's inherited entries stay.
 fn request_filtering(out: &mut Output, node: Node) -> Result<(), String> {
+    out.leave_attributes(
+        node,
+        &[
+            "allowDoubleEscaping",
+            "allowHighBitCharacters",
+            "removeServerHeader",
+        ],
+    );
+    out.leave_children(
+        node,
+        &[
+            "requestLimits",
+            "verbs",
+            "fileExtensions",
+            "hiddenSegments",
+            "denyUrlSequences",
+            "denyQueryStringSequences",
+        ],
+    );
+    if node.attribute("removeServerHeader").is_some_and(is_true) {
+        out.table("protocol");
+        out.key(
+            "remove_headers",
+            Value::Array(vec![Value::String("Server".into())]),
+        );
+    }
     out.table("request_filtering");
     for (attribute, key) in [
         ("allowDoubleEscaping", "allow_double_escaping"),
@@ -547,31 +836,35 @@ fn request_filtering(out: &mut Output, node: Node) -> Result<(), String> {
         }
     }
     if let Some(limits) = element(node, "requestLimits") {
+        out.leave_attributes(
+            limits,
+            &["maxAllowedContentLength", "maxUrl", "maxQueryString"],
+        );
+        out.leave_children(limits, &["headerLimits"]);
         for (attribute, key) in [
             ("maxAllowedContentLength", "max_allowed_content_length"),
             ("maxUrl", "max_url"),
             ("maxQueryString", "max_query_string"),
         ] {
-            if let Some(v) = limits.attribute(attribute) {
-                let n: i64 = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("requestLimits: {attribute} `{v}` is not a number"))?;
+            if let Some(n) = number(limits, attribute, "requestLimits")? {
                 out.key(key, Value::Integer(n));
             }
         }
-        let headers: toml::Table = listed(limits, "headerLimits", "header")
-            .into_iter()
-            .filter_map(|h| {
-                let size = h.attribute("sizeLimit")?.trim().parse::<i64>().ok()?;
-                Some((h.attribute("header")?.to_owned(), Value::Integer(size)))
-            })
-            .collect();
+        let mut headers = toml::Table::new();
+        for h in listed(limits, "headerLimits", "header") {
+            let Some(header) = h.attribute("header") else {
+                continue;
+            };
+            let size = number(h, "sizeLimit", "headerLimits")?
+                .ok_or_else(|| format!("headerLimits: `{}` has no sizeLimit", one_line(header)))?;
+            headers.insert(header.to_owned(), Value::Integer(size));
+        }
         if !headers.is_empty() {
             out.key("header_limits", Value::Table(headers));
         }
     }
     if let Some(verbs) = element(node, "verbs") {
+        out.leave_attributes(verbs, &["allowUnlisted", "applyToWebDAV"]);
         if let Some(v) = verbs.attribute("allowUnlisted") {
             out.key("allow_unlisted_verbs", is_true(v));
         }
@@ -587,6 +880,7 @@ fn request_filtering(out: &mut Output, node: Node) -> Result<(), String> {
         }
     }
     if let Some(extensions) = element(node, "fileExtensions") {
+        out.leave_attributes(extensions, &["allowUnlisted", "applyToWebDAV"]);
         let mut table = toml::Table::new();
         if let Some(v) = extensions.attribute("allowUnlisted") {
             table.insert("allow_unlisted".into(), Value::Boolean(is_true(v)));
@@ -614,6 +908,7 @@ fn request_filtering(out: &mut Output, node: Node) -> Result<(), String> {
         }
     }
     if let Some(list) = element(node, "hiddenSegments") {
+        out.leave_attributes(list, &["applyToWebDAV"]);
         // riis's defaults are what a web.config inherits.
         let mut segments: Vec<String> = riis_modules::request_filtering::DEFAULT_HIDDEN_SEGMENTS
             .map(String::from)
@@ -646,66 +941,79 @@ fn request_filtering(out: &mut Output, node: Node) -> Result<(), String> {
             out.key(key, Value::Array(sequences));
         }
     }
-    for child in elements(node) {
-        if !matches!(
-            child.tag_name().name(),
-            "requestLimits"
-                | "verbs"
-                | "fileExtensions"
-                | "hiddenSegments"
-                | "denyUrlSequences"
-                | "denyQueryStringSequences"
-        ) {
-            out.leave(child, "no conversion for this part of requestFiltering");
-        }
-    }
     Ok(())
 }
 
 /// `ipSecurity`: the address rules, in order.
 fn ip_security(out: &mut Output, node: Node) {
+    out.leave_attributes(node, &["allowUnlisted", "denyAction", "enableProxyMode"]);
     out.table("ip_security");
     if let Some(v) = node.attribute("allowUnlisted") {
         out.key("allow_unlisted", is_true(v));
     }
     if let Some(v) = node.attribute("denyAction") {
-        out.key("deny_action", v);
+        out.key(
+            "deny_action",
+            canonical(
+                v,
+                &["Forbidden", "Unauthorized", "NotFound", "AbortRequest"],
+            ),
+        );
     }
     if let Some(v) = node.attribute("enableProxyMode") {
         out.key("proxy_mode", is_true(v));
     }
-    let mut rules = Vec::new();
+    let mut rules: Vec<(String, Value)> = Vec::new();
     for entry in elements(node) {
-        match (entry.tag_name().name(), entry.attribute("ipAddress")) {
+        let address = entry.attribute("ipAddress").map(str::trim);
+        // IIS Manager writes an IPv6 network's mask as a prefix length.
+        let mask = entry.attribute("subnetMask").map(str::trim);
+        let key = format!("{}/{}", address.unwrap_or(""), mask.unwrap_or(""));
+        match (entry.tag_name().name(), address) {
             ("add", Some(address)) => {
+                out.leave_attributes(entry, &["ipAddress", "subnetMask", "allowed"]);
                 let mut t = toml::Table::new();
-                t.insert("address".into(), Value::String(address.into()));
-                put(&mut t, "subnet_mask", entry.attribute("subnetMask"));
+                match mask {
+                    Some(length) if length.bytes().all(|b| b.is_ascii_digit()) => {
+                        t.insert(
+                            "address".into(),
+                            Value::String(format!("{address}/{length}")),
+                        );
+                    }
+                    _ => {
+                        t.insert("address".into(), Value::String(address.into()));
+                        put(&mut t, "subnet_mask", mask);
+                    }
+                }
                 put_bool(&mut t, "allowed", entry.attribute("allowed"));
-                rules.push(Value::Table(t));
+                rules.push((key, Value::Table(t)));
             }
+            ("remove", Some(_)) => rules.retain(|(k, _)| *k != key),
             ("clear", _) => rules.clear(),
-            _ => out.leave(
-                entry,
-                "an ipSecurity entry by domain name, or without ipAddress",
-            ),
+            _ => out.leave(entry, "an entry by domain name, or without ipAddress"),
         }
     }
     if !rules.is_empty() {
-        out.key("rules", Value::Array(rules));
+        out.key(
+            "rules",
+            Value::Array(rules.into_iter().map(|(_, rule)| rule).collect()),
+        );
     }
 }
 
 /// `staticContent`: MIME types and the client cache.
 fn static_content(out: &mut Output, node: Node) -> Result<(), String> {
+    out.leave_attributes(node, &[]);
     out.table("static_file");
     let mut types = toml::Table::new();
     for entry in elements(node) {
         match entry.tag_name().name() {
             "mimeMap" => {
-                let (Some(extension), Some(mime)) =
-                    (entry.attribute("fileExtension"), entry.attribute("mimeType"))
-                else {
+                out.leave_attributes(entry, &["fileExtension", "mimeType"]);
+                let (Some(extension), Some(mime)) = (
+                    entry.attribute("fileExtension"),
+                    entry.attribute("mimeType"),
+                ) else {
                     out.leave(entry, "a <mimeMap> needs fileExtension and mimeType");
                     continue;
                 };
@@ -717,10 +1025,9 @@ fn static_content(out: &mut Output, node: Node) -> Result<(), String> {
                 }
             }
             "clientCache" => client_cache(out, entry)?,
-            "remove" => out.leave(
-                entry,
-                "riis has no inherited MIME map to remove from (its types come from the extension table)",
-            ),
+            // Before a <mimeMap> of the same extension, as IIS needs; riis's
+            // own table gives way to `mime_types` anyway.
+            "remove" | "clear" => {}
             _ => out.leave(entry, "no conversion for this part of staticContent"),
         }
     }
@@ -730,14 +1037,36 @@ fn static_content(out: &mut Output, node: Node) -> Result<(), String> {
     Ok(())
 }
 
-/// `clientCache`: the cache header of static files.
+/// `clientCache`: the cache header of static files. IIS's mode is
+/// `NoControl` unless said otherwise, where riis takes a `max_age` alone
+/// for `UseMaxAge`: the mode is always written.
 fn client_cache(out: &mut Output, node: Node) -> Result<(), String> {
-    if let Some(mode) = node.attribute("cacheControlMode") {
-        out.key("cache_control_mode", mode);
-    }
+    out.leave_attributes(
+        node,
+        &[
+            "cacheControlMode",
+            "cacheControlMaxAge",
+            "httpExpires",
+            "cacheControlCustom",
+            "sendCacheControlHeader",
+        ],
+    );
+    let sends = node.attribute("sendCacheControlHeader").is_none_or(is_true);
+    let mode = match node.attribute("cacheControlMode") {
+        Some(mode) if sends => canonical(
+            mode,
+            &["NoControl", "DisableCache", "UseMaxAge", "UseExpires"],
+        ),
+        _ => "NoControl".to_owned(),
+    };
+    out.key("cache_control_mode", mode.as_str());
     if let Some(age) = node.attribute("cacheControlMaxAge") {
-        let seconds = time_span(age)
-            .ok_or_else(|| format!("clientCache: cacheControlMaxAge `{age}` is not d.hh:mm:ss"))?;
+        let seconds = time_span(age).ok_or_else(|| {
+            format!(
+                "clientCache: cacheControlMaxAge `{}` is not d.hh:mm:ss",
+                one_line(age)
+            )
+        })?;
         out.key("max_age", Value::Integer(seconds));
     }
     if let Some(expires) = node.attribute("httpExpires") {
@@ -753,7 +1082,7 @@ fn client_cache(out: &mut Output, node: Node) -> Result<(), String> {
 }
 
 /// A .NET `TimeSpan` as IIS writes it (`7.00:00:00`, `01:30:00`), in
-/// seconds.
+/// seconds; `None` for anything else, or past what a number holds.
 fn time_span(text: &str) -> Option<i64> {
     let text = text.trim();
     let (days, clock) = match text.split_once('.') {
@@ -770,7 +1099,32 @@ fn time_span(text: &str) -> Option<i64> {
     if !(0..24).contains(&h) || !(0..60).contains(&m) || !(0..60).contains(&s) || days < 0 {
         return None;
     }
-    Some(((days * 24 + h) * 60 + m) * 60 + s)
+    days.checked_mul(86_400)?
+        .checked_add(h * 3_600 + m * 60 + s)
+}
+
+/// `attribute` of `node` as a number; an error naming `what` when it is not
+/// one.
+fn number(node: Node, attribute: &str, what: &str) -> Result<Option<i64>, String> {
+    node.attribute(attribute)
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("{what}: {attribute} `{}` is not a number", one_line(v)))
+        })
+        .transpose()
+}
+
+/// `value` as one of IIS's names for it, whatever its case (riis reads
+/// some without regard to case and some not); as written when it is none
+/// of them, for `riis check-config` to name.
+fn canonical(value: &str, names: &[&str]) -> String {
+    let value = value.trim();
+    names
+        .iter()
+        .find(|n| n.eq_ignore_ascii_case(value))
+        .map_or(value, |n| n)
+        .to_owned()
 }
 
 /// The element children of `node`.

@@ -1174,6 +1174,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <configuration>
   <system.web><compilation debug="false" /></system.web>
+  <location path="admin&#10;[[sites]]"><system.webServer><httpRedirect enabled="true" destination="/" /></system.webServer></location>
   <system.webServer>
     <handlers><add name="PHP" path="*.php" verb="*" modules="FastCgiModule" /></handlers>
     <defaultDocument><files><clear /><add value="home.html" /></files></defaultDocument>
@@ -1187,20 +1188,22 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
       <ipSecurity allowUnlisted="true"><add ipAddress="10.0.0.0" subnetMask="255.0.0.0" /></ipSecurity>
       <authentication><anonymousAuthentication enabled="true" /></authentication>
     </security>
+    <httpRedirect enabled="false"><add wildcard="*.php" destination="/index.html" /></httpRedirect>
     <httpErrors errorMode="Custom" existingResponse="Replace">
       <remove statusCode="404" subStatusCode="-1" />
       <error statusCode="404" path="/missing.html" responseMode="ExecuteURL" />
       <error statusCode="500" path="%SystemDrive%\inetpub\custerr\500.htm" />
+      <error statusCode="401" prefixLanguageFilePath="%SystemDrive%\inetpub\custerr" path="401.htm" />
     </httpErrors>
     <httpProtocol>
       <customHeaders>
-        <remove name="X-Powered-By" />
+        <remove name="X-Frame-Options" />
         <add name="X-Frame-Options" value="SAMEORIGIN" />
       </customHeaders>
     </httpProtocol>
     <staticContent>
       <mimeMap fileExtension=".webmanifest" mimeType="application/manifest+json" />
-      <clientCache cacheControlMode="UseMaxAge" cacheControlMaxAge="7.00:00:00" />
+      <clientCache cacheControlMode="useMaxAge" cacheControlMaxAge="7.00:00:00" setEtag="false" />
     </staticContent>
     <rewrite>
       <rewriteMaps>
@@ -1247,8 +1250,11 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         "system.web",
         "system.webServer/handlers",
         "system.webServer/rewrite/outboundRules",
-        "rule `switched off` is disabled",
-        "the page for 500 is the Windows path",
+        "the page for 500 is IIS's own or at the Windows path",
+        "the page for 401 is IIS's own",
+        "<system.webServer/httpRedirect/add> (no conversion)",
+        "attribute `setEtag` has no conversion",
+        "<location> (path \"admin\\n[[sites]]\"",
         "system.webServer/security/requestFiltering/filteringRules",
         "system.webServer/security/authentication",
     ] {
@@ -1256,6 +1262,9 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         assert!(site_text.contains(named), "{named} in:\n{site_text}");
     }
     let converted: toml::Table = site_text.parse().unwrap();
+    // A disabled rule stays, switched off.
+    let rules = converted["rewrite"]["rules"].as_array().unwrap();
+    assert_eq!(rules[2]["enabled"].as_bool(), Some(false), "{site_text}");
     let filtering = &converted["request_filtering"];
     assert_eq!(
         filtering["file_extensions"]["deny"].as_array().unwrap(),
@@ -1278,7 +1287,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         format!(
             "[[modules]]\nname = \"RequestFiltering\"\n[[modules]]\nname = \"IpRestriction\"\n\
              [[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"ProtocolSupport\"\n\
-             [[modules]]\nname = \"CustomError\"\n\
+             [[modules]]\nname = \"CustomError\"\n[[modules]]\nname = \"HttpRedirection\"\n\
              [[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"DefaultDocument\"\n\
              [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nresource_type = \"Either\"\n\
              modules = [\"StaticFile\", \"DefaultDocument\"]\n\
@@ -1293,6 +1302,12 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         "{}\n{}",
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(&config).unwrap()
+    );
+    // A line break in a name stays in its comment: no site was added.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 sites"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let moved = get(server.addr, "/old/a.txt");
@@ -1331,7 +1346,25 @@ fn a_web_config_that_cannot_be_read_is_an_error() {
             "<configuration><system.webServer><rewrite><rules><rule name=\"r\"><action type=\"None\" /></rule></rules></rewrite></system.webServer></configuration>",
             "rule `r` has no <match>",
         ),
-    ] {
+        (
+            "<configuration><system.webServer /><system.webServer /></configuration>",
+            "more than one <system.webServer>",
+        ),
+        (
+            "<configuration><system.webServer><staticContent><clientCache cacheControlMaxAge=\"999999999999999999.00:00:00\" /></staticContent></system.webServer></configuration>",
+            "is not d.hh:mm:ss",
+        ),
+    ]
+    .into_iter()
+    .map(|(t, s)| (t.to_owned(), s))
+    .chain(std::iter::once((
+        format!(
+            "<configuration>{}{}</configuration>",
+            "<a>".repeat(5000),
+            "</a>".repeat(5000)
+        ),
+        "nested deeper than",
+    ))) {
         let file = dir.write("web.config", text);
         let out = Command::new(env!("CARGO_BIN_EXE_riis"))
             .arg("import-web-config")
