@@ -5,8 +5,10 @@
 //! rules and rewrite maps (`rewrite`), `defaultDocument`
 //! (`default_document`), `httpProtocol` (`protocol`), `httpRedirect`
 //! (`http_redirect`), `staticContent` (`static_file`), `httpErrors`
-//! (`http_errors`), `security/requestFiltering` (`request_filtering`) and
-//! `security/ipSecurity` (`ip_security`). Every element and attribute not
+//! (`http_errors`), `security/requestFiltering` (`request_filtering`),
+//! `security/ipSecurity` (`ip_security`), `directoryBrowse`
+//! (`directory_listing`) and `urlCompression` (`static_compression`,
+//! `dynamic_compression`). A comment names the modules to list. Every element and attribute not
 //! converted is named in comments at the top of the output and on standard
 //! error. Attributes left out are written with IIS's defaults where riis's
 //! differ. The output is checked by parsing it back before it is printed;
@@ -106,6 +108,25 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
     }
     let mut text = String::new();
     let _ = writeln!(text, "# Converted by `riis import-web-config`.");
+    let mut modules: Vec<&str> = Vec::new();
+    for (header, _) in &out.tables {
+        let section = header
+            .trim_matches(['[', ']'])
+            .trim_start_matches(out.prefix)
+            .split('.')
+            .next()
+            .unwrap_or_default();
+        if let Some(module) = module_of(section).filter(|m| !modules.contains(m)) {
+            modules.push(module);
+        }
+    }
+    if !modules.is_empty() {
+        let _ = writeln!(
+            text,
+            "# List these modules in [[modules]] for the sections below: {}.",
+            modules.join(", ")
+        );
+    }
     for line in &out.left_out {
         let _ = writeln!(text, "# Not converted: {line}");
     }
@@ -121,6 +142,24 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
     Ok(Converted {
         text,
         left_out: out.left_out,
+    })
+}
+
+/// The built-in module that declares `section`.
+fn module_of(section: &str) -> Option<&'static str> {
+    Some(match section {
+        "rewrite" => "UrlRewrite",
+        "default_document" => "DefaultDocument",
+        "protocol" => "ProtocolSupport",
+        "http_redirect" => "HttpRedirection",
+        "static_file" => "StaticFile",
+        "http_errors" => "CustomError",
+        "request_filtering" => "RequestFiltering",
+        "ip_security" => "IpRestriction",
+        "directory_listing" => "DirectoryListing",
+        "static_compression" => "StaticCompression",
+        "dynamic_compression" => "DynamicCompression",
+        _ => return None,
     })
 }
 
@@ -281,6 +320,25 @@ fn web_server(out: &mut Output, node: Node, location: Option<&str>) -> Result<()
             "staticContent" => static_content(out, child)?,
             "httpErrors" => http_errors(out, child)?,
             "security" => security(out, child)?,
+            "directoryBrowse" => {
+                out.leave_attributes(child, &["enabled"]);
+                out.table("directory_listing");
+                if let Some(v) = child.attribute("enabled") {
+                    out.key("enabled", is_true(v));
+                }
+            }
+            "urlCompression" => {
+                out.leave_attributes(child, &["doStaticCompression", "doDynamicCompression"]);
+                for (attribute, section) in [
+                    ("doStaticCompression", "static_compression"),
+                    ("doDynamicCompression", "dynamic_compression"),
+                ] {
+                    if let Some(v) = child.attribute(attribute) {
+                        out.table(section);
+                        out.key("enabled", is_true(v));
+                    }
+                }
+            }
             "handlers" => out.leave(
                 child,
                 "handler mappings are `[[handlers]]` in riis, with modules of their own: \

@@ -1261,6 +1261,14 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         assert!(left_out.contains(named), "{named} in:\n{left_out}");
         assert!(site_text.contains(named), "{named} in:\n{site_text}");
     }
+    assert!(
+        site_text.contains(
+            "# List these modules in [[modules]] for the sections below: DefaultDocument, \
+             RequestFiltering, IpRestriction, HttpRedirection, CustomError, ProtocolSupport, \
+             StaticFile, UrlRewrite."
+        ),
+        "{site_text}"
+    );
     let converted: toml::Table = site_text.parse().unwrap();
     // A disabled rule stays, switched off.
     let rules = converted["rewrite"]["rules"].as_array().unwrap();
