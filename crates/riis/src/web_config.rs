@@ -74,6 +74,7 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
             && matches!(n.attribute("path").map(str::trim), None | Some("" | "."))
     };
     let mut web_servers = Vec::new();
+    let mut folders = Vec::new();
     for child in elements(root) {
         match child.tag_name().name() {
             "system.webServer" => web_servers.push(child),
@@ -83,16 +84,20 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
                     out.leave(other, "not IIS's web server settings");
                 }
             }
-            "location" => {
-                let path = child.attribute("path").unwrap_or_default();
-                out.leave(
+            "location" => match (location.as_deref(), child.attribute("path")) {
+                // A folder below this one: a location of its own.
+                (Some(base), Some(path)) => match below(base, path) {
+                    Some(url) => folders.push((url, child)),
+                    None => out.leave(child, &format!("path \"{path}\" is not a folder below this one")),
+                },
+                (_, path) => out.leave(
                     child,
                     &format!(
-                        "path \"{path}\": its settings apply to that folder below this one; \
-                         write them in a [[sites.locations]] entry for it"
+                        "path \"{}\": convert with `--location /` (or the folder's path) to get it as a location of its own",
+                        path.unwrap_or_default()
                     ),
-                );
-            }
+                ),
+            },
             "configSections" => {}
             _ => out.leave(
                 child,
@@ -103,8 +108,39 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
     if web_servers.len() > 1 {
         return Err("the file has more than one <system.webServer> for its folder".to_owned());
     }
+    if let Some(path) = &location {
+        out.tables.push((
+            "[[sites.locations]]".to_owned(),
+            format!("path = {}\n", quoted(path)),
+        ));
+    }
     if let Some(node) = web_servers.first() {
         web_server(&mut out, *node, location.as_deref())?;
+    }
+    // `<location path="wp-admin">`: the next entries, below the file's own
+    // (riis merges a location's sections onto those of the locations
+    // above it, as IIS merges a folder's onto its parent's).
+    for (url, folder) in folders {
+        out.tables.push((
+            "[[sites.locations]]".to_owned(),
+            format!("path = {}\n", quoted(&url)),
+        ));
+        let mut inner = Vec::new();
+        for child in elements(folder) {
+            match child.tag_name().name() {
+                "system.webServer" => inner.push(child),
+                _ => out.leave(child, "not IIS's web server settings"),
+            }
+        }
+        if inner.len() > 1 {
+            return Err(format!(
+                "<location path=\"{}\"> has more than one <system.webServer>",
+                one_line(&url)
+            ));
+        }
+        if let Some(node) = inner.first() {
+            web_server(&mut out, *node, Some(&url))?;
+        }
     }
     let mut text = String::new();
     let _ = writeln!(text, "# Converted by `riis import-web-config`.");
@@ -129,9 +165,6 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
     }
     for line in &out.left_out {
         let _ = writeln!(text, "# Not converted: {line}");
-    }
-    if let Some(path) = &location {
-        let _ = writeln!(text, "\n[[sites.locations]]\npath = {}", quoted(path));
     }
     for (header, lines) in &out.tables {
         let _ = write!(text, "\n{header}\n{lines}");
@@ -209,8 +242,26 @@ fn nesting_depth(xml: &str) -> usize {
     deepest
 }
 
-/// A URL path for `--location`: starts with `/`, no trailing `/`.
+/// The URL of `<location path=…>` below the folder at `base`: plain
+/// folder names, no `..`, `.`, `~` or control characters.
+fn below(base: &str, path: &str) -> Option<String> {
+    let path = path.trim().trim_matches('/');
+    let plain = !path.is_empty()
+        && path.split('/').all(|segment| {
+            !segment.is_empty()
+                && !matches!(segment, "." | ".." | "~")
+                && !segment.contains('\\')
+                && !segment.chars().any(char::is_control)
+        });
+    plain.then(|| format!("{}/{path}", base.trim_end_matches('/')))
+}
+
+/// A URL path for `--location`: starts with `/`, no trailing `/` (but the
+/// site's root, `/`).
 fn location_path(path: &str) -> Result<String, String> {
+    if path.trim() == "/" {
+        return Ok("/".to_owned());
+    }
     let trimmed = path.trim().trim_end_matches('/');
     if !trimmed.starts_with('/') || trimmed.contains("//") || trimmed.chars().any(char::is_control)
     {
@@ -264,7 +315,17 @@ impl Output {
     /// to one riis section: `removeServerHeader` to `protocol`).
     fn table(&mut self, name: &str) {
         let header = format!("[{}{name}]", self.prefix);
-        match self.tables.iter().position(|(h, _)| *h == header) {
+        // Within the location being written.
+        let from = self
+            .tables
+            .iter()
+            .rposition(|(h, _)| h == "[[sites.locations]]")
+            .map_or(0, |i| i + 1);
+        match self.tables[from..]
+            .iter()
+            .position(|(h, _)| *h == header)
+            .map(|i| from + i)
+        {
             Some(i) => {
                 let begun = self.tables.remove(i);
                 self.tables.push(begun);

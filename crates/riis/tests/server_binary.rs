@@ -1384,3 +1384,59 @@ fn a_web_config_that_cannot_be_read_is_an_error() {
         assert!(said.contains("web.config") && said.contains(says), "{said}");
     }
 }
+
+/// `<location path="wp-admin">` elements of a web.config become locations
+/// of their own below the file's (`--location /` for a site's root), which
+/// inherit the file's settings as IIS's folders inherit their parent's.
+#[test]
+fn location_elements_of_a_web_config_become_locations() {
+    let dir = TempDir::new("web-config-locations");
+    let root = dir.path().join("www");
+    dir.write("www/index.html", "front");
+    dir.write("www/wp-admin/a.txt", "admin");
+    let file = dir.write(
+        "web.config",
+        r#"<configuration>
+  <system.webServer>
+    <httpProtocol><customHeaders><add name="X-Site" value="all" /></customHeaders></httpProtocol>
+    <rewrite><rules><rule name="front">
+      <match url=".*" />
+      <conditions><add input="{REQUEST_FILENAME}" matchType="IsFile" negate="true" /></conditions>
+      <action type="Rewrite" url="index.html" />
+    </rule></rules></rewrite>
+  </system.webServer>
+  <location path="wp-admin">
+    <system.webServer>
+      <security><ipSecurity allowUnlisted="false"><add ipAddress="10.0.0.0" subnetMask="255.0.0.0" allowed="true" /></ipSecurity></security>
+    </system.webServer>
+  </location>
+  <location path="../outside"><system.webServer /></location>
+</configuration>"#,
+    );
+    // At a site's root without `--location`, they are named, with the way.
+    let (_, left_out) = import_web_config(&file, None);
+    assert!(
+        left_out.contains("convert with `--location /`"),
+        "{left_out}"
+    );
+    let (text, left_out) = import_web_config(&file, Some("/"));
+    assert!(
+        left_out.contains("path \"../outside\" is not a folder below this one"),
+        "{left_out}"
+    );
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[[modules]]\nname = \"IpRestriction\"\n[[modules]]\nname = \"UrlRewrite\"\n\
+             [[modules]]\nname = \"ProtocolSupport\"\n[[modules]]\nname = \"StaticFile\"\n\
+             [[sites]]\nname = \"s\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n{text}",
+            root.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let admin = get(server.addr, "/wp-admin/a.txt");
+    assert_eq!(admin.status, 403);
+    assert_eq!(admin.header("x-site"), Some("all"));
+    let post = get(server.addr, "/2024/hello");
+    assert_eq!((post.status, post.text().as_str()), (200, "front"));
+}
