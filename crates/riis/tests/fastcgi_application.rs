@@ -149,19 +149,19 @@ fn a_removed_socket_starts_the_application_again() {
     assert_ne!(first.text(), second.text(), "a new process answers");
     let status = common::riis_status(&config);
     assert!(status.contains("fastcgi_processes: 1"), "{status}");
-    // The old process was set aside to finish what it had, not killed at
-    // once; it stops with the server at the latest.
+    // The old process was set aside to finish what it had: nothing, so it
+    // stops now (one with a request stops after it, as the reload test
+    // shows).
     let old = first.text().parse::<u32>().unwrap();
-    assert!(is_running(old), "the retired process was stopped at once");
-    server.terminate();
     let start = Instant::now();
     while is_running(old) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "the retired process outlived riis"
+            "the idle retired process still runs"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    server.terminate();
 }
 
 /// A script path that is not a file is not passed on, whatever the
@@ -289,6 +289,7 @@ fn reloads_keep_the_processes_and_a_monitored_file_recycles_them() {
         "www/pid.php",
         "<?php echo getmypid(), ' ', ini_get('memory_limit');",
     );
+    dir.write("www/slow.php", "<?php sleep(2); echo getmypid();");
     dir.write("php.ini", "memory_limit = 64M\n");
     let ini = dir.path().join("php.ini");
     let application = |instances: usize| {
@@ -332,7 +333,11 @@ fn reloads_keep_the_processes_and_a_monitored_file_recycles_them() {
     let status = common::riis_status(&config);
     assert!(status.contains("fastcgi_processes: 1"), "{status}");
 
-    // The monitored file changes: new processes read it.
+    // The monitored file changes while a request runs: new processes read
+    // it, and the request finishes on its process, which then stops.
+    let addr = server.addr;
+    let slow = std::thread::spawn(move || Connection::open(addr).get("/slow.php"));
+    std::thread::sleep(Duration::from_millis(500));
     std::fs::write(dir.path().join("php.ini"), "memory_limit = 96M\n").unwrap();
     let start = Instant::now();
     let recycled = loop {
@@ -347,6 +352,17 @@ fn reloads_keep_the_processes_and_a_monitored_file_recycles_them() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    let slow = slow.join().unwrap();
+    assert_eq!(slow.status, 200, "{}", slow.text());
+    assert_eq!(slow.text().parse::<u32>().unwrap(), first);
+    let start = Instant::now();
+    while is_running(first) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the retired process outlived its last request by 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The application's settings change: new processes.
     let text = std::fs::read_to_string(&config).unwrap();

@@ -44,7 +44,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -249,9 +249,13 @@ struct Run {
     /// that is not this one was put there by someone else.
     socket_id: Option<(u64, u64)>,
     /// Processes of an earlier start, left to finish the requests they
-    /// have (each with when it was retired); stopped after
-    /// [`RETIRE_GRACE`] or with the application.
-    retiring: Vec<(Child, Instant)>,
+    /// have (each with when it was retired, and that start's uses);
+    /// stopped once no exchange uses their start any more, after
+    /// [`RETIRE_GRACE`] at the latest, or with the application.
+    retiring: Vec<(Child, Instant, Weak<()>)>,
+    /// This start's uses: every exchange given its address holds one
+    /// ([`Lease`]).
+    uses: Arc<()>,
     /// The monitored file's version when the processes started, and when
     /// it was last looked at.
     monitored: Option<(Option<FileVersion>, Instant)>,
@@ -289,6 +293,7 @@ impl Application {
                 generation: 0,
                 socket_id: None,
                 retiring: Vec::new(),
+                uses: Arc::new(()),
                 monitored: None,
                 monitored_change: None,
             }),
@@ -312,16 +317,24 @@ impl Application {
         self.run.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Where the application listens, starting it at the first call.
-    /// `Err`: it cannot serve (503, with why).
-    pub(super) fn address(self: &Arc<Self>) -> Result<Address, String> {
+    /// Where the application listens, starting it at the first call, and
+    /// the lease the exchange holds while it talks to it. `Err`: it cannot
+    /// serve (503, with why).
+    pub(super) fn address(self: &Arc<Self>) -> Result<(Address, Lease), String> {
         let mut run = self.lock();
         match &run.phase {
             // One `stat` a request, against a FastCGI exchange: the socket's
             // folder lives under the temp dir, which cleaners prune; the
             // processes would go on listening on a socket nobody can reach,
             // and a file another user put at the path must not be talked to.
-            Phase::Running if socket_is_ours(&run) => return Ok(Address::Unix(run.socket.clone())),
+            Phase::Running if socket_is_ours(&run) => {
+                return Ok((
+                    Address::Unix(run.socket.clone()),
+                    Lease {
+                        _uses: run.uses.clone(),
+                    },
+                ))
+            }
             Phase::Running => {
                 tracing::warn!(
                     program = %self.config.path.display(),
@@ -374,7 +387,12 @@ impl Application {
             processes = self.config.instances,
             "FastCGI application started"
         );
-        Ok(Address::Unix(run.socket.clone()))
+        Ok((
+            Address::Unix(run.socket.clone()),
+            Lease {
+                _uses: run.uses.clone(),
+            },
+        ))
     }
 
     /// Makes the socket and starts the processes.
@@ -730,19 +748,33 @@ fn socket_is_ours(run: &Run) -> bool {
     std::fs::symlink_metadata(&run.socket).is_ok_and(|m| run.socket_id == Some((m.dev(), m.ino())))
 }
 
-/// How long processes of an earlier start keep the requests they have,
-/// once a new start took over (nothing new reaches them).
-const RETIRE_GRACE: Duration = Duration::from_secs(60);
+/// What an exchange holds while it talks to an application's processes:
+/// processes a new start retired are stopped once no exchange holds a
+/// lease of theirs (they finish the requests they have, however long).
+pub(super) struct Lease {
+    _uses: Arc<()>,
+}
+
+/// The longest processes of an earlier start keep requests they still
+/// have once a new start took over (nothing new reaches them): a bound for
+/// an exchange that never ends, past any `request_timeout` in use.
+const RETIRE_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// Sets the processes aside for a new start: they finish the requests they
 /// have (their connections are open; no new one can reach them) and are
-/// stopped by the next supervisor after [`RETIRE_GRACE`].
+/// stopped by the next supervisor once no exchange uses them, or after
+/// [`RETIRE_GRACE`].
 fn retire_processes(run: &mut Run) {
     let now = Instant::now();
     let processes = std::mem::take(&mut run.processes);
     let instances = processes.len().max(1);
-    run.retiring
-        .extend(processes.into_iter().map(|(child, _)| (child, now)));
+    // The new start's exchanges hold leases of their own.
+    let uses = Arc::downgrade(&std::mem::replace(&mut run.uses, Arc::new(())));
+    run.retiring.extend(
+        processes
+            .into_iter()
+            .map(|(child, _)| (child, now, uses.clone())),
+    );
     // Restarts in a row (a socket replaced again and again) must not pile
     // up processes: past two earlier starts' worth, the oldest are stopped
     // at once.
@@ -752,7 +784,7 @@ fn retire_processes(run: &mut Run) {
         let oldest: Vec<Child> = run
             .retiring
             .drain(..excess)
-            .map(|(child, _)| child)
+            .map(|(child, _, _)| child)
             .collect();
         stop_children(oldest);
     }
@@ -767,12 +799,13 @@ fn finish_retired(run: &mut Run, now: Instant) {
     let mut due = Vec::new();
     let mut index = 0;
     while index < run.retiring.len() {
-        let (child, since) = &mut run.retiring[index];
+        let (child, since, uses) = &mut run.retiring[index];
         let ended = matches!(child.try_wait(), Ok(Some(_)));
-        if ended || now.duration_since(*since) >= RETIRE_GRACE {
+        let unused = uses.strong_count() == 0;
+        if ended || unused || now.duration_since(*since) >= RETIRE_GRACE {
             // Reaped by `try_wait` when it ended; stopped below if not.
             #[allow(clippy::zombie_processes)]
-            let (child, _) = run.retiring.swap_remove(index);
+            let (child, _, _) = run.retiring.swap_remove(index);
             if !ended {
                 due.push(child);
             }
@@ -794,7 +827,7 @@ fn stop_processes(run: &mut Run) {
         .chain(
             std::mem::take(&mut run.retiring)
                 .into_iter()
-                .map(|(child, _)| child),
+                .map(|(child, _, _)| child),
         )
         .collect();
     run.listener = None;

@@ -53,6 +53,9 @@ pub(super) struct Job {
     pub(super) taken: Option<Arc<Taken>>,
     /// The request went to the application whole.
     pub(super) handed_over: std::sync::atomic::AtomicBool,
+    /// For an application riis started: held until the exchange ends, so
+    /// that processes a new start retired finish this request first.
+    pub(super) _lease: Option<super::application::Lease>,
 }
 
 /// Runs a request's exchange to its end and tells the request.

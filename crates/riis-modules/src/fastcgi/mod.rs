@@ -369,15 +369,15 @@ impl FastCgi {
             Err(why) => return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &why),
         };
         let config = ctx.config(self.config);
-        let (address, taken) = match (&config.application, &config.address) {
+        let (address, taken, lease) = match (&config.application, &config.address) {
             (Some(application), _) => {
                 let application = self.shared.application(application);
                 match application.address() {
-                    Ok(address) => (address, Some(application.taken())),
+                    Ok((address, lease)) => (address, Some(application.taken()), Some(lease)),
                     Err(why) => return fail(ctx, StatusCode::SERVICE_UNAVAILABLE, &why),
                 }
             }
-            (None, Some(address)) => (address.clone(), None),
+            (None, Some(address)) => (address.clone(), None, None),
             (None, None) => {
                 return fail(
                     ctx,
@@ -477,6 +477,7 @@ impl FastCgi {
             handed_over: std::sync::atomic::AtomicBool::new(false),
             pools: self.shared.pools.clone(),
             taken,
+            _lease: lease,
         };
         // From here `request_timeout` and `activity_timeout` end every wait:
         // the server's `timeouts.execution` would otherwise answer 503 to an
