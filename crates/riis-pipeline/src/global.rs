@@ -35,11 +35,14 @@ pub struct ApplicationInfo {
 /// A reload builds new sites with empty containers and raises
 /// ApplicationStart for them; ApplicationStop sees the container of the
 /// sites that stop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Application<'a> {
     info: &'a ApplicationInfo,
     contexts: &'a SharedContextContainer,
     module: ModuleIndex,
+    /// The site's locations, for [`Application::configs`] (none when made
+    /// with [`Application::new`]).
+    locations: &'a [crate::pipeline::Location],
 }
 
 impl<'a> Application<'a> {
@@ -53,7 +56,37 @@ impl<'a> Application<'a> {
             info,
             contexts,
             module,
+            locations: &[],
         }
+    }
+
+    /// The application of `site`, as `module` is called for it: the
+    /// engine's, with the site's configuration readable.
+    pub(crate) fn of_site(site: &'a crate::pipeline::Site, module: ModuleIndex) -> Self {
+        Self {
+            info: &site.info,
+            contexts: &site.contexts,
+            module,
+            locations: &site.locations,
+        }
+    }
+
+    /// `section` as each of the site's locations resolves it, the most
+    /// specific first and the site's root last (a location that sets
+    /// nothing gives the value it inherits). For a module that prepares,
+    /// when the configuration starts, what its requests will use:
+    /// processes to take over or start, servers to watch. A riis
+    /// extension; IIS modules read their configuration through the admin
+    /// manager.
+    pub fn configs<T: std::any::Any + Send + Sync>(
+        &self,
+        section: crate::Section<T>,
+    ) -> impl Iterator<Item = &'a T> + 'a {
+        self.locations.iter().map(move |location| {
+            location.sections[section.id]
+                .downcast_ref::<T>()
+                .expect("a Section<T> handle always names a section of type T")
+        })
     }
 
     /// Id, name and physical root of the site.
@@ -69,6 +102,16 @@ impl<'a> Application<'a> {
     /// The called module's slot in [`Application::module_contexts`].
     pub fn module(&self) -> ModuleIndex {
         self.module
+    }
+}
+
+impl std::fmt::Debug for Application<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("info", self.info)
+            .field("module", &self.module)
+            .field("locations", &self.locations.len())
+            .finish_non_exhaustive()
     }
 }
 

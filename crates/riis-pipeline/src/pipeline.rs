@@ -429,7 +429,7 @@ impl Pipeline {
     pub fn raise_application_start(&self) {
         for site in &self.sites {
             self.raise_global_indexed(GlobalNotification::ApplicationStart, |index, m| {
-                m.on_global_application_start(&Application::new(&site.info, &site.contexts, index))
+                m.on_global_application_start(&Application::of_site(site, index))
             });
         }
     }
@@ -438,7 +438,7 @@ impl Pipeline {
     pub fn raise_application_stop(&self) {
         for site in &self.sites {
             self.raise_global_indexed(GlobalNotification::ApplicationStop, |index, m| {
-                m.on_global_application_stop(&Application::new(&site.info, &site.contexts, index))
+                m.on_global_application_stop(&Application::of_site(site, index))
             });
         }
     }

@@ -590,3 +590,58 @@ fn the_root_location_cannot_be_a_virtual_directory() {
     assert_eq!(error.key, "sites[0].locations[0].physical_path");
     assert!(error.message.contains("site's `root`"), "{}", error.message);
 }
+
+/// What a global module reads at ApplicationStart: the section as each of
+/// the site's locations resolves it, the most specific first, the site's
+/// root last.
+#[test]
+fn a_global_module_reads_every_locations_section_when_the_site_starts() {
+    use riis_pipeline::{Application, GlobalModule, GlobalNotification, GlobalNotificationStatus};
+    use std::sync::Mutex;
+
+    struct Reader {
+        section: Section<Greeting>,
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+    impl GlobalModule for Reader {
+        fn on_global_application_start(&self, app: &Application<'_>) -> GlobalNotificationStatus {
+            let texts = app.configs(self.section).map(|g| g.text.clone());
+            self.seen.lock().unwrap().extend(texts);
+            GlobalNotificationStatus::Continue
+        }
+    }
+
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut t = TestPipeline::new();
+    let for_module = seen.clone();
+    t.register("Reader", move |_, reg, _| {
+        let section = reg.declare_section::<Greeting>("greeting")?;
+        reg.set_global_notifications(
+            Reader {
+                section,
+                seen: for_module.clone(),
+            },
+            GlobalNotification::ApplicationStart.into(),
+        )
+    });
+    let site = t.site_mut();
+    site.sections
+        .push(source("greeting", "text = 'site'", "sites[0].greeting"));
+    site.locations.push(location(
+        "/loc",
+        0,
+        vec![source(
+            "greeting",
+            "text = 'loc'",
+            "sites[0].locations[0].greeting",
+        )],
+    ));
+    site.locations.push(location("/quiet", 1, Vec::new()));
+    let pipeline = t.build();
+    pipeline.raise_application_start();
+    let mut texts = seen.lock().unwrap().clone();
+    // The site's root comes last; the others by specificity.
+    assert_eq!(texts.pop().as_deref(), Some("site"));
+    texts.sort();
+    assert_eq!(texts, ["loc", "site"]);
+}

@@ -329,9 +329,10 @@ fn reloads_keep_the_processes_and_a_monitored_file_recycles_them() {
     )
     .unwrap();
     reload();
-    assert_eq!(pid_and_limit().0, first);
+    // Taken up when the configuration started, before any request of its.
     let status = common::riis_status(&config);
     assert!(status.contains("fastcgi_processes: 1"), "{status}");
+    assert_eq!(pid_and_limit().0, first);
 
     // The monitored file changes while a request runs: new processes read
     // it, and the request finishes on its process, which then stops.

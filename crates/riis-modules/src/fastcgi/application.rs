@@ -26,13 +26,14 @@
 //! their standard error is logged a line (of at most 1 KiB) at a time.
 //!
 //! Applications are the process's, not a configuration's: a
-//! configuration takes one up ([`acquire`]) at its first request for it,
-//! and lets it go ([`release`]) when it retires. A reload whose
-//! application settings are the same takes the running processes over
-//! (IIS recycles FastCGI processes when their `<application>` changes,
-//! not for every change of the configuration): while the old
-//! configuration still holds them, or for [`PARKED_FOR`] after it let them
-//! go. Processes nobody took over in that time are stopped, and so are an
+//! configuration takes one up ([`acquire`]) when it starts (the
+//! applications its locations name, at ApplicationStart) or at its first
+//! request for it, and lets it go ([`release`]) when it retires. A reload
+//! whose application settings are the same takes the running processes
+//! over (IIS recycles FastCGI processes when their `<application>`
+//! changes, not for every change of the configuration): the old
+//! configuration still holds them when the new one starts. One let go and
+//! not taken up again is parked for [`PARKED_FOR`]. Processes nobody took over in that time are stopped, and so are an
 //! application's processes when its settings changed. `monitor_changes_to`
 //! names a file (`php.ini`) whose change recycles the processes, as IIS's
 //! attribute of that name does.

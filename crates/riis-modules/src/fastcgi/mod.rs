@@ -612,9 +612,12 @@ pub fn register_module(
                 )
             }),
             server_stopping: shared.server_stopping.clone(),
+            config,
+            shared: shared.clone(),
         },
         riis_pipeline::GlobalNotification::RscaQuery
-            | riis_pipeline::GlobalNotification::StopListening,
+            | riis_pipeline::GlobalNotification::StopListening
+            | riis_pipeline::GlobalNotification::ApplicationStart,
     )?;
     registration.set_request_notifications(
         Factory { config, shared },
@@ -623,11 +626,14 @@ pub fn register_module(
     )
 }
 
-/// The module's global side: its status figures, and the news that the
+/// The module's global side: its status figures, the applications a new
+/// configuration takes up before its first request, and the news that the
 /// server is stopping.
 struct Global<F> {
     status: crate::StatusLines<F>,
     server_stopping: Arc<AtomicBool>,
+    config: Section<FastCgiConfig>,
+    shared: Arc<Shared>,
 }
 
 impl<F: Fn() -> String + Send + Sync + 'static> riis_pipeline::GlobalModule for Global<F> {
@@ -636,6 +642,23 @@ impl<F: Fn() -> String + Send + Sync + 'static> riis_pipeline::GlobalModule for 
         query: &mut riis_pipeline::RscaQuery<'_>,
     ) -> riis_pipeline::GlobalNotificationStatus {
         self.status.on_global_rsca_query(query)
+    }
+
+    /// A configuration starts (the server's first, or a reload's): it takes
+    /// up the applications its locations name at once, so that processes
+    /// an earlier configuration runs with the same settings are taken over
+    /// whenever its first request for them comes (they are not started
+    /// before it).
+    fn on_global_application_start(
+        &self,
+        app: &riis_pipeline::Application<'_>,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        for config in app.configs(self.config) {
+            if let Some(application) = &config.application {
+                self.shared.application(application);
+            }
+        }
+        riis_pipeline::GlobalNotificationStatus::Continue
     }
 
     fn on_global_stop_listening(&self) -> riis_pipeline::GlobalNotificationStatus {
