@@ -383,6 +383,54 @@ fn reloads_keep_the_processes_and_a_monitored_file_recycles_them() {
     }
 }
 
+/// A script that goes on after its client left (`ignore_user_abort`)
+/// keeps its process through a recycle: the process is retired, not
+/// stopped, until the request could have ended.
+#[test]
+fn a_request_whose_client_left_finishes_through_a_recycle() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-abandoned");
+    let done = dir.path().join("done");
+    dir.write(
+        "www/job.php",
+        format!(
+            // A signal cuts `sleep` short: the loop runs its whole time
+            // unless the process is killed.
+            "<?php ignore_user_abort(true); $end = microtime(true) + 6; \
+             while (microtime(true) < $end) {{ usleep(20000); }} file_put_contents('{}', 'done');",
+            done.display()
+        ),
+    );
+    dir.write("php.ini", "memory_limit = 64M\n");
+    let config = config(
+        &dir,
+        &format!(
+            "{{ path = '{}', arguments = ['-c', '{}'], instances = 1, monitor_changes_to = 'php.ini' }}",
+            php.display(),
+            dir.path().join("php.ini").display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    // The client sends the request whole and leaves.
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /job.php HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.path().join("php.ini"), "memory_limit = 96M\n").unwrap();
+    let start = Instant::now();
+    while !done.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the script was stopped with its process"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.terminate();
+}
+
 /// A reload that takes FastCgi out of the module list leaves no
 /// configuration to take the processes over: they stop then, not when a
 /// wait for one ends, and a server stopped right after leaves none behind.

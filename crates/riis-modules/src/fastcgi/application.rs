@@ -19,9 +19,9 @@
 //! (IIS's rapid fail protection). If the first start fails (no socket could be made),
 //! each request tries again. The processes are stopped (SIGTERM to each one's
 //! process group, SIGKILL two seconds later) when no configuration holds
-//! them any more (after [`PARKED_FOR`], or at once when no configuration
-//! with FastCgi is left) or the server stops, and the server's stop waits
-//! for that (see [`wait_for_stops`]); each process group holds the
+//! them any more (killed at once when no configuration with FastCgi is
+//! left) or the server stops, and the server's stop waits for that (see
+//! [`wait_for_stops`]); each process group holds the
 //! processes a program forks (`PHP_FCGI_CHILDREN`). What they write to
 //! their standard error is logged a line (of at most 1 KiB) at a time.
 //!
@@ -32,11 +32,11 @@
 //! whose application settings are the same takes the running processes
 //! over (IIS recycles FastCGI processes when their `<application>`
 //! changes, not for every change of the configuration): the old
-//! configuration still holds them when the new one starts. One let go and
-//! not taken up again is parked for [`PARKED_FOR`]. Processes nobody took over in that time are stopped, and so are an
-//! application's processes when its settings changed. `monitor_changes_to`
-//! names a file (`php.ini`) whose change recycles the processes, as IIS's
-//! attribute of that name does.
+//! configuration still holds them when the new one starts. Those of an
+//! application no configuration names any more are stopped when the last
+//! that held them retires. `monitor_changes_to` names a file (`php.ini`)
+//! whose change recycles the processes, as IIS's attribute of that name
+//! does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -44,7 +44,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -592,6 +592,35 @@ impl Application {
         settled
     }
 
+    /// Kills the processes at once (SIGKILL to each group), and the
+    /// retired ones: no configuration is left to send them requests, and
+    /// the server may end before a grace would.
+    fn kill(&self) {
+        use nix::sys::signal::{killpg, Signal};
+        let mut run = self.lock();
+        let processes: Vec<Child> = std::mem::take(&mut run.processes)
+            .into_iter()
+            .map(|(child, _)| child)
+            .chain(
+                std::mem::take(&mut run.retiring)
+                    .into_iter()
+                    .map(|(child, _, _)| child),
+            )
+            .collect();
+        for child in &processes {
+            let _ = killpg(group(child), Signal::SIGKILL);
+        }
+        run.listener = None;
+        run.stderr = None;
+        run.folder = None;
+        run.socket_id = None;
+        run.phase = Phase::Stopped;
+        self.stopping.notify_all();
+        drop(run);
+        // Reaped on a thread of its own, as stops are.
+        stop_children(processes);
+    }
+
     /// Stops the processes (no configuration holds the application any
     /// more, or the server stops).
     fn stop(&self) {
@@ -607,139 +636,63 @@ impl Application {
     }
 }
 
-/// How long an application no configuration holds any more keeps its
-/// processes for a configuration to take them over: a reload's first
-/// request for it may come a while after the old configuration retired
-/// (on a quiet server, at once).
-pub(super) const PARKED_FOR: Duration = Duration::from_secs(60);
+/// The applications configurations hold, with how many hold each.
+static REGISTRY: Mutex<Vec<(Arc<Application>, usize)>> = Mutex::new(Vec::new());
 
-/// The applications of the process: those configurations hold (with how
-/// many hold each), and those let go, waiting [`PARKED_FOR`] to be taken
-/// over (with when they were let go).
-struct Registry {
-    held: Vec<(Arc<Application>, usize)>,
-    parked: Vec<(Arc<Application>, Instant)>,
-}
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    held: Vec::new(),
-    parked: Vec::new(),
-});
-
-/// The server is stopping: applications let go are stopped, not parked.
-static SERVER_STOPPING: AtomicBool = AtomicBool::new(false);
-
-fn lock_registry() -> MutexGuard<'static, Registry> {
+fn lock_registry() -> MutexGuard<'static, Vec<(Arc<Application>, usize)>> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The application of `config` for a configuration that takes it up: the
-/// one another configuration holds, or one let go lately, with its
-/// processes as they are; else a new one (started at its first request).
-/// One that failed or stopped is not taken over: a reload is a new start.
-/// Each call is answered by one [`release`].
+/// one another configuration holds, with its processes as they are; else
+/// a new one (started at its first request). One that failed or stopped
+/// is not taken over: a reload is a new start. Each call is answered by
+/// one [`release`].
 pub(super) fn acquire(config: &ApplicationConfig) -> Arc<Application> {
-    let mut registry = lock_registry();
+    let mut held = lock_registry();
     let reusable = |a: &Arc<Application>| {
         a.is_for(config) && matches!(a.lock().phase, Phase::NotStarted | Phase::Running)
     };
-    if let Some((found, holders)) = registry.held.iter_mut().find(|(a, _)| reusable(a)) {
+    if let Some((found, holders)) = held.iter_mut().find(|(a, _)| reusable(a)) {
         *holders += 1;
         return found.clone();
     }
-    if let Some(i) = registry.parked.iter().position(|(a, _)| reusable(a)) {
-        let (found, _) = registry.parked.swap_remove(i);
-        registry.held.push((found.clone(), 1));
-        return found;
-    }
     let made = Application::new(config.clone());
-    registry.held.push((made.clone(), 1));
+    held.push((made.clone(), 1));
     made
 }
 
-/// A configuration lets `application` go (it retires, or the server
-/// stops). The last to let it go parks it for [`PARKED_FOR`]; at the
-/// server's stop it is stopped at once.
-pub(super) fn release(application: &Arc<Application>) {
-    let mut registry = lock_registry();
-    let Some(i) = registry
-        .held
-        .iter()
-        .position(|(a, _)| Arc::ptr_eq(a, application))
-    else {
+/// How a configuration lets its applications go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    /// It retires after its last request, or the server stops: the last
+    /// to let an application go stops its processes (SIGTERM, SIGKILL
+    /// after [`STOP_GRACE`]).
+    Stop,
+    /// It was the last configuration with FastCgi, and the server may end
+    /// before a grace would: the processes are killed at once (none of
+    /// the configuration's requests is left).
+    Kill,
+}
+
+/// A configuration lets `application` go. The last to hold it stops its
+/// processes; a configuration that started meanwhile and names it holds
+/// it already (it took it up at its start), so a reload never gets here
+/// for an application it keeps.
+pub(super) fn release(application: &Arc<Application>, how: Release) {
+    let mut held = lock_registry();
+    let Some(i) = held.iter().position(|(a, _)| Arc::ptr_eq(a, application)) else {
         return;
     };
-    registry.held[i].1 -= 1;
-    if registry.held[i].1 > 0 {
+    held[i].1 -= 1;
+    if held[i].1 > 0 {
         return;
     }
-    let (application, _) = registry.held.swap_remove(i);
-    if SERVER_STOPPING.load(Ordering::SeqCst) || !matches!(application.lock().phase, Phase::Running)
-    {
-        drop(registry);
-        application.stop();
-        return;
-    }
-    let since = Instant::now();
-    registry.parked.push((application.clone(), since));
-    drop(registry);
-    let application_for_error = application.clone();
-    // Stopped after the wait unless a configuration took it over (it is
-    // then no longer parked, or parked again later, at another time).
-    let waited = std::thread::Builder::new()
-        .name("riis-fastcgi-park".to_owned())
-        .spawn(move || {
-            std::thread::sleep(PARKED_FOR);
-            let mut registry = lock_registry();
-            let due = registry
-                .parked
-                .iter()
-                .position(|(a, at)| Arc::ptr_eq(a, &application) && *at == since);
-            if let Some(i) = due {
-                let (application, _) = registry.parked.swap_remove(i);
-                drop(registry);
-                tracing::info!(
-                    program = %application.config.path.display(),
-                    "no configuration took the FastCGI application over; its processes are stopped"
-                );
-                application.stop();
-            }
-        });
-    if let Err(e) = waited {
-        tracing::warn!("cannot wait for a FastCGI application to be taken over: {e}");
-        stop_unparked(&application_for_error);
-    }
-}
-
-/// Stops `application` now, if it is still parked (its wait could not
-/// start).
-fn stop_unparked(application: &Arc<Application>) {
-    let mut registry = lock_registry();
-    if let Some(i) = registry
-        .parked
-        .iter()
-        .position(|(a, _)| Arc::ptr_eq(a, application))
-    {
-        let (application, _) = registry.parked.swap_remove(i);
-        drop(registry);
-        application.stop();
-    }
-}
-
-/// The server stops: applications let go from now on are stopped, and so
-/// are those parked.
-pub(super) fn server_stops() {
-    SERVER_STOPPING.store(true, Ordering::SeqCst);
-    stop_parked();
-}
-
-/// Stops the parked applications: no configuration is left to take them
-/// over (the last one with FastCgi retires, or the server stops). The
-/// process may end before their wait would: none must outlive it.
-pub(super) fn stop_parked() {
-    let parked = std::mem::take(&mut lock_registry().parked);
-    for (application, _) in parked {
-        application.stop();
+    let (application, _) = held.swap_remove(i);
+    drop(held);
+    match how {
+        Release::Stop => application.stop(),
+        Release::Kill => application.kill(),
     }
 }
 
@@ -758,7 +711,8 @@ pub(super) struct Lease {
 
 /// The longest processes of an earlier start keep requests they still
 /// have once a new start took over (nothing new reaches them): a bound for
-/// an exchange that never ends, past any `request_timeout` in use.
+/// an exchange that never ends. A request of `request_timeout = 0` (no
+/// limit), or of more than this, is cut then.
 const RETIRE_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// Sets the processes aside for a new start: they finish the requests they
@@ -767,6 +721,9 @@ const RETIRE_GRACE: Duration = Duration::from_secs(15 * 60);
 /// [`RETIRE_GRACE`].
 fn retire_processes(run: &mut Run) {
     let now = Instant::now();
+    // Those whose requests are done, or that ended, go first: they must
+    // not count against the cap below.
+    finish_retired(run, now);
     let processes = std::mem::take(&mut run.processes);
     let instances = processes.len().max(1);
     // The new start's exchanges hold leases of their own.
@@ -805,8 +762,9 @@ fn finish_retired(run: &mut Run, now: Instant) {
         let unused = uses.strong_count() == 0;
         if ended || unused || now.duration_since(*since) >= RETIRE_GRACE {
             // Reaped by `try_wait` when it ended; stopped below if not.
+            // In order: the oldest stay first, for the cap.
             #[allow(clippy::zombie_processes)]
-            let (child, _, _) = run.retiring.swap_remove(index);
+            let (child, _, _) = run.retiring.remove(index);
             if !ended {
                 due.push(child);
             }

@@ -55,12 +55,45 @@ pub(super) struct Job {
     pub(super) handed_over: std::sync::atomic::AtomicBool,
     /// For an application riis started: held until the exchange ends, so
     /// that processes a new start retired finish this request first.
-    pub(super) _lease: Option<super::application::Lease>,
+    pub(super) lease: Option<super::application::Lease>,
 }
 
+/// How long a request whose client left keeps its application's
+/// processes from being stopped for a new start, when the application took
+/// it up whole (it may go on, as PHP's `ignore_user_abort` scripts do) and
+/// `request_timeout` sets no bound of its own.
+const ABANDONED_FOR: Duration = Duration::from_secs(15 * 60);
+
 /// Runs a request's exchange to its end and tells the request.
-pub(super) async fn run(job: Job) {
-    let exchange = exchange_with_retry(&job);
+pub(super) async fn run(mut job: Job) {
+    let Some(end) = exchange_end(&job).await else {
+        // The request is gone: nobody reads the end. Handed over whole,
+        // it is the application's to serve (see `Taken`), and its process
+        // may still run it: its lease is kept for as long as the request
+        // could have taken.
+        if job.handed_over.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(taken) = &job.taken {
+                taken.note();
+            }
+            if let Some(lease) = job.lease.take() {
+                let keep = match job.request_timeout {
+                    limit if limit.is_zero() => ABANDONED_FOR,
+                    limit => limit,
+                };
+                tokio::spawn(async move {
+                    tokio::time::sleep(keep).await;
+                    drop(lease);
+                });
+            }
+        }
+        return;
+    };
+    job.relay.finish(end);
+}
+
+/// The exchange's end; `None` when the request was cancelled first.
+async fn exchange_end(job: &Job) -> Option<End> {
+    let exchange = exchange_with_retry(job);
     tokio::pin!(exchange);
     // `request_timeout = 0`: no limit on the whole exchange.
     let limited = !job.request_timeout.is_zero();
@@ -76,7 +109,7 @@ pub(super) async fn run(job: Job) {
         tokio::select! {
             end = &mut exchange => break match end {
                 Ok(()) => End::Complete,
-                Err(failure) => failure.into_end(&job),
+                Err(failure) => failure.into_end(job),
             },
             () = overdue => {
                 // A wait for the client since then put the deadline off.
@@ -87,20 +120,10 @@ pub(super) async fn run(job: Job) {
                     );
                 }
             }
-            // The request is gone: nobody reads the end.
-            _ = job.relay.cancelled() => {
-                // Handed over whole, it is the application's to serve (see
-                // `Taken`).
-                if job.handed_over.load(std::sync::atomic::Ordering::Relaxed) {
-                    if let Some(taken) = &job.taken {
-                        taken.note();
-                    }
-                }
-                return;
-            }
+            _ = job.relay.cancelled() => return None,
         }
     };
-    job.relay.finish(end);
+    Some(end)
 }
 
 /// Why an exchange failed.

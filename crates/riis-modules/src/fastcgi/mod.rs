@@ -235,8 +235,10 @@ struct Shared {
     retired: AtomicBool,
 }
 
-/// Configurations with FastCgi that have not retired: while one is left,
-/// applications let go may be parked for it to take over.
+/// Configurations with FastCgi that have not retired. When the last one
+/// retires (a reload took the module out), none is left to be told the
+/// server stops, so its applications are killed at once rather than given
+/// a grace the server's end could cut short.
 static LIVE_CONFIGURATIONS: AtomicUsize = AtomicUsize::new(0);
 
 impl Shared {
@@ -263,8 +265,9 @@ impl Shared {
             .clone()
     }
 
-    /// The application of `config`, taken up at this configuration's first
-    /// request for it (see [`application::acquire`]).
+    /// The application of `config`, taken up when this configuration
+    /// started or at its first request for it (see
+    /// [`application::acquire`]).
     fn application(&self, config: &ApplicationConfig) -> Arc<Application> {
         let mut list = self.applications.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(found) = list.iter().find(|a| a.is_for(config)) {
@@ -283,22 +286,17 @@ impl Shared {
     fn stop(&self) {
         self.pools.clear();
         let stopping = self.server_stopping.load(Ordering::SeqCst);
-        if stopping {
-            application::server_stops();
-        }
+        let last = !self.retired.swap(true, Ordering::SeqCst)
+            && LIVE_CONFIGURATIONS.fetch_sub(1, Ordering::SeqCst) == 1;
+        let how = if last && !stopping {
+            application::Release::Kill
+        } else {
+            application::Release::Stop
+        };
         let applications =
             std::mem::take(&mut *self.applications.lock().unwrap_or_else(|e| e.into_inner()));
         for application in applications {
-            application::release(&application);
-        }
-        // The last configuration with FastCgi retires (a reload took the
-        // module out): no configuration is left to take applications
-        // over, and none would be told the server stops, so nothing may
-        // stay parked.
-        if !self.retired.swap(true, Ordering::SeqCst)
-            && LIVE_CONFIGURATIONS.fetch_sub(1, Ordering::SeqCst) == 1
-        {
-            application::stop_parked();
+            application::release(&application, how);
         }
         if stopping {
             application::wait_for_stops();
@@ -477,7 +475,7 @@ impl FastCgi {
             handed_over: std::sync::atomic::AtomicBool::new(false),
             pools: self.shared.pools.clone(),
             taken,
-            _lease: lease,
+            lease,
         };
         // From here `request_timeout` and `activity_timeout` end every wait:
         // the server's `timeouts.execution` would otherwise answer 503 to an
