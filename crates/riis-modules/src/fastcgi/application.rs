@@ -598,22 +598,10 @@ impl Application {
     fn kill(&self) {
         use nix::sys::signal::{killpg, Signal};
         let mut run = self.lock();
-        let processes: Vec<Child> = std::mem::take(&mut run.processes)
-            .into_iter()
-            .map(|(child, _)| child)
-            .chain(
-                std::mem::take(&mut run.retiring)
-                    .into_iter()
-                    .map(|(child, _, _)| child),
-            )
-            .collect();
+        let processes = take_processes(&mut run);
         for child in &processes {
             let _ = killpg(group(child), Signal::SIGKILL);
         }
-        run.listener = None;
-        run.stderr = None;
-        run.folder = None;
-        run.socket_id = None;
         run.phase = Phase::Stopped;
         self.stopping.notify_all();
         drop(run);
@@ -780,7 +768,14 @@ fn finish_retired(run: &mut Run, now: Instant) {
 /// waits, nor a request for the application's lock), SIGKILL to those
 /// still there after [`STOP_GRACE`].
 fn stop_processes(run: &mut Run) {
-    let processes: Vec<Child> = std::mem::take(&mut run.processes)
+    let processes = take_processes(run);
+    stop_children(processes);
+}
+
+/// The processes, retired ones too, taken from `run`, with the socket and
+/// its folder gone.
+fn take_processes(run: &mut Run) -> Vec<Child> {
+    let processes = std::mem::take(&mut run.processes)
         .into_iter()
         .map(|(child, _)| child)
         .chain(
@@ -793,7 +788,7 @@ fn stop_processes(run: &mut Run) {
     run.stderr = None;
     run.folder = None;
     run.socket_id = None;
-    stop_children(processes);
+    processes
 }
 
 /// [`stop_processes`] for `processes`.
