@@ -69,6 +69,15 @@ fn is_running(pid: u32) -> bool {
         })
 }
 
+/// Waits until none of `pids` runs; fails with `what` past `within`.
+fn wait_until_gone(pids: &[u32], within: Duration, what: &str) {
+    let start = Instant::now();
+    while pids.iter().any(|&pid| is_running(pid)) {
+        assert!(start.elapsed() < within, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn riis_starts_php_cgi_and_starts_again_what_exits() {
     let Some(php) = php_cgi() else {
@@ -98,14 +107,11 @@ fn riis_starts_php_cgi_and_starts_again_what_exits() {
     // Stopping the server stops them.
     let last = pids.clone();
     server.terminate();
-    let start = Instant::now();
-    while last.iter().any(|&pid| is_running(pid)) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "php-cgi outlived riis"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_gone(
+        &last.iter().copied().collect::<Vec<_>>(),
+        Duration::from_secs(10),
+        "php-cgi outlived riis",
+    );
 }
 
 /// The socket's folder lives under the temp dir; when a cleaner (or an
@@ -153,14 +159,11 @@ fn a_removed_socket_starts_the_application_again() {
     // stops now (one with a request stops after it, as the reload test
     // shows).
     let old = first.text().parse::<u32>().unwrap();
-    let start = Instant::now();
-    while is_running(old) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the idle retired process still runs"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_gone(
+        &[old],
+        Duration::from_secs(10),
+        "the idle retired process still runs",
+    );
     server.terminate();
 }
 
@@ -356,14 +359,11 @@ fn reloads_keep_the_processes_and_a_monitored_file_recycles_them() {
     let slow = slow.join().unwrap();
     assert_eq!(slow.status, 200, "{}", slow.text());
     assert_eq!(slow.text().parse::<u32>().unwrap(), first);
-    let start = Instant::now();
-    while is_running(first) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the retired process outlived its last request by 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_gone(
+        &[first],
+        Duration::from_secs(10),
+        "the retired process outlived its last request by 10 s",
+    );
 
     // The application's settings change: new processes.
     let text = std::fs::read_to_string(&config).unwrap();
@@ -468,14 +468,7 @@ fn a_reload_without_fastcgi_leaves_no_process_behind() {
     );
     std::thread::sleep(Duration::from_millis(300));
     server.terminate();
-    let start = Instant::now();
-    while is_running(pid) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "php-cgi outlived riis"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_gone(&[pid], Duration::from_secs(10), "php-cgi outlived riis");
 }
 
 /// A process that exits with an error, or at once with success before the
@@ -573,14 +566,11 @@ fn what_a_process_forked_ends_with_it() {
         .args(["-KILL", &master.to_string()])
         .status()
         .unwrap();
-    let start = Instant::now();
-    while is_running(worker) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "a worker outlived its master"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_gone(
+        &[worker],
+        Duration::from_secs(10),
+        "a worker outlived its master",
+    );
     // A new master and its workers serve.
     let resp = Connection::open(server.addr).get("/pid.php");
     assert_eq!(resp.status, 200, "{}", resp.text());
