@@ -41,7 +41,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ipnet::IpNet;
+use crate::ip_restriction::{IpNetwork, NetworkError};
 use riis_pipeline::http::HeaderName;
 use riis_pipeline::{
     GlobalModule, GlobalNotification, GlobalNotificationStatus, HttpContext, ModuleError,
@@ -67,11 +67,8 @@ impl Default for ForwardedForConfig {
         // trust by default: nothing further without saying so.
         Self {
             trusted_proxies: vec![
-                TrustedNetwork(IpNet::V4(ipnet::Ipv4Net::new_assert(
-                    std::net::Ipv4Addr::new(127, 0, 0, 0),
-                    8,
-                ))),
-                TrustedNetwork(IpNet::from(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))),
+                TrustedNetwork(IpNetwork::new(IpAddr::from([127, 0, 0, 0]), 8)),
+                TrustedNetwork(IpNetwork::new(std::net::Ipv6Addr::LOCALHOST.into(), 128)),
             ],
             header: ForwardedHeader(HeaderName::from_static("x-forwarded-for")),
             recursive: false,
@@ -91,12 +88,12 @@ impl ForwardedForConfig {
 /// IPv4 it maps, as a dual-stack socket's IPv4 peers are compared.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct TrustedNetwork(IpNet);
+pub struct TrustedNetwork(IpNetwork);
 
 impl TrustedNetwork {
     /// Whether `address` is in the network.
     pub fn contains(&self, address: IpAddr) -> bool {
-        self.0.contains(&address.to_canonical())
+        self.0.contains(address.to_canonical())
     }
 }
 
@@ -104,29 +101,10 @@ impl TryFrom<String> for TrustedNetwork {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, String> {
-        let trimmed = text.trim();
-        let wrong = || format!("`{text}` is not an IP address or network (`10.0.0.0/8`)");
-        let network = if trimmed.contains('/') {
-            trimmed.parse::<IpNet>().map_err(|_| wrong())?
-        } else {
-            IpNet::from(trimmed.parse::<IpAddr>().map_err(|_| wrong())?)
-        };
-        match network.trunc() {
-            // Mapped as written: `::ffff:0.0.0.0/95` is no IPv6 network a
-            // peer could be in either.
-            IpNet::V6(v6) => match network.addr().to_canonical() {
-                IpAddr::V4(v4) if v6.prefix_len() >= 96 => Ok(Self(IpNet::V4(
-                    ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
-                        .map_err(|_| wrong())?
-                        .trunc(),
-                ))),
-                IpAddr::V4(_) => Err(format!(
-                    "`{text}`: an IPv4-mapped network needs a prefix length of at least 96"
-                )),
-                IpAddr::V6(_) => Ok(Self(IpNet::V6(v6))),
-            },
-            v4 => Ok(Self(v4)),
-        }
+        IpNetwork::parse(&text).map(Self).map_err(|e| match e {
+            NetworkError::MappedPrefix => e.message(&text),
+            _ => format!("`{text}` is not an IP address or network (`10.0.0.0/8`)"),
+        })
     }
 }
 

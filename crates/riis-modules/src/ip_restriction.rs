@@ -146,50 +146,99 @@ impl TryFrom<RuleFields> for IpRule {
 
     fn try_from(fields: RuleFields) -> Result<Self, String> {
         let text = fields.address.trim();
+        let mut net = IpNetwork::parse(text).map_err(|e| e.message(text))?;
+        if let Some(mask) = &fields.subnet_mask {
+            if text.contains('/') {
+                return Err(format!("`{text}` has a prefix length and a subnet_mask"));
+            }
+            net = IpNetwork::new(net.network, mask_length(mask, net.network)?);
+        }
+        Ok(Self {
+            network: net.network,
+            prefix: net.prefix,
+            allowed: fields.allowed,
+        })
+    }
+}
+
+/// An address or network as a configuration writes one (`192.0.2.7`,
+/// `10.0.0.0/8`, `2001:db8::/32`): IpRestriction's rules, ForwardedFor's
+/// trusted proxies, the PROXY protocol's trusted balancers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    /// The network's first address (host bits cleared).
+    pub network: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+/// Why a text is not an [`IpNetwork`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkError {
+    /// The address part is not an address.
+    NotAnAddress,
+    /// The prefix length is not a number up to the family's width (given).
+    Prefix(u8),
+    /// An IPv4-mapped network with a prefix below 96.
+    MappedPrefix,
+}
+
+impl NetworkError {
+    /// The error as a configuration error says it, about `text`.
+    pub fn message(self, text: &str) -> String {
+        match self {
+            Self::NotAnAddress => format!("`{text}` is not an IP address or network"),
+            Self::Prefix(width) => format!("`{text}`: the prefix length must be 0 to {width}"),
+            Self::MappedPrefix => {
+                format!("`{text}`: an IPv4-mapped network needs a prefix length of at least 96")
+            }
+        }
+    }
+}
+
+impl IpNetwork {
+    /// The network of `address` with `prefix` bits.
+    pub fn new(address: IpAddr, prefix: u8) -> Self {
+        Self {
+            network: masked(address, prefix),
+            prefix,
+        }
+    }
+
+    /// `address` or `address/prefix`; host bits are cleared
+    /// (`10.0.0.1/8` is `10.0.0.0/8`). Clients are compared as IPv4 when
+    /// they arrive IPv4-mapped (`::ffff:192.0.2.7` on a dual-stack
+    /// socket): so is an IPv4-mapped network.
+    pub fn parse(text: &str) -> Result<Self, NetworkError> {
+        let text = text.trim();
         let (address, prefix) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let address: IpAddr = address
-            .parse()
-            .map_err(|_| format!("`{text}` is not an IP address or network"))?;
+        let address: IpAddr = address.parse().map_err(|_| NetworkError::NotAnAddress)?;
         let width = if address.is_ipv4() { 32 } else { 128 };
-        let mut length = match prefix {
+        let length = match prefix {
             Some(p) => p
                 .parse::<u8>()
                 .ok()
                 .filter(|&p| p <= width)
-                .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {width}"))?,
+                .ok_or(NetworkError::Prefix(width))?,
             None => width,
         };
-        // Clients are compared as IPv4 when they arrive IPv4-mapped
-        // (`::ffff:192.0.2.7` on a dual-stack socket): so are rules.
-        let address = match address {
+        match address {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) if length >= 96 => {
-                    length -= 96;
-                    IpAddr::V4(v4)
-                }
-                Some(_) => {
-                    return Err(format!(
-                        "`{text}`: an IPv4-mapped network needs a prefix length of at least 96"
-                    ))
-                }
-                None => address,
+                Some(v4) if length >= 96 => Ok(Self::new(IpAddr::V4(v4), length - 96)),
+                Some(_) => Err(NetworkError::MappedPrefix),
+                None => Ok(Self::new(address, length)),
             },
-            v4 => v4,
-        };
-        if let Some(mask) = &fields.subnet_mask {
-            if prefix.is_some() {
-                return Err(format!("`{text}` has a prefix length and a subnet_mask"));
-            }
-            length = mask_length(mask, address)?;
+            v4 => Ok(Self::new(v4, length)),
         }
-        Ok(Self {
-            network: masked(address, length),
-            prefix: length,
-            allowed: fields.allowed,
-        })
+    }
+
+    /// Whether `address`, as given (an IPv4-mapped one is not IPv4 here),
+    /// is in the network.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        address.is_ipv4() == self.network.is_ipv4() && masked(address, self.prefix) == self.network
     }
 }
 
@@ -230,7 +279,11 @@ fn masked(address: IpAddr, prefix: u8) -> IpAddr {
 
 impl IpRule {
     fn contains(&self, address: IpAddr) -> bool {
-        address.is_ipv4() == self.network.is_ipv4() && masked(address, self.prefix) == self.network
+        IpNetwork {
+            network: self.network,
+            prefix: self.prefix,
+        }
+        .contains(address)
     }
 }
 
