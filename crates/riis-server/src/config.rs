@@ -1310,7 +1310,8 @@ impl ServerConfig {
                 .iter()
                 .any(|sb| sb.bindings.iter().any(|b| b.addr == addr))
         };
-        for (i, addr) in checked.listen().iter().enumerate() {
+        for (i, listened) in checked.listen().iter().enumerate() {
+            let addr = &listened.addr;
             if !bound(*addr) {
                 return Err(self.error_at(
                     &format!("proxy_protocol.listen[{i}]"),
@@ -1323,7 +1324,7 @@ impl ServerConfig {
                 .iter()
                 .flat_map(|sb| &sb.bindings)
                 .any(|b| b.addr == *addr && b.tls);
-            if let Some(tls) = checked.written_scheme(i).filter(|tls| *tls != serves_tls) {
+            if let Some(tls) = listened.scheme.filter(|tls| *tls != serves_tls) {
                 let (written, served) = if tls {
                     ("https://", "plain HTTP")
                 } else {
@@ -1345,7 +1346,7 @@ impl ServerConfig {
                 let i = checked
                     .listen()
                     .iter()
-                    .position(|a| *a == listed)
+                    .position(|l| l.addr == listed)
                     .unwrap_or(0);
                 return Err(self.error_at(
                     &format!("proxy_protocol.listen[{i}]"),

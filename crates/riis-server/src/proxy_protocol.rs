@@ -37,21 +37,27 @@ pub struct ProxyProtocolSettings {
 /// header, and from whom.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProxyProtocol {
-    /// Listening addresses as configured (the routing keys of the
-    /// connections that arrive there).
-    listen: Vec<SocketAddr>,
-    /// For each of `listen`, the scheme written before it, if any: `true`
-    /// for `https://` (checked against the bindings).
-    schemes: Vec<Option<bool>>,
+    /// Listening addresses that expect the header.
+    listen: Vec<ProxiedAddress>,
     /// Peers allowed to connect to them; empty for any.
     trusted: Vec<TrustedNetwork>,
+}
+
+/// One entry of `listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxiedAddress {
+    /// The address as configured (the routing key of the connections that
+    /// arrive there).
+    pub addr: SocketAddr,
+    /// The scheme written before it, if any: `true` for `https://`
+    /// (checked against the bindings).
+    pub scheme: Option<bool>,
 }
 
 impl ProxyProtocol {
     /// Checks `settings`; an error names the key (`listen[1]`) and why.
     pub fn from_settings(settings: &ProxyProtocolSettings) -> Result<Self, (String, String)> {
-        let mut listen = Vec::with_capacity(settings.listen.len());
-        let mut schemes = Vec::with_capacity(settings.listen.len());
+        let mut listen: Vec<ProxiedAddress> = Vec::with_capacity(settings.listen.len());
         for (i, text) in settings.listen.iter().enumerate() {
             let key = format!("listen[{i}]");
             let binding = crate::config::Binding::parse(text).map_err(|m| (key.clone(), m))?;
@@ -64,15 +70,15 @@ impl ProxyProtocol {
                     ),
                 ));
             }
-            if listen.contains(&binding.addr) {
+            if listen.iter().any(|l| l.addr == binding.addr) {
                 return Err((key, format!("`{text}` is listed twice")));
             }
-            listen.push(binding.addr);
             let written = text.trim();
-            schemes.push(
-                (written.starts_with("https://") || written.starts_with("http://"))
+            listen.push(ProxiedAddress {
+                addr: binding.addr,
+                scheme: (written.starts_with("https://") || written.starts_with("http://"))
                     .then_some(binding.tls),
-            );
+            });
         }
         let trusted = settings
             .trusted
@@ -90,17 +96,7 @@ impl ProxyProtocol {
                     .to_owned(),
             ));
         }
-        Ok(Self {
-            listen,
-            schemes,
-            trusted,
-        })
-    }
-
-    /// The scheme written before `listen[i]` (`Some(true)` for `https://`),
-    /// if one was.
-    pub fn written_scheme(&self, i: usize) -> Option<bool> {
-        self.schemes.get(i).copied().flatten()
+        Ok(Self { listen, trusted })
     }
 
     /// Whether any listening address expects the header.
@@ -109,14 +105,14 @@ impl ProxyProtocol {
     }
 
     /// The listening addresses that expect the header, as configured.
-    pub fn listen(&self) -> &[SocketAddr] {
+    pub fn listen(&self) -> &[ProxiedAddress] {
         &self.listen
     }
 
     /// Whether connections that arrive at `listener` (a configured
     /// listening address) start with the header.
     pub fn expects_header(&self, listener: SocketAddr) -> bool {
-        self.listen.contains(&listener)
+        self.listen.iter().any(|l| l.addr == listener)
     }
 
     /// Whether `peer` may connect to an address that expects the header.
@@ -129,8 +125,7 @@ impl ProxyProtocol {
     /// The same settings with `listen` moved to `addr` (`--listen`).
     pub(crate) fn moved_to(&self, addr: SocketAddr) -> Self {
         Self {
-            listen: vec![addr],
-            schemes: vec![None],
+            listen: vec![ProxiedAddress { addr, scheme: None }],
             trusted: self.trusted.clone(),
         }
     }
