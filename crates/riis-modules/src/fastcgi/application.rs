@@ -328,14 +328,7 @@ impl Application {
             // folder lives under the temp dir, which cleaners prune; the
             // processes would go on listening on a socket nobody can reach,
             // and a file another user put at the path must not be talked to.
-            Phase::Running if socket_is_ours(&run) => {
-                return Ok((
-                    Address::Unix(run.socket.clone()),
-                    Lease {
-                        _uses: run.uses.clone(),
-                    },
-                ))
-            }
+            Phase::Running if socket_is_ours(&run) => return Ok(serving(&run)),
             Phase::Running => {
                 tracing::warn!(
                     program = %self.config.path.display(),
@@ -388,12 +381,7 @@ impl Application {
             processes = self.config.instances,
             "FastCGI application started"
         );
-        Ok((
-            Address::Unix(run.socket.clone()),
-            Lease {
-                _uses: run.uses.clone(),
-            },
-        ))
+        Ok(serving(&run))
     }
 
     /// Makes the socket and starts the processes.
@@ -682,6 +670,16 @@ pub(super) fn release(application: &Arc<Application>, how: Release) {
         Release::Stop => application.stop(),
         Release::Kill => application.kill(),
     }
+}
+
+/// Where the running start listens, and a lease of it for an exchange.
+fn serving(run: &Run) -> (Address, Lease) {
+    (
+        Address::Unix(run.socket.clone()),
+        Lease {
+            _uses: run.uses.clone(),
+        },
+    )
 }
 
 /// Whether the file at the socket's path is still the socket riis made.
