@@ -60,6 +60,8 @@ mod user;
 
 pub use bytes;
 pub use http;
+/// The TOML values configuration sections are made of.
+pub use toml;
 
 pub use client_certificate::{
     attribute_name, canonical_attribute, write_distinguished_name, ClientCertificate,
@@ -93,8 +95,8 @@ pub use provider::{
     ReadEntityProvider, SendFlags, SendResponseProvider,
 };
 pub use registration::{
-    configuration_folder, error_at_key, ModuleIndex, ModuleRegistration, RegisterModuleFn, Section,
-    ServerInfo, SERVER_VERSION,
+    configuration_folder, error_at_key, InheritedSection, ModuleIndex, ModuleRegistration,
+    RegisterModuleFn, Section, ServerInfo, SERVER_VERSION,
 };
 pub use request::{path_below, prepare_url_path, HttpRequest, UrlError};
 pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, ResponseError};

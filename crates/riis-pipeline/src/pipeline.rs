@@ -1053,18 +1053,32 @@ impl PipelineBuilder {
                     .filter(|s| s.name == decl.name);
                 let mut merged = toml::Value::Table(toml::Table::new());
                 let mut last_key = String::new();
+                // An inherited section's value at each level that writes
+                // it, each completed from the one around it.
+                let mut inherited: Option<Arc<dyn std::any::Any + Send + Sync>> = None;
                 for layer in layers {
                     merge(&mut merged, &layer.value);
                     last_key.clone_from(&layer.key);
+                    if let (Some(inherit), Some(written)) = (decl.inherit, layer.value.as_table()) {
+                        let at_layer = |(p, m): (String, String)| section_error(&layer.key, &p, &m);
+                        let mut value = (decl.parse)(merged.clone()).map_err(at_layer)?;
+                        if let Some(outer) = &inherited {
+                            inherit(&mut value, outer, written).map_err(at_layer)?;
+                        }
+                        inherited = Some(value);
+                    }
                 }
-                let value = (decl.parse)(merged).map_err(|(p, m)| {
-                    let key = if last_key.is_empty() {
-                        decl.name.clone()
-                    } else {
-                        last_key.clone()
-                    };
-                    section_error(&key, &p, &m)
-                })?;
+                let value = match inherited {
+                    Some(value) => value,
+                    None => (decl.parse)(merged).map_err(|(p, m)| {
+                        let key = if last_key.is_empty() {
+                            decl.name.clone()
+                        } else {
+                            last_key.clone()
+                        };
+                        section_error(&key, &p, &m)
+                    })?,
+                };
                 sections.push(value);
             }
             // The innermost enclosing location that is a virtual

@@ -113,6 +113,15 @@ pub(crate) type SectionParseError = (String, String);
 pub(crate) type SectionParser =
     fn(toml::Value) -> Result<Arc<dyn Any + Send + Sync>, SectionParseError>;
 
+/// [`InheritedSection::inherit`] for a declared type: the value just
+/// parsed for a level, the enclosing level's, and the table the level
+/// wrote.
+pub(crate) type SectionInheritor = fn(
+    &mut Arc<dyn Any + Send + Sync>,
+    &Arc<dyn Any + Send + Sync>,
+    &toml::Table,
+) -> Result<(), SectionParseError>;
+
 fn parse_section<T: DeserializeOwned + Send + Sync + 'static>(
     value: toml::Value,
 ) -> Result<Arc<dyn Any + Send + Sync>, SectionParseError> {
@@ -120,26 +129,68 @@ fn parse_section<T: DeserializeOwned + Send + Sync + 'static>(
         .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>)
         .map_err(|e| {
             let path = e.path().to_string();
-            let mut path = if path == "." { String::new() } else { path };
+            let path = if path == "." { String::new() } else { path };
             // The bare message: the path already says where.
-            let mut message = e.into_inner().message().trim().to_owned();
-            // Checks made after serde (see `error_at_key`) name their keys,
-            // the outer first, wherever a wrapping message put them.
-            while let Some(start) = message.find(KEY_MARK) {
-                let after = start + KEY_MARK.len_utf8();
-                let Some(length) = message[after..].find(KEY_MARK) else {
-                    message.remove(start);
-                    continue;
-                };
-                let key = &message[after..after + length];
-                if !path.is_empty() && !key.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-                message.replace_range(start..after + length + KEY_MARK.len_utf8(), "");
-            }
-            (path, message)
+            keys_out_of(path, e.into_inner().message().trim().to_owned())
         })
+}
+
+/// Moves the keys that checks made after serde put into `message` (see
+/// [`error_at_key`]) onto `path`, the outer first, wherever a wrapping
+/// message put them.
+fn keys_out_of(mut path: String, mut message: String) -> SectionParseError {
+    while let Some(start) = message.find(KEY_MARK) {
+        let after = start + KEY_MARK.len_utf8();
+        let Some(length) = message[after..].find(KEY_MARK) else {
+            message.remove(start);
+            continue;
+        };
+        let key = &message[after..after + length];
+        if !path.is_empty() && !key.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+        message.replace_range(start..after + length + KEY_MARK.len_utf8(), "");
+    }
+    (path, message)
+}
+
+fn inherit_section<T: InheritedSection>(
+    value: &mut Arc<dyn Any + Send + Sync>,
+    outer: &Arc<dyn Any + Send + Sync>,
+    written: &toml::Table,
+) -> Result<(), SectionParseError> {
+    // Both were made by `parse_section::<T>`, and `value` has just been
+    // parsed: it has no other owner yet.
+    let (Some(value), Some(outer)) = (
+        Arc::get_mut(value).and_then(|v| v.downcast_mut::<T>()),
+        outer.downcast_ref::<T>(),
+    ) else {
+        return Err((
+            String::new(),
+            "internal error: a section inherited a value of another type".to_owned(),
+        ));
+    };
+    value
+        .inherit(outer, written)
+        .map_err(|message| keys_out_of(String::new(), message))
+}
+
+/// A section type whose values add to those of the levels around them, as
+/// IIS's collections do (a folder's URL Rewrite rules run after those of
+/// its parents), where a plain section's arrays replace what they inherit.
+/// Declared with [`ModuleRegistration::declare_inherited_section`].
+pub trait InheritedSection: DeserializeOwned + Send + Sync + 'static {
+    /// Completes the value of a level (server, site, location) that writes
+    /// the section. `self` is parsed as any section's is, from the tables
+    /// of the levels merged up to this one (arrays replaced, not added to);
+    /// `outer` is the value resolved for the enclosing level, after its own
+    /// `inherit`; `written` is the table this level wrote, to tell what it
+    /// set itself from what it merely inherited. Called outermost level
+    /// first, once per level and location when the configuration loads. An
+    /// error (through [`error_at_key`] to name a key of `written`) is a
+    /// configuration error at this level's table.
+    fn inherit(&mut self, outer: &Self, written: &toml::Table) -> Result<(), String>;
 }
 
 /// Brackets the key path [`error_at_key`] puts before its message.
@@ -168,6 +219,9 @@ pub(crate) struct SectionDeclaration {
     /// Declared by its owner (`module`), not only shared so far (`module`
     /// is then the first module that shares it).
     pub(crate) owned: bool,
+    /// How a level's value adds to its enclosing level's, for a section
+    /// its owner declared inherited.
+    pub(crate) inherit: Option<SectionInheritor>,
 }
 
 /// Everything one module registered.
@@ -351,7 +405,17 @@ impl ModuleRegistration<'_> {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        self.add_section::<T>(name, true)
+        self.add_section::<T>(name, true, None)
+    }
+
+    /// Declares a section as [`Self::declare_section`] does, whose levels
+    /// add to one another through [`InheritedSection::inherit`] instead of
+    /// only replacing what they inherit.
+    pub fn declare_inherited_section<T>(&mut self, name: &str) -> Result<Section<T>, ModuleError>
+    where
+        T: InheritedSection,
+    {
+        self.add_section::<T>(name, true, Some(inherit_section::<T>))
     }
 
     /// Reads the section `name` that another module declares with the same
@@ -364,11 +428,16 @@ impl ModuleRegistration<'_> {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        self.add_section::<T>(name, false)
+        self.add_section::<T>(name, false, None)
     }
 
     /// [`Self::declare_section`] (`owner`) or [`Self::share_section`].
-    fn add_section<T>(&mut self, name: &str, owner: bool) -> Result<Section<T>, ModuleError>
+    fn add_section<T>(
+        &mut self,
+        name: &str,
+        owner: bool,
+        inherit: Option<SectionInheritor>,
+    ) -> Result<Section<T>, ModuleError>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -380,6 +449,7 @@ impl ModuleRegistration<'_> {
                 parse: parse_section::<T>,
                 type_id,
                 owned: owner,
+                inherit,
             });
             return Ok(Section {
                 id: self.sections.len() - 1,
@@ -408,6 +478,7 @@ impl ModuleRegistration<'_> {
             // Shared by a module listed earlier: this one owns it.
             other.owned = true;
             other.module = self.entry.name.to_string();
+            other.inherit = inherit;
         }
         Ok(Section {
             id,

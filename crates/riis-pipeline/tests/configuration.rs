@@ -645,3 +645,152 @@ fn a_global_module_reads_every_locations_section_when_the_site_starts() {
     texts.sort();
     assert_eq!(texts, ["loc", "site"]);
 }
+
+/// An inherited section: each level's `steps` run after those of the
+/// levels around it, unless the level writes `clear = true`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Trail {
+    steps: Vec<String>,
+    clear: bool,
+}
+
+impl riis_pipeline::InheritedSection for Trail {
+    fn inherit(&mut self, outer: &Self, written: &toml::Table) -> Result<(), String> {
+        if !written.contains_key("steps") {
+            // The merged value repeats the array some outer level wrote.
+            self.steps.clone_from(&outer.steps);
+            return Ok(());
+        }
+        if let Some(i) = self.steps.iter().position(|s| outer.steps.contains(s)) {
+            return Err(riis_pipeline::error_at_key(
+                &format!("steps[{i}]"),
+                format!("step `{}` is inherited already", self.steps[i]),
+            ));
+        }
+        if written.get("clear").and_then(toml::Value::as_bool) != Some(true) {
+            let own = std::mem::take(&mut self.steps);
+            self.steps = outer.steps.iter().cloned().chain(own).collect();
+        }
+        Ok(())
+    }
+}
+
+/// A pipeline whose `Trailer` module answers with the `trail` section's
+/// steps, joined by `>`.
+fn trail_pipeline() -> TestPipeline {
+    let mut t = TestPipeline::new();
+    let handle: Arc<OnceLock<Section<Trail>>> = Arc::default();
+    let for_script = handle.clone();
+    t.register("Trailer", move |_, reg, _| {
+        handle
+            .set(reg.declare_inherited_section::<Trail>("trail")?)
+            .unwrap();
+        let section = for_script.clone();
+        reg.set_request_notifications(
+            move || {
+                let section = section.clone();
+                ScriptedModule::new(script(move |ctx, _| {
+                    let steps = ctx.config(*section.get().unwrap()).steps.join(">");
+                    write(ctx, steps);
+                    Status::Continue
+                }))
+            },
+            N::ExecuteRequestHandler.into(),
+            Default::default(),
+        )
+    });
+    t.handler(catch_all(&["Trailer"]));
+    t
+}
+
+#[tokio::test]
+async fn an_inherited_sections_levels_add_to_one_another() {
+    let mut t = trail_pipeline();
+    t.builder_mut()
+        .server_section(source("trail", "steps = ['server']", "trail"));
+    let site = t.site_mut();
+    site.sections
+        .push(source("trail", "steps = ['site']", "sites[0].trail"));
+    site.locations.push(location(
+        "/a",
+        0,
+        vec![source(
+            "trail",
+            "steps = ['a']",
+            "sites[0].locations[0].trail",
+        )],
+    ));
+    // Writes the section without `steps`: keeps what it inherits, once.
+    site.locations.push(location(
+        "/a/b",
+        1,
+        vec![source(
+            "trail",
+            "clear = false",
+            "sites[0].locations[1].trail",
+        )],
+    ));
+    site.locations.push(location(
+        "/a/b/c",
+        2,
+        vec![source(
+            "trail",
+            "steps = ['c']",
+            "sites[0].locations[2].trail",
+        )],
+    ));
+    site.locations.push(location(
+        "/fresh",
+        3,
+        vec![source(
+            "trail",
+            "steps = ['fresh']\nclear = true",
+            "sites[0].locations[3].trail",
+        )],
+    ));
+    // `clear` was written by the level above, not by this one.
+    site.locations.push(location(
+        "/fresh/more",
+        4,
+        vec![source(
+            "trail",
+            "steps = ['more']",
+            "sites[0].locations[4].trail",
+        )],
+    ));
+    let pipeline = t.build();
+
+    assert_eq!(get(&pipeline, "/").await.body(), "server>site");
+    assert_eq!(get(&pipeline, "/a/x").await.body(), "server>site>a");
+    assert_eq!(get(&pipeline, "/a/b/x").await.body(), "server>site>a");
+    assert_eq!(get(&pipeline, "/a/b/c/x").await.body(), "server>site>a>c");
+    assert_eq!(get(&pipeline, "/fresh").await.body(), "fresh");
+    assert_eq!(get(&pipeline, "/fresh/more/x").await.body(), "fresh>more");
+}
+
+#[test]
+fn an_inherited_sections_error_names_the_key_of_its_level() {
+    let mut t = trail_pipeline();
+    t.site_mut()
+        .sections
+        .push(source("trail", "steps = ['one', 'two']", "sites[0].trail"));
+    t.site_mut().locations.push(location(
+        "/a",
+        0,
+        vec![source(
+            "trail",
+            "steps = ['three', 'two']",
+            "sites[0].locations[0].trail",
+        )],
+    ));
+
+    let error = t.try_build().expect_err("`two` is there twice");
+
+    assert_eq!(error.key, "sites[0].locations[0].trail.steps[1]");
+    assert!(
+        error.message.contains("`two` is inherited"),
+        "{}",
+        error.message
+    );
+}

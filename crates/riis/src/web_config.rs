@@ -428,10 +428,12 @@ fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), S
                 for rule in elements(child) {
                     match rule.tag_name().name() {
                         "rule" => inbound_rule(out, rule)?,
-                        "clear" => out.leave(
-                            rule,
-                            "a location's rules replace those it inherits in riis",
-                        ),
+                        "clear" => {
+                            // The inherited rules do not run here (nor
+                            // below, as in IIS).
+                            out.table("rewrite");
+                            out.key("clear_rules", true);
+                        }
                         _ => out.leave(rule, "only <rule> entries are converted"),
                     }
                 }

@@ -1209,6 +1209,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
       <rewriteMaps>
         <rewriteMap name="Legacy">
           <add key="/old-page" value="/home.html" />
+          <add key="/blog/legacy" value="/home.html" />
         </rewriteMap>
       </rewriteMaps>
       <rules>
@@ -1235,6 +1236,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     let blog_config = dir.write(
         "blog.web.config",
         r#"<configuration><system.webServer><rewrite><rules>
+  <clear />
   <rule name="WordPress">
     <match url=".*" />
     <conditions>
@@ -1289,6 +1291,8 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         blog_text.contains("[[sites.locations]]\npath = \"/blog\""),
         "{blog_text}"
     );
+    // `<clear />`: the site's rules do not run in the folder.
+    assert!(blog_text.contains("clear_rules = true"), "{blog_text}");
 
     let config = dir.write(
         "riis.toml",
@@ -1340,6 +1344,13 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     let post = get(server.addr, "/blog/2024/hello-world");
     assert_eq!(
         (post.status, post.text().as_str()),
+        (200, "blog front controller")
+    );
+    // The site's map redirect would take it, but the folder cleared the
+    // site's rules.
+    let legacy = get(server.addr, "/blog/legacy");
+    assert_eq!(
+        (legacy.status, legacy.text().as_str()),
         (200, "blog front controller")
     );
 }

@@ -210,6 +210,8 @@ action = {{ type = "Rewrite", url = "/index.cgi" }}
 
 [[sites.locations]]
 path = "/app"
+[sites.locations.rewrite]
+clear_rules = true
 [[sites.locations.rewrite.rules]]
 name = "app only"
 pattern = "^app/hidden$"
@@ -264,7 +266,8 @@ fn rules_rewrite_redirect_answer_and_abort() {
     // stop_processing: the second matching rule is not applied.
     assert_eq!(conn.get("/order").text(), "first");
 
-    // A location's own rules.
+    // A location's own rules, those it inherits cleared (the front
+    // controller would take the URL first).
     assert_eq!(conn.get("/app/hidden").text(), "local");
 
     // A Redirect to a path stays on this site, whatever the capture holds.
@@ -492,6 +495,8 @@ action = { type = "Rewrite", url = "/index.cgi?route={C:1}", append_query_string
         r#"# A location's own rules, on the server's map.
 [[sites.locations]]
 path = "/area"
+[sites.locations.rewrite]
+clear_rules = true
 [[sites.locations.rewrite.rules]]
 name = "area"
 pattern = ".*"
@@ -599,6 +604,7 @@ fn outbound_rules_rewrite_headers_and_html_links() {
         </body></html>";
     dir.write("www/page.html", page);
     dir.write("www/page.txt", page);
+    dir.write("www/inner/page.html", page);
     // A link across two of the 64 KiB blocks a file is read in (a file
     // larger than the file cache's 256 KiB is sent from the file).
     let boundary = 5 * 65536;
@@ -648,7 +654,20 @@ custom_tags = [{ tag = "video", attribute = "src" }]
 pattern = "^http://backend\\.internal:8080/(.*)$"
 action = { type = "Rewrite", value = "/app/{R:1}" }
 "#,
-        r#""#,
+        // A location adds a rule after those it inherits, and a
+        // precondition named before the site's, which the inherited rules
+        // must still find.
+        r#"[[sites.locations]]
+path = "/inner"
+[sites.locations.rewrite.preconditions.AnImage]
+conditions = [{ input = "{RESPONSE_CONTENT_TYPE}", pattern = "^image/" }]
+[[sites.locations.rewrite.outbound_rules]]
+name = "inner marker"
+precondition = "IsHTML"
+server_variable = "RESPONSE_X_Inner"
+pattern = "^$"
+action = { type = "Rewrite", value = "yes" }
+"#,
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let mut conn = Connection::open(server.addr);
@@ -697,6 +716,12 @@ action = { type = "Rewrite", value = "/app/{R:1}" }
     // The file's validators do not describe the rewritten page.
     assert!(html.header("etag").is_none());
     assert!(html.header("last-modified").is_none());
+    assert_eq!(html.header("x-inner"), None);
+    // Below the location: the site's rules, then its own.
+    let inner = conn.get("/inner/page.html");
+    assert_eq!(inner.text(), body);
+    assert_eq!(inner.header("x-frame-options"), Some("DENY"));
+    assert_eq!(inner.header("x-inner"), Some("yes"));
     // Not HTML: the precondition does not hold.
     assert_eq!(conn.get("/page.txt").text(), page);
     // A link that straddles two reads of the file.
@@ -1416,4 +1441,125 @@ action = {{ type = "Rewrite", url = "index.txt" }}
     let out = common::riis_command("check-config", &bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:4: key `rewrite.folder`"), "{err}");
+}
+
+/// IIS runs the rules of a site's root before a folder's, each against the
+/// path below the folder it was written for; `clear_rules` is its
+/// `<clear />`.
+#[test]
+fn rules_add_up_from_the_sites_root_to_a_folder() {
+    let dir = TempDir::new("rewrite-inherit");
+    dir.write("www/wp/page.txt", "the blog's page");
+    dir.write("www/first.txt", "first");
+    dir.write("www/second.txt", "second");
+    let root = dir.path().join("www");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+modules = ["StaticFile"]
+
+[[sites]]
+name = "S"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.rewrite.rules]]
+name = "maintenance"
+pattern = ".*"
+conditions = [{{ input = "{{HTTP_X_MAINTENANCE}}", pattern = "^on$" }}]
+action = {{ type = "CustomResponse", status_code = 503, status_reason = "Down for maintenance" }}
+
+[[sites.rewrite.rules]]
+name = "z map"
+pattern = "zz$"
+conditions = [{{ input = "{{Zmap:{{URL}}}}", pattern = "(.+)" }}]
+action = {{ type = "Rewrite", url = "{{C:1}}" }}
+
+[sites.rewrite.maps.Zmap]
+entries = {{ "/wp/zz" = "/first.txt" }}
+
+[[sites.locations]]
+path = "/wp"
+[sites.locations.rewrite]
+folder = "/wp"
+[[sites.locations.rewrite.rules]]
+name = "a map"
+pattern = "^aa$"
+conditions = [{{ input = "{{Amap:{{URL}}}}", pattern = "(.+)" }}]
+action = {{ type = "Rewrite", url = "{{C:1}}" }}
+[[sites.locations.rewrite.rules]]
+name = "front controller"
+pattern = "^(.*)$"
+conditions = [{{ input = "{{REQUEST_FILENAME}}", match_type = "IsFile", negate = true }}]
+action = {{ type = "Rewrite", url = "page.txt" }}
+# Before the site's map in name order: the site's rule must still find its own.
+[sites.locations.rewrite.maps.Amap]
+entries = {{ "/wp/aa" = "/second.txt" }}
+
+[[sites.locations]]
+path = "/wp/admin"
+[sites.locations.rewrite]
+clear_rules = true
+[[sites.locations.rewrite.rules]]
+name = "admin"
+pattern = "^admin/x$"
+action = {{ type = "Rewrite", url = "/first.txt" }}
+
+[[sites.locations]]
+path = "/wp/admin/deeper"
+[[sites.locations.rewrite.rules]]
+name = "deeper"
+pattern = "^admin/deeper/y$"
+action = {{ type = "Rewrite", url = "/second.txt" }}
+"#,
+            root = root.display(),
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let maintained = |conn: &mut Connection, path: &str| {
+        conn.send_raw(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-Maintenance: on\r\n\r\n").as_bytes(),
+        );
+        conn.read_response(false)
+    };
+
+    // The folder's own rule, against the path below it.
+    assert_eq!(conn.get("/wp/2024/hello").text(), "the blog's page");
+    // The site's rule runs first, below the folder as elsewhere.
+    assert_eq!(maintained(&mut conn, "/wp/2024/hello").status, 503);
+    assert_eq!(maintained(&mut conn, "/first.txt").status, 503);
+    // The site's rule reads the site's map, the folder's its own.
+    assert_eq!(conn.get("/wp/zz").text(), "first");
+    assert_eq!(conn.get("/wp/aa").text(), "second");
+    // Cleared: neither the site's rule nor the blog's, for the location
+    // and those below it, which add their own after.
+    assert_eq!(maintained(&mut conn, "/wp/admin/x").text(), "first");
+    assert_eq!(maintained(&mut conn, "/wp/admin/deeper/y").text(), "second");
+    assert_eq!(conn.get("/wp/admin/deeper/x").status, 404);
+    assert_eq!(conn.get("/wp/admin/x").text(), "first");
+
+    // A rule named as an inherited one is refused where it is written.
+    let twice = dir.write(
+        "twice.toml",
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("name = \"deeper\"", "name = \"ADMIN\""),
+    );
+    let out = common::riis_command("check-config", &twice);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("twice.toml:61: key `sites[0].locations[2].rewrite.rules[0].name`"),
+        "{err}"
+    );
+    assert!(err.contains("inherited from an enclosing level"), "{err}");
 }

@@ -18,7 +18,8 @@
 //!   BeginRequest's modules are done, and every module after this one, as
 //!   well as the choice of location (and with it every module's
 //!   configuration) and of handler, sees the rewritten URL. The rules are
-//!   the ones of the location the request's original URL falls in. Child
+//!   those of the location the request's original URL falls in, after
+//!   those of the levels around it (see `inherit` below). Child
 //!   requests (a default document's, for instance) are not rewritten:
 //!   their parent was.
 //!
@@ -71,7 +72,9 @@
 //! tables by name with `entries`, `default_value` (default empty) and
 //! `ignore_case` (default true); and `folder`, the URL path the rules were
 //! written for (a ported `web.config`'s folder): they then apply below it,
-//! match the path below it, and resolve a relative `url` from it. Patterns
+//! match the path below it, and resolve a relative `url` from it; and
+//! `clear_rules`, `clear_outbound_rules`, IIS's `<clear />` of the
+//! inherited rules where they are written. Patterns
 //! are regular expressions as ECMAScript writes them, look-around and
 //! back-references included (see `pattern`); a pattern that does not
 //! compile is a configuration error naming file, line and key.
@@ -92,12 +95,13 @@ mod rule;
 mod template;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use percent_encoding::utf8_percent_encode;
 use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
-    error_at_key, HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority,
-    RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
+    error_at_key, HttpContext, HttpModule, InheritedSection, ModuleError, ModuleRegistration,
+    Priority, RequestNotification, RequestNotificationStatus, RequestNotifications, Section,
     SendResponseProvider, ServerInfo,
 };
 use serde::Deserialize;
@@ -113,21 +117,20 @@ use template::{
 #[derive(Debug, Default, Deserialize)]
 #[serde(try_from = "RawRewriteConfig")]
 pub struct RewriteConfig {
-    /// The inbound rules, in order.
-    pub rules: Vec<Rule>,
-    /// The rewrite maps, in name order; templates find theirs by index.
+    /// The inbound rules, in order: those of the enclosing levels first
+    /// (shared with them), then the level's own.
+    pub rules: Vec<Arc<Rule>>,
+    /// The rewrite maps; templates find theirs by index. In name order,
+    /// except that a level keeps the maps of the level around it at their
+    /// indices, for the rules it inherits.
     maps: Vec<RewriteMap>,
-    /// The outbound rules, in order.
-    outbound_rules: Vec<OutboundRule>,
-    /// The outbound rules' preconditions, in name order; rules find theirs
-    /// by index.
+    /// The outbound rules, in order, inherited ones first.
+    outbound_rules: Vec<Arc<OutboundRule>>,
+    /// The outbound rules' preconditions, ordered as the maps are; rules
+    /// find theirs by index.
     preconditions: Vec<Precondition>,
     /// An outbound rule rewrites bodies (attributes of HTML).
     body_rules: bool,
-    /// The folder the rules were written for (a ported `web.config`'s):
-    /// they match the path below it, and their relative URLs are from it.
-    /// `None`: the site's root.
-    folder: Option<String>,
 }
 
 impl RewriteConfig {
@@ -145,6 +148,13 @@ struct RawRewriteConfig {
     outbound_rules: Vec<OutboundRule>,
     preconditions: BTreeMap<String, RawPrecondition>,
     folder: Option<String>,
+    // Read from the level that writes them (see `inherit`), not from
+    // what a level inherits; parsed here so that a wrong type is an error
+    // like any other key's.
+    #[serde(rename = "clear_rules")]
+    _clear_rules: bool,
+    #[serde(rename = "clear_outbound_rules")]
+    _clear_outbound_rules: bool,
 }
 
 /// A rewrite map (IIS's `rewriteMap`): a table from keys to values, read
@@ -273,10 +283,6 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
                 })?;
             }
         }
-        // Rules switched off were checked like the others; they are left
-        // out now.
-        rules.retain(|rule| rule.enabled);
-        outbound_rules.retain(|rule| rule.enabled);
         let folder = match raw.folder.as_deref() {
             None | Some("/") => None,
             Some(folder) if folder.starts_with('/') && !folder.ends_with('/') => {
@@ -289,15 +295,181 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
                 ))
             }
         };
+        // Rules switched off were checked like the others; they are left
+        // out now.
+        let rules = rules
+            .into_iter()
+            .filter(|rule| rule.enabled)
+            .map(|mut rule| {
+                rule.folder.clone_from(&folder);
+                Arc::new(rule)
+            })
+            .collect();
+        let outbound_rules: Vec<_> = outbound_rules
+            .into_iter()
+            .filter(|rule| rule.enabled)
+            .map(Arc::new)
+            .collect();
         Ok(RewriteConfig {
-            folder,
             rules,
             maps,
-            body_rules: outbound_rules.iter().any(OutboundRule::is_body_rule),
+            body_rules: outbound_rules.iter().any(|rule| rule.is_body_rule()),
             outbound_rules,
             preconditions,
         })
     }
+}
+
+/// IIS's rule collections add up from the site's root to a folder: a
+/// location runs the rules of the levels around it (server, site,
+/// enclosing locations) first, each matching below the folder it was
+/// written for, then its own; outbound rules likewise. `clear_rules` and
+/// `clear_outbound_rules` (IIS's `<clear />`) drop the inherited ones at
+/// the level that writes them, and for the levels below it. A rule's name
+/// may not repeat an inherited one's (IIS refuses a duplicate entry), so a
+/// configuration that copied the site's rules into a location, as riis
+/// once required, is told so instead of running them twice. Maps and
+/// preconditions are tables, merged key by key as any section's.
+impl InheritedSection for RewriteConfig {
+    fn inherit(
+        &mut self,
+        outer: &Self,
+        written: &riis_pipeline::toml::Table,
+    ) -> Result<(), String> {
+        let cleared = |key: &str| {
+            written
+                .get(key)
+                .and_then(riis_pipeline::toml::Value::as_bool)
+                == Some(true)
+        };
+        // The inherited rules find the outer level's maps and
+        // preconditions by index: keep them there, and find this level's
+        // references again.
+        let moved = keep_order(&mut self.maps, &outer.maps, |m| &m.name)
+            | keep_order(&mut self.preconditions, &outer.preconditions, |p| &p.name);
+        if moved {
+            self.find_references()?;
+        }
+        self.rules = add_up(
+            &outer.rules,
+            std::mem::take(&mut self.rules),
+            written,
+            "rules",
+            cleared("clear_rules"),
+            |rule| &rule.name,
+        )?;
+        self.outbound_rules = add_up(
+            &outer.outbound_rules,
+            std::mem::take(&mut self.outbound_rules),
+            written,
+            "outbound_rules",
+            cleared("clear_outbound_rules"),
+            |rule| &rule.name,
+        )?;
+        self.body_rules = self.outbound_rules.iter().any(|rule| rule.is_body_rule());
+        Ok(())
+    }
+}
+
+impl RewriteConfig {
+    /// Resolves again, after the maps or preconditions moved, the map and
+    /// precondition references of the rules this level parsed (shared
+    /// rules are the outer level's, whose references stay valid).
+    fn find_references(&mut self) -> Result<(), String> {
+        const SHARED: &str = "internal error: a rule to resolve again is shared";
+        for rule in &mut self.rules {
+            let rule = Arc::get_mut(rule).ok_or(SHARED)?;
+            for template in rule.templates_mut() {
+                template.resolve_maps(&self.maps)?;
+            }
+        }
+        for precondition in &mut self.preconditions {
+            for condition in &mut precondition.conditions {
+                condition.input.resolve_maps(&self.maps)?;
+            }
+        }
+        for rule in &mut self.outbound_rules {
+            let rule = Arc::get_mut(rule).ok_or(SHARED)?;
+            if let Some((wanted, index)) = &mut rule.precondition {
+                *index = self
+                    .preconditions
+                    .iter()
+                    .position(|p| p.name == *wanted)
+                    .ok_or(SHARED)?;
+            }
+            for template in rule.templates_mut() {
+                template.resolve_maps(&self.maps)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reorders `items` so that those named as in `outer` come first, at
+/// `outer`'s indices (a level's tables hold every name of the level around
+/// it); whether anything moved.
+fn keep_order<T>(items: &mut Vec<T>, outer: &[T], name: impl Fn(&T) -> &String) -> bool {
+    let in_place = outer
+        .iter()
+        .zip(items.iter())
+        .all(|(o, i)| name(o) == name(i));
+    if in_place {
+        return false;
+    }
+    let mut rest: Vec<Option<T>> = std::mem::take(items).into_iter().map(Some).collect();
+    for wanted in outer {
+        if let Some(slot) = rest
+            .iter_mut()
+            .find(|slot| slot.as_ref().is_some_and(|item| name(item) == name(wanted)))
+        {
+            items.extend(slot.take());
+        }
+    }
+    items.extend(rest.into_iter().flatten());
+    true
+}
+
+/// A level's list of rules: the inherited ones (unless cleared), then
+/// those the level wrote under `key`. A level that does not write `key`
+/// parsed the array an outer level wrote, which the outer value holds
+/// already.
+fn add_up<T>(
+    outer: &[Arc<T>],
+    own: Vec<Arc<T>>,
+    written: &riis_pipeline::toml::Table,
+    key: &str,
+    cleared: bool,
+    name: impl Fn(&T) -> &String,
+) -> Result<Vec<Arc<T>>, String> {
+    let Some(array) = written
+        .get(key)
+        .and_then(riis_pipeline::toml::Value::as_array)
+    else {
+        return Ok(if cleared { Vec::new() } else { outer.to_vec() });
+    };
+    if cleared {
+        return Ok(own);
+    }
+    // Named from the array as written, disabled rules included, so that
+    // the error's index is the line's.
+    for (i, entry) in array.iter().enumerate() {
+        let Some(written_name) = entry
+            .get("name")
+            .and_then(riis_pipeline::toml::Value::as_str)
+        else {
+            continue;
+        };
+        if outer
+            .iter()
+            .any(|rule| name(rule).eq_ignore_ascii_case(written_name))
+        {
+            return Err(error_at_key(
+                &format!("{key}[{i}].name"),
+                format!("a rule named `{written_name}` is inherited from an enclosing level: rules add up from the site's root to a location, as in IIS; give this one another name, or drop the inherited ones with `clear_{key} = true`"),
+            ));
+        }
+    }
+    Ok(outer.iter().cloned().chain(own).collect())
 }
 
 /// The module instance: one per request.
@@ -327,17 +499,28 @@ impl UrlRewrite {
         // IIS's "query string of the current URL": the request's, then the
         // one each Rewrite leaves, for the next rules that append it.
         let mut current_query = ctx.request().query_string().to_owned();
-        let folder = rules.folder.as_deref();
         let mut url = ctx.request().url().to_owned();
-        // Rules written for a folder apply below it only.
-        let Some(mut subject) = subject_of(&url, folder) else {
-            return Outcome::Continue(None);
-        };
+        // What the rules match: the path below their folder, made again
+        // when a rule's folder is not the last one's or the URL changed.
+        let mut subject = String::new();
+        let mut subject_below: Option<Option<&str>> = None;
         let mut query: Option<String> = None;
         let mut rewritten_by: Option<&str> = None;
         let mut proxy_to: Option<&str> = None;
         let mut file = FileName::default();
         for rule in &rules.rules {
+            let folder = rule.folder.as_deref();
+            if subject_below != Some(folder) {
+                subject = match subject_of(&url, folder) {
+                    Some(below) => below,
+                    // Rules written for a folder apply below it only; once
+                    // a rule rewrote the URL out of it, they see the
+                    // whole path (*inferred*: IIS leaves this unsaid).
+                    None if rewritten_by.is_some() => url.trim_start_matches('/').to_owned(),
+                    None => continue,
+                };
+                subject_below = Some(folder);
+            }
             // Groups are taken only when a template uses them (a negated
             // pattern has none).
             let outcome = if rule.uses_groups && !rule.negate {
@@ -404,8 +587,7 @@ impl UrlRewrite {
                     // Relative paths are from the rules' folder (the
                     // site's root unless `folder` says another).
                     url = from_folder(&decoded(&path), folder);
-                    subject = subject_of(&url, folder)
-                        .unwrap_or_else(|| url.trim_start_matches('/').to_owned());
+                    subject_below = None;
                     rewritten_by = Some(&rule.name);
                 }
                 Action::Redirect {
@@ -648,7 +830,7 @@ pub fn register_module(
     registration: &mut ModuleRegistration<'_>,
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
-    let config = registration.declare_section::<RewriteConfig>("rewrite")?;
+    let config = registration.declare_inherited_section::<RewriteConfig>("rewrite")?;
     registration.set_request_notifications(
         move || UrlRewrite { config, body: None },
         RequestNotification::BeginRequest | RequestNotification::SendResponse,

@@ -31,6 +31,10 @@ pub struct Rule {
     pub(super) server_variables: Vec<SetVariable>,
     /// IIS's `enabled`: a rule switched off is checked, then left out.
     pub(super) enabled: bool,
+    /// The folder the rule was written for (its section's `folder`, a
+    /// ported `web.config`'s): it matches the path below it, and its
+    /// relative URLs are from it. `None`: the site's root.
+    pub(super) folder: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -467,6 +471,7 @@ impl TryFrom<RawRule> for Rule {
             };
         Ok(Rule {
             enabled: raw.enabled,
+            folder: None,
             server_variables,
             uses_groups,
             pattern,
