@@ -254,11 +254,20 @@ fn a_connection_without_a_header_or_from_an_untrusted_peer_is_closed() {
     // Only the balancers in `trusted` may connect, header or not.
     let server = plain("\"10.0.0.0/8\", \"192.0.2.1\"");
     let mut stream = connect(server.addr);
-    stream.write_all(V1_CLIENT).unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
-    assert!(closed_without_answer(&mut stream));
+    // The server may close before the request is written (it judges the
+    // peer on accepting): a write refused then is the answer too.
+    let mut request = V1_CLIENT.to_vec();
+    request.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    match stream.write_all(&request) {
+        Ok(()) => assert!(closed_without_answer(&mut stream)),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "{e}"
+        ),
+    }
 }
 
 #[test]
