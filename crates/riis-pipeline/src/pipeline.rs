@@ -1028,6 +1028,11 @@ impl PipelineBuilder {
 
         let mut locations = Vec::with_capacity(defs.len() + 1);
         let mut directories: HashMap<String, Arc<VirtualDirectory>> = HashMap::new();
+        // An inherited section's value at a level, by section and the keys
+        // of the levels down to it: parsed once for all the locations
+        // below (a site's hundred rules are not compiled again for each).
+        let mut by_levels: HashMap<(usize, String), Arc<dyn std::any::Any + Send + Sync>> =
+            HashMap::new();
         for def in defs.iter().map(|d| Some(*d)).chain(std::iter::once(None)) {
             let path = def.map_or("/", |d| d.path.as_str());
             // Enclosing locations, outermost first.
@@ -1044,7 +1049,7 @@ impl PipelineBuilder {
                 }
             }
             let mut sections = Vec::with_capacity(self.sections.len());
-            for decl in &self.sections {
+            for (section, decl) in self.sections.iter().enumerate() {
                 let layers = self
                     .server_sections
                     .iter()
@@ -1056,15 +1061,24 @@ impl PipelineBuilder {
                 // An inherited section's value at each level that writes
                 // it, each completed from the one around it.
                 let mut inherited: Option<Arc<dyn std::any::Any + Send + Sync>> = None;
+                let mut levels = String::new();
                 for layer in layers {
                     merge(&mut merged, &layer.value);
                     last_key.clone_from(&layer.key);
                     if let (Some(inherit), Some(written)) = (decl.inherit, layer.value.as_table()) {
+                        // Keys are unique in the configuration.
+                        levels.push_str(&layer.key);
+                        levels.push('\n');
+                        if let Some(done) = by_levels.get(&(section, levels.clone())) {
+                            inherited = Some(done.clone());
+                            continue;
+                        }
                         let at_layer = |(p, m): (String, String)| section_error(&layer.key, &p, &m);
                         let mut value = (decl.parse)(merged.clone()).map_err(at_layer)?;
                         if let Some(outer) = &inherited {
                             inherit(&mut value, outer, written).map_err(at_layer)?;
                         }
+                        by_levels.insert((section, levels.clone()), value.clone());
                         inherited = Some(value);
                     }
                 }

@@ -315,12 +315,7 @@ impl Output {
     /// to one riis section: `removeServerHeader` to `protocol`).
     fn table(&mut self, name: &str) {
         let header = format!("[{}{name}]", self.prefix);
-        // Within the location being written.
-        let from = self
-            .tables
-            .iter()
-            .rposition(|(h, _)| h == "[[sites.locations]]")
-            .map_or(0, |i| i + 1);
+        let from = self.location_start();
         match self.tables[from..]
             .iter()
             .position(|(h, _)| *h == header)
@@ -332,6 +327,26 @@ impl Output {
             }
             None => self.tables.push((header, String::new())),
         }
+    }
+
+    /// Where the tables of the location being written begin.
+    fn location_start(&self) -> usize {
+        self.tables
+            .iter()
+            .rposition(|(h, _)| h == "[[sites.locations]]")
+            .map_or(0, |i| i + 1)
+    }
+
+    /// Drops the entries of the array of tables `name` written so far for
+    /// this location (a `<clear />` after some `<add>`s).
+    fn drop_entries(&mut self, name: &str) {
+        let header = format!("[[{}{name}]]", self.prefix);
+        let from = self.location_start();
+        let mut index = 0;
+        self.tables.retain(|(h, _)| {
+            index += 1;
+            index <= from || *h != header
+        });
     }
 
     /// Starts an entry of the array of tables `name`.
@@ -430,7 +445,9 @@ fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), S
                         "rule" => inbound_rule(out, rule)?,
                         "clear" => {
                             // The inherited rules do not run here (nor
-                            // below, as in IIS).
+                            // below, as in IIS), and neither do the ones
+                            // the file added before it.
+                            out.drop_entries("rewrite.rules");
                             out.table("rewrite");
                             out.key("clear_rules", true);
                         }

@@ -1236,6 +1236,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     let blog_config = dir.write(
         "blog.web.config",
         r#"<configuration><system.webServer><rewrite><rules>
+  <rule name="gone with the clear"><match url=".*" /><action type="AbortRequest" /></rule>
   <clear />
   <rule name="WordPress">
     <match url=".*" />
@@ -1291,8 +1292,10 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         blog_text.contains("[[sites.locations]]\npath = \"/blog\""),
         "{blog_text}"
     );
-    // `<clear />`: the site's rules do not run in the folder.
+    // `<clear />`: the site's rules do not run in the folder, nor the
+    // file's own before it.
     assert!(blog_text.contains("clear_rules = true"), "{blog_text}");
+    assert!(!blog_text.contains("gone with the clear"), "{blog_text}");
 
     let config = dir.write(
         "riis.toml",

@@ -1486,6 +1486,11 @@ action = {{ type = "Rewrite", url = "{{C:1}}" }}
 [sites.rewrite.maps.Zmap]
 entries = {{ "/wp/zz" = "/first.txt" }}
 
+[[sites.rewrite.rules]]
+name = "out of the folder"
+pattern = "^wp/away$"
+action = {{ type = "Rewrite", url = "/nowhere" }}
+
 [[sites.locations]]
 path = "/wp"
 [sites.locations.rewrite]
@@ -1537,6 +1542,9 @@ action = {{ type = "Rewrite", url = "/second.txt" }}
     // The site's rule runs first, below the folder as elsewhere.
     assert_eq!(maintained(&mut conn, "/wp/2024/hello").status, 503);
     assert_eq!(maintained(&mut conn, "/first.txt").status, 503);
+    // Rewritten out of the folder, the URL is not the folder's rules' to
+    // match (its catch-all would make it the blog's page).
+    assert_eq!(conn.get("/wp/away").status, 404);
     // The site's rule reads the site's map, the folder's its own.
     assert_eq!(conn.get("/wp/zz").text(), "first");
     assert_eq!(conn.get("/wp/aa").text(), "second");
@@ -1558,8 +1566,27 @@ action = {{ type = "Rewrite", url = "/second.txt" }}
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("twice.toml:61: key `sites[0].locations[2].rewrite.rules[0].name`"),
+        err.contains("twice.toml:66: key `sites[0].locations[2].rewrite.rules[0].name`"),
         "{err}"
     );
     assert!(err.contains("inherited from an enclosing level"), "{err}");
+    // So is one named as a rule switched off there, and two of one level.
+    for (from, to, key) in [
+        (
+            "name = \"admin\"\n",
+            "name = \"admin\"\nenabled = false\n",
+            "sites[0].locations[2].rewrite.rules[0].name",
+        ),
+        (
+            "name = \"a map\"",
+            "name = \"Front Controller\"",
+            "sites[0].locations[0].rewrite.rules[1].name",
+        ),
+    ] {
+        let text = std::fs::read_to_string(&twice).unwrap().replace(from, to);
+        let again = dir.write("again.toml", text);
+        let out = common::riis_command("check-config", &again);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("key `{key}`")), "{err}");
+    }
 }

@@ -131,6 +131,12 @@ pub struct RewriteConfig {
     preconditions: Vec<Precondition>,
     /// An outbound rule rewrites bodies (attributes of HTML).
     body_rules: bool,
+    /// The names of the inbound rules, inherited and own, those switched
+    /// off too: a level may not repeat one (IIS's collection refuses a
+    /// duplicate entry).
+    rule_names: Vec<String>,
+    /// The same for the outbound rules.
+    outbound_rule_names: Vec<String>,
 }
 
 impl RewriteConfig {
@@ -239,6 +245,9 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
             });
         }
         // Errors name the rule's (or precondition's) own key and line.
+        let rule_names = distinct_names(&raw.rules, "rules", |rule| &rule.name)?;
+        let outbound_rule_names =
+            distinct_names(&raw.outbound_rules, "outbound_rules", |rule| &rule.name)?;
         let mut rules = raw.rules;
         for (i, rule) in rules.iter_mut().enumerate() {
             let name = rule.name.clone();
@@ -316,8 +325,33 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
             body_rules: outbound_rules.iter().any(|rule| rule.is_body_rule()),
             outbound_rules,
             preconditions,
+            rule_names,
+            outbound_rule_names,
         })
     }
+}
+
+/// The names of a level's rules (`key`), each once without regard to case
+/// (IIS refuses a duplicate entry, switched off or not).
+fn distinct_names<T>(
+    rules: &[T],
+    key: &str,
+    name: impl Fn(&T) -> &String,
+) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        let this = name(rule);
+        if let Some(first) = names.iter().position(|n| n.eq_ignore_ascii_case(this)) {
+            return Err(error_at_key(
+                &format!("{key}[{i}].name"),
+                format!(
+                    "`{this}` names {key}[{first}] already: rule names are compared without case"
+                ),
+            ));
+        }
+        names.push(this.clone());
+    }
+    Ok(names)
 }
 
 /// IIS's rule collections add up from the site's root to a folder: a
@@ -350,21 +384,19 @@ impl InheritedSection for RewriteConfig {
         if moved {
             self.find_references()?;
         }
-        self.rules = add_up(
-            &outer.rules,
-            std::mem::take(&mut self.rules),
+        add_up(
+            (&outer.rules, &outer.rule_names),
+            (&mut self.rules, &mut self.rule_names),
             written,
             "rules",
             cleared("clear_rules"),
-            |rule| &rule.name,
         )?;
-        self.outbound_rules = add_up(
-            &outer.outbound_rules,
-            std::mem::take(&mut self.outbound_rules),
+        add_up(
+            (&outer.outbound_rules, &outer.outbound_rule_names),
+            (&mut self.outbound_rules, &mut self.outbound_rule_names),
             written,
             "outbound_rules",
             cleared("clear_outbound_rules"),
-            |rule| &rule.name,
         )?;
         self.body_rules = self.outbound_rules.iter().any(|rule| rule.is_body_rule());
         Ok(())
@@ -429,47 +461,39 @@ fn keep_order<T>(items: &mut Vec<T>, outer: &[T], name: impl Fn(&T) -> &String) 
     true
 }
 
-/// A level's list of rules: the inherited ones (unless cleared), then
-/// those the level wrote under `key`. A level that does not write `key`
-/// parsed the array an outer level wrote, which the outer value holds
-/// already.
+/// Makes a level's list of rules (and of their names, switched off ones
+/// included): the inherited ones (unless cleared), then those the level
+/// wrote under `key`. A level that does not write `key` parsed the array
+/// an outer level wrote, which the outer value holds already.
 fn add_up<T>(
-    outer: &[Arc<T>],
-    own: Vec<Arc<T>>,
+    (outer, outer_names): (&[Arc<T>], &[String]),
+    (rules, names): (&mut Vec<Arc<T>>, &mut Vec<String>),
     written: &riis_pipeline::toml::Table,
     key: &str,
     cleared: bool,
-    name: impl Fn(&T) -> &String,
-) -> Result<Vec<Arc<T>>, String> {
-    let Some(array) = written
-        .get(key)
-        .and_then(riis_pipeline::toml::Value::as_array)
-    else {
-        return Ok(if cleared { Vec::new() } else { outer.to_vec() });
-    };
+) -> Result<(), String> {
+    if !written.contains_key(key) {
+        rules.clear();
+        names.clear();
+    }
     if cleared {
-        return Ok(own);
+        return Ok(());
     }
-    // Named from the array as written, disabled rules included, so that
-    // the error's index is the line's.
-    for (i, entry) in array.iter().enumerate() {
-        let Some(written_name) = entry
-            .get("name")
-            .and_then(riis_pipeline::toml::Value::as_str)
-        else {
-            continue;
-        };
-        if outer
+    // Same index as the array as written (switched off rules are in
+    // `names`), so that the error's line is the rule's.
+    if let Some((i, name)) = names.iter().enumerate().find(|(_, name)| {
+        outer_names
             .iter()
-            .any(|rule| name(rule).eq_ignore_ascii_case(written_name))
-        {
-            return Err(error_at_key(
-                &format!("{key}[{i}].name"),
-                format!("a rule named `{written_name}` is inherited from an enclosing level: rules add up from the site's root to a location, as in IIS; give this one another name, or drop the inherited ones with `clear_{key} = true`"),
-            ));
-        }
+            .any(|outer| outer.eq_ignore_ascii_case(name))
+    }) {
+        return Err(error_at_key(
+            &format!("{key}[{i}].name"),
+            format!("a rule named `{name}` is inherited from an enclosing level: rules add up from the site's root to a location, as in IIS; give this one another name, or drop the inherited ones with `clear_{key} = true`"),
+        ));
     }
-    Ok(outer.iter().cloned().chain(own).collect())
+    rules.splice(0..0, outer.iter().cloned());
+    names.splice(0..0, outer_names.iter().cloned());
+    Ok(())
 }
 
 /// The module instance: one per request.
@@ -511,14 +535,14 @@ impl UrlRewrite {
         for rule in &rules.rules {
             let folder = rule.folder.as_deref();
             if subject_below != Some(folder) {
-                subject = match subject_of(&url, folder) {
-                    Some(below) => below,
-                    // Rules written for a folder apply below it only; once
-                    // a rule rewrote the URL out of it, they see the
-                    // whole path (*inferred*: IIS leaves this unsaid).
-                    None if rewritten_by.is_some() => url.trim_start_matches('/').to_owned(),
-                    None => continue,
+                // Rules written for a folder apply below it only, also
+                // once a rule rewrote the URL out of it (*inferred*: IIS
+                // leaves this unsaid; a folder's catch-all rule must not
+                // pull the site's URLs into the folder).
+                let Some(below) = subject_of(&url, folder) else {
+                    continue;
                 };
+                subject = below;
                 subject_below = Some(folder);
             }
             // Groups are taken only when a template uses them (a negated
