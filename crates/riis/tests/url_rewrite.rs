@@ -1452,44 +1452,28 @@ fn rules_add_up_from_the_sites_root_to_a_folder() {
     dir.write("www/wp/page.txt", "the blog's page");
     dir.write("www/first.txt", "first");
     dir.write("www/second.txt", "second");
-    let root = dir.path().join("www");
-    let config = dir.write(
-        "riis.toml",
-        format!(
-            r#"[[modules]]
-name = "UrlRewrite"
-[[modules]]
-name = "StaticFile"
-
-[[handlers]]
-name = "StaticFile"
-path = "*"
-modules = ["StaticFile"]
-
-[[sites]]
-name = "S"
-root = '{root}'
-bindings = ["127.0.0.1:0"]
-
-[[sites.rewrite.rules]]
+    let config = rewrite_site(
+        &dir,
+        "",
+        r#"[[sites.rewrite.rules]]
 name = "maintenance"
 pattern = ".*"
-conditions = [{{ input = "{{HTTP_X_MAINTENANCE}}", pattern = "^on$" }}]
-action = {{ type = "CustomResponse", status_code = 503, status_reason = "Down for maintenance" }}
+conditions = [{ input = "{HTTP_X_MAINTENANCE}", pattern = "^on$" }]
+action = { type = "CustomResponse", status_code = 503, status_reason = "Down for maintenance" }
 
 [[sites.rewrite.rules]]
 name = "z map"
 pattern = "zz$"
-conditions = [{{ input = "{{Zmap:{{URL}}}}", pattern = "(.+)" }}]
-action = {{ type = "Rewrite", url = "{{C:1}}" }}
+conditions = [{ input = "{Zmap:{URL}}", pattern = "(.+)" }]
+action = { type = "Rewrite", url = "{C:1}" }
 
 [sites.rewrite.maps.Zmap]
-entries = {{ "/wp/zz" = "/first.txt" }}
+entries = { "/wp/zz" = "/first.txt" }
 
 [[sites.rewrite.rules]]
 name = "out of the folder"
 pattern = "^wp/away$"
-action = {{ type = "Rewrite", url = "/nowhere" }}
+action = { type = "Rewrite", url = "/nowhere" }
 
 [[sites.locations]]
 path = "/wp"
@@ -1498,16 +1482,16 @@ folder = "/wp"
 [[sites.locations.rewrite.rules]]
 name = "a map"
 pattern = "^aa$"
-conditions = [{{ input = "{{Amap:{{URL}}}}", pattern = "(.+)" }}]
-action = {{ type = "Rewrite", url = "{{C:1}}" }}
+conditions = [{ input = "{Amap:{URL}}", pattern = "(.+)" }]
+action = { type = "Rewrite", url = "{C:1}" }
 [[sites.locations.rewrite.rules]]
 name = "front controller"
 pattern = "^(.*)$"
-conditions = [{{ input = "{{REQUEST_FILENAME}}", match_type = "IsFile", negate = true }}]
-action = {{ type = "Rewrite", url = "page.txt" }}
+conditions = [{ input = "{REQUEST_FILENAME}", match_type = "IsFile", negate = true }]
+action = { type = "Rewrite", url = "page.txt" }
 # Before the site's map in name order: the site's rule must still find its own.
 [sites.locations.rewrite.maps.Amap]
-entries = {{ "/wp/aa" = "/second.txt" }}
+entries = { "/wp/aa" = "/second.txt" }
 
 [[sites.locations]]
 path = "/wp/admin"
@@ -1516,17 +1500,15 @@ clear_rules = true
 [[sites.locations.rewrite.rules]]
 name = "admin"
 pattern = "^admin/x$"
-action = {{ type = "Rewrite", url = "/first.txt" }}
+action = { type = "Rewrite", url = "/first.txt" }
 
 [[sites.locations]]
 path = "/wp/admin/deeper"
 [[sites.locations.rewrite.rules]]
 name = "deeper"
 pattern = "^admin/deeper/y$"
-action = {{ type = "Rewrite", url = "/second.txt" }}
+action = { type = "Rewrite", url = "/second.txt" }
 "#,
-            root = root.display(),
-        ),
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let mut conn = Connection::open(server.addr);
@@ -1566,7 +1548,7 @@ action = {{ type = "Rewrite", url = "/second.txt" }}
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("twice.toml:66: key `sites[0].locations[2].rewrite.rules[0].name`"),
+        err.contains("twice.toml:77: key `sites[0].locations[2].rewrite.rules[0].name`"),
         "{err}"
     );
     assert!(err.contains("inherited from an enclosing level"), "{err}");
