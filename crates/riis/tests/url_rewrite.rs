@@ -978,8 +978,9 @@ action = { type = "None" }
 [[rewrite.outbound_rules]]
 name = "o"
 pattern = ".*"
+negate = true
 action = { type = "Rewrite", value = "1" }"#,
-            "say what the rule matches",
+            "cannot be negated",
         ),
         (
             r#"pattern = "^x$"
@@ -1571,4 +1572,88 @@ action = { type = "Rewrite", url = "/second.txt" }
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("key `{key}`")), "{err}");
     }
+}
+
+/// An outbound rule without `server_variable` or tags rewrites the whole
+/// body of a text response, every match, as IIS's rule without tags does.
+#[test]
+fn an_outbound_rule_over_the_whole_body_replaces_every_match() {
+    let dir = TempDir::new("rewrite-whole-body");
+    let data = r#"{"self": "http://backend.internal:8080/a", "next": "http://backend.internal:8080/b", "version": "7"}"#;
+    dir.write("www/data.json", data);
+    dir.write("www/image.png", data);
+    dir.write(
+        "www/page.html",
+        "<a href=\"http://backend.internal:8080/x\">see http://backend.internal:8080/y</a>",
+    );
+    // A match across the 64 KiB pieces of a file sent from disk.
+    let mut long = "x".repeat(5 * 65536 - 10);
+    long.push_str("http://backend.internal:8080/far");
+    dir.write("www/long.txt", &long);
+    let mut huge = "y".repeat(9 * 1024 * 1024);
+    huge.push_str("http://backend.internal:8080/");
+    dir.write("www/huge.txt", &huge);
+    let config = rewrite_site(
+        &dir,
+        r#"[[rewrite.outbound_rules]]
+name = "links"
+filter_by_tags = ["A"]
+pattern = "^http://backend\\.internal:8080/(.*)$"
+action = { type = "Rewrite", value = "/tagged/{R:1}" }
+
+[[rewrite.outbound_rules]]
+name = "backend host"
+pattern = "http://backend\\.internal:8080/(\\w*)"
+conditions = [{ input = "{R:1}", pattern = "^nope$", negate = true }]
+action = { type = "Rewrite", value = "https://{HTTP_HOST}/{R:1}" }
+
+[[rewrite.outbound_rules]]
+name = "version"
+pattern = "\"version\": \"(\\d+)\""
+action = { type = "Rewrite", value = "\"version\": \"v{R:1}\"" }
+"#,
+        "",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let get = |conn: &mut Connection, request: &str| {
+        conn.send_raw(format!("{request}\r\nHost: site.test\r\n\r\n").as_bytes());
+        conn.read_response(request.starts_with("HEAD"))
+    };
+
+    let json = get(&mut conn, "GET /data.json HTTP/1.1");
+    assert_eq!(
+        json.text(),
+        r#"{"self": "https://site.test/a", "next": "https://site.test/b", "version": "v7"}"#
+    );
+    assert!(json.header("etag").is_none());
+    // Not text: never rewritten.
+    assert_eq!(get(&mut conn, "GET /image.png HTTP/1.1").text(), data);
+    // HTML: the attribute rule on the tag, then the body rule on the rest.
+    assert_eq!(
+        get(&mut conn, "GET /page.html HTTP/1.1").text(),
+        "<a href=\"/tagged/x\">see https://site.test/y</a>"
+    );
+    let far = get(&mut conn, "GET /long.txt HTTP/1.1").text();
+    assert!(far.ends_with("xxhttps://site.test/far"), "{}", far.len());
+    assert_eq!(
+        far.len(),
+        long.len() - "http://backend.internal:8080".len() + "https://site.test".len()
+    );
+    // A range of such a text is answered whole, rewritten; HEAD says what
+    // GET sends without a length.
+    let whole = get(&mut conn, "GET /data.json HTTP/1.1\r\nRange: bytes=0-9");
+    assert_eq!((whole.status, whole.text()), (200, json.text()));
+    let head = get(&mut conn, "HEAD /data.json HTTP/1.1");
+    assert_eq!(head.header("content-length"), None);
+    // Longer than the rules may hold: sent as it is, whole.
+    let big = get(&mut conn, "GET /huge.txt HTTP/1.1");
+    assert_eq!(big.status, 200);
+    assert_eq!(big.body.len(), huge.len());
+    assert!(big.text().ends_with("yhttp://backend.internal:8080/"));
+    // The connection goes on.
+    assert_eq!(
+        get(&mut conn, "GET /data.json HTTP/1.1").text(),
+        json.text()
+    );
 }

@@ -86,8 +86,8 @@
 //! out in the rule; one made of `{…}` values is a configuration error, so
 //! no request can choose where it is sent. Other schemes are errors.
 //!
-//! Not done: outbound rules over a whole body without tags (IIS applies
-//! such a rule's pattern to the entire response).
+//! Outbound rules with neither a `server_variable` nor tags rewrite the
+//! whole body of text responses (see `outbound`).
 
 mod outbound;
 mod pattern;
@@ -129,8 +129,11 @@ pub struct RewriteConfig {
     /// The outbound rules' preconditions, ordered as the maps are; rules
     /// find theirs by index.
     preconditions: Vec<Precondition>,
-    /// An outbound rule rewrites bodies (attributes of HTML).
+    /// An outbound rule rewrites bodies (attributes of HTML, or whole
+    /// bodies).
     body_rules: bool,
+    /// An outbound rule rewrites whole bodies of text.
+    whole_body_rules: bool,
     /// The names of the inbound rules, inherited and own, those switched
     /// off too: a level may not repeat one (IIS's collection refuses a
     /// duplicate entry).
@@ -140,9 +143,12 @@ pub struct RewriteConfig {
 }
 
 impl RewriteConfig {
-    /// Whether an outbound rule rewrites bodies (attributes of HTML).
-    fn has_body_rules(&self) -> bool {
-        self.body_rules
+    /// Whether a body rule may rewrite the response to `url` (judged by
+    /// its extension, before the response is known): its ranges and
+    /// validators would then not be the file's.
+    fn may_rewrite_body_of(&self, url: &str) -> bool {
+        (self.body_rules && outbound::may_be_html(url))
+            || (self.whole_body_rules && outbound::may_be_text(url))
     }
 }
 
@@ -323,6 +329,7 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
             rules,
             maps,
             body_rules: outbound_rules.iter().any(|rule| rule.is_body_rule()),
+            whole_body_rules: outbound_rules.iter().any(|rule| rule.is_whole_body_rule()),
             outbound_rules,
             preconditions,
             rule_names,
@@ -399,6 +406,10 @@ impl InheritedSection for RewriteConfig {
             cleared("clear_outbound_rules"),
         )?;
         self.body_rules = self.outbound_rules.iter().any(|rule| rule.is_body_rule());
+        self.whole_body_rules = self
+            .outbound_rules
+            .iter()
+            .any(|rule| rule.is_whole_body_rule());
         Ok(())
     }
 }
@@ -800,8 +811,9 @@ impl HttpModule for UrlRewrite {
         // other rules: such a URL is answered whole and fresh (downloads
         // and other types keep ranges and validators).
         if status == RequestNotificationStatus::Continue
-            && ctx.config(self.config).has_body_rules()
-            && outbound::may_be_html(ctx.request().url())
+            && ctx
+                .config(self.config)
+                .may_rewrite_body_of(ctx.request().url())
         {
             use riis_pipeline::http::header;
             let request = ctx.request_mut();

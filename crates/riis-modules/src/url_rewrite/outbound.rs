@@ -1,9 +1,16 @@
 //! Outbound rules: IIS URL Rewrite's rules over the response. A rule
-//! matches a response header (`server_variable = "RESPONSE_Location"`) or
-//! the attributes of HTML elements (`filter_by_tags`, `custom_tags`), and
-//! rewrites what it matched; a named precondition (the response's
-//! `Content-Type`, the request's variables) says which responses a rule
-//! applies to at all.
+//! matches a response header (`server_variable = "RESPONSE_Location"`),
+//! the attributes of HTML elements (`filter_by_tags`, `custom_tags`), or,
+//! with neither, the whole body of a text response, and rewrites what it
+//! matched; a named precondition (the response's `Content-Type`, the
+//! request's variables) says which responses a rule applies to at all.
+//!
+//! A rule over the whole body (IIS's rule without tags) replaces every
+//! match of its pattern in the body. The body is held until its end, up to
+//! [`WHOLE_BODY_MEMORY`], since a match may span any two sends; a longer
+//! one goes out as it is, logged. Only text (`text/*`, JSON, JavaScript,
+//! XML) in UTF-8 and not encoded is rewritten, so that no pattern can
+//! corrupt an image or a download.
 //!
 //! Header rules run once, on the send that carries the headers. Attribute
 //! rules run over the body as it is sent, through lol_html's streaming HTML
@@ -77,6 +84,12 @@ pub struct OutboundRule {
     pub(super) enabled: bool,
 }
 
+/// How much of a body the rules over the whole body hold: a longer body
+/// is sent as it is (nginx's `sub_filter` streams instead, but matches only
+/// fixed strings; these are patterns, which a match may stretch across any
+/// two sends).
+pub(super) const WHOLE_BODY_MEMORY: usize = 8 * 1024 * 1024;
+
 /// What an outbound rule matches.
 #[derive(Debug)]
 enum Target {
@@ -90,6 +103,8 @@ enum Target {
     /// Attributes of HTML elements, as lol_html selectors
     /// (`a[href]`) with the tag and attribute names.
     Attributes(Vec<Attribute>),
+    /// The whole body of a text response: every match is replaced.
+    Body,
 }
 
 /// One attribute of one element, its selector parsed once.
@@ -190,11 +205,12 @@ impl TryFrom<RawOutboundRule> for OutboundRule {
                     "a rule matches a `server_variable` or tags (`filter_by_tags`, `custom_tags`), not both".into(),
                 ))
             }
-            (None, false) => {
+            (None, false) if raw.negate => {
                 return Err(in_rule(
-                    "say what the rule matches: a `server_variable` (`RESPONSE_Location`) or `filter_by_tags`".into(),
+                    "a rule over the whole body (no `server_variable`, no tags) replaces what its pattern matches, so it cannot be negated".into(),
                 ))
             }
+            (None, false) => Target::Body,
             (Some(variable), false) => {
                 let prefixed = |prefix: &str| {
                     variable
@@ -287,9 +303,15 @@ impl OutboundRule {
             .chain(self.value.as_mut())
     }
 
-    /// Whether the rule rewrites bodies (attributes of HTML).
+    /// Whether the rule rewrites bodies (attributes of HTML, or the whole
+    /// body).
     pub(super) fn is_body_rule(&self) -> bool {
-        matches!(self.target, Target::Attributes(_))
+        matches!(self.target, Target::Attributes(_) | Target::Body)
+    }
+
+    /// Whether the rule rewrites the whole body of text responses.
+    pub(super) fn is_whole_body_rule(&self) -> bool {
+        matches!(self.target, Target::Body)
     }
 
     fn templates(&self) -> impl Iterator<Item = &Template> {
@@ -345,6 +367,60 @@ impl OutboundRule {
             .map(|template| expand(vars, template, &scope, false));
         (rewritten, true)
     }
+
+    /// Applies a rule over the whole body to `text`: every match is
+    /// replaced by the rule's value, expanded with that match's groups, when
+    /// the conditions hold for it. The new text when it changed, and whether
+    /// the rule applied at all (a match gave up: not at all).
+    fn replace_all(
+        &self,
+        vars: &mut dyn Variables,
+        text: &str,
+        url: &str,
+        config: &RewriteConfig,
+    ) -> (Option<String>, bool) {
+        let mut rewritten = String::new();
+        // `text[..copied]` is in `rewritten` already.
+        let mut copied = 0;
+        let mut from = 0;
+        let mut applied = false;
+        while from <= text.len() {
+            let Some(found) = self.gave_up(self.pattern.captures_at(text, from)) else {
+                return (None, false);
+            };
+            let Some(groups) = found else {
+                break;
+            };
+            let span = groups.span();
+            // Past the match; past one more character after an empty one.
+            from = match text[span.end..].chars().next() {
+                Some(c) if span.is_empty() => span.end + c.len_utf8(),
+                None if span.is_empty() => text.len() + 1,
+                _ => span.end,
+            };
+            let mut scope = Scope {
+                rule: Some(groups),
+                condition: None,
+                url,
+                maps: &config.maps,
+            };
+            let holds = conditions_hold(vars, &self.conditions, self.match_any, &mut scope);
+            if self.gave_up(holds) != Some(true) {
+                continue;
+            }
+            applied = true;
+            if let Some(template) = &self.value {
+                rewritten.push_str(&text[copied..span.start]);
+                rewritten.push_str(&expand(vars, template, &scope, false));
+                copied = span.end;
+            }
+        }
+        if copied == 0 && rewritten.is_empty() {
+            return (None, applied);
+        }
+        rewritten.push_str(&text[copied..]);
+        (Some(rewritten), applied)
+    }
 }
 
 /// A named precondition, compiled.
@@ -389,6 +465,7 @@ pub(super) fn on_headers(
     let mut file = FileName::default();
     let mut holds: Vec<Option<bool>> = vec![None; config.preconditions.len()];
     let mut body_rules = Vec::new();
+    let mut whole_rules = Vec::new();
     // Headers (response or request) a rule with `stop_processing` applied
     // to: later rules leave them alone (and only them).
     let mut stopped: Vec<(HeaderName, bool)> = Vec::new();
@@ -424,6 +501,10 @@ pub(super) fn on_headers(
             Target::RequestHeader(name) => (name, true),
             Target::Attributes(_) => {
                 body_rules.push(index);
+                continue;
+            }
+            Target::Body => {
+                whole_rules.push(index);
                 continue;
             }
         };
@@ -475,23 +556,38 @@ pub(super) fn on_headers(
     // A 304 has no type to meet a precondition with: its URL's says
     // whether its 200 would be rewritten.
     let not_modified = ctx.response().status() == StatusCode::NOT_MODIFIED;
-    if not_modified && config.has_body_rules() && may_be_html(ctx.request().url()) {
+    if not_modified && config.may_rewrite_body_of(ctx.request().url()) {
         describe_as_rewritten(ctx);
         return None;
     }
-    if body_rules.is_empty() {
+    if body_rules.is_empty() && whole_rules.is_empty() {
         return None;
     }
-    match body_kind(ctx) {
-        BodyKind::Rewrite(encoding, charset_given) => {
-            BodyRewriter::start(ctx, config, &body_rules, &url, encoding, charset_given)
-        }
-        BodyKind::Describe => {
-            describe_as_rewritten(ctx);
-            None
-        }
-        BodyKind::Leave => None,
+    let BodyKind::Rewrite { html, text } = body_kind(ctx) else {
+        return None;
+    };
+    // Which rules this body meets: attribute rules HTML, whole-body rules
+    // text in UTF-8.
+    let html = html.filter(|_| !body_rules.is_empty());
+    if !text {
+        whole_rules.clear();
     }
+    if html.is_none() && whole_rules.is_empty() {
+        return None;
+    }
+    if ctx.request().method() == Method::HEAD
+        || ctx.response().status() == StatusCode::PARTIAL_CONTENT
+    {
+        describe_as_rewritten(ctx);
+        return None;
+    }
+    BodyRewriter::start(
+        ctx,
+        config,
+        html.map(|encoding| (body_rules.as_slice(), encoding)),
+        whole_rules,
+        &url,
+    )
 }
 
 /// Whether a URL may answer HTML: one without an extension (a folder, a
@@ -508,6 +604,19 @@ pub(super) fn may_be_html(url: &str) -> bool {
         "py", "rb",
     ];
     PAGES.iter().any(|page| page.eq_ignore_ascii_case(ext))
+}
+
+/// Whether a URL may answer text a rule over the whole body rewrites: one
+/// that may be HTML, or of a text type's extension (scripts, styles, data).
+pub(super) fn may_be_text(url: &str) -> bool {
+    let name = url.rsplit('/').next().unwrap_or("");
+    const TEXT: [&str; 12] = [
+        "js", "mjs", "css", "json", "xml", "txt", "svg", "csv", "map", "md", "rss", "atom",
+    ];
+    may_be_html(url)
+        || name
+            .rsplit_once('.')
+            .is_some_and(|(_, ext)| TEXT.iter().any(|t| t.eq_ignore_ascii_case(ext)))
 }
 
 /// Headers of a response whose 200 would be rewritten, for one that
@@ -612,25 +721,71 @@ impl OutputSink for Output {
     }
 }
 
-/// The streaming HTML rewriter of one response's body.
+/// The rewriter of one response's body: the streaming HTML rewriter of the
+/// attribute rules, and the body held for the rules over the whole body.
 pub(super) struct BodyRewriter {
     rewriter: Option<HtmlRewriter<'static, Output>>,
     /// What the rewriter wrote since the last send.
     output: Arc<Mutex<Vec<u8>>>,
+    /// The rules over the whole body and what they hold of it, until the
+    /// final send (or until it proved too long).
+    whole: Option<WholeBody>,
+}
+
+/// The rules over the whole body of one response, and the body so far.
+struct WholeBody {
+    /// Indices into the section's outbound rules.
+    rules: Vec<usize>,
+    config: Arc<RewriteConfig>,
+    url: String,
+    held: Vec<u8>,
 }
 
 impl BodyRewriter {
-    /// Starts rewriting with the attribute rules `rules` (indices into the
-    /// section's outbound rules), when the response is HTML that can be
-    /// rewritten.
+    /// Starts rewriting with the attribute rules `attributes` (indices
+    /// into the section's outbound rules, with the HTML's encoding and
+    /// whether the `Content-Type` named it), when the response is HTML that
+    /// can be rewritten, and with the rules over the whole body `whole`.
     fn start(
+        ctx: &mut HttpContext,
+        config: &Arc<RewriteConfig>,
+        attributes: Option<(&[usize], (AsciiCompatibleEncoding, bool))>,
+        whole: Vec<usize>,
+        url: &str,
+    ) -> Option<BodyRewriter> {
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let rewriter = attributes.map(|(rules, (encoding, charset_given))| {
+            Self::html_rewriter(ctx, config, rules, url, encoding, charset_given, &output)
+        });
+        // The body changes: its length is not known, ranges of it would
+        // not be the file's, nor would its validators describe it.
+        ctx.response_mut()
+            .headers_mut()
+            .remove(header::CONTENT_LENGTH);
+        describe_as_rewritten(ctx);
+        Some(BodyRewriter {
+            rewriter,
+            output,
+            whole: (!whole.is_empty()).then(|| WholeBody {
+                rules: whole,
+                config: config.clone(),
+                url: url.to_owned(),
+                held: Vec::new(),
+            }),
+        })
+    }
+
+    /// The streaming HTML rewriter of the attribute rules `rules`, writing
+    /// to `output`.
+    fn html_rewriter(
         ctx: &mut HttpContext,
         config: &Arc<RewriteConfig>,
         rules: &[usize],
         url: &str,
         encoding: AsciiCompatibleEncoding,
         charset_given: bool,
-    ) -> Option<BodyRewriter> {
+        output: &Arc<Mutex<Vec<u8>>>,
+    ) -> HtmlRewriter<'static, Output> {
         let mut names = Vec::new();
         for &index in rules {
             for template in config.outbound_rules[index].templates() {
@@ -713,39 +868,36 @@ impl BodyRewriter {
             settings =
                 settings.append_element_content_handler((Cow::Owned(attribute.selector), handler));
         }
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let rewriter = HtmlRewriter::new(settings, Output(output.clone()));
-        // The body changes: its length is not known, ranges of it would
-        // not be the file's, nor would its validators describe it.
-        ctx.response_mut()
-            .headers_mut()
-            .remove(header::CONTENT_LENGTH);
-        describe_as_rewritten(ctx);
-        Some(BodyRewriter {
-            rewriter: Some(rewriter),
-            output,
-        })
+        HtmlRewriter::new(settings, Output(output.clone()))
     }
 
     /// Whether the body is still being rewritten.
     pub(super) fn rewrites(&self) -> bool {
-        self.rewriter.is_some()
+        self.rewriter.is_some() || self.whole.is_some()
     }
 
     /// Rewrites what this send carries; on the final send, the rest.
     /// `Err` when the body cannot be rewritten (a file range cannot be read,
     /// the rewriter gave up): the response is to be cut short.
     pub(super) fn send(&mut self, ctx: &mut HttpContext, final_send: bool) -> Result<(), String> {
-        let Some(rewriter) = self.rewriter.as_mut() else {
+        if !self.rewrites() {
             return Ok(());
-        };
+        }
+        let (rewriter, output) = (&mut self.rewriter, &self.output);
         let mut failed = None;
-        crate::read_entity(ctx.response().entity_chunks(), |block| {
-            if failed.is_none() {
-                if let Err(e) = rewriter.write(block) {
-                    failed = Some(e.to_string());
+        crate::read_entity(ctx.response().entity_chunks(), |block| match rewriter {
+            Some(rewriter) => {
+                if failed.is_none() {
+                    if let Err(e) = rewriter.write(block) {
+                        failed = Some(e.to_string());
+                    }
                 }
             }
+            // Only the rules over the whole body: the bytes as they are.
+            None => output
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(block),
         })
         .map_err(|e| format!("a file range could not be read: {e}"))?;
         if let Some(e) = failed {
@@ -757,7 +909,21 @@ impl BodyRewriter {
                 rewriter.end().map_err(|e| e.to_string())?;
             }
         }
-        let output = std::mem::take(&mut *self.output.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut output =
+            std::mem::take(&mut *self.output.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(whole) = self.whole.as_mut() {
+            whole.held.append(&mut output);
+            if whole.held.len() > WHOLE_BODY_MEMORY {
+                static GATE: crate::LogGate = crate::LogGate::new();
+                if let Some(held_back) = GATE.pass() {
+                    tracing::warn!(url = %ctx.request().raw_url(), held_back, "UrlRewrite: the body is longer than the {WHOLE_BODY_MEMORY} bytes the outbound rules over the whole body may hold; it is sent as it is");
+                }
+                output = std::mem::take(&mut whole.held);
+                self.whole = None;
+            } else if final_send {
+                output = self.whole.take().map_or_else(Vec::new, |w| w.finish(ctx));
+            }
+        }
         let chunks = if output.is_empty() {
             Vec::new()
         } else {
@@ -768,22 +934,53 @@ impl BodyRewriter {
     }
 }
 
-/// What attribute rules do with a response.
+impl WholeBody {
+    /// Runs the rules over the body held, in their order: the body to send.
+    /// One that is not UTF-8 after all goes out as it is.
+    fn finish(self, ctx: &mut HttpContext) -> Vec<u8> {
+        let mut text = match String::from_utf8(self.held) {
+            Ok(text) => text,
+            Err(not_text) => return not_text.into_bytes(),
+        };
+        let mut file = FileName::default();
+        for &index in &self.rules {
+            let rule = &self.config.outbound_rules[index];
+            let vars = &mut RequestVariables {
+                ctx,
+                file: &mut file,
+            };
+            let (new, applied) = rule.replace_all(vars, &text, &self.url, &self.config);
+            if let Some(new) = new {
+                text = new;
+            }
+            if applied && rule.stop_processing {
+                break;
+            }
+        }
+        text.into_bytes()
+    }
+}
+
+/// What body rules do with a response.
 enum BodyKind {
-    /// Rewrite its body, in this encoding (and whether the `Content-Type`
-    /// named the charset).
-    Rewrite(AsciiCompatibleEncoding, bool),
-    /// Nothing to rewrite (HEAD, 206), but its headers say what the
-    /// rewritten 200's do.
-    Describe,
+    /// Rewrite its body (or, for HEAD and 206, describe it as rewritten):
+    /// with attribute rules when it is HTML in this encoding (and whether
+    /// the `Content-Type` named the charset), with rules over the whole
+    /// body when it is text in UTF-8.
+    Rewrite {
+        html: Option<(AsciiCompatibleEncoding, bool)>,
+        text: bool,
+    },
     /// Nothing.
     Leave,
 }
 
-/// Attribute rules rewrite HTML (`text/html`, `application/xhtml+xml`) of
-/// the client's request, not encoded (IIS refuses those with 500.52; riis
-/// passes them on as they are), with a body, in an ASCII-compatible charset
-/// (UTF-8 unless the `Content-Type` names another).
+/// Body rules rewrite the response to the client's request, not encoded
+/// (IIS refuses those with 500.52; riis passes them on as they are), with
+/// a body to come: attribute rules HTML (`text/html`,
+/// `application/xhtml+xml`) in an ASCII-compatible charset (UTF-8 unless
+/// the `Content-Type` names another), rules over the whole body text in
+/// UTF-8.
 fn body_kind(ctx: &HttpContext) -> BodyKind {
     let status = ctx.response().status();
     if ctx.child_depth() > 0
@@ -800,12 +997,49 @@ fn body_kind(ctx: &HttpContext) -> BodyKind {
     {
         return BodyKind::Leave;
     }
-    match html_encoding(ctx) {
-        None => BodyKind::Leave,
-        Some(_) if ctx.request().method() == Method::HEAD => BodyKind::Describe,
-        Some(_) if status == StatusCode::PARTIAL_CONTENT => BodyKind::Describe,
-        Some((encoding, charset_given)) => BodyKind::Rewrite(encoding, charset_given),
+    let html = html_encoding(ctx);
+    let text = is_utf8_text(ctx);
+    if html.is_none() && !text {
+        return BodyKind::Leave;
     }
+    BodyKind::Rewrite { html, text }
+}
+
+/// Whether the response's `Content-Type` is text (`text/*`, JSON,
+/// JavaScript, XML, `+json` and `+xml` types) in UTF-8 (or US-ASCII, or no
+/// charset named).
+fn is_utf8_text(ctx: &HttpContext) -> bool {
+    let Some(content_type) = ctx
+        .response()
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut parameters = content_type.split(';');
+    let essence = parameters.next().unwrap_or("").trim().to_ascii_lowercase();
+    let textual = essence.starts_with("text/")
+        || essence.ends_with("+json")
+        || essence.ends_with("+xml")
+        || [
+            "application/json",
+            "application/javascript",
+            "application/x-javascript",
+            "application/ecmascript",
+            "application/xml",
+        ]
+        .contains(&essence.as_str());
+    let utf8 = parameters
+        .filter_map(|p| p.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, value)| value.trim().trim_matches('"'))
+        .is_none_or(|label| {
+            ["utf-8", "utf8", "us-ascii"]
+                .iter()
+                .any(|known| label.eq_ignore_ascii_case(known))
+        });
+    textual && utf8
 }
 
 /// The encoding of an HTML response, and whether its `Content-Type` named

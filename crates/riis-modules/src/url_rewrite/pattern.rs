@@ -95,9 +95,36 @@ impl Pattern {
                 .map_err(|_| GaveUp),
         }
     }
+
+    /// The groups of the first match in `haystack` at or after byte
+    /// `start` (a char boundary), if any; `^` and look-behind still see
+    /// the text before `start`.
+    pub(super) fn captures_at<'h>(
+        &self,
+        haystack: &'h str,
+        start: usize,
+    ) -> Result<Option<Groups<'h>>, GaveUp> {
+        match self {
+            Pattern::Linear(re) => Ok(re.captures_at(haystack, start).map(Groups::Linear)),
+            Pattern::Backtracking(re) => re
+                .captures_from_pos(haystack, start)
+                .map(|c| c.map(Groups::Backtracking))
+                .map_err(|_| GaveUp),
+        }
+    }
 }
 
 impl<'h> Groups<'h> {
+    /// Where the whole match is in the haystack.
+    pub(super) fn span(&self) -> std::ops::Range<usize> {
+        let whole = match self {
+            Groups::Linear(c) => c.get(0).map(|m| m.range()),
+            Groups::Backtracking(c) => c.get(0).map(|m| m.range()),
+        };
+        // Group 0 always takes part in a match.
+        whole.unwrap_or_default()
+    }
+
     /// Group `i`'s text, if the group took part in the match.
     pub(super) fn get(&self, i: usize) -> Option<&'h str> {
         match self {
