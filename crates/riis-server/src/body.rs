@@ -23,7 +23,8 @@ use crate::connection::{ConnectionState, InService};
 /// How much of a file range is read per step.
 const FILE_READ_SIZE: u64 = 256 * 1024;
 
-/// The same on HTTP/2, where hyper reads a body's next piece before the
+/// The same on HTTP/2 (and the size of the pieces an answer in memory is
+/// handed over in), where hyper reads a body's next piece before the
 /// stream's flow-control window has room for it, and holds it until it
 /// has: a stream that waits pins at most this much, and a reader shows
 /// progress to the stream's send timeout (see `h2_streams`) every this
@@ -430,6 +431,15 @@ impl ResponseBody {
                 Some(EntityChunk::Memory(mut b)) => {
                     if b.is_empty() {
                         continue;
+                    }
+                    if this.watch_window && b.len() as u64 > H2_FILE_READ_SIZE {
+                        // On HTTP/2 in pieces, as a file: hyper queues what
+                        // it is given in the stream whole, and this body,
+                        // which keeps the request in service (and the
+                        // connection from counting as idle), would end
+                        // while a slow client still waits for most of it.
+                        let rest = b.split_off(H2_FILE_READ_SIZE as usize);
+                        this.chunks.push_front(EntityChunk::Memory(rest));
                     }
                     if let Some(left) = &mut this.declared_left {
                         if *left == 0 {

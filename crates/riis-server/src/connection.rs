@@ -637,10 +637,16 @@ impl Activity {
             return stalled.then_some(Verdict::Expire(Expiry::Send));
         }
         if self.http2.load(Ordering::Relaxed) {
-            // Idle since its last stream ended, whatever frames come and go
-            // meanwhile (a client's PINGs do not keep it open). GOAWAY
-            // first; a connection still open a tick later is closed.
-            let idle_since = self.idle_since.load(Ordering::Relaxed);
+            // Idle since its last stream ended, whatever control frames
+            // come and go meanwhile (a client's PINGs do not keep it open),
+            // or since response data last went out: the end of a body
+            // hyper queued whole reaches a slow client after the stream
+            // left the service. GOAWAY first; a connection still open a
+            // tick later is closed.
+            let idle_since = self
+                .idle_since
+                .load(Ordering::Relaxed)
+                .max(self.last_progress.load(Ordering::Relaxed));
             // One that went away (its GOAWAY sent, new streams refused)
             // and has nothing left to finish is closed soon: its final
             // GOAWAY waits for the client's answer to a PING, which a

@@ -112,10 +112,19 @@ impl Builders {
             // (ENHANCE_YOUR_CALM); set here so the defence does not depend
             // on a dependency's default.
             .max_pending_accept_reset_streams(RAPID_RESET_LIMIT)
+            // What a stream may queue beyond the client's reading: hyper's
+            // default of 400 KiB let a client that opens its windows wide
+            // and never reads hold that much per stream (128 streams of
+            // large files: 50 MiB a connection).
+            .max_send_buf_size(H2_MAX_SEND_BUFFER)
             .max_local_error_reset_streams(LOCAL_RESET_LIMIT);
         Self { http1, http2 }
     }
 }
+
+/// How much response data an HTTP/2 stream queues for a client that does
+/// not read: four of the pieces bodies are handed over in.
+const H2_MAX_SEND_BUFFER: usize = 64 * 1024;
 
 /// Which HTTP version a connection speaks, when the transport already says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,7 +437,9 @@ impl<I: Socket> Open<I> {
         // HTTP/2 connection whose client never answered the GOAWAY's PING).
         let went_away = match end {
             End::Drained => true,
-            End::Expired(_) => activity.is_draining(),
+            // Also one that finished while it drained (an HTTP/2
+            // connection whose GOAWAY the client answered).
+            End::Expired(_) | End::Hyper(Ok(())) => activity.is_draining(),
             _ => false,
         };
         let lingering = if line_too_long || !went_away {

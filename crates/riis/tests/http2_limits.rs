@@ -764,3 +764,73 @@ fn streams_left_without_window_are_reset_one_by_one() {
     let h2 = reader;
     drop(h2);
 }
+
+/// An answer from memory (a cached file) goes to a slow HTTP/2 reader
+/// whole: it used to be handed to hyper in one piece, which ended the
+/// stream's service at once, so the connection counted as idle and its
+/// keep-alive timeout cut the rest of the download.
+#[test]
+fn a_slow_reader_of_an_answer_from_memory_gets_all_of_it() {
+    let (dir, server) = server_with("max_header_bytes = 8192\n[timeouts]\nkeep_alive = 2");
+    // Small enough for the file cache; fetched once, so it is in memory.
+    let size = 200_000;
+    dir.write("www/mid.bin", vec![b'm'; size]);
+    assert_eq!(common::get(server.addr, "/mid.bin").body.len(), size);
+
+    let mut sock = TcpStream::connect(server.addr).unwrap();
+    sock.write_all(PREFACE).unwrap();
+    sock.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+    let block = literal_block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/mid.bin"),
+        (":authority", "t"),
+    ]);
+    sock.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &block))
+        .unwrap();
+    let mut writer = sock.try_clone().unwrap();
+    let (frames, arrived) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut h2 = H2 { sock };
+        while let Some(f) = h2.read_frame() {
+            if frames.send(f).is_err() {
+                break;
+            }
+        }
+    });
+    // 32 KiB a second past the first 64 KiB: about four seconds, twice
+    // the keep-alive timeout.
+    let mut received = 0usize;
+    let mut finished = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !finished && std::time::Instant::now() < deadline {
+        for stream in [0u32, 1] {
+            writer
+                .write_all(&frame(
+                    WINDOW_UPDATE,
+                    0,
+                    stream,
+                    &(16u32 << 10).to_be_bytes(),
+                ))
+                .unwrap();
+        }
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            let Ok((kind, flags, stream, payload)) = arrived.recv_timeout(left) else {
+                break;
+            };
+            match (kind, stream) {
+                (DATA, 1) => {
+                    received += payload.len();
+                    finished |= flags & END_STREAM != 0;
+                }
+                (RST_STREAM, 1) | (GOAWAY, _) => {
+                    panic!("the download was ended at {received} bytes ({kind})")
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(finished, "the download did not finish ({received} bytes)");
+    assert_eq!(received, size);
+}
