@@ -122,6 +122,32 @@ impl Builders {
     }
 }
 
+/// Logs, at most once a second, an HTTP/2 connection riis ended with a
+/// GOAWAY for an error of the client's (a rapid reset, a flood of resets,
+/// a broken frame), naming the client. h2 logs these itself, once per
+/// connection and without the client, which a log filter of `h2=error`
+/// (riis's default) keeps out.
+fn log_own_goaway(e: &hyper::Error, peer: SocketAddr) {
+    let mut source = std::error::Error::source(e);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            let reason = h2.reason().filter(|r| *r != h2::Reason::NO_ERROR);
+            if let (true, false, Some(reason)) = (h2.is_go_away(), h2.is_remote(), reason) {
+                if crate::server::first_this_second(&GOAWAY_LOGGED) {
+                    tracing::warn!(%peer, ?reason, "HTTP/2 connection closed with GOAWAY");
+                } else {
+                    tracing::debug!(%peer, ?reason, "HTTP/2 connection closed with GOAWAY");
+                }
+            }
+            return;
+        }
+        source = error.source();
+    }
+}
+
+/// The second (since the epoch) of the last GOAWAY logged at `warn`.
+static GOAWAY_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How much response data an HTTP/2 stream queues for a client that does
 /// not read: four of the pieces bodies are handed over in.
 const H2_MAX_SEND_BUFFER: usize = 64 * 1024;
@@ -468,6 +494,7 @@ impl<I: Socket> Open<I> {
             }
             End::Hyper(Err(e)) => {
                 tracing::debug!(error = %e, "connection ended with an error");
+                log_own_goaway(&e, state.connection.remote_addr);
                 // hyper answers most parse errors itself; what it gave up on
                 // without a byte of response is answered here.
                 parse_error_response(&e).filter(|_| activity.nothing_sent_for_request())
