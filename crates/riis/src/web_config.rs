@@ -427,7 +427,8 @@ fn web_server(out: &mut Output, node: Node, location: Option<&str>) -> Result<()
     Ok(())
 }
 
-/// URL Rewrite: inbound rules and rewrite maps.
+/// URL Rewrite: inbound and outbound rules, rewrite maps and
+/// preconditions.
 fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), String> {
     let mut wrote_folder = false;
     for child in elements(node) {
@@ -463,10 +464,7 @@ fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), S
                     }
                 }
             }
-            "outboundRules" => out.leave(
-                child,
-                "outbound rules: write them as `rewrite.outbound_rules`, see docs/modules/url-rewrite.md",
-            ),
+            "outboundRules" => outbound_rules(out, child)?,
             _ => out.leave(child, "no conversion for this part of URL Rewrite"),
         }
     }
@@ -495,24 +493,7 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
         .attribute("url")
         .ok_or_else(|| format!("rule `{named}`: <match> has no `url`"))?;
     out.key("pattern", pattern);
-    if let Some(syntax) = rule.attribute("patternSyntax") {
-        out.key(
-            "pattern_syntax",
-            canonical(syntax, &["ECMAScript", "Wildcard", "ExactMatch"]),
-        );
-    }
-    if let Some(v) = matched.attribute("ignoreCase") {
-        out.key("ignore_case", is_true(v));
-    }
-    if let Some(v) = matched.attribute("negate") {
-        out.key("negate", is_true(v));
-    }
-    if let Some(v) = rule.attribute("stopProcessing") {
-        out.key("stop_processing", is_true(v));
-    }
-    if let Some(conditions) = element(rule, "conditions") {
-        conditions_of(out, conditions, &named);
-    }
+    rule_switches(out, rule, matched, &named);
     if let Some(variables) = element(rule, "serverVariables") {
         let mut list = Vec::new();
         for v in elements(variables) {
@@ -614,9 +595,186 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
     Ok(())
 }
 
-/// A rule's `<conditions>`.
+/// What inbound and outbound rules write alike, after their pattern:
+/// `rule`'s and its `<match>`'s switches, and its conditions.
+fn rule_switches(out: &mut Output, rule: Node, matched: Node, named: &str) {
+    if let Some(syntax) = rule.attribute("patternSyntax") {
+        out.key(
+            "pattern_syntax",
+            canonical(syntax, &["ECMAScript", "Wildcard", "ExactMatch"]),
+        );
+    }
+    if let Some(v) = matched.attribute("ignoreCase") {
+        out.key("ignore_case", is_true(v));
+    }
+    if let Some(v) = matched.attribute("negate") {
+        out.key("negate", is_true(v));
+    }
+    if let Some(v) = rule.attribute("stopProcessing") {
+        out.key("stop_processing", is_true(v));
+    }
+    if let Some(conditions) = element(rule, "conditions") {
+        out.leave_attributes(conditions, &["logicalGrouping", "trackAllCaptures"]);
+        conditions_of(out, conditions, named);
+    }
+}
+
+/// `<outboundRules>`: the rules, their preconditions and custom tags.
+fn outbound_rules(out: &mut Output, node: Node) -> Result<(), String> {
+    let tag_groups = element(node, "customTags");
+    for child in elements(node) {
+        match child.tag_name().name() {
+            "rule" => outbound_rule(out, child, tag_groups)?,
+            "preConditions" => {
+                for precondition in elements(child) {
+                    match precondition.tag_name().name() {
+                        "preCondition" => precondition_of(out, precondition)?,
+                        _ => out.leave(precondition, "only <preCondition> entries are converted"),
+                    }
+                }
+            }
+            // Read by the rules that name them.
+            "customTags" => {}
+            "clear" => {
+                out.drop_entries("rewrite.outbound_rules");
+                out.table("rewrite");
+                out.key("clear_outbound_rules", true);
+            }
+            _ => out.leave(child, "no conversion for this part of the outbound rules"),
+        }
+    }
+    Ok(())
+}
+
+/// One outbound `<rule>`; `tag_groups` is `<customTags>`, for a
+/// `filterByTags` that names `CustomTags`.
+fn outbound_rule(out: &mut Output, rule: Node, tag_groups: Option<Node>) -> Result<(), String> {
+    let name = rule.attribute("name").unwrap_or("");
+    let named = one_line(name);
+    out.leave_attributes(
+        rule,
+        &[
+            "name",
+            "enabled",
+            "stopProcessing",
+            "patternSyntax",
+            "preCondition",
+        ],
+    );
+    out.leave_children(rule, &["match", "conditions", "action"]);
+    let Some(matched) = element(rule, "match") else {
+        return Err(format!("outbound rule `{named}` has no <match>"));
+    };
+    out.leave_attributes(
+        matched,
+        &[
+            "serverVariable",
+            "filterByTags",
+            "customTags",
+            "pattern",
+            "ignoreCase",
+            "negate",
+        ],
+    );
+    out.array_entry("rewrite.outbound_rules");
+    out.key("name", name);
+    if rule.attribute("enabled").is_some_and(|v| !is_true(v)) {
+        out.key("enabled", false);
+    }
+    if let Some(precondition) = rule.attribute("preCondition").filter(|p| !p.is_empty()) {
+        out.key("precondition", precondition);
+    }
+    if let Some(variable) = matched
+        .attribute("serverVariable")
+        .filter(|v| !v.is_empty())
+    {
+        out.key("server_variable", variable);
+    }
+    let mut tags = Vec::new();
+    let mut custom = Vec::new();
+    for tag in matched
+        .attribute("filterByTags")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+    {
+        if tag.is_empty() || tag.eq_ignore_ascii_case("None") {
+            continue;
+        }
+        if !tag.eq_ignore_ascii_case("CustomTags") {
+            tags.push(Value::String(tag.into()));
+            continue;
+        }
+        let wanted = matched.attribute("customTags").unwrap_or("");
+        let group = tag_groups.and_then(|groups| {
+            elements(groups)
+                .find(|g| g.tag_name().name() == "tags" && g.attribute("name") == Some(wanted))
+        });
+        let Some(group) = group else {
+            return Err(format!(
+                "outbound rule `{named}`: custom tags `{}` are not in <customTags>",
+                one_line(wanted)
+            ));
+        };
+        for tag in elements(group).filter(|t| t.tag_name().name() == "tag") {
+            let mut t = toml::Table::new();
+            put(&mut t, "tag", tag.attribute("name"));
+            put(&mut t, "attribute", tag.attribute("attribute"));
+            custom.push(Value::Table(t));
+        }
+    }
+    if !tags.is_empty() {
+        out.key("filter_by_tags", Value::Array(tags));
+    }
+    if !custom.is_empty() {
+        out.key("custom_tags", Value::Array(custom));
+    }
+    let pattern = matched
+        .attribute("pattern")
+        .ok_or_else(|| format!("outbound rule `{named}`: <match> has no `pattern`"))?;
+    out.key("pattern", pattern);
+    rule_switches(out, rule, matched, &named);
+    let Some(action) = element(rule, "action") else {
+        return Err(format!("outbound rule `{named}` has no <action>"));
+    };
+    out.leave_attributes(action, &["type", "value", "replace"]);
+    if action.attribute("replace").is_some_and(|v| !is_true(v)) {
+        out.leave(
+            action,
+            &format!("outbound rule `{named}`: replace=\"false\" (riis replaces the value)"),
+        );
+    }
+    let mut t = toml::Table::new();
+    let kind = canonical(
+        action.attribute("type").unwrap_or("None"),
+        &["Rewrite", "None"],
+    );
+    t.insert("type".into(), Value::String(kind));
+    put(&mut t, "value", action.attribute("value"));
+    out.key("action", Value::Table(t));
+    Ok(())
+}
+
+/// One `<preCondition>`.
+fn precondition_of(out: &mut Output, node: Node) -> Result<(), String> {
+    let name = node
+        .attribute("name")
+        .ok_or("a <preCondition> has no `name`")?;
+    out.leave_attributes(node, &["name", "logicalGrouping", "patternSyntax"]);
+    out.table(&format!("rewrite.preconditions.{}", bare_or_quoted(name)));
+    if let Some(syntax) = node.attribute("patternSyntax") {
+        out.key(
+            "pattern_syntax",
+            canonical(syntax, &["ECMAScript", "Wildcard", "ExactMatch"]),
+        );
+    }
+    conditions_of(out, node, &format!("precondition `{}`", one_line(name)));
+    Ok(())
+}
+
+/// The `logicalGrouping` of `conditions` and its `<add>` entries (a
+/// rule's `<conditions>`, or a `<preCondition>`).
 fn conditions_of(out: &mut Output, conditions: Node, rule: &str) {
-    out.leave_attributes(conditions, &["logicalGrouping", "trackAllCaptures"]);
     if let Some(grouping) = conditions.attribute("logicalGrouping") {
         out.key(
             "logical_grouping",

@@ -1169,6 +1169,10 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     dir.write("www/a.bak", "old");
     dir.write("www/app.webmanifest", "{}");
     dir.write("www/blog/index.html", "blog front controller");
+    dir.write(
+        "www/links.html",
+        "<a href=\"http://old.test/a\">OLD-NAME</a><video src=\"http://old.test/v.mp4\"></video>",
+    );
     let site_config = dir.write(
         "web.config",
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -1228,7 +1232,21 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
           <action type="AbortRequest" />
         </rule>
       </rules>
-      <outboundRules><rule name="x"><match serverVariable="RESPONSE_Server" pattern=".*" /><action type="Rewrite" value="" /></rule></outboundRules>
+      <outboundRules>
+        <preConditions>
+          <preCondition name="IsHTML"><add input="{RESPONSE_CONTENT_TYPE}" pattern="^text/html" /></preCondition>
+        </preConditions>
+        <customTags><tags name="Media"><tag name="video" attribute="src" /></tags></customTags>
+        <rule name="x"><match serverVariable="RESPONSE_Server" pattern=".*" /><action type="Rewrite" value="" /></rule>
+        <rule name="links" preCondition="IsHTML">
+          <match filterByTags="A, CustomTags" customTags="Media" pattern="^http://old\.test/(.*)" />
+          <action type="Rewrite" value="/{R:1}" />
+        </rule>
+        <rule name="text" preCondition="IsHTML">
+          <match filterByTags="None" pattern="OLD-NAME" />
+          <action type="Rewrite" value="New Name" />
+        </rule>
+      </outboundRules>
     </rewrite>
   </system.webServer>
 </configuration>"#,
@@ -1252,7 +1270,6 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     for named in [
         "system.web",
         "system.webServer/handlers",
-        "system.webServer/rewrite/outboundRules",
         "the page for 500 is IIS's own or at the Windows path",
         "the page for 401 is IIS's own",
         "<system.webServer/httpRedirect/add> (no conversion)",
@@ -1329,6 +1346,14 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     assert_eq!((moved.status, moved.text().as_str()), (200, "new a"));
     assert_eq!(moved.header("x-frame-options"), Some("SAMEORIGIN"));
     assert_eq!(moved.header("cache-control"), Some("max-age=604800"));
+    // Outbound rules: a header removed, links and a custom tag's, and the
+    // whole body's text.
+    let links = get(server.addr, "/links.html");
+    assert_eq!(
+        links.text(),
+        "<a href=\"/a\">New Name</a><video src=\"/v.mp4\"></video>"
+    );
+    assert_eq!(links.header("server"), None);
     let legacy = get(server.addr, "/old-page");
     assert_eq!(legacy.status, 302);
     assert_eq!(legacy.header("location"), Some("/home.html"));
