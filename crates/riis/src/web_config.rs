@@ -349,6 +349,46 @@ impl Output {
         });
     }
 
+    /// Drops the entry of the array of tables `name` written for this
+    /// location whose `name` key is `entry`; whether there was one.
+    fn drop_entry_named(&mut self, name: &str, entry: &str) -> bool {
+        let header = format!("[[{}{name}]]", self.prefix);
+        let line = format!("name = {}", Value::String(entry.into()));
+        let from = self.location_start();
+        let found = self.tables[from..]
+            .iter()
+            .position(|(h, lines)| *h == header && lines.lines().any(|l| l == line));
+        if let Some(at) = found {
+            self.tables.remove(from + at);
+        }
+        found.is_some()
+    }
+
+    /// Adds `value` to the list `key` of the current table (written once,
+    /// as the last value given).
+    fn push_to_list(&mut self, key: &str, value: &str) {
+        let Some((_, lines)) = self.tables.last_mut() else {
+            return;
+        };
+        let start = format!("{} = ", bare_or_quoted(key));
+        let mut list = match lines.lines().find_map(|l| l.strip_prefix(&start)) {
+            Some(written) => format!("v = {written}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|t| t.get("v").and_then(Value::as_array).cloned())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        list.push(Value::String(value.into()));
+        let kept: String = lines
+            .lines()
+            .filter(|l| !l.starts_with(&start))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        *lines = kept;
+        self.key(key, Value::Array(list));
+    }
+
     /// Starts an entry of the array of tables `name`.
     fn array_entry(&mut self, name: &str) {
         self.tables
@@ -452,6 +492,7 @@ fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), S
                             out.table("rewrite");
                             out.key("clear_rules", true);
                         }
+                        "remove" => remove_rule(out, rule, "rules")?,
                         _ => out.leave(rule, "only <rule> entries are converted"),
                     }
                 }
@@ -595,6 +636,20 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
     Ok(())
 }
 
+/// A `<remove name="…"/>` among the rules (`key`: `rules` or
+/// `outbound_rules`): one the file added before it is dropped, an
+/// inherited one goes to `remove_<key>`.
+fn remove_rule(out: &mut Output, node: Node, key: &str) -> Result<(), String> {
+    let name = node
+        .attribute("name")
+        .ok_or_else(|| format!("a <remove> among the {key} has no `name`"))?;
+    if !out.drop_entry_named(&format!("rewrite.{key}"), name) {
+        out.table("rewrite");
+        out.push_to_list(&format!("remove_{key}"), name);
+    }
+    Ok(())
+}
+
 /// What inbound and outbound rules write alike, after their pattern:
 /// `rule`'s and its `<match>`'s switches, and its conditions.
 fn rule_switches(out: &mut Output, rule: Node, matched: Node, named: &str) {
@@ -640,6 +695,7 @@ fn outbound_rules(out: &mut Output, node: Node) -> Result<(), String> {
                 out.table("rewrite");
                 out.key("clear_outbound_rules", true);
             }
+            "remove" => remove_rule(out, child, "outbound_rules")?,
             _ => out.leave(child, "no conversion for this part of the outbound rules"),
         }
     }

@@ -1264,6 +1264,8 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     </conditions>
     <action type="Rewrite" url="index.html" />
   </rule>
+  <rule name="temporary"><match url="^x$" /><action type="AbortRequest" /></rule>
+  <remove name="temporary" />
 </rules></rewrite></system.webServer></configuration>"#,
     );
     let (site_text, left_out) = import_web_config(&site_config, None);
@@ -1313,6 +1315,8 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     // file's own before it.
     assert!(blog_text.contains("clear_rules = true"), "{blog_text}");
     assert!(!blog_text.contains("gone with the clear"), "{blog_text}");
+    // `<remove>` of the file's own rule drops it.
+    assert!(!blog_text.contains("temporary"), "{blog_text}");
 
     let config = dir.write(
         "riis.toml",
@@ -1447,6 +1451,7 @@ fn location_elements_of_a_web_config_become_locations() {
   <location path="wp-admin">
     <system.webServer>
       <security><ipSecurity allowUnlisted="false"><add ipAddress="10.0.0.0" subnetMask="255.0.0.0" allowed="true" /></ipSecurity></security>
+      <rewrite><rules><remove name="front" /></rules></rewrite>
     </system.webServer>
   </location>
   <location path="../outside"><system.webServer /></location>
@@ -1459,6 +1464,8 @@ fn location_elements_of_a_web_config_become_locations() {
         "{left_out}"
     );
     let (text, left_out) = import_web_config(&file, Some("/"));
+    // `<remove>` of an inherited rule.
+    assert!(text.contains("remove_rules = [\"front\"]"), "{text}");
     assert!(
         left_out.contains("path \"../outside\" is not a folder below this one"),
         "{left_out}"

@@ -1495,6 +1495,15 @@ action = { type = "Rewrite", url = "page.txt" }
 entries = { "/wp/aa" = "/second.txt" }
 
 [[sites.locations]]
+path = "/wp/feed"
+[sites.locations.rewrite]
+remove_rules = ["FRONT controller"]
+[[sites.locations.rewrite.rules]]
+name = "front controller"
+pattern = "^feed$"
+action = { type = "Rewrite", url = "/second.txt" }
+
+[[sites.locations]]
 path = "/wp/admin"
 [sites.locations.rewrite]
 clear_rules = true
@@ -1525,6 +1534,11 @@ action = { type = "Rewrite", url = "/second.txt" }
     // The site's rule runs first, below the folder as elsewhere.
     assert_eq!(maintained(&mut conn, "/wp/2024/hello").status, 503);
     assert_eq!(maintained(&mut conn, "/first.txt").status, 503);
+    // An inherited rule taken out and replaced by one of the same name;
+    // the others still run.
+    assert_eq!(conn.get("/wp/feed").text(), "second");
+    assert_eq!(conn.get("/wp/feed/x").status, 404);
+    assert_eq!(maintained(&mut conn, "/wp/feed").status, 503);
     // Rewritten out of the folder, the URL is not the folder's rules' to
     // match (its catch-all would make it the blog's page).
     assert_eq!(conn.get("/wp/away").status, 404);
@@ -1549,24 +1563,33 @@ action = { type = "Rewrite", url = "/second.txt" }
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("twice.toml:77: key `sites[0].locations[2].rewrite.rules[0].name`"),
+        err.contains("twice.toml:86: key `sites[0].locations[3].rewrite.rules[0].name`"),
         "{err}"
     );
     assert!(err.contains("inherited from an enclosing level"), "{err}");
-    // So is one named as a rule switched off there, and two of one level.
-    for (from, to, key) in [
+    // So is one named as a rule switched off there, and two of one level;
+    // and taking out a rule that is not inherited.
+    for (base, from, to, key) in [
         (
+            &twice,
             "name = \"admin\"\n",
             "name = \"admin\"\nenabled = false\n",
-            "sites[0].locations[2].rewrite.rules[0].name",
+            "sites[0].locations[3].rewrite.rules[0].name",
         ),
         (
+            &twice,
             "name = \"a map\"",
             "name = \"Front Controller\"",
             "sites[0].locations[0].rewrite.rules[1].name",
         ),
+        (
+            &config,
+            "remove_rules = [\"FRONT controller\"]",
+            "remove_rules = [\"nowhere\"]",
+            "sites[0].locations[1].rewrite.remove_rules[0]",
+        ),
     ] {
-        let text = std::fs::read_to_string(&twice).unwrap().replace(from, to);
+        let text = std::fs::read_to_string(base).unwrap().replace(from, to);
         let again = dir.write("again.toml", text);
         let out = common::riis_command("check-config", &again);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -74,7 +74,8 @@
 //! written for (a ported `web.config`'s folder): they then apply below it,
 //! match the path below it, and resolve a relative `url` from it; and
 //! `clear_rules`, `clear_outbound_rules`, IIS's `<clear />` of the
-//! inherited rules where they are written. Patterns
+//! inherited rules where they are written, and `remove_rules`,
+//! `remove_outbound_rules`, its `<remove name="…"/>`. Patterns
 //! are regular expressions as ECMAScript writes them, look-around and
 //! back-references included (see `pattern`); a pattern that does not
 //! compile is a configuration error naming file, line and key.
@@ -167,6 +168,10 @@ struct RawRewriteConfig {
     _clear_rules: bool,
     #[serde(rename = "clear_outbound_rules")]
     _clear_outbound_rules: bool,
+    #[serde(rename = "remove_rules")]
+    _remove_rules: Vec<String>,
+    #[serde(rename = "remove_outbound_rules")]
+    _remove_outbound_rules: Vec<String>,
 }
 
 /// A rewrite map (IIS's `rewriteMap`): a table from keys to values, read
@@ -366,7 +371,9 @@ fn distinct_names<T>(
 /// enclosing locations) first, each matching below the folder it was
 /// written for, then its own; outbound rules likewise. `clear_rules` and
 /// `clear_outbound_rules` (IIS's `<clear />`) drop the inherited ones at
-/// the level that writes them, and for the levels below it. A rule's name
+/// the level that writes them, and for the levels below it;
+/// `remove_rules` and `remove_outbound_rules` (its `<remove />`) drop
+/// those named. A rule's name
 /// may not repeat an inherited one's (IIS refuses a duplicate entry), so a
 /// configuration that copied the site's rules into a location, as riis
 /// once required, is told so instead of running them twice. Maps and
@@ -397,6 +404,7 @@ impl InheritedSection for RewriteConfig {
             written,
             "rules",
             cleared("clear_rules"),
+            |rule| &rule.name,
         )?;
         add_up(
             (&outer.outbound_rules, &outer.outbound_rule_names),
@@ -404,6 +412,7 @@ impl InheritedSection for RewriteConfig {
             written,
             "outbound_rules",
             cleared("clear_outbound_rules"),
+            |rule| &rule.name,
         )?;
         self.body_rules = self.outbound_rules.iter().any(|rule| rule.is_body_rule());
         self.whole_body_rules = self
@@ -473,15 +482,17 @@ fn keep_order<T>(items: &mut Vec<T>, outer: &[T], name: impl Fn(&T) -> &String) 
 }
 
 /// Makes a level's list of rules (and of their names, switched off ones
-/// included): the inherited ones (unless cleared), then those the level
-/// wrote under `key`. A level that does not write `key` parsed the array
-/// an outer level wrote, which the outer value holds already.
+/// included): the inherited ones (unless cleared, but those named in
+/// `remove_<key>`), then those the level wrote under `key`. A level that
+/// does not write `key` parsed the array an outer level wrote, which the
+/// outer value holds already.
 fn add_up<T>(
     (outer, outer_names): (&[Arc<T>], &[String]),
     (rules, names): (&mut Vec<Arc<T>>, &mut Vec<String>),
     written: &riis_pipeline::toml::Table,
     key: &str,
     cleared: bool,
+    name_of: impl Fn(&T) -> &str,
 ) -> Result<(), String> {
     if !written.contains_key(key) {
         rules.clear();
@@ -490,20 +501,37 @@ fn add_up<T>(
     if cleared {
         return Ok(());
     }
+    // IIS's `<remove name="…"/>`: inherited rules this level takes out
+    // (to write its own of that name, say).
+    let remove_key = format!("remove_{key}");
+    let removed: Vec<&str> = written
+        .get(&remove_key)
+        .and_then(riis_pipeline::toml::Value::as_array)
+        .map(|names| names.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    for (i, gone) in removed.iter().enumerate() {
+        if !outer_names.iter().any(|n| n.eq_ignore_ascii_case(gone)) {
+            return Err(error_at_key(
+                &format!("{remove_key}[{i}]"),
+                format!("no rule named `{gone}` is inherited here"),
+            ));
+        }
+    }
+    let kept = |name: &str| !removed.iter().any(|gone| gone.eq_ignore_ascii_case(name));
     // Same index as the array as written (switched off rules are in
     // `names`), so that the error's line is the rule's.
     if let Some((i, name)) = names.iter().enumerate().find(|(_, name)| {
         outer_names
             .iter()
-            .any(|outer| outer.eq_ignore_ascii_case(name))
+            .any(|outer| outer.eq_ignore_ascii_case(name) && kept(outer))
     }) {
         return Err(error_at_key(
             &format!("{key}[{i}].name"),
-            format!("a rule named `{name}` is inherited from an enclosing level: rules add up from the site's root to a location, as in IIS; give this one another name, or drop the inherited ones with `clear_{key} = true`"),
+            format!("a rule named `{name}` is inherited from an enclosing level: rules add up from the site's root to a location, as in IIS; give this one another name, take the inherited one out with `{remove_key} = [\"{name}\"]`, or drop them all with `clear_{key} = true`"),
         ));
     }
-    rules.splice(0..0, outer.iter().cloned());
-    names.splice(0..0, outer_names.iter().cloned());
+    rules.splice(0..0, outer.iter().filter(|r| kept(name_of(r))).cloned());
+    names.splice(0..0, outer_names.iter().filter(|n| kept(n)).cloned());
     Ok(())
 }
 
