@@ -1090,4 +1090,60 @@ mod tests {
             assert!(!may_be_html(url), "{url}");
         }
     }
+
+    /// A rule over the whole body from its TOML.
+    fn body_rule(toml_text: &str) -> OutboundRule {
+        let table: riis_pipeline::toml::Table = toml_text.parse().expect("test TOML");
+        OutboundRule::deserialize(riis_pipeline::toml::Value::Table(table)).expect("a valid rule")
+    }
+
+    /// `rule` over `text`, with no server variables.
+    fn replaced(rule: &OutboundRule, text: &str) -> (Option<String>, bool) {
+        let snapshot = Snapshot {
+            url: "/".into(),
+            values: HashMap::new(),
+            physical_path: String::new(),
+        };
+        rule.replace_all(&mut &snapshot, text, "/", &RewriteConfig::default())
+    }
+
+    #[test]
+    fn a_rule_over_the_whole_body_replaces_every_match_once() {
+        let groups = body_rule(
+            r#"name = "r"
+pattern = "id=(\\d+)"
+action = { type = "Rewrite", value = "id=#{R:1}" }"#,
+        );
+        assert_eq!(
+            replaced(&groups, "a id=1 b id=22 ü id=3"),
+            (Some("a id=#1 b id=#22 ü id=#3".into()), true)
+        );
+        assert_eq!(replaced(&groups, "none here"), (None, false));
+        // Empty matches: one at each position, through multi-byte text,
+        // and none replaced twice.
+        let empty = body_rule(
+            r#"name = "e"
+pattern = "x*"
+action = { type = "Rewrite", value = "-" }"#,
+        );
+        assert_eq!(replaced(&empty, "aéxxb"), (Some("-a-é--b-".into()), true));
+        // A match whose conditions do not hold stays as it is.
+        let conditional = body_rule(
+            r#"name = "c"
+pattern = "(\\w+)@old"
+conditions = [{ input = "{R:1}", pattern = "^keep$", negate = true }]
+action = { type = "Rewrite", value = "{R:1}@new" }"#,
+        );
+        assert_eq!(
+            replaced(&conditional, "ann@old keep@old bob@old"),
+            (Some("ann@new keep@old bob@new".into()), true)
+        );
+        // None: it applies (for stop_processing) without changing a byte.
+        let shield = body_rule(
+            r#"name = "s"
+pattern = "secret"
+action = { type = "None" }"#,
+        );
+        assert_eq!(replaced(&shield, "a secret"), (None, true));
+    }
 }
