@@ -329,6 +329,14 @@ impl Output {
         }
     }
 
+    /// Whether the table `name` is begun for the location being written.
+    fn has_table(&self, name: &str) -> bool {
+        let header = format!("[{}{name}]", self.prefix);
+        self.tables[self.location_start()..]
+            .iter()
+            .any(|(h, _)| *h == header)
+    }
+
     /// Where the tables of the location being written begin.
     fn location_start(&self) -> usize {
         self.tables
@@ -676,6 +684,8 @@ fn rule_switches(out: &mut Output, rule: Node, matched: Node, named: &str) {
 
 /// `<outboundRules>`: the rules, their preconditions and custom tags.
 fn outbound_rules(out: &mut Output, node: Node) -> Result<(), String> {
+    // `rewriteBeforeCache` (the kernel cache's) has no riis equivalent.
+    out.leave_attributes(node, &[]);
     let tag_groups = element(node, "customTags");
     for child in elements(node) {
         match child.tag_name().name() {
@@ -732,6 +742,22 @@ fn outbound_rule(out: &mut Output, rule: Node, tag_groups: Option<Node>) -> Resu
             "negate",
         ],
     );
+    let no_tags = matched
+        .attribute("filterByTags")
+        .unwrap_or("")
+        .split(',')
+        .all(|tag| tag.trim().is_empty() || tag.trim().eq_ignore_ascii_case("None"));
+    let whole_body = no_tags
+        && matched
+            .attribute("serverVariable")
+            .is_none_or(str::is_empty);
+    if whole_body && matched.attribute("negate").is_some_and(is_true) {
+        out.leave(
+            rule,
+            &format!("outbound rule `{named}` over the whole body is negated, which riis refuses: such a rule replaces what it matches"),
+        );
+        return Ok(());
+    }
     out.array_entry("rewrite.outbound_rules");
     out.key("name", name);
     if rule.attribute("enabled").is_some_and(|v| !is_true(v)) {
@@ -805,8 +831,12 @@ fn outbound_rule(out: &mut Output, rule: Node, tag_groups: Option<Node>) -> Resu
         action.attribute("type").unwrap_or("None"),
         &["Rewrite", "None"],
     );
+    // IIS's value defaults to empty (a header removed).
+    let value = action
+        .attribute("value")
+        .or((kind == "Rewrite").then_some(""));
     t.insert("type".into(), Value::String(kind));
-    put(&mut t, "value", action.attribute("value"));
+    put(&mut t, "value", value);
     out.key("action", Value::Table(t));
     Ok(())
 }
@@ -817,7 +847,14 @@ fn precondition_of(out: &mut Output, node: Node) -> Result<(), String> {
         .attribute("name")
         .ok_or("a <preCondition> has no `name`")?;
     out.leave_attributes(node, &["name", "logicalGrouping", "patternSyntax"]);
-    out.table(&format!("rewrite.preconditions.{}", bare_or_quoted(name)));
+    let table = format!("rewrite.preconditions.{}", bare_or_quoted(name));
+    if out.has_table(&table) {
+        return Err(format!(
+            "two <preCondition> elements are named `{}`",
+            one_line(name)
+        ));
+    }
+    out.table(&table);
     if let Some(syntax) = node.attribute("patternSyntax") {
         out.key(
             "pattern_syntax",

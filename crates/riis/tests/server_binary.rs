@@ -1232,12 +1232,13 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
           <action type="AbortRequest" />
         </rule>
       </rules>
-      <outboundRules>
+      <outboundRules rewriteBeforeCache="true">
         <preConditions>
           <preCondition name="IsHTML"><add input="{RESPONSE_CONTENT_TYPE}" pattern="^text/html" /></preCondition>
         </preConditions>
         <customTags><tags name="Media"><tag name="video" attribute="src" /></tags></customTags>
-        <rule name="x"><match serverVariable="RESPONSE_Server" pattern=".*" /><action type="Rewrite" value="" /></rule>
+        <rule name="x"><match serverVariable="RESPONSE_Server" pattern=".*" /><action type="Rewrite" /></rule>
+        <rule name="negated"><match filterByTags="None" pattern="x" negate="true" /><action type="Rewrite" value="y" /></rule>
         <rule name="links" preCondition="IsHTML">
           <match filterByTags="A, CustomTags" customTags="Media" pattern="^http://old\.test/(.*)" />
           <action type="Rewrite" value="/{R:1}" />
@@ -1279,6 +1280,8 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         "<location> (path \"admin\\n[[sites]]\"",
         "system.webServer/security/requestFiltering/filteringRules",
         "system.webServer/security/authentication",
+        "attribute `rewriteBeforeCache` has no conversion",
+        "outbound rule `negated` over the whole body is negated",
     ] {
         assert!(left_out.contains(named), "{named} in:\n{left_out}");
         assert!(site_text.contains(named), "{named} in:\n{site_text}");
@@ -1396,6 +1399,10 @@ fn a_web_config_that_cannot_be_read_is_an_error() {
         (
             "<configuration><system.webServer><rewrite><rules><rule name=\"r\"><action type=\"None\" /></rule></rules></rewrite></system.webServer></configuration>",
             "rule `r` has no <match>",
+        ),
+        (
+            "<configuration><system.webServer><rewrite><outboundRules><preConditions><preCondition name=\"P\" /><preCondition name=\"P\" /></preConditions></outboundRules></rewrite></system.webServer></configuration>",
+            "two <preCondition> elements are named `P`",
         ),
         (
             "<configuration><system.webServer /><system.webServer /></configuration>",

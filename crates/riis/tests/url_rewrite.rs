@@ -1680,3 +1680,64 @@ action = { type = "Rewrite", value = "\"version\": \"v{R:1}\"" }
         json.text()
     );
 }
+
+/// A rule over the whole body cannot be made to take the worker's time or
+/// memory: a pattern whose searches cost the square of the body stops at
+/// the time limit, a value that grows the body past its limit is not
+/// applied, and event streams are never held. A look-ahead rule works on
+/// a long body.
+#[test]
+fn a_whole_body_rule_is_bounded_in_time_and_size() {
+    let dir = TempDir::new("rewrite-whole-body-bounds");
+    let mut far = "http://backend.internal:8080/page ".to_owned();
+    far.push_str(&"z".repeat(200_000));
+    far.push_str(" http://backend.internal:8080/static/x");
+    dir.write("www/far.txt", &far);
+    let runaway = "a".repeat(100_000);
+    dir.write("www/runaway.txt", &runaway);
+    let hosts = "http://backend.internal:8080/ ".repeat(10_000);
+    dir.write("www/hosts.txt", &hosts);
+    let events = "data: http://backend.internal:8080/page\n\n";
+    dir.write("www/events.sse", events);
+    let config = rewrite_site(
+        &dir,
+        r#"[rewrite.preconditions.Runaway]
+conditions = [{ input = "{URL}", pattern = "^/runaway" }]
+
+[rewrite.preconditions.Hosts]
+conditions = [{ input = "{URL}", pattern = "^/hosts" }]
+
+[[rewrite.outbound_rules]]
+name = "not the static ones"
+pattern = "http://backend\\.internal:8080/(?!static/)"
+action = { type = "Rewrite", value = "https://site.test/" }
+
+[[rewrite.outbound_rules]]
+name = "runaway"
+precondition = "Runaway"
+pattern = "a*b|a"
+action = { type = "Rewrite", value = "X" }
+
+[[rewrite.outbound_rules]]
+name = "hosts"
+precondition = "Hosts"
+pattern = "https://site\\.test/"
+action = { type = "Rewrite", value = "https://{HTTP_HOST}/" }
+"#,
+        r#"static_file = { mime_types = { sse = "text/event-stream" } }"#,
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+
+    let mut expected = far.replacen("http://backend.internal:8080/", "https://site.test/", 1);
+    assert_eq!(conn.get("/far.txt").text(), expected);
+    assert_eq!(conn.get("/runaway.txt").text(), runaway);
+    // Each of the 10,000 links would grow by the client's long Host.
+    let host = "h".repeat(2000);
+    conn.send_raw(format!("GET /hosts.txt HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+    expected = hosts.replace("http://backend.internal:8080/", "https://site.test/");
+    assert_eq!(conn.read_response(false).text(), expected);
+    let stream = conn.get("/events.sse");
+    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    assert_eq!(stream.text(), events);
+}

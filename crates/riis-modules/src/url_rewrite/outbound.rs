@@ -34,10 +34,10 @@ use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{EntityChunk, HttpContext};
 use serde::Deserialize;
 
-use super::pattern::{GaveUp, Pattern};
+use super::pattern::{GaveUp, Pattern, BACKTRACK_LIMIT, BODY_BACKTRACK_LIMIT};
 use super::rule::{
-    compile, compile_conditions, conditions_hold, yes, Condition, LogicalGrouping, PatternSyntax,
-    RawCondition,
+    compile_conditions, compile_with_limit, conditions_hold, yes, Condition, LogicalGrouping,
+    PatternSyntax, RawCondition,
 };
 use super::template::{
     expand, variable_of, FileName, Piece, RequestVariables, Scope, Template, Variables,
@@ -89,6 +89,23 @@ pub struct OutboundRule {
 /// fixed strings; these are patterns, which a match may stretch across any
 /// two sends).
 pub(super) const WHOLE_BODY_MEMORY: usize = 8 * 1024 * 1024;
+
+/// What all the bodies held for such rules may take together: past it, a
+/// body goes out as it is, so that clients that do not read cannot make
+/// each of their requests hold 8 MiB.
+const WHOLE_BODIES_BUDGET: u64 = 128 * 1024 * 1024;
+
+/// The bytes of [`WHOLE_BODIES_BUDGET`] held now.
+static WHOLE_BODIES_HELD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The longest a rule's rewritten body may grow: a value made of request
+/// variables (a long `Host`) times many matches must not make gigabytes.
+const WHOLE_BODY_OUTPUT: usize = 2 * WHOLE_BODY_MEMORY;
+
+/// How long the rules over one body may take, all together, on the worker
+/// thread (a response's send cannot wait): a pattern whose searches from
+/// each match on cost the square of the body (`a*b|a`) is stopped there.
+const WHOLE_BODY_TIME: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What an outbound rule matches.
 #[derive(Debug)]
@@ -262,8 +279,14 @@ impl TryFrom<RawOutboundRule> for OutboundRule {
                 Target::Attributes(attributes)
             }
         };
+        // A body's one search may try every start position of it.
+        let limit = match target {
+            Target::Body => BODY_BACKTRACK_LIMIT,
+            _ => BACKTRACK_LIMIT,
+        };
         let syntax = raw.pattern_syntax;
-        let pattern = compile(&raw.pattern, raw.ignore_case, syntax).map_err(in_rule)?;
+        let pattern =
+            compile_with_limit(&raw.pattern, raw.ignore_case, syntax, limit).map_err(in_rule)?;
         let conditions = compile_conditions(raw.conditions, syntax).map_err(in_rule)?;
         let value = match (raw.action.kind, raw.action.value) {
             (OutboundActionKind::Rewrite, Some(value)) => {
@@ -378,7 +401,17 @@ impl OutboundRule {
         text: &str,
         url: &str,
         config: &RewriteConfig,
+        deadline: std::time::Instant,
     ) -> (Option<String>, bool) {
+        // Too long or too slow: the rule is not applied (logged, at most
+        // once a second: the body may be a client's doing).
+        static GATE: crate::LogGate = crate::LogGate::new();
+        let give_up = |why: &str| {
+            if let Some(held_back) = GATE.pass() {
+                tracing::warn!(rule = %self.name, url, held_back, "UrlRewrite: {why}; the outbound rule is not applied to this body");
+            }
+            (None, false)
+        };
         let mut rewritten = String::new();
         // `text[..copied]` is in `rewritten` already.
         let mut copied = 0;
@@ -391,6 +424,11 @@ impl OutboundRule {
             let Some(groups) = found else {
                 break;
             };
+            if std::time::Instant::now() > deadline {
+                return give_up(&format!(
+                    "the rules over this body took longer than {WHOLE_BODY_TIME:?}"
+                ));
+            }
             let span = groups.span();
             // Past the match; past one more character after an empty one.
             from = match text[span.end..].chars().next() {
@@ -413,6 +451,11 @@ impl OutboundRule {
                 rewritten.push_str(&text[copied..span.start]);
                 rewritten.push_str(&expand(vars, template, &scope, false));
                 copied = span.end;
+                if rewritten.len() > WHOLE_BODY_OUTPUT {
+                    return give_up(&format!(
+                        "the rewritten body would be longer than {WHOLE_BODY_OUTPUT} bytes"
+                    ));
+                }
             }
         }
         if copied == 0 && rewritten.is_empty() {
@@ -610,8 +653,9 @@ pub(super) fn may_be_html(url: &str) -> bool {
 /// that may be HTML, or of a text type's extension (scripts, styles, data).
 pub(super) fn may_be_text(url: &str) -> bool {
     let name = url.rsplit('/').next().unwrap_or("");
-    const TEXT: [&str; 12] = [
-        "js", "mjs", "css", "json", "xml", "txt", "svg", "csv", "map", "md", "rss", "atom",
+    const TEXT: [&str; 22] = [
+        "js", "mjs", "css", "json", "xml", "txt", "svg", "csv", "map", "md", "rss", "atom", "log",
+        "yaml", "yml", "ini", "conf", "toml", "tsv", "ics", "vtt", "srt",
     ];
     may_be_html(url)
         || name
@@ -739,6 +783,14 @@ struct WholeBody {
     config: Arc<RewriteConfig>,
     url: String,
     held: Vec<u8>,
+    /// What `held` takes of [`WHOLE_BODIES_BUDGET`].
+    reserved: u64,
+}
+
+impl Drop for WholeBody {
+    fn drop(&mut self) {
+        WHOLE_BODIES_HELD.fetch_sub(self.reserved, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl BodyRewriter {
@@ -771,6 +823,7 @@ impl BodyRewriter {
                 config: config.clone(),
                 url: url.to_owned(),
                 held: Vec::new(),
+                reserved: 0,
             }),
         })
     }
@@ -912,11 +965,17 @@ impl BodyRewriter {
         let mut output =
             std::mem::take(&mut *self.output.lock().unwrap_or_else(|e| e.into_inner()));
         if let Some(whole) = self.whole.as_mut() {
+            let more = output.len() as u64;
+            let fits = whole.held.len() + output.len() <= WHOLE_BODY_MEMORY
+                && crate::take_from_budget(&WHOLE_BODIES_HELD, more, WHOLE_BODIES_BUDGET);
+            if fits {
+                whole.reserved += more;
+            }
             whole.held.append(&mut output);
-            if whole.held.len() > WHOLE_BODY_MEMORY {
+            if !fits {
                 static GATE: crate::LogGate = crate::LogGate::new();
                 if let Some(held_back) = GATE.pass() {
-                    tracing::warn!(url = %ctx.request().raw_url(), held_back, "UrlRewrite: the body is longer than the {WHOLE_BODY_MEMORY} bytes the outbound rules over the whole body may hold; it is sent as it is");
+                    tracing::warn!(url = %ctx.request().raw_url(), held_back, "UrlRewrite: the body is longer than the {WHOLE_BODY_MEMORY} bytes the outbound rules over the whole body may hold, or the bodies held reached {WHOLE_BODIES_BUDGET} bytes; it is sent as it is");
                 }
                 output = std::mem::take(&mut whole.held);
                 self.whole = None;
@@ -937,11 +996,18 @@ impl BodyRewriter {
 impl WholeBody {
     /// Runs the rules over the body held, in their order: the body to send.
     /// One that is not UTF-8 after all goes out as it is.
-    fn finish(self, ctx: &mut HttpContext) -> Vec<u8> {
-        let mut text = match String::from_utf8(self.held) {
+    fn finish(mut self, ctx: &mut HttpContext) -> Vec<u8> {
+        let held = std::mem::take(&mut self.held);
+        // An empty body stays empty, as IIS leaves a response without an
+        // entity alone.
+        if held.is_empty() {
+            return held;
+        }
+        let mut text = match String::from_utf8(held) {
             Ok(text) => text,
             Err(not_text) => return not_text.into_bytes(),
         };
+        let deadline = std::time::Instant::now() + WHOLE_BODY_TIME;
         let mut file = FileName::default();
         for &index in &self.rules {
             let rule = &self.config.outbound_rules[index];
@@ -949,7 +1015,7 @@ impl WholeBody {
                 ctx,
                 file: &mut file,
             };
-            let (new, applied) = rule.replace_all(vars, &text, &self.url, &self.config);
+            let (new, applied) = rule.replace_all(vars, &text, &self.url, &self.config, deadline);
             if let Some(new) = new {
                 text = new;
             }
@@ -1019,7 +1085,8 @@ fn is_utf8_text(ctx: &HttpContext) -> bool {
     };
     let mut parameters = content_type.split(';');
     let essence = parameters.next().unwrap_or("").trim().to_ascii_lowercase();
-    let textual = essence.starts_with("text/")
+    // An event stream is answered as it comes, never held to its end.
+    let textual = (essence.starts_with("text/") && essence != "text/event-stream")
         || essence.ends_with("+json")
         || essence.ends_with("+xml")
         || [
@@ -1104,7 +1171,8 @@ mod tests {
             values: HashMap::new(),
             physical_path: String::new(),
         };
-        rule.replace_all(&mut &snapshot, text, "/", &RewriteConfig::default())
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        rule.replace_all(&mut &snapshot, text, "/", &RewriteConfig::default(), later)
     }
 
     #[test]

@@ -13,7 +13,13 @@ use std::fmt;
 /// the match fail with an error rather than take the worker's time (see
 /// [`Pattern::captures`]); a client's URL could otherwise make every such
 /// rule cost that much on every request.
-const BACKTRACK_LIMIT: usize = 100_000;
+pub(super) const BACKTRACK_LIMIT: usize = 100_000;
+
+/// The same for a rule over a whole body, whose one search may try every
+/// start position of up to 8 MiB of text (fancy-regex counts the steps of
+/// all of them against the limit): with URL's limit, a look-ahead rule gave
+/// up on any page of 100 KB. A body's rules also have a time limit.
+pub(super) const BODY_BACKTRACK_LIMIT: usize = 5_000_000;
 
 /// A compiled rule, condition or outbound pattern.
 #[derive(Debug)]
@@ -39,7 +45,7 @@ impl fmt::Display for GaveUp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the pattern needs more than {BACKTRACK_LIMIT} backtracking steps on this input"
+            "the pattern needs more backtracking steps on this input than its limit ({BACKTRACK_LIMIT} for a URL or a value, {BODY_BACKTRACK_LIMIT} for a whole body)"
         )
     }
 }
@@ -49,7 +55,12 @@ impl Pattern {
     /// look-around or a back-reference goes to fancy-regex (whose other
     /// extensions, such as `\K`, are not ECMAScript's and stay refused); an
     /// error is the message of the engine the pattern is for.
-    pub(super) fn new(expression: &str, ignore_case: bool) -> Result<Self, String> {
+    /// `backtrack_limit` is the steps one backtracking match may take.
+    pub(super) fn with_backtrack_limit(
+        expression: &str,
+        ignore_case: bool,
+        backtrack_limit: usize,
+    ) -> Result<Self, String> {
         let refused = match regex::RegexBuilder::new(expression)
             .case_insensitive(ignore_case)
             .build()
@@ -71,7 +82,7 @@ impl Pattern {
         }
         fancy_regex::RegexBuilder::new(expression)
             .case_insensitive(ignore_case)
-            .backtrack_limit(BACKTRACK_LIMIT)
+            .backtrack_limit(backtrack_limit)
             .build()
             .map(Pattern::Backtracking)
             .map_err(|e| e.to_string())
@@ -149,9 +160,10 @@ mod tests {
 
     #[test]
     fn look_around_and_back_references_use_the_backtracking_engine() {
-        let plain = Pattern::new("^(a+)/(.*)$", false).unwrap();
+        let plain = Pattern::with_backtrack_limit("^(a+)/(.*)$", false, BACKTRACK_LIMIT).unwrap();
         assert!(matches!(plain, Pattern::Linear(_)));
-        let but_api = Pattern::new("^(?!api/)(.*)$", true).unwrap();
+        let but_api =
+            Pattern::with_backtrack_limit("^(?!api/)(.*)$", true, BACKTRACK_LIMIT).unwrap();
         assert!(matches!(but_api, Pattern::Backtracking(_)));
         assert!(!but_api.is_match("API/users").unwrap());
         let groups = but_api.captures("app/route").unwrap().unwrap();
@@ -160,22 +172,23 @@ mod tests {
             groups.to_vec(),
             [Some("app/route".into()), Some("app/route".into())]
         );
-        let doubled = Pattern::new(r"^(\w)\1", false).unwrap();
+        let doubled = Pattern::with_backtrack_limit(r"^(\w)\1", false, BACKTRACK_LIMIT).unwrap();
         assert!(doubled.is_match("xxy").unwrap() && !doubled.is_match("xyx").unwrap());
         // What neither takes is the error of the engine it is for.
-        let err = Pattern::new("^(a", false).unwrap_err();
+        let err = Pattern::with_backtrack_limit("^(a", false, BACKTRACK_LIMIT).unwrap_err();
         assert!(err.contains("unclosed group"), "{err}");
-        let err = Pattern::new("^(?!api/)(a", false).unwrap_err();
+        let err = Pattern::with_backtrack_limit("^(?!api/)(a", false, BACKTRACK_LIMIT).unwrap_err();
         assert!(!err.contains("look-around"), "{err}");
         // fancy-regex's own extensions are not ECMAScript's.
-        assert!(Pattern::new(r"a\Kb", false).is_err());
+        assert!(Pattern::with_backtrack_limit(r"a\Kb", false, BACKTRACK_LIMIT).is_err());
     }
 
     #[test]
     fn a_runaway_backtracking_match_gives_up() {
         // A look-ahead inside a repetition keeps it in the backtracking
         // engine: the nested repetitions then try every split of the input.
-        let runaway = Pattern::new(r"^((?!x)a+)+b", false).unwrap();
+        let runaway =
+            Pattern::with_backtrack_limit(r"^((?!x)a+)+b", false, BACKTRACK_LIMIT).unwrap();
         let input = "a".repeat(40);
         assert!(runaway.is_match(&input).is_err());
         assert!(runaway.captures(&input).is_err());

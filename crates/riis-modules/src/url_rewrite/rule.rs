@@ -271,6 +271,21 @@ pub(super) fn compile(
     ignore_case: bool,
     syntax: PatternSyntax,
 ) -> Result<Pattern, String> {
+    compile_with_limit(
+        pattern,
+        ignore_case,
+        syntax,
+        super::pattern::BACKTRACK_LIMIT,
+    )
+}
+
+/// [`compile`], with another limit on a match's backtracking steps.
+pub(super) fn compile_with_limit(
+    pattern: &str,
+    ignore_case: bool,
+    syntax: PatternSyntax,
+    backtrack_limit: usize,
+) -> Result<Pattern, String> {
     let expression = match syntax {
         PatternSyntax::ECMAScript => pattern.to_owned(),
         PatternSyntax::Wildcard => {
@@ -290,7 +305,7 @@ pub(super) fn compile(
         }
         PatternSyntax::ExactMatch => format!("^{}$", regex::escape(pattern)),
     };
-    Pattern::new(&expression, ignore_case)
+    Pattern::with_backtrack_limit(&expression, ignore_case, backtrack_limit)
         .map_err(|e| format!("`{pattern}` is not a valid regular expression: {e}"))
 }
 
