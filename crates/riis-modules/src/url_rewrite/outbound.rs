@@ -787,6 +787,27 @@ struct WholeBody {
     reserved: u64,
 }
 
+/// A held body going out. Its share of [`WHOLE_BODIES_BUDGET`] goes back
+/// when the connection has sent the last of it (the last piece dropped),
+/// not when the rules are done: a client that does not read keeps it in
+/// memory until then.
+struct HeldBody {
+    bytes: Vec<u8>,
+    reserved: u64,
+}
+
+impl AsRef<[u8]> for HeldBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for HeldBody {
+    fn drop(&mut self) {
+        WHOLE_BODIES_HELD.fetch_sub(self.reserved, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 impl Drop for WholeBody {
     fn drop(&mut self) {
         WHOLE_BODIES_HELD.fetch_sub(self.reserved, std::sync::atomic::Ordering::AcqRel);
@@ -964,6 +985,8 @@ impl BodyRewriter {
         }
         let mut output =
             std::mem::take(&mut *self.output.lock().unwrap_or_else(|e| e.into_inner()));
+        // What `output` carries of the budget, once held bytes go out.
+        let mut reserved = 0;
         if let Some(whole) = self.whole.as_mut() {
             let more = output.len() as u64;
             let fits = whole.held.len() + output.len() <= WHOLE_BODY_MEMORY
@@ -978,16 +1001,28 @@ impl BodyRewriter {
                     tracing::warn!(url = %ctx.request().raw_url(), held_back, "UrlRewrite: the body is longer than the {WHOLE_BODY_MEMORY} bytes the outbound rules over the whole body may hold, or the bodies held reached {WHOLE_BODIES_BUDGET} bytes; it is sent as it is");
                 }
                 output = std::mem::take(&mut whole.held);
+                reserved = std::mem::take(&mut whole.reserved);
                 self.whole = None;
             } else if final_send {
-                output = self.whole.take().map_or_else(Vec::new, |w| w.finish(ctx));
+                if let Some(mut whole) = self.whole.take() {
+                    reserved = std::mem::take(&mut whole.reserved);
+                    output = whole.finish(ctx);
+                }
             }
         }
         let chunks = if output.is_empty() {
             Vec::new()
+        } else if reserved > 0 {
+            let held = HeldBody {
+                bytes: output,
+                reserved: std::mem::take(&mut reserved),
+            };
+            vec![EntityChunk::Memory(Bytes::from_owner(held))]
         } else {
             vec![EntityChunk::Memory(Bytes::from(output))]
         };
+        // Nothing left to send: the share goes back now.
+        WHOLE_BODIES_HELD.fetch_sub(reserved, std::sync::atomic::Ordering::AcqRel);
         ctx.response_mut().set_entity_chunks(chunks);
         Ok(())
     }
