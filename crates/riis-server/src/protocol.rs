@@ -133,9 +133,14 @@ fn log_own_goaway(e: &hyper::Error, peer: SocketAddr) {
         if let Some(h2) = error.downcast_ref::<h2::Error>() {
             let reason = h2.reason().filter(|r| *r != h2::Reason::NO_ERROR);
             if let (true, false, Some(reason)) = (h2.is_go_away(), h2.is_remote(), reason) {
+                use std::sync::atomic::Ordering;
                 if crate::server::first_this_second(&GOAWAY_LOGGED) {
-                    tracing::warn!(%peer, ?reason, "HTTP/2 connection closed with GOAWAY");
+                    // How many went unlogged since the last line: a flood
+                    // shows as one, with its size.
+                    let held_back = GOAWAY_HELD_BACK.swap(0, Ordering::Relaxed);
+                    tracing::warn!(%peer, ?reason, held_back, "HTTP/2 connection closed with GOAWAY");
                 } else {
+                    GOAWAY_HELD_BACK.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, ?reason, "HTTP/2 connection closed with GOAWAY");
                 }
             }
@@ -147,6 +152,9 @@ fn log_own_goaway(e: &hyper::Error, peer: SocketAddr) {
 
 /// The second (since the epoch) of the last GOAWAY logged at `warn`.
 static GOAWAY_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Connections closed with GOAWAY since the last one logged at `warn`.
+static GOAWAY_HELD_BACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How much response data an HTTP/2 stream queues for a client that does
 /// not read: four of the pieces bodies are handed over in.
