@@ -370,19 +370,22 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     key.push('\0');
     key.push_str(req.url());
     key.push('\0');
-    // A rewritten URL (UrlRewrite's front controller sends every route to
-    // one script) is told apart by the URL the client asked for: its path,
-    // and its query through vary_by_query_string as the request's own is.
-    let asked = (req.url_changes() > 0).then(|| req.client_url());
-    let asked_query = match asked {
-        Some(asked) => {
-            let (path, query) = asked.split_once('?').unwrap_or((asked, ""));
-            key.push_str(path);
-            key.push('\0');
-            Some(query)
-        }
-        None => None,
-    };
+    // The path as the client wrote it, too: a proxied backend gets it raw
+    // and may tell apart what the server decodes alike (`a%2Fb` and `a/b`,
+    // `%61dmin` and `admin`, `a//b`), so one spelling's answer must not be
+    // stored for another's. A rewritten URL (UrlRewrite's front controller
+    // sends every route to one script) is told apart by it the same way,
+    // and by its query through vary_by_query_string as the request's own
+    // is.
+    let rewritten = req.url_changes() > 0;
+    let asked = req.client_url();
+    let (asked_path, asked_query) = asked.split_once('?').unwrap_or((asked, ""));
+    key.push(if rewritten { 'r' } else { 'n' });
+    if asked_path != req.url() {
+        key.push_str(asked_path);
+    }
+    key.push('\0');
+    let asked_query = rewritten.then_some(asked_query);
     for query in std::iter::once(req.query_string()).chain(asked_query) {
         push_query(&mut key, config, query);
         key.push('\0');
@@ -603,6 +606,20 @@ fn storable(
                     .any(|k| k.0.as_str().eq_ignore_ascii_case(h))
         });
     if !shared || !varies_by_known {
+        return None;
+    }
+    // An encoded answer (a backend's gzip) is for clients that accept its
+    // encoding: kept only when the key tells them apart, whatever the
+    // answer's `Vary` forgot to say.
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded
+        && !config
+            .vary_by_headers
+            .iter()
+            .any(|k| k.0 == header::ACCEPT_ENCODING)
+    {
         return None;
     }
     if resp.buffered_len() > config.max_response_size {

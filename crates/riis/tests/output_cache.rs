@@ -461,3 +461,27 @@ fn an_entry_lasts_no_longer_than_the_response_says() {
     }
     server.stop();
 }
+
+/// Two spellings of one path that the server decodes alike are two
+/// entries: a proxied backend gets the path raw and may answer them apart,
+/// so one's answer must not be stored for the other (`a%2Fb` and `a/b`).
+/// An encoded answer whose key does not vary by `Accept-Encoding` is not
+/// kept, whatever its `Vary` forgot.
+#[test]
+fn spellings_of_a_path_and_encoded_answers_are_kept_apart() {
+    let server = InProcessServer::start(CONFIG, TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+
+    let first = run(&get(&mut conn, "/dyn/spell/a%2Fb", ""));
+    let kept = run(&get(&mut conn, "/dyn/spell/a%2Fb", ""));
+    assert_eq!(run(&get(&mut conn, "/dyn/spell/a%2Fb", "")), kept);
+    assert_eq!(kept, first + 1);
+    // The same decoded path, spelt otherwise: its own handler run.
+    assert_eq!(run(&get(&mut conn, "/dyn/spell/a/b", "")), kept + 1);
+
+    let gzip = "X-Respond-Content-Encoding: gzip\r\n";
+    let runs: Vec<u64> = (0..3)
+        .map(|_| run(&get(&mut conn, "/dyn/encoded", gzip)))
+        .collect();
+    assert_eq!(runs[2], runs[0] + 2, "an encoded answer was kept");
+}

@@ -679,7 +679,7 @@ fn the_backend_gets_the_request_and_makes_the_response() {
         b"POST /echo?q=1&r=%2F HTTP/1.1\r\nHost: site.test\r\nUser-Agent: tester\r\n\
           Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTE: trailers\r\nKeep-Alive: 5\r\n\
           X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
-          X-Forwarded-For: 198.51.100.7\r\nX-Original-URL: /admin\r\nX_Forwarded_For: 10.9.9.9\r\n\
+          X-Forwarded-For: 198.51.100.7\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nX_Forwarded_For: 10.9.9.9\r\n\
           X.Forwarded.For: 10.8.8.8\r\nProxy: http://evil.test\r\n\
           Forwarded: for=10.7.7.7;proto=https;host=evil.test\r\n\
           Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
@@ -707,6 +707,7 @@ fn the_backend_gets_the_request_and_makes_the_response() {
         "te",
         "keep-alive",
         "x-original-url",
+        "x-rewrite-url",
         "x_forwarded_for",
         "x.forwarded.for",
         "proxy",

@@ -591,8 +591,10 @@ impl ReverseProxy {
                     *name,
                     header::HOST | header::CONTENT_LENGTH | header::EXPECT
                 )
-                // riis's own, never the client's.
+                // riis's own, never the client's (and its twin, which
+                // applications written for IIS also route on).
                 || name == "x-original-url"
+                || name == "x-rewrite-url"
                 // The client's are not to be trusted; a module's (a rule's
                 // server variable, ARR's recipe behind a load balancer)
                 // go as set. RFC 7239's `Forwarded` says the same as the
