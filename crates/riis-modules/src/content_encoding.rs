@@ -100,6 +100,19 @@ fn weight(accept: &str, coding: &str) -> f32 {
     named.or(star).unwrap_or(0.0)
 }
 
+/// A weight as RFC 9110 §12.4.2 writes it: `0` to `1`, at most three
+/// decimals (`0.5`, `1.000`); `None` for anything else (`1.5`, `0.0001`,
+/// `"0"`, `NaN`), whose item is then ignored.
+fn qvalue(text: &str) -> Option<f32> {
+    let (whole, decimals) = text.split_once('.').unwrap_or((text, ""));
+    let digits = decimals.len() <= 3 && decimals.bytes().all(|b| b.is_ascii_digit());
+    match whole {
+        "0" if digits => text.parse().ok(),
+        "1" if digits && decimals.bytes().all(|b| b == b'0') => Some(1.0),
+        _ => None,
+    }
+}
+
 /// The `q` of the item naming `coding`, and that of `*`, if present.
 fn weights(accept: &str, coding: &str) -> (Option<f32>, Option<f32>) {
     let mut star = None;
@@ -111,9 +124,9 @@ fn weights(accept: &str, coding: &str) -> (Option<f32>, Option<f32>) {
             p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
         }) {
             None => 1.0,
-            Some(q) => match q.trim().parse::<f32>() {
-                Ok(q) if q.is_finite() => q.clamp(0.0, 1.0),
-                _ => continue,
+            Some(q) => match qvalue(q.trim()) {
+                Some(q) => q,
+                None => continue,
             },
         };
         let name = if name.eq_ignore_ascii_case("x-gzip") {
@@ -469,6 +482,16 @@ mod tests {
         // A q that is not a number drops its item, not the header.
         assert_eq!(negotiate(&accept("br;q=abc, gzip")), Some(Coding::Gzip));
         assert_eq!(negotiate(&accept("br;q=NaN")), None);
+        // Weights outside the grammar are ignored with their items.
+        assert_eq!(negotiate(&accept("br;q=1.5, gzip")), Some(Coding::Gzip));
+        assert_eq!(
+            negotiate(&accept("br;q=0.0001, gzip;q=0.001")),
+            Some(Coding::Gzip)
+        );
+        assert_eq!(
+            negotiate(&accept("br;q=1.000, gzip;q=0.")),
+            Some(Coding::Brotli)
+        );
         assert_eq!(negotiate(&accept("gzip, zstd")), Some(Coding::Zstd));
         assert_eq!(
             negotiate(&accept("gzip, deflate, br, zstd")),
