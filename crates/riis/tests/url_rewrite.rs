@@ -1741,3 +1741,28 @@ action = { type = "Rewrite", value = "https://{HTTP_HOST}/" }
     assert_eq!(stream.header("content-type"), Some("text/event-stream"));
     assert_eq!(stream.text(), events);
 }
+
+/// The rule configuration.md gives for a location guarding a backend that
+/// ignores case: the path in any other case is refused, the path itself
+/// passes.
+#[test]
+fn a_rule_refuses_a_guarded_path_in_another_case() {
+    let dir = TempDir::new("rewrite-case");
+    dir.write("www/private/a.txt", "private a");
+    let config = rewrite_site(
+        &dir,
+        r#"[[rewrite.rules]]
+name = "private, in another case"
+pattern = "^private(/|$)"
+conditions = [{ input = "{URL}", pattern = "^/private(/|$)", ignore_case = false, negate = true }]
+action = { type = "CustomResponse", status_code = 404 }
+"#,
+        "",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/private/a.txt").text(), "private a");
+    for other in ["/PRIVATE/a.txt", "/Private/a.txt", "/pRiVaTe"] {
+        assert_eq!(conn.get(other).status, 404, "{other}");
+    }
+}
