@@ -400,7 +400,9 @@ impl HttpRequest {
     /// `SetHeader` with replace: the header gets exactly this value.
     pub fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
         self.note_set(&name);
-        self.headers.insert(name, value);
+        if self.headers.try_insert(name, value).is_err() {
+            header_map_full("request");
+        }
     }
 
     /// `SetHeader` without replace: one more value.
@@ -410,7 +412,9 @@ impl HttpRequest {
         if !self.headers.contains_key(&name) {
             self.note_set(&name);
         }
-        self.headers.append(name, value);
+        if self.headers.try_append(name, value).is_err() {
+            header_map_full("request");
+        }
     }
 
     /// `DeleteHeader`.
@@ -640,6 +644,24 @@ fn has_body(_method: &Method, headers: &HeaderMap) -> bool {
     match headers.get(http::header::CONTENT_LENGTH) {
         Some(v) => v.as_bytes() != b"0",
         None => false,
+    }
+}
+
+/// A module set more headers than a header map holds (about 24,000
+/// fields; the http crate panics past it): the header was dropped. Logged
+/// at most once a second, since a module in a loop would call this for
+/// every one.
+pub(crate) fn header_map_full(which: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LOGGED: AtomicU64 = AtomicU64::new(0);
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LOGGED.swap(second, Ordering::Relaxed) != second {
+        tracing::warn!(
+            which,
+            "a module set more headers than a header map holds; the header is dropped"
+        );
     }
 }
 

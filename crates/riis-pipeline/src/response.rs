@@ -350,15 +350,21 @@ impl HttpResponse {
         self.headers.get(name)
     }
 
-    /// `SetHeader` with replace.
+    /// `SetHeader` with replace. A header past what a header map holds
+    /// (about 24,000 fields) is dropped, logged.
     pub fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
-        self.headers.insert(name, value);
+        if self.headers.try_insert(name, value).is_err() {
+            crate::request::header_map_full("response");
+        }
         self.touched = true;
     }
 
-    /// `SetHeader` without replace: one more value.
+    /// `SetHeader` without replace: one more value (dropped, logged, past
+    /// what a header map holds).
     pub fn append_header(&mut self, name: HeaderName, value: HeaderValue) {
-        self.headers.append(name, value);
+        if self.headers.try_append(name, value).is_err() {
+            crate::request::header_map_full("response");
+        }
         self.touched = true;
     }
 
@@ -736,6 +742,17 @@ fn check_trailer(name: &HeaderName) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_past_what_a_map_holds_are_dropped_not_a_panic() {
+        let mut response = HttpResponse::new();
+        for i in 0..40_000 {
+            let name = HeaderName::try_from(format!("x-h{i}")).unwrap();
+            response.set_header(name.clone(), HeaderValue::from_static("v"));
+            response.append_header(name, HeaderValue::from_static("w"));
+        }
+        assert!(response.headers().len() < 80_000);
+    }
 
     #[test]
     fn an_entity_splits_inside_memory_and_file_ranges() {
