@@ -84,7 +84,10 @@
  *
  * ERRORS
  *   Functions return riis_hresult (0 = RIIS_S_OK, negative = failure) or
- *   NULL / 0 on failure; the reason is logged with the module's name.
+ *   NULL / 0 on failure. A context refused (NULL, another thread, after
+ *   the call) is logged at warn; a call refused for its arguments returns
+ *   its code, logged at debug with the module's name when the context
+ *   was valid.
  *   A notification callback that returns a value other than the three
  *   statuses fails its request with 500, logged with module and notification.
  */
