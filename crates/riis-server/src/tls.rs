@@ -52,7 +52,17 @@ pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, Stri
     let chain = load_chain(source)?;
     let key = read_pem_file(&source.key)
         .map_err(|e| e.to_string())
-        .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem).map_err(|e| e.to_string()))
+        .and_then(|pem| {
+            // rustls reads no encrypted key; its own error ("no items
+            // found") would send the operator looking elsewhere.
+            if pem
+                .windows(b"ENCRYPTED".len())
+                .any(|w| w == b"ENCRYPTED")
+            {
+                return Err("the key is encrypted, which riis does not read: decrypt it first (`openssl pkey -in KEY -out PLAIN`) and keep the plain file readable by riis alone".to_owned());
+            }
+            PrivateKeyDer::from_pem_slice(&pem).map_err(|e| e.to_string())
+        })
         .map_err(|e| {
             format!(
                 "cannot read a private key from `{}`: {e}",

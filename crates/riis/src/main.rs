@@ -96,9 +96,11 @@ enum Command {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RIIS_LOG")
-        // h2 warns once per connection it closes for a client's error,
-        // without the client; riis logs those itself, rate-limited.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=error"));
+        // h2 warns once per connection it closes for a client's error, and
+        // rustls once per alert it sends (a refused renegotiation), without
+        // the client and without a limit; riis logs what matters of those
+        // itself, rate-limited.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=error,rustls=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

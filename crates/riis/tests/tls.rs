@@ -329,7 +329,15 @@ fn certificate_problems_are_configuration_errors() {
         format!("{chain_cert}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
     );
     dir.write("chain.key", chain_key);
+    dir.write(
+        "encrypted.key",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    );
     let cases = [
+        (
+            "certificate = \"a.crt\"\ncertificate_key = \"encrypted.key\"",
+            "the key is encrypted, which riis does not read",
+        ),
         (
             "certificate = \"chain.crt\"\ncertificate_key = \"chain.key\"",
             "certificate #2 does not parse",
