@@ -372,31 +372,6 @@ impl Output {
         found.is_some()
     }
 
-    /// Adds `value` to the list `key` of the current table (written once,
-    /// as the last value given).
-    fn push_to_list(&mut self, key: &str, value: &str) {
-        let Some((_, lines)) = self.tables.last_mut() else {
-            return;
-        };
-        let start = format!("{} = ", bare_or_quoted(key));
-        let mut list = match lines.lines().find_map(|l| l.strip_prefix(&start)) {
-            Some(written) => format!("v = {written}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|t| t.get("v").and_then(Value::as_array).cloned())
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        list.push(Value::String(value.into()));
-        let kept: String = lines
-            .lines()
-            .filter(|l| !l.starts_with(&start))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        *lines = kept;
-        self.key(key, Value::Array(list));
-    }
-
     /// Starts an entry of the array of tables `name`.
     fn array_entry(&mut self, name: &str) {
         self.tables
@@ -489,6 +464,7 @@ fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), S
                     out.key("folder", folder);
                     wrote_folder = true;
                 }
+                let mut removed = Vec::new();
                 for rule in elements(child) {
                     match rule.tag_name().name() {
                         "rule" => inbound_rule(out, rule)?,
@@ -497,13 +473,15 @@ fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), S
                             // below, as in IIS), and neither do the ones
                             // the file added before it.
                             out.drop_entries("rewrite.rules");
+                            removed.clear();
                             out.table("rewrite");
                             out.key("clear_rules", true);
                         }
-                        "remove" => remove_rule(out, rule, "rules")?,
+                        "remove" => removed.extend(remove_rule(out, rule, "rules")?),
                         _ => out.leave(rule, "only <rule> entries are converted"),
                     }
                 }
+                write_removed(out, "remove_rules", removed);
             }
             "rewriteMaps" => {
                 for map in elements(child) {
@@ -645,17 +623,27 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
 }
 
 /// A `<remove name="…"/>` among the rules (`key`: `rules` or
-/// `outbound_rules`): one the file added before it is dropped, an
-/// inherited one goes to `remove_<key>`.
-fn remove_rule(out: &mut Output, node: Node, key: &str) -> Result<(), String> {
+/// `outbound_rules`): one the file added before it is dropped; the name of
+/// an inherited one is given back, for `remove_<key>`.
+fn remove_rule<'a>(
+    out: &mut Output,
+    node: Node<'a, '_>,
+    key: &str,
+) -> Result<Option<&'a str>, String> {
     let name = node
         .attribute("name")
         .ok_or_else(|| format!("a <remove> among the {key} has no `name`"))?;
-    if !out.drop_entry_named(&format!("rewrite.{key}"), name) {
-        out.table("rewrite");
-        out.push_to_list(&format!("remove_{key}"), name);
+    Ok((!out.drop_entry_named(&format!("rewrite.{key}"), name)).then_some(name))
+}
+
+/// `key = [names]` in the `rewrite` table, when there are names.
+fn write_removed(out: &mut Output, key: &str, names: Vec<&str>) {
+    if names.is_empty() {
+        return;
     }
-    Ok(())
+    out.table("rewrite");
+    let names = names.into_iter().map(|n| Value::String(n.into())).collect();
+    out.key(key, Value::Array(names));
 }
 
 /// What inbound and outbound rules write alike, after their pattern:
@@ -687,6 +675,7 @@ fn outbound_rules(out: &mut Output, node: Node) -> Result<(), String> {
     // `rewriteBeforeCache` (the kernel cache's) has no riis equivalent.
     out.leave_attributes(node, &[]);
     let tag_groups = element(node, "customTags");
+    let mut removed = Vec::new();
     for child in elements(node) {
         match child.tag_name().name() {
             "rule" => outbound_rule(out, child, tag_groups)?,
@@ -702,13 +691,15 @@ fn outbound_rules(out: &mut Output, node: Node) -> Result<(), String> {
             "customTags" => {}
             "clear" => {
                 out.drop_entries("rewrite.outbound_rules");
+                removed.clear();
                 out.table("rewrite");
                 out.key("clear_outbound_rules", true);
             }
-            "remove" => remove_rule(out, child, "outbound_rules")?,
+            "remove" => removed.extend(remove_rule(out, child, "outbound_rules")?),
             _ => out.leave(child, "no conversion for this part of the outbound rules"),
         }
     }
+    write_removed(out, "remove_outbound_rules", removed);
     Ok(())
 }
 

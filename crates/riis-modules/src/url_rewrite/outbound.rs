@@ -1010,19 +1010,22 @@ impl BodyRewriter {
                 }
             }
         }
-        let chunks = if output.is_empty() {
-            Vec::new()
-        } else if reserved > 0 {
+        let chunks = if reserved > 0 {
+            // An empty one gives its share back at once, dropped here.
             let held = HeldBody {
                 bytes: output,
-                reserved: std::mem::take(&mut reserved),
+                reserved,
             };
-            vec![EntityChunk::Memory(Bytes::from_owner(held))]
+            if held.bytes.is_empty() {
+                Vec::new()
+            } else {
+                vec![EntityChunk::Memory(Bytes::from_owner(held))]
+            }
+        } else if output.is_empty() {
+            Vec::new()
         } else {
             vec![EntityChunk::Memory(Bytes::from(output))]
         };
-        // Nothing left to send: the share goes back now.
-        WHOLE_BODIES_HELD.fetch_sub(reserved, std::sync::atomic::Ordering::AcqRel);
         ctx.response_mut().set_entity_chunks(chunks);
         Ok(())
     }
@@ -1110,16 +1113,10 @@ fn body_kind(ctx: &HttpContext) -> BodyKind {
 /// JavaScript, XML, `+json` and `+xml` types) in UTF-8 (or US-ASCII, or no
 /// charset named).
 fn is_utf8_text(ctx: &HttpContext) -> bool {
-    let Some(content_type) = ctx
-        .response()
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some((essence, charset)) = content_type(ctx) else {
         return false;
     };
-    let mut parameters = content_type.split(';');
-    let essence = parameters.next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = essence.to_ascii_lowercase();
     // An event stream is answered as it comes, never held to its end.
     let textual = (essence.starts_with("text/") && essence != "text/event-stream")
         || essence.ends_with("+json")
@@ -1132,34 +1129,41 @@ fn is_utf8_text(ctx: &HttpContext) -> bool {
             "application/xml",
         ]
         .contains(&essence.as_str());
-    let utf8 = parameters
+    let utf8 = charset.is_none_or(|label| {
+        ["utf-8", "utf8", "us-ascii"]
+            .iter()
+            .any(|known| label.eq_ignore_ascii_case(known))
+    });
+    textual && utf8
+}
+
+/// The response's media type (`text/html`) and the charset its
+/// `Content-Type` names, if any.
+fn content_type(ctx: &HttpContext) -> Option<(&str, Option<&str>)> {
+    let content_type = ctx
+        .response()
+        .headers()
+        .get(header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
+    let mut parameters = content_type.split(';');
+    let essence = parameters.next()?.trim();
+    let charset = parameters
         .filter_map(|p| p.split_once('='))
         .find(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
-        .map(|(_, value)| value.trim().trim_matches('"'))
-        .is_none_or(|label| {
-            ["utf-8", "utf8", "us-ascii"]
-                .iter()
-                .any(|known| label.eq_ignore_ascii_case(known))
-        });
-    textual && utf8
+        .map(|(_, value)| value.trim().trim_matches('"'));
+    Some((essence, charset))
 }
 
 /// The encoding of an HTML response, and whether its `Content-Type` named
 /// it; none for other types or charsets lol_html cannot read.
 fn html_encoding(ctx: &HttpContext) -> Option<(AsciiCompatibleEncoding, bool)> {
-    let headers = ctx.response().headers();
-    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let mut parameters = content_type.split(';');
-    let essence = parameters.next()?.trim();
+    let (essence, charset) = content_type(ctx)?;
     if !essence.eq_ignore_ascii_case("text/html")
         && !essence.eq_ignore_ascii_case("application/xhtml+xml")
     {
         return None;
     }
-    let charset = parameters
-        .filter_map(|p| p.split_once('='))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
-        .map(|(_, value)| value.trim().trim_matches('"'));
     let encoding = match charset {
         Some(label) => encoding_rs::Encoding::for_label(label.as_bytes())?,
         None => encoding_rs::UTF_8,
