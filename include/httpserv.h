@@ -79,7 +79,8 @@
  *     OnAsyncCompletion receives the byte count (the bytes are then in the
  *     buffer, which must stay valid until then). At the end of the body the
  *     completion has 0 bytes and the status
- *     HRESULT_FROM_WIN32(ERROR_HANDLE_EOF), as in IIS.
+ *     HRESULT_FROM_WIN32(ERROR_HANDLE_EOF), as in IIS; a ReadEntityBody
+ *     after that fails at once with the same HRESULT.
  *   - ExecuteRequest runs the child when the module returns: fAsync must be
  *     TRUE (FALSE gives HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED)),
  *     *pfCompletionExpected is TRUE, return RQ_NOTIFICATION_PENDING and

@@ -147,6 +147,9 @@ typedef int32_t riis_hresult;
 /** HRESULT_FROM_WIN32(ERROR_BUSY) (since 1.7): a completion signal is
  *  already waiting for the module's call to return Pending. */
 #define RIIS_E_BUSY ((riis_hresult)0x800700AA)
+/** HRESULT_FROM_WIN32(ERROR_HANDLE_EOF): request_read_entity_body asked
+ *  for after a read completed with 0 bytes at the end of the body. */
+#define RIIS_E_HANDLE_EOF ((riis_hresult)0x80070026)
 /** HRESULT_FROM_WIN32(ERROR_INVALID_THREAD_ID): context used off its call. */
 #define RIIS_E_WRONG_THREAD ((riis_hresult)0x800705A4)
 /** HRESULT_FROM_WIN32(ERROR_REVISION_MISMATCH): ABI versions differ. */
@@ -572,7 +575,10 @@ typedef struct riis_api {
      *  `buffer` when the calling module returns RIIS_STATUS_PENDING; the
      *  byte count (0 at the end of the body) arrives in on_async_completion,
      *  by which time the bytes are in `buffer`. `buffer` must stay valid
-     *  until then (allocate it with context_allocate). */
+     *  until then (allocate it with context_allocate). Asked for again
+     *  after that 0-byte completion, it fails at once with
+     *  RIIS_E_HANDLE_EOF, as IIS's ReadEntityBody does (unless bytes were
+     *  inserted since). */
     riis_hresult (*request_read_entity_body)(riis_context *context, void *buffer,
                                              size_t capacity);
     /** InsertEntityBody: bytes handed to readers before the rest of the body. */

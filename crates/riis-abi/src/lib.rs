@@ -48,6 +48,8 @@ pub mod hr {
     pub const E_INVALID_STATE: riis_hresult = 0x8007_139F_u32 as i32;
     /// `HRESULT_FROM_WIN32(ERROR_BUSY)` (since 1.7).
     pub const E_BUSY: riis_hresult = 0x8007_00AA_u32 as i32;
+    /// `HRESULT_FROM_WIN32(ERROR_HANDLE_EOF)`: a body read after the end.
+    pub const E_HANDLE_EOF: riis_hresult = 0x8007_0026_u32 as i32;
     pub const E_WRONG_THREAD: riis_hresult = 0x8007_05A4_u32 as i32;
     pub const E_REVISION_MISMATCH: riis_hresult = 0x8007_051A_u32 as i32;
     pub const E_ALREADY_ASSIGNED: riis_hresult = 0x8007_0055_u32 as i32;

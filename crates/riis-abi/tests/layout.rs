@@ -163,6 +163,7 @@ const HRESULTS: &[(&str, i64)] = &[
     ("E_NOT_FOUND", hr::E_NOT_FOUND as i64),
     ("E_INVALID_STATE", hr::E_INVALID_STATE as i64),
     ("E_BUSY", hr::E_BUSY as i64),
+    ("E_HANDLE_EOF", hr::E_HANDLE_EOF as i64),
     ("E_WRONG_THREAD", hr::E_WRONG_THREAD as i64),
     ("E_REVISION_MISMATCH", hr::E_REVISION_MISMATCH as i64),
     ("E_ALREADY_ASSIGNED", hr::E_ALREADY_ASSIGNED as i64),
@@ -253,6 +254,7 @@ fn constants_match_the_iis_values() {
     assert_eq!(hr::E_WRONG_THREAD, from_win32(1444)); // ERROR_INVALID_THREAD_ID
     assert_eq!(hr::E_INVALID_STATE, from_win32(5023)); // ERROR_INVALID_STATE
     assert_eq!(hr::E_BUSY, from_win32(170)); // ERROR_BUSY
+    assert_eq!(hr::E_HANDLE_EOF, from_win32(38)); // ERROR_HANDLE_EOF
     assert_eq!(ABI_VERSION, 0x0001_000A);
     // EXECUTE_FLAG_* as IIS defines them.
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);

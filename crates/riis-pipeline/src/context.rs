@@ -1243,7 +1243,9 @@ impl HttpContext {
     /// `ReadEntityBody` (asynchronous): read up to `max` body bytes when the
     /// calling module returns. Return Pending; OnAsyncCompletion then gets the
     /// byte count and [`HttpRequest::read_data`] the bytes (0 at the end of the
-    /// body). ReadEntity modules see the bytes first.
+    /// body). ReadEntity modules see the bytes first. A read asked for after
+    /// one completed empty fails with [`ModuleError::E_HANDLE_EOF`] (unless
+    /// a module inserted bytes since), as in IIS.
     ///
     /// In full duplex ([`HttpContext::enable_full_duplex`]) the read may go
     /// with an asynchronous flush of the same call, and fails only while an
@@ -1259,6 +1261,15 @@ impl HttpContext {
             }
         } else {
             self.no_operation_started()?;
+        }
+        if self.request.end_delivered && self.request.is_body_complete() {
+            // A reader that missed the empty completion (or ignores it)
+            // would otherwise read empty for ever, one completion at a
+            // time; IIS fails such a read at once.
+            return Err(ModuleError::with_hresult(
+                "the request body has been read to its end",
+                ModuleError::E_HANDLE_EOF,
+            ));
         }
         self.op = Some(AsyncOp::ReadEntity { max: max.max(1) });
         self.response.attention = true;

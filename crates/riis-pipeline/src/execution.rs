@@ -811,6 +811,7 @@ impl RequestExecution {
         }
         let bytes = data.len() as u64;
         ctx.request.bytes_received += bytes;
+        ctx.request.end_delivered = bytes == 0;
         ctx.request.read_data = data;
         if std::mem::take(&mut ctx.finish_requested) {
             // A ReadEntity module failed: the reader is not resumed.

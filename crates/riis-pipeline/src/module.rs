@@ -213,6 +213,9 @@ impl ModuleError {
     /// `HRESULT_FROM_WIN32(ERROR_INVALID_STATE)`: the call is not allowed
     /// now (an operation started from a nested notification).
     pub const E_INVALID_STATE: u32 = 0x8007_139F;
+    /// `HRESULT_FROM_WIN32(ERROR_HANDLE_EOF)`: a body read asked for after
+    /// a read already completed empty at the end of the body.
+    pub const E_HANDLE_EOF: u32 = 0x8007_0026;
 
     /// An error with `E_FAIL`.
     pub fn new(message: impl Into<String>) -> Self {

@@ -220,6 +220,10 @@ pub struct HttpRequest {
     pub(crate) read_data: Bytes,
     /// Whether the client's body has been read to its end.
     pub(crate) body_complete: bool,
+    /// Whether a read has completed empty at the end of the body: a read
+    /// asked for after that fails at once with [`crate::ModuleError::E_HANDLE_EOF`],
+    /// as IIS's `ReadEntityBody` does, instead of completing empty again.
+    pub(crate) end_delivered: bool,
     /// Body bytes read so far (after ReadEntity replacement).
     pub(crate) bytes_received: u64,
     /// Body bytes read from the client (not inserted ones), before any
@@ -266,6 +270,7 @@ impl HttpRequest {
             unread: Bytes::new(),
             read_data: Bytes::new(),
             body_complete,
+            end_delivered: false,
             bytes_received: 0,
             client_bytes_read: 0,
         })
@@ -618,6 +623,7 @@ impl HttpRequest {
             unread: Bytes::new(),
             read_data: Bytes::new(),
             body_complete: true,
+            end_delivered: false,
             bytes_received: 0,
             client_bytes_read: 0,
         }

@@ -671,3 +671,55 @@ async fn a_piece_inserted_again_for_ever_still_yields() {
         assert!(matches!(execution.resume(), Step::Yield));
     }
 }
+
+/// Once a read has completed empty at the end of the body, another read
+/// fails at once with `HRESULT_FROM_WIN32(ERROR_HANDLE_EOF)`, as IIS's
+/// `ReadEntityBody` does: a reader that missed the end does not read empty
+/// for ever. Bytes inserted after the end are read again, and then the end
+/// comes once more.
+#[tokio::test]
+async fn a_read_past_the_end_of_the_body_fails_with_handle_eof() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    let seen = log.clone();
+    t.module(
+        "Reader",
+        Registration::events(N::ExecuteRequestHandler),
+        script(move |ctx, call| {
+            if let Call::AsyncCompletion { info, .. } = call {
+                seen.push(format!("read {}", info.bytes));
+                let data = ctx.request().read_data().clone();
+                ctx.response_mut().write(data);
+                if info.bytes == 0 {
+                    let again = ctx.read_entity_body(8).expect_err("a read past the end");
+                    assert_eq!(again.hresult, riis_pipeline::ModuleError::E_HANDLE_EOF);
+                    seen.push("past the end".to_owned());
+                    if seen.entries().len() > 3 {
+                        return Status::Continue;
+                    }
+                    ctx.request_mut().insert_entity_body("+more");
+                }
+            }
+            ctx.read_entity_body(8).unwrap();
+            Status::Pending
+        }),
+    );
+    t.handler(catch_all(&["Reader"]));
+    let pipeline = t.build();
+    let (req, body) = post_request("/read", &["abcde"]);
+
+    let outcome = run_with_body(&pipeline, req, body).await;
+
+    assert_eq!(outcome.body(), "abcde+more");
+    assert_eq!(
+        log.entries(),
+        [
+            "read 5",
+            "read 0",
+            "past the end",
+            "read 5",
+            "read 0",
+            "past the end"
+        ]
+    );
+}

@@ -30,6 +30,9 @@ impl ModuleError {
     pub const E_NOT_FOUND: u32 = hr::E_NOT_FOUND as u32;
     /// `HRESULT_FROM_WIN32(ERROR_INVALID_STATE)`: called outside its moment.
     pub const E_INVALID_STATE: u32 = hr::E_INVALID_STATE as u32;
+    /// `HRESULT_FROM_WIN32(ERROR_HANDLE_EOF)`: a body read asked for after
+    /// one completed with 0 bytes at the end of the body.
+    pub const E_HANDLE_EOF: u32 = hr::E_HANDLE_EOF as u32;
     /// `HRESULT_FROM_WIN32(ERROR_INVALID_THREAD_ID)`: a context used off its call.
     pub const E_WRONG_THREAD: u32 = hr::E_WRONG_THREAD as u32;
     /// `HRESULT_FROM_WIN32(ERROR_REVISION_MISMATCH)`: ABI versions differ.

@@ -117,6 +117,8 @@ fn a_c_module_reads_the_body_asynchronously() {
     let resp = conn.read_response(false);
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), body);
+    // HRESULT_FROM_WIN32(ERROR_HANDLE_EOF), not another empty read.
+    assert_eq!(resp.header("x-read-after-end"), Some("0x80070026"));
     // Both instances of the library double every byte at ReadEntity, so a
     // read brings four times what the 7-byte buffer asked for: the rest is
     // read next as it is (not doubled again), and the body still ends.

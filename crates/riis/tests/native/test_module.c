@@ -661,6 +661,10 @@ static riis_status on_async_completion(void *module, riis_context *ctx, uint32_t
     (void)provider;
     if (self->reading) {
         if (completion->bytes == 0) {
+            /* Past the end a read fails at once, as in IIS. */
+            riis_hresult again = api->request_read_entity_body(ctx, self->buffer, 7);
+            snprintf(line, sizeof line, "0x%08X", (unsigned)again);
+            api->response_set_header(ctx, "X-Read-After-End", line, 1);
             self->reading = 0;
             return RIIS_STATUS_FINISH_REQUEST;
         }
