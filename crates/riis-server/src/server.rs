@@ -1240,6 +1240,28 @@ async fn handshake(
     Negotiated,
 )> {
     let remote = info.remote_addr;
+    let mut stream = stream;
+    // One peek per TLS connection (the handshake costs far more): plain
+    // HTTP gets its 400 here, since rustls would only see a bad record.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1..)) if crate::strict::starts_plain_http(first[0]) => {
+            let refusal = crate::strict::PLAIN_HTTP_TO_TLS_PORT;
+            if first_this_second(&HANDSHAKE_FAILURE_LOGGED) {
+                tracing::info!(%remote, "plain HTTP sent to a TLS port: answered 400");
+            } else {
+                tracing::debug!(%remote, "plain HTTP sent to a TLS port: answered 400");
+            }
+            crate::connection::answer_and_close(&mut stream, refusal).await;
+            return None;
+        }
+        // The handshake below reports a closed or failing socket.
+        Ok(_) => {}
+        Err(_) => {
+            log_handshake_timeout(remote);
+            return None;
+        }
+    }
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(handshake)) => {
             if let Some(ca) = handshake.client_ca {
@@ -1270,11 +1292,7 @@ async fn handshake(
             return None;
         }
         Err(_) => {
-            if first_this_second(&HANDSHAKE_FAILURE_LOGGED) {
-                tracing::info!(%remote, "TLS handshake timed out");
-            } else {
-                tracing::debug!(%remote, "TLS handshake timed out");
-            }
+            log_handshake_timeout(remote);
             return None;
         }
     };
@@ -1284,6 +1302,16 @@ async fn handshake(
         None => Negotiated::Unknown,
     };
     Some((tls, negotiated))
+}
+
+/// Logs a TLS handshake that did not finish in time, at most once a
+/// second at `info`.
+fn log_handshake_timeout(remote: SocketAddr) {
+    if first_this_second(&HANDSHAKE_FAILURE_LOGGED) {
+        tracing::info!(%remote, "TLS handshake timed out");
+    } else {
+        tracing::debug!(%remote, "TLS handshake timed out");
+    }
 }
 
 /// Logs a connection closed for its PROXY header (or its peer), at most

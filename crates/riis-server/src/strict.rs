@@ -305,6 +305,22 @@ pub fn parse_error_response(error: &(dyn std::error::Error + 'static)) -> Option
     })
 }
 
+/// The answer to plain HTTP sent to a port that expects TLS: a client
+/// that wrote `http://` for an `https://` site reads why, as nginx's and
+/// Caddy's users do, instead of a connection closed without a word.
+pub const PLAIN_HTTP_TO_TLS_PORT: Refusal = Refusal::new(
+    StatusCode::BAD_REQUEST,
+    "this port expects HTTPS (TLS); the request came as plain HTTP",
+);
+
+/// Whether `first`, the first byte a client sent to a TLS port, starts
+/// plain HTTP: a method name's first letter. A TLS record starts with its
+/// content type (22 for a handshake, 21 for an alert), and an SSL 2
+/// compatible hello with a byte of 128 or more: no letter begins either.
+pub fn starts_plain_http(first: u8) -> bool {
+    first.is_ascii_uppercase()
+}
+
 /// The bytes of a refusal sent on a raw connection (parse errors, connection
 /// limits), closing it.
 pub fn raw_response(refusal: Refusal) -> Vec<u8> {

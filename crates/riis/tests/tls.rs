@@ -250,15 +250,46 @@ fn alpn_negotiates_http2() {
 fn a_failed_handshake_is_logged_and_harmless() {
     let t = two_sites();
     let mut garbage = TcpStream::connect(t.server.addr).unwrap();
+    // A handshake record with nothing a TLS server can read in it.
     garbage
-        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .write_all(b"\x16\x03\x01\x00\x05hello and more bytes")
         .unwrap();
     let mut sink = Vec::new();
     garbage
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let _ = garbage.read_to_end(&mut sink);
+    assert!(!sink.starts_with(b"HTTP/"), "{sink:?}");
     // The server still completes handshakes and serves.
+    let (_, _, mut tls) = connect(t.server.addr, "a.test", &[b"http/1.1"]);
+    assert!(get_over(&mut tls, "a.test", "/index.txt").ends_with("site a"));
+}
+
+/// `http://` typed for an `https://` site: the client reads a 400 that
+/// says why (as from nginx or Caddy), not a connection closed without a
+/// word, and the port goes on serving TLS.
+#[test]
+fn plain_http_to_a_tls_port_is_answered_400() {
+    let t = two_sites();
+    let mut plain = TcpStream::connect(t.server.addr).unwrap();
+    plain
+        .write_all(b"GET /index.txt HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    plain.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("expects HTTPS (TLS); the request came as plain HTTP\n"),
+        "{answer}"
+    );
     let (_, _, mut tls) = connect(t.server.addr, "a.test", &[b"http/1.1"]);
     assert!(get_over(&mut tls, "a.test", "/index.txt").ends_with("site a"));
 }
