@@ -370,8 +370,12 @@ impl Retiring {
 
     /// The server is stopping (its requests are done, or were closed at the
     /// drain deadline): refuses later reloads, then stops every
-    /// configuration still retiring, and last the one in force.
-    pub(crate) fn close_and_stop_all(&self, current: &CurrentGeneration) {
+    /// configuration still retiring, and last the one in force. With
+    /// `stop_modules` false (a global module's call still under way) the
+    /// modules are left unstopped, as IIS leaves them when it ends a worker
+    /// process past its shutdown time limit: stopping a module under its
+    /// own running call could free what that call still uses.
+    pub(crate) fn close_and_stop_all(&self, current: &CurrentGeneration, stop_modules: bool) {
         // A reload under way (a file on a hung mount, a RegisterModule that
         // never returns) is not waited for: the server stops now, and that
         // reload, should it ever finish, finds the server closed and stops
@@ -391,6 +395,10 @@ impl Retiring {
             state.closed = true;
             (std::mem::take(&mut state.list), current.load_full())
         };
+        if !stop_modules {
+            tracing::warn!("the modules are not stopped (no ApplicationStop, no terminate): a global module's call is still under way");
+            return;
+        }
         for old in retiring {
             stop(&old);
         }

@@ -893,7 +893,8 @@ fn write_status(path: &std::path::Path, report: &str) -> std::io::Result<()> {
 struct Lifecycle {
     current: CurrentGeneration,
     retiring: Arc<Retiring>,
-    health: tokio::task::JoinHandle<()>,
+    /// The periodic module work; true once every call it made returned.
+    health: tokio::task::JoinHandle<bool>,
     /// Whether the service manager gets notices.
     notify: bool,
 }
@@ -1022,11 +1023,11 @@ impl Lifecycle {
     }
 
     async fn finish(self) {
-        let _ = self.health.await;
+        let returned = self.health.await.unwrap_or(true);
         // Configurations a reload replaced and whose last requests ended
         // only now (or never will) are stopped too, before the one in force;
         // a reload from now on is refused.
-        self.retiring.close_and_stop_all(&self.current);
+        self.retiring.close_and_stop_all(&self.current, returned);
         tracing::info!("stopped");
     }
 }
@@ -1339,7 +1340,7 @@ async fn periodic_work(
     fs: Arc<RealFileSystem>,
     settings: crate::config::ServerSettings,
     mut stop: watch::Receiver<bool>,
-) {
+) -> bool {
     let every = |secs: u64| {
         let period = Duration::from_secs(secs.max(1));
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -1350,17 +1351,91 @@ async fn periodic_work(
     let sweep_on = settings.file_cache_size > 0 && settings.file_cache_cleanup_interval > 0;
     let mut health = every(settings.health_check_interval);
     let mut sweep = every(settings.file_cache_cleanup_interval);
+    // Both run module code (HealthCheck, and CacheCleanup from the sweep)
+    // on a blocking thread: this task shares its thread with the signals,
+    // reloads, `riis status` and the service manager's watchdog, which a
+    // module that takes its time must not hold up.
+    let mut health_check = OffThread::new("HealthCheck");
+    let mut cleanup = OffThread::new("CacheCleanup");
     loop {
         tokio::select! {
             _ = health.tick(), if health_on => {
                 let pipeline = current.load().pipeline.clone();
                 if pipeline.has_global_listeners(riis_pipeline::GlobalNotification::HealthCheck) {
-                    pipeline.raise_health_check();
+                    health_check.start(move || pipeline.raise_health_check());
                 }
             }
-            _ = sweep.tick(), if sweep_on => fs.cleanup(),
-            _ = stop.changed() => return,
+            _ = sweep.tick(), if sweep_on => {
+                let fs = fs.clone();
+                cleanup.start(move || fs.cleanup());
+            }
+            _ = stop.changed() => break,
         }
+    }
+    // The stop waits for a call under way as long as it waits for
+    // requests; a module still in its call then is left to it (the process
+    // exits without waiting for the thread).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.shutdown_timeout);
+    let health_returned = health_check.finish(deadline).await;
+    cleanup.finish(deadline).await && health_returned
+}
+
+/// Periodic module work run on a blocking thread, one call at a time: a
+/// tick that comes while the last call still runs is skipped (logged at
+/// most once a minute), so a slow module is not called again and again
+/// on ever more threads.
+struct OffThread {
+    what: &'static str,
+    running: Option<tokio::task::JoinHandle<()>>,
+    since: Option<tokio::time::Instant>,
+    warned: Option<tokio::time::Instant>,
+}
+
+impl OffThread {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            running: None,
+            since: None,
+            warned: None,
+        }
+    }
+
+    fn start(&mut self, work: impl FnOnce() + Send + 'static) {
+        let now = tokio::time::Instant::now();
+        if self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            if self
+                .warned
+                .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(60))
+            {
+                self.warned = Some(now);
+                let running_ms = self.since.map_or(0, |s| now.duration_since(s).as_millis());
+                tracing::warn!(
+                    notification = self.what,
+                    running_ms,
+                    "a global module's call has not returned; the next ones are skipped until it does"
+                );
+            }
+            return;
+        }
+        self.since = Some(now);
+        self.running = Some(tokio::task::spawn_blocking(work));
+    }
+
+    /// Waits until `deadline` for the call under way; false when it had
+    /// not returned by then.
+    async fn finish(&mut self, deadline: tokio::time::Instant) -> bool {
+        let Some(running) = self.running.take() else {
+            return true;
+        };
+        if tokio::time::timeout_at(deadline, running).await.is_err() {
+            tracing::warn!(
+                notification = self.what,
+                "a global module's call had not returned by the end of shutdown_timeout; stopping without it"
+            );
+            return false;
+        }
+        true
     }
 }
 

@@ -735,3 +735,68 @@ fn status_names_a_worker_a_module_call_holds() {
     let gap = pings.join().unwrap();
     assert!(gap > std::time::Duration::from_millis(1500), "{gap:?}");
 }
+
+/// A global module whose HealthCheck never returns (here: sleeps 60 s)
+/// holds neither `riis status` nor the stop: the call runs off the
+/// thread that takes signals, the ticks after it are skipped rather than
+/// stacked on more threads, and SIGTERM ends the server once
+/// `shutdown_timeout` has passed, without stopping modules (no terminate)
+/// under the call still running.
+#[test]
+fn a_health_check_that_never_returns_holds_neither_status_nor_the_stop() {
+    let dir = TempDir::new("slow-health");
+    let terminated = dir.path().join("terminated");
+    let source = dir.write(
+        "slow_health.c",
+        format!(
+            "#include \"riis_module.h\"\n#include <stdio.h>\n#include <string.h>\n#include <time.h>\n#include <unistd.h>\n\
+             static const riis_api *api;\n\
+             static volatile int calls;\n\
+             static riis_global_status on_global(void *u, uint32_t n, riis_global_provider *p) {{\n\
+             (void)u;\n\
+             if (n == RIIS_GL_HEALTH_CHECK) {{\n\
+             /* Signals (SIGUSR1, SIGTERM) may cut a sleep short: it goes on. */\n\
+             time_t end = time(NULL) + 60; calls++; while (time(NULL) < end) sleep(1);\n}}\n\
+             if (n == RIIS_GL_RSCA_QUERY) {{\n\
+             char line[64]; snprintf(line, sizeof line, \"health_calls=%d\\n\", calls);\n\
+             api->global_rsca_write(p, line, strlen(line));\n}}\n\
+             return RIIS_GLOBAL_CONTINUE;\n}}\n\
+             static void terminate(void *u) {{\n\
+             (void)u; FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f);\n}}\n\
+             static const riis_global_module global = {{sizeof(riis_global_module), NULL, on_global, terminate}};\n\
+             RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {{\n\
+             (void)v; api = s->api;\n\
+             return api->set_global_notifications(r, &global, RIIS_GL_HEALTH_CHECK | RIIS_GL_RSCA_QUERY);\n}}\n",
+            terminated.display()
+        ),
+    );
+    let Some(()) = compile("cc", &[&source], &dir.path().join("slow_health.so"), &[]) else {
+        return;
+    };
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[server]\npid_file = \"riis.pid\"\nhealth_check_interval = 1\nshutdown_timeout = 2\n\n\
+         [[global_modules]]\nname = \"SlowHealth\"\nimage = \"slow_health.so\"\n\n\
+         [[modules]]\nname = \"SlowHealth\"\n[[modules]]\nname = \"StaticFile\"\n",
+    );
+    dir.write("www/a.txt", "a");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    // The first HealthCheck starts after 1 s; two more ticks pass while it
+    // sleeps.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let report = common::riis_status(&config);
+    assert!(report.contains("health_calls=1\n"), "{report}");
+    assert_eq!(get(server.addr, "/a.txt").text(), "a");
+    let asked = std::time::Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(30),
+        "the stop waited for the HealthCheck"
+    );
+    assert!(
+        !terminated.exists(),
+        "terminate ran under the HealthCheck's call"
+    );
+}
