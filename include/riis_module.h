@@ -528,7 +528,12 @@ typedef struct riis_api {
      *  limit, a client gone), the server then calls the module's dispose
      *  (on a thread of its own) and frees the context. A signal made while
      *  the call is still running is kept for its Pending; a second one
-     *  before that fails with RIIS_E_BUSY. */
+     *  before that fails with RIIS_E_BUSY. A signal that nothing waits
+     *  for (a second one for the same Pending, or one after a call that
+     *  did not return Pending) fails with RIIS_E_INVALID_STATE while the
+     *  module is in no call: kept, it would end the module's next Pending
+     *  early. (One that comes during a later call of the module cannot be
+     *  told from an early signal for that call, and is kept as one.) */
     riis_hresult (*indicate_completion)(riis_context *context, riis_status status);
     /** PostCompletion: re-enter on_async_completion with `bytes`. During a
      *  call (then return RIIS_STATUS_PENDING) or, after it, from any thread. */

@@ -800,3 +800,65 @@ fn a_health_check_that_never_returns_holds_neither_status_nor_the_stop() {
         "terminate ran under the HealthCheck's call"
     );
 }
+
+/// A second completion signal for a Pending that the first one already
+/// ended is refused (RIIS_E_INVALID_STATE) when it comes while the module
+/// is in no call of its own: kept, it would have ended the module's next
+/// Pending before that work was done. Here it comes while another module
+/// (the same library under a second name) runs AuthenticateRequest, which
+/// waits for it and reports its HRESULT.
+#[test]
+fn a_second_signal_for_one_pending_is_refused() {
+    let dir = TempDir::new("stray-signal");
+    let source = dir.write(
+        "stray.c",
+        "#include \"riis_module.h\"\n#include <pthread.h>\n#include <stdio.h>\n#include <string.h>\n#include <unistd.h>\n\
+         static const riis_api *api;\n\
+         static volatile int holder_waiting;\n\
+         static volatile riis_hresult first = 1, second = 1;\n\
+         static void *signal_twice(void *c) {\n\
+         first = api->indicate_completion((riis_context *)c, RIIS_STATUS_CONTINUE);\n\
+         for (int i = 0; i < 400 && !holder_waiting; i++) usleep(5000);\n\
+         second = api->indicate_completion((riis_context *)c, RIIS_STATUS_CONTINUE);\n\
+         return NULL;\n}\n\
+         static riis_status stray(void *m, riis_context *c, uint32_t n, int p, riis_provider *pr) {\n\
+         (void)m; (void)n; (void)p; (void)pr;\n\
+         pthread_t t; pthread_create(&t, NULL, signal_twice, c); pthread_detach(t);\n\
+         return RIIS_STATUS_PENDING;\n}\n\
+         static riis_status holder(void *m, riis_context *c, uint32_t n, int p, riis_provider *pr) {\n\
+         (void)m; (void)n; (void)p; (void)pr;\n\
+         holder_waiting = 1;\n\
+         for (int i = 0; i < 400 && second == 1; i++) usleep(5000);\n\
+         char line[32]; snprintf(line, sizeof line, \"0x%08X 0x%08X\", (unsigned)first, (unsigned)second);\n\
+         api->response_set_header(c, \"X-Signals\", line, 1);\n\
+         return RIIS_STATUS_CONTINUE;\n}\n\
+         static const riis_module_callbacks stray_calls = {sizeof(riis_module_callbacks), stray, NULL, NULL};\n\
+         static const riis_module_callbacks holder_calls = {sizeof(riis_module_callbacks), holder, NULL, NULL};\n\
+         static riis_hresult make(void *u, riis_allocator *a, riis_module_instance *out) {\n\
+         (void)a; out->callbacks = (const riis_module_callbacks *)u; out->module = NULL; return RIIS_S_OK;\n}\n\
+         static const riis_module_factory stray_factory = {sizeof(riis_module_factory), (void *)&stray_calls, make, NULL};\n\
+         static const riis_module_factory holder_factory = {sizeof(riis_module_factory), (void *)&holder_calls, make, NULL};\n\
+         RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {\n\
+         (void)v; api = s->api;\n\
+         if (strcmp(api->registration_name(r), \"Stray\") == 0)\n\
+         return api->set_request_notifications(r, &stray_factory, RIIS_RQ_BEGIN_REQUEST, 0);\n\
+         return api->set_request_notifications(r, &holder_factory, RIIS_RQ_AUTHENTICATE_REQUEST, 0);\n}\n",
+    );
+    let Some(()) = compile("cc", &[&source], &dir.path().join("stray.so"), &[]) else {
+        return;
+    };
+    dir.write("www/a.txt", "a");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[[global_modules]]\nname = \"Stray\"\nimage = \"stray.so\"\n\
+         [[global_modules]]\nname = \"Holder\"\nimage = \"stray.so\"\n\n\
+         [[modules]]\nname = \"Stray\"\n[[modules]]\nname = \"Holder\"\n\
+         [[modules]]\nname = \"StaticFile\"\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = get(server.addr, "/a.txt");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "a");
+    assert_eq!(resp.header("x-signals"), Some("0x00000000 0x8007139F"));
+}

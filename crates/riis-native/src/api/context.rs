@@ -589,6 +589,20 @@ unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) -> riis
                 hr::S_OK
             }
             None if slot.early.is_some() => hr::E_BUSY,
+            // Outside the module's call nothing is owed: the signal that
+            // was owed has come already (a second one for the same
+            // Pending), or the call returned without Pending, or an
+            // operation completes its Pending. Kept, it would end the
+            // module's next Pending before its work is done.
+            None if slot.in_call.is_none() => {
+                // SAFETY: as above; the reference ends with this arm.
+                let module = &unsafe { &*frame }.module.name;
+                tracing::debug!(
+                    %module,
+                    "completion signal refused: the module owes none (signalled twice, or without returning Pending)"
+                );
+                hr::E_INVALID_STATE
+            }
             None => {
                 slot.early = Some(signal);
                 hr::S_OK
