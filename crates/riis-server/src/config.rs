@@ -448,7 +448,10 @@ struct IncludedFile {
 pub struct Binding {
     /// Address and port.
     pub addr: SocketAddr,
-    /// Host name (lower case), or `None` to answer any host.
+    /// Host name (lower case), or `None` to answer any host. A name that
+    /// starts with `*.` (IIS 10's wildcard host) answers every name below
+    /// the rest (`*.example.com`: `a.example.com`, `a.b.example.com`, not
+    /// `example.com`).
     pub host: Option<String>,
     /// An `https://` binding: TLS, the certificate chosen by host name.
     pub tls: bool,
@@ -500,16 +503,19 @@ impl Binding {
             // trailing dot the same way: anything else could never match.
             Some(h) => {
                 let name = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
-                let valid = !name.is_empty()
-                    && !name.starts_with('.')
-                    && !name.contains("..")
-                    && name
+                // IIS 10's wildcard host: `*` as the whole left-most label.
+                let below = name.strip_prefix("*.").unwrap_or(&name);
+                let valid = !below.is_empty()
+                    && !below.starts_with('.')
+                    && !below.contains("..")
+                    && below
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
                 if !valid {
                     return Err(format!(
-                        "`{h}` is not a host name (letters, digits, `-`, `_` and `.`; \
-                         no port, wildcard or IPv6 literal)"
+                        "`{h}` is not a host name (letters, digits, `-`, `_` and `.`, \
+                         or `*.` and such a name for every name below it; \
+                         no port or IPv6 literal)"
                     ));
                 }
                 Some(name)
@@ -1938,11 +1944,19 @@ mod tests {
         // Host names as requests carry them: lower case, no trailing dot.
         let b = Binding::parse("*:80:Example.COM.").unwrap();
         assert_eq!(b.host.as_deref(), Some("example.com"));
+        // IIS 10's wildcard host: `*` as the whole left-most label.
+        let b = Binding::parse("*:80:*.Example.com").unwrap();
+        assert_eq!(b.host.as_deref(), Some("*.example.com"));
         for never_matches in [
             "*:443:example.com:443",
-            "*:80:*.example.com",
             "*:80:a..b",
             "*:80:.",
+            "*:80:*",
+            "*:80:*.",
+            "*:80:*example.com",
+            "*:80:www.*.example.com",
+            "*:80:*.*.example.com",
+            "*:80:**.example.com",
         ] {
             assert!(Binding::parse(never_matches).is_err(), "{never_matches}");
         }

@@ -114,11 +114,37 @@ fn site_for<'r>(routes: &'r Routes, req: &Request<Incoming>) -> Option<&'r Arc<S
     routes
         .iter()
         .find(|(h, _)| match (h, host) {
-            (Some(h), Some(host)) => h.eq_ignore_ascii_case(host),
+            (Some(h), Some(host)) => host_matches(h, host),
             (None, _) => true,
             _ => false,
         })
         .map(|(_, s)| s)
+}
+
+/// Whether a request's `host` is the name a binding gives (lower case),
+/// or below it for a wildcard `*.example.com`: one name or more before
+/// `.example.com`, as IIS 10's wildcard host answers `a.example.com` and
+/// `a.b.example.com` but not `example.com`.
+pub(crate) fn host_matches(bound: &str, host: &str) -> bool {
+    match bound.strip_prefix('*') {
+        Some(suffix) => {
+            let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
+            host.len() > suffix.len()
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+        None => bound.eq_ignore_ascii_case(host),
+    }
+}
+
+/// The order routes of one address are tried in, as http.sys tries them:
+/// host names first, then wildcard hosts (the longest, most particular
+/// first), then the binding without a host, which catches the rest.
+pub(crate) fn route_rank(host: Option<&str>) -> (u8, std::cmp::Reverse<usize>) {
+    match host {
+        Some(h) if h.starts_with('*') => (1, std::cmp::Reverse(h.len())),
+        Some(_) => (0, std::cmp::Reverse(0)),
+        None => (2, std::cmp::Reverse(0)),
+    }
 }
 
 /// The host name of a `Host` value: without its port, and without the one
@@ -1418,6 +1444,39 @@ mod tests {
             b = b.header(CONNECTION, *v);
         }
         b.body(()).unwrap()
+    }
+
+    #[test]
+    fn wildcard_hosts_match_the_names_below_them() {
+        assert!(host_matches("*.example.com", "a.example.com"));
+        assert!(host_matches("*.example.com", "A.B.Example.COM"));
+        assert!(!host_matches("*.example.com", "example.com"));
+        assert!(!host_matches("*.example.com", "aexample.com"));
+        assert!(!host_matches("*.example.com", ".example.com"));
+        // Bytes, not characters: a name that is not ASCII neither matches
+        // nor breaks the comparison.
+        assert!(host_matches("*.example.com", "é.example.com"));
+        assert!(!host_matches("*.example.com", "a.exampleé.com"));
+        assert!(host_matches("example.com", "Example.Com"));
+        assert!(!host_matches("example.com", "a.example.com"));
+        let mut hosts = vec![
+            None,
+            Some("*.a.b"),
+            Some("x.a.b"),
+            Some("*.b"),
+            Some("*.longer.b"),
+        ];
+        hosts.sort_by_key(|h| route_rank(*h));
+        assert_eq!(
+            hosts,
+            [
+                Some("x.a.b"),
+                Some("*.longer.b"),
+                Some("*.a.b"),
+                Some("*.b"),
+                None
+            ]
+        );
     }
 
     #[test]

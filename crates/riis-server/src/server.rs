@@ -303,8 +303,10 @@ pub(crate) fn plan_listeners(
         }
     }
     for routes in by_addr.values_mut() {
-        // Host-specific bindings first; the hostless one catches the rest.
-        routes.sort_by_key(|(h, _)| h.is_none());
+        // Host names first, then wildcard hosts; the hostless binding
+        // catches the rest. The sort is stable: configuration order stays
+        // among equals.
+        routes.sort_by_key(|(h, _)| crate::driver::route_rank(h.as_deref()));
     }
     let sharing = config.wildcard_sharing();
     let mut plans: BTreeMap<SocketAddr, ListenerPlan> = by_addr
@@ -323,15 +325,12 @@ pub(crate) fn plan_listeners(
     for (specific, wildcard) in sharing {
         let own = &by_addr[&specific];
         let theirs = &by_addr[&wildcard];
-        let hosted = |r: &&(Option<String>, Arc<Site>)| r.0.is_some();
-        let merged: Vec<_> = own
-            .iter()
-            .filter(hosted)
-            .chain(theirs.iter().filter(hosted))
-            .chain(own.iter().filter(|r| r.0.is_none()))
-            .chain(theirs.iter().filter(|r| r.0.is_none()))
-            .cloned()
-            .collect();
+        // The address's own routes before the wildcard's at each rank: its
+        // host names, the wildcard's host names, then wildcard hosts (the
+        // longest first, the address's first among equals), then its
+        // catch-all and the wildcard's.
+        let mut merged: Vec<_> = own.iter().chain(theirs.iter()).cloned().collect();
+        merged.sort_by_key(|(h, _)| crate::driver::route_rank(h.as_deref()));
         if let Some(plan) = plans.get_mut(&wildcard) {
             plan.shared.push(SharedAddress {
                 addr: specific,

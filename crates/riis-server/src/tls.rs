@@ -586,8 +586,13 @@ impl CertTable {
             // SNI names are ASCII (A-labels); compared case-insensitively,
             // and without a trailing dot, as host names are everywhere else
             // (a client may send `example.com.`).
-            let name = name.strip_suffix('.').unwrap_or(name);
-            self.by_host.get(&name.to_ascii_lowercase())
+            let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+            self.by_host.get(&name).or_else(|| {
+                // A wildcard host (`*.example.com`), the most particular
+                // first: `*.b.example.com`, then `*.example.com`, ...
+                name.match_indices('.')
+                    .find_map(|(dot, _)| self.by_host.get(&format!("*{}", &name[dot..])))
+            })
         })
         .or(self.default.as_ref())
     }

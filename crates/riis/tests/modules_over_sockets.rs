@@ -919,6 +919,38 @@ fn host_names_choose_the_site() {
     assert_eq!(conn.read_response(false).header("x-site"), Some("fallback"));
 }
 
+/// IIS 10's wildcard hosts: `*.example.test` answers every name below
+/// `example.test` (one label or more) but not `example.test` itself; a
+/// host name bound exactly wins over a wildcard, the longer wildcard over
+/// the shorter whatever the order they are listed in, and the binding
+/// without a host takes the rest.
+#[test]
+fn wildcard_hosts_answer_the_names_below_them() {
+    let text = "[[modules]]\nname = \"SiteName\"\n\
+        [[sites]]\nname = \"tenants\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0:*.example.test\"]\n\
+        [[sites]]\nname = \"www\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0:www.example.test\"]\n\
+        [[sites]]\nname = \"eu\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0:*.EU.example.test\"]\n\
+        [[sites]]\nname = \"fallback\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0\"]\n";
+    let server = InProcessServer::start(text, TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+    for (host, site) in [
+        ("shop.example.test", "tenants"),
+        ("Shop.Example.Test.:8080", "tenants"),
+        ("a.b.example.test", "tenants"),
+        ("www.example.test", "www"),
+        ("paris.eu.example.test", "eu"),
+        ("eu.example.test", "tenants"),
+        ("example.test", "fallback"),
+        ("xexample.test", "fallback"),
+        (".example.test", "fallback"),
+        ("other.test", "fallback"),
+    ] {
+        conn.send_raw(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        let resp = conn.read_response(false);
+        assert_eq!(resp.header("x-site"), Some(site), "{host}: {}", resp.status);
+    }
+}
+
 /// `*:P` and `127.0.0.1:P` together (IIS's "All Unassigned" beside an
 /// address of its own): one socket on the wildcard, and each connection
 /// routed by the address it arrived at. Host names bound to the wildcard

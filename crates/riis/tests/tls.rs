@@ -27,6 +27,7 @@ struct TlsSite {
     server: RunningBinary,
     a_der: Vec<u8>,
     b_der: Vec<u8>,
+    c_der: Vec<u8>,
     dir_path: std::path::PathBuf,
 }
 
@@ -34,6 +35,10 @@ fn two_sites() -> TlsSite {
     let dir = TempDir::new("tls");
     let (a_cert, a_key, a_der) = certificate("a.test");
     let (b_cert, b_key, b_der) = certificate("b.test");
+    let (c_cert, c_key, c_der) = certificate("*.c.test");
+    dir.write("c.crt", c_cert);
+    dir.write("c.key", c_key);
+    dir.write("c/index.txt", "site c");
     dir.write("a.crt", a_cert);
     dir.write("a.key", a_key);
     dir.write("b.crt", b_cert);
@@ -60,6 +65,13 @@ root = "b"
 bindings = ["https://127.0.0.1:8443:b.test"]
 certificate = "b.crt"
 certificate_key = "b.key"
+
+[[sites]]
+name = "C"
+root = "c"
+bindings = ["https://127.0.0.1:8443:*.c.test"]
+certificate = "c.crt"
+certificate_key = "c.key"
 "#,
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
@@ -69,6 +81,7 @@ certificate_key = "b.key"
         server,
         a_der,
         b_der,
+        c_der,
     }
 }
 
@@ -149,6 +162,17 @@ fn sni_chooses_each_sites_certificate_and_site() {
 
     // An unknown name gets the default (the first certificate).
     let (seen, _, _) = connect(t.server.addr, "other.test", &[]);
+    assert_eq!(seen, t.a_der);
+
+    // A wildcard host's certificate answers the names below it, one label
+    // deep or more, and its site serves them; the name itself is not
+    // below it.
+    for name in ["shop.c.test", "Eu.Shop.C.Test"] {
+        let (seen, _, mut tls) = connect(t.server.addr, name, &[b"http/1.1"]);
+        assert_eq!(seen, t.c_der, "{name} got another certificate");
+        assert!(get_over(&mut tls, name, "/index.txt").ends_with("site c"));
+    }
+    let (seen, _, _) = connect(t.server.addr, "c.test", &[]);
     assert_eq!(seen, t.a_der);
 }
 
