@@ -1193,6 +1193,19 @@ impl ServerConfig {
                     "hsts needs an https binding (and the site's certificate)",
                 ));
             }
+            if site
+                .hsts
+                .as_ref()
+                .is_some_and(|h| h.preload && (h.max_age < 31_536_000 || !h.include_subdomains))
+            {
+                // The browsers' preload list refuses such a header: the
+                // site would be sent as asking for what it cannot get.
+                return Err(config.error_at(
+                    &format!("{key}.hsts.preload"),
+                    "preload needs max_age of at least 31536000 (a year) and \
+                     include_subdomains = true, as the browsers' preload list requires",
+                ));
+            }
             for (j, b) in parsed.iter().enumerate() {
                 if parsed[..j].contains(b) {
                     return Err(config.error_at(
@@ -2380,6 +2393,14 @@ mod tests {
             ),
             (
                 "hsts = { max_age = 5, include_subdomains = true, preload = \"yes\" }",
+                "sites[0].hsts.preload",
+            ),
+            (
+                "hsts = { max_age = 86400, include_subdomains = true, preload = true }",
+                "sites[0].hsts.preload",
+            ),
+            (
+                "hsts = { max_age = 63072000, preload = true }",
                 "sites[0].hsts.preload",
             ),
         ] {

@@ -69,6 +69,10 @@ pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, Stri
                 source.key.display()
             )
         })?;
+    // Kept for the error path: a key that belongs to a later certificate
+    // of the file says the file is in the wrong order.
+    let spare = key.clone_key();
+    let others = chain[1..].to_vec();
     CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
         format!(
             "`{}` and `{}` do not make a usable certificate: {}",
@@ -76,7 +80,17 @@ pub fn load_certified_key(source: &SiteCertificate) -> Result<CertifiedKey, Stri
             source.key.display(),
             match e {
                 rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
-                    "the private key does not belong to the certificate".to_owned()
+                    match others.into_iter().position(|der| {
+                        CertifiedKey::from_der(vec![der], spare.clone_key(), &provider()).is_ok()
+                    }) {
+                        Some(i) => format!(
+                            "the private key belongs to certificate #{} of the file, not to the \
+                             first: the site's own certificate comes first, then its \
+                             intermediates",
+                            i + 2
+                        ),
+                        None => "the private key does not belong to the certificate".to_owned(),
+                    }
                 }
                 e => e.to_string(),
             }

@@ -384,6 +384,11 @@ fn certificate_problems_are_configuration_errors() {
         format!("{chain_cert}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
     );
     dir.write("chain.key", chain_key);
+    // The site's own certificate after its "intermediate".
+    let (own_cert, own_key, _) = certificate("a.test");
+    let (issuer_cert, _, _) = certificate("issuer.test");
+    dir.write("reversed.crt", format!("{issuer_cert}{own_cert}"));
+    dir.write("reversed.key", own_key);
     dir.write(
         "encrypted.key",
         "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
@@ -396,6 +401,10 @@ fn certificate_problems_are_configuration_errors() {
         (
             "certificate = \"chain.crt\"\ncertificate_key = \"chain.key\"",
             "certificate #2 does not parse",
+        ),
+        (
+            "certificate = \"reversed.crt\"\ncertificate_key = \"reversed.key\"",
+            "the private key belongs to certificate #2 of the file, not to the first",
         ),
         (
             "certificate = \"missing.crt\"\ncertificate_key = \"wrong.key\"",
