@@ -26,7 +26,11 @@
 //! entries that cannot be examined are left out. Links are absolute, built
 //! from the decoded path. At most [`MAX_ENTRIES`] entries are listed, the
 //! first in the listing's order; the page (or the JSON's `more`) says how
-//! many more there are.
+//! many more there are. Folders are read on two threads of the module's
+//! own ([`LISTING_THREADS`]; the request waits Pending meanwhile), so a
+//! huge folder does not hold up the worker; past [`QUEUED_LISTINGS`]
+//! waiting, a request gets 503. A folder whose path holds a name
+//! RequestFiltering hides is not listed (404.8).
 //!
 //! Configuration section `directory_listing`:
 //! - `enabled` (default false);
@@ -36,6 +40,7 @@
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
@@ -45,6 +50,7 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
+use crate::background::Background;
 use crate::request_filtering::RequestFilteringConfig;
 use crate::static_file::StaticFileConfig;
 
@@ -76,6 +82,10 @@ pub struct DirectoryListing {
     config: Section<DirectoryListingConfig>,
     request_filtering: Section<RequestFilteringConfig>,
     static_file: Section<StaticFileConfig>,
+    /// The threads that read folders, shared by the instances.
+    listings: Arc<Background<ListingJob>>,
+    /// The listing being made for this request, and its format.
+    made: Option<(Made, ListingFormat)>,
 }
 
 /// Which entries a listing leaves out, besides what cannot be examined.
@@ -109,26 +119,26 @@ struct Listing {
 }
 
 fn read_entries(dir: &Path, root: &Path, shown: &Shown<'_>) -> std::io::Result<Listing> {
-    // Names and types first (no `stat` but for symbolic links): the first
-    // MAX_ENTRIES in the listing's order are the ones examined, so a huge
-    // folder costs a sort of names, not a `stat` of every entry.
-    let mut found: Vec<(Entry, std::path::PathBuf)> = Vec::new();
+    // Names and kinds first (no `stat` but for symbolic links), one
+    // allocation per name: only the first MAX_ENTRIES in the listing's
+    // order are examined, so a folder of hundreds of thousands of files
+    // costs a sort of names, not a `stat` of each.
+    let mut found: Vec<(bool, Vec<u8>)> = Vec::new();
     for item in std::fs::read_dir(dir)? {
         let Ok(item) = item else { continue };
         let file_name = item.file_name();
-        let raw = file_name.as_bytes().to_vec();
+        let raw = file_name.as_bytes();
         if !shown.dot_names && raw.first() == Some(&b'.') {
             continue;
         }
         if shown
             .hidden_segments
             .iter()
-            .any(|h| h.as_bytes().eq_ignore_ascii_case(&raw))
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(raw))
         {
             continue;
         }
         let kind = item.file_type().ok();
-        let path = item.path();
         let is_link = kind.is_some_and(|t| t.is_symlink());
         if is_link && !shown.symlinks {
             continue;
@@ -139,6 +149,7 @@ fn read_entries(dir: &Path, root: &Path, shown: &Shown<'_>) -> std::io::Result<L
             // outside it (names, sizes, dates), whatever links were
             // planted. Resolved now, so a link to a folder sorts with the
             // folders and one left out is not counted.
+            let path = item.path();
             if !std::fs::canonicalize(&path).is_ok_and(|p| p.starts_with(root)) {
                 continue;
             }
@@ -149,45 +160,47 @@ fn read_entries(dir: &Path, root: &Path, shown: &Shown<'_>) -> std::io::Result<L
         } else {
             kind.is_some_and(|t| t.is_dir())
         };
-        let entry = Entry {
-            name: file_name.to_string_lossy().into_owned(),
-            raw,
-            is_dir,
-            len: 0,
-            modified: None,
-        };
-        found.push((entry, path));
+        found.push((is_dir, raw.to_vec()));
     }
-    found.sort_by_cached_key(|(e, _)| sort_key(e));
-    let mut entries = Vec::with_capacity(found.len().min(MAX_ENTRIES));
+    found.sort_unstable_by(listing_order);
     let total = found.len();
+    let mut entries = Vec::with_capacity(total.min(MAX_ENTRIES));
     let mut examined = 0;
-    for (mut entry, path) in found {
+    for (_, raw) in found {
         if entries.len() == MAX_ENTRIES {
             break;
         }
         examined += 1;
         // Skip what cannot be examined, and what is neither a file nor a
         // folder (a FIFO, a socket).
-        let Ok(meta) = std::fs::metadata(&path) else {
+        let Ok(meta) = std::fs::metadata(dir.join(std::ffi::OsStr::from_bytes(&raw))) else {
             continue;
         };
         if !meta.is_dir() && !meta.is_file() {
             continue;
         }
-        entry.is_dir = meta.is_dir();
-        entry.len = if meta.is_dir() { 0 } else { meta.len() };
-        entry.modified = meta.modified().ok();
-        entries.push(entry);
+        entries.push(Entry {
+            name: String::from_utf8_lossy(&raw).into_owned(),
+            raw,
+            is_dir: meta.is_dir(),
+            len: if meta.is_dir() { 0 } else { meta.len() },
+            modified: meta.modified().ok(),
+        });
     }
     let more = total - examined;
     Ok(Listing { entries, more })
 }
 
-/// The listing's order: directories first, then by name ignoring ASCII
-/// case, then bytes.
-fn sort_key(e: &Entry) -> (bool, String, Vec<u8>) {
-    (!e.is_dir, e.name.to_ascii_lowercase(), e.raw.clone())
+/// The listing's order of (is a directory, name): directories first, then
+/// by name with ASCII case ignored, then by bytes.
+fn listing_order(a: &(bool, Vec<u8>), b: &(bool, Vec<u8>)) -> std::cmp::Ordering {
+    b.0.cmp(&a.0)
+        .then_with(|| {
+            a.1.iter()
+                .map(u8::to_ascii_lowercase)
+                .cmp(b.1.iter().map(u8::to_ascii_lowercase))
+        })
+        .then_with(|| a.1.cmp(&b.1))
 }
 
 /// Percent-encodes every byte but RFC 3986's unreserved characters, so the
@@ -222,17 +235,37 @@ fn json_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// `2024-03-05T07:08:09Z` (RFC 3339, UTC, whole seconds).
-fn iso8601(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_else(|e| -(e.duration().as_secs() as i64));
+/// Whole seconds since the epoch, rounded down: a time half a second
+/// before it is -1.
+fn epoch_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => {
+            let d = e.duration();
+            i64::try_from(d.as_secs()).map_or(i64::MIN, |s| -s - i64::from(d.subsec_nanos() > 0))
+        }
+    }
+}
+
+/// A time in UTC: year, month (1-12), day, hour, minute, second, and the
+/// weekday (0 for Sunday).
+struct Civil {
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: i64,
+    minute: i64,
+    second: i64,
+    weekday: i64,
+}
+
+fn civil(t: SystemTime) -> Civil {
+    let secs = epoch_seconds(t);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Days since 1970-01-01 to a proleptic Gregorian date, by 400-year eras
     // that start on March 1st (so the leap day ends the year).
-    let z = days + 719_468;
+    let z = days.saturating_add(719_468);
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
@@ -240,12 +273,44 @@ fn iso8601(t: SystemTime) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    Civil {
+        year: yoe + era * 400 + i64::from(month <= 2),
+        month,
+        day,
+        hour: rem / 3600,
+        minute: rem / 60 % 60,
+        second: rem % 60,
+        // 1970-01-01 was a Thursday.
+        weekday: (days + 4).rem_euclid(7),
+    }
+}
+
+/// `2024-03-05T07:08:09Z` (RFC 3339, UTC, whole seconds).
+fn iso8601(t: SystemTime) -> String {
+    let c = civil(t);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
+}
+
+/// `Tue, 05 Mar 2024 07:08:09 GMT` (the IMF-fixdate of HTTP), for any
+/// time, 1970 or before included.
+fn listing_date(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let c = civil(t);
+    format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        DAYS[c.weekday as usize],
+        c.day,
+        MONTHS[(c.month - 1) as usize],
+        c.year,
+        c.hour,
+        c.minute,
+        c.second
     )
 }
 
@@ -280,11 +345,7 @@ fn html_listing(url: &str, base: &str, listing: &Listing) -> String {
         } else {
             e.len.to_string()
         };
-        let date = e
-            .modified
-            .filter(|&m| crate::static_file::http_date_secs(m).is_some())
-            .map(httpdate::fmt_http_date)
-            .unwrap_or_default();
+        let date = e.modified.map(listing_date).unwrap_or_default();
         let _ = writeln!(
             out,
             "<tr><td><a href=\"{}\">{}{}</a></td><td>{size}</td><td>{date}</td></tr>",
@@ -367,6 +428,51 @@ fn fail(
     RequestNotificationStatus::FinishRequest
 }
 
+/// Threads that read folders for listings.
+const LISTING_THREADS: usize = 2;
+/// Listings that may wait for one of those threads; past that a request
+/// gets 503.
+const QUEUED_LISTINGS: usize = 64;
+
+/// A listing to make on the module's threads.
+struct ListingJob {
+    dir: std::path::PathBuf,
+    root: std::path::PathBuf,
+    dot_names: bool,
+    symlinks: bool,
+    hidden_segments: Vec<String>,
+    url: String,
+    format: ListingFormat,
+    /// Where the body (or the error) goes, for the module's completion.
+    made: Made,
+    done: riis_pipeline::CompletionHandle,
+}
+
+/// A listing's body, or why the folder could not be read.
+type Made = Arc<Mutex<Option<std::io::Result<String>>>>;
+
+impl ListingJob {
+    fn run(self) {
+        let shown = Shown {
+            dot_names: self.dot_names,
+            symlinks: self.symlinks,
+            hidden_segments: &self.hidden_segments,
+        };
+        let body = read_entries(&self.dir, &self.root, &shown).map(|listing| {
+            let base = crate::canonical_url_path(&self.url);
+            match self.format {
+                ListingFormat::Html => html_listing(&self.url, &base, &listing),
+                ListingFormat::Json => json_listing(&self.url, &base, &listing),
+            }
+        });
+        if let Err(e) = &body {
+            tracing::warn!(error = %e, dir = %self.dir.display(), "directory listing failed");
+        }
+        *self.made.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+        self.done.post_completion(0);
+    }
+}
+
 impl HttpModule for DirectoryListing {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let method = ctx.request().method();
@@ -382,6 +488,19 @@ impl HttpModule for DirectoryListing {
             // IIS 403.14: directory listing denied.
             return fail(ctx, StatusCode::FORBIDDEN, 14, 0x8007_0005);
         }
+        // A folder RequestFiltering would hide (`/bin/`) is not listed,
+        // whether or not RequestFiltering runs: its entries are left out of
+        // every listing for the same reason.
+        let hidden_segments = &ctx.config(self.request_filtering).hidden_segments;
+        if ctx.request().url().split('/').any(|segment| {
+            !segment.is_empty()
+                && hidden_segments
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(segment))
+        }) {
+            return fail(ctx, StatusCode::NOT_FOUND, 8, 0x8007_0002);
+        }
+        let hidden_segments = hidden_segments.clone();
         let dir = ctx.physical_path().to_path_buf();
         // Never a folder outside the site's (or its virtual directory's)
         // reached through a link: its contents are not the site's to show.
@@ -397,25 +516,10 @@ impl HttpModule for DirectoryListing {
         } else {
             std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone())
         };
-        let shown = Shown {
-            dot_names: show_hidden,
-            symlinks: ctx.config(self.static_file).follow_symlinks,
-            hidden_segments: &ctx.config(self.request_filtering).hidden_segments,
-        };
-        let listing = match read_entries(&dir, &root, &shown) {
-            Ok(listing) => listing,
-            Err(e) => {
-                tracing::warn!(error = %e, dir = %dir.display(), "directory listing failed");
-                return if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    fail(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005)
-                } else {
-                    fail(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002)
-                };
-            }
-        };
         // The listing would be a 200: the request's preconditions apply
         // (RFC 9110 §13.2.1). It has no validators of its own, so only
-        // `If-Match` and `If-None-Match: *` can decide anything.
+        // `If-Match` and `If-None-Match: *` can decide anything, and they
+        // do before the folder is read.
         match crate::static_file::preconditions_without_validators(
             ctx.request().headers(),
             ctx.request().method(),
@@ -430,14 +534,52 @@ impl HttpModule for DirectoryListing {
             Some(code) => return fail(ctx, code, 0, ModuleError::E_FAIL),
             None => {}
         }
-        let url = ctx.request().url().to_owned();
-        let base = crate::canonical_url_path(&url);
-        let (body, content_type) = match format {
-            ListingFormat::Html => (
-                html_listing(&url, &base, &listing),
-                "text/html; charset=utf-8",
-            ),
-            ListingFormat::Json => (json_listing(&url, &base, &listing), "application/json"),
+        // Reading a folder of many thousand entries takes a while: it is
+        // done on the module's threads, and the worker serves other
+        // requests meanwhile.
+        let made = Made::default();
+        let job = ListingJob {
+            dir,
+            root,
+            dot_names: show_hidden,
+            symlinks: ctx.config(self.static_file).follow_symlinks,
+            hidden_segments,
+            url: ctx.request().url().to_owned(),
+            format,
+            made: made.clone(),
+            done: ctx.completion_handle(),
+        };
+        if self.listings.queue(job).is_err() {
+            tracing::warn!("DirectoryListing: too many listings waiting to be made");
+            // ERROR_NO_SYSTEM_RESOURCES
+            return fail(ctx, StatusCode::SERVICE_UNAVAILABLE, 0, 0x8007_05AA);
+        }
+        self.made = Some((made, format));
+        RequestNotificationStatus::Pending
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _notification: RequestNotification,
+        _is_post: bool,
+        _completion: &riis_pipeline::CompletionInfo,
+    ) -> RequestNotificationStatus {
+        let Some((made, format)) = self.made.take() else {
+            return RequestNotificationStatus::Continue;
+        };
+        let body = made.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let body = match body {
+            Some(Ok(body)) => body,
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return fail(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005);
+            }
+            // Not readable, or the job was lost (a panic, logged there).
+            _ => return fail(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
+        };
+        let content_type = match format {
+            ListingFormat::Html => "text/html; charset=utf-8",
+            ListingFormat::Json => "application/json",
         };
         let resp = ctx.response_mut();
         resp.clear_entity();
@@ -461,11 +603,19 @@ pub fn register_module(
     let request_filtering =
         registration.share_section::<RequestFilteringConfig>("request_filtering")?;
     let static_file = registration.share_section::<StaticFileConfig>("static_file")?;
+    let listings = Arc::new(Background::with_threads(
+        "riis-listing",
+        LISTING_THREADS,
+        QUEUED_LISTINGS,
+        ListingJob::run,
+    ));
     registration.set_request_notifications(
         move || DirectoryListing {
             config,
             request_filtering,
             static_file,
+            listings: listings.clone(),
+            made: None,
         },
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,
@@ -484,6 +634,15 @@ mod tests {
         assert_eq!(iso8601(t), "2000-02-29T01:02:03Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_735_689_599); // last second of 2024
         assert_eq!(iso8601(t), "2024-12-31T23:59:59Z");
+        assert_eq!(listing_date(t), "Tue, 31 Dec 2024 23:59:59 GMT");
+        assert_eq!(listing_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
+        // Before 1970 a time is rounded down to its second, as after.
+        let t = UNIX_EPOCH - Duration::from_millis(500);
+        assert_eq!(iso8601(t), "1969-12-31T23:59:59Z");
+        assert_eq!(listing_date(t), "Wed, 31 Dec 1969 23:59:59 GMT");
+        let t = UNIX_EPOCH - Duration::from_secs(315_619_200) + Duration::from_millis(500);
+        assert_eq!(iso8601(t), "1960-01-01T00:00:00Z");
+        assert_eq!(listing_date(t), "Fri, 01 Jan 1960 00:00:00 GMT");
     }
 
     #[test]
@@ -593,16 +752,16 @@ mod tests {
 
     #[test]
     fn directories_sort_first() {
-        let e = |name: &str, is_dir| Entry {
-            raw: name.as_bytes().to_vec(),
-            name: name.into(),
-            is_dir,
-            len: 0,
-            modified: None,
-        };
-        let mut v = [e("b", false), e("Z", true), e("a", false), e("c", true)];
-        v.sort_by_cached_key(sort_key);
-        let names: Vec<&str> = v.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["c", "Z", "a", "b"]);
+        let e = |name: &str, is_dir| (is_dir, name.as_bytes().to_vec());
+        let mut v = [
+            e("b", false),
+            e("Z", true),
+            e("a", false),
+            e("c", true),
+            e("B", false),
+        ];
+        v.sort_unstable_by(listing_order);
+        let names: Vec<&[u8]> = v.iter().map(|e| e.1.as_slice()).collect();
+        assert_eq!(names, [&b"c"[..], b"Z", b"a", b"B", b"b"]);
     }
 }

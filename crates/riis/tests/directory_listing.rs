@@ -60,6 +60,7 @@ fn site() -> (TempDir, RunningBinary) {
     dir.write("www/sub/index.html", "sub home");
     dir.write("www/docs/.index.html", "hidden home");
     dir.write("www/docs/index.htm", "docs home");
+    dir.write("www/files/bin/secret.txt", "not for listing");
     populate(&dir, "www/files");
     populate(&dir, "www/json");
     let config = dir.write(
@@ -97,6 +98,10 @@ fn statuses_by_url() {
         // Enabled, but nothing there.
         ("/files/nope/", 404, None),
         ("/json/c/", 200, Some("\"entries\":[]")),
+        // A folder RequestFiltering hides is not listed, whether or not
+        // RequestFiltering runs (it does not here).
+        ("/files/bin/", 404, None),
+        ("/files/.git/", 404, None),
     ];
     for &(path, status, contains) in cases {
         let resp = conn.get(path);
@@ -104,8 +109,13 @@ fn statuses_by_url() {
         if let Some(needle) = contains {
             assert!(resp.text().contains(needle), "{path}: {}", resp.text());
         }
-        if status == 403 {
+        if status >= 400 {
             assert!(!resp.text().contains("a.txt"), "{path} leaked a listing");
+            assert!(
+                !resp.text().contains("secret.txt"),
+                "{path} leaked a listing"
+            );
+            assert!(!resp.text().contains("config"), "{path} leaked a listing");
         }
     }
 }
