@@ -150,6 +150,13 @@ impl TryFrom<RuleFields> for ErrorRule {
                     "`{path}` is not a URL of the site for ExecuteURL (a path starting with `/`, without `..`)"
                 ))
             }
+            ResponseMode::ExecuteUrl => {
+                // Refused now, not at each error: the request would only
+                // ever get the generic page.
+                if let Some(why) = child_url_error(path) {
+                    return Err(format!("`{path}` cannot be requested for ExecuteURL: {why}"));
+                }
+            }
             ResponseMode::Redirect
                 if HeaderValue::try_from(path.as_str()).is_err()
                     || path.is_empty()
@@ -173,10 +180,15 @@ impl TryFrom<RuleFields> for ErrorRule {
             }
             _ => {}
         }
+        let path = match f.response_mode {
+            // A `Location` is ASCII.
+            ResponseMode::Redirect => crate::encode_non_ascii(&f.path).into_owned(),
+            _ => f.path,
+        };
         Ok(Self {
             status: f.status,
             substatus: f.substatus,
-            path: f.path,
+            path,
             response_mode: f.response_mode,
         })
     }
@@ -422,16 +434,66 @@ fn replace_body(ctx: &mut HttpContext, content_type: HeaderValue, body: Vec<u8>)
 
 const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 
-/// Whether the local redirect target `path` is the request's own URL
-/// (compared as requests are: decoded and normalized).
+/// Whether the redirect target `path` is the request's own URL (compared
+/// as requests are: decoded and normalized): a local path, or an absolute
+/// URL that names this request's scheme, host and port.
 fn redirects_to_itself(ctx: &HttpContext, path: &str) -> bool {
-    if !path.starts_with('/') || path.starts_with("//") {
+    let local = if is_absolute_http_url(path) {
+        match path.parse::<riis_pipeline::http::Uri>() {
+            Ok(url) if names_this_host(ctx, &url) => url.path().to_owned(),
+            _ => return false,
+        }
+    } else {
+        path.to_owned()
+    };
+    if !local.starts_with('/') || local.starts_with("//") {
         return false;
     }
-    let target = path.split(['?', '#']).next().unwrap_or("");
+    let target = local.split(['?', '#']).next().unwrap_or("");
     riis_pipeline::prepare_url_path(target).is_ok_and(|target| {
         target.trim_end_matches('/') == ctx.request().url().trim_end_matches('/')
     })
+}
+
+/// Whether absolute `url` names the scheme, host and port this request
+/// came to (the host as the client wrote it).
+fn names_this_host(ctx: &HttpContext, url: &riis_pipeline::http::Uri) -> bool {
+    let request = ctx.request();
+    let (scheme, default_port) = if request.is_tls() {
+        ("https", 443)
+    } else {
+        ("http", 80)
+    };
+    let Some(client) = request
+        .client_host()
+        .and_then(|h| h.parse::<riis_pipeline::http::uri::Authority>().ok())
+    else {
+        return false;
+    };
+    let same_host = |a: &str, b: &str| {
+        a.trim_end_matches('.')
+            .eq_ignore_ascii_case(b.trim_end_matches('.'))
+    };
+    url.scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        && url.host().is_some_and(|h| same_host(h, client.host()))
+        && url.port_u16().unwrap_or(default_port) == client.port_u16().unwrap_or(default_port)
+}
+
+/// Whether a child request can be given `path_and_query` as its URL, and
+/// why not.
+fn child_url_error(path_and_query: &str) -> Option<String> {
+    match path_and_query.parse::<riis_pipeline::http::Uri>() {
+        Ok(url) if url.scheme().is_none() && url.authority().is_none() => {
+            riis_pipeline::prepare_url_path(url.path())
+                .err()
+                .map(|e| e.to_string())
+        }
+        _ => Some(
+            "not a URL path (percent-encode spaces and other characters a URL cannot hold)"
+                .to_owned(),
+        ),
+    }
 }
 
 /// `path` below the site root, or `None` when it climbs out of it.
@@ -743,6 +805,11 @@ mod tests {
             // deeper.
             r#"{"status": 404, "path": "errors/404.html", "response_mode": "Redirect"}"#,
             r#"{"status": 404, "path": "ftp://x.example/e", "response_mode": "Redirect"}"#,
+            // What a child request could never be given: the generic page
+            // each time.
+            r#"{"status": 404, "path": "/errors/my page.html", "response_mode": "ExecuteURL"}"#,
+            r#"{"status": 404, "path": "/errors/100%.html", "response_mode": "ExecuteURL"}"#,
+            r#"{"status": 404, "path": "/errors/%0a.html", "response_mode": "ExecuteURL"}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
@@ -752,9 +819,13 @@ mod tests {
             r#"{"status": 404, "path": "https://x.example/e", "response_mode": "Redirect"}"#,
             r#"{"status": 404, "path": "HTTP://x.example/e", "response_mode": "Redirect"}"#,
             r#"{"status": 404, "path": "/errors/404.html", "response_mode": "Redirect"}"#,
+            r#"{"status": 404, "path": "/errors/my%20page.html?x=1", "response_mode": "ExecuteURL"}"#,
         ] {
             assert!(parse(good).is_ok(), "{good}");
         }
+        let rule =
+            parse(r#"{"status": 404, "path": "/errors/é.html", "response_mode": "Redirect"}"#);
+        assert_eq!(rule.unwrap().errors[0].path, "/errors/%C3%A9.html");
     }
 
     #[test]

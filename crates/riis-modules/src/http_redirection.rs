@@ -154,7 +154,16 @@ impl TryFrom<String> for Destination {
                 "`{s}` is not an absolute URL (`https://host/path`) or a path starting with `/`"
             ));
         }
-        Ok(Self(s))
+        if s.starts_with("//") || s.starts_with("/\\") {
+            // Browsers read it as another host; taken as a path, it would
+            // send every client to a URL of this site that does not exist.
+            return Err(format!(
+                "`{s}` is a URL of another host without its scheme: write it out \
+                 (`https:{}`)",
+                s.replace('\\', "/")
+            ));
+        }
+        Ok(Self(crate::encode_non_ascii(&s).into_owned()))
     }
 }
 
@@ -444,6 +453,8 @@ impl HttpModule for HttpRedirection {
             query: ctx.request().query_string(),
         };
         let location = target(destination, config.exact_destination, &carried);
+        // A raw request line may carry UTF-8 into the path or query.
+        let location = crate::encode_non_ascii(&location);
         let status = config.status.code();
         if let Err(e) = ctx.response_mut().redirect(&location, status) {
             tracing::error!(error = %e, location = %location, "http_redirect: invalid redirect target");

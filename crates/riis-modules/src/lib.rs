@@ -136,6 +136,24 @@ pub(crate) fn canonical_url_path(decoded: &str) -> String {
     out
 }
 
+/// `text` with each byte outside ASCII percent-encoded (`é` is `%C3%A9`):
+/// a `Location` holds a URI reference, which is ASCII (RFC 3986), though a
+/// raw request line or a configured path may carry UTF-8.
+pub(crate) fn encode_non_ascii(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.is_ascii() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for &b in text.as_bytes() {
+        if b.is_ascii() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Opens a file for reading without blocking on it: a FIFO put where a
 /// file was expected opens at once (and is then refused as not a file)
 /// instead of stalling the thread until a writer comes.

@@ -61,6 +61,18 @@ http_errors = { errors = [
 ] }
 
 [[sites.locations]]
+path = "/absloop"
+http_errors = { errors = [
+    { status = 404, path = "http://TEST:80/absloop/gone.html", response_mode = "Redirect" },
+] }
+
+[[sites.locations]]
+path = "/utf"
+http_errors = { errors = [
+    { status = 404, path = "/errors/é.html", response_mode = "Redirect" },
+] }
+
+[[sites.locations]]
 path = "/detailed"
 http_errors = { error_mode = "Detailed" }
 "#;
@@ -200,6 +212,30 @@ fn custom_mode_serves_files_redirects_and_urls() {
             404,
             None,
             Body::Generic("404 - Not Found"),
+        ),
+        // The same for an absolute URL naming this host (as the client
+        // wrote it) and its scheme and port.
+        (
+            "GET",
+            "/absloop/other.txt",
+            302,
+            Some("http://TEST:80/absloop/gone.html"),
+            Body::Any,
+        ),
+        (
+            "GET",
+            "/absloop/gone.html",
+            404,
+            None,
+            Body::Generic("404 - Not Found"),
+        ),
+        // A Location is ASCII.
+        (
+            "GET",
+            "/utf/x.txt",
+            302,
+            Some("/errors/%C3%A9.html"),
+            Body::Any,
         ),
         // ExecuteURL to a page that does not exist: the generic page.
         (

@@ -126,6 +126,9 @@ fn redirect_rules() {
         ("/old", 302, "https://new.example/new"),
         ("/old/", 302, "https://new.example/new/"),
         ("/old/a%20b.txt", 302, "https://new.example/new/a%20b.txt"),
+        // Raw UTF-8 in the request line goes out percent-encoded: a
+        // Location is ASCII.
+        ("/old/é?q=é", 302, "https://new.example/new/%C3%A9?q=%C3%A9"),
         // Locations match at segment boundaries.
         ("/oldish/x", 404, ""),
         // A nested location turns the rule off.
@@ -242,6 +245,17 @@ fn check_config_refuses_bad_statuses_and_destinations() {
             "http_redirect = { destinaton = \"/x\" }",
             "http_redirect.destinaton",
             "unknown field",
+        ),
+        // Protocol-relative: another host to a browser, a local path here.
+        (
+            "http_redirect = { destination = \"//cdn.example/assets\" }",
+            "http_redirect.destination",
+            "without its scheme: write it out (`https://cdn.example/assets`)",
+        ),
+        (
+            "http_redirect = { destination = '/\\cdn.example/assets' }",
+            "http_redirect.destination",
+            "without its scheme",
         ),
     ];
     for (i, &(section, key, message)) in cases.iter().enumerate() {
