@@ -77,7 +77,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -211,7 +211,62 @@ fn log_directory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::E
             "{why} (access log lines would be lost from the first request)"
         )));
     }
+    // The sites' own folders (`W3SVC1`, ...) made earlier, by another user
+    // (a first run as root) or as something else: each must take lines too.
+    if existing == full {
+        if let Ok(entries) = std::fs::read_dir(&full) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let is_site_folder = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("W3SVC"))
+                    .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+                if !is_site_folder {
+                    continue;
+                }
+                let site_folder = entry.path();
+                let usable = site_folder.is_dir()
+                    && nix::unistd::access(
+                        &site_folder,
+                        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+                    )
+                    .is_ok();
+                if !usable {
+                    return Err(serde::de::Error::custom(format!(
+                        "{} is not a folder this user can write in (made by another user?): \
+                         give it to this user or remove it (access log lines would be lost \
+                         from the first request)",
+                        site_folder.display()
+                    )));
+                }
+            }
+        }
+    }
     Ok(path)
+}
+
+/// `folder` as one path however it was written (`x/../logs`, absolute or
+/// relative, through a link): the part that exists resolved, the rest (made
+/// later) with its `.` and `..` taken as written. Two spellings of one
+/// folder must share one sink, or two writers would mix their lines.
+fn folder_identity(folder: &Path) -> PathBuf {
+    for existing in folder.ancestors() {
+        let Ok(mut real) = std::fs::canonicalize(existing) else {
+            continue;
+        };
+        let rest = folder.strip_prefix(existing).unwrap_or(Path::new(""));
+        for part in rest.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    real.pop();
+                }
+                std::path::Component::Normal(name) => real.push(name),
+                _ => {}
+            }
+        }
+        return real;
+    }
+    folder.to_path_buf()
 }
 
 impl Default for HttpLoggingConfig {
@@ -568,10 +623,12 @@ impl Shared {
         {
             return sink.clone();
         }
-        let folder = self
-            .folder
-            .join(&config.directory)
-            .join(format!("W3SVC{site_id}"));
+        let folder = folder_identity(
+            &self
+                .folder
+                .join(&config.directory)
+                .join(format!("W3SVC{site_id}")),
+        );
         let sink = registry().sink(folder, self.software);
         let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
         if !sinks.iter().any(|(k, _)| *k == key) {
@@ -713,18 +770,21 @@ impl Sink {
                 "HttpLogging: log lines dropped: {WAIT_AT} bytes were waiting for the disk"
             );
         }
-        let mut batches = batches.into_iter();
-        while let Some(mut batch) = batches.next() {
+        let mut batches = batches;
+        while let Some(mut batch) = batches.pop_front() {
             if let Some(max_size) = batch.max_size {
-                self.number_sized(&mut written, &mut batch, max_size);
+                // The lines that do not fit in the file go to the next.
+                if let Some(rest) = self.number_sized(&mut written, &mut batch, max_size) {
+                    batches.push_front(rest);
+                }
             }
             if let Err((done, why)) = self.write_batch(&mut written, &batch) {
                 if done > 0 {
                     batch.lines.drain(..done);
                     batch.continues = true;
                 }
-                let unwritten: VecDeque<Batch> = std::iter::once(batch).chain(batches).collect();
-                self.keep(&mut written, unwritten, why);
+                batches.push_front(batch);
+                self.keep(&mut written, batches, why);
                 return;
             }
         }
@@ -780,23 +840,72 @@ impl Sink {
     }
 
     /// Names the file of a batch that rolls over by size: the current one,
-    /// or the next when the batch would take the current one past
-    /// `max_size` (a file holds at least one batch, and the rest of a line
-    /// a failed write cut stays in the file it began in).
-    fn number_sized(&self, written: &mut Written, batch: &mut Batch, max_size: u64) {
+    /// or the next when not even the batch's first line fits in what is
+    /// left of it below `max_size` (its header block counted). The lines
+    /// past what fits are split off and returned, for the next file: a
+    /// file passes `max_size` only with one line (and its header) alone.
+    /// The rest of a line a failed write cut stays in the file it began
+    /// in, with its batch.
+    fn number_sized(
+        &self,
+        written: &mut Written,
+        batch: &mut Batch,
+        max_size: u64,
+    ) -> Option<Batch> {
         let length = |number: u64| {
             std::fs::symlink_metadata(self.folder.join(sized_name(number))).map_or(0, |m| m.len())
         };
         let mut number = *written.sized.get_or_insert_with(|| self.last_sized());
-        let current = length(number);
-        if !batch.continues
-            && current > 0
-            && current.saturating_add(batch.lines.len() as u64) > max_size
-        {
+        let header_len = || {
+            let mut block = Vec::new();
+            self.header(&mut block, &batch.fields);
+            block.len() as u64
+        };
+        let needs_header = |written: &Written, number: u64, current: u64| {
+            current == 0
+                || !written.last.as_ref().is_some_and(|(file, fields)| {
+                    **file == *sized_name(number) && **fields == *batch.fields
+                })
+        };
+        let first_line = memchr::memchr(b'\n', &batch.lines).map_or(batch.lines.len(), |i| i + 1);
+        let mut current = length(number);
+        let mut header = if needs_header(written, number, current) {
+            header_len()
+        } else {
+            0
+        };
+        if !batch.continues && current > 0 && current + header + first_line as u64 > max_size {
             number += 1;
+            current = 0;
+            header = header_len();
         }
         written.sized = Some(number);
         batch.file = sized_name(number).into();
+        if batch.continues {
+            return None;
+        }
+        // Whole lines, as many as fit (one at least).
+        let room = max_size.saturating_sub(current + header) as usize;
+        if batch.lines.len() <= room {
+            return None;
+        }
+        let cut = match batch.lines[..room.max(first_line)]
+            .iter()
+            .rposition(|&b| b == b'\n')
+        {
+            Some(end) => (end + 1).max(first_line),
+            None => first_line,
+        };
+        if cut >= batch.lines.len() {
+            return None;
+        }
+        Some(Batch {
+            file: batch.file.clone(),
+            max_size: batch.max_size,
+            fields: batch.fields.clone(),
+            lines: batch.lines.split_off(cut),
+            continues: false,
+        })
     }
 
     /// The highest number of a sized file in the folder (1 when none).
@@ -879,11 +988,21 @@ impl Sink {
         if empty || !same {
             self.header(&mut head, &batch.fields);
         }
-        // The head goes whole or not at all (retried with the batch); of
-        // the lines, what went is kept.
+        // The head goes whole or not at all (retried with the batch): a
+        // part of it that went is cut off again. Of the lines, what went
+        // is kept.
         if !head.is_empty() {
+            let before = file.metadata().map(|m| m.len());
             if let Err(e) = file.write_all(&head) {
-                return Err((0, format!("cannot write {}: {e}", path.display())));
+                let why = format!("cannot write {}: {e}", path.display());
+                if !before.is_ok_and(|len| file.set_len(len).is_ok()) {
+                    // Left as it is: the fragment is a line of its own,
+                    // ended before anything else, and the header block
+                    // is written whole after it.
+                    written.torn = true;
+                    written.last = None;
+                }
+                return Err((0, why));
             }
         }
         written.last = Some((batch.file.clone(), batch.fields.clone()));
@@ -1104,7 +1223,30 @@ fn put_escaped(out: &mut Vec<u8>, b: u8) {
 fn is_hidden(c: char) -> bool {
     c.is_control()
         || c.is_whitespace()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+        // Unicode's Default_Ignorable_Code_Point (soft hyphen, Hangul
+        // fillers, variation selectors, tags, ...), which takes in the
+        // bidirectional controls but one, and that one (U+061C); and the
+        // interlinear annotation marks.
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFFB}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
 }
 
 fn utf8_len(first: u8) -> usize {
@@ -1135,7 +1277,10 @@ fn head_length(ctx: &HttpContext, final_length: Option<u64>) -> u64 {
     }
     // `date: Fri, 04 Dec 2026 18:00:00 GMT\r\n`
     n += 37;
-    if !bodiless(status) && !framed {
+    // A HEAD answered with no body and no length goes without one (the
+    // server does not claim a 0 it cannot know: DynamicCompression's).
+    let head_without_length = *ctx.request().method() == Method::HEAD && final_length == Some(0);
+    if !bodiless(status) && !framed && !head_without_length {
         n += match final_length {
             // `content-length: N\r\n`
             Some(len) => 16 + decimal_digits(len) + 2,
@@ -1679,6 +1824,43 @@ pub fn register_module(
 mod tests {
     use super::*;
 
+    /// `x/../logs`, `logs` and a link to it are one folder, one sink.
+    #[test]
+    fn one_folder_has_one_identity_however_written() {
+        let base = std::env::temp_dir().join(format!("riis-log-id-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("logs")).unwrap();
+        std::os::unix::fs::symlink(base.join("logs"), base.join("link")).unwrap();
+        let plain = folder_identity(&base.join("logs/W3SVC1"));
+        for other in ["x/../logs/W3SVC1", "./logs/./W3SVC1", "link/W3SVC1"] {
+            assert_eq!(folder_identity(&base.join(other)), plain, "{other}");
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A site's folder that is not one (a file named `W3SVC1`) is a
+    /// configuration error, not a log lost at the first request.
+    #[test]
+    fn a_site_folder_that_cannot_take_lines_is_refused() {
+        let base = std::env::temp_dir().join(format!("riis-log-w3svc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("logs")).unwrap();
+        std::fs::write(base.join("logs/W3SVC1"), "").unwrap();
+        let parse = |dir: &str| {
+            log_directory(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(dir))
+        };
+        let e = parse(base.join("logs").to_str().unwrap()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("W3SVC1 is not a folder this user can write in"),
+            "{e}"
+        );
+        std::fs::remove_file(base.join("logs/W3SVC1")).unwrap();
+        std::fs::create_dir(base.join("logs/W3SVC1")).unwrap();
+        assert!(parse(base.join("logs").to_str().unwrap()).is_ok());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
     #[test]
     fn dates_are_proleptic_gregorian_in_utc() {
         assert_eq!(&stamp(0), b"1970-01-01 00:00:00");
@@ -1737,6 +1919,13 @@ mod tests {
         assert_eq!(
             put("x\u{2028}#Fields:\u{a0}y\u{202e}".as_bytes()),
             "x%E2%80%A8#Fields:%C2%A0y%E2%80%AE"
+        );
+        // Default ignorable characters: the Arabic letter mark (a
+        // bidirectional control), a soft hyphen, a Hangul filler, a
+        // variation selector, a tag.
+        assert_eq!(
+            put("a\u{61c}b\u{ad}c\u{3164}d\u{fe0f}e\u{e0041}f".as_bytes()),
+            "a%D8%9Cb%C2%ADc%E3%85%A4d%EF%B8%8Fe%F3%A0%81%81f"
         );
         // Not UTF-8: every high byte escaped.
         assert_eq!(put(b"\xff\xfe/"), "%FF%FE/");
@@ -1944,16 +2133,15 @@ mod tests {
             [
                 "u_extend.log",
                 "u_extend10.log",
-                "u_extend11.log",
                 "u_extend7.log",
                 "u_extend8.log",
                 "u_extend9.log"
             ]
         );
-        // Each file holds its header and one batch: a second would take it
-        // past 1,000 bytes.
+        // Each file holds its header and the whole lines that fit below
+        // 1,000 bytes: a batch that does not fit is split between files.
         let mut lines = 0;
-        for number in 8..=11 {
+        for number in 8..=10 {
             let text =
                 std::fs::read_to_string(folder.join(format!("u_extend{number}.log"))).unwrap();
             assert!(text.starts_with("#Software"), "{text}");
@@ -1971,6 +2159,45 @@ mod tests {
                 .len(),
             900
         );
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
+
+    /// A batch that would fit in a file of its own but not with the header
+    /// block a new file starts with is split too: no file passes
+    /// `max_size` but with one line alone.
+    #[test]
+    fn a_header_block_counts_toward_the_size() {
+        let folder =
+            std::env::temp_dir().join(format!("riis-log-sized-head-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        let sink = Sink::new(folder.clone(), "riis/test");
+        let fields = LogFields::default().0;
+        let line = format!("{}\n", "z".repeat(99));
+        for _ in 0..9 {
+            sink.append("u_extend", Some(1000), &fields, line.as_bytes());
+        }
+        sink.write();
+        // A line longer than the file may be is written alone.
+        sink.append(
+            "u_extend",
+            Some(1000),
+            &fields,
+            format!("{}\n", "w".repeat(1500)).as_bytes(),
+        );
+        sink.write();
+        let mut total = 0;
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+            assert!(
+                text.len() <= 1000 || body.len() == 1,
+                "{} bytes",
+                text.len()
+            );
+            total += body.len();
+        }
+        assert_eq!(total, 10, "every line, once");
         std::fs::remove_dir_all(&folder).unwrap();
     }
 
