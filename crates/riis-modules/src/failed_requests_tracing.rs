@@ -358,16 +358,21 @@ fn write_trace(dir: &Path, trace: &serde_json::Value, max_files: u32) -> Result<
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos())
     ));
+    /// Removes the temporary file however the write ends (a panic too).
+    struct Staged<'a>(&'a Path);
+    impl Drop for Staged<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let staged = Staged(&temporary);
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&temporary)
         .and_then(|mut f| f.write_all(&text))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&temporary);
-            format!("cannot write {}: {e}", temporary.display())
-        })?;
+        .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
     let mut table = numbering().lock().unwrap_or_else(|e| e.into_inner());
     let mut result = Err(format!(
         "cannot find a free trace file name in {}",
@@ -380,7 +385,7 @@ fn write_trace(dir: &Path, trace: &serde_json::Value, max_files: u32) -> Result<
         // A link does not replace an existing file, as a rename would.
         match std::fs::hard_link(&temporary, &path) {
             Ok(()) => {
-                numbering.next += 1;
+                numbering.next = numbering.next.saturating_add(1);
                 numbering.kept.push_back(number);
                 while numbering.kept.len() > max_files as usize {
                     if let Some(old) = numbering.kept.pop_front() {
@@ -394,7 +399,7 @@ fn write_trace(dir: &Path, trace: &serde_json::Value, max_files: u32) -> Result<
                 // Count the directory again (the other writer's files are
                 // kept and pruned too), and never retry the number taken.
                 let mut fresh = scan(dir);
-                fresh.next = fresh.next.max(number + 1);
+                fresh.next = fresh.next.max(number.saturating_add(1));
                 table.insert(dir.to_owned(), fresh);
             }
             Err(e) => {
@@ -404,7 +409,7 @@ fn write_trace(dir: &Path, trace: &serde_json::Value, max_files: u32) -> Result<
         }
     }
     drop(table);
-    let _ = std::fs::remove_file(&temporary);
+    drop(staged);
     result
 }
 
@@ -427,7 +432,9 @@ fn scan(dir: &Path) -> Numbering {
         .collect();
     kept.sort_unstable();
     Numbering {
-        next: kept.last().map_or(1, |n| n + 1),
+        // A planted `fr18446744073709551615.json` leaves no number past
+        // it: writes then fail (logged), they do not overflow.
+        next: kept.last().map_or(1, |n| n.saturating_add(1)),
         kept: kept.into(),
     }
 }
@@ -493,6 +500,13 @@ impl HttpModule for FailedRequestsTracing {
         }
         let id = ctx.request_id();
         let config = ctx.config(self.config);
+        if !config.enabled {
+            // Followed from where it began, but rewritten (or mapped) into a
+            // location left out of tracing: its trace is that location's
+            // to write, and it writes none.
+            self.traces.take(id);
+            return RequestNotificationStatus::Continue;
+        }
         let taken = ctx.start_time().elapsed();
         let (status, substatus) = (ctx.response().status().as_u16(), ctx.response().substatus());
         let failure = config.failure(status, substatus, taken);
@@ -538,10 +552,15 @@ impl Drop for FailedRequestsTracing {
         report.trace["events"] = followed.events.iter().map(event_document).collect();
         report.trace["events_dropped"] = followed.dropped.into();
         if self.writer.queue(report).is_err() {
-            tracing::warn!(
-                request_id = id,
-                "FailedRequestsTracing: too many traces waiting to be written; one was dropped"
-            );
+            // A flood of failing requests must not become a flood of lines.
+            static DROPPED_LOG: crate::LogGate = crate::LogGate::new();
+            if let Some(held_back) = DROPPED_LOG.pass() {
+                tracing::warn!(
+                    request_id = id,
+                    held_back,
+                    "FailedRequestsTracing: too many traces waiting to be written; one was dropped"
+                );
+            }
         }
     }
 }
@@ -697,6 +716,26 @@ mod tests {
         assert_eq!(first.file_name().unwrap(), "fr000005.json");
         assert_eq!(second.file_name().unwrap(), "fr000007.json");
         assert_eq!(theirs, "theirs");
+    }
+
+    /// A file with the last number there is leaves no number after it:
+    /// the write fails, without overflowing, and leaves no temporary file.
+    #[test]
+    fn the_last_number_ends_numbering_without_overflow() {
+        let dir = std::env::temp_dir().join(format!("riis-fr-last-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("fr{}.json", u64::MAX)), "planted").unwrap();
+        let trace = serde_json::json!({ "n": 1 });
+        assert!(write_trace(&dir, &trace, 10).is_err());
+        assert!(write_trace(&dir, &trace, 10).is_err());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(left.len(), 1, "{left:?}");
     }
 
     use std::time::Duration;

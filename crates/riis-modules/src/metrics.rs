@@ -375,7 +375,7 @@ fn page(ctx: &HttpContext) -> String {
         ),
         (
             "riis_response_body_bytes_total",
-            "Response entity bytes handed to the connection, by site (a download cut short counts whole).",
+            "Response entity bytes the connection took to send, by site (after compression; a download the client abandons counts what went).",
             |t: &Totals| t.response_bytes,
         ),
     ] {

@@ -25,6 +25,8 @@ fn config(dir: &TempDir, section: &str) -> PathBuf {
             r#"[[modules]]
 name = "FailedRequestsTracing"
 [[modules]]
+name = "UrlRewrite"
+[[modules]]
 name = "StaticFile"
 [[modules]]
 name = "DefaultDocument"
@@ -45,6 +47,7 @@ directory = '{traces}'
 name = "Traced"
 root = '{root}'
 bindings = ["127.0.0.1:0"]
+rewrite = {{ rules = [{{ name = "public", pattern = "^public/(.*)$", action = {{ type = "Rewrite", url = "/quiet/{{R:1}}" }} }}] }}
 
 [[sites.locations]]
 path = "/quiet"
@@ -93,9 +96,11 @@ fn a_failed_request_leaves_a_trace_of_its_module_calls() {
     let trace_dir = dir.path().join("traces");
     let mut conn = Connection::open(server.addr);
 
-    // A success, and a failure where tracing is off: nothing.
+    // A success, and a failure where tracing is off: nothing, also when
+    // the request was rewritten into that location.
     assert_eq!(conn.get("/a.txt").status, 200);
     assert_eq!(conn.get("/quiet/missing.txt").status, 404);
+    assert_eq!(conn.get("/public/missing.txt?token=x").status, 404);
     // A failure: one trace.
     conn.send_raw(
         b"GET /missing.txt?x=1 HTTP/1.1\r\nHost: t\r\nAuthorization: Basic c2VjcmV0\r\n\r\n",
