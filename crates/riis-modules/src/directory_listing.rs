@@ -453,20 +453,41 @@ type Made = Arc<Mutex<Option<std::io::Result<String>>>>;
 
 impl ListingJob {
     fn run(self) {
+        // A request whose client left, or whose wait ended (a timeout),
+        // while this job was queued gets no listing: it would only keep the
+        // threads from the requests still waiting.
+        if !self.done.is_client_connected() {
+            return;
+        }
         let shown = Shown {
             dot_names: self.dot_names,
             symlinks: self.symlinks,
             hidden_segments: &self.hidden_segments,
         };
-        let body = read_entries(&self.dir, &self.root, &shown).map(|listing| {
-            let base = crate::canonical_url_path(&self.url);
-            match self.format {
-                ListingFormat::Html => html_listing(&self.url, &base, &listing),
-                ListingFormat::Json => json_listing(&self.url, &base, &listing),
-            }
-        });
+        // Checked again now, and the folder read by the path checked: it
+        // may have been swapped for a link to outside the site while the
+        // job waited.
+        let body = match std::fs::canonicalize(&self.dir) {
+            Ok(real) if real.starts_with(&self.root) => Ok(real),
+            Ok(_) => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            Err(e) => Err(e),
+        };
+        let body = body
+            .and_then(|real| read_entries(&real, &self.root, &shown))
+            .map(|listing| {
+                let base = crate::canonical_url_path(&self.url);
+                match self.format {
+                    ListingFormat::Html => html_listing(&self.url, &base, &listing),
+                    ListingFormat::Json => json_listing(&self.url, &base, &listing),
+                }
+            });
         if let Err(e) = &body {
-            tracing::warn!(error = %e, dir = %self.dir.display(), "directory listing failed");
+            // A flood of requests for an unreadable folder is one line a
+            // second.
+            static FAILURE_LOG: crate::LogGate = crate::LogGate::new();
+            if let Some(held_back) = FAILURE_LOG.pass() {
+                tracing::warn!(error = %e, dir = %self.dir.display(), held_back, "directory listing failed");
+            }
         }
         *self.made.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
         self.done.post_completion(0);
@@ -550,7 +571,13 @@ impl HttpModule for DirectoryListing {
             done: ctx.completion_handle(),
         };
         if self.listings.queue(job).is_err() {
-            tracing::warn!("DirectoryListing: too many listings waiting to be made");
+            static BUSY_LOG: crate::LogGate = crate::LogGate::new();
+            if let Some(held_back) = BUSY_LOG.pass() {
+                tracing::warn!(
+                    held_back,
+                    "DirectoryListing: too many listings waiting to be made"
+                );
+            }
             // ERROR_NO_SYSTEM_RESOURCES
             return fail(ctx, StatusCode::SERVICE_UNAVAILABLE, 0, 0x8007_05AA);
         }

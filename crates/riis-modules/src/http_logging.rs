@@ -145,6 +145,10 @@ impl TryFrom<RawHttpLoggingConfig> for HttpLoggingConfig {
     type Error = String;
 
     fn try_from(raw: RawHttpLoggingConfig) -> Result<Self, String> {
+        // The default `logs` has had no deserializer look at it.
+        if let Some(why) = log_directory_problem(&raw.directory) {
+            return Err(format!("directory: {why}"));
+        }
         let max_size = match (raw.period, raw.max_size) {
             (LogPeriod::Size, Some(0)) => return Err("max_size must be at least 1 byte".into()),
             (LogPeriod::Size, size) => size.unwrap_or(DEFAULT_MAX_SIZE),
@@ -180,17 +184,22 @@ impl TryFrom<RawHttpLoggingConfig> for HttpLoggingConfig {
 /// file's folder is).
 fn log_directory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     let path = PathBuf::deserialize(d)?;
-    let full = riis_pipeline::configuration_folder().join(&path);
+    match log_directory_problem(&path) {
+        Some(why) => Err(serde::de::Error::custom(why)),
+        None => Ok(path),
+    }
+}
+
+/// Why `directory` (as configured: relative to the configuration's folder)
+/// cannot take the sites' lines, if it cannot. Checked for the default
+/// `logs` too, which no deserializer sees.
+fn log_directory_problem(path: &Path) -> Option<String> {
+    let full = riis_pipeline::configuration_folder().join(path);
     // The folder, or the nearest path above it that exists (where it would
     // be made).
-    let Some(existing) = full.ancestors().find(|p| p.exists()) else {
-        return Ok(path);
-    };
+    let existing = full.ancestors().find(|p| p.exists())?;
     if !existing.is_dir() {
-        return Err(serde::de::Error::custom(format!(
-            "{} is not a folder",
-            existing.display()
-        )));
+        return Some(format!("{} is not a folder", existing.display()));
     }
     let writable = nix::unistd::access(
         existing,
@@ -207,42 +216,40 @@ fn log_directory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::E
                 existing.display()
             )
         };
-        return Err(serde::de::Error::custom(format!(
+        return Some(format!(
             "{why} (access log lines would be lost from the first request)"
-        )));
+        ));
     }
     // The sites' own folders (`W3SVC1`, ...) made earlier, by another user
     // (a first run as root) or as something else: each must take lines too.
     if existing == full {
-        if let Ok(entries) = std::fs::read_dir(&full) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let is_site_folder = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("W3SVC"))
-                    .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
-                if !is_site_folder {
-                    continue;
-                }
-                let site_folder = entry.path();
-                let usable = site_folder.is_dir()
-                    && nix::unistd::access(
-                        &site_folder,
-                        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
-                    )
-                    .is_ok();
-                if !usable {
-                    return Err(serde::de::Error::custom(format!(
-                        "{} is not a folder this user can write in (made by another user?): \
-                         give it to this user or remove it (access log lines would be lost \
-                         from the first request)",
-                        site_folder.display()
-                    )));
-                }
+        for entry in std::fs::read_dir(&full).ok()?.flatten() {
+            let name = entry.file_name();
+            let is_site_folder = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("W3SVC"))
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+            if !is_site_folder {
+                continue;
+            }
+            let site_folder = entry.path();
+            let usable = site_folder.is_dir()
+                && nix::unistd::access(
+                    &site_folder,
+                    nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+                )
+                .is_ok();
+            if !usable {
+                return Some(format!(
+                    "{} is not a folder this user can write in (made by another user?): \
+                     give it to this user or remove it (access log lines would be lost \
+                     from the first request)",
+                    site_folder.display()
+                ));
             }
         }
     }
-    Ok(path)
+    None
 }
 
 /// `folder` as one path however it was written (`x/../logs`, absolute or
@@ -250,6 +257,21 @@ fn log_directory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::E
 /// later) with its `.` and `..` taken as written. Two spellings of one
 /// folder must share one sink, or two writers would mix their lines.
 fn folder_identity(folder: &Path) -> PathBuf {
+    // A name that exists only once a `..` before it is taken (`x/../link`
+    // with no `x`) is resolved on the next round.
+    let mut current = folder.to_path_buf();
+    for _ in 0..8 {
+        let next = resolve_existing_part(&current);
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
+/// One round of [`folder_identity`].
+fn resolve_existing_part(folder: &Path) -> PathBuf {
     for existing in folder.ancestors() {
         let Ok(mut real) = std::fs::canonicalize(existing) else {
             continue;
@@ -1832,7 +1854,12 @@ mod tests {
         std::fs::create_dir_all(base.join("logs")).unwrap();
         std::os::unix::fs::symlink(base.join("logs"), base.join("link")).unwrap();
         let plain = folder_identity(&base.join("logs/W3SVC1"));
-        for other in ["x/../logs/W3SVC1", "./logs/./W3SVC1", "link/W3SVC1"] {
+        for other in [
+            "x/../logs/W3SVC1",
+            "./logs/./W3SVC1",
+            "link/W3SVC1",
+            "x/../link/W3SVC1",
+        ] {
             assert_eq!(folder_identity(&base.join(other)), plain, "{other}");
         }
         std::fs::remove_dir_all(&base).unwrap();

@@ -507,6 +507,7 @@ impl Binding {
                 let below = name.strip_prefix("*.").unwrap_or(&name);
                 let valid = !below.is_empty()
                     && !below.starts_with('.')
+                    && !below.ends_with('.')
                     && !below.contains("..")
                     && below
                         .bytes()
@@ -1970,6 +1971,8 @@ mod tests {
             "*:80:www.*.example.com",
             "*:80:*.*.example.com",
             "*:80:**.example.com",
+            "*:80:*.x..",
+            "*:80:example.com..",
         ] {
             assert!(Binding::parse(never_matches).is_err(), "{never_matches}");
         }

@@ -131,9 +131,22 @@ pub(crate) fn host_matches(bound: &str, host: &str) -> bool {
             let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
             host.len() > suffix.len()
                 && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && are_labels(&host[..host.len() - suffix.len()])
         }
         None => bound.eq_ignore_ascii_case(host),
     }
+}
+
+/// Whether `name` is one or more host name labels joined by dots: what a
+/// wildcard's `*` stands for. A `Host` may hold more (an empty label,
+/// `%2e`, `!`, `*`), which names no host below the wildcard.
+fn are_labels(name: &[u8]) -> bool {
+    name.split(|&b| b == b'.').all(|label| {
+        !label.is_empty()
+            && label
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
 }
 
 /// The order routes of one address are tried in, as http.sys tries them:
@@ -1453,9 +1466,20 @@ mod tests {
         assert!(!host_matches("*.example.com", "example.com"));
         assert!(!host_matches("*.example.com", "aexample.com"));
         assert!(!host_matches("*.example.com", ".example.com"));
+        // What `*` stands for is names, not anything a Host may hold.
+        for not_a_name in [
+            "..example.com",
+            "a..example.com",
+            "*.example.com",
+            "a%2e.example.com",
+            "a!.example.com",
+        ] {
+            assert!(!host_matches("*.example.com", not_a_name), "{not_a_name}");
+        }
         // Bytes, not characters: a name that is not ASCII neither matches
         // nor breaks the comparison.
-        assert!(host_matches("*.example.com", "é.example.com"));
+        assert!(!host_matches("*.example.com", "é.example.com"));
+        assert!(host_matches("*.example.com", "xn--9ca.example.com"));
         assert!(!host_matches("*.example.com", "a.exampleé.com"));
         assert!(host_matches("example.com", "Example.Com"));
         assert!(!host_matches("example.com", "a.example.com"));

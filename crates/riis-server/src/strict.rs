@@ -314,11 +314,12 @@ pub const PLAIN_HTTP_TO_TLS_PORT: Refusal = Refusal::new(
 );
 
 /// Whether `first`, the first byte a client sent to a TLS port, starts
-/// plain HTTP: a method name's first letter. A TLS record starts with its
+/// plain HTTP: a method name's first letter, in either case. A TLS record starts with its
 /// content type (22 for a handshake, 21 for an alert), and an SSL 2
 /// compatible hello with a byte of 128 or more: no letter begins either.
 pub fn starts_plain_http(first: u8) -> bool {
-    first.is_ascii_uppercase()
+    // `get` is no method a server knows, but it is no TLS either.
+    first.is_ascii_alphabetic()
 }
 
 /// The bytes of a refusal sent on a raw connection (parse errors, connection
