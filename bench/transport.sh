@@ -9,8 +9,10 @@
 #            the load core first, so the second measure is the server's)
 #   idle     memory per idle keep-alive connection: the server's RSS growth
 #            with 10,000 connections open after one request each
+#   idle-h2  the same for cleartext HTTP/2 connections (prior knowledge),
+#            each after one request
 #
-#   bench/transport.sh [h2] [tls] [idle]      (default: all three)
+#   bench/transport.sh [h2] [tls] [idle] [idle-h2]   (default: all four)
 #
 # Servers are pinned to core 0 (one worker each), the load to core 1. Each
 # measure runs ROUNDS times alternating the two servers; medians are reported
@@ -30,7 +32,7 @@ RIIS_PORT=${RIIS_PORT:-18191}
 NGINX_PORT=${NGINX_PORT:-18192}
 IDLE=${IDLE:-10000}
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(h2 tls idle)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(h2 tls idle idle-h2)
 
 for tool in nginx h2load wrk openssl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is not installed" >&2; exit 2; }
@@ -52,9 +54,14 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 chmod 644 "$work/key.pem"
 
 start_riis() { # SCHEME
-  local scheme=$1 binding
+  local scheme=$1 binding certificate=""
   binding="127.0.0.1:$RIIS_PORT"
-  [ "$scheme" = https ] && binding="https://$binding"
+  # A certificate without an https binding is a configuration error.
+  if [ "$scheme" = https ]; then
+    binding="https://$binding"
+    certificate="certificate = \"$work/cert.pem\"
+certificate_key = \"$work/key.pem\""
+  fi
   cat >"$work/riis.toml" <<TOML
 [server]
 worker_threads = 1
@@ -71,8 +78,7 @@ modules = ["StaticFile"]
 name = "bench"
 root = "$work/www"
 bindings = ["$binding"]
-certificate = "$work/cert.pem"
-certificate_key = "$work/key.pem"
+$certificate
 TOML
   taskset -c "$SERVER_CPU" "$riis" serve --config "$work/riis.toml" >"$work/riis.out" 2>"$work/riis.err" &
   server_pids=$!
@@ -84,6 +90,8 @@ start_nginx() { # SCHEME
   local scheme=$1 listen="listen 127.0.0.1:$NGINX_PORT;"
   # nginx 1.22 spells HTTP/2 on the listen line.
   [ "$scheme" = https ] && listen="listen 127.0.0.1:$NGINX_PORT ssl http2; ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;"
+  # Cleartext HTTP/2 with prior knowledge (riis answers both on one port).
+  [ "$scheme" = h2c ] && listen="listen 127.0.0.1:$NGINX_PORT http2;"
   cat >"$work/nginx.conf" <<NGX
 worker_processes 1;
 worker_rlimit_nofile 30000;
@@ -166,22 +174,50 @@ tls_rate() { # PORT -> "new connections/s  connections per server CPU-second"
     '/requests in/ {n = $1} /^Requests\/sec/ {r = $2} END {printf "%s %.0f\n", r, (ticks > 0 ? n / (ticks / hz) : 0)}'
 }
 
-idle_per_connection() { # PORT -> bytes of RSS per idle connection
+idle_per_connection() { # PORT [h2] -> bytes of RSS per idle connection
   local before after
   sleep 0.5
   before=$(rss_kib $server_pids)
-  taskset -c "$CLIENT_CPU" python3 - "$1" "$IDLE" "$work/idle.ready" <<'PY' &
-import socket, sys, time
-port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+  taskset -c "$CLIENT_CPU" python3 - "$1" "$IDLE" "$work/idle.ready" "${2:-h1}" <<'PY' &
+import socket, struct, sys, time
+port, n, ready, proto = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+# HPACK: :method GET, :scheme http (static entries), :path and :authority
+# as literals with indexed names, not indexed.
+path, host = b"/1k.txt", b"bench.test"
+block = bytes([0x82, 0x86, 0x04, len(path)]) + path + bytes([0x01, len(host)]) + host
+h2_request = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(1, 0x5, 1, block)
+
+def h2_answered(got):
+    # True once stream 1 ended (a frame of it with END_STREAM).
+    at = 0
+    while at + 9 <= len(got):
+        length = int.from_bytes(got[at:at + 3], "big")
+        kind, flags = got[at + 3], got[at + 4]
+        stream = int.from_bytes(got[at + 5:at + 9], "big") & 0x7FFFFFFF
+        if at + 9 + length > len(got):
+            return False
+        if stream == 1 and kind in (0, 1) and flags & 0x1:
+            return True
+        at += 9 + length
+    return False
+
 conns = []
 for i in range(n):
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /1k.txt HTTP/1.1\r\nHost: bench.test\r\n\r\n")
+    s.sendall(h2_request if proto == "h2" else b"GET /1k.txt HTTP/1.1\r\nHost: bench.test\r\n\r\n")
     conns.append(s)
 for s in conns:
     got = b""
-    while b"\r\n\r\n" not in got:
-        got += s.recv(4096)
+    if proto == "h2":
+        while not h2_answered(got):
+            got += s.recv(65536)
+    else:
+        while b"\r\n\r\n" not in got:
+            got += s.recv(4096)
 open(ready, "w").close()
 time.sleep(600)
 PY
@@ -210,6 +246,9 @@ for s in "${scenarios[@]}"; do
       idle)
         start_riis http; r+=" $(idle_per_connection $RIIS_PORT)"; stop_server
         start_nginx http; n+=" $(idle_per_connection $NGINX_PORT)"; stop_server ;;
+      idle-h2)
+        start_riis http; r+=" $(idle_per_connection $RIIS_PORT h2)"; stop_server
+        start_nginx h2c; n+=" $(idle_per_connection $NGINX_PORT h2)"; stop_server ;;
       *) echo "bench: unknown scenario $s" >&2; exit 2 ;;
     esac
   done
@@ -219,6 +258,7 @@ for s in "${scenarios[@]}"; do
       row "new TLS connections/s (one request each)" "$(median <<<"$r")" "$(median <<<"$n")"
       row "new TLS connections per server CPU-second" "$(median <<<"$rc")" "$(median <<<"$nc")" ;;
     idle) row "RSS bytes per idle keep-alive connection ($IDLE open)" "$(median <<<"$r")" "$(median <<<"$n")" ;;
+    idle-h2) row "RSS bytes per idle HTTP/2 connection ($IDLE open)" "$(median <<<"$r")" "$(median <<<"$n")" ;;
   esac
 done
 echo
