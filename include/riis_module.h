@@ -157,7 +157,11 @@ typedef int32_t riis_hresult;
 /** HRESULT_FROM_WIN32(ERROR_ALREADY_ASSIGNED): a shared value is set. */
 #define RIIS_E_ALREADY_ASSIGNED ((riis_hresult)0x80070055)
 
-/** REQUEST_NOTIFICATION_STATUS */
+/** REQUEST_NOTIFICATION_STATUS. From a MapPath or custom notification,
+ *  RIIS_STATUS_FINISH_REQUEST ends the request once the call that raised it
+ *  returns, with the response as the module left it (riis's choice; the
+ *  httpserv.h and SDK layers return it when a module threw or panicked
+ *  there); the modules after it in that notification are not called. */
 typedef uint32_t riis_status;
 #define RIIS_STATUS_CONTINUE ((riis_status)0)
 #define RIIS_STATUS_PENDING ((riis_status)1)
@@ -546,7 +550,10 @@ typedef struct riis_api {
      *  may then hold `[name]` at server, site and location level. */
     riis_hresult (*declare_section)(riis_registration *registration, const char *name,
                                     uint32_t *section);
-    /** Writes a line to the server log, tagged with the module's name.
+    /** Writes a line to the server log, tagged with the module's name (with
+     *  a NULL context outside RegisterModule and global notifications, the
+     *  server cannot tell which module writes: the line is tagged
+     *  "native module", so put the module's name in the message).
      *  `context` may be NULL. */
     void (*log)(riis_context *context, uint32_t level, const char *message);
 

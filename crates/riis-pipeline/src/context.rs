@@ -730,27 +730,41 @@ impl HttpContext {
             physical_path: self.site.map_url(&url),
             url,
         };
-        self.call_nested_list(
+        let status = self.call_nested_list(
             |p| &p.map_path,
             RequestNotification::MapPath,
-            false,
+            true,
             0,
             |module, ctx, _| module.on_map_path(ctx, &mut provider),
         );
+        self.finish_after_nested(status);
         provider.physical_path
+    }
+
+    /// *Inferred:* FinishRequest from a MapPath or custom notification
+    /// (nothing waits there) ends the request once the call that raised it
+    /// returns, with the response as the module left it, as a module's
+    /// failure there does; the modules after it in that notification are not
+    /// called. A native module whose layer caught a panic returns it so.
+    fn finish_after_nested(&mut self, status: Option<RequestNotificationStatus>) {
+        if status == Some(RequestNotificationStatus::FinishRequest) {
+            self.finish_requested = true;
+            self.response.attention = true;
+        }
     }
 
     /// `NotifyCustomNotification`: every module registered for custom
     /// notifications receives `provider` and checks its type name. The
     /// calling module is not re-entered.
     pub fn raise_custom_notification(&mut self, provider: &mut dyn CustomNotificationProvider) {
-        self.call_nested_list(
+        let status = self.call_nested_list(
             |p| &p.custom,
             RequestNotification::CustomNotification,
-            false,
+            true,
             0,
             |module, ctx, _| module.on_custom_request_notification(ctx, provider),
         );
+        self.finish_after_nested(status);
     }
 
     /// `IHttpServer::NotifyCustomNotification`: the global counterpart.

@@ -87,6 +87,13 @@ impl SharedContextContainer {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Lets go of every value (its cleanup runs once nothing else holds
+    /// it), outside the lock: a cleanup may use the container.
+    pub(crate) fn clear(&self) {
+        let values = std::mem::take(&mut *self.slots());
+        drop(values);
+    }
+
     /// The module's value, if it stored one of type `T`.
     pub fn get<T: Any + Send + Sync>(&self, module: ModuleIndex) -> Option<Arc<T>> {
         let value = self.slots().get(module.get())?.clone()?;

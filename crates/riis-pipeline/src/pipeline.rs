@@ -434,12 +434,16 @@ impl Pipeline {
         }
     }
 
-    /// Raises ApplicationStop for every site.
+    /// Raises ApplicationStop for every site, then lets go of each site's
+    /// module contexts, as IIS cleans up an application's container when
+    /// the application stops: before the modules' `terminate`, so a value's
+    /// cleanup never runs after its module has let go of what it uses.
     pub fn raise_application_stop(&self) {
         for site in &self.sites {
             self.raise_global_indexed(GlobalNotification::ApplicationStop, |index, m| {
                 m.on_global_application_stop(&Application::of_site(site, index))
             });
+            site.contexts.clear();
         }
     }
 

@@ -723,3 +723,52 @@ async fn a_read_past_the_end_of_the_body_fails_with_handle_eof() {
         ]
     );
 }
+
+/// *Inferred:* FinishRequest from a MapPath module ends the request once
+/// the call that raised MapPath returns, with the response that module set
+/// (as its failure there would): the modules after it in MapPath and the
+/// rest of the pipeline up to LogRequest are not called.
+#[tokio::test]
+async fn finish_request_from_map_path_ends_the_request() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "Refuser",
+        Registration::events(N::MapPath),
+        script(|ctx, call| {
+            if let Call::MapPath(provider) = call {
+                if provider.url().starts_with("/secret/") {
+                    ctx.response_mut()
+                        .set_status(StatusCode::FORBIDDEN, "Forbidden");
+                    return Status::FinishRequest;
+                }
+            }
+            Status::Continue
+        }),
+    );
+    add_remap(&mut t);
+    {
+        let log = log.clone();
+        t.module(
+            "Asker",
+            Registration::events(N::BeginRequest | N::AuthenticateRequest),
+            script(move |ctx, call| {
+                if call.is_event(N::BeginRequest) {
+                    let url = ctx.request().url().to_owned();
+                    log.push(ctx.map_path(&url).display().to_string());
+                } else {
+                    log.push("AuthenticateRequest");
+                }
+                Status::Continue
+            }),
+        );
+    }
+    let pipeline = t.build();
+
+    let refused = get(&pipeline, "/secret/a.txt").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(log.take().len(), 1, "nothing after the raising call");
+    let open = get(&pipeline, "/virtual/b.txt").await;
+    assert_ne!(open.status(), StatusCode::FORBIDDEN);
+    assert_eq!(log.take().len(), 2);
+}

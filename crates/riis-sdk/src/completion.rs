@@ -212,8 +212,11 @@ impl CallShared {
 /// Take one with [`crate::HttpContext::completion_handle`] during a call,
 /// hand it to a thread or task, return `Pending`, and signal once. A signal
 /// given before the module's call returned is held and delivered when it
-/// returns `Pending`. Once the request has ended the handle's functions
-/// return an error instead of reaching the server.
+/// returns `Pending`. Once the request has ended and its instance is
+/// disposed, the handle's functions return an error instead of reaching the
+/// server. A request ended by the server while the module still owes its
+/// signal (the execution limit, a client gone) waits for that signal to
+/// dispose the instance: that one signal succeeds.
 ///
 /// The SDK holds a lock of the instance while it calls the server, so the
 /// server must not run the module synchronously inside these calls.

@@ -108,7 +108,9 @@
 //!   error description naming the module and notification, and the instance
 //!   is not called again. A panic in a factory fails the request (the
 //!   factory returns a failure HRESULT); a panic in a global module is
-//!   logged and counts as `Continue`. Nothing unwinds into the server.
+//!   logged and counts as `Continue` (in PreBeginRequest too: the request
+//!   goes on, where an in-process module's panic there fails it). Nothing
+//!   unwinds into the server.
 //! - Module contexts: [`HttpContext::set_module_context`] /
 //!   [`HttpContext::module_context`] store shared (`Arc`) values at request,
 //!   connection or site scope; [`HttpContext::set_request_context`] /
