@@ -331,7 +331,7 @@ impl ResponseBody {
     /// Sends file ranges through the sendfile queue of `conn` rather than
     /// reading them (when it has one).
     pub fn with_files(mut self, conn: Option<Arc<ConnectionState>>) -> Self {
-        self.files = conn.filter(|c| c.sendfile().is_some());
+        self.files = conn.filter(|c| c.sends_files());
         self
     }
 

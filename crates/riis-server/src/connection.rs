@@ -282,8 +282,11 @@ pub struct Activity {
     /// When hyper last took data from a response body (HTTP/2).
     body_taken_at: AtomicU32,
     /// The HTTP/2 streams whose bodies waited for window, each timed on
-    /// its own (see [`crate::h2_streams`]).
-    stalls: Mutex<Vec<Weak<StreamStall>>>,
+    /// its own (see [`crate::h2_streams`]). Boxed: HTTP/1.x connections,
+    /// which never have one, carry one word instead of a `Vec`'s three (the
+    /// extra allocation is for HTTP/2 connections with a stalled stream).
+    #[allow(clippy::box_collection)]
+    stalls: Mutex<Option<Box<Vec<Weak<StreamStall>>>>>,
     written_total: AtomicU64,
     written_at_request_start: AtomicU64,
     last_write: AtomicU32,
@@ -593,6 +596,9 @@ impl Activity {
             return;
         }
         let mut stalls = self.stalls.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(stalls) = stalls.as_mut() else {
+            return;
+        };
         stalls.retain(|stall| {
             let Some(stall) = stall.upgrade() else {
                 return false;
@@ -727,6 +733,7 @@ impl InService {
                     .stalls
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert_with(Box::default)
                     .push(Arc::downgrade(&stall));
                 self.stall = Some(stall);
             }
@@ -767,8 +774,10 @@ pub struct ConnectionState {
     requests: AtomicU64,
     /// What the connection did, for the timeouts.
     pub activity: Activity,
-    /// Where file ranges queue for `sendfile` (plain connections only).
-    sendfile: Option<SendfileQueue>,
+    /// Where file ranges queue for `sendfile`: `Some(None)` on connections
+    /// that do not use it, unset until the first file range on those that
+    /// do (an idle connection that sent no file holds no queue).
+    sendfile: std::sync::OnceLock<Option<Box<SendfileQueue>>>,
     /// Where the connection goes once hyper has written a 101 head: to the
     /// module that switched it (see [`crate::upgrade`]).
     upgrade: Mutex<Option<UpgradeSender>>,
@@ -792,7 +801,11 @@ impl ConnectionState {
             connection,
             requests: AtomicU64::new(0),
             activity: Activity::new(),
-            sendfile: sendfile.then(SendfileQueue::default),
+            sendfile: if sendfile {
+                std::sync::OnceLock::new()
+            } else {
+                std::sync::OnceLock::from(None)
+            },
             upgrade: Mutex::new(None),
         }
     }
@@ -841,9 +854,22 @@ impl ConnectionState {
         max > 0 && n >= max
     }
 
-    /// The queue of file ranges for `sendfile`, on connections that use it.
+    /// Whether file ranges go out with `sendfile` on this connection.
+    pub fn sends_files(&self) -> bool {
+        self.sendfile.get().is_none_or(Option::is_some)
+    }
+
+    /// The queue of file ranges for `sendfile`, made at the first range, on
+    /// connections that use it.
     pub fn sendfile(&self) -> Option<&SendfileQueue> {
-        self.sendfile.as_ref()
+        self.sendfile
+            .get_or_init(|| Some(Box::default()))
+            .as_deref()
+    }
+
+    /// The queue, if a file range was ever queued on this connection.
+    fn queued_files(&self) -> Option<&SendfileQueue> {
+        self.sendfile.get().and_then(Option::as_deref)
     }
 }
 
@@ -1284,7 +1310,7 @@ impl<T> SharedIo<T> {
     /// Gives back the buffers of a connection that goes idle.
     pub fn release_buffers(&self) {
         self.state().release_buffers();
-        if let Some(queue) = self.conn.sendfile() {
+        if let Some(queue) = self.conn.queued_files() {
             let mut ranges = queue.ranges.lock().unwrap_or_else(|e| e.into_inner());
             if ranges.is_empty() {
                 *ranges = VecDeque::new();
@@ -1375,7 +1401,7 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
                 continue;
             }
             let result = if is_placeholder(slice) {
-                let Some(queue) = self.conn.sendfile() else {
+                let Some(queue) = self.conn.queued_files() else {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "a file placeholder on a connection without sendfile",

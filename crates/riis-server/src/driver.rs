@@ -534,7 +534,7 @@ fn serve_site(
         is_head: parts.method == Method::HEAD,
         // File bytes go out with sendfile on plain HTTP/1.x connections
         // (HTTP/2 frames and TLS records are built in user space).
-        files: (parts.version != http::Version::HTTP_2 && state.sendfile().is_some())
+        files: (parts.version != http::Version::HTTP_2 && state.sends_files())
             .then(|| state.clone()),
         discard_request_body: discard_body.then(|| state.clone()),
         http2: (parts.version == http::Version::HTTP_2).then(|| state.clone()),

@@ -566,6 +566,9 @@ fn start_http2<I: Socket>(
     Box::pin(Flushing::new(conn, shared.clone(), state))
 }
 
+/// [`Http1Session::hold`] when nothing holds parking back.
+const NO_HOLD: u64 = u64::MAX;
+
 /// An HTTP/1.x connection: hyper serving it, or parked between requests.
 struct Http1Session<I: Socket> {
     stage: Stage<I>,
@@ -573,13 +576,18 @@ struct Http1Session<I: Socket> {
     prefix: Bytes,
     /// No parking until a request starts after this count: hyper was handed
     /// read-ahead bytes (a partial request head) it has to finish first.
-    hold: Option<u64>,
+    /// [`NO_HOLD`] when there is none. (A plain `u64`, and `ended` below in
+    /// two fields, so that the task every connection keeps fits in a
+    /// 256-byte allocation: with an `Option` each it took 384.)
+    hold: u64,
     /// hyper ends the connection after the exchange under way.
     closing: bool,
     /// hyper is done, with this result, and the bytes it wrote last are
     /// still going out: the session ends once they are sent (the sweeper's
     /// `timeouts.send` watches a client that does not take them).
-    ended: Option<Result<(), hyper::Error>>,
+    ended: bool,
+    /// The error hyper ended with, when `ended`.
+    ended_with: Option<hyper::Error>,
 }
 
 enum Stage<I: Socket> {
@@ -610,9 +618,10 @@ impl<I: Socket> Http1Session<I> {
         let mut session = Self {
             stage: Stage::Parked(io, service),
             prefix,
-            hold: None,
+            hold: NO_HOLD,
             closing: false,
-            ended: None,
+            ended: false,
+            ended_with: None,
         };
         session.resume(builder, sweeper);
         session
@@ -647,13 +656,13 @@ impl<I: Socket> Http1Session<I> {
     ) -> Poll<End> {
         let activity = &state.activity;
         loop {
-            if self.ended.is_some() {
+            if self.ended {
                 // Sent, or the client is gone: either way the session ends.
                 let _ = ready!(shared
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .poll_send_pending(cx, activity));
-                return Poll::Ready(End::Hyper(self.ended.take().unwrap_or(Ok(()))));
+                return Poll::Ready(End::Hyper(self.ended_with.take().map_or(Ok(()), Err)));
             }
             let conn = match &mut self.stage {
                 Stage::Serving { conn, .. } => conn,
@@ -691,7 +700,8 @@ impl<I: Socket> Http1Session<I> {
                 if sent.is_pending() {
                     // A closing response's last bytes: not cut short by the
                     // moment finish_connection gives what is left.
-                    self.ended = Some(r);
+                    self.ended = true;
+                    self.ended_with = r.err();
                     return Poll::Pending;
                 }
                 return Poll::Ready(End::Hyper(r));
@@ -701,7 +711,7 @@ impl<I: Socket> Http1Session<I> {
             // it idle for a while), unless it was handed a partial request
             // head it still has to complete.
             let may_park = activity.is_idle()
-                && self.hold.is_none_or(|h| activity.requests_started() > h)
+                && (self.hold == NO_HOLD || activity.requests_started() > self.hold)
                 && (activity.park_requested() || serving.sweeper.parsers_crowded());
             if sent.is_pending() || self.closing || !may_park {
                 return Poll::Pending;
@@ -744,7 +754,7 @@ impl<I: Socket> Http1Session<I> {
         let (rest, io) = parts.io.into_inner().into_parts();
         self.prefix = read_ahead(parts.read_buf, rest);
         if !self.prefix.is_empty() {
-            self.hold = Some(activity.requests_started());
+            self.hold = activity.requests_started();
         }
         io.release_buffers();
         activity.set_parked(true);
@@ -785,5 +795,21 @@ fn read_ahead(read_buf: Bytes, rest: Bytes) -> Bytes {
             joined.extend_from_slice(&rest);
             joined.freeze()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What every connection keeps, parked or not, and so what 10,000 idle
+    /// connections cost (`bench/transport.sh idle`): the connection's task
+    /// and its shared state. Past these sizes each crosses into the next
+    /// allocation size (the task from 256 to 384 bytes with tokio's header,
+    /// the state from 256 to 320 with the `Arc`'s counts), as they had by
+    /// the thirtieth session: keep rarely used fields boxed.
+    #[test]
+    fn what_an_idle_connection_keeps_stays_within_its_allocation_sizes() {
+        type Socket = tokio::net::TcpStream;
+        assert!(std::mem::size_of::<super::ConnectionTask<Socket>>() <= 144);
+        assert!(std::mem::size_of::<crate::connection::ConnectionState>() <= 240);
     }
 }
