@@ -662,6 +662,7 @@ impl<I: Socket> Http1Session<I> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .poll_send_pending(cx, activity));
+                self.ended = false;
                 return Poll::Ready(End::Hyper(self.ended_with.take().map_or(Ok(()), Err)));
             }
             let conn = match &mut self.stage {
