@@ -71,8 +71,14 @@ impl ModuleContextContainer {
 /// when a module reads or stores.
 #[derive(Default)]
 pub struct SharedContextContainer {
-    slots: Mutex<Vec<Option<Arc<dyn Any + Send + Sync>>>>,
+    /// Boxed and made at the first store: every connection has a container
+    /// and few hold anything, so an idle connection carries one word here
+    /// instead of a `Vec`'s three.
+    #[allow(clippy::box_collection)]
+    slots: Mutex<Option<Box<Slots>>>,
 }
+
+type Slots = Vec<Option<Arc<dyn Any + Send + Sync>>>;
 
 impl std::fmt::Debug for SharedContextContainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,34 +87,39 @@ impl std::fmt::Debug for SharedContextContainer {
 }
 
 impl SharedContextContainer {
-    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Option<Arc<dyn Any + Send + Sync>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<Slots>>> {
         // A module that panicked while holding the lock cannot have left the
         // vector half-changed (every operation is a single assignment).
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The slots, made on the first store, with room for `module`'s.
+    fn slots_for(guard: &mut Option<Box<Slots>>, module: ModuleIndex) -> &mut Slots {
+        let slots = guard.get_or_insert_with(Box::default);
+        if slots.len() <= module.get() {
+            slots.resize_with(module.get() + 1, || None);
+        }
+        slots
+    }
+
     /// Lets go of every value (its cleanup runs once nothing else holds
     /// it), outside the lock: a cleanup may use the container.
     pub(crate) fn clear(&self) {
-        let values = std::mem::take(&mut *self.slots());
+        let values = self.lock().take();
         drop(values);
     }
 
     /// The module's value, if it stored one of type `T`.
     pub fn get<T: Any + Send + Sync>(&self, module: ModuleIndex) -> Option<Arc<T>> {
-        let value = self.slots().get(module.get())?.clone()?;
+        let value = self.lock().as_ref()?.get(module.get())?.clone()?;
         value.downcast().ok()
     }
 
     /// Store a value; a previous value is released.
     pub fn set<T: Any + Send + Sync>(&self, module: ModuleIndex, value: Arc<T>) {
-        let i = module.get();
         let previous = {
-            let mut slots = self.slots();
-            if slots.len() <= i {
-                slots.resize_with(i + 1, || None);
-            }
-            slots[i].replace(value)
+            let mut guard = self.lock();
+            Self::slots_for(&mut guard, module)[module.get()].replace(value)
         };
         // Dropped outside the lock, so a value's Drop may use the container.
         drop(previous);
@@ -123,15 +134,12 @@ impl SharedContextContainer {
         module: ModuleIndex,
         value: Arc<T>,
     ) -> Result<(), Arc<T>> {
-        let i = module.get();
-        let mut slots = self.slots();
-        if slots.len() <= i {
-            slots.resize_with(i + 1, || None);
-        }
-        if slots[i].is_some() {
+        let mut guard = self.lock();
+        let slot = &mut Self::slots_for(&mut guard, module)[module.get()];
+        if slot.is_some() {
             return Err(value);
         }
-        slots[i] = Some(value);
+        *slot = Some(value);
         Ok(())
     }
 
@@ -142,26 +150,27 @@ impl SharedContextContainer {
         module: ModuleIndex,
         make: impl FnOnce() -> T,
     ) -> Arc<T> {
-        let i = module.get();
-        let mut slots = self.slots();
-        if let Some(Some(v)) = slots.get(i) {
+        let mut guard = self.lock();
+        let slot = &mut Self::slots_for(&mut guard, module)[module.get()];
+        if let Some(v) = slot {
             if let Ok(v) = v.clone().downcast::<T>() {
                 return v;
             }
         }
-        if slots.len() <= i {
-            slots.resize_with(i + 1, || None);
-        }
         let v = Arc::new(make());
-        let previous = slots[i].replace(v.clone());
-        drop(slots);
+        let previous = slot.replace(v.clone());
+        drop(guard);
         drop(previous);
         v
     }
 
     /// Remove the module's value.
     pub fn remove(&self, module: ModuleIndex) {
-        let previous = self.slots().get_mut(module.get()).and_then(Option::take);
+        let previous = self
+            .lock()
+            .as_mut()
+            .and_then(|slots| slots.get_mut(module.get()))
+            .and_then(Option::take);
         drop(previous);
     }
 }

@@ -805,12 +805,15 @@ mod tests {
     /// connections cost (`bench/transport.sh idle`): the connection's task
     /// and its shared state. Past these sizes each crosses into the next
     /// allocation size (the task from 256 to 384 bytes with tokio's header,
-    /// the state from 256 to 320 with the `Arc`'s counts), as they had by
-    /// the thirtieth session: keep rarely used fields boxed.
+    /// the state from 256 to 320 with the `Arc`'s counts, the description
+    /// from 160 to 192), as they had by the thirtieth session: keep rarely
+    /// used fields boxed.
     #[test]
     fn what_an_idle_connection_keeps_stays_within_its_allocation_sizes() {
         type Socket = tokio::net::TcpStream;
         assert!(std::mem::size_of::<super::ConnectionTask<Socket>>() <= 144);
         assert!(std::mem::size_of::<crate::connection::ConnectionState>() <= 240);
+        // The connection's description, 160 with the `Arc`'s counts.
+        assert!(std::mem::size_of::<riis_pipeline::ConnectionInfo>() <= 144);
     }
 }
