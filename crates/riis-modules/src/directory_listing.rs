@@ -263,20 +263,11 @@ fn civil(t: SystemTime) -> Civil {
     let secs = epoch_seconds(t);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    // Days since 1970-01-01 to a proleptic Gregorian date, by 400-year eras
-    // that start on March 1st (so the leap day ends the year).
-    let z = days.saturating_add(719_468);
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let (year, month, day) = crate::civil_date(days);
     Civil {
-        year: yoe + era * 400 + i64::from(month <= 2),
-        month,
-        day,
+        year,
+        month: i64::from(month),
+        day: i64::from(day),
         hour: rem / 3600,
         minute: rem / 60 % 60,
         second: rem % 60,

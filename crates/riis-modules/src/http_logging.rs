@@ -1083,7 +1083,7 @@ impl Drop for Sink {
 
 /// `YYYY-MM-DD HH:MM:SS` of a UTC second since the epoch.
 fn stamp(second: u64) -> [u8; 19] {
-    let (year, month, day) = civil_date((second / 86_400) as i64);
+    let (year, month, day) = crate::civil_date((second / 86_400) as i64);
     let in_day = second % 86_400;
     let mut out = [0u8; 19];
     let mut w = &mut out[..];
@@ -1095,27 +1095,6 @@ fn stamp(second: u64) -> [u8; 19] {
         in_day % 60
     );
     out
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01: the
-/// calendar repeats every 400 years (146,097 days), and counting years from
-/// March puts the leap day at the end of each year.
-fn civil_date(days: i64) -> (i64, u32, u32) {
-    let shifted = days + 719_468; // days from 0000-03-01
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// The name of the sized file numbered `number`.
@@ -1153,7 +1132,7 @@ fn file_name(period: LogPeriod, second: u64, out: &mut [u8; 20]) -> &str {
         LogPeriod::Daily => put(&stamp[8..10]),
         LogPeriod::Weekly => {
             let days = (second / 86_400) as i64;
-            let day_of_month = i64::from(civil_date(days).2);
+            let day_of_month = i64::from(crate::civil_date(days).2);
             // 1970-01-01 was a Thursday (4, counting Sunday as 0).
             let first_weekday = (days - (day_of_month - 1) + 4).rem_euclid(7);
             let week = (day_of_month - 1 + first_weekday) / 7 + 1;
@@ -1897,7 +1876,7 @@ mod tests {
         assert_eq!(&stamp(4_107_456_000), b"2100-02-28 00:00:00");
         assert_eq!(&stamp(4_107_456_000 + 86_400), b"2100-03-01 00:00:00");
         assert_eq!(&stamp(1_796_399_999), b"2026-12-04 15:59:59");
-        assert_eq!(civil_date(-1), (1969, 12, 31));
+        assert_eq!(crate::civil_date(-1), (1969, 12, 31));
     }
 
     #[test]

@@ -136,22 +136,34 @@ pub(crate) fn canonical_url_path(decoded: &str) -> String {
     out
 }
 
+/// The proleptic Gregorian date of a day counted from 1970-01-01: the
+/// calendar repeats every 400 years (146,097 days), and counting years from
+/// March puts the leap day at the end of each year.
+pub(crate) fn civil_date(days: i64) -> (i64, u32, u32) {
+    let shifted = days + 719_468; // days from 0000-03-01
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// `text` with each byte outside ASCII percent-encoded (`é` is `%C3%A9`):
 /// a `Location` holds a URI reference, which is ASCII (RFC 3986), though a
 /// raw request line or a configured path may carry UTF-8.
 pub(crate) fn encode_non_ascii(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.is_ascii() {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for &b in text.as_bytes() {
-        if b.is_ascii() {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    std::borrow::Cow::Owned(out)
+    // Controls cannot reach here (a configuration refuses them, and a
+    // request with one gets 400), so CONTROLS leaves what a Location holds.
+    percent_encoding::utf8_percent_encode(text, percent_encoding::CONTROLS).into()
 }
 
 /// Opens a file for reading without blocking on it: a FIFO put where a
