@@ -409,8 +409,9 @@ impl HttpModule for HttpRedirection {
         }
         let prefix = ctx.location().path().trim_end_matches('/');
         let url = ctx.request().url();
-        // The location covers the URL, so the prefix is there.
-        let rest = url.strip_prefix(prefix).unwrap_or(url);
+        // The location covers the URL, so the prefix is there (in any
+        // case: locations ignore ASCII case).
+        let rest = riis_pipeline::path_below(prefix, url).unwrap_or(url);
         // `child_only`: content directly in the location only (`/old/a`),
         // not the location itself nor its subfolders.
         let directly_in = rest

@@ -1007,11 +1007,18 @@ impl PipelineBuilder {
                     "the location `/` is the site's own folder: set the site's `root` instead",
                 ));
             }
-            let trimmed = |p: &str| p.trim_end_matches('/').to_owned();
-            if defs.iter().any(|d| trimmed(&d.path) == trimmed(&loc.path)) {
+            // Locations ignore ASCII case (see `path_below`): `/Docs` and
+            // `/docs` are one location.
+            let trimmed = |p: &str| p.trim_end_matches('/').to_ascii_lowercase();
+            if let Some(first) = defs.iter().find(|d| trimmed(&d.path) == trimmed(&loc.path)) {
+                let why = if first.path.trim_end_matches('/') == loc.path.trim_end_matches('/') {
+                    String::new()
+                } else {
+                    format!(" (as `{}`: locations ignore case)", first.path)
+                };
                 return Err(BuildError::new(
                     format!("{}.path", loc.key),
-                    format!("location `{}` is defined twice in this site", loc.path),
+                    format!("location `{}` is defined twice in this site{why}", loc.path),
                 ));
             }
             defs.push(loc);
@@ -1201,6 +1208,23 @@ mod tests {
         assert!(covers("/api/", "/api/x"));
         assert!(!covers("/api", "/apix"));
         assert!(covers("/", "/anything"));
+    }
+
+    /// Locations ignore ASCII case, as IIS's do and as handler patterns
+    /// do; other characters must be equal.
+    #[test]
+    fn location_prefixes_ignore_ascii_case() {
+        assert!(covers("/api", "/API"));
+        assert!(covers("/Api/", "/aPI/private"));
+        assert!(!covers("/api", "/APIX"));
+        assert!(covers("/é", "/é/x"));
+        assert!(!covers("/é", "/É/x"), "only ASCII case is ignored");
+        assert_eq!(
+            crate::request::path_below("/Blog", "/BLOG/2024"),
+            Some("/2024")
+        );
+        assert_eq!(crate::request::path_below("/blog", "/bl"), None);
+        assert_eq!(crate::request::path_below("/a", "/A\u{e9}"), None);
     }
 
     #[test]

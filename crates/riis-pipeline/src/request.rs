@@ -114,9 +114,22 @@ pub fn prepare_url_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
 /// the prefix itself, `Some("/2024/x")` below it, `None` outside it
 /// (`/blogs`). The prefix `/` covers every path. How locations, mounts
 /// and a folder's rules tell the paths they cover.
+///
+/// ASCII case is ignored (`/Blog/x` is below `/blog`), as IIS matches
+/// `<location path>` and as riis matches handler patterns: a location
+/// that guards a path guards it however a client spells it, so a
+/// handler, a backend or a file system that ignores case cannot serve it
+/// from outside the guard. Other characters are compared exactly.
 #[inline]
 pub fn path_below<'a>(prefix: &str, url: &'a str) -> Option<&'a str> {
-    let rest = url.strip_prefix(prefix.trim_end_matches('/'))?;
+    let prefix = prefix.trim_end_matches('/').as_bytes();
+    let head = url.as_bytes().get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    // The bytes up to here differ from the prefix's at most in ASCII
+    // letters, so this is a character boundary as it is in the prefix.
+    let rest = url.get(prefix.len()..)?;
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 

@@ -10,6 +10,7 @@
 pub mod body;
 pub mod client_certificate;
 pub mod config;
+mod config_warnings;
 pub mod connection;
 pub mod defaults;
 pub mod driver;

@@ -124,7 +124,19 @@ fn load(
     if let Some(addr) = listen {
         loaded.override_listen(addr)?;
     }
+    for warning in loaded.warnings() {
+        tracing::warn!("{warning}");
+    }
     Ok(loaded)
+}
+
+/// `n` things, in the singular for one: `1 site`, `2 sites`.
+fn counted(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
 }
 
 /// `--listen`'s value, written as a binding's address and port are.
@@ -142,6 +154,9 @@ fn listen_address(text: &str) -> Result<SocketAddr, String> {
 /// `riis reload`: validate, then signal the running server.
 fn reload(config: &Path) -> Result<String, String> {
     let loaded = ServerConfig::load(config).map_err(|e| e.to_string())?;
+    for warning in loaded.warnings() {
+        eprintln!("riis: warning: {warning}");
+    }
     let pid_file = loaded.pid_file();
     let report = riis_server::status_file(&loaded);
     Server::new(loaded).map_err(|e| e.to_string())?.discard();
@@ -505,13 +520,20 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { config } => {
-            match ServerConfig::load(&config).and_then(Server::new) {
-                Ok(server) => {
+            let checked = ServerConfig::load(&config).and_then(|loaded| {
+                let warnings = loaded.warnings();
+                Server::new(loaded).map(|server| (server, warnings))
+            });
+            match checked {
+                Ok((server, warnings)) => {
+                    for warning in warnings {
+                        eprintln!("riis: warning: {warning}");
+                    }
                     println!(
-                        "{}: configuration is valid ({} modules, {} sites)",
+                        "{}: configuration is valid ({}, {})",
                         config.display(),
-                        server.pipeline().module_names().count(),
-                        server.pipeline().sites().len()
+                        counted(server.pipeline().module_names().count(), "module"),
+                        counted(server.pipeline().sites().len(), "site")
                     );
                     server.discard();
                     ExitCode::SUCCESS

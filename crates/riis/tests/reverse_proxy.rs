@@ -2517,3 +2517,74 @@ fn an_x_accel_redirect_is_answered_by_the_url_it_names() {
     assert_eq!(off.header("x-accel-redirect"), None);
     assert_eq!(off.header("x-other"), Some("the application's"));
 }
+
+/// A location guards every spelling of its path, as IIS's do: a proxied
+/// handler pattern ignores case, and so does many a backend, so a guard
+/// that matched case exactly let `/API/private` through to the backend's
+/// `/api/private` (found by a review of access control, fixed since).
+#[test]
+fn a_location_guards_its_path_in_any_case() {
+    let backend = Backend::start("a");
+    let dir = TempDir::new("proxy-location-case");
+    dir.write("www/index.html", "local");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "IpRestriction"
+[[modules]]
+name = "ReverseProxy"
+
+[[handlers]]
+name = "Api"
+path = "/api/*"
+modules = ["ReverseProxy"]
+
+[proxy]
+servers = ["http://{backend}"]
+
+[[sites]]
+name = "Proxied"
+root = 'www'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/api/Private"
+ip_security = {{ allow_unlisted = false, deny_action = "NotFound" }}
+"#,
+            backend = backend.addr
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    // The backend answers paths that end in `/echo`.
+    assert_eq!(conn.get("/api/public/echo").status, 200);
+    for spelling in [
+        "/api/Private",
+        "/api/private/echo",
+        "/API/PRIVATE",
+        "/Api/pRiVaTe/data/echo",
+    ] {
+        assert_eq!(conn.get(spelling).status, 404, "{spelling}");
+    }
+    assert_eq!(backend.seen.requests.lock().unwrap().len(), 1);
+    // At a segment boundary still.
+    assert_eq!(conn.get("/API/privatex/echo").status, 200);
+
+    // Two spellings of one location are one location, written twice.
+    let twice = dir.write(
+        "twice.toml",
+        "[[sites]]\nname = \"S\"\nroot = \"www\"\nbindings = [\"127.0.0.1:0\"]\n\
+         [[sites.locations]]\npath = \"/Docs\"\n[[sites.locations]]\npath = \"/docs/\"\n",
+    );
+    let out = common::riis_command("check-config", &twice);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("sites[0].locations[1].path"), "{err}");
+    assert!(
+        err.contains(
+            "location `/docs/` is defined twice in this site (as `/Docs`: locations ignore case)"
+        ),
+        "{err}"
+    );
+}

@@ -118,6 +118,14 @@ fn a_virtual_directory_serves_its_own_folder() {
     assert_eq!(conn.get("/pictures/link.txt").status, 404);
     // Matched at a segment boundary.
     assert_eq!(conn.get("/picturesque").status, 404);
+    // Locations ignore ASCII case, as IIS's do: any spelling of the
+    // directory's path maps into its folder, and what follows keeps its
+    // case (`CAT.txt` is no file there).
+    assert_eq!(conn.get("/PICTURES/cat.txt").text(), "a cat");
+    assert_eq!(conn.get("/Pictures/CAT.txt").status, 404);
+    let listing = conn.get("/PICTURES/private/");
+    assert_eq!(listing.status, 200, "the nested location's listing");
+    assert!(listing.text().contains("listed.txt"), "{}", listing.text());
 }
 
 #[test]
@@ -210,4 +218,86 @@ fn folders_above_the_configuration_are_named_without_parent_steps() {
         "{text}"
     );
     assert!(!text.contains(".."), "{text}");
+}
+
+/// `check-config` warns, and still passes, where a location's configuration
+/// does not cover all the URLs of its files: a virtual directory inside
+/// the site's root is also served at its URL there, and two folders whose
+/// names differ only in case share a location (locations ignore case).
+#[test]
+fn check_config_warns_where_a_location_does_not_cover_its_files() {
+    let dir = TempDir::new("vdir-warn");
+    folders(&dir);
+    dir.write("www/assets/media/a.png", "a picture");
+    dir.write("www/public/a.txt", "public");
+    dir.write("www/PUBLIC/b.txt", "not meant to be public");
+    dir.write("www/docs/a.txt", "docs");
+    let config = config(
+        &dir,
+        r#"
+[[sites.locations]]
+path = "/media"
+physical_path = "www/assets/media"
+
+[[sites.locations]]
+path = "/public"
+
+[[sites.locations]]
+path = "/docs"
+
+[[sites.locations]]
+path = "/pictures"
+physical_path = "shared/pictures"
+
+[[sites.locations]]
+path = "/pictures/thumbs"
+physical_path = "shared/pictures/thumbs"
+
+[[sites.locations]]
+path = "/small"
+physical_path = "shared/pictures/thumbs"
+"#,
+    );
+    let out = common::riis_command("check-config", &config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("riis: warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 3, "{err}");
+    assert!(
+        warnings[0].contains("key `sites[0].locations[0].physical_path`")
+            && warnings[0].contains(
+                "is inside the site's root, so its files are also served as `/assets/media/…`"
+            ),
+        "{err}"
+    );
+    assert!(
+        warnings[1].contains("key `sites[0].locations[1].path`")
+            && warnings[1].contains("locations ignore case")
+            && warnings[1].contains("www/public`")
+            && warnings[1].contains("www/PUBLIC`"),
+        "{err}"
+    );
+    assert!(
+        warnings[2].contains("key `sites[0].locations[5].physical_path`")
+            && warnings[2].contains("is also the folder of location `/pictures/thumbs`, so its files are also served as `/pictures/thumbs/…`"),
+        "{err}"
+    );
+    // Each names its line in the file.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("www/assets/media"))
+        .unwrap()
+        + 1;
+    assert!(
+        warnings[0].contains(&format!("riis.toml:{line}: ")),
+        "{err}"
+    );
+
+    // The server starts and logs the same warnings.
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    assert_eq!(common::get(server.addr, "/media/a.png").text(), "a picture");
 }

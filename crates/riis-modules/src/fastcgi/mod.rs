@@ -184,10 +184,12 @@ fn mount_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, 
 /// the rest of `path` below it. A path not below the mount (a location
 /// whose path differs from it) is the whole `PATH_INFO` under an empty
 /// `SCRIPT_NAME`: together they stay the path, and the application builds
-/// no links under a mount the URL is not at.
-fn mounted<'a>(mount: &'a str, path: &'a str) -> (&'a str, &'a str) {
+/// no links under a mount the URL is not at. The mount is matched as
+/// locations are, ignoring ASCII case, and `SCRIPT_NAME` is the path's own
+/// spelling of it, so the two still join into the path.
+fn mounted<'a>(mount: &str, path: &'a str) -> (&'a str, &'a str) {
     match riis_pipeline::path_below(mount, path) {
-        Some(rest) => (mount, rest),
+        Some(rest) => (&path[..path.len() - rest.len()], rest),
         None => ("", path),
     }
 }
@@ -699,6 +701,7 @@ mod tests {
         assert_eq!(mounted("", "/"), ("", "/"));
         assert_eq!(mounted("/app", "/app/hello"), ("/app", "/hello"));
         assert_eq!(mounted("/app", "/app"), ("/app", ""));
+        assert_eq!(mounted("/app", "/APP/x"), ("/APP", "/x"));
         // Not below the mount (a segment that only starts the same).
         assert_eq!(mounted("/app", "/application"), ("", "/application"));
         let parse = |text: &str| toml::from_str::<FastCgiConfig>(text).map(|c| c.script_name);
