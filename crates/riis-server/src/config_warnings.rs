@@ -13,10 +13,14 @@
 //! - locations ignore ASCII case (as IIS's do), so on a file system where
 //!   case matters, two folders whose names differ only in case (`public`,
 //!   `PUBLIC`) both get the configuration of a location written for one.
+//!
+//! And one about a handler list: a handler listed after one that takes
+//! every request it would is never chosen (the first match wins, as in
+//! IIS's `<handlers>`).
 
 use std::path::{Path, PathBuf};
 
-use riis_pipeline::{path_below, SiteDefinition};
+use riis_pipeline::{path_below, HandlerDefinition, ResourceType, SiteDefinition};
 
 use crate::config::{ConfigError, ServerConfig};
 
@@ -39,6 +43,16 @@ impl ServerConfig {
     /// it concerns. Reads the folders the sites name; never fails.
     pub fn warnings(&self) -> Vec<ConfigError> {
         let mut warnings = Vec::new();
+        let mut lists: Vec<&[HandlerDefinition]> = vec![&self.handlers];
+        for site in &self.sites {
+            lists.extend(site.handlers.as_deref());
+            lists.extend(site.locations.iter().filter_map(|l| l.handlers.as_deref()));
+        }
+        for list in lists {
+            for (key, message) in handlers_never_chosen(list) {
+                warnings.push(self.error_at(&key, &message));
+            }
+        }
         for site in &self.sites {
             let mappings = mappings(site);
             // By the location they concern, in the file's order.
@@ -167,6 +181,65 @@ fn folders_mapped_twice(mappings: &[Mapping<'_>]) -> Vec<(usize, String, String)
     found
 }
 
+/// Handlers of `list` that an earlier one always takes the place of:
+/// `(key, message)` for each.
+fn handlers_never_chosen(list: &[HandlerDefinition]) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (j, later) in list.iter().enumerate() {
+        if let Some(earlier) = list[..j].iter().find(|earlier| shadows(earlier, later)) {
+            let verbs = if all_verbs(&earlier.verbs) {
+                "every method".to_owned()
+            } else {
+                earlier.verbs.join(", ")
+            };
+            found.push((
+                later.key.clone(),
+                format!(
+                    "handler `{}` is never chosen: handler `{}` before it (`{}`, {verbs}) \
+                     takes every request it would; list it earlier",
+                    later.name, earlier.name, earlier.path
+                ),
+            ));
+        }
+    }
+    found
+}
+
+/// Whether handler `earlier`, listed before `later`, is chosen for every
+/// request `later` would be: its pattern covers `later`'s, its methods
+/// include `later`'s, and the resources it takes include `later`'s.
+fn shadows(earlier: &HandlerDefinition, later: &HandlerDefinition) -> bool {
+    let resource = |h: &HandlerDefinition| ResourceType::parse(&h.resource_type);
+    let (Some(first), Some(second)) = (resource(earlier), resource(later)) else {
+        return false;
+    };
+    let takes_any_path = matches!(earlier.path.as_str(), "*" | "/*");
+    let same_path = earlier.path.eq_ignore_ascii_case(&later.path);
+    let verbs = all_verbs(&earlier.verbs)
+        || (!all_verbs(&later.verbs)
+            && later
+                .verbs
+                .iter()
+                .all(|v| earlier.verbs.iter().any(|e| e == v)));
+    let resources = first == ResourceType::Unspecified
+        || first == second
+        || (first == ResourceType::Either
+            && matches!(second, ResourceType::File | ResourceType::Directory));
+    // A handler that splits path info off also takes URLs its pattern
+    // does not match whole (`/index.php/users` for `*.php`); only an
+    // earlier one that takes any path and resource, or splits the same
+    // way, takes those first.
+    let path_info = !later.allow_path_info
+        || (takes_any_path && first == ResourceType::Unspecified)
+        || (earlier.allow_path_info && same_path);
+    (takes_any_path || same_path) && verbs && resources && path_info
+}
+
+/// Whether a handler's `verbs` list means every method (`*` in it, or empty).
+fn all_verbs(verbs: &[String]) -> bool {
+    verbs.is_empty() || verbs.iter().any(|v| v == "*")
+}
+
 /// The URL path of `relative` (a folder below a mapping's folder) under the
 /// mapping's URL; `None` when a name is not text.
 fn url_of(base: &str, relative: &Path) -> Option<String> {
@@ -225,6 +298,53 @@ fn spellings_in(folder: &Path, name: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn handler(path: &str, verbs: &[&str], resource_type: &str) -> HandlerDefinition {
+        HandlerDefinition {
+            name: path.to_owned(),
+            path: path.to_owned(),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            resource_type: resource_type.to_owned(),
+            modules: Vec::new(),
+            allow_path_info: false,
+            key: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_handler_after_one_that_takes_its_requests_is_never_chosen() {
+        let all = handler("*", &["*"], "Unspecified");
+        let php = handler("*.php", &["GET", "POST"], "File");
+        assert!(shadows(&all, &php));
+        assert!(shadows(&handler("*.PHP", &[], "Either"), &php));
+        // Fewer methods, another resource type, another pattern: no.
+        assert!(!shadows(&handler("*", &["GET"], "Unspecified"), &php));
+        assert!(!shadows(&handler("*", &["*"], "Directory"), &php));
+        assert!(!shadows(&handler("*.html", &["*"], "Unspecified"), &php));
+        // StaticFile's usual entry (files and folders) leaves dynamic
+        // handlers of any path their requests for what does not exist.
+        let static_file = handler("*", &["GET", "HEAD"], "Either");
+        assert!(!shadows(
+            &static_file,
+            &handler("*.php", &["GET"], "Unspecified")
+        ));
+        assert!(shadows(&static_file, &handler("*.txt", &["GET"], "File")));
+        // Path info: `*.php` whole does not take `/index.php/users`.
+        let mut split = php.clone();
+        split.allow_path_info = true;
+        assert!(!shadows(&handler("*.php", &["*"], "Unspecified"), &split));
+        assert!(shadows(&all, &split));
+        let list = [all, php];
+        let found = handlers_never_chosen(&list);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].1.contains(
+                "handler `*.php` is never chosen: handler `*` before it (`*`, every method)"
+            ),
+            "{}",
+            found[0].1
+        );
+    }
 
     #[test]
     fn a_url_is_built_from_a_relative_folder() {

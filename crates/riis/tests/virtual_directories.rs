@@ -244,6 +244,10 @@ path = "/public"
 
 [[sites.locations]]
 path = "/docs"
+handlers = [
+    { name = "Everything", path = "*", modules = ["StaticFile"] },
+    { name = "Programs", path = "*.cgi", resource_type = "File", modules = ["Cgi"] },
+]
 
 [[sites.locations]]
 path = "/pictures"
@@ -265,26 +269,29 @@ physical_path = "shared/pictures/thumbs"
         .lines()
         .filter(|l| l.starts_with("riis: warning: "))
         .collect();
-    assert_eq!(warnings.len(), 3, "{err}");
+    assert_eq!(warnings.len(), 4, "{err}");
+    let warning = |key: &str| {
+        let key = format!("key `{key}`: ");
+        *warnings
+            .iter()
+            .find(|w| w.contains(&key))
+            .unwrap_or_else(|| panic!("no warning at {key}: {err}"))
+    };
+    assert!(warning("sites[0].locations[0].physical_path")
+        .contains("is inside the site's root, so its files are also served as `/assets/media/…`"));
+    let twins = warning("sites[0].locations[1].path");
     assert!(
-        warnings[0].contains("key `sites[0].locations[0].physical_path`")
-            && warnings[0].contains(
-                "is inside the site's root, so its files are also served as `/assets/media/…`"
-            ),
-        "{err}"
+        twins.contains("locations ignore case")
+            && twins.contains("www/public`")
+            && twins.contains("www/PUBLIC`"),
+        "{twins}"
     );
-    assert!(
-        warnings[1].contains("key `sites[0].locations[1].path`")
-            && warnings[1].contains("locations ignore case")
-            && warnings[1].contains("www/public`")
-            && warnings[1].contains("www/PUBLIC`"),
-        "{err}"
-    );
-    assert!(
-        warnings[2].contains("key `sites[0].locations[5].physical_path`")
-            && warnings[2].contains("is also the folder of location `/pictures/thumbs`, so its files are also served as `/pictures/thumbs/…`"),
-        "{err}"
-    );
+    assert!(warning("sites[0].locations[5].physical_path").contains(
+        "is also the folder of location `/pictures/thumbs`, so its files are also served as `/pictures/thumbs/…`"
+    ));
+    assert!(warning("sites[0].locations[2].handlers[1]").contains(
+        "handler `Programs` is never chosen: handler `Everything` before it (`*`, every method) takes every request it would"
+    ));
     // Each names its line in the file.
     let text = std::fs::read_to_string(&config).unwrap();
     let line = text
@@ -293,11 +300,32 @@ physical_path = "shared/pictures/thumbs"
         .unwrap()
         + 1;
     assert!(
-        warnings[0].contains(&format!("riis.toml:{line}: ")),
+        warning("sites[0].locations[0].physical_path").contains(&format!("riis.toml:{line}: ")),
         "{err}"
     );
 
-    // The server starts and logs the same warnings.
-    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
-    assert_eq!(common::get(server.addr, "/media/a.png").text(), "a picture");
+    // The server starts, and logs the same warnings.
+    let log = dir.path().join("serve.log");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_riis"));
+    command
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .env("RIIS_LOG", "warn");
+    let mut child = command.spawn().unwrap();
+    let addr = common::listening_addr(&mut child);
+    assert_eq!(common::get(addr, "/media/a.png").text(), "a picture");
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        logged.lines().filter(|l| l.contains(" WARN ")).count(),
+        4,
+        "{logged}"
+    );
+    assert!(
+        logged.contains("handler `Programs` is never chosen"),
+        "{logged}"
+    );
 }
