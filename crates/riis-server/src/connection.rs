@@ -266,9 +266,11 @@ pub struct Activity {
     /// Bytes of a request head begun but not finished, as the framing
     /// watch last saw (see [`FramingWatch::unfinished_head`]).
     partial_head: AtomicU64,
-    /// A head began before the connection went idle: the previous
-    /// response's bytes may still be on their way out, so each send until
-    /// the next request starts moves `written_at_request_start` along.
+    /// No request is in service and the next has not started: what is sent
+    /// now is the end of earlier responses (gathered, or behind a full
+    /// socket), so each send moves `written_at_request_start` along, and a
+    /// head that arrives (or already waits in the buffer) may still be
+    /// refused with a status of its own.
     head_behind_response: AtomicBool,
     /// When the first byte after the connection became idle was read: the
     /// start of the head `timeouts.header_read` limits.
@@ -372,12 +374,16 @@ impl Activity {
             self.idle_since.store(t, Ordering::Relaxed);
             if partial > 0 {
                 self.head_started.store(t, Ordering::Relaxed);
-                self.written_at_request_start.store(
-                    self.written_total.load(Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
-                self.head_behind_response.store(true, Ordering::Relaxed);
             }
+            // Whatever is written from here until the next request starts
+            // ends the responses before: a head already read (a whole
+            // pipelined one that hyper fails to parse) is still owed its
+            // refusal.
+            self.written_at_request_start.store(
+                self.written_total.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            self.head_behind_response.store(true, Ordering::Relaxed);
         }
     }
 

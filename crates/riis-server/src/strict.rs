@@ -293,7 +293,13 @@ pub fn parse_error_response(error: &(dyn std::error::Error + 'static)) -> Option
         return None;
     }
     // hyper names the two kinds of "too large" only in its message.
-    Some(if h.to_string().contains("URI too long") {
+    Some(if h.is_parse_version_h2() {
+        // Only the first bytes of a connection may choose HTTP/2.
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "the HTTP/2 connection preface comes only at the start of a connection",
+        )
+    } else if h.to_string().contains("URI too long") {
         Refusal::new(StatusCode::URI_TOO_LONG, "the request target is too long")
     } else if h.is_parse_too_large() {
         Refusal::new(

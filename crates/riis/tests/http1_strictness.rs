@@ -385,3 +385,69 @@ fn refusals_carry_the_server_header() {
     let served = head(b"GET /a.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     assert_eq!(served.matches("\r\nserver: ").count(), 1, "{served}");
 }
+
+/// A request hyper cannot parse after others on the same connection gets
+/// its 400 too, pipelined behind them or sent after their answers: so does
+/// an HTTP/2 preface that does not start the connection.
+#[test]
+fn a_malformed_request_after_others_gets_its_400() {
+    let dir = TempDir::new("strict-after");
+    dir.write("www/index.html", "alpha");
+    let config = write_config(&dir, &dir.path().join("www"), CONFIG);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    // The default document: answered through a child request.
+    let good: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let bad: [&[u8]; 3] = [
+        b"GET /a.txt HTTP/1.2\r\nHost: a\r\n\r\n",
+        b"GET /a\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ];
+    for bad in bad {
+        for pause in [false, true] {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s.write_all(good).unwrap();
+            s.write_all(good).unwrap();
+            if pause {
+                // Both answers are out before the next head arrives.
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while got.windows(5).filter(|w| w == b"alpha").count() < 2 {
+                    let n = s.read(&mut buf).unwrap();
+                    assert!(n > 0, "closed early");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(bad).unwrap();
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+                got.extend_from_slice(&rest);
+                check(&got, bad);
+            } else {
+                s.write_all(bad).unwrap();
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got);
+                check(&got, bad);
+            }
+        }
+    }
+    fn check(got: &[u8], bad: &[u8]) {
+        let text = String::from_utf8_lossy(got);
+        assert_eq!(
+            text.matches("HTTP/1.1 200 OK\r\n").count(),
+            2,
+            "{bad:?}: {text}"
+        );
+        assert!(
+            text.contains("alphaHTTP/1.1 400 Bad Request\r\n"),
+            "{bad:?}: {text}"
+        );
+        if bad.starts_with(b"PRI") {
+            assert!(
+                text.contains(
+                    "the HTTP/2 connection preface comes only at the start of a connection"
+                ),
+                "{text}"
+            );
+        }
+    }
+}
