@@ -769,7 +769,9 @@ typedef struct riis_api {
     riis_hresult (*context_virtual_directory)(riis_context *context, const char **path,
                                               const char **physical_path);
     /** The path of the location whose configuration applies to the
-     *  request ("/" for the site itself); valid until the request ends. */
+     *  request ("/" for the site itself); valid until the request ends.
+     *  Locations ignore case: the request URL may spell this path, and the
+     *  virtual directory's, in another case (compare with strncasecmp). */
     const char *(*context_location_path)(riis_context *context);
     /** IHttpResponse4::GetTrailer: a trailer field's values joined with
      *  ", " (NULL when not set); *length (may be NULL) gets its length. */

@@ -371,7 +371,7 @@ fn target(destination: &str, exact: bool, carried: &Carried<'_>) -> String {
 /// What follows `prefix` (a decoded, normalized location path) in the raw
 /// request path: its segments are skipped as the request's URL was made,
 /// decoded and with empty and `.` segments dropped, so `/my%20docs/a` and
-/// `//old/a` give `/a` for `/my docs` and `/old`.
+/// `//old/a` give `/a` for `/my docs` and `/old` (and `/OLD/a` for `/old`).
 fn raw_suffix<'a>(raw: &'a str, prefix: &str) -> Option<&'a str> {
     let mut at = 0;
     for wanted in prefix.split('/').filter(|s| !s.is_empty()) {
@@ -388,7 +388,9 @@ fn raw_suffix<'a>(raw: &'a str, prefix: &str) -> Option<&'a str> {
             if segment == "." {
                 continue;
             }
-            if percent_encoding::percent_decode_str(segment).decode_utf8_lossy() != wanted {
+            // Compared as locations are (in any case: see `path_below`).
+            let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+            if riis_pipeline::path_below(wanted, &decoded) != Some("") {
                 return None;
             }
             break;
@@ -525,6 +527,8 @@ mod tests {
         assert_eq!(raw_suffix("/my%20docs/a%3Bb", "/my docs"), Some("/a%3Bb"));
         assert_eq!(raw_suffix("//old/./a", "/old"), Some("/./a"));
         assert_eq!(raw_suffix("/old", "/old"), Some(""));
+        assert_eq!(raw_suffix("/OLD/a%3Bb", "/old"), Some("/a%3Bb"));
+        assert_eq!(raw_suffix("/%4FLD/a%2Fb", "/old"), Some("/a%2Fb"));
         assert_eq!(raw_suffix("/other/a", "/old"), None);
         assert_eq!(raw_suffix("/anything", ""), Some("/anything"));
     }

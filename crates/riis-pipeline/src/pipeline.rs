@@ -165,7 +165,8 @@ impl VirtualDirectory {
         let rest = if self.path == "/" {
             url
         } else {
-            url.get(self.path.len()..).unwrap_or("")
+            // The URL may spell the path otherwise (see `path_below`).
+            crate::request::path_below(&self.path, url).unwrap_or("")
         };
         join_root(&self.physical_path, rest)
     }
@@ -1024,7 +1025,11 @@ impl PipelineBuilder {
             defs.push(loc);
         }
         // Outermost first, each on what encloses it.
-        defs.sort_by_key(|d| d.path.len());
+        // By the length of the path without its trailing `/`s, which make
+        // no difference to what a location covers (`/pub//` must not come
+        // before `/pub/a`).
+        let specificity = |d: &&LocationDefinition| d.path.trim_end_matches('/').len();
+        defs.sort_by_key(specificity);
         for (at, loc) in defs.iter().enumerate() {
             let mut inherited: Vec<&[SectionSource]> = vec![&self.server_sections, &site.sections];
             inherited.extend(
@@ -1035,7 +1040,7 @@ impl PipelineBuilder {
             );
             self.validate_sections(&loc.sections, &inherited)?;
         }
-        defs.sort_by_key(|d| std::cmp::Reverse(d.path.len()));
+        defs.sort_by_key(|d| std::cmp::Reverse(specificity(d)));
 
         let mut locations = Vec::with_capacity(defs.len() + 1);
         let mut directories: HashMap<String, Arc<VirtualDirectory>> = HashMap::new();
@@ -1052,7 +1057,7 @@ impl PipelineBuilder {
                 .copied()
                 .filter(|d| covers(&d.path, path))
                 .collect();
-            chain.sort_by_key(|d| d.path.len());
+            chain.sort_by_key(specificity);
             let mut handlers = site_handlers.clone();
             for d in &chain {
                 if let Some(h) = &d.handlers {
@@ -1225,6 +1230,46 @@ mod tests {
         );
         assert_eq!(crate::request::path_below("/blog", "/bl"), None);
         assert_eq!(crate::request::path_below("/a", "/A\u{e9}"), None);
+        // Characters that case mappings take to the prefix's ASCII letters.
+        let below = crate::request::path_below;
+        assert_eq!(below("/api/secret", "/api/\u{17F}ecret/x"), Some("/x"));
+        assert_eq!(below("/api/private", "/API/PR\u{131}VATE"), Some(""));
+        assert_eq!(below("/api/private", "/api/pr\u{130}vate/a"), Some("/a"));
+        assert_eq!(below("/keys", "/\u{212A}eys/k"), Some("/k"));
+        assert_eq!(below("/keys", "/\u{212A}eysx"), None);
+        assert_eq!(below("/api", "/\u{17F}pi"), None, "not a case of `a`");
+        assert_eq!(below("/\u{e9}t\u{e9}", "/\u{e9}T\u{e9}/x"), Some("/x"));
+    }
+
+    /// Trailing `/`s on a location's path make no difference to its rank:
+    /// `/pub//` is less specific than `/pub/a`.
+    #[test]
+    fn locations_rank_by_their_path_without_trailing_slashes() {
+        let loc = |path: &str| LocationDefinition {
+            path: path.to_owned(),
+            key: format!("locations[{path}]"),
+            ..Default::default()
+        };
+        let mut builder = PipelineBuilder::new();
+        builder.site(SiteDefinition {
+            id: 1,
+            name: "s".into(),
+            physical_root: std::env::temp_dir(),
+            handlers: None,
+            sections: Vec::new(),
+            locations: vec![loc("/pub//"), loc("/pub/a")],
+            key: "sites[0]".into(),
+        });
+        let pipeline = builder.build().unwrap();
+        let site = &pipeline.sites()[0];
+        assert_eq!(
+            site.location(site.location_index("/pub/a/s.txt")).path(),
+            "/pub/a"
+        );
+        assert_eq!(
+            site.location(site.location_index("/pub/b")).path(),
+            "/pub//"
+        );
     }
 
     #[test]

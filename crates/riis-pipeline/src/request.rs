@@ -115,22 +115,60 @@ pub fn prepare_url_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
 /// (`/blogs`). The prefix `/` covers every path. How locations, mounts
 /// and a folder's rules tell the paths they cover.
 ///
-/// ASCII case is ignored (`/Blog/x` is below `/blog`), as IIS matches
-/// `<location path>` and as riis matches handler patterns: a location
-/// that guards a path guards it however a client spells it, so a
-/// handler, a backend or a file system that ignores case cannot serve it
-/// from outside the guard. Other characters are compared exactly.
+/// Case is ignored for the prefix's ASCII letters (`/Blog/x` is below
+/// `/blog`), as IIS matches `<location path>` and as riis matches handler
+/// patterns: a location that guards a path guards it however a client
+/// spells it, so a handler, a backend or a file system that ignores case
+/// cannot serve it from outside the guard. That includes the four
+/// characters outside ASCII that a case mapping takes to an ASCII letter
+/// (`ſ` for `s`, `K` (Kelvin) for `k`, `ı` and `İ` for `i`), which Java's
+/// `equalsIgnoreCase` and .NET's culture-invariant comparisons take for
+/// those letters. The prefix's other characters are compared exactly.
 #[inline]
 pub fn path_below<'a>(prefix: &str, url: &'a str) -> Option<&'a str> {
-    let prefix = prefix.trim_end_matches('/').as_bytes();
-    let head = url.as_bytes().get(..prefix.len())?;
-    if !head.eq_ignore_ascii_case(prefix) {
-        return None;
-    }
-    // The bytes up to here differ from the prefix's at most in ASCII
-    // letters, so this is a character boundary as it is in the prefix.
-    let rest = url.get(prefix.len()..)?;
+    let prefix = prefix.trim_end_matches('/');
+    let rest = match url.as_bytes().get(..prefix.len()) {
+        // The bytes up to here differ from the prefix's at most in ASCII
+        // letters, so this is a character boundary as it is in the prefix.
+        Some(head) if head.eq_ignore_ascii_case(prefix.as_bytes()) => url.get(prefix.len()..)?,
+        // Only a URL with characters outside ASCII can spell the prefix
+        // in other bytes.
+        _ if url.is_ascii() => return None,
+        _ => rest_after_folded(prefix, url)?,
+    };
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// What follows `prefix` in `url` when the URL spells it with characters
+/// a case mapping takes to the prefix's ASCII letters (see [`path_below`]).
+#[cold]
+fn rest_after_folded<'a>(prefix: &str, url: &'a str) -> Option<&'a str> {
+    let mut chars = url.char_indices();
+    for wanted in prefix.chars() {
+        let (_, got) = chars.next()?;
+        let same = got == wanted
+            || (wanted.is_ascii_alphabetic()
+                && (got.eq_ignore_ascii_case(&wanted)
+                    || ascii_letter_of(got) == Some(wanted.to_ascii_lowercase())));
+        if !same {
+            return None;
+        }
+    }
+    let at = chars.next().map_or(url.len(), |(at, _)| at);
+    url.get(at..)
+}
+
+/// The ASCII letter (lower case) a character outside ASCII is taken for
+/// by case mappings: the characters whose upper or lower case is an ASCII
+/// letter.
+fn ascii_letter_of(c: char) -> Option<char> {
+    match c {
+        '\u{17F}' => Some('s'),  // LATIN SMALL LETTER LONG S: upper case S
+        '\u{212A}' => Some('k'), // KELVIN SIGN: lower case k
+        '\u{131}' => Some('i'),  // LATIN SMALL LETTER DOTLESS I: upper case I
+        '\u{130}' => Some('i'),  // LATIN CAPITAL LETTER I WITH DOT ABOVE: lower case i
+        _ => None,
+    }
 }
 
 /// Collapses runs of `/` and drops `.` segments, keeping a trailing slash;

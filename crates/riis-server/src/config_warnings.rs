@@ -4,7 +4,7 @@
 //! them at start and at each reload; none stops the server (nginx's `[warn]`
 //! lines of `nginx -t`).
 //!
-//! Both are about a location's configuration not covering all the URLs of
+//! Two are about a location's configuration not covering all the URLs of
 //! its files:
 //! - a virtual directory whose folder lies inside the site's root (or
 //!   inside another virtual directory's folder) is also served at the URL
@@ -18,14 +18,16 @@
 //! every request it would is never chosen (the first match wins, as in
 //! IIS's `<handlers>`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use riis_pipeline::{path_below, HandlerDefinition, ResourceType, SiteDefinition};
+use riis_modules::request_filtering::DEFAULT_HIDDEN_SEGMENTS;
+use riis_pipeline::{path_below, HandlerDefinition, ResourceType, SectionSource, SiteDefinition};
 
 use crate::config::{ConfigError, ServerConfig};
 
 /// Folders with more entries than this are not searched for names that
-/// differ only in case (the search reads the whole folder at each start).
+/// differ only in case (the search reads each folder once per load).
 const MOST_ENTRIES_SEARCHED: usize = 10_000;
 
 /// A URL path prefix and the folder it maps to: the site's root at `/`, or
@@ -37,6 +39,10 @@ struct Mapping<'a> {
     /// site's root.
     location: Option<(&'a str, usize)>,
 }
+
+/// A warning about a site: the place of the location it concerns in the
+/// site's list (the order they are reported in), its key, the message.
+type SiteWarning = (usize, String, String);
 
 impl ServerConfig {
     /// What the configuration probably does not mean, each placed at the key
@@ -53,43 +59,59 @@ impl ServerConfig {
                 warnings.push(self.error_at(&key, &message));
             }
         }
+        let mut folders = Folders::default();
         for site in &self.sites {
             let mappings = mappings(site);
+            let refused = |url: &str| self.refuses(site, url);
+            let mut found = folders_mapped_twice(&mappings, &refused);
+            found.extend(case_twins(site, &mappings, &mut folders));
             // By the location they concern, in the file's order.
-            let mut found = folders_mapped_twice(&mappings);
-            for (at, location) in site.locations.iter().enumerate() {
-                if location.physical_path.is_some() {
-                    // Every spelling of a virtual directory's path maps into
-                    // its one folder.
-                    continue;
-                }
-                let path = location.path.trim_end_matches('/');
-                if path.is_empty() {
-                    continue;
-                }
-                let twins = folders_of(&mappings, path);
-                if twins.len() > 1 {
-                    let mut names: Vec<String> =
-                        twins.iter().map(|f| format!("`{}`", f.display())).collect();
-                    let last = names.pop().unwrap_or_default();
-                    found.push((
-                        at,
-                        format!("{}.path", location.key),
-                        format!(
-                            "locations ignore case, so {} and {last} all get the configuration of location `{}`; \
-                             rename one if they should not",
-                            names.join(", "),
-                            location.path
-                        ),
-                    ));
-                }
-            }
             found.sort_by_key(|(at, _, _)| *at);
             for (_, key, message) in found {
                 warnings.push(self.error_at(&key, &message));
             }
         }
         warnings
+    }
+
+    /// Whether RequestFiltering refuses every request for `url` of `site`
+    /// whatever else it holds: a location marked `internal` covers it, or
+    /// a segment of it is hidden (riis's default hidden segments, or those
+    /// a `request_filtering` section of the server, the site or a
+    /// location covering it names).
+    fn refuses(&self, site: &SiteDefinition, url: &str) -> bool {
+        let filtering = self
+            .modules
+            .iter()
+            .any(|m| m.kind.as_deref().unwrap_or(&m.name) == "RequestFiltering");
+        if !filtering {
+            return false;
+        }
+        let covering = site
+            .locations
+            .iter()
+            .filter(|l| path_below(&l.path, url).is_some());
+        let sections: Vec<&toml::Value> = self
+            .sections
+            .iter()
+            .chain(&site.sections)
+            .chain(covering.flat_map(|l| &l.sections))
+            .filter(|s: &&SectionSource| s.name == "request_filtering")
+            .map(|s| &s.value)
+            .collect();
+        let internal = sections
+            .iter()
+            .any(|v| v.get("internal").and_then(toml::Value::as_bool) == Some(true));
+        let listed = sections
+            .iter()
+            .filter_map(|v| v.get("hidden_segments")?.as_array())
+            .flatten()
+            .filter_map(toml::Value::as_str);
+        let hidden: Vec<&str> = DEFAULT_HIDDEN_SEGMENTS.into_iter().chain(listed).collect();
+        internal
+            || url
+                .split('/')
+                .any(|segment| hidden.iter().any(|h| h.eq_ignore_ascii_case(segment)))
     }
 }
 
@@ -124,61 +146,215 @@ fn serving<'m, 'a>(mappings: &'m [Mapping<'a>], url: &str) -> &'m Mapping<'a> {
         .unwrap_or(&mappings[mappings.len() - 1])
 }
 
-/// Virtual directories whose folder another mapping also serves, at another
-/// URL: `(location's place, key, message)` for each. Of two virtual
-/// directories with one folder, the later in the file is named.
-fn folders_mapped_twice(mappings: &[Mapping<'_>]) -> Vec<(usize, String, String)> {
-    let canonical: Vec<Option<PathBuf>> = mappings
-        .iter()
-        .map(|m| std::fs::canonicalize(m.folder).ok())
-        .collect();
+/// Where `inner` lies below `outer`: compared as written (a virtual
+/// directory reached through a link inside the root, as a deploy links
+/// `shared/uploads` into `current/public`) and resolved (one reached
+/// through a link that is the root); `None` when it does not.
+fn relative_to(inner: &Path, outer: &Path) -> Option<PathBuf> {
+    if let Ok(relative) = inner.strip_prefix(outer) {
+        return Some(relative.to_path_buf());
+    }
+    let (inner, outer) = (
+        std::fs::canonicalize(inner).ok()?,
+        std::fs::canonicalize(outer).ok()?,
+    );
+    inner.strip_prefix(outer).ok().map(Path::to_path_buf)
+}
+
+/// Virtual directories whose files another mapping also serves at other
+/// URLs: a folder inside the root or inside another virtual directory's
+/// folder, and a folder that holds the root or another virtual
+/// directory's folder. Of two virtual directories with one folder, the
+/// later in the file is named. URLs RequestFiltering refuses (`refused`:
+/// hidden segments, internal locations) are no second way in.
+fn folders_mapped_twice(
+    mappings: &[Mapping<'_>],
+    refused: &dyn Fn(&str) -> bool,
+) -> Vec<SiteWarning> {
     let mut found = Vec::new();
-    for (v, directory) in mappings.iter().enumerate() {
-        let (Some((key, at)), Some(folder)) = (directory.location, &canonical[v]) else {
+    for directory in mappings {
+        let Some((key, at)) = directory.location else {
             continue;
         };
-        for (o, other) in mappings.iter().enumerate() {
-            let Some(outer) = canonical[o].as_ref().filter(|_| o != v) else {
-                continue;
+        // The root first: the warning names one reason, the broadest.
+        for other in mappings
+            .iter()
+            .rev()
+            .filter(|o| !std::ptr::eq(*o, directory))
+        {
+            let name = |what: &str| match other.location {
+                None => format!("the site's root{what}"),
+                Some(_) => format!("the folder of location `{}`{what}", other.url),
             };
-            let Ok(relative) = folder.strip_prefix(outer) else {
-                continue;
-            };
-            let same = relative.as_os_str().is_empty();
-            if same && other.location.is_some_and(|(_, other_at)| other_at > at) {
-                continue;
+            // Its files under the other's URL.
+            if let Some(relative) = relative_to(directory.folder, other.folder) {
+                let same = relative.as_os_str().is_empty();
+                if same && other.location.is_some_and(|(_, other_at)| other_at > at) {
+                    continue;
+                }
+                let Some(url) = url_of(other.url, &relative) else {
+                    continue;
+                };
+                // The same URL (a nested location mapped where its parent
+                // would map it anyway), a URL another virtual directory
+                // serves instead, or one refused: no second way in.
+                if path_below(directory.url, &url) == Some("")
+                    || !std::ptr::eq(serving(mappings, &url), other)
+                    || refused(&url)
+                {
+                    continue;
+                }
+                let whose = if same {
+                    format!("is also {}", name(""))
+                } else {
+                    format!("is inside {}", name(""))
+                };
+                found.push((
+                    at,
+                    format!("{key}.physical_path"),
+                    format!(
+                        "`{}` {whose}, so its files are also served as `{}/…`, \
+                         where this location's configuration does not apply",
+                        directory.folder.display(),
+                        url.trim_end_matches('/')
+                    ),
+                ));
+                break;
             }
-            let Some(url) = url_of(other.url, relative) else {
-                continue;
-            };
-            // The same URL (a nested location mapped where its parent would
-            // map it anyway), or a URL another virtual directory serves
-            // instead: no second way in.
-            if url.eq_ignore_ascii_case(directory.url)
-                || !std::ptr::eq(serving(mappings, &url), other)
-            {
-                continue;
+            // The other's files under this directory's URL.
+            if let Some(relative) = relative_to(other.folder, directory.folder) {
+                let Some(url) = url_of(directory.url, &relative) else {
+                    continue;
+                };
+                if relative.as_os_str().is_empty()
+                    || !std::ptr::eq(serving(mappings, &url), directory)
+                    || refused(&url)
+                {
+                    continue;
+                }
+                found.push((
+                    at,
+                    format!("{key}.physical_path"),
+                    format!(
+                        "`{}` holds {}, so those files are also served as `{}/…`, \
+                         where the configuration of their own URLs does not apply",
+                        directory.folder.display(),
+                        name(&format!(" (`{}`)", other.folder.display())),
+                        url.trim_end_matches('/')
+                    ),
+                ));
+                break;
             }
-            let whose = match (other.location, same) {
-                (None, false) => "is inside the site's root".to_owned(),
-                (None, true) => "is the site's root".to_owned(),
-                (Some(_), false) => format!("is inside the folder of location `{}`", other.url),
-                (Some(_), true) => format!("is also the folder of location `{}`", other.url),
-            };
-            found.push((
-                at,
-                format!("{key}.physical_path"),
-                format!(
-                    "`{}` {whose}, so its files are also served as `{}/…`, \
-                     where this location's configuration does not apply",
-                    directory.folder.display(),
-                    url.trim_end_matches('/')
-                ),
-            ));
-            break;
         }
     }
     found
+}
+
+/// Locations (not virtual directories) whose path names folders or files
+/// in more than one case.
+fn case_twins(
+    site: &SiteDefinition,
+    mappings: &[Mapping<'_>],
+    folders: &mut Folders,
+) -> Vec<SiteWarning> {
+    let mut found = Vec::new();
+    for (at, location) in site.locations.iter().enumerate() {
+        // Every spelling of a virtual directory's path maps into its one
+        // folder.
+        let path = location.path.trim_end_matches('/');
+        if location.physical_path.is_some() || path.is_empty() {
+            continue;
+        }
+        let twins = folders.spellings_of(mappings, path);
+        if twins.len() < 2 {
+            continue;
+        }
+        let mut names: Vec<String> = twins.iter().map(|f| format!("`{}`", f.display())).collect();
+        let last = names.pop().unwrap_or_default();
+        let all = if names.len() == 1 { "both" } else { "all" };
+        found.push((
+            at,
+            format!("{}.path", location.key),
+            format!(
+                "locations ignore case, so {} and {last} {all} get the configuration of location `{}`; \
+                 rename one if they should not",
+                names.join(", "),
+                location.path
+            ),
+        ));
+    }
+    found
+}
+
+/// The entries of the folders looked at, each folder read once per load.
+#[derive(Default)]
+struct Folders {
+    /// Name and path of each entry; `None` for a folder that cannot be
+    /// read or holds more than [`MOST_ENTRIES_SEARCHED`] entries.
+    entries: HashMap<PathBuf, Option<Vec<(String, PathBuf)>>>,
+}
+
+impl Folders {
+    /// The files and folders that URL path `path` reaches in any case,
+    /// through the mapping that serves it; two spellings of one folder (a
+    /// link to it) count once.
+    fn spellings_of(&mut self, mappings: &[Mapping<'_>], path: &str) -> Vec<PathBuf> {
+        let mapping = serving(mappings, path);
+        let below = path_below(mapping.url, path).unwrap_or(path);
+        let mut reached = vec![mapping.folder.to_path_buf()];
+        for segment in below.split('/').filter(|s| !s.is_empty()) {
+            let mut next = Vec::new();
+            for folder in &reached {
+                next.extend(self.named(folder, segment));
+            }
+            if next.is_empty() {
+                // The location names nothing here.
+                return Vec::new();
+            }
+            reached = next;
+        }
+        reached.sort();
+        let mut seen = Vec::new();
+        reached.retain(|p| {
+            let id = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            let new = !seen.contains(&id);
+            seen.push(id);
+            new
+        });
+        reached
+    }
+
+    /// The entries of `folder` named `name` as locations compare names.
+    fn named(&mut self, folder: &Path, name: &str) -> Vec<PathBuf> {
+        let entries = self
+            .entries
+            .entry(folder.to_path_buf())
+            .or_insert_with(|| read_folder(folder));
+        let Some(entries) = entries else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter(|(n, _)| path_below(name, n) == Some(""))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+}
+
+/// A folder's entries with names that are text; `None` when it cannot be
+/// read or holds more than [`MOST_ENTRIES_SEARCHED`] entries.
+fn read_folder(folder: &Path) -> Option<Vec<(String, PathBuf)>> {
+    let mut entries = Vec::new();
+    for (n, entry) in std::fs::read_dir(folder).ok()?.enumerate() {
+        if n >= MOST_ENTRIES_SEARCHED {
+            return None;
+        }
+        let Ok(entry) = entry else { continue };
+        if let Ok(name) = entry.file_name().into_string() {
+            entries.push((name, entry.path()));
+        }
+    }
+    Some(entries)
 }
 
 /// Handlers of `list` that an earlier one always takes the place of:
@@ -252,47 +428,6 @@ fn url_of(base: &str, relative: &Path) -> Option<String> {
         url.push('/');
     }
     Some(url)
-}
-
-/// The existing folders that URL path `path` reaches in any ASCII case,
-/// through the mapping that serves it.
-fn folders_of(mappings: &[Mapping<'_>], path: &str) -> Vec<PathBuf> {
-    let mapping = serving(mappings, path);
-    let below = path_below(mapping.url, path).unwrap_or(path);
-    let mut reached = vec![mapping.folder.to_path_buf()];
-    for segment in below.split('/').filter(|s| !s.is_empty()) {
-        let mut next = Vec::new();
-        for folder in &reached {
-            next.extend(spellings_in(folder, segment));
-        }
-        if next.is_empty() {
-            // The location names no folder here.
-            return Vec::new();
-        }
-        reached = next;
-    }
-    if reached.len() < 2 {
-        return Vec::new();
-    }
-    reached
-}
-
-/// The subfolders of `folder` named `name` in any ASCII case.
-fn spellings_in(folder: &Path, name: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return Vec::new();
-    };
-    entries
-        .take(MOST_ENTRIES_SEARCHED)
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect()
 }
 
 #[cfg(test)]

@@ -87,7 +87,16 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
             "location" => match (location.as_deref(), child.attribute("path")) {
                 // A folder below this one: a location of its own.
                 (Some(base), Some(path)) => match below(base, path) {
-                    Some(url) => folders.push((url, child)),
+                    // Two spellings of one folder are one location (riis's
+                    // and IIS's locations ignore case): one entry, each
+                    // element's settings in the file's order.
+                    Some(url) => match folders
+                        .iter_mut()
+                        .find(|(known, _): &&mut (String, Vec<Node>)| known.eq_ignore_ascii_case(&url))
+                    {
+                        Some((_, nodes)) => nodes.push(child),
+                        None => folders.push((url, vec![child])),
+                    },
                     None => out.leave(child, &format!("path \"{path}\" is not a folder below this one")),
                 },
                 (_, path) => out.leave(
@@ -120,26 +129,28 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
     // `<location path="wp-admin">`: the next entries, below the file's own
     // (riis merges a location's sections onto those of the locations
     // above it, as IIS merges a folder's onto its parent's).
-    for (url, folder) in folders {
+    for (url, nodes) in folders {
         out.tables.push((
             "[[sites.locations]]".to_owned(),
             format!("path = {}\n", quoted(&url)),
         ));
-        let mut inner = Vec::new();
-        for child in elements(folder) {
-            match child.tag_name().name() {
-                "system.webServer" => inner.push(child),
-                _ => out.leave(child, "not IIS's web server settings"),
+        for folder in nodes {
+            let mut inner = Vec::new();
+            for child in elements(folder) {
+                match child.tag_name().name() {
+                    "system.webServer" => inner.push(child),
+                    _ => out.leave(child, "not IIS's web server settings"),
+                }
             }
-        }
-        if inner.len() > 1 {
-            return Err(format!(
-                "<location path=\"{}\"> has more than one <system.webServer>",
-                one_line(&url)
-            ));
-        }
-        if let Some(node) = inner.first() {
-            web_server(&mut out, *node, Some(&url))?;
+            if inner.len() > 1 {
+                return Err(format!(
+                    "<location path=\"{}\"> has more than one <system.webServer>",
+                    one_line(&url)
+                ));
+            }
+            if let Some(node) = inner.first() {
+                web_server(&mut out, *node, Some(&url))?;
+            }
         }
     }
     let mut text = String::new();
@@ -1575,6 +1586,42 @@ mod tests {
         assert_eq!(time_span("365.00:00:00"), Some(31_536_000));
         assert_eq!(time_span("25:00:00"), None);
         assert_eq!(time_span("soon"), None);
+    }
+
+    /// Two `<location>`s for one folder in two cases are one location, as
+    /// riis's (and IIS's) locations ignore case.
+    #[test]
+    fn locations_spelled_in_two_cases_become_one() {
+        let xml = r#"<configuration>
+          <location path="Admin"><system.webServer>
+            <httpRedirect enabled="true" destination="https://new.example/" />
+          </system.webServer></location>
+          <location path="admin"><system.webServer>
+            <defaultDocument><files><clear /><add value="admin.html" /></files></defaultDocument>
+          </system.webServer></location>
+        </configuration>"#;
+        let converted = convert(xml, Some("/")).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        let locations = table["sites"]["locations"].as_array().unwrap();
+        let admin: Vec<&toml::Value> = locations
+            .iter()
+            .filter(|l| {
+                l["path"]
+                    .as_str()
+                    .is_some_and(|p| p.eq_ignore_ascii_case("/admin"))
+            })
+            .collect();
+        assert_eq!(admin.len(), 1, "{}", converted.text);
+        assert!(
+            admin[0].get("http_redirect").is_some(),
+            "{}",
+            converted.text
+        );
+        assert!(
+            admin[0].get("default_document").is_some(),
+            "{}",
+            converted.text
+        );
     }
 
     #[test]

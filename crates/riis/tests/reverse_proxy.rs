@@ -2564,6 +2564,8 @@ ip_security = {{ allow_unlisted = false, deny_action = "NotFound" }}
         "/api/private/echo",
         "/API/PRIVATE",
         "/Api/pRiVaTe/data/echo",
+        // `ı` (dotless i), which Java's equalsIgnoreCase takes for `i`.
+        "/api/pr%C4%B1vate/echo",
     ] {
         assert_eq!(conn.get(spelling).status, 404, "{spelling}");
     }

@@ -329,3 +329,110 @@ physical_path = "shared/pictures/thumbs"
         "{logged}"
     );
 }
+
+/// The warnings' harder cases: a virtual directory that holds the site's
+/// root, one reached through a link inside the root, and folders a
+/// location names in two cases, with no warning where RequestFiltering
+/// refuses the second URL anyway (a hidden segment, an internal location)
+/// or where the two names are one folder.
+#[test]
+fn check_config_warns_of_held_roots_and_links_but_not_of_refused_urls() {
+    let dir = TempDir::new("vdir-warn-more");
+    folders(&dir);
+    dir.write("elsewhere/e.txt", "elsewhere");
+    dir.write("shared/uploads/u.txt", "an upload");
+    std::os::unix::fs::symlink(
+        dir.path().join("shared/uploads"),
+        dir.path().join("www/uploads"),
+    )
+    .unwrap();
+    dir.write("www/App_Data/files/f.txt", "data");
+    dir.write("www/internal/media/m.txt", "media");
+    dir.write("www/same/a.txt", "one folder");
+    std::os::unix::fs::symlink(dir.path().join("www/same"), dir.path().join("www/SAME")).unwrap();
+    dir.write("www/robots.txt", "robots");
+    dir.write("www/ROBOTS.TXT", "ROBOTS");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[[modules]]\nname = \"RequestFiltering\"\n{MODULES}\n[[sites]]\nname = \"Site\"\nroot = \"www\"\n\
+             bindings = [\"127.0.0.1:0\"]\n{}",
+            r#"
+[[sites.locations]]
+path = "/all"
+physical_path = "elsewhere"
+
+[[sites.locations]]
+path = "/files"
+physical_path = "www/uploads"
+
+[[sites.locations]]
+path = "/data"
+physical_path = "www/App_Data/files"
+
+[[sites.locations]]
+path = "/internal"
+request_filtering = { internal = true }
+
+[[sites.locations]]
+path = "/media"
+physical_path = "www/internal/media"
+
+[[sites.locations]]
+path = "/same"
+
+[[sites.locations]]
+path = "/robots.txt"
+"#
+        ),
+    );
+    let out = common::riis_command("check-config", &config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("riis: warning: "))
+        .collect();
+    let at = |key: &str| {
+        let key = format!("key `{key}`: ");
+        warnings.iter().find(|w| w.contains(&key)).copied()
+    };
+    let files = at("sites[0].locations[1].physical_path").unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        files.contains("is inside the site's root, so its files are also served as `/uploads/…`"),
+        "{files}"
+    );
+    let robots = at("sites[0].locations[6].path").unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        robots.contains("www/ROBOTS.TXT` and `") && robots.contains("www/robots.txt` both get"),
+        "{robots}"
+    );
+    // Refused anyway, or one folder: no warning.
+    for quiet in [
+        "sites[0].locations[2].physical_path",
+        "sites[0].locations[4].physical_path",
+        "sites[0].locations[5].path",
+    ] {
+        assert!(at(quiet).is_none(), "{quiet}: {err}");
+    }
+    assert_eq!(warnings.len(), 2, "{err}");
+
+    // A virtual directory that holds the site's root serves the root's
+    // files at its own URLs, outside the root's locations.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let config = dir.write(
+        "riis.toml",
+        text.replace("physical_path = \"elsewhere\"", "physical_path = \".\""),
+    );
+    let out = common::riis_command("check-config", &config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let all = err
+        .lines()
+        .find(|l| l.contains("key `sites[0].locations[0].physical_path`: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        all.contains("holds the site's root") && all.contains("also served as `/all/www/…`"),
+        "{all}"
+    );
+}
