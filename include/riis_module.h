@@ -104,7 +104,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 10
+#define RIIS_ABI_MINOR 11
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -553,8 +553,8 @@ typedef struct riis_api {
     /** Writes a line to the server log, tagged with the module's name (with
      *  a NULL context outside RegisterModule and global notifications, the
      *  server cannot tell which module writes: the line is tagged
-     *  "native module", so put the module's name in the message).
-     *  `context` may be NULL. */
+     *  "native module"; log_from_source, since 1.11, names the module from
+     *  anywhere). `context` may be NULL. */
     void (*log)(riis_context *context, uint32_t level, const char *message);
 
     /* -- request ------------------------------------------------------------ */
@@ -893,6 +893,20 @@ typedef struct riis_api {
      *  the module (its client left, a timeout ran out) or ended. A thread
      *  that produces a long answer asks it to learn when to stop. */
     int (*connection_is_connected)(riis_context *context);
+
+    /* -- since 1.11: logging from anywhere ---------------------------------- */
+
+    /** During RegisterModule: a log source standing for this module, for
+     *  log_from_source; valid for the life of the process (keep it with
+     *  the module's global state). 0 for a registration that is not the
+     *  one running. */
+    uint32_t (*registration_log_source)(riis_registration *registration);
+    /** Writes a line to the server log tagged with the module a
+     *  registration_log_source named, from any thread, at any time: lines
+     *  of a module's own threads, of its factory and of its Terminate
+     *  then name it (log with a NULL context cannot tell). Source 0, or
+     *  one the server never gave, is tagged "native module". */
+    void (*log_from_source)(uint32_t source, uint32_t level, const char *message);
 } riis_api;
 
 /** The entry point every module library exports. */

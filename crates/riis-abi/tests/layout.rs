@@ -145,7 +145,9 @@ fn rust_layout() -> Vec<(String, usize)> {
         global_application_set_module_context,
         set_user_with_role_check,
         user_role_check_data,
-        connection_is_connected
+        connection_is_connected,
+        registration_log_source,
+        log_from_source
         }
     }
 }
@@ -255,7 +257,7 @@ fn constants_match_the_iis_values() {
     assert_eq!(hr::E_INVALID_STATE, from_win32(5023)); // ERROR_INVALID_STATE
     assert_eq!(hr::E_BUSY, from_win32(170)); // ERROR_BUSY
     assert_eq!(hr::E_HANDLE_EOF, from_win32(38)); // ERROR_HANDLE_EOF
-    assert_eq!(ABI_VERSION, 0x0001_000A);
+    assert_eq!(ABI_VERSION, 0x0001_000B);
     // EXECUTE_FLAG_* as IIS defines them.
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
     assert_eq!(EXECUTE_FLAG_SAME_URL, 0x10);

@@ -17,18 +17,24 @@
 //! - `GET /sdk/async` returns Pending, and a thread completes the request
 //!   through a `CompletionHandle` (`post_completion(7)`);
 //!   `on_async_completion` answers "completed on another thread: 7 bytes\n".
+//!   The thread logs through the `Logger` kept from registration, whose
+//!   lines name the module though no call of it runs.
 //! - `GET /sdk/shout` writes "quiet words\n" at BeginRequest; SendResponse
 //!   reads the buffered entity back and replaces it in upper case.
 //! - A query string of exactly `panic=1` (any URL) makes BeginRequest panic,
 //!   to show containment: the request fails with 500.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use riis_sdk::{
-    CompletionInfo, ContextScope, HttpContext, HttpModule, LogLevel, ModuleError,
+    CompletionInfo, ContextScope, HttpContext, HttpModule, LogLevel, Logger, ModuleError,
     ModuleRegistration, RequestNotification, RequestNotificationStatus, RequestNotifications,
     SendResponseProvider, ServerInfo,
 };
+
+/// The module's logger, for its own threads.
+static LOGGER: OnceLock<Logger> = OnceLock::new();
 
 /// Requests of one site that reached this module (site scope).
 #[derive(Default)]
@@ -128,6 +134,9 @@ impl HttpModule for SdkHello {
                 let handle = ctx.completion_handle();
                 std::thread::spawn(move || {
                     std::thread::sleep(std::time::Duration::from_millis(10));
+                    if let Some(logger) = LOGGER.get() {
+                        logger.log(LogLevel::Info, "sdk_hello: the async thread completes");
+                    }
                     // Nothing to do if the request is gone.
                     let _ = handle.post_completion(7);
                 });
@@ -209,6 +218,7 @@ fn register(
         RequestNotification::BeginRequest | RequestNotification::SendResponse,
         RequestNotifications::NONE,
     )?;
+    let _ = LOGGER.set(registration.logger());
     server.logger().log(
         LogLevel::Info,
         &format!(

@@ -26,15 +26,27 @@ use riis_notification::{RequestNotification, RequestNotificationStatus};
 pub(crate) struct ModuleInfo {
     pub(crate) name: String,
     pub(crate) api: &'static riis_api,
+    /// The server's log source for this module (0: none given).
+    pub(crate) log_source: u32,
 }
 
 impl ModuleInfo {
-    /// Logs through the server; `ctx` may be NULL.
+    /// Logs through the server; `ctx` may be NULL (the line then names the
+    /// module through its log source).
     pub(crate) fn log(&self, ctx: *mut riis_context, level: u32, message: &str) {
+        if ctx.is_null() {
+            self.logger().log_raw(level, message);
+            return;
+        }
         let message = ffi::log_cstring(message);
-        // SAFETY: `ctx` is NULL or the live context of the current call; the
+        // SAFETY: `ctx` is the live context of the current call; the
         // message is NUL-terminated.
         unsafe { (self.api.log)(ctx, level, message.as_ptr()) };
+    }
+
+    /// A logger that names this module.
+    pub(crate) fn logger(&self) -> crate::Logger {
+        crate::Logger::new(self.api, self.log_source)
     }
 }
 

@@ -33,10 +33,13 @@ pub type RegisterModuleFn =
     fn(u32, &mut ModuleRegistration, &ServerInfo) -> Result<(), ModuleError>;
 
 /// Writes to the server log, from anywhere and at any time (global modules,
-/// factories, background threads). Lines are tagged by the server.
+/// factories, background threads). The server tags each line with the
+/// module's name.
 #[derive(Clone, Copy)]
 pub struct Logger {
     api: &'static riis_api,
+    /// The server's log source for the module (`registration_log_source`).
+    source: u32,
 }
 
 impl std::fmt::Debug for Logger {
@@ -46,12 +49,28 @@ impl std::fmt::Debug for Logger {
 }
 
 impl Logger {
+    pub(crate) fn new(api: &'static riis_api, source: u32) -> Self {
+        Self { api, source }
+    }
+
     /// Writes one line at `level`.
     pub fn log(&self, level: LogLevel, message: &str) {
+        self.log_raw(level.raw(), message);
+    }
+
+    /// Writes one line at an ABI log level.
+    pub(crate) fn log_raw(&self, level: u32, message: &str) {
         let message = ffi::log_cstring(message);
-        // SAFETY: `log` accepts a NULL context; the message is
-        // NUL-terminated; the table is valid for the life of the process.
-        unsafe { (self.api.log)(std::ptr::null_mut(), level.raw(), message.as_ptr()) };
+        // SAFETY: the message is NUL-terminated; the table is valid for the
+        // life of the process, and has `log_from_source` (the SDK refuses
+        // an older one at registration); `log` accepts a NULL context.
+        unsafe {
+            if self.source != 0 {
+                (self.api.log_from_source)(self.source, level, message.as_ptr());
+            } else {
+                (self.api.log)(std::ptr::null_mut(), level, message.as_ptr());
+            }
+        }
     }
 }
 
@@ -100,9 +119,10 @@ impl ModuleRegistration {
         self.id
     }
 
-    /// A logger for the server log, to keep in global modules and factories.
+    /// A logger for the server log, to keep in global modules, factories
+    /// and the module's own threads: its lines name the module.
     pub fn logger(&self) -> Logger {
-        Logger { api: self.info.api }
+        self.info.logger()
     }
 
     /// `SetRequestNotifications`: the factory that makes one instance per
@@ -276,11 +296,17 @@ pub unsafe fn register_module(
     let software = unsafe { ffi::str_from(server.software) }
         .unwrap_or("")
         .to_owned();
-    let info = Arc::new(ModuleInfo { name, api });
+    // SAFETY: as above.
+    let log_source = unsafe { (api.registration_log_source)(registration) };
+    let info = Arc::new(ModuleInfo {
+        name,
+        api,
+        log_source,
+    });
     let server_info = ServerInfo {
         software,
         abi_version: server.abi_version,
-        logger: Logger { api },
+        logger: info.logger(),
     };
     let mut reg = ModuleRegistration {
         raw: registration,

@@ -412,6 +412,17 @@ unsafe extern "C" fn declare_section(r: Reg, name: Str, id: *mut u32) -> riis_hr
     unsafe { *id = 3 };
     OK
 }
+/// The log source the mock server gives every registration.
+const LOG_SOURCE: u32 = 7;
+unsafe extern "C" fn registration_log_source(_: Reg) -> u32 {
+    LOG_SOURCE
+}
+unsafe extern "C" fn log_from_source(source: u32, _: u32, message: Str) {
+    SERVER_LOG
+        .lock()
+        .unwrap()
+        .push(format!("[source {source}] {}", s(message)));
+}
 unsafe extern "C" fn log(c: Ctx, _: u32, message: Str) {
     let message = s(message).to_owned();
     if c.is_null() {
@@ -1004,6 +1015,8 @@ static API: riis_api = riis_api {
     set_user_with_role_check,
     user_role_check_data,
     connection_is_connected,
+    registration_log_source,
+    log_from_source,
 };
 
 struct SyncServer(riis_server);
@@ -2208,5 +2221,37 @@ fn the_example_echoes_the_body_and_completes_from_a_thread() {
     assert_eq!(req.mock().body, b"completed on another thread: 7 bytes\n");
     drop(instance);
     drop(req);
+    terminate(&registration);
+}
+
+/// A logger kept from registration names the module from any thread, at
+/// any time: the server's log source for it goes with each line.
+#[test]
+fn a_kept_logger_names_the_module_from_its_own_threads() {
+    static KEPT: std::sync::OnceLock<Logger> = std::sync::OnceLock::new();
+    fn keeping(_: u32, r: &mut ModuleRegistration, server: &ServerInfo) -> Result<(), ModuleError> {
+        let _ = KEPT.set(r.logger());
+        server
+            .logger()
+            .log(LogLevel::Info, "registered, says the server's logger");
+        r.set_request_notifications(
+            Probe::default,
+            RequestNotification::BeginRequest.into(),
+            RequestNotifications::NONE,
+        )
+    }
+    let (code, registration) = register_with(keeping);
+    assert_eq!(code, 0);
+    let logger = *KEPT.get().unwrap();
+    std::thread::spawn(move || logger.log(LogLevel::Warn, "from a thread of the module's"))
+        .join()
+        .unwrap();
+    let log = SERVER_LOG.lock().unwrap().clone();
+    for line in [
+        "[source 7] from a thread of the module's",
+        "[source 7] registered, says the server's logger",
+    ] {
+        assert!(log.iter().any(|l| l == line), "{line}: {log:?}");
+    }
     terminate(&registration);
 }

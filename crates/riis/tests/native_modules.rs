@@ -435,7 +435,7 @@ fn loader_errors_name_the_module_and_the_reason() {
         ),
         ("no_entry.so", "", &["does not export `RegisterModule`"]),
         ("unstamped.so", "", &["no `riis_module_abi` symbol"]),
-        ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.10"]),
+        ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.11"]),
         ("newer_minor.so", "", &["ABI 1.99"]),
         ("failing.so", "", &["RegisterModule failed (0x8007000E)"]),
         (

@@ -114,4 +114,27 @@ fn the_sdk_module_as_a_shared_library() {
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     check(server.addr);
     assert_eq!(get(server.addr, "/a.txt").text(), "alpha");
+    drop(server);
+
+    // The logger the module keeps names it in the server's log, though
+    // it writes without a request (ABI 1.11's log source).
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .env("RIIS_LOG", "info")
+        .spawn()
+        .unwrap();
+    let addr = common::listening_addr(&mut child);
+    check(addr);
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("sdk_hello: the async thread completes"))
+        .unwrap_or_else(|| panic!("{logged}"));
+    assert!(line.contains("module=\"SdkHello\""), "{line}");
 }

@@ -730,13 +730,49 @@ pub(super) unsafe extern "C" fn log(ctx: *mut riis_context, level: u32, message:
             })
             .or_else(running_module_name),
         };
-        let module = named.as_deref().unwrap_or("native module");
-        match level {
-            riis_abi::LOG_ERROR => tracing::error!(module, "{message}"),
-            riis_abi::LOG_WARN => tracing::warn!(module, "{message}"),
-            riis_abi::LOG_INFO => tracing::info!(module, "{message}"),
-            _ => tracing::debug!(module, "{message}"),
+        write_log(named.as_deref().unwrap_or("native module"), level, message);
+    })
+}
+
+/// One line of a module's in the server log, at `level`.
+fn write_log(module: &str, level: u32, message: &str) {
+    match level {
+        riis_abi::LOG_ERROR => tracing::error!(module, "{message}"),
+        riis_abi::LOG_WARN => tracing::warn!(module, "{message}"),
+        riis_abi::LOG_INFO => tracing::info!(module, "{message}"),
+        _ => tracing::debug!(module, "{message}"),
+    }
+}
+
+/// The module names log sources stand for: source `n` is entry `n - 1`.
+/// A name is entered once and kept for the life of the process (a module's
+/// threads may log after its configuration is gone).
+static LOG_SOURCES: std::sync::Mutex<Vec<std::sync::Arc<str>>> = std::sync::Mutex::new(Vec::new());
+
+/// The log source of the module named `name`.
+pub(super) fn log_source_of(name: &str) -> u32 {
+    let mut sources = LOG_SOURCES.lock().unwrap_or_else(|e| e.into_inner());
+    let at = match sources.iter().position(|n| &**n == name) {
+        Some(at) => at,
+        None => {
+            sources.push(name.into());
+            sources.len() - 1
         }
+    };
+    at as u32 + 1
+}
+
+pub(super) unsafe extern "C" fn log_from_source(source: u32, level: u32, message: *const c_char) {
+    no_unwind("log_from_source", (), || {
+        // SAFETY: `message` is a C string per the ABI.
+        let Ok(message) = (unsafe { text(message) }) else {
+            return;
+        };
+        let name = source.checked_sub(1).and_then(|at| {
+            let sources = LOG_SOURCES.lock().unwrap_or_else(|e| e.into_inner());
+            sources.get(at as usize).cloned()
+        });
+        write_log(name.as_deref().unwrap_or("native module"), level, message);
     })
 }
 

@@ -152,6 +152,8 @@ pub(crate) static API: riis_api = riis_api {
     set_user_with_role_check: user::set_user_with_role_check,
     user_role_check_data: user::role_check_data,
     connection_is_connected: context::connection_is_connected,
+    registration_log_source: registration::registration_log_source,
+    log_from_source: context::log_from_source,
 };
 
 /// A C string argument as `&str`: NULL and invalid UTF-8 are refused.

@@ -219,6 +219,16 @@ pub(super) unsafe extern "C" fn registration_name(p: *mut riis_registration) -> 
     })
 }
 
+pub(super) unsafe extern "C" fn registration_log_source(p: *mut riis_registration) -> u32 {
+    no_unwind("registration_log_source", 0, || {
+        // SAFETY: checked against the running registration.
+        match unsafe { resolve_registration(p) } {
+            Some(handle) => super::context::log_source_of(&handle.shared.name),
+            None => 0,
+        }
+    })
+}
+
 pub(super) unsafe extern "C" fn registration_id(p: *mut riis_registration) -> u32 {
     no_unwind("registration_id", u32::MAX, || {
         // SAFETY: checked against the running registration.
