@@ -1344,7 +1344,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     );
     // A line break in a name stays in its comment: no site was added.
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 sites"),
+        String::from_utf8_lossy(&out.stdout).contains("1 site)"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
