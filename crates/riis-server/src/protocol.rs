@@ -503,8 +503,10 @@ impl<I: Socket> Open<I> {
             End::Hyper(Err(e)) => {
                 tracing::debug!(error = %e, "connection ended with an error");
                 log_own_goaway(&e, state.connection.remote_addr);
-                // hyper answers most parse errors itself; what it gave up on
-                // without a byte of response is answered here.
+                // hyper answers a malformed head itself; what it gives up on
+                // without a word is answered here, while nothing was sent for
+                // the request (a malformed chunked body whose response began
+                // cannot be).
                 parse_error_response(&e).filter(|_| activity.nothing_sent_for_request())
             }
             End::Hyper(Ok(())) | End::Drained | End::Closed => None,

@@ -3,8 +3,9 @@
 //!
 //! hyper already refuses malformed request lines, invalid bytes in header
 //! names and values, obs-fold, invalid chunk sizes, differing duplicate
-//! Content-Length values and Transfer-Encoding on HTTP/1.0; riis answers those
-//! parse errors with 400, 414 or 431 and closes ([`parse_error_response`]).
+//! Content-Length values and Transfer-Encoding on HTTP/1.0, and answers
+//! those itself with 400, 414 or 431; riis closes after them, and answers
+//! what hyper gives up on without a word ([`parse_error_response`]).
 //! What hyper lets through is checked on the parsed head ([`check_head`]):
 //! a missing, duplicated or malformed Host, Content-Length together with
 //! Transfer-Encoding (a request-smuggling shape, seen in the raw bytes since
@@ -262,9 +263,13 @@ fn reg_name(host: &[u8]) -> bool {
     true
 }
 
-/// The response riis owes a client whose request hyper could not parse:
-/// status and reason, from hyper's error. `None` for errors that are not the
-/// client's malformed request (I/O errors, the client going away).
+/// The response riis owes a client whose request hyper could not parse and
+/// did not answer itself: status and reason, from hyper's error. hyper
+/// answers a malformed head itself (400, 414 or 431, with no body) and
+/// riis must not answer it a second time; it gives up without a word on
+/// an HTTP/2 preface after HTTP/1.1 requests and on a malformed chunked
+/// body. `None` for the errors hyper answered and for those that are not
+/// the client's malformed request (I/O errors, the client going away).
 pub fn parse_error_response(error: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
     let mut source = Some(error);
     let mut hyper_error = None;
@@ -288,27 +293,11 @@ pub fn parse_error_response(error: &(dyn std::error::Error + 'static)) -> Option
         }
         source = e.source();
     }
-    let h = hyper_error?;
-    if !h.is_parse() && !h.is_parse_too_large() {
-        return None;
-    }
-    // hyper names the two kinds of "too large" only in its message.
-    Some(if h.is_parse_version_h2() {
-        // Only the first bytes of a connection may choose HTTP/2.
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "the HTTP/2 connection preface comes only at the start of a connection",
-        )
-    } else if h.to_string().contains("URI too long") {
-        Refusal::new(StatusCode::URI_TOO_LONG, "the request target is too long")
-    } else if h.is_parse_too_large() {
-        Refusal::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "the request head is too large",
-        )
-    } else {
-        Refusal::new(StatusCode::BAD_REQUEST, "the request is not valid HTTP/1.1")
-    })
+    // Only the first bytes of a connection may choose HTTP/2.
+    hyper_error?.is_parse_version_h2().then_some(Refusal::new(
+        StatusCode::BAD_REQUEST,
+        "the HTTP/2 connection preface comes only at the start of a connection",
+    ))
 }
 
 /// The answer to plain HTTP sent to a port that expects TLS: a client
