@@ -897,14 +897,17 @@ typedef struct riis_api {
     /* -- since 1.11: logging from anywhere ---------------------------------- */
 
     /** During RegisterModule: a log source standing for this module, for
-     *  log_from_source; valid for the life of the process (keep it with
-     *  the module's global state). 0 for a registration that is not the
-     *  one running. */
+     *  log_from_source; valid for the life of the process. Keep it per
+     *  registration (in the factory's or global module's user_data), not
+     *  in a global of the library: a library listed under two names is
+     *  registered twice and has one set of globals. 0 for a registration
+     *  that is not the one running. */
     uint32_t (*registration_log_source)(riis_registration *registration);
     /** Writes a line to the server log tagged with the module a
      *  registration_log_source named, from any thread, at any time: lines
-     *  of a module's own threads, of its factory and of its Terminate
-     *  then name it (log with a NULL context cannot tell). Source 0, or
+     *  of a module's own threads then name it (log with a NULL context
+     *  tells the module only during its RegisterModule, factory,
+     *  notifications and Terminate). Source 0, or
      *  one the server never gave, is tagged "native module". */
     void (*log_from_source)(uint32_t source, uint32_t level, const char *message);
 } riis_api;

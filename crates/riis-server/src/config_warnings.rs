@@ -129,7 +129,7 @@ fn mappings(site: &SiteDefinition) -> Vec<Mapping<'_>> {
             })
         })
         .collect();
-    mappings.sort_by_key(|m| std::cmp::Reverse(m.url.len()));
+    mappings.sort_by_key(|m| std::cmp::Reverse(m.url.chars().count()));
     mappings.push(Mapping {
         url: "",
         folder: &site.physical_root,
@@ -311,16 +311,19 @@ impl Folders {
                 // The location names nothing here.
                 return Vec::new();
             }
+            // Two names of one folder count once, at each step: links back
+            // to a folder named in two cases would otherwise double the
+            // paths followed at every segment.
+            next.sort();
+            let mut seen = Vec::new();
+            next.retain(|p| {
+                let id = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                let new = !seen.contains(&id);
+                seen.push(id);
+                new
+            });
             reached = next;
         }
-        reached.sort();
-        let mut seen = Vec::new();
-        reached.retain(|p| {
-            let id = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-            let new = !seen.contains(&id);
-            seen.push(id);
-            new
-        });
         reached
     }
 

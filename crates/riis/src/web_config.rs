@@ -134,9 +134,10 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
             "[[sites.locations]]".to_owned(),
             format!("path = {}\n", quoted(&url)),
         ));
-        for folder in nodes {
+        let first_path = nodes[0].attribute("path").unwrap_or_default();
+        for (n, folder) in nodes.iter().enumerate() {
             let mut inner = Vec::new();
-            for child in elements(folder) {
+            for child in elements(*folder) {
                 match child.tag_name().name() {
                     "system.webServer" => inner.push(child),
                     _ => out.leave(child, "not IIS's web server settings"),
@@ -150,6 +151,23 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
             }
             if let Some(node) = inner.first() {
                 web_server(&mut out, *node, Some(&url))?;
+            }
+            // A second spelling of the folder that sets what the first set
+            // too: IIS refuses such a file as well (a duplicate section);
+            // say so rather than write a table or a key twice.
+            if n > 0 {
+                let start = out.location_start() - 1;
+                let block: String = out.tables[start..]
+                    .iter()
+                    .map(|(header, lines)| format!("{header}\n{lines}"))
+                    .collect();
+                if block.parse::<toml::Table>().is_err() {
+                    return Err(format!(
+                        "<location path=\"{}\"> and <location path=\"{}\"> are one folder (locations ignore case) and set the same settings; merge them into one",
+                        one_line(first_path),
+                        one_line(folder.attribute("path").unwrap_or_default()),
+                    ));
+                }
             }
         }
     }
@@ -1621,6 +1639,27 @@ mod tests {
             admin[0].get("default_document").is_some(),
             "{}",
             converted.text
+        );
+    }
+
+    /// Two spellings of one folder that set one section are refused, with
+    /// the section named.
+    #[test]
+    fn locations_spelled_in_two_cases_may_not_set_one_section_twice() {
+        let xml = r#"<configuration>
+          <location path="Admin"><system.webServer>
+            <httpRedirect enabled="true" destination="https://a.example/" />
+          </system.webServer></location>
+          <location path="admin"><system.webServer>
+            <httpRedirect enabled="true" destination="https://b.example/" />
+          </system.webServer></location>
+        </configuration>"#;
+        let error = convert(xml, Some("/")).err().unwrap();
+        assert!(
+            error
+                .contains("<location path=\"Admin\"> and <location path=\"admin\"> are one folder")
+                && error.contains("set the same settings"),
+            "{error}"
         );
     }
 
