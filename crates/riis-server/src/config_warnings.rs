@@ -74,31 +74,44 @@ impl ServerConfig {
         warnings
     }
 
-    /// Whether RequestFiltering refuses every request for `url` of `site`
-    /// whatever else it holds: a location marked `internal` covers it, or
-    /// a segment of it is hidden (riis's default hidden segments, or those
-    /// a `request_filtering` section of the server, the site or a
-    /// location covering it names).
+    /// Whether every request for `url` of `site` is refused whatever it
+    /// holds: by RequestFiltering, when a location marked `internal`
+    /// covers it or a segment of it is hidden (riis's default hidden
+    /// segments, or those a `request_filtering` section of the server, the
+    /// site or a location covering it names); or by StaticFile, when a
+    /// segment starts with `.` and no `static_file` section there sets
+    /// `allow_hidden`.
     fn refuses(&self, site: &SiteDefinition, url: &str) -> bool {
-        let filtering = self
-            .modules
-            .iter()
-            .any(|m| m.kind.as_deref().unwrap_or(&m.name) == "RequestFiltering");
-        if !filtering {
-            return false;
-        }
-        let covering = site
+        let listed = |module: &str| {
+            self.modules
+                .iter()
+                .any(|m| m.kind.as_deref().unwrap_or(&m.name) == module)
+        };
+        let covering: Vec<&riis_pipeline::LocationDefinition> = site
             .locations
             .iter()
-            .filter(|l| path_below(&l.path, url).is_some());
-        let sections: Vec<&toml::Value> = self
-            .sections
-            .iter()
-            .chain(&site.sections)
-            .chain(covering.flat_map(|l| &l.sections))
-            .filter(|s: &&SectionSource| s.name == "request_filtering")
-            .map(|s| &s.value)
+            .filter(|l| path_below(&l.path, url).is_some())
             .collect();
+        let layers = |name: &'static str| -> Vec<&toml::Value> {
+            self.sections
+                .iter()
+                .chain(&site.sections)
+                .chain(covering.iter().flat_map(|l| &l.sections))
+                .filter(|s: &&SectionSource| s.name == name)
+                .map(|s| &s.value)
+                .collect()
+        };
+        let dotted = url.split('/').any(|segment| segment.starts_with('.'));
+        let hidden_allowed = layers("static_file")
+            .iter()
+            .any(|v| v.get("allow_hidden").and_then(toml::Value::as_bool) == Some(true));
+        if dotted && !hidden_allowed && listed("StaticFile") {
+            return true;
+        }
+        if !listed("RequestFiltering") {
+            return false;
+        }
+        let sections = layers("request_filtering");
         let internal = sections
             .iter()
             .any(|v| v.get("internal").and_then(toml::Value::as_bool) == Some(true));

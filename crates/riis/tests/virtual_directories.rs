@@ -351,6 +351,7 @@ fn check_config_warns_of_held_roots_and_links_but_not_of_refused_urls() {
     dir.write("www/same/a.txt", "one folder");
     std::os::unix::fs::symlink(dir.path().join("www/same"), dir.path().join("www/SAME")).unwrap();
     dir.write("www/robots.txt", "robots");
+    dir.write("www/.cache/store/c.txt", "cached");
     dir.write("www/ROBOTS.TXT", "ROBOTS");
     let config = dir.write(
         "riis.toml",
@@ -383,6 +384,10 @@ path = "/same"
 
 [[sites.locations]]
 path = "/robots.txt"
+
+[[sites.locations]]
+path = "/cache"
+physical_path = "www/.cache/store"
 "#
         ),
     );
@@ -412,6 +417,8 @@ path = "/robots.txt"
         "sites[0].locations[2].physical_path",
         "sites[0].locations[4].physical_path",
         "sites[0].locations[5].path",
+        // StaticFile refuses `/.cache/…` (`allow_hidden = false`).
+        "sites[0].locations[7].physical_path",
     ] {
         assert!(at(quiet).is_none(), "{quiet}: {err}");
     }
