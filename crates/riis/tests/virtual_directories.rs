@@ -220,6 +220,32 @@ fn folders_above_the_configuration_are_named_without_parent_steps() {
     assert!(!text.contains(".."), "{text}");
 }
 
+/// The warnings `check-config` prints for `config`, which must pass: the
+/// message of each, by the key it names.
+fn warnings_of(config: &std::path::Path) -> Vec<(String, String)> {
+    let out = common::riis_command("check-config", config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    err.lines()
+        .filter_map(|l| l.strip_prefix("riis: warning: "))
+        .map(|w| {
+            let key = w
+                .split_once("key `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map_or("", |(key, _)| key);
+            (key.to_owned(), w.to_owned())
+        })
+        .collect()
+}
+
+/// The warning at `key` among `warnings`.
+fn warning_at<'a>(warnings: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    warnings
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, w)| w.as_str())
+}
+
 /// `check-config` warns, and still passes, where a location's configuration
 /// does not cover all the URLs of its files: a virtual directory inside
 /// the site's root is also served at its URL there, and two folders whose
@@ -262,20 +288,10 @@ path = "/small"
 physical_path = "shared/pictures/thumbs"
 "#,
     );
-    let out = common::riis_command("check-config", &config);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let warnings: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("riis: warning: "))
-        .collect();
-    assert_eq!(warnings.len(), 4, "{err}");
+    let warnings = warnings_of(&config);
+    assert_eq!(warnings.len(), 4, "{warnings:?}");
     let warning = |key: &str| {
-        let key = format!("key `{key}`: ");
-        *warnings
-            .iter()
-            .find(|w| w.contains(&key))
-            .unwrap_or_else(|| panic!("no warning at {key}: {err}"))
+        warning_at(&warnings, key).unwrap_or_else(|| panic!("no warning at {key}: {warnings:?}"))
     };
     assert!(warning("sites[0].locations[0].physical_path")
         .contains("is inside the site's root, so its files are also served as `/assets/media/…`"));
@@ -301,7 +317,7 @@ physical_path = "shared/pictures/thumbs"
         + 1;
     assert!(
         warning("sites[0].locations[0].physical_path").contains(&format!("riis.toml:{line}: ")),
-        "{err}"
+        "{warnings:?}"
     );
 
     // The server starts, and logs the same warnings.
@@ -391,17 +407,9 @@ physical_path = "www/.cache/store"
 "#
         ),
     );
-    let out = common::riis_command("check-config", &config);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let warnings: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("riis: warning: "))
-        .collect();
-    let at = |key: &str| {
-        let key = format!("key `{key}`: ");
-        warnings.iter().find(|w| w.contains(&key)).copied()
-    };
+    let warnings = warnings_of(&config);
+    let err = format!("{warnings:?}");
+    let at = |key: &str| warning_at(&warnings, key);
     let files = at("sites[0].locations[1].physical_path").unwrap_or_else(|| panic!("{err}"));
     assert!(
         files.contains("is inside the site's root, so its files are also served as `/uploads/…`"),
@@ -431,13 +439,9 @@ physical_path = "www/.cache/store"
         "riis.toml",
         text.replace("physical_path = \"elsewhere\"", "physical_path = \".\""),
     );
-    let out = common::riis_command("check-config", &config);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let all = err
-        .lines()
-        .find(|l| l.contains("key `sites[0].locations[0].physical_path`: "))
-        .unwrap_or_else(|| panic!("{err}"));
+    let warnings = warnings_of(&config);
+    let all = warning_at(&warnings, "sites[0].locations[0].physical_path")
+        .unwrap_or_else(|| panic!("{warnings:?}"));
     assert!(
         all.contains("holds the site's root") && all.contains("also served as `/all/www/…`"),
         "{all}"
