@@ -908,7 +908,8 @@ typedef struct riis_api {
      *  of a module's own threads then name it (log with a NULL context
      *  tells the module only during its RegisterModule, factory,
      *  notifications and Terminate). Source 0, or
-     *  one the server never gave, is tagged "native module". */
+     *  one the server never gave, is tagged "native module". Control
+     *  characters in `message` are escaped (`\n`), here and in log. */
     void (*log_from_source)(uint32_t source, uint32_t level, const char *message);
 } riis_api;
 

@@ -369,6 +369,37 @@ fn check_config_with_image(dir: &TempDir, image: &str, precondition: &str) -> (b
     )
 }
 
+/// A line a module writes through its log source (ABI 1.11) names the
+/// module, and a line break in it is escaped, not a line of its own.
+#[test]
+fn a_log_source_names_the_module_and_escapes_line_breaks() {
+    let dir = TempDir::new("native-log-source");
+    let Some(()) = build_test_module(&dir) else {
+        return;
+    };
+    let config = write_config(&dir, &dir.path().join("www"), C_MODULE_CONFIG);
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .env("RIIS_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("c_module registered"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("c_module registered\\nriis: a forged line"),
+        "{line}"
+    );
+    assert!(line.contains("module=\"CModule\""), "{line}");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("riis: a forged line")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn loader_errors_name_the_module_and_the_reason() {
     let dir = TempDir::new("native-errors");

@@ -734,8 +734,18 @@ pub(super) unsafe extern "C" fn log(ctx: *mut riis_context, level: u32, message:
     })
 }
 
-/// One line of a module's in the server log, at `level`.
+/// One line of a module's in the server log, at `level`. Control
+/// characters are escaped, as in the lines of a FastCGI application's
+/// standard error: a message that carries request data (a body, a header
+/// value) cannot start a forged line of its own.
 fn write_log(module: &str, level: u32, message: &str) {
+    let escaped;
+    let message = if message.chars().any(char::is_control) {
+        escaped = message.escape_debug().to_string();
+        escaped.as_str()
+    } else {
+        message
+    };
     match level {
         riis_abi::LOG_ERROR => tracing::error!(module, "{message}"),
         riis_abi::LOG_WARN => tracing::warn!(module, "{message}"),

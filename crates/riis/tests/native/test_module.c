@@ -808,6 +808,10 @@ RIIS_EXPORT riis_hresult RegisterModule(uint32_t server_version, riis_registrati
         if (hr < 0) {
             return hr;
         }
+        /* ABI 1.11: a log source names the module wherever it logs from;
+         * a line break in a message cannot start a line of its own. */
+        api->log_from_source(api->registration_log_source(registration), RIIS_LOG_INFO,
+                             "c_module registered\nriis: a forged line");
     }
     return api->set_global_notifications(registration, &global,
                                          RIIS_GL_PRE_BEGIN_REQUEST | RIIS_GL_CUSTOM_NOTIFICATION |
