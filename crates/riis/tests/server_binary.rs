@@ -47,6 +47,24 @@ fn with_no_configuration_the_example_site_is_served() {
     assert_eq!(resp.text(), "Hello from riis.\n");
 }
 
+/// The configurations the README and the guide point at pass
+/// `check-config` without a warning: a change of the configuration format
+/// or of a module's section that breaks one fails here, not for a user.
+#[test]
+fn the_bundled_example_configurations_are_valid() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for file in ["riis.toml", "defaults.toml"] {
+        let out = common::riis_command("check-config", &examples.join(file));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{file}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("configuration is valid"),
+            "{file}"
+        );
+        assert!(!stderr.contains("warning"), "{file}: {stderr}");
+    }
+}
+
 #[test]
 fn static_files_have_type_length_and_validators() {
     let (_dir, server) = static_site();
