@@ -258,6 +258,11 @@ impl Site {
             .unwrap_or(self.locations.len() - 1)
     }
 
+    /// The locations, most specific first; the last is the site's root.
+    pub fn locations(&self) -> &[Location] {
+        &self.locations
+    }
+
     /// A location by index.
     pub fn location(&self, index: usize) -> &Location {
         &self.locations[index]

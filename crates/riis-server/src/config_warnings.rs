@@ -14,15 +14,19 @@
 //!   case matters, two folders whose names differ only in case (`public`,
 //!   `PUBLIC`) both get the configuration of a location written for one.
 //!
-//! And one about a handler list: a handler listed after one that takes
-//! every request it would is never chosen (the first match wins, as in
-//! IIS's `<handlers>`).
+//! And two about handlers: a handler listed after one that takes every
+//! request it would is never chosen (the first match wins, as in IIS's
+//! `<handlers>`); and a module that takes part in requests only as a
+//! handler (at ExecuteRequestHandler) but that no handler lists never
+//! handles one ([`modules_never_run`], which needs the built pipeline).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use riis_modules::request_filtering::DEFAULT_HIDDEN_SEGMENTS;
-use riis_pipeline::{path_below, HandlerDefinition, ResourceType, SectionSource, SiteDefinition};
+use riis_pipeline::{
+    path_below, HandlerDefinition, Pipeline, ResourceType, SectionSource, SiteDefinition,
+};
 
 use crate::config::{ConfigError, ServerConfig};
 
@@ -371,6 +375,50 @@ fn read_folder(folder: &Path) -> Option<Vec<(String, PathBuf)>> {
         }
     }
     Some(entries)
+}
+
+/// Modules of `pipeline` that take part in requests only as handlers
+/// (registered for ExecuteRequestHandler and for no other request
+/// notification) but that no handler of any site or location lists: they
+/// never handle a request (their global notifications still come).
+/// Placed at the module's entry in `[[modules]]`.
+pub fn modules_never_run(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError> {
+    use riis_pipeline::RequestNotification as N;
+    let listed: Vec<&str> = pipeline
+        .sites()
+        .iter()
+        .flat_map(|site| site.locations())
+        .flat_map(|location| location.handlers())
+        .flat_map(|handler| &handler.modules)
+        .map(|m| pipeline.module_name(*m))
+        .collect();
+    let mut found = Vec::new();
+    for name in pipeline.module_names() {
+        let in_event = |n: N, post: bool| pipeline.dispatch_order(n, post).contains(&name);
+        let other_events = N::DETERMINISTIC
+            .iter()
+            .flat_map(|n| [(*n, false), (*n, true)])
+            .chain(N::NONDETERMINISTIC.iter().map(|n| (*n, false)))
+            .filter(|(n, post)| *n != N::ExecuteRequestHandler || *post)
+            .any(|(n, post)| in_event(n, post));
+        let handler_only = in_event(N::ExecuteRequestHandler, false) && !other_events;
+        if !handler_only || listed.contains(&name) {
+            continue;
+        }
+        let key = config
+            .modules
+            .iter()
+            .position(|m| m.name == name)
+            .map_or_else(|| "modules".to_owned(), |i| format!("modules[{i}].name"));
+        found.push(config.error_at(
+            &key,
+            &format!(
+                "module `{name}` takes part in requests only as a handler (at ExecuteRequestHandler) \
+                 and no handler lists it, so it never handles one: name it in a handler's `modules`"
+            ),
+        ));
+    }
+    found
 }
 
 /// Handlers of `list` that an earlier one always takes the place of:

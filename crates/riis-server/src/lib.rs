@@ -11,6 +11,7 @@ pub mod body;
 pub mod client_certificate;
 pub mod config;
 mod config_warnings;
+pub use config_warnings::modules_never_run;
 pub mod connection;
 pub mod defaults;
 pub mod driver;

@@ -164,6 +164,13 @@ impl Reloader {
             self.services.figures.clone(),
         )
         .map_err(ReloadError::Config)?;
+        let warnings = config.warnings();
+        for warning in warnings
+            .iter()
+            .chain(&crate::modules_never_run(&config, &pipeline))
+        {
+            tracing::warn!("{warning}");
+        }
         let certificates = match load_certificates(&config) {
             Ok(c) => c,
             Err(e) => {

@@ -421,6 +421,15 @@ impl Server {
         Self::with_modules(config, &[])
     }
 
+    /// What the configuration probably does not mean (see
+    /// [`ServerConfig::warnings`] and [`crate::modules_never_run`]), each
+    /// placed at its key.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        let mut warnings = self.config.warnings();
+        warnings.extend(crate::modules_never_run(&self.config, &self.pipeline()));
+        warnings
+    }
+
     /// Ends a server that was built but will not serve (`check-config`, the
     /// validation `riis reload` does before signalling): its modules'
     /// `terminate` hooks run, as they would at shutdown, so a module

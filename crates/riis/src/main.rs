@@ -124,9 +124,6 @@ fn load(
     if let Some(addr) = listen {
         loaded.override_listen(addr)?;
     }
-    for warning in loaded.warnings() {
-        tracing::warn!("{warning}");
-    }
     Ok(loaded)
 }
 
@@ -154,12 +151,13 @@ fn listen_address(text: &str) -> Result<SocketAddr, String> {
 /// `riis reload`: validate, then signal the running server.
 fn reload(config: &Path) -> Result<String, String> {
     let loaded = ServerConfig::load(config).map_err(|e| e.to_string())?;
-    for warning in loaded.warnings() {
-        eprintln!("riis: warning: {warning}");
-    }
     let pid_file = loaded.pid_file();
     let report = riis_server::status_file(&loaded);
-    Server::new(loaded).map_err(|e| e.to_string())?.discard();
+    let checked = Server::new(loaded).map_err(|e| e.to_string())?;
+    for warning in checked.warnings() {
+        eprintln!("riis: warning: {warning}");
+    }
+    checked.discard();
     let pid = running_pid(config, pid_file)?;
     // The server reloads the file it was started with: validating another
     // one (a copy sharing the pid file) and reporting success would check
@@ -500,6 +498,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            for warning in server.warnings() {
+                tracing::warn!("{warning}");
+            }
             server.set_config_source(Arc::new(move || {
                 load(config.as_deref(), root.as_deref(), listen)
             }));
@@ -520,13 +521,9 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { config } => {
-            let checked = ServerConfig::load(&config).and_then(|loaded| {
-                let warnings = loaded.warnings();
-                Server::new(loaded).map(|server| (server, warnings))
-            });
-            match checked {
-                Ok((server, warnings)) => {
-                    for warning in warnings {
+            match ServerConfig::load(&config).and_then(Server::new) {
+                Ok(server) => {
+                    for warning in server.warnings() {
                         eprintln!("riis: warning: {warning}");
                     }
                     println!(

@@ -1511,3 +1511,38 @@ fn location_elements_of_a_web_config_become_locations() {
     let post = get(server.addr, "/2024/hello");
     assert_eq!((post.status, post.text().as_str()), (200, "front"));
 }
+
+/// A module that takes part in requests only as a handler, listed in
+/// `[[modules]]` but in no handler's `modules`, never handles a request:
+/// check-config warns at its entry, and passes.
+#[test]
+fn check_config_warns_of_a_handler_module_no_handler_lists() {
+    let dir = TempDir::new("handler-module-unlisted");
+    let with = |handler_modules: &str| {
+        dir.write(
+            "riis.toml",
+            format!(
+                "[[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"DirectoryListing\"\n\n\
+                 [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nverbs = [\"GET\", \"HEAD\"]\n\
+                 resource_type = \"Either\"\nmodules = {handler_modules}\n\n\
+                 [[sites]]\nname = \"S\"\nroot = \".\"\nbindings = [\"127.0.0.1:0\"]\n"
+            ),
+        )
+    };
+    let out = common::riis_command("check-config", &with(r#"["StaticFile"]"#));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "riis.toml:4: key `modules[1].name`: module `DirectoryListing` takes part in requests only as a handler"
+        ),
+        "{stderr}"
+    );
+    let out = common::riis_command(
+        "check-config",
+        &with(r#"["StaticFile", "DirectoryListing"]"#),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
