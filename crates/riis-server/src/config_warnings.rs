@@ -1,15 +1,17 @@
 //! Warnings about a valid configuration: things the server runs with but an
-//! operator most likely did not mean, found by looking at the folders the
-//! configuration names. `riis check-config` prints them, `riis serve` logs
-//! them at start and at each reload; none stops the server (nginx's `[warn]`
+//! operator most likely did not mean, found from the folders the
+//! configuration names, its handler lists and the modules' registrations.
+//! `riis check-config` and `riis reload` print them, `riis serve` logs them
+//! at start and at each reload; none stops the server (nginx's `[warn]`
 //! lines of `nginx -t`).
 //!
 //! Two are about a location's configuration not covering all the URLs of
 //! its files:
-//! - a virtual directory whose folder lies inside the site's root (or
-//!   inside another virtual directory's folder) is also served at the URL
-//!   that folder has there, where the location's configuration does not
-//!   apply;
+//! - a virtual directory whose folder lies inside the site's root or
+//!   another virtual directory's folder is also served at the URL that
+//!   folder has there, where the location's configuration does not apply;
+//!   one whose folder holds the root (or another's folder) serves those
+//!   files at URLs of its own;
 //! - locations ignore ASCII case (as IIS's do), so on a file system where
 //!   case matters, two folders whose names differ only in case (`public`,
 //!   `PUBLIC`) both get the configuration of a location written for one.
