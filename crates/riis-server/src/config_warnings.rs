@@ -20,7 +20,7 @@
 //! request it would is never chosen (the first match wins, as in IIS's
 //! `<handlers>`); and a module that takes part in requests only as a
 //! handler (at ExecuteRequestHandler) but that no handler lists never
-//! handles one ([`modules_never_run`], which needs the built pipeline).
+//! handles one (`modules_never_run`, which needs the built pipeline).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -379,12 +379,21 @@ fn read_folder(folder: &Path) -> Option<Vec<(String, PathBuf)>> {
     Some(entries)
 }
 
+/// Every warning about `config` as built into `pipeline`: those of
+/// [`ServerConfig::warnings`], then [`modules_never_run`]. What
+/// `Server::warnings` reports and a reload logs.
+pub(crate) fn warnings_of(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError> {
+    let mut warnings = config.warnings();
+    warnings.extend(modules_never_run(config, pipeline));
+    warnings
+}
+
 /// Modules of `pipeline` that take part in requests only as handlers
 /// (registered for ExecuteRequestHandler and for no other request
 /// notification) but that no handler of any site or location lists: they
 /// never handle a request (their global notifications still come).
 /// Placed at the module's entry in `[[modules]]`.
-pub fn modules_never_run(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError> {
+fn modules_never_run(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError> {
     use riis_pipeline::RequestNotification as N;
     let listed: Vec<&str> = pipeline
         .sites()

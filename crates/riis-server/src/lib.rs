@@ -11,7 +11,6 @@ pub mod body;
 pub mod client_certificate;
 pub mod config;
 mod config_warnings;
-pub use config_warnings::modules_never_run;
 pub mod connection;
 pub mod defaults;
 pub mod driver;

@@ -164,11 +164,7 @@ impl Reloader {
             self.services.figures.clone(),
         )
         .map_err(ReloadError::Config)?;
-        let warnings = config.warnings();
-        for warning in warnings
-            .iter()
-            .chain(&crate::modules_never_run(&config, &pipeline))
-        {
+        for warning in crate::config_warnings::warnings_of(&config, &pipeline) {
             tracing::warn!("{warning}");
         }
         let certificates = match load_certificates(&config) {

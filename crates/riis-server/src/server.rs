@@ -421,13 +421,11 @@ impl Server {
         Self::with_modules(config, &[])
     }
 
-    /// What the configuration probably does not mean (see
-    /// [`ServerConfig::warnings`] and [`crate::modules_never_run`]), each
-    /// placed at its key.
+    /// What the configuration probably does not mean, each placed at its
+    /// key: [`ServerConfig::warnings`], and modules that take part in
+    /// requests only as handlers but that no handler names.
     pub fn warnings(&self) -> Vec<ConfigError> {
-        let mut warnings = self.config.warnings();
-        warnings.extend(crate::modules_never_run(&self.config, &self.pipeline()));
-        warnings
+        crate::config_warnings::warnings_of(&self.config, &self.pipeline())
     }
 
     /// Ends a server that was built but will not serve (`check-config`, the
