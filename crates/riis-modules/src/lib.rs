@@ -27,9 +27,11 @@ pub mod forwarded_for;
 mod gateway;
 pub mod hello_world;
 pub mod http_logging;
+pub mod http_platform_handler;
 pub mod http_redirection;
 mod internal_redirect;
 pub mod ip_restriction;
+mod managed_application;
 pub mod metrics;
 pub mod noop;
 pub mod output_cache;
@@ -464,6 +466,10 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("Cgi", cgi::register_module),
     ("FastCgi", fastcgi::register_module),
     ("ReverseProxy", reverse_proxy::register_module),
+    (
+        "HttpPlatformHandler",
+        http_platform_handler::register_module,
+    ),
     ("Metrics", metrics::register_module),
 ];
 

@@ -17,10 +17,10 @@ use riis_pipeline::bytes::{Bytes, BytesMut};
 use riis_pipeline::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::application::Taken;
 use super::protocol::{self, protocol_status, Record};
 use crate::backend::{Address, Connection, Pools};
 use crate::gateway::{parse_head, ErrorLog};
+use crate::managed_application::Taken;
 use crate::relay::{End, Relay};
 use crate::spooled_body::SpooledBody;
 
@@ -55,7 +55,7 @@ pub(super) struct Job {
     pub(super) handed_over: std::sync::atomic::AtomicBool,
     /// For an application riis started: held until the exchange ends, so
     /// that processes a new start retired finish this request first.
-    pub(super) lease: Option<super::application::Lease>,
+    pub(super) lease: Option<crate::managed_application::Lease>,
 }
 
 /// How long a request whose client left keeps its application's

@@ -89,12 +89,11 @@
 //! number of requests (IIS's `instanceMaxRequests`; PHP's own
 //! `PHP_FCGI_MAX_REQUESTS` does it, and riis starts the process again).
 
-mod application;
 mod exchange;
 mod protocol;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -110,10 +109,10 @@ pub use crate::backend::Address;
 use crate::backend::{Connection, Pools};
 use crate::gateway::BodyError;
 use crate::internal_redirect::Redirected;
+pub use crate::managed_application::ApplicationConfig;
+use crate::managed_application::Holdings;
 use crate::relay::{Receiver, Relay, Step};
 use crate::spooled_body::{BodySpool, SpooledBody};
-use application::Application;
-pub use application::ApplicationConfig;
 use exchange::Job;
 
 /// The `fastcgi` configuration section.
@@ -225,22 +224,11 @@ struct Shared {
     pools: Arc<Pools<Connection>>,
     /// Exchanges running, for `riis status`.
     running: Arc<std::sync::atomic::AtomicUsize>,
-    /// The applications this configuration started (or will, at their
-    /// first request).
-    applications: Arc<Mutex<Vec<Arc<Application>>>>,
-    /// The server is stopping (StopListening came): [`Shared::stop`] waits
-    /// for the processes to be gone. Not at a reload's retirement, which
-    /// runs on a thread that serves other work meanwhile.
-    server_stopping: Arc<AtomicBool>,
-    /// [`Shared::stop`] ran: this configuration no longer counts in
-    /// [`LIVE_CONFIGURATIONS`].
-    retired: AtomicBool,
+    /// The applications this configuration holds.
+    applications: Holdings,
 }
 
-/// Configurations with FastCgi that have not retired. When the last one
-/// retires (a reload took the module out), none is left to be told the
-/// server stops, so its applications are killed at once rather than given
-/// a grace the server's end could cut short.
+/// Configurations with FastCgi that have not retired (see [`Holdings`]).
 static LIVE_CONFIGURATIONS: AtomicUsize = AtomicUsize::new(0);
 
 impl Shared {
@@ -267,42 +255,12 @@ impl Shared {
             .clone()
     }
 
-    /// The application of `config`, taken up when this configuration
-    /// started or at its first request for it (see
-    /// [`application::acquire`]).
-    fn application(&self, config: &ApplicationConfig) -> Arc<Application> {
-        let mut list = self.applications.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = list.iter().find(|a| a.is_for(config)) {
-            return found.clone();
-        }
-        let taken = application::acquire(config);
-        list.push(taken.clone());
-        taken
-    }
-
-    /// Closes the idle connections, stops the applications' processes and
-    /// the module's own runtime (this may run on one of the server's own
-    /// threads). When the server stops, waits (up to the processes' grace
-    /// and their reaping) until they are gone: the process would otherwise
-    /// exit before the SIGKILL of those that ignore SIGTERM.
+    /// Closes the idle connections, lets the applications go (see
+    /// [`Holdings::release_all`]) and stops the module's own runtime (this
+    /// may run on one of the server's own threads).
     fn stop(&self) {
         self.pools.clear();
-        let stopping = self.server_stopping.load(Ordering::SeqCst);
-        let last = !self.retired.swap(true, Ordering::SeqCst)
-            && LIVE_CONFIGURATIONS.fetch_sub(1, Ordering::SeqCst) == 1;
-        let how = if last && !stopping {
-            application::Release::Kill
-        } else {
-            application::Release::Stop
-        };
-        let applications =
-            std::mem::take(&mut *self.applications.lock().unwrap_or_else(|e| e.into_inner()));
-        for application in applications {
-            application::release(&application, how);
-        }
-        if stopping {
-            application::wait_for_stops();
-        }
+        self.applications.release_all();
         if let Some(runtime) = self
             .fallback
             .lock()
@@ -371,9 +329,17 @@ impl FastCgi {
         let config = ctx.config(self.config);
         let (address, taken, lease) = match (&config.application, &config.address) {
             (Some(application), _) => {
-                let application = self.shared.application(application);
+                let application = self.shared.applications.application(application);
                 match application.address() {
-                    Ok((address, lease)) => (address, Some(application.taken()), Some(lease)),
+                    Ok(Some((address, lease))) => (address, Some(application.taken()), Some(lease)),
+                    // Only HTTP applications wait to listen.
+                    Ok(None) => {
+                        return fail(
+                            ctx,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the FastCGI application does not listen",
+                        )
+                    }
                     Err(why) => return fail(ctx, StatusCode::SERVICE_UNAVAILABLE, &why),
                 }
             }
@@ -589,29 +555,19 @@ pub fn register_module(
         fallback_handle: OnceLock::new(),
         pools: Arc::default(),
         running: Arc::default(),
-        applications: Arc::default(),
-        server_stopping: Arc::default(),
-        retired: AtomicBool::new(false),
+        applications: Holdings::new(&LIVE_CONFIGURATIONS),
     });
-    LIVE_CONFIGURATIONS.fetch_add(1, Ordering::SeqCst);
-    let (pools, running) = (shared.pools.clone(), shared.running.clone());
-    let applications = shared.applications.clone();
+    let counted = shared.clone();
     registration.set_global_notifications(
         Global {
             status: crate::StatusLines(move || {
-                let processes: usize = applications
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .map(|a| a.processes())
-                    .sum();
                 format!(
-                    "fastcgi_requests_running: {}\nfastcgi_connections_idle: {}\nfastcgi_processes: {processes}\n",
-                    running.load(Ordering::Relaxed),
-                    pools.idle_count()
+                    "fastcgi_requests_running: {}\nfastcgi_connections_idle: {}\nfastcgi_processes: {}\n",
+                    counted.running.load(Ordering::Relaxed),
+                    counted.pools.idle_count(),
+                    counted.applications.processes()
                 )
             }),
-            server_stopping: shared.server_stopping.clone(),
             config,
             shared: shared.clone(),
         },
@@ -631,7 +587,6 @@ pub fn register_module(
 /// server is stopping.
 struct Global<F> {
     status: crate::StatusLines<F>,
-    server_stopping: Arc<AtomicBool>,
     config: Section<FastCgiConfig>,
     shared: Arc<Shared>,
 }
@@ -655,14 +610,14 @@ impl<F: Fn() -> String + Send + Sync + 'static> riis_pipeline::GlobalModule for 
     ) -> riis_pipeline::GlobalNotificationStatus {
         for config in app.configs(self.config) {
             if let Some(application) = &config.application {
-                self.shared.application(application);
+                self.shared.applications.application(application);
             }
         }
         riis_pipeline::GlobalNotificationStatus::Continue
     }
 
     fn on_global_stop_listening(&self) -> riis_pipeline::GlobalNotificationStatus {
-        self.server_stopping.store(true, Ordering::SeqCst);
+        self.shared.applications.server_stops();
         riis_pipeline::GlobalNotificationStatus::Continue
     }
 }

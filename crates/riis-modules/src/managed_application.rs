@@ -1,25 +1,43 @@
-//! FastCGI applications that riis starts itself, as IIS's FastCGI module
-//! does with the `<application fullPath=…>` of its `<fastCgi>` section: PHP's
+//! Applications that riis starts and watches itself, and passes requests
+//! to: FastCgi's (IIS's `<fastCgi><application fullPath=…>`: PHP's
 //! `php-cgi`, or any program that is a FastCGI responder when its standard
-//! input is a listening socket (the FastCGI convention,
-//! `FCGI_LISTENSOCK_FILENO`).
+//! input is a listening socket, the FastCGI convention
+//! `FCGI_LISTENSOCK_FILENO`) and HttpPlatformHandler's (IIS's
+//! `<httpPlatform processPath=…>`: any program that serves HTTP on the port
+//! it is given, Node.js, Python, Java). [`Endpoint`] tells them apart.
 //!
-//! At the first request that needs it, riis makes a Unix socket in a
+//! **FastCGI** ([`Endpoint::ListeningSocket`]): at the first request that
+//! needs it, riis makes a Unix socket in a
 //! private temporary folder (mode 0700, the socket 0600, whatever the
 //! umask: whoever can connect runs scripts as riis's user), listens on it,
 //! and starts `instances`
 //! processes, each with the listening socket as its standard input: they
 //! take connections from it in turn, and the exchange connects to it as to
-//! any `unix:` address. A process that exits is started again, and what it
+//! any `unix:` address.
+//!
+//! **HTTP** ([`Endpoint::Port`]): each process is given a free loopback
+//! port of its own, in the `HTTP_PLATFORM_PORT` environment variable and
+//! wherever `%HTTP_PLATFORM_PORT%` appears in its arguments and
+//! environment (IIS's HttpPlatformHandler does the same). A process takes
+//! requests once a connection to its port succeeds (looked at every
+//! [`CHECK_EVERY`]); one that does not listen within `startup_time_limit`
+//! is killed and counts as failed, and after `startup_retry_count` such
+//! starts in a row the application is stopped as rapid fail protection
+//! stops it. Requests go to the listening processes in turn. A process
+//! started again gets a new port. What the processes write to their
+//! standard output is logged at `info`, their standard error at `warn`.
+//!
+//! For both: a process that exits is started again, and what it
 //! forked is killed with it. One that fails (exits with an error or a
-//! signal, or within a second of starting without the application having
-//! taken a request up in the 30 seconds before, or cannot start) counts towards
+//! signal, or, for FastCGI, within a second of starting without the
+//! application having taken a request up in the 30 seconds before; for
+//! HTTP, before it listened) counts towards
 //! `rapid_fails_per_minute`: past it, the application is stopped and its
 //! requests get 503 for a minute, then the next request starts it again
 //! (IIS's rapid fail protection). If the first start fails (no socket could be made),
 //! each request tries again. The processes are stopped (SIGTERM to each one's
 //! process group, SIGKILL two seconds later) when no configuration holds
-//! them any more (killed at once when no configuration with FastCgi is
+//! them any more (killed at once when no configuration with the module is
 //! left) or the server stops, and the server's stop waits for that (see
 //! [`wait_for_stops`]); each process group holds the
 //! processes a program forks (`PHP_FCGI_CHILDREN`). What they write to
@@ -39,12 +57,13 @@
 //! does.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -97,7 +116,7 @@ const TAKEN_BEFORE: Duration = Duration::from_secs(30);
 /// `php-cgi`'s recycling look like crashes, and have rapid fail protection
 /// stop the application).
 #[derive(Debug, Default)]
-pub(super) struct Taken {
+pub(crate) struct Taken {
     /// Milliseconds since [`crate::process_start`], plus one; 0: never.
     last: AtomicU64,
 }
@@ -110,7 +129,7 @@ impl Taken {
     }
 
     /// A request was taken up now.
-    pub(super) fn note(&self) {
+    pub(crate) fn note(&self) {
         self.last
             .fetch_max(Self::stamp(Instant::now()), Ordering::Relaxed);
     }
@@ -153,7 +172,47 @@ pub struct ApplicationConfig {
     /// `monitorChangesTo`), relative to the configuration's folder.
     #[serde(default, deserialize_with = "monitored")]
     pub monitor_changes_to: Option<PathBuf>,
+    /// How requests reach the processes: FastCGI's listening socket for
+    /// the `fastcgi` section's table; HttpPlatformHandler builds its own.
+    #[serde(skip)]
+    pub(crate) endpoint: Endpoint,
+    /// The folder the processes start in; `None`: riis's own.
+    #[serde(skip)]
+    pub(crate) working_directory: Option<PathBuf>,
 }
+
+/// How requests reach an application's processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub(crate) enum Endpoint {
+    /// One Unix socket, listening, on every process's standard input
+    /// (FastCGI's `FCGI_LISTENSOCK_FILENO`).
+    #[default]
+    ListeningSocket,
+    /// A loopback TCP port per process, named in `HTTP_PLATFORM_PORT`.
+    Port {
+        /// How long a process may take to listen before it is killed
+        /// (IIS's `startupTimeLimit`).
+        startup_time_limit: Duration,
+        /// Starts in a row that did not listen past which the application
+        /// is stopped (IIS's `startupRetryCount`).
+        startup_retry_count: usize,
+    },
+}
+
+impl Endpoint {
+    /// What the log calls such an application.
+    fn label(self) -> &'static str {
+        match self {
+            Self::ListeningSocket => "FastCGI",
+            Self::Port { .. } => "HttpPlatform",
+        }
+    }
+}
+
+/// The name of the environment variable, and of the `%…%` placeholder in
+/// arguments and environment values, that tells an HTTP application its
+/// port (IIS's HttpPlatformHandler's).
+pub(crate) const PORT_VARIABLE: &str = "HTTP_PLATFORM_PORT";
 
 fn default_instances() -> usize {
     4
@@ -203,19 +262,21 @@ const MONITOR_EVERY: Duration = Duration::from_millis(500);
 
 /// A program path, resolved and checked while the configuration loads.
 fn program<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    resolve_program(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+/// A program's path as a configuration gives it, resolved against the
+/// configuration's folder; it must be an executable file.
+pub(crate) fn resolve_program(text: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
-    let text = String::deserialize(d)?;
     let joined = riis_pipeline::configuration_folder().join(text);
     // Absolute, so that it is never looked for on the `PATH` (a bare
     // `php-cgi` beside a configuration given as a bare file name).
     let path = std::path::absolute(&joined).unwrap_or(joined);
     match std::fs::metadata(&path) {
         Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => Ok(path),
-        Ok(_) => Err(serde::de::Error::custom(format!(
-            "{} is not an executable file",
-            path.display()
-        ))),
-        Err(e) => Err(serde::de::Error::custom(format!("{}: {e}", path.display()))),
+        Ok(_) => Err(format!("{} is not an executable file", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
 
@@ -229,6 +290,52 @@ enum Phase {
     Stopped,
 }
 
+/// One running process of an application.
+struct Process {
+    child: Child,
+    started: Instant,
+    /// The port it was given ([`Endpoint::Port`]); 0 for FastCGI's.
+    port: u16,
+    /// Where it took a connection on its port (HTTP applications): on
+    /// IPv4's loopback address, or on IPv6's for a program that listens on
+    /// `localhost` where that is `::1` (Node.js 17 and later).
+    listening: Option<SocketAddr>,
+}
+
+impl Process {
+    /// Whether requests go to it: FastCGI's at once (they wait in the
+    /// socket's queue), an HTTP one once its port took a connection.
+    fn ready(&self) -> bool {
+        self.port == 0 || self.listening.is_some()
+    }
+}
+
+/// Where a process given `port` takes connections, if it does yet.
+fn listening_on(port: u16) -> Option<SocketAddr> {
+    [
+        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+    ]
+    .into_iter()
+    .find(|address| std::net::TcpStream::connect_timeout(address, PROBE_TIMEOUT).is_ok())
+}
+
+/// How long a look at whether a process listens waits for the connection
+/// (a loopback connection is refused or taken at once, unless the
+/// program's queue of connections is full).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A loopback port free now, for a process to listen on. Another program
+/// may take it first; the process then fails to listen, counts as failed
+/// and is started again on another.
+fn free_port() -> std::io::Result<u16> {
+    Ok(
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port(),
+    )
+}
+
 /// An application's processes and their socket.
 struct Run {
     phase: Phase,
@@ -240,8 +347,14 @@ struct Run {
     /// server's own standard error: an orphan left holding that would keep
     /// whatever reads it, a terminal or a test, waiting).
     stderr: Option<OwnedFd>,
-    /// Each with when it started.
-    processes: Vec<(Child, Instant)>,
+    /// The processes' standard output, likewise (HTTP applications';
+    /// FastCGI's go nowhere).
+    stdout: Option<OwnedFd>,
+    processes: Vec<Process>,
+    /// The next ready process a request goes to (HTTP applications).
+    next: usize,
+    /// Starts in a row whose process did not listen (HTTP applications).
+    failed_starts: usize,
     /// When processes failed, within the last minute.
     fails: VecDeque<Instant>,
     /// Counts starts: a supervisor watches the start it was made for.
@@ -268,7 +381,7 @@ struct Run {
 }
 
 /// One application of a configuration, started at its first request.
-pub(super) struct Application {
+pub(crate) struct Application {
     config: ApplicationConfig,
     run: Mutex<Run>,
     /// Wakes the supervisor when the application stops.
@@ -278,7 +391,7 @@ pub(super) struct Application {
 }
 
 impl Application {
-    pub(super) fn new(config: ApplicationConfig) -> Arc<Self> {
+    pub(crate) fn new(config: ApplicationConfig) -> Arc<Self> {
         // The clock's start comes before any process's.
         let _ = crate::process_start();
         Arc::new(Self {
@@ -289,7 +402,10 @@ impl Application {
                 socket: PathBuf::new(),
                 listener: None,
                 stderr: None,
+                stdout: None,
                 processes: Vec::new(),
+                next: 0,
+                failed_starts: 0,
                 fails: VecDeque::new(),
                 generation: 0,
                 socket_id: None,
@@ -305,12 +421,12 @@ impl Application {
 
     /// When the application last took a request up; the exchange
     /// adds one when an answer's first bytes come.
-    pub(super) fn taken(&self) -> Arc<Taken> {
+    pub(crate) fn taken(&self) -> Arc<Taken> {
         self.taken.clone()
     }
 
     /// Whether this is the application of `config`.
-    pub(super) fn is_for(&self, config: &ApplicationConfig) -> bool {
+    pub(crate) fn is_for(&self, config: &ApplicationConfig) -> bool {
         self.config == *config
     }
 
@@ -319,21 +435,27 @@ impl Application {
     }
 
     /// Where the application listens, starting it at the first call, and
-    /// the lease the exchange holds while it talks to it. `Err`: it cannot
-    /// serve (503, with why).
-    pub(super) fn address(self: &Arc<Self>) -> Result<(Address, Lease), String> {
+    /// the lease the exchange holds while it talks to it. `Ok(None)`: no
+    /// process listens yet (an HTTP application starting; ask again).
+    /// `Err`: it cannot serve (503, with why).
+    pub(crate) fn address(self: &Arc<Self>) -> Result<Option<(Address, Lease)>, String> {
+        let label = self.config.endpoint.label();
         let mut run = self.lock();
         match &run.phase {
             // One `stat` a request, against a FastCGI exchange: the socket's
             // folder lives under the temp dir, which cleaners prune; the
             // processes would go on listening on a socket nobody can reach,
             // and a file another user put at the path must not be talked to.
-            Phase::Running if socket_is_ours(&run) => return Ok(serving(&run)),
+            Phase::Running
+                if self.config.endpoint != Endpoint::ListeningSocket || socket_is_ours(&run) =>
+            {
+                return Ok(serving(&mut run, self.config.endpoint))
+            }
             Phase::Running => {
                 tracing::warn!(
                     program = %self.config.path.display(),
                     socket = %run.socket.display(),
-                    "the FastCGI application's socket was removed or replaced; the application starts again on a new one"
+                    "the {label} application's socket was removed or replaced; the application starts again on a new one"
                 );
                 retire_processes(&mut run);
                 run.phase = Phase::NotStarted;
@@ -342,19 +464,20 @@ impl Application {
             Phase::Failed(..) => {
                 tracing::info!(
                     program = %self.config.path.display(),
-                    "the FastCGI application stopped by rapid fail protection starts again"
+                    "the {label} application stopped by rapid fail protection starts again"
                 );
                 run.fails.clear();
+                run.failed_starts = 0;
                 run.phase = Phase::NotStarted;
             }
-            Phase::Stopped => return Err("the FastCGI application was stopped".to_owned()),
+            Phase::Stopped => return Err(format!("the {label} application was stopped")),
             Phase::NotStarted => {}
         }
         if let Err(e) = self.start(&mut run) {
             // The next request tries again: the cause may pass (a full
             // disk, a fork refused for a moment).
             let why = format!(
-                "the FastCGI application {} could not start: {e}",
+                "the {label} application {} could not start: {e}",
                 self.config.path.display()
             );
             tracing::error!("{why}");
@@ -368,10 +491,10 @@ impl Application {
         self.stopping.notify_all();
         let supervised = self.clone();
         let started = std::thread::Builder::new()
-            .name("riis-fastcgi-app".to_owned())
+            .name("riis-app-watch".to_owned())
             .spawn(move || supervised.supervise(generation));
         if let Err(e) = started {
-            let why = format!("cannot watch the FastCGI application: {e}");
+            let why = format!("cannot watch the {label} application: {e}");
             stop_processes(&mut run);
             run.phase = Phase::Failed(why.clone(), Instant::now());
             return Err(why);
@@ -379,43 +502,55 @@ impl Application {
         tracing::info!(
             program = %self.config.path.display(),
             processes = self.config.instances,
-            "FastCGI application started"
+            "{label} application started"
         );
-        Ok(serving(&run))
+        Ok(serving(&mut run, self.config.endpoint))
     }
 
-    /// Makes the socket and starts the processes.
+    /// The program the processes run.
+    pub(crate) fn program(&self) -> &std::path::Path {
+        &self.config.path
+    }
+
+    /// Whether a request would wait for the application: it runs, and
+    /// none of its processes listens yet (an HTTP application starting).
+    pub(crate) fn starting(&self) -> bool {
+        let run = self.lock();
+        matches!(run.phase, Phase::Running) && !run.processes.iter().any(Process::ready)
+    }
+
+    /// Makes the socket (FastCGI's) and the output pipes, and starts the
+    /// processes.
     fn start(&self, run: &mut Run) -> std::io::Result<()> {
         use std::fs::Permissions;
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        // Whoever can connect runs scripts as riis's user: the folder is
-        // its alone from the start, whatever the umask (which may only take
-        // bits away; the mode is then set exactly).
-        let folder = tempfile::Builder::new()
-            .prefix("riis-fastcgi-")
-            .permissions(Permissions::from_mode(0o700))
-            .tempdir()?;
-        std::fs::set_permissions(folder.path(), Permissions::from_mode(0o700))?;
-        let socket = folder.path().join("socket");
-        let listener = UnixListener::bind(&socket)?;
-        std::fs::set_permissions(&socket, Permissions::from_mode(0o600))?;
-        let made = std::fs::symlink_metadata(&socket)?;
-        run.socket_id = Some((made.dev(), made.ino()));
-        run.folder = Some(folder);
-        run.socket = socket;
-        // Close-on-exec: no other program riis starts may hold it.
-        let (errors, stderr) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-        let program = self.config.path.display().to_string();
-        std::thread::Builder::new()
-            .name("riis-fastcgi-log".to_owned())
-            .spawn(move || log_lines(errors, &program))?;
-        for _ in 0..self.config.instances {
-            let process = self.spawn(&listener, &stderr)?;
-            run.processes.push((process, Instant::now()));
+        let label = self.config.endpoint.label();
+        if self.config.endpoint == Endpoint::ListeningSocket {
+            // Whoever can connect runs scripts as riis's user: the folder is
+            // its alone from the start, whatever the umask (which may only
+            // take bits away; the mode is then set exactly).
+            let folder = tempfile::Builder::new()
+                .prefix("riis-fastcgi-")
+                .permissions(Permissions::from_mode(0o700))
+                .tempdir()?;
+            std::fs::set_permissions(folder.path(), Permissions::from_mode(0o700))?;
+            let socket = folder.path().join("socket");
+            let listener = UnixListener::bind(&socket)?;
+            std::fs::set_permissions(&socket, Permissions::from_mode(0o600))?;
+            let made = std::fs::symlink_metadata(&socket)?;
+            run.socket_id = Some((made.dev(), made.ino()));
+            run.folder = Some(folder);
+            run.socket = socket;
+            run.listener = Some(listener);
+        } else {
+            run.stdout = Some(self.output_pipe(label, "standard output", tracing::Level::INFO)?);
         }
-        run.listener = Some(listener);
-        run.stderr = Some(stderr);
+        run.stderr = Some(self.output_pipe(label, "standard error", tracing::Level::WARN)?);
+        run.failed_starts = 0;
+        for _ in 0..self.config.instances {
+            let process = self.spawn(run)?;
+            run.processes.push(process);
+        }
         run.monitored = self
             .config
             .monitor_changes_to
@@ -425,29 +560,82 @@ impl Application {
         Ok(())
     }
 
-    /// Starts one process on `listener`, its standard error to `stderr`.
-    fn spawn(&self, listener: &UnixListener, stderr: &OwnedFd) -> std::io::Result<Child> {
-        let socket: OwnedFd = listener.try_clone()?.into();
-        Command::new(&self.config.path)
-            .args(&self.config.arguments)
+    /// A pipe whose lines a thread of its own logs at `level`; the end the
+    /// processes write to.
+    fn output_pipe(
+        &self,
+        label: &'static str,
+        stream: &'static str,
+        level: tracing::Level,
+    ) -> std::io::Result<OwnedFd> {
+        // Close-on-exec: no other program riis starts may hold it.
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        let program = self.config.path.display().to_string();
+        std::thread::Builder::new()
+            .name("riis-app-log".to_owned())
+            .spawn(move || log_lines(read, &program, label, stream, level))?;
+        Ok(write)
+    }
+
+    /// Starts one process: on the listening socket (FastCGI), or on a port
+    /// of its own (HTTP); its output to the run's pipes.
+    fn spawn(&self, run: &Run) -> std::io::Result<Process> {
+        let missing = || std::io::Error::other("the application's pipes are closed");
+        let stderr = run.stderr.as_ref().ok_or_else(missing)?;
+        let mut command = Command::new(&self.config.path);
+        command
             // The service manager's notices are riis's to send: an
             // application that speaks sd_notify must not report for it.
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_PID")
             .env_remove("WATCHDOG_USEC")
-            .envs(&self.config.environment)
-            .stdin(Stdio::from(socket))
-            .stdout(Stdio::null())
             .stderr(Stdio::from(stderr.try_clone()?))
             // A group of its own: what it forks stops with it.
-            .process_group(0)
-            .spawn()
+            .process_group(0);
+        if let Some(folder) = &self.config.working_directory {
+            command.current_dir(folder);
+        }
+        let port = match self.config.endpoint {
+            Endpoint::ListeningSocket => {
+                let listener = run.listener.as_ref().ok_or_else(missing)?;
+                let socket: OwnedFd = listener.try_clone()?.into();
+                command
+                    .args(&self.config.arguments)
+                    .envs(&self.config.environment)
+                    .stdin(Stdio::from(socket))
+                    .stdout(Stdio::null());
+                0
+            }
+            Endpoint::Port { .. } => {
+                let stdout = run.stdout.as_ref().ok_or_else(missing)?;
+                let port = free_port()?;
+                let text = port.to_string();
+                let placeholder = format!("%{PORT_VARIABLE}%");
+                let expand = |value: &String| value.replace(&placeholder, &text);
+                command
+                    .args(self.config.arguments.iter().map(expand))
+                    .envs(self.config.environment.iter().map(|(k, v)| (k, expand(v))))
+                    .env(PORT_VARIABLE, &text)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::from(stdout.try_clone()?));
+                port
+            }
+        };
+        Ok(Process {
+            child: command.spawn()?,
+            started: Instant::now(),
+            port,
+            listening: None,
+        })
     }
 
     /// Starts processes again as they end, keeping `instances` running,
     /// until the application stops or fails too often.
     fn supervise(self: Arc<Self>, mut generation: u64) {
         use nix::sys::signal::{killpg, Signal};
+        let label = self.config.endpoint.label();
+        let program = self.config.path.display().to_string();
         let rapid = self.config.rapid_fails_per_minute;
         let mut run = self.lock();
         loop {
@@ -459,10 +647,37 @@ impl Application {
             if !matches!(run.phase, Phase::Running) || run.generation != generation {
                 return;
             }
+            // HTTP processes not listening yet: their ports are tried
+            // without the lock (a connection may wait), and requests go to
+            // those that took one.
+            let starting: Vec<u16> = run
+                .processes
+                .iter()
+                .filter(|p| !p.ready())
+                .map(|p| p.port)
+                .collect();
+            if !starting.is_empty() {
+                drop(run);
+                let listening: Vec<(u16, SocketAddr)> = starting
+                    .into_iter()
+                    .filter_map(|port| Some((port, listening_on(port)?)))
+                    .collect();
+                run = self.lock();
+                if !matches!(run.phase, Phase::Running) || run.generation != generation {
+                    return;
+                }
+                for (port, address) in listening {
+                    if let Some(process) = run.processes.iter_mut().find(|p| p.port == port) {
+                        process.listening = Some(address);
+                        run.failed_starts = 0;
+                        tracing::info!(program, port, "{label} application process listens");
+                    }
+                }
+            }
             let now = Instant::now();
             let mut index = 0;
             while index < run.processes.len() {
-                let exited = match run.processes[index].0.try_wait() {
+                let exited = match run.processes[index].child.try_wait() {
                     Ok(Some(status)) => status,
                     Ok(None) | Err(_) => {
                         index += 1;
@@ -471,24 +686,70 @@ impl Application {
                 };
                 // Reaped by `try_wait` above.
                 #[allow(clippy::zombie_processes)]
-                let (ended, since) = run.processes.swap_remove(index);
+                let ended = run.processes.swap_remove(index);
                 // What it forked goes with it: a master's orphaned workers
                 // (`PHP_FCGI_CHILDREN`) would go on taking connections.
-                let _ = killpg(group(&ended), Signal::SIGKILL);
-                let served = self
-                    .taken
-                    .since(since.checked_sub(TAKEN_BEFORE).unwrap_or(since));
-                if !exited.success() || (now.duration_since(since) < STAY_UP && !served) {
-                    tracing::warn!(
-                        program = %self.config.path.display(),
-                        "a FastCGI application process ended: {exited}"
-                    );
+                let _ = killpg(group(&ended.child), Signal::SIGKILL);
+                let since = ended.started;
+                let failed = match self.config.endpoint {
+                    Endpoint::ListeningSocket => {
+                        let served = self
+                            .taken
+                            .since(since.checked_sub(TAKEN_BEFORE).unwrap_or(since));
+                        !exited.success() || (now.duration_since(since) < STAY_UP && !served)
+                    }
+                    // An HTTP server that served may end cleanly (a
+                    // program that restarts itself); one that never
+                    // listened failed, however it ended.
+                    Endpoint::Port { .. } => !exited.success() || !ended.ready(),
+                };
+                if !ended.ready() {
+                    run.failed_starts += 1;
+                }
+                if failed {
+                    tracing::warn!(program, "a {label} application process ended: {exited}");
                     run.fails.push_back(now);
                 } else {
                     tracing::debug!(
-                        program = %self.config.path.display(),
-                        "a FastCGI application process ended cleanly; it is started again"
+                        program,
+                        "a {label} application process ended cleanly; it is started again"
                     );
+                }
+            }
+            if let Endpoint::Port {
+                startup_time_limit,
+                startup_retry_count,
+            } = self.config.endpoint
+            {
+                let mut index = 0;
+                while index < run.processes.len() {
+                    let process = &run.processes[index];
+                    if process.ready() || now.duration_since(process.started) < startup_time_limit {
+                        index += 1;
+                        continue;
+                    }
+                    let late = run.processes.swap_remove(index);
+                    tracing::warn!(
+                        program,
+                        port = late.port,
+                        "a {label} application process did not listen on its port (HTTP_PLATFORM_PORT) within {} s (startup_time_limit); it is killed",
+                        startup_time_limit.as_secs()
+                    );
+                    let _ = killpg(group(&late.child), Signal::SIGKILL);
+                    stop_children(vec![late.child]);
+                    run.fails.push_back(now);
+                    run.failed_starts += 1;
+                }
+                if run.failed_starts > startup_retry_count {
+                    let why = format!(
+                        "the {label} application {program} did not listen on its port in {} starts in a row (startup_retry_count = {startup_retry_count}); it stays stopped for {} s",
+                        run.failed_starts,
+                        FAILED_FOR.as_secs()
+                    );
+                    tracing::error!("{why}");
+                    stop_processes(&mut run);
+                    run.phase = Phase::Failed(why, Instant::now());
+                    return;
                 }
             }
             while run
@@ -501,18 +762,12 @@ impl Application {
             // Back to `instances`; a process that cannot start counts as
             // one that failed, so this ends.
             while run.processes.len() < self.config.instances && run.fails.len() <= rapid {
-                let (Some(listener), Some(stderr)) = (&run.listener, &run.stderr) else {
-                    break;
-                };
-                let started = self.spawn(listener, stderr);
-                match started {
-                    Ok(process) => {
-                        run.processes.push((process, now));
-                    }
+                match self.spawn(&run) {
+                    Ok(process) => run.processes.push(process),
                     Err(e) => {
                         tracing::warn!(
-                            program = %self.config.path.display(),
-                            "a FastCGI application process could not start: {e}"
+                            program,
+                            "a {label} application process could not start: {e}"
                         );
                         run.fails.push_back(now);
                     }
@@ -526,8 +781,8 @@ impl Application {
                 retire_processes(&mut run);
                 if let Err(e) = self.start(&mut run) {
                     tracing::error!(
-                        program = %self.config.path.display(),
-                        "the FastCGI application could not start again after a monitored file changed: {e}"
+                        program,
+                        "the {label} application could not start again after a monitored file changed: {e}"
                     );
                     stop_processes(&mut run);
                     run.phase = Phase::NotStarted;
@@ -536,15 +791,14 @@ impl Application {
                 run.generation += 1;
                 generation = run.generation;
                 tracing::info!(
-                    program = %self.config.path.display(),
-                    "a monitored file changed (monitor_changes_to); the FastCGI application's processes were recycled"
+                    program,
+                    "a monitored file changed (monitor_changes_to); the {label} application's processes were recycled"
                 );
                 continue;
             }
             if run.fails.len() > rapid {
                 let why = format!(
-                    "the FastCGI application {} failed {} times within a minute (rapid_fails_per_minute = {rapid}); it stays stopped for {} s",
-                    self.config.path.display(),
+                    "the {label} application {program} failed {} times within a minute (rapid_fails_per_minute = {rapid}); it stays stopped for {} s",
                     run.fails.len(),
                     FAILED_FOR.as_secs()
                 );
@@ -607,7 +861,7 @@ impl Application {
     }
 
     /// Processes running (their leaders).
-    pub(super) fn processes(&self) -> usize {
+    pub(crate) fn processes(&self) -> usize {
         self.lock().processes.len()
     }
 }
@@ -624,7 +878,7 @@ fn lock_registry() -> MutexGuard<'static, Vec<(Arc<Application>, usize)>> {
 /// a new one (started at its first request). One that failed or stopped
 /// is not taken over: a reload is a new start. Each call is answered by
 /// one [`release`].
-pub(super) fn acquire(config: &ApplicationConfig) -> Arc<Application> {
+pub(crate) fn acquire(config: &ApplicationConfig) -> Arc<Application> {
     let mut held = lock_registry();
     let reusable = |a: &Arc<Application>| {
         a.is_for(config) && matches!(a.lock().phase, Phase::NotStarted | Phase::Running)
@@ -640,7 +894,7 @@ pub(super) fn acquire(config: &ApplicationConfig) -> Arc<Application> {
 
 /// How a configuration lets its applications go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Release {
+pub(crate) enum Release {
     /// It retires after its last request, or the server stops: the last
     /// to let an application go stops its processes (SIGTERM, SIGKILL
     /// after [`STOP_GRACE`]).
@@ -655,7 +909,7 @@ pub(super) enum Release {
 /// processes; a configuration that started meanwhile and names it holds
 /// it already (it took it up at its start), so a reload never gets here
 /// for an application it keeps.
-pub(super) fn release(application: &Arc<Application>, how: Release) {
+pub(crate) fn release(application: &Arc<Application>, how: Release) {
     let mut held = lock_registry();
     let Some(i) = held.iter().position(|(a, _)| Arc::ptr_eq(a, application)) else {
         return;
@@ -672,14 +926,110 @@ pub(super) fn release(application: &Arc<Application>, how: Release) {
     }
 }
 
-/// Where the running start listens, and a lease of it for an exchange.
-fn serving(run: &Run) -> (Address, Lease) {
-    (
-        Address::Unix(run.socket.clone()),
+/// The applications one configuration of a module holds (FastCgi's, or
+/// HttpPlatformHandler's), and what its retirement does with them.
+pub(crate) struct Holdings {
+    /// Those this configuration started, or will at their first request.
+    applications: Mutex<Vec<Arc<Application>>>,
+    /// The server is stopping (StopListening came): [`Holdings::release_all`]
+    /// waits for the processes to be gone. Not at a reload's retirement,
+    /// which runs on a thread that serves other work meanwhile.
+    server_stopping: AtomicBool,
+    /// [`Holdings::release_all`] ran: this configuration no longer counts
+    /// in `live`.
+    retired: AtomicBool,
+    /// The module's configurations that have not retired. When the last
+    /// one retires (a reload took the module out), none is left to be told
+    /// the server stops, so its applications are killed at once rather
+    /// than given a grace the server's end could cut short.
+    live: &'static AtomicUsize,
+}
+
+impl Holdings {
+    /// A new configuration's, counted in `live` (the module's own static).
+    pub(crate) fn new(live: &'static AtomicUsize) -> Self {
+        live.fetch_add(1, Ordering::SeqCst);
+        Self {
+            applications: Mutex::default(),
+            server_stopping: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            live,
+        }
+    }
+
+    /// The application of `config`, taken up when this configuration
+    /// started or at its first request for it (see [`acquire`]).
+    pub(crate) fn application(&self, config: &ApplicationConfig) -> Arc<Application> {
+        let mut list = self.applications.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = list.iter().find(|a| a.is_for(config)) {
+            return found.clone();
+        }
+        let taken = acquire(config);
+        list.push(taken.clone());
+        taken
+    }
+
+    /// The server stops (StopListening).
+    pub(crate) fn server_stops(&self) {
+        self.server_stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// How many processes the applications run, for `riis status`.
+    pub(crate) fn processes(&self) -> usize {
+        self.applications
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|a| a.processes())
+            .sum()
+    }
+
+    /// The configuration retires: lets its applications go (see
+    /// [`release`]). When the server stops, waits (up to the processes'
+    /// grace and their reaping) until they are gone: the process would
+    /// otherwise exit before the SIGKILL of those that ignore SIGTERM.
+    pub(crate) fn release_all(&self) {
+        let stopping = self.server_stopping.load(Ordering::SeqCst);
+        let last = !self.retired.swap(true, Ordering::SeqCst)
+            && self.live.fetch_sub(1, Ordering::SeqCst) == 1;
+        let how = if last && !stopping {
+            Release::Kill
+        } else {
+            Release::Stop
+        };
+        let applications =
+            std::mem::take(&mut *self.applications.lock().unwrap_or_else(|e| e.into_inner()));
+        for application in applications {
+            release(&application, how);
+        }
+        if stopping {
+            wait_for_stops();
+        }
+    }
+}
+
+/// Where the running start listens (for an HTTP application, the next of
+/// its processes that listen, in turn; `None` while none does), and a
+/// lease of it for an exchange.
+fn serving(run: &mut Run, endpoint: Endpoint) -> Option<(Address, Lease)> {
+    let address = match endpoint {
+        Endpoint::ListeningSocket => Address::Unix(run.socket.clone()),
+        Endpoint::Port { .. } => {
+            let count = run.processes.len();
+            let (offset, at) = (0..count).find_map(|offset| {
+                let at = run.processes[(run.next + offset) % count].listening?;
+                Some((offset, at))
+            })?;
+            run.next = (run.next + offset + 1) % count;
+            Address::Tcp(at.to_string())
+        }
+    };
+    Some((
+        address,
         Lease {
             _uses: run.uses.clone(),
         },
-    )
+    ))
 }
 
 /// Whether the file at the socket's path is still the socket riis made.
@@ -691,7 +1041,7 @@ fn socket_is_ours(run: &Run) -> bool {
 /// What an exchange holds while it talks to an application's processes:
 /// processes a new start retired are stopped once no exchange holds a
 /// lease of theirs (they finish the requests they have, however long).
-pub(super) struct Lease {
+pub(crate) struct Lease {
     _uses: Arc<()>,
 }
 
@@ -717,7 +1067,7 @@ fn retire_processes(run: &mut Run) {
     run.retiring.extend(
         processes
             .into_iter()
-            .map(|(child, _)| (child, now, uses.clone())),
+            .map(|process| (process.child, now, uses.clone())),
     );
     // Restarts in a row (a socket replaced again and again) must not pile
     // up processes: past two earlier starts' worth, the oldest are stopped
@@ -732,10 +1082,7 @@ fn retire_processes(run: &mut Run) {
             .collect();
         stop_children(oldest);
     }
-    run.listener = None;
-    run.stderr = None;
-    run.folder = None;
-    run.socket_id = None;
+    close_endpoint(run);
 }
 
 /// Reaps retired processes that ended, and stops those past their grace.
@@ -775,18 +1122,27 @@ fn stop_processes(run: &mut Run) {
 fn take_processes(run: &mut Run) -> Vec<Child> {
     let processes = std::mem::take(&mut run.processes)
         .into_iter()
-        .map(|(child, _)| child)
+        .map(|process| process.child)
         .chain(
             std::mem::take(&mut run.retiring)
                 .into_iter()
                 .map(|(child, _, _)| child),
         )
         .collect();
+    close_endpoint(run);
+    processes
+}
+
+/// Lets go of what the processes of a start were given: the socket and
+/// its folder, the output pipes (their log threads end with the last
+/// process that holds them).
+fn close_endpoint(run: &mut Run) {
     run.listener = None;
     run.stderr = None;
+    run.stdout = None;
     run.folder = None;
     run.socket_id = None;
-    processes
+    run.next = 0;
 }
 
 /// [`stop_processes`] for `processes`.
@@ -830,7 +1186,7 @@ fn stop_children(processes: Vec<Child>) {
 /// Waits until the processes of every stopped application are gone
 /// (killed at the end of their [`STOP_GRACE`], and reaped): at the server's
 /// stop, so that none outlives it. Bounded by the grace and the reaping.
-pub(super) fn wait_for_stops() {
+pub(crate) fn wait_for_stops() {
     let threads = std::mem::take(&mut *STOPPING.lock().unwrap_or_else(|e| e.into_inner()));
     for thread in threads {
         let _ = thread.join();
@@ -841,12 +1197,12 @@ pub(super) fn wait_for_stops() {
 /// time, until the last of them (and riis's own end) is closed. Whatever
 /// comes, it reads on: once nothing reads the pipe, each process's next
 /// write fails with EPIPE, or kills it (SIGPIPE).
-fn log_lines(errors: OwnedFd, program: &str) {
+fn log_lines(pipe: OwnedFd, program: &str, label: &str, stream: &str, level: tracing::Level) {
     use std::io::Read;
-    let mut pipe = std::fs::File::from(errors);
+    let mut pipe = std::fs::File::from(pipe);
     let mut buf = vec![0; 8 * 1024];
     let mut lines = Lines::default();
-    let mut log = |line: &[u8], dropped: usize| log_line(program, line, dropped);
+    let mut log = |line: &[u8], dropped: usize| log_line(program, label, level, line, dropped);
     loop {
         match pipe.read(&mut buf) {
             Ok(0) => break,
@@ -855,7 +1211,7 @@ fn log_lines(errors: OwnedFd, program: &str) {
             Err(e) => {
                 tracing::error!(
                     program,
-                    "the FastCGI application's standard error cannot be read: {e}"
+                    "the {label} application's {stream} cannot be read: {e}"
                 );
                 break;
             }
@@ -864,20 +1220,27 @@ fn log_lines(errors: OwnedFd, program: &str) {
     lines.finish(&mut log);
 }
 
-/// One line of the processes' standard error to the log: decoded lossily
+/// One line of the processes' output to the log, at `level` (`warn` for
+/// standard error, `info` for standard output): decoded lossily
 /// and escaped, as `FCGI_STDERR` lines are (no control characters reach the
 /// log), with the count of bytes dropped past [`MAX_LINE`].
-fn log_line(program: &str, line: &[u8], dropped: usize) {
+fn log_line(program: &str, label: &str, level: tracing::Level, line: &[u8], dropped: usize) {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches('\r');
-    if dropped > 0 {
-        tracing::warn!(
-            program,
-            "FastCGI application: {}… ({dropped} more bytes of this line dropped)",
+    let text = if dropped > 0 {
+        format!(
+            "{}… ({dropped} more bytes of this line dropped)",
             text.escape_debug()
-        );
-    } else if !text.trim().is_empty() {
-        tracing::warn!(program, "FastCGI application: {}", text.escape_debug());
+        )
+    } else if text.trim().is_empty() {
+        return;
+    } else {
+        text.escape_debug().to_string()
+    };
+    if level == tracing::Level::INFO {
+        tracing::info!(program, "{label} application: {text}");
+    } else {
+        tracing::warn!(program, "{label} application: {text}");
     }
 }
 

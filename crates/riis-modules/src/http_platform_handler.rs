@@ -1,0 +1,447 @@
+//! `HttpPlatformHandler`: starts an application that serves HTTP itself
+//! (Node.js, Python, Java, Go, Ruby) and has its requests passed to it, as
+//! IIS's HttpPlatformHandler does: riis runs the program, tells it the
+//! port to listen on, watches it, and ReverseProxy passes the requests.
+//!
+//! Registers for **ExecuteRequestHandler**, as a handler module listed
+//! before `ReverseProxy` in the handler's `modules`
+//! (`["HttpPlatformHandler", "ReverseProxy"]`): it makes sure a process of
+//! the location's application listens, then names it in the
+//! `PROXY_SERVER` server variable and continues, and ReverseProxy passes
+//! the request there with the location's `proxy` settings (its `timeout`,
+//! 120 s, is IIS's `requestTimeout` of two minutes; `X-Forwarded-For`,
+//! `-Proto` and `-Host` go along). The passing is ReverseProxy's own work,
+//! through the same server variable UrlRewrite uses: this module adds the
+//! process, not a second proxy. While no process listens yet (the first
+//! request, or after a crash), the request waits (Pending, not holding a
+//! worker) and resumes through **OnAsyncCompletion** once one does, or
+//! gets 503 after `startup_time_limit`. The global **ApplicationStart**
+//! takes up the applications a configuration names (a reload with the same
+//! settings keeps the running processes), **StopListening** makes the
+//! server's stop wait for them to exit, and **RscaQuery** reports
+//! `http_platform_processes` to `riis status`.
+//!
+//! The processes (see `managed_application`): each gets a free loopback
+//! port in the `HTTP_PLATFORM_PORT` environment variable, and wherever
+//! `%HTTP_PLATFORM_PORT%` appears in `arguments` or `environment` values.
+//! A process that does not listen within `startup_time_limit` seconds is
+//! killed and started again; after `startup_retry_count` such starts in a
+//! row, or more than `rapid_fails_per_minute` failures in a minute, the
+//! application is stopped and its requests get 503 for a minute. A process
+//! that exits is started again (on a new port). Their standard output is
+//! logged at `info`, their standard error at `warn`, a line at a time.
+//! They stop (SIGTERM, SIGKILL two seconds later) with the server, or when
+//! a reload no longer names the application.
+//!
+//! Configuration section `http_platform`, per location (IIS's
+//! `<httpPlatform>` attributes, in riis's spelling):
+//! - `process_path` (required): the program, relative to the
+//!   configuration's folder (an interpreter such as `/usr/bin/node` by its
+//!   full path); it must be an executable file;
+//! - `arguments` (list, default none): its arguments;
+//! - `environment` (table, default none): variables added to riis's
+//!   environment (IIS's `environmentVariables`);
+//! - `working_directory` (default: the configuration's folder): where the
+//!   processes start, relative to the configuration's folder;
+//! - `processes_per_application` (default 1, 1 to 100): processes run at
+//!   once; requests go to those that listen, in turn;
+//! - `startup_time_limit` (seconds, default 10, 1 to 3600);
+//! - `startup_retry_count` (default 10, 0 to 100);
+//! - `rapid_fails_per_minute` (default 10, 0 to 100).
+//!
+//! Not done: IIS's `stdoutLogEnabled` and `stdoutLogFile` (riis's log
+//! takes the output instead) and `forwardWindowsAuthToken` (no Windows
+//! tokens here; an authenticated user's name reaches the application in no
+//! header of its own).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use riis_pipeline::http::StatusCode;
+use riis_pipeline::{
+    CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration, RequestNotification,
+    RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
+};
+use serde::Deserialize;
+
+use crate::managed_application::{
+    resolve_program, Application, ApplicationConfig, Endpoint, Holdings, Lease,
+};
+use crate::reverse_proxy::PROXY_SERVER;
+
+/// The `http_platform` configuration section: the location's application,
+/// if it names one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(try_from = "HttpPlatformSection")]
+pub struct HttpPlatformConfig {
+    application: Option<ApplicationConfig>,
+}
+
+impl HttpPlatformConfig {
+    /// How long a request waits for a process to listen.
+    fn startup_time_limit(&self) -> Duration {
+        match self.application.as_ref().map(|a| a.endpoint) {
+            Some(Endpoint::Port {
+                startup_time_limit, ..
+            }) => startup_time_limit,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// The section as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpPlatformSection {
+    process_path: String,
+    #[serde(default)]
+    arguments: Vec<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    working_directory: Option<String>,
+    #[serde(default = "one")]
+    processes_per_application: usize,
+    #[serde(default = "ten")]
+    startup_time_limit: u64,
+    #[serde(default = "ten")]
+    startup_retry_count: usize,
+    #[serde(default = "ten")]
+    rapid_fails_per_minute: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn ten<T: From<u8>>() -> T {
+    T::from(10)
+}
+
+/// `value` if it lies in `range`, else an error naming the key.
+fn within<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, String> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "`{key}` is {value}; it must be from {} to {}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+impl TryFrom<HttpPlatformSection> for HttpPlatformConfig {
+    type Error = String;
+
+    fn try_from(section: HttpPlatformSection) -> Result<Self, String> {
+        // No folder: a section read outside a configuration file (tests).
+        let folder = Some(riis_pipeline::configuration_folder())
+            .filter(|folder| !folder.as_os_str().is_empty())
+            .unwrap_or_else(|| ".".into());
+        let joined = folder.join(section.working_directory.unwrap_or_default());
+        let working_directory = std::path::absolute(&joined).unwrap_or(joined);
+        if !working_directory.is_dir() {
+            return Err(format!(
+                "`working_directory`: {} is not a folder",
+                working_directory.display()
+            ));
+        }
+        let startup_time_limit =
+            within("startup_time_limit", section.startup_time_limit, 1..=3600)?;
+        Ok(Self {
+            application: Some(ApplicationConfig {
+                path: resolve_program(&section.process_path)
+                    .map_err(|e| format!("`process_path`: {e}"))?,
+                arguments: section.arguments,
+                environment: section.environment,
+                instances: within(
+                    "processes_per_application",
+                    section.processes_per_application,
+                    1..=100,
+                )?,
+                rapid_fails_per_minute: within(
+                    "rapid_fails_per_minute",
+                    section.rapid_fails_per_minute,
+                    0..=100,
+                )?,
+                monitor_changes_to: None,
+                endpoint: Endpoint::Port {
+                    startup_time_limit: Duration::from_secs(startup_time_limit),
+                    startup_retry_count: within(
+                        "startup_retry_count",
+                        section.startup_retry_count,
+                        0..=100,
+                    )?,
+                },
+                working_directory: Some(working_directory),
+            }),
+        })
+    }
+}
+
+/// How often a waiting request looks whether a process listens.
+const WAIT_STEP: Duration = Duration::from_millis(20);
+
+/// Configurations with HttpPlatformHandler that have not retired (see
+/// [`Holdings`]).
+static LIVE_CONFIGURATIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// The module instance: one per request.
+pub struct HttpPlatformHandler {
+    config: Section<HttpPlatformConfig>,
+    holdings: Arc<Holdings>,
+    /// The application the request waits for (until a process listens).
+    waiting_for: Option<Arc<Application>>,
+    /// Keeps the processes of the start the request was sent to until the
+    /// request ends (a recycled start's processes finish their requests).
+    _lease: Option<Lease>,
+}
+
+impl HttpPlatformHandler {
+    /// Sends the request to a listening process, or waits for one.
+    fn route(
+        &mut self,
+        ctx: &mut HttpContext,
+        application: Arc<Application>,
+        waited: bool,
+    ) -> RequestNotificationStatus {
+        match application.address() {
+            Ok(Some((address, lease))) => {
+                ctx.set_server_variable(PROXY_SERVER, &format!("http://{address}"));
+                self._lease = Some(lease);
+                RequestNotificationStatus::Continue
+            }
+            Ok(None) if waited => {
+                let limit = ctx.config(self.config).startup_time_limit().as_secs();
+                fail(
+                    ctx,
+                    &format!(
+                        "the application {} did not listen on its port within {limit} s (startup_time_limit)",
+                        application.program().display()
+                    ),
+                )
+            }
+            Ok(None) => self.wait(ctx, application),
+            Err(why) => fail(ctx, &why),
+        }
+    }
+
+    /// Parks the request until a process listens, the application fails,
+    /// `startup_time_limit` passes or the client leaves.
+    fn wait(
+        &mut self,
+        ctx: &mut HttpContext,
+        application: Arc<Application>,
+    ) -> RequestNotificationStatus {
+        let deadline = Instant::now() + ctx.config(self.config).startup_time_limit();
+        let handle = ctx.completion_handle();
+        let watched = application.clone();
+        let waits = move || !watched.starting() || Instant::now() >= deadline;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    while !waits() && handle.is_client_connected() {
+                        tokio::time::sleep(WAIT_STEP).await;
+                    }
+                    handle.post_completion(0);
+                });
+            }
+            Err(_) => {
+                let started = std::thread::Builder::new()
+                    .name("riis-http-platform-wait".to_owned())
+                    .spawn(move || {
+                        while !waits() && handle.is_client_connected() {
+                            std::thread::sleep(WAIT_STEP);
+                        }
+                        handle.post_completion(0);
+                    });
+                if let Err(e) = started {
+                    return fail(ctx, &format!("cannot wait for the application: {e}"));
+                }
+            }
+        }
+        self.waiting_for = Some(application);
+        RequestNotificationStatus::Pending
+    }
+}
+
+/// 503, logged with why: the application cannot take the request.
+fn fail(ctx: &mut HttpContext, why: &str) -> RequestNotificationStatus {
+    crate::gateway::fail(
+        ctx,
+        "HttpPlatformHandler",
+        StatusCode::SERVICE_UNAVAILABLE,
+        why,
+    )
+}
+
+impl HttpModule for HttpPlatformHandler {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        let Some(config) = ctx.config(self.config).application.as_ref() else {
+            return crate::gateway::fail(
+                ctx,
+                "HttpPlatformHandler",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "http_platform.process_path is not set for this location",
+            );
+        };
+        let application = self.holdings.application(config);
+        self.route(ctx, application, false)
+    }
+
+    fn on_async_completion(
+        &mut self,
+        ctx: &mut HttpContext,
+        _notification: RequestNotification,
+        _is_post: bool,
+        _completion: &CompletionInfo,
+    ) -> RequestNotificationStatus {
+        match self.waiting_for.take() {
+            Some(application) => self.route(ctx, application, true),
+            None => RequestNotificationStatus::Continue,
+        }
+    }
+}
+
+/// Entry point.
+pub fn register_module(
+    _server_version: u32,
+    registration: &mut ModuleRegistration<'_>,
+    _server: &ServerInfo,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<HttpPlatformConfig>("http_platform")?;
+    let holdings = Arc::new(Holdings::new(&LIVE_CONFIGURATIONS));
+    registration.set_global_notifications(
+        Global {
+            config,
+            holdings: holdings.clone(),
+        },
+        riis_pipeline::GlobalNotification::RscaQuery
+            | riis_pipeline::GlobalNotification::StopListening
+            | riis_pipeline::GlobalNotification::ApplicationStart,
+    )?;
+    registration.set_request_notifications(
+        Factory { config, holdings },
+        RequestNotification::ExecuteRequestHandler.into(),
+        RequestNotifications::NONE,
+    )
+}
+
+/// The module's global side: the applications a new configuration takes
+/// up before its first request, the news that the server is stopping, and
+/// the process count for `riis status`.
+struct Global {
+    config: Section<HttpPlatformConfig>,
+    holdings: Arc<Holdings>,
+}
+
+impl riis_pipeline::GlobalModule for Global {
+    fn on_global_rsca_query(
+        &self,
+        query: &mut riis_pipeline::RscaQuery<'_>,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        if query.function() == "status" {
+            query.write(&format!(
+                "http_platform_processes: {}\n",
+                self.holdings.processes()
+            ));
+        }
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+
+    /// A configuration starts: it takes up the applications its locations
+    /// name, so that a reload with the same settings keeps the running
+    /// processes (they start at the first request, not here).
+    fn on_global_application_start(
+        &self,
+        app: &riis_pipeline::Application<'_>,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        for config in app.configs(self.config) {
+            if let Some(application) = &config.application {
+                self.holdings.application(application);
+            }
+        }
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+
+    fn on_global_stop_listening(&self) -> riis_pipeline::GlobalNotificationStatus {
+        self.holdings.server_stops();
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+}
+
+/// Makes the instances; when its configuration retires (the server stops,
+/// or a reload replaced it), lets the applications go.
+struct Factory {
+    config: Section<HttpPlatformConfig>,
+    holdings: Arc<Holdings>,
+}
+
+impl riis_pipeline::HttpModuleFactory for Factory {
+    fn get_http_module(&self) -> Result<Box<dyn HttpModule>, ModuleError> {
+        Ok(Box::new(HttpPlatformHandler {
+            config: self.config,
+            holdings: self.holdings.clone(),
+            waiting_for: None,
+            _lease: None,
+        }))
+    }
+
+    fn terminate(&self) {
+        self.holdings.release_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HttpPlatformConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_section_is_checked_as_it_loads() {
+        let config = parse("process_path = \"/bin/sh\"\narguments = [\"-c\", \"true\"]").unwrap();
+        let application = config.application.unwrap();
+        assert_eq!(application.instances, 1);
+        assert_eq!(application.rapid_fails_per_minute, 10);
+        assert_eq!(
+            application.endpoint,
+            Endpoint::Port {
+                startup_time_limit: Duration::from_secs(10),
+                startup_retry_count: 10
+            }
+        );
+        let errors = [
+            ("arguments = []", "process_path"),
+            ("process_path = \"/etc\"", "not an executable file"),
+            (
+                "process_path = \"/bin/sh\"\nstartup_time_limit = 0",
+                "`startup_time_limit` is 0; it must be from 1 to 3600",
+            ),
+            (
+                "process_path = \"/bin/sh\"\nprocesses_per_application = 101",
+                "`processes_per_application` is 101",
+            ),
+            (
+                "process_path = \"/bin/sh\"\nworking_directory = \"/no/such/folder\"",
+                "is not a folder",
+            ),
+            (
+                "process_path = \"/bin/sh\"\nstdout_log_file = \"x\"",
+                "unknown field",
+            ),
+        ];
+        for (text, expected) in errors {
+            let error = parse(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+}
