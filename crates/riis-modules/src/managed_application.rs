@@ -707,12 +707,15 @@ impl Application {
                     run.failed_starts += 1;
                 }
                 if failed {
-                    tracing::warn!(program, "a {label} application process ended: {exited}");
+                    tracing::warn!(
+                        program,
+                        "a process of the {label} application ended: {exited}"
+                    );
                     run.fails.push_back(now);
                 } else {
                     tracing::debug!(
                         program,
-                        "a {label} application process ended cleanly; it is started again"
+                        "a process of the {label} application ended cleanly; it is started again"
                     );
                 }
             }
@@ -732,7 +735,7 @@ impl Application {
                     tracing::warn!(
                         program,
                         port = late.port,
-                        "a {label} application process did not listen on its port (HTTP_PLATFORM_PORT) within {} s (startup_time_limit); it is killed",
+                        "a process of the {label} application did not listen on its port (HTTP_PLATFORM_PORT) within {} s (startup_time_limit); it is killed",
                         startup_time_limit.as_secs()
                     );
                     let _ = killpg(group(&late.child), Signal::SIGKILL);
@@ -767,7 +770,7 @@ impl Application {
                     Err(e) => {
                         tracing::warn!(
                             program,
-                            "a {label} application process could not start: {e}"
+                            "a process of the {label} application could not start: {e}"
                         );
                         run.fails.push_back(now);
                     }

@@ -1,0 +1,268 @@
+//! HttpPlatformHandler over real sockets: riis starts a Node.js
+//! application written here (outside CI a machine without `node` skips
+//! these tests; in CI that is a failure: `.ci/run` installs it), gives it
+//! its port, waits for it to listen and has ReverseProxy pass requests to
+//! it; and a program that never listens, for the startup limits.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Connection, RunningBinary, TempDir};
+
+/// `node` (or Debian's older `nodejs`) on the `PATH`; outside CI a machine
+/// without it skips the test (`None`), in CI that is a failure.
+fn node() -> Option<PathBuf> {
+    let found = common::find_versioned_program("node", &[])
+        .or_else(|| common::find_versioned_program("nodejs", &[]));
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "node is missing (CI installs it: apt-get install nodejs)"
+        );
+        eprintln!("skipped: node is not installed");
+    }
+    found
+}
+
+/// The application: answers with what it was started with and what it was
+/// asked, one `key=value` a line; `/app/exit` answers, then exits with an
+/// error. `START_DELAY_MS` delays its listening, `LISTEN_HOST` chooses the
+/// address it listens on.
+const APPLICATION: &str = r#"
+const http = require("http");
+const port = Number(process.env.HTTP_PLATFORM_PORT);
+const server = http.createServer((request, response) => {
+  if (request.url === "/app/exit") {
+    response.end("bye\n", () => process.exit(3));
+    return;
+  }
+  const lines = [
+    `port=${port}`,
+    `argv=${process.argv.slice(2).join(" ")}`,
+    `cwd=${process.cwd()}`,
+    `greeting=${process.env.GREETING || ""}`,
+    `forwarded=${request.headers["x-forwarded-for"] || ""}`,
+    `url=${request.url}`,
+    `pid=${process.pid}`,
+  ];
+  response.writeHead(200, { "Content-Type": "text/plain" });
+  response.end(lines.join("\n") + "\n");
+});
+setTimeout(() => server.listen(port, process.env.LISTEN_HOST || "127.0.0.1"),
+           Number(process.env.START_DELAY_MS || 0));
+"#;
+
+/// A configuration that passes `/app/*` to the application `section`
+/// describes (the `http_platform` table's keys).
+fn config(dir: &TempDir, section: &str) -> PathBuf {
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    dir.write("app.js", APPLICATION);
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+pid_file = "riis.pid"
+
+[[modules]]
+name = "HttpPlatformHandler"
+[[modules]]
+name = "ReverseProxy"
+
+[[handlers]]
+name = "Application"
+path = "/app/*"
+modules = ["HttpPlatformHandler", "ReverseProxy"]
+
+[http_platform]
+{section}
+
+[[sites]]
+name = "Application"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display()
+        ),
+    )
+}
+
+/// The application's `key=value` lines.
+fn fields(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits until `done` holds; fails with `what` after 20 seconds.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn riis_starts_the_application_and_passes_its_requests_to_it() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("http-platform");
+    let config = config(
+        &dir,
+        &format!(
+            r#"process_path = '{}'
+arguments = ["app.js", "--port=%HTTP_PLATFORM_PORT%"]
+environment = {{ GREETING = "port %HTTP_PLATFORM_PORT%" }}
+processes_per_application = 2"#,
+            node.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    // The first request waits for a process to listen; requests then go to
+    // both processes in turn, once the second listens too.
+    let mut pids = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    wait_for("requests went to two processes", || {
+        let resp = Connection::open(server.addr).get("/app/hello?x=1");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let seen = fields(&resp.text());
+        let port = &seen["port"];
+        assert_eq!(seen["argv"], format!("--port={port}"));
+        assert_eq!(seen["greeting"], format!("port {port}"));
+        assert_eq!(seen["forwarded"], "127.0.0.1");
+        assert_eq!(seen["url"], "/app/hello?x=1");
+        // The processes run in the configuration's folder.
+        assert_eq!(
+            std::fs::canonicalize(&seen["cwd"]).unwrap(),
+            std::fs::canonicalize(dir.path()).unwrap()
+        );
+        pids.insert(seen["pid"].parse::<u32>().unwrap());
+        ports.insert(port.clone());
+        pids.len() == 2
+    });
+    assert_eq!(ports.len(), 2, "each process has a port of its own");
+    let status = common::riis_status(&config);
+    assert!(status.contains("http_platform_processes: 2"), "{status}");
+    // Stopping the server stops them.
+    server.terminate();
+    wait_for("the application outlived riis", || {
+        !pids.iter().any(|&pid| is_running(pid))
+    });
+}
+
+#[test]
+fn a_process_that_exits_is_started_again_on_a_new_port() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("http-platform-restart");
+    let config = config(
+        &dir,
+        &format!(
+            "process_path = '{}'\narguments = [\"app.js\"]",
+            node.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let first = fields(&Connection::open(server.addr).get("/app/one").text());
+    let resp = Connection::open(server.addr).get("/app/exit");
+    assert_eq!(resp.text(), "bye\n");
+    let old: u32 = first["pid"].parse().unwrap();
+    wait_for("the process exited", || !is_running(old));
+    // Requests that come while the new process starts wait for it (one
+    // may still find the old port closed before riis saw the exit: 502).
+    wait_for("a new process answered", || {
+        let resp = Connection::open(server.addr).get("/app/two");
+        assert!(matches!(resp.status, 200 | 502), "{}", resp.status);
+        resp.status == 200 && {
+            let second = fields(&resp.text());
+            assert_ne!(second["pid"], first["pid"]);
+            assert_ne!(second["port"], first["port"]);
+            true
+        }
+    });
+}
+
+/// A first request waits while the application gets ready, however it
+/// listens: here late, and on IPv6's loopback address only (as Node.js
+/// listens on `localhost` where that is `::1`).
+#[test]
+fn requests_wait_for_an_application_that_is_slow_to_listen() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("http-platform-slow");
+    let config = config(
+        &dir,
+        &format!(
+            r#"process_path = '{}'
+arguments = ["app.js"]
+environment = {{ START_DELAY_MS = "1500", LISTEN_HOST = "::1" }}"#,
+            node.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/app/late");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(fields(&resp.text())["url"], "/app/late");
+}
+
+/// A program that never listens: each start is killed after
+/// `startup_time_limit`, its requests get 503, and after
+/// `startup_retry_count` more starts the application stays stopped (503
+/// at once, and no process left).
+#[test]
+fn an_application_that_never_listens_gets_503_and_is_stopped() {
+    let dir = TempDir::new("http-platform-deaf");
+    let config = config(
+        &dir,
+        r#"process_path = "/bin/sh"
+arguments = ["-c", "exec sleep 60"]
+startup_time_limit = 1
+startup_retry_count = 1"#,
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/app/x");
+    assert_eq!(resp.status, 503);
+    wait_for("the application was stopped", || {
+        common::riis_status(&config).contains("http_platform_processes: 0")
+    });
+    let resp = Connection::open(server.addr).get("/app/y");
+    assert_eq!(resp.status, 503);
+    // The server still answers what is not the application's.
+    assert_eq!(Connection::open(server.addr).get("/other").status, 404);
+}
+
+#[test]
+fn check_config_names_the_key_of_a_bad_section() {
+    let dir = TempDir::new("http-platform-config");
+    for (section, key) in [
+        ("arguments = []", "process_path"),
+        (
+            "process_path = \"/bin/sh\"\nstartup_time_limit = 0",
+            "startup_time_limit",
+        ),
+        ("process_path = \"no-such-program\"", "process_path"),
+    ] {
+        let config = config(&dir, section);
+        let out = common::riis_command("check-config", &config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{section}");
+        assert!(stderr.contains("riis.toml"), "{stderr}");
+        assert!(stderr.contains(key), "{section}: {stderr}");
+    }
+}
