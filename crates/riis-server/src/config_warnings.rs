@@ -16,11 +16,13 @@
 //!   case matters, two folders whose names differ only in case (`public`,
 //!   `PUBLIC`) both get the configuration of a location written for one.
 //!
-//! And two about handlers: a handler listed after one that takes every
+//! And three about handlers: a handler listed after one that takes every
 //! request it would is never chosen (the first match wins, as in IIS's
-//! `<handlers>`); and a module that takes part in requests only as a
+//! `<handlers>`); a module that takes part in requests only as a
 //! handler (at ExecuteRequestHandler) but that no handler lists never
-//! handles one (`modules_never_run`, which needs the built pipeline).
+//! handles one (`modules_never_run`, which needs the built pipeline); and
+//! a handler with HttpPlatformHandler but no ReverseProxy after it never
+//! passes a request to the application.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +66,9 @@ impl ServerConfig {
             for (key, message) in handlers_never_chosen(list) {
                 warnings.push(self.error_at(&key, &message));
             }
+            for (key, message) in self.platforms_without_proxy(list) {
+                warnings.push(self.error_at(&key, &message));
+            }
         }
         let mut folders = Folders::default();
         for site in &self.sites {
@@ -78,6 +83,39 @@ impl ServerConfig {
             }
         }
         warnings
+    }
+
+    /// Handlers of `list` with HttpPlatformHandler in their `modules` and no
+    /// ReverseProxy after it: HttpPlatformHandler only names the
+    /// application's process (in `PROXY_SERVER`), ReverseProxy passes the
+    /// request, so without it the application never gets one.
+    fn platforms_without_proxy(&self, list: &[HandlerDefinition]) -> Vec<(String, String)> {
+        let kind = |name: &str| {
+            self.modules
+                .iter()
+                .find(|m| m.name == name)
+                .map_or(name.to_owned(), |m| {
+                    m.kind.clone().unwrap_or_else(|| m.name.clone())
+                })
+        };
+        list.iter()
+            .filter_map(|handler| {
+                let kinds: Vec<String> = handler.modules.iter().map(|m| kind(m)).collect();
+                let at = kinds.iter().position(|k| k == "HttpPlatformHandler")?;
+                if kinds[at..].iter().any(|k| k == "ReverseProxy") {
+                    return None;
+                }
+                Some((
+                    handler.key.clone(),
+                    format!(
+                        "handler `{}` lists HttpPlatformHandler without ReverseProxy after it, so \
+                         the application's requests are never passed to it: list `ReverseProxy` \
+                         after `{}`",
+                        handler.name, handler.modules[at]
+                    ),
+                ))
+            })
+            .collect()
     }
 
     /// Whether every request for `url` of `site` is refused whatever it

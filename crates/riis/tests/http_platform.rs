@@ -266,3 +266,26 @@ fn check_config_names_the_key_of_a_bad_section() {
         assert!(stderr.contains(key), "{section}: {stderr}");
     }
 }
+
+/// A handler with HttpPlatformHandler and no ReverseProxy after it never
+/// passes a request to the application: check-config says so (the
+/// configuration is still valid).
+#[test]
+fn check_config_warns_of_a_handler_without_reverse_proxy() {
+    let dir = TempDir::new("http-platform-alone");
+    let config = config(&dir, "process_path = \"/bin/sh\"");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        r#"modules = ["HttpPlatformHandler", "ReverseProxy"]"#,
+        r#"modules = ["ReverseProxy", "HttpPlatformHandler"]"#,
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = common::riis_command("check-config", &config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "key `handlers[0]`: handler `Application` lists HttpPlatformHandler without ReverseProxy after it"
+        ),
+        "{stderr}"
+    );
+}
