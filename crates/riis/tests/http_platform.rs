@@ -289,3 +289,25 @@ fn check_config_warns_of_a_handler_without_reverse_proxy() {
         "{stderr}"
     );
 }
+
+/// `examples/node/` works as its README says.
+#[test]
+fn the_node_example_runs() {
+    if node().is_none() {
+        return;
+    }
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/node/riis.toml");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/app/hello");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(
+        resp.text()
+            .contains(r#""greeting": "hello from riis.toml""#),
+        "{}",
+        resp.text()
+    );
+    let resp = Connection::open(server.addr).get("/");
+    assert_eq!(resp.status, 200);
+    assert!(resp.text().contains("riis and Node.js"));
+}
