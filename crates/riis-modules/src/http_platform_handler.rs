@@ -213,7 +213,7 @@ impl HttpPlatformHandler {
     ) -> RequestNotificationStatus {
         match application.address() {
             Ok(Some((address, lease))) => {
-                ctx.set_server_variable(PROXY_SERVER, &format!("http://{address}"));
+                ctx.set_server_variable(PROXY_SERVER, format!("http://{address}"));
                 self._lease = Some(lease);
                 RequestNotificationStatus::Continue
             }
@@ -240,6 +240,9 @@ impl HttpPlatformHandler {
         application: Arc<Application>,
     ) -> RequestNotificationStatus {
         let deadline = Instant::now() + ctx.config(self.config).startup_time_limit();
+        // The wait ends by `deadline`, which may lie past the server's
+        // `timeouts.execution` (`startup_time_limit` goes to an hour).
+        ctx.set_own_timeout();
         let handle = ctx.completion_handle();
         let watched = application.clone();
         let waits = move || !watched.starting() || Instant::now() >= deadline;

@@ -609,7 +609,15 @@ impl Application {
             }
             Endpoint::Port { .. } => {
                 let stdout = run.stdout.as_ref().ok_or_else(missing)?;
-                let port = free_port()?;
+                // Not one a process of this start has (a port freed may
+                // come back at once).
+                let mut port = free_port()?;
+                for _ in 0..8 {
+                    if !run.processes.iter().any(|p| p.port == port) {
+                        break;
+                    }
+                    port = free_port()?;
+                }
                 let text = port.to_string();
                 let placeholder = format!("%{PORT_VARIABLE}%");
                 let expand = |value: &String| value.replace(&placeholder, &text);
@@ -948,6 +956,14 @@ pub(crate) struct Holdings {
     live: &'static AtomicUsize,
 }
 
+impl Drop for Holdings {
+    /// A configuration dropped without retiring (its build failed after
+    /// ApplicationStart) lets its applications go too.
+    fn drop(&mut self) {
+        self.release_all();
+    }
+}
+
 impl Holdings {
     /// A new configuration's, counted in `live` (the module's own static).
     pub(crate) fn new(live: &'static AtomicUsize) -> Self {
@@ -1162,7 +1178,7 @@ fn stop_children(processes: Vec<Child>) {
     let ending = Arc::new(Mutex::new(Some(processes)));
     let taken = ending.clone();
     let spawned = std::thread::Builder::new()
-        .name("riis-fastcgi-stop".to_owned())
+        .name("riis-app-stop".to_owned())
         .spawn(move || {
             let work = taken.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(processes) = work {
@@ -1177,7 +1193,7 @@ fn stop_children(processes: Vec<Child>) {
             stopping.push(thread);
         }
         Err(e) => {
-            tracing::warn!("stopping FastCGI processes on the caller's thread: {e}");
+            tracing::warn!("stopping application processes on the caller's thread: {e}");
             let work = ending.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(processes) = work {
                 finish_stopping(processes);
