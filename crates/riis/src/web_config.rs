@@ -7,8 +7,9 @@
 //! (`http_redirect`), `staticContent` (`static_file`), `httpErrors`
 //! (`http_errors`), `security/requestFiltering` (`request_filtering`),
 //! `security/ipSecurity` (`ip_security`), `directoryBrowse`
-//! (`directory_listing`) and `urlCompression` (`static_compression`,
-//! `dynamic_compression`). A comment names the modules to list. Every element and attribute not
+//! (`directory_listing`), `urlCompression` (`static_compression`,
+//! `dynamic_compression`) and `httpPlatform` (`http_platform`, its
+//! `requestTimeout` as `proxy.timeout`). A comment names the modules to list. Every element and attribute not
 //! converted is named in comments at the top of the output and on standard
 //! error. Attributes left out are written with IIS's defaults where riis's
 //! differ. The output is checked by parsing it back before it is printed;
@@ -221,6 +222,8 @@ fn module_of(section: &str) -> Option<&'static str> {
         "directory_listing" => "DirectoryListing",
         "static_compression" => "StaticCompression",
         "dynamic_compression" => "DynamicCompression",
+        "http_platform" => "HttpPlatformHandler",
+        "proxy" => "ReverseProxy",
         _ => return None,
     })
 }
@@ -467,11 +470,24 @@ fn web_server(out: &mut Output, node: Node, location: Option<&str>) -> Result<()
                     }
                 }
             }
-            "handlers" => out.leave(
-                child,
-                "handler mappings are `[[handlers]]` in riis, with modules of their own: \
-                 see docs/configuration.md",
-            ),
+            "httpPlatform" => http_platform(out, child)?,
+            "handlers" => {
+                let platform = elements(child).any(|add| {
+                    add.attribute("modules")
+                        .is_some_and(|m| m.to_ascii_lowercase().contains("httpplatformhandler"))
+                });
+                out.leave(
+                    child,
+                    if platform {
+                        "handler mappings are `[[handlers]]` in riis, with modules of their own: \
+                         httpPlatformHandler's is `modules = [\"HttpPlatformHandler\", \"ReverseProxy\"]`; \
+                         see docs/configuration.md"
+                    } else {
+                        "handler mappings are `[[handlers]]` in riis, with modules of their own: \
+                         see docs/configuration.md"
+                    },
+                )
+            }
             "modules" => out.leave(child, "the module list is `[[modules]]` in riis"),
             _ => out.leave(child, "no conversion for this section"),
         }
@@ -1078,6 +1094,95 @@ fn http_redirect(out: &mut Output, node: Node) {
     }
 }
 
+/// `httpPlatform`: the application HttpPlatformHandler starts. Its
+/// `requestTimeout` is ReverseProxy's `timeout` (ReverseProxy passes the
+/// requests); `processPath`'s backslashes become slashes; `arguments` is
+/// cut into words as a command line is (double quotes hold spaces).
+fn http_platform(out: &mut Output, node: Node) -> Result<(), String> {
+    const NUMBERS: [(&str, &str); 4] = [
+        ("startupTimeLimit", "startup_time_limit"),
+        ("startupRetryCount", "startup_retry_count"),
+        ("rapidFailsPerMinute", "rapid_fails_per_minute"),
+        ("processesPerApplication", "processes_per_application"),
+    ];
+    let mut handled = vec!["processPath", "arguments", "requestTimeout"];
+    handled.extend(NUMBERS.iter().map(|(attribute, _)| *attribute));
+    out.leave_attributes(node, &handled);
+    out.leave_children(node, &["environmentVariables"]);
+    out.table("http_platform");
+    if let Some(path) = node.attribute("processPath") {
+        out.key("process_path", path.trim().replace('\\', "/"));
+    }
+    if let Some(line) = node.attribute("arguments") {
+        let words = command_line_words(line).into_iter().map(Value::String);
+        out.key("arguments", Value::Array(words.collect()));
+    }
+    for (attribute, key) in NUMBERS {
+        if let Some(n) = number(node, attribute, "httpPlatform")? {
+            out.key(key, n);
+        }
+    }
+    if let Some(variables) = element(node, "environmentVariables") {
+        out.leave_children(variables, &["environmentVariable"]);
+        let mut table = toml::Table::new();
+        for variable in elements(variables).filter(|v| v.tag_name().name() == "environmentVariable")
+        {
+            match variable.attribute("name").map(str::trim) {
+                Some(name) if !name.is_empty() => {
+                    let value = variable.attribute("value").unwrap_or("");
+                    table.insert(name.to_owned(), Value::String(value.to_owned()));
+                }
+                _ => out.leave(variable, "an environment variable without a name"),
+            }
+        }
+        if !table.is_empty() {
+            out.key("environment", Value::Table(table));
+        }
+    }
+    if let Some(timeout) = node.attribute("requestTimeout") {
+        match time_span(timeout) {
+            Some(seconds) if seconds > 0 => {
+                out.table("proxy");
+                out.key("timeout", seconds);
+            }
+            _ => out.leave(
+                node,
+                "requestTimeout is not a time span of at least a second",
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The words of a command line: cut at spaces and tabs, except between
+/// double quotes, which are dropped (`a "b c"` is `a` and `b c`).
+fn command_line_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let (mut word, mut quoted, mut begun) = (String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                begun = true;
+            }
+            ' ' | '\t' if !quoted => {
+                if begun {
+                    words.push(std::mem::take(&mut word));
+                    begun = false;
+                }
+            }
+            _ => {
+                word.push(c);
+                begun = true;
+            }
+        }
+    }
+    if begun {
+        words.push(word);
+    }
+    words
+}
+
 /// `httpErrors`: the error mode and the custom pages. A page of IIS's own
 /// (`prefixLanguageFilePath`) or at a Windows path (`%SystemDrive%\…`,
 /// `C:\…`) has no meaning here and is left out; a relative path's
@@ -1660,6 +1765,67 @@ mod tests {
                 .contains("<location path=\"Admin\"> and <location path=\"admin\"> are one folder")
                 && error.contains("set the same settings"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn http_platform_becomes_its_section_and_the_proxys_timeout() {
+        let xml = r#"<configuration><system.webServer>
+            <httpPlatform processPath="bin\node" arguments="server.js --port %HTTP_PLATFORM_PORT% &quot;a b&quot;"
+                startupTimeLimit="20" processesPerApplication="2" requestTimeout="00:05:00"
+                stdoutLogEnabled="true">
+              <environmentVariables>
+                <environmentVariable name="NODE_ENV" value="production" />
+              </environmentVariables>
+            </httpPlatform>
+          </system.webServer></configuration>"#;
+        let converted = convert(xml, None).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        let platform = &table["http_platform"];
+        assert_eq!(platform["process_path"].as_str(), Some("bin/node"));
+        let arguments: Vec<&str> = platform["arguments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            arguments,
+            ["server.js", "--port", "%HTTP_PLATFORM_PORT%", "a b"]
+        );
+        assert_eq!(platform["startup_time_limit"].as_integer(), Some(20));
+        assert_eq!(platform["processes_per_application"].as_integer(), Some(2));
+        assert_eq!(
+            platform["environment"]["NODE_ENV"].as_str(),
+            Some("production")
+        );
+        assert_eq!(table["proxy"]["timeout"].as_integer(), Some(300));
+        assert!(
+            converted.text.contains("HttpPlatformHandler")
+                && converted.text.contains("ReverseProxy"),
+            "{}",
+            converted.text
+        );
+        let xml = xml.replace(
+            "<httpPlatform ",
+            r#"<handlers><add name="p" path="*" verb="*" modules="httpPlatformHandler" /></handlers><httpPlatform "#,
+        );
+        let converted = convert(&xml, None).unwrap();
+        assert!(
+            converted
+                .left_out
+                .iter()
+                .any(|l| l.contains(r#"modules = ["HttpPlatformHandler", "ReverseProxy"]"#)),
+            "{:?}",
+            converted.left_out
+        );
+        assert!(
+            converted
+                .left_out
+                .iter()
+                .any(|l| l.contains("stdoutLogEnabled")),
+            "{:?}",
+            converted.left_out
         );
     }
 
