@@ -17,8 +17,9 @@
 //! worker) and resumes through **OnAsyncCompletion** once one does, or
 //! gets 503 after `startup_time_limit`. The global **ApplicationStart**
 //! takes up the applications a configuration names (a reload with the same
-//! settings keeps the running processes), **StopListening** makes the
-//! server's stop wait for them to exit, and **RscaQuery** reports
+//! settings keeps the running processes), **StopListening** ends the
+//! requests' waits (503) and makes the server's stop wait for the
+//! processes to exit, and **RscaQuery** reports
 //! `http_platform_processes` to `riis status`.
 //!
 //! The processes (see `managed_application`): each gets a free loopback
@@ -28,7 +29,10 @@
 //! killed and started again; after `startup_retry_count` such starts in a
 //! row, or more than `rapid_fails_per_minute` failures in a minute, the
 //! application is stopped and its requests get 503 for a minute. A process
-//! that exits is started again (on a new port). Their standard output is
+//! that exits, however it exits, is started again (on a new port) and
+//! counts as a failure. A process is sent requests only once every socket
+//! listening on its port is its process group's: another user's program on
+//! `[::1]` at that port gets none. Their standard output is
 //! logged at `info`, their standard error at `warn`, a line at a time.
 //! They stop (SIGTERM, SIGKILL two seconds later) with the server, or when
 //! a reload no longer names the application.
@@ -55,6 +59,7 @@
 //! header of its own).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,15 +71,13 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
-use crate::managed_application::{
-    resolve_program, Application, ApplicationConfig, Endpoint, Holdings, Lease,
-};
+use crate::managed_application::{Application, ApplicationConfig, Endpoint, Holdings, Lease};
 use crate::reverse_proxy::PROXY_SERVER;
 
 /// The `http_platform` configuration section: the location's application,
 /// if it names one.
 #[derive(Debug, Default, Deserialize)]
-#[serde(try_from = "HttpPlatformSection")]
+#[serde(from = "HttpPlatformSection")]
 pub struct HttpPlatformConfig {
     application: Option<ApplicationConfig>,
 }
@@ -92,22 +95,26 @@ impl HttpPlatformConfig {
 }
 
 /// The section as written.
+/// Each value is checked as it is read, so that an error names its key's
+/// line.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HttpPlatformSection {
-    process_path: String,
+    #[serde(deserialize_with = "crate::managed_application::program")]
+    process_path: PathBuf,
     #[serde(default)]
     arguments: Vec<String>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
-    working_directory: Option<String>,
-    #[serde(default = "one")]
+    #[serde(default, deserialize_with = "folder")]
+    working_directory: Option<PathBuf>,
+    #[serde(default = "one", deserialize_with = "one_to_100")]
     processes_per_application: usize,
-    #[serde(default = "ten")]
+    #[serde(default = "ten", deserialize_with = "seconds")]
     startup_time_limit: u64,
-    #[serde(default = "ten")]
+    #[serde(default = "ten", deserialize_with = "up_to_100")]
     startup_retry_count: usize,
-    #[serde(default = "ten")]
+    #[serde(default = "ten", deserialize_with = "up_to_100")]
     rapid_fails_per_minute: usize,
 }
 
@@ -119,69 +126,79 @@ fn ten<T: From<u8>>() -> T {
     T::from(10)
 }
 
-/// `value` if it lies in `range`, else an error naming the key.
-fn within<T: PartialOrd + std::fmt::Display>(
-    key: &str,
-    value: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, String> {
+/// A number of `range`.
+fn within<'de, D, T>(d: D, range: std::ops::RangeInclusive<T>) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + PartialOrd + std::fmt::Display,
+{
+    let value = T::deserialize(d)?;
     if range.contains(&value) {
         Ok(value)
     } else {
-        Err(format!(
-            "`{key}` is {value}; it must be from {} to {}",
+        Err(serde::de::Error::custom(format!(
+            "{value} is not from {} to {}",
             range.start(),
             range.end()
-        ))
+        )))
     }
 }
 
-impl TryFrom<HttpPlatformSection> for HttpPlatformConfig {
-    type Error = String;
+fn one_to_100<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    within(d, 1..=100)
+}
 
-    fn try_from(section: HttpPlatformSection) -> Result<Self, String> {
-        // No folder: a section read outside a configuration file (tests).
-        let folder = Some(riis_pipeline::configuration_folder())
-            .filter(|folder| !folder.as_os_str().is_empty())
-            .unwrap_or_else(|| ".".into());
-        let joined = folder.join(section.working_directory.unwrap_or_default());
-        let working_directory = std::path::absolute(&joined).unwrap_or(joined);
-        if !working_directory.is_dir() {
-            return Err(format!(
-                "`working_directory`: {} is not a folder",
-                working_directory.display()
-            ));
-        }
-        let startup_time_limit =
-            within("startup_time_limit", section.startup_time_limit, 1..=3600)?;
-        Ok(Self {
+fn up_to_100<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    within(d, 0..=100)
+}
+
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    within(d, 1..=3600)
+}
+
+/// The configuration's folder (`.` for a section read outside a
+/// configuration file, in tests).
+fn configuration_folder() -> PathBuf {
+    Some(riis_pipeline::configuration_folder())
+        .filter(|folder| !folder.as_os_str().is_empty())
+        .unwrap_or_else(|| ".".into())
+}
+
+/// A folder, relative to the configuration's; it must be one.
+fn folder<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let joined = configuration_folder().join(String::deserialize(d)?);
+    let folder = std::path::absolute(&joined).unwrap_or(joined);
+    if folder.is_dir() {
+        Ok(Some(folder))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{} is not a folder",
+            folder.display()
+        )))
+    }
+}
+
+impl From<HttpPlatformSection> for HttpPlatformConfig {
+    fn from(section: HttpPlatformSection) -> Self {
+        let working_directory = section.working_directory.unwrap_or_else(|| {
+            let folder = configuration_folder();
+            std::path::absolute(&folder).unwrap_or(folder)
+        });
+        Self {
             application: Some(ApplicationConfig {
-                path: resolve_program(&section.process_path)
-                    .map_err(|e| format!("`process_path`: {e}"))?,
+                path: section.process_path,
                 arguments: section.arguments,
                 environment: section.environment,
-                instances: within(
-                    "processes_per_application",
-                    section.processes_per_application,
-                    1..=100,
-                )?,
-                rapid_fails_per_minute: within(
-                    "rapid_fails_per_minute",
-                    section.rapid_fails_per_minute,
-                    0..=100,
-                )?,
+                instances: section.processes_per_application,
+                rapid_fails_per_minute: section.rapid_fails_per_minute,
                 monitor_changes_to: None,
                 endpoint: Endpoint::Port {
-                    startup_time_limit: Duration::from_secs(startup_time_limit),
-                    startup_retry_count: within(
-                        "startup_retry_count",
-                        section.startup_retry_count,
-                        0..=100,
-                    )?,
+                    startup_time_limit: Duration::from_secs(section.startup_time_limit),
+                    startup_retry_count: section.startup_retry_count,
                 },
                 working_directory: Some(working_directory),
             }),
-        })
+        }
     }
 }
 
@@ -196,8 +213,9 @@ static LIVE_CONFIGURATIONS: AtomicUsize = AtomicUsize::new(0);
 pub struct HttpPlatformHandler {
     config: Section<HttpPlatformConfig>,
     holdings: Arc<Holdings>,
-    /// The application the request waits for (until a process listens).
-    waiting_for: Option<Arc<Application>>,
+    /// The application the request waits for (until a process listens),
+    /// and until when.
+    waiting_for: Option<(Arc<Application>, Instant)>,
     /// Keeps the processes of the start the request was sent to until the
     /// request ends (a recycled start's processes finish their requests).
     _lease: Option<Lease>,
@@ -209,7 +227,7 @@ impl HttpPlatformHandler {
         &mut self,
         ctx: &mut HttpContext,
         application: Arc<Application>,
-        waited: bool,
+        deadline: Option<Instant>,
     ) -> RequestNotificationStatus {
         match application.address() {
             Ok(Some((address, lease))) => {
@@ -217,39 +235,48 @@ impl HttpPlatformHandler {
                 self._lease = Some(lease);
                 RequestNotificationStatus::Continue
             }
-            Ok(None) if waited => {
-                let limit = ctx.config(self.config).startup_time_limit().as_secs();
-                fail(
-                    ctx,
-                    &format!(
-                        "the application {} did not listen on its port within {limit} s (startup_time_limit)",
-                        application.program().display()
-                    ),
-                )
-            }
-            Ok(None) => self.wait(ctx, application),
+            Ok(None) if self.holdings.stopping() => fail(ctx, "the server is stopping"),
+            Ok(None) => match deadline {
+                Some(deadline) if Instant::now() >= deadline => {
+                    let limit = ctx.config(self.config).startup_time_limit().as_secs();
+                    fail(
+                        ctx,
+                        &format!(
+                            "the application {} did not listen on its port within {limit} s (startup_time_limit)",
+                            application.program().display()
+                        ),
+                    )
+                }
+                // The process that listened is gone again: the wait goes
+                // on until the same deadline.
+                Some(deadline) => self.wait(ctx, application, deadline),
+                None => {
+                    let limit = ctx.config(self.config).startup_time_limit();
+                    self.wait(ctx, application, Instant::now() + limit)
+                }
+            },
             Err(why) => fail(ctx, &why),
         }
     }
 
     /// Parks the request until a process listens, the application fails,
-    /// `startup_time_limit` passes or the client leaves.
+    /// `deadline` passes, the server stops or the client leaves.
     fn wait(
         &mut self,
         ctx: &mut HttpContext,
         application: Arc<Application>,
+        deadline: Instant,
     ) -> RequestNotificationStatus {
-        let deadline = Instant::now() + ctx.config(self.config).startup_time_limit();
         // The wait ends by `deadline`, which may lie past the server's
         // `timeouts.execution` (`startup_time_limit` goes to an hour).
         ctx.set_own_timeout();
         let handle = ctx.completion_handle();
-        let watched = application.clone();
-        let waits = move || !watched.starting() || Instant::now() >= deadline;
+        let (watched, holdings) = (application.clone(), self.holdings.clone());
+        let over = move || !watched.starting() || holdings.stopping() || Instant::now() >= deadline;
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    while !waits() && handle.is_client_connected() {
+                    while !over() && handle.is_client_connected() {
                         tokio::time::sleep(WAIT_STEP).await;
                     }
                     handle.post_completion(0);
@@ -259,7 +286,7 @@ impl HttpPlatformHandler {
                 let started = std::thread::Builder::new()
                     .name("riis-http-platform-wait".to_owned())
                     .spawn(move || {
-                        while !waits() && handle.is_client_connected() {
+                        while !over() && handle.is_client_connected() {
                             std::thread::sleep(WAIT_STEP);
                         }
                         handle.post_completion(0);
@@ -269,7 +296,7 @@ impl HttpPlatformHandler {
                 }
             }
         }
-        self.waiting_for = Some(application);
+        self.waiting_for = Some((application, deadline));
         RequestNotificationStatus::Pending
     }
 }
@@ -295,7 +322,7 @@ impl HttpModule for HttpPlatformHandler {
             );
         };
         let application = self.holdings.application(config);
-        self.route(ctx, application, false)
+        self.route(ctx, application, None)
     }
 
     fn on_async_completion(
@@ -306,7 +333,7 @@ impl HttpModule for HttpPlatformHandler {
         _completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
         match self.waiting_for.take() {
-            Some(application) => self.route(ctx, application, true),
+            Some((application, deadline)) => self.route(ctx, application, Some(deadline)),
             None => RequestNotificationStatus::Continue,
         }
     }
@@ -427,11 +454,11 @@ mod tests {
             ("process_path = \"/etc\"", "not an executable file"),
             (
                 "process_path = \"/bin/sh\"\nstartup_time_limit = 0",
-                "`startup_time_limit` is 0; it must be from 1 to 3600",
+                "0 is not from 1 to 3600",
             ),
             (
                 "process_path = \"/bin/sh\"\nprocesses_per_application = 101",
-                "`processes_per_application` is 101",
+                "101 is not from 1 to 100",
             ),
             (
                 "process_path = \"/bin/sh\"\nworking_directory = \"/no/such/folder\"",

@@ -19,8 +19,9 @@
 //! port of its own, in the `HTTP_PLATFORM_PORT` environment variable and
 //! wherever `%HTTP_PLATFORM_PORT%` appears in its arguments and
 //! environment (IIS's HttpPlatformHandler does the same). A process takes
-//! requests once a connection to its port succeeds (looked at every
-//! [`CHECK_EVERY`]); one that does not listen within `startup_time_limit`
+//! requests once a connection to its port succeeds and every socket
+//! listening on the port is its process group's (looked at every
+//! [`CHECK_EVERY`]; see [`probe`]); one that does not listen within `startup_time_limit`
 //! is killed and counts as failed, and after `startup_retry_count` such
 //! starts in a row the application is stopped as rapid fail protection
 //! stops it. Requests go to the listening processes in turn. A process
@@ -31,7 +32,7 @@
 //! forked is killed with it. One that fails (exits with an error or a
 //! signal, or, for FastCGI, within a second of starting without the
 //! application having taken a request up in the 30 seconds before; for
-//! HTTP, before it listened) counts towards
+//! HTTP, exits at all) counts towards
 //! `rapid_fails_per_minute`: past it, the application is stopped and its
 //! requests get 503 for a minute, then the next request starts it again
 //! (IIS's rapid fail protection). If the first start fails (no socket could be made),
@@ -261,13 +262,13 @@ fn file_version(path: &std::path::Path) -> Option<FileVersion> {
 const MONITOR_EVERY: Duration = Duration::from_millis(500);
 
 /// A program path, resolved and checked while the configuration loads.
-fn program<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+pub(crate) fn program<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     resolve_program(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 /// A program's path as a configuration gives it, resolved against the
 /// configuration's folder; it must be an executable file.
-pub(crate) fn resolve_program(text: &str) -> Result<PathBuf, String> {
+fn resolve_program(text: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let joined = riis_pipeline::configuration_folder().join(text);
     // Absolute, so that it is never looked for on the `PATH` (a bare
@@ -296,10 +297,11 @@ struct Process {
     started: Instant,
     /// The port it was given ([`Endpoint::Port`]); 0 for FastCGI's.
     port: u16,
-    /// Where it took a connection on its port (HTTP applications): on
-    /// IPv4's loopback address, or on IPv6's for a program that listens on
-    /// `localhost` where that is `::1` (Node.js 17 and later).
+    /// Where it took a connection on its port (HTTP applications; see
+    /// [`probe`]).
     listening: Option<SocketAddr>,
+    /// Another program was seen listening on its port (logged once).
+    foreign_seen: bool,
 }
 
 impl Process {
@@ -310,14 +312,118 @@ impl Process {
     }
 }
 
-/// Where a process given `port` takes connections, if it does yet.
-fn listening_on(port: u16) -> Option<SocketAddr> {
-    [
+/// What a look at a starting process's port found.
+enum Probe {
+    /// Nothing takes connections on it yet.
+    NotYet,
+    /// The process listens: requests go to this address.
+    Listening(SocketAddr),
+    /// A connection was taken, but a socket listening on the port belongs
+    /// to no process of the application's group: another program's.
+    Foreign,
+}
+
+/// Whether the process whose group is `group`, given `port`, takes
+/// connections on it: on IPv4's loopback address, or on IPv6's for a
+/// program that listens on `localhost` where that is `::1` (Node.js 17 and
+/// later). A connection counts only when every socket listening on the
+/// port is the group's (see [`owned_by`]): a program of another user
+/// listening there, on `::1` while the process listens on `127.0.0.1` or
+/// before it does, must not be sent the application's requests.
+fn probe(port: u16, group: i32) -> Probe {
+    let reached = [
         SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
         SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
     ]
     .into_iter()
-    .find(|address| std::net::TcpStream::connect_timeout(address, PROBE_TIMEOUT).is_ok())
+    .find(|address| std::net::TcpStream::connect_timeout(address, PROBE_TIMEOUT).is_ok());
+    match reached {
+        None => Probe::NotYet,
+        Some(address) if owned_by(port, group) => Probe::Listening(address),
+        Some(_) => Probe::Foreign,
+    }
+}
+
+/// Whether every TCP socket listening on `port` (any address, IPv4 or
+/// IPv6) is held by a process of the process group `group`, and one is.
+/// Read from `/proc/net/tcp{,6}` and the group's `/proc/PID/fd`; `true`
+/// where `/proc/net` cannot be read (nothing to tell them apart by).
+fn owned_by(port: u16, group: i32) -> bool {
+    let Some(listening) = listening_sockets(port) else {
+        return true;
+    };
+    if listening.is_empty() {
+        return false;
+    }
+    let held = sockets_of_group(group);
+    listening.iter().all(|inode| held.contains(inode))
+}
+
+/// The inodes of the TCP sockets listening on `port`; `None` when neither
+/// table can be read.
+fn listening_sockets(port: u16) -> Option<Vec<u64>> {
+    /// `st` of a listening socket in `/proc/net/tcp` (`TCP_LISTEN`).
+    const LISTEN: &str = "0A";
+    let mut found = Vec::new();
+    let mut read = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        read = true;
+        // `sl local_address rem_address st … uid timeout inode …`, the
+        // address as hex `ADDRESS:PORT`.
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_, local, _, state, _, _, _, _, _, inode, ..] = fields.as_slice() else {
+                continue;
+            };
+            let listens_here = *state == LISTEN
+                && local
+                    .rsplit_once(':')
+                    .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok())
+                    == Some(port);
+            if let (true, Ok(inode)) = (listens_here, inode.parse()) {
+                found.push(inode);
+            }
+        }
+    }
+    read.then_some(found)
+}
+
+/// The inodes of the sockets the processes of group `group` hold.
+fn sockets_of_group(group: i32) -> Vec<u64> {
+    use nix::unistd::{getpgid, Pid};
+    let mut inodes = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return inodes;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if getpgid(Some(Pid::from_raw(pid))).map(Pid::as_raw) != Ok(group) {
+            continue;
+        }
+        let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for descriptor in descriptors.flatten() {
+            let inode: Option<u64> =
+                std::fs::read_link(descriptor.path())
+                    .ok()
+                    .and_then(|target| {
+                        target
+                            .to_str()?
+                            .strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .parse()
+                            .ok()
+                    });
+            inodes.extend(inode);
+        }
+    }
+    inodes
 }
 
 /// How long a look at whether a process listens waits for the connection
@@ -325,15 +431,35 @@ fn listening_on(port: u16) -> Option<SocketAddr> {
 /// program's queue of connections is full).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// A loopback port free now, for a process to listen on. Another program
-/// may take it first; the process then fails to listen, counts as failed
-/// and is started again on another.
-fn free_port() -> std::io::Result<u16> {
-    Ok(
-        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port(),
-    )
+/// How many of an application's latest ports a new process is not given:
+/// one started again gets a port of its own, never its predecessor's,
+/// which a request already sent there could still reach.
+const RECENT_PORTS: usize = 64;
+
+/// A loopback port free now on both loopback addresses (a program
+/// listening on `[::1]:port` would take connections meant for the process
+/// on `127.0.0.1`), and none of `avoid`. Another program may still take it
+/// first; the process then fails to listen, or is not taken for ready (see
+/// [`probe`]), counts as failed and is started again on another.
+fn free_port(avoid: &[u16]) -> std::io::Result<u16> {
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
+    for _ in 0..32 {
+        let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = v4.local_addr()?.port();
+        if avoid.contains(&port) {
+            continue;
+        }
+        match TcpListener::bind((Ipv6Addr::LOCALHOST, port)) {
+            Ok(_) => return Ok(port),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            // No IPv6 here: nothing can listen on `::1`.
+            Err(_) => return Ok(port),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no loopback port is free on both 127.0.0.1 and ::1",
+    ))
 }
 
 /// An application's processes and their socket.
@@ -355,6 +481,9 @@ struct Run {
     next: usize,
     /// Starts in a row whose process did not listen (HTTP applications).
     failed_starts: usize,
+    /// The latest ports processes were given (HTTP applications), at most
+    /// [`RECENT_PORTS`].
+    recent_ports: VecDeque<u16>,
     /// When processes failed, within the last minute.
     fails: VecDeque<Instant>,
     /// Counts starts: a supervisor watches the start it was made for.
@@ -406,6 +535,7 @@ impl Application {
                 processes: Vec::new(),
                 next: 0,
                 failed_starts: 0,
+                recent_ports: VecDeque::new(),
                 fails: VecDeque::new(),
                 generation: 0,
                 socket_id: None,
@@ -580,7 +710,7 @@ impl Application {
 
     /// Starts one process: on the listening socket (FastCGI), or on a port
     /// of its own (HTTP); its output to the run's pipes.
-    fn spawn(&self, run: &Run) -> std::io::Result<Process> {
+    fn spawn(&self, run: &mut Run) -> std::io::Result<Process> {
         let missing = || std::io::Error::other("the application's pipes are closed");
         let stderr = run.stderr.as_ref().ok_or_else(missing)?;
         let mut command = Command::new(&self.config.path);
@@ -609,15 +739,15 @@ impl Application {
             }
             Endpoint::Port { .. } => {
                 let stdout = run.stdout.as_ref().ok_or_else(missing)?;
-                // Not one a process of this start has (a port freed may
-                // come back at once).
-                let mut port = free_port()?;
-                for _ in 0..8 {
-                    if !run.processes.iter().any(|p| p.port == port) {
-                        break;
-                    }
-                    port = free_port()?;
+                let avoid: Vec<u16> = (run.recent_ports.iter())
+                    .chain(run.processes.iter().map(|p| &p.port))
+                    .copied()
+                    .collect();
+                let port = free_port(&avoid)?;
+                if run.recent_ports.len() == RECENT_PORTS {
+                    run.recent_ports.pop_front();
                 }
+                run.recent_ports.push_back(port);
                 let text = port.to_string();
                 let placeholder = format!("%{PORT_VARIABLE}%");
                 let expand = |value: &String| value.replace(&placeholder, &text);
@@ -635,6 +765,7 @@ impl Application {
             started: Instant::now(),
             port,
             listening: None,
+            foreign_seen: false,
         })
     }
 
@@ -658,27 +789,42 @@ impl Application {
             // HTTP processes not listening yet: their ports are tried
             // without the lock (a connection may wait), and requests go to
             // those that took one.
-            let starting: Vec<u16> = run
+            let starting: Vec<(u16, i32)> = run
                 .processes
                 .iter()
                 .filter(|p| !p.ready())
-                .map(|p| p.port)
+                .map(|p| (p.port, p.child.id() as i32))
                 .collect();
             if !starting.is_empty() {
                 drop(run);
-                let listening: Vec<(u16, SocketAddr)> = starting
+                let found: Vec<(u16, Probe)> = starting
                     .into_iter()
-                    .filter_map(|port| Some((port, listening_on(port)?)))
+                    .map(|(port, group)| (port, probe(port, group)))
                     .collect();
                 run = self.lock();
                 if !matches!(run.phase, Phase::Running) || run.generation != generation {
                     return;
                 }
-                for (port, address) in listening {
-                    if let Some(process) = run.processes.iter_mut().find(|p| p.port == port) {
-                        process.listening = Some(address);
-                        run.failed_starts = 0;
-                        tracing::info!(program, port, "{label} application process listens");
+                for (port, found) in found {
+                    let Some(process) = run.processes.iter_mut().find(|p| p.port == port) else {
+                        continue;
+                    };
+                    match found {
+                        Probe::NotYet => {}
+                        Probe::Listening(address) => {
+                            process.listening = Some(address);
+                            run.failed_starts = 0;
+                            tracing::info!(program, port, "{label} application process listens");
+                        }
+                        Probe::Foreign if !process.foreign_seen => {
+                            process.foreign_seen = true;
+                            tracing::warn!(
+                                program,
+                                port,
+                                "another program listens on the port of a process of the {label} application; no request goes there, and the process is started again on another port after startup_time_limit"
+                            );
+                        }
+                        Probe::Foreign => {}
                     }
                 }
             }
@@ -706,10 +852,11 @@ impl Application {
                             .since(since.checked_sub(TAKEN_BEFORE).unwrap_or(since));
                         !exited.success() || (now.duration_since(since) < STAY_UP && !served)
                     }
-                    // An HTTP server that served may end cleanly (a
-                    // program that restarts itself); one that never
-                    // listened failed, however it ended.
-                    Endpoint::Port { .. } => !exited.success() || !ended.ready(),
+                    // An HTTP server is not meant to end, however it ends
+                    // (IIS counts each exit as a crash): one that listens
+                    // and exits cleanly at once would otherwise be started
+                    // again for ever.
+                    Endpoint::Port { .. } => true,
                 };
                 if !ended.ready() {
                     run.failed_starts += 1;
@@ -773,7 +920,7 @@ impl Application {
             // Back to `instances`; a process that cannot start counts as
             // one that failed, so this ends.
             while run.processes.len() < self.config.instances && run.fails.len() <= rapid {
-                match self.spawn(&run) {
+                match self.spawn(&mut run) {
                     Ok(process) => run.processes.push(process),
                     Err(e) => {
                         tracing::warn!(
@@ -991,6 +1138,11 @@ impl Holdings {
     /// The server stops (StopListening).
     pub(crate) fn server_stops(&self) {
         self.server_stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server stops: requests no longer wait for a process.
+    pub(crate) fn stopping(&self) -> bool {
+        self.server_stopping.load(Ordering::Relaxed)
     }
 
     /// How many processes the applications run, for `riis status`.

@@ -30,7 +30,10 @@ fn node() -> Option<PathBuf> {
 /// The application: answers with what it was started with and what it was
 /// asked, one `key=value` a line; `/app/exit` answers, then exits with an
 /// error. `START_DELAY_MS` delays its listening, `LISTEN_HOST` chooses the
-/// address it listens on.
+/// address it listens on, `EXIT_AFTER_MS` makes it exit cleanly that long
+/// after it listens, and `SQUAT` first starts another program, outside its
+/// process group, that listens on `[::1]` at its port (for 5 seconds) and
+/// answers "squatter".
 const APPLICATION: &str = r#"
 const http = require("http");
 const port = Number(process.env.HTTP_PLATFORM_PORT);
@@ -51,8 +54,19 @@ const server = http.createServer((request, response) => {
   response.writeHead(200, { "Content-Type": "text/plain" });
   response.end(lines.join("\n") + "\n");
 });
-setTimeout(() => server.listen(port, process.env.LISTEN_HOST || "127.0.0.1"),
-           Number(process.env.START_DELAY_MS || 0));
+if (process.env.SQUAT) {
+  const squatter = `require("http").createServer((q, r) => r.end("squatter\\n"))
+    .listen(${port}, "::1"); setTimeout(() => process.exit(0), 5000);`;
+  require("child_process")
+    .spawn(process.execPath, ["-e", squatter], { detached: true, stdio: "ignore" })
+    .unref();
+}
+setTimeout(() => {
+  server.listen(port, process.env.LISTEN_HOST || "127.0.0.1");
+  if (process.env.EXIT_AFTER_MS) {
+    setTimeout(() => process.exit(0), Number(process.env.EXIT_AFTER_MS));
+  }
+}, Number(process.env.START_DELAY_MS || 0));
 "#;
 
 /// A configuration that passes `/app/*` to the application `section`
@@ -262,7 +276,18 @@ fn check_config_names_the_key_of_a_bad_section() {
         let out = common::riis_command("check-config", &config);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{section}");
-        assert!(stderr.contains("riis.toml"), "{stderr}");
+        // The key's own line, or the section's for a key left out.
+        let text = std::fs::read_to_string(&config).unwrap();
+        let line = text
+            .lines()
+            .position(|l| l.starts_with(key))
+            .or_else(|| text.lines().position(|l| l == "[http_platform]"))
+            .unwrap()
+            + 1;
+        assert!(
+            stderr.contains(&format!("riis.toml:{line}: ")),
+            "{section}: {stderr}"
+        );
         assert!(stderr.contains(key), "{section}: {stderr}");
     }
 }
@@ -310,4 +335,77 @@ fn the_node_example_runs() {
     let resp = Connection::open(server.addr).get("/");
     assert_eq!(resp.status, 200);
     assert!(resp.text().contains("riis and Node.js"));
+}
+
+/// Another user's program listening on `[::1]` at an application process's
+/// port (here one the process starts outside its group) never gets the
+/// application's requests: a request waits, and gets 503 at
+/// `startup_time_limit`, rather than going to it.
+#[test]
+fn another_program_on_the_port_gets_no_request() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("http-platform-squat");
+    let config = config(
+        &dir,
+        &format!(
+            r#"process_path = '{}'
+arguments = ["app.js"]
+startup_time_limit = 2
+startup_retry_count = 0
+environment = {{ SQUAT = "1", START_DELAY_MS = "500" }}"#,
+            node.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/app/secret");
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert!(!resp.text().contains("squatter"));
+}
+
+/// An HTTP application that listens and then exits, cleanly, again and
+/// again counts each exit as a failure: rapid fail protection stops it.
+#[test]
+fn an_application_that_keeps_exiting_cleanly_is_stopped() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("http-platform-exits");
+    let config = config(
+        &dir,
+        &format!(
+            r#"process_path = '{}'
+arguments = ["app.js"]
+rapid_fails_per_minute = 2
+environment = {{ EXIT_AFTER_MS = "100" }}"#,
+            node.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let _ = Connection::open(server.addr).get("/app/first");
+    wait_for("the application was stopped", || {
+        Connection::open(server.addr).get("/app/again").status == 503
+            && common::riis_status(&config).contains("http_platform_processes: 0")
+    });
+}
+
+/// Requests waiting for a process when the server stops get 503 at once,
+/// rather than holding the stop until `startup_time_limit`.
+#[test]
+fn a_stop_ends_the_waits() {
+    let dir = TempDir::new("http-platform-stop");
+    let config = config(
+        &dir,
+        r#"process_path = "/bin/sh"
+arguments = ["-c", "exec sleep 60"]
+startup_time_limit = 3600"#,
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr;
+    let waiting = std::thread::spawn(move || Connection::open(addr).get("/app/x").status);
+    std::thread::sleep(Duration::from_millis(500));
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(waiting.join().unwrap(), 503);
 }
