@@ -71,7 +71,9 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
-use crate::managed_application::{Application, ApplicationConfig, Endpoint, Holdings, Lease};
+use crate::managed_application::{
+    Application, ApplicationConfig, ApplicationsGlobal, Endpoint, Holdings, Lease,
+};
 use crate::reverse_proxy::PROXY_SERVER;
 
 /// The `http_platform` configuration section: the location's application,
@@ -347,63 +349,19 @@ pub fn register_module(
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<HttpPlatformConfig>("http_platform")?;
     let holdings = Arc::new(Holdings::new(&LIVE_CONFIGURATIONS));
-    registration.set_global_notifications(
-        Global {
-            config,
-            holdings: holdings.clone(),
-        },
-        riis_pipeline::GlobalNotification::RscaQuery
-            | riis_pipeline::GlobalNotification::StopListening
-            | riis_pipeline::GlobalNotification::ApplicationStart,
-    )?;
+    let counted = holdings.clone();
+    ApplicationsGlobal {
+        section: config,
+        application_of: |config: &HttpPlatformConfig| config.application.as_ref(),
+        holdings: holdings.clone(),
+        status: move || format!("http_platform_processes: {}\n", counted.processes()),
+    }
+    .register(registration)?;
     registration.set_request_notifications(
         Factory { config, holdings },
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,
     )
-}
-
-/// The module's global side: the applications a new configuration takes
-/// up before its first request, the news that the server is stopping, and
-/// the process count for `riis status`.
-struct Global {
-    config: Section<HttpPlatformConfig>,
-    holdings: Arc<Holdings>,
-}
-
-impl riis_pipeline::GlobalModule for Global {
-    fn on_global_rsca_query(
-        &self,
-        query: &mut riis_pipeline::RscaQuery<'_>,
-    ) -> riis_pipeline::GlobalNotificationStatus {
-        if query.function() == "status" {
-            query.write(&format!(
-                "http_platform_processes: {}\n",
-                self.holdings.processes()
-            ));
-        }
-        riis_pipeline::GlobalNotificationStatus::Continue
-    }
-
-    /// A configuration starts: it takes up the applications its locations
-    /// name, so that a reload with the same settings keeps the running
-    /// processes (they start at the first request, not here).
-    fn on_global_application_start(
-        &self,
-        app: &riis_pipeline::Application<'_>,
-    ) -> riis_pipeline::GlobalNotificationStatus {
-        for config in app.configs(self.config) {
-            if let Some(application) = &config.application {
-                self.holdings.application(application);
-            }
-        }
-        riis_pipeline::GlobalNotificationStatus::Continue
-    }
-
-    fn on_global_stop_listening(&self) -> riis_pipeline::GlobalNotificationStatus {
-        self.holdings.server_stops();
-        riis_pipeline::GlobalNotificationStatus::Continue
-    }
 }
 
 /// Makes the instances; when its configuration retires (the server stops,

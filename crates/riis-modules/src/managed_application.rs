@@ -35,8 +35,9 @@
 //! HTTP, exits at all) counts towards
 //! `rapid_fails_per_minute`: past it, the application is stopped and its
 //! requests get 503 for a minute, then the next request starts it again
-//! (IIS's rapid fail protection). If the first start fails (no socket could be made),
-//! each request tries again. The processes are stopped (SIGTERM to each one's
+//! (IIS's rapid fail protection). If a start fails (the program cannot be
+//! run, no socket could be made), requests get 503 for a second, then the
+//! next one tries again. The processes are stopped (SIGTERM to each one's
 //! process group, SIGKILL two seconds later) when no configuration holds
 //! them any more (killed at once when no configuration with the module is
 //! left) or the server stops, and the server's stop waits for that (see
@@ -146,6 +147,10 @@ impl Taken {
 /// until the pool recycles; a cause that passed, a full disk, a database
 /// back, should not need an operator).
 const FAILED_FOR: Duration = Duration::from_secs(60);
+
+/// How long after a start that failed (the program could not be run, no
+/// socket could be made) requests get 503 without another try.
+const START_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// The `application` table of the `fastcgi` section.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
@@ -285,9 +290,14 @@ fn resolve_program(text: &str) -> Result<PathBuf, String> {
 enum Phase {
     NotStarted,
     Running,
-    /// Stopped by rapid fail protection, or could not be watched: why, and
-    /// since when (a request after [`FAILED_FOR`] starts it again).
-    Failed(String, Instant),
+    /// Stopped by rapid fail protection, or could not be watched or
+    /// started: why, and until when (the first request after that starts
+    /// it again); `stopped` for rapid fail protection.
+    Failed {
+        why: String,
+        until: Instant,
+        stopped: bool,
+    },
     Stopped,
 }
 
@@ -590,12 +600,14 @@ impl Application {
                 retire_processes(&mut run);
                 run.phase = Phase::NotStarted;
             }
-            Phase::Failed(why, since) if since.elapsed() < FAILED_FOR => return Err(why.clone()),
-            Phase::Failed(..) => {
-                tracing::info!(
-                    program = %self.config.path.display(),
-                    "the {label} application stopped by rapid fail protection starts again"
-                );
+            Phase::Failed { why, until, .. } if Instant::now() < *until => return Err(why.clone()),
+            Phase::Failed { stopped, .. } => {
+                if *stopped {
+                    tracing::info!(
+                        program = %self.config.path.display(),
+                        "the {label} application stopped by rapid fail protection starts again"
+                    );
+                }
                 run.fails.clear();
                 run.failed_starts = 0;
                 run.phase = Phase::NotStarted;
@@ -604,14 +616,21 @@ impl Application {
             Phase::NotStarted => {}
         }
         if let Err(e) = self.start(&mut run) {
-            // The next request tries again: the cause may pass (a full
-            // disk, a fork refused for a moment).
+            // A request after [`START_AGAIN_AFTER`] tries again: the cause
+            // may pass (a full disk, a fork refused for a moment); until
+            // then requests get 503 at once, and a flood of them neither
+            // forks nor logs one line each.
             let why = format!(
                 "the {label} application {} could not start: {e}",
                 self.config.path.display()
             );
             tracing::error!("{why}");
             stop_processes(&mut run);
+            run.phase = Phase::Failed {
+                why: why.clone(),
+                until: Instant::now() + START_AGAIN_AFTER,
+                stopped: false,
+            };
             return Err(why);
         }
         run.phase = Phase::Running;
@@ -626,7 +645,11 @@ impl Application {
         if let Err(e) = started {
             let why = format!("cannot watch the {label} application: {e}");
             stop_processes(&mut run);
-            run.phase = Phase::Failed(why.clone(), Instant::now());
+            run.phase = Phase::Failed {
+                why: why.clone(),
+                until: Instant::now() + FAILED_FOR,
+                stopped: false,
+            };
             return Err(why);
         }
         tracing::info!(
@@ -906,7 +929,11 @@ impl Application {
                     );
                     tracing::error!("{why}");
                     stop_processes(&mut run);
-                    run.phase = Phase::Failed(why, Instant::now());
+                    run.phase = Phase::Failed {
+                        why,
+                        until: Instant::now() + FAILED_FOR,
+                        stopped: true,
+                    };
                     return;
                 }
             }
@@ -962,7 +989,11 @@ impl Application {
                 );
                 tracing::error!("{why}");
                 stop_processes(&mut run);
-                run.phase = Phase::Failed(why, Instant::now());
+                run.phase = Phase::Failed {
+                    why,
+                    until: Instant::now() + FAILED_FOR,
+                    stopped: true,
+                };
                 return;
             }
         }
@@ -1176,6 +1207,75 @@ impl Holdings {
         if stopping {
             wait_for_stops();
         }
+    }
+}
+
+/// The global side of a module whose requests go to applications riis
+/// starts (FastCgi, HttpPlatformHandler).
+pub(crate) struct ApplicationsGlobal<C: 'static, S> {
+    /// The module's section, where the applications are named.
+    pub(crate) section: riis_pipeline::Section<C>,
+    /// The application a section names, if any.
+    pub(crate) application_of: fn(&C) -> Option<&ApplicationConfig>,
+    /// The applications of the configuration.
+    pub(crate) holdings: Arc<Holdings>,
+    /// The module's `riis status` lines.
+    pub(crate) status: S,
+}
+
+impl<C, S> riis_pipeline::GlobalModule for ApplicationsGlobal<C, S>
+where
+    C: Send + Sync + 'static,
+    S: Fn() -> String + Send + Sync + 'static,
+{
+    fn on_global_rsca_query(
+        &self,
+        query: &mut riis_pipeline::RscaQuery<'_>,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        if query.function() == "status" {
+            query.write(&(self.status)());
+        }
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+
+    /// A configuration starts (the server's first, or a reload's): it takes
+    /// up the applications its locations name at once, so that processes
+    /// an earlier configuration runs with the same settings are taken over
+    /// whenever its first request for them comes (they are not started
+    /// before it).
+    fn on_global_application_start(
+        &self,
+        app: &riis_pipeline::Application<'_>,
+    ) -> riis_pipeline::GlobalNotificationStatus {
+        for config in app.configs(self.section) {
+            if let Some(application) = (self.application_of)(config) {
+                self.holdings.application(application);
+            }
+        }
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+
+    /// The server stops: requests stop waiting for processes, and the
+    /// configuration's retirement waits for them to be gone.
+    fn on_global_stop_listening(&self) -> riis_pipeline::GlobalNotificationStatus {
+        self.holdings.server_stops();
+        riis_pipeline::GlobalNotificationStatus::Continue
+    }
+}
+
+impl<C, S> ApplicationsGlobal<C, S>
+where
+    C: Send + Sync + 'static,
+    S: Fn() -> String + Send + Sync + 'static,
+{
+    /// Registers it for RscaQuery, StopListening and ApplicationStart.
+    pub(crate) fn register(
+        self,
+        registration: &mut riis_pipeline::ModuleRegistration<'_>,
+    ) -> Result<(), riis_pipeline::ModuleError> {
+        use riis_pipeline::GlobalNotification as G;
+        registration
+            .set_global_notifications(self, G::RscaQuery | G::StopListening | G::ApplicationStart)
     }
 }
 

@@ -409,3 +409,20 @@ startup_time_limit = 3600"#,
     assert!(status.success(), "{status}");
     assert_eq!(waiting.join().unwrap(), 503);
 }
+
+/// A program the system cannot run (a script without its `#!` line) gets
+/// its requests 503, and the server goes on.
+#[test]
+fn a_program_that_cannot_run_gets_503() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("http-platform-noexec");
+    let script = dir.write("not-a-program", "echo hello\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = config(&dir, "process_path = \"not-a-program\"");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    for _ in 0..3 {
+        let resp = Connection::open(server.addr).get("/app/x");
+        assert_eq!(resp.status, 503);
+    }
+    assert_eq!(Connection::open(server.addr).get("/other").status, 404);
+}

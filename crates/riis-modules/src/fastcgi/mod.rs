@@ -110,7 +110,7 @@ use crate::backend::{Connection, Pools};
 use crate::gateway::BodyError;
 use crate::internal_redirect::Redirected;
 pub use crate::managed_application::ApplicationConfig;
-use crate::managed_application::Holdings;
+use crate::managed_application::{ApplicationsGlobal, Holdings};
 use crate::relay::{Receiver, Relay, Step};
 use crate::spooled_body::{BodySpool, SpooledBody};
 use exchange::Job;
@@ -225,7 +225,7 @@ struct Shared {
     /// Exchanges running, for `riis status`.
     running: Arc<std::sync::atomic::AtomicUsize>,
     /// The applications this configuration holds.
-    applications: Holdings,
+    applications: Arc<Holdings>,
 }
 
 /// Configurations with FastCgi that have not retired (see [`Holdings`]).
@@ -555,71 +555,28 @@ pub fn register_module(
         fallback_handle: OnceLock::new(),
         pools: Arc::default(),
         running: Arc::default(),
-        applications: Holdings::new(&LIVE_CONFIGURATIONS),
+        applications: Arc::new(Holdings::new(&LIVE_CONFIGURATIONS)),
     });
     let counted = shared.clone();
-    registration.set_global_notifications(
-        Global {
-            status: crate::StatusLines(move || {
-                format!(
-                    "fastcgi_requests_running: {}\nfastcgi_connections_idle: {}\nfastcgi_processes: {}\n",
-                    counted.running.load(Ordering::Relaxed),
-                    counted.pools.idle_count(),
-                    counted.applications.processes()
-                )
-            }),
-            config,
-            shared: shared.clone(),
+    ApplicationsGlobal {
+        section: config,
+        application_of: |config: &FastCgiConfig| config.application.as_ref(),
+        holdings: shared.applications.clone(),
+        status: move || {
+            format!(
+                "fastcgi_requests_running: {}\nfastcgi_connections_idle: {}\nfastcgi_processes: {}\n",
+                counted.running.load(Ordering::Relaxed),
+                counted.pools.idle_count(),
+                counted.applications.processes()
+            )
         },
-        riis_pipeline::GlobalNotification::RscaQuery
-            | riis_pipeline::GlobalNotification::StopListening
-            | riis_pipeline::GlobalNotification::ApplicationStart,
-    )?;
+    }
+    .register(registration)?;
     registration.set_request_notifications(
         Factory { config, shared },
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,
     )
-}
-
-/// The module's global side: its status figures, the applications a new
-/// configuration takes up before its first request, and the news that the
-/// server is stopping.
-struct Global<F> {
-    status: crate::StatusLines<F>,
-    config: Section<FastCgiConfig>,
-    shared: Arc<Shared>,
-}
-
-impl<F: Fn() -> String + Send + Sync + 'static> riis_pipeline::GlobalModule for Global<F> {
-    fn on_global_rsca_query(
-        &self,
-        query: &mut riis_pipeline::RscaQuery<'_>,
-    ) -> riis_pipeline::GlobalNotificationStatus {
-        self.status.on_global_rsca_query(query)
-    }
-
-    /// A configuration starts (the server's first, or a reload's): it takes
-    /// up the applications its locations name at once, so that processes
-    /// an earlier configuration runs with the same settings are taken over
-    /// whenever its first request for them comes (they are not started
-    /// before it).
-    fn on_global_application_start(
-        &self,
-        app: &riis_pipeline::Application<'_>,
-    ) -> riis_pipeline::GlobalNotificationStatus {
-        for config in app.configs(self.config) {
-            if let Some(application) = &config.application {
-                self.shared.applications.application(application);
-            }
-        }
-        riis_pipeline::GlobalNotificationStatus::Continue
-    }
-
-    fn on_global_stop_listening(&self) -> riis_pipeline::GlobalNotificationStatus {
-        self.shared.applications.server_stops();
-        riis_pipeline::GlobalNotificationStatus::Continue
-    }
 }
 
 /// Makes the instances; at shutdown (and once a reload's replaced
