@@ -3,7 +3,7 @@
 #
 #   bench/run.sh [SCENARIO ...]      scenarios: hello static noop metrics logged static100k
 #                                    static10m defaultdoc gzip100k php proxy
-#                                    hyper
+#                                    platform hyper
 #                                    (default: hello static noop)
 #
 # `hyper` runs the bare hyper server of crates/riis/examples/bare_hyper.rs
@@ -36,8 +36,15 @@
 # 32, HTTP/1.1, the same four headers). Its pipelined figure is bounded by the
 # backend on the other core.
 #
-# Needs: nginx, wrk, taskset (apt-get install nginx-light wrk util-linux), and
-# php-fpm for `php`.
+# `platform` runs a Node.js program answering "Hello World!" behind both
+# servers: riis starts it itself (HttpPlatformHandler, then ReverseProxy with
+# its defaults), nginx proxies to the same program started by this script
+# (proxy_pass as in `proxy`). Both programs run on core 1 with wrk (riis
+# starts its own through `taskset`). Its pipelined figure is bounded by
+# Node.js on the other core.
+#
+# Needs: nginx, wrk, taskset (apt-get install nginx-light wrk util-linux),
+# php-fpm for `php`, node for `platform` (apt-get install nodejs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$(pwd)
@@ -374,6 +381,29 @@ NGX
       NGINX_HTTP=""
       kill "$backend_pid" 2>/dev/null || true
       wait "$backend_pid" 2>/dev/null || true
+      ;;
+    platform)
+      node=$(command -v node || command -v nodejs || true)
+      [ -n "$node" ] || { echo "bench: node is not installed (apt-get install nodejs)" >&2; exit 2; }
+      cat >"$work/app.js" <<'JS'
+require("http")
+  .createServer((request, response) => {
+    response.writeHead(200, { "Content-Type": "text/plain", "Content-Length": 12 });
+    response.end("Hello World!");
+  })
+  .listen(Number(process.env.HTTP_PLATFORM_PORT), "127.0.0.1");
+JS
+      HTTP_PLATFORM_PORT=$BACKEND_PORT taskset -c "$CLIENT_CPU" "$node" "$work/app.js" &
+      node_pid=$!
+      for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$BACKEND_PORT/" && break; sleep 0.05; done
+      platform_conf=$(riis_config $'[[modules]]\nname = "HttpPlatformHandler"\n[[modules]]\nname = "ReverseProxy"\n[http_platform]\nprocess_path = "'"$(command -v taskset)"$'"\narguments = ["-c", "'"$CLIENT_CPU"'", "'"$node"'", "'"$work"$'/app.js"]' \
+        $'[[handlers]]\nname = "Application"\npath = "*"\nmodules = ["HttpPlatformHandler", "ReverseProxy"]' platform)
+      NGINX_HTTP="upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 32; }"
+      run_pair "Node.js app: HttpPlatformHandler + ReverseProxy vs nginx proxy_pass (keepalive 32)" "$platform_conf" /hello \
+        'location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; }' /hello
+      NGINX_HTTP=""
+      kill "$node_pid" 2>/dev/null || true
+      wait "$node_pid" 2>/dev/null || true
       ;;
     hyper)
       run_pair "bare hyper, no riis (the floor under hello) vs nginx return 200" bare-hyper / \
