@@ -41,7 +41,9 @@
 # its defaults), nginx proxies to the same program started by this script
 # (proxy_pass as in `proxy`). Both programs run on core 1 with wrk (riis
 # starts its own through `taskset`). Its pipelined figure is bounded by
-# Node.js on the other core.
+# Node.js on the other core. A second pair compares riis with itself: the
+# program riis runs against the one nginx uses, named in ReverseProxy's
+# `servers`, so what HttpPlatformHandler adds per request shows.
 #
 # Needs: nginx, wrk, taskset (apt-get install nginx-light wrk util-linux),
 # php-fpm for `php`, node for `platform` (apt-get install nodejs).
@@ -402,6 +404,11 @@ JS
       run_pair "Node.js app: HttpPlatformHandler + ReverseProxy vs nginx proxy_pass (keepalive 32)" "$platform_conf" /hello \
         'location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; }' /hello
       NGINX_HTTP=""
+      # What running the program costs riis per request: the same requests
+      # to the program nginx's went to, named in ReverseProxy's `servers`.
+      listed_conf=$(riis_config $'[[modules]]\nname = "ReverseProxy"\n[proxy]\nservers = ["http://127.0.0.1:'"$BACKEND_PORT"$'"]' \
+        $'[[handlers]]\nname = "Proxy"\npath = "*"\nmodules = ["ReverseProxy"]' listed)
+      run_pair "Node.js app: HttpPlatformHandler + ReverseProxy vs ReverseProxy to the same program (riis only)" "$platform_conf" /hello "riis:$listed_conf" /hello
       kill "$node_pid" 2>/dev/null || true
       wait "$node_pid" 2>/dev/null || true
       ;;
