@@ -312,6 +312,10 @@ struct Process {
     listening: Option<SocketAddr>,
     /// Another program was seen listening on its port (logged once).
     foreign_seen: bool,
+    /// When its port is looked at next: while it starts, at once (every
+    /// [`CHECK_EVERY`]) unless another program was found there; once it
+    /// takes requests, every [`RECHECK_EVERY`].
+    next_look: Instant,
 }
 
 impl Process {
@@ -322,56 +326,71 @@ impl Process {
     }
 }
 
-/// What a look at a starting process's port found.
+/// What a look at a process's port found.
 enum Probe {
     /// Nothing takes connections on it yet.
     NotYet,
     /// The process listens: requests go to this address.
     Listening(SocketAddr),
-    /// A connection was taken, but a socket listening on the port belongs
-    /// to no process of the application's group: another program's.
+    /// Something takes connections on the port, but no socket of the
+    /// process's group listens there: another program's.
     Foreign,
 }
 
 /// Whether the process whose group is `group`, given `port`, takes
-/// connections on it: on IPv4's loopback address, or on IPv6's for a
-/// program that listens on `localhost` where that is `::1` (Node.js 17 and
-/// later). A connection counts only when every socket listening on the
-/// port is the group's (see [`owned_by`]): a program of another user
-/// listening there, on `::1` while the process listens on `127.0.0.1` or
-/// before it does, must not be sent the application's requests.
+/// connections on it. A connection to the port on a loopback address tells
+/// that something listens (cheap, every [`CHECK_EVERY`]); then
+/// [`listener_of_group`] finds where the group itself listens, and requests
+/// go to that address: never to a socket of another program, another
+/// user's on `[::1]` while the process listens on `127.0.0.1`, say, or one
+/// that took the port before the process did.
 fn probe(port: u16, group: i32) -> Probe {
     let reached = [
         SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
         SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
     ]
-    .into_iter()
-    .find(|address| std::net::TcpStream::connect_timeout(address, PROBE_TIMEOUT).is_ok());
-    match reached {
-        None => Probe::NotYet,
-        Some(address) if owned_by(port, group) => Probe::Listening(address),
-        Some(_) => Probe::Foreign,
+    .iter()
+    .any(|address| std::net::TcpStream::connect_timeout(address, PROBE_TIMEOUT).is_ok());
+    if !reached {
+        return Probe::NotYet;
     }
+    listener_of_group(port, group).map_or(Probe::Foreign, Probe::Listening)
 }
 
-/// Whether every TCP socket listening on `port` (any address, IPv4 or
-/// IPv6) is held by a process of the process group `group`, and one is.
-/// Read from `/proc/net/tcp{,6}` and the group's `/proc/PID/fd`; `true`
-/// where `/proc/net` cannot be read (nothing to tell them apart by).
-fn owned_by(port: u16, group: i32) -> bool {
+/// Where a process of the process group `group` listens on `port`, as the
+/// address to connect to (`127.0.0.1` for a socket on `0.0.0.0`, `::1` for
+/// one on `::`; IPv4 first): connections to an address a socket is bound to
+/// reach only that socket, since no other user can bind the same address
+/// and port while it listens. `None` when no socket of the group listens
+/// there; `127.0.0.1` where `/proc/net` cannot be read (nothing to tell
+/// sockets apart by). Reads `/proc/net/tcp{,6}`, and the `/proc/PID/fd` of
+/// the group's processes.
+fn listener_of_group(port: u16, group: i32) -> Option<SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let Some(listening) = listening_sockets(port) else {
-        return true;
+        return Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     };
     if listening.is_empty() {
-        return false;
+        return None;
     }
     let held = sockets_of_group(group);
-    listening.iter().all(|inode| held.contains(inode))
+    let target = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    };
+    let mut ours: Vec<IpAddr> = listening
+        .iter()
+        .filter(|(_, inode)| held.contains(inode))
+        .map(|(ip, _)| target(*ip))
+        .collect();
+    ours.sort_by_key(|ip| ip.is_ipv6());
+    ours.first().map(|ip| SocketAddr::new(*ip, port))
 }
 
-/// The inodes of the TCP sockets listening on `port`; `None` when neither
-/// table can be read.
-fn listening_sockets(port: u16) -> Option<Vec<u64>> {
+/// The TCP sockets listening on `port` (their address and inode); `None`
+/// when neither table can be read.
+fn listening_sockets(port: u16) -> Option<Vec<(std::net::IpAddr, u64)>> {
     /// `st` of a listening socket in `/proc/net/tcp` (`TCP_LISTEN`).
     const LISTEN: &str = "0A";
     let mut found = Vec::new();
@@ -388,13 +407,14 @@ fn listening_sockets(port: u16) -> Option<Vec<u64>> {
             let [_, local, _, state, _, _, _, _, _, inode, ..] = fields.as_slice() else {
                 continue;
             };
-            let listens_here = *state == LISTEN
-                && local
-                    .rsplit_once(':')
-                    .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok())
-                    == Some(port);
-            if let (true, Ok(inode)) = (listens_here, inode.parse()) {
-                found.push(inode);
+            let Some((address, hex_port)) = local.rsplit_once(':') else {
+                continue;
+            };
+            if *state != LISTEN || u16::from_str_radix(hex_port, 16).ok() != Some(port) {
+                continue;
+            }
+            if let (Some(ip), Ok(inode)) = (proc_net_address(address), inode.parse()) {
+                found.push((ip, inode));
             }
         }
     }
@@ -434,6 +454,139 @@ fn sockets_of_group(group: i32) -> Vec<u64> {
         }
     }
     inodes
+}
+
+/// An address as `/proc/net/tcp{,6}` writes it: the bytes of the address
+/// in 32-bit words, each written as a number in the machine's byte order.
+fn proc_net_address(hex: &str) -> Option<std::net::IpAddr> {
+    let word = |at: usize| -> Option<[u8; 4]> {
+        Some(
+            u32::from_str_radix(hex.get(at..at + 8)?, 16)
+                .ok()?
+                .to_ne_bytes(),
+        )
+    };
+    match hex.len() {
+        8 => Some(std::net::Ipv4Addr::from(word(0)?).into()),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                chunk.copy_from_slice(&word(i * 8)?);
+            }
+            Some(std::net::Ipv6Addr::from(bytes).into())
+        }
+        _ => None,
+    }
+}
+
+/// How long after a look that found another program on a process's port
+/// the next look is (the look reads `/proc`, whose TCP tables cost a few
+/// milliseconds of the kernel's time on a busy machine).
+const FOREIGN_LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a process taking requests is looked at again: a program that
+/// closes its listening socket (a cluster's master whose last worker
+/// died) leaves the port to whoever binds it next, and requests must stop
+/// going there.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// How long the ports of processes that ended stay held by riis (see
+/// [`bind_held_socket`]), so that a request already sent to one, still
+/// reading its body, say, fails (502) rather than reaching a program that
+/// took the port; at most [`RECENT_PORTS`] of an application's.
+const HOLD_ENDED_PORTS: Duration = Duration::from_secs(300);
+
+/// The port of a process that ended, held by riis on both loopback
+/// addresses (see [`HOLD_ENDED_PORTS`]).
+struct HeldPort {
+    port: u16,
+    since: Instant,
+    /// IPv4's and IPv6's sockets; `None` while not bound yet.
+    sockets: [Option<std::net::TcpListener>; 2],
+    /// Whether a family is still to be tried (the ended process's group
+    /// may hold the port for a moment after it is killed).
+    pending: [bool; 2],
+}
+
+/// How long binding an ended process's port is tried again.
+const HOLD_TRIES_FOR: Duration = Duration::from_secs(1);
+
+/// Starts holding the port of a process that ended (HTTP applications).
+fn hold_port(run: &mut Run, port: u16) {
+    if port == 0 {
+        return;
+    }
+    if run.held_ports.len() == RECENT_PORTS {
+        run.held_ports.pop_front();
+    }
+    let mut held = HeldPort {
+        port,
+        since: Instant::now(),
+        sockets: [None, None],
+        pending: [true, true],
+    };
+    bind_held(&mut held);
+    run.held_ports.push_back(held);
+}
+
+/// Binds what is still to be bound of `held`'s port.
+fn bind_held(held: &mut HeldPort) {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let addresses = [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ];
+    for (family, ip) in addresses.into_iter().enumerate() {
+        if !held.pending[family] {
+            continue;
+        }
+        match bind_held_socket(SocketAddr::new(ip, held.port)) {
+            Ok(socket) => {
+                held.sockets[family] = Some(socket);
+                held.pending[family] = false;
+            }
+            // Still the ended group's, or someone's who took it at once.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+            // No IPv6 here, say: nothing to hold.
+            Err(_) => held.pending[family] = false,
+        }
+    }
+}
+
+/// Tries again what is pending of the held ports, lets go of those held
+/// long enough, and closes the connections they took: a request sent to a
+/// process that ended fails at once (502) instead of waiting for an
+/// answer.
+fn keep_holding_ports(run: &mut Run, now: Instant) {
+    while run
+        .held_ports
+        .front()
+        .is_some_and(|held| now.duration_since(held.since) >= HOLD_ENDED_PORTS)
+    {
+        run.held_ports.pop_front();
+    }
+    for held in &mut run.held_ports {
+        for socket in held.sockets.iter().flatten() {
+            while socket.accept().is_ok() {}
+        }
+        if held.pending.iter().any(|p| *p) {
+            if now.duration_since(held.since) < HOLD_TRIES_FOR {
+                bind_held(held);
+            } else {
+                held.pending = [false, false];
+            }
+        }
+    }
+}
+
+/// A listening socket on `address` that riis keeps for itself: no other
+/// user's program can bind the address while it listens (a socket bound
+/// without listening would not keep one that sets `SO_REUSEADDR` out).
+/// Its connections are closed unanswered (see [`keep_holding_ports`]).
+fn bind_held_socket(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// How long a look at whether a process listens waits for the connection
@@ -494,6 +647,9 @@ struct Run {
     /// The latest ports processes were given (HTTP applications), at most
     /// [`RECENT_PORTS`].
     recent_ports: VecDeque<u16>,
+    /// The ports of processes that ended, bound for a while (see
+    /// [`HOLD_ENDED_PORTS`]).
+    held_ports: VecDeque<HeldPort>,
     /// When processes failed, within the last minute.
     fails: VecDeque<Instant>,
     /// Counts starts: a supervisor watches the start it was made for.
@@ -546,6 +702,7 @@ impl Application {
                 next: 0,
                 failed_starts: 0,
                 recent_ports: VecDeque::new(),
+                held_ports: VecDeque::new(),
                 fails: VecDeque::new(),
                 generation: 0,
                 socket_id: None,
@@ -789,6 +946,7 @@ impl Application {
             port,
             listening: None,
             foreign_seen: false,
+            next_look: Instant::now(),
         })
     }
 
@@ -812,17 +970,26 @@ impl Application {
             // HTTP processes not listening yet: their ports are tried
             // without the lock (a connection may wait), and requests go to
             // those that took one.
-            let starting: Vec<(u16, i32)> = run
+            let due = Instant::now();
+            let looked_at: Vec<(u16, i32, bool)> = run
                 .processes
                 .iter()
-                .filter(|p| !p.ready())
-                .map(|p| (p.port, p.child.id() as i32))
+                .filter(|p| p.port != 0 && p.next_look <= due)
+                .map(|p| (p.port, p.child.id() as i32, p.listening.is_some()))
                 .collect();
-            if !starting.is_empty() {
+            if !looked_at.is_empty() {
                 drop(run);
-                let found: Vec<(u16, Probe)> = starting
+                let found: Vec<(u16, Probe)> = looked_at
                     .into_iter()
-                    .map(|(port, group)| (port, probe(port, group)))
+                    .map(|(port, group, listened)| {
+                        let found = if listened {
+                            // Where the group listens now, if it still does.
+                            listener_of_group(port, group).map_or(Probe::NotYet, Probe::Listening)
+                        } else {
+                            probe(port, group)
+                        };
+                        (port, found)
+                    })
                     .collect();
                 run = self.lock();
                 if !matches!(run.phase, Phase::Running) || run.generation != generation {
@@ -832,22 +999,43 @@ impl Application {
                     let Some(process) = run.processes.iter_mut().find(|p| p.port == port) else {
                         continue;
                     };
+                    let listened = process.listening.is_some();
                     match found {
-                        Probe::NotYet => {}
-                        Probe::Listening(address) => {
-                            process.listening = Some(address);
-                            run.failed_starts = 0;
-                            tracing::info!(program, port, "{label} application process listens");
-                        }
-                        Probe::Foreign if !process.foreign_seen => {
-                            process.foreign_seen = true;
+                        Probe::NotYet if listened => {
+                            process.listening = None;
                             tracing::warn!(
                                 program,
                                 port,
-                                "another program listens on the port of a process of the {label} application; no request goes there, and the process is started again on another port after startup_time_limit"
+                                "a process of the {label} application no longer listens on its port; requests wait for one that does"
                             );
                         }
-                        Probe::Foreign => {}
+                        Probe::NotYet => {}
+                        Probe::Listening(address) => {
+                            if !listened {
+                                tracing::info!(
+                                    program,
+                                    port,
+                                    %address,
+                                    "{label} application process listens"
+                                );
+                            }
+                            process.listening = Some(address);
+                            process.next_look = Instant::now() + RECHECK_EVERY;
+                            if !listened {
+                                run.failed_starts = 0;
+                            }
+                        }
+                        Probe::Foreign => {
+                            process.next_look = Instant::now() + FOREIGN_LOOK_EVERY;
+                            if !process.foreign_seen {
+                                process.foreign_seen = true;
+                                tracing::warn!(
+                                    program,
+                                    port,
+                                    "another program listens on the port of a process of the {label} application; no request goes there, and the process is started again on another port after startup_time_limit"
+                                );
+                            }
+                        }
                     }
                 }
             }
@@ -867,6 +1055,7 @@ impl Application {
                 // What it forked goes with it: a master's orphaned workers
                 // (`PHP_FCGI_CHILDREN`) would go on taking connections.
                 let _ = killpg(group(&ended.child), Signal::SIGKILL);
+                hold_port(&mut run, ended.port);
                 let since = ended.started;
                 let failed = match self.config.endpoint {
                     Endpoint::ListeningSocket => {
@@ -917,6 +1106,7 @@ impl Application {
                         startup_time_limit.as_secs()
                     );
                     let _ = killpg(group(&late.child), Signal::SIGKILL);
+                    hold_port(&mut run, late.port);
                     stop_children(vec![late.child]);
                     run.fails.push_back(now);
                     run.failed_starts += 1;
@@ -955,10 +1145,14 @@ impl Application {
                             "a process of the {label} application could not start: {e}"
                         );
                         run.fails.push_back(now);
+                        // One try a look: a program that cannot be run
+                        // fails as often as it is started.
+                        break;
                     }
                 }
             }
             finish_retired(&mut run, now);
+            keep_holding_ports(&mut run, now);
             if self.monitored_file_changed(&mut run, now) {
                 // The processes finish what they have, and new ones, with
                 // the file as it is now, take the new connections on a new
@@ -1134,6 +1328,11 @@ pub(crate) struct Holdings {
     live: &'static AtomicUsize,
 }
 
+/// The server stops: StopListening came to a configuration of a module
+/// with applications. One server runs in a riis process; once it stops it
+/// does not start again.
+static SERVER_STOPPING: AtomicBool = AtomicBool::new(false);
+
 impl Drop for Holdings {
     /// A configuration dropped without retiring (its build failed after
     /// ApplicationStart) lets its applications go too.
@@ -1169,11 +1368,15 @@ impl Holdings {
     /// The server stops (StopListening).
     pub(crate) fn server_stops(&self) {
         self.server_stopping.store(true, Ordering::SeqCst);
+        SERVER_STOPPING.store(true, Ordering::SeqCst);
     }
 
     /// Whether the server stops: requests no longer wait for a process.
+    /// The process's, not only this configuration's: a request of a
+    /// configuration a reload replaced still waits on that configuration's
+    /// applications, and the server tells only the one in force.
     pub(crate) fn stopping(&self) -> bool {
-        self.server_stopping.load(Ordering::Relaxed)
+        SERVER_STOPPING.load(Ordering::Relaxed)
     }
 
     /// How many processes the applications run, for `riis status`.
@@ -1414,6 +1617,8 @@ fn close_endpoint(run: &mut Run) {
     run.folder = None;
     run.socket_id = None;
     run.next = 0;
+    // Nothing drains their connections once the supervisor is gone.
+    run.held_ports.clear();
 }
 
 /// [`stop_processes`] for `processes`.
@@ -1596,6 +1801,40 @@ mod tests {
         }
         lines.finish(&mut emit);
         got
+    }
+
+    /// Addresses as a little-endian machine's `/proc/net/tcp{,6}` write
+    /// them.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn proc_net_addresses_are_read() {
+        use std::net::IpAddr;
+        let read = |hex| proc_net_address(hex);
+        assert_eq!(read("0100007F"), Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(read("00000000"), Some(IpAddr::from([0, 0, 0, 0])));
+        assert_eq!(
+            read("00000000000000000000000001000000"),
+            Some(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(read("0100007"), None);
+        assert_eq!(read("zz00007F"), None);
+    }
+
+    /// The sockets this test listens on are found where they listen, and
+    /// as this process group's.
+    #[test]
+    fn a_groups_listener_is_found_where_it_listens() {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let group = nix::unistd::getpgrp().as_raw();
+        assert_eq!(
+            listener_of_group(port, group),
+            Some(SocketAddr::from(([127, 0, 0, 1], port)))
+        );
+        // Another group's: not found.
+        assert_eq!(listener_of_group(port, i32::MAX), None);
+        drop(listener);
+        assert_eq!(listener_of_group(port, group), None);
     }
 
     #[test]
