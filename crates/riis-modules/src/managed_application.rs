@@ -1003,6 +1003,10 @@ impl Application {
                     match found {
                         Probe::NotYet if listened => {
                             process.listening = None;
+                            // It gets `startup_time_limit` to listen again
+                            // (a cluster's master forking a new worker)
+                            // before it is killed.
+                            process.started = Instant::now();
                             tracing::warn!(
                                 program,
                                 port,
