@@ -1121,13 +1121,7 @@ impl Application {
                         run.failed_starts,
                         FAILED_FOR.as_secs()
                     );
-                    tracing::error!("{why}");
-                    stop_processes(&mut run);
-                    run.phase = Phase::Failed {
-                        why,
-                        until: Instant::now() + FAILED_FOR,
-                        stopped: true,
-                    };
+                    stop_for_failures(&mut run, why);
                     return;
                 }
             }
@@ -1185,13 +1179,7 @@ impl Application {
                     run.fails.len(),
                     FAILED_FOR.as_secs()
                 );
-                tracing::error!("{why}");
-                stop_processes(&mut run);
-                run.phase = Phase::Failed {
-                    why,
-                    until: Instant::now() + FAILED_FOR,
-                    stopped: true,
-                };
+                stop_for_failures(&mut run, why);
                 return;
             }
         }
@@ -1609,6 +1597,18 @@ fn take_processes(run: &mut Run) -> Vec<Child> {
         .collect();
     close_endpoint(run);
     processes
+}
+
+/// Rapid fail protection: stops the processes, and the application for
+/// [`FAILED_FOR`], logging `why`.
+fn stop_for_failures(run: &mut Run, why: String) {
+    tracing::error!("{why}");
+    stop_processes(run);
+    run.phase = Phase::Failed {
+        why,
+        until: Instant::now() + FAILED_FOR,
+        stopped: true,
+    };
 }
 
 /// Lets go of what the processes of a start were given: the socket and
