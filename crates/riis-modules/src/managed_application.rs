@@ -1321,8 +1321,9 @@ pub(crate) struct Holdings {
 }
 
 /// The server stops: StopListening came to a configuration of a module
-/// with applications. One server runs in a riis process; once it stops it
-/// does not start again.
+/// with applications. One server runs in a riis process at a time; the
+/// first configuration of a module after all had retired (a new server in
+/// a program that embeds riis) clears it.
 static SERVER_STOPPING: AtomicBool = AtomicBool::new(false);
 
 impl Drop for Holdings {
@@ -1336,7 +1337,11 @@ impl Drop for Holdings {
 impl Holdings {
     /// A new configuration's, counted in `live` (the module's own static).
     pub(crate) fn new(live: &'static AtomicUsize) -> Self {
-        live.fetch_add(1, Ordering::SeqCst);
+        if live.fetch_add(1, Ordering::SeqCst) == 0 {
+            // The module's first configuration: a server starts (a program
+            // embedding riis may run one after another).
+            SERVER_STOPPING.store(false, Ordering::SeqCst);
+        }
         Self {
             applications: Mutex::default(),
             server_stopping: AtomicBool::new(false),
