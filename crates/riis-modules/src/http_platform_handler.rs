@@ -20,7 +20,8 @@
 //! settings keeps the running processes), **StopListening** ends the
 //! requests' waits (503) and makes the server's stop wait for the
 //! processes to exit, and **RscaQuery** reports
-//! `http_platform_processes` to `riis status`.
+//! `http_platform_processes` and `http_platform_applications_stopped` (by
+//! rapid fail protection) to `riis status`.
 //!
 //! The processes (see `managed_application`): each gets a free loopback
 //! port in the `HTTP_PLATFORM_PORT` environment variable, and wherever
@@ -354,7 +355,13 @@ pub fn register_module(
         section: config,
         application_of: |config: &HttpPlatformConfig| config.application.as_ref(),
         holdings: holdings.clone(),
-        status: move || format!("http_platform_processes: {}\n", counted.processes()),
+        status: move || {
+            format!(
+                "http_platform_processes: {}\nhttp_platform_applications_stopped: {}\n",
+                counted.processes(),
+                counted.stopped_for_failures()
+            )
+        },
     }
     .register(registration)?;
     registration.set_request_notifications(

@@ -1239,6 +1239,14 @@ impl Application {
     pub(crate) fn processes(&self) -> usize {
         self.lock().processes.len()
     }
+
+    /// Whether rapid fail protection keeps the application stopped now.
+    fn stopped_for_failures(&self) -> bool {
+        matches!(
+            self.lock().phase,
+            Phase::Failed { stopped: true, until, .. } if Instant::now() < until
+        )
+    }
 }
 
 /// The applications configurations hold, with how many hold each.
@@ -1384,6 +1392,17 @@ impl Holdings {
             .iter()
             .map(|a| a.processes())
             .sum()
+    }
+
+    /// How many of the applications rapid fail protection keeps stopped,
+    /// for `riis status`: their requests get 503.
+    pub(crate) fn stopped_for_failures(&self) -> usize {
+        self.applications
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|a| a.stopped_for_failures())
+            .count()
     }
 
     /// The configuration retires: lets its applications go (see

@@ -513,6 +513,10 @@ fn keeps_failing(script: &str) {
     }
     let status = common::riis_status(&config);
     assert!(status.contains("fastcgi_processes: 0"), "{status}");
+    assert!(
+        status.contains("fastcgi_applications_stopped: 1"),
+        "{status}"
+    );
 }
 
 #[test]

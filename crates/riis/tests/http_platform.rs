@@ -263,7 +263,9 @@ startup_retry_count = 1"#,
     let resp = Connection::open(server.addr).get("/app/x");
     assert_eq!(resp.status, 503);
     wait_for("the application was stopped", || {
-        common::riis_status(&config).contains("http_platform_processes: 0")
+        let status = common::riis_status(&config);
+        status.contains("http_platform_processes: 0")
+            && status.contains("http_platform_applications_stopped: 1")
     });
     let resp = Connection::open(server.addr).get("/app/y");
     assert_eq!(resp.status, 503);
