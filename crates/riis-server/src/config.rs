@@ -333,6 +333,13 @@ pub struct ModuleEntry {
     pub kind: Option<String>,
 }
 
+impl ModuleEntry {
+    /// The module it instantiates: `type`, or else its `name`.
+    pub fn type_name(&self) -> &str {
+        self.kind.as_deref().unwrap_or(&self.name)
+    }
+}
+
 /// `[[global_modules]]`: a native module library, as IIS's
 /// `<globalModules>` lists DLLs. Enabling it in `[[modules]]` loads it.
 #[derive(Debug, Clone, Deserialize)]

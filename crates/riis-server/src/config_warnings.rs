@@ -89,20 +89,21 @@ impl ServerConfig {
     /// ReverseProxy after it: HttpPlatformHandler only names the
     /// application's process (in `PROXY_SERVER`), ReverseProxy passes the
     /// request, so without it the application never gets one.
-    fn platforms_without_proxy(&self, list: &[HandlerDefinition]) -> Vec<(String, String)> {
-        let kind = |name: &str| {
+    fn platforms_without_proxy<'a>(
+        &'a self,
+        list: &'a [HandlerDefinition],
+    ) -> Vec<(String, String)> {
+        let kind = |name: &'a str| {
             self.modules
                 .iter()
                 .find(|m| m.name == name)
-                .map_or(name.to_owned(), |m| {
-                    m.kind.clone().unwrap_or_else(|| m.name.clone())
-                })
+                .map_or(name, |m| m.type_name())
         };
         list.iter()
             .filter_map(|handler| {
-                let kinds: Vec<String> = handler.modules.iter().map(|m| kind(m)).collect();
-                let at = kinds.iter().position(|k| k == "HttpPlatformHandler")?;
-                if kinds[at..].iter().any(|k| k == "ReverseProxy") {
+                let kinds: Vec<&str> = handler.modules.iter().map(|m| kind(m)).collect();
+                let at = kinds.iter().position(|k| *k == "HttpPlatformHandler")?;
+                if kinds[at..].contains(&"ReverseProxy") {
                     return None;
                 }
                 Some((
@@ -126,11 +127,7 @@ impl ServerConfig {
     /// segment starts with `.` and no `static_file` section there sets
     /// `allow_hidden`.
     fn refuses(&self, site: &SiteDefinition, url: &str) -> bool {
-        let listed = |module: &str| {
-            self.modules
-                .iter()
-                .any(|m| m.kind.as_deref().unwrap_or(&m.name) == module)
-        };
+        let listed = |module: &str| self.modules.iter().any(|m| m.type_name() == module);
         let covering: Vec<&riis_pipeline::LocationDefinition> = site
             .locations
             .iter()

@@ -81,7 +81,7 @@ pub fn build_pipeline(
     let libraries = load_native_modules(config)?;
     let mut skipped: Vec<&str> = Vec::new();
     for (i, entry) in config.modules.iter().enumerate() {
-        let kind = entry.kind.as_deref().unwrap_or(&entry.name);
+        let kind = entry.type_name();
         if let Some((g, loaded)) = config
             .global_modules
             .iter()
