@@ -967,9 +967,9 @@ impl Application {
             if !matches!(run.phase, Phase::Running) || run.generation != generation {
                 return;
             }
-            // HTTP processes not listening yet: their ports are tried
-            // without the lock (a connection may wait), and requests go to
-            // those that took one.
+            // HTTP processes' ports due for a look (see [`Process::next_look`])
+            // are looked at without the lock (a connection may wait, `/proc`
+            // is read).
             let due = Instant::now();
             let looked_at: Vec<(u16, i32, bool)> = run
                 .processes
@@ -979,69 +979,12 @@ impl Application {
                 .collect();
             if !looked_at.is_empty() {
                 drop(run);
-                let found: Vec<(u16, Probe)> = looked_at
-                    .into_iter()
-                    .map(|(port, group, listened)| {
-                        let found = if listened {
-                            // Where the group listens now, if it still does.
-                            listener_of_group(port, group).map_or(Probe::NotYet, Probe::Listening)
-                        } else {
-                            probe(port, group)
-                        };
-                        (port, found)
-                    })
-                    .collect();
+                let found = look_at_ports(looked_at);
                 run = self.lock();
                 if !matches!(run.phase, Phase::Running) || run.generation != generation {
                     return;
                 }
-                for (port, found) in found {
-                    let Some(process) = run.processes.iter_mut().find(|p| p.port == port) else {
-                        continue;
-                    };
-                    let listened = process.listening.is_some();
-                    match found {
-                        Probe::NotYet if listened => {
-                            process.listening = None;
-                            // It gets `startup_time_limit` to listen again
-                            // (a cluster's master forking a new worker)
-                            // before it is killed.
-                            process.started = Instant::now();
-                            tracing::warn!(
-                                program,
-                                port,
-                                "a process of the {label} application no longer listens on its port; requests wait for one that does"
-                            );
-                        }
-                        Probe::NotYet => {}
-                        Probe::Listening(address) => {
-                            if !listened {
-                                tracing::info!(
-                                    program,
-                                    port,
-                                    %address,
-                                    "{label} application process listens"
-                                );
-                            }
-                            process.listening = Some(address);
-                            process.next_look = Instant::now() + RECHECK_EVERY;
-                            if !listened {
-                                run.failed_starts = 0;
-                            }
-                        }
-                        Probe::Foreign => {
-                            process.next_look = Instant::now() + FOREIGN_LOOK_EVERY;
-                            if !process.foreign_seen {
-                                process.foreign_seen = true;
-                                tracing::warn!(
-                                    program,
-                                    port,
-                                    "another program listens on the port of a process of the {label} application; no request goes there, and the process is started again on another port after startup_time_limit"
-                                );
-                            }
-                        }
-                    }
-                }
+                note_looks(&mut run, found, &program, label);
             }
             let now = Instant::now();
             let mut index = 0;
@@ -1633,6 +1576,66 @@ fn stop_for_failures(run: &mut Run, why: String) {
         until: Instant::now() + FAILED_FOR,
         stopped: true,
     };
+}
+
+/// Looks at the ports of processes (port, process group, whether it took
+/// requests until now): where a process that took requests listens now, if
+/// it still does; whether a starting one listens (see [`probe`]).
+fn look_at_ports(looked_at: Vec<(u16, i32, bool)>) -> Vec<(u16, Probe)> {
+    looked_at
+        .into_iter()
+        .map(|(port, group, listened)| {
+            let found = if listened {
+                listener_of_group(port, group).map_or(Probe::NotYet, Probe::Listening)
+            } else {
+                probe(port, group)
+            };
+            (port, found)
+        })
+        .collect()
+}
+
+/// Takes what [`look_at_ports`] found into the processes it looked at.
+fn note_looks(run: &mut Run, found: Vec<(u16, Probe)>, program: &str, label: &str) {
+    for (port, found) in found {
+        let Some(process) = run.processes.iter_mut().find(|p| p.port == port) else {
+            continue;
+        };
+        let listened = process.listening.is_some();
+        match found {
+            Probe::NotYet if listened => {
+                process.listening = None;
+                // It gets `startup_time_limit` to listen again (a cluster's
+                // master forking a new worker) before it is killed.
+                process.started = Instant::now();
+                tracing::warn!(
+                    program,
+                    port,
+                    "a process of the {label} application no longer listens on its port; requests wait for one that does"
+                );
+            }
+            Probe::NotYet => {}
+            Probe::Listening(address) => {
+                if !listened {
+                    tracing::info!(program, port, %address, "{label} application process listens");
+                    run.failed_starts = 0;
+                }
+                process.listening = Some(address);
+                process.next_look = Instant::now() + RECHECK_EVERY;
+            }
+            Probe::Foreign => {
+                process.next_look = Instant::now() + FOREIGN_LOOK_EVERY;
+                if !process.foreign_seen {
+                    process.foreign_seen = true;
+                    tracing::warn!(
+                        program,
+                        port,
+                        "another program listens on the port of a process of the {label} application; no request goes there, and the process is started again on another port after startup_time_limit"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Lets go of what the processes of a start were given: the socket and
