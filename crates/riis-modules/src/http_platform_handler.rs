@@ -73,7 +73,7 @@ use riis_pipeline::{
 use serde::Deserialize;
 
 use crate::managed_application::{
-    Application, ApplicationConfig, ApplicationsGlobal, Endpoint, Holdings, Lease,
+    Application, ApplicationConfig, ApplicationsGlobal, Endpoint, Holdings, Lease, PortConvention,
 };
 use crate::reverse_proxy::PROXY_SERVER;
 
@@ -85,10 +85,51 @@ pub struct HttpPlatformConfig {
     application: Option<ApplicationConfig>,
 }
 
-impl HttpPlatformConfig {
+impl PlatformSection for HttpPlatformConfig {
+    const MODULE: &'static str = "HttpPlatformHandler";
+    const SECTION: &'static str = "http_platform";
+    const STATUS_PREFIX: &'static str = "http_platform";
+    const UNAVAILABLE: (StatusCode, u16) = (StatusCode::SERVICE_UNAVAILABLE, 0);
+
+    fn application(&self) -> Option<&ApplicationConfig> {
+        self.application.as_ref()
+    }
+
+    fn live_configurations() -> &'static AtomicUsize {
+        &LIVE_CONFIGURATIONS
+    }
+}
+
+/// What tells the modules that start an HTTP application apart
+/// (HttpPlatformHandler, and AspNetCoreModule, which this file's handler
+/// also serves): their section, their names, and what each request to the
+/// application carries.
+pub(crate) trait PlatformSection:
+    serde::de::DeserializeOwned + Default + Send + Sync + 'static
+{
+    /// The module's name, in logs and error pages.
+    const MODULE: &'static str;
+    /// The configuration section's name.
+    const SECTION: &'static str;
+    /// How `riis status` lines begin (`…_processes`).
+    const STATUS_PREFIX: &'static str;
+    /// The status and substatus of a request the application cannot take
+    /// (it failed to start, or rapid fail protection stopped it).
+    const UNAVAILABLE: (StatusCode, u16);
+
+    /// The location's application, if the section names one.
+    fn application(&self) -> Option<&ApplicationConfig>;
+
+    /// The count of this module's configurations that have not retired.
+    fn live_configurations() -> &'static AtomicUsize;
+
+    /// Readies the request for the application just chosen, before
+    /// ReverseProxy passes it (headers of the application's convention).
+    fn prepare(_ctx: &mut HttpContext, _application: &Application) {}
+
     /// How long a request waits for a process to listen.
     fn startup_time_limit(&self) -> Duration {
-        match self.application.as_ref().map(|a| a.endpoint) {
+        match self.application().map(|a| a.endpoint) {
             Some(Endpoint::Port {
                 startup_time_limit, ..
             }) => startup_time_limit,
@@ -121,16 +162,16 @@ struct HttpPlatformSection {
     rapid_fails_per_minute: usize,
 }
 
-fn one() -> usize {
+pub(crate) fn one() -> usize {
     1
 }
 
-fn ten<T: From<u8>>() -> T {
+pub(crate) fn ten<T: From<u8>>() -> T {
     T::from(10)
 }
 
 /// A number of `range`.
-fn within<'de, D, T>(d: D, range: std::ops::RangeInclusive<T>) -> Result<T, D::Error>
+pub(crate) fn within<'de, D, T>(d: D, range: std::ops::RangeInclusive<T>) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de> + PartialOrd + std::fmt::Display,
@@ -147,28 +188,28 @@ where
     }
 }
 
-fn one_to_100<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+pub(crate) fn one_to_100<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     within(d, 1..=100)
 }
 
-fn up_to_100<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+pub(crate) fn up_to_100<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     within(d, 0..=100)
 }
 
-fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     within(d, 1..=3600)
 }
 
 /// The configuration's folder (`.` for a section read outside a
 /// configuration file, in tests).
-fn configuration_folder() -> PathBuf {
+pub(crate) fn configuration_folder() -> PathBuf {
     Some(riis_pipeline::configuration_folder())
         .filter(|folder| !folder.as_os_str().is_empty())
         .unwrap_or_else(|| ".".into())
 }
 
 /// A folder, relative to the configuration's; it must be one.
-fn folder<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+pub(crate) fn folder<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     let joined = configuration_folder().join(String::deserialize(d)?);
     let folder = std::path::absolute(&joined).unwrap_or(joined);
     if folder.is_dir() {
@@ -183,10 +224,9 @@ fn folder<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::
 
 impl From<HttpPlatformSection> for HttpPlatformConfig {
     fn from(section: HttpPlatformSection) -> Self {
-        let working_directory = section.working_directory.unwrap_or_else(|| {
-            let folder = configuration_folder();
-            std::path::absolute(&folder).unwrap_or(folder)
-        });
+        let working_directory = section
+            .working_directory
+            .unwrap_or_else(default_working_directory);
         Self {
             application: Some(ApplicationConfig {
                 path: section.process_path,
@@ -198,11 +238,19 @@ impl From<HttpPlatformSection> for HttpPlatformConfig {
                 endpoint: Endpoint::Port {
                     startup_time_limit: Duration::from_secs(section.startup_time_limit),
                     startup_retry_count: section.startup_retry_count,
+                    convention: PortConvention::HttpPlatform,
                 },
                 working_directory: Some(working_directory),
+                stop_grace: crate::managed_application::STOP_GRACE,
             }),
         }
     }
+}
+
+/// The folder processes start in by default: the configuration's.
+pub(crate) fn default_working_directory() -> PathBuf {
+    let folder = configuration_folder();
+    std::path::absolute(&folder).unwrap_or(folder)
 }
 
 /// How often a waiting request looks whether a process listens.
@@ -212,9 +260,10 @@ const WAIT_STEP: Duration = Duration::from_millis(20);
 /// [`Holdings`]).
 static LIVE_CONFIGURATIONS: AtomicUsize = AtomicUsize::new(0);
 
-/// The module instance: one per request.
-pub struct HttpPlatformHandler {
-    config: Section<HttpPlatformConfig>,
+/// The module instance: one per request. `C` is the module's section
+/// (HttpPlatformHandler's, or AspNetCoreModule's).
+pub(crate) struct HttpPlatformHandler<C: PlatformSection = HttpPlatformConfig> {
+    config: Section<C>,
     holdings: Arc<Holdings>,
     /// The application the request waits for (until a process listens),
     /// and until when.
@@ -224,7 +273,7 @@ pub struct HttpPlatformHandler {
     _lease: Option<Lease>,
 }
 
-impl HttpPlatformHandler {
+impl<C: PlatformSection> HttpPlatformHandler<C> {
     /// Sends the request to a listening process, or waits for one.
     fn route(
         &mut self,
@@ -234,15 +283,16 @@ impl HttpPlatformHandler {
     ) -> RequestNotificationStatus {
         match application.address() {
             Ok(Some((address, lease))) => {
+                C::prepare(ctx, &application);
                 ctx.set_server_variable(PROXY_SERVER, format!("http://{address}"));
                 self._lease = Some(lease);
                 RequestNotificationStatus::Continue
             }
-            Ok(None) if self.holdings.stopping() => fail(ctx, "the server is stopping"),
+            Ok(None) if self.holdings.stopping() => stopping::<C>(ctx),
             Ok(None) => match deadline {
                 Some(deadline) if Instant::now() >= deadline => {
                     let limit = ctx.config(self.config).startup_time_limit().as_secs();
-                    fail(
+                    fail::<C>(
                         ctx,
                         &format!(
                             "the application {} did not listen on its port within {limit} s (startup_time_limit)",
@@ -258,7 +308,7 @@ impl HttpPlatformHandler {
                     self.wait(ctx, application, Instant::now() + limit)
                 }
             },
-            Err(why) => fail(ctx, &why),
+            Err(why) => fail::<C>(ctx, &why),
         }
     }
 
@@ -295,7 +345,7 @@ impl HttpPlatformHandler {
                         handle.post_completion(0);
                     });
                 if let Err(e) = started {
-                    return fail(ctx, &format!("cannot wait for the application: {e}"));
+                    return fail::<C>(ctx, &format!("cannot wait for the application: {e}"));
                 }
             }
         }
@@ -304,24 +354,31 @@ impl HttpPlatformHandler {
     }
 }
 
-/// 503, logged with why: the application cannot take the request.
-fn fail(ctx: &mut HttpContext, why: &str) -> RequestNotificationStatus {
+/// The module's [`PlatformSection::UNAVAILABLE`] status, logged with why:
+/// the application cannot take the request.
+fn fail<C: PlatformSection>(ctx: &mut HttpContext, why: &str) -> RequestNotificationStatus {
+    let (status, substatus) = C::UNAVAILABLE;
+    crate::gateway::fail_with_substatus(ctx, C::MODULE, status, substatus, why)
+}
+
+/// 503: the server stops, and no process is left to take the request.
+fn stopping<C: PlatformSection>(ctx: &mut HttpContext) -> RequestNotificationStatus {
     crate::gateway::fail(
         ctx,
-        "HttpPlatformHandler",
+        C::MODULE,
         StatusCode::SERVICE_UNAVAILABLE,
-        why,
+        "the server is stopping",
     )
 }
 
-impl HttpModule for HttpPlatformHandler {
+impl<C: PlatformSection> HttpModule for HttpPlatformHandler<C> {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        let Some(config) = ctx.config(self.config).application.as_ref() else {
+        let Some(config) = ctx.config(self.config).application() else {
             return crate::gateway::fail(
                 ctx,
-                "HttpPlatformHandler",
+                C::MODULE,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "http_platform.process_path is not set for this location",
+                &format!("{}.process_path is not set for this location", C::SECTION),
             );
         };
         let application = self.holdings.application(config);
@@ -348,18 +405,28 @@ pub fn register_module(
     registration: &mut ModuleRegistration<'_>,
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
-    let config = registration.declare_section::<HttpPlatformConfig>("http_platform")?;
-    let holdings = Arc::new(Holdings::new(&LIVE_CONFIGURATIONS));
+    register_platform::<HttpPlatformConfig>(registration)
+}
+
+/// Registers the module of section `C`: the handler at
+/// ExecuteRequestHandler, and the global module that starts, stops and
+/// reports the applications.
+pub(crate) fn register_platform<C: PlatformSection>(
+    registration: &mut ModuleRegistration<'_>,
+) -> Result<(), ModuleError> {
+    let config = registration.declare_section::<C>(C::SECTION)?;
+    let holdings = Arc::new(Holdings::new(C::live_configurations()));
     let counted = holdings.clone();
     ApplicationsGlobal {
         section: config,
-        application_of: |config: &HttpPlatformConfig| config.application.as_ref(),
+        application_of: |config: &C| config.application(),
         holdings: holdings.clone(),
         status: move || {
             format!(
-                "http_platform_processes: {}\nhttp_platform_applications_stopped: {}\n",
+                "{prefix}_processes: {}\n{prefix}_applications_stopped: {}\n",
                 counted.processes(),
-                counted.stopped_for_failures()
+                counted.stopped_for_failures(),
+                prefix = C::STATUS_PREFIX,
             )
         },
     }
@@ -373,14 +440,14 @@ pub fn register_module(
 
 /// Makes the instances; when its configuration retires (the server stops,
 /// or a reload replaced it), lets the applications go.
-struct Factory {
-    config: Section<HttpPlatformConfig>,
+struct Factory<C: PlatformSection> {
+    config: Section<C>,
     holdings: Arc<Holdings>,
 }
 
-impl riis_pipeline::HttpModuleFactory for Factory {
+impl<C: PlatformSection> riis_pipeline::HttpModuleFactory for Factory<C> {
     fn get_http_module(&self) -> Result<Box<dyn HttpModule>, ModuleError> {
-        Ok(Box::new(HttpPlatformHandler {
+        Ok(Box::new(HttpPlatformHandler::<C> {
             config: self.config,
             holdings: self.holdings.clone(),
             waiting_for: None,
@@ -411,7 +478,8 @@ mod tests {
             application.endpoint,
             Endpoint::Port {
                 startup_time_limit: Duration::from_secs(10),
-                startup_retry_count: 10
+                startup_retry_count: 10,
+                convention: PortConvention::HttpPlatform,
             }
         );
         let errors = [

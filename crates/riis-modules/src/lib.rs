@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod anonymous_authentication;
+pub mod asp_net_core_module;
 pub mod async_hello;
 mod backend;
 mod background;
@@ -470,6 +471,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
         "HttpPlatformHandler",
         http_platform_handler::register_module,
     ),
+    ("AspNetCoreModule", asp_net_core_module::register_module),
     ("Metrics", metrics::register_module),
 ];
 

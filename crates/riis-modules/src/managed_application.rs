@@ -2,9 +2,11 @@
 //! to: FastCgi's (IIS's `<fastCgi><application fullPath=…>`: PHP's
 //! `php-cgi`, or any program that is a FastCGI responder when its standard
 //! input is a listening socket, the FastCGI convention
-//! `FCGI_LISTENSOCK_FILENO`) and HttpPlatformHandler's (IIS's
+//! `FCGI_LISTENSOCK_FILENO`), HttpPlatformHandler's (IIS's
 //! `<httpPlatform processPath=…>`: any program that serves HTTP on the port
-//! it is given, Node.js, Python, Java). [`Endpoint`] tells them apart.
+//! it is given, Node.js, Python, Java) and AspNetCoreModule's (IIS's
+//! `<aspNetCore processPath=…>`: an ASP.NET Core application).
+//! [`Endpoint`] tells them apart, and [`PortConvention`] the last two.
 //!
 //! **FastCGI** ([`Endpoint::ListeningSocket`]): at the first request that
 //! needs it, riis makes a Unix socket in a
@@ -18,7 +20,9 @@
 //! **HTTP** ([`Endpoint::Port`]): each process is given a free loopback
 //! port of its own, in the `HTTP_PLATFORM_PORT` environment variable and
 //! wherever `%HTTP_PLATFORM_PORT%` appears in its arguments and
-//! environment (IIS's HttpPlatformHandler does the same). A process takes
+//! environment (IIS's HttpPlatformHandler does the same; for an ASP.NET
+//! Core application, `ASPNETCORE_PORT`, with a pairing token in
+//! `ASPNETCORE_TOKEN`). A process takes
 //! requests once a connection to its port succeeds and every socket
 //! listening on the port is its process group's (looked at every
 //! [`CHECK_EVERY`]; see [`probe`]); one that does not listen within `startup_time_limit`
@@ -38,7 +42,8 @@
 //! (IIS's rapid fail protection). If a start fails (the program cannot be
 //! run, no socket could be made), requests get 503 for a second, then the
 //! next one tries again. The processes are stopped (SIGTERM to each one's
-//! process group, SIGKILL two seconds later) when no configuration holds
+//! process group, SIGKILL two seconds later, or after an ASP.NET Core
+//! application's `shutdown_time_limit`) when no configuration holds
 //! them any more (killed at once when no configuration with the module is
 //! left) or the server stops, and the server's stop waits for that (see
 //! [`wait_for_stops`]); each process group holds the
@@ -70,6 +75,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use std::fmt::Write as _;
 
 use crate::backend::Address;
 
@@ -83,8 +89,9 @@ const MAX_INSTANCES: usize = 256;
 /// `PHP_FCGI_MAX_REQUESTS = 5`). A look is a `waitpid` per process.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
 
-/// How long stopping processes get before they are killed.
-const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long stopping processes get before they are killed, unless their
+/// application says otherwise ([`ApplicationConfig::stop_grace`]).
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The longest line of the processes' standard error that is logged, as
 /// for `FCGI_STDERR`: the rest of a longer line is counted and dropped, so
@@ -185,6 +192,15 @@ pub struct ApplicationConfig {
     /// The folder the processes start in; `None`: riis's own.
     #[serde(skip)]
     pub(crate) working_directory: Option<PathBuf>,
+    /// How long stopping processes get, after SIGTERM, before they are
+    /// killed (the ASP.NET Core Module's `shutdownTimeLimit`; FastCGI and
+    /// HttpPlatformHandler have no setting: [`STOP_GRACE`]).
+    #[serde(skip, default = "default_stop_grace")]
+    pub(crate) stop_grace: Duration,
+}
+
+fn default_stop_grace() -> Duration {
+    STOP_GRACE
 }
 
 /// How requests reach an application's processes.
@@ -194,7 +210,8 @@ pub(crate) enum Endpoint {
     /// (FastCGI's `FCGI_LISTENSOCK_FILENO`).
     #[default]
     ListeningSocket,
-    /// A loopback TCP port per process, named in `HTTP_PLATFORM_PORT`.
+    /// A loopback TCP port per process, named in an environment variable
+    /// ([`PortConvention`]).
     Port {
         /// How long a process may take to listen before it is killed
         /// (IIS's `startupTimeLimit`).
@@ -202,6 +219,8 @@ pub(crate) enum Endpoint {
         /// Starts in a row that did not listen past which the application
         /// is stopped (IIS's `startupRetryCount`).
         startup_retry_count: usize,
+        /// How the process is told its port, and whether it is paired.
+        convention: PortConvention,
     },
 }
 
@@ -210,15 +229,50 @@ impl Endpoint {
     fn label(self) -> &'static str {
         match self {
             Self::ListeningSocket => "FastCGI",
-            Self::Port { .. } => "HttpPlatform",
+            Self::Port { convention, .. } => convention.label(),
         }
     }
 }
 
-/// The name of the environment variable, and of the `%…%` placeholder in
-/// arguments and environment values, that tells an HTTP application its
-/// port (IIS's HttpPlatformHandler's).
-pub(crate) const PORT_VARIABLE: &str = "HTTP_PLATFORM_PORT";
+/// How an HTTP application learns its port, and what else it is given:
+/// the convention of the IIS module whose role riis plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum PortConvention {
+    /// HttpPlatformHandler's: `HTTP_PLATFORM_PORT`, in the environment and
+    /// wherever `%HTTP_PLATFORM_PORT%` appears in arguments and
+    /// environment values.
+    HttpPlatform,
+    /// The ASP.NET Core Module's: `ASPNETCORE_PORT`, and a pairing token in
+    /// `ASPNETCORE_TOKEN` that every request carries (see
+    /// [`Application::pairing_token`]), so that the application's IIS
+    /// integration takes only requests passed by riis.
+    AspNetCore,
+}
+
+impl PortConvention {
+    /// The environment variable (and `%…%` placeholder) naming the port.
+    pub(crate) fn port_variable(self) -> &'static str {
+        match self {
+            Self::HttpPlatform => "HTTP_PLATFORM_PORT",
+            Self::AspNetCore => "ASPNETCORE_PORT",
+        }
+    }
+
+    /// The environment variable holding the pairing token, if any.
+    fn token_variable(self) -> Option<&'static str> {
+        match self {
+            Self::HttpPlatform => None,
+            Self::AspNetCore => Some("ASPNETCORE_TOKEN"),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::HttpPlatform => "HttpPlatform",
+            Self::AspNetCore => "AspNetCore",
+        }
+    }
+}
 
 fn default_instances() -> usize {
     4
@@ -261,6 +315,17 @@ fn file_version(path: &std::path::Path) -> Option<FileVersion> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec()))
+}
+
+/// A new pairing token: 128 random bits, in hexadecimal.
+fn pairing_token() -> Result<String, String> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| format!("no random bytes for the application's pairing token: {e}"))?;
+    Ok(bytes.iter().fold(String::with_capacity(32), |mut text, b| {
+        let _ = write!(text, "{b:02x}");
+        text
+    }))
 }
 
 /// How often a monitored file is looked at.
@@ -673,11 +738,18 @@ struct Run {
     /// delete and write, or truncate and write, recycles once, with the
     /// file whole.
     monitored_change: Option<Option<FileVersion>>,
+    /// The application's [`ApplicationConfig::stop_grace`].
+    stop_grace: Duration,
 }
 
 /// One application of a configuration, started at its first request.
 pub(crate) struct Application {
     config: ApplicationConfig,
+    /// The secret every request to the processes carries, when their
+    /// [`PortConvention`] pairs them (made once per application, so that a
+    /// process started again gets the same; `Err` when the system gave no
+    /// random bytes, and the application cannot start).
+    pairing_token: Option<Result<String, String>>,
     run: Mutex<Run>,
     /// Wakes the supervisor when the application stops.
     stopping: Condvar,
@@ -689,8 +761,14 @@ impl Application {
     pub(crate) fn new(config: ApplicationConfig) -> Arc<Self> {
         // The clock's start comes before any process's.
         let _ = crate::process_start();
+        let pairing_token = match config.endpoint {
+            Endpoint::Port { convention, .. } if convention.token_variable().is_some() => {
+                Some(pairing_token())
+            }
+            _ => None,
+        };
         Arc::new(Self {
-            config,
+            pairing_token,
             run: Mutex::new(Run {
                 phase: Phase::NotStarted,
                 folder: None,
@@ -710,10 +788,18 @@ impl Application {
                 uses: Arc::new(()),
                 monitored: None,
                 monitored_change: None,
+                stop_grace: config.stop_grace,
             }),
+            config,
             stopping: Condvar::new(),
             taken: Arc::default(),
         })
+    }
+
+    /// The pairing token requests to the processes carry, when their
+    /// convention pairs them (the ASP.NET Core Module's `MS-ASPNETCORE-TOKEN`).
+    pub(crate) fn pairing_token(&self) -> Option<&str> {
+        self.pairing_token.as_ref()?.as_deref().ok()
     }
 
     /// When the application last took a request up; the exchange
@@ -917,7 +1003,7 @@ impl Application {
                     .stdout(Stdio::null());
                 0
             }
-            Endpoint::Port { .. } => {
+            Endpoint::Port { convention, .. } => {
                 let stdout = run.stdout.as_ref().ok_or_else(missing)?;
                 let avoid: Vec<u16> = (run.recent_ports.iter())
                     .chain(run.processes.iter().map(|p| &p.port))
@@ -929,14 +1015,23 @@ impl Application {
                 }
                 run.recent_ports.push_back(port);
                 let text = port.to_string();
-                let placeholder = format!("%{PORT_VARIABLE}%");
+                let variable = convention.port_variable();
+                let placeholder = format!("%{variable}%");
                 let expand = |value: &String| value.replace(&placeholder, &text);
                 command
                     .args(self.config.arguments.iter().map(expand))
                     .envs(self.config.environment.iter().map(|(k, v)| (k, expand(v))))
-                    .env(PORT_VARIABLE, &text)
+                    .env(variable, &text)
                     .stdin(Stdio::null())
                     .stdout(Stdio::from(stdout.try_clone()?));
+                if let (Some(variable), Some(token)) =
+                    (convention.token_variable(), &self.pairing_token)
+                {
+                    let token = token
+                        .as_deref()
+                        .map_err(|e| std::io::Error::other(e.clone()))?;
+                    command.env(variable, token);
+                }
                 port
             }
         };
@@ -1036,6 +1131,7 @@ impl Application {
             if let Endpoint::Port {
                 startup_time_limit,
                 startup_retry_count,
+                convention,
             } = self.config.endpoint
             {
                 let mut index = 0;
@@ -1049,12 +1145,13 @@ impl Application {
                     tracing::warn!(
                         program,
                         port = late.port,
-                        "a process of the {label} application did not listen on its port (HTTP_PLATFORM_PORT) within {} s (startup_time_limit); it is killed",
+                        "a process of the {label} application did not listen on its port ({}) within {} s (startup_time_limit); it is killed",
+                        convention.port_variable(),
                         startup_time_limit.as_secs()
                     );
                     let _ = killpg(group(&late.child), Signal::SIGKILL);
                     hold_port(&mut run, late.port);
-                    stop_children(vec![late.child]);
+                    stop_children(vec![late.child], run.stop_grace);
                     run.fails.push_back(now);
                     run.failed_starts += 1;
                 }
@@ -1166,7 +1263,7 @@ impl Application {
         self.stopping.notify_all();
         drop(run);
         // Reaped on a thread of its own, as stops are.
-        stop_children(processes);
+        stop_children(processes, STOP_GRACE);
     }
 
     /// Stops the processes (no configuration holds the application any
@@ -1513,7 +1610,7 @@ fn retire_processes(run: &mut Run) {
             .drain(..excess)
             .map(|(child, _, _)| child)
             .collect();
-        stop_children(oldest);
+        stop_children(oldest, run.stop_grace);
     }
     close_endpoint(run);
 }
@@ -1538,7 +1635,7 @@ fn finish_retired(run: &mut Run, now: Instant) {
             index += 1;
         }
     }
-    stop_children(due);
+    stop_children(due, run.stop_grace);
 }
 
 /// SIGTERM to each process's group (retired ones too) and the socket and
@@ -1547,7 +1644,7 @@ fn finish_retired(run: &mut Run, now: Instant) {
 /// still there after [`STOP_GRACE`].
 fn stop_processes(run: &mut Run) {
     let processes = take_processes(run);
-    stop_children(processes);
+    stop_children(processes, run.stop_grace);
 }
 
 /// The processes, retired ones too, taken from `run`, with the socket and
@@ -1653,7 +1750,7 @@ fn close_endpoint(run: &mut Run) {
 }
 
 /// [`stop_processes`] for `processes`.
-fn stop_children(processes: Vec<Child>) {
+fn stop_children(processes: Vec<Child>, grace: Duration) {
     use nix::sys::signal::{killpg, Signal};
     for child in &processes {
         let _ = killpg(group(child), Signal::SIGTERM);
@@ -1670,7 +1767,7 @@ fn stop_children(processes: Vec<Child>) {
         .spawn(move || {
             let work = taken.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(processes) = work {
-                finish_stopping(processes);
+                finish_stopping(processes, grace);
             }
         });
     match spawned {
@@ -1684,7 +1781,7 @@ fn stop_children(processes: Vec<Child>) {
             tracing::warn!("stopping application processes on the caller's thread: {e}");
             let work = ending.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(processes) = work {
-                finish_stopping(processes);
+                finish_stopping(processes, grace);
             }
         }
     }
@@ -1798,12 +1895,12 @@ fn group(child: &Child) -> nix::unistd::Pid {
     nix::unistd::Pid::from_raw(child.id() as i32)
 }
 
-/// Waits up to [`STOP_GRACE`] for `processes` to end, then kills what is
+/// Waits up to `grace` for `processes` to end, then kills what is
 /// left of their groups (a leader that ended may leave what it forked),
 /// and reaps them all.
-fn finish_stopping(mut processes: Vec<Child>) {
+fn finish_stopping(mut processes: Vec<Child>, grace: Duration) {
     use nix::sys::signal::{killpg, Signal};
-    let deadline = Instant::now() + STOP_GRACE;
+    let deadline = Instant::now() + grace;
     while Instant::now() < deadline
         && processes
             .iter_mut()

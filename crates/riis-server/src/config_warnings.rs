@@ -21,8 +21,8 @@
 //! `<handlers>`); a module that takes part in requests only as a
 //! handler (at ExecuteRequestHandler) but that no handler lists never
 //! handles one (`modules_never_run`, which needs the built pipeline); and
-//! a handler with HttpPlatformHandler but no ReverseProxy after it never
-//! passes a request to the application.
+//! a handler with HttpPlatformHandler or AspNetCoreModule but no
+//! ReverseProxy after it never passes a request to the application.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -85,8 +85,8 @@ impl ServerConfig {
         warnings
     }
 
-    /// Handlers of `list` with HttpPlatformHandler in their `modules` and no
-    /// ReverseProxy after it: HttpPlatformHandler only names the
+    /// Handlers of `list` with HttpPlatformHandler or AspNetCoreModule in
+    /// their `modules` and no ReverseProxy after it: those only name the
     /// application's process (in `PROXY_SERVER`), ReverseProxy passes the
     /// request, so without it the application never gets one.
     fn platforms_without_proxy<'a>(
@@ -102,17 +102,19 @@ impl ServerConfig {
         list.iter()
             .filter_map(|handler| {
                 let kinds: Vec<&str> = handler.modules.iter().map(|m| kind(m)).collect();
-                let at = kinds.iter().position(|k| *k == "HttpPlatformHandler")?;
+                let at = kinds
+                    .iter()
+                    .position(|k| matches!(*k, "HttpPlatformHandler" | "AspNetCoreModule"))?;
                 if kinds[at..].contains(&"ReverseProxy") {
                     return None;
                 }
                 Some((
                     handler.key.clone(),
                     format!(
-                        "handler `{}` lists HttpPlatformHandler without ReverseProxy after it, so \
+                        "handler `{}` lists {} without ReverseProxy after it, so \
                          the application's requests are never passed to it: list `ReverseProxy` \
                          after `{}`",
-                        handler.name, handler.modules[at]
+                        handler.name, kinds[at], handler.modules[at]
                     ),
                 ))
             })

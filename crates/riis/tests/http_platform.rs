@@ -10,22 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Connection, RunningBinary, TempDir};
-
-/// `node` (or Debian's older `nodejs`) on the `PATH`; outside CI a machine
-/// without it skips the test (`None`), in CI that is a failure.
-fn node() -> Option<PathBuf> {
-    let found = common::find_versioned_program("node", &[])
-        .or_else(|| common::find_versioned_program("nodejs", &[]));
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "node is missing (CI installs it: apt-get install nodejs)"
-        );
-        eprintln!("skipped: node is not installed");
-    }
-    found
-}
+use common::{node, Connection, RunningBinary, TempDir};
 
 /// The application: answers with what it was started with and what it was
 /// asked, one `key=value` a line; `/app/exit` answers, then exits with an

@@ -587,6 +587,22 @@ pub fn riis_status(config: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `node` (or Debian's older `nodejs`) on the `PATH`; outside CI a machine
+/// without it skips the test (`None`), in CI that is a failure.
+#[allow(dead_code)]
+pub fn node() -> Option<PathBuf> {
+    let found =
+        find_versioned_program("node", &[]).or_else(|| find_versioned_program("nodejs", &[]));
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "node is missing (CI installs it: apt-get install nodejs)"
+        );
+        eprintln!("skipped: node is not installed");
+    }
+    found
+}
+
 /// Builds a shared library from C or C++ `sources` with `compiler` (`cc`,
 /// `g++`), warnings as errors, against `include/`. `None` when the compiler
 /// is missing outside CI; in CI (`CI=true`) a missing compiler fails the
