@@ -68,7 +68,8 @@ enum Command {
     /// Convert the `system.webServer` settings of an IIS `web.config` to
     /// riis configuration (URL Rewrite rules and maps, default documents,
     /// custom headers, HTTP redirection, static content, error pages,
-    /// request filtering, IP rules): printed to standard output; what has
+    /// request filtering, IP rules, the applications of httpPlatform and
+    /// aspNetCore and their handlers): printed to standard output; what has
     /// no equivalent is named on standard error and in comments.
     ImportWebConfig {
         /// The `web.config` file.

@@ -8,8 +8,11 @@
 //! (`http_errors`), `security/requestFiltering` (`request_filtering`),
 //! `security/ipSecurity` (`ip_security`), `directoryBrowse`
 //! (`directory_listing`), `urlCompression` (`static_compression`,
-//! `dynamic_compression`) and `httpPlatform` (`http_platform`, its
-//! `requestTimeout` as `proxy.timeout`). A comment names the modules to list. Every element and attribute not
+//! `dynamic_compression`), `httpPlatform` (`http_platform`, its
+//! `requestTimeout` as `proxy.timeout`), `aspNetCore` (`asp_net_core`,
+//! likewise) and the handler mappings of those two modules (`[[handlers]]`
+//! with ReverseProxy after the module). A comment names the modules to
+//! list. Every element and attribute not
 //! converted is named in comments at the top of the output and on standard
 //! error. Attributes left out are written with IIS's defaults where riis's
 //! differ. The output is checked by parsing it back before it is printed;
@@ -66,6 +69,7 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
             ""
         },
         tables: Vec::new(),
+        handler_modules: Vec::new(),
         left_out: Vec::new(),
     };
     // `<location path=".">` (ASP.NET Core's template, Umbraco) is the file's
@@ -186,6 +190,11 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
             modules.push(module);
         }
     }
+    for module in &out.handler_modules {
+        if !modules.contains(module) {
+            modules.push(module);
+        }
+    }
     if !modules.is_empty() {
         let _ = writeln!(
             text,
@@ -223,6 +232,7 @@ fn module_of(section: &str) -> Option<&'static str> {
         "static_compression" => "StaticCompression",
         "dynamic_compression" => "DynamicCompression",
         "http_platform" => "HttpPlatformHandler",
+        "asp_net_core" => "AspNetCoreModule",
         "proxy" => "ReverseProxy",
         _ => return None,
     })
@@ -312,6 +322,9 @@ struct Output {
     /// Each table's header (`[protocol]`, `[[rewrite.rules]]`) and its
     /// `key = value` lines, the last one being written.
     tables: Vec<(String, String)>,
+    /// Modules the converted handlers list, for the comment naming the
+    /// modules to list.
+    handler_modules: Vec<&'static str>,
     left_out: Vec<String>,
 }
 
@@ -471,23 +484,8 @@ fn web_server(out: &mut Output, node: Node, location: Option<&str>) -> Result<()
                 }
             }
             "httpPlatform" => http_platform(out, child)?,
-            "handlers" => {
-                let platform = elements(child).any(|add| {
-                    add.attribute("modules")
-                        .is_some_and(|m| m.to_ascii_lowercase().contains("httpplatformhandler"))
-                });
-                out.leave(
-                    child,
-                    if platform {
-                        "handler mappings are `[[handlers]]` in riis, with modules of their own: \
-                         httpPlatformHandler's is `modules = [\"HttpPlatformHandler\", \"ReverseProxy\"]`; \
-                         see docs/configuration.md"
-                    } else {
-                        "handler mappings are `[[handlers]]` in riis, with modules of their own: \
-                         see docs/configuration.md"
-                    },
-                )
-            }
+            "aspNetCore" => asp_net_core(out, child, location)?,
+            "handlers" => handlers(out, child),
             "modules" => out.leave(child, "the module list is `[[modules]]` in riis"),
             _ => out.leave(child, "no conversion for this section"),
         }
@@ -1122,23 +1120,39 @@ fn http_platform(out: &mut Output, node: Node) -> Result<(), String> {
             out.key(key, n);
         }
     }
-    if let Some(variables) = element(node, "environmentVariables") {
-        out.leave_children(variables, &["environmentVariable"]);
-        let mut table = toml::Table::new();
-        for variable in elements(variables).filter(|v| v.tag_name().name() == "environmentVariable")
-        {
-            match variable.attribute("name").map(str::trim) {
-                Some(name) if !name.is_empty() => {
-                    let value = variable.attribute("value").unwrap_or("");
-                    table.insert(name.to_owned(), Value::String(value.to_owned()));
-                }
-                _ => out.leave(variable, "an environment variable without a name"),
+    environment_variables(out, node, &[]);
+    request_timeout(out, node);
+    Ok(())
+}
+
+/// `environmentVariables` as the `environment` key of the current table,
+/// without those named in `riis_own` (riis sets them; each is noted).
+fn environment_variables(out: &mut Output, node: Node, riis_own: &[&str]) {
+    let Some(variables) = element(node, "environmentVariables") else {
+        return;
+    };
+    out.leave_children(variables, &["environmentVariable"]);
+    let mut table = toml::Table::new();
+    for variable in elements(variables).filter(|v| v.tag_name().name() == "environmentVariable") {
+        match variable.attribute("name").map(str::trim) {
+            Some(name) if riis_own.iter().any(|own| own.eq_ignore_ascii_case(name)) => {
+                out.leave(variable, &format!("{name}: riis sets this variable itself"));
             }
-        }
-        if !table.is_empty() {
-            out.key("environment", Value::Table(table));
+            Some(name) if !name.is_empty() => {
+                let value = variable.attribute("value").unwrap_or("");
+                table.insert(name.to_owned(), Value::String(value.to_owned()));
+            }
+            _ => out.leave(variable, "an environment variable without a name"),
         }
     }
+    if !table.is_empty() {
+        out.key("environment", Value::Table(table));
+    }
+}
+
+/// `requestTimeout` (of `httpPlatform` or `aspNetCore`) as ReverseProxy's
+/// `timeout`: ReverseProxy passes the requests.
+fn request_timeout(out: &mut Output, node: Node) {
     if let Some(timeout) = node.attribute("requestTimeout") {
         match time_span(timeout) {
             Some(seconds) if seconds > 0 => {
@@ -1151,7 +1165,178 @@ fn http_platform(out: &mut Output, node: Node) -> Result<(), String> {
             ),
         }
     }
+}
+
+/// `aspNetCore`: the ASP.NET Core application AspNetCoreModule starts.
+/// `dotnet`, which IIS looks for on the `PATH`, becomes `/usr/bin/dotnet`
+/// (where the .NET packages put it); an application's own `.exe` becomes
+/// its Linux executable's name, without the suffix; backslashes in paths
+/// become slashes. The folder given with `--location` is the application's
+/// path. The hosting model and the standard output log have no
+/// counterpart (the application runs out of process; riis's log takes its
+/// output) and are noted.
+fn asp_net_core(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), String> {
+    const NUMBERS: [(&str, &str); 4] = [
+        ("startupTimeLimit", "startup_time_limit"),
+        ("shutdownTimeLimit", "shutdown_time_limit"),
+        ("rapidFailsPerMinute", "rapid_fails_per_minute"),
+        ("processesPerApplication", "processes_per_application"),
+    ];
+    let mut handled = vec![
+        "processPath",
+        "arguments",
+        "requestTimeout",
+        "hostingModel",
+        "stdoutLogEnabled",
+        "stdoutLogFile",
+    ];
+    handled.extend(NUMBERS.iter().map(|(attribute, _)| *attribute));
+    out.leave_attributes(node, &handled);
+    out.leave_children(node, &["environmentVariables"]);
+    if node.attribute("stdoutLogEnabled").is_some() || node.attribute("stdoutLogFile").is_some() {
+        out.leave(
+            node,
+            "stdoutLogEnabled, stdoutLogFile: riis's log takes the application's output \
+             (standard output at info, standard error at warn)",
+        );
+    }
+    if node
+        .attribute("hostingModel")
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("inprocess"))
+    {
+        out.leave(
+            node,
+            "hostingModel \"inprocess\": riis runs the application out of process, \
+             as IIS does with hostingModel=\"outofprocess\"; the application needs no change",
+        );
+    }
+    out.table("asp_net_core");
+    match node.attribute("processPath").map(str::trim) {
+        Some(path) if path.contains('%') => out.leave(
+            node,
+            &format!(
+                "processPath \"{path}\" is a placeholder of Visual Studio's: give the program"
+            ),
+        ),
+        Some(path)
+            if path.eq_ignore_ascii_case("dotnet") || path.eq_ignore_ascii_case("dotnet.exe") =>
+        {
+            out.key("process_path", "/usr/bin/dotnet");
+        }
+        Some(path) => {
+            let mut path = path.replace('\\', "/");
+            if path.len() > 4 && path[path.len() - 4..].eq_ignore_ascii_case(".exe") {
+                path.truncate(path.len() - 4);
+                out.leave(
+                    node,
+                    "processPath names a Windows executable: publish the application for Linux \
+                     (`dotnet publish -r linux-x64`), whose executable has no `.exe`, or run its \
+                     .dll with /usr/bin/dotnet",
+                );
+            }
+            out.key("process_path", path);
+        }
+        None => {}
+    }
+    if let Some(line) = node.attribute("arguments") {
+        let words = command_line_words(line).into_iter().map(|word| {
+            let relative = word.starts_with(".\\") || word.starts_with("..\\");
+            let assembly = word.len() > 4 && word[word.len() - 4..].eq_ignore_ascii_case(".dll");
+            Value::String(if relative || assembly {
+                word.replace('\\', "/")
+            } else {
+                word
+            })
+        });
+        out.key("arguments", Value::Array(words.collect()));
+    }
+    if let Some(path) = location.filter(|path| *path != "/") {
+        out.key("application_path", path);
+    }
+    for (attribute, key) in NUMBERS {
+        if let Some(n) = number(node, attribute, "aspNetCore")? {
+            out.key(key, n);
+        }
+    }
+    environment_variables(
+        out,
+        node,
+        &[
+            "ASPNETCORE_PORT",
+            "ASPNETCORE_TOKEN",
+            "ASPNETCORE_APPL_PATH",
+        ],
+    );
+    request_timeout(out, node);
     Ok(())
+}
+
+/// `handlers`: the mappings of the modules that start an application
+/// (httpPlatformHandler, AspNetCoreModule), each becoming a handler of the
+/// riis module with ReverseProxy after it. Other mappings name IIS's own
+/// modules or processors (ISAPI, FastCGI's `scriptProcessor`) and are left
+/// out with a note, as are `<remove>` and `<clear>`.
+fn handlers(out: &mut Output, node: Node) {
+    out.leave_attributes(node, &[]);
+    for add in elements(node) {
+        let module = match add.tag_name().name() {
+            "add" => add.attribute("modules").and_then(application_module),
+            _ => None,
+        };
+        let Some(module) = module else {
+            let named = match (add.attribute("name"), add.attribute("modules")) {
+                (Some(name), Some(modules)) => format!("\"{name}\" (modules \"{modules}\"): "),
+                (Some(name), None) => format!("\"{name}\": "),
+                _ => String::new(),
+            };
+            out.leave(
+                add,
+                &format!(
+                    "{named}handler mappings are `[[handlers]]` in riis, with modules of their own: \
+                     see docs/configuration.md"
+                ),
+            );
+            continue;
+        };
+        out.leave_attributes(add, &["name", "path", "verb", "modules", "resourceType"]);
+        out.array_entry("handlers");
+        out.key("name", add.attribute("name").unwrap_or(module).trim());
+        out.key("path", add.attribute("path").unwrap_or("*").trim());
+        let verbs = add.attribute("verb").unwrap_or("*").split(',');
+        let verbs = verbs.map(str::trim).filter(|v| !v.is_empty());
+        out.key(
+            "verbs",
+            Value::Array(verbs.map(|v| Value::String(v.to_owned())).collect()),
+        );
+        if let Some(kind) = add.attribute("resourceType") {
+            out.key(
+                "resource_type",
+                canonical(kind, &["File", "Directory", "Either", "Unspecified"]),
+            );
+        }
+        out.key(
+            "modules",
+            Value::Array(vec![
+                Value::String(module.to_owned()),
+                Value::String("ReverseProxy".to_owned()),
+            ]),
+        );
+        for listed in [module, "ReverseProxy"] {
+            if !out.handler_modules.contains(&listed) {
+                out.handler_modules.push(listed);
+            }
+        }
+    }
+}
+
+/// The riis module of a handler mapping's `modules`, when it is one that
+/// starts an application.
+fn application_module(modules: &str) -> Option<&'static str> {
+    match modules.trim().to_ascii_lowercase().as_str() {
+        "httpplatformhandler" => Some("HttpPlatformHandler"),
+        "aspnetcoremodule" | "aspnetcoremodulev2" => Some("AspNetCoreModule"),
+        _ => None,
+    }
 }
 
 /// The words of a command line: cut at spaces and tabs, except between
@@ -1811,13 +1996,17 @@ mod tests {
             r#"<handlers><add name="p" path="*" verb="*" modules="httpPlatformHandler" /></handlers><httpPlatform "#,
         );
         let converted = convert(&xml, None).unwrap();
-        assert!(
-            converted
-                .left_out
-                .iter()
-                .any(|l| l.contains(r#"modules = ["HttpPlatformHandler", "ReverseProxy"]"#)),
-            "{:?}",
-            converted.left_out
+        let table: toml::Table = converted.text.parse().unwrap();
+        let handler = &table["handlers"][0];
+        assert_eq!(handler["name"].as_str(), Some("p"));
+        assert_eq!(handler["path"].as_str(), Some("*"));
+        assert_eq!(handler["verbs"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            handler["modules"].as_array().unwrap(),
+            &vec![
+                Value::String("HttpPlatformHandler".into()),
+                Value::String("ReverseProxy".into())
+            ]
         );
         assert!(
             converted
@@ -1827,6 +2016,88 @@ mod tests {
             "{:?}",
             converted.left_out
         );
+    }
+
+    /// The `web.config` `dotnet publish` writes, in a folder below the
+    /// site's root.
+    #[test]
+    fn asp_net_core_becomes_its_section_and_its_handler() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <location path="." inheritInChildApplications="false">
+    <system.webServer>
+      <handlers>
+        <add name="aspNetCore" path="*" verb="*" modules="AspNetCoreModuleV2" resourceType="Unspecified" />
+        <add name="php" path="*.php" verb="GET,POST" modules="FastCgiModule" scriptProcessor="C:\php\php-cgi.exe" />
+      </handlers>
+      <aspNetCore processPath="dotnet" arguments=".\Shop.dll --urls-ignored" stdoutLogEnabled="false"
+          stdoutLogFile=".\logs\stdout" hostingModel="inprocess" shutdownTimeLimit="30">
+        <environmentVariables>
+          <environmentVariable name="ASPNETCORE_ENVIRONMENT" value="Staging" />
+          <environmentVariable name="ASPNETCORE_PORT" value="5000" />
+        </environmentVariables>
+      </aspNetCore>
+    </system.webServer>
+  </location>
+</configuration>"#;
+        let converted = convert(xml, Some("/shop")).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        let location = &table["sites"]["locations"][0];
+        assert_eq!(location["path"].as_str(), Some("/shop"));
+        let handlers = location["handlers"].as_array().unwrap();
+        assert_eq!(handlers.len(), 1, "{}", converted.text);
+        assert_eq!(handlers[0]["name"].as_str(), Some("aspNetCore"));
+        assert_eq!(
+            handlers[0]["modules"].as_array().unwrap(),
+            &vec![
+                Value::String("AspNetCoreModule".into()),
+                Value::String("ReverseProxy".into())
+            ]
+        );
+        let section = &location["asp_net_core"];
+        assert_eq!(section["process_path"].as_str(), Some("/usr/bin/dotnet"));
+        let arguments: Vec<&str> = section["arguments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(arguments, ["./Shop.dll", "--urls-ignored"]);
+        assert_eq!(section["application_path"].as_str(), Some("/shop"));
+        assert_eq!(section["shutdown_time_limit"].as_integer(), Some(30));
+        assert_eq!(
+            section["environment"].as_table().unwrap().len(),
+            1,
+            "ASPNETCORE_PORT is riis's: {}",
+            converted.text
+        );
+        let notes = converted.left_out.join("\n");
+        for expected in [
+            "\"php\" (modules \"FastCgiModule\")",
+            "ASPNETCORE_PORT: riis sets",
+            "inprocess",
+            "stdoutLogEnabled",
+            "stdoutLogFile",
+        ] {
+            assert!(notes.contains(expected), "{expected}: {notes}");
+        }
+        assert!(
+            converted
+                .text
+                .contains("modules]] for the sections below: AspNetCoreModule, ReverseProxy."),
+            "{}",
+            converted.text
+        );
+        // The application's own executable, published for Windows.
+        let xml = xml.replace(r#"processPath="dotnet""#, r#"processPath=".\Shop.exe""#);
+        let converted = convert(&xml, None).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        assert_eq!(
+            table["asp_net_core"]["process_path"].as_str(),
+            Some("./Shop")
+        );
+        assert!(table["asp_net_core"].get("application_path").is_none());
+        assert!(converted.left_out.join("\n").contains("linux-x64"));
     }
 
     #[test]
