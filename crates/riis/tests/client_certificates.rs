@@ -1206,3 +1206,74 @@ fn an_sdk_module_reads_the_certificate() {
     assert_eq!(variable(&body, "negotiated"), "true");
     assert_eq!(variable(&body, "sha256"), "");
 }
+
+/// AspNetCoreModule passes the certificate a client presented to the
+/// ASP.NET Core application in `MS-ASPNETCORE-CLIENTCERT` (base64 DER), as
+/// IIS's ASP.NET Core Module does; a client's own value of that header
+/// never reaches it.
+#[test]
+fn an_asp_net_core_application_gets_the_client_certificate() {
+    use base64::Engine as _;
+    let Some(node) = common::node() else {
+        return;
+    };
+    let pki = pki();
+    let d = pki.dir.path().display();
+    let app = pki.dir.write(
+        "app.js",
+        r#"require("http").createServer((request, response) => {
+  const token = request.headers["ms-aspnetcore-token"] === process.env.ASPNETCORE_TOKEN;
+  response.end(`token=${token}\ncertificate=${request.headers["ms-aspnetcore-clientcert"] || ""}\nproto=${request.headers["x-forwarded-proto"]}\n`);
+}).listen(Number(process.env.ASPNETCORE_PORT), "127.0.0.1");
+"#,
+    );
+    let text = format!(
+        r#"
+[[modules]]
+name = "AspNetCoreModule"
+[[modules]]
+name = "ReverseProxy"
+
+[[handlers]]
+name = "aspNetCore"
+path = "*"
+modules = ["AspNetCoreModule", "ReverseProxy"]
+
+[asp_net_core]
+process_path = '{node}'
+arguments = ['{app}']
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test"]
+certificate = "{d}/a.test.crt"
+certificate_key = "{d}/a.test.key"
+client_certificate_ca = "{d}/clients-ca.pem"
+"#,
+        node = node.display(),
+        app = app.display(),
+    );
+    let server = InProcessServer::start(&text, &[]);
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).expect("handshake");
+    let (status, body) = get(&mut tls, "a.test", "/").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(variable(&body, "token"), "true");
+    assert_eq!(variable(&body, "proto"), "https");
+    let der = base64::engine::general_purpose::STANDARD.encode(pki.client.0[0].as_ref());
+    assert_eq!(variable(&body, "certificate"), der);
+
+    // Without a certificate, a forged header is removed.
+    let mut tls = connect(server.addr, "a.test", None).expect("a certificate is optional");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nMS-ASPNETCORE-CLIENTCERT: Zm9yZ2Vk\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(6).any(|w| w == b"proto=") {
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("\ncertificate=\n"), "{text}");
+}
