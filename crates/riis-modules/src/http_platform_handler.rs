@@ -253,8 +253,13 @@ pub(crate) fn default_working_directory() -> PathBuf {
     std::path::absolute(&folder).unwrap_or(folder)
 }
 
-/// How often a waiting request looks whether a process listens.
+/// How often a waiting request looks whether a process listens, without
+/// a runtime to be woken on (an engine test's thread).
 const WAIT_STEP: Duration = Duration::from_millis(20);
+
+/// How often a waiting request looks whether its client is still there;
+/// a change of the application wakes it at once.
+const WAIT_LOOK: Duration = Duration::from_secs(1);
 
 /// Configurations with HttpPlatformHandler that have not retired (see
 /// [`Holdings`]).
@@ -328,9 +333,14 @@ impl<C: PlatformSection> HttpPlatformHandler<C> {
         let over = move || !watched.starting() || holdings.stopping() || Instant::now() >= deadline;
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
+                // Woken by the application's changes (subscribed before the
+                // first look, so none is missed), and once a `WAIT_LOOK` to
+                // see whether the client is still there.
+                let mut changes = application.changes();
                 runtime.spawn(async move {
                     while !over() && handle.is_client_connected() {
-                        tokio::time::sleep(WAIT_STEP).await;
+                        let look = deadline.min(Instant::now() + WAIT_LOOK);
+                        let _ = tokio::time::timeout_at(look.into(), changes.changed()).await;
                     }
                     handle.post_completion(0);
                 });

@@ -740,6 +740,18 @@ struct Run {
     monitored_change: Option<Option<FileVersion>>,
     /// The application's [`ApplicationConfig::stop_grace`].
     stop_grace: Duration,
+    /// Told when a request waiting for the application may go on: a
+    /// process listens, the application failed or stopped, or the server
+    /// stops (see [`Application::changes`]).
+    changes: tokio::sync::watch::Sender<()>,
+}
+
+impl Run {
+    /// Moves the application to `phase`, and wakes the requests waiting.
+    fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.changes.send_replace(());
+    }
 }
 
 /// One application of a configuration, started at its first request.
@@ -789,6 +801,7 @@ impl Application {
                 monitored: None,
                 monitored_change: None,
                 stop_grace: config.stop_grace,
+                changes: tokio::sync::watch::Sender::new(()),
             }),
             config,
             stopping: Condvar::new(),
@@ -841,7 +854,7 @@ impl Application {
                     "the {label} application's socket was removed or replaced; the application starts again on a new one"
                 );
                 retire_processes(&mut run);
-                run.phase = Phase::NotStarted;
+                run.set_phase(Phase::NotStarted);
             }
             Phase::Failed { why, until, .. } if Instant::now() < *until => return Err(why.clone()),
             Phase::Failed { stopped, .. } => {
@@ -853,7 +866,7 @@ impl Application {
                 }
                 run.fails.clear();
                 run.failed_starts = 0;
-                run.phase = Phase::NotStarted;
+                run.set_phase(Phase::NotStarted);
             }
             Phase::Stopped => return Err(format!("the {label} application was stopped")),
             Phase::NotStarted => {}
@@ -869,14 +882,14 @@ impl Application {
             );
             tracing::error!("{why}");
             stop_processes(&mut run);
-            run.phase = Phase::Failed {
+            run.set_phase(Phase::Failed {
                 why: why.clone(),
                 until: Instant::now() + START_AGAIN_AFTER,
                 stopped: false,
-            };
+            });
             return Err(why);
         }
-        run.phase = Phase::Running;
+        run.set_phase(Phase::Running);
         run.generation += 1;
         let generation = run.generation;
         // The supervisor of an earlier start, if any, sees it is not its own.
@@ -888,11 +901,11 @@ impl Application {
         if let Err(e) = started {
             let why = format!("cannot watch the {label} application: {e}");
             stop_processes(&mut run);
-            run.phase = Phase::Failed {
+            run.set_phase(Phase::Failed {
                 why: why.clone(),
                 until: Instant::now() + FAILED_FOR,
                 stopped: false,
-            };
+            });
             return Err(why);
         }
         tracing::info!(
@@ -906,6 +919,14 @@ impl Application {
     /// The program the processes run.
     pub(crate) fn program(&self) -> &std::path::Path {
         &self.config.path
+    }
+
+    /// What tells a waiting request to look at the application again
+    /// ([`Application::starting`]): it changes when a process starts to
+    /// listen, when the application fails or stops, and when the server
+    /// stops.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.lock().changes.subscribe()
     }
 
     /// Whether a request would wait for the application: it runs, and
@@ -1202,7 +1223,7 @@ impl Application {
                         "the {label} application could not start again after a monitored file changed: {e}"
                     );
                     stop_processes(&mut run);
-                    run.phase = Phase::NotStarted;
+                    run.set_phase(Phase::NotStarted);
                     return;
                 }
                 run.generation += 1;
@@ -1259,7 +1280,7 @@ impl Application {
         for child in &processes {
             let _ = killpg(group(child), Signal::SIGKILL);
         }
-        run.phase = Phase::Stopped;
+        run.set_phase(Phase::Stopped);
         self.stopping.notify_all();
         drop(run);
         // Reaped on a thread of its own, as stops are.
@@ -1271,7 +1292,7 @@ impl Application {
     fn stop(&self) {
         let mut run = self.lock();
         stop_processes(&mut run);
-        run.phase = Phase::Stopped;
+        run.set_phase(Phase::Stopped);
         self.stopping.notify_all();
     }
 
@@ -1414,6 +1435,11 @@ impl Holdings {
     pub(crate) fn server_stops(&self) {
         self.server_stopping.store(true, Ordering::SeqCst);
         SERVER_STOPPING.store(true, Ordering::SeqCst);
+        // Requests waiting for an application end now (503), whichever
+        // configuration they came under.
+        for (application, _) in lock_registry().iter() {
+            application.lock().changes.send_replace(());
+        }
     }
 
     /// Whether the server stops: requests no longer wait for a process.
@@ -1668,11 +1694,11 @@ fn take_processes(run: &mut Run) -> Vec<Child> {
 fn stop_for_failures(run: &mut Run, why: String) {
     tracing::error!("{why}");
     stop_processes(run);
-    run.phase = Phase::Failed {
+    run.set_phase(Phase::Failed {
         why,
         until: Instant::now() + FAILED_FOR,
         stopped: true,
-    };
+    });
 }
 
 /// Looks at the ports of processes (port, process group, whether it took
@@ -1716,6 +1742,7 @@ fn note_looks(run: &mut Run, found: Vec<(u16, Probe)>, program: &str, label: &st
                 if !listened {
                     tracing::info!(program, port, %address, "{label} application process listens");
                     run.failed_starts = 0;
+                    run.changes.send_replace(());
                 }
                 process.listening = Some(address);
                 process.next_look = Instant::now() + RECHECK_EVERY;
