@@ -43,7 +43,9 @@
 # starts its own through `taskset`). Its pipelined figure is bounded by
 # Node.js on the other core. A second pair compares riis with itself: the
 # program riis runs against the one nginx uses, named in ReverseProxy's
-# `servers`, so what HttpPlatformHandler adds per request shows.
+# `servers`, so what HttpPlatformHandler adds per request shows; a third,
+# AspNetCoreModule against HttpPlatformHandler with the same program, shows
+# what the pairing token and the header check add.
 #
 # Needs: nginx, wrk, taskset (apt-get install nginx-light wrk util-linux),
 # php-fpm for `php`, node for `platform` (apt-get install nodejs).
@@ -393,7 +395,7 @@ require("http")
     response.writeHead(200, { "Content-Type": "text/plain", "Content-Length": 12 });
     response.end("Hello World!");
   })
-  .listen(Number(process.env.HTTP_PLATFORM_PORT), "127.0.0.1");
+  .listen(Number(process.env.HTTP_PLATFORM_PORT || process.env.ASPNETCORE_PORT), "127.0.0.1");
 JS
       HTTP_PLATFORM_PORT=$BACKEND_PORT taskset -c "$CLIENT_CPU" "$node" "$work/app.js" &
       node_pid=$!
@@ -409,6 +411,12 @@ JS
       listed_conf=$(riis_config $'[[modules]]\nname = "ReverseProxy"\n[proxy]\nservers = ["http://127.0.0.1:'"$BACKEND_PORT"$'"]' \
         $'[[handlers]]\nname = "Proxy"\npath = "*"\nmodules = ["ReverseProxy"]' listed)
       run_pair "Node.js app: HttpPlatformHandler + ReverseProxy vs ReverseProxy to the same program (riis only)" "$platform_conf" /hello "riis:$listed_conf" /hello
+      # What AspNetCoreModule adds to HttpPlatformHandler's work per
+      # request: the client's MS-ASPNETCORE-* headers looked for, the
+      # pairing token set (the program ignores it).
+      core_conf=$(riis_config $'[[modules]]\nname = "AspNetCoreModule"\n[[modules]]\nname = "ReverseProxy"\n[asp_net_core]\nprocess_path = "'"$(command -v taskset)"$'"\narguments = ["-c", "'"$CLIENT_CPU"'", "'"$node"'", "'"$work"$'/app.js"]' \
+        $'[[handlers]]\nname = "Application"\npath = "*"\nmodules = ["AspNetCoreModule", "ReverseProxy"]' aspnetcore)
+      run_pair "Node.js app: AspNetCoreModule + ReverseProxy vs HttpPlatformHandler + ReverseProxy (riis only)" "$core_conf" /hello "riis:$platform_conf" /hello
       kill "$node_pid" 2>/dev/null || true
       wait "$node_pid" 2>/dev/null || true
       ;;
