@@ -28,7 +28,9 @@
 //!   with the same settings). Every request passed carries it in
 //!   `MS-ASPNETCORE-TOKEN`; the integration answers 400 to a request
 //!   without it, so another local program cannot talk to the application
-//!   as riis does.
+//!   as riis does. It goes in ReverseProxy's `PROXY_REQUEST_HEADERS`, so
+//!   only the request sent to the application carries it, not the request
+//!   other modules, logs, traces and child requests see.
 //!
 //! Every `MS-ASPNETCORE-*` header a client sent is removed before the
 //! request is passed: the integration trusts them as riis's own (a client's
@@ -85,7 +87,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use base64::Engine as _;
-use riis_pipeline::http::{HeaderName, HeaderValue, StatusCode};
+use riis_pipeline::http::{HeaderName, StatusCode};
 use riis_pipeline::{HttpContext, ModuleError, ModuleRegistration, ServerInfo};
 use serde::Deserialize;
 
@@ -94,6 +96,7 @@ use crate::http_platform_handler::{
     within, PlatformSection,
 };
 use crate::managed_application::{Application, ApplicationConfig, Endpoint, PortConvention};
+use crate::reverse_proxy::PROXY_REQUEST_HEADERS;
 
 /// The header that carries the pairing token.
 const TOKEN_HEADER: &str = "ms-aspnetcore-token";
@@ -239,8 +242,12 @@ impl PlatformSection for AspNetCoreConfig {
         &LIVE_CONFIGURATIONS
     }
 
-    /// The client's `MS-ASPNETCORE-*` headers out; the pairing token and
-    /// the client certificate in.
+    /// The client's `MS-ASPNETCORE-*` headers out of the request; the
+    /// pairing token and the client certificate into the request sent to
+    /// the application alone (ReverseProxy's `PROXY_REQUEST_HEADERS`): in
+    /// the request itself they would reach child requests (an
+    /// `X-Accel-Redirect`'s, a custom error page's) and whatever server
+    /// those go to, logs and traces.
     fn prepare(ctx: &mut HttpContext, application: &Application) {
         let request = ctx.request_mut();
         let forged: Vec<HeaderName> = request
@@ -252,18 +259,17 @@ impl PlatformSection for AspNetCoreConfig {
         for name in forged {
             request.delete_header(name);
         }
+        let mut lines = String::new();
         if let Some(token) = application.pairing_token() {
-            if let Ok(value) = HeaderValue::from_str(token) {
-                request.set_header(HeaderName::from_static(TOKEN_HEADER), value);
-            }
+            lines = format!("{TOKEN_HEADER}: {token}\n");
         }
-        let certificate = ctx
-            .client_certificate()
-            .map(|c| base64::engine::general_purpose::STANDARD.encode(&c.der));
-        if let Some(Ok(value)) = certificate.map(HeaderValue::try_from) {
-            ctx.request_mut()
-                .set_header(HeaderName::from_static(CLIENT_CERTIFICATE_HEADER), value);
+        if let Some(certificate) = ctx.client_certificate() {
+            lines.push_str(CLIENT_CERTIFICATE_HEADER);
+            lines.push_str(": ");
+            base64::engine::general_purpose::STANDARD.encode_string(&certificate.der, &mut lines);
+            lines.push('\n');
         }
+        ctx.set_server_variable(PROXY_REQUEST_HEADERS, lines);
     }
 }
 

@@ -35,8 +35,14 @@ const server = http.createServer((request, response) => {
     response.end(() => process.exit(0));
     return;
   }
+  if (request.url.endsWith("/accel")) {
+    response.writeHead(200, { "X-Accel-Redirect": "/other/echo" });
+    response.end();
+    return;
+  }
   const lines = [
     `port=${port}`,
+    `token=${request.headers["ms-aspnetcore-token"] || ""}`,
     `path_base=${base}`,
     `environment=${process.env.ASPNETCORE_ENVIRONMENT || ""}`,
     `client_certificate=${request.headers["ms-aspnetcore-clientcert"] || ""}`,
@@ -220,6 +226,54 @@ startup_time_limit = 1"#,
     // substatus.
     assert!(resp.text().contains("502.5"), "{}", resp.text());
     assert_eq!(Connection::open(server.addr).get("/other").status, 404);
+}
+
+/// The pairing token goes on the request sent to the application alone: a
+/// child request (here the application's `X-Accel-Redirect` to a location
+/// that ReverseProxy passes to another server) does not carry it.
+#[test]
+fn the_token_does_not_reach_another_server_through_a_child_request() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("asp-net-core-child");
+    let config = config(
+        &dir,
+        &format!(
+            "process_path = '{}'\narguments = [\"app.js\"]",
+            node.display()
+        ),
+    );
+    // Another server, the same program without a token of its own.
+    let other_port = common::free_port();
+    let mut other = std::process::Command::new(&node)
+        .arg(dir.path().join("app.js"))
+        .env("ASPNETCORE_PORT", other_port.to_string())
+        .env_remove("ASPNETCORE_TOKEN")
+        .spawn()
+        .unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[sites.locations]]\npath = \"/other\"\nproxy = {{ servers = [\"http://127.0.0.1:{other_port}\"] }}\n\
+         [[sites.locations.handlers]]\nname = \"Other\"\npath = \"*\"\nmodules = [\"ReverseProxy\"]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", other_port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the other server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let resp = Connection::open(server.addr).get("/shop/accel");
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = fields(&resp.text());
+    assert_eq!(seen["url"], "/other/echo");
+    assert_eq!(seen["token"], "", "the other server got the token");
 }
 
 #[test]

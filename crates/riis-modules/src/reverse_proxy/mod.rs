@@ -52,7 +52,8 @@
 //! `preserveHostHeader`) or the server's, and, unless
 //! `forwarded_headers = false`, `X-Forwarded-For` (the client's address
 //! appended), `X-Forwarded-Proto` and `X-Forwarded-Host` set by riis, and
-//! `X-Original-URL` when the URL was rewritten (as ARR sends it). What the
+//! `X-Original-URL` when the URL was rewritten (as ARR sends it), and the
+//! headers a module put in [`PROXY_REQUEST_HEADERS`] for it alone. What the
 //! client receives: the server's status and headers, without hop-by-hop
 //! headers, `Date` and `Server` (riis writes its own), and with the
 //! server's own address in `Location` and `Content-Location` replaced by
@@ -149,6 +150,15 @@ pub use farm::{Balance, Farm};
 /// module may, before ExecuteRequestHandler (IIS ARR's routing of a URL
 /// rewritten to another server). A client cannot: it is no `HTTP_` name.
 pub const PROXY_SERVER: &str = "PROXY_SERVER";
+
+/// The server variable with headers for the server alone: `Name: value`
+/// lines, which the request sent to the server gets (replacing any of the
+/// client's of those names), while the request itself, which later modules,
+/// logs, traces and child requests (an `X-Accel-Redirect`'s, a custom
+/// error page's) see, does not. AspNetCoreModule sends its pairing token
+/// this way; any module may, before ExecuteRequestHandler. A client cannot
+/// set it: it is no `HTTP_` name. Child requests start without it.
+pub const PROXY_REQUEST_HEADERS: &str = "PROXY_REQUEST_HEADERS";
 
 /// Checks a server as `servers` and [`PROXY_SERVER`] take it.
 pub(crate) fn check_server(text: &str) -> Result<(), String> {
@@ -684,6 +694,22 @@ impl ReverseProxy {
                     .and_then(|h| HeaderValue::from_str(&h).ok())
                 {
                     headers.insert(forwarded_host, host);
+                }
+            }
+        }
+        if let Some(lines) = ctx.server_variable(PROXY_REQUEST_HEADERS) {
+            for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+                let parsed = line.split_once(':').and_then(|(name, value)| {
+                    let name = HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+                    Some((name, HeaderValue::from_str(value.trim()).ok()?))
+                });
+                match parsed {
+                    Some((name, value)) => {
+                        headers.insert(name, value);
+                    }
+                    None => tracing::warn!(
+                        "ReverseProxy: a line of {PROXY_REQUEST_HEADERS} is not a header (`Name: value`); left out"
+                    ),
                 }
             }
         }
