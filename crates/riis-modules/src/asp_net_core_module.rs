@@ -48,9 +48,10 @@
 //!
 //! Configuration section `asp_net_core`, per location (the attributes of
 //! IIS's `<aspNetCore>`, in riis's spelling):
-//! - `process_path` (required): the program, relative to the
+//! - `process_path`: the program, relative to the
 //!   configuration's folder (`/usr/bin/dotnet`, or the application's own
-//!   executable, `./MyApp`); it must be an executable file;
+//!   executable, `./MyApp`); it must be an executable file. A level
+//!   without it names no application;
 //! - `arguments` (list, default none): its arguments (`["./MyApp.dll"]`);
 //! - `environment` (table, default none): variables added to riis's
 //!   environment (`ASPNETCORE_ENVIRONMENT = "Production"`); those above are
@@ -131,8 +132,10 @@ pub struct AspNetCoreConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AspNetCoreSection {
-    #[serde(deserialize_with = "crate::managed_application::program")]
-    process_path: PathBuf,
+    /// Optional in each layer, as `http_platform`'s: a level without it
+    /// names no application.
+    #[serde(default, deserialize_with = "crate::managed_application::some_program")]
+    process_path: Option<PathBuf>,
     #[serde(default)]
     arguments: Vec<String>,
     #[serde(default, deserialize_with = "riis_own_variables_left_out")]
@@ -198,6 +201,9 @@ fn riis_own_variables_left_out<'de, D: serde::Deserializer<'de>>(
 
 impl From<AspNetCoreSection> for AspNetCoreConfig {
     fn from(section: AspNetCoreSection) -> Self {
+        let Some(path) = section.process_path else {
+            return Self::default();
+        };
         let mut environment = section.environment;
         environment.insert(
             APPLICATION_PATH_VARIABLE.to_owned(),
@@ -205,7 +211,7 @@ impl From<AspNetCoreSection> for AspNetCoreConfig {
         );
         Self {
             application: Some(ApplicationConfig {
-                path: section.process_path,
+                path,
                 arguments: section.arguments,
                 environment,
                 instances: section.processes_per_application,
@@ -315,10 +321,21 @@ mod tests {
         assert_eq!(application.stop_grace, Duration::ZERO);
     }
 
+    /// A level without `process_path` names no application: the server's
+    /// when only a location does, or one that sets defaults for the
+    /// locations below it.
+    #[test]
+    fn a_section_without_a_program_names_no_application() {
+        assert!(parse("").unwrap().application.is_none());
+        assert!(parse("shutdown_time_limit = 30")
+            .unwrap()
+            .application
+            .is_none());
+    }
+
     #[test]
     fn bad_values_are_named() {
         let errors = [
-            ("arguments = []", "process_path"),
             (
                 "process_path = \"/bin/sh\"\nstartup_time_limit = 0",
                 "0 is not from 1 to 3600",

@@ -40,9 +40,10 @@
 //!
 //! Configuration section `http_platform`, per location (IIS's
 //! `<httpPlatform>` attributes, in riis's spelling):
-//! - `process_path` (required): the program, relative to the
+//! - `process_path`: the program, relative to the
 //!   configuration's folder (an interpreter such as `/usr/bin/node` by its
-//!   full path); it must be an executable file;
+//!   full path); it must be an executable file. A level without it (the
+//!   server's, when only a location names an application) names none;
 //! - `arguments` (list, default none): its arguments;
 //! - `environment` (table, default none): variables added to riis's
 //!   environment (IIS's `environmentVariables`);
@@ -144,8 +145,12 @@ pub(crate) trait PlatformSection:
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HttpPlatformSection {
-    #[serde(deserialize_with = "crate::managed_application::program")]
-    process_path: PathBuf,
+    /// Optional in each layer: a level that sets other keys only (the
+    /// server's `startup_time_limit` for all locations), or none (the
+    /// site's root when only a location names an application), names no
+    /// application.
+    #[serde(default, deserialize_with = "crate::managed_application::some_program")]
+    process_path: Option<PathBuf>,
     #[serde(default)]
     arguments: Vec<String>,
     #[serde(default)]
@@ -224,12 +229,15 @@ pub(crate) fn folder<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Pa
 
 impl From<HttpPlatformSection> for HttpPlatformConfig {
     fn from(section: HttpPlatformSection) -> Self {
+        let Some(path) = section.process_path else {
+            return Self::default();
+        };
         let working_directory = section
             .working_directory
             .unwrap_or_else(default_working_directory);
         Self {
             application: Some(ApplicationConfig {
-                path: section.process_path,
+                path,
                 arguments: section.arguments,
                 environment: section.environment,
                 instances: section.processes_per_application,
@@ -493,7 +501,6 @@ mod tests {
             }
         );
         let errors = [
-            ("arguments = []", "process_path"),
             ("process_path = \"/etc\"", "not an executable file"),
             (
                 "process_path = \"/bin/sh\"\nstartup_time_limit = 0",
@@ -516,5 +523,7 @@ mod tests {
             let error = parse(text).unwrap_err();
             assert!(error.contains(expected), "{text}: {error}");
         }
+        // A level without `process_path` names no application.
+        assert!(parse("arguments = []").unwrap().application.is_none());
     }
 }

@@ -336,6 +336,13 @@ pub(crate) fn program<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf,
     resolve_program(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
+/// [`program`], for a key that may be left out.
+pub(crate) fn some_program<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<PathBuf>, D::Error> {
+    program(d).map(Some)
+}
+
 /// A program's path as a configuration gives it, resolved against the
 /// configuration's folder; it must be an executable file.
 fn resolve_program(text: &str) -> Result<PathBuf, String> {

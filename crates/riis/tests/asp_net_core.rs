@@ -276,6 +276,75 @@ fn the_token_does_not_reach_another_server_through_a_child_request() {
     assert_eq!(seen["token"], "", "the other server got the token");
 }
 
+/// The section written at a location only, as `import-web-config
+/// --location /shop` writes it: the levels above name no application, and
+/// the location's does. A location whose handler lists the module but
+/// whose levels name no program answers 500, naming the key.
+#[test]
+fn an_application_set_at_a_location_only() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("asp-net-core-location");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    dir.write("app.js", APPLICATION);
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "AspNetCoreModule"
+[[modules]]
+name = "ReverseProxy"
+[[modules]]
+name = "CustomError"
+
+[[sites]]
+name = "Shop"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/shop"
+[[sites.locations.handlers]]
+name = "aspNetCore"
+path = "*"
+modules = ["AspNetCoreModule", "ReverseProxy"]
+[sites.locations.asp_net_core]
+process_path = '{node}'
+arguments = ["app.js"]
+application_path = "/shop"
+
+[[sites.locations]]
+path = "/nothing"
+[[sites.locations.handlers]]
+name = "aspNetCore"
+path = "*"
+modules = ["AspNetCoreModule", "ReverseProxy"]
+"#,
+            root = root.display(),
+            node = node.display()
+        ),
+    );
+    let out = common::riis_command("check-config", &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/shop/cart");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(fields(&resp.text())["path_base"], "/shop");
+    let resp = Connection::open(server.addr).get("/nothing/x");
+    assert_eq!(resp.status, 500);
+    assert!(
+        resp.text().contains("asp_net_core.process_path is not set"),
+        "{}",
+        resp.text()
+    );
+}
+
 #[test]
 fn check_config_names_the_key_and_warns_of_a_handler_without_reverse_proxy() {
     let dir = TempDir::new("asp-net-core-config");

@@ -262,7 +262,6 @@ startup_retry_count = 1"#,
 fn check_config_names_the_key_of_a_bad_section() {
     let dir = TempDir::new("http-platform-config");
     for (section, key) in [
-        ("arguments = []", "process_path"),
         (
             "process_path = \"/bin/sh\"\nstartup_time_limit = 0",
             "startup_time_limit",
