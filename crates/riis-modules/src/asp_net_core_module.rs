@@ -184,7 +184,7 @@ fn url_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> 
 fn riis_own_variables_left_out<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<BTreeMap<String, String>, D::Error> {
-    let environment = BTreeMap::<String, String>::deserialize(d)?;
+    let environment = crate::managed_application::environment(d)?;
     let own = [
         "ASPNETCORE_PORT",
         "ASPNETCORE_TOKEN",
@@ -351,6 +351,14 @@ mod tests {
             (
                 "process_path = \"/bin/sh\"\nenvironment = { ASPNETCORE_TOKEN = \"x\" }",
                 "ASPNETCORE_TOKEN is set by riis",
+            ),
+            (
+                "process_path = \"/bin/sh\"\nenvironment = { \"ASPNETCORE_TOKEN=\" = \"x\" }",
+                "cannot be an environment variable's name",
+            ),
+            (
+                "process_path = \"/bin/sh\"\nenvironment = { A = \"x\\u0000y\" }",
+                "holds a NUL character",
             ),
             (
                 "process_path = \"/bin/sh\"\nhosting_model = \"inprocess\"",

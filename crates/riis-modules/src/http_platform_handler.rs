@@ -153,7 +153,7 @@ struct HttpPlatformSection {
     process_path: Option<PathBuf>,
     #[serde(default)]
     arguments: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::managed_application::environment")]
     environment: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "folder")]
     working_directory: Option<PathBuf>,

@@ -172,7 +172,7 @@ pub struct ApplicationConfig {
     pub arguments: Vec<String>,
     /// Variables added to the environment riis runs in (IIS's
     /// `environmentVariables`), such as `PHP_FCGI_MAX_REQUESTS`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "environment")]
     pub environment: BTreeMap<String, String>,
     /// How many processes run (IIS's `maxInstances`).
     #[serde(default = "default_instances", deserialize_with = "instances")]
@@ -334,6 +334,30 @@ const MONITOR_EVERY: Duration = Duration::from_millis(500);
 /// A program path, resolved and checked while the configuration loads.
 pub(crate) fn program<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     resolve_program(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+/// Environment variables as a configuration gives them: names that can be
+/// names (not empty, without `=`), and neither names nor values holding
+/// NUL, which no process's environment can (checked here, rather than
+/// failing each start).
+pub(crate) fn environment<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let variables = BTreeMap::<String, String>::deserialize(d)?;
+    for (name, value) in &variables {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(serde::de::Error::custom(format!(
+                "`{}` cannot be an environment variable's name (empty, or with `=` or NUL)",
+                name.escape_debug()
+            )));
+        }
+        if value.contains('\0') {
+            return Err(serde::de::Error::custom(format!(
+                "the value of {name} holds a NUL character, which an environment cannot"
+            )));
+        }
+    }
+    Ok(variables)
 }
 
 /// [`program`], for a key that may be left out.
@@ -1185,8 +1209,15 @@ impl Application {
                 }
                 if run.failed_starts > startup_retry_count {
                     let why = format!(
-                        "the {label} application {program} did not listen on its port in {} starts in a row (startup_retry_count = {startup_retry_count}); it stays stopped for {} s",
+                        "the {label} application {program} did not listen on its port in {} starts in a row{}; it stays stopped for {} s",
                         run.failed_starts,
+                        match convention {
+                            // The only convention with the setting.
+                            PortConvention::HttpPlatform => {
+                                format!(" (startup_retry_count = {startup_retry_count})")
+                            }
+                            PortConvention::AspNetCore => String::new(),
+                        },
                         FAILED_FOR.as_secs()
                     );
                     stop_for_failures(&mut run, why);

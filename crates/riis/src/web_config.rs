@@ -1218,8 +1218,11 @@ fn asp_net_core(out: &mut Output, node: Node, location: Option<&str>) -> Result<
                 "processPath \"{path}\" is a placeholder of Visual Studio's: give the program"
             ),
         ),
+        // `dotnet`, or its Windows installation's full path.
         Some(path)
-            if path.eq_ignore_ascii_case("dotnet") || path.eq_ignore_ascii_case("dotnet.exe") =>
+            if path.rsplit(['\\', '/']).next().is_some_and(|name| {
+                name.eq_ignore_ascii_case("dotnet") || name.eq_ignore_ascii_case("dotnet.exe")
+            }) =>
         {
             out.key("process_path", "/usr/bin/dotnet");
         }
@@ -1238,7 +1241,16 @@ fn asp_net_core(out: &mut Output, node: Node, location: Option<&str>) -> Result<
         }
         None => {}
     }
-    if let Some(line) = node.attribute("arguments") {
+    if let Some(line) = node.attribute("arguments").filter(|line| {
+        let placeholder = line.contains('%');
+        if placeholder {
+            out.leave(
+                node,
+                &format!("arguments \"{line}\" hold a placeholder of Visual Studio's: give the arguments"),
+            );
+        }
+        !placeholder
+    }) {
         let words = command_line_words(line).into_iter().map(|word| {
             let relative = word.starts_with(".\\") || word.starts_with("..\\");
             let assembly = word.len() > 4 && word[word.len() - 4..].eq_ignore_ascii_case(".dll");
@@ -2088,6 +2100,19 @@ mod tests {
             "{}",
             converted.text
         );
+        // The Windows installation's `dotnet`; Visual Studio's placeholders.
+        let xml2 = xml.replace(
+            r#"processPath="dotnet" arguments=".\Shop.dll --urls-ignored""#,
+            r#"processPath="C:\Program Files\dotnet\dotnet.exe" arguments="%LAUNCHER_ARGS%""#,
+        );
+        let converted = convert(&xml2, None).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        assert_eq!(
+            table["asp_net_core"]["process_path"].as_str(),
+            Some("/usr/bin/dotnet")
+        );
+        assert!(table["asp_net_core"].get("arguments").is_none());
+        assert!(converted.left_out.join("\n").contains("%LAUNCHER_ARGS%"));
         // The application's own executable, published for Windows.
         let xml = xml.replace(r#"processPath="dotnet""#, r#"processPath=".\Shop.exe""#);
         let converted = convert(&xml, None).unwrap();
