@@ -265,9 +265,19 @@ impl PlatformSection for AspNetCoreConfig {
         for name in forged {
             request.delete_header(name);
         }
-        let mut lines = String::new();
+        // After any a rule or module put there (later lines win).
+        let mut lines = ctx
+            .server_variable(PROXY_REQUEST_HEADERS)
+            .map(|set| set.into_owned())
+            .unwrap_or_default();
+        if !lines.is_empty() && !lines.ends_with('\n') {
+            lines.push('\n');
+        }
         if let Some(token) = application.pairing_token() {
-            lines = format!("{TOKEN_HEADER}: {token}\n");
+            lines.push_str(TOKEN_HEADER);
+            lines.push_str(": ");
+            lines.push_str(token);
+            lines.push('\n');
         }
         if let Some(certificate) = ctx.client_certificate() {
             lines.push_str(CLIENT_CERTIFICATE_HEADER);

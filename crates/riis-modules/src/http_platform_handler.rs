@@ -207,7 +207,7 @@ pub(crate) fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::
 
 /// The configuration's folder (`.` for a section read outside a
 /// configuration file, in tests).
-pub(crate) fn configuration_folder() -> PathBuf {
+fn configuration_folder() -> PathBuf {
     Some(riis_pipeline::configuration_folder())
         .filter(|folder| !folder.as_os_str().is_empty())
         .unwrap_or_else(|| ".".into())
