@@ -136,7 +136,7 @@ struct AspNetCoreSection {
     /// names no application.
     #[serde(default, deserialize_with = "crate::managed_application::some_program")]
     process_path: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::managed_application::arguments")]
     arguments: Vec<String>,
     #[serde(default, deserialize_with = "riis_own_variables_left_out")]
     environment: BTreeMap<String, String>,
@@ -265,13 +265,18 @@ impl PlatformSection for AspNetCoreConfig {
         for name in forged {
             request.delete_header(name);
         }
-        // After any a rule or module put there (later lines win).
-        let mut lines = ctx
-            .server_variable(PROXY_REQUEST_HEADERS)
-            .map(|set| set.into_owned())
-            .unwrap_or_default();
-        if !lines.is_empty() && !lines.ends_with('\n') {
-            lines.push('\n');
+        // After those a rule or module put there (later lines win), less
+        // any of the module's own names: a rule may pass on what a client
+        // sent (`{HTTP_X_EXTRA}`).
+        let mut lines = String::new();
+        if let Some(set) = ctx.server_variable(PROXY_REQUEST_HEADERS) {
+            for line in set.lines() {
+                let name = line.split_once(':').map_or(line, |(name, _)| name);
+                if !name.trim().to_ascii_lowercase().starts_with(OWN_HEADERS) {
+                    lines.push_str(line);
+                    lines.push('\n');
+                }
+            }
         }
         if let Some(token) = application.pairing_token() {
             lines.push_str(TOKEN_HEADER);
@@ -369,6 +374,10 @@ mod tests {
             (
                 "process_path = \"/bin/sh\"\nenvironment = { A = \"x\\u0000y\" }",
                 "holds a NUL character",
+            ),
+            (
+                "process_path = \"/bin/sh\"\narguments = [\"a\", \"b\\u0000\"]",
+                "argument 2 holds a NUL character",
             ),
             (
                 "process_path = \"/bin/sh\"\nhosting_model = \"inprocess\"",

@@ -151,7 +151,7 @@ struct HttpPlatformSection {
     /// application.
     #[serde(default, deserialize_with = "crate::managed_application::some_program")]
     process_path: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::managed_application::arguments")]
     arguments: Vec<String>,
     #[serde(default, deserialize_with = "crate::managed_application::environment")]
     environment: BTreeMap<String, String>,

@@ -168,7 +168,7 @@ pub struct ApplicationConfig {
     #[serde(deserialize_with = "program")]
     pub path: PathBuf,
     /// Its arguments (IIS's `arguments`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "arguments")]
     pub arguments: Vec<String>,
     /// Variables added to the environment riis runs in (IIS's
     /// `environmentVariables`), such as `PHP_FCGI_MAX_REQUESTS`.
@@ -358,6 +358,19 @@ pub(crate) fn environment<'de, D: serde::Deserializer<'de>>(
         }
     }
     Ok(variables)
+}
+
+/// A program's arguments as a configuration gives them: none holding NUL,
+/// which no argument can (checked here, rather than failing each start).
+pub(crate) fn arguments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let arguments = Vec::<String>::deserialize(d)?;
+    match arguments.iter().position(|a| a.contains('\0')) {
+        Some(at) => Err(serde::de::Error::custom(format!(
+            "argument {} holds a NUL character, which no argument can",
+            at + 1
+        ))),
+        None => Ok(arguments),
+    }
 }
 
 /// [`program`], for a key that may be left out.

@@ -88,7 +88,8 @@ impl ServerConfig {
     /// Handlers of `list` with HttpPlatformHandler or AspNetCoreModule in
     /// their `modules` and no ReverseProxy after it: those only name the
     /// application's process (in `PROXY_SERVER`), ReverseProxy passes the
-    /// request, so without it the application never gets one.
+    /// request, so without it the application never gets one. And those
+    /// that list both: only one application gets the requests.
     fn platforms_without_proxy<'a>(
         &'a self,
         list: &'a [HandlerDefinition],
@@ -99,12 +100,25 @@ impl ServerConfig {
                 .find(|m| m.name == name)
                 .map_or(name, |m| m.type_name())
         };
+        let starts_application =
+            |k: &&str| matches!(*k, "HttpPlatformHandler" | "AspNetCoreModule");
         list.iter()
             .filter_map(|handler| {
                 let kinds: Vec<&str> = handler.modules.iter().map(|m| kind(m)).collect();
-                let at = kinds
-                    .iter()
-                    .position(|k| matches!(*k, "HttpPlatformHandler" | "AspNetCoreModule"))?;
+                let at = kinds.iter().position(starts_application)?;
+                if kinds.iter().filter(|k| starts_application(k)).count() > 1 {
+                    // The last names the process; the first's application
+                    // starts for nothing, and its request headers (the
+                    // ASP.NET Core Module's pairing token) go to the other.
+                    return Some((
+                        handler.key.clone(),
+                        format!(
+                            "handler `{}` lists more than one module that starts an application \
+                             (HttpPlatformHandler, AspNetCoreModule): list one",
+                            handler.name
+                        ),
+                    ));
+                }
                 if kinds[at..].contains(&"ReverseProxy") {
                     return None;
                 }

@@ -1138,6 +1138,12 @@ fn environment_variables(out: &mut Output, node: Node, riis_own: &[&str]) {
             Some(name) if riis_own.iter().any(|own| own.eq_ignore_ascii_case(name)) => {
                 out.leave(variable, &format!("{name}: riis sets this variable itself"));
             }
+            Some(name) if name.contains(['=', '\0']) => {
+                out.leave(
+                    variable,
+                    &format!("{name}: not a name an environment can hold"),
+                );
+            }
             Some(name) if !name.is_empty() => {
                 let value = variable.attribute("value").unwrap_or("");
                 table.insert(name.to_owned(), Value::String(value.to_owned()));
@@ -1241,17 +1247,21 @@ fn asp_net_core(out: &mut Output, node: Node, location: Option<&str>) -> Result<
         }
         None => {}
     }
-    if let Some(line) = node.attribute("arguments").filter(|line| {
-        let placeholder = line.contains('%');
-        if placeholder {
+    if let Some(line) = node.attribute("arguments") {
+        // Visual Studio's `%LAUNCHER_ARGS%` (and `%LAUNCHER_PATH%`) have
+        // values only when it starts the application itself.
+        let (placeholders, words): (Vec<String>, Vec<String>) = command_line_words(line)
+            .into_iter()
+            .partition(|word| word.contains("%LAUNCHER_"));
+        for placeholder in placeholders {
             out.leave(
                 node,
-                &format!("arguments \"{line}\" hold a placeholder of Visual Studio's: give the arguments"),
+                &format!(
+                    "argument \"{placeholder}\" is a placeholder of Visual Studio's, left out"
+                ),
             );
         }
-        !placeholder
-    }) {
-        let words = command_line_words(line).into_iter().map(|word| {
+        let words = words.into_iter().map(|word| {
             let relative = word.starts_with(".\\") || word.starts_with("..\\");
             let assembly = word.len() > 4 && word[word.len() - 4..].eq_ignore_ascii_case(".dll");
             Value::String(if relative || assembly {
@@ -2111,8 +2121,20 @@ mod tests {
             table["asp_net_core"]["process_path"].as_str(),
             Some("/usr/bin/dotnet")
         );
-        assert!(table["asp_net_core"].get("arguments").is_none());
+        assert!(table["asp_net_core"]
+            .get("arguments")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .is_empty());
         assert!(converted.left_out.join("\n").contains("%LAUNCHER_ARGS%"));
+        let xml3 = xml.replace(".\\Shop.dll --urls-ignored", ".\\Shop.dll %LAUNCHER_ARGS%");
+        let converted = convert(&xml3, None).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        assert_eq!(
+            table["asp_net_core"]["arguments"].as_array().unwrap(),
+            &vec![Value::String("./Shop.dll".into())]
+        );
         // The application's own executable, published for Windows.
         let xml = xml.replace(r#"processPath="dotnet""#, r#"processPath=".\Shop.exe""#);
         let converted = convert(&xml, None).unwrap();

@@ -45,6 +45,7 @@ const server = http.createServer((request, response) => {
     `token=${request.headers["ms-aspnetcore-token"] || ""}`,
     `path_base=${base}`,
     `environment=${process.env.ASPNETCORE_ENVIRONMENT || ""}`,
+    `tenant=${request.headers["x-tenant"] || ""}`,
     `client_certificate=${request.headers["ms-aspnetcore-clientcert"] || ""}`,
     `forwarded_for=${request.headers["x-forwarded-for"] || ""}`,
     `forwarded_proto=${request.headers["x-forwarded-proto"] || ""}`,
@@ -345,6 +346,90 @@ modules = ["AspNetCoreModule", "ReverseProxy"]
     );
 }
 
+/// Headers a rule gives the application through `PROXY_REQUEST_HEADERS`
+/// go along, less any of the module's own names (a rule may pass on what a
+/// client sent); the variable is emptied once ReverseProxy read it, so an
+/// access log that names it never shows the token.
+#[test]
+fn a_rules_request_headers_go_along_without_the_modules_names() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("asp-net-core-rule");
+    let config = config(
+        &dir,
+        &format!(
+            "process_path = '{}'\narguments = [\"app.js\"]",
+            node.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[asp_net_core]",
+        r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "HttpLogging"
+
+[http_logging]
+fields = ["cs-uri-stem", "sc-status", "var(PROXY_REQUEST_HEADERS)"]
+
+[[rewrite.rules]]
+name = "extra"
+pattern = "^shop/"
+server_variables = [{ name = "PROXY_REQUEST_HEADERS", value = "{HTTP_X_EXTRA}" }]
+action = { type = "None" }
+
+[asp_net_core]"#,
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut tokens = Vec::new();
+    for (extra, forged) in [
+        ("X-Tenant: blue", false),
+        ("MS-ASPNETCORE-CLIENTCERT: Zm9yZ2Vk", true),
+    ] {
+        let mut client = Connection::open(server.addr);
+        client.send_raw(
+            format!("GET /shop/x HTTP/1.1\r\nHost: shop.test\r\nX-Extra: {extra}\r\n\r\n")
+                .as_bytes(),
+        );
+        let resp = client.read_response(false);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let seen = fields(&resp.text());
+        assert_eq!(seen["client_certificate"], "", "{extra}");
+        if !forged {
+            assert_eq!(seen["tenant"], "blue");
+        }
+        tokens.push(seen["token"].clone());
+    }
+    assert!(
+        tokens[0].len() == 32 && tokens[0] == tokens[1],
+        "{tokens:?}"
+    );
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    let mut logged = String::new();
+    for entry in walk(&dir.path().join("logs")) {
+        logged.push_str(&std::fs::read_to_string(entry).unwrap());
+    }
+    assert!(logged.contains("/shop/x 200"), "{logged}");
+    assert!(!logged.contains(&tokens[0]), "{logged}");
+}
+
+/// The files under `folder`, at any depth.
+fn walk(folder: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
 #[test]
 fn check_config_names_the_key_and_warns_of_a_handler_without_reverse_proxy() {
     let dir = TempDir::new("asp-net-core-config");
@@ -378,6 +463,20 @@ fn check_config_names_the_key_and_warns_of_a_handler_without_reverse_proxy() {
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("handler `Shop` lists AspNetCoreModule without ReverseProxy after it"),
+        "{stderr}"
+    );
+    // Two modules that start an application in one handler.
+    let text = std::fs::read_to_string(&alone).unwrap().replace(
+        r#"modules = ["AspNetCoreModule"]"#,
+        "modules = [\"AspNetCoreModule\", \"HttpPlatformHandler\", \"ReverseProxy\"]\n\
+         [[modules]]\nname = \"HttpPlatformHandler\"",
+    );
+    std::fs::write(&alone, text).unwrap();
+    let out = common::riis_command("check-config", &alone);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("handler `Shop` lists more than one module that starts an application"),
         "{stderr}"
     );
 }

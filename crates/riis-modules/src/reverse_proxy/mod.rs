@@ -155,9 +155,10 @@ pub const PROXY_SERVER: &str = "PROXY_SERVER";
 /// lines, which the request sent to the server gets (replacing any of the
 /// client's of those names), while the request itself, which later modules,
 /// logs, traces and child requests (an `X-Accel-Redirect`'s, a custom
-/// error page's) see, does not. AspNetCoreModule sends its pairing token
-/// this way; any module may, before ExecuteRequestHandler. A client cannot
-/// set it: it is no `HTTP_` name. Child requests start without it.
+/// error page's) see, does not: ReverseProxy empties it once read.
+/// AspNetCoreModule sends its pairing token this way; any module may,
+/// before ExecuteRequestHandler. A client cannot set it: it is no `HTTP_`
+/// name. Child requests start without it.
 pub const PROXY_REQUEST_HEADERS: &str = "PROXY_REQUEST_HEADERS";
 
 /// Checks a server as `servers` and [`PROXY_SERVER`] take it.
@@ -769,6 +770,12 @@ impl ReverseProxy {
         let client_host = ctx.server_variable("HTTP_HOST");
         let https = ctx.request().is_tls();
         let mut headers = Self::request_headers(ctx, &config, client_host.as_deref(), https);
+        drop(client_host);
+        // Read once, for this request's server alone: the modules after,
+        // and the logs (`var(PROXY_REQUEST_HEADERS)`), find it empty.
+        if ctx.server_variable(PROXY_REQUEST_HEADERS).is_some() {
+            ctx.set_server_variable(PROXY_REQUEST_HEADERS, String::new());
+        }
         let upgrade = Self::upgrade_of(ctx, &config.upgrade_protocols).map(|protocol| {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol);
