@@ -65,7 +65,9 @@
 //! - `shutdown_time_limit` (seconds, default 10, 0 to 600): how long a
 //!   process has to finish its requests after SIGTERM (the ASP.NET Core
 //!   host's graceful stop) before it is killed;
-//! - `rapid_fails_per_minute` (default 10, 0 to 100).
+//! - `rapid_fails_per_minute` (default 10, 0 to 100);
+//! - `preload_enabled` (default false): the processes start with the
+//!   configuration, not at the first request (IIS's `preloadEnabled`).
 //!
 //! As with HttpPlatformHandler, a process that does not listen in time is
 //! killed and started again; after ten such starts in a row (the ASP.NET
@@ -125,6 +127,7 @@ static LIVE_CONFIGURATIONS: AtomicUsize = AtomicUsize::new(0);
 #[serde(from = "AspNetCoreSection")]
 pub struct AspNetCoreConfig {
     application: Option<ApplicationConfig>,
+    preload_enabled: bool,
 }
 
 /// The section as written; each value is checked as it is read, so that
@@ -152,6 +155,8 @@ struct AspNetCoreSection {
     shutdown_time_limit: u64,
     #[serde(default = "ten", deserialize_with = "up_to_100")]
     rapid_fails_per_minute: usize,
+    #[serde(default)]
+    preload_enabled: bool,
 }
 
 fn root() -> String {
@@ -229,6 +234,7 @@ impl From<AspNetCoreSection> for AspNetCoreConfig {
                 ),
                 stop_grace: Duration::from_secs(section.shutdown_time_limit),
             }),
+            preload_enabled: section.preload_enabled,
         }
     }
 }
@@ -242,6 +248,10 @@ impl PlatformSection for AspNetCoreConfig {
 
     fn application(&self) -> Option<&ApplicationConfig> {
         self.application.as_ref()
+    }
+
+    fn preload_enabled(&self) -> bool {
+        self.preload_enabled
     }
 
     fn live_configurations() -> &'static AtomicUsize {

@@ -53,7 +53,11 @@
 //!   once; requests go to those that listen, in turn;
 //! - `startup_time_limit` (seconds, default 10, 1 to 3600);
 //! - `startup_retry_count` (default 10, 0 to 100);
-//! - `rapid_fails_per_minute` (default 10, 0 to 100).
+//! - `rapid_fails_per_minute` (default 10, 0 to 100);
+//! - `preload_enabled` (default false): the processes start with the
+//!   configuration (at the server's start, or at a reload that names the
+//!   application), not at the first request (IIS's `preloadEnabled` with
+//!   an `AlwaysRunning` pool), so that no request waits for them.
 //!
 //! Not done: IIS's `stdoutLogEnabled` and `stdoutLogFile` (riis's log
 //! takes the output instead) and `forwardWindowsAuthToken` (no Windows
@@ -84,6 +88,7 @@ use crate::reverse_proxy::PROXY_SERVER;
 #[serde(from = "HttpPlatformSection")]
 pub struct HttpPlatformConfig {
     application: Option<ApplicationConfig>,
+    preload_enabled: bool,
 }
 
 impl PlatformSection for HttpPlatformConfig {
@@ -94,6 +99,10 @@ impl PlatformSection for HttpPlatformConfig {
 
     fn application(&self) -> Option<&ApplicationConfig> {
         self.application.as_ref()
+    }
+
+    fn preload_enabled(&self) -> bool {
+        self.preload_enabled
     }
 
     fn live_configurations() -> &'static AtomicUsize {
@@ -120,6 +129,10 @@ pub(crate) trait PlatformSection:
 
     /// The location's application, if the section names one.
     fn application(&self) -> Option<&ApplicationConfig>;
+
+    /// Whether the application starts with its configuration (at the
+    /// server's start, or a reload's) rather than at its first request.
+    fn preload_enabled(&self) -> bool;
 
     /// The count of this module's configurations that have not retired.
     fn live_configurations() -> &'static AtomicUsize;
@@ -165,6 +178,8 @@ struct HttpPlatformSection {
     startup_retry_count: usize,
     #[serde(default = "ten", deserialize_with = "up_to_100")]
     rapid_fails_per_minute: usize,
+    #[serde(default)]
+    preload_enabled: bool,
 }
 
 pub(crate) fn one() -> usize {
@@ -251,6 +266,7 @@ impl From<HttpPlatformSection> for HttpPlatformConfig {
                 working_directory: Some(working_directory),
                 stop_grace: crate::managed_application::STOP_GRACE,
             }),
+            preload_enabled: section.preload_enabled,
         }
     }
 }
@@ -438,6 +454,7 @@ pub(crate) fn register_platform<C: PlatformSection>(
     ApplicationsGlobal {
         section: config,
         application_of: |config: &C| config.application(),
+        preload: |config: &C| config.preload_enabled(),
         holdings: holdings.clone(),
         status: move || {
             format!(

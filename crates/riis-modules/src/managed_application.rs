@@ -1553,6 +1553,9 @@ pub(crate) struct ApplicationsGlobal<C: 'static, S> {
     pub(crate) section: riis_pipeline::Section<C>,
     /// The application a section names, if any.
     pub(crate) application_of: fn(&C) -> Option<&ApplicationConfig>,
+    /// Whether a section's application starts with its configuration
+    /// rather than at its first request (IIS's `preloadEnabled`).
+    pub(crate) preload: fn(&C) -> bool,
     /// The applications of the configuration.
     pub(crate) holdings: Arc<Holdings>,
     /// The module's `riis status` lines.
@@ -1585,7 +1588,13 @@ where
     ) -> riis_pipeline::GlobalNotificationStatus {
         for config in app.configs(self.section) {
             if let Some(application) = (self.application_of)(config) {
-                self.holdings.application(application);
+                let taken = self.holdings.application(application);
+                if (self.preload)(config) {
+                    // Starts it, if it does not run yet (a reload with the
+                    // same settings keeps it); a start that fails is
+                    // logged, and its first request tries again.
+                    let _ = taken.address();
+                }
             }
         }
         riis_pipeline::GlobalNotificationStatus::Continue

@@ -163,6 +163,42 @@ processes_per_application = 2"#,
     });
 }
 
+/// With `preload_enabled`, the application starts with the server, before
+/// any request (IIS's `preloadEnabled`); without it, at the first request.
+#[test]
+fn a_preloaded_application_starts_with_the_server() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("http-platform-preload");
+    let config = config(
+        &dir,
+        &format!(
+            "process_path = '{}'\narguments = [\"app.js\"]\npreload_enabled = true",
+            node.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    wait_for("the application started before any request", || {
+        common::riis_status(&config).contains("http_platform_processes: 1")
+    });
+    let resp = Connection::open(server.addr).get("/app/first");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    drop(server);
+
+    let lazy = TempDir::new("http-platform-lazy");
+    let config = self::config(
+        &lazy,
+        &format!(
+            "process_path = '{}'\narguments = [\"app.js\"]",
+            node.display()
+        ),
+    );
+    let _server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(common::riis_status(&config).contains("http_platform_processes: 0"));
+}
+
 #[test]
 fn a_process_that_exits_is_started_again_on_a_new_port() {
     let Some(node) = node() else {

@@ -561,6 +561,8 @@ pub fn register_module(
     ApplicationsGlobal {
         section: config,
         application_of: |config: &FastCgiConfig| config.application.as_ref(),
+        // As IIS, FastCGI processes start at their first request.
+        preload: |_| false,
         holdings: shared.applications.clone(),
         status: move || {
             format!(
