@@ -138,17 +138,20 @@ impl ServerConfig {
     /// Whether every request for `url` of `site` is refused whatever it
     /// holds: by RequestFiltering, when a location marked `internal`
     /// covers it or a segment of it is hidden (riis's default hidden
-    /// segments, or those a `request_filtering` section of the server, the
-    /// site or a location covering it names); or by StaticFile, when a
+    /// segments, or the list that replaces them where the innermost
+    /// `request_filtering` section of the server, the site or a location
+    /// covering it names one); or by StaticFile, when a
     /// segment starts with `.` and no `static_file` section there sets
     /// `allow_hidden`.
     fn refuses(&self, site: &SiteDefinition, url: &str) -> bool {
         let listed = |module: &str| self.modules.iter().any(|m| m.type_name() == module);
-        let covering: Vec<&riis_pipeline::LocationDefinition> = site
+        let mut covering: Vec<&riis_pipeline::LocationDefinition> = site
             .locations
             .iter()
             .filter(|l| path_below(&l.path, url).is_some())
             .collect();
+        // Outer first, as the layers merge: a key's innermost value wins.
+        covering.sort_by_key(|l| l.path.trim_end_matches('/').len());
         let layers = |name: &'static str| -> Vec<&toml::Value> {
             self.sections
                 .iter()
@@ -158,10 +161,13 @@ impl ServerConfig {
                 .map(|s| &s.value)
                 .collect()
         };
+        // A key's value where it is set last (innermost).
+        let last = |sections: &[&'_ toml::Value], key: &str| -> Option<toml::Value> {
+            sections.iter().rev().find_map(|v| v.get(key)).cloned()
+        };
         let dotted = url.split('/').any(|segment| segment.starts_with('.'));
-        let hidden_allowed = layers("static_file")
-            .iter()
-            .any(|v| v.get("allow_hidden").and_then(toml::Value::as_bool) == Some(true));
+        let hidden_allowed =
+            last(&layers("static_file"), "allow_hidden").and_then(|v| v.as_bool()) == Some(true);
         if dotted && !hidden_allowed && listed("StaticFile") {
             return true;
         }
@@ -169,15 +175,17 @@ impl ServerConfig {
             return false;
         }
         let sections = layers("request_filtering");
-        let internal = sections
-            .iter()
-            .any(|v| v.get("internal").and_then(toml::Value::as_bool) == Some(true));
-        let listed = sections
-            .iter()
-            .filter_map(|v| v.get("hidden_segments")?.as_array())
-            .flatten()
-            .filter_map(toml::Value::as_str);
-        let hidden: Vec<&str> = DEFAULT_HIDDEN_SEGMENTS.into_iter().chain(listed).collect();
+        let internal = last(&sections, "internal").and_then(|v| v.as_bool()) == Some(true);
+        // A list of the section's replaces riis's defaults (it does not add
+        // to them).
+        let hidden: Vec<String> = match last(&sections, "hidden_segments") {
+            Some(toml::Value::Array(listed)) => listed
+                .iter()
+                .filter_map(toml::Value::as_str)
+                .map(String::from)
+                .collect(),
+            _ => DEFAULT_HIDDEN_SEGMENTS.map(String::from).into(),
+        };
         internal
             || url
                 .split('/')

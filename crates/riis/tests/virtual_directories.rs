@@ -432,6 +432,25 @@ physical_path = "www/.cache/store"
     }
     assert_eq!(warnings.len(), 2, "{err}");
 
+    // A site's own list of hidden segments replaces riis's defaults: with
+    // one that leaves `App_Data` out, `/App_Data/files/…` is served, and
+    // the folder `/data` maps is reachable there too.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let replaced = dir.write(
+        "riis.toml",
+        text.replacen(
+            "bindings = [\"127.0.0.1:0\"]\n",
+            "bindings = [\"127.0.0.1:0\"]\nrequest_filtering = { hidden_segments = [\".git\"] }\n",
+            1,
+        ),
+    );
+    let warnings = warnings_of(&replaced);
+    assert!(
+        warning_at(&warnings, "sites[0].locations[2].physical_path").is_some(),
+        "{warnings:?}"
+    );
+    std::fs::write(&config, text).unwrap();
+
     // A virtual directory that holds the site's root serves the root's
     // files at its own URLs, outside the root's locations.
     let text = std::fs::read_to_string(&config).unwrap();
