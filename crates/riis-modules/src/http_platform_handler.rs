@@ -15,7 +15,10 @@
 //! process, not a second proxy. While no process listens yet (the first
 //! request, or after a crash), the request waits (Pending, not holding a
 //! worker) and resumes through **OnAsyncCompletion** once one does, or
-//! gets 503 after `startup_time_limit`. The global **ApplicationStart**
+//! gets 503 after `startup_time_limit`. A request that a UrlRewrite rule
+//! (or another module) already sent to a server of its own through
+//! `PROXY_SERVER` is left to ReverseProxy, as ARR takes over such a request
+//! in IIS. The global **ApplicationStart**
 //! takes up the applications a configuration names (a reload with the same
 //! settings keeps the running processes), **StopListening** ends the
 //! requests' waits (503) and makes the server's stop wait for the
@@ -407,6 +410,13 @@ fn stopping<C: PlatformSection>(ctx: &mut HttpContext) -> RequestNotificationSta
 
 impl<C: PlatformSection> HttpModule for HttpPlatformHandler<C> {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        // A rule (or a module) sent the request to a server of its own:
+        // ReverseProxy takes it there, as IIS's ARR takes over a request
+        // URL Rewrite sent to another server. The application is not
+        // started for it, and gets none of its headers.
+        if ctx.server_variable(PROXY_SERVER).is_some() {
+            return RequestNotificationStatus::Continue;
+        }
         let Some(config) = ctx.config(self.config).application() else {
             return crate::gateway::fail(
                 ctx,

@@ -199,6 +199,50 @@ fn a_preloaded_application_starts_with_the_server() {
     assert!(common::riis_status(&config).contains("http_platform_processes: 0"));
 }
 
+/// A request a UrlRewrite rule sent to another server goes there, as ARR
+/// takes such a request over in IIS: the application is not started for
+/// it.
+#[test]
+fn a_rules_rewrite_to_another_server_goes_there() {
+    let dir = TempDir::new("http-platform-rule");
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let answering = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = other.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0);
+            request.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nother")
+            .unwrap();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    let config = config(
+        &dir,
+        "process_path = \"/bin/sh\"\narguments = [\"-c\", \"exec sleep 60\"]",
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[http_platform]",
+        &format!(
+            "[[modules]]\nname = \"UrlRewrite\"\n\n[[rewrite.rules]]\nname = \"elsewhere\"\n\
+             pattern = \"^app/elsewhere\"\naction = {{ type = \"Rewrite\", url = \"http://{other_addr}/app/moved\" }}\n\n\
+             [http_platform]"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/app/elsewhere");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.text(), "other");
+    assert!(answering.join().unwrap().starts_with("GET /app/moved "));
+    assert!(common::riis_status(&config).contains("http_platform_processes: 0"));
+}
+
 #[test]
 fn a_process_that_exits_is_started_again_on_a_new_port() {
     let Some(node) = node() else {
