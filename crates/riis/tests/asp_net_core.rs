@@ -430,6 +430,65 @@ fn walk(folder: &std::path::Path) -> Vec<PathBuf> {
     found
 }
 
+/// `examples/aspnetcore/`: its `riis.toml` holds what `import-web-config`
+/// writes from its `web.config`, and runs, with this file's program in
+/// place of `dotnet` (which Debian's archive lacks).
+#[test]
+fn the_aspnetcore_example_is_what_the_import_writes_and_runs() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/aspnetcore");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+        .arg("import-web-config")
+        .arg(example.join("web.config"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let imported: toml::Table = String::from_utf8(out.stdout).unwrap().parse().unwrap();
+    let text = std::fs::read_to_string(example.join("riis.toml")).unwrap();
+    let mut written: toml::Table = text.parse().unwrap();
+    assert_eq!(written["handlers"], imported["handlers"]);
+    let section = written["asp_net_core"].as_table_mut().unwrap();
+    // The one key the example adds.
+    assert_eq!(
+        section.remove("preload_enabled"),
+        Some(toml::Value::Boolean(true))
+    );
+    assert_eq!(section, imported["asp_net_core"].as_table().unwrap());
+
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("asp-net-core-example");
+    dir.write("app.js", APPLICATION);
+    dir.write("web.config", "<configuration />");
+    let config = dir.write(
+        "riis.toml",
+        text.replace("/usr/bin/dotnet", &node.display().to_string())
+            .replace("./Shop.dll", "app.js")
+            .replace("/tmp/riis-aspnetcore-example.pid", "riis.pid"),
+    );
+    let out = common::riis_command("check-config", &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let start = Instant::now();
+    while !common::riis_status(&config).contains("asp_net_core_processes: 1") {
+        assert!(start.elapsed() < Duration::from_secs(20), "not preloaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let resp = Connection::open(server.addr).get("/");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(fields(&resp.text())["environment"], "Production");
+    assert_eq!(Connection::open(server.addr).get("/web.config").status, 404);
+}
+
 #[test]
 fn check_config_names_the_key_and_warns_of_a_handler_without_reverse_proxy() {
     let dir = TempDir::new("asp-net-core-config");
