@@ -414,7 +414,10 @@ impl<C: PlatformSection> HttpModule for HttpPlatformHandler<C> {
         // ReverseProxy takes it there, as IIS's ARR takes over a request
         // URL Rewrite sent to another server. The application is not
         // started for it, and gets none of its headers.
-        if ctx.server_variable(PROXY_SERVER).is_some() {
+        if ctx
+            .server_variable(PROXY_SERVER)
+            .is_some_and(|server| !server.is_empty())
+        {
             return RequestNotificationStatus::Continue;
         }
         let Some(config) = ctx.config(self.config).application() else {

@@ -1588,13 +1588,21 @@ where
     ) -> riis_pipeline::GlobalNotificationStatus {
         for config in app.configs(self.section) {
             if let Some(application) = (self.application_of)(config) {
-                let taken = self.holdings.application(application);
-                if (self.preload)(config) {
-                    // Starts it, if it does not run yet (a reload with the
-                    // same settings keeps it); a start that fails is
-                    // logged, and its first request tries again.
-                    let _ = taken.address();
-                }
+                self.holdings.application(application);
+            }
+        }
+        // Preloaded: the applications a handler of the module can send
+        // requests to (a location's settings that no handler of it reads,
+        // the site root's beside a location that changes a key, start
+        // nothing).
+        for config in app.handled_configs(self.section) {
+            if let Some(application) =
+                (self.application_of)(config).filter(|_| (self.preload)(config))
+            {
+                // Starts it, if it does not run yet (a reload with the
+                // same settings keeps it); a start that fails is logged,
+                // and its first request tries again.
+                let _ = self.holdings.application(application).address();
             }
         }
         riis_pipeline::GlobalNotificationStatus::Continue

@@ -89,6 +89,31 @@ impl<'a> Application<'a> {
         })
     }
 
+    /// [`Application::configs`], of the locations only whose handler list
+    /// names the called module: those where it can handle a request. For
+    /// a handler module that starts something ahead of its requests (an
+    /// application to preload), so that it starts nothing no request can
+    /// reach. A riis extension, as `configs` is.
+    pub fn handled_configs<T: std::any::Any + Send + Sync>(
+        &self,
+        section: crate::Section<T>,
+    ) -> impl Iterator<Item = &'a T> + 'a {
+        let module = self.module;
+        self.locations
+            .iter()
+            .filter(move |location| {
+                location
+                    .handlers()
+                    .iter()
+                    .any(|handler| handler.modules.contains(&module))
+            })
+            .map(move |location| {
+                location.sections[section.id]
+                    .downcast_ref::<T>()
+                    .expect("a Section<T> handle always names a section of type T")
+            })
+    }
+
     /// Id, name and physical root of the site.
     pub fn info(&self) -> &'a ApplicationInfo {
         self.info

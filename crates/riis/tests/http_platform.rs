@@ -197,6 +197,60 @@ fn a_preloaded_application_starts_with_the_server() {
     let _server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(common::riis_status(&config).contains("http_platform_processes: 0"));
+    drop(_server);
+
+    // Only what a handler of the module can reach starts: here the
+    // location's settings, not the server's they change a key of (no
+    // handler sends a request there).
+    let layered = TempDir::new("http-platform-preload-layers");
+    std::fs::create_dir_all(layered.path().join("www")).unwrap();
+    layered.write("app.js", APPLICATION);
+    let config = layered.write(
+        "riis.toml",
+        format!(
+            r#"[server]
+pid_file = "riis.pid"
+
+[[modules]]
+name = "HttpPlatformHandler"
+[[modules]]
+name = "ReverseProxy"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+modules = ["StaticFile"]
+
+[http_platform]
+process_path = '{node}'
+arguments = ["app.js"]
+preload_enabled = true
+
+[[sites]]
+name = "Layers"
+root = "www"
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/api"
+http_platform = {{ environment = {{ GREETING = "api" }} }}
+handlers = [{{ name = "Application", path = "*", modules = ["HttpPlatformHandler", "ReverseProxy"] }}]
+"#,
+            node = node.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    wait_for("the location's application started", || {
+        common::riis_status(&config).contains("http_platform_processes: 1")
+    });
+    let resp = Connection::open(server.addr).get("/api/x");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(fields(&resp.text())["greeting"], "api");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = common::riis_status(&config);
+    assert!(status.contains("http_platform_processes: 1"), "{status}");
 }
 
 /// A request a UrlRewrite rule sent to another server goes there, as ARR

@@ -932,6 +932,18 @@ action = { type = "None" }"#,
             "letters, digits and `_`",
         ),
         (
+            r#"pattern = "^x$"
+server_variables = [{ name = "PROXY_SERVER", value = "{HTTP_X_BACKEND}" }]
+action = { type = "None" }"#,
+            "so that no request chooses it",
+        ),
+        (
+            r#"pattern = "^x$"
+server_variables = [{ name = "proxy_server", value = "ftp://elsewhere" }]
+action = { type = "None" }"#,
+            "server variable `PROXY_SERVER`:",
+        ),
+        (
             r#"pattern = "x"
 pattern_syntax = "Glob"
 action = { type = "None" }"#,

@@ -126,6 +126,18 @@ impl TryFrom<RawSetVariable> for SetVariable {
             }
             None => None,
         };
+        // Where ReverseProxy sends the request: as for a Rewrite to another
+        // server, written out, so that no request can choose it.
+        if name == crate::reverse_proxy::PROXY_SERVER {
+            if raw.value.contains(['{', '}']) {
+                return Err(format!(
+                    "server variable `{name}`: `{}` is made of {{…}} values; the server is written out, so that no request chooses it",
+                    raw.value
+                ));
+            }
+            crate::reverse_proxy::check_server(&raw.value)
+                .map_err(|why| format!("server variable `{name}`: {why}"))?;
+        }
         Ok(SetVariable {
             value: Template::parse(&raw.value)?,
             name,
