@@ -73,7 +73,17 @@ impl ServerConfig {
         let mut folders = Folders::default();
         for site in &self.sites {
             let mappings = mappings(site);
-            let refused = |url: &str| self.refuses(site, url);
+            // Refused at `url` and at every location below it: a deeper
+            // location may reopen what is hidden above it (its own
+            // `hidden_segments`, `internal = false`, `allow_hidden`).
+            let refused = |url: &str| {
+                self.refuses(site, url)
+                    && site
+                        .locations
+                        .iter()
+                        .filter(|l| path_below(url, &l.path).is_some())
+                        .all(|l| self.refuses(site, &l.path))
+            };
             let mut found = folders_mapped_twice(&mappings, &refused);
             found.extend(case_twins(site, &mappings, &mut folders));
             // By the location they concern, in the file's order.

@@ -449,6 +449,19 @@ physical_path = "www/.cache/store"
         warning_at(&warnings, "sites[0].locations[2].physical_path").is_some(),
         "{warnings:?}"
     );
+    // So with a deeper location that reopens what is hidden above it.
+    let reopened = dir.write(
+        "riis.toml",
+        format!(
+            "{text}\n[[sites.locations]]\npath = \"/App_Data/files/pub\"\n\
+             request_filtering = {{ hidden_segments = [\".git\"] }}\n"
+        ),
+    );
+    let warnings = warnings_of(&reopened);
+    assert!(
+        warning_at(&warnings, "sites[0].locations[2].physical_path").is_some(),
+        "{warnings:?}"
+    );
     std::fs::write(&config, text).unwrap();
 
     // A virtual directory that holds the site's root serves the root's
