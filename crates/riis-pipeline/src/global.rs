@@ -82,11 +82,9 @@ impl<'a> Application<'a> {
         &self,
         section: crate::Section<T>,
     ) -> impl Iterator<Item = &'a T> + 'a {
-        self.locations.iter().map(move |location| {
-            location.sections[section.id]
-                .downcast_ref::<T>()
-                .expect("a Section<T> handle always names a section of type T")
-        })
+        self.locations
+            .iter()
+            .map(move |location| section_of(location, section))
     }
 
     /// [`Application::configs`], of the locations only whose handler list
@@ -107,11 +105,7 @@ impl<'a> Application<'a> {
                     .iter()
                     .any(|handler| handler.modules.contains(&module))
             })
-            .map(move |location| {
-                location.sections[section.id]
-                    .downcast_ref::<T>()
-                    .expect("a Section<T> handle always names a section of type T")
-            })
+            .map(move |location| section_of(location, section))
     }
 
     /// Id, name and physical root of the site.
@@ -263,4 +257,14 @@ impl<'a> RscaQuery<'a> {
 pub trait ServerStatus: Send + Sync {
     /// Appends the figures to a `status` query, one `name: value` line each.
     fn write_status(&self, query: &mut RscaQuery<'_>);
+}
+
+/// A location's resolved value of `section`.
+fn section_of<T: std::any::Any + Send + Sync>(
+    location: &crate::pipeline::Location,
+    section: crate::Section<T>,
+) -> &T {
+    location.sections[section.id]
+        .downcast_ref::<T>()
+        .expect("a Section<T> handle always names a section of type T")
 }

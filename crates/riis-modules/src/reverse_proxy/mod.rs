@@ -578,13 +578,14 @@ impl ReverseProxy {
             .filter(|_| !offered.is_empty())
     }
 
-    /// The request's headers as the server gets them.
+    /// The request's headers as the server gets them, and whether a module
+    /// gave some in [`PROXY_REQUEST_HEADERS`] (the caller empties it).
     fn request_headers(
         ctx: &HttpContext,
         config: &ReverseProxyConfig,
         client_host: Option<&str>,
         https: bool,
-    ) -> HeaderMap {
+    ) -> (HeaderMap, bool) {
         let req = ctx.request();
         let client = req.headers();
         // (An HTTP/2 client's cookie crumbs reach modules already joined
@@ -698,7 +699,9 @@ impl ReverseProxy {
                 }
             }
         }
-        if let Some(lines) = ctx.server_variable(PROXY_REQUEST_HEADERS) {
+        let module_headers = ctx.server_variable(PROXY_REQUEST_HEADERS);
+        let handed_on = module_headers.is_some();
+        if let Some(lines) = module_headers {
             for line in lines.lines().filter(|l| !l.trim().is_empty()) {
                 let parsed = line.split_once(':').and_then(|(name, value)| {
                     let name = HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
@@ -723,7 +726,7 @@ impl ReverseProxy {
                 headers.insert(HeaderName::from_static("x-original-url"), original);
             }
         }
-        headers
+        (headers, handed_on)
     }
 
     /// Starts the exchange with `body`, or, with `streamed` (the length
@@ -769,11 +772,12 @@ impl ReverseProxy {
         // The routed host: HTTP/2's `:authority`, or the `Host` header.
         let client_host = ctx.server_variable("HTTP_HOST");
         let https = ctx.request().is_tls();
-        let mut headers = Self::request_headers(ctx, &config, client_host.as_deref(), https);
+        let (mut headers, handed_on) =
+            Self::request_headers(ctx, &config, client_host.as_deref(), https);
         drop(client_host);
         // Read once, for this request's server alone: the modules after,
         // and the logs (`var(PROXY_REQUEST_HEADERS)`), find it empty.
-        if ctx.server_variable(PROXY_REQUEST_HEADERS).is_some() {
+        if handed_on {
             ctx.set_server_variable(PROXY_REQUEST_HEADERS, String::new());
         }
         let upgrade = Self::upgrade_of(ctx, &config.upgrade_protocols).map(|protocol| {
