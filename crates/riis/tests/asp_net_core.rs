@@ -10,11 +10,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use common::{node, Connection, RunningBinary, TempDir};
+use common::{fields, node, wait_for, Connection, RunningBinary, TempDir};
 
 /// The application. On SIGTERM it takes a second to finish (as a host
 /// stopping gracefully does), then writes `stopped-cleanly` and exits.
@@ -100,14 +98,6 @@ bindings = ["127.0.0.1:0"]
             root = root.display()
         ),
     )
-}
-
-/// The application's `key=value` lines.
-fn fields(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
 }
 
 /// A request with the ASP.NET Core Module's own headers, as a client
@@ -201,11 +191,9 @@ fn a_shutdown_time_limit_of_zero_kills_at_once() {
     let pid: u32 = fields(&resp.text())["pid"].parse().unwrap();
     let status = server.terminate();
     assert!(status.success(), "{status}");
-    let start = Instant::now();
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "still running");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("still running", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
     assert!(!dir.path().join("stopped-cleanly").exists());
 }
 
@@ -260,14 +248,9 @@ fn the_token_does_not_reach_another_server_through_a_child_request() {
     ));
     std::fs::write(&config, text).unwrap();
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", other_port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the other server"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("the other server", || {
+        std::net::TcpStream::connect(("127.0.0.1", other_port)).is_ok()
+    });
     let resp = Connection::open(server.addr).get("/shop/accel");
     let _ = other.kill();
     let _ = other.wait();
@@ -478,11 +461,9 @@ fn the_aspnetcore_example_is_what_the_import_writes_and_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
-    let start = Instant::now();
-    while !common::riis_status(&config).contains("asp_net_core_processes: 1") {
-        assert!(start.elapsed() < Duration::from_secs(20), "not preloaded");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("not preloaded", || {
+        common::riis_status(&config).contains("asp_net_core_processes: 1")
+    });
     let resp = Connection::open(server.addr).get("/");
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(fields(&resp.text())["environment"], "Production");

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{node, Connection, RunningBinary, TempDir};
+use common::{fields, node, wait_for, Connection, RunningBinary, TempDir};
 
 /// The application: answers with what it was started with and what it was
 /// asked, one `key=value` a line; `/app/exit` answers, then exits with an
@@ -89,29 +89,12 @@ bindings = ["127.0.0.1:0"]
     )
 }
 
-/// The application's `key=value` lines.
-fn fields(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
 fn is_running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         !s.rsplit(')')
             .next()
             .is_some_and(|r| r.trim_start().starts_with('Z'))
     })
-}
-
-/// Waits until `done` holds; fails with `what` after 20 seconds.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < Duration::from_secs(20), "{what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -587,6 +587,25 @@ pub fn riis_status(config: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A test application's answer: its `key=value` lines.
+#[allow(dead_code)]
+pub fn fields(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Waits until `done` holds; fails with `what` after 20 seconds.
+#[allow(dead_code)]
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `node` (or Debian's older `nodejs`) on the `PATH`; outside CI a machine
 /// without it skips the test (`None`), in CI that is a failure.
 #[allow(dead_code)]
