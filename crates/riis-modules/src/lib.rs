@@ -46,6 +46,7 @@ pub mod static_compression;
 pub mod static_file;
 pub mod url_authorization;
 pub mod url_rewrite;
+pub mod webdav;
 
 use std::path::Path;
 
@@ -473,6 +474,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ),
     ("AspNetCoreModule", asp_net_core_module::register_module),
     ("Metrics", metrics::register_module),
+    ("WebDav", webdav::register_module),
 ];
 
 /// The entry point of a built-in module.

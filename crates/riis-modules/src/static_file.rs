@@ -564,6 +564,19 @@ pub(crate) fn http_date_secs(t: SystemTime) -> Option<u64> {
     (secs < 253_402_300_800).then_some(secs)
 }
 
+/// The strong ETag StaticFile gives the file `meta` describes, quotes
+/// included: for WebDAV's `getetag` and its `If` conditions, which must
+/// match what a GET of the file gets.
+pub(crate) fn etag_of(meta: &std::fs::Metadata) -> Option<String> {
+    let info = riis_pipeline::ResourceInfo::of_file(meta);
+    let nanos = info
+        .modified?
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos();
+    Some(strong_etag(nanos, info.len, info.changed))
+}
+
 /// `"<modified nanoseconds>-<length>"` in lowercase hex, quotes included,
 /// with `-<changed nanoseconds>` when the status change time is known: a
 /// strong ETag must change whenever the bytes do (RFC 9110 §8.8.3), and a

@@ -445,6 +445,26 @@ impl HttpContext {
             .expect("a Section<T> handle always names a section of type T")
     }
 
+    /// A module's configuration section resolved for the location of
+    /// another URL of this site (a decoded path such as
+    /// [`crate::prepare_url_path`] gives): for a module that acts on a
+    /// second URL besides the request's, as WebDAV's COPY and MOVE act on
+    /// their `Destination`, and must judge it by that URL's settings.
+    pub fn config_for_url<T: Any + Send + Sync>(&self, section: Section<T>, url: &str) -> &T {
+        let url = crate::request::normalize_mapped_url(url);
+        self.site.location(self.site.location_index(&url)).sections[section.id]
+            .downcast_ref()
+            .expect("a Section<T> handle always names a section of type T")
+    }
+
+    /// The virtual directory another URL of this site maps into (see
+    /// [`HttpContext::virtual_directory`] and
+    /// [`HttpContext::config_for_url`]).
+    pub fn virtual_directory_for_url(&self, url: &str) -> &crate::VirtualDirectory {
+        let url = crate::request::normalize_mapped_url(url);
+        self.site.virtual_directory(self.site.location_index(&url))
+    }
+
     /// [`HttpContext::config`] as a shared handle, for a module that goes on
     /// changing the context while it reads its configuration (one reference
     /// count, no copy).
