@@ -1,0 +1,584 @@
+//! WebDav over real sockets: the litmus suite (the WebDAV protocol's
+//! conformance tests, run as a program against the server), and what
+//! riis adds around RFC 4918: authoring rules per location and at a COPY's
+//! destination, hidden names, the site's folder as a boundary, locks held
+//! per user, uploads that land whole or not at all, properties that
+//! outlive the server.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use common::{Connection, Response, RunningBinary, TempDir};
+
+/// The module list and handler mappings every test here uses, and the
+/// sections at server level; `sections` is added at server level,
+/// `locations` after the site.
+fn config(dir: &TempDir, sections: &str, locations: &str) -> PathBuf {
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let alice = bcrypt::hash("wonderland", 4).unwrap();
+    let bob = bcrypt::hash("builder", 4).unwrap();
+    dir.write("users", format!("alice:{alice}\nbob:{bob}\n"));
+    dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "BasicAuthentication"
+[[modules]]
+name = "AnonymousAuthentication"
+[[modules]]
+name = "WebDav"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "WebDAV"
+path = "*"
+verbs = ["OPTIONS", "PROPFIND", "PROPPATCH", "MKCOL", "PUT", "DELETE", "COPY", "MOVE", "LOCK", "UNLOCK"]
+modules = ["WebDav"]
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["StaticFile"]
+
+[basic_authentication]
+enabled = true
+user_file = "users"
+
+[static_file]
+default_mime_type = "application/octet-stream"
+
+{sections}
+
+[[sites]]
+name = "Dav"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+
+{locations}
+"#,
+            root = root.display()
+        ),
+    )
+}
+
+fn start(config: &Path) -> RunningBinary {
+    RunningBinary::start(&["--config", config.to_str().unwrap()])
+}
+
+/// One request on a fresh connection.
+fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: dav.test\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut c = Connection::open(addr);
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    c.send_raw(&bytes);
+    c.read_response(method == "HEAD")
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+const OPEN_TO_ALL: &str = r#"[webdav]
+enabled = true
+allow_anonymous_propfind = true
+authoring_rules = [{ users = "*", access = "Read, Write" }]"#;
+
+#[test]
+fn litmus_passes_every_suite() {
+    let found = Command::new("litmus").arg("--version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "litmus is missing (CI installs it: apt-get install litmus)"
+        );
+        eprintln!("skipped: litmus is not installed");
+        return;
+    }
+    let dir = TempDir::new("dav-litmus");
+    let server = start(&config(&dir, OPEN_TO_ALL, ""));
+    let work = TempDir::new("dav-litmus-work");
+    let out = Command::new("litmus")
+        .arg(format!("http://{}/", server.addr))
+        .current_dir(work.path())
+        .env("TESTS", "basic copymove props locks http")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for suite in ["basic", "copymove", "props", "locks", "http"] {
+        let summary = text
+            .lines()
+            .find(|l| l.starts_with(&format!("<- summary for `{suite}'")))
+            .unwrap_or_else(|| panic!("litmus did not run {suite}:\n{text}"));
+        assert!(summary.contains(" 0 failed"), "{summary}\n{text}");
+    }
+    assert!(out.status.success(), "{text}");
+}
+
+#[test]
+fn authoring_follows_the_rules_of_each_location() {
+    let dir = TempDir::new("dav-rules");
+    let server = start(&config(
+        &dir,
+        r#"[webdav]
+enabled = true
+authoring_rules = [{ users = "alice", access = "Read, Write" }, { users = "bob", access = "Read" }]"#,
+        r#"[[sites.locations]]
+path = "/off"
+webdav = { enabled = false }
+
+[[sites.locations]]
+path = "/open"
+webdav = { allow_anonymous_propfind = true, authoring_rules = [{ users = "*", access = "Read" }] }
+"#,
+    ));
+    std::fs::create_dir_all(dir.path().join("www/off")).unwrap();
+    std::fs::create_dir_all(dir.path().join("www/open")).unwrap();
+    dir.write("www/a.txt", "alpha");
+    let addr = server.addr;
+    let alice = basic("alice", "wonderland");
+    let bob = basic("bob", "builder");
+
+    // OPTIONS tells every client what is offered.
+    let options = send(addr, "OPTIONS", "/", &[], b"");
+    assert_eq!(options.status, 200);
+    assert_eq!(options.header("dav"), Some("1, 2"));
+    assert_eq!(options.header("ms-author-via"), Some("DAV"));
+
+    // Anonymous: 401 (BasicAuthentication's challenge goes with it).
+    let anonymous = send(addr, "PUT", "/b.txt", &[], b"x");
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous.header("www-authenticate").is_some());
+    let propfind = send(addr, "PROPFIND", "/", &[("Depth", "0")], b"");
+    assert_eq!(propfind.status, 401, "allow_anonymous_propfind is off");
+    // bob may read, not write: 403.
+    let read = send(
+        addr,
+        "PROPFIND",
+        "/",
+        &[("Depth", "1"), ("Authorization", &bob)],
+        b"",
+    );
+    assert_eq!(read.status, 207);
+    assert!(
+        read.text().contains("<D:href>/a.txt</D:href>"),
+        "{}",
+        read.text()
+    );
+    let write = send(addr, "PUT", "/b.txt", &[("Authorization", &bob)], b"x");
+    assert_eq!(write.status, 403);
+    assert!(!dir.path().join("www/b.txt").exists());
+    let put = send(addr, "PUT", "/b.txt", &[("Authorization", &alice)], b"beta");
+    assert_eq!(put.status, 201);
+    assert_eq!(common::get(addr, "/b.txt").text(), "beta");
+
+    // Off at /off: 405, with what is allowed.
+    let off = send(
+        addr,
+        "PUT",
+        "/off/c.txt",
+        &[("Authorization", &alice)],
+        b"x",
+    );
+    assert_eq!(off.status, 405);
+    assert!(off.header("allow").is_some_and(|a| a.contains("PROPFIND")));
+    // /open replaced the rules: everyone reads, nobody writes.
+    let open = send(addr, "PROPFIND", "/open", &[("Depth", "0")], b"");
+    assert_eq!(open.status, 207);
+    assert_eq!(
+        send(
+            addr,
+            "MKCOL",
+            "/open/new",
+            &[("Authorization", &alice)],
+            b""
+        )
+        .status,
+        403
+    );
+
+    // A destination is judged by its own location.
+    let to_off = send(
+        addr,
+        "COPY",
+        "/a.txt",
+        &[("Authorization", &alice), ("Destination", "/off/a.txt")],
+        b"",
+    );
+    assert_eq!(to_off.status, 403);
+    assert!(!dir.path().join("www/off/a.txt").exists());
+    let to_open = send(
+        addr,
+        "MOVE",
+        "/a.txt",
+        &[("Authorization", &alice), ("Destination", "/open/a.txt")],
+        b"",
+    );
+    assert_eq!(to_open.status, 403, "nobody may write at /open");
+    // Another server is not written to; a hidden name is not made.
+    let elsewhere = send(
+        addr,
+        "COPY",
+        "/a.txt",
+        &[
+            ("Authorization", &alice),
+            ("Destination", "http://other.test/a.txt"),
+        ],
+        b"",
+    );
+    assert_eq!(elsewhere.status, 502);
+    let hidden = send(
+        addr,
+        "COPY",
+        "/a.txt",
+        &[("Authorization", &alice), ("Destination", "/.hidden")],
+        b"",
+    );
+    assert_eq!(hidden.status, 404);
+    assert!(!dir.path().join("www/.hidden").exists());
+    let same_host = send(
+        addr,
+        "COPY",
+        "/a.txt",
+        &[
+            ("Authorization", &alice),
+            ("Destination", "http://dav.test/copy%20of%20a.txt"),
+        ],
+        b"",
+    );
+    assert_eq!(same_host.status, 201);
+    assert_eq!(
+        std::fs::read(dir.path().join("www/copy of a.txt")).unwrap(),
+        b"alpha"
+    );
+
+    // Depth infinity is refused by default, with the precondition named.
+    let infinite = send(
+        addr,
+        "PROPFIND",
+        "/",
+        &[("Depth", "infinity"), ("Authorization", &bob)],
+        b"",
+    );
+    assert_eq!(infinite.status, 403);
+    assert!(infinite.text().contains("propfind-finite-depth"));
+}
+
+#[test]
+fn nothing_is_reached_or_made_outside_the_site_folder() {
+    let dir = TempDir::new("dav-bounds");
+    let server = start(&config(&dir, OPEN_TO_ALL, ""));
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.path().join("www/link")).unwrap();
+    dir.write("www/a.txt", "alpha");
+    dir.write("www/.env", "hidden");
+    let addr = server.addr;
+
+    assert_eq!(send(addr, "PUT", "/link/new.txt", &[], b"x").status, 404);
+    assert_eq!(send(addr, "MKCOL", "/link/dir", &[], b"").status, 404);
+    assert_eq!(
+        send(addr, "DELETE", "/link/secret.txt", &[], b"").status,
+        404
+    );
+    assert_eq!(
+        send(addr, "PROPFIND", "/link/secret.txt", &[("Depth", "0")], b"").status,
+        404
+    );
+    assert_eq!(
+        send(
+            addr,
+            "COPY",
+            "/a.txt",
+            &[("Destination", "/link/a.txt")],
+            b""
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        send(
+            addr,
+            "MOVE",
+            "/a.txt",
+            &[("Destination", "/x/%2e%2e/%2e%2e/outside/a.txt")],
+            b""
+        )
+        .status,
+        400
+    );
+    assert!(!outside.join("new.txt").exists());
+    assert!(!outside.join("dir").exists());
+    assert!(!outside.join("a.txt").exists());
+    assert!(outside.join("secret.txt").exists());
+    // Listings leave out the link that leads out and the hidden name.
+    let listing = send(addr, "PROPFIND", "/", &[("Depth", "1")], b"").text();
+    assert!(listing.contains("/a.txt"), "{listing}");
+    assert!(!listing.contains("link"), "{listing}");
+    assert!(!listing.contains(".env"), "{listing}");
+    assert_eq!(send(addr, "DELETE", "/.env", &[], b"").status, 404);
+    assert!(dir.path().join("www/.env").exists());
+}
+
+#[test]
+fn a_lock_keeps_out_who_does_not_hold_its_token() {
+    let dir = TempDir::new("dav-locks");
+    let server = start(&config(
+        &dir,
+        r#"[webdav]
+enabled = true
+authoring_rules = [{ users = "alice, bob", access = "Read, Write" }]"#,
+        "",
+    ));
+    std::fs::create_dir_all(dir.path().join("www/docs")).unwrap();
+    dir.write("www/docs/a.txt", "alpha");
+    let addr = server.addr;
+    let alice = basic("alice", "wonderland");
+    let bob = basic("bob", "builder");
+    let lockinfo = br#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>alice</D:owner></D:lockinfo>"#;
+    let locked = send(
+        addr,
+        "LOCK",
+        "/docs",
+        &[("Authorization", &alice), ("Timeout", "Second-60")],
+        lockinfo,
+    );
+    assert_eq!(locked.status, 200, "{}", locked.text());
+    let token = locked.header("lock-token").unwrap().to_owned();
+    assert!(token.starts_with("<urn:uuid:"), "{token}");
+    assert!(locked.text().contains("<D:depth>infinity</D:depth>"));
+    assert!(locked.text().contains("<D:timeout>Second-"));
+    let condition = format!("({token})");
+
+    // Without the token, nobody changes what the lock covers.
+    for user in [&alice, &bob] {
+        let put = send(addr, "PUT", "/docs/a.txt", &[("Authorization", user)], b"x");
+        assert_eq!(put.status, 423);
+        assert!(put.text().contains("lock-token-submitted"));
+        let new = send(addr, "PUT", "/docs/b.txt", &[("Authorization", user)], b"x");
+        assert_eq!(new.status, 423);
+    }
+    // bob holding alice's token is still not alice.
+    let stolen = send(
+        addr,
+        "DELETE",
+        "/docs/a.txt",
+        &[("Authorization", &bob), ("If", &condition)],
+        b"",
+    );
+    assert_eq!(stolen.status, 423);
+    let unlock_by_bob = send(
+        addr,
+        "UNLOCK",
+        "/docs",
+        &[("Authorization", &bob), ("Lock-Token", &token)],
+        b"",
+    );
+    assert_eq!(unlock_by_bob.status, 403);
+    // alice with it may.
+    let put = send(
+        addr,
+        "PUT",
+        "/docs/a.txt",
+        &[("Authorization", &alice), ("If", &condition)],
+        b"changed",
+    );
+    assert_eq!(put.status, 204);
+    assert_eq!(common::get(addr, "/docs/a.txt").text(), "changed");
+    // A token that is not a lock of this resource: the condition fails.
+    let wrong = send(
+        addr,
+        "PUT",
+        "/docs/a.txt",
+        &[
+            ("Authorization", &alice),
+            ("If", "(<urn:uuid:00000000-0000-4000-8000-000000000000>)"),
+        ],
+        b"x",
+    );
+    assert_eq!(wrong.status, 412);
+    // The lock shows in PROPFIND, with its owner.
+    let found = send(
+        addr,
+        "PROPFIND",
+        "/docs/a.txt",
+        &[("Authorization", &bob), ("Depth", "0")],
+        br#"<D:propfind xmlns:D="DAV:"><D:prop><D:lockdiscovery/></D:prop></D:propfind>"#,
+    );
+    assert!(
+        found.text().contains(&token[1..token.len() - 1]),
+        "{}",
+        found.text()
+    );
+    assert!(found.text().contains("<owner xmlns=\"DAV:\">alice</owner>"));
+    let unlocked = send(
+        addr,
+        "UNLOCK",
+        "/docs",
+        &[("Authorization", &alice), ("Lock-Token", &token)],
+        b"",
+    );
+    assert_eq!(unlocked.status, 204);
+    let after = send(addr, "PUT", "/docs/b.txt", &[("Authorization", &bob)], b"x");
+    assert_eq!(after.status, 201);
+}
+
+#[test]
+fn an_upload_cut_short_leaves_the_old_file_whole() {
+    let dir = TempDir::new("dav-upload");
+    let server = start(&config(&dir, OPEN_TO_ALL, ""));
+    let file = dir.write("www/a.txt", "the old content");
+    let addr = server.addr;
+    {
+        let mut c = Connection::open(addr);
+        c.send_raw(b"PUT /a.txt HTTP/1.1\r\nHost: dav.test\r\nContent-Length: 100000\r\n\r\n");
+        c.send_raw(&[b'x'; 5000]);
+        // The client goes away mid-body.
+    }
+    let www = dir.path().join("www");
+    common::wait_for("the upload's temporary file is removed", || {
+        std::fs::read_dir(&www).unwrap().all(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".riis-put-")
+        })
+    });
+    assert_eq!(std::fs::read(&file).unwrap(), b"the old content");
+
+    // A whole upload replaces it, keeping its mode.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let put = send(addr, "PUT", "/a.txt", &[], b"the new content");
+    assert_eq!(put.status, 204);
+    assert_eq!(std::fs::read(&file).unwrap(), b"the new content");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // A partial PUT is refused rather than taken as the whole.
+    let ranged = send(
+        addr,
+        "PUT",
+        "/a.txt",
+        &[("Content-Range", "bytes 0-2/15")],
+        b"THE",
+    );
+    assert_eq!(ranged.status, 400);
+    assert_eq!(std::fs::read(&file).unwrap(), b"the new content");
+    // An XML body past 1 MiB: 413.
+    let big = vec![b' '; 1024 * 1024 + 1];
+    assert_eq!(
+        send(addr, "PROPFIND", "/", &[("Depth", "0")], &big).status,
+        413
+    );
+}
+
+#[test]
+fn dead_properties_outlive_the_server_and_go_along_with_a_move() {
+    let dir = TempDir::new("dav-props");
+    let config = config(&dir, OPEN_TO_ALL, "");
+    dir.write("www/a.txt", "alpha");
+    let set = br#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:example"><D:set><D:prop><Z:author>Ann &amp; Bo</Z:author></D:prop></D:set></D:propertyupdate>"#;
+    let ask = br#"<D:propfind xmlns:D="DAV:"><D:prop><Z:author xmlns:Z="urn:example"/></D:prop></D:propfind>"#;
+    {
+        let server = start(&config);
+        let patched = send(server.addr, "PROPPATCH", "/a.txt", &[], set);
+        assert_eq!(patched.status, 207);
+        if patched.text().contains("507") {
+            eprintln!("skipped: this file system keeps no user extended attributes");
+            return;
+        }
+        assert!(
+            patched.text().contains("HTTP/1.1 200 OK"),
+            "{}",
+            patched.text()
+        );
+        // A live property cannot be set; nothing of that request is.
+        let protected = send(
+            server.addr,
+            "PROPPATCH",
+            "/a.txt",
+            &[],
+            br#"<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:example"><D:set><D:prop><D:getetag>x</D:getetag><Z:other>1</Z:other></D:prop></D:set></D:propertyupdate>"#,
+        );
+        assert!(protected.text().contains("403 Forbidden"));
+        assert!(protected.text().contains("424 Failed Dependency"));
+        server.terminate();
+    }
+    let server = start(&config);
+    let moved = send(
+        server.addr,
+        "MOVE",
+        "/a.txt",
+        &[("Destination", "/b.txt")],
+        b"",
+    );
+    assert_eq!(moved.status, 201);
+    let found = send(server.addr, "PROPFIND", "/b.txt", &[("Depth", "0")], ask);
+    assert_eq!(found.status, 207);
+    assert!(
+        found
+            .text()
+            .contains(r#"<author xmlns="urn:example">Ann &amp; Bo</author>"#),
+        "{}",
+        found.text()
+    );
+    let other = send(
+        server.addr,
+        "PROPFIND",
+        "/b.txt",
+        &[("Depth", "0")],
+        br#"<D:propfind xmlns:D="DAV:"><D:prop><Z:other xmlns:Z="urn:example"/></D:prop></D:propfind>"#,
+    );
+    assert!(other.text().contains("404 Not Found"), "{}", other.text());
+}
+
+#[test]
+fn check_config_names_bad_webdav_keys() {
+    let dir = TempDir::new("dav-check");
+    for (section, expected) in [
+        (
+            "[webdav]\nauthoring_rules = [{ users = \"*\", access = \"Read, Source\" }]",
+            "Source",
+        ),
+        ("[webdav]\nlock_timeout = 0", "lock_timeout"),
+        (
+            "[webdav]\nauthoring_rules = [{ access = \"Read\" }]",
+            "names `users`",
+        ),
+        ("[webdav]\nenable = true", "enable"),
+    ] {
+        let config = config(&dir, section, "");
+        let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{section}");
+        assert!(err.contains(expected), "{section}: {err}");
+        assert!(err.contains("riis.toml:"), "names the file and line: {err}");
+    }
+}
