@@ -342,6 +342,38 @@ fn nothing_is_reached_or_made_outside_the_site_folder() {
     assert!(!listing.contains(".env"), "{listing}");
     assert_eq!(send(addr, "DELETE", "/.env", &[], b"").status, 404);
     assert!(dir.path().join("www/.env").exists());
+
+    // What RequestFiltering hides (it is not even loaded here) is neither
+    // listed nor reached, nor made through a COPY's destination.
+    dir.write("www/bin/tool", "binary");
+    assert_eq!(send(addr, "PUT", "/bin/other", &[], b"x").status, 404);
+    assert_eq!(send(addr, "PUT", "/BIN/other", &[], b"x").status, 404);
+    assert_eq!(
+        send(
+            addr,
+            "COPY",
+            "/a.txt",
+            &[("Destination", "/App_Data/a.txt")],
+            b""
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        send(
+            addr,
+            "MOVE",
+            "/a.txt",
+            &[("Destination", "/riis.toml")],
+            b""
+        )
+        .status,
+        404
+    );
+    assert!(dir.path().join("www/a.txt").exists());
+    assert!(!dir.path().join("www/riis.toml").exists());
+    let listing = send(addr, "PROPFIND", "/", &[("Depth", "1")], b"").text();
+    assert!(!listing.contains("/bin"), "{listing}");
 }
 
 #[test]

@@ -54,8 +54,10 @@
 //!   list it inherits.
 //!
 //! A COPY or MOVE's `Destination` is judged by the section of its own
-//! location (enabled, rules, hidden files); RequestFiltering looks at the
-//! request's URL only. Nothing is served from or written to outside the
+//! location (enabled, rules, hidden files). The names RequestFiltering
+//! hides (`request_filtering.hidden_segments`) are refused (404.8) in the
+//! request's URL and in the destination, and left out of listings, whether
+//! or not RequestFiltering runs. Nothing is served from or written to outside the
 //! folder a URL maps into: a path whose symbolic links lead elsewhere is
 //! 404.
 //!
@@ -82,6 +84,7 @@ use locks::{IfHeader, Lock, LOCKS};
 use properties::{DeadProperties, Resource};
 use xml::{Multistatus, PropFind, PropertyChange, PropertyName};
 
+use crate::request_filtering::RequestFilteringConfig;
 use crate::url_authorization::UserSpec;
 
 /// The `webdav` configuration section.
@@ -297,6 +300,8 @@ struct Upload {
 /// The module instance: one per request.
 pub struct WebDav {
     config: Section<WebDavConfig>,
+    /// RequestFiltering's section, for the names it hides.
+    request_filtering: Section<RequestFilteringConfig>,
     /// The method and its body, while it is read.
     receiving: Option<(Method, Body)>,
 }
@@ -420,7 +425,8 @@ impl WebDav {
         let path = ctx.physical_path().to_path_buf();
         let root = std::fs::canonicalize(&ctx.virtual_directory().physical_path)
             .map_err(|e| refuse(500, format!("the site's folder cannot be resolved: {e}")))?;
-        check_target(&url, &path, &root, config)?;
+        let hidden = &ctx.config(self.request_filtering).hidden_segments;
+        check_target(&url, &path, &root, config, hidden)?;
         Ok(Target { url, path, root })
     }
 
@@ -604,7 +610,10 @@ impl WebDav {
         };
         match method {
             Method::Options => Ok(options(config)),
-            Method::PropFind => propfind(ctx, config, &target, &body),
+            Method::PropFind => {
+                let hidden = &ctx.config(self.request_filtering).hidden_segments;
+                propfind(ctx, config, hidden, &target, &body)
+            }
             Method::PropPatch => proppatch(config, &target, &held, &body),
             Method::MkCol => mkcol(&target, &held),
             Method::Delete => delete(ctx, &target, &held),
@@ -707,7 +716,10 @@ impl WebDav {
                 "no authoring rule gives Write access at the destination",
             ));
         }
-        check_target(&destination, &dest_path, &dest_root, dest_config)?;
+        let hidden = &ctx
+            .config_for_url(self.request_filtering, &destination)
+            .hidden_segments;
+        check_target(&destination, &dest_path, &dest_root, dest_config, hidden)?;
         let dest = Target {
             url: destination,
             path: dest_path,
@@ -854,8 +866,37 @@ fn put_xml(ctx: &mut HttpContext, body: String) {
     resp.write(Bytes::from(body));
 }
 
-/// Refuses a target that is hidden or leads outside its folder.
-fn check_target(url: &str, path: &Path, root: &Path, config: &WebDavConfig) -> Result<(), Refusal> {
+/// Whether `name` is one of RequestFiltering's `hidden_segments` (ASCII
+/// case ignored, as RequestFiltering compares them).
+fn is_hidden_segment(name: &str, hidden_segments: &[String]) -> bool {
+    hidden_segments.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Refuses a target that is hidden or leads outside its folder. The names
+/// RequestFiltering hides (`hidden_segments`: `bin`, `.git`, `riis.toml`,
+/// …) are refused whether or not RequestFiltering runs, and at a COPY or
+/// MOVE's destination too, which RequestFiltering does not see: with them,
+/// a client could put a file where the site hides its own (404.8).
+fn check_target(
+    url: &str,
+    path: &Path,
+    root: &Path,
+    config: &WebDavConfig,
+    hidden_segments: &[String],
+) -> Result<(), Refusal> {
+    if url
+        .split('/')
+        .any(|s| is_hidden_segment(s, hidden_segments))
+    {
+        let mut r = refuse(
+            404,
+            format!(
+                "{url} holds a name RequestFiltering hides (request_filtering.hidden_segments)"
+            ),
+        );
+        r.substatus = 8;
+        return Err(r);
+    }
     if !config.allow_hidden_files && is_hidden(url) {
         return Err(refuse(
             404,
@@ -1054,7 +1095,13 @@ fn activelock(l: &Lock) -> String {
 }
 
 /// PROPFIND.
-fn propfind(ctx: &HttpContext, config: &WebDavConfig, target: &Target, body: &[u8]) -> Outcome {
+fn propfind(
+    ctx: &HttpContext,
+    config: &WebDavConfig,
+    hidden_segments: &[String],
+    target: &Target,
+    body: &[u8],
+) -> Outcome {
     let asked = xml::propfind(body).map_err(|e| refuse(400, e))?;
     let meta = target
         .metadata()
@@ -1089,7 +1136,9 @@ fn propfind(ctx: &HttpContext, config: &WebDavConfig, target: &Target, body: &[u
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                (config.allow_hidden_files || !name.starts_with('.')).then(|| (name, e.path()))
+                let shown = (config.allow_hidden_files || !name.starts_with('.'))
+                    && !is_hidden_segment(&name, hidden_segments);
+                shown.then(|| (name, e.path()))
             })
             .collect();
         children.sort();
@@ -1501,9 +1550,12 @@ pub fn register_module(
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<WebDavConfig>("webdav")?;
+    let request_filtering =
+        registration.share_section::<RequestFilteringConfig>("request_filtering")?;
     registration.set_request_notifications(
         move || WebDav {
             config,
+            request_filtering,
             receiving: None,
         },
         RequestNotification::ExecuteRequestHandler.into(),
