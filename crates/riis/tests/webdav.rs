@@ -614,3 +614,57 @@ fn check_config_names_bad_webdav_keys() {
         assert!(err.contains("riis.toml:"), "names the file and line: {err}");
     }
 }
+
+/// `examples/webdav/` works as its README says (run from a copy, so the
+/// example's folder stays as it is).
+#[test]
+fn the_example_shares_its_folder_with_its_editors() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/webdav");
+    let dir = TempDir::new("dav-example");
+    for file in ["riis.toml", "users", "groups", "files/README.txt"] {
+        dir.write(file, std::fs::read(example.join(file)).unwrap());
+    }
+    let config = dir.path().join("riis.toml");
+    let server = start(&config);
+    let addr = server.addr;
+    let editor = basic("editor", "change-me");
+    assert_eq!(
+        common::get(addr, "/README.txt").status,
+        200,
+        "anyone downloads"
+    );
+    assert_eq!(send(addr, "PUT", "/notes.txt", &[], b"x").status, 401);
+    assert_eq!(
+        send(addr, "PROPFIND", "/", &[("Depth", "1")], b"").status,
+        401
+    );
+    let put = send(
+        addr,
+        "PUT",
+        "/notes.txt",
+        &[("Authorization", &editor)],
+        b"notes",
+    );
+    assert_eq!(put.status, 201);
+    let listing = send(
+        addr,
+        "PROPFIND",
+        "/",
+        &[("Depth", "1"), ("Authorization", &editor)],
+        b"",
+    );
+    assert_eq!(listing.status, 207);
+    assert!(listing.text().contains("<D:href>/notes.txt</D:href>"));
+    let moved = send(
+        addr,
+        "MOVE",
+        "/notes.txt",
+        &[
+            ("Destination", "/old-notes.txt"),
+            ("Authorization", &editor),
+        ],
+        b"",
+    );
+    assert_eq!(moved.status, 201);
+    assert_eq!(common::get(addr, "/old-notes.txt").text(), "notes");
+}
