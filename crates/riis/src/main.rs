@@ -69,7 +69,8 @@ enum Command {
     /// riis configuration (URL Rewrite rules and maps, default documents,
     /// custom headers, HTTP redirection, static content, error pages,
     /// request filtering, IP rules, the applications of httpPlatform and
-    /// aspNetCore and their handlers): printed to standard output; what has
+    /// aspNetCore and their handlers, WebDAV authoring and its handler):
+    /// printed to standard output; what has
     /// no equivalent is named on standard error and in comments.
     ImportWebConfig {
         /// The `web.config` file.

@@ -234,6 +234,7 @@ fn module_of(section: &str) -> Option<&'static str> {
         "http_platform" => "HttpPlatformHandler",
         "asp_net_core" => "AspNetCoreModule",
         "proxy" => "ReverseProxy",
+        "webdav" => "WebDav",
         _ => return None,
     })
 }
@@ -486,6 +487,7 @@ fn web_server(out: &mut Output, node: Node, location: Option<&str>) -> Result<()
             "httpPlatform" => http_platform(out, child)?,
             "aspNetCore" => asp_net_core(out, child, location)?,
             "handlers" => handlers(out, child),
+            "webdav" => webdav(out, child),
             "modules" => out.leave(child, "the module list is `[[modules]]` in riis"),
             _ => out.leave(child, "no conversion for this section"),
         }
@@ -1295,17 +1297,18 @@ fn asp_net_core(out: &mut Output, node: Node, location: Option<&str>) -> Result<
 
 /// `handlers`: the mappings of the modules that start an application
 /// (httpPlatformHandler, AspNetCoreModule), each becoming a handler of the
-/// riis module with ReverseProxy after it. Other mappings name IIS's own
-/// modules or processors (ISAPI, FastCGI's `scriptProcessor`) and are left
-/// out with a note, as are `<remove>` and `<clear>`.
+/// riis module with ReverseProxy after it, and WebDAV's, a handler of
+/// WebDav. Other mappings name IIS's own modules or processors (ISAPI,
+/// FastCGI's `scriptProcessor`) and are left out with a note, as are
+/// `<remove>` and `<clear>`.
 fn handlers(out: &mut Output, node: Node) {
     out.leave_attributes(node, &[]);
     for add in elements(node) {
-        let module = match add.tag_name().name() {
-            "add" => add.attribute("modules").and_then(application_module),
+        let modules = match add.tag_name().name() {
+            "add" => add.attribute("modules").and_then(handler_modules),
             _ => None,
         };
-        let Some(module) = module else {
+        let Some(modules) = modules else {
             let named = match (add.attribute("name"), add.attribute("modules")) {
                 (Some(name), Some(modules)) => format!("\"{name}\" (modules \"{modules}\"): "),
                 (Some(name), None) => format!("\"{name}\": "),
@@ -1322,13 +1325,23 @@ fn handlers(out: &mut Output, node: Node) {
         };
         out.leave_attributes(add, &["name", "path", "verb", "modules", "resourceType"]);
         out.array_entry("handlers");
-        out.key("name", add.attribute("name").unwrap_or(module).trim());
+        out.key("name", add.attribute("name").unwrap_or(modules[0]).trim());
         out.key("path", add.attribute("path").unwrap_or("*").trim());
         let verbs = add.attribute("verb").unwrap_or("*").split(',');
-        let verbs = verbs.map(str::trim).filter(|v| !v.is_empty());
+        let mut verbs: Vec<&str> = verbs.map(str::trim).filter(|v| !v.is_empty()).collect();
+        // IIS's WebDAV module answers OPTIONS (with `DAV`) whatever handler
+        // has it; riis's answers what its handler gets.
+        if modules[0] == "WebDav" && !verbs.iter().any(|v| *v == "OPTIONS" || *v == "*") {
+            verbs.insert(0, "OPTIONS");
+        }
         out.key(
             "verbs",
-            Value::Array(verbs.map(|v| Value::String(v.to_owned())).collect()),
+            Value::Array(
+                verbs
+                    .iter()
+                    .map(|v| Value::String((*v).to_owned()))
+                    .collect(),
+            ),
         );
         if let Some(kind) = add.attribute("resourceType") {
             out.key(
@@ -1338,12 +1351,14 @@ fn handlers(out: &mut Output, node: Node) {
         }
         out.key(
             "modules",
-            Value::Array(vec![
-                Value::String(module.to_owned()),
-                Value::String("ReverseProxy".to_owned()),
-            ]),
+            Value::Array(
+                modules
+                    .iter()
+                    .map(|m| Value::String((*m).to_owned()))
+                    .collect(),
+            ),
         );
-        for listed in [module, "ReverseProxy"] {
+        for &listed in modules {
             if !out.handler_modules.contains(&listed) {
                 out.handler_modules.push(listed);
             }
@@ -1351,13 +1366,141 @@ fn handlers(out: &mut Output, node: Node) {
     }
 }
 
-/// The riis module of a handler mapping's `modules`, when it is one that
-/// starts an application.
-fn application_module(modules: &str) -> Option<&'static str> {
+/// The riis handler modules of a handler mapping's `modules`, when it is
+/// one that starts an application (with ReverseProxy after it) or WebDAV.
+fn handler_modules(modules: &str) -> Option<&'static [&'static str]> {
     match modules.trim().to_ascii_lowercase().as_str() {
-        "httpplatformhandler" => Some("HttpPlatformHandler"),
-        "aspnetcoremodule" | "aspnetcoremodulev2" => Some("AspNetCoreModule"),
+        "httpplatformhandler" => Some(&["HttpPlatformHandler", "ReverseProxy"]),
+        "aspnetcoremodule" | "aspnetcoremodulev2" => Some(&["AspNetCoreModule", "ReverseProxy"]),
+        "webdavmodule" => Some(&["WebDav"]),
         _ => None,
+    }
+}
+
+/// `webdav`: `authoring` (its `fileSystem`, `properties` and `locks`) and
+/// `authoringRules`, as the `webdav` section. A rule for a `path` other
+/// than `*` is left out (a riis location holds it), as is `Source` access
+/// (GET goes to the static handler) and the lock store's settings.
+fn webdav(out: &mut Output, node: Node) {
+    out.leave_attributes(node, &[]);
+    out.leave_children(node, &["authoring", "authoringRules"]);
+    out.table("webdav");
+    if let Some(authoring) = element(node, "authoring") {
+        out.leave_attributes(authoring, &["enabled", "requireSsl"]);
+        out.leave_children(authoring, &["fileSystem", "properties", "locks"]);
+        put_webdav_flags(
+            out,
+            Some(authoring),
+            &[("enabled", "enabled"), ("requireSsl", "require_ssl")],
+        );
+        let file_system = element(authoring, "fileSystem");
+        if let Some(f) = file_system {
+            out.leave_attributes(f, &["allowHiddenFiles"]);
+        }
+        put_webdav_flags(
+            out,
+            file_system,
+            &[("allowHiddenFiles", "allow_hidden_files")],
+        );
+        let properties = element(authoring, "properties");
+        if let Some(p) = properties {
+            out.leave_attributes(
+                p,
+                &[
+                    "allowAnonymousPropfind",
+                    "allowInfinitePropfindDepth",
+                    "allowCustomProperties",
+                ],
+            );
+            out.leave_children(p, &[]);
+        }
+        put_webdav_flags(
+            out,
+            properties,
+            &[
+                ("allowAnonymousPropfind", "allow_anonymous_propfind"),
+                (
+                    "allowInfinitePropfindDepth",
+                    "allow_infinite_propfind_depth",
+                ),
+                ("allowCustomProperties", "allow_custom_properties"),
+            ],
+        );
+        let locks = element(authoring, "locks");
+        if let Some(l) = locks {
+            out.leave_attributes(l, &["enabled", "lockStore"]);
+        }
+        put_webdav_flags(out, locks, &[("enabled", "locks_enabled")]);
+    }
+    let Some(rules) = element(node, "authoringRules") else {
+        return;
+    };
+    out.leave_attributes(rules, &["defaultAccess"]);
+    if let Some(access) = rules.attribute("defaultAccess") {
+        let access = webdav_access(out, rules, access);
+        out.key("default_access", access);
+    }
+    let mut converted = Vec::new();
+    for rule in elements(rules) {
+        if rule.tag_name().name() != "add" {
+            out.leave(rule, "riis's `authoring_rules` list is written whole");
+            continue;
+        }
+        let path = rule.attribute("path").unwrap_or("*").trim();
+        if path != "*" {
+            out.leave(
+                rule,
+                &format!(
+                    "a rule for path \"{path}\" belongs in a [[sites.locations]] of that path"
+                ),
+            );
+            continue;
+        }
+        out.leave_attributes(rule, &["users", "roles", "path", "access"]);
+        let mut table = toml::Table::new();
+        for key in ["users", "roles"] {
+            if let Some(v) = rule.attribute(key).filter(|v| !v.trim().is_empty()) {
+                table.insert(key.into(), Value::String(v.trim().to_owned()));
+            }
+        }
+        let access = webdav_access(out, rule, rule.attribute("access").unwrap_or("None"));
+        table.insert("access".into(), Value::String(access));
+        converted.push(Value::Table(table));
+    }
+    if !converted.is_empty() {
+        out.key("authoring_rules", Value::Array(converted));
+    }
+}
+
+/// IIS's boolean attributes of a `webdav` element as the section's keys.
+fn put_webdav_flags(out: &mut Output, node: Option<Node>, names: &[(&str, &str)]) {
+    let Some(node) = node else {
+        return;
+    };
+    for (attribute, key) in names {
+        if let Some(v) = node.attribute(*attribute) {
+            out.key(key, is_true(v));
+        }
+    }
+}
+
+/// An access list without `Source`, which is noted as left out.
+fn webdav_access(out: &mut Output, node: Node, access: &str) -> String {
+    let mut kept = Vec::new();
+    for item in access.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if item.eq_ignore_ascii_case("source") {
+            out.leave(
+                node,
+                "`Source` access: riis's WebDav serves no GET (the static handler does)",
+            );
+        } else {
+            kept.push(item);
+        }
+    }
+    if kept.is_empty() {
+        "None".to_owned()
+    } else {
+        kept.join(", ")
     }
 }
 
@@ -2145,6 +2288,57 @@ mod tests {
         );
         assert!(table["asp_net_core"].get("application_path").is_none());
         assert!(converted.left_out.join("\n").contains("linux-x64"));
+    }
+
+    #[test]
+    fn webdav_becomes_its_section_and_its_handler() {
+        let xml = r#"<configuration><system.webServer>
+          <webdav>
+            <authoring enabled="true" requireSsl="true">
+              <fileSystem allowHiddenFiles="false" />
+              <properties allowAnonymousPropfind="true" allowInfinitePropfindDepth="false" />
+              <locks enabled="false" lockStore="webdav_simple_lock" />
+            </authoring>
+            <authoringRules defaultAccess="Read" defaultMimeType="text/plain">
+              <add users="alice, bob" path="*" access="Read, Write, Source" />
+              <add roles="Editors" path="docs" access="Write" />
+              <add users="?" access="Source" />
+            </authoringRules>
+          </webdav>
+          <handlers>
+            <add name="WebDAV" path="*" verb="PROPFIND,PUT,LOCK" modules="WebDAVModule" resourceType="Unspecified" />
+          </handlers>
+        </system.webServer></configuration>"#;
+        let converted = convert(xml, None).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        let dav = table["webdav"].as_table().unwrap();
+        assert_eq!(dav["enabled"].as_bool(), Some(true));
+        assert_eq!(dav["require_ssl"].as_bool(), Some(true));
+        assert_eq!(dav["allow_anonymous_propfind"].as_bool(), Some(true));
+        assert_eq!(dav["locks_enabled"].as_bool(), Some(false));
+        assert_eq!(dav["default_access"].as_str(), Some("Read"));
+        let rules = dav["authoring_rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        assert_eq!(rules[0]["users"].as_str(), Some("alice, bob"));
+        assert_eq!(rules[0]["access"].as_str(), Some("Read, Write"));
+        assert_eq!(rules[1]["access"].as_str(), Some("None"));
+        let handler = &table["handlers"][0];
+        assert_eq!(handler["modules"].as_array().unwrap().len(), 1);
+        assert_eq!(handler["modules"][0].as_str(), Some("WebDav"));
+        let verbs: Vec<&str> = handler["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(verbs, ["OPTIONS", "PROPFIND", "PUT", "LOCK"]);
+        let notes = converted.left_out.join("\n");
+        assert!(notes.contains("`Source` access"), "{notes}");
+        assert!(notes.contains("path \"docs\""), "{notes}");
+        assert!(notes.contains("defaultMimeType"), "{notes}");
+        assert!(converted
+            .text
+            .contains("List these modules in [[modules]] for the sections below: WebDav"));
     }
 
     #[test]
