@@ -66,11 +66,12 @@
 //! of each file (see `properties`).
 
 mod locks;
+mod methods;
 mod properties;
 mod xml;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use riis_pipeline::bytes::Bytes;
 use riis_pipeline::http::{header, HeaderValue, StatusCode};
@@ -80,9 +81,13 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
-use locks::{IfHeader, Lock, LOCKS};
-use properties::{DeadProperties, Resource};
-use xml::{Multistatus, PropFind, PropertyChange, PropertyName};
+use locks::{IfHeader, LOCKS};
+use methods::{
+    finish_upload, io_status, is_confined, is_hidden, refuse, trimmed, Answer, Depth, Held,
+    Outcome, Refusal, Scope, Target, Transfer, Upload, Work,
+};
+
+use crate::background::Background;
 
 use crate::request_filtering::RequestFilteringConfig;
 use crate::url_authorization::UserSpec;
@@ -289,14 +294,6 @@ enum Body {
     Upload(Upload),
 }
 
-/// A PUT's file, written beside its target until it is whole.
-struct Upload {
-    temp: tempfile::NamedTempFile,
-    target: PathBuf,
-    /// The target existed (204), else it is made (201).
-    existed: bool,
-}
-
 /// The module instance: one per request.
 pub struct WebDav {
     config: Section<WebDavConfig>,
@@ -304,119 +301,40 @@ pub struct WebDav {
     request_filtering: Section<RequestFilteringConfig>,
     /// The method and its body, while it is read.
     receiving: Option<(Method, Body)>,
+    /// The module's threads.
+    threads: Arc<Background<Job>>,
+    /// What the threads answer for this request, once they have.
+    answered: Option<Answered>,
 }
 
-/// The answer to a request: a status and maybe an XML body.
-struct Answer {
-    status: u16,
-    xml: Option<String>,
-    headers: Vec<(header::HeaderName, String)>,
+/// Where a method's outcome goes from the thread that made it.
+type Answered = Arc<Mutex<Option<Outcome>>>;
+
+/// A method's work queued for the module's threads.
+struct Job {
+    work: Work,
+    answered: Answered,
+    done: riis_pipeline::CompletionHandle,
 }
 
-impl Answer {
-    fn status(status: u16) -> Self {
-        Self {
-            status,
-            xml: None,
-            headers: Vec::new(),
+impl Job {
+    fn run(self) {
+        // A request whose client left (or whose time ran out) while the job
+        // waited is not done: a DELETE nobody waits for is not wanted.
+        if !self.done.is_client_connected() {
+            return;
         }
-    }
-
-    fn xml(status: u16, body: String) -> Self {
-        Self {
-            status,
-            xml: Some(body),
-            headers: Vec::new(),
-        }
+        let outcome = self.work.run();
+        *self.answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        self.done.post_completion(0);
     }
 }
 
-/// An error status with the reason for the log and the detailed error
-/// page.
-struct Refusal {
-    status: u16,
-    substatus: u16,
-    why: String,
-    /// A `DAV:error` precondition to send as the body.
-    condition: Option<&'static str>,
-}
-
-fn refuse(status: u16, why: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        substatus: 0,
-        why: why.into(),
-        condition: None,
-    }
-}
-
-type Outcome = Result<Answer, Refusal>;
-
-/// What a request works on: its URL (decoded, no trailing `/` but for `/`)
-/// and the file it maps to.
-struct Target {
-    url: String,
-    path: PathBuf,
-    /// The folder the URL maps into, resolved.
-    root: PathBuf,
-}
-
-impl Target {
-    fn metadata(&self) -> Option<std::fs::Metadata> {
-        std::fs::metadata(&self.path).ok()
-    }
-}
-
-/// `url` without its trailing `/` (but `/` itself).
-fn trimmed(url: &str) -> String {
-    let t = url.trim_end_matches('/');
-    if t.is_empty() {
-        "/".to_owned()
-    } else {
-        t.to_owned()
-    }
-}
-
-/// The href of `url`: escaped, and with a trailing `/` for a collection.
-fn href(url: &str, collection: bool) -> String {
-    let mut h = crate::canonical_url_path(url);
-    if collection && !h.ends_with('/') {
-        h.push('/');
-    }
-    h
-}
-
-/// Whether a segment of `url` starts with `.`.
-fn is_hidden(url: &str) -> bool {
-    url.split('/').any(|s| s.starts_with('.'))
-}
-
-/// Whether `path` resolves to a place inside `root`: the path itself, or,
-/// when it does not exist (yet), the nearest folder above it that does.
-fn is_confined(root: &Path, path: &Path) -> bool {
-    let mut existing = path;
-    loop {
-        match std::fs::canonicalize(existing) {
-            Ok(resolved) => return resolved.starts_with(root),
-            // A link that leads nowhere is judged by where it leads, so it
-            // cannot be made to lead out later: refused.
-            Err(_) if std::fs::symlink_metadata(existing).is_ok() => return false,
-            Err(_) => match existing.parent() {
-                Some(parent) => existing = parent,
-                None => return false,
-            },
-        }
-    }
-}
-
-fn io_status(e: &std::io::Error) -> u16 {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => 404,
-        std::io::ErrorKind::PermissionDenied => 403,
-        _ if properties::is_out_of_room(e) => 507,
-        _ => 500,
-    }
-}
+/// Threads doing methods' work; a file system that is slow (a network
+/// mount) or a large COPY holds these, not the workers.
+const THREADS: usize = 4;
+/// Jobs that may wait for them; past that, 503.
+const QUEUED_JOBS: usize = 256;
 
 impl WebDav {
     /// The request's own target, checked: confined and not hidden.
@@ -474,8 +392,7 @@ impl WebDav {
                     let r = refuse(415, format!("{method:?} takes no body"));
                     return self.finish(ctx, &config, Err(r));
                 }
-                let answer = self.run(ctx, &config, method, Vec::new());
-                return self.finish(ctx, &config, answer);
+                return self.go(ctx, &config, method, Vec::new());
             }
         };
         self.receiving = Some((method, body));
@@ -517,7 +434,7 @@ impl WebDav {
     fn receive(
         &mut self,
         ctx: &mut HttpContext,
-        config: &WebDavConfig,
+        config: &Arc<WebDavConfig>,
     ) -> RequestNotificationStatus {
         if !ctx.request().is_body_complete() {
             if let Err(e) = ctx.read_entity_body(READ_SIZE) {
@@ -530,11 +447,13 @@ impl WebDav {
         let Some((method, body)) = self.receiving.take() else {
             return RequestNotificationStatus::Continue;
         };
-        let answer = match body {
-            Body::Xml(bytes) => self.run(ctx, config, method, bytes),
-            Body::Upload(upload) => finish_upload(upload),
-        };
-        self.finish(ctx, config, answer)
+        match body {
+            Body::Xml(bytes) => self.go(ctx, config, method, bytes),
+            Body::Upload(upload) => {
+                let answer = finish_upload(upload);
+                self.finish(ctx, config, answer)
+            }
+        }
     }
 
     /// Takes what a body read brought.
@@ -576,17 +495,64 @@ impl WebDav {
         Ok(())
     }
 
-    /// Runs a method whose body (if any) is in.
+    /// Runs a method whose body (if any) is in; waits for the module's
+    /// threads unless it is answered at once.
+    fn go(
+        &mut self,
+        ctx: &mut HttpContext,
+        config: &Arc<WebDavConfig>,
+        method: Method,
+        body: Vec<u8>,
+    ) -> RequestNotificationStatus {
+        if method == Method::Options {
+            return self.finish(ctx, config, Ok(options(config)));
+        }
+        match self.run(ctx, config, method, body) {
+            Ok(()) => RequestNotificationStatus::Pending,
+            Err(r) => self.finish(ctx, config, Err(r)),
+        }
+    }
+
+    /// Runs a method whose body (if any) is in: OPTIONS at once, the rest
+    /// on the module's threads once what it needs of the request is
+    /// gathered.
     fn run(
         &mut self,
         ctx: &mut HttpContext,
-        config: &WebDavConfig,
+        config: &Arc<WebDavConfig>,
         method: Method,
         body: Vec<u8>,
-    ) -> Outcome {
-        if method == Method::Options {
-            return Ok(options(config));
+    ) -> Result<(), Refusal> {
+        let work = self.prepare(ctx, config, method, body)?;
+        let answered = Answered::default();
+        let job = Job {
+            work,
+            answered: answered.clone(),
+            done: ctx.completion_handle(),
+        };
+        if self.threads.queue(job).is_err() {
+            static BUSY_LOG: crate::LogGate = crate::LogGate::new();
+            if let Some(held_back) = BUSY_LOG.pass() {
+                tracing::warn!(
+                    held_back,
+                    "WebDav: too many requests waiting for its threads"
+                );
+            }
+            return Err(refuse(503, "too many WebDAV requests are waiting"));
         }
+        self.answered = Some(answered);
+        Ok(())
+    }
+
+    /// What `method` needs of the request, checked: the target, the `If`
+    /// header's verdict and tokens, the destination of COPY and MOVE.
+    fn prepare(
+        &self,
+        ctx: &mut HttpContext,
+        config: &Arc<WebDavConfig>,
+        method: Method,
+        body: Vec<u8>,
+    ) -> Result<Work, Refusal> {
         let target = self.target(ctx, config)?;
         let site = ctx.site().site_id;
         let principal = ctx.user().map_or("", |u| u.name()).to_owned();
@@ -602,26 +568,34 @@ impl WebDav {
         }
         let held = Held {
             site,
-            principal: &principal,
+            principal,
             tokens: if_header
                 .as_ref()
                 .map(|h| h.tokens().map(str::to_owned).collect())
                 .unwrap_or_default(),
         };
-        match method {
-            Method::Options => Ok(options(config)),
-            Method::PropFind => {
-                let hidden = &ctx.config(self.request_filtering).hidden_segments;
-                propfind(ctx, config, hidden, &target, &body)
-            }
-            Method::PropPatch => proppatch(config, &target, &held, &body),
-            Method::MkCol => mkcol(&target, &held),
-            Method::Delete => delete(ctx, &target, &held),
-            Method::Copy | Method::Move => self.copy_or_move(ctx, method, &target, &held),
-            Method::Lock => lock(ctx, config, &target, &held, &body),
-            Method::Unlock => unlock(ctx, &target, &held),
-            Method::Put => Err(refuse(500, "PUT ran without its body")),
-        }
+        let transfer = match method {
+            Method::Copy | Method::Move => Some(self.prepare_transfer(ctx, method)?),
+            _ => None,
+        };
+        let header = |name: &str| {
+            ctx.request()
+                .header(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(Work {
+            method,
+            config: config.clone(),
+            target,
+            held,
+            body,
+            depth: depth(ctx)?,
+            hidden_segments: ctx.config(self.request_filtering).hidden_segments.clone(),
+            timeout: header("timeout"),
+            lock_token: header("lock-token"),
+            transfer,
+        })
     }
 
     /// Checks a PUT's target and opens the temporary file its body goes to.
@@ -645,14 +619,14 @@ impl WebDav {
             let principal = ctx.user().map_or("", |u| u.name()).to_owned();
             let held = Held {
                 site,
-                principal: &principal,
+                principal,
                 tokens: h.tokens().map(str::to_owned).collect(),
             };
             held.check(&target.url, Scope::Member)?;
         } else {
             let held = Held {
                 site,
-                principal: "",
+                principal: String::new(),
                 tokens: Vec::new(),
             };
             held.check(&target.url, Scope::Member)?;
@@ -682,16 +656,8 @@ impl WebDav {
     }
 
     /// COPY and MOVE.
-    fn copy_or_move(
-        &self,
-        ctx: &mut HttpContext,
-        method: Method,
-        source: &Target,
-        held: &Held<'_>,
-    ) -> Outcome {
-        let source_meta = source
-            .metadata()
-            .ok_or_else(|| refuse(404, "the source does not exist"))?;
+    /// A COPY or MOVE's destination, judged by its own location's settings.
+    fn prepare_transfer(&self, ctx: &mut HttpContext, method: Method) -> Result<Transfer, Refusal> {
         let destination = destination(ctx)?;
         let dest_path = ctx.map_path(&destination);
         let dest_root =
@@ -725,14 +691,6 @@ impl WebDav {
             path: dest_path,
             root: dest_root,
         };
-        if dest.url == source.url
-            || (source_meta.is_dir() && locks::is_below(&source.url, &dest.url))
-        {
-            return Err(refuse(
-                403,
-                "the destination is the source or lies inside it",
-            ));
-        }
         let overwrite = match ctx.request().header("overwrite").map(|v| v.as_bytes()) {
             None | Some(b"T") | Some(b"t") => true,
             Some(b"F") | Some(b"f") => false,
@@ -749,50 +707,11 @@ impl WebDav {
                 ))
             }
         };
-        if method == Method::Move {
-            held.check(&source.url, Scope::Tree)?;
-        }
-        held.check(&dest.url, Scope::Tree)?;
-        let dest_parent = dest.path.parent().unwrap_or(Path::new("/"));
-        if !dest_parent.is_dir() {
-            return Err(refuse(409, "the destination's collection does not exist"));
-        }
-        let existed = std::fs::symlink_metadata(&dest.path).is_ok();
-        if existed {
-            if !overwrite {
-                return Err(refuse(412, "the destination exists and Overwrite is F"));
-            }
-            remove(&dest.path).map_err(|e| {
-                refuse(
-                    io_status(&e),
-                    format!("the destination cannot be removed: {e}"),
-                )
-            })?;
-            LOCKS.forget(held.site, &dest.url);
-        }
-        let created = if existed { 204 } else { 201 };
-        if method == Method::Move {
-            match std::fs::rename(&source.path, &dest.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
-                    let failed = copy_tree(&source.path, &dest.path, &dest.url, true);
-                    if !failed.is_empty() {
-                        return Ok(failures(failed));
-                    }
-                    remove(&source.path).map_err(|e| {
-                        refuse(io_status(&e), format!("the source cannot be removed: {e}"))
-                    })?;
-                }
-                Err(e) => return Err(refuse(io_status(&e), format!("the move failed: {e}"))),
-            }
-            LOCKS.forget(held.site, &source.url);
-            return Ok(Answer::status(created));
-        }
-        let failed = copy_tree(&source.path, &dest.path, &dest.url, infinite);
-        if !failed.is_empty() {
-            return Ok(failures(failed));
-        }
-        Ok(Answer::status(created))
+        Ok(Transfer {
+            dest,
+            overwrite,
+            infinite,
+        })
     }
 
     /// Sends `answer` (or the refusal) and ends the handler's work.
@@ -936,14 +855,6 @@ fn options(config: &WebDavConfig) -> Answer {
     }
 }
 
-/// The request's `Depth`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Depth {
-    Zero,
-    One,
-    Infinity,
-}
-
 fn depth(ctx: &HttpContext) -> Result<Option<Depth>, Refusal> {
     match ctx.request().header("depth").map(|v| v.as_bytes()) {
         None => Ok(None),
@@ -996,49 +907,6 @@ fn destination(ctx: &HttpContext) -> Result<String, Refusal> {
     Ok(trimmed(&decoded))
 }
 
-/// What a request's `If` tokens let it do, and whose they are.
-struct Held<'a> {
-    site: u32,
-    principal: &'a str,
-    tokens: Vec<String>,
-}
-
-/// Which locks a change must hold the tokens of.
-#[derive(Clone, Copy)]
-enum Scope {
-    /// The resource's own content or properties: the locks covering it.
-    Resource,
-    /// It is made or removed: also a lock on its collection.
-    Member,
-    /// It and all below it are removed or replaced.
-    Tree,
-}
-
-impl Held<'_> {
-    /// `Err(423)` when a lock that applies was not submitted by its owner.
-    fn check(&self, url: &str, scope: Scope) -> Result<(), Refusal> {
-        let parent = locks::parent(url);
-        let applies = |l: &Lock| {
-            l.covers(url)
-                || (!matches!(scope, Scope::Resource) && parent == Some(l.root.as_str()))
-                || (matches!(scope, Scope::Tree) && locks::is_below(url, &l.root))
-        };
-        let blocking = LOCKS
-            .find(self.site, applies)
-            .into_iter()
-            .find(|l| l.principal != self.principal || !self.tokens.contains(&l.token));
-        match blocking {
-            None => Ok(()),
-            Some(l) => Err(Refusal {
-                status: 423,
-                substatus: 0,
-                why: format!("{} is locked (its lock token was not submitted)", l.root),
-                condition: Some("lock-token-submitted"),
-            }),
-        }
-    }
-}
-
 /// Evaluates an `If` header against the locks and entity tags.
 fn if_holds(ctx: &mut HttpContext, h: &IfHeader, target: &Target, site: u32) -> bool {
     // Each tagged resource's URL and entity tag, found once.
@@ -1077,447 +945,6 @@ fn if_holds(ctx: &mut HttpContext, h: &IfHeader, target: &Target, site: u32) -> 
     })
 }
 
-/// The `DAV:activelock` elements of the locks covering `url`.
-fn active_locks(site: u32, url: &str) -> String {
-    LOCKS.covering(site, url).iter().map(activelock).collect()
-}
-
-fn activelock(l: &Lock) -> String {
-    format!(
-        "<D:activelock><D:locktype><D:write/></D:locktype><D:lockscope><D:{}/></D:lockscope><D:depth>{}</D:depth>{}<D:timeout>Second-{}</D:timeout><D:locktoken><D:href>{}</D:href></D:locktoken><D:lockroot><D:href>{}</D:href></D:lockroot></D:activelock>",
-        if l.exclusive { "exclusive" } else { "shared" },
-        if l.infinite { "infinity" } else { "0" },
-        l.owner.as_deref().unwrap_or(""),
-        l.seconds_left(),
-        xml::escape(&l.token),
-        xml::escape(&href(&l.root, false)),
-    )
-}
-
-/// PROPFIND.
-fn propfind(
-    ctx: &HttpContext,
-    config: &WebDavConfig,
-    hidden_segments: &[String],
-    target: &Target,
-    body: &[u8],
-) -> Outcome {
-    let asked = xml::propfind(body).map_err(|e| refuse(400, e))?;
-    let meta = target
-        .metadata()
-        .ok_or_else(|| refuse(404, "nothing is there"))?;
-    let depth = depth(ctx)?.unwrap_or(Depth::Infinity);
-    if depth == Depth::Infinity && meta.is_dir() && !config.allow_infinite_propfind_depth {
-        return Err(Refusal {
-            status: 403,
-            substatus: 0,
-            why: "PROPFIND with Depth infinity is off here (webdav.allow_infinite_propfind_depth)"
-                .into(),
-            condition: Some("propfind-finite-depth"),
-        });
-    }
-    let site = ctx.site().site_id;
-    let mut out = Multistatus::new();
-    let mut pending = vec![(target.url.clone(), target.path.clone(), meta, 0u32)];
-    while let Some((url, path, meta, level)) = pending.pop() {
-        describe(&mut out, site, &asked, &url, &path, &meta);
-        let deeper = match depth {
-            Depth::Zero => false,
-            Depth::One => level == 0,
-            Depth::Infinity => true,
-        };
-        if !(deeper && meta.is_dir()) {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(&path) else {
-            continue;
-        };
-        let mut children: Vec<(String, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let shown = (config.allow_hidden_files || !name.starts_with('.'))
-                    && !is_hidden_segment(&name, hidden_segments);
-                shown.then(|| (name, e.path()))
-            })
-            .collect();
-        children.sort();
-        for (name, child) in children.into_iter().rev() {
-            let is_link =
-                std::fs::symlink_metadata(&child).is_ok_and(|m| m.file_type().is_symlink());
-            if is_link && !is_confined(&target.root, &child) {
-                continue;
-            }
-            let Ok(child_meta) = std::fs::metadata(&child) else {
-                continue;
-            };
-            let child_url = if url == "/" {
-                format!("/{name}")
-            } else {
-                format!("{url}/{name}")
-            };
-            pending.push((child_url, child, child_meta, level + 1));
-        }
-    }
-    Ok(Answer::xml(207, out.finish()))
-}
-
-/// One resource's response in a PROPFIND.
-fn describe(
-    out: &mut Multistatus,
-    site: u32,
-    asked: &PropFind,
-    url: &str,
-    path: &Path,
-    meta: &std::fs::Metadata,
-) {
-    let content_type = (!meta.is_dir()).then(|| {
-        mime_guess::from_path(path)
-            .first_raw()
-            .unwrap_or("application/octet-stream")
-    });
-    let locks = active_locks(site, url);
-    let resource = Resource {
-        metadata: meta,
-        content_type,
-        active_locks: &locks,
-    };
-    let dead = DeadProperties::load(path);
-    let mut found = String::new();
-    let mut missing = String::new();
-    match asked {
-        PropFind::All => {
-            for local in properties::LIVE {
-                if let Some(e) = properties::live(local, &resource) {
-                    found.push_str(&e);
-                }
-            }
-            for (_, element) in &dead.items {
-                found.push_str(element);
-            }
-        }
-        PropFind::Names => {
-            for local in properties::LIVE {
-                if properties::live(local, &resource).is_some() {
-                    found.push_str(&format!("<D:{local}/>"));
-                }
-            }
-            for (name, _) in &dead.items {
-                found.push_str(&name.empty_element());
-            }
-        }
-        PropFind::Some(names) => {
-            for name in names {
-                let value = if properties::is_live(name) {
-                    properties::live(&name.local, &resource)
-                } else {
-                    dead.get(name).map(str::to_owned)
-                };
-                match value {
-                    Some(v) => found.push_str(&v),
-                    None => missing.push_str(&name.empty_element()),
-                }
-            }
-        }
-    }
-    let mut groups = Vec::new();
-    if !found.is_empty() || missing.is_empty() {
-        groups.push((200, found));
-    }
-    if !missing.is_empty() {
-        groups.push((404, missing));
-    }
-    out.propstats(&href(url, meta.is_dir()), &groups);
-}
-
-/// PROPPATCH: all changes or none.
-fn proppatch(config: &WebDavConfig, target: &Target, held: &Held<'_>, body: &[u8]) -> Outcome {
-    let changes = xml::proppatch(body).map_err(|e| refuse(400, e))?;
-    let meta = target
-        .metadata()
-        .ok_or_else(|| refuse(404, "nothing is there"))?;
-    held.check(&target.url, Scope::Resource)?;
-    let name_of = |c: &PropertyChange| match c {
-        PropertyChange::Set(n, _) | PropertyChange::Remove(n) => n.clone(),
-    };
-    let refused: Vec<bool> = changes
-        .iter()
-        .map(|c| properties::is_live(&name_of(c)) || !config.allow_custom_properties)
-        .collect();
-    let mut results: Vec<(PropertyName, u16)> = Vec::new();
-    if refused.iter().any(|r| *r) {
-        for (c, r) in changes.iter().zip(&refused) {
-            results.push((name_of(c), if *r { 403 } else { 424 }));
-        }
-    } else {
-        let mut dead = DeadProperties::load(&target.path);
-        for c in &changes {
-            match c {
-                PropertyChange::Set(n, element) => dead.set(n.clone(), element.clone()),
-                PropertyChange::Remove(n) => dead.remove(n),
-            }
-        }
-        let status = match dead.store(&target.path) {
-            Ok(()) => 200,
-            Err(e) if properties::is_out_of_room(&e) => 507,
-            Err(e) => {
-                return Err(refuse(
-                    io_status(&e),
-                    format!("the properties cannot be stored: {e}"),
-                ))
-            }
-        };
-        results.extend(changes.iter().map(|c| (name_of(c), status)));
-    }
-    let mut groups: Vec<(u16, String)> = Vec::new();
-    for (name, status) in results {
-        match groups.iter_mut().find(|(s, _)| *s == status) {
-            Some((_, props)) => props.push_str(&name.empty_element()),
-            None => groups.push((status, name.empty_element())),
-        }
-    }
-    let mut out = Multistatus::new();
-    out.propstats(&href(&target.url, meta.is_dir()), &groups);
-    Ok(Answer::xml(207, out.finish()))
-}
-
-/// MKCOL.
-fn mkcol(target: &Target, held: &Held<'_>) -> Outcome {
-    if std::fs::symlink_metadata(&target.path).is_ok() {
-        return Err(refuse(405, "something is there already"));
-    }
-    held.check(&target.url, Scope::Member)?;
-    match std::fs::create_dir(&target.path) {
-        Ok(()) => Ok(Answer::status(201)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(refuse(409, "the collection to make it in does not exist"))
-        }
-        Err(e) => Err(refuse(
-            io_status(&e),
-            format!("the collection cannot be made: {e}"),
-        )),
-    }
-}
-
-/// DELETE.
-fn delete(ctx: &HttpContext, target: &Target, held: &Held<'_>) -> Outcome {
-    let meta =
-        std::fs::symlink_metadata(&target.path).map_err(|_| refuse(404, "nothing is there"))?;
-    if meta.is_dir() && !matches!(depth(ctx)?, None | Some(Depth::Infinity)) {
-        return Err(refuse(400, "DELETE of a collection takes Depth infinity"));
-    }
-    if target.url == "/" {
-        return Err(refuse(
-            403,
-            "the folder a site's root maps to is not deleted",
-        ));
-    }
-    held.check(&target.url, Scope::Tree)?;
-    remove(&target.path)
-        .map_err(|e| refuse(io_status(&e), format!("it cannot be deleted: {e}")))?;
-    LOCKS.forget(held.site, &target.url);
-    Ok(Answer::status(204))
-}
-
-/// Removes a file, a link or a whole folder.
-fn remove(path: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(path)? {
-        m if m.is_dir() => std::fs::remove_dir_all(path),
-        _ => std::fs::remove_file(path),
-    }
-}
-
-/// Copies `from` to `to` (a folder with what is in it when `infinite`),
-/// dead properties included; gives the hrefs that failed and why.
-fn copy_tree(from: &Path, to: &Path, url: &str, infinite: bool) -> Vec<(String, u16)> {
-    let mut failed = Vec::new();
-    let meta = match std::fs::symlink_metadata(from) {
-        Ok(m) => m,
-        Err(e) => return vec![(href(url, false), io_status(&e))],
-    };
-    if meta.file_type().is_symlink() {
-        let made = std::fs::read_link(from).and_then(|link| std::os::unix::fs::symlink(link, to));
-        if let Err(e) = made {
-            failed.push((href(url, false), io_status(&e)));
-        }
-        return failed;
-    }
-    if !meta.is_dir() {
-        if let Err(e) = std::fs::copy(from, to).and_then(|_| properties::copy_dead(from, to)) {
-            failed.push((href(url, false), io_status(&e)));
-        }
-        return failed;
-    }
-    if let Err(e) = std::fs::create_dir(to).and_then(|()| properties::copy_dead(from, to)) {
-        return vec![(href(url, true), io_status(&e))];
-    }
-    if !infinite {
-        return failed;
-    }
-    let entries = match std::fs::read_dir(from) {
-        Ok(e) => e,
-        Err(e) => return vec![(href(url, true), io_status(&e))],
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name();
-        let child_url = format!("{}/{}", url.trim_end_matches('/'), name.to_string_lossy());
-        failed.extend(copy_tree(&entry.path(), &to.join(&name), &child_url, true));
-    }
-    failed
-}
-
-/// A 207 listing what failed.
-fn failures(failed: Vec<(String, u16)>) -> Answer {
-    let mut out = Multistatus::new();
-    for (href, status) in failed {
-        out.status(&href, status);
-    }
-    Answer::xml(207, out.finish())
-}
-
-/// Puts a finished upload in its target's place.
-fn finish_upload(upload: Upload) -> Outcome {
-    use std::os::unix::fs::PermissionsExt;
-    let Upload {
-        temp,
-        target,
-        existed,
-    } = upload;
-    let mode = std::fs::metadata(&target)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644);
-    let set = std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(mode));
-    if let Err(e) = set {
-        return Err(refuse(500, format!("the upload's mode cannot be set: {e}")));
-    }
-    if existed {
-        // The new file replaces the old one's inode: its properties go
-        // along (a file system without them has none to lose).
-        let _ = properties::copy_dead(&target, temp.path());
-    }
-    temp.persist(&target).map_err(|e| {
-        refuse(
-            io_status(&e.error).max(500),
-            format!("the upload cannot be put in place: {}", e.error),
-        )
-    })?;
-    Ok(Answer::status(if existed { 204 } else { 201 }))
-}
-
-/// LOCK: a new lock, or a refresh (no body).
-fn lock(
-    ctx: &HttpContext,
-    config: &WebDavConfig,
-    target: &Target,
-    held: &Held<'_>,
-    body: &[u8],
-) -> Outcome {
-    if !config.locks_enabled {
-        return Err(refuse(405, "locks are off here (webdav.locks_enabled)"));
-    }
-    let timeout = locks::timeout(
-        ctx.request()
-            .header("timeout")
-            .and_then(|v| v.to_str().ok()),
-        Duration::from_secs(config.lock_timeout),
-    );
-    let info = xml::lockinfo(body).map_err(|e| refuse(400, e))?;
-    let Some(info) = info else {
-        let refreshed = held
-            .tokens
-            .iter()
-            .find_map(|t| LOCKS.refresh(held.site, t, &target.url, held.principal, timeout));
-        return match refreshed {
-            Some(l) => Ok(lock_answer(200, &l, false)),
-            None => Err(refuse(412, "a LOCK refresh names no lock of this resource")),
-        };
-    };
-    let infinite = match depth(ctx)? {
-        None | Some(Depth::Infinity) => true,
-        Some(Depth::Zero) => false,
-        Some(Depth::One) => return Err(refuse(400, "LOCK takes Depth 0 or infinity")),
-    };
-    let exists = std::fs::symlink_metadata(&target.path).is_ok();
-    if !exists {
-        held.check(&target.url, Scope::Member)?;
-        if !target.path.parent().is_some_and(Path::is_dir) {
-            return Err(refuse(
-                409,
-                "the collection to lock a new resource in does not exist",
-            ));
-        }
-    }
-    let granted = LOCKS
-        .grant(Lock {
-            token: locks::new_token(),
-            site: held.site,
-            root: target.url.clone(),
-            infinite,
-            exclusive: info.exclusive,
-            owner: info.owner,
-            principal: held.principal.to_owned(),
-            timeout,
-            expires: Instant::now() + timeout,
-        })
-        .map_err(|_| Refusal {
-            status: 423,
-            substatus: 0,
-            why: format!("{} has a lock in the way", target.url),
-            condition: Some("no-conflicting-lock"),
-        })?;
-    if !exists {
-        // RFC 4918 §7.3: a lock on an unmapped URL makes an empty resource.
-        let made = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&target.path);
-        if let Err(e) = made {
-            let _ = LOCKS.release(held.site, &granted.token, &target.url, held.principal);
-            return Err(refuse(
-                io_status(&e),
-                format!("the locked resource cannot be made: {e}"),
-            ));
-        }
-    }
-    Ok(lock_answer(if exists { 200 } else { 201 }, &granted, true))
-}
-
-fn lock_answer(status: u16, l: &Lock, with_token: bool) -> Answer {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:prop xmlns:D=\"DAV:\"><D:lockdiscovery>{}</D:lockdiscovery></D:prop>\n",
-        activelock(l)
-    );
-    let mut answer = Answer::xml(status, body);
-    if with_token {
-        answer.headers.push((
-            header::HeaderName::from_static("lock-token"),
-            format!("<{}>", l.token),
-        ));
-    }
-    answer
-}
-
-/// UNLOCK.
-fn unlock(ctx: &HttpContext, target: &Target, held: &Held<'_>) -> Outcome {
-    let token = ctx
-        .request()
-        .header("lock-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .and_then(|t| t.strip_prefix('<')?.strip_suffix('>'))
-        .ok_or_else(|| refuse(400, "UNLOCK needs a Lock-Token"))?;
-    match LOCKS.release(held.site, token, &target.url, held.principal) {
-        Ok(()) => Ok(Answer::status(204)),
-        Err(true) => Err(refuse(403, "the lock is another user's")),
-        Err(false) => Err(Refusal {
-            status: 409,
-            substatus: 0,
-            why: "the Lock-Token names no lock of this resource".into(),
-            condition: Some("lock-token-matches-request-uri"),
-        }),
-    }
-}
-
 impl HttpModule for WebDav {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         self.start(ctx)
@@ -1530,10 +957,16 @@ impl HttpModule for WebDav {
         _is_post: bool,
         completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
+        let config = ctx.config_shared(self.config);
+        if let Some(answered) = self.answered.take() {
+            let outcome = answered.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // No outcome: the job was lost (a panic, logged by the thread).
+            let outcome = outcome.unwrap_or_else(|| Err(refuse(500, "the method's work failed")));
+            return self.finish(ctx, &config, outcome);
+        }
         if self.receiving.is_none() {
             return RequestNotificationStatus::Continue;
         }
-        let config = ctx.config_shared(self.config);
         if let Err(r) = self.take_piece(ctx, completion) {
             // Dropping the upload removes its temporary file.
             self.receiving = None;
@@ -1550,6 +983,12 @@ pub fn register_module(
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<WebDavConfig>("webdav")?;
+    let threads = Arc::new(Background::with_threads(
+        "riis-webdav",
+        THREADS,
+        QUEUED_JOBS,
+        Job::run,
+    ));
     let request_filtering =
         registration.share_section::<RequestFilteringConfig>("request_filtering")?;
     registration.set_request_notifications(
@@ -1557,6 +996,8 @@ pub fn register_module(
             config,
             request_filtering,
             receiving: None,
+            threads: threads.clone(),
+            answered: None,
         },
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,
@@ -1655,8 +1096,8 @@ mod tests {
     fn urls_and_hrefs() {
         assert_eq!(trimmed("/a/b/"), "/a/b");
         assert_eq!(trimmed("/"), "/");
-        assert_eq!(href("/a b/c", true), "/a%20b/c/");
-        assert_eq!(href("/", true), "/");
+        assert_eq!(methods::href("/a b/c", true), "/a%20b/c/");
+        assert_eq!(methods::href("/", true), "/");
         assert!(is_hidden("/a/.git/x"));
         assert!(!is_hidden("/a/b.c"));
     }

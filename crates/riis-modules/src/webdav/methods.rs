@@ -1,0 +1,737 @@
+//! The methods' work on the file system, done on the module's threads
+//! (`riis-webdav`) so that a COPY of a large tree or a PROPFIND of a large
+//! folder does not hold up the worker's other connections. What a method
+//! needs from the request (its target, the `If` header's verdict, the
+//! destination and the user's rights there) is gathered on the worker
+//! first, into a [`Work`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::locks::{self, Lock, LOCKS};
+use super::properties::{self, DeadProperties, Resource};
+use super::xml::{self, Multistatus, PropFind, PropertyChange, PropertyName};
+use riis_pipeline::http::header;
+
+use super::{is_hidden_segment, options, Method, WebDavConfig};
+
+/// A method's work, with what it needs from the request.
+pub(super) struct Work {
+    pub(super) method: Method,
+    pub(super) config: Arc<WebDavConfig>,
+    /// The request's URL and file.
+    pub(super) target: Target,
+    /// The lock tokens the request submitted, and whose.
+    pub(super) held: Held,
+    /// The XML body (PROPFIND, PROPPATCH, LOCK).
+    pub(super) body: Vec<u8>,
+    pub(super) depth: Option<Depth>,
+    /// RequestFiltering's hidden names, left out of listings.
+    pub(super) hidden_segments: Vec<String>,
+    /// LOCK's `Timeout` header.
+    pub(super) timeout: Option<String>,
+    /// UNLOCK's `Lock-Token` header.
+    pub(super) lock_token: Option<String>,
+    /// COPY and MOVE's destination.
+    pub(super) transfer: Option<Transfer>,
+}
+
+/// Where a COPY or MOVE goes, and how.
+pub(super) struct Transfer {
+    pub(super) dest: Target,
+    pub(super) overwrite: bool,
+    /// A COPY with Depth infinity (MOVE always is).
+    pub(super) infinite: bool,
+}
+
+impl Work {
+    /// Does the method's work.
+    pub(super) fn run(&self) -> Outcome {
+        match self.method {
+            Method::Options => Ok(options(&self.config)),
+            Method::PropFind => propfind(self),
+            Method::PropPatch => proppatch(self),
+            Method::MkCol => mkcol(&self.target, &self.held),
+            Method::Delete => delete(self),
+            Method::Copy | Method::Move => transfer(self),
+            Method::Lock => lock(self),
+            Method::Unlock => unlock(self),
+            Method::Put => Err(refuse(500, "a PUT's body goes to its upload")),
+        }
+    }
+}
+
+/// A PUT's file, written beside its target until it is whole.
+pub(super) struct Upload {
+    pub(super) temp: tempfile::NamedTempFile,
+    pub(super) target: PathBuf,
+    /// The target existed (204), else it is made (201).
+    pub(super) existed: bool,
+}
+
+/// The answer to a request: a status and maybe an XML body.
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) xml: Option<String>,
+    pub(super) headers: Vec<(header::HeaderName, String)>,
+}
+
+impl Answer {
+    pub(super) fn status(status: u16) -> Self {
+        Self {
+            status,
+            xml: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub(super) fn xml(status: u16, body: String) -> Self {
+        Self {
+            status,
+            xml: Some(body),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// An error status with the reason for the log and the detailed error
+/// page.
+pub(super) struct Refusal {
+    pub(super) status: u16,
+    pub(super) substatus: u16,
+    pub(super) why: String,
+    /// A `DAV:error` precondition to send as the body.
+    pub(super) condition: Option<&'static str>,
+}
+
+pub(super) fn refuse(status: u16, why: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        substatus: 0,
+        why: why.into(),
+        condition: None,
+    }
+}
+
+pub(super) type Outcome = Result<Answer, Refusal>;
+
+/// What a request works on: its URL (decoded, no trailing `/` but for `/`)
+/// and the file it maps to.
+pub(super) struct Target {
+    pub(super) url: String,
+    pub(super) path: PathBuf,
+    /// The folder the URL maps into, resolved.
+    pub(super) root: PathBuf,
+}
+
+impl Target {
+    pub(super) fn metadata(&self) -> Option<std::fs::Metadata> {
+        std::fs::metadata(&self.path).ok()
+    }
+}
+
+/// `url` without its trailing `/` (but `/` itself).
+pub(super) fn trimmed(url: &str) -> String {
+    let t = url.trim_end_matches('/');
+    if t.is_empty() {
+        "/".to_owned()
+    } else {
+        t.to_owned()
+    }
+}
+
+/// The href of `url`: escaped, and with a trailing `/` for a collection.
+pub(super) fn href(url: &str, collection: bool) -> String {
+    let mut h = crate::canonical_url_path(url);
+    if collection && !h.ends_with('/') {
+        h.push('/');
+    }
+    h
+}
+
+/// Whether a segment of `url` starts with `.`.
+pub(super) fn is_hidden(url: &str) -> bool {
+    url.split('/').any(|s| s.starts_with('.'))
+}
+
+/// Whether `path` resolves to a place inside `root`: the path itself, or,
+/// when it does not exist (yet), the nearest folder above it that does.
+pub(super) fn is_confined(root: &Path, path: &Path) -> bool {
+    let mut existing = path;
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(resolved) => return resolved.starts_with(root),
+            // A link that leads nowhere is judged by where it leads, so it
+            // cannot be made to lead out later: refused.
+            Err(_) if std::fs::symlink_metadata(existing).is_ok() => return false,
+            Err(_) => match existing.parent() {
+                Some(parent) => existing = parent,
+                None => return false,
+            },
+        }
+    }
+}
+
+pub(super) fn io_status(e: &std::io::Error) -> u16 {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => 404,
+        std::io::ErrorKind::PermissionDenied => 403,
+        _ if properties::is_out_of_room(e) => 507,
+        _ => 500,
+    }
+}
+
+/// The request's `Depth`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Depth {
+    Zero,
+    One,
+    Infinity,
+}
+
+/// What a request's `If` tokens let it do, and whose they are.
+pub(super) struct Held {
+    pub(super) site: u32,
+    pub(super) principal: String,
+    pub(super) tokens: Vec<String>,
+}
+
+/// Which locks a change must hold the tokens of.
+#[derive(Clone, Copy)]
+pub(super) enum Scope {
+    /// The resource's own content or properties: the locks covering it.
+    Resource,
+    /// It is made or removed: also a lock on its collection.
+    Member,
+    /// It and all below it are removed or replaced.
+    Tree,
+}
+
+impl Held {
+    /// `Err(423)` when a lock that applies was not submitted by its owner.
+    pub(super) fn check(&self, url: &str, scope: Scope) -> Result<(), Refusal> {
+        let parent = locks::parent(url);
+        let applies = |l: &Lock| {
+            l.covers(url)
+                || (!matches!(scope, Scope::Resource) && parent == Some(l.root.as_str()))
+                || (matches!(scope, Scope::Tree) && locks::is_below(url, &l.root))
+        };
+        let blocking = LOCKS
+            .find(self.site, applies)
+            .into_iter()
+            .find(|l| l.principal != self.principal || !self.tokens.contains(&l.token));
+        match blocking {
+            None => Ok(()),
+            Some(l) => Err(Refusal {
+                status: 423,
+                substatus: 0,
+                why: format!("{} is locked (its lock token was not submitted)", l.root),
+                condition: Some("lock-token-submitted"),
+            }),
+        }
+    }
+}
+
+/// The `DAV:activelock` elements of the locks covering `url`.
+fn active_locks(site: u32, url: &str) -> String {
+    LOCKS.covering(site, url).iter().map(activelock).collect()
+}
+
+fn activelock(l: &Lock) -> String {
+    format!(
+        "<D:activelock><D:locktype><D:write/></D:locktype><D:lockscope><D:{}/></D:lockscope><D:depth>{}</D:depth>{}<D:timeout>Second-{}</D:timeout><D:locktoken><D:href>{}</D:href></D:locktoken><D:lockroot><D:href>{}</D:href></D:lockroot></D:activelock>",
+        if l.exclusive { "exclusive" } else { "shared" },
+        if l.infinite { "infinity" } else { "0" },
+        l.owner.as_deref().unwrap_or(""),
+        l.seconds_left(),
+        xml::escape(&l.token),
+        xml::escape(&href(&l.root, false)),
+    )
+}
+
+/// PROPFIND.
+fn propfind(work: &Work) -> Outcome {
+    let (config, hidden_segments, target, body) = (
+        &*work.config,
+        &work.hidden_segments,
+        &work.target,
+        &work.body,
+    );
+    let asked = xml::propfind(body).map_err(|e| refuse(400, e))?;
+    let meta = target
+        .metadata()
+        .ok_or_else(|| refuse(404, "nothing is there"))?;
+    let depth = work.depth.unwrap_or(Depth::Infinity);
+    if depth == Depth::Infinity && meta.is_dir() && !config.allow_infinite_propfind_depth {
+        return Err(Refusal {
+            status: 403,
+            substatus: 0,
+            why: "PROPFIND with Depth infinity is off here (webdav.allow_infinite_propfind_depth)"
+                .into(),
+            condition: Some("propfind-finite-depth"),
+        });
+    }
+    let site = work.held.site;
+    let mut out = Multistatus::new();
+    let mut pending = vec![(target.url.clone(), target.path.clone(), meta, 0u32)];
+    while let Some((url, path, meta, level)) = pending.pop() {
+        describe(&mut out, site, &asked, &url, &path, &meta);
+        let deeper = match depth {
+            Depth::Zero => false,
+            Depth::One => level == 0,
+            Depth::Infinity => true,
+        };
+        if !(deeper && meta.is_dir()) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        let mut children: Vec<(String, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let shown = (config.allow_hidden_files || !name.starts_with('.'))
+                    && !is_hidden_segment(&name, hidden_segments);
+                shown.then(|| (name, e.path()))
+            })
+            .collect();
+        children.sort();
+        for (name, child) in children.into_iter().rev() {
+            let is_link =
+                std::fs::symlink_metadata(&child).is_ok_and(|m| m.file_type().is_symlink());
+            if is_link && !is_confined(&target.root, &child) {
+                continue;
+            }
+            let Ok(child_meta) = std::fs::metadata(&child) else {
+                continue;
+            };
+            let child_url = if url == "/" {
+                format!("/{name}")
+            } else {
+                format!("{url}/{name}")
+            };
+            pending.push((child_url, child, child_meta, level + 1));
+        }
+    }
+    Ok(Answer::xml(207, out.finish()))
+}
+
+/// One resource's response in a PROPFIND.
+fn describe(
+    out: &mut Multistatus,
+    site: u32,
+    asked: &PropFind,
+    url: &str,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) {
+    let content_type = (!meta.is_dir()).then(|| {
+        mime_guess::from_path(path)
+            .first_raw()
+            .unwrap_or("application/octet-stream")
+    });
+    let locks = active_locks(site, url);
+    let resource = Resource {
+        metadata: meta,
+        content_type,
+        active_locks: &locks,
+    };
+    let dead = DeadProperties::load(path);
+    let mut found = String::new();
+    let mut missing = String::new();
+    match asked {
+        PropFind::All => {
+            for local in properties::LIVE {
+                if let Some(e) = properties::live(local, &resource) {
+                    found.push_str(&e);
+                }
+            }
+            for (_, element) in &dead.items {
+                found.push_str(element);
+            }
+        }
+        PropFind::Names => {
+            for local in properties::LIVE {
+                if properties::live(local, &resource).is_some() {
+                    found.push_str(&format!("<D:{local}/>"));
+                }
+            }
+            for (name, _) in &dead.items {
+                found.push_str(&name.empty_element());
+            }
+        }
+        PropFind::Some(names) => {
+            for name in names {
+                let value = if properties::is_live(name) {
+                    properties::live(&name.local, &resource)
+                } else {
+                    dead.get(name).map(str::to_owned)
+                };
+                match value {
+                    Some(v) => found.push_str(&v),
+                    None => missing.push_str(&name.empty_element()),
+                }
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    if !found.is_empty() || missing.is_empty() {
+        groups.push((200, found));
+    }
+    if !missing.is_empty() {
+        groups.push((404, missing));
+    }
+    out.propstats(&href(url, meta.is_dir()), &groups);
+}
+
+/// PROPPATCH: all changes or none.
+fn proppatch(work: &Work) -> Outcome {
+    let (config, target, held, body) = (&*work.config, &work.target, &work.held, &work.body);
+    let changes = xml::proppatch(body).map_err(|e| refuse(400, e))?;
+    let meta = target
+        .metadata()
+        .ok_or_else(|| refuse(404, "nothing is there"))?;
+    held.check(&target.url, Scope::Resource)?;
+    let name_of = |c: &PropertyChange| match c {
+        PropertyChange::Set(n, _) | PropertyChange::Remove(n) => n.clone(),
+    };
+    let refused: Vec<bool> = changes
+        .iter()
+        .map(|c| properties::is_live(&name_of(c)) || !config.allow_custom_properties)
+        .collect();
+    let mut results: Vec<(PropertyName, u16)> = Vec::new();
+    if refused.iter().any(|r| *r) {
+        for (c, r) in changes.iter().zip(&refused) {
+            results.push((name_of(c), if *r { 403 } else { 424 }));
+        }
+    } else {
+        let mut dead = DeadProperties::load(&target.path);
+        for c in &changes {
+            match c {
+                PropertyChange::Set(n, element) => dead.set(n.clone(), element.clone()),
+                PropertyChange::Remove(n) => dead.remove(n),
+            }
+        }
+        let status = match dead.store(&target.path) {
+            Ok(()) => 200,
+            Err(e) if properties::is_out_of_room(&e) => 507,
+            Err(e) => {
+                return Err(refuse(
+                    io_status(&e),
+                    format!("the properties cannot be stored: {e}"),
+                ))
+            }
+        };
+        results.extend(changes.iter().map(|c| (name_of(c), status)));
+    }
+    let mut groups: Vec<(u16, String)> = Vec::new();
+    for (name, status) in results {
+        match groups.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, props)) => props.push_str(&name.empty_element()),
+            None => groups.push((status, name.empty_element())),
+        }
+    }
+    let mut out = Multistatus::new();
+    out.propstats(&href(&target.url, meta.is_dir()), &groups);
+    Ok(Answer::xml(207, out.finish()))
+}
+
+/// MKCOL.
+fn mkcol(target: &Target, held: &Held) -> Outcome {
+    if std::fs::symlink_metadata(&target.path).is_ok() {
+        return Err(refuse(405, "something is there already"));
+    }
+    held.check(&target.url, Scope::Member)?;
+    match std::fs::create_dir(&target.path) {
+        Ok(()) => Ok(Answer::status(201)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(refuse(409, "the collection to make it in does not exist"))
+        }
+        Err(e) => Err(refuse(
+            io_status(&e),
+            format!("the collection cannot be made: {e}"),
+        )),
+    }
+}
+
+/// DELETE.
+fn delete(work: &Work) -> Outcome {
+    let (target, held) = (&work.target, &work.held);
+    let meta =
+        std::fs::symlink_metadata(&target.path).map_err(|_| refuse(404, "nothing is there"))?;
+    if meta.is_dir() && !matches!(work.depth, None | Some(Depth::Infinity)) {
+        return Err(refuse(400, "DELETE of a collection takes Depth infinity"));
+    }
+    if target.url == "/" {
+        return Err(refuse(
+            403,
+            "the folder a site's root maps to is not deleted",
+        ));
+    }
+    held.check(&target.url, Scope::Tree)?;
+    remove(&target.path)
+        .map_err(|e| refuse(io_status(&e), format!("it cannot be deleted: {e}")))?;
+    LOCKS.forget(held.site, &target.url);
+    Ok(Answer::status(204))
+}
+
+/// Removes a file, a link or a whole folder.
+fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path)? {
+        m if m.is_dir() => std::fs::remove_dir_all(path),
+        _ => std::fs::remove_file(path),
+    }
+}
+
+/// Copies `from` to `to` (a folder with what is in it when `infinite`),
+/// dead properties included; gives the hrefs that failed and why.
+fn copy_tree(from: &Path, to: &Path, url: &str, infinite: bool) -> Vec<(String, u16)> {
+    let mut failed = Vec::new();
+    let meta = match std::fs::symlink_metadata(from) {
+        Ok(m) => m,
+        Err(e) => return vec![(href(url, false), io_status(&e))],
+    };
+    if meta.file_type().is_symlink() {
+        let made = std::fs::read_link(from).and_then(|link| std::os::unix::fs::symlink(link, to));
+        if let Err(e) = made {
+            failed.push((href(url, false), io_status(&e)));
+        }
+        return failed;
+    }
+    if !meta.is_dir() {
+        if let Err(e) = std::fs::copy(from, to).and_then(|_| properties::copy_dead(from, to)) {
+            failed.push((href(url, false), io_status(&e)));
+        }
+        return failed;
+    }
+    if let Err(e) = std::fs::create_dir(to).and_then(|()| properties::copy_dead(from, to)) {
+        return vec![(href(url, true), io_status(&e))];
+    }
+    if !infinite {
+        return failed;
+    }
+    let entries = match std::fs::read_dir(from) {
+        Ok(e) => e,
+        Err(e) => return vec![(href(url, true), io_status(&e))],
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let child_url = format!("{}/{}", url.trim_end_matches('/'), name.to_string_lossy());
+        failed.extend(copy_tree(&entry.path(), &to.join(&name), &child_url, true));
+    }
+    failed
+}
+
+/// A 207 listing what failed.
+fn failures(failed: Vec<(String, u16)>) -> Answer {
+    let mut out = Multistatus::new();
+    for (href, status) in failed {
+        out.status(&href, status);
+    }
+    Answer::xml(207, out.finish())
+}
+
+/// Puts a finished upload in its target's place.
+pub(super) fn finish_upload(upload: Upload) -> Outcome {
+    use std::os::unix::fs::PermissionsExt;
+    let Upload {
+        temp,
+        target,
+        existed,
+    } = upload;
+    let mode = std::fs::metadata(&target)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+    let set = std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(mode));
+    if let Err(e) = set {
+        return Err(refuse(500, format!("the upload's mode cannot be set: {e}")));
+    }
+    if existed {
+        // The new file replaces the old one's inode: its properties go
+        // along (a file system without them has none to lose).
+        let _ = properties::copy_dead(&target, temp.path());
+    }
+    temp.persist(&target).map_err(|e| {
+        refuse(
+            io_status(&e.error).max(500),
+            format!("the upload cannot be put in place: {}", e.error),
+        )
+    })?;
+    Ok(Answer::status(if existed { 204 } else { 201 }))
+}
+
+/// LOCK: a new lock, or a refresh (no body).
+fn lock(work: &Work) -> Outcome {
+    let (config, target, held, body) = (&*work.config, &work.target, &work.held, &work.body);
+    if !config.locks_enabled {
+        return Err(refuse(405, "locks are off here (webdav.locks_enabled)"));
+    }
+    let timeout = locks::timeout(
+        work.timeout.as_deref(),
+        Duration::from_secs(config.lock_timeout),
+    );
+    let info = xml::lockinfo(body).map_err(|e| refuse(400, e))?;
+    let Some(info) = info else {
+        let refreshed = held
+            .tokens
+            .iter()
+            .find_map(|t| LOCKS.refresh(held.site, t, &target.url, &held.principal, timeout));
+        return match refreshed {
+            Some(l) => Ok(lock_answer(200, &l, false)),
+            None => Err(refuse(412, "a LOCK refresh names no lock of this resource")),
+        };
+    };
+    let infinite = match work.depth {
+        None | Some(Depth::Infinity) => true,
+        Some(Depth::Zero) => false,
+        Some(Depth::One) => return Err(refuse(400, "LOCK takes Depth 0 or infinity")),
+    };
+    let exists = std::fs::symlink_metadata(&target.path).is_ok();
+    if !exists {
+        held.check(&target.url, Scope::Member)?;
+        if !target.path.parent().is_some_and(Path::is_dir) {
+            return Err(refuse(
+                409,
+                "the collection to lock a new resource in does not exist",
+            ));
+        }
+    }
+    let granted = LOCKS
+        .grant(Lock {
+            token: locks::new_token(),
+            site: held.site,
+            root: target.url.clone(),
+            infinite,
+            exclusive: info.exclusive,
+            owner: info.owner,
+            principal: held.principal.clone(),
+            timeout,
+            expires: Instant::now() + timeout,
+        })
+        .map_err(|_| Refusal {
+            status: 423,
+            substatus: 0,
+            why: format!("{} has a lock in the way", target.url),
+            condition: Some("no-conflicting-lock"),
+        })?;
+    if !exists {
+        // RFC 4918 §7.3: a lock on an unmapped URL makes an empty resource.
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&target.path);
+        if let Err(e) = made {
+            let _ = LOCKS.release(held.site, &granted.token, &target.url, &held.principal);
+            return Err(refuse(
+                io_status(&e),
+                format!("the locked resource cannot be made: {e}"),
+            ));
+        }
+    }
+    Ok(lock_answer(if exists { 200 } else { 201 }, &granted, true))
+}
+
+fn lock_answer(status: u16, l: &Lock, with_token: bool) -> Answer {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:prop xmlns:D=\"DAV:\"><D:lockdiscovery>{}</D:lockdiscovery></D:prop>\n",
+        activelock(l)
+    );
+    let mut answer = Answer::xml(status, body);
+    if with_token {
+        answer.headers.push((
+            header::HeaderName::from_static("lock-token"),
+            format!("<{}>", l.token),
+        ));
+    }
+    answer
+}
+
+/// UNLOCK.
+fn unlock(work: &Work) -> Outcome {
+    let (target, held) = (&work.target, &work.held);
+    let token = work
+        .lock_token
+        .as_deref()
+        .map(str::trim)
+        .and_then(|t| t.strip_prefix('<')?.strip_suffix('>'))
+        .ok_or_else(|| refuse(400, "UNLOCK needs a Lock-Token"))?;
+    match LOCKS.release(held.site, token, &target.url, &held.principal) {
+        Ok(()) => Ok(Answer::status(204)),
+        Err(true) => Err(refuse(403, "the lock is another user's")),
+        Err(false) => Err(Refusal {
+            status: 409,
+            substatus: 0,
+            why: "the Lock-Token names no lock of this resource".into(),
+            condition: Some("lock-token-matches-request-uri"),
+        }),
+    }
+}
+
+/// COPY and MOVE, their destination checked and resolved on the worker.
+fn transfer(work: &Work) -> Outcome {
+    let (method, source, held) = (work.method, &work.target, &work.held);
+    let Some(Transfer {
+        dest,
+        overwrite,
+        infinite,
+    }) = &work.transfer
+    else {
+        return Err(refuse(500, "COPY or MOVE without its destination"));
+    };
+    let (overwrite, infinite) = (*overwrite, *infinite);
+    let source_meta = source
+        .metadata()
+        .ok_or_else(|| refuse(404, "the source does not exist"))?;
+    if dest.url == source.url || (source_meta.is_dir() && locks::is_below(&source.url, &dest.url)) {
+        return Err(refuse(
+            403,
+            "the destination is the source or lies inside it",
+        ));
+    }
+    if method == Method::Move {
+        held.check(&source.url, Scope::Tree)?;
+    }
+    held.check(&dest.url, Scope::Tree)?;
+    let dest_parent = dest.path.parent().unwrap_or(Path::new("/"));
+    if !dest_parent.is_dir() {
+        return Err(refuse(409, "the destination's collection does not exist"));
+    }
+    let existed = std::fs::symlink_metadata(&dest.path).is_ok();
+    if existed {
+        if !overwrite {
+            return Err(refuse(412, "the destination exists and Overwrite is F"));
+        }
+        remove(&dest.path).map_err(|e| {
+            refuse(
+                io_status(&e),
+                format!("the destination cannot be removed: {e}"),
+            )
+        })?;
+        LOCKS.forget(held.site, &dest.url);
+    }
+    let created = if existed { 204 } else { 201 };
+    if method == Method::Move {
+        match std::fs::rename(&source.path, &dest.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                let failed = copy_tree(&source.path, &dest.path, &dest.url, true);
+                if !failed.is_empty() {
+                    return Ok(failures(failed));
+                }
+                remove(&source.path).map_err(|e| {
+                    refuse(io_status(&e), format!("the source cannot be removed: {e}"))
+                })?;
+            }
+            Err(e) => return Err(refuse(io_status(&e), format!("the move failed: {e}"))),
+        }
+        LOCKS.forget(held.site, &source.url);
+        return Ok(Answer::status(created));
+    }
+    let failed = copy_tree(&source.path, &dest.path, &dest.url, infinite);
+    if !failed.is_empty() {
+        return Ok(failures(failed));
+    }
+    Ok(Answer::status(created))
+}
