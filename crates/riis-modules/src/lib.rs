@@ -140,6 +140,55 @@ pub(crate) fn canonical_url_path(decoded: &str) -> String {
     out
 }
 
+/// How deep elements nest in `xml`, by a scan that skips comments, CDATA,
+/// declarations and quoted attribute values (the parser reports any other
+/// error itself). roxmltree parses nested elements by recursion, so a
+/// document from outside (a request's body, a file to convert) is measured
+/// first: a few kilobytes of `<a><a><a>…` would otherwise overflow the
+/// parsing thread's stack.
+pub fn xml_nesting_depth(xml: &str) -> usize {
+    let bytes = xml.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    let skip_to = |from: usize, end: &[u8]| {
+        memchr::memmem::find(&bytes[from..], end).map_or(bytes.len(), |at| from + at + end.len())
+    };
+    while let Some(at) = memchr::memchr(b'<', &bytes[i..]) {
+        let start = i + at;
+        let rest = &bytes[start..];
+        if rest.starts_with(b"<!--") {
+            i = skip_to(start, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = skip_to(start, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = skip_to(start, b"?>");
+        } else if rest.starts_with(b"<!") {
+            i = skip_to(start, b">");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = skip_to(start, b">");
+        } else {
+            // The tag's end, past quoted values that may hold `>`.
+            let mut j = start + 1;
+            let mut quote = None;
+            while j < bytes.len() {
+                match (quote, bytes[j]) {
+                    (None, b'"' | b'\'') => quote = Some(bytes[j]),
+                    (Some(q), b) if b == q => quote = None,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+                j += 1;
+            }
+            if j > start + 1 && bytes[j - 1] != b'/' {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            i = (j + 1).min(bytes.len());
+        }
+    }
+    deepest
+}
+
 /// The proleptic Gregorian date of a day counted from 1970-01-01: the
 /// calendar repeats every 400 years (146,097 days), and counting years from
 /// March puts the leap day at the end of each year.

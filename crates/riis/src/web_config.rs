@@ -45,7 +45,7 @@ const MAX_DEPTH: usize = 256;
 /// Converts the text of a `web.config`; `location` is the URL path of the
 /// folder it sits in (`/blog`), if not the site's root.
 pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
-    if nesting_depth(xml) > MAX_DEPTH {
+    if riis_modules::xml_nesting_depth(xml) > MAX_DEPTH {
         return Err(format!(
             "elements are nested deeper than {MAX_DEPTH} levels"
         ));
@@ -237,52 +237,6 @@ fn module_of(section: &str) -> Option<&'static str> {
         "webdav" => "WebDav",
         _ => return None,
     })
-}
-
-/// How deep elements nest in `xml`, by a scan that skips comments, CDATA,
-/// declarations and quoted attribute values (the parser reports any other
-/// error itself).
-fn nesting_depth(xml: &str) -> usize {
-    let bytes = xml.as_bytes();
-    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
-    let skip_to = |from: usize, end: &[u8]| {
-        memchr::memmem::find(&bytes[from..], end).map_or(bytes.len(), |at| from + at + end.len())
-    };
-    while let Some(at) = memchr::memchr(b'<', &bytes[i..]) {
-        let start = i + at;
-        let rest = &bytes[start..];
-        if rest.starts_with(b"<!--") {
-            i = skip_to(start, b"-->");
-        } else if rest.starts_with(b"<![CDATA[") {
-            i = skip_to(start, b"]]>");
-        } else if rest.starts_with(b"<?") {
-            i = skip_to(start, b"?>");
-        } else if rest.starts_with(b"<!") {
-            i = skip_to(start, b">");
-        } else if rest.starts_with(b"</") {
-            depth = depth.saturating_sub(1);
-            i = skip_to(start, b">");
-        } else {
-            // The tag's end, past quoted values that may hold `>`.
-            let mut j = start + 1;
-            let mut quote = None;
-            while j < bytes.len() {
-                match (quote, bytes[j]) {
-                    (None, b'"' | b'\'') => quote = Some(bytes[j]),
-                    (Some(q), b) if b == q => quote = None,
-                    (None, b'>') => break,
-                    _ => {}
-                }
-                j += 1;
-            }
-            if j > start + 1 && bytes[j - 1] != b'/' {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            i = (j + 1).min(bytes.len());
-        }
-    }
-    deepest
 }
 
 /// The URL of `<location path=…>` below the folder at `base`: plain

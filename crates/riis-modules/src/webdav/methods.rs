@@ -338,7 +338,11 @@ fn describe(
         content_type,
         active_locks: &locks,
     };
-    let dead = DeadProperties::load(path);
+    let dead = DeadProperties::load(path).unwrap_or_else(|e| {
+        // Shown without them; a PROPPATCH refuses to write over them.
+        tracing::warn!("WebDav: {e}");
+        DeadProperties::default()
+    });
     let mut found = String::new();
     let mut missing = String::new();
     match asked {
@@ -407,7 +411,12 @@ fn proppatch(work: &Work) -> Outcome {
             results.push((name_of(c), if *r { 403 } else { 424 }));
         }
     } else {
-        let mut dead = DeadProperties::load(&target.path);
+        let mut dead = DeadProperties::load(&target.path).map_err(|e| {
+            refuse(
+                500,
+                format!("the stored properties cannot be read, so they are not changed: {e}"),
+            )
+        })?;
         for c in &changes {
             match c {
                 PropertyChange::Set(n, element) => dead.set(n.clone(), element.clone()),

@@ -42,25 +42,41 @@ pub(crate) struct DeadProperties {
 }
 
 impl DeadProperties {
-    /// The properties of `path` (none when it has the attribute not, or
-    /// its file system has no extended attributes).
-    pub(crate) fn load(path: &Path) -> Self {
-        let mut buf = vec![0u8; 64 * 1024];
-        let Ok(n) = rustix::fs::lgetxattr(path, ATTRIBUTE, &mut buf[..]) else {
-            return Self::default();
+    /// The properties of `path` (none when it has no attribute, or its
+    /// file system has no extended attributes). An attribute that does not
+    /// read back is an error, so that a PROPPATCH does not write over
+    /// what it cannot see.
+    pub(crate) fn load(path: &Path) -> std::io::Result<Self> {
+        use rustix::io::Errno;
+        let mut small = [0u8; 4096];
+        let stored = match rustix::fs::lgetxattr(path, ATTRIBUTE, &mut small[..]) {
+            Ok(n) => small[..n].to_vec(),
+            Err(Errno::RANGE) => {
+                // Larger than most: asked for its size, then read whole.
+                let size = rustix::fs::lgetxattr(path, ATTRIBUTE, &mut [0u8; 0][..])?;
+                let mut large = vec![0u8; size];
+                let n = rustix::fs::lgetxattr(path, ATTRIBUTE, &mut large[..])?;
+                large.truncate(n);
+                large
+            }
+            Err(Errno::NODATA | Errno::NOTSUP) => return Ok(Self::default()),
+            Err(e) => return Err(e.into()),
         };
-        buf.truncate(n);
-        Self::decode(&buf)
+        Self::decode(&stored).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{ATTRIBUTE} of {} does not read as properties",
+                    path.display()
+                ),
+            )
+        })
     }
 
-    fn decode(stored: &[u8]) -> Self {
-        let Ok(text) = std::str::from_utf8(stored) else {
-            return Self::default();
-        };
+    fn decode(stored: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(stored).ok()?;
         let wrapped = format!("<p>{text}</p>");
-        let Ok(doc) = roxmltree::Document::parse(&wrapped) else {
-            return Self::default();
-        };
+        let doc = roxmltree::Document::parse(&wrapped).ok()?;
         let items = doc
             .root_element()
             .children()
@@ -73,7 +89,7 @@ impl DeadProperties {
                 (name, wrapped[e.range()].to_owned())
             })
             .collect();
-        Self { items }
+        Some(Self { items })
     }
 
     /// The element of `name`, if set.
@@ -118,7 +134,7 @@ impl DeadProperties {
 /// Copies the dead properties of `from` to `to` (COPY, and PUT over an
 /// existing file, whose new file replaces the old one's inode).
 pub(crate) fn copy_dead(from: &Path, to: &Path) -> std::io::Result<()> {
-    let properties = DeadProperties::load(from);
+    let properties = DeadProperties::load(from)?;
     if properties.items.is_empty() {
         return Ok(());
     }
@@ -201,7 +217,7 @@ mod tests {
             namespace: "urn:z".into(),
             local: n.into(),
         };
-        let mut props = DeadProperties::load(&file);
+        let mut props = DeadProperties::load(&file).unwrap();
         assert!(props.items.is_empty());
         props.set(name("a"), r#"<a xmlns="urn:z">1 &amp; 2</a>"#.into());
         props.set(name("b"), r#"<b xmlns="urn:z"/>"#.into());
@@ -211,18 +227,25 @@ mod tests {
             assert!(is_out_of_room(&e), "{e}");
             return;
         }
-        let again = DeadProperties::load(&file);
+        let again = DeadProperties::load(&file).unwrap();
         assert_eq!(again, props);
         assert_eq!(again.get(&name("a")), Some(r#"<a xmlns="urn:z">3</a>"#));
         let copy = dir.path().join("g");
         std::fs::write(&copy, b"y").unwrap();
         copy_dead(&file, &copy).unwrap();
-        assert_eq!(DeadProperties::load(&copy), props);
+        assert_eq!(DeadProperties::load(&copy).unwrap(), props);
         let mut none = again;
         none.remove(&name("a"));
         none.remove(&name("b"));
         none.store(&file).unwrap();
-        assert!(DeadProperties::load(&file).items.is_empty());
+        assert!(DeadProperties::load(&file).unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn a_stored_value_that_does_not_read_back_is_an_error() {
+        assert!(DeadProperties::decode(b"<a xmlns=\"urn:z\">1</a>").is_some());
+        assert!(DeadProperties::decode(b"<a xmlns:b=\"urn:z\"><b:c").is_none());
+        assert!(DeadProperties::decode(&[0xff, 0xfe]).is_none());
     }
 
     #[test]

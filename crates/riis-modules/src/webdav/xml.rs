@@ -71,9 +71,18 @@ pub(crate) struct LockInfo {
     pub(crate) owner: Option<String>,
 }
 
+/// How deep a body's elements may nest: WebDAV's own are four deep, and a
+/// property's value rarely more than a few. The parser, the serializer and
+/// the reading of stored properties all recurse, so the limit keeps a
+/// client's `<a><a><a>…` from overflowing a thread's stack.
+const MAX_DEPTH: usize = 64;
+
 /// Parses a body, naming what is wrong.
 pub(crate) fn parse(body: &[u8]) -> Result<Document<'_>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?;
+    if crate::xml_nesting_depth(text) > MAX_DEPTH {
+        return Err(format!("the body's elements nest deeper than {MAX_DEPTH}"));
+    }
     let doc = Document::parse(text).map_err(|e| format!("the body is not well-formed XML: {e}"))?;
     // XML Namespaces 1.0 §2.2: a prefix cannot be bound to the empty
     // name (only the default namespace can be undeclared so).
@@ -203,6 +212,15 @@ fn write_node(node: Node<'_, '_>, out: &mut String) {
     out.push('"');
     for (i, attr) in node.attributes().enumerate() {
         match attr.namespace() {
+            // The `xml` prefix is bound to its namespace in every document,
+            // and to no other prefix may it be bound.
+            Some("http://www.w3.org/XML/1998/namespace") => {
+                out.push_str(&format!(
+                    " xml:{}=\"{}\"",
+                    attr.name(),
+                    escape(attr.value())
+                ));
+            }
             Some(ns) => {
                 out.push_str(&format!(
                     " xmlns:a{i}=\"{}\" a{i}:{}=\"{}\"",
@@ -351,6 +369,14 @@ mod tests {
             ])
         );
         assert!(propfind(b"<propfind>").is_err());
+        let deep = format!(
+            r#"<D:propfind xmlns:D="DAV:"><D:prop>{}{}</D:prop></D:propfind>"#,
+            "<a>".repeat(100_000),
+            "</a>".repeat(100_000)
+        );
+        assert!(propfind(deep.as_bytes())
+            .unwrap_err()
+            .contains("nest deeper"));
         assert!(propfind(
             br#"<D:propfind xmlns:D="DAV:"><D:prop><b:x xmlns:b=""/></D:prop></D:propfind>"#
         )
@@ -381,6 +407,13 @@ mod tests {
                 PropertyChange::Remove(z("c")),
             ]
         );
+        // `xml:lang` keeps its prefix, the one the XML namespace may have.
+        let lang = proppatch(br#"<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><b xmlns="urn:x" xml:lang="en">hi</b></D:prop></D:set></D:propertyupdate>"#).unwrap();
+        let PropertyChange::Set(_, element) = &lang[0] else {
+            panic!("{lang:?}")
+        };
+        assert_eq!(element, r#"<b xmlns="urn:x" xml:lang="en">hi</b>"#);
+        Document::parse(&format!("<r>{element}</r>")).unwrap();
         // What was serialized parses again to the same value.
         let again = format!(
             "<r>{}</r>",
