@@ -465,6 +465,21 @@ impl HttpContext {
         self.site.virtual_directory(self.site.location_index(&url))
     }
 
+    /// The paths of this site's locations that lie strictly below `url` (a
+    /// decoded path): for a module that acts on a whole tree (WebDAV's
+    /// DELETE, COPY and MOVE of a folder), which must judge each of them by
+    /// its own settings too (see [`HttpContext::config_for_url`]).
+    pub fn location_paths_below<'a>(&'a self, url: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.site
+            .locations()
+            .iter()
+            .map(Location::path)
+            .filter(move |path| {
+                crate::request::path_below(url, path)
+                    .is_some_and(|rest| !rest.is_empty() && rest != "/")
+            })
+    }
+
     /// [`HttpContext::config`] as a shared handle, for a module that goes on
     /// changing the context while it reads its configuration (one reference
     /// count, no copy).

@@ -28,6 +28,8 @@ pub(crate) struct Lock {
     pub(crate) owner: Option<String>,
     /// Who took it (empty: anonymous); only they may use its token.
     pub(crate) principal: String,
+    /// Its root is a collection (its `lockroot` ends in `/`).
+    pub(crate) collection: bool,
     /// How long it was granted for, from the last refresh.
     pub(crate) timeout: Duration,
     pub(crate) expires: Instant,
@@ -42,9 +44,9 @@ impl Lock {
 
     /// Seconds left, for `DAV:timeout`.
     pub(crate) fn seconds_left(&self) -> u64 {
-        self.expires
-            .saturating_duration_since(Instant::now())
-            .as_secs()
+        let left = self.expires.saturating_duration_since(Instant::now());
+        // Rounded up: a lock just granted for 60 seconds shows 60.
+        left.as_millis().div_ceil(1000) as u64
     }
 }
 
@@ -83,7 +85,17 @@ pub(crate) static LOCKS: LazyLock<LockTable> = LazyLock::new(|| LockTable {
 pub(crate) enum LockRefused {
     /// Another lock conflicts (423).
     Conflict,
+    /// The process holds [`MAX_LOCKS`] already (503).
+    TooMany,
 }
+
+/// The most locks the process holds: each keeps its owner's XML (up to
+/// [`MAX_OWNER`] bytes), so a client taking locks without end cannot take
+/// the server's memory.
+pub(crate) const MAX_LOCKS: usize = 65_536;
+
+/// The longest `DAV:owner` kept with a lock (clients send a name or a URL).
+pub(crate) const MAX_OWNER: usize = 8 * 1024;
 
 impl LockTable {
     /// The live locks, expired ones dropped.
@@ -122,6 +134,9 @@ impl LockTable {
         });
         if conflict {
             return Err(LockRefused::Conflict);
+        }
+        if locks.len() >= MAX_LOCKS {
+            return Err(LockRefused::TooMany);
         }
         locks.insert(lock.token.clone(), lock.clone());
         Ok(lock)
@@ -421,6 +436,7 @@ mod tests {
             exclusive,
             owner: None,
             principal: String::new(),
+            collection: false,
             timeout: Duration::from_secs(60),
             expires: Instant::now() + Duration::from_secs(60),
         };

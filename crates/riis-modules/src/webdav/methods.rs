@@ -35,6 +35,9 @@ pub(super) struct Work {
     pub(super) lock_token: Option<String>,
     /// COPY and MOVE's destination.
     pub(super) transfer: Option<Transfer>,
+    /// Locations inside a PROPFIND's tree whose settings refuse the user a
+    /// listing: left out, with all below them.
+    pub(super) unlisted: Vec<String>,
 }
 
 /// Where a COPY or MOVE goes, and how.
@@ -217,10 +220,17 @@ impl Held {
                 || (!matches!(scope, Scope::Resource) && parent == Some(l.root.as_str()))
                 || (matches!(scope, Scope::Tree) && locks::is_below(url, &l.root))
         };
-        let blocking = LOCKS
-            .find(self.site, applies)
-            .into_iter()
-            .find(|l| l.principal != self.principal || !self.tokens.contains(&l.token));
+        let applicable = LOCKS.find(self.site, applies);
+        let submitted = |l: &Lock| l.principal == self.principal && self.tokens.contains(&l.token);
+        // A resource's locks are one exclusive lock or shared ones; of
+        // shared ones, holding one is enough (RFC 4918 §6.2).
+        let blocking = applicable.iter().find(|l| {
+            !submitted(l)
+                && !(!l.exclusive
+                    && applicable
+                        .iter()
+                        .any(|o| o.root == l.root && !o.exclusive && submitted(o)))
+        });
         match blocking {
             None => Ok(()),
             Some(l) => Err(Refusal {
@@ -246,7 +256,7 @@ fn activelock(l: &Lock) -> String {
         l.owner.as_deref().unwrap_or(""),
         l.seconds_left(),
         xml::escape(&l.token),
-        xml::escape(&href(&l.root, false)),
+        xml::escape(&href(&l.root, l.collection)),
     )
 }
 
@@ -312,6 +322,13 @@ fn propfind(work: &Work) -> Outcome {
             } else {
                 format!("{url}/{name}")
             };
+            if work
+                .unlisted
+                .iter()
+                .any(|p| riis_pipeline::path_below(p, &child_url).is_some())
+            {
+                continue;
+            }
             pending.push((child_url, child, child_meta, level + 1));
         }
     }
@@ -473,17 +490,25 @@ fn delete(work: &Work) -> Outcome {
     if meta.is_dir() && !matches!(work.depth, None | Some(Depth::Infinity)) {
         return Err(refuse(400, "DELETE of a collection takes Depth infinity"));
     }
-    if target.url == "/" {
-        return Err(refuse(
-            403,
-            "the folder a site's root maps to is not deleted",
-        ));
-    }
+    refuse_mapped_root(target)?;
     held.check(&target.url, Scope::Tree)?;
     remove(&target.path)
         .map_err(|e| refuse(io_status(&e), format!("it cannot be deleted: {e}")))?;
     LOCKS.forget(held.site, &target.url);
     Ok(Answer::status(204))
+}
+
+/// 403 for the folder a site or a virtual directory maps to: removing or
+/// moving it would break every URL below it until someone makes it again.
+fn refuse_mapped_root(target: &Target) -> Result<(), Refusal> {
+    let real = std::fs::canonicalize(&target.path).unwrap_or_else(|_| target.path.clone());
+    if real == target.root {
+        return Err(refuse(
+            403,
+            "the folder a site or a virtual directory maps to is not removed, moved or replaced",
+        ));
+    }
+    Ok(())
 }
 
 /// Removes a file, a link or a whole folder.
@@ -495,15 +520,30 @@ fn remove(path: &Path) -> std::io::Result<()> {
 }
 
 /// Copies `from` to `to` (a folder with what is in it when `infinite`),
-/// dead properties included; gives the hrefs that failed and why.
-fn copy_tree(from: &Path, to: &Path, url: &str, infinite: bool) -> Vec<(String, u16)> {
+/// dead properties included; gives the hrefs that failed and why. Names
+/// the client cannot see (`shown` says no) are not copied. A symbolic
+/// link is copied as a link when it names an absolute path (it leads
+/// where it led); a relative one is not (403), since from another folder
+/// it could lead elsewhere, out of the site.
+fn copy_tree(
+    from: &Path,
+    to: &Path,
+    url: &str,
+    infinite: bool,
+    shown: &dyn Fn(&str) -> bool,
+) -> Vec<(String, u16)> {
     let mut failed = Vec::new();
     let meta = match std::fs::symlink_metadata(from) {
         Ok(m) => m,
         Err(e) => return vec![(href(url, false), io_status(&e))],
     };
     if meta.file_type().is_symlink() {
-        let made = std::fs::read_link(from).and_then(|link| std::os::unix::fs::symlink(link, to));
+        let made = std::fs::read_link(from).and_then(|link| {
+            if link.is_relative() {
+                return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+            }
+            std::os::unix::fs::symlink(link, to)
+        });
         if let Err(e) = made {
             failed.push((href(url, false), io_status(&e)));
         }
@@ -527,10 +567,36 @@ fn copy_tree(from: &Path, to: &Path, url: &str, infinite: bool) -> Vec<(String, 
     };
     for entry in entries.filter_map(Result::ok) {
         let name = entry.file_name();
-        let child_url = format!("{}/{}", url.trim_end_matches('/'), name.to_string_lossy());
-        failed.extend(copy_tree(&entry.path(), &to.join(&name), &child_url, true));
+        let Some(text) = name.to_str().filter(|n| shown(n)) else {
+            continue;
+        };
+        let child_url = format!("{}/{text}", url.trim_end_matches('/'));
+        failed.extend(copy_tree(
+            &entry.path(),
+            &to.join(&name),
+            &child_url,
+            true,
+            shown,
+        ));
     }
     failed
+}
+
+/// Whether `path` is, or (a folder) holds, a relative symbolic link: a
+/// MOVE would make it lead elsewhere.
+fn holds_relative_link(path: &Path) -> std::io::Result<bool> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(std::fs::read_link(path)?.is_relative());
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            if holds_relative_link(&entry?.path())? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// A 207 listing what failed.
@@ -551,7 +617,9 @@ pub(super) fn finish_upload(upload: Upload) -> Outcome {
         existed,
     } = upload;
     let mode = std::fs::metadata(&target)
-        .map(|m| m.permissions().mode() & 0o7777)
+        // Not set-user-ID and the like: new content is not the program
+        // that was trusted with them (the kernel drops them on a write too).
+        .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or(0o644);
     let set = std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(mode));
     if let Err(e) = set {
@@ -616,14 +684,21 @@ fn lock(work: &Work) -> Outcome {
             exclusive: info.exclusive,
             owner: info.owner,
             principal: held.principal.clone(),
+            collection: target.metadata().is_some_and(|m| m.is_dir()),
             timeout,
             expires: Instant::now() + timeout,
         })
-        .map_err(|_| Refusal {
-            status: 423,
-            substatus: 0,
-            why: format!("{} has a lock in the way", target.url),
-            condition: Some("no-conflicting-lock"),
+        .map_err(|refused| match refused {
+            locks::LockRefused::Conflict => Refusal {
+                status: 423,
+                substatus: 0,
+                why: format!("{} has a lock in the way", target.url),
+                condition: Some("no-conflicting-lock"),
+            },
+            locks::LockRefused::TooMany => refuse(
+                503,
+                format!("the server holds {} locks, its most", locks::MAX_LOCKS),
+            ),
         })?;
     if !exists {
         // RFC 4918 §7.3: a lock on an unmapped URL makes an empty resource.
@@ -679,6 +754,14 @@ fn unlock(work: &Work) -> Outcome {
 }
 
 /// COPY and MOVE, their destination checked and resolved on the worker.
+///
+/// The source and destination are compared as the file system resolves
+/// them, not only by URL: a virtual directory or a link may reach one
+/// folder by two URLs, and a destination that is the source, lies inside
+/// it or holds it is refused (403) before anything changes. A destination
+/// that is replaced is first moved aside (`.riis-replaced-…` beside it) and
+/// removed only once the copy or move is done; if that fails, it is put
+/// back.
 fn transfer(work: &Work) -> Outcome {
     let (method, source, held) = (work.method, &work.target, &work.held);
     let Some(Transfer {
@@ -689,58 +772,127 @@ fn transfer(work: &Work) -> Outcome {
     else {
         return Err(refuse(500, "COPY or MOVE without its destination"));
     };
-    let (overwrite, infinite) = (*overwrite, *infinite);
-    let source_meta = source
-        .metadata()
-        .ok_or_else(|| refuse(404, "the source does not exist"))?;
-    if dest.url == source.url || (source_meta.is_dir() && locks::is_below(&source.url, &dest.url)) {
+    let source_real = std::fs::canonicalize(&source.path)
+        .map_err(|_| refuse(404, "the source does not exist"))?;
+    let dest_parent = dest.path.parent().unwrap_or(Path::new("/"));
+    let Some(dest_real) = std::fs::canonicalize(dest_parent)
+        .ok()
+        .filter(|p| p.is_dir())
+        .zip(dest.path.file_name())
+        .map(|(parent, name)| parent.join(name))
+    else {
+        return Err(refuse(409, "the destination's collection does not exist"));
+    };
+    if dest_real == source_real
+        || dest_real.starts_with(&source_real)
+        || source_real.starts_with(&dest_real)
+        || locks::is_below(&dest.url, &source.url)
+        || locks::is_below(&source.url, &dest.url)
+        || dest.url == source.url
+    {
         return Err(refuse(
             403,
-            "the destination is the source or lies inside it",
+            "the destination is the source, lies inside it or holds it",
+        ));
+    }
+    if dest_real == dest.root {
+        return Err(refuse(
+            403,
+            "the folder a site or a virtual directory maps to is not replaced",
         ));
     }
     if method == Method::Move {
+        refuse_mapped_root(source)?;
         held.check(&source.url, Scope::Tree)?;
+        if holds_relative_link(&source.path).unwrap_or(true) {
+            return Err(refuse(
+                403,
+                "it is or holds a relative symbolic link, which a move could lead elsewhere",
+            ));
+        }
     }
     held.check(&dest.url, Scope::Tree)?;
-    let dest_parent = dest.path.parent().unwrap_or(Path::new("/"));
-    if !dest_parent.is_dir() {
-        return Err(refuse(409, "the destination's collection does not exist"));
-    }
     let existed = std::fs::symlink_metadata(&dest.path).is_ok();
-    if existed {
-        if !overwrite {
-            return Err(refuse(412, "the destination exists and Overwrite is F"));
-        }
-        remove(&dest.path).map_err(|e| {
+    if existed && !overwrite {
+        return Err(refuse(412, "the destination exists and Overwrite is F"));
+    }
+    // What is replaced waits aside until the new is in place.
+    let aside = if existed {
+        let aside = dest_parent.join(format!(".riis-replaced-{}", unique()));
+        std::fs::rename(&dest.path, &aside).map_err(|e| {
             refuse(
                 io_status(&e),
-                format!("the destination cannot be removed: {e}"),
+                format!("the destination cannot be replaced: {e}"),
             )
         })?;
-        LOCKS.forget(held.site, &dest.url);
-    }
-    let created = if existed { 204 } else { 201 };
-    if method == Method::Move {
+        Some(aside)
+    } else {
+        None
+    };
+    let config = &work.config;
+    let shown = |name: &str| {
+        (config.allow_hidden_files || !name.starts_with('.'))
+            && !is_hidden_segment(name, &work.hidden_segments)
+    };
+    // `Err` holds the answer for a failure, whose traces are undone.
+    let done: Result<(), Outcome> = if method == Method::Move {
         match std::fs::rename(&source.path, &dest.path) {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
-                let failed = copy_tree(&source.path, &dest.path, &dest.url, true);
-                if !failed.is_empty() {
-                    return Ok(failures(failed));
+                let failed = copy_tree(&source.path, &dest.path, &dest.url, true, &|_| true);
+                if failed.is_empty() {
+                    // The copy is whole: it stays, even if the source cannot
+                    // all go (then logged; the client sees it still there).
+                    if let Err(e) = remove(&source.path) {
+                        tracing::warn!(
+                            "WebDav: MOVE copied {} across file systems but could not remove it: {e}",
+                            source.path.display()
+                        );
+                    }
+                    Ok(())
+                } else {
+                    Err(Ok(failures(failed)))
                 }
-                remove(&source.path).map_err(|e| {
-                    refuse(io_status(&e), format!("the source cannot be removed: {e}"))
-                })?;
             }
-            Err(e) => return Err(refuse(io_status(&e), format!("the move failed: {e}"))),
+            Err(e) => Err(Err(refuse(io_status(&e), format!("the move failed: {e}")))),
         }
+    } else {
+        let failed = copy_tree(&source.path, &dest.path, &dest.url, *infinite, &shown);
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Ok(failures(failed)))
+        }
+    };
+    if let Err(outcome) = done {
+        // What was made of the new goes; the old comes back.
+        if std::fs::symlink_metadata(&dest.path).is_ok() {
+            let _ = remove(&dest.path);
+        }
+        if let Some(aside) = &aside {
+            if let Err(e) = std::fs::rename(aside, &dest.path) {
+                tracing::warn!(
+                    "WebDav: {} could not be put back from {}: {e}",
+                    dest.path.display(),
+                    aside.display()
+                );
+            }
+        }
+        return outcome;
+    }
+    if let Some(aside) = &aside {
+        LOCKS.forget(held.site, &dest.url);
+        if let Err(e) = remove(aside) {
+            tracing::warn!("WebDav: {} could not be removed: {e}", aside.display());
+        }
+    }
+    if method == Method::Move {
         LOCKS.forget(held.site, &source.url);
-        return Ok(Answer::status(created));
     }
-    let failed = copy_tree(&source.path, &dest.path, &dest.url, infinite);
-    if !failed.is_empty() {
-        return Ok(failures(failed));
-    }
-    Ok(Answer::status(created))
+    Ok(Answer::status(if existed { 204 } else { 201 }))
+}
+
+/// A name no other file has: 128 random bits in hex.
+fn unique() -> String {
+    locks::new_token()["urn:uuid:".len()..].replace('-', "")
 }

@@ -89,8 +89,10 @@ use methods::{
 
 use crate::background::Background;
 
+use crate::anonymous_authentication::AnonymousAuthenticationConfig;
 use crate::request_filtering::RequestFilteringConfig;
-use crate::url_authorization::UserSpec;
+use crate::ssl_access::AccessConfig;
+use crate::url_authorization::{AuthorizationConfig, UserSpec};
 
 /// The `webdav` configuration section.
 #[derive(Debug, Deserialize)]
@@ -277,6 +279,16 @@ impl Method {
     }
 }
 
+/// What a method needs at a URL (see [`WebDav::may`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// PROPFIND's listing: Read, and for an anonymous client
+    /// `allow_anonymous_propfind`.
+    List,
+    Read,
+    Write,
+}
+
 /// `Allow` with locks, and without.
 const ALLOW_WITH_LOCKS: &str =
     "OPTIONS, GET, HEAD, PROPFIND, PROPPATCH, MKCOL, PUT, DELETE, COPY, MOVE, LOCK, UNLOCK";
@@ -299,6 +311,10 @@ pub struct WebDav {
     config: Section<WebDavConfig>,
     /// RequestFiltering's section, for the names it hides.
     request_filtering: Section<RequestFilteringConfig>,
+    /// The access modules' sections, to judge URLs besides the request's.
+    authorization: Section<AuthorizationConfig>,
+    anonymous: Section<AnonymousAuthenticationConfig>,
+    ssl_access: Section<AccessConfig>,
     /// The method and its body, while it is read.
     receiving: Option<(Method, Body)>,
     /// The module's threads.
@@ -578,6 +594,31 @@ impl WebDav {
             Method::Copy | Method::Move => Some(self.prepare_transfer(ctx, method)?),
             _ => None,
         };
+        if method == Method::Lock && ctx.request().url().ends_with('/') && !target.path.is_dir() {
+            return Err(refuse(
+                409,
+                "a URL ending in / names a collection; a LOCK there makes a file",
+            ));
+        }
+        // A method on a tree meets the locations inside it: DELETE and
+        // MOVE need Write in each, COPY Read; PROPFIND leaves out those
+        // that would refuse the user a listing.
+        let mut unlisted = Vec::new();
+        match method {
+            Method::Delete | Method::Move => self.may_below(ctx, &target.url, Need::Write)?,
+            Method::Copy => self.may_below(ctx, &target.url, Need::Read)?,
+            Method::PropFind => {
+                let below: Vec<String> = ctx
+                    .location_paths_below(&target.url)
+                    .map(str::to_owned)
+                    .collect();
+                unlisted = below
+                    .into_iter()
+                    .filter(|path| self.may(ctx, path, Need::List).is_err())
+                    .collect();
+            }
+            _ => {}
+        }
         let header = |name: &str| {
             ctx.request()
                 .header(name)
@@ -595,6 +636,7 @@ impl WebDav {
             timeout: header("timeout"),
             lock_token: header("lock-token"),
             transfer,
+            unlisted,
         })
     }
 
@@ -610,6 +652,19 @@ impl WebDav {
             return Err(refuse(400, "a PUT with Content-Range is not applied"));
         }
         let target = self.target(ctx, config)?;
+        if ctx.request().url().ends_with('/') && !target.path.is_dir() {
+            return Err(refuse(
+                409,
+                "a URL ending in / names a collection; PUT makes files",
+            ));
+        }
+        // Over a file, only the locks on it apply; a new file also changes
+        // its collection's members.
+        let scope = if std::fs::symlink_metadata(&target.path).is_ok() {
+            Scope::Resource
+        } else {
+            Scope::Member
+        };
         let site = ctx.site().site_id;
         if let Some(text) = ctx.request().header("if").and_then(|v| v.to_str().ok()) {
             let h = IfHeader::parse(text).map_err(|e| refuse(400, e))?;
@@ -622,14 +677,14 @@ impl WebDav {
                 principal,
                 tokens: h.tokens().map(str::to_owned).collect(),
             };
-            held.check(&target.url, Scope::Member)?;
+            held.check(&target.url, scope)?;
         } else {
             let held = Held {
                 site,
                 principal: String::new(),
                 tokens: Vec::new(),
             };
-            held.check(&target.url, Scope::Member)?;
+            held.check(&target.url, scope)?;
         }
         let meta = std::fs::symlink_metadata(&target.path).ok();
         if meta.as_ref().is_some_and(|m| m.is_dir()) {
@@ -668,20 +723,11 @@ impl WebDav {
                         format!("the destination's folder cannot be resolved: {e}"),
                     )
                 })?;
-        // The destination is judged by its own location's settings.
+        // The destination is judged by its own location's settings, and
+        // so is each location inside it (a replaced folder goes whole).
+        self.may(ctx, &destination, Need::Write)?;
+        self.may_below(ctx, &destination, Need::Write)?;
         let dest_config = ctx.config_for_url(self.config, &destination);
-        if !dest_config.enabled {
-            return Err(refuse(
-                403,
-                "WebDAV authoring is off at the destination (webdav.enabled)",
-            ));
-        }
-        if !dest_config.access(ctx.user()).write {
-            return Err(refuse(
-                403,
-                "no authoring rule gives Write access at the destination",
-            ));
-        }
         let hidden = &ctx
             .config_for_url(self.request_filtering, &destination)
             .hidden_segments;
@@ -712,6 +758,69 @@ impl WebDav {
             overwrite,
             infinite,
         })
+    }
+
+    /// Whether the request's user may `need` at `url`, a URL besides the
+    /// request's own (a COPY or MOVE's destination, a location inside a
+    /// tree a method acts on), by the settings of that URL's location: this
+    /// module's own (on, and a rule giving the access), and those of the
+    /// access modules a request for that URL would meet, whether or not
+    /// they run: SslAccess's `require_ssl`, AnonymousAuthentication's
+    /// `enabled`, UrlAuthorization's rules (for the request's method).
+    /// Without them a client could COPY into a folder it may not write,
+    /// or DELETE one inside a folder it may.
+    fn may(&self, ctx: &HttpContext, url: &str, need: Need) -> Result<(), Refusal> {
+        let user = ctx.user();
+        let anonymous = user.is_none_or(|u| u.name().is_empty());
+        if ctx.config_for_url(self.ssl_access, url).require_ssl && !ctx.request().is_tls() {
+            let mut r = refuse(403, format!("{url} needs TLS (access.require_ssl)"));
+            r.substatus = 4;
+            return Err(r);
+        }
+        if anonymous && !ctx.config_for_url(self.anonymous, url).enabled {
+            return Err(refuse(
+                401,
+                format!("{url} is closed to anonymous clients (anonymous_authentication.enabled)"),
+            ));
+        }
+        let method = ctx.request().method().as_str();
+        let denied = |why: String| refuse(if anonymous { 401 } else { 403 }, why);
+        if !ctx
+            .config_for_url(self.authorization, url)
+            .allows(user, method)
+        {
+            return Err(denied(format!(
+                "UrlAuthorization's rules for {url} refuse it"
+            )));
+        }
+        let config = ctx.config_for_url(self.config, url);
+        if !config.enabled {
+            return Err(refuse(
+                403,
+                format!("WebDAV authoring is off at {url} (webdav.enabled)"),
+            ));
+        }
+        let access = config.access(user);
+        let granted = match need {
+            Need::List => access.read && (!anonymous || config.allow_anonymous_propfind),
+            Need::Read => access.read,
+            Need::Write => access.write,
+        };
+        if !granted {
+            return Err(denied(format!(
+                "no authoring rule gives {} access at {url}",
+                if need == Need::Write { "Write" } else { "Read" }
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`WebDav::may`] for each location inside `url`.
+    fn may_below(&self, ctx: &HttpContext, url: &str, need: Need) -> Result<(), Refusal> {
+        for path in ctx.location_paths_below(url) {
+            self.may(ctx, path, need)?;
+        }
+        Ok(())
     }
 
     /// Sends `answer` (or the refusal) and ends the handler's work.
@@ -881,15 +990,18 @@ fn destination(ctx: &HttpContext) -> Result<String, Refusal> {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, "/"),
             };
-            let host = ctx.request().client_host();
-            let same = host.as_deref().is_some_and(|h| {
-                h.eq_ignore_ascii_case(authority)
-                    || authority
-                        .rsplit_once(':')
-                        .is_some_and(|(name, _)| h.eq_ignore_ascii_case(name))
-                    || h.rsplit_once(':')
-                        .is_some_and(|(name, _)| name.eq_ignore_ascii_case(authority))
-            });
+            // Host and port compared, each side's missing port its
+            // scheme's default (`h` and `h:80` are one server over HTTP).
+            let default_port = |https: bool| if https { 443 } else { 80 };
+            let theirs = host_and_port(
+                authority,
+                default_port(scheme.eq_ignore_ascii_case("https")),
+            );
+            let ours = ctx
+                .request()
+                .client_host()
+                .and_then(|h| host_and_port(&h, default_port(ctx.request().is_tls())));
+            let same = theirs.is_some() && theirs == ours;
             if !same {
                 return Err(refuse(
                     502,
@@ -905,6 +1017,22 @@ fn destination(ctx: &HttpContext) -> Result<String, Refusal> {
     let decoded = riis_pipeline::prepare_url_path(path)
         .map_err(|_| refuse(400, format!("the Destination {value} is not a usable path")))?;
     Ok(trimmed(&decoded))
+}
+
+/// An authority's host (lowercase) and port (`default` when it has none);
+/// `None` when the port is not a number.
+fn host_and_port(authority: &str, default: u16) -> Option<(String, u16)> {
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let (host, port) = match authority.rfind(':') {
+        // `[::1]` has colons of its own; a port follows its `]`.
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default,
+    };
+    Some((host.to_ascii_lowercase(), port))
 }
 
 /// Evaluates an `If` header against the locks and entity tags.
@@ -991,10 +1119,17 @@ pub fn register_module(
     ));
     let request_filtering =
         registration.share_section::<RequestFilteringConfig>("request_filtering")?;
+    let authorization = registration.share_section::<AuthorizationConfig>("authorization")?;
+    let anonymous =
+        registration.share_section::<AnonymousAuthenticationConfig>("anonymous_authentication")?;
+    let ssl_access = registration.share_section::<AccessConfig>("access")?;
     registration.set_request_notifications(
         move || WebDav {
             config,
             request_filtering,
+            authorization,
+            anonymous,
+            ssl_access,
             receiving: None,
             threads: threads.clone(),
             answered: None,

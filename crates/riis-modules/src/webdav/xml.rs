@@ -184,6 +184,15 @@ pub(crate) fn lockinfo(body: &[u8]) -> Result<Option<LockInfo>, String> {
         return Err("DAV:locktype is not write".into());
     }
     let owner = child(root, "owner").map(serialize);
+    if owner
+        .as_ref()
+        .is_some_and(|o| o.len() > super::locks::MAX_OWNER)
+    {
+        return Err(format!(
+            "DAV:owner is longer than {} bytes",
+            super::locks::MAX_OWNER
+        ));
+    }
     Ok(Some(LockInfo { exclusive, owner }))
 }
 
