@@ -225,11 +225,11 @@ impl Held {
         // A resource's locks are one exclusive lock or shared ones; of
         // shared ones, holding one is enough (RFC 4918 §6.2).
         let blocking = applicable.iter().find(|l| {
-            !submitted(l)
-                && !(!l.exclusive
-                    && applicable
-                        .iter()
-                        .any(|o| o.root == l.root && !o.exclusive && submitted(o)))
+            let one_shared_held = !l.exclusive
+                && applicable
+                    .iter()
+                    .any(|o| o.root == l.root && !o.exclusive && submitted(o));
+            !submitted(l) && !one_shared_held
         });
         match blocking {
             None => Ok(()),
