@@ -53,17 +53,21 @@
 //!   Rules are per location: a location's `authoring_rules` replace the
 //!   list it inherits.
 //!
-//! A COPY or MOVE's `Destination` is judged by the section of its own
-//! location (enabled, rules, hidden files). The names RequestFiltering
+//! A COPY or MOVE's `Destination` is judged by the settings of its own
+//! location (this section, and the access modules' sections there), and
+//! a method on a tree by those of each location inside it (see
+//! [`WebDav::may`]). Source and destination are compared as the file
+//! system resolves them, so no COPY or MOVE removes what it comes from. The names RequestFiltering
 //! hides (`request_filtering.hidden_segments`) are refused (404.8) in the
 //! request's URL and in the destination, and left out of listings, whether
 //! or not RequestFiltering runs. Nothing is served from or written to outside the
 //! folder a URL maps into: a path whose symbolic links lead elsewhere is
 //! 404.
 //!
-//! Locks live in memory (see `locks`) and end with the server, as with
-//! IIS's simple lock store; dead properties live in an extended attribute
-//! of each file (see `properties`).
+//! The methods' file-system work runs on threads of the module's own
+//! (see `methods`). Locks live in memory (see `locks`) and end with the
+//! server, as with IIS's simple lock store; dead properties live in an
+//! extended attribute of each file (see `properties`).
 
 mod locks;
 mod methods;
