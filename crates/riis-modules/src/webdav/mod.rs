@@ -56,7 +56,7 @@
 //! A COPY or MOVE's `Destination` is judged by the settings of its own
 //! location (this section, and the access modules' sections there), and
 //! a method on a tree by those of each location inside it (see
-//! [`WebDav::may`]). Source and destination are compared as the file
+//! `WebDav::may`). Source and destination are compared as the file
 //! system resolves them, so no COPY or MOVE removes what it comes from. The names RequestFiltering
 //! hides (`request_filtering.hidden_segments`) are refused (404.8) in the
 //! request's URL and in the destination, and left out of listings, whether
