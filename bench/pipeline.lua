@@ -1,5 +1,6 @@
 -- wrk script: 16 requests per write, so the server, not the client, is the
 -- bottleneck. wrk counts each response, so requests/s stay comparable.
+dofile("bench/request.lua")
 local depth = tonumber(os.getenv("PIPELINE_DEPTH") or "16")
 init = function(args)
   local r = {}

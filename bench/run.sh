@@ -3,7 +3,7 @@
 #
 #   bench/run.sh [SCENARIO ...]      scenarios: hello static noop metrics logged static100k
 #                                    static10m defaultdoc gzip100k php proxy
-#                                    platform hyper
+#                                    platform webdav hyper
 #                                    (default: hello static noop)
 #
 # `hyper` runs the bare hyper server of crates/riis/examples/bare_hyper.rs
@@ -46,6 +46,10 @@
 # `servers`, so what HttpPlatformHandler adds per request shows; a third,
 # AspNetCoreModule against HttpPlatformHandler with the same program, shows
 # what the pairing token and the header check add.
+#
+# `webdav` PUTs a 4 KiB file over and over to the same URL: riis's WebDav
+# against nginx's dav_methods. Both write the body to a temporary file and
+# rename it over the old one.
 #
 # Needs: nginx, wrk, taskset (apt-get install nginx-light wrk util-linux),
 # php-fpm for `php`, node for `platform` (apt-get install nodejs).
@@ -419,6 +423,31 @@ JS
       run_pair "Node.js app: AspNetCoreModule + ReverseProxy vs HttpPlatformHandler + ReverseProxy (riis only)" "$core_conf" /hello "riis:$platform_conf" /hello
       kill "$node_pid" 2>/dev/null || true
       wait "$node_pid" 2>/dev/null || true
+      ;;
+    webdav)
+      # The file exists before the first PUT, so both answer 204 and the
+      # check's GET finds it.
+      head -c 4096 /dev/zero | tr '\0' x > "$work/www/put.bin"
+      mkdir -p "$work/nginx-body"
+      # nginx's worker (an unprivileged user) renames its uploads into www.
+      chmod 777 "$work/www" "$work/nginx-body"
+      webdav_conf=$(riis_config "[[modules]]
+name = \"WebDav\"
+$static_modules" "[[handlers]]
+name = \"WebDAV\"
+path = \"*\"
+verbs = [\"PUT\"]
+modules = [\"WebDav\"]
+$static_handler
+[webdav]
+enabled = true
+authoring_rules = [{ users = \"*\", access = \"Write\" }]" webdav)
+      export BENCH_METHOD=PUT BENCH_BODY_BYTES=4096
+      WRK_ARGS=(-s bench/request.lua)
+      run_pair "webdav: PUT 4 KiB, WebDav vs nginx dav_methods" "$webdav_conf" /put.bin \
+        "location / { dav_methods PUT; client_body_temp_path $work/nginx-body; }" /put.bin
+      WRK_ARGS=()
+      unset BENCH_METHOD BENCH_BODY_BYTES
       ;;
     hyper)
       run_pair "bare hyper, no riis (the floor under hello) vs nginx return 200" bare-hyper / \

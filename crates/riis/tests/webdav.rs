@@ -379,13 +379,17 @@ fn nothing_is_reached_or_made_outside_the_site_folder() {
 #[test]
 fn a_lock_keeps_out_who_does_not_hold_its_token() {
     let dir = TempDir::new("dav-locks");
-    let server = start(&config(
+    let config = config(
         &dir,
-        r#"[webdav]
+        r#"[server]
+pid_file = "riis.pid"
+
+[webdav]
 enabled = true
 authoring_rules = [{ users = "alice, bob", access = "Read, Write" }]"#,
         "",
-    ));
+    );
+    let server = start(&config);
     std::fs::create_dir_all(dir.path().join("www/docs")).unwrap();
     dir.write("www/docs/a.txt", "alpha");
     let addr = server.addr;
@@ -467,6 +471,8 @@ authoring_rules = [{ users = "alice, bob", access = "Read, Write" }]"#,
         found.text()
     );
     assert!(found.text().contains("<owner xmlns=\"DAV:\">alice</owner>"));
+    // Operators see it in `riis status`.
+    assert!(common::riis_status(&config).contains("webdav_locks: 1"));
     let unlocked = send(
         addr,
         "UNLOCK",
@@ -475,6 +481,7 @@ authoring_rules = [{ users = "alice, bob", access = "Read, Write" }]"#,
         b"",
     );
     assert_eq!(unlocked.status, 204);
+    assert!(common::riis_status(&config).contains("webdav_locks: 0"));
     let after = send(addr, "PUT", "/docs/b.txt", &[("Authorization", &bob)], b"x");
     assert_eq!(after.status, 201);
 }

@@ -115,6 +115,11 @@ impl LockTable {
             .collect()
     }
 
+    /// How many live locks the process holds (`riis status`).
+    pub(crate) fn count(&self) -> usize {
+        self.live().len()
+    }
+
     /// The locks on `url` itself or on a collection above it with depth
     /// infinity.
     pub(crate) fn covering(&self, site: u32, url: &str) -> Vec<Lock> {

@@ -3,7 +3,8 @@
 //! Explorer, macOS Finder, davfs2 or cadaver list folders, upload, move,
 //! copy and delete files, set properties and take locks.
 //!
-//! Registers for **ExecuteRequestHandler** only, as a handler module: map
+//! Registers for **ExecuteRequestHandler**, as a handler module (and for
+//! the global RscaQuery, for its line in `riis status`): map
 //! the WebDAV methods to it, ahead of the static handler, which goes on
 //! serving GET and HEAD:
 //!
@@ -63,6 +64,9 @@
 //! or not RequestFiltering runs. Nothing is served from or written to outside the
 //! folder a URL maps into: a path whose symbolic links lead elsewhere is
 //! 404.
+//!
+//! `riis status` shows `webdav_locks`, the locks held now (a global
+//! module for RscaQuery).
 //!
 //! The methods' file-system work runs on threads of the module's own
 //! (see `methods`). Locks live in memory (see `locks`) and end with the
@@ -1115,6 +1119,10 @@ pub fn register_module(
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<WebDavConfig>("webdav")?;
+    registration.set_global_notifications(
+        crate::StatusLines(|| format!("webdav_locks: {}\n", LOCKS.count())),
+        riis_pipeline::GlobalNotification::RscaQuery.into(),
+    )?;
     let threads = Arc::new(Background::with_threads(
         "riis-webdav",
         THREADS,
