@@ -974,6 +974,8 @@ struct BodyReader {
     waited: Duration,
     /// Body bytes received so far.
     received: u64,
+    /// The length the request declared (`Content-Length`), if any.
+    declared: Option<u64>,
     /// Since when a read made alongside a module's wait (full duplex) has
     /// waited for bytes, across the waits it is dropped from.
     alongside_since: Option<Instant>,
@@ -1009,7 +1011,10 @@ enum BodyError {
 
 impl BodyReader {
     fn new(body: Incoming, timeouts: &Timeouts, state: Arc<ConnectionState>) -> Self {
+        use http_body::Body as _;
+        let declared = body.size_hint().exact();
         Self {
+            declared,
             body,
             leftover: Bytes::new(),
             ended: false,
@@ -1130,6 +1135,19 @@ impl BodyReader {
             }
             None => {
                 self.ended = true;
+                // An HTTP/2 stream the client reset with NO_ERROR ends
+                // without an error, whatever it declared: short of its
+                // declared length, the body was cut off, not whole (an
+                // upload must not be taken as complete). HTTP/1.1 framing
+                // reports this as an error already.
+                if self.declared.is_some_and(|n| self.received < n) {
+                    tracing::debug!(
+                        received = self.received,
+                        declared = ?self.declared,
+                        "request body ended short of its Content-Length"
+                    );
+                    return Err(BodyError::Failed);
+                }
                 self.state.activity.request_body_read();
             }
         }

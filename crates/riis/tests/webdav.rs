@@ -921,3 +921,57 @@ authoring_rules = [{ users = "*", access = "Read, Write" }]"#,
     );
     assert_eq!(send(addr, "PUT", "/newdir/", &[], b"x").status, 409);
 }
+
+/// An HTTP/2 client that resets its stream with NO_ERROR mid-upload ends
+/// it without an error: short of the length it declared, the body is cut
+/// off, and the file it was to replace stays as it was.
+#[test]
+fn an_http2_upload_reset_midway_leaves_the_old_file() {
+    let dir = TempDir::new("dav-h2-reset");
+    let server = start(&config(&dir, OPEN_TO_ALL, ""));
+    let file = dir.write("www/a.txt", "the old content");
+    let addr = server.addr;
+    // Written frame by frame: the h2 crate's client does not send a
+    // NO_ERROR reset after data the way some clients do.
+    let frame = |kind: u8, flags: u8, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags, 0, 0, 0, 1]);
+        f.extend_from_slice(payload);
+        f
+    };
+    // HPACK: each field a literal without indexing, names and values plain.
+    let mut fields = Vec::new();
+    for (name, value) in [
+        (":method", "PUT"),
+        (":path", "/a.txt"),
+        (":scheme", "http"),
+        (":authority", "dav.test"),
+        ("content-length", "100000"),
+    ] {
+        fields.push(0u8);
+        fields.push(name.len() as u8);
+        fields.extend_from_slice(name.as_bytes());
+        fields.push(value.len() as u8);
+        fields.extend_from_slice(value.as_bytes());
+    }
+    let mut c = Connection::open(addr);
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS
+    c.send_raw(&hello);
+    c.send_raw(&frame(1, 0x4, &fields)); // HEADERS, END_HEADERS
+    c.send_raw(&frame(0, 0, b"partial")); // DATA, more to come
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.send_raw(&frame(3, 0, &[0, 0, 0, 0])); // RST_STREAM(NO_ERROR)
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(c);
+    let www = dir.path().join("www");
+    common::wait_for("the upload's temporary file is removed", || {
+        std::fs::read_dir(&www).unwrap().all(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".riis-put-")
+        })
+    });
+    assert_eq!(std::fs::read(&file).unwrap(), b"the old content");
+}
