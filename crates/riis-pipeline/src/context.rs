@@ -480,6 +480,18 @@ impl HttpContext {
             })
     }
 
+    /// The folders this site's URLs map into: its root and each virtual
+    /// directory's (for a module that must not remove or replace one, as
+    /// WebDAV's DELETE and MOVE must not).
+    pub fn virtual_directories(&self) -> impl Iterator<Item = &crate::VirtualDirectory> + '_ {
+        std::iter::once(&self.site.root_directory).chain(
+            self.site
+                .locations()
+                .iter()
+                .filter_map(Location::virtual_directory),
+        )
+    }
+
     /// [`HttpContext::config`] as a shared handle, for a module that goes on
     /// changing the context while it reads its configuration (one reference
     /// count, no copy).

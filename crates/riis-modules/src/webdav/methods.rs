@@ -3,7 +3,8 @@
 //! folder does not hold up the worker's other connections. What a method
 //! needs from the request (its target, the `If` header's verdict, the
 //! destination and the user's rights there) is gathered on the worker
-//! first, into a [`Work`].
+//! first, into a [`Work`]. Each method claims the files it works on
+//! (see `tree::claim`) before it looks at them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::locks::{self, Lock, LOCKS};
 use super::properties::{self, DeadProperties, Resource};
+use super::tree::{self, claim};
 use super::xml::{self, Multistatus, PropFind, PropertyChange, PropertyName};
 use riis_pipeline::http::header;
 
@@ -38,6 +40,11 @@ pub(super) struct Work {
     /// Locations inside a PROPFIND's tree whose settings refuse the user a
     /// listing: left out, with all below them.
     pub(super) unlisted: Vec<String>,
+    /// A PUT's body, whole.
+    pub(super) upload: Option<Upload>,
+    /// The folders the site's URLs map into, resolved: none is removed,
+    /// moved or replaced.
+    pub(super) mapped_roots: Vec<PathBuf>,
 }
 
 /// Where a COPY or MOVE goes, and how.
@@ -50,27 +57,29 @@ pub(super) struct Transfer {
 
 impl Work {
     /// Does the method's work.
-    pub(super) fn run(&self) -> Outcome {
+    pub(super) fn run(mut self) -> Outcome {
         match self.method {
             Method::Options => Ok(options(&self.config)),
-            Method::PropFind => propfind(self),
-            Method::PropPatch => proppatch(self),
+            Method::PropFind => propfind(&self),
+            Method::PropPatch => proppatch(&self),
             Method::MkCol => mkcol(&self.target, &self.held),
-            Method::Delete => delete(self),
-            Method::Copy | Method::Move => transfer(self),
-            Method::Lock => lock(self),
-            Method::Unlock => unlock(self),
-            Method::Put => Err(refuse(500, "a PUT's body goes to its upload")),
+            Method::Put => put(&mut self),
+            Method::Delete => delete(&self),
+            Method::Copy | Method::Move => transfer(&self),
+            Method::Lock => lock(&self),
+            Method::Unlock => unlock(&self),
         }
+    }
+
+    /// Whether `real` is, or holds, a folder the site's URLs map into.
+    fn holds_mapped_root(&self, real: &Path) -> bool {
+        self.mapped_roots.iter().any(|root| root.starts_with(real))
     }
 }
 
-/// A PUT's file, written beside its target until it is whole.
+/// A PUT's bytes, in a file of their own until they are whole.
 pub(super) struct Upload {
-    pub(super) temp: tempfile::NamedTempFile,
-    pub(super) target: PathBuf,
-    /// The target existed (204), else it is made (201).
-    pub(super) existed: bool,
+    pub(super) file: std::fs::File,
 }
 
 /// The answer to a request: a status and maybe an XML body.
@@ -124,8 +133,9 @@ pub(super) type Outcome = Result<Answer, Refusal>;
 pub(super) struct Target {
     pub(super) url: String,
     pub(super) path: PathBuf,
-    /// The folder the URL maps into, resolved.
-    pub(super) root: PathBuf,
+    /// The path resolved (it passes no symbolic link: `tree::plain_path`),
+    /// for comparing and claiming.
+    pub(super) real: PathBuf,
 }
 
 impl Target {
@@ -158,28 +168,12 @@ pub(super) fn is_hidden(url: &str) -> bool {
     url.split('/').any(|s| s.starts_with('.'))
 }
 
-/// Whether `path` resolves to a place inside `root`: the path itself, or,
-/// when it does not exist (yet), the nearest folder above it that does.
-pub(super) fn is_confined(root: &Path, path: &Path) -> bool {
-    let mut existing = path;
-    loop {
-        match std::fs::canonicalize(existing) {
-            Ok(resolved) => return resolved.starts_with(root),
-            // A link that leads nowhere is judged by where it leads, so it
-            // cannot be made to lead out later: refused.
-            Err(_) if std::fs::symlink_metadata(existing).is_ok() => return false,
-            Err(_) => match existing.parent() {
-                Some(parent) => existing = parent,
-                None => return false,
-            },
-        }
-    }
-}
-
 pub(super) fn io_status(e: &std::io::Error) -> u16 {
     match e.kind() {
         std::io::ErrorKind::NotFound => 404,
         std::io::ErrorKind::PermissionDenied => 403,
+        // A file where a folder is wanted, or the other way round.
+        std::io::ErrorKind::NotADirectory | std::io::ErrorKind::IsADirectory => 409,
         _ if properties::is_out_of_room(e) => 507,
         _ => 500,
     }
@@ -309,14 +303,13 @@ fn propfind(work: &Work) -> Outcome {
             .collect();
         children.sort();
         for (name, child) in children.into_iter().rev() {
-            let is_link =
-                std::fs::symlink_metadata(&child).is_ok_and(|m| m.file_type().is_symlink());
-            if is_link && !is_confined(&target.root, &child) {
-                continue;
-            }
-            let Ok(child_meta) = std::fs::metadata(&child) else {
+            // Links are not followed (see `tree::plain_path`): not listed.
+            let Ok(child_meta) = std::fs::symlink_metadata(&child) else {
                 continue;
             };
+            if child_meta.file_type().is_symlink() {
+                continue;
+            }
             let child_url = if url == "/" {
                 format!("/{name}")
             } else {
@@ -411,6 +404,7 @@ fn describe(
 fn proppatch(work: &Work) -> Outcome {
     let (config, target, held, body) = (&*work.config, &work.target, &work.held, &work.body);
     let changes = xml::proppatch(body).map_err(|e| refuse(400, e))?;
+    let _claim = claim(vec![target.real.clone()]);
     let meta = target
         .metadata()
         .ok_or_else(|| refuse(404, "nothing is there"))?;
@@ -466,6 +460,7 @@ fn proppatch(work: &Work) -> Outcome {
 
 /// MKCOL.
 fn mkcol(target: &Target, held: &Held) -> Outcome {
+    let _claim = claim(vec![target.real.clone()]);
     if std::fs::symlink_metadata(&target.path).is_ok() {
         return Err(refuse(405, "something is there already"));
     }
@@ -482,121 +477,69 @@ fn mkcol(target: &Target, held: &Held) -> Outcome {
     }
 }
 
+/// PUT: the whole body, put in place with one rename. The locks are
+/// looked at again now: one may have been taken while the body came.
+fn put(work: &mut Work) -> Outcome {
+    use std::os::unix::fs::PermissionsExt;
+    let target = &work.target;
+    let Some(upload) = work.upload.as_mut() else {
+        return Err(refuse(500, "a PUT without its body"));
+    };
+    let _claim = claim(vec![target.real.clone()]);
+    let meta = std::fs::symlink_metadata(&target.path).ok();
+    if meta.as_ref().is_some_and(|m| m.is_dir()) {
+        return Err(refuse(405, "PUT cannot replace a collection"));
+    }
+    if !target.path.parent().is_some_and(Path::is_dir) {
+        return Err(refuse(409, "the collection to PUT into does not exist"));
+    }
+    let scope = if meta.is_some() {
+        Scope::Resource
+    } else {
+        Scope::Member
+    };
+    work.held.check(&target.url, scope)?;
+    // Not set-user-ID and the like: new content is not the program that
+    // was trusted with them (the kernel drops them on a write too).
+    let mode = meta
+        .as_ref()
+        .map_or(0o644, |m| m.permissions().mode() & 0o777);
+    tree::put_in_place(&mut upload.file, &target.path, mode, meta.is_some()).map_err(|e| {
+        refuse(
+            io_status(&e).max(500),
+            format!("the upload cannot be put in place: {e}"),
+        )
+    })?;
+    Ok(Answer::status(if meta.is_some() { 204 } else { 201 }))
+}
+
 /// DELETE.
 fn delete(work: &Work) -> Outcome {
     let (target, held) = (&work.target, &work.held);
+    let _claim = claim(vec![target.real.clone()]);
     let meta =
         std::fs::symlink_metadata(&target.path).map_err(|_| refuse(404, "nothing is there"))?;
     if meta.is_dir() && !matches!(work.depth, None | Some(Depth::Infinity)) {
         return Err(refuse(400, "DELETE of a collection takes Depth infinity"));
     }
-    refuse_mapped_root(target)?;
+    if work.holds_mapped_root(&target.real) {
+        return Err(mapped_root_refusal());
+    }
     held.check(&target.url, Scope::Tree)?;
-    remove(&target.path)
+    tree::remove(&target.path)
         .map_err(|e| refuse(io_status(&e), format!("it cannot be deleted: {e}")))?;
     LOCKS.forget(held.site, &target.url);
     Ok(Answer::status(204))
 }
 
-/// 403 for the folder a site or a virtual directory maps to: removing or
-/// moving it would break every URL below it until someone makes it again.
-fn refuse_mapped_root(target: &Target) -> Result<(), Refusal> {
-    let real = std::fs::canonicalize(&target.path).unwrap_or_else(|_| target.path.clone());
-    if real == target.root {
-        return Err(refuse(
-            403,
-            "the folder a site or a virtual directory maps to is not removed, moved or replaced",
-        ));
-    }
-    Ok(())
-}
-
-/// Removes a file, a link or a whole folder.
-fn remove(path: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(path)? {
-        m if m.is_dir() => std::fs::remove_dir_all(path),
-        _ => std::fs::remove_file(path),
-    }
-}
-
-/// Copies `from` to `to` (a folder with what is in it when `infinite`),
-/// dead properties included; gives the hrefs that failed and why. Names
-/// the client cannot see (`shown` says no) are not copied. A symbolic
-/// link is copied as a link when it names an absolute path (it leads
-/// where it led); a relative one is not (403), since from another folder
-/// it could lead elsewhere, out of the site.
-fn copy_tree(
-    from: &Path,
-    to: &Path,
-    url: &str,
-    infinite: bool,
-    shown: &dyn Fn(&str) -> bool,
-) -> Vec<(String, u16)> {
-    let mut failed = Vec::new();
-    let meta = match std::fs::symlink_metadata(from) {
-        Ok(m) => m,
-        Err(e) => return vec![(href(url, false), io_status(&e))],
-    };
-    if meta.file_type().is_symlink() {
-        let made = std::fs::read_link(from).and_then(|link| {
-            if link.is_relative() {
-                return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
-            }
-            std::os::unix::fs::symlink(link, to)
-        });
-        if let Err(e) = made {
-            failed.push((href(url, false), io_status(&e)));
-        }
-        return failed;
-    }
-    if !meta.is_dir() {
-        if let Err(e) = std::fs::copy(from, to).and_then(|_| properties::copy_dead(from, to)) {
-            failed.push((href(url, false), io_status(&e)));
-        }
-        return failed;
-    }
-    if let Err(e) = std::fs::create_dir(to).and_then(|()| properties::copy_dead(from, to)) {
-        return vec![(href(url, true), io_status(&e))];
-    }
-    if !infinite {
-        return failed;
-    }
-    let entries = match std::fs::read_dir(from) {
-        Ok(e) => e,
-        Err(e) => return vec![(href(url, true), io_status(&e))],
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name();
-        let Some(text) = name.to_str().filter(|n| shown(n)) else {
-            continue;
-        };
-        let child_url = format!("{}/{text}", url.trim_end_matches('/'));
-        failed.extend(copy_tree(
-            &entry.path(),
-            &to.join(&name),
-            &child_url,
-            true,
-            shown,
-        ));
-    }
-    failed
-}
-
-/// Whether `path` is, or (a folder) holds, a relative symbolic link: a
-/// MOVE would make it lead elsewhere.
-fn holds_relative_link(path: &Path) -> std::io::Result<bool> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.file_type().is_symlink() {
-        return Ok(std::fs::read_link(path)?.is_relative());
-    }
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            if holds_relative_link(&entry?.path())? {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
+/// 403 for the folder a site or a virtual directory maps to, or one that
+/// holds such a folder: removing, moving or replacing it would break every
+/// URL below it until someone makes it again.
+fn mapped_root_refusal() -> Refusal {
+    refuse(
+        403,
+        "it is or holds the folder a site or a virtual directory maps to",
+    )
 }
 
 /// A 207 listing what failed.
@@ -606,37 +549,6 @@ fn failures(failed: Vec<(String, u16)>) -> Answer {
         out.status(&href, status);
     }
     Answer::xml(207, out.finish())
-}
-
-/// Puts a finished upload in its target's place.
-pub(super) fn finish_upload(upload: Upload) -> Outcome {
-    use std::os::unix::fs::PermissionsExt;
-    let Upload {
-        temp,
-        target,
-        existed,
-    } = upload;
-    let mode = std::fs::metadata(&target)
-        // Not set-user-ID and the like: new content is not the program
-        // that was trusted with them (the kernel drops them on a write too).
-        .map(|m| m.permissions().mode() & 0o777)
-        .unwrap_or(0o644);
-    let set = std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(mode));
-    if let Err(e) = set {
-        return Err(refuse(500, format!("the upload's mode cannot be set: {e}")));
-    }
-    if existed {
-        // The new file replaces the old one's inode: its properties go
-        // along (a file system without them has none to lose).
-        let _ = properties::copy_dead(&target, temp.path());
-    }
-    temp.persist(&target).map_err(|e| {
-        refuse(
-            io_status(&e.error).max(500),
-            format!("the upload cannot be put in place: {}", e.error),
-        )
-    })?;
-    Ok(Answer::status(if existed { 204 } else { 201 }))
 }
 
 /// LOCK: a new lock, or a refresh (no body).
@@ -665,6 +577,7 @@ fn lock(work: &Work) -> Outcome {
         Some(Depth::Zero) => false,
         Some(Depth::One) => return Err(refuse(400, "LOCK takes Depth 0 or infinity")),
     };
+    let _claim = claim(vec![target.real.clone()]);
     let exists = std::fs::symlink_metadata(&target.path).is_ok();
     if !exists {
         held.check(&target.url, Scope::Member)?;
@@ -755,13 +668,14 @@ fn unlock(work: &Work) -> Outcome {
 
 /// COPY and MOVE, their destination checked and resolved on the worker.
 ///
-/// The source and destination are compared as the file system resolves
-/// them, not only by URL: a virtual directory or a link may reach one
-/// folder by two URLs, and a destination that is the source, lies inside
-/// it or holds it is refused (403) before anything changes. A destination
-/// that is replaced is first moved aside (`.riis-replaced-…` beside it) and
-/// removed only once the copy or move is done; if that fails, it is put
-/// back.
+/// The source and destination are compared as resolved paths, not only as
+/// URLs (a virtual directory can reach one folder by two URLs): a
+/// destination that is the source, lies inside it or holds it is refused
+/// (403) before anything changes. A COPY is made under a hidden name
+/// beside the destination (`.riis-copy-…`) and put in its place only when
+/// it is whole; what it replaces is moved aside (`.riis-replaced-…`) for
+/// that moment and removed after. A MOVE on one file system is a rename;
+/// across file systems a copy like COPY's, then the source's removal.
 fn transfer(work: &Work) -> Outcome {
     let (method, source, held) = (work.method, &work.target, &work.held);
     let Some(Transfer {
@@ -772,20 +686,15 @@ fn transfer(work: &Work) -> Outcome {
     else {
         return Err(refuse(500, "COPY or MOVE without its destination"));
     };
-    let source_real = std::fs::canonicalize(&source.path)
-        .map_err(|_| refuse(404, "the source does not exist"))?;
-    let dest_parent = dest.path.parent().unwrap_or(Path::new("/"));
-    let Some(dest_real) = std::fs::canonicalize(dest_parent)
-        .ok()
-        .filter(|p| p.is_dir())
-        .zip(dest.path.file_name())
-        .map(|(parent, name)| parent.join(name))
-    else {
+    let _claim = claim(vec![source.real.clone(), dest.real.clone()]);
+    if std::fs::symlink_metadata(&source.path).is_err() {
+        return Err(refuse(404, "the source does not exist"));
+    }
+    if !dest.path.parent().is_some_and(Path::is_dir) {
         return Err(refuse(409, "the destination's collection does not exist"));
-    };
-    if dest_real == source_real
-        || dest_real.starts_with(&source_real)
-        || source_real.starts_with(&dest_real)
+    }
+    if dest.real.starts_with(&source.real)
+        || source.real.starts_with(&dest.real)
         || locks::is_below(&dest.url, &source.url)
         || locks::is_below(&source.url, &dest.url)
         || dest.url == source.url
@@ -795,19 +704,17 @@ fn transfer(work: &Work) -> Outcome {
             "the destination is the source, lies inside it or holds it",
         ));
     }
-    if dest_real == dest.root {
-        return Err(refuse(
-            403,
-            "the folder a site or a virtual directory maps to is not replaced",
-        ));
+    if work.holds_mapped_root(&dest.real)
+        || (method == Method::Move && work.holds_mapped_root(&source.real))
+    {
+        return Err(mapped_root_refusal());
     }
     if method == Method::Move {
-        refuse_mapped_root(source)?;
         held.check(&source.url, Scope::Tree)?;
-        if holds_relative_link(&source.path).unwrap_or(true) {
+        if tree::holds_link(&source.path).unwrap_or(true) {
             return Err(refuse(
                 403,
-                "it is or holds a relative symbolic link, which a move could lead elsewhere",
+                "it is or holds a symbolic link, which a move would carry under other rules",
             ));
         }
     }
@@ -816,75 +723,68 @@ fn transfer(work: &Work) -> Outcome {
     if existed && !overwrite {
         return Err(refuse(412, "the destination exists and Overwrite is F"));
     }
-    // What is replaced waits aside until the new is in place.
-    let aside = if existed {
-        let aside = dest_parent.join(format!(".riis-replaced-{}", unique()));
-        std::fs::rename(&dest.path, &aside).map_err(|e| {
-            refuse(
-                io_status(&e),
-                format!("the destination cannot be replaced: {e}"),
-            )
-        })?;
-        Some(aside)
-    } else {
-        None
-    };
-    let config = &work.config;
-    let shown = |name: &str| {
-        (config.allow_hidden_files || !name.starts_with('.'))
-            && !is_hidden_segment(name, &work.hidden_segments)
-    };
-    // `Err` holds the answer for a failure, whose traces are undone.
-    let done: Result<(), Outcome> = if method == Method::Move {
+    if method == Method::Move && !existed {
         match std::fs::rename(&source.path, &dest.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
-                let failed = copy_tree(&source.path, &dest.path, &dest.url, true, &|_| true);
-                if failed.is_empty() {
-                    // The copy is whole: it stays, even if the source cannot
-                    // all go (then logged; the client sees it still there).
-                    if let Err(e) = remove(&source.path) {
-                        tracing::warn!(
-                            "WebDav: MOVE copied {} across file systems but could not remove it: {e}",
-                            source.path.display()
-                        );
-                    }
-                    Ok(())
-                } else {
-                    Err(Ok(failures(failed)))
-                }
+            Ok(()) => {
+                LOCKS.forget(held.site, &source.url);
+                return Ok(Answer::status(201));
             }
-            Err(e) => Err(Err(refuse(io_status(&e), format!("the move failed: {e}")))),
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {}
+            Err(e) => return Err(refuse(io_status(&e), format!("the move failed: {e}"))),
         }
-    } else {
-        let failed = copy_tree(&source.path, &dest.path, &dest.url, *infinite, &shown);
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(Ok(failures(failed)))
-        }
-    };
-    if let Err(outcome) = done {
-        // What was made of the new goes; the old comes back.
-        if std::fs::symlink_metadata(&dest.path).is_ok() {
-            let _ = remove(&dest.path);
-        }
-        if let Some(aside) = &aside {
-            if let Err(e) = std::fs::rename(aside, &dest.path) {
-                tracing::warn!(
-                    "WebDav: {} could not be put back from {}: {e}",
-                    dest.path.display(),
-                    aside.display()
-                );
-            }
-        }
-        return outcome;
     }
-    if let Some(aside) = &aside {
-        LOCKS.forget(held.site, &dest.url);
-        if let Err(e) = remove(aside) {
-            tracing::warn!("WebDav: {} could not be removed: {e}", aside.display());
+    // The new one is made whole under a hidden name, then swapped in.
+    let staging = tree::hidden_beside(&dest.path, "copy");
+    let renamed = method == Method::Move
+        && match std::fs::rename(&source.path, &staging) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => false,
+            Err(e) => return Err(refuse(io_status(&e), format!("the move failed: {e}"))),
+        };
+    if !renamed {
+        let config = &work.config;
+        let shown = |name: &str| {
+            method == Method::Move
+                || ((config.allow_hidden_files || !name.starts_with('.'))
+                    && !is_hidden_segment(name, &work.hidden_segments))
+        };
+        let failed = tree::copy_tree(
+            &source.path,
+            &staging,
+            &dest.url,
+            method == Method::Move || *infinite,
+            &shown,
+            &href,
+        );
+        if !failed.is_empty() {
+            let _ = tree::remove(&staging);
+            return Ok(failures(failed));
         }
+    }
+    if let Err(e) = swap_in(&staging, &dest.path, existed) {
+        // Undone: a MOVE's source goes back where it was.
+        if renamed {
+            let _ = std::fs::rename(&staging, &source.path);
+        } else {
+            let _ = tree::remove(&staging);
+        }
+        return Err(refuse(
+            io_status(&e),
+            format!("the destination cannot be replaced: {e}"),
+        ));
+    }
+    if method == Method::Move && !renamed {
+        // A copy across file systems is whole: it stays, even if the
+        // source cannot all go (logged; the client sees it still there).
+        if let Err(e) = tree::remove(&source.path) {
+            tracing::warn!(
+                "WebDav: MOVE copied {} across file systems but could not remove it: {e}",
+                source.path.display()
+            );
+        }
+    }
+    if existed {
+        LOCKS.forget(held.site, &dest.url);
     }
     if method == Method::Move {
         LOCKS.forget(held.site, &source.url);
@@ -892,7 +792,26 @@ fn transfer(work: &Work) -> Outcome {
     Ok(Answer::status(if existed { 204 } else { 201 }))
 }
 
-/// A name no other file has: 128 random bits in hex.
-fn unique() -> String {
-    locks::new_token()["urn:uuid:".len()..].replace('-', "")
+/// Puts `staging` at `dest`: what is there (when `existed`) is moved aside
+/// for the moment of the rename, put back if it fails, removed after.
+fn swap_in(staging: &Path, dest: &Path, existed: bool) -> std::io::Result<()> {
+    if !existed {
+        return std::fs::rename(staging, dest);
+    }
+    let aside = tree::hidden_beside(dest, "replaced");
+    std::fs::rename(dest, &aside)?;
+    if let Err(e) = std::fs::rename(staging, dest) {
+        if let Err(back) = std::fs::rename(&aside, dest) {
+            tracing::warn!(
+                "WebDav: {} could not be put back from {}: {back}",
+                dest.display(),
+                aside.display()
+            );
+        }
+        return Err(e);
+    }
+    if let Err(e) = tree::remove(&aside) {
+        tracing::warn!("WebDav: {} could not be removed: {e}", aside.display());
+    }
+    Ok(())
 }

@@ -76,9 +76,10 @@
 mod locks;
 mod methods;
 mod properties;
+mod tree;
 mod xml;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use riis_pipeline::bytes::Bytes;
@@ -91,8 +92,8 @@ use serde::Deserialize;
 
 use locks::{IfHeader, LOCKS};
 use methods::{
-    finish_upload, io_status, is_confined, is_hidden, refuse, trimmed, Answer, Depth, Held,
-    Outcome, Refusal, Scope, Target, Transfer, Upload, Work,
+    io_status, is_hidden, refuse, trimmed, Answer, Depth, Held, Outcome, Refusal, Scope, Target,
+    Transfer, Upload, Work,
 };
 
 use crate::background::Background;
@@ -365,11 +366,10 @@ impl WebDav {
     fn target(&self, ctx: &mut HttpContext, config: &WebDavConfig) -> Result<Target, Refusal> {
         let url = trimmed(ctx.request().url());
         let path = ctx.physical_path().to_path_buf();
-        let root = std::fs::canonicalize(&ctx.virtual_directory().physical_path)
-            .map_err(|e| refuse(500, format!("the site's folder cannot be resolved: {e}")))?;
         let hidden = &ctx.config(self.request_filtering).hidden_segments;
-        check_target(&url, &path, &root, config, hidden)?;
-        Ok(Target { url, path, root })
+        let folder = ctx.virtual_directory();
+        let real = check_target(&url, &path, &folder.physical_path, config, hidden)?;
+        Ok(Target { url, path, real })
     }
 
     fn start(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
@@ -416,7 +416,7 @@ impl WebDav {
                     let r = refuse(415, format!("{method:?} takes no body"));
                     return self.finish(ctx, &config, Err(r));
                 }
-                return self.go(ctx, &config, method, Vec::new());
+                return self.go(ctx, &config, method, Vec::new(), None);
             }
         };
         self.receiving = Some((method, body));
@@ -472,11 +472,8 @@ impl WebDav {
             return RequestNotificationStatus::Continue;
         };
         match body {
-            Body::Xml(bytes) => self.go(ctx, config, method, bytes),
-            Body::Upload(upload) => {
-                let answer = finish_upload(upload);
-                self.finish(ctx, config, answer)
-            }
+            Body::Xml(bytes) => self.go(ctx, config, method, bytes, None),
+            Body::Upload(upload) => self.go(ctx, config, method, Vec::new(), Some(upload)),
         }
     }
 
@@ -503,7 +500,7 @@ impl WebDav {
             }
             Some(Body::Upload(upload)) => {
                 use std::io::Write;
-                if let Err(e) = upload.temp.write_all(&data) {
+                if let Err(e) = upload.file.write_all(&data) {
                     crate::gateway::close_after_answer(ctx);
                     return Err(refuse(
                         io_status(&e).max(500),
@@ -527,11 +524,12 @@ impl WebDav {
         config: &Arc<WebDavConfig>,
         method: Method,
         body: Vec<u8>,
+        upload: Option<Upload>,
     ) -> RequestNotificationStatus {
         if method == Method::Options {
             return self.finish(ctx, config, Ok(options(config)));
         }
-        match self.run(ctx, config, method, body) {
+        match self.run(ctx, config, method, body, upload) {
             Ok(()) => RequestNotificationStatus::Pending,
             Err(r) => self.finish(ctx, config, Err(r)),
         }
@@ -546,8 +544,10 @@ impl WebDav {
         config: &Arc<WebDavConfig>,
         method: Method,
         body: Vec<u8>,
+        upload: Option<Upload>,
     ) -> Result<(), Refusal> {
-        let work = self.prepare(ctx, config, method, body)?;
+        let mut work = self.prepare(ctx, config, method, body)?;
+        work.upload = upload;
         let answered = Answered::default();
         let job = Job {
             work,
@@ -614,6 +614,10 @@ impl WebDav {
         let mut unlisted = Vec::new();
         match method {
             Method::Delete | Method::Move => self.may_below(ctx, &target.url, Need::Write)?,
+            // A lock on a tree keeps others out of each location inside it.
+            Method::Lock if matches!(depth(ctx)?, None | Some(Depth::Infinity)) => {
+                self.may_below(ctx, &target.url, Need::Write)?
+            }
             Method::Copy => self.may_below(ctx, &target.url, Need::Read)?,
             Method::PropFind => {
                 let below: Vec<String> = ctx
@@ -645,6 +649,11 @@ impl WebDav {
             lock_token: header("lock-token"),
             transfer,
             unlisted,
+            upload: None,
+            mapped_roots: ctx
+                .virtual_directories()
+                .filter_map(|v| std::fs::canonicalize(&v.physical_path).ok())
+                .collect(),
         })
     }
 
@@ -702,35 +711,19 @@ impl WebDav {
         if !parent.is_dir() {
             return Err(refuse(409, "the collection to PUT into does not exist"));
         }
-        let temp = tempfile::Builder::new()
-            .prefix(".riis-put-")
-            .tempfile_in(parent)
-            .map_err(|e| {
-                refuse(
-                    io_status(&e).max(500),
-                    format!("the upload cannot start: {e}"),
-                )
-            })?;
-        Ok(Upload {
-            temp,
-            target: target.path,
-            existed: meta.is_some(),
-        })
+        let file = tree::upload_file(parent).map_err(|e| {
+            refuse(
+                io_status(&e).max(500),
+                format!("the upload cannot start: {e}"),
+            )
+        })?;
+        Ok(Upload { file })
     }
 
-    /// COPY and MOVE.
     /// A COPY or MOVE's destination, judged by its own location's settings.
     fn prepare_transfer(&self, ctx: &mut HttpContext, method: Method) -> Result<Transfer, Refusal> {
         let destination = destination(ctx)?;
         let dest_path = ctx.map_path(&destination);
-        let dest_root =
-            std::fs::canonicalize(&ctx.virtual_directory_for_url(&destination).physical_path)
-                .map_err(|e| {
-                    refuse(
-                        500,
-                        format!("the destination's folder cannot be resolved: {e}"),
-                    )
-                })?;
         // The destination is judged by its own location's settings, and
         // so is each location inside it (a replaced folder goes whole).
         self.may(ctx, &destination, Need::Write)?;
@@ -739,11 +732,12 @@ impl WebDav {
         let hidden = &ctx
             .config_for_url(self.request_filtering, &destination)
             .hidden_segments;
-        check_target(&destination, &dest_path, &dest_root, dest_config, hidden)?;
+        let folder = &ctx.virtual_directory_for_url(&destination).physical_path;
+        let real = check_target(&destination, &dest_path, folder, dest_config, hidden)?;
         let dest = Target {
             url: destination,
             path: dest_path,
-            root: dest_root,
+            real,
         };
         let overwrite = match ctx.request().header("overwrite").map(|v| v.as_bytes()) {
             None | Some(b"T") | Some(b"t") => true,
@@ -908,7 +902,8 @@ fn is_hidden_segment(name: &str, hidden_segments: &[String]) -> bool {
     hidden_segments.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// Refuses a target that is hidden or leads outside its folder. The names
+/// Refuses a target that is hidden, passes a symbolic link or leads outside
+/// the folder its URL maps into (`folder`); gives its resolved path. The names
 /// RequestFiltering hides (`hidden_segments`: `bin`, `.git`, `riis.toml`,
 /// …) are refused whether or not RequestFiltering runs, and at a COPY or
 /// MOVE's destination too, which RequestFiltering does not see: with them,
@@ -916,10 +911,10 @@ fn is_hidden_segment(name: &str, hidden_segments: &[String]) -> bool {
 fn check_target(
     url: &str,
     path: &Path,
-    root: &Path,
+    folder: &Path,
     config: &WebDavConfig,
     hidden_segments: &[String],
-) -> Result<(), Refusal> {
+) -> Result<PathBuf, Refusal> {
     if url
         .split('/')
         .any(|s| is_hidden_segment(s, hidden_segments))
@@ -939,16 +934,17 @@ fn check_target(
             format!("{url} is hidden (webdav.allow_hidden_files)"),
         ));
     }
-    if !is_confined(root, path) {
-        return Err(refuse(
+    let real_folder = std::fs::canonicalize(folder)
+        .map_err(|e| refuse(500, format!("{} cannot be resolved: {e}", folder.display())))?;
+    tree::plain_path(folder, &real_folder, path).ok_or_else(|| {
+        refuse(
             404,
             format!(
-                "{} leads outside the folder its URL maps into",
+                "{} passes a symbolic link or lies outside the folder its URL maps into",
                 path.display()
             ),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// OPTIONS: what the server offers.

@@ -1,0 +1,324 @@
+//! The file-system side of WebDav's methods: paths held to their folder
+//! without symbolic links, claims that keep two methods off the same files
+//! at once, trees copied and walked without recursion, uploads put in
+//! place whole.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Condvar, LazyLock, Mutex};
+
+use super::properties;
+
+/// The resolved path of `path`, a path below `configured_root` (the folder
+/// a URL maps into, `real_root` that folder resolved), when no part of it
+/// that exists is a symbolic link; `None` otherwise, or when `path` is
+/// not below the folder at all (a MapPath module mapped it elsewhere).
+///
+/// WebDav follows no link inside the folder: locations guard URLs, and a
+/// link would let a URL under one location reach files under another (or
+/// outside the site). The part of `path` that does not exist yet is what a
+/// PUT or MKCOL is to make.
+pub(super) fn plain_path(configured_root: &Path, real_root: &Path, path: &Path) -> Option<PathBuf> {
+    let rest = path.strip_prefix(configured_root).ok()?;
+    let mut at = real_root.to_path_buf();
+    let mut exists = true;
+    for component in rest.components() {
+        match component {
+            Component::Normal(name) => at.push(name),
+            Component::CurDir => continue,
+            _ => return None,
+        }
+        if exists {
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => return None,
+                Ok(_) => {}
+                Err(_) => exists = false,
+            }
+        }
+    }
+    Some(at)
+}
+
+/// The resolved paths methods are working on now.
+struct Claims {
+    held: Mutex<Vec<PathBuf>>,
+    released: Condvar,
+}
+
+static CLAIMS: LazyLock<Claims> = LazyLock::new(|| Claims {
+    held: Mutex::new(Vec::new()),
+    released: Condvar::new(),
+});
+
+/// Paths a method works on, held until it is dropped.
+pub(super) struct Claim(Vec<PathBuf>);
+
+/// Waits until no other method works on `paths`, on what is inside them
+/// or on what holds them, then holds them. A COPY into a folder while
+/// another request moves it away, two PROPPATCHes of one file, a PUT
+/// finishing while its folder is deleted: each waits for the other, so
+/// neither undoes the other's work halfway. All of a method's paths are
+/// claimed at once, so two methods never wait for each other.
+pub(super) fn claim(paths: Vec<PathBuf>) -> Claim {
+    let overlaps = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+    let mut held = CLAIMS.held.lock().unwrap_or_else(|e| e.into_inner());
+    while held.iter().any(|h| paths.iter().any(|p| overlaps(h, p))) {
+        held = CLAIMS
+            .released
+            .wait(held)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+    held.extend(paths.iter().cloned());
+    Claim(paths)
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut held = CLAIMS.held.lock().unwrap_or_else(|e| e.into_inner());
+        for path in &self.0 {
+            if let Some(i) = held.iter().position(|h| h == path) {
+                held.swap_remove(i);
+            }
+        }
+        CLAIMS.released.notify_all();
+    }
+}
+
+/// What a failed member of a copy is answered with: its href and status.
+pub(super) type Failures = Vec<(String, u16)>;
+
+/// Copies `from` to `to` (a folder with what is in it when `infinite`),
+/// dead properties included, by a walk with a list of its own (a tree of
+/// thousands of levels must not overflow the thread's stack). Names that
+/// `shown` refuses (hidden ones) are not copied; a symbolic link is not
+/// copied (403 for it: WebDav makes no links). A copied file loses
+/// set-user-ID and similar bits. `href` makes a member's href from its
+/// URL. Gives the members that failed.
+pub(super) fn copy_tree(
+    from: &Path,
+    to: &Path,
+    url: &str,
+    infinite: bool,
+    shown: &dyn Fn(&str) -> bool,
+    href: &dyn Fn(&str, bool) -> String,
+) -> Failures {
+    use std::os::unix::fs::PermissionsExt;
+    let mut failed = Vec::new();
+    let mut pending = vec![(from.to_path_buf(), to.to_path_buf(), url.to_owned(), true)];
+    while let Some((from, to, url, top)) = pending.pop() {
+        let meta = match std::fs::symlink_metadata(&from) {
+            Ok(m) => m,
+            Err(e) => {
+                failed.push((href(&url, false), super::io_status(&e)));
+                continue;
+            }
+        };
+        if meta.file_type().is_symlink() {
+            failed.push((href(&url, false), 403));
+            continue;
+        }
+        if !meta.is_dir() {
+            let copied = std::fs::copy(&from, &to).and_then(|_| {
+                let mode = meta.permissions().mode();
+                if mode & 0o7000 != 0 {
+                    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode & 0o777))?;
+                }
+                properties::copy_dead(&from, &to)
+            });
+            if let Err(e) = copied {
+                failed.push((href(&url, false), super::io_status(&e)));
+            }
+            continue;
+        }
+        if let Err(e) = std::fs::create_dir(&to).and_then(|()| properties::copy_dead(&from, &to)) {
+            failed.push((href(&url, true), super::io_status(&e)));
+            continue;
+        }
+        if top && !infinite {
+            continue;
+        }
+        let entries = match std::fs::read_dir(&from) {
+            Ok(e) => e,
+            Err(e) => {
+                failed.push((href(&url, true), super::io_status(&e)));
+                continue;
+            }
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let Some(text) = name.to_str().filter(|n| shown(n)) else {
+                continue;
+            };
+            let child_url = format!("{}/{text}", url.trim_end_matches('/'));
+            pending.push((entry.path(), to.join(&name), child_url, false));
+        }
+    }
+    failed
+}
+
+/// Whether `path` is, or (a folder) holds, a symbolic link: a MOVE would
+/// carry it to a URL whose location guards it otherwise.
+pub(super) fn holds_link(path: &Path) -> std::io::Result<bool> {
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            return Ok(true);
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Removes a file, a link or a whole folder.
+pub(super) fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path)? {
+        m if m.is_dir() => std::fs::remove_dir_all(path),
+        _ => std::fs::remove_file(path),
+    }
+}
+
+/// A name beside `path` no other file has: `.riis-<kind>-` and 128
+/// random bits in hex.
+pub(super) fn hidden_beside(path: &Path, kind: &str) -> PathBuf {
+    let token = super::locks::new_token();
+    let unique = token["urn:uuid:".len()..].replace('-', "");
+    path.parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!(".riis-{kind}-{unique}"))
+}
+
+/// A file for an upload's bytes in `folder`: unnamed (`O_TMPFILE`) where
+/// the file system allows it, so that nothing of an upload cut short, or
+/// of a server killed during one, stays behind.
+pub(super) fn upload_file(folder: &Path) -> std::io::Result<File> {
+    tempfile::tempfile_in(folder)
+}
+
+/// Puts the upload `file` at `target` with one rename: linked first under
+/// a hidden name beside it (copied there instead when the file system
+/// cannot link an unnamed file, or the folder moved to another one), given
+/// `mode` and, when it replaces a file, that file's dead properties.
+pub(super) fn put_in_place(
+    file: &mut File,
+    target: &Path,
+    mode: u32,
+    replaces: bool,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let named = hidden_beside(target, "put");
+    let linked = rustix::fs::linkat(
+        rustix::fs::CWD,
+        format!("/proc/self/fd/{}", file.as_raw_fd()),
+        rustix::fs::CWD,
+        &named,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    );
+    if linked.is_err() {
+        let mut copy = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&named)?;
+        file.seek(SeekFrom::Start(0))?;
+        let copied = std::io::copy(file, &mut copy);
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&named);
+            return Err(e);
+        }
+    }
+    let placed =
+        std::fs::set_permissions(&named, std::fs::Permissions::from_mode(mode)).and_then(|()| {
+            if replaces {
+                // A file system without them has none to keep.
+                let _ = properties::copy_dead(target, &named);
+            }
+            std::fs::rename(&named, target)
+        });
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&named);
+    }
+    placed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_pass_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("link")).unwrap();
+        let real = root.canonicalize().unwrap();
+        assert_eq!(
+            plain_path(&root, &real, &root.join("a/new/x")),
+            Some(real.join("a/new/x"))
+        );
+        assert_eq!(plain_path(&root, &real, &root.join("link")), None);
+        assert_eq!(plain_path(&root, &real, &root.join("link/x")), None);
+        assert_eq!(plain_path(&root, &real, Path::new("/etc/passwd")), None);
+    }
+
+    #[test]
+    fn claims_on_one_tree_wait_for_each_other() {
+        let first = claim(vec![PathBuf::from("/claims-test/a")]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _inside = claim(vec![PathBuf::from("/claims-test/a/b")]);
+            tx.send(()).unwrap();
+        });
+        // Another tree is not held up.
+        drop(claim(vec![PathBuf::from("/claims-test/ab")]));
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_err());
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        waiter.join().unwrap();
+    }
+
+    #[test]
+    fn deep_trees_copy_and_walk_without_recursion() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut deep = dir.path().join("from");
+        for _ in 0..300 {
+            deep.push("a");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), "x").unwrap();
+        let failed = copy_tree(
+            &dir.path().join("from"),
+            &dir.path().join("to"),
+            "/to",
+            true,
+            &|_| true,
+            &|u, _| u.to_owned(),
+        );
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(!holds_link(&dir.path().join("to")).unwrap());
+        std::os::unix::fs::symlink("/", dir.path().join("to/l")).unwrap();
+        assert!(holds_link(&dir.path().join("to")).unwrap());
+    }
+
+    #[test]
+    fn uploads_are_put_in_place_whole() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t.txt");
+        std::fs::write(&target, "old").unwrap();
+        let mut file = upload_file(dir.path()).unwrap();
+        file.write_all(b"new bytes").unwrap();
+        put_in_place(&mut file, &target, 0o640, true).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new bytes");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "nothing else is left");
+    }
+}
