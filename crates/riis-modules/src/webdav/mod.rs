@@ -20,12 +20,11 @@
 //! A request body (PUT's file, the XML of PROPFIND, PROPPATCH and LOCK) is
 //! read through the pipeline, so ReadEntity modules see it and
 //! RequestFiltering's length limit applies; XML bodies are at most 1 MiB
-//! (413 past it). A PUT's body goes straight to a hidden temporary file
-//! beside its target (`.riis-put-…`), which replaces the target with one
-//! rename once the whole body is in: a cut-short upload never leaves a
-//! partial file under the target's name, and a reader sees the old file
-//! or the new one. The file gets the mode of the one it replaces, or
-//! 0644.
+//! (413 past it). A PUT's body goes to an unnamed file in the target's
+//! folder, linked in with one rename once the whole body is in (see
+//! `tree::put_in_place`): a cut-short upload leaves nothing, and a reader
+//! sees the old file or the new one. The file gets the mode of the one it
+//! replaces (less set-user-ID and the like), or 0644.
 //!
 //! Configuration section `webdav` (IIS's `webdav/authoring` and
 //! `authoringRules`), per location:
@@ -61,9 +60,9 @@
 //! system resolves them, so no COPY or MOVE removes what it comes from. The names RequestFiltering
 //! hides (`request_filtering.hidden_segments`) are refused (404.8) in the
 //! request's URL and in the destination, and left out of listings, whether
-//! or not RequestFiltering runs. Nothing is served from or written to outside the
-//! folder a URL maps into: a path whose symbolic links lead elsewhere is
-//! 404.
+//! or not RequestFiltering runs. No symbolic link inside the folder a URL
+//! maps into is followed (404), listed, copied or moved: locations guard
+//! URLs, and a link would lead a URL of one location into another's files.
 //!
 //! `riis status` shows `webdav_locks`, the locks held now (a global
 //! module for RscaQuery).
