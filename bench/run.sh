@@ -429,7 +429,9 @@ JS
       # check's GET finds it.
       head -c 4096 /dev/zero | tr '\0' x > "$work/www/put.bin"
       mkdir -p "$work/nginx-body"
-      # nginx's worker (an unprivileged user) renames its uploads into www.
+      # nginx's worker (an unprivileged user) renames its uploads into www;
+      # its files are 0644 (dav_access), as riis keeps the mode it replaces,
+      # so each server reads what the other wrote.
       chmod 777 "$work/www" "$work/nginx-body"
       webdav_conf=$(riis_config "[[modules]]
 name = \"WebDav\"
@@ -445,7 +447,7 @@ authoring_rules = [{ users = \"*\", access = \"Write\" }]" webdav)
       export BENCH_METHOD=PUT BENCH_BODY_BYTES=4096
       WRK_ARGS=(-s bench/request.lua)
       run_pair "webdav: PUT 4 KiB, WebDav vs nginx dav_methods" "$webdav_conf" /put.bin \
-        "location / { dav_methods PUT; client_body_temp_path $work/nginx-body; }" /put.bin
+        "location / { dav_methods PUT; dav_access user:rw group:r all:r; client_body_temp_path $work/nginx-body; }" /put.bin
       WRK_ARGS=()
       unset BENCH_METHOD BENCH_BODY_BYTES
       ;;

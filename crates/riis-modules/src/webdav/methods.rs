@@ -63,7 +63,10 @@ impl Work {
             Method::PropFind => propfind(&self),
             Method::PropPatch => proppatch(&self),
             Method::MkCol => mkcol(&self.target, &self.held),
-            Method::Put => put(&mut self),
+            Method::Put => {
+                let claim = claim(vec![self.target.real.clone()]);
+                put(&mut self, claim)
+            }
             Method::Delete => delete(&self),
             Method::Copy | Method::Move => transfer(&self),
             Method::Lock => lock(&self),
@@ -477,15 +480,15 @@ fn mkcol(target: &Target, held: &Held) -> Outcome {
     }
 }
 
-/// PUT: the whole body, put in place with one rename. The locks are
-/// looked at again now: one may have been taken while the body came.
-fn put(work: &mut Work) -> Outcome {
+/// PUT: the whole body, put in place with one rename, its file claimed.
+/// The locks are looked at again now: one may have been taken while the
+/// body came.
+fn put(work: &mut Work, _claim: tree::Claim) -> Outcome {
     use std::os::unix::fs::PermissionsExt;
     let target = &work.target;
     let Some(upload) = work.upload.as_mut() else {
         return Err(refuse(500, "a PUT without its body"));
     };
-    let _claim = claim(vec![target.real.clone()]);
     let meta = std::fs::symlink_metadata(&target.path).ok();
     if meta.as_ref().is_some_and(|m| m.is_dir()) {
         return Err(refuse(405, "PUT cannot replace a collection"));

@@ -40,6 +40,37 @@ pub(super) fn plain_path(configured_root: &Path, real_root: &Path, path: &Path) 
     Some(at)
 }
 
+/// `folder` (a site's or virtual directory's, as configured) resolved
+/// through its links: remembered with the identity (device and inode) of
+/// what it leads to, so that each request costs one `stat` rather than a
+/// `readlink` per component, and a link switched to another folder (a
+/// `current` release) is resolved again at once.
+pub(super) fn real_folder(folder: &Path) -> std::io::Result<PathBuf> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    type Known = HashMap<PathBuf, ((u64, u64), PathBuf)>;
+    static KNOWN: LazyLock<Mutex<Known>> = LazyLock::new(Mutex::default);
+    let meta = std::fs::metadata(folder)?;
+    let id = (meta.dev(), meta.ino());
+    {
+        let known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known_id, real)) = known.get(folder) {
+            if *known_id == id {
+                return Ok(real.clone());
+            }
+        }
+    }
+    let real = std::fs::canonicalize(folder)?;
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    // Folders come from the configuration: few, but reloads may bring new
+    // ones; the memory starts over rather than grow.
+    if known.len() >= 1024 {
+        known.clear();
+    }
+    known.insert(folder.to_path_buf(), (id, real.clone()));
+    Ok(real)
+}
+
 /// The resolved paths methods are working on now.
 struct Claims {
     held: Mutex<Vec<PathBuf>>,
