@@ -1130,3 +1130,89 @@ webdav = {{ authoring_rules = [{{ users = "alice", access = "Read, Write" }}] }}
         );
     }
 }
+
+/// What the third review found: a site whose folder is a `current` link
+/// switched between releases (one removed, and another made that got its
+/// inode number), `If` conditions on a resource behind a link, and the
+/// owner of a file replaced by a PUT.
+#[test]
+fn a_switched_release_link_and_the_owner_of_replaced_files() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("dav-release");
+    let releases = dir.path().join("releases");
+    std::fs::create_dir_all(releases.join("1")).unwrap();
+    std::os::unix::fs::symlink(releases.join("1"), dir.path().join("www")).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let server = start(&config(&dir, OPEN_TO_ALL, ""));
+    let addr = server.addr;
+    assert_eq!(send(addr, "PUT", "/a.txt", &[], b"one").status, 201);
+    assert!(releases.join("1/a.txt").exists());
+    // The link moves on; the old release goes, and a new one may get its
+    // inode number. A link in it must not be followed.
+    let switch = |to: &str| {
+        let next = dir.path().join("www.next");
+        std::os::unix::fs::symlink(releases.join(to), &next).unwrap();
+        std::fs::rename(&next, dir.path().join("www")).unwrap();
+    };
+    std::fs::create_dir_all(releases.join("2")).unwrap();
+    switch("2");
+    std::fs::remove_dir_all(releases.join("1")).unwrap();
+    std::fs::create_dir_all(releases.join("3")).unwrap();
+    std::os::unix::fs::symlink(&outside, releases.join("3/shared")).unwrap();
+    switch("3");
+    assert_eq!(send(addr, "PUT", "/shared/pwn.txt", &[], b"x").status, 404);
+    assert!(!outside.join("pwn.txt").exists());
+    assert_eq!(send(addr, "PUT", "/b.txt", &[], b"three").status, 201);
+    assert_eq!(std::fs::read(releases.join("3/b.txt")).unwrap(), b"three");
+
+    // A condition on a file behind a link does not see its entity tag; the
+    // same condition on a file of the site does.
+    let tag_of = |path: &Path| {
+        let meta = std::fs::metadata(path).unwrap();
+        let modified = meta.mtime() as u128 * 1_000_000_000 + meta.mtime_nsec() as u128;
+        let changed = meta.ctime() as u128 * 1_000_000_000 + meta.ctime_nsec() as u128;
+        if changed == modified {
+            format!("\"{modified:x}-{:x}\"", meta.len())
+        } else {
+            format!("\"{modified:x}-{:x}-{changed:x}\"", meta.len())
+        }
+    };
+    std::fs::write(outside.join("o.txt"), "o").unwrap();
+    std::fs::write(releases.join("3/o.txt"), "o").unwrap();
+    let behind = format!(
+        "<http://dav.test/shared/o.txt> ([{}])",
+        tag_of(&outside.join("o.txt"))
+    );
+    assert_eq!(
+        send(addr, "PUT", "/b.txt", &[("If", &behind)], b"four").status,
+        412
+    );
+    let inside = format!(
+        "<http://dav.test/o.txt> ([{}])",
+        tag_of(&releases.join("3/o.txt"))
+    );
+    assert_eq!(
+        send(addr, "PUT", "/b.txt", &[("If", &inside)], b"four").status,
+        204
+    );
+
+    // A PUT over a file keeps whose it is, where the server may give it.
+    let file = releases.join("3/owned.txt");
+    std::fs::write(&file, "mine").unwrap();
+    if nix_chown(&file, 65534, 65534) {
+        assert_eq!(send(addr, "PUT", "/owned.txt", &[], b"new").status, 204);
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    }
+}
+
+/// Gives `path` to `uid`:`gid` through chown(1); false where this user may
+/// not (the tests run unprivileged).
+fn nix_chown(path: &Path, uid: u32, gid: u32) -> bool {
+    Command::new("chown")
+        .arg(format!("{uid}:{gid}"))
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -3,8 +3,8 @@
 //! folder does not hold up the worker's other connections. What a method
 //! needs from the request (its target, the `If` header's verdict, the
 //! destination and the user's rights there) is gathered on the worker
-//! first, into a [`Work`]. Each method claims the files it works on
-//! (see `tree::claim`) before it looks at them.
+//! first, into a [`Work`]. A method that changes files runs only once it
+//! has claimed them (see `tree::claim_then` and [`Work::claim_paths`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::locks::{self, Lock, LOCKS};
 use super::properties::{self, DeadProperties, Resource};
-use super::tree::{self, claim};
+use super::tree;
 use super::xml::{self, Multistatus, PropFind, PropertyChange, PropertyName};
 use riis_pipeline::http::header;
 
@@ -63,14 +63,26 @@ impl Work {
             Method::PropFind => propfind(&self),
             Method::PropPatch => proppatch(&self),
             Method::MkCol => mkcol(&self.target, &self.held),
-            Method::Put => {
-                let claim = claim(vec![self.target.real.clone()]);
-                put(&mut self, claim)
-            }
+            Method::Put => put(&mut self),
             Method::Delete => delete(&self),
             Method::Copy | Method::Move => transfer(&self),
             Method::Lock => lock(&self),
             Method::Unlock => unlock(&self),
+        }
+    }
+
+    /// The resolved paths the method changes, to claim before it runs:
+    /// its target, and a COPY or MOVE's destination. PROPFIND, UNLOCK and
+    /// OPTIONS change no file.
+    pub(super) fn claim_paths(&self) -> Vec<PathBuf> {
+        match self.method {
+            Method::PropFind | Method::Unlock | Method::Options => Vec::new(),
+            Method::Copy | Method::Move => {
+                let mut paths = vec![self.target.path.clone()];
+                paths.extend(self.transfer.as_ref().map(|t| t.dest.path.clone()));
+                paths
+            }
+            _ => vec![self.target.path.clone()],
         }
     }
 
@@ -135,10 +147,10 @@ pub(super) type Outcome = Result<Answer, Refusal>;
 /// and the file it maps to.
 pub(super) struct Target {
     pub(super) url: String,
+    /// The file, resolved (it passes no symbolic link: `tree::plain_path`):
+    /// the methods work on this path, the one that was checked, and a link
+    /// of the site's own switched meanwhile does not lead them elsewhere.
     pub(super) path: PathBuf,
-    /// The path resolved (it passes no symbolic link: `tree::plain_path`),
-    /// for comparing and claiming.
-    pub(super) real: PathBuf,
 }
 
 impl Target {
@@ -407,7 +419,6 @@ fn describe(
 fn proppatch(work: &Work) -> Outcome {
     let (config, target, held, body) = (&*work.config, &work.target, &work.held, &work.body);
     let changes = xml::proppatch(body).map_err(|e| refuse(400, e))?;
-    let _claim = claim(vec![target.real.clone()]);
     let meta = target
         .metadata()
         .ok_or_else(|| refuse(404, "nothing is there"))?;
@@ -463,7 +474,6 @@ fn proppatch(work: &Work) -> Outcome {
 
 /// MKCOL.
 fn mkcol(target: &Target, held: &Held) -> Outcome {
-    let _claim = claim(vec![target.real.clone()]);
     if std::fs::symlink_metadata(&target.path).is_ok() {
         return Err(refuse(405, "something is there already"));
     }
@@ -480,10 +490,9 @@ fn mkcol(target: &Target, held: &Held) -> Outcome {
     }
 }
 
-/// PUT: the whole body, put in place with one rename, its file claimed.
-/// The locks are looked at again now: one may have been taken while the
-/// body came.
-fn put(work: &mut Work, _claim: tree::Claim) -> Outcome {
+/// PUT: the whole body, put in place with one rename. The locks are
+/// looked at again now: one may have been taken while the body came.
+fn put(work: &mut Work) -> Outcome {
     use std::os::unix::fs::PermissionsExt;
     let target = &work.target;
     let Some(upload) = work.upload.as_mut() else {
@@ -519,13 +528,12 @@ fn put(work: &mut Work, _claim: tree::Claim) -> Outcome {
 /// DELETE.
 fn delete(work: &Work) -> Outcome {
     let (target, held) = (&work.target, &work.held);
-    let _claim = claim(vec![target.real.clone()]);
     let meta =
         std::fs::symlink_metadata(&target.path).map_err(|_| refuse(404, "nothing is there"))?;
     if meta.is_dir() && !matches!(work.depth, None | Some(Depth::Infinity)) {
         return Err(refuse(400, "DELETE of a collection takes Depth infinity"));
     }
-    if work.holds_mapped_root(&target.real) {
+    if work.holds_mapped_root(&target.path) {
         return Err(mapped_root_refusal());
     }
     held.check(&target.url, Scope::Tree)?;
@@ -580,7 +588,6 @@ fn lock(work: &Work) -> Outcome {
         Some(Depth::Zero) => false,
         Some(Depth::One) => return Err(refuse(400, "LOCK takes Depth 0 or infinity")),
     };
-    let _claim = claim(vec![target.real.clone()]);
     let exists = std::fs::symlink_metadata(&target.path).is_ok();
     if !exists {
         held.check(&target.url, Scope::Member)?;
@@ -689,15 +696,14 @@ fn transfer(work: &Work) -> Outcome {
     else {
         return Err(refuse(500, "COPY or MOVE without its destination"));
     };
-    let _claim = claim(vec![source.real.clone(), dest.real.clone()]);
     if std::fs::symlink_metadata(&source.path).is_err() {
         return Err(refuse(404, "the source does not exist"));
     }
     if !dest.path.parent().is_some_and(Path::is_dir) {
         return Err(refuse(409, "the destination's collection does not exist"));
     }
-    if dest.real.starts_with(&source.real)
-        || source.real.starts_with(&dest.real)
+    if dest.path.starts_with(&source.path)
+        || source.path.starts_with(&dest.path)
         || locks::is_below(&dest.url, &source.url)
         || locks::is_below(&source.url, &dest.url)
         || dest.url == source.url
@@ -707,8 +713,8 @@ fn transfer(work: &Work) -> Outcome {
             "the destination is the source, lies inside it or holds it",
         ));
     }
-    if work.holds_mapped_root(&dest.real)
-        || (method == Method::Move && work.holds_mapped_root(&source.real))
+    if work.holds_mapped_root(&dest.path)
+        || (method == Method::Move && work.holds_mapped_root(&source.path))
     {
         return Err(mapped_root_refusal());
     }

@@ -339,16 +339,65 @@ struct Job {
     work: Work,
     answered: Answered,
     done: riis_pipeline::CompletionHandle,
+    /// The threads, to queue the job again once the paths it waits for
+    /// are free.
+    threads: Arc<Background<Job>>,
+    /// The paths it changes, once claimed.
+    claim: Option<tree::Claim>,
 }
 
 impl Job {
-    fn run(self) {
+    /// Claims the job's paths, then does its work: at once, or queued
+    /// again when the method that holds them lets go (no thread waits).
+    fn run(mut self) {
         // A request whose client left (or whose time ran out) while the job
         // waited is not done: a DELETE nobody waits for is not wanted.
         if !self.done.is_client_connected() {
             return;
         }
-        let outcome = self.work.run();
+        if self.claim.is_some() {
+            return self.carry_out();
+        }
+        let paths = self.work.claim_paths();
+        if paths.is_empty() {
+            return self.carry_out();
+        }
+        tree::claim_then(
+            paths,
+            Box::new(move |claim, granted| {
+                self.claim = Some(claim);
+                match granted {
+                    tree::Granted::Now => self.carry_out(),
+                    tree::Granted::Later => {
+                        let threads = self.threads.clone();
+                        if let Err(job) = threads.queue(self) {
+                            job.answer(Err(refuse(503, "too many WebDAV requests are waiting")));
+                        }
+                    }
+                }
+            }),
+        );
+    }
+
+    fn carry_out(self) {
+        if !self.done.is_client_connected() {
+            return;
+        }
+        let Job {
+            work,
+            answered,
+            done,
+            claim,
+            ..
+        } = self;
+        let outcome = work.run();
+        // Let go before answering: the next method on these files starts.
+        drop(claim);
+        *answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        done.post_completion(0);
+    }
+
+    fn answer(self, outcome: Outcome) {
         *self.answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         self.done.post_completion(0);
     }
@@ -367,8 +416,8 @@ impl WebDav {
         let path = ctx.physical_path().to_path_buf();
         let hidden = &ctx.config(self.request_filtering).hidden_segments;
         let folder = ctx.virtual_directory();
-        let real = check_target(&url, &path, &folder.physical_path, config, hidden)?;
-        Ok(Target { url, path, real })
+        let path = check_target(&url, &path, &folder.physical_path, config, hidden)?;
+        Ok(Target { url, path })
     }
 
     fn start(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
@@ -554,6 +603,8 @@ impl WebDav {
             work,
             answered: answered.clone(),
             done: ctx.completion_handle(),
+            threads: self.threads.clone(),
+            claim: None,
         };
         if self.threads.queue(job).is_err() {
             static BUSY_LOG: crate::LogGate = crate::LogGate::new();
@@ -579,26 +630,7 @@ impl WebDav {
         body: Vec<u8>,
     ) -> Result<Work, Refusal> {
         let target = self.target(ctx, config)?;
-        let site = ctx.site().site_id;
-        let principal = ctx.user().map_or("", |u| u.name()).to_owned();
-        let if_header = match ctx.request().header("if").map(|v| v.to_str()) {
-            None => None,
-            Some(Ok(text)) => Some(IfHeader::parse(text).map_err(|e| refuse(400, e))?),
-            Some(Err(_)) => return Err(refuse(400, "the If header is not text")),
-        };
-        if let Some(h) = &if_header {
-            if !if_holds(ctx, h, &target, site) {
-                return Err(refuse(412, "the If header's conditions do not hold"));
-            }
-        }
-        let held = Held {
-            site,
-            principal,
-            tokens: if_header
-                .as_ref()
-                .map(|h| h.tokens().map(str::to_owned).collect())
-                .unwrap_or_default(),
-        };
+        let held = self.submitted(ctx, &target)?;
         let transfer = match method {
             Method::Copy | Method::Move => Some(self.prepare_transfer(ctx, method)?),
             _ => None,
@@ -687,27 +719,8 @@ impl WebDav {
         } else {
             Scope::Member
         };
-        let site = ctx.site().site_id;
-        if let Some(text) = ctx.request().header("if").and_then(|v| v.to_str().ok()) {
-            let h = IfHeader::parse(text).map_err(|e| refuse(400, e))?;
-            if !if_holds(ctx, &h, &target, site) {
-                return Err(refuse(412, "the If header's conditions do not hold"));
-            }
-            let principal = ctx.user().map_or("", |u| u.name()).to_owned();
-            let held = Held {
-                site,
-                principal,
-                tokens: h.tokens().map(str::to_owned).collect(),
-            };
-            held.check(&target.url, scope)?;
-        } else {
-            let held = Held {
-                site,
-                principal: String::new(),
-                tokens: Vec::new(),
-            };
-            held.check(&target.url, scope)?;
-        }
+        // Refused before the body is read; looked at again once it is in.
+        self.submitted(ctx, &target)?.check(&target.url, scope)?;
         let meta = std::fs::symlink_metadata(&target.path).ok();
         if meta.as_ref().is_some_and(|m| m.is_dir()) {
             return Err(refuse(405, "PUT cannot replace a collection"));
@@ -738,11 +751,10 @@ impl WebDav {
             .config_for_url(self.request_filtering, &destination)
             .hidden_segments;
         let folder = &ctx.virtual_directory_for_url(&destination).physical_path;
-        let real = check_target(&destination, &dest_path, folder, dest_config, hidden)?;
+        let path = check_target(&destination, &dest_path, folder, dest_config, hidden)?;
         let dest = Target {
             url: destination,
-            path: dest_path,
-            real,
+            path,
         };
         let overwrite = match ctx.request().header("overwrite").map(|v| v.as_bytes()) {
             None | Some(b"T") | Some(b"t") => true,
@@ -1044,42 +1056,79 @@ fn host_and_port(authority: &str, default: u16) -> Option<(String, u16)> {
     Some((host.to_ascii_lowercase(), port))
 }
 
-/// Evaluates an `If` header against the locks and entity tags.
-fn if_holds(ctx: &mut HttpContext, h: &IfHeader, target: &Target, site: u32) -> bool {
-    // Each tagged resource's URL and entity tag, found once.
-    let mut resources: Vec<(Option<String>, String, Option<String>)> = Vec::new();
-    for (tag, _) in &h.lists {
-        if resources.iter().any(|(t, _, _)| t == tag) {
-            continue;
-        }
-        let (url, path) = match tag {
-            None => (target.url.clone(), target.path.clone()),
-            Some(t) => {
-                let path = match t.split_once("://") {
-                    Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-                    None => t.as_str(),
-                };
-                let url = riis_pipeline::prepare_url_path(path)
-                    .map_or_else(|_| path.to_owned(), |d| trimmed(&d));
-                let mapped = ctx.map_path(&url);
-                (url, mapped)
+impl WebDav {
+    /// The lock tokens the request submits in its `If` header, and whose they
+    /// are; 412 when the header's conditions do not hold, 400 when it does not
+    /// parse.
+    fn submitted(&self, ctx: &mut HttpContext, target: &Target) -> Result<Held, Refusal> {
+        let site = ctx.site().site_id;
+        let principal = ctx.user().map_or("", |u| u.name()).to_owned();
+        let if_header = match ctx.request().header("if").map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(text)) => Some(IfHeader::parse(text).map_err(|e| refuse(400, e))?),
+            Some(Err(_)) => return Err(refuse(400, "the If header is not text")),
+        };
+        if let Some(h) = &if_header {
+            if !self.if_holds(ctx, h, target, site) {
+                return Err(refuse(412, "the If header's conditions do not hold"));
             }
-        };
-        let etag = std::fs::metadata(&path)
-            .ok()
-            .filter(std::fs::Metadata::is_file)
-            .and_then(|m| crate::static_file::etag_of(&m));
-        resources.push((tag.clone(), url, etag));
-    }
-    h.holds(&mut |tag, kind| {
-        let Some((_, url, etag)) = resources.iter().find(|(t, _, _)| t.as_deref() == tag) else {
-            return false;
-        };
-        match kind {
-            locks::ConditionKind::Token(token) => LOCKS.is_current(site, token, url),
-            locks::ConditionKind::ETag(tag) => etag.as_deref() == Some(tag.as_str()),
         }
-    })
+        Ok(Held {
+            site,
+            principal,
+            tokens: if_header
+                .map(|h| h.tokens().map(str::to_owned).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Evaluates an `If` header against the locks and entity tags.
+    fn if_holds(&self, ctx: &mut HttpContext, h: &IfHeader, target: &Target, site: u32) -> bool {
+        // Each tagged resource's URL and entity tag, found once.
+        let mut resources: Vec<(Option<String>, String, Option<String>)> = Vec::new();
+        for (tag, _) in &h.lists {
+            if resources.iter().any(|(t, _, _)| t == tag) {
+                continue;
+            }
+            let (url, path) = match tag {
+                None => (target.url.clone(), target.path.clone()),
+                Some(t) => {
+                    let path = match t.split_once("://") {
+                        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+                        None => t.as_str(),
+                    };
+                    let url = riis_pipeline::prepare_url_path(path)
+                        .map_or_else(|_| path.to_owned(), |d| trimmed(&d));
+                    // Another resource is looked at as a request for it would
+                    // be: through no link, and only where the user may read;
+                    // else it has no entity tag here (its conditions fail).
+                    let mapped = ctx.map_path(&url);
+                    let folder = ctx.virtual_directory_for_url(&url).physical_path.clone();
+                    let readable = self.may(ctx, &url, Need::Read).is_ok();
+                    let plain = tree::real_folder(&folder)
+                        .ok()
+                        .and_then(|real| tree::plain_path(&folder, &real, &mapped))
+                        .filter(|_| readable);
+                    (url, plain.unwrap_or_default())
+                }
+            };
+            let etag = std::fs::symlink_metadata(&path)
+                .ok()
+                .filter(|m| m.is_file() && !path.as_os_str().is_empty())
+                .and_then(|m| crate::static_file::etag_of(&m));
+            resources.push((tag.clone(), url, etag));
+        }
+        h.holds(&mut |tag, kind| {
+            let Some((_, url, etag)) = resources.iter().find(|(t, _, _)| t.as_deref() == tag)
+            else {
+                return false;
+            };
+            match kind {
+                locks::ConditionKind::Token(token) => LOCKS.is_current(site, token, url),
+                locks::ConditionKind::ETag(tag) => etag.as_deref() == Some(tag.as_str()),
+            }
+        })
+    }
 }
 
 impl HttpModule for WebDav {

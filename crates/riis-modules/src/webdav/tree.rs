@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Condvar, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 
 use super::properties;
 
@@ -42,7 +42,7 @@ pub(super) fn plain_path(configured_root: &Path, real_root: &Path, path: &Path) 
 
 /// `folder` (a site's or virtual directory's, as configured) resolved
 /// through its links: remembered with the identity (device and inode) of
-/// what it leads to, so that each request costs one `stat` rather than a
+/// what it leads to, so that each request costs two `stat`s rather than a
 /// `readlink` per component, and a link switched to another folder (a
 /// `current` release) is resolved again at once.
 pub(super) fn real_folder(folder: &Path) -> std::io::Result<PathBuf> {
@@ -55,7 +55,11 @@ pub(super) fn real_folder(folder: &Path) -> std::io::Result<PathBuf> {
     {
         let known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((known_id, real)) = known.get(folder) {
-            if *known_id == id {
+            // The remembered path must still be that folder too: a folder
+            // removed and another made may get the same inode number.
+            let still = std::fs::symlink_metadata(real)
+                .is_ok_and(|m| m.is_dir() && (m.dev(), m.ino()) == id);
+            if *known_id == id && still {
                 return Ok(real.clone());
             }
         }
@@ -71,48 +75,85 @@ pub(super) fn real_folder(folder: &Path) -> std::io::Result<PathBuf> {
     Ok(real)
 }
 
-/// The resolved paths methods are working on now.
-struct Claims {
-    held: Mutex<Vec<PathBuf>>,
-    released: Condvar,
+/// What a method waiting for its paths does once it has them.
+pub(super) type Resume = Box<dyn FnOnce(Claim, Granted) + Send>;
+
+/// When a claim was granted.
+pub(super) enum Granted {
+    /// At once, on the thread that asked.
+    Now,
+    /// When another method let go of its paths, on that method's thread:
+    /// the waiting method is to be queued again, not run there.
+    Later,
 }
 
-static CLAIMS: LazyLock<Claims> = LazyLock::new(|| Claims {
-    held: Mutex::new(Vec::new()),
-    released: Condvar::new(),
+/// The resolved paths methods are working on now, and the methods waiting
+/// for some of them.
+struct Claims {
+    held: Vec<PathBuf>,
+    waiting: Vec<(Vec<PathBuf>, Resume)>,
+}
+
+static CLAIMS: LazyLock<Mutex<Claims>> = LazyLock::new(|| {
+    Mutex::new(Claims {
+        held: Vec::new(),
+        waiting: Vec::new(),
+    })
 });
 
 /// Paths a method works on, held until it is dropped.
 pub(super) struct Claim(Vec<PathBuf>);
 
-/// Waits until no other method works on `paths`, on what is inside them
-/// or on what holds them, then holds them. A COPY into a folder while
-/// another request moves it away, two PROPPATCHes of one file, a PUT
-/// finishing while its folder is deleted: each waits for the other, so
-/// neither undoes the other's work halfway. All of a method's paths are
-/// claimed at once, so two methods never wait for each other.
-pub(super) fn claim(paths: Vec<PathBuf>) -> Claim {
-    let overlaps = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
-    let mut held = CLAIMS.held.lock().unwrap_or_else(|e| e.into_inner());
-    while held.iter().any(|h| paths.iter().any(|p| overlaps(h, p))) {
-        held = CLAIMS
-            .released
-            .wait(held)
-            .unwrap_or_else(|e| e.into_inner());
+fn overlaps(held: &[PathBuf], paths: &[PathBuf]) -> bool {
+    held.iter()
+        .any(|h| paths.iter().any(|p| h.starts_with(p) || p.starts_with(h)))
+}
+
+/// Claims `paths` for a method and then calls `resume`: at once when no
+/// other method works on them, on what is inside them or on what holds
+/// them; else once those methods let go. No thread waits meanwhile: a
+/// long COPY holds up only the methods on its own tree, not the module's
+/// threads. A COPY into a folder while another client moves it away, two
+/// PROPPATCHes of one file, a PUT finishing while its folder is deleted:
+/// each goes after the other, so neither undoes the other's work halfway.
+/// All of a method's paths are claimed at once, so no two methods wait for
+/// each other.
+pub(super) fn claim_then(paths: Vec<PathBuf>, resume: Resume) {
+    let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+    if overlaps(&claims.held, &paths) {
+        claims.waiting.push((paths, resume));
+        return;
     }
-    held.extend(paths.iter().cloned());
-    Claim(paths)
+    claims.held.extend(paths.iter().cloned());
+    drop(claims);
+    resume(Claim(paths), Granted::Now);
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut held = CLAIMS.held.lock().unwrap_or_else(|e| e.into_inner());
-        for path in &self.0 {
-            if let Some(i) = held.iter().position(|h| h == path) {
-                held.swap_remove(i);
+        let mut ready = Vec::new();
+        {
+            let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+            for path in &self.0 {
+                if let Some(i) = claims.held.iter().position(|h| h == path) {
+                    claims.held.swap_remove(i);
+                }
+            }
+            // In the order they came, those whose paths are free now.
+            let mut i = 0;
+            while i < claims.waiting.len() {
+                if overlaps(&claims.held, &claims.waiting[i].0) {
+                    i += 1;
+                    continue;
+                }
+                let (paths, resume) = claims.waiting.remove(i);
+                claims.held.extend(paths.iter().cloned());
+                ready.push((paths, resume));
             }
         }
-        CLAIMS.released.notify_all();
+        for (paths, resume) in ready {
+            resume(Claim(paths), Granted::Later);
+        }
     }
 }
 
@@ -269,6 +310,7 @@ pub(super) fn put_in_place(
             if replaces {
                 // A file system without them has none to keep.
                 let _ = properties::copy_dead(target, &named);
+                keep_owner(target, &named);
             }
             std::fs::rename(&named, target)
         });
@@ -276,6 +318,21 @@ pub(super) fn put_in_place(
         let _ = std::fs::remove_file(&named);
     }
     placed
+}
+
+/// Gives `new` the owner and group of `old` where the server may (running
+/// as root, or as the owner with the group among its own): a PUT over a
+/// file keeps whose it is. Elsewhere the new file is the server's, as any
+/// file it makes.
+fn keep_owner(old: &Path, new: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(meta) = std::fs::symlink_metadata(old) {
+        let _ = nix::unistd::chown(
+            new,
+            Some(nix::unistd::Uid::from_raw(meta.uid())),
+            Some(nix::unistd::Gid::from_raw(meta.gid())),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -300,20 +357,27 @@ mod tests {
 
     #[test]
     fn claims_on_one_tree_wait_for_each_other() {
-        let first = claim(vec![PathBuf::from("/claims-test/a")]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let waiter = std::thread::spawn(move || {
-            let _inside = claim(vec![PathBuf::from("/claims-test/a/b")]);
-            tx.send(()).unwrap();
-        });
-        // Another tree is not held up.
-        drop(claim(vec![PathBuf::from("/claims-test/ab")]));
-        assert!(rx
-            .recv_timeout(std::time::Duration::from_millis(100))
-            .is_err());
+        use std::sync::mpsc::channel;
+        let (tx, rx) = channel::<(&str, Claim, bool)>();
+        let granted = |name: &'static str| -> Resume {
+            let tx = tx.clone();
+            Box::new(move |claim, when| {
+                let _ = tx.send((name, claim, matches!(when, Granted::Now)));
+            })
+        };
+        claim_then(vec![PathBuf::from("/claims-test/a")], granted("first"));
+        let (name, first, now) = rx.recv().unwrap();
+        assert_eq!((name, now), ("first", true));
+        // Inside it: waits, without a thread. Another tree: at once.
+        claim_then(vec![PathBuf::from("/claims-test/a/b")], granted("inside"));
+        claim_then(vec![PathBuf::from("/claims-test/ab")], granted("beside"));
+        let (name, beside, now) = rx.recv().unwrap();
+        assert_eq!((name, now), ("beside", true));
+        drop(beside);
+        assert!(rx.try_recv().is_err(), "inside still waits");
         drop(first);
-        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
-        waiter.join().unwrap();
+        let (name, _inside, now) = rx.recv().unwrap();
+        assert_eq!((name, now), ("inside", false));
     }
 
     #[test]
