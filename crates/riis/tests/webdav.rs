@@ -1072,6 +1072,18 @@ webdav = {{ authoring_rules = [{{ users = "alice", access = "Read, Write" }}] }}
     );
     assert!(inner.join("i.txt").exists());
 
+    // A FIFO in a copied folder is refused, not opened (which would wait
+    // for a writer for good).
+    std::fs::create_dir_all(www.join("pipes")).unwrap();
+    dir.write("www/pipes/f.txt", "f");
+    let made = Command::new("mkfifo").arg(www.join("pipes/fifo")).status();
+    if made.is_ok_and(|s| s.success()) {
+        let copied = send(addr, "COPY", "/pipes", &[("Destination", "/pipes2")], b"");
+        assert_eq!(copied.status, 207);
+        assert!(copied.text().contains("/pipes2/fifo"), "{}", copied.text());
+        assert!(!www.join("pipes2").exists());
+    }
+
     // A collection under a file is a conflict, not a failure.
     dir.write("www/plain.txt", "plain");
     assert_eq!(send(addr, "MKCOL", "/plain.txt/sub", &[], b"").status, 409);

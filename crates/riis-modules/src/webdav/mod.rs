@@ -362,21 +362,36 @@ impl Job {
         if paths.is_empty() {
             return self.carry_out();
         }
-        tree::claim_then(
+        let answered = self.answered.clone();
+        let done = self.done.clone();
+        let waiting = tree::claim_then(
             paths,
             Box::new(move |claim, granted| {
                 self.claim = Some(claim);
                 match granted {
                     tree::Granted::Now => self.carry_out(),
                     tree::Granted::Later => {
+                        // Back to the queue; when it is full, done here:
+                        // this thread is one of the module's, and it
+                        // hands paths on in a loop, not by recursion.
                         let threads = self.threads.clone();
                         if let Err(job) = threads.queue(self) {
-                            job.answer(Err(refuse(503, "too many WebDAV requests are waiting")));
+                            job.carry_out();
                         }
                     }
                 }
             }),
         );
+        if waiting.is_err() {
+            *answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(Err(refuse(
+                503,
+                format!(
+                    "{} WebDAV requests wait for files others work on",
+                    tree::MOST_WAITING
+                ),
+            )));
+            done.post_completion(0);
+        }
     }
 
     fn carry_out(self) {
@@ -395,11 +410,6 @@ impl Job {
         drop(claim);
         *answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         done.post_completion(0);
-    }
-
-    fn answer(self, outcome: Outcome) {
-        *self.answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-        self.done.post_completion(0);
     }
 }
 

@@ -109,29 +109,54 @@ fn overlaps(held: &[PathBuf], paths: &[PathBuf]) -> bool {
         .any(|h| paths.iter().any(|p| h.starts_with(p) || p.starts_with(h)))
 }
 
+/// The most methods that may wait for paths at once; past that a method
+/// is refused (503) rather than wait: the waiting list is walked at each
+/// release, and a flood of requests on one folder must not make that walk
+/// long.
+pub(super) const MOST_WAITING: usize = 256;
+
 /// Claims `paths` for a method and then calls `resume`: at once when no
 /// other method works on them, on what is inside them or on what holds
-/// them; else once those methods let go. No thread waits meanwhile: a
+/// them, and none that came earlier waits for them; else once those
+/// methods let go, in the order they came. No thread waits meanwhile: a
 /// long COPY holds up only the methods on its own tree, not the module's
 /// threads. A COPY into a folder while another client moves it away, two
 /// PROPPATCHes of one file, a PUT finishing while its folder is deleted:
 /// each goes after the other, so neither undoes the other's work halfway.
 /// All of a method's paths are claimed at once, so no two methods wait for
-/// each other.
-pub(super) fn claim_then(paths: Vec<PathBuf>, resume: Resume) {
+/// each other. `Err` gives `resume` back when [`MOST_WAITING`] wait
+/// already.
+pub(super) fn claim_then(paths: Vec<PathBuf>, resume: Resume) -> Result<(), Resume> {
     let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
-    if overlaps(&claims.held, &paths) {
+    let busy =
+        overlaps(&claims.held, &paths) || claims.waiting.iter().any(|(w, _)| overlaps(w, &paths));
+    if busy {
+        if claims.waiting.len() >= MOST_WAITING {
+            return Err(resume);
+        }
         claims.waiting.push((paths, resume));
-        return;
+        return Ok(());
     }
     claims.held.extend(paths.iter().cloned());
     drop(claims);
     resume(Claim(paths), Granted::Now);
+    Ok(())
+}
+
+/// Methods with their paths, to be handed them in this order.
+type Handing = std::collections::VecDeque<(Vec<PathBuf>, Resume)>;
+
+thread_local! {
+    /// The methods this thread is handing their paths to, while it does:
+    /// one handed paths may let go of them at once (refused, its client
+    /// gone), and the methods that frees join this list rather than be
+    /// handed theirs from inside (a chain of such would grow the stack).
+    static HANDING: std::cell::RefCell<Option<Handing>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut ready = Vec::new();
+        let mut ready = std::collections::VecDeque::new();
         {
             let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
             for path in &self.0 {
@@ -139,21 +164,44 @@ impl Drop for Claim {
                     claims.held.swap_remove(i);
                 }
             }
-            // In the order they came, those whose paths are free now.
+            // In the order they came: those whose paths are free now and
+            // that no earlier waiter's paths overlap.
+            let mut earlier: Vec<PathBuf> = Vec::new();
             let mut i = 0;
             while i < claims.waiting.len() {
-                if overlaps(&claims.held, &claims.waiting[i].0) {
+                let paths = &claims.waiting[i].0;
+                if overlaps(&claims.held, paths) || overlaps(&earlier, paths) {
+                    earlier.extend(paths.iter().cloned());
                     i += 1;
                     continue;
                 }
                 let (paths, resume) = claims.waiting.remove(i);
                 claims.held.extend(paths.iter().cloned());
-                ready.push((paths, resume));
+                ready.push_back((paths, resume));
             }
         }
-        for (paths, resume) in ready {
+        let outermost = HANDING.with(|handing| {
+            let mut handing = handing.borrow_mut();
+            match handing.as_mut() {
+                Some(list) => {
+                    list.extend(ready.drain(..));
+                    false
+                }
+                None => {
+                    *handing = Some(std::mem::take(&mut ready));
+                    true
+                }
+            }
+        });
+        if !outermost {
+            return;
+        }
+        loop {
+            let next = HANDING.with(|h| h.borrow_mut().as_mut().and_then(|l| l.pop_front()));
+            let Some((paths, resume)) = next else { break };
             resume(Claim(paths), Granted::Later);
         }
+        HANDING.with(|h| *h.borrow_mut() = None);
     }
 }
 
@@ -164,7 +212,8 @@ pub(super) type Failures = Vec<(String, u16)>;
 /// dead properties included, by a walk with a list of its own (a tree of
 /// thousands of levels must not overflow the thread's stack). Names that
 /// `shown` refuses (hidden ones) are not copied; a symbolic link is not
-/// copied (403 for it: WebDav makes no links). A copied file loses
+/// copied (403 for it: WebDav makes no links), nor a FIFO, socket or
+/// device. A copied file loses
 /// set-user-ID and similar bits. `href` makes a member's href from its
 /// URL. Gives the members that failed.
 pub(super) fn copy_tree(
@@ -186,7 +235,9 @@ pub(super) fn copy_tree(
                 continue;
             }
         };
-        if meta.file_type().is_symlink() {
+        // A link is not followed; a FIFO, socket or device is not a file
+        // to copy (opening a FIFO would wait for a writer for good).
+        if meta.file_type().is_symlink() || !(meta.is_file() || meta.is_dir()) {
             failed.push((href(&url, false), 403));
             continue;
         }
@@ -365,19 +416,54 @@ mod tests {
                 let _ = tx.send((name, claim, matches!(when, Granted::Now)));
             })
         };
-        claim_then(vec![PathBuf::from("/claims-test/a")], granted("first"));
+        claim_then(vec![PathBuf::from("/claims-test/a")], granted("first")).ok();
         let (name, first, now) = rx.recv().unwrap();
         assert_eq!((name, now), ("first", true));
         // Inside it: waits, without a thread. Another tree: at once.
-        claim_then(vec![PathBuf::from("/claims-test/a/b")], granted("inside"));
-        claim_then(vec![PathBuf::from("/claims-test/ab")], granted("beside"));
+        claim_then(vec![PathBuf::from("/claims-test/a/b")], granted("inside")).ok();
+        claim_then(vec![PathBuf::from("/claims-test/ab")], granted("beside")).ok();
+        // Inside what waits: after it, though nobody holds it.
+        claim_then(vec![PathBuf::from("/claims-test/a/b/c")], granted("later")).ok();
         let (name, beside, now) = rx.recv().unwrap();
         assert_eq!((name, now), ("beside", true));
         drop(beside);
         assert!(rx.try_recv().is_err(), "inside still waits");
         drop(first);
-        let (name, _inside, now) = rx.recv().unwrap();
+        let (name, inside, now) = rx.recv().unwrap();
         assert_eq!((name, now), ("inside", false));
+        assert!(rx.try_recv().is_err(), "later waits for inside");
+        drop(inside);
+        let (name, _later, now) = rx.recv().unwrap();
+        assert_eq!((name, now), ("later", false));
+    }
+
+    #[test]
+    fn a_chain_of_waiters_let_go_at_once_is_handed_on_without_recursion() {
+        // Each waiter, handed its path, lets go at once (as a refused one
+        // does): 200 in a row must not nest 200 deep.
+        let holder = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let h = holder.clone();
+        claim_then(
+            vec![PathBuf::from("/claims-chain/x")],
+            Box::new(move |c, _| *h.lock().unwrap() = Some(c)),
+        )
+        .ok();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..200 {
+            let tx = tx.clone();
+            claim_then(
+                vec![PathBuf::from("/claims-chain/x")],
+                Box::new(move |claim, _| {
+                    drop(claim);
+                    tx.send(()).unwrap();
+                }),
+            )
+            .ok();
+        }
+        drop(holder.lock().unwrap().take());
+        for _ in 0..200 {
+            rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        }
     }
 
     #[test]
