@@ -369,14 +369,18 @@ impl Job {
             Box::new(move |claim, granted| {
                 self.claim = Some(claim);
                 match granted {
-                    tree::Granted::Now => self.carry_out(),
+                    tree::Granted::Now => {
+                        self.carry_out();
+                        None
+                    }
                     tree::Granted::Later => {
-                        // Back to the queue; when it is full, done here:
-                        // this thread is one of the module's, and it
-                        // hands paths on in a loop, not by recursion.
+                        // Back to the queue; when it is full, done on this
+                        // thread (one of the module's) once the methods
+                        // freed with it were handed their paths.
                         let threads = self.threads.clone();
-                        if let Err(job) = threads.queue(self) {
-                            job.carry_out();
+                        match threads.queue(self) {
+                            Ok(()) => None,
+                            Err(job) => Some(Box::new(move || job.carry_out()) as tree::Deferred),
                         }
                     }
                 }
@@ -405,11 +409,19 @@ impl Job {
             claim,
             ..
         } = self;
-        let outcome = work.run();
-        // Let go before answering: the next method on these files starts.
-        drop(claim);
+        // A panic is this request's failure, caught here: the claim is then
+        // let go of normally, not while unwinding.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run()))
+            .unwrap_or_else(|_| {
+                tracing::error!("WebDav: a method's work panicked");
+                Err(refuse(500, "the method's work failed"))
+            });
+        // Answered first, then the paths let go of: the next method on
+        // them may be done on this thread, and this client must not wait
+        // for it.
         *answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         done.post_completion(0);
+        drop(claim);
     }
 }
 

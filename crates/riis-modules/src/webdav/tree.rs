@@ -76,14 +76,23 @@ pub(super) fn real_folder(folder: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// What a method waiting for its paths does once it has them.
-pub(super) type Resume = Box<dyn FnOnce(Claim, Granted) + Send>;
+/// Handed its claim later, it may give back work to do on this thread
+/// once every other freed method was handed its paths (see
+/// [`Granted::Later`]).
+pub(super) type Resume = Box<dyn FnOnce(Claim, Granted) -> Option<Deferred> + Send>;
+
+/// Work a freed method could not queue, done after the others are handed
+/// their paths.
+pub(super) type Deferred = Box<dyn FnOnce() + Send>;
 
 /// When a claim was granted.
 pub(super) enum Granted {
     /// At once, on the thread that asked.
     Now,
     /// When another method let go of its paths, on that method's thread:
-    /// the waiting method is to be queued again, not run there.
+    /// the waiting method is to be queued again, not run there; what it
+    /// cannot queue it gives back, to be done there after every method
+    /// the release freed was handed its paths.
     Later,
 }
 
@@ -196,10 +205,29 @@ impl Drop for Claim {
         if !outermost {
             return;
         }
+        // Freed methods first, in order; then, one at a time, the work
+        // they gave back (which may free more). A panic in one is caught
+        // here, so the rest are still handed on and the list is cleared.
+        let mut deferred: std::collections::VecDeque<Deferred> = std::collections::VecDeque::new();
         loop {
             let next = HANDING.with(|h| h.borrow_mut().as_mut().and_then(|l| l.pop_front()));
-            let Some((paths, resume)) = next else { break };
-            resume(Claim(paths), Granted::Later);
+            if let Some((paths, resume)) = next {
+                let handed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    resume(Claim(paths), Granted::Later)
+                }));
+                match handed {
+                    Ok(Some(work)) => deferred.push_back(work),
+                    Ok(None) => {}
+                    Err(_) => tracing::error!("WebDav: a waiting method panicked when resumed"),
+                }
+                continue;
+            }
+            let Some(work) = deferred.pop_front() else {
+                break;
+            };
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+                tracing::error!("WebDav: a waiting method panicked");
+            }
         }
         HANDING.with(|h| *h.borrow_mut() = None);
     }
@@ -414,6 +442,7 @@ mod tests {
             let tx = tx.clone();
             Box::new(move |claim, when| {
                 let _ = tx.send((name, claim, matches!(when, Granted::Now)));
+                None
             })
         };
         claim_then(vec![PathBuf::from("/claims-test/a")], granted("first")).ok();
@@ -438,6 +467,51 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_that_panics_loses_no_other_waiter() {
+        let (tx, rx) = std::sync::mpsc::channel::<&str>();
+        let keep = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hold = |name: &'static str| -> Resume {
+            let (tx, keep) = (tx.clone(), keep.clone());
+            Box::new(move |claim, _| {
+                keep.lock().unwrap().push(claim);
+                tx.send(name).unwrap();
+                None
+            })
+        };
+        claim_then(
+            vec![
+                PathBuf::from("/claims-panic/a"),
+                PathBuf::from("/claims-panic/b"),
+            ],
+            hold("holder"),
+        )
+        .ok();
+        assert_eq!(rx.recv().unwrap(), "holder");
+        claim_then(
+            vec![PathBuf::from("/claims-panic/a")],
+            Box::new(|_, _| panic!("a method's bug")),
+        )
+        .ok();
+        claim_then(vec![PathBuf::from("/claims-panic/b")], hold("b")).ok();
+        let holder = keep.lock().unwrap().pop().unwrap();
+        drop(holder);
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(),
+            "b"
+        );
+        // This thread still hands paths on afterwards.
+        claim_then(vec![PathBuf::from("/claims-panic/c")], hold("c")).ok();
+        assert_eq!(rx.recv().unwrap(), "c");
+        claim_then(vec![PathBuf::from("/claims-panic/c")], hold("d")).ok();
+        let c = keep.lock().unwrap().pop().unwrap();
+        drop(c);
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(),
+            "d"
+        );
+    }
+
+    #[test]
     fn a_chain_of_waiters_let_go_at_once_is_handed_on_without_recursion() {
         // Each waiter, handed its path, lets go at once (as a refused one
         // does): 200 in a row must not nest 200 deep.
@@ -445,7 +519,10 @@ mod tests {
         let h = holder.clone();
         claim_then(
             vec![PathBuf::from("/claims-chain/x")],
-            Box::new(move |c, _| *h.lock().unwrap() = Some(c)),
+            Box::new(move |c, _| {
+                *h.lock().unwrap() = Some(c);
+                None
+            }),
         )
         .ok();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -456,6 +533,7 @@ mod tests {
                 Box::new(move |claim, _| {
                     drop(claim);
                     tx.send(()).unwrap();
+                    None
                 }),
             )
             .ok();
