@@ -362,9 +362,7 @@ impl Job {
         if paths.is_empty() {
             return self.carry_out();
         }
-        let answered = self.answered.clone();
-        let done = self.done.clone();
-        let waiting = tree::claim_then(
+        tree::claim_then(
             paths,
             Box::new(move |claim, granted| {
                 self.claim = Some(claim);
@@ -383,19 +381,19 @@ impl Job {
                             Err(job) => Some(Box::new(move || job.carry_out()) as tree::Deferred),
                         }
                     }
+                    tree::Granted::Refused => {
+                        let why = format!(
+                            "{} WebDAV requests wait for files others work on",
+                            tree::MOST_WAITING
+                        );
+                        *self.answered.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Err(refuse(503, why)));
+                        self.done.post_completion(0);
+                        None
+                    }
                 }
             }),
         );
-        if waiting.is_err() {
-            *answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(Err(refuse(
-                503,
-                format!(
-                    "{} WebDAV requests wait for files others work on",
-                    tree::MOST_WAITING
-                ),
-            )));
-            done.post_completion(0);
-        }
     }
 
     fn carry_out(self) {

@@ -94,6 +94,9 @@ pub(super) enum Granted {
     /// cannot queue it gives back, to be done there after every method
     /// the release freed was handed its paths.
     Later,
+    /// Never: [`MOST_WAITING`] methods wait already (the claim handed is
+    /// empty).
+    Refused,
 }
 
 /// The resolved paths methods are working on now, and the methods waiting
@@ -133,23 +136,24 @@ pub(super) const MOST_WAITING: usize = 256;
 /// PROPPATCHes of one file, a PUT finishing while its folder is deleted:
 /// each goes after the other, so neither undoes the other's work halfway.
 /// All of a method's paths are claimed at once, so no two methods wait for
-/// each other. `Err` gives `resume` back when [`MOST_WAITING`] wait
-/// already.
-pub(super) fn claim_then(paths: Vec<PathBuf>, resume: Resume) -> Result<(), Resume> {
+/// each other. When [`MOST_WAITING`] wait already, `resume` is told so
+/// at once ([`Granted::Refused`]).
+pub(super) fn claim_then(paths: Vec<PathBuf>, resume: Resume) {
     let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
     let busy =
         overlaps(&claims.held, &paths) || claims.waiting.iter().any(|(w, _)| overlaps(w, &paths));
     if busy {
         if claims.waiting.len() >= MOST_WAITING {
-            return Err(resume);
+            drop(claims);
+            resume(Claim(Vec::new()), Granted::Refused);
+            return;
         }
         claims.waiting.push((paths, resume));
-        return Ok(());
+        return;
     }
     claims.held.extend(paths.iter().cloned());
     drop(claims);
     resume(Claim(paths), Granted::Now);
-    Ok(())
 }
 
 /// Methods with their paths, to be handed them in this order.
@@ -405,13 +409,20 @@ pub(super) fn put_in_place(
 /// file it makes.
 fn keep_owner(old: &Path, new: &Path) {
     use std::os::unix::fs::MetadataExt;
-    if let Ok(meta) = std::fs::symlink_metadata(old) {
-        let _ = nix::unistd::chown(
-            new,
-            Some(nix::unistd::Uid::from_raw(meta.uid())),
-            Some(nix::unistd::Gid::from_raw(meta.gid())),
-        );
+    let Ok(meta) = std::fs::symlink_metadata(old) else {
+        return;
+    };
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    // The new file is the server's already: a chown would only cost a
+    // write to the file system's journal.
+    if (meta.uid(), meta.gid()) == (uid.as_raw(), gid.as_raw()) {
+        return;
     }
+    let _ = nix::unistd::chown(
+        new,
+        Some(nix::unistd::Uid::from_raw(meta.uid())),
+        Some(nix::unistd::Gid::from_raw(meta.gid())),
+    );
 }
 
 #[cfg(test)]
@@ -445,14 +456,14 @@ mod tests {
                 None
             })
         };
-        claim_then(vec![PathBuf::from("/claims-test/a")], granted("first")).ok();
+        claim_then(vec![PathBuf::from("/claims-test/a")], granted("first"));
         let (name, first, now) = rx.recv().unwrap();
         assert_eq!((name, now), ("first", true));
         // Inside it: waits, without a thread. Another tree: at once.
-        claim_then(vec![PathBuf::from("/claims-test/a/b")], granted("inside")).ok();
-        claim_then(vec![PathBuf::from("/claims-test/ab")], granted("beside")).ok();
+        claim_then(vec![PathBuf::from("/claims-test/a/b")], granted("inside"));
+        claim_then(vec![PathBuf::from("/claims-test/ab")], granted("beside"));
         // Inside what waits: after it, though nobody holds it.
-        claim_then(vec![PathBuf::from("/claims-test/a/b/c")], granted("later")).ok();
+        claim_then(vec![PathBuf::from("/claims-test/a/b/c")], granted("later"));
         let (name, beside, now) = rx.recv().unwrap();
         assert_eq!((name, now), ("beside", true));
         drop(beside);
@@ -484,15 +495,13 @@ mod tests {
                 PathBuf::from("/claims-panic/b"),
             ],
             hold("holder"),
-        )
-        .ok();
+        );
         assert_eq!(rx.recv().unwrap(), "holder");
         claim_then(
             vec![PathBuf::from("/claims-panic/a")],
             Box::new(|_, _| panic!("a method's bug")),
-        )
-        .ok();
-        claim_then(vec![PathBuf::from("/claims-panic/b")], hold("b")).ok();
+        );
+        claim_then(vec![PathBuf::from("/claims-panic/b")], hold("b"));
         let holder = keep.lock().unwrap().pop().unwrap();
         drop(holder);
         assert_eq!(
@@ -500,9 +509,9 @@ mod tests {
             "b"
         );
         // This thread still hands paths on afterwards.
-        claim_then(vec![PathBuf::from("/claims-panic/c")], hold("c")).ok();
+        claim_then(vec![PathBuf::from("/claims-panic/c")], hold("c"));
         assert_eq!(rx.recv().unwrap(), "c");
-        claim_then(vec![PathBuf::from("/claims-panic/c")], hold("d")).ok();
+        claim_then(vec![PathBuf::from("/claims-panic/c")], hold("d"));
         let c = keep.lock().unwrap().pop().unwrap();
         drop(c);
         assert_eq!(
@@ -523,8 +532,7 @@ mod tests {
                 *h.lock().unwrap() = Some(c);
                 None
             }),
-        )
-        .ok();
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..200 {
             let tx = tx.clone();
@@ -535,8 +543,7 @@ mod tests {
                     tx.send(()).unwrap();
                     None
                 }),
-            )
-            .ok();
+            );
         }
         drop(holder.lock().unwrap().take());
         for _ in 0..200 {
