@@ -252,6 +252,13 @@ impl Held {
     }
 }
 
+/// Whether a name in a folder is shown to clients (listed, copied): not
+/// a dot name unless `allow_hidden_files`, nor one RequestFiltering hides.
+fn is_shown(config: &WebDavConfig, hidden_segments: &[String], name: &str) -> bool {
+    (config.allow_hidden_files || !name.starts_with('.'))
+        && !is_hidden_segment(name, hidden_segments)
+}
+
 /// The `DAV:activelock` elements of the locks covering `url`.
 fn active_locks(site: u32, url: &str) -> String {
     LOCKS.covering(site, url).iter().map(activelock).collect()
@@ -311,9 +318,7 @@ fn propfind(work: &Work) -> Outcome {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                let shown = (config.allow_hidden_files || !name.starts_with('.'))
-                    && !is_hidden_segment(&name, hidden_segments);
-                shown.then(|| (name, e.path()))
+                is_shown(config, hidden_segments, &name).then(|| (name, e.path()))
             })
             .collect();
         children.sort();
@@ -752,11 +757,8 @@ fn transfer(work: &Work) -> Outcome {
         };
     if !renamed {
         let config = &work.config;
-        let shown = |name: &str| {
-            method == Method::Move
-                || ((config.allow_hidden_files || !name.starts_with('.'))
-                    && !is_hidden_segment(name, &work.hidden_segments))
-        };
+        let shown =
+            |name: &str| method == Method::Move || is_shown(config, &work.hidden_segments, name);
         let failed = tree::copy_tree(
             &source.path,
             &staging,

@@ -230,6 +230,17 @@ impl TryFrom<RuleFields> for AuthoringRule {
 }
 
 impl WebDavConfig {
+    /// Whether `user` has what `need` asks for here.
+    fn grants(&self, user: Option<&HttpUser>, need: Need) -> bool {
+        let anonymous = user.is_none_or(|u| u.name().is_empty());
+        let access = self.access(user);
+        match need {
+            Need::List => access.read && (!anonymous || self.allow_anonymous_propfind),
+            Need::Read => access.read,
+            Need::Write => access.write,
+        }
+    }
+
     /// What `user` may do here.
     fn access(&self, user: Option<&HttpUser>) -> AccessSet {
         let anonymous = user.is_none_or(|u| u.name().is_empty());
@@ -281,9 +292,14 @@ impl Method {
         })
     }
 
-    /// Whether the method changes what is at the request's URL.
-    fn writes(self) -> bool {
-        !matches!(self, Self::Options | Self::PropFind | Self::Copy)
+    /// What the method needs at the request's URL (OPTIONS: nothing).
+    fn need(self) -> Option<Need> {
+        match self {
+            Self::Options => None,
+            Self::PropFind => Some(Need::List),
+            Self::Copy => Some(Need::Read),
+            _ => Some(Need::Write),
+        }
     }
 }
 
@@ -386,9 +402,7 @@ impl Job {
                             "{} WebDAV requests wait for files others work on",
                             tree::MOST_WAITING
                         );
-                        *self.answered.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(Err(refuse(503, why)));
-                        self.done.post_completion(0);
+                        post(&self.answered, &self.done, Err(refuse(503, why)));
                         None
                     }
                 }
@@ -417,10 +431,15 @@ impl Job {
         // Answered first, then the paths let go of: the next method on
         // them may be done on this thread, and this client must not wait
         // for it.
-        *answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-        done.post_completion(0);
+        post(&answered, &done, outcome);
         drop(claim);
     }
+}
+
+/// Hands a method's outcome to its request and wakes it.
+fn post(answered: &Answered, done: &riis_pipeline::CompletionHandle, outcome: Outcome) {
+    *answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    done.post_completion(0);
 }
 
 /// Threads doing methods' work; a file system that is slow (a network
@@ -500,14 +519,10 @@ impl WebDav {
     ) -> Result<(), Refusal> {
         let user = ctx.user();
         let anonymous = user.is_none_or(|u| u.name().is_empty());
-        let access = config.access(user);
-        let allowed = match method {
-            Method::Options => true,
-            Method::PropFind => access.read && (!anonymous || config.allow_anonymous_propfind),
-            Method::Copy => access.read,
-            _ => access.write,
+        let Some(need) = method.need() else {
+            return Ok(());
         };
-        if allowed {
+        if config.grants(user, need) {
             return Ok(());
         }
         let why = format!(
@@ -517,7 +532,7 @@ impl WebDav {
             } else {
                 format!("user {}", user.map_or("", |u| u.name()))
             },
-            if method.writes() { "Write" } else { "Read" }
+            if need == Need::Write { "Write" } else { "Read" }
         );
         Err(refuse(if anonymous { 401 } else { 403 }, why))
     }
@@ -839,13 +854,7 @@ impl WebDav {
                 format!("WebDAV authoring is off at {url} (webdav.enabled)"),
             ));
         }
-        let access = config.access(user);
-        let granted = match need {
-            Need::List => access.read && (!anonymous || config.allow_anonymous_propfind),
-            Need::Read => access.read,
-            Need::Write => access.write,
-        };
-        if !granted {
+        if !config.grants(user, need) {
             return Err(denied(format!(
                 "no authoring rule gives {} access at {url}",
                 if need == Need::Write { "Write" } else { "Read" }
