@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -499,7 +499,30 @@ impl ResponseBody {
                     let Some(rx) = &mut this.stream else {
                         return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(*t))));
                     };
-                    match ready!(rx.poll_recv(cx)) {
+                    let next = match rx.poll_recv(cx) {
+                        Poll::Ready(next) => next,
+                        // The client ended its side of the connection and
+                        // the rest waits for a module: given up as if the
+                        // client had left (see `Activity::peer_closed`).
+                        // What was ready went out first.
+                        Poll::Pending
+                            if this.in_service.as_ref().is_some_and(InService::peer_closed) =>
+                        {
+                            this.stream = None;
+                            // Ended with a reset: to a client reading to
+                            // the close, a plain one would look like the
+                            // end of a whole body.
+                            if let Some(guard) = &this.in_service {
+                                guard.abort_on_close();
+                            }
+                            return Poll::Ready(Some(Err(io::Error::new(
+                                io::ErrorKind::ConnectionAborted,
+                                "the client ended its side of the connection",
+                            ))));
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    match next {
                         Some(Ok(more)) => {
                             this.chunks.extend(more.chunks);
                             if more.trailers.is_some() {

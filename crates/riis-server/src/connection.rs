@@ -320,6 +320,10 @@ pub struct Activity {
     refused_streams: AtomicU32,
     /// HTTP/2 streams served since the connection went away.
     served_after_goaway: AtomicU32,
+    /// The client ended its side of an HTTP/1.x connection (a half-close,
+    /// or a close) after whole requests, while one was in service. See
+    /// [`SharedIo`]'s `poll_read`.
+    peer_closed: AtomicBool,
 }
 
 /// How many streams an HTTP/2 connection that went away may open (each
@@ -362,7 +366,13 @@ impl Activity {
 
     /// A request's response went out (or was abandoned).
     fn ended(&self) {
-        if self.in_service.fetch_sub(1, Ordering::Relaxed) == 1 {
+        // SeqCst with `note_peer_closed`: one of the two sees the other.
+        if self.in_service.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if self.peer_closed.load(Ordering::SeqCst) {
+                // hyper's read that found the end was told to wait; now
+                // that nothing is in service it is given the end.
+                self.task.wake();
+            }
             // Part of the next head may have come with (or behind) this
             // request: the connection is then not idle, and that head's
             // header-read time starts now, as for one whose first bytes
@@ -385,6 +395,28 @@ impl Activity {
             );
             self.head_behind_response.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The client ended its side of the connection after whole requests.
+    /// Returns whether a request is in service: the end is then kept from
+    /// hyper until none is. The connection's task is woken, so hyper polls
+    /// what it waits for again: a reply or a streamed body that would have
+    /// to wait for a module gives up then (see [`Activity::peer_closed`]).
+    fn note_peer_closed(&self) -> bool {
+        if !self.peer_closed.swap(true, Ordering::SeqCst) {
+            self.task.wake();
+        }
+        self.in_service.load(Ordering::SeqCst) > 0
+    }
+
+    /// Whether the client ended its side of the connection (see
+    /// [`SharedIo`]'s `poll_read`). A reply or response body that would
+    /// wait for a module from then on fails instead, and the request is
+    /// given up as one whose client left: a closed side cannot be told
+    /// from a departed client. nginx gives up a request waiting on its
+    /// upstream the same way (its 499).
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed.load(Ordering::Relaxed)
     }
 
     /// The current request's body was read to its end.
@@ -719,6 +751,17 @@ impl InService {
             .settings()
             .server_header
             .clone()
+    }
+
+    /// Whether the client ended its side of the connection
+    /// ([`Activity::peer_closed`]).
+    pub fn peer_closed(&self) -> bool {
+        self.state.activity.peer_closed()
+    }
+
+    /// The response goes out cut short ([`Activity::abort_on_close`]).
+    pub fn abort_on_close(&self) {
+        self.state.activity.abort_on_close();
     }
 
     /// Whether the request came on an HTTP/2 connection.
@@ -1342,6 +1385,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
         let mut state = self.state();
         let r = Pin::new(&mut state.io).poll_read(cx, buf);
         let read = &buf.filled()[before..];
+        if read.is_empty()
+            && buf.remaining() > 0
+            && matches!(r, Poll::Ready(Ok(())))
+            && state.framing.between_requests()
+            && self.conn.activity.note_peer_closed()
+        {
+            // The client ended its side after whole requests (a
+            // half-close: `shutdown(SHUT_WR)`, `nc -N`, HTTP/1.0 tools)
+            // while one is in service. hyper, told now, would close the
+            // connection at once and drop the answers it owes. They go out
+            // first: the end is kept from hyper until no request is in
+            // service (`Activity::ended` wakes the connection), and hyper
+            // then closes after the last response, as nginx does. The
+            // socket reports the end again when read again. Requests that
+            // wait on a module are given up meanwhile, as before
+            // (`Activity::peer_closed`): a client that closed may as well
+            // have left.
+            return Poll::Pending;
+        }
         if !read.is_empty() {
             let activity = &self.conn.activity;
             activity.received(read.len());

@@ -394,6 +394,12 @@ struct Finish {
 }
 
 impl Finish {
+    /// Whether the client ended its side of the connection
+    /// ([`crate::connection::Activity::peer_closed`]).
+    fn peer_closed(&self) -> bool {
+        self.in_service.as_ref().is_some_and(InService::peer_closed)
+    }
+
     fn apply(&mut self, reply: Reply) -> Reply {
         let mut r = reply?;
         if r.extensions().get::<ServerMade>().is_some() {
@@ -465,8 +471,16 @@ impl std::future::Future for ReplyFuture {
                 std::task::Poll::Ready(reply.take().unwrap_or(Err(NoResponse::Reset)))
             }
             ReplyState::Waiting(rx, finish) => {
-                let reply = std::task::ready!(std::pin::Pin::new(rx).poll(cx));
-                std::task::Poll::Ready(finish.apply(reply.unwrap_or(Err(NoResponse::Reset))))
+                let reply = match std::pin::Pin::new(rx).poll(cx) {
+                    std::task::Poll::Ready(reply) => reply.unwrap_or(Err(NoResponse::Reset)),
+                    // The client ended its side of the connection while
+                    // the request waits: given up as if it had left (the
+                    // request's task sees its reply dropped), and the
+                    // connection closes without an answer.
+                    std::task::Poll::Pending if finish.peer_closed() => Err(NoResponse::Reset),
+                    std::task::Poll::Pending => return std::task::Poll::Pending,
+                };
+                std::task::Poll::Ready(finish.apply(reply))
             }
         }
     }

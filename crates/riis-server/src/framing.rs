@@ -128,6 +128,14 @@ impl FramingWatch {
         self.head_from.map_or(0, |from| self.fed - from)
     }
 
+    /// Whether the bytes read so far are whole requests (heads and bodies),
+    /// nothing of a next one begun: an end of the stream here leaves no
+    /// request cut short. `false` while the watch does not follow the
+    /// connection.
+    pub fn between_requests(&self) -> bool {
+        self.step == Step::Idle
+    }
+
     /// The bytes of the request line read so far, when the bytes read end
     /// inside one. Past the limit, hyper would read on until its buffer for
     /// a head is full and answer 431 (header fields too large); the line is

@@ -193,6 +193,45 @@ fn a_request_body_held_back_for_100_continue_is_not_asked_for_after_the_answer()
     assert!(conn.is_closed());
 }
 
+/// A client that ends its sending side once its requests are out (a
+/// half-close: `shutdown(SHUT_WR)`, `nc -N`, HTTP/1.0 tools) gets every
+/// answer, then the close. hyper, told of the end while a request was in
+/// service, used to close at once: whether such a client got its answer
+/// depended on whether the end came before the response was written.
+#[test]
+fn a_client_that_half_closes_after_its_requests_gets_every_answer() {
+    let (_dir, server) = server();
+    for round in 0..40 {
+        let mut conn = Connection::open(server.addr);
+        match round % 3 {
+            0 => conn.send_raw(b"GET /a.txt HTTP/1.0\r\n\r\n"),
+            1 => conn.send_raw(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n"),
+            _ => conn.send_raw(
+                b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n\
+                  GET /b.txt HTTP/1.1\r\nHost: t\r\n\r\n\
+                  GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+            ),
+        }
+        conn.shutdown_write();
+        let answers: &[&str] = if round % 3 == 2 {
+            &["alpha", "beta", "alpha"]
+        } else {
+            &["alpha"]
+        };
+        for (i, want) in answers.iter().enumerate() {
+            let resp = conn.read_response(false);
+            assert_eq!(resp.status, 200, "round {round}, answer {i}");
+            assert_eq!(resp.text(), *want, "round {round}, answer {i}");
+        }
+        assert!(conn.is_closed(), "round {round}: closed after the answers");
+        // Some rounds after a pause long enough for the file cache to look
+        // at the file again.
+        if round % 10 == 9 {
+            sleep(Duration::from_millis(1100));
+        }
+    }
+}
+
 #[test]
 fn shutdown_closes_waiting_connections_and_exits() {
     let (_dir, server) = server();

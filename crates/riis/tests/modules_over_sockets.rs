@@ -672,6 +672,28 @@ fn a_pending_request_ends_when_its_client_leaves() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+
+    // A client that only ends its sending side is taken as gone too, as
+    // nginx takes one whose request waits on its upstream (its 499): the
+    // request ends, and the connection closes without an answer.
+    let (entered, ended) = (FOREVER_ENTERED.load(SeqCst), FOREVER_ENDED.load(SeqCst));
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n");
+    while FOREVER_ENTERED.load(SeqCst) == entered {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    conn.shutdown_write();
+    while FOREVER_ENDED.load(SeqCst) == ended {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request still waits for its module after the client ended its side"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        conn.is_closed_or_reset(),
+        "no answer, and the connection closed"
+    );
     server.stop();
 }
 

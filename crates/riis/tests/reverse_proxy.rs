@@ -931,6 +931,43 @@ fn a_streamed_answer_reaches_the_client_as_it_comes() {
     }
 }
 
+/// A client that ends its sending side while an answer streams in is
+/// taken as gone, as nginx takes it (499): what came from the server went
+/// out, and the rest is not waited for; the connection ends with a reset,
+/// so the body cannot pass for whole.
+#[test]
+fn a_streamed_answer_ends_when_the_client_ends_its_side() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /stream/parts HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&got).contains("first") {
+        let n = conn.read_raw(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    conn.shutdown_write();
+    // The backend still holds the second part: the end comes without it.
+    loop {
+        match conn.read_raw(&mut buf) {
+            Ok(0) => break,
+            Err(e) => {
+                // (Not the client's read timeout: the server ended it.)
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                break;
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.contains("second") && !text.ends_with("0\r\n\r\n"), "{text}");
+    let (lock, signal) = &backend.seen.go;
+    *lock.lock().unwrap() = true;
+    signal.notify_all();
+}
+
 /// An error page without a length is held whole (CustomError may replace
 /// it), not streamed as an answer without a length is.
 #[test]
