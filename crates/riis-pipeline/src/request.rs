@@ -249,6 +249,8 @@ pub struct HttpRequest {
     replaced_peer: Option<SocketAddr>,
     pub(crate) is_tls: bool,
     pub(crate) sends_files_without_copy: bool,
+    /// See [`HttpRequest::is_websocket_over_http2`].
+    websocket_over_http2: bool,
     pub(crate) pipeline_started: bool,
     /// `set_url` changed the URL since the engine last chose the location
     /// (see `HttpContext::sync_url`).
@@ -312,6 +314,7 @@ impl HttpRequest {
             replaced_peer: None,
             is_tls: false,
             sends_files_without_copy: false,
+            websocket_over_http2: false,
             pipeline_started: false,
             url_changed: false,
             url_changes: 0,
@@ -349,6 +352,33 @@ impl HttpRequest {
     /// bytes in memory and in an open file can prefer the file then.
     pub fn sends_files_without_copy(&self) -> bool {
         self.sends_files_without_copy
+    }
+
+    /// Set by the server before the pipeline starts: the request opens a
+    /// WebSocket over HTTP/2 (RFC 8441's extended CONNECT with `:protocol`
+    /// `websocket`). Modules see it as the HTTP/1.1 request for the same
+    /// thing: `GET` with `Connection: upgrade`, `Upgrade: websocket` and a
+    /// `Sec-WebSocket-Key` of the server's making, and answer it with a
+    /// `101`, which the server sends as HTTP/2's `200`.
+    pub fn set_websocket_over_http2(&mut self, yes: bool) {
+        if !self.pipeline_started {
+            self.websocket_over_http2 = yes;
+        }
+    }
+
+    /// Whether the request opens a WebSocket over HTTP/2 (see
+    /// [`Self::set_websocket_over_http2`]): its stream can switch protocols
+    /// as an HTTP/1.1 connection does after `101 Switching Protocols`,
+    /// though [`Self::http_version`] says HTTP/2.
+    pub fn is_websocket_over_http2(&self) -> bool {
+        self.websocket_over_http2
+    }
+
+    /// Whether the client's connection (or, over HTTP/2, its stream) can
+    /// switch protocols for this request: HTTP/1.1, or a WebSocket over
+    /// HTTP/2 ([`Self::is_websocket_over_http2`]).
+    pub fn can_switch_protocols(&self) -> bool {
+        self.version == Version::HTTP_11 || self.websocket_over_http2
     }
 
     /// `GetHttpMethod`.
@@ -665,6 +695,8 @@ impl HttpRequest {
             replaced_peer: self.replaced_peer,
             is_tls: self.is_tls,
             sends_files_without_copy: self.sends_files_without_copy,
+            // A child request never takes over the client's stream.
+            websocket_over_http2: false,
             pipeline_started: false,
             url_changed: false,
             url_changes: 0,

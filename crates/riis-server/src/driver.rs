@@ -370,6 +370,56 @@ fn http2_fields_as_http1(req: &mut Request<Incoming>) {
     }
 }
 
+/// An HTTP/2 extended CONNECT (RFC 8441): one for a WebSocket becomes the
+/// request HTTP/1.1 makes for it, `GET` with `Connection: upgrade`,
+/// `Upgrade: websocket` and a `Sec-WebSocket-Key` (RFC 8441 §5 leaves the
+/// key out; modules and the servers behind them expect one), so every
+/// module that answers a WebSocket handshake answers this one too. Returns
+/// where the stream comes from after the answer; another `:protocol` gets
+/// 501. A plain CONNECT is left as it is.
+fn extended_connect(
+    req: &mut Request<Incoming>,
+) -> Result<Option<hyper::upgrade::OnUpgrade>, StatusCode> {
+    if req.method() != Method::CONNECT {
+        return Ok(None);
+    }
+    let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>() else {
+        return Ok(None);
+    };
+    if !protocol.as_str().eq_ignore_ascii_case("websocket") {
+        tracing::debug!(
+            protocol = protocol.as_str(),
+            "an HTTP/2 extended CONNECT for a protocol riis does not carry"
+        );
+        return Err(StatusCode::NOT_IMPLEMENTED);
+    }
+    *req.method_mut() = Method::GET;
+    let headers = req.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    if !headers.contains_key(http::header::SEC_WEBSOCKET_KEY) {
+        headers.insert(http::header::SEC_WEBSOCKET_KEY, websocket_key());
+    }
+    Ok(Some(hyper::upgrade::on(req)))
+}
+
+/// A `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1).
+fn websocket_key() -> HeaderValue {
+    use base64::Engine as _;
+    let mut nonce = [0u8; 16];
+    if getrandom::getrandom(&mut nonce).is_err() {
+        // No randomness to be had: the time will do for a nonce whose only
+        // job is to show that the server speaks WebSocket.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        nonce = t.to_le_bytes();
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    HeaderValue::from_str(&key).expect("base64 is a valid header value")
+}
+
 /// A reply, or where it will come from.
 // `Now` is the common case and moves once, straight into the reply future:
 // boxing it would cost an allocation per request.
@@ -539,9 +589,13 @@ fn serve_site(
     state: &Arc<ConnectionState>,
     generation: &Generation,
     site: Arc<Site>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     discard_body: bool,
 ) -> Answer {
+    let http2_websocket = match extended_connect(&mut req) {
+        Ok(upgrade) => upgrade,
+        Err(status) => return Answer::Now(Ok(plain_status(status, false))),
+    };
     let (parts, body) = req.into_parts();
     let conn = &state.connection;
     let shape = ResponseShape {
@@ -552,6 +606,7 @@ fn serve_site(
             .then(|| state.clone()),
         discard_request_body: discard_body.then(|| state.clone()),
         http2: (parts.version == http::Version::HTTP_2).then(|| state.clone()),
+        http2_websocket,
     };
     // (An HTTP/2 request names its authority even with `:path *`.)
     if parts.method == Method::OPTIONS
@@ -576,6 +631,7 @@ fn serve_site(
             r.set_body_expected(!http_body::Body::is_end_stream(&body));
             r.set_tls(conn.is_tls || conn.tls_ended_at_balancer);
             r.set_sends_files_without_copy(shape.files.is_some());
+            r.set_websocket_over_http2(shape.http2_websocket.is_some());
             r
         }
         Err(e) => {
@@ -600,9 +656,10 @@ fn serve_site(
                 let reply = match switching {
                     // Nobody is left to use the connection: it closes
                     // after the head.
-                    Some(can) => match switching_response(out, can) {
+                    Some(can) => match switching_response(out, can, &shape) {
                         Switching::Switch(reply) | Switching::Refused(reply) => reply,
                     },
+                    None if unswitched_websocket(&out, &shape) => Err(NoResponse::Reset),
                     None => final_response(out, &shape),
                 };
                 if shape.discard_request_body.is_none() {
@@ -646,7 +703,7 @@ async fn drive(
     first: Event,
     mut reader: BodyReader,
     execution: Option<Duration>,
-    shape: ResponseShape,
+    mut shape: ResponseShape,
     reply: oneshot::Sender<Reply>,
 ) {
     let mut reply = Some(reply);
@@ -696,12 +753,21 @@ async fn drive(
                     // nothing about what will be left at the end.
                     let reading_on = !out.is_final && exec.context().is_full_duplex();
                     let is_final = out.is_final;
-                    let mut response = if is_switch(&out) {
+                    let mut response = if unswitched_websocket(&out, &shape) {
+                        Err(NoResponse::Reset)
+                    } else if is_switch(&out) {
                         let can = can_switch(&mut exec, &reader.body);
-                        match switching_response(out, can) {
+                        match switching_response(out, can, &shape) {
                             Switching::Switch(response) => {
                                 if response.is_ok() {
-                                    exec.set_upgraded_stream(reader.state.expect_upgrade());
+                                    let stream = match shape.http2_websocket.take() {
+                                        Some(upgrade) => crate::upgrade::http2_stream(
+                                            upgrade,
+                                            reader.state.hold_in_service(),
+                                        ),
+                                        None => reader.state.expect_upgrade(),
+                                    };
+                                    exec.set_upgraded_stream(stream);
                                     listed.note_upgraded();
                                 }
                                 switched = true;
@@ -1255,6 +1321,10 @@ struct ResponseShape {
     discard_request_body: Option<Arc<ConnectionState>>,
     /// The connection, when it speaks HTTP/2 (see [`Self::connection_close`]).
     http2: Option<Arc<ConnectionState>>,
+    /// A WebSocket over HTTP/2 ([`extended_connect`]): where its stream
+    /// comes from once the `200` that stands for the module's `101` went
+    /// out.
+    http2_websocket: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl ResponseShape {
@@ -1376,6 +1446,18 @@ fn is_switch(out: &Output) -> bool {
         .is_some_and(|head| head.status == StatusCode::SWITCHING_PROTOCOLS)
 }
 
+/// Whether `out` answers a WebSocket over HTTP/2 with a success that is
+/// not a switch (a file, say, from a handler that ignores the handshake).
+/// Over HTTP/1.1 such an answer fails the handshake; over HTTP/2 a 2xx
+/// would tell the client its WebSocket is open (RFC 8441 §5), so the
+/// stream is reset instead, which fails it.
+fn unswitched_websocket(out: &Output, shape: &ResponseShape) -> bool {
+    shape.http2_websocket.is_some()
+        && out.head.as_ref().is_some_and(|head| {
+            head.status.is_success() && head.status != StatusCode::SWITCHING_PROTOCOLS
+        })
+}
+
 /// What a module's 101 comes to.
 enum Switching {
     /// The head alone goes out; hyper then hands the connection over (see
@@ -1395,7 +1477,7 @@ enum Switching {
 /// recorded as the 500 that goes out instead (LogRequest comes after).
 fn can_switch(exec: &mut RequestExecution, body: &Incoming) -> bool {
     let request = exec.context().request();
-    let can = request.http_version() == http::Version::HTTP_11
+    let can = request.can_switch_protocols()
         && request.headers().contains_key(http::header::UPGRADE)
         && http_body::Body::is_end_stream(body);
     if !can {
@@ -1411,8 +1493,12 @@ fn can_switch(exec: &mut RequestExecution, body: &Incoming) -> bool {
     can
 }
 
-/// The reply to a module's 101 (`can`: [`can_switch`]).
-fn switching_response(mut out: Output, can: bool) -> Switching {
+/// The reply to a module's 101 (`can`: [`can_switch`]). For a WebSocket
+/// over HTTP/2 it is a `200` (RFC 8441 §5), without the fields of
+/// HTTP/1.1's handshake: `Connection` and `Upgrade` (hyper leaves those
+/// out of HTTP/2 anyway) and `Sec-WebSocket-Accept`, which answered the
+/// key the server made.
+fn switching_response(mut out: Output, can: bool, shape: &ResponseShape) -> Switching {
     let refused = || Switching::Refused(Ok(plain_status(StatusCode::INTERNAL_SERVER_ERROR, false)));
     if out.reset {
         return Switching::Switch(Err(NoResponse::Reset));
@@ -1425,6 +1511,17 @@ fn switching_response(mut out: Output, can: bool) -> Switching {
     }
     head.headers.remove(CONTENT_LENGTH);
     head.headers.remove(http::header::TRANSFER_ENCODING);
+    if shape.http2_websocket.is_some() {
+        head.status = StatusCode::OK;
+        head.reason = None;
+        for name in [
+            CONNECTION,
+            http::header::UPGRADE,
+            http::header::SEC_WEBSOCKET_ACCEPT,
+        ] {
+            head.headers.remove(name);
+        }
+    }
     let mut body = ResponseBody::empty();
     body.deliver_to(std::mem::take(&mut out.delivery));
     Switching::Switch(Ok(with_head(head, body, false)))

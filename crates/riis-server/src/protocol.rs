@@ -117,7 +117,10 @@ impl Builders {
             // and never reads hold that much per stream (128 streams of
             // large files: 50 MiB a connection).
             .max_send_buf_size(H2_MAX_SEND_BUFFER)
-            .max_local_error_reset_streams(LOCAL_RESET_LIMIT);
+            .max_local_error_reset_streams(LOCAL_RESET_LIMIT)
+            // WebSockets over HTTP/2 (RFC 8441): browsers open them on a
+            // connection they already have when the server says it can.
+            .enable_connect_protocol();
         Self { http1, http2 }
     }
 }

@@ -18,6 +18,11 @@
 //! timeouts do not apply, the send timeout does (a client that stops
 //! reading), and so do the worker's drain and its deadline, which shut the
 //! socket down under the module.
+//!
+//! Over HTTP/2 only a WebSocket switches, and only its stream does (RFC
+//! 8441): the driver shows the module the HTTP/1.1 handshake, sends its
+//! `101` as a `200`, and hyper hands over the stream ([`http2_stream`]),
+//! which counts its connection in service while it is open.
 
 use std::io;
 use std::pin::Pin;
@@ -144,5 +149,65 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Lent<T> {
         let mut state = self.state();
         ready!(state.poll_send_pending(cx, &self.conn.activity))?;
         Pin::new(state.io_mut()).poll_shutdown(cx)
+    }
+}
+
+/// The stream of a WebSocket over HTTP/2, once hyper has sent the `200`
+/// that answers its extended CONNECT: the request's
+/// [`UpgradedStream`](riis_pipeline::UpgradedStream). The connection counts
+/// in service (`in_service`) as long as the module holds the stream, so an
+/// open WebSocket is not taken for an idle connection.
+pub(crate) fn http2_stream(
+    upgrade: hyper::upgrade::OnUpgrade,
+    in_service: InService,
+) -> riis_pipeline::UpgradedStream {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        // An error: the stream was reset, or the 200 never went out; the
+        // module's stream then reports the connection gone.
+        if let Ok(upgraded) = upgrade.await {
+            let _ = tx.send(Box::new(Http2Upgraded {
+                io: hyper_util::rt::TokioIo::new(upgraded),
+                _in_service: in_service,
+            }) as Box<dyn riis_pipeline::UpgradedIo>);
+        }
+    });
+    riis_pipeline::UpgradedStream::new(rx)
+}
+
+/// A WebSocket's HTTP/2 stream, as tokio's reads and writes.
+struct Http2Upgraded {
+    io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+    /// Keeps the connection counted in service while the stream is open.
+    _in_service: InService,
+}
+
+impl AsyncRead for Http2Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Http2Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Ends the stream's sending half (END_STREAM); the client may still
+    /// send.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

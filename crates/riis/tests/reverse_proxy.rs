@@ -288,9 +288,12 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
             // A WebSocket-like line protocol once switched: `hello` at
             // once, then each line echoed, until `bye`.
             "/ws" if received.header("upgrade").is_some() => {
+                let accept = websocket_accept(received.header("sec-websocket-key").unwrap_or(""));
                 let _ = out.write_all(
-                    // The accept value of the tests' key `a2V5` (RFC 6455).
-                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: acoMowsaMs4gzl5sy2uaF1804GA=\r\n\r\nhello\n",
+                    format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\nhello\n"
+                    )
+                    .as_bytes(),
                 );
                 loop {
                     let mut line = String::new();
@@ -962,7 +965,10 @@ fn a_streamed_answer_ends_when_the_client_ends_its_side() {
         }
     }
     let text = String::from_utf8_lossy(&got);
-    assert!(!text.contains("second") && !text.ends_with("0\r\n\r\n"), "{text}");
+    assert!(
+        !text.contains("second") && !text.ends_with("0\r\n\r\n"),
+        "{text}"
+    );
     let (lock, signal) = &backend.seen.go;
     *lock.lock().unwrap() = true;
     signal.notify_all();
@@ -1492,6 +1498,98 @@ fn http2_cookies_reach_the_server_as_one_header() {
         .collect();
     assert_eq!(cookies, ["a=1; b=2"]);
     assert_eq!(seen.header("host"), Some(server.addr.to_string().as_str()));
+}
+
+/// The `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2), as the test
+/// backend answers it.
+fn websocket_accept(key: &str) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut hash = sha1::Sha1::new();
+    hash.update(key.as_bytes());
+    hash.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(hash.finalize())
+}
+
+/// A WebSocket over HTTP/2 (RFC 8441): the server says it takes extended
+/// CONNECT, the backend gets the HTTP/1.1 handshake (with a key riis made),
+/// the client gets a 200 without HTTP/1.1's handshake fields, and the
+/// bytes go both ways on the stream until the backend closes, which ends
+/// the stream. Another `:protocol` gets 501, and the connection goes on.
+#[test]
+fn websockets_over_http2_pass_through() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = common::http2_websocket_client(server.addr).await;
+        let connect = |protocol| common::extended_connect("http://front.test/ws?room=2", protocol);
+        let (response, mut send) = client.send_request(connect("websocket"), false).unwrap();
+        send.send_data(bytes::Bytes::from_static(b"first\n"), false)
+            .unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        for name in [
+            "sec-websocket-accept",
+            "upgrade",
+            "connection",
+            "content-length",
+        ] {
+            assert!(response.headers().get(name).is_none(), "{name}");
+        }
+        let mut body = response.into_body();
+        let mut got = String::new();
+        common::read_stream_until(&mut body, "echo: first\n", &mut got).await;
+        assert_eq!(got, "hello\necho: first\n");
+        send.send_data(bytes::Bytes::from_static(b"second\n"), false)
+            .unwrap();
+        common::read_stream_until(&mut body, "echo: second\n", &mut got).await;
+        send.send_data(bytes::Bytes::from_static(b"bye\n"), false)
+            .unwrap();
+        common::read_stream_until(&mut body, "bye\n", &mut got).await;
+        // The backend's close ends the stream (END_STREAM), not a reset.
+        common::expect_stream_end(&mut body).await;
+
+        // A handshake answered with a file, not a switch: HTTP/2 has no way
+        // to say "200, but not switched" (RFC 8441 §5), so the stream is
+        // reset, and the WebSocket fails as it would over HTTP/1.1.
+        let file = common::extended_connect("http://front.test/index.html", "websocket");
+        let (response, _send) = client.send_request(file, false).unwrap();
+        let answer = response.await;
+        assert!(
+            answer.as_ref().is_err_and(h2::Error::is_reset),
+            "{answer:?}"
+        );
+        // Not a protocol riis carries.
+        let (response, _send) = client.send_request(connect("webtransport"), false).unwrap();
+        assert_eq!(response.await.unwrap().status(), 501);
+        // The connection goes on.
+        let plain = http::Request::builder()
+            .uri("http://front.test/echo")
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(plain, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+    });
+    let got = backend
+        .seen
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.target == "/ws?room=2")
+        .cloned()
+        .expect("the backend got the handshake");
+    assert_eq!(got.method, "GET");
+    assert_eq!(got.header("upgrade"), Some("websocket"));
+    assert_eq!(got.header("connection"), Some("upgrade"));
+    assert_eq!(got.header("sec-websocket-version"), Some("13"));
+    assert_eq!(got.header("host"), Some("front.test"));
+    let key = got.header("sec-websocket-key").unwrap();
+    assert_eq!(key.len(), 24, "16 bytes in base64: {key}");
 }
 
 /// A WebSocket handshake passes through with both hop-by-hop headers, the

@@ -150,6 +150,56 @@ fn a_module_switches_protocols_and_talks_on_the_connection() {
     server.stop();
 }
 
+/// Over HTTP/2 a WebSocket's extended CONNECT (RFC 8441) reaches the
+/// module as the HTTP/1.1 handshake; its 101 goes out as a 200, and the
+/// stream is the module's, past `timeouts.execution` and `keep_alive`
+/// (the connection counts in service while the stream is open), until the
+/// module ends it. The connection's other streams go on.
+#[test]
+fn a_module_switches_a_websocket_over_http2_and_talks_on_its_stream() {
+    let server = InProcessServer::start(
+        "[timeouts]\nexecution = 1\nkeep_alive = 1\n\
+         [[modules]]\nname = \"LineEcho\"\n\
+         [[handlers]]\nname = \"h\"\npath = \"*\"\nmodules = [\"LineEcho\"]\n\
+         [[sites]]\nname = \"s\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0\"]\n",
+        TEST_MODULES,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = common::http2_websocket_client(server.addr).await;
+        let ask = common::extended_connect("http://t/switch", "websocket");
+        let (response, mut send) = client.send_request(ask, false).unwrap();
+        send.send_data(bytes::Bytes::from_static(b"early\n"), false)
+            .unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().get(header::UPGRADE).is_none());
+        let mut body = response.into_body();
+        let mut got = String::new();
+        common::read_stream_until(&mut body, "EARLY\n", &mut got).await;
+        assert_eq!(got, "ready\nEARLY\n");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        send.send_data(bytes::Bytes::from_static(b"late\n"), false)
+            .unwrap();
+        common::read_stream_until(&mut body, "LATE\n", &mut got).await;
+        send.send_data(bytes::Bytes::from_static(b"bye\n"), false)
+            .unwrap();
+        common::read_stream_until(&mut body, "bye\n", &mut got).await;
+        common::expect_stream_end(&mut body).await;
+        let plain = riis_pipeline::http::Request::builder()
+            .uri("http://t/other")
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(plain, true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+    });
+    server.stop();
+}
+
 #[test]
 fn a_101_the_client_did_not_ask_for_is_refused() {
     let server = start();

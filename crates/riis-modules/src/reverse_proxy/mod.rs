@@ -538,7 +538,8 @@ impl ReverseProxy {
 
     /// The protocols the client asks to switch to (its `Upgrade` header,
     /// without those `upgrade_protocols` does not list), when the request
-    /// may pass that on: HTTP/1.1, with `Connection: upgrade` (RFC 9110
+    /// may pass that on: HTTP/1.1 (or a WebSocket over HTTP/2, which riis
+    /// shows as the HTTP/1.1 request), with `Connection: upgrade` (RFC 9110
     /// §7.8) and no body, as riis switches a client's connection only then.
     /// `None`: the request goes on as a plain one.
     fn upgrade_of(ctx: &HttpContext, allowed: &[String]) -> Option<HeaderValue> {
@@ -549,7 +550,7 @@ impl ReverseProxy {
             || req
                 .header(header::CONTENT_LENGTH)
                 .is_some_and(|length| length.as_bytes() != b"0");
-        let asked = req.http_version() == riis_pipeline::http::Version::HTTP_11
+        let asked = req.can_switch_protocols()
             && !has_body
             && req
                 .headers()

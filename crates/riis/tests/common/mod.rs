@@ -792,3 +792,58 @@ pub fn started_as_by_systemd(config: &Path, notify: &Path, watchdog_usec: u64) -
         .env("WATCHDOG_USEC", watchdog_usec.to_string());
     RunningBinary::from_command(command).unwrap()
 }
+
+/// An HTTP/2 client (prior knowledge) on `addr`, once the server's
+/// settings say it takes extended CONNECT (RFC 8441). The connection runs
+/// in a task of the current runtime.
+#[allow(dead_code)]
+pub async fn http2_websocket_client(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let client = client.ready().await.unwrap();
+    for _ in 0..500 {
+        if client.is_extended_connect_protocol_enabled() {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server's settings never allowed extended CONNECT");
+}
+
+/// An HTTP/2 extended CONNECT for `protocol` at `url` (`http://host/path`).
+#[allow(dead_code)]
+pub fn extended_connect(url: &str, protocol: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(url)
+        .header("sec-websocket-version", "13")
+        .extension(h2::ext::Protocol::from(protocol))
+        .body(())
+        .unwrap()
+}
+
+/// Reads `body` on until what was read ends with `want`, releasing the
+/// flow-control window as it goes.
+#[allow(dead_code)]
+pub async fn read_stream_until(body: &mut h2::RecvStream, want: &str, got: &mut String) {
+    while !got.ends_with(want) {
+        let Some(data) = body.data().await else {
+            panic!("the stream ended before {want:?}: {got:?}");
+        };
+        let data = data.unwrap();
+        let _ = body.flow_control().release_capacity(data.len());
+        got.push_str(std::str::from_utf8(&data).unwrap());
+    }
+}
+
+/// Reads `body` to its end, which must bring no more bytes (an empty
+/// DATA frame may carry END_STREAM).
+#[allow(dead_code)]
+pub async fn expect_stream_end(body: &mut h2::RecvStream) {
+    while let Some(data) = body.data().await {
+        assert_eq!(data.unwrap(), "", "nothing more before the stream's end");
+    }
+}
