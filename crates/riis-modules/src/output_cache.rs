@@ -193,6 +193,10 @@ struct Store {
     /// key (fixed size, whatever URLs and headers clients make up):
     /// (period start, count).
     hits: HashMap<u64, (Instant, u32)>,
+    /// When a URL was last changed by a request (RFC 9111 §4.4), by a
+    /// keyed digest of [`url_of`]: its entries stored before then are
+    /// stale.
+    changed: HashMap<u64, Instant>,
     digests: std::hash::RandomState,
 }
 
@@ -204,6 +208,7 @@ impl Default for Store {
             next_generation: 0,
             bytes: 0,
             hits: HashMap::new(),
+            changed: HashMap::new(),
             digests: std::hash::RandomState::new(),
         }
     }
@@ -274,6 +279,34 @@ impl Store {
         if let Some(gone) = self.entries.remove(key) {
             self.bytes -= entry_size(key, &gone);
         }
+    }
+
+    /// Notes that a request changed `url` ([`url_of`]) at `now`: its
+    /// entries, all of them, are stale. Past [`COUNTED_KEYS`] such notes,
+    /// every entry is dropped and the notes with them, which keeps what an
+    /// entry is judged by correct without a bound on the notes' memory.
+    fn note_changed(&mut self, url: &str, now: Instant) {
+        use std::hash::BuildHasher;
+        let digest = self.digests.hash_one(url);
+        if !self.changed.contains_key(&digest) && self.changed.len() >= COUNTED_KEYS {
+            self.entries.clear();
+            self.order.clear();
+            self.bytes = 0;
+            self.changed.clear();
+        }
+        self.changed.insert(digest, now);
+    }
+
+    /// Whether `entry`, found for `ctx`'s request, was stored before a
+    /// request changed its URL ([`url_of`]). Nothing to look up, and no
+    /// URL to make, until some request changed one.
+    fn changed_since(&self, ctx: &HttpContext, entry: &Entry) -> bool {
+        use std::hash::BuildHasher;
+        !self.changed.is_empty()
+            && self
+                .changed
+                .get(&self.digests.hash_one(url_of(ctx)))
+                .is_some_and(|at| *at >= entry.stored)
     }
 
     /// Removes `key`'s entry if it is still `stale` (another request may
@@ -359,11 +392,19 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     // host (a handler may write absolute URLs).
     key.push_str(itoa::Buffer::new().format(req.local_address().port()));
     key.push('\0');
-    // The host the handler sees (`HTTP_HOST`): an absolute-form target's
-    // over the `Host` header (RFC 9112 §3.2.2), so a request cannot store
-    // an answer made for one host under another's key.
+    // The host the client asked for (an absolute-form target's over the
+    // `Host` header, RFC 9112 §3.2.2), and the one the handler sees
+    // (`HTTP_HOST`) when a rule set another: a proxied application builds
+    // links from the first (`X-Forwarded-Host`) and may pick a site by
+    // the second, so a request cannot store an answer made for one host
+    // under another's key.
+    let asked_host = req.client_host().unwrap_or_default().to_ascii_lowercase();
+    key.push_str(&asked_host);
+    key.push('\0');
     let host = ctx.server_variable("HTTP_HOST").unwrap_or_default();
-    key.push_str(&host.to_ascii_lowercase());
+    if !host.eq_ignore_ascii_case(&asked_host) {
+        key.push_str(&host.to_ascii_lowercase());
+    }
     key.push('\0');
     // Each user's own (with `cache_authenticated`; anonymous is empty).
     key.push_str(user);
@@ -401,6 +442,22 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
         }
     }
     Some(key)
+}
+
+/// The URL a request is for, as far as a change to it goes: the site,
+/// port, host and path, whatever the user, query and headers (RFC 9111
+/// §4.4 makes every stored answer of the target URI stale).
+fn url_of(ctx: &HttpContext) -> String {
+    let req = ctx.request();
+    let mut url = String::with_capacity(64);
+    url.push_str(itoa::Buffer::new().format(ctx.site().site_id));
+    url.push('\0');
+    url.push_str(itoa::Buffer::new().format(req.local_address().port()));
+    url.push('\0');
+    url.push_str(&req.client_host().unwrap_or_default().to_ascii_lowercase());
+    url.push('\0');
+    url.push_str(req.url());
+    url
 }
 
 /// What the module shares between its instances.
@@ -451,6 +508,7 @@ impl HttpModule for OutputCache {
         };
         if let Some(entry) = found {
             let fresh = now < entry.expires
+                && !self.shared.store().changed_since(ctx, &entry)
                 && match entry.file {
                     // One `stat`, which the handler would have made anyway.
                     Some(stamp) => {
@@ -484,6 +542,19 @@ impl HttpModule for OutputCache {
 
     fn on_update_request_cache(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let Some(key) = self.candidate.take() else {
+            // A request that may have changed the resource (a PUT, POST,
+            // DELETE, PATCH answered with success or a redirect) makes its
+            // URL's entries stale, as RFC 9111 §4.4 asks of a cache; a
+            // client reads its own write back at once.
+            let status = ctx.response().status();
+            if !ctx.request().method().is_safe()
+                && (status.is_success() || status.is_redirection())
+                && ctx.child_depth() == 0
+                && ctx.config(self.config).policy != CachePolicy::DontCache
+            {
+                let url = url_of(ctx);
+                self.shared.store().note_changed(&url, Instant::now());
+            }
             return RequestNotificationStatus::Continue;
         };
         // The location may differ from the one the key was made in (a
@@ -634,10 +705,18 @@ fn storable(
     } else {
         Duration::from_secs(config.duration)
     };
-    let keep = match own_freshness(&directives, headers, std::time::SystemTime::now()) {
+    let now = std::time::SystemTime::now();
+    let keep = match accel_expires(ctx, now) {
+        // nginx's `X-Accel-Expires` from a proxied or FastCGI answer: for
+        // the server in front alone, over what the answer tells browsers
+        // and over `duration` (nginx's `proxy_cache_valid`).
         Some(left) if left.is_zero() => return None,
-        Some(left) => left.min(bound),
-        None => bound,
+        Some(left) => left.min(year),
+        None => match own_freshness(&directives, headers, now) {
+            Some(left) if left.is_zero() => return None,
+            Some(left) => left.min(bound),
+            None => bound,
+        },
     };
     let mut body = BytesMut::with_capacity(resp.buffered_len() as usize);
     for chunk in resp.entity_chunks() {
@@ -679,6 +758,21 @@ fn storable(
         file,
         generation: 0,
     })
+}
+
+/// An answer's `X-Accel-Expires` (kept by the relay in
+/// [`crate::relay::X_ACCEL_EXPIRES`]): seconds to keep it (`0`: not at
+/// all), or `@` and the second since the epoch it expires at, as nginx
+/// reads it. `None` without one, or with one that is neither.
+fn accel_expires(ctx: &HttpContext, now: std::time::SystemTime) -> Option<Duration> {
+    let value = ctx.server_variable(crate::relay::X_ACCEL_EXPIRES)?;
+    match value.strip_prefix('@') {
+        Some(at) => {
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(at.parse().ok()?);
+            Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+        }
+        None => delta_seconds(Some(&value)),
+    }
 }
 
 /// The directives of `Cache-Control` field values (RFC 9111 §5.2), from

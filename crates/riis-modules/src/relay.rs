@@ -802,6 +802,9 @@ impl Receiver {
                     && (status.is_success() || status.is_redirection())
                     && status != StatusCode::NO_CONTENT
                     && status != StatusCode::NOT_MODIFIED;
+                if let Some(expires) = take_accel_headers(&mut head) {
+                    ctx.set_server_variable(X_ACCEL_EXPIRES, expires);
+                }
                 match passing(&mut head, streamable) {
                     Passing::FromHead => {
                         // From this head on, the first message included.
@@ -882,6 +885,31 @@ impl Receiver {
             }
         }
     }
+}
+
+/// The server variable that holds an answer's `X-Accel-Expires` for
+/// OutputCache (nginx's header: how long a proxy may keep the answer, `0`
+/// for not at all, whatever `Cache-Control` tells browsers).
+pub const X_ACCEL_EXPIRES: &str = "X_ACCEL_EXPIRES";
+
+/// Takes nginx's `X-Accel-*` headers out of an answer's head, as nginx
+/// does: they are for the server in front, not the client.
+/// `X-Accel-Buffering` is left for [`passing`], and an `X-Accel-Redirect`
+/// was followed already (or is one `x_accel_redirect = false` ignores).
+/// Returns `X-Accel-Expires`'s value, if any.
+fn take_accel_headers(head: &mut ResponseHead) -> Option<String> {
+    let mut expires = None;
+    head.headers.retain(|(name, value)| {
+        let name = name.as_str();
+        if !name.starts_with("x-accel-") || name == "x-accel-buffering" {
+            return true;
+        }
+        if name == "x-accel-expires" {
+            expires = value.to_str().ok().map(|v| v.trim().to_owned());
+        }
+        false
+    });
+    expires
 }
 
 /// How an answer goes on, whatever the module's `response_buffer_limit`.

@@ -207,6 +207,8 @@ pub struct HttpContext {
     /// `physical_path` was mapped for a MapPath module, without its rewrite.
     pub(crate) physical_path_partial: bool,
     pub(crate) resource: Option<Option<ResourceInfo>>,
+    /// [`HttpContext::set_answered_elsewhere`] was called.
+    answered_elsewhere: bool,
     pub(crate) opened_file: Option<Arc<std::fs::File>>,
     pub(crate) cached_content: Option<bytes::Bytes>,
     pub(crate) op: Option<AsyncOp>,
@@ -287,6 +289,7 @@ impl HttpContext {
             script_end: None,
             physical_path_partial: false,
             resource: None,
+            answered_elsewhere: false,
             opened_file: None,
             cached_content: None,
             op: None,
@@ -709,6 +712,9 @@ impl HttpContext {
     /// directory), as the engine found it while choosing the handler; probed
     /// now if the handler did not need it. `None` when nothing is there.
     pub fn resource_info(&mut self) -> Option<ResourceInfo> {
+        if self.answered_elsewhere {
+            return None;
+        }
         // Maps the path first: one mapped for a MapPath module alone is
         // mapped again here, and its probe forgotten.
         self.physical_path();
@@ -727,6 +733,17 @@ impl HttpContext {
         }
         self.resource = Some(info);
         info
+    }
+
+    /// For a handler that answers from elsewhere than the URL's physical
+    /// path (another server, as ReverseProxy does): from now on
+    /// [`Self::resource_info`] says nothing is there, so the modules that
+    /// judge the response by the URL's file (OutputCache's
+    /// `CacheUntilChange` and its folder rule, compression's file checks)
+    /// do not take a file that happens to lie at that path for the
+    /// answer's source.
+    pub fn set_answered_elsewhere(&mut self) {
+        self.answered_elsewhere = true;
     }
 
     /// Whether the request's physical path is there but the server may not

@@ -49,6 +49,9 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
             // request target overrides `Host` (RFC 9112 §3.2.2).
             // Host and port only: an absolute-form target's userinfo
             // (`http://evil@good/`) is not the host the request reached.
+            // A `Host` a module set (a rule's `HTTP_HOST`) is what it says
+            // from then on, over HTTP/2 and absolute-form targets too.
+            "HOST" if req.header_set_by_module(&http::header::HOST) => http_header(ctx, header),
             "HOST" => req.target_host().or_else(|| http_header(ctx, header)),
             _ => http_header(ctx, header),
         };

@@ -275,6 +275,17 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                     &received.method,
                 );
             }
+            // A small page sent chunked in one write, as Kestrel, Tomcat
+            // and Go send them, with its own `Date` and nginx's headers for
+            // the server in front.
+            small if small.ends_with("/chunked-small") => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
+                      Date: Mon, 01 Jan 2024 00:00:00 GMT\r\nCache-Control: max-age=3600\r\n\
+                      X-Accel-Expires: 0\r\nX-Accel-Limit-Rate: 10\r\n\r\n\
+                      5\r\nhello\r\n0\r\n\r\n",
+                );
+            }
             "/redirect" | "/nohost/redirect" => respond(
                 out,
                 "302 Found",
@@ -616,6 +627,10 @@ pid_file = "riis.pid"
 name = "ForwardedFor"
 [[modules]]
 name = "CustomError"
+[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "OutputCache"
 [[modules]]
 name = "ReverseProxy"
 [[modules]]
@@ -972,6 +987,105 @@ fn a_streamed_answer_ends_when_the_client_ends_its_side() {
     let (lock, signal) = &backend.seen.go;
     *lock.lock().unwrap() = true;
     signal.notify_all();
+}
+
+/// A small page a server sends chunked in one write goes whole, with a
+/// length; the server's `Date` stays (caches count the answer's age from
+/// it); nginx's `X-Accel-*` headers are for the server in front, not the
+/// client.
+#[test]
+fn a_small_chunked_answer_goes_whole_with_its_date() {
+    let backend = Backend::start("a");
+    let (_dir, server) = start_with(&[&backend], "");
+    let mut conn = Connection::open(server.addr);
+    for _ in 0..5 {
+        let resp = conn.get("/chunked-small");
+        assert_eq!((resp.status, resp.text().as_str()), (200, "hello"));
+        assert_eq!(resp.header("content-length"), Some("5"));
+        assert_eq!(resp.header("transfer-encoding"), None);
+        assert_eq!(resp.header("date"), Some("Mon, 01 Jan 2024 00:00:00 GMT"));
+        assert_eq!(resp.header("x-accel-expires"), None);
+        assert_eq!(resp.header("x-accel-limit-rate"), None);
+    }
+}
+
+/// OutputCache in front of a server: an entry is the client's host's own
+/// even when a rule gives the server another `Host` (which the server gets
+/// over HTTP/1.1's absolute form too); a change to a URL (a PUT) makes its
+/// entries stale; `X-Accel-Expires: 0` keeps an answer out; an old `Date`
+/// makes an answer stale; and a file at a proxied URL's path does not tie
+/// its entry to that file (`CacheUntilChange` keeps it for `duration`).
+#[test]
+fn the_output_cache_in_front_of_a_server() {
+    let backend = Backend::start("a");
+    let extra = r#"
+[[sites.locations]]
+path = "/cached"
+output_cache = { policy = "CacheForTimePeriod", duration = 60, frequent_hit_threshold = 1 }
+
+[[sites.locations.rewrite.rules]]
+name = "backend host"
+pattern = ".*"
+server_variables = [{ name = "HTTP_HOST", value = "app.internal" }]
+action = { type = "None" }
+
+[[sites.locations]]
+path = "/untilchange"
+output_cache = { policy = "CacheUntilChange", duration = 1, frequent_hit_threshold = 1 }
+"#;
+    let (dir, server) = start_with(&[&backend], extra);
+    dir.write("www/untilchange/echo", "a local file");
+    let mut conn = Connection::open(server.addr);
+    let get = |conn: &mut Connection, request: &str| {
+        conn.send_raw(request.as_bytes());
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 200, "{request}");
+        resp.text()
+    };
+    let a = "GET /cached/echo?1 HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    let first = get(&mut conn, a);
+    assert!(first.contains("host: app.internal\n"), "{first}");
+    assert!(first.contains("x-forwarded-host: a.example\n"), "{first}");
+    assert_eq!(get(&mut conn, a), first, "from the cache");
+    assert_eq!(backend.seen.count("/cached/echo?1"), 1);
+    // Another client host: its own entry, with its own X-Forwarded-Host.
+    let b = get(
+        &mut conn,
+        "GET /cached/echo?1 HTTP/1.1\r\nHost: b.example\r\n\r\n",
+    );
+    assert!(b.contains("x-forwarded-host: b.example\n"), "{b}");
+    assert_eq!(backend.seen.count("/cached/echo?1"), 2);
+    // The rule's `Host` over an absolute-form target's host.
+    let absolute = get(
+        &mut conn,
+        "GET http://c.example/cached/echo?2 HTTP/1.1\r\nHost: c.example\r\n\r\n",
+    );
+    assert!(absolute.contains("host: app.internal\n"), "{absolute}");
+    // A PUT to the URL: its entries are stale.
+    conn.send_raw(b"PUT /cached/echo?1 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 1\r\n\r\nx");
+    assert_eq!(conn.read_response(false).status, 200);
+    get(&mut conn, a);
+    assert_eq!(
+        backend.seen.count("/cached/echo?1"),
+        4,
+        "the PUT and a GET again"
+    );
+    // `X-Accel-Expires: 0` (and a `Date` of 2024 with `max-age=3600`).
+    for _ in 0..3 {
+        get(
+            &mut conn,
+            "GET /cached/chunked-small HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        );
+    }
+    assert_eq!(backend.seen.count("/cached/chunked-small"), 3);
+    // Kept for `duration`, not until www/untilchange/echo changes.
+    let until = "GET /untilchange/echo HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    get(&mut conn, until);
+    get(&mut conn, until);
+    assert_eq!(backend.seen.count("/untilchange/echo"), 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    get(&mut conn, until);
+    assert_eq!(backend.seen.count("/untilchange/echo"), 2);
 }
 
 /// An error page without a length is held whole (CustomError may replace

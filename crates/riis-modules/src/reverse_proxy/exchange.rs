@@ -510,6 +510,25 @@ impl hyper::body::Body for RequestBody {
     }
 }
 
+/// The next frame of `body`, if it is in reach: what the server sent with
+/// the first piece (a small page sent chunked, as Kestrel, Tomcat and Go
+/// send them, ends in the same write). hyper's connection task hands body
+/// frames over one at a time, so it gets two turns to pass the next one;
+/// a body whose next piece is not there yet is left to stream.
+async fn end_in_reach(
+    body: &mut hyper::body::Incoming,
+) -> Option<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+    for _ in 0..2 {
+        tokio::task::yield_now().await;
+        tokio::select! {
+            biased;
+            frame = body.frame() => return Some(frame),
+            () = std::future::ready(()) => {}
+        }
+    }
+    None
+}
+
 /// Why an exchange failed.
 enum Failure {
     /// No server could be connected to.
@@ -1173,11 +1192,19 @@ async fn relay_answer(
     }
     server.mark_up();
     job.relay.mark_activity();
+    // An answer without a length streams from its first body piece on
+    // (see `relay::Passing::FromBody`), unless its end comes with it.
+    let mut unsized_first_piece = !response.headers().contains_key(header::CONTENT_LENGTH);
     let (parts, mut body) = response.into_parts();
     job.relay.deliver_head(response_head(job, server, parts));
+    // The frame after the one in hand, when it was looked for already.
+    let mut next = None;
     loop {
-        let frame = match tokio::time::timeout_at(job.relay.silence_deadline(), body.frame()).await
-        {
+        let polled = match next.take() {
+            Some(frame) => Ok(frame),
+            None => tokio::time::timeout_at(job.relay.silence_deadline(), body.frame()).await,
+        };
+        let frame = match polled {
             Ok(Some(Ok(frame))) => frame,
             Ok(None) => break,
             Ok(Some(Err(e))) => {
@@ -1191,7 +1218,15 @@ async fn relay_answer(
         };
         job.relay.mark_activity();
         match frame.into_data() {
-            Ok(data) => job.relay.deliver_body(data).await,
+            Ok(data) => {
+                if std::mem::take(&mut unsized_first_piece) {
+                    next = end_in_reach(&mut body).await;
+                }
+                // Whole: the end is delivered in this same turn, with the
+                // piece (the request is not woken in between), so the
+                // answer goes out whole, with a length.
+                job.relay.deliver_body(data).await;
+            }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
                     job.relay.deliver_trailers(trailers);
@@ -1403,7 +1438,10 @@ fn response_head(
                 .map(HeaderValue::from);
             continue;
         }
-        if hop_by_hop.contains(next) || *next == header::DATE || *next == header::SERVER {
+        // The server's `Date` stays: it says when the answer was made, and
+        // a cache (OutputCache, a browser's) counts the answer's age from
+        // it (RFC 9111 §4.2.3), as ARR and Caddy pass it on.
+        if hop_by_hop.contains(next) || *next == header::SERVER {
             continue;
         }
         let value = if *next == header::LOCATION || *next == header::CONTENT_LOCATION {

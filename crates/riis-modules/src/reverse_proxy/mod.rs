@@ -770,6 +770,9 @@ impl ReverseProxy {
             Ok(target) => target,
             Err(e) => return fail(ctx, StatusCode::BAD_REQUEST, &format!("bad URL: {e}")),
         };
+        // A file at the URL's path (a rewrite's target may have one) is
+        // not where the answer comes from.
+        ctx.set_answered_elsewhere();
         // The routed host: HTTP/2's `:authority`, or the `Host` header.
         let client_host = ctx.server_variable("HTTP_HOST");
         let https = ctx.request().is_tls();
