@@ -677,9 +677,18 @@ impl HttpModule for CustomError {
             // not compressed (a `Content-Encoding: gzip` left on it made
             // browsers fail to decode it), not a range of it, and has
             // neither its validators nor its disposition.
+            // A 416's `Content-Range: bytes */length` stays: it tells the
+            // client the resource's length (RFC 9110 §15.5.17), not the
+            // page's.
+            let unsatisfied_range = saved.status == StatusCode::RANGE_NOT_SATISFIABLE
+                && headers
+                    .get(header::CONTENT_RANGE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"bytes */"));
+            if !unsatisfied_range {
+                headers.remove(header::CONTENT_RANGE);
+            }
             for name in [
                 header::CONTENT_ENCODING,
-                header::CONTENT_RANGE,
                 header::CONTENT_DISPOSITION,
                 header::ACCEPT_RANGES,
                 header::ETAG,

@@ -540,6 +540,8 @@ impl HttpModule for DirectoryListing {
                 let resp = ctx.response_mut();
                 resp.clear_entity();
                 resp.set_status(StatusCode::NOT_MODIFIED, "Not Modified");
+                // What the 200 would carry for caches (RFC 9110 §15.4.5).
+                resp.set_header(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 ctx.set_request_handled();
                 return RequestNotificationStatus::Continue;
             }

@@ -194,25 +194,35 @@ impl DynamicCompression {
     /// got an encoding, the weak ETag; else a cache would give the encoded
     /// body it holds the strong ETag of the identity one, which `If-Range`
     /// would then splice identity bytes onto.
+    ///
+    /// Where neither tells (a folder's default document, a URL whose name
+    /// has no extension of a listed type), what the client holds does: a
+    /// weak form of the 304's strong ETag is one this module made, since it
+    /// weakens the tag of what it encodes, so the 200 it revalidates was
+    /// encoded.
     fn not_modified(&self, ctx: &mut HttpContext) {
-        // A file's 304: its 200 was encoded only at `min_size` or more.
-        let Some(len) = ctx
+        let config = ctx.config(self.config);
+        if !config.enabled || ctx.child_depth() > 0 {
+            return;
+        }
+        let file_len = ctx
             .resource_info()
             .filter(|info| info.kind == ResourceKind::File)
-            .map(|info| info.len)
-        else {
-            return;
-        };
+            .map(|info| info.len);
         let config = ctx.config(self.config);
-        if !config.enabled || ctx.child_depth() > 0 || len < config.min_size {
-            return;
-        }
         let guessed = content_encoding::type_of_url(ctx.request().url());
-        if !content_encoding::type_listed(guessed.as_ref(), &config.mime_types) {
-            return;
-        }
-        let encoded =
-            content_encoding::negotiate(ctx.request().headers()).is_some() && len <= MAX_FILE_BYTES;
+        let encoded = match file_len {
+            // A file's 304: its 200 was encoded only at `min_size` or more.
+            Some(len) if len < config.min_size => return,
+            Some(len) if content_encoding::type_listed(guessed.as_ref(), &config.mime_types) => {
+                content_encoding::negotiate(ctx.request().headers()).is_some()
+                    && len <= MAX_FILE_BYTES
+            }
+            _ if holds_weak_form(ctx) => {
+                content_encoding::negotiate(ctx.request().headers()).is_some()
+            }
+            _ => return,
+        };
         let head = ctx.request().method() == Method::HEAD;
         let headers = ctx.response_mut().headers_mut();
         content_encoding::add_vary(headers);
@@ -224,6 +234,26 @@ impl DynamicCompression {
             }
         }
     }
+}
+
+/// Whether the request's `If-None-Match` lists the weak form (`W/"…"`) of
+/// the response's strong ETag.
+fn holds_weak_form(ctx: &HttpContext) -> bool {
+    let Some(etag) = ctx
+        .response()
+        .header(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .filter(|e| e.starts_with('"'))
+    else {
+        return false;
+    };
+    ctx.request()
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().strip_prefix("W/") == Some(etag))
 }
 
 impl HttpModule for DynamicCompression {

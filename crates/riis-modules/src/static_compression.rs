@@ -708,6 +708,9 @@ impl StaticCompression {
         let Some(path) = ctx.mapped_path().map(Path::to_path_buf) else {
             return;
         };
+        let is_file = ctx
+            .resource_info()
+            .is_some_and(|info| info.kind == ResourceKind::File);
         let config = ctx.config(self.config);
         let dir = config.copy_directory(&self.copies.folder);
         let copy_len = |coding| {
@@ -724,7 +727,11 @@ impl StaticCompression {
             .flat_map(|v| v.split(','))
             .any(|t| t.trim() == weak);
         let served = content_encoding::negotiate(ctx.request().headers()).and_then(&copy_len);
-        let compressible = asked_for_copy
+        // A file's 200 carries `Vary` whether a copy exists yet or not
+        // (`on_send_response`); a folder's only once its default
+        // document's copy does, its size being the child's.
+        let compressible = is_file
+            || asked_for_copy
             || served.is_some()
             || [Coding::Brotli, Coding::Zstd, Coding::Gzip]
                 .into_iter()

@@ -298,8 +298,10 @@ const SERVER_SIDE_EXTENSIONS: &[&str] = &[
     "asmx",
     "asp",
     "aspx",
+    "backup",
     "bak",
     "bash",
+    "bk",
     "browser",
     "cgi",
     // nginx's, Apache's and most Linux services' configuration (`app.conf`,
@@ -310,6 +312,8 @@ const SERVER_SIDE_EXTENSIONS: &[&str] = &[
     "cs",
     "csproj",
     "db",
+    "db3",
+    "dist",
     "env",
     "inc",
     "ini",
@@ -345,12 +349,19 @@ const SERVER_SIDE_EXTENSIONS: &[&str] = &[
     "rb",
     "resources",
     "resx",
+    // nano's copy of a file it could not save.
+    "save",
     "sh",
     "sitemap",
     "skin",
     "sql",
     "sqlite",
+    "sqlite3",
+    // vim's swap files (a second editor's is `.swo`, a third's `.swn`).
+    "swn",
+    "swo",
     "swp",
+    "tmp",
     "toml",
     "vb",
     "vbproj",
@@ -359,11 +370,14 @@ const SERVER_SIDE_EXTENSIONS: &[&str] = &[
     "yml",
 ];
 
-/// Whether `ext` (any case) is one of [`SERVER_SIDE_EXTENSIONS`].
+/// Whether `ext` (any case) is one of [`SERVER_SIDE_EXTENSIONS`], or ends
+/// in `~`: an editor's backup copy (`wp-config.php~`), whatever the file
+/// it copies.
 fn is_server_side(ext: &str) -> bool {
-    SERVER_SIDE_EXTENSIONS
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(ext))
+    ext.ends_with('~')
+        || SERVER_SIDE_EXTENSIONS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(ext))
 }
 
 /// The server variable a module sets on a child request it starts to have
@@ -1221,6 +1235,7 @@ impl HttpModule for StaticFile {
         if let Some(etag) = validators.etag.clone() {
             resp.set_header(header::ETAG, etag);
         }
+        let cache_header_name = cache_header.as_ref().map(|(name, _)| name.clone());
         if let Some((name, value)) = cache_header {
             resp.set_header(name, value);
         }
@@ -1273,7 +1288,26 @@ impl HttpModule for StaticFile {
         }
         let source = match Self::source(ctx, len, own_file) {
             Ok(s) => s,
-            Err(code) => return code,
+            Err(code) => {
+                // The file could not be read as probed (it shrank while
+                // being rewritten): the error carries nothing that
+                // described it, neither its validators, nor a range of it,
+                // nor how long to keep it.
+                let resp = ctx.response_mut();
+                for name in [
+                    header::ETAG,
+                    header::LAST_MODIFIED,
+                    header::ACCEPT_RANGES,
+                    header::CONTENT_RANGE,
+                    header::CONTENT_TYPE,
+                ]
+                .into_iter()
+                .chain(cache_header_name)
+                {
+                    resp.delete_header(name);
+                }
+                return code;
+            }
         };
         let resp = ctx.response_mut();
         for piece in pieces {
@@ -1306,6 +1340,19 @@ pub fn register_module(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_and_backups_of_server_side_files_count_as_server_side() {
+        for ext in [
+            "php", "PHP", "php~", "html~", "bak", "swp", "swo", "save", "dist", "sqlite3",
+            "backup", "bk", "tmp",
+        ] {
+            assert!(is_server_side(ext), "{ext}");
+        }
+        for ext in ["html", "css", "js", "txt", "png", "dis"] {
+            assert!(!is_server_side(ext), "{ext}");
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -311,6 +311,38 @@ fn a_304_for_a_compressed_copy_keeps_its_etag_and_vary() {
     );
 }
 
+/// A 304 carries the `Vary` and ETag its 200 would (RFC 9110 §15.4.5):
+/// for a file StaticCompression would send copies of, `Vary` before any
+/// copy exists; for a default document behind a query (which
+/// DynamicCompression encodes, and whose type the URL does not say), the
+/// weak ETag and `Vary` of the encoded 200 the client holds.
+#[test]
+fn a_304_says_what_its_200_would_before_a_copy_and_behind_a_query() {
+    let s = site("");
+    let mut conn = Connection::open(s.server.addr);
+    // No copy yet: the 200 goes as the file, with `Vary`; so does its 304.
+    s.dir.write("www/fresh.txt", &s.big);
+    let plain = fetch(&mut conn, "/fresh.txt", None);
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    let etag = plain.header("etag").unwrap().to_owned();
+    conn.send_raw(
+        format!("GET /fresh.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes(),
+    );
+    let revalidated = conn.read_response(true);
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
+
+    s.dir.write("www/home/index.html", &s.big);
+    let first = fetch(&mut conn, "/home/?x=1", Some("gzip"));
+    assert_eq!(first.header("content-encoding"), Some("gzip"));
+    let weak = first.header("etag").unwrap().to_owned();
+    assert!(weak.starts_with("W/"), "{weak}");
+    let revalidated = revalidate(&mut conn, "GET", "/home/?x=1", &weak);
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("etag"), Some(weak.as_str()));
+    assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
+}
+
 /// A folder's default document (served through a child request, under the
 /// folder's URL) is compressed like the file itself: `/` is the URL asked
 /// for most.

@@ -101,6 +101,40 @@ fn send(addr: SocketAddr, method: &str, target: &str) -> Response {
     conn.read_response(method == "HEAD")
 }
 
+/// A 416 answered with a page keeps `Content-Range: bytes */length`,
+/// which tells the client the file's length (RFC 9110 §15.5.17), whether
+/// the page comes from a file or an executed URL.
+#[test]
+fn a_416_page_keeps_the_unsatisfied_range() {
+    let (dir, server) = start(
+        r#"
+[sites.http_errors]
+error_mode = "Custom"
+errors = [{ status = 416, path = "/errors/404.html", response_mode = "ExecuteURL" }]
+
+[[sites.locations]]
+path = "/exec"
+http_errors = { errors = [{ status = 416, path = "errors/404.html" }] }
+"#,
+    );
+    dir.write("www/exec/b.txt", "bb");
+    for target in ["/a.txt", "/exec/b.txt"] {
+        let mut conn = Connection::open(server.addr);
+        conn.send_raw(
+            format!("GET {target} HTTP/1.1\r\nHost: test\r\nRange: bytes=99-\r\n\r\n").as_bytes(),
+        );
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 416, "{target}");
+        assert_eq!(resp.text(), PAGE_404, "{target}");
+        let length = if target == "/a.txt" { 5 } else { 2 };
+        assert_eq!(
+            resp.header("content-range"),
+            Some(format!("bytes */{length}").as_str()),
+            "{target}"
+        );
+    }
+}
+
 #[test]
 fn local_clients_get_the_detailed_page_by_default() {
     let (_dir, server) = start("");

@@ -194,6 +194,10 @@ fn preconditions_apply_to_a_listing() {
         conn.send_raw(format!("GET /files/ HTTP/1.1\r\nHost: t\r\n{header}\r\n\r\n").as_bytes());
         let resp = conn.read_response(status == 304);
         assert_eq!(resp.status, status, "{header}");
+        if status == 304 {
+            // What the 200 would carry for caches (RFC 9110 §15.4.5).
+            assert_eq!(resp.header("cache-control"), Some("no-cache"));
+        }
     }
     // A folder that does not exist is a 404 whatever the preconditions.
     conn.send_raw(b"GET /nowhere/ HTTP/1.1\r\nHost: t\r\nIf-Match: \"x\"\r\n\r\n");

@@ -1217,3 +1217,41 @@ fn a_future_modification_time_is_sent_as_now() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "from tomorrow");
 }
+
+/// A file that reads shorter than its size (here one of /sys, which says
+/// 4096 bytes and holds a few; a file rewritten in place does the same
+/// for a moment) gets a 500 that carries nothing of the file: no
+/// validators, no range of it, no cache lifetime.
+#[test]
+fn a_file_that_reads_short_gets_an_error_without_its_validators() {
+    let short = std::path::Path::new("/sys/devices/system/cpu/online");
+    let dir = TempDir::new("short-read");
+    dir.write("www/index.html", "x");
+    std::os::unix::fs::symlink(short, dir.path().join("www/short.txt")).unwrap();
+    let config = common::write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[[modules]]\nname = \"StaticFile\"\n[[handlers]]\nname = \"StaticFile\"\npath = \"*\"\n\
+         modules = [\"StaticFile\"]\n\
+         [static_file]\ncache_control_mode = \"UseMaxAge\"\nmax_age = 3600\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    for range in ["", "Range: bytes=0-3\r\n"] {
+        conn.send_raw(format!("GET /short.txt HTTP/1.1\r\nHost: t\r\n{range}\r\n").as_bytes());
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 500, "{range:?}");
+        for name in [
+            "etag",
+            "last-modified",
+            "accept-ranges",
+            "content-range",
+            "cache-control",
+        ] {
+            assert_eq!(resp.header(name), None, "{name} ({range:?})");
+        }
+        if resp.header("connection") == Some("close") {
+            conn = Connection::open(server.addr);
+        }
+    }
+}
