@@ -1383,14 +1383,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let mut state = self.state();
-        let r = Pin::new(&mut state.io).poll_read(cx, buf);
+        let mut r = Pin::new(&mut state.io).poll_read(cx, buf);
         let read = &buf.filled()[before..];
-        if read.is_empty()
-            && buf.remaining() > 0
-            && matches!(r, Poll::Ready(Ok(())))
-            && state.framing.between_requests()
-            && self.conn.activity.note_peer_closed()
-        {
+        let ended = match &r {
+            Poll::Ready(Ok(())) => read.is_empty() && buf.remaining() > 0,
+            // A TLS client that closed TCP without close_notify: rustls
+            // calls that a truncation, but after whole requests nothing
+            // was cut short (many clients never send close_notify), so it
+            // is the end of the client's side like any other.
+            Poll::Ready(Err(e)) => e.kind() == io::ErrorKind::UnexpectedEof,
+            Poll::Pending => false,
+        };
+        if ended && state.framing.between_requests() {
+            r = Poll::Ready(Ok(()));
+        } else if ended && matches!(r, Poll::Ready(Err(_))) {
+            return r;
+        }
+        if ended && state.framing.between_requests() && self.conn.activity.note_peer_closed() {
             // The client ended its side after whole requests (a
             // half-close: `shutdown(SHUT_WR)`, `nc -N`, HTTP/1.0 tools)
             // while one is in service. hyper, told now, would close the

@@ -49,8 +49,16 @@ pub fn check_head<B>(
     has_body: bool,
 ) -> Result<(), Refusal> {
     let uri = req.uri();
+    // An absolute-form target's authority is part of what HTTP/1.1 sent as
+    // the target; HTTP/2's `:authority` is a field of its own (`Host`), as
+    // an origin-form target's host is.
+    let http2 = req.version() == Version::HTTP_2 || req.version() == Version::HTTP_3;
     let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
-        + uri.authority().map_or(0, |a| a.as_str().len());
+        + if http2 {
+            0
+        } else {
+            uri.authority().map_or(0, |a| a.as_str().len())
+        };
     if target_len > limits.max_url_length {
         return Err(Refusal::new(
             StatusCode::URI_TOO_LONG,
@@ -58,7 +66,6 @@ pub fn check_head<B>(
         ));
     }
     let headers = req.headers();
-    let http2 = req.version() == Version::HTTP_2 || req.version() == Version::HTTP_3;
     // An HTTP/2 client sends its cookies as crumbs, one field each, that
     // are one field (RFC 9113 §8.2.3): they count once, as the single
     // `Cookie` line of HTTP/1.1 does.

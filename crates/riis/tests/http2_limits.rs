@@ -834,3 +834,41 @@ fn a_slow_reader_of_an_answer_from_memory_gets_all_of_it() {
     assert!(finished, "the download did not finish ({received} bytes)");
     assert_eq!(received, size);
 }
+
+/// `limits.max_url_length` bounds the request target alike over HTTP/2 and
+/// HTTP/1.1: a path of exactly that length is served (here a 404), one
+/// byte more gets 414. HTTP/2's `:authority` is a field of its own, not
+/// part of the target.
+#[test]
+fn the_url_length_limit_is_the_same_over_both_versions() {
+    let (_dir, server) = server_with("max_url_length = 100");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (length, status) in [(100, 404), (101, 414)] {
+        let path = format!("/{}", "a".repeat(length - 1));
+        let mut conn = common::Connection::open(server.addr);
+        conn.send_raw(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert_eq!(
+            conn.read_response(false).status,
+            status,
+            "HTTP/1.1, {length}"
+        );
+        let got = runtime.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut client = client.ready().await.unwrap();
+            let request = http::Request::builder()
+                .uri(format!("http://t{path}"))
+                .body(())
+                .unwrap();
+            let (response, _) = client.send_request(request, true).unwrap();
+            response.await.unwrap().status().as_u16()
+        });
+        assert_eq!(got, status, "HTTP/2, {length}");
+    }
+}

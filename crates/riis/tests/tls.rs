@@ -553,3 +553,29 @@ fn a_large_response_reaches_a_slow_reader_whole_and_the_connection_goes_on() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, b"site a");
 }
+
+/// A client that ends its side of the connection after whole requests
+/// gets every answer, whether it sent TLS's close_notify first or closed
+/// TCP without it (many clients do; rustls reports that as a truncation,
+/// which after whole requests it is not).
+#[test]
+fn a_client_that_half_closes_gets_every_answer_with_or_without_close_notify() {
+    let site = two_sites();
+    for round in 0..20 {
+        let (_, _, mut tls) = connect(site.server.addr, "a.test", &[b"http/1.1"]);
+        tls.write_all(&b"GET /index.txt HTTP/1.1\r\nHost: a.test\r\n\r\n".repeat(3))
+            .unwrap();
+        tls.flush().unwrap();
+        if round % 2 == 1 {
+            tls.conn.send_close_notify();
+            while tls.conn.wants_write() {
+                tls.conn.write_tls(&mut tls.sock).unwrap();
+            }
+        }
+        tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("site a").count(), 3, "round {round}: {text}");
+    }
+}
