@@ -214,7 +214,12 @@ impl DynamicCompression {
         let encoded = match file_len {
             // A file's 304: its 200 was encoded only at `min_size` or more.
             Some(len) if len < config.min_size => return,
-            Some(len) if content_encoding::type_listed(guessed.as_ref(), &config.mime_types) => {
+            // A file whose name says its type: this module encodes it if
+            // that type is listed, and never otherwise.
+            Some(len) if guessed.is_some() => {
+                if !content_encoding::type_listed(guessed.as_ref(), &config.mime_types) {
+                    return;
+                }
                 content_encoding::negotiate(ctx.request().headers()).is_some()
                     && len <= MAX_FILE_BYTES
             }
