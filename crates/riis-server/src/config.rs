@@ -259,10 +259,13 @@ impl Default for Limits {
             max_connections_per_client: 0,
             max_requests_per_connection: 1000,
             http2_max_concurrent_streams: 128,
-            // hyper's defaults: a stream can fill a 1 MiB upload without
-            // waiting a round trip for WINDOW_UPDATE.
+            // A stream can fill a 1 MiB upload without waiting a round
+            // trip for WINDOW_UPDATE; the connection's window is four of
+            // those, so that a stream whose module does not read (a
+            // WebSocket whose server stopped reading, an upload nobody
+            // takes yet) does not hold up the connection's other streams.
             http2_initial_stream_window_size: 1024 * 1024,
-            http2_initial_connection_window_size: 1024 * 1024,
+            http2_initial_connection_window_size: 4 * 1024 * 1024,
         }
     }
 }

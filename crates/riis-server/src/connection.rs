@@ -759,6 +759,13 @@ impl InService {
         self.state.activity.peer_closed()
     }
 
+    /// `timeouts.send` of the configuration the connection runs under
+    /// (`None` for no limit).
+    pub fn send_timeout(&self) -> Option<std::time::Duration> {
+        let send = self.state.current.load().timeouts.send;
+        (send > 0).then(|| std::time::Duration::from_secs(send))
+    }
+
     /// The response goes out cut short ([`Activity::abort_on_close`]).
     pub fn abort_on_close(&self) {
         self.state.activity.abort_on_close();

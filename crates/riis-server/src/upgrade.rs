@@ -24,6 +24,7 @@
 //! `101` as a `200`, and hyper hands over the stream ([`http2_stream`]),
 //! which counts its connection in service while it is open.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -168,6 +169,8 @@ pub(crate) fn http2_stream(
         if let Ok(upgraded) = upgrade.await {
             let _ = tx.send(Box::new(Http2Upgraded {
                 io: hyper_util::rt::TokioIo::new(upgraded),
+                send_timeout: in_service.send_timeout(),
+                stalled: None,
                 _in_service: in_service,
             }) as Box<dyn riis_pipeline::UpgradedIo>);
         }
@@ -176,10 +179,48 @@ pub(crate) fn http2_stream(
 }
 
 /// A WebSocket's HTTP/2 stream, as tokio's reads and writes.
+///
+/// A client that gives the stream no flow-control window for
+/// `timeouts.send` fails the write that waits for it (`TimedOut`), as a
+/// lent HTTP/1.1 connection's client that stops reading meets the send
+/// timeout: the module then ends its side (ReverseProxy closes the
+/// server's connection) rather than hold it for its own idle timeout.
 struct Http2Upgraded {
     io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+    /// `timeouts.send`.
+    send_timeout: Option<std::time::Duration>,
+    /// Since a write first waited for window, the deadline it meets.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Keeps the connection counted in service while the stream is open.
     _in_service: InService,
+}
+
+impl Http2Upgraded {
+    /// `written`, a write's (or flush's) outcome, held to the send
+    /// timeout: waiting starts the clock, progress stops it.
+    fn held_to_send_timeout<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if !written.is_pending() {
+            self.stalled = None;
+            return written;
+        }
+        let Some(limit) = self.send_timeout else {
+            return written;
+        };
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client gave the stream no window for timeouts.send",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Http2Upgraded {
@@ -198,11 +239,13 @@ impl AsyncWrite for Http2Upgraded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.held_to_send_timeout(cx, written)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let flushed = Pin::new(&mut self.io).poll_flush(cx);
+        self.held_to_send_timeout(cx, flushed)
     }
 
     /// Ends the stream's sending half (END_STREAM); the client may still

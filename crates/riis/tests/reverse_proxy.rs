@@ -41,6 +41,8 @@ struct Seen {
     requests: Mutex<Vec<Received>>,
     /// `/stream` may send its second part.
     go: (Mutex<bool>, Condvar),
+    /// `/ws-flood`'s writes stopped: its connection was closed.
+    flood_ended: std::sync::atomic::AtomicBool,
     /// The targets of the heads read so far, each noted before its body is
     /// read.
     heads: Mutex<Vec<String>>,
@@ -318,6 +320,22 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                     }
                     let _ = out.write_all(format!("echo: {line}").as_bytes());
                 }
+            }
+            // A WebSocket whose server sends and sends, until its
+            // connection is closed.
+            "/ws-flood" => {
+                let accept = websocket_accept(received.header("sec-websocket-key").unwrap_or(""));
+                let _ = out.write_all(
+                    format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                let piece = vec![b'x'; 64 * 1024];
+                while out.write_all(&piece).is_ok() {}
+                seen.flood_ended
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
             }
             // A health check: a backend named `sick` fails it.
             "/health" if name == "sick" => respond(
@@ -1704,6 +1722,43 @@ fn websockets_over_http2_pass_through() {
     assert_eq!(got.header("host"), Some("front.test"));
     let key = got.header("sec-websocket-key").unwrap();
     assert_eq!(key.len(), 24, "16 bytes in base64: {key}");
+}
+
+/// A WebSocket over HTTP/2 whose client gives it no window is held to
+/// `timeouts.send`, as an HTTP/1.1 client that stops reading is: the
+/// tunnel ends, and with it the server's connection, long before the
+/// location's own idle `timeout`.
+#[test]
+fn a_websocket_over_http2_whose_client_stops_reading_meets_the_send_timeout() {
+    let backend = Backend::start("a");
+    let extra = format!(
+        "[[sites.locations]]\npath = \"/ws-flood\"\n\
+         proxy = {{ servers = [\"http://{}\"], timeout = 120 }}\n\
+         [timeouts]\nsend = 1\n",
+        backend.addr
+    );
+    let (_dir, server) = start_with(&[&backend], &extra);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = common::http2_websocket_client(server.addr).await;
+        let ask = common::extended_connect("http://t/ws-flood", "websocket");
+        let (response, _send) = client.send_request(ask, false).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        // Its body is never read: no window goes back.
+        let _body = response.into_body();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !backend.seen.flood_ended.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server's connection is still open"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
 }
 
 /// A WebSocket handshake passes through with both hop-by-hop headers, the
