@@ -228,6 +228,10 @@ pub enum NoResponse {
     /// connection (RFC 9113 §8.7). hyper's GOAWAY becomes final only once
     /// the client answers a PING; until then it would serve new streams.
     Refused,
+    /// A WebSocket over HTTP/2 answered with a success that is not a
+    /// switch: its stream is cancelled (CANCEL), which fails the
+    /// WebSocket; nothing failed on the server's side.
+    NotSwitched,
 }
 
 /// REFUSED_STREAM as hyper finds it ([`NoResponse::Refused`]'s source):
@@ -236,11 +240,18 @@ pub enum NoResponse {
 static REFUSED_STREAM: std::sync::LazyLock<h2::Error> =
     std::sync::LazyLock::new(|| h2::Reason::REFUSED_STREAM.into());
 
+/// CANCEL, [`NoResponse::NotSwitched`]'s source.
+static CANCEL: std::sync::LazyLock<h2::Error> =
+    std::sync::LazyLock::new(|| h2::Reason::CANCEL.into());
+
 impl std::fmt::Display for NoResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NoResponse::Reset => f.write_str("the connection was reset by a module"),
             NoResponse::Refused => f.write_str("a stream opened after GOAWAY was refused"),
+            NoResponse::NotSwitched => {
+                f.write_str("a WebSocket over HTTP/2 was answered without a switch")
+            }
         }
     }
 }
@@ -251,6 +262,7 @@ impl std::error::Error for NoResponse {
         match self {
             NoResponse::Reset => None,
             NoResponse::Refused => Some(&*REFUSED_STREAM),
+            NoResponse::NotSwitched => Some(&*CANCEL),
         }
     }
 }
@@ -372,8 +384,9 @@ fn http2_fields_as_http1(req: &mut Request<Incoming>) {
 
 /// An HTTP/2 extended CONNECT (RFC 8441): one for a WebSocket becomes the
 /// request HTTP/1.1 makes for it, `GET` with `Connection: upgrade`,
-/// `Upgrade: websocket` and a `Sec-WebSocket-Key` (RFC 8441 §5 leaves the
-/// key out; modules and the servers behind them expect one), so every
+/// `Upgrade: websocket` and a `Sec-WebSocket-Key` of the server's making
+/// (RFC 8441 §5 leaves the key out; modules and the servers behind them
+/// expect one), so every
 /// module that answers a WebSocket handshake answers this one too. Returns
 /// where the stream comes from after the answer; another `:protocol` gets
 /// 501. A plain CONNECT is left as it is.
@@ -397,9 +410,10 @@ fn extended_connect(
     let headers = req.headers_mut();
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-    if !headers.contains_key(http::header::SEC_WEBSOCKET_KEY) {
-        headers.insert(http::header::SEC_WEBSOCKET_KEY, websocket_key());
-    }
+    // Always the server's: HTTP/2 has no use for a client's key (RFC 8441
+    // §5), and one the server made is what proves that the module (or the
+    // server behind it) read this request.
+    headers.insert(http::header::SEC_WEBSOCKET_KEY, websocket_key());
     Ok(Some(hyper::upgrade::on(req)))
 }
 
@@ -659,7 +673,7 @@ fn serve_site(
                     Some(can) => match switching_response(out, can, &shape) {
                         Switching::Switch(reply) | Switching::Refused(reply) => reply,
                     },
-                    None if unswitched_websocket(&out, &shape) => Err(NoResponse::Reset),
+                    None if unswitched_websocket(&out, &shape) => Err(NoResponse::NotSwitched),
                     None => final_response(out, &shape),
                 };
                 if shape.discard_request_body.is_none() {
@@ -754,7 +768,7 @@ async fn drive(
                     let reading_on = !out.is_final && exec.context().is_full_duplex();
                     let is_final = out.is_final;
                     let mut response = if unswitched_websocket(&out, &shape) {
-                        Err(NoResponse::Reset)
+                        Err(NoResponse::NotSwitched)
                     } else if is_switch(&out) {
                         let can = can_switch(&mut exec, &reader.body);
                         match switching_response(out, can, &shape) {
@@ -1450,7 +1464,7 @@ fn is_switch(out: &Output) -> bool {
 /// not a switch (a file, say, from a handler that ignores the handshake).
 /// Over HTTP/1.1 such an answer fails the handshake; over HTTP/2 a 2xx
 /// would tell the client its WebSocket is open (RFC 8441 §5), so the
-/// stream is reset instead, which fails it.
+/// stream is cancelled instead (RST_STREAM with CANCEL), which fails it.
 fn unswitched_websocket(out: &Output, shape: &ResponseShape) -> bool {
     shape.http2_websocket.is_some()
         && out.head.as_ref().is_some_and(|head| {
