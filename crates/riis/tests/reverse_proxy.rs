@@ -411,6 +411,7 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                 b"tea",
                 &received.method,
             ),
+            "/tres-bien" => respond(out, "200 Très bien", &[], b"ok", &received.method),
             "/missing" => respond(
                 out,
                 "404 Not Found",
@@ -816,6 +817,9 @@ fn the_backends_answer_passes_through_with_its_own_headers_status_and_errors() {
         (418, "I Am Short And Stout")
     );
     assert_eq!(teapot.text(), "tea");
+    // A reason beyond ASCII gives way to the status's own.
+    let tres_bien = conn.get("/tres-bien");
+    assert_eq!((tres_bien.status, tres_bien.reason.as_str()), (200, "OK"));
 
     // The backend's own error page, not CustomError's.
     let missing = conn.get("/missing");

@@ -1421,7 +1421,9 @@ fn response_head(
         .extensions
         .get::<hyper::ext::ReasonPhrase>()
         .and_then(|r| std::str::from_utf8(r.as_bytes()).ok())
-        .filter(|r| Some(*r) != parts.status.canonical_reason())
+        // One the parser could not keep (beyond ASCII, which it reads as
+        // empty), or an empty one, gives way to the status's own.
+        .filter(|r| !r.is_empty() && r.is_ascii() && Some(*r) != parts.status.canonical_reason())
         .map(str::to_owned);
     let mut headers = Vec::with_capacity(parts.headers.len());
     let mut content_length = None;
