@@ -1807,6 +1807,12 @@ fn websockets_pass_through() {
     assert_eq!(conn.read_line(), "echo: first\n");
     let status = common::riis_status(&dir.path().join("riis.toml"));
     assert!(status.contains("proxy_tunnels_open: 1"), "{status}");
+    // Still counted once a reload replaced the configuration it opened
+    // under, and still passing bytes.
+    let reloaded = common::riis_reload(&dir.path().join("riis.toml"));
+    assert!(reloaded.status.success(), "{reloaded:?}");
+    let status = common::riis_status(&dir.path().join("riis.toml"));
+    assert!(status.contains("proxy_tunnels_open: 1"), "{status}");
     conn.send_raw(b"second\n");
     assert_eq!(conn.read_line(), "echo: second\n");
     conn.send_raw(b"bye\n");

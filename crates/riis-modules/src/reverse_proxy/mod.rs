@@ -971,10 +971,15 @@ pub fn register_module(
     _server: &ServerInfo,
 ) -> Result<(), ModuleError> {
     let config = registration.declare_section::<ReverseProxyConfig>("proxy")?;
+    // Exchanges and tunnels are counted for the whole process: those of a
+    // configuration a reload replaced still run (a WebSocket may for
+    // hours), and `riis status` asks the new one.
+    static RUNNING: std::sync::LazyLock<Arc<AtomicUsize>> = std::sync::LazyLock::new(Arc::default);
+    static TUNNELS: std::sync::LazyLock<Arc<AtomicUsize>> = std::sync::LazyLock::new(Arc::default);
     let shared = Arc::new(Shared {
         pools: Arc::default(),
-        running: Arc::default(),
-        tunnels: Arc::default(),
+        running: RUNNING.clone(),
+        tunnels: TUNNELS.clone(),
     });
     let (pools, running) = (shared.pools.clone(), shared.running.clone());
     let tunnels = shared.tunnels.clone();
