@@ -292,6 +292,18 @@ pub fn mark_encoded(headers: &mut HeaderMap, coding: Coding) {
     weaken_etag(headers);
 }
 
+/// Whether the request's `If-None-Match` lists the weak form (`W/"x"`) of
+/// `etag`, a strong tag (`"x"`): the tag the compression modules give what
+/// they encode, so the client holds an encoded body.
+pub fn lists_weak_form(request: &HeaderMap, etag: &str) -> bool {
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().strip_prefix("W/") == Some(etag))
+}
+
 /// Makes a strong `ETag` weak (`"x"` to `W/"x"`).
 pub fn weaken_etag(headers: &mut HeaderMap) {
     if let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {

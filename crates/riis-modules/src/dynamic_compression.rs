@@ -244,21 +244,11 @@ impl DynamicCompression {
 /// Whether the request's `If-None-Match` lists the weak form (`W/"…"`) of
 /// the response's strong ETag.
 fn holds_weak_form(ctx: &HttpContext) -> bool {
-    let Some(etag) = ctx
-        .response()
+    ctx.response()
         .header(header::ETAG)
         .and_then(|v| v.to_str().ok())
         .filter(|e| e.starts_with('"'))
-    else {
-        return false;
-    };
-    ctx.request()
-        .headers()
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().strip_prefix("W/") == Some(etag))
+        .is_some_and(|etag| content_encoding::lists_weak_form(ctx.request().headers(), etag))
 }
 
 impl HttpModule for DynamicCompression {

@@ -140,6 +140,23 @@ pub(crate) fn canonical_url_path(decoded: &str) -> String {
     out
 }
 
+/// 128 bits that do not repeat: the system's randomness, or without it the
+/// clock and a counter, which still never repeat within this process. For
+/// tokens and nonces (WebDAV lock tokens, a WebSocket key), not secrets.
+pub fn nonce() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    if getrandom::getrandom(&mut b).is_err() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b[..8].copy_from_slice(&now.to_le_bytes());
+        b[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    }
+    b
+}
+
 /// How deep elements nest in `xml`, by a scan that skips comments, CDATA,
 /// declarations and quoted attribute values (the parser reports any other
 /// error itself). roxmltree parses nested elements by recursion, so a

@@ -385,31 +385,25 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     if user.is_empty() && req.headers().contains_key(header::AUTHORIZATION) {
         return None;
     }
-    let mut key = String::with_capacity(64);
-    key.push_str(itoa::Buffer::new().format(ctx.site().site_id));
-    key.push('\0');
-    // The port (an https binding's answer is not an http one's) and the
-    // host (a handler may write absolute URLs).
-    key.push_str(itoa::Buffer::new().format(req.local_address().port()));
-    key.push('\0');
-    // The host the client asked for (an absolute-form target's over the
-    // `Host` header, RFC 9112 §3.2.2), and the one the handler sees
-    // (`HTTP_HOST`) when a rule set another: a proxied application builds
-    // links from the first (`X-Forwarded-Host`) and may pick a site by
-    // the second, so a request cannot store an answer made for one host
-    // under another's key.
-    let asked_host = req.client_host().unwrap_or_default().to_ascii_lowercase();
-    key.push_str(&asked_host);
+    // The URL as a change to it goes (`url_of`): site, port (an https
+    // binding's answer is not an http one's), the host the client asked
+    // for (a handler may write absolute URLs) and the path. Then the host
+    // the handler sees (`HTTP_HOST`) when a rule set another: a proxied
+    // application builds links from the first (`X-Forwarded-Host`) and may
+    // pick a site by the second, so a request cannot store an answer made
+    // for one host under another's key.
+    let mut key = url_of(ctx);
     key.push('\0');
     let host = ctx.server_variable("HTTP_HOST").unwrap_or_default();
-    if !host.eq_ignore_ascii_case(&asked_host) {
+    if req
+        .client_host()
+        .is_none_or(|asked| !host.eq_ignore_ascii_case(&asked))
+    {
         key.push_str(&host.to_ascii_lowercase());
     }
     key.push('\0');
     // Each user's own (with `cache_authenticated`; anonymous is empty).
     key.push_str(user);
-    key.push('\0');
-    key.push_str(req.url());
     key.push('\0');
     // The path as the client wrote it, too: a proxied backend gets it raw
     // and may tell apart what the server decodes alike (`a%2Fb` and `a/b`,
@@ -445,8 +439,10 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
 }
 
 /// The URL a request is for, as far as a change to it goes: the site,
-/// port, host and path, whatever the user, query and headers (RFC 9111
-/// §4.4 makes every stored answer of the target URI stale).
+/// port, the host the client asked for (an absolute-form target's over
+/// `Host`, RFC 9112 §3.2.2) and the path, whatever the user, query and
+/// headers (RFC 9111 §4.4 makes every stored answer of the target URI
+/// stale). Every entry's key starts with it.
 fn url_of(ctx: &HttpContext) -> String {
     let req = ctx.request();
     let mut url = String::with_capacity(64);

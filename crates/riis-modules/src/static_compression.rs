@@ -718,14 +718,7 @@ impl StaticCompression {
             self.find_copy(&name).map(|copy| copy.len())
         };
         let weak = format!("W/{etag}");
-        let asked_for_copy = ctx
-            .request()
-            .headers()
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim() == weak);
+        let asked_for_copy = content_encoding::lists_weak_form(ctx.request().headers(), &etag);
         let served = content_encoding::negotiate(ctx.request().headers()).and_then(&copy_len);
         // A file's 200 carries `Vary` whether a copy exists yet or not
         // (`on_send_response`); a folder's only once its default

@@ -1227,6 +1227,19 @@ impl HttpModule for StaticFile {
             return code;
         }
 
+        // The file is read (or taken from the cache) before anything about
+        // it goes on the response, so one that cannot be read as probed
+        // (it shrank while being rewritten) gets an error that carries
+        // none of it: no validators, no range, no cache lifetime. HEAD and
+        // a 304 send no body and read nothing.
+        let source = if method == Method::HEAD || precondition == Precondition::NotModified {
+            None
+        } else {
+            match Self::source(ctx, len, own_file) {
+                Ok(s) => Some(s),
+                Err(code) => return code,
+            }
+        };
         let resp = ctx.response_mut();
         resp.clear_entity();
         if let Some(v) = validators.modified.and_then(last_modified) {
@@ -1235,7 +1248,6 @@ impl HttpModule for StaticFile {
         if let Some(etag) = validators.etag.clone() {
             resp.set_header(header::ETAG, etag);
         }
-        let cache_header_name = cache_header.as_ref().map(|(name, _)| name.clone());
         if let Some((name, value)) = cache_header {
             resp.set_header(name, value);
         }
@@ -1280,36 +1292,13 @@ impl HttpModule for StaticFile {
                 vec![Piece::Data(0, len)]
             }
         };
-        if method == Method::HEAD {
+        let Some(source) = source else {
+            // HEAD (a 304 returned above): the body is counted, not read.
             let total: u64 = pieces.iter().map(Piece::len).sum();
             resp.set_header(header::CONTENT_LENGTH, HeaderValue::from(total));
             ctx.set_request_handled();
             return RequestNotificationStatus::Continue;
-        }
-        let source = match Self::source(ctx, len, own_file) {
-            Ok(s) => s,
-            Err(code) => {
-                // The file could not be read as probed (it shrank while
-                // being rewritten): the error carries nothing that
-                // described it, neither its validators, nor a range of it,
-                // nor how long to keep it.
-                let resp = ctx.response_mut();
-                for name in [
-                    header::ETAG,
-                    header::LAST_MODIFIED,
-                    header::ACCEPT_RANGES,
-                    header::CONTENT_RANGE,
-                    header::CONTENT_TYPE,
-                ]
-                .into_iter()
-                .chain(cache_header_name)
-                {
-                    resp.delete_header(name);
-                }
-                return code;
-            }
         };
-        let resp = ctx.response_mut();
         for piece in pieces {
             match piece {
                 Piece::Bytes(b) => resp.write(b),

@@ -499,28 +499,24 @@ impl ResponseBody {
                     let Some(rx) = &mut this.stream else {
                         return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(*t))));
                     };
-                    let next = match rx.poll_recv(cx) {
-                        Poll::Ready(next) => next,
+                    let Poll::Ready(next) = rx.poll_recv(cx) else {
                         // The client ended its side of the connection and
                         // the rest waits for a module: given up as if the
                         // client had left (see `Activity::peer_closed`).
                         // What was ready went out first.
-                        Poll::Pending
-                            if this.in_service.as_ref().is_some_and(InService::peer_closed) =>
-                        {
-                            this.stream = None;
-                            // Ended with a reset: to a client reading to
-                            // the close, a plain one would look like the
-                            // end of a whole body.
-                            if let Some(guard) = &this.in_service {
-                                guard.abort_on_close();
-                            }
-                            return Poll::Ready(Some(Err(io::Error::new(
-                                io::ErrorKind::ConnectionAborted,
-                                "the client ended its side of the connection",
-                            ))));
-                        }
-                        Poll::Pending => return Poll::Pending,
+                        let Some(guard) = this.in_service.as_ref().filter(|g| g.peer_closed())
+                        else {
+                            return Poll::Pending;
+                        };
+                        // Ended with a reset: to a client reading to the
+                        // close, a plain one would look like the end of a
+                        // whole body.
+                        guard.abort_on_close();
+                        this.stream = None;
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "the client ended its side of the connection",
+                        ))));
                     };
                     match next {
                         Some(Ok(more)) => {

@@ -1402,23 +1402,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
             Poll::Pending => false,
         };
         if ended && state.framing.between_requests() {
+            if self.conn.activity.note_peer_closed() {
+                // The client ended its side after whole requests (a
+                // half-close: `shutdown(SHUT_WR)`, `nc -N`, HTTP/1.0 tools)
+                // while one is in service. hyper, told now, would close the
+                // connection at once and drop the answers it owes. They go
+                // out first: the end is kept from hyper until no request is
+                // in service (`Activity::ended` wakes the connection), and
+                // hyper then closes after the last response, as nginx does.
+                // The socket reports the end again when read again.
+                // Requests that wait on a module are given up meanwhile, as
+                // before (`Activity::peer_closed`): a client that closed may
+                // as well have left.
+                return Poll::Pending;
+            }
+            // Nothing in service: hyper closes the idle connection.
             r = Poll::Ready(Ok(()));
-        } else if ended && matches!(r, Poll::Ready(Err(_))) {
-            return r;
-        }
-        if ended && state.framing.between_requests() && self.conn.activity.note_peer_closed() {
-            // The client ended its side after whole requests (a
-            // half-close: `shutdown(SHUT_WR)`, `nc -N`, HTTP/1.0 tools)
-            // while one is in service. hyper, told now, would close the
-            // connection at once and drop the answers it owes. They go out
-            // first: the end is kept from hyper until no request is in
-            // service (`Activity::ended` wakes the connection), and hyper
-            // then closes after the last response, as nginx does. The
-            // socket reports the end again when read again. Requests that
-            // wait on a module are given up meanwhile, as before
-            // (`Activity::peer_closed`): a client that closed may as well
-            // have left.
-            return Poll::Pending;
         }
         if !read.is_empty() {
             let activity = &self.conn.activity;

@@ -420,17 +420,7 @@ fn extended_connect(
 /// A `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1).
 fn websocket_key() -> HeaderValue {
     use base64::Engine as _;
-    let mut nonce = [0u8; 16];
-    if getrandom::getrandom(&mut nonce).is_err() {
-        // No randomness to be had: the time will do for a nonce whose only
-        // job is to show that the server speaks WebSocket.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        nonce = t.to_le_bytes();
-    }
-    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    let key = base64::engine::general_purpose::STANDARD.encode(riis_modules::nonce());
     HeaderValue::from_str(&key).expect("base64 is a valid header value")
 }
 

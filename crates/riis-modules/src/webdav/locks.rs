@@ -206,18 +206,7 @@ impl LockTable {
 
 /// A new lock token: `urn:uuid:` and a random (version 4) UUID.
 pub(crate) fn new_token() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::getrandom(&mut b).is_err() {
-        // Without the system's randomness, the clock and a counter still
-        // make tokens that do not repeat within this process.
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        b[..8].copy_from_slice(&now.to_le_bytes());
-        b[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    }
+    let mut b = crate::nonce();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
