@@ -521,6 +521,24 @@ impl HttpModule for BasicAuthentication {
         if ctx.user().is_some_and(|u| !u.name().is_empty()) {
             return RequestNotificationStatus::Continue;
         }
+        if ctx
+            .request()
+            .headers()
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            // Two sets of credentials: which one is checked, and which one
+            // a FastCGI application or a proxied server reads, could
+            // differ. nginx refuses the request the same way.
+            tracing::info!(
+                url = %ctx.request().raw_url(),
+                "BasicAuthentication: more than one Authorization header"
+            );
+            // E_INVALIDARG
+            return crate::end_with_error(ctx, StatusCode::BAD_REQUEST, 0, 0x8007_0057);
+        }
         let (name, password) = match credentials(ctx) {
             None => return RequestNotificationStatus::Continue,
             Some(Err(why)) => return Self::refuse(ctx, why, None),
@@ -562,10 +580,15 @@ impl HttpModule for BasicAuthentication {
         };
         let client = crate::ip_restriction::client_network(ctx.request().remote_address().ip());
         let Some(slot) = CheckSlot::take(&self.shared.checking, client) else {
-            tracing::warn!(
-                address = %client,
-                "BasicAuthentication: {CHECKS_PER_CLIENT} logons of one client are being checked already"
-            );
+            // One line a second: a client past its limit is usually a flood.
+            static PER_CLIENT_LOG: crate::LogGate = crate::LogGate::new();
+            if let Some(held_back) = PER_CLIENT_LOG.pass() {
+                tracing::warn!(
+                    address = %client,
+                    held_back,
+                    "BasicAuthentication: {CHECKS_PER_CLIENT} logons of one client are being checked already"
+                );
+            }
             return too_busy(ctx);
         };
         let check = Check {
@@ -576,7 +599,13 @@ impl HttpModule for BasicAuthentication {
             _slot: slot,
         };
         if self.shared.checks.queue(check).is_err() {
-            tracing::warn!("BasicAuthentication: too many logons waiting to be checked");
+            static BUSY_LOG: crate::LogGate = crate::LogGate::new();
+            if let Some(held_back) = BUSY_LOG.pass() {
+                tracing::warn!(
+                    held_back,
+                    "BasicAuthentication: too many logons waiting to be checked"
+                );
+            }
             return too_busy(ctx);
         }
         self.checking = Some((name, roles, digest));

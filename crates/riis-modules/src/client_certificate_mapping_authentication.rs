@@ -298,12 +298,14 @@ pub struct ClientCertificateMappingAuthentication {
 
 impl HttpModule for ClientCertificateMappingAuthentication {
     fn on_authenticate_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        if ctx.user().is_some_and(|u| !u.name().is_empty()) {
-            return RequestNotificationStatus::Continue;
-        }
         let Some(cert) = ctx.client_certificate() else {
             return RequestNotificationStatus::Continue;
         };
+        // A module that ran before this one (Basic, at the same priority)
+        // may have logged a user on already. The certificate's mappings are
+        // read all the same: a deny refuses the certificate whoever else
+        // vouches for the client, whatever the order of the module list.
+        let logged_on = ctx.user().is_some_and(|u| !u.name().is_empty());
         // After a rewrite, the mappings of the location the client asked
         // for and of this one: a deny in either denies, and a location
         // whose mappings do not know the certificate logs nobody on, so a
@@ -339,7 +341,7 @@ impl HttpModule for ClientCertificateMappingAuthentication {
                 Mapped::Unmapped => unknown = true,
             }
         }
-        if let Some(user) = user.filter(|_| !unknown) {
+        if let Some(user) = user.filter(|_| !unknown && !logged_on) {
             ctx.set_user(user);
         }
         RequestNotificationStatus::Continue

@@ -165,11 +165,7 @@ fn forwarded_client(ctx: &HttpContext, config: &ForwardedForConfig) -> Option<So
         .get_all(&config.header.0)
         .iter()
         .rev()
-        .flat_map(|v| {
-            v.as_bytes()
-                .rsplit(|&b| b == b',' || b.is_ascii_whitespace())
-        })
-        .filter(|entry| !entry.is_empty());
+        .flat_map(|v| crate::forwarded_entries(v.as_bytes()).rev());
     let mut client = None;
     for entry in entries {
         let Some((address, port)) = crate::forwarded_entry(entry) else {

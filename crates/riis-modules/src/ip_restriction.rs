@@ -677,7 +677,7 @@ fn forwarded_items(ctx: &HttpContext) -> impl Iterator<Item = &[u8]> {
         .headers()
         .get_all("x-forwarded-for")
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .flat_map(|v| crate::forwarded_entries(v.as_bytes()))
 }
 
 /// The client the nearest proxy names: the last entry of

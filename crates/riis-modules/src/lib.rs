@@ -52,6 +52,15 @@ use std::path::Path;
 
 use riis_pipeline::RegisterModuleFn;
 
+/// The entries of one `X-Forwarded-For` line (or a header like it), in
+/// order: separated by commas or spaces, as nginx's realip module reads
+/// them, empty ones skipped. IpRestriction and ForwardedFor read the same
+/// entries, so an address one module sees the other sees too.
+pub(crate) fn forwarded_entries(line: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    line.split(|&b| b == b',' || b.is_ascii_whitespace())
+        .filter(|entry| !entry.is_empty())
+}
+
 /// One entry of `X-Forwarded-For` (or a header like it) as an address and
 /// the port it may carry: `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`,
 /// `[2001:db8::1]` or `[2001:db8::1]:4711`, spaces around it ignored. An

@@ -4,10 +4,10 @@
 //! Registers for **AuthenticateRequest** at High priority: a client
 //! certificate is the first thing a client proves, so a location that
 //! requires one answers 403.7 before an authentication scheme asks for a
-//! password (401). The redirections of BeginRequest (`HttpRedirection`,
-//! `UrlRewrite`) run earlier, so a rule that sends plain HTTP to `https://`
-//! still works on a location that requires TLS (IIS answers 403.4 first,
-//! which makes such rules useless there).
+//! password (401). UrlRewrite's rules run earlier (BeginRequest), so a rule
+//! that sends plain HTTP to `https://` still works on a location that
+//! requires TLS (IIS answers 403.4 first, which makes such rules useless
+//! there). HttpRedirection decides later (MapRequestHandler) and cannot.
 //!
 //! - A request over plain HTTP to a location with `require_ssl` or
 //!   `require_client_certificate` gets **403.4** (SSL required).

@@ -156,6 +156,20 @@ fn basic_logons_anonymous_access_and_url_rules() {
     // Malformed credentials.
     conn.send_raw(b"GET /members/a.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Basic !!!\r\n\r\n");
     assert_eq!(status(&conn.read_response(false)), "401.1");
+    // Two sets of credentials, a good one first: which one counts would
+    // be for each reader to guess, so neither does (as nginx: 400).
+    conn.send_raw(
+        format!(
+            "GET /members/a.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {}\r\n\
+             Authorization: Basic {}\r\n\r\n",
+            base64::engine::general_purpose::STANDARD.encode("bob:secret"),
+            base64::engine::general_purpose::STANDARD.encode("admin:x"),
+        )
+        .as_bytes(),
+    );
+    let twice = conn.read_response(false);
+    assert_eq!(status(&twice), "400");
+    assert_eq!(twice.header("www-authenticate"), None);
     // bcrypt and SHA-512-crypt users; the scheme in any case.
     assert_eq!(
         get_as(&mut conn, "/members/a.txt", Some("alice:wonderland")).status,

@@ -609,6 +609,39 @@ rules = [{ field = "subject", sub_field = "O", pattern = "Contoso*" }]
     let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
     let (status, _) = get(&mut tls, "a.test", "/").unwrap();
     assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+    server.stop();
+
+    // A deny refuses the certificate even when BasicAuthentication, listed
+    // first (the same priority), logged a user on with a good password.
+    let with_basic = site(deny).replacen(
+        "[[modules]]\nname = \"ClientCertificateMappingAuthentication\"",
+        "[[modules]]\nname = \"BasicAuthentication\"\n\
+         [[modules]]\nname = \"ClientCertificateMappingAuthentication\"",
+        1,
+    ) + "\n[basic_authentication]\nenabled = true\nuser_file = \"users\"\n";
+    let server = InProcessServer::start(&with_basic, TEST_MODULES);
+    // `openssl passwd -6 -salt saltsalt secret`
+    std::fs::write(
+        server.dir().join("users"),
+        "bob:$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1\n",
+    )
+    .unwrap();
+    let mut tls = connect(server.addr, "a.test", Some(&pki.client)).unwrap();
+    let authorization = "Authorization: Basic Ym9iOnNlY3JldA==";
+    tls.write_all(format!("GET / HTTP/1.1\r\nHost: a.test\r\n{authorization}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = [0u8; 64];
+    let n = tls.read(&mut answer).unwrap();
+    let status = String::from_utf8_lossy(&answer[..n]);
+    assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+    // Without the certificate the same credentials log bob on.
+    let mut plain = connect(server.addr, "a.test", None).unwrap();
+    plain
+        .write_all(format!("GET / HTTP/1.1\r\nHost: a.test\r\n{authorization}\r\n\r\n").as_bytes())
+        .unwrap();
+    let n = plain.read(&mut answer).unwrap();
+    let status = String::from_utf8_lossy(&answer[..n]);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
 }
 
 /// An IIS-style C++ module (`examples/native/cpp/client_certificate.cpp`,

@@ -177,6 +177,8 @@ ip_security = { proxy_mode = true, rules = [{ address = "203.0.113.0/24", allowe
         "198.51.100.1, 203.0.113.9",
         "203.0.113.9:4711",
         "unknown, 203.0.113.200",
+        // Spaces separate entries too, as for ForwardedFor (and nginx).
+        "203.0.113.9 10.0.0.1",
     ] {
         conn.send_raw(
             format!(
