@@ -88,8 +88,10 @@
  *     child runs its AuthenticateRequest, starting from the parent's user;
  *     with one it runs as that user (its name and authentication type) and
  *     skips authentication, as in IIS (needs a riis with ABI 1.2). Of the
- *     EXECUTE_FLAG_* values,
- *     BUFFER_RESPONSE, DISABLE_CUSTOM_ERROR and SAME_URL are honoured.
+ *     EXECUTE_FLAG_* values, NO_HEADERS,
+ *     BUFFER_RESPONSE, DISABLE_CUSTOM_ERROR and SAME_URL are honoured. A
+ *     child whose URL is the parent's needs SAME_URL: without it,
+ *     ExecuteRequest fails with E_INVALIDARG (a loop guard).
  *     CloneContext copies method, URL, headers and user whatever the
  *     CLONE_FLAG_* values, but for CLONE_FLAG_NO_PRECONDITION, which leaves
  *     the If-* and Range headers out.
@@ -106,7 +108,13 @@
  *     THREADS), and that thread may write the response before (SetStatus,
  *     SetHeader, DeleteHeader, WriteEntityChunks from memory, Clear,
  *     ClearHeaders: made on the request's thread when it resumes); every
- *     other method only during a call, on its thread.
+ *     other method only during a call, on its thread. Signal once per
+ *     Pending. The first signal may end the request, and the module
+ *     instance and its IHttpContext are deleted with it (as in IIS): a
+ *     second IndicateCompletion, or any call on that context after the
+ *     signal, is a use of freed memory and may crash the server. (A C
+ *     module that signals twice gets 0x8007139F instead, since its context
+ *     is a handle the server checks.)
  *
  * CUSTOM NOTIFICATIONS
  *   A module raises one as in IIS: it derives a class from
@@ -114,7 +122,9 @@
  *   UTF-8) and passes an object to IHttpContext::NotifyCustomNotification
  *   (RQ_CUSTOM_NOTIFICATION) or IHttpServer::NotifyCustomNotification
  *   (GL_CUSTOM_NOTIFICATION; only during a call for a request, whose context
- *   riis needs). The header raises it with the type name and, as the C
+ *   riis needs). Unlike IIS, the raising module's own
+ *   OnCustomRequestNotification is not called for it: a module that handles
+ *   what it raises calls its handler itself, after NotifyCustomNotification. The header raises it with the type name and, as the C
  *   `data`, the address of a small envelope (riis_cxx::CustomEnvelope: an
  *   8-byte magic then the object pointer). A C++ receiver finds the magic
  *   and gets the very object the raiser passed, so it can cast it to the
@@ -166,9 +176,10 @@
  *   IMetadataInfo (GetMetadata) has GetMetaPath and GetVrPath only: no
  *   GetVrToken (no Windows tokens) and no GetModuleContextContainer (riis
  *   keeps no container per configuration path).
- *   IAuthenticationProvider::SetUser(pUser) copies the name and type only:
- *   IHttpUser cannot list roles, so the request's user is in no role unless
- *   the module uses the riis overload that takes them. DisableNotifications
+ *   IAuthenticationProvider::SetUser(pUser) copies the name and type for
+ *   logs and server variables; for roles the server asks pUser's IsInRole,
+ *   as IIS does (the riis overload that takes a list of roles answers for
+ *   those without asking). DisableNotifications
  *   works (the adapter stops calling the instance for those notifications).
  *
  * RIIS ADDITIONS (not in IIS)

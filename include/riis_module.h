@@ -494,7 +494,8 @@ typedef struct riis_api {
     void *(*module_context)(riis_context *context, uint32_t scope);
     /** SetModuleContext: stores `data`; `cleanup` (may be NULL) runs exactly
      *  once when the scope ends (or, at request scope, when the value is
-     *  replaced). Connection and site values are shared by concurrent
+     *  replaced by another pointer; storing the stored pointer again only
+     *  takes the new `cleanup`, the old one never runs). Connection and site values are shared by concurrent
      *  requests, so one stored there stays (and NULL cannot be stored
      *  there): a second store fails with
      *  RIIS_E_ALREADY_ASSIGNED, as in IIS, and a pointer read there is
@@ -506,7 +507,9 @@ typedef struct riis_api {
     riis_hresult (*set_module_context)(riis_context *context, uint32_t scope, void *data,
                                        void (*cleanup)(void *data));
     /** NotifyCustomNotification: every module registered for
-     *  RIIS_RQ_CUSTOM_NOTIFICATION sees `type_name` and `data`, which the
+     *  RIIS_RQ_CUSTOM_NOTIFICATION, except the raising one (which is inside
+     *  its own call and handles its notification there), sees `type_name`
+     *  and `data`, which the
      *  server never reads, nor do httpserv.h receivers from a module built
      *  for 1.7 or later (a number cast to a pointer is fine; see
      *  RIIS_CUSTOM_UNDECLARED for older raisers). */

@@ -787,7 +787,10 @@ impl PipelineBuilder {
                             // riis refuses the configuration.
                             return Err(BuildError::new(
                                 format!("{}.modules", d.key),
-                                format!("module `{name}` did not register for ExecuteRequestHandler, so it cannot be a handler module"),
+                                format!(
+                                    "module `{name}` did not register for ExecuteRequestHandler, so handler `{}` cannot use it (a module loaded from an image under a built-in module's name replaces the built-in one)",
+                                    d.name
+                                ),
                             ));
                         }
                         Ok(index)

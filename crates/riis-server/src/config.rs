@@ -677,6 +677,15 @@ fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
             .map(|m| (*m).to_owned())
             .collect()
     };
+    // No `[[handlers]]` in the file: an error about a default handler (a
+    // module of a built-in's name that is no handler, as a native image
+    // named `StaticFile` would be) points at the module's entry.
+    let key_of = |names: &[String]| {
+        names
+            .first()
+            .and_then(|first| modules.iter().position(|e| &e.name == first))
+            .map_or_else(|| "modules".to_owned(), |i| format!("modules[{i}]"))
+    };
     let mut handlers = Vec::new();
     let protocol = listed(&["ProtocolSupport"]);
     if !protocol.is_empty() {
@@ -685,9 +694,9 @@ fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
             path: "*".into(),
             verbs: vec!["OPTIONS".into(), "TRACE".into()],
             resource_type: "Unspecified".into(),
+            key: key_of(&protocol),
             modules: protocol,
             allow_path_info: false,
-            key: "handlers".into(),
         });
     }
     let static_modules = listed(&["StaticFile", "DefaultDocument", "DirectoryListing"]);
@@ -698,9 +707,9 @@ fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
             // What its modules answer: OPTIONS then lists only these.
             verbs: vec!["GET".into(), "HEAD".into()],
             resource_type: "Either".into(),
+            key: key_of(&static_modules),
             modules: static_modules,
             allow_path_info: false,
-            key: "handlers".into(),
         });
     }
     handlers
@@ -1677,6 +1686,14 @@ impl ServerConfig {
         // serde reports an unknown field on the table that holds it; point at
         // the field itself when the message names it.
         let mut key = e.key.clone();
+        // A default handler's error names the module entry it came from
+        // (`default_handlers`), not a handler table's `modules` key.
+        if let Some(entry) = key
+            .strip_suffix(".modules")
+            .filter(|k| k.starts_with("modules["))
+        {
+            key = entry.to_owned();
+        }
         if let Some(field) = unknown_field(&e.message) {
             let already = key == field || key.ends_with(&format!(".{field}"));
             if !already {

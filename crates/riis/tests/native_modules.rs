@@ -347,6 +347,14 @@ fn request_contexts_of_a_c_module_are_cleaned_up() {
         .parse()
         .unwrap();
     assert!(n >= 10, "{text}");
+
+    // Storing the stored pointer again does not free it: the server is
+    // still there (a double free would have aborted it) and counts one
+    // cleanup for it.
+    for _ in 0..3 {
+        assert_eq!(conn.get("/c/store-same").text(), "stored twice same\n");
+    }
+    assert_eq!(conn.get("/plain.txt").status, 200);
 }
 
 /// Runs `riis check-config` on a configuration naming `image`.
@@ -367,6 +375,34 @@ fn check_config_with_image(dir: &TempDir, image: &str, precondition: &str) -> (b
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// An image loaded under a built-in handler's name replaces the built-in
+/// module; when it is no handler, the default handler riis would add for
+/// that name is refused, and the error points at the module's entry.
+#[test]
+fn an_image_under_a_built_in_handlers_name_is_refused_at_its_entry() {
+    let dir = TempDir::new("native-shadow");
+    let Some(()) = build_test_module(&dir) else {
+        return;
+    };
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[[global_modules]]\nname = \"StaticFile\"\nimage = \"libtest_module.so\"\n\n\
+         [[modules]]\nname = \"HelloWorld\"\n[[modules]]\nname = \"StaticFile\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(":7: key `modules[1]`"), "{stderr}");
+    assert!(
+        stderr.contains("handler `StaticFile` cannot use it"),
+        "{stderr}"
+    );
 }
 
 /// A line a module writes through its log source (ABI 1.11) names the

@@ -339,7 +339,17 @@ pub(super) unsafe extern "C" fn set_module_context(
             // using the pointer it read (IIS answers ERROR_ALREADY_ASSIGNED).
             let shared = match scope {
                 riis_abi::SCOPE_REQUEST => {
-                    ctx.module_contexts_mut().set(m, stored);
+                    let contexts = ctx.module_contexts_mut();
+                    // Storing the pointer that is stored already (a module
+                    // that stores its state on every notification) replaces
+                    // nothing: the old record's cleanup would free what
+                    // stays stored, and the request's end free it again.
+                    if let Some(old) = contexts.get_mut::<StoredContext>(m) {
+                        if old.data == data {
+                            old.cleanup = None;
+                        }
+                    }
+                    contexts.set(m, stored);
                     return Ok(());
                 }
                 // A shared value is never removed (another request may use

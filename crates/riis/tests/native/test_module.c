@@ -29,6 +29,7 @@
  *                   library (registered under another name) counts.
  *   /c/child        runs /c/hello as a buffered child request.
  *   /c/stats        request-context cleanups seen so far.
+ *   /c/store-same   the same pointer stored twice at request scope.
  *   /c/never        returns Pending and never completes (the server's
  *                   execution limit ends it).
  *   /c/orphan       returns Pending; another thread completes it 1.5 s
@@ -227,6 +228,17 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         api->response_set_header(ctx, "X-Pre", pre ? pre : "none", 1);
         api->response_set_header(ctx, "X-Greeting", greeting ? greeting : "none", 1);
         text(ctx, "hello from C\n");
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
+    if (strcmp(url, "/c/store-same") == 0) {
+        /* The same pointer stored twice at request scope (state kept on
+         * every notification): freed once, when the request ends. */
+        void *state = malloc(16);
+        riis_hresult a = api->set_module_context(ctx, RIIS_SCOPE_REQUEST, state, release_request_context);
+        riis_hresult b = api->set_module_context(ctx, RIIS_SCOPE_REQUEST, state, release_request_context);
+        snprintf(line, sizeof line, "%s %s\n", a == RIIS_S_OK && b == RIIS_S_OK ? "stored twice" : "refused",
+                 api->module_context(ctx, RIIS_SCOPE_REQUEST) == state ? "same" : "other");
+        text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
     }
     if (strcmp(url, "/c/assign-twice") == 0) {
