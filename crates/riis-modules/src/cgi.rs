@@ -926,7 +926,11 @@ impl Cgi {
             ] {
                 request.delete_header(name);
             }
-            ctx.execute_request(child, ExecuteFlags::default())
+            let flags = ExecuteFlags {
+                client_chosen_url: true,
+                ..ExecuteFlags::default()
+            };
+            ctx.execute_request(child, flags)
         });
         match started {
             Ok(()) => {

@@ -122,7 +122,9 @@ pub(crate) fn meta_variables(
         // route riis never judged. `Transfer-Encoding` described the
         // client's framing, which riis took off: the program gets the body
         // whole with CONTENT_LENGTH, and a WSGI server told the body is
-        // chunked would read none of it (Werkzeug does).
+        // chunked would read none of it (Werkzeug does). `Proxy-Authorization`
+        // carries a password as `Authorization` does, and goes with it
+        // (Apache's `CGIPassAuth` treats the two alike).
         if *name == header::CONTENT_LENGTH
             || *name == header::TRANSFER_ENCODING
             || *name == header::HOST
@@ -130,7 +132,8 @@ pub(crate) fn meta_variables(
             || name.as_str() == "x-original-url"
             || name.as_str() == "x-rewrite-url"
             || !crate::is_plain_header_name(name.as_str())
-            || (*name == header::AUTHORIZATION && !pass_authorization)
+            || ((*name == header::AUTHORIZATION || *name == header::PROXY_AUTHORIZATION)
+                && !pass_authorization)
         {
             continue;
         }

@@ -53,7 +53,9 @@
 //! `internal` (nginx's directive; IIS has none) keeps a location for the
 //! requests riis makes itself: child requests (an application's
 //! `X-Accel-Redirect`, CustomError's page, DefaultDocument's document) and
-//! URLs a module rewrote pass; a client's own request gets 404.
+//! URLs a module rewrote pass; a client's own request gets 404, and so
+//! does a CGI program's local redirect (its `Location` may be the client's
+//! choice: `ExecuteFlags::client_chosen_url`).
 //!
 //! IIS answers an over-long `Content-Length` with 404.13; riis uses 413, the
 //! status HTTP has for it. The size checks on bodies do not apply to child
@@ -402,7 +404,12 @@ fn verb_allowed(config: &RequestFilteringConfig, method: &str) -> bool {
 fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection> {
     let req = ctx.request();
     // As nginx's `internal`: a plain 404, as if there were nothing here.
-    if config.internal && ctx.child_depth() == 0 && req.url_changes() == 0 {
+    // A child whose URL the client may have chosen (a CGI local redirect)
+    // is judged as the client's own request, its URL as the client's: an
+    // open redirect must not open the location.
+    let clients_own =
+        (ctx.child_depth() == 0 && req.url_changes() == 0) || ctx.execute_flags().client_chosen_url;
+    if config.internal && clients_own {
         return Some(Rejection::new(
             "internal",
             StatusCode::NOT_FOUND,

@@ -53,6 +53,12 @@ pub struct ExecuteFlags {
     /// a buffered child that does not allow it, it has no effect. A riis
     /// extension: IIS has no such flag.
     pub stream_past_buffer_limit: bool,
+    /// The child's URL is one the client may have chosen (a CGI program's
+    /// local redirect, whose `Location` is often a `?next=` the client
+    /// sent): rules that keep a location for the server's own requests
+    /// (RequestFiltering's `internal`) judge the child as the client's own
+    /// request. A riis extension: IIS has no such flag.
+    pub client_chosen_url: bool,
 }
 
 /// An asynchronous operation a module started during a call; the engine

@@ -710,6 +710,50 @@ fn a_local_redirect_is_answered_by_the_server() {
     assert_eq!(see_other.header("location"), Some("/cgi/env.cgi"));
 }
 
+/// A local redirect goes where the program's `Location` says, and that is
+/// often the client's choice (`?next=`): a location kept for the server's
+/// own requests (`internal`) stays closed to it, as to the client, while
+/// the program's deliberate `X-Accel-Redirect` opens it.
+#[test]
+fn a_local_redirect_does_not_open_an_internal_location() {
+    let dir = TempDir::new("cgi-local-internal");
+    let config = config_changed(
+        &dir,
+        "[[modules]]\nname = \"Cgi\"\n",
+        "[[modules]]\nname = \"RequestFiltering\"\n[[modules]]\nname = \"Cgi\"\n",
+    );
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[[sites.locations]]\npath = \"/cgi/hidden\"\nrequest_filtering = { internal = true }\n";
+    std::fs::write(&config, text).unwrap();
+    program(
+        &dir,
+        "next.cgi",
+        "#!/bin/sh\nprintf 'Location: %s\\n\\n' \"$QUERY_STRING\"\n",
+    );
+    program(
+        &dir,
+        "accel-hidden.cgi",
+        "#!/bin/sh\nprintf 'X-Accel-Redirect: /cgi/hidden/secret.cgi\\n\\n'\n",
+    );
+    program(
+        &dir,
+        "hidden/secret.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nsecret'\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/cgi/hidden/secret.cgi").status, 404);
+    let redirected = conn.get("/cgi/next.cgi?/cgi/hidden/secret.cgi");
+    assert_eq!(redirected.status, 404, "{}", redirected.text());
+    assert!(!redirected.text().contains("secret"));
+    // An open location still answers through a local redirect.
+    let open = conn.get("/cgi/next.cgi?/cgi/status.cgi");
+    assert_eq!(open.status, 203, "{}", open.text());
+    let accel = conn.get("/cgi/accel-hidden.cgi");
+    assert_eq!(accel.status, 200, "{}", accel.text());
+    assert_eq!(accel.text(), "secret");
+}
+
 /// A program's `X-Accel-Redirect` is answered by the URL it names, as a
 /// GET, whatever the program's status and body; with `x_accel_redirect =
 /// false` the header is dropped and the program's answer goes.

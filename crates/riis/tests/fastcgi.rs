@@ -185,6 +185,7 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
                     "HTTP_USER_AGENT",
                     "HTTP_PROXY",
                     "HTTP_AUTHORIZATION",
+                    "HTTP_PROXY_AUTHORIZATION",
                     "APP_ENV",
                     "SERVER_SOFTWARE",
                     "HTTP_HOST",
@@ -500,6 +501,23 @@ modules = ["FastCgi"]
 [[sites.locations]]
 path = "/down"
 fastcgi = {{ address = "{unreachable}" }}
+
+# A handler that does not ask for a file: FastCgi asks for one itself.
+[[sites.locations]]
+path = "/loose"
+[[sites.locations.handlers]]
+name = "Loose"
+path = "*.fcgi"
+modules = ["FastCgi"]
+
+# An application with files this machine does not have.
+[[sites.locations]]
+path = "/elsewhere"
+fastcgi = {{ script_must_exist = false }}
+[[sites.locations.handlers]]
+name = "Elsewhere"
+path = "*.fcgi"
+modules = ["FastCgi"]
 "#,
             root = root.display()
         ),
@@ -526,6 +544,7 @@ fn the_application_gets_the_request_and_makes_the_response() {
     conn.send_raw(
         b"POST /echo.fcgi?a=1 HTTP/1.1\r\nHost: fcgi.test\r\nUser-Agent: tester\r\n\
           Proxy: http://evil.test/\r\nAuthorization: Basic c2VjcmV0\r\n\
+          Proxy-Authorization: Basic c2VjcmV0\r\n\
           X-Original-URL: /admin/delete\r\n\
           Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
     );
@@ -547,6 +566,7 @@ fn the_application_gets_the_request_and_makes_the_response() {
         "HTTP_PROXY=unset",
         "HTTP_X_ORIGINAL_URL=unset",
         "HTTP_AUTHORIZATION=unset",
+        "HTTP_PROXY_AUTHORIZATION=unset",
         "APP_ENV=testing",
         "SERVER_SOFTWARE=replaced",
         "keep=true",
@@ -600,6 +620,34 @@ fn the_application_gets_the_request_and_makes_the_response() {
     assert!(first.text().contains("keep=false"), "{}", first.text());
     conn.get("/nokeep/echo.fcgi");
     assert_eq!(app.seen.connections.load(Ordering::SeqCst), 3);
+}
+
+/// A script that is no file is not passed on, whatever the handler's
+/// `resource_type`: an upload at `/up/pic.jpg` is not run for
+/// `/up/pic.jpg/x.fcgi` (`cgi.fix_pathinfo`), unless the application is
+/// said to have files of its own.
+#[test]
+fn a_script_that_is_no_file_gets_404_before_the_application() {
+    let (dir, app, server) = start();
+    dir.write("www/loose/echo.fcgi", "");
+    dir.write("www/loose/pic.jpg", "GIF89a");
+    let mut conn = Connection::open(server.addr);
+    let last_script = || {
+        let last = app.seen.last.lock().unwrap();
+        last.as_ref()
+            .and_then(|r| r.params.get("SCRIPT_NAME").cloned())
+    };
+    assert_eq!(conn.get("/loose/echo.fcgi").status, 200);
+    assert_eq!(last_script().as_deref(), Some("/loose/echo.fcgi"));
+    for path in ["/loose/missing/echo.fcgi", "/loose/pic.jpg/echo.fcgi"] {
+        assert_eq!(conn.get(path).status, 404, "{path}");
+    }
+    assert_eq!(last_script().as_deref(), Some("/loose/echo.fcgi"));
+    let elsewhere = conn.get("/elsewhere/echo.fcgi");
+    assert_eq!(elsewhere.status, 200);
+    assert!(elsewhere
+        .text()
+        .contains("SCRIPT_NAME=/elsewhere/echo.fcgi\n"));
 }
 
 #[test]

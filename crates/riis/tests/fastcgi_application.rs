@@ -179,11 +179,24 @@ fn a_script_path_that_is_no_file_is_not_found_even_without_a_resource_type() {
     dir.write("www/up/pic.jpg", "GIF89a<?php echo 'RAN AS PHP';");
     dir.write("www/real.php", "<?php echo 'real';");
     let config = config(&dir, &format!("{{ path = '{}' }}", php.display()));
+    // An application mounted at a path answers URLs, not scripts: every
+    // URL below it reaches the application (one front script here).
+    dir.write("www/app.php", "<?php echo 'app';");
+    let app = dir.path().join("www/app.php");
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("resource_type = \"File\"\n", "");
+        .replace("resource_type = \"File\"\n", "")
+        + &format!(
+            "\n[[sites.locations]]\npath = \"/mounted\"\n\
+             fastcgi = {{ script_name = \"/mounted\", params = {{ SCRIPT_FILENAME = '{}' }} }}\n\
+             [[sites.locations.handlers]]\nname = \"Mounted\"\npath = \"*\"\nmodules = [\"FastCgi\"]\n",
+            app.display()
+        );
     std::fs::write(&config, text).unwrap();
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mounted = Connection::open(server.addr).get("/mounted/users/7");
+    assert_eq!(mounted.status, 200, "{}", mounted.text());
+    assert_eq!(mounted.text(), "app");
     for path in [
         "/up/pic.jpg/x.php",
         "/up/pic.jpg%2fx.php",

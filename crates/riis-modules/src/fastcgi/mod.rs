@@ -150,6 +150,9 @@ pub struct FastCgiConfig {
     pub params: BTreeMap<String, String>,
     /// Whether an answer's `X-Accel-Redirect` is followed.
     pub x_accel_redirect: bool,
+    /// Whether a request whose script is no file here gets 404 before the
+    /// application is asked (see `on_execute_request_handler`).
+    pub script_must_exist: bool,
 }
 
 /// `script_name`: `""` or a path that starts with `/` and does not end
@@ -207,6 +210,7 @@ impl Default for FastCgiConfig {
             realpath_root: false,
             script_name: None,
             x_accel_redirect: true,
+            script_must_exist: true,
             params: BTreeMap::new(),
         }
     }
@@ -499,13 +503,17 @@ fn fail(ctx: &mut HttpContext, status: StatusCode, why: &str) -> RequestNotifica
 
 impl HttpModule for FastCgi {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        // The processes riis starts run scripts from this machine's files,
-        // so the script must be one: `php-cgi` (whose `cgi.fix_pathinfo`
-        // is on by default) would otherwise run `/up/pic.jpg` for
-        // `/up/pic.jpg/x.php`, an upload as PHP. Whatever the handler's
-        // `resource_type`; a remote `address` may serve scripts this
-        // machine does not have.
-        if ctx.config(self.config).application.is_some()
+        // A script must be a file, whatever the handler's `resource_type`
+        // (nginx users write `try_files $uri =404` for this; Caddy's
+        // php_fastcgi checks too): `php-cgi` and php-fpm with `cgi.fix_pathinfo`
+        // would otherwise run `/up/pic.jpg` for `/up/pic.jpg/x.php`, an
+        // upload as PHP, wherever `security.limit_extensions` lets them.
+        // Not for an application mounted at a path (`script_name`), which
+        // answers URLs, not scripts; `script_must_exist = false` for a
+        // php-fpm that has files this machine does not.
+        let config = ctx.config(self.config);
+        if config.script_must_exist
+            && config.script_name.is_none()
             && ctx.resource_kind() != Some(riis_pipeline::ResourceKind::File)
         {
             return crate::end_with_error(ctx, StatusCode::NOT_FOUND, 0, crate::E_FILE_NOT_FOUND);

@@ -554,6 +554,8 @@ pub(super) unsafe extern "C" fn execute_request(
                 // Not in the C ABI: a native module's buffered child is
                 // held whole, as IIS holds it.
                 stream_past_buffer_limit: false,
+                // Not in the C ABI: a native module's child is its own.
+                client_chosen_url: false,
             };
             let started = if flags & riis_abi::EXECUTE_FLAG_AS_USER != 0 {
                 // The user set on the clone (set_user), as IIS's pHttpUser.
