@@ -443,14 +443,22 @@ fn is_for_the_server(name: &HeaderName) -> bool {
 }
 
 /// Headers the HTTP layer writes itself: an application's are dropped.
-const HOP_BY_HOP: [&str; 6] = [
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "transfer-encoding",
     "content-length",
     "keep-alive",
     "upgrade",
     "date",
+    "proxy-connection",
+    "te",
+    // riis frames the response; an application's trailers are not sent.
+    "trailer",
 ];
+
+/// The longest reason phrase taken from a `Status` line; a longer one
+/// gives way to the status's own (a 60 KB status line is no answer).
+const MAX_REASON: usize = 256;
 
 /// Parses the header block at the start of `output` (RFC 3875 §6): lines
 /// ending with LF or CRLF, up to an empty line. `Ok(None)` while the block
@@ -463,6 +471,10 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
     let mut content_type = false;
     let mut accel_redirect = false;
     let mut content_length = None;
+    // Content-Length values that differ make none (RFC 9110 §8.6).
+    let mut lengths_differ = false;
+    // The names the application's `Connection` lists are hop-by-hop too.
+    let mut connection_names: Vec<HeaderValue> = Vec::new();
     let mut lines = 0;
     let mut at = 0;
     loop {
@@ -504,7 +516,8 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
                 .filter(|c| (200..=599).contains(&c.as_u16()))
                 .ok_or_else(|| format!("`Status: {text}` has no valid status code"))?;
             status = Some(code);
-            reason = (!phrase.trim().is_empty()).then(|| phrase.trim().to_owned());
+            let phrase = phrase.trim();
+            reason = (!phrase.is_empty() && phrase.len() <= MAX_REASON).then(|| phrase.to_owned());
             continue;
         }
         let name = HeaderName::from_bytes(name).map_err(|_| {
@@ -519,14 +532,34 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
         content_type |= name == header::CONTENT_TYPE;
         accel_redirect |= name == crate::internal_redirect::X_ACCEL_REDIRECT;
         if name == header::CONTENT_LENGTH {
-            content_length = std::str::from_utf8(value.as_bytes())
+            let this = std::str::from_utf8(value.as_bytes())
                 .ok()
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .map(|_| value.clone());
+            lengths_differ |= content_length.is_some() && content_length != this;
+            content_length = this;
+        }
+        if name == header::CONNECTION {
+            connection_names.push(value.clone());
         }
         if !HOP_BY_HOP.contains(&name.as_str()) {
             headers.push((name, value));
         }
+    }
+    if lengths_differ {
+        content_length = None;
+    }
+    if !connection_names.is_empty() {
+        let listed = |name: &HeaderName| {
+            connection_names.iter().any(|v| {
+                v.as_bytes().split(|&b| b == b',').any(|token| {
+                    token
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(name.as_str().as_bytes())
+                })
+            })
+        };
+        headers.retain(|(name, _)| !listed(name));
     }
     // An answer that only names a URL for the server (nginx serves it).
     if !location && !content_type && status.is_none() && !accel_redirect {
@@ -677,6 +710,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(framed.headers.len(), 1);
+    }
+
+    #[test]
+    fn hop_by_hop_names_lengths_that_differ_and_long_reasons_are_dropped() {
+        let (head, _) = parse_output(
+            b"Status: 200 Fine\nContent-Type: text/plain\nConnection: close, X-Secret\n\
+              X-Secret: 1\nProxy-Connection: x\nTrailer: X-T\nTE: trailers\nX-Kept: 1\n\
+              Content-Length: 5\nContent-Length: 10\n\nhello"
+                .to_vec(),
+        )
+        .unwrap();
+        let names: Vec<&str> = head.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-kept"]);
+        assert_eq!(head.content_length, None);
+        assert_eq!(head.reason.as_deref(), Some("Fine"));
+        // The same length twice is one length.
+        let (head, _) = parse_output(
+            b"Content-Type: text/plain\nContent-Length: 5\nContent-Length: 5\n\nhello".to_vec(),
+        )
+        .unwrap();
+        assert_eq!(
+            head.content_length.as_ref().map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
+        let long = format!(
+            "Status: 200 {}\nContent-Type: text/plain\n\n",
+            "A".repeat(300)
+        );
+        let (head, _) = parse_output(long.into_bytes()).unwrap();
+        assert_eq!(head.reason, None);
     }
 
     #[test]

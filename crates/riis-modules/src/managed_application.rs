@@ -1042,6 +1042,12 @@ impl Application {
     /// Starts one process: on the listening socket (FastCGI), or on a port
     /// of its own (HTTP); its output to the run's pipes.
     fn spawn(&self, run: &mut Run) -> std::io::Result<Process> {
+        // While the server drains no request waits for a process (503): a
+        // new one would only start (an ASP.NET Core start costs seconds of
+        // CPU, and may migrate a database) to be stopped.
+        if SERVER_STOPPING.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("the server is stopping"));
+        }
         let missing = || std::io::Error::other("the application's pipes are closed");
         let stderr = run.stderr.as_ref().ok_or_else(missing)?;
         let mut command = Command::new(&self.config.path);
@@ -1246,7 +1252,10 @@ impl Application {
             }
             // Back to `instances`; a process that cannot start counts as
             // one that failed, so this ends.
-            while run.processes.len() < self.config.instances && run.fails.len() <= rapid {
+            while run.processes.len() < self.config.instances
+                && run.fails.len() <= rapid
+                && !SERVER_STOPPING.load(Ordering::SeqCst)
+            {
                 match self.spawn(&mut run) {
                     Ok(process) => run.processes.push(process),
                     Err(e) => {

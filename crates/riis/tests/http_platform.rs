@@ -536,6 +536,58 @@ startup_time_limit = 3600"#,
     assert_eq!(waiting.join().unwrap(), 503);
 }
 
+/// While the server drains, an application that failed to start is not
+/// started again: no request could use it (they get 503), and a start can
+/// cost seconds of CPU or run a migration.
+#[test]
+fn a_draining_server_starts_no_application() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("http-platform-drain");
+    let starts = dir.path().join("starts.log");
+    // An application that takes requests and never answers: one in flight
+    // holds the drain (and the configuration's applications with it).
+    dir.write(
+        "hang.js",
+        "require('http').createServer(() => {}).listen(Number(process.env.HTTP_PLATFORM_PORT), '127.0.0.1');\n",
+    );
+    let config = config(
+        &dir,
+        &format!(
+            "process_path = '{}'\narguments = [\"hang.js\"]",
+            node.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!(
+            "\n[[sites.locations]]\npath = \"/app/deaf\"\nhttp_platform = {{ process_path = \"/bin/sh\", \
+             arguments = [\"-c\", \"echo start >> '{}'; exec sleep 60\"], startup_time_limit = 1, \
+             startup_retry_count = 100 }}\n",
+            starts.display()
+        );
+    std::fs::write(&config, text).unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr;
+    let mut held = Connection::open(addr);
+    held.send_raw(b"GET /app/hang HTTP/1.1\r\nHost: t\r\n\r\n");
+    let waiting = std::thread::spawn(move || Connection::open(addr).get("/app/deaf/x").status);
+    wait_for("the deaf application to start", || {
+        std::fs::read_to_string(&starts).is_ok_and(|s| s.lines().count() >= 1)
+    });
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(waiting.join().unwrap(), 503);
+    let at_stop = std::fs::read_to_string(&starts).unwrap().lines().count();
+    // Three startup limits' time: the failed start would have been
+    // retried about three times.
+    std::thread::sleep(Duration::from_millis(3500));
+    let later = std::fs::read_to_string(&starts).unwrap().lines().count();
+    assert_eq!(later, at_stop, "started during the drain");
+    drop(held);
+    drop(server);
+}
+
 /// A program the system cannot run (a script without its `#!` line) gets
 /// its requests 503, and the server goes on.
 #[test]
