@@ -926,8 +926,13 @@ impl Cgi {
             ] {
                 request.delete_header(name);
             }
+            // Held as an X-Accel-Redirect's answer is (a large one streams
+            // past the buffer): an error the child ends with then gets its
+            // page from the request's own CustomError.
             let flags = ExecuteFlags {
                 client_chosen_url: true,
+                buffer_response: true,
+                stream_past_buffer_limit: true,
                 ..ExecuteFlags::default()
             };
             ctx.execute_request(child, flags)
