@@ -78,7 +78,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use riis_pipeline::http::header::{self, HeaderName};
@@ -533,9 +533,13 @@ static LINES_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 
 /// The log folders of the process, shared by every configuration (a
 /// reload's old and new configurations write one folder through one
-/// sink, in order), and the thread that writes them.
+/// sink, in order), and the thread that writes them. A sink stays here
+/// after the last configuration that used it is gone for as long as it has
+/// lines waiting (a full disk during a reload): they are written when the
+/// disk takes them, and the next configuration that logs to the folder
+/// goes on after them, knowing of a line a failed write left unfinished.
 struct Registry {
-    sinks: Mutex<HashMap<PathBuf, Weak<Sink>>>,
+    sinks: Mutex<HashMap<PathBuf, Arc<Sink>>>,
     /// Set to wake the writer thread early.
     wake: Mutex<bool>,
     wakeup: Condvar,
@@ -556,11 +560,11 @@ impl Registry {
     /// The sink of `folder`, made if no configuration has it.
     fn sink(&'static self, folder: PathBuf, software: &'static str) -> Arc<Sink> {
         let mut sinks = lock(&self.sinks);
-        if let Some(sink) = sinks.get(&folder).and_then(Weak::upgrade) {
-            return sink;
+        if let Some(sink) = sinks.get(&folder) {
+            return sink.clone();
         }
         let sink = Arc::new(Sink::new(folder.clone(), software));
-        sinks.insert(folder, Arc::downgrade(&sink));
+        sinks.insert(folder, sink.clone());
         drop(sinks);
         self.start_writer();
         sink
@@ -581,11 +585,7 @@ impl Registry {
                             .unwrap_or_else(|e| e.into_inner());
                         *woken = false;
                     }
-                    let live: Vec<Arc<Sink>> = {
-                        let mut sinks = lock(&self.sinks);
-                        sinks.retain(|_, s| s.strong_count() > 0);
-                        sinks.values().filter_map(Weak::upgrade).collect()
-                    };
+                    let live: Vec<Arc<Sink>> = lock(&self.sinks).values().cloned().collect();
                     for sink in live {
                         // A panic loses that folder's round, not the thread:
                         // the thread is the only writer.
@@ -598,6 +598,10 @@ impl Registry {
                             );
                         }
                     }
+                    // A folder no configuration uses any more goes once
+                    // everything it had is written. Only the registry can
+                    // hand out a sink nobody holds, under this lock.
+                    lock(&self.sinks).retain(|_, s| Arc::strong_count(s) > 1 || s.has_pending());
                 });
             if let Err(e) = started {
                 // Lines are then written at reload and shutdown only.
@@ -657,20 +661,6 @@ impl Shared {
             sinks.push((key, sink.clone()));
         }
         sink
-    }
-
-    /// Writes what this configuration's folders have waiting.
-    fn write_all(&self) {
-        let sinks: Vec<Arc<Sink>> = self
-            .sinks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(_, sink)| sink.clone())
-            .collect();
-        for sink in sinks {
-            sink.write();
-        }
     }
 }
 
@@ -775,6 +765,11 @@ impl Sink {
     }
 
     /// Writes what is waiting, in order.
+    /// Lines wait for the disk, or a failed write left one unfinished.
+    fn has_pending(&self) -> bool {
+        !lock(&self.waiting).batches.is_empty() || lock(&self.file).torn
+    }
+
     fn write(&self) {
         let mut written = lock(&self.file);
         let (batches, dropped) = {
@@ -1070,14 +1065,6 @@ impl Sink {
             out.extend_from_slice(field.name().as_bytes());
         }
         out.push(b'\n');
-    }
-}
-
-impl Drop for Sink {
-    /// The last configuration writing to this folder is gone (a reload
-    /// replaced it and its last request ended, or the server stops).
-    fn drop(&mut self) {
-        self.write();
     }
 }
 
@@ -1763,18 +1750,21 @@ impl HttpModuleFactory for Factory {
         }))
     }
 
+    /// The configuration ends (a reload replaced it, or the server
+    /// stops): every folder's waiting lines are written now, those a
+    /// configuration before it left included.
     fn terminate(&self) {
-        self.shared.write_all();
+        let sinks: Vec<Arc<Sink>> = lock(&registry().sinks).values().cloned().collect();
+        for sink in sinks {
+            sink.write();
+        }
     }
 }
 
 /// `riis status` lines: the folders written to, the bytes waiting for the
 /// disk, the lines dropped.
 fn status_lines() -> String {
-    let live: Vec<Arc<Sink>> = lock(&registry().sinks)
-        .values()
-        .filter_map(Weak::upgrade)
-        .collect();
+    let live: Vec<Arc<Sink>> = lock(&registry().sinks).values().cloned().collect();
     let waiting: usize = live.iter().map(|s| lock(&s.waiting).bytes).sum();
     format!(
         "http_logging_folders: {}\nhttp_logging_bytes_waiting: {waiting}\nhttp_logging_lines_dropped: {}\n",

@@ -891,3 +891,73 @@ bindings = ["127.0.0.1:0"]
     let text = wait_for_lines(&logs, 1);
     assert_eq!(lines(&text), ["POST /upload 400 64"], "{text}");
 }
+
+/// Lines the disk did not take yet outlive a reload: the next
+/// configuration writes them once it can, before its own, under the
+/// header block the file already has (a full disk during `logrotate`'s
+/// reload lost them, unreported).
+#[test]
+fn lines_waiting_for_the_disk_outlive_a_reload() {
+    let dir = TempDir::new("http-logging-reload-waiting");
+    let config = config(&dir, "directory = \"logs\"");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[server]\npid_file = \"riis.pid\"\n{text}"),
+    )
+    .unwrap();
+    dir.write("www/a.txt", "a");
+    // Today's file is a folder: every write fails until it is removed.
+    let today = Command::new("date")
+        .args(["-u", "+%y%m%d"])
+        .output()
+        .unwrap();
+    let today = String::from_utf8(today.stdout).unwrap();
+    let blocked = dir
+        .path()
+        .join(format!("logs/W3SVC1/u_ex{}.log", today.trim()));
+    std::fs::create_dir_all(&blocked).unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    for n in 1..=3 {
+        assert_eq!(conn.get(&format!("/a.txt?before={n}")).status, 200);
+    }
+    drop(conn);
+    // The writer tried (once a second) and failed.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = common::riis_reload(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::remove_dir(&blocked).unwrap();
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/a.txt?after=1").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = dir.path().join("logs");
+    loop {
+        let text = log_text(&logs);
+        if text.contains("after=1") || Instant::now() > deadline {
+            let lines = lines(&text);
+            let order: Vec<&str> = lines
+                .iter()
+                .filter_map(|l| {
+                    ["before=1", "before=2", "before=3", "after=1"]
+                        .into_iter()
+                        .find(|q| l.contains(q))
+                })
+                .collect();
+            assert_eq!(
+                order,
+                ["before=1", "before=2", "before=3", "after=1"],
+                "{text}"
+            );
+            assert_eq!(lines.len(), 4, "{text}");
+            assert_eq!(text.matches("#Software").count(), 1, "{text}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
