@@ -138,6 +138,13 @@ impl TryFrom<RuleFields> for ErrorRule {
     /// Refuses at load what could only ever give the generic page.
     fn try_from(f: RuleFields) -> Result<Self, String> {
         let path = &f.path;
+        if !(-1..=999).contains(&f.substatus) {
+            // IIS's schema: -1 (any) or 0 to 999; nothing else is ever set.
+            return Err(format!(
+                "substatus {} can never match: it is -1 (any) or 0 to 999",
+                f.substatus
+            ));
+        }
         let climbs = path.split(['/', '\\']).any(|segment| segment == "..");
         match f.response_mode {
             ResponseMode::File if path.is_empty() || climbs => {
@@ -170,6 +177,13 @@ impl TryFrom<RuleFields> for ErrorRule {
             // A relative target resolves against each failing URL: from
             // `/a/b` the client is sent to `/a/errors/404.html`, which fails
             // in turn and sends it one folder deeper, without end.
+            // `//host/x` is no path: browsers take it as another site.
+            ResponseMode::Redirect if path.starts_with("//") => {
+                return Err(format!(
+                    "`{path}` names another host (`//host/…`), not a path of the site: write \
+                     https://… if another site is meant"
+                ))
+            }
             ResponseMode::Redirect
                 if !path.starts_with('/') && !is_absolute_http_url(path) =>
             {
@@ -203,7 +217,26 @@ pub struct HttpErrorsConfig {
     /// What to do with a body the response already has.
     pub existing_response: ExistingResponse,
     /// Custom pages by status.
+    #[serde(deserialize_with = "distinct_rules")]
     pub errors: Vec<ErrorRule>,
+}
+
+/// `errors` with one rule per status and substatus: a second would never
+/// be used (IIS refuses it as a duplicate collection entry).
+fn distinct_rules<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ErrorRule>, D::Error> {
+    let rules = Vec::<ErrorRule>::deserialize(d)?;
+    for (i, rule) in rules.iter().enumerate() {
+        if rules[..i]
+            .iter()
+            .any(|r| r.status == rule.status && r.substatus == rule.substatus)
+        {
+            return Err(serde::de::Error::custom(format!(
+                "two rules for status {} substatus {}: the second would never be used",
+                rule.status, rule.substatus
+            )));
+        }
+    }
+    Ok(rules)
 }
 
 impl HttpErrorsConfig {
@@ -225,14 +258,34 @@ enum Action<'a> {
 
 /// The status an ExecuteURL child request replaced, to put back.
 struct Saved {
-    status: StatusCode,
-    reason: String,
-    substatus: u16,
-    hresult: Option<u32>,
-    /// The failed response's headers: the page's child request must not
-    /// leave its own (validators, caching, a redirect's `Location`) on the
-    /// error response.
-    headers: HeaderMap,
+    /// The page's URL, for the log.
+    url: String,
+    /// The failed response's status, error (who set it, and its
+    /// description: failed-request traces name them) and headers: the
+    /// page's child request must not leave its own (validators, caching, a
+    /// redirect's `Location`) on the error response.
+    head: riis_pipeline::KeptHead,
+}
+
+/// A rule that cannot give its page (a missing file, a failing URL): one
+/// line a second at most, naming the site and the rule, since a client can
+/// make every request hit it.
+fn warn_broken_rule(
+    ctx: &HttpContext,
+    path: &str,
+    what: &str,
+    error: Option<&dyn std::fmt::Display>,
+) {
+    static BROKEN_RULE_LOG: crate::LogGate = crate::LogGate::new();
+    if let Some(held_back) = BROKEN_RULE_LOG.pass() {
+        tracing::warn!(
+            site = %ctx.site().site_name,
+            path,
+            error = error.map(|e| e.to_string()),
+            held_back,
+            "CustomError: {what}; sending the generic page"
+        );
+    }
 }
 
 /// The module instance.
@@ -552,7 +605,12 @@ impl CustomError {
                 match read {
                     Ok((p, data)) => replace_body(ctx, content_type_of(&p), data),
                     Err(e) => {
-                        tracing::warn!(path = %rule.path, error = %e, "custom error file unreadable; sending the generic page");
+                        warn_broken_rule(
+                            ctx,
+                            &rule.path,
+                            "the error page file is unreadable",
+                            Some(&e),
+                        );
                         replace_body(ctx, HTML, generic_page(status).into_bytes());
                     }
                 }
@@ -560,7 +618,12 @@ impl CustomError {
             // The page's own URL failing too would send the client back to
             // it forever.
             ResponseMode::Redirect if redirects_to_itself(ctx, &rule.path) => {
-                tracing::warn!(path = %rule.path, "custom error redirect to the failing URL itself; sending the generic page");
+                warn_broken_rule(
+                    ctx,
+                    &rule.path,
+                    "the error page redirects to the failing URL itself",
+                    None,
+                );
                 replace_body(ctx, HTML, generic_page(status).into_bytes());
             }
             ResponseMode::Redirect => {
@@ -568,7 +631,12 @@ impl CustomError {
                 resp.delete_header(header::CONTENT_LENGTH);
                 resp.delete_header(header::CONTENT_ENCODING);
                 if let Err(e) = resp.redirect(&rule.path, StatusCode::FOUND) {
-                    tracing::warn!(path = %rule.path, error = %e, "custom error redirect refused; sending the generic page");
+                    warn_broken_rule(
+                        ctx,
+                        &rule.path,
+                        "the error page redirect was refused",
+                        Some(&e),
+                    );
                     replace_body(ctx, HTML, generic_page(status).into_bytes());
                 }
             }
@@ -577,14 +645,10 @@ impl CustomError {
         }
     }
 
-    fn restore(ctx: &mut HttpContext, saved: Saved) {
-        let resp = ctx.response_mut();
-        match saved.hresult {
-            Some(hresult) => {
-                resp.set_error_status(saved.status, saved.reason, saved.substatus, hresult)
-            }
-            None => resp.set_status(saved.status, saved.reason),
-        }
+    /// Puts the failed response's head back, `headers` on it.
+    fn restore(ctx: &mut HttpContext, mut saved: Saved, headers: HeaderMap) {
+        *saved.head.headers_mut() = headers;
+        ctx.response_mut().restore_head(saved.head);
     }
 }
 
@@ -601,13 +665,9 @@ impl HttpModule for CustomError {
             return RequestNotificationStatus::Continue;
         }
         let url = rule.path.clone();
-        let resp = ctx.response();
         let saved = Saved {
-            status: resp.status(),
-            reason: reason_of(ctx),
-            substatus: resp.substatus(),
-            hresult: resp.error().map(|e| e.hresult),
-            headers: resp.headers().clone(),
+            url: url.clone(),
+            head: ctx.response().keep_head(),
         };
         let started = ctx.clone_context_with_url(&url).and_then(|mut child| {
             // The error page is fetched, whatever the request's method was,
@@ -648,7 +708,12 @@ impl HttpModule for CustomError {
                 RequestNotificationStatus::Pending
             }
             Err(e) => {
-                tracing::warn!(url = %url, error = %e, "custom error URL not executed; sending the generic page");
+                warn_broken_rule(
+                    ctx,
+                    &url,
+                    "the error page URL could not be requested",
+                    Some(&e),
+                );
                 RequestNotificationStatus::Continue
             }
         }
@@ -665,7 +730,7 @@ impl HttpModule for CustomError {
             return RequestNotificationStatus::Continue;
         };
         let child_status = ctx.response().status();
-        let mut headers = std::mem::take(&mut saved.headers);
+        let mut headers = std::mem::take(saved.head.headers_mut());
         if child_status.is_success() {
             self.executed = true;
             // The error response's own headers, with the page's type and
@@ -680,7 +745,7 @@ impl HttpModule for CustomError {
             // A 416's `Content-Range: bytes */length` stays: it tells the
             // client the resource's length (RFC 9110 §15.5.17), not the
             // page's.
-            let unsatisfied_range = saved.status == StatusCode::RANGE_NOT_SATISFIABLE
+            let unsatisfied_range = saved.head.status() == StatusCode::RANGE_NOT_SATISFIABLE
                 && headers
                     .get(header::CONTENT_RANGE)
                     .is_some_and(|v| v.as_bytes().starts_with(b"bytes */"));
@@ -710,14 +775,11 @@ impl HttpModule for CustomError {
                 }
             }
         } else {
-            tracing::warn!(
-                status = child_status.as_u16(),
-                "custom error URL failed; sending the generic page"
-            );
+            let what = format!("the error page URL answered {}", child_status.as_u16());
+            warn_broken_rule(ctx, &saved.url, &what, None);
             ctx.response_mut().clear_entity();
         }
-        *ctx.response_mut().headers_mut() = headers;
-        Self::restore(ctx, saved);
+        Self::restore(ctx, saved, headers);
         RequestNotificationStatus::Continue
     }
 
@@ -819,9 +881,20 @@ mod tests {
             r#"{"status": 404, "path": "/errors/my page.html", "response_mode": "ExecuteURL"}"#,
             r#"{"status": 404, "path": "/errors/100%.html", "response_mode": "ExecuteURL"}"#,
             r#"{"status": 404, "path": "/errors/%0a.html", "response_mode": "ExecuteURL"}"#,
+            // Another host, written as a path.
+            r#"{"status": 404, "path": "//evil.example/x", "response_mode": "Redirect"}"#,
+            // Substatuses no response has.
+            r#"{"status": 404, "substatus": -2, "path": "errors/404.html"}"#,
+            r#"{"status": 404, "substatus": 70000, "path": "errors/404.html"}"#,
+            // A second rule for one status and substatus.
+            r#"{"status": 404, "path": "a.html"}, {"status": 404, "path": "b.html"}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+        assert!(parse(
+            r#"{"status": 404, "path": "a.html"}, {"status": 404, "substatus": 3, "path": "b.html"}"#
+        )
+        .is_ok());
         for good in [
             r#"{"status": 404, "path": "errors/404.html"}"#,
             r#"{"status": 404, "path": "/errors/404.html", "response_mode": "ExecuteURL"}"#,

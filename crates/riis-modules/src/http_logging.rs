@@ -114,6 +114,9 @@ pub struct HttpLoggingConfig {
 /// IIS's `truncateSize` default: 20 MiB.
 const DEFAULT_MAX_SIZE: u64 = 20 * 1024 * 1024;
 
+/// The smallest `max_size`.
+const MIN_MAX_SIZE: u64 = 1024 * 1024;
+
 /// The section as written: `max_size` only with `period = "size"`.
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -150,7 +153,13 @@ impl TryFrom<RawHttpLoggingConfig> for HttpLoggingConfig {
             return Err(format!("directory: {why}"));
         }
         let max_size = match (raw.period, raw.max_size) {
-            (LogPeriod::Size, Some(0)) => return Err("max_size must be at least 1 byte".into()),
+            // IIS's `truncateSize` starts at 1 MiB: below it a busy site
+            // would make a file every few requests.
+            (LogPeriod::Size, Some(size)) if size < MIN_MAX_SIZE => {
+                return Err(format!(
+                    "max_size is at least {MIN_MAX_SIZE} bytes (1 MiB, as IIS's truncateSize)"
+                ))
+            }
             (LogPeriod::Size, size) => size.unwrap_or(DEFAULT_MAX_SIZE),
             (_, Some(_)) => {
                 return Err(
@@ -194,6 +203,11 @@ fn log_directory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::E
 /// cannot take the sites' lines, if it cannot. Checked for the default
 /// `logs` too, which no deserializer sees.
 fn log_directory_problem(path: &Path) -> Option<String> {
+    if path.as_os_str().is_empty() {
+        return Some(
+            "an empty path would put the logs in the configuration's own folder: name a folder (\"logs\", \".\")".into(),
+        );
+    }
     let full = riis_pipeline::configuration_folder().join(path);
     // The folder, or the nearest path above it that exists (where it would
     // be made).
@@ -2083,6 +2097,13 @@ mod tests {
         );
         assert!(parse("max_size = 5").is_err());
         assert!(parse("period = \"size\"\nmax_size = 0").is_err());
+        // A file every few lines: refused below 1 MiB, as IIS does.
+        assert!(parse("period = \"size\"\nmax_size = 10")
+            .unwrap_err()
+            .contains("at least 1048576"));
+        assert!(parse("directory = \"\"")
+            .unwrap_err()
+            .contains("empty path"));
         assert!(parse("period = \"yearly\"").is_err());
         assert_eq!(
             parse("period = \"weekly\"").unwrap().period,

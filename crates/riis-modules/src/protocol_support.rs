@@ -118,8 +118,16 @@ impl TryFrom<Vec<String>> for HeaderNames {
         names
             .iter()
             .map(|name| {
-                HeaderName::try_from(name.as_str())
-                    .map_err(|_| format!("`{name}` is not a valid header name"))
+                let n = HeaderName::try_from(name.as_str())
+                    .map_err(|_| format!("`{name}` is not a valid header name"))?;
+                // Written by the HTTP layer after every module: a removal
+                // here would never take effect.
+                if HTTP_LAYER_HEADERS.contains(&n.as_str()) {
+                    return Err(format!(
+                        "`{name}` is the HTTP layer's (framing, connection or date), written after the modules, and cannot be removed here"
+                    ));
+                }
+                Ok(n)
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|v| Self(v.into()))

@@ -99,7 +99,7 @@ pub use registration::{
     RegisterModuleFn, Section, ServerInfo, SERVER_VERSION,
 };
 pub use request::{path_below, prepare_url_path, HttpRequest, UrlError};
-pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, ResponseError};
+pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, KeptHead, ResponseError};
 pub use riis_notification::{
     GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority,
     RequestNotification, RequestNotificationStatus, RequestNotifications,

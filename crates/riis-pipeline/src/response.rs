@@ -204,10 +204,13 @@ pub struct HttpResponse {
     pub(crate) current: (Option<crate::ModuleIndex>, &'static str),
 }
 
-/// A response's status line, error and headers, set aside while a child
-/// request that must not change them runs (`EXECUTE_FLAG_NO_HEADERS`).
+/// A response's status line, error (with the module and notification that
+/// set it, and its description) and headers, set aside while a child
+/// request that must not change them runs (`EXECUTE_FLAG_NO_HEADERS`), or
+/// by a module that puts them back after a child request it ran (a custom
+/// error page's): the error stays the one the failing module set.
 #[derive(Debug)]
-pub(crate) struct KeptHead {
+pub struct KeptHead {
     status: StatusCode,
     reason: Option<Cow<'static, str>>,
     substatus: u16,
@@ -216,9 +219,21 @@ pub(crate) struct KeptHead {
     headers: HeaderMap,
 }
 
+impl KeptHead {
+    /// The kept status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The kept headers, to change before they are put back.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+}
+
 impl HttpResponse {
     /// A copy of the head, to put back with [`HttpResponse::restore_head`].
-    pub(crate) fn keep_head(&self) -> KeptHead {
+    pub fn keep_head(&self) -> KeptHead {
         KeptHead {
             status: self.status,
             reason: self.reason.clone(),
@@ -230,7 +245,7 @@ impl HttpResponse {
     }
 
     /// Puts a kept head back; the entity stays as it is.
-    pub(crate) fn restore_head(&mut self, kept: KeptHead) {
+    pub fn restore_head(&mut self, kept: KeptHead) {
         self.status = kept.status;
         self.reason = kept.reason;
         self.substatus = kept.substatus;

@@ -170,6 +170,36 @@ fn a_failed_request_leaves_a_trace_of_its_module_calls() {
 
 /// A child request (DefaultDocument's, for a folder URL) shares its
 /// parent's request id: its calls go into the parent's one trace.
+/// A custom error page (ExecuteURL) does not change whose error the
+/// trace names: the module that failed the request, not CustomError.
+#[test]
+fn an_error_page_leaves_the_error_to_the_module_that_set_it() {
+    let dir = TempDir::new("fr-error-page");
+    dir.write("www/errors/404.html", "<p>not here</p>");
+    let config = config(&dir, "status_codes = [\"404\"]");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replacen(
+            "[[modules]]\nname = \"StaticFile\"",
+            "[[modules]]\nname = \"CustomError\"\n[[modules]]\nname = \"StaticFile\"",
+            1,
+        )
+        + "\n[sites.http_errors]\nerror_mode = \"Custom\"\n\
+           errors = [{ status = 404, path = \"/errors/404.html\", response_mode = \"ExecuteURL\" }]\n";
+    std::fs::write(&config, text).unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let trace_dir = dir.path().join("traces");
+    let resp = common::get(server.addr, "/missing.txt");
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.text(), "<p>not here</p>");
+    assert_eq!(wait_for_traces(&trace_dir, 1), ["fr000001.json"]);
+    let text = std::fs::read_to_string(trace_dir.join("fr000001.json")).unwrap();
+    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(trace["error"]["code"], "0x80070002", "{text}");
+    assert_eq!(trace["error"]["module"], "StaticFile", "{text}");
+    assert_eq!(trace["error"]["notification"], "ExecuteRequestHandler");
+}
+
 #[test]
 fn a_child_requests_calls_are_in_its_parents_trace() {
     let dir = TempDir::new("fr-child");

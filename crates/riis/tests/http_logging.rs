@@ -707,16 +707,18 @@ fn a_log_by_size_rolls_over_to_numbered_files() {
     dir.write("www/a.txt", "alpha");
     let config = config(
         &dir,
-        "period = \"size\"\nmax_size = 1024\nfields = [\"cs-uri-stem\", \"cs-uri-query\", \"sc-status\"]",
+        "period = \"size\"\nmax_size = 1048576\nfields = [\"cs-uri-stem\", \"cs-uri-query\", \"sc-status\"]",
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let logs = dir.path().join("logs");
-    let mut conn = Connection::open(server.addr);
     let mut sent = 0;
-    // Lines of about 110 bytes, a few batches of them.
+    // Lines of about 3 KB, 900 KB a round: each round's batches take a
+    // file past the smallest max_size (1 MiB). A connection a round, well
+    // under the requests a connection may carry.
     for _round in 0..4 {
-        for _ in 0..6 {
-            let path = format!("/a.txt?{}", "x".repeat(90));
+        let mut conn = Connection::open(server.addr);
+        for _ in 0..300 {
+            let path = format!("/a.txt?{}", "x".repeat(3000));
             assert_eq!(conn.get(&path).status, 200);
             sent += 1;
         }
@@ -739,7 +741,7 @@ fn a_log_by_size_rolls_over_to_numbered_files() {
     for name in &names {
         let text = std::fs::read_to_string(folder.join(name)).unwrap();
         assert!(text.starts_with("#Software: riis/"), "{name}: {text}");
-        assert!(text.len() <= 1024, "{name}: {} bytes", text.len());
+        assert!(text.len() <= 1048576, "{name}: {} bytes", text.len());
     }
     server.terminate();
 }

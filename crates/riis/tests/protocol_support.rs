@@ -289,6 +289,11 @@ fn check_config_refuses_bad_header_names() {
             "protocol = { redirect_headers = { \"Date\" = \"x\" } }",
             "`Date` is the HTTP layer's",
         ),
+        // The HTTP layer writes it after every module: no removal holds.
+        (
+            "protocol = { remove_headers = [\"Date\"] }",
+            "`Date` is the HTTP layer's",
+        ),
     ];
     let site_lines = config_text(dir.path(), "").lines().count();
     for (i, &(section, message)) in cases.iter().enumerate() {
