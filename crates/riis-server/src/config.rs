@@ -67,7 +67,21 @@ impl fmt::Display for ConfigError {
         if let Some(key) = &self.key {
             write!(f, "key `{key}`: ")?;
         }
-        f.write_str(&plain_words(&self.message))
+        // A value quoted back may hold control characters: escaped, so an
+        // escape sequence in the file cannot drive the terminal.
+        let message = plain_words(&self.message);
+        if message.chars().any(|c| c.is_control() && c != '\n') {
+            for c in message.chars() {
+                if c.is_control() && c != '\n' {
+                    write!(f, "{}", c.escape_default())?;
+                } else {
+                    write!(f, "{c}")?;
+                }
+            }
+            Ok(())
+        } else {
+            f.write_str(&message)
+        }
     }
 }
 
@@ -79,13 +93,24 @@ impl std::error::Error for ConfigError {}
 fn plain_words(message: &str) -> String {
     let mut out = message.to_owned();
     for (rust, plain) in [
+        // With their ranges: "0 or more" would not explain why a large
+        // number is refused.
         ("expected usize", "expected a whole number of 0 or more"),
-        ("expected u64", "expected a whole number of 0 or more"),
-        ("expected u32", "expected a whole number of 0 or more"),
-        ("expected u16", "expected a whole number of 0 or more"),
-        ("expected u8", "expected a whole number of 0 or more"),
+        (
+            "expected u64",
+            "expected a whole number from 0 to 18446744073709551615",
+        ),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
         ("expected i64", "expected a whole number"),
-        ("expected i32", "expected a whole number"),
+        (
+            "expected i32",
+            "expected a whole number from -2147483648 to 2147483647",
+        ),
         ("expected f64", "expected a number"),
         ("expected f32", "expected a number"),
         ("expected a sequence", "expected an array"),
@@ -504,9 +529,16 @@ impl Binding {
             Some((p, h)) => (p, Some(h)),
             None => (rest, None),
         };
+        // Digits only, without leading zeros (`+80` and `080` parse as
+        // numbers, but nginx and IIS refuse them).
+        let plain = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && (port == "0" || !port.starts_with('0'));
         let port: u16 = port
             .parse()
-            .map_err(|_| format!("`{port}` is not a port number"))?;
+            .ok()
+            .filter(|_| plain)
+            .ok_or_else(|| format!("`{port}` is not a port number (0 to 65535)"))?;
         let host = match host.filter(|h| !h.is_empty()) {
             None => None,
             // Compared with the request's host, which loses its port and a
@@ -526,7 +558,8 @@ impl Binding {
                     return Err(format!(
                         "`{h}` is not a host name (letters, digits, `-`, `_` and `.`, \
                          or `*.` and such a name for every name below it; \
-                         no port or IPv6 literal)"
+                         no port or IPv6 literal; an internationalized name \
+                         in its `xn--` form, as DNS has it)"
                     ));
                 }
                 Some(name)
@@ -1707,7 +1740,7 @@ impl ServerConfig {
         self.error_at(&key, &e.message)
     }
 
-    fn line_of_key(&self, key: &str) -> Option<usize> {
+    pub(crate) fn line_of_key(&self, key: &str) -> Option<usize> {
         line_in(&self.key_lines, key)
     }
 }
@@ -1982,6 +2015,10 @@ mod tests {
         assert_eq!(b.addr, "[::1]:80".parse().unwrap());
         assert!(Binding::parse("127.0.0.1").is_err());
         assert!(Binding::parse("127.0.0.1:http").is_err());
+        assert!(Binding::parse("127.0.0.1:+8080").is_err());
+        assert!(Binding::parse("127.0.0.1:08080").is_err());
+        assert!(Binding::parse("127.0.0.1:65536").is_err());
+        assert!(Binding::parse("127.0.0.1:0").is_ok());
         // Host names as requests carry them: lower case, no trailing dot.
         let b = Binding::parse("*:80:Example.COM.").unwrap();
         assert_eq!(b.host.as_deref(), Some("example.com"));
@@ -2297,6 +2334,14 @@ mod tests {
                 .starts_with("riis.toml:4: key `sites[0].bindings[1]`"),
             "{e}"
         );
+
+        // A control character quoted back is escaped, not sent to the
+        // terminal.
+        let text =
+            "[[sites]]\nname = \"a\"\nroot = \".\"\nbindings = [\"127.0.0.1:80:a\\u001b[2Jb\"]\n";
+        let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
+        assert!(!e.to_string().contains('\u{1b}'), "{e:?}");
+        assert!(e.to_string().contains("\\u{1b}[2J"), "{e}");
 
         let text = "[server]\nworker_threads = \"many\"\n";
         let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();

@@ -1545,4 +1545,21 @@ fn check_config_warns_of_a_handler_module_no_handler_lists() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
+    // Without `[[modules]]` the default list's entries are in no file: the
+    // warning says whose they are rather than name a key nobody wrote.
+    let defaults = dir.write(
+        "riis.toml",
+        "[[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n\n\
+         [[sites]]\nname = \"S\"\nroot = \".\"\nbindings = [\"127.0.0.1:0\"]\n",
+    );
+    let out = common::riis_command("check-config", &defaults);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "module `DefaultDocument` of the default module list (the file has no `[[modules]]`)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("modules[1]"), "{stderr}");
 }
