@@ -879,10 +879,14 @@ fn failures_get_502_and_504() {
     let mut conn = Connection::open(server.addr);
     let down = conn.get("/down/anything");
     assert_eq!(down.status, 502, "{}", down.text());
+    // ARR's substatus for a forwarder connection error.
+    assert!(down.text().contains("502.3"), "{}", down.text());
     let garbage = conn.get("/garbage");
     assert_eq!(garbage.status, 502);
+    assert!(garbage.text().contains("502.3"), "{}", garbage.text());
     let silent = conn.get("/silent");
     assert_eq!(silent.status, 504);
+    assert!(!silent.text().contains("504.3"), "{}", silent.text());
     assert_eq!(conn.get("/echo").status, 200, "the server goes on");
 
     // Broken off before the head went out: 502; after (streaming), the

@@ -902,7 +902,17 @@ fn too_large(ctx: &mut HttpContext, limit: u64) -> RequestNotificationStatus {
 }
 
 fn fail(ctx: &mut HttpContext, status: StatusCode, why: &str) -> RequestNotificationStatus {
-    crate::gateway::fail(ctx, "ReverseProxy", status, why)
+    // A 502 is ARR's 502.3, "forwarder connection error": no server could
+    // be reached, or one broke the connection or the protocol (IIS's
+    // ASP.NET Core Module out of process gives it for an application that
+    // crashed mid-request too). Failed-request rules and log queries
+    // written for IIS look for it.
+    let substatus = if status == StatusCode::BAD_GATEWAY {
+        3
+    } else {
+        0
+    };
+    crate::gateway::fail_with_substatus(ctx, "ReverseProxy", status, substatus, why)
 }
 
 impl HttpModule for ReverseProxy {
