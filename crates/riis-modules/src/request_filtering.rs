@@ -407,9 +407,10 @@ fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection
     // A child whose URL the client may have chosen (a CGI local redirect)
     // is judged as the client's own request, its URL as the client's: an
     // open redirect must not open the location.
-    let clients_own =
-        (ctx.child_depth() == 0 && req.url_changes() == 0) || ctx.execute_flags().client_chosen_url;
-    if config.internal && clients_own {
+    if config.internal
+        && ((ctx.child_depth() == 0 && req.url_changes() == 0)
+            || ctx.execute_flags().client_chosen_url)
+    {
         return Some(Rejection::new(
             "internal",
             StatusCode::NOT_FOUND,
