@@ -106,7 +106,7 @@ impl SharedContextContainer {
     /// it), outside the lock: a cleanup may use the container.
     pub(crate) fn clear(&self) {
         let values = self.lock().take();
-        drop(values);
+        drop_values(values);
     }
 
     /// The module's value, if it stored one of type `T`.
@@ -122,7 +122,7 @@ impl SharedContextContainer {
             Self::slots_for(&mut guard, module)[module.get()].replace(value)
         };
         // Dropped outside the lock, so a value's Drop may use the container.
-        drop(previous);
+        drop_value(previous);
     }
 
     /// Stores `value` only if the module has none stored (of any type);
@@ -160,7 +160,7 @@ impl SharedContextContainer {
         let v = Arc::new(make());
         let previous = slot.replace(v.clone());
         drop(guard);
-        drop(previous);
+        drop_value(previous);
         v
     }
 
@@ -171,7 +171,39 @@ impl SharedContextContainer {
             .as_mut()
             .and_then(|slots| slots.get_mut(module.get()))
             .and_then(Option::take);
-        drop(previous);
+        drop_value(previous);
+    }
+}
+
+impl Drop for SharedContextContainer {
+    /// The connection or the site's configuration ends: its values go, each
+    /// on its own, a panic in one's `Drop` caught (it would end the task
+    /// that closes connections, or, while another panic unwinds, the
+    /// process).
+    fn drop(&mut self) {
+        let values = self
+            .slots
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop_values(values);
+    }
+}
+
+/// Drops a module's shared value (its last holder runs its `Drop`),
+/// catching a panic there.
+fn drop_value(value: Option<Arc<dyn Any + Send + Sync>>) {
+    if let Some(value) = value {
+        crate::context::drop_guarded(value, || {
+            "a module's connection or site context value".to_owned()
+        });
+    }
+}
+
+/// [`drop_value`] for every value of a container.
+fn drop_values(values: Option<Box<Slots>>) {
+    for value in values.into_iter().flat_map(|slots| slots.into_iter()) {
+        drop_value(value);
     }
 }
 
@@ -258,5 +290,37 @@ impl ConnectionInfo {
     /// The connection's open state, to be asked from another thread.
     pub fn liveness(&self) -> &ConnectionLiveness {
         &self.liveness
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value whose `Drop` panics, as a module's bug would.
+    struct PanicsWhenDropped;
+
+    impl Drop for PanicsWhenDropped {
+        fn drop(&mut self) {
+            panic!("a bad Drop");
+        }
+    }
+
+    /// Values replaced, removed, cleared or left in the container when it
+    /// goes are dropped with their panics caught: two of them at once used
+    /// to abort the process (a panic while another unwinds).
+    #[test]
+    fn a_shared_values_panicking_drop_is_caught() {
+        let container = SharedContextContainer::default();
+        let (a, b, c) = (ModuleIndex(0), ModuleIndex(1), ModuleIndex(2));
+        container.set(a, Arc::new(PanicsWhenDropped));
+        container.set(a, Arc::new(PanicsWhenDropped));
+        container.set(b, Arc::new(PanicsWhenDropped));
+        container.remove(b);
+        container.set(b, Arc::new(PanicsWhenDropped));
+        container.clear();
+        container.set(a, Arc::new(PanicsWhenDropped));
+        container.set(c, Arc::new(PanicsWhenDropped));
+        drop(container);
     }
 }

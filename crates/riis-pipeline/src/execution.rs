@@ -899,13 +899,20 @@ impl RequestExecution {
                             };
                         }
                         Some((Signal::Indicate(status), changes)) => {
-                            self.make_parked_changes(top, changes);
+                            let status = if self.make_parked_changes(top, &site, changes) {
+                                status
+                            } else {
+                                Status::FinishRequest
+                            };
                             self.apply(top, site, status)
                         }
                         Some((Signal::Post(bytes), changes)) => {
-                            self.make_parked_changes(top, changes);
-                            self.frames[top].phase =
-                                Phase::Deliver(site, CompletionInfo::posted(bytes));
+                            if self.make_parked_changes(top, &site, changes) {
+                                self.frames[top].phase =
+                                    Phase::Deliver(site, CompletionInfo::posted(bytes));
+                            } else {
+                                self.apply(top, site, Status::FinishRequest);
+                            }
                         }
                         Some((Signal::Abandoned, _)) => {
                             let frame = &mut self.frames[top];
@@ -1803,21 +1810,27 @@ impl RequestExecution {
 
     /// Makes the changes a module's thread sent with its signal. One that
     /// panics fails the request, as a module call that panics does.
-    fn make_parked_changes(&mut self, top: usize, changes: Option<ParkedChanges>) {
+    /// Makes the changes a module's thread sent with its signal; `false`
+    /// when they panicked: the request then fails as when a module call
+    /// panics (an empty 500 naming the module, straight to LogRequest).
+    fn make_parked_changes(
+        &mut self,
+        top: usize,
+        site: &CallSite,
+        changes: Option<ParkedChanges>,
+    ) -> bool {
         let Some(changes) = changes else {
-            return;
+            return true;
         };
         let ctx = &mut self.frames[top].ctx;
-        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| changes(ctx)))
-        {
-            let message = crate::context::panic_message(&*panic);
-            tracing::error!(panic = %message, "changes made from a module's thread panicked");
-            ctx.response.set_error_status(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal Server Error",
-                0,
-                crate::module::ModuleError::E_FAIL,
-            );
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| changes(ctx))) {
+            Ok(()) => true,
+            Err(panic) => {
+                ctx.module_panicked(site.module, site.notification, site.post, &*panic);
+                // A payload may panic when dropped too: let go of unread.
+                std::mem::forget(panic);
+                false
+            }
         }
     }
 

@@ -840,6 +840,52 @@ async fn changes_sent_with_a_signal_are_made_before_it() {
     assert_eq!(outcome.body(), "written by the module's thread");
 }
 
+/// Changes from a module's thread that panic fail the request as a
+/// panicking call does: a 500, and the events after the wait do not run
+/// (LogRequest does).
+#[tokio::test]
+async fn changes_that_panic_fail_the_request() {
+    let later = Arc::new(Mutex::new(Vec::new()));
+    let mut t = TestPipeline::new();
+    t.module(
+        "Worker",
+        Registration::events(N::BeginRequest),
+        script(|ctx, _| {
+            let handle = ctx.completion_handle();
+            signal_later(handle, |h| {
+                h.indicate_completion_with(
+                    Status::Continue,
+                    Box::new(|_ctx| panic!("a bug in the thread's changes")),
+                )
+            });
+            Status::Pending
+        }),
+    );
+    {
+        let later = later.clone();
+        t.module(
+            "Later",
+            Registration::events(N::MapRequestHandler | N::LogRequest),
+            script(move |ctx, call| {
+                if let Call::Event { notification, .. } = call {
+                    later.lock().unwrap().push(notification);
+                    if notification == N::MapRequestHandler {
+                        ctx.response_mut().write("too late");
+                    }
+                }
+                Status::Continue
+            }),
+        );
+    }
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/").await;
+
+    assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!outcome.body().contains("too late"), "{}", outcome.body());
+    assert_eq!(*later.lock().unwrap(), [N::LogRequest]);
+}
+
 /// `IsConnected` from a module's own thread: a kept handle says the client
 /// is connected while the request waits for it, and not once the request
 /// gave the wait up because the client left; the modules that still run
