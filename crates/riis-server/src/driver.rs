@@ -1260,10 +1260,23 @@ fn with_head(head: ResponseHead, body: ResponseBody, disconnect: bool) -> Respon
     resp
 }
 
+/// The most header fields a response may carry (modules set them; far
+/// above what any client accepts, below what the header map holds).
+const MAX_RESPONSE_HEADERS: usize = 10_000;
+
 /// The head of an output, or the one a module wrote into the entity itself
 /// after suppressing headers (`HTTP/1.1 200 OK\r\nName: value\r\n\r\n…`).
 fn head_of(out: &mut Output) -> Result<ResponseHead, StatusCode> {
     if let Some(head) = out.head.take() {
+        if head.headers.len() > MAX_RESPONSE_HEADERS {
+            // No client takes such a head, and hyper cannot add its own
+            // fields to a map that full (it panics): a module's bug.
+            tracing::error!(
+                headers = head.headers.len(),
+                "a response has more than {MAX_RESPONSE_HEADERS} header fields; it is answered with 500"
+            );
+            return Err(StatusCode::INTERNAL_SERVER_ERROR);
+        }
         return Ok(head);
     }
     let mut raw = Vec::new();

@@ -16,12 +16,24 @@ use riis_pipeline::{
     RequestNotifications, ServerInfo,
 };
 
-/// Panics at BeginRequest for `/boom`, passes otherwise.
+/// Panics at BeginRequest for `/boom`, and gives `/many-headers` 30,000
+/// header fields; passes otherwise.
 struct Boom;
 impl HttpModule for Boom {
     fn on_begin_request(&mut self, ctx: &mut HttpContext) -> Status {
         if ctx.request().url() == "/boom" {
             panic!("boom requested");
+        }
+        if ctx.request().url() == "/many-headers" {
+            let resp = ctx.response_mut();
+            for i in 0..30_000 {
+                resp.append_header(
+                    riis_pipeline::http::HeaderName::from_static("x-many"),
+                    riis_pipeline::http::HeaderValue::from(i),
+                );
+            }
+            resp.write("many");
+            return Status::FinishRequest;
         }
         Status::Continue
     }
@@ -646,6 +658,10 @@ fn a_panicking_module_fails_only_its_request() {
     let resp = conn.get("/fine");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "done later");
+    // A head no client would take (and hyper could not finish): 500, and
+    // the server goes on.
+    assert_eq!(conn.get("/many-headers").status, 500);
+    assert_eq!(Connection::open(server.addr).get("/fine").status, 200);
     server.stop();
 }
 
