@@ -711,6 +711,10 @@ struct Batch {
     /// The batch begins with the rest of a line a failed write left
     /// unfinished: it goes on without a header block.
     continues: bool,
+    /// The second (since the epoch) its first line was made: a header
+    /// block written before it says this in `#Date`, as IIS's file says
+    /// when its first entry came, not when a batch reached the disk.
+    started: u64,
 }
 
 /// What the writer knows of the files.
@@ -741,7 +745,14 @@ impl Sink {
 
     /// Adds one line (with its `\n`) for `file`, which rolls over past
     /// `max_size` bytes when given.
-    fn append(&self, file: &str, max_size: Option<u64>, fields: &Arc<[LogField]>, line: &[u8]) {
+    fn append(
+        &self,
+        file: &str,
+        max_size: Option<u64>,
+        fields: &Arc<[LogField]>,
+        line: &[u8],
+        second: u64,
+    ) {
         let mut waiting = lock(&self.waiting);
         if waiting.bytes + line.len() > WAIT_AT {
             waiting.dropped += 1;
@@ -767,6 +778,7 @@ impl Sink {
                     lines
                 },
                 continues: false,
+                started: second,
             }),
         }
         let before = waiting.bytes;
@@ -889,7 +901,7 @@ impl Sink {
         let mut number = *written.sized.get_or_insert_with(|| self.last_sized());
         let header_len = || {
             let mut block = Vec::new();
-            self.header(&mut block, &batch.fields);
+            self.header(&mut block, &batch.fields, batch.started);
             block.len() as u64
         };
         let needs_header = |written: &Written, number: u64, current: u64| {
@@ -936,6 +948,7 @@ impl Sink {
             fields: batch.fields.clone(),
             lines: batch.lines.split_off(cut),
             continues: false,
+            started: batch.started,
         })
     }
 
@@ -1017,7 +1030,7 @@ impl Sink {
             );
         }
         if empty || !same {
-            self.header(&mut head, &batch.fields);
+            self.header(&mut head, &batch.fields, batch.started);
         }
         // The head goes whole or not at all (retried with the batch): a
         // part of it that went is cut off again. Of the lines, what went
@@ -1063,12 +1076,9 @@ impl Sink {
         Ok(())
     }
 
-    /// The W3C header block.
-    fn header(&self, out: &mut Vec<u8>, fields: &[LogField]) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let date = stamp(now);
+    /// The W3C header block, dated `second`.
+    fn header(&self, out: &mut Vec<u8>, fields: &[LogField], second: u64) {
+        let date = stamp(second);
         out.extend_from_slice(b"#Software: ");
         out.extend_from_slice(self.software.as_bytes());
         out.extend_from_slice(b"\n#Version: 1.0\n#Date: ");
@@ -1537,8 +1547,13 @@ impl PendingLine {
                     &buffer.file.insert((self.period, self.local, name)).2
                 }
             };
-            self.sink
-                .append(file, self.max_size, &self.fields, &buffer.line);
+            self.sink.append(
+                file,
+                self.max_size,
+                &self.fields,
+                &buffer.line,
+                buffer.second,
+            );
         });
     }
 }
@@ -1990,12 +2005,12 @@ mod tests {
         let line = |i: usize| format!("{i:08} {}\n", "x".repeat(1000));
         let count = WAIT_AT / 1010 + 500;
         for i in 0..count / 2 {
-            sink.append("u_ex.log", None, &fields, line(i).as_bytes());
+            sink.append("u_ex.log", None, &fields, line(i).as_bytes(), 0);
         }
         sink.write(); // fails: everything is kept
         assert!(lock(&sink.file).failure.is_some());
         for i in count / 2..count {
-            sink.append("u_ex.log", None, &fields, line(i).as_bytes());
+            sink.append("u_ex.log", None, &fields, line(i).as_bytes(), 0);
         }
         // Over the limit: later appends were dropped and counted.
         let dropped = lock(&sink.waiting).dropped;
@@ -2031,6 +2046,7 @@ mod tests {
             fields: fields.clone(),
             lines: b"dex.html 200\nnext line\n".to_vec(),
             continues: true,
+            started: 0,
         };
         // The file the line began in is still there: the rest follows it.
         std::fs::write(folder.join("u_ex.log"), "#Fields: x\n/in").unwrap();
@@ -2066,6 +2082,7 @@ mod tests {
         };
         let fresh = Batch {
             continues: false,
+            started: 0,
             lines: b"new line\n".to_vec(),
             ..rest
         };
@@ -2136,7 +2153,7 @@ mod tests {
         for round in 0..4 {
             for i in 0..5 {
                 let line = format!("{round}-{i} {}\n", "y".repeat(90));
-                sink.append(&stem, Some(1000), &fields, line.as_bytes());
+                sink.append(&stem, Some(1000), &fields, line.as_bytes(), 0);
             }
             sink.write();
         }
@@ -2192,7 +2209,7 @@ mod tests {
         let fields = LogFields::default().0;
         let line = format!("{}\n", "z".repeat(99));
         for _ in 0..9 {
-            sink.append("u_extend", Some(1000), &fields, line.as_bytes());
+            sink.append("u_extend", Some(1000), &fields, line.as_bytes(), 0);
         }
         sink.write();
         // A line longer than the file may be is written alone.
@@ -2201,6 +2218,7 @@ mod tests {
             Some(1000),
             &fields,
             format!("{}\n", "w".repeat(1500)).as_bytes(),
+            0,
         );
         sink.write();
         let mut total = 0;
@@ -2230,6 +2248,7 @@ mod tests {
             fields: fields.clone(),
             lines: b"x\n".repeat(n),
             continues: false,
+            started: 0,
         };
         // 12 MiB that failed, in batches of 64 KiB, and 8 MiB waiting.
         let unwritten: VecDeque<Batch> = (0..192).map(|_| batch(BATCH_BYTES / 2)).collect();

@@ -451,8 +451,7 @@ fn the_aspnetcore_example_is_what_the_import_writes_and_runs() {
     let config = dir.write(
         "riis.toml",
         text.replace("/usr/bin/dotnet", &node.display().to_string())
-            .replace("./Shop.dll", "app.js")
-            .replace("/tmp/riis-aspnetcore-example.pid", "riis.pid"),
+            .replace("./Shop.dll", "app.js"),
     );
     let out = common::riis_command("check-config", &config);
     assert!(

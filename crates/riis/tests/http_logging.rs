@@ -134,6 +134,11 @@ fn each_request_gets_a_line_with_the_default_fields() {
     assert_eq!(first.len(), 15, "{}", all[0]);
     assert_eq!(first[0].len(), 10, "date: {}", first[0]);
     assert_eq!(first[1].len(), 8, "time: {}", first[1]);
+    // The file is dated by its first line, not by the write a second later.
+    assert!(
+        text.contains(&format!("\n#Date: {} {}\n", first[0], first[1])),
+        "{text}"
+    );
     assert_eq!(
         first[2..14],
         [
