@@ -1672,7 +1672,10 @@ fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, co
                 Ok(())
             }
             LogField::Status => {
-                put_number(out, resp.status().as_u16());
+                // The status the client got: one a module set after the
+                // head went out reached nobody.
+                let status = resp.sent_status().unwrap_or_else(|| resp.status());
+                put_number(out, status.as_u16());
                 Ok(())
             }
             LogField::Substatus => {

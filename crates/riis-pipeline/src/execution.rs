@@ -1775,6 +1775,9 @@ impl RequestExecution {
         }
         // The final send, or the last of the sends it became.
         let is_final = (is_final || may_defer) && deferred.is_empty();
+        if !resp.headers_sent && !resp.suppress_headers {
+            resp.sent_status = Some(resp.status);
+        }
         let head = (!resp.headers_sent && !resp.suppress_headers).then(|| ResponseHead {
             status: resp.status,
             reason: resp.reason.clone(),

@@ -181,6 +181,10 @@ pub struct HttpResponse {
     pub(crate) buffer_limit: usize,
     pub(crate) buffering: bool,
     pub(crate) headers_sent: bool,
+    /// The status the head that went out carried (`None` before, or when
+    /// a module wrote the head itself): a status set after it reaches no
+    /// client, so an access log reads this one.
+    pub(crate) sent_status: Option<StatusCode>,
     pub(crate) suppress_headers: bool,
     pub(crate) flush: Option<FlushOptions>,
     pub(crate) need_disconnect: bool,
@@ -285,6 +289,7 @@ impl HttpResponse {
             buffer_limit: usize::MAX,
             buffering: true,
             headers_sent: false,
+            sent_status: None,
             suppress_headers: false,
             flush: None,
             need_disconnect: false,
@@ -624,6 +629,13 @@ impl HttpResponse {
     /// Whether the status line and headers already went to the client.
     pub fn headers_sent(&self) -> bool {
         self.headers_sent
+    }
+
+    /// The status the client got, once the head went out with one: what
+    /// an access log writes. [`HttpResponse::status`] may differ when a
+    /// module set another after the head went (it reaches nobody).
+    pub fn sent_status(&self) -> Option<StatusCode> {
+        self.sent_status
     }
 
     /// The request failed after the headers went out: what was sent is all

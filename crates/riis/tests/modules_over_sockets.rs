@@ -347,6 +347,12 @@ impl HttpModule for FlushThen {
             "/panic" => panic!("failing after the headers went out"),
             "/close" => ctx.response_mut().set_need_disconnect(),
             "/reset" => ctx.response_mut().reset_connection(),
+            "/late-status" => {
+                // Too late: the 200 went out with the flush.
+                let resp = ctx.response_mut();
+                resp.set_status(http::StatusCode::NOT_FOUND, "Not Found");
+                resp.write("rest");
+            }
             _ => ctx.response_mut().write("rest"),
         }
         Status::Continue
@@ -646,6 +652,41 @@ fn handler_config(modules: &[&str], handler: &str) -> String {
          [[sites]]\nname = \"s\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0\"]\n"
     ));
     text
+}
+
+/// A status set after the head went out reaches no client: the access log
+/// writes the one the client got.
+#[test]
+fn the_access_log_has_the_status_that_went_out() {
+    let server = InProcessServer::start(
+        &handler_config(&["HttpLogging", "FlushThen"], "FlushThen"),
+        TEST_MODULES,
+    );
+    let resp = Connection::open(server.addr).get("/late-status");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "part;rest");
+    let folder = server.dir().join("logs/W3SVC1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text: String = std::fs::read_dir(&folder)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("/late-status")) {
+            break line.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no log line: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let fields: Vec<&str> = line.split(' ').collect();
+    // date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username
+    // c-ip cs(User-Agent) cs(Referer) sc-status …
+    assert_eq!(fields[11], "200", "{line}");
+    server.stop();
 }
 
 #[test]
