@@ -594,8 +594,30 @@ impl HttpResponse {
     }
 
     /// `Redirect`: 302 (or `status`) to `location`, entity replaced by a short
-    /// note, as IIS does.
+    /// note, as IIS does. What a URI cannot hold (spaces, non-ASCII, `<>"`…)
+    /// is percent-encoded; a line break is refused.
     pub fn redirect(&mut self, location: &str, status: StatusCode) -> Result<(), http::Error> {
+        // A URI holds neither spaces nor bytes past ASCII, nor `"<>\^`{|}`
+        // (RFC 3986 §2): they are percent-encoded, as a browser would
+        // before following it; `%` stays, so an encoded URL is kept as is.
+        // CR and LF stay, for the header to refuse: a line break in a
+        // redirect target is an injection attempt, not a URL.
+        const NOT_IN_URIS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+            .remove(b'\r')
+            .remove(b'\n')
+            .add(b' ')
+            .add(b'"')
+            .add(b'<')
+            .add(b'>')
+            .add(b'\\')
+            .add(b'^')
+            .add(b'`')
+            .add(b'{')
+            .add(b'|')
+            .add(b'}');
+        let location: std::borrow::Cow<'_, str> =
+            percent_encoding::utf8_percent_encode(location, NOT_IN_URIS).into();
+        let location = &*location;
         let value = HeaderValue::try_from(location)?;
         self.clear_entity();
         self.status = status;
@@ -769,6 +791,27 @@ fn check_trailer(name: &HeaderName) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redirect_target_is_made_a_uri() {
+        let mut response = HttpResponse::new();
+        response.redirect("/é x?<a>", StatusCode::FOUND).unwrap();
+        assert_eq!(
+            response.header(http::header::LOCATION).unwrap(),
+            "/%C3%A9%20x?%3Ca%3E"
+        );
+        // Kept as written: an encoded URL, and a scheme's characters.
+        response
+            .redirect("https://a.example/b%20c?d=e&f#g", StatusCode::FOUND)
+            .unwrap();
+        assert_eq!(
+            response.header(http::header::LOCATION).unwrap(),
+            "https://a.example/b%20c?d=e&f#g"
+        );
+        assert!(response
+            .redirect("/a\r\nSet-Cookie: x", StatusCode::FOUND)
+            .is_err());
+    }
 
     #[test]
     fn headers_past_what_a_map_holds_are_dropped_not_a_panic() {
