@@ -615,7 +615,7 @@ impl Registry {
                     // A folder no configuration uses any more goes once
                     // everything it had is written. Only the registry can
                     // hand out a sink nobody holds, under this lock.
-                    lock(&self.sinks).retain(|_, s| Arc::strong_count(s) > 1 || s.has_pending());
+                    lock(&self.sinks).retain(|_, s| Arc::strong_count(s) > 1 || !s.is_idle());
                 });
             if let Err(e) = started {
                 // Lines are then written at reload and shutdown only.
@@ -680,6 +680,15 @@ impl Shared {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`lock`] unless another thread holds it.
+fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 /// One log folder (a site's, under one `directory`).
@@ -791,9 +800,15 @@ impl Sink {
     }
 
     /// Writes what is waiting, in order.
-    /// Lines wait for the disk, or a failed write left one unfinished.
-    fn has_pending(&self) -> bool {
-        !lock(&self.waiting).batches.is_empty() || lock(&self.file).torn
+    /// Nothing waits for the disk and no failed write left a line
+    /// unfinished. Asked under the registry's lock, so it never waits: a
+    /// sink being written (a slow disk, a reload's final write) counts as
+    /// busy, and a request's first line elsewhere is not held up behind it.
+    fn is_idle(&self) -> bool {
+        let (Some(waiting), Some(file)) = (try_lock(&self.waiting), try_lock(&self.file)) else {
+            return false;
+        };
+        waiting.batches.is_empty() && !file.torn
     }
 
     fn write(&self) {
@@ -1671,15 +1686,18 @@ fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, co
                 );
                 Ok(())
             }
+            // The status the client got, and its substatus: one a module
+            // set after the head went out reached nobody.
             LogField::Status => {
-                // The status the client got: one a module set after the
-                // head went out reached nobody.
-                let status = resp.sent_status().unwrap_or_else(|| resp.status());
+                let status = resp.sent_status().map_or_else(|| resp.status(), |(s, _)| s);
                 put_number(out, status.as_u16());
                 Ok(())
             }
             LogField::Substatus => {
-                put_number(out, resp.substatus());
+                let substatus = resp
+                    .sent_status()
+                    .map_or_else(|| resp.substatus(), |(_, sub)| sub);
+                put_number(out, substatus);
                 Ok(())
             }
             LogField::Win32Status => {

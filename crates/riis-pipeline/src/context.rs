@@ -1048,13 +1048,22 @@ impl HttpContext {
         post: bool,
         panic: &(dyn Any + Send),
     ) {
-        self.slots[m.get()] = Slot {
-            instance: None,
-            state: SlotState::Failed,
-            completion: None,
-        };
+        let mut failed = std::mem::replace(
+            &mut self.slots[m.get()],
+            Slot {
+                instance: None,
+                state: SlotState::Failed,
+                completion: None,
+            },
+        );
         let message = panic_message(panic);
         let name = self.pipeline.module_name(m).to_owned();
+        // An instance still in its slot (the panic came from changes its
+        // thread sent, not from a call) goes with its Drop guarded too.
+        if let Some(instance) = failed.instance.take() {
+            drop_guarded(instance, || format!("module {name}'s instance"));
+        }
+        drop(failed);
         let when = if post {
             format!("Post{}", notification.name())
         } else {

@@ -1776,7 +1776,7 @@ impl RequestExecution {
         // The final send, or the last of the sends it became.
         let is_final = (is_final || may_defer) && deferred.is_empty();
         if !resp.headers_sent && !resp.suppress_headers {
-            resp.sent_status = Some(resp.status);
+            resp.sent_status = Some((resp.status, resp.substatus));
         }
         let head = (!resp.headers_sent && !resp.suppress_headers).then(|| ResponseHead {
             status: resp.status,
@@ -1829,6 +1829,9 @@ impl RequestExecution {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| changes(ctx))) {
             Ok(()) => true,
             Err(panic) => {
+                // What the changes started (a flush) is not made.
+                ctx.op = None;
+                ctx.response.flush = None;
                 ctx.module_panicked(site.module, site.notification, site.post, &*panic);
                 // A payload may panic when dropped too: let go of unread.
                 std::mem::forget(panic);

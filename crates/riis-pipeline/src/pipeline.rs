@@ -58,6 +58,10 @@ pub struct BuildError {
     pub key: String,
     /// What is wrong.
     pub message: String,
+    /// The module the error is about, when it is about one: a loader whose
+    /// `key` is in no file (a default the server supplied) can point at
+    /// the module's entry instead.
+    pub module: Option<String>,
 }
 
 impl BuildError {
@@ -65,7 +69,14 @@ impl BuildError {
         Self {
             key: key.into(),
             message: message.into(),
+            module: None,
         }
+    }
+
+    /// The error is about module `name`.
+    fn about_module(mut self, name: &str) -> Self {
+        self.module = Some(name.to_owned());
+        self
     }
 }
 
@@ -791,7 +802,8 @@ impl PipelineBuilder {
                                     "module `{name}` did not register for ExecuteRequestHandler, so handler `{}` cannot use it (a module loaded from an image under a built-in module's name replaces the built-in one)",
                                     d.name
                                 ),
-                            ));
+                            )
+                            .about_module(name));
                         }
                         Ok(index)
                     })

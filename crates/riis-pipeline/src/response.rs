@@ -181,10 +181,10 @@ pub struct HttpResponse {
     pub(crate) buffer_limit: usize,
     pub(crate) buffering: bool,
     pub(crate) headers_sent: bool,
-    /// The status the head that went out carried (`None` before, or when
-    /// a module wrote the head itself): a status set after it reaches no
-    /// client, so an access log reads this one.
-    pub(crate) sent_status: Option<StatusCode>,
+    /// The status (and substatus) the response had when its head went
+    /// out (`None` before, or when a module wrote the head itself): one set
+    /// after it reaches no client, so an access log reads this one.
+    pub(crate) sent_status: Option<(StatusCode, u16)>,
     pub(crate) suppress_headers: bool,
     pub(crate) flush: Option<FlushOptions>,
     pub(crate) need_disconnect: bool,
@@ -597,9 +597,11 @@ impl HttpResponse {
     /// note, as IIS does. What a URI cannot hold (spaces, non-ASCII, `<>"`…)
     /// is percent-encoded; a line break is refused.
     pub fn redirect(&mut self, location: &str, status: StatusCode) -> Result<(), http::Error> {
-        // A URI holds neither spaces nor bytes past ASCII, nor `"<>\^`{|}`
+        // A URI holds neither spaces nor bytes past ASCII, nor `"<>^`{|}`
         // (RFC 3986 §2): they are percent-encoded, as a browser would
         // before following it; `%` stays, so an encoded URL is kept as is.
+        // `\` stays too: browsers read it as `/` in http(s) URLs, and `%5C`
+        // would turn `https://a\@b/` from host `a` into host `b`.
         // CR and LF stay, for the header to refuse: a line break in a
         // redirect target is an injection attempt, not a URL.
         const NOT_IN_URIS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
@@ -609,7 +611,6 @@ impl HttpResponse {
             .add(b'"')
             .add(b'<')
             .add(b'>')
-            .add(b'\\')
             .add(b'^')
             .add(b'`')
             .add(b'{')
@@ -653,10 +654,11 @@ impl HttpResponse {
         self.headers_sent
     }
 
-    /// The status the client got, once the head went out with one: what
-    /// an access log writes. [`HttpResponse::status`] may differ when a
-    /// module set another after the head went (it reaches nobody).
-    pub fn sent_status(&self) -> Option<StatusCode> {
+    /// The status the client got, with the substatus the response had
+    /// then, once the head went out with one: what an access log writes.
+    /// [`HttpResponse::status`] may differ when a module set another after
+    /// the head went (it reaches nobody).
+    pub fn sent_status(&self) -> Option<(StatusCode, u16)> {
         self.sent_status
     }
 
@@ -811,6 +813,13 @@ mod tests {
         assert!(response
             .redirect("/a\r\nSet-Cookie: x", StatusCode::FOUND)
             .is_err());
+        response
+            .redirect(r"https://a.example\@b.example/", StatusCode::FOUND)
+            .unwrap();
+        assert_eq!(
+            response.header(http::header::LOCATION).unwrap(),
+            r"https://a.example\@b.example/"
+        );
     }
 
     #[test]

@@ -65,24 +65,29 @@ impl fmt::Display for ConfigError {
         }
         f.write_str(": ")?;
         if let Some(key) = &self.key {
-            write!(f, "key `{key}`: ")?;
+            f.write_str("key `")?;
+            write_escaped(f, key)?;
+            f.write_str("`: ")?;
         }
-        // A value quoted back may hold control characters: escaped, so an
-        // escape sequence in the file cannot drive the terminal.
-        let message = plain_words(&self.message);
-        if message.chars().any(|c| c.is_control() && c != '\n') {
-            for c in message.chars() {
-                if c.is_control() && c != '\n' {
-                    write!(f, "{}", c.escape_default())?;
-                } else {
-                    write!(f, "{c}")?;
-                }
-            }
-            Ok(())
+        write_escaped(f, &plain_words(&self.message))
+    }
+}
+
+/// Writes `text` with its control characters (but line breaks) escaped: a
+/// key or value quoted back from the file may hold them, and an escape
+/// sequence must not drive the terminal.
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return f.write_str(text);
+    }
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            write!(f, "{}", c.escape_default())?;
         } else {
-            f.write_str(&message)
+            write!(f, "{c}")?;
         }
     }
+    Ok(())
 }
 
 impl std::error::Error for ConfigError {}
@@ -710,15 +715,6 @@ fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
             .map(|m| (*m).to_owned())
             .collect()
     };
-    // No `[[handlers]]` in the file: an error about a default handler (a
-    // module of a built-in's name that is no handler, as a native image
-    // named `StaticFile` would be) points at the module's entry.
-    let key_of = |names: &[String]| {
-        names
-            .first()
-            .and_then(|first| modules.iter().position(|e| &e.name == first))
-            .map_or_else(|| "modules".to_owned(), |i| format!("modules[{i}]"))
-    };
     let mut handlers = Vec::new();
     let protocol = listed(&["ProtocolSupport"]);
     if !protocol.is_empty() {
@@ -727,9 +723,9 @@ fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
             path: "*".into(),
             verbs: vec!["OPTIONS".into(), "TRACE".into()],
             resource_type: "Unspecified".into(),
-            key: key_of(&protocol),
             modules: protocol,
             allow_path_info: false,
+            key: "handlers".into(),
         });
     }
     let static_modules = listed(&["StaticFile", "DefaultDocument", "DirectoryListing"]);
@@ -740,9 +736,9 @@ fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
             // What its modules answer: OPTIONS then lists only these.
             verbs: vec!["GET".into(), "HEAD".into()],
             resource_type: "Either".into(),
-            key: key_of(&static_modules),
             modules: static_modules,
             allow_path_info: false,
+            key: "handlers".into(),
         });
     }
     handlers
@@ -1719,13 +1715,17 @@ impl ServerConfig {
         // serde reports an unknown field on the table that holds it; point at
         // the field itself when the message names it.
         let mut key = e.key.clone();
-        // A default handler's error names the module entry it came from
-        // (`default_handlers`), not a handler table's `modules` key.
-        if let Some(entry) = key
-            .strip_suffix(".modules")
-            .filter(|k| k.starts_with("modules["))
-        {
-            key = entry.to_owned();
+        // A key in no file (the default handlers riis adds without
+        // `[[handlers]]`) gives way to the entry of the module the error is
+        // about, which the file has.
+        if self.line_of_key(&key).is_none() {
+            if let Some(i) = e
+                .module
+                .as_deref()
+                .and_then(|name| self.modules.iter().position(|m| m.name == name))
+            {
+                key = format!("modules[{i}]");
+            }
         }
         if let Some(field) = unknown_field(&e.message) {
             let already = key == field || key.ends_with(&format!(".{field}"));
@@ -2342,6 +2342,10 @@ mod tests {
         let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
         assert!(!e.to_string().contains('\u{1b}'), "{e:?}");
         assert!(e.to_string().contains("\\u{1b}[2J"), "{e}");
+        // In a key too.
+        let text = "[server]\n\"x\\u001b[31mRED\" = 1\n";
+        let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();
+        assert!(!e.to_string().contains('\u{1b}'), "{e:?}");
 
         let text = "[server]\nworker_threads = \"many\"\n";
         let e = ServerConfig::parse(text, Path::new("riis.toml"), &dir).unwrap_err();

@@ -389,8 +389,8 @@ fn an_image_under_a_built_in_handlers_name_is_refused_at_its_entry() {
     let config = write_config(
         &dir,
         &dir.path().join("www"),
-        "[[global_modules]]\nname = \"StaticFile\"\nimage = \"libtest_module.so\"\n\n\
-         [[modules]]\nname = \"HelloWorld\"\n[[modules]]\nname = \"StaticFile\"\n",
+        "[[global_modules]]\nname = \"DefaultDocument\"\nimage = \"libtest_module.so\"\n\n\
+         [[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"DefaultDocument\"\n",
     );
     let out = Command::new(env!("CARGO_BIN_EXE_riis"))
         .args(["check-config", "--config", config.to_str().unwrap()])
@@ -400,7 +400,7 @@ fn an_image_under_a_built_in_handlers_name_is_refused_at_its_entry() {
     assert!(!out.status.success());
     assert!(stderr.contains(":7: key `modules[1]`"), "{stderr}");
     assert!(
-        stderr.contains("handler `StaticFile` cannot use it"),
+        stderr.contains("module `DefaultDocument` did not register"),
         "{stderr}"
     );
 }
