@@ -960,7 +960,7 @@ impl HttpContext {
                     let name = self.pipeline.module_name(m).to_owned();
                     drop_guarded(instance, || format!("module {name}'s instance"));
                 }
-                self.module_panicked(m, notification, false, &*panic);
+                self.module_panicked(m, notification, false, false, &*panic);
                 self.finish_requested = true;
                 self.response.attention = true;
                 Some(RequestNotificationStatus::FinishRequest)
@@ -1046,6 +1046,7 @@ impl HttpContext {
         m: ModuleIndex,
         notification: RequestNotification,
         post: bool,
+        in_completion: bool,
         panic: &(dyn Any + Send),
     ) {
         let mut failed = std::mem::replace(
@@ -1064,10 +1065,16 @@ impl HttpContext {
             drop_guarded(instance, || format!("module {name}'s instance"));
         }
         drop(failed);
-        let when = if post {
+        let event = if post {
             format!("Post{}", notification.name())
         } else {
             notification.name().to_owned()
+        };
+        // A completion is delivered for the event that pended.
+        let when = if in_completion {
+            format!("OnAsyncCompletion (of {event})")
+        } else {
+            event
         };
         tracing::error!(
             module = %name,

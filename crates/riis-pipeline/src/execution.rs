@@ -1038,7 +1038,7 @@ impl RequestExecution {
                 ctx.current.clear_module();
                 ctx.op = None;
                 ctx.response.flush = None;
-                ctx.module_panicked(module, notification, post, &*panic);
+                ctx.module_panicked(module, notification, post, false, &*panic);
                 let site = CallSite {
                     module,
                     notification,
@@ -1832,7 +1832,7 @@ impl RequestExecution {
                 // What the changes started (a flush) is not made.
                 ctx.op = None;
                 ctx.response.flush = None;
-                ctx.module_panicked(site.module, site.notification, site.post, &*panic);
+                ctx.module_panicked(site.module, site.notification, site.post, false, &*panic);
                 // A payload may panic when dropped too: let go of unread.
                 std::mem::forget(panic);
                 false
@@ -1931,6 +1931,7 @@ fn call_module(
         trace(pipeline, ctx, site, TracePhase::ModuleStart);
         Instant::now()
     });
+    let in_completion = completion.is_some();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match completion {
         Some(info) => module.on_async_completion(ctx, site.notification, site.post, &info),
         None => dispatch(&mut *module, ctx, site.notification, site.post),
@@ -1957,7 +1958,13 @@ fn call_module(
             crate::context::drop_guarded(module, || format!("module {name}'s instance"));
             ctx.op = None;
             ctx.response.flush = None;
-            ctx.module_panicked(site.module, site.notification, site.post, &*panic);
+            ctx.module_panicked(
+                site.module,
+                site.notification,
+                site.post,
+                in_completion,
+                &*panic,
+            );
             Status::FinishRequest
         }
     }
