@@ -402,6 +402,12 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
         key.push_str(&host.to_ascii_lowercase());
     }
     key.push('\0');
+    // The server a rule sends the request to (a canary's backend by cookie):
+    // one server's answer is not another's (nginx keys on the upstream).
+    if let Some(server) = ctx.server_variable(crate::reverse_proxy::PROXY_SERVER) {
+        key.push_str(&server);
+    }
+    key.push('\0');
     // Each user's own (with `cache_authenticated`; anonymous is empty).
     key.push_str(user);
     key.push('\0');
@@ -428,10 +434,10 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     for name in &config.vary_by_headers {
         key.push('\0');
         for value in req.headers().get_all(&name.0) {
-            key.extend(percent_encoding::percent_encode(
-                value.as_bytes(),
-                percent_encoding::CONTROLS,
-            ));
+            // `%` escaped too: a raw byte and its escape are two values.
+            const ESCAPED: &percent_encoding::AsciiSet =
+                &percent_encoding::CONTROLS.add(b'%').add(b',');
+            key.extend(percent_encoding::percent_encode(value.as_bytes(), ESCAPED));
             key.push(',');
         }
     }
@@ -597,25 +603,25 @@ fn push_query(key: &mut String, config: &OutputCacheConfig, query: &str) {
         // into the key with the name as sent, since to a case-sensitive
         // handler (PHP) `ID` is not `id`: `?ID=1` and `?id=1` are two
         // entries, and neither answer is served for the other.
-        let decode = |text: &str| {
+        // Decoded to bytes, not to text: `%FF` and `%FE` are no UTF-8,
+        // and lossy decoding would make them one `\u{FFFD}`.
+        let decode = |text: &str| -> Vec<u8> {
             let spaced = text.replace('+', " ");
-            percent_encoding::percent_decode_str(&spaced)
-                .decode_utf8_lossy()
-                .into_owned()
+            percent_encoding::percent_decode_str(&spaced).collect()
         };
         for name in &config.vary_by_query_string {
             for pair in query.split('&') {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                 let k = decode(k);
-                if k.eq_ignore_ascii_case(name) {
-                    key.extend(percent_encoding::utf8_percent_encode(
+                if k.eq_ignore_ascii_case(name.as_bytes()) {
+                    key.extend(percent_encoding::percent_encode(
                         &k,
                         percent_encoding::NON_ALPHANUMERIC,
                     ));
                     key.push('=');
                     // Escaped again: a decoded `&` or NUL must not run into
                     // the next parameter.
-                    key.extend(percent_encoding::utf8_percent_encode(
+                    key.extend(percent_encoding::percent_encode(
                         &decode(v),
                         percent_encoding::NON_ALPHANUMERIC,
                     ));
@@ -633,7 +639,11 @@ fn storable(
     file: Option<FileStamp>,
 ) -> Option<Entry> {
     let resp = ctx.response();
-    if resp.status() != StatusCode::OK || resp.headers_sent() || resp.headers_suppressed() {
+    if resp.status() != StatusCode::OK
+        || resp.headers_sent()
+        || resp.headers_suppressed()
+        || ctx.is_user_cache_disabled()
+    {
         return None;
     }
     if !config.cache_authenticated && ctx.user().is_some_and(|u| !u.name().is_empty()) {
@@ -678,9 +688,14 @@ fn storable(
     // An encoded answer (a backend's gzip) is for clients that accept its
     // encoding: kept only when the key tells them apart, whatever the
     // answer's `Vary` forgot to say.
-    let encoded = headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    // Every line and every coding: `identity` first does not make a later
+    // `gzip` readable to all.
+    let encoded = headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"))
+    });
     if encoded
         && !config
             .vary_by_headers

@@ -215,6 +215,8 @@ pub struct HttpContext {
     pub(crate) resource: Option<Option<ResourceInfo>>,
     /// [`HttpContext::set_answered_elsewhere`] was called.
     answered_elsewhere: bool,
+    /// [`HttpContext::disable_user_cache`] was called.
+    user_cache_disabled: bool,
     pub(crate) opened_file: Option<Arc<std::fs::File>>,
     pub(crate) cached_content: Option<bytes::Bytes>,
     pub(crate) op: Option<AsyncOp>,
@@ -296,6 +298,7 @@ impl HttpContext {
             physical_path_partial: false,
             resource: None,
             answered_elsewhere: false,
+            user_cache_disabled: false,
             opened_file: None,
             cached_content: None,
             op: None,
@@ -750,6 +753,21 @@ impl HttpContext {
     /// answer's source.
     pub fn set_answered_elsewhere(&mut self) {
         self.answered_elsewhere = true;
+    }
+
+    /// `IHttpCachePolicy::DisableUserCache`: this response must not be
+    /// stored by an output cache, whatever its headers say. For an answer
+    /// that a check decided for this client alone, which the response does
+    /// not show (a file an application let this client download with
+    /// `X-Accel-Redirect`: served from a cache, the next client would skip
+    /// the check).
+    pub fn disable_user_cache(&mut self) {
+        self.user_cache_disabled = true;
+    }
+
+    /// Whether [`Self::disable_user_cache`] was called.
+    pub fn is_user_cache_disabled(&self) -> bool {
+        self.user_cache_disabled
     }
 
     /// Whether the request's physical path is there but the server may not

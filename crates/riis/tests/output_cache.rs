@@ -484,4 +484,33 @@ fn spellings_of_a_path_and_encoded_answers_are_kept_apart() {
         .map(|_| run(&get(&mut conn, "/dyn/encoded", gzip)))
         .collect();
     assert_eq!(runs[2], runs[0] + 2, "an encoded answer was kept");
+    // `identity` on a first line does not make a second line's gzip
+    // readable to every client.
+    let lines = "X-Respond-Content-Encoding: identity\r\nX-Respond-Content-Encoding: gzip\r\n";
+    let runs: Vec<u64> = (0..3)
+        .map(|_| run(&get(&mut conn, "/dyn/encoded-twice", lines)))
+        .collect();
+    assert_eq!(runs[2], runs[0] + 2, "an encoded answer was kept");
+
+    // Values that decode to no text, and a raw byte against its escape,
+    // are told apart: each its own entry.
+    for (a, b) in [
+        ("/dyn/named/bytes?id=%FF", "/dyn/named/bytes?id=%FE"),
+        ("/dyn/named/bytes?id=%EF%BF%BD", "/dyn/named/bytes?id=%FD"),
+    ] {
+        let first = run(&get(&mut conn, a, ""));
+        let kept = run(&get(&mut conn, a, ""));
+        assert_eq!(run(&get(&mut conn, a, "")), kept, "{a} kept");
+        assert!(
+            run(&get(&mut conn, b, "")) > kept.max(first),
+            "{b} answered as {a}"
+        );
+    }
+    conn.send_raw(b"GET /dyn/lang HTTP/1.1\r\nHost: t\r\nAccept-Language: \xe9\r\n\r\n");
+    let raw = conn.read_response(false);
+    conn.send_raw(b"GET /dyn/lang HTTP/1.1\r\nHost: t\r\nAccept-Language: \xe9\r\n\r\n");
+    let kept = run(&conn.read_response(false).text());
+    assert!(kept > run(&raw.text()));
+    let escaped = run(&get(&mut conn, "/dyn/lang", "Accept-Language: %E9\r\n"));
+    assert!(escaped > kept, "`%E9` answered as the byte 0xE9");
 }
