@@ -754,11 +754,21 @@ fn storable(
     let now = Instant::now();
     // A `duration` past what an Instant holds is a long time.
     let expires = now.checked_add(keep).unwrap_or(now + year);
-    let initial_age = headers
+    // The age it came with (RFC 9111 §4.2.3): its `Age`, or the time
+    // since its `Date` when longer (a backend's answer made a while ago).
+    // Hits add the time kept, so a client downstream does not count it
+    // fresh for its whole lifetime again.
+    let age = headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| delta_seconds(Some(v.split(',').next().unwrap_or("").trim())))
         .map_or(0, |age| age.as_secs());
+    let since_date = headers
+        .get(header::DATE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?.trim()).ok())
+        .and_then(|date| std::time::SystemTime::now().duration_since(date).ok())
+        .map_or(0, |d| d.as_secs());
+    let initial_age = age.max(since_date);
     Some(Entry {
         status,
         headers: stored,

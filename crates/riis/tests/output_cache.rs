@@ -356,6 +356,8 @@ fn a_response_stale_by_its_own_freshness_is_not_kept() {
     let mut conn = Connection::open(server.addr);
     let past = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
     let future = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let made_earlier =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(100));
     let stale: &[(&str, &[(&str, &str)])] = &[
         ("max-age-0", &[("Cache-Control", "max-age=0")]),
         ("quoted", &[("Cache-Control", "public, MAX-AGE=\"0\"")]),
@@ -400,6 +402,11 @@ fn a_response_stale_by_its_own_freshness_is_not_kept() {
             "age-left",
             &[("Cache-Control", "max-age=600"), ("Age", "60")],
         ),
+        // Made 100 s ago: that is its age, whatever `Age` says.
+        (
+            "dated",
+            &[("Cache-Control", "max-age=600"), ("Date", &made_earlier)],
+        ),
     ];
     for (name, headers) in fresh {
         let path = format!("/dyn/fresh/{name}");
@@ -416,7 +423,11 @@ fn a_response_stale_by_its_own_freshness_is_not_kept() {
             .expect("a hit has an Age")
             .parse()
             .unwrap();
-        let came_with = if *name == "age-left" { 60 } else { 0 };
+        let came_with = match *name {
+            "age-left" => 60,
+            "dated" => 100,
+            _ => 0,
+        };
         assert!(
             (came_with..came_with + 30).contains(&age),
             "{path}: Age {age}"
