@@ -749,6 +749,59 @@ enum Precondition {
     Failed,
 }
 
+/// RFC 9110 §13.2.2 for a method that changes a resource on disk
+/// (WebDav's PUT, DELETE, MOVE, PROPPATCH, …): `false` when `If-Match`,
+/// `If-Unmodified-Since` or `If-None-Match` says not to perform it (412).
+/// `meta`: the resource as it is now, `None` when there is none: then
+/// `If-Match: *` fails (there is no current representation, §13.1.1) and
+/// `If-None-Match: *` holds (a PUT that must not overwrite). A file's
+/// ETag is the one StaticFile and WebDav's `getetag` give it; a folder
+/// has none, only its modification time.
+pub(crate) fn change_preconditions_hold(
+    headers: &HeaderMap,
+    meta: Option<&std::fs::Metadata>,
+) -> bool {
+    let (if_match, if_none_match) = (
+        headers.contains_key(header::IF_MATCH),
+        headers.contains_key(header::IF_NONE_MATCH),
+    );
+    if !if_match && !if_none_match && !headers.contains_key(header::IF_UNMODIFIED_SINCE) {
+        return true;
+    }
+    let etag = meta.filter(|m| m.is_file()).and_then(etag_of);
+    if if_match {
+        let holds = match parse_tag_list(headers.get_all(header::IF_MATCH).iter()) {
+            TagList::Any => meta.is_some(),
+            TagList::Tags(tags) => etag
+                .as_deref()
+                .is_some_and(|ours| tags.iter().any(|t| t.strong_eq(ours))),
+        };
+        if !holds {
+            return false;
+        }
+    } else if let (Some(date), Some(modified)) = (
+        header_date(headers, header::IF_UNMODIFIED_SINCE),
+        meta.and_then(|m| m.modified().ok())
+            .and_then(http_date_secs),
+    ) {
+        if modified > date {
+            return false;
+        }
+    }
+    if if_none_match {
+        let matched = match parse_tag_list(headers.get_all(header::IF_NONE_MATCH).iter()) {
+            TagList::Any => meta.is_some(),
+            TagList::Tags(tags) => etag
+                .as_deref()
+                .is_some_and(|ours| tags.iter().any(|t| t.weak_eq(ours))),
+        };
+        if matched {
+            return false;
+        }
+    }
+    true
+}
+
 /// What a request's preconditions (RFC 9110 §13.2) decide for a
 /// representation that has neither an ETag nor a modification date, such
 /// as a generated page: `If-Match` with tags fails (412), `If-None-Match: *`

@@ -486,6 +486,61 @@ authoring_rules = [{ users = "alice, bob", access = "Read, Write" }]"#,
     assert_eq!(after.status, 201);
 }
 
+/// RFC 9110's preconditions hold for every method that changes a
+/// resource: a stale `If-Match` does not overwrite or delete a newer file,
+/// `If-None-Match: *` does not overwrite an existing one, and `If-Match: *`
+/// does not create one.
+#[test]
+fn if_match_and_if_none_match_guard_every_change() {
+    let dir = TempDir::new("dav-preconditions");
+    let server = start(&config(&dir, OPEN_TO_ALL, ""));
+    let file = dir.write("www/p.txt", "first");
+    let addr = server.addr;
+    let etag = send(addr, "HEAD", "/p.txt", &[], b"")
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let refused: &[(&str, &str, (&str, &str))] = &[
+        ("PUT", "/p.txt", ("If-None-Match", "*")),
+        ("PUT", "/p.txt", ("If-Match", "\"stale\"")),
+        (
+            "PUT",
+            "/p.txt",
+            ("If-Unmodified-Since", "Thu, 01 Jan 1970 00:00:00 GMT"),
+        ),
+        ("DELETE", "/p.txt", ("If-Match", "\"stale\"")),
+        ("MOVE", "/p.txt", ("If-Match", "\"stale\"")),
+        ("PROPPATCH", "/p.txt", ("If-Match", "\"stale\"")),
+        ("PUT", "/new.txt", ("If-Match", "*")),
+    ];
+    let proppatch = br#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop><Z:x>1</Z:x></D:prop></D:set></D:propertyupdate>"#;
+    for (method, path, condition) in refused {
+        let body: &[u8] = match *method {
+            "PUT" => b"second",
+            "PROPPATCH" => proppatch,
+            _ => b"",
+        };
+        let resp = send(
+            addr,
+            method,
+            path,
+            &[*condition, ("Destination", "http://dav.test/moved.txt")],
+            body,
+        );
+        assert_eq!(resp.status, 412, "{method} {path} {condition:?}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"first");
+    assert!(!dir.path().join("www/new.txt").exists());
+    assert!(!dir.path().join("www/moved.txt").exists());
+    // The current ETag lets the change through; `If-None-Match: *` makes a
+    // new file.
+    let put = send(addr, "PUT", "/p.txt", &[("If-Match", &etag)], b"second");
+    assert_eq!(put.status, 204);
+    assert_eq!(std::fs::read(&file).unwrap(), b"second");
+    let made = send(addr, "PUT", "/new.txt", &[("If-None-Match", "*")], b"new");
+    assert_eq!(made.status, 201);
+}
+
 #[test]
 fn an_upload_cut_short_leaves_the_old_file_whole() {
     let dir = TempDir::new("dav-upload");

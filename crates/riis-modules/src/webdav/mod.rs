@@ -1090,6 +1090,19 @@ impl WebDav {
     /// are; 412 when the header's conditions do not hold, 400 when it does not
     /// parse.
     fn submitted(&self, ctx: &mut HttpContext, target: &Target) -> Result<Held, Refusal> {
+        // RFC 9110's own preconditions first (§13.2.2), against the
+        // resource as it is now: a client that read a file's ETag and
+        // writes it back with `If-Match` must not overwrite a newer one,
+        // and `If-None-Match: *` must not overwrite at all.
+        let meta = std::fs::symlink_metadata(&target.path)
+            .ok()
+            .filter(|_| !target.path.as_os_str().is_empty());
+        if !crate::static_file::change_preconditions_hold(ctx.request().headers(), meta.as_ref()) {
+            return Err(refuse(
+                412,
+                "If-Match, If-None-Match or If-Unmodified-Since does not hold",
+            ));
+        }
         let site = ctx.site().site_id;
         let principal = ctx.user().map_or("", |u| u.name()).to_owned();
         let if_header = match ctx.request().header("if").map(|v| v.to_str()) {
