@@ -731,6 +731,44 @@ fn the_example_shares_its_folder_with_its_editors() {
     assert_eq!(common::get(addr, "/old-notes.txt").text(), "notes");
 }
 
+/// A virtual directory's URL in another case is the same folder (locations
+/// ignore case): a lock taken under one spelling holds under every other.
+#[test]
+fn a_lock_holds_under_every_spelling_of_a_virtual_directory() {
+    let dir = TempDir::new("dav-lock-case");
+    let vdir = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&vdir).unwrap();
+    let server = start(&config(
+        &dir,
+        OPEN_TO_ALL,
+        &format!(
+            "[[sites.locations]]\npath = \"/vd1\"\nphysical_path = '{}'\n",
+            vdir.display()
+        ),
+    ));
+    let file = dir.write("elsewhere/v.txt", "locked");
+    let addr = server.addr;
+    let lockinfo = br#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>a</D:owner></D:lockinfo>"#;
+    let locked = send(
+        addr,
+        "LOCK",
+        "/vd1/v.txt",
+        &[("Timeout", "Second-60")],
+        lockinfo,
+    );
+    assert_eq!(locked.status, 200, "{}", locked.text());
+    for (method, path) in [("PUT", "/VD1/v.txt"), ("DELETE", "/Vd1/v.txt")] {
+        let body: &[u8] = if method == "PUT" { b"overwritten" } else { b"" };
+        let resp = send(addr, method, path, &[], body);
+        assert_eq!(resp.status, 423, "{method} {path}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"locked");
+    // The lock shows under another spelling too.
+    let found = send(addr, "PROPFIND", "/VD1/v.txt", &[("Depth", "0")], b"");
+    assert!(found.text().contains("lockdiscovery"), "{}", found.text());
+    assert!(found.text().contains("urn:uuid:"), "{}", found.text());
+}
+
 /// What the review found, each over sockets: a COPY or MOVE onto what
 /// holds its source, the same file through a virtual directory, a mapped
 /// folder's root, a destination on another port, a body nested to

@@ -451,7 +451,7 @@ const QUEUED_JOBS: usize = 256;
 impl WebDav {
     /// The request's own target, checked: confined and not hidden.
     fn target(&self, ctx: &mut HttpContext, config: &WebDavConfig) -> Result<Target, Refusal> {
-        let url = trimmed(ctx.request().url());
+        let url = canonical(ctx, trimmed(ctx.request().url()));
         let path = ctx.physical_path().to_path_buf();
         let hidden = &ctx.config(self.request_filtering).hidden_segments;
         let folder = ctx.virtual_directory();
@@ -1066,7 +1066,21 @@ fn destination(ctx: &HttpContext) -> Result<String, Refusal> {
     let path = path.split(['?', '#']).next().unwrap_or("/");
     let decoded = riis_pipeline::prepare_url_path(path)
         .map_err(|_| refuse(400, format!("the Destination {value} is not a usable path")))?;
-    Ok(trimmed(&decoded))
+    Ok(canonical(ctx, trimmed(&decoded)))
+}
+
+/// `url` with its virtual directory's part spelt as the configuration
+/// spells it. Locations and virtual directories ignore ASCII case, so
+/// `/VD1/a.txt` is `/vd1/a.txt`'s file; locks are kept by URL, and one
+/// spelling must not get past a lock taken under another.
+fn canonical(ctx: &HttpContext, url: String) -> String {
+    let prefix = &ctx.virtual_directory_for_url(&url).path;
+    match url.get(..prefix.len()) {
+        Some(head) if prefix != "/" && head != prefix && head.eq_ignore_ascii_case(prefix) => {
+            format!("{prefix}{}", &url[prefix.len()..])
+        }
+        _ => url,
+    }
 }
 
 /// An authority's host (lowercase) and port (`default` when it has none);
@@ -1140,7 +1154,7 @@ impl WebDav {
                         None => t.as_str(),
                     };
                     let url = riis_pipeline::prepare_url_path(path)
-                        .map_or_else(|_| path.to_owned(), |d| trimmed(&d));
+                        .map_or_else(|_| path.to_owned(), |d| canonical(ctx, trimmed(&d)));
                     // Another resource is looked at as a request for it would
                     // be: through no link, and only where the user may read;
                     // else it has no entity tag here (its conditions fail).
