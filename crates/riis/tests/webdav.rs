@@ -539,6 +539,10 @@ fn if_match_and_if_none_match_guard_every_change() {
     assert_eq!(std::fs::read(&file).unwrap(), b"second");
     let made = send(addr, "PUT", "/new.txt", &[("If-None-Match", "*")], b"new");
     assert_eq!(made.status, 201);
+    // A name longer than the file system takes is the client's to shorten.
+    let long = format!("/{}.txt", "n".repeat(300));
+    assert_eq!(send(addr, "PUT", &long, &[], b"x").status, 400);
+    assert_eq!(send(addr, "MKCOL", &long, &[], b"").status, 400);
 }
 
 #[test]

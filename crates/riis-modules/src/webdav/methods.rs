@@ -189,6 +189,9 @@ pub(super) fn io_status(e: &std::io::Error) -> u16 {
         std::io::ErrorKind::PermissionDenied => 403,
         // A file where a folder is wanted, or the other way round.
         std::io::ErrorKind::NotADirectory | std::io::ErrorKind::IsADirectory => 409,
+        // A name or path longer than the file system takes: the client's
+        // to shorten, not the server's failure.
+        std::io::ErrorKind::InvalidFilename => 400,
         _ if properties::is_out_of_room(e) => 507,
         _ => 500,
     }

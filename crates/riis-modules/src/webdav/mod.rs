@@ -974,6 +974,14 @@ fn check_target(
         r.substatus = 8;
         return Err(r);
     }
+    // Linux file systems take names of up to 255 bytes: a longer one is
+    // refused now, before a PUT's body is read, not after (a 500 then).
+    if url.split('/').any(|name| name.len() > 255) {
+        return Err(refuse(
+            400,
+            format!("{url} has a name longer than 255 bytes, more than the file system takes"),
+        ));
+    }
     if !config.allow_hidden_files && is_hidden(url) {
         return Err(refuse(
             404,
