@@ -120,12 +120,6 @@ impl LockTable {
         self.live().len()
     }
 
-    /// The locks on `url` itself or on a collection above it with depth
-    /// infinity.
-    pub(crate) fn covering(&self, site: u32, url: &str) -> Vec<Lock> {
-        self.find(site, |l| l.covers(url))
-    }
-
     /// Grants a new lock unless one in its way conflicts: an exclusive lock
     /// conflicts with any other on the same resources, a shared one with
     /// exclusive ones.

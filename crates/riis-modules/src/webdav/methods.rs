@@ -262,11 +262,6 @@ fn is_shown(config: &WebDavConfig, hidden_segments: &[String], name: &str) -> bo
         && !is_hidden_segment(name, hidden_segments)
 }
 
-/// The `DAV:activelock` elements of the locks covering `url`.
-fn active_locks(site: u32, url: &str) -> String {
-    LOCKS.covering(site, url).iter().map(activelock).collect()
-}
-
 fn activelock(l: &Lock) -> String {
     format!(
         "<D:activelock><D:locktype><D:write/></D:locktype><D:lockscope><D:{}/></D:lockscope><D:depth>{}</D:depth>{}<D:timeout>Second-{}</D:timeout><D:locktoken><D:href>{}</D:href></D:locktoken><D:lockroot><D:href>{}</D:href></D:lockroot></D:activelock>",
@@ -302,10 +297,18 @@ fn propfind(work: &Work) -> Outcome {
         });
     }
     let site = work.held.site;
+    // The locks that may show in this answer (on the target, above it with
+    // depth infinity, or below it), looked up once: per member, the whole
+    // process's table under its lock made a folder of many files with many
+    // locks held a minute's work for every PROPFIND, each holding a
+    // WebDAV thread.
+    let locks = LOCKS.find(site, |l| {
+        l.covers(&target.url) || locks::is_below(&target.url, &l.root)
+    });
     let mut out = Multistatus::new();
     let mut pending = vec![(target.url.clone(), target.path.clone(), meta, 0u32)];
     while let Some((url, path, meta, level)) = pending.pop() {
-        describe(&mut out, site, &asked, &url, &path, &meta);
+        describe(&mut out, &locks, &asked, &url, &path, &meta);
         let deeper = match depth {
             Depth::Zero => false,
             Depth::One => level == 0,
@@ -354,7 +357,7 @@ fn propfind(work: &Work) -> Outcome {
 /// One resource's response in a PROPFIND.
 fn describe(
     out: &mut Multistatus,
-    site: u32,
+    locks: &[Lock],
     asked: &PropFind,
     url: &str,
     path: &Path,
@@ -365,7 +368,11 @@ fn describe(
             .first_raw()
             .unwrap_or("application/octet-stream")
     });
-    let locks = active_locks(site, url);
+    let locks: String = locks
+        .iter()
+        .filter(|l| l.covers(url))
+        .map(activelock)
+        .collect();
     let resource = Resource {
         metadata: meta,
         content_type,
