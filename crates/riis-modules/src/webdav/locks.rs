@@ -447,8 +447,8 @@ mod tests {
         assert_eq!(table.release(1, &tree.token, "/d", ""), Err(false));
         assert_eq!(table.release(1, &tree.token, "/c", "alice"), Err(true));
         table.forget(1, "/c");
-        assert!(table.covering(1, "/c/x").is_empty());
-        assert_eq!(table.covering(1, "/d").len(), 1);
+        assert!(table.find(1, |l| l.covers("/c/x")).is_empty());
+        assert_eq!(table.find(1, |l| l.covers("/d")).len(), 1);
     }
 
     #[test]
