@@ -462,6 +462,9 @@ struct Validators {
     /// second before now, so a later write in the same second cannot share
     /// it. Only then may an `If-Range` date match.
     modified_is_strong: bool,
+    /// No resource is there (a PUT that would make one): `If-Match: *`
+    /// fails and `If-None-Match: *` holds (RFC 9110 §13.1.1, §13.1.2).
+    missing: bool,
 }
 
 impl Validators {
@@ -478,6 +481,7 @@ impl Validators {
         let now = now_secs();
         let secs = http_date_secs(m);
         Self {
+            missing: false,
             etag: etag_value(nanos, len, changed),
             // A modification time in the future (a clock set wrong where
             // the file was made, an archive's dates) goes out as now: RFC
@@ -752,54 +756,35 @@ enum Precondition {
 /// RFC 9110 §13.2.2 for a method that changes a resource on disk
 /// (WebDav's PUT, DELETE, MOVE, PROPPATCH, …): `false` when `If-Match`,
 /// `If-Unmodified-Since` or `If-None-Match` says not to perform it (412).
-/// `meta`: the resource as it is now, `None` when there is none: then
-/// `If-Match: *` fails (there is no current representation, §13.1.1) and
-/// `If-None-Match: *` holds (a PUT that must not overwrite). A file's
+/// `meta`: the resource as it is now, `None` when there is none. A file's
 /// ETag is the one StaticFile and WebDav's `getetag` give it; a folder
 /// has none, only its modification time.
 pub(crate) fn change_preconditions_hold(
     headers: &HeaderMap,
+    method: &Method,
     meta: Option<&std::fs::Metadata>,
 ) -> bool {
-    let (if_match, if_none_match) = (
-        headers.contains_key(header::IF_MATCH),
-        headers.contains_key(header::IF_NONE_MATCH),
-    );
-    if !if_match && !if_none_match && !headers.contains_key(header::IF_UNMODIFIED_SINCE) {
+    if !headers.contains_key(header::IF_MATCH)
+        && !headers.contains_key(header::IF_NONE_MATCH)
+        && !headers.contains_key(header::IF_UNMODIFIED_SINCE)
+    {
         return true;
     }
-    let etag = meta.filter(|m| m.is_file()).and_then(etag_of);
-    if if_match {
-        let holds = match parse_tag_list(headers.get_all(header::IF_MATCH).iter()) {
-            TagList::Any => meta.is_some(),
-            TagList::Tags(tags) => etag
-                .as_deref()
-                .is_some_and(|ours| tags.iter().any(|t| t.strong_eq(ours))),
-        };
-        if !holds {
-            return false;
+    let v = match meta {
+        None => Validators {
+            missing: true,
+            ..Validators::default()
+        },
+        Some(meta) => {
+            let info = riis_pipeline::ResourceInfo::of_file(meta);
+            let mut v = Validators::new(info.len, info.modified, info.changed);
+            if !meta.is_file() {
+                v.etag = None;
+            }
+            v
         }
-    } else if let (Some(date), Some(modified)) = (
-        header_date(headers, header::IF_UNMODIFIED_SINCE),
-        meta.and_then(|m| m.modified().ok())
-            .and_then(http_date_secs),
-    ) {
-        if modified > date {
-            return false;
-        }
-    }
-    if if_none_match {
-        let matched = match parse_tag_list(headers.get_all(header::IF_NONE_MATCH).iter()) {
-            TagList::Any => meta.is_some(),
-            TagList::Tags(tags) => etag
-                .as_deref()
-                .is_some_and(|ours| tags.iter().any(|t| t.weak_eq(ours))),
-        };
-        if matched {
-            return false;
-        }
-    }
-    true
+    };
+    evaluate_preconditions(headers, method, &v) != Precondition::Failed
 }
 
 /// What a request's preconditions (RFC 9110 §13.2) decide for a
@@ -823,7 +808,7 @@ fn evaluate_preconditions(headers: &HeaderMap, method: &Method, v: &Validators) 
     // 1. If-Match.
     if headers.contains_key(header::IF_MATCH) {
         let ok = match parse_tag_list(headers.get_all(header::IF_MATCH).iter()) {
-            TagList::Any => true,
+            TagList::Any => !v.missing,
             TagList::Tags(tags) => v
                 .etag()
                 .is_some_and(|ours| tags.iter().any(|t| t.strong_eq(ours))),
@@ -845,7 +830,7 @@ fn evaluate_preconditions(headers: &HeaderMap, method: &Method, v: &Validators) 
     // 3. If-None-Match.
     if headers.contains_key(header::IF_NONE_MATCH) {
         let matched = match parse_tag_list(headers.get_all(header::IF_NONE_MATCH).iter()) {
-            TagList::Any => true,
+            TagList::Any => !v.missing,
             TagList::Tags(tags) => v
                 .etag()
                 .is_some_and(|ours| tags.iter().any(|t| t.weak_eq(ours))),
@@ -1501,6 +1486,7 @@ mod tests {
             etag: Some(HeaderValue::from_static("\"x\"")),
             modified: Some(1_000_000),
             modified_is_strong: true,
+            missing: false,
         };
         let date = |s: u64| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(s));
         let (old, now, new) = (date(999_999), date(1_000_000), date(1_000_001));

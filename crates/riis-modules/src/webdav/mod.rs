@@ -1119,7 +1119,12 @@ impl WebDav {
         let meta = std::fs::symlink_metadata(&target.path)
             .ok()
             .filter(|_| !target.path.as_os_str().is_empty());
-        if !crate::static_file::change_preconditions_hold(ctx.request().headers(), meta.as_ref()) {
+        let request = ctx.request();
+        if !crate::static_file::change_preconditions_hold(
+            request.headers(),
+            request.method(),
+            meta.as_ref(),
+        ) {
             return Err(refuse(
                 412,
                 "If-Match, If-None-Match or If-Unmodified-Since does not hold",
