@@ -717,6 +717,9 @@ fn storable(
         Duration::from_secs(config.duration)
     };
     let now = std::time::SystemTime::now();
+    // Hits add the time kept to the age it came with, so a client
+    // downstream does not count it fresh for its whole lifetime again.
+    let initial_age = age_of(headers, date_of(headers), now).as_secs();
     let keep = match accel_expires(ctx, now) {
         // nginx's `X-Accel-Expires` from a proxied or FastCGI answer: for
         // the server in front alone, over what the answer tells browsers
@@ -754,21 +757,6 @@ fn storable(
     let now = Instant::now();
     // A `duration` past what an Instant holds is a long time.
     let expires = now.checked_add(keep).unwrap_or(now + year);
-    // The age it came with (RFC 9111 §4.2.3): its `Age`, or the time
-    // since its `Date` when longer (a backend's answer made a while ago).
-    // Hits add the time kept, so a client downstream does not count it
-    // fresh for its whole lifetime again.
-    let age = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| delta_seconds(Some(v.split(',').next().unwrap_or("").trim())))
-        .map_or(0, |age| age.as_secs());
-    let since_date = headers
-        .get(header::DATE)
-        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?.trim()).ok())
-        .and_then(|date| std::time::SystemTime::now().duration_since(date).ok())
-        .map_or(0, |d| d.as_secs());
-    let initial_age = age.max(since_date);
     Some(Entry {
         status,
         headers: stored,
@@ -883,9 +871,7 @@ fn own_freshness(
             .map(|(_, argument)| delta_seconds(argument.as_deref()))
             .reduce(|a, b| a.zip(b).map(|(a, b)| a.min(b)))
     };
-    let date = headers
-        .get(header::DATE)
-        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?.trim()).ok());
+    let date = date_of(headers);
     let lifetime = match shortest("s-maxage").or_else(|| shortest("max-age")) {
         Some(Some(lifetime)) => lifetime,
         Some(None) => return stale,
@@ -907,8 +893,24 @@ fn own_freshness(
                 .unwrap_or_default()
         }
     };
-    // `Age` from a cache before us: its first member, ignored when it is
-    // not a number (RFC 9111 §5.1).
+    Some(lifetime.saturating_sub(age_of(headers, date, now)))
+}
+
+/// A response's `Date`, when it has one that parses.
+fn date_of(headers: &HeaderMap) -> Option<std::time::SystemTime> {
+    headers
+        .get(header::DATE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?.trim()).ok())
+}
+
+/// How old a response is at `now` (RFC 9111 §4.2.3): its `Age` from a
+/// cache before us (the first member, ignored when it is not a number,
+/// §5.1), or the time since its `Date` when longer.
+fn age_of(
+    headers: &HeaderMap,
+    date: Option<std::time::SystemTime>,
+    now: std::time::SystemTime,
+) -> Duration {
     let age = headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
@@ -917,7 +919,7 @@ fn own_freshness(
     let since_date = date
         .and_then(|d| now.duration_since(d).ok())
         .unwrap_or_default();
-    Some(lifetime.saturating_sub(age.max(since_date)))
+    age.max(since_date)
 }
 
 /// Entry point.
