@@ -799,7 +799,6 @@ impl Sink {
         }
     }
 
-    /// Writes what is waiting, in order.
     /// Nothing waits for the disk and no failed write left a line
     /// unfinished. Asked under the registry's lock, so it never waits: a
     /// sink being written (a slow disk, a reload's final write) counts as
@@ -811,6 +810,7 @@ impl Sink {
         waiting.batches.is_empty() && !file.torn
     }
 
+    /// Writes what is waiting, in order.
     fn write(&self) {
         let mut written = lock(&self.file);
         let (batches, dropped) = {

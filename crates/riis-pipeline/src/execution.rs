@@ -1775,10 +1775,11 @@ impl RequestExecution {
         }
         // The final send, or the last of the sends it became.
         let is_final = (is_final || may_defer) && deferred.is_empty();
-        if !resp.headers_sent && !resp.suppress_headers {
+        let sends_head = !resp.headers_sent && !resp.suppress_headers;
+        if sends_head {
             resp.sent_status = Some((resp.status, resp.substatus));
         }
-        let head = (!resp.headers_sent && !resp.suppress_headers).then(|| ResponseHead {
+        let head = sends_head.then(|| ResponseHead {
             status: resp.status,
             reason: resp.reason.clone(),
             headers: if is_final {
@@ -1811,8 +1812,6 @@ impl RequestExecution {
         });
     }
 
-    /// Makes the changes a module's thread sent with its signal. One that
-    /// panics fails the request, as a module call that panics does.
     /// Makes the changes a module's thread sent with its signal; `false`
     /// when they panicked: the request then fails as when a module call
     /// panics (an empty 500 naming the module, straight to LogRequest).

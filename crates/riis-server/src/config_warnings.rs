@@ -485,21 +485,21 @@ fn modules_never_run(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigEr
         if !handler_only || listed.contains(&name) {
             continue;
         }
-        let key = config
-            .modules
-            .iter()
-            .position(|m| m.name == name)
-            .map_or_else(|| "modules".to_owned(), |i| format!("modules[{i}].name"));
         // Without `[[modules]]` the list is the embedded default one: its
         // keys are in no file.
-        let listed_in_file = config.line_of_key("modules[0]").is_some();
-        let whose = if listed_in_file {
-            format!("module `{name}`")
-        } else {
-            format!("module `{name}` of the default module list (the file has no `[[modules]]`)")
+        let in_file = config.line_of_key("modules[0]").is_some();
+        let (key, whose) = match config.modules.iter().position(|m| m.name == name) {
+            Some(i) if in_file => (format!("modules[{i}].name"), format!("module `{name}`")),
+            None if in_file => ("modules".to_owned(), format!("module `{name}`")),
+            _ => (
+                "modules".to_owned(),
+                format!(
+                    "module `{name}` of the default module list (the file has no `[[modules]]`)"
+                ),
+            ),
         };
         found.push(config.error_at(
-            if listed_in_file { &key } else { "modules" },
+            &key,
             &format!(
                 "{whose} takes part in requests only as a handler (at ExecuteRequestHandler) \
                  and no handler lists it, so it never handles one: name it in a handler's `modules`"

@@ -735,21 +735,27 @@ fn the_example_shares_its_folder_with_its_editors() {
     assert_eq!(common::get(addr, "/old-notes.txt").text(), "notes");
 }
 
+/// A server open to all, with a virtual directory at `url` for the folder
+/// `elsewhere` beside the site's.
+fn start_with_elsewhere(dir: &TempDir, url: &str) -> RunningBinary {
+    let vdir = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&vdir).unwrap();
+    start(&config(
+        dir,
+        OPEN_TO_ALL,
+        &format!(
+            "[[sites.locations]]\npath = \"{url}\"\nphysical_path = '{}'\n",
+            vdir.display()
+        ),
+    ))
+}
+
 /// A virtual directory's URL in another case is the same folder (locations
 /// ignore case): a lock taken under one spelling holds under every other.
 #[test]
 fn a_lock_holds_under_every_spelling_of_a_virtual_directory() {
     let dir = TempDir::new("dav-lock-case");
-    let vdir = dir.path().join("elsewhere");
-    std::fs::create_dir_all(&vdir).unwrap();
-    let server = start(&config(
-        &dir,
-        OPEN_TO_ALL,
-        &format!(
-            "[[sites.locations]]\npath = \"/vd1\"\nphysical_path = '{}'\n",
-            vdir.display()
-        ),
-    ));
+    let server = start_with_elsewhere(&dir, "/vd1");
     let file = dir.write("elsewhere/v.txt", "locked");
     let addr = server.addr;
     let lockinfo = br#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>a</D:owner></D:lockinfo>"#;
@@ -780,16 +786,8 @@ fn a_lock_holds_under_every_spelling_of_a_virtual_directory() {
 #[test]
 fn copies_and_moves_never_destroy_what_they_come_from() {
     let dir = TempDir::new("dav-moves");
+    let server = start_with_elsewhere(&dir, "/vd");
     let vdir = dir.path().join("elsewhere");
-    std::fs::create_dir_all(&vdir).unwrap();
-    let server = start(&config(
-        &dir,
-        OPEN_TO_ALL,
-        &format!(
-            "[[sites.locations]]\npath = \"/vd\"\nphysical_path = '{}'\n",
-            vdir.display()
-        ),
-    ));
     dir.write("www/a/b/f.txt", "eff");
     dir.write("elsewhere/g.txt", "gee");
     std::fs::create_dir_all(dir.path().join("www/empty")).unwrap();
