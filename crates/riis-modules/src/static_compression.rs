@@ -75,8 +75,12 @@ use crate::background::Background;
 use crate::content_encoding::{self, Coding};
 
 /// The `static_compression` configuration section.
+///
+/// Read field by field through serde's derive (`remote = "Self"` names it
+/// `StaticCompressionConfig::deserialize`), then checked as a whole by the
+/// `Deserialize` impl below, for what no single field can tell.
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct StaticCompressionConfig {
     /// Whether static files are served compressed.
     pub enabled: bool,
@@ -103,6 +107,23 @@ pub struct StaticCompressionConfig {
     /// Megabytes the copies in `directory` may take (at least 1).
     #[serde(deserialize_with = "megabytes")]
     pub max_disk_space_usage: u64,
+}
+
+impl<'de> Deserialize<'de> for StaticCompressionConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let config = StaticCompressionConfig::deserialize(d)?;
+        // Both bounds hold for a file to be compressed: with these crossed
+        // nothing ever is, which is a mistake, not a way to switch it off
+        // (`enabled = false` is).
+        if config.min_size > config.max_size {
+            return Err(serde::de::Error::custom(format!(
+                "min_size ({}) is larger than max_size ({}): no file would be compressed \
+                 (enabled = false turns StaticCompression off)",
+                config.min_size, config.max_size
+            )));
+        }
+        Ok(config)
+    }
 }
 
 /// `max_disk_space_usage`: at least one megabyte (no limit at all is

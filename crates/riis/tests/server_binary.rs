@@ -558,6 +558,11 @@ fn check_config_reports_file_line_and_key() {
             "key `sites[0].static_compression.max_disk_space_usage`: 0 is not a size in megabytes",
         ),
         (
+            "crossed.toml",
+            "static_compression = { min_size = 5000, max_size = 4000 }",
+            "key `sites[0].static_compression`: min_size (5000) is larger than max_size (4000)",
+        ),
+        (
             "max_url.toml",
             "request_filtering = { max_url = 0 }",
             "key `sites[0].request_filtering.max_url`: 0 would refuse every URL",
