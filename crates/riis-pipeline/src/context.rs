@@ -1123,6 +1123,13 @@ impl HttpContext {
             return;
         }
         self.response.clear();
+        // The head the final send had given a Server header is gone with
+        // the rest (a panic in SendResponse comes after it was added).
+        if let Some(server) = &self.pipeline.settings.server_header {
+            self.response
+                .headers
+                .insert(http::header::SERVER, server.clone());
+        }
         self.response.status = http::StatusCode::INTERNAL_SERVER_ERROR;
         self.response.error = Some(crate::response::ResponseError {
             hresult,

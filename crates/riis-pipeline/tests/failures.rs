@@ -573,5 +573,14 @@ async fn drops_that_panic_after_a_walk_or_nested_panic_do_not_abort() {
         let outcome = get(&pipeline, url).await;
         outcome.assert_completed();
         assert_eq!(outcome.status(), StatusCode::INTERNAL_SERVER_ERROR, "{url}");
+        // The 500 that replaced the response in its final send has the
+        // Server header the send had given the old one.
+        assert!(
+            outcome
+                .header("server")
+                .is_some_and(|s| s.starts_with("riis")),
+            "{url}: {:?}",
+            outcome.head().headers
+        );
     }
 }
