@@ -1177,6 +1177,17 @@ webdav = {{ authoring_rules = [{{ users = "alice", access = "Read, Write" }}] }}
         assert_eq!(copied.status, 207);
         assert!(copied.text().contains("/pipes2/fifo"), "{}", copied.text());
         assert!(!www.join("pipes2").exists());
+        // The FIFO alone is the one resource: its status is the answer,
+        // not a 207 (RFC 4918 §9.8.5).
+        let alone = send(
+            addr,
+            "COPY",
+            "/pipes/fifo",
+            &[("Destination", "/fifo2")],
+            b"",
+        );
+        assert_eq!(alone.status, 403, "{}", alone.text());
+        assert!(!www.join("fifo2").exists());
     }
 
     // A collection under a file is a conflict, not a failure.

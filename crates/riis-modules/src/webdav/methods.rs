@@ -779,6 +779,14 @@ fn transfer(work: &Work) -> Outcome {
         );
         if !failed.is_empty() {
             let _ = tree::remove(&staging);
+            // The destination itself failed (a file, or a folder that could
+            // not be made), so nothing else was tried: its status is the
+            // answer, as RFC 4918 §9.8.5 keeps 207 for errors on members.
+            if let [(failed_href, status)] = failed.as_slice() {
+                if *failed_href == href(&dest.url, false) || *failed_href == href(&dest.url, true) {
+                    return Err(refuse(*status, "the copy failed"));
+                }
+            }
             return Ok(failures(failed));
         }
     }
