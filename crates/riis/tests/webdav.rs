@@ -1190,6 +1190,26 @@ webdav = {{ authoring_rules = [{{ users = "alice", access = "Read, Write" }}] }}
         assert!(!www.join("fifo2").exists());
     }
 
+    // A folder deeper than a path may be long cannot be looked through
+    // for links: its MOVE fails as the server's limit (500), not as a
+    // link it does not hold (403).
+    // Two chains of 200 folders, each short enough to make; one moved to
+    // the bottom of the other.
+    let chain = ["dddddddddddddddd"; 200].join("/");
+    let bottom = www.join("deep-tree").join(&chain);
+    std::fs::create_dir_all(&bottom).unwrap();
+    std::fs::create_dir_all(www.join("deep-half").join(&chain)).unwrap();
+    std::fs::rename(www.join("deep-half"), bottom.join("more")).unwrap();
+    let deep = send(
+        addr,
+        "MOVE",
+        "/deep-tree",
+        &[("Destination", "/deep-moved")],
+        b"",
+    );
+    assert_eq!(deep.status, 500, "{}", deep.text());
+    assert!(www.join("deep-tree").exists());
+
     // A collection under a file is a conflict, not a failure.
     dir.write("www/plain.txt", "plain");
     assert_eq!(send(addr, "MKCOL", "/plain.txt/sub", &[], b"").status, 409);

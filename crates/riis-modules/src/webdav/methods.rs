@@ -735,11 +735,28 @@ fn transfer(work: &Work) -> Outcome {
     }
     if method == Method::Move {
         held.check(&source.url, Scope::Tree)?;
-        if tree::holds_link(&source.path).unwrap_or(true) {
-            return Err(refuse(
-                403,
-                "it is or holds a symbolic link, which a move would carry under other rules",
-            ));
+        match tree::holds_link(&source.path) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(refuse(
+                    403,
+                    "it is or holds a symbolic link, which a move would carry under other rules",
+                ))
+            }
+            // Not looked through (a folder it may not read, a tree deeper
+            // than a path may be long): not moved, for the reason it had.
+            // A member's path past the system's length is this server's
+            // limit, not a name the client could shorten.
+            Err(e) => {
+                let status = match e.kind() {
+                    std::io::ErrorKind::InvalidFilename => 500,
+                    _ => io_status(&e),
+                };
+                return Err(refuse(
+                    status,
+                    format!("the source cannot be looked through: {e}"),
+                ));
+            }
         }
     }
     held.check(&dest.url, Scope::Tree)?;
