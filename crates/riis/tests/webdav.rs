@@ -138,6 +138,64 @@ fn litmus_passes_every_suite() {
     assert!(out.status.success(), "{text}");
 }
 
+/// A large folder's PROPFIND goes out in parts, chunked, each made once
+/// the client took the last: whole, in order, and well formed. A small one
+/// goes whole, with its length.
+#[test]
+fn a_large_listing_goes_out_in_parts() {
+    let dir = TempDir::new("dav-parts");
+    let server = start(&config(
+        &dir,
+        &format!("{OPEN_TO_ALL}\nallow_infinite_propfind_depth = true"),
+        "",
+    ));
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(www.join("many/sub")).unwrap();
+    let names: Vec<String> = (0..1500).map(|i| format!("file-{i:05}.txt")).collect();
+    for name in &names {
+        std::fs::write(www.join("many").join(name), "x").unwrap();
+    }
+    std::fs::write(www.join("many/sub/deep.txt"), "y").unwrap();
+    let addr = server.addr;
+
+    for depth in ["1", "infinity"] {
+        let listing = send(addr, "PROPFIND", "/many", &[("Depth", depth)], b"");
+        assert_eq!(listing.status, 207);
+        assert_eq!(listing.header("transfer-encoding"), Some("chunked"));
+        assert!(listing.header("content-length").is_none());
+        let text = listing.text();
+        assert!(text.len() > 4 * 64 * 1024, "{} bytes", text.len());
+        assert!(text.starts_with("<?xml"), "{}", &text[..100]);
+        assert!(text.ends_with("</D:multistatus>\n"));
+        assert_eq!(text.matches("<D:multistatus").count(), 1);
+        // Every member once, in name order.
+        let files: Vec<&str> = text
+            .split("<D:href>")
+            .skip(1)
+            .filter_map(|h| h.split("</D:href>").next())
+            .filter_map(|h| h.strip_prefix("/many/file-"))
+            .collect();
+        let expected: Vec<String> = names
+            .iter()
+            .map(|n| n["file-".len()..].to_owned())
+            .collect();
+        assert_eq!(files, expected);
+        assert_eq!(
+            text.contains("/many/sub/deep.txt"),
+            depth == "infinity",
+            "depth {depth}"
+        );
+    }
+
+    let small = send(addr, "PROPFIND", "/many/sub", &[("Depth", "1")], b"");
+    assert_eq!(small.status, 207);
+    assert!(small.header("transfer-encoding").is_none());
+    assert_eq!(
+        small.header("content-length"),
+        Some(small.text().len().to_string().as_str())
+    );
+}
+
 #[test]
 fn authoring_follows_the_rules_of_each_location() {
     let dir = TempDir::new("dav-rules");

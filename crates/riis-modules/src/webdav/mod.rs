@@ -91,8 +91,8 @@ use serde::Deserialize;
 
 use locks::{IfHeader, LOCKS};
 use methods::{
-    io_status, is_hidden, refuse, trimmed, Answer, Depth, Held, Outcome, Refusal, Scope, Target,
-    Transfer, Upload, Work,
+    io_status, is_hidden, refuse, trimmed, Answer, Depth, Held, Listing, Outcome, Refusal, Scope,
+    Target, Transfer, Upload, Work,
 };
 
 use crate::background::Background;
@@ -345,14 +345,27 @@ pub struct WebDav {
     threads: Arc<Background<Job>>,
     /// What the threads answer for this request, once they have.
     answered: Option<Answered>,
+    /// A PROPFIND answer going out in parts: the rest of its walk, while
+    /// the part before it is flushed to the client.
+    listing: Option<Box<Listing>>,
+    /// Whether the answer's head went out with its first part.
+    in_parts: bool,
 }
 
 /// Where a method's outcome goes from the thread that made it.
 type Answered = Arc<Mutex<Option<Outcome>>>;
 
-/// A method's work queued for the module's threads.
+/// What a job does on the module's threads.
+enum Task {
+    /// A method's work.
+    Method(Box<Work>),
+    /// The next part of a PROPFIND answer.
+    Listing(Box<Listing>),
+}
+
+/// Work queued for the module's threads.
 struct Job {
-    work: Work,
+    task: Task,
     answered: Answered,
     done: riis_pipeline::CompletionHandle,
     /// The threads, to queue the job again once the paths it waits for
@@ -374,7 +387,10 @@ impl Job {
         if self.claim.is_some() {
             return self.carry_out();
         }
-        let paths = self.work.claim_paths();
+        let paths = match &self.task {
+            Task::Method(work) => work.claim_paths(),
+            Task::Listing(_) => Vec::new(),
+        };
         if paths.is_empty() {
             return self.carry_out();
         }
@@ -415,7 +431,7 @@ impl Job {
             return;
         }
         let Job {
-            work,
+            task,
             answered,
             done,
             claim,
@@ -423,11 +439,14 @@ impl Job {
         } = self;
         // A panic is this request's failure, caught here: the claim is then
         // let go of normally, not while unwinding.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run()))
-            .unwrap_or_else(|_| {
-                tracing::error!("WebDav: a method's work panicked");
-                Err(refuse(500, "the method's work failed"))
-            });
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match task {
+            Task::Method(work) => (*work).run(),
+            Task::Listing(listing) => Ok(Answer::listing_part(listing)),
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("WebDav: a method's work panicked");
+            Err(refuse(500, "the method's work failed"))
+        });
         // Answered first, then the paths let go of: the next method on
         // them may be done on this thread, and this client must not wait
         // for it.
@@ -473,11 +492,11 @@ impl WebDav {
         };
         if !config.enabled {
             let answer = if method == Method::Options {
-                Ok(Answer {
-                    status: 200,
-                    xml: None,
-                    headers: vec![(header::ALLOW, "OPTIONS, GET, HEAD".into())],
-                })
+                let mut answer = Answer::status(200);
+                answer
+                    .headers
+                    .push((header::ALLOW, "OPTIONS, GET, HEAD".into()));
+                Ok(answer)
             } else {
                 Err(refuse(405, "WebDAV authoring is off here (webdav.enabled)"))
             };
@@ -633,9 +652,15 @@ impl WebDav {
     ) -> Result<(), Refusal> {
         let mut work = self.prepare(ctx, config, method, body)?;
         work.upload = upload;
+        self.queue(ctx, Task::Method(Box::new(work)))
+    }
+
+    /// Queues `task` for the module's threads; its outcome comes back
+    /// through `self.answered` and a posted completion.
+    fn queue(&mut self, ctx: &mut HttpContext, task: Task) -> Result<(), Refusal> {
         let answered = Answered::default();
         let job = Job {
-            work,
+            task,
             answered: answered.clone(),
             done: ctx.completion_handle(),
             threads: self.threads.clone(),
@@ -878,6 +903,9 @@ impl WebDav {
         config: &WebDavConfig,
         answer: Outcome,
     ) -> RequestNotificationStatus {
+        if self.in_parts {
+            return self.next_part(ctx, answer);
+        }
         let answer = match answer {
             Ok(a) => a,
             Err(r) => {
@@ -929,7 +957,47 @@ impl WebDav {
             put_xml(ctx, body);
         }
         ctx.set_request_handled();
+        if let Some(rest) = answer.more {
+            self.in_parts = true;
+            return self.flush_part(ctx, rest);
+        }
         RequestNotificationStatus::Continue
+    }
+
+    /// Sends the part written so far and keeps the rest of the listing for
+    /// when the client has taken it (see [`WebDav::on_async_completion`]).
+    fn flush_part(
+        &mut self,
+        ctx: &mut HttpContext,
+        rest: Box<Listing>,
+    ) -> RequestNotificationStatus {
+        self.listing = Some(rest);
+        ctx.response_mut().flush(riis_pipeline::FlushOptions {
+            asynchronous: true,
+            more_data: true,
+        });
+        RequestNotificationStatus::Pending
+    }
+
+    /// A later part of an answer in parts, from the module's threads.
+    fn next_part(&mut self, ctx: &mut HttpContext, outcome: Outcome) -> RequestNotificationStatus {
+        match outcome {
+            Ok(answer) => {
+                if let Some(part) = answer.xml {
+                    ctx.response_mut().write(Bytes::from(part));
+                }
+                match answer.more {
+                    Some(rest) => self.flush_part(ctx, rest),
+                    None => RequestNotificationStatus::Continue,
+                }
+            }
+            // The head went out: the answer can only end short.
+            Err(r) => {
+                tracing::warn!(url = %crate::log_excerpt(ctx.request().raw_url()), "WebDav: {}", r.why);
+                ctx.response_mut().cut_short();
+                RequestNotificationStatus::Continue
+            }
+        }
     }
 }
 
@@ -1011,6 +1079,7 @@ fn options(config: &WebDavConfig) -> Answer {
     Answer {
         status: 200,
         xml: None,
+        more: None,
         headers: vec![
             (header::HeaderName::from_static("dav"), dav.into()),
             (
@@ -1213,6 +1282,16 @@ impl HttpModule for WebDav {
         completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
         let config = ctx.config_shared(self.config);
+        if let Some(rest) = self.listing.take() {
+            // A part was flushed. A client that left gets no more.
+            if completion.status != 0 {
+                return RequestNotificationStatus::Continue;
+            }
+            return match self.queue(ctx, Task::Listing(rest)) {
+                Ok(()) => RequestNotificationStatus::Pending,
+                Err(r) => self.next_part(ctx, Err(r)),
+            };
+        }
         if let Some(answered) = self.answered.take() {
             let outcome = answered.lock().unwrap_or_else(|e| e.into_inner()).take();
             // No outcome: the job was lost (a panic, logged by the thread).
@@ -1264,6 +1343,8 @@ pub fn register_module(
             receiving: None,
             threads: threads.clone(),
             answered: None,
+            listing: None,
+            in_parts: false,
         },
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,

@@ -279,6 +279,8 @@ pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 /// A `DAV:multistatus` body being written.
 pub(crate) struct Multistatus {
     out: String,
+    /// The closing tag was written.
+    finished: bool,
 }
 
 impl Multistatus {
@@ -287,7 +289,30 @@ impl Multistatus {
             out: String::from(
                 "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">\n",
             ),
+            finished: false,
         }
+    }
+
+    /// Bytes made and not yet taken.
+    pub(crate) fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Takes what was made so far (a part of an answer sent in parts).
+    pub(crate) fn take(&mut self) -> String {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Closes the multistatus and takes the rest.
+    pub(crate) fn finish_into(&mut self) -> String {
+        self.out.push_str("</D:multistatus>\n");
+        self.finished = true;
+        self.take()
+    }
+
+    /// Whether the closing tag was made.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
     }
 
     /// A response with one status for `href`.
@@ -316,8 +341,7 @@ impl Multistatus {
     }
 
     pub(crate) fn finish(mut self) -> String {
-        self.out.push_str("</D:multistatus>\n");
-        self.out
+        self.finish_into()
     }
 }
 
