@@ -46,7 +46,9 @@
 //! - `deny_by_request_rate = { enabled = false, max_requests = 20,
 //!   request_interval_ms = 200 }`: a client's requests are counted in
 //!   windows of `request_interval_ms` that start with its first request;
-//!   past `max_requests` in one window the rest of that window is refused;
+//!   past `max_requests` in one window the rest of that window is refused.
+//!   Each distinct limit keeps its own windows, so a location's stricter
+//!   limit is not reset by requests under the site's;
 //! - `logging_only` (default false; IIS's `enableLoggingOnlyMode`): what
 //!   would be refused is logged and let through;
 //! - `deny_action`, `proxy_mode`: as in `ip_security`, for the limits;
@@ -54,7 +56,8 @@
 //!   address of `X-Forwarded-For` (the one the nearest proxy saw).
 //!
 //! The counts belong to the process: a reload keeps them. They are kept
-//! in 16 shards, each behind its own lock, for at most 100,000 clients;
+//! in 16 shards, each behind its own lock and chosen by a keyed hash, for
+//! at most 100,000 clients;
 //! clients with nothing in flight and no open window are forgotten (a full
 //! shard is swept at most once a second). While a shard is still full, new
 //! clients are counted together, as one client per site, so an attacker
@@ -400,11 +403,30 @@ impl Refusal {
 }
 
 /// What is counted of one client.
+#[derive(Default)]
 struct Client {
     in_flight: u32,
-    window_start: Instant,
-    window_end: Instant,
-    in_window: u32,
+    /// A window per rate limit the client's requests met: locations with
+    /// different limits count apart (as nginx's zones do), so one with a
+    /// short interval does not end another's long window. Locations that
+    /// inherit a limit, or set the same one, count together. As many as
+    /// the configuration has distinct limits, at most.
+    windows: Vec<RateWindow>,
+}
+
+/// A client's requests under one rate limit.
+struct RateWindow {
+    /// The limit: `max_requests` and `request_interval_ms`.
+    limit: (u32, u32),
+    end: Instant,
+    count: u32,
+}
+
+impl Client {
+    /// Whether nothing is counted that is still to matter.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.in_flight == 0 && self.windows.iter().all(|w| w.end <= now)
+    }
 }
 
 /// The key clients are counted by: the site and the address, an IPv6
@@ -436,6 +458,10 @@ const SHARDS: usize = 16;
 /// limit zones do.
 struct Clients {
     shards: [Mutex<Shard>; SHARDS],
+    /// The shard hash's secret keys, drawn at start: with a known hash, a
+    /// few thousand chosen addresses fill one shard, and the new clients
+    /// that land in it are then counted together (and refused together).
+    keys: std::collections::hash_map::RandomState,
 }
 
 #[derive(Default)]
@@ -455,21 +481,20 @@ const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 fn clients() -> &'static Clients {
     static CLIENTS: std::sync::OnceLock<Clients> = std::sync::OnceLock::new();
-    CLIENTS.get_or_init(|| Clients {
-        shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
-    })
+    CLIENTS.get_or_init(Clients::new)
 }
 
 impl Clients {
+    fn new() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+            keys: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
     fn shard(&self, key: &ClientKey) -> std::sync::MutexGuard<'_, Shard> {
-        let bits = match key.1 {
-            IpAddr::V4(a) => u128::from(u32::from(a)),
-            IpAddr::V6(a) => u128::from(a) >> 64,
-        };
-        // Fold the address and mix it, so neighbouring addresses spread.
-        let folded = (bits as u64 ^ (bits >> 64) as u64 ^ u64::from(key.0))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let index = (folded >> 60) as usize % SHARDS;
+        use std::hash::BuildHasher;
+        let index = self.keys.hash_one(key) as usize % SHARDS;
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -491,14 +516,14 @@ impl Clients {
                 .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
             {
                 shard.swept = Some(now);
-                shard
-                    .clients
-                    .retain(|_, c| c.in_flight > 0 || c.window_end > now);
+                shard.clients.retain(|_, c| !c.is_idle(now));
             }
             if shard.clients.len() >= MAX_CLIENTS / SHARDS {
                 if !std::mem::replace(&mut shard.full_warned, true) {
                     tracing::warn!(
-                        "IpRestriction: {MAX_CLIENTS} clients are counted; new ones are counted together"
+                        "IpRestriction: a sixteenth of the {MAX_CLIENTS} clients the table holds \
+                         are counted in one of its shards; new clients that fall in it are \
+                         counted together until some are forgotten"
                     );
                 }
                 // The overflow count lives in its own key's shard (where
@@ -510,23 +535,32 @@ impl Clients {
                 shard.full_warned = false;
             }
         }
-        let client = shard.clients.entry(key).or_insert(Client {
-            in_flight: 0,
-            window_start: now,
-            window_end: now,
-            in_window: 0,
-        });
+        let client = shard.clients.entry(key).or_default();
         let rate = &limits.deny_by_request_rate;
         let mut refusal = None;
         if rate.enabled {
-            if now >= client.window_end {
-                client.window_start = now;
-                client.in_window = 0;
+            let limit = (rate.max_requests, rate.request_interval_ms);
+            let interval = Duration::from_millis(u64::from(rate.request_interval_ms));
+            let at = match client.windows.iter().position(|w| w.limit == limit) {
+                Some(at) => at,
+                None => {
+                    client.windows.push(RateWindow {
+                        limit,
+                        end: now,
+                        count: 0,
+                    });
+                    client.windows.len() - 1
+                }
+            };
+            let window = &mut client.windows[at];
+            // A window starts with the first request after the last one
+            // ended, and lasts its interval.
+            if now >= window.end {
+                window.end = now + interval;
+                window.count = 0;
             }
-            client.window_end =
-                client.window_start + Duration::from_millis(u64::from(rate.request_interval_ms));
-            client.in_window = client.in_window.saturating_add(1);
-            if client.in_window > rate.max_requests {
+            window.count = window.count.saturating_add(1);
+            if window.count > rate.max_requests {
                 refusal = Some(Refusal::Rate);
             }
         }
@@ -551,7 +585,7 @@ impl Clients {
         let mut shard = self.shard(&key);
         if let Some(client) = shard.clients.get_mut(&key) {
             client.in_flight = client.in_flight.saturating_sub(1);
-            if client.in_flight == 0 && client.window_end <= Instant::now() {
+            if client.is_idle(Instant::now()) {
                 shard.clients.remove(&key);
             }
         }
@@ -818,9 +852,7 @@ mod tests {
 
     #[test]
     fn a_full_table_counts_new_clients_together() {
-        let clients = Clients {
-            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
-        };
+        let clients = Clients::new();
         let limits = DynamicIpSecurityConfig {
             deny_by_request_rate: RateLimit {
                 enabled: true,
@@ -838,9 +870,11 @@ mod tests {
                 n += 1;
                 let client = Client {
                     in_flight: 0,
-                    window_start: Instant::now(),
-                    window_end: open,
-                    in_window: 1,
+                    windows: vec![RateWindow {
+                        limit: (2, 60_000),
+                        end: open,
+                        count: 1,
+                    }],
                 };
                 shard
                     .clients
@@ -888,9 +922,7 @@ mod tests {
 
     #[test]
     fn rate_windows_and_concurrency_are_counted_per_client() {
-        let clients = Clients {
-            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
-        };
+        let clients = Clients::new();
         let limits = DynamicIpSecurityConfig {
             deny_by_concurrent_requests: ConcurrentLimit {
                 enabled: true,
@@ -919,5 +951,33 @@ mod tests {
         // Another client, another count; another site, another count.
         assert_eq!(clients.arrive(b, &limits), (None, Some(b)));
         assert_eq!(clients.arrive((2, a.1), &limits), (None, Some((2, a.1))));
+    }
+
+    /// A location with a stricter limit counts apart: requests under
+    /// another limit (a short interval) neither end its window nor spend
+    /// its requests.
+    #[test]
+    fn each_rate_limit_keeps_its_own_window() {
+        let clients = Clients::new();
+        let limit = |max_requests, request_interval_ms| DynamicIpSecurityConfig {
+            deny_by_request_rate: RateLimit {
+                enabled: true,
+                max_requests,
+                request_interval_ms,
+            },
+            ..DynamicIpSecurityConfig::default()
+        };
+        let (site_wide, strict) = (limit(50, 1), limit(3, 60_000));
+        let a = (1, ip("192.0.2.1"));
+        for round in 0..3 {
+            assert_eq!(clients.arrive(a, &strict).0, None, "round {round}");
+            clients.leave(a);
+            std::thread::sleep(Duration::from_millis(2));
+            // The site-wide window (1 ms) has ended: a new one starts.
+            assert_eq!(clients.arrive(a, &site_wide).0, None);
+            clients.leave(a);
+        }
+        assert_eq!(clients.arrive(a, &strict).0, Some(Refusal::Rate));
+        assert_eq!(clients.arrive(a, &site_wide).0, None);
     }
 }
