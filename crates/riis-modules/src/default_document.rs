@@ -9,7 +9,9 @@
 //! past the server's `response_buffer_limit`, goes out as it comes, as at
 //! its own URL: `ExecuteFlags::stream_past_buffer_limit`), and returns Pending; the
 //! child's end comes back through OnAsyncCompletion. When no document exists
-//! it leaves the response alone for the handler's next module.
+//! it leaves the response alone for the handler's next module. A folder's
+//! URL without its trailing slash gets the courtesy redirect (301), which
+//! StaticFile gives first when the handler lists it.
 //!
 //! StaticFile serves the document it picks, so it reads StaticFile's
 //! section too (`share_section`): with
@@ -91,8 +93,12 @@ pub struct DefaultDocument {
 
 impl HttpModule for DefaultDocument {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        let config = ctx.config(self.config);
-        if !config.enabled
+        let enabled = ctx.config(self.config).enabled;
+        // In a handler without StaticFile, the courtesy redirect is ours.
+        if enabled && crate::needs_trailing_slash(ctx) {
+            return crate::add_trailing_slash(ctx);
+        }
+        if !enabled
             || !ctx.request().url().ends_with('/')
             || ctx.resource_kind() != Some(ResourceKind::Directory)
         {

@@ -5,8 +5,10 @@
 //! handler, listed after `StaticFile` and `DefaultDocument`, so it sees only
 //! the directory URLs ending in `/` that have no default document (StaticFile
 //! redirects the slash-less form, DefaultDocument answers when a document
-//! exists). Anything else (a file, a missing path, a URL without the trailing
-//! slash) is passed on with Continue.
+//! exists). A folder's URL without the trailing slash gets the courtesy
+//! redirect (301) from whichever of the three meets it first, so a handler
+//! of DirectoryListing alone gives it too. Anything else (a file, a missing
+//! path) is passed on with Continue.
 //!
 //! With the section's `enabled = false` (the default) it answers
 //! `403.14 Forbidden` (directory listing denied) and finishes the request.
@@ -487,6 +489,11 @@ impl ListingJob {
 
 impl HttpModule for DirectoryListing {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        // In a handler without StaticFile or DefaultDocument, the courtesy
+        // redirect is ours.
+        if crate::needs_trailing_slash(ctx) {
+            return crate::add_trailing_slash(ctx);
+        }
         let method = ctx.request().method();
         if (method != Method::GET && method != Method::HEAD)
             || !ctx.request().url().ends_with('/')

@@ -463,6 +463,48 @@ pub(crate) fn end_with_error(
     riis_pipeline::RequestNotificationStatus::FinishRequest
 }
 
+/// IIS's courtesy redirect: a folder's URL without its trailing slash
+/// gets `301` to the URL with it, so that the relative links of what the
+/// folder's URL answers (its default document, its listing) resolve inside
+/// the folder. Given by whichever of the folder handlers (StaticFile,
+/// DefaultDocument, DirectoryListing) meets the URL first, so a handler
+/// without StaticFile gives it too. The path goes back as the client sent
+/// it (its escapes kept), with its query.
+pub(crate) fn add_trailing_slash(
+    ctx: &mut riis_pipeline::HttpContext,
+) -> riis_pipeline::RequestNotificationStatus {
+    // One leading slash: `//host` would be a protocol-relative URL to
+    // another host.
+    let sent = ctx.request().uri().path().trim_start_matches('/');
+    let mut location = String::with_capacity(sent.len() + 2);
+    location.push('/');
+    location.push_str(sent);
+    location.push('/');
+    if let Some(q) = ctx.request().uri().query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let moved = riis_pipeline::http::StatusCode::MOVED_PERMANENTLY;
+    if ctx.response_mut().redirect(&location, moved).is_err() {
+        return end_with_error(
+            ctx,
+            riis_pipeline::http::StatusCode::BAD_REQUEST,
+            0,
+            riis_pipeline::ModuleError::E_INVALIDARG,
+        );
+    }
+    riis_pipeline::RequestNotificationStatus::FinishRequest
+}
+
+/// Whether the request is for a folder's URL without its trailing slash,
+/// by a method that reads it (see [`add_trailing_slash`]).
+pub(crate) fn needs_trailing_slash(ctx: &mut riis_pipeline::HttpContext) -> bool {
+    let method = ctx.request().method();
+    (method == riis_pipeline::http::Method::GET || method == riis_pipeline::http::Method::HEAD)
+        && !ctx.request().url().ends_with('/')
+        && ctx.resource_kind() == Some(riis_pipeline::ResourceKind::Directory)
+}
+
 /// A configuration number that must be at least 1 (`#[serde(deserialize_with
 /// = "crate::at_least_one")]`).
 pub(crate) fn at_least_one<'de, D, T>(d: D) -> Result<T, D::Error>

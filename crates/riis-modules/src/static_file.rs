@@ -1216,25 +1216,7 @@ impl HttpModule for StaticFile {
                 // Left to the handler's next module (default document, listing).
                 return RequestNotificationStatus::Continue;
             }
-            // The path as sent (its escapes kept), with one leading slash:
-            // `//host` would be a protocol-relative URL to another host.
-            let sent = ctx.request().uri().path().trim_start_matches('/');
-            let mut location = String::with_capacity(sent.len() + 2);
-            location.push('/');
-            location.push_str(sent);
-            location.push('/');
-            if let Some(q) = ctx.request().uri().query() {
-                location.push('?');
-                location.push_str(q);
-            }
-            let resp = ctx.response_mut();
-            if resp
-                .redirect(&location, StatusCode::MOVED_PERMANENTLY)
-                .is_err()
-            {
-                return status(ctx, StatusCode::BAD_REQUEST, 0, ModuleError::E_INVALIDARG);
-            }
-            return RequestNotificationStatus::FinishRequest;
+            return crate::add_trailing_slash(ctx);
         }
         let path = ctx.mapped_path().unwrap_or(Path::new(""));
         let Some(content_type) = self.content_type(ctx, path) else {

@@ -36,6 +36,27 @@ directory_listing = { enabled = true, format = "json", show_hidden = true }
 [[sites.locations]]
 path = "/docs"
 default_document = { files = [".index.html", "index.htm"] }
+
+# Folder handlers without StaticFile: the courtesy redirect is theirs.
+[[sites.locations]]
+path = "/folders"
+directory_listing = { enabled = true }
+[[sites.locations.handlers]]
+name = "Folders"
+resource_type = "Directory"
+modules = ["DefaultDocument", "DirectoryListing"]
+[[sites.locations.handlers]]
+name = "Files"
+resource_type = "File"
+modules = ["StaticFile"]
+
+[[sites.locations]]
+path = "/listed"
+directory_listing = { enabled = true }
+[[sites.locations.handlers]]
+name = "Listed"
+resource_type = "Directory"
+modules = ["DirectoryListing"]
 "#;
 
 /// The awkward name: HTML specials and both quotes.
@@ -60,6 +81,8 @@ fn site() -> (TempDir, RunningBinary) {
     dir.write("www/sub/index.html", "sub home");
     dir.write("www/docs/.index.html", "hidden home");
     dir.write("www/docs/index.htm", "docs home");
+    dir.write("www/folders/d/index.html", "folder home");
+    dir.write("www/listed/d/e.txt", "e");
     dir.write("www/files/bin/secret.txt", "not for listing");
     populate(&dir, "www/files");
     populate(&dir, "www/json");
@@ -102,10 +125,18 @@ fn statuses_by_url() {
         // RequestFiltering runs (it does not here).
         ("/files/bin/", 404, None),
         ("/files/.git/", 404, None),
+        // Handlers of folder modules alone add the slash themselves.
+        ("/folders/d", 301, None),
+        ("/folders/d/", 200, Some("folder home")),
+        ("/listed/d", 301, None),
+        ("/listed/d/", 200, Some("e.txt")),
     ];
     for &(path, status, contains) in cases {
         let resp = conn.get(path);
         assert_eq!(resp.status, status, "{path}: {}", resp.text());
+        if status == 301 {
+            assert_eq!(resp.header("location"), Some(format!("{path}/").as_str()));
+        }
         if let Some(needle) = contains {
             assert!(resp.text().contains(needle), "{path}: {}", resp.text());
         }
