@@ -811,6 +811,18 @@ impl PipelineBuilder {
                 if d.path.is_empty() {
                     return Err(BuildError::new(format!("{}.path", d.key), "the path pattern is empty"));
                 }
+                // A pattern with `/` is matched against the whole path,
+                // which starts with `/`: one that starts otherwise (and
+                // not with a wildcard) could never be chosen.
+                if d.path.contains('/') && !d.path.starts_with(['/', '*', '?']) {
+                    return Err(BuildError::new(
+                        format!("{}.path", d.key),
+                        format!(
+                            "`{0}` has a `/`, so it is matched against the whole path, which starts with `/`: write `/{0}`",
+                            d.path
+                        ),
+                    ));
+                }
                 let path = PathPattern::new(&d.path);
                 if d.allow_path_info && !path.can_split_path_info() {
                     return Err(BuildError::new(

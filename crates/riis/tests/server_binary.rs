@@ -534,6 +534,11 @@ fn check_config_reports_file_line_and_key() {
             format!("{site}name = \"y\"\n"),
             "duplicate.toml:5: duplicate key `name`",
         ),
+        (
+            "relative-pattern.toml",
+            format!("[[handlers]]\nname = \"api\"\npath = \"api/*\"\nmodules = [\"StaticFile\"]\n{site}"),
+            "relative-pattern.toml:3: key `handlers[0].path`: `api/*` has a `/`",
+        ),
     ] {
         refused(&dir, name, text, expected);
     }
