@@ -502,10 +502,24 @@ impl Binding {
     /// an IPv4 address, `[IPv6]`, `*` (all IPv4 addresses) or `localhost`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let (s, tls) = match s.strip_prefix("https://") {
-            Some(rest) => (rest, true),
-            None => (s.strip_prefix("http://").unwrap_or(s), false),
+        // A scheme is case-insensitive (RFC 3986 §3.1): `HTTPS://` too.
+        let scheme = |name: &str| {
+            s.get(..name.len())
+                .filter(|p| p.eq_ignore_ascii_case(name))
+                .map(|_| &s[name.len()..])
         };
+        let (s, tls) = match scheme("https://") {
+            Some(rest) => (rest, true),
+            None => (scheme("http://").unwrap_or(s), false),
+        };
+        // `::1:8080` (an IPv6 address without its brackets) would read as
+        // an empty address and port `:1:8080`.
+        let unbracketed = |a: &str| a.parse::<Ipv6Addr>().is_ok();
+        if unbracketed(s) || s.rsplit_once(':').is_some_and(|(a, _)| unbracketed(a)) {
+            return Err(format!(
+                "`{s}`: an IPv6 address goes in brackets, `[::1]:8080`"
+            ));
+        }
         let (addr, rest) = if let Some(v6) = s.strip_prefix('[') {
             let (a, rest) = v6
                 .split_once(']')
@@ -2019,6 +2033,13 @@ mod tests {
         assert!(Binding::parse("127.0.0.1:08080").is_err());
         assert!(Binding::parse("127.0.0.1:65536").is_err());
         assert!(Binding::parse("127.0.0.1:0").is_ok());
+        // Schemes in any case; an IPv6 address needs its brackets.
+        assert!(Binding::parse("HTTPS://127.0.0.1:443").unwrap().tls);
+        assert!(!Binding::parse("Http://127.0.0.1:80").unwrap().tls);
+        for bare in ["::1:8080", "::1", "2001:db8::5:443"] {
+            let err = Binding::parse(bare).unwrap_err();
+            assert!(err.contains("goes in brackets"), "{bare}: {err}");
+        }
         // Host names as requests carry them: lower case, no trailing dot.
         let b = Binding::parse("*:80:Example.COM.").unwrap();
         assert_eq!(b.host.as_deref(), Some("example.com"));

@@ -565,8 +565,13 @@ fn serve(
         .and_then(|routes| site_for(routes, &req))
         .cloned();
     let Some(site) = site else {
-        // No site answers this host name: IIS's 400 (Invalid Hostname).
-        return Answer::Now(Ok(plain_status(StatusCode::BAD_REQUEST, false)));
+        // No site answers this host name: http.sys's 400 with its reason,
+        // and the connection closes as there (a client that sends a wrong
+        // name is more likely lost than about to send a right one).
+        return Answer::Now(Ok(refusal_response(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            reason: "Bad Request - Invalid Hostname (no site of this address and port has this host name)",
+        })));
     };
     // HSTS goes out on TLS connections only (RFC 6797 §7.2).
     if state.connection.is_tls {

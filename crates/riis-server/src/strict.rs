@@ -224,8 +224,12 @@ fn valid_host(value: &[u8]) -> bool {
             None => (value, &b"0"[..]),
         }
     };
-    // RFC 3986's `port = *DIGIT`: `host:` (an empty port) is the default one.
-    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    // RFC 3986's `port = *DIGIT`: `host:` (an empty port) is the default
+    // one. Past 65535 it names no port (`b.test:99999`, which
+    // `Host: b.test:abc` is refused for too).
+    let port_ok = port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= u32::from(u16::MAX);
     let host_ok = value.starts_with(b"[") || (!host.is_empty() && reg_name(host));
     port_ok && host_ok
 }
@@ -351,6 +355,7 @@ mod tests {
             "example.com",
             "example.com:8080",
             "127.0.0.1:1",
+            "a:65535",
             "[::1]",
             "[::1]:80",
             "a:",
@@ -371,6 +376,9 @@ mod tests {
             "[zz]",
             "a%zz",
             "a:123456",
+            "a:65536",
+            "a:99999",
+            "[::1]:99999",
             "a%2",
             "\u{e9}t\u{e9}",
             "a\tb",

@@ -996,6 +996,28 @@ fn host_names_choose_the_site() {
     assert_eq!(conn.read_response(false).header("x-site"), Some("alpha"));
     conn.send_raw(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n");
     assert_eq!(conn.read_response(false).header("x-site"), Some("fallback"));
+
+    // Without a fallback, a name no site has is http.sys's 400 with its
+    // reason, and the connection closes.
+    let text = "[[modules]]\nname = \"SiteName\"\n\
+        [[sites]]\nname = \"alpha\"\nroot = 'ROOT'\nbindings = [\"127.0.0.1:0:alpha.test\"]\n";
+    let server = InProcessServer::start(text, TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\nGET / HTTP/1.1\r\nHost: alpha.test\r\n\r\n",
+    );
+    let refused = conn.read_response(false);
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.text().contains("Invalid Hostname"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refused.header("connection"), Some("close"));
+    assert!(
+        conn.is_closed_or_reset(),
+        "the pipelined request was not answered"
+    );
 }
 
 /// IIS 10's wildcard hosts: `*.example.test` answers every name below
