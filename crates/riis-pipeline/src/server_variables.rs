@@ -130,10 +130,15 @@ pub(crate) fn lookup<'a>(ctx: &'a HttpContext, name: &str) -> Option<Cow<'a, str
         // URL (its root or virtual directory; MapPath modules have not been
         // asked yet), as IIS answers it in BeginRequest.
         "PATH_TRANSLATED" => {
-            let p = match &ctx.physical_path {
+            let mut p = match &ctx.physical_path {
                 Some(p) => p.to_string_lossy().into_owned(),
                 None => ctx.site.map_url(req.url()).to_string_lossy().into_owned(),
             };
+            // A folder's URL keeps its trailing separator, as IIS gives
+            // it (`…\vd1\`): scripts tell a folder by it.
+            if ctx.script_name().ends_with('/') && !p.ends_with('/') {
+                p.push('/');
+            }
             owned(p)
         }
         // Empty for the anonymous user (a user without a name), as IIS

@@ -577,6 +577,40 @@ async fn virtual_directories_map_their_urls_into_their_folders() {
     );
 }
 
+/// `PATH_TRANSLATED` of a folder's URL ends with a separator, as IIS
+/// gives it (`…\\pictures\\`), also for a virtual directory's own URL,
+/// which maps to its folder's path as configured.
+#[tokio::test]
+async fn a_folder_translates_with_its_trailing_separator() {
+    let mut t = TestPipeline::new();
+    t.module(
+        "Vars",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            ctx.physical_path();
+            let translated = ctx.server_variable("PATH_TRANSLATED").unwrap();
+            let translated = translated.into_owned();
+            write(ctx, translated);
+            Status::Continue
+        }),
+    );
+    t.handler(catch_all(&["Vars"]));
+    t.site_mut().locations.push(LocationDefinition {
+        path: "/img".into(),
+        physical_path: Some("/srv/pictures".into()),
+        key: "sites[0].locations[0]".into(),
+        ..LocationDefinition::default()
+    });
+    let pipeline = t.build();
+    assert_eq!(get(&pipeline, "/img/").await.body(), "/srv/pictures/");
+    assert_eq!(get(&pipeline, "/img/a/").await.body(), "/srv/pictures/a/");
+    assert_eq!(
+        get(&pipeline, "/img/a.png").await.body(),
+        "/srv/pictures/a.png"
+    );
+    assert_eq!(get(&pipeline, "/").await.body(), "/site/");
+}
+
 #[test]
 fn the_root_location_cannot_be_a_virtual_directory() {
     let mut t = greeter_pipeline();
