@@ -25,10 +25,12 @@
 //! - `riis_request_body_bytes_total{site}` and
 //!   `riis_response_body_bytes_total{site}`: entity bytes read and sent;
 //! - the answer to the runtime status query `status` (RscaQuery, as for
-//!   `riis status`): the server's `uptime_seconds`, `connections_open` and
-//!   `requests_started`, then every line a module answers with a number
+//!   `riis status`): the server's `uptime_seconds`, `connections_open`,
+//!   `requests_started` and `requests_refused_total` (requests answered
+//!   with an error before any module saw them, which no access log line
+//!   shows), then every line a module answers with a number
 //!   (`proxy_connections_idle`, `output_cache_bytes`, …), each as
-//!   `riis_<name>`;
+//!   `riis_<name>` (a counter when the name ends in `_total`);
 //! - `process_cpu_seconds_total`, `process_resident_memory_bytes`,
 //!   `process_open_fds`, `process_max_fds` (the names Prometheus's client
 //!   libraries use) and `riis_build_info{version}`.
@@ -436,7 +438,13 @@ fn status_figures(ctx: &HttpContext, out: &mut String) {
         if name.is_empty() || seen.contains(&name) || OWN_FAMILIES.contains(&name.as_str()) {
             continue;
         }
-        let _ = writeln!(out, "# TYPE riis_{name} untyped\nriis_{name} {value}");
+        // Prometheus's naming: a `_total` only ever goes up.
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "untyped"
+        };
+        let _ = writeln!(out, "# TYPE riis_{name} {kind}\nriis_{name} {value}");
         seen.push(name);
     }
 }

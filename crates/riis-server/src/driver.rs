@@ -309,12 +309,7 @@ pub fn handle(state: &Arc<ConnectionState>, mut req: Request<Incoming>) -> Reply
         state.activity.framing_conflict(),
         has_body,
     ) {
-        tracing::debug!(
-            remote = %state.connection.remote_addr,
-            status = %refusal.status,
-            reason = refusal.reason,
-            "request refused"
-        );
+        crate::strict::note_refusal(state.connection.remote_addr, refusal.status, refusal.reason);
         return ReplyFuture::ready(finish.apply(Ok(refusal_response(refusal))));
     }
     if req.version() == http::Version::HTTP_2 {
@@ -568,10 +563,12 @@ fn serve(
         // No site answers this host name: http.sys's 400 with its reason,
         // and the connection closes as there (a client that sends a wrong
         // name is more likely lost than about to send a right one).
-        return Answer::Now(Ok(refusal_response(Refusal {
+        let refusal = Refusal {
             status: StatusCode::BAD_REQUEST,
             reason: "Bad Request - Invalid Hostname (no site of this address and port has this host name)",
-        })));
+        };
+        crate::strict::note_refusal(state.connection.remote_addr, refusal.status, refusal.reason);
+        return Answer::Now(Ok(refusal_response(refusal)));
     };
     // HSTS goes out on TLS connections only (RFC 6797 §7.2).
     if state.connection.is_tls {
@@ -644,7 +641,7 @@ fn serve_site(
             r
         }
         Err(e) => {
-            tracing::debug!(error = %e, "request refused before the pipeline");
+            crate::strict::note_refusal(conn.remote_addr, StatusCode::BAD_REQUEST, &e.to_string());
             return Answer::Now(Ok(plain_status(StatusCode::BAD_REQUEST, true)));
         }
     };

@@ -506,6 +506,10 @@ impl<I: Socket> Open<I> {
             End::Hyper(Err(e)) => {
                 tracing::debug!(error = %e, "connection ended with an error");
                 log_own_goaway(&e, state.connection.remote_addr);
+                if let Some(status) = crate::strict::answered_by_hyper(&e) {
+                    let reason = format!("a malformed request head ({e})");
+                    crate::strict::note_refusal(state.connection.remote_addr, status, &reason);
+                }
                 // hyper answers a malformed head itself; what it gives up on
                 // without a word is answered here, while nothing was sent for
                 // the request (a malformed chunked body whose response began
@@ -514,6 +518,9 @@ impl<I: Socket> Open<I> {
             }
             End::Hyper(Ok(())) | End::Drained | End::Closed => None,
         };
+        if let Some(r) = refusal.as_ref().filter(|_| http1) {
+            crate::strict::note_refusal(state.connection.remote_addr, r.status, r.reason);
+        }
         finish_connection(
             shared,
             refusal.filter(|_| http1),

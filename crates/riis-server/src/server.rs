@@ -387,6 +387,10 @@ pub(crate) fn site_tls_of(config: &ServerConfig, pipeline: &Pipeline) -> BTreeMa
         .collect()
 }
 
+/// How long past `shutdown_timeout` a stop waits for a worker thread a
+/// module call holds.
+const HELD_WORKER_GRACE: Duration = Duration::from_secs(5);
+
 /// Whether `stamp` has not yet seen the current second, noting it: for
 /// logging a flood (refused connections, failed handshakes) at most one
 /// line a second.
@@ -539,7 +543,9 @@ impl Server {
             let control = shutdown.take_control();
             let bound = self.bind(workers)?;
             listening().map_err(ServerError::Startup)?;
-            bound.serve_threads_with(shutdown.recv(), control).await
+            bound
+                .serve_threads_with(shutdown.recv_then_force_on_second(), control)
+                .await
         });
         // A reload still blocked (on a file that never ends, say) must not
         // keep the process from exiting: dropping the runtime would wait
@@ -731,7 +737,7 @@ impl BoundServer {
         shutdown.await;
         lifecycle.stop(&stop_tx);
         let _ = worker.await;
-        lifecycle.finish().await;
+        lifecycle.finish(true).await;
         Ok(())
     }
 
@@ -791,8 +797,24 @@ impl BoundServer {
                 let _ = t.join();
             }
         });
-        let _ = joined.await;
-        lifecycle.finish().await;
+        // A worker held by a module call that never returns would hold the
+        // stop for good (its own drain deadline cannot even start): past
+        // `shutdown_timeout` and a few seconds more, the process goes on
+        // to stop without it, as IIS ends a worker process past its
+        // `shutdownTimeLimit`.
+        let limit = server.shutdown_timeout() + HELD_WORKER_GRACE;
+        let workers_returned = tokio::time::timeout(limit, joined).await.is_ok();
+        if !workers_returned {
+            let mut held = String::new();
+            crate::in_flight::report(&mut held, true);
+            tracing::error!(
+                "a worker thread was still held {}s after the stop began \
+                 (shutdown_timeout and {}s more); stopping without it\n{held}",
+                limit.as_secs(),
+                HELD_WORKER_GRACE.as_secs()
+            );
+        }
+        lifecycle.finish(workers_returned).await;
         Ok(())
     }
 }
@@ -832,10 +854,11 @@ pub(crate) struct ServerFigures {
 impl riis_pipeline::ServerStatus for ServerFigures {
     fn write_status(&self, query: &mut riis_pipeline::RscaQuery<'_>) {
         query.write(&format!(
-            "uptime_seconds: {}\nconnections_open: {}\nrequests_started: {}\n",
+            "uptime_seconds: {}\nconnections_open: {}\nrequests_started: {}\nrequests_refused_total: {}\n",
             self.started.elapsed().as_secs(),
             self.counter.open(),
             crate::driver::requests_started(),
+            crate::strict::requests_refused(),
         ));
         // The Metrics page asks for the figures only, on every scrape.
         let mut requests = String::new();
@@ -882,12 +905,16 @@ modules: {}
 /// (often root) overwrite its target, as the pid file guards against too.
 fn write_status(path: &std::path::Path, report: &str) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let _ = std::fs::remove_file(&tmp);
+    // Owner-only: the report lists URLs with their query strings (tokens,
+    // at times) and clients' addresses, as traces do.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&tmp)?;
     file.write_all(report.as_bytes())?;
     std::fs::rename(&tmp, path)
@@ -1028,8 +1055,11 @@ impl Lifecycle {
         self.current.load().pipeline.raise_stop_listening();
     }
 
-    async fn finish(self) {
-        let returned = self.health.await.unwrap_or(true);
+    /// `workers_returned`: false when a worker thread was left held by a
+    /// module call; modules are then not stopped under it, as with a
+    /// global call that did not return.
+    async fn finish(self, workers_returned: bool) {
+        let returned = self.health.await.unwrap_or(true) && workers_returned;
         // Configurations a reload replaced and whose last requests ended
         // only now (or never will) are stopped too, before the one in force;
         // a reload from now on is refused.
@@ -1254,11 +1284,7 @@ async fn handshake(
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1..)) if crate::strict::starts_plain_http(first[0]) => {
             let refusal = crate::strict::PLAIN_HTTP_TO_TLS_PORT;
-            if first_this_second(&HANDSHAKE_FAILURE_LOGGED) {
-                tracing::info!(%remote, "plain HTTP sent to a TLS port: answered 400");
-            } else {
-                tracing::debug!(%remote, "plain HTTP sent to a TLS port: answered 400");
-            }
+            crate::strict::note_refusal(remote, refusal.status, refusal.reason);
             crate::connection::answer_and_close(&mut stream, refusal).await;
             return None;
         }
@@ -1463,12 +1489,25 @@ impl ControlSignals {
     }
 }
 
-/// SIGTERM and SIGINT, watched from the moment of [`ShutdownSignal::install`]
-/// (with SIGHUP and SIGUSR1, for the server this process runs).
+/// SIGTERM, SIGINT and SIGQUIT, watched from the moment of
+/// [`ShutdownSignal::install`] (with SIGHUP and SIGUSR1, for the server
+/// this process runs). SIGQUIT stops gracefully too, as it does nginx; and
+/// SIGUSR2, nginx's binary upgrade, is logged and ignored rather than left
+/// to its default action, the process's end without a drain.
 pub struct ShutdownSignal {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    quit: Option<tokio::signal::unix::Signal>,
+    usr2: Option<tokio::signal::unix::Signal>,
     control: Option<ControlSignals>,
+}
+
+/// The next delivery of a signal that may not be watched (`None`: never).
+async fn next_of(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl ShutdownSignal {
@@ -1483,6 +1522,8 @@ impl ShutdownSignal {
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit()).ok(),
+            usr2: signal(SignalKind::user_defined2()).ok(),
             control: Some(control),
         })
     }
@@ -1492,12 +1533,42 @@ impl ShutdownSignal {
         self.control.take()
     }
 
-    /// Resolves on the first SIGTERM or SIGINT.
+    /// Resolves on the first SIGTERM, SIGINT or SIGQUIT.
     pub async fn recv(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+        self.next_stop().await;
+    }
+
+    /// Waits for the next stop signal, logging (and otherwise ignoring)
+    /// each SIGUSR2 meanwhile.
+    async fn next_stop(&mut self) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                Some(()) = next_of(&mut self.quit) => return,
+                Some(()) = next_of(&mut self.usr2) => tracing::warn!(
+                    "SIGUSR2 ignored: riis has no binary upgrade (nginx's meaning); \
+                     SIGHUP reloads the configuration"
+                ),
+            }
         }
+    }
+
+    /// Resolves on the first stop signal, as [`ShutdownSignal::recv`];
+    /// a second one during the drain then ends the process at once (exit
+    /// status 1), as a second Ctrl-C does Caddy: requests still in flight
+    /// are cut, and access-log lines not yet written are lost. For the
+    /// `riis` program; an embedding program decides for itself.
+    pub(crate) async fn recv_then_force_on_second(mut self) {
+        self.next_stop().await;
+        tokio::spawn(async move {
+            self.next_stop().await;
+            tracing::warn!(
+                "a second stop signal during the drain: stopping at once, \
+                 without waiting for the requests in flight"
+            );
+            std::process::exit(1);
+        });
     }
 }
 

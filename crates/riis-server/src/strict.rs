@@ -38,6 +38,39 @@ impl Refusal {
     }
 }
 
+/// Requests answered with an error before any pipeline saw them.
+static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The second of the last refusal logged at `info`.
+static REFUSAL_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Refusals since the last one logged at `info`.
+static REFUSALS_HELD_BACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Requests refused before the pipeline since the server began: counted
+/// in `riis status` and by Metrics as `requests_refused_total`.
+pub fn requests_refused() -> u64 {
+    REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Notes a request the server answered with an error before any module
+/// saw it (a malformed or oversized head, an unknown host, a head that
+/// did not arrive in time), which no access log line shows: counted, and
+/// logged at `info` at most once a second with how many were held back,
+/// as IIS writes these to HTTP.sys's error log and nginx to its access
+/// log. A broken load balancer or a smuggling probe shows this way.
+pub(crate) fn note_refusal(remote: std::net::SocketAddr, status: StatusCode, reason: &str) {
+    use std::sync::atomic::Ordering::Relaxed;
+    REFUSED.fetch_add(1, Relaxed);
+    if crate::server::first_this_second(&REFUSAL_LOGGED) {
+        let held_back = REFUSALS_HELD_BACK.swap(0, Relaxed);
+        tracing::info!(%remote, status = status.as_u16(), reason, held_back, "request refused before the pipeline");
+    } else {
+        REFUSALS_HELD_BACK.fetch_add(1, Relaxed);
+        tracing::debug!(%remote, status = status.as_u16(), reason, "request refused before the pipeline");
+    }
+}
+
 /// Checks a parsed request head against RFC 9112 and `limits`.
 /// `framing_conflict`: the raw head had both Content-Length and
 /// Transfer-Encoding, which the parsed head no longer shows (see
@@ -309,6 +342,21 @@ pub fn parse_error_response(error: &(dyn std::error::Error + 'static)) -> Option
         StatusCode::BAD_REQUEST,
         "the HTTP/2 connection preface comes only at the start of a connection",
     ))
+}
+
+/// The status hyper answered a malformed HTTP/1.x head with itself, when
+/// `error` ended a connection that way: 431 for a head past its buffer,
+/// 400 for the rest (an HTTP/2 preface mid-connection is answered by
+/// [`parse_error_response`] instead).
+pub fn answered_by_hyper(error: &hyper::Error) -> Option<StatusCode> {
+    if !error.is_parse() || error.is_parse_version_h2() {
+        return None;
+    }
+    Some(if error.is_parse_too_large() {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    })
 }
 
 /// The answer to plain HTTP sent to a port that expects TLS: a client

@@ -165,9 +165,26 @@ fn the_page_carries_the_server_and_module_status_and_process_figures() {
     let dir = TempDir::new("metrics-status");
     let config = config(&dir, "Status");
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    // Requests refused before any module saw them: by riis's own checks
+    // (Content-Length and Transfer-Encoding together), and by hyper's (a
+    // field name with a space).
+    for bad in [
+        "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: t\r\nBad Name: x\r\n\r\n",
+    ] {
+        let mut refused = Connection::open(server.addr);
+        refused.send_raw(bad.as_bytes());
+        assert_eq!(refused.read_response(false).status, 400, "{bad:?}");
+        assert!(refused.is_closed_or_reset());
+    }
     let mut client = Connection::open(server.addr);
     assert_eq!(client.get("/a.txt").status, 200);
-    let (_, figures) = scrape(&mut client);
+    let (page, figures) = scrape(&mut client);
+    // Counted, as no access-log line shows them; a counter by its name.
+    assert_eq!(figures["riis_requests_refused_total"], 2.0, "{figures:?}");
+    assert!(page
+        .text()
+        .contains("# TYPE riis_requests_refused_total counter\n"));
     // The server's own lines, as `riis status` shows them.
     assert!(figures["riis_connections_open"] >= 1.0, "{figures:?}");
     assert!(figures["riis_requests_started"] >= 2.0);

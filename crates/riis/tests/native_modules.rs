@@ -868,6 +868,74 @@ fn a_health_check_that_never_returns_holds_neither_status_nor_the_stop() {
     );
 }
 
+/// A request module whose call never returns (here: sleeps 120 s in
+/// BeginRequest) holds its worker thread, and that worker's drain cannot
+/// even start; the stop still ends, `shutdown_timeout` and a few seconds
+/// after SIGTERM, with an error naming the held worker, and without
+/// stopping modules (no terminate) under the call still running.
+#[test]
+fn a_request_call_that_never_returns_does_not_hold_the_stop_for_good() {
+    let dir = TempDir::new("held-worker");
+    let terminated = dir.path().join("terminated");
+    let source = dir.write(
+        "hold.c",
+        format!(
+            "#include \"riis_module.h\"\n#include <stdio.h>\n#include <string.h>\n#include <time.h>\n#include <unistd.h>\n\
+             static const riis_api *api;\n\
+             static riis_status on_notification(void *m, riis_context *c, uint32_t n, int p, riis_provider *pr) {{\n\
+             (void)m; (void)n; (void)p; (void)pr;\n\
+             const char *url = api->request_url(c);\n\
+             /* Signals may cut a sleep short: it goes on. */\n\
+             if (url != NULL && strcmp(url, \"/hold\") == 0) {{ time_t end = time(NULL) + 120; while (time(NULL) < end) sleep(1); }}\n\
+             return RIIS_STATUS_CONTINUE;\n}}\n\
+             static const riis_module_callbacks callbacks = {{sizeof(riis_module_callbacks), on_notification, NULL, NULL}};\n\
+             static riis_hresult get_module(void *u, riis_allocator *a, riis_module_instance *out) {{\n\
+             (void)u; (void)a; out->callbacks = &callbacks; out->module = NULL; return RIIS_S_OK;\n}}\n\
+             static void terminate(void *u) {{\n\
+             (void)u; FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f);\n}}\n\
+             static const riis_module_factory factory = {{sizeof(riis_module_factory), NULL, get_module, terminate}};\n\
+             RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {{\n\
+             (void)v; api = s->api;\n\
+             return api->set_request_notifications(r, &factory, RIIS_RQ_BEGIN_REQUEST, 0);\n}}\n",
+            terminated.display()
+        ),
+    );
+    let Some(()) = compile("cc", &[&source], &dir.path().join("hold.so"), &[]) else {
+        return;
+    };
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[server]\nshutdown_timeout = 1\n\n\
+         [[global_modules]]\nname = \"Hold\"\nimage = \"hold.so\"\n\n\
+         [[modules]]\nname = \"Hold\"\n[[modules]]\nname = \"StaticFile\"\n",
+    );
+    dir.write("www/a.txt", "a");
+    let log = dir.path().join("riis.log");
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("exec \"$0\" serve --config \"$1\" --listen 127.0.0.1:0 2>>\"$2\"")
+        .arg(env!("CARGO_BIN_EXE_riis"))
+        .arg(&config)
+        .arg(&log);
+    let server = RunningBinary::from_command(command).unwrap();
+    assert_eq!(get(server.addr, "/a.txt").text(), "a");
+    let mut held = Connection::open(server.addr);
+    held.send_raw(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    // The call has begun when a request on the other worker is served;
+    // with one worker thread that would wait, so give it a moment.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("a worker thread was still held"), "{text}");
+    assert!(
+        !terminated.exists(),
+        "terminate ran under the call still running"
+    );
+}
+
 /// A second completion signal for a Pending that the first one already
 /// ended is refused (RIIS_E_INVALID_STATE) when it comes while the module
 /// is in no call of its own: kept, it would have ended the module's next

@@ -259,6 +259,16 @@ fn status_reports_connections_requests_and_modules() {
         .unwrap_or_else(|| panic!("no request count: {text}"));
     assert!(started >= 2, "{text}");
     assert!(text.contains("modules: "), "{text}");
+    assert!(text.contains("requests_refused_total: 0\n"), "{text}");
+    // Owner-only: the report lists URLs with their query strings.
+    use std::os::unix::fs::PermissionsExt;
+    let report = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with(".status"))
+        .expect("the status file");
+    let mode = report.metadata().unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 /// A reload asked for as soon as the pid file appears (as `systemctl start`
