@@ -65,6 +65,31 @@ fn the_bundled_example_configurations_are_valid() {
     }
 }
 
+/// SIGUSR2 (nginx's binary upgrade) is ignored, not the process's end;
+/// SIGQUIT (nginx's graceful stop) drains and exits 0.
+#[test]
+fn nginx_signals_neither_kill_nor_hang_the_server() {
+    let (_dir, mut server) = static_site();
+    let kill = |signal: &str, pid: u32| {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    let pid = server.child.id();
+    kill("-USR2", pid);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(Connection::open(server.addr).get("/a.txt").status, 200);
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "SIGUSR2 ended it"
+    );
+    kill("-QUIT", pid);
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn static_files_have_type_length_and_validators() {
     let (_dir, server) = static_site();
