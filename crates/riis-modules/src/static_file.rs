@@ -1045,6 +1045,39 @@ fn multipart(boundary: &str, content_type: &[u8], ranges: &[(u64, u64)], len: u6
 /// root (a MapPath module put it there) has only its last component held to
 /// this. The last component is opened non-blocking, so a FIFO cannot stall
 /// the worker.
+/// The answer to a file that cannot be opened: missing (404: no such name,
+/// a file where a folder is, a name too long, a link not followed), not
+/// the server's to read (403), or the server's own failure (500: out of
+/// descriptors or memory, an I/O error), which must not tell a client, or
+/// a cache in front, that an existing file is gone. nginx answers the
+/// same three.
+fn open_failure(ctx: &mut HttpContext, e: &std::io::Error) -> RequestNotificationStatus {
+    use std::io::ErrorKind;
+    let missing = matches!(
+        e.kind(),
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::InvalidFilename
+    ) || e.raw_os_error() == Some(nix::libc::ELOOP)
+        // `open_without_symlinks`' refusal of a `..` or root component.
+        || e.kind() == ErrorKind::InvalidInput;
+    if missing {
+        return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002);
+    }
+    if e.kind() == ErrorKind::PermissionDenied {
+        return status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005);
+    }
+    static OPEN_FAILURES: crate::LogGate = crate::LogGate::new();
+    if let Some(held_back) = OPEN_FAILURES.pass() {
+        tracing::error!(path = %ctx.physical_path().display(), error = %e, held_back, "StaticFile: cannot open the file");
+    }
+    // The Win32 errors IIS would report; errno values are not theirs.
+    let hresult = match e.raw_os_error() {
+        Some(nix::libc::EMFILE | nix::libc::ENFILE) => 0x8007_0004, // ERROR_TOO_MANY_OPEN_FILES
+        Some(nix::libc::ENOMEM) => 0x8007_000E,                     // E_OUTOFMEMORY
+        _ => ModuleError::E_FAIL,
+    };
+    status(ctx, StatusCode::INTERNAL_SERVER_ERROR, 0, hresult)
+}
+
 pub(crate) fn open_without_symlinks(root: &Path, path: &Path) -> std::io::Result<File> {
     use nix::fcntl::{open, openat, OFlag};
     use nix::sys::stat::Mode;
@@ -1130,10 +1163,7 @@ impl StaticFile {
         };
         let file = match opened {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005))
-            }
-            Err(_) => return Err(status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002)),
+            Err(e) => return Err(open_failure(ctx, &e)),
         };
         if len <= READ_INTO_MEMORY_LIMIT {
             // One positioned read of the length the probe saw: no seek, no
@@ -1205,10 +1235,9 @@ impl HttpModule for StaticFile {
                     };
                     own_file = Some(file);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    return status(ctx, StatusCode::FORBIDDEN, 0, 0x8007_0005);
-                }
-                _ => return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
+                Err(e) => return open_failure(ctx, &e),
+                // A FIFO, a device: no file to serve.
+                Ok(_) => return status(ctx, StatusCode::NOT_FOUND, 0, 0x8007_0002),
             }
         }
         if info.kind == ResourceKind::Directory {

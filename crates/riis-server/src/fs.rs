@@ -244,7 +244,10 @@ impl RealFileSystem {
 
     /// Reads a small file whole and keeps it, if the budget allows.
     fn fill(&self, path: &Path, version: Version, info: ResourceInfo) -> Option<Probe> {
-        let file = open_nonblocking(path).ok()?;
+        let file = match open_nonblocking(path) {
+            Ok(file) => file,
+            Err(e) => return probe_unopened(path, &e),
+        };
         let meta = file.metadata().ok()?;
         if Version::of(&meta) != version {
             // Changed between stat and open: serve what is open now, uncached.
@@ -329,6 +332,31 @@ fn info_of(meta: &Metadata) -> Option<ResourceInfo> {
     }
 }
 
+/// A file that is there but cannot be opened now for a reason of the
+/// server's own (out of descriptors or memory, an I/O error): described
+/// without a descriptor, so its handler opens it again and answers the
+/// failure as the server's (500), not as a missing file (a 404 that caches
+/// keep). Missing, refused or linked names stay `None`, as before.
+fn probe_unopened(path: &Path, error: &std::io::Error) -> Option<Probe> {
+    use std::io::ErrorKind;
+    let theirs = matches!(
+        error.kind(),
+        ErrorKind::NotFound
+            | ErrorKind::PermissionDenied
+            | ErrorKind::NotADirectory
+            | ErrorKind::InvalidFilename
+    ) || error.raw_os_error() == Some(libc::ELOOP);
+    if theirs {
+        return None;
+    }
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Probe {
+        info: info_of(&meta)?,
+        file: None,
+        content: None,
+    })
+}
+
 fn probe_open(file: File, meta: &Metadata) -> Option<Probe> {
     let info = info_of(meta)?;
     Some(Probe {
@@ -346,7 +374,10 @@ impl FileSystem for RealFileSystem {
 
     fn probe(&self, path: &Path) -> Option<Probe> {
         if self.limits.max_size == 0 {
-            let file = open_nonblocking(path).ok()?;
+            let file = match open_nonblocking(path) {
+                Ok(file) => file,
+                Err(e) => return probe_unopened(path, &e),
+            };
             let meta = file.metadata().ok()?;
             return probe_open(file, &meta);
         }
@@ -385,7 +416,10 @@ impl FileSystem for RealFileSystem {
             self.remove(path, true);
         }
         if version.len > self.limits.max_file_size {
-            let file = open_nonblocking(path).ok()?;
+            let file = match open_nonblocking(path) {
+                Ok(file) => file,
+                Err(e) => return probe_unopened(path, &e),
+            };
             let meta = file.metadata().ok()?;
             return probe_open(file, &meta);
         }

@@ -14,7 +14,10 @@ use riis_native::{precondition_holds, NativeLibrary};
 
 use crate::connection::{answer_and_close, start_clock, ConnectionCounter, Sweeper};
 use crate::driver::{CurrentGeneration, Generation};
-use crate::protocol::{serve_connection, Negotiated, Serving, MAX_REFUSALS_IN_FLIGHT};
+use crate::protocol::{
+    serve_connection, Negotiated, Serving, MAX_REFUSALS_IN_FLIGHT, REFUSALS_IN_FLIGHT,
+    REFUSAL_WARNED,
+};
 use crate::reload::{ConfigSource, Reloader, Retiring};
 use crate::tls::{CertificateBinding, SniResolver, TlsListener};
 use arc_swap::ArcSwap;
@@ -1094,8 +1097,6 @@ async fn run_worker(
         current,
         counter,
         sweeper,
-        refusals: std::sync::atomic::AtomicUsize::new(0),
-        refusal_warned: std::sync::atomic::AtomicU64::new(0),
     });
 
     let mut accept_loops = Vec::with_capacity(sockets.len());
@@ -1133,6 +1134,9 @@ async fn run_worker(
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// The second (since the epoch) of the last failed accept warned of.
+static ACCEPT_FAILURE_WARNED: AtomicU64 = AtomicU64::new(0);
+
 async fn accept_loop(
     listener: TcpListener,
     listening: Listening,
@@ -1145,8 +1149,11 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors and the like: back off, keep
+                    // serving; one line a second, not twenty per listener.
+                    if first_this_second(&ACCEPT_FAILURE_WARNED) {
+                        tracing::warn!(error = %e, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -1169,7 +1176,7 @@ async fn accept_loop(
         let admission = match serving.counter.admit(client, &generation.limits) {
             Ok(a) => a,
             Err(refusal) => {
-                refuse(stream, remote, refusal, tls.is_none(), &serving);
+                refuse(stream, remote, refusal, tls.is_none());
                 continue;
             }
         };
@@ -1211,7 +1218,7 @@ async fn accept_loop(
                 let limits = &serving.current.load().limits;
                 if let Err(refusal) = admission.count_client(info.remote_addr.ip(), limits) {
                     drop(admission);
-                    return refuse(stream, info.remote_addr, refusal, tls.is_none(), &serving);
+                    return refuse(stream, info.remote_addr, refusal, tls.is_none());
                 }
             }
             match tls {
@@ -1242,26 +1249,24 @@ fn refuse(
     client: SocketAddr,
     refusal: crate::strict::Refusal,
     plain: bool,
-    serving: &Arc<Serving>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let answering = serving.refusals.fetch_add(1, Relaxed);
+    let answering = REFUSALS_IN_FLIGHT.fetch_add(1, Relaxed);
     // At most one warning a second, not one per connection of a flood
     // (plain or TLS).
-    if first_this_second(&serving.refusal_warned) {
+    if first_this_second(&REFUSAL_WARNED) {
         tracing::warn!(remote = %client, reason = refusal.reason, "connection refused");
     } else {
         tracing::debug!(remote = %client, reason = refusal.reason, "connection refused");
     }
     if plain && answering < MAX_REFUSALS_IN_FLIGHT {
-        let serving = serving.clone();
         tokio::spawn(async move {
             let mut stream = stream;
             answer_and_close(&mut stream, refusal).await;
-            serving.refusals.fetch_sub(1, Relaxed);
+            REFUSALS_IN_FLIGHT.fetch_sub(1, Relaxed);
         });
     } else {
-        serving.refusals.fetch_sub(1, Relaxed);
+        REFUSALS_IN_FLIGHT.fetch_sub(1, Relaxed);
     }
 }
 

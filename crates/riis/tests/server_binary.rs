@@ -1189,6 +1189,38 @@ fn connections_leave_descriptors_for_the_rest() {
     }
 }
 
+/// Out of descriptors (here: connections allowed past the open files
+/// limit), a file that cannot be opened is the server's failure, 500, not
+/// a 404 that would tell a cache the file is gone.
+#[test]
+fn a_file_the_server_cannot_open_for_want_of_descriptors_is_500_not_404() {
+    let dir = TempDir::new("nofile-500");
+    dir.write("www/a.txt", "a");
+    dir.write("www/b.txt", "b");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[limits]\nmax_connections = 10000\n",
+    );
+    let server = RunningBinary::start_with_nofile(&["--config", config.to_str().unwrap()], 100);
+    let mut first = Connection::open(server.addr);
+    assert_eq!(first.get("/a.txt").status, 200);
+    // More connections than the limit leaves room for: the server accepts
+    // until it has no descriptor left (the rest wait in the backlog).
+    let idle: Vec<_> = (0..120)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    let fds = format!("/proc/{}/fd", server.child.id());
+    common::wait_for("the server to run out of descriptors", || {
+        std::fs::read_dir(&fds).map_or(0, |d| d.count()) >= 100
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let resp = first.get("/b.txt");
+    assert_eq!(resp.status, 500, "{}", resp.text());
+    assert!(resp.text().contains("0x80070004"), "{}", resp.text());
+    drop(idle);
+}
+
 /// `riis import-web-config`, on standard output.
 fn import_web_config(file: &std::path::Path, location: Option<&str>) -> (String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_riis"));
