@@ -1,7 +1,8 @@
 //! A thread of a module's own for work no request should wait for (making
 //! a compressed copy, writing a trace file), fed through a bounded queue.
 
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, SendError, Sender};
 use std::sync::{Arc, Mutex};
 
 /// A named thread that runs `work` on each job queued, started with the
@@ -13,12 +14,18 @@ pub(crate) struct Background<J> {
     /// Threads taking jobs from the queue.
     threads: usize,
     capacity: usize,
+    /// Jobs queued through [`Background::queue`] and not yet taken: at
+    /// most `capacity`.
+    waiting: Arc<AtomicUsize>,
     work: Arc<dyn Fn(J) + Send + Sync>,
     state: Mutex<State<J>>,
 }
 
+/// A queued job, and whether it counts against the capacity.
+type Queued<J> = (J, bool);
+
 struct State<J> {
-    sender: Option<SyncSender<J>>,
+    sender: Option<Sender<Queued<J>>>,
     /// The thread could not be started last time (logged once until it
     /// starts).
     spawn_failed: bool,
@@ -46,6 +53,7 @@ impl<J: Send + 'static> Background<J> {
             name,
             threads: threads.max(1),
             capacity,
+            waiting: Arc::new(AtomicUsize::new(0)),
             work: Arc::new(work),
             state: Mutex::new(State {
                 sender: None,
@@ -57,15 +65,35 @@ impl<J: Send + 'static> Background<J> {
     /// Queues `job`, starting the thread if it is not running; gives the job
     /// back when the queue is full or the thread cannot start. Never blocks.
     pub(crate) fn queue(&self, job: J) -> Result<(), J> {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(job);
+        }
+        self.send(job, true).inspect_err(|_| {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    /// Queues the next step of work already admitted through
+    /// [`Background::queue`] (the next part of an answer whose head went
+    /// out): not counted against the capacity, so a queue that new work
+    /// filled meanwhile does not cut it short. Each admitted request has at
+    /// most one such step waiting, so these are bounded by the requests.
+    pub(crate) fn queue_admitted(&self, job: J) -> Result<(), J> {
+        self.send(job, false)
+    }
+
+    fn send(&self, job: J, counted: bool) -> Result<(), J> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.sender.is_none() {
-            let (sender, jobs) = sync_channel::<J>(self.capacity);
+            let (sender, jobs) = channel::<Queued<J>>();
             let jobs = Arc::new(Mutex::new(jobs));
             let mut started = 0;
             let mut failure = None;
             for _ in 0..self.threads {
                 let work = self.work.clone();
                 let jobs = jobs.clone();
+                let waiting = self.waiting.clone();
                 let name = self.name;
                 let spawned = std::thread::Builder::new()
                     .name(name.into())
@@ -73,7 +101,10 @@ impl<J: Send + 'static> Background<J> {
                         // One thread waits on the queue at a time; the lock
                         // is let go before the job runs.
                         let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(job) = next else { break };
+                        let Ok((job, counted)) = next else { break };
+                        if counted {
+                            waiting.fetch_sub(1, Ordering::AcqRel);
+                        }
                         // A panic loses that job only: the thread goes on
                         // with the ones queued behind it.
                         let done =
@@ -110,14 +141,13 @@ impl<J: Send + 'static> Background<J> {
             }
         }
         let sent = match &state.sender {
-            Some(sender) => sender.try_send(job),
+            Some(sender) => sender.send((job, counted)),
             None => return Err(job),
         };
         match sent {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(job)) => Err(job),
-            // The thread is gone: the next job starts another.
-            Err(TrySendError::Disconnected(job)) => {
+            // The threads are gone: the next job starts others.
+            Err(SendError((job, _))) => {
                 state.sender = None;
                 Err(job)
             }
@@ -160,5 +190,32 @@ mod tests {
         // Job 1 panicked; the thread goes on.
         worker.queue(3).unwrap();
         assert_eq!(next(), 3);
+    }
+
+    #[test]
+    fn admitted_steps_pass_a_full_queue() {
+        let (started, runs) = channel();
+        let started = std::sync::Mutex::new(started);
+        let gate = Arc::new(Barrier::new(2));
+        let hold = gate.clone();
+        let worker = Background::new("riis-test", 1, move |n: u32| {
+            started.lock().unwrap().send(n).unwrap();
+            if n == 0 {
+                hold.wait();
+            }
+        });
+        let next = || runs.recv_timeout(Duration::from_secs(10)).unwrap();
+        worker.queue(0).unwrap();
+        assert_eq!(next(), 0);
+        worker.queue(1).unwrap();
+        assert_eq!(worker.queue(2), Err(2));
+        // The next step of admitted work is queued all the same.
+        worker.queue_admitted(9).unwrap();
+        gate.wait();
+        assert_eq!(next(), 1);
+        assert_eq!(next(), 9);
+        // Taken jobs give their room back.
+        worker.queue(4).unwrap();
+        assert_eq!(next(), 4);
     }
 }

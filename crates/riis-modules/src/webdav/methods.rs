@@ -316,32 +316,30 @@ fn propfind(work: &Work) -> Outcome {
     let locks = LOCKS.find(site, |l| {
         l.covers(&target.url) || locks::is_below(&target.url, &l.root)
     });
-    let listing = Box::new(Listing {
-        out: Multistatus::new(),
-        pending: vec![(target.url.clone(), target.path.clone(), meta, 0)],
-        locks,
-        asked,
-        depth,
-        config: work.config.clone(),
-        hidden_segments: work.hidden_segments.clone(),
-        unlisted: work.unlisted.clone(),
-    });
+    let listing = Box::new(Listing::new(work, target, meta, asked, depth, locks));
     Ok(Answer::listing_part(listing))
 }
 
 /// The bytes of a PROPFIND answer made at a time. A folder of 100,000
-/// files answers about 40 MB: built whole, a few slow clients held
-/// gigabytes; in parts, each client holds one, and the next is made only
-/// once the client has taken the last (Apache's mod_dav streams its
-/// multistatus too).
+/// files answers some 70 MB of all its properties: built whole, a few slow
+/// clients held gigabytes; in parts, each client holds one part and the names of the
+/// folders the walk is in, and the next part is made only once the client
+/// has taken the last (Apache's mod_dav streams its multistatus too).
 const LISTING_PART: usize = 64 * 1024;
 
 /// A PROPFIND's walk, made into its answer a part at a time.
 pub(super) struct Listing {
     out: Multistatus,
-    /// The resources still to describe, the next last: URL, file, its
-    /// metadata and its depth below the target.
-    pending: Vec<(String, PathBuf, std::fs::Metadata, u32)>,
+    /// The target, until it is described: its metadata as the request's
+    /// checks found it.
+    target: Option<(String, PathBuf, std::fs::Metadata)>,
+    /// The folders the walk is in, the innermost last: each with the names
+    /// of its members still to describe (in name order, the next last).
+    /// A member is looked at only when its turn comes, so what is held is
+    /// names, not every member's path and metadata, and what is described
+    /// is the file system as it is then (a member swapped for a link
+    /// meanwhile is left out, not followed).
+    folders: Vec<Folder>,
     locks: Vec<Lock>,
     asked: PropFind,
     depth: Depth,
@@ -350,12 +348,43 @@ pub(super) struct Listing {
     unlisted: Vec<String>,
 }
 
+/// A folder of a PROPFIND's walk.
+struct Folder {
+    url: String,
+    path: PathBuf,
+    /// Its depth below the target (the target's own members are at 1).
+    level: u32,
+    /// The members still to describe, the next last.
+    names: Vec<String>,
+}
+
 impl Listing {
+    fn new(
+        work: &Work,
+        target: &Target,
+        meta: std::fs::Metadata,
+        asked: PropFind,
+        depth: Depth,
+        locks: Vec<Lock>,
+    ) -> Self {
+        Self {
+            out: Multistatus::new(),
+            target: Some((target.url.clone(), target.path.clone(), meta)),
+            folders: Vec::new(),
+            locks,
+            asked,
+            depth,
+            config: work.config.clone(),
+            hidden_segments: work.hidden_segments.clone(),
+            unlisted: work.unlisted.clone(),
+        }
+    }
+
     /// Describes resources until a part's worth is made or none is left;
     /// the last part closes the multistatus.
     fn part(&mut self) -> String {
         while self.out.len() < LISTING_PART {
-            let Some((url, path, meta, level)) = self.pending.pop() else {
+            let Some((url, path, meta, level)) = self.next_resource() else {
                 break;
             };
             describe(&mut self.out, &self.locks, &self.asked, &url, &path, &meta);
@@ -365,56 +394,80 @@ impl Listing {
                 Depth::Infinity => true,
             };
             if deeper && meta.is_dir() {
-                self.push_members(&url, &path, level);
+                self.enter(url, path, level + 1);
             }
         }
-        if self.pending.is_empty() {
+        if self.is_walked() {
             self.out.finish_into()
         } else {
             self.out.take()
         }
     }
 
-    /// Whether the last part was made.
-    fn is_done(&self) -> bool {
-        self.pending.is_empty() && self.out.is_finished()
+    /// Whether every resource was described.
+    fn is_walked(&self) -> bool {
+        self.target.is_none() && self.folders.is_empty()
     }
 
-    /// Queues the shown members of the folder at `url`, in name order.
-    fn push_members(&mut self, url: &str, path: &Path, level: u32) {
-        let Ok(entries) = std::fs::read_dir(path) else {
-            return;
-        };
-        let mut children: Vec<(String, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                is_shown(&self.config, &self.hidden_segments, &name).then(|| (name, e.path()))
-            })
-            .collect();
-        children.sort();
-        for (name, child) in children.into_iter().rev() {
-            // Links are not followed (see `tree::plain_path`): not listed.
-            let Ok(child_meta) = std::fs::symlink_metadata(&child) else {
+    /// Whether the last part was made.
+    fn is_done(&self) -> bool {
+        self.is_walked() && self.out.is_finished()
+    }
+
+    /// The next resource to describe, with its metadata now and its depth;
+    /// `None` when the walk is over.
+    fn next_resource(&mut self) -> Option<(String, PathBuf, std::fs::Metadata, u32)> {
+        if let Some((url, path, meta)) = self.target.take() {
+            return Some((url, path, meta, 0));
+        }
+        loop {
+            let folder = self.folders.last_mut()?;
+            let Some(name) = folder.names.pop() else {
+                self.folders.pop();
                 continue;
             };
-            if child_meta.file_type().is_symlink() {
-                continue;
-            }
-            let child_url = if url == "/" {
+            let url = if folder.url == "/" {
                 format!("/{name}")
             } else {
-                format!("{url}/{name}")
+                format!("{}/{name}", folder.url)
             };
             if self
                 .unlisted
                 .iter()
-                .any(|p| riis_pipeline::path_below(p, &child_url).is_some())
+                .any(|p| riis_pipeline::path_below(p, &url).is_some())
             {
                 continue;
             }
-            self.pending.push((child_url, child, child_meta, level + 1));
+            let path = folder.path.join(&name);
+            // Links are not followed (see `tree::plain_path`): not listed.
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            return Some((url, path, meta, folder.level));
         }
+    }
+
+    /// Starts on the members of the folder at `url`: their names, shown
+    /// ones only, in name order.
+    fn enter(&mut self, url: String, path: PathBuf, level: u32) {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            return;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| is_shown(&self.config, &self.hidden_segments, name))
+            .collect();
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        self.folders.push(Folder {
+            url,
+            path,
+            level,
+            names,
+        });
     }
 }
 

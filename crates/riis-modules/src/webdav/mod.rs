@@ -666,7 +666,13 @@ impl WebDav {
             threads: self.threads.clone(),
             claim: None,
         };
-        if self.threads.queue(job).is_err() {
+        // The next part of a listing whose head went out is never refused
+        // for a queue new requests filled: it would cut the answer short.
+        let queued = match job.task {
+            Task::Listing(_) => self.threads.queue_admitted(job),
+            Task::Method(_) => self.threads.queue(job),
+        };
+        if queued.is_err() {
             static BUSY_LOG: crate::LogGate = crate::LogGate::new();
             if let Some(held_back) = BUSY_LOG.pass() {
                 tracing::warn!(
@@ -1283,8 +1289,10 @@ impl HttpModule for WebDav {
     ) -> RequestNotificationStatus {
         let config = ctx.config_shared(self.config);
         if let Some(rest) = self.listing.take() {
-            // A part was flushed. A client that left gets no more.
+            // A part was flushed. A client that left gets no more, and the
+            // answer ends short, never as a whole 207.
             if completion.status != 0 {
+                ctx.response_mut().cut_short();
                 return RequestNotificationStatus::Continue;
             }
             return match self.queue(ctx, Task::Listing(rest)) {
