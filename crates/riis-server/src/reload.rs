@@ -399,7 +399,7 @@ impl Retiring {
             (std::mem::take(&mut state.list), current.load_full())
         };
         if !stop_modules {
-            tracing::warn!("the modules are not stopped (no ApplicationStop, no terminate): a global module's call is still under way");
+            tracing::warn!("the modules are not stopped (no ApplicationStop, no terminate): a module's call is still under way");
             return;
         }
         for old in retiring {

@@ -1518,18 +1518,25 @@ async fn next_of(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()>
 impl ShutdownSignal {
     /// Starts watching; must run inside a tokio runtime.
     pub fn install() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
         // SIGHUP (reload) and SIGUSR1 (status) are watched from now, before
         // the pid file and the listening line: one sent as soon as those
         // appear is neither the default action (the process's end) nor
         // lost before serving starts to read them.
         let control = ControlSignals::watch();
+        let mut stops = Self::stops()?;
+        stops.control = Some(control);
+        Ok(stops)
+    }
+
+    /// The stop signals (and SIGUSR2) alone.
+    fn stops() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             quit: signal(SignalKind::quit()).ok(),
             usr2: signal(SignalKind::user_defined2()).ok(),
-            control: Some(control),
+            control: None,
         })
     }
 
@@ -1566,14 +1573,44 @@ impl ShutdownSignal {
     /// `riis` program; an embedding program decides for itself.
     pub(crate) async fn recv_then_force_on_second(mut self) {
         self.next_stop().await;
-        tokio::spawn(async move {
-            self.next_stop().await;
-            tracing::warn!(
-                "a second stop signal during the drain: stopping at once, \
-                 without waiting for the requests in flight"
-            );
-            std::process::exit(1);
-        });
+        // Listening again at once, so a second signal that comes while the
+        // watching thread starts is not lost (a signal with no listener
+        // is); the first one is not seen again.
+        let again = match ShutdownSignal::stops() {
+            Ok(again) => again,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for a second stop signal");
+                return;
+            }
+        };
+        // Watched from a thread of its own: the thread that took the first
+        // signal runs the stop's own steps (StopListening, the modules'
+        // terminate), and a module stuck in one of them is just when an
+        // operator sends the second.
+        let watch = std::thread::Builder::new()
+            .name("riis-stop-watch".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    let mut again = again;
+                    again.next_stop().await;
+                    tracing::warn!(
+                        "a second stop signal during the drain: stopping at once, \
+                         without waiting for the requests in flight"
+                    );
+                    // The pid file stays, and `riis status` calls it stale
+                    // (no process holds it).
+                    std::process::exit(1)
+                });
+            });
+        if let Err(e) = watch {
+            tracing::warn!(error = %e, "cannot watch for a second stop signal");
+        }
     }
 }
 

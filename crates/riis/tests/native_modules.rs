@@ -877,27 +877,29 @@ fn a_health_check_that_never_returns_holds_neither_status_nor_the_stop() {
 fn a_request_call_that_never_returns_does_not_hold_the_stop_for_good() {
     let dir = TempDir::new("held-worker");
     let terminated = dir.path().join("terminated");
+    let holding = dir.path().join("holding");
     let source = dir.write(
         "hold.c",
         format!(
             "#include \"riis_module.h\"\n#include <stdio.h>\n#include <string.h>\n#include <time.h>\n#include <unistd.h>\n\
              static const riis_api *api;\n\
+             static void mark(const char *path) {{ FILE *f = fopen(path, \"w\"); if (f) fclose(f); }}\n\
              static riis_status on_notification(void *m, riis_context *c, uint32_t n, int p, riis_provider *pr) {{\n\
              (void)m; (void)n; (void)p; (void)pr;\n\
              const char *url = api->request_url(c);\n\
              /* Signals may cut a sleep short: it goes on. */\n\
-             if (url != NULL && strcmp(url, \"/hold\") == 0) {{ time_t end = time(NULL) + 120; while (time(NULL) < end) sleep(1); }}\n\
+             if (url != NULL && strcmp(url, \"/hold\") == 0) {{ mark(\"{holding}\"); time_t end = time(NULL) + 120; while (time(NULL) < end) sleep(1); }}\n\
              return RIIS_STATUS_CONTINUE;\n}}\n\
              static const riis_module_callbacks callbacks = {{sizeof(riis_module_callbacks), on_notification, NULL, NULL}};\n\
              static riis_hresult get_module(void *u, riis_allocator *a, riis_module_instance *out) {{\n\
              (void)u; (void)a; out->callbacks = &callbacks; out->module = NULL; return RIIS_S_OK;\n}}\n\
-             static void terminate(void *u) {{\n\
-             (void)u; FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f);\n}}\n\
+             static void terminate(void *u) {{ (void)u; mark(\"{terminated}\"); }}\n\
              static const riis_module_factory factory = {{sizeof(riis_module_factory), NULL, get_module, terminate}};\n\
              RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {{\n\
              (void)v; api = s->api;\n\
              return api->set_request_notifications(r, &factory, RIIS_RQ_BEGIN_REQUEST, 0);\n}}\n",
-            terminated.display()
+            holding = holding.display(),
+            terminated = terminated.display()
         ),
     );
     let Some(()) = compile("cc", &[&source], &dir.path().join("hold.so"), &[]) else {
@@ -911,21 +913,25 @@ fn a_request_call_that_never_returns_does_not_hold_the_stop_for_good() {
          [[modules]]\nname = \"Hold\"\n[[modules]]\nname = \"StaticFile\"\n",
     );
     dir.write("www/a.txt", "a");
+    let start = |log: &std::path::Path| {
+        let mut command = std::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg("RIIS_LOG=info exec \"$0\" serve --config \"$1\" --listen 127.0.0.1:0 2>>\"$2\"")
+            .arg(env!("CARGO_BIN_EXE_riis"))
+            .arg(&config)
+            .arg(log);
+        let server = RunningBinary::from_command(command).unwrap();
+        assert_eq!(get(server.addr, "/a.txt").text(), "a");
+        let _ = std::fs::remove_file(&holding);
+        let mut held = Connection::open(server.addr);
+        held.send_raw(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+        common::wait_for("the module to hold its worker", || holding.exists());
+        (server, held)
+    };
+
     let log = dir.path().join("riis.log");
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg("exec \"$0\" serve --config \"$1\" --listen 127.0.0.1:0 2>>\"$2\"")
-        .arg(env!("CARGO_BIN_EXE_riis"))
-        .arg(&config)
-        .arg(&log);
-    let server = RunningBinary::from_command(command).unwrap();
-    assert_eq!(get(server.addr, "/a.txt").text(), "a");
-    let mut held = Connection::open(server.addr);
-    held.send_raw(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
-    // The call has begun when a request on the other worker is served;
-    // with one worker thread that would wait, so give it a moment.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (server, _held) = start(&log);
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -934,6 +940,28 @@ fn a_request_call_that_never_returns_does_not_hold_the_stop_for_good() {
         !terminated.exists(),
         "terminate ran under the call still running"
     );
+
+    // A second stop signal during the drain ends the process at once,
+    // with status 1.
+    let log = dir.path().join("riis-again.log");
+    let (mut server, _held) = start(&log);
+    let pid = server.child.id().to_string();
+    let term = || {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    term();
+    common::wait_for("the drain to begin", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("shutting down"))
+    });
+    term();
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("a second stop signal"), "{text}");
 }
 
 /// A second completion signal for a Pending that the first one already
