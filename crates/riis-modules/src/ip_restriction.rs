@@ -541,6 +541,9 @@ impl Clients {
         if rate.enabled {
             let limit = (rate.max_requests, rate.request_interval_ms);
             let interval = Duration::from_millis(u64::from(rate.request_interval_ms));
+            // Windows of other limits that ended go: a client never idle
+            // would otherwise keep one for each limit a reload replaced.
+            client.windows.retain(|w| w.limit == limit || w.end > now);
             let at = match client.windows.iter().position(|w| w.limit == limit) {
                 Some(at) => at,
                 None => {

@@ -1158,8 +1158,17 @@ impl StaticFile {
         }
         let opened = match own.map(Arc::new).or_else(|| ctx.take_opened_file()) {
             Some(f) => Ok(f),
-            // Another module took the probe's descriptor: open the path again.
-            None => File::open(ctx.physical_path()).map(Arc::new),
+            // Another module took the probe's descriptor (or the probe
+            // could not open it): open the path again, without waiting on
+            // a FIFO swapped in meanwhile, as the probe opens.
+            None => {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nix::libc::O_NONBLOCK)
+                    .open(ctx.physical_path())
+                    .map(Arc::new)
+            }
         };
         let file = match opened {
             Ok(f) => f,

@@ -346,7 +346,9 @@ fn probe_unopened(path: &Path, error: &std::io::Error) -> Option<Probe> {
             | ErrorKind::NotADirectory
             | ErrorKind::InvalidFilename
     ) || error.raw_os_error() == Some(libc::ELOOP);
-    if theirs {
+    // Out of descriptors, `open` fails so for every path before it looks:
+    // a file the server may not read is still left out, as before.
+    if theirs || nix::unistd::access(path, nix::unistd::AccessFlags::R_OK).is_err() {
         return None;
     }
     let meta = std::fs::metadata(path).ok()?;
