@@ -87,6 +87,7 @@ pub struct FailedRequestsTracingConfig {
     #[serde(deserialize_with = "seconds")]
     pub time_taken: f64,
     /// Where traces are written; empty for the default.
+    #[serde(deserialize_with = "trace_directory")]
     pub directory: PathBuf,
     /// How many trace files are kept.
     #[serde(deserialize_with = "crate::at_least_one")]
@@ -320,17 +321,55 @@ fn numbering() -> &'static Mutex<HashMap<PathBuf, Numbering>> {
     TABLE.get_or_init(Mutex::default)
 }
 
+/// `directory`: a folder that already exists must be one the module
+/// would write in (this user's, and nobody else's to write to: traces show
+/// URLs and headers), or `check-config` says so instead of every failing
+/// request's trace being lost. A missing one is made at the first trace.
+fn trace_directory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    if path.as_os_str().is_empty() {
+        return Ok(path);
+    }
+    let full = riis_pipeline::configuration_folder().join(&path);
+    match std::fs::symlink_metadata(&full) {
+        Ok(meta) if !meta.is_dir() => Err(serde::de::Error::custom(format!(
+            "{} is not a folder",
+            full.display()
+        ))),
+        Ok(meta) if crate::private_directory_id(&full).is_none() => {
+            Err(serde::de::Error::custom(format!(
+                "{}: traces show URLs and headers, so they go only to a folder of \
+                 this user's that nobody else may write to",
+                crate::not_private(&full, &meta)
+            )))
+        }
+        _ => Ok(path),
+    }
+}
+
 /// Writes a report as the next trace file of its directory, logging what
-/// happened.
+/// happened: at most a line a second of each kind, with how many were held
+/// back (a flood of failing requests must not be a flood of lines).
 fn write_report(report: Report) {
+    static TRACED: crate::LogGate = crate::LogGate::new();
+    static FAILED: crate::LogGate = crate::LogGate::new();
     match write_trace(&report.dir, &report.trace, report.max_files) {
-        Ok(path) => tracing::info!(
-            request_id = report.trace["request_id"].as_u64(),
-            status = report.trace["status"].as_u64(),
-            trace = %path.display(),
-            "FailedRequestsTracing: request traced"
-        ),
-        Err(why) => tracing::warn!("FailedRequestsTracing: {why}"),
+        Ok(path) => {
+            if let Some(held_back) = TRACED.pass() {
+                tracing::info!(
+                    request_id = report.trace["request_id"].as_u64(),
+                    status = report.trace["status"].as_u64(),
+                    trace = %path.display(),
+                    held_back,
+                    "FailedRequestsTracing: request traced"
+                );
+            }
+        }
+        Err(why) => {
+            if let Some(held_back) = FAILED.pass() {
+                tracing::warn!(held_back, "FailedRequestsTracing: {why}");
+            }
+        }
     }
 }
 

@@ -296,12 +296,26 @@ pub(crate) fn private_directory(dir: &Path) -> Result<DirectoryId, String> {
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
-    private_id(&meta).ok_or_else(|| {
+    private_id(&meta).ok_or_else(|| not_private(dir, &meta))
+}
+
+/// Why `dir` (its metadata `meta`) is not a private directory of this
+/// user: which of the two it is.
+pub(crate) fn not_private(dir: &Path, meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
         format!(
-            "{} belongs to another user or others may write to it",
-            dir.display()
+            "{} belongs to another user (uid {}), not to the user riis runs as",
+            dir.display(),
+            meta.uid()
         )
-    })
+    } else {
+        format!(
+            "{} may be written by others (mode {:o}; chmod go-w, or 700)",
+            dir.display(),
+            meta.mode() & 0o7777
+        )
+    }
 }
 
 /// The identity of `dir` while it is a private directory of this user (as

@@ -298,6 +298,33 @@ fn a_relative_directory_is_beside_the_configuration() {
     assert!(!elsewhere.path().join("relative-traces").exists());
 }
 
+/// A trace folder others may write to is refused by `check-config`, not
+/// found out at the first failing request (whose trace is then lost).
+#[test]
+fn a_folder_others_may_write_to_is_a_configuration_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("fr-open-folder");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let open = dir.path().join("open-traces");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = dir.write(
+        "riis.toml",
+        "[[modules]]\nname = \"FailedRequestsTracing\"\n[[modules]]\nname = \"StaticFile\"\n\
+         [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n\
+         [failed_requests_tracing]\nstatus_codes = [\"404\"]\ndirectory = \"open-traces\"\n\
+         [[sites]]\nname = \"S\"\nroot = \"www\"\nbindings = [\"127.0.0.1:0\"]\n",
+    );
+    let out = common::riis_command("check-config", &config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("key `failed_requests_tracing.directory`")
+            && err.contains("may be written by others (mode 777"),
+        "{err}"
+    );
+}
+
 #[test]
 fn old_traces_go_and_numbering_survives_a_restart() {
     let dir = TempDir::new("fr-keep");
