@@ -17,6 +17,7 @@ pub mod basic_authentication;
 pub mod cgi;
 pub mod client_certificate_mapping_authentication;
 pub mod content_encoding;
+pub mod cors;
 pub mod custom_error;
 pub mod default_document;
 pub mod directory_listing;
@@ -574,6 +575,7 @@ pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("IpRestriction", ip_restriction::register_module),
     ("ForwardedFor", forwarded_for::register_module),
     ("SslAccess", ssl_access::register_module),
+    ("Cors", cors::register_module),
     ("BasicAuthentication", basic_authentication::register_module),
     (
         "AnonymousAuthentication",

@@ -235,6 +235,7 @@ fn module_of(section: &str) -> Option<&'static str> {
         "asp_net_core" => "AspNetCoreModule",
         "proxy" => "ReverseProxy",
         "webdav" => "WebDav",
+        "cors" => "Cors",
         _ => return None,
     })
 }
@@ -442,6 +443,7 @@ fn web_server(out: &mut Output, node: Node, location: Option<&str>) -> Result<()
             "aspNetCore" => asp_net_core(out, child, location)?,
             "handlers" => handlers(out, child),
             "webdav" => webdav(out, child),
+            "cors" => cors(out, child)?,
             "modules" => out.leave(child, "the module list is `[[modules]]` in riis"),
             _ => out.leave(child, "no conversion for this section"),
         }
@@ -1817,6 +1819,80 @@ fn ip_security(out: &mut Output, node: Node) {
             Value::Array(rules.into_iter().map(|(_, rule)| rule).collect()),
         );
     }
+}
+
+/// IIS's CORS module: `cors` and its origin rules, each with the
+/// methods, headers and exposed headers it lists.
+fn cors(out: &mut Output, node: Node) -> Result<(), String> {
+    out.leave_attributes(node, &["enabled", "failUnlistedOrigins"]);
+    out.table("cors");
+    if let Some(v) = node.attribute("enabled") {
+        out.key("enabled", is_true(v));
+    }
+    if let Some(v) = node.attribute("failUnlistedOrigins") {
+        out.key("fail_unlisted_origins", is_true(v));
+    }
+    let mut rules: Vec<(String, Value)> = Vec::new();
+    for entry in elements(node) {
+        let origin = entry.attribute("origin").map(str::trim);
+        match (entry.tag_name().name(), origin) {
+            ("add", Some(origin)) => {
+                out.leave_attributes(entry, &["origin", "allowed", "allowCredentials", "maxAge"]);
+                out.leave_children(entry, &["allowHeaders", "allowMethods", "exposeHeaders"]);
+                let mut t = toml::Table::new();
+                t.insert("origin".into(), Value::String(origin.into()));
+                put_bool(&mut t, "allowed", entry.attribute("allowed"));
+                put_bool(
+                    &mut t,
+                    "allow_credentials",
+                    entry.attribute("allowCredentials"),
+                );
+                // IIS's -1 (its default) sends no Access-Control-Max-Age.
+                if let Some(age) = number(entry, "maxAge", "<cors> <add>")?.filter(|a| *a >= 0) {
+                    t.insert("max_age".into(), Value::Integer(age));
+                }
+                for (list, attribute, key) in [
+                    ("allowMethods", "method", "allowed_methods"),
+                    ("allowHeaders", "header", "allowed_headers"),
+                    ("exposeHeaders", "header", "exposed_headers"),
+                ] {
+                    let Some(list_node) = element(entry, list) else {
+                        continue;
+                    };
+                    if list == "allowHeaders" {
+                        out.leave_attributes(list_node, &["allowAllRequestedHeaders"]);
+                        put_bool(
+                            &mut t,
+                            "allow_all_requested_headers",
+                            list_node.attribute("allowAllRequestedHeaders"),
+                        );
+                    } else {
+                        out.leave_attributes(list_node, &[]);
+                    }
+                    let values: Vec<Value> = listed(entry, list, attribute)
+                        .into_iter()
+                        .filter_map(|n| n.attribute(attribute))
+                        .map(|v| Value::String(v.trim().to_owned()))
+                        .collect();
+                    if !values.is_empty() {
+                        t.insert(key.into(), Value::Array(values));
+                    }
+                }
+                rules.retain(|(o, _)| !o.eq_ignore_ascii_case(origin));
+                rules.push((origin.to_owned(), Value::Table(t)));
+            }
+            ("remove", Some(origin)) => rules.retain(|(o, _)| !o.eq_ignore_ascii_case(origin)),
+            ("clear", _) => rules.clear(),
+            _ => out.leave(entry, "an entry without origin"),
+        }
+    }
+    if !rules.is_empty() {
+        out.key(
+            "origins",
+            Value::Array(rules.into_iter().map(|(_, rule)| rule).collect()),
+        );
+    }
+    Ok(())
 }
 
 /// `staticContent`: MIME types and the client cache.
