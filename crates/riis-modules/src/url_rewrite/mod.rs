@@ -34,7 +34,8 @@
 //! the whole match), `{C:n}` (the group of the last condition pattern that
 //! matched), `{NAME}` for a server variable (`{HTTP_HOST}`,
 //! `{QUERY_STRING}`, `{HTTPS}`, …), the functions `{ToLower:…}`,
-//! `{UrlEncode:…}`, `{UrlDecode:…}` and `{EscapeDataString:…}`, and
+//! `{UrlEncode:…}`, `{UrlDecode:…}`, `{EscapeDataString:…}` and
+//! `{HtmlEncode:…}`, and
 //! `{Map:…}` for a rewrite map's value (`rewrite.maps`, IIS's
 //! `rewriteMaps`; a map's values are the configuration's text, so a
 //! Redirect made of them may name another site). `{URL}` is
@@ -217,7 +218,7 @@ impl TryFrom<RawRewriteConfig> for RewriteConfig {
             let key = format!("maps.{name}");
             if !is_identifier(&name) || Function::named(&name).is_some() || is_group_letter(&name) {
                 return Err(error_at_key(&key, format!(
-                    "rewrite map `{name}`: a map's name is letters, digits and `_`, and not R, C or a function's (ToLower, UrlEncode, UrlDecode, EscapeDataString)"
+                    "rewrite map `{name}`: a map's name is letters, digits and `_`, and not R, C or a function's (ToLower, UrlEncode, UrlDecode, EscapeDataString, HtmlEncode)"
                 )));
             }
             if let Some(other) = maps

@@ -59,6 +59,10 @@ pub(super) enum Function {
     /// `%XX` for all but RFC 3986's unreserved characters (.NET's
     /// `Uri.EscapeDataString`).
     EscapeDataString,
+    /// `&`, `<`, `>`, `"` and `'` as HTML character references (.NET's
+    /// `HttpUtility.HtmlEncode`): what IIS's reference asks outbound rules
+    /// to put around values a client sent (`{HtmlEncode:{HTTP_REFERER}}`).
+    HtmlEncode,
 }
 
 /// What `{UrlEncode:…}` leaves as it is.
@@ -84,6 +88,7 @@ impl Function {
             ("UrlEncode", Function::UrlEncode),
             ("UrlDecode", Function::UrlDecode),
             ("EscapeDataString", Function::EscapeDataString),
+            ("HtmlEncode", Function::HtmlEncode),
         ]
         .into_iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -100,6 +105,20 @@ impl Function {
                 .decode_utf8_lossy()
                 .into_owned(),
             Function::EscapeDataString => utf8_percent_encode(&value, UNRESERVED).to_string(),
+            Function::HtmlEncode => {
+                let mut out = String::with_capacity(value.len());
+                for c in value.chars() {
+                    match c {
+                        '&' => out.push_str("&amp;"),
+                        '<' => out.push_str("&lt;"),
+                        '>' => out.push_str("&gt;"),
+                        '"' => out.push_str("&quot;"),
+                        '\'' => out.push_str("&#39;"),
+                        c => out.push(c),
+                    }
+                }
+                out
+            }
         }
     }
 }
@@ -111,7 +130,9 @@ impl Piece {
         match self {
             Piece::RuleGroup(_) => true,
             Piece::Variable(name) => name == "URL" || name == "REQUEST_FILENAME",
-            Piece::Function(Function::ToLower, inner) => inner.has_decoded_values(),
+            Piece::Function(Function::ToLower | Function::HtmlEncode, inner) => {
+                inner.has_decoded_values()
+            }
             Piece::Function(Function::UrlDecode, _) => true,
             // Encoded by the function; a map's values are the
             // configuration's own text.
@@ -154,7 +175,7 @@ impl Piece {
             }
             if !is_identifier(called) {
                 return Err(format!(
-                    "`{{{name}}}`: `{called}` is neither a function (ToLower, UrlEncode, UrlDecode, EscapeDataString) nor a rewrite map's name"
+                    "`{{{name}}}`: `{called}` is neither a function (ToLower, UrlEncode, UrlDecode, EscapeDataString, HtmlEncode) nor a rewrite map's name"
                 ));
             }
             if inner.is_empty() {
@@ -668,5 +689,10 @@ mod tests {
             "A%20b%26c%3Dd%2F%C3%A9~%2A"
         );
         assert_eq!(Function::UrlDecode.apply("a+b%26c%C3%A9".into()), "a b&cé");
+        assert_eq!(
+            Function::HtmlEncode.apply("<script>alert('x')</script>\"&é".into()),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;é"
+        );
+        assert!(Template::parse("{htmlencode:{HTTP_REFERER}}").is_ok());
     }
 }
