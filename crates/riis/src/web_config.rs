@@ -119,17 +119,15 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
             ),
         }
     }
-    if web_servers.len() > 1 {
-        return Err("the file has more than one <system.webServer> for its folder".to_owned());
-    }
     if let Some(path) = &location {
         out.tables.push((
             "[[sites.locations]]".to_owned(),
             format!("path = {}\n", quoted(path)),
         ));
     }
-    if let Some(node) = web_servers.first() {
-        web_server(&mut out, *node, location.as_deref())?;
+    let mut seen = Vec::new();
+    for node in &web_servers {
+        web_server(&mut out, *node, location.as_deref(), &mut seen)?;
     }
     // `<location path="wp-admin">`: the next entries, below the file's own
     // (riis merges a location's sections onto those of the locations
@@ -155,7 +153,7 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
                 ));
             }
             if let Some(node) = inner.first() {
-                web_server(&mut out, *node, Some(&url))?;
+                web_server(&mut out, *node, Some(&url), &mut Vec::new())?;
             }
             // A second spelling of the folder that sets what the first set
             // too: IIS refuses such a file as well (a duplicate section);
@@ -296,7 +294,20 @@ impl Output {
     fn leave_attributes(&mut self, node: Node, handled: &[&str]) {
         for attribute in node.attributes() {
             let name = attribute.name();
-            if !handled.contains(&name) && attribute.namespace().is_none() {
+            if handled.contains(&name) || attribute.namespace().is_some() {
+                continue;
+            }
+            if name == "configSource" {
+                // The section's entries are in another file, which is not
+                // read: everything it holds is missing from the output.
+                self.leave(
+                    node,
+                    &format!(
+                        "its entries are in `{}`, which is not read: paste that file's element in place of this one and convert again",
+                        attribute.value()
+                    ),
+                );
+            } else {
                 self.leave(node, &format!("attribute `{name}` has no conversion"));
             }
         }
@@ -401,17 +412,24 @@ fn one_line(text: &str) -> String {
 }
 
 /// `system.webServer`'s children.
-fn web_server(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), String> {
-    let mut seen: Vec<&str> = Vec::new();
+fn web_server(
+    out: &mut Output,
+    node: Node,
+    location: Option<&str>,
+    seen: &mut Vec<String>,
+) -> Result<(), String> {
     for child in elements(node) {
         let name = child.tag_name().name();
-        if seen.contains(&name) {
+        // Two blocks of one folder (ASP.NET Core's `<location path=".">`
+        // and the file's own) may each set sections, but not the same one,
+        // as IIS reads them.
+        if seen.iter().any(|s| s == name) {
             return Err(format!(
-                "<system.webServer> has more than one <{}>",
+                "<{}> is set twice for one folder (in one <system.webServer>, or in two of them)",
                 one_line(name)
             ));
         }
-        seen.push(name);
+        seen.push(name.to_owned());
         match name {
             "rewrite" => rewrite(out, child, location)?,
             "defaultDocument" => default_document(out, child),
@@ -458,6 +476,7 @@ fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), S
     for child in elements(node) {
         match child.tag_name().name() {
             "rules" => {
+                out.leave_attributes(child, &[]);
                 if let Some(folder) = location.filter(|_| !wrote_folder) {
                     // The rules of a folder's web.config match the path
                     // below it, and relative URLs are from it.
@@ -485,6 +504,7 @@ fn rewrite(out: &mut Output, node: Node, location: Option<&str>) -> Result<(), S
                 write_removed(out, "remove_rules", removed);
             }
             "rewriteMaps" => {
+                out.leave_attributes(child, &[]);
                 for map in elements(child) {
                     match map.tag_name().name() {
                         "rewriteMap" => rewrite_map(out, map)?,
@@ -1003,7 +1023,17 @@ fn http_protocol(out: &mut Output, node: Node) {
                     );
                 }
                 ("remove", Some(name)) => {
+                    let before = headers.len();
                     headers.retain(|k, _| !k.eq_ignore_ascii_case(name));
+                    if headers.len() == before {
+                        // An inherited header (IIS's own `X-Powered-By`):
+                        // riis adds none, and an application's own stays,
+                        // as with IIS.
+                        out.leave(
+                            entry,
+                            "riis adds no such header; to strip an application's, use protocol.remove_headers",
+                        );
+                    }
                 }
                 ("clear", _) => headers.clear(),
                 _ => out.leave(entry, "an entry without `name`"),
@@ -1900,6 +1930,9 @@ fn static_content(out: &mut Output, node: Node) -> Result<(), String> {
     out.leave_attributes(node, &[]);
     out.table("static_file");
     let mut types = toml::Table::new();
+    // Types taken away and not given again: riis's own table still serves
+    // them, which IIS would not (404.3).
+    let mut removed: Vec<(Node, String)> = Vec::new();
     for entry in elements(node) {
         match entry.tag_name().name() {
             "mimeMap" => {
@@ -1921,8 +1954,34 @@ fn static_content(out: &mut Output, node: Node) -> Result<(), String> {
             "clientCache" => client_cache(out, entry)?,
             // Before a <mimeMap> of the same extension, as IIS needs; riis's
             // own table gives way to `mime_types` anyway.
-            "remove" | "clear" => {}
+            "remove" => {
+                if let Some(extension) = entry.attribute("fileExtension") {
+                    let extension = extension
+                        .trim()
+                        .trim_start_matches('.')
+                        .to_ascii_lowercase();
+                    types.remove(&extension);
+                    removed.push((entry, extension));
+                }
+            }
+            "clear" => {
+                types.clear();
+                out.leave(
+                    entry,
+                    "riis's own types stay; to refuse files by extension, list them in request_filtering.file_extensions with allowed = false",
+                );
+            }
             _ => out.leave(entry, "no conversion for this part of staticContent"),
+        }
+    }
+    for (entry, extension) in removed {
+        if !types.contains_key(&extension) {
+            out.leave(
+                entry,
+                &format!(
+                    "riis still serves .{extension} with its own type; to refuse it, list it in request_filtering.file_extensions with allowed = false"
+                ),
+            );
         }
     }
     if !types.is_empty() {
@@ -1954,14 +2013,20 @@ fn client_cache(out: &mut Output, node: Node) -> Result<(), String> {
         _ => "NoControl".to_owned(),
     };
     out.key("cache_control_mode", mode.as_str());
-    if let Some(age) = node.attribute("cacheControlMaxAge") {
-        let seconds = time_span(age).ok_or_else(|| {
-            format!(
-                "clientCache: cacheControlMaxAge `{}` is not d.hh:mm:ss",
-                one_line(age)
-            )
-        })?;
-        out.key("max_age", Value::Integer(seconds));
+    match node.attribute("cacheControlMaxAge") {
+        Some(age) => {
+            let seconds = time_span(age).ok_or_else(|| {
+                format!(
+                    "clientCache: cacheControlMaxAge `{}` is not d.hh:mm:ss",
+                    one_line(age)
+                )
+            })?;
+            out.key("max_age", Value::Integer(seconds));
+        }
+        // IIS's default `cacheControlMaxAge` is a day: `UseMaxAge` alone
+        // sends `max-age=86400`.
+        None if mode == "UseMaxAge" => out.key("max_age", Value::Integer(86_400)),
+        None => {}
     }
     if let Some(expires) = node.attribute("httpExpires") {
         out.key("expires", expires);
@@ -2059,9 +2124,24 @@ fn put_bool(t: &mut toml::Table, key: &str, value: Option<&str>) {
     }
 }
 
-/// A TOML string.
+/// `text` as a TOML basic string on one line (valid as a key too): a line
+/// break in a name must not make the multi-line string `toml` would write.
 fn quoted(text: &str) -> String {
-    Value::String(text.into()).to_string()
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A key as TOML writes it: bare when it can be.
@@ -2089,6 +2169,56 @@ mod tests {
         assert_eq!(time_span("365.00:00:00"), Some(31_536_000));
         assert_eq!(time_span("25:00:00"), None);
         assert_eq!(time_span("soon"), None);
+    }
+
+    /// What a review of real web.config files found lost or broken: rules
+    /// in another file, `UseMaxAge` without its age, a name with a line
+    /// break, types taken away, inherited headers removed, and ASP.NET
+    /// Core's `<location path=".">` beside the file's own block.
+    #[test]
+    fn what_does_not_convert_is_named_and_the_rest_holds() {
+        let xml = r#"<configuration>
+          <location path="." inheritInChildApplications="false"><system.webServer>
+            <handlers><add name="aspNetCore" path="*" verb="*" modules="AspNetCoreModuleV2" /></handlers>
+          </system.webServer></location>
+          <system.webServer>
+            <rewrite>
+              <rules configSource="rewriteRules.config" />
+              <rewriteMaps><rewriteMap name="a&#10;b"><add key="x" value="y" /></rewriteMap></rewriteMaps>
+            </rewrite>
+            <staticContent>
+              <remove fileExtension=".exe" />
+              <remove fileExtension=".json" /><mimeMap fileExtension=".json" mimeType="application/json" />
+              <clientCache cacheControlMode="UseMaxAge" />
+            </staticContent>
+            <httpProtocol><customHeaders><remove name="X-Powered-By" /></customHeaders></httpProtocol>
+          </system.webServer>
+        </configuration>"#;
+        let converted = convert(xml, None).unwrap();
+        let notes = converted.left_out.join("\n");
+        assert!(notes.contains("rewriteRules.config"), "{notes}");
+        assert!(notes.contains("riis still serves .exe"), "{notes}");
+        assert!(!notes.contains(".json"), "{notes}");
+        assert!(
+            notes.contains("X-Powered-By") || notes.contains("remove_headers"),
+            "{notes}"
+        );
+        let table: toml::Table = converted.text.parse().unwrap();
+        assert_eq!(table["static_file"]["max_age"].as_integer(), Some(86_400));
+        assert!(
+            table["rewrite"]["maps"].get("a\nb").is_some(),
+            "{}",
+            converted.text
+        );
+        // A section set in both blocks is refused, as IIS refuses it.
+        let twice = r#"<configuration>
+          <location path="."><system.webServer><defaultDocument enabled="true" /></system.webServer></location>
+          <system.webServer><defaultDocument enabled="false" /></system.webServer>
+        </configuration>"#;
+        let Err(err) = convert(twice, None) else {
+            panic!("a section set twice was converted");
+        };
+        assert!(err.contains("<defaultDocument> is set twice"), "{err}");
     }
 
     /// Two `<location>`s for one folder in two cases are one location, as
