@@ -1495,8 +1495,8 @@ fn a_web_config_that_cannot_be_read_is_an_error() {
             "two <preCondition> elements are named `P`",
         ),
         (
-            "<configuration><system.webServer /><system.webServer /></configuration>",
-            "more than one <system.webServer>",
+            "<configuration><system.webServer><defaultDocument /></system.webServer><system.webServer><defaultDocument /></system.webServer></configuration>",
+            "<defaultDocument> is set twice",
         ),
         (
             "<configuration><system.webServer><staticContent><clientCache cacheControlMaxAge=\"999999999999999999.00:00:00\" /></staticContent></system.webServer></configuration>",
