@@ -557,7 +557,8 @@ typedef struct riis_api {
      *  a NULL context outside RegisterModule and global notifications, the
      *  server cannot tell which module writes: the line is tagged
      *  "native module"; log_from_source, since 1.11, names the module from
-     *  anywhere). `context` may be NULL. */
+     *  anywhere). `context` may be NULL. A message past 16 KiB is cut
+     *  there (the line says how long it was). */
     void (*log)(riis_context *context, uint32_t level, const char *message);
 
     /* -- request ------------------------------------------------------------ */

@@ -406,6 +406,11 @@ impl InstanceInner {
                 read.length = usize::try_from(c.bytes).unwrap_or(usize::MAX).min(asked);
             }
         }
+        let call_kind = if matches!(call, Call::Completion(_)) {
+            CallKindSeen::Completion
+        } else {
+            CallKindSeen::Notification
+        };
         let mut ctx = HttpContext::new(context, api, CallKind::Request, shared.clone(), read);
         shared.enter_call();
         let module = &mut *self.module;
@@ -420,10 +425,17 @@ impl InstanceInner {
         let status = match outcome {
             Ok(status) => status,
             Err(panic) => {
-                let when = if is_post {
+                let event = if is_post {
                     format!("Post{}", notification.name())
                 } else {
                     notification.name().to_owned()
+                };
+                // A completion comes for the event that pended, as the
+                // server words it for a module of its own.
+                let when = if matches!(call_kind, CallKindSeen::Completion) {
+                    format!("OnAsyncCompletion (of {event})")
+                } else {
+                    event
                 };
                 let description = format!(
                     "module {} panicked in {when}: {}",
@@ -455,6 +467,10 @@ impl InstanceInner {
             // An operation of this call, or (full duplex) a body read under
             // way since an earlier one.
             None if end.operation || self.read.pending.is_some() => abi::STATUS_PENDING,
+            // SendResponse and the other notifications that come inside
+            // another call cannot wait: the server takes Pending there as
+            // Continue, and so does the SDK (it failed the request).
+            None if nested => abi::STATUS_CONTINUE,
             None if end.handles == 0 => {
                 // Nothing can resume the request: no operation, no handle.
                 self.fail(
@@ -591,4 +607,12 @@ fn dispatch(
             RequestNotificationStatus::Continue
         }
     }
+}
+
+/// Whether a call was a notification or a completion, kept past the call
+/// (which consumes it) for the panic's log line.
+#[derive(Clone, Copy)]
+enum CallKindSeen {
+    Notification,
+    Completion,
 }

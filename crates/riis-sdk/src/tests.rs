@@ -1445,6 +1445,10 @@ impl HttpModule for Probe {
         ctx: &mut HttpContext,
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
+        if ctx.request().url() == "/send-pending" {
+            // SendResponse cannot wait: the server takes this as Continue.
+            return RequestNotificationStatus::Pending;
+        }
         // ABI 1.4's calls reach the server (the mock defers below 4 bytes).
         assert!(!provider.is_flush());
         assert!(provider.defer_after(ctx, 2).unwrap());
@@ -1876,6 +1880,24 @@ fn a_request_nothing_can_resume_fails_with_500() {
         abi::STATUS_FINISH_REQUEST
     );
     assert_eq!(req.mock().status, 500);
+}
+
+/// Pending from SendResponse (or the other notifications that come inside
+/// another call) is Continue, as the server takes it from a module of its
+/// own: it does not fail the request.
+#[test]
+fn pending_from_send_response_is_continue() {
+    let registration = probe_registration();
+    let instance = Instance::new(&registration).unwrap();
+    let req = Request::new("/send-pending", "");
+    let mut provider = MockProvider::of(abi::PROVIDER_SEND_RESPONSE);
+    assert_eq!(
+        instance.notify(&req, SEND, false, &mut provider),
+        abi::STATUS_CONTINUE
+    );
+    assert_ne!(req.mock().status, 500);
+    drop(instance);
+    terminate(&registration);
 }
 
 #[test]

@@ -751,6 +751,20 @@ pub(super) unsafe extern "C" fn log(ctx: *mut riis_context, level: u32, message:
 /// standard error: a message that carries request data (a body, a header
 /// value) cannot start a forged line of its own.
 fn write_log(module: &str, level: u32, message: &str) {
+    // A line, not a dump: a message of megabytes (a module logging a
+    // buffer by mistake) held a worker thread for a minute in the
+    // subscriber's escaping, and filled the disk.
+    let cut;
+    let message = if message.len() > LOG_MESSAGE_LIMIT {
+        let mut end = LOG_MESSAGE_LIMIT;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        cut = format!("{}… ({} bytes in all)", &message[..end], message.len());
+        cut.as_str()
+    } else {
+        message
+    };
     let escaped;
     let message = if message.chars().any(char::is_control) {
         escaped = message.escape_debug().to_string();
@@ -765,6 +779,9 @@ fn write_log(module: &str, level: u32, message: &str) {
         _ => tracing::debug!(module, "{message}"),
     }
 }
+
+/// The most of a module's log message a line shows.
+const LOG_MESSAGE_LIMIT: usize = 16 * 1024;
 
 /// The module names log sources stand for: source `n` is entry `n - 1`.
 /// A name is entered once and kept for the life of the process (a module's
