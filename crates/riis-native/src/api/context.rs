@@ -754,17 +754,8 @@ fn write_log(module: &str, level: u32, message: &str) {
     // A line, not a dump: a message of megabytes (a module logging a
     // buffer by mistake) held a worker thread for a minute in the
     // subscriber's escaping, and filled the disk.
-    let cut;
-    let message = if message.len() > LOG_MESSAGE_LIMIT {
-        let mut end = LOG_MESSAGE_LIMIT;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        cut = format!("{}… ({} bytes in all)", &message[..end], message.len());
-        cut.as_str()
-    } else {
-        message
-    };
+    let cut = cut_log_message(message);
+    let message = &*cut;
     let escaped;
     let message = if message.chars().any(char::is_control) {
         escaped = message.escape_debug().to_string();
@@ -782,6 +773,39 @@ fn write_log(module: &str, level: u32, message: &str) {
 
 /// The most of a module's log message a line shows.
 const LOG_MESSAGE_LIMIT: usize = 16 * 1024;
+
+/// `message` whole, or its first [`LOG_MESSAGE_LIMIT`] bytes (at a
+/// character boundary) and how long it was.
+fn cut_log_message(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= LOG_MESSAGE_LIMIT {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut end = LOG_MESSAGE_LIMIT;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}… ({} bytes in all)",
+        &message[..end],
+        message.len()
+    ))
+}
+
+#[cfg(test)]
+mod log_tests {
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        assert_eq!(super::cut_log_message("short"), "short");
+        let long = "é".repeat(20_000);
+        let cut = super::cut_log_message(&long);
+        assert!(cut.len() < super::LOG_MESSAGE_LIMIT + 40);
+        assert!(
+            cut.ends_with("… (40000 bytes in all)"),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
+    }
+}
 
 /// The module names log sources stand for: source `n` is entry `n - 1`.
 /// A name is entered once and kept for the life of the process (a module's
