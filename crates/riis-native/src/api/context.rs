@@ -791,22 +791,6 @@ fn cut_log_message(message: &str) -> std::borrow::Cow<'_, str> {
     ))
 }
 
-#[cfg(test)]
-mod log_tests {
-    #[test]
-    fn long_messages_are_cut_at_a_character_boundary() {
-        assert_eq!(super::cut_log_message("short"), "short");
-        let long = "é".repeat(20_000);
-        let cut = super::cut_log_message(&long);
-        assert!(cut.len() < super::LOG_MESSAGE_LIMIT + 40);
-        assert!(
-            cut.ends_with("… (40000 bytes in all)"),
-            "{}",
-            &cut[cut.len() - 40..]
-        );
-    }
-}
-
 /// The module names log sources stand for: source `n` is entry `n - 1`.
 /// A name is entered once and kept for the life of the process (a module's
 /// threads may log after its configuration is gone).
@@ -876,5 +860,21 @@ pub(super) unsafe extern "C" fn on_response_delivered(
             ctx.on_response_delivered(watch);
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        assert_eq!(super::cut_log_message("short"), "short");
+        let long = "é".repeat(20_000);
+        let cut = super::cut_log_message(&long);
+        assert!(cut.len() < super::LOG_MESSAGE_LIMIT + 40);
+        assert!(
+            cut.ends_with("… (40000 bytes in all)"),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
     }
 }
