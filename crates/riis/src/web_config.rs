@@ -71,6 +71,10 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
         tables: Vec::new(),
         handler_modules: Vec::new(),
         left_out: Vec::new(),
+        in_folder: false,
+        parent_lists: Vec::new(),
+        section_clears: false,
+        below_root: location.as_deref().is_some_and(|l| l != "/"),
     };
     // `<location path=".">` (ASP.NET Core's template, Umbraco) is the file's
     // own folder: its settings are the file's.
@@ -138,6 +142,7 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
             format!("path = {}\n", quoted(&url)),
         ));
         let first_path = nodes[0].attribute("path").unwrap_or_default();
+        out.in_folder = true;
         for (n, folder) in nodes.iter().enumerate() {
             let mut inner = Vec::new();
             for child in elements(*folder) {
@@ -280,6 +285,82 @@ struct Output {
     /// modules to list.
     handler_modules: Vec<&'static str>,
     left_out: Vec<String>,
+    /// Writing a `<location path=…>` of the file (a folder below the
+    /// file's own): its lists add to the file's, as IIS's collections add
+    /// to the parent's, where riis's would replace them.
+    in_folder: bool,
+    /// The file's own lists, by `section.key` (recorded while `in_folder`
+    /// is false).
+    parent_lists: Vec<(String, Value)>,
+    /// The section being written has a `<clear />`: its lists are the
+    /// folder's alone.
+    section_clears: bool,
+    /// The file is a folder's below the site's root (`--location /blog`):
+    /// its lists replace those of the locations above it in riis, which
+    /// this conversion cannot see.
+    below_root: bool,
+}
+
+/// The lists IIS's collections add to a parent's: written in a folder's
+/// location, they are joined with the file's own (riis's location lists
+/// replace the ones they inherit). Each entry is kept once; one the folder
+/// gives again (a status's page, an address's rule) replaces the parent's.
+const ADDITIVE_LISTS: &[&str] = &[
+    "request_filtering.hidden_segments",
+    "request_filtering.file_extensions",
+    "request_filtering.verbs",
+    "request_filtering.header_limits",
+    "request_filtering.denied_url_sequences",
+    "request_filtering.denied_query_string_sequences",
+    "ip_security.rules",
+    "http_errors.errors",
+    "cors.origins",
+];
+
+/// The entry of a list `item` stands for, for joining a folder's list with
+/// its parent's: a string in any case, or a table by the keys IIS's
+/// collections are keyed by.
+fn identity(item: &Value) -> String {
+    match item {
+        Value::String(s) => s.to_ascii_lowercase(),
+        Value::Table(t) => ["status", "substatus", "address", "subnet_mask", "origin"]
+            .iter()
+            .filter_map(|k| t.get(*k).map(|v| format!("{k}={v}")))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+/// `parent` with `own` added: arrays joined (the parent's entries first,
+/// each entry once, the folder's replacing an equal one), tables joined
+/// key by key, anything else the folder's.
+fn joined(parent: &Value, own: Value) -> Value {
+    match (parent, own) {
+        (Value::Array(p), Value::Array(o)) => {
+            let mut out = p.clone();
+            for item in o {
+                let id = identity(&item);
+                match out.iter().position(|e| identity(e) == id) {
+                    Some(at) => out[at] = item,
+                    None => out.push(item),
+                }
+            }
+            Value::Array(out)
+        }
+        (Value::Table(p), Value::Table(o)) => {
+            let mut out = p.clone();
+            for (k, v) in o {
+                let merged = match out.get(&k) {
+                    Some(pv) => joined(pv, v),
+                    None => v,
+                };
+                out.insert(k, merged);
+            }
+            Value::Table(out)
+        }
+        (_, own) => own,
+    }
 }
 
 impl Output {
@@ -392,9 +473,44 @@ impl Output {
 
     /// `key = value` in the current table.
     fn key(&mut self, key: &str, value: impl Into<Value>) {
-        if let Some((_, lines)) = self.tables.last_mut() {
-            let _ = writeln!(lines, "{} = {}", bare_or_quoted(key), value.into());
+        let mut value = value.into();
+        if let Some(path) = self.list_path(key) {
+            if !self.in_folder {
+                if self.below_root && !self.section_clears {
+                    self.left_out.push(format!(
+                        "{path}: in riis a location's list replaces the one it inherits, where IIS adds a folder's entries to its parent's: add the parent's entries here"
+                    ));
+                }
+                self.parent_lists.push((path, value.clone()));
+            } else if !self.section_clears {
+                if let Some((_, parent)) = self.parent_lists.iter().find(|(p, _)| *p == path) {
+                    value = joined(parent, value);
+                }
+            }
         }
+        if let Some((_, lines)) = self.tables.last_mut() {
+            let _ = writeln!(lines, "{} = {}", bare_or_quoted(key), value);
+        }
+    }
+
+    /// `section.key` when `key` of the current table is one of
+    /// [`ADDITIVE_LISTS`].
+    fn list_path(&self, key: &str) -> Option<String> {
+        let (header, _) = self.tables.last()?;
+        let table = header
+            .strip_prefix('[')?
+            .strip_suffix(']')?
+            .strip_prefix(self.prefix)?;
+        let path = format!("{table}.{key}");
+        ADDITIVE_LISTS.contains(&path.as_str()).then_some(path)
+    }
+
+    /// The file's own `section.key` list, while a folder is written.
+    fn parent_list(&self, path: &str) -> Option<&Value> {
+        self.in_folder
+            .then(|| self.parent_lists.iter().find(|(p, _)| p == path))
+            .flatten()
+            .map(|(_, v)| v)
     }
 }
 
@@ -430,6 +546,7 @@ fn web_server(
             ));
         }
         seen.push(name.to_owned());
+        out.section_clears = child.descendants().any(|d| d.tag_name().name() == "clear");
         match name {
             "rewrite" => rewrite(out, child, location)?,
             "defaultDocument" => default_document(out, child),
@@ -967,7 +1084,15 @@ fn default_document(out: &mut Output, node: Node) {
     let Some(files) = element(node, "files") else {
         return;
     };
-    let defaults = riis_modules::default_document::DefaultDocumentConfig::default().files;
+    // What the folder inherits: riis's defaults at the file's level (what
+    // a web.config inherits there), the file's own list in a folder.
+    let defaults: Vec<String> = match out.parent_list("default_document.files") {
+        Some(Value::Array(parent)) => parent
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => riis_modules::default_document::DefaultDocumentConfig::default().files,
+    };
     let mut added: Vec<&str> = Vec::new();
     let mut inherited: Vec<&str> = defaults.iter().map(String::as_str).collect();
     for entry in elements(files) {
@@ -990,10 +1115,12 @@ fn default_document(out: &mut Output, node: Node) {
     // added leaves the inherited `default.htm` in.
     inherited.retain(|f| !added.contains(f));
     added.extend(inherited);
-    out.key(
-        "files",
-        Value::Array(added.into_iter().map(|f| Value::String(f.into())).collect()),
-    );
+    let files = Value::Array(added.into_iter().map(|f| Value::String(f.into())).collect());
+    if !out.in_folder {
+        out.parent_lists
+            .push(("default_document.files".to_owned(), files.clone()));
+    }
+    out.key("files", files);
 }
 
 /// `httpProtocol`: custom and redirect headers, keep-alive. A `<remove>`
@@ -2219,6 +2346,66 @@ mod tests {
             panic!("a section set twice was converted");
         };
         assert!(err.contains("<defaultDocument> is set twice"), "{err}");
+    }
+
+    /// A folder's lists add to the file's, as IIS's collections add to the
+    /// parent's (riis's location lists replace what they inherit): the
+    /// root's denials still hold below it.
+    #[test]
+    fn a_folders_lists_add_to_the_files() {
+        let xml = r#"<configuration>
+          <system.webServer>
+            <defaultDocument><files><clear /><add value="home.htm" /></files></defaultDocument>
+            <httpErrors errorMode="Custom"><error statusCode="404" path="/404.html" responseMode="ExecuteURL" /></httpErrors>
+            <security>
+              <requestFiltering>
+                <fileExtensions><add fileExtension=".txt" allowed="false" /></fileExtensions>
+                <hiddenSegments><add segment="secret" /></hiddenSegments>
+                <denyUrlSequences><add sequence="xmlrpc" /></denyUrlSequences>
+              </requestFiltering>
+              <ipSecurity><add ipAddress="127.0.0.1" allowed="false" /></ipSecurity>
+            </security>
+          </system.webServer>
+          <location path="blog"><system.webServer>
+            <defaultDocument><files><add value="index.php" /></files></defaultDocument>
+            <httpErrors><error statusCode="500" path="/500.html" responseMode="ExecuteURL" /></httpErrors>
+            <security>
+              <requestFiltering>
+                <hiddenSegments><add segment="private" /></hiddenSegments>
+                <denyUrlSequences><add sequence="wp-config" /></denyUrlSequences>
+              </requestFiltering>
+              <ipSecurity><add ipAddress="10.9.9.9" allowed="false" /></ipSecurity>
+            </security>
+          </system.webServer></location>
+        </configuration>"#;
+        let converted = convert(xml, Some("/")).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        let blog = &table["sites"]["locations"].as_array().unwrap()[1];
+        assert_eq!(blog["path"].as_str(), Some("/blog"), "{}", converted.text);
+        let strings = |v: &toml::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let filtering = &blog["request_filtering"];
+        let hidden = strings(&filtering["hidden_segments"]);
+        assert!(hidden.contains(&"secret".into()) && hidden.contains(&"private".into()));
+        // Not set in the folder: riis's location inherits the key whole.
+        assert!(filtering.get("file_extensions").is_none());
+        assert_eq!(
+            strings(&filtering["denied_url_sequences"]),
+            ["xmlrpc", "wp-config"]
+        );
+        let rules = blog["ip_security"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        let errors = blog["http_errors"]["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(
+            strings(&blog["default_document"]["files"]),
+            ["index.php", "home.htm"]
+        );
     }
 
     /// Two `<location>`s for one folder in two cases are one location, as
