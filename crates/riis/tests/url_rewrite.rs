@@ -915,7 +915,7 @@ action = { type = "Rewrite", url = "http://{HTTP_HOST}/x" }"#,
             "written out",
         ),
         (
-            r#"pattern = "^x$"
+            r#"pattern = "^(x)$"
 action = { type = "Rewrite", url = "{Nowhere:{R:1}}" }"#,
             "names no function and no rewrite map",
         ),
@@ -1013,6 +1013,16 @@ action = { type = "None" }"#,
             r#"pattern = "^x$"
 action = { type = "CustomResponse" }"#,
             "status_code",
+        ),
+        (
+            r#"pattern = "^(x)$"
+action = { type = "Rewrite", url = "/y/{R:2}" }"#,
+            "{R:2}: the rule's pattern has 1 group",
+        ),
+        (
+            r#"pattern = "^x$"
+action = { url = "/y" }"#,
+            "has a url but no type",
         ),
         (
             r#"pattern = "^x$"

@@ -51,6 +51,14 @@ impl fmt::Display for GaveUp {
 }
 
 impl Pattern {
+    /// The groups the pattern has, besides the whole match (`{R:0}`).
+    pub(super) fn group_count(&self) -> usize {
+        match self {
+            Pattern::Linear(r) => r.captures_len() - 1,
+            Pattern::Backtracking(r) => r.captures_len() - 1,
+        }
+    }
+
     /// Compiles `expression`. Only a pattern the `regex` crate refuses for
     /// look-around or a back-reference goes to fancy-regex (whose other
     /// extensions, such as `\K`, are not ECMAScript's and stay refused); an

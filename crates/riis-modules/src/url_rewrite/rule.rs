@@ -58,6 +58,9 @@ pub(super) struct RawRule {
     pub(super) stop_processing: bool,
     #[serde(default)]
     pub(super) server_variables: Vec<RawSetVariable>,
+    /// IIS's schema makes a rule's action `None` when it has none (a rule
+    /// that only sets server variables, or only stops processing).
+    #[serde(default)]
     pub(super) action: RawAction,
 }
 
@@ -183,7 +186,8 @@ pub(super) enum MatchType {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAction {
-    #[serde(rename = "type")]
+    /// IIS's default action type is `None`.
+    #[serde(rename = "type", default = "no_action")]
     pub(super) kind: ActionKind,
     #[serde(default)]
     pub(super) url: Option<String>,
@@ -199,6 +203,25 @@ pub(super) struct RawAction {
     pub(super) status_reason: Option<String>,
     #[serde(default)]
     pub(super) status_description: Option<String>,
+}
+
+impl Default for RawAction {
+    fn default() -> Self {
+        Self {
+            kind: ActionKind::None,
+            url: None,
+            append_query_string: true,
+            redirect_type: RedirectType::default(),
+            status_code: None,
+            sub_status_code: 0,
+            status_reason: None,
+            status_description: None,
+        }
+    }
+}
+
+fn no_action() -> ActionKind {
+    ActionKind::None
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -480,6 +503,13 @@ impl TryFrom<RawRule> for Rule {
                 }
             }
             ActionKind::AbortRequest => Action::AbortRequest,
+            // A url with no type (IIS's default, None) would be ignored:
+            // most likely the type was left out by mistake.
+            ActionKind::None if a.url.is_some() => {
+                return Err(in_rule(
+                    "the action has a url but no type: write `type = \"Rewrite\"` or `\"Redirect\"` (without one it is None, which uses no url)".into(),
+                ))
+            }
             ActionKind::None => Action::None,
         };
         let server_variables = raw
@@ -488,6 +518,25 @@ impl TryFrom<RawRule> for Rule {
             .map(SetVariable::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(in_rule)?;
+        // `{R:5}` of a pattern with two groups is always empty: a typo,
+        // caught here rather than found as an empty piece of a URL.
+        let groups = pattern.group_count();
+        let highest = conditions
+            .iter()
+            .map(|c| &c.input)
+            .chain(server_variables.iter().map(|v| &v.value))
+            .chain(match &action {
+                Action::Rewrite { url, .. } | Action::Redirect { url, .. } => Some(url),
+                _ => None,
+            })
+            .filter_map(Template::highest_rule_group)
+            .max();
+        if let Some(n) = highest.filter(|&n| n > groups) {
+            return Err(in_rule(format!(
+                "{{R:{n}}}: the rule's pattern has {groups} group{} ({{R:0}} is the whole match)",
+                if groups == 1 { "" } else { "s" }
+            )));
+        }
         let uses_groups = conditions.iter().any(|c| c.input.uses_rule_groups())
             || server_variables.iter().any(|v| v.value.uses_rule_groups())
             || match &action {
@@ -654,5 +703,38 @@ mod tests {
         let exact = compile("a.b(c)", false, PatternSyntax::ExactMatch).unwrap();
         assert!(exact.is_match("a.b(c)").unwrap());
         assert!(!exact.is_match("axb(c)").unwrap() && !exact.is_match("A.b(c)").unwrap());
+    }
+
+    fn rule(text: &str) -> Result<Rule, String> {
+        let raw: RawRule = toml::from_str(text).map_err(|e| e.to_string())?;
+        Rule::try_from(raw)
+    }
+
+    /// As IIS's schema has it, a rule without an action (or an action
+    /// without a type) is `None`; a url without a type is a mistake.
+    #[test]
+    fn an_action_without_a_type_is_none() {
+        let none = rule("name = \"n\"\npattern = \"^x$\"\nstop_processing = true").unwrap();
+        assert!(matches!(none.action, Action::None));
+        let none = rule("name = \"n\"\npattern = \"^x$\"\naction = {}").unwrap();
+        assert!(matches!(none.action, Action::None));
+        let err = rule("name = \"n\"\npattern = \"^x$\"\naction = { url = \"/b\" }").unwrap_err();
+        assert!(err.contains("has a url but no type"), "{err}");
+    }
+
+    /// A back-reference past the pattern's groups is always empty: refused.
+    #[test]
+    fn a_group_the_pattern_does_not_have_is_refused() {
+        let action = "action = { type = \"Rewrite\", url = \"/b/{R:2}\" }";
+        assert!(rule(&format!("name = \"n\"\npattern = \"^(a)/(b)$\"\n{action}")).is_ok());
+        let err = rule(&format!("name = \"n\"\npattern = \"^(a)$\"\n{action}")).unwrap_err();
+        assert!(
+            err.contains("{R:2}: the rule's pattern has 1 group"),
+            "{err}"
+        );
+        // A wildcard's `*` is a group; in a condition's input too.
+        let wild = "name = \"n\"\npattern = \"a/*\"\npattern_syntax = \"Wildcard\"\n\
+            conditions = [{ input = \"{R:2}\", pattern = \"x\" }]";
+        assert!(rule(wild).unwrap_err().contains("{R:2}"));
     }
 }

@@ -305,6 +305,17 @@ impl Template {
         self.any_piece(&|p| matches!(p, Piece::RuleGroup(_)))
     }
 
+    /// The highest `{R:n}` the template names, inner templates included.
+    pub(super) fn highest_rule_group(&self) -> Option<usize> {
+        self.pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::RuleGroup(n) => Some(*n),
+                p => p.inner().and_then(Template::highest_rule_group),
+            })
+            .max()
+    }
+
     /// Whether what the template gives is the configuration's own text:
     /// literal text, map values, and condition groups when the condition's
     /// input was (`groups_from_config`).
