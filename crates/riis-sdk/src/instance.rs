@@ -523,7 +523,10 @@ pub(crate) fn fail_request(info: &ModuleInfo, context: *mut riis_context, descri
     // NUL-terminated and copied.
     unsafe {
         if (api.response_headers_sent)(context) != 0 {
-            (api.response_set_need_disconnect)(context);
+            // Part of the response went out: it must not end as if whole
+            // (a disconnect after it would), so the connection is reset,
+            // as the server cuts short a failure of its own modules then.
+            (api.response_reset_connection)(context);
         } else {
             (api.response_clear)(context);
             (api.response_set_status)(

@@ -103,9 +103,13 @@
 //!   [`HttpModule::on_async_completion`]. A `CompletionHandle` is the only
 //!   thing that may be used from another thread. As in the in-process API,
 //!   `Pending` with no operation and no handle fails the request with 500,
-//!   and so does dropping every handle without a signal.
+//!   and so does dropping every handle without a signal (from SendResponse,
+//!   ReadEntity, MapPath and custom notifications, which come inside
+//!   another call, `Pending` counts as `Continue`, as the server takes it).
 //! - A panic in a module method is caught: the request fails with 500 and an
-//!   error description naming the module and notification, and the instance
+//!   error description naming the module and notification (once the
+//!   response's head went out, the connection is reset instead, so the
+//!   client cannot take the part sent for a whole answer), and the instance
 //!   is not called again. A panic in a factory fails the request (the
 //!   factory returns a failure HRESULT); a panic in a global module is
 //!   logged and counts as `Continue` (in PreBeginRequest too: the request
