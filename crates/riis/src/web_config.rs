@@ -1007,10 +1007,20 @@ fn conditions_of(out: &mut Output, conditions: Node, rule: &str) {
         .attribute("trackAllCaptures")
         .is_some_and(is_true)
     {
-        out.leave(
-            conditions,
-            &format!("rule `{rule}`: trackAllCaptures (the last matching condition's groups are {{C:n}} in riis)"),
-        );
+        // An inbound rule's (`<rules><rule><conditions>`); outbound rules
+        // and preconditions have no such key in riis.
+        let inbound = conditions
+            .parent()
+            .and_then(|rule| rule.parent())
+            .is_some_and(|rules| rules.tag_name().name() == "rules");
+        if inbound {
+            out.key("track_all_captures", true);
+        } else {
+            out.leave(
+                conditions,
+                &format!("rule `{rule}`: trackAllCaptures (the last matching condition's groups are {{C:n}} in riis's outbound rules)"),
+            );
+        }
     }
     let mut list = Vec::new();
     for c in elements(conditions) {

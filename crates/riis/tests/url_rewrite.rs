@@ -94,6 +94,16 @@ conditions = [{{ input = "{{QUERY_STRING}}", pattern = "^r=(.*)$" }}]
 action = {{ type = "Redirect", url = "{{C:1}}", append_query_string = false }}
 
 [[rewrite.rules]]
+name = "all captures"
+pattern = "^both$"
+track_all_captures = true
+conditions = [
+  {{ input = "{{HTTP_X_A}}", pattern = "^a-(\\w+)$" }},
+  {{ input = "{{HTTP_X_B}}", pattern = "^b-(\\w+)-(\\w+)$" }},
+]
+action = {{ type = "Redirect", url = "/got/{{C:1}}/{{C:2}}/{{C:3}}", append_query_string = false }}
+
+[[rewrite.rules]]
 name = "keep the protocol"
 pattern = "^www/(.*)$"
 conditions = [{{ input = "{{CACHE_URL}}", pattern = "^(https?)://" }}]
@@ -276,6 +286,16 @@ fn rules_rewrite_redirect_answer_and_abort() {
     assert_eq!(slash.header("location"), Some("/a/b"));
     let evil = conn.get("/https:evil.test/");
     assert_eq!(evil.header("location"), Some("/https:evil.test"));
+
+    // trackAllCaptures: the groups of every matching condition, in order
+    // ({C:1} the first's, {C:2} and {C:3} the second's).
+    conn.send_raw(b"GET /both HTTP/1.1\r\nHost: t\r\nX-A: a-one\r\nX-B: b-two-three\r\n\r\n");
+    let both = conn.read_response(false);
+    assert_eq!(
+        both.header("location"),
+        Some("/got/one/two/three"),
+        "{both:?}"
+    );
 
     // A backslash from a variable cannot make the path another host.
     let back = conn.get("/login?r=\\evil.test");

@@ -109,7 +109,7 @@ use riis_pipeline::{
 use serde::Deserialize;
 
 use outbound::{BodyRewriter, OutboundRule, Precondition, RawPrecondition};
-use rule::{conditions_hold, set_variables, yes, Action, Rule};
+use rule::{conditions_hold_tracking, set_variables, yes, Action, Rule};
 use template::{
     expand, has_scheme, is_group_letter, is_identifier, FileName, Function, RequestVariables,
     Scheme, Scope, PATH_PART,
@@ -617,7 +617,13 @@ impl UrlRewrite {
                 ctx,
                 file: &mut file,
             };
-            match conditions_hold(vars, &rule.conditions, rule.match_any, &mut scope) {
+            match conditions_hold_tracking(
+                vars,
+                &rule.conditions,
+                rule.match_any,
+                rule.track_all_captures,
+                &mut scope,
+            ) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(why) => {

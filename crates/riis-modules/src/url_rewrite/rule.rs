@@ -24,6 +24,8 @@ pub struct Rule {
     pub(super) negate: bool,
     pub(super) conditions: Vec<Condition>,
     pub(super) match_any: bool,
+    /// IIS's `trackAllCaptures`.
+    pub(super) track_all_captures: bool,
     pub(super) action: Action,
     pub(super) stop_processing: bool,
     /// Server variables (and, as `HTTP_*`, request headers) the rule sets
@@ -54,6 +56,8 @@ pub(super) struct RawRule {
     pub(super) conditions: Vec<RawCondition>,
     #[serde(default)]
     pub(super) logical_grouping: LogicalGrouping,
+    #[serde(default)]
+    pub(super) track_all_captures: bool,
     #[serde(default)]
     pub(super) stop_processing: bool,
     #[serde(default)]
@@ -554,6 +558,7 @@ impl TryFrom<RawRule> for Rule {
             negate: raw.negate,
             conditions,
             match_any: raw.logical_grouping == LogicalGrouping::MatchAny,
+            track_all_captures: raw.track_all_captures,
             action,
             stop_processing: raw.stop_processing,
             name,
@@ -640,9 +645,24 @@ pub(super) fn conditions_hold(
     match_any: bool,
     scope: &mut Scope<'_>,
 ) -> Result<bool, GaveUp> {
+    conditions_hold_tracking(vars, conditions, match_any, false, scope)
+}
+
+/// [`conditions_hold`]; with `track_all` (IIS's `trackAllCaptures`), the
+/// `{C:n}` of the conditions that matched are numbered on from one to the
+/// next (`{C:0}` is the first one's whole match, then each one's groups),
+/// instead of being the last one's.
+pub(super) fn conditions_hold_tracking(
+    vars: &mut dyn Variables,
+    conditions: &[Condition],
+    match_any: bool,
+    track_all: bool,
+    scope: &mut Scope<'_>,
+) -> Result<bool, GaveUp> {
     if conditions.is_empty() {
         return Ok(true);
     }
+    let mut tracking = false;
     for condition in conditions {
         let input = expand(vars, &condition.input, scope, false);
         // Groups of `{C:n}` from a decoded condition stay decoded.
@@ -656,11 +676,22 @@ pub(super) fn conditions_hold(
             Test::Pattern(pattern) => match pattern.captures(&input)? {
                 Some(groups) => {
                     if !condition.negate {
-                        scope.condition = Some(ConditionGroups {
-                            groups: groups.to_vec(),
-                            decoded,
-                            from_config,
-                        });
+                        let groups = groups.to_vec();
+                        match scope.condition.as_mut().filter(|_| tracking) {
+                            Some(kept) => {
+                                kept.groups.extend(groups.into_iter().skip(1));
+                                kept.decoded |= decoded;
+                                kept.from_config &= from_config;
+                            }
+                            None => {
+                                scope.condition = Some(ConditionGroups {
+                                    groups,
+                                    decoded,
+                                    from_config,
+                                });
+                                tracking = track_all;
+                            }
+                        }
                     }
                     true
                 }
