@@ -15,7 +15,9 @@
 //! - **SendResponse**, on the send that carries the headers: a request
 //!   from an allowed origin gets `Access-Control-Allow-Origin` (and
 //!   `-Credentials`, `-Expose-Headers`) on whatever answer it gets, error
-//!   pages included, so the page can read why it failed.
+//!   pages included, so the page can read why it failed, and no CORS
+//!   header of the application's; and unless the rules are a lone `*`,
+//!   every answer gets `Vary: Origin`.
 //!
 //! Which rule applies to an origin (inferred; IIS's reference does not say,
 //! and list order would make a broad rule hide a narrow one): the most
@@ -44,9 +46,10 @@
 //! requested method and headers echoed as allowed, `-Credentials` and
 //! `-Max-Age` when set, and `Vary` on the three request headers it
 //! depends on; one asking for a method or header the rule does not list
-//! gets 403 (the detailed error page says which). An answer whose
-//! `Access-Control-Allow-Origin` names the origin gets `Vary: Origin`, so
-//! caches keep the answers for different origins apart.
+//! gets 403 (the detailed error page says which). A denied or unlisted
+//! origin gets no CORS headers (403 only with `fail_unlisted_origins`, as
+//! in IIS); an `Origin` no browser sends matches no rule. `*` or
+//! `scheme://*` with `allow_credentials` is a configuration error.
 
 use std::sync::Arc;
 
@@ -60,7 +63,7 @@ use serde::Deserialize;
 
 /// The `cors` configuration section.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, try_from = "RawCorsConfig")]
 pub struct CorsConfig {
     /// Whether the module answers here.
     pub enabled: bool,
@@ -68,6 +71,48 @@ pub struct CorsConfig {
     pub fail_unlisted_origins: bool,
     /// The rules, by origin.
     pub origins: Vec<OriginRule>,
+    /// Whether every answer depends on the request's `Origin` (any rule
+    /// but a lone `*` without credentials): then every answer says so
+    /// with `Vary: Origin`, also one to a request without an `Origin`, so
+    /// that a cache does not hand one origin's answer to another.
+    varies: bool,
+}
+
+/// The section as written, checked into [`CorsConfig`].
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawCorsConfig {
+    enabled: bool,
+    fail_unlisted_origins: bool,
+    origins: Vec<OriginRule>,
+}
+
+impl TryFrom<RawCorsConfig> for CorsConfig {
+    type Error = String;
+
+    fn try_from(raw: RawCorsConfig) -> Result<Self, String> {
+        for (i, rule) in raw.origins.iter().enumerate() {
+            let broad = matches!(
+                rule.origin,
+                OriginPattern::Any | OriginPattern::AnyHost { .. }
+            );
+            if broad && rule.allow_credentials {
+                return Err(format!(
+                    "origins[{i}]: allow_credentials with a rule for every origin would let any site read the answers a user's cookies get (IIS's reference asks for a named origin): name the origins"
+                ));
+            }
+        }
+        let lone_star = matches!(
+            raw.origins.as_slice(),
+            [rule] if rule.origin == OriginPattern::Any && rule.allowed
+        );
+        Ok(Self {
+            varies: !lone_star || raw.fail_unlisted_origins,
+            enabled: raw.enabled,
+            fail_unlisted_origins: raw.fail_unlisted_origins,
+            origins: raw.origins,
+        })
+    }
 }
 
 /// One `origins` entry.
@@ -173,8 +218,17 @@ impl OriginPattern {
             Some(i) => {
                 let (host, port) = rest.split_at(after_literal + i);
                 let digits = &port[1..];
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                let number = digits.parse::<u16>().ok().filter(|_| {
+                    !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit())
+                });
+                let Some(number) = number else {
                     return Err(problem("the port"));
+                };
+                // Browsers leave the scheme's own port out of an origin.
+                if (scheme == "https" && number == 443) || (scheme == "http" && number == 80) {
+                    return Err(problem(
+                        "browsers leave the default port out: write it without",
+                    ));
                 }
                 (host, port.to_owned())
             }
@@ -232,12 +286,21 @@ fn methods<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Method>, D::Err
     Vec::<String>::deserialize(d)?
         .into_iter()
         .map(|m| {
-            // Methods are case-sensitive; browsers send the standard ones
-            // in upper case only.
+            // The Fetch standard sends these six in upper case whatever
+            // the page wrote; other methods are case-sensitive.
+            const NORMALISED: [&str; 6] = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"];
+            let m = match NORMALISED.iter().find(|n| n.eq_ignore_ascii_case(&m)) {
+                Some(n) => (*n).to_owned(),
+                None => m,
+            };
             Method::from_bytes(m.as_bytes())
                 .ok()
-                .filter(|_| !m.is_empty())
-                .ok_or_else(|| serde::de::Error::custom(format!("`{m}` is not a method")))
+                .filter(|_| !m.is_empty() && m != "*")
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "`{m}` is not a method (each is listed; there is no `*`)"
+                    ))
+                })
         })
         .collect()
 }
@@ -246,10 +309,50 @@ fn header_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HeaderName
     Vec::<String>::deserialize(d)?
         .into_iter()
         .map(|h| {
-            HeaderName::from_bytes(h.as_bytes())
-                .map_err(|_| serde::de::Error::custom(format!("`{h}` is not a header name")))
+            HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{h}` is not a header name (for every requested header, allow_all_requested_headers)"
+                ))
+            })
         })
         .collect()
+}
+
+/// Whether `origin` (lower case) is one a browser sends: `null`, or
+/// `scheme://host[:port]` whose host is DNS labels or an IP literal. Any
+/// other value matches no rule (it is not echoed back).
+fn is_origin(origin: &str) -> bool {
+    if origin == "null" {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let after_literal = rest.rfind(']').map_or(0, |i| i + 1);
+    let (host, port) = match rest[after_literal..].find(':') {
+        Some(i) => rest.split_at(after_literal + i),
+        None => (rest, ""),
+    };
+    let port_ok =
+        port.is_empty() || (port.len() > 1 && port[1..].bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = if let Some(literal) = host.strip_prefix('[') {
+        literal
+            .strip_suffix(']')
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    scheme_ok && port_ok && host_ok
 }
 
 /// The rule that decides for `origin` (lower case): the most specific that
@@ -283,6 +386,8 @@ struct Allowed {
 pub struct Cors {
     config: Section<CorsConfig>,
     allowed: Option<Allowed>,
+    /// The answer is to carry `Vary: Origin` (see [`CorsConfig`]).
+    varies: bool,
 }
 
 impl Cors {
@@ -382,19 +487,33 @@ fn set_origin_headers(
 
 impl HttpModule for Cors {
     fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        let Some(origin) = ctx.request().header(header::ORIGIN).cloned() else {
-            return RequestNotificationStatus::Continue;
-        };
-        if !ctx.config(self.config).enabled {
+        let config = ctx.config(self.config);
+        if !config.enabled {
             return RequestNotificationStatus::Continue;
         }
+        self.varies = config.varies;
+        let mut origins = ctx.request().headers().get_all(header::ORIGIN).iter();
+        let Some(origin) = origins.next().cloned() else {
+            return RequestNotificationStatus::Continue;
+        };
         let config = ctx.config_shared(self.config);
-        let lower = origin.to_str().unwrap_or("").to_ascii_lowercase();
-        let decided = rule_for(&config, &lower).filter(|(_, rule)| rule.allowed);
+        // Two `Origin` headers, or a value no browser sends, match no rule.
+        let lower = origin
+            .to_str()
+            .ok()
+            .filter(|_| origins.next().is_none())
+            .map(str::to_ascii_lowercase)
+            .filter(|o| is_origin(o))
+            .unwrap_or_default();
+        let decided = Some(&lower)
+            .filter(|o| !o.is_empty())
+            .and_then(|o| rule_for(&config, o))
+            .filter(|(_, rule)| rule.allowed);
         let Some((rule, _)) = decided else {
-            if config.fail_unlisted_origins
-                || rule_for(&config, &lower).is_some_and(|(_, r)| !r.allowed)
-            {
+            // Denied or unlisted: no CORS headers, which the browser takes
+            // as a refusal; a 403 only with `fail_unlisted_origins`, as in
+            // IIS (a site's own POST carries its `Origin` too).
+            if config.fail_unlisted_origins {
                 let finished =
                     crate::end_with_error(ctx, StatusCode::FORBIDDEN, 0, crate::E_ACCESS_DENIED);
                 ctx.response_mut()
@@ -426,12 +545,29 @@ impl HttpModule for Cors {
         if !provider.headers_being_sent() {
             return RequestNotificationStatus::Continue;
         }
-        let Some(allowed) = &self.allowed else {
-            return RequestNotificationStatus::Continue;
+        let named = match &self.allowed {
+            Some(allowed) => {
+                let rule = &allowed.config.origins[allowed.rule];
+                let resp = ctx.response_mut();
+                // Where the module answers, the CORS headers are all its
+                // own: an application's `-Allow-Credentials: true` beside
+                // the module's `-Allow-Origin` would give an origin the
+                // rule gives none the user's cookies.
+                for name in [
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    header::ACCESS_CONTROL_MAX_AGE,
+                ] {
+                    resp.delete_header(name);
+                }
+                set_origin_headers(resp, rule, &allowed.origin)
+            }
+            None => false,
         };
-        let rule = &allowed.config.origins[allowed.rule];
-        let resp = ctx.response_mut();
-        if set_origin_headers(resp, rule, &allowed.origin) {
+        if named || self.varies {
+            let resp = ctx.response_mut();
             let varies = resp.headers().get_all(header::VARY).iter().any(|v| {
                 v.to_str().is_ok_and(|v| {
                     v.split(',')
@@ -442,6 +578,11 @@ impl HttpModule for Cors {
                 resp.append_header(header::VARY, HeaderValue::from_static("Origin"));
             }
         }
+        let Some(allowed) = &self.allowed else {
+            return RequestNotificationStatus::Continue;
+        };
+        let rule = &allowed.config.origins[allowed.rule];
+        let resp = ctx.response_mut();
         if !rule.exposed_headers.is_empty() {
             let names: Vec<&str> = rule
                 .exposed_headers
@@ -467,6 +608,7 @@ pub fn register_module(
         move || Cors {
             config,
             allowed: None,
+            varies: false,
         },
         RequestNotification::BeginRequest | RequestNotification::SendResponse,
         riis_pipeline::RequestNotifications::NONE,
@@ -516,10 +658,36 @@ mod tests {
     }
 
     #[test]
+    fn only_origins_browsers_send_are_matched() {
+        for ok in [
+            "null",
+            "https://a.test",
+            "http://localhost:3000",
+            "https://[::1]:8443",
+            "app://x",
+        ] {
+            assert!(is_origin(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "https://a b.test",
+            "https://u@a.test",
+            "https://a.test/x",
+            "https://a..test",
+            "a.test",
+            "https://[zz]",
+            "https://a.test:x",
+        ] {
+            assert!(!is_origin(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_most_specific_rule_decides() {
         let config = CorsConfig {
             enabled: true,
             fail_unlisted_origins: false,
+            varies: true,
             origins: vec![
                 rule("*", true),
                 rule("https://*", true),

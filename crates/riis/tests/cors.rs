@@ -12,6 +12,8 @@ const BOB_HASH: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U
 
 const CONFIG: &str = r#"
 [[modules]]
+name = "ProtocolSupport"
+[[modules]]
 name = "Cors"
 [[modules]]
 name = "AnonymousAuthentication"
@@ -20,10 +22,15 @@ name = "BasicAuthentication"
 [[modules]]
 name = "UrlAuthorization"
 [[modules]]
-name = "ProtocolSupport"
-[[modules]]
 name = "StaticFile"
+[[modules]]
+name = "Cgi"
 
+[[handlers]]
+name = "CGI"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
 [[handlers]]
 name = "OPTIONSVerbHandler"
 verbs = ["OPTIONS"]
@@ -68,6 +75,13 @@ fn start() -> (TempDir, RunningBinary) {
     for file in ["www/a.txt", "www/private/a.txt", "www/strict/a.txt"] {
         dir.write(file, "a");
     }
+    // An application that sends CORS headers of its own.
+    let app = dir.write(
+        "www/app/cred.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nAccess-Control-Allow-Credentials: true\\r\\nAccess-Control-Expose-Headers: X-Secret\\r\\n\\r\\nsecret'\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = dir.write("riis.toml", CONFIG);
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     (dir, server)
@@ -132,8 +146,38 @@ fn allowed_origins_are_named_on_every_answer() {
         "/a.txt",
         &[("Origin", "https://bad.partner.test")],
     );
-    assert_eq!(bad.status, 403);
+    // Denied: no CORS headers (a 403 only with fail_unlisted_origins, as
+    // in IIS), and the answer says it depends on the origin.
+    assert_eq!(bad.status, 200);
     assert!(bad.header("access-control-allow-origin").is_none());
+    assert!(bad.header("vary").is_some_and(|v| v.contains("Origin")));
+    // Values no browser sends match no rule, not even `*`.
+    for odd in [
+        "https://evil.test x.partner.test",
+        "https://u@x.partner.test",
+        "nothing",
+    ] {
+        let r = send(&server, "GET", "/a.txt", &[("Origin", odd)]);
+        assert!(r.header("access-control-allow-origin").is_none(), "{odd}");
+    }
+    // The application's own credentials do not go out beside the module's
+    // Allow-Origin for a rule that gives none.
+    let app = send(
+        &server,
+        "GET",
+        "/app/cred.cgi",
+        &[("Origin", "https://x.partner.test")],
+    );
+    assert_eq!(
+        app.header("access-control-allow-origin"),
+        Some("https://x.partner.test")
+    );
+    assert!(
+        app.header("access-control-allow-credentials").is_none(),
+        "{:?}",
+        app.headers
+    );
+    assert!(app.header("access-control-expose-headers").is_none());
     // An error answer carries it too, so the page can read why.
     let missing = send(
         &server,
@@ -146,9 +190,11 @@ fn allowed_origins_are_named_on_every_answer() {
         missing.header("access-control-allow-origin"),
         Some("https://app.example.test")
     );
-    // No Origin, no CORS headers; `null` is not `*`'s.
+    // No Origin, no CORS headers, but the answer varies by it (a cache
+    // must not give it to a page of another origin); `null` is not `*`'s.
     let plain = send(&server, "GET", "/a.txt", &[]);
     assert!(plain.header("access-control-allow-origin").is_none());
+    assert!(plain.header("vary").is_some_and(|v| v.contains("Origin")));
     let null = send(&server, "GET", "/a.txt", &[("Origin", "null")]);
     assert_eq!(null.status, 200);
     assert!(null.header("access-control-allow-origin").is_none());
@@ -263,6 +309,7 @@ fn origins_that_could_never_match_are_configuration_errors() {
         ("https://app.example.test/", "browsers send no path"),
         ("app.example.test", "no scheme"),
         ("https://app.example.test:x", "the port"),
+        ("https://app.example.test:443", "default port"),
     ] {
         let config = dir.write(
             "riis.toml",
@@ -278,6 +325,36 @@ fn origins_that_could_never_match_are_configuration_errors() {
         assert!(
             err.contains("key `sites[0].cors.origins[0].origin`") && err.contains(expected),
             "{origin}: {err}"
+        );
+    }
+    // Credentials for every origin is the misconfiguration CORS warns of.
+    for (rule, expected) in [
+        (
+            "{ origin = \"*\", allow_credentials = true }",
+            "allow_credentials with a rule for every origin",
+        ),
+        (
+            "{ origin = \"https://*\", allow_credentials = true }",
+            "allow_credentials with a rule for every origin",
+        ),
+        (
+            "{ origin = \"https://a.test\", allowed_methods = [\"*\"] }",
+            "there is no `*`",
+        ),
+    ] {
+        let config = dir.write(
+            "riis.toml",
+            format!(
+                "[[modules]]\nname = \"Cors\"\n[[modules]]\nname = \"StaticFile\"\n\
+                 [[sites]]\nname = \"S\"\nroot = \"www\"\nbindings = [\"127.0.0.1:0\"]\n\
+                 cors = {{ enabled = true, origins = [{rule}] }}\n"
+            ),
+        );
+        let out = common::riis_command("check-config", &config);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(expected),
+            "{rule}: {err}"
         );
     }
 }
