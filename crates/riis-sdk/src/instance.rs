@@ -419,7 +419,9 @@ impl InstanceInner {
         }));
         let pending = matches!(outcome, Ok(RequestNotificationStatus::Pending));
         self.read = ctx.read_state();
-        let end = shared.leave_call(pending, self.read.pending.is_some());
+        // A nested call cannot wait (its Pending is Continue): a handle it
+        // keeps must not make a later drop fail the request.
+        let end = shared.leave_call(pending && !nested, self.read.pending.is_some());
         let deferred = end.deferred;
         drop(ctx);
         let status = match outcome {
