@@ -73,7 +73,8 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
         left_out: Vec::new(),
         in_folder: false,
         parent_lists: Vec::new(),
-        section_clears: false,
+        own_lists: Vec::new(),
+        written: Vec::new(),
         below_root: location.as_deref().is_some_and(|l| l != "/"),
     };
     // `<location path=".">` (ASP.NET Core's template, Umbraco) is the file's
@@ -158,7 +159,10 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
                 ));
             }
             if let Some(node) = inner.first() {
+                out.own_lists = list_edits(*node);
+                out.written.clear();
                 web_server(&mut out, *node, Some(&url), &mut Vec::new())?;
+                write_cleared_lists(&mut out);
             }
             // A second spelling of the folder that sets what the first set
             // too: IIS refuses such a file as well (a duplicate section);
@@ -292,13 +296,117 @@ struct Output {
     /// The file's own lists, by `section.key` (recorded while `in_folder`
     /// is false).
     parent_lists: Vec<(String, Value)>,
-    /// The section being written has a `<clear />`: its lists are the
-    /// folder's alone.
-    section_clears: bool,
+    /// The folder's lists (by `section.key`) with a `<clear />` or a
+    /// `<remove>` of their own: written as the folder's alone, since what
+    /// they take away from the parent's cannot be told apart here.
+    own_lists: Vec<(String, ListEdit)>,
+    /// The lists the folder wrote (a cleared list it did not write is
+    /// written empty, or riis's location would inherit the parent's).
+    written: Vec<String>,
     /// The file is a folder's below the site's root (`--location /blog`):
     /// its lists replace those of the locations above it in riis, which
     /// this conversion cannot see.
     below_root: bool,
+}
+
+/// How a folder's list changes its parent's, besides adding.
+#[derive(Clone, Copy, PartialEq)]
+enum ListEdit {
+    /// `<clear />`: the folder's entries alone.
+    Clear,
+    /// `<remove>`: some of the parent's entries go.
+    Remove,
+}
+
+/// Where each of [`ADDITIVE_LISTS`] is in a `<system.webServer>`: the
+/// element path of its collection.
+const LIST_ELEMENTS: &[(&str, &[&str])] = &[
+    (
+        "request_filtering.hidden_segments",
+        &["security", "requestFiltering", "hiddenSegments"],
+    ),
+    (
+        "request_filtering.file_extensions",
+        &["security", "requestFiltering", "fileExtensions"],
+    ),
+    (
+        "request_filtering.verbs",
+        &["security", "requestFiltering", "verbs"],
+    ),
+    (
+        "request_filtering.header_limits",
+        &[
+            "security",
+            "requestFiltering",
+            "requestLimits",
+            "headerLimits",
+        ],
+    ),
+    (
+        "request_filtering.denied_url_sequences",
+        &["security", "requestFiltering", "denyUrlSequences"],
+    ),
+    (
+        "request_filtering.denied_query_string_sequences",
+        &["security", "requestFiltering", "denyQueryStringSequences"],
+    ),
+    ("ip_security.rules", &["security", "ipSecurity"]),
+    ("http_errors.errors", &["httpErrors"]),
+    ("cors.origins", &["cors"]),
+];
+
+/// Writes empty each list the folder cleared and left empty: unwritten,
+/// riis's location would inherit the parent's whole list.
+fn write_cleared_lists(out: &mut Output) {
+    let cleared: Vec<String> = out
+        .own_lists
+        .iter()
+        .filter(|(path, edit)| *edit == ListEdit::Clear && !out.written.contains(path))
+        .map(|(path, _)| path.clone())
+        .collect();
+    for path in cleared {
+        let Some((section, key)) = path.split_once('.') else {
+            continue;
+        };
+        let empty = match key {
+            "file_extensions" => {
+                let mut t = toml::Table::new();
+                t.insert("allow".into(), Value::Array(Vec::new()));
+                t.insert("deny".into(), Value::Array(Vec::new()));
+                Value::Table(t)
+            }
+            // Tables by name merge key by key in riis: nothing written
+            // here takes the parent's entries away.
+            "verbs" | "header_limits" => {
+                out.left_out.push(format!(
+                    "{path}: the folder clears the list, which a riis location cannot (its entries merge with the parent's): repeat the parent's with the values you want here"
+                ));
+                continue;
+            }
+            _ => Value::Array(Vec::new()),
+        };
+        out.table(section);
+        out.key(key, empty);
+    }
+}
+
+/// The folder's lists that clear or remove entries, under `web_server`.
+fn list_edits(web_server: Node) -> Vec<(String, ListEdit)> {
+    let mut edits = Vec::new();
+    for (path, elements_path) in LIST_ELEMENTS {
+        let mut node = Some(web_server);
+        for name in *elements_path {
+            node = node.and_then(|n| element(n, name));
+        }
+        let Some(list) = node else { continue };
+        let kinds: Vec<&str> = elements(list).map(|e| e.tag_name().name()).collect();
+        if kinds.contains(&"clear") {
+            edits.push(((*path).to_owned(), ListEdit::Clear));
+        } else if kinds.contains(&"remove") {
+            edits.push(((*path).to_owned(), ListEdit::Remove));
+        }
+    }
+    edits
 }
 
 /// The lists IIS's collections add to a parent's: written in a folder's
@@ -325,7 +433,10 @@ fn identity(item: &Value) -> String {
         Value::String(s) => s.to_ascii_lowercase(),
         Value::Table(t) => ["status", "substatus", "address", "subnet_mask", "origin"]
             .iter()
-            .filter_map(|k| t.get(*k).map(|v| format!("{k}={v}")))
+            .filter_map(|k| {
+                t.get(*k)
+                    .map(|v| format!("{k}={}", v.to_string().to_ascii_lowercase()))
+            })
             .collect::<Vec<_>>()
             .join(","),
         other => other.to_string(),
@@ -476,15 +587,26 @@ impl Output {
         let mut value = value.into();
         if let Some(path) = self.list_path(key) {
             if !self.in_folder {
-                if self.below_root && !self.section_clears {
+                if self.below_root {
                     self.left_out.push(format!(
                         "{path}: in riis a location's list replaces the one it inherits, where IIS adds a folder's entries to its parent's: add the parent's entries here"
                     ));
                 }
                 self.parent_lists.push((path, value.clone()));
-            } else if !self.section_clears {
-                if let Some((_, parent)) = self.parent_lists.iter().find(|(p, _)| *p == path) {
-                    value = joined(parent, value);
+            } else {
+                self.written.push(path.clone());
+                match self.own_lists.iter().find(|(p, _)| *p == path).map(|(_, e)| *e) {
+                    None => {
+                        if let Some((_, parent)) =
+                            self.parent_lists.iter().find(|(p, _)| *p == path)
+                        {
+                            value = joined(parent, value);
+                        }
+                    }
+                    Some(ListEdit::Clear) => {}
+                    Some(ListEdit::Remove) => self.left_out.push(format!(
+                        "{path}: the folder's list takes entries of its parent's away (<remove>): it is written as the folder's own, without the parent's other entries; add those it should keep"
+                    )),
                 }
             }
         }
@@ -538,15 +660,22 @@ fn web_server(
         let name = child.tag_name().name();
         // Two blocks of one folder (ASP.NET Core's `<location path=".">`
         // and the file's own) may each set sections, but not the same one,
-        // as IIS reads them.
-        if seen.iter().any(|s| s == name) {
+        // as IIS reads them. `<security>` only groups sections
+        // (requestFiltering, ipSecurity): those are what count.
+        let sections: Vec<String> = if name == "security" {
+            elements(child)
+                .map(|c| format!("security/{}", c.tag_name().name()))
+                .collect()
+        } else {
+            vec![name.to_owned()]
+        };
+        if let Some(twice) = sections.iter().find(|s| seen.contains(s)) {
             return Err(format!(
                 "<{}> is set twice for one folder (in one <system.webServer>, or in two of them)",
-                one_line(name)
+                one_line(twice)
             ));
         }
-        seen.push(name.to_owned());
-        out.section_clears = child.descendants().any(|d| d.tag_name().name() == "clear");
+        seen.extend(sections);
         match name {
             "rewrite" => rewrite(out, child, location)?,
             "defaultDocument" => default_document(out, child),
@@ -659,6 +788,24 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
         .ok_or_else(|| format!("rule `{named}`: <match> has no `url`"))?;
     out.key("pattern", pattern);
     rule_switches(out, rule, matched, &named);
+    // IIS gives `{R:n}` past the pattern's groups as empty; riis refuses
+    // such a rule, so they are written empty here, and named.
+    let groups = riis_modules::url_rewrite::pattern_group_count(
+        pattern,
+        rule.attribute("patternSyntax").unwrap_or("ECMAScript"),
+    );
+    let without_missing_groups = |out: &mut Output, text: &str| -> String {
+        let Some(groups) = groups else {
+            return text.to_owned();
+        };
+        let (kept, dropped) = drop_missing_groups(text, groups);
+        for n in dropped {
+            out.left_out.push(format!(
+                "rule `{named}`: {{R:{n}}} is past its pattern's {groups} group(s): IIS gives it empty, and so it is written here"
+            ));
+        }
+        kept
+    };
     if let Some(variables) = element(rule, "serverVariables") {
         let mut list = Vec::new();
         for v in elements(variables) {
@@ -669,10 +816,8 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
             out.leave_attributes(v, &["name", "value", "replace"]);
             let mut t = toml::Table::new();
             put(&mut t, "name", v.attribute("name"));
-            t.insert(
-                "value".into(),
-                Value::String(v.attribute("value").unwrap_or("").into()),
-            );
+            let value = without_missing_groups(out, v.attribute("value").unwrap_or(""));
+            t.insert("value".into(), Value::String(value));
             put_bool(&mut t, "replace", v.attribute("replace"));
             list.push(Value::Table(t));
         }
@@ -680,8 +825,9 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
             out.key("server_variables", Value::Array(list));
         }
     }
+    // No <action>: IIS's `None`, riis's default too.
     let Some(action) = element(rule, "action") else {
-        return Err(format!("rule `{named}` has no <action>"));
+        return Ok(());
     };
     out.leave_attributes(
         action,
@@ -711,7 +857,8 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
         ],
     );
     t.insert("type".into(), Value::String(kind.clone()));
-    if let Some(url) = action.attribute("url") {
+    if let Some(url) = action.attribute("url").filter(|_| kind != "None") {
+        let url = &without_missing_groups(out, url);
         let to_server = ["http://", "https://"]
             .iter()
             .any(|s| url.trim_start().to_ascii_lowercase().starts_with(s));
@@ -758,6 +905,32 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
     );
     out.key("action", Value::Table(t));
     Ok(())
+}
+
+/// `text` with each `{R:n}` past `groups` written as nothing, and the
+/// numbers dropped.
+fn drop_missing_groups(text: &str, groups: usize) -> (String, Vec<usize>) {
+    let mut kept = String::with_capacity(text.len());
+    let mut dropped = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("{R:") {
+        kept.push_str(&rest[..at]);
+        let after = &rest[at + 3..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let number = after[..digits].parse::<usize>().ok();
+        match (number, after[digits..].starts_with('}')) {
+            (Some(n), true) if n > groups => {
+                dropped.push(n);
+                rest = &after[digits + 1..];
+            }
+            _ => {
+                kept.push_str("{R:");
+                rest = after;
+            }
+        }
+    }
+    kept.push_str(rest);
+    (kept, dropped)
 }
 
 /// A `<remove name="…"/>` among the rules (`key`: `rules` or
@@ -1168,7 +1341,7 @@ fn http_protocol(out: &mut Output, node: Node) {
                         // as with IIS.
                         out.leave(
                             entry,
-                            "riis adds no such header; to strip an application's, use protocol.remove_headers",
+                            "riis adds no such header of its own; a location cannot take back one an enclosing location's custom_headers adds, and protocol.remove_headers strips an application's",
                         );
                     }
                 }
@@ -2415,6 +2588,84 @@ mod tests {
         assert_eq!(
             strings(&blog["default_document"]["files"]),
             ["index.php", "home.htm"]
+        );
+    }
+
+    /// IIS rules as they are written: no <action> (None), a None action
+    /// with a url, and `{R:1}` of a pattern without groups (IIS gives it
+    /// empty) convert to rules riis loads.
+    #[test]
+    fn iis_rules_riis_would_refuse_are_written_as_iis_reads_them() {
+        let xml = r#"<configuration><system.webServer><rewrite><rules>
+            <rule name="stop" stopProcessing="true"><match url="^health$" /></rule>
+            <rule name="none"><match url="^x$" /><action type="None" url="/ignored" /></rule>
+            <rule name="https"><match url=".*" /><action type="Redirect" url="https://{HTTP_HOST}/{R:1}" /></rule>
+        </rules></rewrite></system.webServer></configuration>"#;
+        let converted = convert(xml, None).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        let rules = table["rewrite"]["rules"].as_array().unwrap();
+        assert!(rules[0].get("action").is_none());
+        assert!(rules[1]["action"].get("url").is_none());
+        assert_eq!(
+            rules[2]["action"]["url"].as_str(),
+            Some("https://{HTTP_HOST}/")
+        );
+        let notes = converted.left_out.join("\n");
+        assert!(
+            notes.contains("{R:1} is past its pattern's 0 group"),
+            "{notes}"
+        );
+        assert_eq!(
+            drop_missing_groups("/{R:0}/{R:2}{R:1}{R:x}", 1),
+            ("/{R:0}/{R:1}{R:x}".to_owned(), vec![2])
+        );
+    }
+
+    /// A folder list that takes the parent's entries away is the folder's
+    /// own (a `<clear />` left empty is written empty); one `<clear />`
+    /// touches only its own list; `<security>`'s sections may come from
+    /// two blocks of the file's folder.
+    #[test]
+    fn a_folder_that_clears_or_removes_keeps_its_own_list() {
+        let xml = r#"<configuration>
+          <location path="."><system.webServer><security>
+            <ipSecurity allowUnlisted="false"><add ipAddress="10.0.0.0" subnetMask="255.0.0.0" allowed="true" /></ipSecurity>
+          </security></system.webServer></location>
+          <system.webServer><security><requestFiltering>
+            <hiddenSegments><add segment="secret" /></hiddenSegments>
+            <denyUrlSequences><add sequence="xmlrpc" /></denyUrlSequences>
+          </requestFiltering></security></system.webServer>
+          <location path="admin"><system.webServer><security>
+            <ipSecurity><clear /></ipSecurity>
+            <requestFiltering>
+              <denyUrlSequences><add sequence="wp-config" /></denyUrlSequences>
+              <fileExtensions><clear /></fileExtensions>
+            </requestFiltering>
+          </security></system.webServer></location>
+          <location path="ops"><system.webServer><security>
+            <ipSecurity><remove ipAddress="10.0.0.0" subnetMask="255.0.0.0" /><add ipAddress="10.1.2.3" allowed="true" /></ipSecurity>
+          </security></system.webServer></location>
+        </configuration>"#;
+        let converted = convert(xml, Some("/")).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        let locations = table["sites"]["locations"].as_array().unwrap();
+        let admin = &locations[1];
+        assert_eq!(
+            admin["ip_security"]["rules"].as_array().map(Vec::len),
+            Some(0)
+        );
+        // The clear of one list leaves the others joined.
+        let sequences = admin["request_filtering"]["denied_url_sequences"]
+            .as_array()
+            .unwrap();
+        assert_eq!(sequences.len(), 2, "{}", converted.text);
+        let ops = &locations[2];
+        let rules = ops["ip_security"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 1, "{}", converted.text);
+        let notes = converted.left_out.join("\n");
+        assert!(
+            notes.contains("ip_security.rules: the folder's list takes entries"),
+            "{notes}"
         );
     }
 

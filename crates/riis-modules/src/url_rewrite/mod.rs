@@ -895,6 +895,22 @@ impl HttpModule for UrlRewrite {
     }
 }
 
+/// The groups (`{R:1}` on) a rule's `pattern` has under `syntax` (IIS's
+/// `patternSyntax`: `ECMAScript`, `Wildcard` or `ExactMatch`, any case);
+/// `None` when the pattern does not compile. For converting IIS rules,
+/// whose back-references past a pattern's groups riis refuses.
+pub fn pattern_group_count(pattern: &str, syntax: &str) -> Option<usize> {
+    let syntax = match syntax.to_ascii_lowercase().as_str() {
+        "ecmascript" => rule::PatternSyntax::ECMAScript,
+        "wildcard" => rule::PatternSyntax::Wildcard,
+        "exactmatch" => rule::PatternSyntax::ExactMatch,
+        _ => return None,
+    };
+    rule::compile(pattern, true, syntax)
+        .ok()
+        .map(|p| p.group_count())
+}
+
 /// Entry point.
 pub fn register_module(
     _server_version: u32,

@@ -190,9 +190,9 @@ pub(super) enum MatchType {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAction {
-    /// IIS's default action type is `None`.
-    #[serde(rename = "type", default = "no_action")]
-    pub(super) kind: ActionKind,
+    /// IIS's default action type is `None` (absent here).
+    #[serde(rename = "type", default)]
+    pub(super) kind: Option<ActionKind>,
     #[serde(default)]
     pub(super) url: Option<String>,
     #[serde(default = "yes")]
@@ -212,7 +212,7 @@ pub(super) struct RawAction {
 impl Default for RawAction {
     fn default() -> Self {
         Self {
-            kind: ActionKind::None,
+            kind: None,
             url: None,
             append_query_string: true,
             redirect_type: RedirectType::default(),
@@ -222,10 +222,6 @@ impl Default for RawAction {
             status_description: None,
         }
     }
-}
-
-fn no_action() -> ActionKind {
-    ActionKind::None
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -414,7 +410,7 @@ impl TryFrom<RawRule> for Rule {
                 .ok_or_else(|| in_rule(format!("a {kind} action needs a `url`")))?;
             Template::parse(url).map_err(in_rule)
         };
-        let action = match a.kind {
+        let action = match a.kind.unwrap_or(ActionKind::None) {
             ActionKind::Rewrite => {
                 let target = a.url.as_deref().unwrap_or("");
                 // `http[s]://host[:port]/path`: the server is literal text,
@@ -509,7 +505,7 @@ impl TryFrom<RawRule> for Rule {
             ActionKind::AbortRequest => Action::AbortRequest,
             // A url with no type (IIS's default, None) would be ignored:
             // most likely the type was left out by mistake.
-            ActionKind::None if a.url.is_some() => {
+            ActionKind::None if a.url.is_some() && a.kind.is_none() => {
                 return Err(in_rule(
                     "the action has a url but no type: write `type = \"Rewrite\"` or `\"Redirect\"` (without one it is None, which uses no url)".into(),
                 ))
