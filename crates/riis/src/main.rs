@@ -555,7 +555,15 @@ fn main() -> ExitCode {
         },
         Command::ImportWebConfig { file, location } => {
             let converted = std::fs::read_to_string(&file)
-                .map_err(|e| format!("{}: {e}", file.display()))
+                .map_err(|e| {
+                    // Visual Studio and IIS Manager may save UTF-16.
+                    let hint = if e.kind() == std::io::ErrorKind::InvalidData {
+                        " (a file saved as UTF-16: `iconv -f UTF-16 -t UTF-8` first)"
+                    } else {
+                        ""
+                    };
+                    format!("{}: {e}{hint}", file.display())
+                })
                 .and_then(|xml| {
                     web_config::convert(&xml, location.as_deref())
                         .map_err(|e| format!("{}: {e}", file.display()))
