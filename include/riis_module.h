@@ -104,7 +104,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define RIIS_ABI_MAJOR 1
-#define RIIS_ABI_MINOR 11
+#define RIIS_ABI_MINOR 12
 /** The ABI as one number: major in the high 16 bits, minor in the low 16. */
 #define RIIS_ABI_VERSION ((uint32_t)((RIIS_ABI_MAJOR << 16) | RIIS_ABI_MINOR))
 
@@ -915,6 +915,16 @@ typedef struct riis_api {
      *  one the server never gave, is tagged "native module". Control
      *  characters in `message` are escaped (`\n`), here and in log. */
     void (*log_from_source)(uint32_t source, uint32_t level, const char *message);
+
+    /* -- since 1.12: checked sections --------------------------------------- */
+
+    /** During RegisterModule, after declare_section: the only keys the
+     *  section may hold (`count` names). Any other key, at server, site or
+     *  location level, is then a configuration error naming its file, line
+     *  and key, and the keys listed: without it a misspelt key
+     *  (`enabeld = true`) reads as missing and `check-config` passes it. */
+    riis_hresult (*declare_section_keys)(riis_registration *registration, uint32_t section,
+                                         const char *const *keys, size_t count);
 } riis_api;
 
 /** The entry point every module library exports. */

@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, c_void};
 /// ABI major version: a module built for another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: modules built for this or an older minor load.
-pub const ABI_MINOR: u32 = 11;
+pub const ABI_MINOR: u32 = 12;
 /// Major in the high 16 bits, minor in the low 16 (`RIIS_ABI_VERSION`).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 /// The `server_version` RegisterModule receives.
@@ -445,6 +445,9 @@ pub struct riis_api {
     // Since 1.11.
     pub registration_log_source: unsafe extern "C" fn(Reg) -> u32,
     pub log_from_source: unsafe extern "C" fn(u32, u32, Str),
+
+    // Since 1.12.
+    pub declare_section_keys: unsafe extern "C" fn(Reg, u32, *const Str, usize) -> riis_hresult,
 }
 
 /// `riis_role_check_fn`: a module's IsInRole for a user it set.

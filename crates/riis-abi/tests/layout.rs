@@ -257,7 +257,7 @@ fn constants_match_the_iis_values() {
     assert_eq!(hr::E_INVALID_STATE, from_win32(5023)); // ERROR_INVALID_STATE
     assert_eq!(hr::E_BUSY, from_win32(170)); // ERROR_BUSY
     assert_eq!(hr::E_HANDLE_EOF, from_win32(38)); // ERROR_HANDLE_EOF
-    assert_eq!(ABI_VERSION, 0x0001_000B);
+    assert_eq!(ABI_VERSION, 0x0001_000C);
     // EXECUTE_FLAG_* as IIS defines them.
     assert_eq!(EXECUTE_FLAG_DISABLE_CUSTOM_ERROR, 0x08);
     assert_eq!(EXECUTE_FLAG_SAME_URL, 0x10);

@@ -890,6 +890,19 @@ impl PipelineBuilder {
             }
             merge(&mut layered, &s.value);
             (decl.parse)(layered).map_err(|(path, msg)| section_error(&s.key, &path, &msg))?;
+            if let (Some(keys), Some(table)) = (&decl.keys, s.value.as_table()) {
+                if let Some(unknown) = table.keys().find(|k| !keys.contains(k)) {
+                    return Err(section_error(
+                        &s.key,
+                        unknown,
+                        &format!(
+                            "module `{}` reads no key `{unknown}` here (it reads: {})",
+                            decl.module,
+                            keys.join(", ")
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }

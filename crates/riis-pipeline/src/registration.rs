@@ -222,6 +222,10 @@ pub(crate) struct SectionDeclaration {
     /// How a level's value adds to its enclosing level's, for a section
     /// its owner declared inherited.
     pub(crate) inherit: Option<SectionInheritor>,
+    /// The keys the section may hold, when its owner said (a section read
+    /// as an untyped table: a native module's); any other is a
+    /// configuration error.
+    pub(crate) keys: Option<Arc<[String]>>,
 }
 
 /// Everything one module registered.
@@ -418,6 +422,34 @@ impl ModuleRegistration<'_> {
         self.add_section::<T>(name, true, Some(inherit_section::<T>))
     }
 
+    /// Limits the top-level keys of `section`, which this module declared,
+    /// to `keys`: any other key, at any level of the configuration, is a
+    /// configuration error naming its file, line and key, and the keys
+    /// the module reads. For a section read as an untyped table (a native
+    /// or SDK module's), which the engine cannot check otherwise: a
+    /// misspelt key would read as missing.
+    pub fn limit_section_keys<T>(
+        &mut self,
+        section: Section<T>,
+        keys: &[&str],
+    ) -> Result<(), ModuleError> {
+        let declared = self
+            .sections
+            .get_mut(section.id)
+            .filter(|d| d.owned && d.module == *self.entry.name);
+        let Some(declared) = declared else {
+            return Err(ModuleError::with_hresult(
+                format!(
+                    "module {} limits the keys of a section it did not declare",
+                    self.entry.name
+                ),
+                ModuleError::E_INVALIDARG,
+            ));
+        };
+        declared.keys = Some(keys.iter().map(|k| (*k).to_owned()).collect());
+        Ok(())
+    }
+
     /// Reads the section `name` that another module declares with the same
     /// `T` (as DefaultDocument reads StaticFile's `static_file`, to pass
     /// over the documents StaticFile would refuse): both get the same
@@ -450,6 +482,7 @@ impl ModuleRegistration<'_> {
                 type_id,
                 owned: owner,
                 inherit,
+                keys: None,
             });
             return Ok(Section {
                 id: self.sections.len() - 1,

@@ -249,6 +249,36 @@ impl ModuleRegistration {
         self.check(code, "declare_section")?;
         Ok(Section(id))
     }
+
+    /// Declares the section `name` as [`Self::declare_section`] does, with
+    /// the only keys it may hold: any other key in the configuration is an
+    /// error naming its file, line and key (ABI 1.12's
+    /// `declare_section_keys`). Without it a misspelt key reads as missing
+    /// and `riis check-config` lets it pass.
+    pub fn declare_section_with_keys(
+        &mut self,
+        name: &str,
+        keys: &[&str],
+    ) -> Result<Section, ModuleError> {
+        let section = self.declare_section(name)?;
+        let owned = keys
+            .iter()
+            .map(|k| ffi::cstring(k, "declare_section_keys"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pointers: Vec<*const std::ffi::c_char> = owned.iter().map(|k| k.as_ptr()).collect();
+        // SAFETY: the registration is live; `pointers` holds `keys.len()`
+        // NUL-terminated strings that outlive the call.
+        let code = unsafe {
+            (self.info.api.declare_section_keys)(
+                self.raw,
+                section.0,
+                pointers.as_ptr(),
+                pointers.len(),
+            )
+        };
+        self.check(code, "declare_section_keys")?;
+        Ok(section)
+    }
 }
 
 /// Implements `RegisterModule` for `register`: validates what the server

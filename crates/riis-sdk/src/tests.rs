@@ -153,6 +153,7 @@ struct MockRegistration {
     global_notifications: u32,
     priorities: Vec<(u32, String)>,
     sections: Vec<String>,
+    section_keys: Vec<(u32, Vec<String>)>,
 }
 
 fn reg<'a>(r: *mut riis_registration) -> &'a mut MockRegistration {
@@ -412,6 +413,20 @@ unsafe extern "C" fn declare_section(r: Reg, name: Str, id: *mut u32) -> riis_hr
     r.sections.push(s(name).to_owned());
     // SAFETY: the SDK passes a valid out-pointer.
     unsafe { *id = 3 };
+    OK
+}
+unsafe extern "C" fn declare_section_keys(
+    r: Reg,
+    section: u32,
+    keys: *const Str,
+    count: usize,
+) -> riis_hresult {
+    let r = reg(r);
+    // SAFETY: the SDK passes `count` valid C strings.
+    let keys: Vec<String> = (0..count)
+        .map(|i| s(unsafe { *keys.add(i) }).to_owned())
+        .collect();
+    r.section_keys.push((section, keys));
     OK
 }
 /// The log source the mock server gives every registration.
@@ -1023,6 +1038,7 @@ static API: riis_api = riis_api {
     connection_is_connected,
     registration_log_source,
     log_from_source,
+    declare_section_keys,
 };
 
 struct SyncServer(riis_server);
@@ -1519,6 +1535,8 @@ fn probe_registration() -> Box<MockRegistration> {
         assert_eq!(registration.id(), 7);
         assert_eq!(server.software, "riis/test");
         assert_eq!(registration.declare_section("probe")?.id(), 3);
+        let keyed = registration.declare_section_with_keys("probe_keys", &["enabled", "token"])?;
+        assert_eq!(keyed.id(), 3);
         registration.set_request_notifications(
             Probe::default,
             RequestNotification::BeginRequest
@@ -1536,7 +1554,14 @@ fn probe_registration() -> Box<MockRegistration> {
     assert_eq!(registration.notifications, 0x3000_0001);
     assert_eq!(registration.post, END);
     assert_eq!(registration.priorities, vec![(1, "HIGH".to_owned())]);
-    assert_eq!(registration.sections, vec!["probe".to_owned()]);
+    assert_eq!(
+        registration.sections,
+        vec!["probe".to_owned(), "probe_keys".to_owned()]
+    );
+    assert_eq!(
+        registration.section_keys,
+        vec![(3, vec!["enabled".to_owned(), "token".to_owned()])]
+    );
     registration
 }
 

@@ -66,6 +66,28 @@ fn c_module_server() -> Option<(TempDir, RunningBinary)> {
     Some((dir, server))
 }
 
+/// A native module that names its section's keys (ABI 1.12) has a
+/// misspelt one refused by `check-config`, with file, line and key.
+#[test]
+fn a_native_sections_unknown_key_is_a_configuration_error() {
+    let dir = TempDir::new("native-keys");
+    let Some(()) = build_test_module(&dir) else {
+        return;
+    };
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        &C_MODULE_CONFIG.replace("greeting = \"good day\"", "greting = \"good day\""),
+    );
+    let out = common::riis_command("check-config", &config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("key `c_module.greting`") && err.contains("it reads: greeting"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_c_module_answers_with_headers_server_variables_config_and_global_help() {
     let Some((_dir, server)) = c_module_server() else {
@@ -502,7 +524,7 @@ fn loader_errors_name_the_module_and_the_reason() {
         ),
         ("no_entry.so", "", &["does not export `RegisterModule`"]),
         ("unstamped.so", "", &["no `riis_module_abi` symbol"]),
-        ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.11"]),
+        ("future.so", "", &["ABI 2.0", "hosts 1.0 to 1.12"]),
         ("newer_minor.so", "", &["ABI 1.99"]),
         ("failing.so", "", &["RegisterModule failed (0x8007000E)"]),
         (

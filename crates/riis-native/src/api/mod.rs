@@ -153,6 +153,7 @@ pub(crate) static API: riis_api = riis_api {
     user_role_check_data: user::role_check_data,
     connection_is_connected: context::connection_is_connected,
     registration_log_source: registration::registration_log_source,
+    declare_section_keys: registration::declare_section_keys,
     log_from_source: context::log_from_source,
 };
 

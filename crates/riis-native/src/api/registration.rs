@@ -239,6 +239,40 @@ pub(super) unsafe extern "C" fn registration_id(p: *mut riis_registration) -> u3
     })
 }
 
+pub(super) unsafe extern "C" fn declare_section_keys(
+    p: *mut riis_registration,
+    section: u32,
+    keys: *const *const c_char,
+    count: usize,
+) -> riis_hresult {
+    // SAFETY: the handle is checked by with_registration; `keys` holds
+    // `count` C strings per the ABI.
+    unsafe {
+        with_registration("declare_section_keys", p, |handle| {
+            if keys.is_null() && count > 0 {
+                return Err((hr::E_INVALIDARG, "`keys` is NULL".to_owned()));
+            }
+            let mut names = Vec::with_capacity(count);
+            for i in 0..count {
+                let key = text(*keys.add(i))
+                    .map_err(|e| (e, format!("key {i} of the list is NULL or not UTF-8")))?;
+                names.push(key);
+            }
+            let declared = handle.sections.borrow().get(section as usize).copied();
+            let Some(declared) = declared else {
+                return Err((
+                    hr::E_INVALIDARG,
+                    format!("section {section} was not declared by this module"),
+                ));
+            };
+            handle
+                .registration
+                .limit_section_keys(declared, &names)
+                .map_err(|e| (e.hresult as i32, e.message))
+        })
+    }
+}
+
 pub(super) unsafe extern "C" fn declare_section(
     p: *mut riis_registration,
     name: *const c_char,

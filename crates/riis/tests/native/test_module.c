@@ -820,6 +820,14 @@ RIIS_EXPORT riis_hresult RegisterModule(uint32_t server_version, riis_registrati
         if (hr < 0) {
             return hr;
         }
+        /* ABI 1.12: the keys it reads; a misspelt one is refused. */
+        {
+            static const char *const keys[] = {"greeting"};
+            hr = api->declare_section_keys(registration, section, keys, 1);
+            if (hr < 0) {
+                return hr;
+            }
+        }
         /* ABI 1.11: a log source names the module wherever it logs from;
          * a line break in a message cannot start a line of its own. */
         api->log_from_source(api->registration_log_source(registration), RIIS_LOG_INFO,
