@@ -264,15 +264,7 @@ pub fn forbids_transform(headers: &HeaderMap) -> bool {
 
 /// Adds `Accept-Encoding` to `Vary` unless it is there (or `Vary: *`).
 pub fn add_vary(headers: &mut HeaderMap) {
-    let present = headers.get_all(header::VARY).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case("accept-encoding"))
-        })
-    });
-    if !present {
-        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    }
+    crate::add_vary_token(headers, "Accept-Encoding");
 }
 
 /// Marks the response as encoded: `Content-Encoding`, `Vary`, no

@@ -567,16 +567,7 @@ impl HttpModule for Cors {
             None => false,
         };
         if named || self.varies {
-            let resp = ctx.response_mut();
-            let varies = resp.headers().get_all(header::VARY).iter().any(|v| {
-                v.to_str().is_ok_and(|v| {
-                    v.split(',')
-                        .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case("origin"))
-                })
-            });
-            if !varies {
-                resp.append_header(header::VARY, HeaderValue::from_static("Origin"));
-            }
+            crate::add_vary_token(ctx.response_mut().headers_mut(), "Origin");
         }
         let Some(allowed) = &self.allowed else {
             return RequestNotificationStatus::Continue;

@@ -520,6 +520,21 @@ pub(crate) fn needs_trailing_slash(ctx: &mut riis_pipeline::HttpContext) -> bool
         && ctx.resource_kind() == Some(riis_pipeline::ResourceKind::Directory)
 }
 
+/// Adds `token` (a request header's name) to `Vary` unless it is listed
+/// there in any case, or `Vary: *` already covers it.
+pub(crate) fn add_vary_token(headers: &mut riis_pipeline::http::HeaderMap, token: &'static str) {
+    use riis_pipeline::http::header::{HeaderValue, VARY};
+    let present = headers.get_all(VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case(token))
+        })
+    });
+    if !present {
+        headers.append(VARY, HeaderValue::from_static(token));
+    }
+}
+
 /// A configuration number that must be at least 1 (`#[serde(deserialize_with
 /// = "crate::at_least_one")]`).
 pub(crate) fn at_least_one<'de, D, T>(d: D) -> Result<T, D::Error>
