@@ -66,6 +66,8 @@ pub(crate) enum Recorded {
     },
     GlobalPriority(GlobalNotification, Priority),
     Section(String),
+    /// The keys a declared section may hold (ABI 1.12), by its number.
+    SectionKeys(u32, Vec<String>),
 }
 
 /// What a library module's RegisterModule registered, shared by every
@@ -359,6 +361,13 @@ fn replay(
             }
             Recorded::Section(name) => {
                 sections.push(registration.declare_section::<toml::Table>(name)?)
+            }
+            // Replayed as called: a reload keeps the module's key limits.
+            Recorded::SectionKeys(section, keys) => {
+                if let Some(declared) = sections.get(*section as usize).copied() {
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    registration.limit_section_keys(declared, &keys)?;
+                }
             }
         }
     }

@@ -86,6 +86,36 @@ fn a_native_sections_unknown_key_is_a_configuration_error() {
         err.contains("key `c_module.greting`") && err.contains("it reads: greeting"),
         "{err}"
     );
+
+    // A reload registers the module from what it recorded: the limit
+    // holds there too.
+    let good = write_config(
+        &dir,
+        &dir.path().join("www"),
+        &format!("[server]\npid_file = \"riis.pid\"\n{C_MODULE_CONFIG}"),
+    );
+    let server = RunningBinary::start(&["--config", good.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&good).unwrap();
+    std::fs::write(
+        &good,
+        text.replace("greeting = \"good day\"", "greting = \"good day\""),
+    )
+    .unwrap();
+    // SIGHUP itself (`riis reload` checks the file in a process of its
+    // own first, where the module registers anew).
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut status = String::new();
+    common::wait_for("the reload to be judged", || {
+        status = common::riis_status(&good);
+        status.contains("last_reload: ")
+    });
+    assert!(status.contains("last_reload: refused"), "{status}");
+    assert!(status.contains("greting"), "{status}");
+    drop(server);
 }
 
 #[test]

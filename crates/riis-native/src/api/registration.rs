@@ -239,6 +239,9 @@ pub(super) unsafe extern "C" fn registration_id(p: *mut riis_registration) -> u3
     })
 }
 
+/// The most keys one `declare_section_keys` names.
+const MAX_SECTION_KEYS: usize = 4096;
+
 pub(super) unsafe extern "C" fn declare_section_keys(
     p: *mut riis_registration,
     section: u32,
@@ -252,10 +255,25 @@ pub(super) unsafe extern "C" fn declare_section_keys(
             if keys.is_null() && count > 0 {
                 return Err((hr::E_INVALIDARG, "`keys` is NULL".to_owned()));
             }
-            let mut names = Vec::with_capacity(count);
+            if count > MAX_SECTION_KEYS {
+                return Err((
+                    hr::E_INVALIDARG,
+                    format!("{count} keys: a section names at most {MAX_SECTION_KEYS}"),
+                ));
+            }
+            let mut names = Vec::new();
             for i in 0..count {
                 let key = text(*keys.add(i))
                     .map_err(|e| (e, format!("key {i} of the list is NULL or not UTF-8")))?;
+                // The check is of the section's own keys: a dotted name
+                // (which config_value reads inside a table) would refuse
+                // the table that holds it.
+                if key.is_empty() || key.contains('.') {
+                    return Err((
+                        hr::E_INVALIDARG,
+                        format!("`{key}` is no key of the section itself (a table's keys are not checked inside)"),
+                    ));
+                }
                 names.push(key);
             }
             let declared = handle.sections.borrow().get(section as usize).copied();
@@ -268,7 +286,13 @@ pub(super) unsafe extern "C" fn declare_section_keys(
             handle
                 .registration
                 .limit_section_keys(declared, &names)
-                .map_err(|e| (e.hresult as i32, e.message))
+                .map_err(|e| (e.hresult as i32, e.message))?;
+            // Replayed when a reload registers the module again.
+            handle.record(Recorded::SectionKeys(
+                section,
+                names.iter().map(|k| (*k).to_owned()).collect(),
+            ));
+            Ok(())
         })
     }
 }
