@@ -71,11 +71,6 @@ pub struct CorsConfig {
     pub fail_unlisted_origins: bool,
     /// The rules, by origin.
     pub origins: Vec<OriginRule>,
-    /// Whether every answer depends on the request's `Origin` (any rule
-    /// but a lone `*` without credentials): then every answer says so
-    /// with `Vary: Origin`, also one to a request without an `Origin`, so
-    /// that a cache does not hand one origin's answer to another.
-    varies: bool,
 }
 
 /// The section as written, checked into [`CorsConfig`].
@@ -102,12 +97,7 @@ impl TryFrom<RawCorsConfig> for CorsConfig {
                 ));
             }
         }
-        let lone_star = matches!(
-            raw.origins.as_slice(),
-            [rule] if rule.origin == OriginPattern::Any && rule.allowed
-        );
         Ok(Self {
-            varies: !lone_star || raw.fail_unlisted_origins,
             enabled: raw.enabled,
             fail_unlisted_origins: raw.fail_unlisted_origins,
             origins: raw.origins,
@@ -386,8 +376,10 @@ struct Allowed {
 pub struct Cors {
     config: Section<CorsConfig>,
     allowed: Option<Allowed>,
-    /// The answer is to carry `Vary: Origin` (see [`CorsConfig`]).
+    /// The module is enabled here: the answer carries `Vary: Origin`.
     varies: bool,
+    /// The request came from an origin no rule allows.
+    refused: bool,
 }
 
 impl Cors {
@@ -491,7 +483,11 @@ impl HttpModule for Cors {
         if !config.enabled {
             return RequestNotificationStatus::Continue;
         }
-        self.varies = config.varies;
+        // Every answer here depends on the request's `Origin` (even a lone
+        // `*` answers `null` otherwise than the rest), also one to a
+        // request without it: a cache must not hand one origin's answer
+        // to another.
+        self.varies = true;
         let mut origins = ctx.request().headers().get_all(header::ORIGIN).iter();
         let Some(origin) = origins.next().cloned() else {
             return RequestNotificationStatus::Continue;
@@ -510,9 +506,11 @@ impl HttpModule for Cors {
             .and_then(|o| rule_for(&config, o))
             .filter(|(_, rule)| rule.allowed);
         let Some((rule, _)) = decided else {
-            // Denied or unlisted: no CORS headers, which the browser takes
-            // as a refusal; a 403 only with `fail_unlisted_origins`, as in
-            // IIS (a site's own POST carries its `Origin` too).
+            // Denied or unlisted: no CORS headers (an application's
+            // neither), which the browser takes as a refusal; a 403 only
+            // with `fail_unlisted_origins`, as in IIS (a site's own POST
+            // carries its `Origin` too).
+            self.refused = true;
             if config.fail_unlisted_origins {
                 let finished =
                     crate::end_with_error(ctx, StatusCode::FORBIDDEN, 0, crate::E_ACCESS_DENIED);
@@ -545,24 +543,28 @@ impl HttpModule for Cors {
         if !provider.headers_being_sent() {
             return RequestNotificationStatus::Continue;
         }
+        // Where the module decides for an origin, the CORS headers are all
+        // its own: an application's `-Allow-Credentials: true` beside the
+        // module's `-Allow-Origin` would give an origin the rule gives none
+        // the user's cookies, and an application's `-Allow-Origin` would
+        // open the site to an origin the rules deny.
+        if self.allowed.is_some() || self.refused {
+            let resp = ctx.response_mut();
+            for name in [
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                header::ACCESS_CONTROL_MAX_AGE,
+            ] {
+                resp.delete_header(name);
+            }
+        }
         let named = match &self.allowed {
             Some(allowed) => {
                 let rule = &allowed.config.origins[allowed.rule];
-                let resp = ctx.response_mut();
-                // Where the module answers, the CORS headers are all its
-                // own: an application's `-Allow-Credentials: true` beside
-                // the module's `-Allow-Origin` would give an origin the
-                // rule gives none the user's cookies.
-                for name in [
-                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                    header::ACCESS_CONTROL_ALLOW_METHODS,
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    header::ACCESS_CONTROL_MAX_AGE,
-                ] {
-                    resp.delete_header(name);
-                }
-                set_origin_headers(resp, rule, &allowed.origin)
+                set_origin_headers(ctx.response_mut(), rule, &allowed.origin)
             }
             None => false,
         };
@@ -600,6 +602,7 @@ pub fn register_module(
             config,
             allowed: None,
             varies: false,
+            refused: false,
         },
         RequestNotification::BeginRequest | RequestNotification::SendResponse,
         riis_pipeline::RequestNotifications::NONE,
@@ -678,7 +681,6 @@ mod tests {
         let config = CorsConfig {
             enabled: true,
             fail_unlisted_origins: false,
-            varies: true,
             origins: vec![
                 rule("*", true),
                 rule("https://*", true),

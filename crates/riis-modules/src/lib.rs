@@ -530,8 +530,9 @@ pub(crate) fn add_vary_token(headers: &mut riis_pipeline::http::HeaderMap, token
                 .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case(token))
         })
     });
+    // `try_`: a module may have filled the map to its limit.
     if !present {
-        headers.append(VARY, HeaderValue::from_static(token));
+        let _ = headers.try_append(VARY, HeaderValue::from_static(token));
     }
 }
 

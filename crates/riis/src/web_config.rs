@@ -1327,6 +1327,12 @@ fn http_protocol(out: &mut Output, node: Node) {
         for entry in elements(list) {
             match (entry.tag_name().name(), entry.attribute("name")) {
                 ("add", Some(name)) => {
+                    if name.to_ascii_lowercase().starts_with("access-control-") {
+                        out.leave(
+                            entry,
+                            &format!("{name} is converted as a fixed header on every answer, whatever the origin: riis's Cors module (section `cors`, IIS's CORS module) answers per origin"),
+                        );
+                    }
                     headers.insert(
                         name.into(),
                         Value::String(entry.attribute("value").unwrap_or("").into()),

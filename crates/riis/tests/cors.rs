@@ -178,6 +178,15 @@ fn allowed_origins_are_named_on_every_answer() {
         app.headers
     );
     assert!(app.header("access-control-expose-headers").is_none());
+    // Nor for an origin the rules deny.
+    let denied = send(
+        &server,
+        "GET",
+        "/app/cred.cgi",
+        &[("Origin", "https://bad.partner.test")],
+    );
+    assert_eq!(denied.status, 200);
+    assert!(denied.header("access-control-allow-credentials").is_none());
     // An error answer carries it too, so the page can read why.
     let missing = send(
         &server,
