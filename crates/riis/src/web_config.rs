@@ -75,6 +75,7 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
         parent_lists: Vec::new(),
         own_lists: Vec::new(),
         written: Vec::new(),
+        rule_groups: None,
         below_root: location.as_deref().is_some_and(|l| l != "/"),
     };
     // `<location path=".">` (ASP.NET Core's template, Umbraco) is the file's
@@ -303,6 +304,9 @@ struct Output {
     /// The lists the folder wrote (a cleared list it did not write is
     /// written empty, or riis's location would inherit the parent's).
     written: Vec<String>,
+    /// While an inbound rule's conditions are written: the groups of its
+    /// pattern (`{R:n}` past them are written empty, as IIS reads them).
+    rule_groups: Option<usize>,
     /// The file is a folder's below the site's root (`--location /blog`):
     /// its lists replace those of the locations above it in riis, which
     /// this conversion cannot see.
@@ -399,10 +403,26 @@ fn list_edits(web_server: Node) -> Vec<(String, ListEdit)> {
             node = node.and_then(|n| element(n, name));
         }
         let Some(list) = node else { continue };
-        let kinds: Vec<&str> = elements(list).map(|e| e.tag_name().name()).collect();
-        if kinds.contains(&"clear") {
+        let entries: Vec<Node> = elements(list).collect();
+        if entries.iter().any(|e| e.tag_name().name() == "clear") {
             edits.push(((*path).to_owned(), ListEdit::Clear));
-        } else if kinds.contains(&"remove") {
+            continue;
+        }
+        // IIS Manager writes `<remove …/>` before each entry it changes:
+        // a removal that is added again is a replacement, which joining
+        // does already.
+        let takes_away = entries.iter().enumerate().any(|(i, e)| {
+            e.tag_name().name() == "remove"
+                && !entries[i + 1..].iter().any(|later| {
+                    later.tag_name().name() != "remove"
+                        && e.attributes().all(|a| {
+                            later
+                                .attribute(a.name())
+                                .is_some_and(|v| v.eq_ignore_ascii_case(a.value()))
+                        })
+                })
+        });
+        if takes_away {
             edits.push(((*path).to_owned(), ListEdit::Remove));
         }
     }
@@ -603,7 +623,21 @@ impl Output {
                             value = joined(parent, value);
                         }
                     }
-                    Some(ListEdit::Clear) => {}
+                    Some(_) if path.ends_with(".verbs") || path.ends_with(".header_limits") => {
+                        self.left_out.push(format!(
+                            "{path}: the folder clears or removes entries, which a riis location cannot (its entries merge with the parent's by name): repeat the parent's with the values you want here"
+                        ));
+                    }
+                    Some(ListEdit::Clear) => {
+                        // Both arrays, or the other one is inherited.
+                        if let Value::Table(t) = &mut value {
+                            if path.ends_with(".file_extensions") {
+                                for key in ["allow", "deny"] {
+                                    t.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+                                }
+                            }
+                        }
+                    }
                     Some(ListEdit::Remove) => self.left_out.push(format!(
                         "{path}: the folder's list takes entries of its parent's away (<remove>): it is written as the folder's own, without the parent's other entries; add those it should keep"
                     )),
@@ -787,13 +821,15 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
         .attribute("url")
         .ok_or_else(|| format!("rule `{named}`: <match> has no `url`"))?;
     out.key("pattern", pattern);
-    rule_switches(out, rule, matched, &named);
     // IIS gives `{R:n}` past the pattern's groups as empty; riis refuses
     // such a rule, so they are written empty here, and named.
     let groups = riis_modules::url_rewrite::pattern_group_count(
         pattern,
         rule.attribute("patternSyntax").unwrap_or("ECMAScript"),
     );
+    out.rule_groups = groups;
+    rule_switches(out, rule, matched, &named);
+    out.rule_groups = None;
     let without_missing_groups = |out: &mut Output, text: &str| -> String {
         let Some(groups) = groups else {
             return text.to_owned();
@@ -1206,7 +1242,18 @@ fn conditions_of(out: &mut Output, conditions: Node, rule: &str) {
             &["input", "matchType", "pattern", "ignoreCase", "negate"],
         );
         let mut t = toml::Table::new();
-        put(&mut t, "input", c.attribute("input"));
+        match (c.attribute("input"), out.rule_groups) {
+            (Some(input), Some(groups)) => {
+                let (kept, dropped) = drop_missing_groups(input, groups);
+                for n in dropped {
+                    out.left_out.push(format!(
+                        "{rule}: {{R:{n}}} in a condition is past its pattern's {groups} group(s): IIS gives it empty, and so it is written here"
+                    ));
+                }
+                t.insert("input".into(), Value::String(kept));
+            }
+            (input, _) => put(&mut t, "input", input),
+        }
         if let Some(v) = c.attribute("matchType") {
             t.insert(
                 "match_type".into(),
@@ -2606,6 +2653,7 @@ mod tests {
             <rule name="stop" stopProcessing="true"><match url="^health$" /></rule>
             <rule name="none"><match url="^x$" /><action type="None" url="/ignored" /></rule>
             <rule name="https"><match url=".*" /><action type="Redirect" url="https://{HTTP_HOST}/{R:1}" /></rule>
+            <rule name="cond"><match url="^a$" /><conditions><add input="{R:1}" pattern="x" /></conditions><action type="None" /></rule>
         </rules></rewrite></system.webServer></configuration>"#;
         let converted = convert(xml, None).unwrap();
         let table: toml::Table = converted.text.parse().unwrap();
@@ -2621,6 +2669,8 @@ mod tests {
             notes.contains("{R:1} is past its pattern's 0 group"),
             "{notes}"
         );
+        assert!(notes.contains("{R:1} in a condition is past"), "{notes}");
+        assert_eq!(rules[3]["conditions"][0]["input"].as_str(), Some(""));
         assert_eq!(
             drop_missing_groups("/{R:0}/{R:2}{R:1}{R:x}", 1),
             ("/{R:0}/{R:1}{R:x}".to_owned(), vec![2])
@@ -2651,6 +2701,9 @@ mod tests {
           <location path="ops"><system.webServer><security>
             <ipSecurity><remove ipAddress="10.0.0.0" subnetMask="255.0.0.0" /><add ipAddress="10.1.2.3" allowed="true" /></ipSecurity>
           </security></system.webServer></location>
+          <location path="pages"><system.webServer>
+            <httpErrors><remove statusCode="404" /><error statusCode="404" path="/folder-404.html" responseMode="ExecuteURL" /></httpErrors>
+          </system.webServer></location>
         </configuration>"#;
         let converted = convert(xml, Some("/")).unwrap();
         let table: toml::Table = converted.text.parse().unwrap();
@@ -2673,6 +2726,9 @@ mod tests {
             notes.contains("ip_security.rules: the folder's list takes entries"),
             "{notes}"
         );
+        // IIS Manager's `<remove>` before an entry it sets again is a
+        // replacement: joined, not flagged.
+        assert!(!notes.contains("http_errors.errors"), "{notes}");
     }
 
     /// Two `<location>`s for one folder in two cases are one location, as
