@@ -922,7 +922,10 @@ typedef struct riis_api {
      *  section may hold (`count` names). Any other key, at server, site or
      *  location level, is then a configuration error naming its file, line
      *  and key, and the keys listed: without it a misspelt key
-     *  (`enabeld = true`) reads as missing and `check-config` passes it. */
+     *  (`enabeld = true`) reads as missing and `check-config` passes it.
+     *  Only the section's own keys are checked (a key holding a table is
+     *  not looked into; a name with a `.` is refused); a second call
+     *  replaces the list; `count` 0 refuses every key; at most 4,096. */
     riis_hresult (*declare_section_keys)(riis_registration *registration, uint32_t section,
                                          const char *const *keys, size_t count);
 } riis_api;

@@ -147,7 +147,8 @@ fn rust_layout() -> Vec<(String, usize)> {
         user_role_check_data,
         connection_is_connected,
         registration_log_source,
-        log_from_source
+        log_from_source,
+        declare_section_keys
         }
     }
 }
