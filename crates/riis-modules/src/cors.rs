@@ -16,8 +16,8 @@
 //!   from an allowed origin gets `Access-Control-Allow-Origin` (and
 //!   `-Credentials`, `-Expose-Headers`) on whatever answer it gets, error
 //!   pages included, so the page can read why it failed, and no CORS
-//!   header of the application's; and unless the rules are a lone `*`,
-//!   every answer gets `Vary: Origin`.
+//!   header of the application's (for a denied or unlisted origin either);
+//!   and every answer where the module is enabled gets `Vary: Origin`.
 //!
 //! Which rule applies to an origin (inferred; IIS's reference does not say,
 //! and list order would make a broad rule hide a narrow one): the most

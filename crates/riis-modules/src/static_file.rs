@@ -1038,13 +1038,6 @@ fn multipart(boundary: &str, content_type: &[u8], ranges: &[(u64, u64)], len: u6
     pieces
 }
 
-/// Opens `path` without following a symbolic link anywhere below `root`:
-/// each component is opened relative to the directory before it with
-/// `O_NOFOLLOW`, so a link swapped in while the walk runs is refused as well
-/// (there is no window between a check and the open). A path outside the
-/// root (a MapPath module put it there) has only its last component held to
-/// this. The last component is opened non-blocking, so a FIFO cannot stall
-/// the worker.
 /// The answer to a file that cannot be opened: missing (404: no such name,
 /// a file where a folder is, a name too long, a link not followed), not
 /// the server's to read (403), or the server's own failure (500: out of
@@ -1078,6 +1071,13 @@ fn open_failure(ctx: &mut HttpContext, e: &std::io::Error) -> RequestNotificatio
     status(ctx, StatusCode::INTERNAL_SERVER_ERROR, 0, hresult)
 }
 
+/// Opens `path` without following a symbolic link anywhere below `root`:
+/// each component is opened relative to the directory before it with
+/// `O_NOFOLLOW`, so a link swapped in while the walk runs is refused as well
+/// (there is no window between a check and the open). A path outside the
+/// root (a MapPath module put it there) has only its last component held to
+/// this. The last component is opened non-blocking, so a FIFO cannot stall
+/// the worker.
 pub(crate) fn open_without_symlinks(root: &Path, path: &Path) -> std::io::Result<File> {
     use nix::fcntl::{open, openat, OFlag};
     use nix::sys::stat::Mode;

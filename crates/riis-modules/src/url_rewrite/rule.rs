@@ -537,14 +537,7 @@ impl TryFrom<RawRule> for Rule {
                 if groups == 1 { "" } else { "s" }
             )));
         }
-        let uses_groups = conditions.iter().any(|c| c.input.uses_rule_groups())
-            || server_variables.iter().any(|v| v.value.uses_rule_groups())
-            || match &action {
-                Action::Rewrite { url, .. } | Action::Redirect { url, .. } => {
-                    url.uses_rule_groups()
-                }
-                _ => false,
-            };
+        let uses_groups = highest.is_some();
         Ok(Rule {
             enabled: raw.enabled,
             folder: None,

@@ -105,20 +105,7 @@ impl Function {
                 .decode_utf8_lossy()
                 .into_owned(),
             Function::EscapeDataString => utf8_percent_encode(&value, UNRESERVED).to_string(),
-            Function::HtmlEncode => {
-                let mut out = String::with_capacity(value.len());
-                for c in value.chars() {
-                    match c {
-                        '&' => out.push_str("&amp;"),
-                        '<' => out.push_str("&lt;"),
-                        '>' => out.push_str("&gt;"),
-                        '"' => out.push_str("&quot;"),
-                        '\'' => out.push_str("&#39;"),
-                        c => out.push(c),
-                    }
-                }
-                out
-            }
+            Function::HtmlEncode => riis_pipeline::escape_html(&value),
         }
     }
 }
@@ -301,8 +288,11 @@ impl Template {
         self.any_piece(&|p| matches!(p, Piece::ConditionGroup(_)))
     }
 
+    /// Whether the template names a `{R:n}` (a rule knows it from
+    /// [`Template::highest_rule_group`]).
+    #[cfg(test)]
     pub(super) fn uses_rule_groups(&self) -> bool {
-        self.any_piece(&|p| matches!(p, Piece::RuleGroup(_)))
+        self.highest_rule_group().is_some()
     }
 
     /// The highest `{R:n}` the template names, inner templates included.
