@@ -63,46 +63,41 @@ use serde::Deserialize;
 
 /// The `cors` configuration section.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields, try_from = "RawCorsConfig")]
+#[serde(default, deny_unknown_fields)]
 pub struct CorsConfig {
     /// Whether the module answers here.
     pub enabled: bool,
     /// Whether a request from an origin no rule allows gets 403.
     pub fail_unlisted_origins: bool,
     /// The rules, by origin.
+    #[serde(deserialize_with = "origin_rules")]
     pub origins: Vec<OriginRule>,
 }
 
-/// The section as written, checked into [`CorsConfig`].
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct RawCorsConfig {
-    enabled: bool,
-    fail_unlisted_origins: bool,
-    origins: Vec<OriginRule>,
-}
-
-impl TryFrom<RawCorsConfig> for CorsConfig {
-    type Error = String;
-
-    fn try_from(raw: RawCorsConfig) -> Result<Self, String> {
-        for (i, rule) in raw.origins.iter().enumerate() {
-            let broad = matches!(
-                rule.origin,
-                OriginPattern::Any | OriginPattern::AnyHost { .. }
-            );
-            if broad && rule.allow_credentials {
-                return Err(format!(
-                    "origins[{i}]: allow_credentials with a rule for every origin would let any site read the answers a user's cookies get (IIS's reference asks for a named origin): name the origins"
-                ));
-            }
+/// `origins`: no rule for every origin gives credentials; each rule's
+/// `Access-Control-Expose-Headers` is made once, here.
+fn origin_rules<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<OriginRule>, D::Error> {
+    let mut rules = Vec::<OriginRule>::deserialize(d)?;
+    for (i, rule) in rules.iter_mut().enumerate() {
+        let broad = matches!(
+            rule.origin,
+            OriginPattern::Any | OriginPattern::AnyHost { .. }
+        );
+        if broad && rule.allow_credentials {
+            return Err(serde::de::Error::custom(format!(
+                "origins[{i}]: allow_credentials with a rule for every origin would let any site read the answers a user's cookies get (IIS's reference asks for a named origin): name the origins"
+            )));
         }
-        Ok(Self {
-            enabled: raw.enabled,
-            fail_unlisted_origins: raw.fail_unlisted_origins,
-            origins: raw.origins,
-        })
+        let names: Vec<&str> = rule
+            .exposed_headers
+            .iter()
+            .map(HeaderName::as_str)
+            .collect();
+        rule.expose = (!names.is_empty())
+            .then(|| HeaderValue::from_str(&names.join(", ")).ok())
+            .flatten();
     }
+    Ok(rules)
 }
 
 /// One `origins` entry.
@@ -135,6 +130,9 @@ pub struct OriginRule {
     /// besides the safelisted ones.
     #[serde(default, deserialize_with = "header_names")]
     pub exposed_headers: Vec<HeaderName>,
+    /// `exposed_headers` as the header's value (made with the section).
+    #[serde(skip)]
+    expose: Option<HeaderValue>,
 }
 
 fn yes() -> bool {
@@ -460,7 +458,7 @@ fn set_origin_headers(
     resp: &mut riis_pipeline::HttpResponse,
     rule: &OriginRule,
     origin: &HeaderValue,
-) -> bool {
+) {
     let named = rule.allow_credentials || rule.origin != OriginPattern::Any;
     let value = if named {
         origin.clone()
@@ -474,7 +472,6 @@ fn set_origin_headers(
             HeaderValue::from_static("true"),
         );
     }
-    named
 }
 
 impl HttpModule for Cors {
@@ -561,29 +558,17 @@ impl HttpModule for Cors {
                 resp.delete_header(name);
             }
         }
-        let named = match &self.allowed {
-            Some(allowed) => {
-                let rule = &allowed.config.origins[allowed.rule];
-                set_origin_headers(ctx.response_mut(), rule, &allowed.origin)
-            }
-            None => false,
-        };
-        if named || self.varies {
+        // Set whenever the module is enabled, which it is for any origin
+        // it answers.
+        if self.varies {
             crate::add_vary_token(ctx.response_mut().headers_mut(), "Origin");
         }
-        let Some(allowed) = &self.allowed else {
-            return RequestNotificationStatus::Continue;
-        };
-        let rule = &allowed.config.origins[allowed.rule];
-        let resp = ctx.response_mut();
-        if !rule.exposed_headers.is_empty() {
-            let names: Vec<&str> = rule
-                .exposed_headers
-                .iter()
-                .map(HeaderName::as_str)
-                .collect();
-            if let Ok(v) = HeaderValue::from_str(&names.join(", ")) {
-                resp.set_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+        if let Some(allowed) = &self.allowed {
+            let rule = &allowed.config.origins[allowed.rule];
+            let resp = ctx.response_mut();
+            set_origin_headers(resp, rule, &allowed.origin);
+            if let Some(expose) = &rule.expose {
+                resp.set_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
             }
         }
         RequestNotificationStatus::Continue
@@ -624,6 +609,7 @@ mod tests {
             allowed_headers: Vec::new(),
             allow_all_requested_headers: false,
             exposed_headers: Vec::new(),
+            expose: None,
         }
     }
 
