@@ -446,6 +446,15 @@ impl ModuleRegistration<'_> {
                 ModuleError::E_INVALIDARG,
             ));
         };
+        // The check is of the section's own keys: a dotted name (which a
+        // native module's config_value reads inside a table) would refuse
+        // the table that holds it.
+        if let Some(key) = keys.iter().find(|k| k.is_empty() || k.contains('.')) {
+            return Err(ModuleError::with_hresult(
+                format!("`{key}` is no key of the section itself (a table's keys are not checked inside)"),
+                ModuleError::E_INVALIDARG,
+            ));
+        }
         declared.keys = Some(keys.iter().map(|k| (*k).to_owned()).collect());
         Ok(())
     }

@@ -373,7 +373,9 @@ impl InstanceInner {
                 self.shared.insert(CallShared::new(context, api)).clone()
             }
         };
-        if matches!(call, Call::Completion(_)) && shared.take_abandoned() {
+        // Kept past the call, which consumes `call` (for a panic's line).
+        let completion = matches!(call, Call::Completion(_));
+        if completion && shared.take_abandoned() {
             // Posted when the last completion handle went without a signal.
             return self.fail(
                 info,
@@ -406,11 +408,6 @@ impl InstanceInner {
                 read.length = usize::try_from(c.bytes).unwrap_or(usize::MAX).min(asked);
             }
         }
-        let call_kind = if matches!(call, Call::Completion(_)) {
-            CallKindSeen::Completion
-        } else {
-            CallKindSeen::Notification
-        };
         let mut ctx = HttpContext::new(context, api, CallKind::Request, shared.clone(), read);
         shared.enter_call();
         let module = &mut *self.module;
@@ -434,7 +431,7 @@ impl InstanceInner {
                 };
                 // A completion comes for the event that pended, as the
                 // server words it for a module of its own.
-                let when = if matches!(call_kind, CallKindSeen::Completion) {
+                let when = if completion {
                     format!("OnAsyncCompletion (of {event})")
                 } else {
                     event
@@ -612,12 +609,4 @@ fn dispatch(
             RequestNotificationStatus::Continue
         }
     }
-}
-
-/// Whether a call was a notification or a completion, kept past the call
-/// (which consumes it) for the panic's log line.
-#[derive(Clone, Copy)]
-enum CallKindSeen {
-    Notification,
-    Completion,
 }

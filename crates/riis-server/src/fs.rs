@@ -359,6 +359,18 @@ fn probe_unopened(path: &Path, error: &std::io::Error) -> Option<Probe> {
     })
 }
 
+/// `path` opened and described, not kept (the cache is off, or the file
+/// is past what it keeps); described without a descriptor when it cannot
+/// be opened for a reason of the server's own (see [`probe_unopened`]).
+fn probe_uncached(path: &Path) -> Option<Probe> {
+    let file = match open_nonblocking(path) {
+        Ok(file) => file,
+        Err(e) => return probe_unopened(path, &e),
+    };
+    let meta = file.metadata().ok()?;
+    probe_open(file, &meta)
+}
+
 fn probe_open(file: File, meta: &Metadata) -> Option<Probe> {
     let info = info_of(meta)?;
     Some(Probe {
@@ -376,12 +388,7 @@ impl FileSystem for RealFileSystem {
 
     fn probe(&self, path: &Path) -> Option<Probe> {
         if self.limits.max_size == 0 {
-            let file = match open_nonblocking(path) {
-                Ok(file) => file,
-                Err(e) => return probe_unopened(path, &e),
-            };
-            let meta = file.metadata().ok()?;
-            return probe_open(file, &meta);
+            return probe_uncached(path);
         }
         let Ok(meta) = std::fs::metadata(path) else {
             // Gone: if it was cached, that is a change to report.
@@ -418,12 +425,7 @@ impl FileSystem for RealFileSystem {
             self.remove(path, true);
         }
         if version.len > self.limits.max_file_size {
-            let file = match open_nonblocking(path) {
-                Ok(file) => file,
-                Err(e) => return probe_unopened(path, &e),
-            };
-            let meta = file.metadata().ok()?;
-            return probe_open(file, &meta);
+            return probe_uncached(path);
         }
         self.fill(path, version, info)
     }

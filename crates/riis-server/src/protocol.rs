@@ -53,22 +53,6 @@ pub(crate) struct Serving {
     pub sweeper: Arc<Sweeper>,
 }
 
-/// Connections over the limits being answered 503 now (each for up to a
-/// few seconds), in the whole process: past [`MAX_REFUSALS_IN_FLIGHT`],
-/// more are closed without an answer, so a flood cannot hold descriptors
-/// the limits were set to protect. One count for every worker: per
-/// worker, eight workers answered 512 at once, past the 128 descriptors
-/// the reserve may be, and files then failed to open.
-pub(crate) static REFUSALS_IN_FLIGHT: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(0);
-
-/// See [`REFUSALS_IN_FLIGHT`]; under half the smallest reserve.
-pub(crate) const MAX_REFUSALS_IN_FLIGHT: usize = 64;
-
-/// The second (since the epoch) of the last connection refusal warned of.
-pub(crate) static REFUSAL_WARNED: std::sync::atomic::AtomicU64 =
-    std::sync::atomic::AtomicU64::new(0);
-
 /// Streams a client may open and cancel before the server has taken them
 /// up, on one HTTP/2 connection, before it gets GOAWAY (h2's default).
 const RAPID_RESET_LIMIT: usize = 20;

@@ -14,10 +14,7 @@ use riis_native::{precondition_holds, NativeLibrary};
 
 use crate::connection::{answer_and_close, start_clock, ConnectionCounter, Sweeper};
 use crate::driver::{CurrentGeneration, Generation};
-use crate::protocol::{
-    serve_connection, Negotiated, Serving, MAX_REFUSALS_IN_FLIGHT, REFUSALS_IN_FLIGHT,
-    REFUSAL_WARNED,
-};
+use crate::protocol::{serve_connection, Negotiated, Serving};
 use crate::reload::{ConfigSource, Reloader, Retiring};
 use crate::tls::{CertificateBinding, SniResolver, TlsListener};
 use arc_swap::ArcSwap;
@@ -1136,6 +1133,20 @@ static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// The second (since the epoch) of the last failed accept warned of.
 static ACCEPT_FAILURE_WARNED: AtomicU64 = AtomicU64::new(0);
+
+/// Connections over the limits being answered 503 now (each for up to a
+/// few seconds), in the whole process: past [`MAX_REFUSALS_IN_FLIGHT`],
+/// more are closed without an answer, so a flood cannot hold descriptors
+/// the limits were set to protect. One count for every worker: per
+/// worker, eight workers answered 512 at once, past the 128 descriptors
+/// the reserve may be, and files then failed to open.
+static REFUSALS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// See [`REFUSALS_IN_FLIGHT`]; under half the smallest reserve.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// The second (since the epoch) of the last connection refusal warned of.
+static REFUSAL_WARNED: AtomicU64 = AtomicU64::new(0);
 
 async fn accept_loop(
     listener: TcpListener,

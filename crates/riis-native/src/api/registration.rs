@@ -265,15 +265,6 @@ pub(super) unsafe extern "C" fn declare_section_keys(
             for i in 0..count {
                 let key = text(*keys.add(i))
                     .map_err(|e| (e, format!("key {i} of the list is NULL or not UTF-8")))?;
-                // The check is of the section's own keys: a dotted name
-                // (which config_value reads inside a table) would refuse
-                // the table that holds it.
-                if key.is_empty() || key.contains('.') {
-                    return Err((
-                        hr::E_INVALIDARG,
-                        format!("`{key}` is no key of the section itself (a table's keys are not checked inside)"),
-                    ));
-                }
                 names.push(key);
             }
             let declared = handle.sections.borrow().get(section as usize).copied();
