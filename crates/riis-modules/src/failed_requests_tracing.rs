@@ -336,13 +336,11 @@ fn trace_directory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D:
             "{} is not a folder",
             full.display()
         ))),
-        Ok(meta) if crate::private_directory_id(&full).is_none() => {
-            Err(serde::de::Error::custom(format!(
-                "{}: traces show URLs and headers, so they go only to a folder of \
+        Ok(meta) if crate::private_id(&meta).is_none() => Err(serde::de::Error::custom(format!(
+            "{}: traces show URLs and headers, so they go only to a folder of \
                  this user's that nobody else may write to",
-                crate::not_private(&full, &meta)
-            )))
-        }
+            crate::not_private(&full, &meta)
+        ))),
         _ => Ok(path),
     }
 }

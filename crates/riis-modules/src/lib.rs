@@ -328,7 +328,7 @@ pub(crate) fn private_directory_id(dir: &Path) -> Option<DirectoryId> {
 
 /// The identity behind `meta` when this user owns it and nobody else may
 /// write to it.
-fn private_id(meta: &std::fs::Metadata) -> Option<DirectoryId> {
+pub(crate) fn private_id(meta: &std::fs::Metadata) -> Option<DirectoryId> {
     use std::os::unix::fs::MetadataExt;
     (meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0)
         .then(|| (meta.dev(), meta.ino()))

@@ -322,8 +322,12 @@ enum ListEdit {
     Remove,
 }
 
-/// Where each of [`ADDITIVE_LISTS`] is in a `<system.webServer>`: the
-/// element path of its collection.
+/// The lists IIS's collections add to a parent's, by `section.key`, and
+/// where each is in a `<system.webServer>` (the element path of its
+/// collection). Written in a folder's location, they are joined with the
+/// file's own (riis's location lists replace the ones they inherit). Each
+/// entry is kept once; one the folder gives again (a status's page, an
+/// address's rule) replaces the parent's.
 const LIST_ELEMENTS: &[(&str, &[&str])] = &[
     (
         "request_filtering.hidden_segments",
@@ -373,12 +377,8 @@ fn write_cleared_lists(out: &mut Output) {
             continue;
         };
         let empty = match key {
-            "file_extensions" => {
-                let mut t = toml::Table::new();
-                t.insert("allow".into(), Value::Array(Vec::new()));
-                t.insert("deny".into(), Value::Array(Vec::new()));
-                Value::Table(t)
-            }
+            // `key` gives a cleared one both of its arrays.
+            "file_extensions" => Value::Table(toml::Table::new()),
             // Tables by name merge key by key in riis: nothing written
             // here takes the parent's entries away.
             "verbs" | "header_limits" => {
@@ -428,22 +428,6 @@ fn list_edits(web_server: Node) -> Vec<(String, ListEdit)> {
     }
     edits
 }
-
-/// The lists IIS's collections add to a parent's: written in a folder's
-/// location, they are joined with the file's own (riis's location lists
-/// replace the ones they inherit). Each entry is kept once; one the folder
-/// gives again (a status's page, an address's rule) replaces the parent's.
-const ADDITIVE_LISTS: &[&str] = &[
-    "request_filtering.hidden_segments",
-    "request_filtering.file_extensions",
-    "request_filtering.verbs",
-    "request_filtering.header_limits",
-    "request_filtering.denied_url_sequences",
-    "request_filtering.denied_query_string_sequences",
-    "ip_security.rules",
-    "http_errors.errors",
-    "cors.origins",
-];
 
 /// The entry of a list `item` stands for, for joining a folder's list with
 /// its parent's: a string in any case, or a table by the keys IIS's
@@ -617,9 +601,7 @@ impl Output {
                 self.written.push(path.clone());
                 match self.own_lists.iter().find(|(p, _)| *p == path).map(|(_, e)| *e) {
                     None => {
-                        if let Some((_, parent)) =
-                            self.parent_lists.iter().find(|(p, _)| *p == path)
-                        {
+                        if let Some(parent) = self.parent_list(&path) {
                             value = joined(parent, value);
                         }
                     }
@@ -650,7 +632,7 @@ impl Output {
     }
 
     /// `section.key` when `key` of the current table is one of
-    /// [`ADDITIVE_LISTS`].
+    /// [`LIST_ELEMENTS`].
     fn list_path(&self, key: &str) -> Option<String> {
         let (header, _) = self.tables.last()?;
         let table = header
@@ -658,7 +640,10 @@ impl Output {
             .strip_suffix(']')?
             .strip_prefix(self.prefix)?;
         let path = format!("{table}.{key}");
-        ADDITIVE_LISTS.contains(&path.as_str()).then_some(path)
+        LIST_ELEMENTS
+            .iter()
+            .any(|(p, _)| *p == path)
+            .then_some(path)
     }
 
     /// The file's own `section.key` list, while a folder is written.

@@ -131,7 +131,9 @@ impl Answer {
     pub(super) fn listing_part(mut listing: Box<Listing>) -> Self {
         let part = listing.part();
         let mut answer = Self::xml(207, part);
-        if !listing.is_done() {
+        // A part made once every resource was described closed the
+        // multistatus: it was the last.
+        if !listing.is_walked() {
             answer.more = Some(listing);
         }
         answer
@@ -407,11 +409,6 @@ impl Listing {
     /// Whether every resource was described.
     fn is_walked(&self) -> bool {
         self.target.is_none() && self.folders.is_empty()
-    }
-
-    /// Whether the last part was made.
-    fn is_done(&self) -> bool {
-        self.is_walked() && self.out.is_finished()
     }
 
     /// The next resource to describe, with its metadata now and its depth;

@@ -279,8 +279,6 @@ pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 /// A `DAV:multistatus` body being written.
 pub(crate) struct Multistatus {
     out: String,
-    /// The closing tag was written.
-    finished: bool,
 }
 
 impl Multistatus {
@@ -289,7 +287,6 @@ impl Multistatus {
             out: String::from(
                 "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">\n",
             ),
-            finished: false,
         }
     }
 
@@ -306,13 +303,7 @@ impl Multistatus {
     /// Closes the multistatus and takes the rest.
     pub(crate) fn finish_into(&mut self) -> String {
         self.out.push_str("</D:multistatus>\n");
-        self.finished = true;
         self.take()
-    }
-
-    /// Whether the closing tag was made.
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished
     }
 
     /// A response with one status for `href`.
