@@ -442,20 +442,6 @@ fn is_for_the_server(name: &HeaderName) -> bool {
     true
 }
 
-/// Headers the HTTP layer writes itself: an application's are dropped.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "transfer-encoding",
-    "content-length",
-    "keep-alive",
-    "upgrade",
-    "date",
-    "proxy-connection",
-    "te",
-    // riis frames the response; an application's trailers are not sent.
-    "trailer",
-];
-
 /// The longest reason phrase taken from a `Status` line; a longer one
 /// gives way to the status's own (a 60 KB status line is no answer).
 const MAX_REASON: usize = 256;
@@ -542,7 +528,9 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
         if name == header::CONNECTION {
             connection_names.push(value.clone());
         }
-        if !HOP_BY_HOP.contains(&name.as_str()) {
+        // What the HTTP layer writes itself (framing, the connection, the
+        // date; an application's trailers are not sent): dropped.
+        if !crate::protocol_support::HTTP_LAYER_HEADERS.contains(&name.as_str()) {
             headers.push((name, value));
         }
     }
