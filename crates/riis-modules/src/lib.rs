@@ -41,6 +41,7 @@ pub mod protocol_support;
 mod relay;
 pub mod request_filtering;
 pub mod reverse_proxy;
+pub mod server_side_include;
 mod spooled_body;
 pub mod ssl_access;
 pub mod static_compression;
@@ -581,6 +582,7 @@ impl<F: Fn() -> String + Send + Sync + 'static> riis_pipeline::GlobalModule for 
 /// The built-in modules by the name configuration uses.
 pub const BUILTIN_MODULES: &[(&str, RegisterModuleFn)] = &[
     ("StaticFile", static_file::register_module),
+    ("ServerSideInclude", server_side_include::register_module),
     ("DefaultDocument", default_document::register_module),
     ("HelloWorld", hello_world::register_module),
     ("AsyncHello", async_hello::register_module),

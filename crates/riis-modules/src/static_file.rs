@@ -1044,7 +1044,7 @@ fn multipart(boundary: &str, content_type: &[u8], ranges: &[(u64, u64)], len: u6
 /// descriptors or memory, an I/O error), which must not tell a client, or
 /// a cache in front, that an existing file is gone. nginx answers the
 /// same three.
-fn open_failure(ctx: &mut HttpContext, e: &std::io::Error) -> RequestNotificationStatus {
+pub(crate) fn open_failure(ctx: &mut HttpContext, e: &std::io::Error) -> RequestNotificationStatus {
     use std::io::ErrorKind;
     let missing = matches!(
         e.kind(),

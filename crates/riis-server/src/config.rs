@@ -704,9 +704,6 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "DirectoryListing",
 ];
 
-/// The handlers when the file gives none: OPTIONS and TRACE to
-/// ProtocolSupport, then the static handler catching everything, each with
-/// those of its modules that are in the list.
 /// Why a site's or module's name cannot be used, if it cannot: names go
 /// into log lines, traces, the listening line scripts read, and headers
 /// (`X-Riis-Trace`), so they are never empty and hold no control
@@ -721,6 +718,10 @@ fn bad_name(name: &str) -> Option<&'static str> {
     }
 }
 
+/// The handlers when the file gives none: OPTIONS and TRACE to
+/// ProtocolSupport, IIS's `SSINC-*` pages to ServerSideInclude, then the
+/// static handler catching everything, each with those of its modules
+/// that are in the list.
 fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
     let listed = |names: &[&str]| -> Vec<String> {
         names
@@ -741,6 +742,20 @@ fn default_handlers(modules: &[ModuleEntry]) -> Vec<HandlerDefinition> {
             allow_path_info: false,
             key: "handlers".into(),
         });
+    }
+    if !listed(&["ServerSideInclude"]).is_empty() {
+        // IIS's applicationHost.config maps these three, before StaticFile.
+        for extension in ["stm", "shtm", "shtml"] {
+            handlers.push(HandlerDefinition {
+                name: format!("SSINC-{extension}"),
+                path: format!("*.{extension}"),
+                verbs: vec!["GET".into(), "HEAD".into(), "POST".into()],
+                resource_type: "File".into(),
+                modules: vec!["ServerSideInclude".into()],
+                allow_path_info: false,
+                key: "handlers".into(),
+            });
+        }
     }
     let static_modules = listed(&["StaticFile", "DefaultDocument", "DirectoryListing"]);
     if !static_modules.is_empty() {

@@ -7,7 +7,7 @@
 //! (`http_redirect`), `staticContent` (`static_file`), `httpErrors`
 //! (`http_errors`), `security/requestFiltering` (`request_filtering`),
 //! `security/ipSecurity` (`ip_security`), `directoryBrowse`
-//! (`directory_listing`), `urlCompression` (`static_compression`,
+//! (`directory_listing`), `serverSideInclude` (`server_side_include`), `urlCompression` (`static_compression`,
 //! `dynamic_compression`), `httpPlatform` (`http_platform`, its
 //! `requestTimeout` as `proxy.timeout`), `aspNetCore` (`asp_net_core`,
 //! likewise) and the handler mappings of those two modules (`[[handlers]]`
@@ -244,6 +244,7 @@ fn module_of(section: &str) -> Option<&'static str> {
         "proxy" => "ReverseProxy",
         "webdav" => "WebDav",
         "cors" => "Cors",
+        "server_side_include" => "ServerSideInclude",
         _ => return None,
     })
 }
@@ -720,6 +721,13 @@ fn web_server(
                         out.table(section);
                         out.key("enabled", is_true(v));
                     }
+                }
+            }
+            "serverSideInclude" => {
+                out.leave_attributes(child, &["ssiExecDisable"]);
+                out.table("server_side_include");
+                if let Some(v) = child.attribute("ssiExecDisable") {
+                    out.key("exec_disabled", is_true(v));
                 }
             }
             "httpPlatform" => http_platform(out, child)?,
@@ -1631,8 +1639,8 @@ fn asp_net_core(out: &mut Output, node: Node, location: Option<&str>) -> Result<
 
 /// `handlers`: the mappings of the modules that start an application
 /// (httpPlatformHandler, AspNetCoreModule), each becoming a handler of the
-/// riis module with ReverseProxy after it, and WebDAV's, a handler of
-/// WebDav. Other mappings name IIS's own modules or processors (ISAPI,
+/// riis module with ReverseProxy after it, and WebDAV's and
+/// ServerSideIncludeModule's, handlers of WebDav and ServerSideInclude. Other mappings name IIS's own modules or processors (ISAPI,
 /// FastCGI's `scriptProcessor`) and are left out with a note, as are
 /// `<remove>` and `<clear>`.
 fn handlers(out: &mut Output, node: Node) {
@@ -1707,6 +1715,7 @@ fn handler_modules(modules: &str) -> Option<&'static [&'static str]> {
         "httpplatformhandler" => Some(&["HttpPlatformHandler", "ReverseProxy"]),
         "aspnetcoremodule" | "aspnetcoremodulev2" => Some(&["AspNetCoreModule", "ReverseProxy"]),
         "webdavmodule" => Some(&["WebDav"]),
+        "serversideincludemodule" => Some(&["ServerSideInclude"]),
         _ => None,
     }
 }
@@ -2994,6 +3003,32 @@ mod tests {
         assert!(converted
             .text
             .contains("List these modules in [[modules]] for the sections below: WebDav"));
+    }
+
+    #[test]
+    fn server_side_includes_become_their_section_and_handlers() {
+        let xml = r#"<configuration><system.webServer>
+          <serverSideInclude ssiExecDisable="true" />
+          <handlers>
+            <add name="SSINC-shtml" path="*.shtml" verb="GET,HEAD,POST" modules="ServerSideIncludeModule" resourceType="File" />
+          </handlers>
+        </system.webServer></configuration>"#;
+        let converted = convert(xml, None).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        assert_eq!(
+            table["server_side_include"]["exec_disabled"].as_bool(),
+            Some(true)
+        );
+        let handler = &table["handlers"][0];
+        assert_eq!(handler["name"].as_str(), Some("SSINC-shtml"));
+        assert_eq!(handler["path"].as_str(), Some("*.shtml"));
+        assert_eq!(handler["resource_type"].as_str(), Some("File"));
+        assert_eq!(handler["modules"][0].as_str(), Some("ServerSideInclude"));
+        assert_eq!(handler["verbs"].as_array().unwrap().len(), 3);
+        assert!(converted.left_out.is_empty(), "{:?}", converted.left_out);
+        assert!(converted.text.contains(
+            "List these modules in [[modules]] for the sections below: ServerSideInclude"
+        ));
     }
 
     #[test]
