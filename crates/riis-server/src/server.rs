@@ -1580,10 +1580,15 @@ impl ShutdownSignal {
     /// Resolves on the first stop signal, as [`ShutdownSignal::recv`];
     /// a second one during the drain then ends the process at once (exit
     /// status 1), as a second Ctrl-C does Caddy: requests still in flight
-    /// are cut, and access-log lines not yet written are lost. For the
-    /// `riis` program; an embedding program decides for itself.
+    /// are cut, and access-log lines not yet written are lost. One within
+    /// [`SAME_STOP_WINDOW`] of the first is taken as the same stop:
+    /// `timeout(1)` signals the program and then its process group, and a
+    /// wrapper script that forwards Ctrl-C to riis adds its own to the
+    /// terminal's, and neither means "now". For the `riis` program; an
+    /// embedding program decides for itself.
     pub(crate) async fn recv_then_force_on_second(mut self) {
         self.next_stop().await;
+        let first = std::time::Instant::now();
         // Listening again at once, so a second signal that comes while the
         // watching thread starts is not lost (a signal with no listener
         // is); the first one is not seen again.
@@ -1610,6 +1615,13 @@ impl ShutdownSignal {
                 runtime.block_on(async move {
                     let mut again = again;
                     again.next_stop().await;
+                    while first.elapsed() < SAME_STOP_WINDOW {
+                        tracing::info!(
+                            "a second stop signal within a second of the first: taken as the same \
+                             stop (send another to stop at once)"
+                        );
+                        again.next_stop().await;
+                    }
                     tracing::warn!(
                         "a second stop signal during the drain: stopping at once, \
                          without waiting for the requests in flight"
@@ -1624,6 +1636,10 @@ impl ShutdownSignal {
         }
     }
 }
+
+/// How soon after the first stop signal another is taken as the same
+/// stop rather than a request to stop at once.
+const SAME_STOP_WINDOW: Duration = Duration::from_secs(1);
 
 /// Resolves on SIGTERM or SIGINT (watching starts at the first poll).
 pub async fn shutdown_signal() {

@@ -994,7 +994,8 @@ fn a_request_call_that_never_returns_does_not_hold_the_stop_for_good() {
     );
 
     // A second stop signal during the drain ends the process at once,
-    // with status 1.
+    // with status 1; one right after the first (`timeout(1)` sends the
+    // program's and its group's) is the same stop.
     let log = dir.path().join("riis-again.log");
     let (mut server, _held) = start(&log);
     let pid = server.child.id().to_string();
@@ -1009,6 +1010,15 @@ fn a_request_call_that_never_returns_does_not_hold_the_stop_for_good() {
     common::wait_for("the drain to begin", || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("shutting down"))
     });
+    term();
+    common::wait_for("the echo to be logged", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("taken as the same stop"))
+    });
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "a signal right after the first stopped it at once"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     term();
     let status = server.child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{status:?}");
