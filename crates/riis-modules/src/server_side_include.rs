@@ -7,46 +7,58 @@
 //! default handlers do too when the module is listed). It reads the page
 //! (at most [`MAX_PAGE`] bytes), sends its text as it is and replaces each
 //! directive, an HTML comment of the form `<!--#name key="value" … -->`
-//! (IIS also takes a space before `#`; names and keys in any case; values
-//! in double or single quotes, or bare), with what it asks for:
+//! (names and keys in any case; values in double or single quotes, or
+//! bare; IIS also takes a space before `#`, which riis takes for the six
+//! directives only, so that `<!-- #region -->` stays a comment), with what
+//! it asks for:
 //!
 //! - `#include file="…"` / `virtual="…"`: the output of the named URL,
 //!   run as a **child request** through the whole pipeline with the
 //!   page's user. So an included file is subject to the usual access
-//!   control (request filtering, authorization), an included `.shtml` is
-//!   itself processed, and one a script handler maps is run, not shown as
-//!   source. `file` is a path relative to the page's folder that cannot
-//!   leave it (no `..`, no leading `/`), as IIS and Apache require;
-//!   `virtual` is a URL path of the site, absolute or relative to the
-//!   page's URL, with an optional query. The child is a GET without the
-//!   client's `Range`, conditional and `Accept-Encoding` headers (only
-//!   its entity goes into the page, so it must be the whole entity,
-//!   uncompressed), and its status and headers do not reach the page
-//!   (`ExecuteFlags::no_headers`). A child that ends with a status
-//!   outside 2xx is replaced by the error message, as Apache and nginx
-//!   do. Includes nest as child requests do, at most 10 deep: pages
-//!   that include each other end in the error message, not a loop (a
-//!   page that includes itself gets it at once).
+//!   control (request filtering, authorization, address rules), an
+//!   included `.shtml` is itself processed, and one a script handler maps
+//!   is run, not shown as source. `file` is a path relative to the page's
+//!   folder that cannot leave it (no `..`, no leading `/`), as IIS and
+//!   Apache require; `virtual` is a URL path of the site, absolute or
+//!   relative to the page's URL, with an optional query. The child is a
+//!   GET without the client's `Range`, conditional and `Accept-Encoding`
+//!   headers (only its entity goes into the page, so it must be the whole
+//!   entity, uncompressed), and its status and headers do not reach the
+//!   page (`ExecuteFlags::no_headers`). A child that ends with a status
+//!   outside 2xx is replaced by the error message, as Apache and nginx do.
 //! - `#exec cgi="…"`: the same for a program's URL (IIS's form, with the
 //!   program's arguments in the query), refused when the location's
 //!   `exec_disabled` (IIS's `ssiExecDisable`) is set. `#exec cmd` (a
 //!   shell command) is refused always: IIS leaves it off unless a
 //!   registry value allows it, and riis has no such switch.
 //! - `#echo var="…"`: a server variable under its IIS name, or one of
-//!   SSI's own: `DOCUMENT_NAME` (the page's file name; IIS gives its
-//!   physical path, which riis does not show), `DOCUMENT_URI`,
-//!   `QUERY_STRING_UNESCAPED`, `DATE_LOCAL`, `DATE_GMT`, `LAST_MODIFIED`
-//!   (the page's). A variable without a value echoes `(none)`. Unlike
-//!   IIS, the value is HTML-escaped unless the directive says
-//!   `encoding="none"` before `var` (Apache's attribute, and its
-//!   default): an echoed `HTTP_REFERER` must not put a client's markup
-//!   into the page. `encoding="url"` percent-encodes it.
+//!   SSI's own, which describe the page the client asked for, as Apache's
+//!   do, also in a page it includes: `DOCUMENT_NAME` (its file name; IIS
+//!   gives its physical path), `DOCUMENT_URI`, `QUERY_STRING_UNESCAPED`,
+//!   `DATE_LOCAL`, `DATE_GMT`, `LAST_MODIFIED`. A variable the server
+//!   does not have echoes `(none)`. The variables that carry credentials
+//!   (`HTTP_AUTHORIZATION`, `AUTH_PASSWORD`, `ALL_RAW`, `ALL_HTTP`) are
+//!   not shown, as CGI does not pass them. Unlike IIS, the value is
+//!   HTML-escaped unless the directive says `encoding="none"` before `var`
+//!   (Apache's attribute and its default): an echoed `HTTP_REFERER` must
+//!   not put a client's markup into the page. `encoding="url"`
+//!   percent-encodes it.
 //! - `#config errmsg="…"` (at most 1,024 bytes, as IIS), `timefmt="…"`
 //!   (`strftime` fields; default `%A, %d-%b-%Y %H:%M:%S %Z`, as Apache and
 //!   nginx) and `sizefmt="bytes"` (`1,234,567`) or `"abbrev"` (the
 //!   default: `1.2K`, `34M`), for what follows in the page.
 //! - `#flastmod` and `#fsize` with `file` or `virtual`: the date or size
-//!   of the file the URL maps to (through MapPath).
+//!   of the file the URL maps to (through MapPath), once a HEAD child
+//!   request for the URL has succeeded: only what the client could fetch
+//!   is described.
+//!
+//! Includes are bounded for the whole request, the pages it includes
+//! counted in: at most [`MAX_INCLUDES`] child requests (nginx caps its
+//! subrequests too), none for a page that is already being answered
+//! further up (a loop, refused at once as Apache refuses a recursive
+//! include), none once the client has gone, and at most 10 deep (the cap
+//! on child requests). The pages of one request share this through a
+//! table keyed by the request's id, which its child requests carry.
 //!
 //! A directive that cannot be carried out (a missing file, a bad value,
 //! an unknown name or key) is replaced by the error message, default
@@ -54,7 +66,11 @@
 //! reason is logged (at most one line a second); the page still answers
 //! 200, as every SSI engine does. The page's response is `text/html`, as
 //! IIS's, without `Last-Modified` or `ETag` (its output changes with what
-//! it includes). A page that is missing answers 404, one the server may
+//! it includes), and OutputCache never keeps it: what it includes may be
+//! the client's own (an address rule's, a cookie's). Output goes out in
+//! pieces of at most [`PIECE`] bytes once there is more: a page that
+//! expands into much more than it is (a long error message repeated) is
+//! not held whole. A page that is missing answers 404, one the server may
 //! not read 403; other methods than GET, HEAD and POST get 405. The
 //! static file settings apply to the page as to a file StaticFile serves
 //! (`static_file.allow_hidden`, `follow_symlinks`: shared with
@@ -66,14 +82,17 @@
 //! Configuration section `server_side_include`:
 //! - `exec_disabled` (default false): refuse `#exec`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use riis_pipeline::http::{header, HeaderValue, Method, StatusCode};
 use riis_pipeline::{
-    escape_html, CompletionInfo, ExecuteFlags, HttpContext, HttpModule, ModuleError,
+    escape_html, CompletionInfo, ExecuteFlags, FlushOptions, HttpContext, HttpModule, ModuleError,
     ModuleRegistration, RequestNotification, RequestNotificationStatus, RequestNotifications,
     ResourceKind, Section, ServerInfo,
 };
@@ -93,6 +112,15 @@ pub struct ServerSideIncludeConfig {
 /// run (its includes are not counted). A larger one answers 500.
 pub const MAX_PAGE: u64 = 4 * 1024 * 1024;
 
+/// The most child requests (includes, `#exec cgi`, `#fsize` and
+/// `#flastmod`) one request's pages start, the pages they include
+/// counted in: pages that include several others, each of which does the
+/// same, would otherwise start exponentially many.
+pub const MAX_INCLUDES: u32 = 1000;
+
+/// How much output a page makes before it lets what it has go out.
+pub const PIECE: usize = 256 * 1024;
+
 /// The longest `#config errmsg`, as IIS limits it.
 pub const MAX_ERRMSG: usize = 1024;
 
@@ -102,6 +130,13 @@ pub const DEFAULT_ERRMSG: &str = "[an error occurred while processing the direct
 
 /// The time format until `#config timefmt` says otherwise.
 pub const DEFAULT_TIMEFMT: &str = "%A, %d-%b-%Y %H:%M:%S %Z";
+
+/// The directives riis carries out.
+const DIRECTIVES: [&str; 6] = ["include", "exec", "echo", "config", "flastmod", "fsize"];
+
+/// Server variables `#echo` does not show: they carry the client's
+/// credentials, which CGI does not pass on either.
+const WITHHELD: [&str; 4] = ["HTTP_AUTHORIZATION", "AUTH_PASSWORD", "ALL_RAW", "ALL_HTTP"];
 
 /// One part of a page: text sent as it is, or a directive.
 #[derive(Debug, PartialEq)]
@@ -130,7 +165,9 @@ fn parse(page: &[u8]) -> Vec<Part> {
         while page.get(inner).is_some_and(u8::is_ascii_whitespace) {
             inner += 1;
         }
-        if page.get(inner) != Some(&b'#') {
+        if page.get(inner) != Some(&b'#')
+            || (inner > open + 4 && !names_directive(&page[inner + 1..]))
+        {
             at = open + 4;
             continue;
         }
@@ -149,6 +186,18 @@ fn parse(page: &[u8]) -> Vec<Part> {
         parts.push(Part::Text(text_start..page.len()));
     }
     parts
+}
+
+/// Whether `rest` (what follows a `#`) starts with the name of a
+/// directive riis knows, in any case, and then ends the name.
+fn names_directive(rest: &[u8]) -> bool {
+    let end = rest
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    DIRECTIVES
+        .iter()
+        .any(|d| d.as_bytes().eq_ignore_ascii_case(&rest[..end]))
 }
 
 /// One directive's name and keys: what lies between `<!--#` and `-->`.
@@ -224,7 +273,8 @@ fn format_size(size: u64, format: SizeFormat) -> String {
         }
         SizeFormat::Abbrev => {
             const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
-            if size < 1024 {
+            // From 1,000 bytes on in units, as Apache writes 1000 as `1.0K`.
+            if size < 1000 {
                 return size.to_string();
             }
             let mut value = size as f64 / 1024.0;
@@ -243,18 +293,23 @@ fn format_size(size: u64, format: SizeFormat) -> String {
 }
 
 /// `time` in `format` (`strftime` fields), in the server's time zone or
-/// in UTC; `None` for a format with a field chrono does not know.
+/// in UTC; `None` for a format with a field chrono does not know, or a
+/// time chrono cannot hold (a file dated past the year 262,143).
 fn format_time(time: SystemTime, format: &str, utc: bool) -> Option<String> {
-    let utc_time = chrono::DateTime::<chrono::Utc>::from(time);
+    let since = match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).ok()?,
+        Err(before) => i64::try_from(before.duration().as_secs())
+            .ok()?
+            .checked_neg()?,
+    };
+    use chrono::TimeZone;
+    let utc_time = chrono::DateTime::from_timestamp(since, 0)?;
     let mut out = String::new();
     let written = if utc {
         write!(out, "{}", utc_time.format(format))
     } else {
-        write!(
-            out,
-            "{}",
-            utc_time.with_timezone(&chrono::Local).format(format)
-        )
+        let local = chrono::Local.from_utc_datetime(&utc_time.naive_utc());
+        write!(out, "{}", local.format(format))
     };
     written.is_ok().then_some(out)
 }
@@ -266,8 +321,116 @@ enum Step {
     /// A child request was started; its end comes back through
     /// OnAsyncCompletion.
     Started,
+    /// The client has gone: the page stops.
+    Stop,
     /// The directive failed; the error message goes into the page.
     Failed(String),
+}
+
+/// What the child request running now was started for.
+enum ChildFor {
+    /// Its output goes into the page.
+    Include,
+    /// `#fsize` (`true`) or `#flastmod` of the file at this decoded URL
+    /// path, once the HEAD has shown the client may fetch it.
+    Describe { path: String, size: bool },
+}
+
+/// The child request a page waits for.
+struct Child {
+    purpose: ChildFor,
+    /// The page's chunks before it and the bytes sent: what the child
+    /// wrote is dropped when it fails (or was a HEAD).
+    chunks_before: usize,
+    sent_before: u64,
+    /// Its URL, for the log.
+    url: String,
+}
+
+/// What one request's pages share, its child requests' pages included.
+struct Scope {
+    /// Child requests the request's pages may still start.
+    includes_left: AtomicU32,
+    /// The URLs of the pages being answered now, outermost first: the
+    /// branch of includes that leads to the page running (a page waits
+    /// for each of its includes).
+    active: Mutex<Vec<String>>,
+    /// The page the client asked for, which SSI's variables describe.
+    document_uri: String,
+    document_modified: Option<SystemTime>,
+}
+
+/// The scopes of the requests answering pages now, by request id.
+static SCOPES: LazyLock<Mutex<HashMap<u64, Arc<Scope>>>> = LazyLock::new(Default::default);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every change under these locks is one push, pop or insert.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A page's place in its request's scope, given back when the page's
+/// instance goes (at the end of the request or child request it answers,
+/// so before the page that included it goes on).
+struct Joined {
+    scope: Arc<Scope>,
+    request_id: u64,
+    /// Whether this page made the scope (the outermost page), which ends
+    /// with it.
+    owner: bool,
+}
+
+impl Joined {
+    /// Joins the request's scope as the page at `url`, making it for the
+    /// outermost page; `Err` when that page is being answered further up
+    /// already (a loop that came through another module, such as
+    /// DefaultDocument).
+    fn join(
+        request_id: u64,
+        url: &str,
+        modified: Option<SystemTime>,
+    ) -> Result<Self, (Self, String)> {
+        let mut scopes = lock(&SCOPES);
+        let (scope, owner) = match scopes.get(&request_id) {
+            Some(scope) => (scope.clone(), false),
+            None => {
+                let scope = Arc::new(Scope {
+                    includes_left: AtomicU32::new(MAX_INCLUDES),
+                    active: Mutex::new(Vec::new()),
+                    document_uri: url.to_owned(),
+                    document_modified: modified,
+                });
+                scopes.insert(request_id, scope.clone());
+                (scope, true)
+            }
+        };
+        drop(scopes);
+        let mut active = lock(&scope.active);
+        let looped = active.iter().any(|a| a == url);
+        active.push(url.to_owned());
+        drop(active);
+        let joined = Self {
+            scope,
+            request_id,
+            owner,
+        };
+        if looped {
+            let why = format!(
+                "`{}` is already being answered further up (a loop)",
+                crate::log_excerpt(url)
+            );
+            return Err((joined, why));
+        }
+        Ok(joined)
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        lock(&self.scope.active).pop();
+        if self.owner {
+            lock(&SCOPES).remove(&self.request_id);
+        }
+    }
 }
 
 /// A page being answered: its bytes, its parts, how far it has got and the
@@ -279,11 +442,11 @@ struct Page {
     errmsg: String,
     timefmt: String,
     sizefmt: SizeFormat,
-    modified: Option<SystemTime>,
-    /// The include running now: the page's chunks before it and the bytes
-    /// sent, to drop its output when it fails; and the directive, for the
-    /// log.
-    include: Option<(usize, u64, String)>,
+    joined: Joined,
+    /// The child request the page waits for.
+    child: Option<Child>,
+    /// Output made since the module was last called.
+    made: usize,
 }
 
 /// The module instance.
@@ -405,19 +568,30 @@ impl ServerSideInclude {
         }
     }
 
-    /// Sends the page's parts from where it stopped, until the end or a
-    /// child request.
+    /// Sends the page's parts from where it stopped, until the end, a
+    /// child request, or a piece of output to let go.
     fn run(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let exec_disabled = ctx.config(self.config).exec_disabled;
         let Some(page) = self.page.as_mut() else {
             return RequestNotificationStatus::Continue;
         };
+        page.made = 0;
         while page.next < page.parts.len() {
+            if page.made >= PIECE {
+                // Sent as the client takes it; the page goes on from the
+                // completion.
+                ctx.response_mut().flush(FlushOptions {
+                    asynchronous: true,
+                    more_data: true,
+                });
+                return RequestNotificationStatus::Pending;
+            }
             let index = page.next;
             page.next += 1;
             // Each part is used once: taken, not cloned.
             let step = match std::mem::replace(&mut page.parts[index], Part::Text(0..0)) {
                 Part::Text(range) => {
+                    page.made += range.len();
                     ctx.response_mut().write(page.source.slice(range));
                     continue;
                 }
@@ -427,10 +601,15 @@ impl ServerSideInclude {
                 }
             };
             match step {
-                Step::Write(text) => ctx.response_mut().write(text),
+                Step::Write(text) => {
+                    page.made += text.len();
+                    ctx.response_mut().write(text);
+                }
                 Step::Started => return RequestNotificationStatus::Pending,
+                Step::Stop => break,
                 Step::Failed(why) => {
                     log_failure(ctx, "a directive", &why);
+                    page.made += page.errmsg.len();
                     ctx.response_mut().write(page.errmsg.clone());
                 }
             }
@@ -450,13 +629,14 @@ impl Page {
         exec_disabled: bool,
     ) -> Step {
         let result = match name {
-            "include" => path_key(name, params).and_then(|(k, v)| self.include(ctx, k, v)),
+            "include" => path_key(name, params)
+                .and_then(|(k, v)| self.start_child(ctx, k, v, ChildFor::Include)),
             "exec" => match params {
                 [(key, value)] if key == "cgi" => {
                     if exec_disabled {
                         Err("`#exec` is disabled here (`server_side_include.exec_disabled`)".into())
                     } else {
-                        self.include(ctx, "virtual", value)
+                        self.start_child(ctx, "virtual", value, ChildFor::Include)
                     }
                 }
                 [(key, _)] if key == "cmd" => Err(
@@ -466,21 +646,46 @@ impl Page {
             },
             "echo" => self.echo(ctx, params).map(Step::Write),
             "config" => self.config(params).map(|()| Step::Write(String::new())),
-            "flastmod" | "fsize" => {
-                path_key(name, params).and_then(|(k, v)| self.file_info(ctx, name, k, v))
-            }
+            "flastmod" | "fsize" => path_key(name, params).and_then(|(k, v)| {
+                let (path, _) = target(ctx.request().url(), k, v)?;
+                let purpose = ChildFor::Describe {
+                    path,
+                    size: name == "fsize",
+                };
+                self.start_child(ctx, k, v, purpose)
+            }),
             _ => Err(format!("`#{name}` is not a directive riis knows")),
         };
         result.unwrap_or_else(Step::Failed)
     }
 
-    /// `#include` and `#exec cgi`: starts the child request.
-    fn include(&mut self, ctx: &mut HttpContext, key: &str, value: &str) -> Result<Step, String> {
+    /// Starts the child request of an include, an `#exec cgi`, or (a HEAD)
+    /// of `#fsize` and `#flastmod`.
+    fn start_child(
+        &mut self,
+        ctx: &mut HttpContext,
+        key: &str,
+        value: &str,
+        purpose: ChildFor,
+    ) -> Result<Step, String> {
+        if !ctx.is_client_connected() {
+            return Ok(Step::Stop);
+        }
         let (path, query) = target(ctx.request().url(), key, value)?;
-        if path == ctx.request().url() {
-            // Caught here, for a clear message; pages that include each
-            // other stop at the child requests' nesting cap.
-            return Err("a page cannot include itself".into());
+        if lock(&self.joined.scope.active).contains(&path) {
+            return Err(format!(
+                "`{}` is being answered further up: a page cannot include itself",
+                crate::log_excerpt(&path)
+            ));
+        }
+        let left = &self.joined.scope.includes_left;
+        if left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(format!(
+                "the request's pages have started {MAX_INCLUDES} child requests, the most they may"
+            ));
         }
         let mut url = crate::canonical_url_path(&path);
         if let Some(query) = query {
@@ -491,7 +696,8 @@ impl Page {
             .clone_context_with_url(&url)
             .map_err(|e| e.to_string())?;
         let request = child.request_mut();
-        request.set_method(Method::GET);
+        let describe = matches!(purpose, ChildFor::Describe { .. });
+        request.set_method(if describe { Method::HEAD } else { Method::GET });
         for name in [
             header::RANGE,
             header::IF_RANGE,
@@ -506,10 +712,8 @@ impl Page {
         ] {
             request.delete_header(name);
         }
-        let before = (
-            ctx.response().entity_chunks().len(),
-            ctx.response().bytes_sent(),
-        );
+        let chunks_before = ctx.response().entity_chunks().len();
+        let sent_before = ctx.response().bytes_sent();
         ctx.execute_request(
             child,
             ExecuteFlags {
@@ -521,54 +725,105 @@ impl Page {
             },
         )
         .map_err(|e| format!("`{}`: {e}", crate::log_excerpt(&url)))?;
-        self.include = Some((before.0, before.1, url));
+        self.child = Some(Child {
+            purpose,
+            chunks_before,
+            sent_before,
+            url,
+        });
         Ok(Step::Started)
     }
 
-    /// The child request of an include ended: its output stays, or is
-    /// replaced by the error message when it failed.
-    fn included(&mut self, ctx: &mut HttpContext) {
-        let Some((chunks_before, sent_before, url)) = self.include.take() else {
+    /// The child request the page waited for ended: an include's output
+    /// stays, a HEAD's leads to the file's size or date; a failed one's
+    /// output is replaced by the error message.
+    fn child_ended(&mut self, ctx: &mut HttpContext, follow_symlinks: bool) {
+        let Some(child) = self.child.take() else {
             return;
         };
         let status = ctx.child_status().map(|(s, _)| s);
-        if status.is_some_and(|s| s.is_success()) {
+        let succeeded = status.is_some_and(|s| s.is_success());
+        if succeeded && matches!(child.purpose, ChildFor::Include) {
             return;
         }
         let response = ctx.response_mut();
         // What the child wrote, if it is all still here (a child that
         // streamed has had its output sent).
-        if response.bytes_sent() == sent_before && response.entity_chunks().len() >= chunks_before {
-            let kept = response.entity_chunks()[..chunks_before].to_vec();
+        if response.bytes_sent() == child.sent_before
+            && response.entity_chunks().len() >= child.chunks_before
+        {
+            let kept = response.entity_chunks()[..child.chunks_before].to_vec();
             response.set_entity_chunks(kept);
         }
-        let status = status.map_or_else(|| "no status".to_owned(), |s| s.as_u16().to_string());
-        log_failure(
-            ctx,
-            "an include",
-            &format!("`{}` answered {status}", crate::log_excerpt(&url)),
-        );
-        ctx.response_mut().write(self.errmsg.clone());
+        let text = if !succeeded {
+            let status = status.map_or_else(|| "no status".to_owned(), |s| s.as_u16().to_string());
+            Err(format!(
+                "`{}` answered {status}",
+                crate::log_excerpt(&child.url)
+            ))
+        } else if let ChildFor::Describe { path, size } = &child.purpose {
+            self.describe(ctx, path, *size, follow_symlinks)
+        } else {
+            return;
+        };
+        let text = text.unwrap_or_else(|why| {
+            log_failure(ctx, "a directive", &why);
+            self.errmsg.clone()
+        });
+        self.made += text.len();
+        ctx.response_mut().write(text);
+    }
+
+    /// `#fsize` and `#flastmod`: the size or date of the file `path` maps
+    /// to, not following links where StaticFile does not.
+    fn describe(
+        &self,
+        ctx: &mut HttpContext,
+        path: &str,
+        size: bool,
+        follow_symlinks: bool,
+    ) -> Result<String, String> {
+        let physical = ctx.map_path(path);
+        let meta = if follow_symlinks {
+            std::fs::metadata(&physical)
+        } else {
+            let root = ctx.virtual_directory_for_url(path).physical_path.clone();
+            crate::static_file::open_without_symlinks(&root, &physical)
+                .and_then(|file| file.metadata())
+        }
+        .map_err(|e| format!("`{}`: {e}", crate::log_excerpt(path)))?;
+        if !meta.is_file() {
+            return Err(format!("`{}` is not a file", crate::log_excerpt(path)));
+        }
+        if size {
+            return Ok(format_size(meta.len(), self.sizefmt));
+        }
+        meta.modified()
+            .ok()
+            .and_then(|t| format_time(t, &self.timefmt, false))
+            .map(|t| escape_html(&t))
+            .ok_or_else(|| "the file's date cannot be written".to_owned())
     }
 
     /// `#echo`: the variable's value, encoded.
     fn echo(&self, ctx: &HttpContext, params: &[(String, String)]) -> Result<String, String> {
-        let mut encoding = "entity";
+        let mut encoding = "entity".to_owned();
         let mut out = String::new();
         let mut echoed = false;
         for (key, value) in params {
             match key.as_str() {
                 "encoding" => {
-                    if !matches!(value.as_str(), "entity" | "none" | "url") {
+                    let lower = value.to_ascii_lowercase();
+                    if !matches!(lower.as_str(), "entity" | "none" | "url") {
                         return Err(format!(
                             "`encoding` is `entity`, `none` or `url`, not `{value}`"
                         ));
                     }
-                    encoding = value;
+                    encoding = lower;
                 }
                 "var" => {
                     let text = self.variable(ctx, value);
-                    match encoding {
+                    match encoding.as_str() {
                         "none" => out.push_str(&text),
                         "url" => out.extend(percent_encoding::utf8_percent_encode(
                             &text,
@@ -594,12 +849,14 @@ impl Page {
             t.and_then(|t| format_time(t, &self.timefmt, utc))
                 .unwrap_or_else(|| NONE.to_owned())
         };
-        match name.to_ascii_uppercase().as_str() {
+        let scope = &self.joined.scope;
+        let name = name.to_ascii_uppercase();
+        match name.as_str() {
             "DOCUMENT_NAME" => {
-                let url = ctx.request().url();
+                let url = &scope.document_uri;
                 url[url.rfind('/').map_or(0, |i| i + 1)..].to_owned()
             }
-            "DOCUMENT_URI" => ctx.request().url().to_owned(),
+            "DOCUMENT_URI" => scope.document_uri.clone(),
             "QUERY_STRING_UNESCAPED" => {
                 percent_encoding::percent_decode_str(ctx.request().query_string())
                     .decode_utf8_lossy()
@@ -607,9 +864,10 @@ impl Page {
             }
             "DATE_LOCAL" => time(Some(SystemTime::now()), false),
             "DATE_GMT" => time(Some(SystemTime::now()), true),
-            "LAST_MODIFIED" => time(self.modified, false),
+            "LAST_MODIFIED" => time(scope.document_modified, false),
+            _ if WITHHELD.contains(&name.as_str()) => NONE.to_owned(),
             _ => ctx
-                .server_variable(name)
+                .server_variable(&name)
                 .map_or_else(|| NONE.to_owned(), |v| v.into_owned()),
         }
     }
@@ -629,9 +887,7 @@ impl Page {
                 }
                 "timefmt" => {
                     if format_time(SystemTime::UNIX_EPOCH, value, true).is_none() {
-                        return Err(format!(
-                            "`timefmt` `{value}` has a field strftime does not know"
-                        ));
+                        return Err("`timefmt` has a field strftime does not know".into());
                     }
                     self.timefmt = value.clone();
                 }
@@ -639,9 +895,7 @@ impl Page {
                     self.sizefmt = match value.to_ascii_lowercase().as_str() {
                         "bytes" => SizeFormat::Bytes,
                         "abbrev" => SizeFormat::Abbrev,
-                        _ => {
-                            return Err(format!("`sizefmt` is `bytes` or `abbrev`, not `{value}`"))
-                        }
+                        _ => return Err("`sizefmt` is `bytes` or `abbrev`".into()),
                     };
                 }
                 _ => {
@@ -653,45 +907,19 @@ impl Page {
         }
         Ok(())
     }
-
-    /// `#flastmod` and `#fsize`: the date or size of the file a URL maps
-    /// to. A name starting with `.` is refused, as StaticFile hides it.
-    fn file_info(
-        &self,
-        ctx: &mut HttpContext,
-        name: &str,
-        key: &str,
-        value: &str,
-    ) -> Result<Step, String> {
-        let (path, _) = target(ctx.request().url(), key, value)?;
-        if path.split('/').any(|s| s.starts_with('.')) {
-            return Err(format!("`{value}` names a hidden file"));
-        }
-        let physical = ctx.map_path(&path);
-        let meta = std::fs::metadata(&physical)
-            .map_err(|e| format!("`{}`: {e}", crate::log_excerpt(&path)))?;
-        if !meta.is_file() {
-            return Err(format!("`{}` is not a file", crate::log_excerpt(&path)));
-        }
-        Ok(Step::Write(if name == "fsize" {
-            format_size(meta.len(), self.sizefmt)
-        } else {
-            let modified = meta.modified().ok();
-            modified
-                .and_then(|t| format_time(t, &self.timefmt, false))
-                .ok_or_else(|| "the file's date cannot be written".to_owned())?
-        }))
-    }
 }
 
-/// Logs why a directive or a page failed, at most one line a second.
+/// Logs why a directive or a page failed, at most one line a second, on
+/// one line however the page wrote it.
 fn log_failure(ctx: &HttpContext, what: &str, why: &str) {
     static FAILURES: crate::LogGate = crate::LogGate::new();
     if let Some(held_back) = FAILURES.pass() {
+        let why = why.escape_debug().to_string();
         tracing::warn!(
             url = %crate::log_excerpt(ctx.request().url()),
+            reason = %crate::log_excerpt(&why),
             held_back,
-            "ServerSideInclude: {what} failed: {why}"
+            "ServerSideInclude: {what} failed"
         );
     }
 }
@@ -726,11 +954,31 @@ impl HttpModule for ServerSideInclude {
             // A folder is the next handler module's (or handler's).
             return RequestNotificationStatus::Continue;
         }
+        let joined = match Joined::join(ctx.request_id(), ctx.request().url(), info.modified) {
+            Ok(joined) => joined,
+            Err((joined, why)) => {
+                // Only a child request can get here; its parent writes the
+                // error message.
+                log_failure(ctx, "a page", &why);
+                drop(joined);
+                return crate::end_with_error(
+                    ctx,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    0,
+                    ModuleError::E_FAIL,
+                );
+            }
+        };
         let source = match self.read_page(ctx) {
             Ok(source) => source,
             Err(code) => return code,
         };
+        // What the page includes may be this client's alone.
+        ctx.disable_user_cache();
         let response = ctx.response_mut();
+        // A page run as an error page (CustomError's ExecuteURL) starts
+        // from the error's status.
+        response.set_status(StatusCode::OK, "OK");
         response.set_header(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         self.page = Some(Page {
             parts: parse(&source),
@@ -739,8 +987,9 @@ impl HttpModule for ServerSideInclude {
             errmsg: DEFAULT_ERRMSG.to_owned(),
             timefmt: DEFAULT_TIMEFMT.to_owned(),
             sizefmt: SizeFormat::Abbrev,
-            modified: info.modified,
-            include: None,
+            joined,
+            child: None,
+            made: 0,
         });
         self.run(ctx)
     }
@@ -752,8 +1001,9 @@ impl HttpModule for ServerSideInclude {
         _is_post: bool,
         _completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
+        let follow_symlinks = ctx.config(self.static_file).follow_symlinks;
         if let Some(page) = self.page.as_mut() {
-            page.included(ctx);
+            page.child_ended(ctx, follow_symlinks);
         }
         self.run(ctx)
     }
@@ -825,6 +1075,12 @@ mod tests {
             parse(b"<!--#include file-->"),
             vec![Part::Malformed("a key without `=` and a value")]
         );
+        // A space before `#` only for the directives riis knows: other
+        // comments stay comments.
+        assert_eq!(
+            parse(b"<!-- #region nav --><!-- #Include file=a -->"),
+            vec![Part::Text(0..20), directive("include", &[("file", "a")])]
+        );
         assert_eq!(
             parse(b"<!--# -->"),
             vec![Part::Malformed(
@@ -867,7 +1123,8 @@ mod tests {
         assert_eq!(format_size(999, SizeFormat::Bytes), "999");
         assert_eq!(format_size(1000, SizeFormat::Bytes), "1,000");
         assert_eq!(format_size(1_234_567, SizeFormat::Bytes), "1,234,567");
-        assert_eq!(format_size(1023, SizeFormat::Abbrev), "1023");
+        assert_eq!(format_size(999, SizeFormat::Abbrev), "999");
+        assert_eq!(format_size(1000, SizeFormat::Abbrev), "1.0K");
         assert_eq!(format_size(1024, SizeFormat::Abbrev), "1.0K");
         assert_eq!(format_size(1260, SizeFormat::Abbrev), "1.2K");
         assert_eq!(format_size(35 * 1024 * 1024, SizeFormat::Abbrev), "35M");
@@ -886,5 +1143,8 @@ mod tests {
             Some("01/02/71")
         );
         assert_eq!(format_time(t, "%Q", true), None);
+        // Past what chrono holds: no date, not a panic.
+        let far = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(99_999_999_999_999);
+        assert_eq!(format_time(far, "%Y", false), None);
     }
 }

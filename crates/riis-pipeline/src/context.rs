@@ -760,7 +760,9 @@ impl HttpContext {
     /// that a check decided for this client alone, which the response does
     /// not show (a file an application let this client download with
     /// `X-Accel-Redirect`: served from a cache, the next client would skip
-    /// the check).
+    /// the check). Called in a child request, it holds for the requests
+    /// the child runs inside too, once the child ends: its output is part
+    /// of theirs.
     pub fn disable_user_cache(&mut self) {
         self.user_cache_disabled = true;
     }

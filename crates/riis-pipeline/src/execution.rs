@@ -1855,6 +1855,11 @@ impl RequestExecution {
                 .unwrap_or((child.ctx.response.status, child.ctx.response.substatus)),
         );
         parent.ctx.response = std::mem::replace(&mut child.ctx.response, HttpResponse::new());
+        // The child's output is part of the parent's response: what must not
+        // be kept of it must not be kept of the whole.
+        if child.ctx.is_user_cache_disabled() {
+            parent.ctx.disable_user_cache();
+        }
         let response = &mut parent.ctx.response;
         if let Some(kept) = no_headers.and_then(|n| n.kept) {
             if !response.headers_sent {

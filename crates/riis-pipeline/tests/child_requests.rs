@@ -107,6 +107,56 @@ fn events_at_depth(log: &Log, depth: u8) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_child_that_must_not_be_cached_makes_its_parent_uncacheable() {
+    let seen = Log::new();
+    let mut t = TestPipeline::new();
+    {
+        let seen = seen.clone();
+        t.module(
+            "Parent",
+            Registration::events(N::ExecuteRequestHandler),
+            script(move |ctx, call| match call {
+                Call::AsyncCompletion { .. } => {
+                    seen.push(format!("parent {}", ctx.is_user_cache_disabled()));
+                    Status::Continue
+                }
+                _ => {
+                    seen.push(format!("before {}", ctx.is_user_cache_disabled()));
+                    let child = ctx.clone_context_with_url("/child").unwrap();
+                    let flags = ExecuteFlags {
+                        buffer_response: true,
+                        ..ExecuteFlags::default()
+                    };
+                    ctx.execute_request(child, flags).unwrap();
+                    Status::Pending
+                }
+            }),
+        );
+    }
+    t.module(
+        "ChildHandler",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            ctx.disable_user_cache();
+            write(ctx, "private");
+            Status::Continue
+        }),
+    );
+    t.handler(handler(
+        "Child",
+        "/child",
+        &["*"],
+        "Unspecified",
+        &["ChildHandler"],
+    ))
+    .handler(catch_all(&["Parent"]));
+    let pipeline = t.build();
+    let outcome = get(&pipeline, "/parent").await;
+    assert_eq!(outcome.body(), "private");
+    assert_eq!(seen.entries(), ["before false", "parent true"]);
+}
+
+#[tokio::test]
 async fn a_buffered_child_runs_its_own_pipeline_and_the_parent_resumes_with_its_output() {
     let log = Log::new();
     let flags = ExecuteFlags {

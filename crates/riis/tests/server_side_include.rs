@@ -15,6 +15,8 @@ name = "RequestFiltering"
 [[modules]]
 name = "CustomError"
 [[modules]]
+name = "OutputCache"
+[[modules]]
 name = "ServerSideInclude"
 [[modules]]
 name = "StaticFile"
@@ -24,10 +26,19 @@ name = "DefaultDocument"
 
 const SITE: &str = r#"
 request_filtering = { hidden_segments = ["private"] }
+output_cache = { policy = "CacheForTimePeriod", frequent_hit_threshold = 1 }
+
+[sites.http_errors]
+error_mode = "Custom"
+errors = [{ status = 404, path = "/err/404.shtml", response_mode = "ExecuteURL" }]
 
 [[sites.locations]]
 path = "/noexec"
 server_side_include = { exec_disabled = true }
+
+[[sites.locations]]
+path = "/nolinks"
+static_file = { follow_symlinks = false }
 "#;
 
 fn site() -> (TempDir, RunningBinary) {
@@ -74,6 +85,45 @@ fn site() -> (TempDir, RunningBinary) {
         "exec=<!--#exec cgi=\"/inc/head.html\"--> include=<!--#include virtual=\"/inc/head.html\"-->",
     );
     dir.write("www/plain.html", "<!--#include file=\"inc/head.html\"-->");
+    // Pages that include each other several times: refused at the first
+    // repeat, not 4^10 requests.
+    let four = |target: &str| format!("<!--#include virtual=\"{target}\"-->").repeat(4);
+    dir.write("www/rec_a.shtml", format!("A({})", four("/rec_b.shtml")));
+    dir.write("www/rec_b.shtml", format!("B({})", four("/rec_a.shtml")));
+    // More includes than a request's pages may start.
+    dir.write(
+        "www/many.shtml",
+        "<!--#include file=\"inc/x.txt\"-->".repeat(1001),
+    );
+    dir.write("www/inc/x.txt", "x");
+    // Output much larger than the page: sent in pieces, not held whole.
+    dir.write(
+        "www/big.shtml",
+        format!(
+            "<!--#config errmsg=\"{}\"-->{}",
+            "e".repeat(1000),
+            "<!--#x-->".repeat(2000)
+        ),
+    );
+    dir.write(
+        "www/err/404.shtml",
+        "not here: <!--#echo var=\"DOCUMENT_URI\"-->",
+    );
+    dir.write(
+        "www/who.shtml",
+        "<!--#echo var=\"HTTP_COOKIE\"--> <!--#echo var=\"HTTP_AUTHORIZATION\"-->",
+    );
+    dir.write("outside.txt", "outside the root");
+    dir.write("www/nolinks/real.txt", "12345");
+    std::os::unix::fs::symlink(
+        dir.path().join("outside.txt"),
+        root.join("nolinks/link.txt"),
+    )
+    .unwrap();
+    dir.write(
+        "www/nolinks/sizes.shtml",
+        "<!--#config sizefmt=bytes-->real=<!--#fsize file=\"real.txt\"--> link=<!--#fsize file=\"link.txt\"--> hidden=<!--#fsize virtual=\"/private/secret.html\"-->",
+    );
     let config = dir.write(
         "riis.toml",
         format!(
@@ -113,10 +163,11 @@ fn directives_are_replaced_by_what_they_ask_for() {
     );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "<p><h1>Head & title</h1></p>");
-    // The nested page was processed in its own right, relative to its URL.
+    // The nested page was processed in its own right, relative to its
+    // URL; SSI's variables describe the page asked for, as Apache's.
     assert_eq!(
         lines[1],
-        "<p>[nested nested.shtml: <h1>Head & title</h1>]</p>"
+        "<p>[nested page.shtml: <h1>Head & title</h1>]</p>"
     );
     assert_eq!(lines[2], "<p>uri=/page.shtml q=x=1</p>");
     // Echoed values are HTML-escaped unless the page says otherwise.
@@ -151,15 +202,34 @@ fn directives_are_replaced_by_what_they_ask_for() {
     assert!(!text.contains("SECRET"));
     assert!(!text.contains("#include"));
 
-    // Pages that include each other stop at the nesting cap.
+    // Pages that include each other: the include of a page being answered
+    // further up is refused.
     let resp = conn.get("/loop.shtml");
     assert_eq!(resp.status, 200);
-    let text = resp.text();
-    assert!(
-        text.starts_with("[([([(")
-            && text.contains("[an error occurred while processing the directive]"),
-        "{text}"
+    assert_eq!(
+        resp.text(),
+        "[([an error occurred while processing the directive])]"
     );
+
+    // Pages that include each other: each repeat refused at once.
+    let resp = conn.get("/rec_a.shtml");
+    assert_eq!(resp.status, 200);
+    let err = "[an error occurred while processing the directive]";
+    assert_eq!(
+        resp.text(),
+        format!("A({})", format!("B({})", err.repeat(4)).repeat(4))
+    );
+
+    // At most 1,000 child requests for one request's pages.
+    let resp = conn.get("/many.shtml");
+    assert_eq!(resp.text(), format!("{}{err}", "x".repeat(1000)));
+
+    // 2 MB of output from a 20 KB page goes out in pieces (chunked),
+    // whole.
+    let resp = conn.get("/big.shtml");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-length"), None);
+    assert_eq!(resp.body.len(), 2000 * 1000);
 
     // HEAD: the page's head, no body.
     conn.send_raw(b"HEAD /page.shtml HTTP/1.1\r\nHost: test\r\n\r\n");
@@ -187,6 +257,28 @@ fn handlers_locations_and_errors() {
     assert_eq!(conn.get("/none.shtml").status, 404);
     conn.send_raw(b"DELETE /page.shtml HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(conn.read_response(false).status, 405);
+    // A page as CustomError's ExecuteURL page: its own output, under the
+    // error's status.
+    let resp = conn.get("/gone.html");
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.text(), "not here: /err/404.shtml");
+    // `#fsize` describes only what the client could fetch: not through a
+    // link StaticFile would not follow, not what RequestFiltering hides.
+    let err = "[an error occurred while processing the directive]";
+    let resp = conn.get("/nolinks/sizes.shtml");
+    assert_eq!(resp.text(), format!("real=5 link={err} hidden={err}"));
+    // Never kept by OutputCache (a page may show each client its own), and
+    // no credentials echoed.
+    for user in ["alice", "bob", "carol"] {
+        let resp = get_with(&mut conn, "/who.shtml", &format!("Cookie: sid={user}\r\n"));
+        assert_eq!(resp.text(), format!("sid={user} (none)"));
+    }
+    let resp = get_with(
+        &mut conn,
+        "/who.shtml",
+        "Authorization: Basic YWxpY2U6cHc=\r\n",
+    );
+    assert_eq!(resp.text(), "(none) (none)");
     // POST is one of IIS's verbs for SSI pages.
     conn.send_raw(b"POST /noexec/page.stm HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n\r\nabc");
     let resp = conn.read_response(false);
