@@ -677,14 +677,7 @@ impl HttpModule for CustomError {
             if child.request().method() != Method::HEAD {
                 child.request_mut().set_method(Method::GET);
             }
-            for name in [
-                header::RANGE,
-                header::IF_RANGE,
-                header::IF_MATCH,
-                header::IF_NONE_MATCH,
-                header::IF_MODIFIED_SINCE,
-                header::IF_UNMODIFIED_SINCE,
-            ] {
+            for name in crate::RANGE_AND_CONDITIONAL_HEADERS {
                 child.request_mut().delete_header(name);
             }
             // The page is the request now: an application behind it (a

@@ -408,6 +408,18 @@ pub(crate) fn log_excerpt(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
 }
 
+/// The request headers that make an answer a part of the entity or none
+/// of it (a range, a 304, a 412): removed from a child request whose
+/// whole answer a module needs (an error page, an include).
+pub(crate) const RANGE_AND_CONDITIONAL_HEADERS: [riis_pipeline::http::HeaderName; 6] = [
+    riis_pipeline::http::header::RANGE,
+    riis_pipeline::http::header::IF_RANGE,
+    riis_pipeline::http::header::IF_MATCH,
+    riis_pipeline::http::header::IF_NONE_MATCH,
+    riis_pipeline::http::header::IF_MODIFIED_SINCE,
+    riis_pipeline::http::header::IF_UNMODIFIED_SINCE,
+];
+
 /// `E_ACCESSDENIED` as a Win32 HRESULT (`HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)`),
 /// the error code of the modules that refuse requests.
 pub(crate) const E_ACCESS_DENIED: u32 = 0x8007_0005;

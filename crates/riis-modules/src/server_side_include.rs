@@ -698,18 +698,14 @@ impl Page {
         let request = child.request_mut();
         let describe = matches!(purpose, ChildFor::Describe { .. });
         request.set_method(if describe { Method::HEAD } else { Method::GET });
-        for name in [
-            header::RANGE,
-            header::IF_RANGE,
-            header::IF_MATCH,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_UNMODIFIED_SINCE,
+        // The whole entity, uncompressed, of a request without a body.
+        let more = [
             header::ACCEPT_ENCODING,
             header::CONTENT_LENGTH,
             header::CONTENT_TYPE,
             header::TRANSFER_ENCODING,
-        ] {
+        ];
+        for name in crate::RANGE_AND_CONDITIONAL_HEADERS.into_iter().chain(more) {
             request.delete_header(name);
         }
         let chunks_before = ctx.response().entity_chunks().len();
