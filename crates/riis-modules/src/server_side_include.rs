@@ -37,8 +37,7 @@
 //!   gives its physical path), `DOCUMENT_URI`, `QUERY_STRING_UNESCAPED`,
 //!   `DATE_LOCAL`, `DATE_GMT`, `LAST_MODIFIED`. A variable the server
 //!   does not have echoes `(none)`. The variables that carry credentials
-//!   (`HTTP_AUTHORIZATION`, `AUTH_PASSWORD`, `ALL_RAW`, `ALL_HTTP`) are
-//!   not shown, as CGI does not pass them. Unlike IIS, the value is
+//!   ([`WITHHELD`]) are not shown, as CGI does not pass them. Unlike IIS, the value is
 //!   HTML-escaped unless the directive says `encoding="none"` before `var`
 //!   (Apache's attribute and its default): an echoed `HTTP_REFERER` must
 //!   not put a client's markup into the page. `encoding="url"`
@@ -49,8 +48,9 @@
 //!   default: `1.2K`, `34M`), for what follows in the page.
 //! - `#flastmod` and `#fsize` with `file` or `virtual`: the date or size
 //!   of the file the URL maps to (through MapPath), once a HEAD child
-//!   request for the URL has succeeded: only what the client could fetch
-//!   is described.
+//!   request for the URL has succeeded (its body dropped): only what the
+//!   client could fetch is described. A page being answered (this one, in
+//!   a "last modified" footer) is described without one.
 //!
 //! Includes are bounded for the whole request, the pages it includes
 //! counted in: at most [`MAX_INCLUDES`] child requests (nginx caps its
@@ -67,10 +67,12 @@
 //! 200, as every SSI engine does. The page's response is `text/html`, as
 //! IIS's, without `Last-Modified` or `ETag` (its output changes with what
 //! it includes), and OutputCache never keeps it: what it includes may be
-//! the client's own (an address rule's, a cookie's). Output goes out in
-//! pieces of at most [`PIECE`] bytes once there is more: a page that
-//! expands into much more than it is (a long error message repeated) is
-//! not held whole. A page that is missing answers 404, one the server may
+//! the client's own (an address rule's, a cookie's). Once a page holds
+//! [`PIECE`] bytes of output (its own, and what its includes left
+//! buffered), it lets them go and waits for the client to take them: a
+//! page that expands into much more than it is, or includes many large
+//! files, is not held whole. From then on its includes may not send for
+//! themselves (see `Page::flushed`). A page that is missing answers 404, one the server may
 //! not read 403; other methods than GET, HEAD and POST get 405. The
 //! static file settings apply to the page as to a file StaticFile serves
 //! (`static_file.allow_hidden`, `follow_symlinks`: shared with
@@ -136,7 +138,13 @@ const DIRECTIVES: [&str; 6] = ["include", "exec", "echo", "config", "flastmod", 
 
 /// Server variables `#echo` does not show: they carry the client's
 /// credentials, which CGI does not pass on either.
-const WITHHELD: [&str; 4] = ["HTTP_AUTHORIZATION", "AUTH_PASSWORD", "ALL_RAW", "ALL_HTTP"];
+pub const WITHHELD: [&str; 5] = [
+    "HTTP_AUTHORIZATION",
+    "HTTP_PROXY_AUTHORIZATION",
+    "AUTH_PASSWORD",
+    "ALL_RAW",
+    "ALL_HTTP",
+];
 
 /// One part of a page: text sent as it is, or a directive.
 #[derive(Debug, PartialEq)]
@@ -153,12 +161,16 @@ enum Part {
     Malformed(&'static str),
 }
 
-/// Splits `page` into its text and its directives. An opening `<!--#`
-/// without a closing `-->` is text: it is no directive.
-fn parse(page: &[u8]) -> Vec<Part> {
-    let mut parts = Vec::new();
-    let mut text_start = 0;
-    let mut at = 0;
+/// The part of `page` that starts at `start`, and where the next one
+/// starts; `None` at the end. Parts are read as the page is answered, not
+/// all first: a page of directives would take several times its size as
+/// a list. An opening `<!--#` without a closing `-->` is text: it is no
+/// directive.
+fn next_part(page: &[u8], start: usize) -> Option<(Part, usize)> {
+    if start >= page.len() {
+        return None;
+    }
+    let mut at = start;
     while let Some(found) = memchr::memmem::find(&page[at..], b"<!--") {
         let open = at + found;
         let mut inner = open + 4;
@@ -174,18 +186,13 @@ fn parse(page: &[u8]) -> Vec<Part> {
         let Some(close) = memchr::memmem::find(&page[inner..], b"-->") else {
             break;
         };
-        let body = &page[inner + 1..inner + close];
-        if text_start < open {
-            parts.push(Part::Text(text_start..open));
+        if start < open {
+            return Some((Part::Text(start..open), open));
         }
-        parts.push(parse_directive(body));
-        at = inner + close + 3;
-        text_start = at;
+        let body = &page[inner + 1..inner + close];
+        return Some((parse_directive(body), inner + close + 3));
     }
-    if text_start < page.len() {
-        parts.push(Part::Text(text_start..page.len()));
-    }
-    parts
+    Some((Part::Text(start..page.len()), page.len()))
 }
 
 /// Whether `rest` (what follows a `#`) starts with the name of a
@@ -433,20 +440,26 @@ impl Drop for Joined {
     }
 }
 
-/// A page being answered: its bytes, its parts, how far it has got and the
-/// settings `#config` changed.
+/// A page being answered: its bytes, how far it has got and the settings
+/// `#config` changed.
 struct Page {
     source: Bytes,
-    parts: Vec<Part>,
-    next: usize,
+    /// Where the next part starts.
+    at: usize,
     errmsg: String,
     timefmt: String,
     sizefmt: SizeFormat,
     joined: Joined,
     /// The child request the page waits for.
     child: Option<Child>,
-    /// Output made since the module was last called.
+    /// Output held since the page last let it go: its own, and what its
+    /// includes left buffered.
     made: usize,
+    /// Whether the page has let output go itself. From then on its
+    /// includes may not send for themselves: the modules that transform
+    /// the page's output as it goes (compression, outbound rules) see the
+    /// page's sends, not a child's, so a child's bytes must go out in them.
+    flushed: bool,
 }
 
 /// The module instance.
@@ -572,24 +585,24 @@ impl ServerSideInclude {
     /// child request, or a piece of output to let go.
     fn run(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let exec_disabled = ctx.config(self.config).exec_disabled;
+        let follow_symlinks = ctx.config(self.static_file).follow_symlinks;
         let Some(page) = self.page.as_mut() else {
             return RequestNotificationStatus::Continue;
         };
-        page.made = 0;
-        while page.next < page.parts.len() {
+        while let Some((part, next)) = next_part(&page.source, page.at) {
             if page.made >= PIECE {
                 // Sent as the client takes it; the page goes on from the
                 // completion.
+                page.made = 0;
+                page.flushed = true;
                 ctx.response_mut().flush(FlushOptions {
                     asynchronous: true,
                     more_data: true,
                 });
                 return RequestNotificationStatus::Pending;
             }
-            let index = page.next;
-            page.next += 1;
-            // Each part is used once: taken, not cloned.
-            let step = match std::mem::replace(&mut page.parts[index], Part::Text(0..0)) {
+            page.at = next;
+            let step = match part {
                 Part::Text(range) => {
                     page.made += range.len();
                     ctx.response_mut().write(page.source.slice(range));
@@ -597,7 +610,7 @@ impl ServerSideInclude {
                 }
                 Part::Malformed(why) => Step::Failed(why.to_owned()),
                 Part::Directive { name, params } => {
-                    page.directive(ctx, &name, &params, exec_disabled)
+                    page.directive(ctx, &name, &params, exec_disabled, follow_symlinks)
                 }
             };
             match step {
@@ -627,6 +640,7 @@ impl Page {
         name: &str,
         params: &[(String, String)],
         exec_disabled: bool,
+        follow_symlinks: bool,
     ) -> Step {
         let result = match name {
             "include" => path_key(name, params)
@@ -648,11 +662,16 @@ impl Page {
             "config" => self.config(params).map(|()| Step::Write(String::new())),
             "flastmod" | "fsize" => path_key(name, params).and_then(|(k, v)| {
                 let (path, _) = target(ctx.request().url(), k, v)?;
-                let purpose = ChildFor::Describe {
-                    path,
-                    size: name == "fsize",
-                };
-                self.start_child(ctx, k, v, purpose)
+                let size = name == "fsize";
+                if lock(&self.joined.scope.active).contains(&path) {
+                    // A page being answered (this one: a "last modified"
+                    // footer) is one the client may fetch; a HEAD of it
+                    // would be refused as a loop.
+                    return self
+                        .describe(ctx, &path, size, follow_symlinks)
+                        .map(Step::Write);
+                }
+                self.start_child(ctx, k, v, ChildFor::Describe { path, size })
             }),
             _ => Err(format!("`#{name}` is not a directive riis knows")),
         };
@@ -716,7 +735,9 @@ impl Page {
                 buffer_response: true,
                 no_headers: true,
                 disable_custom_error: true,
-                stream_past_buffer_limit: true,
+                // A HEAD's output (an application that answers one with a
+                // body) is dropped: held, never sent.
+                stream_past_buffer_limit: !self.flushed && !describe,
                 ..ExecuteFlags::default()
             },
         )
@@ -733,9 +754,18 @@ impl Page {
     /// The child request the page waited for ended: an include's output
     /// stays, a HEAD's leads to the file's size or date; a failed one's
     /// output is replaced by the error message.
-    fn child_ended(&mut self, ctx: &mut HttpContext, follow_symlinks: bool) {
+    fn child_ended(&mut self, ctx: &mut HttpContext, produced: u64, follow_symlinks: bool) {
         let Some(child) = self.child.take() else {
             return;
+        };
+        // What is held now: the child's output on top of the page's, or,
+        // when the child sent for itself (which takes everything held),
+        // what it left.
+        self.made = if ctx.response().bytes_sent() == child.sent_before {
+            self.made
+                .saturating_add(usize::try_from(produced).unwrap_or(usize::MAX))
+        } else {
+            usize::try_from(ctx.response().buffered_len()).unwrap_or(usize::MAX)
         };
         let status = ctx.child_status().map(|(s, _)| s);
         let succeeded = status.is_some_and(|s| s.is_success());
@@ -977,15 +1007,15 @@ impl HttpModule for ServerSideInclude {
         response.set_status(StatusCode::OK, "OK");
         response.set_header(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         self.page = Some(Page {
-            parts: parse(&source),
             source,
-            next: 0,
+            at: 0,
             errmsg: DEFAULT_ERRMSG.to_owned(),
             timefmt: DEFAULT_TIMEFMT.to_owned(),
             sizefmt: SizeFormat::Abbrev,
             joined,
             child: None,
             made: 0,
+            flushed: false,
         });
         self.run(ctx)
     }
@@ -995,11 +1025,11 @@ impl HttpModule for ServerSideInclude {
         ctx: &mut HttpContext,
         _notification: RequestNotification,
         _is_post: bool,
-        _completion: &CompletionInfo,
+        completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
         let follow_symlinks = ctx.config(self.static_file).follow_symlinks;
         if let Some(page) = self.page.as_mut() {
-            page.child_ended(ctx, follow_symlinks);
+            page.child_ended(ctx, completion.bytes, follow_symlinks);
         }
         self.run(ctx)
     }
@@ -1027,6 +1057,17 @@ pub fn register_module(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every part of `page`, in order.
+    fn parse(page: &[u8]) -> Vec<Part> {
+        let mut parts = Vec::new();
+        let mut at = 0;
+        while let Some((part, next)) = next_part(page, at) {
+            parts.push(part);
+            at = next;
+        }
+        parts
+    }
 
     fn directive(name: &str, params: &[(&str, &str)]) -> Part {
         Part::Directive {

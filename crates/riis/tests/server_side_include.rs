@@ -15,6 +15,8 @@ name = "RequestFiltering"
 [[modules]]
 name = "CustomError"
 [[modules]]
+name = "DynamicCompression"
+[[modules]]
 name = "OutputCache"
 [[modules]]
 name = "ServerSideInclude"
@@ -27,6 +29,7 @@ name = "DefaultDocument"
 const SITE: &str = r#"
 request_filtering = { hidden_segments = ["private"] }
 output_cache = { policy = "CacheForTimePeriod", frequent_hit_threshold = 1 }
+dynamic_compression = { enabled = false }
 
 [sites.http_errors]
 error_mode = "Custom"
@@ -35,6 +38,10 @@ errors = [{ status = 404, path = "/err/404.shtml", response_mode = "ExecuteURL" 
 [[sites.locations]]
 path = "/noexec"
 server_side_include = { exec_disabled = true }
+
+[[sites.locations]]
+path = "/gz"
+dynamic_compression = { enabled = true }
 
 [[sites.locations]]
 path = "/nolinks"
@@ -112,6 +119,25 @@ fn site() -> (TempDir, RunningBinary) {
     dir.write(
         "www/who.shtml",
         "<!--#echo var=\"HTTP_COOKIE\"--> <!--#echo var=\"HTTP_AUTHORIZATION\"-->",
+    );
+    // A page past 256 KiB lets output go, compressed, then includes a page
+    // that does the same: all of it must come through the one encoder.
+    dir.write(
+        "www/gz/big.shtml",
+        format!("{}<!--#config sizefmt=\"bytes\"-->END", "b".repeat(600_000)),
+    );
+    dir.write(
+        "www/gz/page.shtml",
+        format!(
+            "{}<!--#include file=\"big.shtml\"-->TAIL",
+            "a".repeat(300_000)
+        ),
+    );
+    // Sizes of the page itself (a "last modified" footer's idiom) and of a
+    // page a HEAD would run.
+    dir.write(
+        "www/gz/sizes.shtml",
+        "<!--#config sizefmt=bytes-->self=<!--#fsize file=\"sizes.shtml\"--> big=<!--#fsize file=\"big.shtml\"-->",
     );
     dir.write("outside.txt", "outside the root");
     dir.write("www/nolinks/real.txt", "12345");
@@ -240,7 +266,7 @@ fn directives_are_replaced_by_what_they_ask_for() {
 
 #[test]
 fn handlers_locations_and_errors() {
-    let (_dir, server) = site();
+    let (dir, server) = site();
     let mut conn = Connection::open(server.addr);
     // `exec_disabled` refuses `#exec`; `#include` still works there.
     let resp = conn.get("/noexec/page.stm");
@@ -279,6 +305,30 @@ fn handlers_locations_and_errors() {
         "Authorization: Basic YWxpY2U6cHc=\r\n",
     );
     assert_eq!(resp.text(), "(none) (none)");
+    // Compressed output stays one stream when the page and what it
+    // includes both let output go.
+    let resp = get_with(&mut conn, "/gz/page.shtml", "Accept-Encoding: gzip\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-encoding"), Some("gzip"));
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&resp.body[..]),
+        &mut plain,
+    )
+    .expect("one valid gzip stream");
+    assert_eq!(
+        String::from_utf8(plain).unwrap(),
+        format!("{}{}ENDTAIL", "a".repeat(300_000), "b".repeat(600_000))
+    );
+    let resp = conn.get("/gz/sizes.shtml");
+    let own = std::fs::metadata(dir.path().join("www/gz/sizes.shtml"))
+        .unwrap()
+        .len();
+    assert_eq!(
+        resp.text(),
+        format!("self={own} big=600,033"),
+        "a HEAD's body stays out of the page"
+    );
     // POST is one of IIS's verbs for SSI pages.
     conn.send_raw(b"POST /noexec/page.stm HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n\r\nabc");
     let resp = conn.read_response(false);
