@@ -335,3 +335,41 @@ fn handlers_locations_and_errors() {
     assert_eq!(resp.status, 200);
     assert!(resp.text().ends_with("include=<h1>Head & title</h1>"));
 }
+
+/// `examples/ssi/` works as its README says (run from a copy).
+#[test]
+fn the_example_pages_share_their_header_and_footer() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ssi");
+    let dir = TempDir::new("ssi-example");
+    for file in [
+        "riis.toml",
+        "www/index.shtml",
+        "www/about.shtml",
+        "www/inc/header.shtml",
+        "www/inc/footer.shtml",
+    ] {
+        dir.write(file, std::fs::read(example.join(file)).unwrap());
+    }
+    let config = dir.path().join("riis.toml");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    for (path, title) in [
+        ("/", "<h1>Welcome</h1>"),
+        ("/about.shtml", "<h1>About</h1>"),
+    ] {
+        let resp = conn.get(path);
+        assert_eq!(resp.status, 200, "{path}");
+        let text = resp.text();
+        assert!(text.starts_with("<!DOCTYPE html>"), "{path}: {text}");
+        assert!(text.contains(title), "{path}: {text}");
+        assert!(
+            text.contains("<footer>This page was changed 2"),
+            "{path}: {text}"
+        );
+        assert!(text.trim_end().ends_with("</html>"), "{path}: {text}");
+        assert!(!text.contains("[an error occurred"), "{path}: {text}");
+    }
+    assert!(conn.get("/").text().contains("from\n127.0.0.1."));
+    // The fragments are the pages' alone.
+    assert_eq!(conn.get("/inc/header.shtml").status, 404);
+}
