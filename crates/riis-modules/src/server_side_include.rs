@@ -146,6 +146,24 @@ pub const WITHHELD: [&str; 5] = [
     "ALL_HTTP",
 ];
 
+/// Whether the variable `upper` (its name in uppercase) is one of
+/// [`WITHHELD`], however it is spelt: the server takes `-` for `_` in a
+/// header's name, and IIS's `HEADER_` prefix for `HTTP_`.
+fn is_withheld(upper: &str) -> bool {
+    let name = upper.replace('-', "_");
+    let name = match name.strip_prefix("HEADER_") {
+        Some(rest) => format!("HTTP_{rest}"),
+        None => name,
+    };
+    WITHHELD.contains(&name.as_str())
+}
+
+/// The server variable a page sets on the HEAD child request of its
+/// `#fsize` and `#flastmod`: a page that answers it there is only asked
+/// whether the client may fetch it, so it answers without running its
+/// directives (which would run its includes for output nobody reads).
+const DESCRIBE_VARIABLE: &str = "SSI_DESCRIBE";
+
 /// One part of a page: text sent as it is, or a directive.
 #[derive(Debug, PartialEq)]
 enum Part {
@@ -714,8 +732,11 @@ impl Page {
         let mut child = ctx
             .clone_context_with_url(&url)
             .map_err(|e| e.to_string())?;
-        let request = child.request_mut();
         let describe = matches!(purpose, ChildFor::Describe { .. });
+        if describe {
+            child.set_server_variable(DESCRIBE_VARIABLE, "1");
+        }
+        let request = child.request_mut();
         request.set_method(if describe { Method::HEAD } else { Method::GET });
         // The whole entity, uncompressed, of a request without a body.
         let more = [
@@ -891,7 +912,7 @@ impl Page {
             "DATE_LOCAL" => time(Some(SystemTime::now()), false),
             "DATE_GMT" => time(Some(SystemTime::now()), true),
             "LAST_MODIFIED" => time(scope.document_modified, false),
-            _ if WITHHELD.contains(&name.as_str()) => NONE.to_owned(),
+            _ if is_withheld(&name) => NONE.to_owned(),
             _ => ctx
                 .server_variable(&name)
                 .map_or_else(|| NONE.to_owned(), |v| v.into_owned()),
@@ -978,6 +999,15 @@ impl HttpModule for ServerSideInclude {
         };
         if info.kind == ResourceKind::Directory {
             // A folder is the next handler module's (or handler's).
+            return RequestNotificationStatus::Continue;
+        }
+        if ctx.child_depth() > 0
+            && *ctx.request().method() == Method::HEAD
+            && ctx.server_variable(DESCRIBE_VARIABLE).is_some()
+        {
+            // A page's `#fsize` asks whether the client may fetch this one:
+            // it may.
+            ctx.set_request_handled();
             return RequestNotificationStatus::Continue;
         }
         let joined = match Joined::join(ctx.request_id(), ctx.request().url(), info.modified) {
@@ -1152,6 +1182,23 @@ mod tests {
         assert!(target(page, "virtual", "../../../x").is_err());
         assert!(target(page, "virtual", "/%ff").is_err());
         assert!(target(page, "name", "x").is_err());
+    }
+
+    #[test]
+    fn credentials_are_withheld_however_they_are_spelt() {
+        for name in [
+            "HTTP_AUTHORIZATION",
+            "HTTP_PROXY-AUTHORIZATION",
+            "HEADER_AUTHORIZATION",
+            "HEADER_PROXY-AUTHORIZATION",
+            "ALL_RAW",
+            "AUTH_PASSWORD",
+        ] {
+            assert!(is_withheld(name), "{name}");
+        }
+        for name in ["HTTP_COOKIE", "AUTH_USER", "HTTP_USER_AGENT"] {
+            assert!(!is_withheld(name), "{name}");
+        }
     }
 
     #[test]
