@@ -71,8 +71,9 @@
 //! [`PIECE`] bytes of output (its own, and what its includes left
 //! buffered), it lets them go and waits for the client to take them: a
 //! page that expands into much more than it is, or includes many large
-//! files, is not held whole. From then on its includes may not send for
-//! themselves (see `Page::flushed`). A page that is missing answers 404, one the server may
+//! files, is not held whole. An include that streams goes out through the
+//! page's SendResponse modules (`no_headers`), so compression and outbound
+//! rules see the page whole. A page that is missing answers 404, one the server may
 //! not read 403; other methods than GET, HEAD and POST get 405. The
 //! static file settings apply to the page as to a file StaticFile serves
 //! (`static_file.allow_hidden`, `follow_symlinks`: shared with
@@ -473,11 +474,6 @@ struct Page {
     /// Output held since the page last let it go: its own, and what its
     /// includes left buffered.
     made: usize,
-    /// Whether the page has let output go itself. From then on its
-    /// includes may not send for themselves: the modules that transform
-    /// the page's output as it goes (compression, outbound rules) see the
-    /// page's sends, not a child's, so a child's bytes must go out in them.
-    flushed: bool,
 }
 
 /// The module instance.
@@ -612,7 +608,6 @@ impl ServerSideInclude {
                 // Sent as the client takes it; the page goes on from the
                 // completion.
                 page.made = 0;
-                page.flushed = true;
                 ctx.response_mut().flush(FlushOptions {
                     asynchronous: true,
                     more_data: true,
@@ -758,7 +753,7 @@ impl Page {
                 disable_custom_error: true,
                 // A HEAD's output (an application that answers one with a
                 // body) is dropped: held, never sent.
-                stream_past_buffer_limit: !self.flushed && !describe,
+                stream_past_buffer_limit: !describe,
                 ..ExecuteFlags::default()
             },
         )
@@ -1045,7 +1040,6 @@ impl HttpModule for ServerSideInclude {
             joined,
             child: None,
             made: 0,
-            flushed: false,
         });
         self.run(ctx)
     }

@@ -36,7 +36,9 @@ pub struct ExecuteFlags {
     /// response: the status, error and headers are the parent's again when
     /// the child ends, and are what a send during the child sends (an
     /// include that must not turn the page into the included file's 304,
-    /// 206 or `text/plain`). [`HttpContext::child_status`] still tells how
+    /// 206 or `text/plain`). Such a send raises the parent's SendResponse
+    /// modules, not the child's: the output is part of the parent's
+    /// response, which they transform (compress, rewrite) as a whole. [`HttpContext::child_status`] still tells how
     /// the child ended.
     pub no_headers: bool,
     /// With `buffer_response`: from the child's first flush on (its

@@ -1674,7 +1674,28 @@ impl RequestExecution {
                 }
             }
         }
-        self.raise_send_response(top, is_final, more_data, is_final, 0);
+        // The output of a child without headers is part of the response of
+        // the request it runs inside (an include's, in a page): that
+        // request's SendResponse modules see it, as they see the rest of
+        // that response (an encoder that started on the page's first send
+        // must encode the include too, and one that starts on the
+        // include's must go on with the page's), not the child's own.
+        let owner = (1..=top)
+            .rev()
+            .take_while(|&i| self.frames[i].ctx.execute_flags.no_headers)
+            .last()
+            .map_or(top, |outermost| outermost - 1);
+        if owner == top {
+            self.raise_send_response(top, is_final, more_data, is_final, 0);
+        } else {
+            // The owner holds a placeholder while its child runs.
+            let response =
+                std::mem::replace(&mut self.frames[top].ctx.response, HttpResponse::new());
+            let placeholder = std::mem::replace(&mut self.frames[owner].ctx.response, response);
+            self.raise_send_response(owner, false, more_data, false, 0);
+            let response = std::mem::replace(&mut self.frames[owner].ctx.response, placeholder);
+            self.frames[top].ctx.response = response;
+        }
         true
     }
 

@@ -133,6 +133,9 @@ fn site() -> (TempDir, RunningBinary) {
             "a".repeat(300_000)
         ),
     );
+    // An include that streams before the page let anything go: the page
+    // is still compressed whole.
+    dir.write("www/gz/early.shtml", "S<!--#include file=\"big.shtml\"-->T");
     // Sizes of the page itself (a "last modified" footer's idiom) and of a
     // page a HEAD would run.
     dir.write(
@@ -319,6 +322,18 @@ fn handlers_locations_and_errors() {
     assert_eq!(
         String::from_utf8(plain).unwrap(),
         format!("{}{}ENDTAIL", "a".repeat(300_000), "b".repeat(600_000))
+    );
+    let resp = get_with(&mut conn, "/gz/early.shtml", "Accept-Encoding: gzip\r\n");
+    assert_eq!(resp.header("content-encoding"), Some("gzip"));
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&resp.body[..]),
+        &mut plain,
+    )
+    .expect("one valid gzip stream");
+    assert_eq!(
+        String::from_utf8(plain).unwrap(),
+        format!("S{}ENDT", "b".repeat(600_000))
     );
     let resp = conn.get("/gz/sizes.shtml");
     let own = std::fs::metadata(dir.path().join("www/gz/sizes.shtml"))
