@@ -164,6 +164,14 @@ fn site() -> (TempDir, RunningBinary) {
     (dir, server)
 }
 
+/// A gzip body, decoded: it must be one valid stream.
+fn gunzip(body: &[u8]) -> String {
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut plain)
+        .expect("one valid gzip stream of text");
+    plain
+}
+
 fn get_with(conn: &mut Connection, path: &str, headers: &str) -> common::Response {
     conn.send_raw(format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n").as_bytes());
     conn.read_response(false)
@@ -313,28 +321,13 @@ fn handlers_locations_and_errors() {
     let resp = get_with(&mut conn, "/gz/page.shtml", "Accept-Encoding: gzip\r\n");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-encoding"), Some("gzip"));
-    let mut plain = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(&resp.body[..]),
-        &mut plain,
-    )
-    .expect("one valid gzip stream");
     assert_eq!(
-        String::from_utf8(plain).unwrap(),
+        gunzip(&resp.body),
         format!("{}{}ENDTAIL", "a".repeat(300_000), "b".repeat(600_000))
     );
     let resp = get_with(&mut conn, "/gz/early.shtml", "Accept-Encoding: gzip\r\n");
     assert_eq!(resp.header("content-encoding"), Some("gzip"));
-    let mut plain = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(&resp.body[..]),
-        &mut plain,
-    )
-    .expect("one valid gzip stream");
-    assert_eq!(
-        String::from_utf8(plain).unwrap(),
-        format!("S{}ENDT", "b".repeat(600_000))
-    );
+    assert_eq!(gunzip(&resp.body), format!("S{}ENDT", "b".repeat(600_000)));
     let resp = conn.get("/gz/sizes.shtml");
     let own = std::fs::metadata(dir.path().join("www/gz/sizes.shtml"))
         .unwrap()
