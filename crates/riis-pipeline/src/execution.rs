@@ -1674,16 +1674,16 @@ impl RequestExecution {
                 }
             }
         }
-        // The output of a child without headers is part of the response of
-        // the request it runs inside (an include's, in a page): that
-        // request's SendResponse modules see it, as they see the rest of
-        // that response (an encoder that started on the page's first send
-        // must encode the include too, and one that starts on the
-        // include's must go on with the page's), not the child's own.
+        // The output of a child without headers, and of any request it
+        // runs in turn (a default document, a CGI program's local
+        // redirect), is part of the response of the request the outermost
+        // such child runs inside (an include's, in a page): that request's
+        // SendResponse modules see it, as they see the rest of that
+        // response (an encoder that started on the page's first send must
+        // encode the include too, and one that starts on the include's
+        // must go on with the page's), not the child's own.
         let owner = (1..=top)
-            .rev()
-            .take_while(|&i| self.frames[i].ctx.execute_flags.no_headers)
-            .last()
+            .find(|&i| self.frames[i].ctx.execute_flags.no_headers)
             .map_or(top, |outermost| outermost - 1);
         if owner == top {
             self.raise_send_response(top, is_final, more_data, is_final, 0);

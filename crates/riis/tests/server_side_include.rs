@@ -44,6 +44,10 @@ path = "/gz"
 dynamic_compression = { enabled = true }
 
 [[sites.locations]]
+path = "/gz/dd"
+default_document = { files = ["index.shtml"] }
+
+[[sites.locations]]
 path = "/nolinks"
 static_file = { follow_symlinks = false }
 "#;
@@ -136,6 +140,19 @@ fn site() -> (TempDir, RunningBinary) {
     // An include that streams before the page let anything go: the page
     // is still compressed whole.
     dir.write("www/gz/early.shtml", "S<!--#include file=\"big.shtml\"-->T");
+    // The same through a request the include runs in turn (the folder's
+    // default document), after the page let output go.
+    dir.write(
+        "www/gz/dd/index.shtml",
+        format!("{}<!--#config sizefmt=\"bytes\"-->END", "b".repeat(600_000)),
+    );
+    dir.write(
+        "www/gz/nested.shtml",
+        format!(
+            "{}<!--#include virtual=\"/gz/dd/\"-->TAIL",
+            "a".repeat(300_000)
+        ),
+    );
     // Sizes of the page itself (a "last modified" footer's idiom) and of a
     // page a HEAD would run.
     dir.write(
@@ -328,6 +345,12 @@ fn handlers_locations_and_errors() {
     let resp = get_with(&mut conn, "/gz/early.shtml", "Accept-Encoding: gzip\r\n");
     assert_eq!(resp.header("content-encoding"), Some("gzip"));
     assert_eq!(gunzip(&resp.body), format!("S{}ENDT", "b".repeat(600_000)));
+    let resp = get_with(&mut conn, "/gz/nested.shtml", "Accept-Encoding: gzip\r\n");
+    assert_eq!(resp.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        gunzip(&resp.body),
+        format!("{}{}ENDTAIL", "a".repeat(300_000), "b".repeat(600_000))
+    );
     let resp = conn.get("/gz/sizes.shtml");
     let own = std::fs::metadata(dir.path().join("www/gz/sizes.shtml"))
         .unwrap()
