@@ -90,6 +90,8 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
+use crate::lock;
+
 /// The `http_logging` configuration section.
 #[derive(Debug, Deserialize)]
 #[serde(try_from = "RawHttpLoggingConfig")]
@@ -676,10 +678,6 @@ impl Shared {
         }
         sink
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// [`lock`] unless another thread holds it.

@@ -391,6 +391,13 @@ impl LogGate {
     }
 }
 
+/// Locks `mutex`, taking it as it is when a thread panicked holding it:
+/// for data whose every change is one step, which a panic cannot leave
+/// half made.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// How much of a value from a request (a URL, a header) a log line shows.
 const LOG_EXCERPT: usize = 256;
 

@@ -101,6 +101,7 @@ use riis_pipeline::{
 };
 use serde::Deserialize;
 
+use crate::lock;
 use crate::static_file::StaticFileConfig;
 
 /// The `server_side_include` configuration section.
@@ -388,11 +389,6 @@ struct Scope {
 
 /// The scopes of the requests answering pages now, by request id.
 static SCOPES: LazyLock<Mutex<HashMap<u64, Arc<Scope>>>> = LazyLock::new(Default::default);
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every change under these locks is one push, pop or insert.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A page's place in its request's scope, given back when the page's
 /// instance goes (at the end of the request or child request it answers,
@@ -969,7 +965,7 @@ fn log_failure(ctx: &HttpContext, what: &str, why: &str) {
 impl HttpModule for ServerSideInclude {
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         let static_file = ctx.config(self.static_file);
-        if !static_file.allow_hidden && ctx.request().url().split('/').any(|s| s.starts_with('.')) {
+        if !static_file.allow_hidden && crate::static_file::is_hidden(ctx.request().url()) {
             // StaticFile's hidden namespace.
             return crate::end_with_error(ctx, StatusCode::NOT_FOUND, 8, 0x8007_0002);
         }

@@ -1193,7 +1193,7 @@ impl StaticFile {
 }
 
 /// Whether a decoded URL path has a segment starting with `.`.
-fn is_hidden(url: &str) -> bool {
+pub(crate) fn is_hidden(url: &str) -> bool {
     url.split('/').any(|s| s.starts_with('.'))
 }
 
