@@ -653,13 +653,16 @@ impl Page {
     ) -> Step {
         let result = match name {
             "include" => path_key(name, params)
-                .and_then(|(k, v)| self.start_child(ctx, k, v, ChildFor::Include)),
+                .and_then(|(k, v)| target(ctx.request().url(), k, v))
+                .and_then(|(path, query)| self.start_child(ctx, path, query, ChildFor::Include)),
             "exec" => match params {
                 [(key, value)] if key == "cgi" => {
                     if exec_disabled {
                         Err("`#exec` is disabled here (`server_side_include.exec_disabled`)".into())
                     } else {
-                        self.start_child(ctx, "virtual", value, ChildFor::Include)
+                        target(ctx.request().url(), "virtual", value).and_then(|(path, query)| {
+                            self.start_child(ctx, path, query, ChildFor::Include)
+                        })
                     }
                 }
                 [(key, _)] if key == "cmd" => Err(
@@ -669,22 +672,36 @@ impl Page {
             },
             "echo" => self.echo(ctx, params).map(Step::Write),
             "config" => self.config(params).map(|()| Step::Write(String::new())),
-            "flastmod" | "fsize" => path_key(name, params).and_then(|(k, v)| {
-                let (path, _) = target(ctx.request().url(), k, v)?;
-                let size = name == "fsize";
-                if lock(&self.joined.scope.active).contains(&path) {
-                    // A page being answered (this one: a "last modified"
-                    // footer) is one the client may fetch; a HEAD of it
-                    // would be refused as a loop.
-                    return self
-                        .describe(ctx, &path, size, follow_symlinks)
-                        .map(Step::Write);
-                }
-                self.start_child(ctx, k, v, ChildFor::Describe { path, size })
-            }),
+            "flastmod" | "fsize" => self.file_info(ctx, name, params, follow_symlinks),
             _ => Err(format!("`#{name}` is not a directive riis knows")),
         };
         result.unwrap_or_else(Step::Failed)
+    }
+
+    /// `#fsize` and `#flastmod`: the HEAD child request that checks the
+    /// client may fetch the URL, or the answer at once for a page being
+    /// answered (this one: a "last modified" footer), which the client
+    /// may fetch and a HEAD of which would be refused as a loop.
+    fn file_info(
+        &mut self,
+        ctx: &mut HttpContext,
+        name: &str,
+        params: &[(String, String)],
+        follow_symlinks: bool,
+    ) -> Result<Step, String> {
+        let (key, value) = path_key(name, params)?;
+        let (path, query) = target(ctx.request().url(), key, value)?;
+        let size = name == "fsize";
+        if lock(&self.joined.scope.active).contains(&path) {
+            return self
+                .describe(ctx, &path, size, follow_symlinks)
+                .map(Step::Write);
+        }
+        let purpose = ChildFor::Describe {
+            path: path.clone(),
+            size,
+        };
+        self.start_child(ctx, path, query, purpose)
     }
 
     /// Starts the child request of an include, an `#exec cgi`, or (a HEAD)
@@ -692,14 +709,13 @@ impl Page {
     fn start_child(
         &mut self,
         ctx: &mut HttpContext,
-        key: &str,
-        value: &str,
+        path: String,
+        query: Option<String>,
         purpose: ChildFor,
     ) -> Result<Step, String> {
         if !ctx.is_client_connected() {
             return Ok(Step::Stop);
         }
-        let (path, query) = target(ctx.request().url(), key, value)?;
         if lock(&self.joined.scope.active).contains(&path) {
             return Err(format!(
                 "`{}` is being answered further up: a page cannot include itself",
