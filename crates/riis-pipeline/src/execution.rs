@@ -522,6 +522,16 @@ impl Frames {
     fn last(&self) -> &Frame {
         self.children.last().unwrap_or(&self.root)
     }
+
+    /// Frames `below` and `above` (`below < above`) at once.
+    fn pair_mut(&mut self, below: usize, above: usize) -> (&mut Frame, &mut Frame) {
+        if below == 0 {
+            (&mut self.root, &mut self.children[above - 1])
+        } else {
+            let (lower, upper) = self.children.split_at_mut(above - 1);
+            (&mut lower[below - 1], &mut upper[0])
+        }
+    }
 }
 
 impl std::ops::Index<usize> for Frames {
@@ -1688,15 +1698,19 @@ impl RequestExecution {
         if owner == top {
             self.raise_send_response(top, is_final, more_data, is_final, 0);
         } else {
-            // The owner holds a placeholder while its child runs.
-            let response =
-                std::mem::replace(&mut self.frames[top].ctx.response, HttpResponse::new());
-            let placeholder = std::mem::replace(&mut self.frames[owner].ctx.response, response);
+            // The owner holds a placeholder while its child runs: it lends
+            // it to the child for the walk.
+            self.swap_responses(owner, top);
             self.raise_send_response(owner, false, more_data, false, 0);
-            let response = std::mem::replace(&mut self.frames[owner].ctx.response, placeholder);
-            self.frames[top].ctx.response = response;
+            self.swap_responses(owner, top);
         }
         true
+    }
+
+    /// Swaps the responses of frames `below` and `above` (`below < above`).
+    fn swap_responses(&mut self, below: usize, above: usize) {
+        let (lower, upper) = self.frames.pair_mut(below, above);
+        std::mem::swap(&mut lower.ctx.response, &mut upper.ctx.response);
     }
 
     /// Sends the last rest a SendResponse module deferred (see
