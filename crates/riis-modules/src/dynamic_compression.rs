@@ -19,8 +19,10 @@
 //! 4 MiB of file ranges (a large file is StaticCompression's business, or
 //! none: encoding it here would cost its CPU on every request), and
 //! the sends of child requests (a child buffered
-//! into its parent is encoded with the parent's response; one that sends
-//! for itself goes as it is). A compressible response gets `Vary:
+//! into its parent, or without headers, is encoded with the parent's
+//! response, even when it streams past the buffer, as a folder's default
+//! document may: the engine raises the parent's SendResponse modules for
+//! its sends; a direct child's own sends go as they are). A compressible response gets `Vary:
 //! Accept-Encoding` whether or not this client is sent an encoded body (a
 //! HEAD too), and an encoded one gets a weak ETag. A HEAD whose GET would
 //! be encoded gets the GET's fields without a `Content-Length` (see

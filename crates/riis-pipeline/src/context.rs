@@ -52,8 +52,12 @@ pub struct ExecuteFlags {
     /// large one (a 10 GB export): it finds the headers sent when the
     /// child ends, and must not write after the child then. Not for a module that
     /// replaces the child's head afterwards (CustomError's pages). Inside
-    /// a buffered child that does not allow it, it has no effect. A riis
-    /// extension: IIS has no such flag.
+    /// a buffered child that does not allow it, it has no effect. Its
+    /// sends raise the SendResponse modules of the request it is buffered
+    /// into, as the send of its output would had it stayed buffered (a
+    /// folder's default document is compressed as the folder's response,
+    /// however long it streams), not its own. A riis extension: IIS has no
+    /// such flag.
     pub stream_past_buffer_limit: bool,
     /// The child's URL is one the client may have chosen (a CGI program's
     /// local redirect, whose `Location` is often a `?next=` the client

@@ -1628,8 +1628,8 @@ impl RequestExecution {
     /// executed with `buffer_response`).
     ///
     /// A buffered child started with
-    /// `ExecuteFlags::stream_past_buffer_limit` goes out as a direct
-    /// child's would from its first flush on: its module's (an event
+    /// `ExecuteFlags::stream_past_buffer_limit` goes out from its first
+    /// flush on (through its parent's SendResponse modules): its module's (an event
     /// stream, `response_buffer_limit = 0`) or the server's, once its
     /// output outgrows the server's `response_buffer_limit` in memory. So
     /// a default document or an `X-Accel-Redirect` answered by an
@@ -1684,16 +1684,22 @@ impl RequestExecution {
                 }
             }
         }
-        // The output of a child without headers, and of any request it
-        // runs in turn (a default document, a CGI program's local
-        // redirect), is part of the response of the request the outermost
-        // such child runs inside (an include's, in a page): that request's
-        // SendResponse modules see it, as they see the rest of that
-        // response (an encoder that started on the page's first send must
-        // encode the include too, and one that starts on the include's
-        // must go on with the page's), not the child's own.
+        // The output of a buffered child (one that spills past the buffer:
+        // a folder's default document, a CGI program's local redirect) or
+        // of a child without headers (an include), and of any request it
+        // runs in turn, is part of the response of the request the
+        // outermost such child runs inside: that request's SendResponse
+        // modules see it, as they see the rest of that response, and as
+        // they would have seen it had it stayed buffered (an encoder that
+        // started on a page's first send must encode the include too, and
+        // `/app/` must be compressed and rewritten as `/app/index.php` is,
+        // however long it streams), not the child's own. Only a direct
+        // child's output is its own.
         let owner = (1..=top)
-            .find(|&i| self.frames[i].ctx.execute_flags.no_headers)
+            .find(|&i| {
+                let flags = self.frames[i].ctx.execute_flags;
+                flags.no_headers || flags.buffer_response
+            })
             .map_or(top, |outermost| outermost - 1);
         if owner == top {
             self.raise_send_response(top, is_final, more_data, is_final, 0);

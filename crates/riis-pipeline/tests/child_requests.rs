@@ -784,3 +784,107 @@ async fn a_request_nested_in_a_child_without_headers_sends_the_kept_head() {
     assert_eq!(outcome.header("x-document"), None);
     assert_eq!(outcome.body(), "pre:document:post");
 }
+
+/// A buffered child whose output streams past the buffer (a folder's
+/// default document that an application answers at length) sends through
+/// the SendResponse modules of the request it is buffered into, as its
+/// output would have gone out had it stayed buffered: they see its head and
+/// every piece, so a module that transforms the top request's response
+/// (here one that upper-cases it, as an encoder encodes it) transforms all
+/// of it. The child's own SendResponse modules see none of it, buffered or
+/// not.
+#[tokio::test]
+async fn a_buffered_child_that_streams_sends_through_its_parents_modules() {
+    let log = Log::new();
+    let mut t = TestPipeline::new();
+    t.module(
+        "Folder",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, call| match call {
+            Call::AsyncCompletion { .. } => {
+                write(ctx, ":post");
+                Status::Continue
+            }
+            _ => {
+                write(ctx, "pre:");
+                let child = ctx.clone_context_with_url("/folder/index").unwrap();
+                let flags = ExecuteFlags {
+                    buffer_response: true,
+                    stream_past_buffer_limit: true,
+                    ..ExecuteFlags::default()
+                };
+                ctx.execute_request(child, flags).unwrap();
+                Status::Pending
+            }
+        }),
+    );
+    t.module(
+        "Document",
+        Registration::events(N::ExecuteRequestHandler),
+        script(|ctx, _| {
+            set_header(ctx, "x-document", "1");
+            write(ctx, "document");
+            ctx.response_mut().flush(riis_pipeline::FlushOptions {
+                asynchronous: false,
+                more_data: true,
+            });
+            write(ctx, ":rest");
+            Status::Continue
+        }),
+    );
+    {
+        let log = log.clone();
+        t.module(
+            "UpperCase",
+            Registration::events(N::SendResponse),
+            script(move |ctx, call| {
+                let Call::SendResponse(p) = call else {
+                    return Status::Continue;
+                };
+                log.push(format!(
+                    "send depth={} headers={} final={} x-document={:?}",
+                    ctx.child_depth(),
+                    p.headers_being_sent(),
+                    p.is_final_send(),
+                    response_header(ctx, "x-document"),
+                ));
+                if ctx.child_depth() == 0 {
+                    let mut text = String::new();
+                    for chunk in ctx.response().entity_chunks() {
+                        if let riis_pipeline::EntityChunk::Memory(bytes) = chunk {
+                            text.push_str(std::str::from_utf8(bytes).unwrap());
+                        }
+                    }
+                    ctx.response_mut().clear_entity();
+                    write(ctx, text.to_uppercase());
+                }
+                Status::Continue
+            }),
+        );
+    }
+    t.handler(handler(
+        "Document",
+        "/folder/index",
+        &["*"],
+        "Unspecified",
+        &["Document"],
+    ))
+    .handler(catch_all(&["Folder"]));
+    let pipeline = t.build();
+
+    let outcome = get(&pipeline, "/folder/").await;
+
+    outcome.assert_completed();
+    assert_eq!(
+        log.entries(),
+        [
+            // The child's flush, and its end (once it streams, the rest
+            // goes as it comes).
+            "send depth=0 headers=true final=false x-document=Some(\"1\")",
+            "send depth=0 headers=false final=false x-document=Some(\"1\")",
+            "send depth=0 headers=false final=true x-document=Some(\"1\")",
+        ]
+    );
+    assert_eq!(outcome.body(), "PRE:DOCUMENT:REST:POST");
+    assert_eq!(outcome.header("x-document"), Some("1"));
+}

@@ -988,3 +988,62 @@ fn a_large_file_head_has_no_vary_as_its_get() {
     assert_eq!(head.header("content-encoding"), None);
     assert_eq!(head.header("vary"), None);
 }
+
+/// A folder's default document that streams (here a CGI program with
+/// `response_buffer_limit = 0`, as an application that flushes) is
+/// compressed as its own URL is: its output is the folder's response,
+/// whether it ends within the buffer or streams past it.
+#[test]
+fn a_default_document_that_streams_is_compressed_as_its_own_url_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("compress-streamed-document");
+    let big = text(3000);
+    dir.write("www/app/page.txt", &big);
+    let program = dir.path().join("www/app/index.cgi");
+    std::fs::write(
+        &program,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\ncat \"$DOCUMENT_ROOT/app/page.txt\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The CGI handler goes before the static one, which catches the rest.
+    let body = r#"
+[[modules]]
+name = "DefaultDocument"
+[[modules]]
+name = "DynamicCompression"
+[[modules]]
+name = "Cgi"
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "Either"
+modules = ["DefaultDocument"]
+
+[default_document]
+files = ["index.cgi"]
+
+[cgi]
+response_buffer_limit = 0
+"#;
+    let config = write_config(&dir, &dir.path().join("www"), body);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    for path in ["/app/index.cgi", "/app/"] {
+        let resp = fetch(&mut conn, path, Some("gzip"));
+        assert_eq!(resp.status, 200, "{path}");
+        assert_eq!(resp.header("transfer-encoding"), Some("chunked"), "{path}");
+        assert_eq!(resp.header("content-encoding"), Some("gzip"), "{path}");
+        assert_eq!(resp.header("vary"), Some("Accept-Encoding"), "{path}");
+        assert_eq!(gunzip(&resp.body), big.as_bytes(), "{path}");
+    }
+    let resp = fetch(&mut conn, "/app/", None);
+    assert_eq!(resp.header("content-encoding"), None);
+    assert_eq!(resp.body, big.as_bytes());
+}
