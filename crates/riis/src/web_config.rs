@@ -6,7 +6,9 @@
 //! (`default_document`), `httpProtocol` (`protocol`), `httpRedirect`
 //! (`http_redirect`), `staticContent` (`static_file`), `httpErrors`
 //! (`http_errors`), `security/requestFiltering` (`request_filtering`),
-//! `security/ipSecurity` (`ip_security`), `directoryBrowse`
+//! `security/ipSecurity` (`ip_security`), `security/authentication`
+//! (`anonymous_authentication`, `basic_authentication`),
+//! `security/authorization` (`authorization`), `cors` (`cors`), `directoryBrowse`
 //! (`directory_listing`), `serverSideInclude` (`server_side_include`), `urlCompression` (`static_compression`,
 //! `dynamic_compression`), `httpPlatform` (`http_platform`, its
 //! `requestTimeout` as `proxy.timeout`), `aspNetCore` (`asp_net_core`,
@@ -245,6 +247,9 @@ fn module_of(section: &str) -> Option<&'static str> {
         "webdav" => "WebDav",
         "cors" => "Cors",
         "server_side_include" => "ServerSideInclude",
+        "authorization" => "UrlAuthorization",
+        "basic_authentication" => "BasicAuthentication",
+        "anonymous_authentication" => "AnonymousAuthentication",
         _ => return None,
     })
 }
@@ -360,6 +365,7 @@ const LIST_ELEMENTS: &[(&str, &[&str])] = &[
         &["security", "requestFiltering", "denyQueryStringSequences"],
     ),
     ("ip_security.rules", &["security", "ipSecurity"]),
+    ("authorization.rules", &["security", "authorization"]),
     ("http_errors.errors", &["httpErrors"]),
     ("cors.origins", &["cors"]),
 ];
@@ -436,14 +442,24 @@ fn list_edits(web_server: Node) -> Vec<(String, ListEdit)> {
 fn identity(item: &Value) -> String {
     match item {
         Value::String(s) => s.to_ascii_lowercase(),
-        Value::Table(t) => ["status", "substatus", "address", "subnet_mask", "origin"]
-            .iter()
-            .filter_map(|k| {
-                t.get(*k)
-                    .map(|v| format!("{k}={}", v.to_string().to_ascii_lowercase()))
-            })
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Table(t) => [
+            "status",
+            "substatus",
+            "address",
+            "subnet_mask",
+            "origin",
+            "access",
+            "users",
+            "roles",
+            "verbs",
+        ]
+        .iter()
+        .filter_map(|k| {
+            t.get(*k)
+                .map(|v| format!("{k}={}", v.to_string().to_ascii_lowercase()))
+        })
+        .collect::<Vec<_>>()
+        .join(","),
         other => other.to_string(),
     }
 }
@@ -1972,14 +1988,172 @@ fn security(out: &mut Output, node: Node) -> Result<(), String> {
         match child.tag_name().name() {
             "requestFiltering" => request_filtering(out, child)?,
             "ipSecurity" => ip_security(out, child),
-            "authentication" | "authorization" => out.leave(
-                child,
-                "see the authentication modules and `authorization` in docs/modules/authentication.md",
-            ),
+            "authorization" => authorization(out, child),
+            "authentication" => authentication(out, child),
             _ => out.leave(child, "no conversion for this security section"),
         }
     }
     Ok(())
+}
+
+/// URL Authorization's rules. IIS's server-wide list allows everyone
+/// (`<add accessType="Allow" users="*" />` in applicationHost.config), and
+/// a file's rules add to it: unless the file clears the list or removes
+/// that rule (IIS Manager writes `<remove users="*" roles="" verbs="" />`),
+/// it is written first. A folder's rules add to the file's as the other
+/// lists do (see [`LIST_ELEMENTS`]). The order of the rules does not
+/// matter: any Deny that matches refuses, then any Allow lets in.
+fn authorization(out: &mut Output, node: Node) {
+    out.leave_attributes(node, &[]);
+    let mut rules: Vec<(AuthorizationKey, Value)> = Vec::new();
+    if !out.in_folder {
+        let everyone = AuthorizationKey {
+            access: Some("allow".into()),
+            users: "*".into(),
+            roles: String::new(),
+            verbs: String::new(),
+        };
+        let mut t = toml::Table::new();
+        t.insert("access".into(), Value::String("Allow".into()));
+        t.insert("users".into(), Value::String("*".into()));
+        rules.push((everyone, Value::Table(t)));
+    }
+    for entry in elements(node) {
+        let key = AuthorizationKey::of(entry);
+        match entry.tag_name().name() {
+            "add" => {
+                out.leave_attributes(entry, &["accessType", "users", "roles", "verbs"]);
+                let access = canonical(
+                    entry.attribute("accessType").unwrap_or(""),
+                    &["Allow", "Deny"],
+                );
+                if access != "Allow" && access != "Deny" {
+                    out.leave(entry, "accessType is neither Allow nor Deny");
+                    continue;
+                }
+                if key.users.is_empty() && key.roles.is_empty() {
+                    out.leave(
+                        entry,
+                        "a rule that names no users and no roles matches nobody",
+                    );
+                    continue;
+                }
+                let mut t = toml::Table::new();
+                t.insert("access".into(), Value::String(access));
+                for (attribute, name) in
+                    [("users", "users"), ("roles", "roles"), ("verbs", "verbs")]
+                {
+                    let value = entry.attribute(attribute).map_or("", str::trim);
+                    if !value.is_empty() {
+                        t.insert(name.into(), Value::String(value.into()));
+                    }
+                }
+                if key.users.contains('\\') || key.roles.contains('\\') {
+                    out.leave(
+                        entry,
+                        "written as it is, but DOMAIN\\name is a Windows account or group: riis's users and roles are those of BasicAuthentication's user and group files",
+                    );
+                }
+                rules.retain(|(k, _)| !key.same_rule(k));
+                rules.push((key, Value::Table(t)));
+            }
+            "remove" => rules.retain(|(k, _)| !key.same_rule(k)),
+            "clear" => rules.clear(),
+            _ => out.leave(entry, "no conversion"),
+        }
+    }
+    out.table("authorization");
+    out.key(
+        "rules",
+        Value::Array(rules.into_iter().map(|(_, rule)| rule).collect()),
+    );
+}
+
+/// What tells URL Authorization's rules apart, for `<remove>`: the users,
+/// roles and verbs (in any case), and the access type when given.
+struct AuthorizationKey {
+    access: Option<String>,
+    users: String,
+    roles: String,
+    verbs: String,
+}
+
+impl AuthorizationKey {
+    fn of(entry: Node) -> Self {
+        let text = |attribute: &str| {
+            entry
+                .attribute(attribute)
+                .map_or(String::new(), |v| v.trim().to_ascii_lowercase())
+        };
+        Self {
+            access: entry
+                .attribute("accessType")
+                .map(|a| a.trim().to_ascii_lowercase()),
+            users: text("users"),
+            roles: text("roles"),
+            verbs: text("verbs"),
+        }
+    }
+
+    /// Whether `self` (an entry's key) names the rule keyed `other`.
+    fn same_rule(&self, other: &Self) -> bool {
+        self.users == other.users
+            && self.roles == other.roles
+            && self.verbs == other.verbs
+            && (self.access.is_none() || other.access.is_none() || self.access == other.access)
+    }
+}
+
+/// `authentication`: anonymous and Basic authentication, riis's two of
+/// IIS's methods besides client certificates. Basic checks Windows
+/// accounts in IIS and an htpasswd file in riis, which is named as left
+/// to write.
+fn authentication(out: &mut Output, node: Node) {
+    out.leave_attributes(node, &[]);
+    for child in elements(node) {
+        match child.tag_name().name() {
+            "anonymousAuthentication" => {
+                // The Windows account anonymous requests run as: riis runs
+                // every request as its own user, IIS's default (IUSR) too.
+                let own_account = child
+                    .attribute("userName")
+                    .is_none_or(|u| u.trim().is_empty() || u.trim().eq_ignore_ascii_case("IUSR"));
+                if own_account {
+                    out.leave_attributes(child, &["enabled", "userName", "password"]);
+                } else {
+                    out.leave_attributes(child, &["enabled"]);
+                }
+                out.table("anonymous_authentication");
+                if let Some(v) = child.attribute("enabled") {
+                    out.key("enabled", is_true(v));
+                }
+            }
+            "basicAuthentication" => {
+                out.leave_attributes(child, &["enabled", "realm"]);
+                out.table("basic_authentication");
+                if let Some(v) = child.attribute("enabled") {
+                    out.key("enabled", is_true(v));
+                    if is_true(v) {
+                        out.left_out.push(
+                            "basic_authentication.user_file: IIS checks Windows accounts, riis an htpasswd file (docs/modules/authentication.md): set `user_file` (and `group_file` for roles)".into(),
+                        );
+                    }
+                }
+                // IIS's empty realm is the host name, riis's default too.
+                if let Some(realm) = child.attribute("realm").filter(|r| !r.trim().is_empty()) {
+                    out.key("realm", realm);
+                }
+            }
+            // A method riis does not have, turned off, is what riis does.
+            _ if child.attribute("enabled").is_some_and(|v| !is_true(v))
+                && child.attributes().count() == 1
+                && elements(child).next().is_none() => {}
+            _ => out.leave(
+                child,
+                "no conversion: riis authenticates with Basic, anonymous and client certificates (docs/modules/authentication.md, docs/modules/client-certificates.md)",
+            ),
+        }
+    }
 }
 
 /// The `<add …>` entries of `node`'s child `list`, by their `attribute`,
@@ -2723,6 +2897,51 @@ mod tests {
         // IIS Manager's `<remove>` before an entry it sets again is a
         // replacement: joined, not flagged.
         assert!(!notes.contains("http_errors.errors"), "{notes}");
+    }
+
+    /// URL Authorization's rules follow IIS's server-wide rule (allow
+    /// everyone) unless the file removes or clears it; a `<remove>` names
+    /// a rule by its users, roles and verbs in any case; a rule that names
+    /// nobody is named and left out.
+    #[test]
+    fn authorization_rules_add_to_iis_s_allow_everyone() {
+        let rules = |xml: &str| {
+            let xml = format!(
+                "<configuration><system.webServer><security><authorization>{xml}</authorization></security></system.webServer></configuration>"
+            );
+            let converted = convert(&xml, None).unwrap();
+            let table: toml::Table = converted.text.parse().unwrap();
+            let rules: Vec<String> = table["authorization"]["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let t = r.as_table().unwrap();
+                    ["access", "users", "roles", "verbs"]
+                        .iter()
+                        .filter_map(|k| t.get(*k).map(|v| format!("{k}={}", v.as_str().unwrap())))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect();
+            (rules, converted.left_out.join("\n"))
+        };
+        let (kept, _) = rules(r#"<add accessType="Deny" users="?" />"#);
+        assert_eq!(kept, ["access=Allow users=*", "access=Deny users=?"]);
+        let (removed, _) = rules(
+            r#"<remove users="*" roles="" verbs="" /><add accessType="allow" roles="Admins" verbs="GET" />"#,
+        );
+        assert_eq!(removed, ["access=Allow roles=Admins verbs=GET"]);
+        let (cleared, _) = rules(
+            r#"<add accessType="Allow" users="ann" /><clear /><add accessType="Allow" users="bo" />"#,
+        );
+        assert_eq!(cleared, ["access=Allow users=bo"]);
+        let (by_key, notes) = rules(
+            r#"<clear /><add accessType="Allow" users="Ann" verbs="GET" /><add accessType="Deny" users="ann" />
+               <remove users="ann" verbs="get" /><add accessType="Allow" users="" />"#,
+        );
+        assert_eq!(by_key, ["access=Deny users=ann"]);
+        assert!(notes.contains("names no users and no roles"), "{notes}");
     }
 
     /// Two `<location>`s for one folder in two cases are one location, as

@@ -305,3 +305,119 @@ fn bad_rules_are_configuration_errors() {
     assert!(err.contains("basic_authentication.realm"), "{err}");
     assert!(err.contains("control characters"), "{err}");
 }
+
+/// An IIS site's web.config that requires a logon (anonymous access off,
+/// Basic on, IIS's allow-everyone rule removed, two users allowed, one
+/// user denied, a folder open to anonymous readers) converts with `riis
+/// import-web-config` into a configuration that, given a user file, lets
+/// in and refuses whom IIS would.
+#[test]
+fn an_iis_sites_logon_rules_convert_from_its_web_config() {
+    let dir = TempDir::new("auth-web-config");
+    let alice = bcrypt::hash("wonderland", 4).unwrap();
+    dir.write(
+        "users",
+        format!("alice:{alice}\nbob:{BOB_HASH}\nmallory:{BOB_HASH}\n"),
+    );
+    dir.write("www/a.txt", "alpha");
+    dir.write("www/public/a.txt", "open");
+    let web_config = dir.write(
+        "web.config",
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<configuration>
+  <system.webServer>
+    <security>
+      <authentication>
+        <anonymousAuthentication enabled="false" userName="" />
+        <basicAuthentication enabled="true" realm="Members" />
+        <windowsAuthentication enabled="false" />
+      </authentication>
+      <authorization>
+        <remove users="*" roles="" verbs="" />
+        <add accessType="Allow" users="alice,bob" />
+        <add accessType="Deny" users="bob" verbs="POST" />
+      </authorization>
+    </security>
+  </system.webServer>
+  <location path="public">
+    <system.webServer><security>
+      <authentication><anonymousAuthentication enabled="true" /></authentication>
+      <authorization><add accessType="Allow" users="?" verbs="GET" /></authorization>
+    </security></system.webServer>
+  </location>
+</configuration>
+"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["import-web-config", web_config.to_str().unwrap()])
+        .args(["--location", "/"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let converted = String::from_utf8(out.stdout).unwrap();
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert!(notes.contains("basic_authentication.user_file"), "{notes}");
+    // Windows authentication turned off is what riis does: no note.
+    assert!(!notes.contains("windowsAuthentication"), "{notes}");
+    let root = dir.path().join("www");
+    let site = converted.replacen(
+        "[[sites.locations]]\npath = \"/\"\n",
+        &format!(
+            "[[sites]]\nname = \"Converted\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n\n\
+             [[sites.locations]]\npath = \"/\"\n",
+            root.display()
+        ),
+        1,
+    );
+    assert_ne!(site, converted, "{converted}");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            "[[modules]]\nname = \"BasicAuthentication\"\n[[modules]]\nname = \"AnonymousAuthentication\"\n\
+             [[modules]]\nname = \"UrlAuthorization\"\n[[modules]]\nname = \"StaticFile\"\n\n\
+             [basic_authentication]\nuser_file = \"users\"\n\n{site}"
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let anonymous = get_as(&mut conn, "/a.txt", None);
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some("Basic realm=\"Members\", charset=\"UTF-8\"")
+    );
+    assert_eq!(
+        get_as(&mut conn, "/a.txt", Some("alice:wonderland")).status,
+        200
+    );
+    assert_eq!(get_as(&mut conn, "/a.txt", Some("bob:secret")).status, 200);
+    // Logged on, but no rule allows mallory.
+    assert_eq!(
+        get_as(&mut conn, "/a.txt", Some("mallory:secret")).status,
+        401
+    );
+    // bob's POST is denied (the static handler would answer 405).
+    conn.send_raw(
+        format!(
+            "POST /a.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {}\r\nContent-Length: 0\r\n\r\n",
+            base64::engine::general_purpose::STANDARD.encode("bob:secret")
+        )
+        .as_bytes(),
+    );
+    assert_eq!(conn.read_response(false).status, 401);
+    // The folder opens reading to anonymous clients, and keeps the file's
+    // users.
+    assert_eq!(get_as(&mut conn, "/public/a.txt", None).text(), "open");
+    assert_eq!(
+        get_as(&mut conn, "/public/a.txt", Some("alice:wonderland")).status,
+        200
+    );
+    assert_eq!(
+        get_as(&mut conn, "/public/a.txt", Some("mallory:secret")).status,
+        401
+    );
+}
