@@ -1369,7 +1369,6 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         "attribute `setEtag` has no conversion",
         "<location> (path \"admin\\n[[sites]]\"",
         "system.webServer/security/requestFiltering/filteringRules",
-        "system.webServer/security/authentication",
         "attribute `rewriteBeforeCache` has no conversion",
         "outbound rule `negated` over the whole body is negated",
     ] {
@@ -1379,8 +1378,8 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     assert!(
         site_text.contains(
             "# List these modules in [[modules]] for the sections below: DefaultDocument, \
-             RequestFiltering, IpRestriction, HttpRedirection, CustomError, ProtocolSupport, \
-             StaticFile, UrlRewrite."
+             RequestFiltering, IpRestriction, AnonymousAuthentication, HttpRedirection, \
+             CustomError, ProtocolSupport, StaticFile, UrlRewrite."
         ),
         "{site_text}"
     );
@@ -1418,6 +1417,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
              [[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"ProtocolSupport\"\n\
              [[modules]]\nname = \"CustomError\"\n[[modules]]\nname = \"HttpRedirection\"\n\
              [[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"DefaultDocument\"\n\
+             [[modules]]\nname = \"AnonymousAuthentication\"\n\
              [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nresource_type = \"Either\"\n\
              modules = [\"StaticFile\", \"DefaultDocument\"]\n\
              {site_text}\n\
