@@ -291,6 +291,20 @@ fn map<'a>(config: &'a ClientCertificateMappingConfig, cert: &ClientCertificate)
     }
 }
 
+/// The name of the mapping of `config` that denies the request's
+/// certificate, if one does. WebDav judges a COPY or MOVE's destination
+/// by it too.
+pub(crate) fn denying_mapping<'a>(
+    ctx: &HttpContext,
+    config: &'a ClientCertificateMappingConfig,
+) -> Option<&'a str> {
+    let cert = ctx.client_certificate().filter(|_| config.enabled)?;
+    match map(config, cert) {
+        Mapped::Denied(name) => Some(name),
+        _ => None,
+    }
+}
+
 /// The module instance.
 pub struct ClientCertificateMappingAuthentication {
     config: Section<ClientCertificateMappingConfig>,

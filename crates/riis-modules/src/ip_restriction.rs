@@ -122,6 +122,18 @@ pub enum DenyAction {
     AbortRequest,
 }
 
+impl DenyAction {
+    /// The status of the answer (`AbortRequest`'s 403 is not sent: the
+    /// connection is reset instead, where one can be).
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Forbidden | Self::AbortRequest => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
 /// One rule: a network and whether it is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RuleFields")]
@@ -291,6 +303,22 @@ impl IpRule {
 }
 
 impl IpSecurityConfig {
+    /// The first of the request's addresses these rules refuse: the
+    /// peer's, then, with `proxy_mode`, those of `X-Forwarded-For`.
+    /// WebDav judges a COPY or MOVE's destination by it too.
+    pub(crate) fn refused_address(&self, ctx: &HttpContext) -> Option<IpAddr> {
+        let remote = ctx.request().remote_address().ip().to_canonical();
+        if !self.allows(remote) {
+            return Some(remote);
+        }
+        if !self.proxy_mode {
+            return None;
+        }
+        forwarded_addresses(ctx)
+            .into_iter()
+            .find(|&a| !self.allows(a))
+    }
+
     /// Whether `address` is allowed: by the first rule containing it, or
     /// by `allow_unlisted`.
     fn allows(&self, address: IpAddr) -> bool {
@@ -625,15 +653,7 @@ impl IpRestriction {
         let remote = ctx.request().remote_address().ip().to_canonical();
         let dynamic_proxy = dynamic.proxy_mode.unwrap_or(config.proxy_mode);
         if active {
-            let checked = if config.proxy_mode {
-                forwarded_addresses(ctx)
-            } else {
-                Vec::new()
-            };
-            if let Some(denied) = std::iter::once(remote)
-                .chain(checked.iter().copied())
-                .find(|&a| !config.allows(a))
-            {
+            if let Some(denied) = config.refused_address(ctx) {
                 if let Some(held_back) = ADDRESS_LOG.pass() {
                     tracing::info!(
                         rule = Refusal::Address.rule(),
@@ -687,15 +707,10 @@ fn refuse(
     action: DenyAction,
     refusal: Refusal,
 ) -> RequestNotificationStatus {
-    let status = match action {
-        DenyAction::Unauthorized => StatusCode::UNAUTHORIZED,
-        DenyAction::Forbidden => StatusCode::FORBIDDEN,
-        DenyAction::NotFound => StatusCode::NOT_FOUND,
-        DenyAction::AbortRequest => {
-            ctx.response_mut().reset_connection();
-            StatusCode::FORBIDDEN
-        }
-    };
+    if action == DenyAction::AbortRequest {
+        ctx.response_mut().reset_connection();
+    }
+    let status = action.status();
     crate::end_with_error(ctx, status, refusal.substatus(), crate::E_ACCESS_DENIED)
 }
 

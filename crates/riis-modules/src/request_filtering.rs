@@ -534,13 +534,7 @@ fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection
         }
     }
 
-    if let Some(segment) = url.split('/').find(|seg| {
-        !seg.is_empty()
-            && config
-                .hidden_segments
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(seg))
-    }) {
+    if let Some(segment) = hidden_segment(config, url) {
         return Some(Rejection::new(
             "hidden_segments",
             StatusCode::NOT_FOUND,
@@ -550,6 +544,43 @@ fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection
     }
 
     check_extension(config, url)
+}
+
+/// The first segment of `url` that `hidden_segments` hides.
+fn hidden_segment<'u>(config: &RequestFilteringConfig, url: &'u str) -> Option<&'u str> {
+    url.split('/').find(|seg| {
+        !seg.is_empty()
+            && config
+                .hidden_segments
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(seg))
+    })
+}
+
+/// The rule of `config` that refuses a URL the client names besides its
+/// own (a WebDAV COPY or MOVE's destination, a location inside the tree a
+/// method acts on): `internal`, `hidden_segments`, `denied_url_sequences`
+/// and `file_extensions`, the rules about the path alone, with the status
+/// and substatus a request for it would get (IIS's `applyToWebDAV`, on by
+/// default). `url` is decoded.
+pub(crate) fn url_refusal(
+    config: &RequestFilteringConfig,
+    url: &str,
+) -> Option<(StatusCode, u16, &'static str)> {
+    let rejection = if config.internal {
+        Rejection::new("internal", StatusCode::NOT_FOUND, 0, url)
+    } else if hidden_segment(config, url).is_some() {
+        Rejection::new("hidden_segments", StatusCode::NOT_FOUND, 8, url)
+    } else if config
+        .denied_url_sequences
+        .iter()
+        .any(|s| contains_ignore_case(url, s))
+    {
+        Rejection::new("denied_url_sequences", StatusCode::NOT_FOUND, 5, url)
+    } else {
+        check_extension(config, url)?
+    };
+    Some((rejection.status, rejection.substatus, rejection.rule))
 }
 
 /// The `file_extensions` rule for the last segment of `path`.

@@ -55,14 +55,26 @@ impl HttpModule for SslAccess {
         let ssl = here.require_ssl || asked.is_some_and(|a| a.require_ssl);
         let certificate =
             here.require_client_certificate || asked.is_some_and(|a| a.require_client_certificate);
-        if (ssl || certificate) && !ctx.request().is_tls() {
-            return crate::end_with_error(ctx, StatusCode::FORBIDDEN, 4, crate::E_ACCESS_DENIED);
+        match refusal(ctx, ssl, certificate) {
+            Some(substatus) => crate::end_with_error(
+                ctx,
+                StatusCode::FORBIDDEN,
+                substatus,
+                crate::E_ACCESS_DENIED,
+            ),
+            None => RequestNotificationStatus::Continue,
         }
-        if certificate && ctx.client_certificate().is_none() {
-            return crate::end_with_error(ctx, StatusCode::FORBIDDEN, 7, crate::E_ACCESS_DENIED);
-        }
-        RequestNotificationStatus::Continue
     }
+}
+
+/// The substatus of the 403 a request gets where TLS (`ssl`) or a client
+/// certificate is required: 4 over plain HTTP, 7 over TLS without the
+/// certificate. WebDav judges a COPY or MOVE's destination by it too.
+pub(crate) fn refusal(ctx: &HttpContext, ssl: bool, certificate: bool) -> Option<u16> {
+    if (ssl || certificate) && !ctx.request().is_tls() {
+        return Some(4);
+    }
+    (certificate && ctx.client_certificate().is_none()).then_some(7)
 }
 
 /// Entry point.

@@ -1412,3 +1412,97 @@ fn nix_chown(path: &Path, uid: u32, gid: u32) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// A COPY or MOVE's destination, and each location inside a tree a method
+/// acts on, meet the rules a request for them would: IpRestriction's
+/// addresses, RequestFiltering's `internal` and file extensions (IIS's
+/// `applyToWebDAV`), SslAccess's client certificate. Without them a
+/// writer could overwrite an office's files from anywhere, reach an
+/// internal folder, or MOVE an upload to a name the site runs as a script.
+#[test]
+fn address_filtering_and_certificate_rules_hold_at_a_destination() {
+    let dir = TempDir::new("dav-destination-rules");
+    let sections = format!(
+        "{OPEN_TO_ALL}\n\n[[modules]]\nname = \"IpRestriction\"\n[[modules]]\nname = \"RequestFiltering\"\n\
+         [[modules]]\nname = \"SslAccess\"\n\n[request_filtering]\nfile_extensions = {{ deny = [\".php\"] }}\n"
+    );
+    let server = start(&config(
+        &dir,
+        &sections,
+        r#"[[sites.locations]]
+path = "/pub/office"
+ip_security = { allow_unlisted = false, rules = [{ address = "10.0.0.0/8", allowed = true }] }
+
+[[sites.locations]]
+path = "/pub/int"
+request_filtering = { internal = true }
+
+[[sites.locations]]
+path = "/certs"
+access = { require_client_certificate = true }
+"#,
+    ));
+    dir.write("www/pub/p.txt", "public");
+    dir.write("www/pub/office/plan.txt", "plan");
+    dir.write("www/pub/int/x.txt", "internal");
+    std::fs::create_dir_all(dir.path().join("www/certs")).unwrap();
+    let addr = server.addr;
+    let www = dir.path().join("www");
+    let copy_to = |destination: &str| {
+        send(
+            addr,
+            "COPY",
+            "/pub/p.txt",
+            &[("Destination", destination)],
+            b"",
+        )
+    };
+
+    // The test client (127.0.0.1) is not in the office's network.
+    assert_eq!(
+        send(addr, "PUT", "/pub/office/plan.txt", &[], b"x").status,
+        403
+    );
+    assert_eq!(copy_to("/pub/office/plan.txt").status, 403);
+    assert_eq!(
+        std::fs::read(www.join("pub/office/plan.txt")).unwrap(),
+        b"plan"
+    );
+    assert_eq!(copy_to("/pub/int/x.txt").status, 404);
+    assert_eq!(
+        std::fs::read(www.join("pub/int/x.txt")).unwrap(),
+        b"internal"
+    );
+    assert_eq!(copy_to("/certs/p.txt").status, 403);
+    assert!(!www.join("certs/p.txt").exists());
+    // An upload cannot become a script by its move.
+    assert_eq!(
+        send(addr, "PUT", "/pub/shell.php", &[], b"<?php").status,
+        404
+    );
+    assert_eq!(
+        send(addr, "PUT", "/pub/shell.txt", &[], b"<?php").status,
+        201
+    );
+    let moved = send(
+        addr,
+        "MOVE",
+        "/pub/shell.txt",
+        &[("Destination", "/pub/shell.php")],
+        b"",
+    );
+    assert_eq!(moved.status, 404);
+    assert!(!www.join("pub/shell.php").exists());
+    // A tree holding the office's folder and the internal one is neither
+    // deleted nor moved whole, and its listing leaves them out.
+    assert_eq!(send(addr, "DELETE", "/pub", &[], b"").status, 403);
+    assert_eq!(
+        send(addr, "MOVE", "/pub", &[("Destination", "/elsewhere")], b"").status,
+        403
+    );
+    assert!(www.join("pub/office/plan.txt").exists() && www.join("pub/int/x.txt").exists());
+    let listing = send(addr, "PROPFIND", "/pub", &[("Depth", "1")], b"").text();
+    assert!(listing.contains("/pub/p.txt"), "{listing}");
+    assert!(!listing.contains("office"), "{listing}");
+    assert!(!listing.contains("/pub/int"), "{listing}");
+}

@@ -98,7 +98,11 @@ use methods::{
 use crate::background::Background;
 
 use crate::anonymous_authentication::AnonymousAuthenticationConfig;
-use crate::request_filtering::RequestFilteringConfig;
+use crate::client_certificate_mapping_authentication::{
+    denying_mapping, ClientCertificateMappingConfig,
+};
+use crate::ip_restriction::IpSecurityConfig;
+use crate::request_filtering::{url_refusal, RequestFilteringConfig};
 use crate::ssl_access::AccessConfig;
 use crate::url_authorization::{AuthorizationConfig, UserSpec};
 
@@ -339,6 +343,8 @@ pub struct WebDav {
     authorization: Section<AuthorizationConfig>,
     anonymous: Section<AnonymousAuthenticationConfig>,
     ssl_access: Section<AccessConfig>,
+    ip_security: Section<IpSecurityConfig>,
+    certificate_mapping: Section<ClientCertificateMappingConfig>,
     /// The method and its body, while it is read.
     receiving: Option<(Method, Body)>,
     /// The module's threads.
@@ -848,18 +854,56 @@ impl WebDav {
     /// Whether the request's user may `need` at `url`, a URL besides the
     /// request's own (a COPY or MOVE's destination, a location inside a
     /// tree a method acts on), by the settings of that URL's location: this
-    /// module's own (on, and a rule giving the access), and those of the
-    /// access modules a request for that URL would meet, whether or not
-    /// they run: SslAccess's `require_ssl`, AnonymousAuthentication's
+    /// module's own (on, TLS where it requires it, and a rule giving the
+    /// access), and those of the access modules a request for that URL
+    /// would meet, whether or not they run: SslAccess's `require_ssl` and
+    /// `require_client_certificate`, IpRestriction's address rules,
+    /// ClientCertificateMappingAuthentication's denials, RequestFiltering's
+    /// rules about the path (`internal`, hidden segments, denied sequences,
+    /// file extensions: IIS's `applyToWebDAV`), AnonymousAuthentication's
     /// `enabled`, UrlAuthorization's rules (for the request's method).
     /// Without them a client could COPY into a folder it may not write,
-    /// or DELETE one inside a folder it may.
+    /// MOVE an upload to a name the site runs as a script, or DELETE a
+    /// folder kept to an office's addresses inside one it may.
     fn may(&self, ctx: &HttpContext, url: &str, need: Need) -> Result<(), Refusal> {
         let user = ctx.user();
         let anonymous = user.is_none_or(|u| u.name().is_empty());
-        if ctx.config_for_url(self.ssl_access, url).require_ssl && !ctx.request().is_tls() {
-            let mut r = refuse(403, format!("{url} needs TLS (access.require_ssl)"));
-            r.substatus = 4;
+        let access = ctx.config_for_url(self.ssl_access, url);
+        if let Some(substatus) =
+            crate::ssl_access::refusal(ctx, access.require_ssl, access.require_client_certificate)
+        {
+            let mut r = refuse(
+                403,
+                format!("{url} needs TLS or a client certificate this request lacks (access)"),
+            );
+            r.substatus = substatus;
+            return Err(r);
+        }
+        let ip_security = ctx.config_for_url(self.ip_security, url);
+        if let Some(address) = ip_security.refused_address(ctx) {
+            let mut r = refuse(
+                ip_security.deny_action.status().as_u16(),
+                format!("{url} refuses the address {address} (ip_security)"),
+            );
+            r.substatus = 503;
+            return Err(r);
+        }
+        let mapping = ctx.config_for_url(self.certificate_mapping, url);
+        if let Some(name) = denying_mapping(ctx, mapping) {
+            let mut r = refuse(
+                403,
+                format!("the certificate mapping `{name}` denies this certificate at {url}"),
+            );
+            r.substatus = 12;
+            return Err(r);
+        }
+        let filtering = ctx.config_for_url(self.request_filtering, url);
+        if let Some((status, substatus, rule)) = url_refusal(filtering, url) {
+            let mut r = refuse(
+                status.as_u16(),
+                format!("RequestFiltering refuses {url} (request_filtering.{rule})"),
+            );
+            r.substatus = substatus;
             return Err(r);
         }
         if anonymous && !ctx.config_for_url(self.anonymous, url).enabled {
@@ -885,6 +929,14 @@ impl WebDav {
                 format!("WebDAV authoring is off at {url} (webdav.enabled)"),
             ));
         }
+        if config.require_ssl && !ctx.request().is_tls() {
+            let mut r = refuse(
+                403,
+                format!("WebDAV needs TLS at {url} (webdav.require_ssl)"),
+            );
+            r.substatus = 4;
+            return Err(r);
+        }
         if !config.grants(user, need) {
             return Err(denied(format!(
                 "no authoring rule gives {} access at {url}",
@@ -894,10 +946,18 @@ impl WebDav {
         Ok(())
     }
 
-    /// [`WebDav::may`] for each location inside `url`.
+    /// [`WebDav::may`] for each location inside `url`. A location inside
+    /// that hides itself (404: `internal`, a denied name) refuses the
+    /// method with 403: `url` itself is there.
     fn may_below(&self, ctx: &HttpContext, url: &str, need: Need) -> Result<(), Refusal> {
         for path in ctx.location_paths_below(url) {
-            self.may(ctx, path, need)?;
+            self.may(ctx, path, need).map_err(|mut r| {
+                if r.status == 404 {
+                    r.status = 403;
+                    r.substatus = 0;
+                }
+                r
+            })?;
         }
         Ok(())
     }
@@ -1341,6 +1401,9 @@ pub fn register_module(
     let anonymous =
         registration.share_section::<AnonymousAuthenticationConfig>("anonymous_authentication")?;
     let ssl_access = registration.share_section::<AccessConfig>("access")?;
+    let ip_security = registration.share_section::<IpSecurityConfig>("ip_security")?;
+    let certificate_mapping = registration
+        .share_section::<ClientCertificateMappingConfig>("client_certificate_mapping")?;
     registration.set_request_notifications(
         move || WebDav {
             config,
@@ -1348,6 +1411,8 @@ pub fn register_module(
             authorization,
             anonymous,
             ssl_access,
+            ip_security,
+            certificate_mapping,
             receiving: None,
             threads: threads.clone(),
             answered: None,
