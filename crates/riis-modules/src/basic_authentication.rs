@@ -415,6 +415,14 @@ fn random_secret() -> [u8; 32] {
     out
 }
 
+/// Base64 with or without its `=` padding: some clients leave it off, and
+/// nginx and Apache take such credentials too.
+const CREDENTIALS_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 /// The credentials of an `Authorization: Basic` header: `None` without
 /// one (or with another scheme), `Some(Err)` when it is malformed.
 fn credentials(ctx: &HttpContext) -> Option<Result<(String, Vec<u8>), &'static str>> {
@@ -427,7 +435,7 @@ fn credentials(ctx: &HttpContext) -> Option<Result<(String, Vec<u8>), &'static s
         return None;
     }
     let token = rest.trim_ascii();
-    let decoded = match base64::engine::general_purpose::STANDARD.decode(token) {
+    let decoded = match CREDENTIALS_BASE64.decode(token) {
         Ok(d) => d,
         Err(_) => return Some(Err("the credentials are not base64")),
     };

@@ -79,13 +79,16 @@ pub struct CorsConfig {
 fn origin_rules<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<OriginRule>, D::Error> {
     let mut rules = Vec::<OriginRule>::deserialize(d)?;
     for (i, rule) in rules.iter_mut().enumerate() {
-        let broad = matches!(
-            rule.origin,
-            OriginPattern::Any | OriginPattern::AnyHost { .. }
-        );
+        // Any page can send `Origin: null` (a sandboxed frame), so `null`
+        // is as broad as `*`.
+        let broad = match &rule.origin {
+            OriginPattern::Any | OriginPattern::AnyHost { .. } => true,
+            OriginPattern::Exact(origin) => origin == "null",
+            OriginPattern::Below { .. } => false,
+        };
         if broad && rule.allow_credentials {
             return Err(serde::de::Error::custom(format!(
-                "origins[{i}]: allow_credentials with a rule for every origin would let any site read the answers a user's cookies get (IIS's reference asks for a named origin): name the origins"
+                "origins[{i}]: allow_credentials with a rule for every origin (or for `null`, which any page can send from a sandboxed frame) would let any site read the answers a user's cookies get (IIS's reference asks for a named origin): name the origins"
             )));
         }
         let names: Vec<&str> = rule

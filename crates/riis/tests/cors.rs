@@ -346,6 +346,11 @@ fn origins_that_could_never_match_are_configuration_errors() {
             "{ origin = \"https://*\", allow_credentials = true }",
             "allow_credentials with a rule for every origin",
         ),
+        // Any page can send `Origin: null` from a sandboxed frame.
+        (
+            "{ origin = \"null\", allow_credentials = true }",
+            "or for `null`",
+        ),
         (
             "{ origin = \"https://a.test\", allowed_methods = [\"*\"] }",
             "there is no `*`",
