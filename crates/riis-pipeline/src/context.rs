@@ -766,9 +766,10 @@ impl HttpContext {
     /// that a check decided for this client alone, which the response does
     /// not show (a file an application let this client download with
     /// `X-Accel-Redirect`: served from a cache, the next client would skip
-    /// the check). Called in a child request, it holds for the requests
-    /// the child runs inside too, once the child ends: its output is part
-    /// of theirs.
+    /// the check). A request that ran a child request has its user cache
+    /// disabled when the child ends: its response holds the child's
+    /// output, and a copy would skip the child's pipeline (the access rules
+    /// of the child's location) and the changes of its file.
     pub fn disable_user_cache(&mut self) {
         self.user_cache_disabled = true;
     }

@@ -1896,11 +1896,12 @@ impl RequestExecution {
                 .unwrap_or((child.ctx.response.status, child.ctx.response.substatus)),
         );
         parent.ctx.response = std::mem::replace(&mut child.ctx.response, HttpResponse::new());
-        // The child's output is part of the parent's response: what must not
-        // be kept of it must not be kept of the whole.
-        if child.ctx.is_user_cache_disabled() {
-            parent.ctx.disable_user_cache();
-        }
+        // The child's output is part of the parent's response, and a copy
+        // of that response served later would skip the child's pipeline:
+        // the access rules of its location (a CGI program's local
+        // redirect into a folder kept to some addresses) and the changes
+        // of its file. What a child helped build is not kept.
+        parent.ctx.disable_user_cache();
         let response = &mut parent.ctx.response;
         if let Some(kept) = no_headers.and_then(|n| n.kept) {
             if !response.headers_sent {

@@ -1155,3 +1155,42 @@ bindings = ["127.0.0.1:0"]
     assert_eq!(missing.body.len(), 300_000);
     assert!(missing.body.iter().all(|&b| b == b'x'));
 }
+
+/// A local redirect's answer is never kept by OutputCache: a hit would skip
+/// the target's pipeline, so a client the target's location refuses would
+/// get another client's copy, and a change of the target would not show.
+#[test]
+fn a_local_redirect_is_not_served_from_the_output_cache() {
+    let dir = TempDir::new("cgi-local-cache");
+    let config = config_changed(
+        &dir,
+        "[[modules]]\nname = \"Cgi\"\n",
+        "[[modules]]\nname = \"OutputCache\"\n[[modules]]\nname = \"Cgi\"\n",
+    );
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "output_cache = { policy = \"CacheForTimePeriod\", duration = 60, frequent_hit_threshold = 1 }\n";
+    std::fs::write(&config, text).unwrap();
+    program(
+        &dir,
+        "go.cgi",
+        "#!/bin/sh\nprintf 'Location: /cgi/data.cgi\\n\\n'\n",
+    );
+    program(
+        &dir,
+        "data.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\ncat \"$DOCUMENT_ROOT/../data.txt\"\n",
+    );
+    dir.write("data.txt", "v1");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    // The target alone is kept (a control for the cache's settings).
+    assert_eq!(conn.get("/cgi/data.cgi").text(), "v1");
+    assert_eq!(conn.get("/cgi/data.cgi").header("age"), Some("0"));
+    for _ in 0..3 {
+        let resp = conn.get("/cgi/go.cgi");
+        assert_eq!(resp.text(), "v1");
+        assert_eq!(resp.header("age"), None);
+    }
+    dir.write("data.txt", "v2");
+    assert_eq!(conn.get("/cgi/go.cgi").text(), "v2");
+}
