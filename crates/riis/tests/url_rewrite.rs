@@ -1808,3 +1808,58 @@ action = { type = "CustomResponse", status_code = 404 }
         assert_eq!(conn.get(other).status, 404, "{other}");
     }
 }
+
+/// IIS's rewrite map recipes that keep the client's scheme in a redirect:
+/// the map gives the scheme before a literal `://`, or the scheme and its
+/// `://` at the start of the URL. Both redirect to the other host, as IIS
+/// does (not to a path on this site, which redirected in a loop); a map
+/// value that is not a scheme leaves the redirect on this site.
+#[test]
+fn a_rewrite_map_may_give_a_redirects_scheme() {
+    let dir = TempDir::new("rewrite-map-scheme");
+    dir.write("www/a.txt", "a");
+    let config = rewrite_site(
+        &dir,
+        r#"[rewrite.maps.MapProtocol]
+entries = { "on" = "https", "off" = "http" }
+
+[rewrite.maps.MapSSL]
+entries = { "on" = "https://", "off" = "http://" }
+
+[rewrite.maps.NotAScheme]
+entries = { "off" = "evil.test/" }
+
+[[rewrite.rules]]
+name = "www with protocol map"
+pattern = "(.*)"
+conditions = [{ input = "{HTTP_HOST}", pattern = "^example\\.com$" }]
+action = { type = "Redirect", url = "{MapProtocol:{HTTPS}}://www.example.com/{R:1}" }
+
+[[rewrite.rules]]
+name = "scheme and host from a map"
+pattern = "^ssl/(.*)"
+action = { type = "Redirect", url = "{MapSSL:{HTTPS}}{HTTP_HOST}/{R:1}", append_query_string = false }
+
+[[rewrite.rules]]
+name = "a map value that is no scheme"
+pattern = "^odd/(.*)"
+action = { type = "Redirect", url = "{NotAScheme:{HTTPS}}{R:1}", append_query_string = false }
+"#,
+        "",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"GET /Path/x?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 301);
+    assert_eq!(
+        resp.header("location"),
+        Some("http://www.example.com/Path/x?q=1")
+    );
+    conn.send_raw(b"GET /ssl/a/b HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.header("location"), Some("http://shop.test/a/b"));
+    conn.send_raw(b"GET /odd/x HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.header("location"), Some("/evil.test/x"));
+}

@@ -670,16 +670,24 @@ impl UrlRewrite {
                         file: &mut file,
                     };
                     let mut target = expand(vars, to, &scope, true);
+                    let mut absolute = to.scheme != Scheme::None;
                     if let Some(part) = &to.scheme_part {
-                        // What the scheme's references give, on its own:
-                        // exactly `http` or `https`, so the target's first
-                        // `://` is the template's.
                         let vars = &mut RequestVariables {
                             ctx,
                             file: &mut file,
                         };
                         let scheme = expand(vars, part, &scope, false);
-                        if !scheme.eq_ignore_ascii_case("http")
+                        // A leading map's value: a URL only when it is the
+                        // scheme and its `://`, alone.
+                        let from_map = to.scheme == Scheme::FromMap;
+                        absolute = !from_map
+                            || scheme.eq_ignore_ascii_case("http://")
+                            || scheme.eq_ignore_ascii_case("https://");
+                        // What the scheme's references give, on its own:
+                        // exactly `http` or `https`, so the target's first
+                        // `://` is the template's.
+                        if !from_map
+                            && !scheme.eq_ignore_ascii_case("http")
                             && !scheme.eq_ignore_ascii_case("https")
                         {
                             fail(
@@ -692,7 +700,7 @@ impl UrlRewrite {
                     }
                     let from_config =
                         to.is_from_config(scope.condition.as_ref().is_some_and(|c| c.from_config));
-                    if to.scheme == Scheme::None && !(from_config && has_scheme(&target)) {
+                    if !(absolute || from_config && has_scheme(&target)) {
                         // A path on this site: one leading slash, whatever
                         // the values were (`a/b`, `https:evil`, `//evil`).
                         // Only the configuration's own text (a rewrite

@@ -20,7 +20,8 @@ pub(super) struct Template {
     pub(super) scheme: Scheme,
     /// For [`Scheme::Expanded`], the references before the template's own
     /// `://`: what they expand to is checked alone, since a value may hold
-    /// a `://` of its own (`X-Forwarded-Proto: https://evil/?`).
+    /// a `://` of its own (`X-Forwarded-Proto: https://evil/?`). For
+    /// [`Scheme::FromMap`], the leading map lookup.
     pub(super) scheme_part: Option<Box<Template>>,
 }
 
@@ -131,6 +132,21 @@ impl Piece {
     }
 
     /// The template inside a function or map lookup.
+    /// Whether the piece may give a URL's scheme: a server variable not
+    /// from the path, a condition group, a rewrite map's value (the
+    /// configuration's own text, whatever its key), or a function of
+    /// those; not a back-reference from the path, nor literal text.
+    fn may_name_scheme(&self) -> bool {
+        match self {
+            Piece::Map { .. } | Piece::ConditionGroup(_) => true,
+            Piece::Variable(name) => name != "URL" && name != "REQUEST_FILENAME",
+            Piece::Function(_, inner) => {
+                !inner.pieces.is_empty() && inner.pieces.iter().all(Piece::may_name_scheme)
+            }
+            Piece::RuleGroup(_) | Piece::Text(_) => false,
+        }
+    }
+
     fn inner(&self) -> Option<&Template> {
         match self {
             Piece::Function(_, inner) | Piece::Map { key: inner, .. } => Some(inner),
@@ -238,6 +254,19 @@ impl Template {
         if template.scheme == Scheme::Expanded {
             let (before, _) = text.split_once("://").unwrap_or_default();
             template.scheme_part = Some(Box::new(Template::parse(before)?));
+        } else if template.scheme == Scheme::None && text.starts_with('{') {
+            // `{MapSSL:{HTTPS}}{HTTP_HOST}{REQUEST_URI}`, the map's values
+            // being `https://` and `http://` (IIS's rewrite map recipe).
+            if let Some(close) = closing_brace(text) {
+                let lookup = Piece::parse(&text[1..close], depth)?;
+                if matches!(lookup, Piece::Map { .. }) {
+                    template.scheme = Scheme::FromMap;
+                    template.scheme_part = Some(Box::new(Template {
+                        pieces: vec![lookup],
+                        ..Template::default()
+                    }));
+                }
+            }
         }
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -319,6 +348,9 @@ impl Template {
 
     /// Finds the maps the template reads, by name.
     pub(super) fn resolve_maps(&mut self, maps: &[RewriteMap]) -> Result<(), String> {
+        if let Some(part) = &mut self.scheme_part {
+            part.resolve_maps(maps)?;
+        }
         for piece in &mut self.pieces {
             match piece {
                 Piece::Map { name, index, key } => {
@@ -346,16 +378,22 @@ pub(super) enum Scheme {
     None,
     /// Literal text (`https://…`).
     Literal,
-    /// Server variables or condition groups (`{C:1}://…`,
-    /// `{HTTP_X_FORWARDED_PROTO}://…`): the expanded value must be `http`
-    /// or `https`, so a header cannot pick another host's form.
+    /// Server variables, condition groups or rewrite map values
+    /// (`{C:1}://…`, `{HTTP_X_FORWARDED_PROTO}://…`,
+    /// `{MapProtocol:{HTTPS}}://…`): the expanded value must be `http` or
+    /// `https`, so a header cannot pick another host's form.
     Expanded,
+    /// A leading rewrite map lookup whose value may hold the scheme and
+    /// its `://` (`{MapSSL:{HTTPS}}{HTTP_HOST}…`, the map giving
+    /// `https://`): a URL when the value is exactly `http://` or
+    /// `https://`, a path on this site otherwise.
+    FromMap,
 }
 
 /// The scheme of a template's `text`: its part before the first `://` (if
 /// that comes before any `?`) is a literal scheme, or references only
-/// (server variables and condition groups, never a back-reference from the
-/// path).
+/// (server variables, condition groups, rewrite map values and functions
+/// of them, never a back-reference from the path).
 pub(super) fn scheme_of(text: &str) -> Scheme {
     let Some((before, _)) = text.split_once("://") else {
         return Scheme::None;
@@ -366,21 +404,9 @@ pub(super) fn scheme_of(text: &str) -> Scheme {
     if is_scheme(before) {
         return Scheme::Literal;
     }
-    let references_only = !before.is_empty()
-        && before.split_inclusive('}').all(|part| {
-            part.strip_prefix('{')
-                .and_then(|p| p.strip_suffix('}'))
-                .is_some_and(|name| {
-                    let group = name
-                        .strip_prefix("C:")
-                        .is_some_and(|n| n.parse::<u8>().is_ok());
-                    let variable = !name.is_empty()
-                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                        && !name.eq_ignore_ascii_case("URL")
-                        && !name.eq_ignore_ascii_case("REQUEST_FILENAME");
-                    group || variable
-                })
-        });
+    // `before` holds no `://`: parsing it asks for no scheme of its own.
+    let references_only = Template::parse(before)
+        .is_ok_and(|t| !t.pieces.is_empty() && t.pieces.iter().all(Piece::may_name_scheme));
     if references_only {
         Scheme::Expanded
     } else {
@@ -634,6 +660,15 @@ mod tests {
         assert_eq!(scheme_of("{R:1}"), Scheme::None);
         assert_eq!(scheme_of("{R:1}://evil.test/"), Scheme::None);
         assert_eq!(scheme_of("{URL}://evil.test/"), Scheme::None);
+        // A rewrite map's value is the configuration's, whatever its key.
+        assert_eq!(
+            scheme_of("{MapProtocol:{HTTPS}}://www.example.com/{R:1}"),
+            Scheme::Expanded
+        );
+        assert_eq!(scheme_of("{Map:{R:1}}://x/"), Scheme::Expanded);
+        assert_eq!(scheme_of("{ToLower:{C:1}}://x/"), Scheme::Expanded);
+        assert_eq!(scheme_of("{ToLower:{R:1}}://x/"), Scheme::None);
+        assert_eq!(scheme_of("{C:1}s://x/"), Scheme::None);
         assert_eq!(scheme_of("/go/{R:1}"), Scheme::None);
         assert_eq!(
             scheme_of("/index.cgi?next=https://example.com/"),
