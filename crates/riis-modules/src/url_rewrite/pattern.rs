@@ -50,6 +50,34 @@ impl fmt::Display for GaveUp {
     }
 }
 
+/// `expression` with the escapes ECMAScript reads as the character itself
+/// and the `regex` crate as something else written as that character:
+/// `\<` and `\>` are `<` and `>` in ECMAScript (and in mod_rewrite's PCRE,
+/// whence the widespread `(\<|%3C).*script.*(\>|%3E)` rule comes), word
+/// boundaries in `regex`, which made that rule refuse `?sort=description`.
+fn ecmascript_escapes(expression: &str) -> std::borrow::Cow<'_, str> {
+    if !expression.contains("\\<") && !expression.contains("\\>") {
+        return expression.into();
+    }
+    let mut out = String::with_capacity(expression.len());
+    let mut chars = expression.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some(literal @ ('<' | '>')) => out.push(literal),
+            Some(escaped) => {
+                out.push('\\');
+                out.push(escaped);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out.into()
+}
+
 impl Pattern {
     /// The groups the pattern has, besides the whole match (`{R:0}`).
     pub(super) fn group_count(&self) -> usize {
@@ -69,6 +97,7 @@ impl Pattern {
         ignore_case: bool,
         backtrack_limit: usize,
     ) -> Result<Self, String> {
+        let expression = &*ecmascript_escapes(expression);
         let refused = match regex::RegexBuilder::new(expression)
             .case_insensitive(ignore_case)
             .build()
@@ -189,6 +218,31 @@ mod tests {
         assert!(!err.contains("look-around"), "{err}");
         // fancy-regex's own extensions are not ECMAScript's.
         assert!(Pattern::with_backtrack_limit(r"a\Kb", false, BACKTRACK_LIMIT).is_err());
+    }
+
+    /// `\<` and `\>` are the characters, as ECMAScript reads them, not
+    /// the `regex` crate's word boundaries: the Joomla rule against
+    /// `<script>` in a query lets `?sort=description` through.
+    #[test]
+    fn angle_escapes_are_the_characters_as_in_ecmascript() {
+        let joomla =
+            Pattern::with_backtrack_limit(r"(\<|%3C).*script.*(\>|%3E)", true, BACKTRACK_LIMIT)
+                .unwrap();
+        for innocent in [
+            "sort=description",
+            "q=javascript+tutorial",
+            "tab=subscriptions",
+        ] {
+            assert!(!joomla.is_match(innocent).unwrap(), "{innocent}");
+        }
+        assert!(joomla.is_match("q=<script>").unwrap());
+        assert!(joomla.is_match("q=%3Cscript%3E").unwrap());
+        // An escaped backslash before `<` stays an escaped backslash.
+        let escaped = Pattern::with_backtrack_limit(r"a\\<", false, BACKTRACK_LIMIT).unwrap();
+        assert!(escaped.is_match(r"a\<").unwrap());
+        // In the backtracking engine too.
+        let ahead = Pattern::with_backtrack_limit(r"^(?!x)\<b\>", false, BACKTRACK_LIMIT).unwrap();
+        assert!(ahead.is_match("<b>").unwrap());
     }
 
     #[test]
