@@ -1263,13 +1263,26 @@ fn conditions_of(out: &mut Output, conditions: Node, rule: &str) {
             }
             (input, _) => put(&mut t, "input", input),
         }
-        if let Some(v) = c.attribute("matchType") {
-            t.insert(
-                "match_type".into(),
-                Value::String(canonical(v, &["Pattern", "IsFile", "IsDirectory"])),
-            );
+        let match_type = c
+            .attribute("matchType")
+            .map(|v| canonical(v, &["Pattern", "IsFile", "IsDirectory"]));
+        let tests_a_file = matches!(match_type.as_deref(), Some("IsFile" | "IsDirectory"));
+        if let Some(v) = match_type {
+            t.insert("match_type".into(), Value::String(v));
         }
-        put(&mut t, "pattern", c.attribute("pattern"));
+        match c.attribute("pattern") {
+            // IIS ignores a file test's pattern (IIS's import of Apache
+            // rules writes `pattern=""` on every one); riis refuses one.
+            Some(p) if tests_a_file => {
+                if !p.is_empty() {
+                    out.left_out.push(format!(
+                        "{rule}: the pattern `{}` of a condition that tests for a file or folder, which IIS ignores, is left out",
+                        one_line(p)
+                    ));
+                }
+            }
+            p => put(&mut t, "pattern", p),
+        }
         put_bool(&mut t, "ignore_case", c.attribute("ignoreCase"));
         put_bool(&mut t, "negate", c.attribute("negate"));
         list.push(Value::Table(t));
@@ -2822,6 +2835,10 @@ mod tests {
             <rule name="none"><match url="^x$" /><action type="None" url="/ignored" /></rule>
             <rule name="https"><match url=".*" /><action type="Redirect" url="https://{HTTP_HOST}/{R:1}" /></rule>
             <rule name="cond"><match url="^a$" /><conditions><add input="{R:1}" pattern="x" /></conditions><action type="None" /></rule>
+            <rule name="files"><match url="^(.*)$" /><conditions logicalGrouping="MatchAny">
+              <add input="{REQUEST_FILENAME}" matchType="IsFile" pattern="" ignoreCase="false" />
+              <add input="{REQUEST_FILENAME}" matchType="IsDirectory" pattern="^/.well-known/*" negate="true" />
+            </conditions><action type="None" /></rule>
         </rules></rewrite></system.webServer></configuration>"#;
         let converted = convert(xml, None).unwrap();
         let table: toml::Table = converted.text.parse().unwrap();
@@ -2839,6 +2856,15 @@ mod tests {
         );
         assert!(notes.contains("{R:1} in a condition is past"), "{notes}");
         assert_eq!(rules[3]["conditions"][0]["input"].as_str(), Some(""));
+        // A file test's pattern, which IIS ignores, is left out (riis
+        // refuses one), named when it said something.
+        let files = rules[4]["conditions"].as_array().unwrap();
+        assert!(
+            files.iter().all(|c| c.get("pattern").is_none()),
+            "{files:?}"
+        );
+        assert!(notes.contains("the pattern `^/.well-known/*`"), "{notes}");
+        assert!(!notes.contains("the pattern ``"), "{notes}");
         assert_eq!(
             drop_missing_groups("/{R:0}/{R:2}{R:1}{R:x}", 1),
             ("/{R:0}/{R:1}{R:x}".to_owned(), vec![2])
