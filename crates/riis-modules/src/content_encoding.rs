@@ -119,12 +119,20 @@ fn weights(accept: &str, coding: &str) -> (Option<f32>, Option<f32>) {
     for item in accept.split(',') {
         let mut parts = item.split(';');
         let name = parts.next().unwrap_or("").trim();
-        let q = match parts.find_map(|p| {
-            let p = p.trim();
-            p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
-        }) {
+        // A weight is `q=` and the value, with no space around the `=`
+        // (RFC 9110 §12.4.2): `q = 0.5` is a malformed weight, and its
+        // item is ignored, not taken at 1.
+        let weight = parts.map(str::trim).find(|p| {
+            p.split_once('=')
+                .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+        });
+        let q = match weight {
             None => 1.0,
-            Some(q) => match qvalue(q.trim()) {
+            Some(p) => match p
+                .strip_prefix("q=")
+                .or_else(|| p.strip_prefix("Q="))
+                .and_then(qvalue)
+            {
                 Some(q) => q,
                 None => continue,
             },
@@ -486,6 +494,11 @@ mod tests {
         // A q that is not a number drops its item, not the header.
         assert_eq!(negotiate(&accept("br;q=abc, gzip")), Some(Coding::Gzip));
         assert_eq!(negotiate(&accept("br;q=NaN")), None);
+        // Spaces around the `=` make a malformed weight: the item is
+        // ignored, not taken at 1 (and a wide space before it is no panic).
+        assert_eq!(negotiate(&accept("br;q = 0.5")), None);
+        assert_eq!(negotiate(&accept("br;q\u{a0}=0.5")), None);
+        assert_eq!(negotiate(&accept("br; q=0.5")), Some(Coding::Brotli));
         // Weights outside the grammar are ignored with their items.
         assert_eq!(negotiate(&accept("br;q=1.5, gzip")), Some(Coding::Gzip));
         assert_eq!(

@@ -297,16 +297,18 @@ impl Store {
         self.changed.insert(digest, now);
     }
 
-    /// Whether `entry`, found for `ctx`'s request, was stored before a
-    /// request changed its URL ([`url_of`]). Nothing to look up, and no
-    /// URL to make, until some request changed one.
-    fn changed_since(&self, ctx: &HttpContext, entry: &Entry) -> bool {
+    /// Whether a request changed the URL ([`url_of`]) of `ctx`'s request
+    /// at `since` or later: after an entry found for it was stored, or
+    /// after the request that would store one was looked up (it may have
+    /// read what the change replaced). Nothing to look up, and no URL to
+    /// make, until some request changed one.
+    fn changed_since(&self, ctx: &HttpContext, since: Instant) -> bool {
         use std::hash::BuildHasher;
         !self.changed.is_empty()
             && self
                 .changed
                 .get(&self.digests.hash_one(url_of(ctx)))
-                .is_some_and(|at| *at >= entry.stored)
+                .is_some_and(|at| *at >= since)
     }
 
     /// Removes `key`'s entry if it is still `stale` (another request may
@@ -383,6 +385,12 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     // shared cache neither keeps it nor answers such a request from
     // another's (RFC 9111 §3.5).
     if user.is_empty() && req.headers().contains_key(header::AUTHORIZATION) {
+        return None;
+    }
+    // So is a client certificate no module turned into a user: the
+    // gateways hand it to the application (`CERT_SUBJECT`), whose answer
+    // may be that client's alone.
+    if user.is_empty() && ctx.client_certificate().is_some() {
         return None;
     }
     // The URL as a change to it goes (`url_of`): site, port (an https
@@ -478,8 +486,9 @@ impl Shared {
 pub struct OutputCache {
     config: Section<OutputCacheConfig>,
     shared: Arc<Shared>,
-    /// The key of a request that missed and may be stored.
-    candidate: Option<String>,
+    /// The key of a request that missed and may be stored, and when it
+    /// was looked up.
+    candidate: Option<(String, Instant)>,
 }
 
 impl HttpModule for OutputCache {
@@ -502,7 +511,7 @@ impl HttpModule for OutputCache {
             if found.is_none() {
                 if !is_head && store.count(&key, threshold, period, now) {
                     drop(store);
-                    self.candidate = Some(key);
+                    self.candidate = Some((key, now));
                 }
                 return RequestNotificationStatus::Continue;
             }
@@ -510,7 +519,7 @@ impl HttpModule for OutputCache {
         };
         if let Some(entry) = found {
             let fresh = now < entry.expires
-                && !self.shared.store().changed_since(ctx, &entry)
+                && !self.shared.store().changed_since(ctx, entry.stored)
                 && match entry.file {
                     // One `stat`, which the handler would have made anyway.
                     Some(stamp) => {
@@ -536,14 +545,14 @@ impl HttpModule for OutputCache {
             store.remove_if_same(&key, &entry);
             if !is_head && store.count(&key, threshold, period, now) {
                 drop(store);
-                self.candidate = Some(key);
+                self.candidate = Some((key, now));
             }
         }
         RequestNotificationStatus::Continue
     }
 
     fn on_update_request_cache(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        let Some(key) = self.candidate.take() else {
+        let Some((key, looked_up)) = self.candidate.take() else {
             // A request that may have changed the resource (a PUT, POST,
             // DELETE, PATCH answered with success or a redirect) makes its
             // URL's entries stale, as RFC 9111 §4.4 asks of a cache; a
@@ -585,8 +594,17 @@ impl HttpModule for OutputCache {
             return RequestNotificationStatus::Continue;
         };
         let max = config.max_cache_size;
+        let mut store = self.shared.store();
+        // A change of the URL while this request ran (a POST beside a slow
+        // GET) may have come after the handler read what it replaced: what
+        // the handler made is not kept, or a client would not read its
+        // own write back (RFC 9111 §4.4).
+        if store.changed_since(ctx, looked_up) {
+            return RequestNotificationStatus::Continue;
+        }
+        store.insert(key.into(), entry, max);
+        drop(store);
         ctx.raise_trace_event("OutputCache: response stored");
-        self.shared.store().insert(key.into(), entry, max);
         RequestNotificationStatus::Continue
     }
 }
@@ -610,7 +628,10 @@ fn push_query(key: &mut String, config: &OutputCacheConfig, query: &str) {
             percent_encoding::percent_decode_str(&spaced).collect()
         };
         for name in &config.vary_by_query_string {
-            for pair in query.split('&') {
+            // `;` separates parameters too, for some handlers (Rack before
+            // 3, Python's `parse_qs` before 3.9.2, CGI.pm): `?utm=1;id=x`
+            // must not hide an `id` from the key.
+            for pair in query.split(['&', ';']) {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                 let k = decode(k);
                 if k.eq_ignore_ascii_case(name.as_bytes()) {

@@ -1310,3 +1310,54 @@ client_certificate_ca = "{d}/clients-ca.pem"
     let text = String::from_utf8_lossy(&answer);
     assert!(text.contains("\ncertificate=\n"), "{text}");
 }
+
+/// A client certificate no module turned into a user is the application's
+/// to read (`CERT_SUBJECT`): OutputCache neither keeps an answer to such a
+/// request nor answers one from its entries, as it treats credentials it
+/// did not check.
+#[test]
+fn answers_to_a_client_certificate_are_not_shared_by_the_output_cache() {
+    let pki = pki();
+    let d = pki.dir.path().display();
+    let text = format!(
+        r#"
+[[modules]]
+name = "OutputCache"
+[[modules]]
+name = "StaticFile"
+
+[output_cache]
+policy = "CacheForTimePeriod"
+duration = 60
+frequent_hit_threshold = 1
+
+[[sites]]
+name = "A"
+root = 'ROOT'
+bindings = ["https://127.0.0.1:0:a.test"]
+certificate = "{d}/a.test.crt"
+certificate_key = "{d}/a.test.key"
+client_certificate_ca = "{d}/clients-ca.pem"
+"#
+    );
+    let server = InProcessServer::start(&text, &[]);
+    std::fs::write(server.dir().join("page.txt"), "page").unwrap();
+    let age_of = |identity| {
+        let mut tls = connect(server.addr, "a.test", identity).expect("handshake");
+        tls.write_all(b"GET /page.txt HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{text}");
+        text.contains("\r\nage: ")
+    };
+    // Without a certificate the page is kept, and the next answer is the
+    // cache's.
+    age_of(None);
+    assert!(age_of(None));
+    // With one, never.
+    for _ in 0..2 {
+        assert!(!age_of(Some(&pki.client)));
+    }
+}
