@@ -628,6 +628,10 @@ pub(crate) struct Receiver {
     /// An answer's `X-Accel-Redirect` is acted on (the module's
     /// `x_accel_redirect`); otherwise the header is dropped.
     follows_accel_redirect: bool,
+    /// The body bytes the answer's `Content-Length` promised and that have
+    /// not come yet: an answer that ends short of it failed (a download
+    /// script that died half-way), not one to pass on as whole.
+    promised_left: Option<u64>,
 }
 
 /// The most all answers of the process may buffer up to their first flush
@@ -790,6 +794,15 @@ impl Receiver {
                 }
                 self.head_without_length =
                     ctx.request().method() == Method::HEAD && head.content_length.is_none();
+                let has_body = ctx.request().method() != Method::HEAD
+                    && !head.status.is_informational()
+                    && head.status != StatusCode::NO_CONTENT
+                    && head.status != StatusCode::NOT_MODIFIED;
+                self.promised_left = head
+                    .content_length
+                    .as_ref()
+                    .filter(|_| has_body)
+                    .and_then(|v| v.to_str().ok()?.trim().parse().ok());
                 self.exact_length = head.content_length.clone().filter(|_| head.length_is_exact);
                 // Unsized and with a body to stream: not an answer to HEAD,
                 // nor one without a body (204, 304), nor an error page,
@@ -847,12 +860,26 @@ impl Receiver {
                     ctx.response_mut().set_try_skip_custom_errors(true);
                 }
             }
+            if let Some(left) = &mut self.promised_left {
+                let came: usize = chunks.iter().map(Bytes::len).sum();
+                *left = left.saturating_sub(came as u64);
+            }
             ctx.response_mut()
                 .write_chunks(chunks.into_iter().map(Into::into));
             if let Some(trailers) = trailers {
                 set_trailers(ctx, trailers);
             }
             match end {
+                Some(End::Complete) if self.promised_left.is_some_and(|left| left > 0) => {
+                    // Before a head went out, a 502; after, the response
+                    // is cut (the connection reset), so the client and any
+                    // cache see it incomplete, as nginx and Apache do.
+                    let left = self.promised_left.unwrap_or_default();
+                    return Step::Failed(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the answer ended {left} bytes short of its Content-Length"),
+                    );
+                }
                 Some(End::Complete) => {
                     // A HEAD answer with neither a length nor a body goes
                     // out as a stream, so that no length (0) is made up for

@@ -1194,3 +1194,56 @@ fn a_local_redirect_is_not_served_from_the_output_cache() {
     dir.write("data.txt", "v2");
     assert_eq!(conn.get("/cgi/go.cgi").text(), "v2");
 }
+
+/// An answer that ends short of the `Content-Length` it declared (a
+/// download script that died half-way) is not passed on as whole: before
+/// its head went out it is a 502, after, the connection is reset, so the
+/// client (and any cache) sees it incomplete, as nginx and Apache do.
+#[test]
+fn an_answer_short_of_its_content_length_fails() {
+    use std::io::Read;
+    let dir = TempDir::new("cgi-short");
+    let config = config(&dir);
+    program(
+        &dir,
+        "short.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\nContent-Length: 1000\\n\\nshort'\n",
+    );
+    program(
+        &dir,
+        "cut.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\nContent-Length: 300000\\n\\n'\n\
+         head -c 150000 /dev/zero\nsleep 0.5\nexit 1\n",
+    );
+    program(
+        &dir,
+        "exact.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\nContent-Length: 5\\n\\nexact'\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/cgi/short.cgi").status, 502);
+    assert_eq!(conn.get("/cgi/exact.cgi").text(), "exact");
+    // Past response_buffer_limit (100,000 here) the head went out first.
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /cgi/cut.cgi HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got[..got.len().min(200)]).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    // Chunked (riis frames a program's answer itself), and cut: no last
+    // chunk ends it.
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    assert!(got.len() > 100_000, "{}", got.len());
+    assert!(!got.ends_with(b"0\r\n\r\n"));
+}
