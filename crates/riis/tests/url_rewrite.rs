@@ -333,6 +333,12 @@ fn rules_rewrite_redirect_answer_and_abort() {
     let host = conn.get("/host/@evil.test/x");
     let location = host.header("location").unwrap_or("");
     assert!(!location.contains('@'), "{host:?}");
+    // Nor lengthen it into another host: the capture starts the path.
+    let longer = conn.get("/host/.evil.test");
+    assert_eq!(
+        longer.header("location"),
+        Some("https://example.test/.evil.test")
+    );
     // A group of a condition on another condition's decoded group.
     assert_eq!(conn.get("/cc/100%2525.txt").text(), "percent file");
 

@@ -563,6 +563,17 @@ pub(super) fn expand(
                 out.push_str(value);
                 return;
             }
+            // A value from the path right after a URL's host
+            // (`https://example.com{R:1}`) starts the path: `.evil.test`
+            // must not lengthen the host into another.
+            if decoded && !in_query && !value.starts_with('/') && !value.is_empty() {
+                let ends_authority = out
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains(['/', '?', '#']));
+                if ends_authority {
+                    out.push('/');
+                }
+            }
             let set = match (decoded, in_query) {
                 (true, false) => PATH_PART,
                 (true, true) => QUERY_PART,
