@@ -917,6 +917,7 @@ impl Cgi {
     /// `MAX_CHILD_REQUEST_DEPTH`, fail with 500.
     fn redirect_locally(&mut self, ctx: &mut HttpContext, path: &str) -> RequestNotificationStatus {
         let started = ctx.clone_context_with_url(path).and_then(|mut child| {
+            crate::internal_redirect::pass_on(ctx, &mut child);
             let request = child.request_mut();
             request.set_method(Method::GET);
             for name in [

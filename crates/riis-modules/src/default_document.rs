@@ -135,7 +135,8 @@ impl HttpModule for DefaultDocument {
             url.push('?');
             url.push_str(q);
         }
-        let started = ctx.clone_context_with_url(&url).and_then(|child| {
+        let started = ctx.clone_context_with_url(&url).and_then(|mut child| {
+            crate::internal_redirect::pass_on(ctx, &mut child);
             ctx.execute_request(
                 child,
                 ExecuteFlags {

@@ -210,6 +210,23 @@ impl Redirected {
     }
 }
 
+/// Passes on to `child`, a request that `ctx` runs in its place (a
+/// folder's default document, a CGI program's local redirect), what an
+/// `X-Accel-Redirect` left `ctx` for the request that answers it: the kept
+/// headers and the application's `Content-Type`. Without them a folder
+/// named by `X-Accel-Redirect` answered without the application's
+/// `Set-Cookie` and `Cache-Control` once its document streamed.
+pub(crate) fn pass_on(ctx: &HttpContext, child: &mut HttpContext) {
+    if ctx.child_depth() == 0 {
+        return;
+    }
+    for name in [KEPT_VARIABLE, crate::static_file::CONTENT_TYPE_VARIABLE] {
+        if let Some(value) = ctx.server_variable(name) {
+            child.set_server_variable(name, value.into_owned());
+        }
+    }
+}
+
 /// For a gateway answering a child request: puts the kept headers of the
 /// `X-Accel-Redirect` that started it on its answer's head, which replaced
 /// the response (a large answer may go out before the parent sees it).

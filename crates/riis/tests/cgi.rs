@@ -1247,3 +1247,35 @@ fn an_answer_short_of_its_content_length_fails() {
     assert!(got.len() > 100_000, "{}", got.len());
     assert!(!got.ends_with(b"0\r\n\r\n"));
 }
+
+/// An `X-Accel-Redirect` keeps the application's `Set-Cookie` and
+/// `Cache-Control` when the URL it names answers through a request of its
+/// own (here a CGI local redirect), even once that answer streams.
+#[test]
+fn an_x_accel_redirect_keeps_its_headers_through_a_local_redirect() {
+    let dir = TempDir::new("cgi-accel-local");
+    let config = config(&dir);
+    program(
+        &dir,
+        "accel-local.cgi",
+        "#!/bin/sh\nprintf 'Set-Cookie: session=abc\\nCache-Control: private, no-store\\n\
+         X-Accel-Redirect: /cgi/local-stream.cgi\\n\\n'\n",
+    );
+    program(
+        &dir,
+        "local-stream.cgi",
+        "#!/bin/sh\nprintf 'Location: /cgi/stream-long.cgi\\n\\n'\n",
+    );
+    program(
+        &dir,
+        "stream-long.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 150000 /dev/zero\nsleep 0.3\necho end\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let resp = Connection::open(server.addr).get("/cgi/accel-local.cgi");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(resp.header("set-cookie"), Some("session=abc"));
+    assert_eq!(resp.header("cache-control"), Some("private, no-store"));
+    assert!(resp.body.ends_with(b"end\n"));
+}
