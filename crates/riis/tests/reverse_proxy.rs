@@ -1354,6 +1354,14 @@ fn url_rewrite_sends_some_requests_to_another_server_and_serves_the_rest() {
     let backend = Backend::start("a");
     let dir = TempDir::new("reverse-proxy-rewrite");
     dir.write("www/mixed/local.html", "served here");
+    let script = dir.write(
+        "www/x.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nthe local script'\n",
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let config = dir.write(
         "riis.toml",
         format!(
@@ -1366,6 +1374,14 @@ name = "UrlRewrite"
 name = "ReverseProxy"
 [[modules]]
 name = "StaticFile"
+[[modules]]
+name = "Cgi"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
 
 [[handlers]]
 name = "ProxyOrFile"
@@ -1384,6 +1400,11 @@ path = "/mixed"
 name = "remote"
 pattern = "^mixed/remote/(.*)"
 action = {{ type = "Rewrite", url = "http://{addr}/echo?from={{R:1}}" }}
+
+[[sites.locations.rewrite.rules]]
+name = "api"
+pattern = "^mixed/api/(.*)"
+action = {{ type = "Rewrite", url = "http://{addr}/{{R:1}}" }}
 
 [[sites.locations.rewrite.rules]]
 name = "as sent"
@@ -1455,11 +1476,18 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?lb={{R:1}}" }}
     conn.get("/mixed/raw/a%20b?x=1");
     assert_eq!(backend.seen.last().target, "/mixed/raw/a%20b?x=1");
 
+    // A rewritten path that a local script's handler would take goes to
+    // the server all the same (ARR takes every such request): the site's
+    // own `/x.cgi` does not run.
+    let api = conn.get("/mixed/api/x.cgi");
+    assert_ne!(api.text(), "the local script");
+    assert_eq!(backend.seen.last().target, "/x.cgi");
+
     // No rule sent it on and the section has no servers: the handler's
     // next module answers.
     assert_eq!(conn.get("/mixed/local.html").text(), "served here");
     assert_eq!(conn.get("/elsewhere").status, 404);
-    assert_eq!(backend.seen.requests.lock().unwrap().len(), 5);
+    assert_eq!(backend.seen.requests.lock().unwrap().len(), 6);
 
     // A server made of request values is refused when the file is read.
     let bad = dir.write(

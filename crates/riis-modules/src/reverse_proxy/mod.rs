@@ -30,7 +30,10 @@
 //!
 //! A request that UrlRewrite (or another module) sent to a server of its
 //! own, through the [`PROXY_SERVER`] server variable, goes there instead
-//! (ARR's routing of a URL rewritten to `http://server/…`). A request with
+//! (ARR's routing of a URL rewritten to `http://server/…`); for that the
+//! module also registers for the **post-MapRequestHandler** event, where it
+//! gives such a request a handler that runs it, whatever its new path maps
+//! to. A request with
 //! neither is left to the handler's next module, so one handler can pass
 //! some requests on and serve the others (`["ReverseProxy", "StaticFile"]`).
 //!
@@ -130,8 +133,7 @@ use riis_pipeline::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use riis_pipeline::http::{Method, StatusCode};
 use riis_pipeline::{
     CompletedOperation, CompletionInfo, HttpContext, HttpModule, ModuleError, ModuleRegistration,
-    RequestNotification, RequestNotificationStatus, RequestNotifications, Section, ServerInfo,
-    UpgradedStream,
+    RequestNotification, RequestNotificationStatus, Section, ServerInfo, UpgradedStream,
 };
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -916,6 +918,50 @@ fn fail(ctx: &mut HttpContext, status: StatusCode, why: &str) -> RequestNotifica
 }
 
 impl HttpModule for ReverseProxy {
+    /// A request that a module sent to a server of its own before the
+    /// handler was chosen (UrlRewrite's Rewrite to `http://server/…`) goes
+    /// there whatever its new path maps to, as ARR takes every such
+    /// request: a handler that does not run this module (the `*.php` or
+    /// `*.cgi` mapping of `/api/x.php` rewritten to `http://backend/x.php`)
+    /// gives way to the first of the location's that does and takes the
+    /// method. With none, the request fails (500), rather than run a local
+    /// script with headers meant for the server.
+    fn on_post_map_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
+        if ctx.server_variable(PROXY_SERVER).is_none() {
+            return RequestNotificationStatus::Continue;
+        }
+        let Some(me) = ctx.current_module() else {
+            return RequestNotificationStatus::Continue;
+        };
+        let method = ctx.request().method().clone();
+        let handlers = ctx.location().handlers();
+        let runs_me = |name: &str| {
+            handlers
+                .iter()
+                .find(|h| h.name == name)
+                .is_some_and(|h| h.modules.contains(&me))
+        };
+        if ctx.handler_name().is_some_and(runs_me) {
+            return RequestNotificationStatus::Continue;
+        }
+        let proxying = handlers
+            .iter()
+            .find(|h| {
+                h.modules.contains(&me)
+                    && h.verbs.as_ref().is_none_or(|verbs| verbs.contains(&method))
+            })
+            .map(|h| h.name.to_owned());
+        match proxying {
+            Some(name) if ctx.set_handler(&name) => RequestNotificationStatus::Continue,
+            _ => crate::gateway::fail(
+                ctx,
+                "ReverseProxy",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "PROXY_SERVER names a server, but no handler of this location runs ReverseProxy for this method",
+            ),
+        }
+    }
+
     fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         // Nowhere to send it: the handler's next module answers (a location
         // whose rules send some requests on and serve the others here).
@@ -1008,7 +1054,7 @@ pub fn register_module(
     registration.set_request_notifications(
         Factory { config, shared },
         RequestNotification::ExecuteRequestHandler.into(),
-        RequestNotifications::NONE,
+        RequestNotification::MapRequestHandler.into(),
     )
 }
 

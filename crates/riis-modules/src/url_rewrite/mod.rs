@@ -83,7 +83,7 @@
 //!
 //! A Rewrite to `http[s]://host[:port]/path` sends the request to that
 //! server: the URL becomes `/path` and the `PROXY_SERVER` server variable
-//! names the server, for ReverseProxy (which must be in the new URL's handler) to
+//! names the server, for ReverseProxy (which must run in a handler of the new URL's location) to
 //! pass it on, as IIS's URL Rewrite does with ARR. The server is written
 //! out in the rule; one made of `{…}` values is a configuration error, so
 //! no request can choose where it is sent. Other schemes are errors.
