@@ -1475,6 +1475,10 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?lb={{R:1}}" }}
     // `http://backend{UNENCODED_URL}`).
     conn.get("/mixed/raw/a%20b?x=1");
     assert_eq!(backend.seen.last().target, "/mixed/raw/a%20b?x=1");
+    // Encoded as the client sent it (URL Rewrite 2.1's
+    // `useOriginalURLEncoding`): an API's `%2F` inside a segment stays.
+    conn.get("/mixed/raw/queues/%2F/q1");
+    assert_eq!(backend.seen.last().target, "/mixed/raw/queues/%2F/q1");
 
     // A rewritten path that a local script's handler would take goes to
     // the server all the same (ARR takes every such request): the site's
@@ -1487,7 +1491,7 @@ action = {{ type = "Rewrite", url = "http://{addr}/echo?lb={{R:1}}" }}
     // next module answers.
     assert_eq!(conn.get("/mixed/local.html").text(), "served here");
     assert_eq!(conn.get("/elsewhere").status, 404);
-    assert_eq!(backend.seen.requests.lock().unwrap().len(), 6);
+    assert_eq!(backend.seen.requests.lock().unwrap().len(), 7);
 
     // A server made of request values is refused when the file is read.
     let bad = dir.write(

@@ -571,6 +571,10 @@ impl UrlRewrite {
         let mut query: Option<String> = None;
         let mut rewritten_by: Option<&str> = None;
         let mut proxy_to: Option<&str> = None;
+        // A Rewrite to a server: its path as the template made it, encoded
+        // (URL Rewrite 2.1's `useOriginalURLEncoding`): a `%2F` the client
+        // sent in `{UNENCODED_URL}` reaches the server as `%2F`, not `/`.
+        let mut proxy_path: Option<String> = None;
         let mut file = FileName::default();
         for rule in &rules.rules {
             let folder = rule.folder.as_deref();
@@ -652,6 +656,9 @@ impl UrlRewrite {
                         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
                         None => (target, None),
                     };
+                    proxy_path = server
+                        .is_some()
+                        .then(|| format!("/{}", path.trim_start_matches('/')));
                     query = join_query(own_query, *append_query, &current_query);
                     current_query.clone_from(query.as_ref().unwrap_or(&String::new()));
                     // Relative paths are from the rules' folder (the
@@ -758,8 +765,12 @@ impl UrlRewrite {
         let Some(rule) = rewritten_by else {
             return Outcome::Continue(None);
         };
-        // The decoded path encoded again (`/` stays).
-        let mut target: String = utf8_percent_encode(&url, PATH_PART).collect();
+        // The decoded path encoded again (`/` stays); a server's path as
+        // the rule wrote it.
+        let mut target: String = match proxy_path {
+            Some(path) => path,
+            None => utf8_percent_encode(&url, PATH_PART).collect(),
+        };
         if let Some(q) = query.filter(|q| !q.is_empty()) {
             target.push('?');
             target.push_str(&q);
