@@ -171,7 +171,21 @@ struct FileStamp {
     changed: u128,
 }
 
+/// How long after its last change a file may change again unseen by its
+/// stamp: coarse file-system clocks tick in up to two seconds.
+const SETTLE: Duration = Duration::from_secs(2);
+
 impl FileStamp {
+    /// Whether the file changed less than [`SETTLE`] ago (or says no
+    /// time, or one to come).
+    fn is_unsettled(&self) -> bool {
+        self.modified.is_none_or(|m| {
+            std::time::SystemTime::now()
+                .duration_since(m)
+                .map_or(true, |age| age < SETTLE)
+        })
+    }
+
     fn of(info: &ResourceInfo) -> Option<Self> {
         (info.kind == ResourceKind::File).then_some(Self {
             len: info.len,
@@ -589,6 +603,13 @@ impl HttpModule for OutputCache {
             CachePolicy::CacheUntilChange => info.as_ref().and_then(FileStamp::of),
             _ => None,
         };
+        // A file changed within the last seconds may change again within
+        // its timestamps' tick, the same length, and look the same to the
+        // stamp: its answer is not kept yet (the file cache's rule, git's
+        // "racy clean").
+        if file.as_ref().is_some_and(FileStamp::is_unsettled) {
+            return RequestNotificationStatus::Continue;
+        }
         let config = ctx.config(self.config);
         let Some(entry) = storable(ctx, config, file) else {
             return RequestNotificationStatus::Continue;

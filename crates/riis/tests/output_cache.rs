@@ -252,6 +252,24 @@ fn a_changed_file_and_a_time_period_end_an_entry() {
     // Replaced: the cached copy is not served.
     std::fs::write(dir.join("files/a.txt"), "two, longer").unwrap();
     assert_eq!(get(&mut conn, "/files/a.txt", ""), "two, longer");
+    // A file changed within the last two seconds may change again unseen
+    // by its timestamps: not kept yet. Once settled, it is.
+    let age_of = |conn: &mut Connection| {
+        conn.send_raw(b"GET /files/a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        conn.read_response(false).header("age").map(str::to_owned)
+    };
+    for _ in 0..3 {
+        assert_eq!(age_of(&mut conn), None);
+    }
+    let settled = std::time::SystemTime::now() - Duration::from_secs(10);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("files/a.txt"))
+        .unwrap()
+        .set_modified(settled)
+        .unwrap();
+    age_of(&mut conn);
+    assert_eq!(age_of(&mut conn).as_deref(), Some("0"));
 
     // A folder's default document is not kept: it comes from another URL.
     std::fs::write(dir.join("files/index.html"), "index one").unwrap();
