@@ -631,44 +631,56 @@ impl HttpModule for OutputCache {
 }
 
 /// Appends the query's part of the key: all of it (`*`), or the named
-/// parameters.
+/// parameters (see [`push_parameters`]).
 fn push_query(key: &mut String, config: &OutputCacheConfig, query: &str) {
     if config.vary_by_query_string.iter().any(|p| p == "*") {
         key.push_str(query);
-    } else {
-        // The named parameters, decoded and named in any case, in the
-        // configuration's order: `?%69d=x` is the `id` a handler sees, and
-        // so, to a case-insensitive one (ASP.NET), is `?ID=x`. Each goes
-        // into the key with the name as sent, since to a case-sensitive
-        // handler (PHP) `ID` is not `id`: `?ID=1` and `?id=1` are two
-        // entries, and neither answer is served for the other.
-        // Decoded to bytes, not to text: `%FF` and `%FE` are no UTF-8,
-        // and lossy decoding would make them one `\u{FFFD}`.
-        let decode = |text: &str| -> Vec<u8> {
-            let spaced = text.replace('+', " ");
-            percent_encoding::percent_decode_str(&spaced).collect()
-        };
-        for name in &config.vary_by_query_string {
-            // `;` separates parameters too, for some handlers (Rack before
-            // 3, Python's `parse_qs` before 3.9.2, CGI.pm): `?utm=1;id=x`
-            // must not hide an `id` from the key.
-            for pair in query.split(['&', ';']) {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let k = decode(k);
-                if k.eq_ignore_ascii_case(name.as_bytes()) {
-                    key.extend(percent_encoding::percent_encode(
-                        &k,
-                        percent_encoding::NON_ALPHANUMERIC,
-                    ));
-                    key.push('=');
-                    // Escaped again: a decoded `&` or NUL must not run into
-                    // the next parameter.
-                    key.extend(percent_encoding::percent_encode(
-                        &decode(v),
-                        percent_encoding::NON_ALPHANUMERIC,
-                    ));
-                    key.push('&');
-                }
+        return;
+    }
+    // The parameters as a handler that splits on `&` reads them (PHP,
+    // ASP.NET: `?id=a;b` is `a;b`), and, when the query has a `;`, as one
+    // that splits on `;` too (Rack before 3, Python's `parse_qs` before
+    // 3.9.2, CGI.pm: `?utm=1;id=x` has an `id`): the key holds both
+    // readings, so neither kind of handler has its answer for one value
+    // served for another.
+    push_parameters(key, config, query, &['&']);
+    if query.contains(';') {
+        // Values are escaped: no `;` of theirs is in the key.
+        key.push(';');
+        push_parameters(key, config, query, &['&', ';']);
+    }
+}
+
+/// Appends the named parameters of `query`, split at `separators`, in the
+/// configuration's order: decoded and named in any case (`?%69d=x` is the
+/// `id` a handler sees, and so, to a case-insensitive one (ASP.NET), is
+/// `?ID=x`), each with its name as sent, since to a case-sensitive handler
+/// (PHP) `ID` is not `id`: `?ID=1` and `?id=1` are two entries, and
+/// neither answer is served for the other.
+fn push_parameters(key: &mut String, config: &OutputCacheConfig, query: &str, separators: &[char]) {
+    // Decoded to bytes, not to text: `%FF` and `%FE` are no UTF-8, and
+    // lossy decoding would make them one `\u{FFFD}`.
+    let decode = |text: &str| -> Vec<u8> {
+        let spaced = text.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced).collect()
+    };
+    for name in &config.vary_by_query_string {
+        for pair in query.split(separators) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = decode(k);
+            if k.eq_ignore_ascii_case(name.as_bytes()) {
+                key.extend(percent_encoding::percent_encode(
+                    &k,
+                    percent_encoding::NON_ALPHANUMERIC,
+                ));
+                key.push('=');
+                // Escaped again: a decoded `&` or NUL must not run into
+                // the next parameter.
+                key.extend(percent_encoding::percent_encode(
+                    &decode(v),
+                    percent_encoding::NON_ALPHANUMERIC,
+                ));
+                key.push('&');
             }
         }
     }
