@@ -1850,6 +1850,22 @@ action = { type = "Redirect", url = "{MapSSL:{HTTPS}}{HTTP_HOST}/{R:1}", append_
 name = "a map value that is no scheme"
 pattern = "^odd/(.*)"
 action = { type = "Redirect", url = "{NotAScheme:{HTTPS}}{R:1}", append_query_string = false }
+
+[[rewrite.rules]]
+name = "a map's scheme before a host from the path"
+pattern = "^open/(.*)"
+action = { type = "Redirect", url = "{MapSSL:{HTTPS}}{R:1}", append_query_string = false }
+
+[[rewrite.rules]]
+name = "a host of two captures"
+pattern = "^t/([a-z]+)/([a-z]+)$"
+action = { type = "Redirect", url = "https://{R:1}-{R:2}.example.com/", append_query_string = false }
+
+[[rewrite.rules]]
+name = "a query value after the host"
+pattern = "^q$"
+conditions = [{ input = "{QUERY_STRING}", pattern = "^p=(.*)$" }]
+action = { type = "Redirect", url = "https://example.com{C:1}", append_query_string = false }
 "#,
         "",
     );
@@ -1868,4 +1884,27 @@ action = { type = "Redirect", url = "{NotAScheme:{HTTPS}}{R:1}", append_query_st
     conn.send_raw(b"GET /odd/x HTTP/1.1\r\nHost: shop.test\r\n\r\n");
     let resp = conn.read_response(false);
     assert_eq!(resp.header("location"), Some("/evil.test/x"));
+    // The host after a map's scheme never comes from the path: a path on
+    // this site, not an open redirect.
+    conn.send_raw(b"GET /open/evil.test/x HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    let resp = conn.read_response(false);
+    let location = resp.header("location").unwrap_or("");
+    assert!(location.starts_with('/'), "{location}");
+    // Captures that make a host together stay one host.
+    conn.send_raw(b"GET /t/abc/def HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(
+        resp.header("location"),
+        Some("https://abc-def.example.com/")
+    );
+    // A value from the query right after a whole host starts the path.
+    for (query, location) in [
+        ("p=.evil.test/x", "https://example.com/.evil.test/x"),
+        ("p=@evil.test", "https://example.com/@evil.test"),
+        ("p=/fine", "https://example.com/fine"),
+    ] {
+        conn.send_raw(format!("GET /q?{query} HTTP/1.1\r\nHost: shop.test\r\n\r\n").as_bytes());
+        let resp = conn.read_response(false);
+        assert_eq!(resp.header("location"), Some(location), "{query}");
+    }
 }

@@ -283,6 +283,15 @@ impl Template {
         if !rest.is_empty() {
             template.push_text(rest);
         }
+        // A leading map's scheme names the host that follows it, which must
+        // not come from the path (`{MapSSL:{HTTPS}}{R:1}`, an open
+        // redirect): such a template stays a path on this site.
+        if template.scheme == Scheme::FromMap
+            && template.pieces.get(1).is_some_and(Piece::is_decoded)
+        {
+            template.scheme = Scheme::None;
+            template.scheme_part = None;
+        }
         Ok(template)
     }
 
@@ -556,22 +565,34 @@ pub(super) fn expand(
     in_url: bool,
 ) -> String {
     let mut out = String::new();
+    // A value from the request's path went into the URL's host already
+    // (`https://{R:1}-{R:2}.example.com/`): the values after it are the
+    // host's too.
+    let mut host_from_path = false;
     for (i, piece) in template.pieces.iter().enumerate() {
         let in_query = template.query_at.is_some_and(|q| i >= q);
-        let push = |out: &mut String, value: &str, decoded: bool| {
+        let mut push = |out: &mut String, value: &str, decoded: bool| {
             if !in_url {
                 out.push_str(value);
                 return;
             }
-            // A value from the path right after a URL's host
-            // (`https://example.com{R:1}`) starts the path: `.evil.test`
-            // must not lengthen the host into another.
-            if decoded && !in_query && !value.starts_with('/') && !value.is_empty() {
-                let ends_authority = out
-                    .split_once("://")
-                    .is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains(['/', '?', '#']));
-                if ends_authority {
-                    out.push('/');
+            if !in_query {
+                // Within a URL's host, right after a whole name
+                // (`https://example.com{R:1}`, `https://{HTTP_HOST}{C:1}`),
+                // a value the client chose starts the path: `.evil.test`
+                // must not lengthen the host into another, nor `@evil.test`
+                // make it user information. After a `.`, `-` or `:` it is
+                // part of the host or the port, as the rule meant.
+                if let Some(host) = host_so_far(out) {
+                    if !host_from_path
+                        && host.ends_with(|c: char| c.is_ascii_alphanumeric() || c == ']')
+                        && !value.is_empty()
+                        && !value.starts_with(['/', '?', '#'])
+                    {
+                        out.push('/');
+                    } else if decoded {
+                        host_from_path = true;
+                    }
                 }
             }
             let set = match (decoded, in_query) {
@@ -610,9 +631,14 @@ pub(super) fn expand(
                 push(&mut out, &value, piece.is_decoded());
             }
             Piece::Map { index, key, .. } => {
+                // The configuration's own text: written as it is.
                 let key = expand(vars, key, scope, false);
                 let value = scope.maps[*index].lookup(&key);
-                push(&mut out, value, false);
+                if in_url {
+                    out.extend(utf8_percent_encode(value, ANY_PART));
+                } else {
+                    out.push_str(value);
+                }
             }
             Piece::Variable(name) => match name.as_str() {
                 "URL" => push(&mut out, scope.url, true),
@@ -628,6 +654,14 @@ pub(super) fn expand(
         }
     }
     out
+}
+
+/// The host (and port) `out` has so far, when it is a URL whose path has
+/// not started: what follows its `://` (empty right after it).
+fn host_so_far(out: &str) -> Option<&str> {
+    out.split_once("://")
+        .map(|(_, rest)| rest)
+        .filter(|rest| !rest.contains(['/', '?', '#']))
 }
 
 /// The physical path of a URL path, unless it has a `..` segment.
