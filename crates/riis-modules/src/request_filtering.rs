@@ -386,7 +386,7 @@ fn same_extension(listed: &str, ext: &str) -> bool {
 /// DELETE (UrlAuthorization compares methods the same way). An allow entry
 /// matches exactly, so that an allow list fails closed for `get`; deny
 /// wins over allow.
-fn verb_allowed(config: &RequestFilteringConfig, method: &str) -> bool {
+pub(crate) fn verb_allowed(config: &RequestFilteringConfig, method: &str) -> bool {
     if config
         .verbs
         .iter()
@@ -559,16 +559,24 @@ fn hidden_segment<'u>(config: &RequestFilteringConfig, url: &'u str) -> Option<&
 
 /// The rule of `config` that refuses a URL the client names besides its
 /// own (a WebDAV COPY or MOVE's destination, a location inside the tree a
-/// method acts on): `internal`, `hidden_segments`, `denied_url_sequences`
-/// and `file_extensions`, the rules about the path alone, with the status
-/// and substatus a request for it would get (IIS's `applyToWebDAV`, on by
-/// default). `url` is decoded.
+/// method acts on) for `method`: `internal`, `verbs`, `max_url`,
+/// `allow_high_bit_characters`, `hidden_segments`, `denied_url_sequences`
+/// and `file_extensions`, the rules about the method and the path alone,
+/// with the status and substatus a request for it would get (IIS's
+/// `applyToWebDAV`, on by default). `url` is decoded.
 pub(crate) fn url_refusal(
     config: &RequestFilteringConfig,
     url: &str,
+    method: &str,
 ) -> Option<(StatusCode, u16, &'static str)> {
     let rejection = if config.internal {
         Rejection::new("internal", StatusCode::NOT_FOUND, 0, url)
+    } else if !verb_allowed(config, method) {
+        Rejection::new("verbs", StatusCode::NOT_FOUND, 6, method)
+    } else if url.len() > config.max_url {
+        Rejection::new("max_url", StatusCode::NOT_FOUND, 14, url)
+    } else if !config.allow_high_bit_characters && !url.is_ascii() {
+        Rejection::new("allow_high_bit_characters", StatusCode::NOT_FOUND, 12, url)
     } else if hidden_segment(config, url).is_some() {
         Rejection::new("hidden_segments", StatusCode::NOT_FOUND, 8, url)
     } else if config

@@ -3015,3 +3015,68 @@ ip_security = {{ allow_unlisted = false, deny_action = "NotFound" }}
         "{err}"
     );
 }
+
+/// A request a rule sends to a server whose location's ReverseProxy
+/// handlers do not take its method gets 405 with their methods; with no
+/// handler that runs ReverseProxy, 500: never the local handler its new
+/// path maps to.
+#[test]
+fn a_rewrite_to_a_server_without_a_handler_for_it_is_refused() {
+    let dir = TempDir::new("reverse-proxy-no-handler");
+    dir.write(
+        "www/x.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nlocal'\n",
+    );
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "UrlRewrite"
+[[modules]]
+name = "ReverseProxy"
+[[modules]]
+name = "Cgi"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[[handlers]]
+name = "Proxy"
+path = "/api/*"
+verbs = ["GET", "HEAD"]
+modules = ["ReverseProxy"]
+
+[[rewrite.rules]]
+name = "api"
+pattern = "^api/(.*)"
+action = {{ type = "Rewrite", url = "http://{down}/{{R:1}}" }}
+
+[[rewrite.rules]]
+name = "nowhere"
+pattern = "^other/(.*)"
+action = {{ type = "Rewrite", url = "http://{down}/none/{{R:1}}" }}
+
+[[sites]]
+name = "S"
+root = 'www'
+bindings = ["127.0.0.1:0"]
+
+[[sites.locations]]
+path = "/none"
+handlers = []
+"#,
+            down = unreachable()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"POST /api/x.cgi HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 405, "{resp:?}");
+    assert_eq!(resp.header("allow"), Some("GET, HEAD"));
+    assert_ne!(resp.text(), "local");
+    assert_eq!(conn.get("/other/a").status, 500);
+}

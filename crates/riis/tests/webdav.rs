@@ -1440,8 +1440,13 @@ request_filtering = { internal = true }
 [[sites.locations]]
 path = "/certs"
 access = { require_client_certificate = true }
+
+[[sites.locations]]
+path = "/archive"
+request_filtering = { verbs = { "PUT" = false, "DELETE" = false, "MOVE" = false } }
 "#,
     ));
+    dir.write("www/archive/keep.txt", "kept");
     dir.write("www/pub/p.txt", "public");
     dir.write("www/pub/office/plan.txt", "plan");
     dir.write("www/pub/int/x.txt", "internal");
@@ -1475,6 +1480,16 @@ access = { require_client_certificate = true }
     );
     assert_eq!(copy_to("/certs/p.txt").status, 403);
     assert!(!www.join("certs/p.txt").exists());
+    // A location made read-only by its verbs is not written by a COPY or
+    // MOVE aimed into it either.
+    assert_eq!(send(addr, "PUT", "/archive/new.txt", &[], b"x").status, 404);
+    assert_eq!(copy_to("/archive/new.txt").status, 404);
+    assert_eq!(copy_to("/archive/keep.txt").status, 404);
+    assert!(!www.join("archive/new.txt").exists());
+    assert_eq!(
+        std::fs::read(www.join("archive/keep.txt")).unwrap(),
+        b"kept"
+    );
     // An upload cannot become a script by its move.
     assert_eq!(
         send(addr, "PUT", "/pub/shell.php", &[], b"<?php").status,

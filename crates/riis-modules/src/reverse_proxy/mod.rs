@@ -924,8 +924,9 @@ impl HttpModule for ReverseProxy {
     /// request: a handler that does not run this module (the `*.php` or
     /// `*.cgi` mapping of `/api/x.php` rewritten to `http://backend/x.php`)
     /// gives way to the first of the location's that does and takes the
-    /// method. With none, the request fails (500), rather than run a local
-    /// script with headers meant for the server.
+    /// method. When those do not take the method, 405; with none at all,
+    /// the request fails (500), rather than run a local script with
+    /// headers meant for the server.
     fn on_post_map_request_handler(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         if ctx.server_variable(PROXY_SERVER).is_none() {
             return RequestNotificationStatus::Continue;
@@ -944,20 +945,42 @@ impl HttpModule for ReverseProxy {
         if ctx.handler_name().is_some_and(runs_me) {
             return RequestNotificationStatus::Continue;
         }
-        let proxying = handlers
-            .iter()
-            .find(|h| {
-                h.modules.contains(&me)
-                    && h.verbs.as_ref().is_none_or(|verbs| verbs.contains(&method))
-            })
+        let mine = || handlers.iter().filter(|h| h.modules.contains(&me));
+        let proxying = mine()
+            .find(|h| h.verbs.as_ref().is_none_or(|verbs| verbs.contains(&method)))
             .map(|h| h.name.to_owned());
+        // The methods of the handlers that pass requests on, when none
+        // takes this one (each lists its verbs then).
+        let allow = if proxying.is_none() {
+            let mut allowed: Vec<&str> = mine()
+                .flat_map(|h| h.verbs.iter().flatten().map(Method::as_str))
+                .collect();
+            allowed.sort_unstable();
+            allowed.dedup();
+            allowed.join(", ")
+        } else {
+            String::new()
+        };
         match proxying {
             Some(name) if ctx.set_handler(&name) => RequestNotificationStatus::Continue,
+            // The handlers that pass requests on do not take this method.
+            _ if !allow.is_empty() => {
+                let status = crate::end_with_error(
+                    ctx,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    0,
+                    riis_pipeline::ModuleError::E_FAIL,
+                );
+                if let Ok(allow) = HeaderValue::try_from(allow) {
+                    ctx.response_mut().set_header(header::ALLOW, allow);
+                }
+                status
+            }
             _ => crate::gateway::fail(
                 ctx,
                 "ReverseProxy",
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "PROXY_SERVER names a server, but no handler of this location runs ReverseProxy for this method",
+                "PROXY_SERVER names a server, but no handler of this location runs ReverseProxy",
             ),
         }
     }

@@ -818,6 +818,17 @@ impl WebDav {
         // so is each location inside it (a replaced folder goes whole).
         self.may(ctx, &destination, Need::Write)?;
         self.may_below(ctx, &destination, Need::Write)?;
+        // What a COPY or MOVE writes there, a PUT would: a location that
+        // refuses PUT (a read-only archive) is not written this way either.
+        let filtering = ctx.config_for_url(self.request_filtering, &destination);
+        if !crate::request_filtering::verb_allowed(filtering, "PUT") {
+            let mut r = refuse(
+                404,
+                format!("{destination} refuses PUT (request_filtering.verbs)"),
+            );
+            r.substatus = 6;
+            return Err(r);
+        }
         let dest_config = ctx.config_for_url(self.config, &destination);
         let hidden = &ctx
             .config_for_url(self.request_filtering, &destination)
@@ -898,7 +909,8 @@ impl WebDav {
             return Err(r);
         }
         let filtering = ctx.config_for_url(self.request_filtering, url);
-        if let Some((status, substatus, rule)) = url_refusal(filtering, url) {
+        let method = ctx.request().method().as_str();
+        if let Some((status, substatus, rule)) = url_refusal(filtering, url, method) {
             let mut r = refuse(
                 status.as_u16(),
                 format!("RequestFiltering refuses {url} (request_filtering.{rule})"),
@@ -912,7 +924,6 @@ impl WebDav {
                 format!("{url} is closed to anonymous clients (anonymous_authentication.enabled)"),
             ));
         }
-        let method = ctx.request().method().as_str();
         let denied = |why: String| refuse(if anonymous { 401 } else { 403 }, why);
         if !ctx
             .config_for_url(self.authorization, url)
