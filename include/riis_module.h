@@ -48,7 +48,11 @@
  *   response_write_entity_chunks, response_clear, response_clear_headers),
  *   while the request is parked or one of the module's calls runs: the
  *   writes are kept and made, in order, on the request's thread when the
- *   call ends or before the signal is acted on. Since 1.10 it may also ask
+ *   call ends or before the signal is acted on. Such writes fail with
+ *   RIIS_E_INVALID_STATE once the request ended while the module was
+ *   pending (the client left, timeouts.execution: nothing would be sent),
+ *   and with RIIS_E_OUTOFMEMORY past 16 MiB of memory written before the
+ *   signal (complete, then flush, to stream). Since 1.10 it may also ask
  *   connection_is_connected. Every other context function called from
  *   another thread, or outside a call, fails with RIIS_E_WRONG_THREAD. Factories and global modules must be thread-safe:
  *   several requests run at once on different threads.
@@ -349,7 +353,10 @@ typedef struct riis_data_chunk {
     /** RIIS_CHUNK_FROM_FILE_NAME: a path, absolute or relative to the
      *  server's working directory. */
     const char *file_name;
-    /** File chunks: the range. A length of UINT64_MAX means to the end. */
+    /** File chunks: the range. A length of UINT64_MAX means to the end.
+     *  Only a readable regular file is taken: a folder, a FIFO, a device, a
+     *  descriptor opened for writing alone, or a range past the file's
+     *  end fails with RIIS_E_INVALIDARG. */
     uint64_t offset;
     uint64_t length;
 } riis_data_chunk;

@@ -259,6 +259,8 @@ pub(crate) struct CompletionSlot {
     /// module's call or while the request was parked (`handle` owed), made
     /// when its signal resumes the request (see `api::change_response`).
     pub(crate) parked_changes: Vec<riis_pipeline::ParkedChanges>,
+    /// The bytes of memory those writes hold (see [`PARKED_LIMIT`]).
+    pub(crate) parked_bytes: usize,
     /// The thread of the module's call under way: another thread's writes
     /// are kept until the call ends (that thread itself, in a notification
     /// raised during the call, reaches only its own context).
@@ -267,6 +269,21 @@ pub(crate) struct CompletionSlot {
     /// signal disposes the instance and frees the frame (see
     /// `NativeModule::drop` and `api::context::signal`).
     pub(crate) orphan: Option<Orphan>,
+}
+
+/// The most memory a module's own thread may write into a parked
+/// request's response before its signal (16 MiB): past it a write fails
+/// with `RIIS_E_OUTOFMEMORY`, so a thread that writes on and on without
+/// completing cannot fill the server's memory. A module that streams
+/// completes and flushes, as on its request's thread.
+pub(crate) const PARKED_LIMIT: usize = 16 * 1024 * 1024;
+
+impl CompletionSlot {
+    /// Takes the parked writes, to be made now.
+    pub(crate) fn take_parked(&mut self) -> Vec<riis_pipeline::ParkedChanges> {
+        self.parked_bytes = 0;
+        std::mem::take(&mut self.parked_changes)
+    }
 }
 
 /// What an instance left when its request ended while it was pending.

@@ -344,7 +344,7 @@ impl NativeModule {
             }
             // Written while the request was parked, which an operation's
             // completion (not the thread's signal) resumed.
-            std::mem::take(&mut slot.parked_changes)
+            slot.take_parked()
         };
         for change in written_while_parked {
             change(ctx);
@@ -408,7 +408,7 @@ impl NativeModule {
                 if nested {
                     Vec::new()
                 } else {
-                    std::mem::take(&mut slot.parked_changes)
+                    slot.take_parked()
                 }
             };
             for change in written {
@@ -472,7 +472,7 @@ impl NativeModule {
                 // then leaked for it).
                 Some(early) => {
                     // Made before the signal is acted on.
-                    for change in std::mem::take(&mut slot.parked_changes) {
+                    for change in slot.take_parked() {
                         change(ctx);
                     }
                     let handle = slot

@@ -266,7 +266,12 @@ fn a_c_module_misbehaving_fails_only_its_request() {
     );
     let resp = conn.read_response(false);
     assert_eq!(resp.status, 200);
-    assert_eq!(resp.text(), "0x80070057 0x80070057 0x80070057 0x80070057\n");
+    // A status of 103, a folder, a FIFO, a file opened for writing alone,
+    // a user name with a line break: each refused.
+    assert_eq!(
+        resp.text(),
+        "0x80070057 0x80070057 0x80070057 0x80070057 0x80070057\n"
+    );
     // A second completion signal after the request ended is refused, not
     // taken into freed memory, nor by a newer request whose instance took
     // the freed memory: requests keep coming while it is made (300 ms
@@ -648,18 +653,29 @@ fn a_module_that_never_completes_meets_the_execution_limit() {
     // A module whose request ended while it was pending is disposed only
     // once its own thread signalled (it may use its context until then),
     // and then it is disposed rather than leaked.
+    // A thread that writes on and on into its parked request is refused
+    // past 16 MiB (RIIS_E_OUTOFMEMORY); what it wrote before goes out.
+    let flood = get(server.addr, "/c/flood");
+    assert_eq!(flood.status, 200);
+    assert_eq!(flood.body.len(), 16 << 20);
+    assert_eq!(
+        get(server.addr, "/c/flooded").text().trim(),
+        "refused_at=16 hr=0x8007000E"
+    );
     assert_eq!(get(server.addr, "/c/orphan").status, 503);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let text = get(server.addr, "/c/orphans").text();
         // Not called again while pending either (SendResponse of the 503,
         // LogRequest, EndRequest).
-        if text.trim() == "disposed=1,0 called=0" {
+        // Its thread's write after the request ended was refused
+        // (RIIS_E_INVALID_STATE): it would have gone nowhere.
+        if text.trim() == "disposed=1,0 called=0 late_write=0x8007139F" {
             break;
         }
         assert_eq!(
             text.trim(),
-            "disposed=0,0 called=0",
+            "disposed=0,0 called=0 late_write=0x00000000",
             "disposed before its signal, or called while pending"
         );
         assert!(

@@ -587,7 +587,7 @@ unsafe fn signal(frame: *const crate::frame::Frame, signal: EarlySignal) -> riis
         let mut slot = unsafe { &*frame }.lock_completion();
         let result = match slot.handle.take().or_else(|| slot.duplex_handle.take()) {
             Some(handle) => {
-                let changes = std::mem::take(&mut slot.parked_changes);
+                let changes = slot.take_parked();
                 match (signal, changes.is_empty()) {
                     (EarlySignal::Indicate(status), true) => handle.indicate_completion(status),
                     (EarlySignal::Post(bytes), true) => handle.post_completion(bytes),

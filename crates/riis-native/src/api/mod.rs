@@ -258,13 +258,17 @@ pub(crate) unsafe fn try_context<R>(
 /// it starts may be quicker than the call's return), kept and made on the
 /// request's thread when the signal resumes it, as IIS lets a module's
 /// thread write the response before `IndicateCompletion`. Refused
-/// otherwise, as any call off its thread is.
+/// otherwise, as any call off its thread is; also once the request ended
+/// while the module was pending (`E_INVALID_STATE`: the write would go
+/// nowhere), and past [`crate::frame::PARKED_LIMIT`] bytes of memory
+/// (`E_OUTOFMEMORY`; `held` is what this change holds).
 ///
 /// # Safety
 /// `handle` must be NULL or a context pointer the server gave a module.
 pub(crate) unsafe fn change_response(
     function: &'static str,
     handle: *mut riis_context,
+    held: usize,
     change: impl FnOnce(&mut HttpContext) + Send + 'static,
 ) -> riis_hresult {
     let mut change = Some(change);
@@ -275,22 +279,36 @@ pub(crate) unsafe fn change_response(
             let frame = unsafe { &*frame };
             // A module built for an older ABI was told such calls fail.
             if frame.module.abi_minor < 9 {
-                return false;
+                return None;
             }
             let mut slot = frame.lock_completion();
             let other_thread = slot
                 .in_call
                 .is_some_and(|call| call != crate::frame::this_thread());
             if slot.handle.is_none() && !other_thread {
-                return false;
+                return None;
+            }
+            // The request ended while the module was pending (the client
+            // left, `timeouts.execution`): nothing it writes goes anywhere.
+            if slot.orphan.is_some() {
+                return Some(hr::E_INVALID_STATE);
+            }
+            if slot.parked_bytes.saturating_add(held) > crate::frame::PARKED_LIMIT {
+                tracing::warn!(
+                    module = %frame.module.name,
+                    function,
+                    "a write refused: the module's own thread wrote more than 16 MiB into a parked request before its signal"
+                );
+                return Some(hr::E_OUTOFMEMORY);
             }
             if let Some(change) = change.take() {
                 slot.parked_changes.push(Box::new(change));
+                slot.parked_bytes += held;
             }
-            true
+            Some(hr::S_OK)
         });
-        if parked == Some(true) {
-            return hr::S_OK;
+        if let Some(Some(code)) = parked {
+            return code;
         }
     }
     // SAFETY: forwarded from this function's contract.

@@ -75,7 +75,7 @@ pub(super) unsafe extern "C" fn set_status(
     };
     // SAFETY: the handle is checked by change_response.
     unsafe {
-        change_response("response_set_status", ctx, move |ctx| {
+        change_response("response_set_status", ctx, 0, move |ctx| {
             let response = ctx.response_mut();
             // An error status records who set it, with `S_OK` too: IIS's
             // detailed error page names the module and notification of a
@@ -129,7 +129,7 @@ pub(super) unsafe extern "C" fn set_header(
     };
     // SAFETY: the handle is checked by change_response.
     unsafe {
-        change_response("response_set_header", ctx, move |ctx| {
+        change_response("response_set_header", ctx, 0, move |ctx| {
             if replace != 0 {
                 ctx.response_mut().set_header(name, value);
             } else {
@@ -150,7 +150,7 @@ pub(super) unsafe extern "C" fn delete_header(
     };
     // SAFETY: the handle is checked by change_response.
     unsafe {
-        change_response("response_delete_header", ctx, move |ctx| {
+        change_response("response_delete_header", ctx, 0, move |ctx| {
             ctx.response_mut().delete_header(name);
         })
     }
@@ -232,7 +232,7 @@ macro_rules! simple_change {
     ($($name:ident => $function:literal, |$ctx:ident| $body:expr;)*) => {$(
         pub(super) unsafe extern "C" fn $name(ctx: *mut riis_context) -> riis_hresult {
             // SAFETY: the handle is checked by change_response.
-            unsafe { change_response($function, ctx, |$ctx| $body) }
+            unsafe { change_response($function, ctx, 0, |$ctx| $body) }
         }
     )*};
 }
@@ -271,6 +271,14 @@ unsafe fn to_entity_chunk(chunk: &riis_data_chunk) -> Result<EntityChunk, riis_h
                 // SAFETY: the module passed an open descriptor, valid for the
                 // call; it is duplicated, so the module may close its own.
                 let fd = unsafe { BorrowedFd::borrow_raw(chunk.file_descriptor) };
+                // A descriptor opened for writing alone cannot be read: the
+                // response would promise its length and be cut short.
+                // SAFETY: F_GETFL on a descriptor the module passed reads its
+                // flags only; a bad descriptor gives -1.
+                let flags = unsafe { libc::fcntl(chunk.file_descriptor, libc::F_GETFL) };
+                if flags < 0 || flags & libc::O_ACCMODE == libc::O_WRONLY {
+                    return Err(hr::E_INVALIDARG);
+                }
                 File::from(fd.try_clone_to_owned().map_err(|_| hr::E_INVALIDARG)?)
             } else {
                 // SAFETY: a C string per the ABI.
@@ -435,9 +443,18 @@ pub(super) unsafe extern "C" fn write_entity_chunks(
         Err(code) => return code,
     };
     let total: u64 = converted.iter().map(EntityChunk::len).sum();
+    // What the write holds in memory while parked (a file range holds a
+    // descriptor).
+    let held: usize = converted
+        .iter()
+        .map(|c| match c {
+            EntityChunk::Memory(bytes) => bytes.len(),
+            EntityChunk::File { .. } => 0,
+        })
+        .sum();
     // SAFETY: the handle is checked by change_response.
     let result = unsafe {
-        change_response("response_write_entity_chunks", ctx, move |ctx| {
+        change_response("response_write_entity_chunks", ctx, held, move |ctx| {
             ctx.response_mut().write_chunks(converted);
         })
     };

@@ -34,9 +34,14 @@
  *                   execution limit ends it).
  *   /c/orphan       returns Pending; another thread completes it 1.5 s
  *                   later, after a 1 s execution limit ended the request.
- *   /c/orphans      "disposed=A,B called=C": orphan instances disposed after
- *                   / before their thread signalled, and calls they got while
- *                   still pending.
+ *   /c/flood        returns Pending; another thread writes 20 MiB, 1 MiB
+ *                   at a time, then completes it.
+ *   /c/flooded      "refused_at=N hr=H": the first of /c/flood's writes
+ *                   refused, and how.
+ *   /c/orphans      "disposed=A,B called=C late_write=H": orphan instances
+ *                   disposed after / before their thread signalled, calls they
+ *                   got while still pending, and what the thread's write
+ *                   before its signal returned.
  *   /c/upper        writes "make me loud"; at SendResponse the module reads
  *                   the buffered entity and replaces it in upper case, and
  *                   counts the response headers in X-Header-Count.
@@ -58,11 +63,13 @@
  *
  * Every response gets X-Send-Seen at SendResponse.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "riis_module.h"
 
@@ -71,6 +78,7 @@ static uint32_t section;
 static int cleanups; /* request contexts released; touched under a lock */
 static int unusable_disposed; /* instances of CUnusable the server handed back */
 static int orphan_signalled;       /* /c/orphan's thread signalled (lock) */
+static riis_hresult orphan_late_write; /* ... what its write before that got */
 static int orphans_disposed_after; /* ... and its instance was disposed */
 static int orphans_disposed_before;
 static int orphans_called_pending;  /* ... called again before it signalled */
@@ -162,10 +170,48 @@ static void *indicate_twice(void *arg) {
 static void *indicate_much_later(void *arg) {
     struct timespec t = {1, 500 * 1000 * 1000};
     nanosleep(&t, NULL);
+    /* The request ended meanwhile: a write goes nowhere, and says so. */
+    riis_data_chunk chunk;
+    memset(&chunk, 0, sizeof chunk);
+    chunk.type = RIIS_CHUNK_FROM_MEMORY;
+    chunk.buffer = "too late";
+    chunk.buffer_length = 8;
+    riis_hresult late = api->response_write_entity_chunks((riis_context *)arg, &chunk, 1, NULL);
     pthread_mutex_lock(&lock);
     orphan_signalled = 1;
+    orphan_late_write = late;
     pthread_mutex_unlock(&lock);
     api->indicate_completion((riis_context *)arg, RIIS_STATUS_CONTINUE);
+    return NULL;
+}
+
+/* /c/flood's thread: 1 MiB writes into its parked request, 20 of them,
+ * noting the first that fails and how, then the signal. */
+static char flood_block[1 << 20];
+static int flood_refused_at = -1;
+static riis_hresult flood_refusal;
+
+static void *flood_later(void *arg) {
+    riis_context *ctx = (riis_context *)arg;
+    int refused_at = -1;
+    riis_hresult refusal = 0;
+    for (int i = 0; i < 20; i++) {
+        riis_data_chunk chunk;
+        memset(&chunk, 0, sizeof chunk);
+        chunk.type = RIIS_CHUNK_FROM_MEMORY;
+        chunk.buffer = flood_block;
+        chunk.buffer_length = sizeof flood_block;
+        riis_hresult hr = api->response_write_entity_chunks(ctx, &chunk, 1, NULL);
+        if (hr != RIIS_S_OK && refused_at < 0) {
+            refused_at = i;
+            refusal = hr;
+        }
+    }
+    pthread_mutex_lock(&lock);
+    flood_refused_at = refused_at;
+    flood_refusal = refusal;
+    pthread_mutex_unlock(&lock);
+    api->indicate_completion(ctx, RIIS_STATUS_FINISH_REQUEST);
     return NULL;
 }
 
@@ -325,10 +371,25 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         pthread_detach(t);
         return RIIS_STATUS_PENDING;
     }
+    if (strcmp(url, "/c/flood") == 0) {
+        pthread_t t;
+        pthread_create(&t, NULL, flood_later, ctx);
+        pthread_detach(t);
+        return RIIS_STATUS_PENDING;
+    }
+    if (strcmp(url, "/c/flooded") == 0) {
+        pthread_mutex_lock(&lock);
+        snprintf(line, sizeof line, "refused_at=%d hr=0x%08X\n", flood_refused_at,
+                 (unsigned)flood_refusal);
+        pthread_mutex_unlock(&lock);
+        text(ctx, line);
+        return RIIS_STATUS_FINISH_REQUEST;
+    }
     if (strcmp(url, "/c/orphans") == 0) {
         pthread_mutex_lock(&lock);
-        snprintf(line, sizeof line, "disposed=%d,%d called=%d\n", orphans_disposed_after,
-                 orphans_disposed_before, orphans_called_pending);
+        snprintf(line, sizeof line, "disposed=%d,%d called=%d late_write=0x%08X\n",
+                 orphans_disposed_after, orphans_disposed_before, orphans_called_pending,
+                 (unsigned)orphan_late_write);
         pthread_mutex_unlock(&lock);
         text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
@@ -359,9 +420,20 @@ static riis_status begin_request(instance *self, riis_context *ctx) {
         }
         chunk.file_name = fifo;
         riis_hresult pipe = api->response_write_entity_chunks(ctx, &chunk, 1, NULL);
+        /* A file opened for writing alone: no bytes to read from it. */
+        char write_only_path[600];
+        snprintf(write_only_path, sizeof write_only_path, "%s.wo", fifo);
+        int write_only = open(write_only_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        (void)write(write_only, "written", 7);
+        memset(&chunk, 0, sizeof chunk);
+        chunk.type = RIIS_CHUNK_FROM_FILE_HANDLE;
+        chunk.file_descriptor = write_only;
+        chunk.length = UINT64_MAX;
+        riis_hresult unreadable = api->response_write_entity_chunks(ctx, &chunk, 1, NULL);
+        close(write_only);
         riis_hresult user = api->set_user(ctx, "alice\r\nX-Injected: 1", "Basic", NULL, 0);
-        snprintf(line, sizeof line, "0x%08X 0x%08X 0x%08X 0x%08X\n", (unsigned)interim,
-                 (unsigned)folder, (unsigned)pipe, (unsigned)user);
+        snprintf(line, sizeof line, "0x%08X 0x%08X 0x%08X 0x%08X 0x%08X\n", (unsigned)interim,
+                 (unsigned)folder, (unsigned)pipe, (unsigned)unreadable, (unsigned)user);
         text(ctx, line);
         return RIIS_STATUS_FINISH_REQUEST;
     }
