@@ -442,7 +442,15 @@ fn riis_status_reports_the_modules_state() {
     let dir = TempDir::new("httplog-status");
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
-    dir.write("www/a.txt", "alpha");
+    let page = dir.write("www/a.txt", "alpha");
+    // Settled (OutputCache does not keep a file changed in the last two
+    // seconds).
+    std::fs::File::options()
+        .write(true)
+        .open(&page)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(10))
+        .unwrap();
     let config = dir.write(
         "riis.toml",
         format!(
