@@ -458,10 +458,21 @@ impl Pipeline {
     pub fn raise_application_stop(&self) {
         for site in &self.sites {
             self.raise_global_indexed(GlobalNotification::ApplicationStop, |index, m| {
+                let _named = LifecycleCall::enter(&self.modules[index.get()].name);
                 m.on_global_application_stop(&Application::of_site(site, index))
             });
             site.contexts.clear();
         }
+    }
+
+    /// The module whose ApplicationStop or Terminate runs now, if any: a
+    /// stop that stops waiting for it names it.
+    pub fn module_in_lifecycle_call() -> Option<String> {
+        LIFECYCLE_CALL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            .map(str::to_owned)
     }
 
     /// Raises ConfigurationChange: this pipeline was built from a reloaded
@@ -543,11 +554,32 @@ impl Pipeline {
     }
 }
 
+/// The module whose ApplicationStop or Terminate runs now (see
+/// [`Pipeline::module_in_lifecycle_call`]).
+static LIFECYCLE_CALL: std::sync::Mutex<Option<Box<str>>> = std::sync::Mutex::new(None);
+
+/// Notes a module's ApplicationStop or Terminate while it runs.
+struct LifecycleCall;
+
+impl LifecycleCall {
+    fn enter(name: &str) -> Self {
+        *LIFECYCLE_CALL.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.into());
+        Self
+    }
+}
+
+impl Drop for LifecycleCall {
+    fn drop(&mut self) {
+        *LIFECYCLE_CALL.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 /// Terminates every factory and global module of `modules`.
 fn terminate_modules(modules: &[ModuleEntry]) {
     // Each module's `terminate` on its own: one that panics is logged and
     // the others still run (at a reload or at shutdown).
     let guarded = |name: &str, terminate: &dyn Fn()| {
+        let _named = LifecycleCall::enter(name);
         if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(terminate)) {
             tracing::error!(
                 module = %name,

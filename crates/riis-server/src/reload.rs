@@ -378,7 +378,12 @@ impl Retiring {
     /// modules are left unstopped, as IIS leaves them when it ends a worker
     /// process past its shutdown time limit: stopping a module under its
     /// own running call could free what that call still uses.
-    pub(crate) fn close_and_stop_all(&self, current: &CurrentGeneration, stop_modules: bool) {
+    pub(crate) fn close_and_stop_all(
+        &self,
+        current: &CurrentGeneration,
+        stop_modules: bool,
+        deadline: std::time::Duration,
+    ) {
         // A reload under way (a file on a hung mount, a RegisterModule that
         // never returns) is not waited for: the server stops now, and that
         // reload, should it ever finish, finds the server closed and stops
@@ -402,10 +407,14 @@ impl Retiring {
             tracing::warn!("the modules are not stopped (no ApplicationStop, no terminate): a module's call is still under way");
             return;
         }
-        for old in retiring {
-            stop(&old);
-        }
-        stop(&in_force);
+        // Bounded: a module whose ApplicationStop or Terminate never
+        // returns must not keep the process from ending.
+        crate::server::within_deadline("ApplicationStop or Terminate", deadline, move || {
+            for old in retiring {
+                stop(&old);
+            }
+            stop(&in_force);
+        });
     }
 
     /// Whether the server stopped its modules (reloads are refused).

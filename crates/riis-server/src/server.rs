@@ -436,8 +436,21 @@ impl Server {
     /// validation `riis reload` does before signalling): its modules'
     /// `terminate` hooks run, as they would at shutdown, so a module
     /// library that started something at registration can stop it.
-    pub fn discard(self) {
-        self.current.load().pipeline.terminate();
+    ///
+    /// A module whose `terminate` has not returned by `shutdown_timeout` is
+    /// left behind: the warning naming it is returned (and logged).
+    pub fn discard(self) -> Option<String> {
+        let pipeline = self.current.load().pipeline.clone();
+        let deadline = self.shutdown_timeout();
+        if within_deadline("Terminate", deadline, move || pipeline.terminate()) {
+            return None;
+        }
+        let module = riis_pipeline::Pipeline::module_in_lifecycle_call();
+        Some(format!(
+            "module `{}`'s Terminate has not returned within shutdown_timeout ({}s); going on without it",
+            module.as_deref().unwrap_or("?"),
+            deadline.as_secs()
+        ))
     }
 
     /// Like [`Server::new`], with more modules compiled into the program that
@@ -926,6 +939,9 @@ fn write_status(path: &std::path::Path, report: &str) -> std::io::Result<()> {
 struct Lifecycle {
     current: CurrentGeneration,
     retiring: Arc<Retiring>,
+    /// `shutdown_timeout`: how long the modules' ApplicationStop and
+    /// Terminate may take at the end.
+    modules_deadline: Duration,
     /// The periodic module work; true once every call it made returned.
     health: tokio::task::JoinHandle<bool>,
     /// Whether the service manager gets notices.
@@ -1041,6 +1057,7 @@ impl Lifecycle {
         Self {
             current: server.current.clone(),
             retiring: server.retiring.clone(),
+            modules_deadline: server.shutdown_timeout(),
             health,
             notify,
         }
@@ -1063,7 +1080,8 @@ impl Lifecycle {
         // Configurations a reload replaced and whose last requests ended
         // only now (or never will) are stopped too, before the one in force;
         // a reload from now on is refused.
-        self.retiring.close_and_stop_all(&self.current, returned);
+        self.retiring
+            .close_and_stop_all(&self.current, returned, self.modules_deadline);
         tracing::info!("stopped");
     }
 }
@@ -1633,6 +1651,42 @@ impl ShutdownSignal {
             });
         if let Err(e) = watch {
             tracing::warn!(error = %e, "cannot watch for a second stop signal");
+        }
+    }
+}
+
+/// Runs `work` (the modules' ApplicationStop and Terminate) on a thread of
+/// its own and waits for it at most `deadline`: a module whose callback
+/// never returns is logged, by the module being called, and left behind,
+/// so that a stop, `check-config` or the check before a reload still ends
+/// (as IIS ends a worker process past `shutdownTimeLimit`). Returns
+/// whether the work ended in time.
+pub(crate) fn within_deadline(
+    what: &str,
+    deadline: Duration,
+    work: impl FnOnce() + Send + 'static,
+) -> bool {
+    let (done, ended) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("riis-stop-modules".into())
+        .spawn(move || {
+            work();
+            let _ = done.send(());
+        });
+    if spawned.is_err() {
+        tracing::warn!("cannot start a thread to stop the modules on; they are not stopped");
+        return false;
+    }
+    match ended.recv_timeout(deadline) {
+        Ok(()) => true,
+        Err(_) => {
+            let module = riis_pipeline::Pipeline::module_in_lifecycle_call();
+            tracing::warn!(
+                module = module.as_deref().unwrap_or("?"),
+                seconds = deadline.as_secs(),
+                "a module's {what} has not returned within shutdown_timeout; going on without it"
+            );
+            false
         }
     }
 }

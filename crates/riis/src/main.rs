@@ -159,7 +159,9 @@ fn reload(config: &Path) -> Result<String, String> {
     for warning in checked.warnings() {
         eprintln!("riis: warning: {warning}");
     }
-    checked.discard();
+    if let Some(warning) = checked.discard() {
+        eprintln!("riis: warning: {warning}");
+    }
     let pid = running_pid(config, pid_file)?;
     // The server reloads the file it was started with: validating another
     // one (a copy sharing the pid file) and reporting success would check
@@ -534,7 +536,9 @@ fn main() -> ExitCode {
                         counted(server.pipeline().module_names().count(), "module"),
                         counted(server.pipeline().sites().len(), "site")
                     );
-                    server.discard();
+                    if let Some(warning) = server.discard() {
+                        eprintln!("riis: warning: {warning}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

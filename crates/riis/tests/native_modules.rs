@@ -1103,3 +1103,52 @@ fn a_second_signal_for_one_pending_is_refused() {
     assert_eq!(resp.text(), "a");
     assert_eq!(resp.header("x-signals"), Some("0x00000000 0x8007139F"));
 }
+
+/// A module whose Terminate never returns does not keep a stop, nor
+/// `check-config`, from ending: past `shutdown_timeout` the server names
+/// the module and goes on without it, as IIS ends a worker process past
+/// `shutdownTimeLimit`.
+#[test]
+fn a_terminate_that_never_returns_does_not_hold_up_the_end() {
+    let dir = TempDir::new("stuck-terminate");
+    let source = dir.write(
+        "stuck.c",
+        "#include \"riis_module.h\"\n#include <unistd.h>\n\
+         static riis_global_status on_global(void *d, uint32_t n, riis_global_provider *p) {\n\
+         (void)d; (void)n; (void)p; return RIIS_GLOBAL_CONTINUE;\n}\n\
+         static void never_ends(void *d) { (void)d; sleep(600); }\n\
+         static riis_global_module stuck = { sizeof(riis_global_module), NULL, on_global, never_ends };\n\
+         RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {\n\
+         (void)v; return s->api->set_global_notifications(r, &stuck, RIIS_GL_PRE_BEGIN_REQUEST);\n}\n",
+    );
+    let Some(()) = compile("cc", &[&source], &dir.path().join("stuck.so"), &[]) else {
+        return;
+    };
+    dir.write("www/a.txt", "a");
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[server]\nshutdown_timeout = 1\n\n[[global_modules]]\nname = \"Stuck\"\nimage = \"stuck.so\"\n\n\
+         [[modules]]\nname = \"Stuck\"\n[[modules]]\nname = \"StaticFile\"\n",
+    );
+    let started = std::time::Instant::now();
+    let out = common::riis_command("check-config", &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Stuck") && err.contains("Terminate"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    assert_eq!(get(server.addr, "/a.txt").status, 200);
+    let asked = std::time::Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(60),
+        "the stop waited for the module's Terminate"
+    );
+}
