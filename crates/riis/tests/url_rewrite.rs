@@ -1866,6 +1866,40 @@ name = "a query value after the host"
 pattern = "^q$"
 conditions = [{ input = "{QUERY_STRING}", pattern = "^p=(.*)$" }]
 action = { type = "Redirect", url = "https://example.com{C:1}", append_query_string = false }
+
+[[rewrite.rules]]
+name = "a capture in the host and one after it"
+pattern = "^h/([a-z]+)(.*)$"
+action = { type = "Redirect", url = "https://{R:1}.example.com{R:2}", append_query_string = false }
+
+[[rewrite.rules]]
+name = "a name from the path"
+pattern = "^n/(.*)$"
+action = { type = "Redirect", url = "https://{R:1}.example.com/", append_query_string = false }
+
+[[rewrite.rules]]
+name = "an empty capture before another"
+pattern = "^e/(\\d*)(.*)$"
+action = { type = "Redirect", url = "https://example.com{R:1}{R:2}", append_query_string = false }
+
+[[rewrite.rules]]
+name = "host and port from the Host header"
+pattern = "^k/(.*)$"
+conditions = [{ input = "{HTTP_HOST}", pattern = "^([^:]+)(:\\d+)?$" }]
+action = { type = "Redirect", url = "https://{C:1}{C:2}/{R:1}", append_query_string = false }
+
+[[rewrite.rules]]
+name = "a port from a header"
+pattern = "^p/(.*)$"
+action = { type = "Redirect", url = "https://example.com:{HTTP_X_FORWARDED_PORT}/{R:1}", append_query_string = false }
+
+[rewrite.maps.Tenants]
+entries = { "shop.test" = "shop.example.com" }
+
+[[rewrite.rules]]
+name = "a host from a map with no entry"
+pattern = "^g/(.*)$"
+action = { type = "Redirect", url = "https://{Tenants:{HTTP_HOST}}/{R:1}", append_query_string = false }
 "#,
         "",
     );
@@ -1907,4 +1941,37 @@ action = { type = "Redirect", url = "https://example.com{C:1}", append_query_str
         let resp = conn.read_response(false);
         assert_eq!(resp.header("location"), Some(location), "{query}");
     }
+    for (request, location) in [
+        // A capture in the host does not let the next one lengthen it.
+        ("/h/abc.evil.test", "https://abc.example.com/.evil.test"),
+        ("/h/abc/x", "https://abc.example.com/x"),
+        // Nor does an empty capture.
+        ("/e/.evil.test", "https://example.com/.evil.test"),
+        // A capture that would end the host stays in its name.
+        ("/n/evil.test/x", "https://evil.test%2Fx.example.com/"),
+        ("/n/shop", "https://shop.example.com/"),
+    ] {
+        conn.send_raw(format!("GET {request} HTTP/1.1\r\nHost: shop.test\r\n\r\n").as_bytes());
+        let resp = conn.read_response(false);
+        assert_eq!(resp.header("location"), Some(location), "{request}");
+    }
+    // A host and its port from the Host header.
+    conn.send_raw(b"GET /k/x HTTP/1.1\r\nHost: shop.test:8443\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.header("location"), Some("https://shop.test:8443/x"));
+    // After a `:`, only a port.
+    conn.send_raw(b"GET /p/x HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-Port: 8443\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.header("location"), Some("https://example.com:8443/x"));
+    conn.send_raw(b"GET /p/x HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-Port: @evil.test\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(
+        resp.header("location"),
+        Some("https://example.com:/@evil.test/x")
+    );
+    // A URL that would have no host is refused, not sent.
+    conn.send_raw(b"GET /g/evil.test/x HTTP/1.1\r\nHost: other.test\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 500);
+    assert_eq!(resp.header("location"), None);
 }

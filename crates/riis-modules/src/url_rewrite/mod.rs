@@ -707,6 +707,20 @@ impl UrlRewrite {
                     }
                     let from_config =
                         to.is_from_config(scope.condition.as_ref().is_some_and(|c| c.from_config));
+                    // A URL without a host (`https:///evil.test`, an empty
+                    // map value where the host goes): browsers take what
+                    // follows for the host.
+                    let hostless = target.split_once("://").is_some_and(|(_, rest)| {
+                        rest.is_empty() || rest.starts_with(['/', '\\', '?', '#'])
+                    });
+                    if absolute && hostless {
+                        fail(
+                            ctx,
+                            &rule.name,
+                            &format!("the redirect `{target}` names no host"),
+                        );
+                        return Outcome::Finished;
+                    }
                     if !(absolute || from_config && has_scheme(&target)) {
                         // A path on this site: one leading slash, whatever
                         // the values were (`a/b`, `https:evil`, `//evil`).

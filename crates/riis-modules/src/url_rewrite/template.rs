@@ -284,10 +284,16 @@ impl Template {
             template.push_text(rest);
         }
         // A leading map's scheme names the host that follows it, which must
-        // not come from the path (`{MapSSL:{HTTPS}}{R:1}`, an open
-        // redirect): such a template stays a path on this site.
-        if template.scheme == Scheme::FromMap
-            && template.pieces.get(1).is_some_and(Piece::is_decoded)
+        // be the rule's text or a server variable (`{HTTP_HOST}`), not a
+        // value from the path or a condition's group
+        // (`{MapSSL:{HTTPS}}{R:1}`, an open redirect): otherwise the
+        // template stays a path on this site.
+        let names_the_host = |p: &Piece| match p {
+            Piece::Text(_) => true,
+            Piece::Variable(name) => name != "URL" && name != "REQUEST_FILENAME",
+            _ => false,
+        };
+        if template.scheme == Scheme::FromMap && !template.pieces.get(1).is_some_and(names_the_host)
         {
             template.scheme = Scheme::None;
             template.scheme_part = None;
@@ -439,6 +445,9 @@ pub(super) const PATH_PART: &AsciiSet = &CONTROLS
     .add(b'`')
     .add(b'{')
     .add(b'}');
+/// What a value encodes within a URL's host name: also `/`, so that it
+/// cannot end the name (`?`, `#`, `@` and `\\` are encoded already).
+pub(super) const HOST_PART: &AsciiSet = &PATH_PART.add(b'/');
 /// What a decoded value encodes in a query: also what separates
 /// parameters, so a value stays one value.
 pub(super) const QUERY_PART: &AsciiSet = &PATH_PART.add(b'&').add(b'=').add(b'+').add(b';');
@@ -565,37 +574,24 @@ pub(super) fn expand(
     in_url: bool,
 ) -> String {
     let mut out = String::new();
-    // A value from the request's path went into the URL's host already
-    // (`https://{R:1}-{R:2}.example.com/`): the values after it are the
-    // host's too.
-    let mut host_from_path = false;
     for (i, piece) in template.pieces.iter().enumerate() {
         let in_query = template.query_at.is_some_and(|q| i >= q);
-        let mut push = |out: &mut String, value: &str, decoded: bool| {
+        let push = |out: &mut String, value: &str, decoded: bool| {
             if !in_url {
                 out.push_str(value);
                 return;
             }
+            let mut in_name = false;
             if !in_query {
-                // Within a URL's host, right after a whole name
-                // (`https://example.com{R:1}`, `https://{HTTP_HOST}{C:1}`),
-                // a value the client chose starts the path: `.evil.test`
-                // must not lengthen the host into another, nor `@evil.test`
-                // make it user information. After a `.`, `-` or `:` it is
-                // part of the host or the port, as the rule meant.
-                if let Some(host) = host_so_far(out) {
-                    if !host_from_path
-                        && host.ends_with(|c: char| c.is_ascii_alphanumeric() || c == ']')
-                        && !value.is_empty()
-                        && !value.starts_with(['/', '?', '#'])
-                    {
-                        out.push('/');
-                    } else if decoded {
-                        host_from_path = true;
-                    }
+                match host_so_far(out).map(HostEnd::of) {
+                    Some(HostEnd::Name) => in_name = true,
+                    Some(end) if !end.takes(value) => out.push('/'),
+                    _ => {}
                 }
             }
             let set = match (decoded, in_query) {
+                // Part of a host name: nothing that would end it.
+                _ if in_name => HOST_PART,
                 (true, false) => PATH_PART,
                 (true, true) => QUERY_PART,
                 // Server variables keep their own encoding, `?` included:
@@ -654,6 +650,49 @@ pub(super) fn expand(
         }
     }
     out
+}
+
+/// Where a URL's host stands when a value from the request comes: the
+/// value is part of the name right after the `://`, a `.` or a `-`
+/// (`https://{R:1}.example.com`, `https://{HTTP_HOST}/…`), and is then
+/// encoded so that it cannot end it (`evil.test/` or `@` stay in the
+/// name, which is then no host); a port after a `:`; and after a whole
+/// name (`https://example.com{R:1}`, `https://{HTTP_HOST}{C:1}`) it starts
+/// the path, unless it is a `:port` or starts the path, query or fragment
+/// itself. A value that does not fit gets a `/` before it: it cannot
+/// lengthen the host into another (`.evil.test`), make it user
+/// information (`@evil.test`), nor give it a port that is none.
+#[derive(Clone, Copy)]
+enum HostEnd {
+    Name,
+    Port,
+    Whole,
+}
+
+impl HostEnd {
+    fn of(host: &str) -> Self {
+        match host.chars().last() {
+            None | Some('.' | '-') => Self::Name,
+            Some(':') => Self::Port,
+            Some(_) => Self::Whole,
+        }
+    }
+
+    /// Whether `value` goes on as it is (see [`HostEnd`]).
+    fn takes(self, value: &str) -> bool {
+        let is_port = |v: &str| v.bytes().all(|b| b.is_ascii_digit());
+        match self {
+            _ if value.is_empty() => true,
+            Self::Name => true,
+            Self::Port => is_port(value),
+            Self::Whole => {
+                value.starts_with(['/', '?', '#'])
+                    || value
+                        .strip_prefix(':')
+                        .is_some_and(|port| !port.is_empty() && is_port(port))
+            }
+        }
+    }
 }
 
 /// The host (and port) `out` has so far, when it is a URL whose path has
