@@ -818,17 +818,6 @@ impl WebDav {
         // so is each location inside it (a replaced folder goes whole).
         self.may(ctx, &destination, Need::Write)?;
         self.may_below(ctx, &destination, Need::Write)?;
-        // What a COPY or MOVE writes there, a PUT would: a location that
-        // refuses PUT (a read-only archive) is not written this way either.
-        let filtering = ctx.config_for_url(self.request_filtering, &destination);
-        if !crate::request_filtering::verb_allowed(filtering, "PUT") {
-            let mut r = refuse(
-                404,
-                format!("{destination} refuses PUT (request_filtering.verbs)"),
-            );
-            r.substatus = 6;
-            return Err(r);
-        }
         let dest_config = ctx.config_for_url(self.config, &destination);
         let hidden = &ctx
             .config_for_url(self.request_filtering, &destination)
