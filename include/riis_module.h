@@ -52,7 +52,9 @@
  *   RIIS_E_INVALID_STATE once the request ended while the module was
  *   pending (the client left, timeouts.execution: nothing would be sent),
  *   and with RIIS_E_OUTOFMEMORY past 16 MiB of memory written before the
- *   signal (complete, then flush, to stream). Since 1.10 it may also ask
+ *   signal (256 MiB for all requests together), after which the request
+ *   fails with 500 rather than send a short answer (complete, then flush,
+ *   to stream a large one). Since 1.10 it may also ask
  *   connection_is_connected. Every other context function called from
  *   another thread, or outside a call, fails with RIIS_E_WRONG_THREAD. Factories and global modules must be thread-safe:
  *   several requests run at once on different threads.

@@ -261,6 +261,9 @@ pub(crate) struct CompletionSlot {
     pub(crate) parked_changes: Vec<riis_pipeline::ParkedChanges>,
     /// The bytes of memory those writes hold (see [`PARKED_LIMIT`]).
     pub(crate) parked_bytes: usize,
+    /// A write was refused for the limit: the response the thread made
+    /// cannot go out whole.
+    pub(crate) parked_overflow: bool,
     /// The thread of the module's call under way: another thread's writes
     /// are kept until the call ends (that thread itself, in a notification
     /// raised during the call, reaches only its own context).
@@ -278,11 +281,51 @@ pub(crate) struct CompletionSlot {
 /// completes and flushes, as on its request's thread.
 pub(crate) const PARKED_LIMIT: usize = 16 * 1024 * 1024;
 
+/// The most memory the parked writes of all requests may hold together
+/// (256 MiB): many requests each under [`PARKED_LIMIT`] cannot fill the
+/// server's memory either.
+pub(crate) const PARKED_TOTAL_LIMIT: usize = 256 * 1024 * 1024;
+
+/// What the parked writes of all requests hold now.
+static PARKED_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl CompletionSlot {
+    /// Keeps `held` bytes more of parked writes if both limits allow it.
+    pub(crate) fn reserve_parked(&mut self, held: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.parked_bytes.saturating_add(held) > PARKED_LIMIT {
+            return false;
+        }
+        let reserved = PARKED_TOTAL.fetch_update(Ordering::AcqRel, Ordering::Acquire, |total| {
+            total
+                .checked_add(held)
+                .filter(|&total| total <= PARKED_TOTAL_LIMIT)
+        });
+        if reserved.is_err() {
+            return false;
+        }
+        self.parked_bytes += held;
+        true
+    }
+
     /// Takes the parked writes, to be made now.
     pub(crate) fn take_parked(&mut self) -> Vec<riis_pipeline::ParkedChanges> {
-        self.parked_bytes = 0;
+        self.release_parked();
         std::mem::take(&mut self.parked_changes)
+    }
+
+    fn release_parked(&mut self) {
+        let held = std::mem::take(&mut self.parked_bytes);
+        PARKED_TOTAL.fetch_sub(held, std::sync::atomic::Ordering::AcqRel);
+        self.parked_overflow = false;
+    }
+}
+
+impl Drop for CompletionSlot {
+    /// Writes never made (the request ended) give their memory back to
+    /// the process's budget.
+    fn drop(&mut self) {
+        self.release_parked();
     }
 }
 

@@ -441,13 +441,13 @@ impl Server {
     /// left behind: the warning naming it is returned (and logged).
     pub fn discard(self) -> Option<String> {
         let pipeline = self.current.load().pipeline.clone();
-        let deadline = self.shutdown_timeout();
+        let deadline = self.modules_stop_budget();
         if within_deadline("Terminate", deadline, move || pipeline.terminate()) {
             return None;
         }
         let module = riis_pipeline::Pipeline::module_in_lifecycle_call();
         Some(format!(
-            "module `{}`'s Terminate has not returned within shutdown_timeout ({}s); going on without it",
+            "module `{}`'s Terminate has not returned in time (the modules get shutdown_timeout, and at least 10 seconds, {}s here); going on without it",
             module.as_deref().unwrap_or("?"),
             deadline.as_secs()
         ))
@@ -833,6 +833,14 @@ impl BoundServer {
 }
 
 impl Server {
+    /// How long the modules' ApplicationStop and Terminate may take, all
+    /// together: `shutdown_timeout`, and at least
+    /// [`MODULES_STOP_AT_LEAST`] (a `shutdown_timeout` of 0 does not wait
+    /// for requests, but still stops the modules).
+    fn modules_stop_budget(&self) -> Duration {
+        self.shutdown_timeout().max(MODULES_STOP_AT_LEAST)
+    }
+
     fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.config.settings.shutdown_timeout)
     }
@@ -1057,7 +1065,7 @@ impl Lifecycle {
         Self {
             current: server.current.clone(),
             retiring: server.retiring.clone(),
-            modules_deadline: server.shutdown_timeout(),
+            modules_deadline: server.modules_stop_budget(),
             health,
             notify,
         }
@@ -1655,6 +1663,10 @@ impl ShutdownSignal {
     }
 }
 
+/// The least time the modules' ApplicationStop and Terminate get at the
+/// end, whatever `shutdown_timeout` says.
+const MODULES_STOP_AT_LEAST: Duration = Duration::from_secs(10);
+
 /// Runs `work` (the modules' ApplicationStop and Terminate) on a thread of
 /// its own and waits for it at most `deadline`: a module whose callback
 /// never returns is logged, by the module being called, and left behind,
@@ -1684,7 +1696,7 @@ pub(crate) fn within_deadline(
             tracing::warn!(
                 module = module.as_deref().unwrap_or("?"),
                 seconds = deadline.as_secs(),
-                "a module's {what} has not returned within shutdown_timeout; going on without it"
+                "a module's {what} has not returned in time (shutdown_timeout, and at least 10 seconds, for all modules); going on without it"
             );
             false
         }
