@@ -666,24 +666,54 @@ fn push_parameters(key: &mut String, config: &OutputCacheConfig, query: &str, se
     };
     for name in &config.vary_by_query_string {
         for pair in query.split(separators) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let (k, v) = match pair.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (pair, None),
+            };
             let k = decode(k);
-            if k.eq_ignore_ascii_case(name.as_bytes()) {
-                key.extend(percent_encoding::percent_encode(
-                    &k,
-                    percent_encoding::NON_ALPHANUMERIC,
-                ));
+            // As sent, or as PHP names it in `$_GET` (`user.id`,
+            // `user id` and `user_id[]` are its `user_id`): either way
+            // the handler may read it.
+            if !k.eq_ignore_ascii_case(name.as_bytes())
+                && !php_name(&k).eq_ignore_ascii_case(name.as_bytes())
+            {
+                continue;
+            }
+            key.extend(percent_encoding::percent_encode(
+                &k,
+                percent_encoding::NON_ALPHANUMERIC,
+            ));
+            // `?id` and `?id=` are two answers to some handlers (ASP.NET's
+            // null and empty).
+            if let Some(v) = v {
                 key.push('=');
-                // Escaped again: a decoded `&` or NUL must not run into
-                // the next parameter.
+                // Escaped again: a decoded `&` or NUL must not run into the
+                // next parameter.
                 key.extend(percent_encoding::percent_encode(
                     &decode(v),
                     percent_encoding::NON_ALPHANUMERIC,
                 ));
-                key.push('&');
             }
+            key.push('&');
         }
     }
+}
+
+/// The name PHP gives a query parameter in `$_GET`: leading spaces
+/// dropped, ` ` and `.` made `_`, an array's brackets dropped (`id[]`,
+/// `id[x]` are `id`), and a `[` without its `]` made `_`.
+fn php_name(name: &[u8]) -> Vec<u8> {
+    let start = name.iter().position(|&b| b != b' ').unwrap_or(name.len());
+    let name = &name[start..];
+    let mut out = Vec::with_capacity(name.len());
+    for (i, &b) in name.iter().enumerate() {
+        match b {
+            b'[' if i > 0 && name[i + 1..].contains(&b']') => break,
+            b' ' | b'.' | b'[' => out.push(b'_'),
+            _ => out.push(b),
+        }
+    }
+    out
 }
 
 /// The response as an entry, when it may be stored.
@@ -1010,6 +1040,21 @@ pub fn register_module(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn php_names_parameters_as_its_get_array_does() {
+        for (sent, php) in [
+            ("user.id", "user_id"),
+            ("user id", "user_id"),
+            ("  id", "id"),
+            ("id[]", "id"),
+            ("id[x][y]", "id"),
+            ("a[b", "a_b"),
+            ("[x]", "_x]"),
+        ] {
+            assert_eq!(php_name(sent.as_bytes()), php.as_bytes(), "{sent}");
+        }
+    }
 
     fn entry(body: &'static str) -> Entry {
         Entry {

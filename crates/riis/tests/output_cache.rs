@@ -207,6 +207,17 @@ fn frequent_urls_are_answered_from_the_cache() {
     assert_eq!(run(&get(&mut conn, "/dyn/named/d?id=a;b", "")), semi + 1);
     assert!(run(&get(&mut conn, "/dyn/named/d?id=a;c", "")) > semi + 1);
     assert!(run(&get(&mut conn, "/dyn/named/d?id=a&x=1", "")) > semi + 1);
+    // PHP reads ` id` as `id` and `id[]` as `id` (and `user.id` as
+    // `user_id`): those key the entry too.
+    let plain = run(&get(&mut conn, "/dyn/named/e", ""));
+    assert_eq!(run(&get(&mut conn, "/dyn/named/e", "")), plain + 1);
+    assert!(run(&get(&mut conn, "/dyn/named/e?id[]=EVIL", "")) > plain + 1);
+    assert!(run(&get(&mut conn, "/dyn/named/e?%20id=EVIL", "")) > plain + 1);
+    assert_eq!(run(&get(&mut conn, "/dyn/named/e", "")), plain + 1);
+    // `?id` and `?id=` are two answers (ASP.NET's null and empty).
+    let bare = run(&get(&mut conn, "/dyn/named/f?id", ""));
+    assert_eq!(run(&get(&mut conn, "/dyn/named/f?id", "")), bare + 1);
+    assert!(run(&get(&mut conn, "/dyn/named/f?id=", "")) > bare + 1);
     server.stop();
 }
 
