@@ -1905,73 +1905,73 @@ action = { type = "Redirect", url = "https://{Tenants:{HTTP_HOST}}/{R:1}", appen
     );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let mut conn = Connection::open(server.addr);
-    conn.send_raw(b"GET /Path/x?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
-    let resp = conn.read_response(false);
-    assert_eq!(resp.status, 301);
+    // The status and `Location` of `target` asked with `head` lines.
+    let mut redirect = |target: &str, head: &str| {
+        conn.send_raw(format!("GET {target} HTTP/1.1\r\n{head}\r\n\r\n").as_bytes());
+        let resp = conn.read_response(false);
+        (resp.status, resp.header("location").map(str::to_owned))
+    };
+    let location = |(_, location): (u16, Option<String>)| location;
+    let shop = "Host: shop.test";
     assert_eq!(
-        resp.header("location"),
-        Some("http://www.example.com/Path/x?q=1")
+        redirect("/Path/x?q=1", "Host: example.com"),
+        (301, Some("http://www.example.com/Path/x?q=1".to_owned()))
     );
-    conn.send_raw(b"GET /ssl/a/b HTTP/1.1\r\nHost: shop.test\r\n\r\n");
-    let resp = conn.read_response(false);
-    assert_eq!(resp.header("location"), Some("http://shop.test/a/b"));
-    conn.send_raw(b"GET /odd/x HTTP/1.1\r\nHost: shop.test\r\n\r\n");
-    let resp = conn.read_response(false);
-    assert_eq!(resp.header("location"), Some("/evil.test/x"));
+    assert_eq!(
+        location(redirect("/ssl/a/b", shop)).as_deref(),
+        Some("http://shop.test/a/b")
+    );
+    assert_eq!(
+        location(redirect("/odd/x", shop)).as_deref(),
+        Some("/evil.test/x")
+    );
     // The host after a map's scheme never comes from the path: a path on
     // this site, not an open redirect.
-    conn.send_raw(b"GET /open/evil.test/x HTTP/1.1\r\nHost: shop.test\r\n\r\n");
-    let resp = conn.read_response(false);
-    let location = resp.header("location").unwrap_or("");
-    assert!(location.starts_with('/'), "{location}");
-    // Captures that make a host together stay one host.
-    conn.send_raw(b"GET /t/abc/def HTTP/1.1\r\nHost: shop.test\r\n\r\n");
-    let resp = conn.read_response(false);
-    assert_eq!(
-        resp.header("location"),
-        Some("https://abc-def.example.com/")
-    );
-    // A value from the query right after a whole host starts the path.
-    for (query, location) in [
-        ("p=.evil.test/x", "https://example.com/.evil.test/x"),
-        ("p=@evil.test", "https://example.com/@evil.test"),
-        ("p=/fine", "https://example.com/fine"),
-    ] {
-        conn.send_raw(format!("GET /q?{query} HTTP/1.1\r\nHost: shop.test\r\n\r\n").as_bytes());
-        let resp = conn.read_response(false);
-        assert_eq!(resp.header("location"), Some(location), "{query}");
-    }
-    for (request, location) in [
+    let open = location(redirect("/open/evil.test/x", shop)).unwrap_or_default();
+    assert!(open.starts_with('/'), "{open}");
+    for (target, head, expected) in [
+        // Captures that make a host together stay one host.
+        ("/t/abc/def", shop, "https://abc-def.example.com/"),
+        // A value from the query right after a whole host starts the path.
+        (
+            "/q?p=.evil.test/x",
+            shop,
+            "https://example.com/.evil.test/x",
+        ),
+        ("/q?p=@evil.test", shop, "https://example.com/@evil.test"),
+        ("/q?p=/fine", shop, "https://example.com/fine"),
         // A capture in the host does not let the next one lengthen it.
-        ("/h/abc.evil.test", "https://abc.example.com/.evil.test"),
-        ("/h/abc/x", "https://abc.example.com/x"),
+        (
+            "/h/abc.evil.test",
+            shop,
+            "https://abc.example.com/.evil.test",
+        ),
+        ("/h/abc/x", shop, "https://abc.example.com/x"),
         // Nor does an empty capture.
-        ("/e/.evil.test", "https://example.com/.evil.test"),
+        ("/e/.evil.test", shop, "https://example.com/.evil.test"),
         // A capture that would end the host stays in its name.
-        ("/n/evil.test/x", "https://evil.test%2Fx.example.com/"),
-        ("/n/shop", "https://shop.example.com/"),
+        ("/n/evil.test/x", shop, "https://evil.test%2Fx.example.com/"),
+        ("/n/shop", shop, "https://shop.example.com/"),
+        // A host and its port from the Host header.
+        ("/k/x", "Host: shop.test:8443", "https://shop.test:8443/x"),
+        // After a `:`, only a port.
+        (
+            "/p/x",
+            "Host: shop.test\r\nX-Forwarded-Port: 8443",
+            "https://example.com:8443/x",
+        ),
+        (
+            "/p/x",
+            "Host: shop.test\r\nX-Forwarded-Port: @evil.test",
+            "https://example.com:/@evil.test/x",
+        ),
     ] {
-        conn.send_raw(format!("GET {request} HTTP/1.1\r\nHost: shop.test\r\n\r\n").as_bytes());
-        let resp = conn.read_response(false);
-        assert_eq!(resp.header("location"), Some(location), "{request}");
+        assert_eq!(
+            location(redirect(target, head)).as_deref(),
+            Some(expected),
+            "{target}"
+        );
     }
-    // A host and its port from the Host header.
-    conn.send_raw(b"GET /k/x HTTP/1.1\r\nHost: shop.test:8443\r\n\r\n");
-    let resp = conn.read_response(false);
-    assert_eq!(resp.header("location"), Some("https://shop.test:8443/x"));
-    // After a `:`, only a port.
-    conn.send_raw(b"GET /p/x HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-Port: 8443\r\n\r\n");
-    let resp = conn.read_response(false);
-    assert_eq!(resp.header("location"), Some("https://example.com:8443/x"));
-    conn.send_raw(b"GET /p/x HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-Port: @evil.test\r\n\r\n");
-    let resp = conn.read_response(false);
-    assert_eq!(
-        resp.header("location"),
-        Some("https://example.com:/@evil.test/x")
-    );
     // A URL that would have no host is refused, not sent.
-    conn.send_raw(b"GET /g/evil.test/x HTTP/1.1\r\nHost: other.test\r\n\r\n");
-    let resp = conn.read_response(false);
-    assert_eq!(resp.status, 500);
-    assert_eq!(resp.header("location"), None);
+    assert_eq!(redirect("/g/evil.test/x", "Host: other.test"), (500, None));
 }
