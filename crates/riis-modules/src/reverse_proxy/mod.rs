@@ -952,11 +952,14 @@ impl HttpModule for ReverseProxy {
         // The methods of the handlers that pass requests on, when none
         // takes this one (each lists its verbs then).
         let allow = if proxying.is_none() {
-            let mut allowed: Vec<&str> = mine()
-                .flat_map(|h| h.verbs.iter().flatten().map(Method::as_str))
-                .collect();
-            allowed.sort_unstable();
-            allowed.dedup();
+            let mut allowed: Vec<&str> = Vec::new();
+            for verb in mine().flat_map(|h| h.verbs.iter().flatten().map(Method::as_str)) {
+                if !allowed.contains(&verb) {
+                    allowed.push(verb);
+                }
+            }
+            // Listed as every other answer lists methods.
+            allowed.sort_by_key(|m| riis_pipeline::allow_rank(m));
             allowed.join(", ")
         } else {
             String::new()
