@@ -131,7 +131,6 @@ impl Piece {
         }
     }
 
-    /// The template inside a function or map lookup.
     /// Whether the piece may give a URL's scheme: a server variable not
     /// from the path, a condition group, a rewrite map's value (the
     /// configuration's own text, whatever its key), or a function of
@@ -139,7 +138,7 @@ impl Piece {
     fn may_name_scheme(&self) -> bool {
         match self {
             Piece::Map { .. } | Piece::ConditionGroup(_) => true,
-            Piece::Variable(name) => name != "URL" && name != "REQUEST_FILENAME",
+            Piece::Variable(_) => !self.is_decoded(),
             Piece::Function(_, inner) => {
                 !inner.pieces.is_empty() && inner.pieces.iter().all(Piece::may_name_scheme)
             }
@@ -147,6 +146,18 @@ impl Piece {
         }
     }
 
+    /// Whether the piece may name the host after a leading map's scheme:
+    /// the rule's text or a server variable not from the path
+    /// (`{HTTP_HOST}`).
+    fn may_name_host(&self) -> bool {
+        match self {
+            Piece::Text(_) => true,
+            Piece::Variable(_) => !self.is_decoded(),
+            _ => false,
+        }
+    }
+
+    /// The template inside a function or map lookup.
     fn inner(&self) -> Option<&Template> {
         match self {
             Piece::Function(_, inner) | Piece::Map { key: inner, .. } => Some(inner),
@@ -254,19 +265,6 @@ impl Template {
         if template.scheme == Scheme::Expanded {
             let (before, _) = text.split_once("://").unwrap_or_default();
             template.scheme_part = Some(Box::new(Template::parse(before)?));
-        } else if template.scheme == Scheme::None && text.starts_with('{') {
-            // `{MapSSL:{HTTPS}}{HTTP_HOST}{REQUEST_URI}`, the map's values
-            // being `https://` and `http://` (IIS's rewrite map recipe).
-            if let Some(close) = closing_brace(text) {
-                let lookup = Piece::parse(&text[1..close], depth)?;
-                if matches!(lookup, Piece::Map { .. }) {
-                    template.scheme = Scheme::FromMap;
-                    template.scheme_part = Some(Box::new(Template {
-                        pieces: vec![lookup],
-                        ..Template::default()
-                    }));
-                }
-            }
         }
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -283,20 +281,23 @@ impl Template {
         if !rest.is_empty() {
             template.push_text(rest);
         }
-        // A leading map's scheme names the host that follows it, which must
-        // be the rule's text or a server variable (`{HTTP_HOST}`), not a
-        // value from the path or a condition's group
+        // `{MapSSL:{HTTPS}}{HTTP_HOST}{REQUEST_URI}`, the map's values being
+        // `https://` and `http://` (IIS's rewrite map recipe). The host that
+        // follows the map must be the rule's text or a server variable, not
+        // a value from the path or a condition's group
         // (`{MapSSL:{HTTPS}}{R:1}`, an open redirect): otherwise the
         // template stays a path on this site.
-        let names_the_host = |p: &Piece| match p {
-            Piece::Text(_) => true,
-            Piece::Variable(name) => name != "URL" && name != "REQUEST_FILENAME",
-            _ => false,
-        };
-        if template.scheme == Scheme::FromMap && !template.pieces.get(1).is_some_and(names_the_host)
+        if template.scheme == Scheme::None
+            && matches!(template.pieces.first(), Some(Piece::Map { .. }))
+            && template.pieces.get(1).is_some_and(Piece::may_name_host)
         {
-            template.scheme = Scheme::None;
-            template.scheme_part = None;
+            // The lookup again, for its own expansion (pieces do not clone).
+            let close = closing_brace(text).unwrap_or_default();
+            template.scheme = Scheme::FromMap;
+            template.scheme_part = Some(Box::new(Template {
+                pieces: vec![Piece::parse(&text[1..close], depth)?],
+                ..Template::default()
+            }));
         }
         Ok(template)
     }
@@ -581,13 +582,10 @@ pub(super) fn expand(
                 out.push_str(value);
                 return;
             }
-            let mut in_name = false;
-            if !in_query {
-                match host_so_far(out).map(HostEnd::of) {
-                    Some(HostEnd::Name) => in_name = true,
-                    Some(end) if !end.takes(value) => out.push('/'),
-                    _ => {}
-                }
+            let end = host_so_far(out).filter(|_| !in_query).map(HostEnd::of);
+            let in_name = matches!(end, Some(HostEnd::Name));
+            if end.is_some_and(|end| !end.takes(value)) {
+                out.push('/');
             }
             let set = match (decoded, in_query) {
                 // Part of a host name: nothing that would end it.
