@@ -664,23 +664,21 @@ fn push_parameters(key: &mut String, config: &OutputCacheConfig, query: &str, se
         let spaced = text.replace('+', " ");
         percent_encoding::percent_decode_str(&spaced).collect()
     };
+    if query.is_empty() || config.vary_by_query_string.is_empty() {
+        return;
+    }
+    // Each parameter decoded once, whatever the number of names.
+    let parameters: Vec<(Vec<u8>, Option<&str>)> = query
+        .split(separators)
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (decode(k), Some(v)),
+            None => (decode(pair), None),
+        })
+        .collect();
     for name in &config.vary_by_query_string {
-        for pair in query.split(separators) {
-            let (k, v) = match pair.split_once('=') {
-                Some((k, v)) => (k, Some(v)),
-                None => (pair, None),
-            };
-            let k = decode(k);
-            // As sent, or as PHP names it in `$_GET` (`user.id`,
-            // `user id` and `user_id[]` are its `user_id`): either way
-            // the handler may read it.
-            if !k.eq_ignore_ascii_case(name.as_bytes())
-                && !php_name(&k).eq_ignore_ascii_case(name.as_bytes())
-            {
-                continue;
-            }
+        for (k, v) in parameters.iter().filter(|(k, _)| reads_as(k, name)) {
             key.extend(percent_encoding::percent_encode(
-                &k,
+                k,
                 percent_encoding::NON_ALPHANUMERIC,
             ));
             // `?id` and `?id=` are two answers to some handlers (ASP.NET's
@@ -697,6 +695,15 @@ fn push_parameters(key: &mut String, config: &OutputCacheConfig, query: &str, se
             key.push('&');
         }
     }
+}
+
+/// Whether a handler may read the parameter named `sent` (decoded) as
+/// `name`: as sent, in any case, or as PHP names it in `$_GET`
+/// (`user.id`, `user id` and `user_id[]` are its `user_id`).
+fn reads_as(sent: &[u8], name: &str) -> bool {
+    sent.eq_ignore_ascii_case(name.as_bytes())
+        || (sent.iter().any(|b| matches!(b, b' ' | b'.' | b'['))
+            && php_name(sent).eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// The name PHP gives a query parameter in `$_GET`: leading spaces
