@@ -409,12 +409,14 @@ impl Retiring {
         }
         // Bounded: a module whose ApplicationStop or Terminate never
         // returns must not keep the process from ending.
-        crate::server::within_deadline("ApplicationStop or Terminate", deadline, move || {
-            for old in retiring {
-                stop(&old);
-            }
-            stop(&in_force);
-        });
+        // (Logged there if it does not end.)
+        let _ =
+            crate::server::within_deadline("ApplicationStop or Terminate", deadline, move || {
+                for old in retiring {
+                    stop(&old);
+                }
+                stop(&in_force);
+            });
     }
 
     /// Whether the server stopped its modules (reloads are refused).

@@ -441,16 +441,10 @@ impl Server {
     /// left behind: the warning naming it is returned (and logged).
     pub fn discard(self) -> Option<String> {
         let pipeline = self.current.load().pipeline.clone();
-        let deadline = self.modules_stop_budget();
-        if within_deadline("Terminate", deadline, move || pipeline.terminate()) {
-            return None;
-        }
-        let module = riis_pipeline::Pipeline::module_in_lifecycle_call();
-        Some(format!(
-            "module `{}`'s Terminate has not returned in time (the modules get shutdown_timeout, and at least 10 seconds, {}s here); going on without it",
-            module.as_deref().unwrap_or("?"),
-            deadline.as_secs()
-        ))
+        within_deadline("Terminate", self.modules_stop_budget(), move || {
+            pipeline.terminate()
+        })
+        .err()
     }
 
     /// Like [`Server::new`], with more modules compiled into the program that
@@ -1671,13 +1665,13 @@ const MODULES_STOP_AT_LEAST: Duration = Duration::from_secs(10);
 /// its own and waits for it at most `deadline`: a module whose callback
 /// never returns is logged, by the module being called, and left behind,
 /// so that a stop, `check-config` or the check before a reload still ends
-/// (as IIS ends a worker process past `shutdownTimeLimit`). Returns
-/// whether the work ended in time.
+/// (as IIS ends a worker process past `shutdownTimeLimit`). The error is
+/// the warning logged when the work did not end in time.
 pub(crate) fn within_deadline(
     what: &str,
     deadline: Duration,
     work: impl FnOnce() + Send + 'static,
-) -> bool {
+) -> Result<(), String> {
     let (done, ended) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("riis-stop-modules".into())
@@ -1685,22 +1679,20 @@ pub(crate) fn within_deadline(
             work();
             let _ = done.send(());
         });
-    if spawned.is_err() {
-        tracing::warn!("cannot start a thread to stop the modules on; they are not stopped");
-        return false;
-    }
-    match ended.recv_timeout(deadline) {
-        Ok(()) => true,
-        Err(_) => {
-            let module = riis_pipeline::Pipeline::module_in_lifecycle_call();
-            tracing::warn!(
-                module = module.as_deref().unwrap_or("?"),
-                seconds = deadline.as_secs(),
-                "a module's {what} has not returned in time (shutdown_timeout, and at least 10 seconds, for all modules); going on without it"
-            );
-            false
-        }
-    }
+    let warning = if spawned.is_err() {
+        "cannot start a thread to stop the modules on; they are not stopped".to_owned()
+    } else if ended.recv_timeout(deadline).is_ok() {
+        return Ok(());
+    } else {
+        let module = riis_pipeline::Pipeline::module_in_lifecycle_call();
+        format!(
+            "module `{}`'s {what} has not returned in time (the modules get shutdown_timeout, and at least 10 seconds, {}s here); going on without it",
+            module.as_deref().unwrap_or("?"),
+            deadline.as_secs()
+        )
+    };
+    tracing::warn!("{warning}");
+    Err(warning)
 }
 
 /// How soon after the first stop signal another is taken as the same

@@ -293,29 +293,28 @@ pub(crate) unsafe fn change_response(
             if slot.orphan.is_some() {
                 return Some(hr::E_INVALID_STATE);
             }
-            if slot.parked_overflow || !slot.reserve_parked(held) {
-                if !slot.parked_overflow {
-                    slot.parked_overflow = true;
-                    tracing::warn!(
-                        module = %frame.module.name,
-                        function,
-                        "a write refused: the module's own thread wrote more into a parked request than the server holds before its signal (16 MiB a request, 256 MiB in all); the request fails"
+            if !slot.parked_overflow && !slot.reserve_parked(held) {
+                slot.parked_overflow = true;
+                tracing::warn!(
+                    module = %frame.module.name,
+                    function,
+                    "a write refused: the module's own thread wrote more into a parked request than the server holds before its signal (16 MiB a request, 256 MiB in all); the request fails"
+                );
+                // What the thread made cannot go out whole: the request
+                // fails rather than send a short answer that looks complete
+                // (a module ported from IIS may not look at the refusal).
+                slot.parked_changes.push(Box::new(|ctx: &mut HttpContext| {
+                    let response = ctx.response_mut();
+                    response.clear();
+                    response.set_error_status(
+                        riis_pipeline::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                        0,
+                        riis_pipeline::ModuleError::E_OUTOFMEMORY,
                     );
-                    // What the thread made cannot go out whole: the request
-                    // fails rather than send a short answer that looks
-                    // complete (a module ported from IIS may not look at
-                    // the refusal).
-                    slot.parked_changes.push(Box::new(|ctx: &mut HttpContext| {
-                        let response = ctx.response_mut();
-                        response.clear();
-                        response.set_error_status(
-                            riis_pipeline::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            "Internal Server Error",
-                            0,
-                            riis_pipeline::ModuleError::E_OUTOFMEMORY,
-                        );
-                    }));
-                }
+                }));
+            }
+            if slot.parked_overflow {
                 return Some(hr::E_OUTOFMEMORY);
             }
             if let Some(change) = change.take() {
