@@ -198,11 +198,10 @@ impl Redirected {
     /// the response buffer: then a gateway that answered it put them).
     pub(crate) fn finish(self, ctx: &mut HttpContext) -> RequestNotificationStatus {
         ctx.set_request_handled();
-        // The application decided this client may have the file; its
-        // reasons (a session, a permission) are not in the answer, so no
-        // cache may give it to the next client (nginx never caches an
-        // `X-Accel-Redirect` answer either).
-        ctx.disable_user_cache();
+        // No cache keeps this answer: the application decided this client
+        // may have the file, for reasons not in the answer (nginx never
+        // caches an `X-Accel-Redirect` answer either), and the engine
+        // disables the user cache of every request that ran a child.
         if !ctx.response().headers_sent() {
             put_kept(ctx, &self.kept);
         }

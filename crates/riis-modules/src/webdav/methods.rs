@@ -159,6 +159,14 @@ pub(super) fn refuse(status: u16, why: impl Into<String>) -> Refusal {
     }
 }
 
+impl Refusal {
+    /// The refusal with IIS's substatus (403.4, 404.8).
+    pub(super) fn with_substatus(mut self, substatus: u16) -> Self {
+        self.substatus = substatus;
+        self
+    }
+}
+
 pub(super) type Outcome = Result<Answer, Refusal>;
 
 /// What a request works on: its URL (decoded, no trailing `/` but for `/`)

@@ -509,9 +509,11 @@ impl WebDav {
             return self.finish(ctx, &config, answer);
         }
         if config.require_ssl && !ctx.request().is_tls() {
-            let mut r = refuse(403, "WebDAV needs TLS here (webdav.require_ssl)");
-            r.substatus = 4;
-            return self.finish(ctx, &config, Err(r));
+            return self.finish(
+                ctx,
+                &config,
+                Err(refuse(403, "WebDAV needs TLS here (webdav.require_ssl)").with_substatus(4)),
+            );
         }
         if let Err(r) = self.authorize(ctx, &config, method) {
             return self.finish(ctx, &config, Err(r));
@@ -872,40 +874,36 @@ impl WebDav {
         if let Some(substatus) =
             crate::ssl_access::refusal(ctx, access.require_ssl, access.require_client_certificate)
         {
-            let mut r = refuse(
+            return Err(refuse(
                 403,
                 format!("{url} needs TLS or a client certificate this request lacks (access)"),
-            );
-            r.substatus = substatus;
-            return Err(r);
+            )
+            .with_substatus(substatus));
         }
         let ip_security = ctx.config_for_url(self.ip_security, url);
         if let Some(address) = ip_security.refused_address(ctx) {
-            let mut r = refuse(
+            return Err(refuse(
                 ip_security.deny_action.status().as_u16(),
                 format!("{url} refuses the address {address} (ip_security)"),
-            );
-            r.substatus = 503;
-            return Err(r);
+            )
+            .with_substatus(503));
         }
         let mapping = ctx.config_for_url(self.certificate_mapping, url);
         if let Some(name) = denying_mapping(ctx, mapping) {
-            let mut r = refuse(
+            return Err(refuse(
                 403,
                 format!("the certificate mapping `{name}` denies this certificate at {url}"),
-            );
-            r.substatus = 12;
-            return Err(r);
+            )
+            .with_substatus(12));
         }
         let filtering = ctx.config_for_url(self.request_filtering, url);
         let method = ctx.request().method().as_str();
         if let Some((status, substatus, rule)) = url_refusal(filtering, url, method) {
-            let mut r = refuse(
+            return Err(refuse(
                 status.as_u16(),
                 format!("RequestFiltering refuses {url} (request_filtering.{rule})"),
-            );
-            r.substatus = substatus;
-            return Err(r);
+            )
+            .with_substatus(substatus));
         }
         if anonymous && !ctx.config_for_url(self.anonymous, url).enabled {
             return Err(refuse(
@@ -930,12 +928,11 @@ impl WebDav {
             ));
         }
         if config.require_ssl && !ctx.request().is_tls() {
-            let mut r = refuse(
+            return Err(refuse(
                 403,
                 format!("WebDAV needs TLS at {url} (webdav.require_ssl)"),
-            );
-            r.substatus = 4;
-            return Err(r);
+            )
+            .with_substatus(4));
         }
         if !config.grants(user, need) {
             return Err(denied(format!(
@@ -1099,14 +1096,13 @@ fn check_target(
         .split('/')
         .any(|s| is_hidden_segment(s, hidden_segments))
     {
-        let mut r = refuse(
+        return Err(refuse(
             404,
             format!(
                 "{url} holds a name RequestFiltering hides (request_filtering.hidden_segments)"
             ),
-        );
-        r.substatus = 8;
-        return Err(r);
+        )
+        .with_substatus(8));
     }
     // Linux file systems take names of up to 255 bytes: a longer one is
     // refused now, before a PUT's body is read, not after (a 500 then).
