@@ -390,6 +390,15 @@ impl Pipeline {
             .map(|s| (s.name.as_str(), s.module.as_str()))
     }
 
+    /// The value of section `name` resolved for `location`, when a module
+    /// declared it with type `T`: what a request there reads through the
+    /// declaring module's [`crate::Section`]. For checks of a whole
+    /// configuration (`riis check-config`'s warnings), not for requests.
+    pub fn section_at<'a, T: 'static>(&self, location: &'a Location, name: &str) -> Option<&'a T> {
+        let id = self.sections.iter().position(|s| s.name == name)?;
+        location.sections.get(id)?.downcast_ref::<T>()
+    }
+
     /// The sites, in configuration order.
     pub fn sites(&self) -> &[Arc<Site>] {
         &self.sites

@@ -23,6 +23,10 @@
 //! handles one (`modules_never_run`, which needs the built pipeline); and
 //! a handler with HttpPlatformHandler or AspNetCoreModule but no
 //! ReverseProxy after it never passes a request to the application.
+//!
+//! And one about a module's section read from the built pipeline: a
+//! UrlRewrite rule that sends requests to a server where no handler runs
+//! ReverseProxy (`rewrites_to_servers_never_passed`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -454,7 +458,106 @@ fn read_folder(folder: &Path) -> Option<Vec<(String, PathBuf)>> {
 pub(crate) fn warnings_of(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError> {
     let mut warnings = config.warnings();
     warnings.extend(modules_never_run(config, pipeline));
+    warnings.extend(rewrites_to_servers_never_passed(config, pipeline));
     warnings
+}
+
+/// UrlRewrite rules that send requests to a server of their own (a
+/// Rewrite to `http://server/…`, or `PROXY_SERVER` set) where no location
+/// they apply in has a handler running ReverseProxy: every request they
+/// take fails with 500, since nothing passes it on. A rule is placed at the
+/// `rewrite` table of the level that wrote it. Only a rule with no such
+/// location anywhere is named: which of its locations its pattern reaches
+/// is not known before requests come.
+fn rewrites_to_servers_never_passed(
+    config: &ServerConfig,
+    pipeline: &Pipeline,
+) -> Vec<ConfigError> {
+    use riis_modules::url_rewrite::RewriteConfig;
+    let is_proxy = |index: &riis_pipeline::ModuleIndex| {
+        let name = pipeline.module_name(*index);
+        config
+            .modules
+            .iter()
+            .find(|m| m.name == name)
+            .map_or(name, |m| m.type_name())
+            == "ReverseProxy"
+    };
+    let mut found = Vec::new();
+    for (site, definition) in pipeline.sites().iter().zip(&config.sites) {
+        let rules_at = |location| pipeline.section_at::<RewriteConfig>(location, "rewrite");
+        // Outermost first (the site's root is the last location), so that a
+        // rule is met first where it was written.
+        let mut named: Vec<*const ()> = Vec::new();
+        for location in site.locations().iter().rev() {
+            let Some(rules) = rules_at(location) else {
+                continue;
+            };
+            for (rule, name) in rules.rules_sending_to_servers() {
+                let id = std::sync::Arc::as_ptr(rule).cast::<()>();
+                if named.contains(&id) {
+                    continue;
+                }
+                named.push(id);
+                let passed_somewhere = site.locations().iter().any(|other| {
+                    let applies = rules_at(other).is_some_and(|r| {
+                        r.rules
+                            .iter()
+                            .any(|other| std::sync::Arc::ptr_eq(other, rule))
+                    });
+                    applies
+                        && other
+                            .handlers()
+                            .iter()
+                            .any(|h| h.modules.iter().any(is_proxy))
+                });
+                if passed_somewhere {
+                    continue;
+                }
+                let key = rewrite_rule_key(config, definition, location.path(), name);
+                found.push(config.error_at(
+                    &key,
+                    &format!(
+                        "rule `{name}` sends requests to a server, but no handler where it applies \
+                         runs ReverseProxy, so each of them fails with 500: list ReverseProxy in a \
+                         handler's `modules` (and in `[[modules]]`)"
+                    ),
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// The key of rule `rule` in the `rewrite` table nearest the location at
+/// `path` of `site` (the location's own, else the site's, else the
+/// server's), or of the table when it names no such rule.
+fn rewrite_rule_key(
+    config: &ServerConfig,
+    site: &SiteDefinition,
+    path: &str,
+    rule: &str,
+) -> String {
+    let written = |sections: &[riis_pipeline::SectionSource]| {
+        let table = sections.iter().find(|s| s.name == "rewrite")?;
+        let named = |r: &toml::Value| r.get("name").and_then(toml::Value::as_str) == Some(rule);
+        let at = table
+            .value
+            .get("rules")
+            .and_then(toml::Value::as_array)
+            .and_then(|rules| rules.iter().position(named));
+        Some(match at {
+            Some(i) => format!("{}.rules[{i}]", table.key),
+            None => table.key.clone(),
+        })
+    };
+    site.locations
+        .iter()
+        .filter(|l| l.path == path)
+        .find_map(|l| written(&l.sections))
+        .or_else(|| written(&site.sections))
+        .or_else(|| written(&config.sections))
+        .unwrap_or_else(|| site.key.clone())
 }
 
 /// Modules of `pipeline` that take part in requests only as handlers

@@ -1635,3 +1635,64 @@ fn check_config_warns_of_a_handler_module_no_handler_lists() {
     );
     assert!(!stderr.contains("modules[1]"), "{stderr}");
 }
+
+/// A UrlRewrite rule that sends requests to a server (a Rewrite to
+/// `http://…`, or `PROXY_SERVER` set) where no handler runs ReverseProxy
+/// fails every request it takes: check-config warns at the rule, and
+/// passes. A rule written for the site but passed on in
+/// one location (`/api`, whose handler runs ReverseProxy) is not named.
+#[test]
+fn check_config_warns_of_a_rewrite_to_a_server_no_handler_passes_on() {
+    let dir = TempDir::new("rewrite-to-server-unpassed");
+    let with = |api_location: &str| {
+        dir.write(
+            "riis.toml",
+            format!(
+                "[[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"ReverseProxy\"\n\
+                 [[modules]]\nname = \"StaticFile\"\n\n\
+                 [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n\n\
+                 [[sites]]\nname = \"S\"\nroot = \".\"\nbindings = [\"127.0.0.1:0\"]\n\n\
+                 [[sites.rewrite.rules]]\nname = \"to backend\"\npattern = \"^api/(.*)\"\n\
+                 action = {{ type = \"Rewrite\", url = \"http://127.0.0.1:9/{{R:1}}\" }}\n\n\
+                 [[sites.rewrite.rules]]\nname = \"named server\"\npattern = \"^app/\"\n\
+                 server_variables = [{{ name = \"PROXY_SERVER\", value = \"http://127.0.0.1:9\" }}]\n\
+                 action = {{ type = \"None\" }}\n\n\
+                 [[sites.locations]]\npath = \"/static\"\n\
+                 [[sites.locations.rewrite.rules]]\nname = \"assets\"\npattern = \"(.*)\"\n\
+                 action = {{ type = \"Rewrite\", url = \"http://127.0.0.1:9/assets/{{R:1}}\" }}\n\
+                 {api_location}"
+            ),
+        )
+    };
+    let out = common::riis_command("check-config", &with(""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for (rule, line, key) in [
+        ("to backend", 18, "sites[0].rewrite.rules[0]"),
+        ("named server", 23, "sites[0].rewrite.rules[1]"),
+        ("assets", 31, "sites[0].locations[0].rewrite.rules[0]"),
+    ] {
+        assert!(
+            stderr.contains(&format!(
+                "riis.toml:{line}: key `{key}`: rule `{rule}` sends requests to a server, \
+                 but no handler where it applies runs ReverseProxy"
+            )),
+            "{stderr}"
+        );
+    }
+    // Passed on in `/api`: the site's rules apply there, so they are not
+    // named; `/static`'s own rule still is.
+    let out = common::riis_command(
+        "check-config",
+        &with(
+            "\n[[sites.locations]]\npath = \"/api\"\n\
+             [[sites.locations.handlers]]\nname = \"proxy\"\npath = \"*\"\n\
+             modules = [\"ReverseProxy\"]\n",
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("rule `to backend`"), "{stderr}");
+    assert!(!stderr.contains("rule `named server`"), "{stderr}");
+    assert!(stderr.contains("rule `assets`"), "{stderr}");
+}

@@ -145,6 +145,18 @@ pub struct RewriteConfig {
 }
 
 impl RewriteConfig {
+    /// The names of the rules (switched on) that send a request to a
+    /// server of its own for ReverseProxy to pass on: a Rewrite to
+    /// `http://server/…`, or a rule setting `PROXY_SERVER`. Such a request
+    /// fails where no handler runs ReverseProxy; `riis check-config` warns
+    /// about a rule no location of it has one for.
+    pub fn rules_sending_to_servers(&self) -> impl Iterator<Item = (&Arc<Rule>, &str)> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.enabled && rule.sends_to_server())
+            .map(|rule| (rule, rule.name.as_str()))
+    }
+
     /// Whether a body rule may rewrite the response to `url` (judged by
     /// its extension, before the response is known): its ranges and
     /// validators would then not be the file's.

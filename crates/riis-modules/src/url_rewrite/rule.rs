@@ -39,6 +39,23 @@ pub struct Rule {
     pub(super) folder: Option<String>,
 }
 
+impl Rule {
+    /// A Rewrite to another server, or a rule that names one in
+    /// `PROXY_SERVER`.
+    pub(super) fn sends_to_server(&self) -> bool {
+        matches!(
+            self.action,
+            Action::Rewrite {
+                server: Some(_),
+                ..
+            }
+        ) || self
+            .server_variables
+            .iter()
+            .any(|v| v.name == crate::reverse_proxy::PROXY_SERVER)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRule {
