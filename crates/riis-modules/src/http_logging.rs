@@ -1571,6 +1571,17 @@ impl PendingLine {
     }
 }
 
+/// The server variable that makes `cs-uri-stem` and `cs-uri-query` the
+/// URL a module rewrote the request to, not the one the client sent (any
+/// value; URL Rewrite's `logRewrittenUrl` sets it). IIS logs the client's
+/// URL unless a rule asks otherwise.
+pub const LOG_REWRITTEN_URL: &str = "LOG_REWRITTEN_URL";
+
+/// Whether a module asked for the rewritten URL in the log.
+fn logs_rewritten_url(ctx: &HttpContext) -> bool {
+    ctx.server_variable(LOG_REWRITTEN_URL).is_some()
+}
+
 /// Writes the fields of `ctx`'s request, separated by spaces, into
 /// `line`'s text, leaving its holes for the delivery.
 fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, computer: &str) {
@@ -1618,7 +1629,7 @@ fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, co
             // The URL the client asked for, as IIS logs it (URL Rewrite's
             // `logRewrittenUrl` is off by default, and a default document
             // is logged under `/`); `var(URL)` gives the rewritten path.
-            LogField::UriStem if req.url_changes() > 0 => {
+            LogField::UriStem if req.url_changes() > 0 && !logs_rewritten_url(ctx) => {
                 // Prepared as the request's own path is (decoded, `//`
                 // and `.` segments folded), so one URL logs one way
                 // whether a rule fired or not; the client's path was
@@ -1634,7 +1645,7 @@ fn write_line(line: &mut PendingLine, fields: &[LogField], ctx: &HttpContext, co
                 put_value(out, req.url().as_bytes());
                 Ok(())
             }
-            LogField::UriQuery if req.url_changes() > 0 => {
+            LogField::UriQuery if req.url_changes() > 0 && !logs_rewritten_url(ctx) => {
                 let query = req.client_url().split_once('?').map_or("", |(_, q)| q);
                 put_value(out, query.as_bytes());
                 Ok(())

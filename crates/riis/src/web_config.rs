@@ -885,8 +885,6 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
             "subStatusCode",
             "statusReason",
             "statusDescription",
-            // Whether IIS logs the rewritten URL: riis's log has its own
-            // fields.
             "logRewrittenUrl",
         ],
     );
@@ -941,6 +939,14 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
                 t.insert(key.into(), Value::Integer(n));
             }
         }
+    }
+    // Meaningful for a Rewrite only (riis refuses it on another action).
+    if kind == "Rewrite" {
+        put_bool(
+            &mut t,
+            "log_rewritten_url",
+            action.attribute("logRewrittenUrl"),
+        );
     }
     put(&mut t, "status_reason", action.attribute("statusReason"));
     put(

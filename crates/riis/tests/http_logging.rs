@@ -777,7 +777,8 @@ fn a_failed_precondition_logs_win32_status_zero() {
 }
 
 /// The log names the URL the client asked for, as IIS logs it, when a rule
-/// rewrote it; `var(URL)` and `var(QUERY_STRING)` name the rewritten one.
+/// rewrote it, unless the rule has `log_rewritten_url`; `var(URL)` and
+/// `var(QUERY_STRING)` name the rewritten one.
 /// The same run checks what rules see of the original URL: IIS's
 /// `UNENCODED_URL` and `HTTP_X_ORIGINAL_URL` (never the client's own
 /// header), a Wildcard `?`, and the query a chain of rewrites carries.
@@ -822,6 +823,11 @@ pattern = "^step/(.*)"
 action = {{ type = "Rewrite", url = "new/{{R:1}}?final=1" }}
 
 [[rewrite.rules]]
+name = "logged"
+pattern = "^logged/(.*)"
+action = {{ type = "Rewrite", url = "new/{{R:1}}?via=logged", log_rewritten_url = true }}
+
+[[rewrite.rules]]
 name = "wild"
 pattern = "w/*_in.???"
 pattern_syntax = "Wildcard"
@@ -844,7 +850,8 @@ bindings = ["127.0.0.1:0"]
     assert_eq!(conn.get("/w/foo_in.aspx").status, 404);
     conn.send_raw(b"GET /new/foo.txt HTTP/1.1\r\nHost: t\r\nX-Original-URL: /admin\r\n\r\n");
     assert_eq!(conn.read_response(false).status, 200);
-    let text = wait_for_lines(&logs, 5);
+    assert_eq!(conn.get("/logged/foo.txt?x=1").text(), "foo");
+    let text = wait_for_lines(&logs, 6);
     assert_eq!(
         lines(&text),
         [
@@ -854,6 +861,8 @@ bindings = ["127.0.0.1:0"]
             "/w/foo_in.asp - 200 /new/foo.txt - /w/foo_in.asp /w/foo_in.asp",
             "/w/foo_in.aspx - 404 /w/foo_in.aspx - /w/foo_in.aspx -",
             "/new/foo.txt - 200 /new/foo.txt - /new/foo.txt -",
+            // `log_rewritten_url`: IIS's `logRewrittenUrl`.
+            "/new/foo.txt via=logged&x=1 200 /new/foo.txt via=logged&x=1 /logged/foo.txt?x=1 /logged/foo.txt?x=1",
         ],
         "{text}"
     );

@@ -1315,7 +1315,7 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         <rule name="old to new">
           <match url="^old/(.*)$" ignoreCase="true" />
           <serverVariables><set name="HTTP_X_MOVED" value="yes" /></serverVariables>
-          <action type="Rewrite" url="new/{R:1}" />
+          <action type="Rewrite" url="new/{R:1}" logRewrittenUrl="true" />
         </rule>
         <rule name="switched off" enabled="false">
           <match url=".*" />
@@ -1387,6 +1387,11 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
     // A disabled rule stays, switched off.
     let rules = converted["rewrite"]["rules"].as_array().unwrap();
     assert_eq!(rules[2]["enabled"].as_bool(), Some(false), "{site_text}");
+    assert_eq!(
+        rules[1]["action"]["log_rewritten_url"].as_bool(),
+        Some(true),
+        "{site_text}"
+    );
     let filtering = &converted["request_filtering"];
     assert_eq!(
         filtering["file_extensions"]["deny"].as_array().unwrap(),

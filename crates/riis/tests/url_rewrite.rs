@@ -1055,6 +1055,11 @@ action = { url = "/y" }"#,
 action = { type = "Redirect", url = "//cdn.test/x" }"#,
             "protocol-relative",
         ),
+        (
+            r#"pattern = "^x$"
+action = { type = "Redirect", url = "/y", log_rewritten_url = true }"#,
+            "log_rewritten_url is for a Rewrite action, not Redirect",
+        ),
     ] {
         let path = dir.write(
             "riis.toml",

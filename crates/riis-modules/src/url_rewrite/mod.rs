@@ -69,8 +69,9 @@
 //! `Redirect`, `CustomResponse`, `AbortRequest` or `None`; `url`,
 //! `append_query_string` (default true), `redirect_type` (`Permanent`, the
 //! default, `Found`, `SeeOther`, `Temporary`), `status_code`,
-//! `sub_status_code`, `status_reason`, `status_description`); and `maps`,
-//! tables by name with `entries`, `default_value` (default empty) and
+//! `sub_status_code`, `status_reason`, `status_description`,
+//! `log_rewritten_url` (default false; a Rewrite's, IIS's
+//! `logRewrittenUrl`)); and `maps`, tables by name with `entries`, `default_value` (default empty) and
 //! `ignore_case` (default true); and `folder`, the URL path the rules were
 //! written for (a ported `web.config`'s folder): they then apply below it,
 //! match the path below it, and resolve a relative `url` from it; and
@@ -559,9 +560,8 @@ pub struct UrlRewrite {
 
 /// What the walk decided.
 enum Outcome {
-    /// Go on, with this path and query (and the rule that made it, and
-    /// the server to pass the request on to) when it changed.
-    Continue(Option<(String, String, Option<String>)>),
+    /// Go on, with the URL the rules made when they changed it.
+    Continue(Option<Rewritten>),
     /// The rule answered: FinishRequest.
     Finished,
 }
@@ -582,6 +582,9 @@ impl UrlRewrite {
         let mut subject_below: Option<Option<&str>> = None;
         let mut query: Option<String> = None;
         let mut rewritten_by: Option<&str> = None;
+        // A Rewrite with `log_rewritten_url` ran: the log writes the URL
+        // the rules end with.
+        let mut log_rewritten = false;
         let mut proxy_to: Option<&str> = None;
         // A Rewrite to a server: its path as the template made it, encoded
         // (URL Rewrite 2.1's `useOriginalURLEncoding`): a `%2F` the client
@@ -657,8 +660,10 @@ impl UrlRewrite {
                     url: to,
                     append_query,
                     server,
+                    log_rewritten_url,
                 } => {
                     proxy_to = server.as_deref();
+                    log_rewritten |= *log_rewritten_url;
                     let vars = &mut RequestVariables {
                         ctx,
                         file: &mut file,
@@ -801,8 +806,25 @@ impl UrlRewrite {
             target.push('?');
             target.push_str(&q);
         }
-        Outcome::Continue(Some((target, rule.to_owned(), proxy_to.map(str::to_owned))))
+        Outcome::Continue(Some(Rewritten {
+            target,
+            rule: rule.to_owned(),
+            server: proxy_to.map(str::to_owned),
+            logged: log_rewritten,
+        }))
     }
+}
+
+/// The URL inbound rules made.
+struct Rewritten {
+    /// The path and query.
+    target: String,
+    /// The last rule that rewrote it.
+    rule: String,
+    /// The server to pass the request on to.
+    server: Option<String>,
+    /// A Rewrite with `log_rewritten_url` ran.
+    logged: bool,
 }
 
 /// A rule's result could not be used: 500.50 (IIS's URL Rewrite error),
@@ -865,13 +887,21 @@ impl UrlRewrite {
         match self.walk(ctx) {
             Outcome::Finished => RequestNotificationStatus::FinishRequest,
             Outcome::Continue(None) => RequestNotificationStatus::Continue,
-            Outcome::Continue(Some((target, rule, server))) => {
+            Outcome::Continue(Some(Rewritten {
+                target,
+                rule,
+                server,
+                logged,
+            })) => {
                 if let Err(e) = ctx.request_mut().set_url(&target) {
                     fail(ctx, &rule, &format!("`{target}` is not a usable URL: {e}"));
                     return RequestNotificationStatus::FinishRequest;
                 }
                 if let Some(server) = server {
                     ctx.set_server_variable(crate::reverse_proxy::PROXY_SERVER, server);
+                }
+                if logged {
+                    ctx.set_server_variable(crate::http_logging::LOG_REWRITTEN_URL, "1");
                 }
                 RequestNotificationStatus::Continue
             }

@@ -224,6 +224,9 @@ pub(super) struct RawAction {
     pub(super) status_reason: Option<String>,
     #[serde(default)]
     pub(super) status_description: Option<String>,
+    /// IIS's `logRewrittenUrl`.
+    #[serde(default)]
+    pub(super) log_rewritten_url: bool,
 }
 
 impl Default for RawAction {
@@ -237,6 +240,7 @@ impl Default for RawAction {
             sub_status_code: 0,
             status_reason: None,
             status_description: None,
+            log_rewritten_url: false,
         }
     }
 }
@@ -298,6 +302,9 @@ pub(super) enum Action {
         url: Template,
         append_query: bool,
         server: Option<String>,
+        /// The access log writes the rewritten URL (IIS's
+        /// `logRewrittenUrl`), through HttpLogging's `LOG_REWRITTEN_URL`.
+        log_rewritten_url: bool,
     },
     /// A redirect to `url`.
     Redirect {
@@ -427,7 +434,13 @@ impl TryFrom<RawRule> for Rule {
                 .ok_or_else(|| in_rule(format!("a {kind} action needs a `url`")))?;
             Template::parse(url).map_err(in_rule)
         };
-        let action = match a.kind.unwrap_or(ActionKind::None) {
+        let kind = a.kind.unwrap_or(ActionKind::None);
+        if a.log_rewritten_url && kind != ActionKind::Rewrite {
+            return Err(in_rule(format!(
+                "log_rewritten_url is for a Rewrite action, not {kind:?}"
+            )));
+        }
+        let action = match kind {
             ActionKind::Rewrite => {
                 let target = a.url.as_deref().unwrap_or("");
                 // `http[s]://host[:port]/path`: the server is literal text,
@@ -481,6 +494,7 @@ impl TryFrom<RawRule> for Rule {
                     url,
                     append_query: a.append_query_string,
                     server,
+                    log_rewritten_url: a.log_rewritten_url,
                 }
             }
             ActionKind::Redirect if a.url.as_deref().is_some_and(|u| u.starts_with("//")) => {
