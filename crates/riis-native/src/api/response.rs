@@ -181,7 +181,7 @@ pub(super) unsafe extern "C" fn set_trailer(
     // SAFETY: the handle is checked by context_hr; name and value are C
     // strings.
     unsafe {
-        context_hr("response_set_trailer", ctx, |_, ctx| {
+        context_hr("response_set_trailer", ctx, |frame, ctx| {
             let (name, value) = header_pair(name, value)?;
             let response = ctx.response_mut();
             let set = if replace != 0 {
@@ -190,7 +190,7 @@ pub(super) unsafe extern "C" fn set_trailer(
                 response.append_trailer(name, value)
             };
             set.map_err(|why| {
-                tracing::warn!("response_set_trailer: {why}");
+                tracing::warn!(module = %frame.module.name, "response_set_trailer: {why}");
                 hr::E_INVALIDARG
             })
         })
