@@ -1530,11 +1530,19 @@ impl ControlSignals {
 /// this process runs). SIGQUIT stops gracefully too, as it does nginx; and
 /// SIGUSR2, nginx's binary upgrade, is logged and ignored rather than left
 /// to its default action, the process's end without a drain.
+///
+/// SIGXFSZ is watched and ignored as well: under a file size limit
+/// (`ulimit -f`, systemd's `LimitFSIZE=`) a write past it would otherwise
+/// end the process, so any client could stop the server by making the
+/// access log grow. Ignored, the write fails with `EFBIG`, which the log
+/// reports and retries as any failed write. (A handler, unlike `SIG_IGN`,
+/// is not inherited by the programs riis starts.)
 pub struct ShutdownSignal {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     quit: Option<tokio::signal::unix::Signal>,
     usr2: Option<tokio::signal::unix::Signal>,
+    file_size: Option<tokio::signal::unix::Signal>,
     control: Option<ControlSignals>,
 }
 
@@ -1567,6 +1575,7 @@ impl ShutdownSignal {
             int: signal(SignalKind::interrupt())?,
             quit: signal(SignalKind::quit()).ok(),
             usr2: signal(SignalKind::user_defined2()).ok(),
+            file_size: signal(SignalKind::from_raw(libc::SIGXFSZ)).ok(),
             control: None,
         })
     }
@@ -1592,6 +1601,11 @@ impl ShutdownSignal {
                 Some(()) = next_of(&mut self.usr2) => tracing::warn!(
                     "SIGUSR2 ignored: riis has no binary upgrade (nginx's meaning); \
                      SIGHUP reloads the configuration"
+                ),
+                // The write that raised it failed with EFBIG; its writer
+                // reports that.
+                Some(()) = next_of(&mut self.file_size) => tracing::debug!(
+                    "SIGXFSZ ignored: a write went past the file size limit"
                 ),
             }
         }

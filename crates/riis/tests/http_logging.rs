@@ -985,3 +985,37 @@ fn lines_waiting_for_the_disk_outlive_a_reload() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Under a file size limit (`ulimit -f`, systemd's `LimitFSIZE=`), the
+/// access log reaching it does not end the server (SIGXFSZ's default
+/// action): the write fails, is reported, and the server goes on serving.
+#[test]
+fn a_log_reaching_the_file_size_limit_does_not_stop_the_server() {
+    let dir = TempDir::new("http-logging-fsize");
+    let config = config(
+        &dir,
+        "directory = \"logs\"\nfields = [\"cs-uri-stem\", \"cs-uri-query\"]",
+    );
+    dir.write("www/a.txt", "a");
+    let mut server =
+        RunningBinary::start_with_ulimit(&["--config", config.to_str().unwrap()], "-f 8");
+    let mut conn = Connection::open(server.addr);
+    let padding = "x".repeat(200);
+    // About 2 KiB a second of lines, for long enough to pass 8 KiB.
+    for n in 0..8 {
+        for i in 0..10 {
+            assert_eq!(conn.get(&format!("/a.txt?n={n}-{i}&{padding}")).status, 200);
+        }
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server ended"
+    );
+    assert_eq!(conn.get("/a.txt?after").status, 200);
+    let logs = dir.path().join("logs");
+    let text = log_text(&logs);
+    assert!(text.len() <= 8 * 1024, "{} bytes", text.len());
+    assert!(lines(&text).len() > 10, "{text}");
+}

@@ -93,10 +93,17 @@ impl RunningBinary {
     /// both at `limit`.
     #[allow(dead_code)]
     pub fn start_with_nofile(args: &[&str], limit: u64) -> Self {
+        Self::start_with_ulimit(args, &format!("-n {limit}"))
+    }
+
+    /// As [`RunningBinary::start`], under the shell's `ulimit {limit}`
+    /// (`-n 100`: open files; `-f 16`: the largest file, in KiB).
+    #[allow(dead_code)]
+    pub fn start_with_ulimit(args: &[&str], limit: &str) -> Self {
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_riis"))
             .arg("serve")
             .args(args)
