@@ -37,7 +37,7 @@
 //! (4 MiB: a copy is made from the file read whole into memory), types not listed,
 //! ranges and responses that already have a `Content-Encoding`. A HEAD of
 //! a file gets what its GET would (the coding, the copy's length, the weak
-//! ETag). Compressible files always get `Vary: Accept-Encoding`; encoded
+//! ETag) once a GET made the copy; a HEAD makes none. Compressible files always get `Vary: Accept-Encoding`; encoded
 //! ones a weak ETag.
 //!
 //! Configuration section `static_compression`:
@@ -432,33 +432,37 @@ struct Job {
     disk_limit: Option<u64>,
 }
 
-/// Where a job finds the bytes to compress.
-enum Source {
-    /// The response's body: the file (or a folder's default document) as
-    /// StaticFile sent it, `len` bytes in all, with the [`Stamp`] of each
-    /// file it reads from when it was queued.
-    Body(Vec<EntityChunk>, u64, Vec<Stamp>),
-    /// The file at a path, as the request found it (a HEAD has no body to
-    /// take the bytes from).
-    File(PathBuf, Stamp),
+/// Where a job finds the bytes to compress: the response's body, the file
+/// (or a folder's default document) as StaticFile sent it, `len` bytes in
+/// all, with the [`Stamp`] of each file it reads from when it was queued.
+/// Always descriptors the request opened, never a path opened again: the
+/// path may lead elsewhere by the time the job runs (a folder swapped for
+/// a link where `follow_symlinks = false`, a FIFO in the file's place).
+struct Source {
+    chunks: Vec<EntityChunk>,
+    len: u64,
+    stamps: Vec<Stamp>,
 }
 
-/// A file's length and modification time: what its strong ETag is made
-/// of. A file whose stamp changed between the request and the copy (or
-/// while the copy read it) may hold other bytes than the ETag names, and
-/// is not copied under that name.
+/// A file's length, modification and status change times: what its strong
+/// ETag is made of. A file whose stamp changed between the request and the
+/// copy (or while the copy read it) may hold other bytes than the ETag
+/// names, and is not copied under that name.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Stamp {
     len: u64,
     modified: Option<std::time::SystemTime>,
+    changed: (i64, i64),
 }
 
 impl Stamp {
     fn of(file: &std::fs::File) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
         let meta = file.metadata().ok()?;
         Some(Self {
             len: meta.len(),
             modified: meta.modified().ok(),
+            changed: (meta.ctime(), meta.ctime_nsec()),
         })
     }
 
@@ -479,41 +483,26 @@ impl Source {
     /// files changed since the request.
     fn read(&self) -> Option<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        match self {
-            Self::File(path, stamp) => {
-                use std::io::Read;
-                let file = std::fs::File::open(path).ok()?;
-                let unchanged = |file: &std::fs::File| Stamp::of(file).as_ref() == Some(stamp);
-                if !unchanged(&file) {
-                    return None;
+        let unchanged = || Stamp::of_body(&self.chunks).as_ref() == Some(&self.stamps);
+        if !unchanged() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.len as usize);
+        for chunk in &self.chunks {
+            match chunk {
+                EntityChunk::Memory(b) => out.extend_from_slice(b),
+                EntityChunk::File {
+                    file,
+                    offset,
+                    length,
+                } => {
+                    let start = out.len();
+                    out.resize(start + *length as usize, 0);
+                    file.read_exact_at(&mut out[start..], *offset).ok()?;
                 }
-                let mut out = Vec::with_capacity(stamp.len as usize);
-                (&file).read_to_end(&mut out).ok()?;
-                (out.len() as u64 == stamp.len && unchanged(&file)).then_some(out)
-            }
-            Self::Body(chunks, len, stamps) => {
-                if Stamp::of_body(chunks).as_ref() != Some(stamps) {
-                    return None;
-                }
-                let mut out = Vec::with_capacity(*len as usize);
-                for chunk in chunks {
-                    match chunk {
-                        EntityChunk::Memory(b) => out.extend_from_slice(b),
-                        EntityChunk::File {
-                            file,
-                            offset,
-                            length,
-                        } => {
-                            let start = out.len();
-                            out.resize(start + *length as usize, 0);
-                            file.read_exact_at(&mut out[start..], *offset).ok()?;
-                        }
-                    }
-                }
-                let unchanged = Stamp::of_body(chunks).as_ref() == Some(stamps);
-                (out.len() as u64 == *len && unchanged).then_some(out)
             }
         }
+        (out.len() as u64 == self.len && unchanged()).then_some(out)
     }
 }
 
@@ -872,12 +861,10 @@ impl HttpModule for StaticCompression {
             }
             return RequestNotificationStatus::Continue;
         }
-        // A folder's HEAD has no body to copy, and its default document is
-        // not at the folder's path: the folder's next GET makes the copy.
-        if (head && info.kind == ResourceKind::Directory)
-            || self.copies.resting(&name)
-            || !self.copies.directory_usable(&dir)
-        {
+        // A HEAD has no body to copy (and the file's path, opened again on
+        // the compression thread, might lead elsewhere by then): the next
+        // GET makes the copy.
+        if head || self.copies.resting(&name) || !self.copies.directory_usable(&dir) {
             return RequestNotificationStatus::Continue;
         }
         // One request queues each copy; this one and those that come
@@ -891,18 +878,14 @@ impl HttpModule for StaticCompression {
         {
             return RequestNotificationStatus::Continue;
         }
-        let source = if head {
-            Source::File(
-                path,
-                Stamp {
-                    len,
-                    modified: info.modified,
-                },
-            )
-        } else {
+        let source = {
             let chunks = ctx.response().entity_chunks().to_vec();
             match Stamp::of_body(&chunks) {
-                Some(stamps) => Source::Body(chunks, len, stamps),
+                Some(stamps) => Source {
+                    chunks,
+                    len,
+                    stamps,
+                },
                 None => {
                     self.copies.finished(&name);
                     return RequestNotificationStatus::Continue;
@@ -1005,17 +988,12 @@ mod tests {
 
     /// A copy is made only from the bytes the request's ETag names: a file
     /// changed after the request was queued (even in place, to the same
-    /// length) is not copied.
+    /// length and modification time) is not copied.
     #[test]
     fn a_file_changed_after_the_request_is_not_copied() {
-        let scratch = Scratch::new("by-path", b"first version");
+        let scratch = Scratch::new("by-body", b"first version");
         scratch.rewrite(b"first version", 1_000);
-        let file = std::fs::File::open(&scratch.0).unwrap();
-        let stamp = Stamp::of(&file).unwrap();
-        let by_path = Source::File(scratch.0.clone(), stamp);
-        assert_eq!(by_path.read().as_deref(), Some(&b"first version"[..]));
-
-        let file = Arc::new(file);
+        let file = Arc::new(std::fs::File::open(&scratch.0).unwrap());
         let chunks = vec![
             EntityChunk::Memory(bytes::Bytes::from_static(b"<")),
             EntityChunk::File {
@@ -1025,11 +1003,16 @@ mod tests {
             },
         ];
         let stamps = Stamp::of_body(&chunks).unwrap();
-        let body = Source::Body(chunks, 8, stamps);
+        let body = Source {
+            chunks,
+            len: 8,
+            stamps,
+        };
         assert_eq!(body.read().as_deref(), Some(&b"<version"[..]));
 
-        scratch.rewrite(b"other version", 2_000);
-        assert_eq!(by_path.read(), None);
+        // The same length and modification time: the change time tells.
+        std::thread::sleep(Duration::from_millis(20));
+        scratch.rewrite(b"other version", 1_000);
         assert_eq!(body.read(), None);
     }
 
