@@ -259,6 +259,8 @@ impl From<HttpPlatformSection> for HttpPlatformConfig {
                 arguments: section.arguments,
                 environment: section.environment,
                 instances: section.processes_per_application,
+                // FastCGI's: no request waits in riis for an HTTP process.
+                queue_length: crate::managed_application::default_queue_length(),
                 rapid_fails_per_minute: section.rapid_fails_per_minute,
                 monitor_changes_to: None,
                 endpoint: Endpoint::Port {

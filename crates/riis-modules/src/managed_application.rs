@@ -9,13 +9,22 @@
 //! [`Endpoint`] tells them apart, and [`PortConvention`] the last two.
 //!
 //! **FastCGI** ([`Endpoint::ListeningSocket`]): at the first request that
-//! needs it, riis makes a Unix socket in a
-//! private temporary folder (mode 0700, the socket 0600, whatever the
-//! umask: whoever can connect runs scripts as riis's user), listens on it,
-//! and starts `instances`
-//! processes, each with the listening socket as its standard input: they
-//! take connections from it in turn, and the exchange connects to it as to
-//! any `unix:` address.
+//! needs it, riis makes a private temporary folder (mode 0700, each socket
+//! 0600, whatever the umask: whoever can connect runs scripts as riis's
+//! user) and starts `instances` processes, each with a Unix socket of its
+//! own, listening, as its standard input. riis hands each process as many
+//! requests at a time as it serves (one, IIS's FastCGI model; or
+//! `PHP_FCGI_CHILDREN`, the children a `php-cgi` forks to share its
+//! socket); the others wait in riis, where a request whose client left or
+//! whose wait passed `activity_timeout` is dropped before any process saw
+//! it (a queue in the sockets would run it later all the same), and past
+//! `queue_length` waiting requests are refused (503, IIS's
+//! `queueLength`). Knowing the process of each request, riis kills one
+//! whose request passed `request_timeout` or `activity_timeout`, as IIS
+//! does, and a new one takes its place: a script blocked on a database
+//! that never answers holds its process, not the pool, for ever. A process
+//! ended or started again gets a new socket, so that nothing sent to the
+//! old one reaches it.
 //!
 //! **HTTP** ([`Endpoint::Port`]): each process is given a free loopback
 //! port of its own, in the `HTTP_PLATFORM_PORT` environment variable and
@@ -82,11 +91,11 @@ use crate::backend::Address;
 /// The most `instances` an application may have.
 const MAX_INSTANCES: usize = 256;
 
-/// How often exited processes are looked for. A process that ended leaves
-/// its connections waiting in the socket's queue until the next one starts:
-/// with `php-cgi` recycling every few requests, a longer pause caps the
-/// application's rate (200 ms gave 50 requests a second with
-/// `PHP_FCGI_MAX_REQUESTS = 5`). A look is a `waitpid` per process.
+/// How often exited processes are looked for. Until the next one starts, a
+/// FastCGI process that ended leaves its requests waiting: with `php-cgi`
+/// recycling every few requests, a longer pause caps the application's
+/// rate (200 ms gave 50 requests a second with `PHP_FCGI_MAX_REQUESTS =
+/// 5`). A look is a `waitpid` per process.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
 
 /// How long stopping processes get before they are killed, unless their
@@ -177,6 +186,10 @@ pub struct ApplicationConfig {
     /// How many processes run (IIS's `maxInstances`).
     #[serde(default = "default_instances", deserialize_with = "instances")]
     pub instances: usize,
+    /// How many requests may wait for a process to be free; past it, 503
+    /// (IIS's `queueLength`).
+    #[serde(default = "default_queue_length")]
+    pub queue_length: usize,
     /// Failed exits within a minute past which the application is stopped
     /// (IIS's `rapidFailsPerMinute`).
     #[serde(default = "default_rapid_fails")]
@@ -280,6 +293,25 @@ fn default_instances() -> usize {
 
 fn default_rapid_fails() -> usize {
     10
+}
+
+pub(crate) fn default_queue_length() -> usize {
+    1000
+}
+
+/// How many requests a FastCGI process of `config` serves at a time: the
+/// `PHP_FCGI_CHILDREN` its environment gives it (`php-cgi` forks that many
+/// children, which share its socket), else one, as IIS hands each FastCGI
+/// process one request at a time.
+fn capacity(config: &ApplicationConfig) -> usize {
+    let children = match config.environment.get("PHP_FCGI_CHILDREN") {
+        Some(value) => Some(value.clone()),
+        None => std::env::var("PHP_FCGI_CHILDREN").ok(),
+    };
+    children
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
 }
 
 fn instances<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -421,6 +453,8 @@ struct Process {
     listening: Option<SocketAddr>,
     /// Another program was seen listening on its port (logged once).
     foreign_seen: bool,
+    /// A FastCGI process's own socket and load ([`Endpoint::ListeningSocket`]).
+    fastcgi: Option<FastCgiSocket>,
     /// When its port is looked at next: while it starts, at once (every
     /// [`CHECK_EVERY`]) unless another program was found there; once it
     /// takes requests, every [`RECHECK_EVERY`].
@@ -428,11 +462,37 @@ struct Process {
 }
 
 impl Process {
-    /// Whether requests go to it: FastCGI's at once (they wait in the
-    /// socket's queue), an HTTP one once its port took a connection.
+    /// Whether requests go to it: FastCGI's at once (a request sent before
+    /// it accepts waits in its socket's queue), an HTTP one once its port
+    /// took a connection.
     fn ready(&self) -> bool {
         self.port == 0 || self.listening.is_some()
     }
+}
+
+/// A FastCGI process's listening socket, made for it alone.
+struct FastCgiSocket {
+    path: PathBuf,
+    /// The socket file riis made (device and inode): a file at its path
+    /// that is not this one was put there by someone else.
+    id: (u64, u64),
+    load: Arc<Load>,
+}
+
+/// How many requests a FastCGI process has, shared with the leases of its
+/// exchanges.
+pub(crate) struct Load {
+    in_flight: AtomicUsize,
+    /// How many it serves at a time.
+    capacity: usize,
+    /// riis killed it (its request timed out): its end is not the
+    /// application's failure.
+    killed: AtomicBool,
+    /// It closed a connection before taking a request up (it ends): no
+    /// other request goes to it.
+    closing: AtomicBool,
+    /// How it ended, once reaped: `Some(true)` for a clean exit.
+    ended_cleanly: Mutex<Option<bool>>,
 }
 
 /// What a look at a process's port found.
@@ -737,10 +797,13 @@ fn free_port(avoid: &[u16]) -> std::io::Result<u16> {
 /// An application's processes and their socket.
 struct Run {
     phase: Phase,
-    /// The private folder of the socket (removed when dropped).
+    /// The private folder of the FastCGI processes' sockets (removed when
+    /// dropped).
     folder: Option<tempfile::TempDir>,
-    socket: PathBuf,
-    listener: Option<UnixListener>,
+    /// The folder riis made (device and inode).
+    folder_id: Option<(u64, u64)>,
+    /// Sockets made so far: each gets the next number.
+    sockets_made: u64,
     /// The processes' standard error: one pipe, read into the log (not the
     /// server's own standard error: an orphan left holding that would keep
     /// whatever reads it, a terminal or a test, waiting).
@@ -763,9 +826,6 @@ struct Run {
     fails: VecDeque<Instant>,
     /// Counts starts: a supervisor watches the start it was made for.
     generation: u64,
-    /// The socket file riis made (device and inode): a file at its path
-    /// that is not this one was put there by someone else.
-    socket_id: Option<(u64, u64)>,
     /// Processes of an earlier start, left to finish the requests they
     /// have (each with when it was retired, and that start's uses);
     /// stopped once no exchange uses their start any more, after
@@ -788,6 +848,8 @@ struct Run {
     /// process listens, the application failed or stopped, or the server
     /// stops (see [`Application::changes`]).
     changes: tokio::sync::watch::Sender<()>,
+    /// Requests waiting for a FastCGI process to be free.
+    waiting: usize,
 }
 
 impl Run {
@@ -811,6 +873,8 @@ pub(crate) struct Application {
     stopping: Condvar,
     /// Requests the application began to answer (its first bytes came).
     taken: Arc<Taken>,
+    /// How many requests a FastCGI process serves at a time ([`capacity`]).
+    capacity: usize,
 }
 
 impl Application {
@@ -828,8 +892,8 @@ impl Application {
             run: Mutex::new(Run {
                 phase: Phase::NotStarted,
                 folder: None,
-                socket: PathBuf::new(),
-                listener: None,
+                folder_id: None,
+                sockets_made: 0,
                 stderr: None,
                 stdout: None,
                 processes: Vec::new(),
@@ -839,14 +903,15 @@ impl Application {
                 held_ports: VecDeque::new(),
                 fails: VecDeque::new(),
                 generation: 0,
-                socket_id: None,
                 retiring: Vec::new(),
                 uses: Arc::new(()),
                 monitored: None,
                 monitored_change: None,
                 stop_grace: config.stop_grace,
                 changes: tokio::sync::watch::Sender::new(()),
+                waiting: 0,
             }),
+            capacity: capacity(&config),
             config,
             stopping: Condvar::new(),
             taken: Arc::default(),
@@ -882,24 +947,7 @@ impl Application {
         let label = self.config.endpoint.label();
         let mut run = self.lock();
         match &run.phase {
-            // One `stat` a request, against a FastCGI exchange: the socket's
-            // folder lives under the temp dir, which cleaners prune; the
-            // processes would go on listening on a socket nobody can reach,
-            // and a file another user put at the path must not be talked to.
-            Phase::Running
-                if self.config.endpoint != Endpoint::ListeningSocket || socket_is_ours(&run) =>
-            {
-                return Ok(serving(&mut run, self.config.endpoint))
-            }
-            Phase::Running => {
-                tracing::warn!(
-                    program = %self.config.path.display(),
-                    socket = %run.socket.display(),
-                    "the {label} application's socket was removed or replaced; the application starts again on a new one"
-                );
-                retire_processes(&mut run);
-                run.set_phase(Phase::NotStarted);
-            }
+            Phase::Running => return Ok(self.serving(&mut run)),
             Phase::Failed { why, until, .. } if Instant::now() < *until => return Err(why.clone()),
             Phase::Failed { stopped, .. } => {
                 if *stopped {
@@ -957,7 +1005,149 @@ impl Application {
             processes = self.config.instances,
             "{label} application started"
         );
-        Ok(serving(&mut run, self.config.endpoint))
+        Ok(self.serving(&mut run))
+    }
+
+    /// Where the running start takes a request, and a lease of it for the
+    /// exchange: a FastCGI process with room, or an HTTP process that
+    /// listens; `None` while there is none.
+    fn serving(self: &Arc<Self>, run: &mut Run) -> Option<(Address, Lease)> {
+        match self.config.endpoint {
+            Endpoint::ListeningSocket => self.free_fastcgi_process(run),
+            Endpoint::Port { .. } => listening_process(run),
+        }
+    }
+
+    /// The next FastCGI process with room for a request, in turn, and a
+    /// lease that counts the request against it until the exchange ends.
+    /// `None` while all are busy (the request waits, see
+    /// [`Application::wait_for_process`]). One `stat` a request: the
+    /// sockets' folder lives under the temp dir, which cleaners prune (the
+    /// process would go on listening where nobody can connect), and a file
+    /// another user put at the path must not be talked to; such a process
+    /// is killed, and started again on a new socket.
+    fn free_fastcgi_process(self: &Arc<Self>, run: &mut Run) -> Option<(Address, Lease)> {
+        use nix::sys::signal::{killpg, Signal};
+        let count = run.processes.len();
+        for offset in 0..count {
+            let at = (run.next + offset) % count;
+            let process = &run.processes[at];
+            let Some(socket) = &process.fastcgi else {
+                continue;
+            };
+            // A process riis killed, or that is ending, stays listed until
+            // it is reaped.
+            if socket.load.killed.load(Ordering::SeqCst)
+                || socket.load.closing.load(Ordering::SeqCst)
+                || socket.load.in_flight.load(Ordering::SeqCst) >= socket.load.capacity
+            {
+                continue;
+            }
+            if !socket_is_ours(socket) {
+                if !socket.load.killed.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        program = %self.config.path.display(),
+                        socket = %socket.path.display(),
+                        "a FastCGI process's socket was removed or replaced; the process is started again on a new one"
+                    );
+                    let _ = killpg(group(&process.child), Signal::SIGKILL);
+                }
+                continue;
+            }
+            socket.load.in_flight.fetch_add(1, Ordering::SeqCst);
+            run.next = (at + 1) % count;
+            return Some((
+                Address::Unix(socket.path.clone()),
+                Lease {
+                    _uses: run.uses.clone(),
+                    process: Some((socket.load.clone(), Arc::downgrade(self))),
+                },
+            ));
+        }
+        None
+    }
+
+    /// A FastCGI process for a request: at once if one has room, else once
+    /// one has (each waiting request looks again whenever a process is
+    /// freed or started), within `wait` (the request's `activity_timeout`). `Err` with the status and why: the application
+    /// cannot serve (503), `queue_length` requests wait already (503), or
+    /// none was free in time (504). `Ok(None)`: `gone` resolved first (the
+    /// client left).
+    pub(crate) async fn wait_for_process(
+        self: &Arc<Self>,
+        wait: Duration,
+        gone: impl std::future::Future<Output = ()>,
+    ) -> Result<Option<(Address, Lease)>, (riis_pipeline::http::StatusCode, String)> {
+        use riis_pipeline::http::StatusCode;
+        let unavailable = |why| (StatusCode::SERVICE_UNAVAILABLE, why);
+        let mut changes = self.changes();
+        if let Some(found) = self.address().map_err(unavailable)? {
+            return Ok(Some(found));
+        }
+        {
+            let mut run = self.lock();
+            if run.waiting >= self.config.queue_length {
+                return Err(unavailable(format!(
+                    "{} requests wait for a process of the FastCGI application {} (queue_length)",
+                    run.waiting,
+                    self.config.path.display()
+                )));
+            }
+            run.waiting += 1;
+        }
+        // Counted out however the wait ends (the future may be dropped).
+        struct Waiting<'a>(&'a Application);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.lock().waiting -= 1;
+            }
+        }
+        let _waiting = Waiting(self);
+        let deadline = tokio::time::Instant::now() + wait;
+        tokio::pin!(gone);
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Err(unavailable("the FastCGI application stopped".to_owned()));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err((
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "no process of the FastCGI application {} was free within fastcgi.activity_timeout ({} s)",
+                            self.config.path.display(),
+                            wait.as_secs()
+                        ),
+                    ));
+                }
+                () = &mut gone => return Ok(None),
+            }
+            if SERVER_STOPPING.load(Ordering::SeqCst) {
+                return Err(unavailable("the server is stopping".to_owned()));
+            }
+            if let Some(found) = self.address().map_err(unavailable)? {
+                return Ok(Some(found));
+            }
+        }
+    }
+
+    /// Kills the FastCGI process `load` counts for (its request timed out),
+    /// if it still runs; the supervisor starts another in its place.
+    fn kill_process_of(&self, load: &Arc<Load>) {
+        use nix::sys::signal::{killpg, Signal};
+        let run = self.lock();
+        let found = run.processes.iter().find(|p| {
+            p.fastcgi
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(&s.load, load))
+        });
+        if let Some(process) = found {
+            if !load.killed.swap(true, Ordering::SeqCst) {
+                let _ = killpg(group(&process.child), Signal::SIGKILL);
+            }
+        }
     }
 
     /// The program the processes run.
@@ -980,29 +1170,12 @@ impl Application {
         matches!(run.phase, Phase::Running) && !run.processes.iter().any(Process::ready)
     }
 
-    /// Makes the socket (FastCGI's) and the output pipes, and starts the
-    /// processes.
+    /// Makes the sockets' folder (FastCGI's) and the output pipes, and
+    /// starts the processes.
     fn start(&self, run: &mut Run) -> std::io::Result<()> {
-        use std::fs::Permissions;
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let label = self.config.endpoint.label();
         if self.config.endpoint == Endpoint::ListeningSocket {
-            // Whoever can connect runs scripts as riis's user: the folder is
-            // its alone from the start, whatever the umask (which may only
-            // take bits away; the mode is then set exactly).
-            let folder = tempfile::Builder::new()
-                .prefix("riis-fastcgi-")
-                .permissions(Permissions::from_mode(0o700))
-                .tempdir()?;
-            std::fs::set_permissions(folder.path(), Permissions::from_mode(0o700))?;
-            let socket = folder.path().join("socket");
-            let listener = UnixListener::bind(&socket)?;
-            std::fs::set_permissions(&socket, Permissions::from_mode(0o600))?;
-            let made = std::fs::symlink_metadata(&socket)?;
-            run.socket_id = Some((made.dev(), made.ino()));
-            run.folder = Some(folder);
-            run.socket = socket;
-            run.listener = Some(listener);
+            make_socket_folder(run)?;
         } else {
             run.stdout = Some(self.output_pipe(label, "standard output", tracing::Level::INFO)?);
         }
@@ -1063,15 +1236,43 @@ impl Application {
         if let Some(folder) = &self.config.working_directory {
             command.current_dir(folder);
         }
+        let mut fastcgi = None;
         let port = match self.config.endpoint {
             Endpoint::ListeningSocket => {
-                let listener = run.listener.as_ref().ok_or_else(missing)?;
-                let socket: OwnedFd = listener.try_clone()?.into();
+                use std::fs::Permissions;
+                use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                // A cleaner of the temp dir (or an operator) may have
+                // removed it: the new process gets a new one.
+                if !socket_folder_is_ours(run) {
+                    make_socket_folder(run)?;
+                }
+                let folder = run.folder.as_ref().ok_or_else(missing)?;
+                run.sockets_made += 1;
+                let path = folder.path().join(format!("socket-{}", run.sockets_made));
+                let listener = UnixListener::bind(&path)?;
+                std::fs::set_permissions(&path, Permissions::from_mode(0o600))?;
+                let made = std::fs::symlink_metadata(&path)?;
+                // The process's alone: riis keeps no copy, so the socket
+                // closes when the process (and what it forked) ends, and a
+                // request sent to it then fails at once, before any
+                // process saw it.
+                let socket: OwnedFd = listener.into();
                 command
                     .args(&self.config.arguments)
                     .envs(&self.config.environment)
                     .stdin(Stdio::from(socket))
                     .stdout(Stdio::null());
+                fastcgi = Some(FastCgiSocket {
+                    path,
+                    id: (made.dev(), made.ino()),
+                    load: Arc::new(Load {
+                        in_flight: AtomicUsize::new(0),
+                        capacity: self.capacity,
+                        killed: AtomicBool::new(false),
+                        closing: AtomicBool::new(false),
+                        ended_cleanly: Mutex::new(None),
+                    }),
+                });
                 0
             }
             Endpoint::Port { convention, .. } => {
@@ -1106,13 +1307,18 @@ impl Application {
                 port
             }
         };
+        let child = command.spawn();
+        if let (Err(_), Some(socket)) = (&child, &fastcgi) {
+            let _ = std::fs::remove_file(&socket.path);
+        }
         Ok(Process {
-            child: command.spawn()?,
+            child: child?,
             started: Instant::now(),
             port,
             listening: None,
             foreign_seen: false,
             next_look: Instant::now(),
+            fastcgi,
         })
     }
 
@@ -1170,7 +1376,21 @@ impl Application {
                 let _ = killpg(group(&ended.child), Signal::SIGKILL);
                 hold_port(&mut run, ended.port);
                 let since = ended.started;
+                let killed = ended.fastcgi.as_ref().is_some_and(|socket| {
+                    // Its socket goes with it; an exchange that found it
+                    // closed learns how it ended (see `Lease::ended_cleanly`).
+                    let _ = std::fs::remove_file(&socket.path);
+                    *socket
+                        .load
+                        .ended_cleanly
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(exited.success());
+                    socket.load.killed.load(Ordering::SeqCst)
+                });
                 let failed = match self.config.endpoint {
+                    // Killed by riis (its request timed out, or its socket
+                    // was replaced): not the application's failure.
+                    Endpoint::ListeningSocket if killed => false,
                     Endpoint::ListeningSocket => {
                         let served = self
                             .taken
@@ -1186,7 +1406,12 @@ impl Application {
                 if !ended.ready() {
                     run.failed_starts += 1;
                 }
-                if failed {
+                if killed {
+                    tracing::info!(
+                        program,
+                        "a process of the {label} application was killed by riis; it is started again"
+                    );
+                } else if failed {
                     tracing::warn!(
                         program,
                         "a process of the {label} application ended: {exited}"
@@ -1257,7 +1482,11 @@ impl Application {
                 && !SERVER_STOPPING.load(Ordering::SeqCst)
             {
                 match self.spawn(&mut run) {
-                    Ok(process) => run.processes.push(process),
+                    Ok(process) => {
+                        run.processes.push(process);
+                        // Requests waiting for a FastCGI process look again.
+                        run.changes.send_replace(());
+                    }
                     Err(e) => {
                         tracing::warn!(
                             program,
@@ -1641,41 +1870,127 @@ where
     }
 }
 
-/// Where the running start listens (for an HTTP application, the next of
-/// its processes that listen, in turn; `None` while none does), and a
-/// lease of it for an exchange.
-fn serving(run: &mut Run, endpoint: Endpoint) -> Option<(Address, Lease)> {
-    let address = match endpoint {
-        Endpoint::ListeningSocket => Address::Unix(run.socket.clone()),
-        Endpoint::Port { .. } => {
-            let count = run.processes.len();
-            let (offset, at) = (0..count).find_map(|offset| {
-                let at = run.processes[(run.next + offset) % count].listening?;
-                Some((offset, at))
-            })?;
-            run.next = (run.next + offset + 1) % count;
-            Address::Tcp(at.to_string())
-        }
-    };
+/// Where an HTTP application's running start listens: the next of its
+/// processes that listen, in turn (`None` while none does), and a lease of
+/// it for an exchange.
+fn listening_process(run: &mut Run) -> Option<(Address, Lease)> {
+    let count = run.processes.len();
+    let (offset, at) = (0..count).find_map(|offset| {
+        let at = run.processes[(run.next + offset) % count].listening?;
+        Some((offset, at))
+    })?;
+    run.next = (run.next + offset + 1) % count;
     Some((
-        address,
+        Address::Tcp(at.to_string()),
         Lease {
             _uses: run.uses.clone(),
+            process: None,
         },
     ))
 }
 
-/// Whether the file at the socket's path is still the socket riis made.
-fn socket_is_ours(run: &Run) -> bool {
+/// Makes the private folder of a FastCGI application's sockets. Whoever can
+/// connect runs scripts as riis's user: the folder is riis's alone from
+/// the start, whatever the umask (which may only take bits away; the mode
+/// is then set exactly).
+fn make_socket_folder(run: &mut Run) -> std::io::Result<()> {
+    use std::fs::Permissions;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let folder = tempfile::Builder::new()
+        .prefix("riis-fastcgi-")
+        .permissions(Permissions::from_mode(0o700))
+        .tempdir()?;
+    std::fs::set_permissions(folder.path(), Permissions::from_mode(0o700))?;
+    let made = std::fs::symlink_metadata(folder.path())?;
+    run.folder_id = Some((made.dev(), made.ino()));
+    run.folder = Some(folder);
+    Ok(())
+}
+
+/// Whether the sockets' folder is still the one riis made.
+fn socket_folder_is_ours(run: &Run) -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(&run.socket).is_ok_and(|m| run.socket_id == Some((m.dev(), m.ino())))
+    run.folder.as_ref().is_some_and(|folder| {
+        std::fs::symlink_metadata(folder.path())
+            .is_ok_and(|m| m.is_dir() && run.folder_id == Some((m.dev(), m.ino())))
+    })
+}
+
+/// Whether the file at a FastCGI process's socket path is still the
+/// socket riis made.
+fn socket_is_ours(socket: &FastCgiSocket) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(&socket.path).is_ok_and(|m| socket.id == (m.dev(), m.ino()))
 }
 
 /// What an exchange holds while it talks to an application's processes:
 /// processes a new start retired are stopped once no exchange holds a
-/// lease of theirs (they finish the requests they have, however long).
+/// lease of theirs (they finish the requests they have, however long). A
+/// FastCGI lease also counts its request against its process until it is
+/// dropped.
 pub(crate) struct Lease {
     _uses: Arc<()>,
+    /// The FastCGI process's load, and its application.
+    process: Option<(Arc<Load>, Weak<Application>)>,
+}
+
+impl Lease {
+    /// Kills the FastCGI process the request went to: its request passed
+    /// `request_timeout` or `activity_timeout`, and the process would
+    /// otherwise stay busy with it (a script blocked on a database that
+    /// never answers), as IIS kills it. Another takes its place.
+    pub(crate) fn kill_process(&self) {
+        if let Some((load, application)) = &self.process {
+            if let Some(application) = application.upgrade() {
+                application.kill_process_of(load);
+            }
+        }
+    }
+
+    /// The request's FastCGI process refused or closed a connection before
+    /// taking the request up: it is ending, and gets no other request.
+    pub(crate) fn process_closing(&self) {
+        if let Some((load, _)) = &self.process {
+            load.closing.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the request's FastCGI process ended cleanly, waiting up to
+    /// `most` for it to be reaped: a fresh connection it closed without a
+    /// word was then never taken up (a `php-cgi` reaching
+    /// `PHP_FCGI_MAX_REQUESTS` exits without accepting what waits in its
+    /// socket), and the request may go to another process whatever its
+    /// method. `false` for a crash, or no such process; for one still
+    /// running after `most`, `false`, and it takes requests again (see
+    /// [`Lease::process_closing`]).
+    pub(crate) async fn ended_cleanly(&self, most: Duration) -> bool {
+        let Some((load, _)) = &self.process else {
+            return false;
+        };
+        let deadline = Instant::now() + most;
+        loop {
+            if let Some(clean) = *load.ended_cleanly.lock().unwrap_or_else(|e| e.into_inner()) {
+                return clean;
+            }
+            if Instant::now() >= deadline {
+                load.closing.store(false, Ordering::SeqCst);
+                return false;
+            }
+            tokio::time::sleep(CHECK_EVERY).await;
+        }
+    }
+}
+
+impl Drop for Lease {
+    /// The request is done with its FastCGI process: another may go there.
+    fn drop(&mut self) {
+        if let Some((load, application)) = &self.process {
+            load.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if let Some(application) = application.upgrade() {
+                application.lock().changes.send_replace(());
+            }
+        }
+    }
 }
 
 /// The longest processes of an earlier start keep requests they still
@@ -1843,11 +2158,10 @@ fn note_looks(run: &mut Run, found: Vec<(u16, Probe)>, program: &str, label: &st
 /// its folder, the output pipes (their log threads end with the last
 /// process that holds them).
 fn close_endpoint(run: &mut Run) {
-    run.listener = None;
     run.stderr = None;
     run.stdout = None;
     run.folder = None;
-    run.socket_id = None;
+    run.folder_id = None;
     run.next = 0;
     // Nothing drains their connections once the supervisor is gone.
     run.held_ports.clear();

@@ -238,9 +238,15 @@ impl Relay {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The request ended: the task stops and drops its connection.
+    /// The request ended: the task stops and drops its connection (or, for
+    /// FastCgi's own processes, reads the answer to its end, see
+    /// `fastcgi::exchange`). What the request did not take is dropped, and
+    /// so is what the task delivers from now on: nobody reads it.
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+        self.lock().discard_output();
+        // A producer waiting for room goes on (its pieces are dropped).
+        self.space.notify_one();
         self.cancel.notify_one();
         self.room.notify_all();
         self.end_upload();
@@ -367,7 +373,7 @@ impl Relay {
 
     /// Queues a body piece for the request, waking it once enough waits.
     fn queue_body(&self, piece: Bytes) {
-        if piece.is_empty() {
+        if piece.is_empty() || self.cancelled.load(Ordering::SeqCst) {
             return;
         }
         let wake = {
@@ -546,6 +552,10 @@ impl Relay {
     fn held_back(&self) -> bool {
         self.waiting_for_client.load(Ordering::Relaxed)
             || self.waiting_for_upload.load(Ordering::Relaxed)
+            // Nobody waits for the answer of a request whose client left:
+            // a backend is not silent to anyone then (FastCgi reads such an
+            // answer to its end, bounded by `request_timeout` alone).
+            || self.cancelled.load(Ordering::Relaxed)
     }
 
     /// When `limit`, counted from the exchange's start, runs out if the

@@ -114,9 +114,10 @@ fn riis_starts_php_cgi_and_starts_again_what_exits() {
     );
 }
 
-/// The socket's folder lives under the temp dir; when a cleaner (or an
-/// operator) removes it, the application starts again on a new socket at
-/// the next request, instead of every request getting 502 until a reload.
+/// The sockets' folder lives under the temp dir; when a cleaner (or an
+/// operator) removes it, the process starts again on a new socket in a new
+/// folder at the next request, instead of every request getting 502 until
+/// a reload.
 #[test]
 fn a_removed_socket_starts_the_application_again() {
     let Some(php) = php_cgi() else {
@@ -715,7 +716,7 @@ fn the_socket_is_private_whatever_the_umask() {
         .collect();
     assert_eq!(folders.len(), 1, "{folders:?}");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-    let (folder, socket) = (mode(&folders[0]), mode(&folders[0].join("socket")));
+    let (folder, socket) = (mode(&folders[0]), mode(&folders[0].join("socket-1")));
     // Stopped first, so that a failure leaves no process behind.
     server.terminate();
     assert_eq!(folder, 0o700, "the folder's mode");
@@ -885,4 +886,110 @@ fn clients_that_leave_do_not_stop_the_application() {
         assert_eq!(resp.status, 200, "{}", resp.text());
         break;
     }
+}
+
+/// A request that passes `activity_timeout` (or `request_timeout`) gets
+/// 504 and its process is killed, as IIS kills it: a script blocked on
+/// something that never answers holds one process, and the next request is
+/// served by the process started in its place, not sent into a queue
+/// behind it.
+#[test]
+fn a_request_past_its_timeout_has_its_process_killed() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-timeout-kill");
+    let sleeper = dir.path().join("sleeper.pid");
+    dir.write(
+        "www/sleep.php",
+        format!(
+            "<?php file_put_contents('{}', getmypid()); sleep(60); echo 'slept';",
+            sleeper.display()
+        ),
+    );
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    let config = config(
+        &dir,
+        &format!("{{ path = '{}', instances = 1 }}", php.display()),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let slow = Connection::open(server.addr).get("/sleep.php");
+    assert_eq!(slow.status, 504, "{}", slow.text());
+    let killed: u32 = std::fs::read_to_string(&sleeper).unwrap().parse().unwrap();
+    wait_until_gone(
+        &[killed],
+        Duration::from_secs(10),
+        "the process of the request that timed out still runs",
+    );
+    let next = Connection::open(server.addr).get("/pid.php");
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert_ne!(next.text(), killed.to_string());
+    // Killed by riis: not a failure the rapid fail protection counts.
+    let status = common::riis_status(&config);
+    assert!(status.contains("fastcgi_processes: 1"), "{status}");
+    server.terminate();
+}
+
+/// Requests wait for a busy process in riis, not in its socket: one whose
+/// wait passes `activity_timeout` gets 504 and never runs (a queue in the
+/// socket would run it after its client was told it failed, a POST too),
+/// and past `queue_length` waiting requests a request gets 503 at once.
+#[test]
+fn requests_wait_for_a_process_in_riis_and_never_run_after_their_504() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-queue");
+    let marks = dir.path().join("marks");
+    // Busy for four seconds, never silent for `activity_timeout` (2 s).
+    dir.write(
+        "www/busy.php",
+        "<?php while (ob_get_level() > 0) { ob_end_flush(); } \
+         for ($i = 0; $i < 16; $i++) { echo \"$i\\n\"; flush(); usleep(250000); }",
+    );
+    dir.write(
+        "www/mark.php",
+        format!(
+            "<?php file_put_contents('{}', $_SERVER['REQUEST_METHOD'] . \"\\n\", FILE_APPEND); echo 'marked';",
+            marks.display()
+        ),
+    );
+    let config = config(
+        &dir,
+        &format!(
+            "{{ path = '{}', instances = 1, queue_length = 1 }}",
+            php.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr;
+    let busy = std::thread::spawn(move || Connection::open(addr).get("/busy.php"));
+    std::thread::sleep(Duration::from_millis(500));
+    let waiting = std::thread::spawn(move || {
+        let mut conn = Connection::open(addr);
+        conn.send_raw(
+            b"POST /mark.php HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10\r\n\r\namount=100",
+        );
+        conn.read_response(false)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // The queue holds one request: a third is refused at once.
+    let refused = Connection::open(addr).get("/mark.php");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.text().contains("queue_length"),
+        "{}",
+        refused.text()
+    );
+    let waited = waiting.join().unwrap();
+    assert_eq!(waited.status, 504, "{}", waited.text());
+    let busy = busy.join().unwrap();
+    assert_eq!(busy.status, 200, "{}", busy.text());
+    assert!(busy.text().contains("15"), "{}", busy.text());
+    // The process is free again, and the POST that got 504 never ran.
+    let after = Connection::open(addr).get("/mark.php");
+    assert_eq!(after.text(), "marked");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(std::fs::read_to_string(&marks).unwrap(), "GET\n");
+    server.terminate();
 }

@@ -9,6 +9,17 @@
 //! `request_timeout` counts the application's time, not the client's: its
 //! clock stops while the task waits for a slow client to take the output
 //! (as nginx's FastCGI timeouts only count the time the application takes).
+//!
+//! For an application riis started, the task first waits for one of its
+//! processes to be free (see `managed_application`). A request that passes
+//! `request_timeout` or `activity_timeout` there has its process killed,
+//! as IIS does, since the process would otherwise stay busy with it. A
+//! request whose client left has its answer read to the end (and dropped)
+//! before its process takes another, up to `request_timeout`: the process
+//! is busy until then, and a request handed to it meanwhile would wait
+//! behind the one nobody reads. A process that closed a new connection
+//! without a word because it ended cleanly (a `php-cgi` recycling at
+//! `PHP_FCGI_MAX_REQUESTS`) never took the request up: it goes to another.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::protocol::{self, protocol_status, Record};
 use crate::backend::{Address, Connection, Pools};
 use crate::gateway::{parse_head, ErrorLog};
-use crate::managed_application::Taken;
+use crate::managed_application::{Application, Taken};
 use crate::relay::{End, Relay};
 use crate::spooled_body::SpooledBody;
 
@@ -29,7 +40,9 @@ const READ_SIZE: usize = 64 * 1024;
 
 /// One request for the task.
 pub(super) struct Job {
-    pub(super) address: Address,
+    /// Where the request goes: an address, or an application riis runs,
+    /// whose process is found by the task.
+    pub(super) target: Target,
     /// `FCGI_BEGIN_REQUEST` and the parameters, encoded; with the body
     /// and its end too when `body` is `None`.
     pub(super) head: Bytes,
@@ -54,50 +67,103 @@ pub(super) struct Job {
     /// The request went to the application whole.
     pub(super) handed_over: std::sync::atomic::AtomicBool,
     /// For an application riis started: held until the exchange ends, so
-    /// that processes a new start retired finish this request first.
+    /// that processes a new start retired finish this request first, and
+    /// its process takes no other request meanwhile.
     pub(super) lease: Option<crate::managed_application::Lease>,
 }
 
-/// How long a request whose client left keeps its application's
-/// processes from being stopped for a new start, when the application took
-/// it up whole (it may go on, as PHP's `ignore_user_abort` scripts do) and
-/// `request_timeout` sets no bound of its own.
+/// Where a request goes.
+pub(super) enum Target {
+    /// A FastCGI server at an address (`fastcgi.address`).
+    Address(Address),
+    /// An application riis started (`fastcgi.application`).
+    Application(Arc<Application>),
+}
+
+/// How long a request whose client left may keep its process busy, when
+/// the application took it up whole (it may go on, as PHP's
+/// `ignore_user_abort` scripts do) and `request_timeout` sets no bound of
+/// its own.
 const ABANDONED_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// How many processes of an application a request is sent to in turn when
+/// each closed its connection before taking the request up.
+const ATTEMPTS: usize = 4;
+
+/// How long an exchange whose new connection closed without a word waits
+/// to learn whether its process ended cleanly (it is reaped within a few
+/// milliseconds; see [`crate::managed_application::Lease::ended_cleanly`]).
+const LEARN_END_FOR: Duration = Duration::from_secs(1);
 
 /// Runs a request's exchange to its end and tells the request.
 pub(super) async fn run(mut job: Job) {
-    let Some(end) = exchange_end(&job).await else {
-        // The request is gone: nobody reads the end. Handed over whole,
-        // it is the application's to serve (see `Taken`), and its process
-        // may still run it: its lease is kept for as long as the request
-        // could have taken.
-        if job.handed_over.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Some(taken) = &job.taken {
-                taken.note();
+    let application = match &job.target {
+        Target::Address(address) => {
+            let address = address.clone();
+            if let Finish::End(end) = exchange_end(&job, &address).await {
+                job.relay.finish(end);
             }
-            if let Some(lease) = job.lease.take() {
-                let keep = match job.request_timeout {
-                    limit if limit.is_zero() => ABANDONED_FOR,
-                    limit => limit,
-                };
-                tokio::spawn(async move {
-                    tokio::time::sleep(keep).await;
-                    drop(lease);
-                });
-            }
+            return;
         }
-        return;
+        Target::Application(application) => application.clone(),
     };
-    job.relay.finish(end);
+    for _ in 0..ATTEMPTS {
+        let wait = job.relay.activity_timeout();
+        let found = application
+            .wait_for_process(wait, job.relay.cancelled())
+            .await;
+        let address = match found {
+            Ok(Some((address, lease))) => {
+                job.lease = Some(lease);
+                address
+            }
+            // The client left while the request waited: no process saw it.
+            Ok(None) => return,
+            Err((status, why)) => {
+                job.relay.finish(End::Failed(status, why));
+                return;
+            }
+        };
+        job.handed_over
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        match exchange_end(&job, &address).await {
+            Finish::End(end) => {
+                job.relay.finish(end);
+                return;
+            }
+            Finish::Cancelled => return,
+            // Its process ended before taking it up: another one.
+            Finish::Again => job.lease = None,
+        }
+    }
+    job.relay.finish(End::Failed(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "{ATTEMPTS} processes of the FastCGI application {} ended before taking the request up",
+            application.program().display()
+        ),
+    ));
 }
 
-/// The exchange's end; `None` when the request was cancelled first.
-async fn exchange_end(job: &Job) -> Option<End> {
-    let exchange = exchange_with_retry(job);
+/// How an exchange ended.
+enum Finish {
+    /// With this end, for the request.
+    End(End),
+    /// The request was gone first (its answer, if any, was read to the
+    /// end and dropped; see [`drain`]).
+    Cancelled,
+    /// The application's process ended before it took the request up: it
+    /// may go to another.
+    Again,
+}
+
+/// The exchange's end with the server at `address`.
+async fn exchange_end(job: &Job, address: &Address) -> Finish {
+    let exchange = exchange_with_retry(job, address);
     tokio::pin!(exchange);
     // `request_timeout = 0`: no limit on the whole exchange.
     let limited = !job.request_timeout.is_zero();
-    let end = loop {
+    loop {
         let due = job.relay.deadline_for_backend(job.request_timeout);
         let overdue = async {
             if limited {
@@ -107,23 +173,86 @@ async fn exchange_end(job: &Job) -> Option<End> {
             }
         };
         tokio::select! {
-            end = &mut exchange => break match end {
-                Ok(()) => End::Complete,
-                Err(failure) => failure.into_end(job),
+            end = &mut exchange => return match end {
+                Ok(()) => Finish::End(End::Complete),
+                Err(failure) => after_failure(job, address, failure).await,
             },
             () = overdue => {
                 // A wait for the client since then put the deadline off.
                 if job.relay.deadline_for_backend(job.request_timeout) <= Instant::now() {
-                    break End::Failed(
+                    kill_process(job);
+                    return Finish::End(End::Failed(
                         StatusCode::GATEWAY_TIMEOUT,
-                        format!("{} took longer than fastcgi.request_timeout", job.address),
-                    );
+                        format!("{address} took longer than fastcgi.request_timeout"),
+                    ));
                 }
             }
-            _ = job.relay.cancelled() => return None,
+            _ = job.relay.cancelled() => break,
         }
+    }
+    // The request is gone: nobody reads the end. Handed over whole, it is
+    // the application's to serve (see `Taken`).
+    if job.handed_over.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(taken) = &job.taken {
+            taken.note();
+        }
+    }
+    if job.lease.is_some() {
+        drain(job, exchange).await;
+    }
+    Finish::Cancelled
+}
+
+/// Reads the answer of a request whose client left to its end, its
+/// output dropped, so that its process counts as busy until it is free
+/// again; kills the process when it passes `request_timeout` (or
+/// [`ABANDONED_FOR`] without one). Silence does not count: nobody waits
+/// for the answer, and a script that goes on quietly after its client left
+/// (PHP's `ignore_user_abort`) is not stuck.
+async fn drain(job: &Job, exchange: impl std::future::Future<Output = Result<(), Failure>>) {
+    let deadline = if job.request_timeout.is_zero() {
+        Instant::now() + ABANDONED_FOR
+    } else {
+        job.relay.deadline_for_backend(job.request_timeout)
     };
-    Some(end)
+    if tokio::time::timeout_at(deadline.into(), exchange)
+        .await
+        .is_err()
+    {
+        kill_process(job);
+    }
+}
+
+/// Kills the process of an application riis started that has the
+/// request (it timed out), if the request went to one.
+fn kill_process(job: &Job) {
+    if let Some(lease) = &job.lease {
+        lease.kill_process();
+    }
+}
+
+/// What a failed exchange ends with: a process of an application riis
+/// started that never took the request up (the connection was refused, or
+/// closed without a word by a process that ended cleanly) leaves it for
+/// another; one that went silent is killed.
+async fn after_failure(job: &Job, address: &Address, failure: Failure) -> Finish {
+    if let Some(lease) = &job.lease {
+        match &failure {
+            Failure::Connect(_) => {
+                lease.process_closing();
+                return Finish::Again;
+            }
+            Failure::Nothing(_) => {
+                lease.process_closing();
+                if lease.ended_cleanly(LEARN_END_FOR).await {
+                    return Finish::Again;
+                }
+            }
+            Failure::Quiet => lease.kill_process(),
+            _ => {}
+        }
+    }
+    Finish::End(failure.into_end(job, address))
 }
 
 /// Why an exchange failed.
@@ -142,8 +271,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn into_end(self, job: &Job) -> End {
-        let address = &job.address;
+    fn into_end(self, job: &Job, address: &Address) -> End {
         match self {
             Failure::Connect(e) => End::Failed(
                 StatusCode::BAD_GATEWAY,
@@ -174,14 +302,13 @@ impl Failure {
 /// Runs the exchange on an idle connection if there is one, and, for an
 /// idempotent request, once more on a new one if the idle one fails before
 /// any answer.
-async fn exchange_with_retry(job: &Job) -> Result<(), Failure> {
+async fn exchange_with_retry(job: &Job, address: &Address) -> Result<(), Failure> {
     if job.kept_connections > 0 {
-        if let Some(mut connection) = job.pools.take(&job.address) {
+        if let Some(mut connection) = job.pools.take(address) {
             match exchange(&mut connection, job).await {
                 Ok(reusable) => {
                     if reusable {
-                        job.pools
-                            .put(&job.address, connection, job.kept_connections);
+                        job.pools.put(address, connection, job.kept_connections);
                     }
                     return Ok(());
                 }
@@ -196,14 +323,13 @@ async fn exchange_with_retry(job: &Job) -> Result<(), Failure> {
         }
     }
     let mut connection =
-        tokio::time::timeout(job.relay.activity_timeout(), Connection::open(&job.address))
+        tokio::time::timeout(job.relay.activity_timeout(), Connection::open(address))
             .await
             .map_err(|_| Failure::Quiet)?
             .map_err(Failure::Connect)?;
     let reusable = exchange(&mut connection, job).await?;
     if reusable && job.kept_connections > 0 {
-        job.pools
-            .put(&job.address, connection, job.kept_connections);
+        job.pools.put(address, connection, job.kept_connections);
     }
     Ok(())
 }

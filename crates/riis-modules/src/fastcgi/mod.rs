@@ -80,9 +80,12 @@
 //!   `fastcgi_ignore_headers X-Accel-Redirect`).
 //!
 //! Instead of `address`, `application` has riis start the application's
-//! processes itself, as IIS does (see `application`): `path`,
-//! `arguments`, `environment`, `instances` (default 4),
-//! `rapid_fails_per_minute` (default 10).
+//! processes itself, as IIS does (see `managed_application`): `path`,
+//! `arguments`, `environment`, `instances` (default 4), `queue_length`
+//! (default 1000), `rapid_fails_per_minute` (default 10). Each process
+//! takes one request at a time (`PHP_FCGI_CHILDREN` at a time where the
+//! environment sets it), the others wait in riis; one whose request times
+//! out is killed and started again.
 //!
 //! Not done: several requests over one connection at once (multiplexing,
 //! which `php-fpm` does not do), the Authorizer and Filter roles, and recycling a started process after a
@@ -113,7 +116,7 @@ pub use crate::managed_application::ApplicationConfig;
 use crate::managed_application::{ApplicationsGlobal, Holdings};
 use crate::relay::{Receiver, Relay, Step};
 use crate::spooled_body::{BodySpool, SpooledBody};
-use exchange::Job;
+use exchange::{Job, Target};
 
 /// The `fastcgi` configuration section.
 #[derive(Debug, Deserialize)]
@@ -331,23 +334,14 @@ impl FastCgi {
             Err(why) => return fail(ctx, StatusCode::INTERNAL_SERVER_ERROR, &why),
         };
         let config = ctx.config(self.config);
-        let (address, taken, lease) = match (&config.application, &config.address) {
+        let (target, taken) = match (&config.application, &config.address) {
+            // The exchange's task finds a free process (and waits for one).
             (Some(application), _) => {
                 let application = self.shared.applications.application(application);
-                match application.address() {
-                    Ok(Some((address, lease))) => (address, Some(application.taken()), Some(lease)),
-                    // Only HTTP applications wait to listen.
-                    Ok(None) => {
-                        return fail(
-                            ctx,
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "the FastCGI application does not listen",
-                        )
-                    }
-                    Err(why) => return fail(ctx, StatusCode::SERVICE_UNAVAILABLE, &why),
-                }
+                let taken = Some(application.taken());
+                (Target::Application(application), taken)
             }
-            (None, Some(address)) => (address.clone(), None, None),
+            (None, Some(address)) => (Target::Address(address.clone()), None),
             (None, None) => {
                 return fail(
                     ctx,
@@ -428,7 +422,7 @@ impl FastCgi {
         }
         let relay = Arc::new(Relay::new(ctx.completion_handle(), activity_timeout));
         let job = Job {
-            address,
+            target,
             head: head.freeze(),
             body: (!whole).then_some(body),
             kept_connections,
@@ -447,7 +441,7 @@ impl FastCgi {
             handed_over: std::sync::atomic::AtomicBool::new(false),
             pools: self.shared.pools.clone(),
             taken,
-            lease,
+            lease: None,
         };
         // From here `request_timeout` and `activity_timeout` end every wait:
         // the server's `timeouts.execution` would otherwise answer 503 to an
