@@ -518,9 +518,11 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
         content_type |= name == header::CONTENT_TYPE;
         accel_redirect |= name == crate::internal_redirect::X_ACCEL_REDIRECT;
         if name == header::CONTENT_LENGTH {
+            // A number a length can be: one past `u64` (a HEAD's
+            // `99999999999999999999999`) would go out to a client as is.
             let this = std::str::from_utf8(value.as_bytes())
                 .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<u64>().is_ok())
                 .map(|_| value.clone());
             lengths_differ |= content_length.is_some() && content_length != this;
             content_length = this;

@@ -657,6 +657,9 @@ pub(crate) const BUFFERED_BUDGET: u64 = 256 * 1024 * 1024;
 /// Log lines of a full budget (see `Receiver::budgeted`).
 static BUDGET_LOG: crate::LogGate = crate::LogGate::new();
 
+/// Log lines of answers longer than their `Content-Length`.
+static OVERRUN_LOG: crate::LogGate = crate::LogGate::new();
+
 /// What answers hold of [`BUFFERED_BUDGET`] now.
 static BUFFERED: AtomicU64 = AtomicU64::new(0);
 
@@ -752,7 +755,7 @@ impl Receiver {
             // backend that trickles after a large answer is not held back
             // waiting for a full piece.
             let mut threshold = if self.streaming { 0 } else { limit };
-            let (head, chunks, end, trailers) = {
+            let (head, mut chunks, end, trailers) = {
                 let mut inbox = relay.lock();
                 if inbox.is_empty() {
                     let buffered = ctx.response().buffered_len();
@@ -871,8 +874,34 @@ impl Receiver {
                 }
             }
             if let Some(left) = &mut self.promised_left {
-                let came: usize = chunks.iter().map(Bytes::len).sum();
-                *left = left.saturating_sub(came as u64);
+                // What comes past the promised length is dropped, as nginx
+                // drops it ("upstream sent more data than specified in
+                // Content-Length header"): the client was told the length
+                // (it may already be on the head), and a cache would keep
+                // the rest as the start of the next answer.
+                let mut room = *left;
+                let mut over = 0u64;
+                for chunk in &mut chunks {
+                    let len = chunk.len() as u64;
+                    if len <= room {
+                        room -= len;
+                    } else {
+                        over += len - room;
+                        chunk.truncate(room as usize);
+                        room = 0;
+                    }
+                }
+                *left = room;
+                if over > 0 {
+                    chunks.retain(|chunk| !chunk.is_empty());
+                    if let Some(held_back) = OVERRUN_LOG.pass() {
+                        tracing::warn!(
+                            url = %ctx.request().url(),
+                            held_back,
+                            "the application's answer is longer than its Content-Length; the {over} bytes past it are dropped"
+                        );
+                    }
+                }
             }
             ctx.response_mut()
                 .write_chunks(chunks.into_iter().map(Into::into));

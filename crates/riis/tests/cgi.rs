@@ -1198,7 +1198,8 @@ fn a_local_redirect_is_not_served_from_the_output_cache() {
 /// An answer that ends short of the `Content-Length` it declared (a
 /// download script that died half-way) is not passed on as whole: before
 /// its head went out it is a 502, after, the connection is reset, so the
-/// client (and any cache) sees it incomplete, as nginx and Apache do.
+/// client (and any cache) sees it incomplete, as nginx and Apache do. One
+/// longer than it declared is cut to the length, as nginx cuts it.
 #[test]
 fn an_answer_short_of_its_content_length_fails() {
     use std::io::Read;
@@ -1220,10 +1221,33 @@ fn an_answer_short_of_its_content_length_fails() {
         "exact.cgi",
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\nContent-Length: 5\\n\\nexact'\n",
     );
+    program(
+        &dir,
+        "long.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\nContent-Length: 5\\n\\n0123456789'\n",
+    );
+    program(
+        &dir,
+        "huge.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\nContent-Length: 99999999999999999999999\\n\\n'\n",
+    );
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let mut conn = Connection::open(server.addr);
     assert_eq!(conn.get("/cgi/short.cgi").status, 502);
     assert_eq!(conn.get("/cgi/exact.cgi").text(), "exact");
+    // Longer than it said: what is past the length is dropped (nginx).
+    let long = conn.get("/cgi/long.cgi");
+    assert_eq!(
+        (long.text().as_str(), long.header("content-length")),
+        ("01234", Some("5"))
+    );
+    // A length no number can hold is not passed on, to HEAD either.
+    conn.send_raw(b"HEAD /cgi/huge.cgi HTTP/1.1\r\nHost: t\r\n\r\n");
+    let huge = conn.read_response(true);
+    assert_ne!(
+        huge.header("content-length"),
+        Some("99999999999999999999999")
+    );
     // Past response_buffer_limit (100,000 here) the head went out first.
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream

@@ -180,8 +180,18 @@ pub(super) fn next_record(buf: &mut BytesMut) -> Result<Option<Record>, String> 
     buf.advance(HEADER_LEN);
     let content = buf.split_to(len).freeze();
     buf.advance(padding);
-    if id != REQUEST_ID {
+    // Id 0 is the management records' (FCGI_GET_VALUES_RESULT,
+    // FCGI_UNKNOWN_TYPE); any other than the request's is an answer to a
+    // request this connection never carried: the application is confused,
+    // and its answer to this one may never come (nginx: "upstream sent
+    // unexpected FastCGI request id").
+    if id == 0 {
         return Ok(Some(Record::Other));
+    }
+    if id != REQUEST_ID {
+        return Err(format!(
+            "the application answered for request id {id}, not {REQUEST_ID}"
+        ));
     }
     Ok(Some(match record {
         kind::STDOUT => Record::Output(content),
@@ -384,9 +394,14 @@ mod tests {
             })
         );
         assert!(partial.is_empty());
-        // Another request id is skipped; not FastCGI is an error.
+        // A management record (id 0) is skipped; another request's id, and
+        // what is not FastCGI, are errors.
+        let mut management = BytesMut::from(&[1, 10, 0, 0, 0, 1, 0, 0, b'x'][..]);
+        assert_eq!(next_record(&mut management).unwrap(), Some(Record::Other));
         let mut other = BytesMut::from(&[1, kind::STDOUT, 0, 9, 0, 1, 0, 0, b'x'][..]);
-        assert_eq!(next_record(&mut other).unwrap(), Some(Record::Other));
+        assert!(next_record(&mut other)
+            .unwrap_err()
+            .contains("request id 9"));
         let mut http = BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]);
         assert!(next_record(&mut http).is_err());
     }
