@@ -286,12 +286,23 @@ fn v2_client(header: &[u8]) -> Result<Proxied, HeaderError> {
         Addresses::IPv6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
         Addresses::Unspecified | Addresses::Unix(_) => None,
     };
-    let tls_ended_at_balancer = parsed.tlvs().any(|tlv| {
-        tlv.is_ok_and(|tlv| {
-            tlv.kind == u8::from(Type::SSL)
-                && tlv.value.first().is_some_and(|c| c & PP2_CLIENT_SSL != 0)
-        })
-    });
+    // A header that cannot be read whole is refused (the specification:
+    // a receiver must not accept one it cannot fully parse, as HAProxy
+    // refuses it), not read in part: a truncated `PP2_TYPE_SSL` is no
+    // statement that TLS ended at the balancer.
+    let mut tls_ended_at_balancer = false;
+    for tlv in parsed.tlvs() {
+        let tlv = tlv.map_err(|e| HeaderError::Malformed(format!("a TLV: {e}")))?;
+        if tlv.kind == u8::from(Type::SSL) {
+            // `client` (1 byte) and `verify` (4 bytes), then sub-TLVs.
+            if tlv.value.len() < 5 {
+                return Err(HeaderError::Malformed(
+                    "a PP2_TYPE_SSL value shorter than its client and verify fields".into(),
+                ));
+            }
+            tls_ended_at_balancer |= tlv.value[0] & PP2_CLIENT_SSL != 0;
+        }
+    }
     Ok(Proxied {
         client,
         tls_ended_at_balancer,
@@ -487,6 +498,21 @@ mod tests {
             matches!(result, Err(HeaderError::Malformed(_))),
             "{result:?}"
         );
+        // Version 2 whose TLVs cannot be read whole: a PP2_TYPE_SSL of one
+        // byte, and a TLV whose length runs past the header. Addresses:
+        // TCP over IPv4, 12 bytes, then the TLV bytes.
+        for tlv in [&[0x20u8, 0, 1, 0x01][..], &[0x04, 0x01, 0xf4, 0]] {
+            let mut bad = ppp::v2::PROTOCOL_PREFIX.to_vec();
+            let len = 12 + tlv.len();
+            bad.extend_from_slice(&[0x21, 0x11, 0, len as u8]);
+            bad.extend_from_slice(&[203, 0, 113, 7, 127, 0, 0, 1, 0xc7, 0x38, 0, 80]);
+            bad.extend_from_slice(tlv);
+            let (result, _) = read_after(&[&bad]).await;
+            assert!(
+                matches!(result, Err(HeaderError::Malformed(_))),
+                "{tlv:?}: {result:?}"
+            );
+        }
         // Version 2's signature with another version.
         let mut v3 = ppp::v2::PROTOCOL_PREFIX.to_vec();
         v3.extend_from_slice(&[0x31, 0x11, 0, 12]);

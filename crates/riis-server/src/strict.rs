@@ -123,6 +123,17 @@ pub fn check_head<B>(
             "the header fields are larger than limits.max_header_bytes",
         ));
     }
+    // An absolute-form target (or HTTP/2's :scheme) names the scheme: a
+    // URI of another (`ftp://host/…`) is no resource of this server
+    // (RFC 9110 §4.2, §7.4).
+    if let Some(scheme) = uri.scheme_str() {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "a request target whose scheme is not http or https",
+            ));
+        }
+    }
     if let Some(authority) = uri.authority() {
         if authority.as_str().contains('@') {
             // RFC 9110 §4.2.4: userinfo in an http(s) URI is an error (a
@@ -178,6 +189,20 @@ pub fn check_head<B>(
         return Err(Refusal::new(StatusCode::BAD_REQUEST, reason));
     }
     if http2 {
+        // A field value that starts or ends with whitespace makes the
+        // request malformed (RFC 9113 §8.2.1); HTTP/1.1's parser trims it,
+        // so modules would otherwise see one header two ways by version.
+        let padded = |v: &http::HeaderValue| {
+            let bytes = v.as_bytes();
+            matches!(bytes.first(), Some(b' ' | b'\t'))
+                || matches!(bytes.last(), Some(b' ' | b'\t'))
+        };
+        if headers.values().any(padded) {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "an HTTP/2 field value that starts or ends with whitespace",
+            ));
+        }
         // Framing is the HTTP/2 layer's business.
         return Ok(());
     }

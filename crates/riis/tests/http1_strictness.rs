@@ -105,6 +105,7 @@ fn malformed_requests_get_their_status_and_a_closed_connection() {
         ("Host with path", b"GET /a.txt HTTP/1.1\r\nHost: a/b\r\n\r\n".to_vec(), 400),
         ("Host with bad port", b"GET /a.txt HTTP/1.1\r\nHost: a:x\r\n\r\n".to_vec(), 400),
         ("userinfo in absolute form", b"GET http://u@a/a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        ("another scheme in absolute form", b"GET ftp://a/a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
         ("bad port in absolute form", b"GET http://a:x/a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
         ("long port in absolute form", b"GET http://a:99999999999/a.txt HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
         ("HTTP/1.0 with two Hosts", b"GET /a.txt HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), 400),

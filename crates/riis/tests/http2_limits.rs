@@ -584,11 +584,15 @@ fn a_request_without_authority_or_host_is_refused() {
         .write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 3, &block))
         .unwrap();
     assert_eq!(h2.outcome(3), "200");
-    // Host is held to what HTTP/1.1 holds it to, and to :authority.
+    // Host is held to what HTTP/1.1 holds it to, and to :authority; a
+    // value with whitespace at an end is malformed (RFC 9113 §8.2.1), and a
+    // scheme other than http(s) names no resource of this server.
     for (stream, fields) in [
         (5, vec![("host", "good.test@evil.test")]),
         (7, vec![("host", "evil.test/x?")]),
         (9, vec![(":authority", "t"), ("host", "evil.test")]),
+        (11, vec![(":authority", "t"), ("x-a", "  padded\t ")]),
+        (13, vec![(":authority", "t"), ("x-a", "padded ")]),
     ] {
         let mut all = vec![(":method", "GET"), (":scheme", "http"), (":path", "/a.txt")];
         all.extend(fields);
@@ -602,6 +606,16 @@ fn a_request_without_authority_or_host_is_refused() {
             .unwrap();
         assert_eq!(h2.outcome(stream), "refused status", "stream {stream}");
     }
+    let block = literal_block(&[
+        (":method", "GET"),
+        (":scheme", "ftp"),
+        (":path", "/a.txt"),
+        (":authority", "t"),
+    ]);
+    h2.sock
+        .write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 15, &block))
+        .unwrap();
+    assert_eq!(h2.outcome(15), "refused status");
 }
 
 #[test]
