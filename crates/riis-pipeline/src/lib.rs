@@ -98,7 +98,7 @@ pub use registration::{
     configuration_folder, error_at_key, InheritedSection, ModuleIndex, ModuleRegistration,
     RegisterModuleFn, Section, ServerInfo, SERVER_VERSION,
 };
-pub use request::{path_below, prepare_url_path, HttpRequest, UrlError};
+pub use request::{path_below, prepare_url_path, HttpRequest, RefusedHead, UrlError};
 pub use response::{escape_html, EntityChunk, FlushOptions, HttpResponse, KeptHead, ResponseError};
 pub use riis_notification::{
     GlobalNotification, GlobalNotificationStatus, GlobalNotifications, Priority,

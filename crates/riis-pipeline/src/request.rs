@@ -284,6 +284,29 @@ pub struct HttpRequest {
     pub(crate) client_bytes_read: u64,
 }
 
+/// A request head [`HttpRequest::new`] refused: why, and what it was given
+/// back, so that the refusal can be logged with the method, the target and
+/// the host the client sent.
+#[derive(Debug)]
+pub struct RefusedHead {
+    /// Why the target was refused.
+    pub error: UrlError,
+    /// The request's method.
+    pub method: Method,
+    /// The request's target.
+    pub uri: Uri,
+    /// The request's header fields.
+    pub headers: HeaderMap,
+}
+
+impl std::fmt::Display for RefusedHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for RefusedHead {}
+
 impl HttpRequest {
     /// A request as it arrived.
     ///
@@ -297,10 +320,18 @@ impl HttpRequest {
         headers: HeaderMap,
         local_addr: SocketAddr,
         remote_addr: SocketAddr,
-    ) -> Result<Self, UrlError> {
-        let decoded_path = match decode_path(uri.path())? {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(s) => Some(s.into_boxed_str()),
+    ) -> Result<Self, RefusedHead> {
+        let decoded_path = match decode_path(uri.path()) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(s)) => Some(s.into_boxed_str()),
+            Err(error) => {
+                return Err(RefusedHead {
+                    error,
+                    method,
+                    uri,
+                    headers,
+                })
+            }
         };
         let body_complete = !has_body(&method, &headers);
         Ok(Self {

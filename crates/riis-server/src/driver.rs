@@ -309,7 +309,13 @@ pub fn handle(state: &Arc<ConnectionState>, mut req: Request<Incoming>) -> Reply
         state.activity.framing_conflict(),
         has_body,
     ) {
-        crate::strict::note_refusal(state.connection.remote_addr, refusal.status, refusal.reason);
+        let asked = crate::strict::Asked::of(req.method(), req.uri(), req.headers());
+        crate::strict::note_refusal(
+            state.connection.remote_addr,
+            refusal.status,
+            refusal.reason,
+            Some(asked),
+        );
         return ReplyFuture::ready(finish.apply(Ok(refusal_response(refusal))));
     }
     if req.version() == http::Version::HTTP_2 {
@@ -567,7 +573,13 @@ fn serve(
             status: StatusCode::BAD_REQUEST,
             reason: "Bad Request - Invalid Hostname (no site of this address and port has this host name)",
         };
-        crate::strict::note_refusal(state.connection.remote_addr, refusal.status, refusal.reason);
+        let asked = crate::strict::Asked::of(req.method(), req.uri(), req.headers());
+        crate::strict::note_refusal(
+            state.connection.remote_addr,
+            refusal.status,
+            refusal.reason,
+            Some(asked),
+        );
         return Answer::Now(Ok(refusal_response(refusal)));
     };
     // HSTS goes out on TLS connections only (RFC 6797 §7.2).
@@ -640,8 +652,14 @@ fn serve_site(
             r.set_websocket_over_http2(shape.http2_websocket.is_some());
             r
         }
-        Err(e) => {
-            crate::strict::note_refusal(conn.remote_addr, StatusCode::BAD_REQUEST, &e.to_string());
+        Err(refused) => {
+            let asked = crate::strict::Asked::of(&refused.method, &refused.uri, &refused.headers);
+            crate::strict::note_refusal(
+                conn.remote_addr,
+                StatusCode::BAD_REQUEST,
+                &refused.to_string(),
+                Some(asked),
+            );
             return Answer::Now(Ok(plain_status(StatusCode::BAD_REQUEST, true)));
         }
     };

@@ -498,7 +498,12 @@ impl<I: Socket> Open<I> {
                 log_own_goaway(&e, state.connection.remote_addr);
                 if let Some(status) = crate::strict::answered_by_hyper(&e) {
                     let reason = format!("a malformed request head ({e})");
-                    crate::strict::note_refusal(state.connection.remote_addr, status, &reason);
+                    crate::strict::note_refusal(
+                        state.connection.remote_addr,
+                        status,
+                        &reason,
+                        None,
+                    );
                 }
                 // hyper answers a malformed head itself; what it gives up on
                 // without a word is answered here, while nothing was sent for
@@ -509,7 +514,7 @@ impl<I: Socket> Open<I> {
             End::Hyper(Ok(())) | End::Drained | End::Closed => None,
         };
         if let Some(r) = refusal.as_ref().filter(|_| http1) {
-            crate::strict::note_refusal(state.connection.remote_addr, r.status, r.reason);
+            crate::strict::note_refusal(state.connection.remote_addr, r.status, r.reason, None);
         }
         finish_connection(
             shared,

@@ -1320,7 +1320,7 @@ async fn handshake(
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1..)) if crate::strict::starts_plain_http(first[0]) => {
             let refusal = crate::strict::PLAIN_HTTP_TO_TLS_PORT;
-            crate::strict::note_refusal(remote, refusal.status, refusal.reason);
+            crate::strict::note_refusal(remote, refusal.status, refusal.reason, None);
             crate::connection::answer_and_close(&mut stream, refusal).await;
             return None;
         }

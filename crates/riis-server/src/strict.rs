@@ -59,16 +59,75 @@ pub fn requests_refused() -> u64 {
 /// logged at `info` at most once a second with how many were held back,
 /// as IIS writes these to HTTP.sys's error log and nginx to its access
 /// log. A broken load balancer or a smuggling probe shows this way.
-pub(crate) fn note_refusal(remote: std::net::SocketAddr, status: StatusCode, reason: &str) {
+///
+/// `asked` is what the request asked for, when its head was parsed: the
+/// method, the target and the host, cut at 1 KiB (the log writes string
+/// fields quoted and escaped, so a control character cannot forge a
+/// line), as HTTP.sys's error log records them, so that a probe
+/// (`/a/../../etc/passwd`) can be told from a broken client.
+pub(crate) fn note_refusal(
+    remote: std::net::SocketAddr,
+    status: StatusCode,
+    reason: &str,
+    asked: Option<Asked<'_>>,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     REFUSED.fetch_add(1, Relaxed);
+    let (method, target, host) = match &asked {
+        Some(asked) => (
+            asked.method.as_str(),
+            logged(asked.target),
+            asked.host.map_or("".into(), logged),
+        ),
+        None => ("", "".into(), "".into()),
+    };
     if crate::server::first_this_second(&REFUSAL_LOGGED) {
         let held_back = REFUSALS_HELD_BACK.swap(0, Relaxed);
-        tracing::info!(%remote, status = status.as_u16(), reason, held_back, "request refused before the pipeline");
+        tracing::info!(%remote, status = status.as_u16(), reason, method, target = &*target, host = &*host, held_back, "request refused before the pipeline");
     } else {
         REFUSALS_HELD_BACK.fetch_add(1, Relaxed);
-        tracing::debug!(%remote, status = status.as_u16(), reason, "request refused before the pipeline");
+        tracing::debug!(%remote, status = status.as_u16(), reason, method, target = &*target, host = &*host, "request refused before the pipeline");
     }
+}
+
+/// What a refused request asked for (see [`note_refusal`]).
+pub(crate) struct Asked<'a> {
+    pub(crate) method: &'a http::Method,
+    pub(crate) target: &'a str,
+    pub(crate) host: Option<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    /// The method, target and `Host` of a parsed head.
+    pub(crate) fn of(
+        method: &'a http::Method,
+        uri: &'a http::Uri,
+        headers: &'a http::HeaderMap,
+    ) -> Self {
+        Self {
+            method,
+            target: uri
+                .path_and_query()
+                .map_or_else(|| uri.path(), |p| p.as_str()),
+            host: headers.get(HOST).and_then(|h| h.to_str().ok()),
+        }
+    }
+}
+
+/// The most of a client's value a refusal's log line holds.
+const MOST_LOGGED: usize = 1024;
+
+/// `value` as a refusal's log line holds it: cut at [`MOST_LOGGED`] bytes
+/// (with `…`).
+fn logged(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MOST_LOGGED {
+        return value.into();
+    }
+    let mut end = MOST_LOGGED;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end]).into()
 }
 
 /// Checks a parsed request head against RFC 9112 and `limits`.

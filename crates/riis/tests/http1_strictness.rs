@@ -476,3 +476,43 @@ fn a_pipelined_head_too_large_gets_one_answer() {
     assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 1, "{text}");
     assert_eq!(text.matches("HTTP/1.1 431 ").count(), 1, "{text}");
 }
+
+/// A request refused before the pipeline is logged with what it asked for
+/// (method, target and host, as HTTP.sys's error log records them), so
+/// that a probe can be told from a broken client; a control character in
+/// it cannot start a line of its own.
+#[test]
+fn a_refusal_is_logged_with_what_the_request_asked_for() {
+    let dir = TempDir::new("strict-refusal-log");
+    dir.write("www/index.html", "home");
+    let config = write_config(&dir, &dir.path().join("www"), CONFIG);
+    let log = dir.path().join("riis.log");
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("RIIS_LOG=info exec \"$0\" serve --config \"$1\" --listen 127.0.0.1:0 2>>\"$2\"")
+        .arg(env!("CARGO_BIN_EXE_riis"))
+        .arg(&config)
+        .arg(&log);
+    let server = RunningBinary::from_command(command).unwrap();
+    let (status, _) = exchange(
+        server.addr,
+        b"GET /a/../../etc/passwd?x=%0d%0aforged HTTP/1.1\r\nHost: probe.test\r\n\r\n",
+    );
+    assert_eq!(status, 400);
+    common::wait_for("the refusal's log line", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("refused before the pipeline"))
+    });
+    server.terminate();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("refused before the pipeline"))
+        .unwrap();
+    assert!(line.contains("method=\"GET\""), "{line}");
+    assert!(
+        line.contains("target=\"/a/../../etc/passwd?x=%0d%0aforged\""),
+        "{line}"
+    );
+    assert!(line.contains("host=\"probe.test\""), "{line}");
+}
