@@ -320,17 +320,17 @@ impl HttpRequest {
         headers: HeaderMap,
         local_addr: SocketAddr,
         remote_addr: SocketAddr,
-    ) -> Result<Self, RefusedHead> {
+    ) -> Result<Self, Box<RefusedHead>> {
         let decoded_path = match decode_path(uri.path()) {
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(s)) => Some(s.into_boxed_str()),
             Err(error) => {
-                return Err(RefusedHead {
+                return Err(Box::new(RefusedHead {
                     error,
                     method,
                     uri,
                     headers,
-                })
+                }))
             }
         };
         let body_complete = !has_body(&method, &headers);
