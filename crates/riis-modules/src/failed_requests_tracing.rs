@@ -345,6 +345,21 @@ fn trace_directory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D:
     }
 }
 
+impl FailedRequestsTracingConfig {
+    /// Why traces of this section are not written, when it is on and takes
+    /// the default directory, and that directory is not a private folder
+    /// of this user's (another user made it first in the shared temp dir):
+    /// for `riis check-config`'s warnings.
+    pub fn default_directory_refusal(&self) -> Option<String> {
+        (self.enabled && self.directory.as_os_str().is_empty())
+            .then(|| crate::default_folder_refusal(DEFAULT_DIRECTORY))
+            .flatten()
+    }
+}
+
+/// The default directory's name under the system temp dir (with the uid).
+const DEFAULT_DIRECTORY: &str = "riis-failed-requests";
+
 /// Writes a report as the next trace file of its directory, logging what
 /// happened: at most a line a second of each kind, with how many were held
 /// back (a flood of failing requests must not be a flood of lines).
@@ -560,7 +575,7 @@ impl HttpModule for FailedRequestsTracing {
         }
         self.following = Some(id);
         let dir = if config.directory.as_os_str().is_empty() {
-            crate::per_user_temp("riis-failed-requests")
+            crate::per_user_temp(DEFAULT_DIRECTORY)
         } else {
             // Relative to the configuration's folder.
             self.traces.folder.join(&config.directory)

@@ -100,6 +100,22 @@ pub(crate) fn per_user_temp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("{name}-{}", nix::unistd::getuid()))
 }
 
+/// Why the default folder `per_user_temp(name)` cannot be used, when it
+/// exists and is not a private folder of this user: in a shared temp dir
+/// its name is known in advance, so another user may have made it first.
+/// The module then writes nothing there (each use is refused and logged);
+/// `riis check-config` warns with this.
+fn default_folder_refusal(name: &str) -> Option<String> {
+    let path = per_user_temp(name);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_dir() {
+        return Some(format!("{} is not a folder", path.display()));
+    }
+    private_id(&meta)
+        .is_none()
+        .then(|| not_private(&path, &meta))
+}
+
 /// How much of an entity the modules that transform it (compression,
 /// outbound rewriting) take per send; the rest they defer to later sends
 /// (`SendResponseProvider::defer_after`), so that what they make goes out

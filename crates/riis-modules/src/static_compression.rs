@@ -584,6 +584,9 @@ const MEMORY_COPY_LIMIT: usize = 256 * 1024;
 /// from their files.
 const MEMORY_TOTAL_LIMIT: usize = 64 * 1024 * 1024;
 
+/// The default directory's name under the system temp dir (with the uid).
+const DEFAULT_DIRECTORY: &str = "riis-compressed";
+
 /// The module instance.
 pub struct StaticCompression {
     config: Section<StaticCompressionConfig>,
@@ -596,10 +599,20 @@ impl StaticCompressionConfig {
     /// folder, `folder`), or the default under the system temp dir.
     fn copy_directory(&self, folder: &Path) -> PathBuf {
         if self.directory.as_os_str().is_empty() {
-            crate::per_user_temp("riis-compressed")
+            crate::per_user_temp(DEFAULT_DIRECTORY)
         } else {
             folder.join(&self.directory)
         }
+    }
+
+    /// Why no copies of this section are kept, when it is on and takes the
+    /// default directory, and that directory is not a private folder of
+    /// this user's (another user made it first in the shared temp dir):
+    /// for `riis check-config`'s warnings.
+    pub fn default_directory_refusal(&self) -> Option<String> {
+        (self.enabled && self.directory.as_os_str().is_empty())
+            .then(|| crate::default_folder_refusal(DEFAULT_DIRECTORY))
+            .flatten()
     }
 
     /// The level configured for `coding`.

@@ -459,7 +459,54 @@ pub(crate) fn warnings_of(config: &ServerConfig, pipeline: &Pipeline) -> Vec<Con
     let mut warnings = config.warnings();
     warnings.extend(modules_never_run(config, pipeline));
     warnings.extend(rewrites_to_servers_never_passed(config, pipeline));
+    warnings.extend(default_folders_refused(config, pipeline));
     warnings
+}
+
+/// The default folders under the system temp dir (FailedRequestsTracing's
+/// traces, StaticCompression's copies) that a location in force would use
+/// but that are not this user's private folders: their names are known in
+/// advance, so another user may have made them first, and then no trace
+/// is written, no copy kept. Once each, at the module's entry.
+fn default_folders_refused(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError> {
+    use riis_modules::failed_requests_tracing::FailedRequestsTracingConfig;
+    use riis_modules::static_compression::StaticCompressionConfig;
+    let locations = || {
+        pipeline
+            .sites()
+            .iter()
+            .flat_map(|site| site.locations().iter())
+    };
+    let traces = locations().find_map(|l| {
+        pipeline
+            .section_at::<FailedRequestsTracingConfig>(l, "failed_requests_tracing")?
+            .default_directory_refusal()
+    });
+    let copies = locations().find_map(|l| {
+        pipeline
+            .section_at::<StaticCompressionConfig>(l, "static_compression")?
+            .default_directory_refusal()
+    });
+    let mut found = Vec::new();
+    for (module, why, what) in [
+        ("FailedRequestsTracing", traces, "no trace is written"),
+        ("StaticCompression", copies, "no compressed copy is kept"),
+    ] {
+        let Some(why) = why else { continue };
+        let key = config
+            .modules
+            .iter()
+            .position(|m| m.type_name() == module)
+            .filter(|_| config.line_of_key("modules[0]").is_some())
+            .map_or_else(|| "modules".to_owned(), |i| format!("modules[{i}].name"));
+        found.push(config.error_at(
+            &key,
+            &format!(
+                "{module}'s default directory cannot be used ({why}): {what}; set `directory` to a folder of this user's"
+            ),
+        ));
+    }
+    found
 }
 
 /// UrlRewrite rules that send requests to a server of their own (a

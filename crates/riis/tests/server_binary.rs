@@ -1701,3 +1701,58 @@ fn check_config_warns_of_a_rewrite_to_a_server_no_handler_passes_on() {
     assert!(!stderr.contains("rule `named server`"), "{stderr}");
     assert!(stderr.contains("rule `assets`"), "{stderr}");
 }
+
+/// FailedRequestsTracing's and StaticCompression's default folders have
+/// names known in advance in the shared temp dir: one another user made
+/// first (here: one that others may write to) is refused at every use, and
+/// check-config warns about it at the module's entry, and passes.
+#[test]
+fn check_config_warns_of_a_default_folder_another_user_could_have_made() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("default-folder-squatted");
+    let temp = dir.path().join("tmp");
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    for name in ["riis-failed-requests", "riis-compressed"] {
+        let squatted = temp.join(format!("{name}-{}", uid.trim()));
+        std::fs::create_dir_all(&squatted).unwrap();
+        std::fs::set_permissions(&squatted, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let config = dir.write(
+        "riis.toml",
+        "[[modules]]\nname = \"FailedRequestsTracing\"\n[[modules]]\nname = \"StaticCompression\"\n\
+         [[modules]]\nname = \"StaticFile\"\n\n\
+         [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n\n\
+         [failed_requests_tracing]\nstatus_codes = [\"500-599\"]\n\n\
+         [[sites]]\nname = \"S\"\nroot = \".\"\nbindings = [\"127.0.0.1:0\"]\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("TMPDIR", &temp)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "riis.toml:2: key `modules[0].name`: FailedRequestsTracing's default directory cannot be used"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("may be written by others"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "riis.toml:4: key `modules[1].name`: StaticCompression's default directory cannot be used"
+        ),
+        "{stderr}"
+    );
+    // Their own folders: no warning.
+    let out = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("default directory"), "{stderr}");
+}
