@@ -28,7 +28,8 @@
 //! be encoded gets the GET's fields without a `Content-Length` (see
 //! `choose`). A 304 for a URL of a
 //! listed type (by extension) gets `Vary`, and the weak ETag when the
-//! client would have been sent an encoding, as its 200 would. File ranges written after the encoding
+//! client would have been sent an encoding, as its 200 would; a 206 gets
+//! the `Vary` its 200 would. File ranges written after the encoding
 //! started are read in 64 KiB blocks; if one cannot be read, the response
 //! is cut short rather than sent with a hole.
 //!
@@ -202,6 +203,46 @@ impl DynamicCompression {
     /// weak form of the 304's strong ETag is one this module made, since it
     /// weakens the tag of what it encodes, so the 200 it revalidates was
     /// encoded.
+    /// A range is never encoded, but its 206 carries the `Vary` its 200
+    /// would (RFC 9110 §15.3.7): `Accept-Encoding` when this module would
+    /// encode the whole answer, judged by its type (the URL's, for a
+    /// multipart answer) and its length (`Content-Range`'s whole length,
+    /// or the URL's file's).
+    fn partial_content(&self, ctx: &mut HttpContext) {
+        let config = ctx.config(self.config);
+        if !config.enabled || ctx.child_depth() > 0 {
+            return;
+        }
+        let response = ctx.response();
+        if content_encoding::forbids_transform(response.headers())
+            || response.headers().contains_key(header::CONTENT_ENCODING)
+        {
+            return;
+        }
+        let whole = response
+            .header(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok()?.rsplit_once('/')?.1.parse::<u64>().ok());
+        let listed = if whole.is_some() {
+            content_encoding::type_listed(response.header(header::CONTENT_TYPE), &config.mime_types)
+        } else {
+            let guessed = content_encoding::type_of_url(ctx.request().url());
+            content_encoding::type_listed(guessed.as_ref(), &config.mime_types)
+        };
+        let file = ctx
+            .resource_info()
+            .filter(|info| info.kind == ResourceKind::File)
+            .map(|info| info.len);
+        let config = ctx.config(self.config);
+        let encodes = match whole.or(file) {
+            // Past MAX_FILE_BYTES the URL's own file goes as it is.
+            Some(len) => len >= config.min_size && !(len > MAX_FILE_BYTES && file == Some(len)),
+            None => true,
+        };
+        if listed && encodes {
+            content_encoding::add_vary(ctx.response_mut().headers_mut());
+        }
+    }
+
     fn not_modified(&self, ctx: &mut HttpContext) {
         let config = ctx.config(self.config);
         if !config.enabled || ctx.child_depth() > 0 {
@@ -261,6 +302,10 @@ impl HttpModule for DynamicCompression {
     ) -> RequestNotificationStatus {
         if provider.headers_being_sent() && ctx.response().status() == StatusCode::NOT_MODIFIED {
             self.not_modified(ctx);
+            return RequestNotificationStatus::Continue;
+        }
+        if provider.headers_being_sent() && ctx.response().status() == StatusCode::PARTIAL_CONTENT {
+            self.partial_content(ctx);
             return RequestNotificationStatus::Continue;
         }
         if provider.headers_being_sent() {

@@ -693,6 +693,24 @@ fn a_range_of_a_compressible_file_varies_as_its_200() {
     assert_eq!(resp.header("vary"), None);
 }
 
+/// A range of an answer DynamicCompression would encode (a folder's
+/// default document under a URL with a query, which StaticCompression
+/// leaves alone) carries the `Vary` its 200 does.
+#[test]
+fn a_range_of_an_answer_dynamic_compression_encodes_varies_as_its_200() {
+    let site = site("");
+    site.dir
+        .write("www/dir/index.html", "<p>dynamic</p>\n".repeat(400));
+    let mut conn = Connection::open(site.server.addr);
+    let whole = fetch(&mut conn, "/dir/?x=1", Some("gzip"));
+    assert_eq!(whole.header("content-encoding"), Some("gzip"));
+    assert_eq!(whole.header("vary"), Some("Accept-Encoding"));
+    conn.send_raw(b"GET /dir/?x=1 HTTP/1.1\r\nHost: t\r\nRange: bytes=0-3\r\n\r\n");
+    let ranged = conn.read_response(false);
+    assert_eq!(ranged.status, 206);
+    assert_eq!(ranged.header("vary"), Some("Accept-Encoding"));
+}
+
 /// A file replaced by another of the same length and modification time
 /// (`cp -p`, an archive, a build with fixed dates) gets a new ETag, so
 /// neither conditional requests nor StaticCompression's copies (named by
