@@ -259,8 +259,10 @@ impl From<HttpPlatformSection> for HttpPlatformConfig {
                 arguments: section.arguments,
                 environment: section.environment,
                 instances: section.processes_per_application,
-                // FastCGI's: no request waits in riis for an HTTP process.
+                // FastCGI's alone: no request waits in riis for an HTTP process, nor
+                // is one counted.
                 queue_length: crate::managed_application::default_queue_length(),
+                instance_max_requests: crate::managed_application::default_instance_max_requests(),
                 rapid_fails_per_minute: section.rapid_fails_per_minute,
                 monitor_changes_to: None,
                 endpoint: Endpoint::Port {

@@ -190,6 +190,13 @@ pub struct ApplicationConfig {
     /// (IIS's `queueLength`).
     #[serde(default = "default_queue_length")]
     pub queue_length: usize,
+    /// How many requests a process serves before riis starts another in
+    /// its place (IIS's `instanceMaxRequests`).
+    #[serde(
+        default = "default_instance_max_requests",
+        deserialize_with = "instance_max_requests"
+    )]
+    pub instance_max_requests: u64,
     /// Failed exits within a minute past which the application is stopped
     /// (IIS's `rapidFailsPerMinute`).
     #[serde(default = "default_rapid_fails")]
@@ -297,6 +304,42 @@ fn default_rapid_fails() -> usize {
 
 pub(crate) fn default_queue_length() -> usize {
     1000
+}
+
+pub(crate) fn default_instance_max_requests() -> u64 {
+    200
+}
+
+fn instance_max_requests<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(d)?;
+    if n == 0 {
+        return Err(serde::de::Error::custom(
+            "at least 1 (a process serves this many requests, then another takes its place)",
+        ));
+    }
+    Ok(n)
+}
+
+/// `PHP_FCGI_MAX_REQUESTS` as the processes of `config` get it (their
+/// `environment`, else riis's own), when it is a count: `php-cgi` exits
+/// after that many requests, without taking what waits in its socket.
+fn php_max_requests(config: &ApplicationConfig) -> Option<u64> {
+    let value = match config.environment.get("PHP_FCGI_MAX_REQUESTS") {
+        Some(value) => Some(value.clone()),
+        None => std::env::var("PHP_FCGI_MAX_REQUESTS").ok(),
+    };
+    value?.trim().parse::<u64>().ok()
+}
+
+/// How many requests a FastCGI process of `config` gets: its
+/// `instance_max_requests`, or fewer where `PHP_FCGI_MAX_REQUESTS` makes
+/// `php-cgi` exit sooner (0 there: no limit of PHP's), so that no request
+/// is handed to a process about to exit.
+fn most_requests(config: &ApplicationConfig) -> u64 {
+    match php_max_requests(config) {
+        Some(php) if php > 0 => php.min(config.instance_max_requests),
+        _ => config.instance_max_requests,
+    }
 }
 
 /// How many requests a FastCGI process of `config` serves at a time: the
@@ -491,6 +534,12 @@ pub(crate) struct Load {
     /// It closed a connection before taking a request up (it ends): no
     /// other request goes to it.
     closing: AtomicBool,
+    /// Requests handed to it so far.
+    handed: AtomicU64,
+    /// How many it gets in all (`instance_max_requests`, or fewer where
+    /// the environment's `PHP_FCGI_MAX_REQUESTS` says it ends sooner); then
+    /// it is stopped once idle, and another takes its place.
+    most_requests: u64,
     /// How it ended, once reaped: `Some(true)` for a clean exit.
     ended_cleanly: Mutex<Option<bool>>,
 }
@@ -848,8 +897,8 @@ struct Run {
     /// process listens, the application failed or stopped, or the server
     /// stops (see [`Application::changes`]).
     changes: tokio::sync::watch::Sender<()>,
-    /// Requests waiting for a FastCGI process to be free.
-    waiting: usize,
+    /// Requests waiting for a FastCGI process to be free, oldest first.
+    queue: VecDeque<tokio::sync::oneshot::Sender<(Address, Lease)>>,
 }
 
 impl Run {
@@ -857,6 +906,9 @@ impl Run {
     fn set_phase(&mut self, phase: Phase) {
         self.phase = phase;
         self.changes.send_replace(());
+        // Waiting FastCGI requests ask again, and learn what became of
+        // the application (see `Application::wait_for_process`).
+        self.queue.clear();
     }
 }
 
@@ -875,6 +927,8 @@ pub(crate) struct Application {
     taken: Arc<Taken>,
     /// How many requests a FastCGI process serves at a time ([`capacity`]).
     capacity: usize,
+    /// How many requests a FastCGI process gets in all ([`most_requests`]).
+    most_requests: u64,
 }
 
 impl Application {
@@ -909,9 +963,10 @@ impl Application {
                 monitored_change: None,
                 stop_grace: config.stop_grace,
                 changes: tokio::sync::watch::Sender::new(()),
-                waiting: 0,
+                queue: VecDeque::new(),
             }),
             capacity: capacity(&config),
+            most_requests: most_requests(&config),
             config,
             stopping: Condvar::new(),
             taken: Arc::default(),
@@ -944,10 +999,20 @@ impl Application {
     /// process listens yet (an HTTP application starting; ask again).
     /// `Err`: it cannot serve (503, with why).
     pub(crate) fn address(self: &Arc<Self>) -> Result<Option<(Address, Lease)>, String> {
+        self.with_running(|application, run| application.serving(run))
+    }
+
+    /// `then` on the running application, starting it first if it is not
+    /// running (or may start again); `Err` when it cannot serve (503, with
+    /// why).
+    fn with_running<T>(
+        self: &Arc<Self>,
+        then: impl FnOnce(&Arc<Self>, &mut Run) -> T,
+    ) -> Result<T, String> {
         let label = self.config.endpoint.label();
         let mut run = self.lock();
         match &run.phase {
-            Phase::Running => return Ok(self.serving(&mut run)),
+            Phase::Running => return Ok(then(self, &mut run)),
             Phase::Failed { why, until, .. } if Instant::now() < *until => return Err(why.clone()),
             Phase::Failed { stopped, .. } => {
                 if *stopped {
@@ -1005,7 +1070,7 @@ impl Application {
             processes = self.config.instances,
             "{label} application started"
         );
-        Ok(self.serving(&mut run))
+        Ok(then(self, &mut run))
     }
 
     /// Where the running start takes a request, and a lease of it for the
@@ -1035,11 +1100,13 @@ impl Application {
             let Some(socket) = &process.fastcgi else {
                 continue;
             };
-            // A process riis killed, or that is ending, stays listed until
-            // it is reaped.
-            if socket.load.killed.load(Ordering::SeqCst)
-                || socket.load.closing.load(Ordering::SeqCst)
-                || socket.load.in_flight.load(Ordering::SeqCst) >= socket.load.capacity
+            // A process riis killed, that is ending, or that served its
+            // share, stays listed until it is reaped.
+            let load = &socket.load;
+            if load.killed.load(Ordering::SeqCst)
+                || load.closing.load(Ordering::SeqCst)
+                || load.handed.load(Ordering::SeqCst) >= load.most_requests
+                || load.in_flight.load(Ordering::SeqCst) >= load.capacity
             {
                 continue;
             }
@@ -1054,7 +1121,8 @@ impl Application {
                 }
                 continue;
             }
-            socket.load.in_flight.fetch_add(1, Ordering::SeqCst);
+            load.in_flight.fetch_add(1, Ordering::SeqCst);
+            load.handed.fetch_add(1, Ordering::SeqCst);
             run.next = (at + 1) % count;
             return Some((
                 Address::Unix(socket.path.clone()),
@@ -1067,12 +1135,13 @@ impl Application {
         None
     }
 
-    /// A FastCGI process for a request: at once if one has room, else once
-    /// one has (each waiting request looks again whenever a process is
-    /// freed or started), within `wait` (the request's `activity_timeout`). `Err` with the status and why: the application
-    /// cannot serve (503), `queue_length` requests wait already (503), or
-    /// none was free in time (504). `Ok(None)`: `gone` resolved first (the
-    /// client left).
+    /// A FastCGI process for a request: at once if one has room and no
+    /// request waits, else once one has room for it, first come first
+    /// served (a process freed or started goes to the oldest waiting
+    /// request, see [`Application::hand_out`]), within `wait`. `Err` with
+    /// the status and why: the application cannot serve (503),
+    /// `queue_length` requests wait already (503), or none was free in
+    /// time (504). `Ok(None)`: `gone` resolved first (the client left).
     pub(crate) async fn wait_for_process(
         self: &Arc<Self>,
         wait: Duration,
@@ -1080,38 +1149,47 @@ impl Application {
     ) -> Result<Option<(Address, Lease)>, (riis_pipeline::http::StatusCode, String)> {
         use riis_pipeline::http::StatusCode;
         let unavailable = |why| (StatusCode::SERVICE_UNAVAILABLE, why);
-        let mut changes = self.changes();
-        if let Some(found) = self.address().map_err(unavailable)? {
-            return Ok(Some(found));
-        }
-        {
-            let mut run = self.lock();
-            if run.waiting >= self.config.queue_length {
-                return Err(unavailable(format!(
-                    "{} requests wait for a process of the FastCGI application {} (queue_length)",
-                    run.waiting,
-                    self.config.path.display()
-                )));
-            }
-            run.waiting += 1;
-        }
-        // Counted out however the wait ends (the future may be dropped).
-        struct Waiting<'a>(&'a Application);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.lock().waiting -= 1;
-            }
-        }
-        let _waiting = Waiting(self);
         let deadline = tokio::time::Instant::now() + wait;
         tokio::pin!(gone);
         loop {
-            tokio::select! {
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return Err(unavailable("the FastCGI application stopped".to_owned()));
+            if SERVER_STOPPING.load(Ordering::SeqCst) {
+                return Err(unavailable("the server is stopping".to_owned()));
+            }
+            let queue_length = self.config.queue_length;
+            let reserved = self
+                .with_running(|application, run| {
+                    if run.queue.is_empty() {
+                        if let Some(found) = application.serving(run) {
+                            return Ok(Ok(found));
+                        }
                     }
+                    run.queue.retain(|waiter| !waiter.is_closed());
+                    if run.queue.len() >= queue_length {
+                        return Err(run.queue.len());
+                    }
+                    let (sender, receiver) = tokio::sync::oneshot::channel();
+                    run.queue.push_back(sender);
+                    Ok(Err(receiver))
+                })
+                .map_err(unavailable)?;
+            let receiver = match reserved {
+                Ok(Ok(found)) => return Ok(Some(found)),
+                Ok(Err(receiver)) => receiver,
+                Err(waiting) => {
+                    return Err(unavailable(format!(
+                        "{waiting} requests wait for a process of the FastCGI application {} (queue_length)",
+                        self.config.path.display()
+                    )))
                 }
+            };
+            tokio::select! {
+                handed = receiver => match handed {
+                    Ok(found) => return Ok(Some(found)),
+                    // The queue was emptied: the application stopped,
+                    // failed or started again, or the server stops.
+                    // Asked again, it says which.
+                    Err(_) => continue,
+                },
                 () = tokio::time::sleep_until(deadline) => {
                     return Err((
                         StatusCode::GATEWAY_TIMEOUT,
@@ -1124,11 +1202,47 @@ impl Application {
                 }
                 () = &mut gone => return Ok(None),
             }
-            if SERVER_STOPPING.load(Ordering::SeqCst) {
-                return Err(unavailable("the server is stopping".to_owned()));
+        }
+    }
+
+    /// Gives the processes with room to the oldest waiting requests (called
+    /// with the lock, whenever a process is freed or started).
+    fn hand_out(self: &Arc<Self>, run: &mut Run) {
+        while let Some(waiter) = run.queue.pop_front() {
+            if waiter.is_closed() {
+                continue;
             }
-            if let Some(found) = self.address().map_err(unavailable)? {
-                return Ok(Some(found));
+            let Some(found) = self.free_fastcgi_process(run) else {
+                run.queue.push_front(waiter);
+                return;
+            };
+            // Its request gave up meanwhile: the process goes to the next.
+            if let Err((_, lease)) = waiter.send(found) {
+                if let Some(load) = lease.disarm() {
+                    self.release(run, &load);
+                }
+            }
+        }
+    }
+
+    /// A request is done with the FastCGI process `load` counts for: one
+    /// that served its share (`instance_max_requests`) and has no other
+    /// request is stopped (SIGTERM to its group, as a recycle, not a
+    /// failure); another may take its place.
+    fn release(&self, run: &mut Run, load: &Arc<Load>) {
+        use nix::sys::signal::{killpg, Signal};
+        let left = load.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left > 0 || load.handed.load(Ordering::SeqCst) < load.most_requests {
+            return;
+        }
+        let found = run.processes.iter().find(|p| {
+            p.fastcgi
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(&s.load, load))
+        });
+        if let Some(process) = found {
+            if !load.killed.swap(true, Ordering::SeqCst) {
+                let _ = killpg(group(&process.child), Signal::SIGTERM);
             }
         }
     }
@@ -1262,6 +1376,15 @@ impl Application {
                     .envs(&self.config.environment)
                     .stdin(Stdio::from(socket))
                     .stdout(Stdio::null());
+                // php-cgi recycles itself (500 requests by default); told
+                // riis's count, it never ends before riis stops sending to
+                // it. Other programs ignore the variable.
+                if php_max_requests(&self.config).is_none() {
+                    command.env(
+                        "PHP_FCGI_MAX_REQUESTS",
+                        self.config.instance_max_requests.to_string(),
+                    );
+                }
                 fastcgi = Some(FastCgiSocket {
                     path,
                     id: (made.dev(), made.ino()),
@@ -1270,6 +1393,8 @@ impl Application {
                         capacity: self.capacity,
                         killed: AtomicBool::new(false),
                         closing: AtomicBool::new(false),
+                        handed: AtomicU64::new(0),
+                        most_requests: self.most_requests,
                         ended_cleanly: Mutex::new(None),
                     }),
                 });
@@ -1484,8 +1609,8 @@ impl Application {
                 match self.spawn(&mut run) {
                     Ok(process) => {
                         run.processes.push(process);
-                        // Requests waiting for a FastCGI process look again.
-                        run.changes.send_replace(());
+                        // It takes the oldest waiting FastCGI request.
+                        self.hand_out(&mut run);
                     }
                     Err(e) => {
                         tracing::warn!(
@@ -1727,7 +1852,9 @@ impl Holdings {
         // Requests waiting for an application end now (503), whichever
         // configuration they came under.
         for (application, _) in lock_registry().iter() {
-            application.lock().changes.send_replace(());
+            let mut run = application.lock();
+            run.changes.send_replace(());
+            run.queue.clear();
         }
     }
 
@@ -1947,6 +2074,16 @@ impl Lease {
         }
     }
 
+    /// Whether the request's FastCGI process was reaped (however it ended).
+    pub(crate) fn process_ended(&self) -> bool {
+        self.process.as_ref().is_some_and(|(load, _)| {
+            load.ended_cleanly
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+        })
+    }
+
     /// The request's FastCGI process refused or closed a connection before
     /// taking the request up: it is ending, and gets no other request.
     pub(crate) fn process_closing(&self) {
@@ -1981,13 +2118,29 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// The process's load, taken out so that dropping the lease no longer
+    /// releases it (the caller does, holding the lock).
+    fn disarm(mut self) -> Option<Arc<Load>> {
+        self.process.take().map(|(load, _)| load)
+    }
+}
+
 impl Drop for Lease {
-    /// The request is done with its FastCGI process: another may go there.
+    /// The request is done with its FastCGI process: it goes to the oldest
+    /// waiting request, if any.
     fn drop(&mut self) {
-        if let Some((load, application)) = &self.process {
-            load.in_flight.fetch_sub(1, Ordering::SeqCst);
-            if let Some(application) = application.upgrade() {
-                application.lock().changes.send_replace(());
+        let Some((load, application)) = self.process.take() else {
+            return;
+        };
+        match application.upgrade() {
+            Some(application) => {
+                let mut run = application.lock();
+                application.release(&mut run, &load);
+                application.hand_out(&mut run);
+            }
+            None => {
+                load.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }

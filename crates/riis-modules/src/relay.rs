@@ -193,6 +193,10 @@ pub(crate) struct Relay {
     /// reads the body, is not a silence.
     started: Instant,
     last_activity: AtomicU64,
+    /// When the backend got the request (milliseconds since `started`):
+    /// a deadline of the backend's counts from then, not from a wait for
+    /// a process of its own (FastCgi's queue).
+    backend_since: AtomicU64,
     /// The task waits for the client to take output (the backend is held
     /// back by riis, not silent).
     waiting_for_client: AtomicBool,
@@ -228,6 +232,7 @@ impl Relay {
             activity_timeout,
             started: Instant::now(),
             last_activity: AtomicU64::new(0),
+            backend_since: AtomicU64::new(0),
             waiting_for_client: AtomicBool::new(false),
             client_wait_since: AtomicU64::new(0),
             client_waited: AtomicU64::new(0),
@@ -534,6 +539,17 @@ impl Relay {
         self.body_given.load(Ordering::Relaxed)
     }
 
+    /// The backend gets the request now: its deadlines (`request_timeout`,
+    /// `activity_timeout`) count from here, not from the time the request
+    /// waited for a process.
+    pub(crate) fn start_backend_clock(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.backend_since.store(ms, Ordering::Relaxed);
+        self.last_activity.store(ms, Ordering::Relaxed);
+    }
+
+    /// Notes that the backend was heard from (or took some of the body)
+    /// now.
     pub(crate) fn mark_activity(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_activity.store(ms, Ordering::Relaxed);
@@ -567,8 +583,9 @@ impl Relay {
             let since = self.client_wait_since.load(Ordering::Relaxed);
             waited += (self.started.elapsed().as_millis() as u64).saturating_sub(since);
         }
+        let since = self.backend_since.load(Ordering::Relaxed);
         self.started
-            .checked_add(limit + Duration::from_millis(waited))
+            .checked_add(limit + Duration::from_millis(waited + since))
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
     }
 

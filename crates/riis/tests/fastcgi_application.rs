@@ -993,3 +993,203 @@ fn requests_wait_for_a_process_in_riis_and_never_run_after_their_504() {
     assert_eq!(std::fs::read_to_string(&marks).unwrap(), "GET\n");
     server.terminate();
 }
+
+/// A configuration of its own, for timeouts the shared one does not have.
+fn config_with(dir: &TempDir, fastcgi: &str) -> PathBuf {
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    dir.write(
+        "riis.toml",
+        format!(
+            "[server]\npid_file = \"riis.pid\"\n\n[[modules]]\nname = \"FastCgi\"\n\n\
+             [[handlers]]\nname = \"PHP\"\npath = \"*.php\"\nresource_type = \"File\"\nmodules = [\"FastCgi\"]\n\n\
+             [fastcgi]\n{fastcgi}\n\n\
+             [[sites]]\nname = \"PHP\"\nroot = '{}'\nbindings = [\"127.0.0.1:0\"]\n",
+            root.display()
+        ),
+    )
+}
+
+/// A request's `request_timeout` counts from when its process gets it,
+/// not from when it began to wait for one: a request that waited most of
+/// its timeout behind a slow one still runs to its end (before, it got 504
+/// after its script had run, and its process was killed).
+#[test]
+fn request_timeout_counts_from_when_a_process_takes_the_request() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-request-clock");
+    dir.write("www/slow.php", "<?php usleep(2500000); echo 'slow';");
+    dir.write("www/work.php", "<?php usleep(1000000); echo 'done';");
+    let config = config_with(
+        &dir,
+        &format!(
+            "activity_timeout = 10\nrequest_timeout = 3\napplication = {{ path = '{}', instances = 1 }}",
+            php.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr;
+    let slow = std::thread::spawn(move || Connection::open(addr).get("/slow.php"));
+    std::thread::sleep(Duration::from_millis(300));
+    // Waits about 2.2 s for the process, then runs for 1 s: 3.2 s in all.
+    let work = Connection::open(addr).get("/work.php");
+    assert_eq!((work.status, work.text().as_str()), (200, "done"));
+    assert_eq!(slow.join().unwrap().text(), "slow");
+    server.terminate();
+}
+
+/// A process that closed a request's connection without a word and then
+/// ended cleanly may have run it (a script that ended its process): a POST
+/// is not sent again (502, the script ran once).
+#[test]
+fn a_post_whose_process_ended_without_answering_is_not_sent_again() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-no-resend");
+    let marks = dir.path().join("marks");
+    dir.write(
+        "www/exec.php",
+        format!(
+            "<?php file_put_contents('{}', \"ran\\n\", FILE_APPEND); pcntl_exec('/bin/true');",
+            marks.display()
+        ),
+    );
+    let config = config(
+        &dir,
+        &format!("{{ path = '{}', instances = 2 }}", php.display()),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(b"POST /exec.php HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\na=1");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(std::fs::read_to_string(&marks).unwrap(), "ran\n");
+    server.terminate();
+}
+
+/// riis hands a process `instance_max_requests` requests (IIS's
+/// `instanceMaxRequests`), then stops it and starts another; with
+/// `PHP_FCGI_MAX_REQUESTS` lower, that many, so that no request waits in
+/// the socket of a `php-cgi` about to exit: POSTs from concurrent clients
+/// through processes that recycle after every request all succeed, each
+/// run once.
+#[test]
+fn processes_are_recycled_after_their_share_and_no_request_is_lost() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-recycle-count");
+    let marks = dir.path().join("marks");
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    dir.write(
+        "www/mark.php",
+        format!(
+            "<?php file_put_contents('{}', $_GET['id'] . \"\\n\", FILE_APPEND); echo getmypid();",
+            marks.display()
+        ),
+    );
+    // riis's own count: two requests a process.
+    let config = config(
+        &dir,
+        &format!(
+            "{{ path = '{}', instances = 1, instance_max_requests = 2 }}",
+            php.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut pids = Vec::new();
+    for _ in 0..6 {
+        let resp = Connection::open(server.addr).get("/pid.php");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        pids.push(resp.text());
+    }
+    assert_eq!(pids[0], pids[1]);
+    assert_ne!(pids[1], pids[2]);
+    assert_eq!(pids[2], pids[3]);
+    assert_ne!(pids[3], pids[4]);
+    server.terminate();
+
+    // PHP's count, lower: one request a process, under concurrent POSTs.
+    let config = self::config(
+        &dir,
+        &format!(
+            "{{ path = '{}', instances = 3, environment = {{ PHP_FCGI_MAX_REQUESTS = \"1\" }} }}",
+            php.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..6)
+        .map(|client| {
+            std::thread::spawn(move || {
+                for n in 0..8 {
+                    let mut conn = Connection::open(addr);
+                    conn.send_raw(
+                        format!(
+                            "POST /mark.php?id={client}-{n} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx"
+                        )
+                        .as_bytes(),
+                    );
+                    let resp = conn.read_response(false);
+                    assert_eq!(resp.status, 200, "{client}-{n}: {}", resp.text());
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let text = std::fs::read_to_string(&marks).unwrap();
+    let mut ids: Vec<&str> = text.lines().collect();
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!((before, ids.len()), (48, 48), "{text}");
+    server.terminate();
+}
+
+/// `kept_connections` is for `address`: riis's own processes get a new
+/// connection per request, since a kept one holds its `php-cgi` (which
+/// honours FCGI_KEEP_CONN) from the requests of other worker threads
+/// (before: a third of the requests waited for it, got 504, and had their
+/// process killed).
+#[test]
+fn kept_connections_do_not_hold_riis_own_processes() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-kept");
+    dir.write("www/pid.php", "<?php echo getmypid();");
+    let config = config_with(
+        &dir,
+        &format!(
+            "activity_timeout = 3\nkept_connections = 1\napplication = {{ path = '{}', instances = 4 }}",
+            php.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[server]\n", "[server]\nworker_threads = 2\n"),
+    )
+    .unwrap();
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    let resp = Connection::open(addr).get("/pid.php");
+                    assert_eq!(resp.status, 200, "{}", resp.text());
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    server.terminate();
+}

@@ -107,14 +107,20 @@ pub(super) async fn run(mut job: Job) {
         }
         Target::Application(application) => application.clone(),
     };
+    // A request waits for a process no longer than either timeout allows;
+    // its process's time counts from when it gets one.
+    let wait = match job.request_timeout {
+        limit if limit.is_zero() => job.relay.activity_timeout(),
+        limit => limit.min(job.relay.activity_timeout()),
+    };
     for _ in 0..ATTEMPTS {
-        let wait = job.relay.activity_timeout();
         let found = application
             .wait_for_process(wait, job.relay.cancelled())
             .await;
         let address = match found {
             Ok(Some((address, lease))) => {
                 job.lease = Some(lease);
+                job.relay.start_backend_clock();
                 address
             }
             // The client left while the request waited: no process saw it.
@@ -231,20 +237,27 @@ fn kill_process(job: &Job) {
     }
 }
 
-/// What a failed exchange ends with: a process of an application riis
-/// started that never took the request up (the connection was refused, or
-/// closed without a word by a process that ended cleanly) leaves it for
-/// another; one that went silent is killed.
+/// What a failed exchange ends with, for an application riis started: a
+/// request its process refused the connection for never reached it, and
+/// goes to another (a process that refuses connections and does not end is
+/// killed: it takes no request); one it closed without a word goes to
+/// another only if the process ended cleanly (it ended without taking the
+/// request up, most likely) and the request may run twice (RFC 9110
+/// §9.2.2), since a script may also have run and ended its process; a
+/// process that went silent is killed.
 async fn after_failure(job: &Job, address: &Address, failure: Failure) -> Finish {
     if let Some(lease) = &job.lease {
         match &failure {
             Failure::Connect(_) => {
                 lease.process_closing();
+                if !lease.ended_cleanly(LEARN_END_FOR).await && !lease.process_ended() {
+                    lease.kill_process();
+                }
                 return Finish::Again;
             }
             Failure::Nothing(_) => {
                 lease.process_closing();
-                if lease.ended_cleanly(LEARN_END_FOR).await {
+                if lease.ended_cleanly(LEARN_END_FOR).await && job.idempotent {
                     return Finish::Again;
                 }
             }

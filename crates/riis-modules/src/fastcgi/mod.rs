@@ -82,15 +82,15 @@
 //! Instead of `address`, `application` has riis start the application's
 //! processes itself, as IIS does (see `managed_application`): `path`,
 //! `arguments`, `environment`, `instances` (default 4), `queue_length`
-//! (default 1000), `rapid_fails_per_minute` (default 10). Each process
-//! takes one request at a time (`PHP_FCGI_CHILDREN` at a time where the
-//! environment sets it), the others wait in riis; one whose request times
-//! out is killed and started again.
+//! (default 1000), `instance_max_requests` (default 200),
+//! `rapid_fails_per_minute` (default 10). Each process takes one request
+//! at a time (`PHP_FCGI_CHILDREN` at a time where the environment sets
+//! it), the others wait in riis, first come first served; one whose
+//! request times out is killed and started again. `kept_connections` is
+//! for `address` only.
 //!
 //! Not done: several requests over one connection at once (multiplexing,
-//! which `php-fpm` does not do), the Authorizer and Filter roles, and recycling a started process after a
-//! number of requests (IIS's `instanceMaxRequests`; PHP's own
-//! `PHP_FCGI_MAX_REQUESTS` does it, and riis starts the process again).
+//! which `php-fpm` does not do), and the Authorizer and Filter roles.
 
 mod exchange;
 mod protocol;
@@ -350,7 +350,14 @@ impl FastCgi {
                 )
             }
         };
-        let kept_connections = config.kept_connections;
+        // riis's own processes take one connection per request: a kept
+        // one would hold its `php-cgi` (which honours FCGI_KEEP_CONN) from
+        // requests handed to it on other worker threads.
+        let kept_connections = if config.application.is_some() {
+            0
+        } else {
+            config.kept_connections
+        };
         let activity_timeout = Duration::from_secs(config.activity_timeout);
         let request_timeout = Duration::from_secs(config.request_timeout);
         let mut script_path = ctx.physical_path().to_path_buf();
