@@ -1715,6 +1715,11 @@ impl Application {
         self.lock().processes.len()
     }
 
+    /// Requests waiting for a FastCGI process.
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().queue.iter().filter(|w| !w.is_closed()).count()
+    }
+
     /// Whether rapid fail protection keeps the application stopped now.
     fn stopped_for_failures(&self) -> bool {
         matches!(
@@ -1873,6 +1878,17 @@ impl Holdings {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|a| a.processes())
+            .sum()
+    }
+
+    /// How many requests wait for a process of the applications, for
+    /// `riis status`.
+    pub(crate) fn waiting(&self) -> usize {
+        self.applications
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|a| a.waiting())
             .sum()
     }
 

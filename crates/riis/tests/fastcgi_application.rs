@@ -981,6 +981,8 @@ fn requests_wait_for_a_process_in_riis_and_never_run_after_their_504() {
         "{}",
         refused.text()
     );
+    let status = common::riis_status(&config);
+    assert!(status.contains("fastcgi_requests_waiting: 1"), "{status}");
     let waited = waiting.join().unwrap();
     assert_eq!(waited.status, 504, "{}", waited.text());
     let busy = busy.join().unwrap();

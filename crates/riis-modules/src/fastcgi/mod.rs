@@ -575,8 +575,9 @@ pub fn register_module(
         holdings: shared.applications.clone(),
         status: move || {
             format!(
-                "fastcgi_requests_running: {}\nfastcgi_connections_idle: {}\nfastcgi_processes: {}\nfastcgi_applications_stopped: {}\n",
+                "fastcgi_requests_running: {}\nfastcgi_requests_waiting: {}\nfastcgi_connections_idle: {}\nfastcgi_processes: {}\nfastcgi_applications_stopped: {}\n",
                 counted.running.load(Ordering::Relaxed),
+                counted.applications.waiting(),
                 counted.pools.idle_count(),
                 counted.applications.processes(),
                 counted.applications.stopped_for_failures()
