@@ -1503,7 +1503,7 @@ impl Application {
                 let since = ended.started;
                 let killed = ended.fastcgi.as_ref().is_some_and(|socket| {
                     // Its socket goes with it; an exchange that found it
-                    // closed learns how it ended (see `Lease::ended_cleanly`).
+                    // closed learns how it ended (see `Lease::process_end`).
                     let _ = std::fs::remove_file(&socket.path);
                     *socket
                         .load
@@ -2090,16 +2090,6 @@ impl Lease {
         }
     }
 
-    /// Whether the request's FastCGI process was reaped (however it ended).
-    pub(crate) fn process_ended(&self) -> bool {
-        self.process.as_ref().is_some_and(|(load, _)| {
-            load.ended_cleanly
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some()
-        })
-    }
-
     /// The request's FastCGI process refused or closed a connection before
     /// taking the request up: it is ending, and gets no other request.
     pub(crate) fn process_closing(&self) {
@@ -2108,28 +2098,35 @@ impl Lease {
         }
     }
 
-    /// Whether the request's FastCGI process ended cleanly, waiting up to
-    /// `most` for it to be reaped: a fresh connection it closed without a
-    /// word was then never taken up (a `php-cgi` reaching
-    /// `PHP_FCGI_MAX_REQUESTS` exits without accepting what waits in its
-    /// socket), and the request may go to another process whatever its
-    /// method. `false` for a crash, or no such process; for one still
-    /// running after `most`, `false`, and it takes requests again (see
-    /// [`Lease::process_closing`]).
-    pub(crate) async fn ended_cleanly(&self, most: Duration) -> bool {
-        let Some((load, _)) = &self.process else {
-            return false;
-        };
+    /// How the request's FastCGI process ended, waiting up to `most` for
+    /// it to be reaped: `Some(true)` for a clean exit, `Some(false)` for a
+    /// crash, `None` while it still runs (or the request had no such
+    /// process). A fresh connection closed without a word by a process
+    /// that then ended cleanly was most likely never taken up (a process
+    /// ending between requests), though a script may also have ended it.
+    pub(crate) async fn process_end(&self, most: Duration) -> Option<bool> {
+        let (load, _) = self.process.as_ref()?;
         let deadline = Instant::now() + most;
         loop {
             if let Some(clean) = *load.ended_cleanly.lock().unwrap_or_else(|e| e.into_inner()) {
-                return clean;
+                return Some(clean);
             }
             if Instant::now() >= deadline {
-                load.closing.store(false, Ordering::SeqCst);
-                return false;
+                return None;
             }
             tokio::time::sleep(CHECK_EVERY).await;
+        }
+    }
+
+    /// The request's FastCGI process, set aside by
+    /// [`Lease::process_closing`], still runs: it takes requests again, the
+    /// oldest waiting one first.
+    pub(crate) fn reopen_process(&self) {
+        if let Some((load, application)) = &self.process {
+            load.closing.store(false, Ordering::SeqCst);
+            if let Some(application) = application.upgrade() {
+                application.hand_out(&mut application.lock());
+            }
         }
     }
 }

@@ -92,7 +92,7 @@ const ATTEMPTS: usize = 4;
 
 /// How long an exchange whose new connection closed without a word waits
 /// to learn whether its process ended cleanly (it is reaped within a few
-/// milliseconds; see [`crate::managed_application::Lease::ended_cleanly`]).
+/// milliseconds; see [`crate::managed_application::Lease::process_end`]).
 const LEARN_END_FOR: Duration = Duration::from_secs(1);
 
 /// Runs a request's exchange to its end and tells the request.
@@ -250,15 +250,17 @@ async fn after_failure(job: &Job, address: &Address, failure: Failure) -> Finish
         match &failure {
             Failure::Connect(_) => {
                 lease.process_closing();
-                if !lease.ended_cleanly(LEARN_END_FOR).await && !lease.process_ended() {
+                if lease.process_end(LEARN_END_FOR).await.is_none() {
                     lease.kill_process();
                 }
                 return Finish::Again;
             }
             Failure::Nothing(_) => {
                 lease.process_closing();
-                if lease.ended_cleanly(LEARN_END_FOR).await && job.idempotent {
-                    return Finish::Again;
+                match lease.process_end(LEARN_END_FOR).await {
+                    Some(true) if job.idempotent => return Finish::Again,
+                    Some(_) => {}
+                    None => lease.reopen_process(),
                 }
             }
             Failure::Quiet => lease.kill_process(),
