@@ -1230,38 +1230,16 @@ impl Application {
     /// request is stopped (SIGTERM to its group, as a recycle, not a
     /// failure); another may take its place.
     fn release(&self, run: &mut Run, load: &Arc<Load>) {
-        use nix::sys::signal::{killpg, Signal};
         let left = load.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
-        if left > 0 || load.handed.load(Ordering::SeqCst) < load.most_requests {
-            return;
-        }
-        let found = run.processes.iter().find(|p| {
-            p.fastcgi
-                .as_ref()
-                .is_some_and(|s| Arc::ptr_eq(&s.load, load))
-        });
-        if let Some(process) = found {
-            if !load.killed.swap(true, Ordering::SeqCst) {
-                let _ = killpg(group(&process.child), Signal::SIGTERM);
-            }
+        if left == 0 && load.handed.load(Ordering::SeqCst) >= load.most_requests {
+            signal_process_of(run, load, nix::sys::signal::Signal::SIGTERM);
         }
     }
 
     /// Kills the FastCGI process `load` counts for (its request timed out),
     /// if it still runs; the supervisor starts another in its place.
     fn kill_process_of(&self, load: &Arc<Load>) {
-        use nix::sys::signal::{killpg, Signal};
-        let run = self.lock();
-        let found = run.processes.iter().find(|p| {
-            p.fastcgi
-                .as_ref()
-                .is_some_and(|s| Arc::ptr_eq(&s.load, load))
-        });
-        if let Some(process) = found {
-            if !load.killed.swap(true, Ordering::SeqCst) {
-                let _ = killpg(group(&process.child), Signal::SIGKILL);
-            }
-        }
+        signal_process_of(&self.lock(), load, nix::sys::signal::Signal::SIGKILL);
     }
 
     /// The program the processes run.
@@ -2057,6 +2035,23 @@ fn socket_folder_is_ours(run: &Run) -> bool {
         std::fs::symlink_metadata(folder.path())
             .is_ok_and(|m| m.is_dir() && run.folder_id == Some((m.dev(), m.ino())))
     })
+}
+
+/// Sends `signal` to the group of the FastCGI process `load` counts for,
+/// once, while it is listed (not reaped yet, so its id is still its own),
+/// marking it killed by riis: no request goes to it any more, and its end
+/// is no failure of the application's.
+fn signal_process_of(run: &Run, load: &Arc<Load>, signal: nix::sys::signal::Signal) {
+    let found = run.processes.iter().find(|p| {
+        p.fastcgi
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(&s.load, load))
+    });
+    if let Some(process) = found {
+        if !load.killed.swap(true, Ordering::SeqCst) {
+            let _ = nix::sys::signal::killpg(group(&process.child), signal);
+        }
+    }
 }
 
 /// Whether the file at a FastCGI process's socket path is still the

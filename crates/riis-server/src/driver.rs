@@ -309,13 +309,7 @@ pub fn handle(state: &Arc<ConnectionState>, mut req: Request<Incoming>) -> Reply
         state.activity.framing_conflict(),
         has_body,
     ) {
-        let asked = crate::strict::Asked::of(req.method(), req.uri(), req.headers());
-        crate::strict::note_refusal(
-            state.connection.remote_addr,
-            refusal.status,
-            refusal.reason,
-            Some(asked),
-        );
+        note_refused_request(state.connection.remote_addr, &refusal, &req);
         return ReplyFuture::ready(finish.apply(Ok(refusal_response(refusal))));
     }
     if req.version() == http::Version::HTTP_2 {
@@ -573,13 +567,7 @@ fn serve(
             status: StatusCode::BAD_REQUEST,
             reason: "Bad Request - Invalid Hostname (no site of this address and port has this host name)",
         };
-        let asked = crate::strict::Asked::of(req.method(), req.uri(), req.headers());
-        crate::strict::note_refusal(
-            state.connection.remote_addr,
-            refusal.status,
-            refusal.reason,
-            Some(asked),
-        );
+        note_refused_request(state.connection.remote_addr, &refusal, &req);
         return Answer::Now(Ok(refusal_response(refusal)));
     };
     // HSTS goes out on TLS connections only (RFC 6797 §7.2).
@@ -1283,6 +1271,17 @@ fn with_head(head: ResponseHead, body: ResponseBody, disconnect: bool) -> Respon
 /// The most header fields a response may carry (modules set them; far
 /// above what any client accepts, below what the header map holds).
 const MAX_RESPONSE_HEADERS: usize = 10_000;
+
+/// Notes a parsed request refused before the pipeline, with what it asked
+/// for (see `strict::note_refusal`).
+fn note_refused_request<B>(
+    remote: std::net::SocketAddr,
+    refusal: &Refusal,
+    req: &http::Request<B>,
+) {
+    let asked = crate::strict::Asked::of(req.method(), req.uri(), req.headers());
+    crate::strict::note_refusal(remote, refusal.status, refusal.reason, Some(asked));
+}
 
 /// The head of an output, or the one a module wrote into the entity itself
 /// after suppressing headers (`HTTP/1.1 200 OK\r\nName: value\r\n\r\n…`).
