@@ -1158,12 +1158,13 @@ impl Application {
             let queue_length = self.config.queue_length;
             let reserved = self
                 .with_running(|application, run| {
+                    // Requests that gave up do not count as waiting.
+                    run.queue.retain(|waiter| !waiter.is_closed());
                     if run.queue.is_empty() {
                         if let Some(found) = application.serving(run) {
                             return Ok(Ok(found));
                         }
                     }
-                    run.queue.retain(|waiter| !waiter.is_closed());
                     if run.queue.len() >= queue_length {
                         return Err(run.queue.len());
                     }
@@ -1624,6 +1625,8 @@ impl Application {
                     program,
                     "a monitored file changed (monitor_changes_to); the {label} application's processes were recycled"
                 );
+                // The new processes take the waiting FastCGI requests.
+                self.hand_out(&mut run);
                 continue;
             }
             if run.fails.len() > rapid {

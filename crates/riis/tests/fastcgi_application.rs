@@ -1044,7 +1044,7 @@ fn request_timeout_counts_from_when_a_process_takes_the_request() {
 
 /// A process that closed a request's connection without a word and then
 /// ended cleanly may have run it (a script that ended its process): a POST
-/// is not sent again (502, the script ran once).
+/// is not sent again (502, the script ran once), a GET once.
 #[test]
 fn a_post_whose_process_ended_without_answering_is_not_sent_again() {
     let Some(php) = php_cgi() else {
@@ -1069,6 +1069,10 @@ fn a_post_whose_process_ended_without_answering_is_not_sent_again() {
     let resp = conn.read_response(false);
     assert_eq!(resp.status, 502, "{}", resp.text());
     assert_eq!(std::fs::read_to_string(&marks).unwrap(), "ran\n");
+    // A GET may run twice, and is sent again once.
+    let resp = Connection::open(server.addr).get("/exec.php");
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(std::fs::read_to_string(&marks).unwrap(), "ran\nran\nran\n");
     server.terminate();
 }
 
@@ -1193,5 +1197,43 @@ fn kept_connections_do_not_hold_riis_own_processes() {
     for client in clients {
         client.join().unwrap();
     }
+    server.terminate();
+}
+
+/// A request waiting for a process when `monitor_changes_to` recycles the
+/// processes goes to a new one at once, not after the old ones finish what
+/// they have (before: it waited behind a long answer on a retired process,
+/// and got 504).
+#[test]
+fn a_recycle_hands_the_new_processes_to_waiting_requests() {
+    let Some(php) = php_cgi() else {
+        return;
+    };
+    let dir = TempDir::new("fastcgi-application-recycle-waiting");
+    dir.write(
+        "www/stream.php",
+        "<?php while (ob_get_level() > 0) { ob_end_flush(); } \
+         for ($i = 0; $i < 40; $i++) { echo \"$i\\n\"; flush(); usleep(250000); }",
+    );
+    dir.write("www/q.php", "<?php echo 'quick';");
+    dir.write("php.ini", "; first\n");
+    let config = config_with(
+        &dir,
+        &format!(
+            "activity_timeout = 6\napplication = {{ path = '{}', instances = 1, monitor_changes_to = 'php.ini' }}",
+            php.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr;
+    let stream = std::thread::spawn(move || Connection::open(addr).get("/stream.php"));
+    std::thread::sleep(Duration::from_millis(500));
+    let waiting = std::thread::spawn(move || Connection::open(addr).get("/q.php"));
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.path().join("php.ini"), "; second\n").unwrap();
+    // The stream takes ten seconds; the waiting request six at most.
+    let waited = waiting.join().unwrap();
+    assert_eq!((waited.status, waited.text().as_str()), (200, "quick"));
+    assert!(stream.join().unwrap().text().contains("39"));
     server.terminate();
 }

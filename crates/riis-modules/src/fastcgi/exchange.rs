@@ -66,6 +66,9 @@ pub(super) struct Job {
     pub(super) taken: Option<Arc<Taken>>,
     /// The request went to the application whole.
     pub(super) handed_over: std::sync::atomic::AtomicBool,
+    /// It was sent again once already after a process closed its
+    /// connection without a word (see `after_failure`).
+    pub(super) sent_again: std::sync::atomic::AtomicBool,
     /// For an application riis started: held until the exchange ends, so
     /// that processes a new start retired finish this request first, and
     /// its process takes no other request meanwhile.
@@ -145,7 +148,7 @@ pub(super) async fn run(mut job: Job) {
     job.relay.finish(End::Failed(
         StatusCode::BAD_GATEWAY,
         format!(
-            "{ATTEMPTS} processes of the FastCGI application {} ended before taking the request up",
+            "{ATTEMPTS} processes of the FastCGI application {} refused or closed the request's connection before taking it up",
             application.program().display()
         ),
     ));
@@ -241,9 +244,9 @@ fn kill_process(job: &Job) {
 /// request its process refused the connection for never reached it, and
 /// goes to another (a process that refuses connections and does not end is
 /// killed: it takes no request); one it closed without a word goes to
-/// another only if the process ended cleanly (it ended without taking the
-/// request up, most likely) and the request may run twice (RFC 9110
-/// §9.2.2), since a script may also have run and ended its process; a
+/// another, once, only if the process ended cleanly (it ended without
+/// taking the request up, most likely) and the request may run twice (RFC
+/// 9110 §9.2.2), since a script may also have run and ended its process; a
 /// process that went silent is killed.
 async fn after_failure(job: &Job, address: &Address, failure: Failure) -> Finish {
     if let Some(lease) = &job.lease {
@@ -258,7 +261,16 @@ async fn after_failure(job: &Job, address: &Address, failure: Failure) -> Finish
             Failure::Nothing(_) => {
                 lease.process_closing();
                 match lease.process_end(LEARN_END_FOR).await {
-                    Some(true) if job.idempotent => return Finish::Again,
+                    // Once: a script that ran and ended its process would
+                    // otherwise run again on each.
+                    Some(true)
+                        if job.idempotent
+                            && !job
+                                .sent_again
+                                .swap(true, std::sync::atomic::Ordering::Relaxed) =>
+                    {
+                        return Finish::Again
+                    }
                     Some(_) => {}
                     None => lease.reopen_process(),
                 }

@@ -446,6 +446,7 @@ impl FastCgi {
             ),
             relay: relay.clone(),
             handed_over: std::sync::atomic::AtomicBool::new(false),
+            sent_again: std::sync::atomic::AtomicBool::new(false),
             pools: self.shared.pools.clone(),
             taken,
             lease: None,
