@@ -179,6 +179,9 @@ pub(crate) struct Relay {
     room: std::sync::Condvar,
     cancelled: AtomicBool,
     cancel: Notify,
+    /// The request was cancelled because the backend's answer ran past its
+    /// `Content-Length`: a backend to stop, not one to read to its end.
+    overran: AtomicBool,
     /// The exchange's task is done (or the request gone): a streamed body
     /// still waiting for the client ends in an error, so that an HTTP/2
     /// server gets its stream reset instead of waiting for the rest.
@@ -224,6 +227,7 @@ impl Relay {
             space: Notify::new(),
             room: std::sync::Condvar::new(),
             cancelled: AtomicBool::new(false),
+            overran: AtomicBool::new(false),
             over: AtomicBool::new(false),
             body_given: AtomicBool::new(false),
             waiting_for_upload: AtomicBool::new(false),
@@ -270,6 +274,12 @@ impl Relay {
     /// Whether [`Relay::end_upload`] was called.
     pub(crate) fn upload_ended(&self) -> bool {
         self.over.load(Ordering::SeqCst)
+    }
+
+    /// Whether the request was cancelled because the backend's answer ran
+    /// past its `Content-Length`.
+    pub(crate) fn overran(&self) -> bool {
+        self.overran.load(Ordering::SeqCst)
     }
 
     /// Resolves once the request has ended.
@@ -772,7 +782,7 @@ impl Receiver {
             // backend that trickles after a large answer is not held back
             // waiting for a full piece.
             let mut threshold = if self.streaming { 0 } else { limit };
-            let (head, mut chunks, end, trailers) = {
+            let (head, mut chunks, mut end, trailers) = {
                 let mut inbox = relay.lock();
                 if inbox.is_empty() {
                     let buffered = ctx.response().buffered_len();
@@ -915,9 +925,15 @@ impl Receiver {
                         tracing::warn!(
                             url = %ctx.request().url(),
                             held_back,
-                            "the application's answer is longer than its Content-Length; the {over} bytes past it are dropped"
+                            "the application's answer is longer than its Content-Length; the rest is dropped and the application stopped"
                         );
                     }
+                    // The answer is whole: it ends now, and the backend is
+                    // stopped (its program or process, as nginx stops
+                    // reading), rather than read to its end for nothing.
+                    relay.overran.store(true, Ordering::SeqCst);
+                    relay.cancel();
+                    end = Some(End::Complete);
                 }
             }
             ctx.response_mut()

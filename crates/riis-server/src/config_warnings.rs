@@ -510,12 +510,16 @@ fn default_folders_refused(config: &ServerConfig, pipeline: &Pipeline) -> Vec<Co
 }
 
 /// UrlRewrite rules that send requests to a server of their own (a
-/// Rewrite to `http://server/…`, or `PROXY_SERVER` set) where no location
-/// they apply in has a handler running ReverseProxy: every request they
-/// take fails with 500, since nothing passes it on. A rule is placed at the
-/// `rewrite` table of the level that wrote it. Only a rule with no such
-/// location anywhere is named: which of its locations its pattern reaches
-/// is not known before requests come.
+/// Rewrite to `http://server/…`, or `PROXY_SERVER` set) that will fail
+/// (500), since no handler passes them on: the handler comes from the
+/// location of the request's new URL, which for a Rewrite to a server is
+/// the path the rule gives (`/app/…` of `http://backend/app/{R:1}`; the
+/// site's root for `/{R:1}`), and for a rule that only sets
+/// `PROXY_SERVER` the request's own. A rule is named when the location its
+/// written-out path falls in has no handler running ReverseProxy, or, when
+/// that path is not known before requests come (it starts with a value, or
+/// the URL stays the request's), when no location it applies in has one.
+/// Placed at the rule.
 fn rewrites_to_servers_never_passed(
     config: &ServerConfig,
     pipeline: &Pipeline,
@@ -530,44 +534,69 @@ fn rewrites_to_servers_never_passed(
             .map_or(name, |m| m.type_name())
             == "ReverseProxy"
     };
+    let passes_on = |location: &riis_pipeline::Location| {
+        location
+            .handlers()
+            .iter()
+            .any(|h| h.modules.iter().any(is_proxy))
+    };
     let mut found = Vec::new();
     for (site, definition) in pipeline.sites().iter().zip(&config.sites) {
-        let rules_at = |location| pipeline.section_at::<RewriteConfig>(location, "rewrite");
+        fn rules_at<'a>(
+            pipeline: &Pipeline,
+            location: &'a riis_pipeline::Location,
+        ) -> Option<&'a RewriteConfig> {
+            pipeline.section_at::<RewriteConfig>(location, "rewrite")
+        }
         // Outermost first (the site's root is the last location), so that a
         // rule is met first where it was written.
         let mut named: Vec<*const ()> = Vec::new();
         for location in site.locations().iter().rev() {
-            let Some(rules) = rules_at(location) else {
+            let Some(rules) = rules_at(pipeline, location) else {
                 continue;
             };
-            for (rule, name) in rules.rules_sending_to_servers() {
+            for (rule, name, path_start) in rules.rules_sending_to_servers() {
                 let id = std::sync::Arc::as_ptr(rule).cast::<()>();
                 if named.contains(&id) {
                     continue;
                 }
                 named.push(id);
-                let passed_somewhere = site.locations().iter().any(|other| {
-                    let applies = rules_at(other).is_some_and(|r| {
-                        r.rules
+                let failing = match &path_start {
+                    Some(path) => {
+                        let lands = site.location(site.location_index(path));
+                        (!passes_on(lands)).then(|| {
+                            format!(
+                                "rule `{name}` sends requests to a server as `{path}…`, a path of location `{}`, where no handler runs ReverseProxy",
+                                lands.path()
+                            )
+                        })
+                    }
+                    None => {
+                        let applies = |other: &riis_pipeline::Location| {
+                            rules_at(pipeline, other).is_some_and(|r| {
+                                r.rules.iter().any(|o| std::sync::Arc::ptr_eq(o, rule))
+                            })
+                        };
+                        let passed = site
+                            .locations()
                             .iter()
-                            .any(|other| std::sync::Arc::ptr_eq(other, rule))
-                    });
-                    applies
-                        && other
-                            .handlers()
-                            .iter()
-                            .any(|h| h.modules.iter().any(is_proxy))
-                });
-                if passed_somewhere {
+                            .any(|other| applies(other) && passes_on(other));
+                        (!passed).then(|| {
+                            format!(
+                                "rule `{name}` sends requests to a server, but no handler where it applies runs ReverseProxy"
+                            )
+                        })
+                    }
+                };
+                let Some(what) = failing else {
                     continue;
-                }
+                };
                 let key = rewrite_rule_key(config, definition, location.path(), name);
                 found.push(config.error_at(
                     &key,
                     &format!(
-                        "rule `{name}` sends requests to a server, but no handler where it applies \
-                         runs ReverseProxy, so each of them fails with 500: list ReverseProxy in a \
-                         handler's `modules` (and in `[[modules]]`)"
+                        "{what}, so each of them fails with 500: list ReverseProxy in a handler's \
+                         `modules` there (and in `[[modules]]`)"
                     ),
                 ));
             }

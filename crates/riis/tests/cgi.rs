@@ -1228,6 +1228,11 @@ fn an_answer_short_of_its_content_length_fails() {
     );
     program(
         &dir,
+        "endless.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\nContent-Length: 5\\n\\n'\nexec yes\n",
+    );
+    program(
+        &dir,
         "huge.cgi",
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\nContent-Length: 99999999999999999999999\\n\\n'\n",
     );
@@ -1241,6 +1246,9 @@ fn an_answer_short_of_its_content_length_fails() {
         (long.text().as_str(), long.header("content-length")),
         ("01234", Some("5"))
     );
+    // One that goes on for ever ends with its length, and is stopped.
+    let endless = conn.get("/cgi/endless.cgi");
+    assert_eq!((endless.status, endless.text().as_str()), (200, "y\ny\ny"));
     // A length no number can hold is not passed on, to HEAD either.
     conn.send_raw(b"HEAD /cgi/huge.cgi HTTP/1.1\r\nHost: t\r\n\r\n");
     let huge = conn.read_response(true);

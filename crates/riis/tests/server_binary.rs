@@ -1642,14 +1642,17 @@ fn check_config_warns_of_a_handler_module_no_handler_lists() {
 }
 
 /// A UrlRewrite rule that sends requests to a server (a Rewrite to
-/// `http://…`, or `PROXY_SERVER` set) where no handler runs ReverseProxy
-/// fails every request it takes: check-config warns at the rule, and
-/// passes. A rule written for the site but passed on in
-/// one location (`/api`, whose handler runs ReverseProxy) is not named.
+/// `http://…`, or `PROXY_SERVER` set) where no handler passes them on fails
+/// every request it takes: check-config warns at the rule, and passes. The
+/// handler comes from the location of the request's new URL: for a Rewrite
+/// to a server, the path the rule gives it (`/assets/…` falls in location
+/// `/assets`; `/{R:1}` in the site's root, whatever the rule matched), for
+/// `PROXY_SERVER` alone the request's own (any location the rule applies
+/// in).
 #[test]
 fn check_config_warns_of_a_rewrite_to_a_server_no_handler_passes_on() {
     let dir = TempDir::new("rewrite-to-server-unpassed");
-    let with = |api_location: &str| {
+    let with = |more_locations: &str| {
         dir.write(
             "riis.toml",
             format!(
@@ -1665,41 +1668,53 @@ fn check_config_warns_of_a_rewrite_to_a_server_no_handler_passes_on() {
                  [[sites.locations]]\npath = \"/static\"\n\
                  [[sites.locations.rewrite.rules]]\nname = \"assets\"\npattern = \"(.*)\"\n\
                  action = {{ type = \"Rewrite\", url = \"http://127.0.0.1:9/assets/{{R:1}}\" }}\n\
-                 {api_location}"
+                 {more_locations}"
             ),
         )
     };
     let out = common::riis_command("check-config", &with(""));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    for (rule, line, key) in [
-        ("to backend", 18, "sites[0].rewrite.rules[0]"),
-        ("named server", 23, "sites[0].rewrite.rules[1]"),
-        ("assets", 31, "sites[0].locations[0].rewrite.rules[0]"),
+    for (line, key, what) in [
+        (
+            18,
+            "sites[0].rewrite.rules[0]",
+            "rule `to backend` sends requests to a server as `/…`, a path of location `/`, where no handler runs ReverseProxy",
+        ),
+        (
+            23,
+            "sites[0].rewrite.rules[1]",
+            "rule `named server` sends requests to a server, but no handler where it applies runs ReverseProxy",
+        ),
+        (
+            31,
+            "sites[0].locations[0].rewrite.rules[0]",
+            "rule `assets` sends requests to a server as `/assets/…`, a path of location `/`, where no handler runs ReverseProxy",
+        ),
     ] {
         assert!(
-            stderr.contains(&format!(
-                "riis.toml:{line}: key `{key}`: rule `{rule}` sends requests to a server, \
-                 but no handler where it applies runs ReverseProxy"
-            )),
+            stderr.contains(&format!("riis.toml:{line}: key `{key}`: {what}")),
             "{stderr}"
         );
     }
-    // Passed on in `/api`: the site's rules apply there, so they are not
-    // named; `/static`'s own rule still is.
+    // ReverseProxy in `/api` and `/assets`: `assets` lands in `/assets`,
+    // and `named server` applies in `/api`; `to backend` still lands in the
+    // root (its `/api/x` becomes `/x`), which passes nothing on.
+    let proxying = |path: &str| {
+        format!(
+            "\n[[sites.locations]]\npath = \"{path}\"\n\
+             [[sites.locations.handlers]]\nname = \"proxy\"\npath = \"*\"\nmodules = [\"ReverseProxy\"]\n"
+        )
+    };
     let out = common::riis_command(
         "check-config",
-        &with(
-            "\n[[sites.locations]]\npath = \"/api\"\n\
-             [[sites.locations.handlers]]\nname = \"proxy\"\npath = \"*\"\n\
-             modules = [\"ReverseProxy\"]\n",
-        ),
+        &with(&format!("{}{}", proxying("/api"), proxying("/assets"))),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("rule `to backend`"), "{stderr}");
+    assert!(stderr.contains("rule `to backend`"), "{stderr}");
     assert!(!stderr.contains("rule `named server`"), "{stderr}");
-    assert!(stderr.contains("rule `assets`"), "{stderr}");
+    assert!(!stderr.contains("rule `assets`"), "{stderr}");
 }
 
 /// FailedRequestsTracing's and StaticCompression's default folders have

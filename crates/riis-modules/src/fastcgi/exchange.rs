@@ -206,7 +206,11 @@ async fn exchange_end(job: &Job, address: &Address) -> Finish {
             taken.note();
         }
     }
-    if job.lease.is_some() {
+    if job.relay.overran() {
+        // It answered past its Content-Length (and may go on for ever):
+        // stopped, not read to its end.
+        kill_process(job);
+    } else if job.lease.is_some() {
         drain(job, exchange).await;
     }
     Finish::Cancelled

@@ -146,16 +146,20 @@ pub struct RewriteConfig {
 }
 
 impl RewriteConfig {
-    /// The names of the rules (switched on) that send a request to a
-    /// server of its own for ReverseProxy to pass on: a Rewrite to
-    /// `http://server/…`, or a rule setting `PROXY_SERVER`. Such a request
-    /// fails where no handler runs ReverseProxy; `riis check-config` warns
-    /// about a rule no location of it has one for.
-    pub fn rules_sending_to_servers(&self) -> impl Iterator<Item = (&Arc<Rule>, &str)> {
+    /// The rules (switched on) that send a request to a server of its own
+    /// for ReverseProxy to pass on (a Rewrite to `http://server/…`, or a
+    /// rule setting `PROXY_SERVER`), with their names and, for a Rewrite,
+    /// the written-out start of the path the request gets (`/app/` of
+    /// `http://backend/app/{R:1}`; `None` when a value starts it, or for
+    /// `PROXY_SERVER`, which leaves the URL as it is). Such a request fails where no
+    /// handler runs ReverseProxy; `riis check-config` warns about it.
+    pub fn rules_sending_to_servers(
+        &self,
+    ) -> impl Iterator<Item = (&Arc<Rule>, &str, Option<String>)> {
         self.rules
             .iter()
             .filter(|rule| rule.enabled && rule.sends_to_server())
-            .map(|rule| (rule, rule.name.as_str()))
+            .map(|rule| (rule, rule.name.as_str(), rule.server_path_start()))
     }
 
     /// Whether a body rule may rewrite the response to `url` (judged by

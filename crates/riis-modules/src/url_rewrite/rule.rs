@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::pattern::{GaveUp, Pattern};
 use super::template::{
-    expand, is_identifier, scheme_of, ConditionGroups, FileName, RequestVariables, Scheme, Scope,
-    Template, Variables,
+    expand, is_identifier, scheme_of, ConditionGroups, FileName, Piece, RequestVariables, Scheme,
+    Scope, Template, Variables,
 };
 
 /// One rule, compiled.
@@ -53,6 +53,34 @@ impl Rule {
             .server_variables
             .iter()
             .any(|v| v.name == crate::reverse_proxy::PROXY_SERVER)
+    }
+
+    /// For a Rewrite to another server, the written-out start of the path
+    /// it gives the request (`/app/` of `http://backend/app/{R:1}`, `/` of
+    /// `http://backend/{R:1}`): the request's URL becomes that path, and
+    /// the location it falls in chooses the handler. `None` when the path
+    /// starts with a value, or the rule only sets `PROXY_SERVER` (the URL
+    /// stays the request's own).
+    pub(super) fn server_path_start(&self) -> Option<String> {
+        let Action::Rewrite {
+            url,
+            server: Some(_),
+            ..
+        } = &self.action
+        else {
+            return None;
+        };
+        let mut start = String::new();
+        for piece in &url.pieces {
+            match piece {
+                Piece::Text(text) => start.push_str(text),
+                _ => break,
+            }
+        }
+        let start = start.split(['?', '#']).next().unwrap_or("");
+        // Up to the last `/`: what follows may go on in a value.
+        let folder = &start[..start.rfind('/')? + 1];
+        Some(folder.to_owned())
     }
 }
 
