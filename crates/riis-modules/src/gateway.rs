@@ -520,10 +520,13 @@ pub(crate) fn parse_head(output: &[u8]) -> Result<Option<(ResponseHead, usize)>,
         if name == header::CONTENT_LENGTH {
             // A number a length can be: one past `u64` (a HEAD's
             // `99999999999999999999999`) would go out to a client as is.
+            // Written as a number is (`005` goes out as `5`, to HEAD as to
+            // GET).
             let this = std::str::from_utf8(value.as_bytes())
                 .ok()
-                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<u64>().is_ok())
-                .map(|_| value.clone());
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(HeaderValue::from);
             lengths_differ |= content_length.is_some() && content_length != this;
             content_length = this;
         }

@@ -75,26 +75,26 @@ pub(crate) fn note_refusal(
     REFUSED.fetch_add(1, Relaxed);
     let (method, target, host) = match &asked {
         Some(asked) => (
-            asked.method.as_str(),
-            logged(asked.target),
-            asked.host.map_or("".into(), logged),
+            logged(asked.method.as_str().to_owned()),
+            logged(asked.target()),
+            logged(asked.host()),
         ),
-        None => ("", "".into(), "".into()),
+        None => (String::new(), String::new(), String::new()),
     };
     if crate::server::first_this_second(&REFUSAL_LOGGED) {
         let held_back = REFUSALS_HELD_BACK.swap(0, Relaxed);
-        tracing::info!(%remote, status = status.as_u16(), reason, method, target = &*target, host = &*host, held_back, "request refused before the pipeline");
+        tracing::info!(%remote, status = status.as_u16(), reason, method = &*method, target = &*target, host = &*host, held_back, "request refused before the pipeline");
     } else {
         REFUSALS_HELD_BACK.fetch_add(1, Relaxed);
-        tracing::debug!(%remote, status = status.as_u16(), reason, method, target = &*target, host = &*host, "request refused before the pipeline");
+        tracing::debug!(%remote, status = status.as_u16(), reason, method = &*method, target = &*target, host = &*host, "request refused before the pipeline");
     }
 }
 
 /// What a refused request asked for (see [`note_refusal`]).
 pub(crate) struct Asked<'a> {
     pub(crate) method: &'a http::Method,
-    pub(crate) target: &'a str,
-    pub(crate) host: Option<&'a str>,
+    pub(crate) uri: &'a http::Uri,
+    pub(crate) host: Option<&'a http::HeaderValue>,
 }
 
 impl<'a> Asked<'a> {
@@ -106,10 +106,33 @@ impl<'a> Asked<'a> {
     ) -> Self {
         Self {
             method,
-            target: uri
-                .path_and_query()
-                .map_or_else(|| uri.path(), |p| p.as_str()),
-            host: headers.get(HOST).and_then(|h| h.to_str().ok()),
+            uri,
+            host: headers.get(HOST),
+        }
+    }
+
+    /// The target as the client wrote it: the whole URI when it names a
+    /// scheme or an authority (an absolute form; HTTP/2's `:scheme` and
+    /// `:authority`), else the path and query.
+    fn target(&self) -> String {
+        match self.uri.path_and_query() {
+            _ if self.uri.scheme().is_some() || self.uri.authority().is_some() => {
+                self.uri.to_string()
+            }
+            Some(p) => p.as_str().to_owned(),
+            None => self.uri.path().to_owned(),
+        }
+    }
+
+    /// The `Host` header, or the target's authority without one; bytes
+    /// that are not text shown as `\u{fffd}`.
+    fn host(&self) -> String {
+        match self.host {
+            Some(host) => String::from_utf8_lossy(host.as_bytes()).into_owned(),
+            None => self
+                .uri
+                .authority()
+                .map_or_else(String::new, |a| a.as_str().to_owned()),
         }
     }
 }
@@ -119,15 +142,16 @@ const MOST_LOGGED: usize = 1024;
 
 /// `value` as a refusal's log line holds it: cut at [`MOST_LOGGED`] bytes
 /// (with `…`).
-fn logged(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.len() <= MOST_LOGGED {
-        return value.into();
+fn logged(mut value: String) -> String {
+    if value.len() > MOST_LOGGED {
+        let mut end = MOST_LOGGED;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+        value.push('…');
     }
-    let mut end = MOST_LOGGED;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &value[..end]).into()
+    value
 }
 
 /// Checks a parsed request head against RFC 9112 and `limits`.
