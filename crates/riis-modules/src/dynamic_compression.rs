@@ -219,14 +219,37 @@ impl DynamicCompression {
         {
             return;
         }
-        let whole = response
-            .header(header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok()?.rsplit_once('/')?.1.parse::<u64>().ok());
-        let listed = if whole.is_some() {
-            content_encoding::type_listed(response.header(header::CONTENT_TYPE), &config.mime_types)
-        } else {
-            let guessed = content_encoding::type_of_url(ctx.request().url());
-            content_encoding::type_listed(guessed.as_ref(), &config.mime_types)
+        let whole_of =
+            |range: &str| -> Option<u64> { range.trim().rsplit_once('/')?.1.parse().ok() };
+        let (whole, listed) = match response.header(header::CONTENT_RANGE) {
+            Some(range) => (
+                range.to_str().ok().and_then(whole_of),
+                content_encoding::type_listed(
+                    response.header(header::CONTENT_TYPE),
+                    &config.mime_types,
+                ),
+            ),
+            // Multipart: the first part's own fields say the type and the
+            // whole length (a folder's default document has no extension
+            // in the URL to tell the type by).
+            None => match first_part_fields(response.entity_chunks()) {
+                Some((content_type, range)) => (
+                    range.as_deref().and_then(whole_of),
+                    content_encoding::type_listed(
+                        content_type
+                            .and_then(|t| header::HeaderValue::from_str(&t).ok())
+                            .as_ref(),
+                        &config.mime_types,
+                    ),
+                ),
+                None => {
+                    let guessed = content_encoding::type_of_url(ctx.request().url());
+                    (
+                        None,
+                        content_encoding::type_listed(guessed.as_ref(), &config.mime_types),
+                    )
+                }
+            },
         };
         let file = ctx
             .resource_info()
@@ -351,6 +374,31 @@ impl HttpModule for DynamicCompression {
         ctx.response_mut().set_entity_chunks(chunks);
         RequestNotificationStatus::Continue
     }
+}
+
+/// The `Content-Type` and `Content-Range` of a multipart/byteranges body's
+/// first part, read from the start of the body held in memory (RFC 9110
+/// §14.6: each part names them); `None` without such a start.
+fn first_part_fields(chunks: &[EntityChunk]) -> Option<(Option<String>, Option<String>)> {
+    let Some(EntityChunk::Memory(start)) = chunks.first() else {
+        return None;
+    };
+    let start = std::str::from_utf8(&start[..start.len().min(1024)]).ok()?;
+    // Past the boundary line, the part's fields up to its empty line.
+    let mut lines = start.trim_start_matches(['\r', '\n']).split("\r\n");
+    if !lines.next()?.starts_with("--") {
+        return None;
+    }
+    let (mut content_type, mut range) = (None, None);
+    for line in lines.take_while(|line| !line.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        if name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(value.trim().to_owned());
+        } else if name.eq_ignore_ascii_case("content-range") {
+            range = Some(value.trim().to_owned());
+        }
+    }
+    Some((content_type, range))
 }
 
 /// Entry point.

@@ -695,7 +695,8 @@ fn a_range_of_a_compressible_file_varies_as_its_200() {
 
 /// A range of an answer DynamicCompression would encode (a folder's
 /// default document under a URL with a query, which StaticCompression
-/// leaves alone) carries the `Vary` its 200 does.
+/// leaves alone) carries the `Vary` its 200 does, single or multipart (whose
+/// type and length its first part says).
 #[test]
 fn a_range_of_an_answer_dynamic_compression_encodes_varies_as_its_200() {
     let site = site("");
@@ -705,10 +706,14 @@ fn a_range_of_an_answer_dynamic_compression_encodes_varies_as_its_200() {
     let whole = fetch(&mut conn, "/dir/?x=1", Some("gzip"));
     assert_eq!(whole.header("content-encoding"), Some("gzip"));
     assert_eq!(whole.header("vary"), Some("Accept-Encoding"));
-    conn.send_raw(b"GET /dir/?x=1 HTTP/1.1\r\nHost: t\r\nRange: bytes=0-3\r\n\r\n");
-    let ranged = conn.read_response(false);
-    assert_eq!(ranged.status, 206);
-    assert_eq!(ranged.header("vary"), Some("Accept-Encoding"));
+    for range in ["bytes=0-3", "bytes=0-1,5-6"] {
+        conn.send_raw(
+            format!("GET /dir/?x=1 HTTP/1.1\r\nHost: t\r\nRange: {range}\r\n\r\n").as_bytes(),
+        );
+        let ranged = conn.read_response(false);
+        assert_eq!(ranged.status, 206, "{range}");
+        assert_eq!(ranged.header("vary"), Some("Accept-Encoding"), "{range}");
+    }
 }
 
 /// A file replaced by another of the same length and modification time
