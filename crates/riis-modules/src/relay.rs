@@ -179,8 +179,8 @@ pub(crate) struct Relay {
     room: std::sync::Condvar,
     cancelled: AtomicBool,
     cancel: Notify,
-    /// The request was cancelled because the backend's answer ran past its
-    /// `Content-Length`: a backend to stop, not one to read to its end.
+    /// The request was cancelled with its backend to stop, not to read to
+    /// its end ([`Relay::abandon`]).
     overran: AtomicBool,
     /// The exchange's task is done (or the request gone): a streamed body
     /// still waiting for the client ends in an error, so that an HTTP/2
@@ -276,10 +276,19 @@ impl Relay {
         self.over.load(Ordering::SeqCst)
     }
 
-    /// Whether the request was cancelled because the backend's answer ran
-    /// past its `Content-Length`.
+    /// Whether the request was cancelled with its backend to be stopped,
+    /// not read to its end ([`Relay::abandon`]).
     pub(crate) fn overran(&self) -> bool {
         self.overran.load(Ordering::SeqCst)
+    }
+
+    /// Cancels the request and has its backend stopped (a program killed,
+    /// a FastCGI process of riis's own killed) rather than read to its
+    /// end: an answer that ran past its length, or a HEAD's whose head
+    /// went out while the backend runs on.
+    pub(crate) fn abandon(&self) {
+        self.overran.store(true, Ordering::SeqCst);
+        self.cancel();
     }
 
     /// Resolves once the request has ended.
@@ -669,6 +678,10 @@ pub(crate) struct Receiver {
     /// not come yet: an answer that ends short of it failed (a download
     /// script that died half-way), not one to pass on as whole.
     promised_left: Option<u64>,
+    /// The body bytes the answer may still bring: its `Content-Length`'s
+    /// (to HEAD too), none for a status without a body. What comes past
+    /// it ends the answer and stops the backend.
+    body_room: Option<u64>,
 }
 
 /// The most all answers of the process may buffer up to their first flush
@@ -766,7 +779,7 @@ impl Receiver {
             // backend still answering (an event stream, a program that
             // runs on) is stopped rather than run to its end or timeout.
             if relay.lock().end.is_none() {
-                relay.cancel();
+                relay.abandon();
             }
             return Step::Done;
         }
@@ -838,11 +851,22 @@ impl Receiver {
                     && !head.status.is_informational()
                     && head.status != StatusCode::NO_CONTENT
                     && head.status != StatusCode::NOT_MODIFIED;
-                self.promised_left = head
+                let declared: Option<u64> = head
                     .content_length
                     .as_ref()
-                    .filter(|_| has_body)
                     .and_then(|v| v.to_str().ok()?.trim().parse().ok());
+                self.promised_left = declared.filter(|_| has_body);
+                // A status without a body has room for none; a HEAD's
+                // answer, for the length it declares (its body, when a
+                // program writes one, sizes the HEAD as GET's would).
+                self.body_room = if head.status.is_informational()
+                    || head.status == StatusCode::NO_CONTENT
+                    || head.status == StatusCode::NOT_MODIFIED
+                {
+                    Some(0)
+                } else {
+                    declared
+                };
                 self.exact_length = head.content_length.clone().filter(|_| head.length_is_exact);
                 // Unsized and with a body to stream: not an answer to HEAD,
                 // nor one without a body (204, 304), nor an error page,
@@ -900,12 +924,16 @@ impl Receiver {
                     ctx.response_mut().set_try_skip_custom_errors(true);
                 }
             }
-            if let Some(left) = &mut self.promised_left {
+            if let Some(left) = &mut self.body_room {
                 // What comes past the promised length is dropped, as nginx
                 // drops it ("upstream sent more data than specified in
                 // Content-Length header"): the client was told the length
                 // (it may already be on the head), and a cache would keep
                 // the rest as the start of the next answer.
+                let came: usize = chunks.iter().map(Bytes::len).sum();
+                if let Some(promised) = &mut self.promised_left {
+                    *promised = promised.saturating_sub(came as u64);
+                }
                 let mut room = *left;
                 let mut over = 0u64;
                 for chunk in &mut chunks {
@@ -921,18 +949,21 @@ impl Receiver {
                 *left = room;
                 if over > 0 {
                     chunks.retain(|chunk| !chunk.is_empty());
-                    if let Some(held_back) = OVERRUN_LOG.pass() {
-                        tracing::warn!(
-                            url = %ctx.request().url(),
-                            held_back,
-                            "the application's answer is longer than its Content-Length; the rest is dropped and the application stopped"
-                        );
+                    // (A body for a 204 or 304 is the program's mistake too,
+                    // but no length was promised for it.)
+                    if self.promised_left.is_some() {
+                        if let Some(held_back) = OVERRUN_LOG.pass() {
+                            tracing::warn!(
+                                url = %ctx.request().url(),
+                                held_back,
+                                "the application's answer is longer than its Content-Length; the rest is dropped and the application stopped"
+                            );
+                        }
                     }
                     // The answer is whole: it ends now, and the backend is
                     // stopped (its program or process, as nginx stops
                     // reading), rather than read to its end for nothing.
-                    relay.overran.store(true, Ordering::SeqCst);
-                    relay.cancel();
+                    relay.abandon();
                     end = Some(End::Complete);
                 }
             }

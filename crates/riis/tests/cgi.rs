@@ -1249,6 +1249,26 @@ fn an_answer_short_of_its_content_length_fails() {
     // One that goes on for ever ends with its length, and is stopped.
     let endless = conn.get("/cgi/endless.cgi");
     assert_eq!((endless.status, endless.text().as_str()), (200, "y\ny\ny"));
+    // A HEAD's, and a 204's, answer that runs on is stopped as well.
+    program(
+        &dir,
+        "empty.cgi",
+        "#!/bin/sh\nprintf 'Status: 204\\nContent-Length: 5\\n\\n'\nexec yes\n",
+    );
+    conn.send_raw(b"HEAD /cgi/endless.cgi HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = conn.read_response(true);
+    assert_eq!(
+        (head.status, head.header("content-length")),
+        (200, Some("5"))
+    );
+    assert_eq!(conn.get("/cgi/empty.cgi").status, 204);
+    assert_eq!(conn.get("/cgi/exact.cgi").text(), "exact");
+    common::wait_for("no `yes` left running", || {
+        !std::process::Command::new("pgrep")
+            .args(["-x", "yes"])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
     // A length no number can hold is not passed on, to HEAD either.
     conn.send_raw(b"HEAD /cgi/huge.cgi HTTP/1.1\r\nHost: t\r\n\r\n");
     let huge = conn.read_response(true);

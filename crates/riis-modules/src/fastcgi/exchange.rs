@@ -207,8 +207,9 @@ async fn exchange_end(job: &Job, address: &Address) -> Finish {
         }
     }
     if job.relay.overran() {
-        // It answered past its Content-Length (and may go on for ever):
-        // stopped, not read to its end.
+        // It answered past its Content-Length, or a HEAD's head went out
+        // while it runs on (it may go on for ever): stopped, not read to
+        // its end.
         kill_process(job);
     } else if job.lease.is_some() {
         drain(job, exchange).await;
