@@ -566,7 +566,8 @@ fn rewrites_to_servers_never_passed(
                         let lands = site.location(site.location_index(path));
                         (!passes_on(lands)).then(|| {
                             format!(
-                                "rule `{name}` sends requests to a server as `{path}…`, a path of location `{}`, where no handler runs ReverseProxy",
+                                "rule `{name}` (site `{}`) sends requests to a server as `{path}…`, a path of location `{}`, where no handler runs ReverseProxy",
+                                site.info().site_name,
                                 lands.path()
                             )
                         })
@@ -583,7 +584,8 @@ fn rewrites_to_servers_never_passed(
                             .any(|other| applies(other) && passes_on(other));
                         (!passed).then(|| {
                             format!(
-                                "rule `{name}` sends requests to a server, but no handler where it applies runs ReverseProxy"
+                                "rule `{name}` (site `{}`) sends requests to a server, but no handler where it applies runs ReverseProxy",
+                                site.info().site_name
                             )
                         })
                     }

@@ -116,6 +116,8 @@ impl<'a> Asked<'a> {
     /// `:authority`), else the path and query.
     fn target(&self) -> String {
         match self.uri.path_and_query() {
+            // HTTP/2's asterisk form names an authority too.
+            _ if self.uri.path() == "*" => "*".to_owned(),
             _ if self.uri.scheme().is_some() || self.uri.authority().is_some() => {
                 self.uri.to_string()
             }

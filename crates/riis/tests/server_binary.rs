@@ -1662,6 +1662,8 @@ fn check_config_warns_of_a_rewrite_to_a_server_no_handler_passes_on() {
                  [[sites]]\nname = \"S\"\nroot = \".\"\nbindings = [\"127.0.0.1:0\"]\n\n\
                  [[sites.rewrite.rules]]\nname = \"to backend\"\npattern = \"^api/(.*)\"\n\
                  action = {{ type = \"Rewrite\", url = \"http://127.0.0.1:9/{{R:1}}\" }}\n\n\
+                 [[sites.rewrite.rules]]\nname = \"api query\"\npattern = \"^old/(.*)\"\n\
+                 action = {{ type = \"Rewrite\", url = \"http://127.0.0.1:9/%61pi?x={{R:1}}\" }}\n\n\
                  [[sites.rewrite.rules]]\nname = \"named server\"\npattern = \"^app/\"\n\
                  server_variables = [{{ name = \"PROXY_SERVER\", value = \"http://127.0.0.1:9\" }}]\n\
                  action = {{ type = \"None\" }}\n\n\
@@ -1679,17 +1681,22 @@ fn check_config_warns_of_a_rewrite_to_a_server_no_handler_passes_on() {
         (
             18,
             "sites[0].rewrite.rules[0]",
-            "rule `to backend` sends requests to a server as `/…`, a path of location `/`, where no handler runs ReverseProxy",
+            "rule `to backend` (site `S`) sends requests to a server as `/…`, a path of location `/`, where no handler runs ReverseProxy",
         ),
         (
             23,
             "sites[0].rewrite.rules[1]",
-            "rule `named server` sends requests to a server, but no handler where it applies runs ReverseProxy",
+            "rule `api query` (site `S`) sends requests to a server as `/api…`, a path of location `/`, where no handler runs ReverseProxy",
         ),
         (
-            31,
+            28,
+            "sites[0].rewrite.rules[2]",
+            "rule `named server` (site `S`) sends requests to a server, but no handler where it applies runs ReverseProxy",
+        ),
+        (
+            36,
             "sites[0].locations[0].rewrite.rules[0]",
-            "rule `assets` sends requests to a server as `/assets/…`, a path of location `/`, where no handler runs ReverseProxy",
+            "rule `assets` (site `S`) sends requests to a server as `/assets/…`, a path of location `/`, where no handler runs ReverseProxy",
         ),
     ] {
         assert!(
@@ -1698,8 +1705,10 @@ fn check_config_warns_of_a_rewrite_to_a_server_no_handler_passes_on() {
         );
     }
     // ReverseProxy in `/api` and `/assets`: `assets` lands in `/assets`,
-    // and `named server` applies in `/api`; `to backend` still lands in the
-    // root (its `/api/x` becomes `/x`), which passes nothing on.
+    // `api query` in `/api` (its path is `/%61pi`, decoded, before the
+    // query), and `named server` applies in `/api`; `to backend` still
+    // lands in the root (its `/api/x` becomes `/x`), which passes nothing
+    // on.
     let proxying = |path: &str| {
         format!(
             "\n[[sites.locations]]\npath = \"{path}\"\n\
@@ -1715,6 +1724,7 @@ fn check_config_warns_of_a_rewrite_to_a_server_no_handler_passes_on() {
     assert!(stderr.contains("rule `to backend`"), "{stderr}");
     assert!(!stderr.contains("rule `named server`"), "{stderr}");
     assert!(!stderr.contains("rule `assets`"), "{stderr}");
+    assert!(!stderr.contains("rule `api query`"), "{stderr}");
 }
 
 /// FailedRequestsTracing's and StaticCompression's default folders have

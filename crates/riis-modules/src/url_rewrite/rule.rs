@@ -71,16 +71,38 @@ impl Rule {
             return None;
         };
         let mut start = String::new();
+        let mut whole = true;
         for piece in &url.pieces {
             match piece {
                 Piece::Text(text) => start.push_str(text),
-                _ => break,
+                _ => {
+                    whole = false;
+                    break;
+                }
             }
         }
-        let start = start.split(['?', '#']).next().unwrap_or("");
-        // Up to the last `/`: what follows may go on in a value.
-        let folder = &start[..start.rfind('/')? + 1];
-        Some(folder.to_owned())
+        // The path ends at the query or fragment: written out to there,
+        // it is whole (`/api?x={R:1}` is `/api`; no path at all is `/`, as
+        // the request then gets).
+        let path = match start.find(['?', '#']) {
+            Some(at) => {
+                whole = true;
+                &start[..at]
+            }
+            None => start.as_str(),
+        };
+        let path = if path.is_empty() && whole { "/" } else { path };
+        // Otherwise up to the last `/`: what follows may go on in a value.
+        let known = if whole {
+            path
+        } else {
+            &path[..path.rfind('/')? + 1]
+        };
+        // As the request's URL will be: decoded, `.` and `..` folded.
+        Some(
+            riis_pipeline::prepare_url_path(known)
+                .map_or_else(|_| known.to_owned(), |p| p.into_owned()),
+        )
     }
 }
 
