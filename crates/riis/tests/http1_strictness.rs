@@ -487,14 +487,7 @@ fn a_refusal_is_logged_with_what_the_request_asked_for() {
     dir.write("www/index.html", "home");
     let config = write_config(&dir, &dir.path().join("www"), CONFIG);
     let log = dir.path().join("riis.log");
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg("RIIS_LOG=info exec \"$0\" serve --config \"$1\" --listen 127.0.0.1:0 2>>\"$2\"")
-        .arg(env!("CARGO_BIN_EXE_riis"))
-        .arg(&config)
-        .arg(&log);
-    let server = RunningBinary::from_command(command).unwrap();
+    let server = RunningBinary::start_logging_to(&config, &log);
     let (status, _) = exchange(
         server.addr,
         b"GET /a/../../etc/passwd?x=%0d%0aforged HTTP/1.1\r\nHost: probe.test\r\n\r\n",

@@ -983,14 +983,7 @@ fn a_request_call_that_never_returns_does_not_hold_the_stop_for_good() {
     );
     dir.write("www/a.txt", "a");
     let start = |log: &std::path::Path| {
-        let mut command = std::process::Command::new("sh");
-        command
-            .arg("-c")
-            .arg("RIIS_LOG=info exec \"$0\" serve --config \"$1\" --listen 127.0.0.1:0 2>>\"$2\"")
-            .arg(env!("CARGO_BIN_EXE_riis"))
-            .arg(&config)
-            .arg(log);
-        let server = RunningBinary::from_command(command).unwrap();
+        let server = RunningBinary::start_logging_to(&config, log);
         assert_eq!(get(server.addr, "/a.txt").text(), "a");
         let _ = std::fs::remove_file(&holding);
         let mut held = Connection::open(server.addr);

@@ -96,6 +96,20 @@ impl RunningBinary {
         Self::start_with_ulimit(args, &format!("-n {limit}"))
     }
 
+    /// `riis serve --config CONFIG` at `RIIS_LOG=info`, its log appended to
+    /// `log` (to read what it logged), once it listens.
+    #[allow(dead_code)]
+    pub fn start_logging_to(config: &Path, log: &Path) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg("RIIS_LOG=info exec \"$0\" serve --config \"$1\" --listen 127.0.0.1:0 2>>\"$2\"")
+            .arg(env!("CARGO_BIN_EXE_riis"))
+            .arg(config)
+            .arg(log);
+        Self::from_command(command).expect("start the riis binary")
+    }
+
     /// As [`RunningBinary::start`], under the shell's `ulimit {limit}`
     /// (`-n 100`: open files; `-f 16`: the largest file, in KiB).
     #[allow(dead_code)]
