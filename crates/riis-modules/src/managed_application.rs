@@ -324,11 +324,17 @@ fn instance_max_requests<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, 
 /// `environment`, else riis's own), when it is a count: `php-cgi` exits
 /// after that many requests, without taking what waits in its socket.
 fn php_max_requests(config: &ApplicationConfig) -> Option<u64> {
-    let value = match config.environment.get("PHP_FCGI_MAX_REQUESTS") {
+    environment_number(config, "PHP_FCGI_MAX_REQUESTS")
+}
+
+/// The number the processes of `config` get in environment variable
+/// `name`: their `environment`'s, else riis's own (which they inherit).
+fn environment_number<T: std::str::FromStr>(config: &ApplicationConfig, name: &str) -> Option<T> {
+    let value = match config.environment.get(name) {
         Some(value) => Some(value.clone()),
-        None => std::env::var("PHP_FCGI_MAX_REQUESTS").ok(),
+        None => std::env::var(name).ok(),
     };
-    value?.trim().parse::<u64>().ok()
+    value?.trim().parse().ok()
 }
 
 /// How many requests a FastCGI process of `config` gets: its
@@ -347,12 +353,7 @@ fn most_requests(config: &ApplicationConfig) -> u64 {
 /// children, which share its socket), else one, as IIS hands each FastCGI
 /// process one request at a time.
 fn capacity(config: &ApplicationConfig) -> usize {
-    let children = match config.environment.get("PHP_FCGI_CHILDREN") {
-        Some(value) => Some(value.clone()),
-        None => std::env::var("PHP_FCGI_CHILDREN").ok(),
-    };
-    children
-        .and_then(|v| v.trim().parse::<usize>().ok())
+    environment_number::<usize>(config, "PHP_FCGI_CHILDREN")
         .filter(|&n| n > 0)
         .unwrap_or(1)
 }
@@ -1092,7 +1093,7 @@ impl Application {
     /// another user put at the path must not be talked to; such a process
     /// is killed, and started again on a new socket.
     fn free_fastcgi_process(self: &Arc<Self>, run: &mut Run) -> Option<(Address, Lease)> {
-        use nix::sys::signal::{killpg, Signal};
+        use nix::sys::signal::Signal;
         let count = run.processes.len();
         for offset in 0..count {
             let at = (run.next + offset) % count;
@@ -1111,13 +1112,12 @@ impl Application {
                 continue;
             }
             if !socket_is_ours(socket) {
-                if !socket.load.killed.swap(true, Ordering::SeqCst) {
+                if signal_once(&process.child, load, Signal::SIGKILL) {
                     tracing::warn!(
                         program = %self.config.path.display(),
                         socket = %socket.path.display(),
                         "a FastCGI process's socket was removed or replaced; the process is started again on a new one"
                     );
-                    let _ = killpg(group(&process.child), Signal::SIGKILL);
                 }
                 continue;
             }
@@ -2051,10 +2051,19 @@ fn signal_process_of(run: &Run, load: &Arc<Load>, signal: nix::sys::signal::Sign
             .is_some_and(|s| Arc::ptr_eq(&s.load, load))
     });
     if let Some(process) = found {
-        if !load.killed.swap(true, Ordering::SeqCst) {
-            let _ = nix::sys::signal::killpg(group(&process.child), signal);
-        }
+        signal_once(&process.child, load, signal);
     }
+}
+
+/// Sends `signal` to the group of a listed FastCGI process (its `load`'s),
+/// unless riis did already, and marks it killed by riis; whether it sent
+/// it.
+fn signal_once(child: &Child, load: &Load, signal: nix::sys::signal::Signal) -> bool {
+    if load.killed.swap(true, Ordering::SeqCst) {
+        return false;
+    }
+    let _ = nix::sys::signal::killpg(group(child), signal);
+    true
 }
 
 /// Whether the file at a FastCGI process's socket path is still the

@@ -674,13 +674,14 @@ pub(crate) struct Receiver {
     /// An answer's `X-Accel-Redirect` is acted on (the module's
     /// `x_accel_redirect`); otherwise the header is dropped.
     follows_accel_redirect: bool,
-    /// The body bytes the answer's `Content-Length` promised and that have
-    /// not come yet: an answer that ends short of it failed (a download
-    /// script that died half-way), not one to pass on as whole.
-    promised_left: Option<u64>,
-    /// The body bytes the answer may still bring: its `Content-Length`'s
-    /// (to HEAD too), none for a status without a body. What comes past
-    /// it ends the answer and stops the backend.
+    /// The answer has a body to send (not one to HEAD, nor a 1xx, 204 or
+    /// 304).
+    body_expected: bool,
+    /// The body bytes the answer may still bring: what its `Content-Length`
+    /// promised and has not come yet (to HEAD too), none for a status
+    /// without a body. What comes past it ends the answer and stops the
+    /// backend; an answer with a body that ends short of it failed (a
+    /// download script that died half-way), and is not passed on as whole.
     body_room: Option<u64>,
 }
 
@@ -847,25 +848,19 @@ impl Receiver {
                 }
                 self.head_without_length =
                     ctx.request().method() == Method::HEAD && head.content_length.is_none();
-                let has_body = ctx.request().method() != Method::HEAD
-                    && !head.status.is_informational()
-                    && head.status != StatusCode::NO_CONTENT
-                    && head.status != StatusCode::NOT_MODIFIED;
-                let declared: Option<u64> = head
-                    .content_length
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok()?.trim().parse().ok());
-                self.promised_left = declared.filter(|_| has_body);
+                let bodiless_status = head.status.is_informational()
+                    || head.status == StatusCode::NO_CONTENT
+                    || head.status == StatusCode::NOT_MODIFIED;
+                self.body_expected = ctx.request().method() != Method::HEAD && !bodiless_status;
                 // A status without a body has room for none; a HEAD's
                 // answer, for the length it declares (its body, when a
                 // program writes one, sizes the HEAD as GET's would).
-                self.body_room = if head.status.is_informational()
-                    || head.status == StatusCode::NO_CONTENT
-                    || head.status == StatusCode::NOT_MODIFIED
-                {
+                self.body_room = if bodiless_status {
                     Some(0)
                 } else {
-                    declared
+                    head.content_length
+                        .as_ref()
+                        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
                 };
                 self.exact_length = head.content_length.clone().filter(|_| head.length_is_exact);
                 // Unsized and with a body to stream: not an answer to HEAD,
@@ -930,10 +925,6 @@ impl Receiver {
                 // Content-Length header"): the client was told the length
                 // (it may already be on the head), and a cache would keep
                 // the rest as the start of the next answer.
-                let came: usize = chunks.iter().map(Bytes::len).sum();
-                if let Some(promised) = &mut self.promised_left {
-                    *promised = promised.saturating_sub(came as u64);
-                }
                 let mut room = *left;
                 let mut over = 0u64;
                 for chunk in &mut chunks {
@@ -951,7 +942,7 @@ impl Receiver {
                     chunks.retain(|chunk| !chunk.is_empty());
                     // (A body for a 204 or 304 is the program's mistake too,
                     // but no length was promised for it.)
-                    if self.promised_left.is_some() {
+                    if self.body_expected {
                         if let Some(held_back) = OVERRUN_LOG.pass() {
                             tracing::warn!(
                                 url = %ctx.request().url(),
@@ -973,11 +964,13 @@ impl Receiver {
                 set_trailers(ctx, trailers);
             }
             match end {
-                Some(End::Complete) if self.promised_left.is_some_and(|left| left > 0) => {
+                Some(End::Complete)
+                    if self.body_expected && self.body_room.is_some_and(|left| left > 0) =>
+                {
                     // Before a head went out, a 502; after, the response
                     // is cut (the connection reset), so the client and any
                     // cache see it incomplete, as nginx and Apache do.
-                    let left = self.promised_left.unwrap_or_default();
+                    let left = self.body_room.unwrap_or_default();
                     return Step::Failed(
                         StatusCode::BAD_GATEWAY,
                         format!("the answer ended {left} bytes short of its Content-Length"),

@@ -57,6 +57,15 @@ struct Mapping<'a> {
 type SiteWarning = (usize, String, String);
 
 impl ServerConfig {
+    /// The module type listed as `name` in `[[modules]]` (its `type`, or
+    /// the name itself).
+    fn module_type<'a>(&'a self, name: &'a str) -> &'a str {
+        self.modules
+            .iter()
+            .find(|m| m.name == name)
+            .map_or(name, |m| m.type_name())
+    }
+
     /// What the configuration probably does not mean, each placed at the key
     /// it concerns. Reads the folders the sites name; never fails.
     pub fn warnings(&self) -> Vec<ConfigError> {
@@ -108,12 +117,7 @@ impl ServerConfig {
         &'a self,
         list: &'a [HandlerDefinition],
     ) -> Vec<(String, String)> {
-        let kind = |name: &'a str| {
-            self.modules
-                .iter()
-                .find(|m| m.name == name)
-                .map_or(name, |m| m.type_name())
-        };
+        let kind = |name: &'a str| self.module_type(name);
         let starts_application =
             |k: &&str| matches!(*k, "HttpPlatformHandler" | "AspNetCoreModule");
         list.iter()
@@ -526,13 +530,7 @@ fn rewrites_to_servers_never_passed(
 ) -> Vec<ConfigError> {
     use riis_modules::url_rewrite::RewriteConfig;
     let is_proxy = |index: &riis_pipeline::ModuleIndex| {
-        let name = pipeline.module_name(*index);
-        config
-            .modules
-            .iter()
-            .find(|m| m.name == name)
-            .map_or(name, |m| m.type_name())
-            == "ReverseProxy"
+        config.module_type(pipeline.module_name(*index)) == "ReverseProxy"
     };
     let passes_on = |location: &riis_pipeline::Location| {
         location
