@@ -53,7 +53,9 @@
 //! - `working_directory` (default: the configuration's folder): where the
 //!   processes start, relative to the configuration's folder;
 //! - `processes_per_application` (default 1, 1 to 100): processes run at
-//!   once; requests go to those that listen, in turn;
+//!   once; requests go to those that listen, in turn, and one whose process
+//!   refuses the connection (it crashed, and riis has not seen it yet) to
+//!   the next;
 //! - `startup_time_limit` (seconds, default 10, 1 to 3600);
 //! - `startup_retry_count` (default 10, 0 to 100);
 //! - `rapid_fails_per_minute` (default 10, 0 to 100);
@@ -68,6 +70,7 @@
 //! header of its own).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -317,10 +320,21 @@ impl<C: PlatformSection> HttpPlatformHandler<C> {
         application: Arc<Application>,
         deadline: Option<Instant>,
     ) -> RequestNotificationStatus {
-        match application.address() {
-            Ok(Some((address, lease))) => {
+        match application.listening_addresses() {
+            Ok(Some((addresses, lease))) => {
                 C::prepare(ctx, &application);
-                ctx.set_server_variable(PROXY_SERVER, format!("http://{address}"));
+                // The others after the next in turn: one that crashed since
+                // it last listened refuses the connection, and the request
+                // goes on to the next (nginx's `proxy_next_upstream error`)
+                // instead of failing with 502.
+                let mut servers = String::with_capacity(addresses.len() * 24);
+                for address in &addresses {
+                    if !servers.is_empty() {
+                        servers.push(' ');
+                    }
+                    let _ = write!(servers, "http://{address}");
+                }
+                ctx.set_server_variable(PROXY_SERVER, servers);
                 self._lease = Some(lease);
                 RequestNotificationStatus::Continue
             }

@@ -995,12 +995,22 @@ impl Application {
         self.run.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Where the application listens, starting it at the first call, and
-    /// the lease the exchange holds while it talks to it. `Ok(None)`: no
-    /// process listens yet (an HTTP application starting; ask again).
-    /// `Err`: it cannot serve (503, with why).
-    pub(crate) fn address(self: &Arc<Self>) -> Result<Option<(Address, Lease)>, String> {
-        self.with_running(|application, run| application.serving(run))
+    /// Starts the application if it does not run yet (a preloaded one);
+    /// `Err`: it cannot (logged; its first request tries again).
+    pub(crate) fn start_if_stopped(self: &Arc<Self>) -> Result<(), String> {
+        self.with_running(|_, _| ())
+    }
+
+    /// Where an HTTP application's processes listen, starting it at the
+    /// first call: the next in turn first, then the others that listen, in
+    /// turn (a request that cannot reach the first, one that crashed since
+    /// it last listened, goes to the next), and the lease the exchange holds
+    /// while it talks to them. `Ok(None)`: no process listens yet (ask
+    /// again). `Err`: it cannot serve (503, with why).
+    pub(crate) fn listening_addresses(
+        self: &Arc<Self>,
+    ) -> Result<Option<(Vec<Address>, Lease)>, String> {
+        self.with_running(|_, run| listening_processes(run))
     }
 
     /// `then` on the running application, starting it first if it is not
@@ -1072,16 +1082,6 @@ impl Application {
             "{label} application started"
         );
         Ok(then(self, &mut run))
-    }
-
-    /// Where the running start takes a request, and a lease of it for the
-    /// exchange: a FastCGI process with room, or an HTTP process that
-    /// listens; `None` while there is none.
-    fn serving(self: &Arc<Self>, run: &mut Run) -> Option<(Address, Lease)> {
-        match self.config.endpoint {
-            Endpoint::ListeningSocket => self.free_fastcgi_process(run),
-            Endpoint::Port { .. } => listening_process(run),
-        }
     }
 
     /// The next FastCGI process with room for a request, in turn, and a
@@ -1161,7 +1161,7 @@ impl Application {
                     // Requests that gave up do not count as waiting.
                     run.queue.retain(|waiter| !waiter.is_closed());
                     if run.queue.is_empty() {
-                        if let Some(found) = application.serving(run) {
+                        if let Some(found) = application.free_fastcgi_process(run) {
                             return Ok(Ok(found));
                         }
                     }
@@ -1964,7 +1964,7 @@ where
                 // Starts it, if it does not run yet (a reload with the
                 // same settings keeps it); a start that fails is logged,
                 // and its first request tries again.
-                let _ = self.holdings.application(application).address();
+                let _ = self.holdings.application(application).start_if_stopped();
             }
         }
         riis_pipeline::GlobalNotificationStatus::Continue
@@ -1995,17 +1995,25 @@ where
 }
 
 /// Where an HTTP application's running start listens: the next of its
-/// processes that listen, in turn (`None` while none does), and a lease of
-/// it for an exchange.
-fn listening_process(run: &mut Run) -> Option<(Address, Lease)> {
+/// processes that listen, in turn, then the others that listen (`None`
+/// while none does), and a lease of them for an exchange.
+fn listening_processes(run: &mut Run) -> Option<(Vec<Address>, Lease)> {
     let count = run.processes.len();
-    let (offset, at) = (0..count).find_map(|offset| {
-        let at = run.processes[(run.next + offset) % count].listening?;
-        Some((offset, at))
-    })?;
-    run.next = (run.next + offset + 1) % count;
+    let start = run.next;
+    let mut addresses = Vec::new();
+    for offset in 0..count {
+        if let Some(at) = run.processes[(start + offset) % count].listening {
+            if addresses.is_empty() {
+                run.next = (start + offset + 1) % count;
+            }
+            addresses.push(Address::Tcp(at.to_string()));
+        }
+    }
+    if addresses.is_empty() {
+        return None;
+    }
     Some((
-        Address::Tcp(at.to_string()),
+        addresses,
         Lease {
             _uses: run.uses.clone(),
             process: None,

@@ -14,7 +14,8 @@ use common::{fields, node, wait_for, Connection, RunningBinary, TempDir};
 
 /// The application: answers with what it was started with and what it was
 /// asked, one `key=value` a line; `/app/exit` answers, then exits with an
-/// error. `START_DELAY_MS` delays its listening, `LISTEN_HOST` chooses the
+/// error; `/app/stop-listening` answers, then closes its listening socket and
+/// idle connections but runs on. `START_DELAY_MS` delays its listening, `LISTEN_HOST` chooses the
 /// address it listens on, `EXIT_AFTER_MS` makes it exit cleanly that long
 /// after it listens, and `SQUAT` first starts another program, outside its
 /// process group, that listens on `[::1]` at its port (for 5 seconds) and
@@ -25,6 +26,15 @@ const port = Number(process.env.HTTP_PLATFORM_PORT);
 const server = http.createServer((request, response) => {
   if (request.url === "/app/exit") {
     response.end("bye\n", () => process.exit(3));
+    return;
+  }
+  if (request.url === "/app/stop-listening") {
+    response.writeHead(200, { Connection: "close" });
+    response.end(`pid=${process.pid}\n`, () => {
+      server.close();
+      server.closeIdleConnections();
+      setInterval(() => {}, 1000);
+    });
     return;
   }
   const lines = [
@@ -321,6 +331,54 @@ fn a_process_that_exits_is_started_again_on_a_new_port() {
             true
         }
     });
+}
+
+/// A request whose process cannot be reached (it crashed, and riis has not
+/// seen it yet) goes to another of the application's processes, whatever
+/// its method, since nothing was sent (nginx's `proxy_next_upstream
+/// error`), instead of failing with 502.
+#[test]
+fn a_request_goes_to_another_process_when_its_own_refuses_the_connection() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("http-platform-next");
+    let config = config(
+        &dir,
+        &format!(
+            "process_path = '{}'\narguments = [\"app.js\"]\nprocesses_per_application = 2",
+            node.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut pids = BTreeSet::new();
+    wait_for("requests went to two processes", || {
+        let resp = Connection::open(server.addr).get("/app/hello");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        pids.insert(fields(&resp.text())["pid"].clone());
+        pids.len() == 2
+    });
+    let closed = fields(
+        &Connection::open(server.addr)
+            .get("/app/stop-listening")
+            .text(),
+    )["pid"]
+        .clone();
+    // riis's kept connections to it see their end.
+    std::thread::sleep(Duration::from_millis(300));
+    for n in 0..8 {
+        let resp = Connection::open(server.addr).get(&format!("/app/get-{n}"));
+        assert_eq!(resp.status, 200, "GET {n}: {}", resp.text());
+        assert_ne!(fields(&resp.text())["pid"], closed);
+        let mut connection = Connection::open(server.addr);
+        connection.send_raw(
+            format!("POST /app/post-{n} HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nhi")
+                .as_bytes(),
+        );
+        let resp = connection.read_response(false);
+        assert_eq!(resp.status, 200, "POST {n}: {}", resp.text());
+        assert_ne!(fields(&resp.text())["pid"], closed);
+    }
 }
 
 /// A first request waits while the application gets ready, however it

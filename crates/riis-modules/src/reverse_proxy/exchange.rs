@@ -352,9 +352,10 @@ pub(super) struct Job {
     /// Whether the request may be sent again (RFC 9110 §9.2.2) when a kept
     /// connection fails after it was sent.
     pub(super) idempotent: bool,
-    /// The one server this request goes to ([`super::PROXY_SERVER`]),
-    /// instead of the section's.
-    pub(super) only: Option<Server>,
+    /// The servers this request goes to, tried in turn
+    /// ([`super::PROXY_SERVER`]), instead of the section's (empty: the
+    /// section's).
+    pub(super) only: Vec<Server>,
     /// The client's address (for `balance = "client_address"`).
     pub(super) client: std::net::IpAddr,
     /// The client's affinity cookie's value, with `affinity_cookie`.
@@ -913,7 +914,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
     let mut failures = Vec::new();
     let farm = job
         .only
-        .is_none()
+        .is_empty()
         .then(|| {
             job.config
                 .servers

@@ -147,7 +147,8 @@ use farm::Server;
 pub use farm::{Balance, Farm};
 
 /// The server variable that sends one request to a server of its own
-/// (`http[s]://host[:port]` or `unix:/path`) instead of the section's
+/// (`http[s]://host[:port]` or `unix:/path`; or several, separated by
+/// spaces, tried in turn as a farm's are) instead of the section's
 /// `servers`: UrlRewrite sets it for a Rewrite to another server, and any
 /// module may, before ExecuteRequestHandler (IIS ARR's routing of a URL
 /// rewritten to another server). A client cannot: it is no `HTTP_` name.
@@ -163,9 +164,37 @@ pub const PROXY_SERVER: &str = "PROXY_SERVER";
 /// name. Child requests start without it.
 pub const PROXY_REQUEST_HEADERS: &str = "PROXY_REQUEST_HEADERS";
 
-/// Checks a server as `servers` and [`PROXY_SERVER`] take it.
+/// Checks a [`PROXY_SERVER`] value.
 pub(crate) fn check_server(text: &str) -> Result<(), String> {
-    Server::parse(text).map(|_| ())
+    proxy_servers(text).map(|_| ())
+}
+
+/// The servers a [`PROXY_SERVER`] value names, in the order they are
+/// tried: one, or several separated by spaces (HttpPlatformHandler names
+/// every process of an application that listens, the next in turn first).
+/// A Unix socket's path may hold spaces: a space begins another server only
+/// before `http://`, `https://` or `unix:`.
+fn proxy_servers(text: &str) -> Result<Vec<Server>, String> {
+    fn begins_server(text: &str) -> bool {
+        ["http://", "https://", "unix:"].iter().any(|scheme| {
+            text.get(..scheme.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(scheme))
+        })
+    }
+    let mut servers = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let end = rest
+            .char_indices()
+            .find(|&(at, c)| c.is_whitespace() && begins_server(rest[at..].trim_start()))
+            .map_or(rest.len(), |(at, _)| at);
+        servers.push(Server::parse(&rest[..end])?);
+        rest = rest[end..].trim_start();
+    }
+    if servers.is_empty() {
+        return Err("names no server".to_owned());
+    }
+    Ok(servers)
 }
 
 /// The `proxy` configuration section.
@@ -756,8 +785,8 @@ impl ReverseProxy {
             handle.spawn(health::watch(Arc::downgrade(&config)));
         }
         let only = match ctx.server_variable(PROXY_SERVER) {
-            Some(server) => match Server::parse(&server) {
-                Ok(server) => Some(server),
+            Some(servers) => match proxy_servers(&servers) {
+                Ok(servers) => servers,
                 Err(why) => {
                     return fail(
                         ctx,
@@ -766,7 +795,7 @@ impl ReverseProxy {
                     )
                 }
             },
-            None => None,
+            None => Vec::new(),
         };
         let target = match ctx.request().raw_url().parse() {
             Ok(target) => target,
@@ -1103,5 +1132,32 @@ impl riis_pipeline::HttpModuleFactory for Factory {
 
     fn terminate(&self) {
         self.shared.pools.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(text: &str) -> Vec<String> {
+        proxy_servers(text)
+            .unwrap()
+            .into_iter()
+            .map(|server| server.address.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn proxy_server_names_one_server_or_several_in_turn() {
+        assert_eq!(names("http://127.0.0.1:8001"), ["127.0.0.1:8001"]);
+        assert_eq!(
+            names(" http://127.0.0.1:8001  HTTP://127.0.0.1:8002\tunix:/run/a b.sock "),
+            ["127.0.0.1:8001", "127.0.0.1:8002", "unix:/run/a b.sock"]
+        );
+        // A space inside a Unix socket's path begins no other server.
+        assert_eq!(names("unix:/run/my app/s"), ["unix:/run/my app/s"]);
+        assert!(proxy_servers("  ").is_err());
+        assert!(proxy_servers("http://a:1 ftp://b").is_err());
+        assert!(check_server("http://a:1 http://b/path").is_err());
     }
 }
