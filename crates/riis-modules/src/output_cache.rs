@@ -407,6 +407,14 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     if user.is_empty() && ctx.client_certificate().is_some() {
         return None;
     }
+    // Nor is a GET with content: the gateways pass it on, and an
+    // application that reads it (a search API's query, PHP's
+    // `php://input`) answers by what no key holds; content cannot change a
+    // GET's meaning to a cache (RFC 9110 §9.3.1), so none is kept or
+    // served for such a request.
+    if !req.is_body_complete() {
+        return None;
+    }
     // The URL as a change to it goes (`url_of`): site, port (an https
     // binding's answer is not an http one's), the host the client asked
     // for (a handler may write absolute URLs) and the path. Then the host
@@ -450,7 +458,9 @@ fn key_of(ctx: &HttpContext, config: &OutputCacheConfig) -> Option<String> {
     key.push('\0');
     let asked_query = rewritten.then_some(asked_query);
     for query in std::iter::once(req.query_string()).chain(asked_query) {
-        push_query(&mut key, config, query);
+        if !push_query(&mut key, config, query) {
+            return None;
+        }
         key.push('\0');
     }
     for name in &config.vary_by_headers {
@@ -549,9 +559,16 @@ impl HttpModule for OutputCache {
                 for (name, value) in &entry.headers {
                     resp.append_header(name.clone(), value.clone());
                 }
-                // How long it has been kept, on top of the age it came with.
-                let age = entry.initial_age + now.saturating_duration_since(entry.stored).as_secs();
-                resp.set_header(header::AGE, HeaderValue::from(age));
+                // How long it has been kept, on top of the age it came with
+                // (RFC 9111 §5.1). An entry of a file's was validated
+                // against the file just now (its stamp), so its time here
+                // does not count: clients would otherwise keep it for its
+                // `max-age` less that time.
+                let kept = match entry.file {
+                    Some(_) => 0,
+                    None => now.saturating_duration_since(entry.stored).as_secs(),
+                };
+                resp.set_header(header::AGE, HeaderValue::from(entry.initial_age + kept));
                 resp.write(EntityChunk::Memory(entry.body.clone()));
                 return RequestNotificationStatus::FinishRequest;
             }
@@ -630,12 +647,25 @@ impl HttpModule for OutputCache {
     }
 }
 
+/// The parameters past which PHP (`max_input_vars`) and ASP.NET
+/// (`MaxHttpCollectionKeys`) read no more of a query, by default.
+const MOST_PARAMETERS_READ: usize = 1000;
+
 /// Appends the query's part of the key: all of it (`*`), or the named
-/// parameters (see [`push_parameters`]).
-fn push_query(key: &mut String, config: &OutputCacheConfig, query: &str) {
+/// parameters (see [`push_parameters`]); `false` when the query is not
+/// one the named parameters can key: with more parameters than a handler
+/// reads ([`MOST_PARAMETERS_READ`]), a named one past them is in the key
+/// but not in the handler's reading (`?a&…&a&id=8` reads as no `id`), and
+/// its answer would be stored for `?id=8`.
+fn push_query(key: &mut String, config: &OutputCacheConfig, query: &str) -> bool {
     if config.vary_by_query_string.iter().any(|p| p == "*") {
         key.push_str(query);
-        return;
+        return true;
+    }
+    if !config.vary_by_query_string.is_empty()
+        && query.split(['&', ';']).nth(MOST_PARAMETERS_READ).is_some()
+    {
+        return false;
     }
     // The parameters as a handler that splits on `&` reads them (PHP,
     // ASP.NET: `?id=a;b` is `a;b`), and, when the query has a `;`, as one
@@ -649,6 +679,7 @@ fn push_query(key: &mut String, config: &OutputCacheConfig, query: &str) {
         key.push(';');
         push_parameters(key, config, query, &['&', ';']);
     }
+    true
 }
 
 /// Appends the named parameters of `query`, split at `separators`, in the
@@ -699,17 +730,19 @@ fn push_parameters(key: &mut String, config: &OutputCacheConfig, query: &str, se
 
 /// Whether a handler may read the parameter named `sent` (decoded) as
 /// `name`: as sent, in any case, or as PHP names it in `$_GET`
-/// (`user.id`, `user id` and `user_id[]` are its `user_id`).
+/// (`user.id`, `user id`, `user_id[]` and `user_id%00x` are its `user_id`).
 fn reads_as(sent: &[u8], name: &str) -> bool {
     sent.eq_ignore_ascii_case(name.as_bytes())
-        || (sent.iter().any(|b| matches!(b, b' ' | b'.' | b'['))
+        || (sent.iter().any(|b| matches!(b, b' ' | b'.' | b'[' | b'\0'))
             && php_name(sent).eq_ignore_ascii_case(name.as_bytes()))
 }
 
-/// The name PHP gives a query parameter in `$_GET`: leading spaces
-/// dropped, ` ` and `.` made `_`, an array's brackets dropped (`id[]`,
-/// `id[x]` are `id`), and a `[` without its `]` made `_`.
+/// The name PHP gives a query parameter in `$_GET`: cut at a NUL (its
+/// names are C strings), leading spaces dropped, ` ` and `.` made `_`, an
+/// array's brackets dropped (`id[]`, `id[x]` are `id`), and a `[` without
+/// its `]` made `_`.
 fn php_name(name: &[u8]) -> Vec<u8> {
+    let name = name.split(|&b| b == 0).next().unwrap_or_default();
     let start = name.iter().position(|&b| b != b' ').unwrap_or(name.len());
     let name = &name[start..];
     let mut out = Vec::with_capacity(name.len());
@@ -1058,6 +1091,8 @@ mod tests {
             ("id[x][y]", "id"),
             ("a[b", "a_b"),
             ("[x]", "_x]"),
+            ("id\0x", "id"),
+            ("user.id\0", "user_id"),
         ] {
             assert_eq!(php_name(sent.as_bytes()), php.as_bytes(), "{sent}");
         }

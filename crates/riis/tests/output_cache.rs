@@ -283,6 +283,10 @@ fn a_changed_file_and_a_time_period_end_an_entry() {
         .unwrap();
     age_of(&mut conn);
     assert_eq!(age_of(&mut conn).as_deref(), Some("0"));
+    // Each hit is checked against the file: its time in the cache is no
+    // age (else clients keep it for `max-age` less that time).
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(age_of(&mut conn).as_deref(), Some("0"));
 
     // A folder's default document is not kept: it comes from another URL.
     std::fs::write(dir.join("files/index.html"), "index one").unwrap();
@@ -620,4 +624,49 @@ frequent_hit_threshold = 1
     let after = Connection::open(server.addr).get("/item.cgi");
     assert_eq!(after.text(), "value=new\n");
     assert_eq!(after.header("age"), None);
+}
+
+/// What a key cannot hold keeps a request from the cache: a GET's content
+/// (the gateways pass it on, and PHP's `php://input` reads it), a
+/// parameter name PHP cuts at a NUL (`id%00x` is its `id`), and the
+/// parameters past the thousand PHP and ASP.NET read (`?a&…&id=8` has no
+/// `id` for them). Each would otherwise store an answer that `?id=1` or
+/// `?id=8` alone then gets.
+#[test]
+fn what_the_key_cannot_hold_is_neither_kept_nor_answered() {
+    let server = InProcessServer::start(CONFIG, TEST_MODULES);
+    let mut conn = Connection::open(server.addr);
+    let with_body = "Content-Length: 4\r\n\r\nEVIL";
+    let head = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t\r\n");
+    for _ in 0..3 {
+        conn.send_raw(format!("{}{with_body}", head("/dyn/body")).as_bytes());
+        assert_eq!(conn.read_response(false).status, 200);
+    }
+    let plain = run(&get(&mut conn, "/dyn/body", ""));
+    assert_eq!(plain, 4, "a GET with content was answered from the cache");
+    // The content's requests stored nothing either: the plain GET's entry
+    // needs two runs of its own.
+    assert_eq!(run(&get(&mut conn, "/dyn/body", "")), 5);
+    assert_eq!(run(&get(&mut conn, "/dyn/body", "")), 5);
+
+    let nul = "/dyn/named/n?id=1&id%00x=EVIL";
+    let first = run(&get(&mut conn, nul, ""));
+    assert_eq!(run(&get(&mut conn, nul, "")), first + 1);
+    assert_eq!(run(&get(&mut conn, nul, "")), first + 1, "kept");
+    assert_eq!(
+        run(&get(&mut conn, "/dyn/named/n?id=1", "")),
+        first + 2,
+        "?id=1 got the answer of a request whose PHP `id` was another"
+    );
+
+    let many = format!("/dyn/named/m?{}id=8", "a&".repeat(1000));
+    for _ in 0..3 {
+        get(&mut conn, &many, "");
+    }
+    assert_eq!(
+        run(&get(&mut conn, "/dyn/named/m?id=8", "")),
+        4,
+        "?id=8 got the answer of a request whose handler read no `id`"
+    );
+    server.stop();
 }
