@@ -10,7 +10,9 @@
 //!   (another module, or the parent of a child request, may have set one)
 //!   has its user name and password checked against `user_file` (a
 //!   child request whose parent came in anonymously, from a location
-//!   without Basic, is checked in its own). A
+//!   without Basic, is checked in its own, and so is one whose parent's
+//!   user another location's `user_file` or `group_file` vouched for: the
+//!   user's [`HttpUser::issuer`] names them). A
 //!   password hash takes milliseconds to check (bcrypt tens of them), so
 //!   it is checked on the module's own threads (`riis-auth`, one per core)
 //!   while the request waits (Pending) without holding its worker; the
@@ -498,9 +500,18 @@ impl Drop for CheckSlot {
 pub struct BasicAuthentication {
     config: Section<BasicAuthenticationConfig>,
     shared: Arc<Shared>,
-    /// The logon being checked: the user, its roles, and the digest to
-    /// remember it by (`None` for an unknown user, who cannot pass).
-    checking: Option<(String, Vec<String>, Option<[u8; 32]>)>,
+    /// The logon being checked.
+    checking: Option<Logon>,
+}
+
+/// A logon being checked on the module's threads.
+struct Logon {
+    name: String,
+    roles: Vec<String>,
+    /// What to remember it by; `None` for an unknown user, who cannot pass.
+    digest: Option<[u8; 32]>,
+    /// What vouches for the user (its [`HttpUser::issuer`]).
+    issuer: String,
 }
 
 impl BasicAuthentication {
@@ -513,8 +524,12 @@ impl BasicAuthentication {
         crate::end_with_error(ctx, StatusCode::UNAUTHORIZED, 1, crate::E_ACCESS_DENIED)
     }
 
-    fn log_on(ctx: &mut HttpContext, name: String, roles: Vec<String>) {
-        ctx.set_user(HttpUser::new(name, "Basic").with_roles(roles));
+    fn log_on(ctx: &mut HttpContext, name: String, roles: Vec<String>, issuer: String) {
+        ctx.set_user(
+            HttpUser::new(name, "Basic")
+                .with_roles(roles)
+                .with_issuer(issuer),
+        );
     }
 }
 
@@ -526,9 +541,23 @@ impl HttpModule for BasicAuthentication {
         let Some(config) = enabled_config(ctx, self.config) else {
             return RequestNotificationStatus::Continue;
         };
-        if ctx.user().is_some_and(|u| !u.name().is_empty()) {
-            return RequestNotificationStatus::Continue;
-        }
+        let issuer = issuer_of(config);
+        // A Basic user whose files were others (a child request, a CGI
+        // local redirect or an include, into a location with a user file
+        // of its own, where another `admin` may be, and other groups) logs
+        // on again against this location's, as nginx and Apache check an
+        // internal redirect's credentials again.
+        let again = match ctx.user() {
+            Some(user) if !user.name().is_empty() => {
+                if user.authentication_type() != "Basic"
+                    || user.issuer().is_none_or(|by| by == issuer)
+                {
+                    return RequestNotificationStatus::Continue;
+                }
+                true
+            }
+            _ => false,
+        };
         if ctx
             .request()
             .headers()
@@ -548,6 +577,9 @@ impl HttpModule for BasicAuthentication {
             return crate::end_with_error(ctx, StatusCode::BAD_REQUEST, 0, 0x8007_0057);
         }
         let (name, password) = match credentials(ctx) {
+            // Logged on elsewhere, and no credentials here (a module
+            // removed them): not let on as anonymous where that may be off.
+            None if again => return Self::refuse(ctx, "no credentials", None),
             None => return RequestNotificationStatus::Continue,
             Some(Err(why)) => return Self::refuse(ctx, why, None),
             Some(Ok(c)) => c,
@@ -567,6 +599,11 @@ impl HttpModule for BasicAuthentication {
                 return RequestNotificationStatus::FinishRequest;
             }
         };
+        // Whatever comes of this logon, the user vouched for elsewhere is
+        // not this request's any more.
+        if again {
+            ctx.set_user(HttpUser::new("", ""));
+        }
         if password.len() > MAX_PASSWORD {
             // SHA-crypt's work grows with the password's length: a long one
             // would hold a checking thread for seconds.
@@ -578,7 +615,7 @@ impl HttpModule for BasicAuthentication {
             .map(|hash| self.shared.digest(&name, &password, hash));
         let roles = users.roles.get(&name).cloned().unwrap_or_default();
         if digest.is_some_and(|d| self.shared.is_remembered(&d)) {
-            Self::log_on(ctx, name, roles);
+            Self::log_on(ctx, name, roles, issuer);
             return RequestNotificationStatus::Continue;
         }
         let counts = known.is_some();
@@ -616,7 +653,12 @@ impl HttpModule for BasicAuthentication {
             }
             return too_busy(ctx);
         }
-        self.checking = Some((name, roles, digest));
+        self.checking = Some(Logon {
+            name,
+            roles,
+            digest,
+            issuer,
+        });
         RequestNotificationStatus::Pending
     }
 
@@ -627,13 +669,19 @@ impl HttpModule for BasicAuthentication {
         _is_post: bool,
         completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
-        let Some((name, roles, digest)) = self.checking.take() else {
+        let Some(Logon {
+            name,
+            roles,
+            digest,
+            issuer,
+        }) = self.checking.take()
+        else {
             return RequestNotificationStatus::Continue;
         };
         match digest {
             Some(digest) if completion.bytes == 1 => {
                 self.shared.remember(digest);
-                Self::log_on(ctx, name, roles);
+                Self::log_on(ctx, name, roles, issuer);
                 RequestNotificationStatus::Continue
             }
             Some(_) => Self::refuse(ctx, "wrong password", Some(&name)),
@@ -689,6 +737,16 @@ fn enabled_config(
         .into_iter()
         .chain(std::iter::once(here))
         .find(|c| c.enabled)
+}
+
+/// What vouches for the users of `config` (their [`HttpUser::issuer`]):
+/// its user and group files.
+fn issuer_of(config: &BasicAuthenticationConfig) -> String {
+    format!(
+        "{}\n{}",
+        config.user_file.display(),
+        config.group_file.display()
+    )
 }
 
 /// The request's host name without its port (the `SERVER_NAME` server

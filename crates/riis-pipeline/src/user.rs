@@ -18,6 +18,7 @@ pub struct HttpUser {
     authentication_type: String,
     roles: Vec<String>,
     role_check: Option<Arc<dyn RoleCheck>>,
+    issuer: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for HttpUser {
@@ -27,6 +28,7 @@ impl std::fmt::Debug for HttpUser {
             .field("authentication_type", &self.authentication_type)
             .field("roles", &self.roles)
             .field("role_check", &self.role_check.is_some())
+            .field("issuer", &self.issuer)
             .finish()
     }
 }
@@ -37,6 +39,7 @@ impl PartialEq for HttpUser {
         self.name == other.name
             && self.authentication_type == other.authentication_type
             && self.roles == other.roles
+            && self.issuer == other.issuer
             && match (&self.role_check, &other.role_check) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -56,6 +59,7 @@ impl HttpUser {
             authentication_type: authentication_type.into(),
             roles: Vec::new(),
             role_check: None,
+            issuer: None,
         }
     }
 
@@ -80,6 +84,24 @@ impl HttpUser {
     pub fn with_role_check(mut self, check: Arc<dyn RoleCheck>) -> Self {
         self.role_check = Some(check);
         self
+    }
+
+    /// The same user, vouched for by `issuer`: the authenticating module's
+    /// own words for the settings it checked the user against
+    /// (BasicAuthentication: its user and group files). A child request
+    /// keeps its parent's user; in a location whose settings would vouch
+    /// for users otherwise (another user file, whose `admin` is someone
+    /// else), that module logs the request on again rather than take the
+    /// user as it is.
+    pub fn with_issuer(mut self, issuer: impl Into<Arc<str>>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// What vouched for the user (see [`HttpUser::with_issuer`]), if its
+    /// module said.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     /// The module's role check, if the user has one.

@@ -21,6 +21,8 @@ fn config(dir: &TempDir) -> PathBuf {
     let alice = bcrypt::hash("wonderland", 4).unwrap();
     dir.write("users", format!("alice:{alice}\nbob:{BOB_HASH}\n"));
     dir.write("groups", "admins: alice\n");
+    dir.write("other-users", format!("bob:{BOB_HASH}\n"));
+    dir.write("other-groups", "admins: bob\n");
     for file in [
         "www/a.txt",
         "www/members/a.txt",
@@ -28,6 +30,7 @@ fn config(dir: &TempDir) -> PathBuf {
         "www/admin/a.txt",
         "www/broken/a.txt",
         "www/pub/index.html",
+        "www/other/index.html",
     ] {
         dir.write(file, "alpha");
     }
@@ -89,6 +92,19 @@ anonymous_authentication = {{ enabled = false }}
 [[sites.locations]]
 path = "/members/blocked"
 ip_security = {{ deny_action = "Unauthorized", rules = [{{ address = "127.0.0.0/8" }}] }}
+
+# A folder whose page has users of its own: /other/'s default document
+# is a child request into it.
+[[sites.locations]]
+path = "/other"
+basic_authentication = {{ enabled = true }}
+anonymous_authentication = {{ enabled = false }}
+
+[[sites.locations]]
+path = "/other/index.html"
+basic_authentication = {{ enabled = true, user_file = "other-users", group_file = "other-groups" }}
+anonymous_authentication = {{ enabled = false }}
+authorization = {{ rules = [{{ access = "Allow", roles = "admins" }}] }}
 
 [[sites.locations]]
 path = "/broken"
@@ -207,6 +223,17 @@ fn basic_logons_anonymous_access_and_url_rules() {
     let blocked = get_as(&mut conn, "/members/blocked/a.txt", Some("bob:secret"));
     assert_eq!(status(&blocked), "401.503");
     assert_eq!(blocked.header("www-authenticate"), None);
+
+    // A child request into a location with other users logs on against
+    // them: alice of the site's file (an admin there) is nobody in
+    // /other/index.html's, whose admin is bob.
+    assert_eq!(
+        get_as(&mut conn, "/other/", Some("alice:wonderland")).status,
+        401
+    );
+    let other = get_as(&mut conn, "/other/", Some("bob:secret"));
+    assert_eq!(other.status, 200);
+    assert_eq!(other.text(), "alpha");
 
     // A password too long to check; a name in another case is another
     // (unknown) user.
