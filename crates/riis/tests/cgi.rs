@@ -760,6 +760,39 @@ fn a_local_redirect_does_not_open_an_internal_location() {
     assert_eq!(accel.text(), "secret");
 }
 
+/// A local redirect's URL meets UrlRewrite's rules as the client's own
+/// request would: a rule that blocks a path is not one `?next=` away.
+#[test]
+fn a_local_redirect_meets_the_rewrite_rules() {
+    let dir = TempDir::new("cgi-local-rules");
+    let config = config_changed(
+        &dir,
+        "[[modules]]\nname = \"Cgi\"\n",
+        "[[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"Cgi\"\n",
+    );
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[[rewrite.rules]]\nname = \"block admin\"\npattern = \"^cgi/admin/\"\n\
+           action = { type = \"CustomResponse\", status_code = 403, status_reason = \"Forbidden\" }\n";
+    std::fs::write(&config, text).unwrap();
+    program(
+        &dir,
+        "next.cgi",
+        "#!/bin/sh\nprintf 'Location: %s\\n\\n' \"$QUERY_STRING\"\n",
+    );
+    program(
+        &dir,
+        "admin/secret.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nsecret'\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/cgi/admin/secret.cgi").status, 403);
+    let redirected = conn.get("/cgi/next.cgi?/cgi/admin/secret.cgi");
+    assert_eq!(redirected.status, 403, "{}", redirected.text());
+    let open = conn.get("/cgi/next.cgi?/cgi/status.cgi");
+    assert_eq!(open.status, 203, "{}", open.text());
+}
+
 /// A program's `X-Accel-Redirect` is answered by the URL it names, as a
 /// GET, whatever the program's status and body; with `x_accel_redirect =
 /// false` the header is dropped and the program's answer goes.

@@ -21,7 +21,8 @@
 //!   those of the location the request's original URL falls in, after
 //!   those of the levels around it (see `inherit` below). Child
 //!   requests (a default document's, for instance) are not rewritten:
-//!   their parent was.
+//!   their parent was; one whose URL the client may have chosen (a CGI
+//!   local redirect: `ExecuteFlags::client_chosen_url`) is.
 //!
 //! The rules run in order. A rule's `pattern` is matched against the URL
 //! path without its leading `/`, decoded (`blog/2024/hello world`); the
@@ -915,7 +916,14 @@ impl UrlRewrite {
 
 impl HttpModule for UrlRewrite {
     fn on_begin_request(&mut self, ctx: &mut HttpContext) -> RequestNotificationStatus {
-        if ctx.child_depth() > 0 {
+        // A child request is the server's own, its URL chosen by a module
+        // (a default document, an error page), and the rules ran for its
+        // parent; but one whose URL the client may have chosen (a CGI
+        // script's local redirect of `?next=/admin/`) meets them as the
+        // client's own request would, as nginx runs its rewrite phases
+        // again after an internal redirect: a rule that blocks `/admin`
+        // would otherwise be one redirect away.
+        if ctx.child_depth() > 0 && !ctx.execute_flags().client_chosen_url {
             return RequestNotificationStatus::Continue;
         }
         let status = self.inbound(ctx);
