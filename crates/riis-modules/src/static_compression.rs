@@ -811,19 +811,23 @@ impl HttpModule for StaticCompression {
         let Some(etag) = strong_etag(ctx) else {
             return RequestNotificationStatus::Continue;
         };
-        let Some(path) = ctx.mapped_path().map(Path::to_path_buf) else {
-            return RequestNotificationStatus::Continue;
-        };
+        // Probed (and the path mapped) now if the handler did not: an
+        // answer OutputCache kept skips the handler, and goes out as its
+        // file's would, from the copy.
         let Some(info) = ctx.resource_info() else {
             return RequestNotificationStatus::Continue;
         };
+        let Some(path) = ctx.mapped_path().map(Path::to_path_buf) else {
+            return RequestNotificationStatus::Continue;
+        };
         let response = ctx.response();
-        // HEAD has no body, only the length GET's would have.
+        // HEAD has no body, only the length GET's would have; a cache hit
+        // for a HEAD holds the body (the server sends none) and no length.
         let len = if ctx.request().method() == Method::HEAD {
             response
                 .header(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(0)
+                .unwrap_or_else(|| response.buffered_len())
         } else {
             response.buffered_len()
         };

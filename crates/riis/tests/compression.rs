@@ -1079,3 +1079,52 @@ response_buffer_limit = 0
     assert_eq!(resp.header("content-encoding"), None);
     assert_eq!(resp.body, big.as_bytes());
 }
+
+/// An answer OutputCache keeps is sent as StaticFile's own would be, from
+/// the compressed copy, on GET and HEAD, whatever the cache's policy: a hit
+/// skips the handler and its mapping of the path, which StaticCompression
+/// needs to find the copy (before, hits went out as the file is, without
+/// `Vary`, and the URL's ETag went strong and weak by turns).
+#[test]
+fn an_output_cache_hit_is_compressed_as_the_file_would_be() {
+    for policy in ["CacheForTimePeriod", "CacheUntilChange"] {
+        let s = site(&format!(
+            "{STATIC_ONLY}[output_cache]\npolicy = \"{policy}\"\nduration = 60\n\
+             [[modules]]\nname = \"OutputCache\"\n"
+        ));
+        // Settled: a file changed within the last seconds is not kept yet.
+        std::fs::File::options()
+            .write(true)
+            .open(s.dir.path().join("www/big.txt"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(10))
+            .unwrap();
+        let mut conn = Connection::open(s.server.addr);
+        let copy = fetch_copy(&mut conn, "/big.txt", "gzip");
+        assert_eq!(gunzip(&copy.body), s.big.as_bytes());
+        let mut hits = 0;
+        for _ in 0..4 {
+            let resp = fetch(&mut conn, "/big.txt", Some("gzip"));
+            hits += usize::from(resp.header("age").is_some());
+            assert_eq!(resp.header("content-encoding"), Some("gzip"), "{policy}");
+            assert_eq!(resp.header("vary"), Some("Accept-Encoding"), "{policy}");
+            assert_eq!(resp.header("etag"), copy.header("etag"), "{policy}");
+            assert_eq!(resp.body, copy.body, "{policy}");
+        }
+        assert!(hits > 0, "{policy}: no answer came from the cache");
+        conn.send_raw(b"HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+        let head = conn.read_response(true);
+        assert_eq!(head.header("content-encoding"), Some("gzip"), "{policy}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(copy.body.len().to_string().as_str()),
+            "{policy}"
+        );
+        assert_eq!(head.header("vary"), Some("Accept-Encoding"), "{policy}");
+        // A client that takes no gzip gets the file, told it varies.
+        let plain = fetch(&mut conn, "/big.txt", None);
+        assert_eq!(plain.header("content-encoding"), None);
+        assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+        assert_eq!(plain.body, s.big.as_bytes());
+    }
+}
