@@ -50,7 +50,9 @@
 //! credentials go on to AnonymousAuthentication and UrlAuthorization as
 //! anywhere else. Passwords over 512 bytes are refused (SHA-crypt's work
 //! grows with the password), at most 4 logons of one client address are
-//! checked at once (503 past that), and an unknown user's password is
+//! checked at once (503 past that; requests with the same credentials
+//! while their check runs wait for its result, and count once), and an
+//! unknown user's password is
 //! checked against the file's slowest hash, so that an unknown name takes
 //! at least as long as a known one. Basic authentication sends
 //! the password with every request, readable to anyone on the way: use it
@@ -302,6 +304,7 @@ struct Shared {
     secret: [u8; 32],
     checks: Background<Check>,
     checking: Checking,
+    waiting: Waiting,
 }
 
 /// A password to check on the module's threads.
@@ -315,6 +318,43 @@ struct Check {
     done: riis_pipeline::CompletionHandle,
     /// Held until the check is done.
     _slot: CheckSlot,
+    /// The requests that wait for the same logon's result, if any may.
+    turn: Option<Turn>,
+}
+
+/// What a finished check posts: the logon passed.
+const PASSED: u64 = 1;
+/// What a check that was never made posts to those waiting for it (the
+/// queue was full): they get 503, as it did.
+const NOT_CHECKED: u64 = 2;
+
+/// Requests waiting for a logon that another request's check is making,
+/// by the logon's digest: a browser opens several connections at once with
+/// the same credentials (six for a page's parts), and one check answers
+/// them all, rather than each taking one of the client's
+/// [`CHECKS_PER_CLIENT`] and the rest getting 503.
+type Waiting = Arc<Mutex<HashMap<[u8; 32], Vec<riis_pipeline::CompletionHandle>>>>;
+
+/// The check of a logon others may wait for: when it is dropped (done, or
+/// never made), they are given its result.
+struct Turn {
+    digest: [u8; 32],
+    waiting: Waiting,
+    result: u64,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let waiters = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.digest)
+            .unwrap_or_default();
+        for waiter in waiters {
+            waiter.post_completion(self.result);
+        }
+    }
 }
 
 impl Shared {
@@ -618,6 +658,35 @@ impl HttpModule for BasicAuthentication {
             Self::log_on(ctx, name, roles, issuer);
             return RequestNotificationStatus::Continue;
         }
+        // The same logon being checked for another request already: its
+        // result is this one's too.
+        let turn = match digest {
+            Some(digest) => {
+                let mut waiting = self
+                    .shared
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if let Some(waiters) = waiting.get_mut(&digest) {
+                    waiters.push(ctx.completion_handle());
+                    drop(waiting);
+                    self.checking = Some(Logon {
+                        name,
+                        roles,
+                        digest: Some(digest),
+                        issuer,
+                    });
+                    return RequestNotificationStatus::Pending;
+                }
+                waiting.insert(digest, Vec::new());
+                Some(Turn {
+                    digest,
+                    waiting: self.shared.waiting.clone(),
+                    result: NOT_CHECKED,
+                })
+            }
+            None => None,
+        };
         let counts = known.is_some();
         let Some(hash) = known.or_else(|| users.decoy.clone()) else {
             // No users at all: nothing to take time over.
@@ -642,6 +711,7 @@ impl HttpModule for BasicAuthentication {
             counts,
             done: ctx.completion_handle(),
             _slot: slot,
+            turn,
         };
         if self.shared.checks.queue(check).is_err() {
             static BUSY_LOG: crate::LogGate = crate::LogGate::new();
@@ -679,7 +749,8 @@ impl HttpModule for BasicAuthentication {
             return RequestNotificationStatus::Continue;
         };
         match digest {
-            Some(digest) if completion.bytes == 1 => {
+            Some(_) if completion.bytes == NOT_CHECKED => too_busy(ctx),
+            Some(digest) if completion.bytes == PASSED => {
                 self.shared.remember(digest);
                 Self::log_on(ctx, name, roles, issuer);
                 RequestNotificationStatus::Continue
@@ -774,11 +845,21 @@ pub fn register_module(
         files: Mutex::new(HashMap::new()),
         remembered: Mutex::new(HashMap::new()),
         secret: random_secret(),
-        checks: Background::with_threads("riis-auth", threads, QUEUED_CHECKS, |check: Check| {
-            let passed = check.hash.verify(&check.password) && check.counts;
-            check.done.post_completion(u64::from(passed));
-        }),
+        checks: Background::with_threads(
+            "riis-auth",
+            threads,
+            QUEUED_CHECKS,
+            |mut check: Check| {
+                let passed = u64::from(check.hash.verify(&check.password) && check.counts);
+                check.done.post_completion(passed);
+                // Dropped with the check: those waiting get the result.
+                if let Some(turn) = &mut check.turn {
+                    turn.result = passed;
+                }
+            },
+        ),
         checking: Arc::default(),
+        waiting: Arc::default(),
     });
     registration.set_request_notifications(
         move || BasicAuthentication {

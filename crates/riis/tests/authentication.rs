@@ -19,7 +19,13 @@ const BOB_HASH: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U
 fn config(dir: &TempDir) -> PathBuf {
     // Cost 4: the lowest bcrypt takes, so the tests stay quick.
     let alice = bcrypt::hash("wonderland", 4).unwrap();
-    dir.write("users", format!("alice:{alice}\nbob:{BOB_HASH}\n"));
+    // Cost 10 for erin: a check that takes long enough for requests to
+    // come together while it runs.
+    let erin = bcrypt::hash("meadow", 10).unwrap();
+    dir.write(
+        "users",
+        format!("alice:{alice}\nbob:{BOB_HASH}\nerin:{erin}\n"),
+    );
     dir.write("groups", "admins: alice\n");
     dir.write("other-users", format!("bob:{BOB_HASH}\n"));
     dir.write("other-groups", "admins: bob\n");
@@ -454,4 +460,46 @@ fn an_iis_sites_logon_rules_convert_from_its_web_config() {
         get_as(&mut conn, "/public/a.txt", Some("mallory:secret")).status,
         401
     );
+}
+
+/// A browser opens several connections at once with the same credentials
+/// (six for a page's parts): one check answers them all, rather than each
+/// taking one of the client's four checks at once and the rest getting 503.
+#[test]
+fn logons_with_the_same_credentials_at_once_share_one_check() {
+    let dir = TempDir::new("auth-together");
+    let config = config(&dir);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut conn = Connection::open(addr);
+                barrier.wait();
+                get_as(&mut conn, "/members/a.txt", Some("erin:meadow")).status
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(statuses, [200; 6]);
+    // A wrong password shares its check's failure the same way.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut conn = Connection::open(addr);
+                barrier.wait();
+                get_as(&mut conn, "/members/a.txt", Some("erin:meadows")).status
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(statuses, [401; 6]);
 }
