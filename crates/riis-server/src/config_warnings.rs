@@ -24,9 +24,11 @@
 //! a handler with HttpPlatformHandler or AspNetCoreModule but no
 //! ReverseProxy after it never passes a request to the application.
 //!
-//! And one about a module's section read from the built pipeline: a
+//! And some about modules' sections read from the built pipeline: a
 //! UrlRewrite rule that sends requests to a server where no handler runs
-//! ReverseProxy (`rewrites_to_servers_never_passed`).
+//! ReverseProxy (`rewrites_to_servers_never_passed`), default folders
+//! another user could have made (`default_folders_refused`), and secrets
+//! in a served folder (`secrets_served`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -464,7 +466,108 @@ pub(crate) fn warnings_of(config: &ServerConfig, pipeline: &Pipeline) -> Vec<Con
     warnings.extend(modules_never_run(config, pipeline));
     warnings.extend(rewrites_to_servers_never_passed(config, pipeline));
     warnings.extend(default_folders_refused(config, pipeline));
+    warnings.extend(secrets_served(config, pipeline));
     warnings
+}
+
+/// Files the configuration keeps secrets in (BasicAuthentication's user and
+/// group files, a site's certificate key) that lie in a folder a site
+/// serves, at a URL nothing refuses: a client may download the password
+/// hashes or the key (StaticFile serves a name without an extension once
+/// `default_mime_type` is set, as a WebDAV site sets it; DirectoryListing
+/// and WebDav's PROPFIND name it). `.htpasswd` is hidden by default, so a
+/// file of that name is not named. Placed at the key that names the file.
+fn secrets_served(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError> {
+    use riis_modules::basic_authentication::BasicAuthenticationConfig;
+    let resolve = |file: &Path| config.folder.join(file);
+    let mut named: Vec<PathBuf> = Vec::new();
+    let mut found = Vec::new();
+    for (site, definition) in pipeline.sites().iter().zip(&config.sites) {
+        let maps = mappings(definition);
+        // Where a file of the site's folders is served, if it is.
+        let served_at = |file: &Path| {
+            maps.iter().find_map(|m| {
+                let url = url_of(m.url, &relative_to(file, m.folder)?)?;
+                (std::ptr::eq(serving(&maps, &url), m) && !config.refuses(definition, &url))
+                    .then_some(url)
+            })
+        };
+        let mut secrets: Vec<(PathBuf, String)> = Vec::new();
+        for location in site.locations() {
+            let Some(basic) =
+                pipeline.section_at::<BasicAuthenticationConfig>(location, "basic_authentication")
+            else {
+                continue;
+            };
+            for (file, key) in [
+                (&basic.user_file, "user_file"),
+                (&basic.group_file, "group_file"),
+            ] {
+                if !file.as_os_str().is_empty() {
+                    let at = section_key(
+                        config,
+                        definition,
+                        location.path(),
+                        "basic_authentication",
+                        key,
+                    );
+                    secrets.push((resolve(file), at));
+                }
+            }
+        }
+        if let Some(tls) = config.bindings.iter().find_map(|b| {
+            std::ptr::eq(&config.sites[b.site], definition)
+                .then_some(b.tls.as_ref())
+                .flatten()
+        }) {
+            secrets.push((
+                tls.key.clone(),
+                format!("{}.certificate_key", definition.key),
+            ));
+        }
+        for (file, key) in secrets {
+            if named.contains(&file) {
+                continue;
+            }
+            let Some(url) = served_at(&file) else {
+                continue;
+            };
+            named.push(file.clone());
+            found.push(config.error_at(
+                &key,
+                &format!(
+                    "`{}` is inside a folder site `{}` serves, as `{url}`: keep secrets outside the sites' folders, or hide the name (request_filtering.hidden_segments)",
+                    file.display(),
+                    site.info().site_name
+                ),
+            ));
+        }
+    }
+    found
+}
+
+/// The key `key` of the `section` table nearest the location at `path` of
+/// `site` (the location's own, else the site's, else the server's) that
+/// sets it; the server's table's when none does.
+fn section_key(
+    config: &ServerConfig,
+    site: &SiteDefinition,
+    path: &str,
+    section: &str,
+    key: &str,
+) -> String {
+    let written = |sections: &[riis_pipeline::SectionSource]| {
+        let table = sections.iter().find(|s| s.name == section)?;
+        table.value.get(key)?;
+        Some(format!("{}.{key}", table.key))
+    };
+    site.locations
+        .iter()
+        .filter(|l| l.path == path)
+        .find_map(|l| written(&l.sections))
+        .or_else(|| written(&site.sections))
+        .or_else(|| written(&config.sections))
+        .unwrap_or_else(|| format!("{section}.{key}"))
 }
 
 /// The default folders under the system temp dir (FailedRequestsTracing's

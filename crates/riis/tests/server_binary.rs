@@ -1653,6 +1653,46 @@ fn check_config_warns_of_a_handler_module_no_handler_lists() {
     assert!(!stderr.contains("modules[1]"), "{stderr}");
 }
 
+/// A user file, group file or certificate key inside a folder a site
+/// serves, at a URL nothing refuses, may be downloaded: check-config warns
+/// at the key that names it, and passes. `.htpasswd` is hidden by default;
+/// files outside the sites' folders are no concern.
+#[test]
+fn check_config_warns_of_secrets_inside_a_served_folder() {
+    let dir = TempDir::new("secrets-served");
+    dir.write("www/index.html", "home");
+    dir.write("www/users", "alice:$2y$04$abcdefghijklmnopqrstuu\n");
+    dir.write("www/.htpasswd", "bob:$2y$04$abcdefghijklmnopqrstuu\n");
+    dir.write("private/groups", "admins: alice\n");
+    let config = |user_file: &str| {
+        dir.write(
+            "riis.toml",
+            format!(
+                "[[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"BasicAuthentication\"\n\n\
+                 [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n\n\
+                 [[sites]]\nname = \"S\"\nroot = \"www\"\nbindings = [\"127.0.0.1:0\"]\n\n\
+                 [[sites.locations]]\npath = \"/members\"\n\
+                 basic_authentication = {{ enabled = true, user_file = \"{user_file}\", group_file = \"private/groups\" }}\n"
+            ),
+        )
+    };
+    let out = common::riis_command("check-config", &config("www/users"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("key `sites[0].locations[0].basic_authentication.user_file`")
+            && stderr.contains("is inside a folder site `S` serves, as `/users`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("groups"), "{stderr}");
+    for hidden in ["www/.htpasswd", "private/groups"] {
+        let out = common::riis_command("check-config", &config(hidden));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("serves, as"), "{hidden}: {stderr}");
+    }
+}
+
 /// A UrlRewrite rule that sends requests to a server (a Rewrite to
 /// `http://…`, or `PROXY_SERVER` set) where no handler passes them on fails
 /// every request it takes: check-config warns at the rule, and passes. The
