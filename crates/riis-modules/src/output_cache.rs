@@ -54,7 +54,8 @@
 //! - `max_response_size` (bytes, default 262,144, IIS's);
 //! - `max_cache_size` (bytes, default 64 MiB): the cache's size, read from
 //!   the location of the response being stored; past it the oldest
-//!   entries go;
+//!   entries stored under a size no larger go (a location given less
+//!   does not empty the cache of those given more);
 //! - `cache_authenticated` (default false);
 //! - `frequent_hit_threshold` (default 2) and `frequent_hit_period`
 //!   (seconds, default 10).
@@ -161,6 +162,8 @@ struct Entry {
     file: Option<FileStamp>,
     /// When it was stored, in the store's count.
     generation: u64,
+    /// The `max_cache_size` of the location that stored it.
+    limit: u64,
 }
 
 /// What tells a file changed.
@@ -265,20 +268,12 @@ impl Store {
         self.hits.remove(&digest);
         self.next_generation += 1;
         entry.generation = self.next_generation;
+        entry.limit = max_bytes;
         self.bytes += size;
         self.entries.insert(key.clone(), Arc::new(entry));
         self.order.push_back((key, self.next_generation));
-        while self.bytes > max_bytes {
-            let Some((oldest, generation)) = self.order.pop_front() else {
-                break;
-            };
-            if self
-                .entries
-                .get(&oldest)
-                .is_some_and(|e| e.generation == generation)
-            {
-                self.remove(&oldest);
-            }
+        if self.bytes > max_bytes {
+            self.evict_within(max_bytes);
         }
         // Items of entries stored again or gone pile up in `order`: drop
         // them when they outnumber the entries.
@@ -286,6 +281,34 @@ impl Store {
             let entries = &self.entries;
             self.order
                 .retain(|(k, g)| entries.get(k).is_some_and(|e| e.generation == *g));
+        }
+    }
+
+    /// Drops the oldest entries until the cache holds `max_bytes` at most,
+    /// of those stored under a `max_cache_size` no larger (the new one
+    /// among them): a location with a small size makes room among its own
+    /// and its like, not by emptying the cache of the locations given
+    /// more, which any client could otherwise do by asking for one of its
+    /// URLs twice. When those do not make room, what it stored goes too.
+    fn evict_within(&mut self, max_bytes: u64) {
+        let mut excess = self.bytes - max_bytes;
+        let mut dropped = Vec::new();
+        let entries = &self.entries;
+        // One pass, oldest first; items of entries stored again or gone
+        // are dropped on the way.
+        self.order.retain(|(key, generation)| {
+            let Some(entry) = entries.get(key).filter(|e| e.generation == *generation) else {
+                return false;
+            };
+            if excess == 0 || entry.limit > max_bytes {
+                return true;
+            }
+            excess = excess.saturating_sub(entry_size(key, entry));
+            dropped.push(key.clone());
+            false
+        });
+        for key in dropped {
+            self.remove(&key);
         }
     }
 
@@ -890,6 +913,7 @@ fn storable(
         initial_age,
         file,
         generation: 0,
+        limit: 0,
     })
 }
 
@@ -1108,6 +1132,7 @@ mod tests {
             initial_age: 0,
             file: None,
             generation: 0,
+            limit: 0,
         }
     }
 
@@ -1171,6 +1196,41 @@ mod tests {
         assert!(store.entries.contains_key("k3"));
         assert!(store.entries.contains_key("k4"));
         assert!(!store.entries.contains_key("k2"));
+    }
+
+    /// A location given a small `max_cache_size` makes room among the
+    /// entries of locations given no more, never by emptying the cache of
+    /// those given more: when it cannot, what it stored goes.
+    #[test]
+    fn a_small_size_does_not_empty_the_cache_of_larger_ones() {
+        let mut store = Store::default();
+        let size = entry_size("k1", &entry("x"));
+        for key in ["k1", "k2", "k3", "k4"] {
+            store.insert(key.into(), entry("x"), 8 * size);
+        }
+        store.insert("s1".into(), entry("x"), 1);
+        assert_eq!(store.entries.len(), 4);
+        assert!(!store.entries.contains_key("s1"));
+        assert_eq!(store.bytes, 4 * size);
+        // Room within its size: kept, and then the first to go for its
+        // like, before the larger ones' entries.
+        store.insert("s2".into(), entry("x"), 6 * size);
+        store.insert("s3".into(), entry("x"), 6 * size);
+        assert_eq!(store.entries.len(), 6);
+        store.insert("s4".into(), entry("x"), 6 * size);
+        assert!(!store.entries.contains_key("s2"));
+        assert!(store.entries.contains_key("s4"));
+        assert!(["k1", "k2", "k3", "k4"]
+            .iter()
+            .all(|k| store.entries.contains_key(*k)));
+        assert_eq!(store.bytes, 6 * size);
+        // A larger size makes room among all of them, oldest first.
+        store.insert("k5".into(), entry("x"), 8 * size);
+        store.insert("k6".into(), entry("x"), 8 * size);
+        assert_eq!(store.entries.len(), 8);
+        store.insert("k7".into(), entry("x"), 8 * size);
+        assert!(!store.entries.contains_key("k1"));
+        assert_eq!(store.bytes, 8 * size);
     }
 
     #[test]
