@@ -1522,3 +1522,138 @@ request_filtering = { verbs = { "PUT" = false, "DELETE" = false, "MOVE" = false,
     assert!(!listing.contains("office"), "{listing}");
     assert!(!listing.contains("/pub/int"), "{listing}");
 }
+
+/// A PROPFIND or PROPPATCH body's answer is about as long as the body (for
+/// each resource listed): a long namespace is declared once, not on every
+/// name; a name asked for twice is answered once; a body naming more
+/// properties than any client asks for is refused. (A 70 KB body once got
+/// a 100 MB answer.)
+#[test]
+fn a_small_property_body_gets_no_large_answer() {
+    let dir = TempDir::new("dav-amplify");
+    let server = start(&config(&dir, OPEN_TO_ALL, ""));
+    dir.write("www/f/a.txt", "alpha");
+    dir.write("www/f/b.txt", "beta");
+    let addr = server.addr;
+    let namespace = format!("urn:{}", "x".repeat(10_000));
+    let names: String = (0..1000).map(|i| format!("<x:p{i}/>")).collect();
+
+    let find = format!(
+        r#"<D:propfind xmlns:D="DAV:" xmlns:x="{namespace}"><D:prop>{names}{names}</D:prop></D:propfind>"#
+    );
+    // 2,000 names, each twice: past the limit of 1,000.
+    let r = send(
+        addr,
+        "PROPFIND",
+        "/f/a.txt",
+        &[("Depth", "0")],
+        find.as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{} bytes", r.body.len());
+
+    let find = format!(
+        r#"<D:propfind xmlns:D="DAV:" xmlns:x="{namespace}"><D:prop>{}</D:prop></D:propfind>"#,
+        "<x:p/>".repeat(1000)
+    );
+    let r = send(
+        addr,
+        "PROPFIND",
+        "/f/a.txt",
+        &[("Depth", "0")],
+        find.as_bytes(),
+    );
+    assert_eq!(r.status, 207);
+    assert!(
+        r.body.len() < namespace.len() + 1000,
+        "{} bytes",
+        r.body.len()
+    );
+    assert_eq!(r.text().matches("<ns0:p/>").count(), 1, "{}", r.text());
+
+    let find = format!(
+        r#"<D:propfind xmlns:D="DAV:" xmlns:x="{namespace}"><D:prop>{names}</D:prop></D:propfind>"#
+    );
+    let r = send(
+        addr,
+        "PROPFIND",
+        "/f/a.txt",
+        &[("Depth", "0")],
+        find.as_bytes(),
+    );
+    assert_eq!(r.status, 207);
+    assert!(r.body.len() < 2 * find.len(), "{} bytes", r.body.len());
+    assert_eq!(r.text().matches(namespace.as_str()).count(), 1);
+    // The folder and its two files: three times the names, the namespace
+    // still once.
+    let r = send(addr, "PROPFIND", "/f", &[("Depth", "1")], find.as_bytes());
+    assert_eq!(r.status, 207);
+    assert!(r.body.len() < 3 * find.len(), "{} bytes", r.body.len());
+    assert_eq!(r.text().matches(namespace.as_str()).count(), 1);
+    assert_eq!(r.text().matches("<ns0:p999/>").count(), 3);
+
+    let patch = format!(
+        r#"<D:propertyupdate xmlns:D="DAV:" xmlns:x="{namespace}"><D:remove><D:prop>{names}</D:prop></D:remove></D:propertyupdate>"#
+    );
+    let r = send(addr, "PROPPATCH", "/f/a.txt", &[], patch.as_bytes());
+    assert_eq!(r.status, 207);
+    assert!(r.body.len() < 2 * patch.len(), "{} bytes", r.body.len());
+    assert_eq!(r.text().matches(namespace.as_str()).count(), 1);
+    let patch = format!(
+        r#"<D:propertyupdate xmlns:D="DAV:" xmlns:x="{namespace}"><D:remove><D:prop>{names}</D:prop></D:remove><D:remove><D:prop><x:q/></D:prop></D:remove></D:propertyupdate>"#
+    );
+    let r = send(addr, "PROPPATCH", "/f/a.txt", &[], patch.as_bytes());
+    assert_eq!(r.status, 400);
+}
+
+/// Of two PUTs sent at once with one precondition (`If-Match` with the
+/// file's ETag, or `If-None-Match: *` for a new name), exactly one writes
+/// and the other gets 412, however their work interleaves: the
+/// conditions are evaluated again once each has claimed the file.
+#[test]
+fn racing_conditional_puts_write_once() {
+    let dir = TempDir::new("dav-race");
+    let server = start(&config(&dir, OPEN_TO_ALL, ""));
+    let addr = server.addr;
+    // Two PUTs whose heads and most of their bodies are in, then their
+    // last bytes at once.
+    let race = |path: &str, header: (&str, &str)| -> Vec<u16> {
+        let mut connections: Vec<Connection> = ["first", "other"]
+            .iter()
+            .map(|body| {
+                let head = format!(
+                    "PUT {path} HTTP/1.1\r\nHost: dav.test\r\nContent-Length: {}\r\n{}: {}\r\n\r\n{}",
+                    body.len() + 1,
+                    header.0,
+                    header.1,
+                    body
+                );
+                let mut c = Connection::open(addr);
+                c.send_raw(head.as_bytes());
+                c
+            })
+            .collect();
+        for c in &mut connections {
+            c.send_raw(b"!");
+        }
+        let mut statuses: Vec<u16> = connections
+            .iter_mut()
+            .map(|c| c.read_response(false).status)
+            .collect();
+        statuses.sort_unstable();
+        statuses
+    };
+    for round in 0..60 {
+        let name = format!("/new-{round}.txt");
+        assert_eq!(
+            race(&name, ("If-None-Match", "*")),
+            [201, 412],
+            "round {round}"
+        );
+        let etag = common::get(addr, &name).header("etag").unwrap().to_owned();
+        assert_eq!(
+            race(&name, ("If-Match", &etag)),
+            [204, 412],
+            "round {round}"
+        );
+    }
+}
