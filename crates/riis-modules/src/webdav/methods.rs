@@ -839,7 +839,7 @@ fn lock(work: &Work) -> Outcome {
             root: target.url.clone(),
             infinite,
             exclusive: info.exclusive,
-            owner: info.owner,
+            owner: info.owner.map(Arc::from),
             principal: held.principal.clone(),
             collection: target.metadata().is_some_and(|m| m.is_dir()),
             timeout,
@@ -852,10 +852,7 @@ fn lock(work: &Work) -> Outcome {
                 why: format!("{} has a lock in the way", target.url),
                 condition: Some("no-conflicting-lock"),
             },
-            locks::LockRefused::TooMany => refuse(
-                503,
-                format!("the server holds {} locks, its most", locks::MAX_LOCKS),
-            ),
+            locks::LockRefused::TooMany(why) => refuse(503, why),
         })?;
     if !exists {
         // RFC 4918 §7.3: a lock on an unmapped URL makes an empty resource.
