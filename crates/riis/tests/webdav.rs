@@ -1699,3 +1699,29 @@ fn shared_locks_and_their_owners_are_limited() {
     assert_eq!(found.text().matches("<D:activelock>").count(), 64);
     assert!(found.body.len() < 64 * 1500, "{} bytes", found.body.len());
 }
+
+/// A new file gets 0666 less the server's umask, as a new folder does
+/// (MKCOL), not a fixed 0644; a file replaced keeps its own mode.
+#[test]
+fn new_files_follow_the_servers_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("dav-umask");
+    let config = config(&dir, OPEN_TO_ALL, "");
+    let server = RunningBinary::start_with_umask(&["--config", config.to_str().unwrap()], "027");
+    let addr = server.addr;
+    let www = dir.path().join("www");
+    let mode = |name: &str| {
+        std::fs::metadata(www.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(send(addr, "PUT", "/new.txt", &[], b"new").status, 201);
+    assert_eq!(mode("new.txt"), 0o640);
+    assert_eq!(send(addr, "MKCOL", "/folder", &[], b"").status, 201);
+    assert_eq!(mode("folder"), 0o750);
+    std::fs::set_permissions(www.join("new.txt"), std::fs::Permissions::from_mode(0o604)).unwrap();
+    assert_eq!(send(addr, "PUT", "/new.txt", &[], b"again").status, 204);
+    assert_eq!(mode("new.txt"), 0o604);
+}

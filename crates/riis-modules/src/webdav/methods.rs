@@ -746,10 +746,12 @@ fn put(work: &mut Work) -> Outcome {
     };
     work.held.check(&target.url, scope)?;
     // Not set-user-ID and the like: new content is not the program that
-    // was trusted with them (the kernel drops them on a write too).
+    // was trusted with them (the kernel drops them on a write too). A new
+    // file gets the mode any file the server makes gets (as MKCOL's
+    // folder, or Apache's and nginx's uploads): 0666 less the umask.
     let mode = meta
         .as_ref()
-        .map_or(0o644, |m| m.permissions().mode() & 0o777);
+        .map_or_else(tree::new_file_mode, |m| m.permissions().mode() & 0o777);
     tree::put_in_place(&mut upload.file, &target.path, mode, meta.is_some()).map_err(|e| {
         refuse(
             io_status(&e).max(500),

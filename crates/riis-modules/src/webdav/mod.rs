@@ -24,7 +24,7 @@
 //! folder, linked in with one rename once the whole body is in (see
 //! `tree::put_in_place`): a cut-short upload leaves nothing, and a reader
 //! sees the old file or the new one. The file gets the mode of the one it
-//! replaces (less set-user-ID and the like), or 0644.
+//! replaces (less set-user-ID and the like), or 0666 less the umask.
 //!
 //! Configuration section `webdav` (IIS's `webdav/authoring` and
 //! `authoringRules`), per location:

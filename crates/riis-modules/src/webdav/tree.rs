@@ -355,6 +355,27 @@ pub(super) fn upload_file(folder: &Path) -> std::io::Result<File> {
     tempfile::tempfile_in(folder)
 }
 
+/// The mode of a file the server makes: 0666 less the process's umask.
+/// The umask is read once, from `/proc/self/status` (Linux 4.7 and
+/// later): umask(2) cannot read it without setting it, for every thread
+/// at once. Without it, 022 (the usual one) is assumed.
+pub(super) fn new_file_mode() -> u32 {
+    static UMASK: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .as_deref()
+            .and_then(umask_of_status)
+            .unwrap_or(0o022)
+    });
+    0o666 & !*UMASK
+}
+
+/// The `Umask:` line of a `/proc/<pid>/status` text, in octal.
+fn umask_of_status(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok().map(|m| m & 0o777)
+}
+
 /// Puts the upload `file` at `target` with one rename: linked first under
 /// a hidden name beside it (copied there instead when the file system
 /// cannot link an unnamed file, or the folder moved to another one), given
@@ -572,6 +593,17 @@ mod tests {
         assert!(!holds_link(&dir.path().join("to")).unwrap());
         std::os::unix::fs::symlink("/", dir.path().join("to/l")).unwrap();
         assert!(holds_link(&dir.path().join("to")).unwrap());
+    }
+
+    #[test]
+    fn the_umask_is_read_from_the_status_file() {
+        assert_eq!(
+            umask_of_status("Name:\triis\nUmask:\t0027\nState:\tS\n"),
+            Some(0o027)
+        );
+        assert_eq!(umask_of_status("Name:\triis\n"), None);
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(umask_of_status(&own).is_some(), "{own}");
     }
 
     #[test]
