@@ -1725,3 +1725,59 @@ fn new_files_follow_the_servers_umask() {
     assert_eq!(send(addr, "PUT", "/new.txt", &[], b"again").status, 204);
     assert_eq!(mode("new.txt"), 0o604);
 }
+
+/// A DELETE of a folder with a member the server cannot remove removes
+/// the rest and answers 207 naming that member (RFC 4918 §9.6.1); the
+/// folders holding it stay. As root, an immutable file (`chattr +i`) is
+/// such a member; as another user, a file in a folder without write
+/// permission.
+#[test]
+fn a_delete_that_fails_partway_names_what_stays() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("dav-delete-partway");
+    let server = start(&config(&dir, OPEN_TO_ALL, ""));
+    let addr = server.addr;
+    let www = dir.path().join("www");
+    dir.write("www/d/a.txt", "a");
+    dir.write("www/d/keep/stuck.txt", "s");
+    dir.write("www/d/z/z.txt", "z");
+    let stuck = www.join("d/keep/stuck.txt");
+    // Undone at the end, so the folder can be cleaned up.
+    struct Undo(Box<dyn Fn()>);
+    impl Drop for Undo {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    let _undo = if nix::unistd::geteuid().is_root() {
+        let immutable = Command::new("chattr").arg("+i").arg(&stuck).status();
+        if !immutable.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: running as root, and chattr +i does not work here");
+            return;
+        }
+        let stuck = stuck.clone();
+        Undo(Box::new(move || {
+            let _ = Command::new("chattr").arg("-i").arg(&stuck).status();
+        }))
+    } else {
+        let keep = www.join("d/keep");
+        std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o555)).unwrap();
+        Undo(Box::new(move || {
+            let _ = std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o755));
+        }))
+    };
+    let r = send(addr, "DELETE", "/d", &[], b"");
+    assert_eq!(r.status, 207, "{}", r.text());
+    let text = r.text();
+    assert!(
+        text.contains(
+            "<D:href>/d/keep/stuck.txt</D:href><D:status>HTTP/1.1 403 Forbidden</D:status>"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.matches("<D:response>").count(), 1, "{text}");
+    assert!(stuck.exists());
+    for gone in ["d/a.txt", "d/z"] {
+        assert!(!www.join(gone).exists(), "{gone}");
+    }
+}

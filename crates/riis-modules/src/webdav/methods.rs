@@ -773,10 +773,31 @@ fn delete(work: &Work) -> Outcome {
         return Err(mapped_root_refusal());
     }
     held.check(&target.url, Scope::Tree)?;
-    tree::remove(&target.path)
-        .map_err(|e| refuse(io_status(&e), format!("it cannot be deleted: {e}")))?;
-    LOCKS.forget(held.site, &target.url);
-    Ok(Answer::status(204))
+    let failed = tree::remove_reporting(&target.path, &target.url, &href, &tree::remove_one);
+    if failed.is_empty() {
+        LOCKS.forget(held.site, &target.url);
+        return Ok(Answer::status(204));
+    }
+    // The target itself failed (a file, or a folder whose members all
+    // went): its status is the answer, as RFC 4918 §9.6.1 keeps 207 for
+    // members.
+    if let [(failed_href, status)] = failed.as_slice() {
+        if *failed_href == href(&target.url, meta.is_dir()) {
+            return Err(refuse(*status, "it cannot be deleted"));
+        }
+    }
+    // Some members went: their locks go with them; those of what stays
+    // (the members that failed and the folders holding them) stay.
+    let below = LOCKS.find(held.site, |l| {
+        l.root == target.url || locks::is_below(&target.url, &l.root)
+    });
+    for lock in below {
+        let relative = lock.root[target.url.len()..].trim_start_matches('/');
+        if std::fs::symlink_metadata(target.path.join(relative)).is_err() {
+            LOCKS.forget(held.site, &lock.root);
+        }
+    }
+    Ok(failures(failed))
 }
 
 /// 403 for the folder a site or a virtual directory maps to, or one that
