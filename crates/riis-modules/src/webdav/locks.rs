@@ -24,8 +24,9 @@ pub(crate) struct Lock {
     pub(crate) infinite: bool,
     /// Exclusive, else shared.
     pub(crate) exclusive: bool,
-    /// The `DAV:owner` the client gave, as XML, if any.
-    pub(crate) owner: Option<String>,
+    /// The `DAV:owner` the client gave, as XML, if any: shared, not
+    /// copied, by each look-up that finds the lock.
+    pub(crate) owner: Option<std::sync::Arc<str>>,
     /// Who took it (empty: anonymous); only they may use its token.
     pub(crate) principal: String,
     /// Its root is a collection (its `lockroot` ends in `/`).
@@ -85,8 +86,9 @@ pub(crate) static LOCKS: LazyLock<LockTable> = LazyLock::new(|| LockTable {
 pub(crate) enum LockRefused {
     /// Another lock conflicts (423).
     Conflict,
-    /// The process holds [`MAX_LOCKS`] already (503).
-    TooMany,
+    /// The process, the site, the user or the resource holds the most
+    /// locks it may (503); says which.
+    TooMany(String),
 }
 
 /// The most locks the process holds: each keeps its owner's XML (up to
@@ -94,8 +96,24 @@ pub(crate) enum LockRefused {
 /// the server's memory.
 pub(crate) const MAX_LOCKS: usize = 65_536;
 
-/// The longest `DAV:owner` kept with a lock (clients send a name or a URL).
-pub(crate) const MAX_OWNER: usize = 8 * 1024;
+/// The most locks one site holds, so that one site's clients cannot fill
+/// the process's table and refuse every other site's LOCK.
+pub(crate) const MAX_LOCKS_PER_SITE: usize = MAX_LOCKS / 4;
+
+/// The most locks one user holds on a site (all anonymous clients count
+/// as one user): an editor holds one per file it has open, so one client
+/// cannot fill its site's table.
+pub(crate) const MAX_LOCKS_PER_USER: usize = 1024;
+
+/// The most shared locks on one resource: each shows in its
+/// `lockdiscovery`, which every PROPFIND of it answers and every write
+/// to it looks through, and a few editors share a file.
+pub(crate) const MAX_SHARED_LOCKS: usize = 64;
+
+/// The longest `DAV:owner` kept with a lock, as XML (clients send a name,
+/// an e-mail address or a URL: Windows its user's name, Finder a URL).
+/// Each lock shows its owner in every PROPFIND of what it covers.
+pub(crate) const MAX_OWNER: usize = 1024;
 
 impl LockTable {
     /// The live locks, expired ones dropped.
@@ -135,7 +153,33 @@ impl LockTable {
             return Err(LockRefused::Conflict);
         }
         if locks.len() >= MAX_LOCKS {
-            return Err(LockRefused::TooMany);
+            return Err(LockRefused::TooMany(format!(
+                "the server holds {MAX_LOCKS} locks, its most"
+            )));
+        }
+        let (mut site, mut user, mut shared) = (0, 0, 0);
+        for other in locks.values().filter(|other| other.site == lock.site) {
+            site += 1;
+            user += usize::from(other.principal == lock.principal);
+            shared += usize::from(other.root == lock.root);
+        }
+        if site >= MAX_LOCKS_PER_SITE {
+            return Err(LockRefused::TooMany(format!(
+                "the site holds {MAX_LOCKS_PER_SITE} locks, its most"
+            )));
+        }
+        if user >= MAX_LOCKS_PER_USER {
+            return Err(LockRefused::TooMany(format!(
+                "the user holds {MAX_LOCKS_PER_USER} locks on this site, their most"
+            )));
+        }
+        // Only shared locks can be many on one resource (any other lock
+        // would have conflicted with an exclusive one).
+        if shared >= MAX_SHARED_LOCKS {
+            return Err(LockRefused::TooMany(format!(
+                "{} has {MAX_SHARED_LOCKS} shared locks, its most",
+                lock.root
+            )));
         }
         locks.insert(lock.token.clone(), lock.clone());
         Ok(lock)
@@ -449,6 +493,62 @@ mod tests {
         table.forget(1, "/c");
         assert!(table.find(1, |l| l.covers("/c/x")).is_empty());
         assert_eq!(table.find(1, |l| l.covers("/d")).len(), 1);
+    }
+
+    #[test]
+    fn no_resource_user_or_site_holds_more_than_its_share_of_locks() {
+        let table = LockTable {
+            locks: Mutex::new(HashMap::new()),
+        };
+        let lock = |site, root: &str, principal: &str| Lock {
+            token: new_token(),
+            site,
+            root: root.into(),
+            infinite: false,
+            exclusive: false,
+            owner: None,
+            principal: principal.into(),
+            collection: false,
+            timeout: Duration::from_secs(60),
+            expires: Instant::now() + Duration::from_secs(60),
+        };
+        let too_many = |r: Result<Lock, LockRefused>| match r {
+            Err(LockRefused::TooMany(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        // Shared locks on one resource, by one user or many.
+        for i in 0..MAX_SHARED_LOCKS {
+            table.grant(lock(1, "/f", &format!("u{}", i % 2))).unwrap();
+        }
+        assert!(too_many(table.grant(lock(1, "/f", "u9"))).contains("/f has 64 shared locks"));
+        assert!(table.grant(lock(1, "/g", "u9")).is_ok(), "another file");
+        assert!(table.grant(lock(2, "/f", "u9")).is_ok(), "another site");
+        // One user's locks on a site.
+        let held = table.find(1, |l| l.principal == "u0").len();
+        for i in held..MAX_LOCKS_PER_USER {
+            table.grant(lock(1, &format!("/u0/{i}"), "u0")).unwrap();
+        }
+        assert!(too_many(table.grant(lock(1, "/u0/last", "u0"))).contains("the user holds"));
+        assert!(
+            table.grant(lock(1, "/u1/first", "u1")).is_ok(),
+            "another user"
+        );
+        assert!(
+            table.grant(lock(3, "/u0/last", "u0")).is_ok(),
+            "another site"
+        );
+        // A site's locks, by many users (put in the table directly: each
+        // grant looks through all the others).
+        let held = table.find(1, |_| true).len();
+        for i in held..MAX_LOCKS_PER_SITE {
+            let l = lock(1, &format!("/s/{i}"), &format!("user{}", i / 1000));
+            table.locks.lock().unwrap().insert(l.token.clone(), l);
+        }
+        assert!(too_many(table.grant(lock(1, "/s/last", "new"))).contains("the site holds"));
+        assert!(
+            table.grant(lock(4, "/s/last", "new")).is_ok(),
+            "another site"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::locks::{self, Lock, LOCKS};
+use super::locks::{self, IfHeader, Lock, LOCKS};
 use super::properties::{self, DeadProperties, Resource};
 use super::tree;
 use super::xml::{self, Multistatus, PropFind, PropertyChange, PropertyName};
@@ -26,6 +26,9 @@ pub(super) struct Work {
     pub(super) target: Target,
     /// The lock tokens the request submitted, and whose.
     pub(super) held: Held,
+    /// Its `If`, `If-Match`, `If-None-Match` and `If-Unmodified-Since`
+    /// conditions, evaluated again once its paths are claimed.
+    pub(super) preconditions: Preconditions,
     /// The XML body (PROPFIND, PROPPATCH, LOCK).
     pub(super) body: Vec<u8>,
     pub(super) depth: Option<Depth>,
@@ -58,6 +61,13 @@ pub(super) struct Transfer {
 impl Work {
     /// Does the method's work.
     pub(super) fn run(mut self) -> Outcome {
+        // The conditions held when the request was prepared, but another
+        // method may have changed the files before this one claimed them:
+        // of two PUTs with one `If-Match`, or two `If-None-Match: *` PUTs
+        // of a new name, only the first to claim the file may write it.
+        if !self.claim_paths().is_empty() {
+            self.preconditions.check(self.held.site, &self.target)?;
+        }
         match self.method {
             Method::Options => Ok(options(&self.config)),
             Method::PropFind => propfind(&self),
@@ -238,6 +248,74 @@ pub(super) struct Held {
     pub(super) tokens: Vec<String>,
 }
 
+/// A request's preconditions (RFC 9110 §13.2 and RFC 4918 §10.4), kept
+/// to be evaluated against the files as they are when the method runs.
+pub(super) struct Preconditions {
+    /// `If-Match`, `If-None-Match` and `If-Unmodified-Since`, as sent.
+    pub(super) headers: header::HeaderMap,
+    pub(super) method: riis_pipeline::http::Method,
+    /// The `If` header, if sent.
+    pub(super) if_header: Option<IfHeader>,
+    /// Each resource the `If` header's lists are tagged with (`None`: the
+    /// request's own): its URL and its file, resolved on the worker (an
+    /// empty path where the user may not see it, so it has no entity
+    /// tag).
+    pub(super) resources: Vec<(Option<String>, String, PathBuf)>,
+}
+
+impl Preconditions {
+    /// `Err(412)` unless the conditions hold now, for `target` in `site`.
+    pub(super) fn check(&self, site: u32, target: &Target) -> Result<(), Refusal> {
+        let meta = std::fs::symlink_metadata(&target.path)
+            .ok()
+            .filter(|_| !target.path.as_os_str().is_empty());
+        if !crate::static_file::change_preconditions_hold(
+            &self.headers,
+            &self.method,
+            meta.as_ref(),
+        ) {
+            return Err(refuse(
+                412,
+                "If-Match, If-None-Match or If-Unmodified-Since does not hold",
+            ));
+        }
+        let Some(if_header) = &self.if_header else {
+            return Ok(());
+        };
+        // Each tagged resource's entity tag, found once.
+        let etags: Vec<Option<String>> = self
+            .resources
+            .iter()
+            .map(|(_, _, path)| {
+                std::fs::symlink_metadata(path)
+                    .ok()
+                    .filter(|m| m.is_file() && !path.as_os_str().is_empty())
+                    .and_then(|m| crate::static_file::etag_of(&m))
+            })
+            .collect();
+        let holds = if_header.holds(&mut |tag, kind| {
+            let Some(i) = self
+                .resources
+                .iter()
+                .position(|(t, _, _)| t.as_deref() == tag)
+            else {
+                return false;
+            };
+            match kind {
+                locks::ConditionKind::Token(token) => {
+                    LOCKS.is_current(site, token, &self.resources[i].1)
+                }
+                locks::ConditionKind::ETag(tag) => etags[i].as_deref() == Some(tag.as_str()),
+            }
+        });
+        if holds {
+            Ok(())
+        } else {
+            Err(refuse(412, "the If header's conditions do not hold"))
+        }
+    }
+}
+
 /// Which locks a change must hold the tokens of.
 #[derive(Clone, Copy)]
 pub(super) enum Scope {
@@ -352,6 +430,8 @@ pub(super) struct Listing {
     folders: Vec<Folder>,
     locks: Vec<Lock>,
     asked: PropFind,
+    /// The prefixes of the names asked for, declared on the multistatus.
+    prefixes: xml::Prefixes,
     depth: Depth,
     config: Arc<WebDavConfig>,
     hidden_segments: Vec<String>,
@@ -377,12 +457,17 @@ impl Listing {
         depth: Depth,
         locks: Vec<Lock>,
     ) -> Self {
+        let prefixes = match &asked {
+            PropFind::Some(names) => xml::Prefixes::of(names),
+            PropFind::All | PropFind::Names => xml::Prefixes::default(),
+        };
         Self {
-            out: Multistatus::new(),
+            out: Multistatus::declaring(&prefixes),
             target: Some((target.url.clone(), target.path.clone(), meta)),
             folders: Vec::new(),
             locks,
             asked,
+            prefixes,
             depth,
             config: work.config.clone(),
             hidden_segments: work.hidden_segments.clone(),
@@ -397,7 +482,8 @@ impl Listing {
             let Some((url, path, meta, level)) = self.next_resource() else {
                 break;
             };
-            describe(&mut self.out, &self.locks, &self.asked, &url, &path, &meta);
+            let asked = (&self.asked, &self.prefixes);
+            describe(&mut self.out, &self.locks, asked, &url, &path, &meta);
             let deeper = match self.depth {
                 Depth::Zero => false,
                 Depth::One => level == 0,
@@ -476,11 +562,12 @@ impl Listing {
     }
 }
 
-/// One resource's response in a PROPFIND.
+/// One resource's response in a PROPFIND: `asked`, with the prefixes the
+/// multistatus declares for the names it holds.
 fn describe(
     out: &mut Multistatus,
     locks: &[Lock],
-    asked: &PropFind,
+    (asked, prefixes): (&PropFind, &xml::Prefixes),
     url: &str,
     path: &Path,
     meta: &std::fs::Metadata,
@@ -507,6 +594,9 @@ fn describe(
     });
     let mut found = String::new();
     let mut missing = String::new();
+    // The names of this resource's dead properties, declared on its
+    // response (each namespace once, however many names share it).
+    let mut own_prefixes = xml::Prefixes::default();
     match asked {
         PropFind::All => {
             for local in properties::LIVE {
@@ -524,8 +614,9 @@ fn describe(
                     found.push_str(&format!("<D:{local}/>"));
                 }
             }
+            own_prefixes = xml::Prefixes::of(dead.items.iter().map(|(name, _)| name));
             for (name, _) in &dead.items {
-                found.push_str(&name.empty_element());
+                found.push_str(&own_prefixes.empty_element(name));
             }
         }
         PropFind::Some(names) => {
@@ -537,7 +628,7 @@ fn describe(
                 };
                 match value {
                     Some(v) => found.push_str(&v),
-                    None => missing.push_str(&name.empty_element()),
+                    None => missing.push_str(&prefixes.empty_element(name)),
                 }
             }
         }
@@ -549,7 +640,8 @@ fn describe(
     if !missing.is_empty() {
         groups.push((404, missing));
     }
-    out.propstats(&href(url, meta.is_dir()), &groups);
+    let declarations = own_prefixes.declarations();
+    out.propstats(&href(url, meta.is_dir()), &declarations, &groups);
 }
 
 /// PROPPATCH: all changes or none.
@@ -597,15 +689,20 @@ fn proppatch(work: &Work) -> Outcome {
         };
         results.extend(changes.iter().map(|c| (name_of(c), status)));
     }
+    // Each name once (a body may set and then remove one), each namespace
+    // declared once.
+    let mut seen = std::collections::HashSet::new();
+    results.retain(|(name, _)| seen.insert(name.clone()));
+    let prefixes = xml::Prefixes::of(results.iter().map(|(name, _)| name));
     let mut groups: Vec<(u16, String)> = Vec::new();
     for (name, status) in results {
         match groups.iter_mut().find(|(s, _)| *s == status) {
-            Some((_, props)) => props.push_str(&name.empty_element()),
-            None => groups.push((status, name.empty_element())),
+            Some((_, props)) => props.push_str(&prefixes.empty_element(&name)),
+            None => groups.push((status, prefixes.empty_element(&name))),
         }
     }
-    let mut out = Multistatus::new();
-    out.propstats(&href(&target.url, meta.is_dir()), &groups);
+    let mut out = Multistatus::declaring(&prefixes);
+    out.propstats(&href(&target.url, meta.is_dir()), "", &groups);
     Ok(Answer::xml(207, out.finish()))
 }
 
@@ -649,10 +746,12 @@ fn put(work: &mut Work) -> Outcome {
     };
     work.held.check(&target.url, scope)?;
     // Not set-user-ID and the like: new content is not the program that
-    // was trusted with them (the kernel drops them on a write too).
+    // was trusted with them (the kernel drops them on a write too). A new
+    // file gets the mode any file the server makes gets (as MKCOL's
+    // folder, or Apache's and nginx's uploads): 0666 less the umask.
     let mode = meta
         .as_ref()
-        .map_or(0o644, |m| m.permissions().mode() & 0o777);
+        .map_or_else(tree::new_file_mode, |m| m.permissions().mode() & 0o777);
     tree::put_in_place(&mut upload.file, &target.path, mode, meta.is_some()).map_err(|e| {
         refuse(
             io_status(&e).max(500),
@@ -674,10 +773,31 @@ fn delete(work: &Work) -> Outcome {
         return Err(mapped_root_refusal());
     }
     held.check(&target.url, Scope::Tree)?;
-    tree::remove(&target.path)
-        .map_err(|e| refuse(io_status(&e), format!("it cannot be deleted: {e}")))?;
-    LOCKS.forget(held.site, &target.url);
-    Ok(Answer::status(204))
+    let failed = tree::remove_reporting(&target.path, &target.url, &href, &tree::remove_one);
+    if failed.is_empty() {
+        LOCKS.forget(held.site, &target.url);
+        return Ok(Answer::status(204));
+    }
+    // The target itself failed (a file, or a folder whose members all
+    // went): its status is the answer, as RFC 4918 §9.6.1 keeps 207 for
+    // members.
+    if let [(failed_href, status)] = failed.as_slice() {
+        if *failed_href == href(&target.url, meta.is_dir()) {
+            return Err(refuse(*status, "it cannot be deleted"));
+        }
+    }
+    // Some members went: their locks go with them; those of what stays
+    // (the members that failed and the folders holding them) stay.
+    let below = LOCKS.find(held.site, |l| {
+        l.root == target.url || locks::is_below(&target.url, &l.root)
+    });
+    for lock in below {
+        let relative = lock.root[target.url.len()..].trim_start_matches('/');
+        if std::fs::symlink_metadata(target.path.join(relative)).is_err() {
+            LOCKS.forget(held.site, &lock.root);
+        }
+    }
+    Ok(failures(failed))
 }
 
 /// 403 for the folder a site or a virtual directory maps to, or one that
@@ -742,7 +862,7 @@ fn lock(work: &Work) -> Outcome {
             root: target.url.clone(),
             infinite,
             exclusive: info.exclusive,
-            owner: info.owner,
+            owner: info.owner.map(Arc::from),
             principal: held.principal.clone(),
             collection: target.metadata().is_some_and(|m| m.is_dir()),
             timeout,
@@ -755,10 +875,7 @@ fn lock(work: &Work) -> Outcome {
                 why: format!("{} has a lock in the way", target.url),
                 condition: Some("no-conflicting-lock"),
             },
-            locks::LockRefused::TooMany => refuse(
-                503,
-                format!("the server holds {} locks, its most", locks::MAX_LOCKS),
-            ),
+            locks::LockRefused::TooMany(why) => refuse(503, why),
         })?;
     if !exists {
         // RFC 4918 §7.3: a lock on an unmapped URL makes an empty resource.
@@ -982,4 +1099,101 @@ fn swap_in(staging: &Path, dest: &Path, existed: bool) -> std::io::Result<()> {
         tracing::warn!("WebDav: {} could not be removed: {e}", aside.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A PUT of `content` to `name` in `dir`, prepared: its conditions
+    /// held then (as each of two racing PUTs' did), and its body is in.
+    fn prepared_put(dir: &Path, name: &str, conditions: &[(&str, &str)], content: &str) -> Work {
+        let target = Target {
+            url: format!("/{name}"),
+            path: dir.join(name),
+        };
+        let mut headers = header::HeaderMap::new();
+        let mut if_header = None;
+        for (name, value) in conditions {
+            if *name == "if" {
+                if_header = Some(IfHeader::parse(value).unwrap());
+            } else {
+                headers.append(
+                    header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+        }
+        let preconditions = Preconditions {
+            headers,
+            method: riis_pipeline::http::Method::PUT,
+            if_header,
+            resources: vec![(None, target.url.clone(), target.path.clone())],
+        };
+        let held = Held {
+            site: 0xdead,
+            principal: String::new(),
+            tokens: Vec::new(),
+        };
+        preconditions
+            .check(held.site, &target)
+            .unwrap_or_else(|r| panic!("{}", r.why));
+        let mut file = tree::upload_file(dir).unwrap();
+        file.write_all(content.as_bytes()).unwrap();
+        Work {
+            method: Method::Put,
+            config: Arc::new(WebDavConfig::default()),
+            target,
+            held,
+            preconditions,
+            body: Vec::new(),
+            depth: None,
+            hidden_segments: Vec::new(),
+            timeout: None,
+            lock_token: None,
+            transfer: None,
+            unlisted: Vec::new(),
+            upload: Some(Upload { file }),
+            mapped_roots: Vec::new(),
+        }
+    }
+
+    fn status(outcome: Outcome) -> u16 {
+        match outcome {
+            Ok(answer) => answer.status,
+            Err(refusal) => refusal.status,
+        }
+    }
+
+    #[test]
+    fn of_two_conditional_writers_prepared_at_once_only_the_first_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.txt");
+        std::fs::write(&file, "old").unwrap();
+        let etag = crate::static_file::etag_of(&std::fs::metadata(&file).unwrap()).unwrap();
+
+        let first = prepared_put(dir.path(), "f.txt", &[("if-match", &etag)], "first");
+        let second = prepared_put(dir.path(), "f.txt", &[("if-match", &etag)], "second");
+        assert_eq!(status(first.run()), 204);
+        assert_eq!(status(second.run()), 412);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "first");
+
+        let etag = crate::static_file::etag_of(&std::fs::metadata(&file).unwrap()).unwrap();
+        let tagged = format!("([{etag}])");
+        let first = prepared_put(dir.path(), "f.txt", &[("if", &tagged)], "third");
+        let second = prepared_put(dir.path(), "f.txt", &[("if", &tagged)], "fourth");
+        assert_eq!(status(first.run()), 204);
+        assert_eq!(status(second.run()), 412);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "third");
+
+        let first = prepared_put(dir.path(), "new.txt", &[("if-none-match", "*")], "one");
+        let second = prepared_put(dir.path(), "new.txt", &[("if-none-match", "*")], "two");
+        assert_eq!(status(first.run()), 201);
+        assert_eq!(status(second.run()), 412);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("new.txt")).unwrap(),
+            "one"
+        );
+    }
 }

@@ -24,7 +24,7 @@
 //! folder, linked in with one rename once the whole body is in (see
 //! `tree::put_in_place`): a cut-short upload leaves nothing, and a reader
 //! sees the old file or the new one. The file gets the mode of the one it
-//! replaces (less set-user-ID and the like), or 0644.
+//! replaces (less set-user-ID and the like), or 0666 less the umask.
 //!
 //! Configuration section `webdav` (IIS's `webdav/authoring` and
 //! `authoringRules`), per location:
@@ -91,8 +91,8 @@ use serde::Deserialize;
 
 use locks::{IfHeader, LOCKS};
 use methods::{
-    io_status, is_hidden, refuse, trimmed, Answer, Depth, Held, Listing, Outcome, Refusal, Scope,
-    Target, Transfer, Upload, Work,
+    io_status, is_hidden, refuse, trimmed, Answer, Depth, Held, Listing, Outcome, Preconditions,
+    Refusal, Scope, Target, Transfer, Upload, Work,
 };
 
 use crate::background::Background;
@@ -704,7 +704,7 @@ impl WebDav {
         body: Vec<u8>,
     ) -> Result<Work, Refusal> {
         let target = self.target(ctx, config)?;
-        let held = self.submitted(ctx, &target)?;
+        let (held, preconditions) = self.submitted(ctx, &target)?;
         let transfer = match method {
             Method::Copy | Method::Move => Some(self.prepare_transfer(ctx, method)?),
             _ => None,
@@ -749,6 +749,7 @@ impl WebDav {
             config: config.clone(),
             target,
             held,
+            preconditions,
             body,
             depth: depth(ctx)?,
             hidden_segments: ctx.config(self.request_filtering).hidden_segments.clone(),
@@ -794,7 +795,7 @@ impl WebDav {
             Scope::Member
         };
         // Refused before the body is read; looked at again once it is in.
-        self.submitted(ctx, &target)?.check(&target.url, scope)?;
+        self.submitted(ctx, &target)?.0.check(&target.url, scope)?;
         let meta = std::fs::symlink_metadata(&target.path).ok();
         if meta.as_ref().is_some_and(|m| m.is_dir()) {
             return Err(refuse(405, "PUT cannot replace a collection"));
@@ -1240,27 +1241,30 @@ fn host_and_port(authority: &str, default: u16) -> Option<(String, u16)> {
 
 impl WebDav {
     /// The lock tokens the request submits in its `If` header, and whose they
-    /// are; 412 when the header's conditions do not hold, 400 when it does not
-    /// parse.
-    fn submitted(&self, ctx: &mut HttpContext, target: &Target) -> Result<Held, Refusal> {
-        // RFC 9110's own preconditions first (§13.2.2), against the
-        // resource as it is now: a client that read a file's ETag and
-        // writes it back with `If-Match` must not overwrite a newer one,
-        // and `If-None-Match: *` must not overwrite at all.
-        let meta = std::fs::symlink_metadata(&target.path)
-            .ok()
-            .filter(|_| !target.path.as_os_str().is_empty());
+    /// are, and its preconditions; 412 when these do not hold now, 400 when
+    /// the `If` header does not parse.
+    fn submitted(
+        &self,
+        ctx: &mut HttpContext,
+        target: &Target,
+    ) -> Result<(Held, Preconditions), Refusal> {
+        // RFC 9110's own preconditions (§13.2.2) are evaluated with the
+        // `If` header's, against the resource as it is now, and again when
+        // the method runs: a client that read a file's ETag and writes it
+        // back with `If-Match` must not overwrite a newer one, and
+        // `If-None-Match: *` must not overwrite at all.
         let request = ctx.request();
-        if !crate::static_file::change_preconditions_hold(
-            request.headers(),
-            request.method(),
-            meta.as_ref(),
-        ) {
-            return Err(refuse(
-                412,
-                "If-Match, If-None-Match or If-Unmodified-Since does not hold",
-            ));
+        let mut headers = header::HeaderMap::new();
+        for name in [
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+        ] {
+            for value in request.headers().get_all(&name) {
+                headers.append(name.clone(), value.clone());
+            }
         }
+        let method = request.method().clone();
         let site = ctx.site().site_id;
         let principal = ctx.user().map_or("", |u| u.name()).to_owned();
         let if_header = match ctx.request().header("if").map(|v| v.to_str()) {
@@ -1268,24 +1272,40 @@ impl WebDav {
             Some(Ok(text)) => Some(IfHeader::parse(text).map_err(|e| refuse(400, e))?),
             Some(Err(_)) => return Err(refuse(400, "the If header is not text")),
         };
-        if let Some(h) = &if_header {
-            if !self.if_holds(ctx, h, target, site) {
-                return Err(refuse(412, "the If header's conditions do not hold"));
-            }
-        }
-        Ok(Held {
-            site,
-            principal,
-            tokens: if_header
-                .map(|h| h.tokens().map(str::to_owned).collect())
-                .unwrap_or_default(),
-        })
+        let resources = match &if_header {
+            Some(h) => self.if_resources(ctx, h, target),
+            None => Vec::new(),
+        };
+        let tokens = if_header
+            .as_ref()
+            .map(|h| h.tokens().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let preconditions = Preconditions {
+            headers,
+            method,
+            if_header,
+            resources,
+        };
+        preconditions.check(site, target)?;
+        Ok((
+            Held {
+                site,
+                principal,
+                tokens,
+            },
+            preconditions,
+        ))
     }
 
-    /// Evaluates an `If` header against the locks and entity tags.
-    fn if_holds(&self, ctx: &mut HttpContext, h: &IfHeader, target: &Target, site: u32) -> bool {
-        // Each tagged resource's URL and entity tag, found once.
-        let mut resources: Vec<(Option<String>, String, Option<String>)> = Vec::new();
+    /// The resources an `If` header's lists are tagged with (`None`: the
+    /// request's own), each once: its URL and its file.
+    fn if_resources(
+        &self,
+        ctx: &mut HttpContext,
+        h: &IfHeader,
+        target: &Target,
+    ) -> Vec<(Option<String>, String, PathBuf)> {
+        let mut resources: Vec<(Option<String>, String, PathBuf)> = Vec::new();
         for (tag, _) in &h.lists {
             if resources.iter().any(|(t, _, _)| t == tag) {
                 continue;
@@ -1312,22 +1332,9 @@ impl WebDav {
                     (url, plain.unwrap_or_default())
                 }
             };
-            let etag = std::fs::symlink_metadata(&path)
-                .ok()
-                .filter(|m| m.is_file() && !path.as_os_str().is_empty())
-                .and_then(|m| crate::static_file::etag_of(&m));
-            resources.push((tag.clone(), url, etag));
+            resources.push((tag.clone(), url, path));
         }
-        h.holds(&mut |tag, kind| {
-            let Some((_, url, etag)) = resources.iter().find(|(t, _, _)| t.as_deref() == tag)
-            else {
-                return false;
-            };
-            match kind {
-                locks::ConditionKind::Token(token) => LOCKS.is_current(site, token, url),
-                locks::ConditionKind::ETag(tag) => etag.as_deref() == Some(tag.as_str()),
-            }
-        })
+        resources
     }
 }
 

@@ -338,6 +338,101 @@ pub(super) fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes `path` for a DELETE: a file, a link, or a folder with all that
+/// is in it, by a walk with a list of its own. Unlike
+/// `std::fs::remove_dir_all`, which stops at the first member it cannot
+/// remove with some members gone and the rest not, it goes on past such
+/// a member and gives each, with its status and its href (`href` makes
+/// it from its URL below `url`): RFC 4918 §9.6.1 answers them in a 207.
+/// The folders holding one stay, and are not listed (a folder cannot go
+/// while something is in it, and the RFC keeps the answer to the member
+/// that failed). `remove_one` removes one file (`false`) or empty folder
+/// (`true`).
+pub(super) fn remove_reporting(
+    path: &Path,
+    url: &str,
+    href: &dyn Fn(&str, bool) -> String,
+    remove_one: &dyn Fn(&Path, bool) -> std::io::Result<()>,
+) -> Failures {
+    enum Step {
+        /// Look at it: remove a file, list a folder.
+        Enter(PathBuf, String),
+        /// A folder whose members were all looked at: remove it.
+        Leave(PathBuf, String),
+    }
+    let mut failed = Vec::new();
+    // The folders that keep a member that failed, so stay.
+    let mut kept: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let keep_ancestors = |of: &Path, kept: &mut std::collections::HashSet<PathBuf>| {
+        for folder in of.ancestors().skip(1) {
+            if !folder.starts_with(path) || !kept.insert(folder.to_path_buf()) {
+                break;
+            }
+        }
+    };
+    let mut pending = vec![Step::Enter(path.to_path_buf(), url.to_owned())];
+    while let Some(step) = pending.pop() {
+        match step {
+            Step::Enter(at, at_url) => {
+                let meta = match std::fs::symlink_metadata(&at) {
+                    Ok(m) => m,
+                    // Gone meanwhile (another process's work): as wanted.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        failed.push((href(&at_url, false), super::io_status(&e)));
+                        keep_ancestors(&at, &mut kept);
+                        continue;
+                    }
+                };
+                if !meta.is_dir() {
+                    if let Err(e) = remove_one(&at, false) {
+                        failed.push((href(&at_url, false), super::io_status(&e)));
+                        keep_ancestors(&at, &mut kept);
+                    }
+                    continue;
+                }
+                let entries = match std::fs::read_dir(&at) {
+                    Ok(entries) => entries,
+                    Err(e) => {
+                        failed.push((href(&at_url, true), super::io_status(&e)));
+                        keep_ancestors(&at, &mut kept);
+                        continue;
+                    }
+                };
+                pending.push(Step::Leave(at.clone(), at_url.clone()));
+                for entry in entries.filter_map(Result::ok) {
+                    let name = entry.file_name();
+                    let member_url = format!(
+                        "{}/{}",
+                        at_url.trim_end_matches('/'),
+                        name.to_string_lossy()
+                    );
+                    pending.push(Step::Enter(entry.path(), member_url));
+                }
+            }
+            Step::Leave(at, at_url) => {
+                if kept.contains(&at) {
+                    continue;
+                }
+                if let Err(e) = remove_one(&at, true) {
+                    failed.push((href(&at_url, true), super::io_status(&e)));
+                    keep_ancestors(&at, &mut kept);
+                }
+            }
+        }
+    }
+    failed
+}
+
+/// Removes one file (`false`) or empty folder (`true`).
+pub(super) fn remove_one(path: &Path, folder: bool) -> std::io::Result<()> {
+    if folder {
+        std::fs::remove_dir(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
 /// A name beside `path` no other file has: `.riis-<kind>-` and 128
 /// random bits in hex.
 pub(super) fn hidden_beside(path: &Path, kind: &str) -> PathBuf {
@@ -353,6 +448,27 @@ pub(super) fn hidden_beside(path: &Path, kind: &str) -> PathBuf {
 /// of a server killed during one, stays behind.
 pub(super) fn upload_file(folder: &Path) -> std::io::Result<File> {
     tempfile::tempfile_in(folder)
+}
+
+/// The mode of a file the server makes: 0666 less the process's umask.
+/// The umask is read once, from `/proc/self/status` (Linux 4.7 and
+/// later): umask(2) cannot read it without setting it, for every thread
+/// at once. Without it, 022 (the usual one) is assumed.
+pub(super) fn new_file_mode() -> u32 {
+    static UMASK: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .as_deref()
+            .and_then(umask_of_status)
+            .unwrap_or(0o022)
+    });
+    0o666 & !*UMASK
+}
+
+/// The `Umask:` line of a `/proc/<pid>/status` text, in octal.
+fn umask_of_status(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok().map(|m| m & 0o777)
 }
 
 /// Puts the upload `file` at `target` with one rename: linked first under
@@ -572,6 +688,61 @@ mod tests {
         assert!(!holds_link(&dir.path().join("to")).unwrap());
         std::os::unix::fs::symlink("/", dir.path().join("to/l")).unwrap();
         assert!(holds_link(&dir.path().join("to")).unwrap());
+    }
+
+    #[test]
+    fn a_delete_goes_on_past_a_member_it_cannot_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("d");
+        for folder in ["keep/deeper", "gone/deeper"] {
+            std::fs::create_dir_all(top.join(folder)).unwrap();
+        }
+        for file in [
+            "a",
+            "keep/b",
+            "keep/deeper/stuck",
+            "gone/c",
+            "gone/deeper/e",
+            "z",
+        ] {
+            std::fs::write(top.join(file), "x").unwrap();
+        }
+        let stuck = top.join("keep/deeper/stuck");
+        let failing = |path: &Path, folder: bool| {
+            if path == stuck {
+                Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+            } else {
+                remove_one(path, folder)
+            }
+        };
+        let failed = remove_reporting(&top, "/d", &|u, _| u.to_owned(), &failing);
+        // The member alone is answered; the folders holding it stay.
+        assert_eq!(failed, [("/d/keep/deeper/stuck".to_owned(), 403)]);
+        assert!(stuck.exists());
+        for gone in ["a", "z", "gone", "keep/b"] {
+            assert!(!top.join(gone).exists(), "{gone}");
+        }
+        // Nothing in the way: all of it goes.
+        let failed = remove_reporting(&top, "/d", &|u, _| u.to_owned(), &remove_one);
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(!top.exists());
+        // The target itself failing is its own answer.
+        std::fs::write(&top, "x").unwrap();
+        let refusing =
+            |_: &Path, _: bool| Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        let failed = remove_reporting(&top, "/d", &|u, _| u.to_owned(), &refusing);
+        assert_eq!(failed, [("/d".to_owned(), 403)]);
+    }
+
+    #[test]
+    fn the_umask_is_read_from_the_status_file() {
+        assert_eq!(
+            umask_of_status("Name:\triis\nUmask:\t0027\nState:\tS\n"),
+            Some(0o027)
+        );
+        assert_eq!(umask_of_status("Name:\triis\n"), None);
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(umask_of_status(&own).is_some(), "{own}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use roxmltree::{Document, Node};
 pub(crate) const DAV: &str = "DAV:";
 
 /// A property's name: namespace and local name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct PropertyName {
     pub(crate) namespace: String,
     pub(crate) local: String,
@@ -33,16 +33,72 @@ impl PropertyName {
             local: node.tag_name().name().to_owned(),
         }
     }
+}
 
-    /// The name as an empty element: `<D:x/>` in `DAV:`, else with its own
-    /// namespace declared.
-    pub(crate) fn empty_element(&self) -> String {
-        if self.namespace == DAV {
-            format!("<D:{}/>", self.local)
-        } else {
-            format!("<{} xmlns=\"{}\"/>", self.local, escape(&self.namespace))
+/// The namespaces of the property names an answer writes as empty
+/// elements, each given a prefix (`ns0`, `ns1`, …) that is declared once,
+/// on the multistatus or on one resource's response, as Apache's mod_dav
+/// declares them. Written again on every name, one long namespace URI
+/// shared by many names made a small body's answer a hundred megabytes.
+#[derive(Debug, Default)]
+pub(crate) struct Prefixes {
+    /// Each namespace's prefix number.
+    numbers: std::collections::HashMap<String, usize>,
+    /// The namespaces, in the order they were first met.
+    namespaces: Vec<String>,
+}
+
+impl Prefixes {
+    /// Prefixes for the namespaces of `names` but `DAV:` (always `D:`) and
+    /// the empty one (which no prefix may stand for).
+    pub(crate) fn of<'a>(names: impl IntoIterator<Item = &'a PropertyName>) -> Self {
+        let mut prefixes = Self::default();
+        for name in names {
+            if name.namespace == DAV || name.namespace.is_empty() {
+                continue;
+            }
+            if !prefixes.numbers.contains_key(&name.namespace) {
+                prefixes
+                    .numbers
+                    .insert(name.namespace.clone(), prefixes.namespaces.len());
+                prefixes.namespaces.push(name.namespace.clone());
+            }
+        }
+        prefixes
+    }
+
+    /// The attributes declaring the prefixes (` xmlns:ns0="urn:a"`), for the
+    /// element the names are written inside.
+    pub(crate) fn declarations(&self) -> String {
+        let mut out = String::new();
+        for (number, namespace) in self.namespaces.iter().enumerate() {
+            out.push_str(&format!(" xmlns:ns{number}=\"{}\"", escape(namespace)));
+        }
+        out
+    }
+
+    /// `name` as an empty element: `<D:x/>` in `DAV:`, `<ns0:x/>` in a
+    /// namespace given a prefix, `<x xmlns=""/>` in none. A namespace left
+    /// out of [`Prefixes::of`] is declared on the element itself.
+    pub(crate) fn empty_element(&self, name: &PropertyName) -> String {
+        if name.namespace == DAV {
+            return format!("<D:{}/>", name.local);
+        }
+        match self.numbers.get(&name.namespace) {
+            Some(number) => format!("<ns{number}:{}/>", name.local),
+            None => format!("<{} xmlns=\"{}\"/>", name.local, escape(&name.namespace)),
         }
     }
+}
+
+/// The most property names a PROPFIND or PROPPATCH body may hold. Clients
+/// ask for a few dozen at most (Windows sets four, litmus a few tens); each
+/// name asked for is answered for every resource listed, so without a
+/// limit a small body is a large answer for each member of a folder.
+pub(crate) const MAX_PROPERTY_NAMES: usize = 1000;
+
+fn too_many_names() -> String {
+    format!("the body names more than {MAX_PROPERTY_NAMES} properties (the most a request may)")
 }
 
 /// What a PROPFIND asks for.
@@ -121,10 +177,17 @@ pub(crate) fn propfind(body: &[u8]) -> Result<PropFind, String> {
         return Ok(PropFind::Names);
     }
     let prop = child(root, "prop").ok_or("DAV:propfind holds no prop, allprop or propname")?;
+    if prop.children().filter(Node::is_element).count() > MAX_PROPERTY_NAMES {
+        return Err(too_many_names());
+    }
+    // A name asked for twice is answered once (RFC 4918 §9.1: a property
+    // appears once in a resource's response).
+    let mut seen = std::collections::HashSet::new();
     Ok(PropFind::Some(
         prop.children()
             .filter(Node::is_element)
             .map(PropertyName::of)
+            .filter(|name| seen.insert(name.clone()))
             .collect(),
     ))
 }
@@ -147,6 +210,9 @@ pub(crate) fn proppatch(body: &[u8]) -> Result<Vec<PropertyChange>, String> {
         };
         let prop = child(op, "prop").ok_or("a set or remove holds no DAV:prop")?;
         for p in prop.children().filter(Node::is_element) {
+            if changes.len() == MAX_PROPERTY_NAMES {
+                return Err(too_many_names());
+            }
             let name = PropertyName::of(p);
             changes.push(if set {
                 PropertyChange::Set(name, serialize(p))
@@ -283,9 +349,16 @@ pub(crate) struct Multistatus {
 
 impl Multistatus {
     pub(crate) fn new() -> Self {
+        Self::declaring(&Prefixes::default())
+    }
+
+    /// A multistatus whose element declares `prefixes`, for names written
+    /// in every response (those a PROPFIND or PROPPATCH body named).
+    pub(crate) fn declaring(prefixes: &Prefixes) -> Self {
         Self {
-            out: String::from(
-                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">\n",
+            out: format!(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\"{}>\n",
+                prefixes.declarations()
             ),
         }
     }
@@ -316,9 +389,12 @@ impl Multistatus {
     }
 
     /// A response for `href` with a propstat per status: the properties'
-    /// XML and the status they share.
-    pub(crate) fn propstats(&mut self, href: &str, groups: &[(u16, String)]) {
-        self.out.push_str("<D:response><D:href>");
+    /// XML and the status they share. `declarations` are attributes of the
+    /// response element (the prefixes of names only it holds).
+    pub(crate) fn propstats(&mut self, href: &str, declarations: &str, groups: &[(u16, String)]) {
+        self.out.push_str("<D:response");
+        self.out.push_str(declarations);
+        self.out.push_str("><D:href>");
         self.out.push_str(&escape(href));
         self.out.push_str("</D:href>");
         for (status, props) in groups {
@@ -412,6 +488,69 @@ mod tests {
     }
 
     #[test]
+    fn names_are_answered_once_with_each_namespace_declared_once() {
+        let long = format!("urn:{}", "x".repeat(10_000));
+        let body = format!(
+            r#"<D:propfind xmlns:D="DAV:" xmlns:x="{long}"><D:prop>{}<D:getetag/><D:getetag/><b xmlns=""/></D:prop></D:propfind>"#,
+            "<x:a/>".repeat(500)
+        );
+        let PropFind::Some(names) = propfind(body.as_bytes()).unwrap() else {
+            panic!("not a list of names")
+        };
+        assert_eq!(names.len(), 3, "{names:?}");
+        let prefixes = Prefixes::of(&names);
+        assert_eq!(prefixes.empty_element(&names[0]), "<ns0:a/>");
+        assert_eq!(prefixes.empty_element(&names[1]), "<D:getetag/>");
+        assert_eq!(prefixes.empty_element(&names[2]), r#"<b xmlns=""/>"#);
+        let mut m = Multistatus::declaring(&prefixes);
+        let props: String = names.iter().map(|n| prefixes.empty_element(n)).collect();
+        m.propstats("/f", "", &[(404, props)]);
+        let answer = m.finish();
+        assert_eq!(answer.matches(long.as_str()).count(), 1);
+        let doc = Document::parse(&answer).unwrap();
+        let a = doc
+            .descendants()
+            .find(|n| n.tag_name().name() == "a")
+            .unwrap();
+        assert_eq!(a.tag_name().namespace(), Some(long.as_str()));
+        let b = doc
+            .descendants()
+            .find(|n| n.tag_name().name() == "b")
+            .unwrap();
+        assert_eq!(b.tag_name().namespace().unwrap_or(""), "");
+    }
+
+    #[test]
+    fn a_body_naming_more_properties_than_the_limit_is_refused() {
+        let names = |n: usize| "<x:a/>".repeat(n);
+        let find = |n| {
+            format!(
+                r#"<D:propfind xmlns:D="DAV:" xmlns:x="urn:x"><D:prop>{}</D:prop></D:propfind>"#,
+                names(n)
+            )
+        };
+        assert!(propfind(find(MAX_PROPERTY_NAMES).as_bytes()).is_ok());
+        assert!(propfind(find(MAX_PROPERTY_NAMES + 1).as_bytes())
+            .unwrap_err()
+            .contains("more than 1000 properties"));
+        let patch = |n| {
+            format!(
+                r#"<D:propertyupdate xmlns:D="DAV:" xmlns:x="urn:x"><D:remove><D:prop>{}</D:prop></D:remove></D:propertyupdate>"#,
+                names(n)
+            )
+        };
+        assert_eq!(
+            proppatch(patch(MAX_PROPERTY_NAMES).as_bytes())
+                .unwrap()
+                .len(),
+            MAX_PROPERTY_NAMES
+        );
+        assert!(proppatch(patch(MAX_PROPERTY_NAMES + 1).as_bytes())
+            .unwrap_err()
+            .contains("more than 1000 properties"));
+    }
+
+    #[test]
     fn property_values_keep_their_namespaces_when_serialized() {
         let changes = proppatch(
             br#"<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop><Z:a>x &amp; <Z:b q="1">y</Z:b></Z:a></D:prop></D:set><D:remove><D:prop><Z:c/></D:prop></D:remove></D:propertyupdate>"#,
@@ -474,6 +613,7 @@ mod tests {
         m.status("/a&b", 423);
         m.propstats(
             "/c/",
+            "",
             &[(
                 200,
                 "<D:resourcetype><D:collection/></D:resourcetype>".into(),

@@ -125,6 +125,21 @@ impl RunningBinary {
         Self::spawn(command)
     }
 
+    /// As [`RunningBinary::start`], under the shell's `umask {mask}`
+    /// (`027`: files the server makes are not for others).
+    #[allow(dead_code)]
+    pub fn start_with_umask(args: &[&str], mask: &str) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_riis"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"]);
+        Self::spawn(command)
+    }
+
     fn spawn(mut command: Command) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
