@@ -581,7 +581,7 @@ impl HttpModule for BasicAuthentication {
         let Some(config) = enabled_config(ctx, self.config) else {
             return RequestNotificationStatus::Continue;
         };
-        let issuer = issuer_of(config);
+        let issuer = config.issuer();
         // A Basic user whose files were others (a child request, a CGI
         // local redirect or an include, into a location with a user file
         // of its own, where another `admin` may be, and other groups) logs
@@ -810,14 +810,16 @@ fn enabled_config(
         .find(|c| c.enabled)
 }
 
-/// What vouches for the users of `config` (their [`HttpUser::issuer`]):
-/// its user and group files.
-fn issuer_of(config: &BasicAuthenticationConfig) -> String {
-    format!(
-        "{}\n{}",
-        config.user_file.display(),
-        config.group_file.display()
-    )
+impl BasicAuthenticationConfig {
+    /// What vouches for the users it logs on (their [`HttpUser::issuer`]):
+    /// its user and group files. WebDav judges a destination by it.
+    pub(crate) fn issuer(&self) -> String {
+        format!(
+            "{}\n{}",
+            self.user_file.display(),
+            self.group_file.display()
+        )
+    }
 }
 
 /// The request's host name without its port (the `SERVER_NAME` server

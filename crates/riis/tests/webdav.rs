@@ -1781,3 +1781,60 @@ fn a_delete_that_fails_partway_names_what_stays() {
         assert!(!www.join(gone).exists(), "{gone}");
     }
 }
+
+/// A COPY or MOVE's destination in a location with users of its own
+/// (another `user_file`) is refused to a user of the request's: a request
+/// there would log on against that file, where the name may be someone
+/// else's (and roles others).
+#[test]
+fn a_destination_with_other_users_refuses_this_ones() {
+    let dir = TempDir::new("dav-other-users");
+    let carol = bcrypt::hash("other", 4).unwrap();
+    dir.write("other-users", format!("alice:{carol}\n"));
+    let server = start(&config(
+        &dir,
+        OPEN_TO_ALL,
+        "[[sites.locations]]\npath = \"/theirs\"\n\
+         basic_authentication = { enabled = true, user_file = \"other-users\" }\n\
+         anonymous_authentication = { enabled = false }\n",
+    ));
+    let alice = basic("alice", "wonderland");
+    dir.write("www/mine.txt", "mine");
+    dir.write("www/theirs/keep.txt", "theirs");
+    let copy = send(
+        server.addr,
+        "COPY",
+        "/mine.txt",
+        &[
+            ("Authorization", &alice),
+            ("Destination", "http://dav.test/theirs/keep.txt"),
+        ],
+        b"",
+    );
+    assert_eq!(copy.status, 401, "{}", copy.text());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("www/theirs/keep.txt")).unwrap(),
+        "theirs"
+    );
+    // Its own users may, and within the request's own files it goes.
+    let theirs = basic("alice", "other");
+    let put = send(
+        server.addr,
+        "PUT",
+        "/theirs/new.txt",
+        &[("Authorization", &theirs)],
+        b"new",
+    );
+    assert_eq!(put.status, 201, "{}", put.text());
+    let copy = send(
+        server.addr,
+        "COPY",
+        "/mine.txt",
+        &[
+            ("Authorization", &alice),
+            ("Destination", "http://dav.test/copy.txt"),
+        ],
+        b"",
+    );
+    assert_eq!(copy.status, 201, "{}", copy.text());
+}

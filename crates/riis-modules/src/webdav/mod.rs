@@ -98,6 +98,7 @@ use methods::{
 use crate::background::Background;
 
 use crate::anonymous_authentication::AnonymousAuthenticationConfig;
+use crate::basic_authentication::BasicAuthenticationConfig;
 use crate::client_certificate_mapping_authentication::{
     denying_mapping, ClientCertificateMappingConfig,
 };
@@ -342,6 +343,7 @@ pub struct WebDav {
     /// The access modules' sections, to judge URLs besides the request's.
     authorization: Section<AuthorizationConfig>,
     anonymous: Section<AnonymousAuthenticationConfig>,
+    basic: Section<BasicAuthenticationConfig>,
     ssl_access: Section<AccessConfig>,
     ip_security: Section<IpSecurityConfig>,
     certificate_mapping: Section<ClientCertificateMappingConfig>,
@@ -864,7 +866,8 @@ impl WebDav {
     /// ClientCertificateMappingAuthentication's denials, RequestFiltering's
     /// rules about the path (`internal`, hidden segments, denied sequences,
     /// file extensions: IIS's `applyToWebDAV`), AnonymousAuthentication's
-    /// `enabled`, UrlAuthorization's rules (for the request's method).
+    /// `enabled`, BasicAuthentication's files (a Basic user vouched for by
+    /// others), UrlAuthorization's rules (for the request's method).
     /// Without them a client could COPY into a folder it may not write,
     /// MOVE an upload to a name the site runs as a script, or DELETE a
     /// folder kept to an office's addresses inside one it may.
@@ -910,6 +913,22 @@ impl WebDav {
             return Err(refuse(
                 401,
                 format!("{url} is closed to anonymous clients (anonymous_authentication.enabled)"),
+            ));
+        }
+        // A Basic user of other files than the destination's (another
+        // `admin`, other groups): a request there would log on again, and
+        // the rules below would judge someone else (BasicAuthentication's
+        // re-logon of a child request).
+        let basic = ctx.config_for_url(self.basic, url);
+        if basic.enabled
+            && user.is_some_and(|u| {
+                u.authentication_type() == "Basic"
+                    && u.issuer().is_some_and(|i| i != basic.issuer())
+            })
+        {
+            return Err(refuse(
+                401,
+                format!("{url} logs on against other users than the request's (basic_authentication.user_file)"),
             ));
         }
         let denied = |why: String| refuse(if anonymous { 401 } else { 403 }, why);
@@ -1403,6 +1422,7 @@ pub fn register_module(
     let authorization = registration.share_section::<AuthorizationConfig>("authorization")?;
     let anonymous =
         registration.share_section::<AnonymousAuthenticationConfig>("anonymous_authentication")?;
+    let basic = registration.share_section::<BasicAuthenticationConfig>("basic_authentication")?;
     let ssl_access = registration.share_section::<AccessConfig>("access")?;
     let ip_security = registration.share_section::<IpSecurityConfig>("ip_security")?;
     let certificate_mapping = registration
@@ -1413,6 +1433,7 @@ pub fn register_module(
             request_filtering,
             authorization,
             anonymous,
+            basic,
             ssl_access,
             ip_security,
             certificate_mapping,
