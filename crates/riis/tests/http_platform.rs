@@ -14,7 +14,7 @@ use common::{fields, node, wait_for, Connection, RunningBinary, TempDir};
 
 /// The application: answers with what it was started with and what it was
 /// asked, one `key=value` a line; `/app/exit` answers, then exits with an
-/// error; `/app/stop-listening` answers, then closes its listening socket and
+/// error; `/app/crash` exits without answering; `/app/stop-listening` answers, then closes its listening socket and
 /// idle connections but runs on. `START_DELAY_MS` delays its listening, `LISTEN_HOST` chooses the
 /// address it listens on, `EXIT_AFTER_MS` makes it exit cleanly that long
 /// after it listens, and `SQUAT` first starts another program, outside its
@@ -27,6 +27,9 @@ const server = http.createServer((request, response) => {
   if (request.url === "/app/exit") {
     response.end("bye\n", () => process.exit(3));
     return;
+  }
+  if (request.url === "/app/crash") {
+    process.exit(3);
   }
   if (request.url === "/app/stop-listening") {
     response.writeHead(200, { Connection: "close" });
@@ -379,6 +382,21 @@ fn a_request_goes_to_another_process_when_its_own_refuses_the_connection() {
         assert_eq!(resp.status, 200, "POST {n}: {}", resp.text());
         assert_ne!(fields(&resp.text())["pid"], closed);
     }
+    // A request that made its process fail after it was sent (a crash it
+    // caused) goes to no other: it would take them all down in turn.
+    let before: Vec<u32> = {
+        let mut pids = BTreeSet::new();
+        wait_for("requests went to both processes", || {
+            let resp = Connection::open(server.addr).get("/app/hello");
+            pids.insert(fields(&resp.text())["pid"].parse::<u32>().unwrap());
+            pids.len() == 2 && pids.iter().all(|&pid| is_running(pid))
+        });
+        pids.into_iter().collect()
+    };
+    let crashed = Connection::open(server.addr).get("/app/crash");
+    assert_eq!(crashed.status, 502, "{}", crashed.text());
+    let alive = before.iter().filter(|&&pid| is_running(pid)).count();
+    assert_eq!(alive, 1, "the crash went to more than one process");
 }
 
 /// A first request waits while the application gets ready, however it

@@ -1066,6 +1066,10 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
             // the connection: 502 at once, as nginx does by default.)
             // A stream the server refused (RFC 9113 §8.7) was not
             // processed: the next server gets it, whatever its method.
+            // Servers a module listed (`PROXY_SERVER`: the processes of
+            // one application) are not farm members: a request that made
+            // one fail (a crash it caused) would take every process down in
+            // turn, so there only what was never sent goes on.
             Attempt::Failed(e) if refused_stream(&e) && job.may_send_unprocessed() => {
                 failures.push(format!(
                     "{} refused the stream: {}",
@@ -1073,7 +1077,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                     explained(&e)
                 ));
             }
-            Attempt::Failed(e) if job.may_send_again() && !e.is_parse() => {
+            Attempt::Failed(e) if job.may_send_again() && !e.is_parse() && job.only.is_empty() => {
                 server.mark_down(fail_timeout);
                 failures.push(format!(
                     "{} failed before answering: {}",
