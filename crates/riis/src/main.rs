@@ -106,6 +106,12 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log that cannot be written (the terminal riis started from
+        // closed: EIO; the program reading it exited: EPIPE) loses its
+        // lines and nothing else: the subscriber's own report of the
+        // failure goes to standard error through `eprintln!`, which panics
+        // there, and would end the server at its next log line.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -1833,3 +1833,35 @@ fn check_config_warns_of_a_default_folder_another_user_could_have_made() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("default directory"), "{stderr}");
 }
+
+/// A log that can no longer be written (the terminal riis was started from
+/// closed, the program reading its standard error exited: `| head`) does
+/// not stop the server: the lines are lost, the requests, reloads and the
+/// stop's drain go on, as nginx's do.
+#[test]
+fn a_broken_standard_error_does_not_stop_the_server() {
+    let dir = TempDir::new("broken-stderr");
+    dir.write("www/a.txt", "a");
+    let config = write_config(&dir, &dir.path().join("www"), "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RIIS_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = common::listening_addr(&mut child);
+    // The reading end goes: each log line now meets EPIPE.
+    drop(child.stderr.take());
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    for _ in 0..3 {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(get(addr, "/a.txt").status, 200);
+        assert_eq!(get(addr, "/missing").status, 404);
+    }
+    assert!(child.try_wait().unwrap().is_none(), "riis exited");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}
