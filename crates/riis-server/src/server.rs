@@ -1037,10 +1037,20 @@ impl Lifecycle {
                     return;
                 };
                 while asked.recv().await.is_some() {
-                    let report = status_report(&current.load().pipeline, &file, *stopping.borrow());
-                    if let Err(e) = write_status(&path, &report) {
-                        tracing::warn!(error = %e, path = %path.display(), "cannot write the status");
-                    }
+                    // On a blocking thread: the report asks the global
+                    // modules (RscaQuery), and one slow to answer must not
+                    // hold up this runtime, which also handles SIGTERM and
+                    // SIGHUP (as HealthCheck runs off it). One at a time; a
+                    // request for a status while one is made waits for it.
+                    let (current, file, path) = (current.clone(), file.clone(), path.clone());
+                    let stopping = *stopping.borrow();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let report = status_report(&current.load().pipeline, &file, stopping);
+                        if let Err(e) = write_status(&path, &report) {
+                            tracing::warn!(error = %e, path = %path.display(), "cannot write the status");
+                        }
+                    })
+                    .await;
                 }
             });
         }

@@ -937,6 +937,60 @@ fn a_health_check_that_never_returns_holds_neither_status_nor_the_stop() {
     );
 }
 
+/// A global module slow to answer RscaQuery (here: 60 s) holds neither
+/// the stop nor a reload: `riis status` asks it off the thread that takes
+/// signals, as HealthCheck is.
+#[test]
+fn a_status_query_that_never_returns_holds_neither_reload_nor_stop() {
+    let dir = TempDir::new("slow-rsca");
+    let source = dir.write(
+        "slow_rsca.c",
+        "#include \"riis_module.h\"\n#include <time.h>\n#include <unistd.h>\n\
+         static const riis_api *api;\n\
+         static riis_global_status on_global(void *u, uint32_t n, riis_global_provider *p) {\n\
+         (void)u; (void)p;\n\
+         /* Signals may cut a sleep short: it goes on. */\n\
+         if (n == RIIS_GL_RSCA_QUERY) { time_t end = time(NULL) + 60; while (time(NULL) < end) sleep(1); }\n\
+         return RIIS_GLOBAL_CONTINUE;\n}\n\
+         static const riis_global_module global = {sizeof(riis_global_module), NULL, on_global, NULL};\n\
+         RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {\n\
+         (void)v; api = s->api;\n\
+         return api->set_global_notifications(r, &global, RIIS_GL_RSCA_QUERY);\n}\n",
+    );
+    let Some(()) = compile("cc", &[&source], &dir.path().join("slow_rsca.so"), &[]) else {
+        return;
+    };
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[server]\npid_file = \"riis.pid\"\nshutdown_timeout = 2\n\n\
+         [[global_modules]]\nname = \"SlowRsca\"\nimage = \"slow_rsca.so\"\n\n\
+         [[modules]]\nname = \"SlowRsca\"\n[[modules]]\nname = \"StaticFile\"\n",
+    );
+    dir.write("www/a.txt", "a");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // A reload (by signal: `riis reload` reads the status) still goes
+    // through, to a configuration serving another folder.
+    dir.write("www2/a.txt", "b");
+    let body = std::fs::read_to_string(&config).unwrap().replace(
+        &*dir.path().join("www").to_string_lossy(),
+        &dir.path().join("www2").to_string_lossy(),
+    );
+    std::fs::write(&config, body).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    common::wait_for("the reload", || get(server.addr, "/a.txt").text() == "b");
+    let asked = std::time::Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(30),
+        "the stop waited for the RscaQuery"
+    );
+}
+
 /// A request module whose call never returns (here: sleeps 120 s in
 /// BeginRequest) holds its worker thread, and that worker's drain cannot
 /// even start; the stop still ends, `shutdown_timeout` and a few seconds
