@@ -164,6 +164,11 @@ struct Entry {
     generation: u64,
     /// The `max_cache_size` of the location that stored it.
     limit: u64,
+    /// Its handler answered from elsewhere than the URL's file (another
+    /// server): a hit says so again, so that no module takes the file at
+    /// the path for its source (StaticCompression would send a copy made
+    /// of the file, or of another client's answer, for it).
+    answered_elsewhere: bool,
 }
 
 /// What tells a file changed.
@@ -576,6 +581,9 @@ impl HttpModule for OutputCache {
                 };
             if fresh {
                 ctx.raise_trace_event("OutputCache: served from the cache");
+                if entry.answered_elsewhere {
+                    ctx.set_answered_elsewhere();
+                }
                 let resp = ctx.response_mut();
                 resp.clear();
                 resp.set_status(entry.status, entry.status.canonical_reason().unwrap_or(""));
@@ -914,6 +922,7 @@ fn storable(
         file,
         generation: 0,
         limit: 0,
+        answered_elsewhere: ctx.is_answered_elsewhere(),
     })
 }
 
@@ -1133,6 +1142,7 @@ mod tests {
             file: None,
             generation: 0,
             limit: 0,
+            answered_elsewhere: false,
         }
     }
 

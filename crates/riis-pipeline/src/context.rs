@@ -761,6 +761,12 @@ impl HttpContext {
         self.answered_elsewhere = true;
     }
 
+    /// Whether [`Self::set_answered_elsewhere`] was called: an output
+    /// cache keeps it with the answer, and sets it again when it serves it.
+    pub fn is_answered_elsewhere(&self) -> bool {
+        self.answered_elsewhere
+    }
+
     /// `IHttpCachePolicy::DisableUserCache`: this response must not be
     /// stored by an output cache, whatever its headers say. For an answer
     /// that a check decided for this client alone, which the response does

@@ -1128,3 +1128,88 @@ fn an_output_cache_hit_is_compressed_as_the_file_would_be() {
         assert_eq!(plain.body, s.big.as_bytes());
     }
 }
+
+/// A server behind ReverseProxy that answers the site's root, one answer
+/// per `X-User` under one strong ETag (which it should not reuse).
+fn backend_by_user() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut user = String::new();
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("x-user:") {
+                            user = v.trim().to_owned();
+                        }
+                    }
+                    let body = format!("for {user}\n").repeat(600);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nETag: \"same\"\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if stream.write_all(head.as_bytes()).is_err()
+                        || stream.write_all(body.as_bytes()).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An answer OutputCache kept from another server is no file's: its hits
+/// are not taken for the folder or file at the URL's path, so no copy is
+/// made of one client's answer and sent for another's (here the server
+/// reuses one strong ETag for each user's page).
+#[test]
+fn an_output_cache_hit_of_a_proxied_answer_is_not_the_files() {
+    let backend = backend_by_user();
+    let dir = TempDir::new("compress-proxied-hit");
+    dir.write("www/index.html", "home");
+    let body = format!(
+        "[[modules]]\nname = \"OutputCache\"\n[[modules]]\nname = \"ReverseProxy\"\n\
+         [[modules]]\nname = \"StaticCompression\"\n\
+         [[handlers]]\nname = \"Proxy\"\npath = \"*\"\nmodules = [\"ReverseProxy\"]\n\
+         [static_compression]\ndirectory = '{}'\n\
+         [proxy]\nservers = [\"http://{backend}\"]\n\
+         [output_cache]\npolicy = \"CacheForTimePeriod\"\nduration = 60\nvary_by_headers = [\"X-User\"]\n",
+        dir.path().join("cache").display()
+    );
+    let config = write_config(&dir, &dir.path().join("www"), &body);
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let as_user = |conn: &mut Connection, user: &str| {
+        conn.send_raw(
+            format!("GET / HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nX-User: {user}\r\n\r\n")
+                .as_bytes(),
+        );
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, 200);
+        match resp.header("content-encoding") {
+            Some("gzip") => String::from_utf8(gunzip(&resp.body)).unwrap(),
+            _ => resp.text(),
+        }
+    };
+    for _ in 0..6 {
+        assert!(as_user(&mut conn, "alice").starts_with("for alice\n"));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for _ in 0..4 {
+        assert!(as_user(&mut conn, "bob").starts_with("for bob\n"));
+    }
+}
