@@ -318,8 +318,8 @@ struct Check {
     done: riis_pipeline::CompletionHandle,
     /// Held until the check is done.
     _slot: CheckSlot,
-    /// The requests that wait for the same logon's result, if any may.
-    turn: Option<Turn>,
+    /// The requests that wait for the same logon's result.
+    turn: Turn,
 }
 
 /// What a finished check posts: the logon passed.
@@ -658,39 +658,41 @@ impl HttpModule for BasicAuthentication {
             Self::log_on(ctx, name, roles, issuer);
             return RequestNotificationStatus::Continue;
         }
-        // The same logon being checked for another request already: its
-        // result is this one's too.
-        let turn = match digest {
-            Some(digest) => {
-                let mut waiting = self
-                    .shared
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if let Some(waiters) = waiting.get_mut(&digest) {
-                    waiters.push(ctx.completion_handle());
-                    drop(waiting);
-                    self.checking = Some(Logon {
-                        name,
-                        roles,
-                        digest: Some(digest),
-                        issuer,
-                    });
-                    return RequestNotificationStatus::Pending;
-                }
-                waiting.insert(digest, Vec::new());
-                Some(Turn {
-                    digest,
-                    waiting: self.shared.waiting.clone(),
-                    result: NOT_CHECKED,
-                })
-            }
-            None => None,
-        };
         let counts = known.is_some();
         let Some(hash) = known.or_else(|| users.decoy.clone()) else {
             // No users at all: nothing to take time over.
             return Self::refuse(ctx, "unknown user", Some(&name));
+        };
+        // The same logon being checked for another request already: its
+        // result is this one's too. An unknown name's logons wait for one
+        // another the same way (keyed by the decoy hash they are checked
+        // against): were they each checked, past the client's four at once
+        // they would get 503 where a known name's get 401, telling the
+        // names apart as the decoy is there to prevent.
+        let key = digest.unwrap_or_else(|| self.shared.digest(&name, &password, &hash));
+        let turn = {
+            let mut waiting = self
+                .shared
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(waiters) = waiting.get_mut(&key) {
+                waiters.push(ctx.completion_handle());
+                drop(waiting);
+                self.checking = Some(Logon {
+                    name,
+                    roles,
+                    digest,
+                    issuer,
+                });
+                return RequestNotificationStatus::Pending;
+            }
+            waiting.insert(key, Vec::new());
+            Turn {
+                digest: key,
+                waiting: self.shared.waiting.clone(),
+                result: NOT_CHECKED,
+            }
         };
         let client = crate::ip_restriction::client_network(ctx.request().remote_address().ip());
         let Some(slot) = CheckSlot::take(&self.shared.checking, client) else {
@@ -749,7 +751,7 @@ impl HttpModule for BasicAuthentication {
             return RequestNotificationStatus::Continue;
         };
         match digest {
-            Some(_) if completion.bytes == NOT_CHECKED => too_busy(ctx),
+            _ if completion.bytes == NOT_CHECKED => too_busy(ctx),
             Some(digest) if completion.bytes == PASSED => {
                 self.shared.remember(digest);
                 Self::log_on(ctx, name, roles, issuer);
@@ -855,9 +857,7 @@ pub fn register_module(
                 let passed = u64::from(check.hash.verify(&check.password) && check.counts);
                 check.done.post_completion(passed);
                 // Dropped with the check: those waiting get the result.
-                if let Some(turn) = &mut check.turn {
-                    turn.result = passed;
-                }
+                check.turn.result = passed;
             },
         ),
         checking: Arc::default(),

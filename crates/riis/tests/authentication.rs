@@ -502,4 +502,22 @@ fn logons_with_the_same_credentials_at_once_share_one_check() {
         .map(|t| t.join().unwrap())
         .collect();
     assert_eq!(statuses, [401; 6]);
+    // So does an unknown name's: answered as a known one's wrong password
+    // is, not 503 past the client's four checks (which would tell the
+    // names apart).
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut conn = Connection::open(addr);
+                barrier.wait();
+                get_as(&mut conn, "/members/a.txt", Some("nobody:meadows")).status
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(statuses, [401; 6]);
 }
