@@ -62,8 +62,10 @@ pub struct ExecuteFlags {
     /// The child's URL is one the client may have chosen (a CGI program's
     /// local redirect, whose `Location` is often a `?next=` the client
     /// sent): rules that keep a location for the server's own requests
-    /// (RequestFiltering's `internal`) judge the child as the client's own
-    /// request. A riis extension: IIS has no such flag.
+    /// (RequestFiltering's `internal`) and UrlRewrite's rules judge the
+    /// child as the client's own request, and its `REQUEST_URI` and
+    /// `UNENCODED_URL` are its own URL. A riis extension: IIS has no such
+    /// flag.
     pub client_chosen_url: bool,
 }
 
@@ -1327,8 +1329,12 @@ impl HttpContext {
         }
         self.no_operation_started()?;
         child.location = child.site.location_index(child.request.url());
-        // The child's URL is the module's, not the client's.
+        // The child's URL is the module's, not the client's; one the client
+        // may have chosen is its, as a new request's would be.
         child.client_location = NOT_REWRITTEN;
+        if flags.client_chosen_url {
+            child.request.take_url_as_clients();
+        }
         if let Some(user) = user {
             child.user = Some(user);
             child.skip_authentication = true;

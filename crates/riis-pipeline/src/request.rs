@@ -444,6 +444,15 @@ impl HttpRequest {
         self.client_url.as_deref().unwrap_or_else(|| self.raw_url())
     }
 
+    /// Makes the current URL the one the client asked for: a child
+    /// request whose URL the client may have chosen (a CGI local redirect,
+    /// which RFC 3875 §6.2.2 has processed as a new request) has it in
+    /// `REQUEST_URI` and `UNENCODED_URL`, so that rules keyed on those
+    /// judge it as they would the client's own request for it.
+    pub(crate) fn take_url_as_clients(&mut self) {
+        self.client_url = None;
+    }
+
     /// The query string without `?`, empty when there is none.
     pub fn query_string(&self) -> &str {
         self.uri.query().unwrap_or("")

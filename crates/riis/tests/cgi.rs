@@ -772,6 +772,9 @@ fn a_local_redirect_meets_the_rewrite_rules() {
     );
     let text = std::fs::read_to_string(&config).unwrap()
         + "\n[[rewrite.rules]]\nname = \"block admin\"\npattern = \"^cgi/admin/\"\n\
+           action = { type = \"CustomResponse\", status_code = 403, status_reason = \"Forbidden\" }\n\
+           \n[[rewrite.rules]]\nname = \"block private\"\npattern = \".*\"\n\
+           conditions = [{ input = \"{REQUEST_URI}\", pattern = \"^/cgi/private/\" }]\n\
            action = { type = \"CustomResponse\", status_code = 403, status_reason = \"Forbidden\" }\n";
     std::fs::write(&config, text).unwrap();
     program(
@@ -779,15 +782,22 @@ fn a_local_redirect_meets_the_rewrite_rules() {
         "next.cgi",
         "#!/bin/sh\nprintf 'Location: %s\\n\\n' \"$QUERY_STRING\"\n",
     );
-    program(
-        &dir,
-        "admin/secret.cgi",
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nsecret'\n",
-    );
+    for secret in ["admin/secret.cgi", "private/secret.cgi"] {
+        program(
+            &dir,
+            secret,
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nsecret'\n",
+        );
+    }
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let mut conn = Connection::open(server.addr);
     assert_eq!(conn.get("/cgi/admin/secret.cgi").status, 403);
     let redirected = conn.get("/cgi/next.cgi?/cgi/admin/secret.cgi");
+    assert_eq!(redirected.status, 403, "{}", redirected.text());
+    // A rule on the URL the client asked for (`REQUEST_URI`, IIS's usual
+    // blocking rule) sees the redirect's, as a new request's.
+    assert_eq!(conn.get("/cgi/private/secret.cgi").status, 403);
+    let redirected = conn.get("/cgi/next.cgi?/cgi/private/secret.cgi");
     assert_eq!(redirected.status, 403, "{}", redirected.text());
     let open = conn.get("/cgi/next.cgi?/cgi/status.cgi");
     assert_eq!(open.status, 203, "{}", open.text());
