@@ -591,13 +591,14 @@ impl HttpModule for OutputCache {
                     resp.append_header(name.clone(), value.clone());
                 }
                 // How long it has been kept, on top of the age it came with
-                // (RFC 9111 §5.1). An entry of a file's was validated
-                // against the file just now (its stamp), so its time here
-                // does not count: clients would otherwise keep it for its
-                // `max-age` less that time.
+                // (RFC 9111 §5.1). An entry that is a file's bytes was
+                // validated against the file just now (its stamp), so its
+                // time here does not count: clients would otherwise keep it
+                // for its `max-age` less that time. A script's output
+                // (stamped by the script's file) is not validated by it.
                 let kept = match entry.file {
-                    Some(_) => 0,
-                    None => now.saturating_duration_since(entry.stored).as_secs(),
+                    Some(stamp) if stamp.len == entry.body.len() as u64 => 0,
+                    _ => now.saturating_duration_since(entry.stored).as_secs(),
                 };
                 resp.set_header(header::AGE, HeaderValue::from(entry.initial_age + kept));
                 resp.write(EntityChunk::Memory(entry.body.clone()));
@@ -693,8 +694,14 @@ fn push_query(key: &mut String, config: &OutputCacheConfig, query: &str) -> bool
         key.push_str(query);
         return true;
     }
+    // Counted as PHP counts them: split at `&`, the empty ones skipped
+    // (`?id=1&&&…` is one parameter to it, and is `?id=1`'s entry).
     if !config.vary_by_query_string.is_empty()
-        && query.split(['&', ';']).nth(MOST_PARAMETERS_READ).is_some()
+        && query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .nth(MOST_PARAMETERS_READ)
+            .is_some()
     {
         return false;
     }

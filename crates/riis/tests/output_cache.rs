@@ -134,6 +134,10 @@ output_cache = { policy = "CacheForTimePeriod", duration = 1 }
 [[sites.locations]]
 path = "/files"
 output_cache = { policy = "CacheUntilChange" }
+
+[[sites.locations]]
+path = "/dyn/until"
+output_cache = { policy = "CacheUntilChange" }
 "#;
 
 fn get(conn: &mut Connection, path: &str, extra: &str) -> String {
@@ -295,6 +299,29 @@ fn a_changed_file_and_a_time_period_end_an_entry() {
     }
     std::fs::write(dir.join("files/index.html"), "index two").unwrap();
     assert_eq!(get(&mut conn, "/files/", ""), "index two");
+
+    // A handler's answer at a file's path (a script's output) is stamped by
+    // the file but not validated by it: its time in the cache is its age.
+    std::fs::create_dir_all(dir.join("dyn/until")).unwrap();
+    std::fs::write(
+        dir.join("dyn/until/script.txt"),
+        "a script, longer than its output",
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("dyn/until/script.txt"))
+        .unwrap()
+        .set_modified(settled)
+        .unwrap();
+    for _ in 0..3 {
+        get(&mut conn, "/dyn/until/script.txt", "");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    conn.send_raw(b"GET /dyn/until/script.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let aged = conn.read_response(false);
+    let age: u64 = aged.header("age").expect("a hit").parse().unwrap();
+    assert!(age >= 1, "{age}");
 
     // /short keeps responses for a second.
     std::fs::create_dir_all(dir.join("short")).unwrap();
@@ -657,6 +684,18 @@ fn what_the_key_cannot_hold_is_neither_kept_nor_answered() {
         run(&get(&mut conn, "/dyn/named/n?id=1", "")),
         first + 2,
         "?id=1 got the answer of a request whose PHP `id` was another"
+    );
+
+    // Empty parameters are none to PHP: `?id=1&&…` is `?id=1`, answered
+    // from its entry (a client cannot make every request run the handler).
+    let kept = run(&get(&mut conn, "/dyn/named/n?id=1", ""));
+    assert_eq!(
+        run(&get(
+            &mut conn,
+            &format!("/dyn/named/n?id=1{}", "&".repeat(1200)),
+            ""
+        )),
+        kept
     );
 
     let many = format!("/dyn/named/m?{}id=8", "a&".repeat(1000));
