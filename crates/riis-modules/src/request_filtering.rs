@@ -564,7 +564,7 @@ fn hidden_segment<'u>(config: &RequestFilteringConfig, url: &'u str) -> Option<&
 /// and `file_extensions`, the rules about the method and the path alone,
 /// with the status and substatus a request for it would get (IIS's
 /// `applyToWebDAV`, on by default). `url` is decoded.
-pub(crate) fn url_refusal(
+pub fn url_refusal(
     config: &RequestFilteringConfig,
     url: &str,
     method: &str,

@@ -471,28 +471,19 @@ pub(crate) fn warnings_of(config: &ServerConfig, pipeline: &Pipeline) -> Vec<Con
 }
 
 /// Files the configuration keeps secrets in (BasicAuthentication's user and
-/// group files, a site's certificate key) that lie in a folder a site
-/// serves, at a URL nothing refuses: a client may download the password
-/// hashes or the key (StaticFile serves a name without an extension once
-/// `default_mime_type` is set, as a WebDAV site sets it; DirectoryListing
-/// and WebDav's PROPFIND name it). `.htpasswd` is hidden by default, so a
-/// file of that name is not named. Placed at the key that names the file.
+/// group files, a site's certificate key) that lie in a folder a site (any
+/// site, not only the one that uses them) serves, at a URL nothing
+/// refuses: a client may download the password hashes or the key
+/// (StaticFile serves a name without an extension once `default_mime_type`
+/// is set, as a WebDAV site sets it; DirectoryListing and WebDav's
+/// PROPFIND name it). `.htpasswd` is hidden by default, so a file of that
+/// name is not named, nor one RequestFiltering refuses by its extension or
+/// a denied sequence. Placed at the key that names the file.
 fn secrets_served(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError> {
     use riis_modules::basic_authentication::BasicAuthenticationConfig;
-    let resolve = |file: &Path| config.folder.join(file);
-    let mut named: Vec<PathBuf> = Vec::new();
-    let mut found = Vec::new();
+    use riis_modules::request_filtering::{url_refusal, RequestFilteringConfig};
+    let mut secrets: Vec<(PathBuf, String)> = Vec::new();
     for (site, definition) in pipeline.sites().iter().zip(&config.sites) {
-        let maps = mappings(definition);
-        // Where a file of the site's folders is served, if it is.
-        let served_at = |file: &Path| {
-            maps.iter().find_map(|m| {
-                let url = url_of(m.url, &relative_to(file, m.folder)?)?;
-                (std::ptr::eq(serving(&maps, &url), m) && !config.refuses(definition, &url))
-                    .then_some(url)
-            })
-        };
-        let mut secrets: Vec<(PathBuf, String)> = Vec::new();
         for location in site.locations() {
             let Some(basic) =
                 pipeline.section_at::<BasicAuthenticationConfig>(location, "basic_authentication")
@@ -503,7 +494,8 @@ fn secrets_served(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError
                 (&basic.user_file, "user_file"),
                 (&basic.group_file, "group_file"),
             ] {
-                if !file.as_os_str().is_empty() {
+                let path = config.folder.join(file);
+                if !file.as_os_str().is_empty() && !secrets.iter().any(|(p, _)| *p == path) {
                     let at = section_key(
                         config,
                         definition,
@@ -511,37 +503,52 @@ fn secrets_served(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError
                         "basic_authentication",
                         key,
                     );
-                    secrets.push((resolve(file), at));
+                    secrets.push((path, at));
                 }
             }
         }
-        if let Some(tls) = config.bindings.iter().find_map(|b| {
-            std::ptr::eq(&config.sites[b.site], definition)
-                .then_some(b.tls.as_ref())
-                .flatten()
-        }) {
-            secrets.push((
-                tls.key.clone(),
-                format!("{}.certificate_key", definition.key),
-            ));
-        }
-        for (file, key) in secrets {
-            if named.contains(&file) {
-                continue;
+    }
+    for bindings in &config.bindings {
+        if let Some(tls) = &bindings.tls {
+            let key = format!("{}.certificate_key", config.sites[bindings.site].key);
+            if !secrets.iter().any(|(p, _)| *p == tls.key) {
+                secrets.push((tls.key.clone(), key));
             }
-            let Some(url) = served_at(&file) else {
-                continue;
-            };
-            named.push(file.clone());
-            found.push(config.error_at(
-                &key,
-                &format!(
-                    "`{}` is inside a folder site `{}` serves, as `{url}`: keep secrets outside the sites' folders, or hide the name (request_filtering.hidden_segments)",
-                    file.display(),
-                    site.info().site_name
-                ),
-            ));
         }
+    }
+    let mut found = Vec::new();
+    for (file, key) in secrets {
+        let served = pipeline
+            .sites()
+            .iter()
+            .zip(&config.sites)
+            .find_map(|(site, definition)| {
+                let maps = mappings(definition);
+                let refused = |url: &str| {
+                    config.refuses(definition, url)
+                        || pipeline
+                            .section_at::<RequestFilteringConfig>(
+                                site.location(site.location_index(url)),
+                                "request_filtering",
+                            )
+                            .is_some_and(|filtering| url_refusal(filtering, url, "GET").is_some())
+                };
+                let url = maps.iter().find_map(|m| {
+                    let url = url_of(m.url, &relative_to(&file, m.folder)?)?;
+                    (std::ptr::eq(serving(&maps, &url), m) && !refused(&url)).then_some(url)
+                })?;
+                Some((site.info().site_name.clone(), url))
+            });
+        let Some((site, url)) = served else {
+            continue;
+        };
+        found.push(config.error_at(
+            &key,
+            &format!(
+                "`{}` is inside a folder site `{site}` serves, as `{url}`: keep secrets outside the sites' folders, or hide the name (request_filtering.hidden_segments)",
+                file.display()
+            ),
+        ));
     }
     found
 }

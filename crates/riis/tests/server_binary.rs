@@ -1663,20 +1663,24 @@ fn check_config_warns_of_secrets_inside_a_served_folder() {
     dir.write("www/index.html", "home");
     dir.write("www/users", "alice:$2y$04$abcdefghijklmnopqrstuu\n");
     dir.write("www/.htpasswd", "bob:$2y$04$abcdefghijklmnopqrstuu\n");
+    dir.write("www/users.secret", "bob:$2y$04$abcdefghijklmnopqrstuu\n");
     dir.write("private/groups", "admins: alice\n");
-    let config = |user_file: &str| {
+    let config = |user_file: &str, more: &str| {
         dir.write(
             "riis.toml",
             format!(
-                "[[modules]]\nname = \"StaticFile\"\n[[modules]]\nname = \"BasicAuthentication\"\n\n\
+                "[[modules]]\nname = \"RequestFiltering\"\n[[modules]]\nname = \"StaticFile\"\n\
+                 [[modules]]\nname = \"BasicAuthentication\"\n\n\
+                 [request_filtering]\nfile_extensions = {{ deny = [\".secret\"] }}\n\n\
                  [[handlers]]\nname = \"StaticFile\"\npath = \"*\"\nmodules = [\"StaticFile\"]\n\n\
                  [[sites]]\nname = \"S\"\nroot = \"www\"\nbindings = [\"127.0.0.1:0\"]\n\n\
                  [[sites.locations]]\npath = \"/members\"\n\
-                 basic_authentication = {{ enabled = true, user_file = \"{user_file}\", group_file = \"private/groups\" }}\n"
+                 basic_authentication = {{ enabled = true, user_file = \"{user_file}\", group_file = \"private/groups\" }}\n\
+                 {more}"
             ),
         )
     };
-    let out = common::riis_command("check-config", &config("www/users"));
+    let out = common::riis_command("check-config", &config("www/users", ""));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -1685,12 +1689,27 @@ fn check_config_warns_of_secrets_inside_a_served_folder() {
         "{stderr}"
     );
     assert!(!stderr.contains("groups"), "{stderr}");
-    for hidden in ["www/.htpasswd", "private/groups"] {
-        let out = common::riis_command("check-config", &config(hidden));
+    for hidden in ["www/.htpasswd", "private/groups", "www/users.secret"] {
+        let out = common::riis_command("check-config", &config(hidden, ""));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(!stderr.contains("serves, as"), "{hidden}: {stderr}");
     }
+    // Another site that serves the folder serves the file too.
+    let out = common::riis_command(
+        "check-config",
+        &config(
+            "www/.htpasswd",
+            "\n[[sites]]\nname = \"T\"\nroot = \"private\"\nbindings = [\"127.0.0.2:0\"]\n",
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("basic_authentication.group_file")
+            && stderr.contains("is inside a folder site `T` serves, as `/groups`"),
+        "{stderr}"
+    );
 }
 
 /// A UrlRewrite rule that sends requests to a server (a Rewrite to

@@ -164,6 +164,11 @@ pub const PROXY_SERVER: &str = "PROXY_SERVER";
 /// name. Child requests start without it.
 pub const PROXY_REQUEST_HEADERS: &str = "PROXY_REQUEST_HEADERS";
 
+/// The most servers a [`PROXY_SERVER`] value names (an application's
+/// processes: HttpPlatformHandler's `processes_per_application` goes to
+/// 100).
+const MOST_PROXY_SERVERS: usize = 100;
+
 /// Checks a [`PROXY_SERVER`] value.
 pub(crate) fn check_server(text: &str) -> Result<(), String> {
     proxy_servers(text).map(|_| ())
@@ -173,13 +178,15 @@ pub(crate) fn check_server(text: &str) -> Result<(), String> {
 /// tried: one, or several separated by spaces (HttpPlatformHandler names
 /// every process of an application that listens, the next in turn first).
 /// A Unix socket's path may hold spaces: a space begins another server only
-/// before `http://`, `https://` or `unix:`.
+/// before `http://`, `https://` (in any case) or `unix:`, as a server is
+/// written. At most [`MOST_PROXY_SERVERS`].
 fn proxy_servers(text: &str) -> Result<Vec<Server>, String> {
     fn begins_server(text: &str) -> bool {
-        ["http://", "https://", "unix:"].iter().any(|scheme| {
-            text.get(..scheme.len())
-                .is_some_and(|t| t.eq_ignore_ascii_case(scheme))
-        })
+        text.starts_with("unix:")
+            || ["http://", "https://"].iter().any(|scheme| {
+                text.get(..scheme.len())
+                    .is_some_and(|t| t.eq_ignore_ascii_case(scheme))
+            })
     }
     let mut servers = Vec::new();
     let mut rest = text.trim();
@@ -188,6 +195,9 @@ fn proxy_servers(text: &str) -> Result<Vec<Server>, String> {
             .char_indices()
             .find(|&(at, c)| c.is_whitespace() && begins_server(rest[at..].trim_start()))
             .map_or(rest.len(), |(at, _)| at);
+        if servers.len() == MOST_PROXY_SERVERS {
+            return Err(format!("names more than {MOST_PROXY_SERVERS} servers"));
+        }
         servers.push(Server::parse(&rest[..end])?);
         rest = rest[end..].trim_start();
     }
@@ -1159,5 +1169,10 @@ mod tests {
         assert!(proxy_servers("  ").is_err());
         assert!(proxy_servers("http://a:1 ftp://b").is_err());
         assert!(check_server("http://a:1 http://b/path").is_err());
+        // `unix:` is written in lower case: `UNIX:` begins no server.
+        assert!(proxy_servers("unix:/a UNIX:/b").is_ok_and(|s| s.len() == 1));
+        let many: Vec<String> = (0..101).map(|p| format!("http://a:{}", p + 1)).collect();
+        assert!(proxy_servers(&many[..100].join(" ")).is_ok());
+        assert!(proxy_servers(&many.join(" ")).is_err());
     }
 }
