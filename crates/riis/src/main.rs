@@ -384,12 +384,40 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) -> Result<(), String> {
 /// replaces the running server's pid file; one that can bind (other
 /// addresses, same pid file) stops here instead of taking the file over.
 ///
-/// The file is written and locked under a temporary name, then renamed into
-/// place: whoever sees the pid file sees it whole and held.
+/// The file is opened at its name (made if missing, never through a
+/// symbolic link: one planted in a shared folder would have the server
+/// truncate its target), locked, and only then written: of two servers
+/// started at once with the same pid file, exactly one gets the lock (a
+/// file made under another name and renamed into place let the second
+/// replace the first's). A stale file (no process holds it) is taken over.
 fn write_pid_file(path: &Path) -> Result<PidFile, String> {
-    if let Ok(existing) = std::fs::File::open(path) {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let cannot =
+        |e: &dyn std::fmt::Display| format!("cannot write the pid file {}: {e}", path.display());
+    // A riis that stops removes its file, then lets go of the lock: a file
+    // locked just after that is no longer the one at the name, and is
+    // opened again.
+    for _ in 0..10 {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            // Non-blocking: a FIFO at the name must not hold the start.
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(code) if code == Errno::ELOOP as i32 => {
+                    cannot(&"it is a symbolic link; name the file itself")
+                }
+                _ => cannot(&e),
+            })?;
+        let opened = file.metadata().map_err(|e| cannot(&e))?;
+        if !opened.is_file() {
+            return Err(cannot(&"it is not a regular file"));
+        }
         let mut content = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(&existing, 64), &mut content);
+        let _ = (&mut file).take(64).read_to_end(&mut content);
         let pid = String::from_utf8_lossy(&content).into_owned();
         // A number, even one no process has (`-1`, a stale one), is an old
         // pid file's, to be replaced.
@@ -402,43 +430,33 @@ fn write_pid_file(path: &Path) -> Result<PidFile, String> {
                 path.display()
             ));
         }
-        if let Err((_, Errno::EWOULDBLOCK)) = Flock::lock(existing, FlockArg::LockSharedNonblock) {
-            return Err(format!(
-                "the pid file {} is held by another riis (process {})",
-                path.display(),
-                pid.trim()
-            ));
+        let mut held = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => held,
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(format!(
+                    "the pid file {} is held by another riis (process {})",
+                    path.display(),
+                    pid.trim()
+                ))
+            }
+            Err((_, e)) => return Err(cannot(&e)),
+        };
+        let still_there = std::fs::symlink_metadata(path)
+            .is_ok_and(|m| m.dev() == opened.dev() && m.ino() == opened.ino());
+        if !still_there {
+            continue;
         }
-    }
-    let cannot =
-        |e: &dyn std::fmt::Display| format!("cannot write the pid file {}: {e}", path.display());
-    let mut staged = path.as_os_str().to_owned();
-    staged.push(format!(".{}", std::process::id()));
-    let staged = PathBuf::from(staged);
-    // Made new, never opened through whatever sits at the name (a link
-    // planted in a shared folder would have the server truncate its
-    // target); one left by an earlier process with this number goes first.
-    let _ = std::fs::remove_file(&staged);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&staged)
-        .map_err(|e| cannot(&e))?;
-    let written = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| cannot(&e))
-        .and_then(|mut held| {
-            use std::io::Write;
-            writeln!(held, "{}", std::process::id()).map_err(|e| cannot(&e))?;
-            std::fs::rename(&staged, path).map_err(|e| cannot(&e))?;
-            Ok(PidFile {
-                path: path.to_owned(),
-                _held: held,
-            })
+        held.set_len(0).map_err(|e| cannot(&e))?;
+        held.rewind().map_err(|e| cannot(&e))?;
+        writeln!(held, "{}", std::process::id()).map_err(|e| cannot(&e))?;
+        return Ok(PidFile {
+            path: path.to_owned(),
+            _held: held,
         });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&staged);
     }
-    written
+    Err(cannot(
+        &"it was removed or replaced each time riis opened it",
+    ))
 }
 
 /// This process's pid file, held locked. Dropping it (at exit, or while a

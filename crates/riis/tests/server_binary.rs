@@ -850,6 +850,57 @@ fn a_second_server_does_not_take_a_held_pid_file() {
     assert!(!pid_file.exists());
 }
 
+/// Servers started at the same moment with one pid file: exactly one
+/// keeps it and runs; the others stop, naming it (a file renamed into
+/// place let each replace the one before, and all ran).
+#[test]
+fn of_servers_started_at_once_one_holds_the_pid_file() {
+    let (dir, config) = pid_file_site("pid-race", "127.0.0.1:0");
+    for _ in 0..3 {
+        let mut children: Vec<std::process::Child> = (0..3)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_riis"))
+                    .args(["serve", "--config", config.to_str().unwrap()])
+                    .env("RIIS_LOG", "off")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let pid_file = dir.path().join("riis.pid");
+        common::wait_for("a server to hold the pid file", || {
+            std::fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty())
+        });
+        // The others stop within moments of binding.
+        let mut stopped = 0;
+        common::wait_for("all but one to stop", || {
+            stopped = children
+                .iter_mut()
+                .map(|c| c.try_wait().unwrap().is_some())
+                .filter(|&ended| ended)
+                .count();
+            stopped >= 2
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let running: Vec<u32> = children
+            .iter_mut()
+            .filter_map(|c| c.try_wait().unwrap().is_none().then(|| c.id()))
+            .collect();
+        assert_eq!(running.len(), 1, "servers running with one pid file");
+        let holder = running[0].to_string();
+        assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), holder);
+        for child in &mut children {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+        assert!(!pid_file.exists());
+    }
+}
+
 /// A script that reads nothing of the server's stdout (or reads the first
 /// line and goes away) does not stop the server.
 #[test]
