@@ -203,6 +203,7 @@ impl Reloader {
     /// and recording it for the status report; `Err` says why it was
     /// refused.
     pub fn reload_and_log(&self) -> Result<(), String> {
+        RELOADS.begin();
         let outcome = self.reload();
         match &outcome {
             Ok(file) => tracing::info!("configuration reloaded from {}", file.display()),
@@ -226,6 +227,10 @@ pub(crate) struct ReloadRecord {
     /// The `[server]` keys the last reload found changed and kept at their
     /// running values (empty: none).
     kept_server_changes: Mutex<String>,
+    /// When the reload under way began, if one is: a reload held up by a
+    /// module (a ConfigurationChange that does not return) shows in the
+    /// report instead of leaving `riis reload` to time out in silence.
+    under_way_since: Mutex<Option<std::time::Instant>>,
 }
 
 /// The verdict of the last reload, and why the last refused one was.
@@ -246,6 +251,7 @@ pub(crate) static RELOADS: ReloadRecord = ReloadRecord {
         refusal: String::new(),
     }),
     kept_server_changes: Mutex::new(String::new()),
+    under_way_since: Mutex::new(None),
 };
 
 impl ReloadRecord {
@@ -257,8 +263,19 @@ impl ReloadRecord {
             .unwrap_or_else(|e| e.into_inner()) = keys;
     }
 
+    fn begin(&self) {
+        *self
+            .under_way_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+
     fn record(&self, refusal: Option<String>) {
         use std::sync::atomic::Ordering::SeqCst;
+        *self
+            .under_way_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
         // Under the lock the report holds while it reads: a report never
         // pairs one reload's count with another's verdict.
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -272,8 +289,9 @@ impl ReloadRecord {
     }
 
     /// The report's lines: `reloads`, `reloads_refused`, after a refusal
-    /// `last_reload_refusal`, and when the last reload kept `[server]`
-    /// changes for a restart, `last_reload_kept` (the keys).
+    /// `last_reload_refusal`, when the last reload kept `[server]`
+    /// changes for a restart, `last_reload_kept` (the keys), and while a
+    /// reload runs, `reload_under_way_ms`.
     pub(crate) fn report(&self) -> String {
         use std::sync::atomic::Ordering::SeqCst;
         // Under the lock `record` counts with: the figures belong together.
@@ -297,6 +315,17 @@ impl ReloadRecord {
             .unwrap_or_else(|e| e.into_inner());
         if !kept.is_empty() {
             lines.push_str(&format!("last_reload_kept: {kept}\n"));
+        }
+        drop(kept);
+        if let Some(since) = *self
+            .under_way_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            lines.push_str(&format!(
+                "reload_under_way_ms: {}\n",
+                since.elapsed().as_millis()
+            ));
         }
         lines
     }

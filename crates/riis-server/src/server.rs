@@ -1017,11 +1017,16 @@ impl Lifecycle {
                                     Err(_) => "serving; the reload failed".to_owned(),
                                 });
                             },
-                            _ = reload_stop.changed() => return,
+                            _ = reload_stop.changed() => break,
                         }
                     }
-                    _ = reload_stop.changed() => return,
+                    _ = reload_stop.changed() => break,
                 }
+            }
+            // Stopping: a reload asked for now is not made, and says so
+            // (as nginx logs the signals it ignores).
+            while hangup.recv().await.is_some() {
+                tracing::warn!("SIGHUP while the server stops: no reload");
             }
         });
         if let Some(path) = status_file(&server.config) {

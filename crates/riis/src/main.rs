@@ -204,9 +204,11 @@ fn reload(config: &Path) -> Result<String, String> {
     // in the server's log.
     if let (Some(report), Some((finished, refused))) = (report, before) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut under_way = None;
         while std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(100));
             let text = ask_status(pid, &report)?;
+            under_way = report_number(&text, "reload_under_way_ms");
             if report_number(&text, "reloads").is_some_and(|n| n > finished) {
                 if report_number(&text, "reloads_refused").is_some_and(|n| n > refused) {
                     let why = text
@@ -233,9 +235,18 @@ fn reload(config: &Path) -> Result<String, String> {
                 ));
             }
         }
-        return Err(format!(
-            "riis (process {pid}) did not finish the reload within 30 seconds; its log says how it went"
-        ));
+        return Err(match under_way {
+            // A module's ConfigurationChange or ApplicationStart that does
+            // not return, most likely.
+            Some(ms) => format!(
+                "riis (process {pid}) has been reloading for {} s and has not finished; \
+                 a module of the new configuration may be holding it up (its log may say which)",
+                ms / 1000
+            ),
+            None => format!(
+                "riis (process {pid}) did not finish the reload within 30 seconds; its log says how it went"
+            ),
+        });
     }
     Ok(format!(
         "asked riis (process {pid}) to reload {}; its log says whether the new configuration is in force",

@@ -991,6 +991,54 @@ fn a_status_query_that_never_returns_holds_neither_reload_nor_stop() {
     );
 }
 
+/// A reload held up by a module (here: a ConfigurationChange that waits
+/// while a file exists) shows in the status report as under way, and
+/// `riis reload` says so rather than time out in silence.
+#[test]
+fn a_reload_held_up_by_a_module_shows_as_under_way() {
+    let dir = TempDir::new("held-reload");
+    let hold = dir.path().join("hold");
+    let source = dir.write(
+        "held_reload.c",
+        format!(
+            "#include \"riis_module.h\"\n#include <unistd.h>\n\
+             static riis_global_status on_global(void *u, uint32_t n, riis_global_provider *p) {{\n\
+             (void)u; (void)p;\n\
+             if (n == RIIS_GL_CONFIGURATION_CHANGE) while (access(\"{}\", F_OK) == 0) usleep(20000);\n\
+             return RIIS_GLOBAL_CONTINUE;\n}}\n\
+             static const riis_global_module global = {{sizeof(riis_global_module), NULL, on_global, NULL}};\n\
+             RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {{\n\
+             (void)v;\n\
+             return s->api->set_global_notifications(r, &global, RIIS_GL_CONFIGURATION_CHANGE);\n}}\n",
+            hold.display()
+        ),
+    );
+    let Some(()) = compile("cc", &[&source], &dir.path().join("held_reload.so"), &[]) else {
+        return;
+    };
+    let config = write_config(
+        &dir,
+        &dir.path().join("www"),
+        "[server]\npid_file = \"riis.pid\"\n\n\
+         [[global_modules]]\nname = \"HeldReload\"\nimage = \"held_reload.so\"\n\n\
+         [[modules]]\nname = \"HeldReload\"\n[[modules]]\nname = \"StaticFile\"\n",
+    );
+    dir.write("www/a.txt", "a");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    std::fs::write(&hold, "").unwrap();
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    common::wait_for("the reload to show as under way", || {
+        common::riis_status(&config).contains("reload_under_way_ms: ")
+    });
+    assert_eq!(get(server.addr, "/a.txt").text(), "a");
+    std::fs::remove_file(&hold).unwrap();
+    common::wait_for("the reload to end", || {
+        let report = common::riis_status(&config);
+        report.contains("reloads: 1\n") && !report.contains("reload_under_way_ms")
+    });
+}
+
 /// A request module whose call never returns (here: sleeps 120 s in
 /// BeginRequest) holds its worker thread, and that worker's drain cannot
 /// even start; the stop still ends, `shutdown_timeout` and a few seconds
