@@ -29,6 +29,10 @@ pub(crate) struct Lock {
     pub(crate) owner: Option<std::sync::Arc<str>>,
     /// Who took it (empty: anonymous); only they may use its token.
     pub(crate) principal: String,
+    /// The client's address (an IPv6 one's /64), for the count of an
+    /// anonymous client's locks: anonymous clients are one principal, and
+    /// one of them must not use up the others' share.
+    pub(crate) client: std::net::IpAddr,
     /// Its root is a collection (its `lockroot` ends in `/`).
     pub(crate) collection: bool,
     /// How long it was granted for, from the last refresh.
@@ -100,9 +104,9 @@ pub(crate) const MAX_LOCKS: usize = 65_536;
 /// the process's table and refuse every other site's LOCK.
 pub(crate) const MAX_LOCKS_PER_SITE: usize = MAX_LOCKS / 4;
 
-/// The most locks one user holds on a site (all anonymous clients count
-/// as one user): an editor holds one per file it has open, so one client
-/// cannot fill its site's table.
+/// The most locks one user holds on a site (an anonymous client, one per
+/// address: an IPv6 one's /64): an editor holds one per file it has open,
+/// so one client cannot fill its site's table.
 pub(crate) const MAX_LOCKS_PER_USER: usize = 1024;
 
 /// The most shared locks on one resource: each shows in its
@@ -160,7 +164,10 @@ impl LockTable {
         let (mut site, mut user, mut shared) = (0, 0, 0);
         for other in locks.values().filter(|other| other.site == lock.site) {
             site += 1;
-            user += usize::from(other.principal == lock.principal);
+            user += usize::from(
+                other.principal == lock.principal
+                    && (!lock.principal.is_empty() || other.client == lock.client),
+            );
             shared += usize::from(other.root == lock.root);
         }
         if site >= MAX_LOCKS_PER_SITE {
@@ -468,6 +475,7 @@ mod tests {
             exclusive,
             owner: None,
             principal: String::new(),
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
             collection: false,
             timeout: Duration::from_secs(60),
             expires: Instant::now() + Duration::from_secs(60),
@@ -495,6 +503,38 @@ mod tests {
         assert_eq!(table.find(1, |l| l.covers("/d")).len(), 1);
     }
 
+    /// Anonymous clients are one principal, but each address has a share
+    /// of its own: one of them cannot use up the others'.
+    #[test]
+    fn anonymous_clients_hold_their_share_each() {
+        let table = LockTable {
+            locks: Mutex::new(HashMap::new()),
+        };
+        let lock = |root: String, client: [u8; 4]| Lock {
+            token: new_token(),
+            site: 1,
+            root,
+            infinite: false,
+            exclusive: true,
+            owner: None,
+            principal: String::new(),
+            client: client.into(),
+            collection: false,
+            timeout: Duration::from_secs(60),
+            expires: Instant::now() + Duration::from_secs(60),
+        };
+        for i in 0..MAX_LOCKS_PER_USER {
+            table
+                .grant(lock(format!("/a/{i}"), [192, 0, 2, 1]))
+                .unwrap();
+        }
+        assert!(matches!(
+            table.grant(lock("/a/last".into(), [192, 0, 2, 1])),
+            Err(LockRefused::TooMany(_))
+        ));
+        assert!(table.grant(lock("/b/first".into(), [192, 0, 2, 2])).is_ok());
+    }
+
     #[test]
     fn no_resource_user_or_site_holds_more_than_its_share_of_locks() {
         let table = LockTable {
@@ -508,6 +548,7 @@ mod tests {
             exclusive: false,
             owner: None,
             principal: principal.into(),
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
             collection: false,
             timeout: Duration::from_secs(60),
             expires: Instant::now() + Duration::from_secs(60),

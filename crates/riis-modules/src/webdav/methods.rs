@@ -245,6 +245,8 @@ pub(super) enum Depth {
 pub(super) struct Held {
     pub(super) site: u32,
     pub(super) principal: String,
+    /// The client's network (see [`Lock::client`]).
+    pub(super) client: std::net::IpAddr,
     pub(super) tokens: Vec<String>,
 }
 
@@ -864,6 +866,7 @@ fn lock(work: &Work) -> Outcome {
             exclusive: info.exclusive,
             owner: info.owner.map(Arc::from),
             principal: held.principal.clone(),
+            client: held.client,
             collection: target.metadata().is_some_and(|m| m.is_dir()),
             timeout,
             expires: Instant::now() + timeout,
@@ -1134,6 +1137,7 @@ mod tests {
         let held = Held {
             site: 0xdead,
             principal: String::new(),
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
             tokens: Vec::new(),
         };
         preconditions

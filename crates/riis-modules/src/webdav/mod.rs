@@ -1310,6 +1310,7 @@ impl WebDav {
             Held {
                 site,
                 principal,
+                client: crate::ip_restriction::client_network(ctx.request().remote_address().ip()),
                 tokens,
             },
             preconditions,
