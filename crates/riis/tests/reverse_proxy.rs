@@ -561,6 +561,13 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
             "/status999" => {
                 let _ = out.write_all(b"HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\nok");
             }
+            "/nohost/refresh" => respond(
+                out,
+                "200 OK",
+                &[("Refresh", &format!("0; URL=http://{addr}/landing"))],
+                b"",
+                &received.method,
+            ),
             "/tegzip" => {
                 let _ = out.write_all(
                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
@@ -865,6 +872,23 @@ fn redirects_name_the_client_side_host() {
         resp.header("content-location"),
         Some("http://elsewhere.test/page")
     );
+    // A `Refresh`'s URL too, as nginx's `proxy_redirect` rewrites it.
+    conn.send_raw(b"GET /nohost/refresh HTTP/1.1\r\nHost: site.test:8443\r\n\r\n");
+    assert_eq!(
+        conn.read_response(false).header("refresh"),
+        Some("0; URL=http://site.test:8443/landing")
+    );
+
+    // TRACE is answered 405 without the server (it would echo the
+    // client's cookies to a page), and a proxy's credentials stay here.
+    conn.send_raw(b"TRACE /nohost/echo HTTP/1.1\r\nHost: site.test\r\nCookie: a=b\r\n\r\n");
+    assert_eq!(conn.read_response(false).status, 405);
+    assert_eq!(backend.seen.count("/nohost/echo"), 0);
+    conn.send_raw(
+        b"GET /nohost/echo HTTP/1.1\r\nHost: site.test\r\nProxy-Authorization: Basic eA==\r\n\r\n",
+    );
+    conn.read_response(false);
+    assert_eq!(backend.seen.last().header("proxy-authorization"), None);
 
     // Without preserve_host the backend gets its own host, and no
     // forwarded headers.

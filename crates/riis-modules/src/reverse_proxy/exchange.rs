@@ -1453,6 +1453,8 @@ fn response_head(
         }
         let value = if *next == header::LOCATION || *next == header::CONTENT_LOCATION {
             reverse_rewrite(job, server, value).unwrap_or_else(|| value.clone())
+        } else if *next == header::REFRESH {
+            rewrite_refresh(job, server, value).unwrap_or_else(|| value.clone())
         } else {
             value.clone()
         };
@@ -1479,6 +1481,17 @@ fn response_head(
         length_is_exact,
         local_redirect: None,
     }
+}
+
+/// A `Refresh` value (`5; url=http://server/next`) with the server's origin
+/// in its URL replaced by the client's, as [`reverse_rewrite`] does for
+/// `Location` (nginx's `proxy_redirect` rewrites both).
+fn rewrite_refresh(job: &Job, server: &Server, value: &HeaderValue) -> Option<HeaderValue> {
+    let text = value.to_str().ok()?;
+    let at = text.to_ascii_lowercase().find("url=")? + "url=".len();
+    let url = HeaderValue::from_str(text[at..].trim_start()).ok()?;
+    let rewritten = reverse_rewrite(job, server, &url)?;
+    HeaderValue::from_str(&format!("{}{}", &text[..at], rewritten.to_str().ok()?)).ok()
 }
 
 /// `value` with the server's origin (its scheme and its `Host`, or its host

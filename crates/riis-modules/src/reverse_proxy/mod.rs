@@ -403,8 +403,11 @@ impl Drop for ReverseProxy {
 /// Headers that are about one connection, not the message (RFC 9110
 /// §7.6.1), and `Proxy-Connection`, which old clients send: never passed
 /// on, either way.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
+    // The client's credentials for a proxy on its way, consumed by the
+    // first that asked (RFC 9110 §11.7.2): no application's business.
+    header::PROXY_AUTHORIZATION,
     // HTTP/2's cleartext upgrade's settings are for this connection only
     // (RFC 7540 §3.2.1).
     HeaderName::from_static("http2-settings"),
@@ -1041,6 +1044,16 @@ impl HttpModule for ReverseProxy {
                 ctx,
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT is not passed on to servers",
+            );
+        }
+        // A server that echoes TRACE would hand a page the client's
+        // cookies and credentials (cross-site tracing): nginx answers 405
+        // too, and IIS's request filtering refuses the verb by default.
+        if ctx.request().method() == riis_pipeline::http::Method::TRACE {
+            return fail(
+                ctx,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "TRACE is not passed on to servers",
             );
         }
         let limit = ctx.config(self.config).max_request_body;
