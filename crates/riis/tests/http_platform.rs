@@ -382,8 +382,24 @@ fn a_request_goes_to_another_process_when_its_own_refuses_the_connection() {
         assert_eq!(resp.status, 200, "POST {n}: {}", resp.text());
         assert_ne!(fields(&resp.text())["pid"], closed);
     }
-    // A request that made its process fail after it was sent (a crash it
-    // caused) goes to no other: it would take them all down in turn.
+}
+
+/// A request that made its process fail after it was sent (a crash it
+/// caused) goes to no other: it would take them all down in turn.
+#[test]
+fn a_request_that_crashed_its_process_goes_to_no_other() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = TempDir::new("http-platform-crash");
+    let config = config(
+        &dir,
+        &format!(
+            "process_path = '{}'\narguments = [\"app.js\"]\nprocesses_per_application = 2",
+            node.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let before: Vec<u32> = {
         let mut pids = BTreeSet::new();
         wait_for("requests went to both processes", || {

@@ -937,6 +937,9 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
         // route is waited for (once), not opened again beside it.
         let shares = route.0.http2 && kept > 0 && job.upgrade.is_none();
         let mut waited = false;
+        // The request went on a kept connection that then failed: it may
+        // have run there.
+        let mut went = false;
         loop {
             // An idle connection first, while there is one that takes the
             // request; not for an upgrade, which gets a connection of its own
@@ -995,7 +998,10 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                         // do).
                         // An answer that is not HTTP is the server's own: 502
                         // at once, as on a new connection.
-                        Attempt::Failed(e) if job.may_send_again() && !e.is_parse() => break,
+                        Attempt::Failed(e) if job.may_send_again() && !e.is_parse() => {
+                            went = true;
+                            break;
+                        }
                         Attempt::Failed(e) => {
                             return Err(Failure::Broken(format!(
                                 "{} failed on a kept connection: {}",
@@ -1029,6 +1035,15 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 server.mark_down(fail_timeout);
                 if let Some(opening) = &opening {
                     opening.failed(&why);
+                }
+                // A process of a list that failed with the request and is
+                // gone now (it crashed on it): the next is not given the
+                // request to crash on too.
+                if went && !job.only.is_empty() {
+                    return Err(Failure::Broken(format!(
+                        "{} failed on a kept connection, then could not be reached: {why}",
+                        server.name
+                    )));
                 }
                 failures.push(why);
                 continue;
@@ -1085,7 +1100,11 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                     explained(&e)
                 ));
             }
-            Attempt::Unsent if job.may_send_again() => {
+            // A new connection closed as the request went: hyper cannot
+            // always tell whether the server read it (a process that exits
+            // on it closes its connection the same way), so a list's next
+            // process does not get it either.
+            Attempt::Unsent if job.may_send_again() && job.only.is_empty() => {
                 server.mark_down(fail_timeout);
                 failures.push(format!("{} closed the connection at once", server.name));
             }
