@@ -563,18 +563,12 @@ fn section_key(
     section: &str,
     key: &str,
 ) -> String {
-    let written = |sections: &[riis_pipeline::SectionSource]| {
+    nearest_key(config, site, path, |sections| {
         let table = sections.iter().find(|s| s.name == section)?;
         table.value.get(key)?;
         Some(format!("{}.{key}", table.key))
-    };
-    site.locations
-        .iter()
-        .filter(|l| l.path == path)
-        .find_map(|l| written(&l.sections))
-        .or_else(|| written(&site.sections))
-        .or_else(|| written(&config.sections))
-        .unwrap_or_else(|| format!("{section}.{key}"))
+    })
+    .unwrap_or_else(|| format!("{section}.{key}"))
 }
 
 /// The default folders under the system temp dir (FailedRequestsTracing's
@@ -724,7 +718,7 @@ fn rewrite_rule_key(
     path: &str,
     rule: &str,
 ) -> String {
-    let written = |sections: &[riis_pipeline::SectionSource]| {
+    nearest_key(config, site, path, |sections| {
         let table = sections.iter().find(|s| s.name == "rewrite")?;
         let named = |r: &toml::Value| r.get("name").and_then(toml::Value::as_str) == Some(rule);
         let at = table
@@ -736,14 +730,24 @@ fn rewrite_rule_key(
             Some(i) => format!("{}.rules[{i}]", table.key),
             None => table.key.clone(),
         })
-    };
+    })
+    .unwrap_or_else(|| site.key.clone())
+}
+
+/// What `written` finds in the sections nearest the location at `path` of
+/// `site`: the location's own, else the site's, else the server's.
+fn nearest_key(
+    config: &ServerConfig,
+    site: &SiteDefinition,
+    path: &str,
+    written: impl Fn(&[riis_pipeline::SectionSource]) -> Option<String>,
+) -> Option<String> {
     site.locations
         .iter()
         .filter(|l| l.path == path)
         .find_map(|l| written(&l.sections))
         .or_else(|| written(&site.sections))
         .or_else(|| written(&config.sections))
-        .unwrap_or_else(|| site.key.clone())
 }
 
 /// Modules of `pipeline` that take part in requests only as handlers

@@ -470,54 +470,29 @@ fn logons_with_the_same_credentials_at_once_share_one_check() {
     let dir = TempDir::new("auth-together");
     let config = config(&dir);
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
-    let addr = server.addr;
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
-    let statuses: Vec<u16> = (0..6)
-        .map(|_| {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                let mut conn = Connection::open(addr);
-                barrier.wait();
-                get_as(&mut conn, "/members/a.txt", Some("erin:meadow")).status
+    // Six connections at once, each asking with `credentials`: the statuses.
+    let at_once = |credentials: &'static str| -> Vec<u16> {
+        let addr = server.addr;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+        (0..6)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut conn = Connection::open(addr);
+                    barrier.wait();
+                    get_as(&mut conn, "/members/a.txt", Some(credentials)).status
+                })
             })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    assert_eq!(statuses, [200; 6]);
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect()
+    };
+    assert_eq!(at_once("erin:meadow"), [200; 6]);
     // A wrong password shares its check's failure the same way.
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
-    let statuses: Vec<u16> = (0..6)
-        .map(|_| {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                let mut conn = Connection::open(addr);
-                barrier.wait();
-                get_as(&mut conn, "/members/a.txt", Some("erin:meadows")).status
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    assert_eq!(statuses, [401; 6]);
+    assert_eq!(at_once("erin:meadows"), [401; 6]);
     // So does an unknown name's: answered as a known one's wrong password
     // is, not 503 past the client's four checks (which would tell the
     // names apart).
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
-    let statuses: Vec<u16> = (0..6)
-        .map(|_| {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                let mut conn = Connection::open(addr);
-                barrier.wait();
-                get_as(&mut conn, "/members/a.txt", Some("nobody:meadows")).status
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    assert_eq!(statuses, [401; 6]);
+    assert_eq!(at_once("nobody:meadows"), [401; 6]);
 }

@@ -336,6 +336,27 @@ fn a_process_that_exits_is_started_again_on_a_new_port() {
     });
 }
 
+/// A server whose application runs two processes, once requests went to
+/// both, and their ids.
+fn two_processes(dir: &TempDir, node: &std::path::Path) -> (RunningBinary, Vec<u32>) {
+    let config = config(
+        dir,
+        &format!(
+            "process_path = '{}'\narguments = [\"app.js\"]\nprocesses_per_application = 2",
+            node.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut pids = BTreeSet::new();
+    wait_for("requests went to both processes", || {
+        let resp = Connection::open(server.addr).get("/app/hello");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        pids.insert(fields(&resp.text())["pid"].parse::<u32>().unwrap());
+        pids.len() == 2 && pids.iter().all(|&pid| is_running(pid))
+    });
+    (server, pids.into_iter().collect())
+}
+
 /// A request whose process cannot be reached (it crashed, and riis has not
 /// seen it yet) goes to another of the application's processes, whatever
 /// its method, since nothing was sent (nginx's `proxy_next_upstream
@@ -346,33 +367,20 @@ fn a_request_goes_to_another_process_when_its_own_refuses_the_connection() {
         return;
     };
     let dir = TempDir::new("http-platform-next");
-    let config = config(
-        &dir,
-        &format!(
-            "process_path = '{}'\narguments = [\"app.js\"]\nprocesses_per_application = 2",
-            node.display()
-        ),
-    );
-    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
-    let mut pids = BTreeSet::new();
-    wait_for("requests went to two processes", || {
-        let resp = Connection::open(server.addr).get("/app/hello");
-        assert_eq!(resp.status, 200, "{}", resp.text());
-        pids.insert(fields(&resp.text())["pid"].clone());
-        pids.len() == 2
-    });
+    let (server, _) = two_processes(&dir, &node);
     let closed = fields(
         &Connection::open(server.addr)
             .get("/app/stop-listening")
             .text(),
     )["pid"]
-        .clone();
+        .parse::<u32>()
+        .unwrap();
     // riis's kept connections to it see their end.
     std::thread::sleep(Duration::from_millis(300));
     for n in 0..8 {
         let resp = Connection::open(server.addr).get(&format!("/app/get-{n}"));
         assert_eq!(resp.status, 200, "GET {n}: {}", resp.text());
-        assert_ne!(fields(&resp.text())["pid"], closed);
+        assert_ne!(fields(&resp.text())["pid"].parse::<u32>().unwrap(), closed);
         let mut connection = Connection::open(server.addr);
         connection.send_raw(
             format!("POST /app/post-{n} HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nhi")
@@ -380,7 +388,7 @@ fn a_request_goes_to_another_process_when_its_own_refuses_the_connection() {
         );
         let resp = connection.read_response(false);
         assert_eq!(resp.status, 200, "POST {n}: {}", resp.text());
-        assert_ne!(fields(&resp.text())["pid"], closed);
+        assert_ne!(fields(&resp.text())["pid"].parse::<u32>().unwrap(), closed);
     }
 }
 
@@ -392,23 +400,7 @@ fn a_request_that_crashed_its_process_goes_to_no_other() {
         return;
     };
     let dir = TempDir::new("http-platform-crash");
-    let config = config(
-        &dir,
-        &format!(
-            "process_path = '{}'\narguments = [\"app.js\"]\nprocesses_per_application = 2",
-            node.display()
-        ),
-    );
-    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
-    let before: Vec<u32> = {
-        let mut pids = BTreeSet::new();
-        wait_for("requests went to both processes", || {
-            let resp = Connection::open(server.addr).get("/app/hello");
-            pids.insert(fields(&resp.text())["pid"].parse::<u32>().unwrap());
-            pids.len() == 2 && pids.iter().all(|&pid| is_running(pid))
-        });
-        pids.into_iter().collect()
-    };
+    let (server, before) = two_processes(&dir, &node);
     let crashed = Connection::open(server.addr).get("/app/crash");
     assert_eq!(crashed.status, 502, "{}", crashed.text());
     let alive = before.iter().filter(|&&pid| is_running(pid)).count();
