@@ -423,8 +423,9 @@ impl HttpContext {
     #[cold]
     fn take_new_url(&mut self) {
         self.request.url_changed = false;
-        if self.client_location == NOT_REWRITTEN && self.depth == 0 {
-            // Only a client's request: a child's URL is a module's choice.
+        if self.client_location == NOT_REWRITTEN && self.url_is_clients() {
+            // Only a client's request (or a child whose URL the client may
+            // have chosen): another child's URL is a module's choice.
             self.client_location = u32::try_from(self.location).unwrap_or(NOT_REWRITTEN);
         }
         self.location = self.site.location_index(self.request.url());
@@ -434,6 +435,14 @@ impl HttpContext {
         self.resource = None;
         self.opened_file = None;
         self.cached_content = None;
+    }
+
+    /// Whether the request's first URL is the client's choice: a client's
+    /// request, or a child whose URL the client may have chosen (a CGI
+    /// local redirect's), which a rewrite must not lead past the settings
+    /// of the location it asked for either.
+    fn url_is_clients(&self) -> bool {
+        self.depth == 0 || self.execute_flags.client_chosen_url
     }
 
     /// A module's configuration section resolved for this request's location.
@@ -456,7 +465,7 @@ impl HttpContext {
         let location = match self.client_location {
             // Until the engine takes a rewrite in (during BeginRequest), the
             // recorded location is still the client's.
-            NOT_REWRITTEN if self.depth == 0 => self.site.location(self.location),
+            NOT_REWRITTEN if self.url_is_clients() => self.site.location(self.location),
             NOT_REWRITTEN => self.location(),
             index => self.site.location(index as usize),
         };

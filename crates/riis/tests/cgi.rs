@@ -803,6 +803,38 @@ fn a_local_redirect_meets_the_rewrite_rules() {
     assert_eq!(open.status, 203, "{}", open.text());
 }
 
+/// A local redirect to a URL a rule rewrites (a front controller's) is
+/// judged by the location it asked for too, as the client's own request
+/// is: a logon that location needs is not skipped by the rewrite.
+#[test]
+fn a_local_redirect_rewritten_keeps_the_logon_of_its_location() {
+    let dir = TempDir::new("cgi-local-logon");
+    let config = config_changed(
+        &dir,
+        "[[modules]]\nname = \"Cgi\"\n",
+        "[[modules]]\nname = \"UrlRewrite\"\n[[modules]]\nname = \"BasicAuthentication\"\n\
+         [[modules]]\nname = \"AnonymousAuthentication\"\n[[modules]]\nname = \"Cgi\"\n",
+    );
+    dir.write("users", "alice:$2y$04$abcdefghijklmnopqrstuu\n");
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[[rewrite.rules]]\nname = \"front\"\npattern = \"^cgi/members/\"\n\
+           action = { type = \"Rewrite\", url = \"/cgi/status.cgi\" }\n\
+           \n[[sites.locations]]\npath = \"/cgi/members\"\n\
+           basic_authentication = { enabled = true, user_file = \"users\" }\n\
+           anonymous_authentication = { enabled = false }\n";
+    std::fs::write(&config, text).unwrap();
+    program(
+        &dir,
+        "next.cgi",
+        "#!/bin/sh\nprintf 'Location: %s\\n\\n' \"$QUERY_STRING\"\n",
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/cgi/members/list").status, 401);
+    let redirected = conn.get("/cgi/next.cgi?/cgi/members/list");
+    assert_eq!(redirected.status, 401, "{}", redirected.text());
+}
+
 /// A program's `X-Accel-Redirect` is answered by the URL it names, as a
 /// GET, whatever the program's status and body; with `x_accel_redirect =
 /// false` the header is dropped and the program's answer goes.
