@@ -946,8 +946,52 @@ struct Lifecycle {
     modules_deadline: Duration,
     /// The periodic module work; true once every call it made returned.
     health: tokio::task::JoinHandle<bool>,
+    /// `riis status`'s calls into the modules.
+    status_calls: Arc<StatusCalls>,
     /// Whether the service manager gets notices.
     notify: bool,
+}
+
+/// `riis status`'s call into the modules (RscaQuery), made on a blocking
+/// thread: the stop waits for one under way before it stops the modules
+/// (a module's Terminate must not run under its own call), and none starts
+/// after.
+#[derive(Default)]
+struct StatusCalls {
+    /// (a call runs, no call may start any more)
+    state: std::sync::Mutex<(bool, bool)>,
+}
+
+impl StatusCalls {
+    /// Marks a call as started; false once the stop closed them.
+    fn begin(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.1 {
+            return false;
+        }
+        state.0 = true;
+        true
+    }
+
+    fn end(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0 = false;
+    }
+
+    /// Closes them, and waits until `deadline` for the one under way;
+    /// false when it had not returned by then.
+    async fn close(&self, deadline: tokio::time::Instant) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        while self.state.lock().unwrap_or_else(|e| e.into_inner()).0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "a global module's RscaQuery had not returned by the end of shutdown_timeout; stopping without it"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
 }
 
 impl Lifecycle {
@@ -1029,7 +1073,9 @@ impl Lifecycle {
                 tracing::warn!("SIGHUP while the server stops: no reload");
             }
         });
+        let status_calls = Arc::new(StatusCalls::default());
         if let Some(path) = status_file(&server.config) {
+            let calls = status_calls.clone();
             let current = server.current.clone();
             let file = server.config.file.clone();
             // Answered through the drain too (what is still in flight is
@@ -1047,6 +1093,10 @@ impl Lifecycle {
                     // hold up this runtime, which also handles SIGTERM and
                     // SIGHUP (as HealthCheck runs off it). One at a time; a
                     // request for a status while one is made waits for it.
+                    // None once the modules are being stopped.
+                    if !calls.begin() {
+                        continue;
+                    }
                     let (current, file, path) = (current.clone(), file.clone(), path.clone());
                     let stopping = *stopping.borrow();
                     let _ = tokio::task::spawn_blocking(move || {
@@ -1056,6 +1106,7 @@ impl Lifecycle {
                         }
                     })
                     .await;
+                    calls.end();
                 }
             });
         }
@@ -1076,6 +1127,7 @@ impl Lifecycle {
             retiring: server.retiring.clone(),
             modules_deadline: server.modules_stop_budget(),
             health,
+            status_calls,
             notify,
         }
     }
@@ -1093,7 +1145,11 @@ impl Lifecycle {
     /// module call; modules are then not stopped under it, as with a
     /// global call that did not return.
     async fn finish(self, workers_returned: bool) {
-        let returned = self.health.await.unwrap_or(true) && workers_returned;
+        let status_returned = self
+            .status_calls
+            .close(tokio::time::Instant::now() + self.modules_deadline)
+            .await;
+        let returned = self.health.await.unwrap_or(true) && workers_returned && status_returned;
         // Configurations a reload replaced and whose last requests ended
         // only now (or never will) are stopped too, before the one in force;
         // a reload from now on is refused.

@@ -943,19 +943,25 @@ fn a_health_check_that_never_returns_holds_neither_status_nor_the_stop() {
 #[test]
 fn a_status_query_that_never_returns_holds_neither_reload_nor_stop() {
     let dir = TempDir::new("slow-rsca");
+    let terminated = dir.path().join("terminated");
     let source = dir.write(
         "slow_rsca.c",
-        "#include \"riis_module.h\"\n#include <time.h>\n#include <unistd.h>\n\
-         static const riis_api *api;\n\
-         static riis_global_status on_global(void *u, uint32_t n, riis_global_provider *p) {\n\
-         (void)u; (void)p;\n\
-         /* Signals may cut a sleep short: it goes on. */\n\
-         if (n == RIIS_GL_RSCA_QUERY) { time_t end = time(NULL) + 60; while (time(NULL) < end) sleep(1); }\n\
-         return RIIS_GLOBAL_CONTINUE;\n}\n\
-         static const riis_global_module global = {sizeof(riis_global_module), NULL, on_global, NULL};\n\
-         RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {\n\
-         (void)v; api = s->api;\n\
-         return api->set_global_notifications(r, &global, RIIS_GL_RSCA_QUERY);\n}\n",
+        format!(
+            "#include \"riis_module.h\"\n#include <stdio.h>\n#include <time.h>\n#include <unistd.h>\n\
+             static const riis_api *api;\n\
+             static riis_global_status on_global(void *u, uint32_t n, riis_global_provider *p) {{\n\
+             (void)u; (void)p;\n\
+             /* Signals may cut a sleep short: it goes on. */\n\
+             if (n == RIIS_GL_RSCA_QUERY) {{ time_t end = time(NULL) + 60; while (time(NULL) < end) sleep(1); }}\n\
+             return RIIS_GLOBAL_CONTINUE;\n}}\n\
+             static void terminate(void *u) {{\n\
+             (void)u; FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f);\n}}\n\
+             static const riis_global_module global = {{sizeof(riis_global_module), NULL, on_global, terminate}};\n\
+             RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {{\n\
+             (void)v; api = s->api;\n\
+             return api->set_global_notifications(r, &global, RIIS_GL_RSCA_QUERY);\n}}\n",
+            terminated.display()
+        ),
     );
     let Some(()) = compile("cc", &[&source], &dir.path().join("slow_rsca.so"), &[]) else {
         return;
@@ -989,6 +995,8 @@ fn a_status_query_that_never_returns_holds_neither_reload_nor_stop() {
         asked.elapsed() < std::time::Duration::from_secs(30),
         "the stop waited for the RscaQuery"
     );
+    // Nor were its modules stopped under the call still running.
+    assert!(!terminated.exists(), "terminate ran under the RscaQuery");
 }
 
 /// A reload held up by a module (here: a ConfigurationChange that waits
