@@ -54,8 +54,9 @@
 //! - `max_response_size` (bytes, default 262,144, IIS's);
 //! - `max_cache_size` (bytes, default 64 MiB): the cache's size, read from
 //!   the location of the response being stored; past it the oldest
-//!   entries stored under a size no larger go (a location given less
-//!   does not empty the cache of those given more);
+//!   entries stored under a size no larger go, until those hold it at
+//!   most (a location given less neither empties the cache of those
+//!   given more nor is kept from caching by theirs);
 //! - `cache_authenticated` (default false);
 //! - `frequent_hit_threshold` (default 2) and `frequent_hit_period`
 //!   (seconds, default 10).
@@ -169,6 +170,8 @@ struct Entry {
     /// the path for its source (StaticCompression would send a copy made
     /// of the file, or of another client's answer, for it).
     answered_elsewhere: bool,
+    /// It is its file's bytes, validated by the stamp at each hit.
+    files_bytes: bool,
 }
 
 /// What tells a file changed.
@@ -211,6 +214,8 @@ struct Store {
     order: VecDeque<(Box<str>, u64)>,
     next_generation: u64,
     bytes: u64,
+    /// The bytes of the entries stored under each `max_cache_size`.
+    bytes_by_limit: std::collections::BTreeMap<u64, u64>,
     /// Requests per key in the current period, by a keyed digest of the
     /// key (fixed size, whatever URLs and headers clients make up):
     /// (period start, count).
@@ -229,6 +234,7 @@ impl Default for Store {
             order: VecDeque::new(),
             next_generation: 0,
             bytes: 0,
+            bytes_by_limit: std::collections::BTreeMap::new(),
             hits: HashMap::new(),
             changed: HashMap::new(),
             digests: std::hash::RandomState::new(),
@@ -275,11 +281,10 @@ impl Store {
         entry.generation = self.next_generation;
         entry.limit = max_bytes;
         self.bytes += size;
+        *self.bytes_by_limit.entry(max_bytes).or_insert(0) += size;
         self.entries.insert(key.clone(), Arc::new(entry));
         self.order.push_back((key, self.next_generation));
-        if self.bytes > max_bytes {
-            self.evict_within(max_bytes);
-        }
+        self.evict_within(max_bytes);
         // Items of entries stored again or gone pile up in `order`: drop
         // them when they outnumber the entries.
         if self.order.len() > 2 * self.entries.len() + 64 {
@@ -289,14 +294,23 @@ impl Store {
         }
     }
 
-    /// Drops the oldest entries until the cache holds `max_bytes` at most,
-    /// of those stored under a `max_cache_size` no larger (the new one
-    /// among them): a location with a small size makes room among its own
-    /// and its like, not by emptying the cache of the locations given
-    /// more, which any client could otherwise do by asking for one of its
-    /// URLs twice. When those do not make room, what it stored goes too.
+    /// Drops the oldest entries stored under a `max_cache_size` no larger
+    /// than `max_bytes` (the new one among them) until those hold
+    /// `max_bytes` at most: a location with a small size makes room among
+    /// its own and its like, and neither empties the cache of the
+    /// locations given more (which any client could otherwise do by
+    /// asking for one of its URLs twice) nor is kept from caching by
+    /// theirs. The largest size bounds the whole cache.
     fn evict_within(&mut self, max_bytes: u64) {
-        let mut excess = self.bytes - max_bytes;
+        let held: u64 = self
+            .bytes_by_limit
+            .range(..=max_bytes)
+            .map(|(_, b)| b)
+            .sum();
+        if held <= max_bytes {
+            return;
+        }
+        let mut excess = held - max_bytes;
         let mut dropped = Vec::new();
         let entries = &self.entries;
         // One pass, oldest first; items of entries stored again or gone
@@ -319,7 +333,14 @@ impl Store {
 
     fn remove(&mut self, key: &str) {
         if let Some(gone) = self.entries.remove(key) {
-            self.bytes -= entry_size(key, &gone);
+            let size = entry_size(key, &gone);
+            self.bytes -= size;
+            if let Some(bytes) = self.bytes_by_limit.get_mut(&gone.limit) {
+                *bytes -= size;
+                if *bytes == 0 {
+                    self.bytes_by_limit.remove(&gone.limit);
+                }
+            }
         }
     }
 
@@ -334,6 +355,7 @@ impl Store {
             self.entries.clear();
             self.order.clear();
             self.bytes = 0;
+            self.bytes_by_limit.clear();
             self.changed.clear();
         }
         self.changed.insert(digest, now);
@@ -596,9 +618,10 @@ impl HttpModule for OutputCache {
                 // time here does not count: clients would otherwise keep it
                 // for its `max-age` less that time. A script's output
                 // (stamped by the script's file) is not validated by it.
-                let kept = match entry.file {
-                    Some(stamp) if stamp.len == entry.body.len() as u64 => 0,
-                    _ => now.saturating_duration_since(entry.stored).as_secs(),
+                let kept = if entry.files_bytes {
+                    0
+                } else {
+                    now.saturating_duration_since(entry.stored).as_secs()
                 };
                 resp.set_header(header::AGE, HeaderValue::from(entry.initial_age + kept));
                 resp.write(EntityChunk::Memory(entry.body.clone()));
@@ -919,6 +942,14 @@ fn storable(
     let now = Instant::now();
     // A `duration` past what an Instant holds is a long time.
     let expires = now.checked_add(keep).unwrap_or(now + year);
+    // The file's own bytes (StaticFile's answer), which each hit validates
+    // by the stamp; not a script's output, which its file stamps too. Read
+    // once, at the store.
+    let files_bytes = file.is_some_and(|stamp| stamp.len == body.len() as u64)
+        && ctx
+            .mapped_path()
+            .and_then(|path| std::fs::read(path).ok())
+            .is_some_and(|bytes| bytes[..] == body[..]);
     Some(Entry {
         status,
         headers: stored,
@@ -930,6 +961,7 @@ fn storable(
         generation: 0,
         limit: 0,
         answered_elsewhere: ctx.is_answered_elsewhere(),
+        files_bytes,
     })
 }
 
@@ -1150,6 +1182,7 @@ mod tests {
             generation: 0,
             limit: 0,
             answered_elsewhere: false,
+            files_bytes: false,
         }
     }
 
@@ -1217,7 +1250,7 @@ mod tests {
 
     /// A location given a small `max_cache_size` makes room among the
     /// entries of locations given no more, never by emptying the cache of
-    /// those given more: when it cannot, what it stored goes.
+    /// those given more, nor kept from caching by theirs.
     #[test]
     fn a_small_size_does_not_empty_the_cache_of_larger_ones() {
         let mut store = Store::default();
@@ -1225,29 +1258,37 @@ mod tests {
         for key in ["k1", "k2", "k3", "k4"] {
             store.insert(key.into(), entry("x"), 8 * size);
         }
+        // Larger than its size alone: not kept, and nothing else goes.
         store.insert("s1".into(), entry("x"), 1);
         assert_eq!(store.entries.len(), 4);
         assert!(!store.entries.contains_key("s1"));
         assert_eq!(store.bytes, 4 * size);
-        // Room within its size: kept, and then the first to go for its
-        // like, before the larger ones' entries.
-        store.insert("s2".into(), entry("x"), 6 * size);
-        store.insert("s3".into(), entry("x"), 6 * size);
+        // Kept though the others hold more than its size; then the first
+        // to go for its like, before the larger ones' entries.
+        store.insert("s2".into(), entry("x"), 2 * size);
+        store.insert("s3".into(), entry("x"), 2 * size);
         assert_eq!(store.entries.len(), 6);
-        store.insert("s4".into(), entry("x"), 6 * size);
+        store.insert("s4".into(), entry("x"), 2 * size);
         assert!(!store.entries.contains_key("s2"));
-        assert!(store.entries.contains_key("s4"));
+        assert!(store.entries.contains_key("s3") && store.entries.contains_key("s4"));
         assert!(["k1", "k2", "k3", "k4"]
             .iter()
             .all(|k| store.entries.contains_key(*k)));
         assert_eq!(store.bytes, 6 * size);
-        // A larger size makes room among all of them, oldest first.
+        // A larger size makes room among all of them, oldest first: the
+        // largest bounds the whole cache.
         store.insert("k5".into(), entry("x"), 8 * size);
         store.insert("k6".into(), entry("x"), 8 * size);
         assert_eq!(store.entries.len(), 8);
         store.insert("k7".into(), entry("x"), 8 * size);
         assert!(!store.entries.contains_key("k1"));
         assert_eq!(store.bytes, 8 * size);
+        // Its books balance as entries go.
+        for key in ["k2", "k3", "k4", "k5", "k6", "k7", "s3", "s4"] {
+            store.remove(key);
+        }
+        assert_eq!(store.bytes, 0);
+        assert!(store.bytes_by_limit.is_empty());
     }
 
     #[test]
