@@ -109,6 +109,12 @@ pub(crate) const MAX_LOCKS_PER_SITE: usize = MAX_LOCKS / 4;
 /// so one client cannot fill its site's table.
 pub(crate) const MAX_LOCKS_PER_USER: usize = 1024;
 
+/// The most locks all anonymous clients hold on a site together: each
+/// address has its own share ([`MAX_LOCKS_PER_USER`]), and these a
+/// quarter of the site's, so that clients of many addresses cannot fill
+/// the site's table and keep its users (an editor must lock to save) out.
+pub(crate) const MAX_ANONYMOUS_LOCKS: usize = MAX_LOCKS_PER_SITE / 4;
+
 /// The most shared locks on one resource: each shows in its
 /// `lockdiscovery`, which every PROPFIND of it answers and every write
 /// to it looks through, and a few editors share a file.
@@ -161,9 +167,10 @@ impl LockTable {
                 "the server holds {MAX_LOCKS} locks, its most"
             )));
         }
-        let (mut site, mut user, mut shared) = (0, 0, 0);
+        let (mut site, mut user, mut shared, mut anonymous) = (0, 0, 0, 0);
         for other in locks.values().filter(|other| other.site == lock.site) {
             site += 1;
+            anonymous += usize::from(other.principal.is_empty());
             user += usize::from(
                 other.principal == lock.principal
                     && (!lock.principal.is_empty() || other.client == lock.client),
@@ -173,6 +180,11 @@ impl LockTable {
         if site >= MAX_LOCKS_PER_SITE {
             return Err(LockRefused::TooMany(format!(
                 "the site holds {MAX_LOCKS_PER_SITE} locks, its most"
+            )));
+        }
+        if lock.principal.is_empty() && anonymous >= MAX_ANONYMOUS_LOCKS {
+            return Err(LockRefused::TooMany(format!(
+                "anonymous clients hold {MAX_ANONYMOUS_LOCKS} locks on this site, their most"
             )));
         }
         if user >= MAX_LOCKS_PER_USER {
@@ -533,6 +545,19 @@ mod tests {
             Err(LockRefused::TooMany(_))
         ));
         assert!(table.grant(lock("/b/first".into(), [192, 0, 2, 2])).is_ok());
+        // Together, a quarter of the site's: its users keep room.
+        let held = table.find(1, |_| true).len();
+        for i in held..MAX_ANONYMOUS_LOCKS {
+            let l = lock(format!("/c/{i}"), [198, 51, 100, (i % 200) as u8]);
+            table.locks.lock().unwrap().insert(l.token.clone(), l);
+        }
+        assert!(matches!(
+            table.grant(lock("/d/first".into(), [203, 0, 113, 9])),
+            Err(LockRefused::TooMany(why)) if why.contains("anonymous clients")
+        ));
+        let mut user = lock("/d/first".into(), [203, 0, 113, 9]);
+        user.principal = "alice".into();
+        assert!(table.grant(user).is_ok());
     }
 
     #[test]
