@@ -203,7 +203,9 @@ impl Reloader {
     /// and recording it for the status report; `Err` says why it was
     /// refused.
     pub fn reload_and_log(&self) -> Result<(), String> {
-        RELOADS.begin();
+        // Cleared when the reload ends, however it ends (a module that
+        // panics in its ConfigurationChange included).
+        let _under_way = RELOADS.begin();
         let outcome = self.reload();
         match &outcome {
             Ok(file) => tracing::info!("configuration reloaded from {}", file.display()),
@@ -242,6 +244,19 @@ struct LastReload {
     refusal: String,
 }
 
+/// A reload under way, noted in the report until dropped.
+struct UnderWay(&'static ReloadRecord);
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        *self
+            .0
+            .under_way_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 /// The process's [`ReloadRecord`].
 pub(crate) static RELOADS: ReloadRecord = ReloadRecord {
     finished: std::sync::atomic::AtomicU64::new(0),
@@ -263,19 +278,16 @@ impl ReloadRecord {
             .unwrap_or_else(|e| e.into_inner()) = keys;
     }
 
-    fn begin(&self) {
+    fn begin(&'static self) -> UnderWay {
         *self
             .under_way_since
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+        UnderWay(self)
     }
 
     fn record(&self, refusal: Option<String>) {
         use std::sync::atomic::Ordering::SeqCst;
-        *self
-            .under_way_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
         // Under the lock the report holds while it reads: a report never
         // pairs one reload's count with another's verdict.
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());

@@ -408,8 +408,11 @@ fn write_pid_file(path: &Path) -> Result<PidFile, String> {
         |e: &dyn std::fmt::Display| format!("cannot write the pid file {}: {e}", path.display());
     // A riis that stops removes its file, then lets go of the lock: a file
     // locked just after that is no longer the one at the name, and is
-    // opened again.
-    for _ in 0..10 {
+    // opened again. A lock held for a moment (`riis status` and `riis
+    // reload` take a shared one to see whether a server holds the file) is
+    // waited out, up to a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -443,18 +446,28 @@ fn write_pid_file(path: &Path) -> Result<PidFile, String> {
         }
         let mut held = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(held) => held,
+            Err((_, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
             Err((_, Errno::EWOULDBLOCK)) => {
+                let pid = pid.trim();
                 return Err(format!(
                     "the pid file {} is held by another riis (process {})",
                     path.display(),
-                    pid.trim()
-                ))
+                    if pid.is_empty() { "starting" } else { pid }
+                ));
             }
             Err((_, e)) => return Err(cannot(&e)),
         };
         let still_there = std::fs::symlink_metadata(path)
             .is_ok_and(|m| m.dev() == opened.dev() && m.ino() == opened.ino());
         if !still_there {
+            if std::time::Instant::now() >= deadline {
+                return Err(cannot(
+                    &"it was removed or replaced each time riis opened it",
+                ));
+            }
             continue;
         }
         held.set_len(0).map_err(|e| cannot(&e))?;
@@ -465,9 +478,6 @@ fn write_pid_file(path: &Path) -> Result<PidFile, String> {
             _held: held,
         });
     }
-    Err(cannot(
-        &"it was removed or replaced each time riis opened it",
-    ))
 }
 
 /// This process's pid file, held locked. Dropping it (at exit, or while a

@@ -568,6 +568,13 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                 b"",
                 &received.method,
             ),
+            "/nohost/refresh-quoted" => respond(
+                out,
+                "200 OK",
+                &[("Refresh", &format!("5 ; url = 'http://{addr}/q?x=1'"))],
+                b"",
+                &received.method,
+            ),
             "/tegzip" => {
                 let _ = out.write_all(
                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
@@ -878,11 +885,18 @@ fn redirects_name_the_client_side_host() {
         conn.read_response(false).header("refresh"),
         Some("0; URL=http://site.test:8443/landing")
     );
+    conn.send_raw(b"GET /nohost/refresh-quoted HTTP/1.1\r\nHost: site.test:8443\r\n\r\n");
+    assert_eq!(
+        conn.read_response(false).header("refresh"),
+        Some("5 ; url = 'http://site.test:8443/q?x=1'")
+    );
 
     // TRACE is answered 405 without the server (it would echo the
     // client's cookies to a page), and a proxy's credentials stay here.
     conn.send_raw(b"TRACE /nohost/echo HTTP/1.1\r\nHost: site.test\r\nCookie: a=b\r\n\r\n");
-    assert_eq!(conn.read_response(false).status, 405);
+    let trace = conn.read_response(false);
+    assert_eq!(trace.status, 405);
+    assert!(trace.header("allow").is_some());
     assert_eq!(backend.seen.count("/nohost/echo"), 0);
     conn.send_raw(
         b"GET /nohost/echo HTTP/1.1\r\nHost: site.test\r\nProxy-Authorization: Basic eA==\r\n\r\n",

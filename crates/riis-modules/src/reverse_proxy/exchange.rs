@@ -1502,15 +1502,33 @@ fn response_head(
     }
 }
 
-/// A `Refresh` value (`5; url=http://server/next`) with the server's origin
-/// in its URL replaced by the client's, as [`reverse_rewrite`] does for
-/// `Location` (nginx's `proxy_redirect` rewrites both).
+/// A `Refresh` value (`5; url=http://server/next`, HTML's forms: spaces
+/// around `=`, the URL in quotes) with the server's origin in its URL
+/// replaced by the client's, as [`reverse_rewrite`] does for `Location`
+/// (nginx's `proxy_redirect` rewrites both).
 fn rewrite_refresh(job: &Job, server: &Server, value: &HeaderValue) -> Option<HeaderValue> {
     let text = value.to_str().ok()?;
-    let at = text.to_ascii_lowercase().find("url=")? + "url=".len();
-    let url = HeaderValue::from_str(text[at..].trim_start()).ok()?;
-    let rewritten = reverse_rewrite(job, server, &url)?;
-    HeaderValue::from_str(&format!("{}{}", &text[..at], rewritten.to_str().ok()?)).ok()
+    let after_delay = text.find([';', ','])? + 1;
+    let rest = &text[after_delay..];
+    let name = rest.len() - rest.trim_start().len();
+    if !rest[name..].get(..3)?.eq_ignore_ascii_case("url") {
+        return None;
+    }
+    let equals = rest[name + 3..].trim_start().strip_prefix('=')?;
+    let value_text = equals.trim_start();
+    let quote = value_text
+        .chars()
+        .next()
+        .filter(|c| *c == '\'' || *c == '"');
+    let url_text = match quote {
+        Some(q) => value_text[1..].split(q).next()?,
+        None => value_text.trim_end(),
+    };
+    let start = text.len() - value_text.len() + usize::from(quote.is_some());
+    let end = start + url_text.len();
+    let rewritten = reverse_rewrite(job, server, &HeaderValue::from_str(url_text).ok()?)?;
+    let rewritten = rewritten.to_str().ok()?;
+    HeaderValue::from_str(&format!("{}{rewritten}{}", &text[..start], &text[end..])).ok()
 }
 
 /// `value` with the server's origin (its scheme and its `Host`, or its host

@@ -1039,22 +1039,22 @@ impl HttpModule for ReverseProxy {
         }
         // A tunnel is not a request to pass on: a server's 2xx would open
         // one that carries nothing (nginx answers 405 too).
-        if ctx.request().method() == riis_pipeline::http::Method::CONNECT {
-            return fail(
-                ctx,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not passed on to servers",
-            );
-        }
         // A server that echoes TRACE would hand a page the client's
         // cookies and credentials (cross-site tracing): nginx answers 405
         // too, and IIS's request filtering refuses the verb by default.
-        if ctx.request().method() == riis_pipeline::http::Method::TRACE {
-            return fail(
-                ctx,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "TRACE is not passed on to servers",
+        let method = ctx.request().method();
+        if *method == riis_pipeline::http::Method::CONNECT
+            || *method == riis_pipeline::http::Method::TRACE
+        {
+            let why = format!("{method} is not passed on to servers");
+            let status = fail(ctx, StatusCode::METHOD_NOT_ALLOWED, &why);
+            // A 405 names the methods that are (RFC 9110 §15.5.6): the
+            // server's, which riis does not know, so the usual ones.
+            ctx.response_mut().set_header(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
             );
+            return status;
         }
         let limit = ctx.config(self.config).max_request_body;
         if crate::gateway::declared_over(ctx, limit) {
