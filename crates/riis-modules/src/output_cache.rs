@@ -285,6 +285,12 @@ impl Store {
         self.entries.insert(key.clone(), Arc::new(entry));
         self.order.push_back((key, self.next_generation));
         self.evict_within(max_bytes);
+        // And the whole cache within the largest size of those it holds
+        // (locations storing from the largest size down would otherwise
+        // each fill their own).
+        if let Some(&largest) = self.bytes_by_limit.keys().next_back() {
+            self.evict_within(largest);
+        }
         // Items of entries stored again or gone pile up in `order`: drop
         // them when they outnumber the entries.
         if self.order.len() > 2 * self.entries.len() + 64 {
@@ -1289,6 +1295,14 @@ mod tests {
         }
         assert_eq!(store.bytes, 0);
         assert!(store.bytes_by_limit.is_empty());
+        // Stores from the largest size down keep the whole cache within
+        // the largest.
+        for (i, limit) in [6, 5, 4, 3].into_iter().enumerate() {
+            for n in 0..3 {
+                store.insert(format!("d{i}-{n}").into(), entry("x"), limit * size);
+            }
+        }
+        assert!(store.bytes <= 6 * size, "{} > {}", store.bytes, 6 * size);
     }
 
     #[test]

@@ -452,11 +452,17 @@ fn write_pid_file(path: &Path) -> Result<PidFile, String> {
             }
             Err((_, Errno::EWOULDBLOCK)) => {
                 let pid = pid.trim();
-                return Err(format!(
-                    "the pid file {} is held by another riis (process {})",
-                    path.display(),
-                    if pid.is_empty() { "starting" } else { pid }
-                ));
+                return Err(if pid.is_empty() {
+                    format!(
+                        "the pid file {} is locked by another process (a riis starting, or one reading it)",
+                        path.display()
+                    )
+                } else {
+                    format!(
+                        "the pid file {} is held by another riis (process {pid})",
+                        path.display()
+                    )
+                });
             }
             Err((_, e)) => return Err(cannot(&e)),
         };

@@ -575,6 +575,13 @@ fn serve(stream: impl Read + Write, name: &str, addr: SocketAddr, connection: us
                 b"",
                 &received.method,
             ),
+            "/nohost/refresh-spaced" => respond(
+                out,
+                "200 OK",
+                &[("Refresh", &format!("5 http://{addr}/s"))],
+                b"",
+                &received.method,
+            ),
             "/tegzip" => {
                 let _ = out.write_all(
                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
@@ -889,6 +896,11 @@ fn redirects_name_the_client_side_host() {
     assert_eq!(
         conn.read_response(false).header("refresh"),
         Some("5 ; url = 'http://site.test:8443/q?x=1'")
+    );
+    conn.send_raw(b"GET /nohost/refresh-spaced HTTP/1.1\r\nHost: site.test:8443\r\n\r\n");
+    assert_eq!(
+        conn.read_response(false).header("refresh"),
+        Some("5 http://site.test:8443/s")
     );
 
     // TRACE is answered 405 without the server (it would echo the

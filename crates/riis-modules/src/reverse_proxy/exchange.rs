@@ -1502,20 +1502,32 @@ fn response_head(
     }
 }
 
-/// A `Refresh` value (`5; url=http://server/next`, HTML's forms: spaces
-/// around `=`, the URL in quotes) with the server's origin in its URL
-/// replaced by the client's, as [`reverse_rewrite`] does for `Location`
-/// (nginx's `proxy_redirect` rewrites both).
+/// A `Refresh` value (`5; url=http://server/next`, in the forms HTML reads:
+/// the delay then a space, `;` or `,`, `url=` or not, spaces around `=`,
+/// the URL in quotes) with the server's origin in its URL replaced by the
+/// client's, as [`reverse_rewrite`] does for `Location` (nginx's
+/// `proxy_redirect` rewrites both).
 fn rewrite_refresh(job: &Job, server: &Server, value: &HeaderValue) -> Option<HeaderValue> {
     let text = value.to_str().ok()?;
-    let after_delay = text.find([';', ','])? + 1;
-    let rest = &text[after_delay..];
-    let name = rest.len() - rest.trim_start().len();
-    if !rest[name..].get(..3)?.eq_ignore_ascii_case("url") {
+    let delay = text.trim_start();
+    let after_delay = delay.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    if after_delay.len() == delay.len() {
         return None;
     }
-    let equals = rest[name + 3..].trim_start().strip_prefix('=')?;
-    let value_text = equals.trim_start();
+    let mut rest = after_delay.trim_start();
+    if let Some(separated) = rest.strip_prefix([';', ',']) {
+        rest = separated.trim_start();
+    } else if rest.len() == after_delay.len() {
+        // Neither a space nor `;` or `,` after the delay.
+        return None;
+    }
+    // `url =` before the URL, or the URL alone.
+    if rest.get(..3).is_some_and(|u| u.eq_ignore_ascii_case("url")) {
+        if let Some(after) = rest[3..].trim_start().strip_prefix('=') {
+            rest = after;
+        }
+    }
+    let value_text = rest.trim_start();
     let quote = value_text
         .chars()
         .next()
@@ -1524,6 +1536,9 @@ fn rewrite_refresh(job: &Job, server: &Server, value: &HeaderValue) -> Option<He
         Some(q) => value_text[1..].split(q).next()?,
         None => value_text.trim_end(),
     };
+    if url_text.is_empty() {
+        return None;
+    }
     let start = text.len() - value_text.len() + usize::from(quote.is_some());
     let end = start + url_text.len();
     let rewritten = reverse_rewrite(job, server, &HeaderValue::from_str(url_text).ok()?)?;
