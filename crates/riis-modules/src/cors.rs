@@ -381,6 +381,9 @@ pub struct Cors {
     varies: bool,
     /// The request came from an origin no rule allows.
     refused: bool,
+    /// The request is a preflight: its answer, allowed or refused, depends
+    /// on the two request headers that ask, as well as the origin.
+    preflight: bool,
 }
 
 impl Cors {
@@ -529,6 +532,7 @@ impl HttpModule for Cors {
         if request.method() == Method::OPTIONS
             && request.header("access-control-request-method").is_some()
         {
+            self.preflight = true;
             return self.preflight(ctx, &allowed);
         }
         self.allowed = Some(allowed);
@@ -566,6 +570,12 @@ impl HttpModule for Cors {
         if self.varies {
             crate::add_vary_token(ctx.response_mut().headers_mut(), "Origin");
         }
+        // A refused preflight (403) too, whatever made its answer.
+        if self.preflight {
+            let headers = ctx.response_mut().headers_mut();
+            crate::add_vary_token(headers, "Access-Control-Request-Method");
+            crate::add_vary_token(headers, "Access-Control-Request-Headers");
+        }
         if let Some(allowed) = &self.allowed {
             let rule = &allowed.config.origins[allowed.rule];
             let resp = ctx.response_mut();
@@ -590,6 +600,7 @@ pub fn register_module(
             config,
             allowed: None,
             varies: false,
+            preflight: false,
             refused: false,
         },
         RequestNotification::BeginRequest | RequestNotification::SendResponse,

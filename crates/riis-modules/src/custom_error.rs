@@ -630,6 +630,9 @@ impl CustomError {
                 let resp = ctx.response_mut();
                 resp.delete_header(header::CONTENT_LENGTH);
                 resp.delete_header(header::CONTENT_ENCODING);
+                // A 405's `Allow` names the refusing resource's methods,
+                // not the page's the client is sent to.
+                resp.delete_header(header::ALLOW);
                 if let Err(e) = resp.redirect(&rule.path, StatusCode::FOUND) {
                     warn_broken_rule(
                         ctx,

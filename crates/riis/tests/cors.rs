@@ -270,6 +270,21 @@ fn preflights_are_answered_before_authentication() {
     let patch = preflight("/a.txt", "https://app.example.test", "PATCH", None);
     assert_eq!(patch.status, 403);
     assert!(refused(&patch));
+    // Refused, it depends on the same request headers as when allowed.
+    let vary: Vec<&str> = patch
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("vary"))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let vary = vary.join(", ");
+    for token in [
+        "Origin",
+        "Access-Control-Request-Method",
+        "Access-Control-Request-Headers",
+    ] {
+        assert!(vary.contains(token), "{vary}");
+    }
     let post = preflight("/a.txt", "http://elsewhere.test", "POST", None);
     assert_eq!(post.status, 204);
     assert_eq!(post.header("access-control-allow-origin"), Some("*"));

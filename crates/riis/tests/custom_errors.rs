@@ -621,3 +621,27 @@ bindings = ["127.0.0.1:0"]
     assert_eq!(refused.status, 404);
     assert_eq!(refused.text().trim(), "route=/index.cgi");
 }
+
+/// A 405 turned into a redirect carries no `Allow`: that header names the
+/// methods of the resource that refused, not of the page it sends the
+/// client to.
+#[test]
+fn a_405_redirected_carries_no_allow() {
+    let (dir, server) = start(
+        r#"
+[[sites.locations]]
+path = "/moved405"
+http_errors = { error_mode = "Custom", errors = [
+    { status = 405, path = "/elsewhere", response_mode = "Redirect" },
+] }
+"#,
+    );
+    dir.write("www/moved405/a.txt", "a");
+    let plain = send(server.addr, "DELETE", "/a.txt");
+    assert_eq!(plain.status, 405);
+    assert!(plain.header("allow").is_some());
+    let moved = send(server.addr, "DELETE", "/moved405/a.txt");
+    assert_eq!(moved.status, 302, "{}", moved.text());
+    assert_eq!(moved.header("location"), Some("/elsewhere"));
+    assert_eq!(moved.header("allow"), None);
+}
