@@ -102,6 +102,9 @@ pub struct BasicAuthenticationConfig {
     pub user_file: PathBuf,
     /// The group file (optional).
     pub group_file: PathBuf,
+    /// [`BasicAuthenticationConfig::issuer`], made once.
+    #[serde(skip)]
+    issuer: std::sync::OnceLock<Arc<str>>,
 }
 
 /// A realm goes into a header: printable characters only.
@@ -551,7 +554,7 @@ struct Logon {
     /// What to remember it by; `None` for an unknown user, who cannot pass.
     digest: Option<[u8; 32]>,
     /// What vouches for the user (its [`HttpUser::issuer`]).
-    issuer: String,
+    issuer: Arc<str>,
 }
 
 impl BasicAuthentication {
@@ -564,7 +567,7 @@ impl BasicAuthentication {
         crate::end_with_error(ctx, StatusCode::UNAUTHORIZED, 1, crate::E_ACCESS_DENIED)
     }
 
-    fn log_on(ctx: &mut HttpContext, name: String, roles: Vec<String>, issuer: String) {
+    fn log_on(ctx: &mut HttpContext, name: String, roles: Vec<String>, issuer: Arc<str>) {
         ctx.set_user(
             HttpUser::new(name, "Basic")
                 .with_roles(roles)
@@ -581,7 +584,7 @@ impl HttpModule for BasicAuthentication {
         let Some(config) = enabled_config(ctx, self.config) else {
             return RequestNotificationStatus::Continue;
         };
-        let issuer = config.issuer();
+        let issuer = config.issuer().clone();
         // A Basic user whose files were others (a child request, a CGI
         // local redirect or an include, into a location with a user file
         // of its own, where another `admin` may be, and other groups) logs
@@ -590,7 +593,7 @@ impl HttpModule for BasicAuthentication {
         let again = match ctx.user() {
             Some(user) if !user.name().is_empty() => {
                 if user.authentication_type() != "Basic"
-                    || user.issuer().is_none_or(|by| by == issuer)
+                    || user.issuer().is_none_or(|by| by == &*issuer)
                 {
                     return RequestNotificationStatus::Continue;
                 }
@@ -815,12 +818,15 @@ fn enabled_config(
 impl BasicAuthenticationConfig {
     /// What vouches for the users it logs on (their [`HttpUser::issuer`]):
     /// its user and group files. WebDav judges a destination by it.
-    pub(crate) fn issuer(&self) -> String {
-        format!(
-            "{}\n{}",
-            self.user_file.display(),
-            self.group_file.display()
-        )
+    pub(crate) fn issuer(&self) -> &Arc<str> {
+        self.issuer.get_or_init(|| {
+            format!(
+                "{}\n{}",
+                self.user_file.display(),
+                self.group_file.display()
+            )
+            .into()
+        })
     }
 }
 

@@ -1854,34 +1854,29 @@ impl Holdings {
 
     /// How many processes the applications run, for `riis status`.
     pub(crate) fn processes(&self) -> usize {
-        self.applications
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|a| a.processes())
-            .sum()
+        self.summed(Application::processes)
     }
 
     /// How many requests wait for a process of the applications, for
     /// `riis status`.
     pub(crate) fn waiting(&self) -> usize {
-        self.applications
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|a| a.waiting())
-            .sum()
+        self.summed(Application::waiting)
     }
 
     /// How many of the applications rapid fail protection keeps stopped,
     /// for `riis status`: their requests get 503.
     pub(crate) fn stopped_for_failures(&self) -> usize {
+        self.summed(|a| usize::from(a.stopped_for_failures()))
+    }
+
+    /// `figure` of each application, added up.
+    fn summed(&self, figure: impl Fn(&Application) -> usize) -> usize {
         self.applications
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|a| a.stopped_for_failures())
-            .count()
+            .map(|a| figure(a))
+            .sum()
     }
 
     /// The configuration retires: lets its applications go (see

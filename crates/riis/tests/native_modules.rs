@@ -872,6 +872,53 @@ fn status_names_a_worker_a_module_call_holds() {
     assert!(gap > std::time::Duration::from_millis(1500), "{gap:?}");
 }
 
+/// A site with `www/a.txt` and the global module `name`, built from C:
+/// for the notifications `mask` it runs `body` (statements with `n`, the
+/// notification, `p`, its provider, and `api` in scope), and its Terminate
+/// makes the file `terminated` in `dir`; `server` goes in `[server]`. The
+/// configuration, or `None` without a C compiler.
+fn global_module_site(
+    dir: &TempDir,
+    name: &str,
+    mask: &str,
+    body: &str,
+    server: &str,
+) -> Option<PathBuf> {
+    let source = dir.write(
+        &format!("{name}.c"),
+        format!(
+            "#include \"riis_module.h\"\n#include <stdio.h>\n#include <string.h>\n#include <time.h>\n#include <unistd.h>\n\
+             static const riis_api *api;\n\
+             static riis_global_status on_global(void *u, uint32_t n, riis_global_provider *p) {{\n\
+             (void)u; (void)n; (void)p;\n{body}\
+             return RIIS_GLOBAL_CONTINUE;\n}}\n\
+             static void terminate(void *u) {{\n\
+             (void)u; FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f);\n}}\n\
+             static const riis_global_module global = {{sizeof(riis_global_module), NULL, on_global, terminate}};\n\
+             RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {{\n\
+             (void)v; api = s->api;\n\
+             return api->set_global_notifications(r, &global, {mask});\n}}\n",
+            dir.path().join("terminated").display()
+        ),
+    );
+    compile(
+        "cc",
+        &[&source],
+        &dir.path().join(format!("{name}.so")),
+        &[],
+    )?;
+    dir.write("www/a.txt", "a");
+    Some(write_config(
+        dir,
+        &dir.path().join("www"),
+        &format!(
+            "[server]\npid_file = \"riis.pid\"\n{server}\n\n\
+             [[global_modules]]\nname = \"{name}\"\nimage = \"{name}.so\"\n\n\
+             [[modules]]\nname = \"{name}\"\n[[modules]]\nname = \"StaticFile\"\n"
+        ),
+    ))
+}
+
 /// A global module whose HealthCheck never returns (here: sleeps 60 s)
 /// holds neither `riis status` nor the stop: the call runs off the
 /// thread that takes signals, the ticks after it are skipped rather than
@@ -882,41 +929,21 @@ fn status_names_a_worker_a_module_call_holds() {
 fn a_health_check_that_never_returns_holds_neither_status_nor_the_stop() {
     let dir = TempDir::new("slow-health");
     let terminated = dir.path().join("terminated");
-    let source = dir.write(
-        "slow_health.c",
-        format!(
-            "#include \"riis_module.h\"\n#include <stdio.h>\n#include <string.h>\n#include <time.h>\n#include <unistd.h>\n\
-             static const riis_api *api;\n\
-             static volatile int calls;\n\
-             static riis_global_status on_global(void *u, uint32_t n, riis_global_provider *p) {{\n\
-             (void)u;\n\
-             if (n == RIIS_GL_HEALTH_CHECK) {{\n\
-             /* Signals (SIGUSR1, SIGTERM) may cut a sleep short: it goes on. */\n\
-             time_t end = time(NULL) + 60; calls++; while (time(NULL) < end) sleep(1);\n}}\n\
-             if (n == RIIS_GL_RSCA_QUERY) {{\n\
-             char line[64]; snprintf(line, sizeof line, \"health_calls=%d\\n\", calls);\n\
-             api->global_rsca_write(p, line, strlen(line));\n}}\n\
-             return RIIS_GLOBAL_CONTINUE;\n}}\n\
-             static void terminate(void *u) {{\n\
-             (void)u; FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f);\n}}\n\
-             static const riis_global_module global = {{sizeof(riis_global_module), NULL, on_global, terminate}};\n\
-             RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {{\n\
-             (void)v; api = s->api;\n\
-             return api->set_global_notifications(r, &global, RIIS_GL_HEALTH_CHECK | RIIS_GL_RSCA_QUERY);\n}}\n",
-            terminated.display()
-        ),
-    );
-    let Some(()) = compile("cc", &[&source], &dir.path().join("slow_health.so"), &[]) else {
+    let Some(config) = global_module_site(
+        &dir,
+        "SlowHealth",
+        "RIIS_GL_HEALTH_CHECK | RIIS_GL_RSCA_QUERY",
+        "static volatile int calls;\n\
+         if (n == RIIS_GL_HEALTH_CHECK) {\n\
+         /* Signals (SIGUSR1, SIGTERM) may cut a sleep short: it goes on. */\n\
+         time_t end = time(NULL) + 60; calls++; while (time(NULL) < end) sleep(1);\n}\n\
+         if (n == RIIS_GL_RSCA_QUERY) {\n\
+         char line[64]; snprintf(line, sizeof line, \"health_calls=%d\\n\", calls);\n\
+         api->global_rsca_write(p, line, strlen(line));\n}\n",
+        "health_check_interval = 1\nshutdown_timeout = 2",
+    ) else {
         return;
     };
-    let config = write_config(
-        &dir,
-        &dir.path().join("www"),
-        "[server]\npid_file = \"riis.pid\"\nhealth_check_interval = 1\nshutdown_timeout = 2\n\n\
-         [[global_modules]]\nname = \"SlowHealth\"\nimage = \"slow_health.so\"\n\n\
-         [[modules]]\nname = \"SlowHealth\"\n[[modules]]\nname = \"StaticFile\"\n",
-    );
-    dir.write("www/a.txt", "a");
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     // The first HealthCheck starts after 1 s; two more ticks pass while it
     // sleeps.
@@ -944,36 +971,16 @@ fn a_health_check_that_never_returns_holds_neither_status_nor_the_stop() {
 fn a_status_query_that_never_returns_holds_neither_reload_nor_stop() {
     let dir = TempDir::new("slow-rsca");
     let terminated = dir.path().join("terminated");
-    let source = dir.write(
-        "slow_rsca.c",
-        format!(
-            "#include \"riis_module.h\"\n#include <stdio.h>\n#include <time.h>\n#include <unistd.h>\n\
-             static const riis_api *api;\n\
-             static riis_global_status on_global(void *u, uint32_t n, riis_global_provider *p) {{\n\
-             (void)u; (void)p;\n\
-             /* Signals may cut a sleep short: it goes on. */\n\
-             if (n == RIIS_GL_RSCA_QUERY) {{ time_t end = time(NULL) + 60; while (time(NULL) < end) sleep(1); }}\n\
-             return RIIS_GLOBAL_CONTINUE;\n}}\n\
-             static void terminate(void *u) {{\n\
-             (void)u; FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f);\n}}\n\
-             static const riis_global_module global = {{sizeof(riis_global_module), NULL, on_global, terminate}};\n\
-             RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {{\n\
-             (void)v; api = s->api;\n\
-             return api->set_global_notifications(r, &global, RIIS_GL_RSCA_QUERY);\n}}\n",
-            terminated.display()
-        ),
-    );
-    let Some(()) = compile("cc", &[&source], &dir.path().join("slow_rsca.so"), &[]) else {
+    let Some(config) = global_module_site(
+        &dir,
+        "SlowRsca",
+        "RIIS_GL_RSCA_QUERY",
+        "/* Signals may cut a sleep short: it goes on. */\n\
+         if (n == RIIS_GL_RSCA_QUERY) { time_t end = time(NULL) + 60; while (time(NULL) < end) sleep(1); }\n",
+        "shutdown_timeout = 2",
+    ) else {
         return;
     };
-    let config = write_config(
-        &dir,
-        &dir.path().join("www"),
-        "[server]\npid_file = \"riis.pid\"\nshutdown_timeout = 2\n\n\
-         [[global_modules]]\nname = \"SlowRsca\"\nimage = \"slow_rsca.so\"\n\n\
-         [[modules]]\nname = \"SlowRsca\"\n[[modules]]\nname = \"StaticFile\"\n",
-    );
-    dir.write("www/a.txt", "a");
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
@@ -1006,32 +1013,18 @@ fn a_status_query_that_never_returns_holds_neither_reload_nor_stop() {
 fn a_reload_held_up_by_a_module_shows_as_under_way() {
     let dir = TempDir::new("held-reload");
     let hold = dir.path().join("hold");
-    let source = dir.write(
-        "held_reload.c",
-        format!(
-            "#include \"riis_module.h\"\n#include <unistd.h>\n\
-             static riis_global_status on_global(void *u, uint32_t n, riis_global_provider *p) {{\n\
-             (void)u; (void)p;\n\
-             if (n == RIIS_GL_CONFIGURATION_CHANGE) while (access(\"{}\", F_OK) == 0) usleep(20000);\n\
-             return RIIS_GLOBAL_CONTINUE;\n}}\n\
-             static const riis_global_module global = {{sizeof(riis_global_module), NULL, on_global, NULL}};\n\
-             RIIS_EXPORT riis_hresult RegisterModule(uint32_t v, riis_registration *r, const riis_server *s) {{\n\
-             (void)v;\n\
-             return s->api->set_global_notifications(r, &global, RIIS_GL_CONFIGURATION_CHANGE);\n}}\n",
+    let Some(config) = global_module_site(
+        &dir,
+        "HeldReload",
+        "RIIS_GL_CONFIGURATION_CHANGE",
+        &format!(
+            "if (n == RIIS_GL_CONFIGURATION_CHANGE) while (access(\"{}\", F_OK) == 0) usleep(20000);\n",
             hold.display()
         ),
-    );
-    let Some(()) = compile("cc", &[&source], &dir.path().join("held_reload.so"), &[]) else {
+        "",
+    ) else {
         return;
     };
-    let config = write_config(
-        &dir,
-        &dir.path().join("www"),
-        "[server]\npid_file = \"riis.pid\"\n\n\
-         [[global_modules]]\nname = \"HeldReload\"\nimage = \"held_reload.so\"\n\n\
-         [[modules]]\nname = \"HeldReload\"\n[[modules]]\nname = \"StaticFile\"\n",
-    );
-    dir.write("www/a.txt", "a");
     let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
     std::fs::write(&hold, "").unwrap();
     let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);

@@ -1539,31 +1539,28 @@ fn a_small_property_body_gets_no_large_answer() {
     let addr = server.addr;
     let namespace = format!("urn:{}", "x".repeat(10_000));
     let names: String = (0..1000).map(|i| format!("<x:p{i}/>")).collect();
+    let find_a = |body: &str| {
+        send(
+            addr,
+            "PROPFIND",
+            "/f/a.txt",
+            &[("Depth", "0")],
+            body.as_bytes(),
+        )
+    };
 
     let find = format!(
         r#"<D:propfind xmlns:D="DAV:" xmlns:x="{namespace}"><D:prop>{names}{names}</D:prop></D:propfind>"#
     );
     // 2,000 names, each twice: past the limit of 1,000.
-    let r = send(
-        addr,
-        "PROPFIND",
-        "/f/a.txt",
-        &[("Depth", "0")],
-        find.as_bytes(),
-    );
+    let r = find_a(&find);
     assert_eq!(r.status, 400, "{} bytes", r.body.len());
 
     let find = format!(
         r#"<D:propfind xmlns:D="DAV:" xmlns:x="{namespace}"><D:prop>{}</D:prop></D:propfind>"#,
         "<x:p/>".repeat(1000)
     );
-    let r = send(
-        addr,
-        "PROPFIND",
-        "/f/a.txt",
-        &[("Depth", "0")],
-        find.as_bytes(),
-    );
+    let r = find_a(&find);
     assert_eq!(r.status, 207);
     assert!(
         r.body.len() < namespace.len() + 1000,
@@ -1575,13 +1572,7 @@ fn a_small_property_body_gets_no_large_answer() {
     let find = format!(
         r#"<D:propfind xmlns:D="DAV:" xmlns:x="{namespace}"><D:prop>{names}</D:prop></D:propfind>"#
     );
-    let r = send(
-        addr,
-        "PROPFIND",
-        "/f/a.txt",
-        &[("Depth", "0")],
-        find.as_bytes(),
-    );
+    let r = find_a(&find);
     assert_eq!(r.status, 207);
     assert!(r.body.len() < 2 * find.len(), "{} bytes", r.body.len());
     assert_eq!(r.text().matches(namespace.as_str()).count(), 1);

@@ -591,6 +591,14 @@ impl Job {
         self.idempotent && self.may_send_unprocessed()
     }
 
+    /// Whether a request that may have run on one server may go on to the
+    /// next: a farm's, as nginx's `proxy_next_upstream error`; not a
+    /// `PROXY_SERVER` list's, one application's processes, which a
+    /// request that crashed one would take down in turn.
+    fn may_send_to_another(&self) -> bool {
+        self.may_send_again() && self.only.is_empty()
+    }
+
     /// Whether a request the server did not process may go again: its body
     /// is all still here (a streamed body's pieces that went are kept only
     /// up to `REPLAY_LIMIT`, until the answer's head).
@@ -1039,7 +1047,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                 // A process of a list that failed with the request and is
                 // gone now (it crashed on it): the next is not given the
                 // request to crash on too.
-                if went && !job.only.is_empty() {
+                if went && !job.may_send_to_another() {
                     return Err(Failure::Broken(format!(
                         "{} failed on a kept connection, then could not be reached: {why}",
                         server.name
@@ -1092,7 +1100,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
                     explained(&e)
                 ));
             }
-            Attempt::Failed(e) if job.may_send_again() && !e.is_parse() && job.only.is_empty() => {
+            Attempt::Failed(e) if job.may_send_to_another() && !e.is_parse() => {
                 server.mark_down(fail_timeout);
                 failures.push(format!(
                     "{} failed before answering: {}",
@@ -1104,7 +1112,7 @@ async fn exchange(job: &Job) -> Result<(), Failure> {
             // always tell whether the server read it (a process that exits
             // on it closes its connection the same way), so a list's next
             // process does not get it either.
-            Attempt::Unsent if job.may_send_again() && job.only.is_empty() => {
+            Attempt::Unsent if job.may_send_to_another() => {
                 server.mark_down(fail_timeout);
                 failures.push(format!("{} closed the connection at once", server.name));
             }

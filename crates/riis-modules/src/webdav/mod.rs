@@ -923,7 +923,7 @@ impl WebDav {
         if basic.enabled
             && user.is_some_and(|u| {
                 u.authentication_type() == "Basic"
-                    && u.issuer().is_some_and(|i| i != basic.issuer())
+                    && u.issuer().is_some_and(|i| i != &**basic.issuer())
             })
         {
             return Err(refuse(
