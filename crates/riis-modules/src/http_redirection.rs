@@ -33,10 +33,26 @@
 //! location would redirect its own requests again; requests already at or
 //! below such a destination are left alone, so the rule cannot loop.
 //!
+//! Wildcard rules (IIS's `<add wildcard="*.asp" destination="/"/>`) send
+//! only the URLs they match, each to its own destination; the first rule
+//! (in configuration order) that matches the path below the location wins,
+//! and a URL no rule matches is served. A `*` stands for any text, `/`
+//! included; letters match in any case, as a site's URLs do. In a rule's
+//! destination `$0` to `$9` are what the first to tenth `*` stood for
+//! (IIS 6's redirect variables, which IIS 7 kept), percent-encoded. IIS
+//! reads the rules only while `destination` is empty: riis refuses a
+//! section with both instead of ignoring the rules in silence.
+//!
+//! *Inferred* (IIS documents neither): the subject is the path below the
+//! location, as `$S` is (the whole path for the site), `/` for the
+//! location itself; the first matching rule wins.
+//!
 //! Configuration section `http_redirect`:
 //! - `enabled` (default false);
 //! - `destination`: an absolute URL (`https://example.com/new`) or a path
-//!   (`/new`); empty (the default) redirects nothing;
+//!   (`/new`); empty (the default) redirects nothing but what `wildcards`
+//!   match;
+//! - `wildcards`: rules `{ wildcard = "*.asp", destination = "/" }`;
 //! - `exact_destination` (default false);
 //! - `child_only` (default false);
 //! - `status`: 301, 302 (default), 307 or 308, or IIS's names `Permanent`,
@@ -167,14 +183,179 @@ impl TryFrom<String> for Destination {
     }
 }
 
+/// The most `*` a wildcard may hold: `$0` to `$9` name what each stood for.
+const MAX_WILDCARD_STARS: usize = 10;
+
+/// A wildcard pattern: text with `*` standing for any text, matched
+/// against the path below a location.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Wildcard {
+    pattern: String,
+    stars: usize,
+}
+
+impl TryFrom<String> for Wildcard {
+    type Error = String;
+
+    fn try_from(pattern: String) -> Result<Self, String> {
+        if !pattern.starts_with(['/', '*']) {
+            return Err(format!(
+                "`{}` is not a wildcard of a path: start it with `/` or `*` \
+                 (it is matched against the path below the location, `/a.asp`)",
+                pattern.escape_debug()
+            ));
+        }
+        if pattern.contains(['?', '#']) || pattern.chars().any(char::is_control) {
+            return Err(format!(
+                "`{}` cannot match a path: it holds `?`, `#` or a control character \
+                 (the query string is not part of what a wildcard is matched against)",
+                pattern.escape_debug()
+            ));
+        }
+        let stars = pattern.bytes().filter(|&b| b == b'*').count();
+        if stars > MAX_WILDCARD_STARS {
+            return Err(format!(
+                "`{pattern}` has {stars} `*`; at most {MAX_WILDCARD_STARS} \
+                 (`$0` to `$9` name what they stand for)"
+            ));
+        }
+        Ok(Self { pattern, stars })
+    }
+}
+
+impl Wildcard {
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// What each `*` stood for when the pattern matches all of `subject`
+    /// (ASCII letters in any case); `None` when it does not.
+    ///
+    /// The last `*` met takes one more byte at each mismatch, the earlier
+    /// ones keep the least they could: a glob with `*` alone needs no
+    /// deeper backtracking to find a match when there is one, so this is
+    /// at most `pattern × subject` steps, never exponential.
+    fn captures<'s>(&self, subject: &'s str) -> Option<Captures<'s>> {
+        let (p, s) = (self.pattern.as_bytes(), subject.as_bytes());
+        let mut spans = [(0, 0); MAX_WILDCARD_STARS];
+        let (mut pi, mut si, mut star) = (0, 0, 0);
+        // The last `*` met: its position in the pattern and its number.
+        let mut resume: Option<(usize, usize)> = None;
+        loop {
+            if p.get(pi) == Some(&b'*') {
+                spans[star] = (si, si);
+                resume = Some((pi, star));
+                pi += 1;
+                star += 1;
+            } else if pi == p.len() && si == s.len() {
+                return Some(Captures {
+                    subject,
+                    spans,
+                    count: self.stars,
+                });
+            } else if pi < p.len() && si < s.len() && p[pi].eq_ignore_ascii_case(&s[si]) {
+                pi += 1;
+                si += 1;
+            } else {
+                let (star_pi, k) = resume?;
+                if spans[k].1 == s.len() {
+                    return None;
+                }
+                spans[k].1 += 1;
+                si = spans[k].1;
+                pi = star_pi + 1;
+                star = k + 1;
+            }
+        }
+    }
+}
+
+/// What the `*`s of a matched wildcard stood for.
+struct Captures<'s> {
+    subject: &'s str,
+    spans: [(usize, usize); MAX_WILDCARD_STARS],
+    count: usize,
+}
+
+impl Captures<'_> {
+    /// The text the `n`th `*` (from 0) stood for.
+    fn get(&self, n: usize) -> Option<&str> {
+        let &(from, to) = self.spans[..self.count].get(n)?;
+        // A literal byte of the pattern matched at `to`, or it is the end:
+        // both are character boundaries (see `Wildcard::captures`).
+        self.subject.get(from..to)
+    }
+}
+
+/// One wildcard rule: IIS's `<add wildcard="…" destination="…"/>`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "WildcardRuleFields")]
+pub struct WildcardRule {
+    /// What the path below the location must match.
+    pub wildcard: Wildcard,
+    /// Where a matching request goes; may use `$0` to `$9`.
+    pub destination: Destination,
+}
+
+/// A `wildcards` entry as written, before its destination is checked
+/// against its wildcard.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WildcardRuleFields {
+    wildcard: Wildcard,
+    destination: Destination,
+}
+
+impl TryFrom<WildcardRuleFields> for WildcardRule {
+    type Error = String;
+
+    fn try_from(fields: WildcardRuleFields) -> Result<Self, String> {
+        let WildcardRuleFields {
+            wildcard,
+            destination,
+        } = fields;
+        if destination.0.is_empty() {
+            return Err(format!(
+                "the wildcard rule `{}` has an empty destination",
+                wildcard.as_str()
+            ));
+        }
+        let named = destination
+            .0
+            .as_bytes()
+            .windows(2)
+            .filter(|w| w[0] == b'$' && w[1].is_ascii_digit())
+            .map(|w| usize::from(w[1] - b'0'))
+            .find(|&n| n >= wildcard.stars);
+        if let Some(n) = named {
+            return Err(format!(
+                "destination `{}` uses `${n}`, but the wildcard `{}` has {} `*` \
+                 (`$0` is what the first stood for)",
+                destination.0,
+                wildcard.as_str(),
+                wildcard.stars
+            ));
+        }
+        Ok(Self {
+            wildcard,
+            destination,
+        })
+    }
+}
+
 /// The `http_redirect` configuration section.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "HttpRedirectFields")]
 pub struct HttpRedirectConfig {
     /// Whether requests of the location are redirected.
     pub enabled: bool,
     /// Where to: an absolute URL or a path.
     pub destination: Destination,
+    /// Rules for some URLs of the location, each with its destination;
+    /// read only when `destination` is empty.
+    pub wildcards: Vec<WildcardRule>,
     /// Use the destination as is, without the request's path.
     pub exact_destination: bool,
     /// Redirect only the URLs directly in the location (one segment below
@@ -182,6 +363,45 @@ pub struct HttpRedirectConfig {
     pub child_only: bool,
     /// 301, 302, 307 or 308.
     pub status: RedirectStatus,
+}
+
+/// The section as written, before `destination` and `wildcards` are
+/// checked against each other.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct HttpRedirectFields {
+    enabled: bool,
+    destination: Destination,
+    wildcards: Vec<WildcardRule>,
+    exact_destination: bool,
+    child_only: bool,
+    status: RedirectStatus,
+}
+
+impl TryFrom<HttpRedirectFields> for HttpRedirectConfig {
+    type Error = String;
+
+    fn try_from(f: HttpRedirectFields) -> Result<Self, String> {
+        if !f.destination.0.is_empty() && !f.wildcards.is_empty() {
+            // IIS sends everything to the destination and never reads the
+            // rules; a rule that silently does nothing is worse than an
+            // error. An inherited destination counts too.
+            return Err(format!(
+                "`wildcards` with a `destination` (`{}`): the destination takes every \
+                 request and the rules are never read; set `destination = \"\"` \
+                 where the rules apply",
+                f.destination.0
+            ));
+        }
+        Ok(Self {
+            enabled: f.enabled,
+            destination: f.destination,
+            wildcards: f.wildcards,
+            exact_destination: f.exact_destination,
+            child_only: f.child_only,
+            status: f.status,
+        })
+    }
 }
 
 /// The module instance.
@@ -238,7 +458,19 @@ struct Carried<'a> {
     path: &'a str,
     /// The query string as sent, without `?`.
     query: &'a str,
+    /// A wildcard rule's `*`s: `$0` to `$9` (for the section's own
+    /// destination, where `$5` is text, `None`).
+    captures: Option<Captures<'a>>,
 }
+
+/// What a wildcard's `*` stood for, in a destination's query: all but
+/// unreserved characters and `/` escaped, so it adds no parameter.
+const CAPTURE_IN_QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
 
 impl Carried<'_> {
     fn push_rest(&self, rest: &str, out: &mut String) {
@@ -247,6 +479,42 @@ impl Carried<'_> {
         } else {
             encode_path(rest, out);
         }
+    }
+
+    /// The variables that place the path in a destination: `$S` and `$V`,
+    /// and a wildcard rule's `$0` to `$9`.
+    fn path_variables(&self) -> &'static [u8] {
+        if self.captures.is_some() {
+            b"SV0123456789"
+        } else {
+            b"SV"
+        }
+    }
+
+    /// Writes what the `n`th `*` stood for; whether there is such a
+    /// variable (a section's own destination has none).
+    fn push_capture(&self, n: usize, part: Part, out: &mut String) -> bool {
+        let Some(text) = self.captures.as_ref().and_then(|c| c.get(n)) else {
+            return false;
+        };
+        match part {
+            Part::Path => {
+                // Decoded text: a `;` it holds was `%3B`, or a parameter
+                // the rule's destination does not place; escaped either way.
+                let from = out.len();
+                encode_path(text, out);
+                if out[from..].contains(';') {
+                    let escaped = out[from..].replace(';', "%3B");
+                    out.truncate(from);
+                    out.push_str(&escaped);
+                }
+            }
+            Part::Query => out.extend(percent_encoding::utf8_percent_encode(
+                text,
+                CAPTURE_IN_QUERY,
+            )),
+        }
+        true
     }
 }
 
@@ -296,6 +564,7 @@ fn substitute(text: &str, part: Part, carried: &Carried<'_>, out: &mut String) {
                 percent_encoding::NON_ALPHANUMERIC,
             )),
             Some(b'P') => out.push_str(carried.query),
+            Some(&d @ b'0'..=b'9') if carried.push_capture(usize::from(d - b'0'), part, out) => {}
             _ => {
                 out.push('$');
                 rest = after;
@@ -318,7 +587,7 @@ fn target(destination: &str, exact: bool, carried: &Carried<'_>) -> String {
         Some((p, q)) => (p, Some(q)),
         None => (destination, None),
     };
-    let places_path = exact || uses_variable(path_part(destination), b"SV");
+    let places_path = exact || uses_variable(path_part(destination), carried.path_variables());
     let places_query = uses_variable(destination, b"QP");
     let mut out = String::with_capacity(
         destination.len() + carried.rest.len() + carried.path.len() + carried.query.len() + 2,
@@ -405,8 +674,7 @@ impl HttpModule for HttpRedirection {
             return RequestNotificationStatus::Continue;
         }
         let config = ctx.config(self.config);
-        let destination = config.destination.0.as_str();
-        if !config.enabled || destination.is_empty() {
+        if !config.enabled || (config.destination.0.is_empty() && config.wildcards.is_empty()) {
             return RequestNotificationStatus::Continue;
         }
         let prefix = ctx.location().path().trim_end_matches('/');
@@ -422,29 +690,22 @@ impl HttpModule for HttpRedirection {
         if config.child_only && !directly_in {
             return RequestNotificationStatus::Continue;
         }
-        if destination.starts_with('/') && !destination.starts_with("//") {
-            // The fixed part of the destination: up to its first variable.
-            let dest_path = path_part(destination).split('$').next().unwrap_or("");
-            let places_path = uses_variable(path_part(destination), b"SV");
-            // Compared as the request's URL is: decoded and normalized
-            // (`/a%20b` is the request `/a b`, `/app//v2` the request
-            // `/app/v2`; either would otherwise be redirected forever).
-            let dest_path = riis_pipeline::prepare_url_path(dest_path).unwrap_or_else(|_| {
-                percent_encoding::percent_decode_str(dest_path).decode_utf8_lossy()
-            });
-            let dest_in_location = prefix.is_empty() || covers(prefix, &dest_path);
-            // Appending the path, any URL below the destination would be
-            // sent further below; to an exact destination, only the
-            // destination itself would be sent to itself.
-            let already_there = if config.exact_destination && !places_path {
-                url.trim_end_matches('/') == dest_path.trim_end_matches('/')
-            } else {
-                covers(&dest_path, url)
-            };
-            if dest_in_location && already_there {
-                return RequestNotificationStatus::Continue;
+        // The section's destination, or the first wildcard rule that
+        // matches, with what its `*`s stood for.
+        let (destination, captures) = if config.destination.0.is_empty() {
+            let subject = if rest.is_empty() { "/" } else { rest };
+            let matched = config
+                .wildcards
+                .iter()
+                .find_map(|rule| Some((rule, rule.wildcard.captures(subject)?)));
+            match matched {
+                Some((rule, captures)) => (rule.destination.0.as_str(), Some(captures)),
+                None => return RequestNotificationStatus::Continue,
             }
-        }
+        } else {
+            (config.destination.0.as_str(), None)
+        };
+        let by_rule = captures.is_some();
         // The request's own escaping of the carried path, when it is the
         // same path (`%3B` must not become a `;` path parameter).
         let raw_rest = raw_suffix(ctx.request().uri().path(), prefix)
@@ -454,8 +715,45 @@ impl HttpModule for HttpRedirection {
             rest_is_raw: raw_rest.is_some(),
             path: ctx.request().uri().path(),
             query: ctx.request().query_string(),
+            captures,
         };
         let location = target(destination, config.exact_destination, &carried);
+        if destination.starts_with('/') && !destination.starts_with("//") {
+            // Compared as the request's URL is: decoded and normalized
+            // (`/a%20b` is the request `/a b`, `/app//v2` the request
+            // `/app/v2`; either would otherwise be redirected forever).
+            let as_url = |path: &str| -> String {
+                riis_pipeline::prepare_url_path(path)
+                    .unwrap_or_else(|_| {
+                        percent_encoding::percent_decode_str(path).decode_utf8_lossy()
+                    })
+                    .into_owned()
+            };
+            // The fixed part of the destination: up to its first variable.
+            let dest_path = as_url(path_part(destination).split('$').next().unwrap_or(""));
+            let places_path = uses_variable(path_part(destination), carried.path_variables());
+            let dest_in_location = prefix.is_empty() || covers(prefix, &dest_path);
+            // Appending the path, any URL below the destination would be
+            // sent further below; to an exact destination, only the
+            // destination itself would be sent to itself. A rule matches
+            // some URLs only: its guard is the folder its destination
+            // names below the location (`/old/new$0.aspx`: `/old/new`),
+            // if any; `/old$0.aspx` in `/old` sends `/old/a.asp` on.
+            let already_there = if config.exact_destination && !places_path {
+                url.trim_end_matches('/') == dest_path.trim_end_matches('/')
+            } else if by_rule {
+                let below_location = riis_pipeline::path_below(prefix, &dest_path)
+                    .is_some_and(|rest| !rest.trim_end_matches('/').is_empty());
+                below_location && covers(&dest_path, url)
+            } else {
+                covers(&dest_path, url)
+            };
+            // Nor does a rule send a URL to itself.
+            let to_itself = by_rule && as_url(path_part(&location)) == url;
+            if (dest_in_location && already_there) || to_itself {
+                return RequestNotificationStatus::Continue;
+            }
+        }
         // A raw request line may carry UTF-8 into the path or query.
         let location = crate::encode_non_ascii(&location);
         let status = config.status.code();
@@ -496,7 +794,105 @@ mod tests {
             rest_is_raw,
             path: "/old/a/b",
             query,
+            captures: None,
         }
+    }
+
+    fn wildcard(pattern: &str) -> Wildcard {
+        Wildcard::try_from(pattern.to_owned()).unwrap()
+    }
+
+    fn captured(pattern: &str, subject: &str) -> Option<Vec<String>> {
+        let c = wildcard(pattern).captures(subject)?;
+        Some((0..c.count).map(|n| c.get(n).unwrap().to_owned()).collect())
+    }
+
+    #[test]
+    fn wildcards_match_whole_paths_and_capture_each_star() {
+        assert_eq!(
+            captured("*.asp", "/shop/cart.asp"),
+            Some(vec!["/shop/cart".into()])
+        );
+        assert_eq!(
+            captured("*.asp", "/shop/cart.ASP"),
+            Some(vec!["/shop/cart".into()])
+        );
+        assert_eq!(captured("*.asp", "/shop/cart.aspx"), None);
+        assert_eq!(captured("/old.html", "/old.html"), Some(vec![]));
+        assert_eq!(captured("/old.html", "/old.html/x"), None);
+        assert_eq!(
+            captured("/*/*.asp", "/a/b/c.asp"),
+            Some(vec!["a".into(), "b/c".into()])
+        );
+        assert_eq!(captured("*", "/"), Some(vec!["/".into()]));
+        assert_eq!(captured("/a*", "/a"), Some(vec!["".into()]));
+        // Backtracking past a false start of the literal.
+        assert_eq!(captured("*.a.b", "/x.a.a.b"), Some(vec!["/x.a".into()]));
+        // Characters outside ASCII are whole in what a `*` stood for.
+        assert_eq!(captured("/*é.txt", "/ééé.txt"), Some(vec!["éé".into()]));
+        // Many stars against a long subject that does not match end in
+        // time (no exponential backtracking).
+        let long = format!("/{}", "a".repeat(4000));
+        assert_eq!(captured("*a*a*a*a*a*a*a*a*a*b", &long), None);
+    }
+
+    #[test]
+    fn wildcards_and_rules_are_checked_when_loaded() {
+        for bad in [
+            "a.asp",
+            "*.asp?x=1",
+            "/a#b",
+            "/a\nb",
+            "/*/*/*/*/*/*/*/*/*/*/*",
+        ] {
+            assert!(Wildcard::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
+        let rule = |w: &str, d: &str| {
+            WildcardRule::try_from(WildcardRuleFields {
+                wildcard: wildcard(w),
+                destination: Destination::try_from(d.to_owned()).unwrap(),
+            })
+        };
+        assert!(rule("*.asp", "/$0.aspx").is_ok());
+        assert!(rule("/*/*", "/$1/$0").is_ok());
+        let err = rule("*.asp", "/$1.aspx").unwrap_err();
+        assert!(err.contains("`$1`"), "{err}");
+        assert!(rule("*.asp", "").is_err());
+    }
+
+    #[test]
+    fn wildcard_destinations_place_what_the_stars_stood_for() {
+        let t = |pattern: &str, dest: &str, exact: bool, subject: &str, query: &str| {
+            let w = wildcard(pattern);
+            let carried = Carried {
+                rest: subject,
+                rest_is_raw: false,
+                path: subject,
+                query,
+                captures: w.captures(subject),
+            };
+            assert!(carried.captures.is_some(), "{pattern} {subject}");
+            target(dest, exact, &carried)
+        };
+        // `$0` places the path: nothing is appended, the query is kept.
+        assert_eq!(
+            t("*.asp", "/new$0.aspx", false, "/a/b.asp", "x=1"),
+            "/new/a/b.aspx?x=1"
+        );
+        // Without a variable the path below the location is appended, as
+        // with the section's destination; exact drops it.
+        assert_eq!(t("*.asp", "/home", false, "/a.asp", ""), "/home/a.asp");
+        assert_eq!(t("*.asp", "/home", true, "/a.asp", "x=1"), "/home?x=1");
+        // Escaped in the path (`;` too, so no path parameter appears) and
+        // in the destination's query (no parameter added).
+        assert_eq!(t("/*.asp", "/n/$0", true, "/a b;c.asp", ""), "/n/a%20b%3Bc");
+        assert_eq!(
+            t("/*.asp", "/n?page=$0", true, "/a&b=c.asp", ""),
+            "/n?page=a%26b%3Dc"
+        );
+        // `$5` of a rule with fewer stars cannot be loaded; in a section's
+        // own destination digits stay text (see `redirect_variables`).
+        assert_eq!(t("/*/*", "/$1/$0", true, "/x/y", ""), "/y/x");
     }
 
     #[test]

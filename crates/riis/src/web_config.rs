@@ -365,6 +365,7 @@ const LIST_ELEMENTS: &[(&str, &[&str])] = &[
         &["security", "requestFiltering", "denyQueryStringSequences"],
     ),
     ("ip_security.rules", &["security", "ipSecurity"]),
+    ("http_redirect.wildcards", &["httpRedirect"]),
     ("authorization.rules", &["security", "authorization"]),
     ("http_errors.errors", &["httpErrors"]),
     ("cors.origins", &["cors"]),
@@ -452,6 +453,7 @@ fn identity(item: &Value) -> String {
             "users",
             "roles",
             "verbs",
+            "wildcard",
         ]
         .iter()
         .filter_map(|k| {
@@ -1448,8 +1450,36 @@ fn http_redirect(out: &mut Output, node: Node) {
             "httpResponseStatus",
         ],
     );
-    // Wildcard entries (`<add wildcard="*.php" destination=…>`).
-    out.leave_children(node, &[]);
+    out.leave_children(node, &["add", "remove", "clear"]);
+    // Wildcard rules, in order: `<remove>` takes out an earlier one of the
+    // same wildcard (IIS Manager writes one before an entry it changes).
+    let mut rules: Vec<Node> = Vec::new();
+    for entry in elements(node) {
+        let same = |r: &Node, w: &str| {
+            r.attribute("wildcard")
+                .is_some_and(|x| x.eq_ignore_ascii_case(w))
+        };
+        match (entry.tag_name().name(), entry.attribute("wildcard")) {
+            ("add", Some(w)) if entry.attribute("destination").is_some() => {
+                rules.retain(|r| !same(r, w));
+                rules.push(entry);
+            }
+            ("remove", Some(w)) => rules.retain(|r| !same(r, w)),
+            ("clear", _) => rules.clear(),
+            _ => out.leave(entry, "an entry without `wildcard` or `destination`"),
+        }
+    }
+    let destination = node.attribute("destination").unwrap_or("");
+    if !destination.is_empty() && !rules.is_empty() {
+        // IIS reads the rules only without a destination; riis refuses
+        // both together.
+        for rule in rules.drain(..) {
+            out.leave(
+                rule,
+                "IIS reads no wildcard rule while the section has a destination: empty the destination to use the rules",
+            );
+        }
+    }
     out.table("http_redirect");
     if let Some(v) = node.attribute("enabled") {
         out.key("enabled", is_true(v));
@@ -1468,6 +1498,19 @@ fn http_redirect(out: &mut Output, node: Node) {
             "status",
             canonical(v, &["Permanent", "Found", "Temporary", "PermRedirect"]),
         );
+    }
+    if !rules.is_empty() {
+        let rules = rules
+            .iter()
+            .map(|r| {
+                let mut rule = toml::Table::new();
+                for key in ["wildcard", "destination"] {
+                    rule.insert(key.into(), r.attribute(key).unwrap_or("").into());
+                }
+                Value::Table(rule)
+            })
+            .collect();
+        out.key("wildcards", Value::Array(rules));
     }
 }
 
@@ -2974,6 +3017,79 @@ mod tests {
         );
         assert_eq!(by_key, ["access=Deny users=ann"]);
         assert!(notes.contains("names no users and no roles"), "{notes}");
+    }
+
+    /// `httpRedirect`'s wildcard rules become `wildcards`, in order, a
+    /// folder's after the file's; with a destination IIS reads none, and
+    /// they are left out with a note.
+    #[test]
+    fn http_redirect_wildcards_are_converted() {
+        let xml = r#"<configuration><system.webServer>
+            <httpRedirect enabled="true" exactDestination="true" httpResponseStatus="Permanent">
+              <add wildcard="*.asp" destination="/$0.aspx" />
+              <add wildcard="/old.html" destination="/gone.html" />
+              <remove wildcard="/OLD.html" />
+              <add wildcard="/old.html" destination="/index.html" />
+            </httpRedirect>
+          </system.webServer>
+          <location path="shop"><system.webServer>
+            <httpRedirect><add wildcard="*.php" destination="/shop/" /></httpRedirect>
+          </system.webServer></location>
+          <location path="blog"><system.webServer>
+            <httpRedirect destination="https://blog.example/"><add wildcard="*" destination="/" /></httpRedirect>
+          </system.webServer></location>
+        </configuration>"#;
+        let converted = convert(xml, Some("/")).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        let wildcards = |t: &toml::Value| -> Vec<String> {
+            t["http_redirect"]["wildcards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {}",
+                        r["wildcard"].as_str().unwrap(),
+                        r["destination"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        };
+        let locations = table["sites"]["locations"].as_array().unwrap();
+        let site = locations
+            .iter()
+            .find(|l| l["path"].as_str() == Some("/"))
+            .unwrap();
+        assert_eq!(
+            wildcards(site),
+            ["*.asp /$0.aspx", "/old.html /index.html"],
+            "{}",
+            converted.text
+        );
+        let shop = locations
+            .iter()
+            .find(|l| l["path"].as_str() == Some("/shop"))
+            .unwrap();
+        assert_eq!(
+            wildcards(shop),
+            ["*.asp /$0.aspx", "/old.html /index.html", "*.php /shop/"],
+            "{}",
+            converted.text
+        );
+        let blog = locations
+            .iter()
+            .find(|l| l["path"].as_str() == Some("/blog"))
+            .unwrap();
+        assert!(
+            blog["http_redirect"].get("wildcards").is_none(),
+            "{}",
+            converted.text
+        );
+        let notes = converted.left_out.join("\n");
+        assert!(
+            notes.contains("IIS reads no wildcard rule while the section has a destination"),
+            "{notes}"
+        );
     }
 
     /// Two `<location>`s for one folder in two cases are one location, as

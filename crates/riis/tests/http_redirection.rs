@@ -204,6 +204,81 @@ fn redirect_rules() {
     assert_eq!(resp.header("location"), Some("/target/form"));
 }
 
+/// IIS's wildcard rules: the site's send `*.asp` to `*.aspx` (and one
+/// rule sends its URLs to themselves, which is no redirect); `/legacy`'s
+/// replace them with their own.
+const WILDCARDS: &str = r#"
+http_redirect = { enabled = true, exact_destination = true, wildcards = [
+    { wildcard = "*.asp", destination = "/$0.aspx" },
+    { wildcard = "*.txt", destination = "/$0.txt" },
+] }
+
+[[sites.locations]]
+path = "/legacy"
+
+[sites.locations.http_redirect]
+status = "Permanent"
+wildcards = [
+    { wildcard = "/old.html", destination = "/legacy/index.html" },
+    { wildcard = "*.asp", destination = "/legacy/new$0.aspx" },
+    { wildcard = "/docs/*", destination = "https://docs.example/$0" },
+    { wildcard = "/find/*/*", destination = "/search?q=$1&in=$0" },
+]
+
+[[sites.locations]]
+path = "/store"
+http_redirect = { wildcards = [{ wildcard = "*.asp", destination = "/store$0.aspx" }] }
+"#;
+
+#[test]
+fn wildcard_rules() {
+    let dir = TempDir::new("redirect-wildcards");
+    let root = dir.path().join("www");
+    dir.write("www/a.txt", "alpha");
+    dir.write("www/legacy/page.html", "new page");
+    let config = dir.write("riis.toml", config_text(&root, WILDCARDS));
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    let cases: &[(&str, u16, &str)] = &[
+        // The site's rules: what `*` stood for goes where `$0` is; the
+        // query is kept (the destination has none).
+        ("/shop/cart.asp?id=3", 302, "/shop/cart.aspx?id=3"),
+        ("/shop/CART.ASP", 302, "/shop/CART.aspx"),
+        ("/shop/cart.aspx", 404, ""),
+        // A rule that sends a URL to itself does not redirect it.
+        ("/a.txt", 200, "alpha"),
+        // The location's rules replace the site's, first match wins, with
+        // the location's status and the site's exact_destination.
+        ("/legacy/old.html", 301, "/legacy/index.html"),
+        ("/legacy/OLD.html", 301, "/legacy/index.html"),
+        ("/legacy/shop/cart.asp", 301, "/legacy/new/shop/cart.aspx"),
+        ("/legacy/docs/a%20b/c", 301, "https://docs.example/a%20b/c"),
+        (
+            "/legacy/find/books/rust%26c",
+            301,
+            "/search?q=rust%26c&in=books",
+        ),
+        // No rule matches: served.
+        ("/legacy/page.html", 200, "new page"),
+        ("/legacy/other.html", 404, ""),
+        // A URL already where a rule sends its kind is left alone.
+        ("/legacy/new/cart.asp", 404, ""),
+        // A destination whose fixed part is the location itself guards
+        // nothing: its URLs go on (the site's exact_destination and the
+        // default status are inherited).
+        ("/store/a/b.asp?x=1", 302, "/store/a/b.aspx?x=1"),
+    ];
+    for &(path, status, expected) in cases {
+        let resp = conn.get(path);
+        assert_eq!(resp.status, status, "{path}");
+        if (301..=308).contains(&status) {
+            assert_eq!(resp.header("location"), Some(expected), "{path}");
+        } else if status == 200 {
+            assert_eq!(resp.text(), expected, "{path}");
+        }
+    }
+}
+
 fn check_config(dir: &TempDir, name: &str, text: &str) -> (bool, String) {
     let path = dir.write(name, text);
     let out = Command::new(env!("CARGO_BIN_EXE_riis"))
@@ -256,6 +331,22 @@ fn check_config_refuses_bad_statuses_and_destinations() {
             "http_redirect = { destination = '/\\cdn.example/assets' }",
             "http_redirect.destination",
             "without its scheme",
+        ),
+        // IIS reads no wildcard rule while a destination is set.
+        (
+            "http_redirect = { destination = \"/x\", wildcards = [{ wildcard = \"*\", destination = \"/y\" }] }",
+            "http_redirect",
+            "the destination takes every request and the rules are never read",
+        ),
+        (
+            "http_redirect = { wildcards = [{ wildcard = \"*.asp\", destination = \"/$1.aspx\" }] }",
+            "http_redirect.wildcards[0]",
+            "uses `$1`, but the wildcard `*.asp` has 1 `*`",
+        ),
+        (
+            "http_redirect = { wildcards = [{ wildcard = \"*.asp?x\", destination = \"/\" }] }",
+            "http_redirect.wildcards[0].wildcard",
+            "cannot match a path",
         ),
     ];
     for (i, &(section, key, message)) in cases.iter().enumerate() {
