@@ -25,7 +25,10 @@
 //!   it. When the headers already went out, the connection was reset
 //!   instead.
 //! - **SendResponse** (MEDIUM, so inverted it runs before CustomError at
-//!   HIGH): the same for a flush before EndRequest that sends the headers.
+//!   HIGH): the same for a flush before EndRequest that sends the headers;
+//!   and, when the headers go, an `Allow` header (a 405's, an OPTIONS
+//!   answer's, whichever module wrote it) loses the methods `verbs` refuses
+//!   here, so it never offers one that would get 404.6.
 //!
 //! Rules, in the order they are checked (IIS substatus in brackets):
 //!
@@ -66,7 +69,7 @@
 
 use std::collections::HashMap;
 
-use riis_pipeline::http::StatusCode;
+use riis_pipeline::http::{header, HeaderValue, StatusCode};
 use riis_pipeline::{
     HttpContext, HttpModule, ModuleError, ModuleRegistration, Priority, ReadEntityProvider,
     RequestNotification, RequestNotificationStatus, Section, SendResponseProvider, ServerInfo,
@@ -399,6 +402,34 @@ pub(crate) fn verb_allowed(config: &RequestFilteringConfig, method: &str) -> boo
         .get(method)
         .copied()
         .unwrap_or(config.allow_unlisted_verbs)
+}
+
+/// Takes the methods the location's `verbs` refuse out of the response's
+/// `Allow` (RFC 9110 §10.2.1: the methods the resource supports, which a
+/// client may try next). What is left may be empty, which says no method
+/// is allowed.
+fn without_refused_verbs(ctx: &mut HttpContext, section: Section<RequestFilteringConfig>) {
+    let config = ctx.config(section);
+    if config.verbs.is_empty() && config.allow_unlisted_verbs {
+        return;
+    }
+    let Some(allow) = ctx.response().headers().get(header::ALLOW) else {
+        return;
+    };
+    let Ok(allow) = allow.to_str() else {
+        return;
+    };
+    let listed = allow.split(',').map(str::trim).filter(|m| !m.is_empty());
+    if listed.clone().all(|m| verb_allowed(config, m)) {
+        return;
+    }
+    let kept = listed
+        .filter(|m| verb_allowed(config, m))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(value) = HeaderValue::try_from(kept) {
+        ctx.response_mut().set_header(header::ALLOW, value);
+    }
 }
 
 fn check(ctx: &HttpContext, config: &RequestFilteringConfig) -> Option<Rejection> {
@@ -766,8 +797,14 @@ impl HttpModule for RequestFiltering {
         provider: &mut SendResponseProvider,
     ) -> RequestNotificationStatus {
         // A send before EndRequest (a flush) that carries the headers.
-        if self.body_too_large && !self.too_large_restored && provider.headers_being_sent() {
+        if !provider.headers_being_sent() {
+            return RequestNotificationStatus::Continue;
+        }
+        if self.body_too_large && !self.too_large_restored {
             restore_too_large(ctx);
+        }
+        if ctx.response().headers().contains_key(header::ALLOW) {
+            without_refused_verbs(ctx, self.config);
         }
         RequestNotificationStatus::Continue
     }

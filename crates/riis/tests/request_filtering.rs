@@ -594,3 +594,68 @@ request_filtering = { internal = true }
     let index = conn.get("/download/");
     assert_eq!((index.status, index.text().as_str()), (200, "index"));
 }
+
+/// An `Allow` header never offers a method `verbs` refuses: a 405's (the
+/// engine's, from the handler list) and an OPTIONS answer's
+/// (ProtocolSupport's) leave out what the location would answer 404.6.
+#[test]
+fn allow_leaves_out_the_verbs_refused_here() {
+    let dir = TempDir::new("reqfilter-allow");
+    dir.write("www/a.txt", "a");
+    dir.write("www/ro/a.txt", "a");
+    dir.write("www/none/a.txt", "a");
+    let config = dir.write(
+        "riis.toml",
+        r#"[[modules]]
+name = "RequestFiltering"
+[[modules]]
+name = "ProtocolSupport"
+[[modules]]
+name = "StaticFile"
+
+[[handlers]]
+name = "OPTIONSVerbHandler"
+path = "*"
+verbs = ["OPTIONS"]
+modules = ["ProtocolSupport"]
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD"]
+resource_type = "File"
+modules = ["StaticFile"]
+
+[[sites]]
+name = "Test"
+root = 'www'
+bindings = ["127.0.0.1:0"]
+request_filtering = { verbs = { "head" = false } }
+
+[[sites.locations]]
+path = "/ro"
+request_filtering = { allow_unlisted_verbs = false, verbs = { "GET" = true, "OPTIONS" = true } }
+
+[[sites.locations]]
+path = "/none"
+request_filtering = { allow_unlisted_verbs = false, verbs = { "POST" = true } }
+"#,
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let allow = |method: &str, target: &str| {
+        let resp = request(server.addr, method, target, "Content-Length: 0\r\n");
+        (resp.status, resp.header("allow").map(str::to_owned))
+    };
+    assert_eq!(allow("PUT", "/a.txt"), (405, Some("GET, OPTIONS".into())));
+    assert_eq!(
+        allow("OPTIONS", "/a.txt"),
+        (200, Some("GET, OPTIONS".into()))
+    );
+    assert_eq!(
+        allow("OPTIONS", "/ro/a.txt"),
+        (200, Some("GET, OPTIONS".into()))
+    );
+    // Nothing the handlers answer is let through here: an empty Allow
+    // (RFC 9110 §10.2.1: no method is allowed).
+    assert_eq!(allow("POST", "/none/a.txt"), (405, Some("".into())));
+}
