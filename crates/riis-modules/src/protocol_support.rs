@@ -7,7 +7,7 @@
 //! - **SendResponse**, for every request: on the send that carries the
 //!   headers (`headers_being_sent`), it removes the headers listed in
 //!   `remove_headers` (any case; `Server` drops riis's `Server` header), then
-//!   sets each of `custom_headers` (and, on a 3xx, `redirect_headers`) that
+//!   sets each of `custom_headers` (and, on a redirect, `redirect_headers`) that
 //!   `remove_headers` does not name, replacing a header of the same name.
 //!   Headers the HTTP layer writes (`Content-Length`, `Transfer-Encoding`,
 //!   `Connection`, `Date`, …) are configuration errors there. With
@@ -43,8 +43,8 @@
 //!
 //! Configuration section `protocol`:
 //! - `custom_headers`: table of name → value (default empty);
-//! - `redirect_headers`: table of name → value, for 3xx responses (default
-//!   empty);
+//! - `redirect_headers`: table of name → value, for redirects (301, 302,
+//!   303, 307, 308; not 304) (default empty);
 //! - `remove_headers`: array of names (default empty);
 //! - `allow_trace` (default false);
 //! - `keep_alive` (default true).
@@ -332,7 +332,12 @@ impl HttpModule for ProtocolSupport {
         let remove = config.remove_headers.0.clone();
         let add = config.custom_headers.0.clone();
         let redirect = config.redirect_headers.0.clone();
-        let is_redirect = ctx.response().status().is_redirection();
+        // Redirects only: not a 304 (whose headers a cache takes into the
+        // page it keeps), nor 300 or 305, which send nobody elsewhere.
+        let is_redirect = matches!(
+            ctx.response().status().as_u16(),
+            301 | 302 | 303 | 307 | 308
+        );
         // Keep-alive is HTTP/1.x's: an HTTP/2 connection carries many
         // streams at once and ends by its idle timeout, not per response.
         let keep_alive = config.keep_alive || ctx.request().http_version() >= Version::HTTP_2;

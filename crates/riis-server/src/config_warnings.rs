@@ -482,6 +482,16 @@ pub(crate) fn warnings_of(config: &ServerConfig, pipeline: &Pipeline) -> Vec<Con
 fn secrets_served(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError> {
     use riis_modules::basic_authentication::BasicAuthenticationConfig;
     use riis_modules::request_filtering::{url_refusal, RequestFilteringConfig};
+    // The section is read only with its module listed.
+    let filtering_help = if config
+        .modules
+        .iter()
+        .any(|m| m.type_name() == "RequestFiltering")
+    {
+        ""
+    } else {
+        ", with RequestFiltering in [[modules]]"
+    };
     let mut secrets: Vec<(PathBuf, String)> = Vec::new();
     for (site, definition) in pipeline.sites().iter().zip(&config.sites) {
         for location in site.locations() {
@@ -545,8 +555,9 @@ fn secrets_served(config: &ServerConfig, pipeline: &Pipeline) -> Vec<ConfigError
         found.push(config.error_at(
             &key,
             &format!(
-                "`{}` is inside a folder site `{site}` serves, as `{url}`: keep secrets outside the sites' folders, or hide the name (request_filtering.hidden_segments)",
-                file.display()
+                "`{}` is inside a folder site `{site}` serves, as `{url}`: keep secrets outside the sites' folders, or hide the name (request_filtering.hidden_segments{})",
+                file.display(),
+                filtering_help
             ),
         ));
     }

@@ -136,6 +136,14 @@ fn headers_are_added_and_removed() {
             Some(value) => assert_eq!(resp.header(name), Some(value), "{path} {name}"),
         }
     }
+    // A 304 is no redirect: a cache would take its headers into the page
+    // it keeps (RFC 9111 §4.3.4).
+    let resp = request(
+        &mut conn,
+        "GET /frameable/f.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: *\r\n\r\n",
+    );
+    assert_eq!(resp.status, 304);
+    assert_eq!(resp.header("x-moved"), None);
 }
 
 #[test]

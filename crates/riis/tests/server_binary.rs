@@ -1761,6 +1761,27 @@ fn check_config_warns_of_secrets_inside_a_served_folder() {
             && stderr.contains("is inside a folder site `T` serves, as `/groups`"),
         "{stderr}"
     );
+    assert!(
+        !stderr.contains("with RequestFiltering in [[modules]]"),
+        "{stderr}"
+    );
+    // Without RequestFiltering listed, hiding the name needs it listed:
+    // the advice says so (its section alone would be a configuration error).
+    let text = std::fs::read_to_string(config("www/users", "")).unwrap();
+    let text = text
+        .replace("[[modules]]\nname = \"RequestFiltering\"\n", "")
+        .replace(
+            "[request_filtering]\nfile_extensions = { deny = [\".secret\"] }\n",
+            "",
+        );
+    let out = common::riis_command("check-config", &dir.write("riis.toml", text));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("(request_filtering.hidden_segments, with RequestFiltering in [[modules]])"),
+        "{stderr}"
+    );
 }
 
 /// A UrlRewrite rule that sends requests to a server (a Rewrite to

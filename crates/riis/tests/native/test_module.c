@@ -63,6 +63,9 @@
  *
  * Every response gets X-Send-Seen at SendResponse.
  */
+/* nanosleep and pwrite under -std=c99, which defines no POSIX. */
+#define _POSIX_C_SOURCE 200809L
+
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
