@@ -151,7 +151,13 @@ impl HttpModule for DefaultDocument {
         match started {
             Ok(()) => RequestNotificationStatus::Pending,
             Err(e) => {
-                tracing::warn!(error = %e, url = %url, "default document child request refused");
+                // At the nesting cap every level of a page refuses one (a
+                // looped include: 67 lines for one request in review J):
+                // one line a second.
+                static REFUSED_LOG: crate::LogGate = crate::LogGate::new();
+                if let Some(held_back) = REFUSED_LOG.pass() {
+                    tracing::warn!(error = %e, url = %crate::log_excerpt(&url), held_back, "default document child request refused");
+                }
                 RequestNotificationStatus::Continue
             }
         }
