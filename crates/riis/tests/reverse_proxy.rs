@@ -2302,6 +2302,19 @@ fn a_streamed_body_reaches_the_server_as_it_arrives() {
     assert_eq!(seen.header("transfer-encoding"), Some("chunked"));
     assert_eq!(seen.header("content-length"), None);
 
+    // A GET's chunked body goes too (Elasticsearch's `_search`): hyper
+    // sends a GET of unknown length as one without a body unless told.
+    conn.send_raw(
+        b"GET /up/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().contains("body=5\n"), "{}", resp.text());
+    assert_eq!(
+        backend.seen.last().header("transfer-encoding"),
+        Some("chunked")
+    );
+
     // Past max_request_body while it streams: 413, and the connection ends.
     let mut conn = Connection::open(server.addr);
     conn.send_raw(b"POST /up/small/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");

@@ -63,7 +63,20 @@ impl Sender {
         request: Request<RequestBody>,
     ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
         match self {
-            Sender::Http1(sender) => sender.try_send_request(request).await,
+            Sender::Http1(sender) => {
+                // A streamed body of no declared length goes chunked, as
+                // the client sent it. Said outright: hyper takes a GET,
+                // HEAD or CONNECT of unknown length for one without a body
+                // (and the client, told 100 Continue, would lose it).
+                let mut request = request;
+                if request.body().streamed == Some(None) {
+                    request.headers_mut().insert(
+                        header::TRANSFER_ENCODING,
+                        HeaderValue::from_static("chunked"),
+                    );
+                }
+                sender.try_send_request(request).await
+            }
             Sender::Http2 { sender, https, .. } => {
                 let request = for_http2(request, *https);
                 sender.try_send_request(request).await
