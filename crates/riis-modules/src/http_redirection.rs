@@ -35,17 +35,24 @@
 //!
 //! Wildcard rules (IIS's `<add wildcard="*.asp" destination="/"/>`) send
 //! only the URLs they match, each to its own destination; the first rule
-//! (in configuration order) that matches the path below the location wins,
+//! (in configuration order) that matches the request's whole path wins,
 //! and a URL no rule matches is served. A `*` stands for any text, `/`
 //! included; letters match in any case, as a site's URLs do. In a rule's
 //! destination `$0` to `$9` are what the first to tenth `*` stood for
-//! (IIS 6's redirect variables, which IIS 7 kept), percent-encoded. IIS
-//! reads the rules only while `destination` is empty: riis refuses a
-//! section with both instead of ignoring the rules in silence.
+//! (IIS 6's redirect variables, which IIS 7 kept), percent-encoded; right
+//! after an absolute destination's host such a text starts the path, and
+//! inside the host it is a configuration error (a client would choose the
+//! host). IIS reads the rules only while `destination` is empty: riis
+//! refuses a section with both instead of ignoring the rules in silence.
 //!
-//! *Inferred* (IIS documents neither): the subject is the path below the
-//! location, as `$S` is (the whole path for the site), `/` for the
-//! location itself; the first matching rule wins.
+//! The rules are matched against the request's path, as IIS "compares the
+//! requested URL" with them, so rules a site writes mean the same in every
+//! location. *Inferred* (IIS documents neither): the first matching rule
+//! wins; and a redirect is followed through the site's own redirects
+//! before it is made (at most 10): one that would come back to a URL on
+//! the way, or go on for ever (`/p/*` to `/p/x-$0`), is not made, and the
+//! URL is served, with a warning. A rule that sends a URL to itself is no
+//! redirect.
 //!
 //! Configuration section `http_redirect`:
 //! - `enabled` (default false);
@@ -165,7 +172,7 @@ impl TryFrom<String> for Destination {
                 s.escape_debug()
             ));
         }
-        if !s.is_empty() && !s.starts_with('/') && !s.contains("://") {
+        if !s.is_empty() && !s.starts_with('/') && !has_scheme(&s) {
             return Err(format!(
                 "`{s}` is not an absolute URL (`https://host/path`) or a path starting with `/`"
             ));
@@ -329,6 +336,25 @@ impl TryFrom<WildcardRuleFields> for WildcardRule {
             .filter(|w| w[0] == b'$' && w[1].is_ascii_digit())
             .map(|w| usize::from(w[1] - b'0'))
             .find(|&n| n >= wildcard.stars);
+        // A `*`'s text inside the host would let the client choose it
+        // (`https://$0.example.com/` with `evil.com/`); at the host's end
+        // it starts the path (see `Carried::push_capture`).
+        if let Some((_, after)) = destination.0.split_once("://") {
+            let mut host = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+            while let [.., b'$', d] = host.as_bytes() {
+                if !d.is_ascii_digit() {
+                    break;
+                }
+                host = &host[..host.len() - 2];
+            }
+            if uses_variable(host, b"0123456789") {
+                return Err(format!(
+                    "destination `{}` places what a `*` stood for in its host, which would let \
+                     a client choose the host; place it in the path",
+                    destination.0
+                ));
+            }
+        }
         if let Some(n) = named {
             return Err(format!(
                 "destination `{}` uses `${n}`, but the wildcard `{}` has {} `*` \
@@ -499,6 +525,12 @@ impl Carried<'_> {
         };
         match part {
             Part::Path => {
+                // Right after the host (`https://new.example$0`), what a
+                // `*` stood for starts the path: it never adds to the host
+                // (`.evil.example`, `@evil.example`).
+                if in_authority(out) && !text.starts_with('/') {
+                    out.push('/');
+                }
                 // Decoded text: a `;` it holds was `%3B`, or a parameter
                 // the rule's destination does not place; escaped either way.
                 let from = out.len();
@@ -516,6 +548,23 @@ impl Carried<'_> {
         }
         true
     }
+}
+
+/// Whether `out`, an absolute URL being written, has not reached its path:
+/// what comes next would be part of the host.
+fn in_authority(out: &str) -> bool {
+    out.find("://")
+        .is_some_and(|at| !out[at + 3..].contains(['/', '?', '#']))
+}
+
+/// Whether `text` starts with a URL scheme and `://` (`https://`).
+fn has_scheme(text: &str) -> bool {
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    })
 }
 
 /// Whether `text` holds one of the redirect variables named by `letters`
@@ -674,85 +723,26 @@ impl HttpModule for HttpRedirection {
             return RequestNotificationStatus::Continue;
         }
         let config = ctx.config(self.config);
-        if !config.enabled || (config.destination.0.is_empty() && config.wildcards.is_empty()) {
-            return RequestNotificationStatus::Continue;
-        }
-        let prefix = ctx.location().path().trim_end_matches('/');
-        let url = ctx.request().url();
-        // The location covers the URL, so the prefix is there (in any
-        // case: locations ignore ASCII case).
-        let rest = riis_pipeline::path_below(prefix, url).unwrap_or(url);
-        // `child_only`: content directly in the location only (`/old/a`),
-        // not the location itself nor its subfolders.
-        let directly_in = rest
-            .strip_prefix('/')
-            .is_some_and(|name| !name.is_empty() && !name.contains('/'));
-        if config.child_only && !directly_in {
-            return RequestNotificationStatus::Continue;
-        }
-        // The section's destination, or the first wildcard rule that
-        // matches, with what its `*`s stood for.
-        let (destination, captures) = if config.destination.0.is_empty() {
-            let subject = if rest.is_empty() { "/" } else { rest };
-            let matched = config
-                .wildcards
-                .iter()
-                .find_map(|rule| Some((rule, rule.wildcard.captures(subject)?)));
-            match matched {
-                Some((rule, captures)) => (rule.destination.0.as_str(), Some(captures)),
-                None => return RequestNotificationStatus::Continue,
-            }
-        } else {
-            (config.destination.0.as_str(), None)
-        };
-        let by_rule = captures.is_some();
-        // The request's own escaping of the carried path, when it is the
-        // same path (`%3B` must not become a `;` path parameter).
-        let raw_rest = raw_suffix(ctx.request().uri().path(), prefix)
-            .filter(|r| percent_encoding::percent_decode_str(r).decode_utf8_lossy() == rest);
-        let carried = Carried {
-            rest: raw_rest.unwrap_or(rest),
-            rest_is_raw: raw_rest.is_some(),
-            path: ctx.request().uri().path(),
+        let asked = Asked {
+            url: ctx.request().url(),
+            raw_path: ctx.request().uri().path(),
             query: ctx.request().query_string(),
-            captures,
         };
-        let location = target(destination, config.exact_destination, &carried);
-        if destination.starts_with('/') && !destination.starts_with("//") {
-            // Compared as the request's URL is: decoded and normalized
-            // (`/a%20b` is the request `/a b`, `/app//v2` the request
-            // `/app/v2`; either would otherwise be redirected forever).
-            let as_url = |path: &str| -> String {
-                riis_pipeline::prepare_url_path(path)
-                    .unwrap_or_else(|_| {
-                        percent_encoding::percent_decode_str(path).decode_utf8_lossy()
-                    })
-                    .into_owned()
-            };
-            // The fixed part of the destination: up to its first variable.
-            let dest_path = as_url(path_part(destination).split('$').next().unwrap_or(""));
-            let places_path = uses_variable(path_part(destination), carried.path_variables());
-            let dest_in_location = prefix.is_empty() || covers(prefix, &dest_path);
-            // Appending the path, any URL below the destination would be
-            // sent further below; to an exact destination, only the
-            // destination itself would be sent to itself. A rule matches
-            // some URLs only: its guard is the folder its destination
-            // names below the location (`/old/new$0.aspx`: `/old/new`),
-            // if any; `/old$0.aspx` in `/old` sends `/old/a.asp` on.
-            let already_there = if config.exact_destination && !places_path {
-                url.trim_end_matches('/') == dest_path.trim_end_matches('/')
-            } else if by_rule {
-                let below_location = riis_pipeline::path_below(prefix, &dest_path)
-                    .is_some_and(|rest| !rest.trim_end_matches('/').is_empty());
-                below_location && covers(&dest_path, url)
-            } else {
-                covers(&dest_path, url)
-            };
-            // Nor does a rule send a URL to itself.
-            let to_itself = by_rule && as_url(path_part(&location)) == url;
-            if (dest_in_location && already_there) || to_itself {
-                return RequestNotificationStatus::Continue;
+        let Some(location) = redirect_target(config, ctx.location().path(), &asked) else {
+            return RequestNotificationStatus::Continue;
+        };
+        if let Some(hops) = leads_back(ctx, self.config, &location) {
+            static LOOP_LOG: crate::LogGate = crate::LogGate::new();
+            if let Some(held_back) = LOOP_LOG.pass() {
+                tracing::warn!(
+                    url = %crate::log_excerpt(asked.url),
+                    location = %crate::log_excerpt(&location),
+                    hops,
+                    held_back,
+                    "http_redirect: the redirects lead back here; not redirected"
+                );
             }
+            return RequestNotificationStatus::Continue;
         }
         // A raw request line may carry UTF-8 into the path or query.
         let location = crate::encode_non_ascii(&location);
@@ -768,6 +758,141 @@ impl HttpModule for HttpRedirection {
         }
         RequestNotificationStatus::FinishRequest
     }
+}
+
+/// What HttpRedirection reads of a request, or of a URL a redirect leads
+/// to.
+struct Asked<'a> {
+    /// The path, decoded and normalized (the request's URL).
+    url: &'a str,
+    /// The path as sent, escaped.
+    raw_path: &'a str,
+    /// The query string, without `?`.
+    query: &'a str,
+}
+
+/// `path` (escaped) as a request's URL is: decoded and normalized, so that
+/// `/a%20b` is the request `/a b` and `/app//v2` the request `/app/v2`.
+fn as_url(path: &str) -> String {
+    riis_pipeline::prepare_url_path(path)
+        .unwrap_or_else(|_| percent_encoding::percent_decode_str(path).decode_utf8_lossy())
+        .into_owned()
+}
+
+/// Where `asked` is redirected by `config`, the section of its location
+/// at `prefix`; `None` when it is served.
+fn redirect_target(config: &HttpRedirectConfig, prefix: &str, asked: &Asked<'_>) -> Option<String> {
+    if !config.enabled || (config.destination.0.is_empty() && config.wildcards.is_empty()) {
+        return None;
+    }
+    let prefix = prefix.trim_end_matches('/');
+    let url = asked.url;
+    // The location covers the URL, so the prefix is there (in any case:
+    // locations ignore ASCII case).
+    let rest = riis_pipeline::path_below(prefix, url).unwrap_or(url);
+    // `child_only`: content directly in the location only (`/old/a`), not
+    // the location itself nor its subfolders.
+    let directly_in = rest
+        .strip_prefix('/')
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'));
+    if config.child_only && !directly_in {
+        return None;
+    }
+    // The section's destination, or the first wildcard rule that matches
+    // the URL (IIS compares the requested URL with the rules, so a rule
+    // means the same in every location that inherits it).
+    let (destination, captures) = if config.destination.0.is_empty() {
+        let (rule, captures) = config
+            .wildcards
+            .iter()
+            .find_map(|rule| Some((rule, rule.wildcard.captures(url)?)))?;
+        (rule.destination.0.as_str(), Some(captures))
+    } else {
+        (config.destination.0.as_str(), None)
+    };
+    let by_rule = captures.is_some();
+    // The request's own escaping of the carried path, when it is the same
+    // path (`%3B` must not become a `;` path parameter).
+    let raw_rest = raw_suffix(asked.raw_path, prefix)
+        .filter(|r| percent_encoding::percent_decode_str(r).decode_utf8_lossy() == rest);
+    let carried = Carried {
+        rest: raw_rest.unwrap_or(rest),
+        rest_is_raw: raw_rest.is_some(),
+        path: asked.raw_path,
+        query: asked.query,
+        captures,
+    };
+    let location = target(destination, config.exact_destination, &carried);
+    if !location.starts_with('/') {
+        return Some(location);
+    }
+    // A URL sent to itself is served.
+    if as_url(path_part(&location)) == url {
+        return None;
+    }
+    if !by_rule {
+        // The section's destination takes every URL of the location: one
+        // inside the location would take its own URLs on and on.
+        // Appending the path, any URL below the destination would be sent
+        // further below; to an exact destination, only the destination
+        // itself would be sent to itself. (A rule takes the URLs it
+        // matches only: where they lead is followed instead; see
+        // `leads_back`.)
+        let dest_path = as_url(path_part(destination).split('$').next().unwrap_or(""));
+        let places_path = uses_variable(path_part(destination), carried.path_variables());
+        let dest_in_location = prefix.is_empty() || covers(prefix, &dest_path);
+        let already_there = if config.exact_destination && !places_path {
+            url.trim_end_matches('/') == dest_path.trim_end_matches('/')
+        } else {
+            covers(&dest_path, url)
+        };
+        if dest_in_location && already_there {
+            return None;
+        }
+    }
+    Some(location)
+}
+
+/// The most redirects of this site a redirect is followed through.
+const MAX_HOPS: usize = 10;
+
+/// Whether following `location` through the site's own redirects comes
+/// back to a URL on the way (`/a/x` to `/b/x` and back), or goes on past
+/// [`MAX_HOPS`] (a rule whose destination matches it again, growing):
+/// `Some(redirects followed)`. A browser would follow such redirects until
+/// it gives up; riis serves the URL instead, as the section's guard serves
+/// a URL already at its destination.
+fn leads_back(
+    ctx: &HttpContext,
+    section: Section<HttpRedirectConfig>,
+    location: &str,
+) -> Option<usize> {
+    let mut seen = vec![ctx.request().url().to_owned()];
+    let mut next = location.to_owned();
+    while seen.len() <= MAX_HOPS {
+        // Another host's URL (absolute): not this site's to follow.
+        if !next.starts_with('/') {
+            return None;
+        }
+        let before_fragment = next.split('#').next().unwrap_or("");
+        let (raw_path, query) = before_fragment
+            .split_once('?')
+            .unwrap_or((before_fragment, ""));
+        let url = as_url(raw_path);
+        if seen.contains(&url) {
+            return Some(seen.len());
+        }
+        let asked = Asked {
+            url: &url,
+            raw_path,
+            query,
+        };
+        let config = ctx.config_for_url(section, &url);
+        let after = redirect_target(config, ctx.location_path_for_url(&url), &asked)?;
+        seen.push(url);
+        next = after;
+    }
+    Some(seen.len())
 }
 
 /// Entry point.
@@ -858,6 +983,16 @@ mod tests {
         let err = rule("*.asp", "/$1.aspx").unwrap_err();
         assert!(err.contains("`$1`"), "{err}");
         assert!(rule("*.asp", "").is_err());
+        // What a `*` stood for may not write a host.
+        assert!(rule("/sub/*", "https://$0.example.com/").is_err());
+        assert!(rule("/sub/*/*", "https://a$0b/$1").is_err());
+        assert!(rule("/old*", "https://new.example$0").is_ok());
+        assert!(rule("/old*", "https://new.example$0/x").is_ok());
+        // An absolute destination starts with its scheme.
+        for bad in ["$0?u=https://x", "x:https://y"] {
+            assert!(Destination::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
+        assert!(Destination::try_from("svn+ssh://h/x".to_owned()).is_ok());
     }
 
     #[test]
@@ -893,6 +1028,19 @@ mod tests {
         // `$5` of a rule with fewer stars cannot be loaded; in a section's
         // own destination digits stay text (see `redirect_variables`).
         assert_eq!(t("/*/*", "/$1/$0", true, "/x/y", ""), "/y/x");
+        // Right after the host, a `*`'s text starts the path.
+        assert_eq!(
+            t("/old*", "https://new.example$0", true, "/old.evil.com", ""),
+            "https://new.example/.evil.com"
+        );
+        assert_eq!(
+            t("/old*", "https://new.example$0", true, "/old@evil.com", ""),
+            "https://new.example/@evil.com"
+        );
+        assert_eq!(
+            t("*", "https://new.example$0", true, "/a/b", ""),
+            "https://new.example/a/b"
+        );
     }
 
     #[test]

@@ -413,17 +413,26 @@ fn without_refused_verbs(ctx: &mut HttpContext, section: Section<RequestFilterin
     if config.verbs.is_empty() && config.allow_unlisted_verbs {
         return;
     }
-    let Some(allow) = ctx.response().headers().get(header::ALLOW) else {
-        return;
-    };
-    let Ok(allow) = allow.to_str() else {
-        return;
-    };
-    let listed = allow.split(',').map(str::trim).filter(|m| !m.is_empty());
-    if listed.clone().all(|m| verb_allowed(config, m)) {
+    // Every `Allow` line: RFC 9110 §5.3 reads them as one list (a
+    // backend's answer may have several).
+    let mut listed: Vec<&str> = Vec::new();
+    for line in ctx.response().headers().get_all(header::ALLOW) {
+        let Ok(line) = line.to_str() else {
+            return;
+        };
+        listed.extend(line.split(',').map(str::trim).filter(|m| !m.is_empty()));
+    }
+    let lines = ctx
+        .response()
+        .headers()
+        .get_all(header::ALLOW)
+        .iter()
+        .count();
+    if lines == 1 && listed.iter().all(|m| verb_allowed(config, m)) {
         return;
     }
     let kept = listed
+        .into_iter()
         .filter(|m| verb_allowed(config, m))
         .collect::<Vec<_>>()
         .join(", ");

@@ -486,6 +486,15 @@ impl HttpContext {
             .expect("a Section<T> handle always names a section of type T")
     }
 
+    /// The path of the location another URL of this site falls in (`/`
+    /// for the site itself; see [`HttpContext::config_for_url`]): for a
+    /// module that reads a second URL relative to its location, as
+    /// HttpRedirection follows where its redirects lead.
+    pub fn location_path_for_url(&self, url: &str) -> &str {
+        let url = crate::request::normalize_mapped_url(url);
+        self.site.location(self.site.location_index(&url)).path()
+    }
+
     /// The virtual directory another URL of this site maps into (see
     /// [`HttpContext::virtual_directory`] and
     /// [`HttpContext::config_for_url`]).

@@ -365,7 +365,6 @@ const LIST_ELEMENTS: &[(&str, &[&str])] = &[
         &["security", "requestFiltering", "denyQueryStringSequences"],
     ),
     ("ip_security.rules", &["security", "ipSecurity"]),
-    ("http_redirect.wildcards", &["httpRedirect"]),
     ("authorization.rules", &["security", "authorization"]),
     ("http_errors.errors", &["httpErrors"]),
     ("cors.origins", &["cors"]),
@@ -453,7 +452,6 @@ fn identity(item: &Value) -> String {
             "users",
             "roles",
             "verbs",
-            "wildcard",
         ]
         .iter()
         .filter_map(|k| {
@@ -1451,34 +1449,74 @@ fn http_redirect(out: &mut Output, node: Node) {
         ],
     );
     out.leave_children(node, &["add", "remove", "clear"]);
-    // Wildcard rules, in order: `<remove>` takes out an earlier one of the
-    // same wildcard (IIS Manager writes one before an entry it changes).
-    let mut rules: Vec<Node> = Vec::new();
-    for entry in elements(node) {
-        let same = |r: &Node, w: &str| {
-            r.attribute("wildcard")
-                .is_some_and(|x| x.eq_ignore_ascii_case(w))
+    // What a folder inherits: the file's rules and destination.
+    let rules_of = |value: Option<&Value>| -> Vec<(String, String)> {
+        let Some(Value::Array(rules)) = value else {
+            return Vec::new();
         };
-        match (entry.tag_name().name(), entry.attribute("wildcard")) {
-            ("add", Some(w)) if entry.attribute("destination").is_some() => {
-                rules.retain(|r| !same(r, w));
-                rules.push(entry);
+        rules
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.get("wildcard")?.as_str()?.to_owned(),
+                    r.get("destination")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let mut rules = rules_of(out.parent_list("http_redirect.wildcards"));
+    let inherited_rules = !rules.is_empty();
+    let inherited_destination = out
+        .parent_list("http_redirect.destination")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    // The rules, in order, a folder's after the file's: `<remove>` takes
+    // one out (IIS Manager writes one before an entry it changes).
+    let mut edited = false;
+    for entry in elements(node) {
+        let wildcard = entry.attribute("wildcard");
+        let keep = |rules: &mut Vec<(String, String)>, w: &str| {
+            rules.retain(|(x, _)| !x.eq_ignore_ascii_case(w));
+        };
+        match (
+            entry.tag_name().name(),
+            wildcard,
+            entry.attribute("destination"),
+        ) {
+            ("add", Some(w), Some(d)) => {
+                keep(&mut rules, w);
+                rules.push((w.to_owned(), d.to_owned()));
             }
-            ("remove", Some(w)) => rules.retain(|r| !same(r, w)),
-            ("clear", _) => rules.clear(),
-            _ => out.leave(entry, "an entry without `wildcard` or `destination`"),
+            ("remove", Some(w), _) => keep(&mut rules, w),
+            ("clear", _, _) => rules.clear(),
+            _ => {
+                out.leave(entry, "an entry without `wildcard` or `destination`");
+                continue;
+            }
         }
+        edited = true;
     }
-    let destination = node.attribute("destination").unwrap_or("");
+    // A folder inherits its parent's destination, as a riis location does.
+    let destination = node
+        .attribute("destination")
+        .unwrap_or(&inherited_destination)
+        .to_owned();
+    let mut write_rules = edited;
     if !destination.is_empty() && !rules.is_empty() {
-        // IIS reads the rules only without a destination; riis refuses
-        // both together.
-        for rule in rules.drain(..) {
+        // IIS reads no rule while a destination applies; riis refuses a
+        // section with both, an inherited list included, which is written
+        // empty here.
+        if edited {
             out.leave(
-                rule,
-                "IIS reads no wildcard rule while the section has a destination: empty the destination to use the rules",
+                node,
+                &format!(
+                    "its wildcard rules: IIS reads none while the destination `{destination}` applies; empty the destination to use them"
+                ),
             );
         }
+        rules.clear();
+        write_rules = inherited_rules;
     }
     out.table("http_redirect");
     if let Some(v) = node.attribute("enabled") {
@@ -1499,18 +1537,27 @@ fn http_redirect(out: &mut Output, node: Node) {
             canonical(v, &["Permanent", "Found", "Temporary", "PermRedirect"]),
         );
     }
-    if !rules.is_empty() {
-        let rules = rules
-            .iter()
-            .map(|r| {
+    let rules = Value::Array(
+        rules
+            .into_iter()
+            .map(|(w, d)| {
                 let mut rule = toml::Table::new();
-                for key in ["wildcard", "destination"] {
-                    rule.insert(key.into(), r.attribute(key).unwrap_or("").into());
-                }
+                rule.insert("wildcard".into(), w.into());
+                rule.insert("destination".into(), d.into());
                 Value::Table(rule)
             })
-            .collect();
-        out.key("wildcards", Value::Array(rules));
+            .collect(),
+    );
+    if write_rules {
+        out.key("wildcards", rules.clone());
+    }
+    if !out.in_folder {
+        out.parent_lists
+            .push(("http_redirect.wildcards".to_owned(), rules));
+        out.parent_lists.push((
+            "http_redirect.destination".to_owned(),
+            Value::String(destination),
+        ));
     }
 }
 
@@ -3038,6 +3085,9 @@ mod tests {
           <location path="blog"><system.webServer>
             <httpRedirect destination="https://blog.example/"><add wildcard="*" destination="/" /></httpRedirect>
           </system.webServer></location>
+          <location path="old"><system.webServer>
+            <httpRedirect><remove wildcard="*.ASP" /></httpRedirect>
+          </system.webServer></location>
         </configuration>"#;
         let converted = convert(xml, Some("/")).unwrap();
         let table: toml::Table = converted.text.parse().unwrap();
@@ -3080,14 +3130,40 @@ mod tests {
             .iter()
             .find(|l| l["path"].as_str() == Some("/blog"))
             .unwrap();
-        assert!(
-            blog["http_redirect"].get("wildcards").is_none(),
+        // The folder's destination applies: IIS reads neither its rule nor
+        // the inherited ones, which are written empty (riis refuses both).
+        assert!(wildcards(blog).is_empty(), "{}", converted.text);
+        // A `<remove>` alone takes an inherited rule out.
+        let old = locations
+            .iter()
+            .find(|l| l["path"].as_str() == Some("/old"))
+            .unwrap();
+        assert_eq!(
+            wildcards(old),
+            ["/old.html /index.html"],
             "{}",
             converted.text
         );
         let notes = converted.left_out.join("\n");
         assert!(
-            notes.contains("IIS reads no wildcard rule while the section has a destination"),
+            notes.contains("IIS reads none while the destination `https://blog.example/` applies"),
+            "{notes}"
+        );
+
+        // A file's destination applies in its folders too: a folder's rules
+        // are left out, with a note.
+        let xml = r#"<configuration><system.webServer>
+            <httpRedirect enabled="true" destination="https://new.example/" />
+          </system.webServer>
+          <location path="shop"><system.webServer>
+            <httpRedirect><add wildcard="*.php" destination="/shop/" /></httpRedirect>
+          </system.webServer></location>
+        </configuration>"#;
+        let converted = convert(xml, Some("/")).unwrap();
+        assert!(!converted.text.contains("wildcards"), "{}", converted.text);
+        let notes = converted.left_out.join("\n");
+        assert!(
+            notes.contains("IIS reads none while the destination `https://new.example/` applies"),
             "{notes}"
         );
     }

@@ -204,14 +204,20 @@ fn redirect_rules() {
     assert_eq!(resp.header("location"), Some("/target/form"));
 }
 
-/// IIS's wildcard rules: the site's send `*.asp` to `*.aspx` (and one
-/// rule sends its URLs to themselves, which is no redirect); `/legacy`'s
-/// replace them with their own.
+/// IIS's wildcard rules, matched against the request's whole URL: the
+/// site's send `*.asp` to `*.aspx` (one rule sends its URLs to themselves,
+/// which is no redirect), in every location that inherits them;
+/// `/legacy`'s replace them with their own.
 const WILDCARDS: &str = r#"
 http_redirect = { enabled = true, exact_destination = true, wildcards = [
-    { wildcard = "*.asp", destination = "/$0.aspx" },
-    { wildcard = "*.txt", destination = "/$0.txt" },
+    { wildcard = "/*.asp", destination = "/$0.aspx" },
+    { wildcard = "/*.txt", destination = "/$0.txt" },
+    { wildcard = "/go*", destination = "https://new.example$0" },
 ] }
+
+[[sites.locations]]
+path = "/plain"
+static_file = { max_age = 60 }
 
 [[sites.locations]]
 path = "/legacy"
@@ -219,15 +225,23 @@ path = "/legacy"
 [sites.locations.http_redirect]
 status = "Permanent"
 wildcards = [
-    { wildcard = "/old.html", destination = "/legacy/index.html" },
-    { wildcard = "*.asp", destination = "/legacy/new$0.aspx" },
-    { wildcard = "/docs/*", destination = "https://docs.example/$0" },
-    { wildcard = "/find/*/*", destination = "/search?q=$1&in=$0" },
+    { wildcard = "/legacy/old.html", destination = "/legacy/index.html" },
+    { wildcard = "/legacy/*.asp", destination = "/legacy/new/$0.aspx" },
+    { wildcard = "/legacy/docs/*", destination = "https://docs.example/$0" },
+    { wildcard = "/legacy/find/*/*", destination = "/search?q=$1&in=$0" },
 ]
 
 [[sites.locations]]
-path = "/store"
-http_redirect = { wildcards = [{ wildcard = "*.asp", destination = "/store$0.aspx" }] }
+path = "/docs"
+http_redirect = { wildcards = [{ wildcard = "/docs/*.htm", destination = "/docs/$0.html" }] }
+
+[[sites.locations]]
+path = "/loop"
+http_redirect = { wildcards = [
+    { wildcard = "/loop/a/*", destination = "/loop/b/$0" },
+    { wildcard = "/loop/b/*", destination = "/loop/a/$0" },
+    { wildcard = "/loop/grow/*", destination = "/loop/grow/x-$0" },
+] }
 "#;
 
 #[test]
@@ -245,8 +259,16 @@ fn wildcard_rules() {
         ("/shop/cart.asp?id=3", 302, "/shop/cart.aspx?id=3"),
         ("/shop/CART.ASP", 302, "/shop/CART.aspx"),
         ("/shop/cart.aspx", 404, ""),
+        // A location that only inherits them: the same URL, the same
+        // redirect.
+        ("/plain/cart.asp", 302, "/plain/cart.aspx"),
         // A rule that sends a URL to itself does not redirect it.
         ("/a.txt", 200, "alpha"),
+        // Right after the host, what `*` stood for starts the path: the
+        // client cannot add to the host.
+        ("/go.evil.example", 302, "https://new.example/.evil.example"),
+        ("/go@evil.example", 302, "https://new.example/@evil.example"),
+        ("/go/a", 302, "https://new.example/a"),
         // The location's rules replace the site's, first match wins, with
         // the location's status and the site's exact_destination.
         ("/legacy/old.html", 301, "/legacy/index.html"),
@@ -261,12 +283,11 @@ fn wildcard_rules() {
         // No rule matches: served.
         ("/legacy/page.html", 200, "new page"),
         ("/legacy/other.html", 404, ""),
-        // A URL already where a rule sends its kind is left alone.
-        ("/legacy/new/cart.asp", 404, ""),
-        // A destination whose fixed part is the location itself guards
-        // nothing: its URLs go on (the site's exact_destination and the
-        // default status are inherited).
-        ("/store/a/b.asp?x=1", 302, "/store/a/b.aspx?x=1"),
+        // A rule whose destination is in its own folder.
+        ("/docs/a.htm", 302, "/docs/a.html"),
+        // Redirects that would lead back, or on for ever, are not made.
+        ("/loop/a/x", 404, ""),
+        ("/loop/grow/x", 404, ""),
     ];
     for &(path, status, expected) in cases {
         let resp = conn.get(path);
@@ -347,6 +368,11 @@ fn check_config_refuses_bad_statuses_and_destinations() {
             "http_redirect = { wildcards = [{ wildcard = \"*.asp?x\", destination = \"/\" }] }",
             "http_redirect.wildcards[0].wildcard",
             "cannot match a path",
+        ),
+        (
+            "http_redirect = { wildcards = [{ wildcard = \"/sub/*\", destination = \"https://$0.example.com/\" }] }",
+            "http_redirect.wildcards[0]",
+            "would let a client choose the host",
         ),
     ];
     for (i, &(section, key, message)) in cases.iter().enumerate() {

@@ -659,3 +659,47 @@ request_filtering = { allow_unlisted_verbs = false, verbs = { "POST" = true } }
     // (RFC 9110 §10.2.1: no method is allowed).
     assert_eq!(allow("POST", "/none/a.txt"), (405, Some("".into())));
 }
+
+/// Answers 405 with its `Allow` in two lines, as a backend may.
+struct TwoAllowLines;
+
+impl HttpModule for TwoAllowLines {
+    fn on_execute_request_handler(&mut self, ctx: &mut HttpContext) -> Status {
+        use riis_pipeline::http::{header, HeaderValue};
+        let resp = ctx.response_mut();
+        resp.set_status(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+        resp.append_header(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        resp.append_header(header::ALLOW, HeaderValue::from_static("PUT, DELETE"));
+        ctx.set_request_handled();
+        Status::Continue
+    }
+}
+
+/// Every `Allow` line is one list (RFC 9110 §5.3): a refused method in the
+/// second line is taken out too, and the lines become one.
+#[test]
+fn allow_in_several_lines_is_filtered_as_one_list() {
+    fn register(_: u32, r: &mut ModuleRegistration<'_>, _: &ServerInfo) -> Result<(), ModuleError> {
+        r.set_request_notifications(
+            || TwoAllowLines,
+            N::ExecuteRequestHandler.into(),
+            RequestNotifications::NONE,
+        )
+    }
+    let config = ECHO_CONFIG
+        .replace("\"Echo\"", "\"TwoAllowLines\"")
+        .replace(
+            "max_allowed_content_length = 10",
+            "verbs = { \"DELETE\" = false }",
+        );
+    let server = InProcessServer::start(&config, &[("TwoAllowLines", register)]);
+    let resp = request(server.addr, "PATCH", "/x", "");
+    assert_eq!(resp.status, 405);
+    let allow: Vec<&str> = resp
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("allow"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(allow, ["GET, POST, PUT"]);
+}

@@ -1428,7 +1428,6 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         "system.webServer/handlers",
         "the page for 500 is IIS's own or at the Windows path",
         "the page for 401 is IIS's own",
-        "<system.webServer/httpRedirect/add> (no conversion)",
         "attribute `setEtag` has no conversion",
         "<location> (path \"admin\\n[[sites]]\"",
         "system.webServer/security/requestFiltering/filteringRules",
@@ -1438,6 +1437,11 @@ fn an_iis_web_config_converts_to_a_working_configuration() {
         assert!(left_out.contains(named), "{named} in:\n{left_out}");
         assert!(site_text.contains(named), "{named} in:\n{site_text}");
     }
+    // httpRedirect's wildcard rule is converted (the section stays off).
+    assert!(
+        site_text.contains("wildcards = [{ destination = \"/index.html\", wildcard = \"*.php\" }]"),
+        "{site_text}"
+    );
     assert!(
         site_text.contains(
             "# List these modules in [[modules]] for the sections below: DefaultDocument, \
