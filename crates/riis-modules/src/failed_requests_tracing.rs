@@ -260,16 +260,73 @@ struct Followed {
     /// Events past [`MAX_EVENTS`], counted only: a request that reads a
     /// long body or streams for hours must not grow without bound.
     dropped: u64,
+    /// Its share of [`HELD`]: one per event kept.
+    held: Held,
 }
 
 /// Events kept per request.
 const MAX_EVENTS: usize = 10_000;
+
+/// Events held by all the traces of the process, of requests followed and
+/// of traces waiting to be written: past [`MAX_EVENTS_HELD`] a request's
+/// events are counted only, as past [`MAX_EVENTS`]. Many slow requests
+/// followed at once (a body sent a byte at a time makes events at each
+/// piece) must not take the memory: 200 such uploads held 1 GB before
+/// (review K). About 100 bytes an event kept, a few hundred as a trace's
+/// JSON.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// See [`HELD`].
+const MAX_EVENTS_HELD: usize = 100_000;
+
+/// A share of a pool of events ([`HELD`]), given back when dropped (with
+/// the request's events, or once its trace is written or dropped).
+struct Held {
+    count: usize,
+    pool: &'static AtomicUsize,
+    limit: usize,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            pool: &HELD,
+            limit: MAX_EVENTS_HELD,
+        }
+    }
+}
+
+impl Held {
+    /// One more event, if the pool holds fewer than its limit.
+    fn take_one(&mut self) -> bool {
+        let limit = self.limit;
+        let taken = self
+            .pool
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok();
+        if taken {
+            self.count += 1;
+        }
+        taken
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.count, Ordering::Relaxed);
+    }
+}
 
 /// A failed request's trace, on its way to the writer thread.
 struct Report {
     dir: PathBuf,
     max_files: u32,
     trace: serde_json::Value,
+    /// The trace's events' share of [`HELD`], until it is written.
+    held: Held,
 }
 
 /// Traces that may wait for the writer thread.
@@ -292,6 +349,7 @@ impl Traces {
             arrived,
             events: Vec::new(),
             dropped: 0,
+            held: Held::default(),
         };
         if open.insert(id, fresh).is_none() {
             self.followed.fetch_add(1, Ordering::Relaxed);
@@ -511,7 +569,7 @@ impl GlobalModule for Collector {
         }
         let mut open = self.traces.events();
         if let Some(followed) = open.get_mut(&event.request_id) {
-            if followed.events.len() == MAX_EVENTS {
+            if followed.events.len() == MAX_EVENTS || !followed.held.take_one() {
                 followed.dropped += 1;
             } else {
                 followed.events.push(Event {
@@ -585,6 +643,7 @@ impl HttpModule for FailedRequestsTracing {
             dir,
             max_files,
             trace: trace_document(ctx, config, &failure, taken),
+            held: Held::default(),
         });
         RequestNotificationStatus::Continue
     }
@@ -598,9 +657,10 @@ impl Drop for FailedRequestsTracing {
             return;
         };
         let events = self.traces.take(id);
-        let (Some(mut report), Some(followed)) = (self.report.take(), events) else {
+        let (Some(mut report), Some(mut followed)) = (self.report.take(), events) else {
             return;
         };
+        report.held = std::mem::take(&mut followed.held);
         report.trace["events"] = followed.events.iter().map(event_document).collect();
         report.trace["events_dropped"] = followed.dropped.into();
         if self.writer.queue(report).is_err() {
@@ -749,7 +809,33 @@ pub fn register_module(
 
 #[cfg(test)]
 mod tests {
-    use super::{write_trace, FailedRequestsTracingConfig, StatusRule};
+    use super::{write_trace, FailedRequestsTracingConfig, Held, Ordering, StatusRule};
+    use std::sync::atomic::AtomicUsize;
+
+    /// The events all traces hold are bounded together: past the pool's
+    /// limit none is kept, and what a trace held goes back when it goes.
+    #[test]
+    fn traces_share_a_bounded_pool_of_events() {
+        static POOL: AtomicUsize = AtomicUsize::new(0);
+        let held = || Held {
+            count: 0,
+            pool: &POOL,
+            limit: 3,
+        };
+        let (mut a, mut b) = (held(), held());
+        assert!(a.take_one() && a.take_one() && b.take_one());
+        assert!(!b.take_one() && !a.take_one());
+        assert_eq!(POOL.load(Ordering::Relaxed), 3);
+        // A trace moved on (to its report) keeps its share until dropped.
+        let moved = std::mem::replace(&mut a, held());
+        assert!(!b.take_one());
+        drop(moved);
+        assert_eq!(POOL.load(Ordering::Relaxed), 1);
+        assert!(b.take_one());
+        drop(b);
+        drop(a);
+        assert_eq!(POOL.load(Ordering::Relaxed), 0);
+    }
 
     /// Numbers go on from the files there, and a number another writer
     /// took meanwhile is not overwritten: the next free one is used.
