@@ -249,6 +249,16 @@ fn log_directory_problem(path: &Path) -> Option<String> {
                 continue;
             }
             let site_folder = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                // Lines go into the site's folder only, never through a
+                // link: in a log folder others may write in, one put there
+                // would send them (as root) anywhere.
+                return Some(format!(
+                    "{} is a symbolic link: a site's log folder must be a folder (access log \
+                     lines would be lost from the first request)",
+                    site_folder.display()
+                ));
+            }
             let usable = site_folder.is_dir()
                 && nix::unistd::access(
                     &site_folder,
@@ -275,7 +285,11 @@ fn log_directory_problem(path: &Path) -> Option<String> {
 fn folder_identity(folder: &Path) -> PathBuf {
     // A name that exists only once a `..` before it is taken (`x/../link`
     // with no `x`) is resolved on the next round.
-    let mut current = folder.to_path_buf();
+    // Absolute first: a relative folder none of whose parts exists yet (a
+    // first run's `logs` beside `riis.toml` named as `riis.toml`) would
+    // otherwise stay relative, and become another folder's identity once
+    // made (review K: two writers in one folder).
+    let mut current = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
     for _ in 0..8 {
         let next = resolve_existing_part(&current);
         if next == current {
@@ -990,22 +1004,38 @@ impl Sink {
 
     /// Writes one batch; on failure, how many of its bytes reached the file.
     fn write_batch(&self, written: &mut Written, batch: &Batch) -> Result<(), (usize, String)> {
+        use nix::fcntl::OFlag;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let path = self.folder.join(&*batch.file);
-        let open = || {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o640)
-                // Non-blocking: a FIFO put at the log's name must not hold
-                // the writer (and shutdown, which waits for it) until a
-                // reader comes; such a file is refused below.
-                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-                .open(&path)
-                .and_then(|file| match file.metadata()?.is_file() {
-                    true => Ok(file),
-                    false => Err(std::io::Error::other("not a regular file")),
-                })
+        let open = || -> std::io::Result<std::fs::File> {
+            // The site's folder is not taken through a link either (nor
+            // the file, below): in a log folder others may write in, a
+            // link put at `W3SVC1` would send the lines anywhere, with the
+            // server's rights (review K).
+            let folder = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+                .open(&self.folder)?;
+            let file = nix::fcntl::openat(
+                &folder,
+                &*batch.file,
+                OFlag::O_WRONLY
+                    | OFlag::O_APPEND
+                    | OFlag::O_CREAT
+                    | OFlag::O_CLOEXEC
+                    | OFlag::O_NOFOLLOW
+                    // Non-blocking: a FIFO put at the log's name must not
+                    // hold the writer (and shutdown, which waits for it)
+                    // until a reader comes; such a file is refused below.
+                    | OFlag::O_NONBLOCK,
+                nix::sys::stat::Mode::from_bits_truncate(0o640),
+            )
+            .map(std::fs::File::from)
+            .map_err(std::io::Error::from)?;
+            match file.metadata()?.is_file() {
+                true => Ok(file),
+                false => Err(std::io::Error::other("not a regular file")),
+            }
         };
         let mut file = match open() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -1891,6 +1921,13 @@ mod tests {
             assert_eq!(folder_identity(&base.join(other)), plain, "{other}");
         }
         std::fs::remove_dir_all(&base).unwrap();
+        // A relative folder that does not exist yet is taken from the
+        // working folder, as it will be once made.
+        let missing = format!("riis-log-id-missing-{}/W3SVC1", std::process::id());
+        assert_eq!(
+            folder_identity(Path::new(&missing)),
+            std::env::current_dir().unwrap().join(&missing)
+        );
     }
 
     /// A site's folder that is not one (a file named `W3SVC1`) is a
@@ -1913,6 +1950,12 @@ mod tests {
         std::fs::remove_file(base.join("logs/W3SVC1")).unwrap();
         std::fs::create_dir(base.join("logs/W3SVC1")).unwrap();
         assert!(parse(base.join("logs").to_str().unwrap()).is_ok());
+        // A link at a site's folder (in a log folder others may write in,
+        // anyone's): refused, and never written through.
+        std::fs::create_dir(base.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(base.join("elsewhere"), base.join("logs/W3SVC2")).unwrap();
+        let e = parse(base.join("logs").to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("W3SVC2 is a symbolic link"), "{e}");
         std::fs::remove_dir_all(&base).unwrap();
     }
 

@@ -335,6 +335,39 @@ fn a_renamed_log_file_is_followed_by_a_new_one_with_its_header() {
     assert_eq!(mode & 0o777, 0o640, "{mode:o}");
 }
 
+/// A link put at a site's log folder while the server runs (in a log
+/// folder others may write in, by anyone) is not written through: the
+/// lines wait, and go into the folder once it is one again.
+#[test]
+fn a_link_at_the_site_folder_is_not_written_through() {
+    let dir = TempDir::new("httplog-link");
+    dir.write("www/a.txt", "alpha");
+    let config = config(&dir, "");
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let logs = dir.path().join("logs");
+    let folder = logs.join("W3SVC1");
+    let mut conn = Connection::open(server.addr);
+    assert_eq!(conn.get("/a.txt?n=1").status, 200);
+    wait_for_lines(&logs, 1);
+    let aside = logs.join("kept");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::rename(&folder, &aside).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &folder).unwrap();
+    assert_eq!(conn.get("/a.txt?n=2").status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(&aside, &folder).unwrap();
+    assert_eq!(conn.get("/a.txt?n=3").status, 200);
+    let text = wait_for_lines(&logs, 3);
+    assert!(
+        text.contains(" /a.txt n=2 ") && text.contains(" /a.txt n=3 "),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
 /// A request whose connection a module reset sent nothing: 0 bytes and
 /// ERROR_CONNECTION_ABORTED, whatever page it would have had.
 #[test]
