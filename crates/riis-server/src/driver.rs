@@ -613,6 +613,8 @@ fn serve_site(
         discard_request_body: discard_body.then(|| state.clone()),
         http2: (parts.version == http::Version::HTTP_2).then(|| state.clone()),
         http2_websocket,
+        expects_continue: parts.version != http::Version::HTTP_2
+            && parts.headers.contains_key(http::header::EXPECT),
     };
     // (An HTTP/2 request names its authority even with `:path *`.)
     if parts.method == Method::OPTIONS
@@ -1361,6 +1363,9 @@ struct ResponseShape {
     /// comes from once the `200` that stands for the module's `101` went
     /// out.
     http2_websocket: Option<hyper::upgrade::OnUpgrade>,
+    /// An HTTP/1.1 request with `Expect: 100-continue`, whose body is never
+    /// discarded (see `handle`).
+    expects_continue: bool,
 }
 
 impl ResponseShape {
@@ -1406,7 +1411,13 @@ fn hold_request_body(
             && http_body::Body::size_hint(body)
                 .exact()
                 .is_some_and(|left| left > crate::body::DISCARD_LIMIT);
-        if too_long {
+        // After `Expect: 100-continue` what is left of the body is not
+        // discarded, so the connection closes after the response: said
+        // so, even while a module reads on (RFC 9110 §10.1.1), or a client
+        // that had its 100 (a module began to read) sends the body and its
+        // next request down a connection about to close (review M).
+        let undiscarded = shape.expects_continue && !http_body::Body::is_end_stream(body);
+        if too_long || undiscarded {
             let _ = resp
                 .headers_mut()
                 .try_insert(CONNECTION, HeaderValue::from_static("close"));

@@ -2358,6 +2358,23 @@ fn a_streamed_upload_answered_early_gets_its_answer() {
     let resp = Connection::open(server.addr).get("/up/echo");
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_ne!(backend.seen.last().connection, upload);
+
+    // After `Expect: 100-continue` the client had its 100 (the upload
+    // began), then the early answer: it says the connection closes, since
+    // the body it invited is not read (RFC 9110 §10.1.1), so the client
+    // sends no next request down it.
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"POST /up/early/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+    );
+    let mut status = conn.read_status_line();
+    if status.starts_with("HTTP/1.1 100") {
+        assert_eq!(conn.read_status_line(), "\r\n");
+        status = conn.read_status_line();
+    }
+    let resp = conn.read_response_after(status, false);
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    assert_eq!(resp.header("connection"), Some("close"));
 }
 
 /// Streamed uploads: a server that sends its head before reading the body
