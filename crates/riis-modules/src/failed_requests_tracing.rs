@@ -297,14 +297,22 @@ impl Default for Held {
     }
 }
 
+/// Events a request's trace may hold out of the pool's second half: a few
+/// long requests (slow uploads) fill the first half at most, and the other
+/// requests' traces, of a hundred events or so, keep theirs (review O: ten
+/// slow uploads left every other trace without events).
+const LARGE_TRACE: usize = 1_000;
+
 impl Held {
-    /// One more event, if the pool holds fewer than its limit.
+    /// One more event, if the pool holds fewer than its limit, and, past
+    /// half of it, if this trace holds fewer than [`LARGE_TRACE`].
     fn take_one(&mut self) -> bool {
         let limit = self.limit;
+        let large = self.count >= LARGE_TRACE;
         let taken = self
             .pool
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < limit).then_some(n + 1)
+                (n < limit && !(large && n >= limit / 2)).then_some(n + 1)
             })
             .is_ok();
         if taken {
@@ -814,6 +822,32 @@ mod tests {
 
     /// The events all traces hold are bounded together: past the pool's
     /// limit none is kept, and what a trace held goes back when it goes.
+    #[test]
+    fn a_few_large_traces_leave_half_the_pool_to_the_others() {
+        static POOL: AtomicUsize = AtomicUsize::new(0);
+        let held = || Held {
+            count: 0,
+            pool: &POOL,
+            limit: 4 * super::LARGE_TRACE,
+        };
+        // Two long requests: the first fills half the pool past its own
+        // 1,000, the second stops at 1,000 too since half is taken.
+        let (mut long, mut other_long) = (held(), held());
+        while long.take_one() {}
+        while other_long.take_one() {}
+        assert_eq!(long.count, 2 * super::LARGE_TRACE);
+        assert_eq!(other_long.count, super::LARGE_TRACE);
+        // Small traces still get theirs, up to the whole pool.
+        let mut small: Vec<Held> = (0..20).map(|_| held()).collect();
+        for h in &mut small {
+            for _ in 0..50 {
+                assert!(h.take_one());
+            }
+        }
+        drop((long, other_long, small));
+        assert_eq!(POOL.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn traces_share_a_bounded_pool_of_events() {
         static POOL: AtomicUsize = AtomicUsize::new(0);

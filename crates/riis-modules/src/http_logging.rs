@@ -1012,9 +1012,12 @@ impl Sink {
             // the file, below): in a log folder others may write in, a
             // link put at `W3SVC1` would send the lines anywhere, with the
             // server's rights (review K).
+            // `O_PATH`: a handle to name the file by, which needs no
+            // right to read the folder (one made write-only for the server
+            // takes lines as before: review O).
             let folder = std::fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+                .custom_flags(nix::libc::O_PATH | nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
                 .open(&self.folder)?;
             let file = nix::fcntl::openat(
                 &folder,

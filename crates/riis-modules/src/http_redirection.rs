@@ -177,6 +177,24 @@ impl TryFrom<String> for Destination {
                 "`{s}` is not an absolute URL (`https://host/path`) or a path starting with `/`"
             ));
         }
+        if let Some((_, after)) = s.split_once("://") {
+            // The host must be written out: one made of variables alone
+            // (`https://$0`, `https://$S`) would be the client's to choose
+            // (`https:///evil.example/`, which browsers read as that host).
+            let mut host = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+            while let [.., b'$', v] = host.as_bytes() {
+                if !(v.is_ascii_digit() || matches!(v, b'S' | b'V' | b'Q' | b'P')) {
+                    break;
+                }
+                host = &host[..host.len() - 2];
+            }
+            if host.is_empty() {
+                return Err(format!(
+                    "`{s}` names no host before its variables: write the host out \
+                     (`https://new.example$S`)"
+                ));
+            }
+        }
         if s.starts_with("//") || s.starts_with("/\\") {
             // Browsers read it as another host; taken as a path, it would
             // send every client to a URL of this site that does not exist.
@@ -608,10 +626,17 @@ fn substitute(text: &str, part: Part, carried: &Carried<'_>, out: &mut String) {
                 out.push_str(carried.query);
             }
             Some(b'Q') => {}
-            Some(b'P') if part == Part::Path => out.extend(percent_encoding::utf8_percent_encode(
-                carried.query,
-                percent_encoding::NON_ALPHANUMERIC,
-            )),
+            Some(b'P') if part == Part::Path => {
+                // Right after the host it starts the path: a browser
+                // decodes escapes in a host (`%2Eevil%2Ecom`: review O).
+                if in_authority(out) && !carried.query.is_empty() {
+                    out.push('/');
+                }
+                out.extend(percent_encoding::utf8_percent_encode(
+                    carried.query,
+                    percent_encoding::NON_ALPHANUMERIC,
+                ));
+            }
             Some(b'P') => out.push_str(carried.query),
             Some(&d @ b'0'..=b'9') if carried.push_capture(usize::from(d - b'0'), part, out) => {}
             _ => {
@@ -993,6 +1018,10 @@ mod tests {
             assert!(Destination::try_from(bad.to_owned()).is_err(), "{bad}");
         }
         assert!(Destination::try_from("svn+ssh://h/x".to_owned()).is_ok());
+        // A host of variables alone is the client's to choose.
+        for bad in ["https://$0", "https://$0/x", "https://$S", "http://$V$Q"] {
+            assert!(Destination::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -1097,7 +1126,13 @@ mod tests {
         // `$P` outside the query is escaped: no user-info host, no `/\`.
         assert_eq!(
             t("https://n.example$P", true, "/a", "@evil.example"),
-            "https://n.example%40evil%2Eexample"
+            "https://n.example/%40evil%2Eexample"
+        );
+        // Browsers decode escapes in a host: `$P` right after it starts the
+        // path.
+        assert_eq!(
+            t("https://n.example$P", true, "/a", ".evil.com"),
+            "https://n.example/%2Eevil%2Ecom"
         );
         assert_eq!(
             t("/$P", true, "/a", "/\\evil.example"),
