@@ -79,6 +79,8 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
         written: Vec::new(),
         rule_groups: None,
         below_root: location.as_deref().is_some_and(|l| l != "/"),
+        redirect_parents: Vec::new(),
+        folder: None,
     };
     // `<location path=".">` (ASP.NET Core's template, Umbraco) is the file's
     // own folder: its settings are the file's.
@@ -137,10 +139,20 @@ pub fn convert(xml: &str, location: Option<&str>) -> Result<Converted, String> {
     for node in &web_servers {
         web_server(&mut out, *node, location.as_deref(), &mut seen)?;
     }
+    let file_redirects = Redirects {
+        rules: redirect_rules_of(out.parent_list_at_file("http_redirect.wildcards")),
+        destination: out
+            .parent_list_at_file("http_redirect.destination")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+    };
+    out.redirect_parents = redirect_parents(&file_redirects, &folders);
     // `<location path="wp-admin">`: the next entries, below the file's own
     // (riis merges a location's sections onto those of the locations
     // above it, as IIS merges a folder's onto its parent's).
     for (url, nodes) in folders {
+        out.folder = Some(url.clone());
         out.tables.push((
             "[[sites.locations]]".to_owned(),
             format!("path = {}\n", quoted(&url)),
@@ -317,6 +329,102 @@ struct Output {
     /// its lists replace those of the locations above it in riis, which
     /// this conversion cannot see.
     below_root: bool,
+    /// For each folder of the file, the `httpRedirect` it inherits: its
+    /// nearest enclosing folder's (in the file, before or after it), or
+    /// the file's own.
+    redirect_parents: Vec<(String, Redirects)>,
+    /// The folder being written.
+    folder: Option<String>,
+}
+
+/// `httpRedirect`'s wildcard rules (wildcard, destination) and destination,
+/// as a folder inherits them.
+#[derive(Clone, Default)]
+struct Redirects {
+    rules: Vec<(String, String)>,
+    destination: String,
+}
+
+impl Redirects {
+    /// What `node` (an `httpRedirect`, if the folder has one) makes of
+    /// these, and whether it edits the rules; entries it cannot read go
+    /// to `unread`.
+    fn under<'a, 'i>(
+        &self,
+        node: Option<Node<'a, 'i>>,
+        unread: &mut Vec<Node<'a, 'i>>,
+    ) -> (Self, bool) {
+        let mut next = self.clone();
+        let mut edited = false;
+        let Some(node) = node else {
+            return (next, false);
+        };
+        // In order: `<remove>` takes one out (IIS Manager writes one
+        // before an entry it changes).
+        for entry in elements(node) {
+            let keep = |rules: &mut Vec<(String, String)>, w: &str| {
+                rules.retain(|(x, _)| !x.eq_ignore_ascii_case(w));
+            };
+            match (
+                entry.tag_name().name(),
+                entry.attribute("wildcard"),
+                entry.attribute("destination"),
+            ) {
+                ("add", Some(w), Some(d)) => {
+                    keep(&mut next.rules, w);
+                    next.rules.push((w.to_owned(), d.to_owned()));
+                }
+                ("remove", Some(w), _) => keep(&mut next.rules, w),
+                ("clear", _, _) => next.rules.clear(),
+                _ => {
+                    unread.push(entry);
+                    continue;
+                }
+            }
+            edited = true;
+        }
+        if let Some(d) = node.attribute("destination") {
+            next.destination = d.to_owned();
+        }
+        (next, edited)
+    }
+}
+
+/// For each of `folders` (URL and elements), the `httpRedirect` it
+/// inherits from `file`'s and the folders enclosing it.
+fn redirect_parents(file: &Redirects, folders: &[(String, Vec<Node>)]) -> Vec<(String, Redirects)> {
+    let own = |url: &str| -> Option<Node> {
+        let (_, nodes) = folders.iter().find(|(u, _)| u == url)?;
+        nodes
+            .iter()
+            .flat_map(|n| elements(*n))
+            .filter(|n| n.tag_name().name() == "system.webServer")
+            .flat_map(elements)
+            .find(|n| n.tag_name().name() == "httpRedirect")
+    };
+    // Each folder's own result, from the top down.
+    let mut by_depth: Vec<&str> = folders.iter().map(|(u, _)| u.as_str()).collect();
+    by_depth.sort_by_key(|u| u.matches('/').count());
+    let mut resolved: Vec<(String, Redirects)> = Vec::new();
+    let mut parents = Vec::new();
+    for url in by_depth {
+        let parent = resolved
+            .iter()
+            .filter(|(u, _)| {
+                // A folder strictly above this one (folders ignore case).
+                let u = u.trim_end_matches('/');
+                url.get(..u.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(u))
+                    && url.as_bytes().get(u.len()) == Some(&b'/')
+            })
+            .max_by_key(|(u, _)| u.len())
+            .map_or(file, |(_, r)| r)
+            .clone();
+        let (mine, _) = parent.under(own(url), &mut Vec::new());
+        parents.push((url.to_owned(), parent));
+        resolved.push((url.to_owned(), mine));
+    }
+    parents
 }
 
 /// How a folder's list changes its parent's, besides adding.
@@ -661,6 +769,14 @@ impl Output {
             .iter()
             .any(|(p, _)| *p == path)
             .then_some(path)
+    }
+
+    /// The file's own `section.key` list, whatever is being written.
+    fn parent_list_at_file(&self, path: &str) -> Option<&Value> {
+        self.parent_lists
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, v)| v)
     }
 
     /// The file's own `section.key` list, while a folder is written.
@@ -1449,61 +1565,23 @@ fn http_redirect(out: &mut Output, node: Node) {
         ],
     );
     out.leave_children(node, &["add", "remove", "clear"]);
-    // What a folder inherits: the file's rules and destination.
-    let rules_of = |value: Option<&Value>| -> Vec<(String, String)> {
-        let Some(Value::Array(rules)) = value else {
-            return Vec::new();
-        };
-        rules
+    // What a folder inherits: its enclosing folder's, or the file's.
+    let inherited = match (&out.folder, out.in_folder) {
+        (Some(url), true) => out
+            .redirect_parents
             .iter()
-            .filter_map(|r| {
-                Some((
-                    r.get("wildcard")?.as_str()?.to_owned(),
-                    r.get("destination")?.as_str()?.to_owned(),
-                ))
-            })
-            .collect()
+            .find(|(u, _)| u == url)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default(),
+        _ => Redirects::default(),
     };
-    let mut rules = rules_of(out.parent_list("http_redirect.wildcards"));
-    let inherited_rules = !rules.is_empty();
-    let inherited_destination = out
-        .parent_list("http_redirect.destination")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    // The rules, in order, a folder's after the file's: `<remove>` takes
-    // one out (IIS Manager writes one before an entry it changes).
-    let mut edited = false;
-    for entry in elements(node) {
-        let wildcard = entry.attribute("wildcard");
-        let keep = |rules: &mut Vec<(String, String)>, w: &str| {
-            rules.retain(|(x, _)| !x.eq_ignore_ascii_case(w));
-        };
-        match (
-            entry.tag_name().name(),
-            wildcard,
-            entry.attribute("destination"),
-        ) {
-            ("add", Some(w), Some(d)) => {
-                keep(&mut rules, w);
-                rules.push((w.to_owned(), d.to_owned()));
-            }
-            ("remove", Some(w), _) => keep(&mut rules, w),
-            ("clear", _, _) => rules.clear(),
-            _ => {
-                out.leave(entry, "an entry without `wildcard` or `destination`");
-                continue;
-            }
-        }
-        edited = true;
+    let mut unread = Vec::new();
+    let (mut resolved, edited) = inherited.under(Some(node), &mut unread);
+    for entry in unread {
+        out.leave(entry, "an entry without `wildcard` or `destination`");
     }
-    // A folder inherits its parent's destination, as a riis location does.
-    let destination = node
-        .attribute("destination")
-        .unwrap_or(&inherited_destination)
-        .to_owned();
     let mut write_rules = edited;
-    if !destination.is_empty() && !rules.is_empty() {
+    if !resolved.destination.is_empty() && !resolved.rules.is_empty() {
         // IIS reads no rule while a destination applies; riis refuses a
         // section with both, an inherited list included, which is written
         // empty here.
@@ -1511,12 +1589,13 @@ fn http_redirect(out: &mut Output, node: Node) {
             out.leave(
                 node,
                 &format!(
-                    "its wildcard rules: IIS reads none while the destination `{destination}` applies; empty the destination to use them"
+                    "its wildcard rules: IIS reads none while the destination `{}` applies; empty the destination to use them",
+                    resolved.destination
                 ),
             );
         }
-        rules.clear();
-        write_rules = inherited_rules;
+        write_rules = !inherited.rules.is_empty();
+        resolved.rules.clear();
     }
     out.table("http_redirect");
     if let Some(v) = node.attribute("enabled") {
@@ -1538,12 +1617,13 @@ fn http_redirect(out: &mut Output, node: Node) {
         );
     }
     let rules = Value::Array(
-        rules
-            .into_iter()
+        resolved
+            .rules
+            .iter()
             .map(|(w, d)| {
                 let mut rule = toml::Table::new();
-                rule.insert("wildcard".into(), w.into());
-                rule.insert("destination".into(), d.into());
+                rule.insert("wildcard".into(), w.as_str().into());
+                rule.insert("destination".into(), d.as_str().into());
                 Value::Table(rule)
             })
             .collect(),
@@ -1556,9 +1636,25 @@ fn http_redirect(out: &mut Output, node: Node) {
             .push(("http_redirect.wildcards".to_owned(), rules));
         out.parent_lists.push((
             "http_redirect.destination".to_owned(),
-            Value::String(destination),
+            Value::String(resolved.destination),
         ));
     }
+}
+
+/// The (wildcard, destination) pairs of a converted `wildcards` list.
+fn redirect_rules_of(value: Option<&Value>) -> Vec<(String, String)> {
+    let Some(Value::Array(rules)) = value else {
+        return Vec::new();
+    };
+    rules
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get("wildcard")?.as_str()?.to_owned(),
+                r.get("destination")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect()
 }
 
 /// `httpPlatform`: the application HttpPlatformHandler starts. Its
@@ -3166,6 +3262,52 @@ mod tests {
             notes.contains("IIS reads none while the destination `https://new.example/` applies"),
             "{notes}"
         );
+    }
+
+    /// A folder inside another inherits that folder's `httpRedirect`, as
+    /// IIS's nested folders do, whichever comes first in the file.
+    #[test]
+    fn http_redirect_folders_inherit_their_enclosing_folders() {
+        let xml = r#"<configuration><system.webServer>
+            <httpRedirect enabled="true" exactDestination="true">
+              <add wildcard="*.asp" destination="/$0.aspx" />
+            </httpRedirect>
+          </system.webServer>
+          <location path="a/b"><system.webServer>
+            <httpRedirect><add wildcard="*.php" destination="/b.html" /></httpRedirect>
+          </system.webServer></location>
+          <location path="a"><system.webServer>
+            <httpRedirect enabled="true" destination="https://x.example/" />
+          </system.webServer></location>
+          <location path="c"><system.webServer>
+            <httpRedirect><remove wildcard="*.asp" /></httpRedirect>
+          </system.webServer></location>
+          <location path="c/d"><system.webServer>
+            <httpRedirect><add wildcard="*.jsp" destination="/d.html" /></httpRedirect>
+          </system.webServer></location>
+        </configuration>"#;
+        let converted = convert(xml, Some("/")).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        let locations = table["sites"]["locations"].as_array().unwrap();
+        let rules = |path: &str| -> Vec<String> {
+            let l = locations
+                .iter()
+                .find(|l| l["path"].as_str() == Some(path))
+                .unwrap();
+            l["http_redirect"]["wildcards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["wildcard"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // `/a`'s destination applies in `/a/b` too: IIS reads no rule there.
+        assert!(rules("/a/b").is_empty(), "{}", converted.text);
+        assert!(converted.left_out.iter().any(
+            |n| n.contains("IIS reads none while the destination `https://x.example/` applies")
+        ));
+        // `/c` took `*.asp` out for `/c/d` as well.
+        assert_eq!(rules("/c/d"), ["*.jsp"], "{}", converted.text);
     }
 
     /// Two `<location>`s for one folder in two cases are one location, as
