@@ -1052,10 +1052,19 @@ impl HttpContext {
     /// `None` when it is busy (being called) or failed.
     #[inline]
     pub(crate) fn take_instance(&mut self, m: ModuleIndex) -> Option<Box<dyn HttpModule>> {
-        let slot = &mut self.slots[m.get()];
-        if let Some(module) = slot.instance.take() {
-            return Some(module);
+        match self.slots[m.get()].instance.take() {
+            Some(module) => Some(module),
+            None => self.create_instance(m),
         }
+    }
+
+    /// [`HttpContext::take_instance`] for a slot with no instance: the
+    /// module's first call in the request (made here), or a module busy or
+    /// failed. Out of line, so the nested notifications' walks take an
+    /// instance as cheaply as the events' walk does.
+    #[cold]
+    fn create_instance(&mut self, m: ModuleIndex) -> Option<Box<dyn HttpModule>> {
+        let slot = &mut self.slots[m.get()];
         if slot.state != SlotState::NotCreated {
             // Busy (being called) or failed.
             return None;
@@ -1228,10 +1237,24 @@ impl HttpContext {
         for (i, value) in self.contexts.drain() {
             drop_guarded(value, || format!("module {}'s request context", name(i)));
         }
-        for (i, slot) in std::mem::take(&mut self.slots).into_iter().enumerate() {
-            if slot.instance.is_some() {
-                drop_guarded(slot, || format!("module {}'s instance", name(i)));
+        // One guard for all the instances (not one each: most drop nothing
+        // but a zero-sized box); a drop that panics is named and the rest
+        // are dropped after it.
+        let mut slots = std::mem::take(&mut self.slots).into_iter().enumerate();
+        let mut dropping = 0;
+        while let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for (i, slot) in &mut slots {
+                dropping = i;
+                drop(slot);
             }
+        })) {
+            tracing::error!(
+                what = %format!("module {}'s instance", name(dropping)),
+                panic = %panic_message(&*panic),
+                "a module's value panicked while it was dropped"
+            );
+            // A payload may panic when dropped too: it is let go of unread.
+            std::mem::forget(panic);
         }
         for value in std::mem::take(&mut self.kept) {
             drop_guarded(value, || "a value kept until the request end".to_owned());

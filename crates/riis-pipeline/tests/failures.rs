@@ -405,6 +405,63 @@ async fn a_panicking_drop_fails_nothing_but_is_contained() {
     assert_eq!(outcome.body(), "served");
 }
 
+/// Counts its drops.
+struct CountsDrops;
+
+static DROPS_COUNTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl riis_pipeline::HttpModule for CountsDrops {}
+
+impl Drop for CountsDrops {
+    fn drop(&mut self) {
+        DROPS_COUNTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Instances are dropped at the request end under one guard: those after
+/// one whose drop panics are dropped too, each once.
+#[tokio::test]
+async fn instances_after_one_that_panics_when_dropped_are_dropped() {
+    let mut t = TestPipeline::new();
+    for name in ["First", "Second"] {
+        t.register(name, |_, r, _| {
+            r.set_request_notifications(
+                || CountsDrops,
+                N::BeginRequest.into(),
+                riis_pipeline::RequestNotifications::NONE,
+            )
+        });
+    }
+    t.register("DropsBadly", |_, r, _| {
+        r.set_request_notifications(
+            || DropsBadly {
+                panic_in_handler: false,
+            },
+            N::BeginRequest | N::ExecuteRequestHandler,
+            riis_pipeline::RequestNotifications::NONE,
+        )
+    });
+    for name in ["Third", "Fourth"] {
+        t.register(name, |_, r, _| {
+            r.set_request_notifications(
+                || CountsDrops,
+                N::BeginRequest.into(),
+                riis_pipeline::RequestNotifications::NONE,
+            )
+        });
+    }
+    t.handler(handler("Main", "*", &["*"], "Unspecified", &["DropsBadly"]));
+    let pipeline = t.build();
+    let before = DROPS_COUNTED.load(std::sync::atomic::Ordering::SeqCst);
+    let outcome = get(&pipeline, "/").await;
+    outcome.assert_completed();
+    assert_eq!(outcome.body(), "served");
+    assert_eq!(
+        DROPS_COUNTED.load(std::sync::atomic::Ordering::SeqCst) - before,
+        4
+    );
+}
+
 #[tokio::test]
 async fn a_drop_that_panics_after_its_handler_panicked_does_not_abort() {
     let pipeline = drops_badly_pipeline(true);
