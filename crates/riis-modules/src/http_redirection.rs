@@ -194,6 +194,14 @@ impl TryFrom<String> for Destination {
                      (`https://new.example$S`)"
                 ));
             }
+            // Inside the host, port or user-info a variable would write
+            // them (`https://$S:443/` gives `https:///evil.example:443/`).
+            if uses_variable(host, b"SVQP") {
+                return Err(format!(
+                    "`{s}` places a variable in its host: a client would choose the host; \
+                     place `$S`, `$V`, `$Q` and `$P` after it"
+                ));
+            }
         }
         if s.starts_with("//") || s.starts_with("/\\") {
             // Browsers read it as another host; taken as a path, it would
@@ -881,6 +889,13 @@ fn redirect_target(config: &HttpRedirectConfig, prefix: &str, asked: &Asked<'_>)
 /// The most redirects of this site a redirect is followed through.
 const MAX_HOPS: usize = 10;
 
+/// The longest URL a redirect is followed to: longer than any client may
+/// ask for under the default `limits.max_url_length`. A rule that repeats
+/// what a `*` stood for (`/q/$0$0`) doubles the URL at each step: past
+/// this it goes on for ever as far as a client can tell (review Q: 11
+/// steps of `$0$0$0$0` took seconds and hundreds of MB).
+const MAX_FOLLOWED_URL: usize = 8192;
+
 /// Whether following `location` through the site's own redirects comes
 /// back to a URL on the way (`/a/x` to `/b/x` and back), or goes on past
 /// [`MAX_HOPS`] (a rule whose destination matches it again, growing):
@@ -903,6 +918,9 @@ fn leads_back(
         let (raw_path, query) = before_fragment
             .split_once('?')
             .unwrap_or((before_fragment, ""));
+        if next.len() > MAX_FOLLOWED_URL {
+            return Some(seen.len());
+        }
         let url = as_url(raw_path);
         if seen.contains(&url) {
             return Some(seen.len());
@@ -1019,7 +1037,15 @@ mod tests {
         }
         assert!(Destination::try_from("svn+ssh://h/x".to_owned()).is_ok());
         // A host of variables alone is the client's to choose.
-        for bad in ["https://$0", "https://$0/x", "https://$S", "http://$V$Q"] {
+        for bad in [
+            "https://$0",
+            "https://$0/x",
+            "https://$S",
+            "http://$V$Q",
+            "https://$S:443/",
+            "https://$S.example.com/",
+            "https://$V@new.example/",
+        ] {
             assert!(Destination::try_from(bad.to_owned()).is_err(), "{bad}");
         }
     }

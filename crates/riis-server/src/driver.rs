@@ -680,7 +680,7 @@ fn serve_site(
                     return Answer::Now(reply);
                 }
                 let hold = RequestBodyHold::default();
-                let reply = hold_request_body(reply, &hold, &shape, &body, false);
+                let reply = hold_request_body(reply, &hold, &shape, &body, false, false);
                 hold.put(body);
                 return Answer::Now(reply);
             }
@@ -815,8 +815,14 @@ async fn drive(
                             r.body_mut().share_delivery(share);
                         }
                     }
-                    let response =
-                        hold_request_body(response, &hold, &shape, &reader.body, reading_on);
+                    let response = hold_request_body(
+                        response,
+                        &hold,
+                        &shape,
+                        &reader.body,
+                        reading_on,
+                        reader.ended,
+                    );
                     match reply.send(response) {
                         Ok(()) => true,
                         Err(Ok(mut unsent)) => {
@@ -1404,6 +1410,7 @@ fn hold_request_body(
     shape: &ResponseShape,
     body: &Incoming,
     reading_on: bool,
+    read_to_end: bool,
 ) -> Reply {
     reply.map(|mut resp| {
         let too_long = !reading_on
@@ -1416,7 +1423,10 @@ fn hold_request_body(
         // so, even while a module reads on (RFC 9110 §10.1.1), or a client
         // that had its 100 (a module began to read) sends the body and its
         // next request down a connection about to close (review M).
-        let undiscarded = shape.expects_continue && !http_body::Body::is_end_stream(body);
+        // (A chunked body read to its end does not say so itself: hyper
+        // knows the end of a `Content-Length` only. Review Q.)
+        let undiscarded =
+            shape.expects_continue && !read_to_end && !http_body::Body::is_end_stream(body);
         if too_long || undiscarded {
             let _ = resp
                 .headers_mut()

@@ -1576,27 +1576,31 @@ fn http_redirect(out: &mut Output, node: Node) {
         _ => Redirects::default(),
     };
     let mut unread = Vec::new();
-    let (mut resolved, edited) = inherited.under(Some(node), &mut unread);
+    let (resolved, edited) = inherited.under(Some(node), &mut unread);
     for entry in unread {
         out.leave(entry, "an entry without `wildcard` or `destination`");
     }
-    let mut write_rules = edited;
-    if !resolved.destination.is_empty() && !resolved.rules.is_empty() {
-        // IIS reads no rule while a destination applies; riis refuses a
-        // section with both, an inherited list included, which is written
-        // empty here.
+    // The rules IIS reads here: all of them, unless a destination applies.
+    // A folder that empties an inherited destination reads them again, so
+    // it writes them (what it inherits in riis may be an emptied list).
+    let rules_apply = resolved.destination.is_empty();
+    let written: &[(String, String)] = if rules_apply { &resolved.rules } else { &[] };
+    let write_rules = if rules_apply {
+        edited || (node.attribute("destination").is_some() && !resolved.rules.is_empty())
+    } else {
         if edited {
             out.leave(
                 node,
                 &format!(
-                    "its wildcard rules: IIS reads none while the destination `{}` applies; empty the destination to use them",
+                    "its wildcard rules: IIS reads none while the destination `{}` applies (a folder that empties the destination reads them)",
                     resolved.destination
                 ),
             );
         }
-        write_rules = !inherited.rules.is_empty();
-        resolved.rules.clear();
-    }
+        // riis refuses a section with both: a list the location would
+        // inherit is written empty.
+        out.in_folder && !resolved.rules.is_empty()
+    };
     out.table("http_redirect");
     if let Some(v) = node.attribute("enabled") {
         out.key("enabled", is_true(v));
@@ -1616,24 +1620,29 @@ fn http_redirect(out: &mut Output, node: Node) {
             canonical(v, &["Permanent", "Found", "Temporary", "PermRedirect"]),
         );
     }
-    let rules = Value::Array(
-        resolved
-            .rules
-            .iter()
-            .map(|(w, d)| {
-                let mut rule = toml::Table::new();
-                rule.insert("wildcard".into(), w.as_str().into());
-                rule.insert("destination".into(), d.as_str().into());
-                Value::Table(rule)
-            })
-            .collect(),
-    );
+    let as_value = |rules: &[(String, String)]| {
+        Value::Array(
+            rules
+                .iter()
+                .map(|(w, d)| {
+                    let mut rule = toml::Table::new();
+                    rule.insert("wildcard".into(), w.as_str().into());
+                    rule.insert("destination".into(), d.as_str().into());
+                    Value::Table(rule)
+                })
+                .collect(),
+        )
+    };
     if write_rules {
-        out.key("wildcards", rules.clone());
+        out.key("wildcards", as_value(written));
     }
     if !out.in_folder {
-        out.parent_lists
-            .push(("http_redirect.wildcards".to_owned(), rules));
+        // IIS keeps the rules under a destination, for folders that empty
+        // it.
+        out.parent_lists.push((
+            "http_redirect.wildcards".to_owned(),
+            as_value(&resolved.rules),
+        ));
         out.parent_lists.push((
             "http_redirect.destination".to_owned(),
             Value::String(resolved.destination),
@@ -3256,7 +3265,11 @@ mod tests {
           </system.webServer></location>
         </configuration>"#;
         let converted = convert(xml, Some("/")).unwrap();
-        assert!(!converted.text.contains("wildcards"), "{}", converted.text);
+        assert!(
+            converted.text.contains("wildcards = []"),
+            "{}",
+            converted.text
+        );
         let notes = converted.left_out.join("\n");
         assert!(
             notes.contains("IIS reads none while the destination `https://new.example/` applies"),
@@ -3308,6 +3321,42 @@ mod tests {
         ));
         // `/c` took `*.asp` out for `/c/d` as well.
         assert_eq!(rules("/c/d"), ["*.jsp"], "{}", converted.text);
+
+        // A folder that empties the destination it inherits reads the
+        // rules again (review Q), the file's own included.
+        let xml = r#"<configuration><system.webServer>
+            <httpRedirect enabled="true" destination="https://all.example/">
+              <add wildcard="*.asp" destination="/$0.aspx" />
+            </httpRedirect>
+          </system.webServer>
+          <location path="a"><system.webServer>
+            <httpRedirect destination="" />
+          </system.webServer></location>
+          <location path="a/b/c"><system.webServer>
+            <httpRedirect destination="https://x.example/" />
+          </system.webServer></location>
+          <location path="a/b/c/d"><system.webServer>
+            <httpRedirect destination="" />
+          </system.webServer></location>
+        </configuration>"#;
+        let converted = convert(xml, Some("/")).unwrap();
+        let table: toml::Table = converted.text.parse().unwrap();
+        let locations = table["sites"]["locations"].as_array().unwrap();
+        let rules = |path: &str| -> Vec<String> {
+            let l = locations
+                .iter()
+                .find(|l| l["path"].as_str() == Some(path))
+                .unwrap();
+            l["http_redirect"]["wildcards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["wildcard"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(rules("/a"), ["*.asp"], "{}", converted.text);
+        assert!(rules("/a/b/c").is_empty(), "{}", converted.text);
+        assert_eq!(rules("/a/b/c/d"), ["*.asp"], "{}", converted.text);
     }
 
     /// Two `<location>`s for one folder in two cases are one location, as

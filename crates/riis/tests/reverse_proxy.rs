@@ -2375,6 +2375,21 @@ fn a_streamed_upload_answered_early_gets_its_answer() {
     let resp = conn.read_response_after(status, false);
     assert_eq!(resp.status, 401, "{}", resp.text());
     assert_eq!(resp.header("connection"), Some("close"));
+
+    // A chunked body read to its end before the answer keeps the
+    // connection (hyper knows the end of a Content-Length only: review Q).
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"POST /up/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert!(conn.read_status_line().starts_with("HTTP/1.1 100"));
+    assert_eq!(conn.read_status_line(), "\r\n");
+    conn.send_raw(b"5\r\nhello\r\n0\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().contains("body=5\n"), "{}", resp.text());
+    assert_eq!(resp.header("connection"), None);
+    assert_eq!(conn.get("/up/echo").status, 200);
 }
 
 /// Streamed uploads: a server that sends its head before reading the body
