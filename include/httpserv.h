@@ -340,8 +340,9 @@ typedef VOID *HTTP_MODULE_ID;
 #ifndef RIIS_HTTP_TYPES_DEFINED
 #define RIIS_HTTP_TYPES_DEFINED
 
-/** Socket addresses, as GetLocalAddress / GetRemoteAddress return them. */
-typedef struct sockaddr SOCKADDR, *PSOCKADDR, *LPSOCKADDR;
+/** Socket addresses, as GetLocalAddress / GetRemoteAddress return them
+ *  (SOCKADDR_IN, SOCKADDR_IN6, ... as winsock2.h names them). */
+#include "winsock2.h"
 
 /**
  * HTTP_HEADER_ID: the known headers. Request and response ids share the
@@ -862,7 +863,9 @@ protected:
 /** The connection of a request. */
 class IHttpConnection {
 public:
-    /** TRUE while the request runs (riis does not report disconnects). */
+    /** FALSE once the client has gone (a read or write failed with
+     *  ERROR_CONNECTION_ABORTED, or the connection closed under the
+     *  request), as on IIS; TRUE until then. */
     virtual BOOL IsConnected(VOID) const = 0;
     /** Memory that lives until the REQUEST ends (riis has no connection
      *  arena). */

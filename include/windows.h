@@ -258,6 +258,8 @@ typedef union _ULARGE_INTEGER {
 #define ERROR_ARITHMETIC_OVERFLOW 534L
 #define ERROR_REVISION_MISMATCH 1306L
 #define ERROR_INVALID_STATE 5023L
+/* HRESULT_FROM_WIN32(ERROR_NOT_FOUND): a value that was never set. */
+#define E_NOT_SET ((HRESULT)0x80070490u)
 
 /* ------------------------------------------- Microsoft C runtime strings */
 
@@ -273,6 +275,7 @@ typedef union _ULARGE_INTEGER {
 #include <stdarg.h>
 #include <stdio.h>
 #include <strings.h>
+#include <wctype.h>
 
 #ifndef RIIS_ERRNO_T_DEFINED
 #define RIIS_ERRNO_T_DEFINED
@@ -384,6 +387,276 @@ RIIS_CRT_FN int _snprintf(char *buffer, size_t count, const char *format, ...) {
 }
 #endif
 
+/* _snprintf_s, strncpy_s: `count` is how much of the text at most, or
+ * _TRUNCATE for as much as fits; cut with _TRUNCATE, the text ends with a
+ * NUL and the result is -1 (STRUNCATE for strncpy_s); cut otherwise, the
+ * buffer is left empty with an error, as the *_s functions above do. */
+#ifndef _TRUNCATE
+#define _TRUNCATE ((size_t)-1)
+#endif
+#ifndef STRUNCATE
+#define STRUNCATE 80
+#endif
+
+RIIS_CRT_FN int _vsnprintf_s(char *buffer, size_t size, size_t count, const char *format,
+                             va_list args) {
+    if (buffer == NULL || size == 0 || format == NULL) {
+        return -1;
+    }
+    /* Room for the text: at most `count` characters and the NUL. */
+    size_t room = (count != _TRUNCATE && count < size) ? count + 1 : size;
+    va_list copy;
+    va_copy(copy, args);
+    int needed = vsnprintf(buffer, room, format, copy);
+    va_end(copy);
+    if (needed < 0) {
+        buffer[0] = '\0';
+        return -1;
+    }
+    if ((size_t)needed < room) {
+        return needed;
+    }
+    if (count == _TRUNCATE || count < size) {
+        /* Cut at `count` (or what fits), NUL-terminated. */
+        return (count != _TRUNCATE && (size_t)needed == count) ? needed : -1;
+    }
+    buffer[0] = '\0';
+    return -1;
+}
+
+RIIS_CRT_FN int _snprintf_s(char *buffer, size_t size, size_t count, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+RIIS_CRT_FN int _snprintf_s(char *buffer, size_t size, size_t count, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    int written = _vsnprintf_s(buffer, size, count, format, args);
+    va_end(args);
+    return written;
+}
+
+RIIS_CRT_FN errno_t strncpy_s(char *dest, size_t size, const char *src, size_t count) {
+    if (dest == NULL || size == 0) {
+        return EINVAL;
+    }
+    if (src == NULL) {
+        dest[0] = '\0';
+        return EINVAL;
+    }
+    size_t length = 0;
+    while (length < count && src[length] != '\0') {
+        length++;
+    }
+    if (length >= size) {
+        if (count == _TRUNCATE) {
+            memcpy(dest, src, size - 1);
+            dest[size - 1] = '\0';
+            return STRUNCATE;
+        }
+        dest[0] = '\0';
+        return ERANGE;
+    }
+    memcpy(dest, src, length);
+    dest[length] = '\0';
+    return 0;
+}
+
+/* The digits of `value` in `radix` (2 to 36), negative in base 10 only. */
+RIIS_CRT_FN errno_t _itoa_s(int value, char *buffer, size_t size, int radix) {
+    if (buffer == NULL || size == 0 || radix < 2 || radix > 36) {
+        return EINVAL;
+    }
+    char digits[34];
+    size_t n = 0;
+    int negative = radix == 10 && value < 0;
+    unsigned int rest = negative ? 0u - (unsigned int)value : (unsigned int)value;
+    do {
+        unsigned int d = rest % (unsigned int)radix;
+        digits[n++] = (char)(d < 10 ? '0' + d : 'a' + d - 10);
+        rest /= (unsigned int)radix;
+    } while (rest != 0);
+    if (n + (size_t)negative + 1 > size) {
+        buffer[0] = '\0';
+        return ERANGE;
+    }
+    size_t at = 0;
+    if (negative) {
+        buffer[at++] = '-';
+    }
+    while (n > 0) {
+        buffer[at++] = digits[--n];
+    }
+    buffer[at] = '\0';
+    return 0;
+}
+
+RIIS_CRT_FN int lstrlenA(const char *text) { return text == NULL ? 0 : (int)strlen(text); }
+RIIS_CRT_FN int lstrlenW(const wchar_t *text) { return text == NULL ? 0 : (int)wcslen(text); }
+RIIS_CRT_FN int lstrcmpiA(const char *a, const char *b) { return strcasecmp(a, b); }
+
+/* Wide strings compared in any case (towlower, each character). */
+RIIS_CRT_FN int _wcsnicmp(const wchar_t *a, const wchar_t *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        wint_t x = towlower((wint_t)a[i]);
+        wint_t y = towlower((wint_t)b[i]);
+        if (x != y) {
+            return x < y ? -1 : 1;
+        }
+        if (x == 0) {
+            return 0;
+        }
+    }
+    return 0;
+}
+RIIS_CRT_FN int _wcsicmp(const wchar_t *a, const wchar_t *b) {
+    return _wcsnicmp(a, b, (size_t)-1);
+}
+
+/* shlwapi's StrStrIA: `needle` in `haystack`, ASCII letters in any case. */
+RIIS_CRT_FN char *StrStrIA(const char *haystack, const char *needle) {
+    size_t n = strlen(needle);
+    for (const char *at = haystack; *at != '\0'; at++) {
+        if (strncasecmp(at, needle, n) == 0) {
+            return (char *)at;
+        }
+    }
+    return n == 0 ? (char *)haystack : NULL;
+}
+
+/*
+ * MultiByteToWideChar / WideCharToMultiByte between UTF-8 and wchar_t
+ * (UTF-32 on Linux). CP_ACP and CP_UTF8 are both UTF-8, riis's one code
+ * page. A length of -1 means up to and with the NUL; a destination size
+ * of 0 asks for the length needed. Invalid UTF-8 becomes U+FFFD, or fails
+ * with ERROR_NO_UNICODE_TRANSLATION under MB_ERR_INVALID_CHARS.
+ */
+#define CP_ACP 0
+#define CP_UTF8 65001
+#define MB_ERR_INVALID_CHARS 0x00000008
+#define ERROR_NO_UNICODE_TRANSLATION 1113L
+
+RIIS_CRT_FN int MultiByteToWideChar(UINT code_page, DWORD flags, const char *text, int length,
+                                    wchar_t *out, int out_size) {
+    (void)code_page;
+    if (text == NULL || length == 0 || length < -1 || out_size < 0) {
+        errno = EINVAL;
+        return 0;
+    }
+    size_t n = length == -1 ? strlen(text) + 1 : (size_t)length;
+    const unsigned char *p = (const unsigned char *)text;
+    int written = 0;
+    size_t i = 0;
+    while (i < n) {
+        uint32_t c = p[i];
+        size_t extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 4;
+        int valid = extra < 4 && i + extra < n;
+        if (valid && extra > 0) {
+            c &= 0x3Fu >> extra;
+            for (size_t k = 1; k <= extra; k++) {
+                if ((p[i + k] & 0xC0) != 0x80) {
+                    valid = 0;
+                    break;
+                }
+                c = (c << 6) | (p[i + k] & 0x3Fu);
+            }
+            /* Overlong forms, surrogates and past U+10FFFF are invalid. */
+            static const uint32_t least[4] = {0, 0x80, 0x800, 0x10000};
+            if (valid && (c < least[extra] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))) {
+                valid = 0;
+            }
+        }
+        if (!valid) {
+            if (flags & MB_ERR_INVALID_CHARS) {
+                errno = EILSEQ;
+                return 0;
+            }
+            c = 0xFFFD;
+            extra = 0;
+        }
+        if (out_size != 0) {
+            if (written >= out_size) {
+                errno = ERANGE;
+                return 0;
+            }
+            out[written] = (wchar_t)c;
+        }
+        written++;
+        i += extra + 1;
+    }
+    return written;
+}
+
+RIIS_CRT_FN int WideCharToMultiByte(UINT code_page, DWORD flags, const wchar_t *text, int length,
+                                    char *out, int out_size, const char *default_char,
+                                    BOOL *used_default) {
+    (void)code_page;
+    (void)flags;
+    (void)default_char;
+    if (used_default != NULL) {
+        *used_default = 0;
+    }
+    if (text == NULL || length == 0 || length < -1 || out_size < 0) {
+        errno = EINVAL;
+        return 0;
+    }
+    size_t n = length == -1 ? wcslen(text) + 1 : (size_t)length;
+    int written = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = (uint32_t)text[i];
+        if (c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) {
+            c = 0xFFFD;
+        }
+        unsigned char bytes[4];
+        int size = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+        if (size == 1) {
+            bytes[0] = (unsigned char)c;
+        } else {
+            for (int k = size - 1; k > 0; k--) {
+                bytes[k] = (unsigned char)(0x80 | (c & 0x3F));
+                c >>= 6;
+            }
+            bytes[0] = (unsigned char)((0xF00u >> size) | c);
+        }
+        if (out_size != 0) {
+            if (written + size > out_size) {
+                errno = ERANGE;
+                return 0;
+            }
+            memcpy(out + written, bytes, (size_t)size);
+        }
+        written += size;
+    }
+    return written;
+}
+
+/* A debugger's output on Windows: riis's standard error here. */
+RIIS_CRT_FN void OutputDebugStringA(const char *text) {
+    if (text != NULL) {
+        fputs(text, stderr);
+    }
+}
+RIIS_CRT_FN void OutputDebugStringW(const wchar_t *text) {
+    if (text != NULL) {
+        fprintf(stderr, "%ls", text);
+    }
+}
+
+/* The process heap: the C library's. */
+#define HEAP_ZERO_MEMORY 0x00000008
+RIIS_CRT_FN HANDLE GetProcessHeap(void) {
+    static int heap;
+    return &heap;
+}
+RIIS_CRT_FN LPVOID HeapAlloc(HANDLE heap, DWORD flags, SIZE_T bytes) {
+    (void)heap;
+    return (flags & HEAP_ZERO_MEMORY) ? calloc(1, bytes ? bytes : 1) : malloc(bytes ? bytes : 1);
+}
+RIIS_CRT_FN BOOL HeapFree(HANDLE heap, DWORD flags, LPVOID memory) {
+    (void)heap;
+    (void)flags;
+    free(memory);
+    return 1;
+}
+
 #ifdef __cplusplus
 /* The array forms C++ code calls without a size. */
 template <size_t N> inline errno_t strcpy_s(char (&dest)[N], const char *src) {
@@ -391,6 +664,20 @@ template <size_t N> inline errno_t strcpy_s(char (&dest)[N], const char *src) {
 }
 template <size_t N> inline errno_t strcat_s(char (&dest)[N], const char *src) {
     return strcat_s(dest, N, src);
+}
+template <size_t N> inline errno_t strncpy_s(char (&dest)[N], const char *src, size_t count) {
+    return strncpy_s(dest, N, src, count);
+}
+template <size_t N> inline errno_t _itoa_s(int value, char (&buffer)[N], int radix) {
+    return _itoa_s(value, buffer, N, radix);
+}
+template <size_t N>
+inline int _snprintf_s(char (&buffer)[N], size_t count, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    int written = _vsnprintf_s(buffer, N, count, format, args);
+    va_end(args);
+    return written;
 }
 template <size_t N> inline int sprintf_s(char (&buffer)[N], const char *format, ...) {
     va_list args;
@@ -485,6 +772,59 @@ RIIS_CRT_FN VOID LeaveCriticalSection(LPCRITICAL_SECTION section) {
 RIIS_CRT_FN VOID DeleteCriticalSection(LPCRITICAL_SECTION section) {
     pthread_mutex_destroy(&section->mutex);
 }
+
+/* A slim reader/writer lock: a POSIX rwlock (not recursive, as on
+ * Windows). SRWLOCK_INIT initialises one statically. */
+typedef struct RIIS_SRWLOCK {
+    pthread_rwlock_t lock;
+} SRWLOCK, *PSRWLOCK;
+#define SRWLOCK_INIT {PTHREAD_RWLOCK_INITIALIZER}
+
+RIIS_CRT_FN VOID InitializeSRWLock(PSRWLOCK lock) { pthread_rwlock_init(&lock->lock, NULL); }
+RIIS_CRT_FN VOID AcquireSRWLockExclusive(PSRWLOCK lock) { pthread_rwlock_wrlock(&lock->lock); }
+RIIS_CRT_FN VOID AcquireSRWLockShared(PSRWLOCK lock) { pthread_rwlock_rdlock(&lock->lock); }
+RIIS_CRT_FN VOID ReleaseSRWLockExclusive(PSRWLOCK lock) { pthread_rwlock_unlock(&lock->lock); }
+RIIS_CRT_FN VOID ReleaseSRWLockShared(PSRWLOCK lock) { pthread_rwlock_unlock(&lock->lock); }
+RIIS_CRT_FN BOOLEAN TryAcquireSRWLockExclusive(PSRWLOCK lock) {
+    return pthread_rwlock_trywrlock(&lock->lock) == 0;
+}
+RIIS_CRT_FN BOOLEAN TryAcquireSRWLockShared(PSRWLOCK lock) {
+    return pthread_rwlock_tryrdlock(&lock->lock) == 0;
+}
+
+/* The calendar time of now, UTC (GetSystemTime) or local (GetLocalTime). */
+typedef struct _SYSTEMTIME {
+    WORD wYear;
+    WORD wMonth;
+    WORD wDayOfWeek;
+    WORD wDay;
+    WORD wHour;
+    WORD wMinute;
+    WORD wSecond;
+    WORD wMilliseconds;
+} SYSTEMTIME, *PSYSTEMTIME, *LPSYSTEMTIME;
+
+RIIS_CRT_FN void riis_system_time(SYSTEMTIME *out, int local) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm parts;
+    time_t seconds = now.tv_sec;
+    if (local) {
+        localtime_r(&seconds, &parts);
+    } else {
+        gmtime_r(&seconds, &parts);
+    }
+    out->wYear = (WORD)(parts.tm_year + 1900);
+    out->wMonth = (WORD)(parts.tm_mon + 1);
+    out->wDayOfWeek = (WORD)parts.tm_wday;
+    out->wDay = (WORD)parts.tm_mday;
+    out->wHour = (WORD)parts.tm_hour;
+    out->wMinute = (WORD)parts.tm_min;
+    out->wSecond = (WORD)parts.tm_sec;
+    out->wMilliseconds = (WORD)(now.tv_nsec / 1000000L);
+}
+RIIS_CRT_FN void GetSystemTime(LPSYSTEMTIME out) { riis_system_time(out, 0); }
+RIIS_CRT_FN void GetLocalTime(LPSYSTEMTIME out) { riis_system_time(out, 1); }
 
 RIIS_CRT_FN VOID Sleep(DWORD milliseconds) {
     struct timespec rest;
