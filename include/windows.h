@@ -259,7 +259,9 @@ typedef union _ULARGE_INTEGER {
 #define ERROR_REVISION_MISMATCH 1306L
 #define ERROR_INVALID_STATE 5023L
 /* HRESULT_FROM_WIN32(ERROR_NOT_FOUND): a value that was never set. */
+#ifndef E_NOT_SET
 #define E_NOT_SET ((HRESULT)0x80070490u)
+#endif
 
 /* ------------------------------------------- Microsoft C runtime strings */
 
@@ -387,6 +389,14 @@ RIIS_CRT_FN int _snprintf(char *buffer, size_t count, const char *format, ...) {
 }
 #endif
 
+/*
+ * More of the Microsoft C runtime and Win32's string helpers. Each name a
+ * source already defines as a macro keeps the source's; a source with its
+ * own functions of these names defines RIIS_NO_WIN32_STRINGS before this
+ * header to leave them all out.
+ */
+#ifndef RIIS_NO_WIN32_STRINGS
+
 /* _snprintf_s, strncpy_s: `count` is how much of the text at most, or
  * _TRUNCATE for as much as fits; cut with _TRUNCATE, the text ends with a
  * NUL and the result is -1 (STRUNCATE for strncpy_s); cut otherwise, the
@@ -398,9 +408,11 @@ RIIS_CRT_FN int _snprintf(char *buffer, size_t count, const char *format, ...) {
 #define STRUNCATE 80
 #endif
 
+#ifndef _vsnprintf_s
 RIIS_CRT_FN int _vsnprintf_s(char *buffer, size_t size, size_t count, const char *format,
                              va_list args) {
     if (buffer == NULL || size == 0 || format == NULL) {
+        errno = EINVAL;
         return -1;
     }
     /* Room for the text: at most `count` characters and the NUL. */
@@ -421,9 +433,12 @@ RIIS_CRT_FN int _vsnprintf_s(char *buffer, size_t size, size_t count, const char
         return (count != _TRUNCATE && (size_t)needed == count) ? needed : -1;
     }
     buffer[0] = '\0';
+    errno = ERANGE;
     return -1;
 }
+#endif
 
+#ifndef _snprintf_s
 RIIS_CRT_FN int _snprintf_s(char *buffer, size_t size, size_t count, const char *format, ...)
     __attribute__((format(printf, 4, 5)));
 RIIS_CRT_FN int _snprintf_s(char *buffer, size_t size, size_t count, const char *format, ...) {
@@ -433,36 +448,45 @@ RIIS_CRT_FN int _snprintf_s(char *buffer, size_t size, size_t count, const char 
     va_end(args);
     return written;
 }
+#endif
 
+#ifndef strncpy_s
 RIIS_CRT_FN errno_t strncpy_s(char *dest, size_t size, const char *src, size_t count) {
     if (dest == NULL || size == 0) {
         return EINVAL;
     }
     if (src == NULL) {
         dest[0] = '\0';
-        return EINVAL;
+        return count == 0 ? 0 : EINVAL;
     }
-    size_t length = 0;
-    while (length < count && src[length] != '\0') {
-        length++;
+    /* Copied while it is read: never past the buffer, nor past `count`
+     * characters of the source. */
+    size_t i = 0;
+    while (i < size && i < count && src[i] != '\0') {
+        dest[i] = src[i];
+        i++;
     }
-    if (length >= size) {
-        if (count == _TRUNCATE) {
-            memcpy(dest, src, size - 1);
-            dest[size - 1] = '\0';
-            return STRUNCATE;
-        }
-        dest[0] = '\0';
-        return ERANGE;
+    if (i < size) {
+        dest[i] = '\0';
+        return 0;
     }
-    memcpy(dest, src, length);
-    dest[length] = '\0';
-    return 0;
+    if (count == _TRUNCATE) {
+        dest[size - 1] = '\0';
+        return STRUNCATE;
+    }
+    dest[0] = '\0';
+    return ERANGE;
 }
+#endif
 
+#ifndef _itoa_s
 /* The digits of `value` in `radix` (2 to 36), negative in base 10 only. */
 RIIS_CRT_FN errno_t _itoa_s(int value, char *buffer, size_t size, int radix) {
-    if (buffer == NULL || size == 0 || radix < 2 || radix > 36) {
+    if (buffer == NULL || size == 0) {
+        return EINVAL;
+    }
+    if (radix < 2 || radix > 36) {
+        buffer[0] = '\0';
         return EINVAL;
     }
     char digits[34];
@@ -488,11 +512,22 @@ RIIS_CRT_FN errno_t _itoa_s(int value, char *buffer, size_t size, int radix) {
     buffer[at] = '\0';
     return 0;
 }
+#endif
 
+#ifndef lstrlenA
 RIIS_CRT_FN int lstrlenA(const char *text) { return text == NULL ? 0 : (int)strlen(text); }
+#endif
+#ifndef lstrlenW
 RIIS_CRT_FN int lstrlenW(const wchar_t *text) { return text == NULL ? 0 : (int)wcslen(text); }
-RIIS_CRT_FN int lstrcmpiA(const char *a, const char *b) { return strcasecmp(a, b); }
+#endif
+#ifndef lstrcmpiA
+/* NULL compares as an empty string, as Windows's does. */
+RIIS_CRT_FN int lstrcmpiA(const char *a, const char *b) {
+    return strcasecmp(a == NULL ? "" : a, b == NULL ? "" : b);
+}
+#endif
 
+#ifndef _wcsnicmp
 /* Wide strings compared in any case (towlower, each character). */
 RIIS_CRT_FN int _wcsnicmp(const wchar_t *a, const wchar_t *b, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -507,105 +542,56 @@ RIIS_CRT_FN int _wcsnicmp(const wchar_t *a, const wchar_t *b, size_t n) {
     }
     return 0;
 }
+#endif
+#ifndef _wcsicmp
 RIIS_CRT_FN int _wcsicmp(const wchar_t *a, const wchar_t *b) {
     return _wcsnicmp(a, b, (size_t)-1);
 }
+#endif
+#ifndef lstrcmpiW
+RIIS_CRT_FN int lstrcmpiW(const wchar_t *a, const wchar_t *b) {
+    return _wcsicmp(a == NULL ? L"" : a, b == NULL ? L"" : b);
+}
+#endif
 
-/* shlwapi's StrStrIA: `needle` in `haystack`, ASCII letters in any case. */
+#ifndef StrStrIA
+/* shlwapi's StrStrIA: `needle` in `haystack`, ASCII letters in any case;
+ * NULL for an empty or missing needle, as Windows answers. */
 RIIS_CRT_FN char *StrStrIA(const char *haystack, const char *needle) {
+    if (haystack == NULL || needle == NULL || needle[0] == '\0') {
+        return NULL;
+    }
     size_t n = strlen(needle);
     for (const char *at = haystack; *at != '\0'; at++) {
         if (strncasecmp(at, needle, n) == 0) {
             return (char *)at;
         }
     }
-    return n == 0 ? (char *)haystack : NULL;
+    return NULL;
 }
+#endif
 
-/*
- * MultiByteToWideChar / WideCharToMultiByte between UTF-8 and wchar_t
- * (UTF-32 on Linux). CP_ACP and CP_UTF8 are both UTF-8, riis's one code
- * page. A length of -1 means up to and with the NUL; a destination size
- * of 0 asks for the length needed. Invalid UTF-8 becomes U+FFFD, or fails
- * with ERROR_NO_UNICODE_TRANSLATION under MB_ERR_INVALID_CHARS.
- */
-#define CP_ACP 0
-#define CP_UTF8 65001
-#define MB_ERR_INVALID_CHARS 0x00000008
-#define ERROR_NO_UNICODE_TRANSLATION 1113L
-
-RIIS_CRT_FN int MultiByteToWideChar(UINT code_page, DWORD flags, const char *text, int length,
-                                    wchar_t *out, int out_size) {
-    (void)code_page;
-    if (text == NULL || length == 0 || length < -1 || out_size < 0) {
-        errno = EINVAL;
-        return 0;
+/* A debugger's output on Windows: riis's standard error here. */
+#ifndef OutputDebugStringA
+RIIS_CRT_FN void OutputDebugStringA(const char *text) {
+    if (text != NULL) {
+        fputs(text, stderr);
     }
-    size_t n = length == -1 ? strlen(text) + 1 : (size_t)length;
-    const unsigned char *p = (const unsigned char *)text;
-    int written = 0;
-    size_t i = 0;
-    while (i < n) {
-        uint32_t c = p[i];
-        size_t extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 4;
-        int valid = extra < 4 && i + extra < n;
-        if (valid && extra > 0) {
-            c &= 0x3Fu >> extra;
-            for (size_t k = 1; k <= extra; k++) {
-                if ((p[i + k] & 0xC0) != 0x80) {
-                    valid = 0;
-                    break;
-                }
-                c = (c << 6) | (p[i + k] & 0x3Fu);
-            }
-            /* Overlong forms, surrogates and past U+10FFFF are invalid. */
-            static const uint32_t least[4] = {0, 0x80, 0x800, 0x10000};
-            if (valid && (c < least[extra] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))) {
-                valid = 0;
-            }
-        }
-        if (!valid) {
-            if (flags & MB_ERR_INVALID_CHARS) {
-                errno = EILSEQ;
-                return 0;
-            }
-            c = 0xFFFD;
-            extra = 0;
-        }
-        if (out_size != 0) {
-            if (written >= out_size) {
-                errno = ERANGE;
-                return 0;
-            }
-            out[written] = (wchar_t)c;
-        }
-        written++;
-        i += extra + 1;
-    }
-    return written;
 }
-
-RIIS_CRT_FN int WideCharToMultiByte(UINT code_page, DWORD flags, const wchar_t *text, int length,
-                                    char *out, int out_size, const char *default_char,
-                                    BOOL *used_default) {
-    (void)code_page;
-    (void)flags;
-    (void)default_char;
-    if (used_default != NULL) {
-        *used_default = 0;
+#endif
+#ifndef OutputDebugStringW
+/* Written as UTF-8 whatever the locale (riis runs in the C locale, where
+ * `%ls` fails on anything past ASCII). */
+RIIS_CRT_FN void OutputDebugStringW(const wchar_t *text) {
+    if (text == NULL) {
+        return;
     }
-    if (text == NULL || length == 0 || length < -1 || out_size < 0) {
-        errno = EINVAL;
-        return 0;
-    }
-    size_t n = length == -1 ? wcslen(text) + 1 : (size_t)length;
-    int written = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t c = (uint32_t)text[i];
+    for (; *text != 0; text++) {
+        uint32_t c = (uint32_t)*text;
         if (c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) {
             c = 0xFFFD;
         }
-        unsigned char bytes[4];
+        unsigned char bytes[5] = {0};
         int size = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
         if (size == 1) {
             bytes[0] = (unsigned char)c;
@@ -616,46 +602,60 @@ RIIS_CRT_FN int WideCharToMultiByte(UINT code_page, DWORD flags, const wchar_t *
             }
             bytes[0] = (unsigned char)((0xF00u >> size) | c);
         }
-        if (out_size != 0) {
-            if (written + size > out_size) {
-                errno = ERANGE;
-                return 0;
-            }
-            memcpy(out + written, bytes, (size_t)size);
-        }
-        written += size;
-    }
-    return written;
-}
-
-/* A debugger's output on Windows: riis's standard error here. */
-RIIS_CRT_FN void OutputDebugStringA(const char *text) {
-    if (text != NULL) {
-        fputs(text, stderr);
+        fputs((const char *)bytes, stderr);
     }
 }
-RIIS_CRT_FN void OutputDebugStringW(const wchar_t *text) {
-    if (text != NULL) {
-        fprintf(stderr, "%ls", text);
-    }
-}
+#endif
+#ifndef OutputDebugString
+#ifdef UNICODE
+#define OutputDebugString OutputDebugStringW
+#else
+#define OutputDebugString OutputDebugStringA
+#endif
+#endif
+#ifndef lstrlen
+#ifdef UNICODE
+#define lstrlen lstrlenW
+#define lstrcmpi lstrcmpiW
+#else
+#define lstrlen lstrlenA
+#define lstrcmpi lstrcmpiA
+#endif
+#endif
 
 /* The process heap: the C library's. */
+#ifndef HEAP_ZERO_MEMORY
 #define HEAP_ZERO_MEMORY 0x00000008
+#endif
+#ifndef GetProcessHeap
 RIIS_CRT_FN HANDLE GetProcessHeap(void) {
     static int heap;
     return &heap;
 }
+#endif
+#ifndef HeapAlloc
 RIIS_CRT_FN LPVOID HeapAlloc(HANDLE heap, DWORD flags, SIZE_T bytes) {
     (void)heap;
     return (flags & HEAP_ZERO_MEMORY) ? calloc(1, bytes ? bytes : 1) : malloc(bytes ? bytes : 1);
 }
+#endif
+#ifndef HeapReAlloc
+RIIS_CRT_FN LPVOID HeapReAlloc(HANDLE heap, DWORD flags, LPVOID memory, SIZE_T bytes) {
+    (void)heap;
+    (void)flags;
+    return realloc(memory, bytes ? bytes : 1);
+}
+#endif
+#ifndef HeapFree
 RIIS_CRT_FN BOOL HeapFree(HANDLE heap, DWORD flags, LPVOID memory) {
     (void)heap;
     (void)flags;
     free(memory);
     return 1;
 }
+#endif
+
+#endif /* RIIS_NO_WIN32_STRINGS */
 
 #ifdef __cplusplus
 /* The array forms C++ code calls without a size. */
@@ -665,12 +665,17 @@ template <size_t N> inline errno_t strcpy_s(char (&dest)[N], const char *src) {
 template <size_t N> inline errno_t strcat_s(char (&dest)[N], const char *src) {
     return strcat_s(dest, N, src);
 }
+#if !defined(RIIS_NO_WIN32_STRINGS) && !defined(strncpy_s)
 template <size_t N> inline errno_t strncpy_s(char (&dest)[N], const char *src, size_t count) {
     return strncpy_s(dest, N, src, count);
 }
+#endif
+#if !defined(RIIS_NO_WIN32_STRINGS) && !defined(_itoa_s)
 template <size_t N> inline errno_t _itoa_s(int value, char (&buffer)[N], int radix) {
     return _itoa_s(value, buffer, N, radix);
 }
+#endif
+#if !defined(RIIS_NO_WIN32_STRINGS) && !defined(_snprintf_s) && !defined(_vsnprintf_s)
 template <size_t N>
 inline int _snprintf_s(char (&buffer)[N], size_t count, const char *format, ...) {
     va_list args;
@@ -679,6 +684,7 @@ inline int _snprintf_s(char (&buffer)[N], size_t count, const char *format, ...)
     va_end(args);
     return written;
 }
+#endif
 template <size_t N> inline int sprintf_s(char (&buffer)[N], const char *format, ...) {
     va_list args;
     va_start(args, format);
@@ -778,7 +784,9 @@ RIIS_CRT_FN VOID DeleteCriticalSection(LPCRITICAL_SECTION section) {
 typedef struct RIIS_SRWLOCK {
     pthread_rwlock_t lock;
 } SRWLOCK, *PSRWLOCK;
+#ifndef SRWLOCK_INIT
 #define SRWLOCK_INIT {PTHREAD_RWLOCK_INITIALIZER}
+#endif
 
 RIIS_CRT_FN VOID InitializeSRWLock(PSRWLOCK lock) { pthread_rwlock_init(&lock->lock, NULL); }
 RIIS_CRT_FN VOID AcquireSRWLockExclusive(PSRWLOCK lock) { pthread_rwlock_wrlock(&lock->lock); }
@@ -847,6 +855,138 @@ RIIS_CRT_FN DWORD *riis_last_error_slot(VOID) {
 }
 RIIS_CRT_FN DWORD GetLastError(VOID) { return *riis_last_error_slot(); }
 RIIS_CRT_FN VOID SetLastError(DWORD error) { *riis_last_error_slot() = error; }
+
+/*
+ * MultiByteToWideChar / WideCharToMultiByte between UTF-8 and wchar_t
+ * (UTF-32 on Linux). CP_ACP and CP_UTF8 are both UTF-8, riis's one code
+ * page. A length of -1 means up to and with the NUL; a destination size
+ * of 0 asks for the length needed. Invalid UTF-8 becomes U+FFFD (invalid
+ * UTF-32, a surrogate or past U+10FFFF, too), or fails under
+ * MB_ERR_INVALID_CHARS (WC_ERR_INVALID_CHARS). A failure returns 0 with
+ * the thread's last error set as Windows sets it:
+ * ERROR_INSUFFICIENT_BUFFER, ERROR_NO_UNICODE_TRANSLATION or
+ * ERROR_INVALID_PARAMETER.
+ */
+#ifndef RIIS_NO_WIN32_STRINGS
+#ifndef CP_ACP
+#define CP_ACP 0
+#endif
+#ifndef CP_UTF8
+#define CP_UTF8 65001
+#endif
+#ifndef MB_ERR_INVALID_CHARS
+#define MB_ERR_INVALID_CHARS 0x00000008
+#endif
+#ifndef WC_ERR_INVALID_CHARS
+#define WC_ERR_INVALID_CHARS 0x00000080
+#endif
+#ifndef ERROR_NO_UNICODE_TRANSLATION
+#define ERROR_NO_UNICODE_TRANSLATION 1113L
+#endif
+
+#ifndef MultiByteToWideChar
+RIIS_CRT_FN int MultiByteToWideChar(UINT code_page, DWORD flags, const char *text, int length,
+                                    wchar_t *out, int out_size) {
+    (void)code_page;
+    if (text == NULL || length == 0 || length < -1 || out_size < 0 ||
+        (out == NULL && out_size != 0)) {
+        SetLastError(ERROR_INVALID_PARAMETER);
+        return 0;
+    }
+    size_t n = length == -1 ? strlen(text) + 1 : (size_t)length;
+    const unsigned char *p = (const unsigned char *)text;
+    int written = 0;
+    size_t i = 0;
+    while (i < n) {
+        uint32_t c = p[i];
+        size_t extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 4;
+        int valid = extra < 4 && i + extra < n;
+        if (valid && extra > 0) {
+            c &= 0x3Fu >> extra;
+            for (size_t k = 1; k <= extra; k++) {
+                if ((p[i + k] & 0xC0) != 0x80) {
+                    valid = 0;
+                    break;
+                }
+                c = (c << 6) | (p[i + k] & 0x3Fu);
+            }
+            /* Overlong forms, surrogates and past U+10FFFF are invalid. */
+            static const uint32_t least[4] = {0, 0x80, 0x800, 0x10000};
+            if (valid && (c < least[extra] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))) {
+                valid = 0;
+            }
+        }
+        if (!valid) {
+            if (flags & MB_ERR_INVALID_CHARS) {
+                SetLastError(ERROR_NO_UNICODE_TRANSLATION);
+                return 0;
+            }
+            c = 0xFFFD;
+            extra = 0;
+        }
+        if (out_size != 0) {
+            if (written >= out_size) {
+                SetLastError(ERROR_INSUFFICIENT_BUFFER);
+                return 0;
+            }
+            out[written] = (wchar_t)c;
+        }
+        written++;
+        i += extra + 1;
+    }
+    return written;
+}
+#endif
+
+#ifndef WideCharToMultiByte
+RIIS_CRT_FN int WideCharToMultiByte(UINT code_page, DWORD flags, const wchar_t *text, int length,
+                                    char *out, int out_size, const char *default_char,
+                                    BOOL *used_default) {
+    (void)code_page;
+    (void)default_char;
+    if (used_default != NULL) {
+        *used_default = 0;
+    }
+    if (text == NULL || length == 0 || length < -1 || out_size < 0 ||
+        (out == NULL && out_size != 0)) {
+        SetLastError(ERROR_INVALID_PARAMETER);
+        return 0;
+    }
+    size_t n = length == -1 ? wcslen(text) + 1 : (size_t)length;
+    int written = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = (uint32_t)text[i];
+        if (c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) {
+            if (flags & WC_ERR_INVALID_CHARS) {
+                SetLastError(ERROR_NO_UNICODE_TRANSLATION);
+                return 0;
+            }
+            c = 0xFFFD;
+        }
+        unsigned char bytes[4];
+        int size = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+        if (size == 1) {
+            bytes[0] = (unsigned char)c;
+        } else {
+            for (int k = size - 1; k > 0; k--) {
+                bytes[k] = (unsigned char)(0x80 | (c & 0x3F));
+                c >>= 6;
+            }
+            bytes[0] = (unsigned char)((0xF00u >> size) | c);
+        }
+        if (out_size != 0) {
+            if (written + size > out_size) {
+                SetLastError(ERROR_INSUFFICIENT_BUFFER);
+                return 0;
+            }
+            memcpy(out + written, bytes, (size_t)size);
+        }
+        written += size;
+    }
+    return written;
+}
+#endif
+#endif /* RIIS_NO_WIN32_STRINGS */
 
 RIIS_CRT_FN DWORD GetCurrentThreadId(VOID) { return (DWORD)syscall(SYS_gettid); }
 RIIS_CRT_FN DWORD GetCurrentProcessId(VOID) { return (DWORD)getpid(); }

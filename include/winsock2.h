@@ -16,14 +16,53 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#ifndef RIIS_SOCKADDR_TYPES_DEFINED
-#define RIIS_SOCKADDR_TYPES_DEFINED
-typedef struct sockaddr SOCKADDR, *PSOCKADDR, *LPSOCKADDR;
-typedef struct sockaddr_in SOCKADDR_IN, *PSOCKADDR_IN, *LPSOCKADDR_IN;
-typedef struct sockaddr_in6 SOCKADDR_IN6, *PSOCKADDR_IN6, *LPSOCKADDR_IN6;
-typedef struct sockaddr_storage SOCKADDR_STORAGE, *PSOCKADDR_STORAGE;
-typedef struct in_addr IN_ADDR, *PIN_ADDR;
-typedef struct in6_addr IN6_ADDR, *PIN6_ADDR;
+/* Each name is left to a source that defines it as a macro already. */
+#ifndef SOCKADDR
+typedef struct sockaddr SOCKADDR;
+#endif
+#ifndef PSOCKADDR
+typedef struct sockaddr *PSOCKADDR;
+#endif
+#ifndef LPSOCKADDR
+typedef struct sockaddr *LPSOCKADDR;
+#endif
+#ifndef SOCKADDR_IN
+typedef struct sockaddr_in SOCKADDR_IN;
+#endif
+#ifndef PSOCKADDR_IN
+typedef struct sockaddr_in *PSOCKADDR_IN;
+#endif
+#ifndef LPSOCKADDR_IN
+typedef struct sockaddr_in *LPSOCKADDR_IN;
+#endif
+#ifndef SOCKADDR_IN6
+typedef struct sockaddr_in6 SOCKADDR_IN6;
+#endif
+#ifndef PSOCKADDR_IN6
+typedef struct sockaddr_in6 *PSOCKADDR_IN6;
+#endif
+#ifndef LPSOCKADDR_IN6
+typedef struct sockaddr_in6 *LPSOCKADDR_IN6;
+#endif
+#ifndef SOCKADDR_STORAGE
+typedef struct sockaddr_storage SOCKADDR_STORAGE;
+#endif
+#ifndef PSOCKADDR_STORAGE
+typedef struct sockaddr_storage *PSOCKADDR_STORAGE;
+#endif
+#ifndef IN_ADDR
+typedef struct in_addr IN_ADDR;
+#endif
+#ifndef PIN_ADDR
+typedef struct in_addr *PIN_ADDR;
+#endif
+#ifndef IN6_ADDR
+typedef struct in6_addr IN6_ADDR;
+#endif
+#ifndef PIN6_ADDR
+typedef struct in6_addr *PIN6_ADDR;
+#endif
+#ifndef ADDRESS_FAMILY
 typedef sa_family_t ADDRESS_FAMILY;
 #endif
 

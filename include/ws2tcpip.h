@@ -7,7 +7,11 @@
 
 #include "winsock2.h"
 
+#ifndef InetNtopA
 #define InetNtopA inet_ntop
+#endif
+#ifndef InetPtonA
 #define InetPtonA inet_pton
+#endif
 
 #endif /* RIIS_WS2TCPIP_H */

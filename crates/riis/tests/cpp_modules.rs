@@ -507,6 +507,7 @@ fn the_c_runtime_shims_behave_as_documented() {
     let built = Command::new("g++")
         .args([
             "-std=c++11",
+            "-O2",
             "-Wall",
             "-Wextra",
             "-Werror",
@@ -527,10 +528,12 @@ fn the_c_runtime_shims_behave_as_documented() {
         Err(e) => panic!("g++ is required in CI: {e}"),
     }
     let out = Command::new(&program).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // OutputDebugString goes to standard error, as UTF-8 in any locale.
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("debug: café\ndebug: plain\n"),
+        "{stderr}"
     );
     // As C: the functions are file-local there.
     let c = dir.write(

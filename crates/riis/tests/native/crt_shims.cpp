@@ -89,6 +89,8 @@ int main() {
     assert(_snprintf_s(d, _TRUNCATE, "%d", 42) == 2 && strcmp(d, "42") == 0);
     /* strncpy_s: at most `count`; _TRUNCATE cuts and says STRUNCATE. */
     assert(strncpy_s(d, "abcdefgh", 2) == 0 && strcmp(d, "ab") == 0);
+    char wide_enough[16];
+    assert(strncpy_s(wide_enough, "x", _TRUNCATE) == 0 && strcmp(wide_enough, "x") == 0);
     assert(strncpy_s(d, "abcdefgh", _TRUNCATE) == STRUNCATE && strcmp(d, "abcde") == 0);
     assert(strncpy_s(d, "abcdefgh", 7) == ERANGE && d[0] == 0);
     assert(_itoa_s(-305, d, 10) == 0 && strcmp(d, "-305") == 0);
@@ -99,6 +101,9 @@ int main() {
     assert(_wcsnicmp(L"ABCx", L"abcy", 3) == 0);
     const char *hay = "text/HTML; charset=utf-8";
     assert(StrStrIA(hay, "html") == hay + 5 && StrStrIA(hay, "xml") == NULL);
+    assert(StrStrIA(hay, "") == NULL && lstrcmpiA(NULL, "") == 0);
+    assert(strncpy_s(d, sizeof d, NULL, 0) == 0 && d[0] == 0);
+    assert(_itoa_s(5, d, 37) == EINVAL && d[0] == 0);
 
     /* UTF-8 and wchar_t (UTF-32), with the NUL for -1, a size query for
      * 0, and U+FFFD for bytes that are not UTF-8. */
@@ -108,16 +113,26 @@ int main() {
     wchar_t utf32[8];
     assert(MultiByteToWideChar(CP_UTF8, 0, utf8, -1, utf32, 8) == 7);
     assert(utf32[3] == 0xE9 && utf32[5] == 0x1F600 && utf32[6] == 0);
+    SetLastError(0);
     assert(MultiByteToWideChar(CP_UTF8, 0, utf8, -1, utf32, 3) == 0);
+    assert(GetLastError() == ERROR_INSUFFICIENT_BUFFER);
+    assert(MultiByteToWideChar(CP_UTF8, 0, utf8, -1, NULL, 3) == 0);
+    assert(GetLastError() == ERROR_INVALID_PARAMETER);
     wchar_t bad[4];
     assert(MultiByteToWideChar(CP_UTF8, 0, "a\xff" "b", 3, bad, 4) == 3 && bad[1] == 0xFFFD);
     assert(MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, "a\xff" "b", 3, bad, 4) == 0);
+    assert(HRESULT_FROM_WIN32(GetLastError()) == (HRESULT)0x80070459u);
     assert(MultiByteToWideChar(CP_UTF8, 0, "\xc0\xaf", 2, bad, 4) == 2 && bad[0] == 0xFFFD);
     char back[16];
     assert(WideCharToMultiByte(CP_UTF8, 0, utf32, -1, NULL, 0, NULL, NULL) == 11);
     assert(WideCharToMultiByte(CP_UTF8, 0, utf32, -1, back, sizeof back, NULL, NULL) == 11);
     assert(strcmp(back, utf8) == 0);
     assert(WideCharToMultiByte(CP_UTF8, 0, utf32, -1, back, 4, NULL, NULL) == 0);
+    assert(GetLastError() == ERROR_INSUFFICIENT_BUFFER);
+    const wchar_t surrogate[] = {L'a', (wchar_t)0xD800, 0};
+    assert(WideCharToMultiByte(CP_UTF8, WC_ERR_INVALID_CHARS, surrogate, -1, back, 16, NULL,
+                               NULL) == 0);
+    assert(WideCharToMultiByte(CP_UTF8, 0, surrogate, -1, back, 16, NULL, NULL) == 5);
 
     /* Calendar time, heap, SRW locks, debug output. */
     SYSTEMTIME utc;
@@ -134,7 +149,9 @@ int main() {
     ReleaseSRWLockShared(&guard);
     AcquireSRWLockExclusive(&guard);
     ReleaseSRWLockExclusive(&guard);
-    OutputDebugStringA("");
+    /* Checked by the test that runs this: UTF-8 on standard error. */
+    OutputDebugStringW(L"debug: caf\u00e9\n");
+    OutputDebugString("debug: plain\n");
     assert(E_NOT_SET == HRESULT_FROM_WIN32(ERROR_NOT_FOUND));
 
     /* A remote address read the Windows way. */
