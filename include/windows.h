@@ -571,6 +571,25 @@ RIIS_CRT_FN char *StrStrIA(const char *haystack, const char *needle) {
 }
 #endif
 
+/* `c` as UTF-8 into `out`: its length. A surrogate or a value past
+ * U+10FFFF is U+FFFD. */
+RIIS_CRT_FN int riis_utf8_encode(uint32_t c, unsigned char out[4]) {
+    if (c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) {
+        c = 0xFFFD;
+    }
+    int size = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+    if (size == 1) {
+        out[0] = (unsigned char)c;
+        return 1;
+    }
+    for (int k = size - 1; k > 0; k--) {
+        out[k] = (unsigned char)(0x80 | (c & 0x3F));
+        c >>= 6;
+    }
+    out[0] = (unsigned char)((0xF00u >> size) | c);
+    return size;
+}
+
 /* A debugger's output on Windows: riis's standard error here. */
 #ifndef OutputDebugStringA
 RIIS_CRT_FN void OutputDebugStringA(const char *text) {
@@ -587,22 +606,8 @@ RIIS_CRT_FN void OutputDebugStringW(const wchar_t *text) {
         return;
     }
     for (; *text != 0; text++) {
-        uint32_t c = (uint32_t)*text;
-        if (c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) {
-            c = 0xFFFD;
-        }
-        unsigned char bytes[5] = {0};
-        int size = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
-        if (size == 1) {
-            bytes[0] = (unsigned char)c;
-        } else {
-            for (int k = size - 1; k > 0; k--) {
-                bytes[k] = (unsigned char)(0x80 | (c & 0x3F));
-                c >>= 6;
-            }
-            bytes[0] = (unsigned char)((0xF00u >> size) | c);
-        }
-        fputs((const char *)bytes, stderr);
+        unsigned char bytes[4];
+        fwrite(bytes, 1, (size_t)riis_utf8_encode((uint32_t)*text, bytes), stderr);
     }
 }
 #endif
@@ -956,24 +961,12 @@ RIIS_CRT_FN int WideCharToMultiByte(UINT code_page, DWORD flags, const wchar_t *
     int written = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t c = (uint32_t)text[i];
-        if (c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) {
-            if (flags & WC_ERR_INVALID_CHARS) {
-                SetLastError(ERROR_NO_UNICODE_TRANSLATION);
-                return 0;
-            }
-            c = 0xFFFD;
+        if ((c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) && (flags & WC_ERR_INVALID_CHARS)) {
+            SetLastError(ERROR_NO_UNICODE_TRANSLATION);
+            return 0;
         }
         unsigned char bytes[4];
-        int size = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
-        if (size == 1) {
-            bytes[0] = (unsigned char)c;
-        } else {
-            for (int k = size - 1; k > 0; k--) {
-                bytes[k] = (unsigned char)(0x80 | (c & 0x3F));
-                c >>= 6;
-            }
-            bytes[0] = (unsigned char)((0xF00u >> size) | c);
-        }
+        int size = riis_utf8_encode(c, bytes);
         if (out_size != 0) {
             if (written + size > out_size) {
                 SetLastError(ERROR_INSUFFICIENT_BUFFER);

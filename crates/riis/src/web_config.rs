@@ -3277,6 +3277,24 @@ mod tests {
         );
     }
 
+    /// The wildcards of the converted location at `path`.
+    fn wildcards_of(text: &str, path: &str) -> Vec<String> {
+        let table: toml::Table = text.parse().unwrap();
+        let location = table["sites"]["locations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["path"].as_str() == Some(path))
+            .unwrap_or_else(|| panic!("no location {path} in:\n{text}"))
+            .clone();
+        location["http_redirect"]["wildcards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["wildcard"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// A folder inside another inherits that folder's `httpRedirect`, as
     /// IIS's nested folders do, whichever comes first in the file.
     #[test]
@@ -3300,20 +3318,7 @@ mod tests {
           </system.webServer></location>
         </configuration>"#;
         let converted = convert(xml, Some("/")).unwrap();
-        let table: toml::Table = converted.text.parse().unwrap();
-        let locations = table["sites"]["locations"].as_array().unwrap();
-        let rules = |path: &str| -> Vec<String> {
-            let l = locations
-                .iter()
-                .find(|l| l["path"].as_str() == Some(path))
-                .unwrap();
-            l["http_redirect"]["wildcards"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["wildcard"].as_str().unwrap().to_owned())
-                .collect()
-        };
+        let rules = |path: &str| wildcards_of(&converted.text, path);
         // `/a`'s destination applies in `/a/b` too: IIS reads no rule there.
         assert!(rules("/a/b").is_empty(), "{}", converted.text);
         assert!(converted.left_out.iter().any(
@@ -3340,20 +3345,7 @@ mod tests {
           </system.webServer></location>
         </configuration>"#;
         let converted = convert(xml, Some("/")).unwrap();
-        let table: toml::Table = converted.text.parse().unwrap();
-        let locations = table["sites"]["locations"].as_array().unwrap();
-        let rules = |path: &str| -> Vec<String> {
-            let l = locations
-                .iter()
-                .find(|l| l["path"].as_str() == Some(path))
-                .unwrap();
-            l["http_redirect"]["wildcards"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["wildcard"].as_str().unwrap().to_owned())
-                .collect()
-        };
+        let rules = |path: &str| wildcards_of(&converted.text, path);
         assert_eq!(rules("/a"), ["*.asp"], "{}", converted.text);
         assert!(rules("/a/b/c").is_empty(), "{}", converted.text);
         assert_eq!(rules("/a/b/c/d"), ["*.asp"], "{}", converted.text);

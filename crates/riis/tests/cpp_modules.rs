@@ -531,10 +531,7 @@ fn the_c_runtime_shims_behave_as_documented() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // OutputDebugString goes to standard error, as UTF-8 in any locale.
-    assert!(
-        stderr.contains("debug: café\ndebug: plain\n"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("debug: café\ndebug: plain\n"), "{stderr}");
     // As C: the functions are file-local there.
     let c = dir.write(
         "uses.c",
