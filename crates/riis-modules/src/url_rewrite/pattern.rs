@@ -50,29 +50,100 @@ impl fmt::Display for GaveUp {
     }
 }
 
-/// `expression` with the escapes ECMAScript reads as the character itself
-/// and the `regex` crate as something else written as that character:
-/// `\<` and `\>` are `<` and `>` in ECMAScript (and in mod_rewrite's PCRE,
-/// whence the widespread `(\<|%3C).*script.*(\>|%3E)` rule comes), word
-/// boundaries in `regex`, which made that rule refuse `?sort=description`.
-fn ecmascript_escapes(expression: &str) -> std::borrow::Cow<'_, str> {
-    if !expression.contains("\\<") && !expression.contains("\\>") {
+/// `expression`, written in ECMAScript's syntax, in the `regex` crate's,
+/// where the two read the same text differently:
+///
+/// - `\<` and `\>` are `<` and `>` in ECMAScript (and in mod_rewrite's
+///   PCRE, whence the widespread `(\<|%3C).*script.*(\>|%3E)` rule comes),
+///   word boundaries in `regex`, which made that rule refuse
+///   `?sort=description`;
+/// - `\d`, `\w` and `\b` are ASCII in ECMAScript, Unicode in `regex`: a
+///   rule's `^product/(\d+)$` let Arabic-Indic digits through to the
+///   application, and `^[\w-]{1,255}$` did not even compile (a Unicode
+///   class repeated 255 times passes the compiled size limit). They are
+///   written out as ASCII classes (and `\b` as the ASCII word boundary);
+///   `\s` is Unicode's white space in both;
+/// - inside a class, `[` is a literal in ECMAScript and opens a nested
+///   class in `regex`, and `&&`, `~~` and `--` are set operations there:
+///   they are escaped; `\b` there is the backspace.
+///
+/// `backtracking`: for fancy-regex, which has no `(?-u:…)`: the ASCII
+/// word boundary is written with look-around there.
+fn ecmascript_syntax(expression: &str, backtracking: bool) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| matches!(c, '\\' | '[');
+    if !expression.contains(special) {
         return expression.into();
     }
-    let mut out = String::with_capacity(expression.len());
-    let mut chars = expression.chars();
+    const WORD: &str = "0-9A-Za-z_";
+    let mut out = String::with_capacity(expression.len() + 16);
+    let mut in_class = false;
+    let mut chars = expression.chars().peekable();
     while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some(literal @ ('<' | '>')) => out.push(literal),
-            Some(escaped) => {
-                out.push('\\');
-                out.push(escaped);
+        match c {
+            '\\' => match chars.next() {
+                // A class escape in a class is no end of a range: a `-`
+                // after it is the character (`[\w-.]`).
+                Some(class @ ('d' | 'w' | 's' | 'D' | 'W' | 'S')) if in_class => {
+                    match class {
+                        'd' => out.push_str("0-9"),
+                        'w' => out.push_str(WORD),
+                        'D' => out.push_str("[^0-9]"),
+                        'W' => out.push_str("[^0-9A-Za-z_]"),
+                        other => {
+                            out.push('\\');
+                            out.push(other);
+                        }
+                    }
+                    if chars.peek() == Some(&'-') {
+                        chars.next();
+                        out.push_str("\\-");
+                    }
+                }
+                Some(literal @ ('<' | '>')) => out.push(literal),
+                Some('b') if in_class => out.push_str("\\x08"),
+                Some('d') => out.push_str("[0-9]"),
+                Some('w') => out.push_str("[0-9A-Za-z_]"),
+                Some('D') => out.push_str("[^0-9]"),
+                Some('W') => out.push_str("[^0-9A-Za-z_]"),
+                Some('b') if backtracking => out.push_str(
+                    "(?:(?<=[0-9A-Za-z_])(?![0-9A-Za-z_])|(?<![0-9A-Za-z_])(?=[0-9A-Za-z_]))",
+                ),
+                Some('B') if backtracking => out.push_str(
+                    "(?:(?<=[0-9A-Za-z_])(?=[0-9A-Za-z_])|(?<![0-9A-Za-z_])(?![0-9A-Za-z_]))",
+                ),
+                Some('b') => out.push_str("(?-u:\\b)"),
+                Some('B') => out.push_str("(?-u:\\B)"),
+                Some(escaped) => {
+                    out.push('\\');
+                    out.push(escaped);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                // A `]` first (after any `^`) is a member in `regex`:
+                // ECMAScript's `[]` (nothing) and `[^]` (anything) are
+                // left for `regex` to refuse, not read as something else.
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
             }
-            None => out.push('\\'),
+            '[' => out.push_str("\\["),
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            '&' | '~' | '-' if in_class && chars.peek() == Some(&c) => {
+                // `&&`, `~~`, `--`: two literals, not a set operation.
+                chars.next();
+                out.push('\\');
+                out.push(c);
+                out.push('\\');
+                out.push(c);
+            }
+            other => out.push(other),
         }
     }
     out.into()
@@ -97,7 +168,8 @@ impl Pattern {
         ignore_case: bool,
         backtrack_limit: usize,
     ) -> Result<Self, String> {
-        let expression = &*ecmascript_escapes(expression);
+        let source = expression;
+        let expression = &*ecmascript_syntax(source, false);
         let refused = match regex::RegexBuilder::new(expression)
             .case_insensitive(ignore_case)
             .build()
@@ -117,7 +189,7 @@ impl Pattern {
         if !needs_backtracking {
             return Err(refused.to_string());
         }
-        fancy_regex::RegexBuilder::new(expression)
+        fancy_regex::RegexBuilder::new(&ecmascript_syntax(source, true))
             .case_insensitive(ignore_case)
             .backtrack_limit(backtrack_limit)
             .build()
@@ -243,6 +315,40 @@ mod tests {
         // In the backtracking engine too.
         let ahead = Pattern::with_backtrack_limit(r"^(?!x)\<b\>", false, BACKTRACK_LIMIT).unwrap();
         assert!(ahead.is_match("<b>").unwrap());
+    }
+
+    /// `\d`, `\w` and `\b` are ASCII, as in ECMAScript; in a class `[`
+    /// and doubled `&`, `~`, `-` are characters; `[\w-.]` has a `-`.
+    #[test]
+    fn classes_read_as_ecmascript_reads_them() {
+        let p = |e: &str| Pattern::with_backtrack_limit(e, false, BACKTRACK_LIMIT).unwrap();
+        let id = p(r"^product/(\d+)$");
+        assert!(id.is_match("product/42").unwrap());
+        assert!(!id.is_match("product/\u{663}\u{664}").unwrap());
+        let slug = p(r"^[\w-]{1,255}$");
+        assert!(slug.is_match("a-b_c9").unwrap() && !slug.is_match("caf\u{e9}").unwrap());
+        assert!(p(r"^\w{1,1000}$").is_match("abc").unwrap());
+        assert!(p(r"^[\w-.]+$").is_match("a-b.c").unwrap());
+        assert!(p(r"^[\d-z]+$").is_match("1-z").unwrap());
+        assert!(p(r"^\W$").is_match("\u{e9}").unwrap());
+        assert!(p(r"^[^\W]$").is_match("a").unwrap() && !p(r"^[^\W]$").is_match("\u{e9}").unwrap());
+        // An ASCII word boundary: `é` is no word character.
+        let word = p(r"\bfoo\b");
+        assert!(word.is_match("a foo b").unwrap() && word.is_match("\u{e9}foo\u{e9}").unwrap());
+        assert!(!word.is_match("afoo").unwrap());
+        assert!(p(r"^[\b]$").is_match("\u{8}").unwrap());
+        // `[` in a class, `&&` and `--` are characters.
+        assert!(p(r"^[[]$").is_match("[").unwrap());
+        assert!(p(r"^[a&&]+$").is_match("a&&").unwrap());
+        // `\s` stays Unicode's white space, as in ECMAScript.
+        assert!(p(r"^\s$").is_match("\u{a0}").unwrap());
+        // Case-insensitively too; and in the backtracking engine.
+        let insensitive =
+            Pattern::with_backtrack_limit(r"^(\w+)\1$", true, BACKTRACK_LIMIT).unwrap();
+        assert!(insensitive.is_match("abAB").unwrap());
+        assert!(!insensitive.is_match("\u{e9}\u{e9}").unwrap());
+        let ahead = p(r"^(?!api)\b\w+\b$");
+        assert!(ahead.is_match("app").unwrap() && !ahead.is_match("api").unwrap());
     }
 
     #[test]
