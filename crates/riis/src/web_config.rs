@@ -1037,6 +1037,15 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
         action.attribute("appendQueryString"),
     );
     if let Some(v) = action.attribute("redirectType") {
+        // IIS's configuration takes an enumeration's value as well as its
+        // name (`redirectType="302"`).
+        let v = match v.trim() {
+            "301" => "Permanent",
+            "302" => "Found",
+            "303" => "SeeOther",
+            "307" => "Temporary",
+            named => named,
+        };
         t.insert(
             "redirect_type".into(),
             Value::String(canonical(
@@ -3034,7 +3043,7 @@ mod tests {
         let xml = r#"<configuration><system.webServer><rewrite><rules>
             <rule name="stop" stopProcessing="true"><match url="^health$" /></rule>
             <rule name="none"><match url="^x$" /><action type="None" url="/ignored" /></rule>
-            <rule name="https"><match url=".*" /><action type="Redirect" url="https://{HTTP_HOST}/{R:1}" /></rule>
+            <rule name="https"><match url=".*" /><action type="Redirect" url="https://{HTTP_HOST}/{R:1}" redirectType="302" /></rule>
             <rule name="cond"><match url="^a$" /><conditions><add input="{R:1}" pattern="x" /></conditions><action type="None" /></rule>
             <rule name="files"><match url="^(.*)$" /><conditions logicalGrouping="MatchAny">
               <add input="{REQUEST_FILENAME}" matchType="IsFile" pattern="" ignoreCase="false" />
@@ -3050,6 +3059,8 @@ mod tests {
             rules[2]["action"]["url"].as_str(),
             Some("https://{HTTP_HOST}/")
         );
+        // An enumeration's value stands for its name, as IIS reads it.
+        assert_eq!(rules[2]["action"]["redirect_type"].as_str(), Some("Found"));
         let notes = converted.left_out.join("\n");
         assert!(
             notes.contains("{R:1} is past its pattern's 0 group"),
