@@ -1029,6 +1029,29 @@ fn inbound_rule(out: &mut Output, rule: Node) -> Result<(), String> {
                 ),
             );
         }
+        // `index.php/{R:1}` (CodeIgniter, Yii, Slim): a script with a path
+        // after it, which riis's handler for `*.php` takes only with
+        // `allow_path_info = true` (404 otherwise).
+        let path = url.split(['?', '#']).next().unwrap_or("");
+        let script = path.split('/').rev().skip(1).find(|segment| {
+            // An extension as scripts have (`php`, `aspx`), not a version
+            // (`v1.2`).
+            segment.rsplit_once('.').is_some_and(|(stem, ext)| {
+                !stem.is_empty()
+                    && (1..=5).contains(&ext.len())
+                    && ext.bytes().all(|b| b.is_ascii_alphabetic())
+            })
+        });
+        if kind == "Rewrite" && !to_server {
+            if let Some(script) = script {
+                out.leave(
+                    action,
+                    &format!(
+                        "rule `{named}` rewrites to `{script}` with a path after it: its handler needs `allow_path_info = true` in [[handlers]] (IIS's allowPathInfo), or the rewritten URL gets 404"
+                    ),
+                );
+            }
+        }
         t.insert("url".into(), Value::String(url.into()));
     }
     put_bool(
@@ -3049,6 +3072,7 @@ mod tests {
               <add input="{REQUEST_FILENAME}" matchType="IsFile" pattern="" ignoreCase="false" />
               <add input="{REQUEST_FILENAME}" matchType="IsDirectory" pattern="^/.well-known/*" negate="true" />
             </conditions><action type="None" /></rule>
+            <rule name="ci"><match url="^(.*)$" /><action type="Rewrite" url="index.php/{R:1}" /></rule>
         </rules></rewrite></system.webServer></configuration>"#;
         let converted = convert(xml, None).unwrap();
         let table: toml::Table = converted.text.parse().unwrap();
@@ -3067,6 +3091,10 @@ mod tests {
             "{notes}"
         );
         assert!(notes.contains("{R:1} in a condition is past"), "{notes}");
+        assert!(
+            notes.contains("rule `ci` rewrites to `index.php` with a path after it: its handler needs `allow_path_info = true`"),
+            "{notes}"
+        );
         assert_eq!(rules[3]["conditions"][0]["input"].as_str(), Some(""));
         // A file test's pattern, which IIS ignores, is left out (riis
         // refuses one), named when it said something.
