@@ -23,6 +23,13 @@
 //! (StaticFile would answer 404.8). Entries of `files` are file names:
 //! one with a `/`, or `.` / `..`, is a configuration error.
 //!
+//! A request with a body (a form that posts to `./`, to `/?task=login`)
+//! has it read whole first and handed to the child (`insert_entity_body`),
+//! as IIS's document gets the post: at most 30,000,000 bytes (IIS's
+//! `maxAllowedContentLength`; RequestFiltering, when listed, may refuse
+//! less), 413 past it. StaticFile leaves a folder's other methods to this
+//! module rather than answering 405.
+//!
 //! The child request's `REQUEST_URI` server variable stays the URL the
 //! client asked for (`/blog/`, not `/blog/index.php`), as nginx's `index`
 //! passes it to applications (the engine keeps it across child requests).
@@ -32,11 +39,20 @@
 //! - `files` (default `index.html`, `index.htm`, `default.htm`,
 //!   `default.html`, `iisstart.htm`).
 
+use riis_pipeline::bytes::Bytes;
+use riis_pipeline::http::StatusCode;
 use riis_pipeline::{
     CompletionInfo, ExecuteFlags, HttpContext, HttpModule, ModuleError, ModuleRegistration,
     RequestNotification, RequestNotificationStatus, RequestNotifications, ResourceKind, Section,
     ServerInfo,
 };
+
+/// The most of a request body read for the document (IIS's default
+/// `maxAllowedContentLength`).
+const MAX_BODY: usize = 30_000_000;
+
+/// Bytes asked for by each body read.
+const READ_SIZE: usize = 64 * 1024;
 use serde::Deserialize;
 
 use crate::static_file::StaticFileConfig;
@@ -89,6 +105,9 @@ impl Default for DefaultDocumentConfig {
 pub struct DefaultDocument {
     config: Section<DefaultDocumentConfig>,
     static_file: Section<StaticFileConfig>,
+    /// While the request's body is read for the document: the document's
+    /// URL, and the body so far.
+    reading: Option<(String, Vec<Bytes>, usize)>,
 }
 
 impl HttpModule for DefaultDocument {
@@ -135,32 +154,12 @@ impl HttpModule for DefaultDocument {
             url.push('?');
             url.push_str(q);
         }
-        let started = ctx.clone_context_with_url(&url).and_then(|mut child| {
-            crate::internal_redirect::pass_on(ctx, &mut child);
-            ctx.execute_request(
-                child,
-                ExecuteFlags {
-                    buffer_response: true,
-                    // A document an application answers at length (an
-                    // export at `/reports/`) goes out as it comes.
-                    stream_past_buffer_limit: true,
-                    ..ExecuteFlags::default()
-                },
-            )
-        });
-        match started {
-            Ok(()) => RequestNotificationStatus::Pending,
-            Err(e) => {
-                // At the nesting cap every level of a page refuses one (a
-                // looped include: 67 lines for one request in review J):
-                // one line a second.
-                static REFUSED_LOG: crate::LogGate = crate::LogGate::new();
-                if let Some(held_back) = REFUSED_LOG.pass() {
-                    tracing::warn!(error = %e, url = %crate::log_excerpt(&url), held_back, "default document child request refused");
-                }
-                RequestNotificationStatus::Continue
-            }
+        if !ctx.request().is_body_complete() {
+            // A post to the folder: the document gets its body.
+            self.reading = Some((url, Vec::new(), 0));
+            return read_more(ctx);
         }
+        start_child(ctx, &url, Vec::new())
     }
 
     fn on_async_completion(
@@ -170,9 +169,83 @@ impl HttpModule for DefaultDocument {
         _is_post: bool,
         _completion: &CompletionInfo,
     ) -> RequestNotificationStatus {
+        if let Some((_, pieces, length)) = &mut self.reading {
+            let piece = ctx.request_mut().take_read_data();
+            *length += piece.len();
+            if *length > MAX_BODY {
+                self.reading = None;
+                ctx.response_mut().set_error_status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Payload Too Large",
+                    0,
+                    ModuleError::E_INVALIDARG,
+                );
+                ctx.response_mut().set_need_disconnect();
+                ctx.set_request_handled();
+                return RequestNotificationStatus::FinishRequest;
+            }
+            if !piece.is_empty() {
+                pieces.push(piece);
+            }
+            if !ctx.request().is_body_complete() {
+                return read_more(ctx);
+            }
+            let (url, pieces, _) = self.reading.take().expect("reading");
+            return start_child(ctx, &url, pieces);
+        }
         // The child produced the response; the handler is done.
         ctx.set_request_handled();
         RequestNotificationStatus::Continue
+    }
+}
+
+/// Asks for the next piece of the request's body.
+fn read_more(ctx: &mut HttpContext) -> RequestNotificationStatus {
+    match ctx.read_entity_body(READ_SIZE) {
+        Ok(()) => RequestNotificationStatus::Pending,
+        Err(e) => {
+            ctx.response_mut().set_error_status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                0,
+                e.hresult,
+            );
+            RequestNotificationStatus::FinishRequest
+        }
+    }
+}
+
+/// Runs the document at `url` in the request's place, with `body` as its
+/// request body.
+fn start_child(ctx: &mut HttpContext, url: &str, body: Vec<Bytes>) -> RequestNotificationStatus {
+    let started = ctx.clone_context_with_url(url).and_then(|mut child| {
+        for piece in body {
+            child.request_mut().insert_entity_body(piece);
+        }
+        crate::internal_redirect::pass_on(ctx, &mut child);
+        ctx.execute_request(
+            child,
+            ExecuteFlags {
+                buffer_response: true,
+                // A document an application answers at length (an
+                // export at `/reports/`) goes out as it comes.
+                stream_past_buffer_limit: true,
+                ..ExecuteFlags::default()
+            },
+        )
+    });
+    match started {
+        Ok(()) => RequestNotificationStatus::Pending,
+        Err(e) => {
+            // At the nesting cap every level of a page refuses one (a
+            // looped include: 67 lines for one request in review J):
+            // one line a second.
+            static REFUSED_LOG: crate::LogGate = crate::LogGate::new();
+            if let Some(held_back) = REFUSED_LOG.pass() {
+                tracing::warn!(error = %e, url = %crate::log_excerpt(url), held_back, "default document child request refused");
+            }
+            RequestNotificationStatus::Continue
+        }
     }
 }
 
@@ -208,6 +281,7 @@ pub fn register_module(
         move || DefaultDocument {
             config,
             static_file,
+            reading: None,
         },
         RequestNotification::ExecuteRequestHandler.into(),
         RequestNotifications::NONE,

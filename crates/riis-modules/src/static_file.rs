@@ -4,7 +4,9 @@
 //! mapping lists it (the default static handler does). For a file it answers
 //! GET and HEAD with `Content-Type` by extension, `Content-Length`,
 //! `Last-Modified`, a strong `ETag` and `Accept-Ranges: bytes`; other methods
-//! get 405 with `Allow`. A directory URL without its trailing slash is
+//! get 405 with `Allow` (for a directory they are left to the handler's next
+//! module: a post to a folder goes to its default document). A directory URL
+//! without its trailing slash is
 //! redirected (301) to the slash form; a directory URL with it is left to the
 //! handler's next module (DefaultDocument). A served file marks the request
 //! handled and returns Continue, so ReleaseRequestState and
@@ -1207,6 +1209,12 @@ impl HttpModule for StaticFile {
         }
         let method = ctx.request().method().clone();
         if method != Method::GET && method != Method::HEAD {
+            // A folder's URL is the handler's next modules' to answer: a
+            // form's post to `./` goes to its default document (`index.php`
+            // takes it), as on IIS.
+            if ctx.resource_kind() == Some(ResourceKind::Directory) {
+                return RequestNotificationStatus::Continue;
+            }
             let code = status(
                 ctx,
                 StatusCode::METHOD_NOT_ALLOWED,

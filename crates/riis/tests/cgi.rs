@@ -1406,3 +1406,79 @@ fn an_x_accel_redirect_keeps_its_headers_through_a_local_redirect() {
     assert_eq!(resp.header("cache-control"), Some("private, no-store"));
     assert!(resp.body.ends_with(b"end\n"));
 }
+
+/// A form that posts to its folder (`./`, `/?task=login`) reaches the
+/// folder's default document with its body, as on IIS, where the static
+/// handler takes every method: StaticFile leaves a folder's POST to
+/// DefaultDocument, which reads the body and hands it to the document. A
+/// POST to a file is still 405.
+#[test]
+fn a_post_to_a_folder_reaches_its_default_document_with_its_body() {
+    let dir = TempDir::new("cgi-folder-post");
+    let root = dir.path().join("www");
+    program(
+        &dir,
+        "index.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
+         echo \"method=$REQUEST_METHOD length=$CONTENT_LENGTH query=$QUERY_STRING\"\ncat\n",
+    );
+    dir.write("www/a.txt", "alpha");
+    let config = dir.write(
+        "riis.toml",
+        format!(
+            r#"[[modules]]
+name = "Cgi"
+[[modules]]
+name = "StaticFile"
+[[modules]]
+name = "DefaultDocument"
+
+[[handlers]]
+name = "CGI-exe"
+path = "*.cgi"
+resource_type = "File"
+modules = ["Cgi"]
+
+[[handlers]]
+name = "StaticFile"
+path = "*"
+verbs = ["GET", "HEAD", "POST"]
+resource_type = "Either"
+modules = ["StaticFile", "DefaultDocument"]
+
+[default_document]
+files = ["index.cgi"]
+
+[[sites]]
+name = "Cgi"
+root = '{root}'
+bindings = ["127.0.0.1:0"]
+"#,
+            root = root.display()
+        ),
+    );
+    let server = RunningBinary::start(&["--config", config.to_str().unwrap()]);
+    let mut conn = Connection::open(server.addr);
+    conn.send_raw(
+        b"POST /cgi/?_task=login HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 13\r\n\r\nuser=a&pass=b",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.text(),
+        "method=POST length=13 query=_task=login\nuser=a&pass=b"
+    );
+    // Chunked too; and the connection goes on.
+    conn.send_raw(
+        b"POST /cgi/ HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    );
+    let resp = conn.read_response(false);
+    assert_eq!(resp.text(), "method=POST length=5 query=\nabcde");
+    let resp = conn.get("/cgi/");
+    assert_eq!(resp.text(), "method=GET length= query=\n");
+    // A file's POST is the file's to refuse.
+    conn.send_raw(b"POST /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.header("allow"), Some("GET, HEAD"));
+}
