@@ -1235,14 +1235,22 @@ pub struct IoState<T> {
     failed: Option<io::ErrorKind>,
     /// Follows the HTTP/1.x request stream for what hyper does not report.
     framing: FramingWatch,
+    /// On an HTTP/2 connection: follows its frames for a flood of frames
+    /// that carry nothing ([`crate::h2_flood`]).
+    flood: Option<Box<crate::h2_flood::FloodWatch>>,
     /// Reading stopped at a request line over the limit.
     request_line_refused: bool,
 }
 
 impl<T> IoState<T> {
-    /// The connection speaks HTTP/2: its bytes are not HTTP/1.x requests.
-    pub fn stop_framing_watch(&mut self) {
+    /// The connection speaks HTTP/2: its bytes are not HTTP/1.x requests,
+    /// but frames, watched for a flood from `read` on (the bytes read so
+    /// far, the preface's at least, which hyper gets again).
+    pub fn stop_framing_watch(&mut self, read: &[u8]) {
         self.framing.stop();
+        let mut flood = Box::<crate::h2_flood::FloodWatch>::default();
+        flood.feed(read);
+        self.flood = Some(flood);
     }
 
     /// Whether reading stopped at a request line longer than the limit
@@ -1346,6 +1354,7 @@ impl<T> SharedIo<T> {
             pending: Vec::new(),
             failed: None,
             framing: FramingWatch::default(),
+            flood: None,
             request_line_refused: false,
         }));
         (
@@ -1420,6 +1429,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
             r = Poll::Ready(Ok(()));
         }
         if !read.is_empty() {
+            if let Some(flood) = &mut state.flood {
+                if flood.feed(read) {
+                    static FLOOD_LOG: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    let now = crate::h2_flood::log_second();
+                    if FLOOD_LOG.swap(now, Ordering::Relaxed) != now {
+                        tracing::info!(
+                            "HTTP/2 flood: a client sent more than eight times in frames what it asked for; its connection is closed"
+                        );
+                    }
+                    return Poll::Ready(Err(io::Error::other(
+                        "HTTP/2 flood: frames that carry nothing",
+                    )));
+                }
+            }
             let activity = &self.conn.activity;
             activity.received(read.len());
             if let Some(head) = state.framing.feed(read) {
@@ -1835,6 +1859,7 @@ mod tests {
             pending: b"HTTP/1.1 200 OK\r\n".to_vec(),
             failed: None,
             framing: FramingWatch::default(),
+            flood: None,
             request_line_refused: false,
         };
         let activity = Activity::new();

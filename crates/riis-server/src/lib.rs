@@ -16,6 +16,7 @@ pub mod defaults;
 pub mod driver;
 mod framing;
 pub mod fs;
+mod h2_flood;
 mod h2_streams;
 mod in_flight;
 mod protocol;

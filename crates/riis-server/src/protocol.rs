@@ -566,7 +566,7 @@ fn start_http2<I: Socket>(
     shared
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .stop_framing_watch();
+        .stop_framing_watch(&prefix);
     let conn = builders
         .http2
         .serve_connection(TokioIo::new(Rewind { prefix, inner: io }), service);

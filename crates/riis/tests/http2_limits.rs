@@ -886,3 +886,42 @@ fn the_url_length_limit_is_the_same_over_both_versions() {
         assert_eq!(got, status, "HTTP/2, {length}");
     }
 }
+
+/// A client that sends frames carrying nothing (here `WINDOW_UPDATE +1`,
+/// valid each) as fast as it can has its connection closed once they pass
+/// eight times what it asked for, and 8 MiB (nginx's flood rule), rather
+/// than keep a worker busy for as long as the connection lives. Others are
+/// served meanwhile and after.
+#[test]
+fn a_flood_of_frames_that_carry_nothing_is_closed() {
+    let (_dir, server) = server();
+    let mut h2 = H2::open(server.addr);
+    assert_served_on(&mut h2);
+    let mut writer = h2.sock.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let update = frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 1]);
+        let batch: Vec<u8> = update.repeat(4096);
+        // 24 MiB at most; a write fails once the server closed.
+        for _ in 0..(24 * 1024 * 1024 / batch.len()) {
+            if writer.write_all(&batch).is_err() {
+                break;
+            }
+        }
+    });
+    // The server closes: the reads end (EOF, or a reset), not time out.
+    h2.sock
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut sink = [0u8; 65536];
+    let ended = loop {
+        match h2.sock.read(&mut sink) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(e) => panic!("the flooding connection was not closed: {e}"),
+        }
+    };
+    assert!(ended);
+    let _ = flood.join();
+    assert_served(server.addr);
+}
