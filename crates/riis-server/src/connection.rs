@@ -1578,6 +1578,10 @@ impl<T: AsyncWrite + Sendfile + Unpin> SharedIo<T> {
         if let Some(kind) = state.failed {
             return Poll::Ready(Err(kind.into()));
         }
+        if let Some(flood) = &mut state.flood {
+            // A client taking answers sends WINDOW_UPDATE as it reads.
+            flood.credit_sent(len);
+        }
         if state.pending.len() + len > COALESCE && len <= COALESCE {
             std::task::ready!(state.poll_send_pending(cx, &self.conn.activity))?;
         }
