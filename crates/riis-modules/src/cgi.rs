@@ -25,7 +25,7 @@
 //! A program that runs past `timeout` seconds (from the request asking, not
 //! counting waits for the client) is
 //! killed with its process group and the request gets 502.1, as IIS's CGI
-//! timeout; output without a valid header block (at most 100 lines, 64 KiB)
+//! timeout; output without a valid header block (at most 1,000 lines, 64 KiB)
 //! gets 502.2; a program that cannot start (or is not executable: 403.1;
 //! outside the root, a symbolic link or under a hidden segment: 404) is
 //! logged. At most `max_instances` programs run at once per

@@ -2475,6 +2475,17 @@ fn request_filtering(out: &mut Output, node: Node) -> Result<(), String> {
         ] {
             if let Some(n) = number(limits, attribute, "requestLimits")? {
                 out.key(key, Value::Integer(n));
+                if attribute == "maxAllowedContentLength" && n > 30_000_000 {
+                    // IIS's gateways (FastCGI's, ARR's) take what request
+                    // filtering lets through; riis's have limits of their
+                    // own.
+                    out.leave(
+                        limits,
+                        &format!(
+                            "maxAllowedContentLength=\"{n}\" is request_filtering's; uploads that large also need `fastcgi.max_request_body` or `proxy.max_request_body` (30000000 by default) raised where they go"
+                        ),
+                    );
+                }
             }
         }
         let mut headers = toml::Table::new();
@@ -3332,6 +3343,29 @@ mod tests {
             .iter()
             .map(|r| r["wildcard"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    /// A request filtering limit past the gateways' own says that those
+    /// need raising too (review V: a 31 MB upload still got 413).
+    #[test]
+    fn a_large_upload_limit_names_the_gateways_limits() {
+        let xml = r#"<configuration><system.webServer><security><requestFiltering>
+            <requestLimits maxAllowedContentLength="104857600" />
+          </requestFiltering></security></system.webServer></configuration>"#;
+        let converted = convert(xml, None).unwrap();
+        assert!(
+            converted
+                .text
+                .contains("max_allowed_content_length = 104857600"),
+            "{}",
+            converted.text
+        );
+        let notes = converted.left_out.join("\n");
+        assert!(notes.contains("fastcgi.max_request_body"), "{notes}");
+        let small = r#"<configuration><system.webServer><security><requestFiltering>
+            <requestLimits maxAllowedContentLength="1000000" />
+          </requestFiltering></security></system.webServer></configuration>"#;
+        assert!(convert(small, None).unwrap().left_out.is_empty());
     }
 
     /// A folder inside another inherits that folder's `httpRedirect`, as
