@@ -261,9 +261,12 @@ pub fn check_head<B>(
         (Some(host), None)
             if http2
                 && uri.authority().is_some_and(|authority| {
-                    !authority
-                        .as_str()
-                        .eq_ignore_ascii_case(host.to_str().unwrap_or(""))
+                    let default_port = if uri.scheme_str() == Some("https") {
+                        443
+                    } else {
+                        80
+                    };
+                    !same_origin(authority, host.to_str().unwrap_or(""), default_port)
                 }) =>
         {
             Some("the Host header differs from :authority")
@@ -502,9 +505,36 @@ pub fn raw_response(refusal: Refusal) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Whether `host` (a `Host` field) names the origin `authority` names:
+/// the host in any case and without a final dot, the port the scheme's
+/// `default_port` when left out (RFC 9113 §8.3.1 refuses only another
+/// origin: `example.com:80` and `example.com.` are `example.com`).
+fn same_origin(authority: &http::uri::Authority, host: &str, default_port: u16) -> bool {
+    let Ok(other) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let name = |a: &http::uri::Authority| a.host().trim_end_matches('.').to_ascii_lowercase();
+    name(authority) == name(&other)
+        && authority.port_u16().unwrap_or(default_port) == other.port_u16().unwrap_or(default_port)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_and_authority_of_one_origin_agree() {
+        let a = |s: &str| s.parse::<http::uri::Authority>().unwrap();
+        assert!(same_origin(&a("example.com"), "Example.COM", 80));
+        assert!(same_origin(&a("example.com:80"), "example.com", 80));
+        assert!(same_origin(&a("example.com"), "example.com.", 80));
+        assert!(same_origin(&a("[::1]"), "[::1]:80", 80));
+        assert!(same_origin(&a("example.com"), "example.com:443", 443));
+        assert!(!same_origin(&a("example.com"), "example.com:8080", 80));
+        assert!(!same_origin(&a("example.com"), "example.com:443", 80));
+        assert!(!same_origin(&a("example.com"), "evil.example", 80));
+        assert!(!same_origin(&a("example.com"), "", 80));
+    }
 
     #[test]
     fn hosts() {
