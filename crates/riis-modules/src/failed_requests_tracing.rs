@@ -274,17 +274,17 @@ const MAX_EVENTS: usize = 10_000;
 /// piece) must not take the memory: 200 such uploads held 1 GB before
 /// (review K). About 100 bytes an event kept, a few hundred as a trace's
 /// JSON.
-static HELD: AtomicUsize = AtomicUsize::new(0);
+static HELD: AtomicU64 = AtomicU64::new(0);
 
 /// See [`HELD`].
-const MAX_EVENTS_HELD: usize = 100_000;
+const MAX_EVENTS_HELD: u64 = 100_000;
 
 /// A share of a pool of events ([`HELD`]), given back when dropped (with
 /// the request's events, or once its trace is written or dropped).
 struct Held {
     count: usize,
-    pool: &'static AtomicUsize,
-    limit: usize,
+    pool: &'static AtomicU64,
+    limit: u64,
 }
 
 impl Default for Held {
@@ -307,14 +307,12 @@ impl Held {
     /// One more event, if the pool holds fewer than its limit, and, past
     /// half of it, if this trace holds fewer than [`LARGE_TRACE`].
     fn take_one(&mut self) -> bool {
-        let limit = self.limit;
-        let large = self.count >= LARGE_TRACE;
-        let taken = self
-            .pool
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < limit && !(large && n >= limit / 2)).then_some(n + 1)
-            })
-            .is_ok();
+        let budget = if self.count >= LARGE_TRACE {
+            self.limit / 2
+        } else {
+            self.limit
+        };
+        let taken = crate::take_from_budget(self.pool, 1, budget);
         if taken {
             self.count += 1;
         }
@@ -324,7 +322,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.pool.fetch_sub(self.count, Ordering::Relaxed);
+        self.pool.fetch_sub(self.count as u64, Ordering::Relaxed);
     }
 }
 
@@ -818,17 +816,17 @@ pub fn register_module(
 #[cfg(test)]
 mod tests {
     use super::{write_trace, FailedRequestsTracingConfig, Held, Ordering, StatusRule};
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::AtomicU64;
 
     /// The events all traces hold are bounded together: past the pool's
     /// limit none is kept, and what a trace held goes back when it goes.
     #[test]
     fn a_few_large_traces_leave_half_the_pool_to_the_others() {
-        static POOL: AtomicUsize = AtomicUsize::new(0);
+        static POOL: AtomicU64 = AtomicU64::new(0);
         let held = || Held {
             count: 0,
             pool: &POOL,
-            limit: 4 * super::LARGE_TRACE,
+            limit: 4 * super::LARGE_TRACE as u64,
         };
         // Two long requests: the first fills half the pool past its own
         // 1,000, the second stops at 1,000 too since half is taken.
@@ -850,7 +848,7 @@ mod tests {
 
     #[test]
     fn traces_share_a_bounded_pool_of_events() {
-        static POOL: AtomicUsize = AtomicUsize::new(0);
+        static POOL: AtomicU64 = AtomicU64::new(0);
         let held = || Held {
             count: 0,
             pool: &POOL,

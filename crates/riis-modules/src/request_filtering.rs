@@ -416,18 +416,14 @@ fn without_refused_verbs(ctx: &mut HttpContext, section: Section<RequestFilterin
     // Every `Allow` line: RFC 9110 §5.3 reads them as one list (a
     // backend's answer may have several).
     let mut listed: Vec<&str> = Vec::new();
+    let mut lines = 0;
     for line in ctx.response().headers().get_all(header::ALLOW) {
         let Ok(line) = line.to_str() else {
             return;
         };
+        lines += 1;
         listed.extend(line.split(',').map(str::trim).filter(|m| !m.is_empty()));
     }
-    let lines = ctx
-        .response()
-        .headers()
-        .get_all(header::ALLOW)
-        .iter()
-        .count();
     if lines == 1 && listed.iter().all(|m| verb_allowed(config, m)) {
         return;
     }

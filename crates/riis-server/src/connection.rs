@@ -1431,10 +1431,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
         if !read.is_empty() {
             if let Some(flood) = &mut state.flood {
                 if flood.feed(read) {
-                    static FLOOD_LOG: std::sync::atomic::AtomicU64 =
+                    static FLOOD_LOGGED: std::sync::atomic::AtomicU64 =
                         std::sync::atomic::AtomicU64::new(0);
-                    let now = crate::h2_flood::log_second();
-                    if FLOOD_LOG.swap(now, Ordering::Relaxed) != now {
+                    if crate::server::first_this_second(&FLOOD_LOGGED) {
                         tracing::info!(
                             "HTTP/2 flood: a client sent more than eight times in frames what it asked for; its connection is closed"
                         );

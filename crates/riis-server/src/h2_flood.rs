@@ -99,13 +99,6 @@ impl FloodWatch {
     }
 }
 
-/// The second it is, for logging floods at most once a second.
-pub fn log_second() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
